@@ -1,0 +1,86 @@
+package api
+
+// HTTP headers of the protocol.
+const (
+	HeaderIndex     = "X-Shoelace-Index"      // revision a response was read or written at
+	HeaderStore     = "X-Shoelace-Store"      // id of the store; changes when it is replaced or restored
+	HeaderInstance  = "X-Shoelace-Instance"   // an agent's instance name (default: hostname)
+	HeaderApplied   = "X-Shoelace-Applied"    // last revision at which all of an agent's templates were installed
+	HeaderMessage   = "X-Shoelace-Message"    // a write's message, for the release record
+	HeaderSource    = "X-Shoelace-Source"     // a write's source, such as a pipeline id
+	HeaderRequestID = "X-Shoelace-Request-Id" // request id, echoed and logged
+)
+
+// ContentTypeYAML is the content type of YAML appliance bodies.
+const ContentTypeYAML = "application/yaml"
+
+// KV is one key as GET /v1/kv/{key} answers it.
+type KV struct {
+	Key            string `json:"key"`
+	Value          string `json:"value"`
+	ModRevision    int64  `json:"mod_revision"`
+	CreateRevision int64  `json:"create_revision"`
+	Version        int64  `json:"version"`
+}
+
+// List answers GET /v1/kv/{prefix}?recurse. With &keys, Keys holds the names and Entries is empty.
+type List struct {
+	Revision int64    `json:"revision"`
+	Entries  []KV     `json:"entries,omitempty"`
+	Keys     []string `json:"keys,omitempty"`
+}
+
+// WriteResult answers a write.
+type WriteResult struct {
+	Revision int64 `json:"revision"`
+}
+
+// DeleteResult answers DELETE /v1/kv/{key}.
+type DeleteResult struct {
+	Revision int64 `json:"revision"`
+	Deleted  int64 `json:"deleted"`
+}
+
+// Op is one operation of a transaction: "put" (Key, Value) or "delete" (Key, Recurse).
+type Op struct {
+	Op      string `json:"op"`
+	Key     string `json:"key"`
+	Value   string `json:"value,omitempty"`
+	Recurse bool   `json:"recurse,omitempty"`
+}
+
+// Op kinds.
+const (
+	OpPut    = "put"
+	OpDelete = "delete"
+)
+
+// Guard holds a transaction only while Key's mod_revision is ModRevision (0: the key must not exist).
+type Guard struct {
+	Key         string `json:"key"`
+	ModRevision int64  `json:"mod_revision"`
+}
+
+// Txn is the body of POST /v1/txn.
+type Txn struct {
+	Ops    []Op    `json:"ops"`
+	Guards []Guard `json:"guards,omitempty"`
+}
+
+// Appliances answers GET /v1/appliances.
+type Appliances struct {
+	Appliances []string `json:"appliances"`
+}
+
+// View is an appliance's view: shared/ overlaid by appliances/<name>/, read at one revision,
+// keyed by paths relative to those roots.
+type View struct {
+	Appliance string            `json:"appliance"`
+	Revision  int64             `json:"revision"`
+	Keys      map[string]string `json:"keys"`
+}
+
+// Apply is the body of PUT /v1/appliances/{name} and the output of appliance export.
+type Apply struct {
+	Keys map[string]string `json:"keys"`
+}

@@ -1,0 +1,90 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+func jsonBody(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode request: %w", err)
+	}
+	return b, nil
+}
+
+// Appliances lists the appliances the token may read.
+func (c *Client) Appliances(ctx context.Context) ([]string, error) {
+	var a api.Appliances
+	_, err := c.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/appliances"}, &a)
+	return a.Appliances, err
+}
+
+// View reads an appliance's view now.
+func (c *Client) View(ctx context.Context, name string) (api.View, Meta, error) {
+	var v api.View
+	m, err := c.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/appliances/" + name}, &v)
+	return v, m, err
+}
+
+// Poll describes one long-poll of an appliance's view.
+type Poll struct {
+	// Index is the revision the caller has; the server answers when the view changed after it.
+	Index int64
+	// Wait is how long the server may hold the request (0: the server's default, 55 s).
+	Wait time.Duration
+	// Store is the store id the caller knows; a different one is answered at once.
+	Store string
+	// Instance and Applied identify an agent (X-Shoelace-Instance, X-Shoelace-Applied).
+	Instance string
+	Applied  int64
+}
+
+// Headers returns the agent's identity headers for p.
+func (p Poll) Headers() http.Header {
+	h := http.Header{}
+	if p.Instance != "" {
+		h.Set(api.HeaderInstance, p.Instance)
+	}
+	if p.Applied > 0 {
+		h.Set(api.HeaderApplied, strconv.FormatInt(p.Applied, 10))
+	}
+	if p.Store != "" {
+		h.Set(api.HeaderStore, p.Store)
+	}
+	return h
+}
+
+// WatchView long-polls an appliance's view. It returns the new view, or nil when the wait
+// expired with no change (304). The caller's ctx should outlive p.Wait plus a margin.
+func (c *Client) WatchView(ctx context.Context, name string, p Poll) (*api.View, Meta, error) {
+	q := url.Values{"index": {strconv.FormatInt(p.Index, 10)}}
+	if p.Wait > 0 {
+		q.Set("wait", p.Wait.String())
+	}
+	var v api.View
+	m, err := c.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/appliances/" + name, Query: q, Header: p.Headers()}, &v)
+	if err != nil || m.Status == http.StatusNotModified {
+		return nil, m, err
+	}
+	return &v, m, nil
+}
+
+// Apply replaces an appliance's whole tree with body, JSON ({"keys":{…}}) or YAML
+// (contentType api.ContentTypeYAML). cas >= 0 guards it.
+func (c *Client) Apply(ctx context.Context, name string, body []byte, contentType string, cas int64) (int64, error) {
+	if contentType == "" {
+		contentType = "application/json"
+	}
+	var w api.WriteResult
+	_, err := c.Do(ctx, Request{Method: http.MethodPut, Path: "/v1/appliances/" + name, Query: casQuery(cas), Body: body,
+		Header: http.Header{"Content-Type": {contentType}}}, &w)
+	return w.Revision, err
+}

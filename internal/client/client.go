@@ -1,0 +1,287 @@
+// Package client is the Go HTTP client of Shoelace's API, used by the CLI and the agent.
+// It speaks HTTP only: it must never import etcd or gRPC.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// DefaultAddr is the server address used when none is given.
+const DefaultAddr = "http://127.0.0.1:7400"
+
+// maxRetryAfter caps how long one 429/503 makes the client wait before it retries.
+const maxRetryAfter = 30 * time.Second
+
+// Options configure a Client.
+type Options struct {
+	// Token is sent as "Authorization: Bearer <token>" when not empty.
+	Token string
+	// CAFile, when set, is the PEM bundle that verifies the server's certificate.
+	CAFile string
+	// HTTPClient replaces the default client (its transport still gets CAFile if set and not already configured).
+	HTTPClient *http.Client
+	// Retries is how many times a request answered 429 (or 503 with Retry-After) is retried after
+	// waiting Retry-After. 0 means no retry.
+	Retries int
+	// Message and Source are sent with writes as X-Shoelace-Message and X-Shoelace-Source.
+	Message, Source string
+	// UserAgent is sent as User-Agent.
+	UserAgent string
+}
+
+// Client talks to one Shoelace server. It is safe for concurrent use.
+type Client struct {
+	base *url.URL
+	http *http.Client
+	opts Options
+}
+
+// Meta is what a response said besides its body.
+type Meta struct {
+	Status int
+	// Index is X-Shoelace-Index: the revision the answer was read or written at.
+	Index int64
+	// Store is X-Shoelace-Store: the id of the store.
+	Store string
+	// RetryAfter is the Retry-After of a 429 or 503, if any.
+	RetryAfter time.Duration
+}
+
+// New returns a client of the server at addr ("http://host:port" or "https://…"; a bare host:port means http).
+func New(addr string, opts Options) (*Client, error) {
+	if addr == "" {
+		addr = DefaultAddr
+	}
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	u, err := url.Parse(addr)
+	if err != nil {
+		return nil, fmt.Errorf("server address %q: %w", addr, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("server address %q: scheme must be http or https", addr)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("server address %q: no host", addr)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	hc := opts.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	}
+	if opts.CAFile != "" {
+		pool, err := loadCA(opts.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		tr, ok := hc.Transport.(*http.Transport)
+		if !ok || tr == nil {
+			tr = http.DefaultTransport.(*http.Transport).Clone()
+		} else {
+			tr = tr.Clone()
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		copied := *hc
+		copied.Transport = tr
+		hc = &copied
+	}
+	return &Client{base: u, http: hc, opts: opts}, nil
+}
+
+func loadCA(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read ca file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("ca file %s: no PEM certificate found", path)
+	}
+	return pool, nil
+}
+
+// Addr returns the server address the client talks to.
+func (c *Client) Addr() string { return c.base.String() }
+
+// Request is one API call for Do.
+type Request struct {
+	Method string
+	// Path is the URL path, such as "/v1/kv/shared/ntp"; it is escaped segment by segment.
+	Path   string
+	Query  url.Values
+	Body   []byte
+	Header http.Header
+}
+
+// Do sends r and decodes a 2xx JSON answer into out (when out is not nil). A non-2xx answer other
+// than 304 is returned as an *api.Error with its Status set. A 304 returns no error and Meta.Status 304.
+func (c *Client) Do(ctx context.Context, r Request, out any) (Meta, error) {
+	for attempt := 0; ; attempt++ {
+		meta, body, err := c.once(ctx, r)
+		if err != nil {
+			return meta, err
+		}
+		if meta.Status >= 200 && meta.Status < 300 || meta.Status == http.StatusNotModified {
+			if out != nil && meta.Status != http.StatusNotModified {
+				if w, ok := out.(io.Writer); ok {
+					_, err := w.Write(body)
+					return meta, err
+				}
+				if err := json.Unmarshal(body, out); err != nil {
+					return meta, fmt.Errorf("%s %s: decode answer: %w", r.Method, r.Path, err)
+				}
+			}
+			return meta, nil
+		}
+		apiErr := decodeError(meta.Status, body)
+		apiErr.RetryAfter = int(meta.RetryAfter / time.Second)
+		retryable := meta.Status == http.StatusTooManyRequests ||
+			meta.Status == http.StatusServiceUnavailable && meta.RetryAfter > 0 && apiErr.Code != api.CodeMaintenance
+		if !retryable || attempt >= c.opts.Retries {
+			return meta, apiErr
+		}
+		wait := min(max(meta.RetryAfter, 100*time.Millisecond), maxRetryAfter)
+		select {
+		case <-ctx.Done():
+			return meta, apiErr
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (c *Client) once(ctx context.Context, r Request) (Meta, []byte, error) {
+	u := *c.base
+	u.Path = c.base.Path + r.Path
+	u.RawPath = c.base.Path + escapePath(r.Path)
+	if len(r.Query) > 0 {
+		u.RawQuery = r.Query.Encode()
+	}
+	var body io.Reader
+	if r.Body != nil {
+		body = bytes.NewReader(r.Body)
+	}
+	req, err := http.NewRequestWithContext(ctx, r.Method, u.String(), body)
+	if err != nil {
+		return Meta{}, nil, fmt.Errorf("%s %s: %w", r.Method, r.Path, err)
+	}
+	for k, vs := range r.Header {
+		req.Header[k] = vs
+	}
+	if c.opts.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.opts.Token)
+	}
+	if c.opts.UserAgent != "" {
+		req.Header.Set("User-Agent", c.opts.UserAgent)
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		if c.opts.Message != "" {
+			req.Header.Set(api.HeaderMessage, c.opts.Message)
+		}
+		if c.opts.Source != "" {
+			req.Header.Set(api.HeaderSource, c.opts.Source)
+		}
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return Meta{}, nil, &TransportError{Op: r.Method + " " + r.Path, Err: err}
+	}
+	defer resp.Body.Close()
+	meta := metaOf(resp)
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return meta, nil, &TransportError{Op: r.Method + " " + r.Path, Err: err}
+	}
+	return meta, data, nil
+}
+
+// TransportError is a failure to reach the server or read its answer (as opposed to an API error).
+type TransportError struct {
+	Op  string
+	Err error
+}
+
+func (e *TransportError) Error() string { return fmt.Sprintf("%s: %v", e.Op, e.Err) }
+func (e *TransportError) Unwrap() error { return e.Err }
+
+// IsTransport reports whether err is a failure to reach the server.
+func IsTransport(err error) bool {
+	var t *TransportError
+	return errors.As(err, &t)
+}
+
+func metaOf(resp *http.Response) Meta {
+	m := Meta{Status: resp.StatusCode, Store: resp.Header.Get(api.HeaderStore)}
+	m.Index, _ = strconv.ParseInt(resp.Header.Get(api.HeaderIndex), 10, 64)
+	if ra := resp.Header.Get("Retry-After"); ra != "" {
+		if secs, err := strconv.Atoi(ra); err == nil && secs >= 0 {
+			m.RetryAfter = time.Duration(secs) * time.Second
+		} else if t, err := http.ParseTime(ra); err == nil {
+			m.RetryAfter = max(time.Until(t), 0)
+		}
+	}
+	return m
+}
+
+func decodeError(status int, body []byte) *api.Error {
+	var eb api.ErrorBody
+	if err := json.Unmarshal(body, &eb); err == nil && eb.Error != nil && eb.Error.Code != "" {
+		eb.Error.Status = status
+		return eb.Error
+	}
+	msg := strings.TrimSpace(string(body))
+	if len(msg) > 200 {
+		msg = msg[:200] + "…"
+	}
+	if msg == "" {
+		msg = http.StatusText(status)
+	}
+	return &api.Error{Code: codeForStatus(status), Message: fmt.Sprintf("server answered %d: %s", status, msg), Status: status}
+}
+
+func codeForStatus(status int) string {
+	switch status {
+	case http.StatusNotFound:
+		return api.CodeNotFound
+	case http.StatusConflict:
+		return api.CodeConflict
+	case http.StatusUnauthorized:
+		return api.CodeUnauthorized
+	case http.StatusForbidden:
+		return api.CodeForbidden
+	case http.StatusTooManyRequests:
+		return api.CodeRateLimited
+	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
+		return api.CodeUnavailable
+	case http.StatusRequestEntityTooLarge:
+		return api.CodeTooLarge
+	}
+	if status >= 400 && status < 500 {
+		return api.CodeInvalidRequest
+	}
+	return api.CodeInternal
+}
+
+// escapePath escapes each segment of p, keeping the '/' between them.
+func escapePath(p string) string {
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return strings.Join(segs, "/")
+}
