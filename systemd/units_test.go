@@ -1,0 +1,125 @@
+package systemd
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// directives parses a unit into section → key → values (in order).
+func directives(t *testing.T, unit []byte) map[string]map[string][]string {
+	t.Helper()
+	out := map[string]map[string][]string{}
+	section := ""
+	sc := bufio.NewScanner(bytes.NewReader(unit))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		switch {
+		case line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, ";"):
+		case strings.HasPrefix(line, "[") && strings.HasSuffix(line, "]"):
+			section = line[1 : len(line)-1]
+			if out[section] == nil {
+				out[section] = map[string][]string{}
+			}
+		default:
+			k, v, ok := strings.Cut(line, "=")
+			if !ok || section == "" {
+				t.Fatalf("line %d: %q is not key=value inside a section", n, line)
+			}
+			out[section][k] = append(out[section][k], v)
+		}
+	}
+	return out
+}
+
+func TestUnits_Directives(t *testing.T) {
+	tests := []struct {
+		name string
+		unit []byte
+		want map[string]map[string][]string
+	}{
+		{AgentUnitName, AgentUnit, map[string]map[string][]string{
+			"Unit": {
+				"After":               {"network-online.target"},
+				"Wants":               {"network-online.target"},
+				"ConditionPathExists": {"/etc/shoelace/agent.yaml", "/etc/shoelace/token"},
+			},
+			"Service": {
+				"Type":           {"notify"},
+				"ExecStart":      {"/usr/bin/shoelace-agent run --config /etc/shoelace/agent.yaml"},
+				"ExecReload":     {"/bin/kill -HUP $MAINPID"},
+				"Restart":        {"on-failure"},
+				"StateDirectory": {"shoelace"},
+				// /etc must stay writable: the agent's job is to write there.
+				"ProtectSystem": {"true"},
+			},
+			"Install": {"WantedBy": {"multi-user.target"}},
+		}},
+		{ServerUnitName, ServerUnit, map[string]map[string][]string{
+			"Unit": {"After": {"network-online.target"}},
+			"Service": {
+				"Type":               {"notify"},
+				"User":               {"shoelace"},
+				"ExecStart":          {"/usr/bin/shoelace server"},
+				"ExecReload":         {"/bin/kill -HUP $MAINPID"},
+				"Restart":            {"on-failure"},
+				"Environment":        {"SHOELACE_DATA_DIR=/var/lib/shoelace-server", "SHOELACE_ADMIN_TOKEN_FILE=/var/lib/shoelace-server/admin.token"},
+				"StateDirectoryMode": {"0700"},
+			},
+			"Install": {"WantedBy": {"multi-user.target"}},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := directives(t, tt.unit)
+			for section, keys := range tt.want {
+				for k, want := range keys {
+					if g := got[section][k]; strings.Join(g, "\n") != strings.Join(want, "\n") {
+						t.Errorf("[%s] %s = %q, want %q", section, k, g, want)
+					}
+				}
+			}
+			if ws := got["Service"]["WorkingDirectory"]; len(ws) != 0 {
+				t.Errorf("WorkingDirectory = %q: the units must not depend on a working directory", ws)
+			}
+			if bytes.Contains(tt.unit, []byte("{{")) {
+				t.Errorf("unit contains {{: service managers would treat it as a template")
+			}
+		})
+	}
+}
+
+// TestUnits_SystemdAnalyzeVerify runs `systemd-analyze verify` on copies of
+// the units whose binaries point at an existing executable (verify refuses a
+// missing ExecStart binary, and the real ones are installed by the packages).
+func TestUnits_SystemdAnalyzeVerify(t *testing.T) {
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze not installed (apt-get install systemd)")
+	}
+	stand, err := exec.LookPath("true")
+	if err != nil {
+		t.Skip("no `true` executable to stand in for the binaries")
+	}
+	dir := t.TempDir()
+	for name, unit := range map[string][]byte{AgentUnitName: AgentUnit, ServerUnitName: ServerUnit} {
+		s := strings.ReplaceAll(string(unit), "/usr/bin/shoelace-agent ", stand+" ")
+		s = strings.ReplaceAll(s, "/usr/bin/shoelace ", stand+" ")
+		if s == string(unit) {
+			t.Fatalf("%s: ExecStart binary not found to substitute", name)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(analyze, "verify", "--man=no", AgentUnitName, ServerUnitName)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) != 0 {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
