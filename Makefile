@@ -1,0 +1,57 @@
+# Shoelace. The README's two commands: `make run` and `make test`.
+GO        ?= go
+export GOTOOLCHAIN := local
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+GOFLAGS_BUILD := -trimpath -ldflags "$(LDFLAGS)"
+# How long each fuzz target runs under `make fuzz`.
+FUZZTIME  ?= 30s
+# The timeout of one test package under `make test`.
+TESTTIMEOUT ?= 15m
+
+.PHONY: all build run test test-short lint bench fuzz package clean
+
+all: build
+
+## build: bin/shoelace (server + CLI) and bin/shoelace-agent
+build:
+	@mkdir -p bin
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o bin/shoelace ./cmd/shoelace
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o bin/shoelace-agent ./cmd/shoelace-agent
+
+## run: a server on an embedded etcd under ./run/ and an agent rendering examples/ into ./run/out/
+run: build
+	bash scripts/run.sh
+
+## test: vet, format check, then every test with the race detector
+test: lint
+	$(GO) test -race -count=1 -timeout $(TESTTIMEOUT) ./...
+
+## test-short: the quick local loop (skips the slowest end-to-end cases)
+test-short:
+	$(GO) test -short -count=1 ./...
+
+## lint: gofmt and go vet must be clean
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^vendor/')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+## bench: benchmarks; figures go into BENCHMARKS.md
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
+
+## fuzz: run every fuzz target for FUZZTIME each (seeds and finds are kept in testdata/)
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done
+
+## package: .deb and .rpm for the agent and the server into dist/
+package:
+	VERSION=$(VERSION) bash packaging/package.sh
+
+clean:
+	rm -rf bin dist

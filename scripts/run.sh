@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# `make run`: a Shoelace server on an embedded single-node etcd (data under ./run/), the example
+# appliance's keys, an agent token for it, and an agent rendering the example templates into ./run/out/.
+# Ctrl-C stops both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+top=$PWD
+run=$top/run
+appliance=web-frontend
+example=$top/examples/$appliance
+port=${SHOELACE_RUN_PORT:-7400}
+addr=127.0.0.1:$port
+
+mkdir -p "$run/out" "$run/cache"
+chmod 700 "$run" "$run/cache"
+
+pids=()
+cleanup() {
+	trap - INT TERM EXIT
+	echo
+	echo "stopping the agent and the server…"
+	for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+}
+trap cleanup INT TERM EXIT
+
+make -s build >/dev/null
+if bin/shoelace health --addr "http://$addr" >/dev/null 2>&1; then
+	echo "make run: something already answers on $addr; stop it or set SHOELACE_RUN_PORT" >&2
+	exit 1
+fi
+
+bin/shoelace server --listen "$addr" --data-dir "$run/data" --admin-token-file "$run/admin.token" \
+	2>>"$run/server.log" &
+pids+=($!)
+
+export SHOELACE_ADDR=http://$addr
+for _ in $(seq 1 300); do
+	bin/shoelace health >/dev/null 2>&1 && break
+	kill -0 "${pids[0]}" 2>/dev/null || { echo "make run: the server exited; see $run/server.log" >&2; tail -n 20 "$run/server.log" >&2; exit 1; }
+	sleep 0.1
+done
+bin/shoelace health >/dev/null || { echo "make run: the server did not become healthy; see $run/server.log" >&2; exit 1; }
+
+if [ -s "$run/admin.token" ]; then
+	export SHOELACE_TOKEN_FILE=$run/admin.token
+fi
+
+# The example keys: shared ones through kv put, the appliance's own through a whole-appliance apply.
+bin/shoelace kv put shared/system/ntp/servers "0.pool.ntp.org 1.pool.ntp.org" >/dev/null
+bin/shoelace kv put shared/system/dns/nameservers "10.0.0.2 10.0.0.3" >/dev/null
+bin/shoelace kv put shared/system/dns/search "internal.example.com" >/dev/null
+bin/shoelace appliance apply "$appliance" -f "$example/appliance.yaml" >/dev/null
+
+# An agent token for the example appliance (a fresh one each run; the old one is revoked).
+agent_token=$run/agent.token
+if [ -n "${SHOELACE_TOKEN_FILE:-}" ]; then
+	bin/shoelace token revoke "$appliance-make-run" >/dev/null 2>&1 || true
+	(umask 077 && bin/shoelace token create --name "$appliance-make-run" --appliance "$appliance" | tail -n 1 >"$agent_token")
+	chmod 600 "$agent_token"
+fi
+
+cat >"$run/agent.yaml" <<YAML
+# Written by make run.
+server: http://$addr
+$( [ -s "$agent_token" ] && echo "token_file: $agent_token" )
+appliance: $appliance
+cache_dir: $run/cache
+templates:
+  - source: $example/templates/resolv.conf.tmpl
+    destination: $run/out/resolv.conf
+    stage: system
+    perms: "0644"
+  - source: $example/templates/chrony.conf.tmpl
+    destination: $run/out/chrony.conf
+    stage: system
+    perms: "0644"
+  - source: $example/templates/nginx.conf.tmpl
+    destination: $run/out/nginx.conf
+    perms: "0644"
+    command: echo "nginx would reload now"
+  - source: $example/templates/app.env.tmpl
+    destination: $run/out/app.env
+    perms: "0600"
+    command: echo "the app would restart now"
+YAML
+chmod 600 "$run/agent.yaml"
+
+bin/shoelace-agent run --config "$run/agent.yaml" 2>>"$run/agent.log" &
+pids+=($!)
+
+cat <<TXT
+
+Shoelace is running.
+  server   http://$addr        (log: run/server.log, data: run/data)
+  agent    appliance $appliance  (log: run/agent.log, files: run/out/)
+
+In another terminal:
+  export SHOELACE_ADDR=http://$addr SHOELACE_TOKEN_FILE=$run/admin.token
+  bin/shoelace kv put appliances/$appliance/app/port 8081     # run/out/nginx.conf changes
+  bin/shoelace appliance get $appliance
+  curl -H "Authorization: Bearer \$(cat run/admin.token)" http://$addr/v1/appliances/$appliance
+
+Ctrl-C stops both.
+TXT
+tail -n 0 -F "$run/agent.log" &
+pids+=($!)
+# Stop when either the server or the agent exits (or on Ctrl-C).
+wait -n "${pids[0]}" "${pids[1]}" || true
