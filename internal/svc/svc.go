@@ -1,0 +1,397 @@
+// Package svc installs and controls the Shoelace systemd services for the
+// install|uninstall|start|stop|restart|status commands of both binaries.
+//
+// github.com/kardianos/service tells which init system runs here. The unit
+// itself is ours: install writes the unit from the systemd/ directory (the
+// one the packages ship) rather than kardianos's generic one, and the
+// actions run systemctl directly, which lets install replace an older copy
+// of the unit, tell a packaged unit from a hand-installed one, and report
+// enabled and running separately in status. Only systemd is supported: the
+// units are systemd units.
+package svc
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/kardianos/service"
+
+	"github.com/shoelace-dev/shoelace/systemd"
+)
+
+// Actions lists the actions Control accepts, in the order help shows them.
+var Actions = []string{"install", "uninstall", "start", "stop", "restart", "status"}
+
+// PlatformSystemd is kardianos/service's name for a running systemd.
+const PlatformSystemd = "linux-systemd"
+
+// ErrNotInstalled reports that the unit is in none of the unit directories.
+var ErrNotInstalled = errors.New("not installed")
+
+// Unit is one service that Control manages.
+type Unit struct {
+	// Name is the unit name without ".service", e.g. "shoelace-agent".
+	Name string
+	// Description is a one-line description for help text.
+	Description string
+	// Content is the unit file, verbatim.
+	Content []byte
+	// Executable is the absolute path of the binary that Content's ExecStart
+	// names; install points ExecStart at the running binary when it lives
+	// elsewhere.
+	Executable string
+	// Command is how the user runs the management commands, e.g.
+	// "shoelace-agent" or "shoelace server"; it prefixes messages.
+	Command string
+}
+
+// AgentUnit returns the shoelace-agent service.
+func AgentUnit() Unit {
+	return Unit{
+		Name:        strings.TrimSuffix(systemd.AgentUnitName, ".service"),
+		Description: "Shoelace agent (renders appliance configuration files)",
+		Content:     systemd.AgentUnit,
+		Executable:  "/usr/bin/shoelace-agent",
+		Command:     "shoelace-agent",
+	}
+}
+
+// ServerUnit returns the shoelace-server service.
+func ServerUnit() Unit {
+	return Unit{
+		Name:        strings.TrimSuffix(systemd.ServerUnitName, ".service"),
+		Description: "Shoelace configuration server",
+		Content:     systemd.ServerUnit,
+		Executable:  "/usr/bin/shoelace",
+		Command:     "shoelace server",
+	}
+}
+
+// Manager runs actions against systemd. The zero value manages the real
+// system; tests set the fields.
+type Manager struct {
+	// Platform is the init system; empty means kardianos/service's choice.
+	Platform string
+	// UnitDir is where install writes units; default /etc/systemd/system.
+	UnitDir string
+	// PackageDirs are where packages put units; default
+	// /usr/lib/systemd/system and /lib/systemd/system.
+	PackageDirs []string
+	// Systemctl is the systemctl binary; default "systemctl" from PATH.
+	Systemctl string
+	// EUID is the effective user id; nil means os.Geteuid().
+	EUID *int
+	// Self is the running binary; empty means os.Executable().
+	Self string
+}
+
+// Control runs action for u on the real system and writes what it did to
+// stdout. See Manager.Control.
+func Control(ctx context.Context, u Unit, action string, stdout io.Writer) error {
+	return (&Manager{}).Control(ctx, u, action, stdout)
+}
+
+// Control runs action (one of Actions) for u and writes one line saying what
+// it did to stdout. Errors are one line, prefixed with u.Command and action.
+//
+// install writes the unit to UnitDir (replacing an older copy), reloads
+// systemd and enables the unit without starting it; uninstall stops,
+// disables and removes it; status prints whether the unit is installed,
+// enabled and running, and returns nil whatever the state. Everything but
+// status needs root.
+func (m *Manager) Control(ctx context.Context, u Unit, action string, stdout io.Writer) error {
+	if err := m.control(ctx, u, action, stdout); err != nil {
+		return fmt.Errorf("%s %s: %w", u.Command, action, err)
+	}
+	return nil
+}
+
+func (m *Manager) control(ctx context.Context, u Unit, action string, stdout io.Writer) error {
+	known := false
+	for _, a := range Actions {
+		known = known || a == action
+	}
+	if !known {
+		return fmt.Errorf("unknown action %q (want one of %s)", action, strings.Join(Actions, ", "))
+	}
+	if p := m.platform(); p != PlatformSystemd {
+		return fmt.Errorf("systemd is not running here (init system %q); install the unit from systemd/ by hand or use the .deb/.rpm", p)
+	}
+	if action != "status" && m.euid() != 0 {
+		return errors.New("must run as root (try sudo)")
+	}
+	switch action {
+	case "install":
+		return m.install(ctx, u, stdout)
+	case "uninstall":
+		return m.uninstall(ctx, u, stdout)
+	case "status":
+		st, err := m.Status(ctx, u)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, st.String())
+		return nil
+	default:
+		if _, _, err := m.find(u); err != nil {
+			return fmt.Errorf("%w; run `%s install` first", err, u.Command)
+		}
+		if _, err := m.systemctl(ctx, action, u.Name+".service"); err != nil {
+			return fmt.Errorf("%w; see `journalctl -u %s`", err, u.Name)
+		}
+		past := map[string]string{"start": "started", "stop": "stopped", "restart": "restarted"}[action]
+		fmt.Fprintf(stdout, "%s %s\n", past, u.Name)
+		return nil
+	}
+}
+
+// UnitContent returns the unit that install writes for u when the binary
+// runs from self: u.Content verbatim, or with ExecStart pointing at self
+// when self is not u.Executable.
+func UnitContent(u Unit, self string) []byte {
+	if self == "" || self == u.Executable {
+		return u.Content
+	}
+	return bytes.ReplaceAll(u.Content, []byte("\nExecStart="+u.Executable+" "), []byte("\nExecStart="+self+" "))
+}
+
+func (m *Manager) install(ctx context.Context, u Unit, stdout io.Writer) error {
+	if path, packaged, err := m.find(u); err == nil && packaged {
+		return fmt.Errorf("already installed by a package (%s); use `%s start`", path, u.Command)
+	}
+	self, err := m.self()
+	if err != nil {
+		return err
+	}
+	content := UnitContent(u, self)
+	path := filepath.Join(m.unitDir(), u.Name+".service")
+	old, err := os.ReadFile(path)
+	switch {
+	case err == nil && bytes.Equal(old, content):
+	case err == nil || errors.Is(err, os.ErrNotExist):
+		if err := writeFile(path, content); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	if _, err := m.systemctl(ctx, "daemon-reload"); err != nil {
+		return err
+	}
+	if _, err := m.systemctl(ctx, "enable", u.Name+".service"); err != nil {
+		return err
+	}
+	if self != u.Executable {
+		fmt.Fprintf(stdout, "note: ExecStart points at %s (the packages use %s)\n", self, u.Executable)
+	}
+	fmt.Fprintf(stdout, "installed %s and enabled it; start it with `%s start`\n", path, u.Command)
+	return nil
+}
+
+func (m *Manager) uninstall(ctx context.Context, u Unit, stdout io.Writer) error {
+	path, packaged, err := m.find(u)
+	if err != nil {
+		return err
+	}
+	if packaged {
+		return fmt.Errorf("installed by a package (%s); remove the package instead", path)
+	}
+	if _, err := m.systemctl(ctx, "disable", "--now", u.Name+".service"); err != nil {
+		return err
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("remove unit: %w", err)
+	}
+	if _, err := m.systemctl(ctx, "daemon-reload"); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "stopped, disabled and removed %s\n", path)
+	return nil
+}
+
+// State is what status found.
+type State struct {
+	// Name is the unit name without ".service".
+	Name string
+	// Path is the unit file; empty when not installed.
+	Path string
+	// Packaged is true when a package installed the unit.
+	Packaged bool
+	// Enabled is systemctl is-enabled's answer, e.g. "enabled", "disabled".
+	Enabled string
+	// Active is systemctl is-active's answer, e.g. "active", "inactive",
+	// "failed", "activating".
+	Active string
+}
+
+// Installed reports whether a unit file exists.
+func (s State) Installed() bool { return s.Path != "" }
+
+// Running reports whether systemd considers the service active (or starting).
+func (s State) Running() bool {
+	return s.Active == "active" || s.Active == "activating" || s.Active == "reloading"
+}
+
+// String is the one line that status prints.
+func (s State) String() string {
+	if !s.Installed() {
+		return s.Name + ": not installed"
+	}
+	by := ""
+	if s.Packaged {
+		by = " by package"
+	}
+	running := "running"
+	if !s.Running() {
+		running = "not running (" + s.Active + ")"
+		if s.Active == "failed" {
+			running += "; see `journalctl -u " + s.Name + "`"
+		}
+	}
+	return fmt.Sprintf("%s: installed%s (%s), %s, %s", s.Name, by, s.Path, s.Enabled, running)
+}
+
+// Status reports whether u is installed, enabled and running.
+func (m *Manager) Status(ctx context.Context, u Unit) (State, error) {
+	st := State{Name: u.Name}
+	path, packaged, err := m.find(u)
+	if errors.Is(err, ErrNotInstalled) {
+		return st, nil
+	}
+	if err != nil {
+		return st, err
+	}
+	st.Path, st.Packaged = path, packaged
+	// Both exit non-zero for "disabled" and "inactive": the answer is on stdout.
+	st.Enabled, err = m.systemctlState(ctx, "is-enabled", u.Name+".service")
+	if err != nil {
+		return st, err
+	}
+	st.Active, err = m.systemctlState(ctx, "is-active", u.Name+".service")
+	return st, err
+}
+
+// find returns the unit file in effect: UnitDir first (it overrides the
+// package's), then the package directories.
+func (m *Manager) find(u Unit) (path string, packaged bool, err error) {
+	dirs := append([]string{m.unitDir()}, m.packageDirs()...)
+	for i, dir := range dirs {
+		p := filepath.Join(dir, u.Name+".service")
+		_, err := os.Stat(p)
+		if err == nil {
+			return p, i > 0, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return "", false, fmt.Errorf("stat unit: %w", err)
+		}
+	}
+	return "", false, ErrNotInstalled
+}
+
+func (m *Manager) systemctl(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, m.systemctlPath(), args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		msg, _, _ := strings.Cut(strings.TrimSpace(stderr.String()), "\n")
+		if msg == "" {
+			msg = err.Error()
+		}
+		return stdout.String(), fmt.Errorf("systemctl %s: %s", strings.Join(args, " "), msg)
+	}
+	return stdout.String(), nil
+}
+
+func (m *Manager) systemctlState(ctx context.Context, args ...string) (string, error) {
+	out, err := m.systemctl(ctx, args...)
+	state, _, _ := strings.Cut(strings.TrimSpace(out), "\n")
+	if state == "" && err != nil {
+		return "", err
+	}
+	return state, nil
+}
+
+func (m *Manager) platform() string {
+	if m.Platform != "" {
+		return m.Platform
+	}
+	return service.Platform()
+}
+
+func (m *Manager) unitDir() string {
+	if m.UnitDir != "" {
+		return m.UnitDir
+	}
+	return "/etc/systemd/system"
+}
+
+func (m *Manager) packageDirs() []string {
+	if m.PackageDirs != nil {
+		return m.PackageDirs
+	}
+	return []string{"/usr/lib/systemd/system", "/lib/systemd/system"}
+}
+
+func (m *Manager) systemctlPath() string {
+	if m.Systemctl != "" {
+		return m.Systemctl
+	}
+	return "systemctl"
+}
+
+func (m *Manager) euid() int {
+	if m.EUID != nil {
+		return *m.EUID
+	}
+	return os.Geteuid()
+}
+
+func (m *Manager) self() (string, error) {
+	if m.Self != "" {
+		return m.Self, nil
+	}
+	p, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("locate this binary: %w", err)
+	}
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		p = r
+	}
+	return p, nil
+}
+
+// writeFile replaces path with content, mode 0644, through a temp file and a
+// rename so that systemd never reads half a unit.
+func writeFile(path string, content []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write unit: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(content); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write unit %s: %w", path, err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write unit %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write unit %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write unit %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write unit: %w", err)
+	}
+	return nil
+}

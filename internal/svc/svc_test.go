@@ -1,0 +1,278 @@
+package svc
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// fakeSystemctl writes a shell script that stands in for systemctl (systemd
+// does not run in these containers): it appends its arguments to log and
+// keeps enabled/active state in files next to it.
+func fakeSystemctl(t *testing.T) (path, log string) {
+	t.Helper()
+	dir := t.TempDir()
+	path = filepath.Join(dir, "systemctl")
+	log = filepath.Join(dir, "calls.log")
+	script := `#!/bin/sh
+dir=` + dir + `
+echo "$*" >> "$dir/calls.log"
+case "$1" in
+is-active) if [ -f "$dir/active" ]; then echo active; else echo inactive; exit 3; fi ;;
+is-enabled) if [ -f "$dir/enabled" ]; then echo enabled; else echo disabled; exit 1; fi ;;
+enable) touch "$dir/enabled" ;;
+disable) rm -f "$dir/enabled"; if [ "$2" = --now ]; then rm -f "$dir/active"; fi ;;
+start|restart) if [ -f "$dir/fail" ]; then echo "Job for $2 failed because the control process exited with error code." >&2; exit 1; fi; touch "$dir/active" ;;
+stop) rm -f "$dir/active" ;;
+daemon-reload) ;;
+*) echo "fake systemctl: unknown command $1" >&2; exit 1 ;;
+esac
+`
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path, log
+}
+
+func intp(i int) *int { return &i }
+
+func newManager(t *testing.T) (*Manager, string) {
+	t.Helper()
+	systemctl, log := fakeSystemctl(t)
+	return &Manager{
+		Platform:    PlatformSystemd,
+		UnitDir:     t.TempDir(),
+		PackageDirs: []string{t.TempDir()},
+		Systemctl:   systemctl,
+		EUID:        intp(0),
+		Self:        "/usr/bin/shoelace-agent",
+	}, log
+}
+
+func readLog(t *testing.T, log string) []string {
+	t.Helper()
+	b, err := os.ReadFile(log)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(strings.TrimSpace(string(b)), "\n")
+}
+
+// TestUnitContent_EqualsShippedFile compares what install writes with the
+// files in systemd/ as read from disk (not the embedded copy).
+func TestUnitContent_EqualsShippedFile(t *testing.T) {
+	for _, u := range []Unit{AgentUnit(), ServerUnit()} {
+		t.Run(u.Name, func(t *testing.T) {
+			want, err := os.ReadFile(filepath.Join("..", "..", "systemd", u.Name+".service"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := UnitContent(u, u.Executable); !bytes.Equal(got, want) {
+				t.Errorf("install would write a unit that differs from systemd/%s.service", u.Name)
+			}
+			if !bytes.Contains(want, []byte("\nExecStart="+u.Executable+" ")) {
+				t.Errorf("ExecStart of systemd/%s.service does not run %s", u.Name, u.Executable)
+			}
+		})
+	}
+}
+
+func TestUnitContent_OtherExecutable(t *testing.T) {
+	u := AgentUnit()
+	got := string(UnitContent(u, "/opt/shoelace/shoelace-agent"))
+	if !strings.Contains(got, "\nExecStart=/opt/shoelace/shoelace-agent run --config /etc/shoelace/agent.yaml\n") {
+		t.Errorf("ExecStart not rewritten:\n%s", got)
+	}
+	if strings.Contains(got, "/usr/bin/shoelace-agent") {
+		t.Errorf("old path left in unit:\n%s", got)
+	}
+	if want := strings.Replace(string(u.Content), "/usr/bin/shoelace-agent", "/opt/shoelace/shoelace-agent", 1); got != want {
+		t.Errorf("more than ExecStart changed")
+	}
+}
+
+func TestControl_Refusals(t *testing.T) {
+	tests := []struct {
+		name   string
+		setup  func(m *Manager)
+		action string
+		want   string
+	}{
+		{"unsupported init", func(m *Manager) { m.Platform = "unix-systemv" }, "install",
+			`shoelace-agent install: systemd is not running here (init system "unix-systemv"); install the unit from systemd/ by hand or use the .deb/.rpm`},
+		{"unsupported init status", func(m *Manager) { m.Platform = "unix-systemv" }, "status",
+			`shoelace-agent status: systemd is not running here (init system "unix-systemv"); install the unit from systemd/ by hand or use the .deb/.rpm`},
+		{"not root", func(m *Manager) { m.EUID = intp(1000) }, "install",
+			"shoelace-agent install: must run as root (try sudo)"},
+		{"not root start", func(m *Manager) { m.EUID = intp(1000) }, "start",
+			"shoelace-agent start: must run as root (try sudo)"},
+		{"unknown action", func(m *Manager) {}, "reboot",
+			`shoelace-agent reboot: unknown action "reboot" (want one of install, uninstall, start, stop, restart, status)`},
+		{"start before install", func(m *Manager) {}, "start",
+			"shoelace-agent start: not installed; run `shoelace-agent install` first"},
+		{"uninstall when absent", func(m *Manager) {}, "uninstall",
+			"shoelace-agent uninstall: not installed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, log := newManager(t)
+			tt.setup(m)
+			var out bytes.Buffer
+			err := m.Control(context.Background(), AgentUnit(), tt.action, &out)
+			if err == nil || err.Error() != tt.want {
+				t.Fatalf("error = %v\nwant    %s", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error is more than one line")
+			}
+			if out.Len() != 0 {
+				t.Errorf("printed %q on refusal", out.String())
+			}
+			if entries, _ := os.ReadDir(m.UnitDir); len(entries) != 0 {
+				t.Errorf("wrote %d files into the unit directory", len(entries))
+			}
+			for _, call := range readLog(t, log) {
+				if !strings.HasPrefix(call, "is-") {
+					t.Errorf("ran systemctl %s on refusal", call)
+				}
+			}
+		})
+	}
+}
+
+func TestControl_Lifecycle(t *testing.T) {
+	ctx := context.Background()
+	m, log := newManager(t)
+	u := AgentUnit()
+	unitPath := filepath.Join(m.UnitDir, "shoelace-agent.service")
+	do := func(action string) string {
+		t.Helper()
+		var out bytes.Buffer
+		if err := m.Control(ctx, u, action, &out); err != nil {
+			t.Fatalf("%s: %v", action, err)
+		}
+		return strings.TrimSpace(out.String())
+	}
+	expect := func(action, want string) {
+		t.Helper()
+		if got := do(action); got != want {
+			t.Errorf("%s printed %q\nwant         %q", action, got, want)
+		}
+	}
+
+	expect("status", "shoelace-agent: not installed")
+	expect("install", "installed "+unitPath+" and enabled it; start it with `shoelace-agent start`")
+	got, err := os.ReadFile(unitPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, u.Content) {
+		t.Errorf("installed unit differs from systemd/shoelace-agent.service")
+	}
+	if fi, _ := os.Stat(unitPath); fi.Mode().Perm() != 0o644 {
+		t.Errorf("unit mode = %v, want 0644", fi.Mode().Perm())
+	}
+	expect("status", "shoelace-agent: installed ("+unitPath+"), enabled, not running (inactive)")
+	expect("start", "started shoelace-agent")
+	expect("status", "shoelace-agent: installed ("+unitPath+"), enabled, running")
+	expect("restart", "restarted shoelace-agent")
+	expect("stop", "stopped shoelace-agent")
+	// A second install (say after an upgrade of the binary) is fine.
+	expect("install", "installed "+unitPath+" and enabled it; start it with `shoelace-agent start`")
+	expect("uninstall", "stopped, disabled and removed "+unitPath)
+	if _, err := os.Stat(unitPath); !os.IsNotExist(err) {
+		t.Errorf("unit still there after uninstall: %v", err)
+	}
+	expect("status", "shoelace-agent: not installed")
+
+	want := []string{
+		"daemon-reload", "enable shoelace-agent.service",
+		"is-enabled shoelace-agent.service", "is-active shoelace-agent.service",
+		"start shoelace-agent.service",
+		"is-enabled shoelace-agent.service", "is-active shoelace-agent.service",
+		"restart shoelace-agent.service", "stop shoelace-agent.service",
+		"daemon-reload", "enable shoelace-agent.service",
+		"disable --now shoelace-agent.service", "daemon-reload",
+	}
+	if got := readLog(t, log); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("systemctl calls:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestControl_StartFailure(t *testing.T) {
+	m, _ := newManager(t)
+	u := AgentUnit()
+	if err := m.Control(context.Background(), u, "install", &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(filepath.Dir(m.Systemctl), "fail"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := m.Control(context.Background(), u, "start", &bytes.Buffer{})
+	want := "shoelace-agent start: systemctl start shoelace-agent.service: Job for shoelace-agent.service failed because the control process exited with error code.; see `journalctl -u shoelace-agent`"
+	if err == nil || err.Error() != want {
+		t.Fatalf("error = %v\nwant    %s", err, want)
+	}
+}
+
+func TestControl_PackagedUnit(t *testing.T) {
+	m, _ := newManager(t)
+	u := ServerUnit()
+	m.Self = u.Executable
+	pkgPath := filepath.Join(m.PackageDirs[0], "shoelace-server.service")
+	if err := os.WriteFile(pkgPath, u.Content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	for action, want := range map[string]string{
+		"install":   "shoelace server install: already installed by a package (" + pkgPath + "); use `shoelace server start`",
+		"uninstall": "shoelace server uninstall: installed by a package (" + pkgPath + "); remove the package instead",
+	} {
+		if err := m.Control(context.Background(), u, action, &out); err == nil || err.Error() != want {
+			t.Errorf("%s: error = %v\nwant %s", action, err, want)
+		}
+	}
+	if entries, _ := os.ReadDir(m.UnitDir); len(entries) != 0 {
+		t.Errorf("install wrote over a packaged unit")
+	}
+	if err := m.Control(context.Background(), u, "status", &out); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.TrimSpace(out.String()), "shoelace-server: installed by package ("+pkgPath+"), disabled, not running (inactive)"; got != want {
+		t.Errorf("status = %q\nwant     %q", got, want)
+	}
+}
+
+func TestControl_OtherExecutableNote(t *testing.T) {
+	m, _ := newManager(t)
+	m.Self = "/usr/local/bin/shoelace-agent"
+	var out bytes.Buffer
+	if err := m.Control(context.Background(), AgentUnit(), "install", &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out.String(), "note: ExecStart points at /usr/local/bin/shoelace-agent (the packages use /usr/bin/shoelace-agent)\n") {
+		t.Errorf("output %q lacks the note about the binary's path", out.String())
+	}
+	got, _ := os.ReadFile(filepath.Join(m.UnitDir, "shoelace-agent.service"))
+	if !bytes.Contains(got, []byte("\nExecStart=/usr/local/bin/shoelace-agent run ")) {
+		t.Errorf("installed unit does not run the binary that installed it")
+	}
+}
+
+// TestControl_DetectsThisSystem runs the zero Manager against the real host:
+// in a container without systemd it must refuse in one line and write nothing.
+func TestControl_DetectsThisSystem(t *testing.T) {
+	if _, err := os.Stat("/run/systemd/system"); err == nil {
+		t.Skip("systemd runs here; the refusal path is covered by TestControl_Refusals")
+	}
+	err := Control(context.Background(), AgentUnit(), "install", &bytes.Buffer{})
+	if err == nil || !strings.HasPrefix(err.Error(), "shoelace-agent install: systemd is not running here (init system ") {
+		t.Fatalf("error = %v", err)
+	}
+}
