@@ -5,10 +5,23 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
 	"errors"
-	"io"
+	"fmt"
 	"log/slog"
+	"os"
+	"strings"
+	"sync"
 	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 )
@@ -18,13 +31,20 @@ const (
 	DefaultRoot      = "/shoelace/"
 	DefaultDataDir   = "./shoelace-data"
 	DefaultMaxTxnOps = 10000
+	// DefaultDialTimeout bounds connecting to an external cluster.
+	DefaultDialTimeout = 5 * time.Second
+	// DefaultRequestTimeout bounds each unary etcd call.
+	DefaultRequestTimeout = 10 * time.Second
 )
+
+// storeIDKey is the system key holding the store id.
+const storeIDKey = "store-id"
 
 // Config says which etcd to use and how.
 type Config struct {
 	// Endpoints of an external cluster; empty means an embedded single-node etcd in DataDir.
 	Endpoints []string
-	// DataDir holds the embedded etcd's data.
+	// DataDir holds the embedded etcd's data (in EtcdDir(DataDir)).
 	DataDir string
 	// Root is the prefix of all of Shoelace's keys in etcd (default "/shoelace/").
 	Root string
@@ -38,6 +58,15 @@ type Config struct {
 	DialTimeout time.Duration
 	// Logger receives the store's and the embedded etcd's logs (as JSON).
 	Logger *slog.Logger
+
+	// RequestTimeout bounds each unary etcd call whose ctx allows longer (default 10 s), so that
+	// a request never hangs on an unreachable cluster.
+	RequestTimeout time.Duration
+	// ProgressNotifyInterval is the embedded etcd's watch progress interval
+	// (default DefaultProgressNotifyInterval).
+	ProgressNotifyInterval time.Duration
+	// UnsafeFast is for tests only: the embedded etcd runs with 10 ms raft ticks and no fsync.
+	UnsafeFast bool
 }
 
 // Event is one batch of changes seen by Watch, at Revision.
@@ -54,112 +83,357 @@ type Event struct {
 // ErrCompacted is returned by Watch when the start revision was compacted.
 var ErrCompacted = errors.New("revision compacted")
 
-var errUnimplemented = errors.New("unimplemented")
-
 // Store is a handle on the store. It is safe for concurrent use.
-type Store struct{}
+type Store struct {
+	cfg     Config
+	log     *slog.Logger
+	cli     *clientv3.Client
+	embed   *EmbeddedEtcd
+	root    string // <root>
+	kvRoot  string // <root>kv/
+	sysRoot string // <root>sys/
+	// etcdMaxRequestBytes and etcdMaxTxnOps are the embedded etcd's limits; 0 when external.
+	etcdMaxRequestBytes int
+	etcdMaxTxnOps       int
+
+	mu sync.Mutex
+	id string
+
+	ctx    context.Context // ends on Close; bounds background work
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
 
 // Open opens the store described by cfg, starting the embedded etcd when cfg.Endpoints is empty,
 // and makes sure the store has an id.
-func Open(ctx context.Context, cfg Config) (*Store, error) { return nil, errUnimplemented }
+//
+// Embedded: Open fails unless the etcd starts and the id is read or created. External: Open does
+// not need the cluster to be reachable. It tries for up to DialTimeout to read (or create) the
+// id; when that fails it logs a warning, returns the Store anyway and keeps trying in the
+// background until it succeeds or the Store is closed. Until then ID() is "" and every call
+// fails with an api.CodeUnavailable error as long as the cluster is away.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.Root == "" {
+		cfg.Root = DefaultRoot
+	}
+	if !strings.HasPrefix(cfg.Root, "/") || !strings.HasSuffix(cfg.Root, "/") {
+		return nil, fmt.Errorf("open store: root %q must start and end with '/'", cfg.Root)
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = DefaultDataDir
+	}
+	if cfg.MaxValueBytes <= 0 {
+		cfg.MaxValueBytes = api.DefaultMaxValueBytes
+	}
+	if cfg.MaxTxnOps <= 0 {
+		cfg.MaxTxnOps = DefaultMaxTxnOps
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Store{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		root:    cfg.Root,
+		kvRoot:  cfg.Root + "kv/",
+		sysRoot: cfg.Root + "sys/",
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+
+	endpoints := cfg.Endpoints
+	var tlsCfg *tls.Config
+	if len(endpoints) == 0 {
+		s.etcdMaxRequestBytes = embeddedRequestBytes(cfg.MaxValueBytes)
+		// One API op can take two etcd ops (a recursive delete is the key plus its subtree; an
+		// apply deletes the keys that go), so etcd's own limit sits above ours: the API's limit
+		// is always the one a caller meets first, with a message that names it.
+		s.etcdMaxTxnOps = 2*cfg.MaxTxnOps + 1
+		ee, err := StartEmbedded(ctx, EmbedConfig{
+			Dir:                    EtcdDir(cfg.DataDir),
+			MaxRequestBytes:        uint(s.etcdMaxRequestBytes),
+			MaxTxnOps:              uint(s.etcdMaxTxnOps),
+			Logger:                 cfg.Logger,
+			ProgressNotifyInterval: cfg.ProgressNotifyInterval,
+			UnsafeFast:             cfg.UnsafeFast,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		s.embed = ee
+		endpoints = ee.Endpoints()
+	} else {
+		var err error
+		if tlsCfg, err = loadTLS(cfg.CACert, cfg.Cert, cfg.Key); err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+	}
+
+	zl, _ := newZapLogger(cfg.Logger, zapcore.ErrorLevel, "etcd-client")
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: cfg.DialTimeout,
+		TLS:         tlsCfg,
+		// Let large requests reach etcd, which refuses them with "request is too large" (a
+		// 413 naming its limit) instead of the client failing first with a vaguer error.
+		MaxCallSendMsgSize: maxSend(s.etcdMaxRequestBytes),
+		Logger:             zl,
+		Context:            s.ctx,
+	})
+	if err != nil {
+		s.closeEmbedded()
+		return nil, fmt.Errorf("open store: etcd client of %s: %w", strings.Join(endpoints, ","), err)
+	}
+	s.cli = cli
+
+	idCtx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	_, err = s.EnsureID(idCtx)
+	cancel()
+	if err != nil {
+		if s.embed != nil || ctx.Err() != nil {
+			s.Close()
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		s.log.Warn("etcd not reachable yet; retrying in the background",
+			"endpoints", strings.Join(endpoints, ","), "error", err)
+		s.wg.Add(1)
+		go s.loadIDLoop()
+	}
+	return s, nil
+}
+
+// embeddedRequestBytes sizes the embedded etcd's request limit: two of the largest values plus
+// room for keys and overhead, and never under 16 MiB so that an apply of many keys fits.
+func embeddedRequestBytes(maxValue int) int {
+	return max(minRequestBytes, 2*maxValue+1<<20)
+}
+
+func maxSend(etcdLimit int) int {
+	return max(64<<20, etcdLimit+1<<20)
+}
+
+func loadTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
+	if caFile == "" && certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("etcd ca cert: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("etcd ca cert %s: no PEM certificate found", caFile)
+		}
+		c.RootCAs = pool
+	}
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("etcd client cert and key must be given together")
+	}
+	if certFile != "" {
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("etcd client cert: %w", err)
+		}
+		c.Certificates = []tls.Certificate{pair}
+	}
+	return c, nil
+}
+
+// loadIDLoop retries EnsureID with capped backoff until it succeeds or the store closes.
+func (s *Store) loadIDLoop() {
+	defer s.wg.Done()
+	wait := 200 * time.Millisecond
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.RequestTimeout)
+		id, err := s.EnsureID(ctx)
+		cancel()
+		if err == nil {
+			s.log.Info("etcd reachable", "store", id)
+			return
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
 
 // Close stops the embedded etcd (if any) and closes the client.
-func (s *Store) Close() error { return nil }
+func (s *Store) Close() error {
+	s.cancel()
+	s.wg.Wait()
+	var err error
+	if s.cli != nil {
+		if cerr := s.cli.Close(); cerr != nil && !errors.Is(cerr, context.Canceled) {
+			err = fmt.Errorf("close etcd client: %w", cerr)
+		}
+	}
+	s.closeEmbedded()
+	return err
+}
+
+func (s *Store) closeEmbedded() {
+	if s.embed != nil {
+		s.embed.Close()
+	}
+}
 
 // ID is the store's id, sent as X-Shoelace-Store. It is created once per store (by compare-and-swap
 // under sys/) and changes only when the store is replaced or restored from a snapshot.
-func (s *Store) ID() string { return "" }
+// It is "" while an external cluster has not been reachable since Open (see Open and EnsureID).
+func (s *Store) ID() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.id
+}
+
+// EnsureID returns the store's id, reading it from etcd (and creating it by compare-and-swap if
+// the store has none) when it is not known yet. Every caller racing to create it gets the same id.
+func (s *Store) EnsureID(ctx context.Context) (string, error) {
+	if id := s.ID(); id != "" {
+		return id, nil
+	}
+	return s.loadID(ctx)
+}
+
+// ReloadID re-reads the store's id from etcd (creating one if the store has none), for a caller
+// that saw sys/store-id change.
+func (s *Store) ReloadID(ctx context.Context) (string, error) { return s.loadID(ctx) }
+
+// ResetID gives the store a new random id unconditionally, as after restoring a snapshot, so
+// that agents notice the store was replaced.
+func (s *Store) ResetID(ctx context.Context) (string, error) {
+	id := newID()
+	if _, err := s.SysPut(ctx, storeIDKey, []byte(id), -1); err != nil {
+		return "", fmt.Errorf("reset store id: %w", err)
+	}
+	s.mu.Lock()
+	s.id = id
+	s.mu.Unlock()
+	return id, nil
+}
+
+func (s *Store) loadID(ctx context.Context) (string, error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	k := s.sysRoot + storeIDKey
+	fresh := newID()
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		Then(clientv3.OpPut(k, fresh)).
+		Else(clientv3.OpGet(k)).
+		Commit()
+	if err != nil {
+		return "", s.etcdErr(ctx, "store id", err)
+	}
+	id := fresh
+	if !resp.Succeeded {
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 0 || len(kvs[0].Value) == 0 {
+			return "", fmt.Errorf("store id: %s is empty", k)
+		}
+		id = string(kvs[0].Value)
+	}
+	s.mu.Lock()
+	s.id = id
+	s.mu.Unlock()
+	return id, nil
+}
+
+func newID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
 
 // Embedded reports whether the store runs an embedded etcd.
-func (s *Store) Embedded() bool { return false }
+func (s *Store) Embedded() bool { return s.embed != nil }
 
-// Revision returns the store's current revision.
-func (s *Store) Revision(ctx context.Context) (int64, error) { return 0, errUnimplemented }
+// Endpoints are the etcd client URLs the store talks to (the embedded etcd's own when embedded).
+func (s *Store) Endpoints() []string { return s.cli.Endpoints() }
 
-// Get reads one user key; api.ErrNotFound (with the revision read at) when absent.
-func (s *Store) Get(ctx context.Context, key string) (api.KV, int64, error) {
-	return api.KV{}, 0, errUnimplemented
+// Root is the prefix of all of the store's keys in etcd.
+func (s *Store) Root() string { return s.root }
+
+// MaxTxnOps is the most ops (or guards, or keys of an apply) one transaction may hold.
+func (s *Store) MaxTxnOps() int { return s.cfg.MaxTxnOps }
+
+// MaxRequestBytes is the embedded etcd's request size limit, 0 for an external cluster (whose
+// limit is its own --max-request-bytes, 1.5 MiB by default).
+func (s *Store) MaxRequestBytes() int { return s.etcdMaxRequestBytes }
+
+// Client is the underlying etcd client, for tools and tests that need more than the Store offers
+// (it belongs to the Store: do not close it).
+func (s *Store) Client() *clientv3.Client { return s.cli }
+
+// opCtx bounds one unary call by RequestTimeout.
+func (s *Store) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.cfg.RequestTimeout)
 }
 
-// List reads the keys under prefix by whole segments (prefix itself included; "" = every key),
-// sorted, at one revision. With keysOnly, values are left empty.
-func (s *Store) List(ctx context.Context, prefix string, keysOnly bool) ([]api.KV, int64, error) {
-	return nil, 0, errUnimplemented
+// etcdErr maps an etcd error to an API error where one fits: limits to api.CodeTooLarge,
+// an unreachable or leaderless cluster and timeouts to api.CodeUnavailable. Anything else is
+// wrapped with op.
+func (s *Store) etcdErr(ctx context.Context, op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return err
+	}
+	err = clientv3.ContextError(ctx, err)
+	switch {
+	case errors.Is(err, rpctypes.ErrRequestTooLarge):
+		return api.Errorf(api.CodeTooLarge, "%s: the request is larger than %s", op, s.requestLimit())
+	case errors.Is(err, rpctypes.ErrTooManyOps):
+		return api.Errorf(api.CodeTooLarge, "%s: the transaction has more operations than %s", op, s.txnLimit())
+	case errors.Is(err, context.DeadlineExceeded):
+		return api.Errorf(api.CodeUnavailable, "%s: etcd did not answer in time (%s)", op, strings.Join(s.cli.Endpoints(), ","))
+	case errors.Is(err, context.Canceled):
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		if ee.Code() == codes.Unavailable {
+			return api.Errorf(api.CodeUnavailable, "%s: etcd unavailable: %s", op, ee.Error())
+		}
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if st, ok := status.FromError(err); ok {
+		switch st.Code() {
+		case codes.ResourceExhausted:
+			return api.Errorf(api.CodeTooLarge, "%s: the request is larger than %s (%s)", op, s.requestLimit(), st.Message())
+		case codes.Unavailable:
+			return api.Errorf(api.CodeUnavailable, "%s: etcd unavailable: %s", op, st.Message())
+		}
+	}
+	return fmt.Errorf("%s: %w", op, err)
 }
 
-// Put writes key. cas < 0 writes unconditionally; cas >= 0 writes only if the key's mod_revision
-// is cas (0: the key must not exist), else an api.ErrConflict error naming the key.
-func (s *Store) Put(ctx context.Context, key, value string, cas int64) (int64, error) {
-	return 0, errUnimplemented
+func (s *Store) requestLimit() string {
+	if s.etcdMaxRequestBytes > 0 {
+		return fmt.Sprintf("the embedded etcd's request size limit of %d bytes", s.etcdMaxRequestBytes)
+	}
+	return "the etcd cluster's request size limit (its --max-request-bytes, 1.5 MiB by default)"
 }
 
-// Delete deletes key, or with recurse every key under it by whole segments (key included).
-// Nothing deleted is api.ErrNotFound. It returns the revision and how many keys went.
-func (s *Store) Delete(ctx context.Context, key string, recurse bool) (rev, deleted int64, err error) {
-	return 0, 0, errUnimplemented
+func (s *Store) txnLimit() string {
+	if s.etcdMaxTxnOps > 0 {
+		return fmt.Sprintf("the embedded etcd's limit of %d per transaction", s.etcdMaxTxnOps)
+	}
+	return "the etcd cluster's limit per transaction (its --max-txn-ops, 128 by default)"
 }
 
-// Txn applies t's ops all or nothing, in one etcd transaction. A failed guard is an
-// api.ErrConflict error naming the key; more ops than MaxTxnOps is an api.CodeTooLarge error.
-func (s *Store) Txn(ctx context.Context, t api.Txn) (int64, error) { return 0, errUnimplemented }
-
-// View reads appliance name's view at one revision. An appliance with no key of its own is
-// api.ErrNotFound, with a message that says so.
-func (s *Store) View(ctx context.Context, name string) (api.View, error) {
-	return api.View{}, errUnimplemented
-}
-
-// Apply replaces every key under appliances/<name>/ with keys (relative to that root) in one
-// transaction. cas >= 0 guards it: no key of the appliance may have changed after cas.
-func (s *Store) Apply(ctx context.Context, name string, keys map[string]string, cas int64) (int64, error) {
-	return 0, errUnimplemented
-}
-
-// Appliances lists the names of appliances that have at least one key, sorted.
-func (s *Store) Appliances(ctx context.Context) ([]string, int64, error) {
-	return nil, 0, errUnimplemented
-}
-
-// Watch watches the whole root from revision from (inclusive) and sends one Event per revision
-// (and progress notifications). The channel closes when ctx ends or the watch breaks; the final
-// error, if any (ErrCompacted, a lost leader, ...), is reported by the returned func after close.
-func (s *Store) Watch(ctx context.Context, from int64) (<-chan Event, func() error) {
-	return nil, func() error { return errUnimplemented }
-}
-
-// SysGet reads a system key; api.ErrNotFound when absent.
-func (s *Store) SysGet(ctx context.Context, key string) ([]byte, int64, error) {
-	return nil, 0, errUnimplemented
-}
-
-// SysList reads every system key under prefix (relative key → value) at one revision.
-func (s *Store) SysList(ctx context.Context, prefix string) (map[string][]byte, int64, error) {
-	return nil, 0, errUnimplemented
-}
-
-// SysPut writes a system key. cas as in Put.
-func (s *Store) SysPut(ctx context.Context, key string, value []byte, cas int64) (int64, error) {
-	return 0, errUnimplemented
-}
-
-// SysDelete deletes a system key; api.ErrNotFound when absent.
-func (s *Store) SysDelete(ctx context.Context, key string) (int64, error) {
-	return 0, errUnimplemented
-}
-
-// Health checks etcd: reachable, has a leader, and how long a linearizable read took.
-func (s *Store) Health(ctx context.Context) (Health, error) { return Health{}, errUnimplemented }
-
-// Health is what Store.Health found.
-type Health struct {
-	Reachable bool          `json:"reachable"`
-	Leader    bool          `json:"leader"`
-	Latency   time.Duration `json:"-"`
-	Endpoints []string      `json:"endpoints"`
-	Error     string        `json:"error,omitempty"`
-}
-
-// Snapshot streams an etcd snapshot of the whole store to w.
-func (s *Store) Snapshot(ctx context.Context, w io.Writer) (int64, error) {
-	return 0, errUnimplemented
+func tooManyOps(what string, n, limit int) error {
+	return api.Errorf(api.CodeTooLarge, "%s has %d operations, more than the limit of %d per transaction", what, n, limit)
 }

@@ -1,0 +1,174 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap/zapcore"
+)
+
+// Defaults of EmbedConfig.
+const (
+	// DefaultProgressNotifyInterval is how often the embedded etcd sends progress notifications
+	// to watchers that saw no change (etcd's own default is 10 minutes).
+	DefaultProgressNotifyInterval = 10 * time.Second
+	// DefaultReadyTimeout bounds the wait for the embedded etcd to serve.
+	DefaultReadyTimeout = 30 * time.Second
+	// DefaultAutoCompaction is the embedded etcd's retention: periodic compaction keeping at
+	// least an hour of history, so long-polls and re-watches rarely meet a compacted revision
+	// even after a burst of writes (a revision window would shrink exactly then).
+	DefaultAutoCompaction = "1h"
+	// minRequestBytes is the smallest request size the embedded etcd is given: enough for a
+	// whole-appliance apply of many small keys.
+	minRequestBytes = 16 << 20
+)
+
+// EtcdDir is where Open keeps the embedded etcd's files inside a data dir (a snapshot restore
+// goes there).
+func EtcdDir(dataDir string) string { return filepath.Join(dataDir, "etcd") }
+
+// EmbedConfig configures StartEmbedded.
+type EmbedConfig struct {
+	// Dir is etcd's data dir; it is created (mode 0700) if missing, and Dir+".lock" guards it
+	// against a second process.
+	Dir string
+	// MaxRequestBytes and MaxTxnOps are etcd's limits (defaults: 16 MiB and 2*DefaultMaxTxnOps+1).
+	MaxRequestBytes uint
+	MaxTxnOps       uint
+	// Logger receives etcd's logs at LogLevel and above ("debug", "info", "warn" (default),
+	// "error").
+	Logger   *slog.Logger
+	LogLevel string
+	// ProgressNotifyInterval defaults to DefaultProgressNotifyInterval.
+	ProgressNotifyInterval time.Duration
+	// ReadyTimeout defaults to DefaultReadyTimeout.
+	ReadyTimeout time.Duration
+	// UnsafeFast is for tests only: 10 ms raft ticks and no fsync. Data may be lost on a crash.
+	UnsafeFast bool
+}
+
+// EmbeddedEtcd is a running single-node etcd serving on a loopback port of its own.
+type EmbeddedEtcd struct {
+	e         *embed.Etcd
+	endpoints []string
+	muted     *atomic.Bool
+	unlock    func()
+	closed    atomic.Bool
+}
+
+// StartEmbedded starts a single-node etcd in cfg.Dir and waits until it serves. It listens on
+// 127.0.0.1 ports that the kernel picks (port 0), so any number of them can run on one machine.
+// The advertised peer URL stays http://127.0.0.1:0 (no peer ever dials a single node), which
+// keeps the member identity the same across restarts.
+func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*EmbeddedEtcd, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("start embedded etcd: no data dir")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxRequestBytes == 0 {
+		cfg.MaxRequestBytes = minRequestBytes
+	}
+	if cfg.MaxTxnOps == 0 {
+		cfg.MaxTxnOps = 2*DefaultMaxTxnOps + 1
+	}
+	if cfg.ProgressNotifyInterval <= 0 {
+		cfg.ProgressNotifyInterval = DefaultProgressNotifyInterval
+	}
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = DefaultReadyTimeout
+	}
+	level := zapcore.WarnLevel
+	if cfg.LogLevel != "" {
+		l, err := zapcore.ParseLevel(cfg.LogLevel)
+		if err != nil {
+			return nil, fmt.Errorf("start embedded etcd: log level %q: %w", cfg.LogLevel, err)
+		}
+		level = l
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("start embedded etcd: %w", err)
+	}
+	unlock, err := lockDir(cfg.Dir + ".lock")
+	if err != nil {
+		return nil, fmt.Errorf("start embedded etcd in %s: %w", cfg.Dir, err)
+	}
+
+	zl, muted := newZapLogger(cfg.Logger, level, "etcd")
+	ec := embed.NewConfig()
+	ec.Name = "shoelace"
+	ec.Dir = cfg.Dir
+	loop := url.URL{Scheme: "http", Host: "127.0.0.1:0"}
+	ec.ListenClientUrls = []url.URL{loop}
+	ec.AdvertiseClientUrls = []url.URL{loop}
+	ec.ListenPeerUrls = []url.URL{loop}
+	ec.AdvertisePeerUrls = []url.URL{loop}
+	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
+	ec.MaxRequestBytes = cfg.MaxRequestBytes
+	ec.MaxTxnOps = cfg.MaxTxnOps
+	ec.AutoCompactionMode = embed.CompactorModePeriodic
+	ec.AutoCompactionRetention = DefaultAutoCompaction
+	ec.WatchProgressNotifyInterval = cfg.ProgressNotifyInterval
+	ec.LogLevel = level.String()
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zl)
+	if cfg.UnsafeFast {
+		ec.TickMs = 10
+		ec.ElectionMs = 50
+		ec.UnsafeNoFsync = true
+	}
+
+	e, err := embed.StartEtcd(ec)
+	if err != nil {
+		unlock()
+		return nil, fmt.Errorf("start embedded etcd in %s: %w", cfg.Dir, err)
+	}
+	ee := &EmbeddedEtcd{e: e, muted: muted, unlock: unlock}
+	timer := time.NewTimer(cfg.ReadyTimeout)
+	defer timer.Stop()
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		ee.Close()
+		return nil, fmt.Errorf("start embedded etcd in %s: %w", cfg.Dir, err)
+	case <-timer.C:
+		ee.Close()
+		return nil, fmt.Errorf("start embedded etcd in %s: not ready after %s", cfg.Dir, cfg.ReadyTimeout)
+	case <-ctx.Done():
+		ee.Close()
+		return nil, fmt.Errorf("start embedded etcd in %s: %w", cfg.Dir, ctx.Err())
+	}
+	for _, l := range e.Clients {
+		ee.endpoints = append(ee.endpoints, "http://"+l.Addr().String())
+	}
+	if len(ee.endpoints) == 0 {
+		ee.Close()
+		return nil, fmt.Errorf("start embedded etcd in %s: no client listener", cfg.Dir)
+	}
+	return ee, nil
+}
+
+// Endpoints are the client URLs the etcd serves on.
+func (ee *EmbeddedEtcd) Endpoints() []string { return append([]string(nil), ee.endpoints...) }
+
+// Err reports a fatal error of the running etcd (see embed.Etcd.Err).
+func (ee *EmbeddedEtcd) Err() <-chan error { return ee.e.Err() }
+
+// Close stops the etcd and releases its data dir. It is safe to call more than once.
+func (ee *EmbeddedEtcd) Close() error {
+	if ee.closed.Swap(true) {
+		return nil
+	}
+	ee.muted.Store(true)
+	ee.e.Close()
+	ee.unlock()
+	return nil
+}

@@ -1,0 +1,452 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// Revision returns the store's current revision.
+func (s *Store) Revision(ctx context.Context) (int64, error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.sysRoot+storeIDKey, clientv3.WithCountOnly())
+	if err != nil {
+		return 0, s.etcdErr(ctx, "read revision", err)
+	}
+	return resp.Header.Revision, nil
+}
+
+// Get reads one user key; api.ErrNotFound (with the revision read at) when absent.
+func (s *Store) Get(ctx context.Context, key string) (api.KV, int64, error) {
+	if err := api.ValidateKey(key); err != nil {
+		return api.KV{}, 0, err
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.kvRoot+key)
+	if err != nil {
+		return api.KV{}, 0, s.etcdErr(ctx, "get "+key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return api.KV{}, resp.Header.Revision, api.Errorf(api.CodeNotFound, "key %q not found", key)
+	}
+	return s.toKV(resp.Kvs[0], false), resp.Header.Revision, nil
+}
+
+func (s *Store) toKV(kv *mvccpb.KeyValue, keysOnly bool) api.KV {
+	out := api.KV{
+		Key:            strings.TrimPrefix(string(kv.Key), s.kvRoot),
+		ModRevision:    kv.ModRevision,
+		CreateRevision: kv.CreateRevision,
+		Version:        kv.Version,
+	}
+	if !keysOnly {
+		out.Value = string(kv.Value)
+	}
+	return out
+}
+
+// subtreeGets returns the etcd ops that read everything under prefix by whole segments, absolute
+// prefix abs (without a trailing '/'): the key itself and its subtree.
+func subtreeGets(abs string, opts ...clientv3.OpOption) []clientv3.Op {
+	return []clientv3.Op{
+		clientv3.OpGet(abs, opts...),
+		clientv3.OpGet(abs+"/", append([]clientv3.OpOption{clientv3.WithPrefix()}, opts...)...),
+	}
+}
+
+// List reads the keys under prefix by whole segments (prefix itself included; "" = every key),
+// sorted, at one revision. With keysOnly, values are left empty.
+func (s *Store) List(ctx context.Context, prefix string, keysOnly bool) ([]api.KV, int64, error) {
+	p, err := api.ValidatePrefix(prefix)
+	if err != nil {
+		return nil, 0, err
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	var opts []clientv3.OpOption
+	if keysOnly {
+		opts = append(opts, clientv3.WithKeysOnly())
+	}
+	var ops []clientv3.Op
+	if p == "" {
+		ops = []clientv3.Op{clientv3.OpGet(s.kvRoot, append(opts, clientv3.WithPrefix())...)}
+	} else {
+		ops = subtreeGets(s.kvRoot+p, opts...)
+	}
+	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return nil, 0, s.etcdErr(ctx, "list "+p, err)
+	}
+	var out []api.KV
+	// Ranges come sorted and "p" sorts before "p/...", so concatenating keeps the order.
+	for _, r := range resp.Responses {
+		for _, kv := range r.GetResponseRange().Kvs {
+			out = append(out, s.toKV(kv, keysOnly))
+		}
+	}
+	return out, resp.Header.Revision, nil
+}
+
+// Put writes key. cas < 0 writes unconditionally; cas >= 0 writes only if the key's mod_revision
+// is cas (0: the key must not exist), else an api.ErrConflict error naming the key.
+func (s *Store) Put(ctx context.Context, key, value string, cas int64) (int64, error) {
+	if err := api.ValidateKey(key); err != nil {
+		return 0, err
+	}
+	return s.put(ctx, s.kvRoot, key, value, cas)
+}
+
+func (s *Store) put(ctx context.Context, root, key, value string, cas int64) (int64, error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	k := root + key
+	if cas < 0 {
+		resp, err := s.cli.Put(ctx, k, value)
+		if err != nil {
+			return 0, s.etcdErr(ctx, "put "+key, err)
+		}
+		return resp.Header.Revision, nil
+	}
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(k), "=", cas)).
+		Then(clientv3.OpPut(k, value)).
+		Else(clientv3.OpGet(k, clientv3.WithKeysOnly())).
+		Commit()
+	if err != nil {
+		return 0, s.etcdErr(ctx, "put "+key, err)
+	}
+	if !resp.Succeeded {
+		return resp.Header.Revision, conflict(key, cas, modRevision(resp.Responses[0]))
+	}
+	return resp.Header.Revision, nil
+}
+
+func modRevision(r *pb.ResponseOp) int64 {
+	kvs := r.GetResponseRange().GetKvs()
+	if len(kvs) == 0 {
+		return 0
+	}
+	return kvs[0].ModRevision
+}
+
+// conflict is the error of a failed compare-and-swap or guard on key.
+func conflict(key string, want, got int64) error {
+	switch {
+	case want == 0:
+		return api.Errorf(api.CodeConflict, "conflict on key %q: expected it not to exist, but it exists with mod_revision %d", key, got)
+	case got == 0:
+		return api.Errorf(api.CodeConflict, "conflict on key %q: expected mod_revision %d, but the key does not exist", key, want)
+	default:
+		return api.Errorf(api.CodeConflict, "conflict on key %q: expected mod_revision %d, found %d", key, want, got)
+	}
+}
+
+// Delete deletes key, or with recurse every key under it by whole segments (key included).
+// Nothing deleted is api.ErrNotFound. It returns the revision and how many keys went.
+func (s *Store) Delete(ctx context.Context, key string, recurse bool) (rev, deleted int64, err error) {
+	if key == "" {
+		return 0, 0, api.Errorf(api.CodeInvalidKey, "invalid key: refusing to delete the root")
+	}
+	if err := api.ValidateKey(key); err != nil {
+		return 0, 0, err
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	k := s.kvRoot + key
+	ops := []clientv3.Op{clientv3.OpDelete(k)}
+	if recurse {
+		ops = append(ops, clientv3.OpDelete(k+"/", clientv3.WithPrefix()))
+	}
+	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return 0, 0, s.etcdErr(ctx, "delete "+key, err)
+	}
+	for _, r := range resp.Responses {
+		deleted += r.GetResponseDeleteRange().Deleted
+	}
+	if deleted == 0 {
+		if recurse {
+			return resp.Header.Revision, 0, api.Errorf(api.CodeNotFound, "no key %q or under %q found", key, key+"/")
+		}
+		return resp.Header.Revision, 0, api.Errorf(api.CodeNotFound, "key %q not found", key)
+	}
+	return resp.Header.Revision, deleted, nil
+}
+
+// Txn applies t's ops all or nothing, in one etcd transaction. A failed guard is an
+// api.ErrConflict error naming the key; more ops than MaxTxnOps is an api.CodeTooLarge error.
+//
+// Ops take effect together, not one after the other, so a transaction may not touch one key
+// twice: two puts of one key, or a put of a key that a delete of the same transaction covers,
+// are refused with api.CodeInvalidRequest. A delete of an absent key is no error in a Txn.
+func (s *Store) Txn(ctx context.Context, t api.Txn) (int64, error) {
+	if len(t.Ops) == 0 {
+		return 0, api.Errorf(api.CodeInvalidRequest, "invalid transaction: no ops")
+	}
+	if len(t.Ops) > s.cfg.MaxTxnOps {
+		return 0, tooManyOps("the transaction", len(t.Ops), s.cfg.MaxTxnOps)
+	}
+	if len(t.Guards) > s.cfg.MaxTxnOps {
+		return 0, api.Errorf(api.CodeTooLarge, "the transaction has %d guards, more than the limit of %d", len(t.Guards), s.cfg.MaxTxnOps)
+	}
+	if err := checkTxn(t); err != nil {
+		return 0, err
+	}
+	var cmps []clientv3.Cmp
+	var reads []clientv3.Op
+	for _, g := range t.Guards {
+		k := s.kvRoot + g.Key
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", g.ModRevision))
+		reads = append(reads, clientv3.OpGet(k, clientv3.WithKeysOnly()))
+	}
+	var ops []clientv3.Op
+	for _, op := range t.Ops {
+		k := s.kvRoot + op.Key
+		switch op.Op {
+		case api.OpPut:
+			ops = append(ops, clientv3.OpPut(k, op.Value))
+		case api.OpDelete:
+			ops = append(ops, clientv3.OpDelete(k))
+			if op.Recurse {
+				ops = append(ops, clientv3.OpDelete(k+"/", clientv3.WithPrefix()))
+			}
+		}
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(reads...).Commit()
+	if err != nil {
+		return 0, s.etcdErr(ctx, "transaction", err)
+	}
+	if !resp.Succeeded {
+		for i, g := range t.Guards {
+			if got := modRevision(resp.Responses[i]); got != g.ModRevision {
+				return resp.Header.Revision, conflict(g.Key, g.ModRevision, got)
+			}
+		}
+		return resp.Header.Revision, api.Errorf(api.CodeConflict, "conflict: a guard of the transaction failed")
+	}
+	return resp.Header.Revision, nil
+}
+
+// checkTxn re-checks what etcd would refuse with a vague message: unknown op kinds, bad keys,
+// a key put twice, or a put under a delete of the same transaction.
+func checkTxn(t api.Txn) error {
+	puts := make(map[string]int, len(t.Ops))
+	for i, op := range t.Ops {
+		switch op.Op {
+		case api.OpPut, api.OpDelete:
+		default:
+			return api.Errorf(api.CodeInvalidRequest, "invalid transaction: op %d has kind %q; want %q or %q", i+1, op.Op, api.OpPut, api.OpDelete)
+		}
+		if err := api.ValidateKey(op.Key); err != nil {
+			return api.Errorf(api.CodeInvalidKey, "invalid transaction: op %d: %s", i+1, err.Error())
+		}
+		if op.Op == api.OpPut {
+			if j, dup := puts[op.Key]; dup {
+				return api.Errorf(api.CodeInvalidRequest, "invalid transaction: ops %d and %d both put key %q", j+1, i+1, op.Key)
+			}
+			puts[op.Key] = i
+		}
+	}
+	for i, op := range t.Ops {
+		if op.Op != api.OpDelete {
+			continue
+		}
+		for j, p := range t.Ops {
+			if p.Op != api.OpPut {
+				continue
+			}
+			if p.Key == op.Key || op.Recurse && api.Under(p.Key, op.Key) {
+				return api.Errorf(api.CodeInvalidRequest, "invalid transaction: op %d puts key %q, which op %d deletes; a transaction may touch a key only once", j+1, p.Key, i+1)
+			}
+		}
+	}
+	for i, g := range t.Guards {
+		if err := api.ValidateKey(g.Key); err != nil {
+			return api.Errorf(api.CodeInvalidKey, "invalid transaction: guard %d: %s", i+1, err.Error())
+		}
+		if g.ModRevision < 0 {
+			return api.Errorf(api.CodeInvalidRequest, "invalid transaction: guard %d on key %q has a negative mod_revision", i+1, g.Key)
+		}
+	}
+	return nil
+}
+
+// Appliances lists the names of appliances that have at least one key, sorted.
+func (s *Store) Appliances(ctx context.Context) ([]string, int64, error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	root := s.kvRoot + api.AppliancesPrefix + "/"
+	resp, err := s.cli.Get(ctx, root, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, 0, s.etcdErr(ctx, "list appliances", err)
+	}
+	names := []string{}
+	for _, kv := range resp.Kvs {
+		rest := strings.TrimPrefix(string(kv.Key), root)
+		name, _, under := strings.Cut(rest, "/")
+		if !under || name == "" {
+			continue // appliances/<name> itself is not a key of its own subtree
+		}
+		if len(names) == 0 || names[len(names)-1] != name {
+			names = append(names, name)
+		}
+	}
+	// Keys come sorted, but "web-x/..." sorts between "web" and "web/..."; sort to be sure.
+	sort.Strings(names)
+	names = compactStrings(names)
+	return names, resp.Header.Revision, nil
+}
+
+func compactStrings(s []string) []string {
+	out := s[:0]
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// View reads appliance name's view at one revision. An appliance with no key of its own is
+// api.ErrNotFound, with a message that says so. The returned View carries the revision read
+// at (and the name) even with that error.
+func (s *Store) View(ctx context.Context, name string) (api.View, error) {
+	v := api.View{Appliance: name}
+	if err := api.ValidateSegment("appliance name", name); err != nil {
+		return v, err
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	shared := s.kvRoot + api.SharedPrefix + "/"
+	own := s.kvRoot + api.ApplianceRoot(name) + "/"
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(shared, clientv3.WithPrefix()),
+		clientv3.OpGet(own, clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return v, s.etcdErr(ctx, "view "+name, err)
+	}
+	v.Revision = resp.Header.Revision
+	sharedKVs := resp.Responses[0].GetResponseRange().Kvs
+	ownKVs := resp.Responses[1].GetResponseRange().Kvs
+	if len(ownKVs) == 0 {
+		return v, api.Errorf(api.CodeNotFound, "appliance %q has no keys (an appliance exists while it has at least one key of its own)", name)
+	}
+	v.Keys = make(map[string]string, len(sharedKVs)+len(ownKVs))
+	for _, kv := range sharedKVs {
+		v.Keys[strings.TrimPrefix(string(kv.Key), shared)] = string(kv.Value)
+	}
+	for _, kv := range ownKVs {
+		v.Keys[strings.TrimPrefix(string(kv.Key), own)] = string(kv.Value)
+	}
+	return v, nil
+}
+
+// Apply replaces every key under appliances/<name>/ with keys (relative to that root) in one
+// transaction. cas >= 0 guards it: no key of the appliance may have changed after cas.
+//
+// It reads the appliance's key names first, then in one transaction guarded by "nothing under
+// the appliance changed since that read" puts every key and deletes the runs of keys that go (a
+// put and a delete of one transaction must not overlap in etcd). A concurrent write between the
+// read and the transaction makes it retry; a failed cas is an api.ErrConflict error.
+func (s *Store) Apply(ctx context.Context, name string, keys map[string]string, cas int64) (int64, error) {
+	if err := api.ValidateSegment("appliance name", name); err != nil {
+		return 0, err
+	}
+	if len(keys) > s.cfg.MaxTxnOps {
+		return 0, tooManyOps(fmt.Sprintf("the apply of appliance %q", name), len(keys), s.cfg.MaxTxnOps)
+	}
+	root := api.ApplianceRoot(name)
+	for k := range keys {
+		if err := api.ValidateKey(root + "/" + k); err != nil {
+			return 0, err
+		}
+	}
+	const attempts = 10
+	for range attempts {
+		rev, done, err := s.applyOnce(ctx, name, keys, cas)
+		if done || err != nil {
+			return rev, err
+		}
+	}
+	return 0, api.Errorf(api.CodeConflict, "apply of appliance %q: the appliance kept changing during %d attempts", name, attempts)
+}
+
+// applyOnce makes one attempt of Apply; done is false when a concurrent write got in between.
+func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]string, cas int64) (rev int64, done bool, err error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	abs := s.kvRoot + api.ApplianceRoot(name) + "/"
+	cur, err := s.cli.Get(ctx, abs, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return 0, false, s.etcdErr(ctx, "apply "+name, err)
+	}
+	read := cur.Header.Revision
+	if cas >= 0 {
+		for _, kv := range cur.Kvs {
+			if kv.ModRevision > cas {
+				return read, true, applyConflict(name, cas, strings.TrimPrefix(string(kv.Key), abs), kv.ModRevision)
+			}
+		}
+	}
+
+	// Every key in sorted order, old and new; a run of old keys with no new key among them
+	// is deleted as one range [first, last+"\x00").
+	type entry struct {
+		key  string
+		keep bool
+	}
+	all := make([]entry, 0, len(cur.Kvs)+len(keys))
+	for k := range keys {
+		all = append(all, entry{abs + k, true})
+	}
+	for _, kv := range cur.Kvs {
+		if _, keep := keys[strings.TrimPrefix(string(kv.Key), abs)]; !keep {
+			all = append(all, entry{string(kv.Key), false})
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].key < all[j].key })
+	var ops []clientv3.Op
+	for i := 0; i < len(all); i++ {
+		if all[i].keep {
+			ops = append(ops, clientv3.OpPut(all[i].key, keys[strings.TrimPrefix(all[i].key, abs)]))
+			continue
+		}
+		j := i
+		for j+1 < len(all) && !all[j+1].keep {
+			j++
+		}
+		if i == j {
+			ops = append(ops, clientv3.OpDelete(all[i].key))
+		} else {
+			ops = append(ops, clientv3.OpDelete(all[i].key, clientv3.WithRange(all[j].key+"\x00")))
+		}
+		i = j
+	}
+	if len(ops) == 0 {
+		return read, true, nil // nothing there and nothing to write
+	}
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(abs), "<", read+1).WithPrefix()).
+		Then(ops...).
+		Commit()
+	if err != nil {
+		return 0, false, s.etcdErr(ctx, "apply "+name, err)
+	}
+	return resp.Header.Revision, resp.Succeeded, nil
+}
+
+func applyConflict(name string, cas int64, key string, got int64) error {
+	return api.Errorf(api.CodeConflict, "conflict on appliance %q: key %q changed at revision %d, after the expected revision %d", name, api.ApplianceRoot(name)+"/"+key, got, cas)
+}

@@ -1,0 +1,90 @@
+package store
+
+import (
+	"context"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// System keys are the server's own records under <root>sys/ (tokens, releases, settings, the
+// store id). They are never reachable through the KV API. Their names are the caller's business:
+// the store only refuses the empty key.
+
+// SysGet reads a system key; api.ErrNotFound when absent. The int64 is the key's mod_revision
+// (0 when absent), ready to pass as SysPut's cas.
+func (s *Store) SysGet(ctx context.Context, key string) ([]byte, int64, error) {
+	if err := sysKey(key); err != nil {
+		return nil, 0, err
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.sysRoot+key)
+	if err != nil {
+		return nil, 0, s.etcdErr(ctx, "get system key "+key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, 0, api.Errorf(api.CodeNotFound, "system key %q not found", key)
+	}
+	return resp.Kvs[0].Value, resp.Kvs[0].ModRevision, nil
+}
+
+// SysList reads every system key under prefix (relative key → value) at one revision.
+//
+// A prefix ending in '/' (or "") is a plain string prefix; any other prefix is by whole
+// segments, as in List: "tokens" covers "tokens" and "tokens/...", never "tokens-old".
+func (s *Store) SysList(ctx context.Context, prefix string) (map[string][]byte, int64, error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	var ops []clientv3.Op
+	if prefix == "" || strings.HasSuffix(prefix, "/") {
+		ops = []clientv3.Op{clientv3.OpGet(s.sysRoot+prefix, clientv3.WithPrefix())}
+	} else {
+		ops = subtreeGets(s.sysRoot + prefix)
+	}
+	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return nil, 0, s.etcdErr(ctx, "list system keys "+prefix, err)
+	}
+	out := map[string][]byte{}
+	for _, r := range resp.Responses {
+		for _, kv := range r.GetResponseRange().Kvs {
+			out[strings.TrimPrefix(string(kv.Key), s.sysRoot)] = kv.Value
+		}
+	}
+	return out, resp.Header.Revision, nil
+}
+
+// SysPut writes a system key. cas as in Put.
+func (s *Store) SysPut(ctx context.Context, key string, value []byte, cas int64) (int64, error) {
+	if err := sysKey(key); err != nil {
+		return 0, err
+	}
+	return s.put(ctx, s.sysRoot, key, string(value), cas)
+}
+
+// SysDelete deletes a system key; api.ErrNotFound when absent.
+func (s *Store) SysDelete(ctx context.Context, key string) (int64, error) {
+	if err := sysKey(key); err != nil {
+		return 0, err
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Delete(ctx, s.sysRoot+key)
+	if err != nil {
+		return 0, s.etcdErr(ctx, "delete system key "+key, err)
+	}
+	if resp.Deleted == 0 {
+		return resp.Header.Revision, api.Errorf(api.CodeNotFound, "system key %q not found", key)
+	}
+	return resp.Header.Revision, nil
+}
+
+func sysKey(key string) error {
+	if key == "" || strings.HasSuffix(key, "/") {
+		return api.Errorf(api.CodeInvalidKey, "invalid system key %q: empty or ending in '/'", key)
+	}
+	return nil
+}
