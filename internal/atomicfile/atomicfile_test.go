@@ -1,0 +1,328 @@
+package atomicfile_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
+)
+
+func keep() atomicfile.Options { return atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep} }
+
+func stat(t *testing.T, path string) (os.FileInfo, *syscall.Stat_t) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi, fi.Sys().(*syscall.Stat_t)
+}
+
+// tempFiles lists the leftover dot-prefixed temp files in dir.
+func tempFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+func TestWrite_NewFile(t *testing.T) {
+	dir := t.TempDir()
+	dst := filepath.Join(dir, "a.conf")
+	opts := keep()
+	opts.Perm = 0o640
+	changed, err := atomicfile.Write(dst, []byte("hello\n"), opts)
+	if err != nil || !changed {
+		t.Fatalf("Write = %v, %v; want true, nil", changed, err)
+	}
+	got, _ := os.ReadFile(dst)
+	if string(got) != "hello\n" {
+		t.Fatalf("content = %q", got)
+	}
+	if fi, _ := stat(t, dst); fi.Mode().Perm() != 0o640 {
+		t.Fatalf("mode = %v, want 0640", fi.Mode().Perm())
+	}
+	if left := tempFiles(t, dir); len(left) != 0 {
+		t.Fatalf("temp files left: %v", left)
+	}
+}
+
+func TestWrite_DefaultPermIgnoresUmask(t *testing.T) {
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	dst := filepath.Join(t.TempDir(), "a")
+	if _, err := atomicfile.Write(dst, []byte("x"), keep()); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := stat(t, dst); fi.Mode().Perm() != atomicfile.DefaultPerm {
+		t.Fatalf("mode = %v, want %v", fi.Mode().Perm(), atomicfile.DefaultPerm)
+	}
+}
+
+func TestWrite_UnchangedWritesNothing(t *testing.T) {
+	dir := t.TempDir()
+	dst := filepath.Join(dir, "a.conf")
+	opts := keep()
+	opts.Perm = 0o600
+	if _, err := atomicfile.Write(dst, []byte("same"), opts); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour).Truncate(time.Second)
+	if err := os.Chtimes(dst, old, old); err != nil {
+		t.Fatal(err)
+	}
+	_, st1 := stat(t, dst)
+	checked := false
+	opts.Check = func(string) error { checked = true; return nil }
+	changed, err := atomicfile.Write(dst, []byte("same"), opts)
+	if err != nil || changed {
+		t.Fatalf("Write = %v, %v; want false, nil", changed, err)
+	}
+	fi, st2 := stat(t, dst)
+	if st1.Ino != st2.Ino {
+		t.Fatalf("inode changed %d → %d: the file was replaced", st1.Ino, st2.Ino)
+	}
+	if !fi.ModTime().Equal(old) {
+		t.Fatalf("mtime changed to %v", fi.ModTime())
+	}
+	if checked {
+		t.Fatal("check ran for an unchanged file")
+	}
+	if same, err := atomicfile.Unchanged(dst, []byte("same"), opts); err != nil || !same {
+		t.Fatalf("Unchanged = %v, %v", same, err)
+	}
+
+	// A mode change alone is a change.
+	opts.Perm = 0o644
+	if same, _ := atomicfile.Unchanged(dst, []byte("same"), opts); same {
+		t.Fatal("Unchanged ignores the mode")
+	}
+	if changed, err := atomicfile.Write(dst, []byte("same"), opts); err != nil || !changed {
+		t.Fatalf("Write after mode change = %v, %v", changed, err)
+	}
+	if fi, _ := stat(t, dst); fi.Mode().Perm() != 0o644 {
+		t.Fatalf("mode = %v", fi.Mode().Perm())
+	}
+}
+
+func TestWrite_KeepsModeAndOwnerOfExisting(t *testing.T) {
+	dst := filepath.Join(t.TempDir(), "a")
+	if err := os.WriteFile(dst, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() == 0 {
+		if err := os.Chown(dst, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, before := stat(t, dst)
+	if _, err := atomicfile.Write(dst, []byte("new"), keep()); err != nil {
+		t.Fatal(err)
+	}
+	fi, after := stat(t, dst)
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode = %v, want 0600 kept", fi.Mode().Perm())
+	}
+	if after.Uid != before.Uid || after.Gid != before.Gid {
+		t.Fatalf("owner %d:%d, want %d:%d kept", after.Uid, after.Gid, before.Uid, before.Gid)
+	}
+}
+
+func TestWrite_Owner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to chown")
+	}
+	dst := filepath.Join(t.TempDir(), "a")
+	opts := atomicfile.Options{Perm: 0o640, UID: 65534, GID: 65534}
+	var stagedOwner uint32 = 1
+	opts.Check = func(staged string) error {
+		fi, err := os.Stat(staged)
+		if err != nil {
+			return err
+		}
+		stagedOwner = fi.Sys().(*syscall.Stat_t).Uid
+		if fi.Mode().Perm() != 0o640 {
+			return fmt.Errorf("staged mode %v", fi.Mode().Perm())
+		}
+		return nil
+	}
+	if _, err := atomicfile.Write(dst, []byte("x"), opts); err != nil {
+		t.Fatal(err)
+	}
+	if stagedOwner != 65534 {
+		t.Fatalf("staged file owner = %d: owner must be set before the check", stagedOwner)
+	}
+	_, st := stat(t, dst)
+	if st.Uid != 65534 || st.Gid != 65534 {
+		t.Fatalf("owner = %d:%d", st.Uid, st.Gid)
+	}
+	// Owner differs → changed even with the same bytes.
+	opts.UID, opts.GID, opts.Check = 0, 0, nil
+	if changed, err := atomicfile.Write(dst, []byte("x"), opts); err != nil || !changed {
+		t.Fatalf("Write = %v, %v", changed, err)
+	}
+	if _, st := stat(t, dst); st.Uid != 0 {
+		t.Fatalf("uid = %d", st.Uid)
+	}
+}
+
+func TestWrite_FailingCheckLeavesOldFile(t *testing.T) {
+	dir := t.TempDir()
+	dst := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(dst, []byte("good"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var sawStaged string
+	opts := keep()
+	opts.Backup = true
+	opts.Check = func(staged string) error {
+		sawStaged = staged
+		b, err := os.ReadFile(staged)
+		if err != nil {
+			return err
+		}
+		if string(b) != "bad" {
+			return fmt.Errorf("staged holds %q", b)
+		}
+		return errors.New("syntax error")
+	}
+	changed, err := atomicfile.Write(dst, []byte("bad"), opts)
+	var ce *atomicfile.CheckError
+	if changed || !errors.As(err, &ce) || !strings.Contains(err.Error(), "syntax error") {
+		t.Fatalf("Write = %v, %v; want false and a CheckError", changed, err)
+	}
+	if filepath.Dir(sawStaged) != dir || !strings.HasPrefix(filepath.Base(sawStaged), ".nginx.conf.") {
+		t.Fatalf("staged file %s is not dot-prefixed in the destination's directory", sawStaged)
+	}
+	if got, _ := os.ReadFile(dst); string(got) != "good" {
+		t.Fatalf("destination = %q, want the old content", got)
+	}
+	if left := tempFiles(t, dir); len(left) != 0 {
+		t.Fatalf("temp files left: %v", left)
+	}
+	if _, err := os.Stat(dst + ".bak"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a .bak was made although nothing was installed: %v", err)
+	}
+}
+
+func TestWrite_Backup(t *testing.T) {
+	dir := t.TempDir()
+	dst := filepath.Join(dir, "a")
+	opts := keep()
+	opts.Backup = true
+	for _, s := range []string{"one", "two", "three"} {
+		if _, err := atomicfile.Write(dst, []byte(s), opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, _ := os.ReadFile(dst); string(got) != "three" {
+		t.Fatalf("dst = %q", got)
+	}
+	if got, _ := os.ReadFile(dst + ".bak"); string(got) != "two" {
+		t.Fatalf(".bak = %q, want the previous content", got)
+	}
+	if left := tempFiles(t, dir); len(left) != 0 {
+		t.Fatalf("temp files left: %v", left)
+	}
+}
+
+func TestWrite_Symlink(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "real")
+	link := filepath.Join(dir, "link")
+	os.WriteFile(target, []byte("old"), 0o644)
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := atomicfile.Write(link, []byte("new"), keep()); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Lstat(link); fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatal("the symlink was replaced by a file")
+	}
+	if got, _ := os.ReadFile(target); string(got) != "new" {
+		t.Fatalf("target = %q", got)
+	}
+}
+
+func TestWrite_MissingDir(t *testing.T) {
+	dst := filepath.Join(t.TempDir(), "no", "such", "a")
+	if _, err := atomicfile.Write(dst, []byte("x"), keep()); err == nil || !strings.Contains(err.Error(), dst) {
+		t.Fatalf("err = %v, want one naming %s", err, dst)
+	}
+}
+
+// A reader that keeps reading the destination while 1,000 versions are written sees
+// only whole versions.
+func TestWrite_ReaderNeverSeesPartialFile(t *testing.T) {
+	dir := t.TempDir()
+	dst := filepath.Join(dir, "a")
+	version := func(i int) []byte {
+		// Sizes vary so that a torn read would show as a wrong length or a mixed line.
+		line := fmt.Sprintf("version %06d\n", i)
+		return bytes.Repeat([]byte(line), 50+i%200)
+	}
+	if _, err := atomicfile.Write(dst, version(0), keep()); err != nil {
+		t.Fatal(err)
+	}
+	var stop atomic.Bool
+	var reads, bad atomic.Int64
+	var firstBad atomic.Value
+	var wg sync.WaitGroup
+	for r := 0; r < 2; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				b, err := os.ReadFile(dst)
+				if err != nil {
+					bad.Add(1)
+					firstBad.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				reads.Add(1)
+				var n int
+				if _, err := fmt.Sscanf(string(b), "version %06d\n", &n); err != nil || !bytes.Equal(b, version(n)) {
+					bad.Add(1)
+					firstBad.CompareAndSwap(nil, fmt.Sprintf("torn read of %d bytes", len(b)))
+				}
+			}
+		}()
+	}
+	for i := 1; i <= 1000; i++ {
+		if _, err := atomicfile.Write(dst, version(i), keep()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	if bad.Load() != 0 {
+		t.Fatalf("%d bad reads of %d; first: %v", bad.Load(), reads.Load(), firstBad.Load())
+	}
+	if reads.Load() == 0 {
+		t.Fatal("the reader never read")
+	}
+	if got, _ := os.ReadFile(dst); !bytes.Equal(got, version(1000)) {
+		t.Fatal("final content is not the last version")
+	}
+	if left := tempFiles(t, dir); len(left) != 0 {
+		t.Fatalf("temp files left: %v", left)
+	}
+}
