@@ -1,0 +1,626 @@
+package templates
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/Masterminds/sprig/v3"
+	"gopkg.in/yaml.v3"
+)
+
+// KVPair is one key of a listing (ls, tree, gets, get).
+type KVPair struct {
+	// Key is the key relative to the listed prefix for ls and tree (consul-template's
+	// .Key; for ls it is the child's name), and the full key with a leading '/' for
+	// confd's gets and get.
+	Key string `json:"key" yaml:"key"`
+	// Value is the key's value.
+	Value string `json:"value" yaml:"value"`
+	// Path is the full key in the view, without a leading '/' (consul-template's .Path).
+	Path string `json:"path" yaml:"path"`
+}
+
+// nondeterministic are functions whose output changes on every render.
+var nondeterministic = map[string]bool{
+	"now": true, "datetime": true, "ago": true,
+	"randAlphaNum": true, "randAlpha": true, "randAscii": true, "randNumeric": true,
+	"randBytes": true, "randInt": true, "shuffle": true, "uuidv4": true,
+	"bcrypt": true, "htpasswd": true, "encryptAES": true,
+	"genPrivateKey": true, "genCA": true, "genCAWithKey": true, "genSelfSignedCert": true,
+	"genSelfSignedCertWithKey": true, "genSignedCert": true, "genSignedCertWithKey": true,
+	"getHostByName": true,
+}
+
+// fileFuncs read the local file system; they need Options.AllowFile.
+var fileFuncs = map[string]bool{"file": true, "fileExists": true}
+
+// unsupported are functions of confd that Shoelace refuses at parse time, with the reason.
+var unsupported = map[string]string{
+	"lookupIP":   "DNS lookups at render time make the output depend on the network, not on the view, and Shoelace re-renders only when the view changes; put the addresses in keys",
+	"lookupIPV4": "DNS lookups at render time make the output depend on the network, not on the view, and Shoelace re-renders only when the view changes; put the addresses in keys",
+	"lookupIPV6": "DNS lookups at render time make the output depend on the network, not on the view, and Shoelace re-renders only when the view changes; put the addresses in keys",
+	"lookupSRV":  "DNS lookups at render time make the output depend on the network, not on the view, and Shoelace re-renders only when the view changes; put the addresses in keys",
+	"cget":       "confd's PGP-encrypted values are not supported; store the value under a path with a `secrets` segment and use getv or key",
+	"cgets":      "confd's PGP-encrypted values are not supported; store the values under a path with a `secrets` segment and use gets",
+	"cgetv":      "confd's PGP-encrypted values are not supported; store the value under a path with a `secrets` segment and use getv or key",
+	"cgetvs":     "confd's PGP-encrypted values are not supported; store the values under a path with a `secrets` segment and use getvs",
+}
+
+// sprigFuncs is sprig's text/template function set, built once.
+var sprigFuncs = sprig.TxtFuncMap()
+
+// parseFuncMap is the whole function map, with the view functions bound to an empty state:
+// parsing needs only the names, and Execute rebinds them to the real view.
+func parseFuncMap(opts Options) template.FuncMap {
+	m := template.FuncMap{}
+	for k, v := range sprigFuncs {
+		m[k] = v
+	}
+	for k, v := range staticFuncs {
+		m[k] = v
+	}
+	for k := range unsupported {
+		name := k
+		m[k] = func(...any) (string, error) { return "", fmt.Errorf("function %q is not supported", name) }
+	}
+	st := newState(&Template{name: opts.Name, opts: opts}, Data{})
+	for k, v := range st.funcs() {
+		m[k] = v
+	}
+	return m
+}
+
+// staticFuncs do not depend on the view. Where a name clashes with sprig, the entry here
+// dispatches on the arguments (see README.md, "Name clashes").
+var staticFuncs = template.FuncMap{
+	// Shoelace.
+	"toJSON":   toJSON,
+	"fromJSON": fromJSON,
+	"toYAML":   toYAML,
+	"fromYAML": fromYAML,
+
+	// consul-template.
+	"parseJSON":      fromJSON,
+	"parseYAML":      fromYAML,
+	"toJSONPretty":   toJSONPretty,
+	"explode":        explode,
+	"toTitle":        func(s string) string { return strings.ToTitle(s) },
+	"base64Encode":   func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) },
+	"base64Decode":   base64Decode,
+	"parseBool":      strconv.ParseBool,
+	"sortByLength":   sortByLength,
+	"sortKVByLength": sortKVByLength,
+
+	// confd.
+	"json":      jsonObject,
+	"jsonArray": jsonArray,
+	"datetime":  time.Now,
+	"toUpper":   strings.ToUpper,
+	"toLower":   strings.ToLower,
+	"map":       createMap,
+	"join":      joinDispatch,
+	"replace":   replaceDispatch,
+}
+
+// funcs are the functions bound to one execution's view.
+func (s *state) funcs() template.FuncMap {
+	return template.FuncMap{
+		// Shoelace.
+		"key":       s.key,
+		"keyOr":     s.keyOr,
+		"exists":    s.exists,
+		"ls":        s.ls,
+		"keys":      s.keysDispatch,
+		"tree":      s.tree,
+		"env":       s.env,
+		"expandenv": func(str string) string { return os.Expand(str, s.env) },
+		"appliance": func() string { return s.d.Appliance },
+		"instance":  func() string { return s.d.Instance },
+		"revision":  func() int64 { s.revision = true; return s.d.Revision },
+		"file":      s.file,
+
+		// confd.
+		"getv":       s.getv,
+		"getvs":      s.getvs,
+		"gets":       s.gets,
+		"get":        s.getDispatch,
+		"lsdir":      s.lsdir,
+		"getenv":     s.getenv,
+		"fileExists": s.fileExists,
+
+		// consul-template.
+		"keyOrDefault": s.keyOr,
+		"keyExists":    s.exists,
+		"safeLs":       s.safeLs,
+		"safeTree":     s.safeTree,
+		"envOrDefault": s.getenv,
+	}
+}
+
+// key returns the value of p; absent, the render fails.
+func (s *state) key(p string) (string, error) {
+	k, err := normKey(p)
+	if err != nil {
+		return "", err
+	}
+	v, ok := s.readKey(k)
+	if !ok {
+		return "", &MissingKeyError{Template: s.t.name, Key: k}
+	}
+	return v, nil
+}
+
+// keyOr returns the value of p, or def when p is absent.
+func (s *state) keyOr(p, def string) (string, error) {
+	k, err := normKey(p)
+	if err != nil {
+		return "", err
+	}
+	if v, ok := s.readKey(k); ok {
+		return v, nil
+	}
+	return def, nil
+}
+
+func (s *state) exists(p string) (bool, error) {
+	k, err := normKey(p)
+	if err != nil {
+		return false, err
+	}
+	_, ok := s.readKey(k)
+	return ok, nil
+}
+
+// ls returns the direct children of prefix that hold a value, like consul-template's ls:
+// a child that is only a "directory" (it has keys below it but no value) is left out.
+func (s *state) ls(prefix string) ([]KVPair, error) {
+	p, err := normPrefix(prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := []KVPair{}
+	for _, k := range s.below(p) {
+		rel := relative(k, p)
+		if strings.Contains(rel, "/") {
+			continue
+		}
+		s.seen(k)
+		out = append(out, KVPair{Key: rel, Value: s.d.Keys[k], Path: k})
+	}
+	return out, nil
+}
+
+// safeLs is ls that fails on an empty result (consul-template blocks instead).
+func (s *state) safeLs(prefix string) ([]KVPair, error) {
+	out, err := s.ls(prefix)
+	if err == nil && len(out) == 0 {
+		return nil, fmt.Errorf("safeLs: no keys directly below %q", prefix)
+	}
+	return out, err
+}
+
+// tree returns every key strictly below prefix, Key relative to it.
+func (s *state) tree(prefix string) ([]KVPair, error) {
+	p, err := normPrefix(prefix)
+	if err != nil {
+		return nil, err
+	}
+	ks := s.below(p)
+	out := make([]KVPair, 0, len(ks))
+	for _, k := range ks {
+		s.seen(k)
+		out = append(out, KVPair{Key: relative(k, p), Value: s.d.Keys[k], Path: k})
+	}
+	return out, nil
+}
+
+// safeTree is tree that fails on an empty result (consul-template blocks instead).
+func (s *state) safeTree(prefix string) ([]KVPair, error) {
+	out, err := s.tree(prefix)
+	if err == nil && len(out) == 0 {
+		return nil, fmt.Errorf("safeTree: no keys below %q", prefix)
+	}
+	return out, err
+}
+
+// childNames returns the sorted names of the direct children of prefix; dirsOnly keeps
+// only those with keys below them (confd's lsdir).
+func (s *state) childNames(prefix string, dirsOnly bool) ([]string, error) {
+	p, err := normPrefix(prefix)
+	if err != nil {
+		return nil, err
+	}
+	set := map[string]struct{}{}
+	for _, k := range s.below(p) {
+		rel := relative(k, p)
+		name, _, isDir := strings.Cut(rel, "/")
+		if dirsOnly && !isDir {
+			continue
+		}
+		if _, dup := set[name]; !dup {
+			// Only the child's name is returned, so only its own path can make the result secret.
+			s.seen(joinKey(p, name))
+			set[name] = struct{}{}
+		}
+	}
+	return sortedSet(set), nil
+}
+
+// keysDispatch is Shoelace's keys "prefix" for one string argument, sprig's keys (of dicts) otherwise.
+func (s *state) keysDispatch(args ...any) ([]string, error) {
+	if len(args) == 1 {
+		if p, ok := args[0].(string); ok {
+			return s.childNames(p, false)
+		}
+	}
+	dicts := make([]map[string]any, 0, len(args))
+	for i, a := range args {
+		d, ok := a.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("keys: want one prefix string, or dicts (sprig); argument %d is %T", i+1, a)
+		}
+		dicts = append(dicts, d)
+	}
+	return sprigFuncs["keys"].(func(...map[string]any) []string)(dicts...), nil
+}
+
+func (s *state) lsdir(prefix string) ([]string, error) { return s.childNames(prefix, true) }
+
+// getv is confd's getv: the value of p, or the first default if p is absent.
+func (s *state) getv(p string, def ...string) (string, error) {
+	if len(def) > 0 {
+		return s.keyOr(p, def[0])
+	}
+	return s.key(p)
+}
+
+// getDispatch is confd's get "/p" (a KVPair; fails if absent) for one argument and sprig's
+// get $dict "k" for two.
+func (s *state) getDispatch(args ...any) (any, error) {
+	switch len(args) {
+	case 1:
+		p, ok := args[0].(string)
+		if !ok {
+			return nil, fmt.Errorf("get: want a key string (confd) or a dict and a key (sprig); got %T", args[0])
+		}
+		v, err := s.key(p)
+		if err != nil {
+			return nil, err
+		}
+		k, _ := normKey(p)
+		return KVPair{Key: "/" + k, Value: v, Path: k}, nil
+	case 2:
+		d, ok1 := args[0].(map[string]any)
+		k, ok2 := args[1].(string)
+		if !ok1 || !ok2 {
+			return nil, fmt.Errorf("get: want a dict and a key string (sprig); got %T and %T", args[0], args[1])
+		}
+		return sprigFuncs["get"].(func(map[string]any, string) any)(d, k), nil
+	}
+	return nil, fmt.Errorf("get: want 1 argument (confd: key) or 2 (sprig: dict, key); got %d", len(args))
+}
+
+// globMatches returns the keys matching a confd glob pattern (path.Match syntax, with an
+// optional leading '/'), sorted by key, recording the literal prefix before the first
+// wildcard as the listed prefix.
+func (s *state) globMatches(pattern string) ([]string, error) {
+	pat := strings.TrimPrefix(pattern, "/")
+	if _, err := path.Match(pat, ""); err != nil {
+		return nil, fmt.Errorf("pattern %q: %w", pattern, err)
+	}
+	if !hasMeta(pat) {
+		k, err := normKey(pat)
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := s.readKey(k); ok {
+			return []string{k}, nil
+		}
+		return nil, nil
+	}
+	segs := strings.Split(pat, "/")
+	lit := 0
+	for lit < len(segs) && !hasMeta(segs[lit]) {
+		lit++
+	}
+	prefix, err := normPrefix(strings.Join(segs[:lit], "/"))
+	if err != nil {
+		return nil, fmt.Errorf("pattern %q: %w", pattern, err)
+	}
+	var out []string
+	for _, k := range s.below(prefix) {
+		if ok, _ := path.Match(pat, k); ok {
+			s.seen(k)
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
+
+// joinKey joins a prefix ("" = root) and a relative key.
+func joinKey(prefix, rel string) string {
+	if prefix == "" {
+		return rel
+	}
+	return prefix + "/" + rel
+}
+
+func hasMeta(s string) bool { return strings.ContainsAny(s, `*?[\`) }
+
+// getvs is confd's getvs: the values of the keys matching a glob, sorted by value.
+func (s *state) getvs(pattern string) ([]string, error) {
+	ks, err := s.globMatches(pattern)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(ks))
+	for _, k := range ks {
+		out = append(out, s.d.Keys[k])
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// gets is confd's gets: KVPairs (Key with a leading '/') of the keys matching a glob, sorted by key.
+func (s *state) gets(pattern string) ([]KVPair, error) {
+	ks, err := s.globMatches(pattern)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]KVPair, 0, len(ks))
+	for _, k := range ks {
+		out = append(out, KVPair{Key: "/" + k, Value: s.d.Keys[k], Path: k})
+	}
+	return out, nil
+}
+
+// getenv is confd's getenv (and consul-template's envOrDefault): the variable, or the
+// default when it is empty or unset.
+func (s *state) getenv(name string, def ...string) string {
+	if v := s.env(name); v != "" {
+		return v
+	}
+	if len(def) > 0 {
+		return def[0]
+	}
+	return ""
+}
+
+func (s *state) file(name string) (string, error) {
+	if !s.t.opts.AllowFile {
+		return "", fmt.Errorf("file %q: reading local files is disabled for this template", name)
+	}
+	s.files[name] = struct{}{}
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return "", fmt.Errorf("file: %w", err)
+	}
+	return string(b), nil
+}
+
+func (s *state) fileExists(name string) (bool, error) {
+	if !s.t.opts.AllowFile {
+		return false, fmt.Errorf("fileExists %q: reading local files is disabled for this template", name)
+	}
+	s.files[name] = struct{}{}
+	_, err := os.Stat(name)
+	return err == nil, nil
+}
+
+func toJSON(v any) (string, error) {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return "", fmt.Errorf("toJSON: %w", err)
+	}
+	return strings.TrimSuffix(b.String(), "\n"), nil
+}
+
+func toJSONPretty(v any) (string, error) {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return "", fmt.Errorf("toJSONPretty: %w", err)
+	}
+	return strings.TrimSuffix(b.String(), "\n"), nil
+}
+
+func fromJSON(s string) (any, error) {
+	var v any
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
+		return nil, fmt.Errorf("fromJSON: %w", err)
+	}
+	return v, nil
+}
+
+// toYAML encodes v as YAML with a two-space indent, without the final newline.
+func toYAML(v any) (string, error) {
+	var b strings.Builder
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(v); err != nil {
+		return "", fmt.Errorf("toYAML: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return "", fmt.Errorf("toYAML: %w", err)
+	}
+	return strings.TrimSuffix(b.String(), "\n"), nil
+}
+
+func fromYAML(s string) (any, error) {
+	var v any
+	if err := yaml.Unmarshal([]byte(s), &v); err != nil {
+		return nil, fmt.Errorf("fromYAML: %w", err)
+	}
+	return v, nil
+}
+
+func jsonObject(s string) (map[string]any, error) {
+	var v map[string]any
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
+		return nil, fmt.Errorf("json: %w", err)
+	}
+	return v, nil
+}
+
+func jsonArray(s string) ([]any, error) {
+	var v []any
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
+		return nil, fmt.Errorf("jsonArray: %w", err)
+	}
+	return v, nil
+}
+
+func base64Decode(s string) (string, error) {
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return "", fmt.Errorf("base64Decode: %w", err)
+	}
+	return string(b), nil
+}
+
+// createMap is confd's map: pairs of string keys and values.
+func createMap(kv ...any) (map[string]any, error) {
+	if len(kv)%2 != 0 {
+		return nil, fmt.Errorf("map: want key/value pairs, got %d arguments", len(kv))
+	}
+	m := make(map[string]any, len(kv)/2)
+	for i := 0; i < len(kv); i += 2 {
+		k, ok := kv[i].(string)
+		if !ok {
+			return nil, fmt.Errorf("map: key %d is %T, want a string", i/2+1, kv[i])
+		}
+		m[k] = kv[i+1]
+	}
+	return m, nil
+}
+
+// sortByLength returns a copy of ss sorted by length, shortest first (stable).
+func sortByLength(ss []string) []string {
+	out := append([]string(nil), ss...)
+	sort.SliceStable(out, func(i, j int) bool { return len(out[i]) < len(out[j]) })
+	return out
+}
+
+// sortKVByLength returns a copy of kvs sorted by the length of their keys (stable).
+func sortKVByLength(kvs []KVPair) []KVPair {
+	out := append([]KVPair(nil), kvs...)
+	sort.SliceStable(out, func(i, j int) bool { return len(out[i].Key) < len(out[j].Key) })
+	return out
+}
+
+// explode is consul-template's explode: tree's pairs as nested maps by their Key segments.
+func explode(kvs []KVPair) (map[string]any, error) {
+	root := map[string]any{}
+	for _, kv := range kvs {
+		segs := strings.Split(kv.Key, "/")
+		m := root
+		for i, seg := range segs[:len(segs)-1] {
+			next, ok := m[seg]
+			if !ok {
+				nm := map[string]any{}
+				m[seg] = nm
+				m = nm
+				continue
+			}
+			nm, ok := next.(map[string]any)
+			if !ok {
+				return nil, fmt.Errorf("explode: %q is both a value and has keys below it", strings.Join(segs[:i+1], "/"))
+			}
+			m = nm
+		}
+		last := segs[len(segs)-1]
+		if _, ok := m[last].(map[string]any); ok {
+			return nil, fmt.Errorf("explode: %q is both a value and has keys below it", kv.Key)
+		}
+		m[last] = kv.Value
+	}
+	return root, nil
+}
+
+// joinDispatch is sprig's join SEP LIST (also consul-template's), or confd's join LIST SEP
+// when the first argument is a list and the second a string.
+func joinDispatch(a, b any) (string, error) {
+	if sep, ok := b.(string); ok {
+		switch l := a.(type) {
+		case []string:
+			return strings.Join(l, sep), nil
+		case []any:
+			parts := make([]string, 0, len(l))
+			for _, v := range l {
+				parts = append(parts, fmt.Sprint(v))
+			}
+			return strings.Join(parts, sep), nil
+		}
+	}
+	sep, ok := a.(string)
+	if !ok {
+		return "", fmt.Errorf("join: want a separator and a list (sprig) or a list and a separator (confd); got %T and %T", a, b)
+	}
+	return sprigFuncs["join"].(func(string, any) string)(sep, b), nil
+}
+
+// replaceDispatch is sprig's replace OLD NEW SRC (three arguments) or confd's
+// replace S OLD NEW N (four, strings.Replace).
+func replaceDispatch(args ...any) (string, error) {
+	str := func(i int) (string, error) {
+		s, ok := args[i].(string)
+		if !ok {
+			return "", fmt.Errorf("replace: argument %d is %T, want a string", i+1, args[i])
+		}
+		return s, nil
+	}
+	var ss [3]string
+	switch len(args) {
+	case 3, 4:
+		for i := range 3 {
+			s, err := str(i)
+			if err != nil {
+				return "", err
+			}
+			ss[i] = s
+		}
+	default:
+		return "", fmt.Errorf("replace: want 3 arguments (sprig: old new src) or 4 (confd: s old new n); got %d", len(args))
+	}
+	if len(args) == 3 {
+		return strings.ReplaceAll(ss[2], ss[0], ss[1]), nil
+	}
+	n, err := toInt(args[3])
+	if err != nil {
+		return "", fmt.Errorf("replace: argument 4: %w", err)
+	}
+	return strings.Replace(ss[0], ss[1], ss[2], n), nil
+}
+
+func toInt(v any) (int, error) {
+	switch n := v.(type) {
+	case int:
+		return n, nil
+	case int64:
+		return int(n), nil
+	case int32:
+		return int(n), nil
+	case float64:
+		if n == float64(int(n)) {
+			return int(n), nil
+		}
+	case string:
+		i, err := strconv.Atoi(n)
+		if err == nil {
+			return i, nil
+		}
+	}
+	return 0, fmt.Errorf("%v (%T) is not an integer", v, v)
+}

@@ -1,0 +1,414 @@
+package templates
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"text/template"
+	"text/template/parse"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// DefaultMaxOutputBytes bounds what one render may write when Options.MaxOutputBytes is 0,
+// so that a runaway loop fails instead of filling memory and then the disk.
+const DefaultMaxOutputBytes = 64 << 20
+
+// Options configure one template.
+type Options struct {
+	// Name names the template in errors: usually the source path or the destination.
+	Name string
+	// LeftDelim and RightDelim default to "{{" and "}}".
+	LeftDelim, RightDelim string
+	// AllowFile enables the functions that read the local file system (file, fileExists).
+	// Off by default: a template author must not be able to read the agent's files unasked.
+	AllowFile bool
+	// MaxOutputBytes bounds the rendered output; 0 means DefaultMaxOutputBytes, < 0 no limit.
+	MaxOutputBytes int
+}
+
+// Data is what a template renders from.
+type Data struct {
+	Appliance string
+	Instance  string
+	Revision  int64
+	// Keys is the appliance's view: relative path -> value.
+	Keys map[string]string
+	// Env looks up environment variables for env, getenv and expandenv; nil means os.Getenv.
+	Env func(string) string
+}
+
+// Template is a parsed template. It is safe for concurrent use by several goroutines.
+type Template struct {
+	name   string
+	opts   Options
+	tmpl   *template.Template
+	used   map[string][]parse.Node // function name -> the nodes that call it
+	nondet []string
+}
+
+// Result is one render: the output and the inputs it read.
+type Result struct {
+	// Output is the rendered text.
+	Output []byte
+	// Keys are the exact keys read (sorted, deduplicated), including the ones found missing
+	// and the ones only tested through exists, keyOr and the like.
+	Keys []string
+	// Prefixes are the prefixes listed by ls, keys, tree, lsdir, getvs, gets and friends
+	// (sorted, deduplicated; "" is the root). For a glob such as "/app/*/port" the prefix is
+	// the part before the first segment with a wildcard ("app").
+	Prefixes []string
+	// Secret is true when any key read or listed has a `secrets` segment (api.IsSecret):
+	// the output may hold a secret and must not be logged or shown in a diff.
+	Secret bool
+	// Revision is true when the template read the view's revision; its output then changes
+	// whenever the revision does, even when no key it reads changed.
+	Revision bool
+	// Files are the local files read or tested by file and fileExists (sorted, deduplicated).
+	// They are read at render time only: a change to them alone does not re-render.
+	Files []string
+}
+
+// Parse parses a template. Parse errors name the template and the line. Functions that
+// are disabled (file without Options.AllowFile) or not supported (confd's lookupIP,
+// cget, …) are refused here, so that `validate` reports them.
+func Parse(text string, opts Options) (*Template, error) {
+	name := opts.Name
+	if name == "" {
+		name = "template"
+	}
+	t := &Template{name: name, opts: opts}
+	tmpl := template.New(name).Delims(opts.LeftDelim, opts.RightDelim).Funcs(parseFuncMap(opts))
+	if _, err := tmpl.Parse(text); err != nil {
+		return nil, fmt.Errorf("parse %w", err)
+	}
+	t.tmpl = tmpl
+	t.used = usedFuncs(tmpl)
+	for _, fn := range sortedNames(t.used) {
+		nodes := t.used[fn]
+		if why, ok := unsupported[fn]; ok {
+			return nil, t.nodeError(nodes[0], fmt.Sprintf("function %q is not supported in Shoelace: %s", fn, why))
+		}
+		if fileFuncs[fn] && !opts.AllowFile {
+			return nil, t.nodeError(nodes[0], fmt.Sprintf("function %q is disabled: it reads local files, which this template is not allowed to do (allow_file / Options.AllowFile)", fn))
+		}
+		if nondeterministic[fn] {
+			t.nondet = append(t.nondet, fn)
+		}
+	}
+	return t, nil
+}
+
+// nodeError formats an error at a node as text/template does: "parse template: NAME:LINE:COL: msg".
+func (t *Template) nodeError(n parse.Node, msg string) error {
+	loc := t.name
+	for _, tt := range t.tmpl.Templates() {
+		if tt.Tree != nil && treeHas(tt.Tree.Root, n) {
+			loc, _ = tt.Tree.ErrorContext(n)
+			break
+		}
+	}
+	return fmt.Errorf("parse template: %s: %s", loc, msg)
+}
+
+// Name returns the name the template reports in errors.
+func (t *Template) Name() string { return t.name }
+
+// Nondeterministic lists the functions used by the template whose output changes on every
+// render (now, rand…, uuidv4, bcrypt, …), sorted; `validate` warns about them.
+func (t *Template) Nondeterministic() []string { return slices.Clone(t.nondet) }
+
+// Functions lists every function the template calls, sorted.
+func (t *Template) Functions() []string { return sortedNames(t.used) }
+
+// Execute renders the template from d. A key read through key (or getv/get without a
+// default) that is absent fails the whole render: no output is returned, and the error
+// names the key and the template (errors.As finds a *MissingKeyError).
+func (t *Template) Execute(d Data) (*Result, error) {
+	st := newState(t, d)
+	tmpl, err := t.tmpl.Clone()
+	if err != nil {
+		return nil, fmt.Errorf("render %s: %w", t.name, err)
+	}
+	tmpl.Funcs(st.funcs())
+	limit := t.opts.MaxOutputBytes
+	if limit == 0 {
+		limit = DefaultMaxOutputBytes
+	}
+	w := &limitedBuffer{max: limit}
+	if err := tmpl.Execute(w, nil); err != nil {
+		return nil, fmt.Errorf("render %w", err)
+	}
+	return st.result(w.buf.Bytes()), nil
+}
+
+// ErrOutputTooLarge is returned when a render writes more than Options.MaxOutputBytes.
+var ErrOutputTooLarge = errors.New("output too large")
+
+type limitedBuffer struct {
+	buf bytes.Buffer
+	max int
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if b.max > 0 && b.buf.Len()+len(p) > b.max {
+		return 0, fmt.Errorf("%w: over %d bytes (MaxOutputBytes)", ErrOutputTooLarge, b.max)
+	}
+	return b.buf.Write(p)
+}
+
+// MissingKeyError is the error of a render that read a key absent from the view without a default.
+type MissingKeyError struct {
+	Template string
+	Key      string
+}
+
+func (e *MissingKeyError) Error() string {
+	return fmt.Sprintf("key %q is not in the view (template %s); use keyOr, getv with a default or exists to make it optional", e.Key, e.Template)
+}
+
+// Changed reports whether the inputs r recorded differ between two views: a key it read was
+// added, removed or changed, or any key strictly below a prefix it listed was. The agent
+// re-renders only templates whose inputs changed. It does not look at the revision (see
+// Result.Revision) or at local files.
+func (r *Result) Changed(old, new map[string]string) bool {
+	for _, k := range r.Keys {
+		ov, ook := old[k]
+		nv, nok := new[k]
+		if ook != nok || ov != nv {
+			return true
+		}
+	}
+	if len(r.Prefixes) == 0 {
+		return false
+	}
+	under := func(k string) bool {
+		for _, p := range r.Prefixes {
+			if api.Under(k, p) {
+				return true
+			}
+		}
+		return false
+	}
+	for k, ov := range old {
+		if nv, ok := new[k]; (!ok || nv != ov) && under(k) {
+			return true
+		}
+	}
+	for k := range new {
+		if _, ok := old[k]; !ok && under(k) {
+			return true
+		}
+	}
+	return false
+}
+
+// NeedsRender is Changed for whole views: it also reports a change of revision when the
+// template read it, and of appliance or instance.
+func (r *Result) NeedsRender(old, new Data) bool {
+	if old.Appliance != new.Appliance || old.Instance != new.Instance {
+		return true
+	}
+	if r.Revision && old.Revision != new.Revision {
+		return true
+	}
+	return r.Changed(old.Keys, new.Keys)
+}
+
+// state is one execution: the view and what the template read from it.
+type state struct {
+	t        *Template
+	d        Data
+	env      func(string) string
+	sorted   []string // the view's keys, sorted; built on the first listing
+	keys     map[string]struct{}
+	prefixes map[string]struct{}
+	files    map[string]struct{}
+	secret   bool
+	revision bool
+}
+
+func newState(t *Template, d Data) *state {
+	env := d.Env
+	if env == nil {
+		env = os.Getenv
+	}
+	return &state{t: t, d: d, env: env, keys: map[string]struct{}{}, prefixes: map[string]struct{}{}, files: map[string]struct{}{}}
+}
+
+func (s *state) result(out []byte) *Result {
+	return &Result{
+		Output:   out,
+		Keys:     sortedSet(s.keys),
+		Prefixes: sortedSet(s.prefixes),
+		Secret:   s.secret,
+		Revision: s.revision,
+		Files:    sortedSet(s.files),
+	}
+}
+
+func sortedSet(m map[string]struct{}) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// readKey records a read of key and returns its value.
+func (s *state) readKey(key string) (string, bool) {
+	s.keys[key] = struct{}{}
+	if api.IsSecret(key) {
+		s.secret = true
+	}
+	v, ok := s.d.Keys[key]
+	return v, ok
+}
+
+// below records a listing of prefix and returns the keys strictly below it, sorted.
+func (s *state) below(prefix string) []string {
+	s.prefixes[prefix] = struct{}{}
+	if api.IsSecret(prefix) {
+		s.secret = true
+	}
+	if s.sorted == nil {
+		s.sorted = make([]string, 0, len(s.d.Keys))
+		for k := range s.d.Keys {
+			s.sorted = append(s.sorted, k)
+		}
+		sort.Strings(s.sorted)
+	}
+	if prefix == "" {
+		return s.sorted
+	}
+	// Keys strictly below "p" are the contiguous run from "p/" up to (not including) "p0",
+	// '0' being the byte after '/'.
+	lo, _ := slices.BinarySearch(s.sorted, prefix+"/")
+	hi, _ := slices.BinarySearch(s.sorted, prefix+"0")
+	return s.sorted[lo:hi]
+}
+
+// seen marks a key whose value or name a listing returned.
+func (s *state) seen(key string) {
+	if !s.secret && api.IsSecret(key) {
+		s.secret = true
+	}
+}
+
+// normKey turns a template's key argument into a view key: one leading '/' (confd style) is
+// dropped; the rest must be a valid key.
+func normKey(p string) (string, error) {
+	k := strings.TrimPrefix(p, "/")
+	if err := api.ValidateKey(k); err != nil {
+		return "", err
+	}
+	return k, nil
+}
+
+// normPrefix turns a prefix argument into a view prefix without leading or trailing '/'.
+func normPrefix(p string) (string, error) {
+	return api.ValidatePrefix(strings.TrimPrefix(p, "/"))
+}
+
+// relative returns key relative to prefix ("" = root).
+func relative(key, prefix string) string {
+	if prefix == "" {
+		return key
+	}
+	return key[len(prefix)+1:]
+}
+
+// usedFuncs walks every tree of tmpl and collects the identifiers it calls.
+func usedFuncs(tmpl *template.Template) map[string][]parse.Node {
+	used := map[string][]parse.Node{}
+	for _, tt := range tmpl.Templates() {
+		if tt.Tree == nil || tt.Tree.Root == nil {
+			continue
+		}
+		walk(tt.Tree.Root, func(n parse.Node) {
+			if id, ok := n.(*parse.IdentifierNode); ok {
+				used[id.Ident] = append(used[id.Ident], id)
+			}
+		})
+	}
+	return used
+}
+
+func treeHas(root parse.Node, target parse.Node) bool {
+	found := false
+	walk(root, func(n parse.Node) {
+		if n == target {
+			found = true
+		}
+	})
+	return found
+}
+
+func walk(n parse.Node, fn func(parse.Node)) {
+	if n == nil {
+		return
+	}
+	switch n := n.(type) {
+	case *parse.ListNode:
+		if n == nil {
+			return
+		}
+		fn(n)
+		for _, c := range n.Nodes {
+			walk(c, fn)
+		}
+		return
+	case *parse.PipeNode:
+		if n == nil {
+			return
+		}
+		fn(n)
+		for _, c := range n.Cmds {
+			walk(c, fn)
+		}
+		return
+	}
+	fn(n)
+	switch n := n.(type) {
+	case *parse.ActionNode:
+		walk(n.Pipe, fn)
+	case *parse.CommandNode:
+		for _, a := range n.Args {
+			walk(a, fn)
+		}
+	case *parse.ChainNode:
+		walk(n.Node, fn)
+	case *parse.IfNode:
+		walkBranch(&n.BranchNode, fn)
+	case *parse.RangeNode:
+		walkBranch(&n.BranchNode, fn)
+	case *parse.WithNode:
+		walkBranch(&n.BranchNode, fn)
+	case *parse.TemplateNode:
+		walk(n.Pipe, fn)
+	}
+}
+
+func walkBranch(b *parse.BranchNode, fn func(parse.Node)) {
+	walk(b.Pipe, fn)
+	if b.List != nil {
+		walk(b.List, fn)
+	}
+	if b.ElseList != nil {
+		walk(b.ElseList, fn)
+	}
+}
+
+func sortedNames(m map[string][]parse.Node) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
