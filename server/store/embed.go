@@ -40,6 +40,9 @@ type EmbedConfig struct {
 	// Dir is etcd's data dir; it is created (mode 0700) if missing, and Dir+".lock" guards it
 	// against a second process.
 	Dir string
+	// ClientAddr is the host:port to serve clients on (default 127.0.0.1:0: a free port that the
+	// kernel picks). Tests that restart an etcd pass its previous address so clients reconnect.
+	ClientAddr string
 	// MaxRequestBytes and MaxTxnOps are etcd's limits (defaults: 16 MiB and 2*DefaultMaxTxnOps+1).
 	MaxRequestBytes uint
 	MaxTxnOps       uint
@@ -108,8 +111,12 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*EmbeddedEtcd, error) 
 	ec.Name = "shoelace"
 	ec.Dir = cfg.Dir
 	loop := url.URL{Scheme: "http", Host: "127.0.0.1:0"}
-	ec.ListenClientUrls = []url.URL{loop}
-	ec.AdvertiseClientUrls = []url.URL{loop}
+	client := loop
+	if cfg.ClientAddr != "" {
+		client.Host = cfg.ClientAddr
+	}
+	ec.ListenClientUrls = []url.URL{client}
+	ec.AdvertiseClientUrls = []url.URL{client}
 	ec.ListenPeerUrls = []url.URL{loop}
 	ec.AdvertisePeerUrls = []url.URL{loop}
 	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
