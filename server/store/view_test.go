@@ -69,7 +69,7 @@ func TestStore_Apply(t *testing.T) {
 	}
 	want := map[string]string{
 		"appliances/web/b": "B", "appliances/web/d": "D", "appliances/web/e/3": "E3", "appliances/web/g": "G",
-		"appliances/web/h/i/j": "HIJ",
+		"appliances/web/h/i/j":      "HIJ",
 		"appliances/web-frontend/a": "old", "appliances/web": "old", "shared/a": "old",
 	}
 	if got := dump(t, s); !reflect.DeepEqual(got, want) {
