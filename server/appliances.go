@@ -1,0 +1,175 @@
+package server
+
+import (
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// drainJitter spreads the 304s answered to open long-polls when the server shuts down.
+const drainJitter = 1500 * time.Millisecond
+
+func (s *Server) handleAppliances(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	names, rev, err := s.st.Appliances(ctx)
+	setIndex(w, rev)
+	if err != nil {
+		return err
+	}
+	p := principalOf(r)
+	out := api.Appliances{Appliances: []string{}}
+	for _, n := range names {
+		if p.mayReadView(n) == nil {
+			out.Appliances = append(out.Appliances, n)
+		}
+	}
+	return writeJSON(w, http.StatusOK, rev, out)
+}
+
+// parseWait parses a long-poll's wait=: a Go duration ("55s") or plain seconds ("55", "1.5").
+func parseWait(s string, max time.Duration) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		f, ferr := strconv.ParseFloat(s, 64)
+		if ferr != nil || f != f {
+			return 0, api.Errorf(api.CodeInvalidRequest, "query parameter wait must be a duration such as 55s or a number of seconds, not %s", shorten(s))
+		}
+		if f > max.Seconds() {
+			return 0, api.Errorf(api.CodeInvalidRequest, "query parameter wait %s is over the maximum of %s", shorten(s), max)
+		}
+		d = time.Duration(f * float64(time.Second))
+	}
+	if d < 0 {
+		return 0, api.Errorf(api.CodeInvalidRequest, "query parameter wait must not be negative (%s)", shorten(s))
+	}
+	if d > max {
+		return 0, api.Errorf(api.CodeInvalidRequest, "query parameter wait %s is over the maximum of %s", shorten(s), max)
+	}
+	return d, nil
+}
+
+func (s *Server) handleGetAppliance(w http.ResponseWriter, r *http.Request) error {
+	q, err := query(r, "index", "wait")
+	if err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	if err := api.ValidateSegment("appliance name", name); err != nil {
+		return err
+	}
+	index, err := revParam(q, "index")
+	if err != nil {
+		return err
+	}
+	wait := s.cfg.DefaultWait
+	if q.Has("wait") {
+		if index < 0 {
+			return api.Errorf(api.CodeInvalidRequest, "query parameter wait needs index")
+		}
+		if wait, err = parseWait(q.Get("wait"), s.cfg.MaxWait); err != nil {
+			return err
+		}
+	}
+	p := principalOf(r)
+	if err := p.mayReadView(name); err != nil {
+		return err
+	}
+	if index < 0 {
+		ctx, cancel := s.opCtx(r)
+		defer cancel()
+		v, err := s.hub.readView(ctx, name)
+		setIndex(w, v.Revision)
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, v.Revision, v)
+	}
+	return s.longPoll(w, r, name, index, wait)
+}
+
+// longPoll answers the view of name once it changed after index, or 304 when wait expires.
+func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, index int64, wait time.Duration) error {
+	ctx := r.Context()
+	var wk wake
+	if id := r.Header.Get(api.HeaderStore); id != "" && id != s.st.ID() {
+		// The agent's index belongs to another store (replaced or restored): answer at once.
+		wk = wake{kind: wakeChanged, rev: s.hub.current()}
+	} else {
+		var err error
+		if wk, err = s.hub.wait(ctx, name, index, principalOf(r).name, jitter(wait)); err != nil {
+			return err
+		}
+	}
+	switch wk.kind {
+	case wakeChanged:
+		v, err := s.hub.view(ctx, name, wk.rev)
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, v.Revision, v)
+	case wakeRevoked:
+		return api.Errorf(api.CodeUnauthorized, "token revoked")
+	case wakeDrain:
+		sleep(ctx, time.Duration(rand.Int64N(int64(drainJitter))))
+	}
+	setIndex(w, wk.rev)
+	w.WriteHeader(http.StatusNotModified)
+	return nil
+}
+
+func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) error {
+	q, err := query(r, "cas")
+	if err != nil {
+		return err
+	}
+	cas, err := revParam(q, "cas")
+	if err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	if err := api.ValidateSegment("appliance name", name); err != nil {
+		return err
+	}
+	p := principalOf(r)
+	if err := p.mayWrite(api.ApplianceRoot(name)); err != nil {
+		return err
+	}
+	if err := s.writable(); err != nil {
+		return err
+	}
+	media := mediaType(r)
+	max := s.cfg.maxBodyBytes()
+	data, err := readBody(w, r, max, func() error {
+		return api.Errorf(api.CodeBodyTooLarge, "apply body is over the limit of %d bytes", max)
+	})
+	if err != nil {
+		return err
+	}
+	keys, err := applyBody(data, media, name, s.cfg.MaxValueBytes, s.cfg.MaxTxnOps)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	rev, err := s.st.Apply(ctx, name, keys, cas)
+	setIndex(w, rev)
+	if err != nil {
+		return err
+	}
+	list := make([]string, 0, len(keys))
+	root := api.ApplianceRoot(name) + "/"
+	for k := range keys {
+		list = append(list, root+k)
+	}
+	slices.Sort(list)
+	s.audit(r, "apply", list, rev)
+	return writeJSON(w, http.StatusOK, rev, api.WriteResult{Revision: rev})
+}

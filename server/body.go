@@ -1,0 +1,362 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// maxApplyDepth bounds the nesting of an apply body's maps (a key has at most 32 segments).
+const maxApplyDepth = api.MaxSegments
+
+// mediaType is the request's Content-Type without parameters, lowercased.
+func mediaType(r *http.Request) string {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return ""
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return ct
+	}
+	return strings.ToLower(mt)
+}
+
+func bodyError(format string, args ...any) error {
+	return api.Errorf(api.CodeInvalidBody, format, args...)
+}
+
+// parseTxn parses and validates a POST /v1/txn body: strict JSON (no unknown fields, no trailing
+// data), ops "put" or "delete" on valid keys, valid values, at least one op, at most maxOps.
+func parseTxn(data []byte, maxValue, maxOps int) (api.Txn, error) {
+	var t api.Txn
+	if !utf8.Valid(data) {
+		return t, bodyError("txn body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&t); err != nil {
+		if errors.Is(err, io.EOF) {
+			return t, bodyError("txn body is empty: send {\"ops\":[…]}")
+		}
+		return t, bodyError("txn body is not valid: %v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return t, bodyError("txn body has data after the JSON object")
+	}
+	if len(t.Ops) == 0 {
+		return t, bodyError("txn has no ops: give at least one put or delete")
+	}
+	if len(t.Ops) > maxOps {
+		return t, api.Errorf(api.CodeTooLarge, "txn has %d ops, over the limit of %d", len(t.Ops), maxOps)
+	}
+	if len(t.Guards) > maxOps {
+		return t, api.Errorf(api.CodeTooLarge, "txn has %d guards, over the limit of %d", len(t.Guards), maxOps)
+	}
+	for i, op := range t.Ops {
+		switch op.Op {
+		case api.OpPut:
+			if op.Recurse {
+				return t, bodyError("op %d: put takes no recurse", i+1)
+			}
+			if err := api.ValidateKey(op.Key); err != nil {
+				return t, fmt.Errorf("op %d: %w", i+1, err)
+			}
+			if err := api.ValidateValue(op.Key, []byte(op.Value), maxValue); err != nil {
+				return t, fmt.Errorf("op %d: %w", i+1, err)
+			}
+		case api.OpDelete:
+			if op.Value != "" {
+				return t, bodyError("op %d: delete takes no value", i+1)
+			}
+			if op.Recurse {
+				p, err := api.ValidatePrefix(op.Key)
+				if err != nil {
+					return t, fmt.Errorf("op %d: %w", i+1, err)
+				}
+				if p == "" {
+					return t, api.Errorf(api.CodeInvalidKey, "op %d: refusing to delete the root recursively: name a prefix", i+1)
+				}
+				t.Ops[i].Key = p
+			} else if err := api.ValidateKey(op.Key); err != nil {
+				return t, fmt.Errorf("op %d: %w", i+1, err)
+			}
+		default:
+			return t, bodyError("op %d: op must be %q or %q, not %s", i+1, api.OpPut, api.OpDelete, shorten(op.Op))
+		}
+	}
+	for i, g := range t.Guards {
+		if err := api.ValidateKey(g.Key); err != nil {
+			return t, fmt.Errorf("guard %d: %w", i+1, err)
+		}
+		if g.ModRevision < 0 {
+			return t, bodyError("guard %d: mod_revision must be >= 0 (0: the key must not exist)", i+1)
+		}
+	}
+	return t, nil
+}
+
+// applyBody parses a PUT /v1/appliances/{name} body as JSON or YAML (by media type) into flat
+// keys relative to the appliance root, and validates every key and value against the rules.
+func applyBody(data []byte, media, name string, maxValue, maxOps int) (map[string]string, error) {
+	if !utf8.Valid(data) {
+		return nil, bodyError("apply body is not valid UTF-8")
+	}
+	var keys map[string]string
+	var err error
+	switch media {
+	case "", "application/json":
+		keys, err = parseApplyJSON(data)
+	case api.ContentTypeYAML, "application/x-yaml", "text/yaml", "text/x-yaml":
+		keys, err = parseApplyYAML(data)
+	default:
+		return nil, api.Errorf(api.CodeUnsupportedType, "content type %s is not supported: send application/json or %s", shorten(media), api.ContentTypeYAML)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(keys) == 0 {
+		return nil, bodyError("apply body has no keys; to delete appliance %s, delete the prefix %s recursively", name, api.ApplianceRoot(name))
+	}
+	if len(keys) > maxOps {
+		return nil, api.Errorf(api.CodeTooLarge, "apply has %d keys, over the limit of %d", len(keys), maxOps)
+	}
+	root := api.ApplianceRoot(name)
+	for k, v := range keys {
+		if err := api.ValidateKey(k); err != nil {
+			return nil, err
+		}
+		full := root + "/" + k
+		if err := api.ValidateKey(full); err != nil {
+			return nil, err
+		}
+		if err := api.ValidateValue(full, []byte(v), maxValue); err != nil {
+			return nil, err
+		}
+	}
+	return keys, nil
+}
+
+// flat collects flattened keys and refuses duplicates.
+type flat map[string]string
+
+func (f flat) add(key, value string) error {
+	if _, dup := f[key]; dup {
+		return bodyError("key %s is given twice (after flattening nested maps)", shorten(key))
+	}
+	f[key] = value
+	return nil
+}
+
+func join(prefix, k string) string {
+	if prefix == "" {
+		return k
+	}
+	return prefix + "/" + k
+}
+
+// parseApplyJSON parses {"keys":{…}} with a token decoder, so that numbers keep their text and
+// duplicate names are seen.
+func parseApplyJSON(data []byte) (map[string]string, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if errors.Is(err, io.EOF) {
+		return nil, bodyError("apply body is empty: send {\"keys\":{…}}")
+	}
+	if err != nil {
+		return nil, bodyError("apply body is not valid JSON: %v", err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, bodyError("apply body must be a JSON object {\"keys\":{…}}")
+	}
+	out := flat{}
+	seen := false
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, bodyError("apply body is not valid JSON: %v", err)
+		}
+		name, _ := tok.(string)
+		if name != "keys" {
+			return nil, bodyError("apply body has unknown field %s: only \"keys\" is allowed", shorten(name))
+		}
+		if seen {
+			return nil, bodyError("apply body has the field \"keys\" twice")
+		}
+		seen = true
+		tok, err = dec.Token()
+		if err != nil {
+			return nil, bodyError("apply body is not valid JSON: %v", err)
+		}
+		if d, ok := tok.(json.Delim); !ok || d != '{' {
+			return nil, bodyError("\"keys\" must be an object of keys to values")
+		}
+		if err := flattenJSON(dec, "", 1, out); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, bodyError("apply body is not valid JSON: %v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, bodyError("apply body has data after the JSON object")
+	}
+	if !seen {
+		return nil, bodyError("apply body has no \"keys\" field: send {\"keys\":{…}}")
+	}
+	return out, nil
+}
+
+// flattenJSON reads the members of an object whose '{' was read, up to its '}'.
+func flattenJSON(dec *json.Decoder, prefix string, depth int, out flat) error {
+	if depth > maxApplyDepth {
+		return bodyError("keys nest deeper than %d levels at %s", maxApplyDepth, shorten(prefix))
+	}
+	names := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return bodyError("apply body is not valid JSON: %v", err)
+		}
+		name, _ := tok.(string)
+		if names[name] {
+			return bodyError("key %s is given twice", shorten(join(prefix, name)))
+		}
+		names[name] = true
+		key := join(prefix, name)
+		tok, err = dec.Token()
+		if err != nil {
+			return bodyError("apply body is not valid JSON: %v", err)
+		}
+		switch v := tok.(type) {
+		case json.Delim:
+			if v == '[' {
+				return bodyError("key %s is an array; arrays are not supported: give a map (nested keys) or a string", shorten(key))
+			}
+			if err := flattenJSON(dec, key, depth+1, out); err != nil {
+				return err
+			}
+		case string:
+			err = out.add(key, v)
+		case json.Number:
+			err = out.add(key, v.String())
+		case bool:
+			err = out.add(key, strconv.FormatBool(v))
+		case nil:
+			return bodyError("key %s is null; null is refused: give a string (\"\" for empty) or delete the key", shorten(key))
+		default:
+			return bodyError("key %s has an unsupported value", shorten(key))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if _, err := dec.Token(); err != nil { // '}'
+		return bodyError("apply body is not valid JSON: %v", err)
+	}
+	if len(names) == 0 && prefix != "" {
+		return bodyError("key %s is an empty map; it would hold no keys", shorten(prefix))
+	}
+	return nil
+}
+
+// parseApplyYAML parses "keys: {…}" from one YAML document; scalars keep their source text.
+func parseApplyYAML(data []byte) (map[string]string, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, bodyError("apply body is empty: send keys: {…}")
+		}
+		return nil, bodyError("apply body is not valid YAML: %v", err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, bodyError("apply body must hold exactly one YAML document")
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
+		return nil, bodyError("apply body must be a YAML map with the field \"keys\"")
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return nil, bodyError("apply body must be a YAML map with the field \"keys\"")
+	}
+	out := flat{}
+	seen := false
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		if k.Kind != yaml.ScalarNode || k.Value != "keys" {
+			return nil, bodyError("apply body has unknown field %s at line %d: only \"keys\" is allowed", shorten(k.Value), k.Line)
+		}
+		if seen {
+			return nil, bodyError("apply body has the field \"keys\" twice (line %d)", k.Line)
+		}
+		seen = true
+		if v.Kind != yaml.MappingNode {
+			return nil, bodyError("\"keys\" must be a map of keys to values (line %d)", v.Line)
+		}
+		if err := flattenYAML(v, "", 1, out); err != nil {
+			return nil, err
+		}
+	}
+	if !seen {
+		return nil, bodyError("apply body has no \"keys\" field: send keys: {…}")
+	}
+	return out, nil
+}
+
+func flattenYAML(n *yaml.Node, prefix string, depth int, out flat) error {
+	if depth > maxApplyDepth {
+		return bodyError("keys nest deeper than %d levels at %s (line %d)", maxApplyDepth, shorten(prefix), n.Line)
+	}
+	if len(n.Content) == 0 && prefix != "" {
+		return bodyError("key %s is an empty map; it would hold no keys (line %d)", shorten(prefix), n.Line)
+	}
+	names := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			return bodyError("a key under %s at line %d is not a scalar", shorten(prefix), k.Line)
+		}
+		if k.ShortTag() == "!!merge" {
+			return bodyError("merge keys (<<) are not supported (line %d)", k.Line)
+		}
+		if names[k.Value] {
+			return bodyError("key %s is given twice (line %d)", shorten(join(prefix, k.Value)), k.Line)
+		}
+		names[k.Value] = true
+		key := join(prefix, k.Value)
+		var err error
+		switch v.Kind {
+		case yaml.MappingNode:
+			err = flattenYAML(v, key, depth+1, out)
+		case yaml.SequenceNode:
+			return bodyError("key %s is a list (line %d); lists are not supported: give a map (nested keys) or a string", shorten(key), v.Line)
+		case yaml.AliasNode:
+			return bodyError("key %s is an alias (line %d); aliases are not supported", shorten(key), v.Line)
+		case yaml.ScalarNode:
+			if v.ShortTag() == "!!null" {
+				return bodyError("key %s is null (line %d); null is refused: give a string (\"\" for empty) or delete the key", shorten(key), v.Line)
+			}
+			err = out.add(key, v.Value)
+		default:
+			return bodyError("key %s has an unsupported value (line %d)", shorten(key), v.Line)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

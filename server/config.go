@@ -1,0 +1,172 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/store"
+)
+
+// Defaults of Config.
+const (
+	DefaultListen         = "127.0.0.1:7400"
+	DefaultRateLimit      = 100
+	DefaultMaxWaiters     = 10000
+	DefaultWait           = 55 * time.Second
+	DefaultMaxWait        = 10 * time.Minute
+	DefaultAdminTokenFile = "admin.token"
+	// DefaultMaxBodyExtra is added to MaxValueBytes to bound txn and apply bodies by default.
+	DefaultMaxBodyExtra = 4 << 20
+)
+
+// Config is the server's configuration; cmd/shoelace fills it from flags.
+type Config struct {
+	// Listen is the address to serve HTTP(S) on.
+	Listen string
+	// EtcdEndpoints of an external cluster; empty means an embedded etcd in DataDir.
+	EtcdEndpoints []string
+	// DataDir holds the embedded etcd's data.
+	DataDir string
+	// Root is the etcd prefix of all of Shoelace's keys.
+	Root string
+	// TLSCert and TLSKey, when both set, serve HTTPS.
+	TLSCert, TLSKey string
+	// EtcdCACert, EtcdCert and EtcdKey configure TLS to an external etcd.
+	EtcdCACert, EtcdCert, EtcdKey string
+	// RateLimit is requests per second per token and replica (0 = off).
+	RateLimit float64
+	// MaxValueBytes is the largest value accepted.
+	MaxValueBytes int
+	// MaxBodyBytes bounds a txn or apply body (0 = MaxValueBytes + 4 MiB).
+	MaxBodyBytes int
+	// MaxTxnOps is the most operations a txn or apply may hold.
+	MaxTxnOps int
+	// AdminTokenFile receives the admin token created on first start ("" = <DataDir>/admin.token).
+	AdminTokenFile string
+	// MaxWaiters caps open long-polls; over it requests get 503 with Retry-After.
+	MaxWaiters int
+	// DefaultWait and MaxWait bound a long-poll's wait= parameter.
+	DefaultWait, MaxWait time.Duration
+	// LogLevel is debug, info, warn or error (used by cmd/shoelace to build the logger).
+	LogLevel string
+	// Version is reported by /health and the build info metric.
+	Version string
+}
+
+// DefaultConfig returns the configuration of a server started without flags.
+func DefaultConfig() Config {
+	return Config{
+		Listen:        DefaultListen,
+		DataDir:       store.DefaultDataDir,
+		Root:          store.DefaultRoot,
+		RateLimit:     DefaultRateLimit,
+		MaxValueBytes: api.DefaultMaxValueBytes,
+		MaxTxnOps:     store.DefaultMaxTxnOps,
+		MaxWaiters:    DefaultMaxWaiters,
+		DefaultWait:   DefaultWait,
+		MaxWait:       DefaultMaxWait,
+		LogLevel:      "info",
+		Version:       "dev",
+	}
+}
+
+// Validate checks cfg and says which setting is wrong.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Listen == "" {
+		errs = append(errs, errors.New("--listen must not be empty"))
+	} else if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("--listen %q is not host:port: %w", c.Listen, err))
+	}
+	if len(c.EtcdEndpoints) == 0 && c.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir must be set when --etcd-endpoints is empty (embedded etcd)"))
+	}
+	for _, e := range c.EtcdEndpoints {
+		if strings.TrimSpace(e) == "" {
+			errs = append(errs, errors.New("--etcd-endpoints has an empty entry"))
+		}
+	}
+	if c.Root == "" || !strings.HasPrefix(c.Root, "/") || !strings.HasSuffix(c.Root, "/") {
+		errs = append(errs, fmt.Errorf("root prefix %q must start and end with '/'", c.Root))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("--tls-cert and --tls-key must be given together"))
+	}
+	if (c.EtcdCert == "") != (c.EtcdKey == "") {
+		errs = append(errs, errors.New("--etcd-cert and --etcd-key must be given together"))
+	}
+	if len(c.EtcdEndpoints) == 0 && (c.EtcdCACert != "" || c.EtcdCert != "") {
+		errs = append(errs, errors.New("--etcd-cacert/--etcd-cert/--etcd-key need --etcd-endpoints"))
+	}
+	if c.RateLimit < 0 {
+		errs = append(errs, fmt.Errorf("--rate-limit %v must be >= 0 (0 = off)", c.RateLimit))
+	}
+	if c.MaxValueBytes <= 0 {
+		errs = append(errs, fmt.Errorf("--max-value-bytes %d must be > 0", c.MaxValueBytes))
+	}
+	if c.MaxBodyBytes < 0 {
+		errs = append(errs, fmt.Errorf("max body bytes %d must be >= 0", c.MaxBodyBytes))
+	}
+	if c.MaxTxnOps <= 0 {
+		errs = append(errs, fmt.Errorf("max txn ops %d must be > 0", c.MaxTxnOps))
+	}
+	if c.MaxWaiters <= 0 {
+		errs = append(errs, fmt.Errorf("max waiters %d must be > 0", c.MaxWaiters))
+	}
+	if c.DefaultWait <= 0 || c.MaxWait <= 0 || c.DefaultWait > c.MaxWait {
+		errs = append(errs, fmt.Errorf("long-poll waits must satisfy 0 < default (%s) <= max (%s)", c.DefaultWait, c.MaxWait))
+	}
+	if _, err := ParseLogLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// ParseLogLevel parses --log-level: debug, info, warn or error ("" = info).
+func ParseLogLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "", "info":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("--log-level %q must be debug, info, warn or error", s)
+}
+
+func (c Config) adminTokenFile() string {
+	if c.AdminTokenFile != "" {
+		return c.AdminTokenFile
+	}
+	return filepath.Join(c.DataDir, DefaultAdminTokenFile)
+}
+
+func (c Config) maxBodyBytes() int64 {
+	if c.MaxBodyBytes > 0 {
+		return int64(c.MaxBodyBytes)
+	}
+	return int64(c.MaxValueBytes) + DefaultMaxBodyExtra
+}
+
+func (c Config) storeConfig(log *slog.Logger) store.Config {
+	return store.Config{
+		Endpoints:     c.EtcdEndpoints,
+		DataDir:       c.DataDir,
+		Root:          c.Root,
+		CACert:        c.EtcdCACert,
+		Cert:          c.EtcdCert,
+		Key:           c.EtcdKey,
+		MaxValueBytes: c.MaxValueBytes,
+		MaxTxnOps:     c.MaxTxnOps,
+		Logger:        log,
+	}
+}

@@ -1,0 +1,401 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/store"
+)
+
+// wakeKind says why a long-poll ends.
+type wakeKind int
+
+const (
+	wakeChanged wakeKind = iota // a key of the view changed (or the hub cannot tell): answer the view
+	wakeTimeout                 // wait expired: 304
+	wakeDrain                   // the server is shutting down: 304 after a little jitter
+	wakeRevoked                 // the waiter's token was revoked: 401
+)
+
+// wake is what a long-poll ends with; rev is the revision the hub knew at that moment.
+type wake struct {
+	kind wakeKind
+	rev  int64
+}
+
+// waiter is one open long-poll.
+type waiter struct {
+	app   string
+	after int64
+	token string
+	ch    chan wake // buffered 1; written once, under hub.mu, by whoever removes the waiter
+}
+
+// hub fans out the replica's single store watch to in-memory long-polls. For each scope
+// (shared/ and each appliances/<name>/) it keeps the revision of the last change, so that a
+// request arriving just after its change is answered at once. It knows every change made after
+// base; a request for an older index is answered at once (spuriously, which is safe).
+type hub struct {
+	st         *store.Store
+	log        *slog.Logger
+	m          *metrics
+	maxWaiters int
+	onSys      func(ctx context.Context, keys []string)
+
+	mu       sync.Mutex
+	ready    bool
+	base     int64 // every change after base is known
+	rev      int64 // highest revision seen (events and progress notifications)
+	shared   int64 // last change under shared/
+	apps     map[string]int64
+	waiters  map[string]map[*waiter]struct{} // by appliance
+	n        int
+	draining bool
+
+	fmu     sync.Mutex
+	flights map[string]*flight // latest view read per appliance
+	ctx     context.Context    // bounds view reads, which outlive the request that started them
+
+	viewReads atomic.Int64
+}
+
+// flight is one view read shared by every long-poll that needs the view at rev or later.
+type flight struct {
+	rev  int64
+	done chan struct{}
+	view api.View
+	err  error
+}
+
+func newHub(ctx context.Context, st *store.Store, log *slog.Logger, m *metrics, maxWaiters int) *hub {
+	return &hub{
+		st:         st,
+		log:        log,
+		m:          m,
+		maxWaiters: maxWaiters,
+		apps:       make(map[string]int64),
+		waiters:    make(map[string]map[*waiter]struct{}),
+		flights:    make(map[string]*flight),
+		ctx:        ctx,
+	}
+}
+
+// reset makes the hub forget what it knew: it knows only changes after rev from now on, and
+// every open long-poll is answered with a fresh view.
+func (h *hub) reset(rev int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ready = true
+	h.base = rev
+	if rev > h.rev {
+		h.rev = rev
+	}
+	h.m.revision.Set(float64(h.rev))
+	for _, ws := range h.waiters {
+		for w := range ws {
+			h.wakeLocked(w, wakeChanged)
+		}
+	}
+}
+
+// wakeLocked removes w and tells it why; h.mu must be held.
+func (h *hub) wakeLocked(w *waiter, kind wakeKind) {
+	ws := h.waiters[w.app]
+	if _, ok := ws[w]; !ok {
+		return
+	}
+	delete(ws, w)
+	if len(ws) == 0 {
+		delete(h.waiters, w.app)
+	}
+	h.n--
+	h.m.longPolls.Set(float64(h.n))
+	w.ch <- wake{kind: kind, rev: h.rev}
+}
+
+// current returns the highest revision the hub has seen.
+func (h *hub) current() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.rev
+}
+
+// open returns the number of open long-polls.
+func (h *hub) open() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n
+}
+
+// apply records one watch event and wakes the long-polls it concerns.
+func (h *hub) apply(ctx context.Context, ev store.Event) {
+	h.m.watchEvents.Inc()
+	h.mu.Lock()
+	if ev.Revision > h.rev {
+		h.rev = ev.Revision
+		h.m.revision.Set(float64(h.rev))
+	}
+	if !ev.Progress && ev.Revision > h.base {
+		for _, k := range ev.Keys {
+			switch {
+			case api.HasPrefix(k, api.SharedPrefix):
+				if ev.Revision > h.shared {
+					h.shared = ev.Revision
+				}
+				for _, ws := range h.waiters {
+					for w := range ws {
+						if ev.Revision > w.after {
+							h.wakeLocked(w, wakeChanged)
+						}
+					}
+				}
+			default:
+				name, ok := api.ApplianceOf(k)
+				if !ok {
+					continue
+				}
+				if ev.Revision > h.apps[name] {
+					h.apps[name] = ev.Revision
+				}
+				for w := range h.waiters[name] {
+					if ev.Revision > w.after {
+						h.wakeLocked(w, wakeChanged)
+					}
+				}
+			}
+		}
+	}
+	h.mu.Unlock()
+	if len(ev.SysKeys) > 0 && h.onSys != nil {
+		h.onSys(ctx, ev.SysKeys)
+	}
+}
+
+// run keeps one watch over the whole root until ctx ends, re-watching from the last seen
+// revision + 1 with backoff when it breaks, and resetting when that revision was compacted.
+func (h *hub) run(ctx context.Context) {
+	const minBackoff, maxBackoff = 50 * time.Millisecond, 5 * time.Second
+	backoff := minBackoff
+	needReset := false
+	for ctx.Err() == nil {
+		h.mu.Lock()
+		ready := h.ready
+		h.mu.Unlock()
+		if !ready || needReset {
+			rev, err := h.st.Revision(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				h.log.Warn("read store revision", "err", err, "retry_in", backoff)
+				sleep(ctx, jitter(backoff))
+				backoff = min(2*backoff, maxBackoff)
+				continue
+			}
+			if needReset {
+				h.log.Warn("watch history compacted; answering every long-poll with a fresh view", "revision", rev)
+			}
+			h.reset(rev)
+			needReset = false
+		}
+		h.mu.Lock()
+		from := h.rev + 1
+		h.mu.Unlock()
+		wctx, cancel := context.WithCancel(ctx)
+		events, errf := h.st.Watch(wctx, from)
+		got := false
+		for ev := range events {
+			h.apply(ctx, ev)
+			got = true
+		}
+		cancel()
+		err := errf()
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, store.ErrCompacted) {
+			needReset = true
+			continue
+		}
+		if got {
+			backoff = minBackoff
+		}
+		h.log.Warn("store watch broken; re-watching", "err", err, "from", h.current()+1, "retry_in", backoff)
+		sleep(ctx, jitter(backoff))
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// errTooManyWaiters is answered when the cap on open long-polls is reached.
+func errTooManyWaiters(max int) *api.Error {
+	e := api.Errorf(api.CodeTooManyWaiters, "too many open long-polls on this replica (limit %d); retry later", max)
+	e.RetryAfter = 1 + rand.IntN(5)
+	return e
+}
+
+// wait ends when the view of app may have changed after index `after`, when d expires, when ctx
+// ends (the client went away) or when the server drains. It answers at once when the hub cannot
+// tell: an index older than what it knows, ahead of the store, or a change already recorded.
+func (h *hub) wait(ctx context.Context, app string, after int64, token string, d time.Duration) (wake, error) {
+	checkedStore := false
+	h.mu.Lock()
+	for {
+		switch {
+		case h.draining:
+			r := h.rev
+			h.mu.Unlock()
+			return wake{kind: wakeDrain, rev: r}, nil
+		case !h.ready || after < h.base || max(h.shared, h.apps[app]) > after:
+			r := h.rev
+			h.mu.Unlock()
+			return wake{kind: wakeChanged, rev: r}, nil
+		}
+		if after <= h.rev || checkedStore {
+			break
+		}
+		// The index is ahead of what this replica has seen: another replica answered at a
+		// newer revision, or the store went back (restored). Only the store can tell.
+		h.mu.Unlock()
+		rev, err := h.st.Revision(ctx)
+		if err != nil {
+			return wake{}, err
+		}
+		if after > rev {
+			return wake{kind: wakeChanged, rev: h.current()}, nil
+		}
+		checkedStore = true
+		h.mu.Lock()
+	}
+	if d <= 0 {
+		r := h.rev
+		h.mu.Unlock()
+		return wake{kind: wakeTimeout, rev: r}, nil
+	}
+	if h.n >= h.maxWaiters {
+		h.mu.Unlock()
+		return wake{}, errTooManyWaiters(h.maxWaiters)
+	}
+	w := &waiter{app: app, after: after, token: token, ch: make(chan wake, 1)}
+	ws := h.waiters[app]
+	if ws == nil {
+		ws = make(map[*waiter]struct{})
+		h.waiters[app] = ws
+	}
+	ws[w] = struct{}{}
+	h.n++
+	h.m.longPolls.Set(float64(h.n))
+	h.mu.Unlock()
+
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case wk := <-w.ch:
+		return wk, nil
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.waiters[app][w]; ok {
+		h.wakeLocked(w, wakeTimeout)
+	}
+	wk := <-w.ch
+	if wk.kind == wakeChanged || wk.kind == wakeTimeout {
+		if err := ctx.Err(); err != nil {
+			return wk, err
+		}
+	}
+	return wk, nil
+}
+
+// drain answers every open long-poll (they reply 304) and refuses to register new ones.
+func (h *hub) drain() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.draining = true
+	for _, ws := range h.waiters {
+		for w := range ws {
+			h.wakeLocked(w, wakeDrain)
+		}
+	}
+}
+
+// revoke ends the open long-polls of token.
+func (h *hub) revoke(token string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, ws := range h.waiters {
+		for w := range ws {
+			if w.token == token {
+				h.wakeLocked(w, wakeRevoked)
+			}
+		}
+	}
+}
+
+// view returns app's view read at rev or later, sharing one store read among every caller that
+// asks for it at that revision (single flight, and the last read is kept for late callers).
+func (h *hub) view(ctx context.Context, app string, rev int64) (api.View, error) {
+	h.fmu.Lock()
+	f := h.flights[app]
+	if f == nil || f.rev < rev {
+		f = &flight{rev: rev, done: make(chan struct{})}
+		h.flights[app] = f
+		go h.read(f, app)
+	}
+	h.fmu.Unlock()
+	select {
+	case <-f.done:
+		return f.view, f.err
+	case <-ctx.Done():
+		return api.View{}, ctx.Err()
+	}
+}
+
+func (h *hub) read(f *flight, app string) {
+	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
+	defer cancel()
+	f.view, f.err = h.readView(ctx, app)
+	if f.err != nil && !errors.Is(f.err, api.ErrNotFound) {
+		h.fmu.Lock()
+		if h.flights[app] == f {
+			delete(h.flights, app)
+		}
+		h.fmu.Unlock()
+	}
+	close(f.done)
+}
+
+// readView reads a view from the store, counting the reads.
+func (h *hub) readView(ctx context.Context, app string) (api.View, error) {
+	h.viewReads.Add(1)
+	h.m.viewReads.Inc()
+	return h.st.View(ctx, app)
+}
+
+// jitter returns d shortened by up to 10% (at most 3 s), so that timeouts spread out.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	j := min(d/10, 3*time.Second)
+	if j <= 0 {
+		return d
+	}
+	return d - time.Duration(rand.Int64N(int64(j)))
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}

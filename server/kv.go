@@ -1,0 +1,281 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// query checks that q holds only the allowed parameters.
+func query(r *http.Request, allowed ...string) (url.Values, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, api.Errorf(api.CodeInvalidRequest, "malformed query string: %v", err)
+	}
+outer:
+	for k := range q {
+		for _, a := range allowed {
+			if k == a {
+				continue outer
+			}
+		}
+		if len(allowed) == 0 {
+			return nil, api.Errorf(api.CodeInvalidRequest, "unknown query parameter %s: this route takes none", shorten(k))
+		}
+		return nil, api.Errorf(api.CodeInvalidRequest, "unknown query parameter %s: this route takes %v", shorten(k), allowed)
+	}
+	for k, v := range q {
+		if len(v) > 1 {
+			return nil, api.Errorf(api.CodeInvalidRequest, "query parameter %s is given %d times", shorten(k), len(v))
+		}
+	}
+	return q, nil
+}
+
+// flag reads a boolean query parameter: present with no value, "true" or "1" is true.
+func flag(q url.Values, name string) (bool, error) {
+	if !q.Has(name) {
+		return false, nil
+	}
+	switch q.Get(name) {
+	case "", "true", "1":
+		return true, nil
+	case "false", "0":
+		return false, nil
+	}
+	return false, api.Errorf(api.CodeInvalidRequest, "query parameter %s must be true or false, not %s", name, shorten(q.Get(name)))
+}
+
+// revParam reads a revision parameter such as cas or index: -1 when absent.
+func revParam(q url.Values, name string) (int64, error) {
+	if !q.Has(name) {
+		return -1, nil
+	}
+	n, err := strconv.ParseInt(q.Get(name), 10, 64)
+	if err != nil || n < 0 {
+		return 0, api.Errorf(api.CodeInvalidRequest, "query parameter %s must be a revision (an integer >= 0), not %s", name, shorten(q.Get(name)))
+	}
+	return n, nil
+}
+
+func (s *Server) opCtx(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), opTimeout)
+}
+
+func (s *Server) handleGetKV(w http.ResponseWriter, r *http.Request) error {
+	q, err := query(r, "recurse", "keys")
+	if err != nil {
+		return err
+	}
+	recurse, err := flag(q, "recurse")
+	if err != nil {
+		return err
+	}
+	keysOnly, err := flag(q, "keys")
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	p := principalOf(r)
+	raw := r.PathValue("key")
+	if !recurse {
+		if keysOnly {
+			return api.Errorf(api.CodeInvalidRequest, "query parameter keys needs recurse")
+		}
+		if err := api.ValidateKey(raw); err != nil {
+			return err
+		}
+		if err := p.mayRead(raw); err != nil {
+			return err
+		}
+		kv, rev, err := s.st.Get(ctx, raw)
+		setIndex(w, rev)
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, rev, kv)
+	}
+	prefix, err := api.ValidatePrefix(raw)
+	if err != nil {
+		return err
+	}
+	filter, err := p.listFilter(prefix)
+	if err != nil {
+		return err
+	}
+	entries, rev, err := s.st.List(ctx, prefix, keysOnly)
+	setIndex(w, rev)
+	if err != nil {
+		return err
+	}
+	out := api.List{Revision: rev}
+	for _, e := range entries {
+		if filter != nil && !filter(e.Key) {
+			continue
+		}
+		if keysOnly {
+			out.Keys = append(out.Keys, e.Key)
+		} else {
+			out.Entries = append(out.Entries, e)
+		}
+	}
+	return writeJSON(w, http.StatusOK, rev, out)
+}
+
+// readBody reads a request body of at most max bytes; over it is a 413 error made by tooBig.
+func readBody(w http.ResponseWriter, r *http.Request, max int64, tooBig func() error) ([]byte, error) {
+	if r.ContentLength > max {
+		return nil, tooBig()
+	}
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tooBig()
+		}
+		return nil, api.Errorf(api.CodeInvalidBody, "read request body: %v", err)
+	}
+	return data, nil
+}
+
+func (s *Server) handlePutKV(w http.ResponseWriter, r *http.Request) error {
+	q, err := query(r, "cas")
+	if err != nil {
+		return err
+	}
+	cas, err := revParam(q, "cas")
+	if err != nil {
+		return err
+	}
+	key := r.PathValue("key")
+	if err := api.ValidateKey(key); err != nil {
+		return err
+	}
+	p := principalOf(r)
+	if err := p.mayWrite(key); err != nil {
+		return err
+	}
+	if err := s.writable(); err != nil {
+		return err
+	}
+	max := s.cfg.MaxValueBytes
+	value, err := readBody(w, r, int64(max), func() error {
+		return api.Errorf(api.CodeValueTooLarge, "value of %s is over the limit of %d bytes (--max-value-bytes)", shorten(key), max)
+	})
+	if err != nil {
+		return err
+	}
+	if err := api.ValidateValue(key, value, max); err != nil {
+		return err
+	}
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	rev, err := s.st.Put(ctx, key, string(value), cas)
+	if err != nil {
+		return err
+	}
+	s.audit(r, "put", []string{key}, rev)
+	return writeJSON(w, http.StatusOK, rev, api.WriteResult{Revision: rev})
+}
+
+func (s *Server) handleDeleteKV(w http.ResponseWriter, r *http.Request) error {
+	q, err := query(r, "recurse")
+	if err != nil {
+		return err
+	}
+	recurse, err := flag(q, "recurse")
+	if err != nil {
+		return err
+	}
+	key := r.PathValue("key")
+	if recurse {
+		if key, err = api.ValidatePrefix(key); err != nil {
+			return err
+		}
+		if key == "" {
+			return api.Errorf(api.CodeInvalidKey, "refusing to delete the root recursively: name a prefix")
+		}
+	} else if err := api.ValidateKey(key); err != nil {
+		return err
+	}
+	p := principalOf(r)
+	if err := p.mayWrite(key); err != nil {
+		return err
+	}
+	if err := s.writable(); err != nil {
+		return err
+	}
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	rev, n, err := s.st.Delete(ctx, key, recurse)
+	setIndex(w, rev)
+	if err != nil {
+		return err
+	}
+	op := "delete"
+	if recurse {
+		op = "delete-recurse"
+	}
+	s.audit(r, op, []string{key}, rev)
+	return writeJSON(w, http.StatusOK, rev, api.DeleteResult{Revision: rev, Deleted: n})
+}
+
+func (s *Server) handleTxn(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	if err := jsonContent(r); err != nil {
+		return err
+	}
+	max := s.cfg.maxBodyBytes()
+	data, err := readBody(w, r, max, func() error {
+		return api.Errorf(api.CodeBodyTooLarge, "txn body is over the limit of %d bytes", max)
+	})
+	if err != nil {
+		return err
+	}
+	t, err := parseTxn(data, s.cfg.MaxValueBytes, s.cfg.MaxTxnOps)
+	if err != nil {
+		return err
+	}
+	p := principalOf(r)
+	keys := make([]string, 0, len(t.Ops))
+	for _, op := range t.Ops {
+		if err := p.mayWrite(op.Key); err != nil {
+			return err
+		}
+		keys = append(keys, op.Key)
+	}
+	for _, g := range t.Guards {
+		if err := p.mayRead(g.Key); err != nil {
+			return err
+		}
+	}
+	if err := s.writable(); err != nil {
+		return err
+	}
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	rev, err := s.st.Txn(ctx, t)
+	setIndex(w, rev)
+	if err != nil {
+		return err
+	}
+	s.audit(r, "txn", keys, rev)
+	return writeJSON(w, http.StatusOK, rev, api.WriteResult{Revision: rev})
+}
+
+// jsonContent refuses a body that says it is not JSON.
+func jsonContent(r *http.Request) error {
+	switch mediaType(r) {
+	case "", "application/json":
+		return nil
+	}
+	return api.Errorf(api.CodeUnsupportedType, "content type %s is not supported: send application/json", shorten(r.Header.Get("Content-Type")))
+}

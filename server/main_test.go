@@ -1,0 +1,207 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/testutil"
+	"github.com/shoelace-dev/shoelace/server/store"
+)
+
+func TestMain(m *testing.M) { testutil.Main(m) }
+
+// fixture is a server on the shared etcd under a root of the test's own, behind a real HTTP
+// server, with an admin token.
+type fixture struct {
+	t     testing.TB
+	st    *store.Store
+	s     *Server
+	srv   *httptest.Server
+	token string
+}
+
+func testConfig() Config {
+	cfg := DefaultConfig()
+	cfg.RateLimit = 0
+	return cfg
+}
+
+func newFixture(t testing.TB, opts ...func(*Config)) *fixture {
+	t.Helper()
+	return newFixtureOn(t, testutil.Store(t), opts...)
+}
+
+func newFixtureOn(t testing.TB, st *store.Store, opts ...func(*Config)) *fixture {
+	t.Helper()
+	cfg := testConfig()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	s := New(st, cfg, testutil.Logger())
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Close(ctx); err != nil {
+			t.Errorf("close server: %v", err)
+		}
+	})
+	f := &fixture{t: t, st: st, s: s, srv: srv}
+	f.token = f.adminToken()
+	return f
+}
+
+// resp is a response with its body read.
+type resp struct {
+	*http.Response
+	body []byte
+}
+
+func (r resp) index() int64 {
+	n, _ := strconv.ParseInt(r.Header.Get(api.HeaderIndex), 10, 64)
+	return n
+}
+
+// errCode returns the code of an error body ("" when the body is not one).
+func (r resp) errCode() string {
+	var e api.ErrorBody
+	if json.Unmarshal(r.body, &e) != nil || e.Error == nil {
+		return ""
+	}
+	return e.Error.Code
+}
+
+func (r resp) errMessage() string {
+	var e api.ErrorBody
+	if json.Unmarshal(r.body, &e) != nil || e.Error == nil {
+		return ""
+	}
+	return e.Error.Message
+}
+
+// do sends a request with the fixture's admin token; hdr holds header name, value pairs.
+func (f *fixture) do(method, path, body string, hdr ...string) resp {
+	f.t.Helper()
+	return f.doToken(f.token, method, path, body, hdr...)
+}
+
+func (f *fixture) doToken(token, method, path, body string, hdr ...string) resp {
+	f.t.Helper()
+	return f.doCtx(context.Background(), token, method, path, body, hdr...)
+}
+
+func (f *fixture) doCtx(ctx context.Context, token, method, path, body string, hdr ...string) resp {
+	f.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, f.srv.URL+path, rd)
+	if err != nil {
+		f.t.Fatalf("request %s %s: %v", method, path, err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		f.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		f.t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	return resp{Response: res, body: b}
+}
+
+// must checks the status and the protocol headers and decodes the body into v (if not nil).
+func (f *fixture) must(r resp, status int, v any) {
+	f.t.Helper()
+	if r.StatusCode != status {
+		f.t.Fatalf("%s %s: status %d, want %d; body %s", r.Request.Method, r.Request.URL.Path, r.StatusCode, status, r.body)
+	}
+	if r.Header.Get(api.HeaderStore) == "" || r.Header.Get(api.HeaderStore) != f.st.ID() {
+		f.t.Fatalf("%s %s: X-Shoelace-Store %q, want %q", r.Request.Method, r.Request.URL.Path, r.Header.Get(api.HeaderStore), f.st.ID())
+	}
+	if r.index() <= 0 {
+		f.t.Fatalf("%s %s: X-Shoelace-Index %q, want a revision", r.Request.Method, r.Request.URL.Path, r.Header.Get(api.HeaderIndex))
+	}
+	if v != nil {
+		if err := json.Unmarshal(r.body, v); err != nil {
+			f.t.Fatalf("%s %s: decode %s: %v", r.Request.Method, r.Request.URL.Path, r.body, err)
+		}
+	}
+}
+
+// mustErr checks an error answer: status, code, and that the message holds each of words.
+func (f *fixture) mustErr(r resp, status int, code string, words ...string) {
+	f.t.Helper()
+	f.must(r, status, nil)
+	if got := r.errCode(); got != code {
+		f.t.Fatalf("%s %s: error code %q, want %q; body %s", r.Request.Method, r.Request.URL.Path, got, code, r.body)
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
+		f.t.Fatalf("error content type %q", ct)
+	}
+	for _, w := range words {
+		if !strings.Contains(r.errMessage(), w) {
+			f.t.Fatalf("%s %s: message %q does not mention %q", r.Request.Method, r.Request.URL.Path, r.errMessage(), w)
+		}
+	}
+}
+
+// put writes key through the API and returns the revision.
+func (f *fixture) put(key, value string) int64 {
+	f.t.Helper()
+	var w api.WriteResult
+	f.must(f.do("PUT", "/v1/kv/"+key, value), 200, &w)
+	if w.Revision <= 0 {
+		f.t.Fatalf("put %s: revision %d", key, w.Revision)
+	}
+	return w.Revision
+}
+
+// keys lists every key of the store (names only) straight from the store.
+func (f *fixture) keys() []string {
+	f.t.Helper()
+	kvs, _, err := f.st.List(context.Background(), "", true)
+	if err != nil {
+		f.t.Fatalf("list: %v", err)
+	}
+	var out []string
+	for _, kv := range kvs {
+		out = append(out, kv.Key)
+	}
+	return out
+}
+
+// waitFor polls cond until it holds or the generous timeout expires.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// adminToken returns a token the fixture's requests carry.
+func (f *fixture) adminToken() string { return "test" }

@@ -1,0 +1,66 @@
+package server
+
+import (
+	"runtime"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the server's Prometheus metrics, on a registry of its own.
+type metrics struct {
+	reg         *prometheus.Registry
+	requests    *prometheus.CounterVec
+	latency     *prometheus.HistogramVec
+	longPolls   prometheus.Gauge
+	viewReads   prometheus.Counter
+	watchEvents prometheus.Counter
+	revision    prometheus.Gauge
+	rateLimited prometheus.Counter
+}
+
+func newMetrics(version string) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoelace_http_requests_total",
+			Help: "HTTP requests answered, by route and status code.",
+		}, []string{"route", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "shoelace_http_request_duration_seconds",
+			Help:    "Time to answer HTTP requests (long-polls included), by route.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 600},
+		}, []string{"route"}),
+		longPolls: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoelace_long_polls_open",
+			Help: "Long-polls waiting for a change on this replica.",
+		}),
+		viewReads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoelace_view_reads_total",
+			Help: "Appliance views read from the store.",
+		}),
+		watchEvents: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoelace_watch_events_total",
+			Help: "Revisions (and progress notifications) received from the store watch.",
+		}),
+		revision: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoelace_store_revision",
+			Help: "Highest store revision seen by this replica.",
+		}),
+		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoelace_rate_limited_total",
+			Help: "Requests refused with 429.",
+		}),
+	}
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "shoelace_build_info",
+		Help:        "Build of the running server (always 1).",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	build.Set(1)
+	m.reg.MustRegister(m.requests, m.latency, m.longPolls, m.viewReads, m.watchEvents, m.revision,
+		m.rateLimited, build,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

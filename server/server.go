@@ -1,0 +1,424 @@
+// Package server is Shoelace's HTTP API over the store: keys, transactions, appliance views
+// with long-polls fanned out from one store watch per replica, and access control.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/store"
+)
+
+// opTimeout bounds one store operation of a request that does not long-poll.
+const opTimeout = 30 * time.Second
+
+// Server answers the HTTP API for one replica. Create it with New; Close stops it.
+type Server struct {
+	cfg Config
+	st  *store.Store
+	log *slog.Logger
+	m   *metrics
+	hub *hub
+	mux *http.ServeMux
+	h   http.Handler
+
+	auth        *authState
+	maintenance atomic.Bool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New returns a server over st and starts its store watch. cfg should have passed Validate.
+// Close must be called to stop it.
+func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.Version == "" {
+		cfg.Version = "dev"
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{cfg: cfg, st: st, log: log, m: newMetrics(cfg.Version), ctx: ctx, cancel: cancel}
+	s.hub = newHub(ctx, st, log, s.m, cfg.MaxWaiters)
+	s.hub.onSys = s.onSysChange
+	s.auth = newAuthState(cfg)
+	// Know the store's revision before serving, so that long-polls right after New are tracked;
+	// if the store is away, the hub keeps trying and answers long-polls at once meanwhile.
+	ictx, icancel := context.WithTimeout(ctx, 5*time.Second)
+	defer icancel()
+	if rev, err := st.Revision(ictx); err == nil {
+		s.hub.reset(rev)
+	} else {
+		log.Warn("read store revision at start", "err", err)
+	}
+	s.loadSys(ictx)
+	s.routes()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.hub.run(ctx)
+	}()
+	return s
+}
+
+// Handler is the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.h }
+
+// ViewReads is the number of appliance views the server has read from the store.
+func (s *Server) ViewReads() int64 { return s.hub.viewReads.Load() }
+
+// Drain answers every open long-poll (304, after a little jitter) and makes new ones answer at
+// once; call it before shutting the HTTP server down.
+func (s *Server) Drain() { s.hub.drain() }
+
+// Close stops the store watch; it does not close the store.
+func (s *Server) Close(ctx context.Context) error {
+	s.hub.drain()
+	s.cancel()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// handlerFunc is an API handler; its error is answered by writeError.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+func (s *Server) routes() {
+	mux := http.NewServeMux()
+	s.mux = mux
+	open := func(pattern string, h handlerFunc) { mux.Handle(pattern, s.wrap(h, false)) }
+	v1 := func(pattern string, h handlerFunc) { mux.Handle(pattern, s.wrap(h, true)) }
+
+	open("GET /health", s.handleHealth)
+	open("GET /health/deps", s.handleHealthDeps)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{}))
+
+	v1("GET /v1/kv", s.handleGetKV)
+	v1("GET /v1/kv/{key...}", s.handleGetKV)
+	v1("PUT /v1/kv", s.handlePutKV)
+	v1("PUT /v1/kv/{key...}", s.handlePutKV)
+	v1("DELETE /v1/kv", s.handleDeleteKV)
+	v1("DELETE /v1/kv/{key...}", s.handleDeleteKV)
+	v1("POST /v1/txn", s.handleTxn)
+	v1("GET /v1/appliances", s.handleAppliances)
+	v1("GET /v1/appliances/{name}", s.handleGetAppliance)
+	v1("PUT /v1/appliances/{name}", s.handlePutAppliance)
+	v1("POST /v1/tokens", s.handleCreateToken)
+	v1("GET /v1/tokens", s.handleListTokens)
+	v1("DELETE /v1/tokens/{name}", s.handleDeleteToken)
+	v1("GET /v1/maintenance", s.handleGetMaintenance)
+	v1("PUT /v1/maintenance", s.handlePutMaintenance)
+
+	open("/", s.handleNotFound)
+	s.h = s.outer(mux)
+}
+
+// wrap turns a handlerFunc into a handler: /v1 routes go through authentication first.
+func (s *Server) wrap(h handlerFunc, v1 bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var err error
+		if v1 {
+			r, err = s.authenticate(w, r)
+		}
+		if err == nil {
+			err = h(w, r)
+		}
+		if err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+}
+
+// reqInfo travels with a request so that the access log learns what the handlers found out.
+type reqInfo struct {
+	id    string
+	token string
+}
+
+type reqInfoKey struct{}
+
+func info(r *http.Request) *reqInfo {
+	if i, ok := r.Context().Value(reqInfoKey{}).(*reqInfo); ok {
+		return i
+	}
+	return &reqInfo{}
+}
+
+// statusWriter records the status code of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// outer runs around every request: request id, the protocol headers, path hygiene, metrics and
+// the access log.
+func (s *Server) outer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ri := &reqInfo{id: requestID(r.Header.Get(api.HeaderRequestID))}
+		r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, ri))
+		sw := &statusWriter{ResponseWriter: w}
+		h := sw.Header()
+		h.Set(api.HeaderRequestID, ri.id)
+		h.Set(api.HeaderStore, s.st.ID())
+		h.Set(api.HeaderIndex, strconv.FormatInt(s.hub.current(), 10))
+
+		if p := r.URL.Path; p != cleanPath(p) {
+			// ServeMux would redirect to the cleaned path; a key must never be rewritten.
+			s.writeError(sw, r, uncleanPathError(p))
+		} else {
+			next.ServeHTTP(sw, r)
+		}
+
+		route := r.Pattern
+		if route == "" || route == "/" {
+			route = "unmatched"
+		}
+		status := sw.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		d := time.Since(start)
+		s.m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+		s.m.latency.WithLabelValues(route).Observe(d.Seconds())
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+			slog.String("request_id", ri.id),
+			slog.String("method", r.Method),
+			slog.String("route", route),
+			slog.String("path", r.URL.Path),
+			slog.Int("status", status),
+			slog.Float64("duration_ms", float64(d.Microseconds())/1000),
+			slog.String("token", ri.token),
+			slog.String("remote", r.RemoteAddr),
+		)
+	})
+}
+
+func uncleanPathError(p string) error {
+	if key, ok := strings.CutPrefix(p, "/v1/kv/"); ok {
+		if err := api.ValidateKey(key); err != nil {
+			return err
+		}
+	}
+	return api.Errorf(api.CodeInvalidRequest, "request path %s has an empty, '.' or '..' segment", shorten(p))
+}
+
+// cleanPath is the path ServeMux would redirect to.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		np += "/"
+	}
+	return np
+}
+
+// requestID returns the client's id when it is short and printable, else a new one.
+func requestID(in string) string {
+	if in != "" && len(in) <= 128 {
+		ok := true
+		for i := 0; i < len(in); i++ {
+			if c := in[i]; c <= ' ' || c >= 0x7f || c == '"' {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return in
+		}
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// shorten quotes s for a message, cut so that a huge input cannot flood a log line.
+func shorten(s string) string {
+	const max = 80
+	if len(s) > max {
+		s = s[:max] + "…"
+	}
+	return strconv.Quote(s)
+}
+
+// writeJSON answers v with status; rev > 0 sets X-Shoelace-Index.
+func writeJSON(w http.ResponseWriter, status int, rev int64, v any) error {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	if rev > 0 {
+		h.Set(api.HeaderIndex, strconv.FormatInt(rev, 10))
+	}
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	return enc.Encode(v)
+}
+
+// setIndex sets X-Shoelace-Index when rev is known.
+func setIndex(w http.ResponseWriter, rev int64) {
+	if rev > 0 {
+		w.Header().Set(api.HeaderIndex, strconv.FormatInt(rev, 10))
+	}
+}
+
+// writeError answers err as {"error":{"code","message"}} with its status, and logs it once.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var e *api.Error
+	switch {
+	case errors.As(err, &e):
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away; nobody reads the answer.
+		e = &api.Error{Code: api.CodeUnavailable, Message: "request canceled by the client", Status: 499}
+	case errors.Is(err, context.DeadlineExceeded):
+		e = &api.Error{Code: api.CodeUnavailable, Message: "the store did not answer in time", RetryAfter: 1}
+	default:
+		e = &api.Error{Code: api.CodeInternal, Message: err.Error()}
+	}
+	status := e.HTTPStatus()
+	level := slog.LevelDebug
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	s.log.LogAttrs(r.Context(), level, "request error",
+		slog.String("request_id", info(r).id),
+		slog.String("code", e.Code),
+		slog.Int("status", status),
+		slog.String("err", err.Error()),
+	)
+	if status == 499 {
+		return
+	}
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
+	_ = writeJSON(w, status, 0, api.ErrorBody{Error: &api.Error{Code: e.Code, Message: e.Message}})
+}
+
+// handleNotFound answers unknown routes with 404, and known paths with a wrong method with 405.
+func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) error {
+	var allowed []string
+	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodPost, http.MethodDelete} {
+		r2 := r.Clone(r.Context())
+		r2.Method = m
+		if _, p := s.mux.Handler(r2); p != "" && p != "/" {
+			allowed = append(allowed, m)
+		}
+	}
+	if len(allowed) > 0 {
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		return api.Errorf(api.CodeMethod, "method %s is not allowed on %s; allowed: %s", r.Method, shorten(r.URL.Path), strings.Join(allowed, ", "))
+	}
+	return api.Errorf(api.CodeNotFound, "no such route: %s %s", r.Method, shorten(r.URL.Path))
+}
+
+// audit logs one line per write: who, from where, what, at which revision — never values.
+func (s *Server) audit(r *http.Request, op string, keys []string, rev int64) {
+	s.log.LogAttrs(r.Context(), slog.LevelInfo, "write",
+		slog.Bool("audit", true),
+		slog.String("request_id", info(r).id),
+		slog.String("token", info(r).token),
+		slog.String("remote", r.RemoteAddr),
+		slog.String("op", op),
+		slog.Any("keys", keys),
+		slog.Int64("revision", rev),
+		slog.String("message", r.Header.Get(api.HeaderMessage)),
+		slog.String("source", r.Header.Get(api.HeaderSource)),
+	)
+}
+
+// Health is the body of GET /health.
+type Health struct {
+	Status      string `json:"status"`
+	Version     string `json:"version"`
+	StoreID     string `json:"store_id"`
+	Embedded    bool   `json:"embedded"`
+	Maintenance bool   `json:"maintenance"`
+	Revision    int64  `json:"revision"`
+	LongPolls   int    `json:"long_polls"`
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, http.StatusOK, 0, Health{
+		Status:      "ok",
+		Version:     s.cfg.Version,
+		StoreID:     s.st.ID(),
+		Embedded:    s.st.Embedded(),
+		Maintenance: s.maintenance.Load(),
+		Revision:    s.hub.current(),
+		LongPolls:   s.hub.open(),
+	})
+}
+
+// DepsHealth is the body of GET /health/deps.
+type DepsHealth struct {
+	Reachable bool     `json:"reachable"`
+	Leader    bool     `json:"leader"`
+	LatencyMS float64  `json:"latency_ms"`
+	Endpoints []string `json:"endpoints,omitempty"`
+	Error     string   `json:"error,omitempty"`
+}
+
+func (s *Server) handleHealthDeps(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	h, err := s.st.Health(ctx)
+	out := DepsHealth{
+		Reachable: h.Reachable,
+		Leader:    h.Leader,
+		LatencyMS: float64(h.Latency.Microseconds()) / 1000,
+		Endpoints: h.Endpoints,
+		Error:     h.Error,
+	}
+	if err != nil && out.Error == "" {
+		out.Error = err.Error()
+	}
+	status := http.StatusOK
+	if err != nil || !h.Reachable || !h.Leader {
+		status = http.StatusServiceUnavailable
+	}
+	return writeJSON(w, status, 0, out)
+}
