@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Builds the Shoelace packages:
+#   $DIST/shoelace-agent_<version>_<arch>.deb and .rpm
+#   $DIST/shoelace-server_<version>_<arch>.deb and .rpm
+# with nfpm (a go tool in go.mod) from binaries it builds itself.
+#
+# Usage: bash packaging/package.sh           build the packages
+#        bash packaging/package.sh version   print the package version only
+# Environment (all optional):
+#   VERSION   what `version` prints, default `git describe --tags --always --dirty`
+#             (0.0.0-dev without git); made into a deb/rpm version (PKG_VERSION)
+#   ARCH      Go architecture, default `go env GOARCH`
+#   DIST      output directory, default dist
+#   FORMATS   default "deb rpm"
+#   BIN_DIR   take shoelace and shoelace-agent from this directory instead of
+#             building them (they must be linux/$ARCH binaries)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
+
+# pkg_version turns a `git describe` string into a version that dpkg and rpm
+# both accept and order correctly: no '-', '~' for pre-releases (sorts
+# before the release), '+' for commits after a tag (sorts after it).
+#   v1.2.3 → 1.2.3          v1.2.3-4-gabc123-dirty → 1.2.3+4.gabc123.dirty
+#   v1.3.0-rc1 → 1.3.0~rc1  abc1234 (no tag) → 0.0.0~gabc1234
+pkg_version() {
+	local v="${1#v}" dirty="" post=""
+	if [[ $v == *-dirty ]]; then
+		dirty=dirty
+		v="${v%-dirty}"
+	fi
+	if [[ $v =~ ^(.+)-([0-9]+)-g([0-9a-f]+)$ ]]; then
+		v="${BASH_REMATCH[1]}"
+		post="${BASH_REMATCH[2]}.g${BASH_REMATCH[3]}"
+	fi
+	if [[ ! $v =~ ^[0-9] ]]; then
+		v="0.0.0~g$v"
+	fi
+	v="${v//-/\~}"
+	local extra="$post"
+	if [[ -n $dirty ]]; then
+		extra="${extra:+$extra.}$dirty"
+	fi
+	v="$v${extra:++$extra}"
+	# Anything else dpkg or rpm could refuse becomes a dot.
+	printf '%s\n' "${v//[^A-Za-z0-9.+~]/.}"
+}
+
+VERSION="${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo 0.0.0-dev)}"
+PKG_VERSION="${PKG_VERSION:-$(pkg_version "$VERSION")}"
+if [[ ${1:-} == version ]]; then
+	echo "$PKG_VERSION"
+	exit 0
+fi
+if [[ $# -gt 0 ]]; then
+	echo "usage: bash packaging/package.sh [version]" >&2
+	exit 2
+fi
+
+ARCH="${ARCH:-$(go env GOARCH)}"
+DIST="${DIST:-dist}"
+FORMATS="${FORMATS:-deb rpm}"
+
+if [[ -n ${BIN_DIR:-} ]]; then
+	STAGE="$(cd "$BIN_DIR" && pwd)"
+else
+	STAGE="$(mktemp -d)"
+	trap 'rm -rf "$STAGE"' EXIT
+	echo "building shoelace and shoelace-agent $VERSION for linux/$ARCH" >&2
+	if ! CGO_ENABLED=0 GOOS=linux GOARCH="$ARCH" go build -trimpath \
+		-ldflags "-s -w -X main.version=$VERSION" \
+		-o "$STAGE/" ./cmd/shoelace ./cmd/shoelace-agent; then
+		echo "package.sh: building cmd/shoelace and cmd/shoelace-agent failed" >&2
+		exit 3 # the tests tell this apart from a packaging failure
+	fi
+fi
+export ARCH PKG_VERSION STAGE
+
+mkdir -p "$DIST"
+for pkg in agent server; do
+	for format in $FORMATS; do
+		target="$DIST/shoelace-${pkg}_${PKG_VERSION}_${ARCH}.$format"
+		go tool nfpm package --config "packaging/nfpm-$pkg.yaml" \
+			--packager "$format" --target "$target" >&2
+		echo "$target"
+	done
+done

@@ -1,0 +1,399 @@
+package packaging
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testVersion is what the test packages are built as: a commit after a tag,
+// so both the raw string (in the binaries) and the sanitized package
+// version (1.2.3+N.gHASH) are exercised.
+const (
+	testVersion    = "v9.8.7-1-gabcdef0"
+	testPkgVersion = "9.8.7+1.gabcdef0"
+)
+
+var (
+	buildOnce sync.Once
+	buildDist string
+	buildErr  error
+	buildSkip string
+)
+
+// packages builds all four packages once per test binary with package.sh,
+// the way `make package` runs it, and returns the dist directory.
+func packages(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("go not in PATH")
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "shoelace-dist-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildDist = dir
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "bash", "package.sh")
+		cmd.Env = append(os.Environ(), "VERSION="+testVersion, "DIST="+dir, "ARCH="+runtime.GOARCH, "FORMATS=deb rpm")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		var exit *exec.ExitError
+		switch {
+		case errors.As(err, &exit) && exit.ExitCode() == 3:
+			buildSkip = "cmd/shoelace or cmd/shoelace-agent does not build yet:\n" + lastLines(stderr.String(), 15)
+		case err != nil:
+			buildErr = errors.New("package.sh: " + err.Error() + "\n" + stderr.String())
+		default:
+			want := []string{"agent_" + testPkgVersion + "_" + runtime.GOARCH + ".deb", "agent_" + testPkgVersion + "_" + runtime.GOARCH + ".rpm",
+				"server_" + testPkgVersion + "_" + runtime.GOARCH + ".deb", "server_" + testPkgVersion + "_" + runtime.GOARCH + ".rpm"}
+			got := strings.Fields(string(out))
+			for i := range want {
+				want[i] = filepath.Join(dir, "shoelace-"+want[i])
+			}
+			if !slices.Equal(got, want) {
+				buildErr = errors.New("package.sh printed " + strings.Join(got, " ") + "\nwant " + strings.Join(want, " "))
+			}
+		}
+	})
+	if buildSkip != "" {
+		t.Skip(buildSkip)
+	}
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildDist
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDist != "" {
+		os.RemoveAll(buildDist)
+	}
+	os.Exit(code)
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, stderr.String())
+	}
+	return string(out)
+}
+
+func need(t *testing.T, tool string) {
+	t.Helper()
+	if _, err := exec.LookPath(tool); err != nil {
+		t.Skipf("%s not installed", tool)
+	}
+}
+
+func TestPackageVersion(t *testing.T) {
+	tests := []struct{ describe, want string }{
+		{"v1.2.3", "1.2.3"},
+		{"v1.2.3-dirty", "1.2.3+dirty"},
+		{"v1.2.3-4-gabc1234", "1.2.3+4.gabc1234"},
+		{"v1.2.3-4-gabc1234-dirty", "1.2.3+4.gabc1234.dirty"},
+		{"v1.3.0-rc1", "1.3.0~rc1"},
+		{"v1.3.0-rc1-2-gdeadbee", "1.3.0~rc1+2.gdeadbee"},
+		{"abc1234", "0.0.0~gabc1234"},
+		{"abc1234-dirty", "0.0.0~gabc1234+dirty"},
+		{"0.0.0-dev", "0.0.0~dev"},
+		{"v2.0.0_beta:1", "2.0.0.beta.1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.describe, func(t *testing.T) {
+			cmd := exec.Command("bash", "package.sh", "version")
+			cmd.Env = append(os.Environ(), "VERSION="+tt.describe)
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("package.sh version: %v", err)
+			}
+			if got := strings.TrimSpace(string(out)); got != tt.want {
+				t.Errorf("package version of %q = %q, want %q", tt.describe, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestPackageVersion_Order checks that dpkg (and rpm, when installed) order
+// the sanitized versions the way releases happen.
+func TestPackageVersion_Order(t *testing.T) {
+	need(t, "dpkg")
+	ordered := []string{"0.0.0~dev", "0.0.0~gabc1234", "1.3.0~rc1", "1.3.0~rc1+2.gdeadbee", "1.3.0", "1.3.0+4.gabc1234", "1.3.1"}
+	for i := 1; i < len(ordered); i++ {
+		a, b := ordered[i-1], ordered[i]
+		if err := exec.Command("dpkg", "--compare-versions", a, "lt", b).Run(); err != nil {
+			t.Errorf("dpkg: %s is not lower than %s", a, b)
+		}
+		if _, err := exec.LookPath("rpm"); err == nil {
+			out := run(t, "rpm", "--eval", `%{lua: print(rpm.vercmp("`+a+`", "`+b+`"))}`)
+			if strings.TrimSpace(out) != "-1" {
+				t.Errorf("rpm: vercmp(%s, %s) = %s, want -1", a, b, strings.TrimSpace(out))
+			}
+		}
+	}
+}
+
+// debEntry is one line of `dpkg-deb -c`, without size and date.
+type debEntry struct{ mode, owner, path string }
+
+func debContents(t *testing.T, deb string) []debEntry {
+	t.Helper()
+	var entries []debEntry
+	for _, line := range strings.Split(strings.TrimSpace(run(t, "dpkg-deb", "-c", deb)), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 6 {
+			t.Fatalf("dpkg-deb -c line %q: want 6 fields", line)
+		}
+		entries = append(entries, debEntry{f[0], f[1], f[5]})
+	}
+	return entries
+}
+
+func dirs(paths ...string) []debEntry {
+	var e []debEntry
+	for _, p := range paths {
+		e = append(e, debEntry{"drwxr-xr-x", "root/root", p})
+	}
+	return e
+}
+
+func TestDeb(t *testing.T) {
+	need(t, "dpkg-deb")
+	dist := packages(t)
+	unitDir := "./usr/lib/systemd/system/"
+	tests := []struct {
+		pkg       string
+		binary    string
+		unit      string
+		files     []debEntry
+		conffiles string
+		scripts   map[string]string // control file → packaging/scripts file
+	}{
+		{
+			pkg: "shoelace-agent", binary: "shoelace-agent", unit: "shoelace-agent.service",
+			files: append(dirs("./etc/", "./etc/shoelace/", "./etc/shoelace/templates.d/", "./usr/", "./usr/bin/",
+				"./usr/lib/", "./usr/lib/systemd/", unitDir, "./var/", "./var/lib/"),
+				debEntry{"-rw-r-----", "root/root", "./etc/shoelace/agent.yaml"},
+				debEntry{"-rwxr-xr-x", "root/root", "./usr/bin/shoelace-agent"},
+				debEntry{"-rw-r--r--", "root/root", unitDir + "shoelace-agent.service"},
+				debEntry{"drwx------", "root/root", "./var/lib/shoelace/"},
+			),
+			conffiles: "/etc/shoelace/agent.yaml\n",
+			scripts:   map[string]string{"postinst": "agent/postinstall.sh", "prerm": "agent/preremove.sh", "postrm": "agent/postremove.sh"},
+		},
+		{
+			pkg: "shoelace-server", binary: "shoelace", unit: "shoelace-server.service",
+			files: append(dirs("./etc/", "./etc/shoelace/", "./usr/", "./usr/bin/",
+				"./usr/lib/", "./usr/lib/systemd/", unitDir, "./var/", "./var/lib/"),
+				debEntry{"-rw-r-----", "root/root", "./etc/shoelace/server.env"},
+				debEntry{"-rwxr-xr-x", "root/root", "./usr/bin/shoelace"},
+				debEntry{"-rw-r--r--", "root/root", unitDir + "shoelace-server.service"},
+				debEntry{"drwx------", "shoelace/shoelace", "./var/lib/shoelace-server/"},
+			),
+			conffiles: "/etc/shoelace/server.env\n",
+			scripts: map[string]string{"preinst": "server/preinstall.sh", "postinst": "server/postinstall.sh",
+				"prerm": "server/preremove.sh", "postrm": "server/postremove.sh"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.pkg, func(t *testing.T) {
+			deb := filepath.Join(dist, tt.pkg+"_"+testPkgVersion+"_"+runtime.GOARCH+".deb")
+
+			sortEntries := func(e []debEntry) {
+				slices.SortFunc(e, func(a, b debEntry) int { return strings.Compare(a.path, b.path) })
+			}
+			got, want := debContents(t, deb), slices.Clone(tt.files)
+			sortEntries(got)
+			sortEntries(want)
+			if !slices.Equal(got, want) {
+				t.Errorf("dpkg-deb -c:\n got %v\nwant %v", got, want)
+			}
+
+			for field, want := range map[string]string{
+				"Package": tt.pkg, "Version": testPkgVersion + "-1", "Architecture": runtime.GOARCH,
+			} {
+				if got := strings.TrimSpace(run(t, "dpkg-deb", "-f", deb, field)); got != want {
+					t.Errorf("control %s = %q, want %q", field, got, want)
+				}
+			}
+
+			control := t.TempDir()
+			run(t, "dpkg-deb", "-e", deb, control)
+			if b, err := os.ReadFile(filepath.Join(control, "conffiles")); err != nil || string(b) != tt.conffiles {
+				t.Errorf("conffiles = %q (%v), want %q", b, err, tt.conffiles)
+			}
+			for _, name := range []string{"preinst", "postinst", "prerm", "postrm"} {
+				src, shipped := tt.scripts[name]
+				fi, err := os.Stat(filepath.Join(control, name))
+				if !shipped {
+					if err == nil {
+						t.Errorf("%s ships a %s it should not have", tt.pkg, name)
+					}
+					continue
+				}
+				if err != nil {
+					t.Errorf("missing %s: %v", name, err)
+					continue
+				}
+				if fi.Mode().Perm()&0o111 == 0 {
+					t.Errorf("%s is not executable: %v", name, fi.Mode())
+				}
+				got, _ := os.ReadFile(filepath.Join(control, name))
+				want, err := os.ReadFile(filepath.Join("scripts", src))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Errorf("%s differs from packaging/scripts/%s", name, src)
+				}
+			}
+
+			root := t.TempDir()
+			run(t, "dpkg-deb", "-x", deb, root)
+			unit, err := os.ReadFile(filepath.Join(root, "usr/lib/systemd/system", tt.unit))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want, _ := os.ReadFile(filepath.Join("..", "systemd", tt.unit)); !bytes.Equal(unit, want) {
+				t.Errorf("packaged %s differs from systemd/%s", tt.unit, tt.unit)
+			}
+			out := run(t, filepath.Join(root, "usr/bin", tt.binary), "version")
+			if !strings.Contains(out, testVersion) {
+				t.Errorf("packaged `%s version` printed %q, want it to contain %q", tt.binary, out, testVersion)
+			}
+		})
+	}
+}
+
+func TestRPM(t *testing.T) {
+	dist := packages(t)
+	for _, pkg := range []string{"shoelace-agent", "shoelace-server"} {
+		t.Run(pkg, func(t *testing.T) {
+			path := filepath.Join(dist, pkg+"_"+testPkgVersion+"_"+runtime.GOARCH+".rpm")
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The RPM lead's magic number.
+			if !bytes.HasPrefix(b, []byte{0xed, 0xab, 0xee, 0xdb}) {
+				t.Fatalf("%s is not an RPM file", path)
+			}
+			if _, err := exec.LookPath("rpm"); err != nil {
+				t.Skip("rpm not installed: checked the file's magic number only")
+			}
+			if got, want := run(t, "rpm", "-qp", "--queryformat", "%{NAME} %{VERSION} %{RELEASE}", path), pkg+" "+testPkgVersion+" 1"; got != want {
+				t.Errorf("rpm name/version/release = %q, want %q", got, want)
+			}
+			conf := map[string]string{"shoelace-agent": "/etc/shoelace/agent.yaml", "shoelace-server": "/etc/shoelace/server.env"}[pkg]
+			if got := strings.TrimSpace(run(t, "rpm", "-qpc", path)); got != conf {
+				t.Errorf("config files = %q, want %q", got, conf)
+			}
+			listing := run(t, "rpm", "-qplv", path)
+			state := map[string]string{"shoelace-agent": "/var/lib/shoelace", "shoelace-server": "/var/lib/shoelace-server"}[pkg]
+			binary := map[string]string{"shoelace-agent": "/usr/bin/shoelace-agent", "shoelace-server": "/usr/bin/shoelace"}[pkg]
+			for _, want := range []string{"drwx------ ", "-rwxr-xr-x "} {
+				found := false
+				for _, line := range strings.Split(listing, "\n") {
+					found = found || (strings.HasPrefix(line, want) && (strings.HasSuffix(line, " "+state) || strings.HasSuffix(line, " "+binary)))
+				}
+				if !found {
+					t.Errorf("rpm -qplv has no %q entry for %s or %s:\n%s", want, state, binary, listing)
+				}
+			}
+			scripts := run(t, "rpm", "-qp", "--scripts", path)
+			for _, want := range []string{"postinstall scriptlet", "preuninstall scriptlet", "systemctl try-restart"} {
+				if !strings.Contains(scripts, want) {
+					t.Errorf("rpm scripts lack %q:\n%s", want, scripts)
+				}
+			}
+		})
+	}
+}
+
+// TestMaintainerScripts_Agent runs the agent's scripts with each argument
+// deb and rpm pass, with a stand-in systemctl that logs its calls: enable on
+// first install only, never start, nothing on upgrade (without a running
+// systemd there is nothing to try-restart), stop and disable on removal only.
+func TestMaintainerScripts_Agent(t *testing.T) {
+	if _, err := os.Stat("/run/systemd/system"); err == nil {
+		t.Skip("systemd runs here: the scripts would act on the real service")
+	}
+	tests := []struct {
+		script string
+		args   []string
+		want   string
+	}{
+		{"postinstall.sh", []string{"configure", ""}, "enable shoelace-agent.service"},
+		{"postinstall.sh", []string{"configure", "0.1.0-1"}, ""},
+		{"postinstall.sh", []string{"abort-upgrade", "0.1.0-1"}, ""},
+		{"postinstall.sh", []string{"1"}, "enable shoelace-agent.service"},
+		{"postinstall.sh", []string{"2"}, ""},
+		{"preremove.sh", []string{"upgrade", "0.2.0-1"}, ""},
+		{"preremove.sh", []string{"remove"}, "disable shoelace-agent.service"},
+		{"preremove.sh", []string{"1"}, ""},
+		{"preremove.sh", []string{"0"}, "disable shoelace-agent.service"},
+		{"postremove.sh", []string{"remove"}, ""},
+		{"postremove.sh", []string{"upgrade", "0.2.0-1"}, ""},
+		{"postremove.sh", []string{"0"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.script+" "+strings.Join(tt.args, " "), func(t *testing.T) {
+			bin := t.TempDir()
+			log := filepath.Join(bin, "calls.log")
+			fake := "#!/bin/sh\necho \"$*\" >> " + log + "\n"
+			if err := os.WriteFile(filepath.Join(bin, "systemctl"), []byte(fake), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command("sh", append([]string{filepath.Join("scripts", "agent", tt.script)}, tt.args...)...)
+			cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			got, _ := os.ReadFile(log)
+			if strings.TrimSpace(string(got)) != tt.want {
+				t.Errorf("systemctl calls = %q, want %q", strings.TrimSpace(string(got)), tt.want)
+			}
+		})
+	}
+}
+
+func TestMaintainerScripts_Syntax(t *testing.T) {
+	scripts, err := filepath.Glob(filepath.Join("scripts", "*", "*.sh"))
+	if err != nil || len(scripts) != 7 {
+		t.Fatalf("found %d scripts (%v), want 7", len(scripts), err)
+	}
+	for _, s := range scripts {
+		if out, err := exec.Command("sh", "-n", s).CombinedOutput(); err != nil {
+			t.Errorf("%s: %v\n%s", s, err, out)
+		}
+	}
+}

@@ -1,0 +1,34 @@
+#!/bin/sh
+# shoelace-agent postinstall (deb postinst and rpm %post).
+# First install: enable the service but do not start it; it starts at boot
+# once /etc/shoelace/token exists (ConditionPathExists in the unit).
+# Upgrade: restart the service only if it was running (try-restart), and
+# leave the administrator's enable/disable choice alone.
+set -e
+unit=shoelace-agent.service
+
+upgrade=false
+case "$1" in
+configure) if [ -n "$2" ]; then upgrade=true; fi ;; # deb: configure <previous version>
+abort-*) exit 0 ;;
+[0-9]*) if [ "$1" -ge 2 ]; then upgrade=true; fi ;; # rpm: 1 = install, 2 = upgrade
+esac
+
+# The package creates it 0700, but dpkg leaves an existing directory alone.
+if [ -d /var/lib/shoelace ]; then
+	chmod 0700 /var/lib/shoelace
+fi
+
+command -v systemctl >/dev/null 2>&1 || exit 0
+if [ -d /run/systemd/system ]; then
+	systemctl daemon-reload || true
+fi
+if [ "$upgrade" = true ]; then
+	if [ -d /run/systemd/system ]; then
+		systemctl try-restart "$unit" || true
+	fi
+else
+	# Works without a running systemd too (image builds, chroots).
+	systemctl enable "$unit" || true
+fi
+exit 0
