@@ -50,7 +50,8 @@ type EmbedConfig struct {
 	// "error").
 	Logger   *slog.Logger
 	LogLevel string
-	// ProgressNotifyInterval defaults to DefaultProgressNotifyInterval.
+	// ProgressNotifyInterval defaults to DefaultProgressNotifyInterval. etcd keeps it in a
+	// package variable: every etcd started in one process uses the last one set.
 	ProgressNotifyInterval time.Duration
 	// ReadyTimeout defaults to DefaultReadyTimeout.
 	ReadyTimeout time.Duration

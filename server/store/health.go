@@ -31,7 +31,7 @@ func (s *Store) Health(ctx context.Context) (Health, error) {
 	h.Error = err.Error()
 	// Tell "no leader" from "unreachable": ask each endpoint for its status, briefly, even
 	// when ctx is spent by the read.
-	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), min(s.cfg.RequestTimeout, time.Second))
 	defer scancel()
 	for _, ep := range h.Endpoints {
 		st, serr := s.cli.Status(sctx, ep)

@@ -20,6 +20,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -184,6 +186,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		MaxCallSendMsgSize: maxSend(s.etcdMaxRequestBytes),
 		Logger:             zl,
 		Context:            s.ctx,
+		// gRPC's reconnect backoff grows to 2 minutes by default: cap it so that the server
+		// is back within seconds of etcd.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: cfg.DialTimeout,
+		})},
 	})
 	if err != nil {
 		s.closeEmbedded()
@@ -263,7 +271,7 @@ func (s *Store) loadIDLoop() {
 			s.log.Info("etcd reachable", "store", id)
 			return
 		}
-		wait = min(2*wait, 5*time.Second)
+		wait = min(2*wait, time.Second)
 	}
 }
 

@@ -1,0 +1,207 @@
+package store_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/store"
+)
+
+func embeddedConfig(dir string) store.Config {
+	// The progress interval is global to etcd's package: keep every etcd of the test binary at
+	// the same short one.
+	return store.Config{DataDir: dir, Logger: quietLogger(), UnsafeFast: true, ProgressNotifyInterval: 200 * time.Millisecond}
+}
+
+func TestStore_EmbeddedRestartKeepsData(t *testing.T) {
+	dir := t.TempDir()
+	ctx := ctxT(t)
+	s, err := store.Open(ctx, embeddedConfig(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Embedded() || s.ID() == "" || s.MaxRequestBytes() < 2*api.DefaultMaxValueBytes {
+		t.Fatalf("embedded %v id %q max request %d", s.Embedded(), s.ID(), s.MaxRequestBytes())
+	}
+	id := s.ID()
+	rev := mustPut(t, s, "shared/kept", "yes")
+
+	// A second server on the same data dir is refused at once, with a reason.
+	_, err = store.Open(ctx, embeddedConfig(dir))
+	if err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second open of one data dir: %v", err)
+	}
+	// Another data dir starts next to it.
+	s2, err := store.Open(ctx, embeddedConfig(t.TempDir()))
+	if err != nil {
+		t.Fatalf("second embedded store: %v", err)
+	}
+	if s2.ID() == id {
+		t.Errorf("two stores share id %s", id)
+	}
+	s2.Close()
+
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = store.Open(ctx, embeddedConfig(dir))
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer s.Close()
+	kv, _, err := s.Get(ctx, "shared/kept")
+	if err != nil || kv.Value != "yes" || kv.ModRevision != rev {
+		t.Fatalf("after restart: %+v %v", kv, err)
+	}
+	if s.ID() != id {
+		t.Errorf("store id changed across a restart: %s, then %s", id, s.ID())
+	}
+	if _, err := s.ResetID(ctx); err != nil || s.ID() == id {
+		t.Errorf("reset id: %s %v", s.ID(), err)
+	}
+}
+
+func TestStore_ConcurrentOpensAgreeOnID(t *testing.T) {
+	cfg := testConfig(t)
+	var wg sync.WaitGroup
+	ids := make([]string, 6)
+	for i := range ids {
+		wg.Go(func() {
+			s, err := store.Open(context.Background(), cfg)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer s.Close()
+			ids[i] = s.ID()
+		})
+	}
+	wg.Wait()
+	for _, id := range ids {
+		if id == "" || id != ids[0] {
+			t.Fatalf("ids: %q", ids)
+		}
+	}
+	s := openStore(t, func(c *store.Config) { c.Root = cfg.Root })
+	if v, _, err := s.SysGet(ctxT(t), "store-id"); err != nil || string(v) != ids[0] {
+		t.Errorf("stored id %q (%v), want %s", v, err, ids[0])
+	}
+}
+
+// Against an external cluster that is down, Open succeeds; calls fail fast with 503 until the
+// cluster is back, and the store recovers by itself.
+func TestStore_ExternalDownThenBack(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "etcd")
+	ctx := ctxT(t)
+	e, err := store.StartEmbedded(ctx, store.EmbedConfig{Dir: dir, Logger: quietLogger(), LogLevel: "error", UnsafeFast: true, ProgressNotifyInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	endpoints := e.Endpoints()
+	e.Close()
+
+	start := time.Now()
+	s, err := store.Open(ctx, store.Config{
+		Endpoints:      endpoints,
+		Logger:         quietLogger(),
+		DialTimeout:    300 * time.Millisecond,
+		RequestTimeout: 300 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatalf("open against a down cluster: %v", err)
+	}
+	defer s.Close()
+	t.Logf("open took %s", time.Since(start))
+	if s.ID() != "" {
+		t.Fatalf("id %q without etcd", s.ID())
+	}
+	_, _, err = s.Get(ctx, "shared/x")
+	wantCode(t, err, api.CodeUnavailable)
+	hstart := time.Now()
+	h, err := s.Health(ctx)
+	t.Logf("health of a down cluster took %s", time.Since(hstart))
+	wantCode(t, err, api.CodeUnavailable)
+	if h.Reachable || h.Leader || h.Error == "" || len(h.Endpoints) == 0 {
+		t.Errorf("health of a down cluster: %+v", h)
+	}
+
+	e, err = store.StartEmbedded(ctx, store.EmbedConfig{Dir: dir, ClientAddr: strings.TrimPrefix(endpoints[0], "http://"),
+		Logger: quietLogger(), LogLevel: "error", UnsafeFast: true, ProgressNotifyInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	back := time.Now()
+	defer func() { t.Logf("id loaded %s after etcd came back", time.Since(back)) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for s.ID() == "" {
+		if time.Now().After(deadline) {
+			t.Fatal("store id not loaded 30s after etcd came back")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := s.Put(ctx, "shared/x", "back", -1); err != nil {
+		t.Fatalf("put after etcd came back: %v", err)
+	}
+	if v, _, err := s.SysGet(ctx, "store-id"); err != nil || string(v) != s.ID() {
+		t.Errorf("stored id %q (%v), ID() %q", v, err, s.ID())
+	}
+	h, err = s.Health(ctx)
+	if err != nil || !h.Reachable || !h.Leader || h.Latency <= 0 {
+		t.Errorf("health: %+v %v", h, err)
+	}
+}
+
+func TestStore_BadTLSConfigRefused(t *testing.T) {
+	_, err := store.Open(ctxT(t), store.Config{Endpoints: []string{"https://127.0.0.1:1"}, CACert: filepath.Join(t.TempDir(), "missing.pem")})
+	if err == nil || !strings.Contains(err.Error(), "ca cert") {
+		t.Fatalf("got %v", err)
+	}
+	_, err = store.Open(ctxT(t), store.Config{Endpoints: []string{"https://127.0.0.1:1"}, Cert: "c.pem"})
+	if err == nil || !strings.Contains(err.Error(), "together") {
+		t.Fatalf("got %v", err)
+	}
+	_, err = store.Open(ctxT(t), store.Config{Endpoints: []string{"http://127.0.0.1:1"}, Root: "noslash"})
+	if err == nil || !strings.Contains(err.Error(), "root") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestStore_HealthAndSnapshot(t *testing.T) {
+	s := openStore(t)
+	ctx := ctxT(t)
+	h, err := s.Health(ctx)
+	if err != nil || !h.Reachable || !h.Leader || h.Latency <= 0 || h.Error != "" {
+		t.Fatalf("health: %+v %v", h, err)
+	}
+	mustPut(t, s, "shared/snap", "v")
+	var buf bytes.Buffer
+	n, err := s.Snapshot(ctx, &buf)
+	if err != nil || n == 0 || n != int64(buf.Len()) {
+		t.Fatalf("snapshot: %d bytes (buffer %d): %v", n, buf.Len(), err)
+	}
+	if !bytes.Contains(buf.Bytes(), []byte("shared/snap")) {
+		t.Error("snapshot lacks a key just written")
+	}
+}
+
+func TestStore_CanceledContext(t *testing.T) {
+	s := openStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, _, err := s.Get(ctx, "shared/x")
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		t.Errorf("a canceled call is an API error %v", ae)
+	}
+}

@@ -1,0 +1,143 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/store"
+)
+
+func next(tb testing.TB, ch <-chan store.Event, skipProgress bool) store.Event {
+	tb.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case ev, ok := <-ch:
+			if !ok {
+				tb.Fatal("watch closed")
+			}
+			if skipProgress && ev.Progress {
+				continue
+			}
+			sort.Strings(ev.Keys)
+			sort.Strings(ev.SysKeys)
+			return ev
+		case <-timeout:
+			tb.Fatal("no watch event in 20s")
+		}
+	}
+}
+
+func TestStore_Watch(t *testing.T) {
+	s := openStore(t)
+	other := openStore(t) // another root on the same etcd: never seen
+	ctx := ctxT(t)
+	start, err := s.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch, werr := s.Watch(wctx, start+1)
+
+	r1 := mustPut(t, s, "shared/a", "1")
+	mustPut(t, other, "shared/a", "x")
+	r2, err := s.Txn(ctx, api.Txn{Ops: []api.Op{
+		{Op: api.OpPut, Key: "appliances/web/x", Value: "x"},
+		{Op: api.OpPut, Key: "appliances/web/y", Value: "y"},
+		{Op: api.OpDelete, Key: "shared", Recurse: true},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r3, err := s.SysPut(ctx, "tokens/t", []byte("secret hash"), -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r4, _, err := s.Delete(ctx, "appliances/web/x", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	want := []store.Event{
+		{Revision: r1, Keys: []string{"shared/a"}},
+		{Revision: r2, Keys: []string{"appliances/web/x", "appliances/web/y", "shared/a"}},
+		{Revision: r3, SysKeys: []string{"tokens/t"}},
+		{Revision: r4, Keys: []string{"appliances/web/x"}},
+	}
+	for i, w := range want {
+		if got := next(t, ch, true); !reflect.DeepEqual(got, w) {
+			t.Fatalf("event %d: got %+v, want %+v", i, got, w)
+		}
+	}
+
+	// Nothing happens under this root: progress notifications carry the current revision.
+	for {
+		ev := next(t, ch, false)
+		if !ev.Progress {
+			t.Fatalf("unexpected event %+v", ev)
+		}
+		if ev.Revision >= r4 && len(ev.Keys) == 0 && len(ev.SysKeys) == 0 {
+			break
+		}
+	}
+
+	cancel()
+	deadline := time.After(5 * time.Second)
+	for open := true; open; {
+		select {
+		case _, open = <-ch:
+		case <-deadline:
+			t.Fatal("watch still open 5s after its ctx was canceled")
+		}
+	}
+	if err := werr(); err != nil {
+		t.Errorf("watch ended by its ctx reports %v", err)
+	}
+}
+
+func TestStore_WatchReplaysFromRevision(t *testing.T) {
+	s := openStore(t)
+	ctx := ctxT(t)
+	r1 := mustPut(t, s, "a/1", "1")
+	r2 := mustPut(t, s, "a/2", "2")
+	ch, _ := s.Watch(ctx, r1)
+	if got := next(t, ch, true); got.Revision != r1 || !reflect.DeepEqual(got.Keys, []string{"a/1"}) {
+		t.Errorf("first event %+v, want a/1 at %d", got, r1)
+	}
+	if got := next(t, ch, true); got.Revision != r2 || !reflect.DeepEqual(got.Keys, []string{"a/2"}) {
+		t.Errorf("second event %+v, want a/2 at %d", got, r2)
+	}
+}
+
+func TestStore_WatchCompacted(t *testing.T) {
+	s := openStore(t)
+	ctx := ctxT(t)
+	r1 := mustPut(t, s, "a/1", "1")
+	r2 := mustPut(t, s, "a/1", "2")
+	if err := s.Compact(ctx, r2); err != nil {
+		t.Fatal(err)
+	}
+	ch, werr := s.Watch(ctx, r1)
+	select {
+	case ev, ok := <-ch:
+		if ok {
+			t.Fatalf("got event %+v from a compacted revision", ev)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("watch from a compacted revision still open")
+	}
+	if err := werr(); !errors.Is(err, store.ErrCompacted) {
+		t.Fatalf("got %v, want ErrCompacted", err)
+	}
+	// From the compaction on, it works.
+	ch2, _ := s.Watch(ctx, r2)
+	if got := next(t, ch2, true); got.Revision != r2 {
+		t.Errorf("watch from the compacted revision: %+v", got)
+	}
+}
