@@ -1,0 +1,201 @@
+// Package agent renders an appliance's view into local files: it loads and validates the
+// agent's config, fetches the view over HTTP (internal/client), renders each template
+// (templates), installs the output (internal/atomicfile), runs checks and commands, and in
+// `run` long-polls for changes, keeping a last-known-good copy of the view in cache_dir.
+// It never imports etcd or gRPC.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/client"
+)
+
+// Options are the agent's run-time settings that are not in its config file.
+type Options struct {
+	// Logger receives the agent's logs; nil means slog.Default().
+	Logger *slog.Logger
+	// ConfigPath is reloaded on Reload and on edits of templates_dir; empty disables reloads.
+	ConfigPath string
+	// Reload, when not nil, asks Run to reload its config (wire SIGHUP to it).
+	Reload <-chan struct{}
+	// UserAgent is sent with every request.
+	UserAgent string
+	// Notify reports service state (systemd's sd_notify); nil functions are skipped.
+	Notify Notifier
+}
+
+// Notifier reports service state, such as to systemd.
+type Notifier struct {
+	Ready, Reloading, Stopping func() error
+	Status                     func(string) error
+}
+
+// Agent renders one appliance's templates.
+type Agent struct {
+	cfg      *Config
+	opts     Options
+	log      *slog.Logger
+	client   *client.Client
+	instance string
+	tmpls    []*tmpl
+
+	applied atomic.Int64 // last revision at which every template was in place
+}
+
+// New parses every template of cfg (which must be validated) and returns an agent.
+// Every template error is reported, one per line.
+func New(cfg *Config, opts Options) (*Agent, error) {
+	a := &Agent{cfg: cfg, opts: opts, log: opts.Logger}
+	if a.log == nil {
+		a.log = slog.Default()
+	}
+	if err := a.configure(cfg); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// configure builds the client and parses the templates of cfg.
+func (a *Agent) configure(cfg *Config) error {
+	tmpls, err := parseAll(cfg)
+	if err != nil {
+		return err
+	}
+	tok, err := cfg.LoadToken()
+	if err != nil {
+		return fmt.Errorf("%s: %w", cfg.Path, err)
+	}
+	ua := a.opts.UserAgent
+	if ua == "" {
+		ua = "shoelace-agent"
+	}
+	c, err := client.New(cfg.Server, client.Options{Token: tok, CAFile: cfg.CAFile, UserAgent: ua})
+	if err != nil {
+		return fmt.Errorf("%s: %w", cfg.Path, err)
+	}
+	a.cfg, a.client, a.tmpls, a.instance = cfg, c, tmpls, cfg.InstanceName()
+	return nil
+}
+
+func parseAll(cfg *Config) ([]*tmpl, error) {
+	var errs []string
+	out := make([]*tmpl, 0, len(cfg.Templates))
+	for i := range cfg.Templates {
+		tc := &cfg.Templates[i]
+		t, err := parseTemplate(tc)
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		out = append(out, &tmpl{cfg: tc, t: t})
+	}
+	if len(errs) > 0 {
+		return nil, &ConfigError{Problems: errs}
+	}
+	return out, nil
+}
+
+// Warnings lists what `validate` should point out without failing: templates whose output
+// changes on every render.
+func (a *Agent) Warnings() []string {
+	var w []string
+	for _, t := range a.tmpls {
+		if fns := t.t.Nondeterministic(); len(fns) > 0 {
+			w = append(w, fmt.Sprintf("%s: uses %s, whose output changes on every render: the file is rewritten and its command runs on every change of the view",
+				t.cfg.where(), strings.Join(fns, ", ")))
+		}
+	}
+	return w
+}
+
+// Templates returns the number of parsed templates.
+func (a *Agent) Templates() int { return len(a.tmpls) }
+
+func (a *Agent) selectStage(stage string) ([]*tmpl, error) {
+	if stage != "" && stage != StageSystem && stage != StageApplication {
+		return nil, fmt.Errorf("stage %q must be %q or %q", stage, StageSystem, StageApplication)
+	}
+	var sel []*tmpl
+	for _, t := range a.tmpls {
+		if stage == "" || t.cfg.Stage == stage {
+			sel = append(sel, t)
+		}
+	}
+	if len(sel) == 0 {
+		if stage == "" {
+			return nil, fmt.Errorf("%s: no templates configured", a.cfg.Path)
+		}
+		return nil, fmt.Errorf("%s: no templates with stage %q (of %d configured)", a.cfg.Path, stage, len(a.tmpls))
+	}
+	return sel, nil
+}
+
+// fetch reads the view now.
+func (a *Agent) fetch(ctx context.Context) (*view, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	v, meta, err := a.client.View(ctx, a.cfg.Appliance)
+	if err != nil {
+		return nil, fmt.Errorf("fetch view of %s from %s: %w", a.cfg.Appliance, a.client.Addr(), err)
+	}
+	if len(v.Keys) == 0 {
+		return nil, fmt.Errorf("fetch view of %s from %s: the view has no keys", a.cfg.Appliance, a.client.Addr())
+	}
+	rev := v.Revision
+	if rev == 0 {
+		rev = meta.Index
+	}
+	return &view{Store: meta.Store, Revision: rev, Keys: v.Keys}, nil
+}
+
+// Once fetches a fresh view (never the cache, and writes none), renders the templates of
+// stage ("" for all) and returns nil only when every one of them is in place. Selecting no
+// template is an error. A failing command is logged, not returned: its file is in place.
+func (a *Agent) Once(ctx context.Context, stage string, noCommands bool) error {
+	sel, err := a.selectStage(stage)
+	if err != nil {
+		return err
+	}
+	v, err := a.fetch(ctx)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	res := a.renderPass(ctx, v, sel, true, noCommands)
+	a.logPass(v, res, time.Since(start))
+	if !res.ok() {
+		return fmt.Errorf("%d of %d templates not in place at revision %d: %s", len(res.failed), len(sel), v.Revision, strings.Join(res.failed, "; "))
+	}
+	a.log.Info("all templates in place", "templates", len(sel), "rendered", len(res.rendered), "revision", v.Revision, "stage", stage)
+	return nil
+}
+
+// errKind sorts a failed request: what to log and whether Retry-After applies.
+func describeFetchError(err error) (msg string, retryAfter time.Duration) {
+	var ae *api.Error
+	switch {
+	case client.IsTransport(err):
+		return "server unreachable; keeping files", 0
+	case errors.As(err, &ae):
+		ra := time.Duration(ae.RetryAfter) * time.Second
+		switch {
+		case ae.Status == http.StatusNotFound:
+			return "appliance not found on the server (no keys of its own); keeping files", ra
+		case ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden:
+			return "server refused the token; keeping files", ra
+		case ae.Status >= 500 || ae.Status == http.StatusTooManyRequests:
+			return "server unavailable; keeping files", ra
+		}
+		return "server refused the request; keeping files", ra
+	}
+	return "view request failed; keeping files", 0
+}

@@ -1,0 +1,121 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
+)
+
+// Cached is the last-known-good view kept in cache_dir.
+type Cached struct {
+	Appliance string            `json:"appliance"`
+	Store     string            `json:"store"`
+	Revision  int64             `json:"revision"`
+	Keys      map[string]string `json:"keys"`
+	Saved     time.Time         `json:"saved"`
+}
+
+// CachePath is the file holding the last-known-good view of appliance.
+func CachePath(cacheDir, appliance string) string {
+	return filepath.Join(cacheDir, appliance+".json")
+}
+
+// StatusPath is the file where `run` records its state for `status`.
+func StatusPath(cacheDir, appliance string) string {
+	return filepath.Join(cacheDir, appliance+".status.json")
+}
+
+// SaveCache writes the view atomically, mode 0600 (it may hold secrets).
+func SaveCache(cacheDir string, c Cached) error {
+	if err := os.MkdirAll(cacheDir, 0o700); err != nil {
+		return fmt.Errorf("cache dir: %w", err)
+	}
+	data, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("encode cache: %w", err)
+	}
+	path := CachePath(cacheDir, c.Appliance)
+	if _, err := atomicfile.Write(path, data, atomicfile.Options{Perm: 0o600, UID: atomicfile.Keep, GID: atomicfile.Keep}); err != nil {
+		return fmt.Errorf("write cache: %w", err)
+	}
+	return nil
+}
+
+// LoadCache reads the cached view of appliance; os.ErrNotExist when there is none.
+// A cache that is unreadable, for another appliance or without keys is an error.
+func LoadCache(cacheDir, appliance string) (*Cached, error) {
+	path := CachePath(cacheDir, appliance)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var c Cached
+	if err := json.Unmarshal(data, &c); err != nil {
+		return nil, fmt.Errorf("cache %s: %w", path, err)
+	}
+	if c.Appliance != appliance {
+		return nil, fmt.Errorf("cache %s holds appliance %q, not %q", path, c.Appliance, appliance)
+	}
+	if len(c.Keys) == 0 {
+		return nil, fmt.Errorf("cache %s holds no keys", path)
+	}
+	for k := range c.Keys {
+		if err := api.ValidateKey(k); err != nil {
+			return nil, fmt.Errorf("cache %s: %w", path, err)
+		}
+	}
+	return &c, nil
+}
+
+// Status is what `run` last did, as `status` shows it.
+type Status struct {
+	Appliance string           `json:"appliance"`
+	Instance  string           `json:"instance"`
+	Updated   time.Time        `json:"updated"`
+	Store     string           `json:"store"`
+	Revision  int64            `json:"revision"`
+	Applied   int64            `json:"applied"`
+	FromCache bool             `json:"from_cache,omitempty"`
+	LastSync  time.Time        `json:"last_sync,omitzero"`
+	LastError string           `json:"last_error,omitempty"`
+	Templates []TemplateStatus `json:"templates"`
+}
+
+// TemplateStatus is one template's state.
+type TemplateStatus struct {
+	Destination string `json:"destination"`
+	InPlace     bool   `json:"in_place"`
+	Revision    int64  `json:"revision,omitempty"`
+	Error       string `json:"error,omitempty"`
+}
+
+// LoadStatus reads the status file of appliance.
+func LoadStatus(cacheDir, appliance string) (*Status, error) {
+	data, err := os.ReadFile(StatusPath(cacheDir, appliance))
+	if err != nil {
+		return nil, err
+	}
+	var s Status
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("status file: %w", err)
+	}
+	return &s, nil
+}
+
+func saveStatus(cacheDir string, s *Status) error {
+	if err := os.MkdirAll(cacheDir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("cache dir: %w", err)
+	}
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = atomicfile.Write(StatusPath(cacheDir, s.Appliance), data, atomicfile.Options{Perm: 0o600, UID: atomicfile.Keep, GID: atomicfile.Keep})
+	return err
+}

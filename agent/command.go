@@ -1,0 +1,128 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// maxOutputBytes bounds what the agent keeps of a command's output for its log.
+const maxOutputBytes = 16 << 10
+
+// defaultPath is PATH for commands when the agent has none.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// CommandResult is what one run of a check or command did.
+type CommandResult struct {
+	Command  string
+	Output   string // stdout and stderr interleaved, at most maxOutputBytes (the tail is cut)
+	Duration time.Duration
+	ExitCode int // -1 when it did not exit by itself
+	TimedOut bool
+}
+
+// RunCommand runs command through /bin/sh -c in its own process group, with a minimal
+// environment (PATH, HOME, LANG, LC_ALL, TZ from the agent's, plus env), and kills the whole
+// group when timeout expires or ctx ends. A non-zero exit, a timeout or a failure to start
+// is an error; the result is filled in every case.
+func RunCommand(ctx context.Context, command string, timeout time.Duration, env []string) (CommandResult, error) {
+	res := CommandResult{Command: command, ExitCode: -1}
+	if timeout <= 0 {
+		timeout = DefaultCommandTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
+	cmd.Env = commandEnv(env)
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		// The negative pid signals the whole group: the shell and what it started.
+		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	// A daemon started by the command may keep the output pipe open; stop waiting for it.
+	cmd.WaitDelay = time.Second
+	out := &limitedBuffer{max: maxOutputBytes}
+	cmd.Stdout, cmd.Stderr = out, out
+	start := time.Now()
+	err := cmd.Run()
+	res.Duration = time.Since(start)
+	res.Output = out.String()
+	if cmd.ProcessState != nil {
+		res.ExitCode = cmd.ProcessState.ExitCode()
+	}
+	if ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		res.TimedOut = true
+		// Also reap anything of the group that outlived the shell.
+		if cmd.Process != nil {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
+		return res, fmt.Errorf("timed out after %s; its process group was killed", timeout)
+	}
+	if errors.Is(err, exec.ErrWaitDelay) && res.ExitCode == 0 {
+		err = nil
+	}
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return res, fmt.Errorf("exited with status %d", res.ExitCode)
+		}
+		return res, err
+	}
+	return res, nil
+}
+
+func commandEnv(extra []string) []string {
+	env := make([]string, 0, 8+len(extra))
+	path := os.Getenv("PATH")
+	if path == "" {
+		path = defaultPath
+	}
+	env = append(env, "PATH="+path)
+	for _, k := range []string{"HOME", "LANG", "LC_ALL", "TZ"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return append(env, extra...)
+}
+
+// limitedBuffer keeps the first max bytes written and counts the rest.
+type limitedBuffer struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	max     int
+	dropped int
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	room := b.max - b.buf.Len()
+	if room >= len(p) {
+		b.buf.Write(p)
+	} else {
+		if room > 0 {
+			b.buf.Write(p[:room])
+		}
+		b.dropped += len(p) - max(room, 0)
+	}
+	return len(p), nil
+}
+
+func (b *limitedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.buf.String()
+	if b.dropped > 0 {
+		s += fmt.Sprintf("\n[… %d more bytes not kept]", b.dropped)
+	}
+	return strings.TrimRight(s, "\n")
+}

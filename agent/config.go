@@ -1,0 +1,583 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// Defaults of the agent's configuration.
+const (
+	DefaultConfigPath     = "/etc/shoelace/agent.yaml"
+	DefaultCacheDir       = "/var/lib/shoelace"
+	DefaultCommandTimeout = 30 * time.Second
+	// DefaultPollWait is how long one long-poll may be held by the server.
+	DefaultPollWait = 55 * time.Second
+)
+
+// Stages of a template.
+const (
+	StageApplication = "application"
+	StageSystem      = "system"
+)
+
+// maxTokenBytes bounds a token file, which holds one line.
+const maxTokenBytes = 4096
+
+// Config is the agent's configuration file (DESIGN.md, "Agent").
+type Config struct {
+	Server        string     `yaml:"server"`
+	CAFile        string     `yaml:"ca_file"`
+	TokenFile     string     `yaml:"token_file"`
+	Token         string     `yaml:"token"`
+	Appliance     string     `yaml:"appliance"`
+	Instance      string     `yaml:"instance"`
+	CacheDir      string     `yaml:"cache_dir"`
+	Wait          Wait       `yaml:"wait"`
+	MetricsListen string     `yaml:"metrics_listen"`
+	AllowedDirs   []string   `yaml:"allowed_dirs"`
+	TemplatesDir  string     `yaml:"templates_dir"`
+	Templates     []Template `yaml:"templates"`
+
+	// Path is the file the config was loaded from (for messages); empty when built in code.
+	Path string `yaml:"-"`
+}
+
+// Wait coalesces bursts of changes: render once the view has been quiet for Min, and at
+// the latest Max after the first change. Zero values turn it off.
+type Wait struct {
+	Min Duration `yaml:"min"`
+	Max Duration `yaml:"max"`
+}
+
+// Enabled reports whether changes are coalesced.
+func (w Wait) Enabled() bool { return w.Min > 0 || w.Max > 0 }
+
+// Template is one file the agent renders.
+type Template struct {
+	Source         string   `yaml:"source"`
+	Contents       string   `yaml:"contents"`
+	Destination    string   `yaml:"destination"`
+	Stage          string   `yaml:"stage"`
+	Perms          string   `yaml:"perms"`
+	Owner          string   `yaml:"owner"`
+	Group          string   `yaml:"group"`
+	Backup         bool     `yaml:"backup"`
+	LeftDelimiter  string   `yaml:"left_delimiter"`
+	RightDelimiter string   `yaml:"right_delimiter"`
+	Check          string   `yaml:"check"`
+	Command        string   `yaml:"command"`
+	CommandTimeout Duration `yaml:"command_timeout"`
+
+	// File and Line say where the entry was written (for messages).
+	File string `yaml:"-"`
+	Line int    `yaml:"-"`
+
+	// Resolved by Validate.
+	mode     os.FileMode
+	uid, gid int
+}
+
+// Mode is the file mode asked by perms (0: keep the current one, 0644 for a new file).
+func (t *Template) Mode() os.FileMode { return t.mode }
+
+// UID is the owner asked by owner, or -1 to keep it.
+func (t *Template) UID() int { return t.uid }
+
+// GID is the group asked by group, or -1 to keep it.
+func (t *Template) GID() int { return t.gid }
+
+// Timeout is command_timeout or its default; it bounds check and command.
+func (t *Template) Timeout() time.Duration {
+	if t.CommandTimeout > 0 {
+		return time.Duration(t.CommandTimeout)
+	}
+	return DefaultCommandTimeout
+}
+
+// where names the entry in messages: file:line and its destination.
+func (t *Template) where() string {
+	loc := t.File
+	if t.Line > 0 {
+		loc = fmt.Sprintf("%s:%d", t.File, t.Line)
+	}
+	if t.Destination != "" {
+		return fmt.Sprintf("%s: template %s", loc, t.Destination)
+	}
+	return fmt.Sprintf("%s: template", loc)
+}
+
+// Duration is a time.Duration written as "30s", "2m" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML reads a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return lineError(n, "a duration must be a string like \"30s\"")
+	}
+	if n.Value == "0" {
+		*d = 0
+		return nil
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return lineError(n, fmt.Sprintf("invalid duration %q: use a number with a unit, like \"500ms\", \"30s\" or \"2m\"", n.Value))
+	}
+	if v < 0 {
+		return lineError(n, fmt.Sprintf("duration %q is negative", n.Value))
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// lineError is a decoding error that yaml.v3 collects with the others, so that one run
+// reports every problem of a file.
+func lineError(n *yaml.Node, msg string) error {
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %s", n.Line, msg)}}
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// DefaultConfig returns a config with every default set and no templates.
+func DefaultConfig() *Config {
+	return &Config{CacheDir: DefaultCacheDir}
+}
+
+// LoadConfig reads the config file at path strictly (an unknown field is an error naming the
+// file and line), then every *.yaml in templates_dir (each a list of template entries, read as
+// strictly), fills defaults and validates the whole.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := ParseConfig(path, data)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.TemplatesDir != "" {
+		if err := cfg.loadTemplatesDir(); err != nil {
+			return nil, err
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// ParseConfig decodes a config file's content (name is used in messages) over DefaultConfig,
+// without reading templates_dir and without validating.
+func ParseConfig(name string, data []byte) (*Config, error) {
+	cfg := DefaultConfig()
+	if err := decodeStrict(name, data, cfg); err != nil {
+		return nil, err
+	}
+	// A second, lenient pass over the nodes gives each template entry its line.
+	var lines struct {
+		Templates []yaml.Node `yaml:"templates"`
+	}
+	_ = yaml.Unmarshal(data, &lines)
+	for i := range cfg.Templates {
+		cfg.Templates[i].File = name
+		if i < len(lines.Templates) {
+			cfg.Templates[i].Line = lines.Templates[i].Line
+		}
+	}
+	cfg.Path = name
+	return cfg, nil
+}
+
+var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+var notFound = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
+
+// decodeStrict decodes one YAML document into out with unknown fields refused, and rewrites
+// yaml.v3's messages as "file:line: what".
+func decodeStrict(name string, data []byte, out any) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	err := dec.Decode(out)
+	if errors.Is(err, io.EOF) {
+		return nil // an empty file holds nothing
+	}
+	if err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			msgs := make([]string, len(te.Errors))
+			for i, m := range te.Errors {
+				msgs[i] = fileLine(name, m)
+			}
+			return fmt.Errorf("%s", strings.Join(msgs, "; "))
+		}
+		return errors.New(fileLine(name, err.Error()))
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return fmt.Errorf("%s:%d: a second YAML document is not allowed", name, extra.Line)
+	}
+	return nil
+}
+
+func fileLine(name, msg string) string {
+	m := yamlLine.FindStringSubmatch(msg)
+	if m == nil {
+		return fmt.Sprintf("%s: %s", name, strings.TrimPrefix(msg, "yaml: "))
+	}
+	what := m[2]
+	if f := notFound.FindStringSubmatch(what); f != nil {
+		what = fmt.Sprintf("unknown field %q", f[1])
+	}
+	// Nested errors (from Duration.UnmarshalYAML) may carry their own line.
+	if n := yamlLine.FindStringSubmatch(what); n != nil {
+		return fmt.Sprintf("%s:%s: %s", name, n[1], n[2])
+	}
+	return fmt.Sprintf("%s:%s: %s", name, m[1], what)
+}
+
+// TemplateFiles lists the *.yaml files of templates_dir in the order they are read.
+func (c *Config) TemplateFiles() ([]string, error) {
+	if c.TemplatesDir == "" {
+		return nil, nil
+	}
+	files, err := filepath.Glob(filepath.Join(c.TemplatesDir, "*.yaml"))
+	if err != nil {
+		return nil, fmt.Errorf("templates_dir %s: %w", c.TemplatesDir, err)
+	}
+	sort.Strings(files)
+	return files, nil
+}
+
+func (c *Config) loadTemplatesDir() error {
+	fi, err := os.Stat(c.TemplatesDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // an empty drop-in directory may not exist yet
+	}
+	if err != nil {
+		return fmt.Errorf("%s: templates_dir: %w", c.Path, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s: templates_dir %s is not a directory", c.Path, c.TemplatesDir)
+	}
+	files, err := c.TemplateFiles()
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", f, err)
+		}
+		var list []Template
+		if err := decodeStrict(f, data, &list); err != nil {
+			return err
+		}
+		var nodes []yaml.Node
+		_ = yaml.Unmarshal(data, &nodes)
+		for i := range list {
+			list[i].File = f
+			if i < len(nodes) {
+				list[i].Line = nodes[i].Line
+			}
+		}
+		c.Templates = append(c.Templates, list...)
+	}
+	return nil
+}
+
+var permsRE = regexp.MustCompile(`^0?[0-7]{3}$`)
+
+// Validate checks the whole config and resolves owners, groups and modes. The error lists
+// every problem found, one per line, each naming the file, the template and the rule.
+func (c *Config) Validate() error {
+	var errs []string
+	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	name := c.Path
+	if name == "" {
+		name = "config"
+	}
+
+	if c.Server == "" {
+		add("%s: server is required (for example https://shoelace.internal:7400)", name)
+	} else if u, err := url.Parse(c.Server); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		add("%s: server %q must be an http:// or https:// URL with a host", name, c.Server)
+	} else if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		add("%s: server %q must not carry user info, a query or a fragment", name, c.Server)
+	}
+	if c.Appliance == "" {
+		add("%s: appliance is required", name)
+	} else if err := api.ValidateSegment("appliance name", c.Appliance); err != nil {
+		add("%s: %v", name, err)
+	}
+	if c.Instance != "" {
+		if err := validateHeaderValue(c.Instance); err != nil {
+			add("%s: instance %q %v", name, c.Instance, err)
+		}
+	}
+	if c.Token != "" && c.TokenFile != "" {
+		add("%s: set token_file or token, not both", name)
+	}
+	if c.TokenFile != "" {
+		if _, err := readTokenFile(c.TokenFile); err != nil {
+			add("%s: %v", name, err)
+		}
+	}
+	if c.CAFile != "" {
+		if _, err := os.Stat(c.CAFile); err != nil {
+			add("%s: ca_file: %v", name, err)
+		}
+	}
+	if c.CacheDir == "" {
+		add("%s: cache_dir must not be empty", name)
+	} else if !filepath.IsAbs(c.CacheDir) {
+		add("%s: cache_dir %q must be an absolute path", name, c.CacheDir)
+	}
+	if c.Wait.Min > 0 && c.Wait.Max > 0 && c.Wait.Min > c.Wait.Max {
+		add("%s: wait: min %s is greater than max %s", name, time.Duration(c.Wait.Min), time.Duration(c.Wait.Max))
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := splitHostPort(c.MetricsListen); err != nil {
+			add("%s: metrics_listen %q: %v", name, c.MetricsListen, err)
+		}
+	}
+	for i, d := range c.AllowedDirs {
+		if !filepath.IsAbs(d) || filepath.Clean(d) != d {
+			add("%s: allowed_dirs[%d] %q must be an absolute, clean path", name, i, d)
+		}
+	}
+	if c.TemplatesDir != "" && !filepath.IsAbs(c.TemplatesDir) {
+		add("%s: templates_dir %q must be an absolute path", name, c.TemplatesDir)
+	}
+
+	seen := map[string]string{}
+	for i := range c.Templates {
+		t := &c.Templates[i]
+		if t.File == "" {
+			t.File = fmt.Sprintf("%s: templates[%d]", name, i)
+		}
+		w := t.where()
+		if (t.Source == "") == (t.Contents == "") {
+			add("%s: set exactly one of source and contents", w)
+		}
+		if t.Source != "" && !filepath.IsAbs(t.Source) {
+			add("%s: source %q must be an absolute path", w, t.Source)
+		}
+		switch {
+		case t.Destination == "":
+			add("%s: destination is required", w)
+		case !filepath.IsAbs(t.Destination):
+			add("%s: destination %q must be an absolute path", w, t.Destination)
+		case filepath.Clean(t.Destination) != t.Destination || strings.HasSuffix(t.Destination, "/"):
+			add("%s: destination %q must be a clean path (no '..', '.', '//' or trailing '/'); did you mean %q?", w, t.Destination, filepath.Clean(t.Destination))
+		case t.Destination == "/":
+			add("%s: destination must be a file, not /", w)
+		default:
+			if prev, dup := seen[t.Destination]; dup {
+				add("%s: destination is also rendered by %s", w, prev)
+			}
+			seen[t.Destination] = w
+			if len(c.AllowedDirs) > 0 && !underAny(t.Destination, c.AllowedDirs) {
+				add("%s: destination is outside allowed_dirs %v", w, c.AllowedDirs)
+			}
+			if strings.HasPrefix(filepath.Base(t.Destination), ".") && strings.Contains(filepath.Base(t.Destination), ".shoelace-") {
+				add("%s: destination looks like one of the agent's own temp files", w)
+			}
+		}
+		switch t.Stage {
+		case "":
+			t.Stage = StageApplication
+		case StageApplication, StageSystem:
+		default:
+			add("%s: stage %q must be %q or %q", w, t.Stage, StageApplication, StageSystem)
+		}
+		t.mode = 0
+		if t.Perms != "" {
+			if !permsRE.MatchString(t.Perms) {
+				add("%s: perms %q must be an octal mode string such as \"0644\" (quote it in YAML)", w, t.Perms)
+			} else {
+				m, _ := strconv.ParseUint(t.Perms, 8, 32)
+				t.mode = os.FileMode(m)
+				if t.mode == 0 {
+					add("%s: perms %q would make the file unreadable even by its owner", w, t.Perms)
+				}
+			}
+		}
+		var err error
+		if t.uid, err = lookupID(t.Owner, false); err != nil {
+			add("%s: owner: %v", w, err)
+		}
+		if t.gid, err = lookupID(t.Group, true); err != nil {
+			add("%s: group: %v", w, err)
+		}
+		if (t.LeftDelimiter == "") != (t.RightDelimiter == "") {
+			add("%s: set both left_delimiter and right_delimiter, or neither", w)
+		}
+		if t.LeftDelimiter != "" && t.LeftDelimiter == t.RightDelimiter {
+			add("%s: left_delimiter and right_delimiter must differ", w)
+		}
+		if strings.ContainsRune(t.Command, 0) || strings.ContainsRune(t.Check, 0) {
+			add("%s: check and command must not contain NUL bytes", w)
+		}
+		if t.CommandTimeout > 0 && time.Duration(t.CommandTimeout) < 10*time.Millisecond {
+			add("%s: command_timeout %s is too short (at least 10ms)", w, time.Duration(t.CommandTimeout))
+		}
+	}
+	if len(errs) > 0 {
+		return &ConfigError{Problems: errs}
+	}
+	return nil
+}
+
+// ConfigError lists every problem Validate found.
+type ConfigError struct {
+	Problems []string
+}
+
+func (e *ConfigError) Error() string {
+	if len(e.Problems) == 1 {
+		return e.Problems[0]
+	}
+	return fmt.Sprintf("%d problems:\n  %s", len(e.Problems), strings.Join(e.Problems, "\n  "))
+}
+
+func underAny(p string, dirs []string) bool {
+	for _, d := range dirs {
+		if d == "/" || strings.HasPrefix(p, d+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+func validateHeaderValue(s string) error {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || r > 0x7e {
+			return errors.New("must be printable ASCII (it is sent in an HTTP header)")
+		}
+	}
+	if len(s) > 253 {
+		return errors.New("is longer than 253 characters")
+	}
+	return nil
+}
+
+func splitHostPort(s string) (string, int, error) {
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 {
+		return "", 0, errors.New("must be host:port, such as 127.0.0.1:9740")
+	}
+	p, err := strconv.Atoi(s[i+1:])
+	if err != nil || p < 0 || p > 65535 {
+		return "", 0, errors.New("has an invalid port")
+	}
+	return s[:i], p, nil
+}
+
+// lookupID resolves a user or group name or numeric id; "" means keep (-1).
+func lookupID(s string, group bool) (int, error) {
+	if s == "" {
+		return -1, nil
+	}
+	if n, err := strconv.Atoi(s); err == nil {
+		if n < 0 {
+			return -1, fmt.Errorf("id %d is negative", n)
+		}
+		return n, nil
+	}
+	if group {
+		g, err := user.LookupGroup(s)
+		if err != nil {
+			return -1, fmt.Errorf("no group named %q on this host", s)
+		}
+		return strconv.Atoi(g.Gid)
+	}
+	u, err := user.Lookup(s)
+	if err != nil {
+		return -1, fmt.Errorf("no user named %q on this host", s)
+	}
+	return strconv.Atoi(u.Uid)
+}
+
+// readTokenFile reads a token file, refusing one that group or others may read.
+func readTokenFile(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("token_file: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("token_file %s is not a regular file", path)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("token_file %s has mode %04o: group and others must not have access; run: chmod 600 %s", path, fi.Mode().Perm(), path)
+	}
+	if fi.Size() > maxTokenBytes {
+		return "", fmt.Errorf("token_file %s is %d bytes: a token file holds one token", path, fi.Size())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("token_file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("token_file %s is empty", path)
+	}
+	if strings.ContainsAny(tok, "\r\n\t ") {
+		return "", fmt.Errorf("token_file %s must hold one token on one line", path)
+	}
+	return tok, nil
+}
+
+// LoadToken returns the token to send: the inline token or the content of token_file.
+func (c *Config) LoadToken() (string, error) {
+	if c.TokenFile == "" {
+		return c.Token, nil
+	}
+	return readTokenFile(c.TokenFile)
+}
+
+// InstanceName is instance, or the hostname when it is empty.
+func (c *Config) InstanceName() string {
+	if c.Instance != "" {
+		return c.Instance
+	}
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "unknown"
+	}
+	return h
+}
+
+// Select returns the templates of a stage ("" selects every template).
+func (c *Config) Select(stage string) []*Template {
+	var out []*Template
+	for i := range c.Templates {
+		if stage == "" || c.Templates[i].Stage == stage {
+			out = append(out, &c.Templates[i])
+		}
+	}
+	return out
+}
+
+// ParseConfigFile reads and decodes a config file without validating it, for tools that only
+// need a few of its fields (such as `status`).
+func ParseConfigFile(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return ParseConfig(path, data)
+}

@@ -1,0 +1,198 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/shoelace-dev/shoelace/templates"
+)
+
+// DryOptions configure Render.
+type DryOptions struct {
+	// Stage selects templates ("" for all).
+	Stage string
+	// ShowSecrets shows the diff of templates that read secrets instead of masking it.
+	ShowSecrets bool
+}
+
+// Render prints to w what rendering would change: for each selected template a diff against
+// the current file (or "unchanged"), mode and owner changes, and the commands that would run.
+// It writes nothing and runs nothing. It uses a fresh view, or the cached one (saying so)
+// when the server cannot be reached. It returns an error when a template cannot be rendered.
+func (a *Agent) Render(ctx context.Context, w io.Writer, o DryOptions) error {
+	sel, err := a.selectStage(o.Stage)
+	if err != nil {
+		return err
+	}
+	v, err := a.fetch(ctx)
+	if err != nil {
+		c, cerr := LoadCache(a.cfg.CacheDir, a.cfg.Appliance)
+		if cerr != nil {
+			return err
+		}
+		fmt.Fprintf(w, "# server unreachable (%v): using the cached view at revision %d\n", err, c.Revision)
+		v = &view{Store: c.Store, Revision: c.Revision, Keys: c.Keys, FromCache: true}
+	}
+	fmt.Fprintf(w, "# appliance %s, revision %d\n", a.cfg.Appliance, v.Revision)
+	var failed []string
+	var cmds []string
+	seenCmd := map[string]bool{}
+	for _, t := range sel {
+		r, err := t.t.Execute(dataOf(a, v))
+		if err != nil {
+			failed = append(failed, err.Error())
+			fmt.Fprintf(w, "\n!!! %s: %v\n", t.name(), err)
+			continue
+		}
+		old, oldErr := os.ReadFile(t.cfg.Destination)
+		fi, statErr := os.Stat(t.cfg.Destination)
+		var notes []string
+		switch {
+		case errors.Is(oldErr, fs.ErrNotExist):
+			notes = append(notes, "new file")
+		case oldErr != nil:
+			notes = append(notes, fmt.Sprintf("current file unreadable: %v", oldErr))
+		}
+		if statErr == nil {
+			if m := t.cfg.Mode(); m != 0 && fi.Mode().Perm() != m {
+				notes = append(notes, fmt.Sprintf("mode %04o -> %04o", fi.Mode().Perm(), m))
+			}
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				if t.cfg.UID() >= 0 && int(st.Uid) != t.cfg.UID() {
+					notes = append(notes, fmt.Sprintf("owner %d -> %d", st.Uid, t.cfg.UID()))
+				}
+				if t.cfg.GID() >= 0 && int(st.Gid) != t.cfg.GID() {
+					notes = append(notes, fmt.Sprintf("group %d -> %d", st.Gid, t.cfg.GID()))
+				}
+			}
+		}
+		same := oldErr == nil && string(old) == string(r.Output)
+		if same && len(notes) == 0 {
+			fmt.Fprintf(w, "\n=== %s: unchanged\n", t.name())
+			continue
+		}
+		fmt.Fprintf(w, "\n=== %s: would change", t.name())
+		if len(notes) > 0 {
+			fmt.Fprintf(w, " (%s)", strings.Join(notes, ", "))
+		}
+		fmt.Fprintln(w)
+		if t.cfg.Check != "" {
+			fmt.Fprintf(w, "check: %s\n", t.cfg.Check)
+		}
+		switch {
+		case same:
+		case r.Secret && !o.ShowSecrets:
+			fmt.Fprintf(w, "(content hidden: the template reads secrets; use --show-secrets to see the diff)\n")
+		default:
+			fmt.Fprint(w, Diff(t.cfg.Destination, string(old), string(r.Output)))
+		}
+		if c := t.cfg.Command; c != "" && !seenCmd[c] {
+			seenCmd[c] = true
+			cmds = append(cmds, c)
+		}
+	}
+	if len(cmds) > 0 {
+		fmt.Fprintf(w, "\n# commands that would run:\n")
+		for _, c := range cmds {
+			fmt.Fprintf(w, "%s\n", c)
+		}
+	} else {
+		fmt.Fprintf(w, "\n# no commands would run\n")
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%d of %d templates cannot be rendered: %s", len(failed), len(sel), strings.Join(failed, "; "))
+	}
+	return nil
+}
+
+// Diff returns a unified-style line diff of old and new ("" when equal).
+func Diff(name, old, new string) string {
+	if old == new {
+		return ""
+	}
+	a, b := splitLines(old), splitLines(new)
+	// Trim the common head and tail; diff the middle with an LCS when it is small enough.
+	p := 0
+	for p < len(a) && p < len(b) && a[p] == b[p] {
+		p++
+	}
+	s := 0
+	for s < len(a)-p && s < len(b)-p && a[len(a)-1-s] == b[len(b)-1-s] {
+		s++
+	}
+	am, bm := a[p:len(a)-s], b[p:len(b)-s]
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "--- %s\n+++ %s (rendered)\n", name, name)
+	fmt.Fprintf(&sb, "@@ -%d,%d +%d,%d @@\n", p+1, len(am), p+1, len(bm))
+	ctx := max(p-3, 0)
+	for _, l := range a[ctx:p] {
+		sb.WriteString(" " + l + "\n")
+	}
+	if len(am)*len(bm) <= 4_000_000 {
+		writeLCS(&sb, am, bm)
+	} else {
+		for _, l := range am {
+			sb.WriteString("-" + l + "\n")
+		}
+		for _, l := range bm {
+			sb.WriteString("+" + l + "\n")
+		}
+	}
+	for _, l := range a[len(a)-s : min(len(a)-s+3, len(a))] {
+		sb.WriteString(" " + l + "\n")
+	}
+	return sb.String()
+}
+
+func splitLines(s string) []string {
+	if s == "" {
+		return nil
+	}
+	l := strings.Split(s, "\n")
+	if l[len(l)-1] == "" {
+		l = l[:len(l)-1]
+	}
+	return l
+}
+
+func writeLCS(sb *strings.Builder, a, b []string) {
+	n, m := len(a), len(b)
+	t := make([][]int32, n+1)
+	for i := range t {
+		t[i] = make([]int32, m+1)
+	}
+	for i := n - 1; i >= 0; i-- {
+		for j := m - 1; j >= 0; j-- {
+			if a[i] == b[j] {
+				t[i][j] = t[i+1][j+1] + 1
+			} else {
+				t[i][j] = max(t[i+1][j], t[i][j+1])
+			}
+		}
+	}
+	i, j := 0, 0
+	for i < n || j < m {
+		switch {
+		case i < n && j < m && a[i] == b[j]:
+			sb.WriteString(" " + a[i] + "\n")
+			i++
+			j++
+		case j < m && (i == n || t[i][j+1] >= t[i+1][j]):
+			sb.WriteString("+" + b[j] + "\n")
+			j++
+		default:
+			sb.WriteString("-" + a[i] + "\n")
+			i++
+		}
+	}
+}
+
+func dataOf(a *Agent, v *view) templates.Data {
+	return templates.Data{Appliance: a.cfg.Appliance, Instance: a.instance, Revision: v.Revision, Keys: v.Keys}
+}

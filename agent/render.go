@@ -1,0 +1,190 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
+	"github.com/shoelace-dev/shoelace/templates"
+)
+
+// tmpl is one configured template, parsed, with what its last render read.
+type tmpl struct {
+	cfg *Template
+	t   *templates.Template
+
+	last     *templates.Result // last successful render; nil before one
+	lastData templates.Data    // the data it rendered from
+	inPlace  bool              // the destination holds last's output
+	err      error             // the last failure, if any
+	revision int64             // revision the destination was last confirmed at
+}
+
+// name is how messages and logs name the template.
+func (t *tmpl) name() string { return t.cfg.Destination }
+
+// parseTemplate reads and parses one template entry.
+func parseTemplate(tc *Template) (*templates.Template, error) {
+	text := tc.Contents
+	name := tc.Destination
+	if tc.Source != "" {
+		b, err := os.ReadFile(tc.Source)
+		if err != nil {
+			return nil, fmt.Errorf("%s: read source: %w", tc.where(), err)
+		}
+		text = string(b)
+		name = tc.Source
+	}
+	t, err := templates.Parse(text, templates.Options{Name: name, LeftDelim: tc.LeftDelimiter, RightDelim: tc.RightDelimiter})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", tc.where(), err)
+	}
+	return t, nil
+}
+
+// view is one view of the appliance the agent renders from.
+type view struct {
+	Store     string
+	Revision  int64
+	Keys      map[string]string
+	FromCache bool
+}
+
+// passResult is what one render pass did.
+type passResult struct {
+	rendered []string // destinations written
+	failed   []string // "destination: error"
+	commands int      // commands run
+	cmdFail  int      // commands that failed
+}
+
+func (p passResult) ok() bool { return len(p.failed) == 0 }
+
+// renderPass renders sel from v. Without force, a template whose inputs did not change since
+// its last successful render is skipped. Commands of changed templates run afterwards, each
+// distinct command once, unless noCommands.
+func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noCommands bool) passResult {
+	var res passResult
+	data := templates.Data{Appliance: a.cfg.Appliance, Instance: a.instance, Revision: v.Revision, Keys: v.Keys}
+	type pending struct {
+		command string
+		timeout time.Duration
+		dests   []string
+	}
+	var cmds []*pending
+	byCmd := map[string]*pending{}
+	for _, t := range sel {
+		if !force && t.inPlace && t.last != nil && !t.last.NeedsRender(t.lastData, data) {
+			t.revision = v.Revision
+			continue
+		}
+		changed, err := a.renderOne(ctx, t, data)
+		if err != nil {
+			t.inPlace, t.err = false, err
+			res.failed = append(res.failed, err.Error())
+			a.log.Error("template not installed", "template", t.name(), "revision", v.Revision, "error", err.Error())
+			continue
+		}
+		t.inPlace, t.err, t.revision = true, nil, v.Revision
+		if !changed {
+			continue
+		}
+		res.rendered = append(res.rendered, t.name())
+		if t.cfg.Command == "" {
+			continue
+		}
+		p := byCmd[t.cfg.Command]
+		if p == nil {
+			p = &pending{command: t.cfg.Command}
+			byCmd[t.cfg.Command] = p
+			cmds = append(cmds, p)
+		}
+		p.timeout = max(p.timeout, t.cfg.Timeout())
+		p.dests = append(p.dests, t.name())
+	}
+	for _, p := range cmds {
+		if noCommands {
+			a.log.Info("command skipped (--no-commands)", "command", p.command, "templates", p.dests)
+			continue
+		}
+		env := []string{
+			"SHOELACE_APPLIANCE=" + a.cfg.Appliance,
+			"SHOELACE_INSTANCE=" + a.instance,
+			"SHOELACE_REVISION=" + strconv.FormatInt(v.Revision, 10),
+			"SHOELACE_DESTINATIONS=" + strings.Join(p.dests, " "),
+		}
+		r, err := RunCommand(ctx, p.command, p.timeout, env)
+		res.commands++
+		if err != nil {
+			res.cmdFail++
+			a.log.Error("command failed", "command", p.command, "templates", p.dests, "error", err.Error(),
+				"exit_code", r.ExitCode, "output", r.Output, "duration_ms", r.Duration.Milliseconds())
+			continue
+		}
+		a.log.Info("command ran", "command", p.command, "templates", p.dests, "output", r.Output,
+			"duration_ms", r.Duration.Milliseconds())
+	}
+	return res
+}
+
+// renderOne renders t and installs it. It reports whether the destination changed.
+func (a *Agent) renderOne(ctx context.Context, t *tmpl, data templates.Data) (bool, error) {
+	r, err := t.t.Execute(data)
+	if err != nil {
+		return false, fmt.Errorf("render %s: %w", t.name(), err)
+	}
+	opts := atomicfile.Options{Perm: t.cfg.Mode(), UID: t.cfg.UID(), GID: t.cfg.GID(), Backup: t.cfg.Backup}
+	if t.cfg.Check != "" {
+		opts.Check = func(staged string) error {
+			cr, err := RunCommand(ctx, t.cfg.Check, t.cfg.Timeout(), []string{
+				"SHOELACE_STAGED=" + staged,
+				"SHOELACE_DESTINATION=" + t.cfg.Destination,
+				"SHOELACE_APPLIANCE=" + a.cfg.Appliance,
+				"SHOELACE_INSTANCE=" + a.instance,
+				"SHOELACE_REVISION=" + strconv.FormatInt(data.Revision, 10),
+			})
+			if err != nil {
+				out := cr.Output
+				if r.Secret {
+					out = "(hidden: the template reads secrets)"
+				}
+				return fmt.Errorf("%q %w: %s", t.cfg.Check, err, out)
+			}
+			return nil
+		}
+	}
+	changed, err := atomicfile.Write(t.cfg.Destination, r.Output, opts)
+	if err != nil {
+		var ce *atomicfile.CheckError
+		if errors.As(err, &ce) {
+			return false, fmt.Errorf("check of %s failed, old file kept: %w", t.name(), ce.Err)
+		}
+		return false, fmt.Errorf("install %s: %w", t.name(), err)
+	}
+	t.last, t.lastData = r, data
+	if changed {
+		a.log.Info("rendered", "template", t.name(), "revision", data.Revision, "bytes", len(r.Output), "keys", len(r.Keys))
+	}
+	return changed, nil
+}
+
+// logPass logs a summary of a pass when something happened.
+func (a *Agent) logPass(v *view, res passResult, took time.Duration) {
+	if len(res.rendered) == 0 && len(res.failed) == 0 && res.commands == 0 {
+		a.log.Debug("nothing changed", "revision", v.Revision)
+		return
+	}
+	lvl := slog.LevelInfo
+	if !res.ok() {
+		lvl = slog.LevelError
+	}
+	a.log.Log(context.Background(), lvl, "sync", "revision", v.Revision, "store", v.Store, "from_cache", v.FromCache,
+		"rendered", len(res.rendered), "failed", len(res.failed), "commands", res.commands, "commands_failed", res.cmdFail,
+		"took_ms", took.Milliseconds())
+}

@@ -1,0 +1,278 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/shoelace-dev/shoelace/agent"
+	"github.com/shoelace-dev/shoelace/internal/sdnotify"
+	"github.com/shoelace-dev/shoelace/internal/svc"
+)
+
+// usageError is a mistake on the command line (exit status 2).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func errorLine(err error) string {
+	msg := strings.TrimSpace(err.Error())
+	return "shoelace-agent: " + msg
+}
+
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+func commonFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: agent.DefaultConfigPath, EnvVars: []string{"SHOELACE_AGENT_CONFIG"}, Usage: "agent config `FILE`"},
+		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"SHOELACE_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
+	}
+}
+
+func withCommon(fs ...cli.Flag) []cli.Flag { return append(commonFlags(), fs...) }
+
+// moveCommonFlags moves --config and --log-level written before the command name behind it,
+// so that they work in either place (urfave/cli v2 parses a command's flags only after its name).
+func moveCommonFlags(args []string) []string {
+	if len(args) < 2 {
+		return args
+	}
+	var moved, rest []string
+	i := 1
+	for ; i < len(args); i++ {
+		a := args[i]
+		if !strings.HasPrefix(a, "-") {
+			break
+		}
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		switch name {
+		case "config", "c", "log-level":
+			moved = append(moved, a)
+			if !hasValue && i+1 < len(args) {
+				moved = append(moved, args[i+1])
+				i++
+			}
+		default:
+			rest = append(rest, a)
+		}
+	}
+	if i >= len(args) || len(moved) == 0 {
+		return args
+	}
+	out := append([]string{args[0]}, rest...)
+	out = append(out, args[i])
+	out = append(out, moved...)
+	return append(out, args[i+1:]...)
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageError{fmt.Sprintf("--log-level %q: use debug, info, warn or error", level)}
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// run is the whole program: it parses args, runs one command and returns its error.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	load := func(c *cli.Context) (*agent.Config, *slog.Logger, error) {
+		log, err := newLogger(stderr, c.String("log-level"))
+		if err != nil {
+			return nil, nil, err
+		}
+		slog.SetDefault(log)
+		cfg, err := agent.LoadConfig(c.String("config"))
+		if err != nil {
+			return nil, nil, err
+		}
+		return cfg, log, nil
+	}
+	newAgent := func(c *cli.Context, opts agent.Options) (*agent.Agent, error) {
+		cfg, log, err := load(c)
+		if err != nil {
+			return nil, err
+		}
+		opts.Logger = log
+		opts.UserAgent = "shoelace-agent/" + version
+		return agent.New(cfg, opts)
+	}
+	stageFlag := &cli.StringFlag{Name: "stage", Usage: "render only the templates of this stage: system or application (default: all)"}
+
+	app := &cli.App{
+		Name:            "shoelace-agent",
+		Usage:           "render an appliance's configuration from a Shoelace server into local files",
+		Version:         version,
+		HideVersion:     true,
+		Writer:          stdout,
+		ErrWriter:       stderr,
+		HideHelpCommand: true,
+		ExitErrHandler:  func(*cli.Context, error) {},
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return usageError{err.Error()}
+		},
+		CommandNotFound: func(c *cli.Context, name string) {},
+		Action: func(c *cli.Context) error {
+			if c.Args().Len() > 0 {
+				return usageError{fmt.Sprintf("unknown command %q (see shoelace-agent --help)", c.Args().First())}
+			}
+			return usageError{"a command is required: run, once, render, validate, install, uninstall, start, stop, restart, status or version"}
+		},
+		Commands: []*cli.Command{
+			{
+				Name:  "run",
+				Usage: "render, then watch the server and re-render on change until stopped (SIGHUP reloads the config)",
+				Flags: commonFlags(),
+				Action: func(c *cli.Context) error {
+					hup := make(chan os.Signal, 1)
+					signal.Notify(hup, syscall.SIGHUP)
+					defer signal.Stop(hup)
+					reload := make(chan struct{}, 1)
+					go func() {
+						for range hup {
+							select {
+							case reload <- struct{}{}:
+							default:
+							}
+						}
+					}()
+					a, err := newAgent(c, agent.Options{ConfigPath: c.String("config"), Reload: reload,
+						Notify: agent.Notifier{Ready: sdnotify.Ready, Reloading: sdnotify.Reloading, Stopping: sdnotify.Stopping, Status: sdnotify.Status}})
+					if err != nil {
+						return err
+					}
+					return a.Run(c.Context)
+				},
+			},
+			{
+				Name:  "once",
+				Usage: "fetch a fresh view, render the selected templates and exit 0 only when every one is in place",
+				Flags: withCommon(stageFlag, &cli.BoolFlag{Name: "no-commands", Usage: "do not run the templates' commands (checks still run)"}),
+				Action: func(c *cli.Context) error {
+					if err := checkStage(c.String("stage")); err != nil {
+						return err
+					}
+					a, err := newAgent(c, agent.Options{})
+					if err != nil {
+						return err
+					}
+					return a.Once(c.Context, c.String("stage"), c.Bool("no-commands"))
+				},
+			},
+			{
+				Name:  "render",
+				Usage: "print what would be written (a diff against each current file) and which commands would run; writes nothing",
+				Flags: withCommon(stageFlag,
+					&cli.BoolFlag{Name: "dry", Value: true, Usage: "print only (render never writes)"},
+					&cli.BoolFlag{Name: "show-secrets", Usage: "show the diff of templates that read secrets"}),
+				Action: func(c *cli.Context) error {
+					if !c.Bool("dry") {
+						return usageError{"render only prints (--dry); use once to write files"}
+					}
+					if err := checkStage(c.String("stage")); err != nil {
+						return err
+					}
+					a, err := newAgent(c, agent.Options{})
+					if err != nil {
+						return err
+					}
+					return a.Render(c.Context, stdout, agent.DryOptions{Stage: c.String("stage"), ShowSecrets: c.Bool("show-secrets")})
+				},
+			},
+			{
+				Name:  "validate",
+				Usage: "check the config and parse every template (like nginx -t)",
+				Flags: commonFlags(),
+				Action: func(c *cli.Context) error {
+					a, err := newAgent(c, agent.Options{})
+					if err != nil {
+						return err
+					}
+					for _, w := range a.Warnings() {
+						fmt.Fprintf(stdout, "warning: %s\n", w)
+					}
+					fmt.Fprintf(stdout, "%s: ok, %d templates\n", c.String("config"), a.Templates())
+					return nil
+				},
+			},
+			{
+				Name:  "version",
+				Usage: "print the version",
+				Action: func(c *cli.Context) error {
+					fmt.Fprintf(stdout, "shoelace-agent %s %s %s/%s\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+					return nil
+				},
+			},
+		},
+	}
+	for _, action := range svc.Actions {
+		app.Commands = append(app.Commands, serviceCommand(action, stdout))
+	}
+	return app.RunContext(ctx, moveCommonFlags(args))
+}
+
+func checkStage(s string) error {
+	if s != "" && s != agent.StageSystem && s != agent.StageApplication {
+		return usageError{fmt.Sprintf("--stage %q: use %s or %s", s, agent.StageSystem, agent.StageApplication)}
+	}
+	return nil
+}
+
+func serviceCommand(action string, stdout io.Writer) *cli.Command {
+	return &cli.Command{
+		Name:  action,
+		Usage: action + " the shoelace-agent systemd service",
+		Flags: commonFlags(),
+		Action: func(c *cli.Context) error {
+			if err := svc.Control(c.Context, svc.AgentUnit(), action, stdout); err != nil {
+				return err
+			}
+			if action == "status" {
+				printRunStatus(c.String("config"), stdout)
+			}
+			return nil
+		},
+	}
+}
+
+// printRunStatus adds what the running agent last recorded, when its config and status file
+// can be read.
+func printRunStatus(configPath string, w io.Writer) {
+	cfg, err := agent.ParseConfigFile(configPath)
+	if err != nil {
+		return
+	}
+	s, err := agent.LoadStatus(cfg.CacheDir, cfg.Appliance)
+	if err != nil {
+		return
+	}
+	src := "server"
+	if s.FromCache {
+		src = "cache"
+	}
+	fmt.Fprintf(w, "appliance %s: revision %d (from %s), applied %d, updated %s\n", s.Appliance, s.Revision, src, s.Applied, s.Updated.Format("2006-01-02T15:04:05Z"))
+	for _, t := range s.Templates {
+		state := "in place"
+		if !t.InPlace {
+			state = "NOT in place: " + t.Error
+		}
+		fmt.Fprintf(w, "  %s: %s\n", t.Destination, state)
+	}
+}
