@@ -71,10 +71,10 @@ func parseTxn(data []byte, maxValue, maxOps int) (api.Txn, error) {
 				return t, bodyError("op %d: put takes no recurse", i+1)
 			}
 			if err := api.ValidateKey(op.Key); err != nil {
-				return t, fmt.Errorf("op %d: %w", i+1, err)
+				return t, prefixErr(fmt.Sprintf("op %d", i+1), err)
 			}
 			if err := api.ValidateValue(op.Key, []byte(op.Value), maxValue); err != nil {
-				return t, fmt.Errorf("op %d: %w", i+1, err)
+				return t, prefixErr(fmt.Sprintf("op %d", i+1), err)
 			}
 		case api.OpDelete:
 			if op.Value != "" {
@@ -83,14 +83,14 @@ func parseTxn(data []byte, maxValue, maxOps int) (api.Txn, error) {
 			if op.Recurse {
 				p, err := api.ValidatePrefix(op.Key)
 				if err != nil {
-					return t, fmt.Errorf("op %d: %w", i+1, err)
+					return t, prefixErr(fmt.Sprintf("op %d", i+1), err)
 				}
 				if p == "" {
 					return t, api.Errorf(api.CodeInvalidKey, "op %d: refusing to delete the root recursively: name a prefix", i+1)
 				}
 				t.Ops[i].Key = p
 			} else if err := api.ValidateKey(op.Key); err != nil {
-				return t, fmt.Errorf("op %d: %w", i+1, err)
+				return t, prefixErr(fmt.Sprintf("op %d", i+1), err)
 			}
 		default:
 			return t, bodyError("op %d: op must be %q or %q, not %s", i+1, api.OpPut, api.OpDelete, shorten(op.Op))
@@ -98,7 +98,7 @@ func parseTxn(data []byte, maxValue, maxOps int) (api.Txn, error) {
 	}
 	for i, g := range t.Guards {
 		if err := api.ValidateKey(g.Key); err != nil {
-			return t, fmt.Errorf("guard %d: %w", i+1, err)
+			return t, prefixErr(fmt.Sprintf("guard %d", i+1), err)
 		}
 		if g.ModRevision < 0 {
 			return t, bodyError("guard %d: mod_revision must be >= 0 (0: the key must not exist)", i+1)
@@ -359,4 +359,15 @@ func flattenYAML(n *yaml.Node, prefix string, depth int, out flat) error {
 		}
 	}
 	return nil
+}
+
+// prefixErr puts where an API error happened in front of its message, keeping its code.
+func prefixErr(where string, err error) error {
+	var e *api.Error
+	if errors.As(err, &e) {
+		c := *e
+		c.Message = where + ": " + e.Message
+		return &c
+	}
+	return fmt.Errorf("%s: %w", where, err)
 }

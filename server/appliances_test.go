@@ -1,0 +1,161 @@
+package server
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+func TestAppliances_ApplyAndView(t *testing.T) {
+	f := newFixture(t)
+	f.put("shared/system/ntp", "pool.ntp.org")
+	f.put("shared/dns", "1.1.1.1")
+	f.put("appliances/web-frontend/x", "other")
+
+	var w api.WriteResult
+	body := `{"keys":{"system":{"ntp":"time.internal"},"nginx":{"port":8080,"ratio":1.50,"tls":true,"name":"web"},"flat/key":"v"}}`
+	r := f.do("PUT", "/v1/appliances/web", body)
+	f.must(r, 200, &w)
+	if r.index() != w.Revision {
+		t.Fatalf("index %d, revision %d", r.index(), w.Revision)
+	}
+
+	var v api.View
+	r = f.do("GET", "/v1/appliances/web", "")
+	f.must(r, 200, &v)
+	want := map[string]string{
+		"system/ntp":  "time.internal",
+		"dns":         "1.1.1.1",
+		"nginx/port":  "8080",
+		"nginx/ratio": "1.50",
+		"nginx/tls":   "true",
+		"nginx/name":  "web",
+		"flat/key":    "v",
+	}
+	if v.Appliance != "web" || v.Revision < w.Revision || !maps.Equal(v.Keys, want) {
+		t.Fatalf("view %+v, want keys %v at >= %d", v, want, w.Revision)
+	}
+	if r.index() != v.Revision {
+		t.Fatalf("index %d, view revision %d", r.index(), v.Revision)
+	}
+
+	// YAML replaces the whole tree: keys not in the body go.
+	yml := "keys:\n  nginx:\n    port: 8080\n    hex: 0x1F\n    off: no\n    quoted: \"null\"\n  motd: |\n    hello\n    world\n"
+	f.must(f.do("PUT", "/v1/appliances/web", yml, "Content-Type", "application/yaml; charset=utf-8"), 200, &w)
+	v = api.View{}
+	f.must(f.do("GET", "/v1/appliances/web", ""), 200, &v)
+	want = map[string]string{
+		"system/ntp":   "pool.ntp.org",
+		"dns":          "1.1.1.1",
+		"nginx/port":   "8080",
+		"nginx/hex":    "0x1F",
+		"nginx/off":    "no",
+		"nginx/quoted": "null",
+		"motd":         "hello\nworld\n",
+	}
+	if !maps.Equal(v.Keys, want) {
+		t.Fatalf("view after YAML apply %v, want %v", v.Keys, want)
+	}
+	for _, ct := range []string{"application/x-yaml", "text/yaml"} {
+		f.must(f.do("PUT", "/v1/appliances/web", "keys: {a: b}", "Content-Type", ct), 200, nil)
+	}
+	if want := []string{"appliances/web-frontend/x", "appliances/web/a", "shared/dns", "shared/system/ntp"}; !slices.Equal(f.keys(), want) {
+		t.Fatalf("keys %v, want %v", f.keys(), want)
+	}
+
+	var list api.Appliances
+	f.must(f.do("GET", "/v1/appliances", ""), 200, &list)
+	if want := []string{"web", "web-frontend"}; !slices.Equal(list.Appliances, want) {
+		t.Fatalf("appliances %v, want %v", list.Appliances, want)
+	}
+
+	f.mustErr(f.do("GET", "/v1/appliances/db", ""), 404, api.CodeNotFound, "has no keys")
+	f.mustErr(f.do("GET", "/v1/appliances/-db", ""), 400, api.CodeInvalidName, "appliance name")
+	f.mustErr(f.do("PUT", "/v1/appliances/a%20b", `{"keys":{"a":"b"}}`), 400, api.CodeInvalidName, "appliance name")
+}
+
+func TestAppliances_ApplyCAS(t *testing.T) {
+	f := newFixture(t)
+	var w api.WriteResult
+	f.must(f.do("PUT", "/v1/appliances/web?cas=0", `{"keys":{"a":"1"}}`), 200, &w)
+	f.mustErr(f.do("PUT", "/v1/appliances/web?cas=0", `{"keys":{"a":"2"}}`), 409, api.CodeConflict)
+	f.put("appliances/web/b", "x")
+	f.mustErr(f.do("PUT", fmt.Sprintf("/v1/appliances/web?cas=%d", w.Revision), `{"keys":{"a":"3"}}`), 409, api.CodeConflict)
+	f.mustErr(f.do("PUT", "/v1/appliances/web?cas=x", `{"keys":{"a":"3"}}`), 400, api.CodeInvalidRequest, "cas")
+	var v api.View
+	f.must(f.do("GET", "/v1/appliances/web", ""), 200, &v)
+	if !maps.Equal(v.Keys, map[string]string{"a": "1", "b": "x"}) {
+		t.Fatalf("view after conflicts %v", v.Keys)
+	}
+	f.must(f.do("PUT", fmt.Sprintf("/v1/appliances/web?cas=%d", v.Revision), `{"keys":{"a":"3"}}`), 200, &w)
+}
+
+func TestAppliances_BadApplyChangesNothing(t *testing.T) {
+	f := newFixture(t, func(c *Config) {
+		c.MaxValueBytes = 100
+		c.MaxBodyBytes = 5000
+		c.MaxTxnOps = 5
+	})
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"keep":"me"}}`), 200, nil)
+	before := f.keys()
+	deep := strings.Repeat(`{"a":`, 33) + `"x"` + strings.Repeat("}", 33)
+	cases := []struct {
+		name, ct, body string
+		status         int
+		code           string
+		word           string
+	}{
+		{"empty body", "", ``, 400, api.CodeInvalidBody, "empty"},
+		{"not json", "", `keys`, 400, api.CodeInvalidBody, "JSON"},
+		{"array body", "", `[]`, 400, api.CodeInvalidBody, "object"},
+		{"no keys", "", `{}`, 400, api.CodeInvalidBody, `no "keys"`},
+		{"empty keys", "", `{"keys":{}}`, 400, api.CodeInvalidBody, "recursively"},
+		{"unknown field", "", `{"keys":{"a":"b"},"x":1}`, 400, api.CodeInvalidBody, `"x"`},
+		{"keys twice", "", `{"keys":{"a":"b"},"keys":{"c":"d"}}`, 400, api.CodeInvalidBody, "twice"},
+		{"duplicate key", "", `{"keys":{"a":"b","a":"c"}}`, 400, api.CodeInvalidBody, "twice"},
+		{"duplicate after flattening", "", `{"keys":{"a/b":"1","a":{"b":"2"}}}`, 400, api.CodeInvalidBody, "twice"},
+		{"null", "", `{"keys":{"a":{"b":null}}}`, 400, api.CodeInvalidBody, `"a/b" is null`},
+		{"array", "", `{"keys":{"a":[1,2]}}`, 400, api.CodeInvalidBody, "arrays are not supported"},
+		{"keys not object", "", `{"keys":"x"}`, 400, api.CodeInvalidBody, "object"},
+		{"empty map", "", `{"keys":{"a":{}}}`, 400, api.CodeInvalidBody, "empty map"},
+		{"too deep", "", `{"keys":` + deep + `}`, 400, api.CodeInvalidBody, "deeper than 32"},
+		{"trailing", "", `{"keys":{"a":"b"}} x`, 400, api.CodeInvalidBody, "after"},
+		{"truncated", "", `{"keys":{"a":"b"}`, 400, api.CodeInvalidBody, "JSON"},
+		{"bad key", "", `{"keys":{"a":"1","b c":"2"}}`, 400, api.CodeInvalidKey, "only letters"},
+		{"dot key", "", `{"keys":{"..":"1"}}`, 400, api.CodeInvalidKey, `".."`},
+		{"bad utf8", "", "{\"keys\":{\"a\":\"\xff\"}}", 400, api.CodeInvalidBody, "UTF-8"},
+		{"value too large", "", `{"keys":{"a":"` + strings.Repeat("v", 101) + `"}}`, 413, api.CodeValueTooLarge, "--max-value-bytes"},
+		{"too many keys", "", `{"keys":{"a":"1","b":"1","c":"1","d":"1","e":"1","f":"1"}}`, 413, api.CodeTooLarge, "limit of 5"},
+		{"body too large", "", `{"keys":{"a":"` + strings.Repeat(" ", 5000) + `"}}`, 413, api.CodeBodyTooLarge, "5000"},
+		{"full key too long", "", `{"keys":{"` + strings.Repeat("k", 128) + `/` + strings.Repeat("k", 128) + `/` + strings.Repeat("k", 128) + `/` + strings.Repeat("k", 120) + `":"v"}}`, 400, api.CodeInvalidKey, "512"},
+		{"unsupported type", "text/plain", `{"keys":{"a":"b"}}`, 415, api.CodeUnsupportedType, "text/plain"},
+		{"yaml null", "application/yaml", "keys:\n  a: ~\n", 400, api.CodeInvalidBody, "null"},
+		{"yaml empty value", "application/yaml", "keys:\n  a:\n", 400, api.CodeInvalidBody, "null"},
+		{"yaml list", "application/yaml", "keys:\n  a: [1, 2]\n", 400, api.CodeInvalidBody, "lists are not supported"},
+		{"yaml duplicate", "application/yaml", "keys:\n  a: 1\n  a: 2\n", 400, api.CodeInvalidBody, "twice"},
+		{"yaml alias", "application/yaml", "keys:\n  a: &x 1\n  b: *x\n", 400, api.CodeInvalidBody, "alias"},
+		{"yaml two docs", "application/yaml", "keys: {a: 1}\n---\nkeys: {b: 2}\n", 400, api.CodeInvalidBody, "one YAML document"},
+		{"yaml not map", "application/yaml", "- a\n", 400, api.CodeInvalidBody, "map"},
+		{"yaml unknown", "application/yaml", "keys: {a: 1}\nother: 2\n", 400, api.CodeInvalidBody, `"other"`},
+		{"yaml syntax", "application/yaml", "keys: {a: 1\n", 400, api.CodeInvalidBody, "YAML"},
+		{"yaml merge", "application/yaml", "keys:\n  <<: {a: 1}\n", 400, api.CodeInvalidBody, "merge"},
+		{"yaml empty", "application/yaml", "", 400, api.CodeInvalidBody, "empty"},
+	}
+	for _, c := range cases {
+		var hdr []string
+		if c.ct != "" {
+			hdr = []string{"Content-Type", c.ct}
+		}
+		r := f.do("PUT", "/v1/appliances/web", c.body, hdr...)
+		if r.StatusCode != c.status || r.errCode() != c.code || !strings.Contains(r.errMessage(), c.word) {
+			t.Errorf("%s: %d %s, want %d %s mentioning %q", c.name, r.StatusCode, r.body, c.status, c.code, c.word)
+		}
+	}
+	if after := f.keys(); !slices.Equal(after, before) {
+		t.Fatalf("refused applies changed keys: %v, want %v", after, before)
+	}
+}

@@ -1,0 +1,85 @@
+package server
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+func TestTxn_AllOrNothing(t *testing.T) {
+	f := newFixture(t)
+	old := f.put("shared/old", "x")
+	f.put("appliances/web/gone/a", "1")
+	f.put("appliances/web/gone/b", "2")
+	f.put("appliances/web-frontend/gone", "keep")
+
+	body := fmt.Sprintf(`{"ops":[{"op":"put","key":"shared/new","value":"n"},{"op":"delete","key":"shared/old"},{"op":"delete","key":"appliances/web/gone","recurse":true}],"guards":[{"key":"shared/old","mod_revision":%d},{"key":"shared/new","mod_revision":0}]}`, old)
+	var w api.WriteResult
+	r := f.do("POST", "/v1/txn", body)
+	f.must(r, 200, &w)
+	if w.Revision <= old || r.index() != w.Revision {
+		t.Fatalf("txn %+v index %d", w, r.index())
+	}
+	if want := []string{"appliances/web-frontend/gone", "shared/new"}; !slices.Equal(f.keys(), want) {
+		t.Fatalf("after txn: %v, want %v", f.keys(), want)
+	}
+
+	// A failed guard is 409 naming the key, and nothing is applied.
+	body = `{"ops":[{"op":"put","key":"shared/other","value":"o"}],"guards":[{"key":"shared/new","mod_revision":1}]}`
+	f.mustErr(f.do("POST", "/v1/txn", body), 409, api.CodeConflict, "shared/new")
+	body = `{"ops":[{"op":"put","key":"shared/other","value":"o"}],"guards":[{"key":"shared/new","mod_revision":0}]}`
+	f.mustErr(f.do("POST", "/v1/txn", body), 409, api.CodeConflict, "shared/new")
+	if want := []string{"appliances/web-frontend/gone", "shared/new"}; !slices.Equal(f.keys(), want) {
+		t.Fatalf("after conflicts: %v, want %v", f.keys(), want)
+	}
+}
+
+func TestTxn_BadBodies(t *testing.T) {
+	f := newFixture(t, func(c *Config) {
+		c.MaxTxnOps = 3
+		c.MaxValueBytes = 100
+		c.MaxBodyBytes = 2000
+	})
+	f.put("shared/keep", "k")
+	put := func(k, v string) string { return fmt.Sprintf(`{"op":"put","key":%q,"value":%q}`, k, v) }
+	cases := []struct {
+		name, body string
+		status     int
+		code       string
+		words      []string
+	}{
+		{"empty", ``, 400, api.CodeInvalidBody, []string{"empty"}},
+		{"not json", `ops`, 400, api.CodeInvalidBody, nil},
+		{"no ops", `{"ops":[]}`, 400, api.CodeInvalidBody, []string{"no ops"}},
+		{"null ops", `{"ops":null}`, 400, api.CodeInvalidBody, []string{"no ops"}},
+		{"unknown field", `{"ops":[` + put("shared/a", "1") + `],"extra":1}`, 400, api.CodeInvalidBody, []string{"extra"}},
+		{"unknown op field", `{"ops":[{"op":"put","key":"shared/a","value":"1","ttl":5}]}`, 400, api.CodeInvalidBody, []string{"ttl"}},
+		{"trailing", `{"ops":[` + put("shared/a", "1") + `]} {}`, 400, api.CodeInvalidBody, []string{"after"}},
+		{"bad op", `{"ops":[{"op":"get","key":"shared/a"}]}`, 400, api.CodeInvalidBody, []string{"put", "delete"}},
+		{"bad key", `{"ops":[` + put("shared/a", "1") + `,` + put("shared//b", "2") + `]}`, 400, api.CodeInvalidKey, []string{"op 2", "empty"}},
+		{"bad guard key", `{"ops":[` + put("shared/a", "1") + `],"guards":[{"key":"../x","mod_revision":0}]}`, 400, api.CodeInvalidKey, []string{"guard 1"}},
+		{"negative guard", `{"ops":[` + put("shared/a", "1") + `],"guards":[{"key":"shared/a","mod_revision":-1}]}`, 400, api.CodeInvalidBody, []string{"mod_revision"}},
+		{"delete with value", `{"ops":[{"op":"delete","key":"shared/keep","value":"v"}]}`, 400, api.CodeInvalidBody, []string{"no value"}},
+		{"put recurse", `{"ops":[{"op":"put","key":"shared/a","value":"v","recurse":true}]}`, 400, api.CodeInvalidBody, []string{"recurse"}},
+		{"delete root", `{"ops":[{"op":"delete","key":"","recurse":true}]}`, 400, api.CodeInvalidKey, []string{"root"}},
+		{"bad utf8 value", "{\"ops\":[{\"op\":\"put\",\"key\":\"shared/a\",\"value\":\"\xff\"}]}", 400, api.CodeInvalidBody, []string{"UTF-8"}},
+		{"value too large", `{"ops":[` + put("shared/a", strings.Repeat("v", 101)) + `]}`, 413, api.CodeValueTooLarge, []string{"--max-value-bytes"}},
+		{"too many ops", `{"ops":[` + put("shared/a", "1") + `,` + put("shared/b", "1") + `,` + put("shared/c", "1") + `,` + put("shared/d", "1") + `]}`, 413, api.CodeTooLarge, []string{"limit of 3"}},
+		{"body too large", `{"ops":[` + strings.Repeat(" ", 2000) + `]}`, 413, api.CodeBodyTooLarge, []string{"2000"}},
+	}
+	for _, c := range cases {
+		r := f.do("POST", "/v1/txn", c.body)
+		if r.StatusCode != c.status {
+			t.Errorf("%s: status %d, want %d: %s", c.name, r.StatusCode, c.status, r.body)
+			continue
+		}
+		f.mustErr(r, c.status, c.code, c.words...)
+	}
+	f.mustErr(f.do("POST", "/v1/txn", `{"ops":[`+put("shared/a", "1")+`]}`, "Content-Type", "text/plain"), 415, api.CodeUnsupportedType)
+	if want := []string{"shared/keep"}; !slices.Equal(f.keys(), want) {
+		t.Fatalf("bad txns changed keys: %v", f.keys())
+	}
+}
