@@ -1,0 +1,331 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/shoelace-dev/shoelace/internal/client"
+)
+
+// cliEnv is what the commands share: the process's streams and what was on the command line.
+type cliEnv struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	// onCommandLine holds the names of the flags given on the command line (not from the environment).
+	onCommandLine map[string]bool
+}
+
+// run runs the shoelace command with args (args[0] is the program name).
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	e := &cliEnv{stdin: stdin, stdout: stdout, stderr: stderr}
+	app := newApp(e)
+	args = reorderArgs(cmdNode{flags: app.Flags, subs: app.Commands}, args)
+	e.onCommandLine = flagsOnCommandLine(args)
+	return app.RunContext(ctx, args)
+}
+
+// flagsOnCommandLine returns the names of the flag arguments in args (before any "--").
+func flagsOnCommandLine(args []string) map[string]bool {
+	seen := map[string]bool{}
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if len(a) > 1 && a[0] == '-' {
+			name, _ := flagName(a)
+			seen[name] = true
+		}
+	}
+	return seen
+}
+
+const appDescription = `Shoelace keeps the configuration of every appliance in etcd behind one HTTP API.
+This binary is the server ("shoelace server") and the CLI that pipelines and operators use.
+
+Flags may come before or after positional arguments, and global flags may follow the
+command: "shoelace kv get shared/ntp --addr https://shoelace:7400 --output json".
+Every global flag also reads an environment variable (SHOELACE_ADDR, SHOELACE_TOKEN_FILE, …).
+Errors are one line on stderr, "shoelace: <message>".
+
+EXAMPLES:
+   export SHOELACE_ADDR=https://shoelace.internal:7400 SHOELACE_TOKEN_FILE=~/.shoelace-token
+   shoelace kv put shared/system/ntp pool.ntp.org
+   shoelace kv get shared/system/ntp
+   printf 'line 1\nline 2\n' | shoelace kv put appliances/web/motd -
+   shoelace appliance apply web-frontend -f web-frontend.yaml
+   shoelace appliance get web-frontend --output json | jq .keys
+
+` + exitCodesHelp
+
+func newApp(e *cliEnv) *cli.App {
+	app := &cli.App{
+		Name:                 "shoelace",
+		Usage:                "configuration server and CLI for appliances",
+		UsageText:            "shoelace [global flags] command [command flags] [arguments...]",
+		Description:          appDescription,
+		Version:              version,
+		Reader:               e.stdin,
+		Writer:               e.stdout,
+		ErrWriter:            e.stderr,
+		Flags:                globalFlags(),
+		EnableBashCompletion: false,
+		ExitErrHandler:       func(*cli.Context, error) {}, // run returns the error; main maps it to an exit code
+		Commands: []*cli.Command{
+			serverCommand(e),
+			kvCommand(e),
+			applianceCommand(e),
+			tokenCommand(e),
+			maintenanceCommand(e),
+			healthCommand(e),
+			statusCommand(e),
+			versionCommand(e),
+			exportCommand(e),
+			importCommand(e),
+			snapshotCommand(e),
+		},
+	}
+	app.Action = groupAction
+	app.OnUsageError = usageErrorHandler
+	walkCommands(app.Commands, func(c *cli.Command) {
+		c.OnUsageError = usageErrorHandler
+		if len(c.Subcommands) > 0 && c.Action == nil {
+			c.Action = groupAction
+		}
+	})
+	return app
+}
+
+func walkCommands(cmds []*cli.Command, fn func(*cli.Command)) {
+	for _, c := range cmds {
+		fn(c)
+		walkCommands(c.Subcommands, fn)
+	}
+}
+
+// commandPath is the path of the running command below the program, such as "kv get";
+// "" for the program itself.
+func commandPath(c *cli.Context) string {
+	var names []string
+	for _, ctx := range c.Lineage() {
+		if ctx.Command != nil && ctx.Command.Name != "" && ctx.Command.Name != c.App.Name {
+			names = append([]string{ctx.Command.Name}, names...)
+		}
+	}
+	return strings.Join(names, " ")
+}
+
+// commandName is the full name of the running command, such as "shoelace kv get".
+func commandName(c *cli.Context) string {
+	if p := commandPath(c); p != "" {
+		return c.App.Name + " " + p
+	}
+	return c.App.Name
+}
+
+// errPrefix is what an error of the running command starts with: "kv get: ", or "" at the top.
+func errPrefix(c *cli.Context) string {
+	if p := commandPath(c); p != "" {
+		return p + ": "
+	}
+	return ""
+}
+
+func usageErrorHandler(c *cli.Context, err error, _ bool) error {
+	return usagef("%s%v (see %s --help)", errPrefix(c), err, commandName(c))
+}
+
+// groupAction runs for a command that only groups subcommands: it refuses unknown ones.
+func groupAction(c *cli.Context) error {
+	name := commandName(c)
+	if c.NArg() > 0 {
+		return usagef("%sunknown command %q (see %s --help)", errPrefix(c), c.Args().First(), name)
+	}
+	_ = cli.ShowSubcommandHelp(c)
+	if c.Command == nil || c.Command.Name == "" {
+		_ = cli.ShowAppHelp(c)
+	}
+	return usagef("%smissing command (see %s --help)", errPrefix(c), name)
+}
+
+// Global flag names.
+const (
+	flagAddr      = "addr"
+	flagTokenFile = "token-file"
+	flagToken     = "token"
+	flagCAFile    = "ca-file"
+	flagOutput    = "output"
+	flagMessage   = "message"
+	flagSource    = "source"
+	flagTimeout   = "timeout"
+)
+
+func globalFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: flagAddr, Value: client.DefaultAddr, EnvVars: []string{"SHOELACE_ADDR"},
+			Usage: "server address, http:// or https://"},
+		&cli.StringFlag{Name: flagTokenFile, EnvVars: []string{"SHOELACE_TOKEN_FILE"},
+			Usage: "file holding the API token (mode 0600; preferred over --token)"},
+		&cli.StringFlag{Name: flagToken, EnvVars: []string{"SHOELACE_TOKEN"},
+			Usage: "API token (visible in the process list: prefer --token-file)"},
+		&cli.StringFlag{Name: flagCAFile, EnvVars: []string{"SHOELACE_CA_FILE"},
+			Usage: "PEM bundle that verifies the server's TLS certificate"},
+		&cli.StringFlag{Name: flagOutput, Aliases: []string{"o"}, Value: "text", EnvVars: []string{"SHOELACE_OUTPUT"},
+			Usage: "output format: text or json"},
+		&cli.StringFlag{Name: flagMessage, EnvVars: []string{"SHOELACE_MESSAGE"},
+			Usage: "message recorded with writes (X-Shoelace-Message)"},
+		&cli.StringFlag{Name: flagSource, EnvVars: []string{"SHOELACE_SOURCE"},
+			Usage: "source recorded with writes, such as a pipeline id (X-Shoelace-Source)"},
+		&cli.DurationFlag{Name: flagTimeout, Value: 30 * time.Second, EnvVars: []string{"SHOELACE_TIMEOUT"},
+			Usage: "give up on the server after this long (0: never)"},
+	}
+}
+
+// jsonOutput reports whether --output json was asked for; it refuses unknown formats.
+func jsonOutput(c *cli.Context) (bool, error) {
+	switch o := c.String(flagOutput); o {
+	case "text", "":
+		return false, nil
+	case "json":
+		return true, nil
+	default:
+		return false, usagef("--output %q: must be text or json", o)
+	}
+}
+
+// session is what a command that talks to the server needs.
+type session struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	client *client.Client
+	json   bool
+}
+
+// connect checks the output format, reads the token and builds the client, with --timeout
+// applied to the session's context. The caller must call s.cancel.
+func (e *cliEnv) connect(c *cli.Context) (*session, error) {
+	ctx, cancel := c.Context, context.CancelFunc(func() {})
+	if d := c.Duration(flagTimeout); d > 0 {
+		ctx, cancel = context.WithTimeout(ctx, d)
+	}
+	s, err := e.connectWith(ctx, c, true)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	s.cancel = cancel
+	return s, nil
+}
+
+// connectWith builds a session on ctx, with the token when withToken.
+func (e *cliEnv) connectWith(ctx context.Context, c *cli.Context, withToken bool) (*session, error) {
+	asJSON, err := jsonOutput(c)
+	if err != nil {
+		return nil, err
+	}
+	token := ""
+	if withToken {
+		if token, err = e.token(c); err != nil {
+			return nil, err
+		}
+	}
+	cl, err := client.New(c.String(flagAddr), client.Options{
+		Token:     token,
+		CAFile:    c.String(flagCAFile),
+		Retries:   2,
+		Message:   c.String(flagMessage),
+		Source:    c.String(flagSource),
+		UserAgent: "shoelace/" + version,
+	})
+	if err != nil {
+		return nil, usagef("--addr/--ca-file: %v", err)
+	}
+	return &session{ctx: ctx, cancel: func() {}, client: cl, json: asJSON}, nil
+}
+
+// token returns the API token from --token-file or --token. When both are set, the one given
+// on the command line wins over the one from the environment; both on the same footing is an error.
+func (e *cliEnv) token(c *cli.Context) (string, error) {
+	file, tok := c.String(flagTokenFile), c.String(flagToken)
+	if file != "" && tok != "" {
+		fileCLI, tokCLI := e.onCommandLine[flagTokenFile], e.onCommandLine[flagToken]
+		switch {
+		case fileCLI && !tokCLI:
+			tok = ""
+		case tokCLI && !fileCLI:
+			file = ""
+		default:
+			return "", usagef("both --token-file and --token are set: use one (SHOELACE_TOKEN_FILE, SHOELACE_TOKEN)")
+		}
+	}
+	if file == "" {
+		return strings.TrimSpace(tok), nil
+	}
+	return readTokenFile(file)
+}
+
+// readTokenFile reads a token file, refusing one that group or others may read.
+func readTokenFile(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", usagef("token file: %v", err)
+	}
+	if fi.IsDir() {
+		return "", usagef("token file %s is a directory", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return "", usagef("token file %s is accessible by group or others (mode %04o): run chmod 600 %s", path, perm, path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", usagef("token file: %v", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", usagef("token file %s is empty", path)
+	}
+	if strings.ContainsAny(tok, " \t\r\n") {
+		return "", usagef("token file %s holds more than one word: it must hold only the token", path)
+	}
+	return tok, nil
+}
+
+// args checks that the command got between min and max positional arguments (max < 0: no limit).
+func wantArgs(c *cli.Context, min, max int, names string) ([]string, error) {
+	n := c.NArg()
+	name := commandName(c)
+	if n < min {
+		return nil, usagef("%smissing argument (usage: %s %s)", errPrefix(c), name, names)
+	}
+	if max >= 0 && n > max {
+		return nil, usagef("%stoo many arguments %q (usage: %s %s)", errPrefix(c), c.Args().Slice()[max:], name, names)
+	}
+	return c.Args().Slice(), nil
+}
+
+// jsonEncoder returns an encoder that leaves <, > and & as they are.
+func jsonEncoder(w io.Writer) *json.Encoder {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc
+}
+
+// printJSON writes v as one line of JSON.
+func printJSON(w io.Writer, v any) error {
+	return jsonEncoder(w).Encode(v)
+}
+
+// printRevision prints the result of a write: "revision 42" or {"revision":42}.
+func printRevision(w io.Writer, asJSON bool, rev int64) error {
+	if asJSON {
+		return printJSON(w, map[string]int64{"revision": rev})
+	}
+	_, err := fmt.Fprintf(w, "revision %d\n", rev)
+	return err
+}

@@ -1,0 +1,325 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+	"gopkg.in/yaml.v3"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+func applianceCommand(e *cliEnv) *cli.Command {
+	return &cli.Command{
+		Name:  "appliance",
+		Usage: "list, read, apply and export appliances",
+		Description: `An appliance's view is shared/ overlaid by appliances/NAME/, addressed by paths relative
+to those roots; the appliance's own value wins.`,
+		Subcommands: []*cli.Command{
+			{
+				Name:      "ls",
+				Usage:     "list the appliances the token may read",
+				UsageText: "shoelace appliance ls [--output json]",
+				Action:    e.applianceList,
+			},
+			{
+				Name:      "get",
+				Usage:     "print an appliance's view",
+				ArgsUsage: "NAME",
+				UsageText: "shoelace appliance get NAME [--output json]",
+				Description: `Prints the view as sorted "path=value" lines. A value is printed as is unless it holds a
+control character (such as a newline) or starts with a double quote: then it is printed as a
+double-quoted string with Go/JSON escapes ("line 1\nline 2"). With --output json, prints
+{"appliance","revision","keys":{…}}.
+
+EXAMPLES:
+   shoelace appliance get web-frontend
+   shoelace appliance get web-frontend | grep '^system/ntp=' | cut -d= -f2-
+   shoelace appliance get web-frontend -o json | jq -r '.keys["system/ntp"]'`,
+				Action: e.applianceGet,
+			},
+			{
+				Name:      "apply",
+				Usage:     "replace an appliance's own keys with a file's, in one transaction",
+				ArgsUsage: "NAME",
+				UsageText: "shoelace appliance apply NAME -f FILE|- [--cas REVISION]",
+				Description: `Replaces every key under appliances/NAME/ with the keys of FILE, all or nothing. FILE is
+JSON ({"keys":{"path":"value",…}}) or YAML (keys: with nested maps that flatten to a/b/c
+paths; scalars keep their text, so port: 8080 is "8080"). YAML is recognized by a .yaml or
+.yml name, otherwise by content (JSON starts with '{'). "-f -" reads stdin.
+--cas R applies only if nothing under the appliance changed after revision R (exit code 4).
+Prints the revision.
+
+EXAMPLES:
+   shoelace appliance apply web-frontend -f web-frontend.yaml
+   shoelace appliance export web-frontend | shoelace appliance apply web-staging -f -`,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "`FILE` with the keys (- for stdin)"},
+					&cli.Int64Flag{Name: "cas", DefaultText: "unconditional", Usage: "apply only if the appliance is unchanged since `REVISION`"},
+				},
+				Action: e.applianceApply,
+			},
+			{
+				Name:      "export",
+				Usage:     "print an appliance's own keys in the format apply accepts",
+				ArgsUsage: "NAME",
+				UsageText: "shoelace appliance export NAME [--format json|yaml] [--include-secrets]",
+				Description: `Prints the keys under appliances/NAME/ (not shared/) as {"keys":{…}} JSON, or YAML with
+--format yaml, which "appliance apply" accepts back. Secret keys (a path segment "secrets")
+are left out unless --include-secrets is given; stderr lists what was left out or included.
+Note that applying an export made without its secrets removes them from the appliance.
+
+EXAMPLES:
+   shoelace appliance export web-frontend > web-frontend.json
+   shoelace appliance export web-frontend --format yaml --include-secrets > backup.yaml`,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "format", Value: "json", Usage: "json or yaml"},
+					&cli.BoolFlag{Name: "include-secrets", Usage: "include the values of secret keys"},
+				},
+				Action: e.applianceExport,
+			},
+		},
+	}
+}
+
+func (e *cliEnv) applianceList(c *cli.Context) error {
+	if _, err := wantArgs(c, 0, 0, ""); err != nil {
+		return err
+	}
+	s, err := e.connect(c)
+	if err != nil {
+		return err
+	}
+	defer s.cancel()
+	names, err := s.client.Appliances(s.ctx)
+	if err != nil {
+		return err
+	}
+	if s.json {
+		if names == nil {
+			names = []string{}
+		}
+		return printJSON(e.stdout, api.Appliances{Appliances: names})
+	}
+	for _, n := range names {
+		if _, err := fmt.Fprintln(e.stdout, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func applianceName(c *cli.Context) (string, error) {
+	a, err := wantArgs(c, 1, 1, "NAME")
+	if err != nil {
+		return "", err
+	}
+	if err := api.ValidateSegment("appliance name", a[0]); err != nil {
+		return "", err
+	}
+	return a[0], nil
+}
+
+func (e *cliEnv) applianceGet(c *cli.Context) error {
+	name, err := applianceName(c)
+	if err != nil {
+		return err
+	}
+	s, err := e.connect(c)
+	if err != nil {
+		return err
+	}
+	defer s.cancel()
+	v, _, err := s.client.View(s.ctx, name)
+	if err != nil {
+		return err
+	}
+	if s.json {
+		if v.Keys == nil {
+			v.Keys = map[string]string{}
+		}
+		return printJSON(e.stdout, v)
+	}
+	_, err = io.WriteString(e.stdout, formatPairs(v.Keys))
+	return err
+}
+
+// formatPairs renders keys as sorted "path=value" lines; a value with a control character or
+// a leading double quote is written as a quoted string, so that every entry is one line.
+func formatPairs(keys map[string]string) string {
+	names := make([]string, 0, len(keys))
+	for k := range keys {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for _, k := range names {
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(quoteIfNeeded(keys[k]))
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+func quoteIfNeeded(v string) string {
+	if strings.HasPrefix(v, `"`) {
+		return strconv.Quote(v)
+	}
+	for _, r := range v {
+		if r < 0x20 || r == 0x7f || r == '\u2028' || r == '\u2029' || r == '\u0085' {
+			return strconv.Quote(v)
+		}
+	}
+	return v
+}
+
+func (e *cliEnv) applianceApply(c *cli.Context) error {
+	name, err := applianceName(c)
+	if err != nil {
+		return err
+	}
+	file := c.String("file")
+	if file == "" {
+		return usagef("%smissing -f FILE (or -f - for stdin)", errPrefix(c))
+	}
+	cas, err := casFlag(c)
+	if err != nil {
+		return err
+	}
+	var body []byte
+	if file == "-" {
+		body, err = io.ReadAll(e.stdin)
+		if err != nil {
+			return fmt.Errorf("read stdin: %w", err)
+		}
+		file = "stdin"
+	} else if body, err = os.ReadFile(file); err != nil {
+		return fmt.Errorf("read %w", err)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return fmt.Errorf("apply %s: %s is empty (to remove every key: shoelace kv rm %s --recurse)", name, file, api.ApplianceRoot(name))
+	}
+	s, err := e.connect(c)
+	if err != nil {
+		return err
+	}
+	defer s.cancel()
+	rev, err := s.client.Apply(s.ctx, name, body, contentTypeOf(file, body), cas)
+	if err != nil {
+		return err
+	}
+	return printRevision(e.stdout, s.json, rev)
+}
+
+// contentTypeOf returns the content type of an apply body: YAML for a .yaml or .yml file,
+// JSON for a .json file, otherwise JSON when the content starts with '{' and YAML if not.
+func contentTypeOf(file string, body []byte) string {
+	switch strings.ToLower(filepath.Ext(file)) {
+	case ".yaml", ".yml":
+		return api.ContentTypeYAML
+	case ".json":
+		return "application/json"
+	}
+	trimmed := bytes.TrimLeft(body, " \t\r\n\ufeff")
+	trimmed = bytes.TrimPrefix(trimmed, []byte("\ufeff"))
+	if len(trimmed) > 0 && trimmed[0] == '{' {
+		return "application/json"
+	}
+	return api.ContentTypeYAML
+}
+
+func (e *cliEnv) applianceExport(c *cli.Context) error {
+	name, err := applianceName(c)
+	if err != nil {
+		return err
+	}
+	format := c.String("format")
+	if format != "json" && format != "yaml" {
+		return usagef("--format %q: must be json or yaml", format)
+	}
+	s, err := e.connect(c)
+	if err != nil {
+		return err
+	}
+	defer s.cancel()
+	root := api.ApplianceRoot(name)
+	l, _, err := s.client.List(s.ctx, root, false)
+	if err != nil && !errors.Is(err, api.ErrNotFound) {
+		return err
+	}
+	keys, secrets := exportKeys(root, l.Entries, c.Bool("include-secrets"))
+	if len(keys) == 0 && len(secrets.left) == 0 {
+		return &api.Error{Code: api.CodeNotFound, Message: fmt.Sprintf("appliance %q has no keys of its own", name)}
+	}
+	if len(secrets.left) > 0 {
+		fmt.Fprintf(e.stderr, "left out %d secret keys (use --include-secrets; applying this export removes them): %s\n",
+			len(secrets.left), strings.Join(secrets.left, ", "))
+	}
+	if len(secrets.included) > 0 {
+		fmt.Fprintf(e.stderr, "included %d secret keys: %s\n", len(secrets.included), strings.Join(secrets.included, ", "))
+	}
+	out, err := encodeExport(keys, format)
+	if err != nil {
+		return err
+	}
+	_, err = e.stdout.Write(out)
+	return err
+}
+
+type secretReport struct{ left, included []string }
+
+// exportKeys turns the entries under root into apply's keys (paths relative to root),
+// leaving secret keys out unless includeSecrets.
+func exportKeys(root string, entries []api.KV, includeSecrets bool) (map[string]string, secretReport) {
+	keys := map[string]string{}
+	var rep secretReport
+	for _, kv := range entries {
+		rel, ok := strings.CutPrefix(kv.Key, root+"/")
+		if !ok || rel == "" {
+			continue
+		}
+		if api.IsSecret(rel) {
+			if !includeSecrets {
+				rep.left = append(rep.left, rel)
+				continue
+			}
+			rep.included = append(rep.included, rel)
+		}
+		keys[rel] = kv.Value
+	}
+	sort.Strings(rep.left)
+	sort.Strings(rep.included)
+	return keys, rep
+}
+
+// encodeExport renders keys as apply's body: indented JSON, or YAML with flat quoted-as-needed keys.
+func encodeExport(keys map[string]string, format string) ([]byte, error) {
+	if format == "yaml" {
+		var buf bytes.Buffer
+		enc := yaml.NewEncoder(&buf)
+		enc.SetIndent(2)
+		if err := enc.Encode(api.Apply{Keys: keys}); err != nil {
+			return nil, fmt.Errorf("encode yaml: %w", err)
+		}
+		if err := enc.Close(); err != nil {
+			return nil, fmt.Errorf("encode yaml: %w", err)
+		}
+		return buf.Bytes(), nil
+	}
+	var buf bytes.Buffer
+	enc := jsonEncoder(&buf)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(api.Apply{Keys: keys}); err != nil {
+		return nil, fmt.Errorf("encode json: %w", err)
+	}
+	return buf.Bytes(), nil
+}

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"strings"
+
+	"github.com/urfave/cli/v2"
+)
+
+// cmdNode is one level of the command tree as the argument reordering sees it.
+type cmdNode struct {
+	flags []cli.Flag
+	subs  []*cli.Command
+}
+
+// reorderArgs moves every flag to the command that defines it, ahead of the positional
+// arguments, so that flags work before or after positionals ("shoelace appliance get web
+// --output json", "shoelace kv get x --addr …"): urfave/cli v2 stops parsing flags at the first
+// positional argument and parses global flags only before the command name.
+//
+// args[0] is the program name. The result is
+// [prog, root flags…, cmd, cmd flags…, sub, sub flags…, positionals…, ("--", after…)].
+// A flag is placed at the deepest command on the path that defines it; unknown flags go to
+// the last command, whose parser then names them in its error. A flag's value is kept with it
+// (the next argument when the flag takes one and has no "=value"). Everything after "--" stays
+// positional, in order, behind a "--".
+func reorderArgs(root cmdNode, args []string) []string {
+	if len(args) == 0 {
+		return args
+	}
+	path := []cmdNode{root}
+	var names []string    // command names on the path, after the program name
+	var groups [][]string // each flag with its value, in order
+	var positionals, afterDashes []string
+	dashes := false
+	descending := true // positionals may still name a subcommand
+
+	rest := args[1:]
+	for i := 0; i < len(rest); i++ {
+		a := rest[i]
+		if a == "--" {
+			dashes = true
+			afterDashes = append(afterDashes, rest[i+1:]...)
+			break
+		}
+		if len(a) > 1 && a[0] == '-' {
+			name, hasValue := flagName(a)
+			_, f := findFlag(path, name)
+			group := []string{a}
+			if !hasValue && takesValue(f, name, root) && i+1 < len(rest) {
+				group = append(group, rest[i+1])
+				i++
+			}
+			groups = append(groups, group)
+			continue
+		}
+		if descending {
+			if sub := findCommand(path[len(path)-1].subs, a); sub != nil {
+				path = append(path, cmdNode{flags: sub.Flags, subs: sub.Subcommands})
+				names = append(names, a)
+				continue
+			}
+			descending = false
+		}
+		positionals = append(positionals, a)
+	}
+
+	flagsAt := make([][]string, len(path))
+	for _, g := range groups {
+		name, _ := flagName(g[0])
+		level, _ := findFlag(path, name)
+		if level < 0 {
+			level = len(path) - 1
+		}
+		flagsAt[level] = append(flagsAt[level], g...)
+	}
+
+	out := []string{args[0]}
+	out = append(out, flagsAt[0]...)
+	for i, n := range names {
+		out = append(out, n)
+		out = append(out, flagsAt[i+1]...)
+	}
+	out = append(out, positionals...)
+	if dashes {
+		out = append(out, "--")
+		out = append(out, afterDashes...)
+	}
+	return out
+}
+
+// flagName returns the name of a flag argument ("--cas=3" → "cas", true).
+func flagName(a string) (name string, hasValue bool) {
+	name = strings.TrimLeft(a, "-")
+	name, _, hasValue = strings.Cut(name, "=")
+	return name, hasValue
+}
+
+// findFlag finds the deepest level of path that defines the flag name; -1 when none does.
+func findFlag(path []cmdNode, name string) (int, cli.Flag) {
+	for level := len(path) - 1; level >= 0; level-- {
+		for _, f := range path[level].flags {
+			for _, n := range f.Names() {
+				if n == name {
+					return level, f
+				}
+			}
+		}
+	}
+	if name == "help" || name == "h" {
+		return len(path) - 1, nil
+	}
+	return -1, nil
+}
+
+// takesValue reports whether the flag consumes the next argument. A flag unknown on the path
+// is looked up anywhere in the tree, so that its value is not mistaken for a positional.
+func takesValue(f cli.Flag, name string, root cmdNode) bool {
+	if f == nil {
+		f = findAnywhere(root, name)
+		if f == nil {
+			return false
+		}
+	}
+	if tv, ok := f.(interface{ TakesValue() bool }); ok {
+		return tv.TakesValue()
+	}
+	return false
+}
+
+func findAnywhere(n cmdNode, name string) cli.Flag {
+	for _, f := range n.flags {
+		for _, fn := range f.Names() {
+			if fn == name {
+				return f
+			}
+		}
+	}
+	for _, s := range n.subs {
+		if f := findAnywhere(cmdNode{flags: s.Flags, subs: s.Subcommands}, name); f != nil {
+			return f
+		}
+	}
+	return nil
+}
+
+func findCommand(cmds []*cli.Command, name string) *cli.Command {
+	for _, c := range cmds {
+		if c.HasName(name) {
+			return c
+		}
+	}
+	return nil
+}

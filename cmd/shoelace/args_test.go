@@ -1,0 +1,140 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func testTree() cmdNode {
+	app := newApp(&cliEnv{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}})
+	return cmdNode{flags: app.Flags, subs: app.Commands}
+}
+
+func TestReorderArgs(t *testing.T) {
+	tree := testTree()
+	tests := []struct {
+		name string
+		in   string
+		want string
+	}{
+		{"nothing", "shoelace", "shoelace"},
+		{"already in order", "shoelace --addr A kv get x", "shoelace --addr A kv get x"},
+		{"global flag after positional", "shoelace kv get x --addr A", "shoelace --addr A kv get x"},
+		{"global flag with = after positional", "shoelace kv get x --addr=A", "shoelace --addr=A kv get x"},
+		{"command flag after positionals", "shoelace kv put k v --cas 3", "shoelace kv put --cas 3 k v"},
+		{"command flag between positionals", "shoelace kv put k --cas 3 v", "shoelace kv put --cas 3 k v"},
+		{"flags of both levels mixed", "shoelace kv rm x -o json --recurse --token-file f",
+			"shoelace -o json --token-file f kv rm --recurse x"},
+		{"global flag between commands", "shoelace kv --output json get x", "shoelace --output json kv get x"},
+		{"command flag before the command name", "shoelace kv --cas 3 put k v", "shoelace kv put --cas 3 k v"},
+		{"single dash long flag", "shoelace kv get x -addr A", "shoelace -addr A kv get x"},
+		{"stdin dash is positional", "shoelace kv put k - --cas 0", "shoelace kv put --cas 0 k -"},
+		{"double dash keeps what follows", "shoelace kv put k --cas 1 -- -5", "shoelace kv put --cas 1 k -- -5"},
+		{"double dash protects flag lookalikes", "shoelace kv put -- k --addr", "shoelace kv put -- k --addr"},
+		{"apply -f after name", "shoelace appliance apply web -f x.yaml --cas 7", "shoelace appliance apply -f x.yaml --cas 7 web"},
+		{"value that names a command", "shoelace --output kv kv get x", "shoelace --output kv kv get x"},
+		{"unknown flag goes to the leaf", "shoelace kv get x --bogus", "shoelace kv get --bogus x"},
+		{"unknown command stays positional", "shoelace kv frob x --addr A", "shoelace --addr A kv frob x"},
+		{"help flag at the leaf", "shoelace kv get x --help", "shoelace kv get --help x"},
+		{"server flags", "shoelace server --listen 127.0.0.1:1 --data-dir d", "shoelace server --listen 127.0.0.1:1 --data-dir d"},
+		{"server flag value with spaces", "shoelace server --data-dir=d --log-level debug", "shoelace server --data-dir=d --log-level debug"},
+		{"repeatable slice flag", "shoelace token create --read a --name n --read b",
+			"shoelace token create --read a --name n --read b"},
+		{"bool flag does not take the next argument", "shoelace kv rm --recurse x", "shoelace kv rm --recurse x"},
+		{"flag missing its value at the end", "shoelace kv get x --addr", "shoelace --addr kv get x"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := strings.Join(reorderArgs(tree, strings.Fields(tt.in)), " ")
+			if got != tt.want {
+				t.Errorf("reorderArgs(%q)\n got %q\nwant %q", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestReorderArgs_EmptyArgs(t *testing.T) {
+	if got := reorderArgs(testTree(), nil); len(got) != 0 {
+		t.Errorf("reorderArgs(nil) = %q, want empty", got)
+	}
+}
+
+// FuzzReorderArgs checks that reordering keeps every argument and the order of the positional
+// arguments, and that it is idempotent.
+func FuzzReorderArgs(f *testing.F) {
+	f.Add("kv put k v --cas 3")
+	f.Add("kv get x --addr A -o json")
+	f.Add("appliance apply web -f - --cas 1 -- -x")
+	f.Add("--output kv kv get x")
+	tree := testTree()
+	f.Fuzz(func(t *testing.T, s string) {
+		in := append([]string{"shoelace"}, strings.Fields(s)...)
+		out := reorderArgs(tree, in)
+		if !slices.Contains(in, "--") {
+			a, b := slices.Clone(in), slices.Clone(out)
+			slices.Sort(a)
+			slices.Sort(b)
+			if !slices.Equal(a, b) {
+				t.Fatalf("reorderArgs(%q) = %q: arguments differ", in, out)
+			}
+		}
+		if again := reorderArgs(tree, out); !slices.Equal(again, out) {
+			t.Fatalf("not idempotent: %q → %q → %q", in, out, again)
+		}
+	})
+}
+
+func TestRun_UsageErrors(t *testing.T) {
+	tests := []struct {
+		args     string
+		wantCode int
+		wantErr  string
+	}{
+		{"shoelace frob", exitUsage, `unknown command "frob" (see shoelace --help)`},
+		{"shoelace kv frob", exitUsage, `kv: unknown command "frob" (see shoelace kv --help)`},
+		{"shoelace kv", exitUsage, `kv: missing command`},
+		{"shoelace kv get x --bogus", exitUsage, `kv get: flag provided but not defined: -bogus (see shoelace kv get --help)`},
+		{"shoelace kv get", exitUsage, `kv get: missing argument (usage: shoelace kv get KEY)`},
+		{"shoelace kv get a b", exitUsage, `kv get: too many arguments ["b"]`},
+		{"shoelace kv put k", exitUsage, `kv put: missing argument (usage: shoelace kv put KEY VALUE|-)`},
+		{"shoelace kv put k v --cas -1", exitUsage, `--cas -1: a revision is 0 or more`},
+		{"shoelace kv put k v --cas x", exitUsage, `kv put: invalid value "x" for flag -cas`},
+		{"shoelace kv get x --output yaml", exitUsage, `--output "yaml": must be text or json`},
+		{"shoelace kv get a//b", exitError, `invalid key "a//b": segment 2 is empty`},
+		{"shoelace kv get ../etc", exitError, `invalid key "../etc": segment 1 is ".."`},
+		{"shoelace appliance apply web", exitUsage, `appliance apply: missing -f FILE`},
+		{"shoelace appliance get we/b", exitError, `invalid appliance name "we/b"`},
+		{"shoelace appliance export web --format toml", exitUsage, `--format "toml": must be json or yaml`},
+		{"shoelace token create", exitUsage, `token create: missing --name NAME`},
+		{"shoelace token create --name n", exitUsage, `exactly one of --appliance, --read/--write or --admin`},
+		{"shoelace token create --name n --admin --read x", exitUsage, `exactly one of`},
+		{"shoelace token create --name n --read a//b", exitError, `--read: invalid prefix "a//b"`},
+		{"shoelace maintenance maybe", exitUsage, `maintenance: "maybe" is not on, off or status`},
+		{"shoelace export", exitError, `export: not implemented yet`},
+		{"shoelace snapshot save x", exitError, `snapshot save: not implemented yet`},
+		{"shoelace server --log-level loud", exitUsage, `--log-level "loud"`},
+		{"shoelace server extra", exitUsage, `server: too many arguments`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.args, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), strings.Fields(tt.args), strings.NewReader(""), &stdout, &stderr)
+			if code := exitCode(err); code != tt.wantCode {
+				t.Errorf("exit code %d, want %d (err %v)", code, tt.wantCode, err)
+			}
+			if err == nil {
+				t.Fatalf("no error, want %q", tt.wantErr)
+			}
+			line := errorLine(err)
+			if !strings.HasPrefix(line, "shoelace: ") || !strings.Contains(line, tt.wantErr) {
+				t.Errorf("error line %q, want it to contain %q", line, tt.wantErr)
+			}
+			if strings.Contains(line, "\n") || strings.HasPrefix(line, "shoelace: shoelace") {
+				t.Errorf("error line %q: want one line with one prefix", line)
+			}
+		})
+	}
+}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/client"
+)
+
+// Exit codes that scripts can rely on; exitCodesHelp documents them in --help.
+const (
+	exitOK          = 0
+	exitError       = 1 // anything else, including input the server refused (400, 413)
+	exitUsage       = 2 // unknown command or flag, wrong arguments, unusable token file
+	exitNotFound    = 3 // the key, appliance or token does not exist
+	exitConflict    = 4 // a --cas guard did not hold
+	exitAuth        = 5 // no token, unknown token, or the token may not do this
+	exitUnavailable = 6 // server unreachable, unavailable, in maintenance or rate limiting
+	exitInterrupted = 130
+)
+
+const exitCodesHelp = `EXIT CODES:
+   0  success
+   1  other error, including a key, value or body the server refused (400, 413)
+   2  usage error: unknown command or flag, wrong arguments, insecure token file
+   3  not found: the key, appliance or token does not exist (404)
+   4  conflict: a --cas guard did not hold (409)
+   5  unauthorized or forbidden: missing or unknown token, or not allowed (401, 403)
+   6  unavailable: server unreachable, maintenance mode, etcd away, rate limited (503, 429)`
+
+// usageError is a mistake in the command line: exit code 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// exitCodeError carries an explicit exit code (such as a failed health check).
+type exitCodeError struct {
+	code int
+	err  error
+}
+
+func (e *exitCodeError) Error() string { return e.err.Error() }
+func (e *exitCodeError) Unwrap() error { return e.err }
+
+// exitCode maps an error returned by run to the process exit code. It is the only place that does.
+func exitCode(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	var ec *exitCodeError
+	if errors.As(err, &ec) {
+		return ec.code
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return exitUsage
+	}
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		switch ae.HTTPStatus() {
+		case http.StatusNotFound:
+			return exitNotFound
+		case http.StatusConflict:
+			return exitConflict
+		case http.StatusUnauthorized, http.StatusForbidden:
+			return exitAuth
+		case http.StatusServiceUnavailable, http.StatusTooManyRequests, http.StatusBadGateway, http.StatusGatewayTimeout:
+			return exitUnavailable
+		}
+		return exitError
+	}
+	if client.IsTransport(err) {
+		return exitUnavailable
+	}
+	if errors.Is(err, context.Canceled) {
+		return exitInterrupted
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return exitUnavailable
+	}
+	return exitError
+}
+
+// errorLine renders err as the one line written to stderr.
+func errorLine(err error) string {
+	msg := err.Error()
+	var te *client.TransportError
+	if errors.As(err, &te) {
+		var ue *url.Error
+		if errors.As(te.Err, &ue) {
+			msg = "cannot reach the server: " + ue.Err.Error()
+			if errors.Is(ue.Err, context.DeadlineExceeded) {
+				msg = "cannot reach the server: no answer before the timeout (--timeout)"
+			}
+		} else {
+			msg = "cannot reach the server: " + te.Err.Error()
+		}
+	}
+	msg = strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(strings.TrimSpace(msg))
+	return "shoelace: " + msg
+}

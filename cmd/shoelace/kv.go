@@ -1,0 +1,234 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/client"
+)
+
+func kvCommand(e *cliEnv) *cli.Command {
+	return &cli.Command{
+		Name:  "kv",
+		Usage: "read and write single keys",
+		Description: `Keys are relative paths such as shared/system/ntp or appliances/web/port: 1–32 segments of
+[A-Za-z0-9][A-Za-z0-9._-]* joined by '/'. Values are UTF-8 text, stored byte for byte.`,
+		Subcommands: []*cli.Command{
+			{
+				Name:      "get",
+				Usage:     "print a key's value verbatim",
+				ArgsUsage: "KEY",
+				UsageText: "shoelace kv get KEY [--output json]",
+				Description: `Prints the value exactly as stored: no newline is added. With --output json, prints
+{"key","value","mod_revision","create_revision","version"}.
+
+EXAMPLES:
+   shoelace kv get shared/system/ntp
+   shoelace kv get appliances/web/port --output json | jq .mod_revision`,
+				Action: e.kvGet,
+			},
+			{
+				Name:      "put",
+				Usage:     "write a key's value (- reads it from stdin, verbatim)",
+				ArgsUsage: "KEY VALUE|-",
+				UsageText: "shoelace kv put KEY VALUE|- [--cas REVISION]",
+				Description: `Writes VALUE as given, or stdin as read (with "-"; a trailing newline is kept).
+Prints the revision of the write.
+
+--cas N writes only while the key's mod_revision is N (0: only if the key does not exist);
+otherwise nothing is written and the exit code is 4.
+
+EXAMPLES:
+   shoelace kv put shared/system/ntp pool.ntp.org
+   shoelace kv put appliances/web/tls/cert - < cert.pem
+   rev=$(shoelace kv get appliances/web/port -o json | jq .mod_revision)
+   shoelace kv put appliances/web/port 8081 --cas "$rev"`,
+				Flags: []cli.Flag{
+					&cli.Int64Flag{Name: "cas", DefaultText: "unconditional", Usage: "write only if the key's mod_revision is `REVISION` (0: must not exist)"},
+				},
+				Action: e.kvPut,
+			},
+			{
+				Name:      "ls",
+				Usage:     "list the keys under a prefix",
+				ArgsUsage: "[PREFIX]",
+				UsageText: "shoelace kv ls [PREFIX] [--output json]",
+				Description: `Prints one key per line, every key under PREFIX (whole segments: "appliances/web" never
+lists appliances/web-frontend/…). Without PREFIX, every key. With --output json, prints
+{"revision","entries":[{"key","value",…}]}, values included.
+
+EXAMPLES:
+   shoelace kv ls shared
+   shoelace kv ls appliances/web --output json | jq -r '.entries[] | .key + "=" + .value'`,
+				Action: e.kvList,
+			},
+			{
+				Name:      "rm",
+				Usage:     "delete a key, or every key under a prefix with --recurse",
+				ArgsUsage: "KEY",
+				UsageText: "shoelace kv rm KEY [--recurse]",
+				Description: `Deletes KEY (exit code 3 when it does not exist). With --recurse, deletes KEY and every key
+under it (whole segments) and reports how many were deleted on stderr. Prints the revision.
+
+EXAMPLES:
+   shoelace kv rm appliances/web/old-setting
+   shoelace kv rm appliances/retired-app --recurse`,
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "recurse", Aliases: []string{"r"}, Usage: "delete every key under KEY too"},
+				},
+				Action: e.kvRemove,
+			},
+		},
+	}
+}
+
+// checkPathKey refuses keys that cannot travel in a URL path unchanged: empty segments, "."
+// and "..", which an HTTP stack would clean into another key. The server checks every other
+// rule and names it in its answer.
+func checkPathKey(key string) error {
+	for _, seg := range strings.Split(key, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			if err := api.ValidateKey(key); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (e *cliEnv) kvGet(c *cli.Context) error {
+	a, err := wantArgs(c, 1, 1, "KEY")
+	if err != nil {
+		return err
+	}
+	if err := checkPathKey(a[0]); err != nil {
+		return err
+	}
+	s, err := e.connect(c)
+	if err != nil {
+		return err
+	}
+	defer s.cancel()
+	kv, _, err := s.client.Get(s.ctx, a[0])
+	if err != nil {
+		return err
+	}
+	if s.json {
+		return printJSON(e.stdout, kv)
+	}
+	_, err = io.WriteString(e.stdout, kv.Value)
+	return err
+}
+
+func (e *cliEnv) kvPut(c *cli.Context) error {
+	a, err := wantArgs(c, 2, 2, "KEY VALUE|-")
+	if err != nil {
+		return err
+	}
+	if err := checkPathKey(a[0]); err != nil {
+		return err
+	}
+	cas, err := casFlag(c)
+	if err != nil {
+		return err
+	}
+	value := []byte(a[1])
+	if a[1] == "-" {
+		if value, err = io.ReadAll(e.stdin); err != nil {
+			return fmt.Errorf("read value from stdin: %w", err)
+		}
+	}
+	s, err := e.connect(c)
+	if err != nil {
+		return err
+	}
+	defer s.cancel()
+	rev, err := s.client.Put(s.ctx, a[0], value, cas)
+	if err != nil {
+		return err
+	}
+	return printRevision(e.stdout, s.json, rev)
+}
+
+// casFlag returns --cas, or client.NoCAS when it is not set.
+func casFlag(c *cli.Context) (int64, error) {
+	if !c.IsSet("cas") {
+		return client.NoCAS, nil
+	}
+	cas := c.Int64("cas")
+	if cas < 0 {
+		return 0, usagef("--cas %d: a revision is 0 or more", cas)
+	}
+	return cas, nil
+}
+
+func (e *cliEnv) kvList(c *cli.Context) error {
+	a, err := wantArgs(c, 0, 1, "[PREFIX]")
+	if err != nil {
+		return err
+	}
+	prefix := ""
+	if len(a) == 1 {
+		prefix = strings.TrimSuffix(a[0], "/")
+		if prefix != "" {
+			if err := checkPathKey(prefix); err != nil {
+				return err
+			}
+		}
+	}
+	s, err := e.connect(c)
+	if err != nil {
+		return err
+	}
+	defer s.cancel()
+	l, _, err := s.client.List(s.ctx, prefix, !s.json)
+	if err != nil {
+		return err
+	}
+	if s.json {
+		return printJSON(e.stdout, l)
+	}
+	keys := l.Keys
+	if len(keys) == 0 {
+		for _, kv := range l.Entries {
+			keys = append(keys, kv.Key)
+		}
+	}
+	for _, k := range keys {
+		if _, err := fmt.Fprintln(e.stdout, k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *cliEnv) kvRemove(c *cli.Context) error {
+	a, err := wantArgs(c, 1, 1, "KEY")
+	if err != nil {
+		return err
+	}
+	if err := checkPathKey(a[0]); err != nil {
+		return err
+	}
+	s, err := e.connect(c)
+	if err != nil {
+		return err
+	}
+	defer s.cancel()
+	recurse := c.Bool("recurse")
+	d, err := s.client.Delete(s.ctx, a[0], recurse)
+	if err != nil {
+		return err
+	}
+	if s.json {
+		return printJSON(e.stdout, d)
+	}
+	if recurse {
+		fmt.Fprintf(e.stderr, "deleted %d keys\n", d.Deleted)
+	}
+	return printRevision(e.stdout, false, d.Revision)
+}

@@ -1,0 +1,283 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+)
+
+// healthTimeout bounds "shoelace health" unless --timeout is given: container health checks
+// want a quick answer.
+const healthTimeout = 5 * time.Second
+
+func maintenanceCommand(e *cliEnv) *cli.Command {
+	return &cli.Command{
+		Name:      "maintenance",
+		Usage:     "turn read-only maintenance mode on or off, or show it",
+		ArgsUsage: "[on|off|status]",
+		UsageText: "shoelace maintenance on|off|status",
+		Description: `While maintenance is on, every replica refuses writes with 503 and a message that says
+so (the CLI exits 6); reads and long-polls go on. The mode is stored in etcd, so it holds
+for every replica and survives restarts. "on" and "off" need an admin token and print the
+revision; "status" (the default) prints "on" or "off".
+API: GET /v1/maintenance and PUT /v1/maintenance with {"enabled":true|false}.
+
+EXAMPLES:
+   shoelace maintenance on && shoelace snapshot save backup.db && shoelace maintenance off
+   shoelace maintenance status -o json`,
+		Action: e.maintenance,
+	}
+}
+
+func (e *cliEnv) maintenance(c *cli.Context) error {
+	a, err := wantArgs(c, 0, 1, "[on|off|status]")
+	if err != nil {
+		return err
+	}
+	mode := "status"
+	if len(a) == 1 {
+		mode = a[0]
+	}
+	if mode != "on" && mode != "off" && mode != "status" {
+		return usagef("maintenance: %q is not on, off or status", mode)
+	}
+	s, err := e.connect(c)
+	if err != nil {
+		return err
+	}
+	defer s.cancel()
+	if mode == "status" {
+		m, err := s.client.Maintenance(s.ctx)
+		if err != nil {
+			return err
+		}
+		if s.json {
+			return printJSON(e.stdout, map[string]bool{"enabled": m.Enabled})
+		}
+		_, err = fmt.Fprintln(e.stdout, onOff(m.Enabled))
+		return err
+	}
+	m, err := s.client.SetMaintenance(s.ctx, mode == "on")
+	if err != nil {
+		return err
+	}
+	if s.json {
+		return printJSON(e.stdout, map[string]any{"enabled": mode == "on", "revision": m.Revision})
+	}
+	if mode == "on" {
+		fmt.Fprintln(e.stderr, "maintenance is on: every replica refuses writes until \"shoelace maintenance off\"")
+	} else {
+		fmt.Fprintln(e.stderr, "maintenance is off: writes are accepted")
+	}
+	return printRevision(e.stdout, false, m.Revision)
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+func healthCommand(e *cliEnv) *cli.Command {
+	return &cli.Command{
+		Name:      "health",
+		Usage:     "check that the server answers /health (exit 0 when it answers 200)",
+		UsageText: "shoelace health [--addr URL] [--timeout 5s] [--output json]",
+		Description: `Asks GET /health, which needs no token: exit 0 when the server answers 200, 6 when it is
+unreachable or unavailable. Gives up after 5s unless --timeout says otherwise. Prints "ok",
+or the server's JSON answer with --output json. For container health checks:
+
+   HEALTHCHECK CMD ["shoelace", "health", "--addr", "http://127.0.0.1:7400"]`,
+		Action: e.health,
+	}
+}
+
+// unauthenticated builds a session without a token, for the endpoints that need none.
+func (e *cliEnv) unauthenticated(c *cli.Context, timeout time.Duration) (*session, error) {
+	if !c.IsSet(flagTimeout) {
+		c2, cancel := context.WithTimeout(c.Context, timeout)
+		s, err := e.connectWith(c2, c, false)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		s.cancel = cancel
+		return s, nil
+	}
+	return e.connectWith(c.Context, c, false)
+}
+
+func (e *cliEnv) health(c *cli.Context) error {
+	if _, err := wantArgs(c, 0, 0, ""); err != nil {
+		return err
+	}
+	s, err := e.unauthenticated(c, healthTimeout)
+	if err != nil {
+		return err
+	}
+	defer s.cancel()
+	raw, err := s.client.Health(s.ctx, false)
+	if err != nil {
+		return &exitCodeError{code: exitUnavailable, err: fmt.Errorf("health of %s: %w", s.client.Addr(), err)}
+	}
+	if s.json {
+		return printJSON(e.stdout, raw)
+	}
+	_, err = fmt.Fprintln(e.stdout, "ok")
+	return err
+}
+
+func statusCommand(e *cliEnv) *cli.Command {
+	return &cli.Command{
+		Name:      "status",
+		Usage:     "show the server's health and its etcd's",
+		UsageText: "shoelace status [--output json]",
+		Description: `Prints GET /health (version, store id, revision, maintenance, open long-polls) and
+GET /health/deps (etcd reachability, leader, latency) as "name: value" lines, or as
+{"addr","health","deps"} with --output json. Exit 6 when either is unavailable.`,
+		Action: e.status,
+	}
+}
+
+func (e *cliEnv) status(c *cli.Context) error {
+	if _, err := wantArgs(c, 0, 0, ""); err != nil {
+		return err
+	}
+	s, err := e.unauthenticated(c, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer s.cancel()
+	health, err := s.client.Health(s.ctx, false)
+	if err != nil {
+		return fmt.Errorf("health of %s: %w", s.client.Addr(), err)
+	}
+	deps, depsErr := s.client.Health(s.ctx, true)
+	if s.json {
+		out := map[string]any{"addr": s.client.Addr(), "health": health}
+		if depsErr == nil {
+			out["deps"] = deps
+		} else {
+			out["deps_error"] = depsErr.Error()
+		}
+		if err := printJSON(e.stdout, out); err != nil {
+			return err
+		}
+	} else {
+		lines := []string{"addr: " + s.client.Addr()}
+		lines = append(lines, flattenJSON("", health)...)
+		if depsErr == nil {
+			lines = append(lines, flattenJSON("etcd.", deps)...)
+		} else {
+			lines = append(lines, "etcd: "+errorLine(depsErr))
+		}
+		if _, err := io.WriteString(e.stdout, strings.Join(lines, "\n")+"\n"); err != nil {
+			return err
+		}
+	}
+	if depsErr != nil {
+		return fmt.Errorf("etcd behind %s: %w", s.client.Addr(), depsErr)
+	}
+	return nil
+}
+
+// flattenJSON renders a JSON object as sorted "prefix.name: value" lines.
+func flattenJSON(prefix string, raw json.RawMessage) []string {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return []string{strings.TrimSuffix(prefix, ".") + ": " + string(raw)}
+	}
+	names := make([]string, 0, len(obj))
+	for k := range obj {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var lines []string
+	for _, k := range names {
+		v := obj[k]
+		if len(v) > 0 && v[0] == '{' {
+			lines = append(lines, flattenJSON(prefix+k+".", v)...)
+			continue
+		}
+		var str string
+		if json.Unmarshal(v, &str) == nil {
+			lines = append(lines, prefix+k+": "+quoteIfNeeded(str))
+			continue
+		}
+		lines = append(lines, prefix+k+": "+string(v))
+	}
+	return lines
+}
+
+func versionCommand(e *cliEnv) *cli.Command {
+	return &cli.Command{
+		Name:      "version",
+		Usage:     "print the version of this binary",
+		UsageText: "shoelace version [--output json]",
+		Action: func(c *cli.Context) error {
+			if _, err := wantArgs(c, 0, 0, ""); err != nil {
+				return err
+			}
+			asJSON, err := jsonOutput(c)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, map[string]string{"version": version})
+			}
+			_, err = fmt.Fprintf(e.stdout, "shoelace %s\n", version)
+			return err
+		},
+	}
+}
+
+// errNotImplemented is returned by the commands DESIGN.md describes that are not built yet.
+var errNotImplemented = errors.New("not implemented yet")
+
+func notImplemented(c *cli.Context) error {
+	return fmt.Errorf("%s%w", errPrefix(c), errNotImplemented)
+}
+
+func exportCommand(e *cliEnv) *cli.Command {
+	return &cli.Command{
+		Name:      "export",
+		Usage:     "print every key as JSON (not implemented yet)",
+		UsageText: "shoelace export [--include-secrets] > all.json",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "include-secrets", Usage: "include the values of secret keys"},
+		},
+		Action: notImplemented,
+	}
+}
+
+func importCommand(e *cliEnv) *cli.Command {
+	return &cli.Command{
+		Name:      "import",
+		Usage:     "write the keys of an export (not implemented yet)",
+		ArgsUsage: "FILE",
+		UsageText: "shoelace import FILE",
+		Action:    notImplemented,
+	}
+}
+
+func snapshotCommand(e *cliEnv) *cli.Command {
+	return &cli.Command{
+		Name:  "snapshot",
+		Usage: "save or restore an etcd snapshot (not implemented yet)",
+		Subcommands: []*cli.Command{
+			{Name: "save", Usage: "save an etcd snapshot to FILE (not implemented yet)", ArgsUsage: "FILE",
+				UsageText: "shoelace snapshot save FILE", Action: notImplemented},
+			{Name: "restore", Usage: "restore an etcd snapshot into a data dir (not implemented yet)", ArgsUsage: "FILE",
+				UsageText: "shoelace snapshot restore FILE --data-dir DIR", Action: notImplemented,
+				Flags: []cli.Flag{&cli.StringFlag{Name: "data-dir", Usage: "`DIR` to restore into"}}},
+		},
+	}
+}

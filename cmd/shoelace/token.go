@@ -1,0 +1,215 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/client"
+)
+
+func tokenCommand(e *cliEnv) *cli.Command {
+	return &cli.Command{
+		Name:  "token",
+		Usage: "create, list and revoke API tokens (admin only)",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "create",
+				Usage:     "create a token and print its secret once, as the last line",
+				UsageText: "shoelace token create --name NAME (--appliance A | --read PREFIX… | --write PREFIX… | --admin)",
+				Description: `--appliance A grants exactly what an agent of appliance A needs: read A's view and report
+its status. --read and --write (repeatable, or comma-separated) grant key prefixes, by whole
+segments; --write also allows reading. --admin grants everything, tokens included.
+The secret is printed once, as the last line of the output; store it with mode 0600.
+
+EXAMPLES:
+   shoelace token create --name web-agents --appliance web-frontend | tail -n1 > web.token
+   shoelace token create --name deploy --write appliances/web-frontend --read shared`,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "name", Usage: "token `NAME`"},
+					&cli.StringFlag{Name: "appliance", Usage: "agent token for appliance `A`"},
+					&cli.StringSliceFlag{Name: "read", Usage: "key `PREFIX` the token may read (repeatable)"},
+					&cli.StringSliceFlag{Name: "write", Usage: "key `PREFIX` the token may read and write (repeatable)"},
+					&cli.BoolFlag{Name: "admin", Usage: "grant everything"},
+				},
+				Action: e.tokenCreate,
+			},
+			{
+				Name:      "ls",
+				Usage:     "list tokens (never their secrets)",
+				UsageText: "shoelace token ls [--output json]",
+				Action:    e.tokenList,
+			},
+			{
+				Name:      "revoke",
+				Usage:     "revoke a token; its open long-polls end",
+				ArgsUsage: "NAME",
+				UsageText: "shoelace token revoke NAME",
+				Action:    e.tokenRevoke,
+			},
+		},
+	}
+}
+
+// tokenSpec builds and checks the grant of token create.
+func tokenSpec(c *cli.Context) (client.TokenSpec, error) {
+	spec := client.TokenSpec{
+		Name:      c.String("name"),
+		Appliance: c.String("appliance"),
+		Read:      c.StringSlice("read"),
+		Write:     c.StringSlice("write"),
+		Admin:     c.Bool("admin"),
+	}
+	if spec.Name == "" {
+		return spec, usagef("token create: missing --name NAME")
+	}
+	if err := api.ValidateSegment("token name", spec.Name); err != nil {
+		return spec, err
+	}
+	kinds := 0
+	if spec.Appliance != "" {
+		kinds++
+		if err := api.ValidateSegment("appliance name", spec.Appliance); err != nil {
+			return spec, err
+		}
+	}
+	if len(spec.Read) > 0 || len(spec.Write) > 0 {
+		kinds++
+	}
+	if spec.Admin {
+		kinds++
+	}
+	if kinds != 1 {
+		return spec, usagef("token create: give exactly one of --appliance, --read/--write or --admin")
+	}
+	for i, p := range spec.Read {
+		v, err := api.ValidatePrefix(p)
+		if err != nil {
+			return spec, fmt.Errorf("--read: %w", err)
+		}
+		spec.Read[i] = v
+	}
+	for i, p := range spec.Write {
+		v, err := api.ValidatePrefix(p)
+		if err != nil {
+			return spec, fmt.Errorf("--write: %w", err)
+		}
+		spec.Write[i] = v
+	}
+	return spec, nil
+}
+
+// grants describes what a token may do, in one line.
+func grants(t client.TokenSpec) string {
+	var parts []string
+	if t.Admin {
+		parts = append(parts, "admin")
+	}
+	if t.Appliance != "" {
+		parts = append(parts, "appliance="+t.Appliance)
+	}
+	if len(t.Read) > 0 {
+		parts = append(parts, "read="+strings.Join(orRoot(t.Read), ","))
+	}
+	if len(t.Write) > 0 {
+		parts = append(parts, "write="+strings.Join(orRoot(t.Write), ","))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, " ")
+}
+
+func orRoot(prefixes []string) []string {
+	out := make([]string, len(prefixes))
+	for i, p := range prefixes {
+		if p == "" {
+			p = "/"
+		}
+		out[i] = p
+	}
+	return out
+}
+
+func (e *cliEnv) tokenCreate(c *cli.Context) error {
+	if _, err := wantArgs(c, 0, 0, "--name NAME (--appliance A | --read PREFIX… | --write PREFIX… | --admin)"); err != nil {
+		return err
+	}
+	spec, err := tokenSpec(c)
+	if err != nil {
+		return err
+	}
+	s, err := e.connect(c)
+	if err != nil {
+		return err
+	}
+	defer s.cancel()
+	t, err := s.client.CreateToken(s.ctx, spec)
+	if err != nil {
+		return err
+	}
+	if t.Token == "" {
+		return fmt.Errorf("token create %s: the server answered without a secret", spec.Name)
+	}
+	if s.json {
+		return printJSON(e.stdout, t)
+	}
+	if t.Name == "" {
+		t.TokenSpec = spec
+	}
+	_, err = fmt.Fprintf(e.stdout, "created token %s (%s); its secret, shown only once:\n%s\n", t.Name, grants(t.TokenSpec), t.Token)
+	return err
+}
+
+func (e *cliEnv) tokenList(c *cli.Context) error {
+	if _, err := wantArgs(c, 0, 0, ""); err != nil {
+		return err
+	}
+	s, err := e.connect(c)
+	if err != nil {
+		return err
+	}
+	defer s.cancel()
+	ts, err := s.client.Tokens(s.ctx)
+	if err != nil {
+		return err
+	}
+	if s.json {
+		if ts == nil {
+			ts = []client.TokenInfo{}
+		}
+		return printJSON(e.stdout, client.TokenList{Tokens: ts})
+	}
+	for _, t := range ts {
+		line := t.Name + "\t" + grants(t.TokenSpec)
+		if t.Created != "" {
+			line += "\t" + t.Created
+		}
+		if _, err := fmt.Fprintln(e.stdout, line); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *cliEnv) tokenRevoke(c *cli.Context) error {
+	a, err := wantArgs(c, 1, 1, "NAME")
+	if err != nil {
+		return err
+	}
+	if err := api.ValidateSegment("token name", a[0]); err != nil {
+		return err
+	}
+	s, err := e.connect(c)
+	if err != nil {
+		return err
+	}
+	defer s.cancel()
+	rev, err := s.client.RevokeToken(s.ctx, a[0])
+	if err != nil {
+		return err
+	}
+	return printRevision(e.stdout, s.json, rev)
+}
