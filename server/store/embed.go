@@ -28,7 +28,7 @@ const (
 	DefaultAutoCompaction = "1h"
 	// minRequestBytes is the smallest request size the embedded etcd is given: enough for a
 	// whole-appliance apply of many small keys.
-	minRequestBytes = 16 << 20
+	minRequestBytes = 10 << 20
 )
 
 // EtcdDir is where Open keeps the embedded etcd's files inside a data dir (a snapshot restore
@@ -43,7 +43,7 @@ type EmbedConfig struct {
 	// ClientAddr is the host:port to serve clients on (default 127.0.0.1:0: a free port that the
 	// kernel picks). Tests that restart an etcd pass its previous address so clients reconnect.
 	ClientAddr string
-	// MaxRequestBytes and MaxTxnOps are etcd's limits (defaults: 16 MiB and 2*DefaultMaxTxnOps+1).
+	// MaxRequestBytes and MaxTxnOps are etcd's limits (defaults: 10 MiB and 2*DefaultMaxTxnOps+1).
 	MaxRequestBytes uint
 	MaxTxnOps       uint
 	// Logger receives etcd's logs at LogLevel and above ("debug", "info", "warn" (default),

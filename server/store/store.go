@@ -216,7 +216,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 }
 
 // embeddedRequestBytes sizes the embedded etcd's request limit: two of the largest values plus
-// room for keys and overhead, and never under 16 MiB so that an apply of many keys fits.
+// room for keys and overhead, and never under 10 MiB (etcd's recommended maximum) so that an apply of many keys fits.
 func embeddedRequestBytes(maxValue int) int {
 	return max(minRequestBytes, 2*maxValue+1<<20)
 }

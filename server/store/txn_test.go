@@ -114,7 +114,7 @@ func TestStore_TxnRefused(t *testing.T) {
 
 // An etcd limit met by the request is a 413 naming the limit, and changes nothing.
 func TestStore_EtcdLimits(t *testing.T) {
-	// The API's limit above etcd's (2*10000+1 on the shared test etcd): etcd refuses.
+	// The API's limit above etcd's (2*10000+1 on the shared test etcd, 10 MiB requests): etcd refuses.
 	s := openStore(t, func(c *store.Config) { c.MaxTxnOps = 30000 })
 	ctx := ctxT(t)
 	keys := map[string]string{}
@@ -124,7 +124,7 @@ func TestStore_EtcdLimits(t *testing.T) {
 	_, err := s.Apply(ctx, "big", keys, -1)
 	wantCode(t, err, api.CodeTooLarge, "--max-txn-ops")
 
-	big := make([]byte, 17<<20)
+	big := make([]byte, 11<<20)
 	for i := range big {
 		big[i] = 'x'
 	}

@@ -44,7 +44,19 @@ func (c *slogCore) With(fs []zapcore.Field) zapcore.Core {
 	return &n
 }
 
+// benign are etcd messages that are warnings or errors in general but expected of a single-node
+// embedded etcd that Shoelace alone talks to; they are logged at debug level.
+var benign = map[string]bool{
+	"Running http and grpc server on single port. This is not recommended for production.": true,
+	"simple token is not cryptographically signed":                                         true,
+	// Logged once on a fresh data dir, before the first raft term is stored.
+	"failed to update storage version": true,
+}
+
 func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if benign[e.Message] {
+		e.Level = zapcore.DebugLevel
+	}
 	if c.Enabled(e.Level) {
 		return ce.AddCore(e, c)
 	}
@@ -52,6 +64,9 @@ func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.Che
 }
 
 func (c *slogCore) Write(e zapcore.Entry, fs []zapcore.Field) error {
+	if benign[e.Message] {
+		e.Level = zapcore.DebugLevel
+	}
 	r := slog.NewRecord(e.Time, slogLevel(e.Level), e.Message, 0)
 	r.AddAttrs(c.attrs...)
 	if e.LoggerName != "" {
