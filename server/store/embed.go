@@ -31,6 +31,9 @@ const (
 	minRequestBytes = 10 << 20
 )
 
+// embeddedName is the embedded etcd's member name.
+const embeddedName = "shoelace"
+
 // EtcdDir is where Open keeps the embedded etcd's files inside a data dir (a snapshot restore
 // goes there).
 func EtcdDir(dataDir string) string { return filepath.Join(dataDir, "etcd") }
@@ -109,7 +112,7 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*EmbeddedEtcd, error) 
 
 	zl, muted := newZapLogger(cfg.Logger, level, "etcd")
 	ec := embed.NewConfig()
-	ec.Name = "shoelace"
+	ec.Name = embeddedName
 	ec.Dir = cfg.Dir
 	loop := url.URL{Scheme: "http", Host: "127.0.0.1:0"}
 	client := loop

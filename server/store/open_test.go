@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -203,5 +204,61 @@ func TestStore_CanceledContext(t *testing.T) {
 	var ae *api.Error
 	if errors.As(err, &ae) {
 		t.Errorf("a canceled call is an API error %v", ae)
+	}
+}
+
+func TestStore_SnapshotRestore(t *testing.T) {
+	ctx := ctxT(t)
+	s, err := store.Open(ctx, embeddedConfig(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	mustPut(t, s, "shared/a", "1")
+	rev := mustPut(t, s, "appliances/web/x", "2")
+	snap := filepath.Join(t.TempDir(), "snap.db")
+	var buf bytes.Buffer
+	if _, err := s.Snapshot(ctx, &buf); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(snap, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, s, "shared/after", "not in the snapshot")
+
+	dir := t.TempDir()
+	id, err := store.Restore(ctx, store.RestoreConfig{SnapshotPath: snap, DataDir: dir, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id == "" || id == s.ID() {
+		t.Errorf("restored id %q, original %q", id, s.ID())
+	}
+	_, err = store.Restore(ctx, store.RestoreConfig{SnapshotPath: snap, DataDir: dir, Logger: quietLogger()})
+	if err == nil || !strings.Contains(err.Error(), "already holds") {
+		t.Errorf("restore over an existing store: %v", err)
+	}
+
+	r, err := store.Open(ctx, embeddedConfig(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r.ID() != id {
+		t.Errorf("reopened restored store has id %q, want %q", r.ID(), id)
+	}
+	v, err := r.View(ctx, "web")
+	if err != nil || v.Keys["x"] != "2" || v.Keys["a"] != "1" || len(v.Keys) != 2 {
+		t.Fatalf("restored view %+v %v", v, err)
+	}
+	if v.Revision < store.RestoreRevisionBump+rev {
+		t.Errorf("restored revision %d, want >= %d", v.Revision, store.RestoreRevisionBump+rev)
+	}
+	// Every old revision is compacted: a watch from one says so.
+	ch, werr := r.Watch(ctx, rev)
+	for range ch {
+	}
+	if err := werr(); !errors.Is(err, store.ErrCompacted) {
+		t.Errorf("watch from a pre-restore revision: %v", err)
 	}
 }
