@@ -1,0 +1,440 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/testutil"
+	"github.com/shoelace-dev/shoelace/server/store"
+)
+
+// poll is a long-poll running in the background.
+type poll struct {
+	done chan resp
+}
+
+func (f *fixture) startPoll(path string, hdr ...string) *poll {
+	p := &poll{done: make(chan resp, 1)}
+	go func() {
+		p.done <- f.doQuiet(path, hdr...)
+	}()
+	return p
+}
+
+// doQuiet is a GET that reports failures as a status 0 response (usable off the test goroutine).
+func (f *fixture) doQuiet(path string, hdr ...string) resp {
+	req, err := http.NewRequest("GET", f.srv.URL+path, nil)
+	if err != nil {
+		return resp{Response: &http.Response{}, body: []byte(err.Error())}
+	}
+	req.Header.Set("Authorization", "Bearer "+f.token)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return resp{Response: &http.Response{Request: req}, body: []byte(err.Error())}
+	}
+	defer res.Body.Close()
+	var b []byte
+	buf := make([]byte, 4096)
+	for {
+		n, err := res.Body.Read(buf)
+		b = append(b, buf[:n]...)
+		if err != nil {
+			break
+		}
+	}
+	return resp{Response: res, body: b}
+}
+
+func (p *poll) wait(t testing.TB) resp {
+	t.Helper()
+	select {
+	case r := <-p.done:
+		return r
+	case <-time.After(30 * time.Second):
+		t.Fatalf("long-poll did not answer")
+		return resp{}
+	}
+}
+
+// pending fails the test if the long-poll has answered already.
+func (p *poll) pending(t testing.TB) {
+	t.Helper()
+	select {
+	case r := <-p.done:
+		t.Fatalf("long-poll answered early: %d %s", r.StatusCode, r.body)
+	default:
+	}
+}
+
+func (f *fixture) view(name string) api.View {
+	f.t.Helper()
+	var v api.View
+	f.must(f.do("GET", "/v1/appliances/"+name, ""), 200, &v)
+	return v
+}
+
+func (f *fixture) waitOpen(n int) {
+	f.t.Helper()
+	waitFor(f.t, fmt.Sprintf("%d open long-polls", n), func() bool { return f.s.hub.open() == n })
+}
+
+func lp(name string, index int64, wait string) string {
+	return fmt.Sprintf("/v1/appliances/%s?index=%d&wait=%s", name, index, wait)
+}
+
+func TestLongPoll_WakesOnPutDeleteAndShared(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1","b":"2"}}`), 200, nil)
+	f.must(f.do("PUT", "/v1/appliances/web-frontend", `{"keys":{"a":"1"}}`), 200, nil)
+	v := f.view("web")
+
+	steps := []struct {
+		name   string
+		change func() int64
+		check  func(api.View) bool
+	}{
+		{"put", func() int64 { return f.put("appliances/web/a", "changed") }, func(v api.View) bool { return v.Keys["a"] == "changed" }},
+		{"delete", func() int64 {
+			var d api.DeleteResult
+			f.must(f.do("DELETE", "/v1/kv/appliances/web/b", ""), 200, &d)
+			return d.Revision
+		}, func(v api.View) bool { _, ok := v.Keys["b"]; return !ok }},
+		{"shared", func() int64 { return f.put("shared/dns", "9.9.9.9") }, func(v api.View) bool { return v.Keys["dns"] == "9.9.9.9" }},
+		{"apply", func() int64 {
+			var w api.WriteResult
+			f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"c":"3"}}`), 200, &w)
+			return w.Revision
+		}, func(v api.View) bool { return v.Keys["c"] == "3" && v.Keys["a"] == "" }},
+	}
+	for _, s := range steps {
+		p := f.startPoll(lp("web", v.Revision, "30s"))
+		f.waitOpen(1)
+		// A change to another appliance, even one whose name starts with "web", wakes nobody.
+		f.put("appliances/web-frontend/a", "x"+s.name)
+		waitFor(t, "hub sees the other write", func() bool { return f.s.hub.current() > v.Revision })
+		time.Sleep(50 * time.Millisecond)
+		p.pending(t)
+		rev := s.change()
+		r := p.wait(t)
+		var got api.View
+		f.must(r, 200, &got)
+		if got.Revision < rev || !s.check(got) {
+			t.Fatalf("%s: woke with %+v, want revision >= %d and the change", s.name, got, rev)
+		}
+		if r.index() != got.Revision {
+			t.Fatalf("%s: index %d, view revision %d", s.name, r.index(), got.Revision)
+		}
+		v = got
+	}
+	if n := f.s.hub.open(); n != 0 {
+		t.Fatalf("%d long-polls left open", n)
+	}
+}
+
+func TestLongPoll_ChangeBeforeRegistering(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	v := f.view("web")
+	rev := f.put("shared/x", "1")
+	waitFor(t, "hub sees the write", func() bool { return f.s.hub.current() >= rev })
+	// The agent asks with the index it had before the change: answered at once.
+	r := f.do("GET", lp("web", v.Revision, "10m"), "")
+	var got api.View
+	f.must(r, 200, &got)
+	if got.Revision < rev || got.Keys["x"] != "1" {
+		t.Fatalf("got %+v", got)
+	}
+}
+
+func TestLongPoll_TimeoutIs304(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	v := f.view("web")
+	for _, wait := range []string{"200ms", "0.2", "0"} {
+		r := f.do("GET", lp("web", v.Revision, wait), "")
+		if r.StatusCode != http.StatusNotModified || len(r.body) != 0 {
+			t.Fatalf("wait=%s: %d %s, want 304", wait, r.StatusCode, r.body)
+		}
+		if r.index() < v.Revision || r.Header.Get(api.HeaderStore) != f.st.ID() {
+			t.Fatalf("wait=%s: 304 headers %v", wait, r.Header)
+		}
+	}
+	if n := f.s.hub.open(); n != 0 {
+		t.Fatalf("%d long-polls left open", n)
+	}
+}
+
+func TestLongPoll_AnsweredAtOnce(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	v := f.view("web")
+	cases := []struct {
+		name string
+		path string
+		hdr  []string
+	}{
+		{"index ahead of the store", lp("web", v.Revision+1000, "10m"), nil},
+		{"another store", lp("web", v.Revision, "10m"), []string{api.HeaderStore, "another-store-id"}},
+	}
+	for _, c := range cases {
+		var got api.View
+		f.must(f.do("GET", c.path, "", c.hdr...), 200, &got)
+		if got.Keys["a"] != "1" {
+			t.Fatalf("%s: %+v", c.name, got)
+		}
+	}
+	// A replica that started after the index cannot know what changed: it answers at once.
+	f2 := newFixtureOn(t, f.st)
+	var got api.View
+	f.must(f2.do("GET", lp("web", 1, "10m"), ""), 200, &got)
+	// Same store id and a current index: it waits.
+	r := f2.do("GET", lp("web", v.Revision, "100ms"), "", api.HeaderStore, f.st.ID())
+	if r.StatusCode != http.StatusNotModified {
+		t.Fatalf("current index: %d %s", r.StatusCode, r.body)
+	}
+}
+
+func TestLongPoll_ApplianceCreatedWhileWaiting(t *testing.T) {
+	f := newFixture(t)
+	rev := f.put("shared/x", "1")
+	waitFor(t, "hub sees the write", func() bool { return f.s.hub.current() >= rev })
+	p := f.startPoll(lp("db", rev, "30s"))
+	f.waitOpen(1)
+	f.must(f.do("PUT", "/v1/appliances/db", `{"keys":{"port":"5432"}}`), 200, nil)
+	var got api.View
+	f.must(p.wait(t), 200, &got)
+	if got.Keys["port"] != "5432" || got.Keys["x"] != "1" {
+		t.Fatalf("got %+v", got)
+	}
+	// Deleting the appliance wakes its waiters with 404.
+	p = f.startPoll(lp("db", got.Revision, "30s"))
+	f.waitOpen(1)
+	f.must(f.do("DELETE", "/v1/kv/appliances/db?recurse", ""), 200, nil)
+	f.mustErr(p.wait(t), 404, api.CodeNotFound, "has no keys")
+}
+
+func TestLongPoll_ClientGoneIsFreed(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	v := f.view("web")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		req, _ := http.NewRequestWithContext(ctx, "GET", f.srv.URL+lp("web", v.Revision, "10m"), nil)
+		req.Header.Set("Authorization", "Bearer "+f.token)
+		if res, err := http.DefaultClient.Do(req); err == nil {
+			res.Body.Close()
+		}
+	}()
+	f.waitOpen(1)
+	cancel()
+	<-done
+	f.waitOpen(0)
+}
+
+func TestLongPoll_Cap(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MaxWaiters = 2 })
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	v := f.view("web")
+	p1 := f.startPoll(lp("web", v.Revision, "30s"))
+	p2 := f.startPoll(lp("web", v.Revision, "30s"))
+	f.waitOpen(2)
+	r := f.do("GET", lp("web", v.Revision, "30s"), "")
+	f.mustErr(r, 503, api.CodeTooManyWaiters, "limit 2")
+	if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || ra < 1 {
+		t.Fatalf("Retry-After %q", r.Header.Get("Retry-After"))
+	}
+	// Plain reads are not long-polls: still served.
+	f.view("web")
+	f.put("appliances/web/a", "2")
+	f.must(p1.wait(t), 200, nil)
+	f.must(p2.wait(t), 200, nil)
+}
+
+func TestLongPoll_BadParameters(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	for path, word := range map[string]string{
+		"/v1/appliances/web?wait=1s":            "needs index",
+		"/v1/appliances/web?index=x":            "index",
+		"/v1/appliances/web?index=-2":           "index",
+		"/v1/appliances/web?index=1&wait=11m":   "maximum",
+		"/v1/appliances/web?index=1&wait=601":   "maximum",
+		"/v1/appliances/web?index=1&wait=-1s":   "negative",
+		"/v1/appliances/web?index=1&wait=soon":  "duration",
+		"/v1/appliances/web?index=1&wait=NaN":   "duration",
+		"/v1/appliances/web?index=1&timeout=1s": "timeout",
+	} {
+		f.mustErr(f.do("GET", path, ""), 400, api.CodeInvalidRequest, word)
+	}
+}
+
+func TestLongPoll_DrainAnswers304(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	v := f.view("web")
+	p := f.startPoll(lp("web", v.Revision, "10m"))
+	f.waitOpen(1)
+	f.s.Drain()
+	r := p.wait(t)
+	if r.StatusCode != http.StatusNotModified || r.index() < v.Revision {
+		t.Fatalf("drained long-poll: %d %v", r.StatusCode, r.Header)
+	}
+	// New long-polls during the drain are answered too.
+	if r := f.do("GET", lp("web", v.Revision, "10m"), ""); r.StatusCode != http.StatusNotModified {
+		t.Fatalf("long-poll while draining: %d", r.StatusCode)
+	}
+}
+
+func TestLongPoll_TwoReplicasOneStore(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	b := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	if a.st.ID() != b.st.ID() {
+		t.Fatalf("store ids differ: %s %s", a.st.ID(), b.st.ID())
+	}
+	b.token = a.token
+	a.must(a.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	v := a.view("web")
+	p := a.startPoll(lp("web", v.Revision, "30s"))
+	a.waitOpen(1)
+	rev := b.put("shared/ntp", "time.internal")
+	var got api.View
+	a.must(p.wait(t), 200, &got)
+	if got.Revision < rev || got.Keys["ntp"] != "time.internal" {
+		t.Fatalf("replica a woke with %+v", got)
+	}
+	// An index that replica b answered with is valid on a, even before a has seen it.
+	var w api.WriteResult
+	b.must(b.do("PUT", "/v1/appliances/web", `{"keys":{"a":"2"}}`), 200, &w)
+	r := a.do("GET", lp("web", w.Revision, "200ms"), "", api.HeaderStore, b.st.ID())
+	if r.StatusCode != http.StatusNotModified {
+		t.Fatalf("index from the other replica: %d %s", r.StatusCode, r.body)
+	}
+}
+
+func TestLongPoll_ThousandWaitersOneViewRead(t *testing.T) {
+	const n = 1000
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	v := f.view("web")
+	tr := &http.Transport{MaxIdleConnsPerHost: n, MaxConnsPerHost: 0}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	results := make(chan string, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest("GET", f.srv.URL+lp("web", v.Revision, "60s"), nil)
+			req.Header.Set("Authorization", "Bearer "+f.token)
+			res, err := client.Do(req)
+			if err != nil {
+				results <- err.Error()
+				return
+			}
+			res.Body.Close()
+			results <- fmt.Sprintf("%d %s", res.StatusCode, res.Header.Get(api.HeaderIndex))
+		}()
+	}
+	f.waitOpen(n)
+	before := f.s.ViewReads()
+	rev := f.put("shared/everyone", "wake up")
+	wg.Wait()
+	close(results)
+	counts := map[string]int{}
+	for r := range results {
+		counts[r]++
+	}
+	reads := f.s.ViewReads() - before
+	if len(counts) != 1 {
+		t.Fatalf("answers differ: %v", counts)
+	}
+	for r, c := range counts {
+		var status int
+		var idx int64
+		fmt.Sscanf(r, "%d %d", &status, &idx)
+		if status != 200 || idx < rev || c != n {
+			t.Fatalf("answers %v, want %d × 200 at >= %d", counts, n, rev)
+		}
+	}
+	if reads != 1 {
+		t.Fatalf("%d long-polls woken by one write made %d view reads, want 1", n, reads)
+	}
+}
+
+func TestHub_CompactionFallback(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	old := f.view("web").Revision
+	f.put("appliances/other/x", "1")
+	last := f.put("appliances/other/x", "2")
+	if err := f.st.Compact(ctx, last); err != nil {
+		t.Fatalf("compact: %v", err)
+	}
+	// A hub that last saw revision old (its watch broke before the compaction) re-watches from
+	// old+1, finds it compacted, and answers its waiters with a fresh view.
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	h := newHub(hctx, f.st, testutil.Logger(), newMetrics("test"), 10)
+	h.reset(old)
+	woke := make(chan wake, 1)
+	go func() {
+		wk, err := h.wait(hctx, "web", old, "", time.Minute)
+		if err != nil {
+			t.Errorf("wait: %v", err)
+		}
+		woke <- wk
+	}()
+	waitFor(t, "waiter registered", func() bool { return h.open() == 1 })
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.run(hctx)
+	}()
+	select {
+	case wk := <-woke:
+		if wk.kind != wakeChanged || wk.rev < last {
+			t.Fatalf("woke with %+v, want changed at >= %d", wk, last)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("waiter not woken after compaction")
+	}
+	h.mu.Lock()
+	base := h.base
+	h.mu.Unlock()
+	if base < last {
+		t.Fatalf("hub base %d, want >= %d", base, last)
+	}
+	// After the reset the hub watches again: a new change wakes a new waiter.
+	go func() {
+		wk, _ := h.wait(hctx, "web", base, "", time.Minute)
+		woke <- wk
+	}()
+	waitFor(t, "waiter registered", func() bool { return h.open() == 1 })
+	rev := f.put("appliances/web/a", "2")
+	select {
+	case wk := <-woke:
+		if wk.kind != wakeChanged || wk.rev < rev {
+			t.Fatalf("woke with %+v", wk)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("waiter not woken after re-watch")
+	}
+	cancel()
+	<-done
+}
+
+var _ = store.ErrCompacted
