@@ -87,6 +87,9 @@ var staticFuncs = template.FuncMap{
 	"toYAML":   toYAML,
 	"fromYAML": fromYAML,
 
+	// sprig, made deterministic.
+	"values": sortedValues,
+
 	// consul-template.
 	"parseJSON":      fromJSON,
 	"parseYAML":      fromYAML,
@@ -269,7 +272,24 @@ func (s *state) keysDispatch(args ...any) ([]string, error) {
 		}
 		dicts = append(dicts, d)
 	}
-	return sprigFuncs["keys"].(func(...map[string]any) []string)(dicts...), nil
+	// Sorted, unlike sprig's (map order): a template's output must not change between renders.
+	ks := sprigFuncs["keys"].(func(...map[string]any) []string)(dicts...)
+	sort.Strings(ks)
+	return ks, nil
+}
+
+// sortedValues is sprig's values, in the order of the sorted keys instead of map order.
+func sortedValues(d map[string]any) []any {
+	ks := make([]string, 0, len(d))
+	for k := range d {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	out := make([]any, 0, len(d))
+	for _, k := range ks {
+		out = append(out, d[k])
+	}
+	return out
 }
 
 func (s *state) lsdir(prefix string) ([]string, error) { return s.childNames(prefix, true) }
