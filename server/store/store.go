@@ -101,9 +101,11 @@ type Store struct {
 	mu sync.Mutex
 	id string
 
-	ctx    context.Context // ends on Close; bounds background work
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ctx       context.Context // ends on Close; bounds background work
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Open opens the store described by cfg, starting the embedded etcd when cfg.Endpoints is empty,
@@ -275,18 +277,20 @@ func (s *Store) loadIDLoop() {
 	}
 }
 
-// Close stops the embedded etcd (if any) and closes the client.
+// Close stops the embedded etcd (if any) and closes the client. Open watches end with an
+// error. Calling it again does nothing.
 func (s *Store) Close() error {
-	s.cancel()
-	s.wg.Wait()
-	var err error
-	if s.cli != nil {
-		if cerr := s.cli.Close(); cerr != nil && !errors.Is(cerr, context.Canceled) {
-			err = fmt.Errorf("close etcd client: %w", cerr)
+	s.closeOnce.Do(func() {
+		s.cancel()
+		s.wg.Wait()
+		if s.cli != nil {
+			if err := s.cli.Close(); err != nil && !errors.Is(err, context.Canceled) {
+				s.closeErr = fmt.Errorf("close etcd client: %w", err)
+			}
 		}
-	}
-	s.closeEmbedded()
-	return err
+		s.closeEmbedded()
+	})
+	return s.closeErr
 }
 
 func (s *Store) closeEmbedded() {

@@ -141,3 +141,24 @@ func TestStore_WatchCompacted(t *testing.T) {
 		t.Errorf("watch from the compacted revision: %+v", got)
 	}
 }
+
+func TestStore_WatchEndsOnClose(t *testing.T) {
+	s, err := store.Open(ctxT(t), testConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, werr := s.Watch(ctxT(t), 0)
+	s.Close()
+	s.Close()
+	select {
+	case _, ok := <-ch:
+		for ok {
+			_, ok = <-ch
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("watch open 10s after Close")
+	}
+	if err := werr(); err == nil {
+		t.Error("a watch ended by Close reports no error")
+	}
+}
