@@ -167,6 +167,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			UnsafeFast:             cfg.UnsafeFast,
 		})
 		if err != nil {
+			s.cancel()
 			return nil, fmt.Errorf("open store: %w", err)
 		}
 		s.embed = ee
@@ -174,6 +175,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	} else {
 		var err error
 		if tlsCfg, err = loadTLS(cfg.CACert, cfg.Cert, cfg.Key); err != nil {
+			s.cancel()
 			return nil, fmt.Errorf("open store: %w", err)
 		}
 	}
@@ -196,6 +198,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		})},
 	})
 	if err != nil {
+		s.cancel()
 		s.closeEmbedded()
 		return nil, fmt.Errorf("open store: etcd client of %s: %w", strings.Join(endpoints, ","), err)
 	}
