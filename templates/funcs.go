@@ -95,7 +95,7 @@ var staticFuncs = template.FuncMap{
 	"parseYAML":      fromYAML,
 	"toJSONPretty":   toJSONPretty,
 	"explode":        explode,
-	"toTitle":        func(s string) string { return strings.ToTitle(s) },
+	"toTitle":        sprigFuncs["title"],
 	"base64Encode":   func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) },
 	"base64Decode":   base64Decode,
 	"parseBool":      strconv.ParseBool,

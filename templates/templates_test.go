@@ -416,3 +416,27 @@ func TestFunctions(t *testing.T) {
 		t.Errorf("Functions = %q, want %q", got, want)
 	}
 }
+
+func TestExecute_FailingHelpers(t *testing.T) {
+	view := MustView(t)
+	for text, want := range map[string]string{
+		`{{safeLs "nothing"}}`:                `safeLs: no keys directly below "nothing"`,
+		`{{safeLs "haproxy/backends"}}`:       `safeLs: no keys directly below`, // only directories there
+		`{{safeTree "nothing/here"}}`:         `safeTree: no keys below "nothing/here"`,
+		`{{tree "" | explode}}`:               `explode: "cache" is both a value and has keys below it`,
+		`{{json (key "features/list")}}`:      "json: ",
+		`{{jsonArray (key "features/json")}}`: "jsonArray: ",
+		`{{fromJSON "{"}}`:                    "fromJSON: ",
+		`{{fromYAML "a: [1"}}`:                "fromYAML: ",
+		`{{base64Decode "%%"}}`:               "base64Decode: ",
+		`{{map "a"}}`:                         "map: want key/value pairs",
+		`{{map 1 2}}`:                         "map: key 1 is int",
+	} {
+		t.Run(text, func(t *testing.T) {
+			_, err := mustParse(t, text, Options{Name: "helpers.tmpl"}).Execute(view)
+			if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "helpers.tmpl") {
+				t.Errorf("error %v, want one naming the template and containing %q", err, want)
+			}
+		})
+	}
+}
