@@ -1,6 +1,18 @@
 // Package store is Shoelace's etcd-backed store: an embedded single-node etcd or a client of an
 // external cluster. It is the only package that imports go.etcd.io/etcd. User keys live under
 // <root>kv/, the server's own records under <root>sys/; keys passed in and out are relative to those.
+//
+// Choices callers should know:
+//   - The embedded etcd keeps its files in EtcdDir(DataDir) and serves on 127.0.0.1 ports the
+//     kernel picks; nothing outside the process needs them (Endpoints tells them). It compacts
+//     periodically, keeping an hour of history, and accepts requests of
+//     max(10 MiB, 2*MaxValueBytes+1 MiB) and 2*MaxTxnOps+1 etcd ops per transaction.
+//   - Every unary call is bounded by Config.RequestTimeout. Errors are *api.Error where one fits
+//     (not_found, conflict, too_large, unavailable, invalid_*); a canceled ctx is returned
+//     wrapped as is.
+//   - Against an external cluster Open succeeds while the cluster is down, and the store id is
+//     loaded in the background (ID is "" until then).
+//   - Prefixes are whole segments everywhere ("a/b" covers "a/b" and "a/b/...", never "a/b-c").
 package store
 
 import (
