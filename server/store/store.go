@@ -398,10 +398,6 @@ func (s *Store) MaxTxnOps() int { return s.cfg.MaxTxnOps }
 // limit is its own --max-request-bytes, 1.5 MiB by default).
 func (s *Store) MaxRequestBytes() int { return s.etcdMaxRequestBytes }
 
-// Client is the underlying etcd client, for tools and tests that need more than the Store offers
-// (it belongs to the Store: do not close it).
-func (s *Store) Client() *clientv3.Client { return s.cli }
-
 // opCtx bounds one unary call by RequestTimeout.
 func (s *Store) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, s.cfg.RequestTimeout)
