@@ -149,3 +149,43 @@ func TestStore_ApplyTooLargeChangesNothing(t *testing.T) {
 		t.Errorf("after apply: %d keys, want 50", len(got))
 	}
 }
+
+// Concurrent applies never mix: the appliance ends as exactly one of them.
+func TestStore_ApplyConcurrent(t *testing.T) {
+	s := openStore(t)
+	ctx := ctxT(t)
+	sets := make([]map[string]string, 4)
+	for i := range sets {
+		sets[i] = map[string]string{"common": fmt.Sprint(i)}
+		for j := range 5 + i {
+			sets[i][fmt.Sprintf("only-%d/k%d", i, j)] = "v"
+		}
+	}
+	done := make(chan error)
+	for i := range sets {
+		go func() {
+			for range 5 {
+				if _, err := s.Apply(ctx, "web", sets[i], -1); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range sets {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	v, err := s.View(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, set := range sets {
+		if reflect.DeepEqual(v.Keys, set) {
+			return
+		}
+	}
+	t.Fatalf("the appliance mixes applies: %v", v.Keys)
+}
