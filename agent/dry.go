@@ -183,12 +183,12 @@ func writeLCS(sb *strings.Builder, a, b []string) {
 			sb.WriteString(" " + a[i] + "\n")
 			i++
 			j++
-		case j < m && (i == n || t[i][j+1] >= t[i+1][j]):
-			sb.WriteString("+" + b[j] + "\n")
-			j++
-		default:
+		case i < n && (j == m || t[i+1][j] >= t[i][j+1]):
 			sb.WriteString("-" + a[i] + "\n")
 			i++
+		default:
+			sb.WriteString("+" + b[j] + "\n")
+			j++
 		}
 	}
 }

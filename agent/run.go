@@ -37,6 +37,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	if len(a.tmpls) == 0 {
 		return errors.New("no templates configured")
 	}
+	// Watch before the first render, so that an edit right after it is not missed.
+	watcher, watchErr := a.watchFiles()
+	var fsEvents <-chan fsnotify.Event
+	var fsErrors <-chan error
+	if watchErr != nil {
+		a.log.Warn("template files are not watched", "error", watchErr.Error())
+	} else {
+		fsEvents, fsErrors = watcher.Events, watcher.Errors
+	}
+	defer func() {
+		if watcher != nil {
+			watcher.Close()
+		}
+	}()
+
 	var cur *view
 	if v, err := a.fetch(ctx); err == nil {
 		cur = v
@@ -87,16 +102,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	startPoller(cur)
 	defer stopPoller()
-
-	watcher, watchErr := a.watchFiles()
-	var fsEvents <-chan fsnotify.Event
-	var fsErrors <-chan error
-	if watchErr != nil {
-		a.log.Warn("template files are not watched", "error", watchErr.Error())
-	} else {
-		defer watcher.Close()
-		fsEvents, fsErrors = watcher.Events, watcher.Errors
-	}
 
 	var (
 		pending           *fetched
@@ -157,6 +162,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-deadlineC:
 			apply()
 		case ev := <-fsEvents:
+			a.log.Debug("file event", "path", ev.Name, "op", ev.Op.String())
 			if a.isConfigEvent(ev.Name) {
 				configChanged = true
 			} else {

@@ -1,0 +1,611 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/agent"
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// viewServer is a small HTTP server speaking the view part of the API (GET
+// /v1/appliances/{name}, with ?index&wait long-polls), so that the agent's loop can be tested
+// against real HTTP, outages included. The e2e tests run the real server.
+type viewServer struct {
+	*httptest.Server
+	mu       sync.Mutex
+	cond     *sync.Cond
+	store    string
+	rev      int64
+	keys     map[string]string
+	fail     int // status to answer with when not 0
+	retry    string
+	applied  []string // X-Shoelace-Applied headers seen
+	instance string
+	requests int
+}
+
+func newViewServer(t *testing.T, keys map[string]string) *viewServer {
+	s := &viewServer{store: "store-1", rev: 10, keys: keys}
+	s.cond = sync.NewCond(&s.mu)
+	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
+	t.Cleanup(func() {
+		s.mu.Lock()
+		s.cond.Broadcast()
+		s.mu.Unlock()
+		s.CloseClientConnections()
+		s.Close()
+	})
+	return s
+}
+
+func (s *viewServer) serve(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requests++
+	if a := r.Header.Get(api.HeaderApplied); a != "" {
+		s.applied = append(s.applied, a)
+	}
+	s.instance = r.Header.Get(api.HeaderInstance)
+	if r.Header.Get("Authorization") != "Bearer secret-token" {
+		http.Error(w, `{"error":{"code":"unauthorized","message":"no token"}}`, 401)
+		return
+	}
+	if s.fail != 0 {
+		if s.retry != "" {
+			w.Header().Set("Retry-After", s.retry)
+		}
+		w.WriteHeader(s.fail)
+		fmt.Fprintf(w, `{"error":{"code":"unavailable","message":"down"}}`)
+		return
+	}
+	if idx := r.URL.Query().Get("index"); idx != "" {
+		i, _ := strconv.ParseInt(idx, 10, 64)
+		wait, _ := time.ParseDuration(r.URL.Query().Get("wait"))
+		wait = min(wait, 2*time.Second) // keep tests quick
+		deadline := time.Now().Add(wait)
+		sameStore := r.Header.Get(api.HeaderStore) == "" || r.Header.Get(api.HeaderStore) == s.store
+		timer := time.AfterFunc(wait, func() { s.mu.Lock(); s.cond.Broadcast(); s.mu.Unlock() })
+		defer timer.Stop()
+		for sameStore && s.rev <= i && time.Now().Before(deadline) && s.fail == 0 && r.Context().Err() == nil {
+			s.cond.Wait()
+		}
+		if s.fail != 0 {
+			w.WriteHeader(s.fail)
+			return
+		}
+		if sameStore && s.rev <= i {
+			w.Header().Set(api.HeaderIndex, strconv.FormatInt(s.rev, 10))
+			w.Header().Set(api.HeaderStore, s.store)
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+	}
+	if len(s.keys) == 0 {
+		w.WriteHeader(404)
+		fmt.Fprintf(w, `{"error":{"code":"not_found","message":"appliance web has no keys"}}`)
+		return
+	}
+	w.Header().Set(api.HeaderIndex, strconv.FormatInt(s.rev, 10))
+	w.Header().Set(api.HeaderStore, s.store)
+	json.NewEncoder(w).Encode(api.View{Appliance: "web", Revision: s.rev, Keys: s.keys})
+}
+
+// set changes keys (nil value deletes) at a new revision.
+func (s *viewServer) set(kv map[string]*string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	keys := map[string]string{}
+	for k, v := range s.keys {
+		keys[k] = v
+	}
+	for k, v := range kv {
+		if v == nil {
+			delete(keys, k)
+		} else {
+			keys[k] = *v
+		}
+	}
+	s.keys = keys
+	s.rev++
+	s.cond.Broadcast()
+}
+
+func (s *viewServer) setFail(status int, retry string) {
+	s.mu.Lock()
+	s.fail, s.retry = status, retry
+	s.cond.Broadcast()
+	s.mu.Unlock()
+}
+
+func str(s string) *string { return &s }
+
+// testAgent builds an agent of the config text (see writeConfig), with $URL the server.
+func testAgent(t *testing.T, srv *viewServer, text string) (*agent.Agent, string, *bytes.Buffer) {
+	t.Helper()
+	text = strings.ReplaceAll(text, "$URL", srv.URL)
+	dir, path := writeConfig(t, text)
+	cfg, err := agent.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	a, err := agent.New(cfg, agent.Options{Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), ConfigPath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("agent logs:\n%s", logs.String())
+		}
+	})
+	return a, dir, &logs.Buffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.Buffer.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.Buffer.String()
+}
+
+const header = "server: $URL\ntoken_file: $DIR/token\nappliance: web\ninstance: vm-1\ncache_dir: $DIR/cache\n"
+
+func read(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func lines(t *testing.T, path string) []string {
+	b, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Fields(string(b))
+}
+
+func TestAgent_Once(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"port": "80", "system/ntp": "pool.ntp.org"})
+	a, dir, _ := testAgent(t, srv, header+`templates:
+  - contents: "listen {{ key \"port\" }}\n"
+    destination: $DIR/app.conf
+    perms: "0600"
+    command: echo app >> $DIR/commands
+  - contents: "server {{ key \"system/ntp\" }}\n"
+    destination: $DIR/ntp.conf
+    stage: system
+    command: echo ntp >> $DIR/commands
+  - contents: "listen2 {{ key \"port\" }}\n"
+    destination: $DIR/app2.conf
+    command: echo app >> $DIR/commands
+`)
+	ctx := context.Background()
+	if err := a.Once(ctx, agent.StageSystem, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, dir+"/ntp.conf"); got != "server pool.ntp.org\n" {
+		t.Fatalf("ntp.conf = %q", got)
+	}
+	if _, err := os.Stat(dir + "/app.conf"); !os.IsNotExist(err) {
+		t.Fatal("an application template was rendered by --stage system")
+	}
+	if got := lines(t, dir+"/commands"); strings.Join(got, ",") != "ntp" {
+		t.Fatalf("commands = %v", got)
+	}
+	// Application stage: the shared command runs once for both templates.
+	if err := a.Once(ctx, agent.StageApplication, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := lines(t, dir+"/commands"); strings.Join(got, ",") != "ntp,app" {
+		t.Fatalf("commands = %v, want ntp,app (the shared command once)", got)
+	}
+	if fi, _ := os.Stat(dir + "/app.conf"); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode = %v", fi.Mode().Perm())
+	}
+	// Nothing changed: nothing written, nothing run.
+	if err := a.Once(ctx, "", false); err != nil {
+		t.Fatal(err)
+	}
+	if got := lines(t, dir+"/commands"); len(got) != 2 {
+		t.Fatalf("commands ran for unchanged files: %v", got)
+	}
+	// --no-commands renders but runs nothing.
+	srv.set(map[string]*string{"port": str("81")})
+	if err := a.Once(ctx, "", true); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, dir+"/app.conf"); got != "listen 81\n" {
+		t.Fatalf("app.conf = %q", got)
+	}
+	if got := lines(t, dir+"/commands"); len(got) != 2 {
+		t.Fatalf("--no-commands ran commands: %v", got)
+	}
+	// Once never writes a cache.
+	if _, err := os.Stat(dir + "/cache"); !os.IsNotExist(err) {
+		t.Fatalf("once wrote the cache dir: %v", err)
+	}
+}
+
+func TestAgent_OnceNoTemplateSelected(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, _, _ := testAgent(t, srv, header+"templates:\n  - contents: x\n    destination: $DIR/x\n")
+	err := a.Once(context.Background(), agent.StageSystem, false)
+	if err == nil || !strings.Contains(err.Error(), `no templates with stage "system"`) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestAgent_OnceMissingKeyKeepsOldFile(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, _ := testAgent(t, srv, header+`templates:
+  - contents: "{{ key \"a\" }} {{ key \"b\" }}"
+    destination: $DIR/x
+    command: touch $DIR/ran
+  - contents: "{{ keyOr \"b\" \"dflt\" }}"
+    destination: $DIR/y
+`)
+	os.WriteFile(dir+"/x", []byte("old"), 0o644)
+	err := a.Once(context.Background(), "", false)
+	if err == nil || !strings.Contains(err.Error(), `key "b"`) || !strings.Contains(err.Error(), "1 of 2 templates not in place") {
+		t.Fatalf("err = %v", err)
+	}
+	if got := read(t, dir+"/x"); got != "old" {
+		t.Fatalf("x = %q, want the old file", got)
+	}
+	if got := read(t, dir+"/y"); got != "dflt" {
+		t.Fatalf("y = %q", got)
+	}
+	if _, err := os.Stat(dir + "/ran"); !os.IsNotExist(err) {
+		t.Fatal("the command of a failed template ran")
+	}
+}
+
+func TestAgent_OnceFailingCheck(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"conf": "bad"})
+	a, dir, _ := testAgent(t, srv, header+`templates:
+  - contents: "{{ key \"conf\" }}"
+    destination: $DIR/x
+    check: 'grep -q good "$SHOELACE_STAGED" || { echo "syntax error in $SHOELACE_STAGED"; exit 1; }'
+    command: touch $DIR/ran
+    backup: true
+`)
+	os.WriteFile(dir+"/x", []byte("good old"), 0o644)
+	err := a.Once(context.Background(), "", false)
+	if err == nil || !strings.Contains(err.Error(), "check of "+dir+"/x failed, old file kept") || !strings.Contains(err.Error(), "syntax error in "+dir+"/.x.") {
+		t.Fatalf("err = %v", err)
+	}
+	if got := read(t, dir+"/x"); got != "good old" {
+		t.Fatalf("x = %q", got)
+	}
+	if _, err := os.Stat(dir + "/ran"); !os.IsNotExist(err) {
+		t.Fatal("the command ran after a failed check")
+	}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") {
+			t.Fatalf("temp file left: %s", e.Name())
+		}
+	}
+	srv.set(map[string]*string{"conf": str("good new")})
+	if err := a.Once(context.Background(), "", false); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, dir+"/x"); got != "good new" {
+		t.Fatalf("x = %q", got)
+	}
+	if got := read(t, dir+"/x.bak"); got != "good old" {
+		t.Fatalf("x.bak = %q", got)
+	}
+	if _, err := os.Stat(dir + "/ran"); err != nil {
+		t.Fatal("the command did not run after the install")
+	}
+}
+
+func TestAgent_RenderDry(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"port": "80", "db/secrets/password": "hunter2"})
+	a, dir, _ := testAgent(t, srv, header+`templates:
+  - contents: "a\nlisten {{ key \"port\" }}\nb\n"
+    destination: $DIR/app.conf
+    command: systemctl reload app
+  - contents: "pw={{ key \"db/secrets/password\" }}\n"
+    destination: $DIR/db.conf
+    command: systemctl reload db
+  - contents: "same\n"
+    destination: $DIR/same.conf
+`)
+	os.WriteFile(dir+"/app.conf", []byte("a\nlisten 8080\nb\n"), 0o644)
+	os.WriteFile(dir+"/same.conf", []byte("same\n"), 0o644)
+	var out bytes.Buffer
+	if err := a.Render(context.Background(), &out, agent.DryOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	for _, want := range []string{"-listen 8080\n+listen 80\n", dir + "/db.conf: would change (new file)", "content hidden", "same.conf: unchanged",
+		"commands that would run:\nsystemctl reload app\nsystemctl reload db\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "hunter2") {
+		t.Fatalf("secret shown without --show-secrets:\n%s", got)
+	}
+	if read(t, dir+"/app.conf") != "a\nlisten 8080\nb\n" {
+		t.Fatal("--dry wrote app.conf")
+	}
+	if _, err := os.Stat(dir + "/db.conf"); !os.IsNotExist(err) {
+		t.Fatal("--dry wrote db.conf")
+	}
+	out.Reset()
+	a.Render(context.Background(), &out, agent.DryOptions{ShowSecrets: true})
+	if !strings.Contains(out.String(), "+pw=hunter2") {
+		t.Fatalf("--show-secrets hides the diff:\n%s", out.String())
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func fileIs(path, want string) func() bool {
+	return func() bool { b, err := os.ReadFile(path); return err == nil && string(b) == want }
+}
+
+func inode(t *testing.T, path string) uint64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino
+}
+
+func runAgent(t *testing.T, a *agent.Agent) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	return func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run = %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("Run did not stop")
+		}
+	}
+}
+
+func TestAgent_RunRerendersOnlyChangedTemplates(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1", "b": "1", "list/x": "1"})
+	a, dir, _ := testAgent(t, srv, header+`templates:
+  - contents: "a={{ key \"a\" }}"
+    destination: $DIR/a
+    command: echo a >> $DIR/commands
+  - contents: "b={{ key \"b\" }}"
+    destination: $DIR/b
+    command: echo b >> $DIR/commands
+  - contents: "{{ range ls \"list\" }}{{ .Key }}={{ .Value }} {{ end }}"
+    destination: $DIR/list
+`)
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/b", "b=1"))
+	waitFor(t, "first render", fileIs(dir+"/list", "x=1 "))
+	inoB := inode(t, dir+"/b")
+	srv.set(map[string]*string{"a": str("2")})
+	waitFor(t, "a re-rendered", fileIs(dir+"/a", "a=2"))
+	srv.set(map[string]*string{"list/y": str("2")})
+	waitFor(t, "list re-rendered", fileIs(dir+"/list", "x=1 y=2 "))
+	if inode(t, dir+"/b") != inoB {
+		t.Fatal("b was rewritten though its input did not change")
+	}
+	waitFor(t, "commands", func() bool { return len(lines(t, dir+"/commands")) == 3 })
+	if got := strings.Join(lines(t, dir+"/commands"), ","); got != "a,b,a" {
+		t.Fatalf("commands = %s, want a,b,a", got)
+	}
+	// The agent reports the applied revision and its instance, and caches the view.
+	waitFor(t, "applied header", func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return len(srv.applied) > 0 && srv.applied[len(srv.applied)-1] == "12" && srv.instance == "vm-1"
+	})
+	c, err := agent.LoadCache(dir+"/cache", "web")
+	if err != nil || c.Revision != 12 || c.Keys["list/y"] != "2" || c.Store != "store-1" {
+		t.Fatalf("cache = %+v, %v", c, err)
+	}
+	if fi, _ := os.Stat(agent.CachePath(dir+"/cache", "web")); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("cache mode %v", fi.Mode().Perm())
+	}
+}
+
+func TestAgent_RunOutageKeepsFilesAndRecovers(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, logs := testAgent(t, srv, header+"templates:\n  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n")
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	srv.setFail(503, "1")
+	waitFor(t, "a retry", func() bool { return strings.Contains(logs.String(), "server unavailable; keeping files") })
+	if read(t, dir+"/a") != "a=1" {
+		t.Fatal("file changed during the outage")
+	}
+	// The appliance vanishing (404) never empties the files either.
+	srv.mu.Lock()
+	srv.fail, srv.keys = 0, nil
+	srv.rev++
+	srv.cond.Broadcast()
+	srv.mu.Unlock()
+	waitFor(t, "a 404", func() bool { return strings.Contains(logs.String(), "appliance not found on the server") })
+	if read(t, dir+"/a") != "a=1" {
+		t.Fatal("file changed when the appliance vanished")
+	}
+	srv.set(map[string]*string{"a": str("2")})
+	waitFor(t, "render after the outage", fileIs(dir+"/a", "a=2"))
+}
+
+func TestAgent_RunStartsFromCache(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	cfg := header + "templates:\n  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n"
+	a, dir, _ := testAgent(t, srv, cfg)
+	stop := runAgent(t, a)
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	waitFor(t, "cache", func() bool { _, err := agent.LoadCache(dir+"/cache", "web"); return err == nil })
+	stop()
+	os.Remove(dir + "/a")
+
+	// The server is down: a new agent on the same cache dir renders from the cache.
+	srv.setFail(503, "")
+	text := strings.ReplaceAll(cfg, "$URL", srv.URL)
+	text = strings.ReplaceAll(text, "$DIR", dir)
+	os.WriteFile(dir+"/agent.yaml", []byte(text), 0o644)
+	c, err := agent.LoadConfig(dir + "/agent.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	a2, err := agent.New(c, agent.Options{Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop2 := runAgent(t, a2)
+	defer stop2()
+	waitFor(t, "render from cache", fileIs(dir+"/a", "a=1"))
+	if !strings.Contains(logs.String(), "rendering from cache") {
+		t.Fatalf("no log says the cache was used:\n%s", logs.String())
+	}
+	srv.setFail(0, "")
+	srv.set(map[string]*string{"a": str("3")})
+	waitFor(t, "render after the server is back", fileIs(dir+"/a", "a=3"))
+}
+
+func TestAgent_RunStoreReplaced(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1", "b": "1"})
+	a, dir, logs := testAgent(t, srv, header+`templates:
+  - contents: "a={{ key \"a\" }}"
+    destination: $DIR/a
+  - contents: "b={{ key \"b\" }}"
+    destination: $DIR/b
+`)
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/b", "b=1"))
+	// Someone edits b by hand; only a full re-render restores it.
+	os.WriteFile(dir+"/b", []byte("hand edit"), 0o644)
+	srv.mu.Lock()
+	srv.store, srv.rev = "store-2", 3 // restored from a snapshot: a new id, lower revisions
+	srv.keys = map[string]string{"a": "9", "b": "1"}
+	srv.cond.Broadcast()
+	srv.mu.Unlock()
+	waitFor(t, "a from the new store", fileIs(dir+"/a", "a=9"))
+	waitFor(t, "b re-rendered in full", fileIs(dir+"/b", "b=1"))
+	if !strings.Contains(logs.String(), "store changed") {
+		t.Fatal("no log of the store change")
+	}
+	srv.set(map[string]*string{"a": str("10")})
+	waitFor(t, "a after the store change", fileIs(dir+"/a", "a=10"))
+}
+
+func TestAgent_RunWaitCoalesces(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "0"})
+	a, dir, _ := testAgent(t, srv, header+`wait: {min: 300ms, max: 2s}
+templates:
+  - contents: "a={{ key \"a\" }}"
+    destination: $DIR/a
+    command: echo x >> $DIR/commands
+`)
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "a=0"))
+	for i := 1; i <= 5; i++ {
+		srv.set(map[string]*string{"a": str(strconv.Itoa(i))})
+	}
+	waitFor(t, "coalesced render", fileIs(dir+"/a", "a=5"))
+	time.Sleep(500 * time.Millisecond)
+	if got := lines(t, dir+"/commands"); len(got) != 2 {
+		t.Fatalf("commands ran %d times, want 2 (first render + one coalesced burst)", len(got))
+	}
+}
+
+func TestAgent_RunReloadsEditedSource(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	dir0 := t.TempDir()
+	src := filepath.Join(dir0, "a.tmpl")
+	os.WriteFile(src, []byte(`v1 {{ key "a" }}`), 0o644)
+	a, dir, _ := testAgent(t, srv, header+"templates:\n  - source: "+src+"\n    destination: $DIR/a\n")
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "v1 1"))
+	os.WriteFile(src, []byte(`v2 {{ key "a" }}`), 0o644)
+	waitFor(t, "render of the edited source", fileIs(dir+"/a", "v2 1"))
+	// A broken edit keeps the previous template and file.
+	os.WriteFile(src, []byte(`v3 {{ key "a" `), 0o644)
+	time.Sleep(300 * time.Millisecond)
+	srv.set(map[string]*string{"a": str("2")})
+	waitFor(t, "render with the previous template", fileIs(dir+"/a", "v2 2"))
+}
+
+func TestAgent_RunReloadConfig(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	text := header + "templates:\n  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n"
+	text = strings.ReplaceAll(text, "$URL", srv.URL)
+	dir, path := writeConfig(t, text)
+	cfg, err := agent.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reload := make(chan struct{}, 1)
+	logs := &syncBuffer{}
+	a, err := agent.New(cfg, agent.Options{Logger: slog.New(slog.NewJSONHandler(logs, nil)), ConfigPath: path, Reload: reload})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	os.WriteFile(path, []byte(strings.ReplaceAll(text, "$DIR", dir)+"  - contents: \"b={{ key \\\"a\\\" }}\"\n    destination: "+dir+"/b\n"), 0o644)
+	reload <- struct{}{}
+	waitFor(t, "template added by reload", fileIs(dir+"/b", "b=1"))
+	// A broken config is refused; the running one goes on.
+	os.WriteFile(path, []byte("server: nope\n"), 0o644)
+	reload <- struct{}{}
+	waitFor(t, "refused reload", func() bool { return strings.Contains(logs.String(), "config not reloaded") })
+	srv.set(map[string]*string{"a": str("2")})
+	waitFor(t, "b after a refused reload", fileIs(dir+"/b", "b=2"))
+}

@@ -1,0 +1,90 @@
+package agent_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/agent"
+)
+
+func TestRunCommand_OutputAndEnv(t *testing.T) {
+	t.Setenv("SHOELACE_TOKEN", "must-not-leak")
+	r, err := agent.RunCommand(context.Background(), `echo out; echo err >&2; echo "tok=$SHOELACE_TOKEN x=$X"; pwd`, 5*time.Second, []string{"X=1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ExitCode != 0 || !strings.Contains(r.Output, "out") || !strings.Contains(r.Output, "err") || !strings.Contains(r.Output, "tok= x=1") {
+		t.Fatalf("result = %+v", r)
+	}
+	if !strings.HasSuffix(r.Output, "\n/") {
+		t.Fatalf("command did not run in /: %q", r.Output)
+	}
+}
+
+func TestRunCommand_Failure(t *testing.T) {
+	r, err := agent.RunCommand(context.Background(), "echo bad; exit 3", 5*time.Second, nil)
+	if err == nil || r.ExitCode != 3 || !strings.Contains(err.Error(), "exited with status 3") || r.Output != "bad" {
+		t.Fatalf("RunCommand = %+v, %v", r, err)
+	}
+}
+
+func TestRunCommand_OutputBounded(t *testing.T) {
+	r, err := agent.RunCommand(context.Background(), "head -c 1000000 /dev/zero | tr '\\0' a", 10*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Output) > 20<<10 || !strings.Contains(r.Output, "more bytes not kept") {
+		t.Fatalf("output of %d bytes kept", len(r.Output))
+	}
+}
+
+// A timeout kills the whole process group: the shell and what it started in the background.
+func TestRunCommand_TimeoutKillsProcessGroup(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	start := time.Now()
+	r, err := agent.RunCommand(context.Background(), "sleep 60 & echo $! > "+pidFile+"; wait", 300*time.Millisecond, nil)
+	if err == nil || !r.TimedOut || !strings.Contains(err.Error(), "timed out after 300ms") {
+		t.Fatalf("RunCommand = %+v, %v", r, err)
+	}
+	if time.Since(start) > 20*time.Second {
+		t.Fatalf("took %s", time.Since(start))
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		// Signal 0 probes the process; a zombie is reaped by init shortly.
+		err := syscall.Kill(pid, 0)
+		if err == syscall.ESRCH {
+			break
+		}
+		if st, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); strings.Contains(string(st), ") Z ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("background child %d still alive after the timeout", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A daemon left holding the output pipe does not hold the agent beyond a short delay.
+func TestRunCommand_BackgroundDaemonDoesNotBlock(t *testing.T) {
+	start := time.Now()
+	_, err := agent.RunCommand(context.Background(), "(sleep 5 &) ; echo started", 30*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Fatalf("waited %s for a background process", d)
+	}
+}

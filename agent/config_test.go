@@ -1,0 +1,238 @@
+package agent_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/agent"
+)
+
+// writeConfig writes a config file (and a token file, mode 0600) in a temp dir; "$DIR" in
+// text is replaced by that dir.
+func writeConfig(t testing.TB, text string) (dir, path string) {
+	t.Helper()
+	dir = t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "token"), []byte("secret-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path = filepath.Join(dir, "agent.yaml")
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(text, "$DIR", dir)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir, path
+}
+
+const goodConfig = `server: http://127.0.0.1:7400
+token_file: $DIR/token
+appliance: web-frontend
+cache_dir: $DIR/cache
+wait: {min: 1s, max: 5s}
+templates:
+  - contents: "port {{ key \"port\" }}\n"
+    destination: $DIR/out/a.conf
+    perms: "0640"
+    owner: "0"
+    group: root
+    stage: system
+    command: "true"
+    command_timeout: 2s
+`
+
+func TestLoadConfig_Good(t *testing.T) {
+	dir, path := writeConfig(t, goodConfig)
+	cfg, err := agent.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Appliance != "web-frontend" || time.Duration(cfg.Wait.Min) != time.Second || time.Duration(cfg.Wait.Max) != 5*time.Second {
+		t.Fatalf("cfg = %+v", cfg)
+	}
+	tc := cfg.Templates[0]
+	if tc.Mode() != 0o640 || tc.UID() != 0 || tc.GID() != 0 || tc.Stage != agent.StageSystem || tc.Timeout() != 2*time.Second {
+		t.Fatalf("template = %+v mode %o uid %d gid %d", tc, tc.Mode(), tc.UID(), tc.GID())
+	}
+	if tc.Line != 7 || tc.File != path {
+		t.Fatalf("template at %s:%d, want %s:7", tc.File, tc.Line, path)
+	}
+	tok, err := cfg.LoadToken()
+	if err != nil || tok != "secret-token" {
+		t.Fatalf("token = %q, %v", tok, err)
+	}
+	if got := cfg.Select(agent.StageApplication); len(got) != 0 {
+		t.Fatalf("Select(application) = %d templates", len(got))
+	}
+	_ = dir
+}
+
+func TestLoadConfig_Defaults(t *testing.T) {
+	_, path := writeConfig(t, "server: http://h:1\nappliance: a\ntemplates:\n  - contents: x\n    destination: /tmp/x\n")
+	cfg, err := agent.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := cfg.Templates[0]
+	if cfg.CacheDir != agent.DefaultCacheDir || tc.Stage != agent.StageApplication || tc.Mode() != 0 || tc.UID() != -1 || tc.GID() != -1 || tc.Timeout() != agent.DefaultCommandTimeout {
+		t.Fatalf("defaults: cfg %+v template %+v", cfg, tc)
+	}
+	if cfg.Wait.Enabled() {
+		t.Fatal("wait is on by default")
+	}
+}
+
+func TestLoadConfig_Invalid(t *testing.T) {
+	base := "server: http://127.0.0.1:7400\nappliance: web\ncache_dir: $DIR/cache\n"
+	tmpl := "templates:\n  - contents: x\n    destination: $DIR/a\n"
+	cases := []struct {
+		name, text string
+		want       []string
+	}{
+		{"unknown top field", base + "sever: x\n" + tmpl, []string{"agent.yaml:4: unknown field \"sever\""}},
+		{"unknown template field", base + tmpl + "    destinaton: /x\n", []string{"agent.yaml:7: unknown field \"destinaton\""}},
+		{"unknown wait field", base + "wait: {min: 1s, mx: 2s}\n" + tmpl, []string{"agent.yaml:4: unknown field \"mx\""}},
+		{"bad yaml", base + "templates: [\n", []string{"agent.yaml:"}},
+		{"no server", "appliance: web\n" + tmpl, []string{"server is required"}},
+		{"bad server", "server: ftp://x\nappliance: web\n" + tmpl, []string{`server "ftp://x" must be an http:// or https:// URL`}},
+		{"no appliance", "server: http://x:1\n" + tmpl, []string{"appliance is required"}},
+		{"bad appliance", "server: http://x:1\nappliance: web/x\n" + tmpl, []string{`invalid appliance name "web/x"`}},
+		{"both tokens", base + "token: a\ntoken_file: $DIR/token\n" + tmpl, []string{"set token_file or token, not both"}},
+		{"missing token file", base + "token_file: $DIR/nope\n" + tmpl, []string{"token_file", "no such file"}},
+		{"relative cache", "server: http://x:1\nappliance: web\ncache_dir: cache\n" + tmpl, []string{`cache_dir "cache" must be an absolute path`}},
+		{"wait min > max", base + "wait: {min: 5s, max: 1s}\n" + tmpl, []string{"wait: min 5s is greater than max 1s"}},
+		{"bad duration", base + "wait: {min: 5}\n" + tmpl, []string{`agent.yaml:4: invalid duration "5"`}},
+		{"bad metrics", base + "metrics_listen: nope\n" + tmpl, []string{`metrics_listen "nope"`}},
+		{"no template source", base + "templates:\n  - destination: $DIR/a\n", []string{"agent.yaml:5: template $DIR/a: set exactly one of source and contents"}},
+		{"both sources", base + "templates:\n  - destination: $DIR/a\n    source: /x\n    contents: y\n", []string{"set exactly one of source and contents"}},
+		{"relative source", base + "templates:\n  - destination: $DIR/a\n    source: x.tmpl\n", []string{`source "x.tmpl" must be an absolute path`}},
+		{"no destination", base + "templates:\n  - contents: x\n", []string{"agent.yaml:5: template: destination is required"}},
+		{"relative destination", base + "templates:\n  - contents: x\n    destination: a.conf\n", []string{`destination "a.conf" must be an absolute path`}},
+		{"dotdot destination", base + "templates:\n  - contents: x\n    destination: /etc/../a\n", []string{`destination "/etc/../a" must be a clean path`, `did you mean "/a"`}},
+		{"duplicate destination", base + tmpl + "  - contents: y\n    destination: $DIR/a\n", []string{"agent.yaml:7: template $DIR/a: destination is also rendered by", "agent.yaml:5"}},
+		{"outside allowed_dirs", base + "allowed_dirs: [/srv/conf]\n" + tmpl, []string{"destination is outside allowed_dirs [/srv/conf]"}},
+		{"bad allowed dir", base + "allowed_dirs: [srv]\n" + tmpl, []string{`allowed_dirs[0] "srv" must be an absolute, clean path`}},
+		{"bad stage", base + tmpl + "    stage: bake\n", []string{`stage "bake" must be "application" or "system"`}},
+		{"bad perms", base + tmpl + "    perms: \"rw-r--r--\"\n", []string{`perms "rw-r--r--" must be an octal mode string`}},
+		{"perms 0", base + tmpl + "    perms: \"0000\"\n", []string{`perms "0000" would make the file unreadable`}},
+		{"unknown owner", base + tmpl + "    owner: no-such-user-xyz\n", []string{`owner: no user named "no-such-user-xyz"`}},
+		{"unknown group", base + tmpl + "    group: no-such-group-xyz\n", []string{`group: no group named "no-such-group-xyz"`}},
+		{"one delimiter", base + tmpl + "    left_delimiter: \"[[\"\n", []string{"set both left_delimiter and right_delimiter"}},
+		{"tiny timeout", base + tmpl + "    command_timeout: 1ns\n", []string{"command_timeout 1ns is too short"}},
+		{"several problems", "appliance: web/x\n" + "templates:\n  - contents: x\n", []string{"3 problems", "server is required", "invalid appliance name", "destination is required"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, path := writeConfig(t, tc.text)
+			_, err := agent.LoadConfig(path)
+			if err == nil {
+				t.Fatalf("LoadConfig accepted:\n%s", tc.text)
+			}
+			for _, w := range tc.want {
+				w = strings.ReplaceAll(w, "$DIR", dir)
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+			if !strings.Contains(err.Error(), path) {
+				t.Errorf("error %q does not name the file %s", err, path)
+			}
+		})
+	}
+}
+
+func TestLoadConfig_TokenFileMode(t *testing.T) {
+	dir, path := writeConfig(t, "server: http://x:1\nappliance: web\ntoken_file: $DIR/token\ntemplates:\n  - contents: x\n    destination: /tmp/x\n")
+	tok := filepath.Join(dir, "token")
+	if err := os.Chmod(tok, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	_, err := agent.LoadConfig(path)
+	if err == nil || !strings.Contains(err.Error(), "chmod 600 "+tok) || !strings.Contains(err.Error(), "0640") {
+		t.Fatalf("err = %v; want the mode and a chmod 600 hint", err)
+	}
+	os.Chmod(tok, 0o400)
+	if _, err := agent.LoadConfig(path); err != nil {
+		t.Fatalf("mode 0400 refused: %v", err)
+	}
+	os.WriteFile(tok, []byte("two\nlines\n"), 0o600)
+	if _, err := agent.LoadConfig(path); err == nil || !strings.Contains(err.Error(), "one token on one line") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestLoadConfig_TemplatesDir(t *testing.T) {
+	dir, path := writeConfig(t, "server: http://x:1\nappliance: web\ntemplates_dir: $DIR/conf.d\ntemplates:\n  - contents: a\n    destination: $DIR/a\n")
+	confd := filepath.Join(dir, "conf.d")
+	os.Mkdir(confd, 0o755)
+	os.WriteFile(filepath.Join(confd, "b.yaml"), []byte("- contents: b\n  destination: "+dir+"/b\n  stage: system\n"), 0o644)
+	os.WriteFile(filepath.Join(confd, "ignored.txt"), []byte("not yaml: ["), 0o644)
+	cfg, err := agent.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Templates) != 2 || cfg.Templates[1].Destination != dir+"/b" || cfg.Templates[1].File != filepath.Join(confd, "b.yaml") || cfg.Templates[1].Line != 1 {
+		t.Fatalf("templates = %+v", cfg.Templates)
+	}
+
+	// Strict there too, with the drop-in's own file and line.
+	os.WriteFile(filepath.Join(confd, "c.yaml"), []byte("- contents: c\n  destination: "+dir+"/c\n  comand: x\n"), 0o644)
+	_, err = agent.LoadConfig(path)
+	if want := filepath.Join(confd, "c.yaml") + `:3: unknown field "comand"`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want %q", err, want)
+	}
+	// A destination taken twice across files names both places.
+	os.WriteFile(filepath.Join(confd, "c.yaml"), []byte("- contents: c\n  destination: "+dir+"/a\n"), 0o644)
+	_, err = agent.LoadConfig(path)
+	if err == nil || !strings.Contains(err.Error(), "c.yaml:1: template "+dir+"/a: destination is also rendered by "+path+":5") {
+		t.Fatalf("err = %v", err)
+	}
+	// A missing templates_dir is an empty one.
+	os.RemoveAll(confd)
+	if cfg, err := agent.LoadConfig(path); err != nil || len(cfg.Templates) != 1 {
+		t.Fatalf("missing templates_dir: %v", err)
+	}
+}
+
+// FuzzConfig feeds arbitrary bytes to the config parser and validator: they must never panic,
+// and an accepted config must satisfy the rules Validate promises.
+func FuzzConfig(f *testing.F) {
+	seeds, _ := filepath.Glob("testdata/*.yaml")
+	for _, s := range seeds {
+		b, err := os.ReadFile(s)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(goodConfig))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := agent.ParseConfig("fuzz.yaml", data)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "fuzz.yaml") {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+			return
+		}
+		cfg.TokenFile, cfg.CAFile = "", "" // no file system lookups from fuzz input
+		if cfg.Validate() != nil {
+			return
+		}
+		seen := map[string]bool{}
+		for _, tc := range cfg.Templates {
+			if !filepath.IsAbs(tc.Destination) || filepath.Clean(tc.Destination) != tc.Destination {
+				t.Fatalf("accepted destination %q", tc.Destination)
+			}
+			if seen[tc.Destination] {
+				t.Fatalf("accepted duplicate destination %q", tc.Destination)
+			}
+			seen[tc.Destination] = true
+			if (tc.Source == "") == (tc.Contents == "") {
+				t.Fatal("accepted a template without exactly one of source and contents")
+			}
+			if tc.Stage != agent.StageApplication && tc.Stage != agent.StageSystem {
+				t.Fatalf("accepted stage %q", tc.Stage)
+			}
+		}
+	})
+}
