@@ -18,11 +18,11 @@ type cmdNode struct {
 // positional argument and parses global flags only before the command name.
 //
 // args[0] is the program name. The result is
-// [prog, root flags…, cmd, cmd flags…, sub, sub flags…, positionals…, ("--", after…)].
+// [prog, root flags…, cmd, cmd flags…, sub, sub flags…, ("--"), positionals…, after "--"…].
 // A flag is placed at the deepest command on the path that defines it; unknown flags go to
 // the last command, whose parser then names them in its error. A flag's value is kept with it
 // (the next argument when the flag takes one and has no "=value"). Everything after "--" stays
-// positional, in order, behind a "--".
+// positional, after the other positionals, and the "--" moves in front of the positionals.
 func reorderArgs(root cmdNode, args []string) []string {
 	if len(args) == 0 {
 		return args
@@ -80,12 +80,12 @@ func reorderArgs(root cmdNode, args []string) []string {
 		out = append(out, n)
 		out = append(out, flagsAt[i+1]...)
 	}
-	out = append(out, positionals...)
 	if dashes {
+		// Before every positional: the flag parser consumes a "--" only where a flag may stand.
 		out = append(out, "--")
-		out = append(out, afterDashes...)
 	}
-	return out
+	out = append(out, positionals...)
+	return append(out, afterDashes...)
 }
 
 // flagName returns the name of a flag argument ("--cas=3" → "cas", true).

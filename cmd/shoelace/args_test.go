@@ -32,7 +32,7 @@ func TestReorderArgs(t *testing.T) {
 		{"command flag before the command name", "shoelace kv --cas 3 put k v", "shoelace kv put --cas 3 k v"},
 		{"single dash long flag", "shoelace kv get x -addr A", "shoelace -addr A kv get x"},
 		{"stdin dash is positional", "shoelace kv put k - --cas 0", "shoelace kv put --cas 0 k -"},
-		{"double dash keeps what follows", "shoelace kv put k --cas 1 -- -5", "shoelace kv put --cas 1 k -- -5"},
+		{"double dash keeps what follows", "shoelace kv put k --cas 1 -- -5", "shoelace kv put --cas 1 -- k -5"},
 		{"double dash protects flag lookalikes", "shoelace kv put -- k --addr", "shoelace kv put -- k --addr"},
 		{"apply -f after name", "shoelace appliance apply web -f x.yaml --cas 7", "shoelace appliance apply -f x.yaml --cas 7 web"},
 		{"value that names a command", "shoelace --output kv kv get x", "shoelace --output kv kv get x"},

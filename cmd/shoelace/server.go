@@ -1,37 +1,17 @@
 package main
 
 import (
-	"errors"
+	"fmt"
 	"log/slog"
-	"path/filepath"
 	"strings"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/shoelace-dev/shoelace/server"
 )
 
-// serverConfig mirrors server.Config until the server package lands.
-// TODO(cmd): replace with server.Config, server.DefaultConfig and server.Run.
-type serverConfig struct {
-	Listen                        string
-	EtcdEndpoints                 []string
-	DataDir                       string
-	Root                          string
-	TLSCert, TLSKey               string
-	EtcdCACert, EtcdCert, EtcdKey string
-	RateLimit                     float64
-	MaxValueBytes                 int
-	AdminTokenFile                string
-	LogLevel                      string
-	Version                       string
-}
-
-func defaultServerConfig() serverConfig {
-	return serverConfig{Listen: "127.0.0.1:7400", DataDir: "./shoelace-data", Root: "/shoelace/", RateLimit: 100,
-		MaxValueBytes: 1 << 20, LogLevel: "info"}
-}
-
 func serverCommand(e *cliEnv) *cli.Command {
-	def := defaultServerConfig()
+	def := server.DefaultConfig()
 	env := func(flag string) []string {
 		return []string{"SHOELACE_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))}
 	}
@@ -68,9 +48,9 @@ EXAMPLES:
 	}
 }
 
-// serverConfigFrom fills the server's configuration from the flags.
-func serverConfigFrom(c *cli.Context) serverConfig {
-	cfg := defaultServerConfig()
+// serverConfigFrom fills the server's configuration from the flags (and their environment variables).
+func serverConfigFrom(c *cli.Context) server.Config {
+	cfg := server.DefaultConfig()
 	cfg.Listen = c.String("listen")
 	cfg.EtcdEndpoints = splitList(c.String("etcd-endpoints"))
 	cfg.DataDir = c.String("data-dir")
@@ -80,9 +60,6 @@ func serverConfigFrom(c *cli.Context) serverConfig {
 	cfg.RateLimit = c.Float64("rate-limit")
 	cfg.MaxValueBytes = c.Int("max-value-bytes")
 	cfg.AdminTokenFile = c.String("admin-token-file")
-	if cfg.AdminTokenFile == "" && cfg.DataDir != "" {
-		cfg.AdminTokenFile = filepath.Join(cfg.DataDir, "admin.token")
-	}
 	cfg.LogLevel = c.String("log-level")
 	cfg.Version = version
 	return cfg
@@ -100,24 +77,23 @@ func splitList(s string) []string {
 	return parts
 }
 
-func parseLogLevel(s string) (slog.Level, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return 0, usagef("--log-level %q must be debug, info, warn or error", s)
-	}
-	return l, nil
-}
-
 func (e *cliEnv) server(c *cli.Context) error {
 	if _, err := wantArgs(c, 0, 0, "[flags]"); err != nil {
 		return err
 	}
 	cfg := serverConfigFrom(c)
-	level, err := parseLogLevel(cfg.LogLevel)
+	if err := cfg.Validate(); err != nil {
+		return usagef("server: %s", strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	level, err := server.ParseLogLevel(cfg.LogLevel)
 	if err != nil {
-		return err
+		return usagef("server: %v", err)
 	}
 	logger := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level}))
-	_ = logger
-	return errors.New("server: not available in this build yet")
+	// The standard log package (used by some dependencies) goes to the same JSON stream.
+	slog.SetDefault(logger)
+	if err := server.Run(c.Context, cfg, logger); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	return nil
 }

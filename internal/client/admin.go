@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 )
 
@@ -12,6 +13,28 @@ type Maintenance struct {
 	Enabled bool `json:"enabled"`
 	// Revision is the store revision of a PUT, if the server says.
 	Revision int64 `json:"revision,omitempty"`
+}
+
+// UnmarshalJSON accepts {"enabled":…} and, from servers that name it so, {"maintenance":…}.
+func (m *Maintenance) UnmarshalJSON(b []byte) error {
+	var raw struct {
+		Enabled     *bool `json:"enabled"`
+		Maintenance *bool `json:"maintenance"`
+		Revision    int64 `json:"revision"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	switch {
+	case raw.Enabled != nil:
+		m.Enabled = *raw.Enabled
+	case raw.Maintenance != nil:
+		m.Enabled = *raw.Maintenance
+	default:
+		return errors.New(`maintenance answer has neither "enabled" nor "maintenance"`)
+	}
+	m.Revision = raw.Revision
+	return nil
 }
 
 // Maintenance reads whether maintenance (read-only) mode is on.

@@ -1,0 +1,727 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The end-to-end tests build the shoelace binary once, start "shoelace server" as a child
+// process on an embedded etcd, and run the CLI against it as a user would.
+
+// e2eVersion is stamped into the test binary with -ldflags -X main.version.
+const e2eVersion = "v0.0.0-e2e"
+
+var binPath string
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "shoelace-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binPath = filepath.Join(dir, "shoelace")
+	build := exec.Command("go", "build", "-ldflags", "-X main.version="+e2eVersion, "-o", binPath, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build shoelace:", err)
+		return 1
+	}
+	code := m.Run()
+	stopSharedServer()
+	return code
+}
+
+// testServer is a "shoelace server" child process.
+type testServer struct {
+	addr    string
+	dataDir string
+	cmd     *exec.Cmd
+	stderr  *syncBuffer
+	done    chan error
+}
+
+// syncBuffer is a bytes.Buffer safe for the child's writes and the test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// startServer starts a server with its own data dir and waits for /health. extraEnv and
+// extraArgs are added to the child's environment and command line.
+func startServer(dataDir string, extraEnv []string, extraArgs ...string) (*testServer, error) {
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ { // a free port may be taken before the child binds it
+		addr, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		s := &testServer{addr: addr, dataDir: dataDir, stderr: &syncBuffer{}, done: make(chan error, 1)}
+		args := append([]string{"server", "--listen", addr, "--data-dir", dataDir, "--log-level", "warn"}, extraArgs...)
+		s.cmd = exec.Command(binPath, args...)
+		s.cmd.Env = append(cleanEnv(), extraEnv...)
+		s.cmd.Stdout = s.stderr
+		s.cmd.Stderr = s.stderr
+		if err := s.cmd.Start(); err != nil {
+			return nil, err
+		}
+		go func() { s.done <- s.cmd.Wait() }()
+		if lastErr = s.waitHealthy(60 * time.Second); lastErr == nil {
+			return s, nil
+		}
+		s.stop()
+	}
+	return nil, lastErr
+}
+
+func (s *testServer) url() string { return "http://" + s.addr }
+
+func (s *testServer) waitHealthy(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	hc := &http.Client{Timeout: 2 * time.Second}
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-s.done:
+			s.done <- err
+			return fmt.Errorf("server exited before it was healthy (%v): %s", err, s.stderr.String())
+		default:
+		}
+		resp, err := hc.Get(s.url() + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("server not healthy after %s: %s", timeout, s.stderr.String())
+}
+
+// stop sends SIGTERM and waits for the process; it kills it after 15 s.
+func (s *testServer) stop() error {
+	if s.cmd.Process == nil {
+		return nil
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-s.done:
+		s.done <- err
+		return err
+	case <-time.After(15 * time.Second):
+		_ = s.cmd.Process.Kill()
+		err := <-s.done
+		s.done <- err
+		return fmt.Errorf("server did not stop within 15s of SIGTERM: %v", err)
+	}
+}
+
+// adminTokenFile is the server's admin token file, "" if the server wrote none.
+func (s *testServer) adminTokenFile() string {
+	p := filepath.Join(s.dataDir, "admin.token")
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
+}
+
+var (
+	sharedOnce sync.Once
+	shared     *testServer
+	sharedErr  error
+	sharedDir  string
+)
+
+// sharedServer is one server for the tests that only need distinct keys.
+func sharedServer(t *testing.T) *testServer {
+	t.Helper()
+	sharedOnce.Do(func() {
+		sharedDir, sharedErr = os.MkdirTemp("", "shoelace-e2e-data-")
+		if sharedErr == nil {
+			shared, sharedErr = startServer(sharedDir, nil)
+		}
+	})
+	if sharedErr != nil {
+		t.Fatalf("start server: %v", sharedErr)
+	}
+	return shared
+}
+
+func stopSharedServer() {
+	if shared != nil {
+		if err := shared.stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stop shared server:", err)
+		}
+	}
+	if sharedDir != "" {
+		os.RemoveAll(sharedDir)
+	}
+}
+
+// cleanEnv is the test process's environment without SHOELACE_ variables.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SHOELACE_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// result is what one CLI run did.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+}
+
+// runner runs the binary against a server.
+type runner struct {
+	t   *testing.T
+	env []string
+}
+
+// newCLI returns a runner with SHOELACE_ADDR (and the admin token file, once the server
+// writes one) set for s.
+func newCLI(t *testing.T, s *testServer) *runner {
+	env := []string{"SHOELACE_ADDR=" + s.url()}
+	if f := s.adminTokenFile(); f != "" {
+		env = append(env, "SHOELACE_TOKEN_FILE="+f)
+	}
+	return &runner{t: t, env: env}
+}
+
+func (c *runner) with(env ...string) *runner {
+	return &runner{t: c.t, env: append(append([]string(nil), c.env...), env...)}
+}
+
+func (c *runner) run(args ...string) result { return c.runStdin(nil, args...) }
+
+func (c *runner) runStdin(stdin []byte, args ...string) result {
+	c.t.Helper()
+	cmd := exec.Command(binPath, args...)
+	cmd.Env = append(cleanEnv(), c.env...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	default:
+		c.t.Fatalf("run shoelace %q: %v", args, err)
+	}
+	return r
+}
+
+// ok runs args and fails the test unless it exits 0 with nothing on stderr.
+func (c *runner) ok(args ...string) string {
+	c.t.Helper()
+	r := c.run(args...)
+	if r.code != 0 {
+		c.t.Fatalf("shoelace %s: %s", strings.Join(args, " "), r)
+	}
+	return r.stdout
+}
+
+// fails runs args and checks the exit code and that stderr is one "shoelace: …" line holding want.
+func (c *runner) fails(code int, want string, args ...string) result {
+	c.t.Helper()
+	r := c.run(args...)
+	checkFailure(c.t, r, code, want, args)
+	return r
+}
+
+func checkFailure(t *testing.T, r result, code int, want string, args []string) {
+	t.Helper()
+	if r.code != code {
+		t.Errorf("shoelace %s: %s; want exit %d", strings.Join(args, " "), r, code)
+	}
+	if !strings.HasPrefix(r.stderr, "shoelace: ") || strings.Count(r.stderr, "\n") != 1 || !strings.HasSuffix(r.stderr, "\n") {
+		t.Errorf("shoelace %s: stderr %q is not one \"shoelace: …\" line", strings.Join(args, " "), r.stderr)
+	}
+	if !strings.Contains(r.stderr, want) {
+		t.Errorf("shoelace %s: stderr %q does not say %q", strings.Join(args, " "), r.stderr, want)
+	}
+}
+
+func revisionOf(t *testing.T, stdout string) int64 {
+	t.Helper()
+	s, ok := strings.CutPrefix(stdout, "revision ")
+	if !ok || !strings.HasSuffix(s, "\n") {
+		t.Fatalf("write printed %q, want \"revision N\\n\"", stdout)
+	}
+	rev, err := strconv.ParseInt(strings.TrimSuffix(s, "\n"), 10, 64)
+	if err != nil || rev <= 0 {
+		t.Fatalf("write printed %q: %v", stdout, err)
+	}
+	return rev
+}
+
+func TestE2E_KV(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+
+	rev1 := revisionOf(t, c.ok("kv", "put", "e2ekv/app/port", "8080"))
+	rev2 := revisionOf(t, c.ok("kv", "put", "e2ekv/app/host", "example.org"))
+	if rev2 <= rev1 {
+		t.Errorf("second write at revision %d, not after %d", rev2, rev1)
+	}
+	c.ok("kv", "put", "e2ekv/app-other/port", "9090")
+	if got := c.ok("kv", "get", "e2ekv/app/port"); got != "8080" {
+		t.Errorf("kv get = %q, want 8080 with no newline added", got)
+	}
+
+	// Listings cover whole segments only.
+	if got := c.ok("kv", "ls", "e2ekv/app"); got != "e2ekv/app/host\ne2ekv/app/port\n" {
+		t.Errorf("kv ls e2ekv/app = %q", got)
+	}
+	if got := c.ok("kv", "ls", "e2ekv/"); got != "e2ekv/app-other/port\ne2ekv/app/host\ne2ekv/app/port\n" &&
+		got != "e2ekv/app/host\ne2ekv/app/port\ne2ekv/app-other/port\n" {
+		t.Errorf("kv ls e2ekv/ = %q", got)
+	}
+	var list struct {
+		Revision int64 `json:"revision"`
+		Entries  []struct {
+			Key, Value  string
+			ModRevision int64 `json:"mod_revision"`
+		} `json:"entries"`
+	}
+	if err := json.Unmarshal([]byte(c.ok("kv", "ls", "e2ekv/app", "--output", "json")), &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Entries) != 2 || list.Entries[1].Key != "e2ekv/app/port" || list.Entries[1].Value != "8080" ||
+		list.Entries[1].ModRevision != rev1 || list.Revision < rev2 {
+		t.Errorf("kv ls -o json = %+v", list)
+	}
+
+	// rm deletes exactly one key; rm --recurse a subtree, and not its namesakes.
+	revisionOf(t, c.ok("kv", "rm", "e2ekv/app/host"))
+	c.fails(exitNotFound, `"e2ekv/app/host" not found`, "kv", "get", "e2ekv/app/host")
+	c.fails(exitNotFound, "not found", "kv", "rm", "e2ekv/app/host")
+	r := c.run("kv", "rm", "e2ekv/app", "--recurse")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "revision ") || r.stderr != "deleted 1 keys\n" {
+		t.Errorf("kv rm --recurse: %s", r)
+	}
+	c.fails(exitNotFound, "not found", "kv", "get", "e2ekv/app/port")
+	if got := c.ok("kv", "get", "e2ekv/app-other/port"); got != "9090" {
+		t.Errorf("kv rm --recurse e2ekv/app removed its namesake e2ekv/app-other: got %q", got)
+	}
+}
+
+func TestE2E_CASConflict(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	rev := revisionOf(t, c.ok("kv", "put", "e2ecas/k", "one", "--cas", "0"))
+	c.fails(exitConflict, `conflict on key "e2ecas/k"`, "kv", "put", "e2ecas/k", "two", "--cas", "0")
+	c.fails(exitConflict, "conflict", "kv", "put", "e2ecas/k", "two", "--cas", strconv.FormatInt(rev-1, 10))
+	if got := c.ok("kv", "get", "e2ecas/k"); got != "one" {
+		t.Fatalf("a refused cas write changed the value to %q", got)
+	}
+	revisionOf(t, c.ok("kv", "put", "e2ecas/k", "two", "--cas", strconv.FormatInt(rev, 10)))
+	if got := c.ok("kv", "get", "e2ecas/k"); got != "two" {
+		t.Fatalf("cas write with the right revision: value %q, want two", got)
+	}
+}
+
+func TestE2E_StdinVerbatim(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	values := map[string][]byte{
+		"e2estdin/text":     []byte("héllo wörld ✓\n"),
+		"e2estdin/newlines": []byte("\n\nline\r\nlast line\n\n"),
+		"e2estdin/control":  []byte("nul\x00tab\tbell\x07 \U0001F600"),
+		"e2estdin/empty":    {},
+		"e2estdin/json":     []byte(`{"a": "<b>&amp;</b>"}` + "\n"),
+	}
+	for key, value := range values {
+		r := c.runStdin(value, "kv", "put", key, "-")
+		if r.code != 0 {
+			t.Fatalf("put %s from stdin: %s", key, r)
+		}
+		if got := c.ok("kv", "get", key); got != string(value) {
+			t.Errorf("%s: got back %q, want %q", key, got, value)
+		}
+	}
+	// Not UTF-8: the server refuses it, says why, and nothing is written.
+	r := c.runStdin([]byte{0xff, 0xfe, 'x'}, "kv", "put", "e2estdin/binary", "-")
+	checkFailure(t, r, exitError, "not valid UTF-8", []string{"kv", "put", "e2estdin/binary", "-"})
+	c.fails(exitNotFound, "not found", "kv", "get", "e2estdin/binary")
+}
+
+func TestE2E_ApplyAndView(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	dir := t.TempDir()
+	c.ok("kv", "put", "shared/e2eview/ntp", "pool.ntp.org")
+	c.ok("kv", "put", "shared/e2eview/dns", "1.1.1.1")
+	yamlFile := filepath.Join(dir, "web.yaml")
+	writeFile(t, yamlFile, `# the web appliance
+keys:
+  e2eview:
+    ntp: time.example.org
+  port: 8080
+  enabled: true
+  motd: |
+    hello
+    world
+`)
+	rev := revisionOf(t, c.ok("appliance", "apply", "e2e-web", "-f", yamlFile))
+
+	var view struct {
+		Appliance string            `json:"appliance"`
+		Revision  int64             `json:"revision"`
+		Keys      map[string]string `json:"keys"`
+	}
+	if err := json.Unmarshal([]byte(c.ok("appliance", "get", "e2e-web", "-o", "json")), &view); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"e2eview/ntp": "time.example.org", // the appliance's value wins over shared/
+		"e2eview/dns": "1.1.1.1",          // shared/ shows through
+		"port":        "8080",             // scalars keep their text
+		"enabled":     "true",
+		"motd":        "hello\nworld\n",
+	}
+	if view.Appliance != "e2e-web" || view.Revision < rev {
+		t.Errorf("view %q at %d, want e2e-web at >= %d", view.Appliance, view.Revision, rev)
+	}
+	for k, v := range want {
+		if view.Keys[k] != v {
+			t.Errorf("view[%q] = %q, want %q", k, view.Keys[k], v)
+		}
+	}
+
+	text := c.ok("appliance", "get", "e2e-web")
+	for _, line := range []string{"e2eview/ntp=time.example.org\n", "e2eview/dns=1.1.1.1\n", "port=8080\n", `motd="hello\nworld\n"` + "\n"} {
+		if !strings.Contains(text, line) {
+			t.Errorf("appliance get text %q lacks %q", text, line)
+		}
+	}
+	if got := c.ok("appliance", "ls"); !strings.Contains("\n"+got, "\ne2e-web\n") {
+		t.Errorf("appliance ls = %q, want e2e-web listed", got)
+	}
+
+	// Apply replaces the whole tree: a key left out of the file is gone. JSON from stdin.
+	r := c.runStdin([]byte(`{"keys":{"port":"9090"}}`), "appliance", "apply", "e2e-web", "-f", "-")
+	if r.code != 0 {
+		t.Fatalf("apply from stdin: %s", r)
+	}
+	c.fails(exitNotFound, "not found", "kv", "get", "appliances/e2e-web/motd")
+	if got := c.ok("kv", "get", "appliances/e2e-web/port"); got != "9090" {
+		t.Errorf("port after apply = %q", got)
+	}
+
+	// --cas: a stale revision is a conflict and writes nothing.
+	c.fails(exitConflict, "conflict", "appliance", "apply", "e2e-web", "-f", yamlFile, "--cas", strconv.FormatInt(rev, 10))
+	if got := c.ok("kv", "get", "appliances/e2e-web/port"); got != "9090" {
+		t.Errorf("a refused apply changed port to %q", got)
+	}
+
+	// A bad body: the server's message is shown, nothing is written.
+	bad := filepath.Join(dir, "bad.yaml")
+	writeFile(t, bad, "keys:\n  port: null\n")
+	r = c.run("appliance", "apply", "e2e-web", "-f", bad)
+	if r.code != exitError || !strings.Contains(r.stderr, "null") {
+		t.Errorf("apply with a null: %s; want exit 1 naming the null", r)
+	}
+	c.fails(exitNotFound, "appliance", "appliance", "get", "e2e-nothing")
+	c.fails(exitError, "no such file", "appliance", "apply", "e2e-web", "-f", filepath.Join(dir, "missing.yaml"))
+}
+
+func TestE2E_ExportApplyRoundTrip(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.json")
+	keys := map[string]string{
+		"port":             "8080",
+		"motd":             "line 1\nline 2\n",
+		"quoted":           `"x" <y> & z`,
+		"nested/deep/key":  "v",
+		"secrets/db":       "hunter2",
+		"tls/secrets/key":  "PRIVATE KEY",
+		"numberish":        "007",
+		"empty":            "",
+		"trailing-space/x": "x ",
+	}
+	body, _ := json.Marshal(map[string]any{"keys": keys})
+	writeFile(t, src, string(body))
+	c.ok("appliance", "apply", "e2e-exp", "-f", src)
+
+	// Without --include-secrets: secrets are left out, and stderr says which.
+	r := c.run("appliance", "export", "e2e-exp")
+	if r.code != 0 {
+		t.Fatalf("export: %s", r)
+	}
+	if strings.Contains(r.stdout, "hunter2") || strings.Contains(r.stdout, "PRIVATE KEY") {
+		t.Errorf("export without --include-secrets printed a secret: %s", r.stdout)
+	}
+	if !strings.Contains(r.stderr, "left out 2 secret keys") || !strings.Contains(r.stderr, "secrets/db") || !strings.Contains(r.stderr, "tls/secrets/key") {
+		t.Errorf("export stderr %q does not list the secrets left out", r.stderr)
+	}
+	if strings.Contains(r.stderr, "hunter2") {
+		t.Errorf("export stderr shows a secret value: %q", r.stderr)
+	}
+
+	for _, format := range []string{"json", "yaml"} {
+		t.Run(format, func(t *testing.T) {
+			r := c.run("appliance", "export", "e2e-exp", "--include-secrets", "--format", format)
+			if r.code != 0 || !strings.Contains(r.stderr, "included 2 secret keys") {
+				t.Fatalf("export --include-secrets: %s", r)
+			}
+			file := filepath.Join(dir, "export."+format)
+			writeFile(t, file, r.stdout)
+			target := "e2e-exp-" + format
+			c.ok("appliance", "apply", target, "-f", file)
+			again := c.run("appliance", "export", target, "--include-secrets", "--format", format)
+			if again.stdout != r.stdout {
+				t.Errorf("round trip through %s differs:\n%s\nvs\n%s", format, r.stdout, again.stdout)
+			}
+			for k, v := range keys {
+				if got := c.ok("kv", "get", "appliances/"+target+"/"+k); got != v {
+					t.Errorf("%s: %q came back as %q", k, v, got)
+				}
+			}
+		})
+	}
+	c.fails(exitNotFound, `appliance "e2e-none" has no keys`, "appliance", "export", "e2e-none")
+}
+
+func TestE2E_OutputJSON(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	var w struct {
+		Revision int64 `json:"revision"`
+	}
+	out := c.ok("kv", "put", "e2ejson/k", "v<&>", "--output", "json")
+	if err := json.Unmarshal([]byte(out), &w); err != nil || w.Revision <= 0 || out != fmt.Sprintf(`{"revision":%d}`+"\n", w.Revision) {
+		t.Fatalf("put -o json printed %q", out)
+	}
+	var kv struct {
+		Key         string `json:"key"`
+		Value       string `json:"value"`
+		ModRevision int64  `json:"mod_revision"`
+		Version     int64  `json:"version"`
+	}
+	out = c.with("SHOELACE_OUTPUT=json").ok("kv", "get", "e2ejson/k")
+	if err := json.Unmarshal([]byte(out), &kv); err != nil {
+		t.Fatalf("get with SHOELACE_OUTPUT=json printed %q: %v", out, err)
+	}
+	if kv.Key != "e2ejson/k" || kv.Value != "v<&>" || kv.ModRevision != w.Revision || kv.Version != 1 {
+		t.Errorf("get -o json = %+v", kv)
+	}
+	out = c.ok("kv", "rm", "e2ejson/k", "-o", "json")
+	var d struct {
+		Revision int64 `json:"revision"`
+		Deleted  int64 `json:"deleted"`
+	}
+	if err := json.Unmarshal([]byte(out), &d); err != nil || d.Deleted != 1 || d.Revision <= w.Revision {
+		t.Errorf("rm -o json printed %q", out)
+	}
+	c.fails(exitUsage, `--output "xml": must be text or json`, "kv", "get", "e2ejson/k", "-o", "xml")
+}
+
+func TestE2E_FlagsAfterPositionals(t *testing.T) {
+	s := sharedServer(t)
+	dead, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// SHOELACE_ADDR points nowhere: only --addr after the positionals reaches the server.
+	c := newCLI(t, s).with("SHOELACE_ADDR=http://" + dead)
+	out := c.ok("kv", "put", "e2eflags/k", "v1", "--addr", s.url(), "--cas", "0", "--message", "e2e test", "--source", "pipeline-1")
+	rev := revisionOf(t, out)
+	if got := c.ok("kv", "get", "e2eflags/k", "--addr", s.url()); got != "v1" {
+		t.Errorf("get with --addr after the key = %q", got)
+	}
+	c.ok("kv", "--addr", s.url(), "put", "e2eflags/k", "v2", "--cas", strconv.FormatInt(rev, 10))
+	if got := c.ok("kv", "get", "--addr="+s.url(), "e2eflags/k", "--output", "json"); !strings.Contains(got, `"value":"v2"`) {
+		t.Errorf("get --addr= … --output json = %q", got)
+	}
+	// "--" ends the flags: a value that looks like a flag is stored as is.
+	c.ok("kv", "put", "--addr", s.url(), "e2eflags/dash", "--", "--not-a-flag")
+	if got := c.ok("kv", "get", "e2eflags/dash", "--addr", s.url()); got != "--not-a-flag" {
+		t.Errorf("value after -- = %q", got)
+	}
+	// Without --addr, the dead SHOELACE_ADDR is used: the flag really was what worked.
+	c.fails(exitUnavailable, "cannot reach the server", "kv", "get", "e2eflags/k")
+}
+
+func TestE2E_ExitCodes(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	c.fails(exitNotFound, `key "e2eexit/missing" not found`, "kv", "get", "e2eexit/missing")
+	// The server's 400 message names the rule that was broken.
+	c.fails(exitError, `only letters, digits, '.', '_' and '-' are allowed`, "kv", "put", "e2eexit/bad key", "v")
+	c.fails(exitError, "longer than 128 bytes", "kv", "get", "e2eexit/"+strings.Repeat("x", 129))
+	c.fails(exitError, "segment 2 is empty", "kv", "get", "e2eexit//x")
+	big := bytes.Repeat([]byte("x"), 1<<20+1)
+	r := c.runStdin(big, "kv", "put", "e2eexit/big", "-")
+	checkFailure(t, r, exitError, "over the limit of 1048576 bytes", []string{"kv", "put", "e2eexit/big", "-"})
+	c.fails(exitNotFound, "not found", "kv", "get", "e2eexit/big")
+
+	c.fails(exitUsage, `unknown command "frob"`, "frob")
+	c.fails(exitUsage, `kv: unknown command "fetch"`, "kv", "fetch", "x")
+	c.fails(exitUsage, "flag provided but not defined: -bogus", "kv", "get", "x", "--bogus")
+	c.fails(exitUsage, "missing argument", "kv", "put", "x")
+
+	dead, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.fails(exitUnavailable, "cannot reach the server", "kv", "get", "x", "--addr", "http://"+dead)
+	c.fails(exitUnavailable, "connection refused", "appliance", "ls", "--addr", dead)
+
+	// An insecure token file is refused before any request, with the fix in the message.
+	tok := filepath.Join(t.TempDir(), "token")
+	writeFile(t, tok, "whatever")
+	if err := os.Chmod(tok, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.with("SHOELACE_TOKEN_FILE="+tok).fails(exitUsage, "chmod 600 "+tok, "kv", "get", "x")
+}
+
+func TestE2E_HealthStatusVersion(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	if got := c.ok("health"); got != "ok\n" {
+		t.Errorf("health = %q", got)
+	}
+	var h struct {
+		Status  string `json:"status"`
+		Version string `json:"version"`
+	}
+	if err := json.Unmarshal([]byte(c.ok("health", "-o", "json")), &h); err != nil || h.Status != "ok" {
+		t.Errorf("health -o json: %+v %v", h, err)
+	}
+	if h.Version != e2eVersion {
+		t.Errorf("server reports version %q, want %q (main.version → server.Config.Version)", h.Version, e2eVersion)
+	}
+	// health needs no token, and an unusable token file does not stop it.
+	if got := c.with("SHOELACE_TOKEN_FILE=/nonexistent").ok("health"); got != "ok\n" {
+		t.Errorf("health with a missing token file = %q", got)
+	}
+	dead, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.fails(exitUnavailable, "cannot reach the server", "health", "--addr", dead)
+
+	st := c.ok("status")
+	for _, want := range []string{"addr: " + s.url(), "status: ok", "etcd.reachable: true", "version: " + e2eVersion} {
+		if !strings.Contains(st, want+"\n") {
+			t.Errorf("status output %q lacks %q", st, want)
+		}
+	}
+	if got := c.ok("version"); got != "shoelace "+e2eVersion+"\n" {
+		t.Errorf("version = %q", got)
+	}
+	if got := c.ok("version", "-o", "json"); got != `{"version":"`+e2eVersion+`"}`+"\n" {
+		t.Errorf("version -o json = %q", got)
+	}
+}
+
+func TestE2E_ServerFlagsFromEnvAndShutdown(t *testing.T) {
+	dir := t.TempDir()
+	addr, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every server flag also reads SHOELACE_<FLAG>: here the listen address and the data dir.
+	s := &testServer{addr: addr, dataDir: dir, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	s.cmd = exec.Command(binPath, "server")
+	s.cmd.Env = append(cleanEnv(), "SHOELACE_LISTEN="+addr, "SHOELACE_DATA_DIR="+dir, "SHOELACE_LOG_LEVEL=info",
+		"SHOELACE_MAX_VALUE_BYTES=16")
+	s.cmd.Stdout, s.cmd.Stderr = s.stderr, s.stderr
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.done <- s.cmd.Wait() }()
+	if err := s.waitHealthy(60 * time.Second); err != nil {
+		s.stop()
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "etcd")); err != nil {
+		t.Errorf("embedded etcd not in SHOELACE_DATA_DIR: %v", err)
+	}
+	c := newCLI(t, s)
+	c.ok("kv", "put", "k", strings.Repeat("x", 16))
+	c.fails(exitError, "over the limit of 16 bytes", "kv", "put", "k", strings.Repeat("x", 17))
+
+	if err := s.stop(); err != nil {
+		t.Errorf("server exit after SIGTERM: %v\n%s", err, s.stderr.String())
+	}
+	// Logs are JSON lines.
+	for _, line := range strings.Split(strings.TrimSpace(s.stderr.String()), "\n") {
+		if !json.Valid([]byte(line)) {
+			t.Errorf("server log line is not JSON: %q", line)
+		}
+	}
+	c.fails(exitUnavailable, "cannot reach the server", "kv", "get", "k")
+}
+
+func TestE2E_ServerBadConfig(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"server", "--listen", "nonsense"}, `--listen "nonsense"`},
+		{[]string{"server", "--tls-cert", "c.pem"}, "--tls-cert and --tls-key must be given together"},
+		{[]string{"server", "--rate-limit", "-1"}, "--rate-limit"},
+		{[]string{"server", "--max-value-bytes", "0"}, "--max-value-bytes"},
+		{[]string{"server", "--bogus"}, "flag provided but not defined: -bogus"},
+	}
+	c := &runner{t: t}
+	for _, tt := range tests {
+		c.fails(exitUsage, tt.want, tt.args...)
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
