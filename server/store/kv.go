@@ -3,8 +3,10 @@ package store
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"strings"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -356,10 +358,11 @@ func (s *Store) View(ctx context.Context, name string) (api.View, error) {
 // Apply replaces every key under appliances/<name>/ with keys (relative to that root) in one
 // transaction. cas >= 0 guards it: no key of the appliance may have changed after cas.
 //
-// It reads the appliance's key names first, then in one transaction guarded by "nothing under
-// the appliance changed since that read" puts every key and deletes the runs of keys that go (a
-// put and a delete of one transaction must not overlap in etcd). A concurrent write between the
-// read and the transaction makes it retry; a failed cas is an api.ErrConflict error.
+// It reads the appliance's key names first, then in one transaction guarded by "no key was
+// created under the appliance since that read" puts every key and deletes the runs of keys that
+// go (a put and a delete of one transaction must not overlap in etcd), so the appliance ends
+// exactly as given. A key created concurrently makes it retry after a short random pause; a
+// failed cas is an api.ErrConflict error.
 func (s *Store) Apply(ctx context.Context, name string, keys map[string]string, cas int64) (int64, error) {
 	if err := api.ValidateSegment("appliance name", name); err != nil {
 		return 0, err
@@ -373,11 +376,17 @@ func (s *Store) Apply(ctx context.Context, name string, keys map[string]string, 
 			return 0, err
 		}
 	}
-	const attempts = 10
-	for range attempts {
+	const attempts = 20
+	for i := range attempts {
 		rev, done, err := s.applyOnce(ctx, name, keys, cas)
 		if done || err != nil {
 			return rev, err
+		}
+		pause := time.Duration(rand.Int64N(int64(min(time.Millisecond<<i, 50*time.Millisecond)) + 1))
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+			return 0, s.etcdErr(ctx, "apply "+name, ctx.Err())
 		}
 	}
 	return 0, api.Errorf(api.CodeConflict, "apply of appliance %q: the appliance kept changing during %d attempts", name, attempts)
@@ -437,10 +446,13 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 	if len(ops) == 0 {
 		return read, true, nil // nothing there and nothing to write
 	}
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(abs), "<", read+1).WithPrefix()).
-		Then(ops...).
-		Commit()
+	// Keys changed or deleted since the read are harmless (each is put or deleted anyway); a key
+	// created since would survive the apply, so it makes the transaction fail and the apply retry.
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(abs), "<", read+1).WithPrefix()}
+	if cas >= 0 {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(abs), "<", cas+1).WithPrefix())
+	}
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
 		return 0, false, s.etcdErr(ctx, "apply "+name, err)
 	}
