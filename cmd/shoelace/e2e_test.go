@@ -725,3 +725,46 @@ func writeFile(t *testing.T, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+func TestE2E_ExportImport(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	c.ok("kv", "put", "e2eimp/plain", "v1")
+	c.ok("kv", "put", "e2eimp/multi", "a\nb\n")
+	c.ok("kv", "put", "e2eimp/secrets/pw", "hunter2")
+
+	r := c.run("export")
+	if r.code != 0 || strings.Contains(r.stdout, "hunter2") || !strings.Contains(r.stderr, "e2eimp/secrets/pw") {
+		t.Fatalf("export without secrets: %s", r)
+	}
+	r = c.run("export", "--include-secrets")
+	if r.code != 0 || !strings.Contains(r.stderr, "included") {
+		t.Fatalf("export --include-secrets: %s", r)
+	}
+	var d struct {
+		Revision int64             `json:"revision"`
+		Keys     map[string]string `json:"keys"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &d); err != nil || d.Revision <= 0 || d.Keys["e2eimp/secrets/pw"] != "hunter2" || d.Keys["e2eimp/multi"] != "a\nb\n" {
+		t.Fatalf("export --include-secrets = %s (%v)", r.stdout, err)
+	}
+	file := filepath.Join(t.TempDir(), "all.json")
+	writeFile(t, file, r.stdout)
+
+	c.ok("kv", "rm", "e2eimp", "--recurse")
+	c.ok("kv", "put", "e2eimp/plain", "changed")
+	c.ok("kv", "put", "e2eimp/other", "kept")
+	r = c.run("import", file)
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "revision ") || !strings.Contains(r.stderr, "imported") {
+		t.Fatalf("import: %s", r)
+	}
+	for k, want := range map[string]string{"e2eimp/plain": "v1", "e2eimp/multi": "a\nb\n", "e2eimp/secrets/pw": "hunter2", "e2eimp/other": "kept"} {
+		if got := c.ok("kv", "get", k); got != want {
+			t.Errorf("after import %s = %q, want %q", k, got, want)
+		}
+	}
+	// A bad file writes nothing.
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	writeFile(t, bad, `{"keys":{"e2eimp/new":"x","e2eimp/bad key":"y"}}`)
+	c.fails(exitError, `invalid key "e2eimp/bad key"`, "import", bad)
+	c.fails(exitNotFound, "not found", "kv", "get", "e2eimp/new")
+}

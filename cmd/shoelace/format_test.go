@@ -291,3 +291,53 @@ func tokenFor(t *testing.T, args string) (string, error) {
 	err := app.RunContext(context.Background(), argv)
 	return got, err
 }
+
+func TestParseDump(t *testing.T) {
+	good := `{"revision":7,"keys":{"shared/a":"1","appliances/web/secrets/x":"s"}}`
+	d, err := parseDump([]byte(good))
+	if err != nil || len(d.Keys) != 2 || d.Keys["shared/a"] != "1" {
+		t.Fatalf("parseDump(good) = %+v, %v", d, err)
+	}
+	bad := []struct{ in, want string }{
+		{`{"keys":{"a//b":"1"}}`, `invalid key "a//b"`},
+		{`{"keys":{"a":1}}`, "cannot unmarshal number"},
+		{`{"kyes":{"a":"1"}}`, `unknown field "kyes"`},
+		{`{"revision":3}`, `no "keys" object`},
+		{`{"keys":{}} {"keys":{}}`, "more than one JSON value"},
+		{`keys: {a: b}`, "not an export"},
+	}
+	for _, tt := range bad {
+		if _, err := parseDump([]byte(tt.in)); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("parseDump(%q) = %v, want an error saying %q", tt.in, err, tt.want)
+		}
+	}
+}
+
+func TestImportBatches(t *testing.T) {
+	keys := map[string]string{}
+	for i := range 12 {
+		keys[fmt.Sprintf("k/%02d", i)] = strings.Repeat("v", i)
+	}
+	batches := importBatches(keys, 5, 1<<20)
+	if len(batches) != 3 || len(batches[0].Ops) != 5 || len(batches[2].Ops) != 2 {
+		t.Fatalf("12 keys by 5: %d batches", len(batches))
+	}
+	seen := map[string]bool{}
+	prev := ""
+	for _, b := range batches {
+		for _, op := range b.Ops {
+			if op.Op != api.OpPut || keys[op.Key] != op.Value || seen[op.Key] || op.Key <= prev {
+				t.Errorf("op %+v: wrong, repeated or out of order", op)
+			}
+			seen[op.Key] = true
+			prev = op.Key
+		}
+	}
+	if len(seen) != len(keys) {
+		t.Errorf("%d keys in batches, want %d", len(seen), len(keys))
+	}
+	// The byte bound splits too, but never leaves a batch empty.
+	if got := importBatches(keys, 100, 1); len(got) != 12 {
+		t.Errorf("byte bound 1: %d batches, want one per key", len(got))
+	}
+}

@@ -246,28 +246,6 @@ func notImplemented(c *cli.Context) error {
 	return fmt.Errorf("%s%w", errPrefix(c), errNotImplemented)
 }
 
-func exportCommand(e *cliEnv) *cli.Command {
-	return &cli.Command{
-		Name:      "export",
-		Usage:     "print every key as JSON (not implemented yet)",
-		UsageText: "shoelace export [--include-secrets] > all.json",
-		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "include-secrets", Usage: "include the values of secret keys"},
-		},
-		Action: notImplemented,
-	}
-}
-
-func importCommand(e *cliEnv) *cli.Command {
-	return &cli.Command{
-		Name:      "import",
-		Usage:     "write the keys of an export (not implemented yet)",
-		ArgsUsage: "FILE",
-		UsageText: "shoelace import FILE",
-		Action:    notImplemented,
-	}
-}
-
 func snapshotCommand(e *cliEnv) *cli.Command {
 	return &cli.Command{
 		Name:  "snapshot",
