@@ -2,7 +2,24 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 )
@@ -91,54 +108,421 @@ func (p *principal) mayAdmin() error {
 	return forbidden("token %s is not an admin token", shorten(p.name))
 }
 
-// authState holds the tokens known to this replica.
-type authState struct{}
+// tokenPrefix is where token records live among the system keys: tokens/<name>.
+const tokenPrefix = "tokens/"
 
-func newAuthState(cfg Config) *authState { return &authState{} }
+// adminTokenName is the name of the admin token created on first start.
+const adminTokenName = "admin"
 
-// authenticate finds the request's principal. Until access control lands, every request acts
-// as an admin.
-func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*http.Request, error) {
-	p := &principal{name: "anonymous", admin: true}
-	info(r).token = p.name
-	return r.WithContext(context.WithValue(r.Context(), principalKey{}, p)), nil
+// tokenRecord is a token as stored under sys/tokens/<name>: never the secret, only its hash.
+type tokenRecord struct {
+	Name      string    `json:"name"`
+	Hash      string    `json:"hash"` // hex SHA-256 of the secret
+	Appliance string    `json:"appliance,omitempty"`
+	Read      []string  `json:"read,omitempty"`
+	Write     []string  `json:"write,omitempty"`
+	Admin     bool      `json:"admin,omitempty"`
+	Created   time.Time `json:"created"`
 }
 
-// loadSys reads the server's records (tokens, maintenance) at start.
-func (s *Server) loadSys(ctx context.Context) {}
+func (t *tokenRecord) principal() *principal {
+	return &principal{name: t.Name, admin: t.Admin, appliance: t.Appliance, read: t.Read, write: t.Write}
+}
 
-// onSysChange is called by the hub for every revision that touched system keys.
-func (s *Server) onSysChange(ctx context.Context, keys []string) {}
+// newSecret returns a new token secret: 256 random bits.
+func newSecret() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("token secret: %w", err)
+	}
+	return "sl_" + base64.RawURLEncoding.EncodeToString(b), nil
+}
 
-// writable refuses writes while maintenance is on.
-func (s *Server) writable() error {
-	if s.maintenance.Load() {
-		e := api.Errorf(api.CodeMaintenance, "maintenance is on: the store is read-only; writes are refused until `shoelace maintenance off`")
-		e.RetryAfter = 30
-		return e
+func hashSecret(secret string) string {
+	h := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(h[:])
+}
+
+// authState holds the tokens known to this replica (a cache kept current by the store watch),
+// when each was last used here, and the rate limiters.
+type authState struct {
+	mu       sync.RWMutex
+	byHash   map[string]*tokenRecord
+	byName   map[string]*tokenRecord
+	lastUsed map[string]time.Time
+	limits   *limiterSet
+}
+
+func newAuthState(cfg Config) *authState {
+	return &authState{
+		byHash:   map[string]*tokenRecord{},
+		byName:   map[string]*tokenRecord{},
+		lastUsed: map[string]time.Time{},
+		limits:   newLimiterSet(cfg.RateLimit),
+	}
+}
+
+// lookup finds the token whose secret is presented, comparing hashes in constant time.
+func (a *authState) lookup(secret string) *tokenRecord {
+	h := hashSecret(secret)
+	a.mu.RLock()
+	rec := a.byHash[h]
+	a.mu.RUnlock()
+	if rec == nil || subtle.ConstantTimeCompare([]byte(rec.Hash), []byte(h)) != 1 {
+		return nil
+	}
+	return rec
+}
+
+// set caches rec; it reports whether a token of that name with another secret was replaced.
+func (a *authState) set(rec *tokenRecord) (replaced bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if old := a.byName[rec.Name]; old != nil {
+		delete(a.byHash, old.Hash)
+		replaced = old.Hash != rec.Hash
+	}
+	a.byName[rec.Name] = rec
+	a.byHash[rec.Hash] = rec
+	return replaced
+}
+
+// remove forgets token name; it reports whether it was known.
+func (a *authState) remove(name string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := a.byName[name]
+	if old == nil {
+		return false
+	}
+	delete(a.byName, name)
+	delete(a.byHash, old.Hash)
+	return true
+}
+
+// replace caches exactly recs and returns the names that went or changed secret.
+func (a *authState) replace(recs []*tokenRecord) (gone []string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	next := map[string]*tokenRecord{}
+	for _, r := range recs {
+		next[r.Name] = r
+	}
+	for name, old := range a.byName {
+		if n := next[name]; n == nil || n.Hash != old.Hash {
+			gone = append(gone, name)
+		}
+	}
+	a.byName = next
+	a.byHash = map[string]*tokenRecord{}
+	for _, r := range recs {
+		a.byHash[r.Hash] = r
+	}
+	return gone
+}
+
+func (a *authState) count() int {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return len(a.byName)
+}
+
+func (a *authState) touch(name string) {
+	now := time.Now().UTC()
+	a.mu.Lock()
+	a.lastUsed[name] = now
+	a.mu.Unlock()
+}
+
+func (a *authState) used(name string) (time.Time, bool) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	t, ok := a.lastUsed[name]
+	return t, ok
+}
+
+func unauthorized(format string, args ...any) error {
+	return api.Errorf(api.CodeUnauthorized, format, args...)
+}
+
+// bearer returns the token of an "Authorization: Bearer <token>" header.
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != "" && len(tok) <= 512
+}
+
+// clientIP is the address a request came from (proxies' headers are not trusted).
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// instanceOf is an agent's X-Shoelace-Instance, bounded so that it cannot bloat the limiters.
+func instanceOf(r *http.Request) string {
+	in := r.Header.Get(api.HeaderInstance)
+	if len(in) > 128 {
+		in = in[:128]
+	}
+	return in
+}
+
+// authenticate finds the request's token and its principal, and applies the rate limits: per
+// token (per token and instance for agent tokens), and per client address without a valid token.
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*http.Request, error) {
+	secret, ok := bearer(r)
+	var rec *tokenRecord
+	if ok {
+		rec = s.auth.lookup(secret)
+	}
+	if rec == nil {
+		if err := s.limit("addr " + clientIP(r)); err != nil {
+			return r, err
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="shoelace"`)
+		if !ok {
+			return r, unauthorized("missing token: send Authorization: Bearer <token>")
+		}
+		return r, unauthorized("unknown or revoked token")
+	}
+	info(r).token = rec.Name
+	key := "token " + rec.Name
+	if rec.Appliance != "" {
+		key += " instance " + instanceOf(r)
+	}
+	if err := s.limit(key); err != nil {
+		return r, err
+	}
+	s.auth.touch(rec.Name)
+	return r.WithContext(context.WithValue(r.Context(), principalKey{}, rec.principal())), nil
+}
+
+func (s *Server) limit(key string) error {
+	ok, retry := s.auth.limits.allow(key, time.Now())
+	if ok {
+		return nil
+	}
+	s.m.rateLimited.Inc()
+	e := api.Errorf(api.CodeRateLimited, "rate limit of %g requests/s exceeded (--rate-limit); retry later", s.cfg.RateLimit)
+	e.RetryAfter = max(1, int(math.Ceil(retry.Seconds())))
+	return e
+}
+
+// limiterSet keeps one token-bucket limiter per key, forgetting idle ones.
+type limiterSet struct {
+	mu    sync.Mutex
+	limit rate.Limit
+	burst int
+	m     map[string]*limiterEntry
+	swept time.Time
+}
+
+type limiterEntry struct {
+	lim  *rate.Limiter
+	seen time.Time
+}
+
+const limiterIdle = 10 * time.Minute
+
+func newLimiterSet(perSecond float64) *limiterSet {
+	return &limiterSet{limit: rate.Limit(perSecond), burst: max(1, int(math.Ceil(perSecond))), m: map[string]*limiterEntry{}}
+}
+
+// allow takes one request for key; when over the limit it says how long until one is allowed.
+func (l *limiterSet) allow(key string, now time.Time) (bool, time.Duration) {
+	if l.limit <= 0 {
+		return true, 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.swept) > time.Minute {
+		for k, e := range l.m {
+			if now.Sub(e.seen) > limiterIdle {
+				delete(l.m, k)
+			}
+		}
+		l.swept = now
+	}
+	e := l.m[key]
+	if e == nil {
+		e = &limiterEntry{lim: rate.NewLimiter(l.limit, l.burst)}
+		l.m[key] = e
+	}
+	e.seen = now
+	res := e.lim.ReserveN(now, 1)
+	if d := res.DelayFrom(now); d > 0 {
+		res.CancelAt(now)
+		return false, d
+	}
+	return true, 0
+}
+
+// loadTokens reads every token from the store into the cache, ending the long-polls of tokens
+// that went.
+func (s *Server) loadTokens(ctx context.Context) error {
+	m, _, err := s.st.SysList(ctx, tokenPrefix)
+	if err != nil {
+		return fmt.Errorf("load tokens: %w", err)
+	}
+	recs := make([]*tokenRecord, 0, len(m))
+	for k, v := range m {
+		rec, err := decodeToken(k, v)
+		if err != nil {
+			s.log.Error("skipping a malformed token record", "key", k, "err", err)
+			continue
+		}
+		recs = append(recs, rec)
+	}
+	for _, name := range s.auth.replace(recs) {
+		s.hub.revoke(name)
 	}
 	return nil
 }
 
-func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) error {
-	return api.Errorf(api.CodeNotFound, "tokens are not implemented yet")
+func decodeToken(key string, data []byte) (*tokenRecord, error) {
+	var rec tokenRecord
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return nil, fmt.Errorf("decode token %s: %w", key, err)
+	}
+	if rec.Name != strings.TrimPrefix(key, tokenPrefix) || len(rec.Hash) != sha256.Size*2 {
+		return nil, fmt.Errorf("decode token %s: name or hash does not fit", key)
+	}
+	return &rec, nil
 }
 
-func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error {
-	return api.Errorf(api.CodeNotFound, "tokens are not implemented yet")
+// reloadToken re-reads one token after the watch saw it change.
+func (s *Server) reloadToken(ctx context.Context, name string) {
+	data, _, err := s.st.SysGet(ctx, tokenPrefix+name)
+	if errors.Is(err, api.ErrNotFound) {
+		if s.auth.remove(name) {
+			s.log.Info("token revoked", "token", name)
+		}
+		s.hub.revoke(name)
+		return
+	}
+	if err != nil {
+		s.log.Warn("reload token", "token", name, "err", err)
+		return
+	}
+	rec, err := decodeToken(tokenPrefix+name, data)
+	if err != nil {
+		s.log.Error("skipping a malformed token record", "token", name, "err", err)
+		return
+	}
+	if s.auth.set(rec) {
+		s.hub.revoke(name)
+	}
 }
 
-func (s *Server) handleDeleteToken(w http.ResponseWriter, r *http.Request) error {
-	return api.Errorf(api.CodeNotFound, "tokens are not implemented yet")
+// bootstrap prepares a fresh store at start: on a store with no tokens it creates the admin
+// token (by compare-and-swap, so that replicas starting together make one) and writes it to
+// AdminTokenFile, mode 0600. When the store is away, it keeps trying in the background.
+func (s *Server) bootstrap(ctx context.Context) error {
+	err := s.createAdminToken(ctx)
+	if err == nil {
+		return nil
+	}
+	var e *api.Error
+	if !errors.As(err, &e) || e.Code != api.CodeUnavailable {
+		return err
+	}
+	s.log.Warn("store unavailable; will create the admin token when it is back", "err", err)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		backoff := 500 * time.Millisecond
+		for {
+			sleep(s.ctx, jitter(backoff))
+			if s.ctx.Err() != nil {
+				return
+			}
+			if err := s.createAdminToken(s.ctx); err == nil {
+				return
+			} else {
+				s.log.Warn("create the admin token", "err", err)
+			}
+			backoff = min(2*backoff, 10*time.Second)
+		}
+	}()
+	return nil
 }
 
-func (s *Server) handleGetMaintenance(w http.ResponseWriter, r *http.Request) error {
-	return writeJSON(w, http.StatusOK, 0, map[string]bool{"maintenance": s.maintenance.Load()})
+func (s *Server) createAdminToken(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	existing, _, err := s.st.SysList(ctx, tokenPrefix)
+	if err != nil {
+		return fmt.Errorf("read tokens: %w", err)
+	}
+	if len(existing) > 0 {
+		return nil
+	}
+	path := s.cfg.adminTokenFile()
+	secret, err := newSecret()
+	if err != nil {
+		return err
+	}
+	tmp, err := writeSecretFile(path, secret)
+	if err != nil {
+		return err
+	}
+	rec := &tokenRecord{Name: adminTokenName, Hash: hashSecret(secret), Admin: true, Created: time.Now().UTC()}
+	data, _ := json.Marshal(rec)
+	if _, err := s.st.SysPut(ctx, tokenPrefix+adminTokenName, data, 0); err != nil {
+		os.Remove(tmp)
+		if errors.Is(err, api.ErrConflict) {
+			return nil // another replica made it
+		}
+		return fmt.Errorf("create admin token: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("create admin token: %w", err)
+	}
+	syncDir(filepath.Dir(path))
+	s.auth.set(rec)
+	s.log.Info("created the admin token", "file", path)
+	return nil
 }
 
-func (s *Server) handlePutMaintenance(w http.ResponseWriter, r *http.Request) error {
-	return api.Errorf(api.CodeNotFound, "maintenance is not implemented yet")
+// writeSecretFile writes secret to a new temp file next to path, mode 0600, and returns its name.
+func writeSecretFile(path, secret string) (string, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("admin token file %s: %w", path, err)
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return "", fmt.Errorf("admin token file %s: %w", path, err)
+	}
+	name := f.Name()
+	if err := f.Chmod(0o600); err == nil {
+		_, err = f.WriteString(secret + "\n")
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			return name, nil
+		}
+	} else {
+		f.Close()
+	}
+	os.Remove(name)
+	return "", fmt.Errorf("admin token file %s: %w", path, err)
 }
 
-// bootstrap prepares a fresh store at start: the first admin token.
-func (s *Server) bootstrap(ctx context.Context) error { return nil }
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}

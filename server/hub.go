@@ -47,6 +47,7 @@ type hub struct {
 	m          *metrics
 	maxWaiters int
 	onSys      func(ctx context.Context, keys []string)
+	onReset    func(ctx context.Context) // after the hub lost track of changes (compaction)
 
 	mu       sync.Mutex
 	ready    bool
@@ -202,6 +203,9 @@ func (h *hub) run(ctx context.Context) {
 				h.log.Warn("watch history compacted; answering every long-poll with a fresh view", "revision", rev)
 			}
 			h.reset(rev)
+			if needReset && h.onReset != nil {
+				h.onReset(ctx)
+			}
 			needReset = false
 		}
 		h.mu.Lock()

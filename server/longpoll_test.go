@@ -194,6 +194,7 @@ func TestLongPoll_AnsweredAtOnce(t *testing.T) {
 	}
 	// A replica that started after the index cannot know what changed: it answers at once.
 	f2 := newFixtureOn(t, f.st)
+	f2.token = f.token
 	var got api.View
 	f.must(f2.do("GET", lp("web", 1, "10m"), ""), 200, &got)
 	// Same store id and a current index: it waits.

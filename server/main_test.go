@@ -3,9 +3,13 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -42,6 +46,7 @@ func newFixture(t testing.TB, opts ...func(*Config)) *fixture {
 func newFixtureOn(t testing.TB, st *store.Store, opts ...func(*Config)) *fixture {
 	t.Helper()
 	cfg := testConfig()
+	cfg.AdminTokenFile = filepath.Join(t.TempDir(), "admin.token")
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -203,5 +208,21 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-// adminToken returns a token the fixture's requests carry.
-func (f *fixture) adminToken() string { return "test" }
+// adminToken creates the admin token as a first start does and returns it, read from the
+// admin token file; "" when the store had tokens already.
+func (f *fixture) adminToken() string {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := f.s.bootstrap(ctx); err != nil {
+		f.t.Fatalf("bootstrap: %v", err)
+	}
+	data, err := os.ReadFile(f.s.cfg.adminTokenFile())
+	if errors.Is(err, fs.ErrNotExist) {
+		return ""
+	}
+	if err != nil {
+		f.t.Fatalf("admin token: %v", err)
+	}
+	return strings.TrimSpace(string(data))
+}

@@ -57,6 +57,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, st: st, log: log, m: newMetrics(cfg.Version), ctx: ctx, cancel: cancel}
 	s.hub = newHub(ctx, st, log, s.m, cfg.MaxWaiters)
 	s.hub.onSys = s.onSysChange
+	s.hub.onReset = s.onHubReset
 	s.auth = newAuthState(cfg)
 	// Know the store's revision before serving, so that long-polls right after New are tracked;
 	// if the store is away, the hub keeps trying and answers long-polls at once meanwhile.

@@ -1,0 +1,197 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// TokenRequest is the body of POST /v1/tokens: a name and exactly one kind of grant — an
+// appliance (what its agents need), read and/or write prefixes, or admin.
+type TokenRequest struct {
+	Name      string   `json:"name"`
+	Appliance string   `json:"appliance,omitempty"`
+	Read      []string `json:"read,omitempty"`
+	Write     []string `json:"write,omitempty"`
+	Admin     bool     `json:"admin,omitempty"`
+}
+
+// TokenInfo describes a token without its secret (GET /v1/tokens).
+type TokenInfo struct {
+	Name      string     `json:"name"`
+	Appliance string     `json:"appliance,omitempty"`
+	Read      []string   `json:"read,omitempty"`
+	Write     []string   `json:"write,omitempty"`
+	Admin     bool       `json:"admin,omitempty"`
+	Created   time.Time  `json:"created"`
+	LastUsed  *time.Time `json:"last_used,omitempty"` // on the replica that answered
+}
+
+// TokenCreated answers POST /v1/tokens; Token is the secret, shown only this once.
+type TokenCreated struct {
+	TokenInfo
+	Token    string `json:"token"`
+	Revision int64  `json:"revision"`
+}
+
+// TokenList answers GET /v1/tokens.
+type TokenList struct {
+	Tokens []TokenInfo `json:"tokens"`
+}
+
+func (t *tokenRecord) info() TokenInfo {
+	return TokenInfo{Name: t.Name, Appliance: t.Appliance, Read: t.Read, Write: t.Write, Admin: t.Admin, Created: t.Created}
+}
+
+// validate checks a token request and returns its prefixes normalised.
+func (req *TokenRequest) validate() error {
+	if err := api.ValidateSegment("token name", req.Name); err != nil {
+		return err
+	}
+	kinds := 0
+	if req.Appliance != "" {
+		kinds++
+		if err := api.ValidateSegment("appliance name", req.Appliance); err != nil {
+			return err
+		}
+	}
+	if len(req.Read) > 0 || len(req.Write) > 0 {
+		kinds++
+	}
+	if req.Admin {
+		kinds++
+	}
+	if kinds != 1 {
+		return bodyError("a token needs exactly one kind of grant: appliance, read/write prefixes, or admin")
+	}
+	for _, list := range []*[]string{&req.Read, &req.Write} {
+		if len(*list) > 100 {
+			return bodyError("a token may hold at most 100 read and 100 write prefixes")
+		}
+		for i, p := range *list {
+			np, err := api.ValidatePrefix(p)
+			if err != nil {
+				return err
+			}
+			(*list)[i] = np
+		}
+	}
+	return nil
+}
+
+func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	if err := principalOf(r).mayAdmin(); err != nil {
+		return err
+	}
+	if err := jsonContent(r); err != nil {
+		return err
+	}
+	data, err := readBody(w, r, 64<<10, func() error {
+		return api.Errorf(api.CodeBodyTooLarge, "token request is over the limit of 65536 bytes")
+	})
+	if err != nil {
+		return err
+	}
+	var req TokenRequest
+	if err := strictJSON(data, &req); err != nil {
+		return err
+	}
+	if err := req.validate(); err != nil {
+		return err
+	}
+	secret, err := newSecret()
+	if err != nil {
+		return err
+	}
+	rec := &tokenRecord{
+		Name: req.Name, Hash: hashSecret(secret), Appliance: req.Appliance,
+		Read: req.Read, Write: req.Write, Admin: req.Admin, Created: time.Now().UTC().Truncate(time.Second),
+	}
+	body, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	rev, err := s.st.SysPut(ctx, tokenPrefix+rec.Name, body, 0)
+	if errors.Is(err, api.ErrConflict) {
+		return api.Errorf(api.CodeConflict, "token %s exists already; revoke it first", shorten(rec.Name))
+	}
+	if err != nil {
+		return err
+	}
+	s.auth.set(rec)
+	s.audit(r, "token-create", []string{rec.Name}, rev)
+	return writeJSON(w, http.StatusCreated, rev, TokenCreated{TokenInfo: rec.info(), Token: secret, Revision: rev})
+}
+
+func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	if err := principalOf(r).mayAdmin(); err != nil {
+		return err
+	}
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	m, rev, err := s.st.SysList(ctx, tokenPrefix)
+	if err != nil {
+		return err
+	}
+	out := TokenList{Tokens: []TokenInfo{}}
+	for k, v := range m {
+		rec, err := decodeToken(k, v)
+		if err != nil {
+			continue
+		}
+		ti := rec.info()
+		if t, ok := s.auth.used(rec.Name); ok {
+			ti.LastUsed = &t
+		}
+		out.Tokens = append(out.Tokens, ti)
+	}
+	slices.SortFunc(out.Tokens, func(a, b TokenInfo) int {
+		if a.Name < b.Name {
+			return -1
+		}
+		if a.Name > b.Name {
+			return 1
+		}
+		return 0
+	})
+	return writeJSON(w, http.StatusOK, rev, out)
+}
+
+func (s *Server) handleDeleteToken(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	if err := principalOf(r).mayAdmin(); err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	if err := api.ValidateSegment("token name", name); err != nil {
+		return err
+	}
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	rev, err := s.st.SysDelete(ctx, tokenPrefix+name)
+	setIndex(w, rev)
+	if errors.Is(err, api.ErrNotFound) {
+		return api.Errorf(api.CodeNotFound, "token %s not found", shorten(name))
+	}
+	if err != nil {
+		return err
+	}
+	s.auth.remove(name)
+	s.hub.revoke(name)
+	s.audit(r, "token-revoke", []string{name}, rev)
+	return writeJSON(w, http.StatusOK, rev, api.WriteResult{Revision: rev})
+}
