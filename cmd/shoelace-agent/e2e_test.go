@@ -1,0 +1,632 @@
+package main
+
+// End-to-end tests: the built shoelace-agent against the built shoelace server on an
+// embedded etcd, as a user runs them.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/client"
+)
+
+var (
+	binDir   string
+	buildErr error
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "shoelace-agent-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	for _, pkg := range []string{"shoelace", "shoelace-agent"} {
+		// SHOELACE_E2E_SERVER_BIN runs a prebuilt server instead (such as one of a known-good commit).
+		if prebuilt := os.Getenv("SHOELACE_E2E_SERVER_BIN"); pkg == "shoelace" && prebuilt != "" {
+			if err := os.Symlink(prebuilt, filepath.Join(dir, pkg)); err != nil {
+				buildErr = err
+				break
+			}
+			continue
+		}
+		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, pkg), "github.com/shoelace-dev/shoelace/cmd/"+pkg).CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("build %s: %v\n%s", pkg, err, out)
+			break
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func needBinaries(t *testing.T) {
+	t.Helper()
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+}
+
+// syncBuf is an io.Writer safe for a child's output and the test reading it.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// server is a running `shoelace server` child.
+type server struct {
+	t       *testing.T
+	addr    string
+	dataDir string
+	cmd     *exec.Cmd
+	log     *syncBuf
+	token   string
+	client  *client.Client
+}
+
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startServer starts a server on addr ("" = a free port) with its data in dataDir.
+func startServer(t *testing.T, addr, dataDir string) *server {
+	t.Helper()
+	needBinaries(t)
+	if addr == "" {
+		addr = freePort(t)
+	}
+	s := &server{t: t, addr: addr, dataDir: dataDir, log: &syncBuf{}}
+	s.cmd = exec.Command(filepath.Join(binDir, "shoelace"), "server", "--listen", addr, "--data-dir", dataDir, "--log-level", "warn")
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.kill() })
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) || s.cmd.ProcessState != nil {
+			t.Fatalf("server on %s did not become healthy: %v\n%s", addr, err, s.log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if b, err := os.ReadFile(filepath.Join(dataDir, "admin.token")); err == nil {
+		s.token = strings.TrimSpace(string(b))
+	}
+	c, err := client.New("http://"+addr, client.Options{Token: s.token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.client = c
+	return s
+}
+
+// kill ends the server at once (SIGKILL), as a crash would.
+func (s *server) kill() {
+	if s.cmd.Process != nil && s.cmd.ProcessState == nil {
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+	}
+}
+
+func (s *server) put(key, value string) int64 {
+	s.t.Helper()
+	rev, err := s.client.Put(context.Background(), key, []byte(value), client.NoCAS)
+	if err != nil {
+		s.t.Fatalf("put %s: %v", key, err)
+	}
+	return rev
+}
+
+// env is one test's directory with an agent config for a server.
+type env struct {
+	t      *testing.T
+	dir    string
+	config string
+}
+
+// newEnv writes agent.yaml for srv with the templates YAML (in which $DIR is the test dir).
+func newEnv(t *testing.T, srv *server, extra, templates string) *env {
+	t.Helper()
+	dir := t.TempDir()
+	e := &env{t: t, dir: dir, config: filepath.Join(dir, "agent.yaml")}
+	e.write(srv, extra, templates)
+	return e
+}
+
+func (e *env) write(srv *server, extra, templates string) {
+	cfg := fmt.Sprintf("server: http://%s\nappliance: web\ninstance: vm-e2e\ncache_dir: $DIR/cache\n", srv.addr)
+	if srv.token != "" {
+		tok := filepath.Join(e.dir, "token")
+		if err := os.WriteFile(tok, []byte(srv.token+"\n"), 0o600); err != nil {
+			e.t.Fatal(err)
+		}
+		cfg += "token_file: " + tok + "\n"
+	}
+	cfg += extra + "templates:\n" + templates
+	if err := os.WriteFile(e.config, []byte(strings.ReplaceAll(cfg, "$DIR", e.dir)), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) path(name string) string { return filepath.Join(e.dir, name) }
+
+// agentCmd runs a one-shot agent command and returns its exit code, stdout and stderr.
+func (e *env) agentCmd(args ...string) (int, string, string) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "shoelace-agent"), append(args, "--config", e.config)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			e.t.Fatalf("run agent %v: %v", args, err)
+		}
+		code = ee.ExitCode()
+	}
+	return code, stdout.String(), stderr.String()
+}
+
+// runningAgent is a `shoelace-agent run` child.
+type runningAgent struct {
+	cmd  *exec.Cmd
+	logs *syncBuf
+}
+
+func (e *env) startAgent() *runningAgent {
+	e.t.Helper()
+	a := &runningAgent{logs: &syncBuf{}}
+	a.cmd = exec.Command(filepath.Join(binDir, "shoelace-agent"), "run", "--config", e.config, "--log-level", "debug")
+	a.cmd.Stdout, a.cmd.Stderr = a.logs, a.logs
+	if err := a.cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() {
+		a.stop(e.t)
+		if e.t.Failed() {
+			e.t.Logf("agent logs:\n%s", a.logs.String())
+		}
+	})
+	return a
+}
+
+// stop sends SIGTERM and waits; the agent must exit 0.
+func (a *runningAgent) stop(t *testing.T) {
+	if a.cmd.ProcessState != nil {
+		return
+	}
+	a.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- a.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("agent exited with %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		a.cmd.Process.Kill()
+		<-done
+		t.Error("agent did not stop on SIGTERM")
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func fileIs(path, want string) func() bool {
+	return func() bool { b, err := os.ReadFile(path); return err == nil && string(b) == want }
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func commandLines(t *testing.T, path string) []string {
+	b, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Fields(string(b))
+}
+
+func TestE2E_OnceStagesPermsOwnerAndCommands(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("shared/system/ntp", "pool.ntp.org")
+	srv.put("appliances/web/system/ntp", "ntp.web.internal")
+	srv.put("appliances/web/port", "8080")
+	e := newEnv(t, srv, "", `  - contents: "server {{ key \"system/ntp\" }}\n"
+    destination: $DIR/ntp.conf
+    stage: system
+    perms: "0640"
+    owner: nobody
+    group: "65534"
+    command: echo ntp >> $DIR/commands
+  - contents: "listen {{ key \"port\" }}\n"
+    destination: $DIR/app.conf
+    command: echo app >> $DIR/commands
+  - contents: "upstream {{ key \"port\" }}\n"
+    destination: $DIR/upstream.conf
+    command: echo app >> $DIR/commands
+`)
+	code, _, stderr := e.agentCmd("once", "--stage", "system")
+	if code != 0 {
+		t.Fatalf("once --stage system exited %d: %s", code, stderr)
+	}
+	if got := readFile(t, e.path("ntp.conf")); got != "server ntp.web.internal\n" {
+		t.Fatalf("ntp.conf = %q (the appliance's key must win)", got)
+	}
+	fi, _ := os.Stat(e.path("ntp.conf"))
+	st := fi.Sys().(*syscall.Stat_t)
+	if fi.Mode().Perm() != 0o640 || (os.Geteuid() == 0 && (st.Uid != 65534 || st.Gid != 65534)) {
+		t.Fatalf("ntp.conf mode %v owner %d:%d", fi.Mode().Perm(), st.Uid, st.Gid)
+	}
+	if _, err := os.Stat(e.path("app.conf")); !os.IsNotExist(err) {
+		t.Fatal("--stage system rendered an application template")
+	}
+	if _, err := os.Stat(e.path("cache")); !os.IsNotExist(err) {
+		t.Fatal("once wrote a cache")
+	}
+
+	code, _, stderr = e.agentCmd("once", "--stage", "application")
+	if code != 0 {
+		t.Fatalf("once --stage application exited %d: %s", code, stderr)
+	}
+	if got := strings.Join(commandLines(t, e.path("commands")), ","); got != "ntp,app" {
+		t.Fatalf("commands = %s, want ntp,app: a command shared by two changed templates runs once", got)
+	}
+	if got := readFile(t, e.path("upstream.conf")); got != "upstream 8080\n" {
+		t.Fatalf("upstream.conf = %q", got)
+	}
+	if !strings.Contains(stderr, `"msg":"command ran"`) || !strings.Contains(stderr, `"msg":"rendered"`) {
+		t.Fatalf("logs lack what changed and what ran:\n%s", stderr)
+	}
+
+	// Unchanged: nothing written, nothing run.
+	code, _, _ = e.agentCmd("once")
+	if code != 0 || len(commandLines(t, e.path("commands"))) != 2 {
+		t.Fatalf("second once: exit %d, commands %v", code, commandLines(t, e.path("commands")))
+	}
+	// --no-commands: rendered, not run.
+	srv.put("appliances/web/port", "9090")
+	code, _, _ = e.agentCmd("once", "--no-commands")
+	if code != 0 || readFile(t, e.path("app.conf")) != "listen 9090\n" || len(commandLines(t, e.path("commands"))) != 2 {
+		t.Fatalf("once --no-commands: exit %d, app.conf %q, commands %v", code, readFile(t, e.path("app.conf")), commandLines(t, e.path("commands")))
+	}
+}
+
+func TestE2E_OnceErrors(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/conf", "bad")
+	e := newEnv(t, srv, "", `  - contents: "{{ key \"conf\" }} {{ key \"nope/missing\" }}"
+    destination: $DIR/missing.conf
+  - contents: "{{ key \"conf\" }}"
+    destination: $DIR/checked.conf
+    check: grep -q good "$SHOELACE_STAGED"
+    command: touch $DIR/ran
+`)
+	os.WriteFile(e.path("missing.conf"), []byte("old missing"), 0o644)
+	os.WriteFile(e.path("checked.conf"), []byte("old good"), 0o644)
+	code, _, stderr := e.agentCmd("once")
+	if code == 0 {
+		t.Fatal("once exited 0 with a missing key and a failing check")
+	}
+	last := lastLine(stderr)
+	for _, want := range []string{"shoelace-agent: 2 of 2 templates not in place", `key "nope/missing"`, "check of " + e.path("checked.conf") + " failed, old file kept"} {
+		if !strings.Contains(last, want) {
+			t.Errorf("error line lacks %q: %s", want, last)
+		}
+	}
+	if readFile(t, e.path("missing.conf")) != "old missing" || readFile(t, e.path("checked.conf")) != "old good" {
+		t.Fatal("a failed template replaced its file")
+	}
+	if _, err := os.Stat(e.path("ran")); !os.IsNotExist(err) {
+		t.Fatal("a command ran after a failed check")
+	}
+	assertNoTempFiles(t, e.dir)
+
+	// Selecting no template is an error too.
+	code, _, stderr = e.agentCmd("once", "--stage", "system")
+	if code == 0 || !strings.Contains(stderr, `no templates with stage "system"`) {
+		t.Fatalf("once --stage system with none: exit %d: %s", code, stderr)
+	}
+	// An unreachable server is an error, not a cached render.
+	e2 := newEnv(t, &server{addr: freePort(t)}, "", "  - contents: x\n    destination: $DIR/x\n")
+	code, _, stderr = e2.agentCmd("once")
+	if code == 0 || !strings.Contains(stderr, "fetch view of web") {
+		t.Fatalf("once with no server: exit %d: %s", code, stderr)
+	}
+}
+
+func lastLine(s string) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	return l[len(l)-1]
+}
+
+func assertNoTempFiles(t *testing.T, dir string) {
+	t.Helper()
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") {
+			t.Fatalf("temp file left: %s", e.Name())
+		}
+	}
+}
+
+func TestE2E_RenderDryWritesNothing(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/port", "80")
+	srv.put("appliances/web/db/secrets/password", "hunter2")
+	e := newEnv(t, srv, "", `  - contents: "listen {{ key \"port\" }}\n"
+    destination: $DIR/app.conf
+    command: touch $DIR/ran
+  - contents: "pw {{ key \"db/secrets/password\" }}\n"
+    destination: $DIR/db.conf
+`)
+	os.WriteFile(e.path("app.conf"), []byte("listen 8080\n"), 0o644)
+	before, _ := os.ReadDir(e.dir)
+	code, stdout, stderr := e.agentCmd("render", "--dry")
+	if code != 0 {
+		t.Fatalf("render --dry exited %d: %s", code, stderr)
+	}
+	for _, want := range []string{"-listen 8080\n+listen 80\n", "db.conf: would change (new file)", "commands that would run:\ntouch " + e.dir + "/ran"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout)
+		}
+	}
+	if strings.Contains(stdout+stderr, "hunter2") {
+		t.Fatal("render --dry showed a secret")
+	}
+	after, _ := os.ReadDir(e.dir)
+	if len(after) != len(before) || readFile(t, e.path("app.conf")) != "listen 8080\n" {
+		t.Fatalf("render --dry wrote files: before %v after %v", before, after)
+	}
+}
+
+func TestE2E_Validate(t *testing.T) {
+	needBinaries(t)
+	srv := &server{addr: "127.0.0.1:1"}
+	e := newEnv(t, srv, "", `  - contents: "{{ key \"a\" }} {{ now }}"
+    destination: $DIR/a
+`)
+	code, stdout, stderr := e.agentCmd("validate")
+	if code != 0 || !strings.Contains(stdout, "ok, 1 templates") || !strings.Contains(stdout, "warning:") || !strings.Contains(stdout, "now") {
+		t.Fatalf("validate good: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
+	}
+	e.write(srv, "colour: blue\n", "  - contents: \"{{ key \\\"a\\\" \"\n    destination: $DIR/a\n")
+	code, _, stderr = e.agentCmd("validate")
+	if code == 0 || !strings.Contains(stderr, e.config+`:5: unknown field "colour"`) {
+		t.Fatalf("validate unknown field: exit %d: %s", code, stderr)
+	}
+	e.write(srv, "", "  - contents: \"{{ key \\\"a\\\" \"\n    destination: $DIR/a\n")
+	code, _, stderr = e.agentCmd("validate")
+	if code == 0 || !strings.Contains(stderr, e.config+":6: template "+e.path("a")) {
+		t.Fatalf("validate template parse error: exit %d: %s", code, stderr)
+	}
+}
+
+// The server is killed and restarted under a running agent: the agent keeps its files,
+// retries, and renders the next change once the server is back.
+func TestE2E_RunServerKilledAndRestarted(t *testing.T) {
+	data := t.TempDir()
+	srv := startServer(t, "", data)
+	srv.put("appliances/web/a", "1")
+	e := newEnv(t, srv, "", "  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n")
+	ag := e.startAgent()
+	waitFor(t, "first render", fileIs(e.path("a"), "a=1"))
+	srv.put("appliances/web/a", "2")
+	waitFor(t, "render of a change", fileIs(e.path("a"), "a=2"))
+
+	srv.kill()
+	waitFor(t, "the agent to notice", func() bool { return strings.Contains(ag.logs.String(), "server unreachable; keeping files") })
+	if got := readFile(t, e.path("a")); got != "a=2" {
+		t.Fatalf("file changed while the server was down: %q", got)
+	}
+	srv2 := startServer(t, srv.addr, data)
+	srv2.put("appliances/web/a", "3")
+	waitFor(t, "render after the restart", fileIs(e.path("a"), "a=3"))
+	if !strings.Contains(ag.logs.String(), "server reachable again") {
+		t.Fatal("no log of the recovery")
+	}
+}
+
+// With the server down at start, the agent renders from its cache and says so.
+func TestE2E_RunStartsFromCacheWithServerDown(t *testing.T) {
+	data := t.TempDir()
+	srv := startServer(t, "", data)
+	srv.put("appliances/web/a", "1")
+	e := newEnv(t, srv, "", "  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n    perms: \"0600\"\n")
+	ag := e.startAgent()
+	waitFor(t, "first render", fileIs(e.path("a"), "a=1"))
+	cache := filepath.Join(e.dir, "cache", "web.json")
+	waitFor(t, "the cache", func() bool { _, err := os.Stat(cache); return err == nil })
+	ag.stop(t)
+	if fi, _ := os.Stat(cache); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("cache mode %v, want 0600", fi.Mode().Perm())
+	}
+	srv.kill()
+	os.Remove(e.path("a"))
+
+	ag2 := e.startAgent()
+	waitFor(t, "render from the cache", fileIs(e.path("a"), "a=1"))
+	if !strings.Contains(ag2.logs.String(), "rendering from cache") {
+		t.Fatalf("no log says the cache was used:\n%s", ag2.logs.String())
+	}
+	srv2 := startServer(t, srv.addr, data)
+	srv2.put("appliances/web/a", "2")
+	waitFor(t, "render once the server is up", fileIs(e.path("a"), "a=2"))
+}
+
+// A template source edited on disk is re-rendered without a restart.
+func TestE2E_RunTemplateSourceEdited(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/a", "1")
+	srcDir := t.TempDir()
+	src := filepath.Join(srcDir, "a.tmpl")
+	os.WriteFile(src, []byte(`v1 {{ key "a" }}`), 0o644)
+	e := newEnv(t, srv, "", "  - source: "+src+"\n    destination: $DIR/a\n    command: echo x >> $DIR/commands\n")
+	e.startAgent()
+	waitFor(t, "first render", fileIs(e.path("a"), "v1 1"))
+	// An editor's save: write a new file and rename it over the source.
+	os.WriteFile(src+".swp", []byte(`v2 {{ key "a" }}`), 0o644)
+	os.Rename(src+".swp", src)
+	waitFor(t, "render of the edited source", fileIs(e.path("a"), "v2 1"))
+	waitFor(t, "its command", func() bool { return len(commandLines(t, e.path("commands"))) == 2 })
+}
+
+// The store is replaced under a running agent (a new store id, revisions starting over):
+// the agent re-reads and re-renders everything.
+func TestE2E_RunStoreReplaced(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	for i := 0; i < 20; i++ { // push the first store's revision above the second's
+		srv.put("appliances/web/a", fmt.Sprint(i))
+	}
+	srv.put("appliances/web/b", "1")
+	e := newEnv(t, srv, "", `  - contents: "a={{ key \"a\" }}"
+    destination: $DIR/a
+  - contents: "b={{ key \"b\" }}"
+    destination: $DIR/b
+`)
+	ag := e.startAgent()
+	waitFor(t, "first render", fileIs(e.path("b"), "b=1"))
+	os.WriteFile(e.path("b"), []byte("hand edit"), 0o644)
+
+	srv.kill()
+	srv2 := startServer(t, srv.addr, t.TempDir()) // a fresh store on the same address
+	if srv2.token != "" && srv2.token != srv.token {
+		e.write(srv2, "", `  - contents: "a={{ key \"a\" }}"
+    destination: $DIR/a
+  - contents: "b={{ key \"b\" }}"
+    destination: $DIR/b
+`)
+		ag.cmd.Process.Signal(syscall.SIGHUP)
+	}
+	srv2.put("appliances/web/b", "1")
+	srv2.put("appliances/web/a", "new")
+	waitFor(t, "a from the new store", fileIs(e.path("a"), "a=new"))
+	waitFor(t, "b re-rendered in full", fileIs(e.path("b"), "b=1"))
+	if !strings.Contains(ag.logs.String(), "store changed") {
+		t.Fatal("no log of the store change")
+	}
+}
+
+// A reader that keeps reading a destination while 1,000 changes are rendered never sees a
+// partial file. It also logs how fast a write reaches the file.
+func TestE2E_ReaderNeverSeesPartialFile(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	body := func(i int) string { return strings.Repeat(fmt.Sprintf("%06d", i), 100+i%300) }
+	srv.put("appliances/web/v", body(0))
+	e := newEnv(t, srv, "", "  - contents: \"begin\\n{{ key \\\"v\\\" }}\\nend\\n\"\n    destination: $DIR/out.conf\n")
+	e.startAgent()
+	dst := e.path("out.conf")
+	want := func(i int) string { return "begin\n" + body(i) + "\nend\n" }
+	waitFor(t, "first render", fileIs(dst, want(0)))
+
+	var stop atomic.Bool
+	var reads, bad atomic.Int64
+	var firstBad atomic.Value
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for !stop.Load() {
+			b, err := os.ReadFile(dst)
+			if err != nil {
+				bad.Add(1)
+				firstBad.CompareAndSwap(nil, err.Error())
+				continue
+			}
+			reads.Add(1)
+			s := string(b)
+			var n int
+			if len(s) < 12 || !strings.HasPrefix(s, "begin\n") {
+				bad.Add(1)
+				firstBad.CompareAndSwap(nil, fmt.Sprintf("torn read: %d bytes", len(s)))
+				continue
+			}
+			fmt.Sscanf(s[6:12], "%06d", &n)
+			if s != want(n) {
+				bad.Add(1)
+				firstBad.CompareAndSwap(nil, fmt.Sprintf("torn read of version %d: %d bytes", n, len(s)))
+			}
+		}
+	}()
+	var lat []time.Duration
+	for i := 1; i <= 1000; i++ {
+		start := time.Now()
+		srv.put("appliances/web/v", body(i))
+		if i%5 == 0 { // every fifth change: wait for it, to measure write → file
+			waitFor(t, fmt.Sprintf("version %d", i), fileIs(dst, want(i)))
+			lat = append(lat, time.Since(start))
+		}
+	}
+	waitFor(t, "the last version", fileIs(dst, want(1000)))
+	stop.Store(true)
+	<-done
+	if bad.Load() != 0 {
+		t.Fatalf("%d bad reads of %d; first: %v", bad.Load(), reads.Load(), firstBad.Load())
+	}
+	if reads.Load() < 100 {
+		t.Fatalf("only %d reads: the reader did not overlap the writes", reads.Load())
+	}
+	assertNoTempFiles(t, e.dir)
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	t.Logf("%d reads, none partial; put → rendered file: p50 %s, p99 %s (n=%d, polling the file every 5ms adds up to 5ms)",
+		reads.Load(), lat[len(lat)/2], lat[len(lat)*99/100], len(lat))
+}
