@@ -1,0 +1,126 @@
+package externaletcd
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// envFile parses KEY=value lines, refusing anything else.
+func envFile(t *testing.T, name string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || !regexp.MustCompile(`^SHOELACE_[A-Z0-9_]+$`).MatchString(k) {
+			t.Fatalf("%s:%d: %q is not SHOELACE_NAME=value", name, n, line)
+		}
+		if strings.ContainsAny(v, `"' `) {
+			t.Errorf("%s:%d: %s has quotes or spaces: systemd and shells read them differently", name, n, k)
+		}
+		vars[k] = v
+	}
+	return vars
+}
+
+func TestEnvFile_Cluster(t *testing.T) {
+	vars := envFile(t, "external-etcd.env")
+	endpoints := strings.Split(vars["SHOELACE_ETCD_ENDPOINTS"], ",")
+	if len(endpoints) != 3 {
+		t.Errorf("SHOELACE_ETCD_ENDPOINTS has %d members, want 3", len(endpoints))
+	}
+	for _, e := range endpoints {
+		if !strings.HasPrefix(e, "https://") {
+			t.Errorf("endpoint %q is not https://", e)
+		}
+	}
+	for _, k := range []string{"SHOELACE_ETCD_CACERT", "SHOELACE_ETCD_CERT", "SHOELACE_ETCD_KEY", "SHOELACE_TLS_CERT", "SHOELACE_TLS_KEY"} {
+		if !filepath.IsAbs(vars[k]) {
+			t.Errorf("%s = %q, want an absolute path", k, vars[k])
+		}
+	}
+	if _, ok := vars["SHOELACE_DATA_DIR"]; ok {
+		t.Errorf("SHOELACE_DATA_DIR set: it only matters for the embedded store")
+	}
+}
+
+func TestDropIn(t *testing.T) {
+	b, err := os.ReadFile("external-etcd.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte("\n[Service]\nEnvironmentFile=/etc/shoelace/external-etcd.env\n")) &&
+		!regexp.MustCompile(`(?m)^\[Service\]\n(#.*\n)*EnvironmentFile=/etc/shoelace/external-etcd.env$`).Match(b) {
+		t.Errorf("drop-in does not load /etc/shoelace/external-etcd.env (required, no '-') in [Service]:\n%s", b)
+	}
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze not installed")
+	}
+	// Verify the unit with the drop-in applied: a temp unit directory with
+	// the shipped unit (its binary swapped for one that exists) and the
+	// drop-in beside it.
+	unit, err := os.ReadFile(filepath.Join("..", "..", "systemd", "shoelace-server.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stand, err := exec.LookPath("true")
+	if err != nil {
+		t.Skip("no `true` to stand in for the binary")
+	}
+	dir := t.TempDir()
+	unit = bytes.ReplaceAll(unit, []byte("/usr/bin/shoelace "), []byte(stand+" "))
+	if err := os.WriteFile(filepath.Join(dir, "shoelace-server.service"), unit, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "shoelace-server.service.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "shoelace-server.service.d", "external-etcd.conf"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(analyze, "verify", "--man=no", "shoelace-server.service")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "SYSTEMD_UNIT_PATH="+dir+":")
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) != 0 {
+		t.Fatalf("systemd-analyze verify with the drop-in: %v\n%s", err, out)
+	}
+}
+
+// TestEnvFile_Flags checks every variable against `shoelace server --help`.
+func TestEnvFile_Flags(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	bin := filepath.Join(t.TempDir(), "shoelace")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/shoelace")
+	build.Dir = filepath.Join("..", "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Skipf("cmd/shoelace does not build yet: %v\n%s", err, out)
+	}
+	help, err := exec.CommandContext(ctx, bin, "server", "--help").CombinedOutput()
+	if err != nil {
+		t.Fatalf("shoelace server --help: %v\n%s", err, help)
+	}
+	for k := range envFile(t, "external-etcd.env") {
+		if !bytes.Contains(help, []byte("[$"+k+"]")) {
+			t.Errorf("%s is not a `shoelace server` flag variable", k)
+		}
+	}
+}
