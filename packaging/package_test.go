@@ -7,12 +7,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shoelace-dev/shoelace/agent"
 )
 
 // testVersion is what the test packages are built as: a commit after a tag,
@@ -290,6 +293,21 @@ func TestDeb(t *testing.T) {
 			if !strings.Contains(out, testVersion) {
 				t.Errorf("packaged `%s version` printed %q, want it to contain %q", tt.binary, out, testVersion)
 			}
+			if tt.binary == "shoelace" {
+				// Every SHOELACE_ variable that the unit sets or server.env
+				// shows (commented out or not) must be a flag of the server.
+				help := run(t, filepath.Join(root, "usr/bin/shoelace"), "server", "--help")
+				env, _ := os.ReadFile(filepath.Join(root, "etc/shoelace/server.env"))
+				vars := regexp.MustCompile(`(?m)^#?(SHOELACE_[A-Z0-9_]+)=`).FindAllSubmatch(append(unit, env...), -1)
+				if len(vars) < 5 {
+					t.Fatalf("found only %d SHOELACE_ variables in the unit and server.env", len(vars))
+				}
+				for _, v := range vars {
+					if !strings.Contains(help, "[$"+string(v[1])+"]") {
+						t.Errorf("%s is not a variable of `shoelace server`", v[1])
+					}
+				}
+			}
 		})
 	}
 }
@@ -395,5 +413,32 @@ func TestMaintainerScripts_Syntax(t *testing.T) {
 		if out, err := exec.Command("sh", "-n", s).CombinedOutput(); err != nil {
 			t.Errorf("%s: %v\n%s", s, err, out)
 		}
+	}
+}
+
+// TestAgentYAML checks the packaged default config with the agent's own
+// parser (unknown fields are errors) and validation.
+func TestAgentYAML(t *testing.T) {
+	raw, err := os.ReadFile("agent.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := agent.ParseConfig("packaging/agent.yaml", raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for field, got := range map[string]string{"token_file": cfg.TokenFile, "cache_dir": cfg.CacheDir, "templates_dir": cfg.TemplatesDir} {
+		want := map[string]string{"token_file": "/etc/shoelace/token", "cache_dir": "/var/lib/shoelace", "templates_dir": "/etc/shoelace/templates.d"}[field]
+		if got != want {
+			t.Errorf("%s = %q, want %q (the unit and the packages use it)", field, got, want)
+		}
+	}
+	cfg.TokenFile = filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(cfg.TokenFile, []byte("token"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.TemplatesDir = ""
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("packaged agent.yaml: %v", err)
 	}
 }
