@@ -49,6 +49,7 @@ type Agent struct {
 	tmpls    []*tmpl
 
 	applied atomic.Int64 // last revision at which every template was in place
+	metrics metrics
 }
 
 // New parses every template of cfg (which must be validated) and returns an agent.

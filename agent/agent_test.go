@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -608,4 +610,31 @@ func TestAgent_RunReloadConfig(t *testing.T) {
 	waitFor(t, "refused reload", func() bool { return strings.Contains(logs.String(), "config not reloaded") })
 	srv.set(map[string]*string{"a": str("2")})
 	waitFor(t, "b after a refused reload", fileIs(dir+"/b", "b=2"))
+}
+
+func TestAgent_RunServesMetrics(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close()
+	a, dir, _ := testAgent(t, srv, header+"metrics_listen: "+addr+"\ntemplates:\n  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n    command: \"false\"\n")
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	var body string
+	waitFor(t, "metrics", func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return strings.Contains(body, "shoelace_agent_command_failures_total 1")
+	})
+	for _, want := range []string{"shoelace_agent_renders_total 1\n", "shoelace_agent_applied_revision 10\n", "shoelace_agent_view_revision 10\n", "shoelace_agent_from_cache 0\n"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q:\n%s", want, body)
+		}
+	}
 }

@@ -87,6 +87,7 @@ func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noC
 		changed, err := a.renderOne(ctx, t, data)
 		if err != nil {
 			t.inPlace, t.err = false, err
+			a.metrics.renderFailures.Add(1)
 			res.failed = append(res.failed, err.Error())
 			a.log.Error("template not installed", "template", t.name(), "revision", v.Revision, "error", err.Error())
 			continue
@@ -96,6 +97,7 @@ func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noC
 			continue
 		}
 		res.rendered = append(res.rendered, t.name())
+		a.metrics.renders.Add(1)
 		if t.cfg.Command == "" {
 			continue
 		}
@@ -121,8 +123,10 @@ func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noC
 		}
 		r, err := RunCommand(ctx, p.command, p.timeout, env)
 		res.commands++
+		a.metrics.commands.Add(1)
 		if err != nil {
 			res.cmdFail++
+			a.metrics.commandFailures.Add(1)
 			a.log.Error("command failed", "command", p.command, "templates", p.dests, "error", err.Error(),
 				"exit_code", r.ExitCode, "output", r.Output, "duration_ms", r.Duration.Milliseconds())
 			continue

@@ -37,6 +37,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	if len(a.tmpls) == 0 {
 		return errors.New("no templates configured")
 	}
+	if a.cfg.MetricsListen != "" {
+		stopMetrics, err := a.serveMetrics(ctx, a.cfg.MetricsListen)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
 	// Watch before the first render, so that an edit right after it is not missed.
 	watcher, watchErr := a.watchFiles()
 	var fsEvents <-chan fsnotify.Event
@@ -199,6 +206,11 @@ func (a *Agent) Run(ctx context.Context) error {
 // sync renders every template from v (only those whose inputs changed unless full), then
 // records the applied revision and the status.
 func (a *Agent) sync(ctx context.Context, v *view, full bool) passResult {
+	a.metrics.viewRevision.Store(v.Revision)
+	a.metrics.fromCache.Store(v.FromCache)
+	if !v.FromCache {
+		a.metrics.lastSync.Store(time.Now().Unix())
+	}
 	start := time.Now()
 	res := a.renderPass(ctx, v, a.tmpls, full, false)
 	a.logPass(v, res, time.Since(start))
@@ -262,6 +274,7 @@ func (a *Agent) poll(ctx context.Context, c *client.Client, appliance, instance 
 		}
 		if err != nil {
 			failures++
+			a.metrics.pollErrors.Add(1)
 			msg, ra := describeFetchError(err)
 			if ra == 0 {
 				ra = meta.RetryAfter
