@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -45,6 +46,11 @@ func newFixture(t testing.TB, opts ...func(*Config)) *fixture {
 
 func newFixtureOn(t testing.TB, st *store.Store, opts ...func(*Config)) *fixture {
 	t.Helper()
+	return newFixtureLog(t, st, testutil.Logger(), opts...)
+}
+
+func newFixtureLog(t testing.TB, st *store.Store, log *slog.Logger, opts ...func(*Config)) *fixture {
+	t.Helper()
 	cfg := testConfig()
 	cfg.AdminTokenFile = filepath.Join(t.TempDir(), "admin.token")
 	for _, o := range opts {
@@ -53,7 +59,7 @@ func newFixtureOn(t testing.TB, st *store.Store, opts ...func(*Config)) *fixture
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	s := New(st, cfg, testutil.Logger())
+	s := New(st, cfg, log)
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() {

@@ -1,0 +1,424 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/testutil"
+)
+
+// newToken creates a token through the API and returns its secret.
+func (f *fixture) newToken(req TokenRequest) string {
+	f.t.Helper()
+	body, _ := json.Marshal(req)
+	var c TokenCreated
+	f.must(f.do("POST", "/v1/tokens", string(body)), 201, &c)
+	if c.Name != req.Name || !strings.HasPrefix(c.Token, "sl_") || len(c.Token) < 40 || c.Revision <= 0 {
+		f.t.Fatalf("created %+v", c)
+	}
+	return c.Token
+}
+
+func TestAuth_RoutePrincipalTable(t *testing.T) {
+	f := newFixture(t)
+	f.put("shared/dns", "1.1.1.1")
+	f.put("appliances/web/a", "1")
+	f.put("appliances/web-frontend/a", "2")
+	f.put("appliances/db/secrets/pw", "hunter2")
+	tokens := []struct{ name, token string }{
+		{"none", ""},
+		{"bogus", "sl_bogus"},
+		{"admin", f.token},
+		{"agent", f.newToken(TokenRequest{Name: "agent-web", Appliance: "web"})},
+		{"reader", f.newToken(TokenRequest{Name: "reader", Read: []string{"shared", "appliances/web/"}})},
+		{"writer", f.newToken(TokenRequest{Name: "writer", Write: []string{"appliances/web"}})},
+	}
+	f.newToken(TokenRequest{Name: "victim", Appliance: "db"})
+	ctx := context.Background()
+	type row struct {
+		method, path, body string
+		setup              func()
+		want               [6]int // none, bogus, admin, agent, reader, writer
+	}
+	rows := []row{
+		{"GET", "/v1/kv/shared/dns", "", nil, [6]int{401, 401, 200, 403, 200, 403}},
+		{"GET", "/v1/kv/appliances/web/a", "", nil, [6]int{401, 401, 200, 403, 200, 200}},
+		{"GET", "/v1/kv/appliances/web-frontend/a", "", nil, [6]int{401, 401, 200, 403, 403, 403}},
+		{"GET", "/v1/kv/appliances/db/secrets/pw", "", nil, [6]int{401, 401, 200, 403, 403, 403}},
+		{"GET", "/v1/kv/appliances/web?recurse", "", nil, [6]int{401, 401, 200, 403, 200, 200}},
+		{"GET", "/v1/kv/appliances?recurse&keys", "", nil, [6]int{401, 401, 200, 403, 200, 200}},
+		{"GET", "/v1/kv/?recurse", "", nil, [6]int{401, 401, 200, 403, 200, 200}},
+		{"GET", "/v1/kv/appliances/db?recurse", "", nil, [6]int{401, 401, 200, 403, 403, 403}},
+		{"PUT", "/v1/kv/appliances/web/b", "v", nil, [6]int{401, 401, 200, 403, 403, 200}},
+		{"PUT", "/v1/kv/appliances/web-frontend/b", "v", nil, [6]int{401, 401, 200, 403, 403, 403}},
+		{"PUT", "/v1/kv/shared/x", "v", nil, [6]int{401, 401, 200, 403, 403, 403}},
+		{"DELETE", "/v1/kv/appliances/web/b", "", func() { f.put("appliances/web/b", "v") }, [6]int{401, 401, 200, 403, 403, 200}},
+		{"DELETE", "/v1/kv/appliances?recurse", "", nil, [6]int{401, 401, 0, 403, 403, 403}},
+		{"POST", "/v1/txn", `{"ops":[{"op":"put","key":"appliances/web/c","value":"1"}]}`, nil, [6]int{401, 401, 200, 403, 403, 200}},
+		{"POST", "/v1/txn", `{"ops":[{"op":"put","key":"appliances/web/c","value":"1"},{"op":"delete","key":"shared/x"}]}`, func() { f.put("shared/x", "v") }, [6]int{401, 401, 200, 403, 403, 403}},
+		{"POST", "/v1/txn", `{"ops":[{"op":"put","key":"appliances/web/c","value":"1"}],"guards":[{"key":"shared/dns","mod_revision":0}]}`, nil, [6]int{401, 401, 409, 403, 403, 403}},
+		{"GET", "/v1/appliances", "", nil, [6]int{401, 401, 200, 200, 200, 200}},
+		{"GET", "/v1/appliances/web", "", nil, [6]int{401, 401, 200, 200, 200, 403}},
+		{"GET", "/v1/appliances/web?index=1&wait=0", "", nil, [6]int{401, 401, 200, 200, 200, 403}},
+		{"GET", "/v1/appliances/web-frontend", "", nil, [6]int{401, 401, 200, 403, 403, 403}},
+		{"PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`, nil, [6]int{401, 401, 200, 403, 403, 200}},
+		{"PUT", "/v1/appliances/web-frontend", `{"keys":{"a":"1"}}`, nil, [6]int{401, 401, 200, 403, 403, 403}},
+		{"POST", "/v1/tokens", `{"name":"tmp","read":["shared"]}`, func() { f.st.SysDelete(ctx, tokenPrefix+"tmp") }, [6]int{401, 401, 201, 403, 403, 403}},
+		{"GET", "/v1/tokens", "", nil, [6]int{401, 401, 200, 403, 403, 403}},
+		{"DELETE", "/v1/tokens/victim", "", func() {
+			f.st.SysDelete(ctx, tokenPrefix+"victim")
+			f.newToken(TokenRequest{Name: "victim", Appliance: "db"})
+		}, [6]int{401, 401, 200, 403, 403, 403}},
+		{"GET", "/v1/maintenance", "", nil, [6]int{401, 401, 200, 200, 200, 200}},
+		{"PUT", "/v1/maintenance", `{"on":false}`, nil, [6]int{401, 401, 200, 403, 403, 403}},
+		{"GET", "/health", "", nil, [6]int{200, 200, 200, 200, 200, 200}},
+		{"GET", "/health/deps", "", nil, [6]int{200, 200, 200, 200, 200, 200}},
+		{"GET", "/metrics", "", nil, [6]int{200, 200, 200, 200, 200, 200}},
+	}
+	for _, r := range rows {
+		for i, tk := range tokens {
+			want := r.want[i]
+			if want == 0 {
+				continue // would change what later rows rely on
+			}
+			if r.setup != nil {
+				r.setup()
+			}
+			got := f.doToken(tk.token, r.method, r.path, r.body)
+			if got.StatusCode != want {
+				t.Errorf("%s %s as %s: %d, want %d: %s", r.method, r.path, tk.name, got.StatusCode, want, got.body)
+				continue
+			}
+			switch want {
+			case 401:
+				if got.errCode() != api.CodeUnauthorized || got.Header.Get("WWW-Authenticate") == "" {
+					t.Errorf("%s %s as %s: 401 body %s headers %v", r.method, r.path, tk.name, got.body, got.Header)
+				}
+			case 403:
+				if got.errCode() != api.CodeForbidden || !strings.Contains(got.errMessage(), tk.name) && !strings.Contains(got.errMessage(), "agent-web") {
+					t.Errorf("%s %s as %s: 403 body %s", r.method, r.path, tk.name, got.body)
+				}
+			}
+		}
+	}
+}
+
+func TestAuth_ListingsAreFiltered(t *testing.T) {
+	f := newFixture(t)
+	for _, k := range []string{"shared/dns", "appliances/web/a", "appliances/web/b/c", "appliances/web-frontend/a", "appliances/db/secrets/pw"} {
+		f.put(k, "v")
+	}
+	reader := f.newToken(TokenRequest{Name: "reader", Read: []string{"shared", "appliances/web"}})
+	writer := f.newToken(TokenRequest{Name: "writer", Write: []string{"appliances/web"}})
+	agent := f.newToken(TokenRequest{Name: "agent", Appliance: "web-frontend"})
+
+	var l api.List
+	f.must(f.doToken(reader, "GET", "/v1/kv/?recurse&keys", ""), 200, &l)
+	if want := []string{"appliances/web/a", "appliances/web/b/c", "shared/dns"}; !slices.Equal(l.Keys, want) {
+		t.Fatalf("reader sees %v, want %v", l.Keys, want)
+	}
+	l = api.List{}
+	f.must(f.doToken(writer, "GET", "/v1/kv/appliances?recurse", ""), 200, &l)
+	var got []string
+	for _, e := range l.Entries {
+		got = append(got, e.Key)
+	}
+	if want := []string{"appliances/web/a", "appliances/web/b/c"}; !slices.Equal(got, want) {
+		t.Fatalf("writer sees %v, want %v", got, want)
+	}
+	for tok, want := range map[string][]string{
+		f.token: {"db", "web", "web-frontend"},
+		reader:  {"web"},
+		writer:  {},
+		agent:   {"web-frontend"},
+	} {
+		var a api.Appliances
+		f.must(f.doToken(tok, "GET", "/v1/appliances", ""), 200, &a)
+		if !slices.Equal(a.Appliances, want) {
+			t.Fatalf("appliances %v, want %v", a.Appliances, want)
+		}
+	}
+}
+
+func TestAuth_TokenLifecycle(t *testing.T) {
+	f := newFixture(t)
+	f.put("shared/a", "1")
+	tok := f.newToken(TokenRequest{Name: "ci", Read: []string{"shared/"}, Write: []string{"appliances/web"}})
+	f.must(f.doToken(tok, "GET", "/v1/kv/shared/a", ""), 200, nil)
+
+	var list TokenList
+	r := f.do("GET", "/v1/tokens", "")
+	f.must(r, 200, &list)
+	if strings.Contains(string(r.body), tok) || strings.Contains(string(r.body), hashSecret(tok)) || strings.Contains(string(r.body), "hash") {
+		t.Fatalf("token list leaks secrets: %s", r.body)
+	}
+	var names []string
+	for _, ti := range list.Tokens {
+		names = append(names, ti.Name)
+		if ti.Name == "ci" && (!slices.Equal(ti.Read, []string{"shared"}) || !slices.Equal(ti.Write, []string{"appliances/web"}) || ti.LastUsed == nil || ti.Created.IsZero()) {
+			t.Fatalf("ci token info %+v", ti)
+		}
+	}
+	if !slices.Equal(names, []string{"admin", "ci"}) {
+		t.Fatalf("tokens %v", names)
+	}
+
+	for _, bad := range []struct{ body, code, word string }{
+		{`{"name":"ci","admin":true}`, api.CodeConflict, "exists"},
+		{`{"name":"-x","admin":true}`, api.CodeInvalidName, "token name"},
+		{`{"name":"x"}`, api.CodeInvalidBody, "exactly one"},
+		{`{"name":"x","admin":true,"appliance":"web"}`, api.CodeInvalidBody, "exactly one"},
+		{`{"name":"x","appliance":"a/b"}`, api.CodeInvalidName, "appliance name"},
+		{`{"name":"x","read":["a//b"]}`, api.CodeInvalidKey, "prefix"},
+		{`{"name":"x","admin":true,"extra":1}`, api.CodeInvalidBody, "extra"},
+		{`{"name":"x","admin":true}{}`, api.CodeInvalidBody, "after"},
+	} {
+		r := f.do("POST", "/v1/tokens", bad.body)
+		if r.errCode() != bad.code || !strings.Contains(r.errMessage(), bad.word) {
+			t.Errorf("POST /v1/tokens %s: %d %s, want %s mentioning %q", bad.body, r.StatusCode, r.body, bad.code, bad.word)
+		}
+	}
+
+	f.must(f.do("DELETE", "/v1/tokens/ci", ""), 200, nil)
+	f.mustErr(f.doToken(tok, "GET", "/v1/kv/shared/a", ""), 401, api.CodeUnauthorized, "unknown or revoked")
+	f.mustErr(f.do("DELETE", "/v1/tokens/ci", ""), 404, api.CodeNotFound, "ci")
+}
+
+func TestAuth_RevokeEndsLongPollsOnEveryReplica(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	b := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	b.token = a.token
+	a.must(a.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	v := a.view("web")
+	agent := a.newToken(TokenRequest{Name: "agent", Appliance: "web"})
+	// b learns of the new token through its watch.
+	waitFor(t, "replica b knows the token", func() bool { return b.s.auth.lookup(agent) != nil })
+
+	pa := &poll{done: make(chan resp, 1)}
+	pb := &poll{done: make(chan resp, 1)}
+	other := a.startPoll(lp("web", v.Revision, "30s")) // the admin's long-poll stays open
+	at, bt := *a, *b
+	at.token, bt.token = agent, agent
+	go func() { pa.done <- at.doQuiet(lp("web", v.Revision, "30s")) }()
+	go func() { pb.done <- bt.doQuiet(lp("web", v.Revision, "30s")) }()
+	a.waitOpen(2)
+	b.waitOpen(1)
+	b.must(b.do("DELETE", "/v1/tokens/agent", ""), 200, nil)
+	a.mustErr(pa.wait(t), 401, api.CodeUnauthorized, "revoked")
+	b.mustErr(pb.wait(t), 401, api.CodeUnauthorized, "revoked")
+	a.waitOpen(1)
+	other.pending(t)
+	a.mustErr(a.doToken(agent, "GET", "/v1/appliances/web", ""), 401, api.CodeUnauthorized)
+	a.s.Drain()
+	other.wait(t)
+}
+
+func TestAuth_AdminTokenOnFirstStart(t *testing.T) {
+	st := testutil.Store(t)
+	dir := t.TempDir()
+	// Two replicas start together on an empty store: one admin token is made.
+	var wg sync.WaitGroup
+	servers := make([]*Server, 4)
+	for i := range servers {
+		cfg := testConfig()
+		cfg.AdminTokenFile = filepath.Join(dir, fmt.Sprintf("r%d", i), "admin.token")
+		servers[i] = New(st, cfg, testutil.Logger())
+		defer servers[i].Close(context.Background())
+	}
+	errs := make(chan error, len(servers))
+	for _, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- s.bootstrap(context.Background())
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("bootstrap: %v", err)
+		}
+	}
+	var files []string
+	for i := range servers {
+		p := filepath.Join(dir, fmt.Sprintf("r%d", i), "admin.token")
+		fi, err := os.Stat(p)
+		if err != nil {
+			continue
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s has mode %v, want 0600", p, fi.Mode().Perm())
+		}
+		files = append(files, p)
+	}
+	if len(files) != 1 {
+		t.Fatalf("admin token files %v, want exactly one", files)
+	}
+	tokens, _, err := st.SysList(context.Background(), tokenPrefix)
+	if err != nil || len(tokens) != 1 {
+		t.Fatalf("tokens in the store: %v, %v", tokens, err)
+	}
+	data, _ := os.ReadFile(files[0])
+	secret := strings.TrimSpace(string(data))
+	for _, v := range tokens {
+		if bytes.Contains(v, []byte(secret)) {
+			t.Fatal("the store holds the secret, not only its hash")
+		}
+	}
+	// Every replica accepts it once its watch saw it.
+	for _, s := range servers {
+		waitFor(t, "replica knows the admin token", func() bool {
+			rec := s.auth.lookup(secret)
+			return rec != nil && rec.Admin
+		})
+	}
+	// A later start finds tokens and makes none.
+	cfg := testConfig()
+	cfg.AdminTokenFile = filepath.Join(dir, "later", "admin.token")
+	s := New(st, cfg, testutil.Logger())
+	defer s.Close(context.Background())
+	if err := s.bootstrap(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(cfg.AdminTokenFile); err == nil {
+		t.Fatal("a later start wrote another admin token")
+	}
+}
+
+func TestAuth_RateLimits(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.RateLimit = 0.001 }) // a burst of 1, then one per 1000 s
+	f.put("appliances/web/a", "1")
+	r := f.do("GET", "/v1/kv/appliances/web/a", "")
+	f.mustErr(r, 429, api.CodeRateLimited, "--rate-limit")
+	if r.Header.Get("Retry-After") == "" {
+		t.Fatal("429 without Retry-After")
+	}
+	// Agent tokens are limited per instance.
+	agent := f.s.testToken(t, TokenRequest{Name: "agent", Appliance: "web"})
+	for _, inst := range []string{"vm-1", "vm-2"} {
+		f.must(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, inst), 200, nil)
+	}
+	f.mustErr(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-1"), 429, api.CodeRateLimited)
+	// Requests without a valid token are limited per client address.
+	f.mustErr(f.doToken("", "GET", "/v1/appliances", ""), 401, api.CodeUnauthorized)
+	f.mustErr(f.doToken("sl_wrong", "GET", "/v1/appliances", ""), 429, api.CodeRateLimited)
+	// Health and metrics are not limited.
+	for i := 0; i < 3; i++ {
+		f.must(f.doToken("", "GET", "/health", ""), 200, nil)
+	}
+}
+
+// testToken makes a token straight in the store (bypassing the API and its rate limit).
+func (s *Server) testToken(t testing.TB, req TokenRequest) string {
+	t.Helper()
+	if err := req.validate(); err != nil {
+		t.Fatal(err)
+	}
+	secret, _ := newSecret()
+	rec := &tokenRecord{Name: req.Name, Hash: hashSecret(secret), Appliance: req.Appliance, Read: req.Read, Write: req.Write, Admin: req.Admin}
+	data, _ := json.Marshal(rec)
+	if _, err := s.st.SysPut(context.Background(), tokenPrefix+req.Name, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	s.auth.set(rec)
+	return secret
+}
+
+func TestAuth_Maintenance(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	b := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	b.token = a.token
+	a.put("shared/a", "1")
+	var m Maintenance
+	a.must(a.do("PUT", "/v1/maintenance", `{"on":true}`), 200, &m)
+	if !m.On {
+		t.Fatal("maintenance not on")
+	}
+	waitFor(t, "replica b in maintenance", func() bool { return b.s.maintenance.Load() })
+	for _, f := range []*fixture{a, b} {
+		f.mustErr(f.do("PUT", "/v1/kv/shared/a", "2"), 503, api.CodeMaintenance, "maintenance is on")
+		f.mustErr(f.do("DELETE", "/v1/kv/shared/a", ""), 503, api.CodeMaintenance)
+		f.mustErr(f.do("POST", "/v1/txn", `{"ops":[{"op":"delete","key":"shared/a"}]}`), 503, api.CodeMaintenance)
+		f.mustErr(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 503, api.CodeMaintenance)
+		var kv api.KV
+		f.must(f.do("GET", "/v1/kv/shared/a", ""), 200, &kv)
+		var h Health
+		f.must(f.do("GET", "/health", ""), 200, &h)
+		if !h.Maintenance {
+			t.Fatal("/health does not say maintenance")
+		}
+	}
+	b.must(b.do("PUT", "/v1/maintenance", `{"on":false}`), 200, nil)
+	waitFor(t, "replica a out of maintenance", func() bool { return !a.s.maintenance.Load() })
+	a.put("shared/a", "3")
+}
+
+func TestAuth_LogsNeverHoldSecretsOrValues(t *testing.T) {
+	var buf syncBuffer
+	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	f := newFixtureLog(t, testutil.Store(t), log)
+	const value = "s3cr3t-value-xyzzy"
+	f.put("appliances/web/secrets/pw", value)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"secrets":{"pw":"`+value+`"}}}`), 200, nil)
+	tok := f.newToken(TokenRequest{Name: "ci", Admin: true})
+	f.mustErr(f.doToken("sl_not-a-real-token", "GET", "/v1/kv/x", ""), 401, api.CodeUnauthorized)
+	logs := buf.String()
+	for _, secret := range []string{value, f.token, tok, "sl_not-a-real-token"} {
+		if strings.Contains(logs, secret) {
+			t.Fatalf("logs hold a secret or value %q", secret)
+		}
+	}
+	var audits int
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line is not JSON: %s", line)
+		}
+		if m["audit"] == true {
+			audits++
+			if m["token"] == "" || m["remote"] == "" || m["op"] == "" || m["revision"] == nil || m["keys"] == nil {
+				t.Fatalf("audit line lacks fields: %s", line)
+			}
+		}
+	}
+	if audits != 3 {
+		t.Fatalf("%d audit lines, want 3 (put, apply, token)", audits)
+	}
+	if !strings.Contains(logs, `"keys":["appliances/web/secrets/pw"]`) {
+		t.Fatalf("audit lines do not name the keys:\n%s", logs)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var _ = http.StatusOK
