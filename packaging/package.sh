@@ -23,7 +23,7 @@ export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
 # both accept and order correctly: no '-', '~' for pre-releases (sorts
 # before the release), '+' for commits after a tag (sorts after it).
 #   v1.2.3 → 1.2.3          v1.2.3-4-gabc123-dirty → 1.2.3+4.gabc123.dirty
-#   v1.3.0-rc1 → 1.3.0~rc1  abc1234 (no tag) → 0.0.0~gabc1234
+#   v1.3.0-rc1 → 1.3.0~rc1  abc1234 (no tag) → 0.0.0~gabc1234  dev → 0.0.0~dev
 pkg_version() {
 	local v="${1#v}" dirty="" post=""
 	if [[ $v == *-dirty ]]; then
@@ -34,8 +34,10 @@ pkg_version() {
 		v="${BASH_REMATCH[1]}"
 		post="${BASH_REMATCH[2]}.g${BASH_REMATCH[3]}"
 	fi
-	if [[ ! $v =~ ^[0-9] ]]; then
-		v="0.0.0~g$v"
+	if [[ $v =~ ^[0-9a-f]{4,40}$ && ! $v =~ ^[0-9]+$ ]]; then
+		v="0.0.0~g$v" # a bare commit: no tag yet
+	elif [[ ! $v =~ ^[0-9] ]]; then
+		v="0.0.0~$v"
 	fi
 	v="${v//-/\~}"
 	local extra="$post"

@@ -37,6 +37,9 @@ var (
 // the way `make package` runs it, and returns the dist directory.
 func packages(t *testing.T) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: building the packages takes a while")
+	}
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("go not in PATH")
 	}
@@ -129,6 +132,8 @@ func TestPackageVersion(t *testing.T) {
 		{"abc1234", "0.0.0~gabc1234"},
 		{"abc1234-dirty", "0.0.0~gabc1234+dirty"},
 		{"0.0.0-dev", "0.0.0~dev"},
+		{"dev", "0.0.0~dev"},
+		{"deadbeef", "0.0.0~gdeadbeef"},
 		{"v2.0.0_beta:1", "2.0.0.beta.1"},
 	}
 	for _, tt := range tests {

@@ -22,6 +22,9 @@ import (
 // skips while they do not build.
 func binaries(t *testing.T) (server, agent string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: builds both binaries and runs a server")
+	}
 	if _, err := exec.LookPath("bash"); err != nil {
 		t.Skip("bash not installed")
 	}
