@@ -3,14 +3,17 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/client"
 )
 
@@ -20,6 +23,8 @@ type cliEnv struct {
 	stdout, stderr io.Writer
 	// onCommandLine holds the names of the flags given on the command line (not from the environment).
 	onCommandLine map[string]bool
+	// noToken is set when a command that sends a token had none to send.
+	noToken bool
 }
 
 // run runs the shoelace command with args (args[0] is the program name).
@@ -28,7 +33,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	app := newApp(e)
 	args = reorderArgs(cmdNode{flags: app.Flags, subs: app.Commands}, args)
 	e.onCommandLine = flagsOnCommandLine(args)
-	return app.RunContext(ctx, args)
+	err := app.RunContext(ctx, args)
+	var ae *api.Error
+	if e.noToken && errors.As(err, &ae) && ae.HTTPStatus() == http.StatusUnauthorized {
+		err = fmt.Errorf("%w (no token given: set --token-file or SHOELACE_TOKEN_FILE)", err)
+	}
+	return err
 }
 
 // flagsOnCommandLine returns the names of the flag arguments in args (before any "--").
@@ -234,6 +244,7 @@ func (e *cliEnv) connectWith(ctx context.Context, c *cli.Context, withToken bool
 		if token, err = e.token(c); err != nil {
 			return nil, err
 		}
+		e.noToken = token == ""
 	}
 	cl, err := client.New(c.String(flagAddr), client.Options{
 		Token:     token,

@@ -687,17 +687,29 @@ func TestE2E_ServerFlagsFromEnvAndShutdown(t *testing.T) {
 		t.Errorf("embedded etcd not in SHOELACE_DATA_DIR: %v", err)
 	}
 	c := newCLI(t, s)
-	c.ok("kv", "put", "k", strings.Repeat("x", 16))
+	c.ok("kv", "put", "k", "secret-value-16b", "--message", "e2e message", "--source", "pipeline-42")
 	c.fails(exitError, "over the limit of 16 bytes", "kv", "put", "k", strings.Repeat("x", 17))
 
 	if err := s.stop(); err != nil {
 		t.Errorf("server exit after SIGTERM: %v\n%s", err, s.stderr.String())
 	}
-	// Logs are JSON lines.
+	// Logs are JSON lines; the write's audit line carries --message and --source, never the value.
+	audited := false
 	for _, line := range strings.Split(strings.TrimSpace(s.stderr.String()), "\n") {
-		if !json.Valid([]byte(line)) {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
 			t.Errorf("server log line is not JSON: %q", line)
+			continue
 		}
+		if rec["audit"] == true && rec["message"] == "e2e message" && rec["source"] == "pipeline-42" {
+			audited = true
+		}
+	}
+	if !audited {
+		t.Errorf("no audit line with the write's --message and --source in the server log:\n%s", s.stderr.String())
+	}
+	if strings.Contains(s.stderr.String(), "secret-value-16b") {
+		t.Errorf("the server logged a value")
 	}
 	c.fails(exitUnavailable, "cannot reach the server", "kv", "get", "k")
 }
@@ -767,4 +779,116 @@ func TestE2E_ExportImport(t *testing.T) {
 	writeFile(t, bad, `{"keys":{"e2eimp/new":"x","e2eimp/bad key":"y"}}`)
 	c.fails(exitError, `invalid key "e2eimp/bad key"`, "import", bad)
 	c.fails(exitNotFound, "not found", "kv", "get", "e2eimp/new")
+}
+
+func TestE2E_TokensAndMaintenance(t *testing.T) {
+	s, err := startServer(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.stop()
+	adminFile := s.adminTokenFile()
+	if adminFile == "" {
+		t.Fatal("the server wrote no admin token file on first start")
+	}
+	if fi, err := os.Stat(adminFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("admin token file: %v, mode %v; want 0600", err, fi.Mode().Perm())
+	}
+	admin := newCLI(t, s)
+	anon := &runner{t: t, env: []string{"SHOELACE_ADDR=" + s.url()}}
+
+	// Without a token, or with an unknown one: exit 5, and the error says what is missing.
+	anon.fails(exitAuth, "no token given: set --token-file or SHOELACE_TOKEN_FILE", "kv", "get", "shared/x")
+	anon.fails(exitAuth, "unknown or revoked token", "kv", "get", "shared/x", "--token", "bogus")
+
+	admin.ok("kv", "put", "shared/x", "1")
+	admin.ok("kv", "put", "appliances/web/port", "80")
+	admin.ok("kv", "put", "appliances/db/port", "5432")
+
+	// An agent token reads its appliance's view and nothing else.
+	out := admin.ok("token", "create", "--name", "web-agent", "--appliance", "web")
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	secret := lines[len(lines)-1]
+	if len(lines) < 2 || !strings.Contains(lines[0], "web-agent") || len(secret) < 22 || strings.ContainsAny(secret, " \t") {
+		t.Fatalf("token create printed %q; want a description, then the secret alone on the last line", out)
+	}
+	agentFile := filepath.Join(t.TempDir(), "agent.token")
+	writeFile(t, agentFile, secret+"\n")
+	agent := anon.with("SHOELACE_TOKEN_FILE=" + agentFile)
+	if got := agent.ok("appliance", "get", "web"); !strings.Contains(got, "port=80\n") || !strings.Contains(got, "x=1\n") {
+		t.Errorf("agent view of web = %q", got)
+	}
+	agent.fails(exitAuth, "may not", "appliance", "get", "db")
+	agent.fails(exitAuth, "may not write", "kv", "put", "shared/x", "2")
+	agent.fails(exitAuth, "not an admin", "token", "ls")
+	agent.fails(exitAuth, "not an admin", "maintenance", "on")
+	// The secret also works from --token (given after the positionals).
+	if got := anon.ok("appliance", "get", "web", "--token", secret, "-o", "json"); !strings.Contains(got, `"port":"80"`) {
+		t.Errorf("view with --token = %q", got)
+	}
+
+	// A pipeline token writes under its prefixes only.
+	out = admin.ok("token", "create", "--name", "deploy", "--write", "appliances/web", "--read", "shared", "-o", "json")
+	var created struct {
+		Name  string   `json:"name"`
+		Write []string `json:"write"`
+		Token string   `json:"token"`
+	}
+	if err := json.Unmarshal([]byte(out), &created); err != nil || created.Name != "deploy" || created.Token == "" ||
+		len(created.Write) != 1 || created.Write[0] != "appliances/web" {
+		t.Fatalf("token create -o json = %q (%v)", out, err)
+	}
+	deploy := anon.with("SHOELACE_TOKEN=" + created.Token)
+	deploy.ok("kv", "put", "appliances/web/port", "8080")
+	deploy.fails(exitAuth, "may not write", "kv", "put", "appliances/web-frontend/port", "1")
+	deploy.fails(exitAuth, "may not write", "kv", "put", "shared/x", "2")
+	if got := deploy.ok("kv", "get", "shared/x"); got != "1" {
+		t.Errorf("deploy token reads shared/x = %q", got)
+	}
+	admin.fails(exitConflict, "exists already", "token", "create", "--name", "deploy", "--admin")
+
+	ls := admin.ok("token", "ls")
+	for _, want := range []string{"deploy\tread=shared write=appliances/web", "web-agent\tappliance=web"} {
+		if !strings.Contains(ls, want) {
+			t.Errorf("token ls = %q, lacks %q", ls, want)
+		}
+	}
+	lsJSON := admin.ok("token", "ls", "-o", "json")
+	if strings.Contains(ls+lsJSON, secret) || strings.Contains(ls+lsJSON, created.Token) {
+		t.Errorf("token ls shows a secret")
+	}
+
+	// Revoking ends the token at once.
+	revisionOf(t, admin.ok("token", "revoke", "web-agent"))
+	agent.fails(exitAuth, "unknown or revoked token", "appliance", "get", "web")
+	admin.fails(exitNotFound, "not found", "token", "revoke", "web-agent")
+
+	// Maintenance: writes refused with exit 6 and a message that says so; reads go on.
+	if got := admin.ok("maintenance"); got != "off\n" {
+		t.Errorf("maintenance = %q, want off", got)
+	}
+	r := admin.run("maintenance", "on")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "revision ") || !strings.Contains(r.stderr, "maintenance is on") {
+		t.Fatalf("maintenance on: %s", r)
+	}
+	if got := admin.ok("maintenance", "status", "-o", "json"); got != `{"on":true}`+"\n" {
+		t.Errorf("maintenance status -o json = %q", got)
+	}
+	admin.fails(exitUnavailable, "maintenance is on", "kv", "put", "shared/x", "3")
+	deploy.fails(exitUnavailable, "maintenance is on", "appliance", "apply", "web", "-f", writeTemp(t, `{"keys":{"a":"b"}}`))
+	if got := deploy.ok("kv", "get", "shared/x"); got != "1" {
+		t.Errorf("read during maintenance = %q", got)
+	}
+	admin.ok("maintenance", "off")
+	admin.ok("kv", "put", "shared/x", "3")
+	if got := admin.ok("kv", "get", "shared/x"); got != "3" {
+		t.Errorf("after maintenance off, shared/x = %q", got)
+	}
+}
+
+func writeTemp(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "body.json")
+	writeFile(t, p, content)
+	return p
 }

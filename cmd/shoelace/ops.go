@@ -27,7 +27,7 @@ func maintenanceCommand(e *cliEnv) *cli.Command {
 so (the CLI exits 6); reads and long-polls go on. The mode is stored in etcd, so it holds
 for every replica and survives restarts. "on" and "off" need an admin token and print the
 revision; "status" (the default) prints "on" or "off".
-API: GET /v1/maintenance and PUT /v1/maintenance with {"enabled":true|false}.
+API: GET /v1/maintenance and PUT /v1/maintenance with {"on":true|false}.
 
 EXAMPLES:
    shoelace maintenance on && shoelace snapshot save backup.db && shoelace maintenance off
@@ -59,9 +59,9 @@ func (e *cliEnv) maintenance(c *cli.Context) error {
 			return err
 		}
 		if s.json {
-			return printJSON(e.stdout, map[string]bool{"enabled": m.Enabled})
+			return printJSON(e.stdout, map[string]bool{"on": m.On})
 		}
-		_, err = fmt.Fprintln(e.stdout, onOff(m.Enabled))
+		_, err = fmt.Fprintln(e.stdout, onOff(m.On))
 		return err
 	}
 	m, err := s.client.SetMaintenance(s.ctx, mode == "on")
@@ -69,7 +69,7 @@ func (e *cliEnv) maintenance(c *cli.Context) error {
 		return err
 	}
 	if s.json {
-		return printJSON(e.stdout, map[string]any{"enabled": mode == "on", "revision": m.Revision})
+		return printJSON(e.stdout, map[string]any{"on": m.On, "revision": m.Revision})
 	}
 	if mode == "on" {
 		fmt.Fprintln(e.stderr, "maintenance is on: every replica refuses writes until \"shoelace maintenance off\"")

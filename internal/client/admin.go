@@ -3,38 +3,15 @@ package client
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 )
 
-// Maintenance is the body of GET and PUT /v1/maintenance: while Enabled, every replica refuses
+// Maintenance is the body of GET and PUT /v1/maintenance: while On, every replica refuses
 // writes with 503 and reads go on.
 type Maintenance struct {
-	Enabled bool `json:"enabled"`
-	// Revision is the store revision of a PUT, if the server says.
-	Revision int64 `json:"revision,omitempty"`
-}
-
-// UnmarshalJSON accepts {"enabled":…} and, from servers that name it so, {"maintenance":…}.
-func (m *Maintenance) UnmarshalJSON(b []byte) error {
-	var raw struct {
-		Enabled     *bool `json:"enabled"`
-		Maintenance *bool `json:"maintenance"`
-		Revision    int64 `json:"revision"`
-	}
-	if err := json.Unmarshal(b, &raw); err != nil {
-		return err
-	}
-	switch {
-	case raw.Enabled != nil:
-		m.Enabled = *raw.Enabled
-	case raw.Maintenance != nil:
-		m.Enabled = *raw.Maintenance
-	default:
-		return errors.New(`maintenance answer has neither "enabled" nor "maintenance"`)
-	}
-	m.Revision = raw.Revision
-	return nil
+	On bool `json:"on"`
+	// Revision is the store revision of a PUT (from the answer's X-Shoelace-Index).
+	Revision int64 `json:"-"`
 }
 
 // Maintenance reads whether maintenance (read-only) mode is on.
@@ -44,10 +21,9 @@ func (c *Client) Maintenance(ctx context.Context) (Maintenance, error) {
 	return m, err
 }
 
-// SetMaintenance turns maintenance (read-only) mode on or off (admin only). The answer's
-// Revision falls back to the answer's X-Shoelace-Index.
-func (c *Client) SetMaintenance(ctx context.Context, enabled bool) (Maintenance, error) {
-	body, err := jsonBody(Maintenance{Enabled: enabled})
+// SetMaintenance turns maintenance (read-only) mode on or off (admin only).
+func (c *Client) SetMaintenance(ctx context.Context, on bool) (Maintenance, error) {
+	body, err := jsonBody(Maintenance{On: on})
 	if err != nil {
 		return Maintenance{}, err
 	}

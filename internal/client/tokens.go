@@ -23,6 +23,8 @@ type TokenInfo struct {
 	TokenSpec
 	// Created is when the token was created (RFC 3339), if the server says.
 	Created string `json:"created,omitempty"`
+	// LastUsed is when the answering replica last saw the token used (RFC 3339), if it did.
+	LastUsed string `json:"last_used,omitempty"`
 }
 
 // CreatedToken answers POST /v1/tokens: the token's description and its secret, shown only once.
