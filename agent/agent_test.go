@@ -136,7 +136,7 @@ func (s *viewServer) setFail(status int, retry string) {
 func str(s string) *string { return &s }
 
 // testAgent builds an agent of the config text (see writeConfig), with $URL the server.
-func testAgent(t *testing.T, srv *viewServer, text string) (*agent.Agent, string, *bytes.Buffer) {
+func testAgent(t *testing.T, srv *viewServer, text string) (*agent.Agent, string, *syncBuffer) {
 	t.Helper()
 	text = strings.ReplaceAll(text, "$URL", srv.URL)
 	dir, path := writeConfig(t, text)
@@ -154,7 +154,7 @@ func testAgent(t *testing.T, srv *viewServer, text string) (*agent.Agent, string
 			t.Logf("agent logs:\n%s", logs.String())
 		}
 	})
-	return a, dir, &logs.Buffer
+	return a, dir, logs
 }
 
 type syncBuffer struct {

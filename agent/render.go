@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -163,6 +164,9 @@ func (a *Agent) renderOne(ctx context.Context, t *tmpl, data templates.Data) (bo
 			return nil
 		}
 	}
+	if err := ensureDir(filepath.Dir(t.cfg.Destination)); err != nil {
+		return false, fmt.Errorf("install %s: %w", t.name(), err)
+	}
 	changed, err := atomicfile.Write(t.cfg.Destination, r.Output, opts)
 	if err != nil {
 		var ce *atomicfile.CheckError
@@ -176,6 +180,17 @@ func (a *Agent) renderOne(ctx context.Context, t *tmpl, data templates.Data) (bo
 		a.log.Info("rendered", "template", t.name(), "revision", data.Revision, "bytes", len(r.Output), "keys", len(r.Keys))
 	}
 	return changed, nil
+}
+
+// ensureDir creates a destination's missing parent directories, mode 0755.
+func ensureDir(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create directory: %w", err)
+	}
+	return nil
 }
 
 // logPass logs a summary of a pass when something happened.

@@ -83,9 +83,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.notify(a.opts.Notify.Ready)
 
 	updates := make(chan fetched, 1)
-	pollCtx, stopPoll := context.WithCancel(ctx)
+	stopPoll := func() {}
 	var wg sync.WaitGroup
 	startPoller := func(from *view) {
+		var pollCtx context.Context
 		pollCtx, stopPoll = context.WithCancel(ctx)
 		var idx int64
 		var store string
@@ -169,12 +170,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-deadlineC:
 			apply()
 		case ev := <-fsEvents:
-			a.log.Debug("file event", "path", ev.Name, "op", ev.Op.String())
-			if a.isConfigEvent(ev.Name) {
+			switch {
+			case a.isConfigEvent(ev.Name):
 				configChanged = true
-			} else {
+			case a.isSource(ev.Name):
 				changedSources[ev.Name] = true
+			default:
+				continue // another file in a watched directory, such as a rendered one
 			}
+			a.log.Debug("file event", "path", ev.Name, "op", ev.Op.String())
 			stopTimer(fsTimer)
 			fsTimer = time.NewTimer(fsDebounce)
 			fsC = fsTimer.C
@@ -397,6 +401,15 @@ func (a *Agent) isConfigEvent(name string) bool {
 		return false
 	}
 	return filepath.Dir(name) == filepath.Clean(a.cfg.TemplatesDir) && filepath.Ext(name) == ".yaml"
+}
+
+func (a *Agent) isSource(name string) bool {
+	for _, t := range a.tmpls {
+		if t.cfg.Source == name {
+			return true
+		}
+	}
+	return false
 }
 
 // reloadSources re-parses the templates whose source changed and renders them.
