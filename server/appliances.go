@@ -99,7 +99,7 @@ func (s *Server) handleGetAppliance(w http.ResponseWriter, r *http.Request) erro
 func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, index int64, wait time.Duration) error {
 	ctx := r.Context()
 	var wk wake
-	if id := r.Header.Get(api.HeaderStore); id != "" && id != s.st.ID() {
+	if id, cur := r.Header.Get(api.HeaderStore), s.st.ID(); id != "" && cur != "" && id != cur {
 		// The agent's index belongs to another store (replaced or restored): answer at once.
 		wk = wake{kind: wakeChanged, rev: s.hub.current()}
 	} else {

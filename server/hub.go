@@ -61,17 +61,19 @@ type hub struct {
 
 	fmu     sync.Mutex
 	flights map[string]*flight // latest view read per appliance
-	ctx     context.Context    // bounds view reads, which outlive the request that started them
+	swept   time.Time
+	ctx     context.Context // bounds view reads, which outlive the request that started them
 
 	viewReads atomic.Int64
 }
 
 // flight is one view read shared by every long-poll that needs the view at rev or later.
 type flight struct {
-	rev  int64
-	done chan struct{}
-	view api.View
-	err  error
+	rev     int64
+	started time.Time
+	done    chan struct{}
+	view    api.View
+	err     error
 }
 
 func newHub(ctx context.Context, st *store.Store, log *slog.Logger, m *metrics, maxWaiters int) *hub {
@@ -103,6 +105,9 @@ func (h *hub) reset(rev int64) {
 			h.wakeLocked(w, wakeChanged)
 		}
 	}
+	h.fmu.Lock()
+	clear(h.flights)
+	h.fmu.Unlock()
 }
 
 // wakeLocked removes w and tells it why; h.mu must be held.
@@ -349,7 +354,17 @@ func (h *hub) view(ctx context.Context, app string, rev int64) (api.View, error)
 	h.fmu.Lock()
 	f := h.flights[app]
 	if f == nil || f.rev < rev {
-		f = &flight{rev: rev, done: make(chan struct{})}
+		now := time.Now()
+		if now.Sub(h.swept) > flightIdle {
+			// Forget the views of appliances nobody long-polled for a while.
+			for a, g := range h.flights {
+				if now.Sub(g.started) > flightIdle {
+					delete(h.flights, a)
+				}
+			}
+			h.swept = now
+		}
+		f = &flight{rev: rev, started: now, done: make(chan struct{})}
 		h.flights[app] = f
 		go h.read(f, app)
 	}
@@ -382,6 +397,9 @@ func (h *hub) readView(ctx context.Context, app string) (api.View, error) {
 	h.m.viewReads.Inc()
 	return h.st.View(ctx, app)
 }
+
+// flightIdle is how long a view read is kept for late long-polls of the same revision.
+const flightIdle = time.Minute
 
 // jitter returns d shortened by up to 10% (at most 3 s), so that timeouts spread out.
 func jitter(d time.Duration) time.Duration {
