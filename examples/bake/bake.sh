@@ -87,7 +87,8 @@ cleanup() {
 trap cleanup EXIT
 
 mkdir -p "$config_dir" "$config_dir/templates.d"
-mkdir -p -m 0700 "$cache_dir"
+mkdir -p "$cache_dir"
+chmod 0700 "$cache_dir" # also when it already existed
 (
 	umask 077
 	printf '%s' "$token" >"$token_file"

@@ -272,6 +272,9 @@ func TestBake(t *testing.T) {
 		if code == 0 {
 			t.Fatalf("bake.sh succeeded with a bogus token:\n%s", out)
 		}
+		if !strings.Contains(out, "token") {
+			t.Errorf("output does not say the token was refused:\n%s", out)
+		}
 		for _, absent := range []string{"etc/shoelace/token", "etc/ntp.conf", "var/lib/shoelace/view.json"} {
 			if _, err := os.Stat(filepath.Join(root, absent)); !os.IsNotExist(err) {
 				t.Errorf("%s exists after a failed bake", absent)
@@ -287,6 +290,9 @@ func TestBake(t *testing.T) {
 		code, out := bake(t, append(rootEnv(root, agentBin), "SHOELACE_SERVER="+dead, "SHOELACE_BAKE_TOKEN="+token)...)
 		if code == 0 {
 			t.Fatalf("bake.sh succeeded against %s:\n%s", dead, out)
+		}
+		if !strings.Contains(out, strings.TrimPrefix(dead, "http://")) {
+			t.Errorf("output does not name the unreachable server:\n%s", out)
 		}
 		if _, err := os.Stat(filepath.Join(root, "etc/shoelace/token")); !os.IsNotExist(err) {
 			t.Errorf("token left behind after a failed bake")
