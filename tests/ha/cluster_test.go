@@ -1,0 +1,180 @@
+package ha
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+// member is one embedded etcd member of a test cluster.
+type member struct {
+	name      string
+	clientURL string
+	etcd      *embed.Etcd
+	stopped   bool
+}
+
+// cluster is a 3-member etcd cluster on loopback, every member in this test process.
+type cluster struct {
+	members []*member
+}
+
+// freePorts reserves n loopback ports and releases them; a port may be taken again before
+// etcd binds it, which startCluster retries.
+func freePorts(n int) ([]int, error) {
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// startCluster starts a 3-member cluster in dir and waits until it has a leader. Ticks are
+// short (50 ms, election 500 ms) so an election takes about a second, yet a busy 2-core
+// machine does not make members time out on each other.
+func startCluster(t *testing.T, dir string) *cluster {
+	t.Helper()
+	var lastErr error
+	for attempt := range 3 {
+		c, err := tryStartCluster(filepath.Join(dir, fmt.Sprintf("try%d", attempt)))
+		if err == nil {
+			t.Cleanup(c.stop)
+			return c
+		}
+		lastErr = err
+	}
+	t.Fatalf("start etcd cluster: %v", lastErr)
+	return nil
+}
+
+func tryStartCluster(dir string) (*cluster, error) {
+	const n = 3
+	ports, err := freePorts(2 * n)
+	if err != nil {
+		return nil, fmt.Errorf("free ports: %w", err)
+	}
+	var initial []string
+	for i := range n {
+		initial = append(initial, fmt.Sprintf("m%d=http://127.0.0.1:%d", i, ports[2*i+1]))
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	c := &cluster{}
+	for i := range n {
+		cfg := embed.NewConfig()
+		cfg.Name = fmt.Sprintf("m%d", i)
+		cfg.Dir = filepath.Join(dir, cfg.Name)
+		clientURL := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i])}
+		peerURL := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])}
+		cfg.ListenClientUrls = []url.URL{clientURL}
+		cfg.AdvertiseClientUrls = []url.URL{clientURL}
+		cfg.ListenPeerUrls = []url.URL{peerURL}
+		cfg.AdvertisePeerUrls = []url.URL{peerURL}
+		cfg.InitialCluster = strings.Join(initial, ",")
+		cfg.InitialClusterToken = "shoelace-ha-test"
+		cfg.ClusterState = embed.ClusterStateFlagNew
+		cfg.TickMs = 50
+		cfg.ElectionMs = 500
+		cfg.UnsafeNoFsync = true
+		cfg.MaxRequestBytes = 10 << 20
+		cfg.MaxTxnOps = 20001
+		cfg.LogLevel = "warn"
+		cfg.LogOutputs = []string{filepath.Join(dir, cfg.Name+".log")}
+		e, err := embed.StartEtcd(cfg)
+		if err != nil {
+			c.stop()
+			return nil, fmt.Errorf("start member %s: %w", cfg.Name, err)
+		}
+		c.members = append(c.members, &member{name: cfg.Name, clientURL: clientURL.String(), etcd: e})
+	}
+	for _, m := range c.members {
+		select {
+		case <-m.etcd.Server.ReadyNotify():
+		case err := <-m.etcd.Err():
+			c.stop()
+			return nil, fmt.Errorf("member %s: %w", m.name, err)
+		case <-time.After(30 * time.Second):
+			c.stop()
+			return nil, fmt.Errorf("member %s not ready after 30s", m.name)
+		}
+	}
+	if _, err := c.waitLeader(30 * time.Second); err != nil {
+		c.stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+// endpoints are the client URLs of every member, comma-separated.
+func (c *cluster) endpoints() string {
+	var eps []string
+	for _, m := range c.members {
+		eps = append(eps, m.clientURL)
+	}
+	return strings.Join(eps, ",")
+}
+
+// leader is the running member that is the leader, or nil.
+func (c *cluster) leader() *member {
+	for _, m := range c.members {
+		if !m.stopped && m.etcd.Server.Leader() == m.etcd.Server.MemberID() {
+			return m
+		}
+	}
+	return nil
+}
+
+// waitLeader waits until a running member leads and every running member agrees on it.
+func (c *cluster) waitLeader(timeout time.Duration) (*member, error) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if l := c.leader(); l != nil {
+			agree := true
+			for _, m := range c.members {
+				if !m.stopped && m.etcd.Server.Leader() != l.etcd.Server.MemberID() {
+					agree = false
+				}
+			}
+			if agree {
+				return l, nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil, fmt.Errorf("no agreed etcd leader after %s", timeout)
+}
+
+// kill stops a member hard: no leadership transfer, no graceful goodbye to its peers.
+func (m *member) kill() {
+	if m.stopped {
+		return
+	}
+	m.stopped = true
+	m.etcd.Server.HardStop()
+	m.etcd.Close()
+}
+
+func (c *cluster) stop() {
+	for _, m := range c.members {
+		m.kill()
+	}
+}

@@ -1,0 +1,85 @@
+package ha
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+// Paths of the binaries TestMain builds from this checkout.
+var (
+	shoelaceBin string
+	agentBin    string
+	// repoRoot is the module root, where docs/RUNBOOK.md lives.
+	repoRoot string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "shoelace-ha-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	wd, err := os.Getwd()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	repoRoot = filepath.Join(wd, "..", "..")
+	shoelaceBin = filepath.Join(dir, "shoelace")
+	agentBin = filepath.Join(dir, "shoelace-agent")
+	for bin, pkg := range map[string]string{shoelaceBin: "./cmd/shoelace", agentBin: "./cmd/shoelace-agent"} {
+		build := exec.Command("go", "build", "-o", bin, pkg)
+		build.Dir = repoRoot
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n", pkg, err)
+			return 1
+		}
+	}
+	return m.Run()
+}
+
+// syncBuffer is a bytes.Buffer safe for a child's writes and the test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// tail is the last n bytes of s, for failure messages.
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "…" + s[len(s)-n:]
+}
+
+// skipShort skips the slow end-to-end tests under -short only.
+func skipShort(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end HA test: skipped with -short")
+	}
+}
