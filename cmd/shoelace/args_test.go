@@ -116,7 +116,8 @@ func TestRun_UsageErrors(t *testing.T) {
 		{"shoelace import", exitUsage, `import: missing argument (usage: shoelace import FILE|-)`},
 		{"shoelace import /nonexistent/x.json", exitError, `import: open /nonexistent/x.json: no such file`},
 		{"shoelace export x", exitUsage, `export: too many arguments`},
-		{"shoelace snapshot save x", exitError, `snapshot save: not implemented yet`},
+		{"shoelace snapshot restore f", exitUsage, `snapshot restore: missing --data-dir DIR`},
+		{"shoelace snapshot save", exitUsage, `snapshot save: missing argument`},
 		{"shoelace server --log-level loud", exitUsage, `--log-level "loud"`},
 		{"shoelace server extra", exitUsage, `server: too many arguments`},
 	}

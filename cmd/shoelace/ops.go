@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -235,27 +234,6 @@ func versionCommand(e *cliEnv) *cli.Command {
 			}
 			_, err = fmt.Fprintf(e.stdout, "shoelace %s\n", version)
 			return err
-		},
-	}
-}
-
-// errNotImplemented is returned by the commands DESIGN.md describes that are not built yet.
-var errNotImplemented = errors.New("not implemented yet")
-
-func notImplemented(c *cli.Context) error {
-	return fmt.Errorf("%s%w", errPrefix(c), errNotImplemented)
-}
-
-func snapshotCommand(e *cliEnv) *cli.Command {
-	return &cli.Command{
-		Name:  "snapshot",
-		Usage: "save or restore an etcd snapshot (not implemented yet)",
-		Subcommands: []*cli.Command{
-			{Name: "save", Usage: "save an etcd snapshot to FILE (not implemented yet)", ArgsUsage: "FILE",
-				UsageText: "shoelace snapshot save FILE", Action: notImplemented},
-			{Name: "restore", Usage: "restore an etcd snapshot into a data dir (not implemented yet)", ArgsUsage: "FILE",
-				UsageText: "shoelace snapshot restore FILE --data-dir DIR", Action: notImplemented,
-				Flags: []cli.Flag{&cli.StringFlag{Name: "data-dir", Usage: "`DIR` to restore into"}}},
 		},
 	}
 }
