@@ -108,6 +108,8 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, i
 			return err
 		}
 	}
+	// The store id may have changed while the request waited.
+	w.Header().Set(api.HeaderStore, s.st.ID())
 	switch wk.kind {
 	case wakeChanged:
 		v, err := s.hub.view(ctx, name, wk.rev)

@@ -439,3 +439,31 @@ func TestHub_CompactionFallback(t *testing.T) {
 }
 
 var _ = store.ErrCompacted
+
+func TestLongPoll_StoreIDChangeWakesEveryone(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	b := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	b.token = a.token
+	a.must(a.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	v := a.view("web")
+	old := a.st.ID()
+	pa := a.startPoll(lp("web", v.Revision, "30s"), api.HeaderStore, old)
+	pb := b.startPoll(lp("web", v.Revision, "30s"), api.HeaderStore, old)
+	a.waitOpen(1)
+	b.waitOpen(1)
+	id, err := b.st.ResetID(context.Background()) // as a restore does
+	if err != nil || id == old {
+		t.Fatalf("reset id: %q %v", id, err)
+	}
+	for _, r := range []resp{pa.wait(t), pb.wait(t)} {
+		if r.StatusCode != 200 || r.Header.Get(api.HeaderStore) != id {
+			t.Fatalf("after the store id changed: %d, store %q, want 200 and %q", r.StatusCode, r.Header.Get(api.HeaderStore), id)
+		}
+	}
+	// An agent that still sends the old id is answered at once.
+	r := a.do("GET", lp("web", v.Revision, "30s"), "", api.HeaderStore, old)
+	if r.StatusCode != 200 {
+		t.Fatalf("old store id: %d", r.StatusCode)
+	}
+}

@@ -38,6 +38,7 @@ type Server struct {
 
 	auth        *authState
 	maintenance atomic.Bool
+	storeID     atomic.Value // the store id last seen, to notice when it changes
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -58,6 +59,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	s.hub = newHub(ctx, st, log, s.m, cfg.MaxWaiters)
 	s.hub.onSys = s.onSysChange
 	s.hub.onReset = s.onHubReset
+	s.storeID.Store(st.ID())
 	s.auth = newAuthState(cfg)
 	// Know the store's revision before serving, so that long-polls right after New are tracked;
 	// if the store is away, the hub keeps trying and answers long-polls at once meanwhile.

@@ -83,10 +83,12 @@ func (s *Server) onSysChange(ctx context.Context, keys []string) {
 				s.log.Warn("reload maintenance mode", "err", err)
 			}
 		case k == storeIDKey:
-			old := s.st.ID()
-			if id, err := s.st.ReloadID(ctx); err != nil {
+			id, err := s.st.ReloadID(ctx)
+			if err != nil {
 				s.log.Warn("reload store id", "err", err)
-			} else if id != old {
+				continue
+			}
+			if old := s.storeID.Swap(id); old != id {
 				// The store was replaced or restored: every agent must re-read its view.
 				s.log.Warn("store id changed", "old", old, "new", id)
 				s.hub.reset(s.hub.current())
