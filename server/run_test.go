@@ -2,8 +2,16 @@ package server
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -176,5 +184,93 @@ func TestConfig_Validate(t *testing.T) {
 	}
 	if got := DefaultConfig().adminTokenFile(); got != filepath.Join("shoelace-data", "admin.token") {
 		t.Fatalf("default admin token file %s", got)
+	}
+}
+
+// selfSigned writes a certificate and key for 127.0.0.1 into dir.
+func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "shoelace test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+func TestServe_TLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, pool := selfSigned(t, dir)
+	cfg := testConfig()
+	cfg.EtcdEndpoints = testutil.Etcd(t)
+	cfg.Root = testutil.Root(t)
+	cfg.DataDir = ""
+	cfg.AdminTokenFile = filepath.Join(dir, "admin.token")
+	cfg.TLSCert, cfg.TLSKey = certFile, keyFile
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- Serve(ctx, ln, cfg, testutil.Logger()) }()
+	defer func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	url := "https://" + ln.Addr().String()
+	waitFor(t, "TLS server up", func() bool {
+		res, err := client.Get(url + "/health")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == 200
+	})
+	token, _ := os.ReadFile(cfg.AdminTokenFile)
+	req, _ := http.NewRequest("PUT", url+"/v1/kv/shared/a", strings.NewReader("1"))
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	req.Header.Set(api.HeaderRequestID, "req-42")
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 || res.Header.Get(api.HeaderRequestID) != "req-42" {
+		t.Fatalf("PUT over TLS: %d, request id %q", res.StatusCode, res.Header.Get(api.HeaderRequestID))
+	}
+	// Plain HTTP to the TLS port is refused.
+	if res, err := http.Get("http://" + ln.Addr().String() + "/health"); err == nil {
+		res.Body.Close()
+		if res.StatusCode == 200 {
+			t.Fatal("plain HTTP answered on the TLS port")
+		}
 	}
 }
