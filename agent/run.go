@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -222,6 +223,13 @@ func (a *Agent) sync(ctx context.Context, v *view, full bool) passResult {
 		a.applied.Store(v.Revision)
 	}
 	a.writeStatus(v, res)
+	if f := a.opts.Notify.Status; f != nil {
+		src := "server"
+		if v.FromCache {
+			src = "cache (server unreachable)"
+		}
+		_ = f(fmt.Sprintf("revision %d from %s; applied %d; %d failed", v.Revision, src, a.applied.Load(), len(res.failed)))
+	}
 	return res
 }
 

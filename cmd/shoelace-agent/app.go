@@ -26,6 +26,9 @@ func (e usageError) Error() string { return e.msg }
 
 func errorLine(err error) string {
 	msg := strings.TrimSpace(err.Error())
+	if strings.HasPrefix(msg, "shoelace-agent") {
+		return msg // already says who speaks (internal/svc's errors do)
+	}
 	return "shoelace-agent: " + msg
 }
 
@@ -236,18 +239,25 @@ func checkStage(s string) error {
 }
 
 func serviceCommand(action string, stdout io.Writer) *cli.Command {
+	usage := map[string]string{
+		"install":   "install the systemd unit (the one the packages ship) and enable it",
+		"uninstall": "stop, disable and remove the systemd unit",
+		"start":     "start the service",
+		"stop":      "stop the service",
+		"restart":   "restart the service",
+		"status":    "show whether the service is installed, enabled and running, and what it last rendered",
+	}[action]
 	return &cli.Command{
 		Name:  action,
-		Usage: action + " the shoelace-agent systemd service",
+		Usage: usage,
 		Flags: commonFlags(),
 		Action: func(c *cli.Context) error {
-			if err := svc.Control(c.Context, svc.AgentUnit(), action, stdout); err != nil {
-				return err
-			}
+			err := svc.Control(c.Context, svc.AgentUnit(), action, stdout)
 			if action == "status" {
+				// What the agent last recorded is useful even where systemd is not running.
 				printRunStatus(c.String("config"), stdout)
 			}
-			return nil
+			return err
 		},
 	}
 }

@@ -108,7 +108,8 @@ func startServer(t *testing.T, addr, dataDir string) *server {
 		addr = freePort(t)
 	}
 	s := &server{t: t, addr: addr, dataDir: dataDir, log: &syncBuf{}}
-	s.cmd = exec.Command(filepath.Join(binDir, "shoelace"), "server", "--listen", addr, "--data-dir", dataDir, "--log-level", "warn")
+	s.cmd = exec.Command(filepath.Join(binDir, "shoelace"), "server", "--listen", addr, "--data-dir", dataDir, "--log-level", "warn",
+		"--rate-limit", "0") // the tests write faster than a pipeline would
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -178,6 +179,8 @@ type env struct {
 	t      *testing.T
 	dir    string
 	config string
+	// agentEnv is added to the environment of `run`.
+	agentEnv []string
 }
 
 // newEnv writes agent.yaml for srv with the templates YAML (in which $DIR is the test dir).
@@ -237,6 +240,7 @@ func (e *env) startAgent() *runningAgent {
 	a := &runningAgent{logs: &syncBuf{}}
 	a.cmd = exec.Command(filepath.Join(binDir, "shoelace-agent"), "run", "--config", e.config, "--log-level", "debug")
 	a.cmd.Stdout, a.cmd.Stderr = a.logs, a.logs
+	a.cmd.Env = append(os.Environ(), e.agentEnv...)
 	if err := a.cmd.Start(); err != nil {
 		e.t.Fatal(err)
 	}
@@ -674,4 +678,47 @@ func TestE2E_WriteToFileLatency(t *testing.T) {
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	t.Logf("put sent → rendered file holds the value: p50 %s, p99 %s, max %s (n=%d)", lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1], len(lat))
+}
+
+// Under systemd (Type=notify) the agent reports READY after its first render, RELOADING and
+// READY around a SIGHUP reload, and STOPPING on SIGTERM.
+func TestE2E_RunNotifiesSystemd(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/a", "1")
+	e := newEnv(t, srv, "", "  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n")
+	sock := filepath.Join(e.dir, "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var mu sync.Mutex
+	var got []string
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, _, err := conn.ReadFromUnix(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			got = append(got, string(buf[:n]))
+			mu.Unlock()
+		}
+	}()
+	messages := func() string { mu.Lock(); defer mu.Unlock(); return strings.Join(got, "|") }
+	e.agentEnv = []string{"NOTIFY_SOCKET=" + sock}
+	ag := e.startAgent()
+	waitFor(t, "READY=1", func() bool { return strings.Contains(messages(), "READY=1") })
+	if _, err := os.Stat(e.path("a")); err != nil {
+		t.Fatal("READY was sent before the first render")
+	}
+	ag.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "RELOADING=1 then READY=1", func() bool {
+		m := messages()
+		i := strings.Index(m, "RELOADING=1")
+		return i >= 0 && strings.Contains(m[i:], "READY=1")
+	})
+	ag.stop(t)
+	waitFor(t, "STOPPING=1", func() bool { return strings.Contains(messages(), "STOPPING=1") })
 }
