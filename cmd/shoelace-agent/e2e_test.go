@@ -87,8 +87,10 @@ type server struct {
 	dataDir string
 	cmd     *exec.Cmd
 	log     *syncBuf
-	token   string
-	client  *client.Client
+	token   string // the admin token, when access control is on
+	// agentToken is the appliance token given to agents.
+	agentToken string
+	client     *client.Client
 }
 
 func freePort(t *testing.T) string {
@@ -165,6 +167,23 @@ func (s *server) kill() {
 	}
 }
 
+// agentTokenFor creates (once) the token an agent of appliance gets in production, with
+// `shoelace token create --appliance`, which prints the secret as its last line.
+func (s *server) agentTokenFor(t *testing.T, appliance string) string {
+	t.Helper()
+	if s.agentToken != "" {
+		return s.agentToken
+	}
+	adminFile := filepath.Join(s.dataDir, "admin.token")
+	out, err := exec.Command(filepath.Join(binDir, "shoelace"), "token", "create", "--name", appliance+"-agent", "--appliance", appliance,
+		"--addr", "http://"+s.addr, "--token-file", adminFile).CombinedOutput()
+	if err != nil {
+		t.Fatalf("shoelace token create: %v\n%s", err, out)
+	}
+	s.agentToken = lastLine(string(out))
+	return s.agentToken
+}
+
 func (s *server) put(key, value string) int64 {
 	s.t.Helper()
 	rev, err := s.client.Put(context.Background(), key, []byte(value), client.NoCAS)
@@ -196,7 +215,7 @@ func (e *env) write(srv *server, extra, templates string) {
 	cfg := fmt.Sprintf("server: http://%s\nappliance: web\ninstance: vm-e2e\ncache_dir: $DIR/cache\n", srv.addr)
 	if srv.token != "" {
 		tok := filepath.Join(e.dir, "token")
-		if err := os.WriteFile(tok, []byte(srv.token+"\n"), 0o600); err != nil {
+		if err := os.WriteFile(tok, []byte(srv.agentTokenFor(e.t, "web")+"\n"), 0o600); err != nil {
 			e.t.Fatal(err)
 		}
 		cfg += "token_file: " + tok + "\n"
