@@ -140,7 +140,7 @@ func (s *state) funcs() template.FuncMap {
 		"fileExists": s.fileExists,
 
 		// consul-template.
-		"keyOrDefault": s.keyOr,
+		"keyOrDefault": s.keyOrDefault,
 		"keyExists":    s.exists,
 		"safeLs":       s.safeLs,
 		"safeTree":     s.safeTree,
@@ -171,6 +171,15 @@ func (s *state) keyOr(p, def string) (string, error) {
 		return v, nil
 	}
 	return def, nil
+}
+
+// keyOrDefault is consul-template's: the default also replaces an empty value.
+func (s *state) keyOrDefault(p, def string) (string, error) {
+	v, err := s.keyOr(p, def)
+	if err == nil && v == "" {
+		return def, nil
+	}
+	return v, err
 }
 
 func (s *state) exists(p string) (bool, error) {
