@@ -91,8 +91,8 @@ var staticFuncs = template.FuncMap{
 	"values": sortedValues,
 
 	// consul-template.
-	"parseJSON":      fromJSON,
-	"parseYAML":      fromYAML,
+	"parseJSON":      emptyIsMap(fromJSON),
+	"parseYAML":      emptyIsMap(fromYAML),
 	"toJSONPretty":   toJSONPretty,
 	"explode":        explode,
 	"toTitle":        sprigFuncs["title"],
@@ -474,6 +474,16 @@ func fromJSON(s string) (any, error) {
 }
 
 // toYAML encodes v as YAML with a two-space indent, without the final newline.
+// emptyIsMap gives consul-template's parseJSON/parseYAML: an empty string is an empty map.
+func emptyIsMap(parse func(string) (any, error)) func(string) (any, error) {
+	return func(s string) (any, error) {
+		if s == "" {
+			return map[string]any{}, nil
+		}
+		return parse(s)
+	}
+}
+
 func toYAML(v any) (string, error) {
 	var b strings.Builder
 	enc := yaml.NewEncoder(&b)
