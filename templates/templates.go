@@ -94,7 +94,7 @@ func Parse(text string, opts Options) (*Template, error) {
 			return nil, t.nodeError(nodes[0], fmt.Sprintf("function %q is not supported in Shoelace: %s", fn, why))
 		}
 		if fileFuncs[fn] && !opts.AllowFile {
-			return nil, t.nodeError(nodes[0], fmt.Sprintf("function %q is disabled: it reads local files, which this template is not allowed to do (allow_file / Options.AllowFile)", fn))
+			return nil, t.nodeError(nodes[0], fmt.Sprintf("function %q is disabled: it reads local files, which is not enabled for this template (Options.AllowFile)", fn))
 		}
 		if nondeterministic[fn] {
 			t.nondet = append(t.nondet, fn)

@@ -440,3 +440,24 @@ func TestExecute_FailingHelpers(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkExecute renders a confd-style template from a view of 10,000 keys.
+func BenchmarkExecute(b *testing.B) {
+	keys := map[string]string{}
+	for i := range 10000 {
+		keys[fmt.Sprintf("group%02d/item%04d/value", i%50, i)] = fmt.Sprint(i)
+	}
+	keys["app/upstream/a"] = "10.0.0.1:80"
+	keys["app/upstream/b"] = "10.0.0.2:80"
+	keys["nginx/port"] = "80"
+	tmpl := mustParse(b, `listen {{getv "/nginx/port"}};
+{{range getvs "/app/upstream/*"}}server {{.}};
+{{end}}{{range ls "group07/item0007"}}{{.Key}}={{.Value}}{{end}}{{len (tree "group08")}}`, Options{})
+	data := Data{Keys: keys}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := tmpl.Execute(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
