@@ -151,6 +151,9 @@ func (a *Agent) fetch(ctx context.Context) (*view, error) {
 	if len(v.Keys) == 0 {
 		return nil, fmt.Errorf("fetch view of %s from %s: the view has no keys", a.cfg.Appliance, a.client.Addr())
 	}
+	if v.Appliance != "" && v.Appliance != a.cfg.Appliance {
+		return nil, fmt.Errorf("fetch view of %s from %s: the server answered with the view of %q", a.cfg.Appliance, a.client.Addr(), v.Appliance)
+	}
 	rev := v.Revision
 	if rev == 0 {
 		rev = meta.Index

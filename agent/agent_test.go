@@ -638,3 +638,30 @@ func TestAgent_RunServesMetrics(t *testing.T) {
 		}
 	}
 }
+
+func TestAgent_SecretsNeverInErrors(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"db/secrets/password": "hunter2-very-secret"})
+	a, dir, logs := testAgent(t, srv, header+`templates:
+  - contents: "{{ fail (key \"db/secrets/password\") }}"
+    destination: $DIR/x
+  - contents: "{{ key \"db/secrets/password\" }}"
+    destination: $DIR/y
+    check: cat "$SHOELACE_STAGED"; exit 1
+`)
+	err := a.Once(context.Background(), "", false)
+	if err == nil {
+		t.Fatal("Once succeeded")
+	}
+	if strings.Contains(err.Error(), "hunter2") || strings.Contains(logs.String(), "hunter2") {
+		t.Fatalf("a secret value reached the error or the logs:\n%v\n%s", err, logs.String())
+	}
+	if !strings.Contains(err.Error(), "[redacted]") && !strings.Contains(err.Error(), "hidden") {
+		t.Fatalf("err = %v", err)
+	}
+	var out bytes.Buffer
+	a.Render(context.Background(), &out, agent.DryOptions{})
+	if strings.Contains(out.String(), "hunter2") {
+		t.Fatalf("render --dry showed a secret:\n%s", out.String())
+	}
+	_ = dir
+}

@@ -46,8 +46,12 @@ func (a *Agent) Render(ctx context.Context, w io.Writer, o DryOptions) error {
 	for _, t := range sel {
 		r, err := t.t.Execute(dataOf(a, v))
 		if err != nil {
-			failed = append(failed, err.Error())
-			fmt.Fprintf(w, "\n!!! %s: %v\n", t.name(), err)
+			msg := err.Error()
+			if !o.ShowSecrets {
+				msg = redact(msg, v.Keys)
+			}
+			failed = append(failed, msg)
+			fmt.Fprintf(w, "\n!!! %s: %s\n", t.name(), msg)
 			continue
 		}
 		old, oldErr := os.ReadFile(t.cfg.Destination)

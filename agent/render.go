@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
 	"github.com/shoelace-dev/shoelace/templates"
 )
@@ -81,6 +82,13 @@ func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noC
 	var cmds []*pending
 	byCmd := map[string]*pending{}
 	for _, t := range sel {
+		if ctx.Err() != nil {
+			// Stopping: leave the rest for the next start; commands of what changed still run.
+			err := fmt.Errorf("render %s: interrupted by shutdown", t.name())
+			t.inPlace, t.err = false, err
+			res.failed = append(res.failed, err.Error())
+			continue
+		}
 		if !force && t.inPlace && t.last != nil && !t.last.NeedsRender(t.lastData, data) {
 			t.revision = v.Revision
 			continue
@@ -122,7 +130,9 @@ func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noC
 			"SHOELACE_REVISION=" + strconv.FormatInt(v.Revision, 10),
 			"SHOELACE_DESTINATIONS=" + strings.Join(p.dests, " "),
 		}
-		r, err := RunCommand(ctx, p.command, p.timeout, env)
+		// A reload command started for a changed file finishes (within its timeout) even
+		// when the agent is stopping: the file is already in place.
+		r, err := RunCommand(context.WithoutCancel(ctx), p.command, p.timeout, env)
 		res.commands++
 		a.metrics.commands.Add(1)
 		if err != nil {
@@ -142,7 +152,7 @@ func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noC
 func (a *Agent) renderOne(ctx context.Context, t *tmpl, data templates.Data) (bool, error) {
 	r, err := t.t.Execute(data)
 	if err != nil {
-		return false, fmt.Errorf("render %s: %w", t.name(), err)
+		return false, fmt.Errorf("render %s: %s", t.name(), redact(err.Error(), data.Keys))
 	}
 	opts := atomicfile.Options{Perm: t.cfg.Mode(), UID: t.cfg.UID(), GID: t.cfg.GID(), Backup: t.cfg.Backup}
 	if t.cfg.Check != "" {
@@ -159,7 +169,7 @@ func (a *Agent) renderOne(ctx context.Context, t *tmpl, data templates.Data) (bo
 				if r.Secret {
 					out = "(hidden: the template reads secrets)"
 				}
-				return fmt.Errorf("%q %w: %s", t.cfg.Check, err, out)
+				return fmt.Errorf("%q %w: %s", t.cfg.Check, err, redact(out, data.Keys))
 			}
 			return nil
 		}
@@ -180,6 +190,17 @@ func (a *Agent) renderOne(ctx context.Context, t *tmpl, data templates.Data) (bo
 		a.log.Info("rendered", "template", t.name(), "revision", data.Revision, "bytes", len(r.Output), "keys", len(r.Keys))
 	}
 	return changed, nil
+}
+
+// redact replaces the values of secret keys found in s (an error message, a command's
+// output) with [redacted], so that logs never carry them.
+func redact(s string, keys map[string]string) string {
+	for k, v := range keys {
+		if len(v) >= 4 && api.IsSecret(k) && strings.Contains(s, v) {
+			s = strings.ReplaceAll(s, v, "[redacted]")
+		}
+	}
+	return s
 }
 
 // ensureDir creates a destination's missing parent directories, mode 0755.

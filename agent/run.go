@@ -309,9 +309,9 @@ func (a *Agent) poll(ctx context.Context, c *client.Client, appliance, instance 
 			}
 			continue
 		}
-		if len(v.Keys) == 0 {
+		if len(v.Keys) == 0 || (v.Appliance != "" && v.Appliance != appliance) {
 			failures++
-			a.log.Error("server sent an empty view; keeping files", "revision", v.Revision)
+			a.log.Error("server sent an empty view or another appliance's; keeping files", "revision", v.Revision, "appliance", v.Appliance)
 			if !sleep(ctx, backoff(failures, 0)) {
 				return
 			}
