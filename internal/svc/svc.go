@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strings"
 
@@ -50,6 +51,11 @@ type Unit struct {
 	// Command is how the user runs the management commands, e.g.
 	// "shoelace-agent" or "shoelace server"; it prefixes messages.
 	Command string
+	// User is the system user the unit runs as (User=), empty for root;
+	// install refuses when it does not exist and says how to create it.
+	User string
+	// Home is User's home directory, for that hint.
+	Home string
 }
 
 // AgentUnit returns the shoelace-agent service.
@@ -71,6 +77,8 @@ func ServerUnit() Unit {
 		Content:     systemd.ServerUnit,
 		Executable:  "/usr/bin/shoelace",
 		Command:     "shoelace server",
+		User:        "shoelace",
+		Home:        "/var/lib/shoelace-server",
 	}
 }
 
@@ -165,6 +173,11 @@ func UnitContent(u Unit, self string) []byte {
 func (m *Manager) install(ctx context.Context, u Unit, stdout io.Writer) error {
 	if path, packaged, err := m.find(u); err == nil && packaged {
 		return fmt.Errorf("already installed by a package (%s); use `%s start`", path, u.Command)
+	}
+	if u.User != "" {
+		if _, err := user.Lookup(u.User); err != nil {
+			return fmt.Errorf("the unit runs as user %q, which does not exist here; create it with `useradd --system --user-group --home-dir %s --no-create-home --shell /usr/sbin/nologin %s` (the packages do this)", u.User, u.Home, u.User)
+		}
 	}
 	self, err := m.self()
 	if err != nil {

@@ -221,6 +221,29 @@ func TestControl_StartFailure(t *testing.T) {
 	}
 }
 
+func TestControl_InstallNeedsUser(t *testing.T) {
+	m, log := newManager(t)
+	u := ServerUnit()
+	u.User, u.Home = "shoelace-no-such-user-xyz", "/var/lib/nowhere"
+	m.Self = u.Executable
+	err := m.Control(context.Background(), u, "install", &bytes.Buffer{})
+	want := "shoelace server install: the unit runs as user \"shoelace-no-such-user-xyz\", which does not exist here; create it with `useradd --system --user-group --home-dir /var/lib/nowhere --no-create-home --shell /usr/sbin/nologin shoelace-no-such-user-xyz` (the packages do this)"
+	if err == nil || err.Error() != want {
+		t.Fatalf("error = %v\nwant    %s", err, want)
+	}
+	if entries, _ := os.ReadDir(m.UnitDir); len(entries) != 0 {
+		t.Errorf("wrote the unit for a missing user")
+	}
+	if calls := readLog(t, log); len(calls) != 0 {
+		t.Errorf("ran systemctl %q", calls)
+	}
+
+	u.User = "root" // exists everywhere
+	if err := m.Control(context.Background(), u, "install", &bytes.Buffer{}); err != nil {
+		t.Fatalf("install with an existing user: %v", err)
+	}
+}
+
 func TestControl_PackagedUnit(t *testing.T) {
 	m, _ := newManager(t)
 	u := ServerUnit()
