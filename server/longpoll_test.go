@@ -467,3 +467,41 @@ func TestLongPoll_StoreIDChangeWakesEveryone(t *testing.T) {
 		t.Fatalf("old store id: %d", r.StatusCode)
 	}
 }
+
+func TestLongPoll_SurvivesEtcdRestart(t *testing.T) {
+	dir := t.TempDir()
+	eps, stop := testutil.StartEtcd(t, dir)
+	cfg := testutil.StoreConfig(t)
+	cfg.Endpoints = eps
+	cfg.RequestTimeout = 2 * time.Second
+	f := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	v := f.view("web")
+	p := f.startPoll(lp("web", v.Revision, "60s"))
+	f.waitOpen(1)
+
+	stop()
+	// While etcd is away the process is healthy, its dependency is not, and writes say so.
+	f.must(f.doToken("", "GET", "/health", ""), 200, nil)
+	if r := f.doToken("", "GET", "/health/deps", ""); r.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/health/deps with etcd away: %d %s", r.StatusCode, r.body)
+	}
+	if r := f.do("PUT", "/v1/kv/appliances/web/a", "lost"); r.StatusCode != http.StatusServiceUnavailable || r.errCode() != api.CodeUnavailable {
+		t.Fatalf("write with etcd away: %d %s", r.StatusCode, r.body)
+	}
+	p.pending(t)
+
+	testutil.StartEtcd(t, dir)
+	waitFor(t, "etcd back", func() bool { return f.doToken("", "GET", "/health/deps", "").StatusCode == 200 })
+	rev := f.put("appliances/web/a", "2")
+	var got api.View
+	f.must(p.wait(t), 200, &got)
+	if got.Revision < rev || got.Keys["a"] != "2" {
+		t.Fatalf("after etcd restart woke with %+v", got)
+	}
+	// And the hub keeps watching.
+	p = f.startPoll(lp("web", got.Revision, "60s"))
+	f.waitOpen(1)
+	f.put("shared/b", "3")
+	f.must(p.wait(t), 200, nil)
+}

@@ -26,6 +26,9 @@ import (
 // opTimeout bounds one store operation of a request that does not long-poll.
 const opTimeout = 30 * time.Second
 
+// depsTimeout bounds GET /health/deps, so that a probe gets its 503 quickly while etcd is away.
+const depsTimeout = 3 * time.Second
+
 // Server answers the HTTP API for one replica. Create it with New; Close stops it.
 type Server struct {
 	cfg Config
@@ -406,7 +409,7 @@ type DepsHealth struct {
 }
 
 func (s *Server) handleHealthDeps(w http.ResponseWriter, r *http.Request) error {
-	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), depsTimeout)
 	defer cancel()
 	h, err := s.st.Health(ctx)
 	out := DepsHealth{
