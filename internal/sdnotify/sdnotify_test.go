@@ -12,7 +12,7 @@ import (
 
 // listen opens a unixgram socket like systemd's and returns its
 // NOTIFY_SOCKET name and a function that reads the next datagram.
-func listen(t *testing.T, abstract bool) (string, func() string) {
+func listen(t testing.TB, abstract bool) (string, func(testing.TB) string) {
 	t.Helper()
 	var name, bind string
 	if abstract {
@@ -27,7 +27,7 @@ func listen(t *testing.T, abstract bool) (string, func() string) {
 		t.Fatalf("listen %s: %v", name, err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return name, func() string {
+	return name, func(t testing.TB) string {
 		t.Helper()
 		buf := make([]byte, 4096)
 		if err := conn.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
@@ -59,7 +59,7 @@ func TestNotify_Messages(t *testing.T) {
 				if err := tt.send(); err != nil {
 					t.Fatalf("send %q: %v", tt.want, err)
 				}
-				if got := next(); got != tt.want {
+				if got := next(t); got != tt.want {
 					t.Errorf("got %q, want %q", got, tt.want)
 				}
 			}
@@ -92,4 +92,26 @@ func TestNotify_Errors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzStatus checks that any status becomes exactly one STATUS= line.
+func FuzzStatus(f *testing.F) {
+	f.Add("rendered 3 files")
+	f.Add("line one\nline two\r\nline three\r")
+	f.Add("")
+	f.Add("READY=1\nSTOPPING=1")
+	name, next := listen(f, false)
+	f.Fuzz(func(t *testing.T, s string) {
+		if len(s) > 2048 {
+			t.Skip("longer than a notify datagram needs to be")
+		}
+		t.Setenv(SocketEnv, name)
+		if err := Status(s); err != nil {
+			t.Fatal(err)
+		}
+		got := next(t)
+		if !strings.HasPrefix(got, "STATUS=") || strings.ContainsAny(got, "\r\n") {
+			t.Fatalf("Status(%q) sent %q: want one STATUS= line", s, got)
+		}
+	})
 }
