@@ -610,6 +610,9 @@ func TestE2E_RunStoreReplaced(t *testing.T) {
 // A reader that keeps reading a destination while 1,000 changes are rendered never sees a
 // partial file. It also logs how fast a write reaches the file.
 func TestE2E_ReaderNeverSeesPartialFile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1,000 changes: skipped with -short")
+	}
 	srv := startServer(t, "", t.TempDir())
 	body := func(i int) string { return strings.Repeat(fmt.Sprintf("%06d", i), 100+i%300) }
 	srv.put("appliances/web/v", body(0))
@@ -675,6 +678,9 @@ func TestE2E_ReaderNeverSeesPartialFile(t *testing.T) {
 // (put sent → file holds the value), one change at a time. It asserts only correctness;
 // the numbers are logged (go test -v -run Latency) to compare with confd -watch.
 func TestE2E_WriteToFileLatency(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a measurement: skipped with -short")
+	}
 	srv := startServer(t, "", t.TempDir())
 	srv.put("appliances/web/v", "0")
 	e := newEnv(t, srv, "", "  - contents: \"v={{ key \\\"v\\\" }}\\n\"\n    destination: $DIR/out.conf\n")
