@@ -86,6 +86,9 @@ func (s *viewServer) serve(w http.ResponseWriter, r *http.Request) {
 			s.cond.Wait()
 		}
 		if s.fail != 0 {
+			if s.retry != "" {
+				w.Header().Set("Retry-After", s.retry)
+			}
 			w.WriteHeader(s.fail)
 			return
 		}
@@ -465,6 +468,10 @@ func TestAgent_RunOutageKeepsFilesAndRecovers(t *testing.T) {
 	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
 	srv.setFail(503, "1")
 	waitFor(t, "a retry", func() bool { return strings.Contains(logs.String(), "server unavailable; keeping files") })
+	// Retry-After: 1 makes the agent wait a second, longer than its first backoff step.
+	if !strings.Contains(logs.String(), `"retry_in_ms":1000`) {
+		t.Fatalf("Retry-After not honoured:\n%s", logs.String())
+	}
 	if read(t, dir+"/a") != "a=1" {
 		t.Fatal("file changed during the outage")
 	}
@@ -664,4 +671,17 @@ func TestAgent_SecretsNeverInErrors(t *testing.T) {
 		t.Fatalf("render --dry showed a secret:\n%s", out.String())
 	}
 	_ = dir
+}
+
+func TestAgent_RunTemplatesDirEdited(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, _ := testAgent(t, srv, header+"templates_dir: $DIR/conf.d\ntemplates:\n  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n")
+	os.Mkdir(dir+"/conf.d", 0o755)
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	os.WriteFile(dir+"/conf.d/b.yaml", []byte("- contents: \"b={{ key \\\"a\\\" }}\"\n  destination: "+dir+"/b\n"), 0o644)
+	waitFor(t, "template added in templates_dir", fileIs(dir+"/b", "b=1"))
+	srv.set(map[string]*string{"a": str("2")})
+	waitFor(t, "both after a change", func() bool { return fileIs(dir+"/a", "a=2")() && fileIs(dir+"/b", "b=2")() })
 }
