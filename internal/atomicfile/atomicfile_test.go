@@ -326,3 +326,26 @@ func TestWrite_ReaderNeverSeesPartialFile(t *testing.T) {
 		t.Fatalf("temp files left: %v", left)
 	}
 }
+
+func BenchmarkWrite_Changed(b *testing.B) {
+	dst := filepath.Join(b.TempDir(), "a")
+	data := [][]byte{bytes.Repeat([]byte("a"), 4096), bytes.Repeat([]byte("b"), 4096)}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := atomicfile.Write(dst, data[i%2], keep()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkWrite_Unchanged(b *testing.B) {
+	dst := filepath.Join(b.TempDir(), "a")
+	data := bytes.Repeat([]byte("a"), 4096)
+	atomicfile.Write(dst, data, keep())
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if changed, err := atomicfile.Write(dst, data, keep()); err != nil || changed {
+			b.Fatal(changed, err)
+		}
+	}
+}
