@@ -1,0 +1,485 @@
+package ha
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A runbook procedure is a fenced ```sh block right after a marker line
+// "<!-- runbook-test: NAME -->" in docs/RUNBOOK.md. The test runs each as written, with bash
+// -euo pipefail, with the runbook's variables set for a server on loopback.
+
+// runbookBlock is one marked procedure.
+type runbookBlock struct {
+	name   string
+	line   int // of the marker, 1-based
+	script string
+}
+
+var runbookMarker = regexp.MustCompile(`^<!-- runbook-test: ([a-z0-9][a-z0-9-]*) -->$`)
+
+// parseRunbook returns the marked blocks of md. A marker not followed by a ```sh block, an
+// unclosed block or a name used twice is an error naming the line.
+func parseRunbook(md string) ([]runbookBlock, error) {
+	var blocks []runbookBlock
+	seen := map[string]int{}
+	lines := strings.Split(md, "\n")
+	for i := 0; i < len(lines); i++ {
+		line := strings.TrimRight(lines[i], "\r")
+		if !strings.HasPrefix(line, "<!-- runbook-test:") {
+			continue
+		}
+		m := runbookMarker.FindStringSubmatch(line)
+		if m == nil {
+			return nil, fmt.Errorf("line %d: marker %q: want <!-- runbook-test: name --> with a lowercase name", i+1, line)
+		}
+		if prev, ok := seen[m[1]]; ok {
+			return nil, fmt.Errorf("line %d: procedure %q already marked on line %d", i+1, m[1], prev)
+		}
+		seen[m[1]] = i + 1
+		j := i + 1
+		for j < len(lines) && strings.TrimSpace(lines[j]) == "" {
+			j++
+		}
+		if j >= len(lines) || strings.TrimRight(lines[j], "\r") != "```sh" {
+			return nil, fmt.Errorf("line %d: procedure %q: the marker must be followed by a ```sh block", i+1, m[1])
+		}
+		var body []string
+		k := j + 1
+		for ; k < len(lines) && strings.TrimRight(lines[k], "\r") != "```"; k++ {
+			body = append(body, strings.TrimRight(lines[k], "\r"))
+		}
+		if k >= len(lines) {
+			return nil, fmt.Errorf("line %d: procedure %q: block not closed", i+1, m[1])
+		}
+		blocks = append(blocks, runbookBlock{name: m[1], line: i + 1, script: strings.Join(body, "\n") + "\n"})
+		i = k
+	}
+	return blocks, nil
+}
+
+func TestParseRunbook(t *testing.T) {
+	tests := []struct {
+		name, md string
+		want     []string
+		wantErr  string
+	}{
+		{"two blocks", "x\n<!-- runbook-test: a -->\n```sh\necho a\n```\n\n<!-- runbook-test: b-2 -->\n\n```sh\necho b\n```\n", []string{"a", "b-2"}, ""},
+		{"unmarked blocks ignored", "```sh\nrm -rf /\n```\n", nil, ""},
+		{"marker without block", "<!-- runbook-test: a -->\ntext\n", nil, "followed by a ```sh block"},
+		{"other language", "<!-- runbook-test: a -->\n```bash\nx\n```\n", nil, "followed by a ```sh block"},
+		{"unclosed", "<!-- runbook-test: a -->\n```sh\nx\n", nil, "not closed"},
+		{"duplicate", "<!-- runbook-test: a -->\n```sh\n```\n<!-- runbook-test: a -->\n```sh\n```\n", nil, "already marked on line 1"},
+		{"bad name", "<!-- runbook-test: A_b -->\n```sh\n```\n", nil, "lowercase name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseRunbook(tt.md)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, b := range got {
+				names = append(names, b.name)
+			}
+			if strings.Join(names, ",") != strings.Join(tt.want, ",") {
+				t.Fatalf("names = %v, want %v", names, tt.want)
+			}
+		})
+	}
+}
+
+func FuzzParseRunbook(f *testing.F) {
+	f.Add("<!-- runbook-test: a -->\n```sh\necho a\n```\n")
+	f.Add("<!-- runbook-test: a -->\n\n```sh\n```\n<!-- runbook-test: b -->\n```sh\nx\n")
+	f.Fuzz(func(t *testing.T, md string) {
+		blocks, err := parseRunbook(md)
+		if err != nil {
+			return
+		}
+		seen := map[string]bool{}
+		for _, b := range blocks {
+			if !runbookMarker.MatchString("<!-- runbook-test: " + b.name + " -->") {
+				t.Fatalf("block name %q does not match the marker rule", b.name)
+			}
+			if seen[b.name] {
+				t.Fatalf("name %q twice", b.name)
+			}
+			seen[b.name] = true
+			if strings.Contains(b.script, "\n```\n") {
+				t.Fatalf("script of %q runs past its fence: %q", b.name, b.script)
+			}
+		}
+	})
+}
+
+// systemctlStandIn manages the one unit the runbook's procedures start and stop, as
+// systemd would: "shoelace server" with the settings of $RUNBOOK_STATE/server.env. There is no
+// systemd in test containers; everything else the procedures run is real.
+const systemctlStandIn = `#!/usr/bin/env bash
+set -euo pipefail
+verb=$1 unit=${2%.service}
+[ "$unit" = shoelace-server ] || { echo "systemctl (runbook test): unknown unit $unit" >&2; exit 5; }
+pidfile=$RUNBOOK_STATE/server.pid
+alive() { [ -f "$pidfile" ] && [ -d /proc/$(cat "$pidfile") ] && ! grep -q ') Z' /proc/$(cat "$pidfile")/stat; }
+start() {
+	alive && return 0
+	(set -a; . "$RUNBOOK_STATE/server.env"; set +a; exec shoelace server </dev/null >>"$RUNBOOK_STATE/server.log" 2>&1) &
+	echo $! >"$pidfile"
+	for _ in $(seq 300); do
+		alive || { echo "shoelace-server exited; see $RUNBOOK_STATE/server.log" >&2; exit 1; }
+		shoelace health --addr "http://$(. "$RUNBOOK_STATE/server.env"; echo "$SHOELACE_LISTEN")" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	echo "shoelace-server not healthy after 30 s" >&2; exit 1
+}
+stop() {
+	alive || return 0
+	kill -TERM "$(cat "$pidfile")"
+	for _ in $(seq 300); do alive || { rm -f "$pidfile"; return 0; }; sleep 0.1; done
+	echo "shoelace-server did not stop in 30 s" >&2; exit 1
+}
+case $verb in
+start) start ;;
+stop) stop ;;
+restart) stop; start ;;
+is-active) alive && echo active || { echo inactive; exit 3; } ;;
+*) echo "systemctl (runbook test): unsupported verb $verb" >&2; exit 1 ;;
+esac
+`
+
+// runbookEnv is a server on loopback run the way the runbook assumes, and the variables its
+// procedures use.
+type runbookEnv struct {
+	t      *testing.T
+	dir    string
+	env    []string
+	vars   map[string]string
+	blocks map[string]runbookBlock
+	admin  *apiClient
+}
+
+func newRunbookEnv(t *testing.T) *runbookEnv {
+	t.Helper()
+	md, err := os.ReadFile(filepath.Join(repoRoot, "docs", "RUNBOOK.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks, err := parseRunbook(string(md))
+	if err != nil {
+		t.Fatalf("docs/RUNBOOK.md: %v", err)
+	}
+	r := &runbookEnv{t: t, dir: t.TempDir(), blocks: map[string]runbookBlock{}}
+	for _, b := range blocks {
+		r.blocks[b.name] = b
+	}
+	bin := filepath.Join(r.dir, "bin")
+	state := filepath.Join(r.dir, "state")
+	for _, d := range []string{bin, state, filepath.Join(r.dir, "root")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, b := range []string{shoelaceBin, agentBin} {
+		if err := os.Symlink(b, filepath.Join(bin, filepath.Base(b))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(bin, "systemctl"), []byte(systemctlStandIn), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataDir := filepath.Join(r.dir, "var", "lib", "shoelace-server")
+	serverEnv := fmt.Sprintf("SHOELACE_LISTEN=%s\nSHOELACE_DATA_DIR=%s\nSHOELACE_ADMIN_TOKEN_FILE=%s\nSHOELACE_LOG_LEVEL=info\n",
+		addr, dataDir, filepath.Join(dataDir, "admin.token"))
+	if err := os.WriteFile(filepath.Join(state, "server.env"), []byte(serverEnv), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.vars = map[string]string{
+		"SHOELACE_ADDR":       "http://" + addr,
+		"SHOELACE_TOKEN_FILE": filepath.Join(r.dir, "root", "admin.token"),
+		"BACKUP_DIR":          filepath.Join(r.dir, "var", "backups", "shoelace"),
+		"DATA_DIR":            dataDir,
+		"RUNBOOK_STATE":       state,
+		"HOME":                filepath.Join(r.dir, "root"),
+	}
+	r.env = append(cleanEnv(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	for k, v := range r.vars {
+		r.env = append(r.env, k+"="+v)
+	}
+	// Install as the runbook's "Deployment" section says: start the unit, keep a copy of the
+	// admin token for the operator.
+	r.run("install", nil)
+	t.Cleanup(func() {
+		cmd := exec.Command(filepath.Join(bin, "systemctl"), "stop", "shoelace-server")
+		cmd.Env = r.env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Logf("stop server: %v: %s", err, out)
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(state, "server.log"))
+			t.Logf("server log:\n%s", tail(string(b), 3000))
+		}
+	})
+	r.admin = newClient(r.vars["SHOELACE_ADDR"], r.vars["SHOELACE_TOKEN_FILE"])
+	return r
+}
+
+// run runs the procedure name as the runbook spells it out and fails the test if it fails.
+func (r *runbookEnv) run(name string, extra map[string]string) string {
+	r.t.Helper()
+	out, err := r.tryRun(name, extra)
+	if err != nil {
+		r.t.Fatalf("runbook procedure %q: %v\n%s", name, err, out)
+	}
+	return out
+}
+
+func (r *runbookEnv) tryRun(name string, extra map[string]string) (string, error) {
+	r.t.Helper()
+	b, ok := r.blocks[name]
+	if !ok {
+		r.t.Fatalf("docs/RUNBOOK.md has no procedure marked <!-- runbook-test: %s -->", name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", b.script)
+	cmd.Dir = r.dir
+	cmd.Env = append([]string(nil), r.env...)
+	for k, v := range extra {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	out, err := cmd.CombinedOutput()
+	r.t.Logf("runbook %q (RUNBOOK.md line %d):\n%s", name, b.line, indent(string(out)))
+	return string(out), err
+}
+
+func indent(s string) string {
+	var b strings.Builder
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		b.WriteString("    | " + sc.Text() + "\n")
+	}
+	return b.String()
+}
+
+func (r *runbookEnv) put(key, value string) int64 {
+	r.t.Helper()
+	status, rev, err := r.admin.put(context.Background(), key, value)
+	if err != nil || status != http.StatusOK {
+		r.t.Fatalf("put %s: status %d, err %v", key, status, err)
+	}
+	return rev
+}
+
+// value reads key; "" with false when it is absent.
+func (r *runbookEnv) value(key string) (string, bool) {
+	r.t.Helper()
+	status, e, err := r.admin.get(context.Background(), key)
+	if err != nil || (status != http.StatusOK && status != http.StatusNotFound) {
+		r.t.Fatalf("get %s: status %d, err %v", key, status, err)
+	}
+	return e.Value, status == http.StatusOK
+}
+
+func (r *runbookEnv) wantValue(key, want string) {
+	r.t.Helper()
+	if got, ok := r.value(key); !ok || got != want {
+		r.t.Errorf("%s = %q (present %v), want %q", key, got, ok, want)
+	}
+}
+
+func (r *runbookEnv) storeID() string {
+	r.t.Helper()
+	resp, err := http.Get(r.vars["SHOELACE_ADDR"] + "/health")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var h struct {
+		StoreID string `json:"store_id"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+		r.t.Fatal(err)
+	}
+	return h.StoreID
+}
+
+// newestFile is the newest file in dir whose name ends in suffix.
+func newestFile(t *testing.T, dir, suffix string) string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var best string
+	var bestTime time.Time
+	for _, e := range entries {
+		fi, err := e.Info()
+		if err == nil && strings.HasSuffix(e.Name(), suffix) && fi.ModTime().After(bestTime) {
+			best, bestTime = filepath.Join(dir, e.Name()), fi.ModTime()
+		}
+	}
+	if best == "" {
+		t.Fatalf("no *%s file in %s", suffix, dir)
+	}
+	return best
+}
+
+func wantMode(t *testing.T, path string, want os.FileMode) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != want {
+		t.Errorf("%s: mode %v, want %v", path, fi.Mode().Perm(), want)
+	}
+}
+
+// TestRunbook_Procedures runs the runbook's procedures as written, in the order an operator
+// meets them, and checks what each one did (and did not do) to the store.
+func TestRunbook_Procedures(t *testing.T) {
+	skipShort(t)
+	r := newRunbookEnv(t)
+	wantMode(t, r.vars["SHOELACE_TOKEN_FILE"], 0o600)
+
+	r.put("shared/system/ntp", "pool.ntp.org")
+	r.put("appliances/web-frontend/port", "8080")
+	r.put("appliances/web-frontend/secrets/db-password", "s3cret")
+
+	t.Run("sanity", func(t *testing.T) {
+		out := r.run("sanity", nil)
+		for _, want := range []string{"status: ok", "etcd.reachable: true", "off"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("sanity output lacks %q", want)
+			}
+		}
+	})
+
+	t.Run("export backup and import restore", func(t *testing.T) {
+		r.run("backup-export", nil)
+		backup := newestFile(t, r.vars["BACKUP_DIR"], ".json")
+		wantMode(t, backup, 0o600)
+		b, err := os.ReadFile(backup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"pool.ntp.org", "appliances/web-frontend/port", "s3cret"} {
+			if !strings.Contains(string(b), want) {
+				t.Errorf("backup %s lacks %q", backup, want)
+			}
+		}
+		// Damage: a changed value, a deleted key, and a key the backup does not know.
+		r.put("appliances/web-frontend/port", "9999")
+		if status, _, _, err := r.admin.do(context.Background(), http.MethodDelete, "/v1/kv/shared/system/ntp", nil); err != nil || status != http.StatusOK {
+			t.Fatalf("delete: %d %v", status, err)
+		}
+		r.put("appliances/web-frontend/added-later", "x")
+		out := r.run("restore-import", map[string]string{"BACKUP_FILE": backup})
+		r.wantValue("appliances/web-frontend/port", "8080")
+		r.wantValue("shared/system/ntp", "pool.ntp.org")
+		r.wantValue("appliances/web-frontend/secrets/db-password", "s3cret")
+		if !strings.Contains(out, "appliances/web-frontend/added-later") {
+			t.Errorf("restore-import does not list the key created after the backup")
+		}
+		if _, ok := r.value("appliances/web-frontend/added-later"); ok {
+			t.Errorf("added-later still there after the runbook's restore removed the keys the backup does not hold")
+		}
+	})
+
+	t.Run("maintenance", func(t *testing.T) {
+		r.run("maintenance-on", nil)
+		status, _, err := r.admin.put(context.Background(), "shared/during-maintenance", "x")
+		if err != nil || status != http.StatusServiceUnavailable {
+			t.Errorf("write during maintenance: status %d, err %v; want 503", status, err)
+		}
+		r.wantValue("appliances/web-frontend/port", "8080") // reads go on
+		r.run("maintenance-off", nil)
+		r.put("shared/after-maintenance", "x")
+		if _, ok := r.value("shared/during-maintenance"); ok {
+			t.Error("a write refused during maintenance was stored")
+		}
+	})
+
+	t.Run("token rotation", func(t *testing.T) {
+		oldFile := filepath.Join(r.dir, "root", "deploy-1.token")
+		newFile := filepath.Join(r.dir, "root", "deploy-2.token")
+		cmd := exec.Command(shoelaceBin, "token", "create", "--name", "deploy-1", "--write", "appliances/web-frontend")
+		cmd.Env = r.env
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("token create: %v", err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if err := os.WriteFile(oldFile, []byte(lines[len(lines)-1]+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r.run("token-rotate", map[string]string{"OLD_NAME": "deploy-1", "NEW_NAME": "deploy-2", "NEW_TOKEN_FILE": newFile, "PREFIX": "appliances/web-frontend"})
+		wantMode(t, newFile, 0o600)
+		ctx := context.Background()
+		if status, _, err := newClient(r.vars["SHOELACE_ADDR"], oldFile).get(ctx, "appliances/web-frontend/port"); err != nil || status != http.StatusUnauthorized {
+			t.Errorf("revoked token: status %d, err %v; want 401", status, err)
+		}
+		nc := newClient(r.vars["SHOELACE_ADDR"], newFile)
+		if status, _, err := nc.get(ctx, "appliances/web-frontend/port"); err != nil || status != http.StatusOK {
+			t.Errorf("new token reads its prefix: status %d, err %v; want 200", status, err)
+		}
+		if status, _, err := nc.put(ctx, "shared/system/ntp", "evil"); err != nil || status != http.StatusForbidden {
+			t.Errorf("new token writes outside its prefix: status %d, err %v; want 403", status, err)
+		}
+	})
+
+	t.Run("snapshot backup and restore", func(t *testing.T) {
+		r.put("appliances/web-frontend/release", "before-snapshot")
+		r.run("backup-snapshot", nil)
+		snap := newestFile(t, r.vars["BACKUP_DIR"], ".db")
+		wantMode(t, snap, 0o600)
+		idBefore := r.storeID()
+		r.put("appliances/web-frontend/release", "after-snapshot")
+		r.put("appliances/web-frontend/lost-by-restore", "x")
+		r.run("restore-snapshot", map[string]string{"SNAPSHOT": snap})
+		if id := r.storeID(); id == idBefore || id == "" {
+			t.Errorf("store id %q after restore, was %q: agents must see a new store", id, idBefore)
+		}
+		r.wantValue("appliances/web-frontend/release", "before-snapshot")
+		r.wantValue("appliances/web-frontend/port", "8080")
+		if _, ok := r.value("appliances/web-frontend/lost-by-restore"); ok {
+			t.Error("a key written after the snapshot survived its restore")
+		}
+		matches, _ := filepath.Glob(r.vars["DATA_DIR"] + ".before-restore.*")
+		if len(matches) != 1 {
+			t.Errorf("the replaced data dir is not kept aside: %v", matches)
+		}
+		r.run("sanity", nil)
+	})
+
+	t.Run("maintenance window: compaction and defragmentation", func(t *testing.T) {
+		for i := range 50 {
+			r.put("appliances/web-frontend/churn", fmt.Sprint(i))
+		}
+		r.run("defrag-embedded", nil)
+		r.wantValue("appliances/web-frontend/churn", "49")
+		r.wantValue("appliances/web-frontend/release", "before-snapshot")
+		r.run("sanity", nil)
+	})
+}
