@@ -150,7 +150,7 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 	media := mediaType(r)
 	max := s.cfg.maxBodyBytes()
 	data, err := readBody(w, r, max, func() error {
-		return api.Errorf(api.CodeBodyTooLarge, "apply body is over the limit of %d bytes", max)
+		return api.Errorf(api.CodeBodyTooLarge, "apply body is over the limit of %s", s.cfg.bodyLimit())
 	})
 	if err != nil {
 		return err

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -151,6 +152,7 @@ type authState struct {
 	byName   map[string]*tokenRecord
 	lastUsed map[string]time.Time
 	limits   *limiterSet
+	loaded   atomic.Bool // the tokens were read from the store at least once
 }
 
 func newAuthState(cfg Config) *authState {
@@ -286,6 +288,11 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*http.Req
 		if err := s.limit("addr " + clientIP(r)); err != nil {
 			return r, err
 		}
+		if !s.auth.loaded.Load() {
+			e := api.Errorf(api.CodeUnavailable, "tokens are not loaded yet: the store has not been reachable since this replica started")
+			e.RetryAfter = 2
+			return r, e
+		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="shoelace"`)
 		if !ok {
 			return r, unauthorized("missing token: send Authorization: Bearer <token>")
@@ -383,6 +390,7 @@ func (s *Server) loadTokens(ctx context.Context) error {
 	for _, name := range s.auth.replace(recs) {
 		s.hub.revoke(name)
 	}
+	s.auth.loaded.Store(true)
 	return nil
 }
 

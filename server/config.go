@@ -157,6 +157,14 @@ func (c Config) maxBodyBytes() int64 {
 	return int64(c.MaxValueBytes) + DefaultMaxBodyExtra
 }
 
+// bodyLimit names the limit of txn and apply bodies for error messages.
+func (c Config) bodyLimit() string {
+	if c.MaxBodyBytes > 0 {
+		return fmt.Sprintf("%d bytes", c.MaxBodyBytes)
+	}
+	return fmt.Sprintf("%d bytes (--max-value-bytes plus 4 MiB)", c.maxBodyBytes())
+}
+
 func (c Config) storeConfig(log *slog.Logger) store.Config {
 	return store.Config{
 		Endpoints:     c.EtcdEndpoints,

@@ -235,7 +235,7 @@ func (s *Server) handleTxn(w http.ResponseWriter, r *http.Request) error {
 	}
 	max := s.cfg.maxBodyBytes()
 	data, err := readBody(w, r, max, func() error {
-		return api.Errorf(api.CodeBodyTooLarge, "txn body is over the limit of %d bytes", max)
+		return api.Errorf(api.CodeBodyTooLarge, "txn body is over the limit of %s", s.cfg.bodyLimit())
 	})
 	if err != nil {
 		return err

@@ -274,3 +274,42 @@ func TestServe_TLS(t *testing.T) {
 		}
 	}
 }
+
+func TestServer_StartsWhileEtcdIsAway(t *testing.T) {
+	dir := t.TempDir()
+	eps, stop := testutil.StartEtcd(t, dir)
+	scfg := testutil.StoreConfig(t)
+	scfg.Endpoints = eps
+	scfg.RequestTimeout = 2 * time.Second
+	st := testutil.OpenStore(t, scfg)
+	// Make the admin token while etcd is up, through a first replica.
+	first := newFixtureOn(t, st)
+	first.must(first.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	stop()
+
+	f := newFixtureOn(t, st) // its revision and token reads fail
+	f.token = first.token
+	// Nothing is known yet: the index is 0, the error says why.
+	if r := f.do("GET", "/v1/appliances/web", ""); r.StatusCode != 503 || r.errCode() != api.CodeUnavailable ||
+		!strings.Contains(r.errMessage(), "not loaded yet") || r.Header.Get(api.HeaderIndex) != "0" {
+		t.Fatalf("with etcd away: %d %s %v", r.StatusCode, r.body, r.Header)
+	}
+	if r := f.doToken("", "GET", "/health", ""); r.StatusCode != 200 {
+		t.Fatalf("/health with etcd away: %d", r.StatusCode)
+	}
+
+	testutil.StartEtcd(t, dir)
+	waitFor(t, "replica serves once etcd is back", func() bool {
+		return f.do("GET", "/v1/appliances/web", "").StatusCode == 200
+	})
+	v := f.view("web")
+	waitFor(t, "hub ready", func() bool { return f.s.hub.current() >= v.Revision })
+	p := f.startPoll(lp("web", v.Revision, "60s"))
+	f.waitOpen(1)
+	rev := f.put("appliances/web/a", "2")
+	var got api.View
+	f.must(p.wait(t), 200, &got)
+	if got.Revision < rev {
+		t.Fatalf("woke with %+v", got)
+	}
+}

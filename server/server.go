@@ -231,7 +231,7 @@ func (s *Server) outer(next http.Handler) http.Handler {
 			slog.String("request_id", ri.id),
 			slog.String("method", r.Method),
 			slog.String("route", route),
-			slog.String("path", r.URL.Path),
+			slog.String("path", cut(r.URL.Path, 512)),
 			slog.Int("status", status),
 			slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 			slog.String("token", ri.token),
@@ -281,6 +281,14 @@ func requestID(in string) string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// cut shortens s to at most n bytes.
+func cut(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
 }
 
 // shorten quotes s for a message, cut so that a huge input cannot flood a log line.
