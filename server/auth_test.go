@@ -82,6 +82,7 @@ func TestAuth_RoutePrincipalTable(t *testing.T) {
 		}, [6]int{401, 401, 200, 403, 403, 403}},
 		{"GET", "/v1/maintenance", "", nil, [6]int{401, 401, 200, 200, 200, 200}},
 		{"PUT", "/v1/maintenance", `{"on":false}`, nil, [6]int{401, 401, 200, 403, 403, 403}},
+		{"GET", "/v1/snapshot", "", nil, [6]int{401, 401, 200, 403, 403, 403}},
 		{"GET", "/health", "", nil, [6]int{200, 200, 200, 200, 200, 200}},
 		{"GET", "/health/deps", "", nil, [6]int{200, 200, 200, 200, 200, 200}},
 		{"GET", "/metrics", "", nil, [6]int{200, 200, 200, 200, 200, 200}},

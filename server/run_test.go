@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -311,5 +312,20 @@ func TestServer_StartsWhileEtcdIsAway(t *testing.T) {
 	f.must(p.wait(t), 200, &got)
 	if got.Revision < rev {
 		t.Fatalf("woke with %+v", got)
+	}
+}
+
+func TestSnapshot(t *testing.T) {
+	f := newFixture(t)
+	f.put("shared/a", "1")
+	reader := f.newToken(TokenRequest{Name: "reader", Read: []string{""}})
+	f.mustErr(f.doToken(reader, "GET", "/v1/snapshot", ""), 403, api.CodeForbidden)
+	r := f.do("GET", "/v1/snapshot", "")
+	if r.StatusCode != 200 || r.Header.Get("Content-Type") != "application/octet-stream" || r.index() <= 0 {
+		t.Fatalf("snapshot: %d %v", r.StatusCode, r.Header)
+	}
+	// An etcd snapshot is a bbolt file holding the keys.
+	if len(r.body) < 4096 || !bytes.Contains(r.body, []byte(f.st.Root()+"kv/shared/a")) {
+		t.Fatalf("snapshot of %d bytes does not hold the key", len(r.body))
 	}
 }

@@ -138,6 +138,7 @@ func (s *Server) routes() {
 	v1("DELETE /v1/tokens/{name}", s.handleDeleteToken)
 	v1("GET /v1/maintenance", s.handleGetMaintenance)
 	v1("PUT /v1/maintenance", s.handlePutMaintenance)
+	v1("GET /v1/snapshot", s.handleSnapshot)
 
 	open("/", s.handleNotFound)
 	s.h = s.outer(mux)
