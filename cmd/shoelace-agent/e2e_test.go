@@ -332,12 +332,17 @@ func TestE2E_OnceStagesPermsOwnerAndCommands(t *testing.T) {
 	srv.put("shared/system/ntp", "pool.ntp.org")
 	srv.put("appliances/web/system/ntp", "ntp.web.internal")
 	srv.put("appliances/web/port", "8080")
+	// As root (as the agent runs, and as CI runs) the file goes to nobody:65534, by name and id.
+	owner, group := "nobody", "65534"
+	if os.Geteuid() != 0 {
+		owner, group = fmt.Sprint(os.Geteuid()), fmt.Sprint(os.Getegid())
+	}
 	e := newEnv(t, srv, "", `  - contents: "server {{ key \"system/ntp\" }}\n"
     destination: $DIR/ntp.conf
     stage: system
     perms: "0640"
-    owner: nobody
-    group: "65534"
+    owner: "`+owner+`"
+    group: "`+group+`"
     command: echo ntp >> $DIR/commands
   - contents: "listen {{ key \"port\" }}\n"
     destination: $DIR/app.conf
