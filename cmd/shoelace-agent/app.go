@@ -228,6 +228,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for _, action := range svc.Actions {
 		app.Commands = append(app.Commands, serviceCommand(action, stdout))
 	}
+	for _, c := range app.Commands {
+		c.OnUsageError = app.OnUsageError // urfave/cli does not pass the app's down
+	}
 	return app.RunContext(ctx, moveCommonFlags(args))
 }
 

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestMoveCommonFlags(t *testing.T) {
+	cases := []struct{ in, want []string }{
+		{[]string{"a", "once", "--config", "x"}, []string{"a", "once", "--config", "x"}},
+		{[]string{"a", "--config", "x", "once", "--stage", "system"}, []string{"a", "once", "--config", "x", "--stage", "system"}},
+		{[]string{"a", "--config=x", "--log-level", "debug", "run"}, []string{"a", "run", "--config=x", "--log-level", "debug"}},
+		{[]string{"a", "-c", "x", "validate"}, []string{"a", "validate", "-c", "x"}},
+		{[]string{"a", "--help"}, []string{"a", "--help"}},
+		{[]string{"a"}, []string{"a"}},
+	}
+	for _, c := range cases {
+		if got := moveCommonFlags(c.in); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("moveCommonFlags(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+func runCLI(t *testing.T, args ...string) (error, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), append([]string{"shoelace-agent"}, args...), &stdout, &stderr)
+	return err, stdout.String(), stderr.String()
+}
+
+func TestCLI_UsageErrors(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{nil, "a command is required"},
+		{[]string{"bogus"}, `unknown command "bogus"`},
+		{[]string{"once", "--stage", "bake", "--config", "/nonexistent"}, `--stage "bake": use system or application`},
+		{[]string{"once", "--frobnicate"}, "flag provided but not defined: -frobnicate"},
+		{[]string{"validate", "--log-level", "loud"}, `--log-level "loud"`},
+		{[]string{"render", "--dry=false"}, "render only prints"},
+	}
+	for _, c := range cases {
+		err, _, _ := runCLI(t, c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) || exitCode(err) != 2 {
+			t.Errorf("%q: err = %v (exit %d), want a usage error with %q", c.args, err, exitCode(err), c.want)
+		}
+	}
+}
+
+func TestCLI_ConfigErrors(t *testing.T) {
+	err, _, _ := runCLI(t, "validate", "--config", "/nonexistent/agent.yaml")
+	if err == nil || exitCode(err) != 1 || !strings.Contains(errorLine(err), "shoelace-agent: read config") {
+		t.Fatalf("err = %v", err)
+	}
+	// The config path also comes from $SHOELACE_AGENT_CONFIG, and works before the command.
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "agent.yaml")
+	os.WriteFile(cfg, []byte("server: http://127.0.0.1:1\nappliance: web\ntemplates:\n  - contents: x\n    destination: "+dir+"/x\n"), 0o644)
+	t.Setenv("SHOELACE_AGENT_CONFIG", cfg)
+	err, stdout, _ := runCLI(t, "validate")
+	if err != nil || !strings.Contains(stdout, cfg+": ok, 1 templates") {
+		t.Fatalf("validate with $SHOELACE_AGENT_CONFIG: %v %q", err, stdout)
+	}
+	err, stdout, _ = runCLI(t, "--config", cfg, "validate")
+	if err != nil || !strings.Contains(stdout, "ok, 1 templates") {
+		t.Fatalf("--config before the command: %v %q", err, stdout)
+	}
+}
+
+func TestCLI_Version(t *testing.T) {
+	err, stdout, _ := runCLI(t, "version")
+	if err != nil || !strings.HasPrefix(stdout, "shoelace-agent dev go") {
+		t.Fatalf("version: %v %q", err, stdout)
+	}
+}
