@@ -152,6 +152,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		case f := <-updates:
 			pending = &f
 			minWait, maxWait := time.Duration(a.cfg.Wait.Min), time.Duration(a.cfg.Wait.Max)
+			if maxWait <= 0 && minWait > 0 {
+				maxWait = 4 * minWait // a steady stream of changes must not postpone the render for ever
+			}
 			if minWait <= 0 && maxWait <= 0 {
 				apply()
 				continue
