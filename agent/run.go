@@ -278,10 +278,11 @@ func (a *Agent) notify(f func() error) {
 // not taken yet. It retries failures with capped exponential backoff and jitter, honouring
 // Retry-After, until ctx ends.
 func (a *Agent) poll(ctx context.Context, c *client.Client, appliance, instance string, idx int64, store string, out chan fetched) {
-	failures := 0
+	failures, quick304 := 0, 0
 	reset := false
 	for ctx.Err() == nil {
 		rctx, cancel := context.WithTimeout(ctx, DefaultPollWait+20*time.Second)
+		asked := time.Now()
 		v, meta, err := c.WatchView(rctx, appliance, client.Poll{Index: idx, Wait: DefaultPollWait, Store: store, Instance: instance, Applied: a.applied.Load()})
 		cancel()
 		if ctx.Err() != nil {
@@ -309,9 +310,21 @@ func (a *Agent) poll(ctx context.Context, c *client.Client, appliance, instance 
 			if store != "" && meta.Store != "" && meta.Store != store {
 				// A new store: re-read everything.
 				idx, store, reset = 0, meta.Store, true
+				continue
+			}
+			// A 304 long before the wait (a draining server, a proxy with a short timeout)
+			// must not turn into a busy loop.
+			if time.Since(asked) < time.Second {
+				quick304++
+				if !sleep(ctx, backoff(quick304, 0)) {
+					return
+				}
+			} else {
+				quick304 = 0
 			}
 			continue
 		}
+		quick304 = 0
 		if len(v.Keys) == 0 || (v.Appliance != "" && v.Appliance != appliance) {
 			failures++
 			a.log.Error("server sent an empty view or another appliance's; keeping files", "revision", v.Revision, "appliance", v.Appliance)
