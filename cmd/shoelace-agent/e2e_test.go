@@ -752,3 +752,24 @@ func TestE2E_RunNotifiesSystemd(t *testing.T) {
 	ag.stop(t)
 	waitFor(t, "STOPPING=1", func() bool { return strings.Contains(messages(), "STOPPING=1") })
 }
+
+// A graceful restart (SIGTERM: open long-polls are answered, then the server exits) is an
+// outage like any other to the agent.
+func TestE2E_RunServerGracefulRestart(t *testing.T) {
+	data := t.TempDir()
+	srv := startServer(t, "", data)
+	srv.put("appliances/web/a", "1")
+	e := newEnv(t, srv, "", "  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n")
+	e.startAgent()
+	waitFor(t, "first render", fileIs(e.path("a"), "a=1"))
+	srv.cmd.Process.Signal(syscall.SIGTERM)
+	if err := srv.cmd.Wait(); err != nil {
+		t.Fatalf("server exit after SIGTERM: %v\n%s", err, srv.log.String())
+	}
+	if got := readFile(t, e.path("a")); got != "a=1" {
+		t.Fatalf("file changed during the restart: %q", got)
+	}
+	srv2 := startServer(t, srv.addr, data)
+	srv2.put("appliances/web/a", "2")
+	waitFor(t, "render after the restart", fileIs(e.path("a"), "a=2"))
+}
