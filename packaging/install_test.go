@@ -3,6 +3,7 @@ package packaging
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,29 +14,37 @@ import (
 )
 
 // installScript runs inside a private mount namespace: it puts an overlay
-// over / (so the host's dpkg database and /etc are untouched), chroots into
-// it and installs, upgrades, removes and purges both packages with dpkg,
+// over / (so the host's package databases and /etc are untouched), chroots
+// into it and installs, upgrades, removes (and for deb purges) both
+// packages with dpkg or rpm,
 // as systemd would see it (/run/systemd/system exists) but with a
 // stand-in systemctl that logs its calls. Each fact is printed as one
 // "key: value" line.
 const installScript = `set -eu
-work="$1"; old_agent="$2"; old_server="$3"; new_agent="$4"; new_server="$5"
+work="$1"; format="$2"; old_agent="$3"; old_server="$4"; new_agent="$5"; new_server="$6"
 m="$work/merged"
 mkdir -p "$work/upper" "$work/work" "$m"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$work/upper,workdir=$work/work" "$m"
 mount -t proc proc "$m/proc"
-mkdir -p "$m/pk" "$m/run/systemd/system" "$m/usr/local/sbin"
+mkdir -p "$m/pk" "$m/run/systemd/system"
 cp "$old_agent" "$old_server" "$new_agent" "$new_server" "$m/pk/"
-cat > "$m/usr/local/sbin/systemctl" <<'FAKE'
+# rpm runs scriptlets with its own PATH: replace systemctl itself.
+rm -f "$m/usr/bin/systemctl" "$m/bin/systemctl"
+cat > "$m/usr/bin/systemctl" <<'FAKE'
 #!/bin/sh
 echo "$*" >> /systemctl.log
 FAKE
-chmod 0755 "$m/usr/local/sbin/systemctl"
+chmod 0755 "$m/usr/bin/systemctl"
+old="$(basename "$old_agent") $(basename "$old_server")"
+new="$(basename "$new_agent") $(basename "$new_server")"
 chroot "$m" /bin/sh -eu -c '
-export PATH=/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin
+format="$1"; old="$2"; new="$3"
 calls() { printf "calls %s: %s\n" "$1" "$(tr "\n" ";" < /systemctl.log 2>/dev/null)"; rm -f /systemctl.log; }
 cd /pk
-dpkg -i '"$(basename "$old_agent") $(basename "$old_server")"' >/dev/null
+case "$format" in
+deb) dpkg -i $old >/dev/null ;;
+rpm) rpm -i --nodeps $old >/dev/null 2>&1 ;;
+esac
 calls install
 echo "user: $(getent passwd shoelace | cut -d: -f1,6,7)"
 for f in /usr/bin/shoelace /usr/bin/shoelace-agent /etc/shoelace/agent.yaml /etc/shoelace/server.env /var/lib/shoelace /var/lib/shoelace-server /usr/lib/systemd/system/shoelace-agent.service; do
@@ -43,26 +52,37 @@ for f in /usr/bin/shoelace /usr/bin/shoelace-agent /etc/shoelace/agent.yaml /etc
 done
 echo "version: $(shoelace-agent version)"
 echo "# edited" >> /etc/shoelace/agent.yaml
-dpkg -i '"$(basename "$new_agent") $(basename "$new_server")"' >/dev/null
+case "$format" in
+deb) dpkg -i $new >/dev/null ;;
+rpm) rpm -U --nodeps $new >/dev/null 2>&1 ;;
+esac
 calls upgrade
 echo "kept: $(tail -n1 /etc/shoelace/agent.yaml)"
-echo "upgraded: $(dpkg-query -W -f "\${Version} " shoelace-agent shoelace-server)"
-dpkg -r shoelace-agent shoelace-server >/dev/null
+case "$format" in
+deb) echo "upgraded: $(dpkg-query -W -f "\${Version} " shoelace-agent shoelace-server)" ;;
+rpm) echo "upgraded: $(rpm -q --qf "%{VERSION}-%{RELEASE} " shoelace-agent shoelace-server)" ;;
+esac
+case "$format" in
+deb) dpkg -r shoelace-agent shoelace-server >/dev/null ;;
+rpm) rpm -e shoelace-agent shoelace-server >/dev/null 2>&1 ;;
+esac
 calls remove
-echo "after remove: $(ls /usr/bin/shoelace /usr/bin/shoelace-agent /etc/shoelace/agent.yaml 2>/dev/null | tr "\n" " ")"
-dpkg -P shoelace-agent shoelace-server >/dev/null
-calls purge
-echo "after purge: $(ls -d /etc/shoelace /var/lib/shoelace 2>/dev/null | tr "\n" " ")"
-'
+echo "after remove: $(ls /usr/bin/shoelace /usr/bin/shoelace-agent /etc/shoelace/* 2>/dev/null | tr "\n" " ")"
+if [ "$format" = deb ]; then
+	dpkg -P shoelace-agent shoelace-server >/dev/null
+	calls purge
+	echo "after purge: $(ls -d /etc/shoelace /var/lib/shoelace 2>/dev/null | tr "\n" " ")"
+fi
+' sh "$format" "$old" "$new"
 `
 
-// TestDeb_InstallUpgradeRemove installs the real packages with dpkg in an
-// overlay of this machine's root, so the maintainer scripts run as they
-// would on a VM: enable (never start) on install, try-restart (restart only
-// if running) on upgrade with the edited config kept, stop and disable on
-// removal. It needs root and mount namespaces, and skips without them.
-func TestDeb_InstallUpgradeRemove(t *testing.T) {
-	need(t, "dpkg")
+// TestPackages_InstallUpgradeRemove installs the real packages with dpkg
+// (and rpm, when installed) in an overlay of this machine's root, so the
+// maintainer scripts run as they would on a VM: enable (never start) on
+// install, try-restart (restart only if running) on upgrade with the edited
+// config kept, stop and disable on removal. It needs root and mount
+// namespaces, and skips without them.
+func TestPackages_InstallUpgradeRemove(t *testing.T) {
 	need(t, "unshare")
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for a mount namespace and chroot")
@@ -74,42 +94,13 @@ func TestDeb_InstallUpgradeRemove(t *testing.T) {
 	// An older version to upgrade from: the same binaries, packaged again.
 	old := t.TempDir()
 	cmd := exec.Command("bash", "package.sh")
-	cmd.Env = append(os.Environ(), "VERSION=v9.8.6", "DIST="+old, "ARCH="+runtime.GOARCH, "FORMATS=deb", "BIN_DIR="+extractBinaries(t, dist))
+	cmd.Env = append(os.Environ(), "VERSION=v9.8.6", "DIST="+old, "ARCH="+runtime.GOARCH, "FORMATS=deb rpm", "BIN_DIR="+extractBinaries(t, dist))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("package the old version: %v\n%s", err, out)
 	}
 
-	work := t.TempDir()
-	script := filepath.Join(work, "install.sh")
-	if err := os.WriteFile(script, []byte(installScript), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	name := func(dir, pkg, version string) string {
-		return filepath.Join(dir, pkg+"_"+version+"_"+runtime.GOARCH+".deb")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "unshare", "-m", "--fork", "sh", script, filepath.Join(work, "root"),
-		name(old, "shoelace-agent", "9.8.6"), name(old, "shoelace-server", "9.8.6"),
-		name(dist, "shoelace-agent", testPkgVersion), name(dist, "shoelace-server", testPkgVersion)).CombinedOutput()
-	if err != nil {
-		if strings.Contains(string(out), "mount:") {
-			t.Skipf("overlay mount refused here: %s", out)
-		}
-		t.Fatalf("install script: %v\n%s", err, out)
-	}
-
-	got := map[string][]string{}
-	sc := bufio.NewScanner(strings.NewReader(string(out)))
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), ": "); ok {
-			got[k] = append(got[k], strings.TrimSpace(v))
-		}
-	}
-	want := map[string][]string{
-		// Enabled, never started.
-		"calls install": {"daemon-reload;enable shoelace-agent.service;daemon-reload;enable shoelace-server.service;"},
-		"user":          {"shoelace:/var/lib/shoelace-server:/usr/sbin/nologin"},
+	common := map[string][]string{
+		"user": {"shoelace:/var/lib/shoelace-server:/usr/sbin/nologin"},
 		"stat": {
 			"-rwxr-xr-x root:root /usr/bin/shoelace",
 			"-rwxr-xr-x root:root /usr/bin/shoelace-agent",
@@ -119,27 +110,106 @@ func TestDeb_InstallUpgradeRemove(t *testing.T) {
 			"drwx------ shoelace:shoelace /var/lib/shoelace-server",
 			"-rw-r--r-- root:root /usr/lib/systemd/system/shoelace-agent.service",
 		},
-		// The old packages' postrm (upgrade) reload, then each new postinst
-		// restarts its service only if it runs; no enable, no start.
-		"calls upgrade": {"daemon-reload;daemon-reload;daemon-reload;try-restart shoelace-agent.service;daemon-reload;try-restart shoelace-server.service;"},
+		// Enabled, never started.
+		"calls install": {"agent=[enable] server=[enable] reloads=2"},
 		"kept":          {"# edited"},
 		"upgraded":      {testPkgVersion + "-1 " + testPkgVersion + "-1"},
-		"calls remove":  {"stop shoelace-agent.service;disable shoelace-agent.service;daemon-reload;stop shoelace-server.service;disable shoelace-server.service;daemon-reload;"},
-		"after remove":  {"/etc/shoelace/agent.yaml"},
-		"calls purge":   {"daemon-reload;daemon-reload;"},
-		"after purge":   {""},
 	}
-	for k, w := range want {
-		if strings.Join(got[k], "\n") != strings.Join(w, "\n") {
-			t.Errorf("%s:\n got %q\nwant %q", k, got[k], w)
+	tests := []struct {
+		format string
+		tool   string
+		want   map[string][]string
+	}{
+		{"deb", "dpkg", map[string][]string{
+			// Each new postinst restarts its service only if it runs; the
+			// old postrm (upgrade) and the new postinst reload.
+			"calls upgrade": {"agent=[try-restart] server=[try-restart] reloads=4"},
+			"calls remove":  {"agent=[stop disable] server=[stop disable] reloads=2"},
+			// dpkg keeps config files until purge.
+			"after remove": {"/etc/shoelace/agent.yaml /etc/shoelace/server.env"},
+			"calls purge":  {"agent=[] server=[] reloads=2"},
+			"after purge":  {""},
+		}},
+		{"rpm", "rpm", map[string][]string{
+			// New %post (2) restarts only if running; old %preun (1) does
+			// nothing; new %post and old %postun reload.
+			"calls upgrade": {"agent=[try-restart] server=[try-restart] reloads=4"},
+			"calls remove":  {"agent=[stop disable] server=[stop disable] reloads=2"},
+			// rpm keeps an edited config file aside on erase.
+			"after remove": {"/etc/shoelace/agent.yaml.rpmsave"},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.format, func(t *testing.T) {
+			need(t, tt.tool)
+			work := t.TempDir()
+			script := filepath.Join(work, "install.sh")
+			if err := os.WriteFile(script, []byte(installScript), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			name := func(dir, pkg, version string) string {
+				return filepath.Join(dir, pkg+"_"+version+"_"+runtime.GOARCH+"."+tt.format)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, "unshare", "-m", "--fork", "sh", script, filepath.Join(work, "root"), tt.format,
+				name(old, "shoelace-agent", "9.8.6"), name(old, "shoelace-server", "9.8.6"),
+				name(dist, "shoelace-agent", testPkgVersion), name(dist, "shoelace-server", testPkgVersion)).CombinedOutput()
+			if err != nil {
+				if strings.Contains(string(out), "mount:") {
+					t.Skipf("overlay mount refused here: %s", out)
+				}
+				t.Fatalf("install script: %v\n%s", err, out)
+			}
+			got := map[string][]string{}
+			sc := bufio.NewScanner(strings.NewReader(string(out)))
+			for sc.Scan() {
+				if k, v, ok := strings.Cut(sc.Text(), ": "); ok {
+					if strings.HasPrefix(k, "calls ") {
+						v = summarizeCalls(v)
+					}
+					got[k] = append(got[k], strings.TrimSpace(v))
+				}
+			}
+			for _, want := range []map[string][]string{common, tt.want} {
+				for k, w := range want {
+					if strings.Join(got[k], "\n") != strings.Join(w, "\n") {
+						t.Errorf("%s:\n got %q\nwant %q", k, got[k], w)
+					}
+				}
+			}
+			if v := strings.Join(got["version"], ""); !strings.Contains(v, testVersion) {
+				t.Errorf("installed shoelace-agent version = %q, want %s", v, testVersion)
+			}
+			if t.Failed() {
+				t.Logf("output:\n%s", out)
+			}
+		})
+	}
+}
+
+// summarizeCalls turns "daemon-reload;enable shoelace-agent.service;…"
+// into "agent=[enable] server=[…] reloads=N": the order of calls per
+// service matters, the order between the two packages is the package
+// manager's.
+func summarizeCalls(calls string) string {
+	var agent, server []string
+	reloads := 0
+	for _, c := range strings.Split(calls, ";") {
+		f := strings.Fields(c)
+		switch {
+		case len(f) == 0:
+		case c == "daemon-reload":
+			reloads++
+		case len(f) == 2 && f[1] == "shoelace-agent.service":
+			agent = append(agent, f[0])
+		case len(f) == 2 && f[1] == "shoelace-server.service":
+			server = append(server, f[0])
+		default:
+			return "unexpected call " + c + " in " + calls
 		}
 	}
-	if v := strings.Join(got["version"], ""); !strings.Contains(v, testVersion) {
-		t.Errorf("installed shoelace-agent version = %q, want %s", v, testVersion)
-	}
-	if t.Failed() {
-		t.Logf("output:\n%s", out)
-	}
+	return fmt.Sprintf("agent=[%s] server=[%s] reloads=%d", strings.Join(agent, " "), strings.Join(server, " "), reloads)
 }
 
 // extractBinaries unpacks the two binaries from the built .debs so that an
@@ -147,6 +217,7 @@ func TestDeb_InstallUpgradeRemove(t *testing.T) {
 func extractBinaries(t *testing.T, dist string) string {
 	t.Helper()
 	root, bin := t.TempDir(), t.TempDir()
+	need(t, "dpkg-deb")
 	for _, pkg := range []string{"shoelace-agent", "shoelace-server"} {
 		run(t, "dpkg-deb", "-x", filepath.Join(dist, pkg+"_"+testPkgVersion+"_"+runtime.GOARCH+".deb"), root)
 	}
