@@ -82,6 +82,13 @@ func (s *Server) handleGetAppliance(w http.ResponseWriter, r *http.Request) erro
 	if err := p.mayReadView(name); err != nil {
 		return err
 	}
+	report, err := agentReport(r, name)
+	if err != nil {
+		return err
+	}
+	if report != nil {
+		s.reports.note(*report)
+	}
 	if index < 0 {
 		ctx, cancel := s.opCtx(r)
 		defer cancel()

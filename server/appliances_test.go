@@ -159,3 +159,32 @@ func TestAppliances_BadApplyChangesNothing(t *testing.T) {
 		t.Fatalf("refused applies changed keys: %v, want %v", after, before)
 	}
 }
+
+func TestAppliances_InstanceReports(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	f.must(f.do("PUT", "/v1/appliances/db", `{"keys":{"a":"1"}}`), 200, nil)
+	agent := f.newToken(TokenRequest{Name: "agent-web", Appliance: "web"})
+	v := f.view("web")
+	f.must(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-1", api.HeaderApplied, fmt.Sprint(v.Revision)), 200, nil)
+	f.must(f.doToken(agent, "GET", lp("web", v.Revision, "0"), "", api.HeaderInstance, "vm-2"), 304, nil)
+	var got Instances
+	waitFor(t, "reports recorded", func() bool {
+		got = Instances{}
+		f.must(f.doToken(agent, "GET", "/v1/appliances/web/instances", ""), 200, &got)
+		return len(got.Instances) == 2
+	})
+	if a, b := got.Instances[0], got.Instances[1]; a.Instance != "vm-1" || a.Applied != v.Revision || a.Token != "agent-web" || a.LastSeen.IsZero() ||
+		b.Instance != "vm-2" || b.Applied != 0 {
+		t.Fatalf("instances %+v", got.Instances)
+	}
+	f.mustErr(f.doToken(agent, "GET", "/v1/appliances/db/instances", ""), 403, api.CodeForbidden)
+	f.mustErr(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm 3"), 400, api.CodeInvalidName, "X-Shoelace-Instance")
+	f.mustErr(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-3", api.HeaderApplied, "x"), 400, api.CodeInvalidRequest, "X-Shoelace-Applied")
+	f.mustErr(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderApplied, "5"), 400, api.CodeInvalidRequest, "X-Shoelace-Instance")
+	var db Instances
+	f.must(f.do("GET", "/v1/appliances/db/instances", ""), 200, &db)
+	if len(db.Instances) != 0 {
+		t.Fatalf("db instances %+v", db.Instances)
+	}
+}

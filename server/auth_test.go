@@ -72,6 +72,8 @@ func TestAuth_RoutePrincipalTable(t *testing.T) {
 		{"GET", "/v1/appliances/web", "", nil, [6]int{401, 401, 200, 200, 200, 403}},
 		{"GET", "/v1/appliances/web?index=1&wait=0", "", nil, [6]int{401, 401, 200, 200, 200, 403}},
 		{"GET", "/v1/appliances/web-frontend", "", nil, [6]int{401, 401, 200, 403, 403, 403}},
+		{"GET", "/v1/appliances/web/instances", "", nil, [6]int{401, 401, 200, 200, 200, 403}},
+		{"GET", "/v1/appliances/web-frontend/instances", "", nil, [6]int{401, 401, 200, 403, 403, 403}},
 		{"PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`, nil, [6]int{401, 401, 200, 403, 403, 200}},
 		{"PUT", "/v1/appliances/web-frontend", `{"keys":{"a":"1"}}`, nil, [6]int{401, 401, 200, 403, 403, 403}},
 		{"POST", "/v1/tokens", `{"name":"tmp","read":["shared"]}`, func() { f.st.SysDelete(ctx, tokenPrefix+"tmp") }, [6]int{401, 401, 201, 403, 403, 403}},

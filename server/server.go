@@ -42,6 +42,7 @@ type Server struct {
 	auth        *authState
 	maintenance atomic.Bool
 	storeID     atomic.Value // the store id last seen, to notice when it changes
+	reports     *reporter
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -64,6 +65,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	s.hub.onReset = s.onHubReset
 	s.storeID.Store(st.ID())
 	s.auth = newAuthState(cfg)
+	s.reports = newReporter()
 	// Know the store's revision before serving, so that long-polls right after New are tracked;
 	// if the store is away, the hub keeps trying and answers long-polls at once meanwhile.
 	ictx, icancel := context.WithTimeout(ctx, 5*time.Second)
@@ -75,10 +77,14 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	}
 	s.loadSys(ictx)
 	s.routes()
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		s.hub.run(ctx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.runReporter(ctx)
 	}()
 	return s
 }
@@ -133,6 +139,7 @@ func (s *Server) routes() {
 	v1("GET /v1/appliances", s.handleAppliances)
 	v1("GET /v1/appliances/{name}", s.handleGetAppliance)
 	v1("PUT /v1/appliances/{name}", s.handlePutAppliance)
+	v1("GET /v1/appliances/{name}/instances", s.handleInstances)
 	v1("POST /v1/tokens", s.handleCreateToken)
 	v1("GET /v1/tokens", s.handleListTokens)
 	v1("DELETE /v1/tokens/{name}", s.handleDeleteToken)

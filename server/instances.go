@@ -1,0 +1,162 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// instancePrefix is where agents' reports live among the system keys:
+// instances/<appliance>/<instance>.
+const instancePrefix = "instances/"
+
+// Timings of instance reports.
+const (
+	// instanceRefresh is how often an unchanged report is written again (last_seen).
+	instanceRefresh = time.Minute
+	// instanceExpiry is how long a silent instance stays listed; older reports are removed.
+	instanceExpiry = 7 * 24 * time.Hour
+)
+
+// Instance is what an agent last reported (X-Shoelace-Instance and X-Shoelace-Applied on its
+// view requests), as GET /v1/appliances/{name}/instances lists it.
+type Instance struct {
+	Appliance string    `json:"appliance"`
+	Instance  string    `json:"instance"`
+	Applied   int64     `json:"applied"` // last revision at which all its templates were installed
+	LastSeen  time.Time `json:"last_seen"`
+	Remote    string    `json:"remote"`
+	Token     string    `json:"token"`
+}
+
+// Instances answers GET /v1/appliances/{name}/instances.
+type Instances struct {
+	Appliance string     `json:"appliance"`
+	Instances []Instance `json:"instances"`
+}
+
+// reporter writes agents' reports to the store in the background, at most once a minute per
+// instance unless what it applied changed, so that view requests never wait for it.
+type reporter struct {
+	mu      sync.Mutex
+	written map[string]reported
+	swept   time.Time
+	ch      chan Instance
+}
+
+type reported struct {
+	applied int64
+	at      time.Time
+}
+
+func newReporter() *reporter {
+	return &reporter{written: map[string]reported{}, ch: make(chan Instance, 1024)}
+}
+
+// note queues in for writing when it says something new.
+func (r *reporter) note(in Instance) {
+	key := in.Appliance + "/" + in.Instance
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now := in.LastSeen; now.Sub(r.swept) > time.Hour {
+		for k, w := range r.written {
+			if now.Sub(w.at) > time.Hour {
+				delete(r.written, k)
+			}
+		}
+		r.swept = now
+	}
+	if w, ok := r.written[key]; ok && w.applied == in.Applied && in.LastSeen.Sub(w.at) < instanceRefresh {
+		return
+	}
+	select {
+	case r.ch <- in:
+		r.written[key] = reported{applied: in.Applied, at: in.LastSeen}
+	default: // full: the next request reports again
+	}
+}
+
+// runReporter writes queued reports until ctx ends.
+func (s *Server) runReporter(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case in := <-s.reports.ch:
+			data, _ := json.Marshal(in)
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			if _, err := s.st.SysPut(wctx, instancePrefix+in.Appliance+"/"+in.Instance, data, -1); err != nil && ctx.Err() == nil {
+				s.log.Warn("record instance report", "appliance", in.Appliance, "instance", in.Instance, "err", err)
+				s.reports.mu.Lock()
+				delete(s.reports.written, in.Appliance+"/"+in.Instance)
+				s.reports.mu.Unlock()
+			}
+			cancel()
+		}
+	}
+}
+
+// agentReport reads an agent's X-Shoelace-Instance and X-Shoelace-Applied, if sent.
+func agentReport(r *http.Request, name string) (*Instance, error) {
+	inst := r.Header.Get(api.HeaderInstance)
+	applied := r.Header.Get(api.HeaderApplied)
+	if inst == "" {
+		if applied != "" {
+			return nil, api.Errorf(api.CodeInvalidRequest, "header %s needs %s", api.HeaderApplied, api.HeaderInstance)
+		}
+		return nil, nil
+	}
+	if err := api.ValidateSegment("instance name (X-Shoelace-Instance)", inst); err != nil {
+		return nil, err
+	}
+	in := &Instance{Appliance: name, Instance: inst, LastSeen: time.Now().UTC().Truncate(time.Second), Remote: clientIP(r), Token: principalOf(r).name}
+	if applied != "" {
+		n, err := strconv.ParseInt(applied, 10, 64)
+		if err != nil || n < 0 {
+			return nil, api.Errorf(api.CodeInvalidRequest, "header %s must be a revision (an integer >= 0), not %s", api.HeaderApplied, shorten(applied))
+		}
+		in.Applied = n
+	}
+	return in, nil
+}
+
+func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	if err := api.ValidateSegment("appliance name", name); err != nil {
+		return err
+	}
+	if err := principalOf(r).mayReadView(name); err != nil {
+		return err
+	}
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	m, rev, err := s.st.SysList(ctx, instancePrefix+name+"/")
+	if err != nil {
+		return err
+	}
+	out := Instances{Appliance: name, Instances: []Instance{}}
+	now := time.Now()
+	for k, v := range m {
+		var in Instance
+		if err := json.Unmarshal(v, &in); err != nil || !strings.HasPrefix(k, instancePrefix+name+"/") {
+			continue
+		}
+		if now.Sub(in.LastSeen) > instanceExpiry {
+			_, _ = s.st.SysDelete(ctx, k)
+			continue
+		}
+		out.Instances = append(out.Instances, in)
+	}
+	slices.SortFunc(out.Instances, func(a, b Instance) int { return strings.Compare(a.Instance, b.Instance) })
+	return writeJSON(w, http.StatusOK, rev, out)
+}
