@@ -50,6 +50,7 @@ type Agent struct {
 
 	applied atomic.Int64 // last revision at which every template was in place
 	metrics metrics
+	persist *persister // set while Run runs
 }
 
 // New parses every template of cfg (which must be validated) and returns an agent.
@@ -189,7 +190,7 @@ func (a *Agent) Once(ctx context.Context, stage string, noCommands bool) error {
 	return nil
 }
 
-// errKind sorts a failed request: what to log and whether Retry-After applies.
+// describeFetchError says what a failed request means for the log, and the Retry-After it carried.
 func describeFetchError(err error) (msg string, retryAfter time.Duration) {
 	var ae *api.Error
 	switch {

@@ -451,6 +451,7 @@ func TestAgent_RunRerendersOnlyChangedTemplates(t *testing.T) {
 		defer srv.mu.Unlock()
 		return len(srv.applied) > 0 && srv.applied[len(srv.applied)-1] == "12" && srv.instance == "vm-1"
 	})
+	waitFor(t, "the cache at revision 12", func() bool { c, err := agent.LoadCache(dir+"/cache", "web"); return err == nil && c.Revision == 12 })
 	c, err := agent.LoadCache(dir+"/cache", "web")
 	if err != nil || c.Revision != 12 || c.Keys["list/y"] != "2" || c.Store != "store-1" {
 		t.Fatalf("cache = %+v, %v", c, err)

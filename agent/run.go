@@ -45,6 +45,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		defer stopMetrics()
 	}
+	// The cache and status files are written off the render path.
+	a.persist = startPersister(a.log)
+	defer func() {
+		a.persist.close()
+		a.persist = nil
+	}()
 	// Watch before the first render, so that an edit right after it is not missed.
 	watcher, watchErr := a.watchFiles()
 	var fsEvents <-chan fsnotify.Event
@@ -240,7 +246,12 @@ func (a *Agent) saveCache(v *view) {
 	if v == nil || v.FromCache {
 		return
 	}
-	if err := SaveCache(a.cfg.CacheDir, Cached{Appliance: a.cfg.Appliance, Store: v.Store, Revision: v.Revision, Keys: v.Keys, Saved: time.Now().UTC()}); err != nil {
+	job := &cacheJob{dir: a.cfg.CacheDir, c: Cached{Appliance: a.cfg.Appliance, Store: v.Store, Revision: v.Revision, Keys: v.Keys, Saved: time.Now().UTC()}}
+	if a.persist != nil {
+		a.persist.put(job, nil)
+		return
+	}
+	if err := SaveCache(job.dir, job.c); err != nil {
 		a.log.Error("cache not saved", "error", err.Error())
 	}
 }
@@ -260,6 +271,10 @@ func (a *Agent) writeStatus(v *view, res passResult) {
 	}
 	if len(res.failed) > 0 {
 		s.LastError = res.failed[0]
+	}
+	if a.persist != nil {
+		a.persist.put(nil, &statusJob{dir: a.cfg.CacheDir, s: s})
+		return
 	}
 	if err := saveStatus(a.cfg.CacheDir, s); err != nil {
 		a.log.Warn("status not saved", "error", err.Error())
