@@ -16,7 +16,7 @@ COPY . .
 ARG VERSION=0.0.0-dev
 RUN make build VERSION="${VERSION}" \
  && ./bin/shoelace version \
- && mkdir -p /out/data
+ && install -d -m 0700 /out/data
 
 # distroless/static: no shell, no package manager, CA certificates and
 # tzdata only; "nonroot" is uid/gid 65532.
@@ -24,7 +24,7 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /src/bin/shoelace /usr/bin/shoelace
 # The volume's mount point, owned by the runtime user so that a fresh
 # named volume starts out writable.
-COPY --from=build --chown=nonroot:nonroot --chmod=0700 /out/data /var/lib/shoelace
+COPY --from=build --chown=nonroot:nonroot /out/data /var/lib/shoelace
 USER nonroot:nonroot
 ENV SHOELACE_LISTEN=0.0.0.0:7400 \
     SHOELACE_DATA_DIR=/var/lib/shoelace
