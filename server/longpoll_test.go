@@ -11,7 +11,6 @@ import (
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/testutil"
-	"github.com/shoelace-dev/shoelace/server/store"
 )
 
 // poll is a long-poll running in the background.
@@ -437,8 +436,6 @@ func TestHub_CompactionFallback(t *testing.T) {
 	cancel()
 	<-done
 }
-
-var _ = store.ErrCompacted
 
 func TestLongPoll_StoreIDChangeWakesEveryone(t *testing.T) {
 	cfg := testutil.StoreConfig(t)

@@ -1,5 +1,20 @@
 // Package server is Shoelace's HTTP API over the store: keys, transactions, appliance views
 // with long-polls fanned out from one store watch per replica, and access control.
+//
+// Routes (all /v1 routes need "Authorization: Bearer <token>"):
+//
+//	GET    /health, /health/deps, /metrics          no token
+//	GET    /v1/kv/{key}  [?recurse [&keys]]         api.KV or api.List
+//	PUT    /v1/kv/{key}  [?cas=N]                   raw value → api.WriteResult
+//	DELETE /v1/kv/{key}  [?recurse]                 api.DeleteResult
+//	POST   /v1/txn                                  api.Txn → api.WriteResult
+//	GET    /v1/appliances                           api.Appliances
+//	GET    /v1/appliances/{name} [?index=R&wait=D]  api.View, or 304 when nothing changed
+//	PUT    /v1/appliances/{name} [?cas=R]           {"keys":{…}} JSON or YAML → api.WriteResult
+//	GET    /v1/appliances/{name}/instances          Instances (agents' reports)
+//	POST   /v1/tokens, GET /v1/tokens, DELETE /v1/tokens/{name}   admin only
+//	GET    /v1/maintenance, PUT /v1/maintenance     Maintenance (PUT admin only)
+//	GET    /v1/snapshot                             etcd snapshot stream (admin only)
 package server
 
 import (
