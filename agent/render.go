@@ -139,10 +139,10 @@ func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noC
 			res.cmdFail++
 			a.metrics.commandFailures.Add(1)
 			a.log.Error("command failed", "command", p.command, "templates", p.dests, "error", err.Error(),
-				"exit_code", r.ExitCode, "output", r.Output, "duration_ms", r.Duration.Milliseconds())
+				"exit_code", r.ExitCode, "output", redact(r.Output, v.Keys), "duration_ms", r.Duration.Milliseconds())
 			continue
 		}
-		a.log.Info("command ran", "command", p.command, "templates", p.dests, "output", r.Output,
+		a.log.Info("command ran", "command", p.command, "templates", p.dests, "output", redact(r.Output, v.Keys),
 			"duration_ms", r.Duration.Milliseconds())
 	}
 	return res

@@ -516,6 +516,9 @@ func (a *Agent) reload(ctx context.Context, cur *view, stopPoller func(), startP
 			cur = &view{Store: c.Store, Revision: c.Revision, Keys: c.Keys, FromCache: true}
 		}
 	}
+	if cfg.MetricsListen != old.MetricsListen {
+		a.log.Warn("metrics_listen changed: it takes effect at the next start", "serving", old.MetricsListen, "configured", cfg.MetricsListen)
+	}
 	a.log.Info("config reloaded", "templates", len(a.tmpls), "appliance", a.cfg.Appliance)
 	*curp = cur
 	if cur != nil {
