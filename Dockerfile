@@ -2,7 +2,7 @@
 # The Shoelace server in a minimal image:
 #   docker build --build-arg VERSION=$(git describe --tags --always --dirty) -t shoelace .
 #   docker run -d -p 7400:7400 -v shoelace-data:/var/lib/shoelace shoelace
-#   docker exec <container> cat /var/lib/shoelace/admin.token
+#   docker cp <container>:/var/lib/shoelace/admin.token ./admin.token   # no shell in the image
 # Without SHOELACE_ETCD_ENDPOINTS the server keeps an embedded single-node
 # etcd in the volume: run one container per volume, never several replicas.
 
