@@ -19,6 +19,7 @@ type member struct {
 	clientURL string
 	etcd      *embed.Etcd
 	stopped   bool
+	closed    chan struct{} // closed once etcd.Close has returned
 }
 
 // cluster is a 3-member etcd cluster on loopback, every member in this test process.
@@ -104,7 +105,7 @@ func tryStartCluster(dir string) (*cluster, error) {
 			c.stop()
 			return nil, fmt.Errorf("start member %s: %w", cfg.Name, err)
 		}
-		c.members = append(c.members, &member{name: cfg.Name, clientURL: clientURL.String(), etcd: e})
+		c.members = append(c.members, &member{name: cfg.Name, clientURL: clientURL.String(), etcd: e, closed: make(chan struct{})})
 	}
 	for _, m := range c.members {
 		select {
@@ -163,18 +164,27 @@ func (c *cluster) waitLeader(timeout time.Duration) (*member, error) {
 	return nil, fmt.Errorf("no agreed etcd leader after %s", timeout)
 }
 
-// kill stops a member hard: no leadership transfer, no graceful goodbye to its peers.
+// kill stops a member hard: raft stops at once (no leadership transfer, no goodbye to its
+// peers), so the others elect a new leader while clients still hold connections to it, as
+// with a hung or partitioned member. Its listeners are closed in the background: a graceful
+// close of the client connections takes etcd's request timeout, and the test goes on meanwhile.
 func (m *member) kill() {
 	if m.stopped {
 		return
 	}
 	m.stopped = true
 	m.etcd.Server.HardStop()
-	m.etcd.Close()
+	go func() {
+		defer close(m.closed)
+		m.etcd.Close()
+	}()
 }
 
 func (c *cluster) stop() {
 	for _, m := range c.members {
 		m.kill()
+	}
+	for _, m := range c.members {
+		<-m.closed
 	}
 }

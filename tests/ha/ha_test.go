@@ -2,6 +2,7 @@ package ha
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -30,11 +31,12 @@ type writer struct {
 	mu       sync.Mutex
 	next     int
 	acked    []ackedWrite
-	refused  map[int]int // 5xx status → count
-	problems []string    // anything that is neither a 200 nor a 5xx
+	refused  map[int]int    // 5xx status → count
+	bodies   map[int]string // 5xx status → the first answer body
+	problems []string       // anything that is neither a 200 nor a 5xx
 }
 
-func newWriter() *writer { return &writer{refused: map[int]int{}} }
+func newWriter() *writer { return &writer{refused: map[int]int{}, bodies: map[int]string{}} }
 
 // run writes until ctx ends, through clients in turn.
 func (w *writer) run(ctx context.Context, clients map[string]*apiClient) {
@@ -51,7 +53,17 @@ func (w *writer) run(ctx context.Context, clients map[string]*apiClient) {
 		w.mu.Unlock()
 		key := fmt.Sprintf("appliances/web/seq/%04d", seq)
 		value := fmt.Sprintf("value-%04d-via-%s", seq, via)
-		status, rev, err := clients[via].put(ctx, key, value)
+		status, body, _, err := clients[via].do(ctx, http.MethodPut, "/v1/kv/"+key, []byte(value))
+		var rev int64
+		if err == nil && status == http.StatusOK {
+			var ans struct {
+				Revision int64 `json:"revision"`
+			}
+			if jerr := json.Unmarshal(body, &ans); jerr != nil {
+				err = fmt.Errorf("decode put answer %q: %w", body, jerr)
+			}
+			rev = ans.Revision
+		}
 		w.mu.Lock()
 		switch {
 		case ctx.Err() != nil:
@@ -62,6 +74,9 @@ func (w *writer) run(ctx context.Context, clients map[string]*apiClient) {
 			w.acked = append(w.acked, ackedWrite{key: key, value: value, revision: rev, via: via})
 		case status >= 500:
 			w.refused[status]++
+			if _, ok := w.bodies[status]; !ok {
+				w.bodies[status] = string(body)
+			}
 		default:
 			w.problems = append(w.problems, fmt.Sprintf("put %s via %s: status %d, revision %d (want 200 or 5xx)", key, via, status, rev))
 		}
@@ -82,6 +97,21 @@ func (w *writer) snapshot() ([]ackedWrite, map[int]int, []string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return slices.Clone(w.acked), maps(w.refused), slices.Clone(w.problems)
+}
+
+// refusals describes the 5xx answers: how many of each status, and the first body of each.
+func (w *writer) refusals() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.refused) == 0 {
+		return "none"
+	}
+	var parts []string
+	for st, n := range w.refused {
+		parts = append(parts, fmt.Sprintf("%d×%d (first: %s)", n, st, strings.TrimSpace(w.bodies[st])))
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, "; ")
 }
 
 func maps(m map[int]int) map[int]int {
@@ -424,19 +454,36 @@ func TestHA_LeaderKillThenReplicaKill(t *testing.T) {
 	skipShort(t)
 	dir := t.TempDir()
 	c := startCluster(t, filepath.Join(dir, "etcd"))
-	adminToken := filepath.Join(dir, "admin.token")
-	ra := startReplica(t, "a", dir, c.endpoints(), adminToken)
-	tok := waitFile(t, adminToken, 30*time.Second)
+	// Both replicas start together against the empty store: exactly one creates the admin
+	// token and writes it to its --admin-token-file.
+	tokenFiles := map[string]string{"a": filepath.Join(dir, "admin-a.token"), "b": filepath.Join(dir, "admin-b.token")}
+	reps := startReplicas(t, dir, c.endpoints(), tokenFiles)
+	ra, rb := reps["a"], reps["b"]
+	var adminToken string
+	deadline := time.Now().Add(30 * time.Second)
+	for adminToken == "" && time.Now().Before(deadline) {
+		for _, f := range tokenFiles {
+			if _, err := os.Stat(f); err == nil {
+				adminToken = f
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if adminToken == "" {
+		t.Fatal("no replica wrote an admin token")
+	}
+	tok := waitFile(t, adminToken, 10*time.Second)
 	if fi, err := os.Stat(adminToken); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("admin token file: %v, mode %v, want 0600", err, fi.Mode().Perm())
 	}
 	if len(strings.TrimSpace(string(tok))) < 16 {
 		t.Fatalf("admin token %d bytes: too short", len(tok))
 	}
-	otherToken := filepath.Join(dir, "admin-b.token")
-	rb := startReplica(t, "b", dir, c.endpoints(), otherToken)
-	if _, err := os.Stat(otherToken); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("replica b wrote a second admin token to %s (err %v): one store, one first admin token", otherToken, err)
+	time.Sleep(500 * time.Millisecond)
+	for _, f := range tokenFiles {
+		if _, err := os.Stat(f); f != adminToken && !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("both replicas wrote an admin token (%s and %s): one store, one first admin token", adminToken, f)
+		}
 	}
 	ca, cb := newClient(ra.url(), adminToken), newClient(rb.url(), adminToken)
 	both := map[string]*apiClient{"a": ca, "b": cb}
@@ -499,11 +546,11 @@ templates:
 	for _, pr := range stopReader() {
 		t.Error("during the election:", pr)
 	}
-	acked, refused, problems := w.snapshot()
+	acked, _, problems := w.snapshot()
 	for _, pr := range problems {
 		t.Error("during the election:", pr)
 	}
-	t.Logf("phase 1: %d writes acknowledged, refused with 5xx: %v", len(acked), refused)
+	t.Logf("phase 1: %d writes acknowledged; refused: %s", len(acked), w.refusals())
 	last := acked[len(acked)-1].revision
 	for _, a := range acked {
 		last = max(last, a.revision)
@@ -527,11 +574,11 @@ templates:
 	if status, _, err := cb.put(context.Background(), "appliances/web/final", "after-replica-kill"); err != nil || status != http.StatusOK {
 		t.Fatalf("put final through b: status %d, err %v", status, err)
 	}
-	acked, refused, problems = w.snapshot()
+	acked, _, problems = w.snapshot()
 	for _, pr := range problems {
 		t.Error("after replica a died:", pr)
 	}
-	t.Logf("phase 2: %d writes acknowledged in all, refused with 5xx: %v", len(acked), refused)
+	t.Logf("phase 2: %d writes acknowledged in all; refused: %s", len(acked), w.refusals())
 	for _, a := range acked {
 		last = max(last, a.revision)
 	}

@@ -55,35 +55,59 @@ func cleanEnv() []string {
 // until /health answers 200.
 func startReplica(t *testing.T, name, dir, endpoints, adminTokenFile string) *replica {
 	t.Helper()
-	var lastErr error
-	for range 3 { // the free port may be taken before the child binds it
-		addr, err := freeAddr()
-		if err != nil {
-			t.Fatal(err)
+	return startReplicas(t, dir, endpoints, map[string]string{name: adminTokenFile})[name]
+}
+
+// startReplicas starts one replica per name (name → its --admin-token-file) at the same time,
+// as replicas of a fresh deployment start, and waits until every one is healthy.
+func startReplicas(t *testing.T, dir, endpoints string, names map[string]string) map[string]*replica {
+	t.Helper()
+	started := map[string]*replica{}
+	for try := 0; try < 3 && len(started) < len(names); try++ { // a free port may be taken before the child binds it
+		launched := map[string]*replica{}
+		for name, tokenFile := range names {
+			if started[name] == nil {
+				launched[name] = launchReplica(t, name, dir, endpoints, tokenFile)
+			}
 		}
-		r := &replica{name: name, addr: addr, stderr: &syncBuffer{}, done: make(chan error, 1)}
-		r.cmd = exec.Command(shoelaceBin, "server", "--listen", addr, "--etcd-endpoints", endpoints,
-			"--data-dir", filepath.Join(dir, name), "--admin-token-file", adminTokenFile,
-			"--rate-limit", "0", "--log-level", "warn")
-		r.cmd.Env = cleanEnv()
-		r.cmd.Stdout, r.cmd.Stderr = r.stderr, r.stderr
-		if err := r.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() { r.done <- r.cmd.Wait() }()
-		if lastErr = waitHealthy(r.url(), r.done, 60*time.Second); lastErr == nil {
+		for name, r := range launched {
+			if err := waitHealthy(r.url(), r.done, 60*time.Second); err != nil {
+				t.Logf("replica %s: %v\n%s", name, err, tail(r.stderr.String(), 2000))
+				r.kill()
+				continue
+			}
+			started[name] = r
 			t.Cleanup(func() {
 				r.terminate()
 				if t.Failed() {
 					t.Logf("replica %s stderr:\n%s", r.name, tail(r.stderr.String(), 4000))
 				}
 			})
-			return r
 		}
-		r.kill()
 	}
-	t.Fatalf("start replica %s: %v", name, lastErr)
-	return nil
+	if len(started) < len(names) {
+		t.Fatalf("started %d of %d replicas", len(started), len(names))
+	}
+	return started
+}
+
+func launchReplica(t *testing.T, name, dir, endpoints, adminTokenFile string) *replica {
+	t.Helper()
+	addr, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &replica{name: name, addr: addr, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	r.cmd = exec.Command(shoelaceBin, "server", "--listen", addr, "--etcd-endpoints", endpoints,
+		"--data-dir", filepath.Join(dir, name), "--admin-token-file", adminTokenFile,
+		"--rate-limit", "0", "--log-level", "warn")
+	r.cmd.Env = cleanEnv()
+	r.cmd.Stdout, r.cmd.Stderr = r.stderr, r.stderr
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { r.done <- r.cmd.Wait() }()
+	return r
 }
 
 func (r *replica) url() string { return "http://" + r.addr }
@@ -224,7 +248,7 @@ func (c *apiClient) poll(ctx context.Context, appliance string, index int64, wai
 }
 
 // failoverProxy is the load balancer of the tests: it sends every request to the first
-// backend whose /health answered 200 at the last check (every 100 ms), so it fails over
+// backend whose /health/deps answered 200 at the last check (every 100 ms), so it fails over
 // when a replica dies, as a TCP or HTTP load balancer with active health checks does.
 type failoverProxy struct {
 	srv      *http.Server
@@ -292,7 +316,7 @@ func (p *failoverProxy) check() {
 		}
 		for i, b := range p.backends {
 			ok := false
-			if resp, err := hc.Get(b.String() + "/health"); err == nil {
+			if resp, err := hc.Get(b.String() + "/health/deps"); err == nil {
 				resp.Body.Close()
 				ok = resp.StatusCode == http.StatusOK
 			}
