@@ -597,4 +597,33 @@ templates:
 	agent.waitRendered(t, out, expectedRender(v), 45*time.Second)
 	pa.check(t, acked)
 	pb.check(t, acked)
+
+	// The runbook's failover procedures, as written: find the failed replica, then check the
+	// service through the load balancer.
+	vars := map[string]string{"REPLICAS": ra.url() + " " + rb.url(), "SHOELACE_TOKEN_FILE": adminToken}
+	outp, err := runBlock(t, runbookProcedure(t, "failover-find"), dir, runbookShellEnv(t, vars))
+	if err != nil {
+		t.Errorf("runbook failover-find: %v", err)
+	}
+	for _, want := range []string{ra.url() + " FAILED", rb.url() + " ok"} {
+		if !strings.Contains(outp, want) {
+			t.Errorf("runbook failover-find does not say %q", want)
+		}
+	}
+	vars["SHOELACE_ADDR"] = proxy.url()
+	if outp, err := runBlock(t, runbookProcedure(t, "sanity"), dir, runbookShellEnv(t, vars)); err != nil || !strings.Contains(outp, "etcd.leader: true") {
+		t.Errorf("runbook sanity through the load balancer after failover: %v", err)
+	}
+
+	// Recovery: replica A comes back (same flags, new process) and serves every write at once.
+	ra2 := startReplica(t, "a", dir, c.endpoints(), filepath.Join(dir, "admin-a2.token"))
+	ca2 := newClient(ra2.url(), adminToken)
+	checkReadable(t, "a (restarted)", ca2, acked)
+	status, v2, err := ca2.poll(context.Background(), "web", 0, time.Second)
+	if err != nil || status != http.StatusOK || v2.Revision < v.Revision || expectedRender(v2) != expectedRender(v) {
+		t.Errorf("restarted replica a: view status %d at %d (err %v), want the view at %d", status, v2.Revision, err, v.Revision)
+	}
+	if outp, err := runBlock(t, runbookProcedure(t, "failover-find"), dir, runbookShellEnv(t, map[string]string{"REPLICAS": ra2.url() + " " + rb.url(), "SHOELACE_TOKEN_FILE": adminToken})); err != nil || strings.Contains(outp, "FAILED") {
+		t.Errorf("runbook failover-find after recovery: %v, output %q", err, outp)
+	}
 }

@@ -260,17 +260,61 @@ func (r *runbookEnv) tryRun(name string, extra map[string]string) (string, error
 	if !ok {
 		r.t.Fatalf("docs/RUNBOOK.md has no procedure marked <!-- runbook-test: %s -->", name)
 	}
+	env := append([]string(nil), r.env...)
+	for k, v := range extra {
+		env = append(env, k+"="+v)
+	}
+	return runBlock(r.t, b, r.dir, env)
+}
+
+// runBlock runs one procedure with bash -euo pipefail in dir with env, and logs its output.
+func runBlock(t *testing.T, b runbookBlock, dir string, env []string) (string, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", b.script)
-	cmd.Dir = r.dir
-	cmd.Env = append([]string(nil), r.env...)
-	for k, v := range extra {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
+	cmd.Dir = dir
+	cmd.Env = env
 	out, err := cmd.CombinedOutput()
-	r.t.Logf("runbook %q (RUNBOOK.md line %d):\n%s", name, b.line, indent(string(out)))
+	t.Logf("runbook %q (RUNBOOK.md line %d):\n%s", b.name, b.line, indent(string(out)))
 	return string(out), err
+}
+
+// runbookProcedure returns the procedure name of docs/RUNBOOK.md.
+func runbookProcedure(t *testing.T, name string) runbookBlock {
+	t.Helper()
+	md, err := os.ReadFile(filepath.Join(repoRoot, "docs", "RUNBOOK.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks, err := parseRunbook(string(md))
+	if err != nil {
+		t.Fatalf("docs/RUNBOOK.md: %v", err)
+	}
+	for _, b := range blocks {
+		if b.name == name {
+			return b
+		}
+	}
+	t.Fatalf("docs/RUNBOOK.md has no procedure marked <!-- runbook-test: %s -->", name)
+	return runbookBlock{}
+}
+
+// runbookShellEnv is the environment of a procedure run outside runbookEnv: the binaries on
+// PATH, no SHOELACE_* from the test's own environment, and vars.
+func runbookShellEnv(t *testing.T, vars map[string]string) []string {
+	t.Helper()
+	bin := t.TempDir()
+	for _, b := range []string{shoelaceBin, agentBin} {
+		if err := os.Symlink(b, filepath.Join(bin, filepath.Base(b))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := append(cleanEnv(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	for k, v := range vars {
+		env = append(env, k+"="+v)
+	}
+	return env
 }
 
 func indent(s string) string {
