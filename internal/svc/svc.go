@@ -185,6 +185,9 @@ func (m *Manager) install(ctx context.Context, u Unit, stdout io.Writer) error {
 	}
 	content := UnitContent(u, self)
 	path := filepath.Join(m.unitDir(), u.Name+".service")
+	if target, err := os.Readlink(path); err == nil && target == "/dev/null" {
+		return fmt.Errorf("%s is masked; run `systemctl unmask %s.service` first", u.Name, u.Name)
+	}
 	old, err := os.ReadFile(path)
 	switch {
 	case err == nil && bytes.Equal(old, content):

@@ -221,6 +221,25 @@ func TestControl_StartFailure(t *testing.T) {
 	}
 }
 
+func TestControl_InstallMasked(t *testing.T) {
+	m, log := newManager(t)
+	path := filepath.Join(m.UnitDir, "shoelace-agent.service")
+	if err := os.Symlink("/dev/null", path); err != nil {
+		t.Fatal(err)
+	}
+	err := m.Control(context.Background(), AgentUnit(), "install", &bytes.Buffer{})
+	want := "shoelace-agent install: shoelace-agent is masked; run `systemctl unmask shoelace-agent.service` first"
+	if err == nil || err.Error() != want {
+		t.Fatalf("error = %v\nwant    %s", err, want)
+	}
+	if target, err := os.Readlink(path); err != nil || target != "/dev/null" {
+		t.Errorf("install replaced the mask: %q %v", target, err)
+	}
+	if calls := readLog(t, log); len(calls) != 0 {
+		t.Errorf("ran systemctl %q", calls)
+	}
+}
+
 func TestControl_InstallNeedsUser(t *testing.T) {
 	m, log := newManager(t)
 	u := ServerUnit()
