@@ -265,6 +265,29 @@ func TestBake(t *testing.T) {
 		}
 	})
 
+	t.Run("installs a given agent config", func(t *testing.T) {
+		root := t.TempDir()
+		given := filepath.Join(t.TempDir(), "agent.yaml")
+		cfg := fmt.Sprintf("server: %s\ntoken_file: %s/etc/shoelace/token\nappliance: web\ncache_dir: %s/var/lib/shoelace\ntemplates:\n  - contents: 'ntp {{ key \"system/ntp\" }}'\n    destination: %s/etc/ntp.conf\n    stage: system\n",
+			srv.addr, root, root, root)
+		if err := os.WriteFile(given, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		code, out := bake(t, append(rootEnv(root, agentBin), "SHOELACE_SERVER="+srv.addr, "SHOELACE_BAKE_TOKEN="+token, "SHOELACE_AGENT_CONFIG="+given)...)
+		if code != 0 {
+			t.Fatalf("bake.sh exit %d:\n%s", code, out)
+		}
+		if b, _ := os.ReadFile(filepath.Join(root, "etc/shoelace/agent.yaml")); string(b) != cfg {
+			t.Errorf("installed agent.yaml differs from SHOELACE_AGENT_CONFIG:\n%s", b)
+		}
+		if b, _ := os.ReadFile(filepath.Join(root, "etc/ntp.conf")); string(b) != "ntp ntp1.example.org" {
+			t.Errorf("etc/ntp.conf = %q", b)
+		}
+		if _, err := os.Stat(filepath.Join(root, "etc/shoelace/token")); !os.IsNotExist(err) {
+			t.Errorf("token left behind: %v", err)
+		}
+	})
+
 	t.Run("a refused token fails the bake and still removes the token", func(t *testing.T) {
 		root := newRoot(t)
 		bogus := "not-a-real-token-0123456789abcdef"
