@@ -64,6 +64,50 @@ func TestMeasure_Resources(t *testing.T) {
 	report("store on disk after 10 applies of 1,000 keys (10,000 keys of 64 B): %s", diskUsage(t, filepath.Join(dir, "data")))
 	report("server idle with 10,000 keys: RSS %s", rss(srv.cmd.Process.Pid))
 
+	// 1,000 long-polls on app1, then one change wakes them all.
+	const waiters = 1000
+	status, v, err := c.poll(ctx, "app1", 0, time.Second)
+	if err != nil || status != http.StatusOK {
+		t.Fatalf("view app1: %d %v", status, err)
+	}
+	before := rss(srv.cmd.Process.Pid)
+	var wg sync.WaitGroup
+	answered := make([]time.Time, waiters)
+	var bad atomic.Int64
+	for i := range waiters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, _, err := c.poll(ctx, "app1", v.Revision, 2*time.Minute)
+			if err != nil || st != http.StatusOK {
+				bad.Add(1)
+			}
+			answered[i] = time.Now()
+		}()
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for openLongPolls(t, srv.url()) < waiters && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := openLongPolls(t, srv.url()); got < waiters {
+		t.Fatalf("only %d long-polls open after 60 s", got)
+	}
+	time.Sleep(time.Second)
+	report("server with %d open long-polls: RSS %s (RSS before they opened: %s)", waiters, rss(srv.cmd.Process.Pid), before)
+	cpu0 := cpuSeconds(srv.cmd.Process.Pid)
+	start := time.Now()
+	if st, _, err := c.put(ctx, "appliances/app1/group00/key0000", "changed"); err != nil || st != http.StatusOK {
+		t.Fatalf("put: %d %v", st, err)
+	}
+	wg.Wait()
+	var lat []time.Duration
+	for _, at := range answered {
+		lat = append(lat, at.Sub(start))
+	}
+	slices.Sort(lat)
+	report("one put wakes %d long-polls of a 1,000-key view: all answered in %s (p50 %s, p99 %s), %d not 200; server CPU %.2f s",
+		waiters, lat[len(lat)-1], pct(lat, 50), pct(lat, 99), bad.Load(), cpuSeconds(srv.cmd.Process.Pid)-cpu0)
+
 	// Bounded load loops: 8 clients, 3 s each.
 	var seq atomic.Int64
 	loops := []struct {
@@ -93,49 +137,6 @@ func TestMeasure_Resources(t *testing.T) {
 		report("%s: %d ok in 3 s = %.0f req/s with 8 clients, latency p50 %s p99 %s, %d errors; server CPU %.2f s (%.0f%% of one core); RSS after %s",
 			l.name, n, float64(n)/3, pct(lat, 50), pct(lat, 99), errs, cpu, cpu/3*100, rss(srv.cmd.Process.Pid))
 	}
-
-	// 1,000 long-polls on app1, then one change wakes them all.
-	const waiters = 1000
-	status, v, err := c.poll(ctx, "app1", 0, time.Second)
-	if err != nil || status != http.StatusOK {
-		t.Fatalf("view app1: %d %v", status, err)
-	}
-	var wg sync.WaitGroup
-	answered := make([]time.Time, waiters)
-	var bad atomic.Int64
-	for i := range waiters {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			st, _, err := c.poll(ctx, "app1", v.Revision, 2*time.Minute)
-			if err != nil || st != http.StatusOK {
-				bad.Add(1)
-			}
-			answered[i] = time.Now()
-		}()
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for openLongPolls(t, srv.url()) < waiters && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
-	if got := openLongPolls(t, srv.url()); got < waiters {
-		t.Fatalf("only %d long-polls open after 60 s", got)
-	}
-	time.Sleep(time.Second)
-	report("server with %d open long-polls: RSS %s", waiters, rss(srv.cmd.Process.Pid))
-	cpu0 := cpuSeconds(srv.cmd.Process.Pid)
-	start := time.Now()
-	if st, _, err := c.put(ctx, "appliances/app1/group00/key0000", "changed"); err != nil || st != http.StatusOK {
-		t.Fatalf("put: %d %v", st, err)
-	}
-	wg.Wait()
-	var lat []time.Duration
-	for _, at := range answered {
-		lat = append(lat, at.Sub(start))
-	}
-	slices.Sort(lat)
-	report("one put wakes %d long-polls of a 1,000-key view: all answered in %s (p50 %s, p99 %s), %d not 200; server CPU %.2f s",
-		waiters, lat[len(lat)-1], pct(lat, 50), pct(lat, 99), bad.Load(), cpuSeconds(srv.cmd.Process.Pid)-cpu0)
 
 	// An agent rendering a 1,000-key view.
 	agentToken := filepath.Join(dir, "agent.token")
