@@ -185,6 +185,12 @@ func newRunbookEnv(t *testing.T) *runbookEnv {
 	if err != nil {
 		t.Fatalf("docs/RUNBOOK.md: %v", err)
 	}
+	// The procedures use these besides shoelace; an operator's host has them too.
+	for _, tool := range []string{"bash", "jq", "curl", "comm", "xargs", "install", "chown", "du"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("the runbook's procedures need %s on PATH (apt-get install jq curl coreutils findutils): %v", tool, err)
+		}
+	}
 	r := &runbookEnv{t: t, dir: t.TempDir(), blocks: map[string]runbookBlock{}}
 	for _, b := range blocks {
 		r.blocks[b.name] = b
