@@ -99,6 +99,7 @@ func (s *Server) handleGetAppliance(w http.ResponseWriter, r *http.Request) erro
 		}
 		return writeJSON(w, http.StatusOK, v.Revision, v)
 	}
+	extendWrite(w, wait+drainJitter+opTimeout)
 	return s.longPoll(w, r, name, index, wait)
 }
 

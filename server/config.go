@@ -23,6 +23,14 @@ const (
 	DefaultAdminTokenFile = "admin.token"
 	// DefaultMaxBodyExtra is added to MaxValueBytes to bound txn and apply bodies by default.
 	DefaultMaxBodyExtra = 4 << 20
+	// DefaultHeaderTimeout bounds reading a request's headers (slow clients are cut off).
+	DefaultHeaderTimeout = 10 * time.Second
+	// DefaultBodyTimeout bounds reading a request's body.
+	DefaultBodyTimeout = 30 * time.Second
+	// DefaultIdleTimeout closes keep-alive connections idle that long.
+	DefaultIdleTimeout = 2 * time.Minute
+	// MaxHeaderBytes bounds a request's headers; over it the answer is 431.
+	MaxHeaderBytes = 64 << 10
 )
 
 // Config is the server's configuration; cmd/shoelace fills it from flags.
@@ -57,6 +65,12 @@ type Config struct {
 	LogLevel string
 	// Version is reported by /health and the build info metric.
 	Version string
+	// HeaderTimeout and BodyTimeout bound reading a request's headers and its body
+	// (0 = DefaultHeaderTimeout, DefaultBodyTimeout).
+	HeaderTimeout, BodyTimeout time.Duration
+	// Reload, when not nil, makes Serve read the TLS certificate and key again each time it
+	// receives (a pair that fails to load keeps the old one). Run wires SIGHUP to it when nil.
+	Reload <-chan struct{}
 }
 
 // DefaultConfig returns the configuration of a server started without flags.
@@ -122,6 +136,9 @@ func (c Config) Validate() error {
 	if c.DefaultWait <= 0 || c.MaxWait <= 0 || c.DefaultWait > c.MaxWait {
 		errs = append(errs, fmt.Errorf("long-poll waits must satisfy 0 < default (%s) <= max (%s)", c.DefaultWait, c.MaxWait))
 	}
+	if c.HeaderTimeout < 0 || c.BodyTimeout < 0 {
+		errs = append(errs, fmt.Errorf("header timeout %s and body timeout %s must be >= 0 (0 = default)", c.HeaderTimeout, c.BodyTimeout))
+	}
 	if _, err := ParseLogLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
 	}
@@ -148,6 +165,20 @@ func (c Config) adminTokenFile() string {
 		return c.AdminTokenFile
 	}
 	return filepath.Join(c.DataDir, DefaultAdminTokenFile)
+}
+
+func (c Config) headerTimeout() time.Duration {
+	if c.HeaderTimeout > 0 {
+		return c.HeaderTimeout
+	}
+	return DefaultHeaderTimeout
+}
+
+func (c Config) bodyTimeout() time.Duration {
+	if c.BodyTimeout > 0 {
+		return c.BodyTimeout
+	}
+	return DefaultBodyTimeout
 }
 
 func (c Config) maxBodyBytes() int64 {

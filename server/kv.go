@@ -6,7 +6,9 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
+	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 )
@@ -139,8 +141,16 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64, tooBig func() e
 		if errors.As(err, &mbe) {
 			return nil, tooBig()
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			e := api.Errorf(api.CodeInvalidBody, "the request body did not arrive in time")
+			e.Status = http.StatusRequestTimeout
+			return nil, e
+		}
 		return nil, api.Errorf(api.CodeInvalidBody, "read request body: %v", err)
 	}
+	// The body is in: lift its read deadline, which would otherwise end the request's context
+	// (net/http watches the idle connection for the client going away).
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	return data, nil
 }
 

@@ -7,8 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
+	"github.com/shoelace-dev/shoelace/internal/sdnotify"
 	"github.com/shoelace-dev/shoelace/server/store"
 )
 
@@ -16,10 +20,35 @@ import (
 const shutdownTimeout = 7 * time.Second
 
 // Run opens the store, listens on cfg.Listen and serves until ctx ends, then drains: open
-// long-polls are answered 304 and the server exits within 10 seconds.
+// long-polls are answered 304 and the server exits within 10 seconds. SIGHUP reloads the TLS
+// certificate (unless cfg.Reload is set), and systemd is told of readiness, reloads and
+// stopping through $NOTIFY_SOCKET.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return err
+	}
+	if cfg.Reload == nil {
+		// Catch SIGHUP even without TLS: its default action would end the process on
+		// `systemctl reload`.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		reload := make(chan struct{})
+		cfg.Reload = reload
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					select {
+					case reload <- struct{}{}:
+					case <-ctx.Done():
+						return
+					}
+				}
+			}
+		}()
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -37,6 +66,14 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger) e
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	useTLS := cfg.TLSCert != ""
+	var certs *certReloader
+	if useTLS {
+		var err error
+		if certs, err = newCertReloader(cfg.TLSCert, cfg.TLSKey, log); err != nil {
+			return err
+		}
+	}
 	st, err := store.Open(ctx, cfg.storeConfig(log))
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
@@ -45,7 +82,6 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger) e
 	if st.Embedded() {
 		log.Warn("running an embedded etcd: one embedded store must never sit behind several replicas; give --etcd-endpoints to run more than one", "data_dir", cfg.DataDir)
 	}
-	useTLS := cfg.TLSCert != ""
 	if !useTLS && !isLoopback(ln.Addr()) {
 		log.Warn("serving plain HTTP on a non-loopback address: tokens cross the network in clear text; give --tls-cert and --tls-key", "addr", ln.Addr().String())
 	}
@@ -56,27 +92,34 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger) e
 		_ = s.Close(cctx)
 		return err
 	}
-	srv := &http.Server{
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	srv := s.httpServer()
+	if useTLS {
+		srv.TLSConfig = certs.tlsConfig()
 	}
 	errc := make(chan error, 1)
 	go func() {
 		if useTLS {
-			errc <- srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+			errc <- srv.ServeTLS(ln, "", "")
 		} else {
 			errc <- srv.Serve(ln)
 		}
 	}()
 	log.Info("serving", "addr", ln.Addr().String(), "tls", useTLS, "store_id", st.ID(), "embedded", st.Embedded(), "version", cfg.Version)
+	notify(log, sdnotify.Ready)
+
+	rctx, rcancel := context.WithCancel(ctx)
+	defer rcancel()
+	if cfg.Reload != nil {
+		go reloadLoop(rctx, cfg.Reload, certs, log)
+	}
 
 	var serveErr error
 	select {
 	case serveErr = <-errc:
 	case <-ctx.Done():
 	}
+	rcancel()
+	notify(log, sdnotify.Stopping)
 	log.Info("draining")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
@@ -93,6 +136,47 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger) e
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// httpServer is the HTTP server of s, bounded against slow and hostile clients: headers must
+// arrive within HeaderTimeout and stay under MaxHeaderBytes (else 431); bodies and write
+// deadlines are set per request by outer, so that long-polls may wait up to MaxWait.
+func (s *Server) httpServer() *http.Server {
+	return &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: s.cfg.headerTimeout(),
+		IdleTimeout:       DefaultIdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// reloadLoop reloads the TLS pair each time reload fires, telling systemd around it.
+func reloadLoop(ctx context.Context, reload <-chan struct{}, certs *certReloader, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-reload:
+		}
+		notify(log, sdnotify.Reloading)
+		switch {
+		case certs == nil:
+			log.Info("reload: nothing to reload (no --tls-cert)")
+		default:
+			if err := certs.reload(); err != nil {
+				log.Error("reload TLS certificate; still serving the previous one", "err", err)
+			}
+		}
+		notify(log, sdnotify.Ready)
+	}
+}
+
+// notify reports a state to systemd; failures are logged, never fatal.
+func notify(log *slog.Logger, f func() error) {
+	if err := f(); err != nil {
+		log.Warn("notify systemd", "err", err)
+	}
 }
 
 func isLoopback(a net.Addr) bool {

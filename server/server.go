@@ -41,6 +41,14 @@ import (
 // opTimeout bounds one store operation of a request that does not long-poll.
 const opTimeout = 30 * time.Second
 
+// writeMargin is added to the time a handler may take to make the write deadline of its answer.
+const writeMargin = 30 * time.Second
+
+// extendWrite gives the answer to r d more (plus writeMargin) to be written.
+func extendWrite(w http.ResponseWriter, d time.Duration) {
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d + writeMargin))
+}
+
 // depsTimeout bounds GET /health/deps, so that a probe gets its 503 quickly while etcd is away.
 const depsTimeout = 3 * time.Second
 
@@ -231,6 +239,13 @@ func (s *Server) outer(next http.Handler) http.Handler {
 		h.Set(api.HeaderRequestID, ri.id)
 		h.Set(api.HeaderStore, s.st.ID())
 		h.Set(api.HeaderIndex, strconv.FormatInt(s.hub.current(), 10))
+		// Deadlines against slow clients: the body must arrive within BodyTimeout, and the
+		// answer be taken within the time a handler may take (long-polls and snapshots extend it).
+		rc := http.NewResponseController(sw)
+		if r.ContentLength != 0 {
+			_ = rc.SetReadDeadline(start.Add(s.cfg.bodyTimeout()))
+		}
+		_ = rc.SetWriteDeadline(start.Add(opTimeout + writeMargin))
 
 		if p := r.URL.Path; p != cleanPath(p) {
 			// ServeMux would redirect to the cleaned path; a key must never be rewritten.

@@ -39,6 +39,7 @@ func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) error {
 	if err := principalOf(r).mayAdmin(); err != nil {
 		return err
 	}
+	extendWrite(w, snapshotTimeout)
 	ctx, cancel := context.WithTimeout(r.Context(), snapshotTimeout)
 	defer cancel()
 	rev, err := s.st.Revision(ctx)
