@@ -31,9 +31,12 @@ type cliEnv struct {
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	e := &cliEnv{stdin: stdin, stdout: stdout, stderr: stderr}
 	app := newApp(e)
-	args = reorderArgs(cmdNode{flags: app.Flags, subs: app.Commands}, args)
+	args, err := reorderArgs(cmdNode{flags: app.Flags, subs: app.Commands}, args)
+	if err != nil {
+		return err
+	}
 	e.onCommandLine = flagsOnCommandLine(args)
-	err := app.RunContext(ctx, args)
+	err = app.RunContext(ctx, args)
 	var ae *api.Error
 	if e.noToken && errors.As(err, &ae) && ae.HTTPStatus() == http.StatusUnauthorized {
 		err = fmt.Errorf("%w (no token given: set --token-file or SHOELACE_TOKEN_FILE)", err)

@@ -28,7 +28,9 @@ to those roots; the appliance's own value wins.`,
 				Name:      "ls",
 				Usage:     "list the appliances the token may read",
 				UsageText: "shoelace appliance ls [--output json]",
-				Action:    e.applianceList,
+				Description: `Prints one appliance name per line: those with at least one key of their own that the
+token may read. With --output json, prints {"appliances":[…]}.`,
+				Action: e.applianceList,
 			},
 			{
 				Name:      "get",

@@ -21,11 +21,13 @@ type cmdNode struct {
 // [prog, root flags…, cmd, cmd flags…, sub, sub flags…, ("--"), positionals…, after "--"…].
 // A flag is placed at the deepest command on the path that defines it; unknown flags go to
 // the last command, whose parser then names them in its error. A flag's value is kept with it
-// (the next argument when the flag takes one and has no "=value"). Everything after "--" stays
+// (the next argument when the flag takes one and has no "=value"); a flag that takes a value
+// and has none is a usage error. Everything after "--" stays
 // positional, after the other positionals, and the "--" moves in front of the positionals.
-func reorderArgs(root cmdNode, args []string) []string {
+// With -h or --help, the positional arguments are dropped: "kv put k v --help" shows kv put's help.
+func reorderArgs(root cmdNode, args []string) ([]string, error) {
 	if len(args) == 0 {
-		return args
+		return args, nil
 	}
 	path := []cmdNode{root}
 	var names []string    // command names on the path, after the program name
@@ -46,7 +48,10 @@ func reorderArgs(root cmdNode, args []string) []string {
 			name, hasValue := flagName(a)
 			_, f := findFlag(path, name)
 			group := []string{a}
-			if !hasValue && takesValue(f, name, root) && i+1 < len(rest) {
+			if !hasValue && takesValue(f, name, root) {
+				if i+1 >= len(rest) {
+					return nil, usagef("flag needs a value: %s", a)
+				}
 				group = append(group, rest[i+1])
 				i++
 			}
@@ -67,6 +72,13 @@ func reorderArgs(root cmdNode, args []string) []string {
 	flagsAt := make([][]string, len(path))
 	for _, g := range groups {
 		name, _ := flagName(g[0])
+		if name == "help" || name == "h" {
+			// Help needs no arguments, and urfave/cli would take the first one as a help topic.
+			positionals, afterDashes, dashes = nil, nil, false
+		}
+	}
+	for _, g := range groups {
+		name, _ := flagName(g[0])
 		level, _ := findFlag(path, name)
 		if level < 0 {
 			level = len(path) - 1
@@ -85,7 +97,7 @@ func reorderArgs(root cmdNode, args []string) []string {
 		out = append(out, "--")
 	}
 	out = append(out, positionals...)
-	return append(out, afterDashes...)
+	return append(out, afterDashes...), nil
 }
 
 // flagName returns the name of a flag argument ("--cas=3" → "cas", true).

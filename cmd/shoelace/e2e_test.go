@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -241,7 +242,10 @@ func (c *runner) run(args ...string) result { return c.runStdin(nil, args...) }
 
 func (c *runner) runStdin(stdin []byte, args ...string) result {
 	c.t.Helper()
-	cmd := exec.Command(binPath, args...)
+	// No CLI run may hang the suite: each gets a generous deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binPath, args...)
 	cmd.Env = append(cleanEnv(), c.env...)
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
@@ -253,6 +257,8 @@ func (c *runner) runStdin(stdin []byte, args ...string) result {
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
+	case ctx.Err() != nil:
+		c.t.Fatalf("shoelace %q did not finish within 2 minutes: %s", args, r)
 	case errors.As(err, &ee):
 		r.code = ee.ExitCode()
 	default:
@@ -967,5 +973,64 @@ func TestE2E_SnapshotRestore(t *testing.T) {
 	}
 	if strings.Contains(r.stdout, newID) == false {
 		t.Errorf("restore printed %q, want the new store id %s", r.stdout, newID)
+	}
+}
+
+func TestE2E_Timeout(t *testing.T) {
+	// A server that accepts connections and never answers.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, conn)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	c := &runner{t: t, env: []string{"SHOELACE_ADDR=http://" + ln.Addr().String(), "SHOELACE_TOKEN=x"}}
+	c.fails(exitUnavailable, "no answer before the timeout (--timeout)", "kv", "get", "k", "--timeout", "300ms")
+	c.fails(exitUnavailable, "no answer before the timeout", "health", "--timeout", "300ms")
+	c.with("SHOELACE_TIMEOUT=300ms").fails(exitUnavailable, "no answer before the timeout", "appliance", "ls")
+}
+
+func TestE2E_Help(t *testing.T) {
+	c := &runner{t: t}
+	for _, args := range [][]string{
+		{"--help"}, {"kv", "--help"}, {"kv", "put", "--help"}, {"kv", "put", "k", "v", "--help"},
+		{"help", "appliance", "apply"}, {"appliance", "export", "-h"}, {"token", "create", "--help"},
+		{"server", "--help"}, {"maintenance", "--help"}, {"health", "--help"}, {"snapshot", "restore", "--help"},
+	} {
+		r := c.run(args...)
+		if r.code != 0 || !strings.Contains(r.stdout, "USAGE:") || r.stderr != "" {
+			t.Errorf("shoelace %s: %s", strings.Join(args, " "), r)
+		}
+	}
+	root := c.ok("--help")
+	for _, want := range []string{"EXIT CODES:", "4  conflict", "6  unavailable", "SHOELACE_ADDR"} {
+		if !strings.Contains(root, want) {
+			t.Errorf("shoelace --help lacks %q", want)
+		}
+	}
+	if put := c.ok("kv", "put", "--help"); !strings.Contains(put, "EXAMPLES:") || !strings.Contains(put, "--cas") {
+		t.Errorf("kv put --help = %q", put)
+	}
+	if srv := c.ok("server", "--help"); !strings.Contains(srv, "$SHOELACE_ETCD_ENDPOINTS") || !strings.Contains(srv, "$SHOELACE_MAX_VALUE_BYTES") {
+		t.Errorf("server --help does not name the environment variables: %q", srv)
 	}
 }

@@ -64,6 +64,9 @@ func exitCode(err error) int {
 	if errors.As(err, &ue) {
 		return exitUsage
 	}
+	if errors.Is(err, context.Canceled) {
+		return exitInterrupted
+	}
 	var ae *api.Error
 	if errors.As(err, &ae) {
 		switch ae.HTTPStatus() {
@@ -81,9 +84,6 @@ func exitCode(err error) int {
 	if client.IsTransport(err) {
 		return exitUnavailable
 	}
-	if errors.Is(err, context.Canceled) {
-		return exitInterrupted
-	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return exitUnavailable
 	}
@@ -93,6 +93,9 @@ func exitCode(err error) int {
 // errorLine renders err as the one line written to stderr.
 func errorLine(err error) string {
 	msg := err.Error()
+	if errors.Is(err, context.Canceled) {
+		return "shoelace: interrupted"
+	}
 	var te *client.TransportError
 	if errors.As(err, &te) {
 		var ue *url.Error

@@ -286,9 +286,12 @@ func tokenFor(t *testing.T, args string) (string, error) {
 		got = tok
 		return err
 	}
-	argv := reorderArgs(cmdNode{flags: app.Flags, subs: app.Commands}, append([]string{"shoelace", cmd.Name}, strings.Fields(args)...))
+	argv, err := reorderArgs(cmdNode{flags: app.Flags, subs: app.Commands}, append([]string{"shoelace", cmd.Name}, strings.Fields(args)...))
+	if err != nil {
+		return "", err
+	}
 	e.onCommandLine = flagsOnCommandLine(argv)
-	err := app.RunContext(context.Background(), argv)
+	err = app.RunContext(context.Background(), argv)
 	return got, err
 }
 

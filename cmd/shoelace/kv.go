@@ -40,7 +40,8 @@ EXAMPLES:
 Prints the revision of the write.
 
 --cas N writes only while the key's mod_revision is N (0: only if the key does not exist);
-otherwise nothing is written and the exit code is 4.
+otherwise nothing is written and the exit code is 4. A VALUE that starts with '-' goes
+after "--": shoelace kv put app/offset -- -5
 
 EXAMPLES:
    shoelace kv put shared/system/ntp pool.ntp.org

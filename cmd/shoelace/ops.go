@@ -99,19 +99,23 @@ or the server's JSON answer with --output json. For container health checks:
 	}
 }
 
-// unauthenticated builds a session without a token, for the endpoints that need none.
+// unauthenticated builds a session without a token, for the endpoints that need none. It gives
+// up after timeout unless --timeout (or SHOELACE_TIMEOUT) says otherwise.
 func (e *cliEnv) unauthenticated(c *cli.Context, timeout time.Duration) (*session, error) {
-	if !c.IsSet(flagTimeout) {
-		c2, cancel := context.WithTimeout(c.Context, timeout)
-		s, err := e.connectWith(c2, c, false)
-		if err != nil {
-			cancel()
-			return nil, err
-		}
-		s.cancel = cancel
-		return s, nil
+	if c.IsSet(flagTimeout) {
+		timeout = c.Duration(flagTimeout)
 	}
-	return e.connectWith(c.Context, c, false)
+	ctx, cancel := c.Context, context.CancelFunc(func() {})
+	if timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+	}
+	s, err := e.connectWith(ctx, c, false)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	s.cancel = cancel
+	return s, nil
 }
 
 func (e *cliEnv) health(c *cli.Context) error {

@@ -40,14 +40,24 @@ EXAMPLES:
 				Name:      "ls",
 				Usage:     "list tokens (never their secrets)",
 				UsageText: "shoelace token ls [--output json]",
-				Action:    e.tokenList,
+				Description: `Prints one token per line: name, grants and creation time, tab-separated. With
+--output json, prints {"tokens":[{"name","appliance","read","write","admin","created",…}]}.
+
+EXAMPLES:
+   shoelace token ls | cut -f1`,
+				Action: e.tokenList,
 			},
 			{
 				Name:      "revoke",
 				Usage:     "revoke a token; its open long-polls end",
 				ArgsUsage: "NAME",
 				UsageText: "shoelace token revoke NAME",
-				Action:    e.tokenRevoke,
+				Description: `Deletes the token NAME at once on every replica: its requests get 401 and its open
+long-polls end. Prints the revision. Exit code 3 when there is no such token.
+
+EXAMPLES:
+   shoelace token revoke web-agents`,
+				Action: e.tokenRevoke,
 			},
 		},
 	}
