@@ -51,6 +51,8 @@ type Agent struct {
 	applied atomic.Int64 // last revision at which every template was in place
 	metrics metrics
 	persist *persister // set while Run runs
+	// reportNow asks the poller to re-send its long-poll so that it reports a new applied revision.
+	reportNow chan struct{}
 }
 
 // New parses every template of cfg (which must be validated) and returns an agent.

@@ -38,6 +38,7 @@ type viewServer struct {
 	applied  []string // X-Shoelace-Applied headers seen
 	instance string
 	requests int
+	maxWait  time.Duration // cap of a long-poll's wait (default 2s, to keep tests quick)
 }
 
 func newViewServer(t *testing.T, keys map[string]string) *viewServer {
@@ -77,7 +78,10 @@ func (s *viewServer) serve(w http.ResponseWriter, r *http.Request) {
 	if idx := r.URL.Query().Get("index"); idx != "" {
 		i, _ := strconv.ParseInt(idx, 10, 64)
 		wait, _ := time.ParseDuration(r.URL.Query().Get("wait"))
-		wait = min(wait, 2*time.Second) // keep tests quick
+		if s.maxWait == 0 {
+			s.maxWait = 2 * time.Second
+		}
+		wait = min(wait, s.maxWait)
 		deadline := time.Now().Add(wait)
 		sameStore := r.Header.Get(api.HeaderStore) == "" || r.Header.Get(api.HeaderStore) == s.store
 		timer := time.AfterFunc(wait, func() { s.mu.Lock(); s.cond.Broadcast(); s.mu.Unlock() })
@@ -685,4 +689,22 @@ func TestAgent_RunTemplatesDirEdited(t *testing.T) {
 	waitFor(t, "template added in templates_dir", fileIs(dir+"/b", "b=1"))
 	srv.set(map[string]*string{"a": str("2")})
 	waitFor(t, "both after a change", func() bool { return fileIs(dir+"/a", "a=2")() && fileIs(dir+"/b", "b=2")() })
+}
+
+// The applied revision reaches the server as soon as it advances, even while a long-poll is
+// open (here: a render deferred by wait, and a server that holds long-polls for a minute).
+func TestAgent_RunReportsAppliedWithoutWaitingForThePoll(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	srv.maxWait = time.Minute
+	a, dir, _ := testAgent(t, srv, header+"wait: {min: 100ms, max: 1s}\ntemplates:\n  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n")
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	srv.set(map[string]*string{"a": str("2")})
+	waitFor(t, "deferred render", fileIs(dir+"/a", "a=2"))
+	waitFor(t, "the server to hear applied 11", func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return len(srv.applied) > 0 && srv.applied[len(srv.applied)-1] == "11"
+	})
 }

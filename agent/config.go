@@ -324,8 +324,8 @@ func (c *Config) Validate() error {
 		add("%s: %v", name, err)
 	}
 	if c.Instance != "" {
-		if err := validateHeaderValue(c.Instance); err != nil {
-			add("%s: instance %q %v", name, c.Instance, err)
+		if err := api.ValidateSegment("instance name", c.Instance); err != nil {
+			add("%s: %v (it is sent as X-Shoelace-Instance)", name, err)
 		}
 	}
 	if c.Token != "" && c.TokenFile != "" {
@@ -463,18 +463,6 @@ func underAny(p string, dirs []string) bool {
 	return false
 }
 
-func validateHeaderValue(s string) error {
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f || r > 0x7e {
-			return errors.New("must be printable ASCII (it is sent in an HTTP header)")
-		}
-	}
-	if len(s) > 253 {
-		return errors.New("is longer than 253 characters")
-	}
-	return nil
-}
-
 func splitHostPort(s string) (string, int, error) {
 	i := strings.LastIndexByte(s, ':')
 	if i < 0 {
@@ -555,10 +543,29 @@ func (c *Config) InstanceName() string {
 		return c.Instance
 	}
 	h, err := os.Hostname()
-	if err != nil || h == "" {
+	if err != nil {
+		h = ""
+	}
+	return instanceFromHostname(h)
+}
+
+// instanceFromHostname makes a hostname a valid instance name (a key segment): characters
+// other than letters, digits, '.', '_' and '-' become '-'.
+func instanceFromHostname(h string) string {
+	b := []byte(h)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			b[i] = '-'
+		}
+	}
+	s := strings.TrimLeft(string(b), "._-")
+	if len(s) > api.MaxSegmentBytes {
+		s = s[:api.MaxSegmentBytes]
+	}
+	if s == "" {
 		return "unknown"
 	}
-	return h
+	return s
 }
 
 // Select returns the templates of a stage ("" selects every template).

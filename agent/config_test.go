@@ -97,6 +97,7 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		{"bad server", "server: ftp://x\nappliance: web\n" + tmpl, []string{`server "ftp://x" must be an http:// or https:// URL`}},
 		{"no appliance", "server: http://x:1\n" + tmpl, []string{"appliance is required"}},
 		{"bad appliance", "server: http://x:1\nappliance: web/x\n" + tmpl, []string{`invalid appliance name "web/x"`}},
+		{"bad instance", base + "instance: vm 1\n" + tmpl, []string{`invalid instance name "vm 1"`, "X-Shoelace-Instance"}},
 		{"both tokens", base + "token: a\ntoken_file: $DIR/token\n" + tmpl, []string{"set token_file or token, not both"}},
 		{"missing token file", base + "token_file: $DIR/nope\n" + tmpl, []string{"token_file", "no such file"}},
 		{"relative cache", "server: http://x:1\nappliance: web\ncache_dir: cache\n" + tmpl, []string{`cache_dir "cache" must be an absolute path`}},

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -21,6 +22,8 @@ const (
 	backoffMax = 15 * time.Second
 	// retryAfterMax caps a server's Retry-After.
 	retryAfterMax = 5 * time.Minute
+	// ackWait bounds how long the poller waits for a view to be rendered before it asks again.
+	ackWait = time.Second
 	// fsDebounce coalesces the burst of events of one editor save.
 	fsDebounce = 100 * time.Millisecond
 )
@@ -29,6 +32,9 @@ const (
 type fetched struct {
 	view  *view
 	reset bool // the store changed: render everything
+	// taken is closed once the loop has rendered the view (or deferred it, with wait on), so
+	// that the next long-poll reports the revision it applied.
+	taken chan struct{}
 }
 
 // Run renders every template, then long-polls the server and re-renders the templates whose
@@ -45,6 +51,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		defer stopMetrics()
 	}
+	a.reportNow = make(chan struct{}, 1)
 	// The cache and status files are written off the render path.
 	a.persist = startPersister(a.log)
 	defer func() {
@@ -157,14 +164,17 @@ func (a *Agent) Run(ctx context.Context) error {
 			return nil
 		case f := <-updates:
 			pending = &f
+			taken := f.taken
 			minWait, maxWait := time.Duration(a.cfg.Wait.Min), time.Duration(a.cfg.Wait.Max)
 			if maxWait <= 0 && minWait > 0 {
 				maxWait = 4 * minWait // a steady stream of changes must not postpone the render for ever
 			}
 			if minWait <= 0 && maxWait <= 0 {
 				apply()
+				close(taken)
 				continue
 			}
+			close(taken) // deferred: the poller goes on collecting changes
 			// Coalesce: render after min of quiet, at the latest max after the first change.
 			if minWait > 0 {
 				stopTimer(quiet)
@@ -229,7 +239,7 @@ func (a *Agent) sync(ctx context.Context, v *view, full bool) passResult {
 	res := a.renderPass(ctx, v, a.tmpls, full, false)
 	a.logPass(v, res, time.Since(start))
 	if res.ok() {
-		a.applied.Store(v.Revision)
+		a.setApplied(v.Revision)
 	}
 	a.writeStatus(v, res)
 	if f := a.opts.Notify.Status; f != nil {
@@ -240,6 +250,18 @@ func (a *Agent) sync(ctx context.Context, v *view, full bool) passResult {
 		_ = f(fmt.Sprintf("revision %d from %s; applied %d; %d failed", v.Revision, src, a.applied.Load(), len(res.failed)))
 	}
 	return res
+}
+
+// setApplied records the revision at which every template is in place and, when it advanced,
+// has the poller report it.
+func (a *Agent) setApplied(rev int64) {
+	if a.applied.Swap(rev) == rev {
+		return
+	}
+	select {
+	case a.reportNow <- struct{}{}:
+	default:
+	}
 }
 
 func (a *Agent) saveCache(v *view) {
@@ -296,12 +318,31 @@ func (a *Agent) poll(ctx context.Context, c *client.Client, appliance, instance 
 	failures, quick304 := 0, 0
 	reset := false
 	for ctx.Err() == nil {
+		// The request carries the applied revision as it is now; if it advances while the
+		// request waits (a render deferred by wait, a slow command), re-ask at once so that
+		// the server learns it.
+		select {
+		case <-a.reportNow:
+		default:
+		}
 		rctx, cancel := context.WithTimeout(ctx, DefaultPollWait+20*time.Second)
 		asked := time.Now()
+		var reported atomic.Bool
+		go func() {
+			select {
+			case <-a.reportNow:
+				reported.Store(true)
+				cancel()
+			case <-rctx.Done():
+			}
+		}()
 		v, meta, err := c.WatchView(rctx, appliance, client.Poll{Index: idx, Wait: DefaultPollWait, Store: store, Instance: instance, Applied: a.applied.Load()})
 		cancel()
 		if ctx.Err() != nil {
 			return
+		}
+		if err != nil && reported.Load() {
+			continue
 		}
 		if err != nil {
 			failures++
@@ -356,7 +397,7 @@ func (a *Agent) poll(ctx context.Context, c *client.Client, appliance, instance 
 			reset = true
 		}
 		idx, store = rev, meta.Store
-		f := fetched{view: &view{Store: meta.Store, Revision: rev, Keys: v.Keys}, reset: reset}
+		f := fetched{view: &view{Store: meta.Store, Revision: rev, Keys: v.Keys}, reset: reset, taken: make(chan struct{})}
 		reset = false
 		select {
 		case out <- f:
@@ -369,6 +410,15 @@ func (a *Agent) poll(ctx context.Context, c *client.Client, appliance, instance 
 			}
 			out <- f
 		}
+		// Wait for the render (bounded: the loop may be running a slow command), so that the
+		// next request reports it without a second request.
+		t := time.NewTimer(ackWait)
+		select {
+		case <-f.taken:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
 	}
 }
 
@@ -478,7 +528,7 @@ func (a *Agent) reloadSources(ctx context.Context, cur *view, changed map[string
 		allIn = allIn && t.inPlace
 	}
 	if allIn {
-		a.applied.Store(cur.Revision)
+		a.setApplied(cur.Revision)
 	}
 	a.writeStatus(cur, res)
 }

@@ -516,8 +516,27 @@ func TestE2E_RunServerKilledAndRestarted(t *testing.T) {
 	e := newEnv(t, srv, "", "  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n")
 	ag := e.startAgent()
 	waitFor(t, "first render", fileIs(e.path("a"), "a=1"))
-	srv.put("appliances/web/a", "2")
+	rev := srv.put("appliances/web/a", "2")
 	waitFor(t, "render of a change", fileIs(e.path("a"), "a=2"))
+	// The agent reports its instance and the revision it applied on its next long-poll.
+	waitFor(t, "the server to record the applied revision", func() bool {
+		var got struct {
+			Instances []struct {
+				Instance string `json:"instance"`
+				Applied  int64  `json:"applied"`
+			} `json:"instances"`
+		}
+		if _, err := srv.client.Do(context.Background(), client.Request{Method: http.MethodGet, Path: "/v1/appliances/web/instances"}, &got); err != nil {
+			t.Logf("instances: %v", err)
+			return false
+		}
+		for _, in := range got.Instances {
+			if in.Instance == "vm-e2e" && in.Applied >= rev {
+				return true
+			}
+		}
+		return false
+	})
 
 	srv.kill()
 	waitFor(t, "the agent to notice", func() bool { return strings.Contains(ag.logs.String(), "server unreachable; keeping files") })
