@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -50,7 +51,7 @@ func parseTxn(data []byte, maxValue, maxOps int) (api.Txn, error) {
 		if errors.Is(err, io.EOF) {
 			return t, bodyError("txn body is empty: send {\"ops\":[…]}")
 		}
-		return t, bodyError("txn body is not valid: %v", err)
+		return t, bodyError("txn body is not valid: %s", jsonErrText(err))
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return t, bodyError("txn body has data after the JSON object")
@@ -70,7 +71,7 @@ func parseTxn(data []byte, maxValue, maxOps int) (api.Txn, error) {
 			if op.Recurse {
 				return t, bodyError("op %d: put takes no recurse", i+1)
 			}
-			if err := api.ValidateKey(op.Key); err != nil {
+			if err := checkKey(op.Key); err != nil {
 				return t, prefixErr(fmt.Sprintf("op %d", i+1), err)
 			}
 			if err := api.ValidateValue(op.Key, []byte(op.Value), maxValue); err != nil {
@@ -89,7 +90,7 @@ func parseTxn(data []byte, maxValue, maxOps int) (api.Txn, error) {
 					return t, api.Errorf(api.CodeInvalidKey, "op %d: refusing to delete the root recursively: name a prefix", i+1)
 				}
 				t.Ops[i].Key = p
-			} else if err := api.ValidateKey(op.Key); err != nil {
+			} else if err := checkKey(op.Key); err != nil {
 				return t, prefixErr(fmt.Sprintf("op %d", i+1), err)
 			}
 		default:
@@ -97,7 +98,7 @@ func parseTxn(data []byte, maxValue, maxOps int) (api.Txn, error) {
 		}
 	}
 	for i, g := range t.Guards {
-		if err := api.ValidateKey(g.Key); err != nil {
+		if err := checkKey(g.Key); err != nil {
 			return t, prefixErr(fmt.Sprintf("guard %d", i+1), err)
 		}
 		if g.ModRevision < 0 {
@@ -134,11 +135,11 @@ func applyBody(data []byte, media, name string, maxValue, maxOps int) (map[strin
 	}
 	root := api.ApplianceRoot(name)
 	for k, v := range keys {
-		if err := api.ValidateKey(k); err != nil {
+		if err := checkKey(k); err != nil {
 			return nil, err
 		}
 		full := root + "/" + k
-		if err := api.ValidateKey(full); err != nil {
+		if err := checkKey(full); err != nil {
 			return nil, err
 		}
 		if err := api.ValidateValue(full, []byte(v), maxValue); err != nil {
@@ -153,7 +154,7 @@ type flat map[string]string
 
 func (f flat) add(key, value string) error {
 	if _, dup := f[key]; dup {
-		return bodyError("key %s is given twice (after flattening nested maps)", shorten(key))
+		return bodyError("key %s is given twice (after flattening nested maps)", keyText(key))
 	}
 	f[key] = value
 	return nil
@@ -176,7 +177,7 @@ func parseApplyJSON(data []byte) (map[string]string, error) {
 		return nil, bodyError("apply body is empty: send {\"keys\":{…}}")
 	}
 	if err != nil {
-		return nil, bodyError("apply body is not valid JSON: %v", err)
+		return nil, bodyError("apply body is not valid JSON: %s", jsonErrText(err))
 	}
 	if d, ok := tok.(json.Delim); !ok || d != '{' {
 		return nil, bodyError("apply body must be a JSON object {\"keys\":{…}}")
@@ -186,7 +187,7 @@ func parseApplyJSON(data []byte) (map[string]string, error) {
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return nil, bodyError("apply body is not valid JSON: %v", err)
+			return nil, bodyError("apply body is not valid JSON: %s", jsonErrText(err))
 		}
 		name, _ := tok.(string)
 		if name != "keys" {
@@ -198,7 +199,7 @@ func parseApplyJSON(data []byte) (map[string]string, error) {
 		seen = true
 		tok, err = dec.Token()
 		if err != nil {
-			return nil, bodyError("apply body is not valid JSON: %v", err)
+			return nil, bodyError("apply body is not valid JSON: %s", jsonErrText(err))
 		}
 		if d, ok := tok.(json.Delim); !ok || d != '{' {
 			return nil, bodyError("\"keys\" must be an object of keys to values")
@@ -208,7 +209,7 @@ func parseApplyJSON(data []byte) (map[string]string, error) {
 		}
 	}
 	if _, err := dec.Token(); err != nil {
-		return nil, bodyError("apply body is not valid JSON: %v", err)
+		return nil, bodyError("apply body is not valid JSON: %s", jsonErrText(err))
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, bodyError("apply body has data after the JSON object")
@@ -222,28 +223,28 @@ func parseApplyJSON(data []byte) (map[string]string, error) {
 // flattenJSON reads the members of an object whose '{' was read, up to its '}'.
 func flattenJSON(dec *json.Decoder, prefix string, depth int, out flat) error {
 	if depth > maxApplyDepth {
-		return bodyError("keys nest deeper than %d levels at %s", maxApplyDepth, shorten(prefix))
+		return bodyError("keys nest deeper than %d levels at %s", maxApplyDepth, keyText(prefix))
 	}
 	names := map[string]bool{}
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return bodyError("apply body is not valid JSON: %v", err)
+			return bodyError("apply body is not valid JSON: %s", jsonErrText(err))
 		}
 		name, _ := tok.(string)
 		if names[name] {
-			return bodyError("key %s is given twice", shorten(join(prefix, name)))
+			return bodyError("key %s is given twice", keyText(join(prefix, name)))
 		}
 		names[name] = true
 		key := join(prefix, name)
 		tok, err = dec.Token()
 		if err != nil {
-			return bodyError("apply body is not valid JSON: %v", err)
+			return bodyError("apply body is not valid JSON: %s", jsonErrText(err))
 		}
 		switch v := tok.(type) {
 		case json.Delim:
 			if v == '[' {
-				return bodyError("key %s is an array; arrays are not supported: give a map (nested keys) or a string", shorten(key))
+				return bodyError("key %s is an array; arrays are not supported: give a map (nested keys) or a string", keyText(key))
 			}
 			if err := flattenJSON(dec, key, depth+1, out); err != nil {
 				return err
@@ -255,19 +256,19 @@ func flattenJSON(dec *json.Decoder, prefix string, depth int, out flat) error {
 		case bool:
 			err = out.add(key, strconv.FormatBool(v))
 		case nil:
-			return bodyError("key %s is null; null is refused: give a string (\"\" for empty) or delete the key", shorten(key))
+			return bodyError("key %s is null; null is refused: give a string (\"\" for empty) or delete the key", keyText(key))
 		default:
-			return bodyError("key %s has an unsupported value", shorten(key))
+			return bodyError("key %s has an unsupported value", keyText(key))
 		}
 		if err != nil {
 			return err
 		}
 	}
 	if _, err := dec.Token(); err != nil { // '}'
-		return bodyError("apply body is not valid JSON: %v", err)
+		return bodyError("apply body is not valid JSON: %s", jsonErrText(err))
 	}
 	if len(names) == 0 && prefix != "" {
-		return bodyError("key %s is an empty map; it would hold no keys", shorten(prefix))
+		return bodyError("key %s is an empty map; it would hold no keys", keyText(prefix))
 	}
 	return nil
 }
@@ -280,7 +281,7 @@ func parseApplyYAML(data []byte) (map[string]string, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, bodyError("apply body is empty: send keys: {…}")
 		}
-		return nil, bodyError("apply body is not valid YAML: %v", err)
+		return nil, bodyError("apply body is not valid YAML: %s", yamlErrText(err))
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
@@ -319,22 +320,22 @@ func parseApplyYAML(data []byte) (map[string]string, error) {
 
 func flattenYAML(n *yaml.Node, prefix string, depth int, out flat) error {
 	if depth > maxApplyDepth {
-		return bodyError("keys nest deeper than %d levels at %s (line %d)", maxApplyDepth, shorten(prefix), n.Line)
+		return bodyError("keys nest deeper than %d levels at %s (line %d)", maxApplyDepth, keyText(prefix), n.Line)
 	}
 	if len(n.Content) == 0 && prefix != "" {
-		return bodyError("key %s is an empty map; it would hold no keys (line %d)", shorten(prefix), n.Line)
+		return bodyError("key %s is an empty map; it would hold no keys (line %d)", keyText(prefix), n.Line)
 	}
 	names := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if k.Kind != yaml.ScalarNode {
-			return bodyError("a key under %s at line %d is not a scalar", shorten(prefix), k.Line)
+			return bodyError("a key under %s at line %d is not a scalar", keyText(prefix), k.Line)
 		}
 		if k.ShortTag() == "!!merge" {
 			return bodyError("merge keys (<<) are not supported (line %d)", k.Line)
 		}
 		if names[k.Value] {
-			return bodyError("key %s is given twice (line %d)", shorten(join(prefix, k.Value)), k.Line)
+			return bodyError("key %s is given twice (line %d)", keyText(join(prefix, k.Value)), k.Line)
 		}
 		names[k.Value] = true
 		key := join(prefix, k.Value)
@@ -343,22 +344,84 @@ func flattenYAML(n *yaml.Node, prefix string, depth int, out flat) error {
 		case yaml.MappingNode:
 			err = flattenYAML(v, key, depth+1, out)
 		case yaml.SequenceNode:
-			return bodyError("key %s is a list (line %d); lists are not supported: give a map (nested keys) or a string", shorten(key), v.Line)
+			return bodyError("key %s is a list (line %d); lists are not supported: give a map (nested keys) or a string", keyText(key), v.Line)
 		case yaml.AliasNode:
-			return bodyError("key %s is an alias (line %d); aliases are not supported", shorten(key), v.Line)
+			return bodyError("key %s is an alias (line %d); aliases are not supported", keyText(key), v.Line)
 		case yaml.ScalarNode:
 			if v.ShortTag() == "!!null" {
-				return bodyError("key %s is null (line %d); null is refused: give a string (\"\" for empty) or delete the key", shorten(key), v.Line)
+				return bodyError("key %s is null (line %d); null is refused: give a string (\"\" for empty) or delete the key", keyText(key), v.Line)
 			}
 			err = out.add(key, v.Value)
 		default:
-			return bodyError("key %s has an unsupported value (line %d)", shorten(key), v.Line)
+			return bodyError("key %s has an unsupported value (line %d)", keyText(key), v.Line)
 		}
 		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// Secret values must never reach an answer or a log line, even from a malformed body: a value
+// typed where a name belongs ("secrets: {pw hunter2}" in YAML) becomes part of a key. So messages
+// about a body never name what lies below a "secrets" segment, and parser errors are stripped of
+// the source text they quote.
+
+// hasSecretSegment reports whether any '/'-separated part of k is "secrets" (k may be invalid).
+func hasSecretSegment(k string) bool {
+	for _, seg := range strings.Split(k, "/") {
+		if seg == api.SecretSegment {
+			return true
+		}
+	}
+	return false
+}
+
+// keyText quotes a key of a body for a message, hiding whatever follows a "secrets" segment.
+func keyText(k string) string {
+	segs := strings.Split(k, "/")
+	for i, seg := range segs {
+		if seg == api.SecretSegment && i < len(segs)-1 {
+			return shorten(strings.Join(segs[:i+1], "/")+"/…") + " (names under a secrets segment are not shown)"
+		}
+	}
+	return shorten(k)
+}
+
+// checkKey is api.ValidateKey, with a message that does not repeat a key under a secrets segment.
+func checkKey(k string) error {
+	err := api.ValidateKey(k)
+	if err == nil || !hasSecretSegment(k) {
+		return err
+	}
+	return api.Errorf(api.CodeInvalidKey, "invalid key %s: a key is 1–%d segments of [A-Za-z0-9][A-Za-z0-9._-]* joined by '/', each at most %d bytes, at most %d bytes in all",
+		keyText(k), api.MaxSegments, api.MaxSegmentBytes, api.MaxKeyBytes)
+}
+
+// quoted matches what parsers quote from their input: 'x', "x" or `x`.
+var quoted = regexp.MustCompile("'[^']*'|\"[^\"]*\"|`[^`]*`")
+
+// jsonErrText describes a JSON decoding error without the input text it may quote; a syntax
+// error says where it is instead.
+func jsonErrText(err error) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("%s at byte %d", quoted.ReplaceAllString(se.Error(), "…"), se.Offset)
+	}
+	var ue *json.UnmarshalTypeError
+	if errors.As(err, &ue) {
+		return fmt.Sprintf("field %s must not be a JSON %s (at byte %d)", ue.Field, ue.Value, ue.Offset)
+	}
+	msg := err.Error()
+	if strings.HasPrefix(msg, "json: unknown field ") {
+		return msg // a field name of the request's own structure
+	}
+	return quoted.ReplaceAllString(msg, "…")
+}
+
+// yamlErrText describes a YAML parse error by line without the input text it may quote.
+func yamlErrText(err error) string {
+	return quoted.ReplaceAllString(err.Error(), "…")
 }
 
 // prefixErr puts where an API error happened in front of its message, keeping its code.
