@@ -2,6 +2,7 @@ package server
 
 import (
 	"runtime"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -17,6 +18,8 @@ type metrics struct {
 	watchEvents prometheus.Counter
 	revision    prometheus.Gauge
 	rateLimited prometheus.Counter
+	etcdLatency *prometheus.HistogramVec
+	etcdErrors  *prometheus.CounterVec
 }
 
 func newMetrics(version string) *metrics {
@@ -51,6 +54,15 @@ func newMetrics(version string) *metrics {
 			Name: "shoelace_rate_limited_total",
 			Help: "Requests refused with 429.",
 		}),
+		etcdLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "shoelace_etcd_request_duration_seconds",
+			Help:    "Time of etcd requests (each attempt), by gRPC method such as KV/Range.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"method"}),
+		etcdErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoelace_etcd_request_errors_total",
+			Help: "etcd requests that failed, by gRPC method and status code (Canceled: the client went away).",
+		}, []string{"method", "code"}),
 	}
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "shoelace_build_info",
@@ -59,8 +71,16 @@ func newMetrics(version string) *metrics {
 	})
 	build.Set(1)
 	m.reg.MustRegister(m.requests, m.latency, m.longPolls, m.viewReads, m.watchEvents, m.revision,
-		m.rateLimited, build,
+		m.rateLimited, m.etcdLatency, m.etcdErrors, build,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// observeEtcd records one etcd request (a store.Observer).
+func (m *metrics) observeEtcd(method, code string, d time.Duration) {
+	m.etcdLatency.WithLabelValues(method).Observe(d.Seconds())
+	if code != "OK" {
+		m.etcdErrors.WithLabelValues(method, code).Inc()
+	}
 }

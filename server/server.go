@@ -83,6 +83,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, st: st, log: log, m: newMetrics(cfg.Version), ctx: ctx, cancel: cancel}
+	st.SetObserver(s.m.observeEtcd)
 	s.hub = newHub(ctx, st, log, s.m, cfg.MaxWaiters)
 	s.hub.onSys = s.onSysChange
 	s.hub.onReset = s.onHubReset

@@ -27,6 +27,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -112,6 +113,8 @@ type Store struct {
 
 	mu sync.Mutex
 	id string
+
+	observer atomic.Pointer[Observer] // told of every unary etcd request (metrics)
 
 	ctx       context.Context // ends on Close; bounds background work
 	cancel    context.CancelFunc
@@ -207,7 +210,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 			MinConnectTimeout: cfg.DialTimeout,
-		})},
+		}), grpc.WithChainUnaryInterceptor(s.observeUnary)},
 	})
 	if err != nil {
 		s.cancel()
@@ -380,6 +383,33 @@ func newID() string {
 	b := make([]byte, 16)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// Observer is told of each unary etcd request the store makes (each attempt, retries
+// included): its method, such as "KV/Range", its gRPC status code ("OK" on success, "Canceled"
+// when the caller gave up) and how long it took. It must be quick and safe for concurrent use.
+type Observer func(method, code string, d time.Duration)
+
+// SetObserver reports every later unary etcd request to o (nil: to nobody), for metrics.
+func (s *Store) SetObserver(o Observer) {
+	if o == nil {
+		s.observer.Store(nil)
+		return
+	}
+	s.observer.Store(&o)
+}
+
+func (s *Store) observeUnary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	start := time.Now()
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	if o := s.observer.Load(); o != nil {
+		code := status.Code(err)
+		if err != nil && code == codes.Unknown {
+			code = status.FromContextError(err).Code()
+		}
+		(*o)(strings.TrimPrefix(strings.TrimPrefix(method, "/"), "etcdserverpb."), code.String(), time.Since(start))
+	}
+	return err
 }
 
 // Embedded reports whether the store runs an embedded etcd.
