@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
@@ -53,9 +54,15 @@ func freePorts(n int) ([]int, error) {
 // machine does not make members time out on each other.
 func startCluster(t *testing.T, dir string) *cluster {
 	t.Helper()
+	return startClusterTLS(t, dir, nil)
+}
+
+// startClusterTLS is startCluster with mutual TLS for clients and peers when p is not nil.
+func startClusterTLS(t *testing.T, dir string, p *pki) *cluster {
+	t.Helper()
 	var lastErr error
 	for attempt := range 3 {
-		c, err := tryStartCluster(filepath.Join(dir, fmt.Sprintf("try%d", attempt)))
+		c, err := tryStartCluster(filepath.Join(dir, fmt.Sprintf("try%d", attempt)), p)
 		if err == nil {
 			t.Cleanup(c.stop)
 			return c
@@ -66,7 +73,11 @@ func startCluster(t *testing.T, dir string) *cluster {
 	return nil
 }
 
-func tryStartCluster(dir string) (*cluster, error) {
+func tryStartCluster(dir string, p *pki) (*cluster, error) {
+	scheme := "http"
+	if p != nil {
+		scheme = "https"
+	}
 	const n = 3
 	ports, err := freePorts(2 * n)
 	if err != nil {
@@ -74,7 +85,7 @@ func tryStartCluster(dir string) (*cluster, error) {
 	}
 	var initial []string
 	for i := range n {
-		initial = append(initial, fmt.Sprintf("m%d=http://127.0.0.1:%d", i, ports[2*i+1]))
+		initial = append(initial, fmt.Sprintf("m%d=%s://127.0.0.1:%d", i, scheme, ports[2*i+1]))
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -84,8 +95,13 @@ func tryStartCluster(dir string) (*cluster, error) {
 		cfg := embed.NewConfig()
 		cfg.Name = fmt.Sprintf("m%d", i)
 		cfg.Dir = filepath.Join(dir, cfg.Name)
-		clientURL := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i])}
-		peerURL := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])}
+		clientURL := url.URL{Scheme: scheme, Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i])}
+		peerURL := url.URL{Scheme: scheme, Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])}
+		if p != nil {
+			tlsInfo := transport.TLSInfo{CertFile: p.nodeCert, KeyFile: p.nodeKey, TrustedCAFile: p.caFile, ClientCertAuth: true}
+			cfg.ClientTLSInfo = tlsInfo
+			cfg.PeerTLSInfo = tlsInfo
+		}
 		cfg.ListenClientUrls = []url.URL{clientURL}
 		cfg.AdvertiseClientUrls = []url.URL{clientURL}
 		cfg.ListenPeerUrls = []url.URL{peerURL}

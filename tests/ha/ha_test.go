@@ -424,10 +424,10 @@ func lastLines(s string, n int) []string {
 
 // createAgentToken runs "shoelace token create --appliance" as an operator would and stores
 // the secret (the last line of stdout) with mode 0600.
-func createAgentToken(t *testing.T, addr, adminTokenFile, dst string) {
+func createAgentToken(t *testing.T, addr, adminTokenFile, dst string, extra ...string) {
 	t.Helper()
-	cmd := exec.Command(shoelaceBin, "token", "create", "--name", "web-agents", "--appliance", "web",
-		"--addr", addr, "--token-file", adminTokenFile)
+	cmd := exec.Command(shoelaceBin, append([]string{"token", "create", "--name", "web-agents", "--appliance", "web",
+		"--addr", addr, "--token-file", adminTokenFile}, extra...)...)
 	cmd.Env = cleanEnv()
 	out, err := cmd.Output()
 	if err != nil {

@@ -173,7 +173,7 @@ func startEmbeddedServer(t *testing.T, dir string, args ...string) *replica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &replica{name: "embedded", addr: addr, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	r := &replica{name: "embedded", addr: addr, scheme: "http", hc: &http.Client{Timeout: 2 * time.Second}, stderr: &syncBuffer{}, done: make(chan error, 1)}
 	r.cmd = exec.Command(shoelaceBin, append([]string{"server", "--listen", addr, "--data-dir", filepath.Join(dir, "data")}, args...)...)
 	r.cmd.Env = cleanEnv()
 	logf, err := os.Create(filepath.Join(dir, "server.log"))
@@ -185,7 +185,7 @@ func startEmbeddedServer(t *testing.T, dir string, args ...string) *replica {
 		t.Fatal(err)
 	}
 	go func() { r.done <- r.cmd.Wait(); logf.Close() }()
-	if err := waitHealthy(r.url(), r.done, 60*time.Second); err != nil {
+	if err := waitHealthy(r.hc, r.url(), r.done, 60*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.terminate)

@@ -24,6 +24,8 @@ import (
 type replica struct {
 	name   string
 	addr   string
+	scheme string       // http, or https with tls
+	hc     *http.Client // trusts the replica's certificate
 	cmd    *exec.Cmd
 	stderr *syncBuffer
 	done   chan error
@@ -62,16 +64,22 @@ func startReplica(t *testing.T, name, dir, endpoints, adminTokenFile string) *re
 // as replicas of a fresh deployment start, and waits until every one is healthy.
 func startReplicas(t *testing.T, dir, endpoints string, names map[string]string) map[string]*replica {
 	t.Helper()
+	return startReplicasTLS(t, dir, endpoints, names, nil)
+}
+
+// startReplicasTLS is startReplicas with HTTPS and mutual TLS to etcd when p is not nil.
+func startReplicasTLS(t *testing.T, dir, endpoints string, names map[string]string, p *pki) map[string]*replica {
+	t.Helper()
 	started := map[string]*replica{}
 	for try := 0; try < 3 && len(started) < len(names); try++ { // a free port may be taken before the child binds it
 		launched := map[string]*replica{}
 		for name, tokenFile := range names {
 			if started[name] == nil {
-				launched[name] = launchReplica(t, name, dir, endpoints, tokenFile)
+				launched[name] = launchReplica(t, name, dir, endpoints, tokenFile, p, true)
 			}
 		}
 		for name, r := range launched {
-			if err := waitHealthy(r.url(), r.done, 60*time.Second); err != nil {
+			if err := waitHealthy(r.hc, r.url(), r.done, 60*time.Second); err != nil {
 				t.Logf("replica %s: %v\n%s", name, err, tail(r.stderr.String(), 2000))
 				r.kill()
 				continue
@@ -91,16 +99,27 @@ func startReplicas(t *testing.T, dir, endpoints string, names map[string]string)
 	return started
 }
 
-func launchReplica(t *testing.T, name, dir, endpoints, adminTokenFile string) *replica {
+// launchReplica starts a replica process without waiting for it. With p, it serves HTTPS and
+// reaches etcd with the CA, plus its client certificate when clientCert is true.
+func launchReplica(t *testing.T, name, dir, endpoints, adminTokenFile string, p *pki, clientCert bool) *replica {
 	t.Helper()
 	addr, err := freeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &replica{name: name, addr: addr, stderr: &syncBuffer{}, done: make(chan error, 1)}
-	r.cmd = exec.Command(shoelaceBin, "server", "--listen", addr, "--etcd-endpoints", endpoints,
+	r := &replica{name: name, addr: addr, scheme: "http", hc: &http.Client{Timeout: 2 * time.Second},
+		stderr: &syncBuffer{}, done: make(chan error, 1)}
+	args := []string{"server", "--listen", addr, "--etcd-endpoints", endpoints,
 		"--data-dir", filepath.Join(dir, name), "--admin-token-file", adminTokenFile,
-		"--rate-limit", "0", "--log-level", "warn")
+		"--rate-limit", "0", "--log-level", "warn"}
+	if p != nil {
+		r.scheme, r.hc = "https", p.httpClient(2*time.Second)
+		args = append(args, "--tls-cert", p.serverCert, "--tls-key", p.serverKey, "--etcd-cacert", p.caFile)
+		if clientCert {
+			args = append(args, "--etcd-cert", p.etcdClientCert, "--etcd-key", p.etcdClientKey)
+		}
+	}
+	r.cmd = exec.Command(shoelaceBin, args...)
 	r.cmd.Env = cleanEnv()
 	r.cmd.Stdout, r.cmd.Stderr = r.stderr, r.stderr
 	if err := r.cmd.Start(); err != nil {
@@ -110,11 +129,10 @@ func launchReplica(t *testing.T, name, dir, endpoints, adminTokenFile string) *r
 	return r
 }
 
-func (r *replica) url() string { return "http://" + r.addr }
+func (r *replica) url() string { return r.scheme + "://" + r.addr }
 
 // waitHealthy polls base/health until it answers 200, or done reports the process's end.
-func waitHealthy(base string, done chan error, timeout time.Duration) error {
-	hc := &http.Client{Timeout: 2 * time.Second}
+func waitHealthy(hc *http.Client, base string, done chan error, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		select {
