@@ -168,7 +168,7 @@ func TestHA_TLSEverywhere(t *testing.T) {
 		t.Fatalf("replica without client certificate: %v\n%s", err, tail(nocert.stderr.String(), 2000))
 	}
 	t0 := time.Now()
-	resp, err := p.httpClient(30*time.Second).Get(nocert.url() + "/health/deps")
+	resp, err := p.httpClient(30 * time.Second).Get(nocert.url() + "/health/deps")
 	if err != nil {
 		t.Fatal(err)
 	}
