@@ -410,6 +410,9 @@ func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) error {
 
 // audit logs one line per write: who, from where, what, at which revision — never values.
 func (s *Server) audit(r *http.Request, op string, keys []string, rev int64) {
+	if keys == nil {
+		keys = []string{}
+	}
 	s.log.LogAttrs(r.Context(), slog.LevelInfo, "write",
 		slog.Bool("audit", true),
 		slog.String("request_id", info(r).id),

@@ -1,0 +1,96 @@
+package server
+
+import (
+	"encoding/json"
+	"log/slog"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/testutil"
+)
+
+// auditLines returns the audit lines logged since offset, and the new offset.
+func auditLines(t *testing.T, logs *syncBuffer, offset int) ([]map[string]any, int) {
+	t.Helper()
+	all := logs.String()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(all[offset:]), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line is not JSON: %s", line)
+		}
+		if m["audit"] == true {
+			out = append(out, m)
+		}
+	}
+	return out, len(all)
+}
+
+func TestAudit_OneLinePerWrite(t *testing.T) {
+	var logs syncBuffer
+	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	f := newFixtureLog(t, testutil.Store(t), log)
+	const value = "audit-value-never-logged"
+	f.put("appliances/web/b/c", value)
+	_, off := auditLines(t, &logs, 0)
+
+	type write struct {
+		op, method, path, body string
+		status                 int
+		keys                   []string
+	}
+	writes := []write{
+		{"put", "PUT", "/v1/kv/appliances/web/secrets/pw", value, 200, []string{"appliances/web/secrets/pw"}},
+		{"delete", "DELETE", "/v1/kv/appliances/web/secrets/pw", "", 200, []string{"appliances/web/secrets/pw"}},
+		{"delete-recurse", "DELETE", "/v1/kv/appliances/web/b?recurse", "", 200, []string{"appliances/web/b"}},
+		{"txn", "POST", "/v1/txn", `{"ops":[{"op":"put","key":"shared/x","value":"` + value + `"},{"op":"put","key":"shared/y","value":"1"}]}`, 200, []string{"shared/x", "shared/y"}},
+		{"apply", "PUT", "/v1/appliances/web", `{"keys":{"a":"` + value + `","s":{"t":"1"}}}`, 200, []string{"appliances/web/a", "appliances/web/s/t"}},
+		{"token-create", "POST", "/v1/tokens", `{"name":"ci","read":["shared"]}`, 201, []string{"ci"}},
+		{"token-revoke", "DELETE", "/v1/tokens/ci", "", 200, []string{"ci"}},
+		{"maintenance-on", "PUT", "/v1/maintenance", `{"on":true}`, 200, []string{}},
+		{"maintenance-off", "PUT", "/v1/maintenance", `{"on":false}`, 200, []string{}},
+		{"snapshot", "GET", "/v1/snapshot", "", 200, []string{}},
+	}
+	for _, w := range writes {
+		start := time.Now().Add(-time.Second)
+		r := f.do(w.method, w.path, w.body, "X-Shoelace-Message", "audit test")
+		if r.StatusCode != w.status {
+			t.Fatalf("%s: %d %s", w.op, r.StatusCode, r.body)
+		}
+		var lines []map[string]any
+		lines, off = auditLines(t, &logs, off)
+		if len(lines) != 1 {
+			t.Fatalf("%s: %d audit lines, want 1: %v", w.op, len(lines), lines)
+		}
+		m := lines[0]
+		if m["op"] != w.op || m["token"] != "admin" || !strings.HasPrefix(m["remote"].(string), "127.0.0.1:") || m["message"] != "audit test" {
+			t.Errorf("%s: audit line %v", w.op, m)
+		}
+		ts, err := time.Parse(time.RFC3339Nano, m["time"].(string))
+		if err != nil || ts.Before(start) {
+			t.Errorf("%s: audit time %v (%v)", w.op, m["time"], err)
+		}
+		if rev, _ := m["revision"].(float64); rev <= 0 || strconv.FormatInt(int64(rev), 10) != r.Header.Get("X-Shoelace-Index") {
+			t.Errorf("%s: audit revision %v, answer's index %s", w.op, m["revision"], r.Header.Get("X-Shoelace-Index"))
+		}
+		keys, _ := json.Marshal(m["keys"])
+		want, _ := json.Marshal(w.keys)
+		if string(keys) != string(want) {
+			t.Errorf("%s: audit keys %s, want %s", w.op, keys, want)
+		}
+	}
+	// Refused writes are not audited: they changed nothing.
+	f.mustErr(f.do("PUT", "/v1/kv/shared/x?cas=1", "v"), 409, "conflict")
+	f.mustErr(f.do("POST", "/v1/txn", `{"ops":[]}`), 400, "invalid_body")
+	if lines, _ := auditLines(t, &logs, off); len(lines) != 0 {
+		t.Fatalf("refused writes audited: %v", lines)
+	}
+	if strings.Contains(logs.String(), value) {
+		t.Fatal("a value reached the log")
+	}
+}
