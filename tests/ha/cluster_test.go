@@ -17,7 +17,9 @@ import (
 // member is one embedded etcd member of a test cluster.
 type member struct {
 	name      string
+	dir       string
 	clientURL string
+	peerURL   string
 	etcd      *embed.Etcd
 	stopped   bool
 	closed    chan struct{} // closed once etcd.Close has returned
@@ -25,6 +27,8 @@ type member struct {
 
 // cluster is a 3-member etcd cluster on loopback, every member in this test process.
 type cluster struct {
+	dir     string
+	p       *pki
 	members []*member
 }
 
@@ -83,62 +87,96 @@ func tryStartCluster(dir string, p *pki) (*cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("free ports: %w", err)
 	}
-	var initial []string
-	for i := range n {
-		initial = append(initial, fmt.Sprintf("m%d=%s://127.0.0.1:%d", i, scheme, ports[2*i+1]))
-	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	c := &cluster{}
+	c := &cluster{dir: dir, p: p}
 	for i := range n {
-		cfg := embed.NewConfig()
-		cfg.Name = fmt.Sprintf("m%d", i)
-		cfg.Dir = filepath.Join(dir, cfg.Name)
-		clientURL := url.URL{Scheme: scheme, Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i])}
-		peerURL := url.URL{Scheme: scheme, Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])}
-		if p != nil {
-			tlsInfo := transport.TLSInfo{CertFile: p.nodeCert, KeyFile: p.nodeKey, TrustedCAFile: p.caFile, ClientCertAuth: true}
-			cfg.ClientTLSInfo = tlsInfo
-			cfg.PeerTLSInfo = tlsInfo
-		}
-		cfg.ListenClientUrls = []url.URL{clientURL}
-		cfg.AdvertiseClientUrls = []url.URL{clientURL}
-		cfg.ListenPeerUrls = []url.URL{peerURL}
-		cfg.AdvertisePeerUrls = []url.URL{peerURL}
-		cfg.InitialCluster = strings.Join(initial, ",")
-		cfg.InitialClusterToken = "shoelace-ha-test"
-		cfg.ClusterState = embed.ClusterStateFlagNew
-		cfg.TickMs = 50
-		cfg.ElectionMs = 500
-		cfg.UnsafeNoFsync = true
-		cfg.MaxRequestBytes = 10 << 20
-		cfg.MaxTxnOps = 20001
-		cfg.LogLevel = "warn"
-		cfg.LogOutputs = []string{filepath.Join(dir, cfg.Name+".log")}
-		e, err := embed.StartEtcd(cfg)
-		if err != nil {
+		name := fmt.Sprintf("m%d", i)
+		c.members = append(c.members, &member{name: name, dir: filepath.Join(dir, name),
+			clientURL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[2*i]),
+			peerURL:   fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[2*i+1])})
+	}
+	if err := c.startAll(embed.ClusterStateFlagNew); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// initialCluster is the name=peerURL list of the members.
+func (c *cluster) initialCluster() string {
+	var initial []string
+	for _, m := range c.members {
+		initial = append(initial, m.name+"="+m.peerURL)
+	}
+	return strings.Join(initial, ",")
+}
+
+// startAll starts every member from its dir (new, or as restored there) and waits for a leader.
+func (c *cluster) startAll(state string) error {
+	initial := c.initialCluster()
+	for _, m := range c.members {
+		if err := c.startMember(m, initial, state); err != nil {
 			c.stop()
-			return nil, fmt.Errorf("start member %s: %w", cfg.Name, err)
+			return err
 		}
-		c.members = append(c.members, &member{name: cfg.Name, clientURL: clientURL.String(), etcd: e, closed: make(chan struct{})})
 	}
 	for _, m := range c.members {
 		select {
 		case <-m.etcd.Server.ReadyNotify():
 		case err := <-m.etcd.Err():
 			c.stop()
-			return nil, fmt.Errorf("member %s: %w", m.name, err)
+			return fmt.Errorf("member %s: %w", m.name, err)
 		case <-time.After(30 * time.Second):
 			c.stop()
-			return nil, fmt.Errorf("member %s not ready after 30s", m.name)
+			return fmt.Errorf("member %s not ready after 30s", m.name)
 		}
 	}
 	if _, err := c.waitLeader(30 * time.Second); err != nil {
 		c.stop()
-		return nil, err
+		return err
 	}
-	return c, nil
+	return nil
+}
+
+// startMember starts m with fast ticks and the limits of docs/production/etcd-N.conf.yml.
+func (c *cluster) startMember(m *member, initialCluster, state string) error {
+	clientURL, err := url.Parse(m.clientURL)
+	if err != nil {
+		return err
+	}
+	peerURL, err := url.Parse(m.peerURL)
+	if err != nil {
+		return err
+	}
+	cfg := embed.NewConfig()
+	cfg.Name = m.name
+	cfg.Dir = m.dir
+	if c.p != nil {
+		tlsInfo := transport.TLSInfo{CertFile: c.p.nodeCert, KeyFile: c.p.nodeKey, TrustedCAFile: c.p.caFile, ClientCertAuth: true}
+		cfg.ClientTLSInfo = tlsInfo
+		cfg.PeerTLSInfo = tlsInfo
+	}
+	cfg.ListenClientUrls = []url.URL{*clientURL}
+	cfg.AdvertiseClientUrls = []url.URL{*clientURL}
+	cfg.ListenPeerUrls = []url.URL{*peerURL}
+	cfg.AdvertisePeerUrls = []url.URL{*peerURL}
+	cfg.InitialCluster = initialCluster
+	cfg.InitialClusterToken = "shoelace-ha-test"
+	cfg.ClusterState = state
+	cfg.TickMs = 50
+	cfg.ElectionMs = 500
+	cfg.UnsafeNoFsync = true
+	cfg.MaxRequestBytes = 10 << 20
+	cfg.MaxTxnOps = 20001
+	cfg.LogLevel = "warn"
+	cfg.LogOutputs = []string{m.dir + ".log"}
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return fmt.Errorf("start member %s: %w", m.name, err)
+	}
+	m.etcd, m.stopped, m.closed = e, false, make(chan struct{})
+	return nil
 }
 
 // endpoints are the client URLs of every member, comma-separated.
@@ -185,7 +223,7 @@ func (c *cluster) waitLeader(timeout time.Duration) (*member, error) {
 // with a hung or partitioned member. Its listeners are closed in the background: a graceful
 // close of the client connections takes etcd's request timeout, and the test goes on meanwhile.
 func (m *member) kill() {
-	if m.stopped {
+	if m.stopped || m.etcd == nil {
 		return
 	}
 	m.stopped = true
@@ -201,6 +239,8 @@ func (c *cluster) stop() {
 		m.kill()
 	}
 	for _, m := range c.members {
-		<-m.closed
+		if m.closed != nil {
+			<-m.closed
+		}
 	}
 }
