@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/client"
 )
 
 func applianceCommand(e *cliEnv) *cli.Command {
@@ -47,6 +48,20 @@ EXAMPLES:
    shoelace appliance get web-frontend | grep '^system/ntp=' | cut -d= -f2-
    shoelace appliance get web-frontend -o json | jq -r '.keys["system/ntp"]'`,
 				Action: e.applianceGet,
+			},
+			{
+				Name:      "instances",
+				Usage:     "list the agents of an appliance and the revision each has applied",
+				ArgsUsage: "NAME",
+				UsageText: "shoelace appliance instances NAME [--output json]",
+				Description: `Prints one line per agent that reported in the last 7 days: instance, applied revision
+(the last one at which all its templates were installed), last seen, remote address and
+token, tab-separated. With --output json, prints {"appliance","instances":[…]}.
+
+EXAMPLES:
+   rev=$(shoelace appliance apply web -f web.yaml | cut -d' ' -f2)
+   shoelace appliance instances web -o json | jq --argjson r "$rev" '[.instances[] | select(.applied < $r) | .instance]'`,
+				Action: e.applianceInstances,
 			},
 			{
 				Name:      "apply",
@@ -152,6 +167,34 @@ func (e *cliEnv) applianceGet(c *cli.Context) error {
 	}
 	_, err = io.WriteString(e.stdout, formatPairs(v.Keys))
 	return err
+}
+
+func (e *cliEnv) applianceInstances(c *cli.Context) error {
+	name, err := applianceName(c)
+	if err != nil {
+		return err
+	}
+	s, err := e.connect(c)
+	if err != nil {
+		return err
+	}
+	defer s.cancel()
+	l, err := s.client.Instances(s.ctx, name)
+	if err != nil {
+		return err
+	}
+	if s.json {
+		if l.Instances == nil {
+			l.Instances = []client.Instance{}
+		}
+		return printJSON(e.stdout, l)
+	}
+	for _, in := range l.Instances {
+		if _, err := fmt.Fprintf(e.stdout, "%s\t%d\t%s\t%s\t%s\n", in.Instance, in.Applied, in.LastSeen, in.Remote, in.Token); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // formatPairs renders keys as sorted "path=value" lines; a value with a control character or

@@ -922,25 +922,26 @@ func TestE2E_SnapshotRestore(t *testing.T) {
 	c.ok("kv", "put", "shared/ntp", "pool.ntp.org")
 	c.ok("kv", "put", "appliances/web/secrets/pw", "hunter2")
 	oldID, _ := healthOf(t, c)
+	defer s.stop()
 	adminToken := s.adminTokenFile()
 
 	snap := filepath.Join(t.TempDir(), "backup.db")
 	r := c.run("snapshot", "save", snap)
-	routeMissing := r.code == exitNotFound
-	if routeMissing {
-		// The server has no GET /v1/snapshot yet: take the snapshot from the stopped store.
-		t.Logf("snapshot save: %s; taking the snapshot offline", r)
-	} else if r.code != 0 || !strings.HasPrefix(r.stdout, "saved "+snap) {
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "saved "+snap+" (") {
 		t.Fatalf("snapshot save: %s", r)
+	}
+	if fi, err := os.Stat(snap); err != nil || fi.Size() == 0 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("snapshot file: %v %v; want a non-empty file of mode 0600", fi, err)
+	}
+	if leftovers, _ := filepath.Glob(filepath.Join(filepath.Dir(snap), ".*tmp*")); len(leftovers) != 0 {
+		t.Errorf("snapshot save left temporary files: %q", leftovers)
+	}
+	newCLI(t, s).with("SHOELACE_TOKEN=x", "SHOELACE_TOKEN_FILE=").fails(exitAuth, "unknown or revoked token", "snapshot", "save", snap+".2")
+	if _, err := os.Stat(snap + ".2"); !os.IsNotExist(err) {
+		t.Errorf("a refused snapshot save wrote %s: %v", snap+".2", err)
 	}
 	if err := s.stop(); err != nil {
 		t.Fatalf("stop: %v", err)
-	}
-	if routeMissing {
-		offlineSnapshot(t, oldDir, snap)
-	}
-	if fi, err := os.Stat(snap); err != nil || fi.Size() == 0 || (!routeMissing && fi.Mode().Perm() != 0o600) {
-		t.Fatalf("snapshot file: %v %v", fi, err)
 	}
 
 	newDir := filepath.Join(t.TempDir(), "restored")
@@ -1032,5 +1033,56 @@ func TestE2E_Help(t *testing.T) {
 	}
 	if srv := c.ok("server", "--help"); !strings.Contains(srv, "$SHOELACE_ETCD_ENDPOINTS") || !strings.Contains(srv, "$SHOELACE_MAX_VALUE_BYTES") {
 		t.Errorf("server --help does not name the environment variables: %q", srv)
+	}
+}
+
+func TestE2E_ApplianceInstances(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	rev := revisionOf(t, c.ok("kv", "put", "appliances/e2e-inst/port", "80"))
+	out := c.ok("token", "create", "--name", "e2e-inst-agent", "--appliance", "e2e-inst")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	secret := lines[len(lines)-1]
+
+	// An agent reads its view, saying who it is and what it applied.
+	req, err := http.NewRequest(http.MethodGet, s.url()+"/v1/appliances/e2e-inst", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+secret)
+	req.Header.Set("X-Shoelace-Instance", "vm-1")
+	req.Header.Set("X-Shoelace-Applied", strconv.FormatInt(rev, 10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("agent view: %s", resp.Status)
+	}
+
+	want := fmt.Sprintf("vm-1\t%d\t", rev)
+	var got string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if got = c.ok("appliance", "instances", "e2e-inst"); strings.HasPrefix(got, want) {
+			break
+		}
+	}
+	if !strings.HasPrefix(got, want) || !strings.Contains(got, "\te2e-inst-agent\n") {
+		t.Fatalf("appliance instances = %q, want a line starting %q and naming the token", got, want)
+	}
+	var l struct {
+		Appliance string `json:"appliance"`
+		Instances []struct {
+			Instance string `json:"instance"`
+			Applied  int64  `json:"applied"`
+		} `json:"instances"`
+	}
+	if err := json.Unmarshal([]byte(c.ok("appliance", "instances", "e2e-inst", "-o", "json")), &l); err != nil ||
+		l.Appliance != "e2e-inst" || len(l.Instances) != 1 || l.Instances[0].Instance != "vm-1" || l.Instances[0].Applied != rev {
+		t.Errorf("appliance instances -o json = %+v, %v", l, err)
+	}
+	if got := c.ok("appliance", "instances", "e2e-nobody"); got != "" {
+		t.Errorf("instances of an appliance without agents = %q", got)
 	}
 }
