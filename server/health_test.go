@@ -1,0 +1,85 @@
+package server
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/testutil"
+)
+
+func TestHealth_EtcdStoppedAndRestarted(t *testing.T) {
+	dir := t.TempDir()
+	eps, stop := testutil.StartEtcd(t, dir)
+	cfg := testutil.StoreConfig(t)
+	cfg.Endpoints = eps
+	cfg.RequestTimeout = 2 * time.Second
+	st := testutil.OpenStore(t, cfg)
+	f := newFixtureOn(t, st, func(c *Config) { c.Version = "1.2.3" })
+	f.must(f.do("PUT", "/v1/maintenance", `{"on":true}`), 200, nil)
+	waitFor(t, "maintenance on", func() bool { return f.s.maintenance.Load() })
+
+	var d DepsHealth
+	f.must(f.doToken("", "GET", "/health/deps", ""), 200, &d)
+	if !d.Reachable || !d.Leader || d.LatencyMS <= 0 || d.Error != "" || len(d.Endpoints) == 0 {
+		t.Fatalf("/health/deps with etcd up: %+v", d)
+	}
+
+	stop()
+	// The process is healthy while etcd is away; /health says what it knows.
+	var h Health
+	f.must(f.doToken("", "GET", "/health", ""), 200, &h)
+	if h.Status != "ok" || h.Version != "1.2.3" || h.StoreID != f.st.ID() || h.StoreID == "" || !h.Maintenance {
+		t.Fatalf("/health with etcd away: %+v", h)
+	}
+	d = DepsHealth{}
+	r := f.doToken("", "GET", "/health/deps", "")
+	f.must(r, http.StatusServiceUnavailable, &d)
+	if d.Reachable || d.Leader || d.Error == "" {
+		t.Fatalf("/health/deps with etcd away: %+v", d)
+	}
+
+	testutil.StartEtcd(t, dir)
+	waitFor(t, "/health/deps back to 200", func() bool {
+		return f.doToken("", "GET", "/health/deps", "").StatusCode == 200
+	})
+	d = DepsHealth{}
+	f.must(f.doToken("", "GET", "/health/deps", ""), 200, &d)
+	if !d.Reachable || !d.Leader || d.LatencyMS <= 0 {
+		t.Fatalf("/health/deps after etcd restart: %+v", d)
+	}
+	closeBeforeEtcd(t, f)
+}
+
+// closeBeforeEtcd stops the fixture's server and store before the test's own etcd stops (the
+// cleanups would stop that etcd first, and it waits for open watches).
+func closeBeforeEtcd(t *testing.T, f *fixture) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := f.s.Close(ctx); err != nil {
+		t.Errorf("close server: %v", err)
+	}
+	f.st.Close()
+}
+
+func TestServe_EtcdTLSFilesAreUsed(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig()
+	cfg.EtcdEndpoints = testutil.Etcd(t)
+	cfg.DataDir = ""
+	cfg.AdminTokenFile = filepath.Join(dir, "admin.token")
+	cfg.EtcdCACert = filepath.Join(dir, "missing-ca.pem")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Serve(context.Background(), ln, cfg, testutil.Logger())
+	if err == nil || !strings.Contains(err.Error(), "missing-ca.pem") {
+		t.Fatalf("Serve with a missing --etcd-cacert: %v", err)
+	}
+}
