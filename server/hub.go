@@ -380,7 +380,7 @@ func (h *hub) view(ctx context.Context, app string, rev int64) (api.View, error)
 func (h *hub) read(f *flight, app string) {
 	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
 	defer cancel()
-	f.view, f.err = h.readView(ctx, app)
+	f.view, f.err = h.readViewAt(ctx, app, f.rev)
 	if f.err != nil && !errors.Is(f.err, api.ErrNotFound) {
 		h.fmu.Lock()
 		if h.flights[app] == f {
@@ -396,6 +396,15 @@ func (h *hub) readView(ctx context.Context, app string) (api.View, error) {
 	h.viewReads.Add(1)
 	h.m.viewReads.Inc()
 	return h.st.View(ctx, app)
+}
+
+// readViewAt reads a view as it was at rev, counting the reads. rev is a revision the hub has
+// seen from the store, so a serializable read at it is exact and skips the consensus round of
+// a linearizable read; the store falls back to one where its member lags or rev was compacted.
+func (h *hub) readViewAt(ctx context.Context, app string, rev int64) (api.View, error) {
+	h.viewReads.Add(1)
+	h.m.viewReads.Inc()
+	return h.st.ViewAt(ctx, app, rev)
 }
 
 // flightIdle is how long a view read is kept for late long-polls of the same revision.
