@@ -171,12 +171,16 @@ func TestServer_NotifyReloadStop(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	seen := waitNotify(t, notes, "READY=1", 30*time.Second, "shoelace server reload")
+	if !strings.Contains(strings.Join(seen, "\n"), "RELOADING=1") {
+		t.Errorf("no RELOADING=1 before READY=1 on SIGHUP: %q", seen)
+	}
 	p.alive(t, "after SIGHUP (ExecReload)")
 	if !healthy(addr) {
 		t.Errorf("/health not 200 after SIGHUP")
 	}
 	p.stop(t, 30*time.Second)
+	waitNotify(t, notes, "STOPPING=1", 5*time.Second, "shoelace server stop")
 }
 
 func TestAgent_NotifyReloadStop(t *testing.T) {
@@ -245,4 +249,5 @@ func TestAgent_NotifyReloadStop(t *testing.T) {
 	}
 	p.alive(t, "after SIGHUP (ExecReload)")
 	p.stop(t, 30*time.Second)
+	waitNotify(t, notes, "STOPPING=1", 5*time.Second, "shoelace-agent stop")
 }
