@@ -30,6 +30,7 @@ type cluster struct {
 	dir     string
 	p       *pki
 	members []*member
+	retired []*member // killed and replaced; stop still waits for their close
 }
 
 // freePorts reserves n loopback ports and releases them; a port may be taken again before
@@ -238,7 +239,7 @@ func (c *cluster) stop() {
 	for _, m := range c.members {
 		m.kill()
 	}
-	for _, m := range c.members {
+	for _, m := range append(c.members, c.retired...) {
 		if m.closed != nil {
 			<-m.closed
 		}

@@ -14,6 +14,8 @@ import (
 var (
 	shoelaceBin string
 	agentBin    string
+	// etcdutlBin is etcd's offline tool (snapshot restore, defrag), built from go.mod's etcdutl.
+	etcdutlBin string
 	// repoRoot is the module root, where docs/RUNBOOK.md lives.
 	repoRoot string
 )
@@ -37,7 +39,8 @@ func testMain(m *testing.M) int {
 	repoRoot = filepath.Join(wd, "..", "..")
 	shoelaceBin = filepath.Join(dir, "shoelace")
 	agentBin = filepath.Join(dir, "shoelace-agent")
-	for bin, pkg := range map[string]string{shoelaceBin: "./cmd/shoelace", agentBin: "./cmd/shoelace-agent"} {
+	etcdutlBin = filepath.Join(dir, "etcdutl")
+	for bin, pkg := range map[string]string{shoelaceBin: "./cmd/shoelace", agentBin: "./cmd/shoelace-agent", etcdutlBin: "go.etcd.io/etcd/etcdutl/v3"} {
 		build := exec.Command("go", "build", "-o", bin, pkg)
 		build.Dir = repoRoot
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
