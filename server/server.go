@@ -44,7 +44,7 @@ const opTimeout = 30 * time.Second
 // writeMargin is added to the time a handler may take to make the write deadline of its answer.
 const writeMargin = 30 * time.Second
 
-// extendWrite gives the answer to r d more (plus writeMargin) to be written.
+// extendWrite moves the write deadline of the answer on w to d (plus writeMargin) from now.
 func extendWrite(w http.ResponseWriter, d time.Duration) {
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d + writeMargin))
 }
