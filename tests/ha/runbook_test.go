@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -520,6 +521,46 @@ func TestRunbook_Procedures(t *testing.T) {
 		if len(matches) != 1 {
 			t.Errorf("the replaced data dir is not kept aside: %v", matches)
 		}
+		r.run("sanity", nil)
+	})
+
+	t.Run("secret write", func(t *testing.T) {
+		secret := "s3cret with spaces\nand a second line\n"
+		valueFile := filepath.Join(r.dir, "root", "db-password")
+		if err := os.WriteFile(valueFile, []byte(secret), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r.run("secret-write", map[string]string{"KEY": "appliances/web-frontend/secrets/db-password", "VALUE_FILE": valueFile})
+		r.wantValue("appliances/web-frontend/secrets/db-password", secret)
+		logs, err := os.ReadFile(filepath.Join(r.vars["RUNBOOK_STATE"], "server.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(logs), "s3cret") {
+			t.Error("the server log holds the secret value")
+		}
+	})
+
+	t.Run("admin token rotation", func(t *testing.T) {
+		tokenFile := r.vars["SHOELACE_TOKEN_FILE"]
+		old, err := os.ReadFile(tokenFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.run("admin-token-rotate", map[string]string{"NEW_ADMIN_NAME": "admin-2", "OLD_ADMIN_NAME": "admin"})
+		wantMode(t, tokenFile, 0o600)
+		if _, err := os.Stat(tokenFile + ".new"); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s.new left behind (err %v)", tokenFile, err)
+		}
+		oldFile := filepath.Join(r.dir, "root", "old-admin.token")
+		if err := os.WriteFile(oldFile, old, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		if status, _, err := newClient(r.vars["SHOELACE_ADDR"], oldFile).get(ctx, "appliances/web-frontend/port"); err != nil || status != http.StatusUnauthorized {
+			t.Errorf("revoked admin token: status %d, err %v; want 401", status, err)
+		}
+		r.put("appliances/web-frontend/rotated", "yes") // the new admin token writes
 		r.run("sanity", nil)
 	})
 
