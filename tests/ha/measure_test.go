@@ -25,6 +25,8 @@ import (
 // it asserts that the measurement itself worked. It runs when SHOELACE_MEASURE=1:
 //
 //	SHOELACE_MEASURE=1 go test -count=1 -run TestMeasure -v ./tests/ha/
+//
+// SHOELACE_MEASURE_WAITERS sets the number of long-polls (default 1,000).
 func TestMeasure_Resources(t *testing.T) {
 	if os.Getenv("SHOELACE_MEASURE") != "1" {
 		t.Skip("set SHOELACE_MEASURE=1 to measure the runbook's figures")
@@ -65,7 +67,10 @@ func TestMeasure_Resources(t *testing.T) {
 	report("server idle with 10,000 keys: RSS %s", rss(srv.cmd.Process.Pid))
 
 	// 1,000 long-polls on app1, then one change wakes them all.
-	const waiters = 1000
+	waiters := 1000
+	if n, err := strconv.Atoi(os.Getenv("SHOELACE_MEASURE_WAITERS")); err == nil && n > 0 {
+		waiters = n
+	}
 	status, v, err := c.poll(ctx, "app1", 0, time.Second)
 	if err != nil || status != http.StatusOK {
 		t.Fatalf("view app1: %d %v", status, err)
