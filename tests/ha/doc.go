@@ -1,6 +1,22 @@
-// Package ha holds Shoelace's high-availability and runbook tests. It has no code of its own:
-// the tests start a 3-member etcd cluster (embedded members on loopback), run built shoelace
-// and shoelace-agent binaries against it as child processes, kill the etcd leader and a
-// replica, and check that no acknowledged write is lost and that agents converge. The runbook
-// test runs the procedures of docs/RUNBOOK.md as they are written there.
+// Package ha holds Shoelace's high-availability, topology and runbook tests. It has no code of
+// its own. TestMain builds bin/shoelace, bin/shoelace-agent and etcdutl (from go.mod) into a
+// temporary directory; the tests run them as child processes against etcd members embedded in
+// the test process on loopback.
+//
+//   - TestHA_LeaderKillThenReplicaKill: a 3-member etcd cluster, two replicas started together
+//     (exactly one writes the admin token), writes, reads and long-polls through both and an
+//     agent behind a health-checking proxy; the etcd leader is killed mid-stream (no
+//     acknowledged write lost, only 5xx refusals, every long-poll view exact), then replica A is
+//     killed with SIGKILL (the agent moves to B and converges), the runbook's failover-find and
+//     sanity procedures run, and A comes back.
+//   - TestHA_TLSEverywhere: the same with TLS on every hop and a TLS-passthrough proxy, plus the
+//     refusals (no etcd client certificate, a CLI without the CA).
+//   - TestRunbook_Procedures and TestRunbook_EtcdProcedures: every block of docs/RUNBOOK.md
+//     marked <!-- runbook-test: NAME --> runs as written (bash -euo pipefail), and the test checks
+//     what it did. The etcdctl procedures run when etcdctl is on PATH or in $SHOELACE_ETCDCTL.
+//   - TestTopology_*: docs/production's etcd configs load in etcd and fit the API's limits; the
+//     HAProxy timeouts exceed the agents' long-poll wait.
+//   - TestMeasure_Resources (SHOELACE_MEASURE=1): the runbook's measured figures.
+//
+// All of it runs in `make test` (skipped only with -short): go test -count=1 ./tests/ha/
 package ha
