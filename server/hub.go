@@ -64,7 +64,13 @@ type hub struct {
 	swept   time.Time
 	ctx     context.Context // bounds view reads, which outlive the request that started them
 
-	viewReads atomic.Int64
+	// mir is a copy of the view keys kept by the watch; woken long-polls read their view from
+	// it. reload asks run to load it again (after the store was replaced).
+	mir    mirror
+	reload chan struct{}
+
+	viewReads   atomic.Int64 // views read from the store
+	mirrorViews atomic.Int64 // views made from the mirror
 }
 
 // flight is one view read shared by every long-poll that needs the view at rev or later.
@@ -86,12 +92,24 @@ func newHub(ctx context.Context, st *store.Store, log *slog.Logger, m *metrics, 
 		waiters:    make(map[string]map[*waiter]struct{}),
 		flights:    make(map[string]*flight),
 		ctx:        ctx,
+		reload:     make(chan struct{}, 1),
 	}
 }
 
 // reset makes the hub forget what it knew: it knows only changes after rev from now on, and
-// every open long-poll is answered with a fresh view.
+// every open long-poll is answered with a fresh view. The mirror is dropped and loaded again
+// (views come from the store meanwhile).
 func (h *hub) reset(rev int64) {
+	h.mir.invalidate()
+	select {
+	case h.reload <- struct{}{}:
+	default:
+	}
+	h.resetTo(rev)
+}
+
+// resetTo is reset without touching the mirror.
+func (h *hub) resetTo(rev int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.ready = true
@@ -193,8 +211,14 @@ func (h *hub) run(ctx context.Context) {
 		h.mu.Lock()
 		ready := h.ready
 		h.mu.Unlock()
-		if !ready || needReset {
-			rev, err := h.st.Revision(ctx)
+		mirRev, mirLoaded := h.mir.at()
+		if !ready || needReset || !mirLoaded {
+			// Load the mirror, and take its revision as the hub's base when resetting.
+			select {
+			case <-h.reload:
+			default:
+			}
+			keys, rev, err := h.st.LoadViewKeys(ctx)
 			if err != nil {
 				if ctx.Err() != nil {
 					return
@@ -207,26 +231,49 @@ func (h *hub) run(ctx context.Context) {
 			if needReset {
 				h.log.Warn("watch history compacted; answering every long-poll with a fresh view", "revision", rev)
 			}
-			h.reset(rev)
+			h.mir.load(keys, rev)
+			mirRev = rev
+			if !ready || needReset {
+				h.resetTo(rev)
+			}
 			if needReset && h.onReset != nil {
 				h.onReset(ctx)
 			}
 			needReset = false
 		}
 		h.mu.Lock()
-		from := h.rev + 1
+		// Both the hub and the mirror must see every change after their revision (the mirror's
+		// is lower when the store went back); each skips what it already has.
+		from := min(h.rev, mirRev) + 1
 		h.mu.Unlock()
 		wctx, cancel := context.WithCancel(ctx)
-		events, errf := h.st.Watch(wctx, from)
-		got := false
-		for ev := range events {
-			h.apply(ctx, ev)
-			got = true
+		events, errf := h.st.WatchChanges(wctx, from)
+		got, reloading := false, false
+	watch:
+		for {
+			select {
+			case ev, ok := <-events:
+				if !ok {
+					break watch
+				}
+				h.mir.apply(ev)
+				h.apply(ctx, ev.Event)
+				got = true
+			case <-h.reload:
+				reloading = true
+				cancel()
+				for range events {
+				}
+				break watch
+			}
 		}
 		cancel()
 		err := errf()
 		if ctx.Err() != nil {
 			return
+		}
+		if reloading {
+			continue
 		}
 		if errors.Is(err, store.ErrCompacted) {
 			needReset = true
@@ -380,7 +427,12 @@ func (h *hub) view(ctx context.Context, app string, rev int64) (api.View, error)
 func (h *hub) read(f *flight, app string) {
 	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
 	defer cancel()
-	f.view, f.err = h.readViewAt(ctx, app, f.rev)
+	if v, ok, err := h.mir.view(app, f.rev); ok {
+		h.mirrorViews.Add(1)
+		f.view, f.err = v, err
+	} else {
+		f.view, f.err = h.readViewAt(ctx, app, f.rev)
+	}
 	if f.err != nil && !errors.Is(f.err, api.ErrNotFound) {
 		h.fmu.Lock()
 		if h.flights[app] == f {

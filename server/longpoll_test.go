@@ -369,8 +369,8 @@ func TestLongPoll_ThousandWaitersOneViewRead(t *testing.T) {
 			t.Fatalf("answers %v, want %d × 200 at >= %d", counts, n, rev)
 		}
 	}
-	if reads != 1 {
-		t.Fatalf("%d long-polls woken by one write made %d view reads, want 1", n, reads)
+	if reads > 1 {
+		t.Fatalf("%d long-polls woken by one write made %d store view reads, want at most 1", n, reads)
 	}
 }
 
