@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -159,5 +161,27 @@ func TestRun_UsageErrors(t *testing.T) {
 				t.Errorf("error line %q: want one line with one prefix", line)
 			}
 		})
+	}
+}
+
+func TestServerServiceCommands_OneLineErrors(t *testing.T) {
+	// systemd is not running in test containers; where it is, skip rather than touch the host.
+	if _, err := os.Stat("/run/systemd/system"); err == nil {
+		t.Skip("systemd runs here; not touching the host's services")
+	}
+	for _, action := range []string{"status", "install", "start"} {
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), []string{"shoelace", "server", action}, strings.NewReader(""), &stdout, &stderr)
+		if err == nil {
+			t.Fatalf("server %s succeeded without systemd", action)
+		}
+		line := errorLine(err)
+		if strings.Contains(line, "\n") || !strings.HasPrefix(line, "shoelace server "+action+": ") {
+			t.Errorf("server %s: error line %q, want one line naming the command", action, line)
+		}
+	}
+	err := run(context.Background(), []string{"shoelace", "server", "status", "extra"}, strings.NewReader(""), io.Discard, io.Discard)
+	if exitCode(err) != 2 {
+		t.Errorf("server status extra: exit %d, want 2 (usage)", exitCode(err))
 	}
 }

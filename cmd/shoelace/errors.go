@@ -109,5 +109,8 @@ func errorLine(err error) string {
 		}
 	}
 	msg = strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(strings.TrimSpace(msg))
+	if strings.HasPrefix(msg, "shoelace ") { // already names the command, as service errors do
+		return msg
+	}
 	return "shoelace: " + msg
 }

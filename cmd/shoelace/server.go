@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/shoelace-dev/shoelace/internal/svc"
 	"log/slog"
 	"strings"
 
@@ -28,7 +29,12 @@ On first start against a store without tokens it writes an admin token to --admi
 EXAMPLES:
    shoelace server --data-dir /var/lib/shoelace
    shoelace server --listen 0.0.0.0:7400 --tls-cert cert.pem --tls-key key.pem \
-       --etcd-endpoints https://etcd1:2379,https://etcd2:2379 --etcd-cacert ca.pem`,
+       --etcd-endpoints https://etcd1:2379,https://etcd2:2379 --etcd-cacert ca.pem
+
+SERVICE (systemd, as root; the unit is the one the packages ship):
+   shoelace server install      write shoelace-server.service and enable it (settings: /etc/shoelace/server.env)
+   shoelace server start|stop|restart|status|uninstall`,
+		Subcommands: serviceCommands(e),
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: def.Listen, EnvVars: env("listen"), Usage: "`ADDR` (host:port) to serve on"},
 			&cli.StringFlag{Name: "etcd-endpoints", EnvVars: env("etcd-endpoints"), Usage: "comma-separated etcd `URLS`; empty: embedded etcd"},
@@ -96,4 +102,31 @@ func (e *cliEnv) server(c *cli.Context) error {
 		return fmt.Errorf("server: %w", err)
 	}
 	return nil
+}
+
+// serviceCommands manage the server's systemd service: install|uninstall|start|stop|restart|status.
+func serviceCommands(e *cliEnv) []*cli.Command {
+	usage := map[string]string{
+		"install":   "install the shoelace-server systemd unit (the one the packages ship) and enable it",
+		"uninstall": "stop, disable and remove the shoelace-server systemd unit",
+		"start":     "start the shoelace-server service",
+		"stop":      "stop the shoelace-server service",
+		"restart":   "restart the shoelace-server service",
+		"status":    "show whether the shoelace-server service is installed, enabled and running",
+	}
+	var cmds []*cli.Command
+	for _, action := range svc.Actions {
+		cmds = append(cmds, &cli.Command{
+			Name:      action,
+			Usage:     usage[action],
+			UsageText: "shoelace server " + action,
+			Action: func(c *cli.Context) error {
+				if c.NArg() > 0 {
+					return &usageError{fmt.Sprintf("server %s takes no arguments", action)}
+				}
+				return svc.Control(c.Context, svc.ServerUnit(), action, e.stdout)
+			},
+		})
+	}
+	return cmds
 }
