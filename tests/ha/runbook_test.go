@@ -203,7 +203,7 @@ func newRunbookEnv(t *testing.T) *runbookEnv {
 			t.Fatal(err)
 		}
 	}
-	for _, b := range []string{shoelaceBin, agentBin} {
+	for _, b := range []string{shoelaceBin, agentBin, etcdutlBin} {
 		if err := os.Symlink(b, filepath.Join(bin, filepath.Base(b))); err != nil {
 			t.Fatal(err)
 		}
@@ -568,8 +568,15 @@ func TestRunbook_Procedures(t *testing.T) {
 		for i := range 50 {
 			r.put("appliances/web-frontend/churn", fmt.Sprint(i))
 		}
-		r.run("defrag-embedded", nil)
+		id := r.storeID()
+		r.run("defrag-embedded-etcdutl", nil)
+		if got := r.storeID(); got != id {
+			t.Errorf("store id %q after the offline defragmentation, was %q", got, id)
+		}
 		r.wantValue("appliances/web-frontend/churn", "49")
+		r.put("appliances/web-frontend/churn", "50")
+		r.run("defrag-embedded", nil)
+		r.wantValue("appliances/web-frontend/churn", "50")
 		r.wantValue("appliances/web-frontend/release", "before-snapshot")
 		r.run("sanity", nil)
 	})
