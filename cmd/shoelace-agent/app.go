@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -250,11 +251,18 @@ func serviceCommand(action string, stdout io.Writer) *cli.Command {
 		"restart":   "restart the service",
 		"status":    "show whether the service is installed, enabled and running, and what it last rendered",
 	}[action]
+	flags := commonFlags()
+	if action == "status" {
+		flags = append(flags, &cli.BoolFlag{Name: "json", Usage: "print the service state and what the agent last recorded as one JSON object"})
+	}
 	return &cli.Command{
 		Name:  action,
 		Usage: usage,
-		Flags: commonFlags(),
+		Flags: flags,
 		Action: func(c *cli.Context) error {
+			if action == "status" && c.Bool("json") {
+				return printStatusJSON(c.Context, c.String("config"), stdout)
+			}
 			err := svc.Control(c.Context, svc.AgentUnit(), action, stdout)
 			if action == "status" {
 				// What the agent last recorded is useful even where systemd is not running.
@@ -288,4 +296,56 @@ func printRunStatus(configPath string, w io.Writer) {
 		}
 		fmt.Fprintf(w, "  %s: %s\n", t.Destination, state)
 	}
+}
+
+// statusJSON is what status --json prints: the service's state, and the agent's own record of its
+// last sync (revision, per-template state, last error), each with the error that kept it from
+// being read, if any.
+type statusJSON struct {
+	Service      *serviceJSON  `json:"service"`
+	ServiceError string        `json:"service_error,omitempty"`
+	Agent        *agent.Status `json:"agent"`
+	AgentError   string        `json:"agent_error,omitempty"`
+}
+
+type serviceJSON struct {
+	Name      string `json:"name"`
+	Installed bool   `json:"installed"`
+	Packaged  bool   `json:"packaged"`
+	Path      string `json:"path,omitempty"`
+	Enabled   string `json:"enabled,omitempty"`
+	Active    string `json:"active,omitempty"`
+	Running   bool   `json:"running"`
+}
+
+// printStatusJSON prints the status as JSON. It fails (exit 1) only when neither the service
+// state nor the agent's record could be read.
+func printStatusJSON(ctx context.Context, configPath string, w io.Writer) error {
+	var out statusJSON
+	st, err := (&svc.Manager{}).CheckedStatus(ctx, svc.AgentUnit())
+	if err != nil {
+		out.ServiceError = err.Error()
+	} else {
+		out.Service = &serviceJSON{Name: st.Name, Installed: st.Installed(), Packaged: st.Packaged, Path: st.Path,
+			Enabled: st.Enabled, Active: st.Active, Running: st.Running()}
+	}
+	cfg, err := agent.ParseConfigFile(configPath)
+	if err == nil {
+		out.Agent, err = agent.LoadStatus(cfg.CacheDir, cfg.Appliance)
+		if errors.Is(err, os.ErrNotExist) {
+			err = fmt.Errorf("no status recorded yet in %s: the agent has not synced", cfg.CacheDir)
+		}
+	}
+	if err != nil {
+		out.AgentError = err.Error()
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(out); err != nil {
+		return err
+	}
+	if out.Service == nil && out.Agent == nil {
+		return fmt.Errorf("status: %s", out.AgentError)
+	}
+	return nil
 }

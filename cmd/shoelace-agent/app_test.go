@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -77,5 +78,53 @@ func TestCLI_Version(t *testing.T) {
 	err, stdout, _ := runCLI(t, "version")
 	if err != nil || !strings.HasPrefix(stdout, "shoelace-agent dev go") {
 		t.Fatalf("version: %v %q", err, stdout)
+	}
+}
+
+func TestCLI_StatusJSON(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "agent.yaml")
+	cache := filepath.Join(dir, "cache")
+	if err := os.MkdirAll(cache, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	config := "server: http://127.0.0.1:1\ntoken: t\nappliance: web\ncache_dir: " + cache +
+		"\ntemplates:\n  - contents: x\n    destination: " + filepath.Join(dir, "out") + "\n"
+	if err := os.WriteFile(cfg, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// Before any sync: the agent part says so, and with no service state either it fails.
+	err, stdout, _ := runCLI(t, "status", "--json", "--config", cfg)
+	var got statusJSON
+	if jerr := json.Unmarshal([]byte(stdout), &got); jerr != nil {
+		t.Fatalf("status --json printed %q: %v", stdout, jerr)
+	}
+	if got.Agent != nil || !strings.Contains(got.AgentError, "has not synced") {
+		t.Errorf("before a sync: agent %+v, error %q", got.Agent, got.AgentError)
+	}
+	if got.Service == nil && err == nil {
+		t.Error("neither the service nor the agent could be read, yet status --json exited 0")
+	}
+
+	status := `{"appliance":"web","instance":"vm1","store":"s1","revision":42,"applied":41,` +
+		`"last_error":"render /x: key \"a\" is not in the view","templates":[{"destination":"/x","in_place":false,"error":"missing key a"}]}`
+	if err := os.WriteFile(filepath.Join(cache, "web.status.json"), []byte(status), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err, stdout, _ = runCLI(t, "status", "--json", "--config", cfg)
+	if err != nil {
+		t.Fatalf("status --json with a recorded status: %v", err)
+	}
+	got = statusJSON{}
+	if jerr := json.Unmarshal([]byte(stdout), &got); jerr != nil {
+		t.Fatalf("status --json printed %q: %v", stdout, jerr)
+	}
+	if got.Agent == nil || got.Agent.Revision != 42 || got.Agent.Applied != 41 || got.Agent.LastError == "" ||
+		len(got.Agent.Templates) != 1 || got.Agent.Templates[0].InPlace {
+		t.Errorf("agent status = %+v", got.Agent)
+	}
+	if got.Service == nil && got.ServiceError == "" {
+		t.Error("the service state is neither reported nor explained")
 	}
 }

@@ -274,6 +274,19 @@ func (s State) String() string {
 	return fmt.Sprintf("%s: installed%s (%s), %s, %s", s.Name, by, s.Path, s.Enabled, running)
 }
 
+// CheckedStatus is Status after the checks that every action makes (systemd runs here), with
+// errors prefixed like Control's, for callers that report the state as data (status --json).
+func (m *Manager) CheckedStatus(ctx context.Context, u Unit) (State, error) {
+	if p := m.platform(); p != PlatformSystemd {
+		return State{Name: u.Name}, fmt.Errorf("%s status: systemd is not running here (init system %q)", u.Command, p)
+	}
+	st, err := m.Status(ctx, u)
+	if err != nil {
+		return st, fmt.Errorf("%s status: %w", u.Command, err)
+	}
+	return st, nil
+}
+
 // Status reports whether u is installed, enabled and running.
 func (m *Manager) Status(ctx context.Context, u Unit) (State, error) {
 	st := State{Name: u.Name}
