@@ -82,6 +82,9 @@ type Template struct {
 	Check          string   `yaml:"check"`
 	Command        string   `yaml:"command"`
 	CommandTimeout Duration `yaml:"command_timeout"`
+	// AllowFile enables the template functions that read local files (file, fileExists). Off by
+	// default: a template sees only its appliance's view. (An extension of DESIGN.md's schema.)
+	AllowFile bool `yaml:"allow_file"`
 
 	// File and Line say where the entry was written (for messages).
 	File string `yaml:"-"`
