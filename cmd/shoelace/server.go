@@ -3,8 +3,10 @@ package main
 import (
 	"fmt"
 	"github.com/shoelace-dev/shoelace/internal/svc"
+	"github.com/shoelace-dev/shoelace/server/store"
 	"log/slog"
 	"strings"
+	"sync"
 
 	"github.com/urfave/cli/v2"
 
@@ -83,6 +85,8 @@ func splitList(s string) []string {
 	return parts
 }
 
+var routeGRPCLogs sync.Once
+
 func (e *cliEnv) server(c *cli.Context) error {
 	if _, err := wantArgs(c, 0, 0, "[flags]"); err != nil {
 		return err
@@ -96,8 +100,10 @@ func (e *cliEnv) server(c *cli.Context) error {
 		return usagef("server: %v", err)
 	}
 	logger := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level}))
-	// The standard log package (used by some dependencies) goes to the same JSON stream.
+	// The standard log package (used by some dependencies) and gRPC's own log go to the same
+	// JSON stream. gRPC's logger is a process global: set it once.
 	slog.SetDefault(logger)
+	routeGRPCLogs.Do(func() { store.RouteGRPCLogs(logger) })
 	if err := server.Run(c.Context, cfg, logger); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
