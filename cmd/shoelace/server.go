@@ -2,15 +2,15 @@ package main
 
 import (
 	"fmt"
-	"github.com/shoelace-dev/shoelace/internal/svc"
-	"github.com/shoelace-dev/shoelace/server/store"
 	"log/slog"
 	"strings"
 	"sync"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/shoelace-dev/shoelace/internal/svc"
 	"github.com/shoelace-dev/shoelace/server"
+	"github.com/shoelace-dev/shoelace/server/store"
 )
 
 func serverCommand(e *cliEnv) *cli.Command {
