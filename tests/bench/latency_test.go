@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,11 +62,18 @@ func (l latencies) report(b *testing.B, unit string) {
 	if len(l) == 0 {
 		return
 	}
+	b.ReportMetric(l.at(0.50), "p50-"+unit)
+	b.ReportMetric(l.at(0.99), "p99-"+unit)
+}
+
+// at is the q quantile in milliseconds (0 when empty).
+func (l latencies) at(q float64) float64 {
+	if len(l) == 0 {
+		return 0
+	}
 	s := slices.Clone(l)
 	slices.Sort(s)
-	at := func(q float64) float64 { return float64(s[int(q*float64(len(s)-1))].Microseconds()) / 1000 }
-	b.ReportMetric(at(0.50), "p50-"+unit)
-	b.ReportMetric(at(0.99), "p99-"+unit)
+	return float64(s[int(q*float64(len(s)-1))].Microseconds()) / 1000
 }
 
 // fileWaiter waits for a file's content to become a given string, woken by fsnotify (both
@@ -156,61 +164,140 @@ func etcdClient(tb testing.TB) *clientv3.Client {
 	return c
 }
 
-// BenchmarkWriteToFile measures one write reaching a rendered file, per b.N change, for each
-// path on the same etcd. Read the p50-ms and p99-ms metrics; compare them within one run.
-func BenchmarkWriteToFile(b *testing.B) {
-	b.Run("floor=etcd-watch", benchEtcdWatch)
-	b.Run("shoelace", benchShoelace)
-	b.Run("confd", benchConfd)
+// path is one way a write travels to a rendered file: write(v) makes the change and returns
+// when the writer has its acknowledgement; the rendered file then becomes prefix+v.
+type path struct {
+	name   string
+	write  func(v string) error
+	prefix string
+	fw     *fileWaiter // nil: write returns when the change arrived (the floor)
 }
 
-func benchEtcdWatch(b *testing.B) {
-	ctx := context.Background()
-	c := etcdClient(b)
-	key := testutil.Root(b) + "kv/appliances/web/app/port"
-	wch := c.Watch(ctx, key)
-	var lat latencies
+// once makes one change through p and returns how long it took to be acknowledged and to
+// reach the file.
+func (p *path) once(b *testing.B, v string) (ack, total time.Duration) {
+	t0 := time.Now()
+	if err := p.write(v); err != nil {
+		b.Fatal(err)
+	}
+	ack = time.Since(t0)
+	if p.fw != nil {
+		p.fw.waitFor(b, p.prefix+v)
+	}
+	return ack, time.Since(t0)
+}
+
+// BenchmarkWriteToFile measures one write reaching a rendered file, per b.N change, for each
+// path on the same etcd, one path after the other. Read the p50-ms and p99-ms metrics; compare
+// them within one run (BenchmarkWriteToFilePaired compares them under the same load).
+func BenchmarkWriteToFile(b *testing.B) {
+	b.Run("floor=etcd-watch", func(b *testing.B) { runPath(b, floorPath(b)) })
+	b.Run("shoelace", func(b *testing.B) { runPath(b, shoelacePaths(b, 1)[0]) })
+	b.Run("shoelace-etcd-write", func(b *testing.B) { runPath(b, shoelacePaths(b, 1)[1]) })
+	b.Run("confd", func(b *testing.B) { runPath(b, confdPath(b)) })
+}
+
+func runPath(b *testing.B, p *path) {
+	var lat, ack latencies
 	b.ResetTimer()
 	for i := range b.N {
-		t0 := time.Now()
-		if _, err := c.Put(ctx, key, fmt.Sprint(10000+i)); err != nil {
-			b.Fatal(err)
-		}
-		<-wch
-		lat = append(lat, time.Since(t0))
+		a, t := p.once(b, fmt.Sprint(10000+i))
+		ack, lat = append(ack, a), append(lat, t)
 	}
 	b.StopTimer()
 	lat.report(b, "ms")
+	if p.fw != nil {
+		ack.report(b, "ack-ms")
+	}
 	b.ReportMetric(0, "ns/op") // the per-op time includes the harness; the percentiles are the figures
 }
 
-func benchShoelace(b *testing.B) {
+// BenchmarkWriteToFilePaired makes, per b.N, one change through each path in turn (floor,
+// shoelace over HTTP, shoelace written straight to etcd, confd; the order rotates), so that
+// every path sees the same load on this shared machine, and reports each path's percentiles
+// and the ratios of shoelace's p50 and p99 to confd's and to the floor's. The paths do not wait for each other's
+// agents: each waits for its own file, and a change to one path is not seen by the others.
+func BenchmarkWriteToFilePaired(b *testing.B) {
+	peers := os.Getenv("SHOELACE_PEERS_DIR")
+	if _, err := os.Stat(filepath.Join(peers, "confd")); peers == "" || err != nil {
+		b.Skip("set SHOELACE_PEERS_DIR to a directory holding confd (../shared/peers/build-peers.sh DIR builds it)")
+	}
+	sh := shoelacePaths(b, 1)
+	paths := []*path{floorPath(b), sh[0], sh[1], confdPath(b)}
+	lat := make([]latencies, len(paths))
+	b.ResetTimer()
+	for i := range b.N {
+		for k := range paths {
+			j := (i + k) % len(paths) // rotate, so that no path always follows the same one
+			_, t := paths[j].once(b, fmt.Sprint(10000+i))
+			lat[j] = append(lat[j], t)
+		}
+	}
+	b.StopTimer()
+	for j, p := range paths {
+		b.ReportMetric(lat[j].at(0.50), "p50-ms-"+p.name)
+		b.ReportMetric(lat[j].at(0.99), "p99-ms-"+p.name)
+	}
+	b.ReportMetric(lat[1].at(0.50)/lat[3].at(0.50), "p50-shoelace/confd")
+	b.ReportMetric(lat[1].at(0.99)/lat[3].at(0.99), "p99-shoelace/confd")
+	b.ReportMetric(lat[2].at(0.50)/lat[3].at(0.50), "p50-shoelace-etcd/confd")
+	b.ReportMetric(lat[1].at(0.50)/lat[0].at(0.50), "p50-shoelace/floor")
+	b.ReportMetric(lat[3].at(0.50)/lat[0].at(0.50), "p50-confd/floor")
+	b.ReportMetric(0, "ns/op")
+}
+
+// floorPath is a raw etcd watch: a put, and the watch event that reports it.
+func floorPath(b *testing.B) *path {
 	ctx := context.Background()
+	c := etcdClient(b)
+	key := testutil.Root(b) + "floor/port"
+	wch := c.Watch(ctx, key)
+	return &path{name: "floor", write: func(v string) error {
+		if _, err := c.Put(ctx, key, v); err != nil {
+			return err
+		}
+		<-wch
+		return nil
+	}}
+}
+
+// shoelaceServer starts a shoelace server on the shared etcd under a root of its own and
+// returns its address, the admin token file and the root.
+func shoelaceServer(b *testing.B) (addr, tokenFile, root string) {
 	dir := b.TempDir()
-	root := testutil.Root(b)
-	addr := freeAddr(b)
-	tokenFile := filepath.Join(dir, "admin.token")
+	root = testutil.Root(b)
+	addr = freeAddr(b)
+	tokenFile = filepath.Join(dir, "admin.token")
 	start(b, bin(b, "shoelace"), []string{"server", "--listen", addr,
 		"--etcd-endpoints", strings.Join(testutil.Etcd(b), ","), "--root", root, "--data-dir", dir,
 		"--admin-token-file", tokenFile, "--rate-limit", "0", "--log-level", "warn"}, filepath.Join(dir, "server.log"))
+	waitFile(b, tokenFile)
+	return addr, tokenFile, root
+}
+
+func adminClient(b *testing.B, addr, tokenFile string, hc *http.Client) *client.Client {
 	token := strings.TrimSpace(string(waitFile(b, tokenFile)))
-	cl, err := client.New("http://"+addr, client.Options{Token: token})
+	cl, err := client.New("http://"+addr, client.Options{Token: token, HTTPClient: hc})
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := cl.Put(ctx, "appliances/web/app/port", []byte("9999"), client.NoCAS); err != nil {
-		b.Fatal(err)
-	}
+	return cl
+}
+
+// startAgent starts a shoelace-agent rendering appliance app's app/port into a file of its own
+// and returns that file's waiter once the agent rendered value first.
+func startAgent(b *testing.B, addr, tokenFile, app, first string) *fileWaiter {
+	dir := b.TempDir()
 	out := filepath.Join(dir, "out", "port.conf")
 	os.MkdirAll(filepath.Dir(out), 0o755)
 	cfg := fmt.Sprintf(`server: http://%s
 token_file: %s
-appliance: web
+appliance: %s
 cache_dir: %s
 templates:
   - contents: 'port={{ key "app/port" }}'
     destination: %s
-`, addr, tokenFile, filepath.Join(dir, "cache"), out)
+`, addr, tokenFile, app, filepath.Join(dir, "cache"), out)
 	cfgPath := filepath.Join(dir, "agent.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		b.Fatal(err)
@@ -218,28 +305,44 @@ templates:
 	start(b, bin(b, "shoelace-agent"), []string{"run", "--config", cfgPath, "--log-level", "warn"},
 		filepath.Join(dir, "agent.log"))
 	fw := newFileWaiter(b, out)
-	fw.waitFor(b, "port=9999")
-
-	var lat, ack latencies
-	b.ResetTimer()
-	for i := range b.N {
-		v := fmt.Sprint(10000 + i)
-		t0 := time.Now()
-		if _, err := cl.Put(ctx, "appliances/web/app/port", []byte(v), client.NoCAS); err != nil {
-			b.Fatal(err)
-		}
-		ack = append(ack, time.Since(t0))
-		fw.waitFor(b, "port="+v)
-		lat = append(lat, time.Since(t0))
-	}
-	b.StopTimer()
-	lat.report(b, "ms")
-	ack.report(b, "ack-ms")
-	b.ReportMetric(0, "ns/op")
+	fw.waitFor(b, "port="+first)
+	return fw
 }
 
-// benchConfd runs the real confd (built by shared/peers/build-peers.sh into $SHOELACE_PEERS_DIR).
-func benchConfd(b *testing.B) {
+// shoelacePaths starts a server and one agent per path and returns n pairs of paths: the
+// write as a pipeline makes it (HTTP PUT to the server), and the same change written straight
+// to etcd (as confd's writer does), which leaves the HTTP write hop out and measures the
+// fan-out path alone (watch, hub, view, long-poll answer, agent, install).
+func shoelacePaths(b *testing.B, n int) []*path {
+	ctx := context.Background()
+	addr, tokenFile, root := shoelaceServer(b)
+	cl := adminClient(b, addr, tokenFile, nil)
+	c := etcdClient(b)
+	var out []*path
+	for i := range n {
+		app, appEtcd := fmt.Sprintf("web%d", i), fmt.Sprintf("web%d-etcd", i)
+		for _, a := range []string{app, appEtcd} {
+			if _, err := cl.Put(ctx, "appliances/"+a+"/app/port", []byte("9999"), client.NoCAS); err != nil {
+				b.Fatal(err)
+			}
+		}
+		out = append(out, &path{name: "shoelace", prefix: "port=", fw: startAgent(b, addr, tokenFile, app, "9999"),
+			write: func(v string) error {
+				_, err := cl.Put(ctx, "appliances/"+app+"/app/port", []byte(v), client.NoCAS)
+				return err
+			}})
+		key := root + "kv/appliances/" + appEtcd + "/app/port"
+		out = append(out, &path{name: "shoelace-etcd-write", prefix: "port=", fw: startAgent(b, addr, tokenFile, appEtcd, "9999"),
+			write: func(v string) error {
+				_, err := c.Put(ctx, key, v)
+				return err
+			}})
+	}
+	return out
+}
+
+// confdPath runs the real confd (built by shared/peers/build-peers.sh into $SHOELACE_PEERS_DIR).
+func confdPath(b *testing.B) *path {
 	peers := os.Getenv("SHOELACE_PEERS_DIR")
 	confd := filepath.Join(peers, "confd")
 	if _, err := os.Stat(confd); peers == "" || err != nil {
@@ -248,7 +351,7 @@ func benchConfd(b *testing.B) {
 	ctx := context.Background()
 	dir := b.TempDir()
 	c := etcdClient(b)
-	prefix := testutil.Root(b) + "kv/appliances/web"
+	prefix := testutil.Root(b) + "confd/appliances/web"
 	if _, err := c.Put(ctx, prefix+"/app/port", "9999"); err != nil {
 		b.Fatal(err)
 	}
@@ -263,21 +366,8 @@ func benchConfd(b *testing.B) {
 		"-prefix", prefix, "-watch", "-log-level", "error"}, filepath.Join(dir, "confd.log"))
 	fw := newFileWaiter(b, out)
 	fw.waitFor(b, "port=9999")
-
-	var lat, ack latencies
-	b.ResetTimer()
-	for i := range b.N {
-		v := fmt.Sprint(10000 + i)
-		t0 := time.Now()
-		if _, err := c.Put(ctx, prefix+"/app/port", v); err != nil {
-			b.Fatal(err)
-		}
-		ack = append(ack, time.Since(t0))
-		fw.waitFor(b, "port="+v)
-		lat = append(lat, time.Since(t0))
-	}
-	b.StopTimer()
-	lat.report(b, "ms")
-	ack.report(b, "ack-ms")
-	b.ReportMetric(0, "ns/op")
+	return &path{name: "confd", prefix: "port=", fw: fw, write: func(v string) error {
+		_, err := c.Put(ctx, prefix+"/app/port", v)
+		return err
+	}}
 }
