@@ -66,6 +66,8 @@ type Server struct {
 	maintenance atomic.Bool
 	storeID     atomic.Value // the store id last seen, to notice when it changes
 	reports     *reporter
+	self        Replica                   // this replica, as announced under sys/replicas/
+	replicas    atomic.Pointer[[]Replica] // the replicas seen at the last beat
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -90,6 +92,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	s.storeID.Store(st.ID())
 	s.auth = newAuthState(cfg)
 	s.reports = newReporter()
+	s.self = newReplica(cfg)
 	// Know the store's revision before serving, so that long-polls right after New are tracked;
 	// if the store is away, the hub keeps trying and answers long-polls at once meanwhile.
 	ictx, icancel := context.WithTimeout(ctx, 5*time.Second)
@@ -101,10 +104,14 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	}
 	s.loadSys(ictx)
 	s.routes()
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go func() {
 		defer s.wg.Done()
 		s.hub.run(ctx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.runReplicaBeat(ctx)
 	}()
 	go func() {
 		defer s.wg.Done()
@@ -435,6 +442,9 @@ type Health struct {
 	Maintenance bool   `json:"maintenance"`
 	Revision    int64  `json:"revision"`
 	LongPolls   int    `json:"long_polls"`
+	// Replica is this replica's id; Replicas are those seen sharing the store (refreshed every 15 s).
+	Replica  string    `json:"replica"`
+	Replicas []Replica `json:"replicas"`
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) error {
@@ -446,6 +456,8 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) error {
 		Maintenance: s.maintenance.Load(),
 		Revision:    s.hub.current(),
 		LongPolls:   s.hub.open(),
+		Replica:     s.self.ID,
+		Replicas:    s.liveReplicas(),
 	})
 }
 

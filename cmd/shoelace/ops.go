@@ -176,7 +176,8 @@ func (e *cliEnv) status(c *cli.Context) error {
 		}
 	} else {
 		lines := []string{"addr: " + s.client.Addr()}
-		lines = append(lines, flattenJSON("", health)...)
+		lines = append(lines, flattenJSON("", withoutField(health, "replicas"))...)
+		lines = append(lines, replicaLines(health)...)
 		if depsErr == nil {
 			lines = append(lines, flattenJSON("etcd.", deps)...)
 		} else {
@@ -240,4 +241,37 @@ func versionCommand(e *cliEnv) *cli.Command {
 			return err
 		},
 	}
+}
+
+// withoutField returns the JSON object raw without one of its fields.
+func withoutField(raw json.RawMessage, name string) json.RawMessage {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(raw, &obj) != nil {
+		return raw
+	}
+	delete(obj, name)
+	out, err := json.Marshal(obj)
+	if err != nil {
+		return raw
+	}
+	return out
+}
+
+// replicaLines prints the replicas that /health saw sharing the store, one line each.
+func replicaLines(health json.RawMessage) []string {
+	var h struct {
+		Replicas []struct {
+			ID, Host, Listen, Version string
+			LastSeen                  time.Time `json:"last_seen"`
+		} `json:"replicas"`
+	}
+	if json.Unmarshal(health, &h) != nil {
+		return nil
+	}
+	lines := []string{fmt.Sprintf("replicas seen: %d", len(h.Replicas))}
+	for _, r := range h.Replicas {
+		lines = append(lines, fmt.Sprintf("  %s: host %s, listen %s, version %s, last seen %s",
+			r.ID, r.Host, r.Listen, r.Version, r.LastSeen.Format(time.RFC3339)))
+	}
+	return lines
 }
