@@ -771,7 +771,7 @@ func TestE2E_ExportImport(t *testing.T) {
 	c.ok("kv", "rm", "e2eimp", "--recurse")
 	c.ok("kv", "put", "e2eimp/plain", "changed")
 	c.ok("kv", "put", "e2eimp/other", "kept")
-	r = c.run("import", file)
+	r = c.run("import", file, "--merge")
 	if r.code != 0 || !strings.HasPrefix(r.stdout, "revision ") || !strings.Contains(r.stderr, "imported") {
 		t.Fatalf("import: %s", r)
 	}

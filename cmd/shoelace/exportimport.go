@@ -3,45 +3,95 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"sort"
 	"strings"
+	"time"
+	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 )
 
-// Import batches: one transaction holds at most this many operations and about this many
-// bytes, below the server's defaults (10,000 operations; --max-value-bytes + 4 MiB of body).
-const (
-	importBatchOps   = 5000
-	importBatchBytes = 3 << 20
-)
-
-// dump is the format of "shoelace export" and "shoelace import": every key by its full path.
+// dump is the format of "shoelace export" and "shoelace import": every user key by its full
+// path, and the secret keys the export left out. Only Keys and Omitted matter to import; the
+// other fields say where and when the export was read.
 type dump struct {
-	// Revision is the store revision the export was read at (ignored by import).
-	Revision int64             `json:"revision,omitempty"`
-	Keys     map[string]string `json:"keys"`
+	// Revision is the store revision the export was read at.
+	Revision int64 `json:"revision,omitempty"`
+	// Store is the id of the store it was read from (X-Shoelace-Store).
+	Store string `json:"store,omitempty"`
+	// Exported is when it was read, RFC 3339 in UTC.
+	Exported string `json:"exported,omitempty"`
+	// Omitted lists the secret keys the export left out (no --include-secrets): a file with
+	// omitted keys is partial, and import never treats it as a whole copy.
+	Omitted []string `json:"omitted"`
+	// Keys maps every exported key to its value, byte for byte.
+	Keys keyMap `json:"keys"`
+}
+
+// keyMap is the "keys" object of an export. Decoding refuses a key that appears twice, which
+// encoding/json would otherwise settle silently by keeping the last one.
+type keyMap map[string]string
+
+func (m *keyMap) UnmarshalJSON(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	t, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if t == nil {
+		*m = nil
+		return nil
+	}
+	if d, ok := t.(json.Delim); !ok || d != '{' {
+		return fmt.Errorf(`"keys" must be an object of key: "value"`)
+	}
+	out := keyMap{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		k, _ := t.(string) // object keys are always strings
+		var v *string
+		if err := dec.Decode(&v); err != nil {
+			return fmt.Errorf("value of %q must be a string: %w", k, err)
+		}
+		if v == nil {
+			return fmt.Errorf("value of %q is null: every value must be a string", k)
+		}
+		if _, dup := out[k]; dup {
+			return fmt.Errorf("key %q appears twice", k)
+		}
+		out[k] = *v
+	}
+	*m = out
+	return nil
 }
 
 func exportCommand(e *cliEnv) *cli.Command {
 	return &cli.Command{
 		Name:      "export",
-		Usage:     "print every key as JSON",
+		Usage:     "print every key as JSON (a logical backup)",
 		UsageText: "shoelace export [--include-secrets] > all.json",
-		Description: `Prints {"revision":R,"keys":{"full/key":"value",…}} with every key read at one revision.
-Secret keys (a path segment "secrets") are left out unless --include-secrets is given; stderr
-lists what was left out or included. "shoelace import" reads the file back.
+		Description: `Prints every user key, read at one revision, as JSON:
+   {"revision":R,"store":"<store id>","exported":"<RFC 3339>","omitted":["secret/keys",…],
+    "keys":{"full/key":"value",…}}
+Values are kept byte for byte. Secret keys (a path segment "secrets") are left out unless
+--include-secrets is given (use an admin token): what was left out is listed under "omitted"
+and on stderr, what was included is listed on stderr. An export with omitted keys is partial,
+and "shoelace import" says so. The server's own records (tokens, settings) are never exported.
 
 EXAMPLES:
    shoelace export > all.json
    shoelace export --include-secrets | gpg -e -r ops > all.json.gpg`,
 		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "include-secrets", Usage: "include the values of secret keys"},
+			&cli.BoolFlag{Name: "include-secrets", Usage: "include the values of secret keys (admin token)"},
 		},
 		Action: e.export,
 	}
@@ -56,26 +106,16 @@ func (e *cliEnv) export(c *cli.Context) error {
 		return err
 	}
 	defer s.cancel()
-	l, _, err := s.client.List(s.ctx, "", false)
+	l, meta, err := s.client.List(s.ctx, "", false)
 	if err != nil {
 		return err
 	}
-	d := dump{Revision: l.Revision, Keys: map[string]string{}}
-	var left, included []string
-	for _, kv := range l.Entries {
-		if api.IsSecret(kv.Key) {
-			if !c.Bool("include-secrets") {
-				left = append(left, kv.Key)
-				continue
-			}
-			included = append(included, kv.Key)
-		}
-		d.Keys[kv.Key] = kv.Value
-	}
-	sort.Strings(left)
-	sort.Strings(included)
-	if len(left) > 0 {
-		fmt.Fprintf(e.stderr, "left out %d secret keys (use --include-secrets): %s\n", len(left), strings.Join(left, ", "))
+	d, included := buildDump(l.Entries, c.Bool("include-secrets"))
+	d.Revision, d.Store = l.Revision, meta.Store
+	d.Exported = time.Now().UTC().Format(time.RFC3339)
+	if len(d.Omitted) > 0 {
+		fmt.Fprintf(e.stderr, "left out %d secret keys (listed under \"omitted\"; use --include-secrets): %s\n",
+			len(d.Omitted), strings.Join(d.Omitted, ", "))
 	}
 	if len(included) > 0 {
 		fmt.Fprintf(e.stderr, "included %d secret keys: %s\n", len(included), strings.Join(included, ", "))
@@ -85,38 +125,85 @@ func (e *cliEnv) export(c *cli.Context) error {
 	return enc.Encode(d)
 }
 
+// buildDump turns entries into an export, leaving secret keys out (listed in Omitted) unless
+// includeSecrets; it also returns the secret keys it included. Both lists are sorted.
+func buildDump(entries []api.KV, includeSecrets bool) (d dump, included []string) {
+	d = dump{Keys: keyMap{}, Omitted: []string{}}
+	for _, kv := range entries {
+		if api.IsSecret(kv.Key) {
+			if !includeSecrets {
+				d.Omitted = append(d.Omitted, kv.Key)
+				continue
+			}
+			included = append(included, kv.Key)
+		}
+		d.Keys[kv.Key] = kv.Value
+	}
+	sort.Strings(d.Omitted)
+	sort.Strings(included)
+	return d, included
+}
+
 func importCommand(e *cliEnv) *cli.Command {
 	return &cli.Command{
 		Name:      "import",
-		Usage:     "write every key of an export",
+		Usage:     "write an export into the store in one all-or-nothing transaction",
 		ArgsUsage: "FILE",
-		UsageText: "shoelace import FILE|-",
-		Description: `Writes every key of FILE ({"keys":{"full/key":"value",…}}, as "shoelace export" prints it;
-"-" reads stdin). Keys that are not in FILE are left alone. Every key is checked before
-anything is written. Up to 5,000 keys go in one all-or-nothing transaction; a bigger import
-is written in several, and stderr says so. Prints the revision of the last write.
+		UsageText: "shoelace import FILE|- [--merge | --replace] [--dry-run]",
+		Description: `Writes the keys of FILE (as "shoelace export" prints it; "-" reads stdin) in ONE
+transaction: all of it or nothing. Every key and value is checked before anything is written.
+   into a store with no keys:  writes the file's keys.
+   into a store with keys:     refused (exit 2) unless one of
+     --merge     puts every key of the file and leaves the store's other keys alone;
+     --replace   makes the store's keys exactly the file's: deletes every other key, except
+                 the secret keys the file lists as omitted, which are kept.
+The transaction is guarded: if another writer changes a key the import relies on after it
+read the store, the server answers 409, nothing is written, and the import can be run again.
+An import that needs more operations than the server takes in one transaction (10,000 by
+default) is refused: it is never split. A file with "omitted" keys is partial: stderr lists
+them, and the import is never reported as a whole copy.
+Prints "revision N" (with --output json {"revision","mode","put","deleted","kept","omitted"})
+and a summary on stderr. --dry-run prints what would be put, deleted and kept, writes nothing.
 
 EXAMPLES:
    shoelace import all.json
-   shoelace export --addr https://old:7400 | shoelace import - --addr https://new:7400`,
+   shoelace import all.json --replace --dry-run
+   shoelace export --addr https://old:7400 | shoelace import - --addr https://new:7400 --merge`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "merge", Usage: "into a store with keys: put the file's keys, leave the others"},
+			&cli.BoolFlag{Name: "replace", Usage: "into a store with keys: make its keys exactly the file's (omitted secrets are kept)"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "print what would be put, deleted and kept; write nothing"},
+		},
 		Action: e.importKeys,
 	}
 }
 
-// parseDump reads an export; it refuses unknown fields, invalid keys and non-UTF-8 values,
-// naming the key.
+// parseDump reads an export: strict JSON (no unknown fields, no trailing data, no key twice),
+// UTF-8 throughout, every key and value valid, omitted keys valid secret keys that are not
+// also in "keys". Errors name the key and the rule.
 func parseDump(data []byte) (dump, error) {
 	var d dump
+	if !utf8.Valid(data) {
+		return d, errors.New("not valid UTF-8: an export is UTF-8 JSON")
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&d); err != nil {
-		return d, fmt.Errorf("not an export ({\"keys\":{…}}): %w", err)
+		return d, fmt.Errorf(`not an export ({"keys":{…},"omitted":[…]}): %w`, err)
 	}
-	if dec.More() {
-		return d, fmt.Errorf("not an export: more than one JSON value")
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return d, errors.New("not an export: data after the JSON object")
 	}
 	if d.Keys == nil {
-		return d, fmt.Errorf(`not an export: no "keys" object`)
+		return d, errors.New(`not an export: no "keys" object`)
+	}
+	if d.Revision < 0 {
+		return d, fmt.Errorf("revision %d: must be >= 0", d.Revision)
+	}
+	if d.Exported != "" {
+		if _, err := time.Parse(time.RFC3339, d.Exported); err != nil {
+			return d, fmt.Errorf("exported %q: not an RFC 3339 time", d.Exported)
+		}
 	}
 	for k, v := range d.Keys {
 		if err := api.ValidateKey(k); err != nil {
@@ -126,37 +213,167 @@ func parseDump(data []byte) (dump, error) {
 			return d, err
 		}
 	}
+	seen := make(map[string]bool, len(d.Omitted))
+	for _, k := range d.Omitted {
+		if err := api.ValidateKey(k); err != nil {
+			return d, fmt.Errorf("omitted: %w", err)
+		}
+		if !api.IsSecret(k) {
+			return d, fmt.Errorf("omitted key %q is not a secret key (no path segment %q): an export leaves out only secrets", k, api.SecretSegment)
+		}
+		if _, ok := d.Keys[k]; ok {
+			return d, fmt.Errorf("key %q is both in \"keys\" and in \"omitted\"", k)
+		}
+		if seen[k] {
+			return d, fmt.Errorf("omitted key %q appears twice", k)
+		}
+		seen[k] = true
+	}
+	if d.Omitted == nil {
+		d.Omitted = []string{}
+	}
+	sort.Strings(d.Omitted)
 	return d, nil
 }
 
-// importBatches splits keys, sorted, into transactions of at most maxOps puts and about maxBytes.
-func importBatches(keys map[string]string, maxOps, maxBytes int) []api.Txn {
-	names := make([]string, 0, len(keys))
-	for k := range keys {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	var out []api.Txn
-	var cur api.Txn
-	size := 0
-	for _, k := range names {
-		opSize := len(k) + len(keys[k]) + 64
-		if len(cur.Ops) > 0 && (len(cur.Ops) >= maxOps || size+opSize > maxBytes) {
-			out = append(out, cur)
-			cur, size = api.Txn{}, 0
+// Import modes.
+const (
+	modeEmpty   = "empty"   // no flag: the store must hold no keys
+	modeMerge   = "merge"   // put the file's keys, leave the others
+	modeReplace = "replace" // the store's keys become the file's (omitted secrets kept)
+)
+
+// importPlan is what an import will do, as one transaction.
+type importPlan struct {
+	Mode    string
+	Put     []string // keys the transaction puts, sorted
+	Delete  []string // keys it deletes, sorted (replace only)
+	Kept    []string // keys of the store kept because the file omitted them, sorted
+	Missing []string // omitted keys the store does not have, sorted
+	Txn     api.Txn
+}
+
+// errStoreNotEmpty is returned by planImport when the store has keys and no mode was chosen.
+var errStoreNotEmpty = errors.New("store not empty")
+
+// planImport decides what importing d into a store that holds current (read at one revision,
+// with mod revisions) does in mode ("" means none was given, which needs an empty store).
+//
+// The transaction is guarded so that it commits only against the store the plan was made
+// from; otherwise the server answers 409 and nothing is written:
+//   - no mode (empty store): every key of the file is guarded "must not exist" (mod_revision
+//     0), so a key written by someone else since the listing is never overwritten without
+//     --merge or --replace.
+//   - --merge: no guards; overwriting the file's keys and leaving the others is what was asked,
+//     whatever happened in between.
+//   - --replace: every key the store had is guarded at the mod_revision it was listed with, and
+//     every key of the file the store did not have must still not exist. So a key deleted or
+//     changed since the listing (including one about to be deleted, or a kept omitted secret),
+//     or one of the file's keys created meanwhile, makes the whole transaction fail, rather
+//     than mixing the other writer's change into a half-replaced store. Guards are per key, so
+//     a key created meanwhile under a name neither listed nor in the file cannot be guarded;
+//     the import lists the store again after it commits and reports any such key.
+func planImport(d dump, current []api.KV, mode string) (importPlan, error) {
+	if mode == "" {
+		if len(current) > 0 {
+			return importPlan{}, errStoreNotEmpty
 		}
-		cur.Ops = append(cur.Ops, api.Op{Op: api.OpPut, Key: k, Value: keys[k]})
-		size += opSize
+		mode = modeEmpty
 	}
-	if len(cur.Ops) > 0 {
-		out = append(out, cur)
+	p := importPlan{Mode: mode}
+	have := make(map[string]int64, len(current))
+	for _, kv := range current {
+		have[kv.Key] = kv.ModRevision
 	}
-	return out
+	for k := range d.Keys {
+		p.Put = append(p.Put, k)
+	}
+	sort.Strings(p.Put)
+	omitted := make(map[string]bool, len(d.Omitted))
+	for _, k := range d.Omitted {
+		omitted[k] = true
+		if _, ok := have[k]; ok {
+			p.Kept = append(p.Kept, k)
+		} else {
+			p.Missing = append(p.Missing, k)
+		}
+	}
+	if mode == modeReplace {
+		for _, kv := range current {
+			if _, inFile := d.Keys[kv.Key]; !inFile && !omitted[kv.Key] {
+				p.Delete = append(p.Delete, kv.Key)
+			}
+		}
+		sort.Strings(p.Delete)
+	}
+	for _, k := range p.Put {
+		p.Txn.Ops = append(p.Txn.Ops, api.Op{Op: api.OpPut, Key: k, Value: d.Keys[k]})
+	}
+	for _, k := range p.Delete {
+		p.Txn.Ops = append(p.Txn.Ops, api.Op{Op: api.OpDelete, Key: k})
+	}
+	switch mode {
+	case modeEmpty:
+		for _, k := range p.Put {
+			p.Txn.Guards = append(p.Txn.Guards, api.Guard{Key: k, ModRevision: 0})
+		}
+	case modeReplace:
+		keys := make([]string, 0, len(current))
+		for _, kv := range current {
+			keys = append(keys, kv.Key)
+		}
+		for _, k := range p.Put {
+			if _, ok := have[k]; !ok {
+				keys = append(keys, k)
+			}
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			p.Txn.Guards = append(p.Txn.Guards, api.Guard{Key: k, ModRevision: have[k]})
+		}
+	}
+	return p, nil
+}
+
+// importResult is what import prints with --output json.
+type importResult struct {
+	Revision int64    `json:"revision"`
+	Mode     string   `json:"mode"`
+	Put      int      `json:"put"`
+	Deleted  int      `json:"deleted"`
+	Kept     int      `json:"kept"`    // omitted secret keys the store had, kept
+	Omitted  []string `json:"omitted"` // the secret keys the file left out
+	DryRun   bool     `json:"dry_run,omitempty"`
+	// With --dry-run, the keys themselves.
+	PutKeys     []string `json:"put_keys,omitempty"`
+	DeletedKeys []string `json:"deleted_keys,omitempty"`
+	KeptKeys    []string `json:"kept_keys,omitempty"`
+}
+
+// importMode reads --merge and --replace; both is a usage error.
+func importMode(c *cli.Context) (string, error) {
+	merge, replace := c.Bool("merge"), c.Bool("replace")
+	switch {
+	case merge && replace:
+		return "", usagef("%s--merge and --replace exclude each other: give one", errPrefix(c))
+	case merge:
+		return modeMerge, nil
+	case replace:
+		return modeReplace, nil
+	}
+	return "", nil
 }
 
 func (e *cliEnv) importKeys(c *cli.Context) error {
 	a, err := wantArgs(c, 1, 1, "FILE|-")
 	if err != nil {
+		return err
+	}
+	mode, err := importMode(c)
+	if err != nil {
+		return err
+	}
+	if _, err := jsonOutput(c); err != nil {
 		return err
 	}
 	var data []byte
@@ -172,30 +389,122 @@ func (e *cliEnv) importKeys(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("import %s: %w", a[0], err)
 	}
-	if len(d.Keys) == 0 {
-		return fmt.Errorf("import %s: no keys", a[0])
-	}
 	s, err := e.connect(c)
 	if err != nil {
 		return err
 	}
 	defer s.cancel()
-	batches := importBatches(d.Keys, importBatchOps, importBatchBytes)
-	var rev int64
-	done := 0
-	for i, b := range batches {
-		if rev, err = s.client.Txn(s.ctx, b); err != nil {
-			if done > 0 {
-				return fmt.Errorf("import: %d of %d keys written (%d transactions) before: %w", done, len(d.Keys), i, err)
-			}
-			return err
+	l, _, err := s.client.List(s.ctx, "", false)
+	if err != nil {
+		return fmt.Errorf("import: list the store: %w", err)
+	}
+	p, err := planImport(d, l.Entries, mode)
+	if errors.Is(err, errStoreNotEmpty) {
+		return usagef("import: the store is not empty (%d keys, such as %s): give --merge to put the file's keys and leave the others, or --replace to make the store's keys exactly the file's (see shoelace import --help); nothing was written",
+			len(l.Entries), l.Entries[0].Key)
+	}
+	if err != nil {
+		return err
+	}
+	if len(d.Omitted) > 0 {
+		fmt.Fprintf(e.stderr, "the file is partial: its export left out %d secret keys, so this is not a whole copy: %s\n",
+			len(d.Omitted), strings.Join(d.Omitted, ", "))
+		if len(p.Kept) > 0 {
+			fmt.Fprintf(e.stderr, "kept %d secret keys of this store that the file omitted: %s\n", len(p.Kept), strings.Join(p.Kept, ", "))
 		}
-		done += len(b.Ops)
+		if len(p.Missing) > 0 {
+			fmt.Fprintf(e.stderr, "%d omitted secret keys are not in this store (set them yourself): %s\n", len(p.Missing), strings.Join(p.Missing, ", "))
+		}
 	}
-	if len(batches) > 1 {
-		fmt.Fprintf(e.stderr, "imported %d keys in %d transactions\n", done, len(batches))
-	} else {
-		fmt.Fprintf(e.stderr, "imported %d keys\n", done)
+	res := importResult{Mode: p.Mode, Put: len(p.Put), Deleted: len(p.Delete), Kept: len(p.Kept), Omitted: d.Omitted}
+	summary := fmt.Sprintf("%d keys (%d put, %d deleted, %d omitted secrets kept)", len(p.Put), len(p.Put), len(p.Delete), len(p.Kept))
+	if c.Bool("dry-run") {
+		return e.printDryRun(s.json, p, res, l.Revision, summary)
 	}
-	return printRevision(e.stdout, s.json, rev)
+	if len(p.Txn.Ops) == 0 {
+		fmt.Fprintf(e.stderr, "nothing to import: the file has no keys and nothing is to be deleted\n")
+		res.Revision = l.Revision
+		return e.printImport(s.json, res)
+	}
+	rev, err := s.client.Txn(s.ctx, p.Txn)
+	if err != nil {
+		return importTxnError(p, err)
+	}
+	res.Revision = rev
+	fmt.Fprintf(e.stderr, "imported %s\n", summary)
+	if p.Mode == modeReplace {
+		e.reportStrays(s, d, p)
+	}
+	return e.printImport(s.json, res)
+}
+
+// importTxnError explains why the import's transaction was refused; nothing was written.
+func importTxnError(p importPlan, err error) error {
+	var ae *api.Error
+	if !errors.As(err, &ae) {
+		return fmt.Errorf("import: %w", err)
+	}
+	switch ae.Code {
+	case api.CodeTooLarge, api.CodeBodyTooLarge:
+		return fmt.Errorf("import cannot be atomic: it needs one transaction of %d operations and %d guards, more than the server accepts; nothing was written and the import is not split (split the file yourself if separate transactions are acceptable): %w",
+			len(p.Txn.Ops), len(p.Txn.Guards), err)
+	case api.CodeConflict:
+		return fmt.Errorf("import: the store changed while importing, nothing was written (run the import again): %w", err)
+	}
+	return fmt.Errorf("import: nothing was written: %w", err)
+}
+
+// reportStrays lists the store after a --replace and warns about keys that are neither the
+// file's nor kept: keys written by someone else under names the transaction could not guard.
+func (e *cliEnv) reportStrays(s *session, d dump, p importPlan) {
+	l, _, err := s.client.List(s.ctx, "", true)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "warning: could not list the store after the import to check it: %v\n", err)
+		return
+	}
+	kept := make(map[string]bool, len(p.Kept))
+	for _, k := range p.Kept {
+		kept[k] = true
+	}
+	var strays []string
+	for _, k := range l.Keys {
+		if _, ok := d.Keys[k]; !ok && !kept[k] {
+			strays = append(strays, k)
+		}
+	}
+	if len(strays) > 0 {
+		fmt.Fprintf(e.stderr, "warning: %d keys not in the file are in the store now, written by someone else during or after the import: %s\n",
+			len(strays), strings.Join(strays, ", "))
+	}
+}
+
+func (e *cliEnv) printImport(asJSON bool, res importResult) error {
+	if asJSON {
+		return printJSON(e.stdout, res)
+	}
+	return printRevision(e.stdout, false, res.Revision)
+}
+
+// printDryRun prints the plan: "put KEY", "delete KEY" and "keep KEY" lines (or JSON with the
+// keys), and a summary on stderr. Nothing is written.
+func (e *cliEnv) printDryRun(asJSON bool, p importPlan, res importResult, rev int64, summary string) error {
+	fmt.Fprintf(e.stderr, "dry run: would import %s in one transaction of %d operations and %d guards, against revision %d; nothing written\n",
+		summary, len(p.Txn.Ops), len(p.Txn.Guards), rev)
+	if asJSON {
+		res.Revision, res.DryRun = rev, true
+		res.PutKeys, res.DeletedKeys, res.KeptKeys = p.Put, p.Delete, p.Kept
+		return printJSON(e.stdout, res)
+	}
+	var b strings.Builder
+	for _, k := range p.Put {
+		fmt.Fprintf(&b, "put %s\n", k)
+	}
+	for _, k := range p.Delete {
+		fmt.Fprintf(&b, "delete %s\n", k)
+	}
+	for _, k := range p.Kept {
+		fmt.Fprintf(&b, "keep %s\n", k)
+	}
+	_, err := io.WriteString(e.stdout, b.String())
+	return err
 }
