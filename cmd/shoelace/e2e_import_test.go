@@ -1,0 +1,310 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The import tests start their own servers: they need stores whose whole content they know.
+
+// freshServer starts a server on its own data dir, stopped when the test ends.
+func freshServer(t *testing.T) *testServer {
+	t.Helper()
+	s, err := startServer(t.TempDir(), nil)
+	if err != nil {
+		t.Fatalf("start server: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.stop(); err != nil {
+			t.Errorf("stop server: %v", err)
+		}
+	})
+	return s
+}
+
+// exportFile mirrors the JSON that "shoelace export" prints.
+type exportFile struct {
+	Revision int64             `json:"revision"`
+	Store    string            `json:"store"`
+	Exported string            `json:"exported"`
+	Omitted  []string          `json:"omitted"`
+	Keys     map[string]string `json:"keys"`
+}
+
+// exportOf runs export (with extra args) and decodes it.
+func exportOf(t *testing.T, c *runner, args ...string) (exportFile, result) {
+	t.Helper()
+	r := c.run(append([]string{"export"}, args...)...)
+	if r.code != 0 {
+		t.Fatalf("export %q: %s", args, r)
+	}
+	var f exportFile
+	if err := json.Unmarshal([]byte(r.stdout), &f); err != nil {
+		t.Fatalf("export %q printed no export: %v: %s", args, err, r.stdout)
+	}
+	return f, r
+}
+
+// storeContent is every key of the store with its value, and the store's revision.
+func storeContent(t *testing.T, c *runner) (map[string]string, int64) {
+	t.Helper()
+	f, _ := exportOf(t, c, "--include-secrets")
+	return f.Keys, f.Revision
+}
+
+// assertUnchanged fails unless the store holds exactly want, at revision rev (nothing written).
+func assertUnchanged(t *testing.T, c *runner, want map[string]string, rev int64) {
+	t.Helper()
+	got, gotRev := storeContent(t, c)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("store = %q, want it unchanged: %q", got, want)
+	}
+	if gotRev != rev {
+		t.Errorf("store revision %d, want %d: something was written", gotRev, rev)
+	}
+}
+
+func TestE2E_ImportRoundTrip(t *testing.T) {
+	src, dst := freshServer(t), freshServer(t)
+	cs, cd := newCLI(t, src), newCLI(t, dst)
+	values := map[string]string{
+		"shared/system/ntp":               "pool.ntp.org",
+		"shared/motd":                     "line 1\r\nline 2\n\ttab, trailing space \n",
+		"shared/html":                     `<a href="x">&amp;</a>`,
+		"shared/unicode":                  "héllo wörld ✓ 😀",
+		"shared/empty":                    "",
+		"appliances/web/nginx/port":       "8080",
+		"appliances/web/secrets/tls.key":  "-----BEGIN KEY-----\nabc\n-----END KEY-----\n",
+		"appliances/db/secrets/password":  "hunter2",
+		"appliances/db/postgres/max_conn": "100",
+	}
+	for k, v := range values {
+		if r := cs.runStdin([]byte(v), "kv", "put", k, "-"); r.code != 0 {
+			t.Fatalf("kv put %s: %s", k, r)
+		}
+	}
+
+	// Without --include-secrets: the secrets are left out, listed in the file and on stderr.
+	partial, r := exportOf(t, cs)
+	wantOmitted := []string{"appliances/db/secrets/password", "appliances/web/secrets/tls.key"}
+	if !reflect.DeepEqual(partial.Omitted, wantOmitted) {
+		t.Errorf("export omitted %q, want %q", partial.Omitted, wantOmitted)
+	}
+	if strings.Contains(r.stdout, "hunter2") || strings.Contains(r.stdout, "BEGIN KEY") || len(partial.Keys) != len(values)-2 {
+		t.Errorf("export without --include-secrets leaks a secret or misses keys: %s", r.stdout)
+	}
+	for _, k := range wantOmitted {
+		if !strings.Contains(r.stderr, k) {
+			t.Errorf("export stderr %q does not list omitted %s", r.stderr, k)
+		}
+	}
+	if partial.Revision <= 0 || partial.Store == "" {
+		t.Errorf("export revision %d, store %q", partial.Revision, partial.Store)
+	}
+	if _, err := time.Parse(time.RFC3339, partial.Exported); err != nil {
+		t.Errorf("export exported %q: %v", partial.Exported, err)
+	}
+
+	// With --include-secrets: everything, and stderr says which secrets are in the file.
+	whole, r := exportOf(t, cs, "--include-secrets")
+	if len(whole.Omitted) != 0 || !reflect.DeepEqual(whole.Keys, values) {
+		t.Fatalf("export --include-secrets = %+v, want every key", whole)
+	}
+	if !strings.Contains(r.stderr, "included 2 secret keys") || !strings.Contains(r.stderr, "appliances/db/secrets/password") {
+		t.Errorf("export --include-secrets stderr %q does not list the included secrets", r.stderr)
+	}
+	file := filepath.Join(t.TempDir(), "all.json")
+	writeFile(t, file, r.stdout)
+
+	// Into the empty store of another server: no flag needed, every value byte for byte.
+	r = cd.run("import", file)
+	if r.code != 0 {
+		t.Fatalf("import into an empty store: %s", r)
+	}
+	revisionOf(t, r.stdout)
+	if want := "imported 9 keys (9 put, 0 deleted, 0 omitted secrets kept)"; !strings.Contains(r.stderr, want) {
+		t.Errorf("import stderr %q, want %q", r.stderr, want)
+	}
+	if strings.Contains(r.stderr, "partial") {
+		t.Errorf("a whole export was reported partial: %q", r.stderr)
+	}
+	for k, want := range values {
+		if got := cd.ok("kv", "get", k); got != want {
+			t.Errorf("after import %s = %q, want %q", k, got, want)
+		}
+	}
+	copied, _ := exportOf(t, cd, "--include-secrets")
+	if !reflect.DeepEqual(copied.Keys, values) || copied.Store == whole.Store {
+		t.Errorf("export of the copy = %+v, want the same keys from another store", copied)
+	}
+
+	// A partial export into an empty store: written, and stderr says it is not a whole copy.
+	dst2 := freshServer(t)
+	c2 := newCLI(t, dst2)
+	pfile := filepath.Join(t.TempDir(), "partial.json")
+	writeFile(t, pfile, cs.ok("export"))
+	r = c2.run("import", pfile, "--output", "json")
+	if r.code != 0 {
+		t.Fatalf("import of a partial export: %s", r)
+	}
+	if !strings.Contains(r.stderr, "partial") || !strings.Contains(r.stderr, "appliances/db/secrets/password") ||
+		!strings.Contains(r.stderr, "not in this store") {
+		t.Errorf("import of a partial export: stderr %q does not say it is partial and list the omitted keys", r.stderr)
+	}
+	var res struct {
+		Revision int64    `json:"revision"`
+		Mode     string   `json:"mode"`
+		Put      int      `json:"put"`
+		Deleted  int      `json:"deleted"`
+		Kept     int      `json:"kept"`
+		Omitted  []string `json:"omitted"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.Revision <= 0 || res.Mode != "empty" ||
+		res.Put != 7 || res.Deleted != 0 || res.Kept != 0 || !reflect.DeepEqual(res.Omitted, wantOmitted) {
+		t.Errorf("import --output json = %s (%v)", r.stdout, err)
+	}
+	got, _ := storeContent(t, c2)
+	if !reflect.DeepEqual(got, partial.Keys) {
+		t.Errorf("after a partial import the store = %q, want %q", got, partial.Keys)
+	}
+}
+
+func TestE2E_ImportModes(t *testing.T) {
+	s := freshServer(t)
+	c := newCLI(t, s)
+	initial := map[string]string{
+		"shared/a":                   "old",
+		"other/x":                    "keep me?",
+		"secrets/pw":                 "target secret",
+		"appliances/web/secrets/tls": "tls",
+	}
+	for k, v := range initial {
+		c.ok("kv", "put", k, v)
+	}
+	dir := t.TempDir()
+	// A partial export from elsewhere: it omitted secrets/pw and secrets/absent.
+	file := filepath.Join(dir, "partial.json")
+	writeFile(t, file, `{"revision":9,"store":"elsewhere","exported":"2026-11-26T00:00:00Z",
+		"omitted":["secrets/pw","secrets/absent"],
+		"keys":{"shared/a":"new","shared/b":"2\n"}}`)
+
+	before, rev := storeContent(t, c)
+	if !reflect.DeepEqual(before, initial) {
+		t.Fatalf("store = %q, want %q", before, initial)
+	}
+
+	t.Run("non-empty store without a flag is refused", func(t *testing.T) {
+		r := c.fails(exitUsage, "the store is not empty", "import", file)
+		if !strings.Contains(r.stderr, "--merge") || !strings.Contains(r.stderr, "--replace") {
+			t.Errorf("refusal %q does not name --merge and --replace", r.stderr)
+		}
+		assertUnchanged(t, c, initial, rev)
+	})
+
+	t.Run("both flags are a usage error", func(t *testing.T) {
+		c.fails(exitUsage, "--merge and --replace exclude each other", "import", file, "--merge", "--replace")
+		assertUnchanged(t, c, initial, rev)
+	})
+
+	t.Run("a bad key changes nothing", func(t *testing.T) {
+		bad := filepath.Join(dir, "bad.json")
+		writeFile(t, bad, `{"keys":{"shared/new":"x","shared/bad key":"y"},"omitted":[]}`)
+		c.fails(exitError, `invalid key "shared/bad key"`, "import", bad, "--replace")
+		c.fails(exitError, `invalid key "shared/bad key"`, "import", bad, "--merge")
+		assertUnchanged(t, c, initial, rev)
+	})
+
+	t.Run("dry run writes nothing", func(t *testing.T) {
+		r := c.run("import", file, "--replace", "--dry-run")
+		if r.code != 0 {
+			t.Fatalf("dry run: %s", r)
+		}
+		want := "put shared/a\nput shared/b\ndelete appliances/web/secrets/tls\ndelete other/x\nkeep secrets/pw\n"
+		if r.stdout != want {
+			t.Errorf("dry run printed %q, want %q", r.stdout, want)
+		}
+		if !strings.Contains(r.stderr, "2 put, 2 deleted, 1 omitted secrets kept") || !strings.Contains(r.stderr, "nothing written") {
+			t.Errorf("dry run stderr %q", r.stderr)
+		}
+		assertUnchanged(t, c, initial, rev)
+	})
+
+	t.Run("over the transaction limit is refused, not split", func(t *testing.T) {
+		keys := make(map[string]string, 10001)
+		for i := range 10001 {
+			keys[fmt.Sprintf("bulk/k%05d", i)] = "v"
+		}
+		data, err := json.Marshal(map[string]any{"keys": keys, "omitted": []string{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		big := filepath.Join(dir, "big.json")
+		if err := os.WriteFile(big, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r := c.fails(exitError, "import cannot be atomic", "import", big, "--merge")
+		if !strings.Contains(r.stderr, "10001 operations") || !strings.Contains(r.stderr, "not split") || !strings.Contains(r.stderr, "10000") {
+			t.Errorf("over-limit refusal %q does not say why", r.stderr)
+		}
+		assertUnchanged(t, c, initial, rev)
+	})
+
+	t.Run("merge puts the file's keys and leaves the others", func(t *testing.T) {
+		r := c.run("import", file, "--merge")
+		if r.code != 0 {
+			t.Fatalf("import --merge: %s", r)
+		}
+		revisionOf(t, r.stdout)
+		if !strings.Contains(r.stderr, "imported 2 keys (2 put, 0 deleted, 1 omitted secrets kept)") ||
+			!strings.Contains(r.stderr, "partial") || !strings.Contains(r.stderr, "secrets/absent") {
+			t.Errorf("import --merge stderr %q", r.stderr)
+		}
+		want := map[string]string{
+			"shared/a": "new", "shared/b": "2\n",
+			"other/x": "keep me?", "secrets/pw": "target secret", "appliances/web/secrets/tls": "tls",
+		}
+		if got, _ := storeContent(t, c); !reflect.DeepEqual(got, want) {
+			t.Errorf("after --merge store = %q, want %q", got, want)
+		}
+	})
+
+	t.Run("replace deletes the others but keeps omitted secrets", func(t *testing.T) {
+		c.ok("kv", "put", "shared/a", "changed again")
+		r := c.run("import", file, "--replace", "-o", "json")
+		if r.code != 0 {
+			t.Fatalf("import --replace: %s", r)
+		}
+		var res struct {
+			Revision int64  `json:"revision"`
+			Mode     string `json:"mode"`
+			Put      int    `json:"put"`
+			Deleted  int    `json:"deleted"`
+			Kept     int    `json:"kept"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.Revision <= 0 || res.Mode != "replace" ||
+			res.Put != 2 || res.Deleted != 2 || res.Kept != 1 {
+			t.Errorf("import --replace -o json = %s (%v)", r.stdout, err)
+		}
+		if !strings.Contains(r.stderr, "kept 1 secret keys of this store that the file omitted: secrets/pw") ||
+			!strings.Contains(r.stderr, "not a whole copy") {
+			t.Errorf("import --replace stderr %q does not say which omitted secrets were kept", r.stderr)
+		}
+		if strings.Contains(r.stderr, "warning") {
+			t.Errorf("import --replace warned with no other writer: %q", r.stderr)
+		}
+		want := map[string]string{"shared/a": "new", "shared/b": "2\n", "secrets/pw": "target secret"}
+		got, gotRev := storeContent(t, c)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("after --replace store = %q, want %q", got, want)
+		}
+		if gotRev != res.Revision {
+			t.Errorf("store revision %d after the import, want the import's %d: one transaction", gotRev, res.Revision)
+		}
+	})
+}
