@@ -144,6 +144,18 @@ func TestE2E_ImportRoundTrip(t *testing.T) {
 		t.Errorf("export of the copy = %+v, want the same keys from another store", copied)
 	}
 
+	// A token that may read only part of the store exports only that part, and is warned.
+	out := strings.Split(strings.TrimSpace(cs.ok("token", "create", "--name", "reader", "--read", "shared")), "\n")
+	tokFile := filepath.Join(t.TempDir(), "reader.token")
+	writeFile(t, tokFile, out[len(out)-1]+"\n")
+	narrow, r := exportOf(t, cs.with("SHOELACE_TOKEN_FILE="+tokFile))
+	if !strings.Contains(r.stderr, "warning: not an admin token") || len(narrow.Keys) != 5 {
+		t.Errorf("export with a shared-only token: %d keys, stderr %q; want the 5 shared keys and a warning", len(narrow.Keys), r.stderr)
+	}
+	if _, r := exportOf(t, cs); strings.Contains(r.stderr, "warning") {
+		t.Errorf("export with the admin token warned: %q", r.stderr)
+	}
+
 	// A partial export into an empty store: written, and stderr says it is not a whole copy.
 	dst2 := freshServer(t)
 	c2 := newCLI(t, dst2)

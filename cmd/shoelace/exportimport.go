@@ -110,6 +110,7 @@ func (e *cliEnv) export(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	e.warnIfNotAdmin(s, "the export holds only the keys this token may read")
 	d, included := buildDump(l.Entries, c.Bool("include-secrets"))
 	d.Revision, d.Store = l.Revision, meta.Store
 	d.Exported = time.Now().UTC().Format(time.RFC3339)
@@ -398,6 +399,9 @@ func (e *cliEnv) importKeys(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("import: list the store: %w", err)
 	}
+	if mode != modeMerge {
+		e.warnIfNotAdmin(s, "the import sees, and --replace deletes, only the keys this token may read")
+	}
 	p, err := planImport(d, l.Entries, mode)
 	if errors.Is(err, errStoreNotEmpty) {
 		return usagef("import: the store is not empty (%d keys, such as %s): give --merge to put the file's keys and leave the others, or --replace to make the store's keys exactly the file's (see shoelace import --help); nothing was written",
@@ -436,6 +440,15 @@ func (e *cliEnv) importKeys(c *cli.Context) error {
 		e.reportStrays(s, d, p)
 	}
 	return e.printImport(s.json, res)
+}
+
+// warnIfNotAdmin warns on stderr when the session's token is not an admin token: a listing of
+// the root then holds only what the token's grants cover, with no sign of what it missed.
+// GET /v1/tokens answers only admins; any answer other than 403 is taken as no reason to warn.
+func (e *cliEnv) warnIfNotAdmin(s *session, consequence string) {
+	if _, err := s.client.Tokens(s.ctx); errors.Is(err, api.ErrForbidden) {
+		fmt.Fprintf(e.stderr, "warning: not an admin token: %s\n", consequence)
+	}
 }
 
 // importTxnError explains why the import's transaction was refused; nothing was written.
