@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/client"
 )
 
 // The import tests start their own servers: they need stores whose whole content they know.
@@ -319,4 +324,68 @@ func TestE2E_ImportModes(t *testing.T) {
 			t.Errorf("store revision %d after the import, want the import's %d: one transaction", gotRev, res.Revision)
 		}
 	})
+}
+
+// TestE2E_ImportGuards checks against a real server that the planned transaction fails with
+// 409, writing nothing, when another writer changes the store between the listing and the commit.
+func TestE2E_ImportGuards(t *testing.T) {
+	s := freshServer(t)
+	c := newCLI(t, s)
+	tok, err := readTokenFile(s.adminTokenFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := client.New(s.url(), client.Options{Token: tok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	file := dump{Keys: keyMap{"shared/a": "new", "shared/b": "new"}, Omitted: []string{"secrets/pw"}}
+
+	// No mode, empty store: a key of the file created meanwhile is not overwritten.
+	empty, _, err := cl.List(ctx, "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := planImport(file, empty.Entries, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ok("kv", "put", "shared/b", "theirs")
+	want, rev := storeContent(t, c)
+	if _, err := cl.Txn(ctx, p.Txn); !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), "shared/b") {
+		t.Errorf("empty-store import after a concurrent write: %v, want a conflict naming shared/b", err)
+	}
+	assertUnchanged(t, c, want, rev)
+
+	// --replace: a change to a key it would delete, to a kept omitted secret, or a new key of
+	// the file, each makes it fail.
+	c.ok("kv", "put", "other/x", "1")
+	c.ok("kv", "put", "secrets/pw", "1")
+	for _, change := range [][]string{
+		{"kv", "put", "other/x", "2"},
+		{"kv", "put", "secrets/pw", "2"},
+		{"kv", "rm", "shared/b"},
+		{"kv", "put", "shared/a", "theirs"},
+	} {
+		l, _, err := cl.List(ctx, "", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := planImport(file, l.Entries, modeReplace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.ok(change...)
+		want, rev := storeContent(t, c)
+		_, err = cl.Txn(ctx, p.Txn)
+		if !errors.Is(err, api.ErrConflict) {
+			t.Errorf("replace after %q: %v, want a conflict", change, err)
+		}
+		if msg := importTxnError(p, err).Error(); !strings.Contains(msg, "the store changed while importing, nothing was written") {
+			t.Errorf("conflict explained as %q", msg)
+		}
+		assertUnchanged(t, c, want, rev)
+	}
 }
