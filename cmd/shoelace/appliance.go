@@ -99,7 +99,7 @@ EXAMPLES:
    shoelace appliance export web-frontend --format yaml --include-secrets > backup.yaml`,
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "format", Value: "json", Usage: "json or yaml"},
-					&cli.BoolFlag{Name: "include-secrets", Usage: "include the values of secret keys"},
+					&cli.BoolFlag{Name: "include-secrets", Usage: "include the values of secret keys (admin token)"},
 				},
 				Action: e.applianceExport,
 			},
@@ -296,6 +296,11 @@ func (e *cliEnv) applianceExport(c *cli.Context) error {
 		return err
 	}
 	defer s.cancel()
+	if c.Bool("include-secrets") {
+		if err := requireAdmin(s, "appliance export --include-secrets"); err != nil {
+			return err
+		}
+	}
 	root := api.ApplianceRoot(name)
 	l, _, err := s.client.List(s.ctx, root, false)
 	if err != nil && !errors.Is(err, api.ErrNotFound) {

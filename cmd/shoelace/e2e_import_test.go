@@ -157,6 +157,13 @@ func TestE2E_ImportRoundTrip(t *testing.T) {
 	if !strings.Contains(r.stderr, "warning: not an admin token") || len(narrow.Keys) != 5 {
 		t.Errorf("export with a shared-only token: %d keys, stderr %q; want the 5 shared keys and a warning", len(narrow.Keys), r.stderr)
 	}
+	// Secrets in an export need an admin token, whatever the token may read.
+	for _, args := range [][]string{{"export", "--include-secrets"}, {"appliance", "export", "web", "--include-secrets"}} {
+		r := cs.with("SHOELACE_TOKEN_FILE="+tokFile).run(args...)
+		if r.code != 5 || r.stdout != "" || !strings.Contains(r.stderr, "needs an admin token") {
+			t.Errorf("%v with a non-admin token: exit %d, stdout %q, stderr %q; want exit 5, nothing printed", args, r.code, r.stdout, r.stderr)
+		}
+	}
 	if _, r := exportOf(t, cs); strings.Contains(r.stderr, "warning") {
 		t.Errorf("export with the admin token warned: %q", r.stderr)
 	}

@@ -106,6 +106,11 @@ func (e *cliEnv) export(c *cli.Context) error {
 		return err
 	}
 	defer s.cancel()
+	if c.Bool("include-secrets") {
+		if err := requireAdmin(s, "export --include-secrets"); err != nil {
+			return err
+		}
+	}
 	l, meta, err := s.client.List(s.ctx, "", false)
 	if err != nil {
 		return err
@@ -449,6 +454,16 @@ func (e *cliEnv) warnIfNotAdmin(s *session, consequence string) {
 	if _, err := s.client.Tokens(s.ctx); errors.Is(err, api.ErrForbidden) {
 		fmt.Fprintf(e.stderr, "warning: not an admin token: %s\n", consequence)
 	}
+}
+
+// requireAdmin refuses what (exit 5) unless the session's token is an admin token; GET
+// /v1/tokens answers only admins.
+func requireAdmin(s *session, what string) error {
+	_, err := s.client.Tokens(s.ctx)
+	if errors.Is(err, api.ErrForbidden) {
+		return &api.Error{Code: api.CodeForbidden, Status: 403, Message: what + " needs an admin token"}
+	}
+	return err
 }
 
 // importTxnError explains why the import's transaction was refused; nothing was written.
