@@ -459,19 +459,7 @@ func TestHA_LeaderKillThenReplicaKill(t *testing.T) {
 	tokenFiles := map[string]string{"a": filepath.Join(dir, "admin-a.token"), "b": filepath.Join(dir, "admin-b.token")}
 	reps := startReplicas(t, dir, c.endpoints(), tokenFiles)
 	ra, rb := reps["a"], reps["b"]
-	var adminToken string
-	deadline := time.Now().Add(30 * time.Second)
-	for adminToken == "" && time.Now().Before(deadline) {
-		for _, f := range tokenFiles {
-			if _, err := os.Stat(f); err == nil {
-				adminToken = f
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if adminToken == "" {
-		t.Fatal("no replica wrote an admin token")
-	}
+	adminToken := waitAdminToken(t, tokenFiles)
 	tok := waitFile(t, adminToken, 10*time.Second)
 	if fi, err := os.Stat(adminToken); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("admin token file: %v, mode %v, want 0600", err, fi.Mode().Perm())
@@ -487,6 +475,7 @@ func TestHA_LeaderKillThenReplicaKill(t *testing.T) {
 	}
 	ca, cb := newClient(ra.url(), adminToken), newClient(rb.url(), adminToken)
 	both := map[string]*apiClient{"a": ca, "b": cb}
+	waitTokenAccepted(t, ca, cb)
 
 	// Unauthenticated requests are refused; the token works on both replicas.
 	if status, _, _, err := newClient(ra.url(), "").do(context.Background(), http.MethodGet, "/v1/kv/appliances/web/seq/0000", nil); err != nil || status != http.StatusUnauthorized {
@@ -625,5 +614,43 @@ templates:
 	}
 	if outp, err := runBlock(t, runbookProcedure(t, "failover-find"), dir, runbookShellEnv(t, map[string]string{"REPLICAS": ra2.url() + " " + rb.url(), "SHOELACE_TOKEN_FILE": adminToken})); err != nil || strings.Contains(outp, "FAILED") {
 		t.Errorf("runbook failover-find after recovery: %v, output %q", err, outp)
+	}
+}
+
+// waitAdminToken waits until one of the replicas' --admin-token-file exists and returns it.
+func waitAdminToken(t *testing.T, tokenFiles map[string]string) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, f := range tokenFiles {
+			if b, err := os.ReadFile(f); err == nil && len(b) > 0 {
+				return f
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no replica wrote an admin token to any of %v", tokenFiles)
+	return ""
+}
+
+// waitTokenAccepted waits until every client's token is accepted (any answer but 401) and logs
+// how long that took: a token created on one replica reaches the others through their watch.
+func waitTokenAccepted(t *testing.T, clients ...*apiClient) {
+	t.Helper()
+	start := time.Now()
+	for _, c := range clients {
+		for {
+			status, _, _, err := c.do(context.Background(), http.MethodGet, "/v1/kv/appliances/web/none", nil)
+			if err == nil && status != http.StatusUnauthorized {
+				break
+			}
+			if time.Since(start) > 30*time.Second {
+				t.Fatalf("token not accepted by %s after 30 s: status %d, err %v", c.base, status, err)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if d := time.Since(start); d > 10*time.Millisecond {
+		t.Logf("the admin token was refused with 401 for %s by a replica that had not seen it yet", d.Round(time.Millisecond))
 	}
 }

@@ -107,6 +107,12 @@ func launchReplica(t *testing.T, name, dir, endpoints, adminTokenFile string, p 
 	if err != nil {
 		t.Fatal(err)
 	}
+	return launchReplicaAt(t, addr, name, dir, endpoints, adminTokenFile, p, clientCert)
+}
+
+// launchReplicaAt is launchReplica on a given address (a restart behind a load balancer).
+func launchReplicaAt(t *testing.T, addr, name, dir, endpoints, adminTokenFile string, p *pki, clientCert bool) *replica {
+	t.Helper()
 	r := &replica{name: name, addr: addr, scheme: "http", hc: &http.Client{Timeout: 2 * time.Second},
 		stderr: &syncBuffer{}, done: make(chan error, 1)}
 	args := []string{"server", "--listen", addr, "--etcd-endpoints", endpoints,

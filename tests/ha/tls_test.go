@@ -187,20 +187,10 @@ func TestHA_TLSEverywhere(t *testing.T) {
 	tokenFiles := map[string]string{"a": filepath.Join(dir, "admin-a.token"), "b": filepath.Join(dir, "admin-b.token")}
 	reps := startReplicasTLS(t, dir, c.endpoints(), tokenFiles, p)
 	ra, rb := reps["a"], reps["b"]
-	var adminToken string
-	deadline := time.Now().Add(30 * time.Second)
-	for adminToken == "" && time.Now().Before(deadline) {
-		for _, f := range tokenFiles {
-			if _, err := os.Stat(f); err == nil {
-				adminToken = f
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if adminToken == "" {
-		t.Fatal("no replica wrote an admin token")
-	}
-	waitFile(t, adminToken, 10*time.Second)
+	adminToken := waitAdminToken(t, tokenFiles)
+	ta, tb := newClient(ra.url(), adminToken), newClient(rb.url(), adminToken)
+	ta.hc, tb.hc = p.httpClient(5*time.Second), p.httpClient(5*time.Second)
+	waitTokenAccepted(t, ta, tb)
 	// Plain HTTP to a replica gets no API answer.
 	if resp, err := (&http.Client{Timeout: 2 * time.Second}).Get("http://" + ra.addr + "/health"); err == nil {
 		resp.Body.Close()
