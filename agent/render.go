@@ -157,7 +157,9 @@ func (a *Agent) renderOne(ctx context.Context, t *tmpl, data templates.Data) (bo
 	opts := atomicfile.Options{Perm: t.cfg.Mode(), UID: t.cfg.UID(), GID: t.cfg.GID(), Backup: t.cfg.Backup}
 	if t.cfg.Check != "" {
 		opts.Check = func(staged string) error {
-			cr, err := RunCommand(ctx, t.cfg.Check, t.cfg.Timeout(), []string{
+			// A check in progress finishes even when the agent is stopping (bounded by its
+			// timeout), so that the render it belongs to completes instead of being cut short.
+			cr, err := RunCommand(context.WithoutCancel(ctx), t.cfg.Check, t.cfg.Timeout(), []string{
 				"SHOELACE_STAGED=" + staged,
 				"SHOELACE_DESTINATION=" + t.cfg.Destination,
 				"SHOELACE_APPLIANCE=" + a.cfg.Appliance,

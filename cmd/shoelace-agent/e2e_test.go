@@ -701,34 +701,6 @@ func TestE2E_ReaderNeverSeesPartialFile(t *testing.T) {
 // TestE2E_WriteToFileLatency measures how long a write takes to reach the rendered file
 // (put sent → file holds the value), one change at a time. It asserts only correctness;
 // the numbers are logged (go test -v -run Latency) to compare with confd -watch.
-func TestE2E_WriteToFileLatency(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a measurement: skipped with -short")
-	}
-	srv := startServer(t, "", t.TempDir())
-	srv.put("appliances/web/v", "0")
-	e := newEnv(t, srv, "", "  - contents: \"v={{ key \\\"v\\\" }}\\n\"\n    destination: $DIR/out.conf\n")
-	e.startAgent()
-	dst := e.path("out.conf")
-	waitFor(t, "first render", fileIs(dst, "v=0\n"))
-	var lat []time.Duration
-	for i := 1; i <= 300; i++ {
-		want := fmt.Sprintf("v=%d\n", i)
-		start := time.Now()
-		srv.put("appliances/web/v", fmt.Sprint(i))
-		deadline := start.Add(30 * time.Second)
-		for !fileIs(dst, want)() {
-			if time.Now().After(deadline) {
-				t.Fatalf("change %d not rendered", i)
-			}
-			time.Sleep(100 * time.Microsecond)
-		}
-		lat = append(lat, time.Since(start))
-	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	t.Logf("put sent → rendered file holds the value: p50 %s, p99 %s, max %s (n=%d)", lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1], len(lat))
-}
-
 // Under systemd (Type=notify) the agent reports READY after its first render, RELOADING and
 // READY around a SIGHUP reload, and STOPPING on SIGTERM.
 func TestE2E_RunNotifiesSystemd(t *testing.T) {
