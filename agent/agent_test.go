@@ -644,7 +644,8 @@ func TestAgent_RunServesMetrics(t *testing.T) {
 		body = string(b)
 		return strings.Contains(body, "shoelace_agent_command_failures_total 1")
 	})
-	for _, want := range []string{"shoelace_agent_renders_total 1\n", "shoelace_agent_applied_revision 10\n", "shoelace_agent_view_revision 10\n", "shoelace_agent_from_cache 0\n"} {
+	for _, want := range []string{"shoelace_agent_renders_total 1\n", "shoelace_agent_applied_revision 10\n", "shoelace_agent_view_revision 10\n",
+		"shoelace_agent_from_cache 0\n", "shoelace_agent_check_failures_total 0\n", "shoelace_agent_seconds_since_last_sync "} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q:\n%s", want, body)
 		}

@@ -12,9 +12,9 @@ import (
 // metrics are the agent's counters, served in Prometheus' text format on metrics_listen.
 // They are written by hand to keep the agent's binary small.
 type metrics struct {
-	renders, renderFailures, commands, commandFailures, pollErrors atomic.Int64
-	viewRevision, lastSync                                         atomic.Int64
-	fromCache                                                      atomic.Bool
+	renders, renderFailures, checkFailures, commands, commandFailures, pollErrors atomic.Int64
+	viewRevision, lastSync                                                        atomic.Int64
+	fromCache                                                                     atomic.Bool
 }
 
 type metricsHandler struct {
@@ -37,12 +37,18 @@ func (h metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	counter("shoelace_agent_renders_total", "Templates written because their output changed.", m.renders.Load())
 	counter("shoelace_agent_render_failures_total", "Templates not installed (render error, failed check, write error).", m.renderFailures.Load())
+	counter("shoelace_agent_check_failures_total", "Staged files a check refused (the old file was kept).", m.checkFailures.Load())
 	counter("shoelace_agent_commands_total", "Commands run.", m.commands.Load())
 	counter("shoelace_agent_command_failures_total", "Commands that failed or timed out.", m.commandFailures.Load())
 	counter("shoelace_agent_poll_errors_total", "Failed requests to the server.", m.pollErrors.Load())
 	gauge("shoelace_agent_applied_revision", "Last revision at which every template was in place.", h.applied.Load())
 	gauge("shoelace_agent_view_revision", "Revision of the view the agent renders from.", m.viewRevision.Load())
 	gauge("shoelace_agent_last_sync_timestamp_seconds", "When the agent last received a view from the server.", m.lastSync.Load())
+	since := int64(-1) // never synced
+	if last := m.lastSync.Load(); last > 0 {
+		since = max(time.Now().Unix()-last, 0)
+	}
+	gauge("shoelace_agent_seconds_since_last_sync", "Seconds since the agent last received a view from the server (-1: never).", since)
 	var c int64
 	if m.fromCache.Load() {
 		c = 1

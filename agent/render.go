@@ -183,6 +183,7 @@ func (a *Agent) renderOne(ctx context.Context, t *tmpl, data templates.Data) (bo
 	if err != nil {
 		var ce *atomicfile.CheckError
 		if errors.As(err, &ce) {
+			a.metrics.checkFailures.Add(1)
 			return false, fmt.Errorf("check of %s failed, old file kept: %w", t.name(), ce.Err)
 		}
 		return false, fmt.Errorf("install %s: %w", t.name(), err)
