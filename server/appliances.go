@@ -120,7 +120,7 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, i
 	w.Header().Set(api.HeaderStore, s.st.ID())
 	switch wk.kind {
 	case wakeChanged:
-		v, err := s.hub.view(ctx, name, wk.rev)
+		v, err := s.hub.view(ctx, name, wk.rev, wk.known)
 		if err != nil {
 			return err
 		}

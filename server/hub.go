@@ -24,9 +24,12 @@ const (
 )
 
 // wake is what a long-poll ends with; rev is the revision the hub knew at that moment.
+// known says that the hub saw the change it answers for (a watch event at or below rev), so
+// that the view at rev has it; otherwise (the hub cannot tell) the view is read fresh.
 type wake struct {
-	kind wakeKind
-	rev  int64
+	kind  wakeKind
+	rev   int64
+	known bool
 }
 
 // waiter is one open long-poll.
@@ -65,7 +68,7 @@ type hub struct {
 	ctx     context.Context // bounds view reads, which outlive the request that started them
 
 	// mir is a copy of the view keys kept by the watch; woken long-polls read their view from
-	// it. reload asks run to load it again (after the store was replaced).
+	// it. reload asks loadMirror to load it (again).
 	mir    mirror
 	reload chan struct{}
 
@@ -76,6 +79,7 @@ type hub struct {
 // flight is one view read shared by every long-poll that needs the view at rev or later.
 type flight struct {
 	rev     int64
+	fresh   bool // read from the store, linearizable
 	started time.Time
 	done    chan struct{}
 	view    api.View
@@ -98,18 +102,13 @@ func newHub(ctx context.Context, st *store.Store, log *slog.Logger, m *metrics, 
 
 // reset makes the hub forget what it knew: it knows only changes after rev from now on, and
 // every open long-poll is answered with a fresh view. The mirror is dropped and loaded again
-// (views come from the store meanwhile).
+// in the background (views come from the store meanwhile).
 func (h *hub) reset(rev int64) {
 	h.mir.invalidate()
 	select {
 	case h.reload <- struct{}{}:
 	default:
 	}
-	h.resetTo(rev)
-}
-
-// resetTo is reset without touching the mirror.
-func (h *hub) resetTo(rev int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.ready = true
@@ -120,7 +119,7 @@ func (h *hub) resetTo(rev int64) {
 	h.m.revision.Set(float64(h.rev))
 	for _, ws := range h.waiters {
 		for w := range ws {
-			h.wakeLocked(w, wakeChanged)
+			h.wakeLocked(w, wakeChanged, false)
 		}
 	}
 	h.fmu.Lock()
@@ -129,7 +128,7 @@ func (h *hub) resetTo(rev int64) {
 }
 
 // wakeLocked removes w and tells it why; h.mu must be held.
-func (h *hub) wakeLocked(w *waiter, kind wakeKind) {
+func (h *hub) wakeLocked(w *waiter, kind wakeKind, known bool) {
 	ws := h.waiters[w.app]
 	if _, ok := ws[w]; !ok {
 		return
@@ -140,7 +139,7 @@ func (h *hub) wakeLocked(w *waiter, kind wakeKind) {
 	}
 	h.n--
 	h.m.longPolls.Set(float64(h.n))
-	w.ch <- wake{kind: kind, rev: h.rev}
+	w.ch <- wake{kind: kind, rev: h.rev, known: known}
 }
 
 // current returns the highest revision the hub has seen.
@@ -175,7 +174,7 @@ func (h *hub) apply(ctx context.Context, ev store.Event) {
 				for _, ws := range h.waiters {
 					for w := range ws {
 						if ev.Revision > w.after {
-							h.wakeLocked(w, wakeChanged)
+							h.wakeLocked(w, wakeChanged, true)
 						}
 					}
 				}
@@ -189,7 +188,7 @@ func (h *hub) apply(ctx context.Context, ev store.Event) {
 				}
 				for w := range h.waiters[name] {
 					if ev.Revision > w.after {
-						h.wakeLocked(w, wakeChanged)
+						h.wakeLocked(w, wakeChanged, true)
 					}
 				}
 			}
@@ -204,6 +203,7 @@ func (h *hub) apply(ctx context.Context, ev store.Event) {
 // run keeps one watch over the whole root until ctx ends, re-watching from the last seen
 // revision + 1 with backoff when it breaks, and resetting when that revision was compacted.
 func (h *hub) run(ctx context.Context) {
+	go h.loadMirror(ctx)
 	const minBackoff, maxBackoff = 50 * time.Millisecond, 5 * time.Second
 	backoff := minBackoff
 	needReset := false
@@ -211,14 +211,8 @@ func (h *hub) run(ctx context.Context) {
 		h.mu.Lock()
 		ready := h.ready
 		h.mu.Unlock()
-		mirRev, mirLoaded := h.mir.at()
-		if !ready || needReset || !mirLoaded {
-			// Load the mirror, and take its revision as the hub's base when resetting.
-			select {
-			case <-h.reload:
-			default:
-			}
-			keys, rev, err := h.st.LoadViewKeys(ctx)
+		if !ready || needReset {
+			rev, err := h.st.Revision(ctx)
 			if err != nil {
 				if ctx.Err() != nil {
 					return
@@ -231,49 +225,28 @@ func (h *hub) run(ctx context.Context) {
 			if needReset {
 				h.log.Warn("watch history compacted; answering every long-poll with a fresh view", "revision", rev)
 			}
-			h.mir.load(keys, rev)
-			mirRev = rev
-			if !ready || needReset {
-				h.resetTo(rev)
-			}
+			h.reset(rev)
 			if needReset && h.onReset != nil {
 				h.onReset(ctx)
 			}
 			needReset = false
 		}
 		h.mu.Lock()
-		// Both the hub and the mirror must see every change after their revision (the mirror's
-		// is lower when the store went back); each skips what it already has.
-		from := min(h.rev, mirRev) + 1
+		from := h.rev + 1
 		h.mu.Unlock()
 		wctx, cancel := context.WithCancel(ctx)
 		events, errf := h.st.WatchChanges(wctx, from)
-		got, reloading := false, false
-	watch:
-		for {
-			select {
-			case ev, ok := <-events:
-				if !ok {
-					break watch
-				}
-				h.mir.apply(ev)
-				h.apply(ctx, ev.Event)
-				got = true
-			case <-h.reload:
-				reloading = true
-				cancel()
-				for range events {
-				}
-				break watch
-			}
+		got := false
+		for ev := range events {
+			// The mirror first: a woken long-poll reads it.
+			h.mir.apply(ev)
+			h.apply(ctx, ev.Event)
+			got = true
 		}
 		cancel()
 		err := errf()
 		if ctx.Err() != nil {
 			return
-		}
-		if reloading {
-			continue
 		}
 		if errors.Is(err, store.ErrCompacted) {
 			needReset = true
@@ -285,6 +258,35 @@ func (h *hub) run(ctx context.Context) {
 		h.log.Warn("store watch broken; re-watching", "err", err, "from", h.current()+1, "retry_in", backoff)
 		sleep(ctx, jitter(backoff))
 		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// loadMirror loads the mirror whenever reset dropped it, until ctx ends. The watch goes on
+// meanwhile; the mirror keeps its events and replays them after the load.
+func (h *hub) loadMirror(ctx context.Context) {
+	const minBackoff, maxBackoff = 50 * time.Millisecond, 5 * time.Second
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.reload:
+		}
+		backoff := minBackoff
+		for {
+			gen := h.mir.restart()
+			keys, rev, err := h.st.LoadViewKeys(ctx)
+			if err == nil && h.mir.load(keys, rev, gen) {
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				h.log.Warn("load the view keys into memory; views are read from the store meanwhile", "err", err, "retry_in", backoff)
+				sleep(ctx, jitter(backoff))
+				backoff = min(2*backoff, maxBackoff)
+			}
+		}
 	}
 }
 
@@ -308,9 +310,9 @@ func (h *hub) wait(ctx context.Context, app string, after int64, token string, d
 			h.mu.Unlock()
 			return wake{kind: wakeDrain, rev: r}, nil
 		case !h.ready || after < h.base || max(h.shared, h.apps[app]) > after:
-			r := h.rev
+			r, known := h.rev, h.ready && after >= h.base
 			h.mu.Unlock()
-			return wake{kind: wakeChanged, rev: r}, nil
+			return wake{kind: wakeChanged, rev: r, known: known}, nil
 		}
 		if after <= h.rev || checkedStore {
 			break
@@ -359,7 +361,7 @@ func (h *hub) wait(ctx context.Context, app string, after int64, token string, d
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, ok := h.waiters[app][w]; ok {
-		h.wakeLocked(w, wakeTimeout)
+		h.wakeLocked(w, wakeTimeout, false)
 	}
 	wk := <-w.ch
 	if wk.kind == wakeChanged || wk.kind == wakeTimeout {
@@ -377,7 +379,7 @@ func (h *hub) drain() {
 	h.draining = true
 	for _, ws := range h.waiters {
 		for w := range ws {
-			h.wakeLocked(w, wakeDrain)
+			h.wakeLocked(w, wakeDrain, false)
 		}
 	}
 }
@@ -389,15 +391,17 @@ func (h *hub) revoke(token string) {
 	for _, ws := range h.waiters {
 		for w := range ws {
 			if w.token == token {
-				h.wakeLocked(w, wakeRevoked)
+				h.wakeLocked(w, wakeRevoked, false)
 			}
 		}
 	}
 }
 
-// view returns app's view read at rev or later, sharing one store read among every caller that
-// asks for it at that revision (single flight, and the last read is kept for late callers).
-func (h *hub) view(ctx context.Context, app string, rev int64) (api.View, error) {
+// view returns app's view read at rev or later, sharing one read among every caller that asks
+// for it at that revision (single flight, and the last read is kept for late callers). The
+// read is made from the mirror (or the store at rev) when known, else fresh from the store
+// (linearizable), as when the hub cannot tell what changed.
+func (h *hub) view(ctx context.Context, app string, rev int64, known bool) (api.View, error) {
 	h.fmu.Lock()
 	f := h.flights[app]
 	if f == nil || f.rev < rev {
@@ -411,7 +415,7 @@ func (h *hub) view(ctx context.Context, app string, rev int64) (api.View, error)
 			}
 			h.swept = now
 		}
-		f = &flight{rev: rev, started: now, done: make(chan struct{})}
+		f = &flight{rev: rev, fresh: !known, started: now, done: make(chan struct{})}
 		h.flights[app] = f
 		go h.read(f, app)
 	}
@@ -427,7 +431,9 @@ func (h *hub) view(ctx context.Context, app string, rev int64) (api.View, error)
 func (h *hub) read(f *flight, app string) {
 	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
 	defer cancel()
-	if v, ok, err := h.mir.view(app, f.rev); ok {
+	if f.fresh {
+		f.view, f.err = h.readView(ctx, app)
+	} else if v, ok, err := h.mir.view(app, f.rev); ok {
 		h.mirrorViews.Add(1)
 		f.view, f.err = v, err
 	} else {

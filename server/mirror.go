@@ -11,17 +11,32 @@ import (
 // mirror is an in-memory copy of the view keys (shared/ and appliances/), kept by the hub's
 // single watch, so that a woken long-poll gets its view without a store read. It holds the keys
 // as they were at rev: loaded whole at one revision, then advanced event by event in revision
-// order; an event at or below rev is already in it and is skipped.
+// order; an event at or below rev is already in it and is skipped. While it is not loaded, the
+// watch's events are kept and replayed by load, so the watch never waits for a load.
 type mirror struct {
-	mu     sync.RWMutex
-	loaded bool
-	rev    int64
-	shared map[string]string            // relative to shared/
-	apps   map[string]map[string]string // by appliance, relative to appliances/<name>/
+	mu      sync.RWMutex
+	loaded  bool
+	gen     int64 // counts invalidations: a load read before one is stale
+	rev     int64
+	shared  map[string]string            // relative to shared/
+	apps    map[string]map[string]string // by appliance, relative to appliances/<name>/
+	pending []store.ChangeEvent          // events seen while not loaded
 }
 
-// load replaces the copy with keys (relative to kv/) read at rev.
-func (m *mirror) load(keys map[string]string, rev int64) {
+// restart drops the copy and the events kept so far, and returns the generation to pass to
+// the load that follows: the events it will replay are those seen from now on, so that they
+// stay as few as one load lasts, whatever happened to earlier loads.
+func (m *mirror) restart() int64 {
+	m.invalidate()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.gen
+}
+
+// load replaces the copy with keys (relative to kv/) read at rev, then replays the events seen
+// since the copy was dropped that are later than rev. It does nothing and reports false when
+// the copy was dropped again after gen was taken (keys may predate that).
+func (m *mirror) load(keys map[string]string, rev, gen int64) bool {
 	shared := make(map[string]string)
 	apps := make(map[string]map[string]string)
 	for k, v := range keys {
@@ -29,14 +44,24 @@ func (m *mirror) load(keys map[string]string, rev int64) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if gen != m.gen {
+		return false
+	}
 	m.loaded, m.rev, m.shared, m.apps = true, rev, shared, apps
+	for _, ev := range m.pending {
+		m.applyLocked(ev)
+	}
+	m.pending = nil
+	return true
 }
 
-// invalidate drops the copy (the store was replaced); views come from the store until load.
+// invalidate drops the copy (the store was replaced, or the watch lost track of changes);
+// views come from the store until load.
 func (m *mirror) invalidate() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.loaded, m.rev, m.shared, m.apps = false, 0, nil, nil
+	m.gen++
+	m.loaded, m.rev, m.shared, m.apps, m.pending = false, 0, nil, nil, nil
 }
 
 // at returns the revision the copy is at, and whether it is loaded.
@@ -46,11 +71,19 @@ func (m *mirror) at() (int64, bool) {
 	return m.rev, m.loaded
 }
 
-// apply advances the copy by one watch event.
+// apply advances the copy by one watch event (keeps it for load when not loaded).
 func (m *mirror) apply(ev store.ChangeEvent) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !m.loaded || ev.Revision <= m.rev {
+	if !m.loaded {
+		m.pending = append(m.pending, ev)
+		return
+	}
+	m.applyLocked(ev)
+}
+
+func (m *mirror) applyLocked(ev store.ChangeEvent) {
+	if ev.Revision <= m.rev {
 		return
 	}
 	for _, c := range ev.Changes {
