@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/store"
 )
 
 // mirrorAt waits until the hub's mirror is loaded and at rev or later, and returns its revision.
@@ -147,5 +148,43 @@ func TestMirror_FanOutReadsNothingFromTheStore(t *testing.T) {
 	}
 	if n := f.s.hub.mirrorViews.Load() - mirrorBefore; n != int64(len(apps)) {
 		t.Errorf("%d views made from the mirror, want %d (one per appliance and revision)", n, len(apps))
+	}
+}
+
+// Events seen while the mirror loads are replayed after the load when later than its revision;
+// a load that an invalidation overtook is discarded.
+func TestMirror_ReplaysEventsSeenWhileLoading(t *testing.T) {
+	var m mirror
+	ev := func(rev int64, cs ...store.Change) store.ChangeEvent {
+		return store.ChangeEvent{Event: store.Event{Revision: rev}, Changes: cs}
+	}
+	gen := m.restart()
+	m.apply(ev(5, store.Change{Key: "shared/a", Value: "seen by the load"}))
+	m.apply(ev(7, store.Change{Key: "appliances/web/x", Value: "2"}))
+	m.apply(ev(8, store.Change{Key: "shared/a", Deleted: true}, store.Change{Key: "appliances/web/y", Value: "3"}))
+	if _, ok, _ := m.view("web", 1); ok {
+		t.Fatal("a mirror that is not loaded served a view")
+	}
+	if !m.load(map[string]string{"shared/a": "1", "appliances/web/x": "1", "appliances/db/z": "9"}, 6, gen) {
+		t.Fatal("load refused")
+	}
+	v, ok, err := m.view("web", 8)
+	if want := map[string]string{"x": "2", "y": "3"}; !ok || err != nil || v.Revision != 8 || !reflect.DeepEqual(v.Keys, want) {
+		t.Fatalf("view after replay: %+v ok=%v err=%v, want %v at 8", v, ok, err, want)
+	}
+	if _, ok, _ := m.view("web", 9); ok {
+		t.Fatal("the mirror served a revision it has not reached")
+	}
+	if _, ok, err := m.view("nope", 8); !ok || !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("unknown appliance: ok=%v err=%v, want not found", ok, err)
+	}
+
+	gen = m.restart()
+	m.invalidate() // the store was replaced while the load ran
+	if m.load(map[string]string{"appliances/web/x": "stale"}, 10, gen) {
+		t.Fatal("a load overtaken by an invalidation was kept")
+	}
+	if _, loaded := m.at(); loaded {
+		t.Fatal("mirror loaded from a stale read")
 	}
 }
