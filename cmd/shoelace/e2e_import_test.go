@@ -159,7 +159,7 @@ func TestE2E_ImportRoundTrip(t *testing.T) {
 	}
 	// Secrets in an export need an admin token, whatever the token may read.
 	for _, args := range [][]string{{"export", "--include-secrets"}, {"appliance", "export", "web", "--include-secrets"}} {
-		r := cs.with("SHOELACE_TOKEN_FILE="+tokFile).run(args...)
+		r := cs.with("SHOELACE_TOKEN_FILE=" + tokFile).run(args...)
 		if r.code != 5 || r.stdout != "" || !strings.Contains(r.stderr, "needs an admin token") {
 			t.Errorf("%v with a non-admin token: exit %d, stdout %q, stderr %q; want exit 5, nothing printed", args, r.code, r.stdout, r.stderr)
 		}
