@@ -171,6 +171,7 @@ type path struct {
 	write  func(v string) error
 	prefix string
 	fw     *fileWaiter // nil: write returns when the change arrived (the floor)
+	server string      // the shoelace server's address, if any
 }
 
 // once makes one change through p and returns how long it took to be acknowledged and to
@@ -225,6 +226,7 @@ func BenchmarkWriteToFilePaired(b *testing.B) {
 	sh := shoelacePaths(b, 1)
 	paths := []*path{floorPath(b), sh[0], sh[1], confdPath(b)}
 	lat := make([]latencies, len(paths))
+	reads := metric(b, sh[0].server, "shoelace_view_reads_total")
 	b.ResetTimer()
 	for i := range b.N {
 		for k := range paths {
@@ -234,6 +236,8 @@ func BenchmarkWriteToFilePaired(b *testing.B) {
 		}
 	}
 	b.StopTimer()
+	// Views the server read from the store (not from its mirror), per shoelace change.
+	b.ReportMetric((metric(b, sh[0].server, "shoelace_view_reads_total")-reads)/float64(2*b.N), "store-view-reads/change")
 	for j, p := range paths {
 		b.ReportMetric(lat[j].at(0.50), "p50-ms-"+p.name)
 		b.ReportMetric(lat[j].at(0.99), "p99-ms-"+p.name)
@@ -326,13 +330,13 @@ func shoelacePaths(b *testing.B, n int) []*path {
 				b.Fatal(err)
 			}
 		}
-		out = append(out, &path{name: "shoelace", prefix: "port=", fw: startAgent(b, addr, tokenFile, app, "9999"),
+		out = append(out, &path{name: "shoelace", prefix: "port=", server: addr, fw: startAgent(b, addr, tokenFile, app, "9999"),
 			write: func(v string) error {
 				_, err := cl.Put(ctx, "appliances/"+app+"/app/port", []byte(v), client.NoCAS)
 				return err
 			}})
 		key := root + "kv/appliances/" + appEtcd + "/app/port"
-		out = append(out, &path{name: "shoelace-etcd-write", prefix: "port=", fw: startAgent(b, addr, tokenFile, appEtcd, "9999"),
+		out = append(out, &path{name: "shoelace-etcd-write", prefix: "port=", server: addr, fw: startAgent(b, addr, tokenFile, appEtcd, "9999"),
 			write: func(v string) error {
 				_, err := c.Put(ctx, key, v)
 				return err
