@@ -455,22 +455,55 @@ func (s *Store) etcdErr(ctx context.Context, op string, err error) error {
 	case errors.Is(err, context.Canceled):
 		return fmt.Errorf("%s: %w", op, err)
 	}
+	if msg, uncertain, ok := transient(err); ok {
+		if uncertain {
+			return api.Errorf(api.CodeUnavailable, "%s: etcd did not confirm in time (%s); the outcome is unknown: check, then retry", op, msg)
+		}
+		return api.Errorf(api.CodeUnavailable, "%s: etcd unavailable (%s); retry", op, msg)
+	}
 	var ee rpctypes.EtcdError
 	if errors.As(err, &ee) {
-		if ee.Code() == codes.Unavailable {
-			return api.Errorf(api.CodeUnavailable, "%s: etcd unavailable: %s", op, ee.Error())
-		}
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	if st, ok := status.FromError(err); ok {
-		switch st.Code() {
-		case codes.ResourceExhausted:
-			return api.Errorf(api.CodeTooLarge, "%s: the request is larger than %s (%s)", op, s.requestLimit(), st.Message())
-		case codes.Unavailable:
-			return api.Errorf(api.CodeUnavailable, "%s: etcd unavailable: %s", op, st.Message())
-		}
+	if st, ok := status.FromError(err); ok && st.Code() == codes.ResourceExhausted {
+		return api.Errorf(api.CodeTooLarge, "%s: the request is larger than %s (%s)", op, s.requestLimit(), st.Message())
 	}
 	return fmt.Errorf("%s: %w", op, err)
+}
+
+// transient reports whether err is one of the errors an etcd cluster gives while it has no leader,
+// elects one, or a member stops — a 503 the client may retry, never a 500. uncertain marks the
+// timeouts after which a write may still have been applied.
+func transient(err error) (msg string, uncertain, ok bool) {
+	for _, e := range []error{rpctypes.ErrTimeout, rpctypes.ErrTimeoutDueToLeaderFail,
+		rpctypes.ErrTimeoutDueToConnectionLost, rpctypes.ErrTimeoutWaitAppliedIndex} {
+		if errors.Is(err, e) {
+			return e.Error(), true, true
+		}
+	}
+	for _, e := range []error{rpctypes.ErrNoLeader, rpctypes.ErrNotLeader, rpctypes.ErrLeaderChanged,
+		rpctypes.ErrStopped, rpctypes.ErrNotCapable, rpctypes.ErrUnhealthy, rpctypes.ErrTooManyRequests} {
+		if errors.Is(err, e) {
+			return e.Error(), false, true
+		}
+	}
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) && ee.Code() == codes.Unavailable {
+		return ee.Error(), false, true
+	}
+	st, isStatus := status.FromError(err)
+	if !isStatus {
+		return "", false, false
+	}
+	switch {
+	case st.Code() == codes.Unavailable:
+		return st.Message(), false, true
+	case st.Code() == codes.Unknown && (strings.Contains(st.Message(), "raft: stopped") ||
+		strings.Contains(st.Message(), "server stopped")):
+		// A member stopping mid-request answers with raft's or etcd's own error, untyped.
+		return st.Message(), false, true
+	}
+	return "", false, false
 }
 
 func (s *Store) requestLimit() string {
