@@ -279,6 +279,7 @@ func instanceOf(r *http.Request) string {
 // authenticate finds the request's token and its principal, and applies the rate limits: per
 // token (per token and instance for agent tokens), and per client address without a valid token.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*http.Request, error) {
+	arrived := time.Now()
 	secret, ok := bearer(r)
 	var rec *tokenRecord
 	if ok {
@@ -293,6 +294,12 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*http.Req
 			e.RetryAfter = 2
 			return r, e
 		}
+		if ok {
+			// Perhaps created through another replica a moment ago: ask the store.
+			rec = s.lookupFresh(r.Context(), secret, arrived)
+		}
+	}
+	if rec == nil {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="shoelace"`)
 		if !ok {
 			return r, unauthorized("missing token: send Authorization: Bearer <token>")

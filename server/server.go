@@ -63,6 +63,7 @@ type Server struct {
 	h   http.Handler
 
 	auth        *authState
+	fresh       freshTokens // the store's tokens, read when the cache misses
 	maintenance atomic.Bool
 	storeID     atomic.Value // the store id last seen, to notice when it changes
 	reports     *reporter

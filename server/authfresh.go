@@ -1,0 +1,49 @@
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"sync"
+	"time"
+)
+
+// freshTokens answers the one question the token cache cannot: is a token this replica has not
+// seen yet (created a moment ago through another replica, its watch event still on the way) in the
+// store? A miss reads every token record from the store, at most one read at a time; a request
+// takes the result of a read that started after it arrived, so concurrent misses share one read.
+// The result only authenticates requests: the cache is changed by the watch alone, so a read that
+// a revocation overtook can never bring a revoked token back.
+type freshTokens struct {
+	mu      sync.Mutex
+	started time.Time // when the last read began
+	byHash  map[string]*tokenRecord
+}
+
+// lookupFresh finds secret's token in the store as it is now (after arrived).
+func (s *Server) lookupFresh(ctx context.Context, secret string, arrived time.Time) *tokenRecord {
+	f := &s.fresh
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.started.After(arrived) {
+		started := time.Now()
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		m, _, err := s.st.SysList(ctx, tokenPrefix)
+		cancel()
+		if err != nil {
+			return nil
+		}
+		byHash := make(map[string]*tokenRecord, len(m))
+		for k, v := range m {
+			if rec, err := decodeToken(k, v); err == nil {
+				byHash[rec.Hash] = rec
+			}
+		}
+		f.started, f.byHash = started, byHash
+	}
+	h := hashSecret(secret)
+	rec := f.byHash[h]
+	if rec == nil || subtle.ConstantTimeCompare([]byte(rec.Hash), []byte(h)) != 1 {
+		return nil
+	}
+	return rec
+}
