@@ -1,0 +1,114 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+func TestNew_Addresses(t *testing.T) {
+	for addr, want := range map[string]string{
+		"":                       DefaultAddr,
+		"127.0.0.1:7400":         "http://127.0.0.1:7400",
+		"https://shoelace:7400/": "https://shoelace:7400",
+		"http://lb/prefix/":      "http://lb/prefix",
+	} {
+		c, err := New(addr, Options{})
+		if err != nil || c.Addr() != want {
+			t.Errorf("New(%q).Addr() = %v, %v; want %q", addr, c, err, want)
+		}
+	}
+	for _, bad := range []string{"ftp://x", "http://", "http://[::1"} {
+		if _, err := New(bad, Options{}); err == nil {
+			t.Errorf("New(%q) accepted", bad)
+		}
+	}
+	if _, err := New("https://x", Options{CAFile: "/nonexistent/ca.pem"}); err == nil {
+		t.Error("a missing CA file was accepted")
+	}
+}
+
+func TestDo_DecodesErrorsAndHeaders(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer sl_t" {
+			t.Errorf("Authorization = %q", r.Header.Get("Authorization"))
+		}
+		w.Header().Set(api.HeaderIndex, "42")
+		w.Header().Set(api.HeaderStore, "s1")
+		switch r.URL.EscapedPath() {
+		case "/v1/kv/shared/a%20b":
+			w.WriteHeader(404)
+			fmt.Fprint(w, `{"error":{"code":"not_found","message":"key \"shared/a b\" not found"}}`)
+		case "/v1/kv/plain":
+			w.WriteHeader(502)
+			fmt.Fprint(w, "bad gateway from the load balancer")
+		case "/v1/appliances/web":
+			w.WriteHeader(304)
+		default:
+			t.Errorf("unexpected path %s", r.URL.EscapedPath())
+		}
+	}))
+	defer srv.Close()
+	c, _ := New(srv.URL, Options{Token: "sl_t"})
+	ctx := context.Background()
+
+	_, m, err := c.Get(ctx, "shared/a b")
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code != api.CodeNotFound || ae.Status != 404 || !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("Get = %#v", err)
+	}
+	if m.Index != 42 || m.Store != "s1" {
+		t.Errorf("meta = %+v", m)
+	}
+	_, _, err = c.Get(ctx, "plain")
+	if !errors.As(err, &ae) || ae.Code != api.CodeUnavailable || ae.Status != 502 {
+		t.Fatalf("a non-JSON 502 = %#v", err)
+	}
+	v, m, err := c.WatchView(ctx, "web", Poll{Index: 41, Wait: time.Second})
+	if err != nil || v != nil || m.Status != 304 || m.Index != 42 {
+		t.Fatalf("WatchView on 304 = %v, %+v, %v", v, m, err)
+	}
+}
+
+func TestDo_RetriesTooManyRequestsAfterRetryAfter(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.Header().Set("Retry-After", "0")
+			w.WriteHeader(429)
+			fmt.Fprint(w, `{"error":{"code":"rate_limited","message":"slow down"}}`)
+			return
+		}
+		fmt.Fprint(w, `{"revision":7}`)
+	}))
+	defer srv.Close()
+
+	c, _ := New(srv.URL, Options{})
+	if _, err := c.Put(context.Background(), "k", []byte("v"), NoCAS); !errors.Is(err, &api.Error{Code: api.CodeRateLimited}) {
+		t.Fatalf("without retries, Put = %v; want the 429", err)
+	}
+	calls.Store(0)
+	c, _ = New(srv.URL, Options{Retries: 2})
+	rev, err := c.Put(context.Background(), "k", []byte("v"), NoCAS)
+	if err != nil || rev != 7 || calls.Load() != 2 {
+		t.Fatalf("with retries, Put = %d, %v after %d calls; want revision 7 after 2", rev, err, calls.Load())
+	}
+}
+
+func TestDo_TransportError(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	addr := srv.URL
+	srv.Close()
+	c, _ := New(addr, Options{})
+	_, _, err := c.Get(context.Background(), "k")
+	if !IsTransport(err) {
+		t.Fatalf("a closed server gave %v, want a transport error", err)
+	}
+}
