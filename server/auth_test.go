@@ -32,8 +32,8 @@ func (f *fixture) newToken(req TokenRequest) string {
 func TestAuth_RoutePrincipalTable(t *testing.T) {
 	f := newFixture(t)
 	f.put("shared/dns", "1.1.1.1")
-	f.put("appliances/web/a", "1")
-	f.put("appliances/web-frontend/a", "2")
+	webRev := f.put("appliances/web/a", "1")
+	frontRev := f.put("appliances/web-frontend/a", "2")
 	f.put("appliances/db/secrets/pw", "hunter2")
 	tokens := []struct{ name, token string }{
 		{"none", ""},
@@ -73,6 +73,8 @@ func TestAuth_RoutePrincipalTable(t *testing.T) {
 		{"GET", "/v1/appliances/web-frontend", "", nil, [6]int{401, 401, 200, 403, 403, 403}},
 		{"GET", "/v1/appliances/web/instances", "", nil, [6]int{401, 401, 200, 200, 200, 403}},
 		{"GET", "/v1/appliances/web-frontend/instances", "", nil, [6]int{401, 401, 200, 403, 403, 403}},
+		{"GET", fmt.Sprintf("/v1/appliances/web/at/%d", webRev), "", nil, [6]int{401, 401, 200, 403, 200, 200}},
+		{"GET", fmt.Sprintf("/v1/appliances/web-frontend/at/%d", frontRev), "", nil, [6]int{401, 401, 200, 403, 403, 403}},
 		{"PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`, nil, [6]int{401, 401, 200, 403, 403, 200}},
 		{"PUT", "/v1/appliances/web-frontend", `{"keys":{"a":"1"}}`, nil, [6]int{401, 401, 200, 403, 403, 403}},
 		{"POST", "/v1/tokens", `{"name":"tmp","read":["shared"]}`, func() { f.st.SysDelete(ctx, tokenPrefix+"tmp") }, [6]int{401, 401, 201, 403, 403, 403}},

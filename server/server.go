@@ -172,6 +172,7 @@ func (s *Server) routes() {
 	v1("GET /v1/appliances/{name}", s.handleGetAppliance)
 	v1("PUT /v1/appliances/{name}", s.handlePutAppliance)
 	v1("GET /v1/appliances/{name}/instances", s.handleInstances)
+	v1("GET /v1/appliances/{name}/at/{revision}", s.handleApplianceAt)
 	v1("POST /v1/tokens", s.handleCreateToken)
 	v1("GET /v1/tokens", s.handleListTokens)
 	v1("DELETE /v1/tokens/{name}", s.handleDeleteToken)

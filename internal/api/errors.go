@@ -17,6 +17,7 @@ const (
 	CodeBodyTooLarge    = "body_too_large"
 	CodeTooLarge        = "too_large" // over a limit of the etcd cluster
 	CodeNotFound        = "not_found"
+	CodeCompacted       = "compacted" // a revision older than the store's history
 	CodeConflict        = "conflict"
 	CodeUnauthorized    = "unauthorized"
 	CodeForbidden       = "forbidden"
@@ -40,6 +41,7 @@ var codeStatus = map[string]int{
 	CodeBodyTooLarge:    http.StatusRequestEntityTooLarge,
 	CodeTooLarge:        http.StatusRequestEntityTooLarge,
 	CodeNotFound:        http.StatusNotFound,
+	CodeCompacted:       http.StatusGone,
 	CodeConflict:        http.StatusConflict,
 	CodeUnauthorized:    http.StatusUnauthorized,
 	CodeForbidden:       http.StatusForbidden,

@@ -1,0 +1,44 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"testing"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+func TestApplianceAt_PastRevisions(t *testing.T) {
+	f := newFixture(t)
+	var w1, w2 api.WriteResult
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"80","tls":{"on":"false"}}}`), 200, &w1)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"8080"}}`), 200, &w2)
+	f.put("appliances/web-frontend/port", "1") // never part of web's history (whole segments)
+
+	var at ApplianceAt
+	r := f.do("GET", fmt.Sprintf("/v1/appliances/web/at/%d", w1.Revision), "")
+	f.must(r, 200, &at)
+	if want := map[string]string{"port": "80", "tls/on": "false"}; !maps.Equal(at.Keys, want) || at.Revision != w1.Revision {
+		t.Fatalf("web at %d = %+v, want %v", w1.Revision, at, want)
+	}
+	if r.index() <= w2.Revision {
+		t.Errorf("X-Shoelace-Index %d is not the current revision", r.index())
+	}
+	// Rolling back is applying those keys again.
+	body, _ := json.Marshal(api.Apply{Keys: at.Keys})
+	f.must(f.do("PUT", "/v1/appliances/web", string(body)), 200, nil)
+	var v api.View
+	f.must(f.do("GET", "/v1/appliances/web", ""), 200, &v)
+	if v.Keys["port"] != "80" || v.Keys["tls/on"] != "false" {
+		t.Fatalf("after applying the old body: %v", v.Keys)
+	}
+
+	f.mustErr(f.do("GET", "/v1/appliances/web/at/1", ""), 404, api.CodeNotFound, "no keys at revision 1")
+	f.mustErr(f.do("GET", "/v1/appliances/web/at/999999999", ""), 400, api.CodeInvalidRequest, "ahead of the store")
+	f.mustErr(f.do("GET", "/v1/appliances/web/at/x", ""), 400, api.CodeInvalidRequest, "positive number")
+	if err := f.st.Compact(t.Context(), w2.Revision); err != nil {
+		t.Fatal(err)
+	}
+	f.mustErr(f.do("GET", fmt.Sprintf("/v1/appliances/web/at/%d", w1.Revision), ""), 410, api.CodeCompacted, "compacted")
+}

@@ -1,0 +1,53 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// ApplianceAt reads appliance name's own keys (relative to appliances/<name>/) as they were at
+// revision rev, from etcd's history. It also returns the store's current revision. A revision
+// older than the history the store keeps is an api.CodeCompacted error; one ahead of the store
+// is an invalid request; an appliance with no keys at rev is api.ErrNotFound.
+func (s *Store) ApplianceAt(ctx context.Context, name string, rev int64) (map[string]string, int64, error) {
+	if err := api.ValidateSegment("appliance name", name); err != nil {
+		return nil, 0, err
+	}
+	if rev <= 0 {
+		return nil, 0, api.Errorf(api.CodeInvalidRequest, "revision %d: a revision is a positive number", rev)
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	root := s.kvRoot + api.ApplianceRoot(name) + "/"
+	resp, err := s.cli.Get(ctx, root, clientv3.WithPrefix(), clientv3.WithRev(rev))
+	switch {
+	case errors.Is(err, rpctypes.ErrCompacted):
+		return nil, 0, api.Errorf(api.CodeCompacted,
+			"revision %d of appliance %q is compacted: the store keeps %s of history; restore an older state from a backup", rev, name, s.historyKept())
+	case errors.Is(err, rpctypes.ErrFutureRev):
+		return nil, 0, api.Errorf(api.CodeInvalidRequest, "revision %d is ahead of the store", rev)
+	case err != nil:
+		return nil, 0, s.etcdErr(ctx, "read appliance "+name+" at a revision", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, resp.Header.Revision, api.Errorf(api.CodeNotFound, "appliance %q had no keys at revision %d", name, rev)
+	}
+	keys := make(map[string]string, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		keys[strings.TrimPrefix(string(kv.Key), root)] = string(kv.Value)
+	}
+	return keys, resp.Header.Revision, nil
+}
+
+func (s *Store) historyKept() string {
+	if s.Embedded() {
+		return DefaultAutoCompaction
+	}
+	return "the history its etcd cluster keeps (--auto-compaction-retention)"
+}
