@@ -85,6 +85,27 @@ EXAMPLES:
 				Action: e.applianceApply,
 			},
 			{
+				Name:      "rollback",
+				Usage:     "set an appliance's own keys back to what they were at a past revision",
+				ArgsUsage: "NAME",
+				UsageText: "shoelace appliance rollback NAME --to REVISION",
+				Description: `Reads the keys under appliances/NAME/ as they were at REVISION (from the store's history)
+and applies them, all or nothing: keys added since are deleted, changed ones restored. The
+apply is guarded: if the appliance changes between the read and the write, nothing is
+written (exit 4). Secrets are restored too, and never printed. Prints the revision.
+The store keeps a limited history (1 h for the embedded etcd; an external cluster's
+--auto-compaction-retention): an older revision is refused; restore it from an export.
+Revisions come from the output of writes ("revision 42"), X-Shoelace-Index, or the audit log.
+
+EXAMPLES:
+   shoelace appliance rollback web-frontend --to 42
+   rev=$(shoelace appliance apply web -f web.yaml | cut -d' ' -f2); shoelace appliance rollback web --to $((rev-1))`,
+				Flags: []cli.Flag{
+					&cli.Int64Flag{Name: "to", Usage: "the `REVISION` whose keys to restore (required)"},
+				},
+				Action: e.applianceRollback,
+			},
+			{
 				Name:      "export",
 				Usage:     "print an appliance's own keys in the format apply accepts",
 				ArgsUsage: "NAME",
@@ -372,4 +393,29 @@ func encodeExport(keys map[string]string, format string) ([]byte, error) {
 		return nil, fmt.Errorf("encode json: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+func (e *cliEnv) applianceRollback(c *cli.Context) error {
+	name, err := applianceName(c)
+	if err != nil {
+		return err
+	}
+	to := c.Int64("to")
+	if !c.IsSet("to") || to <= 0 {
+		return usagef("%s--to REVISION is required (a positive revision)", errPrefix(c))
+	}
+	s, err := e.connect(c)
+	if err != nil {
+		return err
+	}
+	defer s.cancel()
+	rev, n, err := s.client.Rollback(s.ctx, name, to)
+	if errors.Is(err, api.ErrConflict) {
+		return fmt.Errorf("rollback %s: the appliance changed while rolling back; nothing was written (run it again): %w", name, err)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stderr, "rolled %s back to its %d keys at revision %d\n", name, n, to)
+	return printRevision(e.stdout, s.json, rev)
 }
