@@ -2,12 +2,7 @@ package store
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"strings"
 	"sync"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Watch watches the whole root from revision from (inclusive) and sends one Event per revision
@@ -19,20 +14,21 @@ import (
 // again from the revision read + 1). Events under the root that are neither kv/ nor sys/ keys
 // are skipped. The caller must drain the channel or cancel ctx.
 func (s *Store) Watch(ctx context.Context, from int64) (<-chan Event, func() error) {
+	in, errf := s.WatchChanges(ctx, from)
 	out := make(chan Event, 16)
-	w := &watchResult{}
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithProgressNotify()}
-	if from > 0 {
-		opts = append(opts, clientv3.WithRev(from))
-	}
-	wch := s.cli.Watch(wctx, s.root, opts...)
 	go func() {
 		defer close(out)
-		defer cancel()
-		w.set(s.pump(ctx, wch, out))
+		for ev := range in {
+			select {
+			case out <- ev.Event:
+			case <-ctx.Done():
+				for range in { // WatchChanges closes in promptly once ctx is done
+				}
+				return
+			}
+		}
 	}()
-	return out, w.get
+	return out, errf
 }
 
 type watchResult struct {
@@ -50,76 +46,4 @@ func (w *watchResult) get() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.err
-}
-
-// pump turns watch responses into Events until ctx ends or the watch breaks.
-func (s *Store) pump(ctx context.Context, wch clientv3.WatchChan, out chan<- Event) error {
-	send := func(ev Event) bool {
-		select {
-		case out <- ev:
-			return true
-		case <-ctx.Done():
-			return false
-		}
-	}
-	for {
-		var resp clientv3.WatchResponse
-		var ok bool
-		select {
-		case resp, ok = <-wch:
-		case <-ctx.Done():
-			return nil
-		}
-		if !ok {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if s.ctx.Err() != nil {
-				return errors.New("watch: the store is closed")
-			}
-			return errors.New("watch: closed by etcd")
-		}
-		if err := resp.Err(); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if resp.CompactRevision != 0 {
-				return fmt.Errorf("watch: %w (compacted up to revision %d)", ErrCompacted, resp.CompactRevision)
-			}
-			return s.etcdErr(ctx, "watch", err)
-		}
-		if resp.IsProgressNotify() {
-			if !send(Event{Revision: resp.Header.Revision, Progress: true}) {
-				return nil
-			}
-			continue
-		}
-		var cur *Event
-		for _, e := range resp.Events {
-			rev := e.Kv.ModRevision
-			if cur != nil && cur.Revision != rev {
-				if !send(*cur) {
-					return nil
-				}
-				cur = nil
-			}
-			k := string(e.Kv.Key)
-			user, isUser := strings.CutPrefix(k, s.kvRoot)
-			sys, isSys := strings.CutPrefix(k, s.sysRoot)
-			if !isUser && !isSys {
-				continue
-			}
-			if cur == nil {
-				cur = &Event{Revision: rev}
-			}
-			if isUser {
-				cur.Keys = append(cur.Keys, user)
-			} else {
-				cur.SysKeys = append(cur.SysKeys, sys)
-			}
-		}
-		if cur != nil && !send(*cur) {
-			return nil
-		}
-	}
 }
