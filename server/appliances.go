@@ -120,11 +120,14 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, i
 	w.Header().Set(api.HeaderStore, s.st.ID())
 	switch wk.kind {
 	case wakeChanged:
-		v, err := s.hub.view(ctx, name, wk.rev, wk.known)
+		v, body, err := s.hub.view(ctx, name, wk.rev, wk.known)
 		if err != nil {
 			return err
 		}
-		return writeJSON(w, http.StatusOK, v.Revision, v)
+		setIndex(w, v.Revision)
+		w.Header().Set("Content-Type", "application/json")
+		_, err = w.Write(body)
+		return err
 	case wakeRevoked:
 		return api.Errorf(api.CodeUnauthorized, "token revoked")
 	case wakeDrain:

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"math/rand/v2"
@@ -83,6 +84,7 @@ type flight struct {
 	started time.Time
 	done    chan struct{}
 	view    api.View
+	body    []byte // view as JSON, encoded once for every long-poll that answers with it
 	err     error
 }
 
@@ -401,7 +403,7 @@ func (h *hub) revoke(token string) {
 // for it at that revision (single flight, and the last read is kept for late callers). The
 // read is made from the mirror (or the store at rev) when known, else fresh from the store
 // (linearizable), as when the hub cannot tell what changed.
-func (h *hub) view(ctx context.Context, app string, rev int64, known bool) (api.View, error) {
+func (h *hub) view(ctx context.Context, app string, rev int64, known bool) (api.View, []byte, error) {
 	h.fmu.Lock()
 	f := h.flights[app]
 	if f == nil || f.rev < rev {
@@ -422,9 +424,9 @@ func (h *hub) view(ctx context.Context, app string, rev int64, known bool) (api.
 	h.fmu.Unlock()
 	select {
 	case <-f.done:
-		return f.view, f.err
+		return f.view, f.body, f.err
 	case <-ctx.Done():
-		return api.View{}, ctx.Err()
+		return api.View{}, nil, ctx.Err()
 	}
 }
 
@@ -438,6 +440,12 @@ func (h *hub) read(f *flight, app string) {
 		f.view, f.err = v, err
 	} else {
 		f.view, f.err = h.readViewAt(ctx, app, f.rev)
+	}
+	if f.err == nil {
+		// 10,000 long-polls woken by one change share these bytes instead of encoding 10,000 copies.
+		if f.body, f.err = json.Marshal(f.view); f.err == nil {
+			f.body = append(f.body, '\n')
+		}
 	}
 	if f.err != nil && !errors.Is(f.err, api.ErrNotFound) {
 		h.fmu.Lock()
