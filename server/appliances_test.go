@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 )
@@ -186,5 +187,32 @@ func TestAppliances_InstanceReports(t *testing.T) {
 	f.must(f.do("GET", "/v1/appliances/db/instances", ""), 200, &db)
 	if len(db.Instances) != 0 {
 		t.Fatalf("db instances %+v", db.Instances)
+	}
+}
+
+// A fleet's reports arriving together (a shared/ change moves every agent's applied revision)
+// are written in batches, and none is lost, even past one batch.
+func TestAppliances_InstanceReportsInBatches(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	start := f.view("web").Revision
+	const fleet = reportBatch + 44
+	now := time.Now().UTC()
+	for i := range fleet {
+		f.s.reports.note(Instance{Appliance: "web", Instance: fmt.Sprintf("vm-%03d", i), Applied: start, LastSeen: now})
+	}
+	var got Instances
+	waitFor(t, "every report recorded", func() bool {
+		got = Instances{}
+		f.must(f.do("GET", "/v1/appliances/web/instances", ""), 200, &got)
+		return len(got.Instances) == fleet
+	})
+	for _, in := range got.Instances {
+		if in.Applied != start {
+			t.Fatalf("instance %+v, want applied %d", in, start)
+		}
+	}
+	if used := f.view("web").Revision - start; used >= fleet {
+		t.Errorf("%d reports took %d revisions: they were not batched", fleet, used)
 	}
 }

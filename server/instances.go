@@ -83,23 +83,44 @@ func (r *reporter) note(in Instance) {
 	}
 }
 
-// runReporter writes queued reports until ctx ends.
+// reportBatch is the most reports written in one transaction: a change of shared/ moves the
+// applied revision of every agent at once, and their reports arrive together.
+const reportBatch = 256
+
+// runReporter writes queued reports until ctx ends, batching those that queued up meanwhile
+// into one transaction.
 func (s *Server) runReporter(ctx context.Context) {
 	for {
+		var in Instance
 		select {
 		case <-ctx.Done():
 			return
-		case in := <-s.reports.ch:
-			data, _ := json.Marshal(in)
-			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			if _, err := s.st.SysPut(wctx, instancePrefix+in.Appliance+"/"+in.Instance, data, -1); err != nil && ctx.Err() == nil {
-				s.log.Warn("record instance report", "appliance", in.Appliance, "instance", in.Instance, "err", err)
-				s.reports.mu.Lock()
-				delete(s.reports.written, in.Appliance+"/"+in.Instance)
-				s.reports.mu.Unlock()
-			}
-			cancel()
+		case in = <-s.reports.ch:
 		}
+		batch := map[string]Instance{instancePrefix + in.Appliance + "/" + in.Instance: in}
+	more:
+		for len(batch) < reportBatch {
+			select {
+			case in = <-s.reports.ch:
+				batch[instancePrefix+in.Appliance+"/"+in.Instance] = in // the later report wins
+			default:
+				break more
+			}
+		}
+		kvs := make(map[string][]byte, len(batch))
+		for k, in := range batch {
+			kvs[k], _ = json.Marshal(in)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if _, err := s.st.SysPutAll(wctx, kvs); err != nil && ctx.Err() == nil {
+			s.log.Warn("record instance reports", "reports", len(batch), "err", err)
+			s.reports.mu.Lock()
+			for _, in := range batch {
+				delete(s.reports.written, in.Appliance+"/"+in.Instance) // the next request reports again
+			}
+			s.reports.mu.Unlock()
+		}
+		cancel()
 	}
 }
 

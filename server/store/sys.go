@@ -88,3 +88,25 @@ func sysKey(key string) error {
 	}
 	return nil
 }
+
+// SysPutAll writes several system keys unconditionally in one transaction (at most MaxTxnOps
+// of them), for records written in bulk such as agents' reports.
+func (s *Store) SysPutAll(ctx context.Context, kvs map[string][]byte) (int64, error) {
+	if len(kvs) > s.MaxTxnOps() {
+		return 0, api.Errorf(api.CodeTooLarge, "%d system keys in one transaction, over the limit of %d", len(kvs), s.MaxTxnOps())
+	}
+	ops := make([]clientv3.Op, 0, len(kvs))
+	for k, v := range kvs {
+		if err := sysKey(k); err != nil {
+			return 0, err
+		}
+		ops = append(ops, clientv3.OpPut(s.sysRoot+k, string(v)))
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return 0, s.etcdErr(ctx, "write system keys", err)
+	}
+	return resp.Header.Revision, nil
+}
