@@ -324,6 +324,14 @@ func compactStrings(s []string) []string {
 // api.ErrNotFound, with a message that says so. The returned View carries the revision read
 // at (and the name) even with that error.
 func (s *Store) View(ctx context.Context, name string) (api.View, error) {
+	v, err := s.readView(ctx, name)
+	return v, s.etcdErr(ctx, "view "+name, err)
+}
+
+// readView reads name's view in one transaction of two ranges (shared/ and the appliance's
+// own), with opts added to both. Its Revision is the store's revision when read. Etcd's errors
+// come back as they are, for the caller to map.
+func (s *Store) readView(ctx context.Context, name string, opts ...clientv3.OpOption) (api.View, error) {
 	v := api.View{Appliance: name}
 	if err := api.ValidateSegment("appliance name", name); err != nil {
 		return v, err
@@ -332,12 +340,10 @@ func (s *Store) View(ctx context.Context, name string) (api.View, error) {
 	defer cancel()
 	shared := s.kvRoot + api.SharedPrefix + "/"
 	own := s.kvRoot + api.ApplianceRoot(name) + "/"
-	resp, err := s.cli.Txn(ctx).Then(
-		clientv3.OpGet(shared, clientv3.WithPrefix()),
-		clientv3.OpGet(own, clientv3.WithPrefix()),
-	).Commit()
+	opts = append([]clientv3.OpOption{clientv3.WithPrefix()}, opts...)
+	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(shared, opts...), clientv3.OpGet(own, opts...)).Commit()
 	if err != nil {
-		return v, s.etcdErr(ctx, "view "+name, err)
+		return v, err
 	}
 	v.Revision = resp.Header.Revision
 	sharedKVs := resp.Responses[0].GetResponseRange().Kvs
