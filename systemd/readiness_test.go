@@ -2,7 +2,6 @@ package systemd
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/testbin"
 )
 
 // The units are Type=notify with ExecReload sending SIGHUP. These tests run
@@ -26,16 +27,11 @@ func buildBinaries(t *testing.T) (server, agent string) {
 	if testing.Short() {
 		t.Skip("-short: builds both binaries and runs them")
 	}
-	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "./cmd/shoelace", "./cmd/shoelace-agent")
-	cmd.Dir = ".."
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Skipf("cmd/shoelace or cmd/shoelace-agent does not build yet: %v\n%s", err, out)
+	bins, err := testbin.Build(t.TempDir(), nil, "./cmd/shoelace", "./cmd/shoelace-agent")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return filepath.Join(dir, "shoelace"), filepath.Join(dir, "shoelace-agent")
+	return bins[0], bins[1]
 }
 
 // notifySocket listens like systemd does and delivers each datagram.

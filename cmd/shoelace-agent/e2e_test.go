@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/client"
+
+	"github.com/shoelace-dev/shoelace/internal/testbin"
 )
 
 var (
@@ -44,9 +46,8 @@ func TestMain(m *testing.M) {
 			}
 			continue
 		}
-		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, pkg), "github.com/shoelace-dev/shoelace/cmd/"+pkg).CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("build %s: %v\n%s", pkg, err, out)
+		if _, err := testbin.Build(dir, nil, "./cmd/"+pkg); err != nil {
+			buildErr = err
 			break
 		}
 	}

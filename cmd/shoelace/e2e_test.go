@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/testbin"
 )
 
 // The end-to-end tests build the shoelace binary once, start "shoelace server" as a child
@@ -38,13 +40,12 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	binPath = filepath.Join(dir, "shoelace")
-	build := exec.Command("go", "build", "-ldflags", "-X main.version="+e2eVersion, "-o", binPath, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build shoelace:", err)
+	bins, err := testbin.Build(dir, []string{"-ldflags", "-X main.version=" + e2eVersion}, "./cmd/shoelace")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	binPath = bins[0]
 	code := m.Run()
 	stopSharedServer()
 	return code

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/testbin"
 )
 
 // binaries builds cmd/shoelace and cmd/shoelace-agent into a temp dir, or
@@ -28,16 +30,11 @@ func binaries(t *testing.T) (server, agent string) {
 	if _, err := exec.LookPath("bash"); err != nil {
 		t.Skip("bash not installed")
 	}
-	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "./cmd/shoelace", "./cmd/shoelace-agent")
-	cmd.Dir = filepath.Join("..", "..")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Skipf("cmd/shoelace or cmd/shoelace-agent does not build yet: %v\n%s", err, out)
+	bins, err := testbin.Build(t.TempDir(), nil, "./cmd/shoelace", "./cmd/shoelace-agent")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return filepath.Join(dir, "shoelace"), filepath.Join(dir, "shoelace-agent")
+	return bins[0], bins[1]
 }
 
 type testServer struct {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/testbin"
 )
 
 // envFile parses KEY=value lines, refusing anything else.
@@ -108,12 +110,11 @@ func TestDropIn(t *testing.T) {
 func TestEnvFile_Flags(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	bin := filepath.Join(t.TempDir(), "shoelace")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/shoelace")
-	build.Dir = filepath.Join("..", "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Skipf("cmd/shoelace does not build yet: %v\n%s", err, out)
+	bins, err := testbin.Build(t.TempDir(), nil, "./cmd/shoelace")
+	if err != nil {
+		t.Fatal(err)
 	}
+	bin := bins[0]
 	help, err := exec.CommandContext(ctx, bin, "server", "--help").CombinedOutput()
 	if err != nil {
 		t.Fatalf("shoelace server --help: %v\n%s", err, help)

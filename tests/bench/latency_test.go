@@ -19,6 +19,8 @@ import (
 
 	"github.com/shoelace-dev/shoelace/internal/client"
 	"github.com/shoelace-dev/shoelace/internal/testutil"
+
+	"github.com/shoelace-dev/shoelace/internal/testbin"
 )
 
 var (
@@ -38,15 +40,8 @@ func TestMain(m *testing.M) {
 // so that `go test ./...` without -bench builds nothing.
 func bin(tb testing.TB, name string) string {
 	binOnce.Do(func() {
-		binDir, binErr = os.MkdirTemp("", "shoelace-bench-bin-")
-		for _, cmd := range []string{"shoelace", "shoelace-agent"} {
-			if binErr != nil {
-				return
-			}
-			out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, cmd), "../../cmd/"+cmd).CombinedOutput()
-			if err != nil {
-				binErr = fmt.Errorf("build %s: %v\n%s", cmd, err, out)
-			}
+		if binDir, binErr = os.MkdirTemp("", "shoelace-bench-bin-"); binErr == nil {
+			_, binErr = testbin.Build(binDir, nil, "./cmd/shoelace", "./cmd/shoelace-agent")
 		}
 	})
 	if binErr != nil {

@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/shoelace-dev/shoelace/internal/testbin"
 )
 
 // Paths of the binaries TestMain builds from this checkout.
@@ -40,15 +41,9 @@ func testMain(m *testing.M) int {
 	shoelaceBin = filepath.Join(dir, "shoelace")
 	agentBin = filepath.Join(dir, "shoelace-agent")
 	etcdutlBin = filepath.Join(dir, "etcdutl")
-	for bin, pkg := range map[string]string{shoelaceBin: "./cmd/shoelace", agentBin: "./cmd/shoelace-agent", etcdutlBin: "go.etcd.io/etcd/etcdutl/v3"} {
-		build := exec.Command("go", "build", "-o", bin, pkg)
-		build.Dir = repoRoot
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n", pkg, err)
-			return 1
-		}
+	if _, err := testbin.Build(dir, nil, "./cmd/shoelace", "./cmd/shoelace-agent", "go.etcd.io/etcd/etcdutl/v3"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	return m.Run()
 }
