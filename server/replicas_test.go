@@ -29,6 +29,7 @@ func TestHealth_ListsReplicasSharingTheStore(t *testing.T) {
 		}
 		return out
 	}
+	b.s.replicaBeat(context.Background()) // b's own beat runs in the background: make sure it has announced itself
 	want := []string{a.s.self.ID, b.s.self.ID}
 	slices.Sort(want)
 	if got := ids(); !slices.Equal(got, want) {
