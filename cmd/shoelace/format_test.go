@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -293,4 +294,29 @@ func tokenFor(t *testing.T, args string) (string, error) {
 	e.onCommandLine = flagsOnCommandLine(argv)
 	err = app.RunContext(context.Background(), argv)
 	return got, err
+}
+
+func TestVerifySnapshot(t *testing.T) {
+	db := bytes.Repeat([]byte{7}, 4096)
+	sum := sha256.Sum256(db)
+	write := func(b []byte) *os.File {
+		f, err := os.CreateTemp(t.TempDir(), "snap")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		f.Write(b)
+		return f
+	}
+	if err := verifySnapshot(write(append(bytes.Clone(db), sum[:]...))); err != nil {
+		t.Fatalf("a whole snapshot was refused: %v", err)
+	}
+	damaged := append(bytes.Clone(db), sum[:]...)
+	damaged[100] ^= 1
+	if err := verifySnapshot(write(damaged)); err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Errorf("a damaged snapshot: %v", err)
+	}
+	if err := verifySnapshot(write(db[:1000])); err == nil || !strings.Contains(err.Error(), "cut short") {
+		t.Errorf("a truncated snapshot: %v", err)
+	}
 }

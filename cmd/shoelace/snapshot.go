@@ -1,7 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -24,8 +28,10 @@ func snapshotCommand(e *cliEnv) *cli.Command {
 				ArgsUsage: "FILE",
 				UsageText: "shoelace snapshot save FILE",
 				Description: `Streams an etcd snapshot from the server (GET /v1/snapshot) into FILE, written with mode
-0600 through a temporary file and a rename: the snapshot holds every secret. Prints the file,
-its size and the revision it was taken at.
+0600 through a temporary file and a rename: the snapshot holds every secret. The snapshot's
+integrity is checked before the rename (etcd ends it with the SHA-256 of its content): a
+truncated or corrupted stream saves nothing. Prints the file, its size and the revision it was
+taken at.
 
 EXAMPLES:
    shoelace snapshot save /var/backups/shoelace-$(date +%F).db`,
@@ -84,6 +90,10 @@ func (e *cliEnv) snapshotSave(c *cli.Context) error {
 		tmp.Close()
 		return fmt.Errorf("snapshot save: the server sent an empty snapshot")
 	}
+	if err := verifySnapshot(tmp); err != nil {
+		tmp.Close()
+		return fmt.Errorf("snapshot save: %w; nothing was saved", err)
+	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
 		return fmt.Errorf("snapshot save: %w", err)
@@ -132,4 +142,30 @@ func (e *cliEnv) snapshotRestore(c *cli.Context) error {
 	}
 	_, err = fmt.Fprintf(e.stdout, "restored %s into %s: store id %s\n", a[0], dataDir, id)
 	return err
+}
+
+// verifySnapshot checks the SHA-256 that etcd appends to a snapshot against the content before
+// it (etcdutl's restore makes the same check), so a snapshot cut short or damaged on the way is
+// caught when it is saved rather than when it is needed.
+func verifySnapshot(f *os.File) error {
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	size := st.Size()
+	if size < sha256.Size || (size-sha256.Size)%512 != 0 {
+		return fmt.Errorf("the snapshot is %d bytes, not a database followed by its SHA-256: it was cut short", size)
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(f, 0, size-sha256.Size)); err != nil {
+		return fmt.Errorf("read the snapshot back: %w", err)
+	}
+	sum := make([]byte, sha256.Size)
+	if _, err := f.ReadAt(sum, size-sha256.Size); err != nil {
+		return fmt.Errorf("read the snapshot back: %w", err)
+	}
+	if !bytes.Equal(h.Sum(nil), sum) {
+		return errors.New("the snapshot's SHA-256 does not match its content: it was damaged on the way")
+	}
+	return nil
 }
