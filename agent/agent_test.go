@@ -21,6 +21,8 @@ import (
 
 	"github.com/shoelace-dev/shoelace/agent"
 	"github.com/shoelace-dev/shoelace/internal/api"
+
+	"github.com/shoelace-dev/shoelace/internal/testbin"
 )
 
 // viewServer is a small HTTP server speaking the view part of the API (GET
@@ -164,22 +166,8 @@ func testAgent(t *testing.T, srv *viewServer, text string) (*agent.Agent, string
 	return a, dir, logs
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.Buffer.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.Buffer.String()
-}
+// syncBuffer collects a child's (or a logger's) output while the test reads it.
+type syncBuffer = testbin.Buffer
 
 const header = "server: $URL\ntoken_file: $DIR/token\nappliance: web\ninstance: vm-1\ncache_dir: $DIR/cache\n"
 

@@ -15,6 +15,8 @@ import (
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/testutil"
+
+	"github.com/shoelace-dev/shoelace/internal/testbin"
 )
 
 // newToken creates a token through the API and returns its secret.
@@ -407,20 +409,5 @@ func TestAuth_LogsNeverHoldSecretsOrValues(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects a child's (or a logger's) output while the test reads it.
+type syncBuffer = testbin.Buffer

@@ -63,23 +63,8 @@ func needBinaries(t *testing.T) {
 	}
 }
 
-// syncBuf is an io.Writer safe for a child's output and the test reading it.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuf collects a child's (or a logger's) output while the test reads it.
+type syncBuf = testbin.Buffer
 
 // server is a running `shoelace server` child.
 type server struct {
