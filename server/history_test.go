@@ -34,7 +34,8 @@ func TestApplianceAt_PastRevisions(t *testing.T) {
 		t.Fatalf("after applying the old body: %v", v.Keys)
 	}
 
-	f.mustErr(f.do("GET", "/v1/appliances/web/at/1", ""), 404, api.CodeNotFound, "no keys at revision 1")
+	before := w1.Revision - 1 // web had no keys yet (its root is this test's own)
+	f.mustErr(f.do("GET", fmt.Sprintf("/v1/appliances/web/at/%d", before), ""), 404, api.CodeNotFound, fmt.Sprintf("no keys at revision %d", before))
 	f.mustErr(f.do("GET", "/v1/appliances/web/at/999999999", ""), 400, api.CodeInvalidRequest, "ahead of the store")
 	f.mustErr(f.do("GET", "/v1/appliances/web/at/x", ""), 400, api.CodeInvalidRequest, "positive number")
 	if err := f.st.Compact(t.Context(), w2.Revision); err != nil {

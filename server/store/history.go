@@ -29,7 +29,7 @@ func (s *Store) ApplianceAt(ctx context.Context, name string, rev int64) (map[st
 	switch {
 	case errors.Is(err, rpctypes.ErrCompacted):
 		return nil, 0, api.Errorf(api.CodeCompacted,
-			"revision %d of appliance %q is compacted: the store keeps %s of history; restore an older state from a backup", rev, name, s.historyKept())
+			"revision %d of appliance %q is compacted: the store keeps %s; restore an older state from a backup", rev, name, s.historyKept())
 	case errors.Is(err, rpctypes.ErrFutureRev):
 		return nil, 0, api.Errorf(api.CodeInvalidRequest, "revision %d is ahead of the store", rev)
 	case err != nil:
@@ -47,7 +47,7 @@ func (s *Store) ApplianceAt(ctx context.Context, name string, rev int64) (map[st
 
 func (s *Store) historyKept() string {
 	if s.Embedded() {
-		return DefaultAutoCompaction
+		return DefaultAutoCompaction + " of history"
 	}
-	return "the history its etcd cluster keeps (--auto-compaction-retention)"
+	return "the history its etcd cluster's --auto-compaction-retention allows"
 }
