@@ -37,16 +37,21 @@ token may read. With --output json, prints {"appliances":[…]}.`,
 				Name:      "get",
 				Usage:     "print an appliance's view",
 				ArgsUsage: "NAME",
-				UsageText: "shoelace appliance get NAME [--output json]",
+				UsageText: "shoelace appliance get NAME [--output json] [--show-secrets]",
 				Description: `Prints the view as sorted "path=value" lines. A value is printed as is unless it holds a
 control character (such as a newline) or starts with a double quote: then it is printed as a
 double-quoted string with Go/JSON escapes ("line 1\nline 2"). With --output json, prints
-{"appliance","revision","keys":{…}}.
+{"appliance","revision","keys":{…}}. The values of secret keys (a path segment "secrets") are
+printed as "(secret)" unless --show-secrets is given, so that a view printed in a terminal or a
+CI log does not leak them; "shoelace kv get KEY" prints one verbatim.
 
 EXAMPLES:
    shoelace appliance get web-frontend
    shoelace appliance get web-frontend | grep '^system/ntp=' | cut -d= -f2-
    shoelace appliance get web-frontend -o json | jq -r '.keys["system/ntp"]'`,
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "show-secrets", Usage: "print the values of secret keys instead of (secret)"},
+				},
 				Action: e.applianceGet,
 			},
 			{
@@ -179,6 +184,18 @@ func (e *cliEnv) applianceGet(c *cli.Context) error {
 	v, _, err := s.client.View(s.ctx, name)
 	if err != nil {
 		return err
+	}
+	if !c.Bool("show-secrets") {
+		masked := 0
+		for k := range v.Keys {
+			if api.IsSecret(k) {
+				v.Keys[k] = maskedSecret
+				masked++
+			}
+		}
+		if masked > 0 {
+			fmt.Fprintf(e.stderr, "%d secret values masked (use --show-secrets to print them)\n", masked)
+		}
 	}
 	if s.json {
 		if v.Keys == nil {
@@ -419,3 +436,6 @@ func (e *cliEnv) applianceRollback(c *cli.Context) error {
 	fmt.Fprintf(e.stderr, "rolled %s back to its %d keys at revision %d\n", name, n, to)
 	return printRevision(e.stdout, s.json, rev)
 }
+
+// maskedSecret stands for a secret's value where it is not asked for.
+const maskedSecret = "(secret)"

@@ -35,6 +35,15 @@ func TestE2E_ApplianceRollback(t *testing.T) {
 	if got := c.ok("kv", "get", "appliances/rb-web/secrets/pw"); got != "one" {
 		t.Errorf("secret after rollback = %q, want the old one", got)
 	}
+	// The view masks secret values unless asked.
+	r = c.run("appliance", "get", "rb-web")
+	if r.code != 0 || !strings.Contains(r.stdout, "secrets/pw=(secret)\n") || strings.Contains(r.stdout, "one") ||
+		!strings.Contains(r.stderr, "1 secret values masked") {
+		t.Errorf("appliance get: exit %d, stdout %q, stderr %q; want the secret masked", r.code, r.stdout, r.stderr)
+	}
+	if got := c.ok("appliance", "get", "rb-web", "--show-secrets"); !strings.Contains(got, "secrets/pw=one\n") {
+		t.Errorf("appliance get --show-secrets = %q", got)
+	}
 	if got := c.ok("kv", "get", "appliances/rb-web-frontend/port"); got != "1" {
 		t.Errorf("another appliance changed: %q", got)
 	}

@@ -469,6 +469,21 @@ func TestRunbook_Procedures(t *testing.T) {
 		}
 	})
 
+	t.Run("config rollback", func(t *testing.T) {
+		good := r.put("appliances/web-frontend/port", "8080")
+		r.put("appliances/web-frontend/port", "9999")
+		r.put("appliances/web-frontend/debug", "true")
+		out := r.run("config-rollback", map[string]string{"APPLIANCE": "web-frontend", "GOOD_REVISION": fmt.Sprint(good)})
+		r.wantValue("appliances/web-frontend/port", "8080")
+		if _, ok := r.value("appliances/web-frontend/debug"); ok {
+			t.Error("a key added after the good revision survived the rollback")
+		}
+		r.wantValue("appliances/web-frontend/secrets/db-password", "s3cret")
+		if strings.Contains(out, "s3cret") {
+			t.Error("the rollback procedure printed a secret")
+		}
+	})
+
 	t.Run("maintenance", func(t *testing.T) {
 		r.run("maintenance-on", nil)
 		status, _, err := r.admin.put(context.Background(), "shared/during-maintenance", "x")
