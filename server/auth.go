@@ -166,10 +166,16 @@ func newAuthState(cfg Config) *authState {
 
 // lookup finds the token whose secret is presented, comparing hashes in constant time.
 func (a *authState) lookup(secret string) *tokenRecord {
-	h := hashSecret(secret)
 	a.mu.RLock()
-	rec := a.byHash[h]
-	a.mu.RUnlock()
+	defer a.mu.RUnlock()
+	return findToken(a.byHash, secret)
+}
+
+// findToken finds secret's token among records keyed by their hash, comparing the hash in
+// constant time.
+func findToken(byHash map[string]*tokenRecord, secret string) *tokenRecord {
+	h := hashSecret(secret)
+	rec := byHash[h]
 	if rec == nil || subtle.ConstantTimeCompare([]byte(rec.Hash), []byte(h)) != 1 {
 		return nil
 	}

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/subtle"
 	"sync"
 	"time"
 )
@@ -40,10 +39,5 @@ func (s *Server) lookupFresh(ctx context.Context, secret string, arrived time.Ti
 		}
 		f.started, f.byHash = started, byHash
 	}
-	h := hashSecret(secret)
-	rec := f.byHash[h]
-	if rec == nil || subtle.ConstantTimeCompare([]byte(rec.Hash), []byte(h)) != 1 {
-		return nil
-	}
-	return rec
+	return findToken(f.byHash, secret)
 }
