@@ -108,6 +108,8 @@ func LoadStatus(cacheDir, appliance string) (*Status, error) {
 	return &s, nil
 }
 
+// saveStatus replaces the status file atomically but without fsync: it is rewritten on every
+// pass (the first one at start), so a crash may cost its last update, nothing more.
 func saveStatus(cacheDir string, s *Status) error {
 	if err := os.MkdirAll(cacheDir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("cache dir: %w", err)
@@ -116,6 +118,6 @@ func saveStatus(cacheDir string, s *Status) error {
 	if err != nil {
 		return err
 	}
-	_, err = atomicfile.Write(StatusPath(cacheDir, s.Appliance), data, atomicfile.Options{Perm: 0o600, UID: atomicfile.Keep, GID: atomicfile.Keep})
+	_, err = atomicfile.Write(StatusPath(cacheDir, s.Appliance), data, atomicfile.Options{Perm: 0o600, UID: atomicfile.Keep, GID: atomicfile.Keep, NoSync: true})
 	return err
 }

@@ -32,6 +32,10 @@ type Options struct {
 	// Check, when set, runs on the staged temp file before the rename; an error leaves the
 	// destination as it was and removes the temp file.
 	Check func(staged string) error
+	// NoSync skips both fsyncs (of the file and of its directory): the reader still sees the
+	// old or the new content, never a part, but a crash may leave the old one or, rarely, an
+	// empty file. Only for files that are rewritten often and need not survive a crash.
+	NoSync bool
 }
 
 // CheckError is the error of a failed Options.Check.
@@ -163,8 +167,10 @@ func Write(path string, data []byte, opts Options) (changed bool, err error) {
 	if err = chown(tmp, uid, gid); err != nil {
 		return false, fmt.Errorf("chown %s: %w", staged, err)
 	}
-	if err = tmp.Sync(); err != nil {
-		return false, fmt.Errorf("fsync %s: %w", staged, err)
+	if !opts.NoSync {
+		if err = tmp.Sync(); err != nil {
+			return false, fmt.Errorf("fsync %s: %w", staged, err)
+		}
 	}
 	if err = tmp.Close(); err != nil {
 		return false, fmt.Errorf("close %s: %w", staged, err)
@@ -182,6 +188,9 @@ func Write(path string, data []byte, opts Options) (changed bool, err error) {
 	}
 	if err = os.Rename(staged, path); err != nil {
 		return false, fmt.Errorf("rename %s: %w", staged, err)
+	}
+	if opts.NoSync {
+		return true, nil
 	}
 	if err := SyncDir(dir); err != nil {
 		// The file is in place; only its durability across a crash is in doubt.

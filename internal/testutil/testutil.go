@@ -37,10 +37,14 @@ var (
 	addrs  = map[string]string{}
 )
 
-// Main runs the tests of a package, then stops the shared etcd (if a test started it) and
-// removes its files, and exits with the tests' status.
-func Main(m *testing.M) {
+// Main runs the tests of a package, then runs cleanups (the package's own, in order), stops
+// the shared etcd (if a test started it) and removes its files, and exits with the tests'
+// status.
+func Main(m *testing.M, cleanups ...func()) {
 	code := m.Run()
+	for _, f := range cleanups {
+		f()
+	}
 	mu.Lock()
 	if shared != nil {
 		shared.Close()

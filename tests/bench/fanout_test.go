@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/client"
+	"github.com/shoelace-dev/shoelace/internal/testutil"
 )
 
 // BenchmarkFanOut measures one change under shared/ waking n open long-polls spread over 10
@@ -27,7 +28,7 @@ func BenchmarkFanOut(b *testing.B) {
 
 func benchFanOut(b *testing.B, n int) {
 	ctx := context.Background()
-	addr, tokenFile, _ := shoelaceServer(b)
+	addr, tokenFile, _ := shoelaceServer(b, testutil.Etcd(b))
 	tr := &http.Transport{MaxIdleConnsPerHost: n + 10}
 	b.Cleanup(tr.CloseIdleConnections)
 	cl := adminClient(b, addr, tokenFile, &http.Client{Transport: tr})

@@ -30,10 +30,11 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	testutil.Main(m)
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	testutil.Main(m, stopDurable, func() {
+		if binDir != "" {
+			os.RemoveAll(binDir)
+		}
+	})
 }
 
 // bin returns the path of a freshly built binary of ./cmd/<name>; they are built once, on first use,
@@ -150,8 +151,8 @@ func waitFile(tb testing.TB, path string) []byte {
 	return nil
 }
 
-func etcdClient(tb testing.TB) *clientv3.Client {
-	c, err := clientv3.New(clientv3.Config{Endpoints: testutil.Etcd(tb), DialTimeout: 5 * time.Second})
+func etcdClient(tb testing.TB, eps []string) *clientv3.Client {
+	c, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -187,10 +188,15 @@ func (p *path) once(b *testing.B, v string) (ack, total time.Duration) {
 // path on the same etcd, one path after the other. Read the p50-ms and p99-ms metrics; compare
 // them within one run (BenchmarkWriteToFilePaired compares them under the same load).
 func BenchmarkWriteToFile(b *testing.B) {
-	b.Run("floor=etcd-watch", func(b *testing.B) { runPath(b, floorPath(b)) })
-	b.Run("shoelace", func(b *testing.B) { runPath(b, shoelacePaths(b, 1)[0]) })
-	b.Run("shoelace-etcd-write", func(b *testing.B) { runPath(b, shoelacePaths(b, 1)[1]) })
-	b.Run("confd", func(b *testing.B) { runPath(b, confdPath(b)) })
+	for _, e := range etcds {
+		b.Run("etcd="+e.name, func(b *testing.B) {
+			eps := e.endpoints(b)
+			b.Run("floor=etcd-watch", func(b *testing.B) { runPath(b, floorPath(b, eps)) })
+			b.Run("shoelace", func(b *testing.B) { runPath(b, shoelacePaths(b, eps, 1)[0]) })
+			b.Run("shoelace-etcd-write", func(b *testing.B) { runPath(b, shoelacePaths(b, eps, 1)[1]) })
+			b.Run("confd", func(b *testing.B) { runPath(b, confdPath(b, eps)) })
+		})
+	}
 }
 
 func runPath(b *testing.B, p *path) {
@@ -218,8 +224,14 @@ func BenchmarkWriteToFilePaired(b *testing.B) {
 	if _, err := os.Stat(filepath.Join(peers, "confd")); peers == "" || err != nil {
 		b.Skip("set SHOELACE_PEERS_DIR to a directory holding confd (../shared/peers/build-peers.sh DIR builds it)")
 	}
-	sh := shoelacePaths(b, 1)
-	paths := []*path{floorPath(b), sh[0], sh[1], confdPath(b)}
+	for _, e := range etcds {
+		b.Run("etcd="+e.name, func(b *testing.B) { runPaired(b, e.endpoints(b)) })
+	}
+}
+
+func runPaired(b *testing.B, eps []string) {
+	sh := shoelacePaths(b, eps, 1)
+	paths := []*path{floorPath(b, eps), sh[0], sh[1], confdPath(b, eps)}
 	lat := make([]latencies, len(paths))
 	reads := metric(b, sh[0].server, "shoelace_view_reads_total")
 	b.ResetTimer()
@@ -246,9 +258,9 @@ func BenchmarkWriteToFilePaired(b *testing.B) {
 }
 
 // floorPath is a raw etcd watch: a put, and the watch event that reports it.
-func floorPath(b *testing.B) *path {
+func floorPath(b *testing.B, eps []string) *path {
 	ctx := context.Background()
-	c := etcdClient(b)
+	c := etcdClient(b, eps)
 	key := testutil.Root(b) + "floor/port"
 	wch := c.Watch(ctx, key)
 	return &path{name: "floor", write: func(v string) error {
@@ -260,15 +272,15 @@ func floorPath(b *testing.B) *path {
 	}}
 }
 
-// shoelaceServer starts a shoelace server on the shared etcd under a root of its own and
+// shoelaceServer starts a shoelace server on the etcd at eps under a root of its own and
 // returns its address, the admin token file and the root.
-func shoelaceServer(b *testing.B) (addr, tokenFile, root string) {
+func shoelaceServer(b *testing.B, eps []string) (addr, tokenFile, root string) {
 	dir := b.TempDir()
 	root = testutil.Root(b)
 	addr = freeAddr(b)
 	tokenFile = filepath.Join(dir, "admin.token")
 	start(b, bin(b, "shoelace"), []string{"server", "--listen", addr,
-		"--etcd-endpoints", strings.Join(testutil.Etcd(b), ","), "--root", root, "--data-dir", dir,
+		"--etcd-endpoints", strings.Join(eps, ","), "--root", root, "--data-dir", dir,
 		"--admin-token-file", tokenFile, "--rate-limit", "0", "--log-level", "warn"}, filepath.Join(dir, "server.log"))
 	waitFile(b, tokenFile)
 	return addr, tokenFile, root
@@ -312,11 +324,11 @@ templates:
 // write as a pipeline makes it (HTTP PUT to the server), and the same change written straight
 // to etcd (as confd's writer does), which leaves the HTTP write hop out and measures the
 // fan-out path alone (watch, hub, view, long-poll answer, agent, install).
-func shoelacePaths(b *testing.B, n int) []*path {
+func shoelacePaths(b *testing.B, eps []string, n int) []*path {
 	ctx := context.Background()
-	addr, tokenFile, root := shoelaceServer(b)
+	addr, tokenFile, root := shoelaceServer(b, eps)
 	cl := adminClient(b, addr, tokenFile, nil)
-	c := etcdClient(b)
+	c := etcdClient(b, eps)
 	var out []*path
 	for i := range n {
 		app, appEtcd := fmt.Sprintf("web%d", i), fmt.Sprintf("web%d-etcd", i)
@@ -341,7 +353,7 @@ func shoelacePaths(b *testing.B, n int) []*path {
 }
 
 // confdPath runs the real confd (built by shared/peers/build-peers.sh into $SHOELACE_PEERS_DIR).
-func confdPath(b *testing.B) *path {
+func confdPath(b *testing.B, eps []string) *path {
 	peers := os.Getenv("SHOELACE_PEERS_DIR")
 	confd := filepath.Join(peers, "confd")
 	if _, err := os.Stat(confd); peers == "" || err != nil {
@@ -349,7 +361,7 @@ func confdPath(b *testing.B) *path {
 	}
 	ctx := context.Background()
 	dir := b.TempDir()
-	c := etcdClient(b)
+	c := etcdClient(b, eps)
 	prefix := testutil.Root(b) + "confd/appliances/web"
 	if _, err := c.Put(ctx, prefix+"/app/port", "9999"); err != nil {
 		b.Fatal(err)
@@ -361,7 +373,7 @@ func confdPath(b *testing.B) *path {
 	os.WriteFile(filepath.Join(dir, "templates", "port.tmpl"), []byte(`port={{getv "/app/port"}}`), 0o644)
 	os.WriteFile(filepath.Join(dir, "conf.d", "port.toml"), []byte(fmt.Sprintf(
 		"[template]\nsrc = \"port.tmpl\"\ndest = %q\nkeys = [\"/app\"]\n", out)), 0o644)
-	start(b, confd, []string{"-backend", "etcdv3", "-node", testutil.Etcd(b)[0], "-confdir", dir,
+	start(b, confd, []string{"-backend", "etcdv3", "-node", eps[0], "-confdir", dir,
 		"-prefix", prefix, "-watch", "-log-level", "error"}, filepath.Join(dir, "confd.log"))
 	fw := newFileWaiter(b, out)
 	fw.waitFor(b, "port=9999")
