@@ -105,5 +105,10 @@ Ctrl-C stops both.
 TXT
 tail -n 0 -F "$run/agent.log" &
 pids+=($!)
-# Stop when either the server or the agent exits (or on Ctrl-C).
-wait -n "${pids[0]}" "${pids[1]}" || true
+# Stop when the server or the agent exits, on Ctrl-C, or when whoever started this script (make)
+# is gone without passing a signal on (killed with SIGKILL): never leave the two running alone.
+parent=$PPID
+while kill -0 "${pids[0]}" 2>/dev/null && kill -0 "${pids[1]}" 2>/dev/null && kill -0 "$parent" 2>/dev/null; do
+	sleep 1 &
+	wait $! || true
+done
