@@ -34,6 +34,23 @@ func mediaType(r *http.Request) string {
 	return strings.ToLower(mt)
 }
 
+// mediaFormDefault is the Content-Type that curl -d and wget --post-data send when none is
+// given. A body sent with it is read as JSON (and must be valid JSON), so that
+// curl -d '{"ops":[…]}' works like curl --json.
+const mediaFormDefault = "application/x-www-form-urlencoded"
+
+// withYAMLHint adds to an apply body's JSON error that YAML needs its Content-Type: the body
+// came without one that says JSON, so it may well be YAML.
+func withYAMLHint(err error) error {
+	var e *api.Error
+	if !errors.As(err, &e) {
+		return err
+	}
+	hinted := *e
+	hinted.Message += " (a YAML body needs Content-Type: " + api.ContentTypeYAML + ")"
+	return &hinted
+}
+
 func bodyError(format string, args ...any) error {
 	return api.Errorf(api.CodeInvalidBody, format, args...)
 }
@@ -117,8 +134,11 @@ func applyBody(data []byte, media, name string, maxValue, maxOps int) (map[strin
 	var keys map[string]string
 	var err error
 	switch media {
-	case "", "application/json":
+	case "", "application/json", mediaFormDefault:
 		keys, err = parseApplyJSON(data)
+		if err != nil && media != "application/json" {
+			err = withYAMLHint(err)
+		}
 	case api.ContentTypeYAML, "application/x-yaml", "text/yaml", "text/x-yaml":
 		keys, err = parseApplyYAML(data)
 	default:

@@ -116,18 +116,32 @@ func (s *Server) handleGetKV(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := api.List{Revision: rev}
+	out := listAnswer{Revision: rev}
+	names, kvs := []string{}, []api.KV{}
 	for _, e := range entries {
 		if filter != nil && !filter(e.Key) {
 			continue
 		}
 		if keysOnly {
-			out.Keys = append(out.Keys, e.Key)
+			names = append(names, e.Key)
 		} else {
-			out.Entries = append(out.Entries, e)
+			kvs = append(kvs, e)
 		}
 	}
+	if keysOnly {
+		out.Keys = &names
+	} else {
+		out.Entries = &kvs
+	}
 	return writeJSON(w, http.StatusOK, rev, out)
+}
+
+// listAnswer is api.List as the wire carries it: "entries" (or with &keys, "keys") is always
+// there, [] when nothing is under the prefix, rather than left out.
+type listAnswer struct {
+	Revision int64     `json:"revision"`
+	Entries  *[]api.KV `json:"entries,omitempty"`
+	Keys     *[]string `json:"keys,omitempty"`
 }
 
 // readBody reads a request body of at most max bytes; over it is a 413 error made by tooBig.
@@ -281,10 +295,10 @@ func (s *Server) handleTxn(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, rev, api.WriteResult{Revision: rev})
 }
 
-// jsonContent refuses a body that says it is not JSON.
+// jsonContent refuses a body that says it is not JSON (curl's default form type is read as JSON).
 func jsonContent(r *http.Request) error {
 	switch mediaType(r) {
-	case "", "application/json":
+	case "", "application/json", mediaFormDefault:
 		return nil
 	}
 	return api.Errorf(api.CodeUnsupportedType, "content type %s is not supported: send application/json", shorten(r.Header.Get("Content-Type")))

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -125,6 +126,30 @@ func TestKV_WholeSegmentPrefixes(t *testing.T) {
 	f.mustErr(f.do("GET", "/v1/kv/shared/x?bogus=1", ""), 400, api.CodeInvalidRequest, "bogus")
 	if len(f.keys()) != 3 {
 		t.Fatalf("refused requests changed keys: %v", f.keys())
+	}
+}
+
+// An empty listing still carries its list: {"revision","entries":[]} (or "keys":[]), so that
+// a client reading .entries finds an empty list instead of nothing.
+func TestKV_EmptyListingHasItsList(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web-frontend/a", "1")
+	for _, tc := range []struct{ path, field, other string }{
+		{"/v1/kv/appliances/web?recurse", "entries", "keys"},
+		{"/v1/kv/appliances/web?recurse&keys", "keys", "entries"},
+	} {
+		r := f.do("GET", tc.path, "")
+		var m map[string]json.RawMessage
+		f.must(r, 200, &m)
+		if got := string(m[tc.field]); got != "[]" {
+			t.Errorf("GET %s: %q is %q, want [] (body %s)", tc.path, tc.field, got, r.body)
+		}
+		if _, ok := m[tc.other]; ok {
+			t.Errorf("GET %s: body has %q too: %s", tc.path, tc.other, r.body)
+		}
+		if string(m["revision"]) == "" || r.index() <= 0 {
+			t.Errorf("GET %s: no revision: %s", tc.path, r.body)
+		}
 	}
 }
 

@@ -83,3 +83,33 @@ func TestTxn_BadBodies(t *testing.T) {
 		t.Fatalf("bad txns changed keys: %v", f.keys())
 	}
 }
+
+// curl -d and wget --post-data send application/x-www-form-urlencoded when no type is given:
+// such a body is read as JSON (strictly), so that the curl line a user writes first works.
+func TestJSONBodies_CurlDefaultContentType(t *testing.T) {
+	f := newFixture(t)
+	const form = "application/x-www-form-urlencoded"
+	var w api.WriteResult
+	f.must(f.do("POST", "/v1/txn", `{"ops":[{"op":"put","key":"shared/a","value":"1"}]}`, "Content-Type", form), 200, &w)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":8080}}`, "Content-Type", form), 200, &w)
+	var tok struct {
+		Token string `json:"token"`
+	}
+	f.must(f.do("POST", "/v1/tokens", `{"name":"ci","read":["shared"]}`, "Content-Type", form), 201, &tok)
+	if tok.Token == "" {
+		t.Fatalf("token create with %s answered no secret", form)
+	}
+	if want := []string{"appliances/web/port", "shared/a"}; !slices.Equal(f.keys(), want) {
+		t.Fatalf("keys = %v, want %v", f.keys(), want)
+	}
+	// Still JSON only: a form body or a YAML body without its type is refused, and the
+	// apply says how to send YAML.
+	f.mustErr(f.do("POST", "/v1/txn", "ops=1", "Content-Type", form), 400, api.CodeInvalidBody, "not valid")
+	f.mustErr(f.do("PUT", "/v1/appliances/web", "keys:\n  port: 8081\n", "Content-Type", form), 400, api.CodeInvalidBody, "Content-Type: application/yaml")
+	f.mustErr(f.do("PUT", "/v1/appliances/web", "keys:\n  port: 8081\n"), 400, api.CodeInvalidBody, "Content-Type: application/yaml")
+	f.mustErr(f.do("PUT", "/v1/appliances/web", "keys:\n  port: 8081\n", "Content-Type", "application/json"), 400, api.CodeInvalidBody, "JSON")
+	f.mustErr(f.do("POST", "/v1/txn", `{"ops":[{"op":"put","key":"shared/b","value":"1"}]}`, "Content-Type", "text/plain"), 415, api.CodeUnsupportedType)
+	if want := []string{"appliances/web/port", "shared/a"}; !slices.Equal(f.keys(), want) {
+		t.Fatalf("refused bodies changed keys: %v", f.keys())
+	}
+}
