@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -208,6 +209,21 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 
 var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 var notFound = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
+var cannotUnmarshal = regexp.MustCompile("^cannot unmarshal (!!\\w+)(?: (`.*`))? into (\\S+)$")
+
+// yamlTagNames names yaml.v3's node tags in messages.
+var yamlTagNames = map[string]string{"str": "string", "map": "mapping", "seq": "list", "int": "number", "float": "number", "bool": "boolean", "null": "null"}
+
+// goTypeNames says in the config's words what yaml.v3's "cannot unmarshal … into T" expected.
+var goTypeNames = map[string]string{
+	"[]agent.Template": "a list of template entries (each starting with \"- \")",
+	"agent.Template":   "a template entry (a mapping such as {destination: …, contents: …})",
+	"agent.Wait":       "a mapping such as {min: 2s, max: 10s}",
+	"agent.Config":     "a mapping of settings (server: …, appliance: …, templates: …)",
+	"[]string":         "a list such as [/etc/nginx]",
+	"string":           "a string",
+	"bool":             "true or false",
+}
 
 // decodeStrict decodes one YAML document into out with unknown fields refused, and rewrites
 // yaml.v3's messages as "file:line: what".
@@ -244,6 +260,18 @@ func fileLine(name, msg string) string {
 	what := m[2]
 	if f := notFound.FindStringSubmatch(what); f != nil {
 		what = fmt.Sprintf("unknown field %q", f[1])
+	}
+	if u := cannotUnmarshal.FindStringSubmatch(what); u != nil {
+		if want, ok := goTypeNames[u[3]]; ok {
+			got := strings.TrimPrefix(u[1], "!!")
+			if n, ok := yamlTagNames[got]; ok {
+				got = n
+			}
+			if u[2] != "" {
+				got += " " + u[2]
+			}
+			what = fmt.Sprintf("want %s, not a %s", want, got)
+		}
 	}
 	// Nested errors (from Duration.UnmarshalYAML) may carry their own line.
 	if n := yamlLine.FindStringSubmatch(what); n != nil {
@@ -304,6 +332,9 @@ func (c *Config) loadTemplatesDir() error {
 
 var permsRE = regexp.MustCompile(`^0?[0-7]{3}$`)
 
+// specialPermsRE matches a mode with setuid, setgid or sticky bits ("4755", "01777").
+var specialPermsRE = regexp.MustCompile(`^0?[1-7][0-7]{3}$`)
+
 // Validate checks the whole config and resolves owners, groups and modes. The error lists
 // every problem found, one per line, each naming the file, the template and the rule.
 func (c *Config) Validate() error {
@@ -331,8 +362,12 @@ func (c *Config) Validate() error {
 			add("%s: %v (it is sent as X-Shoelace-Instance)", name, err)
 		}
 	}
-	if c.Token != "" && c.TokenFile != "" {
+	switch {
+	case c.Token != "" && c.TokenFile != "":
 		add("%s: set token_file or token, not both", name)
+	case c.Token == "" && c.TokenFile == "":
+		// The server refuses every request without a token: say so now, not at the first fetch.
+		add("%s: token_file is required (or an inline token:): the agent token that `shoelace token create --appliance %s` prints", name, cmp.Or(c.Appliance, "NAME"))
 	}
 	if c.TokenFile != "" {
 		if _, err := readTokenFile(c.TokenFile); err != nil {
@@ -358,6 +393,14 @@ func (c *Config) Validate() error {
 		}
 	}
 	for i, d := range c.AllowedDirs {
+		// A trailing slash ("/etc/nginx/") names the same directory: accept it.
+		if len(d) > 1 {
+			d = strings.TrimRight(d, "/")
+			if d == "" {
+				d = "/"
+			}
+			c.AllowedDirs[i] = d
+		}
 		if !filepath.IsAbs(d) || filepath.Clean(d) != d {
 			add("%s: allowed_dirs[%d] %q must be an absolute, clean path", name, i, d)
 		}
@@ -393,8 +436,12 @@ func (c *Config) Validate() error {
 				add("%s: destination is also rendered by %s", w, prev)
 			}
 			seen[t.Destination] = w
-			if len(c.AllowedDirs) > 0 && !underAny(t.Destination, c.AllowedDirs) {
-				add("%s: destination is outside allowed_dirs %v", w, c.AllowedDirs)
+			if len(c.AllowedDirs) > 0 {
+				if !underAny(t.Destination, c.AllowedDirs) {
+					add("%s: destination is outside allowed_dirs %v", w, c.AllowedDirs)
+				} else if real := resolveDir(t.Destination); !underAny(real, resolveDirs(c.AllowedDirs)) {
+					add("%s: destination resolves to %s through a symbolic link, outside allowed_dirs %v", w, real, c.AllowedDirs)
+				}
 			}
 			if strings.HasPrefix(filepath.Base(t.Destination), ".") && strings.Contains(filepath.Base(t.Destination), ".shoelace-") {
 				add("%s: destination looks like one of the agent's own temp files", w)
@@ -409,7 +456,9 @@ func (c *Config) Validate() error {
 		}
 		t.mode = 0
 		if t.Perms != "" {
-			if !permsRE.MatchString(t.Perms) {
+			if specialPermsRE.MatchString(t.Perms) {
+				add("%s: perms %q: setuid, setgid and sticky bits are not supported; give the permission bits only, such as \"0755\"", w, t.Perms)
+			} else if !permsRE.MatchString(t.Perms) {
 				add("%s: perms %q must be an octal mode string such as \"0644\" (quote it in YAML)", w, t.Perms)
 			} else {
 				m, _ := strconv.ParseUint(t.Perms, 8, 32)
@@ -426,11 +475,10 @@ func (c *Config) Validate() error {
 		if t.gid, err = lookupID(t.Group, true); err != nil {
 			add("%s: group: %v", w, err)
 		}
-		if (t.LeftDelimiter == "") != (t.RightDelimiter == "") {
-			add("%s: set both left_delimiter and right_delimiter, or neither", w)
-		}
-		if t.LeftDelimiter != "" && t.LeftDelimiter == t.RightDelimiter {
-			add("%s: left_delimiter and right_delimiter must differ", w)
+		// One delimiter may be set alone (DESIGN.md's example sets only left_delimiter): the
+		// other keeps its default, as text/template's Delims does.
+		if left, right := cmp.Or(t.LeftDelimiter, "{{"), cmp.Or(t.RightDelimiter, "}}"); left == right {
+			add("%s: left_delimiter and right_delimiter must differ (both are %q)", w, left)
 		}
 		if strings.ContainsRune(t.Command, 0) || strings.ContainsRune(t.Check, 0) {
 			add("%s: check and command must not contain NUL bytes", w)
@@ -464,6 +512,36 @@ func underAny(p string, dirs []string) bool {
 		}
 	}
 	return false
+}
+
+// resolveDir resolves the symbolic links of p's parent directories as far as they exist (the
+// destination itself is replaced by rename, never followed).
+func resolveDir(p string) string {
+	return filepath.Join(resolvePath(filepath.Dir(p)), filepath.Base(p))
+}
+
+// resolvePath resolves the symbolic links of the longest part of p that exists.
+func resolvePath(p string) string {
+	dir, rest := p, ""
+	for {
+		if real, err := filepath.EvalSymlinks(dir); err == nil {
+			return filepath.Join(real, rest)
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return p
+		}
+		dir, rest = parent, filepath.Join(filepath.Base(dir), rest)
+	}
+}
+
+// resolveDirs resolves the symbolic links of dirs (see resolvePath).
+func resolveDirs(dirs []string) []string {
+	out := make([]string, 0, len(dirs))
+	for _, d := range dirs {
+		out = append(out, resolvePath(d))
+	}
+	return out
 }
 
 func splitHostPort(s string) (string, int, error) {

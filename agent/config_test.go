@@ -68,7 +68,7 @@ func TestLoadConfig_Good(t *testing.T) {
 }
 
 func TestLoadConfig_Defaults(t *testing.T) {
-	_, path := writeConfig(t, "server: http://h:1\nappliance: a\ntemplates:\n  - contents: x\n    destination: /tmp/x\n")
+	_, path := writeConfig(t, "server: http://h:1\nappliance: a\ntoken: t\ntemplates:\n  - contents: x\n    destination: /tmp/x\n")
 	cfg, err := agent.LoadConfig(path)
 	if err != nil {
 		t.Fatal(err)
@@ -84,13 +84,14 @@ func TestLoadConfig_Defaults(t *testing.T) {
 
 func TestLoadConfig_Invalid(t *testing.T) {
 	base := "server: http://127.0.0.1:7400\nappliance: web\ncache_dir: $DIR/cache\n"
-	tmpl := "templates:\n  - contents: x\n    destination: $DIR/a\n"
+	tok := "token: t\n"
+	tmpl := tok + "templates:\n  - contents: x\n    destination: $DIR/a\n"
 	cases := []struct {
 		name, text string
 		want       []string
 	}{
 		{"unknown top field", base + "sever: x\n" + tmpl, []string{"agent.yaml:4: unknown field \"sever\""}},
-		{"unknown template field", base + tmpl + "    destinaton: /x\n", []string{"agent.yaml:7: unknown field \"destinaton\""}},
+		{"unknown template field", base + tmpl + "    destinaton: /x\n", []string{"agent.yaml:8: unknown field \"destinaton\""}},
 		{"unknown wait field", base + "wait: {min: 1s, mx: 2s}\n" + tmpl, []string{"agent.yaml:4: unknown field \"mx\""}},
 		{"bad yaml", base + "templates: [\n", []string{"agent.yaml:"}},
 		{"no server", "appliance: web\n" + tmpl, []string{"server is required"}},
@@ -98,19 +99,20 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		{"no appliance", "server: http://x:1\n" + tmpl, []string{"appliance is required"}},
 		{"bad appliance", "server: http://x:1\nappliance: web/x\n" + tmpl, []string{`invalid appliance name "web/x"`}},
 		{"bad instance", base + "instance: vm 1\n" + tmpl, []string{`invalid instance name "vm 1"`, "X-Shoelace-Instance"}},
-		{"both tokens", base + "token: a\ntoken_file: $DIR/token\n" + tmpl, []string{"set token_file or token, not both"}},
-		{"missing token file", base + "token_file: $DIR/nope\n" + tmpl, []string{"token_file", "no such file"}},
+		{"both tokens", base + "token_file: $DIR/token\n" + tmpl, []string{"set token_file or token, not both"}},
+		{"missing token file", base + "token_file: $DIR/nope\ntemplates:\n  - contents: x\n    destination: $DIR/a\n", []string{"token_file", "no such file"}},
+		{"no token", base + "templates:\n  - contents: x\n    destination: $DIR/a\n", []string{"token_file is required (or an inline token:)", "shoelace token create --appliance web"}},
 		{"relative cache", "server: http://x:1\nappliance: web\ncache_dir: cache\n" + tmpl, []string{`cache_dir "cache" must be an absolute path`}},
 		{"wait min > max", base + "wait: {min: 5s, max: 1s}\n" + tmpl, []string{"wait: min 5s is greater than max 1s"}},
 		{"bad duration", base + "wait: {min: 5}\n" + tmpl, []string{`agent.yaml:4: invalid duration "5"`}},
 		{"bad metrics", base + "metrics_listen: nope\n" + tmpl, []string{`metrics_listen "nope"`}},
-		{"no template source", base + "templates:\n  - destination: $DIR/a\n", []string{"agent.yaml:5: template $DIR/a: set exactly one of source and contents"}},
-		{"both sources", base + "templates:\n  - destination: $DIR/a\n    source: /x\n    contents: y\n", []string{"set exactly one of source and contents"}},
-		{"relative source", base + "templates:\n  - destination: $DIR/a\n    source: x.tmpl\n", []string{`source "x.tmpl" must be an absolute path`}},
-		{"no destination", base + "templates:\n  - contents: x\n", []string{"agent.yaml:5: template: destination is required"}},
-		{"relative destination", base + "templates:\n  - contents: x\n    destination: a.conf\n", []string{`destination "a.conf" must be an absolute path`}},
-		{"dotdot destination", base + "templates:\n  - contents: x\n    destination: /etc/../a\n", []string{`destination "/etc/../a" must be a clean path`, `did you mean "/a"`}},
-		{"duplicate destination", base + tmpl + "  - contents: y\n    destination: $DIR/a\n", []string{"agent.yaml:7: template $DIR/a: destination is also rendered by", "agent.yaml:5"}},
+		{"no template source", base + tok + "templates:\n  - destination: $DIR/a\n", []string{"agent.yaml:6: template $DIR/a: set exactly one of source and contents"}},
+		{"both sources", base + tok + "templates:\n  - destination: $DIR/a\n    source: /x\n    contents: y\n", []string{"set exactly one of source and contents"}},
+		{"relative source", base + tok + "templates:\n  - destination: $DIR/a\n    source: x.tmpl\n", []string{`source "x.tmpl" must be an absolute path`}},
+		{"no destination", base + tok + "templates:\n  - contents: x\n", []string{"agent.yaml:6: template: destination is required"}},
+		{"relative destination", base + tok + "templates:\n  - contents: x\n    destination: a.conf\n", []string{`destination "a.conf" must be an absolute path`}},
+		{"dotdot destination", base + tok + "templates:\n  - contents: x\n    destination: /etc/../a\n", []string{`destination "/etc/../a" must be a clean path`, `did you mean "/a"`}},
+		{"duplicate destination", base + tmpl + "  - contents: y\n    destination: $DIR/a\n", []string{"agent.yaml:8: template $DIR/a: destination is also rendered by", "agent.yaml:6"}},
 		{"outside allowed_dirs", base + "allowed_dirs: [/srv/conf]\n" + tmpl, []string{"destination is outside allowed_dirs [/srv/conf]"}},
 		{"bad allowed dir", base + "allowed_dirs: [srv]\n" + tmpl, []string{`allowed_dirs[0] "srv" must be an absolute, clean path`}},
 		{"bad stage", base + tmpl + "    stage: bake\n", []string{`stage "bake" must be "application" or "system"`}},
@@ -118,9 +120,12 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		{"perms 0", base + tmpl + "    perms: \"0000\"\n", []string{`perms "0000" would make the file unreadable`}},
 		{"unknown owner", base + tmpl + "    owner: no-such-user-xyz\n", []string{`owner: no user named "no-such-user-xyz"`}},
 		{"unknown group", base + tmpl + "    group: no-such-group-xyz\n", []string{`group: no group named "no-such-group-xyz"`}},
-		{"one delimiter", base + tmpl + "    left_delimiter: \"[[\"\n", []string{"set both left_delimiter and right_delimiter"}},
+		{"equal delimiters", base + tmpl + "    left_delimiter: \"}}\"\n", []string{`left_delimiter and right_delimiter must differ (both are "}}")`}},
+		{"setuid perms", base + tmpl + "    perms: \"4755\"\n", []string{`perms "4755": setuid, setgid and sticky bits are not supported`}},
+		{"wait not a mapping", base + "wait: 5s\n" + tmpl, []string{"agent.yaml:4: want a mapping such as {min: 2s, max: 10s}, not a string `5s`"}},
+		{"templates not a list", base + tok + "templates:\n  contents: x\n", []string{`agent.yaml:6: want a list of template entries (each starting with "- "), not a mapping`}},
 		{"tiny timeout", base + tmpl + "    command_timeout: 1ns\n", []string{"command_timeout 1ns is too short"}},
-		{"several problems", "appliance: web/x\n" + "templates:\n  - contents: x\n", []string{"3 problems", "server is required", "invalid appliance name", "destination is required"}},
+		{"several problems", "appliance: web/x\n" + "templates:\n  - contents: x\n", []string{"4 problems", "server is required", "invalid appliance name", "destination is required"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -139,6 +144,81 @@ func TestLoadConfig_Invalid(t *testing.T) {
 				t.Errorf("error %q does not name the file %s", err, path)
 			}
 		})
+	}
+}
+
+// TestLoadConfig_DesignExample loads DESIGN.md's schema example as it is written there (only
+// the paths point into the test dir): every field is accepted, left_delimiter alone included
+// (right_delimiter keeps its default), and allowed_dirs may end with a slash.
+func TestLoadConfig_DesignExample(t *testing.T) {
+	dir, path := writeConfig(t, `server: https://shoelace.internal:7400
+ca_file: $DIR/token                      # optional; TLS to the server (only stat'ed here)
+token_file: $DIR/token                   # mode 0600 or stricter (or inline token:)
+appliance: web-frontend
+instance: ""                             # default: hostname
+cache_dir: $DIR/cache                    # last-known-good view, files mode 0600
+wait: {min: 0s, max: 0s}                 # default off; e.g. {min: 2s, max: 10s} coalesces bursts
+metrics_listen: ""                       # e.g. 127.0.0.1:9740 serves /metrics
+allowed_dirs: [$DIR/etc/]                # if set, destinations must lie under one of these
+templates_dir: $DIR/templates.d          # more template entries: each *.yaml holds a list of them
+templates:
+  - contents: "worker_processes {{ keyOr \"nginx/workers\" \"2\" }};\n"   # or source: …
+    destination: $DIR/etc/nginx/nginx.conf
+    stage: application                   # default; or system (rendered at bake)
+    perms: "0644"
+    owner: root                          # name or id
+    group: "0"
+    backup: true                         # keep destination.bak
+    left_delimiter: "{{"                 # and right_delimiter
+    check: nginx -t -c "$SHOELACE_STAGED"   # validates the staged file; non-zero = not installed
+    command: systemctl reload nginx      # runs when the file changed, via /bin/sh -c
+    command_timeout: 30s
+`)
+	cfg, err := agent.LoadConfig(path)
+	if err != nil {
+		t.Fatalf("DESIGN.md's example config refused: %v", err)
+	}
+	tc := cfg.Templates[0]
+	if tc.LeftDelimiter != "{{" || tc.RightDelimiter != "" || !tc.Backup || tc.Mode() != 0o644 || tc.UID() != 0 || tc.Timeout() != 30*time.Second {
+		t.Fatalf("template = %+v", tc)
+	}
+	if want := filepath.Join(dir, "etc"); len(cfg.AllowedDirs) != 1 || cfg.AllowedDirs[0] != want {
+		t.Fatalf("allowed_dirs = %q, want [%s]", cfg.AllowedDirs, want)
+	}
+	// One delimiter alone: the other keeps its default.
+	_, path = writeConfig(t, "server: http://h:1\nappliance: a\ntoken: t\ntemplates:\n  - contents: x\n    destination: /tmp/x\n    left_delimiter: \"[[\"\n")
+	if _, err := agent.LoadConfig(path); err != nil {
+		t.Fatalf("left_delimiter alone refused: %v", err)
+	}
+}
+
+// TestLoadConfig_AllowedDirsSymlink: a destination must lie under allowed_dirs once symbolic
+// links are followed, not only by its name.
+func TestLoadConfig_AllowedDirsSymlink(t *testing.T) {
+	text := "server: http://h:1\nappliance: a\ntoken: t\nallowed_dirs: [$DIR/allowed]\ntemplates:\n" +
+		"  - contents: x\n    destination: $DIR/allowed/link/x\n" +
+		"  - contents: x\n    destination: $DIR/allowed/not/yet/x\n"
+	dir, path := writeConfig(t, text)
+	if err := os.MkdirAll(filepath.Join(dir, "allowed"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "outside"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(dir, "outside"), filepath.Join(dir, "allowed", "link")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := agent.LoadConfig(path)
+	want := "template " + dir + "/allowed/link/x: destination resolves to " + dir + "/outside/x through a symbolic link, outside allowed_dirs"
+	if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "not/yet") {
+		t.Fatalf("err = %v, want only %q", err, want)
+	}
+	// A link to a directory inside allowed_dirs is fine.
+	os.Remove(filepath.Join(dir, "allowed", "link"))
+	os.MkdirAll(filepath.Join(dir, "allowed", "real"), 0o755)
+	os.Symlink(filepath.Join(dir, "allowed", "real"), filepath.Join(dir, "allowed", "link"))
+	if _, err := agent.LoadConfig(path); err != nil {
+		t.Fatalf("link inside allowed_dirs refused: %v", err)
 	}
 }
 
@@ -163,7 +243,7 @@ func TestLoadConfig_TokenFileMode(t *testing.T) {
 }
 
 func TestLoadConfig_TemplatesDir(t *testing.T) {
-	dir, path := writeConfig(t, "server: http://x:1\nappliance: web\ntemplates_dir: $DIR/conf.d\ntemplates:\n  - contents: a\n    destination: $DIR/a\n")
+	dir, path := writeConfig(t, "server: http://x:1\nappliance: web\ntoken: t\ntemplates_dir: $DIR/conf.d\ntemplates:\n  - contents: a\n    destination: $DIR/a\n")
 	confd := filepath.Join(dir, "conf.d")
 	os.Mkdir(confd, 0o755)
 	os.WriteFile(filepath.Join(confd, "b.yaml"), []byte("- contents: b\n  destination: "+dir+"/b\n  stage: system\n"), 0o644)
@@ -185,7 +265,7 @@ func TestLoadConfig_TemplatesDir(t *testing.T) {
 	// A destination taken twice across files names both places.
 	os.WriteFile(filepath.Join(confd, "c.yaml"), []byte("- contents: c\n  destination: "+dir+"/a\n"), 0o644)
 	_, err = agent.LoadConfig(path)
-	if err == nil || !strings.Contains(err.Error(), "c.yaml:1: template "+dir+"/a: destination is also rendered by "+path+":5") {
+	if err == nil || !strings.Contains(err.Error(), "c.yaml:1: template "+dir+"/a: destination is also rendered by "+path+":6") {
 		t.Fatalf("err = %v", err)
 	}
 	// A missing templates_dir is an empty one.
@@ -215,7 +295,10 @@ func FuzzConfig(f *testing.F) {
 			}
 			return
 		}
-		cfg.TokenFile, cfg.CAFile = "", "" // no file system lookups from fuzz input
+		if cfg.TokenFile != "" && cfg.Token == "" {
+			cfg.Token = "t" // no file system lookups from fuzz input
+		}
+		cfg.TokenFile, cfg.CAFile = "", ""
 		if cfg.Validate() != nil {
 			return
 		}
