@@ -121,14 +121,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	stageFlag := &cli.StringFlag{Name: "stage", Usage: "render only the templates of this stage: system or application (default: all)"}
 
 	app := &cli.App{
-		Name:            "shoelace-agent",
-		Usage:           "render an appliance's configuration from a Shoelace server into local files",
-		Version:         version,
-		HideVersion:     true,
-		Writer:          stdout,
-		ErrWriter:       stderr,
-		HideHelpCommand: true,
-		ExitErrHandler:  func(*cli.Context, error) {},
+		Name:           "shoelace-agent",
+		Usage:          "render an appliance's configuration from a Shoelace server into local files",
+		UsageText:      "shoelace-agent COMMAND [--config FILE] [command options]",
+		Description:    appDescription,
+		Version:        version,
+		Writer:         stdout,
+		ErrWriter:      stderr,
+		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return usageError{err.Error()}
 		},
@@ -219,6 +219,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			{
 				Name:  "version",
 				Usage: "print the version",
+				Flags: commonFlags(), // accepted and ignored: DESIGN.md's synopsis gives every command --config
 				Action: func(c *cli.Context) error {
 					fmt.Fprintf(stdout, "shoelace-agent %s %s %s/%s\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 					return nil
@@ -227,12 +228,41 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		},
 	}
 	for _, action := range svc.Actions {
-		app.Commands = append(app.Commands, serviceCommand(action, stdout))
+		app.Commands = append(app.Commands, serviceCommand(action, stdout, stderr))
 	}
 	for _, c := range app.Commands {
 		c.OnUsageError = app.OnUsageError // urfave/cli does not pass the app's down
+		c.Action = noArgs(c.Name, c.Action)
 	}
 	return app.RunContext(ctx, moveCommonFlags(args))
+}
+
+// appDescription is the top-level help's description: where the config is read from, the
+// usual commands, and the exit codes.
+const appDescription = `Every command reads the agent config from --config FILE (default /etc/shoelace/agent.yaml,
+or $SHOELACE_AGENT_CONFIG); --config may come before or after the command.
+
+EXAMPLES:
+   shoelace-agent validate                       check the config and parse every template
+   shoelace-agent once --stage system            bake: render the system templates, exit 0 when all are in place
+   shoelace-agent render --dry                   show the diff each template would make, and the commands
+   shoelace-agent run --config ./agent.yaml      render, then re-render on every change until stopped
+
+EXIT CODES:
+   0  success
+   1  error (config, server, a template not in place)
+   2  usage error (unknown command or flag, stray argument)`
+
+// noArgs refuses positional arguments: no command takes any, and a mistyped flag value (such as
+// "once system" for "once --stage system") must not silently widen what a command does.
+func noArgs(name string, action cli.ActionFunc) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if c.Args().Len() > 0 {
+			return usageError{fmt.Sprintf("%s takes no arguments, got %q (options are flags, such as --stage system; see shoelace-agent %s --help)",
+				name, strings.Join(c.Args().Slice(), " "), name)}
+		}
+		return action(c)
+	}
 }
 
 func checkStage(s string) error {
@@ -242,7 +272,7 @@ func checkStage(s string) error {
 	return nil
 }
 
-func serviceCommand(action string, stdout io.Writer) *cli.Command {
+func serviceCommand(action string, stdout, stderr io.Writer) *cli.Command {
 	usage := map[string]string{
 		"install":   "install the systemd unit (the one the packages ship) and enable it",
 		"uninstall": "stop, disable and remove the systemd unit",
@@ -260,6 +290,11 @@ func serviceCommand(action string, stdout io.Writer) *cli.Command {
 		Usage: usage,
 		Flags: flags,
 		Action: func(c *cli.Context) error {
+			if action == "install" && c.String("config") != agent.DefaultConfigPath {
+				// The unit is the packaged one: it always runs with the default config.
+				fmt.Fprintf(stderr, "shoelace-agent: warning: the installed unit runs \"shoelace-agent run --config %s\", not %s: "+
+					"put the config there, or override ExecStart in a drop-in (systemctl edit shoelace-agent)\n", agent.DefaultConfigPath, c.String("config"))
+			}
 			if action == "status" && c.Bool("json") {
 				return printStatusJSON(c.Context, c.String("config"), stdout)
 			}

@@ -45,6 +45,9 @@ func TestCLI_UsageErrors(t *testing.T) {
 		{[]string{"once", "--frobnicate"}, "flag provided but not defined: -frobnicate"},
 		{[]string{"validate", "--log-level", "loud"}, `--log-level "loud"`},
 		{[]string{"render", "--dry=false"}, "render only prints"},
+		// A stray argument is refused: "once system" must not render every stage.
+		{[]string{"once", "system", "--config", "/nonexistent"}, `once takes no arguments, got "system --config /nonexistent"`},
+		{[]string{"validate", "--config", "/nonexistent", "extra"}, `validate takes no arguments, got "extra"`},
 	}
 	for _, c := range cases {
 		err, _, _ := runCLI(t, c.args...)
@@ -62,7 +65,7 @@ func TestCLI_ConfigErrors(t *testing.T) {
 	// The config path also comes from $SHOELACE_AGENT_CONFIG, and works before the command.
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "agent.yaml")
-	os.WriteFile(cfg, []byte("server: http://127.0.0.1:1\nappliance: web\ntemplates:\n  - contents: x\n    destination: "+dir+"/x\n"), 0o644)
+	os.WriteFile(cfg, []byte("server: http://127.0.0.1:1\nappliance: web\ntoken: t\ntemplates:\n  - contents: x\n    destination: "+dir+"/x\n"), 0o644)
 	t.Setenv("SHOELACE_AGENT_CONFIG", cfg)
 	err, stdout, _ := runCLI(t, "validate")
 	if err != nil || !strings.Contains(stdout, cfg+": ok, 1 templates") {
@@ -78,6 +81,28 @@ func TestCLI_Version(t *testing.T) {
 	err, stdout, _ := runCLI(t, "version")
 	if err != nil || !strings.HasPrefix(stdout, "shoelace-agent dev go") {
 		t.Fatalf("version: %v %q", err, stdout)
+	}
+	// DESIGN.md's synopsis gives every command --config FILE, version included.
+	for _, args := range [][]string{{"version", "--config", "/etc/shoelace/agent.yaml"}, {"--config", "x.yaml", "version"}} {
+		err, stdout, _ = runCLI(t, args...)
+		if err != nil || !strings.HasPrefix(stdout, "shoelace-agent dev go") {
+			t.Errorf("%q: %v %q", args, err, stdout)
+		}
+	}
+	err, stdout, _ = runCLI(t, "--version")
+	if err != nil || !strings.Contains(stdout, "shoelace-agent version dev") {
+		t.Errorf("--version: %v %q", err, stdout)
+	}
+}
+
+func TestCLI_Help(t *testing.T) {
+	err, stdout, _ := runCLI(t, "--help")
+	if err != nil || !strings.Contains(stdout, "/etc/shoelace/agent.yaml") || !strings.Contains(stdout, "once --stage system") {
+		t.Errorf("--help does not say where the config is read from, or how to bake: %v\n%s", err, stdout)
+	}
+	err, stdout, _ = runCLI(t, "help", "once")
+	if err != nil || !strings.Contains(stdout, "--no-commands") {
+		t.Errorf("help once: %v %q", err, stdout)
 	}
 }
 

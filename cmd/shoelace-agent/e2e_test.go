@@ -205,6 +205,8 @@ func (e *env) write(srv *server, extra, templates string) {
 			e.t.Fatal(err)
 		}
 		cfg += "token_file: " + tok + "\n"
+	} else {
+		cfg += "token: no-server-to-ask\n" // a token is required even where no server answers
 	}
 	cfg += extra + "templates:\n" + templates
 	if err := os.WriteFile(e.config, []byte(strings.ReplaceAll(cfg, "$DIR", e.dir)), 0o644); err != nil {
@@ -471,6 +473,65 @@ func TestE2E_RenderDryWritesNothing(t *testing.T) {
 	}
 }
 
+// TestE2E_DesignSchemaExample runs `once` with every field of DESIGN.md's config schema, written
+// as the example there writes them (left_delimiter alone, a trailing slash on allowed_dirs,
+// wait and metrics_listen at their defaults, a templates_dir drop-in).
+func TestE2E_DesignSchemaExample(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/nginx/workers", "4")
+	e := newEnv(t, srv, `wait: {min: 0s, max: 0s}                 # default off
+metrics_listen: ""
+allowed_dirs: [$DIR/etc/]
+templates_dir: $DIR/templates.d
+`, fmt.Sprintf(`  - contents: "worker_processes {{ key \"nginx/workers\" }};\n"
+    destination: $DIR/etc/nginx/nginx.conf
+    stage: application
+    perms: "0640"
+    owner: "%d"
+    group: "%d"
+    backup: true
+    left_delimiter: "{{"                 # and right_delimiter
+    check: grep -q worker_processes "$SHOELACE_STAGED"
+    command: echo reload >> $DIR/reloads
+    command_timeout: 30s
+`, os.Getuid(), os.Getgid()))
+	os.Mkdir(e.path("templates.d"), 0o755)
+	dropIn := "- contents: \"[[ key \\\"nginx/workers\\\" ]] {{ literal }}\\n\"\n  destination: " + e.path("etc/workers") +
+		"\n  stage: system\n  left_delimiter: \"[[\"\n  right_delimiter: \"]]\"\n"
+	if err := os.WriteFile(e.path("templates.d/workers.yaml"), []byte(dropIn), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := e.agentCmd("validate"); code != 0 {
+		t.Fatalf("validate of the schema example: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := e.agentCmd("once"); code != 0 {
+		t.Fatalf("once with the schema example: exit %d: %s", code, stderr)
+	}
+	if got := readFile(t, e.path("etc/nginx/nginx.conf")); got != "worker_processes 4;\n" {
+		t.Fatalf("nginx.conf = %q", got)
+	}
+	if got := readFile(t, e.path("etc/workers")); got != "4 {{ literal }}\n" {
+		t.Fatalf("drop-in template = %q", got)
+	}
+	if fi, err := os.Stat(e.path("etc/nginx/nginx.conf")); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Fatalf("nginx.conf mode: %v %v", fi.Mode(), err)
+	}
+	srv.put("appliances/web/nginx/workers", "8")
+	if code, _, stderr := e.agentCmd("once", "--stage", "application"); code != 0 {
+		t.Fatalf("second once: exit %d: %s", code, stderr)
+	}
+	if got := readFile(t, e.path("etc/nginx/nginx.conf.bak")); got != "worker_processes 4;\n" {
+		t.Fatalf("nginx.conf.bak = %q", got)
+	}
+	if got := commandLines(t, e.path("reloads")); len(got) != 2 {
+		t.Fatalf("command ran %d times, want 2 (one per change)", len(got))
+	}
+	// version takes --config like every command of DESIGN.md's synopsis.
+	if code, stdout, stderr := e.agentCmd("version"); code != 0 || !strings.HasPrefix(stdout, "shoelace-agent ") {
+		t.Fatalf("version --config: exit %d: %s%s", code, stdout, stderr)
+	}
+}
+
 func TestE2E_Validate(t *testing.T) {
 	needBinaries(t)
 	srv := &server{addr: "127.0.0.1:1"}
@@ -483,12 +544,12 @@ func TestE2E_Validate(t *testing.T) {
 	}
 	e.write(srv, "colour: blue\n", "  - contents: \"{{ key \\\"a\\\" \"\n    destination: $DIR/a\n")
 	code, _, stderr = e.agentCmd("validate")
-	if code == 0 || !strings.Contains(stderr, e.config+`:5: unknown field "colour"`) {
+	if code == 0 || !strings.Contains(stderr, e.config+`:6: unknown field "colour"`) {
 		t.Fatalf("validate unknown field: exit %d: %s", code, stderr)
 	}
 	e.write(srv, "", "  - contents: \"{{ key \\\"a\\\" \"\n    destination: $DIR/a\n")
 	code, _, stderr = e.agentCmd("validate")
-	if code == 0 || !strings.Contains(stderr, e.config+":6: template "+e.path("a")) {
+	if code == 0 || !strings.Contains(stderr, e.config+":7: template "+e.path("a")) {
 		t.Fatalf("validate template parse error: exit %d: %s", code, stderr)
 	}
 }
