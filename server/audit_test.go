@@ -94,3 +94,20 @@ func TestAudit_OneLinePerWrite(t *testing.T) {
 		t.Fatal("a value reached the log")
 	}
 }
+
+// Audit lines are written at any log level; the rest of the log keeps to its level.
+func TestAudit_WrittenAtEveryLogLevel(t *testing.T) {
+	var logs syncBuffer
+	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelError}))
+	f := newFixtureLog(t, testutil.Store(t), log)
+	f.put("appliances/web/b/c", "1")
+	lines, _ := auditLines(t, &logs, 0)
+	if len(lines) != 1 || lines[0]["op"] != "put" || lines[0]["level"] != "INFO" {
+		t.Fatalf("audit lines at --log-level error = %v, want one INFO put line\n%s", lines, logs.String())
+	}
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if !strings.Contains(line, `"audit":true`) && !strings.Contains(line, `"level":"ERROR"`) {
+			t.Errorf("a non-audit line below the level was written: %s", line)
+		}
+	}
+}

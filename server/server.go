@@ -57,6 +57,8 @@ type Server struct {
 	cfg Config
 	st  *store.Store
 	log *slog.Logger
+	// auditLog writes the audit lines whatever the log level.
+	auditLog *slog.Logger
 	m   *metrics
 	hub *hub
 	mux *http.ServeMux
@@ -85,7 +87,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 		cfg.Version = "dev"
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, st: st, log: log, m: newMetrics(cfg.Version), ctx: ctx, cancel: cancel}
+	s := &Server{cfg: cfg, st: st, log: log, auditLog: slog.New(alwaysEnabled{log.Handler()}), m: newMetrics(cfg.Version), ctx: ctx, cancel: cancel}
 	st.SetObserver(s.m.observeEtcd)
 	s.hub = newHub(ctx, st, log, s.m, cfg.MaxWaiters)
 	s.hub.onSys = s.onSysChange
@@ -417,12 +419,14 @@ func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) error {
 	return api.Errorf(api.CodeNotFound, "no such route: %s %s", r.Method, shorten(r.URL.Path))
 }
 
-// audit logs one line per write: who, from where, what, at which revision — never values.
+// audit logs one line per write: who, from where, what, at which revision — never values. The
+// lines are written at level INFO even when --log-level is higher: an audit trail does not
+// depend on how chatty the rest of the log is.
 func (s *Server) audit(r *http.Request, op string, keys []string, rev int64) {
 	if keys == nil {
 		keys = []string{}
 	}
-	s.log.LogAttrs(r.Context(), slog.LevelInfo, "write",
+	s.auditLog.LogAttrs(r.Context(), slog.LevelInfo, "write",
 		slog.Bool("audit", true),
 		slog.String("request_id", info(r).id),
 		slog.String("token", info(r).token),
@@ -433,6 +437,19 @@ func (s *Server) audit(r *http.Request, op string, keys []string, rev int64) {
 		slog.String("message", r.Header.Get(api.HeaderMessage)),
 		slog.String("source", r.Header.Get(api.HeaderSource)),
 	)
+}
+
+// alwaysEnabled passes every record to its handler, whatever the handler's level.
+type alwaysEnabled struct{ slog.Handler }
+
+func (alwaysEnabled) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h alwaysEnabled) WithAttrs(as []slog.Attr) slog.Handler {
+	return alwaysEnabled{h.Handler.WithAttrs(as)}
+}
+
+func (h alwaysEnabled) WithGroup(name string) slog.Handler {
+	return alwaysEnabled{h.Handler.WithGroup(name)}
 }
 
 // Health is the body of GET /health.

@@ -50,7 +50,7 @@ SERVICE (systemd, as root; the unit is the one the packages ship):
 			&cli.Float64Flag{Name: "rate-limit", Value: def.RateLimit, EnvVars: env("rate-limit"), Usage: "requests/s per token and replica (0: off)"},
 			&cli.IntFlag{Name: "max-value-bytes", Value: def.MaxValueBytes, EnvVars: env("max-value-bytes"), Usage: "largest value accepted, in bytes"},
 			&cli.StringFlag{Name: "admin-token-file", EnvVars: env("admin-token-file"), Usage: "`FILE` that receives the first admin token (default: <data-dir>/admin.token)"},
-			&cli.StringFlag{Name: "log-level", Value: def.LogLevel, EnvVars: env("log-level"), Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "log-level", Value: def.LogLevel, EnvVars: env("log-level"), Usage: "debug, info, warn or error (the audit lines of writes are written at every level)"},
 		},
 		Action: e.server,
 	}
