@@ -59,10 +59,10 @@ type Server struct {
 	log *slog.Logger
 	// auditLog writes the audit lines whatever the log level.
 	auditLog *slog.Logger
-	m   *metrics
-	hub *hub
-	mux *http.ServeMux
-	h   http.Handler
+	m        *metrics
+	hub      *hub
+	mux      *http.ServeMux
+	h        http.Handler
 
 	auth        *authState
 	fresh       freshTokens // the store's tokens, read when the cache misses
