@@ -25,6 +25,8 @@ type cliEnv struct {
 	onCommandLine map[string]bool
 	// noToken is set when a command that sends a token had none to send.
 	noToken bool
+	// addr is the server address the command talked to ("" before it connected).
+	addr string
 }
 
 // run runs the shoelace command with args (args[0] is the program name).
@@ -40,6 +42,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	var ae *api.Error
 	if e.noToken && errors.As(err, &ae) && ae.HTTPStatus() == http.StatusUnauthorized {
 		err = fmt.Errorf("%w (no token given: set --token-file or SHOELACE_TOKEN_FILE)", err)
+	}
+	if ae, ok := foreignAnswer(err); ok {
+		// Not "not found" (exit 3) nor "forbidden": the address is wrong, not the key or token.
+		code := exitError
+		var ec *exitCodeError
+		if errors.As(err, &ec) { // a command's own exit code (health: 6) stays
+			code = ec.code
+		}
+		err = &exitCodeError{code: code, err: fmt.Errorf(
+			"%s is not answering as a Shoelace server (%s): check --addr (SHOELACE_ADDR), the server's base URL such as %s",
+			e.addr, ae.Message, client.DefaultAddr)}
 	}
 	return err
 }
@@ -249,7 +262,8 @@ func (e *cliEnv) connectWith(ctx context.Context, c *cli.Context, withToken bool
 		}
 		e.noToken = token == ""
 	}
-	cl, err := client.New(c.String(flagAddr), client.Options{
+	e.addr = c.String(flagAddr)
+	cl, err := client.New(e.addr, client.Options{
 		Token:     token,
 		CAFile:    c.String(flagCAFile),
 		Retries:   2,

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -345,6 +346,13 @@ func TestE2E_KV(t *testing.T) {
 	if got := c.ok("kv", "get", "e2ekv/app-other/port"); got != "9090" {
 		t.Errorf("kv rm --recurse e2ekv/app removed its namesake e2ekv/app-other: got %q", got)
 	}
+	// An empty listing is still {"revision","entries":[]} in JSON, and nothing in text.
+	if got := c.ok("kv", "ls", "e2ekv/app", "-o", "json"); !strings.HasPrefix(got, `{"revision":`) || !strings.HasSuffix(got, `,"entries":[]}`+"\n") {
+		t.Errorf("kv ls of an empty prefix -o json = %q, want {\"revision\":N,\"entries\":[]}", got)
+	}
+	if got := c.ok("kv", "ls", "e2ekv/app"); got != "" {
+		t.Errorf("kv ls of an empty prefix = %q, want nothing", got)
+	}
 }
 
 func TestE2E_CASConflict(t *testing.T) {
@@ -606,6 +614,22 @@ func TestE2E_ExitCodes(t *testing.T) {
 	c.fails(exitUnavailable, "cannot reach the server", "kv", "get", "x", "--addr", "http://"+dead)
 	c.fails(exitUnavailable, "connection refused", "appliance", "ls", "--addr", dead)
 
+	// An --addr that reaches the server on a wrong path, or reaches another service, is a wrong
+	// address (exit 1, and the message says so), never "not found" (exit 3) for the key.
+	c.fails(exitError, "check --addr", "kv", "get", "e2eexit/missing", "--addr", s.url()+"/v1")
+	other := httptest.NewServer(http.NotFoundHandler())
+	defer other.Close()
+	r = c.fails(exitError, "is not answering as a Shoelace server", "kv", "get", "e2eexit/missing", "--addr", other.URL)
+	if !strings.Contains(r.stderr, other.URL) {
+		t.Errorf("wrong --addr: stderr %q does not name the address", r.stderr)
+	}
+	forbidden := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "go away", http.StatusForbidden)
+	}))
+	defer forbidden.Close()
+	c.fails(exitError, "check --addr", "kv", "put", "e2eexit/x", "1", "--addr", forbidden.URL)
+	c.fails(exitUnavailable, "check --addr", "health", "--addr", s.url()+"/v1")
+
 	// An insecure token file is refused before any request, with the fix in the message.
 	tok := filepath.Join(t.TempDir(), "token")
 	writeFile(t, tok, "whatever")
@@ -801,9 +825,11 @@ func TestE2E_TokensAndMaintenance(t *testing.T) {
 	out := admin.ok("token", "create", "--name", "web-agent", "--appliance", "web")
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 	secret := lines[len(lines)-1]
-	if len(lines) < 2 || !strings.Contains(lines[0], "web-agent") || len(secret) < 22 || strings.ContainsAny(secret, " \t") {
-		t.Fatalf("token create printed %q; want a description, then the secret alone on the last line", out)
+	if len(lines) != 3 || !strings.Contains(lines[1], "web-agent") || len(secret) < 22 || strings.ContainsAny(secret, " \t") {
+		t.Fatalf("token create printed %q; want the revision, a description, then the secret alone on the last line", out)
 	}
+	// A write command: it prints its revision like the others.
+	revisionOf(t, lines[0]+"\n")
 	agentFile := filepath.Join(t.TempDir(), "agent.token")
 	writeFile(t, agentFile, secret+"\n")
 	agent := anon.with("SHOELACE_TOKEN_FILE=" + agentFile)

@@ -90,6 +90,28 @@ func exitCode(err error) int {
 	return exitError
 }
 
+// foreignAnswer returns the API error in err when the answer did not come from one of the
+// Shoelace API's routes: the server's "no such route" (a path in --addr, such as …/v1), or a
+// body that is not Shoelace's error JSON (another service at --addr). Answers that mean "try
+// again later" (429, 502, 503, 504) keep their meaning, whoever sent them.
+func foreignAnswer(err error) (*api.Error, bool) {
+	var ae *api.Error
+	if !errors.As(err, &ae) {
+		return nil, false
+	}
+	switch {
+	case ae.HTTPStatus() == http.StatusNotFound && strings.HasPrefix(ae.Message, "no such route"):
+		return ae, true
+	case strings.HasPrefix(ae.Message, "server answered "): // the client's text for a non-API body
+		switch ae.HTTPStatus() {
+		case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			return nil, false
+		}
+		return ae, true
+	}
+	return nil, false
+}
+
 // errorLine renders err as the one line written to stderr.
 func errorLine(err error) string {
 	msg := err.Error()

@@ -191,7 +191,15 @@ func (e *cliEnv) kvList(c *cli.Context) error {
 		return err
 	}
 	if s.json {
-		return printJSON(e.stdout, l)
+		// As the API answers it: "entries" is there even when nothing is under the prefix.
+		entries := l.Entries
+		if entries == nil {
+			entries = []api.KV{}
+		}
+		return printJSON(e.stdout, struct {
+			Revision int64    `json:"revision"`
+			Entries  []api.KV `json:"entries"`
+		}{l.Revision, entries})
 	}
 	keys := l.Keys
 	if len(keys) == 0 {

@@ -22,7 +22,8 @@ func tokenCommand(e *cliEnv) *cli.Command {
 				Description: `--appliance A grants exactly what an agent of appliance A needs: read A's view and report
 its status. --read and --write (repeatable, or comma-separated) grant key prefixes, by whole
 segments; --write also allows reading. --admin grants everything, tokens included.
-The secret is printed once, as the last line of the output; store it with mode 0600.
+Prints the revision of the write ("revision N"), then the secret once, as the last line of the
+output; store it with mode 0600. With --output json, prints {"name",…,"token","revision"}.
 
 EXAMPLES:
    shoelace token create --name web-agents --appliance web-frontend | tail -n1 > web.token
@@ -168,6 +169,11 @@ func (e *cliEnv) tokenCreate(c *cli.Context) error {
 	}
 	if t.Name == "" {
 		t.TokenSpec = spec
+	}
+	if t.Revision > 0 {
+		if err := printRevision(e.stdout, false, t.Revision); err != nil {
+			return err
+		}
 	}
 	_, err = fmt.Fprintf(e.stdout, "created token %s (%s); its secret, shown only once:\n%s\n", t.Name, grants(t.TokenSpec), t.Token)
 	return err
