@@ -108,10 +108,16 @@ func parseAll(cfg *Config) ([]*tmpl, error) {
 	return out, nil
 }
 
-// Warnings lists what `validate` should point out without failing: templates whose output
-// changes on every render.
+// Warnings lists what `validate` should point out without failing: an inline token others can
+// read, no template at all, templates whose output changes on every render.
 func (a *Agent) Warnings() []string {
 	var w []string
+	if tw := a.cfg.TokenWarning(); tw != "" {
+		w = append(w, tw)
+	}
+	if len(a.tmpls) == 0 {
+		w = append(w, fmt.Sprintf("%s: no templates configured (in templates: or in *.yaml files of templates_dir): once, run and render refuse to start", a.cfg.Path))
+	}
 	for _, t := range a.tmpls {
 		if fns := t.t.Nondeterministic(); len(fns) > 0 {
 			w = append(w, fmt.Sprintf("%s: uses %s, whose output changes on every render: the file is rewritten and its command runs on every change of the view",

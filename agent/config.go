@@ -610,6 +610,21 @@ func readTokenFile(path string) (string, error) {
 	return tok, nil
 }
 
+// TokenWarning says, when the token is inline and the config file may be read by group or
+// others, that the token is exposed; "" otherwise. (token_file must be 0600 or stricter; an
+// inline token deserves the same.)
+func (c *Config) TokenWarning() string {
+	if c.Token == "" || c.Path == "" {
+		return ""
+	}
+	fi, err := os.Stat(c.Path)
+	if err != nil || fi.Mode().Perm()&0o077 == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s: the token is inline in a file of mode %04o that group or others can read: run chmod 600 %s, or move the token to a token_file (mode 0600)",
+		c.Path, fi.Mode().Perm(), c.Path)
+}
+
 // LoadToken returns the token to send: the inline token or the content of token_file.
 func (c *Config) LoadToken() (string, error) {
 	if c.TokenFile == "" {

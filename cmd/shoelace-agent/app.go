@@ -116,6 +116,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		opts.Logger = log
 		opts.UserAgent = "shoelace-agent/" + version
+		if w := cfg.TokenWarning(); w != "" && c.Command.Name != "validate" { // validate prints its warnings
+			log.Warn("token readable by others", "problem", w)
+		}
 		return agent.New(cfg, opts)
 	}
 	stageFlag := &cli.StringFlag{Name: "stage", Usage: "render only the templates of this stage: system or application (default: all)"}

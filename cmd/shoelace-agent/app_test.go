@@ -95,6 +95,29 @@ func TestCLI_Version(t *testing.T) {
 	}
 }
 
+// TestCLI_ValidateWarnings: validate points out an inline token that others can read (token_file
+// must be 0600 or stricter; an inline token deserves the same) and a config without templates.
+func TestCLI_ValidateWarnings(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "agent.yaml")
+	text := "server: http://127.0.0.1:1\nappliance: web\ntoken: t\ntemplates:\n  - contents: x\n    destination: " + dir + "/x\n"
+	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err, stdout, _ := runCLI(t, "validate", "--config", cfg)
+	if err != nil || !strings.Contains(stdout, "warning: "+cfg+": the token is inline in a file of mode 0644") || !strings.Contains(stdout, "chmod 600 "+cfg) {
+		t.Fatalf("validate of a 0644 config with an inline token: %v %q", err, stdout)
+	}
+	os.Chmod(cfg, 0o600)
+	if err, stdout, _ = runCLI(t, "validate", "--config", cfg); err != nil || strings.Contains(stdout, "warning") {
+		t.Fatalf("validate of a 0600 config: %v %q", err, stdout)
+	}
+	os.WriteFile(cfg, []byte("server: http://127.0.0.1:1\nappliance: web\ntoken: t\n"), 0o600)
+	if err, stdout, _ = runCLI(t, "validate", "--config", cfg); err != nil || !strings.Contains(stdout, "warning: "+cfg+": no templates configured") {
+		t.Fatalf("validate without templates: %v %q", err, stdout)
+	}
+}
+
 func TestCLI_Help(t *testing.T) {
 	err, stdout, _ := runCLI(t, "--help")
 	if err != nil || !strings.Contains(stdout, "/etc/shoelace/agent.yaml") || !strings.Contains(stdout, "once --stage system") {
