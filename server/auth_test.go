@@ -201,6 +201,24 @@ func TestAuth_TokenLifecycle(t *testing.T) {
 	f.mustErr(f.do("DELETE", "/v1/tokens/ci", ""), 404, api.CodeNotFound, "ci")
 }
 
+// The last admin token cannot be revoked: nobody could manage tokens afterwards, and the
+// server makes a new admin token only for a store with no tokens at all.
+func TestAuth_LastAdminTokenStays(t *testing.T) {
+	f := newFixture(t)
+	agent := f.newToken(TokenRequest{Name: "agent", Appliance: "web"})
+	f.mustErr(f.do("DELETE", "/v1/tokens/admin", ""), 409, api.CodeConflict, "last admin token")
+	f.must(f.do("GET", "/v1/tokens", ""), 200, nil) // still valid
+
+	second := f.newToken(TokenRequest{Name: "ops", Admin: true})
+	f.must(f.doToken(second, "DELETE", "/v1/tokens/admin", ""), 200, nil)
+	f.mustErr(f.do("GET", "/v1/tokens", ""), 401, api.CodeUnauthorized, "revoked")
+	f.mustErr(f.doToken(second, "DELETE", "/v1/tokens/ops", ""), 409, api.CodeConflict, "last admin token")
+	// Other tokens are revoked as before, and a missing one is still 404.
+	f.must(f.doToken(second, "DELETE", "/v1/tokens/agent", ""), 200, nil)
+	f.mustErr(f.doToken(agent, "GET", "/v1/appliances", ""), 401, api.CodeUnauthorized, "revoked")
+	f.mustErr(f.doToken(second, "DELETE", "/v1/tokens/admin", ""), 404, api.CodeNotFound, "admin")
+}
+
 func TestAuth_RevokeEndsLongPollsOnEveryReplica(t *testing.T) {
 	cfg := testutil.StoreConfig(t)
 	a := newFixtureOn(t, testutil.OpenStore(t, cfg))

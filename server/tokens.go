@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -182,6 +183,9 @@ func (s *Server) handleDeleteToken(w http.ResponseWriter, r *http.Request) error
 	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
+	if err := s.keepsAnAdmin(ctx, name); err != nil {
+		return err
+	}
 	rev, err := s.st.SysDelete(ctx, tokenPrefix+name)
 	setIndex(w, rev)
 	if errors.Is(err, api.ErrNotFound) {
@@ -194,4 +198,29 @@ func (s *Server) handleDeleteToken(w http.ResponseWriter, r *http.Request) error
 	s.hub.revoke(name)
 	s.audit(r, "token-revoke", []string{name}, rev)
 	return writeJSON(w, http.StatusOK, rev, api.WriteResult{Revision: rev})
+}
+
+// keepsAnAdmin refuses to revoke the last admin token: without one nobody could create or
+// revoke tokens again (the server makes an admin token only for a store with no tokens at all).
+func (s *Server) keepsAnAdmin(ctx context.Context, name string) error {
+	m, _, err := s.st.SysList(ctx, tokenPrefix)
+	if err != nil {
+		return err
+	}
+	target, others := false, 0
+	for k, v := range m {
+		rec, err := decodeToken(k, v)
+		if err != nil || !rec.Admin {
+			continue
+		}
+		if rec.Name == name {
+			target = true
+		} else {
+			others++
+		}
+	}
+	if target && others == 0 {
+		return api.Errorf(api.CodeConflict, "token %s is the last admin token: create another one first (shoelace token create --name NAME --admin), or nobody can manage tokens any more", shorten(name))
+	}
+	return nil
 }
