@@ -142,6 +142,8 @@ func TestAppliances_BadApplyChangesNothing(t *testing.T) {
 		{"yaml two docs", "application/yaml", "keys: {a: 1}\n---\nkeys: {b: 2}\n", 400, api.CodeInvalidBody, "one YAML document"},
 		{"yaml not map", "application/yaml", "- a\n", 400, api.CodeInvalidBody, "map"},
 		{"yaml unknown", "application/yaml", "keys: {a: 1}\nother: 2\n", 400, api.CodeInvalidBody, `"other"`},
+		{"yaml keys at top level", "application/yaml", "app:\n  port: 8080\n", 400, api.CodeInvalidBody, `"app" at line 1: only "keys" is allowed (the appliance's keys go under a top-level "keys:"`},
+		{"json keys at top level", "", `{"app":{"port":8080}}`, 400, api.CodeInvalidBody, `top-level "keys:", {"keys":{…}} in JSON`},
 		{"yaml syntax", "application/yaml", "keys: {a: 1\n", 400, api.CodeInvalidBody, "YAML"},
 		{"yaml merge", "application/yaml", "keys:\n  <<: {a: 1}\n", 400, api.CodeInvalidBody, "merge"},
 		{"yaml empty", "application/yaml", "", 400, api.CodeInvalidBody, "empty"},

@@ -51,6 +51,9 @@ func withYAMLHint(err error) error {
 	return &hinted
 }
 
+// keysUnder tells where an apply body's keys go, for a body that gives them at the top level.
+const keysUnder = `the appliance's keys go under a top-level "keys:", {"keys":{…}} in JSON`
+
 func bodyError(format string, args ...any) error {
 	return api.Errorf(api.CodeInvalidBody, format, args...)
 }
@@ -211,7 +214,7 @@ func parseApplyJSON(data []byte) (map[string]string, error) {
 		}
 		name, _ := tok.(string)
 		if name != "keys" {
-			return nil, bodyError("apply body has unknown field %s: only \"keys\" is allowed", shorten(name))
+			return nil, bodyError("apply body has unknown field %s: only \"keys\" is allowed (%s)", shorten(name), keysUnder)
 		}
 		if seen {
 			return nil, bodyError("apply body has the field \"keys\" twice")
@@ -319,7 +322,7 @@ func parseApplyYAML(data []byte) (map[string]string, error) {
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
 		if k.Kind != yaml.ScalarNode || k.Value != "keys" {
-			return nil, bodyError("apply body has unknown field %s at line %d: only \"keys\" is allowed", shorten(k.Value), k.Line)
+			return nil, bodyError("apply body has unknown field %s at line %d: only \"keys\" is allowed (%s)", shorten(k.Value), k.Line, keysUnder)
 		}
 		if seen {
 			return nil, bodyError("apply body has the field \"keys\" twice (line %d)", k.Line)
