@@ -164,6 +164,11 @@ func errPrefix(c *cli.Context) string {
 }
 
 func usageErrorHandler(c *cli.Context, err error, _ bool) error {
+	if flag, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: "); ok && commandPath(c) == "kv put" &&
+		len(flag) > 1 && (flag[1] >= '0' && flag[1] <= '9' || flag[1] == '.') {
+		// A negative number such as -5 is a value, which goes after "--".
+		return usagef("%s%v (a VALUE that starts with '-' goes after \"--\": %s KEY -- %s)", errPrefix(c), err, commandName(c), flag)
+	}
 	return usagef("%s%v (see %s --help)", errPrefix(c), err, commandName(c))
 }
 

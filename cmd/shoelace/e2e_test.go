@@ -606,6 +606,8 @@ func TestE2E_ExitCodes(t *testing.T) {
 	c.fails(exitUsage, `kv: unknown command "fetch"`, "kv", "fetch", "x")
 	c.fails(exitUsage, "flag provided but not defined: -bogus", "kv", "get", "x", "--bogus")
 	c.fails(exitUsage, "missing argument", "kv", "put", "x")
+	// A negative number is taken for a flag: the message shows where it goes.
+	c.fails(exitUsage, `goes after "--": shoelace kv put KEY -- -5`, "kv", "put", "e2eexit/offset", "-5")
 
 	dead, err := freeAddr()
 	if err != nil {
