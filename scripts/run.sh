@@ -15,14 +15,21 @@ mkdir -p "$run/out" "$run/cache"
 chmod 700 "$run" "$run/cache"
 
 pids=()
+# On Ctrl-C (or SIGTERM, SIGHUP) the script exits at once, so that it starts nothing after the
+# signal; on every exit it stops what it started.
 cleanup() {
-	trap - INT TERM EXIT
+	local rc=$?
+	trap - INT TERM HUP EXIT
 	echo
 	echo "stopping the agent and the server…"
 	for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
 	wait 2>/dev/null || true
+	exit "$rc"
 }
-trap cleanup INT TERM EXIT
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 make -s build >/dev/null
 if bin/shoelace health --addr "http://$addr" >/dev/null 2>&1; then
@@ -42,9 +49,16 @@ for _ in $(seq 1 300); do
 done
 bin/shoelace health >/dev/null || { echo "make run: the server did not become healthy; see $run/server.log" >&2; exit 1; }
 
-if [ -s "$run/admin.token" ]; then
-	export SHOELACE_TOKEN_FILE=$run/admin.token
+# The server writes the admin token at the first start of a store, never again.
+for _ in $(seq 1 50); do
+	[ -s "$run/admin.token" ] && break
+	sleep 0.1
+done
+if [ ! -s "$run/admin.token" ]; then
+	echo "make run: run/admin.token is missing but run/data holds a store made earlier (its admin token is written only at its first start); remove ./run to start afresh: rm -rf run" >&2
+	exit 1
 fi
+export SHOELACE_TOKEN_FILE=$run/admin.token
 
 # The example keys: shared ones through kv put, the appliance's own through a whole-appliance apply.
 bin/shoelace kv put shared/system/ntp/servers "0.pool.ntp.org 1.pool.ntp.org" >/dev/null
