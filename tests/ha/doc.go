@@ -1,5 +1,5 @@
 // Package ha holds Shoelace's high-availability, topology and runbook tests. It has no code of
-// its own. TestMain builds bin/shoelace, bin/shoelace-agent and etcdutl (from go.mod) into a
+// its own. TestMain builds bin/shoelace, bin/shoelace-agent, etcdutl and etcdctl (from go.mod) into a
 // temporary directory; the tests run them as child processes against etcd members embedded in
 // the test process on loopback.
 //
@@ -13,7 +13,7 @@
 //     refusals (no etcd client certificate, a CLI without the CA).
 //   - TestRunbook_Procedures and TestRunbook_EtcdProcedures: every block of docs/RUNBOOK.md
 //     marked <!-- runbook-test: NAME --> runs as written (bash -euo pipefail), and the test checks
-//     what it did. The etcdctl procedures run when etcdctl is on PATH or in $SHOELACE_ETCDCTL.
+//     what it did; $SHOELACE_ETCDCTL runs the etcdctl procedures with another etcdctl build.
 //   - TestTopology_*: docs/production's etcd configs load in etcd and fit the API's limits; the
 //     HAProxy timeouts exceed the agents' long-poll wait.
 //   - TestMeasure_Resources (SHOELACE_MEASURE=1): the runbook's measured figures.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -16,18 +15,18 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
-// etcdctlPath is an etcdctl binary from $SHOELACE_ETCDCTL or PATH, or "".
+// etcdctlPath is the etcdctl binary the procedures run: $SHOELACE_ETCDCTL (another build, such
+// as the one ../shared/peers/build-peers.sh makes), else the one TestMain built from go.mod.
 func etcdctlPath() string {
 	if p := os.Getenv("SHOELACE_ETCDCTL"); p != "" {
 		return p
 	}
-	p, _ := exec.LookPath("etcdctl")
-	return p
+	return etcdctlBin
 }
 
 // TestRunbook_EtcdProcedures runs the runbook's etcd procedures as written against a 3-member
 // cluster with mutual TLS and a replica on it: status, defragmentation and member replacement
-// with etcdctl (when there is one), and the whole-cluster restore from a snapshot with etcdutl.
+// with etcdctl, and the whole-cluster restore from a snapshot with etcdutl.
 func TestRunbook_EtcdProcedures(t *testing.T) {
 	skipShort(t)
 	dir := t.TempDir()
@@ -55,11 +54,7 @@ func TestRunbook_EtcdProcedures(t *testing.T) {
 	put(api, "appliances/web/release", "before-snapshot")
 
 	bin := t.TempDir()
-	tools := map[string]string{"shoelace": shoelaceBin, "etcdutl": etcdutlBin}
-	etcdctl := etcdctlPath()
-	if etcdctl != "" {
-		tools["etcdctl"] = etcdctl
-	}
+	tools := map[string]string{"shoelace": shoelaceBin, "etcdutl": etcdutlBin, "etcdctl": etcdctlPath()}
 	for name, target := range tools {
 		if err := os.Symlink(target, filepath.Join(bin, name)); err != nil {
 			t.Fatal(err)
@@ -92,9 +87,6 @@ func TestRunbook_EtcdProcedures(t *testing.T) {
 	}
 
 	t.Run("etcdctl procedures", func(t *testing.T) {
-		if etcdctl == "" {
-			t.Skip("no etcdctl on PATH or in $SHOELACE_ETCDCTL: etcd-status, etcd-defrag and etcd-member-replace not run")
-		}
 		out := run(t, "etcd-status", nil)
 		for _, m := range c.members {
 			if !strings.Contains(out, m.clientURL) || !strings.Contains(out, m.name) {

@@ -15,6 +15,9 @@ var (
 	agentBin    string
 	// etcdutlBin is etcd's offline tool (snapshot restore, defrag), built from go.mod's etcdutl.
 	etcdutlBin string
+	// etcdctlBin is etcd's client tool, built from go.mod's etcdctl (a tool dependency), so that
+	// the runbook's etcdctl procedures run wherever the tests do.
+	etcdctlBin string
 	// repoRoot is the module root, where docs/RUNBOOK.md lives.
 	repoRoot string
 )
@@ -39,7 +42,8 @@ func testMain(m *testing.M) int {
 	shoelaceBin = filepath.Join(dir, "shoelace")
 	agentBin = filepath.Join(dir, "shoelace-agent")
 	etcdutlBin = filepath.Join(dir, "etcdutl")
-	if _, err := testbin.Build(dir, nil, "./cmd/shoelace", "./cmd/shoelace-agent", "go.etcd.io/etcd/etcdutl/v3"); err != nil {
+	etcdctlBin = filepath.Join(dir, "etcdctl")
+	if _, err := testbin.Build(dir, nil, "./cmd/shoelace", "./cmd/shoelace-agent", "go.etcd.io/etcd/etcdutl/v3", "go.etcd.io/etcd/etcdctl/v3"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
