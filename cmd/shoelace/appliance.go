@@ -286,7 +286,7 @@ func (e *cliEnv) applianceApply(c *cli.Context) error {
 		}
 		file = "stdin"
 	} else if body, err = os.ReadFile(file); err != nil {
-		return fmt.Errorf("read %w", err)
+		return fmt.Errorf("apply %s: %w", name, err)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return fmt.Errorf("apply %s: %s is empty (to remove every key: shoelace kv rm %s --recurse)", name, file, api.ApplianceRoot(name))

@@ -469,7 +469,8 @@ keys:
 		t.Errorf("apply with a null: %s; want exit 1 naming the null", r)
 	}
 	c.fails(exitNotFound, "appliance", "appliance", "get", "e2e-nothing")
-	c.fails(exitError, "no such file", "appliance", "apply", "e2e-web", "-f", filepath.Join(dir, "missing.yaml"))
+	c.fails(exitError, "apply e2e-web: open "+filepath.Join(dir, "missing.yaml")+": no such file", "appliance", "apply", "e2e-web", "-f", filepath.Join(dir, "missing.yaml"))
+	c.fails(exitError, "apply e2e-web: read "+dir+": is a directory", "appliance", "apply", "e2e-web", "-f", dir)
 }
 
 func TestE2E_ExportApplyRoundTrip(t *testing.T) {
