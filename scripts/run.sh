@@ -10,16 +10,23 @@ appliance=web-frontend
 example=$top/examples/$appliance
 port=${SHOELACE_RUN_PORT:-7400}
 addr=127.0.0.1:$port
+# Every flag of the server and the CLI reads a SHOELACE_* variable: settings exported for another
+# server (SHOELACE_ETCD_ENDPOINTS, SHOELACE_TOKEN, SHOELACE_OUTPUT=json, …) must not leak in here.
+for v in $(compgen -e); do
+	case $v in SHOELACE_*) unset "$v" ;; esac
+done
 
 mkdir -p "$run/out" "$run/cache"
 chmod 700 "$run" "$run/cache"
 
 pids=()
 # On Ctrl-C (or SIGTERM, SIGHUP) the script exits at once, so that it starts nothing after the
-# signal; on every exit it stops what it started.
+# signal; on every exit it stops what it started. A second signal (Ctrl-C pressed twice, or
+# timeout(1), which signals its child and then its whole process group) must not cut that short.
 cleanup() {
 	local rc=$?
-	trap - INT TERM HUP EXIT
+	trap - EXIT
+	trap '' INT TERM HUP
 	echo
 	echo "stopping the agent and the server…"
 	for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -123,6 +130,5 @@ pids+=($!)
 # is gone without passing a signal on (killed with SIGKILL): never leave the two running alone.
 parent=$PPID
 while kill -0 "${pids[0]}" 2>/dev/null && kill -0 "${pids[1]}" 2>/dev/null && kill -0 "$parent" 2>/dev/null; do
-	sleep 1 &
-	wait $! || true
+	sleep 1
 done
