@@ -697,3 +697,53 @@ func TestAgent_RunReportsAppliedWithoutWaitingForThePoll(t *testing.T) {
 		return len(srv.applied) > 0 && srv.applied[len(srv.applied)-1] == "11"
 	})
 }
+
+// allowed_dirs is checked again before each install: a symbolic link made after the config was
+// loaded cannot lead the agent outside, and nothing is written there.
+func TestAgent_AllowedDirsCheckedAtInstall(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"port": "80"})
+	a, dir, _ := testAgent(t, srv, header+`allowed_dirs: [$DIR/allowed]
+templates:
+  - contents: "listen {{ key \"port\" }}\n"
+    destination: $DIR/allowed/sub/app.conf
+`)
+	ctx := context.Background()
+	if err := a.Once(ctx, "", false); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, dir+"/allowed/sub/app.conf"); got != "listen 80\n" {
+		t.Fatalf("app.conf = %q", got)
+	}
+	// sub becomes a link to a directory outside allowed_dirs.
+	outside := filepath.Join(dir, "outside")
+	if err := os.MkdirAll(outside, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(dir + "/allowed/sub"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, dir+"/allowed/sub"); err != nil {
+		t.Fatal(err)
+	}
+	srv.set(map[string]*string{"port": str("81")})
+	err := a.Once(ctx, "", false)
+	if err == nil || !strings.Contains(err.Error(), "resolves to "+outside+"/app.conf through a symbolic link, outside allowed_dirs") {
+		t.Fatalf("err = %v, want the link named", err)
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+		t.Fatalf("the agent wrote outside allowed_dirs: %v", entries)
+	}
+	// The destination itself a link to a file outside: its target would be replaced; refused too.
+	os.Remove(dir + "/allowed/sub")
+	os.MkdirAll(dir+"/allowed/sub", 0o755)
+	os.WriteFile(outside+"/target", []byte("keep\n"), 0o644)
+	if err := os.Symlink(outside+"/target", dir+"/allowed/sub/app.conf"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Once(ctx, "", false); err == nil || !strings.Contains(err.Error(), "outside allowed_dirs") {
+		t.Fatalf("err = %v, want a refusal", err)
+	}
+	if got := read(t, outside+"/target"); got != "keep\n" {
+		t.Fatalf("the link's target outside allowed_dirs was replaced: %q", got)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/url"
 	"os"
 	"os/user"
@@ -436,12 +437,8 @@ func (c *Config) Validate() error {
 				add("%s: destination is also rendered by %s", w, prev)
 			}
 			seen[t.Destination] = w
-			if len(c.AllowedDirs) > 0 {
-				if !underAny(t.Destination, c.AllowedDirs) {
-					add("%s: destination is outside allowed_dirs %v", w, c.AllowedDirs)
-				} else if real := resolveDir(t.Destination); !underAny(real, resolveDirs(c.AllowedDirs)) {
-					add("%s: destination resolves to %s through a symbolic link, outside allowed_dirs %v", w, real, c.AllowedDirs)
-				}
+			if err := c.checkAllowed(t.Destination); err != nil {
+				add("%s: %v", w, err)
 			}
 			if strings.HasPrefix(filepath.Base(t.Destination), ".") && strings.Contains(filepath.Base(t.Destination), ".shoelace-") {
 				add("%s: destination looks like one of the agent's own temp files", w)
@@ -514,10 +511,41 @@ func underAny(p string, dirs []string) bool {
 	return false
 }
 
-// resolveDir resolves the symbolic links of p's parent directories as far as they exist (the
-// destination itself is replaced by rename, never followed).
-func resolveDir(p string) string {
-	return filepath.Join(resolvePath(filepath.Dir(p)), filepath.Base(p))
+// checkAllowed says whether dest lies under allowed_dirs (anywhere when there are none), by
+// its name and once symbolic links are followed: those of its directories, and a link at dest
+// itself, which the install replaces the target of (as with /etc/resolv.conf). The agent checks
+// at load and again before each install, so that a link made later cannot lead it outside.
+func (c *Config) checkAllowed(dest string) error {
+	if len(c.AllowedDirs) == 0 {
+		return nil
+	}
+	if !underAny(dest, c.AllowedDirs) {
+		return fmt.Errorf("destination is outside allowed_dirs %v", c.AllowedDirs)
+	}
+	if real := resolveLinks(dest); !underAny(real, resolveDirs(c.AllowedDirs)) {
+		return fmt.Errorf("destination resolves to %s through a symbolic link, outside allowed_dirs %v", real, c.AllowedDirs)
+	}
+	return nil
+}
+
+// resolveLinks follows p while it is a symbolic link (dangling or not), then resolves the
+// directories of where it leads (see resolvePath).
+func resolveLinks(p string) string {
+	for range 40 { // as many links as the kernel follows
+		fi, err := os.Lstat(p)
+		if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+			break
+		}
+		target, err := os.Readlink(p)
+		if err != nil {
+			break
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(p), target)
+		}
+		p = filepath.Clean(target)
+	}
+	return resolvePath(p)
 }
 
 // resolvePath resolves the symbolic links of the longest part of p that exists.

@@ -320,3 +320,19 @@ func FuzzConfig(f *testing.F) {
 		}
 	})
 }
+
+// A destination that is itself a link to a file outside allowed_dirs is refused at load: the
+// install would replace the link's target.
+func TestLoadConfig_AllowedDirsDestinationLink(t *testing.T) {
+	text := "server: http://h:1\nappliance: a\ntoken: t\nallowed_dirs: [$DIR/allowed]\ntemplates:\n" +
+		"  - contents: x\n    destination: $DIR/allowed/x\n"
+	dir, path := writeConfig(t, text)
+	os.MkdirAll(filepath.Join(dir, "allowed"), 0o755)
+	if err := os.Symlink(filepath.Join(dir, "passwd"), filepath.Join(dir, "allowed", "x")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := agent.LoadConfig(path)
+	if want := "destination resolves to " + dir + "/passwd through a symbolic link"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want %q", err, want)
+	}
+}

@@ -176,6 +176,9 @@ func (a *Agent) renderOne(ctx context.Context, t *tmpl, data templates.Data) (bo
 			return nil
 		}
 	}
+	if err := a.cfg.checkAllowed(t.cfg.Destination); err != nil {
+		return false, fmt.Errorf("install %s: %w; old file kept", t.name(), err)
+	}
 	if err := ensureDir(filepath.Dir(t.cfg.Destination)); err != nil {
 		return false, fmt.Errorf("install %s: %w", t.name(), err)
 	}
