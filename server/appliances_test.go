@@ -95,6 +95,36 @@ func TestAppliances_ApplyCAS(t *testing.T) {
 	f.must(f.do("PUT", fmt.Sprintf("/v1/appliances/web?cas=%d", v.Revision), `{"keys":{"a":"3"}}`), 200, &w)
 }
 
+// ?cas=R holds only when nothing under the appliance changed after R: a key deleted after R
+// (or the whole appliance) is a change too, though no key that is left shows it.
+func TestAppliances_ApplyCASSeesDeletions(t *testing.T) {
+	f := newFixture(t)
+	var w api.WriteResult
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1","b":"2","secrets":{"pw":"hunter2"}}}`), 200, &w)
+	read := w.Revision
+	f.must(f.do("DELETE", "/v1/kv/appliances/web/b", ""), 200, nil)
+	r := f.do("PUT", fmt.Sprintf("/v1/appliances/web?cas=%d", read), `{"keys":{"a":"9"}}`)
+	f.mustErr(r, 409, api.CodeConflict, `"appliances/web/b" was deleted after the expected revision`)
+
+	f.must(f.do("DELETE", "/v1/kv/appliances/web?recurse", ""), 200, nil)
+	r = f.do("PUT", fmt.Sprintf("/v1/appliances/web?cas=%d", read), `{"keys":{"a":"9"}}`)
+	f.mustErr(r, 409, api.CodeConflict, "(and 2 more) was deleted")
+	if strings.Contains(string(r.body), "pw") || strings.Contains(string(r.body), "hunter2") {
+		t.Errorf("conflict names a key under secrets: %s", r.body)
+	}
+	if keys := f.keys(); len(keys) != 0 {
+		t.Fatalf("refused applies wrote %v", keys)
+	}
+
+	// After a fresh read the apply goes through; an appliance that had no keys at R is fine.
+	var v api.WriteResult
+	f.must(f.do("PUT", "/v1/appliances/web?cas=0", `{"keys":{"a":"9"}}`), 200, &v)
+	f.must(f.do("PUT", fmt.Sprintf("/v1/appliances/web?cas=%d", v.Revision), `{"keys":{"a":"10"}}`), 200, nil)
+	f.must(f.do("PUT", fmt.Sprintf("/v1/appliances/db?cas=%d", v.Revision), `{"keys":{"a":"1"}}`), 200, nil)
+	// A revision the store has not reached cannot have been read: it guards nothing.
+	f.mustErr(f.do("PUT", fmt.Sprintf("/v1/appliances/db?cas=%d", v.Revision+1000), `{"keys":{"a":"2"}}`), 400, api.CodeInvalidRequest, "ahead of the store")
+}
+
 func TestAppliances_BadApplyChangesNothing(t *testing.T) {
 	f := newFixture(t, func(c *Config) {
 		c.MaxValueBytes = 100
