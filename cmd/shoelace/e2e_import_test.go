@@ -223,14 +223,6 @@ func TestE2E_ImportModes(t *testing.T) {
 		t.Fatalf("store = %q, want %q", before, initial)
 	}
 
-	t.Run("non-empty store without a flag is refused", func(t *testing.T) {
-		r := c.fails(exitUsage, "the store is not empty", "import", file)
-		if !strings.Contains(r.stderr, "--merge") || !strings.Contains(r.stderr, "--replace") {
-			t.Errorf("refusal %q does not name --merge and --replace", r.stderr)
-		}
-		assertUnchanged(t, c, initial, rev)
-	})
-
 	t.Run("both flags are a usage error", func(t *testing.T) {
 		c.fails(exitUsage, "--merge and --replace exclude each other", "import", file, "--merge", "--replace")
 		assertUnchanged(t, c, initial, rev)
@@ -279,10 +271,10 @@ func TestE2E_ImportModes(t *testing.T) {
 		assertUnchanged(t, c, initial, rev)
 	})
 
-	t.Run("merge puts the file's keys and leaves the others", func(t *testing.T) {
-		r := c.run("import", file, "--merge")
+	t.Run("merge (the default) puts the file's keys and leaves the others", func(t *testing.T) {
+		r := c.run("import", file)
 		if r.code != 0 {
-			t.Fatalf("import --merge: %s", r)
+			t.Fatalf("import: %s", r)
 		}
 		revisionOf(t, r.stdout)
 		if !strings.Contains(r.stderr, "imported 2 keys (2 put, 0 deleted, 1 omitted secrets kept)") ||
@@ -294,7 +286,14 @@ func TestE2E_ImportModes(t *testing.T) {
 			"other/x": "keep me?", "secrets/pw": "target secret", "appliances/web/secrets/tls": "tls",
 		}
 		if got, _ := storeContent(t, c); !reflect.DeepEqual(got, want) {
-			t.Errorf("after --merge store = %q, want %q", got, want)
+			t.Errorf("after the import store = %q, want %q", got, want)
+		}
+		// Again, with --merge said: the same keys, the same store.
+		if r := c.run("import", file, "--merge"); r.code != 0 || !strings.Contains(r.stderr, "imported 2 keys") {
+			t.Fatalf("import --merge: %s", r)
+		}
+		if got, _ := storeContent(t, c); !reflect.DeepEqual(got, want) {
+			t.Errorf("after import --merge store = %q, want %q", got, want)
 		}
 	})
 
@@ -315,7 +314,7 @@ func TestE2E_ImportModes(t *testing.T) {
 			res.Put != 2 || res.Deleted != 2 || res.Kept != 1 {
 			t.Errorf("import --replace -o json = %s (%v)", r.stdout, err)
 		}
-		if !strings.Contains(r.stderr, "kept 1 secret keys of this store that the file omitted: secrets/pw") ||
+		if !strings.Contains(r.stderr, "kept 1 secret key of this store that the file omitted: secrets/pw") ||
 			!strings.Contains(r.stderr, "not a whole copy") {
 			t.Errorf("import --replace stderr %q does not say which omitted secrets were kept", r.stderr)
 		}

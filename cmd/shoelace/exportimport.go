@@ -120,11 +120,11 @@ func (e *cliEnv) export(c *cli.Context) error {
 	d.Revision, d.Store = l.Revision, meta.Store
 	d.Exported = time.Now().UTC().Format(time.RFC3339)
 	if len(d.Omitted) > 0 {
-		fmt.Fprintf(e.stderr, "left out %d secret keys (listed under \"omitted\"; use --include-secrets): %s\n",
-			len(d.Omitted), strings.Join(d.Omitted, ", "))
+		fmt.Fprintf(e.stderr, "left out %s (listed under \"omitted\"; use --include-secrets): %s\n",
+			counted(len(d.Omitted), "secret key"), strings.Join(d.Omitted, ", "))
 	}
 	if len(included) > 0 {
-		fmt.Fprintf(e.stderr, "included %d secret keys: %s\n", len(included), strings.Join(included, ", "))
+		fmt.Fprintf(e.stderr, "included %s: %s\n", counted(len(included), "secret key"), strings.Join(included, ", "))
 	}
 	enc := jsonEncoder(e.stdout)
 	enc.SetIndent("", "  ")
@@ -158,11 +158,11 @@ func importCommand(e *cliEnv) *cli.Command {
 		UsageText: "shoelace import FILE|- [--merge | --replace] [--dry-run]",
 		Description: `Writes the keys of FILE (as "shoelace export" prints it; "-" reads stdin) in ONE
 transaction: all of it or nothing. Every key and value is checked before anything is written.
-   into a store with no keys:  writes the file's keys.
-   into a store with keys:     refused (exit 2) unless one of
-     --merge     puts every key of the file and leaves the store's other keys alone;
-     --replace   makes the store's keys exactly the file's: deletes every other key, except
-                 the secret keys the file lists as omitted, which are kept.
+   (default) merge: puts every key of the file and leaves the store's other keys alone (into
+               a store with no keys, each key is also guarded to be still absent);
+   --replace   makes the store's keys exactly the file's: deletes every other key, except
+               the secret keys the file lists as omitted, which are kept.
+   --merge     the default, said explicitly.
 The transaction is guarded: if another writer changes a key the import relies on after it
 read the store, the server answers 409, nothing is written, and the import can be run again.
 An import that needs more operations than the server takes in one transaction (10,000 by
@@ -176,8 +176,8 @@ EXAMPLES:
    shoelace import all.json --replace --dry-run
    shoelace export --addr https://old:7400 | shoelace import - --addr https://new:7400 --merge`,
 		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "merge", Usage: "into a store with keys: put the file's keys, leave the others"},
-			&cli.BoolFlag{Name: "replace", Usage: "into a store with keys: make its keys exactly the file's (omitted secrets are kept)"},
+			&cli.BoolFlag{Name: "merge", Usage: "put the file's keys, leave the store's others (the default)"},
+			&cli.BoolFlag{Name: "replace", Usage: "make the store's keys exactly the file's: delete the others (omitted secrets are kept)"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print what would be put, deleted and kept; write nothing"},
 		},
 		Action: e.importKeys,
@@ -259,17 +259,15 @@ type importPlan struct {
 	Txn     api.Txn
 }
 
-// errStoreNotEmpty is returned by planImport when the store has keys and no mode was chosen.
-var errStoreNotEmpty = errors.New("store not empty")
-
 // planImport decides what importing d into a store that holds current (read at one revision,
-// with mod revisions) does in mode ("" means none was given, which needs an empty store).
+// with mod revisions) does in mode ("" means none was given: a merge, guarded as below when the
+// store is empty).
 //
 // The transaction is guarded so that it commits only against the store the plan was made
 // from; otherwise the server answers 409 and nothing is written:
-//   - no mode (empty store): every key of the file is guarded "must not exist" (mod_revision
-//     0), so a key written by someone else since the listing is never overwritten without
-//     --merge or --replace.
+//   - no mode, empty store: every key of the file is guarded "must not exist" (mod_revision
+//     0), so that a key written by someone else since the listing is never overwritten; the
+//     user runs the import again, which then merges.
 //   - --merge: no guards; overwriting the file's keys and leaving the others is what was asked,
 //     whatever happened in between.
 //   - --replace: every key the store had is guarded at the mod_revision it was listed with, and
@@ -281,10 +279,10 @@ var errStoreNotEmpty = errors.New("store not empty")
 //     the import lists the store again after it commits and reports any such key.
 func planImport(d dump, current []api.KV, mode string) (importPlan, error) {
 	if mode == "" {
-		if len(current) > 0 {
-			return importPlan{}, errStoreNotEmpty
+		mode = modeMerge
+		if len(current) == 0 {
+			mode = modeEmpty
 		}
-		mode = modeEmpty
 	}
 	p := importPlan{Mode: mode}
 	have := make(map[string]int64, len(current))
@@ -404,22 +402,18 @@ func (e *cliEnv) importKeys(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("import: list the store: %w", err)
 	}
-	if mode != modeMerge {
+	if mode == modeReplace {
 		e.warnIfNotAdmin(s, "the import sees, and --replace deletes, only the keys this token may read")
 	}
 	p, err := planImport(d, l.Entries, mode)
-	if errors.Is(err, errStoreNotEmpty) {
-		return usagef("import: the store is not empty (%d keys, such as %s): give --merge to put the file's keys and leave the others, or --replace to make the store's keys exactly the file's (see shoelace import --help); nothing was written",
-			len(l.Entries), l.Entries[0].Key)
-	}
 	if err != nil {
 		return err
 	}
 	if len(d.Omitted) > 0 {
-		fmt.Fprintf(e.stderr, "the file is partial: its export left out %d secret keys, so this is not a whole copy: %s\n",
-			len(d.Omitted), strings.Join(d.Omitted, ", "))
+		fmt.Fprintf(e.stderr, "the file is partial: its export left out %s, so this is not a whole copy: %s\n",
+			counted(len(d.Omitted), "secret key"), strings.Join(d.Omitted, ", "))
 		if len(p.Kept) > 0 {
-			fmt.Fprintf(e.stderr, "kept %d secret keys of this store that the file omitted: %s\n", len(p.Kept), strings.Join(p.Kept, ", "))
+			fmt.Fprintf(e.stderr, "kept %s of this store that the file omitted: %s\n", counted(len(p.Kept), "secret key"), strings.Join(p.Kept, ", "))
 		}
 		if len(p.Missing) > 0 {
 			fmt.Fprintf(e.stderr, "%d omitted secret keys are not in this store (set them yourself): %s\n", len(p.Missing), strings.Join(p.Missing, ", "))

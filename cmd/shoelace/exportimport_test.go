@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -110,9 +109,13 @@ func TestPlanImport(t *testing.T) {
 		{Key: "shared/a", ModRevision: 8},
 	}
 
-	t.Run("non-empty store without a mode is refused", func(t *testing.T) {
-		if _, err := planImport(file, store, ""); !errors.Is(err, errStoreNotEmpty) {
-			t.Fatalf("planImport = %v, want errStoreNotEmpty", err)
+	t.Run("non-empty store without a mode merges", func(t *testing.T) {
+		p, err := planImport(file, store, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Mode != modeMerge || len(p.Delete) != 0 || len(p.Txn.Guards) != 0 {
+			t.Errorf("plan = %+v, want an unguarded merge that deletes nothing", p)
 		}
 	})
 
