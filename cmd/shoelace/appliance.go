@@ -194,7 +194,7 @@ func (e *cliEnv) applianceGet(c *cli.Context) error {
 			}
 		}
 		if masked > 0 {
-			fmt.Fprintf(e.stderr, "%d secret values masked (use --show-secrets to print them)\n", masked)
+			fmt.Fprintf(e.stderr, "%s masked (use --show-secrets to print them)\n", counted(masked, "secret value"))
 		}
 	}
 	if s.json {
@@ -226,6 +226,10 @@ func (e *cliEnv) applianceInstances(c *cli.Context) error {
 			l.Instances = []client.Instance{}
 		}
 		return printJSON(e.stdout, l)
+	}
+	if len(l.Instances) == 0 {
+		fmt.Fprintf(e.stderr, "no agent of %s has reported yet (agents report on every long-poll, with X-Shoelace-Instance)\n", name)
+		return nil
 	}
 	for _, in := range l.Instances {
 		if _, err := fmt.Fprintf(e.stdout, "%s\t%d\t%s\t%s\t%s\n", in.Instance, in.Applied, in.LastSeen, in.Remote, in.Token); err != nil {
@@ -349,11 +353,11 @@ func (e *cliEnv) applianceExport(c *cli.Context) error {
 		return &api.Error{Code: api.CodeNotFound, Message: fmt.Sprintf("appliance %q has no keys of its own", name)}
 	}
 	if len(secrets.left) > 0 {
-		fmt.Fprintf(e.stderr, "left out %d secret keys (use --include-secrets; applying this export removes them): %s\n",
-			len(secrets.left), strings.Join(secrets.left, ", "))
+		fmt.Fprintf(e.stderr, "left out %s (use --include-secrets; applying this export removes them): %s\n",
+			counted(len(secrets.left), "secret key"), strings.Join(secrets.left, ", "))
 	}
 	if len(secrets.included) > 0 {
-		fmt.Fprintf(e.stderr, "included %d secret keys: %s\n", len(secrets.included), strings.Join(secrets.included, ", "))
+		fmt.Fprintf(e.stderr, "included %s: %s\n", counted(len(secrets.included), "secret key"), strings.Join(secrets.included, ", "))
 	}
 	out, err := encodeExport(keys, format)
 	if err != nil {

@@ -38,7 +38,7 @@ func TestE2E_ApplianceRollback(t *testing.T) {
 	// The view masks secret values unless asked.
 	r = c.run("appliance", "get", "rb-web")
 	if r.code != 0 || !strings.Contains(r.stdout, "secrets/pw=(secret)\n") || strings.Contains(r.stdout, "one") ||
-		!strings.Contains(r.stderr, "1 secret values masked") {
+		!strings.Contains(r.stderr, "1 secret value masked") {
 		t.Errorf("appliance get: exit %d, stdout %q, stderr %q; want the secret masked", r.code, r.stdout, r.stderr)
 	}
 	if got := c.ok("appliance", "get", "rb-web", "--show-secrets"); !strings.Contains(got, "secrets/pw=one\n") {

@@ -339,7 +339,7 @@ func TestE2E_KV(t *testing.T) {
 	c.fails(exitNotFound, `"e2ekv/app/host" not found`, "kv", "get", "e2ekv/app/host")
 	c.fails(exitNotFound, "not found", "kv", "rm", "e2ekv/app/host")
 	r := c.run("kv", "rm", "e2ekv/app", "--recurse")
-	if r.code != 0 || !strings.HasPrefix(r.stdout, "revision ") || r.stderr != "deleted 1 keys\n" {
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "revision ") || r.stderr != "deleted 1 key\n" {
 		t.Errorf("kv rm --recurse: %s", r)
 	}
 	c.fails(exitNotFound, "not found", "kv", "get", "e2ekv/app/port")
@@ -1097,7 +1097,7 @@ func TestE2E_ApplianceInstances(t *testing.T) {
 		l.Appliance != "e2e-inst" || len(l.Instances) != 1 || l.Instances[0].Instance != "vm-1" || l.Instances[0].Applied != rev {
 		t.Errorf("appliance instances -o json = %+v, %v", l, err)
 	}
-	if got := c.ok("appliance", "instances", "e2e-nobody"); got != "" {
-		t.Errorf("instances of an appliance without agents = %q", got)
+	if r := c.run("appliance", "instances", "e2e-nobody"); r.code != 0 || r.stdout != "" || !strings.Contains(r.stderr, "no agent of e2e-nobody has reported yet") {
+		t.Errorf("instances of an appliance without agents: %s", r)
 	}
 }

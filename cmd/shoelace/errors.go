@@ -136,3 +136,11 @@ func errorLine(err error) string {
 	}
 	return "shoelace: " + msg
 }
+
+// counted is n and noun, plural unless n is 1: "1 key", "2 keys".
+func counted(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}

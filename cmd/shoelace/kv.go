@@ -237,7 +237,7 @@ func (e *cliEnv) kvRemove(c *cli.Context) error {
 		return printJSON(e.stdout, d)
 	}
 	if recurse {
-		fmt.Fprintf(e.stderr, "deleted %d keys\n", d.Deleted)
+		fmt.Fprintf(e.stderr, "deleted %s\n", counted(int(d.Deleted), "key"))
 	}
 	return printRevision(e.stdout, false, d.Revision)
 }
