@@ -1,9 +1,6 @@
 package server
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -175,11 +172,6 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
-	if cas > 0 {
-		if err := s.noneDeletedSince(ctx, name, cas); err != nil {
-			return err
-		}
-	}
 	rev, err := s.st.Apply(ctx, name, keys, cas)
 	setIndex(w, rev)
 	if err != nil {
@@ -193,46 +185,4 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 	slices.Sort(list)
 	s.audit(r, "apply", list, rev)
 	return writeJSON(w, http.StatusOK, rev, api.WriteResult{Revision: rev})
-}
-
-// noneDeletedSince refuses an apply guarded by ?cas=R when a key that the appliance had at
-// revision R has been deleted since: the store's guard compares the mod_revision of the keys
-// that are still there, and cannot see the ones that are gone. When etcd no longer keeps
-// revision R (compacted), only that guard holds.
-func (s *Server) noneDeletedSince(ctx context.Context, name string, cas int64) error {
-	then, _, err := s.st.ApplianceAt(ctx, name, cas)
-	var e *api.Error
-	switch {
-	case errors.Is(err, api.ErrNotFound): // no keys at R: none can have been deleted
-		return nil
-	case errors.As(err, &e) && e.Code == api.CodeCompacted:
-		return nil
-	case err != nil:
-		return err
-	}
-	root := api.ApplianceRoot(name)
-	now, _, err := s.st.List(ctx, root, true)
-	if err != nil {
-		return err
-	}
-	have := make(map[string]bool, len(now))
-	for _, kv := range now {
-		have[kv.Key] = true
-	}
-	var gone []string
-	for k := range then {
-		if !have[root+"/"+k] {
-			gone = append(gone, root+"/"+k)
-		}
-	}
-	if len(gone) == 0 {
-		return nil
-	}
-	slices.Sort(gone)
-	more := ""
-	if len(gone) > 1 {
-		more = fmt.Sprintf(" (and %d more)", len(gone)-1)
-	}
-	return api.Errorf(api.CodeConflict, "conflict on appliance %q: key %s%s was deleted after the expected revision %d",
-		name, keyText(gone[0]), more, cas)
 }

@@ -177,7 +177,7 @@ type flat map[string]string
 
 func (f flat) add(key, value string) error {
 	if _, dup := f[key]; dup {
-		return bodyError("key %s is given twice (after flattening nested maps)", keyText(key))
+		return bodyError("key %s is given twice (after flattening nested maps)", api.KeyText(key))
 	}
 	f[key] = value
 	return nil
@@ -246,7 +246,7 @@ func parseApplyJSON(data []byte) (map[string]string, error) {
 // flattenJSON reads the members of an object whose '{' was read, up to its '}'.
 func flattenJSON(dec *json.Decoder, prefix string, depth int, out flat) error {
 	if depth > maxApplyDepth {
-		return bodyError("keys nest deeper than %d levels at %s", maxApplyDepth, keyText(prefix))
+		return bodyError("keys nest deeper than %d levels at %s", maxApplyDepth, api.KeyText(prefix))
 	}
 	names := map[string]bool{}
 	for dec.More() {
@@ -256,7 +256,7 @@ func flattenJSON(dec *json.Decoder, prefix string, depth int, out flat) error {
 		}
 		name, _ := tok.(string)
 		if names[name] {
-			return bodyError("key %s is given twice", keyText(join(prefix, name)))
+			return bodyError("key %s is given twice", api.KeyText(join(prefix, name)))
 		}
 		names[name] = true
 		key := join(prefix, name)
@@ -267,7 +267,7 @@ func flattenJSON(dec *json.Decoder, prefix string, depth int, out flat) error {
 		switch v := tok.(type) {
 		case json.Delim:
 			if v == '[' {
-				return bodyError("key %s is an array; arrays are not supported: give a map (nested keys) or a string", keyText(key))
+				return bodyError("key %s is an array; arrays are not supported: give a map (nested keys) or a string", api.KeyText(key))
 			}
 			if err := flattenJSON(dec, key, depth+1, out); err != nil {
 				return err
@@ -279,9 +279,9 @@ func flattenJSON(dec *json.Decoder, prefix string, depth int, out flat) error {
 		case bool:
 			err = out.add(key, strconv.FormatBool(v))
 		case nil:
-			return bodyError("key %s is null; null is refused: give a string (\"\" for empty) or delete the key", keyText(key))
+			return bodyError("key %s is null; null is refused: give a string (\"\" for empty) or delete the key", api.KeyText(key))
 		default:
-			return bodyError("key %s has an unsupported value", keyText(key))
+			return bodyError("key %s has an unsupported value", api.KeyText(key))
 		}
 		if err != nil {
 			return err
@@ -291,7 +291,7 @@ func flattenJSON(dec *json.Decoder, prefix string, depth int, out flat) error {
 		return bodyError("apply body is not valid JSON: %s", jsonErrText(err))
 	}
 	if len(names) == 0 && prefix != "" {
-		return bodyError("key %s is an empty map; it would hold no keys", keyText(prefix))
+		return bodyError("key %s is an empty map; it would hold no keys", api.KeyText(prefix))
 	}
 	return nil
 }
@@ -343,22 +343,22 @@ func parseApplyYAML(data []byte) (map[string]string, error) {
 
 func flattenYAML(n *yaml.Node, prefix string, depth int, out flat) error {
 	if depth > maxApplyDepth {
-		return bodyError("keys nest deeper than %d levels at %s (line %d)", maxApplyDepth, keyText(prefix), n.Line)
+		return bodyError("keys nest deeper than %d levels at %s (line %d)", maxApplyDepth, api.KeyText(prefix), n.Line)
 	}
 	if len(n.Content) == 0 && prefix != "" {
-		return bodyError("key %s is an empty map; it would hold no keys (line %d)", keyText(prefix), n.Line)
+		return bodyError("key %s is an empty map; it would hold no keys (line %d)", api.KeyText(prefix), n.Line)
 	}
 	names := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if k.Kind != yaml.ScalarNode {
-			return bodyError("a key under %s at line %d is not a scalar", keyText(prefix), k.Line)
+			return bodyError("a key under %s at line %d is not a scalar", api.KeyText(prefix), k.Line)
 		}
 		if k.ShortTag() == "!!merge" {
 			return bodyError("merge keys (<<) are not supported (line %d)", k.Line)
 		}
 		if names[k.Value] {
-			return bodyError("key %s is given twice (line %d)", keyText(join(prefix, k.Value)), k.Line)
+			return bodyError("key %s is given twice (line %d)", api.KeyText(join(prefix, k.Value)), k.Line)
 		}
 		names[k.Value] = true
 		key := join(prefix, k.Value)
@@ -367,16 +367,16 @@ func flattenYAML(n *yaml.Node, prefix string, depth int, out flat) error {
 		case yaml.MappingNode:
 			err = flattenYAML(v, key, depth+1, out)
 		case yaml.SequenceNode:
-			return bodyError("key %s is a list (line %d); lists are not supported: give a map (nested keys) or a string", keyText(key), v.Line)
+			return bodyError("key %s is a list (line %d); lists are not supported: give a map (nested keys) or a string", api.KeyText(key), v.Line)
 		case yaml.AliasNode:
-			return bodyError("key %s is an alias (line %d); aliases are not supported", keyText(key), v.Line)
+			return bodyError("key %s is an alias (line %d); aliases are not supported", api.KeyText(key), v.Line)
 		case yaml.ScalarNode:
 			if v.ShortTag() == "!!null" {
-				return bodyError("key %s is null (line %d); null is refused: give a string (\"\" for empty) or delete the key", keyText(key), v.Line)
+				return bodyError("key %s is null (line %d); null is refused: give a string (\"\" for empty) or delete the key", api.KeyText(key), v.Line)
 			}
 			err = out.add(key, v.Value)
 		default:
-			return bodyError("key %s has an unsupported value (line %d)", keyText(key), v.Line)
+			return bodyError("key %s has an unsupported value (line %d)", api.KeyText(key), v.Line)
 		}
 		if err != nil {
 			return err
@@ -400,17 +400,6 @@ func hasSecretSegment(k string) bool {
 	return false
 }
 
-// keyText quotes a key of a body for a message, hiding whatever follows a "secrets" segment.
-func keyText(k string) string {
-	segs := strings.Split(k, "/")
-	for i, seg := range segs {
-		if seg == api.SecretSegment && i < len(segs)-1 {
-			return shorten(strings.Join(segs[:i+1], "/")+"/…") + " (names under a secrets segment are not shown)"
-		}
-	}
-	return shorten(k)
-}
-
 // checkKey is api.ValidateKey, with a message that does not repeat a key under a secrets segment.
 func checkKey(k string) error {
 	err := api.ValidateKey(k)
@@ -418,7 +407,7 @@ func checkKey(k string) error {
 		return err
 	}
 	return api.Errorf(api.CodeInvalidKey, "invalid key %s: a key is 1–%d segments of [A-Za-z0-9][A-Za-z0-9._-]* joined by '/', each at most %d bytes, at most %d bytes in all",
-		keyText(k), api.MaxSegments, api.MaxSegmentBytes, api.MaxKeyBytes)
+		api.KeyText(k), api.MaxSegments, api.MaxSegmentBytes, api.MaxKeyBytes)
 }
 
 // quoted matches what parsers quote from their input: 'x', "x" or `x`.

@@ -4,6 +4,7 @@ package api
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -127,6 +128,27 @@ func HasPrefix(key, prefix string) bool {
 // Under reports whether key lies strictly below prefix by whole segments.
 func Under(key, prefix string) bool {
 	return HasPrefix(key, prefix) && len(key) > len(prefix)
+}
+
+// KeyText is key as an error message names it: quoted, cut after 80 bytes, and for a key below
+// a "secrets" segment only the path up to that segment, since the names of secrets are not
+// shown either (a value typed where a name belongs becomes part of a key). key may be invalid.
+func KeyText(key string) string {
+	segs := strings.Split(key, "/")
+	for i, seg := range segs {
+		if seg == SecretSegment && i < len(segs)-1 {
+			return quoteCut(strings.Join(segs[:i+1], "/")+"/…") + " (names under a secrets segment are not shown)"
+		}
+	}
+	return quoteCut(key)
+}
+
+func quoteCut(s string) string {
+	const max = 80
+	if len(s) > max {
+		s = s[:max] + "…"
+	}
+	return strconv.Quote(s)
 }
 
 // IsSecret reports whether any segment of key is "secrets".

@@ -175,3 +175,17 @@ func FuzzValidateKey(f *testing.F) {
 		}
 	})
 }
+
+func TestKeyText(t *testing.T) {
+	for key, want := range map[string]string{
+		"appliances/web/port":          `"appliances/web/port"`,
+		"appliances/web/secrets/pw":    `"appliances/web/secrets/…" (names under a secrets segment are not shown)`,
+		"appliances/web/secrets":       `"appliances/web/secrets"`,
+		strings.Repeat("a", 100):       `"` + strings.Repeat("a", 80) + `…"`,
+		"secrets/hunter2 typed as key": `"secrets/…" (names under a secrets segment are not shown)`,
+	} {
+		if got := KeyText(key); got != want {
+			t.Errorf("KeyText(%q) = %s, want %s", key, got, want)
+		}
+	}
+}

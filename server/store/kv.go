@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sort"
@@ -10,6 +11,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
@@ -414,6 +416,9 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 				return read, true, applyConflict(name, cas, strings.TrimPrefix(string(kv.Key), abs), kv.ModRevision)
 			}
 		}
+		if err := s.noneDeletedSince(ctx, name, abs, cas, cur.Kvs); err != nil {
+			return read, true, err
+		}
 	}
 
 	// Every key in sorted order, old and new; a run of old keys with no new key among them
@@ -456,7 +461,12 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 	// created since would survive the apply, so it makes the transaction fail and the apply retry.
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(abs), "<", read+1).WithPrefix()}
 	if cas >= 0 {
+		// Guarded: nothing changed after cas, and every key that was there at the read is still
+		// there (a deletion leaves no mod_revision to compare).
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(abs), "<", cas+1).WithPrefix())
+		for _, kv := range cur.Kvs {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(string(kv.Key)), "=", kv.CreateRevision))
+		}
 	}
 	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
@@ -466,5 +476,42 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 }
 
 func applyConflict(name string, cas int64, key string, got int64) error {
-	return api.Errorf(api.CodeConflict, "conflict on appliance %q: key %q changed at revision %d, after the expected revision %d", name, api.ApplianceRoot(name)+"/"+key, got, cas)
+	return api.Errorf(api.CodeConflict, "conflict on appliance %q: key %s changed at revision %d, after the expected revision %d", name, api.KeyText(api.ApplianceRoot(name)+"/"+key), got, cas)
+}
+
+// noneDeletedSince refuses (409) an apply guarded by cas when a key that the appliance had at
+// revision cas is not among now (its keys at the read). When etcd no longer keeps revision cas
+// (compacted), only the mod_revision guard holds.
+func (s *Store) noneDeletedSince(ctx context.Context, name, abs string, cas int64, now []*mvccpb.KeyValue) error {
+	if cas == 0 {
+		return nil // the appliance must not exist: the mod_revision guard says it all
+	}
+	then, err := s.cli.Get(ctx, abs, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithRev(cas))
+	switch {
+	case errors.Is(err, rpctypes.ErrCompacted):
+		return nil
+	case errors.Is(err, rpctypes.ErrFutureRev):
+		return api.Errorf(api.CodeInvalidRequest, "cas revision %d of appliance %q is ahead of the store", cas, name)
+	case err != nil:
+		return s.etcdErr(ctx, "apply "+name, err)
+	}
+	have := make(map[string]bool, len(now))
+	for _, kv := range now {
+		have[string(kv.Key)] = true
+	}
+	var gone []string
+	for _, kv := range then.Kvs {
+		if !have[string(kv.Key)] {
+			gone = append(gone, strings.TrimPrefix(string(kv.Key), s.kvRoot))
+		}
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	more := ""
+	if len(gone) > 1 {
+		more = fmt.Sprintf(" (and %d more)", len(gone)-1)
+	}
+	return api.Errorf(api.CodeConflict, "conflict on appliance %q: key %s%s was deleted after the expected revision %d",
+		name, api.KeyText(gone[0]), more, cas)
 }
