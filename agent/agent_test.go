@@ -747,3 +747,26 @@ templates:
 		t.Fatalf("the link's target outside allowed_dirs was replaced: %q", got)
 	}
 }
+
+// A failure that lasts is logged at warn once (and again once a minute), each retry at debug.
+func TestAgent_LastingFailureLoggedOnce(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, _, logs := testAgent(t, srv, header+"templates:\n  - contents: x\n    destination: $DIR/x\n")
+	srv.setFail(http.StatusServiceUnavailable, "")
+	stop := runAgent(t, a)
+	waitFor(t, "four failed retries", func() bool { return strings.Contains(logs.String(), `"failures":4`) })
+	stop()
+	var warned, retried int
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if !strings.Contains(line, `"failures":`) || strings.Contains(line, "after_failures") {
+			continue
+		}
+		retried++
+		if strings.Contains(line, `"level":"WARN"`) {
+			warned++
+		}
+	}
+	if warned != 1 || retried < 4 {
+		t.Fatalf("%d of %d failed retries logged at warn, want 1\n%s", warned, retried, logs.String())
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -24,6 +25,8 @@ const (
 	retryAfterMax = 5 * time.Minute
 	// ackWait bounds how long the poller waits for a view to be rendered before it asks again.
 	ackWait = time.Second
+	// failureLogEvery is how often a failure that lasts is logged again at warn.
+	failureLogEvery = time.Minute
 	// fsDebounce coalesces the burst of events of one editor save.
 	fsDebounce = 100 * time.Millisecond
 )
@@ -317,6 +320,10 @@ func (a *Agent) notify(f func() error) {
 func (a *Agent) poll(ctx context.Context, c *client.Client, appliance, instance string, idx int64, store string, out chan fetched) {
 	failures, quick304 := 0, 0
 	reset := false
+	var (
+		lastMsg    string // the failure last logged at warn
+		lastWarned time.Time
+	)
 	for ctx.Err() == nil {
 		// The request carries the applied revision as it is now; if it advances while the
 		// request waits (a render deferred by wait, a slow command), re-ask at once so that
@@ -352,7 +359,12 @@ func (a *Agent) poll(ctx context.Context, c *client.Client, appliance, instance 
 				ra = meta.RetryAfter
 			}
 			d := backoff(failures, ra)
-			a.log.Warn(msg, "error", err.Error(), "retry_in_ms", d.Milliseconds(), "failures", failures)
+			// One line per kind of failure, then one a minute while it lasts (each retry at debug).
+			level := slog.LevelDebug
+			if msg != lastMsg || time.Since(lastWarned) >= failureLogEvery {
+				level, lastMsg, lastWarned = slog.LevelWarn, msg, time.Now()
+			}
+			a.log.Log(ctx, level, msg, "error", err.Error(), "retry_in_ms", d.Milliseconds(), "failures", failures)
 			if !sleep(ctx, d) {
 				return
 			}
@@ -360,7 +372,7 @@ func (a *Agent) poll(ctx context.Context, c *client.Client, appliance, instance 
 		}
 		if failures > 0 {
 			a.log.Info("server reachable again", "after_failures", failures)
-			failures = 0
+			failures, lastMsg = 0, ""
 		}
 		if v == nil { // 304: nothing changed while we waited
 			if store != "" && meta.Store != "" && meta.Store != store {
