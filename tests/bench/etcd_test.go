@@ -46,6 +46,8 @@ func durableEtcd(tb testing.TB) []string {
 		defer cancel()
 		durable, durableErr = store.StartEmbedded(ctx, store.EmbedConfig{
 			Dir: filepath.Join(durableDir, "etcd"), Logger: testutil.Logger(), LogLevel: "error",
+			// etcd keeps this in a package variable: keep the shared etcd's setting.
+			ProgressNotifyInterval: 200 * time.Millisecond,
 		})
 	})
 	if durableErr != nil {
