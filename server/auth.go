@@ -494,7 +494,7 @@ func (s *Server) createAdminToken(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rec := &tokenRecord{Name: adminTokenName, Hash: hashSecret(secret), Admin: true, Created: time.Now().UTC()}
+	rec := &tokenRecord{Name: adminTokenName, Hash: hashSecret(secret), Admin: true, Created: time.Now().UTC().Truncate(time.Second)}
 	data, _ := json.Marshal(rec)
 	if _, err := s.st.SysPut(ctx, tokenPrefix+adminTokenName, data, 0); err != nil {
 		os.Remove(tmp)
