@@ -357,6 +357,7 @@ func TestE2E_KV(t *testing.T) {
 
 func TestE2E_CASConflict(t *testing.T) {
 	c := newCLI(t, sharedServer(t))
+	t.Cleanup(func() { c.run("kv", "rm", "e2ecas", "--recurse") }) // so that -count=N runs again
 	rev := revisionOf(t, c.ok("kv", "put", "e2ecas/k", "one", "--cas", "0"))
 	c.fails(exitConflict, `conflict on key "e2ecas/k"`, "kv", "put", "e2ecas/k", "two", "--cas", "0")
 	c.fails(exitConflict, "conflict", "kv", "put", "e2ecas/k", "two", "--cas", strconv.FormatInt(rev-1, 10))
@@ -572,6 +573,7 @@ func TestE2E_FlagsAfterPositionals(t *testing.T) {
 	}
 	// SHOELACE_ADDR points nowhere: only --addr after the positionals reaches the server.
 	c := newCLI(t, s).with("SHOELACE_ADDR=http://" + dead)
+	t.Cleanup(func() { c.run("kv", "rm", "e2eflags", "--recurse", "--addr", s.url()) })
 	out := c.ok("kv", "put", "e2eflags/k", "v1", "--addr", s.url(), "--cas", "0", "--message", "e2e test", "--source", "pipeline-1")
 	rev := revisionOf(t, out)
 	if got := c.ok("kv", "get", "e2eflags/k", "--addr", s.url()); got != "v1" {
@@ -1056,6 +1058,7 @@ func TestE2E_ApplianceInstances(t *testing.T) {
 	c := newCLI(t, s)
 	rev := revisionOf(t, c.ok("kv", "put", "appliances/e2e-inst/port", "80"))
 	out := c.ok("token", "create", "--name", "e2e-inst-agent", "--appliance", "e2e-inst")
+	t.Cleanup(func() { c.run("token", "revoke", "e2e-inst-agent") })
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	secret := lines[len(lines)-1]
 
