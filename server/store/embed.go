@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -65,10 +66,12 @@ type EmbedConfig struct {
 // EmbeddedEtcd is a running single-node etcd serving on a loopback port of its own.
 type EmbeddedEtcd struct {
 	e         *embed.Etcd
+	dir       string
 	endpoints []string
 	muted     *atomic.Bool
 	unlock    func()
-	closed    atomic.Bool
+	closeOnce sync.Once
+	done      chan struct{} // closed once etcd has stopped and the dir is released
 }
 
 // StartEmbedded starts a single-node etcd in cfg.Dir and waits until it serves. It listens on
@@ -104,6 +107,14 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*EmbeddedEtcd, error) 
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("start embedded etcd: %w", err)
+	}
+	if prev, ok := closing.Load(cfg.Dir); ok {
+		// An etcd of this process on the same dir is still closing: wait for it.
+		select {
+		case <-prev.(chan struct{}):
+		case <-ctx.Done():
+			return nil, fmt.Errorf("start embedded etcd in %s: the previous etcd on this dir is still closing: %w", cfg.Dir, ctx.Err())
+		}
 	}
 	unlock, err := lockDir(cfg.Dir + ".lock")
 	if err != nil {
@@ -142,7 +153,7 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*EmbeddedEtcd, error) 
 		unlock()
 		return nil, fmt.Errorf("start embedded etcd in %s: %w", cfg.Dir, err)
 	}
-	ee := &EmbeddedEtcd{e: e, muted: muted, unlock: unlock}
+	ee := &EmbeddedEtcd{e: e, dir: cfg.Dir, muted: muted, unlock: unlock}
 	timer := time.NewTimer(cfg.ReadyTimeout)
 	defer timer.Stop()
 	select {
@@ -173,13 +184,48 @@ func (ee *EmbeddedEtcd) Endpoints() []string { return append([]string(nil), ee.e
 // Err reports a fatal error of the running etcd (see embed.Etcd.Err).
 func (ee *EmbeddedEtcd) Err() <-chan error { return ee.e.Err() }
 
+// ErrStillClosing is returned by CloseWithin when etcd had not stopped in time.
+var ErrStillClosing = errors.New("embedded etcd still closing: a client (another replica?) keeps a stream open; the process exit ends it, and etcd replays its WAL at the next start")
+
+// closing holds, by data dir, the done channel of an etcd of this process that is still
+// closing in the background, so that a start on the same dir waits for it.
+var closing sync.Map
+
 // Close stops the etcd and releases its data dir. It is safe to call more than once.
 func (ee *EmbeddedEtcd) Close() error {
-	if ee.closed.Swap(true) {
-		return nil
-	}
-	ee.muted.Store(true)
-	ee.e.Close()
-	ee.unlock()
+	<-ee.startClose()
 	return nil
+}
+
+// CloseWithin is Close, but returns ErrStillClosing when etcd has not stopped after d; etcd then
+// goes on closing (and releases its data dir) in the background. etcd gives its clients'
+// streams, such as another replica's watch, up to its request timeout (7 s by default) to end on
+// their own, and a server must exit within 10 s of SIGTERM. Leaving the rest to the process exit
+// is safe: what etcd acknowledged is in its fsynced WAL, which it replays at the next start.
+func (ee *EmbeddedEtcd) CloseWithin(d time.Duration) error {
+	done := ee.startClose()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return nil
+	case <-t.C:
+		return ErrStillClosing
+	}
+}
+
+// startClose starts closing etcd, once, and returns a channel closed when it is done.
+func (ee *EmbeddedEtcd) startClose() <-chan struct{} {
+	ee.closeOnce.Do(func() {
+		ee.muted.Store(true)
+		ee.done = make(chan struct{})
+		closing.Store(ee.dir, ee.done)
+		go func() {
+			ee.e.Close()
+			ee.unlock()
+			closing.CompareAndDelete(ee.dir, ee.done)
+			close(ee.done)
+		}()
+	})
+	return ee.done
 }

@@ -311,9 +311,14 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
+// embedCloseWait bounds how long Close waits for the embedded etcd (see CloseWithin).
+const embedCloseWait = 3 * time.Second
+
 func (s *Store) closeEmbedded() {
 	if s.embed != nil {
-		s.embed.Close()
+		if err := s.embed.CloseWithin(embedCloseWait); err != nil {
+			s.log.Warn("stop embedded etcd", "error", err.Error())
+		}
 	}
 }
 
