@@ -9,8 +9,6 @@ import (
 	"os"
 	"strings"
 	"syscall"
-
-	"github.com/shoelace-dev/shoelace/templates"
 )
 
 // DryOptions configure Render.
@@ -44,7 +42,7 @@ func (a *Agent) Render(ctx context.Context, w io.Writer, o DryOptions) error {
 	var cmds []string
 	seenCmd := map[string]bool{}
 	for _, t := range sel {
-		r, err := t.t.Execute(dataOf(a, v))
+		r, err := t.t.Execute(v.data(a))
 		if err != nil {
 			msg := err.Error()
 			if !o.ShowSecrets {
@@ -195,8 +193,4 @@ func writeLCS(sb *strings.Builder, a, b []string) {
 			j++
 		}
 	}
-}
-
-func dataOf(a *Agent, v *view) templates.Data {
-	return templates.Data{Appliance: a.cfg.Appliance, Instance: a.instance, Revision: v.Revision, Keys: v.Keys}
 }

@@ -56,6 +56,16 @@ type view struct {
 	Revision  int64
 	Keys      map[string]string
 	FromCache bool
+
+	sorted *templates.Sorted // Keys in order, shared by every template rendered from the view
+}
+
+// data is what a's templates render from v.
+func (v *view) data(a *Agent) templates.Data {
+	if v.sorted == nil {
+		v.sorted = templates.NewSorted(v.Keys)
+	}
+	return templates.Data{Appliance: a.cfg.Appliance, Instance: a.instance, Revision: v.Revision, Keys: v.Keys, Sorted: v.sorted}
 }
 
 // passResult is what one render pass did.
@@ -73,7 +83,7 @@ func (p passResult) ok() bool { return len(p.failed) == 0 }
 // distinct command once, unless noCommands.
 func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noCommands bool) passResult {
 	var res passResult
-	data := templates.Data{Appliance: a.cfg.Appliance, Instance: a.instance, Revision: v.Revision, Keys: v.Keys}
+	data := v.data(a)
 	type pending struct {
 		command string
 		timeout time.Duration

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"text/template"
 	"text/template/parse"
 
@@ -40,6 +41,32 @@ type Data struct {
 	Keys map[string]string
 	// Env looks up environment variables for env, getenv and expandenv; nil means os.Getenv.
 	Env func(string) string
+	// Sorted, when set, must be NewSorted(Keys): the templates rendered from one view then sort
+	// its keys once between them for their listings (ls, tree, getvs, …). nil: each execution
+	// sorts them itself, on its first listing.
+	Sorted *Sorted
+}
+
+// Sorted is a view's keys in order, sorted on first use. It is safe for concurrent use.
+type Sorted struct {
+	once sync.Once
+	keys map[string]string
+	s    []string
+}
+
+// NewSorted returns keys' names in order, to be sorted on first use (see Data.Sorted).
+func NewSorted(keys map[string]string) *Sorted { return &Sorted{keys: keys} }
+
+// names returns the sorted names; callers must not modify them.
+func (o *Sorted) names() []string {
+	o.once.Do(func() {
+		o.s = make([]string, 0, len(o.keys))
+		for k := range o.keys {
+			o.s = append(o.s, k)
+		}
+		slices.Sort(o.s)
+	})
+	return o.s
 }
 
 // Template is a parsed template. It is safe for concurrent use by several goroutines.
@@ -277,11 +304,11 @@ func (s *state) below(prefix string) []string {
 		s.secret = true
 	}
 	if s.sorted == nil {
-		s.sorted = make([]string, 0, len(s.d.Keys))
-		for k := range s.d.Keys {
-			s.sorted = append(s.sorted, k)
+		o := s.d.Sorted
+		if o == nil || len(o.keys) != len(s.d.Keys) {
+			o = NewSorted(s.d.Keys)
 		}
-		sort.Strings(s.sorted)
+		s.sorted = o.names()
 	}
 	if prefix == "" {
 		return s.sorted
