@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"text/template"
 	"text/template/parse"
 
@@ -50,12 +52,23 @@ type Data struct {
 // Sorted is a view's keys in order, sorted on first use. It is safe for concurrent use.
 type Sorted struct {
 	once sync.Once
+	done atomic.Bool // s is built
 	keys map[string]string
 	s    []string
 }
 
 // NewSorted returns keys' names in order, to be sorted on first use (see Data.Sorted).
 func NewSorted(keys map[string]string) *Sorted { return &Sorted{keys: keys} }
+
+// fits reports whether o is there and was made of keys (a cheap check: the same map).
+func (o *Sorted) fits(keys map[string]string) bool {
+	return o != nil && len(o.keys) == len(keys) && reflect.ValueOf(o.keys).UnsafePointer() == reflect.ValueOf(keys).UnsafePointer()
+}
+
+// ready reports whether o fits keys and its names are sorted already.
+func (o *Sorted) ready(keys map[string]string) bool {
+	return o.fits(keys) && o.done.Load()
+}
 
 // names returns the sorted names; callers must not modify them.
 func (o *Sorted) names() []string {
@@ -65,6 +78,7 @@ func (o *Sorted) names() []string {
 			o.s = append(o.s, k)
 		}
 		slices.Sort(o.s)
+		o.done.Store(true)
 	})
 	return o.s
 }
@@ -243,7 +257,32 @@ func (r *Result) NeedsRender(old, new Data) bool {
 	if r.Revision && old.Revision != new.Revision {
 		return true
 	}
-	return r.Changed(old.Keys, new.Keys)
+	if !old.Sorted.ready(old.Keys) || !new.Sorted.ready(new.Keys) || len(r.Prefixes) == 0 {
+		return r.Changed(old.Keys, new.Keys)
+	}
+	// Both views' names are in order already (sorted by the listings of the renders from them):
+	// compare each listed prefix's run of keys instead of scanning both views whole. A sort just
+	// for this would cost more than the scan for one template.
+	for _, k := range r.Keys {
+		ov, ook := old.Keys[k]
+		nv, nok := new.Keys[k]
+		if ook != nok || ov != nv {
+			return true
+		}
+	}
+	on, nn := old.Sorted.names(), new.Sorted.names()
+	for _, p := range r.Prefixes {
+		a, b := namesBelow(on, p), namesBelow(nn, p)
+		if len(a) != len(b) {
+			return true
+		}
+		for i, k := range a {
+			if k != b[i] || old.Keys[k] != new.Keys[k] {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // state is one execution: the view and what the template read from it.
@@ -305,19 +344,24 @@ func (s *state) below(prefix string) []string {
 	}
 	if s.sorted == nil {
 		o := s.d.Sorted
-		if o == nil || len(o.keys) != len(s.d.Keys) {
+		if !o.fits(s.d.Keys) {
 			o = NewSorted(s.d.Keys)
 		}
 		s.sorted = o.names()
 	}
+	return namesBelow(s.sorted, prefix)
+}
+
+// namesBelow returns the names of sorted strictly below prefix ("" is the whole view).
+func namesBelow(sorted []string, prefix string) []string {
 	if prefix == "" {
-		return s.sorted
+		return sorted
 	}
 	// Keys strictly below "p" are the contiguous run from "p/" up to (not including) "p0",
 	// '0' being the byte after '/'.
-	lo, _ := slices.BinarySearch(s.sorted, prefix+"/")
-	hi, _ := slices.BinarySearch(s.sorted, prefix+"0")
-	return s.sorted[lo:hi]
+	lo, _ := slices.BinarySearch(sorted, prefix+"/")
+	hi, _ := slices.BinarySearch(sorted, prefix+"0")
+	return sorted[lo:hi]
 }
 
 // seen marks a key whose value or name a listing returned.

@@ -3,6 +3,7 @@ package templates
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -507,5 +508,85 @@ func TestExecuteSharedSorted(t *testing.T) {
 	got, err := tmpl.Execute(Data{Keys: keys, Sorted: other})
 	if err != nil || string(got.Output) != string(plain.Output) {
 		t.Fatalf("with a Sorted of other keys: %q, %v; want %q", got.Output, err, plain.Output)
+	}
+}
+
+// With both views' names in order, NeedsRender compares the listed prefixes' runs; it answers
+// as Changed does, case by case.
+func TestResult_NeedsRenderSorted(t *testing.T) {
+	base := map[string]string{"a": "1", "list/x": "1", "list/y": "2", "listing/z": "3", "other/q": "4"}
+	with := func(change func(m map[string]string)) map[string]string {
+		m := maps.Clone(base)
+		change(m)
+		return m
+	}
+	for _, tc := range []struct {
+		name, tmpl string
+		next       map[string]string
+		want       bool
+	}{
+		{"unrelated key changed", `{{range ls "list"}}{{.Value}}{{end}}`, with(func(m map[string]string) { m["other/q"] = "5" }), false},
+		{"a sibling prefix's key changed (whole segments)", `{{range ls "list"}}{{.Value}}{{end}}`, with(func(m map[string]string) { m["listing/z"] = "9" }), false},
+		{"a listed value changed", `{{range ls "list"}}{{.Value}}{{end}}`, with(func(m map[string]string) { m["list/y"] = "9" }), true},
+		{"a key added under the prefix", `{{range ls "list"}}{{.Value}}{{end}}`, with(func(m map[string]string) { m["list/w"] = "0" }), true},
+		{"a key removed under the prefix", `{{range ls "list"}}{{.Value}}{{end}}`, with(func(m map[string]string) { delete(m, "list/x") }), true},
+		{"a key deeper under the prefix", `{{len (tree "list")}}`, with(func(m map[string]string) { m["list/d/e"] = "0" }), true},
+		{"the whole view listed", `{{len (tree "")}}`, with(func(m map[string]string) { m["other/q"] = "5" }), true},
+		{"a read key changed", `{{key "a"}}{{range ls "list"}}{{end}}`, with(func(m map[string]string) { m["a"] = "2" }), true},
+		{"nothing changed", `{{key "a"}}{{range ls "list"}}{{end}}`, with(func(map[string]string) {}), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tmpl := mustParse(t, tc.tmpl, Options{})
+			old := Data{Keys: base, Sorted: NewSorted(base)}
+			r, err := tmpl.Execute(old)
+			if err != nil {
+				t.Fatal(err)
+			}
+			next := Data{Keys: tc.next, Sorted: NewSorted(tc.next)}
+			next.Sorted.names() // as a render from the new view would have sorted them
+			if got := r.NeedsRender(old, next); got != tc.want {
+				t.Errorf("NeedsRender with sorted views = %v, want %v", got, tc.want)
+			}
+			if got := r.Changed(base, tc.next); got != tc.want {
+				t.Errorf("Changed = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// BenchmarkNeedsRenderTenTemplates is the agent's check, for ten templates listing one prefix
+// each, of whether a change of an unrelated key of the 10,003-key view needs a render: scanning
+// both views per template (the baseline), or comparing each prefix's run in the sorted names
+// (when renders from both views sorted them already).
+func BenchmarkNeedsRenderTenTemplates(b *testing.B) {
+	keys, _ := bigView(b)
+	next := maps.Clone(keys)
+	next["nginx/port"] = "81"
+	var results []*Result
+	for i := range 10 {
+		r, err := mustParse(b, fmt.Sprintf(`{{len (tree "group%02d")}}`, i), Options{}).Execute(Data{Keys: keys})
+		if err != nil {
+			b.Fatal(err)
+		}
+		results = append(results, r)
+	}
+	for _, sorted := range []bool{false, true} {
+		b.Run(fmt.Sprintf("sorted=%v", sorted), func(b *testing.B) {
+			b.ReportAllocs()
+			old, nd := Data{Keys: keys}, Data{Keys: next}
+			if sorted {
+				// Both views' names sorted already, by renders from them.
+				old.Sorted, nd.Sorted = NewSorted(keys), NewSorted(next)
+				old.Sorted.names()
+				nd.Sorted.names()
+			}
+			for b.Loop() {
+				for _, r := range results {
+					if r.NeedsRender(old, nd) {
+						b.Fatal("an unrelated change needs a render")
+					}
+				}
+			}
+		})
 	}
 }
