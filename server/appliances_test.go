@@ -248,3 +248,31 @@ func TestAppliances_InstanceReportsInBatches(t *testing.T) {
 		t.Errorf("%d reports took %d revisions: they were not batched", fleet, used)
 	}
 }
+
+// Reports that arrive within the reporter's window of the first are written in one transaction,
+// the latest of an instance winning: a stream of changes moves an agent's applied revision with
+// each, and writing each report at once cost one etcd write per change.
+func TestAppliances_InstanceReportsWithinAWindow(t *testing.T) {
+	f := newFixture(t)
+	f.s.reports.window = 2 * time.Second // far longer than the pause below, whatever the machine
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	start := f.view("web").Revision
+	now := time.Now().UTC()
+	f.s.reports.note(Instance{Appliance: "web", Instance: "vm-1", Applied: 1, LastSeen: now})
+	time.Sleep(20 * time.Millisecond) // the reporter has taken the first report and waits
+	for applied := int64(2); applied <= 20; applied++ {
+		f.s.reports.note(Instance{Appliance: "web", Instance: "vm-1", Applied: applied, LastSeen: now})
+	}
+	var got Instances
+	waitFor(t, "the report recorded", func() bool {
+		got = Instances{}
+		f.must(f.do("GET", "/v1/appliances/web/instances", ""), 200, &got)
+		return len(got.Instances) == 1
+	})
+	if got.Instances[0].Applied != 20 {
+		t.Fatalf("recorded %+v, want the latest report (applied 20)", got.Instances[0])
+	}
+	if used := f.view("web").Revision - start; used != 1 {
+		t.Errorf("20 reports within the window took %d revisions, want 1", used)
+	}
+}

@@ -49,6 +49,7 @@ type reporter struct {
 	written map[string]reported
 	swept   time.Time
 	ch      chan Instance
+	window  time.Duration // reportWindow; tests make it longer
 }
 
 type reported struct {
@@ -57,7 +58,7 @@ type reported struct {
 }
 
 func newReporter() *reporter {
-	return &reporter{written: map[string]reported{}, ch: make(chan Instance, 1024)}
+	return &reporter{written: map[string]reported{}, ch: make(chan Instance, 1024), window: reportWindow}
 }
 
 // note queues in for writing when it says something new.
@@ -87,8 +88,13 @@ func (r *reporter) note(in Instance) {
 // applied revision of every agent at once, and their reports arrive together.
 const reportBatch = 256
 
-// runReporter writes queued reports until ctx ends, batching those that queued up meanwhile
-// into one transaction.
+// reportWindow is how long the reporter collects reports before it writes them: during a stream
+// of changes every agent's applied revision moves with each one, and writing each report at once
+// cost one etcd write per change (as many as the pipeline's own) for no reader's benefit.
+const reportWindow = 100 * time.Millisecond
+
+// runReporter writes queued reports until ctx ends: those that arrive within reportWindow of the
+// first (up to reportBatch) go into one transaction, the latest report of an instance winning.
 func (s *Server) runReporter(ctx context.Context) {
 	for {
 		var in Instance
@@ -98,15 +104,20 @@ func (s *Server) runReporter(ctx context.Context) {
 		case in = <-s.reports.ch:
 		}
 		batch := map[string]Instance{instancePrefix + in.Appliance + "/" + in.Instance: in}
+		window := time.NewTimer(s.reports.window)
 	more:
 		for len(batch) < reportBatch {
 			select {
 			case in = <-s.reports.ch:
 				batch[instancePrefix+in.Appliance+"/"+in.Instance] = in // the later report wins
-			default:
+			case <-window.C:
 				break more
+			case <-ctx.Done():
+				window.Stop()
+				return // agents report again to the replica they reach next
 			}
 		}
+		window.Stop()
 		kvs := make(map[string][]byte, len(batch))
 		for k, in := range batch {
 			kvs[k], _ = json.Marshal(in)
