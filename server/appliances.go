@@ -1,10 +1,12 @@
 package server
 
 import (
+	"context"
 	"math/rand/v2"
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
@@ -139,13 +141,20 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, i
 }
 
 func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) error {
-	q, err := query(r, "cas")
+	q, err := query(r, "cas", "dry_run")
 	if err != nil {
 		return err
 	}
 	cas, err := revParam(q, "cas")
 	if err != nil {
 		return err
+	}
+	dry, err := flag(q, "dry_run")
+	if err != nil {
+		return err
+	}
+	if dry && q.Has("cas") {
+		return api.Errorf(api.CodeInvalidRequest, "dry_run answers with the revision it read: give that as cas to the apply itself, not to the dry run")
 	}
 	name := r.PathValue("name")
 	if err := api.ValidateSegment("appliance name", name); err != nil {
@@ -155,8 +164,10 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 	if err := p.mayWrite(api.ApplianceRoot(name)); err != nil {
 		return err
 	}
-	if err := s.writable(); err != nil {
-		return err
+	if !dry {
+		if err := s.writable(); err != nil {
+			return err
+		}
 	}
 	media := mediaType(r)
 	max := s.cfg.maxBodyBytes()
@@ -172,6 +183,9 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
+	if dry {
+		return s.planApply(ctx, w, name, keys)
+	}
 	rev, err := s.st.Apply(ctx, name, keys, cas)
 	setIndex(w, rev)
 	if err != nil {
@@ -185,4 +199,36 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 	slices.Sort(list)
 	s.audit(r, "apply", list, rev)
 	return writeJSON(w, http.StatusOK, rev, api.WriteResult{Revision: rev})
+}
+
+// planApply answers an apply's dry run: what applying keys to appliance name would put, change
+// and delete in the store as it is now. Nothing is written and nothing is audited.
+func (s *Server) planApply(ctx context.Context, w http.ResponseWriter, name string, keys map[string]string) error {
+	root := api.ApplianceRoot(name)
+	cur, rev, err := s.st.List(ctx, root, false)
+	if err != nil {
+		return err
+	}
+	plan := api.ApplyPlan{Revision: rev, DryRun: true, Put: []string{}, Changed: []string{}, Deleted: []string{}}
+	have := make(map[string]string, len(cur))
+	for _, kv := range cur {
+		have[kv.Key] = kv.Value
+		if _, keep := keys[strings.TrimPrefix(kv.Key, root+"/")]; !keep {
+			plan.Deleted = append(plan.Deleted, kv.Key)
+		}
+	}
+	for k, v := range keys {
+		switch old, ok := have[root+"/"+k]; {
+		case !ok:
+			plan.Put = append(plan.Put, root+"/"+k)
+		case old != v:
+			plan.Changed = append(plan.Changed, root+"/"+k)
+		default:
+			plan.Unchanged++
+		}
+	}
+	slices.Sort(plan.Put)
+	slices.Sort(plan.Changed)
+	slices.Sort(plan.Deleted)
+	return writeJSON(w, http.StatusOK, rev, plan)
 }

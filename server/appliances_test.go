@@ -3,7 +3,9 @@ package server
 import (
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -275,4 +277,42 @@ func TestAppliances_InstanceReportsWithinAWindow(t *testing.T) {
 	if used := f.view("web").Revision - start; used != 1 {
 		t.Errorf("20 reports within the window took %d revisions, want 1", used)
 	}
+}
+
+// A dry run of an apply answers what it would put, change and delete, at the revision it read,
+// and writes nothing; it works in maintenance mode, and
+// only for a token that may write the appliance.
+func TestAppliances_ApplyDryRun(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"keep":"1","change":"old","gone":"x","secrets":{"pw":"p"}}}`), 200, nil)
+	f.put("appliances/web-frontend/other", "1") // another appliance: not part of the plan
+	before := f.view("web")
+
+	var plan api.ApplyPlan
+	r := f.do("PUT", "/v1/appliances/web?dry_run", `{"keys":{"keep":"1","change":"new","added":{"x":"1"},"secrets":{"pw":"p"}}}`)
+	f.must(r, 200, &plan)
+	want := api.ApplyPlan{Revision: before.Revision, DryRun: true, Put: []string{"appliances/web/added/x"},
+		Changed: []string{"appliances/web/change"}, Deleted: []string{"appliances/web/gone"}, Unchanged: 2}
+	if !reflect.DeepEqual(plan, want) {
+		t.Fatalf("plan = %+v, want %+v", plan, want)
+	}
+	if got := r.Header.Get(api.HeaderIndex); got != strconv.FormatInt(before.Revision, 10) {
+		t.Errorf("X-Shoelace-Index = %s, want %d", got, before.Revision)
+	}
+	if after := f.view("web"); after.Revision != before.Revision || !reflect.DeepEqual(after.Keys, before.Keys) {
+		t.Fatalf("the dry run wrote: view %+v, was %+v", after, before)
+	}
+
+	// The body is checked as for the apply itself; cas belongs to the apply.
+	f.mustErr(f.do("PUT", "/v1/appliances/web?dry_run", `{"keys":{"a":null}}`), 400, api.CodeInvalidBody)
+	f.mustErr(f.do("PUT", "/v1/appliances/web?dry_run&cas=5", `{"keys":{"a":"1"}}`), 400, api.CodeInvalidRequest, "give that as cas to the apply")
+
+	// Read-only tokens and agents may not; maintenance does not stop a dry run.
+	reader := f.newToken(TokenRequest{Name: "reader", Read: []string{"appliances/web"}})
+	f.mustErr(f.doToken(reader, "PUT", "/v1/appliances/web?dry_run", `{"keys":{"a":"1"}}`), 403, api.CodeForbidden)
+	f.must(f.do("PUT", "/v1/maintenance", `{"on":true}`), 200, nil)
+	waitFor(t, "maintenance on", func() bool { return f.s.maintenance.Load() })
+	f.must(f.do("PUT", "/v1/appliances/web?dry_run", `{"keys":{"keep":"1"}}`), 200, &plan)
+	f.mustErr(f.do("PUT", "/v1/appliances/web", `{"keys":{"keep":"1"}}`), 503, api.CodeMaintenance)
+	f.must(f.do("PUT", "/v1/maintenance", `{"on":false}`), 200, nil)
 }

@@ -72,20 +72,27 @@ EXAMPLES:
 				Name:      "apply",
 				Usage:     "replace an appliance's own keys with a file's, in one transaction",
 				ArgsUsage: "NAME",
-				UsageText: "shoelace appliance apply NAME -f FILE|- [--cas REVISION]",
+				UsageText: "shoelace appliance apply NAME -f FILE|- [--cas REVISION | --dry-run]",
 				Description: `Replaces every key under appliances/NAME/ with the keys of FILE, all or nothing. FILE is
 JSON ({"keys":{"path":"value",…}}) or YAML (keys: with nested maps that flatten to a/b/c
 paths; scalars keep their text, so port: 8080 is "8080"). YAML is recognized by a .yaml or
 .yml name, otherwise by content (JSON starts with '{'). "-f -" reads stdin.
 --cas R applies only if nothing under the appliance changed after revision R (exit code 4).
 Prints the revision.
+--dry-run writes nothing: it prints what the apply would do to the appliance as it is now, one
+key per line ("+ key" created, "~ key" value changed, "- key" deleted; values are not printed),
+and on stderr a summary with the revision it read, to give as --cas to the apply itself so that
+it applies only onto the state that was reviewed.
 
 EXAMPLES:
    shoelace appliance apply web-frontend -f web-frontend.yaml
-   shoelace appliance export web-frontend | shoelace appliance apply web-staging -f -`,
+   shoelace appliance export web-frontend | shoelace appliance apply web-staging -f -
+   shoelace appliance apply web-frontend -f web-frontend.yaml --dry-run   # review, then:
+   shoelace appliance apply web-frontend -f web-frontend.yaml --cas 42`,
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "`FILE` with the keys (- for stdin)"},
 					&cli.Int64Flag{Name: "cas", DefaultText: "unconditional", Usage: "apply only if the appliance is unchanged since `REVISION`"},
+					&cli.BoolFlag{Name: "dry-run", Usage: "print what the apply would put, change and delete; write nothing"},
 				},
 				Action: e.applianceApply,
 			},
@@ -295,16 +302,49 @@ func (e *cliEnv) applianceApply(c *cli.Context) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return fmt.Errorf("apply %s: %s is empty (to remove every key: shoelace kv rm %s --recurse)", name, file, api.ApplianceRoot(name))
 	}
+	if c.Bool("dry-run") && c.IsSet("cas") {
+		return usagef("%s--dry-run reads the appliance as it is and prints the revision to give as --cas to the apply itself: give one of them", errPrefix(c))
+	}
 	s, err := e.connect(c)
 	if err != nil {
 		return err
 	}
 	defer s.cancel()
+	if c.Bool("dry-run") {
+		p, err := s.client.PlanApply(s.ctx, name, body, contentTypeOf(file, body))
+		if err != nil {
+			return err
+		}
+		return e.printPlan(s.json, name, p)
+	}
 	rev, err := s.client.Apply(s.ctx, name, body, contentTypeOf(file, body), cas)
 	if err != nil {
 		return err
 	}
 	return printRevision(e.stdout, s.json, rev)
+}
+
+// printPlan prints an apply's dry run: the plan as JSON, or one "+|~|- key" line per key it
+// would touch and a summary on stderr.
+func (e *cliEnv) printPlan(asJSON bool, name string, p api.ApplyPlan) error {
+	if asJSON {
+		return printJSON(e.stdout, p)
+	}
+	var b strings.Builder
+	for _, set := range []struct {
+		mark string
+		keys []string
+	}{{"+", p.Put}, {"~", p.Changed}, {"-", p.Deleted}} {
+		for _, k := range set.keys {
+			fmt.Fprintf(&b, "%s %s\n", set.mark, k)
+		}
+	}
+	if _, err := io.WriteString(e.stdout, b.String()); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stderr, "dry run of appliance %s at revision %d: would create %d, change %d, delete %d, leave %d as they are; nothing written (apply with --cas %d to apply only onto this state)\n",
+		name, p.Revision, len(p.Put), len(p.Changed), len(p.Deleted), p.Unchanged, p.Revision)
+	return nil
 }
 
 // contentTypeOf returns the content type of an apply body: YAML for a .yaml or .yml file,

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/testbin"
 )
 
@@ -1102,5 +1104,48 @@ func TestE2E_ApplianceInstances(t *testing.T) {
 	}
 	if r := c.run("appliance", "instances", "e2e-nobody"); r.code != 0 || r.stdout != "" || !strings.Contains(r.stderr, "no agent of e2e-nobody has reported yet") {
 		t.Errorf("instances of an appliance without agents: %s", r)
+	}
+}
+
+// apply --dry-run prints what the apply would do and writes nothing; its revision, given as
+// --cas, applies exactly the reviewed change.
+func TestE2E_ApplyDryRun(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	t.Cleanup(func() { c.run("kv", "rm", "appliances/e2e-plan", "--recurse") }) // so that -count=N runs again
+	dir := t.TempDir()
+	v1, next := filepath.Join(dir, "v1.yaml"), filepath.Join(dir, "v2.yaml")
+	writeFile(t, v1, "keys:\n  port: 80\n  gone: x\n  same: 1\n  secrets: {pw: hunter2}\n")
+	writeFile(t, next, "keys:\n  port: 81\n  added: y\n  same: 1\n  secrets: {pw: hunter3}\n")
+	c.ok("appliance", "apply", "e2e-plan", "-f", v1)
+
+	r := c.run("appliance", "apply", "e2e-plan", "-f", next, "--dry-run")
+	if r.code != 0 {
+		t.Fatalf("dry run: %s", r)
+	}
+	want := "+ appliances/e2e-plan/added\n~ appliances/e2e-plan/port\n~ appliances/e2e-plan/secrets/pw\n- appliances/e2e-plan/gone\n"
+	if r.stdout != want {
+		t.Errorf("dry run printed %q, want %q", r.stdout, want)
+	}
+	if strings.Contains(r.stdout+r.stderr, "hunter") {
+		t.Errorf("the dry run printed a value: %s", r)
+	}
+	m := regexp.MustCompile(`at revision (\d+): would create 1, change 2, delete 1, leave 1 as they are; nothing written \(apply with --cas (\d+)`).FindStringSubmatch(r.stderr)
+	if m == nil || m[1] != m[2] {
+		t.Fatalf("dry run summary %q", r.stderr)
+	}
+	if got := c.ok("kv", "get", "appliances/e2e-plan/port"); got != "80" {
+		t.Fatalf("the dry run wrote: port = %q", got)
+	}
+	var plan api.ApplyPlan
+	if err := json.Unmarshal([]byte(c.ok("appliance", "apply", "e2e-plan", "-f", next, "--dry-run", "-o", "json")), &plan); err != nil ||
+		!plan.DryRun || strconv.FormatInt(plan.Revision, 10) != m[1] || len(plan.Changed) != 2 {
+		t.Errorf("dry run -o json = %+v, %v", plan, err)
+	}
+	c.fails(exitUsage, "give one of them", "appliance", "apply", "e2e-plan", "-f", next, "--dry-run", "--cas", m[1])
+
+	// The reviewed state, applied with its revision as --cas.
+	revisionOf(t, c.ok("appliance", "apply", "e2e-plan", "-f", next, "--cas", m[1]))
+	if got := c.ok("kv", "get", "appliances/e2e-plan/port"); got != "81" {
+		t.Fatalf("port after the apply = %q", got)
 	}
 }

@@ -35,6 +35,17 @@ type WriteResult struct {
 	Revision int64 `json:"revision"`
 }
 
+// ApplyPlan answers PUT /v1/appliances/{name}?dry_run: what the apply would do to the store as
+// it is at Revision, which it leaves as it is. Keys are full keys, sorted.
+type ApplyPlan struct {
+	Revision  int64    `json:"revision"`
+	DryRun    bool     `json:"dry_run"`
+	Put       []string `json:"put"`     // keys the apply would create
+	Changed   []string `json:"changed"` // keys whose value it would change
+	Deleted   []string `json:"deleted"` // keys it would delete
+	Unchanged int      `json:"unchanged"`
+}
+
 // DeleteResult answers DELETE /v1/kv/{key}.
 type DeleteResult struct {
 	Revision int64 `json:"revision"`

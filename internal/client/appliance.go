@@ -77,6 +77,18 @@ func (c *Client) WatchView(ctx context.Context, name string, p Poll) (*api.View,
 	return &v, m, nil
 }
 
+// PlanApply is Apply's dry run: what the apply of body would put, change and delete in the
+// appliance as it is now (PUT /v1/appliances/{name}?dry_run). It writes nothing.
+func (c *Client) PlanApply(ctx context.Context, name string, body []byte, contentType string) (api.ApplyPlan, error) {
+	if contentType == "" {
+		contentType = "application/json"
+	}
+	var p api.ApplyPlan
+	_, err := c.Do(ctx, Request{Method: http.MethodPut, Path: "/v1/appliances/" + name, Query: url.Values{"dry_run": {"true"}}, Body: body,
+		Header: http.Header{"Content-Type": {contentType}}}, &p)
+	return p, err
+}
+
 // Apply replaces an appliance's whole tree with body, JSON ({"keys":{…}}) or YAML
 // (contentType api.ContentTypeYAML). cas >= 0 guards it.
 func (c *Client) Apply(ctx context.Context, name string, body []byte, contentType string, cas int64) (int64, error) {
