@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"gopkg.in/yaml.v3"
@@ -21,7 +23,7 @@ import (
 func applianceCommand(e *cliEnv) *cli.Command {
 	return &cli.Command{
 		Name:  "appliance",
-		Usage: "list, read, apply and export appliances",
+		Usage: "list, read, apply, export, roll back and wait for appliances",
 		Description: `An appliance's view is shared/ overlaid by appliances/NAME/, addressed by paths relative
 to those roots; the appliance's own value wins.`,
 		Subcommands: []*cli.Command{
@@ -67,6 +69,32 @@ EXAMPLES:
    rev=$(shoelace appliance apply web -f web.yaml | cut -d' ' -f2)
    shoelace appliance instances web -o json | jq --argjson r "$rev" '[.instances[] | select(.applied < $r) | .instance]'`,
 				Action: e.applianceInstances,
+			},
+			{
+				Name:      "wait",
+				Usage:     "wait until an appliance's agents have applied a revision (the end of a rollout)",
+				ArgsUsage: "NAME",
+				UsageText: "shoelace appliance wait NAME --revision REV [--min N] [--seen-within 5m] [--for 10m] [--interval 2s] [--output json]",
+				Description: `Waits until every agent of NAME that is alive has applied REV or a later revision, and at
+least --min of them (default 1) have. REV is what a write printed ("revision 42"). An agent
+reports the revision it applied on each request for its view (see "shoelace appliance
+instances"); it counts as alive when it reported within --seen-within of the newest report
+(agents ask at least once a minute; a VM that is gone drops out after that). Asks every
+--interval; the global --timeout bounds each request.
+Prints "N agents applied revision REV" (with --output json {"appliance","revision","instances"})
+and exits 0; after --for, exits 1 naming the agents still behind.
+
+EXAMPLES:
+   rev=$(shoelace appliance apply web -f web.yaml | cut -d' ' -f2)
+   shoelace appliance wait web --revision "$rev" --min 3 --for 5m`,
+				Flags: []cli.Flag{
+					&cli.Int64Flag{Name: "revision", Usage: "the `REVISION` every agent must have applied (required)"},
+					&cli.IntFlag{Name: "min", Value: 1, Usage: "at least `N` agents must have applied it"},
+					&cli.DurationFlag{Name: "seen-within", Value: 5 * time.Minute, Usage: "agents that reported within this of the newest report count"},
+					&cli.DurationFlag{Name: "for", Value: 10 * time.Minute, Usage: "give up after this long (exit 1)"},
+					&cli.DurationFlag{Name: "interval", Value: 2 * time.Second, Usage: "how often to ask"},
+				},
+				Action: e.applianceWait,
 			},
 			{
 				Name:      "apply",
@@ -483,3 +511,87 @@ func (e *cliEnv) applianceRollback(c *cli.Context) error {
 
 // maskedSecret stands for a secret's value where it is not asked for.
 const maskedSecret = "(secret)"
+
+// applianceWait waits until the alive agents of an appliance have applied a revision.
+func (e *cliEnv) applianceWait(c *cli.Context) error {
+	name, err := applianceName(c)
+	if err != nil {
+		return err
+	}
+	rev, min := c.Int64("revision"), c.Int("min")
+	seen, wait, every := c.Duration("seen-within"), c.Duration("for"), c.Duration("interval")
+	switch {
+	case rev <= 0:
+		return usagef("%s--revision REV is required: the revision a write printed (revision 42)", errPrefix(c))
+	case min < 1:
+		return usagef("%s--min must be at least 1", errPrefix(c))
+	case seen <= 0 || wait <= 0 || every <= 0:
+		return usagef("%s--seen-within, --for and --interval must be more than 0", errPrefix(c))
+	}
+	s, err := e.connectWith(c.Context, c, true)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		ctx, cancel := c.Context, context.CancelFunc(func() {})
+		if d := c.Duration(flagTimeout); d > 0 {
+			ctx, cancel = context.WithTimeout(c.Context, d)
+		}
+		l, err := s.client.Instances(ctx, name)
+		cancel()
+		if err != nil {
+			return err
+		}
+		alive, behind := rolloutState(l.Instances, rev, seen)
+		if len(behind) == 0 && len(alive) >= min {
+			if s.json {
+				return printJSON(e.stdout, struct {
+					Appliance string            `json:"appliance"`
+					Revision  int64             `json:"revision"`
+					Instances []client.Instance `json:"instances"`
+				}{name, rev, alive})
+			}
+			_, err := fmt.Fprintf(e.stdout, "%s applied revision %d\n", counted(len(alive), "agent"), rev)
+			return err
+		}
+		if !time.Now().Add(every).Before(deadline) {
+			if len(behind) == 0 {
+				return fmt.Errorf("appliance wait %s: after %s, %s seen within %s of the newest report, want at least %d", name, wait, counted(len(alive), "agent"), seen, min)
+			}
+			lag := make([]string, 0, len(behind))
+			for _, in := range behind {
+				lag = append(lag, fmt.Sprintf("%s (applied %d)", in.Instance, in.Applied))
+			}
+			return fmt.Errorf("appliance wait %s: after %s, %d of %s have not applied revision %d: %s", name, wait, len(behind), counted(len(alive), "agent"), rev, strings.Join(lag, ", "))
+		}
+		select {
+		case <-time.After(every):
+		case <-c.Context.Done():
+			return c.Context.Err()
+		}
+	}
+}
+
+// rolloutState splits the instances that reported within seen of the newest report (alive;
+// the server's clock on both sides) and returns them, and those of them below rev (behind).
+func rolloutState(all []client.Instance, rev int64, seen time.Duration) (alive, behind []client.Instance) {
+	var newest time.Time
+	at := make([]time.Time, len(all))
+	for i, in := range all {
+		at[i], _ = time.Parse(time.RFC3339, in.LastSeen)
+		if at[i].After(newest) {
+			newest = at[i]
+		}
+	}
+	for i, in := range all {
+		if newest.Sub(at[i]) > seen {
+			continue
+		}
+		alive = append(alive, in)
+		if in.Applied < rev {
+			behind = append(behind, in)
+		}
+	}
+	return alive, behind
+}

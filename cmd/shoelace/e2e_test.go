@@ -1149,3 +1149,62 @@ func TestE2E_ApplyDryRun(t *testing.T) {
 		t.Fatalf("port after the apply = %q", got)
 	}
 }
+
+// appliance wait returns once the alive agents have applied the revision, and names those still
+// behind when it gives up.
+func TestE2E_ApplianceWait(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	rev := revisionOf(t, c.ok("kv", "put", "appliances/e2e-wait/port", "80"))
+	out := c.ok("token", "create", "--name", "e2e-wait-agent", "--appliance", "e2e-wait")
+	t.Cleanup(func() { c.run("token", "revoke", "e2e-wait-agent") })
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	secret := lines[len(lines)-1]
+	report := func(instance string, applied int64) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, s.url()+"/v1/appliances/e2e-wait", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+secret)
+		req.Header.Set("X-Shoelace-Instance", instance)
+		req.Header.Set("X-Shoelace-Applied", strconv.FormatInt(applied, 10))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("agent view: %s", resp.Status)
+		}
+	}
+	r := strconv.FormatInt(rev, 10)
+	c.fails(exitUsage, "--revision REV is required", "appliance", "wait", "e2e-wait")
+
+	report("vm-1", rev)
+	report("vm-2", rev-1)
+	// vm-2 is behind: the wait gives up and names it.
+	res := c.run("appliance", "wait", "e2e-wait", "--revision", r, "--for", "3s", "--interval", "100ms")
+	if res.code != exitError || !strings.Contains(res.stderr, "1 of 2 agents have not applied revision "+r+": vm-2 (applied "+strconv.FormatInt(rev-1, 10)+")") {
+		t.Fatalf("wait with an agent behind: %s", res)
+	}
+	// vm-2 catches up while the wait waits.
+	done := make(chan result, 1)
+	go func() { done <- c.run("appliance", "wait", "e2e-wait", "--revision", r, "--min", "2", "--for", "30s", "--interval", "100ms") }()
+	time.Sleep(300 * time.Millisecond)
+	report("vm-2", rev)
+	if res := <-done; res.code != 0 || res.stdout != "2 agents applied revision "+r+"\n" {
+		t.Fatalf("wait: %s", res)
+	}
+	// Not enough agents alive.
+	c.fails(exitError, "2 agents seen within", "appliance", "wait", "e2e-wait", "--revision", r, "--min", "3", "--for", "1s", "--interval", "100ms")
+	var j struct {
+		Revision  int64 `json:"revision"`
+		Instances []struct {
+			Instance string `json:"instance"`
+		} `json:"instances"`
+	}
+	if err := json.Unmarshal([]byte(c.ok("appliance", "wait", "e2e-wait", "--revision", r, "-o", "json")), &j); err != nil || j.Revision != rev || len(j.Instances) != 2 {
+		t.Errorf("wait -o json = %+v, %v", j, err)
+	}
+}

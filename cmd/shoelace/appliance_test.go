@@ -1,0 +1,27 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/client"
+)
+
+func TestRolloutState(t *testing.T) {
+	at := func(d time.Duration) string { return time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC).Add(d).Format(time.RFC3339) }
+	all := []client.Instance{
+		{Instance: "new", Applied: 42, LastSeen: at(0)},
+		{Instance: "late", Applied: 41, LastSeen: at(-time.Minute)},
+		{Instance: "gone", Applied: 7, LastSeen: at(-time.Hour)}, // a VM that was deleted: not waited for
+	}
+	alive, behind := rolloutState(all, 42, 5*time.Minute)
+	if len(alive) != 2 || alive[0].Instance != "new" || alive[1].Instance != "late" {
+		t.Errorf("alive = %+v, want new and late", alive)
+	}
+	if len(behind) != 1 || behind[0].Instance != "late" {
+		t.Errorf("behind = %+v, want late", behind)
+	}
+	if alive, behind := rolloutState(nil, 42, time.Minute); len(alive) != 0 || len(behind) != 0 {
+		t.Errorf("no instances: %v %v", alive, behind)
+	}
+}
