@@ -8,7 +8,9 @@ import (
 )
 
 func TestRolloutState(t *testing.T) {
-	at := func(d time.Duration) string { return time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC).Add(d).Format(time.RFC3339) }
+	at := func(d time.Duration) string {
+		return time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC).Add(d).Format(time.RFC3339)
+	}
 	all := []client.Instance{
 		{Instance: "new", Applied: 42, LastSeen: at(0)},
 		{Instance: "late", Applied: 41, LastSeen: at(-time.Minute)},

@@ -1190,7 +1190,9 @@ func TestE2E_ApplianceWait(t *testing.T) {
 	}
 	// vm-2 catches up while the wait waits.
 	done := make(chan result, 1)
-	go func() { done <- c.run("appliance", "wait", "e2e-wait", "--revision", r, "--min", "2", "--for", "30s", "--interval", "100ms") }()
+	go func() {
+		done <- c.run("appliance", "wait", "e2e-wait", "--revision", r, "--min", "2", "--for", "30s", "--interval", "100ms")
+	}()
 	time.Sleep(300 * time.Millisecond)
 	report("vm-2", rev)
 	if res := <-done; res.code != 0 || res.stdout != "2 agents applied revision "+r+"\n" {
