@@ -135,7 +135,9 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, i
 	case wakeDrain:
 		sleep(ctx, time.Duration(rand.Int64N(int64(drainJitter))))
 	}
-	setIndex(w, wk.rev)
+	// The store is at least at the index the client saw, even while this replica's watch lags
+	// behind it: a 304 never sends a client back to an older index.
+	setIndex(w, max(wk.rev, index))
 	w.WriteHeader(http.StatusNotModified)
 	return nil
 }

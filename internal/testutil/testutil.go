@@ -59,9 +59,25 @@ func Main(m *testing.M, cleanups ...func()) {
 }
 
 // Logger is a logger for tests: errors only, on stderr (which go test shows for failing tests).
+// Records below error are dropped even when a caller bypasses the level check (the server's audit
+// lines do), so that a failing test's output shows its errors, not every write.
 func Logger() *slog.Logger {
-	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	return slog.New(errorsOnly{slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})})
 }
+
+type errorsOnly struct{ slog.Handler }
+
+func (h errorsOnly) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level < slog.LevelError {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h errorsOnly) WithAttrs(as []slog.Attr) slog.Handler {
+	return errorsOnly{h.Handler.WithAttrs(as)}
+}
+func (h errorsOnly) WithGroup(name string) slog.Handler { return errorsOnly{h.Handler.WithGroup(name)} }
 
 // Etcd returns the client endpoints of the test binary's shared embedded etcd, starting it on
 // first use (fast raft ticks, no fsync, a temporary dir, loopback ports, quiet logs). Tests
