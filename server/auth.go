@@ -147,9 +147,12 @@ func hashSecret(secret string) string {
 // authState holds the tokens known to this replica (a cache kept current by the store watch),
 // when each was last used here, and the rate limiters.
 type authState struct {
-	mu       sync.RWMutex
-	byHash   map[string]*tokenRecord
-	byName   map[string]*tokenRecord
+	mu     sync.RWMutex
+	byHash map[string]*tokenRecord
+	byName map[string]*tokenRecord
+	// revoked holds the revision at which this replica revoked a token: a record read before
+	// it (a watch event's reload that raced the revocation) must not bring the token back.
+	revoked  map[string]int64
 	lastUsed map[string]time.Time
 	limits   *limiterSet
 	loaded   atomic.Bool // the tokens were read from the store at least once
@@ -159,6 +162,7 @@ func newAuthState(cfg Config) *authState {
 	return &authState{
 		byHash:   map[string]*tokenRecord{},
 		byName:   map[string]*tokenRecord{},
+		revoked:  map[string]int64{},
 		lastUsed: map[string]time.Time{},
 		limits:   newLimiterSet(cfg.RateLimit),
 	}
@@ -182,10 +186,18 @@ func findToken(byHash map[string]*tokenRecord, secret string) *tokenRecord {
 	return rec
 }
 
-// set caches rec; it reports whether a token of that name with another secret was replaced.
-func (a *authState) set(rec *tokenRecord) (replaced bool) {
+// set caches rec, written at revision rev (0: unknown); it reports whether a token of that name
+// with another secret was replaced. A record written before this replica revoked its name is
+// stale and ignored.
+func (a *authState) set(rec *tokenRecord, rev int64) (replaced bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if gone, ok := a.revoked[rec.Name]; ok {
+		if rev > 0 && rev < gone {
+			return false
+		}
+		delete(a.revoked, rec.Name) // created again since
+	}
 	if old := a.byName[rec.Name]; old != nil {
 		delete(a.byHash, old.Hash)
 		replaced = old.Hash != rec.Hash
@@ -195,10 +207,14 @@ func (a *authState) set(rec *tokenRecord) (replaced bool) {
 	return replaced
 }
 
-// remove forgets token name; it reports whether it was known.
-func (a *authState) remove(name string) bool {
+// remove forgets token name, revoked at revision rev (0: unknown, as when a reload found it
+// gone); it reports whether it was known.
+func (a *authState) remove(name string, rev int64) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if rev > a.revoked[name] {
+		a.revoked[name] = rev
+	}
 	old := a.byName[name]
 	if old == nil {
 		return false
@@ -208,12 +224,16 @@ func (a *authState) remove(name string) bool {
 	return true
 }
 
-// replace caches exactly recs and returns the names that went or changed secret.
-func (a *authState) replace(recs []*tokenRecord) (gone []string) {
+// replace caches exactly recs, read at revision rev, and returns the names that went or changed
+// secret. A token this replica revoked after rev stays out.
+func (a *authState) replace(recs []*tokenRecord, rev int64) (gone []string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	next := map[string]*tokenRecord{}
 	for _, r := range recs {
+		if revoked, ok := a.revoked[r.Name]; ok && rev < revoked {
+			continue
+		}
 		next[r.Name] = r
 	}
 	for name, old := range a.byName {
@@ -223,7 +243,7 @@ func (a *authState) replace(recs []*tokenRecord) (gone []string) {
 	}
 	a.byName = next
 	a.byHash = map[string]*tokenRecord{}
-	for _, r := range recs {
+	for _, r := range next {
 		a.byHash[r.Hash] = r
 	}
 	return gone
@@ -387,7 +407,7 @@ func (l *limiterSet) allow(key string, now time.Time) (bool, time.Duration) {
 // loadTokens reads every token from the store into the cache, ending the long-polls of tokens
 // that went.
 func (s *Server) loadTokens(ctx context.Context) error {
-	m, _, err := s.st.SysList(ctx, tokenPrefix)
+	m, rev, err := s.st.SysList(ctx, tokenPrefix)
 	if err != nil {
 		return fmt.Errorf("load tokens: %w", err)
 	}
@@ -400,7 +420,7 @@ func (s *Server) loadTokens(ctx context.Context) error {
 		}
 		recs = append(recs, rec)
 	}
-	for _, name := range s.auth.replace(recs) {
+	for _, name := range s.auth.replace(recs, rev) {
 		s.hub.revoke(name)
 	}
 	s.auth.loaded.Store(true)
@@ -420,9 +440,9 @@ func decodeToken(key string, data []byte) (*tokenRecord, error) {
 
 // reloadToken re-reads one token after the watch saw it change.
 func (s *Server) reloadToken(ctx context.Context, name string) {
-	data, _, err := s.st.SysGet(ctx, tokenPrefix+name)
+	data, rev, err := s.st.SysGet(ctx, tokenPrefix+name)
 	if errors.Is(err, api.ErrNotFound) {
-		if s.auth.remove(name) {
+		if s.auth.remove(name, 0) {
 			s.log.Info("token revoked", "token", name)
 		}
 		s.hub.revoke(name)
@@ -437,7 +457,7 @@ func (s *Server) reloadToken(ctx context.Context, name string) {
 		s.log.Error("skipping a malformed token record", "token", name, "err", err)
 		return
 	}
-	if s.auth.set(rec) {
+	if s.auth.set(rec, rev) {
 		s.hub.revoke(name)
 	}
 }
@@ -507,7 +527,7 @@ func (s *Server) createAdminToken(ctx context.Context) error {
 		return fmt.Errorf("create admin token: %w", err)
 	}
 	syncDir(filepath.Dir(path))
-	s.auth.set(rec)
+	s.auth.set(rec, 0)
 	s.log.Info("created the admin token", "file", path)
 	return nil
 }

@@ -357,7 +357,7 @@ func (s *Server) testToken(t testing.TB, req TokenRequest) string {
 	if _, err := s.st.SysPut(context.Background(), tokenPrefix+req.Name, data, 0); err != nil {
 		t.Fatal(err)
 	}
-	s.auth.set(rec)
+	s.auth.set(rec, 0)
 	return secret
 }
 
@@ -429,3 +429,26 @@ func TestAuth_LogsNeverHoldSecretsOrValues(t *testing.T) {
 
 // syncBuffer collects a child's (or a logger's) output while the test reads it.
 type syncBuffer = testbin.Buffer
+
+// A reload of a token that raced its revocation on this replica (read before, applied after)
+// does not bring it back; a token created again under the name later does come in.
+func TestAuthState_RevokedStaysRevoked(t *testing.T) {
+	a := newAuthState(Config{})
+	rec := &tokenRecord{Name: "ci", Hash: hashSecret("old-secret")}
+	a.set(rec, 10)
+	a.remove("ci", 20)
+	if a.set(rec, 10); a.lookup("old-secret") != nil {
+		t.Fatal("a stale reload brought a revoked token back")
+	}
+	if a.replace([]*tokenRecord{rec}, 15); a.lookup("old-secret") != nil {
+		t.Fatal("a full reload read before the revocation brought it back")
+	}
+	again := &tokenRecord{Name: "ci", Hash: hashSecret("new-secret")}
+	if a.set(again, 30); a.lookup("new-secret") == nil {
+		t.Fatal("a token created again after the revocation is refused")
+	}
+	a.remove("ci", 40)
+	if a.replace([]*tokenRecord{again}, 41); a.lookup("new-secret") == nil {
+		t.Fatal("a full reload after the revocation lost a token the store has")
+	}
+}

@@ -21,7 +21,7 @@ func TestAuth_NewTokenWorksOnAnotherReplicaAtOnce(t *testing.T) {
 	a.must(a.do("POST", "/v1/tokens", `{"name":"ci","read":["shared"]}`, "Content-Type", "application/json"), 201, &created)
 	// Make b's cache miss as if its watch had not delivered the token yet.
 	waitFor(t, "b to learn the token", func() bool { return b.s.auth.lookup(created.Token) != nil })
-	b.s.auth.remove("ci")
+	b.s.auth.remove("ci", 0)
 	if b.s.auth.lookup(created.Token) != nil {
 		t.Fatal("the token is still cached on b")
 	}

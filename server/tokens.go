@@ -128,7 +128,7 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	s.auth.set(rec)
+	s.auth.set(rec, rev)
 	s.audit(r, "token-create", []string{rec.Name}, rev)
 	return writeJSON(w, http.StatusCreated, rev, TokenCreated{TokenInfo: rec.info(), Token: secret, Revision: rev})
 }
@@ -194,7 +194,7 @@ func (s *Server) handleDeleteToken(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	s.auth.remove(name)
+	s.auth.remove(name, rev)
 	s.hub.revoke(name)
 	s.audit(r, "token-revoke", []string{name}, rev)
 	return writeJSON(w, http.StatusOK, rev, api.WriteResult{Revision: rev})
