@@ -79,8 +79,9 @@ EXAMPLES:
 least --min of them (default 1) have. REV is what a write printed ("revision 42"). An agent
 reports the revision it applied on each request for its view (see "shoelace appliance
 instances"); it counts as alive when it reported within --seen-within of the newest report
-(agents ask at least once a minute; a VM that is gone drops out after that). Asks every
---interval; the global --timeout bounds each request.
+(a running agent's report is refreshed at least every two minutes, so keep --seen-within above
+that; a VM that is gone drops out after it). Asks every --interval; the global --timeout bounds
+each request.
 Prints "N agents applied revision REV" (with --output json {"appliance","revision","instances"})
 and exits 0; after --for, exits 1 naming the agents still behind.
 
