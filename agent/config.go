@@ -522,7 +522,16 @@ func (c *Config) checkAllowed(dest string) error {
 	if !underAny(dest, c.AllowedDirs) {
 		return fmt.Errorf("destination is outside allowed_dirs %v", c.AllowedDirs)
 	}
-	if real := resolveLinks(dest); !underAny(real, resolveDirs(c.AllowedDirs)) {
+	return c.checkResolved(dest)
+}
+
+// checkResolved says whether p, once every symbolic link on its way is followed, lies under
+// allowed_dirs (themselves resolved).
+func (c *Config) checkResolved(p string) error {
+	if len(c.AllowedDirs) == 0 {
+		return nil
+	}
+	if real := resolveLinks(p); !underAny(real, resolveDirs(c.AllowedDirs)) {
 		return fmt.Errorf("destination resolves to %s through a symbolic link, outside allowed_dirs %v", real, c.AllowedDirs)
 	}
 	return nil
@@ -531,6 +540,9 @@ func (c *Config) checkAllowed(dest string) error {
 // resolveLinks follows p while it is a symbolic link (dangling or not), then resolves the
 // directories of where it leads (see resolvePath).
 func resolveLinks(p string) string {
+	if real, err := filepath.EvalSymlinks(p); err == nil {
+		return real
+	}
 	for range 40 { // as many links as the kernel follows
 		fi, err := os.Lstat(p)
 		if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
@@ -541,7 +553,9 @@ func resolveLinks(p string) string {
 			break
 		}
 		if !filepath.IsAbs(target) {
-			target = filepath.Join(filepath.Dir(p), target)
+			// From where the link really is, as the kernel resolves it: its directory may be
+			// reached through links itself.
+			target = filepath.Join(resolvePath(filepath.Dir(p)), target)
 		}
 		p = filepath.Clean(target)
 	}

@@ -336,3 +336,25 @@ func TestLoadConfig_AllowedDirsDestinationLink(t *testing.T) {
 		t.Fatalf("err = %v, want %q", err, want)
 	}
 }
+
+// A relative link is followed from where its directory really is, as the kernel does: a link in
+// a directory reached through another link cannot point back inside allowed_dirs by name only.
+func TestLoadConfig_AllowedDirsRelativeLink(t *testing.T) {
+	text := "server: http://h:1\nappliance: a\ntoken: t\nallowed_dirs: [$DIR/a]\ntemplates:\n" +
+		"  - contents: x\n    destination: $DIR/a/l/x\n"
+	dir, path := writeConfig(t, text)
+	os.MkdirAll(filepath.Join(dir, "a"), 0o755)
+	os.MkdirAll(filepath.Join(dir, "outside", "d"), 0o755)
+	// a/l -> outside/d, and outside/d/x -> ../y: by text a/l/../y is a/y (inside); really it
+	// is outside/y.
+	if err := os.Symlink(filepath.Join(dir, "outside", "d"), filepath.Join(dir, "a", "l")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../y", filepath.Join(dir, "outside", "d", "x")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := agent.LoadConfig(path)
+	if want := "destination resolves to " + dir + "/outside/y through a symbolic link"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want %q", err, want)
+	}
+}

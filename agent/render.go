@@ -189,6 +189,10 @@ func (a *Agent) renderOne(ctx context.Context, t *tmpl, data templates.Data) (bo
 	if err := a.cfg.checkAllowed(t.cfg.Destination); err != nil {
 		return false, fmt.Errorf("install %s: %w; old file kept", t.name(), err)
 	}
+	if len(a.cfg.AllowedDirs) > 0 {
+		// Again on the path the install really replaces, resolved by the install itself.
+		opts.Allowed = a.cfg.checkResolved
+	}
 	if err := ensureDir(filepath.Dir(t.cfg.Destination)); err != nil {
 		return false, fmt.Errorf("install %s: %w", t.name(), err)
 	}

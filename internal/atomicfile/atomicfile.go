@@ -32,6 +32,10 @@ type Options struct {
 	// Check, when set, runs on the staged temp file before the rename; an error leaves the
 	// destination as it was and removes the temp file.
 	Check func(staged string) error
+	// Allowed, when set, is asked about the path Write will replace once a link at path is
+	// followed (see Write); an error leaves everything as it was. It lets a caller check the
+	// very path that is written, not one resolved earlier.
+	Allowed func(resolved string) error
 	// NoSync skips both fsyncs (of the file and of its directory): the reader still sees the
 	// old or the new content, never a part, but a crash may leave the old one or, rarely, an
 	// empty file. Only for files that are rewritten often and need not survive a crash.
@@ -114,6 +118,11 @@ func Write(path string, data []byte, opts Options) (changed bool, err error) {
 	path, err = resolve(path)
 	if err != nil {
 		return false, err
+	}
+	if opts.Allowed != nil {
+		if err := opts.Allowed(path); err != nil {
+			return false, err
+		}
 	}
 	old, err := os.Stat(path)
 	switch {

@@ -349,3 +349,30 @@ func BenchmarkWrite_Unchanged(b *testing.B) {
 		}
 	}
 }
+
+// Allowed is asked about the path that is really replaced (a link's target), and a refusal
+// writes nothing.
+func TestWrite_AllowedSeesTheResolvedPath(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	if err := os.WriteFile(target, []byte("keep\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	var asked string
+	refuse := errors.New("not there")
+	_, err := atomicfile.Write(link, []byte("new\n"), atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep,
+		Allowed: func(p string) error { asked = p; return refuse }})
+	if !errors.Is(err, refuse) || asked != target {
+		t.Fatalf("Write = %v, Allowed asked about %q; want the refusal, about %q", err, asked, target)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "keep\n" {
+		t.Fatalf("a refused write changed the target: %q", b)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+		t.Fatalf("a refused write left files: %v", entries)
+	}
+}
