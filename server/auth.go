@@ -236,6 +236,11 @@ func (a *authState) replace(recs []*tokenRecord, rev int64) (gone []string) {
 		}
 		next[r.Name] = r
 	}
+	for name, revoked := range a.revoked {
+		if revoked <= rev {
+			delete(a.revoked, name) // the store as read already says so
+		}
+	}
 	for name, old := range a.byName {
 		if n := next[name]; n == nil || n.Hash != old.Hash {
 			gone = append(gone, name)

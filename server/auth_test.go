@@ -452,3 +452,51 @@ func TestAuthState_RevokedStaysRevoked(t *testing.T) {
 		t.Fatal("a full reload after the revocation lost a token the store has")
 	}
 }
+
+// Two admin tokens revoked at the same time: one revocation succeeds, the other is refused
+// (by the last-admin check or, when they interleave, by the guard on the delete), so an admin
+// token always remains.
+func TestAuth_ConcurrentAdminRevocationsKeepOne(t *testing.T) {
+	for round := range 5 {
+		f := newFixture(t)
+		second := f.newToken(TokenRequest{Name: fmt.Sprintf("ops%d", round), Admin: true})
+		tokens := map[string]string{"admin": f.token, fmt.Sprintf("ops%d", round): second}
+		var wg sync.WaitGroup
+		codes := make(chan int, 2)
+		for name := range tokens {
+			wg.Add(1)
+			go func(name string) {
+				defer wg.Done()
+				// Each admin revokes the other one.
+				for other, tok := range tokens {
+					if other != name {
+						codes <- f.doToken(tok, "DELETE", "/v1/tokens/"+name, "").StatusCode
+					}
+				}
+			}(name)
+		}
+		wg.Wait()
+		close(codes)
+		ok := 0
+		for c := range codes {
+			switch c {
+			case 200:
+				ok++
+			case 409, 401: // refused, or its token was the one revoked first
+			default:
+				t.Fatalf("round %d: revocation answered %d", round, c)
+			}
+		}
+		var list TokenList
+		alive := 0
+		for _, tok := range tokens {
+			if r := f.doToken(tok, "GET", "/v1/tokens", ""); r.StatusCode == 200 {
+				f.must(r, 200, &list)
+				alive++
+			}
+		}
+		if ok != 1 || alive != 1 {
+			t.Fatalf("round %d: %d revocations succeeded and %d admin tokens work, want 1 and 1", round, ok, alive)
+		}
+	}
+}

@@ -183,10 +183,16 @@ func (s *Server) handleDeleteToken(w http.ResponseWriter, r *http.Request) error
 	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
-	if err := s.keepsAnAdmin(ctx, name); err != nil {
+	admins, err := s.keepsAnAdmin(ctx, name)
+	if err != nil {
 		return err
 	}
-	rev, err := s.st.SysDelete(ctx, tokenPrefix+name)
+	// Revoking an admin token, the other admin tokens seen must still be there when it is
+	// deleted: two admins revoked at once must not both go.
+	rev, err := s.st.SysDeleteIfPresent(ctx, tokenPrefix+name, admins)
+	if errors.Is(err, api.ErrConflict) {
+		return api.Errorf(api.CodeConflict, "token %s not revoked: another admin token was revoked meanwhile; run the revocation again", shorten(name))
+	}
 	setIndex(w, rev)
 	if errors.Is(err, api.ErrNotFound) {
 		return api.Errorf(api.CodeNotFound, "token %s not found", shorten(name))
@@ -202,12 +208,14 @@ func (s *Server) handleDeleteToken(w http.ResponseWriter, r *http.Request) error
 
 // keepsAnAdmin refuses to revoke the last admin token: without one nobody could create or
 // revoke tokens again (the server makes an admin token only for a store with no tokens at all).
-func (s *Server) keepsAnAdmin(ctx context.Context, name string) error {
+// When name is an admin token, it returns the keys of the other admin tokens, which must still
+// exist when it is deleted.
+func (s *Server) keepsAnAdmin(ctx context.Context, name string) (others []string, err error) {
 	m, _, err := s.st.SysList(ctx, tokenPrefix)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	target, others := false, 0
+	target := false
 	for k, v := range m {
 		rec, err := decodeToken(k, v)
 		if err != nil || !rec.Admin {
@@ -216,11 +224,14 @@ func (s *Server) keepsAnAdmin(ctx context.Context, name string) error {
 		if rec.Name == name {
 			target = true
 		} else {
-			others++
+			others = append(others, k)
 		}
 	}
-	if target && others == 0 {
-		return api.Errorf(api.CodeConflict, "token %s is the last admin token: create another one first (shoelace token create --name NAME --admin), or nobody can manage tokens any more", shorten(name))
+	if !target {
+		return nil, nil
 	}
-	return nil
+	if len(others) == 0 {
+		return nil, api.Errorf(api.CodeConflict, "token %s is the last admin token: create another one first (shoelace token create --name NAME --admin), or nobody can manage tokens any more", shorten(name))
+	}
+	return others, nil
 }

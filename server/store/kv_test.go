@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"reflect"
@@ -304,5 +305,29 @@ func TestStore_Sys(t *testing.T) {
 	wantCode(t, err, api.CodeInvalidKey)
 	if got := dump(t, s); len(got) != 0 {
 		t.Errorf("system writes show up as user keys: %v", got)
+	}
+}
+
+// SysDeleteIfPresent deletes only while the keys it depends on exist: of two records that each
+// depend on the other, only one can go.
+func TestSysDeleteIfPresent(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	for _, k := range []string{"tokens/a", "tokens/b"} {
+		if _, err := s.SysPut(ctx, k, []byte("x"), -1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.SysDeleteIfPresent(ctx, "tokens/a", []string{"tokens/b"}); err != nil {
+		t.Fatalf("delete a while b exists: %v", err)
+	}
+	if _, err := s.SysDeleteIfPresent(ctx, "tokens/b", []string{"tokens/a"}); !errors.Is(err, api.ErrConflict) {
+		t.Fatalf("delete b after a went = %v, want a conflict", err)
+	}
+	if _, _, err := s.SysGet(ctx, "tokens/b"); err != nil {
+		t.Fatalf("b was deleted anyway: %v", err)
+	}
+	if _, err := s.SysDeleteIfPresent(ctx, "tokens/gone", []string{"tokens/b"}); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("delete of an absent key = %v, want not found", err)
 	}
 }

@@ -82,6 +82,37 @@ func (s *Store) SysDelete(ctx context.Context, key string) (int64, error) {
 	return resp.Header.Revision, nil
 }
 
+// SysDeleteIfPresent deletes a system key, but only while every one of present (system keys)
+// still exists; api.ErrConflict when one is gone, api.ErrNotFound when key is absent.
+func (s *Store) SysDeleteIfPresent(ctx context.Context, key string, present []string) (int64, error) {
+	if len(present) == 0 {
+		return s.SysDelete(ctx, key)
+	}
+	if err := sysKey(key); err != nil {
+		return 0, err
+	}
+	cmps := make([]clientv3.Cmp, 0, len(present))
+	for _, k := range present {
+		if err := sysKey(k); err != nil {
+			return 0, err
+		}
+		cmps = append(cmps, clientv3.Compare(clientv3.Version(s.sysRoot+k), ">", 0))
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(clientv3.OpDelete(s.sysRoot + key)).Commit()
+	if err != nil {
+		return 0, s.etcdErr(ctx, "delete system key "+key, err)
+	}
+	if !resp.Succeeded {
+		return resp.Header.Revision, api.Errorf(api.CodeConflict, "system key %q not deleted: a key it depends on is gone", key)
+	}
+	if resp.Responses[0].GetResponseDeleteRange().Deleted == 0 {
+		return resp.Header.Revision, api.Errorf(api.CodeNotFound, "system key %q not found", key)
+	}
+	return resp.Header.Revision, nil
+}
+
 func sysKey(key string) error {
 	if key == "" || strings.HasSuffix(key, "/") {
 		return api.Errorf(api.CodeInvalidKey, "invalid system key %q: empty or ending in '/'", key)
