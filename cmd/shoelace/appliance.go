@@ -81,7 +81,7 @@ reports the revision it applied on each request for its view (see "shoelace appl
 instances"); it counts as alive when it reported within --seen-within of the newest report
 (a running agent's report is refreshed at least every two minutes, so keep --seen-within above
 that; a VM that is gone drops out after it). Asks every --interval; the global --timeout bounds
-each request.
+each request; a server that is away or answers 503/429 is asked again until --for ends.
 Prints "N agents applied revision REV" (with --output json {"appliance","revision","instances"})
 and exits 0; after --for, exits 1 naming the agents still behind.
 
@@ -534,6 +534,7 @@ func (e *cliEnv) applianceWait(c *cli.Context) error {
 		return err
 	}
 	deadline := time.Now().Add(wait)
+	failing := false
 	for {
 		ctx, cancel := c.Context, context.CancelFunc(func() {})
 		if d := c.Duration(flagTimeout); d > 0 {
@@ -541,9 +542,26 @@ func (e *cliEnv) applianceWait(c *cli.Context) error {
 		}
 		l, err := s.client.Instances(ctx, name)
 		cancel()
-		if err != nil {
+		if err != nil && exitCode(err) != exitUnavailable {
 			return err
 		}
+		if err != nil {
+			// A replica restarting, a 503 or 429, a request timing out: a rollout gate waits on.
+			if !time.Now().Add(every).Before(deadline) {
+				return fmt.Errorf("appliance wait %s: after %s the server still fails: %w", name, wait, err)
+			}
+			if !failing {
+				fmt.Fprintf(e.stderr, "appliance wait %s: %v; asking again until %s\n", name, err, deadline.Format(time.TimeOnly))
+				failing = true
+			}
+			select {
+			case <-time.After(every):
+				continue
+			case <-c.Context.Done():
+				return c.Context.Err()
+			}
+		}
+		failing = false
 		alive, behind := rolloutState(l.Instances, rev, seen)
 		if len(behind) == 0 && len(alive) >= min {
 			if s.json {

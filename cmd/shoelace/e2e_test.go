@@ -1180,11 +1180,20 @@ func TestE2E_ApplianceWait(t *testing.T) {
 	}
 	r := strconv.FormatInt(rev, 10)
 	c.fails(exitUsage, "--revision REV is required", "appliance", "wait", "e2e-wait")
+	// A server that is away is asked again until --for ends.
+	dead, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := c.run("appliance", "wait", "e2e-wait", "--revision", r, "--for", "1s", "--interval", "100ms", "--addr", "http://"+dead)
+	if res.code != exitUnavailable || strings.Count(res.stderr, "asking again until") != 1 || !strings.Contains(res.stderr, "cannot reach the server") {
+		t.Fatalf("wait with the server away: %s", res)
+	}
 
 	report("vm-1", rev)
 	report("vm-2", rev-1)
 	// vm-2 is behind: the wait gives up and names it.
-	res := c.run("appliance", "wait", "e2e-wait", "--revision", r, "--for", "3s", "--interval", "100ms")
+	res = c.run("appliance", "wait", "e2e-wait", "--revision", r, "--for", "3s", "--interval", "100ms")
 	if res.code != exitError || !strings.Contains(res.stderr, "1 of 2 agents have not applied revision "+r+": vm-2 (applied "+strconv.FormatInt(rev-1, 10)+")") {
 		t.Fatalf("wait with an agent behind: %s", res)
 	}
