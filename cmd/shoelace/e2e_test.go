@@ -1059,27 +1059,9 @@ func TestE2E_ApplianceInstances(t *testing.T) {
 	s := sharedServer(t)
 	c := newCLI(t, s)
 	rev := revisionOf(t, c.ok("kv", "put", "appliances/e2e-inst/port", "80"))
-	out := c.ok("token", "create", "--name", "e2e-inst-agent", "--appliance", "e2e-inst")
-	t.Cleanup(func() { c.run("token", "revoke", "e2e-inst-agent") })
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	secret := lines[len(lines)-1]
-
+	report := agentReporter(t, c, s, "e2e-inst")
 	// An agent reads its view, saying who it is and what it applied.
-	req, err := http.NewRequest(http.MethodGet, s.url()+"/v1/appliances/e2e-inst", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+secret)
-	req.Header.Set("X-Shoelace-Instance", "vm-1")
-	req.Header.Set("X-Shoelace-Applied", strconv.FormatInt(rev, 10))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("agent view: %s", resp.Status)
-	}
+	report("vm-1", rev)
 
 	want := fmt.Sprintf("vm-1\t%d\t", rev)
 	var got string
@@ -1156,28 +1138,7 @@ func TestE2E_ApplianceWait(t *testing.T) {
 	s := sharedServer(t)
 	c := newCLI(t, s)
 	rev := revisionOf(t, c.ok("kv", "put", "appliances/e2e-wait/port", "80"))
-	out := c.ok("token", "create", "--name", "e2e-wait-agent", "--appliance", "e2e-wait")
-	t.Cleanup(func() { c.run("token", "revoke", "e2e-wait-agent") })
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	secret := lines[len(lines)-1]
-	report := func(instance string, applied int64) {
-		t.Helper()
-		req, err := http.NewRequest(http.MethodGet, s.url()+"/v1/appliances/e2e-wait", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer "+secret)
-		req.Header.Set("X-Shoelace-Instance", instance)
-		req.Header.Set("X-Shoelace-Applied", strconv.FormatInt(applied, 10))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("agent view: %s", resp.Status)
-		}
-	}
+	report := agentReporter(t, c, s, "e2e-wait")
 	r := strconv.FormatInt(rev, 10)
 	c.fails(exitUsage, "--revision REV is required", "appliance", "wait", "e2e-wait")
 	// A server that is away is asked again until --for ends.
@@ -1217,5 +1178,35 @@ func TestE2E_ApplianceWait(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(c.ok("appliance", "wait", "e2e-wait", "--revision", r, "-o", "json")), &j); err != nil || j.Revision != rev || len(j.Instances) != 2 {
 		t.Errorf("wait -o json = %+v, %v", j, err)
+	}
+}
+
+// agentReporter creates an agent token for appliance (revoked when the test ends) and returns
+// a func that reads the appliance's view as an agent does, reporting its instance and the
+// revision it applied.
+func agentReporter(t *testing.T, c *runner, s *testServer, appliance string) func(instance string, applied int64) {
+	t.Helper()
+	name := appliance + "-agent"
+	out := c.ok("token", "create", "--name", name, "--appliance", appliance)
+	t.Cleanup(func() { c.run("token", "revoke", name) })
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	secret := lines[len(lines)-1]
+	return func(instance string, applied int64) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, s.url()+"/v1/appliances/"+appliance, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+secret)
+		req.Header.Set("X-Shoelace-Instance", instance)
+		req.Header.Set("X-Shoelace-Applied", strconv.FormatInt(applied, 10))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("agent view: %s", resp.Status)
+		}
 	}
 }
