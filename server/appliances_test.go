@@ -199,7 +199,7 @@ func TestAppliances_InstanceReports(t *testing.T) {
 	f := newFixture(t)
 	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
 	f.must(f.do("PUT", "/v1/appliances/db", `{"keys":{"a":"1"}}`), 200, nil)
-	agent := f.newToken(TokenRequest{Name: "agent-web", Appliance: "web"})
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
 	v := f.view("web")
 	f.must(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-1", api.HeaderApplied, fmt.Sprint(v.Revision)), 200, nil)
 	f.must(f.doToken(agent, "GET", lp("web", v.Revision, "0"), "", api.HeaderInstance, "vm-2"), 304, nil)
@@ -308,7 +308,7 @@ func TestAppliances_ApplyDryRun(t *testing.T) {
 	f.mustErr(f.do("PUT", "/v1/appliances/web?dry_run&cas=5", `{"keys":{"a":"1"}}`), 400, api.CodeInvalidRequest, "give that as cas to the apply")
 
 	// Read-only tokens and agents may not; maintenance does not stop a dry run.
-	reader := f.newToken(TokenRequest{Name: "reader", Read: []string{"appliances/web"}})
+	reader := f.newToken(api.TokenRequest{Name: "reader", Read: []string{"appliances/web"}})
 	f.mustErr(f.doToken(reader, "PUT", "/v1/appliances/web?dry_run", `{"keys":{"a":"1"}}`), 403, api.CodeForbidden)
 	f.must(f.do("PUT", "/v1/maintenance", `{"on":true}`), 200, nil)
 	waitFor(t, "maintenance on", func() bool { return f.s.maintenance.Load() })

@@ -53,10 +53,10 @@ func FuzzTokenRequest(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var req TokenRequest
+		var req api.TokenRequest
 		err := strictJSON(data, &req)
 		if err == nil {
-			err = req.validate()
+			err = validateTokenRequest(&req)
 		}
 		if err != nil {
 			checkAPIError(t, err)

@@ -20,10 +20,10 @@ import (
 )
 
 // newToken creates a token through the API and returns its secret.
-func (f *fixture) newToken(req TokenRequest) string {
+func (f *fixture) newToken(req api.TokenRequest) string {
 	f.t.Helper()
 	body, _ := json.Marshal(req)
-	var c TokenCreated
+	var c api.TokenCreated
 	f.must(f.do("POST", "/v1/tokens", string(body)), 201, &c)
 	if c.Name != req.Name || !strings.HasPrefix(c.Token, "sl_") || len(c.Token) < 40 || c.Revision <= 0 {
 		f.t.Fatalf("created %+v", c)
@@ -41,11 +41,11 @@ func TestAuth_RoutePrincipalTable(t *testing.T) {
 		{"none", ""},
 		{"bogus", "sl_bogus"},
 		{"admin", f.token},
-		{"agent", f.newToken(TokenRequest{Name: "agent-web", Appliance: "web"})},
-		{"reader", f.newToken(TokenRequest{Name: "reader", Read: []string{"shared", "appliances/web/"}})},
-		{"writer", f.newToken(TokenRequest{Name: "writer", Write: []string{"appliances/web"}})},
+		{"agent", f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})},
+		{"reader", f.newToken(api.TokenRequest{Name: "reader", Read: []string{"shared", "appliances/web/"}})},
+		{"writer", f.newToken(api.TokenRequest{Name: "writer", Write: []string{"appliances/web"}})},
 	}
-	f.newToken(TokenRequest{Name: "victim", Appliance: "db"})
+	f.newToken(api.TokenRequest{Name: "victim", Appliance: "db"})
 	ctx := context.Background()
 	type row struct {
 		method, path, body string
@@ -83,7 +83,7 @@ func TestAuth_RoutePrincipalTable(t *testing.T) {
 		{"GET", "/v1/tokens", "", nil, [6]int{401, 401, 200, 403, 403, 403}},
 		{"DELETE", "/v1/tokens/victim", "", func() {
 			f.st.SysDelete(ctx, tokenPrefix+"victim")
-			f.newToken(TokenRequest{Name: "victim", Appliance: "db"})
+			f.newToken(api.TokenRequest{Name: "victim", Appliance: "db"})
 		}, [6]int{401, 401, 200, 403, 403, 403}},
 		{"GET", "/v1/maintenance", "", nil, [6]int{401, 401, 200, 200, 200, 200}},
 		{"PUT", "/v1/maintenance", `{"on":false}`, nil, [6]int{401, 401, 200, 403, 403, 403}},
@@ -125,9 +125,9 @@ func TestAuth_ListingsAreFiltered(t *testing.T) {
 	for _, k := range []string{"shared/dns", "appliances/web/a", "appliances/web/b/c", "appliances/web-frontend/a", "appliances/db/secrets/pw"} {
 		f.put(k, "v")
 	}
-	reader := f.newToken(TokenRequest{Name: "reader", Read: []string{"shared", "appliances/web"}})
-	writer := f.newToken(TokenRequest{Name: "writer", Write: []string{"appliances/web"}})
-	agent := f.newToken(TokenRequest{Name: "agent", Appliance: "web-frontend"})
+	reader := f.newToken(api.TokenRequest{Name: "reader", Read: []string{"shared", "appliances/web"}})
+	writer := f.newToken(api.TokenRequest{Name: "writer", Write: []string{"appliances/web"}})
+	agent := f.newToken(api.TokenRequest{Name: "agent", Appliance: "web-frontend"})
 
 	var l api.List
 	f.must(f.doToken(reader, "GET", "/v1/kv/?recurse&keys", ""), 200, &l)
@@ -160,10 +160,10 @@ func TestAuth_ListingsAreFiltered(t *testing.T) {
 func TestAuth_TokenLifecycle(t *testing.T) {
 	f := newFixture(t)
 	f.put("shared/a", "1")
-	tok := f.newToken(TokenRequest{Name: "ci", Read: []string{"shared/"}, Write: []string{"appliances/web"}})
+	tok := f.newToken(api.TokenRequest{Name: "ci", Read: []string{"shared/"}, Write: []string{"appliances/web"}})
 	f.must(f.doToken(tok, "GET", "/v1/kv/shared/a", ""), 200, nil)
 
-	var list TokenList
+	var list api.TokenList
 	r := f.do("GET", "/v1/tokens", "")
 	f.must(r, 200, &list)
 	if strings.Contains(string(r.body), tok) || strings.Contains(string(r.body), hashSecret(tok)) || strings.Contains(string(r.body), "hash") {
@@ -205,11 +205,11 @@ func TestAuth_TokenLifecycle(t *testing.T) {
 // server makes a new admin token only for a store with no tokens at all.
 func TestAuth_LastAdminTokenStays(t *testing.T) {
 	f := newFixture(t)
-	agent := f.newToken(TokenRequest{Name: "agent", Appliance: "web"})
+	agent := f.newToken(api.TokenRequest{Name: "agent", Appliance: "web"})
 	f.mustErr(f.do("DELETE", "/v1/tokens/admin", ""), 409, api.CodeConflict, "last admin token")
 	f.must(f.do("GET", "/v1/tokens", ""), 200, nil) // still valid
 
-	second := f.newToken(TokenRequest{Name: "ops", Admin: true})
+	second := f.newToken(api.TokenRequest{Name: "ops", Admin: true})
 	f.must(f.doToken(second, "DELETE", "/v1/tokens/admin", ""), 200, nil)
 	f.mustErr(f.do("GET", "/v1/tokens", ""), 401, api.CodeUnauthorized, "revoked")
 	f.mustErr(f.doToken(second, "DELETE", "/v1/tokens/ops", ""), 409, api.CodeConflict, "last admin token")
@@ -226,7 +226,7 @@ func TestAuth_RevokeEndsLongPollsOnEveryReplica(t *testing.T) {
 	b.token = a.token
 	a.must(a.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
 	v := a.view("web")
-	agent := a.newToken(TokenRequest{Name: "agent", Appliance: "web"})
+	agent := a.newToken(api.TokenRequest{Name: "agent", Appliance: "web"})
 	// b learns of the new token through its watch.
 	waitFor(t, "replica b knows the token", func() bool { return b.s.auth.lookup(agent) != nil })
 
@@ -331,7 +331,7 @@ func TestAuth_RateLimits(t *testing.T) {
 		t.Fatal("429 without Retry-After")
 	}
 	// Agent tokens are limited per instance.
-	agent := f.s.testToken(t, TokenRequest{Name: "agent", Appliance: "web"})
+	agent := f.s.testToken(t, api.TokenRequest{Name: "agent", Appliance: "web"})
 	for _, inst := range []string{"vm-1", "vm-2"} {
 		f.must(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, inst), 200, nil)
 	}
@@ -346,9 +346,9 @@ func TestAuth_RateLimits(t *testing.T) {
 }
 
 // testToken makes a token straight in the store (bypassing the API and its rate limit).
-func (s *Server) testToken(t testing.TB, req TokenRequest) string {
+func (s *Server) testToken(t testing.TB, req api.TokenRequest) string {
 	t.Helper()
-	if err := req.validate(); err != nil {
+	if err := validateTokenRequest(&req); err != nil {
 		t.Fatal(err)
 	}
 	secret, _ := newSecret()
@@ -398,7 +398,7 @@ func TestAuth_LogsNeverHoldSecretsOrValues(t *testing.T) {
 	const value = "s3cr3t-value-xyzzy"
 	f.put("appliances/web/secrets/pw", value)
 	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"secrets":{"pw":"`+value+`"}}}`), 200, nil)
-	tok := f.newToken(TokenRequest{Name: "ci", Admin: true})
+	tok := f.newToken(api.TokenRequest{Name: "ci", Admin: true})
 	f.mustErr(f.doToken("sl_not-a-real-token", "GET", "/v1/kv/x", ""), 401, api.CodeUnauthorized)
 	logs := buf.String()
 	for _, secret := range []string{value, f.token, tok, "sl_not-a-real-token"} {
@@ -459,7 +459,7 @@ func TestAuthState_RevokedStaysRevoked(t *testing.T) {
 func TestAuth_ConcurrentAdminRevocationsKeepOne(t *testing.T) {
 	for round := range 5 {
 		f := newFixture(t)
-		second := f.newToken(TokenRequest{Name: fmt.Sprintf("ops%d", round), Admin: true})
+		second := f.newToken(api.TokenRequest{Name: fmt.Sprintf("ops%d", round), Admin: true})
 		tokens := map[string]string{"admin": f.token, fmt.Sprintf("ops%d", round): second}
 		var wg sync.WaitGroup
 		codes := make(chan int, 2)
@@ -487,7 +487,7 @@ func TestAuth_ConcurrentAdminRevocationsKeepOne(t *testing.T) {
 				t.Fatalf("round %d: revocation answered %d", round, c)
 			}
 		}
-		var list TokenList
+		var list api.TokenList
 		alive := 0
 		for _, tok := range tokens {
 			if r := f.doToken(tok, "GET", "/v1/tokens", ""); r.StatusCode == 200 {

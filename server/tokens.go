@@ -11,45 +11,12 @@ import (
 	"github.com/shoelace-dev/shoelace/internal/api"
 )
 
-// TokenRequest is the body of POST /v1/tokens: a name and exactly one kind of grant — an
-// appliance (what its agents need), read and/or write prefixes, or admin.
-type TokenRequest struct {
-	Name      string   `json:"name"`
-	Appliance string   `json:"appliance,omitempty"`
-	Read      []string `json:"read,omitempty"`
-	Write     []string `json:"write,omitempty"`
-	Admin     bool     `json:"admin,omitempty"`
+func (t *tokenRecord) info() api.TokenInfo {
+	return api.TokenInfo{TokenRequest: api.TokenRequest{Name: t.Name, Appliance: t.Appliance, Read: t.Read, Write: t.Write, Admin: t.Admin}, Created: t.Created}
 }
 
-// TokenInfo describes a token without its secret (GET /v1/tokens).
-type TokenInfo struct {
-	Name      string     `json:"name"`
-	Appliance string     `json:"appliance,omitempty"`
-	Read      []string   `json:"read,omitempty"`
-	Write     []string   `json:"write,omitempty"`
-	Admin     bool       `json:"admin,omitempty"`
-	Created   time.Time  `json:"created"`
-	LastUsed  *time.Time `json:"last_used,omitempty"` // on the replica that answered
-}
-
-// TokenCreated answers POST /v1/tokens; Token is the secret, shown only this once.
-type TokenCreated struct {
-	TokenInfo
-	Token    string `json:"token"`
-	Revision int64  `json:"revision"`
-}
-
-// TokenList answers GET /v1/tokens.
-type TokenList struct {
-	Tokens []TokenInfo `json:"tokens"`
-}
-
-func (t *tokenRecord) info() TokenInfo {
-	return TokenInfo{Name: t.Name, Appliance: t.Appliance, Read: t.Read, Write: t.Write, Admin: t.Admin, Created: t.Created}
-}
-
-// validate checks a token request and returns its prefixes normalised.
-func (req *TokenRequest) validate() error {
+// validateTokenRequest checks a token request and normalises its prefixes.
+func validateTokenRequest(req *api.TokenRequest) error {
 	if err := api.ValidateSegment("token name", req.Name); err != nil {
 		return err
 	}
@@ -100,11 +67,11 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	var req TokenRequest
+	var req api.TokenRequest
 	if err := strictJSON(data, &req); err != nil {
 		return err
 	}
-	if err := req.validate(); err != nil {
+	if err := validateTokenRequest(&req); err != nil {
 		return err
 	}
 	secret, err := newSecret()
@@ -130,7 +97,7 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) error
 	}
 	s.auth.set(rec, rev)
 	s.audit(r, "token-create", []string{rec.Name}, rev)
-	return writeJSON(w, http.StatusCreated, rev, TokenCreated{TokenInfo: rec.info(), Token: secret, Revision: rev})
+	return writeJSON(w, http.StatusCreated, rev, api.TokenCreated{TokenInfo: rec.info(), Token: secret, Revision: rev})
 }
 
 func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error {
@@ -146,7 +113,7 @@ func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	out := TokenList{Tokens: []TokenInfo{}}
+	out := api.TokenList{Tokens: []api.TokenInfo{}}
 	for k, v := range m {
 		rec, err := decodeToken(k, v)
 		if err != nil {
@@ -158,7 +125,7 @@ func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error 
 		}
 		out.Tokens = append(out.Tokens, ti)
 	}
-	slices.SortFunc(out.Tokens, func(a, b TokenInfo) int {
+	slices.SortFunc(out.Tokens, func(a, b api.TokenInfo) int {
 		if a.Name < b.Name {
 			return -1
 		}

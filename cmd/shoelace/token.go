@@ -3,11 +3,11 @@ package main
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
-	"github.com/shoelace-dev/shoelace/internal/client"
 )
 
 func tokenCommand(e *cliEnv) *cli.Command {
@@ -65,8 +65,8 @@ EXAMPLES:
 }
 
 // tokenSpec builds and checks the grant of token create.
-func tokenSpec(c *cli.Context) (client.TokenSpec, error) {
-	spec := client.TokenSpec{
+func tokenSpec(c *cli.Context) (api.TokenRequest, error) {
+	spec := api.TokenRequest{
 		Name:      c.String("name"),
 		Appliance: c.String("appliance"),
 		Read:      c.StringSlice("read"),
@@ -113,7 +113,7 @@ func tokenSpec(c *cli.Context) (client.TokenSpec, error) {
 }
 
 // grants describes what a token may do, in one line.
-func grants(t client.TokenSpec) string {
+func grants(t api.TokenRequest) string {
 	var parts []string
 	if t.Admin {
 		parts = append(parts, "admin")
@@ -168,14 +168,14 @@ func (e *cliEnv) tokenCreate(c *cli.Context) error {
 		return printJSON(e.stdout, t)
 	}
 	if t.Name == "" {
-		t.TokenSpec = spec
+		t.TokenRequest = spec
 	}
 	if t.Revision > 0 {
 		if err := printRevision(e.stdout, false, t.Revision); err != nil {
 			return err
 		}
 	}
-	_, err = fmt.Fprintf(e.stdout, "created token %s (%s); its secret, shown only once:\n%s\n", t.Name, grants(t.TokenSpec), t.Token)
+	_, err = fmt.Fprintf(e.stdout, "created token %s (%s); its secret, shown only once:\n%s\n", t.Name, grants(t.TokenRequest), t.Token)
 	return err
 }
 
@@ -194,14 +194,14 @@ func (e *cliEnv) tokenList(c *cli.Context) error {
 	}
 	if s.json {
 		if ts == nil {
-			ts = []client.TokenInfo{}
+			ts = []api.TokenInfo{}
 		}
-		return printJSON(e.stdout, client.TokenList{Tokens: ts})
+		return printJSON(e.stdout, api.TokenList{Tokens: ts})
 	}
 	for _, t := range ts {
-		line := t.Name + "\t" + grants(t.TokenSpec)
-		if t.Created != "" {
-			line += "\t" + t.Created
+		line := t.Name + "\t" + grants(t.TokenRequest)
+		if !t.Created.IsZero() {
+			line += "\t" + t.Created.Format(time.RFC3339Nano) // as the server sends it
 		}
 		if _, err := fmt.Fprintln(e.stdout, line); err != nil {
 			return err

@@ -1,5 +1,7 @@
 package api
 
+import "time"
+
 // HTTP headers of the protocol.
 const (
 	HeaderIndex     = "X-Shoelace-Index"      // revision a response was read or written at
@@ -94,4 +96,34 @@ type View struct {
 // Apply is the body of PUT /v1/appliances/{name} and the output of appliance export.
 type Apply struct {
 	Keys map[string]string `json:"keys"`
+}
+
+// TokenRequest is the body of POST /v1/tokens: a name and exactly one kind of grant — an
+// appliance (what its agents need: read its view, report their status), read and/or write key
+// prefixes (whole segments), or admin (everything, token management included).
+type TokenRequest struct {
+	Name      string   `json:"name"`
+	Appliance string   `json:"appliance,omitempty"`
+	Read      []string `json:"read,omitempty"`
+	Write     []string `json:"write,omitempty"`
+	Admin     bool     `json:"admin,omitempty"`
+}
+
+// TokenInfo describes a token without its secret (GET /v1/tokens).
+type TokenInfo struct {
+	TokenRequest
+	Created  time.Time  `json:"created"`
+	LastUsed *time.Time `json:"last_used,omitempty"` // on the replica that answered
+}
+
+// TokenCreated answers POST /v1/tokens; Token is the secret, shown only this once.
+type TokenCreated struct {
+	TokenInfo
+	Token    string `json:"token"`
+	Revision int64  `json:"revision"`
+}
+
+// TokenList answers GET /v1/tokens.
+type TokenList struct {
+	Tokens []TokenInfo `json:"tokens"`
 }
