@@ -25,30 +25,13 @@ const (
 	instanceExpiry = 7 * 24 * time.Hour
 )
 
-// Instance is what an agent last reported (X-Shoelace-Instance and X-Shoelace-Applied on its
-// view requests), as GET /v1/appliances/{name}/instances lists it.
-type Instance struct {
-	Appliance string    `json:"appliance"`
-	Instance  string    `json:"instance"`
-	Applied   int64     `json:"applied"` // last revision at which all its templates were installed
-	LastSeen  time.Time `json:"last_seen"`
-	Remote    string    `json:"remote"`
-	Token     string    `json:"token"`
-}
-
-// Instances answers GET /v1/appliances/{name}/instances.
-type Instances struct {
-	Appliance string     `json:"appliance"`
-	Instances []Instance `json:"instances"`
-}
-
 // reporter writes agents' reports to the store in the background, at most once a minute per
 // instance unless what it applied changed, so that view requests never wait for it.
 type reporter struct {
 	mu      sync.Mutex
 	written map[string]reported
 	swept   time.Time
-	ch      chan Instance
+	ch      chan api.Instance
 	window  time.Duration // reportWindow; tests make it longer
 }
 
@@ -58,11 +41,11 @@ type reported struct {
 }
 
 func newReporter() *reporter {
-	return &reporter{written: map[string]reported{}, ch: make(chan Instance, 1024), window: reportWindow}
+	return &reporter{written: map[string]reported{}, ch: make(chan api.Instance, 1024), window: reportWindow}
 }
 
 // note queues in for writing when it says something new.
-func (r *reporter) note(in Instance) {
+func (r *reporter) note(in api.Instance) {
 	key := in.Appliance + "/" + in.Instance
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -97,13 +80,13 @@ const reportWindow = 100 * time.Millisecond
 // first (up to reportBatch) go into one transaction, the latest report of an instance winning.
 func (s *Server) runReporter(ctx context.Context) {
 	for {
-		var in Instance
+		var in api.Instance
 		select {
 		case <-ctx.Done():
 			return
 		case in = <-s.reports.ch:
 		}
-		batch := map[string]Instance{instancePrefix + in.Appliance + "/" + in.Instance: in}
+		batch := map[string]api.Instance{instancePrefix + in.Appliance + "/" + in.Instance: in}
 		window := time.NewTimer(s.reports.window)
 	more:
 		for len(batch) < reportBatch {
@@ -136,7 +119,7 @@ func (s *Server) runReporter(ctx context.Context) {
 }
 
 // agentReport reads an agent's X-Shoelace-Instance and X-Shoelace-Applied, if sent.
-func agentReport(r *http.Request, name string) (*Instance, error) {
+func agentReport(r *http.Request, name string) (*api.Instance, error) {
 	inst := r.Header.Get(api.HeaderInstance)
 	applied := r.Header.Get(api.HeaderApplied)
 	if inst == "" {
@@ -148,7 +131,7 @@ func agentReport(r *http.Request, name string) (*Instance, error) {
 	if err := api.ValidateSegment("instance name (X-Shoelace-Instance)", inst); err != nil {
 		return nil, err
 	}
-	in := &Instance{Appliance: name, Instance: inst, LastSeen: time.Now().UTC().Truncate(time.Second), Remote: clientIP(r), Token: principalOf(r).name}
+	in := &api.Instance{Appliance: name, Instance: inst, LastSeen: time.Now().UTC().Truncate(time.Second), Remote: clientIP(r), Token: principalOf(r).name}
 	if applied != "" {
 		n, err := strconv.ParseInt(applied, 10, 64)
 		if err != nil || n < 0 {
@@ -176,10 +159,10 @@ func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := Instances{Appliance: name, Instances: []Instance{}}
+	out := api.Instances{Appliance: name, Instances: []api.Instance{}}
 	now := time.Now()
 	for k, v := range m {
-		var in Instance
+		var in api.Instance
 		if err := json.Unmarshal(v, &in); err != nil || !strings.HasPrefix(k, instancePrefix+name+"/") {
 			continue
 		}
@@ -189,6 +172,6 @@ func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) error {
 		}
 		out.Instances = append(out.Instances, in)
 	}
-	slices.SortFunc(out.Instances, func(a, b Instance) int { return strings.Compare(a.Instance, b.Instance) })
+	slices.SortFunc(out.Instances, func(a, b api.Instance) int { return strings.Compare(a.Instance, b.Instance) })
 	return writeJSON(w, http.StatusOK, rev, out)
 }

@@ -17,7 +17,6 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
-	"github.com/shoelace-dev/shoelace/internal/client"
 )
 
 func applianceCommand(e *cliEnv) *cli.Command {
@@ -259,7 +258,7 @@ func (e *cliEnv) applianceInstances(c *cli.Context) error {
 	}
 	if s.json {
 		if l.Instances == nil {
-			l.Instances = []client.Instance{}
+			l.Instances = []api.Instance{}
 		}
 		return printJSON(e.stdout, l)
 	}
@@ -268,7 +267,7 @@ func (e *cliEnv) applianceInstances(c *cli.Context) error {
 		return nil
 	}
 	for _, in := range l.Instances {
-		if _, err := fmt.Fprintf(e.stdout, "%s\t%d\t%s\t%s\t%s\n", in.Instance, in.Applied, in.LastSeen, in.Remote, in.Token); err != nil {
+		if _, err := fmt.Fprintf(e.stdout, "%s\t%d\t%s\t%s\t%s\n", in.Instance, in.Applied, in.LastSeen.Format(time.RFC3339Nano), in.Remote, in.Token); err != nil {
 			return err
 		}
 	}
@@ -566,9 +565,9 @@ func (e *cliEnv) applianceWait(c *cli.Context) error {
 		if len(behind) == 0 && len(alive) >= min {
 			if s.json {
 				return printJSON(e.stdout, struct {
-					Appliance string            `json:"appliance"`
-					Revision  int64             `json:"revision"`
-					Instances []client.Instance `json:"instances"`
+					Appliance string         `json:"appliance"`
+					Revision  int64          `json:"revision"`
+					Instances []api.Instance `json:"instances"`
 				}{name, rev, alive})
 			}
 			_, err := fmt.Fprintf(e.stdout, "%s applied revision %d\n", counted(len(alive), "agent"), rev)
@@ -594,17 +593,15 @@ func (e *cliEnv) applianceWait(c *cli.Context) error {
 
 // rolloutState splits the instances that reported within seen of the newest report (alive;
 // the server's clock on both sides) and returns them, and those of them below rev (behind).
-func rolloutState(all []client.Instance, rev int64, seen time.Duration) (alive, behind []client.Instance) {
+func rolloutState(all []api.Instance, rev int64, seen time.Duration) (alive, behind []api.Instance) {
 	var newest time.Time
-	at := make([]time.Time, len(all))
-	for i, in := range all {
-		at[i], _ = time.Parse(time.RFC3339, in.LastSeen)
-		if at[i].After(newest) {
-			newest = at[i]
+	for _, in := range all {
+		if in.LastSeen.After(newest) {
+			newest = in.LastSeen
 		}
 	}
-	for i, in := range all {
-		if newest.Sub(at[i]) > seen {
+	for _, in := range all {
+		if newest.Sub(in.LastSeen) > seen {
 			continue
 		}
 		alive = append(alive, in)

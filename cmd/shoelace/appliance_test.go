@@ -4,14 +4,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shoelace-dev/shoelace/internal/client"
+	"github.com/shoelace-dev/shoelace/internal/api"
 )
 
 func TestRolloutState(t *testing.T) {
-	at := func(d time.Duration) string {
-		return time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC).Add(d).Format(time.RFC3339)
-	}
-	all := []client.Instance{
+	at := func(d time.Duration) time.Time { return time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC).Add(d) }
+	all := []api.Instance{
 		{Instance: "new", Applied: 42, LastSeen: at(0)},
 		{Instance: "late", Applied: 41, LastSeen: at(-time.Minute)},
 		{Instance: "gone", Applied: 7, LastSeen: at(-time.Hour)}, // a VM that was deleted: not waited for

@@ -127,3 +127,20 @@ type TokenCreated struct {
 type TokenList struct {
 	Tokens []TokenInfo `json:"tokens"`
 }
+
+// Instance is what an agent last reported (X-Shoelace-Instance and X-Shoelace-Applied on its
+// view requests), as GET /v1/appliances/{name}/instances lists it.
+type Instance struct {
+	Appliance string    `json:"appliance"`
+	Instance  string    `json:"instance"`
+	Applied   int64     `json:"applied"` // last revision at which all its templates were installed
+	LastSeen  time.Time `json:"last_seen"`
+	Remote    string    `json:"remote"`
+	Token     string    `json:"token"`
+}
+
+// Instances answers GET /v1/appliances/{name}/instances.
+type Instances struct {
+	Appliance string     `json:"appliance"`
+	Instances []Instance `json:"instances"`
+}
