@@ -5,7 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
-run=$top/run
+# SHOELACE_RUN_DIR gives a second `make run` of one checkout a store of its own (with its own
+# SHOELACE_RUN_PORT): two servers can never share one data dir.
+run=${SHOELACE_RUN_DIR:-$top/run}
+case $run in /*) ;; *) run=$top/$run ;; esac
+runname=${run#"$top"/} # as the user would type it from the checkout
 appliance=web-frontend
 example=$top/examples/$appliance
 port=${SHOELACE_RUN_PORT:-7400}
@@ -27,9 +31,16 @@ cleanup() {
 	local rc=$?
 	trap - EXIT
 	trap '' INT TERM HUP
-	echo
-	echo "stopping the agent and the server…"
-	for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+	local said=
+	for pid in "${pids[@]}"; do
+		kill -0 "$pid" 2>/dev/null || continue
+		if [ -z "$said" ]; then
+			echo
+			echo "stopping what make run started…"
+			said=1
+		fi
+		kill -TERM "$pid" 2>/dev/null || true
+	done
 	wait 2>/dev/null || true
 	exit "$rc"
 }
@@ -44,14 +55,29 @@ if bin/shoelace health --addr "http://$addr" >/dev/null 2>&1; then
 	exit 1
 fi
 
+touch "$run/server.log"
+logstart=$(($(wc -c <"$run/server.log") + 1))
 bin/shoelace server --listen "$addr" --data-dir "$run/data" --admin-token-file "$run/admin.token" \
 	2>>"$run/server.log" &
 pids+=($!)
 
+# server_exited explains why the server just exited, from what it logged this time.
+server_exited() {
+	local log
+	log=$(tail -c "+$logstart" "$run/server.log")
+	if grep -q 'data dir is in use by another process' <<<"$log"; then
+		echo "make run: the store in $run is in use by another make run of this checkout; stop that one, or give this one a directory and a port of its own: SHOELACE_RUN_DIR=/tmp/shoelace-run2 SHOELACE_RUN_PORT=7401 make run" >&2
+	else
+		echo "make run: the server exited; its last lines ($run/server.log):" >&2
+		tail -n 20 <<<"$log" >&2
+	fi
+	exit 1
+}
+
 export SHOELACE_ADDR=http://$addr
 for _ in $(seq 1 300); do
 	bin/shoelace health >/dev/null 2>&1 && break
-	kill -0 "${pids[0]}" 2>/dev/null || { echo "make run: the server exited; see $run/server.log" >&2; tail -n 20 "$run/server.log" >&2; exit 1; }
+	kill -0 "${pids[0]}" 2>/dev/null || server_exited
 	sleep 0.1
 done
 bin/shoelace health >/dev/null || { echo "make run: the server did not become healthy; see $run/server.log" >&2; exit 1; }
@@ -62,10 +88,23 @@ for _ in $(seq 1 50); do
 	sleep 0.1
 done
 if [ ! -s "$run/admin.token" ]; then
-	echo "make run: run/admin.token is missing but run/data holds a store made earlier (its admin token is written only at its first start); remove ./run to start afresh: rm -rf run" >&2
+	echo "make run: $run/admin.token is missing but $run/data holds a store made earlier (its admin token is written only at its first start); start afresh: rm -rf $runname" >&2
 	exit 1
 fi
 export SHOELACE_TOKEN_FILE=$run/admin.token
+# The file holds the token written at the store's first start; rotating the admin token (the
+# runbook's procedure) leaves it stale.
+rc=0
+bin/shoelace token ls >/dev/null 2>"$run/token-check.err" || rc=$?
+if [ $rc -ne 0 ]; then
+	if [ $rc -eq 5 ]; then
+		echo "make run: $run/admin.token no longer holds an admin token of the store in $run/data (was the admin token rotated or revoked?); put the current admin token into $run/admin.token (mode 0600), or start afresh: rm -rf $runname" >&2
+	else
+		echo "make run: $(cat "$run/token-check.err")" >&2
+	fi
+	exit 1
+fi
+rm -f "$run/token-check.err"
 
 # The example keys: shared ones through kv put, the appliance's own through a whole-appliance apply.
 bin/shoelace kv put shared/system/ntp/servers "0.pool.ntp.org 1.pool.ntp.org" >/dev/null
@@ -113,14 +152,14 @@ pids+=($!)
 cat <<TXT
 
 Shoelace is running.
-  server   http://$addr        (log: run/server.log, data: run/data)
-  agent    appliance $appliance  (log: run/agent.log, files: run/out/)
+  server   http://$addr        (log: $run/server.log, data: $run/data)
+  agent    appliance $appliance  (log: $run/agent.log, files: $run/out/)
 
 In another terminal:
   export SHOELACE_ADDR=http://$addr SHOELACE_TOKEN_FILE=$run/admin.token
-  bin/shoelace kv put appliances/$appliance/app/port 8081     # run/out/nginx.conf changes
+  bin/shoelace kv put appliances/$appliance/app/port 8081     # $run/out/nginx.conf changes
   bin/shoelace appliance get $appliance
-  curl -H "Authorization: Bearer \$(cat run/admin.token)" http://$addr/v1/appliances/$appliance
+  curl -H "Authorization: Bearer \$(cat $run/admin.token)" http://$addr/v1/appliances/$appliance
 
 Ctrl-C stops both.
 TXT

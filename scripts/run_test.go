@@ -241,7 +241,7 @@ func TestRun_MakeRun(t *testing.T) {
 			t.Fatal(err)
 		}
 		r.stopped(t, 130)
-		if !strings.Contains(r.out.String(), "stopping the agent and the server") {
+		if !strings.Contains(r.out.String(), "stopping what make run started") {
 			t.Errorf("no stop message; run.sh printed:\n%s", r.out.String())
 		}
 	})
@@ -265,6 +265,46 @@ func TestRun_MakeRun(t *testing.T) {
 			t.Fatal(err)
 		}
 		r.stopped(t, -1)
+	})
+
+	t.Run("a second make run beside the first", func(t *testing.T) {
+		first := start(t, root, port, false)
+		waitFor(t, first, 2*time.Minute, "\"Shoelace is running\"", running(t, first))
+		second := start(t, root, freePort(t), false)
+		second.stopped(t, 1)
+		out := second.out.String()
+		if !strings.Contains(out, "is in use by another make run") || !strings.Contains(out, "SHOELACE_RUN_DIR=") {
+			t.Errorf("the second run.sh did not name the cause and the way out; it printed:\n%s", out)
+		}
+		if strings.Contains(out, `"level"`) || strings.Contains(out, "stopping") {
+			t.Errorf("the second run.sh printed server log lines or a stop message; it printed:\n%s", out)
+		}
+		if err := syscall.Kill(-first.cmd.Process.Pid, syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
+		first.stopped(t, 130)
+	})
+
+	t.Run("admin token rotated", func(t *testing.T) {
+		path := filepath.Join(run, "admin.token")
+		old, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte("sl_rotated-since\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r := start(t, root, port, false)
+		r.stopped(t, 1)
+		out := r.out.String()
+		for _, want := range []string{"no longer holds an admin token", "put the current admin token into", "rm -rf run"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("run.sh did not say %q; it printed:\n%s", want, out)
+			}
+		}
+		if err := os.WriteFile(path, old, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	})
 
 	t.Run("admin token lost", func(t *testing.T) {

@@ -135,7 +135,7 @@ func Parse(text string, opts Options) (*Template, error) {
 			return nil, t.nodeError(nodes[0], fmt.Sprintf("function %q is not supported in Shoelace: %s", fn, why))
 		}
 		if fileFuncs[fn] && !opts.AllowFile {
-			return nil, t.nodeError(nodes[0], fmt.Sprintf("function %q is disabled: it reads local files, which is not enabled for this template (Options.AllowFile)", fn))
+			return nil, t.nodeError(nodes[0], fmt.Sprintf("function %q is disabled: it reads local files, which is off unless the template sets allow_file: true in the agent config", fn))
 		}
 		if nondeterministic[fn] {
 			t.nondet = append(t.nondet, fn)

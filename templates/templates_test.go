@@ -123,7 +123,7 @@ func TestParse_FileRefusedUnlessAllowed(t *testing.T) {
 		if err == nil {
 			t.Fatalf("%s: Parse succeeded without AllowFile", fn)
 		}
-		for _, want := range []string{"motd.tmpl:2:", fmt.Sprintf("%q is disabled", fn), "AllowFile"} {
+		for _, want := range []string{"motd.tmpl:2:", fmt.Sprintf("%q is disabled", fn), "allow_file: true"} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("%s: error %q does not contain %q", fn, err, want)
 			}
