@@ -191,6 +191,8 @@ func (a *Agent) Once(ctx context.Context, stage string, noCommands bool) error {
 	start := time.Now()
 	res := a.renderPass(ctx, v, sel, true, noCommands)
 	a.logPass(v, res, time.Since(start))
+	// What `status` shows; the view itself is never cached by once.
+	a.writeStatus(v, res)
 	if !res.ok() {
 		return fmt.Errorf("%d of %d templates not in place at revision %d: %s", len(res.failed), len(sel), v.Revision, strings.Join(res.failed, "; "))
 	}

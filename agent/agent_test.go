@@ -247,9 +247,16 @@ func TestAgent_Once(t *testing.T) {
 	if got := lines(t, dir+"/commands"); len(got) != 2 {
 		t.Fatalf("--no-commands ran commands: %v", got)
 	}
-	// Once never writes a cache.
-	if _, err := os.Stat(dir + "/cache"); !os.IsNotExist(err) {
-		t.Fatalf("once wrote the cache dir: %v", err)
+	// Once never writes the view's cache, but records its status for `status`.
+	if _, err := os.Stat(agent.CachePath(dir+"/cache", "web")); !os.IsNotExist(err) {
+		t.Fatalf("once wrote the view cache: %v", err)
+	}
+	st, err := agent.LoadStatus(dir+"/cache", "web")
+	if err != nil {
+		t.Fatalf("once recorded no status: %v", err)
+	}
+	if len(st.Templates) != 3 || !st.Templates[0].InPlace || st.Revision == 0 {
+		t.Fatalf("status after once = %+v, want three templates in place", st)
 	}
 }
 

@@ -167,9 +167,9 @@ func DefaultConfig() *Config {
 // file and line), then every *.yaml in templates_dir (each a list of template entries, read as
 // strictly), fills defaults and validates the whole.
 func LoadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfigFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		return nil, err
 	}
 	cfg, err := ParseConfig(path, data)
 	if err != nil {
@@ -417,6 +417,7 @@ func (c *Config) Validate() error {
 			t.File = fmt.Sprintf("%s: templates[%d]", name, i)
 		}
 		w := t.where()
+		before := len(errs)
 		if (t.Source == "") == (t.Contents == "") {
 			add("%s: set exactly one of source and contents", w)
 		}
@@ -482,6 +483,13 @@ func (c *Config) Validate() error {
 		}
 		if t.CommandTimeout > 0 && time.Duration(t.CommandTimeout) < 10*time.Millisecond {
 			add("%s: command_timeout %s is too short (at least 10ms)", w, time.Duration(t.CommandTimeout))
+		}
+		// Read and parse the template too, so that a missing source or a syntax error is
+		// reported with the rest instead of after they are mended.
+		if before == len(errs) {
+			if _, err := parseTemplate(t); err != nil {
+				add("%v", err)
+			}
 		}
 	}
 	if len(errs) > 0 {
@@ -720,9 +728,21 @@ func (c *Config) Select(stage string) []*Template {
 // ParseConfigFile reads and decodes a config file without validating it, for tools that only
 // need a few of its fields (such as `status`).
 func ParseConfigFile(path string) (*Config, error) {
+	data, err := readConfigFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseConfig(path, data)
+}
+
+// readConfigFile reads the config file; a missing one is explained with the ways to name another.
+func readConfigFile(path string) ([]byte, error) {
 	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read config: %w (give the agent's config with --config FILE or SHOELACE_AGENT_CONFIG=FILE; the default is %s)", err, DefaultConfigPath)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return ParseConfig(path, data)
+	return data, nil
 }

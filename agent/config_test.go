@@ -126,6 +126,10 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		{"templates not a list", base + tok + "templates:\n  contents: x\n", []string{`agent.yaml:6: want a list of template entries (each starting with "- "), not a mapping`}},
 		{"tiny timeout", base + tmpl + "    command_timeout: 1ns\n", []string{"command_timeout 1ns is too short"}},
 		{"several problems", "appliance: web/x\n" + "templates:\n  - contents: x\n", []string{"4 problems", "server is required", "invalid appliance name", "destination is required"}},
+		{"missing source among other problems", base + tok + "templates:\n  - source: $DIR/nope.tmpl\n    destination: $DIR/a\n  - contents: x\n    destination: b.conf\n",
+			[]string{"2 problems", "agent.yaml:6: template $DIR/a: read source", "nope.tmpl: no such file", `destination "b.conf" must be an absolute path`}},
+		{"syntax error among other problems", base + tok + "templates:\n  - contents: \"{{ bad\"\n    destination: $DIR/a\n  - contents: x\n    destination: b.conf\n",
+			[]string{"2 problems", `function "bad" not defined`, `destination "b.conf" must be an absolute path`}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

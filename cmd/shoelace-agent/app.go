@@ -215,7 +215,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					for _, w := range a.Warnings() {
 						fmt.Fprintf(stdout, "warning: %s\n", w)
 					}
-					fmt.Fprintf(stdout, "%s: ok, %d templates\n", c.String("config"), a.Templates())
+					n := a.Templates()
+					fmt.Fprintf(stdout, "%s: ok, %d %s\n", c.String("config"), n, plural(n, "template", "templates"))
 					return nil
 				},
 			},
@@ -298,41 +299,11 @@ func serviceCommand(action string, stdout, stderr io.Writer) *cli.Command {
 				fmt.Fprintf(stderr, "shoelace-agent: warning: the installed unit runs \"shoelace-agent run --config %s\", not %s: "+
 					"put the config there, or override ExecStart in a drop-in (systemctl edit shoelace-agent)\n", agent.DefaultConfigPath, c.String("config"))
 			}
-			if action == "status" && c.Bool("json") {
-				return printStatusJSON(c.Context, c.String("config"), stdout)
-			}
-			err := svc.Control(c.Context, svc.AgentUnit(), action, stdout)
 			if action == "status" {
-				// What the agent last recorded is useful even where systemd is not running.
-				printRunStatus(c.String("config"), stdout)
+				return printStatus(c.Context, c.String("config"), c.Bool("json"), stdout)
 			}
-			return err
+			return svc.Control(c.Context, svc.AgentUnit(), action, stdout)
 		},
-	}
-}
-
-// printRunStatus adds what the running agent last recorded, when its config and status file
-// can be read.
-func printRunStatus(configPath string, w io.Writer) {
-	cfg, err := agent.ParseConfigFile(configPath)
-	if err != nil {
-		return
-	}
-	s, err := agent.LoadStatus(cfg.CacheDir, cfg.Appliance)
-	if err != nil {
-		return
-	}
-	src := "server"
-	if s.FromCache {
-		src = "cache"
-	}
-	fmt.Fprintf(w, "appliance %s: revision %d (from %s), applied %d, updated %s\n", s.Appliance, s.Revision, src, s.Applied, s.Updated.Format("2006-01-02T15:04:05Z"))
-	for _, t := range s.Templates {
-		state := "in place"
-		if !t.InPlace {
-			state = "NOT in place: " + t.Error
-		}
-		fmt.Fprintf(w, "  %s: %s\n", t.Destination, state)
 	}
 }
 
@@ -356,9 +327,10 @@ type serviceJSON struct {
 	Running   bool   `json:"running"`
 }
 
-// printStatusJSON prints the status as JSON. It fails (exit 1) only when neither the service
-// state nor the agent's record could be read.
-func printStatusJSON(ctx context.Context, configPath string, w io.Writer) error {
+// printStatus prints the service's state and the agent's own record of its last sync, as text or
+// JSON. Either may be missing (no systemd here, nothing synced yet): that is said, not fatal; it
+// fails (exit 1) only when neither could be read.
+func printStatus(ctx context.Context, configPath string, asJSON bool, w io.Writer) error {
 	var out statusJSON
 	st, err := (&svc.Manager{}).CheckedStatus(ctx, svc.AgentUnit())
 	if err != nil {
@@ -371,19 +343,70 @@ func printStatusJSON(ctx context.Context, configPath string, w io.Writer) error 
 	if err == nil {
 		out.Agent, err = agent.LoadStatus(cfg.CacheDir, cfg.Appliance)
 		if errors.Is(err, os.ErrNotExist) {
-			err = fmt.Errorf("no status recorded yet in %s: the agent has not synced", cfg.CacheDir)
+			err = fmt.Errorf("no status recorded yet in %s: the agent has not run (run or once) with this config", cfg.CacheDir)
 		}
 	}
 	if err != nil {
 		out.AgentError = err.Error()
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(out); err != nil {
-		return err
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+	} else {
+		switch {
+		case out.Service != nil:
+			fmt.Fprintln(w, st.String())
+		default:
+			fmt.Fprintf(w, "service: not installed as a service here (%s)\n", out.ServiceError)
+		}
+		printAgentStatus(w, out.Agent, out.AgentError)
 	}
 	if out.Service == nil && out.Agent == nil {
 		return fmt.Errorf("status: %s", out.AgentError)
 	}
 	return nil
+}
+
+// printAgentStatus prints the agent's record of its last sync as text: what status --json holds.
+func printAgentStatus(w io.Writer, s *agent.Status, loadErr string) {
+	if s == nil {
+		fmt.Fprintf(w, "agent: %s\n", loadErr)
+		return
+	}
+	src := "server"
+	if s.FromCache {
+		src = "last-known-good cache (server unreachable)"
+	}
+	const stamp = "2006-01-02T15:04:05Z"
+	fmt.Fprintf(w, "appliance %s, instance %s: revision %d from the %s, applied %d, updated %s\n",
+		s.Appliance, s.Instance, s.Revision, src, s.Applied, s.Updated.Format(stamp))
+	if !s.LastSync.IsZero() {
+		fmt.Fprintf(w, "  last sync with the server: %s (store %s)\n", s.LastSync.Format(stamp), s.Store)
+	}
+	if s.LastError != "" {
+		fmt.Fprintf(w, "  last error: %s\n", s.LastError)
+	}
+	for _, t := range s.Templates {
+		var state string
+		switch {
+		case t.InPlace:
+			state = fmt.Sprintf("in place (revision %d)", t.Revision)
+		case t.Error != "":
+			state = "NOT in place: " + t.Error
+		default:
+			state = "not rendered (not selected by the last once --stage)"
+		}
+		fmt.Fprintf(w, "  %s: %s\n", t.Destination, state)
+	}
+}
+
+// plural picks the word that fits n.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

@@ -68,11 +68,11 @@ func TestCLI_ConfigErrors(t *testing.T) {
 	os.WriteFile(cfg, []byte("server: http://127.0.0.1:1\nappliance: web\ntoken: t\ntemplates:\n  - contents: x\n    destination: "+dir+"/x\n"), 0o644)
 	t.Setenv("SHOELACE_AGENT_CONFIG", cfg)
 	err, stdout, _ := runCLI(t, "validate")
-	if err != nil || !strings.Contains(stdout, cfg+": ok, 1 templates") {
+	if err != nil || !strings.Contains(stdout, cfg+": ok, 1 template") {
 		t.Fatalf("validate with $SHOELACE_AGENT_CONFIG: %v %q", err, stdout)
 	}
 	err, stdout, _ = runCLI(t, "--config", cfg, "validate")
-	if err != nil || !strings.Contains(stdout, "ok, 1 templates") {
+	if err != nil || !strings.Contains(stdout, "ok, 1 template") {
 		t.Fatalf("--config before the command: %v %q", err, stdout)
 	}
 }
@@ -148,7 +148,7 @@ func TestCLI_StatusJSON(t *testing.T) {
 	if jerr := json.Unmarshal([]byte(stdout), &got); jerr != nil {
 		t.Fatalf("status --json printed %q: %v", stdout, jerr)
 	}
-	if got.Agent != nil || !strings.Contains(got.AgentError, "has not synced") {
+	if got.Agent != nil || !strings.Contains(got.AgentError, "has not run") {
 		t.Errorf("before a sync: agent %+v, error %q", got.Agent, got.AgentError)
 	}
 	if got.Service == nil && err == nil {
@@ -174,5 +174,20 @@ func TestCLI_StatusJSON(t *testing.T) {
 	}
 	if got.Service == nil && got.ServiceError == "" {
 		t.Error("the service state is neither reported nor explained")
+	}
+
+	// The text form shows what the JSON shows, and exits 0 without systemd too.
+	err, stdout, _ = runCLI(t, "status", "--config", cfg)
+	if err != nil {
+		t.Fatalf("status with a recorded status: %v\n%s", err, stdout)
+	}
+	wants := []string{"appliance web, instance vm1: revision 42", "applied 41", `last error: render /x: key "a" is not in the view`, "/x: NOT in place: missing key a"}
+	if got.Service == nil {
+		wants = append(wants, "not installed as a service here")
+	}
+	for _, want := range wants {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("status printed:\n%s\nwant a line with %q", stdout, want)
+		}
 	}
 }

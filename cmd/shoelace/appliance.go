@@ -252,7 +252,7 @@ func (e *cliEnv) applianceInstances(c *cli.Context) error {
 		return err
 	}
 	defer s.cancel()
-	l, err := s.client.Instances(s.ctx, name)
+	l, _, err := s.client.Instances(s.ctx, name)
 	if err != nil {
 		return err
 	}
@@ -534,13 +534,18 @@ func (e *cliEnv) applianceWait(c *cli.Context) error {
 	}
 	deadline := time.Now().Add(wait)
 	failing := false
+	said := time.Now() // when the last progress line was printed: the first comes after waitProgressEvery
 	for {
 		ctx, cancel := c.Context, context.CancelFunc(func() {})
 		if d := c.Duration(flagTimeout); d > 0 {
 			ctx, cancel = context.WithTimeout(c.Context, d)
 		}
-		l, err := s.client.Instances(ctx, name)
+		l, storeRev, err := s.client.Instances(ctx, name)
 		cancel()
+		if err == nil && storeRev > 0 && rev > storeRev {
+			// No agent can ever report it: waiting would only run out the clock.
+			return fmt.Errorf("appliance wait %s: revision %d is ahead of the store (at revision %d): give the revision a write printed", name, rev, storeRev)
+		}
 		if err != nil && exitCode(err) != exitUnavailable {
 			return err
 		}
@@ -573,6 +578,10 @@ func (e *cliEnv) applianceWait(c *cli.Context) error {
 			_, err := fmt.Fprintf(e.stdout, "%s applied revision %d\n", counted(len(alive), "agent"), rev)
 			return err
 		}
+		if now := time.Now(); now.Sub(said) >= waitProgressEvery && now.Add(every).Before(deadline) {
+			fmt.Fprintf(e.stderr, "appliance wait %s: %s\n", name, waitProgress(alive, behind, rev, min))
+			said = now
+		}
 		if !time.Now().Add(every).Before(deadline) {
 			if len(behind) == 0 {
 				return fmt.Errorf("appliance wait %s: after %s, %s seen within %s of the newest report, want at least %d", name, wait, counted(len(alive), "agent"), seen, min)
@@ -589,6 +598,30 @@ func (e *cliEnv) applianceWait(c *cli.Context) error {
 			return c.Context.Err()
 		}
 	}
+}
+
+// waitProgressEvery spaces appliance wait's progress lines on stderr.
+const waitProgressEvery = 5 * time.Second
+
+// waitProgress is one progress line of appliance wait: how many applied, and who is behind.
+func waitProgress(alive, behind []api.Instance, rev int64, min int) string {
+	line := fmt.Sprintf("%d of %s applied revision %d", len(alive)-len(behind), counted(len(alive), "agent"), rev)
+	if len(alive) < min {
+		line += fmt.Sprintf(" (want at least %d)", min)
+	}
+	if len(behind) > 0 {
+		const most = 5
+		names := make([]string, 0, most)
+		for i, in := range behind {
+			if i == most {
+				names = append(names, fmt.Sprintf("and %d more", len(behind)-most))
+				break
+			}
+			names = append(names, fmt.Sprintf("%s (applied %d)", in.Instance, in.Applied))
+		}
+		line += "; behind: " + strings.Join(names, ", ")
+	}
+	return line + "; waiting"
 }
 
 // rolloutState splits the instances that reported within seen of the newest report (alive;

@@ -241,11 +241,21 @@ func TestE2E_ImportModes(t *testing.T) {
 		if r.code != 0 {
 			t.Fatalf("dry run: %s", r)
 		}
-		want := "put shared/a\nput shared/b\ndelete appliances/web/secrets/tls\ndelete other/x\nkeep secrets/pw\n"
+		want := "+ shared/b\n~ shared/a\n- appliances/web/secrets/tls\n- other/x\n= secrets/pw\n"
 		if r.stdout != want {
 			t.Errorf("dry run printed %q, want %q", r.stdout, want)
 		}
 		if !strings.Contains(r.stderr, "2 put, 2 deleted, 1 omitted secrets kept") || !strings.Contains(r.stderr, "nothing written") {
+			t.Errorf("dry run stderr %q", r.stderr)
+		}
+		// A key that already holds the file's value is counted, not listed.
+		same := filepath.Join(dir, "same.json")
+		writeFile(t, same, `{"omitted":["secrets/pw"],"keys":{"shared/a":"new","shared/b":"2\n","other/x":"keep me?"}}`)
+		r = c.run("import", same, "--replace", "--dry-run")
+		if want := "+ shared/b\n~ shared/a\n- appliances/web/secrets/tls\n= secrets/pw\n"; r.code != 0 || r.stdout != want {
+			t.Errorf("dry run printed %q (%s), want %q", r.stdout, r, want)
+		}
+		if !strings.Contains(r.stderr, "create 1, change 1, delete 1, leave 1 as they are") {
 			t.Errorf("dry run stderr %q", r.stderr)
 		}
 		assertUnchanged(t, c, initial, rev)

@@ -1153,10 +1153,28 @@ func TestE2E_ApplianceWait(t *testing.T) {
 
 	report("vm-1", rev)
 	report("vm-2", rev-1)
+	// Reports are written within a moment: wait until both are listed.
+	deadline := time.Now().Add(30 * time.Second)
+	for out := ""; !strings.Contains(out, "vm-2"); out = c.ok("appliance", "instances", "e2e-wait") {
+		if time.Now().After(deadline) {
+			t.Fatalf("reports not listed after 30 s: %q", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	// vm-2 is behind: the wait gives up and names it.
-	res = c.run("appliance", "wait", "e2e-wait", "--revision", r, "--for", "3s", "--interval", "100ms")
+	res = c.run("appliance", "wait", "e2e-wait", "--revision", r, "--for", "8s", "--interval", "100ms")
 	if res.code != exitError || !strings.Contains(res.stderr, "1 of 2 agents have not applied revision "+r+": vm-2 (applied "+strconv.FormatInt(rev-1, 10)+")") {
 		t.Fatalf("wait with an agent behind: %s", res)
+	}
+	// While it waits it says how far it is, once 5 s have passed, and not again within 5 s.
+	if want := "1 of 2 agents applied revision " + r + "; behind: vm-2 (applied " + strconv.FormatInt(rev-1, 10) + "); waiting"; strings.Count(res.stderr, want) != 1 {
+		t.Fatalf("wait with an agent behind printed no single progress line %q: %s", want, res)
+	}
+	// A revision ahead of the store can never be applied: refused at once, not waited for.
+	started := time.Now()
+	c.fails(exitError, "is ahead of the store", "appliance", "wait", "e2e-wait", "--revision", strconv.FormatInt(rev+1_000_000, 10), "--for", "5m")
+	if d := time.Since(started); d > time.Minute {
+		t.Fatalf("a revision ahead of the store was waited for (%s)", d)
 	}
 	// vm-2 catches up while the wait waits.
 	done := make(chan result, 1)

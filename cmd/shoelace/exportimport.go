@@ -169,7 +169,8 @@ An import that needs more operations than the server takes in one transaction (1
 default) is refused: it is never split. A file with "omitted" keys is partial: stderr lists
 them, and the import is never reported as a whole copy.
 Prints "revision N" (with --output json {"revision","mode","put","deleted","kept","omitted"})
-and a summary on stderr. --dry-run prints what would be put, deleted and kept, writes nothing.
+and a summary on stderr. --dry-run prints what would be created (+), changed (~), deleted (-)
+and kept (= an omitted secret), as appliance apply --dry-run does, and writes nothing.
 
 EXAMPLES:
    shoelace import all.json
@@ -257,6 +258,10 @@ type importPlan struct {
 	Kept    []string // keys of the store kept because the file omitted them, sorted
 	Missing []string // omitted keys the store does not have, sorted
 	Txn     api.Txn
+	// Of Put: the keys the store lacks, those whose value differs, and how many hold the
+	// file's value already (a dry run shows the first two as + and ~).
+	Created, Changed []string
+	Unchanged        int
 }
 
 // planImport decides what importing d into a store that holds current (read at one revision,
@@ -293,6 +298,20 @@ func planImport(d dump, current []api.KV, mode string) (importPlan, error) {
 		p.Put = append(p.Put, k)
 	}
 	sort.Strings(p.Put)
+	values := make(map[string]string, len(current))
+	for _, kv := range current {
+		values[kv.Key] = kv.Value
+	}
+	for _, k := range p.Put {
+		switch v, ok := values[k]; {
+		case !ok:
+			p.Created = append(p.Created, k)
+		case v != d.Keys[k]:
+			p.Changed = append(p.Changed, k)
+		default:
+			p.Unchanged++
+		}
+	}
 	omitted := make(map[string]bool, len(d.Omitted))
 	for _, k := range d.Omitted {
 		omitted[k] = true
@@ -352,6 +371,10 @@ type importResult struct {
 	PutKeys     []string `json:"put_keys,omitempty"`
 	DeletedKeys []string `json:"deleted_keys,omitempty"`
 	KeptKeys    []string `json:"kept_keys,omitempty"`
+	// Of PutKeys: those the store lacks, those whose value differs, and how many are equal.
+	CreatedKeys []string `json:"created_keys,omitempty"`
+	ChangedKeys []string `json:"changed_keys,omitempty"`
+	Unchanged   int      `json:"unchanged,omitempty"`
 }
 
 // importMode reads --merge and --replace; both is a usage error.
@@ -507,25 +530,27 @@ func (e *cliEnv) printImport(asJSON bool, res importResult) error {
 	return printRevision(e.stdout, false, res.Revision)
 }
 
-// printDryRun prints the plan: "put KEY", "delete KEY" and "keep KEY" lines (or JSON with the
-// keys), and a summary on stderr. Nothing is written.
+// printDryRun prints the plan as appliance apply --dry-run does: "+ KEY" (created), "~ KEY"
+// (changed) and "- KEY" (deleted) lines, then "= KEY" for omitted secrets kept (or JSON with
+// the keys), and a summary on stderr. Keys that already hold the file's value are counted, not
+// listed. Nothing is written.
 func (e *cliEnv) printDryRun(asJSON bool, p importPlan, res importResult, rev int64, summary string) error {
-	fmt.Fprintf(e.stderr, "dry run: would import %s in one transaction of %d operations and %d guards, against revision %d; nothing written\n",
-		summary, len(p.Txn.Ops), len(p.Txn.Guards), rev)
+	fmt.Fprintf(e.stderr, "dry run: would import %s in one transaction of %d operations and %d guards, against revision %d: create %d, change %d, delete %d, leave %d as they are; nothing written\n",
+		summary, len(p.Txn.Ops), len(p.Txn.Guards), rev, len(p.Created), len(p.Changed), len(p.Delete), p.Unchanged)
 	if asJSON {
 		res.Revision, res.DryRun = rev, true
 		res.PutKeys, res.DeletedKeys, res.KeptKeys = p.Put, p.Delete, p.Kept
+		res.CreatedKeys, res.ChangedKeys, res.Unchanged = p.Created, p.Changed, p.Unchanged
 		return printJSON(e.stdout, res)
 	}
 	var b strings.Builder
-	for _, k := range p.Put {
-		fmt.Fprintf(&b, "put %s\n", k)
-	}
-	for _, k := range p.Delete {
-		fmt.Fprintf(&b, "delete %s\n", k)
-	}
-	for _, k := range p.Kept {
-		fmt.Fprintf(&b, "keep %s\n", k)
+	for _, set := range []struct {
+		mark string
+		keys []string
+	}{{"+", p.Created}, {"~", p.Changed}, {"-", p.Delete}, {"=", p.Kept}} {
+		for _, k := range set.keys {
+			fmt.Fprintf(&b, "%s %s\n", set.mark, k)
+		}
 	}
 	_, err := io.WriteString(e.stdout, b.String())
 	return err
