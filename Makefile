@@ -9,7 +9,7 @@ FUZZTIME  ?= 30s
 # The timeout of one test package under `make test`.
 TESTTIMEOUT ?= 15m
 
-.PHONY: all build run test test-short lint bench fuzz package clean
+.PHONY: all build install run test test-short lint bench fuzz package clean
 
 all: build
 
@@ -18,6 +18,12 @@ build:
 	@mkdir -p bin
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o bin/shoelace ./cmd/shoelace
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o bin/shoelace-agent ./cmd/shoelace-agent
+
+## install: copy both binaries into $(PREFIX)/bin (default /usr/local/bin; PREFIX=$$HOME/.local for yours)
+PREFIX ?= /usr/local
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 bin/shoelace bin/shoelace-agent $(DESTDIR)$(PREFIX)/bin/
 
 ## run: a server on an embedded etcd under ./run/ and an agent rendering examples/ into ./run/out/
 run: build

@@ -60,9 +60,11 @@ EXAMPLES:
 				Usage:     "list the agents of an appliance and the revision each has applied",
 				ArgsUsage: "NAME",
 				UsageText: "shoelace appliance instances NAME [--output json]",
-				Description: `Prints one line per agent that reported in the last 7 days: instance, applied revision
-(the last one at which all its templates were installed), last seen, remote address and
-token, tab-separated. With --output json, prints {"appliance","instances":[…]}.
+				Description: `Prints a header line, then one line per agent that reported in the last 7 days, tab-separated:
+INSTANCE (its X-Shoelace-Instance, by default its hostname), APPLIED (the last revision at
+which all its templates were installed), LAST_SEEN (its last request, server time), REMOTE
+(the address it came from) and TOKEN (the token's name). Needs a token that may read the
+appliance's keys. With --output json, prints {"appliance","instances":[…]}.
 
 EXAMPLES:
    rev=$(shoelace appliance apply web -f web.yaml | cut -d' ' -f2)
@@ -266,12 +268,14 @@ func (e *cliEnv) applianceInstances(c *cli.Context) error {
 		fmt.Fprintf(e.stderr, "no agent of %s has reported yet (agents report on every long-poll, with X-Shoelace-Instance)\n", name)
 		return nil
 	}
+	// Tab-separated columns under one header line (tail -n +2 drops it; -o json for scripts).
+	var b strings.Builder
+	b.WriteString("INSTANCE\tAPPLIED\tLAST_SEEN\tREMOTE\tTOKEN\n")
 	for _, in := range l.Instances {
-		if _, err := fmt.Fprintf(e.stdout, "%s\t%d\t%s\t%s\t%s\n", in.Instance, in.Applied, in.LastSeen.Format(time.RFC3339Nano), in.Remote, in.Token); err != nil {
-			return err
-		}
+		fmt.Fprintf(&b, "%s\t%d\t%s\t%s\t%s\n", in.Instance, in.Applied, in.LastSeen.Format(time.RFC3339Nano), in.Remote, in.Token)
 	}
-	return nil
+	_, err = io.WriteString(e.stdout, b.String())
+	return err
 }
 
 // formatPairs renders keys as sorted "path=value" lines; a value with a control character or
