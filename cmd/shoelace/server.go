@@ -29,7 +29,7 @@ On first start against a store without tokens it writes an admin token to --admi
 (mode 0600). Logs are JSON lines on stderr. SIGTERM or Ctrl-C drains and stops it.
 
 EXAMPLES:
-   shoelace server --data-dir /var/lib/shoelace
+   shoelace server --data-dir /var/lib/shoelace-server   # where the packaged unit keeps it
    shoelace server --listen 0.0.0.0:7400 --tls-cert cert.pem --tls-key key.pem \
        --etcd-endpoints https://etcd1:2379,https://etcd2:2379 --etcd-cacert ca.pem
 
