@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -78,19 +79,41 @@ type passResult struct {
 
 func (p passResult) ok() bool { return len(p.failed) == 0 }
 
+// pendingCommand is a command to run after a pass, for the files it changed.
+type pendingCommand struct {
+	command  string
+	timeout  time.Duration
+	dests    []string
+	revision int64
+}
+
 // renderPass renders sel from v. Without force, a template whose inputs did not change since
 // its last successful render is skipped. Commands of changed templates run afterwards, each
-// distinct command once, unless noCommands.
+// distinct command once, unless noCommands; so do the commands a previous run owed.
 func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noCommands bool) passResult {
 	var res passResult
 	data := v.data(a)
-	type pending struct {
-		command string
-		timeout time.Duration
-		dests   []string
+	var cmds []*pendingCommand
+	byCmd := map[string]*pendingCommand{}
+	queue := func(command string, timeout time.Duration, dests []string, rev int64) {
+		p := byCmd[command]
+		if p == nil {
+			p = &pendingCommand{command: command}
+			byCmd[command] = p
+			cmds = append(cmds, p)
+		}
+		p.timeout, p.revision = max(p.timeout, timeout), max(p.revision, rev)
+		for _, d := range dests {
+			if !slices.Contains(p.dests, d) {
+				p.dests = append(p.dests, d)
+			}
+		}
 	}
-	var cmds []*pending
-	byCmd := map[string]*pending{}
+	if !noCommands {
+		for _, o := range a.owed {
+			queue(o.Command, o.timeout(), o.Destinations, o.Revision)
+		}
+	}
 	for _, t := range sel {
 		if ctx.Err() != nil {
 			// Stopping: leave the rest for the next start; commands of what changed still run.
@@ -117,17 +140,9 @@ func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noC
 		}
 		res.rendered = append(res.rendered, t.name())
 		a.metrics.renders.Add(1)
-		if t.cfg.Command == "" {
-			continue
+		if t.cfg.Command != "" {
+			queue(t.cfg.Command, t.cfg.Timeout(), []string{t.name()}, v.Revision)
 		}
-		p := byCmd[t.cfg.Command]
-		if p == nil {
-			p = &pending{command: t.cfg.Command}
-			byCmd[t.cfg.Command] = p
-			cmds = append(cmds, p)
-		}
-		p.timeout = max(p.timeout, t.cfg.Timeout())
-		p.dests = append(p.dests, t.name())
 	}
 	for _, p := range cmds {
 		if noCommands {
@@ -137,7 +152,7 @@ func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noC
 		env := []string{
 			"SHOELACE_APPLIANCE=" + a.cfg.Appliance,
 			"SHOELACE_INSTANCE=" + a.instance,
-			"SHOELACE_REVISION=" + strconv.FormatInt(v.Revision, 10),
+			"SHOELACE_REVISION=" + strconv.FormatInt(p.revision, 10),
 			"SHOELACE_DESTINATIONS=" + strings.Join(p.dests, " "),
 		}
 		// A reload command started for a changed file finishes (within its timeout) even
@@ -154,6 +169,10 @@ func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noC
 		}
 		a.log.Info("command ran", "command", p.command, "templates", p.dests, "output", redact(r.Output, v.Keys),
 			"duration_ms", r.Duration.Milliseconds())
+	}
+	if !noCommands {
+		// Every command owed is run (a failed one too: it is logged, not retried).
+		a.paid()
 	}
 	return res
 }
@@ -196,7 +215,20 @@ func (a *Agent) renderOne(ctx context.Context, t *tmpl, data templates.Data) (bo
 	if err := ensureDir(filepath.Dir(t.cfg.Destination)); err != nil {
 		return false, fmt.Errorf("install %s: %w", t.name(), err)
 	}
-	changed, err := atomicfile.Write(t.cfg.Destination, r.Output, opts)
+	if a.recordOwed && t.cfg.Command != "" {
+		opts.BeforeRename = func() error {
+			a.owe(t, data.Revision)
+			return nil
+		}
+	}
+	changed, err := installFile(t.cfg.Destination, r.Output, opts)
+	var se *atomicfile.SyncDirError
+	if errors.As(err, &se) {
+		// Renamed into place: readers see it, so it is installed and its command runs. Only a
+		// crash could still bring the old file back, and the next start renders it again.
+		a.log.Warn("installed, but its directory was not fsynced", "template", t.name(), "error", err.Error())
+		changed, err = true, nil
+	}
 	if err != nil {
 		var ce *atomicfile.CheckError
 		if errors.As(err, &ce) {
@@ -222,6 +254,9 @@ func redact(s string, keys map[string]string) string {
 	}
 	return s
 }
+
+// installFile is atomicfile.Write; tests replace it to inject a fault at one step.
+var installFile = atomicfile.Write
 
 // ensureDir creates a destination's missing parent directories, mode 0755.
 func ensureDir(dir string) error {
