@@ -164,10 +164,10 @@ func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noC
 			res.cmdFail++
 			a.metrics.commandFailures.Add(1)
 			a.log.Error("command failed", "command", p.command, "templates", p.dests, "error", err.Error(),
-				"exit_code", r.ExitCode, "output", redact(r.Output, v.Keys), "duration_ms", r.Duration.Milliseconds())
+				"exit_code", r.ExitCode, "output", redactOutput(r, v.Keys), "duration_ms", r.Duration.Milliseconds())
 			continue
 		}
-		a.log.Info("command ran", "command", p.command, "templates", p.dests, "output", redact(r.Output, v.Keys),
+		a.log.Info("command ran", "command", p.command, "templates", p.dests, "output", redactOutput(r, v.Keys),
 			"duration_ms", r.Duration.Milliseconds())
 	}
 	if !noCommands {
@@ -244,15 +244,78 @@ func (a *Agent) renderOne(ctx context.Context, t *tmpl, data templates.Data) (bo
 	return changed, nil
 }
 
+// redactMin is the length from which a secret value (or a line of one) is masked in logs:
+// shorter ones would mask common words everywhere.
+const redactMin = 4
+
+// redactMask replaces a secret value in what the agent logs.
+const redactMask = "[redacted]"
+
+// secretsIn lists what to mask of the secret keys' values: each value, the value without the
+// white space around it (output trimmed of its last newline still holds it), the value as %q
+// quotes it, and each line of a multi-line value (a check that quotes one line of a key file);
+// longest first, so that a value holding another is masked whole.
+func secretsIn(keys map[string]string) []string {
+	var out []string
+	add := func(s string) {
+		if len(s) >= redactMin && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	for k, v := range keys {
+		if !api.IsSecret(k) {
+			continue
+		}
+		add(v)
+		add(strings.TrimSpace(v))
+		if q := strconv.Quote(v); len(q) != len(v)+2 {
+			add(q[1 : len(q)-1]) // as an error message quotes it
+		}
+		if strings.Contains(v, "\n") {
+			for _, line := range strings.Split(v, "\n") {
+				add(strings.TrimSpace(line))
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
+	return out
+}
+
 // redact replaces the values of secret keys found in s (an error message, a command's
 // output) with [redacted], so that logs never carry them.
 func redact(s string, keys map[string]string) string {
-	for k, v := range keys {
-		if len(v) >= 4 && api.IsSecret(k) && strings.Contains(s, v) {
-			s = strings.ReplaceAll(s, v, "[redacted]")
-		}
+	for _, v := range secretsIn(keys) {
+		s = strings.ReplaceAll(s, v, redactMask)
 	}
 	return s
+}
+
+// redactOutput is redact of a command's output. When the output was cut at maxOutputBytes,
+// the start of a secret that the cut split is masked too.
+func redactOutput(r CommandResult, keys map[string]string) string {
+	secrets := secretsIn(keys)
+	out, tail := r.Output, ""
+	if i := strings.LastIndex(out, cutNotePrefix); r.Dropped > 0 && i >= 0 {
+		out, tail = out[:i], out[i:]
+		// The longest end of what was kept that starts a secret, before any whole one is
+		// masked (which could leave the rest of that start).
+		cut := 0
+		for _, v := range secrets {
+			for n := min(len(v)-1, len(out)); n > cut; n-- {
+				if strings.HasSuffix(out, v[:n]) {
+					cut = n
+					break
+				}
+			}
+		}
+		if cut > 0 {
+			out, tail = out[:len(out)-cut], redactMask+tail
+		}
+	}
+	for _, v := range secrets {
+		out = strings.ReplaceAll(out, v, redactMask)
+	}
+	return out + tail
 }
 
 // installFile is atomicfile.Write; tests replace it to inject a fault at one step.
