@@ -39,9 +39,10 @@ type Options struct {
 	// Check, when set, runs on the staged temp file before the rename; an error leaves the
 	// destination as it was and removes the temp file.
 	Check func(staged string) error
-	// Allowed, when set, is asked about the path Write will replace once a link at path is
-	// followed (see Write); an error leaves everything as it was. It lets a caller check the
-	// very path that is written, not one resolved earlier.
+	// Allowed, when set, is asked about the path Write will replace, free of links (a link at
+	// path followed, its directory resolved and held open: see Write), and about its .bak with
+	// Backup; an error leaves everything as it was. It lets a caller check the very path that
+	// is written, not one resolved earlier. It is not asked when nothing changes.
 	Allowed func(resolved string) error
 	// BeforeRename, when set, runs once the file is staged, checked and backed up, right
 	// before the rename that installs it (so only when Write will change the destination);
