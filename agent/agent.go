@@ -51,6 +51,10 @@ type Agent struct {
 	applied atomic.Int64 // last revision at which every template was in place
 	metrics metrics
 	persist *persister // set while Run runs
+	// recordOwed is set while Run runs: commands owed for installed files are recorded in
+	// cache_dir (owed.go), which owed mirrors.
+	recordOwed bool
+	owed       []owedCommand
 	// reportNow asks the poller to re-send its long-poll so that it reports a new applied revision.
 	reportNow chan struct{}
 }

@@ -23,6 +23,7 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 type CommandResult struct {
 	Command  string
 	Output   string // stdout and stderr interleaved, at most maxOutputBytes (the tail is cut)
+	Dropped  int    // bytes of output cut (then Output ends with a note that says so)
 	Duration time.Duration
 	ExitCode int // -1 when it did not exit by itself
 	TimedOut bool
@@ -54,7 +55,7 @@ func RunCommand(ctx context.Context, command string, timeout time.Duration, env 
 	start := time.Now()
 	err := cmd.Run()
 	res.Duration = time.Since(start)
-	res.Output = out.String()
+	res.Output, res.Dropped = out.String(), out.droppedBytes()
 	if cmd.ProcessState != nil {
 		res.ExitCode = cmd.ProcessState.ExitCode()
 	}
@@ -117,12 +118,21 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// cutNotePrefix starts the note that ends a cut output.
+const cutNotePrefix = "\n[… "
+
 func (b *limitedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := b.buf.String()
 	if b.dropped > 0 {
-		s += fmt.Sprintf("\n[… %d more bytes not kept]", b.dropped)
+		s += fmt.Sprintf(cutNotePrefix+"%d more bytes not kept]", b.dropped)
 	}
 	return strings.TrimRight(s, "\n")
+}
+
+func (b *limitedBuffer) droppedBytes() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.dropped
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -78,19 +79,41 @@ type passResult struct {
 
 func (p passResult) ok() bool { return len(p.failed) == 0 }
 
+// pendingCommand is a command to run after a pass, for the files it changed.
+type pendingCommand struct {
+	command  string
+	timeout  time.Duration
+	dests    []string
+	revision int64
+}
+
 // renderPass renders sel from v. Without force, a template whose inputs did not change since
 // its last successful render is skipped. Commands of changed templates run afterwards, each
-// distinct command once, unless noCommands.
+// distinct command once, unless noCommands; so do the commands a previous run owed.
 func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noCommands bool) passResult {
 	var res passResult
 	data := v.data(a)
-	type pending struct {
-		command string
-		timeout time.Duration
-		dests   []string
+	var cmds []*pendingCommand
+	byCmd := map[string]*pendingCommand{}
+	queue := func(command string, timeout time.Duration, dests []string, rev int64) {
+		p := byCmd[command]
+		if p == nil {
+			p = &pendingCommand{command: command}
+			byCmd[command] = p
+			cmds = append(cmds, p)
+		}
+		p.timeout, p.revision = max(p.timeout, timeout), max(p.revision, rev)
+		for _, d := range dests {
+			if !slices.Contains(p.dests, d) {
+				p.dests = append(p.dests, d)
+			}
+		}
 	}
-	var cmds []*pending
-	byCmd := map[string]*pending{}
+	if !noCommands {
+		for _, o := range a.owed {
+			queue(o.Command, o.timeout(), o.Destinations, o.Revision)
+		}
+	}
 	for _, t := range sel {
 		if ctx.Err() != nil {
 			// Stopping: leave the rest for the next start; commands of what changed still run.
@@ -117,17 +140,9 @@ func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noC
 		}
 		res.rendered = append(res.rendered, t.name())
 		a.metrics.renders.Add(1)
-		if t.cfg.Command == "" {
-			continue
+		if t.cfg.Command != "" {
+			queue(t.cfg.Command, t.cfg.Timeout(), []string{t.name()}, v.Revision)
 		}
-		p := byCmd[t.cfg.Command]
-		if p == nil {
-			p = &pending{command: t.cfg.Command}
-			byCmd[t.cfg.Command] = p
-			cmds = append(cmds, p)
-		}
-		p.timeout = max(p.timeout, t.cfg.Timeout())
-		p.dests = append(p.dests, t.name())
 	}
 	for _, p := range cmds {
 		if noCommands {
@@ -137,7 +152,7 @@ func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noC
 		env := []string{
 			"SHOELACE_APPLIANCE=" + a.cfg.Appliance,
 			"SHOELACE_INSTANCE=" + a.instance,
-			"SHOELACE_REVISION=" + strconv.FormatInt(v.Revision, 10),
+			"SHOELACE_REVISION=" + strconv.FormatInt(p.revision, 10),
 			"SHOELACE_DESTINATIONS=" + strings.Join(p.dests, " "),
 		}
 		// A reload command started for a changed file finishes (within its timeout) even
@@ -149,11 +164,15 @@ func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noC
 			res.cmdFail++
 			a.metrics.commandFailures.Add(1)
 			a.log.Error("command failed", "command", p.command, "templates", p.dests, "error", err.Error(),
-				"exit_code", r.ExitCode, "output", redact(r.Output, v.Keys), "duration_ms", r.Duration.Milliseconds())
+				"exit_code", r.ExitCode, "output", redactOutput(r, v.Keys), "duration_ms", r.Duration.Milliseconds())
 			continue
 		}
-		a.log.Info("command ran", "command", p.command, "templates", p.dests, "output", redact(r.Output, v.Keys),
+		a.log.Info("command ran", "command", p.command, "templates", p.dests, "output", redactOutput(r, v.Keys),
 			"duration_ms", r.Duration.Milliseconds())
+	}
+	if !noCommands {
+		// Every command owed is run (a failed one too: it is logged, not retried).
+		a.paid()
 	}
 	return res
 }
@@ -196,7 +215,20 @@ func (a *Agent) renderOne(ctx context.Context, t *tmpl, data templates.Data) (bo
 	if err := ensureDir(filepath.Dir(t.cfg.Destination)); err != nil {
 		return false, fmt.Errorf("install %s: %w", t.name(), err)
 	}
-	changed, err := atomicfile.Write(t.cfg.Destination, r.Output, opts)
+	if a.recordOwed && t.cfg.Command != "" {
+		opts.BeforeRename = func() error {
+			a.owe(t, data.Revision)
+			return nil
+		}
+	}
+	changed, err := installFile(t.cfg.Destination, r.Output, opts)
+	var se *atomicfile.SyncDirError
+	if errors.As(err, &se) {
+		// Renamed into place: readers see it, so it is installed and its command runs. Only a
+		// crash could still bring the old file back, and the next start renders it again.
+		a.log.Warn("installed, but its directory was not fsynced", "template", t.name(), "error", err.Error())
+		changed, err = true, nil
+	}
 	if err != nil {
 		var ce *atomicfile.CheckError
 		if errors.As(err, &ce) {
@@ -212,16 +244,82 @@ func (a *Agent) renderOne(ctx context.Context, t *tmpl, data templates.Data) (bo
 	return changed, nil
 }
 
+// redactMin is the length from which a secret value (or a line of one) is masked in logs:
+// shorter ones would mask common words everywhere.
+const redactMin = 4
+
+// redactMask replaces a secret value in what the agent logs.
+const redactMask = "[redacted]"
+
+// secretsIn lists what to mask of the secret keys' values: each value, the value without the
+// white space around it (output trimmed of its last newline still holds it), the value as %q
+// quotes it, and each line of a multi-line value (a check that quotes one line of a key file);
+// longest first, so that a value holding another is masked whole.
+func secretsIn(keys map[string]string) []string {
+	var out []string
+	add := func(s string) {
+		if len(s) >= redactMin && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	for k, v := range keys {
+		if !api.IsSecret(k) {
+			continue
+		}
+		add(v)
+		add(strings.TrimSpace(v))
+		if q := strconv.Quote(v); len(q) != len(v)+2 {
+			add(q[1 : len(q)-1]) // as an error message quotes it
+		}
+		if strings.Contains(v, "\n") {
+			for _, line := range strings.Split(v, "\n") {
+				add(strings.TrimSpace(line))
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
+	return out
+}
+
 // redact replaces the values of secret keys found in s (an error message, a command's
 // output) with [redacted], so that logs never carry them.
 func redact(s string, keys map[string]string) string {
-	for k, v := range keys {
-		if len(v) >= 4 && api.IsSecret(k) && strings.Contains(s, v) {
-			s = strings.ReplaceAll(s, v, "[redacted]")
-		}
+	for _, v := range secretsIn(keys) {
+		s = strings.ReplaceAll(s, v, redactMask)
 	}
 	return s
 }
+
+// redactOutput is redact of a command's output. When the output was cut at maxOutputBytes,
+// the start of a secret that the cut split is masked too.
+func redactOutput(r CommandResult, keys map[string]string) string {
+	secrets := secretsIn(keys)
+	out, tail := r.Output, ""
+	if i := strings.LastIndex(out, cutNotePrefix); r.Dropped > 0 && i >= 0 {
+		out, tail = out[:i], out[i:]
+		// The longest end of what was kept that starts a secret, before any whole one is
+		// masked (which could leave the rest of that start).
+		cut := 0
+		for _, v := range secrets {
+			for n := min(len(v)-1, len(out)); n > cut; n-- {
+				if strings.HasSuffix(out, v[:n]) {
+					cut = n
+					break
+				}
+			}
+		}
+		if cut > 0 {
+			out, tail = out[:len(out)-cut], redactMask+tail
+		}
+	}
+	for _, v := range secrets {
+		out = strings.ReplaceAll(out, v, redactMask)
+	}
+	return out + tail
+}
+
+// installFile is atomicfile.Write; tests replace it to inject a fault at one step.
+var installFile = atomicfile.Write
 
 // ensureDir creates a destination's missing parent directories, mode 0755.
 func ensureDir(dir string) error {

@@ -55,6 +55,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer stopMetrics()
 	}
 	a.reportNow = make(chan struct{}, 1)
+	// Commands a killed run owed join the first pass; from now on what is owed is recorded.
+	a.loadOwedAtStart()
+	a.recordOwed = true
+	defer func() { a.recordOwed = false }()
 	// The cache and status files are written off the render path.
 	a.persist = startPersister(a.log)
 	defer func() {

@@ -1,16 +1,22 @@
 // Package atomicfile replaces files so that a reader sees either the old or the new
 // content, never a part: the bytes go to a dot-prefixed temp file in the destination's
-// directory, which is fsynced, given its mode and owner and checked before it is renamed
-// over the destination; then the directory is fsynced. It imports only the standard library.
+// directory, which is fsynced, given its owner and then its mode and checked before it is
+// renamed over the destination; then the directory is fsynced. The directory is held open
+// for the whole install and nothing is written through a name that may already exist. It
+// imports only the standard library.
 package atomicfile
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -27,15 +33,22 @@ type Options struct {
 	Perm os.FileMode
 	// UID and GID set the owner; Keep (-1) keeps the current one. The zero value 0 is root.
 	UID, GID int
-	// Backup keeps the previous content as <path>.bak (a hard link, replaced atomically).
+	// Backup keeps the previous content as <path>.bak (a hard link, or a copy where hard links
+	// fail), replaced atomically.
 	Backup bool
 	// Check, when set, runs on the staged temp file before the rename; an error leaves the
 	// destination as it was and removes the temp file.
 	Check func(staged string) error
-	// Allowed, when set, is asked about the path Write will replace once a link at path is
-	// followed (see Write); an error leaves everything as it was. It lets a caller check the
-	// very path that is written, not one resolved earlier.
+	// Allowed, when set, is asked about the path Write will replace, free of links (a link at
+	// path followed, its directory resolved and held open: see Write), and about its .bak with
+	// Backup; an error leaves everything as it was. It lets a caller check the very path that
+	// is written, not one resolved earlier. It is not asked when nothing changes.
 	Allowed func(resolved string) error
+	// BeforeRename, when set, runs once the file is staged, checked and backed up, right
+	// before the rename that installs it (so only when Write will change the destination);
+	// an error leaves the destination as it was. It lets a caller record what it owes for
+	// the change (a command to run) before the change can be seen.
+	BeforeRename func() error
 	// NoSync skips both fsyncs (of the file and of its directory): the reader still sees the
 	// old or the new content, never a part, but a crash may leave the old one or, rarely, an
 	// empty file. Only for files that are rewritten often and need not survive a crash.
@@ -58,6 +71,11 @@ func Unchanged(path string, data []byte, opts Options) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	return unchanged(path, data, opts)
+}
+
+// unchanged is Unchanged of a resolved path.
+func unchanged(path string, data []byte, opts Options) (bool, error) {
 	fi, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
@@ -113,28 +131,45 @@ func resolve(path string) (string, error) {
 
 // Write installs data at path as Options say. It returns changed=false, and writes and
 // checks nothing, when path already holds data with the asked mode and owner. On any error
-// the destination is left as it was and no temp file remains. The directory must exist.
+// but a *SyncDirError the destination is left as it was and no temp file remains; with a
+// *SyncDirError (changed=true) the new file is in place, only its durability is in doubt.
+// The directory must exist.
+//
+// The directory is opened once, one component at a time, and every later step (the temp
+// file, the backup, the rename, the fsync) happens in the directory so held: a symbolic
+// link put on its path meanwhile cannot move them elsewhere. Nothing is written through a
+// name that may already exist: the temp files are created with O_EXCL and renamed over the
+// destination and the .bak.
 func Write(path string, data []byte, opts Options) (changed bool, err error) {
 	path, err = resolve(path)
 	if err != nil {
 		return false, err
 	}
+	// Most calls change nothing: answer those by name, without opening the directory.
+	if same, err := unchanged(path, data, opts); err != nil || same {
+		return false, err
+	}
+	d, err := openDir(filepath.Dir(path))
+	if err != nil {
+		return false, fmt.Errorf("install %s: %w", path, err)
+	}
+	defer d.root.Close()
+	base := filepath.Base(path)
+	path = d.join(base)
 	if opts.Allowed != nil {
 		if err := opts.Allowed(path); err != nil {
 			return false, err
 		}
 	}
-	old, err := os.Stat(path)
+	// Lstat: a link at path was followed by resolve; one there now was put there since.
+	old, err := d.root.Lstat(base)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		old = nil
 	case err != nil:
 		return false, fmt.Errorf("stat %s: %w", path, err)
-	default:
-		same, err := sameFile(path, old, data, opts)
-		if err != nil || same {
-			return false, err
-		}
+	case !old.Mode().IsRegular():
+		return false, fmt.Errorf("%s is not a regular file (%s)", path, old.Mode().Type())
 	}
 
 	perm, uid, gid := opts.Perm.Perm(), opts.UID, opts.GID
@@ -154,58 +189,83 @@ func Write(path string, data []byte, opts Options) (changed bool, err error) {
 		perm = DefaultPerm
 	}
 
-	dir, base := filepath.Split(path)
-	tmp, err := os.CreateTemp(dir, "."+base+".shoelace-*")
+	tmp, staged, err := d.createTemp(base)
 	if err != nil {
 		return false, fmt.Errorf("create temp file for %s: %w", path, err)
 	}
-	staged := tmp.Name()
 	defer func() {
 		if err != nil {
 			tmp.Close()
-			os.Remove(staged)
+			d.root.Remove(staged)
 		}
 	}()
 	if _, err = tmp.Write(data); err != nil {
-		return false, fmt.Errorf("write %s: %w", staged, err)
+		return false, fmt.Errorf("write %s: %w", d.join(staged), err)
 	}
-	// Chmod explicitly: CreateTemp's 0600 and the umask must not decide the mode.
-	if err = tmp.Chmod(perm); err != nil {
-		return false, fmt.Errorf("chmod %s: %w", staged, err)
-	}
-	if err = chown(tmp, uid, gid); err != nil {
-		return false, fmt.Errorf("chown %s: %w", staged, err)
+	if err = attributes(tmp, perm, uid, gid); err != nil {
+		return false, fmt.Errorf("%s: %w", d.join(staged), err)
 	}
 	if !opts.NoSync {
 		if err = tmp.Sync(); err != nil {
-			return false, fmt.Errorf("fsync %s: %w", staged, err)
+			return false, fmt.Errorf("fsync %s: %w", d.join(staged), err)
 		}
 	}
 	if err = tmp.Close(); err != nil {
-		return false, fmt.Errorf("close %s: %w", staged, err)
+		return false, fmt.Errorf("close %s: %w", d.join(staged), err)
 	}
 	if opts.Check != nil {
-		if cerr := opts.Check(staged); cerr != nil {
+		if cerr := opts.Check(d.join(staged)); cerr != nil {
 			err = &CheckError{Path: path, Err: cerr}
 			return false, err
 		}
 	}
 	if opts.Backup && old != nil {
-		if err = backup(path); err != nil {
+		if err = backup(d, base, opts); err != nil {
 			return false, err
 		}
 	}
-	if err = os.Rename(staged, path); err != nil {
-		return false, fmt.Errorf("rename %s: %w", staged, err)
+	if opts.BeforeRename != nil {
+		if err = opts.BeforeRename(); err != nil {
+			return false, err
+		}
+	}
+	if err = d.root.Rename(staged, base); err != nil {
+		return false, fmt.Errorf("rename %s: %w", d.join(staged), err)
 	}
 	if opts.NoSync {
 		return true, nil
 	}
-	if err := SyncDir(dir); err != nil {
-		// The file is in place; only its durability across a crash is in doubt.
-		return true, err
+	if err := d.sync(); err != nil {
+		// The file is in place: a reader sees it and the caller must count it as installed.
+		return true, &SyncDirError{Path: path, Err: err}
 	}
 	return true, nil
+}
+
+// SyncDirError is the error of a Write that installed the file but could not fsync its
+// directory: the new content is in place, but a crash may bring the old one back.
+type SyncDirError struct {
+	Path string
+	Err  error
+}
+
+func (e *SyncDirError) Error() string {
+	return fmt.Sprintf("%s installed, but its directory was not fsynced: %v", e.Path, e.Err)
+}
+func (e *SyncDirError) Unwrap() error { return e.Err }
+
+// attributes gives the staged file f its owner, then its mode. Owner first: until then the
+// file is 0600 (as created), so that a group it gets on creation (a setgid directory's) never
+// reads it under the mode meant for another group.
+func attributes(f *os.File, perm os.FileMode, uid, gid int) error {
+	if err := chown(f, uid, gid); err != nil {
+		return fmt.Errorf("chown: %w", err)
+	}
+	// Chmod explicitly: the umask must not decide the mode.
+	if err := f.Chmod(perm); err != nil {
+		return fmt.Errorf("chmod: %w", err)
+	}
+	return nil
 }
 
 // chown sets the owner of f when it differs from the one asked (uid/gid < 0: keep),
@@ -221,35 +281,183 @@ func chown(f *os.File, uid, gid int) error {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && (uid < 0 || int(st.Uid) == uid) && (gid < 0 || int(st.Gid) == gid) {
 		return nil
 	}
-	return f.Chown(uid, gid)
+	return fchown(f, uid, gid)
 }
 
-// backup makes path.bak a hard link to the current path, replacing an old .bak atomically.
-// Where hard links are not supported it copies.
-func backup(path string) error {
-	bak := path + ".bak"
-	dir, base := filepath.Split(path)
-	tmpName := filepath.Join(dir, fmt.Sprintf(".%s.bak.shoelace-%d", base, os.Getpid()))
-	os.Remove(tmpName)
-	if err := os.Link(path, tmpName); err != nil {
-		data, rerr := os.ReadFile(path)
-		if rerr != nil {
-			return fmt.Errorf("backup %s: %w", path, rerr)
-		}
-		fi, serr := os.Stat(path)
-		if serr != nil {
-			return fmt.Errorf("backup %s: %w", path, serr)
-		}
-		if _, werr := Write(bak, data, Options{Perm: fi.Mode().Perm(), UID: Keep, GID: Keep}); werr != nil {
-			return fmt.Errorf("backup %s: %w", path, werr)
-		}
-		return nil
+// Test hooks: tests replace them to observe or break one step.
+var (
+	fchown = func(f *os.File, uid, gid int) error { return f.Chown(uid, gid) }
+	link   = func(r *os.Root, oldname, newname string) error { return r.Link(oldname, newname) }
+	fsync  = func(f *os.File) error { return f.Sync() }
+)
+
+// dir is a directory held open: names in it are resolved from the handle, not from its path.
+type dir struct {
+	root *os.Root
+	path string // where it was when it was opened, free of symbolic links
+}
+
+func (d *dir) join(name string) string { return filepath.Join(d.path, name) }
+
+// openDir opens the directory at p: its symbolic links are resolved first, then the real
+// path is opened from / one component at a time, each checked to be the very directory
+// (device and inode) that was there without a link, so that the handle is the directory at
+// that real path even if a component is swapped for a link meanwhile.
+func openDir(p string) (*dir, error) {
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return nil, fmt.Errorf("directory: %w", err)
 	}
-	if err := os.Rename(tmpName, bak); err != nil {
-		os.Remove(tmpName)
+	r, err := os.OpenRoot("/")
+	if err != nil {
+		return nil, fmt.Errorf("directory: %w", err)
+	}
+	at := "/"
+	for _, c := range strings.Split(real, "/") {
+		if c == "" {
+			continue
+		}
+		at = filepath.Join(at, c)
+		fi, err := r.Lstat(c)
+		if err == nil && !fi.IsDir() {
+			err = fmt.Errorf("not a directory (%s): it changed while it was opened", fi.Mode().Type())
+		}
+		var next *os.Root
+		if err == nil {
+			next, err = r.OpenRoot(c)
+		}
+		if err == nil {
+			var now fs.FileInfo
+			if now, err = next.Stat("."); err == nil && !os.SameFile(fi, now) {
+				err = errors.New("it changed while it was opened")
+			}
+			if err != nil {
+				next.Close()
+			}
+		}
+		r.Close()
+		if err != nil {
+			return nil, fmt.Errorf("directory %s: %w", at, err)
+		}
+		r = next
+	}
+	return &dir{root: r, path: real}, nil
+}
+
+// createTemp creates a new file for base in d, named .<base>.shoelace-<random>, with
+// O_EXCL (so never through an existing name or link) and mode 0600.
+func (d *dir) createTemp(base string) (*os.File, string, error) {
+	for range 100 {
+		name := "." + base + ".shoelace-" + strconv.FormatUint(uint64(rand.Uint32()), 10)
+		f, err := d.root.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		return f, name, err
+	}
+	return nil, "", fmt.Errorf("no free temp name for %s in %s", base, d.path)
+}
+
+// sync fsyncs the directory held.
+func (d *dir) sync() error {
+	f, err := d.root.Open(".")
+	if err != nil {
+		return fmt.Errorf("open dir %s: %w", d.path, err)
+	}
+	defer f.Close()
+	if err := fsync(f); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return fmt.Errorf("fsync dir %s: %w", d.path, err)
+	}
+	return nil
+}
+
+// backup makes <base>.bak in d hold the current content of base: a hard link to it, or,
+// where hard links fail, a copy with its mode and owner. Either is made under a fresh temp
+// name and renamed over the .bak, so that nothing is ever written through whatever is at the
+// .bak name: a symbolic link planted there is replaced, never followed. Options.Allowed is
+// asked about the .bak too.
+func backup(d *dir, base string, opts Options) (err error) {
+	bak := base + ".bak"
+	path := d.join(base)
+	if opts.Allowed != nil {
+		if err := opts.Allowed(d.join(bak)); err != nil {
+			return fmt.Errorf("backup %s: %w", path, err)
+		}
+	}
+	tmp, err := linkTemp(d, base)
+	if err != nil {
+		// No hard link here (a file system without them, a file of another user under
+		// protected_hardlinks): copy.
+		if tmp, err = copyTemp(d, base, opts.NoSync); err != nil {
+			return fmt.Errorf("backup %s: %w", path, err)
+		}
+	}
+	if err := d.root.Rename(tmp, bak); err != nil {
+		d.root.Remove(tmp)
 		return fmt.Errorf("backup %s: %w", path, err)
 	}
 	return nil
+}
+
+// linkTemp hard-links base to a new temp name in d and returns the name.
+func linkTemp(d *dir, base string) (string, error) {
+	for range 100 {
+		name := "." + base + ".bak.shoelace-" + strconv.FormatUint(uint64(rand.Uint32()), 10)
+		err := link(d.root, base, name)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		return name, err
+	}
+	return "", fmt.Errorf("no free temp name for %s.bak in %s", base, d.path)
+}
+
+// copyTemp copies base to a new temp file in d, with base's owner (where the process may
+// give it) and mode, and returns its name.
+func copyTemp(d *dir, base string, noSync bool) (name string, err error) {
+	src, err := d.root.OpenFile(base, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return "", err
+	}
+	defer src.Close()
+	fi, err := src.Stat()
+	if err != nil {
+		return "", err
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is not a regular file (%s)", d.join(base), fi.Mode().Type())
+	}
+	dst, name, err := d.createTemp(base + ".bak")
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		if err != nil {
+			dst.Close()
+			d.root.Remove(name)
+		}
+	}()
+	if _, err = io.Copy(dst, src); err != nil {
+		return "", err
+	}
+	uid, gid := Keep, Keep
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		uid, gid = int(st.Uid), int(st.Gid)
+	}
+	if err = attributes(dst, fi.Mode().Perm(), uid, gid); errors.Is(err, fs.ErrPermission) {
+		// Not allowed to give it the old owner: it stays the process's, readable by it
+		// alone (which could read the original), so that no group gains a read.
+		err = attributes(dst, fi.Mode().Perm()&0o700, Keep, Keep)
+	}
+	if err != nil {
+		return "", err
+	}
+	if !noSync {
+		if err = dst.Sync(); err != nil {
+			return "", err
+		}
+	}
+	return name, dst.Close()
 }
 
 // SyncDir fsyncs a directory, so that a rename in it survives a crash.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -374,5 +375,210 @@ func TestWrite_AllowedSeesTheResolvedPath(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
 		t.Fatalf("a refused write left files: %v", entries)
+	}
+}
+
+// The .bak is never written through a link planted at its name, even when the hard link of
+// the backup fails (a file system without them; here a forced failure, and a directory at the
+// temp name of the link, which made it fail before temp names were random): the link is
+// replaced by a regular file holding the previous content, and what it pointed at is untouched.
+func TestWrite_BackupNeverWritesThroughALinkAtBak(t *testing.T) {
+	for _, linkFails := range []bool{false, true} {
+		t.Run(fmt.Sprintf("link fails %v", linkFails), func(t *testing.T) {
+			dir, outside := t.TempDir(), t.TempDir()
+			dst := filepath.Join(dir, "app.conf")
+			if err := os.WriteFile(dst, []byte("old\n"), 0o640); err != nil {
+				t.Fatal(err)
+			}
+			victim := filepath.Join(outside, "victim")
+			if err := os.WriteFile(victim, []byte("precious\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(victim, dst+".bak"); err != nil {
+				t.Fatal(err)
+			}
+			// The temp name of the backup's link used to be predictable: a non-empty directory
+			// there made the link fail and sent the backup to its copy fallback.
+			blocker := filepath.Join(dir, fmt.Sprintf(".app.conf.bak.shoelace-%d", os.Getpid()))
+			if err := os.MkdirAll(filepath.Join(blocker, "x"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if linkFails {
+				defer atomicfile.SetLink(func(*os.Root, string, string) error { return syscall.EPERM })()
+			}
+			var allowedAsked []string
+			opts := keep()
+			opts.Backup = true
+			opts.Allowed = func(p string) error { allowedAsked = append(allowedAsked, p); return nil }
+			if _, err := atomicfile.Write(dst, []byte("new\n"), opts); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := os.ReadFile(victim); string(got) != "precious\n" {
+				t.Fatalf("the file the .bak link pointed at was written: %q", got)
+			}
+			fi, err := os.Lstat(dst + ".bak")
+			if err != nil || !fi.Mode().IsRegular() {
+				t.Fatalf(".bak is %v (%v), want a regular file", fi.Mode(), err)
+			}
+			if got, _ := os.ReadFile(dst + ".bak"); string(got) != "old\n" {
+				t.Fatalf(".bak = %q, want the previous content", got)
+			}
+			if fi.Mode().Perm() != 0o640 {
+				t.Fatalf(".bak mode %v, want the previous file's 0640", fi.Mode().Perm())
+			}
+			if got, _ := os.ReadFile(dst); string(got) != "new\n" {
+				t.Fatalf("dst = %q", got)
+			}
+			if !slices.Contains(allowedAsked, dst+".bak") {
+				t.Fatalf("Allowed was asked about %v, not the .bak", allowedAsked)
+			}
+			os.RemoveAll(blocker)
+			if left := tempFiles(t, dir); len(left) != 0 {
+				t.Fatalf("temp files left: %v", left)
+			}
+		})
+	}
+}
+
+// A refused .bak installs nothing.
+func TestWrite_BackupRefusedByAllowed(t *testing.T) {
+	dir := t.TempDir()
+	dst := filepath.Join(dir, "a")
+	os.WriteFile(dst, []byte("old"), 0o644)
+	refuse := errors.New("not there")
+	opts := keep()
+	opts.Backup = true
+	opts.Allowed = func(p string) error {
+		if strings.HasSuffix(p, ".bak") {
+			return refuse
+		}
+		return nil
+	}
+	if _, err := atomicfile.Write(dst, []byte("new"), opts); !errors.Is(err, refuse) {
+		t.Fatalf("Write = %v, want the refusal of the .bak", err)
+	}
+	if got, _ := os.ReadFile(dst); string(got) != "old" {
+		t.Fatalf("dst = %q, want the old content", got)
+	}
+	if left := tempFiles(t, dir); len(left) != 0 {
+		t.Fatalf("temp files left: %v", left)
+	}
+}
+
+// The staged file gets its owner before its mode: at the chown it is still 0600, so that the
+// group it got on creation (a setgid directory's) never holds read access to it.
+func TestWrite_ChownBeforeChmod(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give a file to another owner")
+	}
+	dir := t.TempDir()
+	// A setgid directory of group 65533: new files in it get that group.
+	if err := os.Chown(dir, 0, 65533); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, os.ModeSetgid|0o755); err != nil {
+		t.Fatal(err)
+	}
+	var modeAtChown os.FileMode
+	var gidAtChown uint32
+	defer atomicfile.SetFchown(func(f *os.File, uid, gid int) error {
+		fi, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		modeAtChown, gidAtChown = fi.Mode().Perm(), fi.Sys().(*syscall.Stat_t).Gid
+		return f.Chown(uid, gid)
+	})()
+	dst := filepath.Join(dir, "secret.conf")
+	if _, err := atomicfile.Write(dst, []byte("password=x\n"), atomicfile.Options{Perm: 0o640, UID: 65534, GID: 65534}); err != nil {
+		t.Fatal(err)
+	}
+	if gidAtChown != 65533 {
+		t.Fatalf("the staged file had group %d before the chown, want the setgid directory's 65533", gidAtChown)
+	}
+	if modeAtChown&0o077 != 0 {
+		t.Fatalf("the staged file was %v while it belonged to the directory's group: chmod came before chown", modeAtChown)
+	}
+	fi, st := stat(t, dst)
+	if fi.Mode().Perm() != 0o640 || st.Uid != 65534 || st.Gid != 65534 {
+		t.Fatalf("installed %v %d:%d, want 0640 65534:65534", fi.Mode().Perm(), st.Uid, st.Gid)
+	}
+}
+
+// A failed directory fsync after the rename is reported as such, with changed=true: the file
+// is in place and the caller must count it as installed.
+func TestWrite_DirFsyncFailsAfterRename(t *testing.T) {
+	dst := filepath.Join(t.TempDir(), "a")
+	os.WriteFile(dst, []byte("old"), 0o644)
+	defer atomicfile.SetFsync(func(*os.File) error { return syscall.EIO })()
+	changed, err := atomicfile.Write(dst, []byte("new"), keep())
+	var se *atomicfile.SyncDirError
+	if !changed || !errors.As(err, &se) || !errors.Is(err, syscall.EIO) || se.Path != dst {
+		t.Fatalf("Write = %v, %v; want true and a SyncDirError for %s", changed, err, dst)
+	}
+	if got, _ := os.ReadFile(dst); string(got) != "new" {
+		t.Fatalf("dst = %q, want the new content in place", got)
+	}
+}
+
+// The directory is held from the start of an install: a component of its path replaced by a
+// link to another directory once Allowed approved it (or while the staged file is checked)
+// does not move the install there.
+func TestWrite_DirectorySwappedForALinkMidInstall(t *testing.T) {
+	for _, when := range []string{"allowed", "check"} {
+		t.Run(when, func(t *testing.T) {
+			top, outside := t.TempDir(), t.TempDir()
+			sub := filepath.Join(top, "sub")
+			if err := os.Mkdir(sub, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			dst := filepath.Join(sub, "app.conf")
+			swap := func() error {
+				if err := os.Rename(sub, filepath.Join(top, "sub.moved")); err != nil {
+					return err
+				}
+				return os.Symlink(outside, sub)
+			}
+			opts := keep()
+			if when == "allowed" {
+				opts.Allowed = func(p string) error {
+					if !strings.HasPrefix(p, top+"/") {
+						return fmt.Errorf("%s is outside %s", p, top)
+					}
+					return swap() // approved; then the path changes
+				}
+			} else {
+				opts.Check = func(string) error { return swap() }
+			}
+			if _, err := atomicfile.Write(dst, []byte("new\n"), opts); err != nil {
+				t.Fatal(err)
+			}
+			if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+				t.Fatalf("the install followed the link to another directory: %v", entries)
+			}
+			if got, _ := os.ReadFile(filepath.Join(top, "sub.moved", "app.conf")); string(got) != "new\n" {
+				t.Fatalf("the directory held = %q, want the new file", got)
+			}
+		})
+	}
+}
+
+// A link at the temp name cannot be written through: temp files are created with O_EXCL
+// under random names, so a link planted at every name the old scheme could pick is left alone.
+func TestWrite_TempNameIsNeverFollowed(t *testing.T) {
+	dir, outside := t.TempDir(), t.TempDir()
+	victim := filepath.Join(outside, "victim")
+	os.WriteFile(victim, []byte("precious\n"), 0o600)
+	dst := filepath.Join(dir, "a")
+	for i := 0; i < 50; i++ {
+		os.Symlink(victim, filepath.Join(dir, fmt.Sprintf(".a.shoelace-%d", i)))
+	}
+	for i := 0; i < 20; i++ {
+		if _, err := atomicfile.Write(dst, []byte(fmt.Sprintf("v%d\n", i)), keep()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, _ := os.ReadFile(victim); string(got) != "precious\n" {
+		t.Fatalf("written through a link at a temp name: %q", got)
 	}
 }

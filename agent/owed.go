@@ -1,0 +1,135 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
+)
+
+// A command is owed from the moment its file is about to be renamed into place until it has
+// run. `run` records what it owes in cache_dir (fsynced) right before the rename and clears
+// the record once the pass's commands ran, so that an agent killed in between runs them at
+// its next start: a command runs at least once for every change of its files.
+
+// owedCommand is one command owed for installed files.
+type owedCommand struct {
+	Command      string   `json:"command"`
+	TimeoutMS    int64    `json:"timeout_ms"`
+	Destinations []string `json:"destinations"`
+	Revision     int64    `json:"revision"`
+}
+
+type owedRecord struct {
+	Appliance string        `json:"appliance"`
+	Commands  []owedCommand `json:"commands"`
+}
+
+// OwedPath is the file holding the commands owed for appliance's installed files.
+func OwedPath(cacheDir, appliance string) string {
+	return filepath.Join(cacheDir, appliance+".owed.json")
+}
+
+// saveOwed records cmds durably (mode 0600); none removes the record. The removal is not
+// fsynced: a crash right after it may run the commands once more, never lose one.
+func saveOwed(cacheDir, appliance string, cmds []owedCommand) error {
+	path := OwedPath(cacheDir, appliance)
+	if len(cmds) == 0 {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("clear owed commands: %w", err)
+		}
+		return nil
+	}
+	if err := os.MkdirAll(cacheDir, 0o700); err != nil {
+		return fmt.Errorf("cache dir: %w", err)
+	}
+	data, err := json.Marshal(owedRecord{Appliance: appliance, Commands: cmds})
+	if err != nil {
+		return fmt.Errorf("encode owed commands: %w", err)
+	}
+	if _, err := atomicfile.Write(path, data, atomicfile.Options{Perm: 0o600, UID: atomicfile.Keep, GID: atomicfile.Keep}); err != nil {
+		return fmt.Errorf("record owed commands: %w", err)
+	}
+	return nil
+}
+
+// loadOwed reads the commands a previous run owed; none when there is no record.
+func loadOwed(cacheDir, appliance string) ([]owedCommand, error) {
+	path := OwedPath(cacheDir, appliance)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var r owedRecord
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("owed commands %s: %w", path, err)
+	}
+	if r.Appliance != appliance {
+		return nil, fmt.Errorf("owed commands %s are appliance %q's, not %q", path, r.Appliance, appliance)
+	}
+	return r.Commands, nil
+}
+
+// loadOwedAtStart takes over what a previous run owed. Only commands that a configured
+// template still has are kept: the record is not a way to have the agent run anything else.
+func (a *Agent) loadOwedAtStart() {
+	owed, err := loadOwed(a.cfg.CacheDir, a.cfg.Appliance)
+	if err != nil {
+		a.log.Error("owed commands unreadable; not run", "error", err.Error())
+		return
+	}
+	for _, o := range owed {
+		if !slices.ContainsFunc(a.tmpls, func(t *tmpl) bool { return t.cfg.Command == o.Command }) {
+			a.log.Warn("owed command dropped: no template has it any more", "command", o.Command, "templates", o.Destinations)
+			continue
+		}
+		a.log.Warn("command owed by the last run: its files were installed but it did not run", "command", o.Command,
+			"templates", o.Destinations, "revision", o.Revision)
+		a.owed = append(a.owed, o)
+	}
+}
+
+// owe records, before t's file is renamed into place at revision rev, that t's command is owed.
+// A record that cannot be written is logged, not fatal: the install goes on.
+func (a *Agent) owe(t *tmpl, rev int64) {
+	timeout := t.cfg.Timeout().Milliseconds()
+	i := slices.IndexFunc(a.owed, func(o owedCommand) bool { return o.Command == t.cfg.Command })
+	if i < 0 {
+		a.owed = append(a.owed, owedCommand{Command: t.cfg.Command, TimeoutMS: timeout, Destinations: []string{t.name()}, Revision: rev})
+	} else {
+		o := &a.owed[i]
+		if o.Revision == rev && o.TimeoutMS >= timeout && slices.Contains(o.Destinations, t.name()) {
+			return
+		}
+		o.Revision, o.TimeoutMS = rev, max(o.TimeoutMS, timeout)
+		if !slices.Contains(o.Destinations, t.name()) {
+			o.Destinations = append(o.Destinations, t.name())
+		}
+	}
+	if err := saveOwed(a.cfg.CacheDir, a.cfg.Appliance, a.owed); err != nil {
+		a.log.Warn("owed command not recorded: if the agent stops before it runs, it will not run", "command", t.cfg.Command, "error", err.Error())
+	}
+}
+
+// paid clears the record once every owed command ran.
+func (a *Agent) paid() {
+	if len(a.owed) == 0 {
+		return
+	}
+	a.owed = nil
+	if err := saveOwed(a.cfg.CacheDir, a.cfg.Appliance, nil); err != nil {
+		a.log.Warn("owed commands not cleared: they may run once more at the next start", "error", err.Error())
+	}
+}
+
+// timeout is the timeout the command was owed with.
+func (o owedCommand) timeout() time.Duration { return time.Duration(o.TimeoutMS) * time.Millisecond }

@@ -1,0 +1,164 @@
+package agent_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/shoelace-dev/shoelace/agent"
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
+)
+
+// syncLogged waits for the log line of the pass at revision rev (the debug line when it did
+// nothing: the logger of testAgent logs at debug).
+func syncLogged(t *testing.T, logs *syncBuffer, rev int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("the pass at revision %d", rev), func() bool {
+		l := logs.String()
+		return strings.Contains(l, fmt.Sprintf(`"msg":"sync","revision":%d,`, rev)) ||
+			strings.Contains(l, fmt.Sprintf(`"msg":"nothing changed","revision":%d`, rev))
+	})
+}
+
+// A directory fsync that fails after the rename does not lose the reload: the file is in
+// place, so it counts as installed and its command runs (before, the pass failed, no command
+// ran, and the next pass saw no change).
+func TestAgent_DirFsyncFailureStillRunsCommand(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, logs := testAgent(t, srv, header+`templates:
+  - contents: "a={{ key \"a\" }}"
+    destination: $DIR/a
+    command: echo ran >> $DIR/commands
+`)
+	defer agent.SetInstallFile(func(path string, data []byte, opts atomicfile.Options) (bool, error) {
+		changed, err := atomicfile.Write(path, data, opts)
+		if changed && err == nil && strings.HasSuffix(path, "/a") {
+			// Renamed; the fsync of the directory after it fails.
+			return true, &atomicfile.SyncDirError{Path: path, Err: syscall.EIO}
+		}
+		return changed, err
+	})()
+	stop := runAgent(t, a)
+	defer stop()
+	syncLogged(t, logs, 10)
+	if got := read(t, dir+"/a"); got != "a=1" {
+		t.Fatalf("a = %q", got)
+	}
+	if got := lines(t, dir+"/commands"); len(got) != 1 {
+		t.Fatalf("commands = %v after an install whose directory fsync failed, want 1", got)
+	}
+	srv.set(map[string]*string{"a": str("2")})
+	syncLogged(t, logs, 11)
+	if got := lines(t, dir+"/commands"); len(got) != 2 {
+		t.Fatalf("commands = %v after the second install, want 2", got)
+	}
+	if !strings.Contains(logs.String(), "installed, but its directory was not fsynced") {
+		t.Fatalf("no log of the failed fsync:\n%s", logs.String())
+	}
+	if _, err := os.Stat(agent.OwedPath(dir+"/cache", "web")); !os.IsNotExist(err) {
+		t.Fatalf("owed commands left after they ran: %v", err)
+	}
+}
+
+// The command is recorded as owed in cache_dir before the file is renamed into place.
+func TestAgent_OwedRecordedBeforeRename(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, _ := testAgent(t, srv, header+`templates:
+  - contents: "a={{ key \"a\" }}"
+    destination: $DIR/a
+    command: echo ran >> $DIR/commands
+`)
+	var owedAtRename string
+	defer agent.SetInstallFile(func(path string, data []byte, opts atomicfile.Options) (bool, error) {
+		before := opts.BeforeRename
+		if before == nil {
+			return atomicfile.Write(path, data, opts)
+		}
+		opts.BeforeRename = func() error {
+			err := before()
+			if _, serr := os.Stat(path); !os.IsNotExist(serr) {
+				return fmt.Errorf("the destination exists before the rename: %v", serr)
+			}
+			b, _ := os.ReadFile(agent.OwedPath(dir+"/cache", "web"))
+			owedAtRename = string(b)
+			return err
+		}
+		return atomicfile.Write(path, data, opts)
+	})()
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "the command", func() bool { return len(lines(t, dir+"/commands")) == 1 })
+	var rec struct {
+		Appliance string
+		Commands  []struct {
+			Command      string
+			Destinations []string
+			Revision     int64
+		}
+	}
+	if err := json.Unmarshal([]byte(owedAtRename), &rec); err != nil {
+		t.Fatalf("owed record at the rename %q: %v", owedAtRename, err)
+	}
+	if rec.Appliance != "web" || len(rec.Commands) != 1 || rec.Commands[0].Command != "echo ran >> "+dir+"/commands" ||
+		rec.Commands[0].Revision != 10 || strings.Join(rec.Commands[0].Destinations, ",") != dir+"/a" {
+		t.Fatalf("owed record at the rename = %+v", rec)
+	}
+	waitFor(t, "the record cleared", func() bool {
+		_, err := os.Stat(agent.OwedPath(dir+"/cache", "web"))
+		return os.IsNotExist(err)
+	})
+}
+
+// A run that finds commands owed by a killed run runs those its templates still have, once,
+// with the revision they were owed for; a command no template has is not run.
+func TestAgent_RunRunsOwedCommandsOnce(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	cfg := header + `templates:
+  - contents: "a={{ key \"a\" }}"
+    destination: $DIR/a
+    command: echo owed-$SHOELACE_REVISION-$SHOELACE_DESTINATIONS >> $DIR/commands
+`
+	a, dir, logs := testAgent(t, srv, cfg)
+	// The file is in place (the killed run renamed it), its command did not run.
+	os.WriteFile(dir+"/a", []byte("a=1"), 0o644)
+	os.MkdirAll(dir+"/cache", 0o700)
+	rec := fmt.Sprintf(`{"appliance":"web","commands":[
+		{"command":"echo owed-$SHOELACE_REVISION-$SHOELACE_DESTINATIONS >> %[1]s/commands","timeout_ms":5000,"destinations":["%[1]s/a"],"revision":9},
+		{"command":"touch %[1]s/not-configured","timeout_ms":5000,"destinations":["%[1]s/b"],"revision":9}]}`, dir)
+	if err := os.WriteFile(agent.OwedPath(dir+"/cache", "web"), []byte(rec), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stop := runAgent(t, a)
+	syncLogged(t, logs, 10)
+	if got := strings.Join(lines(t, dir+"/commands"), ","); got != "owed-9-"+dir+"/a" {
+		t.Fatalf("commands = %q, want the owed one once, at its revision", got)
+	}
+	if _, err := os.Stat(dir + "/not-configured"); !os.IsNotExist(err) {
+		t.Fatal("an owed command that no template has ran")
+	}
+	if _, err := os.Stat(agent.OwedPath(dir+"/cache", "web")); !os.IsNotExist(err) {
+		t.Fatalf("owed commands left after they ran: %v", err)
+	}
+	stop()
+
+	// A second start owes nothing: nothing runs.
+	c, err := agent.LoadConfig(dir + "/agent.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs2 := &syncBuffer{}
+	a2, err := agent.New(c, agent.Options{Logger: slog.New(slog.NewJSONHandler(logs2, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop2 := runAgent(t, a2)
+	defer stop2()
+	waitFor(t, "the first pass of the second start", func() bool { return strings.Contains(logs2.String(), `"msg":"nothing changed"`) })
+	if got := lines(t, dir+"/commands"); len(got) != 1 {
+		t.Fatalf("commands = %v after a second start, want the owed one once", got)
+	}
+}

@@ -1,0 +1,59 @@
+package agent_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+// What a check or a reload command prints goes to the log; a secret it echoes does not: the
+// whole value, a value another one holds, a key file whose output lost its last newline, one
+// line of a key file, and the start of a secret where a long output was cut.
+func TestAgent_CommandAndCheckOutputRedacted(t *testing.T) {
+	const (
+		password = "hunter2-very-secret"
+		short    = "hunter2" // held by password: masking it first would leave "-very-secret"
+		keyLine  = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7"
+		pem      = "-----BEGIN PRIVATE KEY-----\n" + keyLine + "\n-----END PRIVATE KEY-----\n"
+	)
+	srv := newViewServer(t, map[string]string{
+		"db/secrets/password": password,
+		"db/secrets/short":    short,
+		"tls/secrets/key":     pem,
+		"port":                "80",
+	})
+	a, dir, logs := testAgent(t, srv, header+`templates:
+  - contents: "pw={{ key \"db/secrets/password\" }} short={{ key \"db/secrets/short\" }}\n"
+    destination: $DIR/db.conf
+    command: cat $DIR/db.conf
+  - contents: "{{ key \"tls/secrets/key\" }}"
+    destination: $DIR/tls.key
+    command: 'cat $DIR/tls.key; echo "bad line: $(sed -n 2p $DIR/tls.key)"'
+  - contents: "listen {{ key \"port\" }}\n"
+    destination: $DIR/long.conf
+    command: "head -c 16374 /dev/zero | tr '\\0' x; sed 's/^pw=//' $DIR/db.conf"
+  - contents: "listen {{ key \"port\" }}\n"
+    destination: $DIR/plain.conf
+    check: 'echo "checking with $(cat $DIR/db.conf)"; cat $DIR/tls.key; exit 1'
+`)
+	err := a.Once(context.Background(), "", false)
+	if err == nil || !strings.Contains(err.Error(), "check of "+dir+"/plain.conf failed") {
+		t.Fatalf("Once = %v, want the check of plain.conf failed", err)
+	}
+	got := logs.String() + "\n" + err.Error()
+	for _, leak := range []string{short, "-ve", keyLine, "PRIVATE KEY"} {
+		if i := strings.Index(got, leak); i >= 0 {
+			t.Errorf("%q reached the logs or the error: …%s…", leak, got[max(i-200, 0):min(i+200, len(got))])
+		}
+	}
+	for _, want := range []string{
+		`"output":"pw=[redacted] short=[redacted]"`,    // db.conf's command
+		`"output":"[redacted]bad line: [redacted]"`,    // tls.key's: the whole file, then one line
+		`x[redacted]\n[… 24 more bytes not kept]`,      // long.conf's: cut in the middle of the password
+		"checking with pw=[redacted] short=[redacted]", // plain.conf's check
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("logs lack %q", want)
+		}
+	}
+}

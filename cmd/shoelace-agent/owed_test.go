@@ -1,0 +1,68 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// An agent killed (SIGKILL) after a file was renamed into place but before its reload command
+// ran runs that command at its next start, once. The kill comes from the check of the next
+// template, which runs after the first template's rename and before any command.
+func TestE2E_RunKilledBetweenInstallAndCommand(t *testing.T) {
+	needBinaries(t)
+	srv := startServer(t, "", t.TempDir())
+	e := newEnv(t, srv, "", `  - contents: "v={{ key \"v\" }}\n"
+    destination: $DIR/a.conf
+    command: echo "reload $SHOELACE_REVISION" >> $DIR/commands
+  - contents: "w={{ key \"v\" }}\n"
+    destination: $DIR/b.conf
+    check: 'if [ ! -e $DIR/killed ]; then touch $DIR/killed; kill -9 $PPID; sleep 5; fi'
+`)
+	rev := srv.put("appliances/web/v", "1")
+	a := e.startAgent()
+	done := make(chan error, 1)
+	go func() { done <- a.cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ProcessState.String() != "signal: killed" {
+			t.Fatalf("agent ended with %v, want killed by its check", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the agent was not killed by its check")
+	}
+	if got := readFile(t, e.path("a.conf")); got != "v=1\n" {
+		t.Fatalf("a.conf = %q, want it installed before the kill", got)
+	}
+	if _, err := os.Stat(e.path("b.conf")); !os.IsNotExist(err) {
+		t.Fatalf("b.conf installed although its check killed the agent: %v", err)
+	}
+	if got := commandLines(t, e.path("commands")); len(got) != 0 {
+		t.Fatalf("commands = %v before the restart, want none (the agent died first)", got)
+	}
+
+	// The restarted agent finds a.conf unchanged, b.conf new (its check passes now), and runs
+	// the command it owed for a.conf, once.
+	a2 := e.startAgent()
+	waitFor(t, "b.conf", fileIs(e.path("b.conf"), "w=1\n"))
+	waitFor(t, "the first pass of the restarted agent", func() bool { return strings.Contains(a2.logs.String(), `"msg":"sync"`) })
+	if got, want := strings.Join(commandLines(t, e.path("commands")), " "), fmt.Sprintf("reload %d", rev); got != want {
+		t.Fatalf("commands after the restart = %q, want the owed reload once: %q", got, want)
+	}
+	if !strings.Contains(a2.logs.String(), "command owed by the last run") {
+		t.Fatalf("the restarted agent did not log the owed command:\n%s", a2.logs.String())
+	}
+	a2.stop(t)
+
+	// A third start owes nothing.
+	a3 := e.startAgent()
+	waitFor(t, "the first pass of the third agent", func() bool { return strings.Contains(a3.logs.String(), `"msg":"nothing changed"`) })
+	if got := commandLines(t, e.path("commands")); len(got) != 2 {
+		t.Fatalf("commands after a third start = %v, want the owed reload once", got)
+	}
+}

@@ -1,0 +1,24 @@
+package atomicfile
+
+import "os"
+
+// SetFchown replaces the chown of the staged file for a test; the returned func restores it.
+func SetFchown(f func(file *os.File, uid, gid int) error) (restore func()) {
+	old := fchown
+	fchown = f
+	return func() { fchown = old }
+}
+
+// SetLink replaces the hard link of the backup for a test.
+func SetLink(f func(r *os.Root, oldname, newname string) error) (restore func()) {
+	old := link
+	link = f
+	return func() { link = old }
+}
+
+// SetFsync replaces the fsync of the directory for a test.
+func SetFsync(f func(dir *os.File) error) (restore func()) {
+	old := fsync
+	fsync = f
+	return func() { fsync = old }
+}
