@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -72,7 +73,10 @@ func TestAgent_OwedRecordedBeforeRename(t *testing.T) {
     destination: $DIR/a
     command: echo ran >> $DIR/commands
 `)
-	var owedAtRename string
+	var (
+		mu           sync.Mutex // the hook runs in the agent's goroutine
+		owedAtRename string
+	)
 	defer agent.SetInstallFile(func(path string, data []byte, opts atomicfile.Options) (bool, error) {
 		before := opts.BeforeRename
 		if before == nil {
@@ -84,7 +88,9 @@ func TestAgent_OwedRecordedBeforeRename(t *testing.T) {
 				return fmt.Errorf("the destination exists before the rename: %v", serr)
 			}
 			b, _ := os.ReadFile(agent.OwedPath(dir+"/cache", "web"))
+			mu.Lock()
 			owedAtRename = string(b)
+			mu.Unlock()
 			return err
 		}
 		return atomicfile.Write(path, data, opts)
@@ -100,8 +106,11 @@ func TestAgent_OwedRecordedBeforeRename(t *testing.T) {
 			Revision     int64
 		}
 	}
-	if err := json.Unmarshal([]byte(owedAtRename), &rec); err != nil {
-		t.Fatalf("owed record at the rename %q: %v", owedAtRename, err)
+	mu.Lock()
+	got := owedAtRename
+	mu.Unlock()
+	if err := json.Unmarshal([]byte(got), &rec); err != nil {
+		t.Fatalf("owed record at the rename %q: %v", got, err)
 	}
 	if rec.Appliance != "web" || len(rec.Commands) != 1 || rec.Commands[0].Command != "echo ran >> "+dir+"/commands" ||
 		rec.Commands[0].Revision != 10 || strings.Join(rec.Commands[0].Destinations, ",") != dir+"/a" {
