@@ -111,7 +111,7 @@ func TestServe_RestartKeepsDataAndDrains(t *testing.T) {
 	go func() {
 		req, _ := http.NewRequest("GET", s1.url+lp("web", v.Revision, "10m"), nil)
 		req.Header.Set("Authorization", "Bearer "+token)
-		res, err := http.DefaultClient.Do(req)
+		res, err := testClient.Do(req)
 		if err != nil {
 			polled <- 0
 			return
