@@ -166,7 +166,7 @@ func TestConfig_Validate(t *testing.T) {
 		{func(c *Config) { c.EtcdCACert = "x" }, "--etcd-endpoints"},
 		{func(c *Config) { c.RateLimit = -1 }, "--rate-limit"},
 		{func(c *Config) { c.MaxValueBytes = 0 }, "--max-value-bytes"},
-		{func(c *Config) { c.MaxWaiters = 0 }, "waiters"},
+		{func(c *Config) { c.MaxWaiters = 0 }, "--max-long-polls"},
 		{func(c *Config) { c.DefaultWait = time.Hour }, "default"},
 		{func(c *Config) { c.LogLevel = "loud" }, "--log-level"},
 	} {
