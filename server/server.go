@@ -90,6 +90,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, st: st, log: log, auditLog: slog.New(alwaysEnabled{log.Handler()}), m: newMetrics(cfg.Version), ctx: ctx, cancel: cancel}
 	st.SetObserver(s.m.observeEtcd)
 	s.hub = newHub(ctx, st, log, s.m, cfg.MaxWaiters)
+	s.hub.maxPerToken = cfg.MaxWaitersPerToken
 	s.hub.onSys = s.onSysChange
 	s.hub.onReset = s.onHubReset
 	s.storeID.Store(st.ID())
