@@ -89,7 +89,7 @@ func (s *Server) handleGetAppliance(w http.ResponseWriter, r *http.Request) erro
 		return err
 	}
 	if report != nil {
-		s.reports.note(*report)
+		s.takeReport(r.Context(), report)
 	}
 	if index < 0 {
 		ctx, cancel := s.opCtx(r)

@@ -95,7 +95,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	s.hub.onReset = s.onHubReset
 	s.storeID.Store(st.ID())
 	s.auth = newAuthState(cfg)
-	s.reports = newReporter()
+	s.reports = newReporter(cfg.MaxInstances)
 	s.self = newReplica(cfg)
 	// Know the store's revision before serving, so that long-polls right after New are tracked;
 	// if the store is away, the hub keeps trying and answers long-polls at once meanwhile.
