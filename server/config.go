@@ -66,8 +66,8 @@ type Config struct {
 	// instances together (0 = max(10 × RateLimit, 1,000)); its burst is 10 seconds' worth.
 	TokenRateLimit float64
 	// MaxInstances caps the instance names of one token: those it uses on a replica at once
-	// (names unseen for 10 minutes are forgotten; over it, 429) and its instance records in the
-	// store (a report of one more is not recorded).
+	// (names unseen for 10 minutes are forgotten; over it, 429; off with the rate limits) and
+	// its instance records in the store (a report of one more is not recorded).
 	MaxInstances int
 	// MaxValueBytes is the largest value accepted.
 	MaxValueBytes int
