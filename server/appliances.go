@@ -89,7 +89,7 @@ func (s *Server) handleGetAppliance(w http.ResponseWriter, r *http.Request) erro
 		return err
 	}
 	if report != nil {
-		s.reports.note(*report)
+		s.takeReport(r.Context(), report)
 	}
 	if index < 0 {
 		ctx, cancel := s.opCtx(r)
@@ -114,7 +114,7 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, i
 		wk = wake{kind: wakeChanged, rev: s.hub.current()}
 	} else {
 		var err error
-		if wk, err = s.hub.wait(ctx, name, index, principalOf(r).name, jitter(wait)); err != nil {
+		if wk, err = s.hub.wait(ctx, name, index, principalOf(r).name, instanceOf(r), jitter(wait)); err != nil {
 			return err
 		}
 	}

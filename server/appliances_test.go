@@ -210,14 +210,20 @@ func TestAppliances_InstanceReports(t *testing.T) {
 	var got api.Instances
 	waitFor(t, "reports recorded", func() bool {
 		got = api.Instances{}
-		f.must(f.doToken(agent, "GET", "/v1/appliances/web/instances", ""), 200, &got)
+		f.must(f.do("GET", "/v1/appliances/web/instances", ""), 200, &got)
 		return len(got.Instances) == 2
 	})
 	if a, b := got.Instances[0], got.Instances[1]; a.Instance != "vm-1" || a.Applied != v.Revision || a.Token != "agent-web" || a.LastSeen.IsZero() ||
 		b.Instance != "vm-2" || b.Applied != 0 {
 		t.Fatalf("instances %+v", got.Instances)
 	}
+	// Every agent's address and token name are for operators: an agent token may not list them,
+	// not even its own appliance's; a read grant on the appliance may.
+	f.mustErr(f.doToken(agent, "GET", "/v1/appliances/web/instances", ""), 403, api.CodeForbidden, "read grant")
 	f.mustErr(f.doToken(agent, "GET", "/v1/appliances/db/instances", ""), 403, api.CodeForbidden)
+	reader := f.newToken(api.TokenRequest{Name: "reader-web", Read: []string{"appliances/web"}})
+	f.must(f.doToken(reader, "GET", "/v1/appliances/web/instances", ""), 200, nil)
+	f.mustErr(f.doToken(reader, "GET", "/v1/appliances/db/instances", ""), 403, api.CodeForbidden)
 	f.mustErr(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm 3"), 400, api.CodeInvalidName, "X-Shoelace-Instance")
 	f.mustErr(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-3", api.HeaderApplied, "x"), 400, api.CodeInvalidRequest, "X-Shoelace-Applied")
 	f.mustErr(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderApplied, "5"), 400, api.CodeInvalidRequest, "X-Shoelace-Instance")

@@ -154,7 +154,8 @@ type authState struct {
 	// it (a watch event's reload that raced the revocation) must not bring the token back.
 	revoked  map[string]int64
 	lastUsed map[string]time.Time
-	limits   *limiterSet
+	limits   *limiterSet // per token, per token and instance (agents), per client address
+	ceilings *limiterSet // per agent token, across its instances
 	loaded   atomic.Bool // the tokens were read from the store at least once
 }
 
@@ -164,7 +165,9 @@ func newAuthState(cfg Config) *authState {
 		byName:   map[string]*tokenRecord{},
 		revoked:  map[string]int64{},
 		lastUsed: map[string]time.Time{},
-		limits:   newLimiterSet(cfg.RateLimit),
+		limits:   newLimiterSet(cfg.RateLimit, int(math.Ceil(cfg.RateLimit))),
+		// A burst of 10 seconds' worth: a change wakes a whole fleet at once.
+		ceilings: newLimiterSet(cfg.tokenRateLimit(), int(math.Ceil(10*cfg.tokenRateLimit()))),
 	}
 }
 
@@ -263,8 +266,17 @@ func (a *authState) count() int {
 func (a *authState) touch(name string) {
 	now := time.Now().UTC()
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	a.lastUsed[name] = now
-	a.mu.Unlock()
+	if len(a.lastUsed) > len(a.byName) {
+		// A token went (revoked) since: forget when it was used. This runs once per token that
+		// goes, as the next request of any token comes.
+		for n := range a.lastUsed {
+			if a.byName[n] == nil {
+				delete(a.lastUsed, n)
+			}
+		}
+	}
 }
 
 func (a *authState) used(name string) (time.Time, bool) {
@@ -338,11 +350,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*http.Req
 		return r, unauthorized("unknown or revoked token")
 	}
 	info(r).token = rec.Name
-	key := "token " + rec.Name
-	if rec.Appliance != "" {
-		key += " instance " + instanceOf(r)
-	}
-	if err := s.limit(key); err != nil {
+	if err := s.limitToken(rec, instanceOf(r)); err != nil {
 		return r, err
 	}
 	s.auth.touch(rec.Name)
@@ -356,57 +364,127 @@ func (s *Server) limit(key string) error {
 	}
 	s.m.rateLimited.Inc()
 	e := api.Errorf(api.CodeRateLimited, "rate limit of %g requests/s exceeded (--rate-limit); retry later", s.cfg.RateLimit)
-	e.RetryAfter = max(1, int(math.Ceil(retry.Seconds())))
+	e.RetryAfter = retryAfter(retry)
 	return e
 }
 
-// limiterSet keeps one token-bucket limiter per key, forgetting idle ones.
+// limitToken applies the rate limits of token rec: per token, or for an agent token per token
+// and instance, then under the token's ceiling across all its instances. An instance name that
+// would make the token use more than MaxInstances at once on this replica is refused: made-up
+// names must not multiply the limit, nor the limiters kept for them.
+func (s *Server) limitToken(rec *tokenRecord, instance string) error {
+	if rec.Appliance == "" {
+		return s.limit("token " + rec.Name)
+	}
+	now := time.Now()
+	ok, retry, full := s.auth.limits.allowOwned("token "+rec.Name+" instance "+instance, rec.Name, s.cfg.MaxInstances, now)
+	if full {
+		s.m.rateLimited.Inc()
+		e := api.Errorf(api.CodeRateLimited, "token %s already uses %d instance names on this replica (--max-instances); a name unused for %s is forgotten; retry later",
+			shorten(rec.Name), s.cfg.MaxInstances, limiterIdle)
+		e.RetryAfter = int(limiterSweep.Seconds())
+		return e
+	}
+	if !ok {
+		s.m.rateLimited.Inc()
+		e := api.Errorf(api.CodeRateLimited, "rate limit of %g requests/s per instance exceeded (--rate-limit); retry later", s.cfg.RateLimit)
+		e.RetryAfter = retryAfter(retry)
+		return e
+	}
+	if ok, retry := s.auth.ceilings.allow("token "+rec.Name, now); !ok {
+		s.m.rateLimited.Inc()
+		e := api.Errorf(api.CodeRateLimited, "token %s is over its ceiling of %g requests/s, all its instances together (--token-rate-limit); retry later",
+			shorten(rec.Name), s.cfg.tokenRateLimit())
+		e.RetryAfter = retryAfter(retry)
+		return e
+	}
+	return nil
+}
+
+// retryAfter is a Retry-After in whole seconds, at least 1.
+func retryAfter(d time.Duration) int {
+	return max(1, int(math.Ceil(d.Seconds())))
+}
+
+// limiterSet keeps one token-bucket limiter per key, forgetting idle ones. Keys may have an
+// owner (an agent token, for its instances' keys), whose number of keys can be capped.
 type limiterSet struct {
 	mu    sync.Mutex
 	limit rate.Limit
 	burst int
 	m     map[string]*limiterEntry
+	owned map[string]int // keys held per owner
 	swept time.Time
 }
 
 type limiterEntry struct {
-	lim  *rate.Limiter
-	seen time.Time
+	lim   *rate.Limiter
+	seen  time.Time
+	owner string
 }
 
-const limiterIdle = 10 * time.Minute
+// limiterIdle is how long an unused limiter is kept; limiterSweep how often they are swept.
+const (
+	limiterIdle  = 10 * time.Minute
+	limiterSweep = time.Minute
+)
 
-func newLimiterSet(perSecond float64) *limiterSet {
-	return &limiterSet{limit: rate.Limit(perSecond), burst: max(1, int(math.Ceil(perSecond))), m: map[string]*limiterEntry{}}
+// newLimiterSet returns limiters of perSecond with a burst of burst (at least 1); perSecond 0
+// allows everything.
+func newLimiterSet(perSecond float64, burst int) *limiterSet {
+	return &limiterSet{limit: rate.Limit(perSecond), burst: max(1, burst), m: map[string]*limiterEntry{}, owned: map[string]int{}}
 }
 
 // allow takes one request for key; when over the limit it says how long until one is allowed.
 func (l *limiterSet) allow(key string, now time.Time) (bool, time.Duration) {
+	ok, retry, _ := l.allowOwned(key, "", 0, now)
+	return ok, retry
+}
+
+// allowOwned is allow for a key of owner, which may hold at most maxKeys keys (0: any number);
+// full says that key is new and owner holds maxKeys already.
+func (l *limiterSet) allowOwned(key, owner string, maxKeys int, now time.Time) (ok bool, retry time.Duration, full bool) {
 	if l.limit <= 0 {
-		return true, 0
+		return true, 0, false
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if now.Sub(l.swept) > time.Minute {
-		for k, e := range l.m {
-			if now.Sub(e.seen) > limiterIdle {
-				delete(l.m, k)
-			}
-		}
-		l.swept = now
+	if now.Sub(l.swept) > limiterSweep {
+		l.sweepLocked(now)
 	}
 	e := l.m[key]
 	if e == nil {
-		e = &limiterEntry{lim: rate.NewLimiter(l.limit, l.burst)}
+		if owner != "" && maxKeys > 0 && l.owned[owner] >= maxKeys {
+			return false, 0, true
+		}
+		e = &limiterEntry{lim: rate.NewLimiter(l.limit, l.burst), owner: owner}
 		l.m[key] = e
+		if owner != "" {
+			l.owned[owner]++
+		}
 	}
 	e.seen = now
 	res := e.lim.ReserveN(now, 1)
 	if d := res.DelayFrom(now); d > 0 {
 		res.CancelAt(now)
-		return false, d
+		return false, d, false
 	}
-	return true, 0
+	return true, 0, false
+}
+
+// sweepLocked forgets the limiters unused for limiterIdle; l.mu must be held.
+func (l *limiterSet) sweepLocked(now time.Time) {
+	for k, e := range l.m {
+		if now.Sub(e.seen) > limiterIdle {
+			delete(l.m, k)
+			if e.owner != "" {
+				if l.owned[e.owner]--; l.owned[e.owner] <= 0 {
+					delete(l.owned, e.owner)
+				}
+			}
+		}
+	}
+	l.swept = now
 }
 
 // loadTokens reads every token from the store into the cache, ending the long-polls of tokens

@@ -73,7 +73,7 @@ func TestAuth_RoutePrincipalTable(t *testing.T) {
 		{"GET", "/v1/appliances/web", "", nil, [6]int{401, 401, 200, 200, 200, 403}},
 		{"GET", "/v1/appliances/web?index=1&wait=0", "", nil, [6]int{401, 401, 200, 200, 200, 403}},
 		{"GET", "/v1/appliances/web-frontend", "", nil, [6]int{401, 401, 200, 403, 403, 403}},
-		{"GET", "/v1/appliances/web/instances", "", nil, [6]int{401, 401, 200, 200, 200, 403}},
+		{"GET", "/v1/appliances/web/instances", "", nil, [6]int{401, 401, 200, 403, 200, 200}},
 		{"GET", "/v1/appliances/web-frontend/instances", "", nil, [6]int{401, 401, 200, 403, 403, 403}},
 		{"GET", fmt.Sprintf("/v1/appliances/web/at/%d", webRev), "", nil, [6]int{401, 401, 200, 403, 200, 200}},
 		{"GET", fmt.Sprintf("/v1/appliances/web-frontend/at/%d", frontRev), "", nil, [6]int{401, 401, 200, 403, 403, 403}},

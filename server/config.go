@@ -33,6 +33,18 @@ const (
 	MaxHeaderBytes = 64 << 10
 )
 
+// Defaults of Config's limits per token.
+const (
+	// DefaultTokenRateLimit (0) derives an agent token's ceiling from RateLimit; see tokenRateLimit.
+	DefaultTokenRateLimit = 0
+	// DefaultMaxInstances fits a fleet of 10,000 VMs on one token, with room for as many
+	// replaced VMs whose records have not expired yet.
+	DefaultMaxInstances = 20000
+	// DefaultMaxWaitersPerToken (0) caps a token's long-polls only by its fair share when the
+	// replica is full.
+	DefaultMaxWaitersPerToken = 0
+)
+
 // Config is the server's configuration; cmd/shoelace fills it from flags.
 type Config struct {
 	// Listen is the address to serve HTTP(S) on.
@@ -47,8 +59,16 @@ type Config struct {
 	TLSCert, TLSKey string
 	// EtcdCACert, EtcdCert and EtcdKey configure TLS to an external etcd.
 	EtcdCACert, EtcdCert, EtcdKey string
-	// RateLimit is requests per second per token and replica (0 = off).
+	// RateLimit is requests per second per token and replica, per token and instance for agent
+	// tokens (0 = every rate limit off, TokenRateLimit included).
 	RateLimit float64
+	// TokenRateLimit is the ceiling of an agent token's requests per second on a replica, all its
+	// instances together (0 = max(10 × RateLimit, 1,000)); its burst is 10 seconds' worth.
+	TokenRateLimit float64
+	// MaxInstances caps the instance names of one token: those it uses on a replica at once
+	// (names unseen for 10 minutes are forgotten; over it, 429; off with the rate limits) and
+	// its instance records in the store (a report of one more is not recorded).
+	MaxInstances int
 	// MaxValueBytes is the largest value accepted.
 	MaxValueBytes int
 	// MaxBodyBytes bounds a txn or apply body (0 = MaxValueBytes + 4 MiB).
@@ -57,8 +77,12 @@ type Config struct {
 	MaxTxnOps int
 	// AdminTokenFile receives the admin token created on first start ("" = <DataDir>/admin.token).
 	AdminTokenFile string
-	// MaxWaiters caps open long-polls; over it requests get 503 with Retry-After.
+	// MaxWaiters caps open long-polls; over it requests get 503 with Retry-After, except a
+	// token under its fair share (MaxWaiters ÷ tokens with long-polls), which takes the place
+	// of a long-poll of the token that holds the most.
 	MaxWaiters int
+	// MaxWaitersPerToken caps one token's open long-polls (0 = only the fair share when full).
+	MaxWaitersPerToken int
 	// DefaultWait and MaxWait bound a long-poll's wait= parameter.
 	DefaultWait, MaxWait time.Duration
 	// LogLevel is debug, info, warn or error (used by cmd/shoelace to build the logger).
@@ -75,11 +99,13 @@ type Config struct {
 
 // DefaultConfig returns the configuration of a server started without flags.
 func DefaultConfig() Config {
+	// TokenRateLimit and MaxWaitersPerToken default to 0 (derived, and fair share only).
 	return Config{
 		Listen:        DefaultListen,
 		DataDir:       store.DefaultDataDir,
 		Root:          store.DefaultRoot,
 		RateLimit:     DefaultRateLimit,
+		MaxInstances:  DefaultMaxInstances,
 		MaxValueBytes: api.DefaultMaxValueBytes,
 		MaxTxnOps:     store.DefaultMaxTxnOps,
 		MaxWaiters:    DefaultMaxWaiters,
@@ -121,6 +147,12 @@ func (c Config) Validate() error {
 	if c.RateLimit < 0 {
 		errs = append(errs, fmt.Errorf("--rate-limit %v must be >= 0 (0 = off)", c.RateLimit))
 	}
+	if c.TokenRateLimit < 0 {
+		errs = append(errs, fmt.Errorf("--token-rate-limit %v must be >= 0 (0 = max(10 × --rate-limit, 1000))", c.TokenRateLimit))
+	}
+	if c.MaxInstances <= 0 {
+		errs = append(errs, fmt.Errorf("--max-instances %d must be > 0", c.MaxInstances))
+	}
 	if c.MaxValueBytes <= 0 {
 		errs = append(errs, fmt.Errorf("--max-value-bytes %d must be > 0", c.MaxValueBytes))
 	}
@@ -131,7 +163,10 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("max txn ops %d must be > 0", c.MaxTxnOps))
 	}
 	if c.MaxWaiters <= 0 {
-		errs = append(errs, fmt.Errorf("max waiters %d must be > 0", c.MaxWaiters))
+		errs = append(errs, fmt.Errorf("--max-long-polls %d must be > 0", c.MaxWaiters))
+	}
+	if c.MaxWaitersPerToken < 0 {
+		errs = append(errs, fmt.Errorf("--max-long-polls-per-token %d must be >= 0 (0 = fair share only)", c.MaxWaitersPerToken))
 	}
 	if c.DefaultWait <= 0 || c.MaxWait <= 0 || c.DefaultWait > c.MaxWait {
 		errs = append(errs, fmt.Errorf("long-poll waits must satisfy 0 < default (%s) <= max (%s)", c.DefaultWait, c.MaxWait))
@@ -165,6 +200,20 @@ func (c Config) adminTokenFile() string {
 		return c.AdminTokenFile
 	}
 	return filepath.Join(c.DataDir, DefaultAdminTokenFile)
+}
+
+// tokenRateLimit is the ceiling of an agent token's requests per second (0: rate limits off).
+// Derived, it is 10 × RateLimit and at least 1,000: a fleet of 10,000 agents long-polling every
+// 55 s makes about 180 requests/s on one replica, and the burst (10 s worth) lets a change that
+// wakes all of them at once through.
+func (c Config) tokenRateLimit() float64 {
+	switch {
+	case c.RateLimit <= 0:
+		return 0
+	case c.TokenRateLimit > 0:
+		return c.TokenRateLimit
+	}
+	return max(10*c.RateLimit, 1000)
 }
 
 func (c Config) headerTimeout() time.Duration {

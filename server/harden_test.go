@@ -395,7 +395,7 @@ func TestServe_SlowAndHostileClients(t *testing.T) {
 		rev := res.Header.Get(api.HeaderIndex)
 		req, _ = http.NewRequest("GET", "http://"+e.addr+"/v1/appliances/web?index="+rev+"&wait=3s", nil)
 		req.Header.Set("Authorization", "Bearer "+e.token)
-		res, err = http.DefaultClient.Do(req)
+		res, err = testClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

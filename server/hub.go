@@ -18,10 +18,11 @@ import (
 type wakeKind int
 
 const (
-	wakeChanged wakeKind = iota // a key of the view changed (or the hub cannot tell): answer the view
-	wakeTimeout                 // wait expired: 304
-	wakeDrain                   // the server is shutting down: 304 after a little jitter
-	wakeRevoked                 // the waiter's token was revoked: 401
+	wakeChanged  wakeKind = iota // a key of the view changed (or the hub cannot tell): answer the view
+	wakeTimeout                  // wait expired: 304
+	wakeDrain                    // the server is shutting down: 304 after a little jitter
+	wakeRevoked                  // the waiter's token was revoked: 401
+	wakeReplaced                 // a newer long-poll took its place: 304
 )
 
 // wake is what a long-poll ends with; rev is the revision the hub knew at that moment.
@@ -35,11 +36,15 @@ type wake struct {
 
 // waiter is one open long-poll.
 type waiter struct {
-	app   string
-	after int64
-	token string
-	ch    chan wake // buffered 1; written once, under hub.mu, by whoever removes the waiter
+	app      string
+	after    int64
+	token    string
+	instance string    // the agent's X-Shoelace-Instance ("" when not sent)
+	ch       chan wake // buffered 1; written once, under hub.mu, by whoever removes the waiter
 }
+
+// instanceKey names one agent's long-poll: a newer one of the same key replaces the older.
+type instanceKey struct{ token, app, instance string }
 
 // hub fans out the replica's single store watch to in-memory long-polls. For each scope
 // (shared/ and each appliances/<name>/) it keeps the revision of the last change, so that a
@@ -50,18 +55,30 @@ type hub struct {
 	log        *slog.Logger
 	m          *metrics
 	maxWaiters int
-	onSys      func(ctx context.Context, keys []string)
-	onReset    func(ctx context.Context) // after the hub lost track of changes (compaction)
+	// maxPerToken caps one token's long-polls (0: only its fair share when the hub is full).
+	maxPerToken int
+	onSys       func(ctx context.Context, keys []string)
+	onReset     func(ctx context.Context) // after the hub lost track of changes (compaction)
 
-	mu       sync.Mutex
-	ready    bool
-	base     int64 // every change after base is known
-	rev      int64 // highest revision seen (events and progress notifications)
-	shared   int64 // last change under shared/
-	apps     map[string]int64
-	waiters  map[string]map[*waiter]struct{} // by appliance
-	n        int
-	draining bool
+	mu     sync.Mutex
+	ready  bool
+	base   int64 // every change after base is known
+	rev    int64 // highest revision seen (events and progress notifications)
+	shared int64 // last change under shared/
+	// apps holds the last change per appliance; sweep drops those older than the previous
+	// sweep, and an appliance without an entry counts as changed at forgotten (a long-poll
+	// from before that is answered at once, which is safe).
+	apps       map[string]int64
+	forgotten  int64
+	sweptRev   int64                           // h.rev at the last sweep
+	waiters    map[string]map[*waiter]struct{} // by appliance
+	byToken    map[string]map[*waiter]struct{}
+	byInstance map[instanceKey]*waiter
+	n          int
+	draining   bool
+	// beforeRegister, when set (by tests only), is called between a long-poll's check for a
+	// change and its registration, with mu held.
+	beforeRegister func()
 
 	fmu     sync.Mutex
 	flights map[string]*flight // latest view read per appliance
@@ -96,6 +113,8 @@ func newHub(ctx context.Context, st *store.Store, log *slog.Logger, m *metrics, 
 		maxWaiters: maxWaiters,
 		apps:       make(map[string]int64),
 		waiters:    make(map[string]map[*waiter]struct{}),
+		byToken:    make(map[string]map[*waiter]struct{}),
+		byInstance: make(map[instanceKey]*waiter),
 		flights:    make(map[string]*flight),
 		ctx:        ctx,
 		reload:     make(chan struct{}, 1),
@@ -138,6 +157,17 @@ func (h *hub) wakeLocked(w *waiter, kind wakeKind, known bool) {
 	delete(ws, w)
 	if len(ws) == 0 {
 		delete(h.waiters, w.app)
+	}
+	if ts := h.byToken[w.token]; ts != nil {
+		delete(ts, w)
+		if len(ts) == 0 {
+			delete(h.byToken, w.token)
+		}
+	}
+	if w.instance != "" {
+		if k := (instanceKey{w.token, w.app, w.instance}); h.byInstance[k] == w {
+			delete(h.byInstance, k)
+		}
 	}
 	h.n--
 	h.m.longPolls.Set(float64(h.n))
@@ -206,6 +236,7 @@ func (h *hub) apply(ctx context.Context, ev store.Event) {
 // revision + 1 with backoff when it breaks, and resetting when that revision was compacted.
 func (h *hub) run(ctx context.Context) {
 	go h.loadMirror(ctx)
+	go h.sweepEvery(ctx, hubSweep)
 	const minBackoff, maxBackoff = 50 * time.Millisecond, 5 * time.Second
 	backoff := minBackoff
 	needReset := false
@@ -292,17 +323,126 @@ func (h *hub) loadMirror(ctx context.Context) {
 	}
 }
 
-// errTooManyWaiters is answered when the cap on open long-polls is reached.
-func errTooManyWaiters(max int) *api.Error {
-	e := api.Errorf(api.CodeTooManyWaiters, "too many open long-polls on this replica (limit %d); retry later", max)
+// hubSweep is how often the hub forgets the changes and views it no longer needs.
+const hubSweep = time.Minute
+
+// sweepEvery sweeps every d until ctx ends.
+func (h *hub) sweepEvery(ctx context.Context, d time.Duration) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			h.sweep(now)
+		}
+	}
+}
+
+// sweep forgets the appliances' changes seen before the previous sweep, and the views no long-poll
+// asked for within flightIdle, so that appliances that come and go do not grow the hub.
+func (h *hub) sweep(now time.Time) {
+	h.mu.Lock()
+	for app, rev := range h.apps {
+		if rev <= h.sweptRev {
+			delete(h.apps, app)
+			h.forgotten = max(h.forgotten, rev)
+		}
+	}
+	h.sweptRev = h.rev
+	h.mu.Unlock()
+	h.fmu.Lock()
+	h.sweepFlightsLocked(now)
+	h.fmu.Unlock()
+}
+
+// changedLocked is the revision of app's last change that the hub knows; h.mu must be held.
+func (h *hub) changedLocked(app string) int64 {
+	c, ok := h.apps[app]
+	if !ok {
+		c = h.forgotten
+	}
+	return max(h.shared, c)
+}
+
+// errTooManyWaiters is answered when the cap on open long-polls is reached and token holds at
+// least its fair share of them.
+func errTooManyWaiters(max int, token string, held, fair int) *api.Error {
+	e := api.Errorf(api.CodeTooManyWaiters, "too many open long-polls on this replica (limit %d, --max-long-polls), and token %s holds %d, at least its fair share of %d; retry later",
+		max, shorten(token), held, fair)
 	e.RetryAfter = 1 + rand.IntN(5)
 	return e
 }
 
+// admitLocked makes room for w or says why it cannot be registered; h.mu must be held. A
+// long-poll replaces the same agent's older one (answered 304), so that a connection left
+// half-open (behind a load balancer) never locks the agent out. When the hub is full, a token
+// under its fair share (maxWaiters ÷ tokens with long-polls, this one included) takes the
+// place of a long-poll of the token that holds the most; the others are refused.
+func (h *hub) admitLocked(w *waiter) error {
+	if w.instance != "" {
+		if old := h.byInstance[instanceKey{w.token, w.app, w.instance}]; old != nil {
+			h.wakeLocked(old, wakeReplaced, false)
+			return nil
+		}
+	}
+	held := len(h.byToken[w.token])
+	if h.maxPerToken > 0 && held >= h.maxPerToken {
+		e := api.Errorf(api.CodeTooManyWaiters, "token %s holds %d open long-polls on this replica, its limit (--max-long-polls-per-token); retry later", shorten(w.token), held)
+		e.RetryAfter = 1 + rand.IntN(5)
+		return e
+	}
+	if h.n < h.maxWaiters {
+		return nil
+	}
+	tokens := len(h.byToken)
+	if held == 0 {
+		tokens++
+	}
+	fair := h.maxWaiters / tokens
+	if held >= fair {
+		return errTooManyWaiters(h.maxWaiters, w.token, held, fair)
+	}
+	var most map[*waiter]struct{}
+	for _, ws := range h.byToken {
+		if len(ws) > len(most) {
+			most = ws
+		}
+	}
+	for v := range most {
+		h.wakeLocked(v, wakeReplaced, false)
+		break
+	}
+	return nil
+}
+
+// addLocked registers w; h.mu must be held.
+func (h *hub) addLocked(w *waiter) {
+	ws := h.waiters[w.app]
+	if ws == nil {
+		ws = make(map[*waiter]struct{})
+		h.waiters[w.app] = ws
+	}
+	ws[w] = struct{}{}
+	ts := h.byToken[w.token]
+	if ts == nil {
+		ts = make(map[*waiter]struct{})
+		h.byToken[w.token] = ts
+	}
+	ts[w] = struct{}{}
+	if w.instance != "" {
+		h.byInstance[instanceKey{w.token, w.app, w.instance}] = w
+	}
+	h.n++
+	h.m.longPolls.Set(float64(h.n))
+}
+
 // wait ends when the view of app may have changed after index `after`, when d expires, when ctx
-// ends (the client went away) or when the server drains. It answers at once when the hub cannot
-// tell: an index older than what it knows, ahead of the store, or a change already recorded.
-func (h *hub) wait(ctx context.Context, app string, after int64, token string, d time.Duration) (wake, error) {
+// ends (the client went away), when a newer long-poll takes its place, or when the server
+// drains. It answers at once when the hub cannot tell: an index older than what it knows,
+// ahead of the store, or a change already recorded. token and instance name the client.
+func (h *hub) wait(ctx context.Context, app string, after int64, token, instance string, d time.Duration) (wake, error) {
 	checkedStore := false
 	h.mu.Lock()
 	for {
@@ -311,7 +451,7 @@ func (h *hub) wait(ctx context.Context, app string, after int64, token string, d
 			r := h.rev
 			h.mu.Unlock()
 			return wake{kind: wakeDrain, rev: r}, nil
-		case !h.ready || after < h.base || max(h.shared, h.apps[app]) > after:
+		case !h.ready || after < h.base || h.changedLocked(app) > after:
 			r, known := h.rev, h.ready && after >= h.base
 			h.mu.Unlock()
 			return wake{kind: wakeChanged, rev: r, known: known}, nil
@@ -337,19 +477,17 @@ func (h *hub) wait(ctx context.Context, app string, after int64, token string, d
 		h.mu.Unlock()
 		return wake{kind: wakeTimeout, rev: r}, nil
 	}
-	if h.n >= h.maxWaiters {
+	// The check above and the registration below hold mu throughout: a change applied between
+	// them would be lost to this long-poll (the hook lets a test try).
+	if h.beforeRegister != nil {
+		h.beforeRegister()
+	}
+	w := &waiter{app: app, after: after, token: token, instance: instance, ch: make(chan wake, 1)}
+	if err := h.admitLocked(w); err != nil {
 		h.mu.Unlock()
-		return wake{}, errTooManyWaiters(h.maxWaiters)
+		return wake{}, err
 	}
-	w := &waiter{app: app, after: after, token: token, ch: make(chan wake, 1)}
-	ws := h.waiters[app]
-	if ws == nil {
-		ws = make(map[*waiter]struct{})
-		h.waiters[app] = ws
-	}
-	ws[w] = struct{}{}
-	h.n++
-	h.m.longPolls.Set(float64(h.n))
+	h.addLocked(w)
 	h.mu.Unlock()
 
 	t := time.NewTimer(d)
@@ -390,12 +528,8 @@ func (h *hub) drain() {
 func (h *hub) revoke(token string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for _, ws := range h.waiters {
-		for w := range ws {
-			if w.token == token {
-				h.wakeLocked(w, wakeRevoked, false)
-			}
-		}
+	for w := range h.byToken[token] {
+		h.wakeLocked(w, wakeRevoked, false)
 	}
 }
 
@@ -409,13 +543,7 @@ func (h *hub) view(ctx context.Context, app string, rev int64, known bool) (api.
 	if f == nil || f.rev < rev {
 		now := time.Now()
 		if now.Sub(h.swept) > flightIdle {
-			// Forget the views of appliances nobody long-polled for a while.
-			for a, g := range h.flights {
-				if now.Sub(g.started) > flightIdle {
-					delete(h.flights, a)
-				}
-			}
-			h.swept = now
+			h.sweepFlightsLocked(now)
 		}
 		f = &flight{rev: rev, fresh: !known, started: now, done: make(chan struct{})}
 		h.flights[app] = f
@@ -455,6 +583,17 @@ func (h *hub) read(f *flight, app string) {
 		h.fmu.Unlock()
 	}
 	close(f.done)
+}
+
+// sweepFlightsLocked forgets the views of appliances nobody long-polled for a while; h.fmu must
+// be held.
+func (h *hub) sweepFlightsLocked(now time.Time) {
+	for a, g := range h.flights {
+		if now.Sub(g.started) > flightIdle {
+			delete(h.flights, a)
+		}
+	}
+	h.swept = now
 }
 
 // readView reads a view from the store, counting the reads.

@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -23,16 +25,28 @@ const (
 	instanceRefresh = time.Minute
 	// instanceExpiry is how long a silent instance stays listed; older reports are removed.
 	instanceExpiry = 7 * 24 * time.Hour
+	// instanceSweep is how often a replica removes expired records (and learns how many
+	// records each token has).
+	instanceSweep = 10 * time.Minute
 )
 
 // reporter writes agents' reports to the store in the background, at most once a minute per
-// instance unless what it applied changed, so that view requests never wait for it.
+// instance unless what it applied changed, so that view requests never wait for it. It caps
+// the records of each token: a report of one more instance than max is not recorded.
 type reporter struct {
 	mu      sync.Mutex
 	written map[string]reported
 	swept   time.Time
 	ch      chan api.Instance
 	window  time.Duration // reportWindow; tests make it longer
+
+	// max caps the records per token. owner (appliance/instance → token) and held (records
+	// per token) are what this replica knows of the records: read from the store by each
+	// sweep, and kept up to date by note in between (records another replica writes meanwhile
+	// count from the next sweep on).
+	max   int
+	owner map[string]string
+	held  map[string]int
 }
 
 type reported struct {
@@ -40,15 +54,20 @@ type reported struct {
 	at      time.Time
 }
 
-func newReporter() *reporter {
-	return &reporter{written: map[string]reported{}, ch: make(chan api.Instance, 1024), window: reportWindow}
+func newReporter(max int) *reporter {
+	return &reporter{written: map[string]reported{}, ch: make(chan api.Instance, 1024), window: reportWindow,
+		max: max, owner: map[string]string{}, held: map[string]int{}}
 }
 
-// note queues in for writing when it says something new.
-func (r *reporter) note(in api.Instance) {
+// note queues in for writing when it says something new. It reports false, and records
+// nothing, when in is an instance its token has no record of and the token has max records.
+func (r *reporter) note(in api.Instance) bool {
 	key := in.Appliance + "/" + in.Instance
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.owner[key] != in.Token && r.held[in.Token] >= r.max {
+		return false
+	}
 	if now := in.LastSeen; now.Sub(r.swept) > time.Hour {
 		for k, w := range r.written {
 			if now.Sub(w.at) > time.Hour {
@@ -58,14 +77,107 @@ func (r *reporter) note(in api.Instance) {
 		r.swept = now
 	}
 	if w, ok := r.written[key]; ok && w.applied == in.Applied && in.LastSeen.Sub(w.at) < instanceRefresh {
-		return
+		return true
 	}
 	select {
 	case r.ch <- in:
 		r.written[key] = reported{applied: in.Applied, at: in.LastSeen}
+		r.ownLocked(key, in.Token)
 	default: // full: the next request reports again
 	}
+	return true
 }
+
+// ownLocked counts the record key as token's; r.mu must be held.
+func (r *reporter) ownLocked(key, token string) {
+	prev, ok := r.owner[key]
+	if ok && prev == token {
+		return
+	}
+	if ok {
+		if r.held[prev]--; r.held[prev] <= 0 {
+			delete(r.held, prev)
+		}
+	}
+	r.owner[key] = token
+	r.held[token]++
+}
+
+// runInstanceSweep removes expired instance records, and reads how many each token has, at
+// start and then every instanceSweep, until ctx ends.
+func (s *Server) runInstanceSweep(ctx context.Context) {
+	for {
+		next := instanceSweep
+		if err := s.sweepInstances(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.log.Warn("sweep instance records", "err", err)
+			next = 30 * time.Second
+		}
+		sleep(ctx, jitter(next))
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// sweepInstances reads every instance record: those silent for instanceExpiry are removed,
+// the others make the reporter's count of records per token.
+func (s *Server) sweepInstances(ctx context.Context) error {
+	r := s.reports
+	start := time.Now()
+	m, _, err := s.st.SysList(ctx, instancePrefix)
+	if err != nil {
+		return fmt.Errorf("read instance records: %w", err)
+	}
+	owner := make(map[string]string, len(m))
+	var expired []string
+	now := time.Now()
+	for k, v := range m {
+		var in api.Instance
+		if err := json.Unmarshal(v, &in); err != nil {
+			continue
+		}
+		if now.Sub(in.LastSeen) > instanceExpiry {
+			expired = append(expired, k)
+			continue
+		}
+		owner[strings.TrimPrefix(k, instancePrefix)] = in.Token
+	}
+	r.mu.Lock()
+	// A report queued shortly before the read may not be written yet: keep what note counted
+	// for it, and do not remove its record.
+	queued := func(k string) bool {
+		w, ok := r.written[k]
+		return ok && start.Sub(w.at) < reportPending
+	}
+	for k, t := range r.owner {
+		if queued(k) {
+			owner[k] = t
+		}
+	}
+	expired = slices.DeleteFunc(expired, func(k string) bool { return queued(strings.TrimPrefix(k, instancePrefix)) })
+	r.owner = owner
+	r.held = make(map[string]int)
+	for _, t := range owner {
+		r.held[t]++
+	}
+	r.mu.Unlock()
+	for _, k := range expired {
+		if _, err := s.st.SysDelete(ctx, k); err != nil && !errors.Is(err, api.ErrNotFound) {
+			return fmt.Errorf("remove expired instance record: %w", err)
+		}
+	}
+	if len(expired) > 0 {
+		s.log.Info("removed expired instance records", "records", len(expired))
+	}
+	return nil
+}
+
+// reportPending bounds how long a queued report takes to be written (its window, then a write
+// of at most 10 s), with room to spare.
+const reportPending = time.Minute
 
 // reportBatch is the most reports written in one transaction: a change of shared/ moves the
 // applied revision of every agent at once, and their reports arrive together.
@@ -79,6 +191,11 @@ const reportWindow = 100 * time.Millisecond
 // runReporter writes queued reports until ctx ends: those that arrive within reportWindow of the
 // first (up to reportBatch) go into one transaction, the latest report of an instance winning.
 func (s *Server) runReporter(ctx context.Context) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.runInstanceSweep(ctx)
+	}()
 	for {
 		var in api.Instance
 		select {
@@ -142,6 +259,25 @@ func agentReport(r *http.Request, name string) (*api.Instance, error) {
 	return in, nil
 }
 
+// takeReport records an agent's report, unless its applied revision is above the store's: the
+// replica's own revision may lag behind the store, so the store is asked before the report is
+// ignored. A report ignored or refused by the cap never fails the request.
+func (s *Server) takeReport(ctx context.Context, in *api.Instance) {
+	if cur := s.hub.current(); in.Applied > cur {
+		ctx, cancel := context.WithTimeout(ctx, opTimeout)
+		defer cancel()
+		rev, err := s.st.Revision(ctx)
+		if err != nil || in.Applied > rev {
+			s.log.Warn("ignoring an instance report applied above the store's revision", "appliance", in.Appliance,
+				"instance", shorten(in.Instance), "token", in.Token, "applied", in.Applied, "revision", max(rev, cur), "err", err)
+			return
+		}
+	}
+	if !s.reports.note(*in) {
+		s.log.Debug("not recording an instance over its token's cap", "appliance", in.Appliance, "instance", shorten(in.Instance), "token", in.Token, "max_instances", s.cfg.MaxInstances)
+	}
+}
+
 func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) error {
 	if _, err := query(r); err != nil {
 		return err
@@ -150,8 +286,11 @@ func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) error {
 	if err := api.ValidateSegment("appliance name", name); err != nil {
 		return err
 	}
-	if err := principalOf(r).mayReadView(name); err != nil {
-		return err
+	// Every agent's address and token name: for operators (a read grant on the appliance),
+	// not for the agents, whose token reads the view only.
+	if err := principalOf(r).mayRead(api.ApplianceRoot(name)); err != nil {
+		return forbidden("token %s may not list the instances of %s: that needs a read grant on %s/ (agent tokens have none)",
+			shorten(principalOf(r).name), shorten(name), api.ApplianceRoot(name))
 	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()

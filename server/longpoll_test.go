@@ -36,7 +36,7 @@ func (f *fixture) doQuiet(path string, hdr ...string) resp {
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := testClient.Do(req)
 	if err != nil {
 		return resp{Response: &http.Response{Request: req}, body: []byte(err.Error())}
 	}
@@ -232,7 +232,7 @@ func TestLongPoll_ClientGoneIsFreed(t *testing.T) {
 		defer close(done)
 		req, _ := http.NewRequestWithContext(ctx, "GET", f.srv.URL+lp("web", v.Revision, "10m"), nil)
 		req.Header.Set("Authorization", "Bearer "+f.token)
-		if res, err := http.DefaultClient.Do(req); err == nil {
+		if res, err := testClient.Do(req); err == nil {
 			res.Body.Close()
 		}
 	}()
@@ -330,7 +330,7 @@ func TestLongPoll_ThousandWaitersOneViewRead(t *testing.T) {
 	v := f.view("web")
 	tr := &http.Transport{MaxIdleConnsPerHost: n, MaxConnsPerHost: 0}
 	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr}
+	client := &http.Client{Transport: tr, Timeout: testClient.Timeout}
 	results := make(chan string, n)
 	var wg sync.WaitGroup
 	for i := 0; i < n; i++ {
@@ -392,7 +392,7 @@ func TestHub_CompactionFallback(t *testing.T) {
 	h.reset(old)
 	woke := make(chan wake, 1)
 	go func() {
-		wk, err := h.wait(hctx, "web", old, "", time.Minute)
+		wk, err := h.wait(hctx, "web", old, "", "", time.Minute)
 		if err != nil {
 			t.Errorf("wait: %v", err)
 		}
@@ -420,7 +420,7 @@ func TestHub_CompactionFallback(t *testing.T) {
 	}
 	// After the reset the hub watches again: a new change wakes a new waiter.
 	go func() {
-		wk, _ := h.wait(hctx, "web", base, "", time.Minute)
+		wk, _ := h.wait(hctx, "web", base, "", "", time.Minute)
 		woke <- wk
 	}()
 	waitFor(t, "waiter registered", func() bool { return h.open() == 1 })

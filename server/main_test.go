@@ -23,6 +23,10 @@ import (
 
 func TestMain(m *testing.M) { testutil.Main(m) }
 
+// testClient is the tests' HTTP client: a long-poll that the server does not answer fails the
+// test after its timeout instead of hanging it (the longest wait a test expects is 60 s).
+var testClient = &http.Client{Timeout: 90 * time.Second}
+
 // fixture is a server on the shared etcd under a root of the test's own, behind a real HTTP
 // server, with an admin token.
 type fixture struct {
@@ -129,7 +133,7 @@ func (f *fixture) doCtx(ctx context.Context, token, method, path, body string, h
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := testClient.Do(req)
 	if err != nil {
 		f.t.Fatalf("%s %s: %v", method, path, err)
 	}

@@ -111,7 +111,7 @@ func TestServe_RestartKeepsDataAndDrains(t *testing.T) {
 	go func() {
 		req, _ := http.NewRequest("GET", s1.url+lp("web", v.Revision, "10m"), nil)
 		req.Header.Set("Authorization", "Bearer "+token)
-		res, err := http.DefaultClient.Do(req)
+		res, err := testClient.Do(req)
 		if err != nil {
 			polled <- 0
 			return
@@ -166,7 +166,7 @@ func TestConfig_Validate(t *testing.T) {
 		{func(c *Config) { c.EtcdCACert = "x" }, "--etcd-endpoints"},
 		{func(c *Config) { c.RateLimit = -1 }, "--rate-limit"},
 		{func(c *Config) { c.MaxValueBytes = 0 }, "--max-value-bytes"},
-		{func(c *Config) { c.MaxWaiters = 0 }, "waiters"},
+		{func(c *Config) { c.MaxWaiters = 0 }, "--max-long-polls"},
 		{func(c *Config) { c.DefaultWait = time.Hour }, "default"},
 		{func(c *Config) { c.LogLevel = "loud" }, "--log-level"},
 	} {

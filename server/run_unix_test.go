@@ -126,7 +126,7 @@ func TestRun_SystemdSighupDrainAndJSONLogs(t *testing.T) {
 		req, _ := http.NewRequest("GET", url+"/v1/appliances/web?index="+rev+"&wait=5m", nil)
 		req.Header.Set("Authorization", "Bearer "+token)
 		req.Header.Set(api.HeaderRequestID, "req-poll")
-		res, err := http.DefaultClient.Do(req)
+		res, err := testClient.Do(req)
 		if err != nil {
 			polled <- 0
 			return

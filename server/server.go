@@ -90,11 +90,12 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, st: st, log: log, auditLog: slog.New(alwaysEnabled{log.Handler()}), m: newMetrics(cfg.Version), ctx: ctx, cancel: cancel}
 	st.SetObserver(s.m.observeEtcd)
 	s.hub = newHub(ctx, st, log, s.m, cfg.MaxWaiters)
+	s.hub.maxPerToken = cfg.MaxWaitersPerToken
 	s.hub.onSys = s.onSysChange
 	s.hub.onReset = s.onHubReset
 	s.storeID.Store(st.ID())
 	s.auth = newAuthState(cfg)
-	s.reports = newReporter()
+	s.reports = newReporter(cfg.MaxInstances)
 	s.self = newReplica(cfg)
 	// Know the store's revision before serving, so that long-polls right after New are tracked;
 	// if the store is away, the hub keeps trying and answers long-polls at once meanwhile.

@@ -745,6 +745,10 @@ func TestE2E_ServerBadConfig(t *testing.T) {
 		{[]string{"server", "--listen", "nonsense"}, `--listen "nonsense"`},
 		{[]string{"server", "--tls-cert", "c.pem"}, "--tls-cert and --tls-key must be given together"},
 		{[]string{"server", "--rate-limit", "-1"}, "--rate-limit"},
+		{[]string{"server", "--token-rate-limit", "-1"}, "--token-rate-limit"},
+		{[]string{"server", "--max-instances", "0"}, "--max-instances"},
+		{[]string{"server", "--max-long-polls", "0"}, "--max-long-polls"},
+		{[]string{"server", "--max-long-polls-per-token", "-1"}, "--max-long-polls-per-token"},
 		{[]string{"server", "--max-value-bytes", "0"}, "--max-value-bytes"},
 		{[]string{"server", "--bogus"}, "flag provided but not defined: -bogus"},
 	}

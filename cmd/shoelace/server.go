@@ -47,7 +47,11 @@ SERVICE (systemd, as root; the unit is the one the packages ship):
 			&cli.StringFlag{Name: "etcd-cacert", EnvVars: env("etcd-cacert"), Usage: "CA `FILE` that verifies the etcd cluster"},
 			&cli.StringFlag{Name: "etcd-cert", EnvVars: env("etcd-cert"), Usage: "client certificate `FILE` for etcd"},
 			&cli.StringFlag{Name: "etcd-key", EnvVars: env("etcd-key"), Usage: "client key `FILE` for etcd"},
-			&cli.Float64Flag{Name: "rate-limit", Value: def.RateLimit, EnvVars: env("rate-limit"), Usage: "requests/s per token and replica (0: off)"},
+			&cli.Float64Flag{Name: "rate-limit", Value: def.RateLimit, EnvVars: env("rate-limit"), Usage: "requests/s per token and replica, per token and instance for agent tokens (0: every rate limit off)"},
+			&cli.Float64Flag{Name: "token-rate-limit", Value: def.TokenRateLimit, EnvVars: env("token-rate-limit"), Usage: "ceiling of an agent token's requests/s per replica, all its instances together (0: max(10 × --rate-limit, 1000))"},
+			&cli.IntFlag{Name: "max-instances", Value: def.MaxInstances, EnvVars: env("max-instances"), Usage: "instance names one token may use at once per replica, and instance records it may have"},
+			&cli.IntFlag{Name: "max-long-polls", Value: def.MaxWaiters, EnvVars: env("max-long-polls"), Usage: "open long-polls per replica; when full, a token under its fair share takes the place of one of the token holding the most"},
+			&cli.IntFlag{Name: "max-long-polls-per-token", Value: def.MaxWaitersPerToken, EnvVars: env("max-long-polls-per-token"), Usage: "open long-polls per token and replica (0: only the fair share when full)"},
 			&cli.IntFlag{Name: "max-value-bytes", Value: def.MaxValueBytes, EnvVars: env("max-value-bytes"), Usage: "largest value accepted, in bytes"},
 			&cli.StringFlag{Name: "admin-token-file", EnvVars: env("admin-token-file"), Usage: "`FILE` that receives the first admin token (default: <data-dir>/admin.token)"},
 			&cli.StringFlag{Name: "log-level", Value: def.LogLevel, EnvVars: env("log-level"), Usage: "debug, info, warn or error (the audit lines of writes are written at every level)"},
@@ -66,6 +70,10 @@ func serverConfigFrom(c *cli.Context) server.Config {
 	cfg.TLSCert, cfg.TLSKey = c.String("tls-cert"), c.String("tls-key")
 	cfg.EtcdCACert, cfg.EtcdCert, cfg.EtcdKey = c.String("etcd-cacert"), c.String("etcd-cert"), c.String("etcd-key")
 	cfg.RateLimit = c.Float64("rate-limit")
+	cfg.TokenRateLimit = c.Float64("token-rate-limit")
+	cfg.MaxInstances = c.Int("max-instances")
+	cfg.MaxWaiters = c.Int("max-long-polls")
+	cfg.MaxWaitersPerToken = c.Int("max-long-polls-per-token")
 	cfg.MaxValueBytes = c.Int("max-value-bytes")
 	cfg.AdminTokenFile = c.String("admin-token-file")
 	cfg.LogLevel = c.String("log-level")

@@ -1,0 +1,146 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/testutil"
+	"github.com/shoelace-dev/shoelace/server/store"
+)
+
+// listRecords reads the instance records of appliance straight from the store.
+func listRecords(t testing.TB, st *store.Store, appliance string) map[string]api.Instance {
+	t.Helper()
+	m, _, err := st.SysList(context.Background(), instancePrefix+appliance+"/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]api.Instance{}
+	for k, v := range m {
+		var in api.Instance
+		if err := json.Unmarshal(v, &in); err != nil {
+			t.Fatal(err)
+		}
+		out[strings.TrimPrefix(k, instancePrefix+appliance+"/")] = in
+	}
+	return out
+}
+
+// A token's instance records are capped: a report of one instance more is not recorded (the
+// request is served); other tokens have their own.
+func TestInstances_RecordsCappedPerToken(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MaxInstances = 3 })
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	rev := f.view("web").Revision
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	other := f.newToken(api.TokenRequest{Name: "agent-web-2", Appliance: "web"})
+	report := func(token, instance string, applied int64) {
+		t.Helper()
+		f.must(f.doToken(token, "GET", "/v1/appliances/web", "", api.HeaderInstance, instance, api.HeaderApplied, fmt.Sprint(applied)), 200, nil)
+	}
+	for i := 1; i <= 6; i++ {
+		report(agent, fmt.Sprintf("vm-%d", i), rev)
+	}
+	report(other, "vm-9", rev)
+	// vm-1 reports again with a new revision after the refused ones: once that is recorded,
+	// anything queued before it is too.
+	next := f.put("appliances/web/a", "2")
+	report(agent, "vm-1", next)
+	var got map[string]api.Instance
+	waitFor(t, "the reports recorded", func() bool {
+		got = listRecords(t, f.st, "web")
+		return got["vm-1"].Applied == next && got["vm-9"].Applied == rev
+	})
+	var names []string
+	for n := range got {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	if want := []string{"vm-1", "vm-2", "vm-3", "vm-9"}; !slices.Equal(names, want) {
+		t.Fatalf("records %v, want %v: a token's records are capped at 3", names, want)
+	}
+}
+
+// Records that another replica wrote count toward the cap once a sweep read them.
+func TestInstances_CapCountsStoredRecords(t *testing.T) {
+	st := testutil.Store(t)
+	now := time.Now().UTC()
+	for i := range 2 {
+		putRecord(t, st, api.Instance{Appliance: "web", Instance: fmt.Sprintf("old-%d", i), Token: "agent-web", LastSeen: now})
+	}
+	f := newFixtureOn(t, st, func(c *Config) { c.MaxInstances = 2 })
+	waitFor(t, "the sweep at start counts the records", func() bool {
+		f.s.reports.mu.Lock()
+		defer f.s.reports.mu.Unlock()
+		return f.s.reports.held["agent-web"] == 2
+	})
+	if f.s.reports.note(api.Instance{Appliance: "web", Instance: "new", Token: "agent-web", LastSeen: now}) {
+		t.Fatal("a report over the cap counted from the store was taken")
+	}
+	if !f.s.reports.note(api.Instance{Appliance: "web", Instance: "old-1", Token: "agent-web", LastSeen: now, Applied: 1}) {
+		t.Fatal("a report of a recorded instance was refused")
+	}
+}
+
+// putRecord writes an instance record straight to the store, as another replica would.
+func putRecord(t testing.TB, st *store.Store, in api.Instance) {
+	t.Helper()
+	data, _ := json.Marshal(in)
+	if _, err := st.SysPut(context.Background(), instancePrefix+in.Appliance+"/"+in.Instance, data, -1); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Expired instance records are removed in the background, without anyone listing them.
+func TestInstances_ExpireInTheBackground(t *testing.T) {
+	st := testutil.Store(t)
+	now := time.Now().UTC()
+	putRecord(t, st, api.Instance{Appliance: "web", Instance: "gone", Token: "agent-web", LastSeen: now.Add(-instanceExpiry - time.Hour)})
+	putRecord(t, st, api.Instance{Appliance: "web", Instance: "alive", Token: "agent-web", LastSeen: now})
+	newFixtureOn(t, st)
+	waitFor(t, "the expired record removed", func() bool {
+		_, _, err := st.SysGet(context.Background(), instancePrefix+"web/gone")
+		return errors.Is(err, api.ErrNotFound)
+	})
+	if _, _, err := st.SysGet(context.Background(), instancePrefix+"web/alive"); err != nil {
+		t.Fatalf("the live record: %v", err)
+	}
+}
+
+// A report whose applied revision is above the store's is forged (or from another store): it
+// is not recorded, and the request is served. One above only this replica's revision (its
+// watch lags) is checked with the store and recorded.
+func TestInstances_ReportAboveTheStoreIgnored(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	rev := f.view("web").Revision
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	f.must(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "forged", api.HeaderApplied, fmt.Sprint(rev+1000)), 200, nil)
+	f.must(f.doToken(agent, "GET", lp("web", rev, "0"), "", api.HeaderInstance, "forged-2", api.HeaderApplied, fmt.Sprint(rev+1000)), 304, nil)
+
+	// This replica's revision lags behind the store's (as when its watch is slow): the report
+	// at the store's revision is real.
+	cur, err := f.st.Revision(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.s.hub.mu.Lock()
+	f.s.hub.rev = rev - 1
+	f.s.hub.mu.Unlock()
+	f.must(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "real", api.HeaderApplied, fmt.Sprint(cur)), 200, nil)
+	var got map[string]api.Instance
+	waitFor(t, "the real report recorded", func() bool {
+		got = listRecords(t, f.st, "web")
+		return got["real"].Applied == cur
+	})
+	if len(got) != 1 {
+		t.Fatalf("records %v, want only the real one", got)
+	}
+}
