@@ -29,13 +29,18 @@ install: build
 run: build
 	bash scripts/run.sh
 
-## test: vet, format check, then every test with the race detector
+# Tests run through scripts/testreport: it prints what go test prints (failures in full, one line
+# per package) and then one line per skipped test with its reason. With SHOELACE_STRICT_SKIPS=1
+# (.ci/run sets it) a skip not named in .ci/skips-allowed fails the run.
+TESTREPORT := $(GO) run ./scripts/testreport --
+
+## test: vet, format check, then every test with the race detector; skipped tests listed at the end
 test: lint
-	$(GO) test -race -count=1 -timeout $(TESTTIMEOUT) ./...
+	$(TESTREPORT) $(GO) test -json -race -count=1 -timeout $(TESTTIMEOUT) ./...
 
 ## test-short: the quick local loop (skips the slowest end-to-end cases)
 test-short:
-	$(GO) test -short -count=1 ./...
+	$(TESTREPORT) $(GO) test -json -short -count=1 ./...
 
 ## lint: gofmt and go vet must be clean
 lint:

@@ -290,15 +290,20 @@ func unauthorized(format string, args ...any) error {
 	return api.Errorf(api.CodeUnauthorized, format, args...)
 }
 
-// bearer returns the token of an "Authorization: Bearer <token>" header.
-func bearer(r *http.Request) (string, bool) {
+// bearer returns the token of an "Authorization: Bearer <token>" header. A request with more
+// than one Authorization header is an error: which one counts would be a guess (net/http reads
+// the first, a proxy in front may have checked another).
+func bearer(r *http.Request) (string, bool, error) {
+	if n := len(r.Header.Values("Authorization")); n > 1 {
+		return "", false, api.Errorf(api.CodeInvalidRequest, "the request has %d Authorization headers: send exactly one, Authorization: Bearer <token>", n)
+	}
 	h := r.Header.Get("Authorization")
 	scheme, tok, ok := strings.Cut(h, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", false
+		return "", false, nil
 	}
 	tok = strings.TrimSpace(tok)
-	return tok, tok != "" && len(tok) <= 512
+	return tok, tok != "" && len(tok) <= 512, nil
 }
 
 // clientIP is the address a request came from (proxies' headers are not trusted).
@@ -323,7 +328,13 @@ func instanceOf(r *http.Request) string {
 // token (per token and instance for agent tokens), and per client address without a valid token.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*http.Request, error) {
 	arrived := time.Now()
-	secret, ok := bearer(r)
+	secret, ok, err := bearer(r)
+	if err != nil {
+		if lerr := s.limit("addr " + clientIP(r)); lerr != nil {
+			return r, lerr
+		}
+		return r, err
+	}
 	var rec *tokenRecord
 	if ok {
 		rec = s.auth.lookup(secret)

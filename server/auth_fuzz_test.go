@@ -19,7 +19,10 @@ func FuzzAuthorizationHeader(f *testing.F) {
 	f.Fuzz(func(t *testing.T, header string) {
 		r := httptest.NewRequest("GET", "/v1/kv/x", nil)
 		r.Header["Authorization"] = []string{header}
-		tok, ok := bearer(r)
+		tok, ok, err := bearer(r)
+		if err != nil {
+			t.Fatalf("one header %q: %v", header, err)
+		}
 		if !ok {
 			if tok != "" && len(tok) <= 512 {
 				t.Fatalf("refused %q but returned token %q", header, tok)

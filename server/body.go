@@ -58,12 +58,21 @@ func bodyError(format string, args ...any) error {
 	return api.Errorf(api.CodeInvalidBody, format, args...)
 }
 
+// checkJSONBody refuses, before decoding, what encoding/json would silently rewrite to U+FFFD:
+// bytes that are not UTF-8 and lone surrogate escapes (\ud800). Every JSON body goes through it.
+func checkJSONBody(what string, data []byte) error {
+	if err := api.CheckJSONText(data); err != nil {
+		return bodyError("%s: %v", what, err)
+	}
+	return nil
+}
+
 // parseTxn parses and validates a POST /v1/txn body: strict JSON (no unknown fields, no trailing
 // data), ops "put" or "delete" on valid keys, valid values, at least one op, at most maxOps.
 func parseTxn(data []byte, maxValue, maxOps int) (api.Txn, error) {
 	var t api.Txn
-	if !utf8.Valid(data) {
-		return t, bodyError("txn body is not valid UTF-8")
+	if err := checkJSONBody("txn body", data); err != nil {
+		return t, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -183,6 +192,16 @@ func (f flat) add(key, value string) error {
 	return nil
 }
 
+// emptyName is the error for a map member named "": flattening would drop the empty segment
+// and store its keys one level up.
+func emptyName(prefix, where string) error {
+	under := `in "keys"`
+	if prefix != "" {
+		under = "under " + api.KeyText(prefix)
+	}
+	return api.Errorf(api.CodeInvalidKey, "invalid key: a name %s is empty%s; a key's segments must not be empty", under, where)
+}
+
 func join(prefix, k string) string {
 	if prefix == "" {
 		return k
@@ -193,6 +212,9 @@ func join(prefix, k string) string {
 // parseApplyJSON parses {"keys":{…}} with a token decoder, so that numbers keep their text and
 // duplicate names are seen.
 func parseApplyJSON(data []byte) (map[string]string, error) {
+	if err := checkJSONBody("apply body", data); err != nil {
+		return nil, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	tok, err := dec.Token()
@@ -255,6 +277,9 @@ func flattenJSON(dec *json.Decoder, prefix string, depth int, out flat) error {
 			return bodyError("apply body is not valid JSON: %s", jsonErrText(err))
 		}
 		name, _ := tok.(string)
+		if name == "" {
+			return emptyName(prefix, "")
+		}
 		if names[name] {
 			return bodyError("key %s is given twice", api.KeyText(join(prefix, name)))
 		}
@@ -356,6 +381,9 @@ func flattenYAML(n *yaml.Node, prefix string, depth int, out flat) error {
 		}
 		if k.ShortTag() == "!!merge" {
 			return bodyError("merge keys (<<) are not supported (line %d)", k.Line)
+		}
+		if k.Value == "" {
+			return emptyName(prefix, fmt.Sprintf(" (line %d)", k.Line))
 		}
 		if names[k.Value] {
 			return bodyError("key %s is given twice (line %d)", api.KeyText(join(prefix, k.Value)), k.Line)

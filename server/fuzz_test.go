@@ -26,6 +26,18 @@ func checkAPIError(t *testing.T, err error) {
 	}
 }
 
+// checkNoInventedReplacement fails if the accepted texts hold more U+FFFD than the body spells
+// (as the character or as a \ufffd escape): a decoder that replaced what it could not read
+// (invalid UTF-8, a lone surrogate escape) would have stored a character nobody sent.
+func checkNoInventedReplacement(t *testing.T, body []byte, texts ...string) {
+	t.Helper()
+	lower := strings.ToLower(string(body))
+	spelt := strings.Count(string(body), "\ufffd") + strings.Count(lower, `\ufffd`) + strings.Count(lower, `\u0000fffd`) // YAML's \U form
+	if got := strings.Count(strings.Join(texts, ""), "\ufffd"); got > spelt {
+		t.Fatalf("accepted %q with %d U+FFFD, but the body spells %d", body, got, spelt)
+	}
+}
+
 func FuzzApplyBody(f *testing.F) {
 	f.Add([]byte(`{"keys":{"a":"1","b":{"c":2,"d":true}}}`), false)
 	f.Add([]byte(`{"keys":{"a":null}}`), false)
@@ -44,6 +56,11 @@ func FuzzApplyBody(f *testing.F) {
 		if len(keys) == 0 || len(keys) > 100 {
 			t.Fatalf("accepted %d keys", len(keys))
 		}
+		var texts []string
+		for k, v := range keys {
+			texts = append(texts, k, v)
+		}
+		checkNoInventedReplacement(t, data, texts...)
 		for k, v := range keys {
 			if err := api.ValidateKey(k); err != nil {
 				t.Fatalf("accepted invalid key: %v", err)
@@ -82,6 +99,9 @@ func FuzzTxnBody(f *testing.F) {
 		}
 		if len(txn.Ops) == 0 || len(txn.Ops) > 50 {
 			t.Fatalf("accepted %d ops", len(txn.Ops))
+		}
+		for _, op := range txn.Ops {
+			checkNoInventedReplacement(t, data, op.Key, op.Value)
 		}
 		for _, op := range txn.Ops {
 			if err := api.ValidateKey(op.Key); err != nil {

@@ -160,6 +160,9 @@ func (s *Server) handlePutMaintenance(w http.ResponseWriter, r *http.Request) er
 
 // strictJSON decodes one JSON value into v, refusing unknown fields and trailing data.
 func strictJSON(data []byte, v any) error {
+	if err := checkJSONBody("body", data); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(strings.NewReader(string(data)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

@@ -66,6 +66,8 @@ func TestTxn_BadBodies(t *testing.T) {
 		{"put recurse", `{"ops":[{"op":"put","key":"shared/a","value":"v","recurse":true}]}`, 400, api.CodeInvalidBody, []string{"recurse"}},
 		{"delete root", `{"ops":[{"op":"delete","key":"","recurse":true}]}`, 400, api.CodeInvalidKey, []string{"root"}},
 		{"bad utf8 value", "{\"ops\":[{\"op\":\"put\",\"key\":\"shared/a\",\"value\":\"\xff\"}]}", 400, api.CodeInvalidBody, []string{"UTF-8"}},
+		{"lone surrogate value", `{"ops":[{"op":"put","key":"shared/a","value":"\ud800"}]}`, 400, api.CodeInvalidBody, []string{`\ud800`, "lone UTF-16 surrogate", "UTF-8 text"}},
+		{"lone surrogate key", `{"ops":[{"op":"delete","key":"shared/\udfff"}]}`, 400, api.CodeInvalidBody, []string{"lone UTF-16 surrogate"}},
 		{"value too large", `{"ops":[` + put("shared/a", strings.Repeat("v", 101)) + `]}`, 413, api.CodeValueTooLarge, []string{"--max-value-bytes"}},
 		{"too many ops", `{"ops":[` + put("shared/a", "1") + `,` + put("shared/b", "1") + `,` + put("shared/c", "1") + `,` + put("shared/d", "1") + `]}`, 413, api.CodeTooLarge, []string{"limit of 3"}},
 		{"body too large", `{"ops":[` + strings.Repeat(" ", 2000) + `]}`, 413, api.CodeBodyTooLarge, []string{"2000"}},

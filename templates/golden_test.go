@@ -29,6 +29,9 @@ var goldenCases = map[string]goldenCase{
 	"confd-helpers":   {opts: Options{AllowFile: true}},
 	"secrets":         {wantSecret: true},
 	"secrets-listing": {wantSecret: true},
+	// The edges list db, which holds db/secrets/password.
+	"confd-edges":           {wantSecret: true},
+	"consul-template-edges": {wantSecret: true},
 }
 
 type viewFixture struct {

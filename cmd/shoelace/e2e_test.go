@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -1180,12 +1181,18 @@ func TestE2E_ApplianceWait(t *testing.T) {
 	if d := time.Since(started); d > time.Minute {
 		t.Fatalf("a revision ahead of the store was waited for (%s)", d)
 	}
-	// vm-2 catches up while the wait waits.
+	// vm-2 catches up while the wait waits: it reports only once the wait has been answered
+	// (with vm-2 behind), so the wait must ask again to succeed.
+	asked := instancesAnswered(t, s)
 	done := make(chan result, 1)
 	go func() {
 		done <- c.run("appliance", "wait", "e2e-wait", "--revision", r, "--min", "2", "--for", "30s", "--interval", "100ms")
 	}()
-	time.Sleep(300 * time.Millisecond)
+	for deadline := time.Now().Add(30 * time.Second); instancesAnswered(t, s) == asked; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("appliance wait did not ask the server for the instances within 30s")
+		}
+	}
 	report("vm-2", rev)
 	if res := <-done; res.code != 0 || res.stdout != "2 agents applied revision "+r+"\n" {
 		t.Fatalf("wait: %s", res)
@@ -1206,6 +1213,33 @@ func TestE2E_ApplianceWait(t *testing.T) {
 // agentReporter creates an agent token for appliance (revoked when the test ends) and returns
 // a func that reads the appliance's view as an agent does, reporting its instance and the
 // revision it applied.
+// instancesAnswered is how many GET /v1/appliances/{name}/instances the server has answered, by
+// its /metrics.
+func instancesAnswered(t *testing.T, s *testServer) int {
+	t.Helper()
+	resp, err := http.Get(s.url() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %d %v", resp.StatusCode, err)
+	}
+	n := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "shoelace_http_requests_total{") && strings.Contains(l, `route="GET /v1/appliances/{name}/instances"`) {
+			f := strings.Fields(l)
+			v, err := strconv.ParseFloat(f[len(f)-1], 64)
+			if err != nil {
+				t.Fatalf("metrics line %q: %v", l, err)
+			}
+			n += int(v)
+		}
+	}
+	return n
+}
+
 func agentReporter(t *testing.T, c *runner, s *testServer, appliance string) func(instance string, applied int64) {
 	t.Helper()
 	name := appliance + "-agent"

@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
 
@@ -190,8 +189,9 @@ EXAMPLES:
 // also in "keys". Errors name the key and the rule.
 func parseDump(data []byte) (dump, error) {
 	var d dump
-	if !utf8.Valid(data) {
-		return d, errors.New("not valid UTF-8: an export is UTF-8 JSON")
+	// encoding/json would rewrite invalid UTF-8 and lone surrogate escapes to U+FFFD: refuse them.
+	if err := api.CheckJSONText(data); err != nil {
+		return d, fmt.Errorf("%w (an export is UTF-8 JSON)", err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()

@@ -42,6 +42,9 @@ func TestParseDump(t *testing.T) {
 		{"yaml", `keys: {a: b}`, "not an export"},
 		{"empty", ``, "not an export"},
 		{"invalid utf8", "{\"keys\":{\"a\":\"\xff\"}}", "not valid UTF-8"},
+		{"lone surrogate", `{"keys":{"a":"\ud800"}}`, `the string escape \ud800 at byte 14 is a lone UTF-16 surrogate`},
+		{"lone surrogate in a key", `{"keys":{"a/\udbff":"1"}}`, `lone UTF-16 surrogate`},
+		{"empty key", `{"keys":{"":"1"}}`, `invalid key: a key must not be empty`},
 		{"negative revision", `{"revision":-1,"keys":{}}`, "revision -1: must be >= 0"},
 		{"bad time", `{"exported":"yesterday","keys":{}}`, `exported "yesterday": not an RFC 3339 time`},
 		{"omitted not secret", `{"omitted":["shared/a"],"keys":{}}`, `omitted key "shared/a" is not a secret key`},
@@ -217,6 +220,15 @@ func FuzzParseDump(f *testing.F) {
 			if api.ValidateKey(k) != nil || api.ValidateValue(k, []byte(v), 0) != nil {
 				t.Fatalf("parseDump accepted key %q value %q", k, v)
 			}
+		}
+		// No U+FFFD that the file does not spell: encoding/json writes one for a lone surrogate.
+		spelt := bytes.Count(data, []byte("\ufffd")) + bytes.Count(bytes.ToLower(data), []byte(`\ufffd`))
+		got := 0
+		for k, v := range d.Keys {
+			got += strings.Count(k+v, "\ufffd")
+		}
+		if got > spelt {
+			t.Fatalf("parseDump accepted %q with %d U+FFFD, but it spells %d", data, got, spelt)
 		}
 		for _, k := range d.Omitted {
 			if _, ok := d.Keys[k]; ok || !api.IsSecret(k) {

@@ -467,7 +467,10 @@ func TestHA_LeaderKillThenReplicaKill(t *testing.T) {
 	if len(strings.TrimSpace(string(tok))) < 16 {
 		t.Fatalf("admin token %d bytes: too short", len(tok))
 	}
-	time.Sleep(500 * time.Millisecond)
+	// No waiting for a second file: a replica decides whether to create the admin token before
+	// it serves (bootstrap runs before Serve), and startReplicas returned once both were
+	// healthy, so a second creator would have written its file by now. (A replica that found
+	// the store away decides later, by compare-and-swap against the record the first wrote.)
 	for _, f := range tokenFiles {
 		if _, err := os.Stat(f); f != adminToken && !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("both replicas wrote an admin token (%s and %s): one store, one first admin token", adminToken, f)

@@ -1,0 +1,81 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestCheckJSONText(t *testing.T) {
+	for body, wantErr := range map[string]string{
+		`{"a":"plain"}`:                  "",
+		`{"a":"\ud83d\ude00"}`:           "", // a pair: 😀
+		`{"a":"\uD83D\uDE00"}`:           "",
+		`{"a":"\\ud800"}`:                "", // an escaped backslash, then text
+		`{"a":"\u00e9\n\"\ud800"}`:       `\ud800 at byte 16`,
+		`{"a":"\ud800"}`:                 `\ud800 at byte 6`,
+		`{"a":"\udc00"}`:                 `\udc00 at byte 6`, // a low one alone
+		`{"a":"\ude00\ud83d"}`:           `\ude00`,           // a pair the wrong way round
+		`{"a":"\ud800x"}`:                `\ud800`,
+		`{"a":"\ud800\u0041"}`:           `\ud800`,
+		`{"a":"\ud800\ud800\udc00"}`:     `\ud800 at byte 6`,
+		`{"\uDBFF":"key name"}`:          `\uDBFF at byte 2`,
+		`{"a":"\ud800`:                   `\ud800`,
+		`{"a":"\ud8`:                     "", // truncated: the decoder's error
+		"{\"a\":\"\xff\"}":               "UTF-8",
+		`{"ops":[{"value":"\ud800\\"}]}`: `\ud800`,
+	} {
+		err := CheckJSONText([]byte(body))
+		switch {
+		case wantErr == "" && err != nil:
+			t.Errorf("%s: %v, want no error", body, err)
+		case wantErr != "" && (err == nil || !strings.Contains(err.Error(), wantErr)):
+			t.Errorf("%s: %v, want an error with %q", body, err, wantErr)
+		}
+	}
+	err := CheckJSONText([]byte(`{"a":"\ud800"}`))
+	if err == nil || !strings.Contains(err.Error(), "lone UTF-16 surrogate") || !strings.Contains(err.Error(), "UTF-8 text") {
+		t.Errorf("the error must name the rule: %v", err)
+	}
+}
+
+// FuzzCheckJSONText holds CheckJSONText to what encoding/json does: a text it passes decodes
+// to no U+FFFD that the text did not spell, and a text it refuses does not decode as sent.
+func FuzzCheckJSONText(f *testing.F) {
+	for _, s := range []string{`"\ud800"`, `"\ud83d\ude00"`, `{"\udfff":1}`, `"\\ud800"`, `["\uD800\uD800"]`, "\"\xed\xa0\x80\"", `"\ufffd"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var v any
+		if json.Unmarshal(data, &v) != nil {
+			return
+		}
+		got := strings.Count(strings.Join(jsonStrings(v, nil), ""), "\ufffd")
+		spelt := bytes.Count(data, []byte("\ufffd")) + bytes.Count(bytes.ToLower(data), []byte(`\ufffd`))
+		err := CheckJSONText(data)
+		if err == nil && got > spelt {
+			t.Fatalf("passed %q, which decodes to %d U+FFFD but spells %d", data, got, spelt)
+		}
+		if err != nil && got == 0 {
+			t.Fatalf("refused %q, which decodes as sent: %v", data, err)
+		}
+	})
+}
+
+// jsonStrings appends every string of a decoded JSON value, object keys included.
+func jsonStrings(v any, out []string) []string {
+	switch v := v.(type) {
+	case string:
+		out = append(out, v)
+	case []any:
+		for _, e := range v {
+			out = jsonStrings(e, out)
+		}
+	case map[string]any:
+		for k, e := range v {
+			out = jsonStrings(e, append(out, k))
+		}
+	}
+	return out
+}
