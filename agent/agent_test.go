@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -557,7 +558,7 @@ func TestAgent_RunWaitCoalesces(t *testing.T) {
 templates:
   - contents: "a={{ key \"a\" }}"
     destination: $DIR/a
-    command: echo x >> $DIR/commands
+    command: cat $DIR/a >> $DIR/commands && echo >> $DIR/commands
 `)
 	stop := runAgent(t, a)
 	defer stop()
@@ -566,9 +567,12 @@ templates:
 		srv.set(map[string]*string{"a": str(strconv.Itoa(i))})
 	}
 	waitFor(t, "coalesced render", fileIs(dir+"/a", "a=5"))
-	time.Sleep(500 * time.Millisecond)
-	if got := lines(t, dir+"/commands"); len(got) != 2 {
-		t.Fatalf("commands ran %d times, want 2 (first render + one coalesced burst)", len(got))
+	// A later change is the barrier: commands run in order, so once its command ran, every
+	// command of the burst has too.
+	srv.set(map[string]*string{"a": str("6")})
+	waitFor(t, "the command after the burst", func() bool { return slices.Contains(lines(t, dir+"/commands"), "a=6") })
+	if got := strings.Join(lines(t, dir+"/commands"), ","); got != "a=0,a=5,a=6" {
+		t.Fatalf("commands ran for %s, want a=0,a=5,a=6 (first render, one coalesced burst, the change after it)", got)
 	}
 }
 
@@ -577,7 +581,7 @@ func TestAgent_RunReloadsEditedSource(t *testing.T) {
 	dir0 := t.TempDir()
 	src := filepath.Join(dir0, "a.tmpl")
 	os.WriteFile(src, []byte(`v1 {{ key "a" }}`), 0o644)
-	a, dir, _ := testAgent(t, srv, header+"templates:\n  - source: "+src+"\n    destination: $DIR/a\n")
+	a, dir, logs := testAgent(t, srv, header+"templates:\n  - source: "+src+"\n    destination: $DIR/a\n")
 	stop := runAgent(t, a)
 	defer stop()
 	waitFor(t, "first render", fileIs(dir+"/a", "v1 1"))
@@ -585,7 +589,7 @@ func TestAgent_RunReloadsEditedSource(t *testing.T) {
 	waitFor(t, "render of the edited source", fileIs(dir+"/a", "v2 1"))
 	// A broken edit keeps the previous template and file.
 	os.WriteFile(src, []byte(`v3 {{ key "a" `), 0o644)
-	time.Sleep(300 * time.Millisecond)
+	waitFor(t, "the broken edit noticed", func() bool { return strings.Contains(logs.String(), "template source edited but not usable") })
 	srv.set(map[string]*string{"a": str("2")})
 	waitFor(t, "render with the previous template", fileIs(dir+"/a", "v2 2"))
 }

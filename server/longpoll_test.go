@@ -120,7 +120,11 @@ func TestLongPoll_WakesOnPutDeleteAndShared(t *testing.T) {
 		// A change to another appliance, even one whose name starts with "web", wakes nobody.
 		f.put("appliances/web-frontend/a", "x"+s.name)
 		waitFor(t, "hub sees the other write", func() bool { return f.s.hub.current() > v.Revision })
-		time.Sleep(50 * time.Millisecond)
+		// The hub wakes waiters under the lock in which it records the revision: once it has
+		// seen the write, a long-poll it woke is no longer open.
+		if n := f.s.hub.open(); n != 1 {
+			t.Fatalf("%s: a write to appliances/web-frontend woke the long-poll of web (%d open)", s.name, n)
+		}
 		p.pending(t)
 		rev := s.change()
 		r := p.wait(t)
