@@ -63,7 +63,7 @@ type Config struct {
 	DefaultWait, MaxWait time.Duration
 	// LogLevel is debug, info, warn or error (used by cmd/shoelace to build the logger).
 	LogLevel string
-	// Version is reported by /health and the build info metric.
+	// Version is reported by /v1/status and the build info metric.
 	Version string
 	// HeaderTimeout and BodyTimeout bound reading a request's headers and its body
 	// (0 = DefaultHeaderTimeout, DefaultBodyTimeout).
