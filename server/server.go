@@ -193,7 +193,9 @@ func (s *Server) wrap(h handlerFunc, v1 bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var err error
 		if v1 {
-			r, err = s.authenticate(w, r)
+			if r, err = s.authenticate(w, r); err == nil {
+				markAuthenticated(r)
+			}
 		}
 		if err == nil {
 			err = h(w, r)

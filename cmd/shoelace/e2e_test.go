@@ -703,7 +703,7 @@ func TestE2E_ServerFlagsFromEnvAndShutdown(t *testing.T) {
 	s := &testServer{addr: addr, dataDir: dir, stderr: &syncBuffer{}, done: make(chan error, 1)}
 	s.cmd = exec.Command(binPath, "server")
 	s.cmd.Env = append(cleanEnv(), "SHOELACE_LISTEN="+addr, "SHOELACE_DATA_DIR="+dir, "SHOELACE_LOG_LEVEL=info",
-		"SHOELACE_MAX_VALUE_BYTES=16")
+		"SHOELACE_MAX_VALUE_BYTES=16", "SHOELACE_MAX_CONNS=200", "SHOELACE_MAX_CONNS_PER_ADDR=7", "SHOELACE_UNAUTH_IDLE_TIMEOUT=3s")
 	s.cmd.Stdout, s.cmd.Stderr = s.stderr, s.stderr
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -724,7 +724,7 @@ func TestE2E_ServerFlagsFromEnvAndShutdown(t *testing.T) {
 		t.Errorf("server exit after SIGTERM: %v\n%s", err, s.stderr.String())
 	}
 	// Logs are JSON lines; the write's audit line carries --message and --source, never the value.
-	audited := false
+	audited, limits := false, false
 	for _, line := range strings.Split(strings.TrimSpace(s.stderr.String()), "\n") {
 		var rec map[string]any
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
@@ -734,6 +734,12 @@ func TestE2E_ServerFlagsFromEnvAndShutdown(t *testing.T) {
 		if rec["audit"] == true && rec["message"] == "e2e message" && rec["source"] == "pipeline-42" {
 			audited = true
 		}
+		if rec["msg"] == "connection limits" && rec["max_conns"] == 200.0 && rec["max_conns_per_addr"] == 7.0 && rec["unauth_idle_timeout"] == "3s" {
+			limits = true
+		}
+	}
+	if !limits {
+		t.Errorf("no connection limits line with SHOELACE_MAX_CONNS, _PER_ADDR and SHOELACE_UNAUTH_IDLE_TIMEOUT in the server log:\n%s", s.stderr.String())
 	}
 	if !audited {
 		t.Errorf("no audit line with the write's --message and --source in the server log:\n%s", s.stderr.String())
@@ -753,6 +759,9 @@ func TestE2E_ServerBadConfig(t *testing.T) {
 		{[]string{"server", "--tls-cert", "c.pem"}, "--tls-cert and --tls-key must be given together"},
 		{[]string{"server", "--rate-limit", "-1"}, "--rate-limit"},
 		{[]string{"server", "--max-value-bytes", "0"}, "--max-value-bytes"},
+		{[]string{"server", "--max-conns", "-1"}, "--max-conns -1 must be >= 0"},
+		{[]string{"server", "--max-conns-per-addr", "-1"}, "--max-conns-per-addr -1 must be >= 0"},
+		{[]string{"server", "--unauth-idle-timeout", "-1s"}, "--unauth-idle-timeout -1s must be >= 0"},
 		{[]string{"server", "--bogus"}, "flag provided but not defined: -bogus"},
 	}
 	c := &runner{t: t}
