@@ -31,6 +31,16 @@ const (
 	DefaultIdleTimeout = 2 * time.Minute
 	// MaxHeaderBytes bounds a request's headers; over it the answer is 431.
 	MaxHeaderBytes = 64 << 10
+	// DefaultMaxConns caps a replica's open connections when the file limit allows it: 10,000
+	// long-polling agents plus room for pipelines, probes and reconnects. Below that, the cap is
+	// the file limit less a reserve for the store (see Config.MaxConns).
+	DefaultMaxConns = 15000
+	// DefaultMaxConnsPerAddr caps the connections of one client address that have not yet
+	// presented a valid token.
+	DefaultMaxConnsPerAddr = 1024
+	// DefaultUnauthIdleTimeout closes keep-alive connections that never presented a valid token
+	// once idle that long (authenticated ones keep DefaultIdleTimeout).
+	DefaultUnauthIdleTimeout = 5 * time.Second
 )
 
 // Defaults of Config's limits per token.
@@ -87,11 +97,22 @@ type Config struct {
 	DefaultWait, MaxWait time.Duration
 	// LogLevel is debug, info, warn or error (used by cmd/shoelace to build the logger).
 	LogLevel string
-	// Version is reported by /health and the build info metric.
+	// Version is reported by /v1/status and the build info metric.
 	Version string
 	// HeaderTimeout and BodyTimeout bound reading a request's headers and its body
 	// (0 = DefaultHeaderTimeout, DefaultBodyTimeout).
 	HeaderTimeout, BodyTimeout time.Duration
+	// MaxConns caps open client connections (0 = DefaultMaxConns); it is lowered to fit under
+	// the process's file limit (RLIMIT_NOFILE) less a reserve of descriptors for the store, so
+	// that a flood of connections is refused instead of starving etcd. Over it, a new
+	// connection is closed at once (after a 503 on plain HTTP).
+	MaxConns int
+	// MaxConnsPerAddr caps the open connections of one client address that have not yet
+	// presented a valid token (0 = no per-address cap).
+	MaxConnsPerAddr int
+	// UnauthIdleTimeout closes an idle keep-alive connection that has not presented a valid
+	// token (0 = the same idle timeout as authenticated connections).
+	UnauthIdleTimeout time.Duration
 	// Reload, when not nil, makes Serve read the TLS certificate and key again each time it
 	// receives (a pair that fails to load keeps the old one). Run wires SIGHUP to it when nil.
 	Reload <-chan struct{}
@@ -113,6 +134,9 @@ func DefaultConfig() Config {
 		MaxWait:       DefaultMaxWait,
 		LogLevel:      "info",
 		Version:       "dev",
+
+		MaxConnsPerAddr:   DefaultMaxConnsPerAddr,
+		UnauthIdleTimeout: DefaultUnauthIdleTimeout,
 	}
 }
 
@@ -173,6 +197,15 @@ func (c Config) Validate() error {
 	}
 	if c.HeaderTimeout < 0 || c.BodyTimeout < 0 {
 		errs = append(errs, fmt.Errorf("header timeout %s and body timeout %s must be >= 0 (0 = default)", c.HeaderTimeout, c.BodyTimeout))
+	}
+	if c.MaxConns < 0 {
+		errs = append(errs, fmt.Errorf("--max-conns %d must be >= 0 (0 = %d, lowered to fit the file limit)", c.MaxConns, DefaultMaxConns))
+	}
+	if c.MaxConnsPerAddr < 0 {
+		errs = append(errs, fmt.Errorf("--max-conns-per-addr %d must be >= 0 (0 = no per-address cap)", c.MaxConnsPerAddr))
+	}
+	if c.UnauthIdleTimeout < 0 {
+		errs = append(errs, fmt.Errorf("--unauth-idle-timeout %s must be >= 0 (0 = the idle timeout of authenticated connections)", c.UnauthIdleTimeout))
 	}
 	if _, err := ParseLogLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)

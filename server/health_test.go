@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/testutil"
 )
 
@@ -30,11 +31,16 @@ func TestHealth_EtcdStoppedAndRestarted(t *testing.T) {
 	}
 
 	stop()
-	// The process is healthy while etcd is away; /health says what it knows.
+	// The process is healthy while etcd is away; /health and /v1/status say what they know.
 	var h Health
 	f.must(f.doToken("", "GET", "/health", ""), 200, &h)
-	if h.Status != "ok" || h.Version != "1.2.3" || h.StoreID != f.st.ID() || h.StoreID == "" || !h.Maintenance {
+	if h.Status != "ok" || !h.Maintenance {
 		t.Fatalf("/health with etcd away: %+v", h)
+	}
+	var status Status
+	f.must(f.do("GET", "/v1/status", ""), 200, &status)
+	if status.Status != "ok" || status.Version != "1.2.3" || status.StoreID != f.st.ID() || status.StoreID == "" || !status.Maintenance {
+		t.Fatalf("/v1/status with etcd away: %+v", status)
 	}
 	d = DepsHealth{}
 	r := f.doToken("", "GET", "/health/deps", "")
@@ -81,5 +87,38 @@ func TestServe_EtcdTLSFilesAreUsed(t *testing.T) {
 	err = Serve(context.Background(), ln, cfg, testutil.Logger())
 	if err == nil || !strings.Contains(err.Error(), "missing-ca.pem") {
 		t.Fatalf("Serve with a missing --etcd-cacert: %v", err)
+	}
+}
+
+// TestHealth_NoTokenShowsOnlyStatusAndMaintenance: /health tells an anonymous client whether
+// the process is fine and in maintenance, nothing about the deployment (host names, replica
+// addresses, version, store id); that is /v1/status, for operators' tokens only.
+func TestHealth_NoTokenShowsOnlyStatusAndMaintenance(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.Version = "1.2.3" })
+	f.s.replicaBeat(context.Background())
+	r := f.doToken("", "GET", "/health", "")
+	var body map[string]any
+	f.must(r, 200, &body)
+	if len(body) != 2 || body["status"] != "ok" || body["maintenance"] != false {
+		t.Errorf("/health without a token answered %s; want only status and maintenance", r.body)
+	}
+	for _, secret := range []string{"1.2.3", f.s.self.ID, f.s.self.Host, "store_id", "replicas"} {
+		if strings.Contains(string(r.body), secret) {
+			t.Errorf("/health without a token shows %q: %s", secret, r.body)
+		}
+	}
+
+	f.mustErr(f.doToken("", "GET", "/v1/status", ""), 401, api.CodeUnauthorized)
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	f.mustErr(f.doToken(agent, "GET", "/v1/status", ""), 403, api.CodeForbidden, "agent-web", "read, write or admin")
+	reader := f.newToken(api.TokenRequest{Name: "ops", Read: []string{"shared"}})
+	writer := f.newToken(api.TokenRequest{Name: "ci", Write: []string{"appliances/web"}})
+	for _, tok := range []string{reader, writer, f.token} {
+		var st Status
+		f.must(f.doToken(tok, "GET", "/v1/status", ""), 200, &st)
+		if st.Status != "ok" || st.Version != "1.2.3" || st.StoreID != f.st.ID() || st.Replica != f.s.self.ID ||
+			len(st.Replicas) != 1 || st.Replicas[0].Host != f.s.self.Host || st.Replicas[0].Listen == "" {
+			t.Errorf("/v1/status: %+v", st)
+		}
 	}
 }

@@ -12,7 +12,7 @@ import (
 )
 
 // Replicas announce themselves under sys/replicas/<id> so that `shoelace status` (through
-// /health) can say which replicas share the store. A record is refreshed every replicaBeat; one
+// /v1/status) can say which replicas share the store. A record is refreshed every replicaBeat; one
 // not refreshed for replicaTTL is not listed, and one silent for replicaForget is deleted.
 const (
 	replicaPrefix = "replicas/"

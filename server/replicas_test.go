@@ -9,16 +9,16 @@ import (
 	"github.com/shoelace-dev/shoelace/internal/testutil"
 )
 
-func TestHealth_ListsReplicasSharingTheStore(t *testing.T) {
+func TestStatus_ListsReplicasSharingTheStore(t *testing.T) {
 	cfg := testutil.StoreConfig(t)
 	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
 	b := newFixtureOn(t, testutil.OpenStore(t, cfg))
 	ids := func() []string {
 		a.s.replicaBeat(context.Background())
-		var h Health
-		a.must(a.do("GET", "/health", ""), 200, &h)
+		var h Status
+		a.must(a.do("GET", "/v1/status", ""), 200, &h)
 		if h.Replica != a.s.self.ID {
-			t.Fatalf("health names replica %q, want %q", h.Replica, a.s.self.ID)
+			t.Fatalf("status names replica %q, want %q", h.Replica, a.s.self.ID)
 		}
 		var out []string
 		for _, r := range h.Replicas {

@@ -66,6 +66,7 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger) e
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	maxConns := fitConnections(cfg, log)
 	useTLS := cfg.TLSCert != ""
 	var certs *certReloader
 	if useTLS {
@@ -96,12 +97,15 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger) e
 	if useTLS {
 		srv.TLSConfig = certs.tlsConfig()
 	}
+	lim := newConnLimiter(ln, maxConns, cfg.MaxConnsPerAddr, cfg.UnauthIdleTimeout, !useTLS, log)
+	srv.ConnState, srv.ConnContext = lim.connState, lim.connContext
+	s.m.reg.MustRegister(lim.collectors()...)
 	errc := make(chan error, 1)
 	go func() {
 		if useTLS {
-			errc <- srv.ServeTLS(ln, "", "")
+			errc <- srv.ServeTLS(lim, "", "")
 		} else {
-			errc <- srv.Serve(ln)
+			errc <- srv.Serve(lim)
 		}
 	}()
 	log.Info("serving", "addr", ln.Addr().String(), "tls", useTLS, "store_id", st.ID(), "embedded", st.Embedded(), "version", cfg.Version)
@@ -136,6 +140,27 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger) e
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// fitConnections raises the open files limit to its hard limit and returns the cap on open
+// connections that fits under it (see connCap), saying so in the log.
+func fitConnections(cfg Config, log *slog.Logger) int {
+	nofile, err := raiseFileLimit()
+	if err != nil {
+		log.Info("open files limit not raised", "err", err)
+	}
+	maxConns, lowered := connCap(cfg.MaxConns, nofile)
+	if lowered && cfg.MaxConns > 0 {
+		log.Warn("--max-conns lowered to fit the open files limit, less a reserve for the store; raise the limit (LimitNOFILE) to allow more",
+			"max_conns", cfg.MaxConns, "lowered_to", maxConns, "open_files_limit", nofile)
+	}
+	if lowered && cfg.MaxConns == 0 && maxConns < 10000 {
+		log.Warn("the open files limit allows fewer connections than a 10,000-agent fleet holds; raise it (LimitNOFILE=65536)",
+			"max_conns", maxConns, "open_files_limit", nofile)
+	}
+	log.Info("connection limits", "max_conns", maxConns, "max_conns_per_addr", cfg.MaxConnsPerAddr,
+		"unauth_idle_timeout", cfg.UnauthIdleTimeout.String(), "open_files_limit", nofile)
+	return maxConns
 }
 
 // httpServer is the HTTP server of s, bounded against slow and hostile clients: headers must

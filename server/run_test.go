@@ -120,14 +120,10 @@ func TestServe_RestartKeepsDataAndDrains(t *testing.T) {
 		polled <- res.StatusCode
 	}()
 	waitFor(t, "long-poll open", func() bool {
-		res, err := http.Get(s1.url + "/health")
-		if err != nil {
-			return false
-		}
-		defer res.Body.Close()
-		var h Health
-		json.NewDecoder(res.Body).Decode(&h)
-		return h.LongPolls == 1
+		_, body := s1.req(t, token, "GET", "/v1/status", "")
+		var st Status
+		json.Unmarshal(body, &st)
+		return st.LongPolls == 1
 	})
 	s1.stop(t)
 	if got := <-polled; got != http.StatusNotModified {

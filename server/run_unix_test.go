@@ -135,14 +135,16 @@ func TestRun_SystemdSighupDrainAndJSONLogs(t *testing.T) {
 		polled <- res.StatusCode
 	}()
 	waitFor(t, "the long-poll open", func() bool {
-		res, err := http.Get(url + "/health")
+		req, _ := http.NewRequest("GET", url+"/v1/status", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return false
 		}
 		defer res.Body.Close()
-		var h Health
-		json.NewDecoder(res.Body).Decode(&h)
-		return h.LongPolls == 1
+		var st Status
+		json.NewDecoder(res.Body).Decode(&st)
+		return st.LongPolls == 1
 	})
 	cancel()
 	nextState(t, states, "STOPPING=1")

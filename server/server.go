@@ -3,7 +3,7 @@
 //
 // Routes (all /v1 routes need "Authorization: Bearer <token>"):
 //
-//	GET    /health, /health/deps, /metrics          no token
+//	GET    /health, /health/deps, /metrics          no token; /health is only status and maintenance
 //	GET    /v1/kv/{key}  [?recurse [&keys]]         api.KV or api.List
 //	PUT    /v1/kv/{key}  [?cas=N]                   raw value → api.WriteResult
 //	DELETE /v1/kv/{key}  [?recurse]                 api.DeleteResult
@@ -15,6 +15,7 @@
 //	POST   /v1/tokens, GET /v1/tokens, DELETE /v1/tokens/{name}   admin only
 //	GET    /v1/maintenance, PUT /v1/maintenance     Maintenance (PUT admin only)
 //	GET    /v1/snapshot                             etcd snapshot stream (admin only)
+//	GET    /v1/status                               Status (read, write or admin token; not agents)
 package server
 
 import (
@@ -182,6 +183,7 @@ func (s *Server) routes() {
 	v1("GET /v1/maintenance", s.handleGetMaintenance)
 	v1("PUT /v1/maintenance", s.handlePutMaintenance)
 	v1("GET /v1/snapshot", s.handleSnapshot)
+	v1("GET /v1/status", s.handleStatus)
 
 	open("/", s.handleNotFound)
 	s.h = s.outer(mux)
@@ -192,7 +194,9 @@ func (s *Server) wrap(h handlerFunc, v1 bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var err error
 		if v1 {
-			r, err = s.authenticate(w, r)
+			if r, err = s.authenticate(w, r); err == nil {
+				markAuthenticated(r)
+			}
 		}
 		if err == nil {
 			err = h(w, r)
@@ -453,8 +457,19 @@ func (h alwaysEnabled) WithGroup(name string) slog.Handler {
 	return alwaysEnabled{h.Handler.WithGroup(name)}
 }
 
-// Health is the body of GET /health.
+// Health is the body of GET /health: what a liveness probe or a load balancer needs, and
+// nothing about the deployment (that is Status, behind a token).
 type Health struct {
+	Status      string `json:"status"`
+	Maintenance bool   `json:"maintenance"`
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, http.StatusOK, 0, Health{Status: "ok", Maintenance: s.maintenance.Load()})
+}
+
+// Status is the body of GET /v1/status, what `shoelace status` shows.
+type Status struct {
 	Status      string `json:"status"`
 	Version     string `json:"version"`
 	StoreID     string `json:"store_id"`
@@ -467,8 +482,16 @@ type Health struct {
 	Replicas []Replica `json:"replicas"`
 }
 
-func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) error {
-	return writeJSON(w, http.StatusOK, 0, Health{
+// handleStatus answers the replica's status to operators' tokens: it names hosts, addresses
+// and versions, which agents do not need.
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	if p := principalOf(r); !p.admin && len(p.read) == 0 && len(p.write) == 0 {
+		return forbidden("token %s may not read the server's status: it needs a read, write or admin token", shorten(p.name))
+	}
+	return writeJSON(w, http.StatusOK, 0, Status{
 		Status:      "ok",
 		Version:     s.cfg.Version,
 		StoreID:     s.st.ID(),

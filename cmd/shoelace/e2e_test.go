@@ -653,16 +653,23 @@ func TestE2E_HealthStatusVersion(t *testing.T) {
 	if got := c.ok("health"); got != "ok\n" {
 		t.Errorf("health = %q", got)
 	}
-	var h struct {
-		Status  string `json:"status"`
-		Version string `json:"version"`
+	// /health tells no more than a probe needs: the version and the rest are behind a token.
+	if got := c.ok("health", "-o", "json"); got != `{"status":"ok","maintenance":false}`+"\n" {
+		t.Errorf("health -o json = %q; want only status and maintenance", got)
 	}
-	if err := json.Unmarshal([]byte(c.ok("health", "-o", "json")), &h); err != nil || h.Status != "ok" {
-		t.Errorf("health -o json: %+v %v", h, err)
+	var st struct {
+		Health struct {
+			Status  string `json:"status"`
+			Version string `json:"version"`
+		} `json:"health"`
 	}
-	if h.Version != e2eVersion {
-		t.Errorf("server reports version %q, want %q (main.version → server.Config.Version)", h.Version, e2eVersion)
+	if err := json.Unmarshal([]byte(c.ok("status", "-o", "json")), &st); err != nil || st.Health.Status != "ok" {
+		t.Errorf("status -o json: %+v %v", st, err)
 	}
+	if st.Health.Version != e2eVersion {
+		t.Errorf("server reports version %q, want %q (main.version → server.Config.Version)", st.Health.Version, e2eVersion)
+	}
+	c.with("SHOELACE_TOKEN_FILE=", "SHOELACE_TOKEN=").fails(exitAuth, "missing token", "status")
 	// health needs no token, and an unusable token file does not stop it.
 	if got := c.with("SHOELACE_TOKEN_FILE=/nonexistent").ok("health"); got != "ok\n" {
 		t.Errorf("health with a missing token file = %q", got)
@@ -673,10 +680,10 @@ func TestE2E_HealthStatusVersion(t *testing.T) {
 	}
 	c.fails(exitUnavailable, "cannot reach the server", "health", "--addr", dead)
 
-	st := c.ok("status")
-	for _, want := range []string{"addr: " + s.url(), "status: ok", "etcd.reachable: true", "version: " + e2eVersion} {
-		if !strings.Contains(st, want+"\n") {
-			t.Errorf("status output %q lacks %q", st, want)
+	out := c.ok("status")
+	for _, want := range []string{"addr: " + s.url() + "\n", "status: ok\n", "etcd.reachable: true\n", "version: " + e2eVersion + "\n", "\nstore_id: ", "\nreplicas seen: "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output %q lacks %q", out, want)
 		}
 	}
 	if got := c.ok("version"); got != "shoelace "+e2eVersion+"\n" {
@@ -697,7 +704,7 @@ func TestE2E_ServerFlagsFromEnvAndShutdown(t *testing.T) {
 	s := &testServer{addr: addr, dataDir: dir, stderr: &syncBuffer{}, done: make(chan error, 1)}
 	s.cmd = exec.Command(binPath, "server")
 	s.cmd.Env = append(cleanEnv(), "SHOELACE_LISTEN="+addr, "SHOELACE_DATA_DIR="+dir, "SHOELACE_LOG_LEVEL=info",
-		"SHOELACE_MAX_VALUE_BYTES=16")
+		"SHOELACE_MAX_VALUE_BYTES=16", "SHOELACE_MAX_CONNS=200", "SHOELACE_MAX_CONNS_PER_ADDR=7", "SHOELACE_UNAUTH_IDLE_TIMEOUT=3s")
 	s.cmd.Stdout, s.cmd.Stderr = s.stderr, s.stderr
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -718,7 +725,7 @@ func TestE2E_ServerFlagsFromEnvAndShutdown(t *testing.T) {
 		t.Errorf("server exit after SIGTERM: %v\n%s", err, s.stderr.String())
 	}
 	// Logs are JSON lines; the write's audit line carries --message and --source, never the value.
-	audited := false
+	audited, limits := false, false
 	for _, line := range strings.Split(strings.TrimSpace(s.stderr.String()), "\n") {
 		var rec map[string]any
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
@@ -728,6 +735,12 @@ func TestE2E_ServerFlagsFromEnvAndShutdown(t *testing.T) {
 		if rec["audit"] == true && rec["message"] == "e2e message" && rec["source"] == "pipeline-42" {
 			audited = true
 		}
+		if rec["msg"] == "connection limits" && rec["max_conns"] == 200.0 && rec["max_conns_per_addr"] == 7.0 && rec["unauth_idle_timeout"] == "3s" {
+			limits = true
+		}
+	}
+	if !limits {
+		t.Errorf("no connection limits line with SHOELACE_MAX_CONNS, _PER_ADDR and SHOELACE_UNAUTH_IDLE_TIMEOUT in the server log:\n%s", s.stderr.String())
 	}
 	if !audited {
 		t.Errorf("no audit line with the write's --message and --source in the server log:\n%s", s.stderr.String())
@@ -751,6 +764,9 @@ func TestE2E_ServerBadConfig(t *testing.T) {
 		{[]string{"server", "--max-long-polls", "0"}, "--max-long-polls"},
 		{[]string{"server", "--max-long-polls-per-token", "-1"}, "--max-long-polls-per-token"},
 		{[]string{"server", "--max-value-bytes", "0"}, "--max-value-bytes"},
+		{[]string{"server", "--max-conns", "-1"}, "--max-conns -1 must be >= 0"},
+		{[]string{"server", "--max-conns-per-addr", "-1"}, "--max-conns-per-addr -1 must be >= 0"},
+		{[]string{"server", "--unauth-idle-timeout", "-1s"}, "--unauth-idle-timeout -1s must be >= 0"},
 		{[]string{"server", "--bogus"}, "flag provided but not defined: -bogus"},
 	}
 	c := &runner{t: t}
@@ -852,6 +868,7 @@ func TestE2E_TokensAndMaintenance(t *testing.T) {
 	agent.fails(exitAuth, "may not write", "kv", "put", "shared/x", "2")
 	agent.fails(exitAuth, "not an admin", "token", "ls")
 	agent.fails(exitAuth, "not an admin", "maintenance", "on")
+	agent.fails(exitAuth, "read, write or admin token", "status")
 	// The secret also works from --token (given after the positionals).
 	if got := anon.ok("appliance", "get", "web", "--token", secret, "-o", "json"); !strings.Contains(got, `"port":"80"`) {
 		t.Errorf("view with --token = %q", got)
@@ -870,6 +887,9 @@ func TestE2E_TokensAndMaintenance(t *testing.T) {
 	}
 	deploy := anon.with("SHOELACE_TOKEN=" + created.Token)
 	deploy.ok("kv", "put", "appliances/web/port", "8080")
+	if got := deploy.ok("status"); !strings.Contains(got, "store_id: ") {
+		t.Errorf("status with a pipeline token = %q", got)
+	}
 	deploy.fails(exitAuth, "may not write", "kv", "put", "appliances/web-frontend/port", "1")
 	deploy.fails(exitAuth, "may not write", "kv", "put", "shared/x", "2")
 	if got := deploy.ok("kv", "get", "shared/x"); got != "1" {
@@ -923,17 +943,19 @@ func writeTemp(t *testing.T, content string) string {
 	return p
 }
 
-// healthOf reads the server's /health.
+// healthOf reads the server's store id and revision (shoelace status).
 func healthOf(t *testing.T, c *runner) (storeID string, revision int64) {
 	t.Helper()
-	var h struct {
-		StoreID  string `json:"store_id"`
-		Revision int64  `json:"revision"`
+	var st struct {
+		Health struct {
+			StoreID  string `json:"store_id"`
+			Revision int64  `json:"revision"`
+		} `json:"health"`
 	}
-	if err := json.Unmarshal([]byte(c.ok("health", "-o", "json")), &h); err != nil || h.StoreID == "" {
-		t.Fatalf("health -o json: %+v, %v", h, err)
+	if err := json.Unmarshal([]byte(c.ok("status", "-o", "json")), &st); err != nil || st.Health.StoreID == "" {
+		t.Fatalf("status -o json: %+v, %v", st, err)
 	}
-	return h.StoreID, h.Revision
+	return st.Health.StoreID, st.Health.Revision
 }
 
 func TestE2E_SnapshotRestore(t *testing.T) {

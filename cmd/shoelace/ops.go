@@ -92,7 +92,8 @@ func healthCommand(e *cliEnv) *cli.Command {
 		UsageText: "shoelace health [--addr URL] [--timeout 5s] [--output json]",
 		Description: `Asks GET /health, which needs no token: exit 0 when the server answers 200, 6 when it is
 unreachable or unavailable. Gives up after 5s unless --timeout says otherwise. Prints "ok",
-or the server's JSON answer with --output json. For container health checks:
+or the server's JSON answer ({"status","maintenance"}) with --output json. For container
+health checks:
 
    HEALTHCHECK CMD ["shoelace", "health", "--addr", "http://127.0.0.1:7400"]`,
 		Action: e.health,
@@ -102,6 +103,12 @@ or the server's JSON answer with --output json. For container health checks:
 // unauthenticated builds a session without a token, for the endpoints that need none. It gives
 // up after timeout unless --timeout (or SHOELACE_TIMEOUT) says otherwise.
 func (e *cliEnv) unauthenticated(c *cli.Context, timeout time.Duration) (*session, error) {
+	return e.connectTimeout(c, timeout, false)
+}
+
+// connectTimeout builds a session (with the token when withToken) that gives up after timeout
+// unless --timeout (or SHOELACE_TIMEOUT) says otherwise.
+func (e *cliEnv) connectTimeout(c *cli.Context, timeout time.Duration, withToken bool) (*session, error) {
 	if c.IsSet(flagTimeout) {
 		timeout = c.Duration(flagTimeout)
 	}
@@ -109,7 +116,7 @@ func (e *cliEnv) unauthenticated(c *cli.Context, timeout time.Duration) (*sessio
 	if timeout > 0 {
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 	}
-	s, err := e.connectWith(ctx, c, false)
+	s, err := e.connectWith(ctx, c, withToken)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -141,11 +148,13 @@ func (e *cliEnv) health(c *cli.Context) error {
 func statusCommand(e *cliEnv) *cli.Command {
 	return &cli.Command{
 		Name:      "status",
-		Usage:     "show the server's health and its etcd's",
+		Usage:     "show the server's status and its etcd's (a read, write or admin token)",
 		UsageText: "shoelace status [--output json]",
-		Description: `Prints GET /health (version, store id, revision, maintenance, open long-polls) and
+		Description: `Prints GET /v1/status (version, store id, revision, maintenance, open long-polls, the
+replicas sharing the store; it needs a read, write or admin token, not an agent's) and
 GET /health/deps (etcd reachability, leader, latency) as "name: value" lines, or as
-{"addr","health","deps"} with --output json. Exit 6 when either is unavailable.`,
+{"addr","health","deps"} with --output json ("health" holds the /v1/status answer).
+Exit 6 when either is unavailable.`,
 		Action: e.status,
 	}
 }
@@ -154,14 +163,14 @@ func (e *cliEnv) status(c *cli.Context) error {
 	if _, err := wantArgs(c, 0, 0, ""); err != nil {
 		return err
 	}
-	s, err := e.unauthenticated(c, 10*time.Second)
+	s, err := e.connectTimeout(c, 10*time.Second, true)
 	if err != nil {
 		return err
 	}
 	defer s.cancel()
-	health, err := s.client.Health(s.ctx, false)
+	health, err := s.client.Status(s.ctx)
 	if err != nil {
-		return fmt.Errorf("health of %s: %w", s.client.Addr(), err)
+		return fmt.Errorf("status of %s: %w", s.client.Addr(), err)
 	}
 	deps, depsErr := s.client.Health(s.ctx, true)
 	if s.json {
@@ -257,7 +266,7 @@ func withoutField(raw json.RawMessage, name string) json.RawMessage {
 	return out
 }
 
-// replicaLines prints the replicas that /health saw sharing the store, one line each.
+// replicaLines prints the replicas that /v1/status saw sharing the store, one line each.
 func replicaLines(health json.RawMessage) []string {
 	var h struct {
 		Replicas []struct {

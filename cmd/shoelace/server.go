@@ -53,6 +53,9 @@ SERVICE (systemd, as root; the unit is the one the packages ship):
 			&cli.IntFlag{Name: "max-long-polls", Value: def.MaxWaiters, EnvVars: env("max-long-polls"), Usage: "open long-polls per replica; when full, a token under its fair share takes the place of one of the token holding the most"},
 			&cli.IntFlag{Name: "max-long-polls-per-token", Value: def.MaxWaitersPerToken, EnvVars: env("max-long-polls-per-token"), Usage: "open long-polls per token and replica (0: only the fair share when full)"},
 			&cli.IntFlag{Name: "max-value-bytes", Value: def.MaxValueBytes, EnvVars: env("max-value-bytes"), Usage: "largest value accepted, in bytes"},
+			&cli.IntFlag{Name: "max-conns", Value: def.MaxConns, EnvVars: env("max-conns"), Usage: fmt.Sprintf("open client connections at most; 0: %d, lowered to fit the open files limit less a reserve for etcd", server.DefaultMaxConns)},
+			&cli.IntFlag{Name: "max-conns-per-addr", Value: def.MaxConnsPerAddr, EnvVars: env("max-conns-per-addr"), Usage: "open connections without a valid token per client address (0: no cap)"},
+			&cli.DurationFlag{Name: "unauth-idle-timeout", Value: def.UnauthIdleTimeout, EnvVars: env("unauth-idle-timeout"), Usage: "close keep-alive connections without a valid token idle that long (0: as long as authenticated ones, 2m)"},
 			&cli.StringFlag{Name: "admin-token-file", EnvVars: env("admin-token-file"), Usage: "`FILE` that receives the first admin token (default: <data-dir>/admin.token)"},
 			&cli.StringFlag{Name: "log-level", Value: def.LogLevel, EnvVars: env("log-level"), Usage: "debug, info, warn or error (the audit lines of writes are written at every level)"},
 		},
@@ -75,6 +78,9 @@ func serverConfigFrom(c *cli.Context) server.Config {
 	cfg.MaxWaiters = c.Int("max-long-polls")
 	cfg.MaxWaitersPerToken = c.Int("max-long-polls-per-token")
 	cfg.MaxValueBytes = c.Int("max-value-bytes")
+	cfg.MaxConns = c.Int("max-conns")
+	cfg.MaxConnsPerAddr = c.Int("max-conns-per-addr")
+	cfg.UnauthIdleTimeout = c.Duration("unauth-idle-timeout")
 	cfg.AdminTokenFile = c.String("admin-token-file")
 	cfg.LogLevel = c.String("log-level")
 	cfg.Version = version

@@ -47,3 +47,11 @@ func (c *Client) Health(ctx context.Context, deps bool) (json.RawMessage, error)
 	_, err := c.Do(ctx, Request{Method: http.MethodGet, Path: path}, &raw)
 	return raw, err
 }
+
+// Status reads GET /v1/status (a read, write or admin token): the replica's version, store id,
+// revision, open long-polls and the replicas sharing the store. It returns the JSON answer as is.
+func (c *Client) Status(ctx context.Context) (json.RawMessage, error) {
+	var raw json.RawMessage
+	_, err := c.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/status"}, &raw)
+	return raw, err
+}

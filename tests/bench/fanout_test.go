@@ -3,7 +3,6 @@ package bench
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -89,22 +88,10 @@ func benchFanOut(b *testing.B, n int) {
 	b.ReportMetric(0, "ns/op")
 }
 
-// waitLongPolls waits until the server holds n open long-polls (GET /health's long_polls).
+// waitLongPolls waits until the server holds n open long-polls (shoelace_long_polls_open).
 func waitLongPolls(b *testing.B, addr string, n int) {
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
-		res, err := http.Get("http://" + addr + "/health")
-		if err != nil {
-			b.Fatal(err)
-		}
-		var h struct {
-			LongPolls int `json:"long_polls"`
-		}
-		err = json.NewDecoder(res.Body).Decode(&h)
-		res.Body.Close()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if h.LongPolls == n {
+		if int(metric(b, addr, "shoelace_long_polls_open")) == n {
 			return
 		}
 	}

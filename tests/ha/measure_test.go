@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -213,17 +214,21 @@ func createAgentTokenFor(t *testing.T, addr, adminTokenFile, appliance, dst stri
 	}
 }
 
+// openLongPolls is the server's shoelace_long_polls_open (0 when it does not answer).
 func openLongPolls(t *testing.T, base string) int {
-	resp, err := http.Get(base + "/health")
+	resp, err := http.Get(base + "/metrics")
 	if err != nil {
 		return 0
 	}
 	defer resp.Body.Close()
-	var h struct {
-		LongPolls int `json:"long_polls"`
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "shoelace_long_polls_open "); ok {
+			n, _ := strconv.ParseFloat(v, 64)
+			return int(n)
+		}
 	}
-	json.NewDecoder(resp.Body).Decode(&h)
-	return h.LongPolls
+	return 0
 }
 
 // loadLoop runs req from n goroutines for d and returns the successes, their latencies and

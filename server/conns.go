@@ -1,0 +1,338 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// File descriptors kept for the store and the process whatever the connections take: etcd's
+// WAL, snapshot and database files (an embedded etcd aborts the process when it cannot open
+// its snapshot directory), its gRPC connections, the logs. The reserve is a quarter of the
+// file limit, within [fdReserveMin, fdReserveMax].
+const (
+	fdReserveMin = 128
+	fdReserveMax = 1024
+	// minConns is the least connection cap, however low the file limit.
+	minConns = 16
+)
+
+// connCap is the cap on open connections for a requested cap (0 = DefaultMaxConns) and a file
+// limit nofile (0 = unknown): the request, lowered to nofile less the reserve (never below
+// minConns). lowered says the request did not fit.
+func connCap(want int, nofile uint64) (limit int, lowered bool) {
+	if want <= 0 {
+		want = DefaultMaxConns
+	}
+	if nofile == 0 {
+		return want, false
+	}
+	reserve := min(max(nofile/4, fdReserveMin), fdReserveMax)
+	fit := uint64(minConns)
+	if nofile > reserve+minConns {
+		fit = nofile - reserve
+	}
+	if uint64(want) > fit {
+		return int(fit), true
+	}
+	return want, false
+}
+
+// connLimiter is a listener that caps open connections in total and, for connections that have
+// not yet presented a valid token, per client address; a connection over a cap is closed at
+// once (after a 503 on plain HTTP), so that a flood costs the process no more descriptors than
+// the caps allow. It also shortens the idle time of unauthenticated keep-alive connections:
+// its connState and connContext go on the http.Server, and a handler marks its connection
+// authenticated with markAuthenticated.
+type connLimiter struct {
+	net.Listener
+	max        int
+	maxPerAddr int           // 0: no per-address cap
+	unauthIdle time.Duration // 0: unauthenticated connections idle as long as the others
+	answer503  bool          // plain HTTP: answer a refused connection 503 before closing it
+	log        *slog.Logger
+
+	openGauge prometheus.GaugeFunc
+	refused   *prometheus.CounterVec
+
+	mu       sync.Mutex
+	open     int
+	unauth   map[string]int // open unauthenticated connections by client address
+	loggedAt time.Time      // last "refusing connections" line
+	unlogged int            // refusals since then
+}
+
+// refusalLogEvery spaces the log lines about refused connections during a flood.
+const refusalLogEvery = 10 * time.Second
+
+func newConnLimiter(ln net.Listener, max, maxPerAddr int, unauthIdle time.Duration, plainHTTP bool, log *slog.Logger) *connLimiter {
+	l := &connLimiter{
+		Listener: ln, max: max, maxPerAddr: maxPerAddr, unauthIdle: unauthIdle, answer503: plainHTTP, log: log,
+		unauth: map[string]int{},
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoelace_connections_refused_total",
+			Help: "Client connections closed at once because a cap was reached, by cap: total (--max-conns) or addr (--max-conns-per-addr).",
+		}, []string{"cap"}),
+	}
+	l.refused.WithLabelValues("total")
+	l.refused.WithLabelValues("addr")
+	l.openGauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "shoelace_connections_open",
+		Help: "Open client connections of this replica (capped by --max-conns).",
+	}, func() float64 {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return float64(l.open)
+	})
+	return l
+}
+
+// collectors are the limiter's metrics.
+func (l *connLimiter) collectors() []prometheus.Collector {
+	return []prometheus.Collector{l.openGauge, l.refused}
+}
+
+// Accept returns the next connection within the caps, closing those over them.
+func (l *connLimiter) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			// EMFILE and ENFILE are temporary errors: http.Server backs off and tries again.
+			return nil, err
+		}
+		if tc := l.admit(c); tc != nil {
+			return tc, nil
+		}
+	}
+}
+
+// The answers of refused connections on plain HTTP, written before the request is read.
+var (
+	refusedTotal = refusedAnswer("too many open connections on this replica (--max-conns); retry later")
+	refusedAddr  = refusedAnswer("too many connections without a valid token from this address (--max-conns-per-addr); retry later")
+)
+
+func refusedAnswer(msg string) string {
+	body, _ := json.Marshal(api.ErrorBody{Error: &api.Error{Code: api.CodeUnavailable, Message: msg}})
+	body = append(body, '\n')
+	return fmt.Sprintf("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+}
+
+// admit counts c in, or refuses it and returns nil.
+func (l *connLimiter) admit(c net.Conn) *trackedConn {
+	addr := hostOf(c.RemoteAddr())
+	l.mu.Lock()
+	var capName string
+	switch {
+	case l.open >= l.max:
+		capName = "total"
+	case l.maxPerAddr > 0 && l.unauth[addr] >= l.maxPerAddr:
+		capName = "addr"
+	default:
+		l.open++
+		l.unauth[addr]++
+	}
+	var logIt bool
+	var open, suppressed int
+	if capName != "" {
+		if now := time.Now(); now.Sub(l.loggedAt) >= refusalLogEvery {
+			logIt, suppressed, open = true, l.unlogged, l.open
+			l.loggedAt, l.unlogged = now, 0
+		} else {
+			l.unlogged++
+		}
+	}
+	l.mu.Unlock()
+	if capName == "" {
+		return &trackedConn{Conn: c, l: l, addr: addr}
+	}
+	l.refused.WithLabelValues(capName).Inc()
+	if logIt {
+		l.log.Warn("refusing connections over a cap", "cap", capName, "remote", addr, "open", open,
+			"max_conns", l.max, "max_conns_per_addr", l.maxPerAddr, "refused_since_last_line", suppressed)
+	}
+	if l.answer503 {
+		// A fresh socket's send buffer is empty: this write does not wait for the client.
+		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+		answer := refusedTotal
+		if capName == "addr" {
+			answer = refusedAddr
+		}
+		_, _ = io.WriteString(c, answer)
+	}
+	_ = c.Close()
+	return nil
+}
+
+// hostOf is the client address of a connection, without its port.
+func hostOf(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	s := a.String()
+	if host, _, err := net.SplitHostPort(s); err == nil {
+		return host
+	}
+	return s
+}
+
+// release counts c out; it is called once per connection, when it closes.
+func (l *connLimiter) release(c *trackedConn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if c.closed {
+		return
+	}
+	c.closed = true
+	l.open--
+	if !c.authed.Load() {
+		l.dropUnauth(c.addr)
+	}
+	c.stopTimer()
+}
+
+func (l *connLimiter) dropUnauth(addr string) {
+	if n := l.unauth[addr] - 1; n > 0 {
+		l.unauth[addr] = n
+	} else {
+		delete(l.unauth, addr)
+	}
+}
+
+// connState (http.Server.ConnState) arms the short idle timeout of an unauthenticated
+// connection that goes idle. HTTP/1 reads the next request under a read deadline that the
+// server sets right after the idle hook, which trackedConn shortens; HTTP/2 keeps its own idle
+// timer, so a timer of ours closes the connection instead.
+func (l *connLimiter) connState(nc net.Conn, st http.ConnState) {
+	c := trackedOf(nc)
+	if c == nil || l.unauthIdle <= 0 {
+		return
+	}
+	switch st {
+	case http.StateIdle:
+		if c.authed.Load() {
+			return
+		}
+		if tc, ok := nc.(*tls.Conn); ok && tc.ConnectionState().NegotiatedProtocol == "h2" {
+			l.armIdleTimer(c)
+			return
+		}
+		c.idleWait.Store(true)
+	case http.StateActive:
+		l.mu.Lock()
+		c.stopTimer()
+		l.mu.Unlock()
+	}
+}
+
+// armIdleTimer closes c once it has been idle for unauthIdle, unless it becomes active or
+// authenticated first.
+func (l *connLimiter) armIdleTimer(c *trackedConn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if c.closed || c.authed.Load() {
+		return
+	}
+	c.stopTimer()
+	var t *time.Timer
+	t = time.AfterFunc(l.unauthIdle, func() {
+		l.mu.Lock()
+		fire := c.timer == t
+		l.mu.Unlock()
+		if fire {
+			_ = c.Close()
+		}
+	})
+	c.timer = t
+}
+
+type connKey struct{}
+
+// connContext (http.Server.ConnContext) gives requests their connection, for markAuthenticated.
+func (l *connLimiter) connContext(ctx context.Context, nc net.Conn) context.Context {
+	if c := trackedOf(nc); c != nil {
+		return context.WithValue(ctx, connKey{}, c)
+	}
+	return ctx
+}
+
+// markAuthenticated records that r's connection presented a valid token: it no longer counts
+// against its address's cap, and it idles as long as authenticated connections do.
+func markAuthenticated(r *http.Request) {
+	c, ok := r.Context().Value(connKey{}).(*trackedConn)
+	if !ok || c.authed.Load() {
+		return
+	}
+	l := c.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if c.closed || c.authed.Load() {
+		return
+	}
+	c.authed.Store(true)
+	l.dropUnauth(c.addr)
+	c.stopTimer()
+}
+
+// trackedOf finds the trackedConn under nc (a *tls.Conn over it, for instance).
+func trackedOf(nc net.Conn) *trackedConn {
+	for nc != nil {
+		switch c := nc.(type) {
+		case *trackedConn:
+			return c
+		case interface{ NetConn() net.Conn }:
+			nc = c.NetConn()
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// trackedConn is a connection counted by a connLimiter until it closes.
+type trackedConn struct {
+	net.Conn
+	l      *connLimiter
+	addr   string
+	authed atomic.Bool // presented a valid token (written under l.mu)
+	// idleWait says that the next read deadline is HTTP/1's wait for the next request.
+	idleWait atomic.Bool
+	closed   bool        // under l.mu
+	timer    *time.Timer // HTTP/2 idle timer, under l.mu
+}
+
+// stopTimer stops c's idle timer; l.mu must be held.
+func (c *trackedConn) stopTimer() {
+	if c.timer != nil {
+		c.timer.Stop()
+		c.timer = nil
+	}
+}
+
+// SetReadDeadline shortens HTTP/1's wait for the next request on an unauthenticated connection.
+func (c *trackedConn) SetReadDeadline(t time.Time) error {
+	if c.idleWait.Swap(false) && !c.authed.Load() {
+		if short := time.Now().Add(c.l.unauthIdle); t.IsZero() || t.After(short) {
+			t = short
+		}
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+// Close closes the connection and counts it out.
+func (c *trackedConn) Close() error {
+	c.l.release(c)
+	return c.Conn.Close()
+}
