@@ -2,7 +2,7 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"os"
@@ -31,10 +31,12 @@ type Replica struct {
 	LastSeen time.Time `json:"last_seen"`
 }
 
+// newReplica is this replica's record. Its id is stable across restarts — the host name and a
+// hash of the listen address, which two live processes on one host cannot share — so that a
+// replica restarted after a crash (which could not withdraw its record) replaces its old record
+// instead of being listed twice until that one ages out.
 func newReplica(cfg Config) Replica {
 	host, _ := os.Hostname()
-	var b [4]byte
-	_, _ = rand.Read(b[:])
 	id := strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == '_' {
 			return r
@@ -44,7 +46,8 @@ func newReplica(cfg Config) Replica {
 	if id == "" || id[0] == '-' || id[0] == '.' || id[0] == '_' {
 		id = "replica" + id
 	}
-	return Replica{ID: id + "-" + hex.EncodeToString(b[:]), Host: host, Listen: cfg.Listen, Version: cfg.Version,
+	sum := sha256.Sum256([]byte(cfg.Listen))
+	return Replica{ID: id + "-" + hex.EncodeToString(sum[:4]), Host: host, Listen: cfg.Listen, Version: cfg.Version,
 		Started: time.Now().UTC().Truncate(time.Second)}
 }
 

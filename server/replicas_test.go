@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"testing"
 	"time"
@@ -11,8 +12,8 @@ import (
 
 func TestStatus_ListsReplicasSharingTheStore(t *testing.T) {
 	cfg := testutil.StoreConfig(t)
-	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
-	b := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	a := newFixtureOn(t, testutil.OpenStore(t, cfg), func(c *Config) { c.Listen = "127.0.0.1:7401" })
+	b := newFixtureOn(t, testutil.OpenStore(t, cfg), func(c *Config) { c.Listen = "127.0.0.1:7402" })
 	ids := func() []string {
 		a.s.replicaBeat(context.Background())
 		var h Status
@@ -44,5 +45,29 @@ func TestStatus_ListsReplicasSharingTheStore(t *testing.T) {
 	}
 	if got := ids(); !slices.Equal(got, []string{a.s.self.ID}) {
 		t.Fatalf("after b stopped, replicas = %v, want only %s", got, a.s.self.ID)
+	}
+
+	// A replica killed before it could withdraw its record, then started again on the same host
+	// and address, replaces the record: it is listed once, as its new start.
+	crashed := b.s.self
+	crashed.Started, crashed.LastSeen = time.Now().UTC().Add(-time.Hour).Truncate(time.Second), time.Now().UTC().Truncate(time.Second)
+	data, _ := json.Marshal(crashed)
+	if _, err := a.s.st.SysPut(ctx, replicaPrefix+crashed.ID, data, -1); err != nil {
+		t.Fatal(err)
+	}
+	c := newFixtureOn(t, testutil.OpenStore(t, cfg), func(c *Config) { c.Listen = "127.0.0.1:7402" })
+	c.s.replicaBeat(context.Background())
+	if c.s.self.ID != crashed.ID {
+		t.Fatalf("the restarted replica's id is %s, want %s (the same host and address)", c.s.self.ID, crashed.ID)
+	}
+	if got := ids(); !slices.Equal(got, want) {
+		t.Fatalf("after a restart, replicas = %v, want %v", got, want)
+	}
+	var h Status
+	a.must(a.do("GET", "/v1/status", ""), 200, &h)
+	for _, r := range h.Replicas {
+		if r.ID == crashed.ID && !r.Started.Equal(c.s.self.Started) {
+			t.Fatalf("the restarted replica is listed with its old start %s, want %s", r.Started, c.s.self.Started)
+		}
 	}
 }
