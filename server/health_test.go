@@ -26,8 +26,13 @@ func TestHealth_EtcdStoppedAndRestarted(t *testing.T) {
 
 	var d DepsHealth
 	f.must(f.doToken("", "GET", "/health/deps", ""), 200, &d)
-	if !d.Reachable || !d.Leader || d.LatencyMS <= 0 || d.Error != "" || len(d.Endpoints) == 0 {
-		t.Fatalf("/health/deps with etcd up: %+v", d)
+	if !d.Reachable || !d.Leader || d.LatencyMS <= 0 || d.Error != "" || len(d.Endpoints) != 0 {
+		t.Fatalf("/health/deps with etcd up: %+v (no endpoints without a token)", d)
+	}
+	var up Status
+	f.must(f.do("GET", "/v1/status", ""), 200, &up)
+	if !up.Etcd.Reachable || !up.Etcd.Leader || len(up.Etcd.Endpoints) == 0 {
+		t.Fatalf("/v1/status's etcd with etcd up: %+v", up.Etcd)
 	}
 
 	stop()
@@ -45,8 +50,13 @@ func TestHealth_EtcdStoppedAndRestarted(t *testing.T) {
 	d = DepsHealth{}
 	r := f.doToken("", "GET", "/health/deps", "")
 	f.must(r, http.StatusServiceUnavailable, &d)
-	if d.Reachable || d.Leader || d.Error == "" {
-		t.Fatalf("/health/deps with etcd away: %+v", d)
+	if d.Reachable || d.Leader || d.Error != "etcd is unreachable" || strings.Contains(string(r.body), "127.0.0.1") {
+		t.Fatalf("/health/deps with etcd away: %+v (a fixed reason, no address)", d)
+	}
+	status = Status{}
+	f.must(f.do("GET", "/v1/status", ""), 200, &status)
+	if status.Etcd.Reachable || status.Etcd.Error == "" || status.Etcd.Error == "etcd is unreachable" {
+		t.Fatalf("/v1/status's etcd with etcd away: %+v, want the whole error", status.Etcd)
 	}
 
 	testutil.StartEtcd(t, dir)

@@ -480,6 +480,8 @@ type Status struct {
 	// Replica is this replica's id; Replicas are those seen sharing the store (refreshed every 15 s).
 	Replica  string    `json:"replica"`
 	Replicas []Replica `json:"replicas"`
+	// Etcd is what /health/deps says, with the endpoints and the whole error.
+	Etcd DepsHealth `json:"etcd"`
 }
 
 // handleStatus answers the replica's status to operators' tokens: it names hosts, addresses
@@ -491,6 +493,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
 	if p := principalOf(r); !p.admin && len(p.read) == 0 && len(p.write) == 0 {
 		return forbidden("token %s may not read the server's status: it needs a read, write or admin token", shorten(p.name))
 	}
+	etcd, _ := s.deps(r.Context())
 	return writeJSON(w, http.StatusOK, 0, Status{
 		Status:      "ok",
 		Version:     s.cfg.Version,
@@ -501,10 +504,12 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
 		LongPolls:   s.hub.open(),
 		Replica:     s.self.ID,
 		Replicas:    s.liveReplicas(),
+		Etcd:        etcd,
 	})
 }
 
-// DepsHealth is the body of GET /health/deps.
+// DepsHealth is the body of GET /health/deps, and the etcd part of GET /v1/status. Without a
+// token it names no address: Endpoints is left out and Error is one of a few fixed reasons.
 type DepsHealth struct {
 	Reachable bool     `json:"reachable"`
 	Leader    bool     `json:"leader"`
@@ -513,11 +518,12 @@ type DepsHealth struct {
 	Error     string   `json:"error,omitempty"`
 }
 
-func (s *Server) handleHealthDeps(w http.ResponseWriter, r *http.Request) error {
-	ctx, cancel := context.WithTimeout(r.Context(), depsTimeout)
+// deps asks the store how it is, within depsTimeout; ok says whether it can serve.
+func (s *Server) deps(ctx context.Context) (out DepsHealth, ok bool) {
+	ctx, cancel := context.WithTimeout(ctx, depsTimeout)
 	defer cancel()
 	h, err := s.st.Health(ctx)
-	out := DepsHealth{
+	out = DepsHealth{
 		Reachable: h.Reachable,
 		Leader:    h.Leader,
 		LatencyMS: float64(h.Latency.Microseconds()) / 1000,
@@ -527,8 +533,25 @@ func (s *Server) handleHealthDeps(w http.ResponseWriter, r *http.Request) error 
 	if err != nil && out.Error == "" {
 		out.Error = err.Error()
 	}
+	return out, err == nil && h.Reachable && h.Leader
+}
+
+func (s *Server) handleHealthDeps(w http.ResponseWriter, r *http.Request) error {
+	out, ok := s.deps(r.Context())
+	// Addresses are for operators' tokens (GET /v1/status); a probe learns what is wrong.
+	out.Endpoints = nil
 	status := http.StatusOK
-	if err != nil || !h.Reachable || !h.Leader {
+	switch {
+	case ok:
+		out.Error = ""
+	case !out.Reachable:
+		out.Error = "etcd is unreachable"
+		status = http.StatusServiceUnavailable
+	case !out.Leader:
+		out.Error = "etcd has no leader"
+		status = http.StatusServiceUnavailable
+	default:
+		out.Error = "etcd did not answer in time"
 		status = http.StatusServiceUnavailable
 	}
 	return writeJSON(w, status, 0, out)

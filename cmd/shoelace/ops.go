@@ -1,15 +1,20 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server"
 )
 
 // healthTimeout bounds "shoelace health" unless --timeout is given: container health checks
@@ -151,10 +156,10 @@ func statusCommand(e *cliEnv) *cli.Command {
 		Usage:     "show the server's status and its etcd's (a read, write or admin token)",
 		UsageText: "shoelace status [--output json]",
 		Description: `Prints GET /v1/status (version, store id, revision, maintenance, open long-polls, the
-replicas sharing the store; it needs a read, write or admin token, not an agent's) and
-GET /health/deps (etcd reachability, leader, latency) as "name: value" lines, or as
-{"addr","health","deps"} with --output json ("health" holds the /v1/status answer).
-Exit 6 when either is unavailable.`,
+replicas sharing the store, and etcd's reachability, leader, latency and endpoints; it needs a
+read, write or admin token, not an agent's) as "name: value" lines, or as
+{"addr","health","deps"} with --output json ("health" holds the /v1/status answer, "deps"
+its etcd part). Exit 6 when the server or its etcd is unavailable.`,
 		Action: e.status,
 	}
 }
@@ -172,32 +177,25 @@ func (e *cliEnv) status(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("status of %s: %w", s.client.Addr(), err)
 	}
-	deps, depsErr := s.client.Health(s.ctx, true)
+	var etcd struct {
+		Etcd server.DepsHealth `json:"etcd"`
+	}
+	_ = json.Unmarshal(health, &etcd)
 	if s.json {
-		out := map[string]any{"addr": s.client.Addr(), "health": health}
-		if depsErr == nil {
-			out["deps"] = deps
-		} else {
-			out["deps_error"] = depsErr.Error()
-		}
-		if err := printJSON(e.stdout, out); err != nil {
+		if err := printJSON(e.stdout, map[string]any{"addr": s.client.Addr(), "health": health, "deps": etcd.Etcd}); err != nil {
 			return err
 		}
 	} else {
 		lines := []string{"addr: " + s.client.Addr()}
 		lines = append(lines, flattenJSON("", withoutField(health, "replicas"))...)
 		lines = append(lines, replicaLines(health)...)
-		if depsErr == nil {
-			lines = append(lines, flattenJSON("etcd.", deps)...)
-		} else {
-			lines = append(lines, "etcd: "+errorLine(depsErr))
-		}
 		if _, err := io.WriteString(e.stdout, strings.Join(lines, "\n")+"\n"); err != nil {
 			return err
 		}
 	}
-	if depsErr != nil {
-		return fmt.Errorf("etcd behind %s: %w", s.client.Addr(), depsErr)
+	if d := etcd.Etcd; !d.Reachable || !d.Leader {
+		return &api.Error{Code: api.CodeUnavailable, Status: http.StatusServiceUnavailable,
+			Message: fmt.Sprintf("etcd behind %s: %s", s.client.Addr(), cmp.Or(d.Error, "unreachable or without a leader"))}
 	}
 	return nil
 }
