@@ -50,7 +50,7 @@ type hub struct {
 	log        *slog.Logger
 	m          *metrics
 	maxWaiters int
-	onSys      func(ctx context.Context, keys []string)
+	onSys      func(ctx context.Context, ev store.Event)
 	onReset    func(ctx context.Context) // after the hub lost track of changes (compaction)
 
 	mu       sync.Mutex
@@ -197,8 +197,8 @@ func (h *hub) apply(ctx context.Context, ev store.Event) {
 		}
 	}
 	h.mu.Unlock()
-	if len(ev.SysKeys) > 0 && h.onSys != nil {
-		h.onSys(ctx, ev.SysKeys)
+	if len(ev.Sys) > 0 && h.onSys != nil {
+		h.onSys(ctx, ev)
 	}
 }
 

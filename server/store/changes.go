@@ -73,12 +73,15 @@ func (s *Store) WatchChanges(ctx context.Context, from int64) (<-chan ChangeEven
 	// A watcher of its own gives the watch a gRPC stream of its own, opened on the member the
 	// balancer picks now: a watch started again after a stall does not join the stalled stream.
 	wt := clientv3.NewWatcher(s.cli)
-	wch := wt.Watch(wctx, s.root, opts...)
 	go func() {
 		defer close(out)
 		defer wt.Close()
 		defer cancel()
-		w.set(s.pumpChanges(ctx, wctx, wt, wch, out))
+		// Watch blocks until its stream is open, which takes forever while no member is
+		// reachable: it is waited for like any other silence.
+		opened := make(chan clientv3.WatchChan, 1)
+		go func() { opened <- wt.Watch(wctx, s.root, opts...) }()
+		w.set(s.pumpChanges(ctx, wctx, wt, opened, out))
 	}()
 	return out, w.get
 }
@@ -87,7 +90,7 @@ func (s *Store) WatchChanges(ctx context.Context, from int64) (<-chan ChangeEven
 // watch that hears nothing for WatchProgressInterval asks etcd for a progress notification;
 // one that still hears nothing for as long again ends with ErrWatchSilent (its member may be
 // frozen, or its connection dead without a close).
-func (s *Store) pumpChanges(ctx, wctx context.Context, wt clientv3.Watcher, wch clientv3.WatchChan, out chan<- ChangeEvent) error {
+func (s *Store) pumpChanges(ctx, wctx context.Context, wt clientv3.Watcher, opened <-chan clientv3.WatchChan, out chan<- ChangeEvent) error {
 	send := func(ev ChangeEvent) bool {
 		select {
 		case out <- ev:
@@ -100,10 +103,13 @@ func (s *Store) pumpChanges(ctx, wctx context.Context, wt clientv3.Watcher, wch 
 	quiet := time.NewTimer(every)
 	defer quiet.Stop()
 	asked := false
+	var wch clientv3.WatchChan // nil until the watch is open
 	for {
 		var resp clientv3.WatchResponse
 		var ok bool
 		select {
+		case wch = <-opened:
+			continue
 		case resp, ok = <-wch:
 		case <-ctx.Done():
 			return nil

@@ -398,6 +398,16 @@ func (s *Store) EnsureID(ctx context.Context) (string, error) {
 // that saw sys/store-id change.
 func (s *Store) ReloadID(ctx context.Context) (string, error) { return s.loadID(ctx) }
 
+// SawID makes id the store's id, as a watch event of sys/store-id said it now is.
+func (s *Store) SawID(id string) {
+	if id == "" {
+		return
+	}
+	s.mu.Lock()
+	s.id = id
+	s.mu.Unlock()
+}
+
 // ResetID gives the store a new random id unconditionally, as after restoring a snapshot, so
 // that agents notice the store was replaced.
 func (s *Store) ResetID(ctx context.Context) (string, error) {

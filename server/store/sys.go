@@ -31,22 +31,25 @@ func (s *Store) SysGet(ctx context.Context, key string) ([]byte, int64, error) {
 	return resp.Kvs[0].Value, resp.Kvs[0].ModRevision, nil
 }
 
-// SysList reads every system key under prefix (relative key → value) at one revision.
+// SysList reads every system key under each of prefixes (relative key → value) at one
+// revision.
 //
 // A prefix ending in '/' (or "") is a plain string prefix; any other prefix is by whole
 // segments, as in List: "tokens" covers "tokens" and "tokens/...", never "tokens-old".
-func (s *Store) SysList(ctx context.Context, prefix string) (map[string][]byte, int64, error) {
+func (s *Store) SysList(ctx context.Context, prefixes ...string) (map[string][]byte, int64, error) {
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	var ops []clientv3.Op
-	if prefix == "" || strings.HasSuffix(prefix, "/") {
-		ops = []clientv3.Op{clientv3.OpGet(s.sysRoot+prefix, clientv3.WithPrefix())}
-	} else {
-		ops = subtreeGets(s.sysRoot + prefix)
+	for _, prefix := range prefixes {
+		if prefix == "" || strings.HasSuffix(prefix, "/") {
+			ops = append(ops, clientv3.OpGet(s.sysRoot+prefix, clientv3.WithPrefix()))
+		} else {
+			ops = append(ops, subtreeGets(s.sysRoot+prefix)...)
+		}
 	}
 	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
-		return nil, 0, s.etcdErr(ctx, "list system keys "+prefix, err)
+		return nil, 0, s.etcdErr(ctx, "list system keys "+strings.Join(prefixes, ", "), err)
 	}
 	out := map[string][]byte{}
 	for _, r := range resp.Responses {
