@@ -139,8 +139,10 @@ func (s *Server) setMaintenance(on bool) {
 // or restored), every agent must re-read its view. s.sys.mu must be held.
 func (s *Server) sawStoreID(id string) {
 	s.st.SawID(id)
-	if old, _ := s.storeID.Swap(id).(string); old != "" && old != id {
-		s.log.Warn("store id changed", "old", old, "new", id)
+	if old, _ := s.storeID.Swap(id).(string); old != id {
+		if old != "" { // "": not known since the start, as when the store was away then
+			s.log.Warn("store id changed", "old", old, "new", id)
+		}
 		s.hub.reset(s.hub.current())
 	}
 }
