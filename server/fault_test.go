@@ -46,6 +46,9 @@ func TestSys_EventsApplyWhileReadsFail(t *testing.T) {
 	b.token = a.token
 	agent := a.newToken(api.TokenRequest{Name: "agent", Read: []string{"shared"}})
 	waitFor(t, "replica b knows the token", func() bool { return b.s.auth.lookup(agent) != nil })
+	// b's first replica beat is done (the next is replicaBeat away), so that the fault below
+	// meets nothing but what the events make b do.
+	waitFor(t, "replica b's first beat", func() bool { return b.s.replicas.Load() != nil })
 
 	// From now on the first request b's store sends cuts its connection, and etcd stays away.
 	p.CutBeforeRequest(func(string) bool { return true }, true)
@@ -74,12 +77,9 @@ func TestSys_FailedReloadIsTriedAgain(t *testing.T) {
 	b := newFixtureLog(t, throughProxy(t, cfg, p), log)
 	b.token = a.token
 	ctx := context.Background()
-	// b's first replica announcement is done (the next is replicaBeat away): no write of b's
-	// own trips the fault below.
-	waitFor(t, "replica b's announcement", func() bool {
-		m, _, err := a.st.SysList(ctx, replicaPrefix+b.s.self.ID)
-		return err == nil && len(m) == 1
-	})
+	// b's first replica beat (a write and a read) is done, and the next is replicaBeat away: no
+	// request of b's own trips the fault below.
+	waitFor(t, "replica b's first beat", func() bool { return b.s.replicas.Load() != nil })
 
 	p.Down() // b's watch breaks
 	a.must(a.do("PUT", "/v1/maintenance", `{"on":true}`), 200, nil)
