@@ -23,6 +23,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/store"
 )
 
 // principal is who a request acts for, and what it may touch.
@@ -498,15 +499,14 @@ func (l *limiterSet) sweepLocked(now time.Time) {
 	l.swept = now
 }
 
-// loadTokens reads every token from the store into the cache, ending the long-polls of tokens
-// that went.
-func (s *Server) loadTokens(ctx context.Context) error {
-	m, rev, err := s.st.SysList(ctx, tokenPrefix)
-	if err != nil {
-		return fmt.Errorf("load tokens: %w", err)
-	}
+// loadTokens makes the token records among m (system keys and values, read at revision rev)
+// the tokens this replica knows, ending the long-polls of tokens that went or changed secret.
+func (s *Server) loadTokens(m map[string][]byte, rev int64) {
 	recs := make([]*tokenRecord, 0, len(m))
 	for k, v := range m {
+		if !strings.HasPrefix(k, tokenPrefix) {
+			continue
+		}
 		rec, err := decodeToken(k, v)
 		if err != nil {
 			s.log.Error("skipping a malformed token record", "key", k, "err", err)
@@ -518,7 +518,6 @@ func (s *Server) loadTokens(ctx context.Context) error {
 		s.hub.revoke(name)
 	}
 	s.auth.loaded.Store(true)
-	return nil
 }
 
 func decodeToken(key string, data []byte) (*tokenRecord, error) {
@@ -532,28 +531,25 @@ func decodeToken(key string, data []byte) (*tokenRecord, error) {
 	return &rec, nil
 }
 
-// reloadToken re-reads one token after the watch saw it change.
-func (s *Server) reloadToken(ctx context.Context, name string) {
-	data, rev, err := s.st.SysGet(ctx, tokenPrefix+name)
-	if errors.Is(err, api.ErrNotFound) {
-		if s.auth.remove(name, 0) {
-			s.log.Info("token revoked", "token", name)
+// tokenChanged applies a watch event of token name's record, at revision rev: a delete is a
+// revocation; a put is the record itself, taken from the event (never read back, so that a
+// store that fails reads cannot keep a revoked token valid). A record that does not decode is
+// refused like a revoked one.
+func (s *Server) tokenChanged(name string, c store.SysChange, rev int64) {
+	if !c.Deleted {
+		rec, err := decodeToken(tokenPrefix+name, c.Value)
+		if err == nil {
+			if s.auth.set(rec, rev) {
+				s.hub.revoke(name)
+			}
+			return
 		}
-		s.hub.revoke(name)
-		return
+		s.log.Error("refusing a malformed token record", "token", name, "err", err)
 	}
-	if err != nil {
-		s.log.Warn("reload token", "token", name, "err", err)
-		return
+	if s.auth.remove(name, rev) {
+		s.log.Info("token revoked", "token", name)
 	}
-	rec, err := decodeToken(tokenPrefix+name, data)
-	if err != nil {
-		s.log.Error("skipping a malformed token record", "token", name, "err", err)
-		return
-	}
-	if s.auth.set(rec, rev) {
-		s.hub.revoke(name)
-	}
+	s.hub.revoke(name)
 }
 
 // bootstrap prepares a fresh store at start: on a store with no tokens it creates the admin

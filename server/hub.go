@@ -57,7 +57,7 @@ type hub struct {
 	maxWaiters int
 	// maxPerToken caps one token's long-polls (0: only its fair share when the hub is full).
 	maxPerToken int
-	onSys       func(ctx context.Context, keys []string)
+	onSys       func(ctx context.Context, ev store.Event)
 	onReset     func(ctx context.Context) // after the hub lost track of changes (compaction)
 
 	mu     sync.Mutex
@@ -227,8 +227,8 @@ func (h *hub) apply(ctx context.Context, ev store.Event) {
 		}
 	}
 	h.mu.Unlock()
-	if len(ev.SysKeys) > 0 && h.onSys != nil {
-		h.onSys(ctx, ev.SysKeys)
+	if len(ev.Sys) > 0 && h.onSys != nil {
+		h.onSys(ctx, ev)
 	}
 }
 

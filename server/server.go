@@ -69,6 +69,7 @@ type Server struct {
 	fresh       freshTokens // the store's tokens, read when the cache misses
 	maintenance atomic.Bool
 	storeID     atomic.Value // the store id last seen, to notice when it changes
+	sys         sysState     // orders watch events and reloads of tokens and settings
 	reports     *reporter
 	self        Replica                   // this replica, as announced under sys/replicas/
 	replicas    atomic.Pointer[[]Replica] // the replicas seen at the last beat

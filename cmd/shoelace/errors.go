@@ -21,6 +21,7 @@ const (
 	exitConflict    = 4 // a --cas guard did not hold
 	exitAuth        = 5 // no token, unknown token, or the token may not do this
 	exitUnavailable = 6 // server unreachable, unavailable, in maintenance or rate limiting
+	exitUnknown     = 7 // a write etcd may have applied: outcome unknown, check before retrying
 	exitInterrupted = 130
 )
 
@@ -31,7 +32,10 @@ const exitCodesHelp = `EXIT CODES:
    3  not found: the key, appliance or token does not exist (404)
    4  conflict: a --cas guard did not hold (409)
    5  unauthorized or forbidden: missing or unknown token, or not allowed (401, 403)
-   6  unavailable: server unreachable, maintenance mode, etcd away, rate limited (503, 429)`
+   6  unavailable: server unreachable, maintenance mode, etcd away, rate limited (503, 429);
+      a write was not applied: retry it
+   7  outcome unknown: etcd may have applied the write but did not confirm it (503
+      outcome_unknown): read the key (or the appliance) to check, then retry if needed`
 
 // usageError is a mistake in the command line: exit code 2.
 type usageError struct{ msg string }
@@ -69,6 +73,9 @@ func exitCode(err error) int {
 	}
 	var ae *api.Error
 	if errors.As(err, &ae) {
+		if ae.Code == api.CodeOutcomeUnknown {
+			return exitUnknown
+		}
 		switch ae.HTTPStatus() {
 		case http.StatusNotFound:
 			return exitNotFound

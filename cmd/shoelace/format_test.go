@@ -212,12 +212,14 @@ func TestExitCode(t *testing.T) {
 		{&api.Error{Code: api.CodeForbidden, Status: 403}, exitAuth},
 		{&api.Error{Code: api.CodeMaintenance, Status: 503}, exitUnavailable},
 		{&api.Error{Code: api.CodeRateLimited, Status: 429}, exitUnavailable},
+		{&api.Error{Code: api.CodeUnavailable, Status: 503}, exitUnavailable},
+		{fmt.Errorf("put: %w", &api.Error{Code: api.CodeOutcomeUnknown, Status: 503}), exitUnknown},
 		{&api.Error{Code: api.CodeInvalidKey, Status: 400}, exitError},
 		{&api.Error{Code: api.CodeInvalidKey}, exitError},
 		{&api.Error{Code: api.CodeValueTooLarge, Status: 413}, exitError},
 		{&client.TransportError{Op: "GET /health", Err: errors.New("refused")}, exitUnavailable},
 		{context.Canceled, exitInterrupted},
-		{&exitCodeError{code: 7, err: errors.New("x")}, 7},
+		{&exitCodeError{code: 9, err: errors.New("x")}, 9},
 	}
 	for _, tt := range tests {
 		if got := exitCode(tt.err); got != tt.want {

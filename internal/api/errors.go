@@ -25,7 +25,8 @@ const (
 	CodeRateLimited     = "rate_limited"
 	CodeTooManyWaiters  = "too_many_waiters"
 	CodeMaintenance     = "maintenance"
-	CodeUnavailable     = "unavailable"
+	CodeUnavailable     = "unavailable"     // not carried out (a write was not applied): retry
+	CodeOutcomeUnknown  = "outcome_unknown" // a write etcd may have applied, unconfirmed: check, then retry
 	CodeShuttingDown    = "shutting_down"
 	CodeInternal        = "internal"
 	CodeUnsupportedType = "unsupported_media_type"
@@ -50,6 +51,7 @@ var codeStatus = map[string]int{
 	CodeTooManyWaiters:  http.StatusServiceUnavailable,
 	CodeMaintenance:     http.StatusServiceUnavailable,
 	CodeUnavailable:     http.StatusServiceUnavailable,
+	CodeOutcomeUnknown:  http.StatusServiceUnavailable,
 	CodeShuttingDown:    http.StatusServiceUnavailable,
 	CodeInternal:        http.StatusInternalServerError,
 	CodeUnsupportedType: http.StatusUnsupportedMediaType,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -69,17 +70,27 @@ func (s *Store) WatchChanges(ctx context.Context, from int64) (<-chan ChangeEven
 	if from > 0 {
 		opts = append(opts, clientv3.WithRev(from))
 	}
-	wch := s.cli.Watch(wctx, s.root, opts...)
+	// A watcher of its own gives the watch a gRPC stream of its own, opened on the member the
+	// balancer picks now: a watch started again after a stall does not join the stalled stream.
+	wt := clientv3.NewWatcher(s.cli)
 	go func() {
 		defer close(out)
+		defer wt.Close()
 		defer cancel()
-		w.set(s.pumpChanges(ctx, wch, out))
+		// Watch blocks until its stream is open, which takes forever while no member is
+		// reachable: it is waited for like any other silence.
+		opened := make(chan clientv3.WatchChan, 1)
+		go func() { opened <- wt.Watch(wctx, s.root, opts...) }()
+		w.set(s.pumpChanges(ctx, wctx, wt, opened, out))
 	}()
 	return out, w.get
 }
 
-// pumpChanges turns watch responses into ChangeEvents until ctx ends or the watch breaks.
-func (s *Store) pumpChanges(ctx context.Context, wch clientv3.WatchChan, out chan<- ChangeEvent) error {
+// pumpChanges turns watch responses into ChangeEvents until ctx ends or the watch breaks. A
+// watch that hears nothing for WatchProgressInterval asks etcd for a progress notification;
+// one that still hears nothing for as long again ends with ErrWatchSilent (its member may be
+// frozen, or its connection dead without a close).
+func (s *Store) pumpChanges(ctx, wctx context.Context, wt clientv3.Watcher, opened <-chan clientv3.WatchChan, out chan<- ChangeEvent) error {
 	send := func(ev ChangeEvent) bool {
 		select {
 		case out <- ev:
@@ -88,13 +99,30 @@ func (s *Store) pumpChanges(ctx context.Context, wch clientv3.WatchChan, out cha
 			return false
 		}
 	}
+	every := s.cfg.WatchProgressInterval
+	quiet := time.NewTimer(every)
+	defer quiet.Stop()
+	asked := false
+	var wch clientv3.WatchChan // nil until the watch is open
 	for {
 		var resp clientv3.WatchResponse
 		var ok bool
 		select {
+		case wch = <-opened:
+			continue
 		case resp, ok = <-wch:
 		case <-ctx.Done():
 			return nil
+		case <-quiet.C:
+			if asked {
+				return fmt.Errorf("%w (%s)", ErrWatchSilent, 2*every)
+			}
+			rctx, cancel := context.WithTimeout(wctx, every)
+			_ = wt.RequestProgress(rctx) // a failure shows as silence
+			cancel()
+			asked = true
+			quiet.Reset(every)
+			continue
 		}
 		if !ok {
 			if ctx.Err() != nil {
@@ -114,45 +142,56 @@ func (s *Store) pumpChanges(ctx context.Context, wch clientv3.WatchChan, out cha
 			}
 			return s.etcdErr(ctx, "watch", err)
 		}
-		if resp.IsProgressNotify() {
-			if !send(ChangeEvent{Event: Event{Revision: resp.Header.Revision, Progress: true}}) {
-				return nil
-			}
-			continue
-		}
-		var cur *ChangeEvent
-		for _, e := range resp.Events {
-			rev := e.Kv.ModRevision
-			if cur != nil && cur.Revision != rev {
-				if !send(*cur) {
-					return nil
-				}
-				cur = nil
-			}
-			k := string(e.Kv.Key)
-			user, isUser := strings.CutPrefix(k, s.kvRoot)
-			sys, isSys := strings.CutPrefix(k, s.sysRoot)
-			if !isUser && !isSys {
-				continue
-			}
-			if cur == nil {
-				cur = &ChangeEvent{Event: Event{Revision: rev}}
-			}
-			if !isUser {
-				cur.SysKeys = append(cur.SysKeys, sys)
-				continue
-			}
-			cur.Keys = append(cur.Keys, user)
-			if isViewKey(user) {
-				c := Change{Key: user, Deleted: e.Type == clientv3.EventTypeDelete}
-				if !c.Deleted {
-					c.Value = string(e.Kv.Value)
-				}
-				cur.Changes = append(cur.Changes, c)
-			}
-		}
-		if cur != nil && !send(*cur) {
+		if !s.sendChanges(resp, send) {
 			return nil
 		}
+		// Counted from here: time spent waiting for the reader is not etcd's silence.
+		asked = false
+		quiet.Reset(every)
 	}
+}
+
+// sendChanges sends resp as ChangeEvents, one per revision; false when ctx ended.
+func (s *Store) sendChanges(resp clientv3.WatchResponse, send func(ChangeEvent) bool) bool {
+	if resp.IsProgressNotify() {
+		return send(ChangeEvent{Event: Event{Revision: resp.Header.Revision, Progress: true}})
+	}
+	var cur *ChangeEvent
+	for _, e := range resp.Events {
+		rev := e.Kv.ModRevision
+		if cur != nil && cur.Revision != rev {
+			if !send(*cur) {
+				return false
+			}
+			cur = nil
+		}
+		k := string(e.Kv.Key)
+		user, isUser := strings.CutPrefix(k, s.kvRoot)
+		sys, isSys := strings.CutPrefix(k, s.sysRoot)
+		if !isUser && !isSys {
+			continue
+		}
+		if cur == nil {
+			cur = &ChangeEvent{Event: Event{Revision: rev}}
+		}
+		deleted := e.Type == clientv3.EventTypeDelete
+		if !isUser {
+			cur.SysKeys = append(cur.SysKeys, sys)
+			c := SysChange{Key: sys, Deleted: deleted}
+			if !deleted {
+				c.Value = e.Kv.Value
+			}
+			cur.Sys = append(cur.Sys, c)
+			continue
+		}
+		cur.Keys = append(cur.Keys, user)
+		if isViewKey(user) {
+			c := Change{Key: user, Deleted: deleted}
+			if !deleted {
+				c.Value = string(e.Kv.Value)
+			}
+			cur.Changes = append(cur.Changes, c)
+		}
+	}
+	return cur == nil || send(*cur)
 }

@@ -110,28 +110,24 @@ func (s *Store) Put(ctx context.Context, key, value string, cas int64) (int64, e
 }
 
 func (s *Store) put(ctx context.Context, root, key, value string, cas int64) (int64, error) {
-	ctx, cancel := s.opCtx(ctx)
-	defer cancel()
 	k := root + key
-	if cas < 0 {
-		resp, err := s.cli.Put(ctx, k, value)
-		if err != nil {
-			return 0, s.etcdErr(ctx, "put "+key, err)
-		}
-		return resp.Header.Revision, nil
+	var cmps []clientv3.Cmp
+	var els []clientv3.Op
+	if cas >= 0 {
+		cmps = []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(k), "=", cas)}
+		els = []clientv3.Op{clientv3.OpGet(k, clientv3.WithKeysOnly())}
 	}
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(k), "=", cas)).
-		Then(clientv3.OpPut(k, value)).
-		Else(clientv3.OpGet(k, clientv3.WithKeysOnly())).
-		Commit()
+	w, err := s.commit(ctx, "put "+key, plainTxn(cmps, []clientv3.Op{clientv3.OpPut(k, value)}, els))
 	if err != nil {
-		return 0, s.etcdErr(ctx, "put "+key, err)
+		return 0, err
 	}
-	if !resp.Succeeded {
-		return resp.Header.Revision, conflict(key, cas, modRevision(resp.Responses[0]))
+	if !w.succeeded {
+		if cas < 0 {
+			return w.rev, fmt.Errorf("put %s: etcd did not apply an unconditional put", key)
+		}
+		return w.rev, conflict(key, cas, modRevision(w.resp.Responses[0]))
 	}
-	return resp.Header.Revision, nil
+	return w.rev, nil
 }
 
 func modRevision(r *pb.ResponseOp) int64 {
@@ -163,27 +159,63 @@ func (s *Store) Delete(ctx context.Context, key string, recurse bool) (rev, dele
 	if err := api.ValidateKey(key); err != nil {
 		return 0, 0, err
 	}
-	ctx, cancel := s.opCtx(ctx)
-	defer cancel()
 	k := s.kvRoot + key
-	ops := []clientv3.Op{clientv3.OpDelete(k)}
+	exists := clientv3.Compare(clientv3.Version(k), ">", 0)
+	parts := plainTxn([]clientv3.Cmp{exists}, []clientv3.Op{clientv3.OpDelete(k)}, nil)
 	if recurse {
-		ops = append(ops, clientv3.OpDelete(k+"/", clientv3.WithPrefix()))
+		// Guarded by "something to delete", so that a delete of nothing makes no revision: the
+		// key itself (and its subtree), or else, in a nested transaction, its subtree alone.
+		sub := clientv3.OpDelete(k+"/", clientv3.WithPrefix())
+		subExists := clientv3.Compare(clientv3.Version(k+"/"), ">", 0).WithPrefix()
+		parts = func(m marker) ([]clientv3.Cmp, []clientv3.Op, []clientv3.Op) {
+			nested := clientv3.OpTxn(append([]clientv3.Cmp{subExists}, m.cmps...), append([]clientv3.Op{sub}, m.ops...), nil)
+			return append([]clientv3.Cmp{exists}, m.cmps...), append([]clientv3.Op{clientv3.OpDelete(k), sub}, m.ops...), []clientv3.Op{nested}
+		}
 	}
-	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	w, err := s.commit(ctx, "delete "+key, parts)
 	if err != nil {
-		return 0, 0, s.etcdErr(ctx, "delete "+key, err)
+		return 0, 0, err
 	}
-	for _, r := range resp.Responses {
-		deleted += r.GetResponseDeleteRange().Deleted
+	switch {
+	case w.resp == nil: // applied, as fence learnt: count what was there just before
+		deleted = 1
+		if recurse {
+			deleted = s.countBefore(ctx, k, w.rev)
+		}
+	case w.succeeded:
+		for _, r := range w.resp.Responses {
+			deleted += r.GetResponseDeleteRange().GetDeleted()
+		}
+	case recurse:
+		if nested := w.resp.Responses[0].GetResponseTxn(); nested.GetSucceeded() {
+			for _, r := range nested.Responses {
+				deleted += r.GetResponseDeleteRange().GetDeleted()
+			}
+		}
 	}
 	if deleted == 0 {
 		if recurse {
-			return resp.Header.Revision, 0, api.Errorf(api.CodeNotFound, "no key %q or under %q found", key, key+"/")
+			return w.rev, 0, api.Errorf(api.CodeNotFound, "no key %q or under %q found", key, key+"/")
 		}
-		return resp.Header.Revision, 0, api.Errorf(api.CodeNotFound, "key %q not found", key)
+		return w.rev, 0, api.Errorf(api.CodeNotFound, "key %q not found", key)
 	}
-	return resp.Header.Revision, deleted, nil
+	return w.rev, deleted, nil
+}
+
+// countBefore counts key abs and its subtree as they were just before revision rev; when that
+// cannot be read, 1 (the delete that asks was guarded on there being at least one).
+func (s *Store) countBefore(ctx context.Context, abs string, rev int64) int64 {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	var n int64
+	for _, op := range subtreeGets(abs, clientv3.WithCountOnly(), clientv3.WithRev(rev-1)) {
+		resp, err := s.cli.Do(ctx, op)
+		if err != nil {
+			return 1
+		}
+		n += resp.Get().Count
+	}
+	return max(n, 1)
 }
 
 // Txn applies t's ops all or nothing, in one etcd transaction. A failed guard is an
@@ -225,21 +257,19 @@ func (s *Store) Txn(ctx context.Context, t api.Txn) (int64, error) {
 			}
 		}
 	}
-	ctx, cancel := s.opCtx(ctx)
-	defer cancel()
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(reads...).Commit()
+	w, err := s.commit(ctx, "transaction", plainTxn(cmps, ops, reads))
 	if err != nil {
-		return 0, s.etcdErr(ctx, "transaction", err)
+		return 0, err
 	}
-	if !resp.Succeeded {
+	if !w.succeeded {
 		for i, g := range t.Guards {
-			if got := modRevision(resp.Responses[i]); got != g.ModRevision {
-				return resp.Header.Revision, conflict(g.Key, g.ModRevision, got)
+			if got := modRevision(w.resp.Responses[i]); got != g.ModRevision {
+				return w.rev, conflict(g.Key, g.ModRevision, got)
 			}
 		}
-		return resp.Header.Revision, api.Errorf(api.CodeConflict, "conflict: a guard of the transaction failed")
+		return w.rev, api.Errorf(api.CodeConflict, "conflict: a guard of the transaction failed")
 	}
-	return resp.Header.Revision, nil
+	return w.rev, nil
 }
 
 // checkTxn re-checks what etcd would refuse with a vague message: unknown op kinds, bad keys,
@@ -402,6 +432,7 @@ func (s *Store) Apply(ctx context.Context, name string, keys map[string]string, 
 
 // applyOnce makes one attempt of Apply; done is false when a concurrent write got in between.
 func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]string, cas int64) (rev int64, done bool, err error) {
+	wctx := ctx // the write is bounded by commit
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	abs := s.kvRoot + api.ApplianceRoot(name) + "/"
@@ -468,11 +499,11 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(string(kv.Key)), "=", kv.CreateRevision))
 		}
 	}
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	w, err := s.commit(wctx, "apply "+name, plainTxn(cmps, ops, nil))
 	if err != nil {
-		return 0, false, s.etcdErr(ctx, "apply "+name, err)
+		return 0, false, err
 	}
-	return resp.Header.Revision, resp.Succeeded, nil
+	return w.rev, w.succeeded, nil
 }
 
 func applyConflict(name string, cas int64, key string, got int64) error {

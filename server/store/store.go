@@ -1,15 +1,18 @@
 // Package store is Shoelace's etcd-backed store: an embedded single-node etcd or a client of an
 // external cluster. It is the only package that imports go.etcd.io/etcd. User keys live under
 // <root>kv/, the server's own records under <root>sys/; keys passed in and out are relative to those.
+// <root>req/ holds short-lived write markers (see commit), which nothing else reads.
 //
 // Choices callers should know:
 //   - The embedded etcd keeps its files in EtcdDir(DataDir) and serves on 127.0.0.1 ports the
 //     kernel picks; nothing outside the process needs them (Endpoints tells them). It compacts
 //     periodically, keeping an hour of history, and accepts requests of
 //     max(10 MiB, 2*MaxValueBytes+1 MiB) and 2*MaxTxnOps+1 etcd ops per transaction.
-//   - Every unary call is bounded by Config.RequestTimeout. Errors are *api.Error where one fits
-//     (not_found, conflict, too_large, unavailable, invalid_*); a canceled ctx is returned
-//     wrapped as is.
+//   - Every unary call is bounded by Config.RequestTimeout, and each try of it on one member by
+//     Config.AttemptTimeout (doubling at each try). Errors are *api.Error where one fits
+//     (not_found, conflict, too_large, unavailable, outcome_unknown, invalid_*); a canceled ctx
+//     is returned wrapped as is. unavailable from a write means it was not applied;
+//     outcome_unknown that etcd may have applied it and the store could not learn whether.
 //   - Against an external cluster Open succeeds while the cluster is down, and the store id is
 //     loaded in the background (ID is "" until then).
 //   - Prefixes are whole segments everywhere ("a/b" covers "a/b" and "a/b/...", never "a/b-c").
@@ -50,6 +53,20 @@ const (
 	DefaultDialTimeout = 5 * time.Second
 	// DefaultRequestTimeout bounds each unary etcd call.
 	DefaultRequestTimeout = 10 * time.Second
+	// DefaultAttemptTimeout bounds the first try of a call on one etcd member.
+	DefaultAttemptTimeout = 3 * time.Second
+	// DefaultWatchProgressInterval is how long a watch may hear nothing from etcd before the
+	// store asks for a progress notification; twice as long and the watch ends (see Watch).
+	DefaultWatchProgressInterval = 2 * time.Second
+)
+
+// The etcd client's gRPC keepalive: a connection on which nothing was read for keepAliveTime
+// while a call or a watch is open is pinged, and closed when the ping gets no answer in
+// keepAliveTimeout, so that a frozen member's connection fails over. gRPC refuses pings more
+// often than every 10 s, and etcd answers too frequent ones with GOAWAY (its own minimum is 5 s).
+const (
+	keepAliveTime    = 10 * time.Second
+	keepAliveTimeout = 5 * time.Second
 )
 
 // storeIDKey is the system key holding the store id.
@@ -77,6 +94,15 @@ type Config struct {
 	// RequestTimeout bounds each unary etcd call whose ctx allows longer (default 10 s), so that
 	// a request never hangs on an unreachable cluster.
 	RequestTimeout time.Duration
+	// AttemptTimeout bounds the first try of a call (default 3 s); each later try may take twice
+	// as long as the one before, within RequestTimeout. A read that gets no answer in time is
+	// tried again, on the next member when the cluster has several; a write is settled first (see
+	// commit), then tried again. A frozen member costs one try, not the whole freeze.
+	AttemptTimeout time.Duration
+	// WatchProgressInterval: a watch that hears nothing from etcd for this long asks for a
+	// progress notification, and one that hears nothing for twice as long ends with an error
+	// so that its caller watches again (default DefaultWatchProgressInterval).
+	WatchProgressInterval time.Duration
 	// ProgressNotifyInterval is the embedded etcd's watch progress interval
 	// (default DefaultProgressNotifyInterval).
 	ProgressNotifyInterval time.Duration
@@ -91,12 +117,25 @@ type Event struct {
 	Keys []string
 	// SysKeys are the system keys (relative to <root>sys/) put or deleted at Revision.
 	SysKeys []string
+	// Sys are the same system keys' changes, with their values, in the order etcd applied them.
+	Sys []SysChange
 	// Progress marks a progress notification: nothing changed up to Revision.
 	Progress bool
 }
 
+// SysChange is a system key put or deleted, with its new value.
+type SysChange struct {
+	Key     string // relative to <root>sys/
+	Value   []byte // nil when Deleted
+	Deleted bool
+}
+
 // ErrCompacted is returned by Watch when the start revision was compacted.
 var ErrCompacted = errors.New("revision compacted")
+
+// ErrWatchSilent is returned by Watch when it heard nothing from etcd for twice
+// WatchProgressInterval, not even the progress notification it asked for.
+var ErrWatchSilent = errors.New("watch: etcd sent nothing, not even the progress notification asked for; watching again")
 
 // Store is a handle on the store. It is safe for concurrent use.
 type Store struct {
@@ -107,12 +146,15 @@ type Store struct {
 	root    string // <root>
 	kvRoot  string // <root>kv/
 	sysRoot string // <root>sys/
+	reqRoot string // <root>req/: write markers (see commit)
 	// etcdMaxRequestBytes and etcdMaxTxnOps are the embedded etcd's limits; 0 when external.
 	etcdMaxRequestBytes int
 	etcdMaxTxnOps       int
 
 	mu sync.Mutex
 	id string
+
+	lease markerLease // the lease of write markers
 
 	observer atomic.Pointer[Observer] // told of every unary etcd request (metrics)
 
@@ -153,6 +195,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = DefaultRequestTimeout
 	}
+	if cfg.AttemptTimeout <= 0 {
+		cfg.AttemptTimeout = min(DefaultAttemptTimeout, cfg.RequestTimeout)
+	}
+	if cfg.WatchProgressInterval <= 0 {
+		cfg.WatchProgressInterval = DefaultWatchProgressInterval
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -162,6 +210,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		root:    cfg.Root,
 		kvRoot:  cfg.Root + "kv/",
 		sysRoot: cfg.Root + "sys/",
+		reqRoot: cfg.Root + "req/",
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
@@ -205,12 +254,17 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		MaxCallSendMsgSize: maxSend(s.etcdMaxRequestBytes),
 		Logger:             zl,
 		Context:            s.ctx,
+		// Only while a call or a watch is open: etcd refuses pings on an idle connection.
+		DialKeepAliveTime:    keepAliveTime,
+		DialKeepAliveTimeout: keepAliveTimeout,
 		// gRPC's reconnect backoff grows to 2 minutes by default: cap it so that the server
 		// is back within seconds of etcd.
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 			MinConnectTimeout: cfg.DialTimeout,
-		}), grpc.WithChainUnaryInterceptor(s.observeUnary)},
+		}),
+			grpc.WithChainUnaryInterceptor(s.retryReads, s.observeUnary),
+			grpc.WithStatsHandler(sentTracker{})},
 	})
 	if err != nil {
 		s.cancel()
@@ -344,6 +398,16 @@ func (s *Store) EnsureID(ctx context.Context) (string, error) {
 // that saw sys/store-id change.
 func (s *Store) ReloadID(ctx context.Context) (string, error) { return s.loadID(ctx) }
 
+// SawID makes id the store's id, as a watch event of sys/store-id said it now is.
+func (s *Store) SawID(id string) {
+	if id == "" {
+		return
+	}
+	s.mu.Lock()
+	s.id = id
+	s.mu.Unlock()
+}
+
 // ResetID gives the store a new random id unconditionally, as after restoring a snapshot, so
 // that agents notice the store was replaced.
 func (s *Store) ResetID(ctx context.Context) (string, error) {
@@ -439,8 +503,9 @@ func (s *Store) opCtx(ctx context.Context) (context.Context, context.CancelFunc)
 }
 
 // etcdErr maps an etcd error to an API error where one fits: limits to api.CodeTooLarge,
-// an unreachable or leaderless cluster and timeouts to api.CodeUnavailable. Anything else is
-// wrapped with op.
+// an unreachable or leaderless cluster and timeouts to api.CodeUnavailable, which says "retry".
+// Anything else is wrapped with op. It is for reads, and for writes that etcd did not apply or
+// that may safely be repeated; commit says when the outcome of a write is unknown.
 func (s *Store) etcdErr(ctx context.Context, op string, err error) error {
 	if err == nil {
 		return nil
@@ -460,10 +525,7 @@ func (s *Store) etcdErr(ctx context.Context, op string, err error) error {
 	case errors.Is(err, context.Canceled):
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	if msg, uncertain, ok := transient(err); ok {
-		if uncertain {
-			return api.Errorf(api.CodeUnavailable, "%s: etcd did not confirm in time (%s); the outcome is unknown: check, then retry", op, msg)
-		}
+	if msg, ok := transient(err); ok {
 		return api.Errorf(api.CodeUnavailable, "%s: etcd unavailable (%s); retry", op, msg)
 	}
 	var ee rpctypes.EtcdError
@@ -477,38 +539,33 @@ func (s *Store) etcdErr(ctx context.Context, op string, err error) error {
 }
 
 // transient reports whether err is one of the errors an etcd cluster gives while it has no leader,
-// elects one, or a member stops — a 503 the client may retry, never a 500. uncertain marks the
-// timeouts after which a write may still have been applied.
-func transient(err error) (msg string, uncertain, ok bool) {
+// elects one, or a member stops or cannot be reached — a 503 the client may retry, never a 500.
+func transient(err error) (msg string, ok bool) {
 	for _, e := range []error{rpctypes.ErrTimeout, rpctypes.ErrTimeoutDueToLeaderFail,
-		rpctypes.ErrTimeoutDueToConnectionLost, rpctypes.ErrTimeoutWaitAppliedIndex} {
-		if errors.Is(err, e) {
-			return e.Error(), true, true
-		}
-	}
-	for _, e := range []error{rpctypes.ErrNoLeader, rpctypes.ErrNotLeader, rpctypes.ErrLeaderChanged,
+		rpctypes.ErrTimeoutDueToConnectionLost, rpctypes.ErrTimeoutWaitAppliedIndex,
+		rpctypes.ErrNoLeader, rpctypes.ErrNotLeader, rpctypes.ErrLeaderChanged,
 		rpctypes.ErrStopped, rpctypes.ErrNotCapable, rpctypes.ErrUnhealthy, rpctypes.ErrTooManyRequests} {
 		if errors.Is(err, e) {
-			return e.Error(), false, true
+			return e.Error(), true
 		}
 	}
 	var ee rpctypes.EtcdError
 	if errors.As(err, &ee) && ee.Code() == codes.Unavailable {
-		return ee.Error(), false, true
+		return ee.Error(), true
 	}
 	st, isStatus := status.FromError(err)
 	if !isStatus {
-		return "", false, false
+		return "", false
 	}
 	switch {
 	case st.Code() == codes.Unavailable:
-		return st.Message(), false, true
+		return st.Message(), true
 	case st.Code() == codes.Unknown && (strings.Contains(st.Message(), "raft: stopped") ||
-		strings.Contains(st.Message(), "server stopped")):
-		// A member stopping mid-request answers with raft's or etcd's own error, untyped.
-		return st.Message(), false, true
+		strings.Contains(st.Message(), "server stopped") || strings.Contains(st.Message(), "proposal dropped")):
+		// A member stopping, or one without a leader, answers with raft's or etcd's own error, untyped.
+		return st.Message(), true
 	}
-	return "", false, false
+	return "", false
 }
 
 func (s *Store) requestLimit() string {

@@ -31,22 +31,25 @@ func (s *Store) SysGet(ctx context.Context, key string) ([]byte, int64, error) {
 	return resp.Kvs[0].Value, resp.Kvs[0].ModRevision, nil
 }
 
-// SysList reads every system key under prefix (relative key → value) at one revision.
+// SysList reads every system key under each of prefixes (relative key → value) at one
+// revision.
 //
 // A prefix ending in '/' (or "") is a plain string prefix; any other prefix is by whole
 // segments, as in List: "tokens" covers "tokens" and "tokens/...", never "tokens-old".
-func (s *Store) SysList(ctx context.Context, prefix string) (map[string][]byte, int64, error) {
+func (s *Store) SysList(ctx context.Context, prefixes ...string) (map[string][]byte, int64, error) {
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	var ops []clientv3.Op
-	if prefix == "" || strings.HasSuffix(prefix, "/") {
-		ops = []clientv3.Op{clientv3.OpGet(s.sysRoot+prefix, clientv3.WithPrefix())}
-	} else {
-		ops = subtreeGets(s.sysRoot + prefix)
+	for _, prefix := range prefixes {
+		if prefix == "" || strings.HasSuffix(prefix, "/") {
+			ops = append(ops, clientv3.OpGet(s.sysRoot+prefix, clientv3.WithPrefix()))
+		} else {
+			ops = append(ops, subtreeGets(s.sysRoot+prefix)...)
+		}
 	}
 	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
-		return nil, 0, s.etcdErr(ctx, "list system keys "+prefix, err)
+		return nil, 0, s.etcdErr(ctx, "list system keys "+strings.Join(prefixes, ", "), err)
 	}
 	out := map[string][]byte{}
 	for _, r := range resp.Responses {
@@ -67,50 +70,40 @@ func (s *Store) SysPut(ctx context.Context, key string, value []byte, cas int64)
 
 // SysDelete deletes a system key; api.ErrNotFound when absent.
 func (s *Store) SysDelete(ctx context.Context, key string) (int64, error) {
-	if err := sysKey(key); err != nil {
-		return 0, err
-	}
-	ctx, cancel := s.opCtx(ctx)
-	defer cancel()
-	resp, err := s.cli.Delete(ctx, s.sysRoot+key)
-	if err != nil {
-		return 0, s.etcdErr(ctx, "delete system key "+key, err)
-	}
-	if resp.Deleted == 0 {
-		return resp.Header.Revision, api.Errorf(api.CodeNotFound, "system key %q not found", key)
-	}
-	return resp.Header.Revision, nil
+	return s.SysDeleteIfPresent(ctx, key, nil)
 }
 
 // SysDeleteIfPresent deletes a system key, but only while every one of present (system keys)
 // still exists; api.ErrConflict when one is gone, api.ErrNotFound when key is absent.
 func (s *Store) SysDeleteIfPresent(ctx context.Context, key string, present []string) (int64, error) {
-	if len(present) == 0 {
-		return s.SysDelete(ctx, key)
-	}
 	if err := sysKey(key); err != nil {
 		return 0, err
 	}
-	cmps := make([]clientv3.Cmp, 0, len(present))
-	for _, k := range present {
-		if err := sysKey(k); err != nil {
+	k := s.sysRoot + key
+	// Guarded on the key existing too, so that a delete of nothing makes no revision; on
+	// failure, Else counts the key and each of present to tell which guard failed.
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.Version(k), ">", 0)}
+	els := []clientv3.Op{clientv3.OpGet(k, clientv3.WithCountOnly())}
+	for _, p := range present {
+		if err := sysKey(p); err != nil {
 			return 0, err
 		}
-		cmps = append(cmps, clientv3.Compare(clientv3.Version(s.sysRoot+k), ">", 0))
+		cmps = append(cmps, clientv3.Compare(clientv3.Version(s.sysRoot+p), ">", 0))
+		els = append(els, clientv3.OpGet(s.sysRoot+p, clientv3.WithCountOnly()))
 	}
-	ctx, cancel := s.opCtx(ctx)
-	defer cancel()
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(clientv3.OpDelete(s.sysRoot + key)).Commit()
+	w, err := s.commit(ctx, "delete system key "+key, plainTxn(cmps, []clientv3.Op{clientv3.OpDelete(k)}, els))
 	if err != nil {
-		return 0, s.etcdErr(ctx, "delete system key "+key, err)
+		return 0, err
 	}
-	if !resp.Succeeded {
-		return resp.Header.Revision, api.Errorf(api.CodeConflict, "system key %q not deleted: a key it depends on is gone", key)
+	if !w.succeeded {
+		for _, r := range w.resp.Responses[1:] {
+			if r.GetResponseRange().GetCount() == 0 {
+				return w.rev, api.Errorf(api.CodeConflict, "system key %q not deleted: a key it depends on is gone", key)
+			}
+		}
+		return w.rev, api.Errorf(api.CodeNotFound, "system key %q not found", key)
 	}
-	if resp.Responses[0].GetResponseDeleteRange().Deleted == 0 {
-		return resp.Header.Revision, api.Errorf(api.CodeNotFound, "system key %q not found", key)
-	}
-	return resp.Header.Revision, nil
+	return w.rev, nil
 }
 
 func sysKey(key string) error {
@@ -133,11 +126,9 @@ func (s *Store) SysPutAll(ctx context.Context, kvs map[string][]byte) (int64, er
 		}
 		ops = append(ops, clientv3.OpPut(s.sysRoot+k, string(v)))
 	}
-	ctx, cancel := s.opCtx(ctx)
-	defer cancel()
-	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	w, err := s.commit(ctx, "write system keys", plainTxn(nil, ops, nil))
 	if err != nil {
-		return 0, s.etcdErr(ctx, "write system keys", err)
+		return 0, err
 	}
-	return resp.Header.Revision, nil
+	return w.rev, nil
 }

@@ -63,12 +63,17 @@ func TestStore_Watch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	r5, err := s.SysDelete(ctx, "tokens/t")
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	want := []store.Event{
 		{Revision: r1, Keys: []string{"shared/a"}},
 		{Revision: r2, Keys: []string{"appliances/web/x", "appliances/web/y", "shared/a"}},
-		{Revision: r3, SysKeys: []string{"tokens/t"}},
+		{Revision: r3, SysKeys: []string{"tokens/t"}, Sys: []store.SysChange{{Key: "tokens/t", Value: []byte("secret hash")}}},
 		{Revision: r4, Keys: []string{"appliances/web/x"}},
+		{Revision: r5, SysKeys: []string{"tokens/t"}, Sys: []store.SysChange{{Key: "tokens/t", Deleted: true}}},
 	}
 	for i, w := range want {
 		if got := next(t, ch, true); !reflect.DeepEqual(got, w) {
@@ -82,7 +87,7 @@ func TestStore_Watch(t *testing.T) {
 		if !ev.Progress {
 			t.Fatalf("unexpected event %+v", ev)
 		}
-		if ev.Revision >= r4 && len(ev.Keys) == 0 && len(ev.SysKeys) == 0 {
+		if ev.Revision >= r5 && len(ev.Keys) == 0 && len(ev.SysKeys) == 0 {
 			break
 		}
 	}

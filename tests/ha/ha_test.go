@@ -34,6 +34,8 @@ type writer struct {
 	refused  map[int]int    // 5xx status → count
 	bodies   map[int]string // 5xx status → the first answer body
 	problems []string       // anything that is neither a 200 nor a 5xx
+	slowest  time.Duration  // the longest a put took to be answered (docs/RUNBOOK.md quotes it)
+	slowAns  int            // and the status it got
 }
 
 func newWriter() *writer { return &writer{refused: map[int]int{}, bodies: map[int]string{}} }
@@ -53,7 +55,9 @@ func (w *writer) run(ctx context.Context, clients map[string]*apiClient) {
 		w.mu.Unlock()
 		key := fmt.Sprintf("appliances/web/seq/%04d", seq)
 		value := fmt.Sprintf("value-%04d-via-%s", seq, via)
+		start := time.Now()
 		status, body, _, err := clients[via].do(ctx, http.MethodPut, "/v1/kv/"+key, []byte(value))
+		took := time.Since(start)
 		var rev int64
 		if err == nil && status == http.StatusOK {
 			var ans struct {
@@ -65,6 +69,9 @@ func (w *writer) run(ctx context.Context, clients map[string]*apiClient) {
 			rev = ans.Revision
 		}
 		w.mu.Lock()
+		if took > w.slowest && ctx.Err() == nil {
+			w.slowest, w.slowAns = took, status
+		}
 		switch {
 		case ctx.Err() != nil:
 			// the test ended the stream; an answer cut short acknowledges nothing
@@ -542,7 +549,7 @@ templates:
 	for _, pr := range problems {
 		t.Error("during the election:", pr)
 	}
-	t.Logf("phase 1: %d writes acknowledged; refused: %s", len(acked), w.refusals())
+	t.Logf("phase 1: %d writes acknowledged; refused: %s; slowest put: %s, answered %d", len(acked), w.refusals(), w.slowest.Round(time.Millisecond), w.slowAns)
 	last := acked[len(acked)-1].revision
 	for _, a := range acked {
 		last = max(last, a.revision)

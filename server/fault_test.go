@@ -1,0 +1,144 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/testutil"
+	"github.com/shoelace-dev/shoelace/internal/testutil/faultproxy"
+	"github.com/shoelace-dev/shoelace/server/store"
+)
+
+// throughProxy opens a store like cfg whose etcd client goes through p, with short timeouts.
+func throughProxy(t *testing.T, cfg store.Config, p *faultproxy.Proxy) *store.Store {
+	t.Helper()
+	cfg.Endpoints = []string{p.URL()}
+	cfg.RequestTimeout = time.Second
+	cfg.AttemptTimeout = 200 * time.Millisecond
+	cfg.WatchProgressInterval = 200 * time.Millisecond
+	return testutil.OpenStore(t, cfg)
+}
+
+// within polls cond until it holds or d has passed, and says whether it held.
+func within(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
+
+// A revocation and maintenance mode reach a replica whose store fails every request from the
+// moment their watch events arrive: the events themselves carry what the replica needs, so it
+// reads nothing back (a failed re-read used to leave the token valid until a restart).
+func TestSys_EventsApplyWhileReadsFail(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	p := faultproxy.Start(t, cfg.Endpoints[0])
+	b := newFixtureOn(t, throughProxy(t, cfg, p))
+	b.token = a.token
+	agent := a.newToken(api.TokenRequest{Name: "agent", Read: []string{"shared"}})
+	waitFor(t, "replica b knows the token", func() bool { return b.s.auth.lookup(agent) != nil })
+	// b's first replica beat is done (the next is replicaBeat away), so that the fault below
+	// meets nothing but what the events make b do.
+	waitFor(t, "replica b's first beat", func() bool { return b.s.replicas.Load() != nil })
+
+	// From now on the first request b's store sends cuts its connection, and etcd stays away.
+	p.CutBeforeRequest(func(string) bool { return true }, true)
+	a.must(a.do("PUT", "/v1/maintenance", `{"on":true}`), 200, nil)
+	a.must(a.do("DELETE", "/v1/tokens/agent", ""), 200, nil)
+	if !within(5*time.Second, b.s.maintenance.Load) {
+		t.Fatal("replica b did not turn maintenance on within 5s")
+	}
+	if !within(5*time.Second, func() bool { return b.s.auth.lookup(agent) == nil }) {
+		t.Fatal("replica b still accepts the revoked token after 5s")
+	}
+	b.mustErr(b.doToken(agent, "GET", "/v1/kv/shared/x", ""), 401, api.CodeUnauthorized)
+	b.mustErr(b.do("PUT", "/v1/kv/shared/x", "1"), 503, api.CodeMaintenance)
+	p.Up()
+}
+
+// A reload that fails (here the one after a watch reset, which is how a replica learns what a
+// compacted history hid from it) is tried again until it succeeds: maintenance turned on while
+// the replica could not watch reaches it once its store answers again.
+func TestSys_FailedReloadIsTriedAgain(t *testing.T) {
+	var logs syncBuffer
+	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg := testutil.StoreConfig(t)
+	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	p := faultproxy.Start(t, cfg.Endpoints[0])
+	b := newFixtureLog(t, throughProxy(t, cfg, p), log)
+	b.token = a.token
+	ctx := context.Background()
+	// b's first replica beat (a write and a read) is done, and the next is replicaBeat away: no
+	// request of b's own trips the fault below.
+	waitFor(t, "replica b's first beat", func() bool { return b.s.replicas.Load() != nil })
+
+	p.Down() // b's watch breaks
+	a.must(a.do("PUT", "/v1/maintenance", `{"on":true}`), 200, nil)
+	// A later revision to compact up to, so that the maintenance event is gone from history.
+	if _, err := a.st.Put(ctx, "shared/after", "1", -1); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := a.st.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.st.Compact(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	// b watches again from a compacted revision, resets, and reloads (a transaction of reads):
+	// that request cuts its connection and etcd stays away, so the reload fails.
+	p.CutBeforeRequest(faultproxy.Methods("/etcdserverpb.KV/Txn"), true)
+	p.Up()
+	if !within(20*time.Second, func() bool { return strings.Contains(logs.String(), "after a watch reset") }) {
+		t.Fatalf("the reload after the watch reset did not fail; cuts %d; logs:\n%s", p.Cuts(), logs.String())
+	}
+	if b.s.maintenance.Load() {
+		t.Fatal("maintenance is on although the reload failed: the test proves nothing")
+	}
+	p.Up()
+	if !within(10*time.Second, b.s.maintenance.Load) {
+		t.Fatal("replica b did not turn maintenance on within 10s of its store coming back")
+	}
+	b.mustErr(b.do("PUT", "/v1/kv/shared/x", "1"), 503, api.CodeMaintenance)
+}
+
+// A write that etcd applied but whose answer the replica never got (the connection broke after
+// etcd answered) is answered as the success it was, with its revision, and audited; when etcd
+// stays away after the answer was lost, the answer is 503 outcome_unknown, never "not applied".
+func TestKV_WriteAnswerLost(t *testing.T) {
+	var logs syncBuffer
+	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	cfg := testutil.StoreConfig(t)
+	p := faultproxy.Start(t, cfg.Endpoints[0])
+	f := newFixtureLog(t, throughProxy(t, cfg, p), log)
+	_, off := auditLines(t, &logs, 0)
+
+	p.CutAfterReply(faultproxy.Writes, false)
+	r := f.do("PUT", "/v1/kv/shared/k", "v")
+	if p.Cuts() != 1 {
+		t.Fatalf("the proxy cut %d connections, want 1", p.Cuts())
+	}
+	var wr api.WriteResult
+	f.must(r, 200, &wr)
+	kv, _, err := f.st.Get(context.Background(), "shared/k")
+	if err != nil || kv.Value != "v" || kv.ModRevision != wr.Revision {
+		t.Fatalf("stored %+v, %v; want v at revision %d", kv, err, wr.Revision)
+	}
+	lines, _ := auditLines(t, &logs, off)
+	if len(lines) != 1 || lines[0]["op"] != "put" || lines[0]["revision"] != float64(wr.Revision) {
+		t.Fatalf("audit lines %v, want one put at revision %d", lines, wr.Revision)
+	}
+
+	p.CutAfterReply(faultproxy.Writes, true)
+	f.mustErr(f.do("PUT", "/v1/kv/shared/k2", "v"), 503, api.CodeOutcomeUnknown, "outcome is unknown", "check, then retry")
+	p.Up()
+}

@@ -1,0 +1,346 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/status"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// How a write learns its outcome.
+//
+// A write whose connection broke after the request was sent, or whose try timed out, may have
+// been applied, or may even be applied later (by a frozen member that resumes). Each write is
+// therefore one etcd transaction that also creates a marker: a key of its own under <root>req/,
+// created only if it does not exist yet (that is one of the transaction's guards), attached to a
+// lease so that etcd drops it after markerTTL. After such a failure, fence settles the write:
+// it creates the marker itself, with another value, if it is still absent. When the fence
+// creates it, the write was not applied and never will be (its guard now fails); when the
+// marker exists with the write's value, the write was applied, at the marker's mod_revision.
+// A write whose request never left this process (no request message was handed to a
+// connection) was not applied either, whatever the error says. Only when neither can be told
+// is the answer api.CodeOutcomeUnknown.
+const (
+	markerTTL = time.Hour
+	// markerRenew is how long one lease serves new markers; each then lives 30 to 60 minutes.
+	markerRenew = 30 * time.Minute
+	// Marker values: the write's own, and a fence's.
+	markerWritten = "w"
+	markerFenced  = "f"
+)
+
+// markerLease is the lease new write markers are attached to.
+type markerLease struct {
+	mu      sync.Mutex
+	id      clientv3.LeaseID
+	granted time.Time
+}
+
+// markerLease returns the lease for new markers, granting a new one every markerRenew; 0 when
+// none can be had (the write then goes without a marker).
+func (s *Store) markerLease(ctx context.Context) clientv3.LeaseID {
+	l := &s.lease
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.id != 0 && time.Since(l.granted) < markerRenew {
+		return l.id
+	}
+	start := time.Now()
+	gctx, cancel := context.WithTimeout(ctx, s.cfg.AttemptTimeout)
+	resp, err := s.cli.Grant(gctx, int64(markerTTL/time.Second))
+	cancel()
+	if err != nil {
+		if l.id != 0 && time.Since(l.granted) < markerTTL-markerRenew/2 {
+			return l.id // the old one still outlives any write that uses it now
+		}
+		return 0
+	}
+	l.id, l.granted = resp.ID, start
+	return l.id
+}
+
+// dropLease forgets id (etcd said it does not exist: expired, revoked, or a restored store).
+func (s *Store) dropLease(id clientv3.LeaseID) {
+	s.lease.mu.Lock()
+	if s.lease.id == id {
+		s.lease.id = 0
+	}
+	s.lease.mu.Unlock()
+}
+
+// written is the outcome of a write that commit ran.
+type written struct {
+	rev       int64
+	succeeded bool
+	// resp is etcd's answer; nil when fence learnt that the write was applied (the guards held:
+	// succeeded is true, and the responses of the ops are not known).
+	resp *clientv3.TxnResponse
+}
+
+// marker is what a write adds to its transaction (see above): a guard and an op, both empty
+// when the write goes without a marker. A nested transaction that writes adds them too.
+type marker struct {
+	cmps []clientv3.Cmp
+	ops  []clientv3.Op
+}
+
+// txnParts is a write's transaction with its marker added.
+type txnParts func(m marker) (cmps []clientv3.Cmp, then, els []clientv3.Op)
+
+// plainTxn is the write If(cmps).Then(then).Else(els), the marker added to the guards and to
+// the ops of Then.
+func plainTxn(cmps []clientv3.Cmp, then, els []clientv3.Op) txnParts {
+	return func(m marker) ([]clientv3.Cmp, []clientv3.Op, []clientv3.Op) {
+		return append(slices.Clip(cmps), m.cmps...), append(slices.Clip(then), m.ops...), els
+	}
+}
+
+// commit runs one write, whose transaction parts makes, with a marker (see above), trying again
+// while RequestTimeout allows when a try was not applied. Errors are as etcdErr's, except that
+// a write that may have been applied is api.CodeOutcomeUnknown.
+func (s *Store) commit(ctx context.Context, op string, parts txnParts) (written, error) {
+	wctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	leaseMissing := 0
+	for try := 0; ; try++ {
+		lease := s.markerLease(wctx)
+		mk := ""
+		var m marker
+		if lease != 0 {
+			mk = s.reqRoot + newID()
+			m.cmps = []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(mk), "=", 0)}
+			m.ops = []clientv3.Op{clientv3.OpPut(mk, markerWritten, clientv3.WithLease(lease))}
+		}
+		c, t, e := parts(m)
+		actx, acancel := s.attemptCtx(wctx, try)
+		var sent atomic.Bool
+		resp, err := s.cli.Txn(withSent(actx, &sent)).If(c...).Then(t...).Else(e...).Commit()
+		acancel()
+		if err == nil {
+			return written{rev: resp.Header.Revision, succeeded: resp.Succeeded, resp: resp}, nil
+		}
+		if errors.Is(ctx.Err(), context.Canceled) {
+			// The caller went away: nobody reads the answer, whatever it is.
+			return written{}, fmt.Errorf("%s: %w", op, ctx.Err())
+		}
+		if lease != 0 && errors.Is(err, rpctypes.ErrLeaseNotFound) && leaseMissing < 2 {
+			leaseMissing++
+			s.dropLease(lease)
+			continue // refused whole: nothing was applied
+		}
+		if !sent.Load() || refusedUnapplied(err) {
+			if retryable(err) && wctx.Err() == nil {
+				pause(wctx)
+				continue
+			}
+			return written{}, s.notApplied(op, err)
+		}
+		if mk == "" || ctx.Err() != nil {
+			return written{}, outcomeUnknown(op, err)
+		}
+		rev, applied, ferr := s.fence(ctx, mk, lease)
+		switch {
+		case ferr != nil:
+			s.log.Warn("settle a write whose answer was lost", "op", op, "err", err.Error(), "fence_err", ferr.Error())
+			return written{}, outcomeUnknown(op, err)
+		case applied:
+			s.log.Info("a write whose answer was lost was applied", "op", op, "revision", rev, "err", err.Error())
+			return written{rev: rev, succeeded: true}, nil
+		}
+		// Not applied, and now never will be: try again while there is time.
+		if wctx.Err() != nil {
+			return written{}, s.notApplied(op, err)
+		}
+		pause(wctx)
+	}
+}
+
+// attemptCtx bounds try number n (from 0) of a call: AttemptTimeout, doubled at each try.
+func (s *Store) attemptCtx(ctx context.Context, n int) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.cfg.AttemptTimeout<<min(n, 6))
+}
+
+// pause waits a little before another try.
+func pause(ctx context.Context) {
+	t := time.NewTimer(time.Duration(20+rand.IntN(80)) * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// fence settles a write whose marker is mk (see above): applied (at rev) or not, in which case
+// it never will be. It tries until ctx or RequestTimeout ends.
+func (s *Store) fence(ctx context.Context, mk string, lease clientv3.LeaseID) (rev int64, applied bool, err error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	for try := 0; ; try++ {
+		actx, acancel := s.attemptCtx(ctx, try)
+		resp, err := s.cli.Txn(actx).
+			If(clientv3.Compare(clientv3.CreateRevision(mk), "=", 0)).
+			Then(clientv3.OpPut(mk, markerFenced, clientv3.WithLease(lease))).
+			Else(clientv3.OpGet(mk)).
+			Commit()
+		acancel()
+		if err == nil {
+			if resp.Succeeded {
+				return 0, false, nil
+			}
+			kvs := resp.Responses[0].GetResponseRange().GetKvs()
+			if len(kvs) == 1 && string(kvs[0].Value) == markerWritten {
+				return kvs[0].ModRevision, true, nil
+			}
+			return 0, false, nil // an earlier try of this fence created it
+		}
+		if !retryable(err) && !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+			return 0, false, s.etcdErr(ctx, "settle the write", err)
+		}
+		pause(ctx)
+	}
+}
+
+// refusedUnapplied reports whether err is an answer etcd gives only to a request it did not
+// apply and never will: refused before it was proposed, or rejected whole when applied. Lost
+// connections, timeouts, a member stopping or a leader failing are not: the request may have
+// been, or may yet be, applied.
+func refusedUnapplied(err error) bool {
+	for _, e := range []error{rpctypes.ErrNoLeader, rpctypes.ErrNotLeader, rpctypes.ErrTooManyRequests,
+		rpctypes.ErrNotCapable, rpctypes.ErrUnhealthy, rpctypes.ErrRequestTooLarge, rpctypes.ErrTooManyOps,
+		rpctypes.ErrLeaseNotFound, rpctypes.ErrNoSpace} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var code codes.Code
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		code = ee.Code()
+	} else if st, ok := status.FromError(err); ok {
+		code = st.Code()
+		if code == codes.Unknown && strings.Contains(st.Message(), "proposal dropped") {
+			return true // raft refused to propose it (no leader)
+		}
+	} else {
+		return false
+	}
+	switch code {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Unknown, codes.Internal, codes.Aborted, codes.DataLoss:
+		return false
+	}
+	// InvalidArgument, FailedPrecondition, OutOfRange, PermissionDenied, ResourceExhausted, …:
+	// the request was checked and refused.
+	return true
+}
+
+// retryable reports whether a write that was not applied may be tried again at once: the
+// cluster was away, busy or electing, not the request refused.
+func retryable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true // the try's own deadline; the caller's is checked apart
+	}
+	_, ok := transient(err)
+	return ok
+}
+
+// notApplied is the error of a write etcd did not apply.
+func (s *Store) notApplied(op string, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return api.Errorf(api.CodeUnavailable, "%s: etcd did not answer in time (%s); the write was not applied: retry", op, strings.Join(s.cli.Endpoints(), ","))
+	}
+	if msg, ok := transient(err); ok {
+		return api.Errorf(api.CodeUnavailable, "%s: etcd unavailable (%s); the write was not applied: retry", op, msg)
+	}
+	return s.etcdErr(context.Background(), op, err)
+}
+
+// outcomeUnknown is the error of a write that etcd may or may not have applied.
+func outcomeUnknown(op string, err error) error {
+	msg := err.Error()
+	if errors.Is(err, context.DeadlineExceeded) {
+		msg = "no answer in time"
+	} else if m, ok := transient(err); ok {
+		msg = m
+	}
+	return api.Errorf(api.CodeOutcomeUnknown, "%s: etcd did not confirm the write (%s); the outcome is unknown: check, then retry", op, msg)
+}
+
+// sentKey marks a call's ctx with a flag that sentTracker sets once a request message of the
+// call was handed to a connection.
+type sentKey struct{}
+
+func withSent(ctx context.Context, sent *atomic.Bool) context.Context {
+	return context.WithValue(ctx, sentKey{}, sent)
+}
+
+// sentTracker is a gRPC stats handler that tells whether a call's request left: gRPC reports a
+// client's OutPayload only after the message was queued on a connection's stream.
+type sentTracker struct{}
+
+func (sentTracker) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+
+func (sentTracker) HandleRPC(ctx context.Context, st stats.RPCStats) {
+	if p, ok := st.(*stats.OutPayload); ok && p.Client {
+		if sent, ok := ctx.Value(sentKey{}).(*atomic.Bool); ok {
+			sent.Store(true)
+		}
+	}
+}
+
+func (sentTracker) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+
+func (sentTracker) HandleConn(context.Context, stats.ConnStats) {}
+
+// retryReads bounds each try of a read (a Range, or a Txn of Ranges only) by the try's timeout
+// (see attemptCtx) and tries again while the call's ctx allows: the balancer sends the next try
+// to the next member, so a frozen member costs one try. Other calls pass through.
+func (s *Store) retryReads(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	if !isRead(req) {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	for try := 0; ; try++ {
+		actx, cancel := s.attemptCtx(ctx, try)
+		err := invoker(actx, method, req, reply, cc, opts...)
+		timedOut := actx.Err() != nil
+		cancel()
+		if err == nil || ctx.Err() != nil || !timedOut {
+			return err
+		}
+	}
+}
+
+// isRead reports whether req is an etcd request that reads only.
+func isRead(req any) bool {
+	switch r := req.(type) {
+	case *pb.RangeRequest:
+		return true
+	case *pb.TxnRequest:
+		for _, ops := range [][]*pb.RequestOp{r.Success, r.Failure} {
+			for _, op := range ops {
+				if op.GetRequestRange() == nil {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	return false
+}
