@@ -561,7 +561,7 @@ func (s *Server) bootstrap(ctx context.Context) error {
 		return nil
 	}
 	var e *api.Error
-	if !errors.As(err, &e) || e.Code != api.CodeUnavailable {
+	if !errors.As(err, &e) || (e.Code != api.CodeUnavailable && e.Code != api.CodeOutcomeUnknown) {
 		return err
 	}
 	s.log.Warn("store unavailable; will create the admin token when it is back", "err", err)
@@ -585,6 +585,17 @@ func (s *Server) bootstrap(ctx context.Context) error {
 	return nil
 }
 
+// pendingAdmin is an admin token whose creation may have been applied without the server
+// learning it (outcome_unknown): its secret waits in a temp file until the store says.
+type pendingAdmin struct {
+	rec *tokenRecord
+	tmp string
+}
+
+// afterAdminTokenList, when set (by tests), runs after createAdminToken found no token and before
+// it writes one.
+var afterAdminTokenList func()
+
 func (s *Server) createAdminToken(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
@@ -592,8 +603,21 @@ func (s *Server) createAdminToken(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read tokens: %w", err)
 	}
+	if p := s.adminPending; p != nil {
+		// The last try's outcome is learnt now: its record is there (ours), or it never was.
+		s.adminPending = nil
+		if data, ok := existing[tokenPrefix+adminTokenName]; ok {
+			if rec, err := decodeToken(tokenPrefix+adminTokenName, data); err == nil && rec.Hash == p.rec.Hash {
+				return s.installAdminToken(p.rec, p.tmp)
+			}
+		}
+		os.Remove(p.tmp)
+	}
 	if len(existing) > 0 {
 		return nil
+	}
+	if afterAdminTokenList != nil {
+		afterAdminTokenList()
 	}
 	path := s.cfg.adminTokenFile()
 	secret, err := newSecret()
@@ -607,12 +631,24 @@ func (s *Server) createAdminToken(ctx context.Context) error {
 	rec := &tokenRecord{Name: adminTokenName, Hash: hashSecret(secret), Admin: true, Created: time.Now().UTC().Truncate(time.Second)}
 	data, _ := json.Marshal(rec)
 	if _, err := s.st.SysPut(ctx, tokenPrefix+adminTokenName, data, 0); err != nil {
+		var e *api.Error
+		if errors.As(err, &e) && e.Code == api.CodeOutcomeUnknown {
+			// Perhaps applied: keep the secret until the next try can tell.
+			s.adminPending = &pendingAdmin{rec: rec, tmp: tmp}
+			return fmt.Errorf("create admin token: %w", err)
+		}
 		os.Remove(tmp)
 		if errors.Is(err, api.ErrConflict) {
 			return nil // another replica made it
 		}
 		return fmt.Errorf("create admin token: %w", err)
 	}
+	return s.installAdminToken(rec, tmp)
+}
+
+// installAdminToken moves the secret of rec, stored in the store, from tmp to the admin token file.
+func (s *Server) installAdminToken(rec *tokenRecord, tmp string) error {
+	path := s.cfg.adminTokenFile()
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("create admin token: %w", err)
 	}

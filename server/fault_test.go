@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -141,4 +142,50 @@ func TestKV_WriteAnswerLost(t *testing.T) {
 	p.CutAfterReply(faultproxy.Writes, true)
 	f.mustErr(f.do("PUT", "/v1/kv/shared/k2", "v"), 503, api.CodeOutcomeUnknown, "outcome is unknown", "check, then retry")
 	p.Up()
+}
+
+// The first admin token's write, when its outcome cannot be learnt (the answer lost, then etcd
+// away), keeps its secret until the store can tell: the server keeps trying, and installs the
+// admin token file once it sees its own record — it neither exits nor loses the secret of a
+// token that was created.
+func TestBootstrap_AdminTokenOutcomeUnknown(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	direct := testutil.OpenStore(t, cfg)
+	p := faultproxy.Start(t, cfg.Endpoints[0])
+	b := newFixtureOn(t, throughProxy(t, cfg, p))
+	ctx := context.Background()
+	// A store without tokens again, as at a first start.
+	if _, err := direct.SysDelete(ctx, tokenPrefix+adminTokenName); err != nil {
+		t.Fatal(err)
+	}
+	path := b.s.cfg.adminTokenFile()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "replica b's first beat", func() bool { return b.s.replicas.Load() != nil })
+
+	// Once bootstrap has found no token, its write of one is applied, the answer lost, and etcd
+	// stays away.
+	afterAdminTokenList = func() { p.CutAfterReply(faultproxy.Writes, true) }
+	defer func() { afterAdminTokenList = nil }()
+	if err := b.s.bootstrap(ctx); err != nil {
+		t.Fatalf("bootstrap with the write's outcome unknown: %v (the server would exit)", err)
+	}
+	if p.Cuts() != 1 {
+		t.Fatalf("the proxy cut %d connections, want 1", p.Cuts())
+	}
+	p.Up()
+	waitFor(t, "the admin token file", func() bool { _, err := os.Stat(path); return err == nil })
+	secret, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _, err := direct.SysGet(ctx, tokenPrefix+adminTokenName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := decodeToken(tokenPrefix+adminTokenName, data)
+	if err != nil || rec.Hash != hashSecret(strings.TrimSpace(string(secret))) {
+		t.Fatalf("the admin token file does not hold the stored admin token's secret (%v)", err)
+	}
 }

@@ -65,14 +65,17 @@ type Server struct {
 	mux      *http.ServeMux
 	h        http.Handler
 
-	auth        *authState
-	fresh       freshTokens // the store's tokens, read when the cache misses
-	maintenance atomic.Bool
-	storeID     atomic.Value // the store id last seen, to notice when it changes
-	sys         sysState     // orders watch events and reloads of tokens and settings
-	reports     *reporter
-	self        Replica                   // this replica, as announced under sys/replicas/
-	replicas    atomic.Pointer[[]Replica] // the replicas seen at the last beat
+	auth  *authState
+	fresh freshTokens // the store's tokens, read when the cache misses
+	// adminPending is the first admin token while its creation's outcome is unknown; only
+	// bootstrap's (sequential) tries use it.
+	adminPending *pendingAdmin
+	maintenance  atomic.Bool
+	storeID      atomic.Value // the store id last seen, to notice when it changes
+	sys          sysState     // orders watch events and reloads of tokens and settings
+	reports      *reporter
+	self         Replica                   // this replica, as announced under sys/replicas/
+	replicas     atomic.Pointer[[]Replica] // the replicas seen at the last beat
 
 	ctx    context.Context
 	cancel context.CancelFunc
