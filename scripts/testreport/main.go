@@ -126,10 +126,16 @@ type report struct {
 	skips   []skip
 	failed  bool
 	started map[string]bool
+	// passed keeps what passed tests printed, and failures counts failed tests, per package: a
+	// package that fails with no failed test (a race or an exit after the tests, TestMain) shows
+	// all of it, since the cause may be anywhere.
+	passed   map[string]map[string]string
+	failures map[string]int
 }
 
 func newReport(w io.Writer, module string) *report {
-	return &report{w: w, module: module, buf: map[string]map[string]*bytes.Buffer{}, started: map[string]bool{}}
+	return &report{w: w, module: module, buf: map[string]map[string]*bytes.Buffer{}, started: map[string]bool{},
+		passed: map[string]map[string]string{}, failures: map[string]int{}}
 }
 
 // read consumes the event stream; a line that is not an event is printed as it is.
@@ -188,12 +194,17 @@ func (r *report) handle(e event) {
 	}
 	switch e.Action {
 	case "pass":
+		if r.passed[e.Package] == nil {
+			r.passed[e.Package] = map[string]string{}
+		}
+		r.passed[e.Package][e.Test] += r.output(e.Package, e.Test).String()
 		delete(r.buf[e.Package], e.Test)
 	case "skip":
 		r.skips = append(r.skips, skip{pkg: e.Package, test: e.Test, reason: skipReason(r.output(e.Package, e.Test).String())})
 		delete(r.buf[e.Package], e.Test)
 	case "fail":
 		r.failed = true
+		r.failures[e.Package]++
 		r.printTest(r.output(e.Package, e.Test).String())
 		delete(r.buf[e.Package], e.Test)
 	}
@@ -220,6 +231,8 @@ func (r *report) printTest(out string) {
 func (r *report) endPackage(pkg, action string) {
 	bufs := r.buf[pkg]
 	delete(r.buf, pkg)
+	passed := r.passed[pkg]
+	delete(r.passed, pkg)
 	own := ""
 	if b := bufs[""]; b != nil {
 		own = b.String()
@@ -242,6 +255,19 @@ func (r *report) endPackage(pkg, action string) {
 	sort.Strings(open)
 	for _, t := range open {
 		r.printTest(bufs[t].String())
+	}
+	if r.failures[pkg] == 0 && len(open) == 0 && len(passed) > 0 {
+		names := make([]string, 0, len(passed))
+		for t := range passed {
+			names = append(names, t)
+		}
+		sort.Strings(names)
+		fmt.Fprintf(r.w, "%s failed, yet none of its tests did: what its tests printed follows\n", pkg)
+		for _, t := range names {
+			if out := passed[t]; strings.TrimSpace(out) != "" {
+				fmt.Fprint(r.w, out)
+			}
+		}
 	}
 	r.printTest(own)
 }

@@ -41,6 +41,21 @@ func TestFail(t *testing.T) {
 }
 `,
 		"c/c_test.go": "package c\n\nimport \"testing\"\n\nfunc TestX(t *testing.T) { undefined() }\n",
+		// d's tests pass, but the binary fails after them (as a race found after its test ended).
+		"d/d_test.go": `package d
+
+import (
+	"os"
+	"testing"
+)
+
+func TestMain(m *testing.M) {
+	m.Run()
+	os.Exit(3)
+}
+
+func TestQuiet(t *testing.T) { t.Log("a clue from a passing test") }
+`,
 	}
 	for name, body := range files {
 		p := filepath.Join(dir, name)
@@ -100,6 +115,7 @@ func TestReport_FailuresAndBuildErrorsFail(t *testing.T) {
 		"--- FAIL: TestFail/inner", "b_test.go:9: boom", "--- FAIL: TestFail ", "b_test.go:8: context before",
 		"FAIL\texample.com/m/b", "undefined: undefined", "ok  \texample.com/m/a",
 		"SKIP a TestSkip: a_test.go:7: no widget here",
+		"example.com/m/d failed, yet none of its tests did", "a clue from a passing test",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
