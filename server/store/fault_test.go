@@ -114,7 +114,7 @@ func writeCases(t *testing.T, direct *store.Store) []writeCase {
 // failure that says it was not applied (a retry with cas would then meet its own write).
 func TestStore_WriteAppliedAnswerLost(t *testing.T) {
 	direct := openStore(t)
-	p := faultproxy.Start(t, sharedEtcd.Endpoints()[0])
+	p := faultproxy.Start(t, etcd(t).Endpoints()[0])
 	s := proxied(t, direct, nil, p)
 	for _, c := range writeCases(t, direct) {
 		t.Run(c.name, func(t *testing.T) {
@@ -137,7 +137,7 @@ func TestStore_WriteAppliedAnswerLost(t *testing.T) {
 // put with cas=0 of a new key succeeds once, instead of failing (or meeting itself on a retry).
 func TestStore_WriteLostBeforeEtcdIsTriedAgain(t *testing.T) {
 	direct := openStore(t)
-	p := faultproxy.Start(t, sharedEtcd.Endpoints()[0])
+	p := faultproxy.Start(t, etcd(t).Endpoints()[0])
 	s := proxied(t, direct, nil, p)
 	mustPut(t, s, "shared/warm", "x") // connected, with a marker lease
 	p.CutBeforeRequest(faultproxy.Writes, false)
@@ -158,7 +158,7 @@ func TestStore_WriteLostBeforeEtcdIsTriedAgain(t *testing.T) {
 // and a write that never left says it was not applied.
 func TestStore_WriteOutcomeUnknown(t *testing.T) {
 	direct := openStore(t)
-	p := faultproxy.Start(t, sharedEtcd.Endpoints()[0])
+	p := faultproxy.Start(t, etcd(t).Endpoints()[0])
 	s := proxied(t, direct, func(c *store.Config) {
 		c.RequestTimeout = time.Second
 		c.AttemptTimeout = 200 * time.Millisecond
@@ -189,7 +189,7 @@ func TestStore_FrozenMemberCostsOneTry(t *testing.T) {
 	direct := openStore(t)
 	var ps []*faultproxy.Proxy
 	for range 3 {
-		ps = append(ps, faultproxy.Start(t, sharedEtcd.Endpoints()[0]))
+		ps = append(ps, faultproxy.Start(t, etcd(t).Endpoints()[0]))
 	}
 	const try = 300 * time.Millisecond
 	s := proxied(t, direct, func(c *store.Config) {
@@ -244,7 +244,7 @@ func TestStore_WatchOnFrozenMemberMovesOn(t *testing.T) {
 	direct := openStore(t)
 	var ps []*faultproxy.Proxy
 	for range 3 {
-		ps = append(ps, faultproxy.Start(t, sharedEtcd.Endpoints()[0]))
+		ps = append(ps, faultproxy.Start(t, etcd(t).Endpoints()[0]))
 	}
 	s := proxied(t, direct, func(c *store.Config) {
 		c.WatchProgressInterval = 100 * time.Millisecond

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,33 +16,46 @@ import (
 )
 
 // The store's own tests cannot use internal/testutil (it imports store), so they share one
-// embedded etcd through this small copy of it.
+// embedded etcd through this small copy of it. It starts at the first test that asks for it,
+// not in TestMain: under go test -json, M.Run replaces os.Stderr, which etcd's serving
+// goroutines read, and a start before M.Run races with that write.
 var (
+	etcdOnce   sync.Once
 	sharedEtcd *store.EmbeddedEtcd
+	etcdDir    string
+	etcdErr    error
 	rootSeq    atomic.Int64
 )
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "store-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	sharedEtcd, err = store.StartEmbedded(context.Background(), store.EmbedConfig{
-		Dir:                    filepath.Join(dir, "etcd"),
-		Logger:                 quietLogger(),
-		LogLevel:               "error",
-		ProgressNotifyInterval: 200 * time.Millisecond,
-		UnsafeFast:             true,
+// etcd returns the shared embedded etcd, started on first use.
+func etcd(tb testing.TB) *store.EmbeddedEtcd {
+	tb.Helper()
+	etcdOnce.Do(func() {
+		if etcdDir, etcdErr = os.MkdirTemp("", "store-test-"); etcdErr != nil {
+			return
+		}
+		sharedEtcd, etcdErr = store.StartEmbedded(context.Background(), store.EmbedConfig{
+			Dir:                    filepath.Join(etcdDir, "etcd"),
+			Logger:                 quietLogger(),
+			LogLevel:               "error",
+			ProgressNotifyInterval: 200 * time.Millisecond,
+			UnsafeFast:             true,
+		})
 	})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
+	if etcdErr != nil {
+		tb.Fatalf("shared etcd: %v", etcdErr)
 	}
+	return sharedEtcd
+}
+
+func TestMain(m *testing.M) {
 	code := m.Run()
-	sharedEtcd.Close()
-	os.RemoveAll(dir)
+	if sharedEtcd != nil {
+		sharedEtcd.Close()
+	}
+	if etcdDir != "" {
+		os.RemoveAll(etcdDir)
+	}
 	os.Exit(code)
 }
 
@@ -57,7 +71,7 @@ func testRoot(tb testing.TB) string {
 
 func testConfig(tb testing.TB) store.Config {
 	return store.Config{
-		Endpoints: sharedEtcd.Endpoints(),
+		Endpoints: etcd(tb).Endpoints(),
 		Root:      testRoot(tb),
 		Logger:    quietLogger(),
 		MaxTxnOps: 50,
