@@ -25,7 +25,7 @@ func TestHealth_EtcdStoppedAndRestarted(t *testing.T) {
 	waitFor(t, "maintenance on", func() bool { return f.s.maintenance.Load() })
 
 	var d DepsHealth
-	f.must(f.doToken("", "GET", "/health/deps", ""), 200, &d)
+	f.must(f.do("GET", "/health/deps", ""), 200, &d)
 	if !d.Reachable || !d.Leader || d.LatencyMS <= 0 || d.Error != "" || len(d.Endpoints) == 0 {
 		t.Fatalf("/health/deps with etcd up: %+v", d)
 	}
@@ -43,10 +43,15 @@ func TestHealth_EtcdStoppedAndRestarted(t *testing.T) {
 		t.Fatalf("/v1/status with etcd away: %+v", status)
 	}
 	d = DepsHealth{}
-	r := f.doToken("", "GET", "/health/deps", "")
+	r := f.do("GET", "/health/deps", "")
 	f.must(r, http.StatusServiceUnavailable, &d)
 	if d.Reachable || d.Leader || d.Error == "" {
 		t.Fatalf("/health/deps with etcd away: %+v", d)
+	}
+	d = DepsHealth{}
+	f.must(f.doToken("", "GET", "/health/deps", ""), http.StatusServiceUnavailable, &d)
+	if d.Reachable || d.Leader || d.Error != "" || d.Endpoints != nil {
+		t.Fatalf("/health/deps without a token, etcd away: %+v; want no error text nor endpoints", d)
 	}
 
 	testutil.StartEtcd(t, dir)
@@ -119,6 +124,41 @@ func TestHealth_NoTokenShowsOnlyStatusAndMaintenance(t *testing.T) {
 		if st.Status != "ok" || st.Version != "1.2.3" || st.StoreID != f.st.ID() || st.Replica != f.s.self.ID ||
 			len(st.Replicas) != 1 || st.Replicas[0].Host != f.s.self.Host || st.Replicas[0].Listen == "" {
 			t.Errorf("/v1/status: %+v", st)
+		}
+	}
+}
+
+// TestHealth_DepsWithoutTokenIsLimitedAndQuiet: /health/deps costs a read through etcd's leader
+// and its details name etcd's addresses. Without an operator's token it is held to the rate
+// limit of the client's address and says only reachable, leader and latency.
+func TestHealth_DepsWithoutTokenIsLimitedAndQuiet(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.RateLimit = 3 })
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	reader := f.newToken(api.TokenRequest{Name: "ops", Read: []string{"shared"}})
+	for _, tok := range []string{"", agent, "sl_unknown"} {
+		r := f.doToken(tok, "GET", "/health/deps", "")
+		var body map[string]any
+		f.must(r, 200, &body)
+		if _, ok := body["endpoints"]; ok || body["reachable"] != true || body["leader"] != true {
+			t.Errorf("/health/deps with token %.12q answered %s; want reachable and leader, no endpoints", tok, r.body)
+		}
+	}
+	// The address's 3 requests/s (burst 3) run out: anonymous clients are refused, operators are not.
+	limited := false
+	for i := 0; i < 50 && !limited; i++ {
+		r := f.doToken("", "GET", "/health/deps", "")
+		if limited = r.StatusCode == 429; !limited && r.StatusCode != 200 {
+			t.Fatalf("/health/deps without a token: %d %s", r.StatusCode, r.body)
+		}
+	}
+	if !limited {
+		t.Fatal("50 requests to /health/deps without a token in a row were all answered; want 429 over --rate-limit")
+	}
+	for _, tok := range []string{reader, f.token} {
+		var d DepsHealth
+		f.must(f.doToken(tok, "GET", "/health/deps", ""), 200, &d)
+		if len(d.Endpoints) == 0 {
+			t.Errorf("/health/deps with an operator's token: %+v; want etcd's endpoints", d)
 		}
 	}
 }

@@ -504,7 +504,18 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
 	})
 }
 
-// DepsHealth is the body of GET /health/deps.
+// operatorToken reports whether r presents a valid read, write or admin token (as the token
+// cache knows it), on a route that needs none.
+func (s *Server) operatorToken(r *http.Request) bool {
+	secret, ok, err := bearer(r)
+	if err != nil || !ok {
+		return false
+	}
+	rec := s.auth.lookup(secret)
+	return rec != nil && (rec.Admin || len(rec.Read) > 0 || len(rec.Write) > 0)
+}
+
+// DepsHealth is the body of GET /health/deps; Endpoints and Error only for operators' tokens.
 type DepsHealth struct {
 	Reachable bool     `json:"reachable"`
 	Leader    bool     `json:"leader"`
@@ -513,7 +524,17 @@ type DepsHealth struct {
 	Error     string   `json:"error,omitempty"`
 }
 
+// handleHealthDeps answers etcd's health. Each answer costs a read through etcd's leader, so
+// a client without an operator's token is held to the rate limit of its address, and is not
+// told etcd's endpoints nor its errors (they name the cluster's addresses): shoelace status
+// sends its token and gets them.
 func (s *Server) handleHealthDeps(w http.ResponseWriter, r *http.Request) error {
+	operator := s.operatorToken(r)
+	if !operator {
+		if err := s.limit("addr " + clientIP(r)); err != nil {
+			return err
+		}
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), depsTimeout)
 	defer cancel()
 	h, err := s.st.Health(ctx)
@@ -521,11 +542,12 @@ func (s *Server) handleHealthDeps(w http.ResponseWriter, r *http.Request) error 
 		Reachable: h.Reachable,
 		Leader:    h.Leader,
 		LatencyMS: float64(h.Latency.Microseconds()) / 1000,
-		Endpoints: h.Endpoints,
-		Error:     h.Error,
 	}
-	if err != nil && out.Error == "" {
-		out.Error = err.Error()
+	if operator {
+		out.Endpoints, out.Error = h.Endpoints, h.Error
+		if err != nil && out.Error == "" {
+			out.Error = err.Error()
+		}
 	}
 	status := http.StatusOK
 	if err != nil || !h.Reachable || !h.Leader {
