@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -132,7 +133,7 @@ func refusedAnswer(msg string) string {
 
 // admit counts c in, or refuses it and returns nil.
 func (l *connLimiter) admit(c net.Conn) *trackedConn {
-	addr := hostOf(c.RemoteAddr())
+	addr := addrKey(hostOf(c.RemoteAddr()))
 	l.mu.Lock()
 	var capName string
 	switch {
@@ -186,6 +187,25 @@ func hostOf(a net.Addr) string {
 		return host
 	}
 	return s
+}
+
+// addrKey is what the per-address limits count a client address as: an IPv4 address itself,
+// an IPv6 address's /64 network. A host commonly holds a whole /64 and could otherwise take a
+// new address for each connection or request, and go round the caps and rate limits.
+func addrKey(host string) string {
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	ip = ip.Unmap()
+	if ip.Is4() {
+		return ip.String()
+	}
+	p, err := ip.WithZone("").Prefix(64)
+	if err != nil {
+		return host
+	}
+	return p.String()
 }
 
 // release counts c out; it is called once per connection, when it closes.

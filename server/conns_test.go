@@ -345,3 +345,50 @@ func TestServe_RefusesConnectionsOverMaxConns(t *testing.T) {
 		t.Errorf("no log line about the refused connection")
 	}
 }
+
+// remoteConn is a connection that says it comes from remote.
+type remoteConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c remoteConn) RemoteAddr() net.Addr { return c.remote }
+
+// TestConnLimiter_IPv6CountsPerSlash64: a host holds a whole IPv6 /64; a new address of it for
+// each connection must not go round the per-address cap.
+func TestConnLimiter_IPv6CountsPerSlash64(t *testing.T) {
+	l := newConnLimiter(nil, 100, 2, 0, false, testutil.Logger())
+	admit := func(ip string) bool {
+		t.Helper()
+		c, peer := net.Pipe()
+		t.Cleanup(func() { c.Close(); peer.Close() })
+		return l.admit(remoteConn{c, &net.TCPAddr{IP: net.ParseIP(ip), Port: 40000}}) != nil
+	}
+	for _, ip := range []string{"2001:db8::1", "2001:db8::ffff:2"} {
+		if !admit(ip) {
+			t.Fatalf("connection from %s refused under the cap", ip)
+		}
+	}
+	if admit("2001:db8::3") {
+		t.Error("a third unauthenticated connection from 2001:db8::/64 admitted over --max-conns-per-addr 2")
+	}
+	if !admit("2001:db8:0:1::1") || !admit("10.0.0.1") || !admit("::ffff:10.0.0.2") {
+		t.Error("a connection from another network refused")
+	}
+}
+
+func TestAddrKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.1.2.3":                "10.1.2.3",
+		"::ffff:10.1.2.3":         "10.1.2.3",
+		"2001:db8:1:2:3:4:5:6":    "2001:db8:1:2::/64",
+		"2001:db8:1:2::9":         "2001:db8:1:2::/64",
+		"fe80::1%eth0":            "fe80::/64",
+		"::1":                     "::/64",
+		"not an address (a pipe)": "not an address (a pipe)",
+	} {
+		if got := addrKey(in); got != want {
+			t.Errorf("addrKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -160,5 +162,29 @@ func TestHealth_DepsWithoutTokenIsLimitedAndQuiet(t *testing.T) {
 		if len(d.Endpoints) == 0 {
 			t.Errorf("/health/deps with an operator's token: %+v; want etcd's endpoints", d)
 		}
+	}
+}
+
+// TestAuth_IPv6RateLimitPerSlash64: requests without a valid token are limited per client
+// address, an IPv6 address's /64 as a whole: a new address of the same /64 for each request
+// does not multiply the limit.
+func TestAuth_IPv6RateLimitPerSlash64(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.RateLimit = 3 })
+	get := func(remote string) int {
+		req := httptest.NewRequest("GET", "/v1/kv/shared/x", nil)
+		req.RemoteAddr = remote
+		w := httptest.NewRecorder()
+		f.s.Handler().ServeHTTP(w, req)
+		return w.Code
+	}
+	limited := false
+	for i := 1; i <= 50 && !limited; i++ {
+		limited = get(fmt.Sprintf("[2001:db8::%x]:40000", i)) == http.StatusTooManyRequests
+	}
+	if !limited {
+		t.Fatal("50 requests without a token from 50 addresses of 2001:db8::/64 were never refused; want 429 over --rate-limit")
+	}
+	if code := get("[2001:db8:0:1::1]:40000"); code != http.StatusUnauthorized {
+		t.Errorf("a request from another /64 answered %d, want 401", code)
 	}
 }

@@ -531,7 +531,7 @@ type DepsHealth struct {
 func (s *Server) handleHealthDeps(w http.ResponseWriter, r *http.Request) error {
 	operator := s.operatorToken(r)
 	if !operator {
-		if err := s.limit("addr " + clientIP(r)); err != nil {
+		if err := s.limitAddr(r); err != nil {
 			return err
 		}
 	}
