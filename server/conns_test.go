@@ -557,3 +557,32 @@ func TestServe_OneTokenCannotHoldEveryConnection(t *testing.T) {
 		t.Fatalf("an operator's request with %d long-polls of one agent token open: %d %s", polls, code, body)
 	}
 }
+
+// TestServe_RefusedBodyNotDrained: a request answered before its body was read (no route reads
+// a body there, or the token may not write) closes its connection at once instead of draining
+// the body, which a client sending it a byte at a time would keep busy for the body timeout:
+// enough such connections from one address would hold every place that long-polls leave.
+func TestServe_RefusedBodyNotDrained(t *testing.T) {
+	e := serveExternal(t, func(c *Config) { c.BodyTimeout = time.Minute }, "http", nil)
+	for _, req := range []string{
+		"POST /health HTTP/1.1\r\nHost: x\r\n",
+		"GET /health HTTP/1.1\r\nHost: x\r\n",
+		"PUT /v1/kv/shared/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sl_unknown\r\n",
+	} {
+		c := rawConn(t, e.addr)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, req+"Content-Length: 100000\r\n\r\nx")
+		res, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%q: %v", req, err)
+		}
+		res.Body.Close()
+		// The rest of the body never comes: the server must not wait for it.
+		start := time.Now()
+		_, err = io.Copy(io.Discard, c)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("%q answered %s, then the connection stayed open %s waiting for the body; want it closed", req, res.Status, time.Since(start).Round(time.Second))
+		}
+		c.Close()
+	}
+}

@@ -264,11 +264,22 @@ func (s *Server) outer(next http.Handler) http.Handler {
 		}
 		_ = rc.SetWriteDeadline(start.Add(opTimeout + writeMargin))
 
+		if r.ProtoMajor == 1 && r.ContentLength != 0 && r.Method != http.MethodPut && r.Method != http.MethodPost {
+			// No route reads this body: close rather than drain it after the answer, which a
+			// client sending it slowly would keep busy for the body timeout.
+			h.Set("Connection", "close")
+		}
 		if p := r.URL.Path; p != cleanPath(p) {
 			// ServeMux would redirect to the cleaned path; a key must never be rewritten.
 			s.writeError(sw, r, uncleanPathError(p))
 		} else {
 			next.ServeHTTP(sw, r)
+		}
+		if r.ProtoMajor == 1 && r.ContentLength != 0 && h.Get("Connection") == "close" {
+			// Answered without the whole body: net/http would still read up to 256 KiB of it
+			// before closing, for as long as the body timeout. End that read now. (HTTP/2
+			// drains nothing: it resets the stream.)
+			_ = rc.SetReadDeadline(time.Now())
 		}
 
 		route := r.Pattern
@@ -403,6 +414,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
+	if r.ProtoMajor == 1 && r.ContentLength != 0 {
+		// The body may be unread (refused before it was needed): close the connection rather
+		// than drain it, which a client sending it slowly would keep busy for the body timeout.
+		// (On HTTP/2 this header would close the whole connection, and nothing is drained.)
+		w.Header().Set("Connection", "close")
 	}
 	_ = writeJSON(w, status, 0, api.ErrorBody{Error: &api.Error{Code: e.Code, Message: e.Message}})
 }
