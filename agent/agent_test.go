@@ -760,6 +760,40 @@ templates:
 	}
 }
 
+// A directory of allowed_dirs itself swapped for a link to another directory (by whoever may
+// write its parent) does not move the allowed place with it: the install is refused and nothing
+// is written where the link leads.
+func TestAgent_AllowedDirSwappedForLink(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"port": "80"})
+	a, dir, _ := testAgent(t, srv, header+`allowed_dirs: [$DIR/allowed]
+templates:
+  - contents: "listen {{ key \"port\" }}\n"
+    destination: $DIR/allowed/app.conf
+`)
+	ctx := context.Background()
+	if err := a.Once(ctx, "", false); err != nil {
+		t.Fatal(err)
+	}
+	outside := filepath.Join(dir, "outside")
+	if err := os.MkdirAll(outside, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dir+"/allowed", dir+"/allowed.old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, dir+"/allowed"); err != nil {
+		t.Fatal(err)
+	}
+	srv.set(map[string]*string{"port": str("81")})
+	err := a.Once(ctx, "", false)
+	if err == nil || !strings.Contains(err.Error(), "outside allowed_dirs") {
+		t.Fatalf("err = %v, want a refusal", err)
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+		t.Fatalf("the agent wrote where the swapped allowed directory leads: %v", entries)
+	}
+}
+
 // A failure that lasts is logged at warn once (and again once a minute), each retry at debug.
 func TestAgent_LastingFailureLoggedOnce(t *testing.T) {
 	srv := newViewServer(t, map[string]string{"a": "1"})

@@ -21,6 +21,14 @@ type Cached struct {
 	Saved     time.Time         `json:"saved"`
 }
 
+// ownFile is how the agent writes its own files in cache_dir (the view with its secrets, the
+// status, the owed commands): mode 0600, owned by the agent whoever owned the file before, and
+// a symbolic link planted at the name replaced, not followed. Whoever could write cache_dir
+// must not make the agent write a secret where it can read it, or clobber another file.
+func ownFile(noSync bool) atomicfile.Options {
+	return atomicfile.Options{Perm: 0o600, UID: os.Getuid(), GID: os.Getgid(), NoFollow: true, NoSync: noSync}
+}
+
 // CachePath is the file holding the last-known-good view of appliance.
 func CachePath(cacheDir, appliance string) string {
 	return filepath.Join(cacheDir, appliance+".json")
@@ -41,7 +49,7 @@ func SaveCache(cacheDir string, c Cached) error {
 		return fmt.Errorf("encode cache: %w", err)
 	}
 	path := CachePath(cacheDir, c.Appliance)
-	if _, err := atomicfile.Write(path, data, atomicfile.Options{Perm: 0o600, UID: atomicfile.Keep, GID: atomicfile.Keep}); err != nil {
+	if _, err := atomicfile.Write(path, data, ownFile(false)); err != nil {
 		return fmt.Errorf("write cache: %w", err)
 	}
 	return nil
@@ -118,6 +126,6 @@ func saveStatus(cacheDir string, s *Status) error {
 	if err != nil {
 		return err
 	}
-	_, err = atomicfile.Write(StatusPath(cacheDir, s.Appliance), data, atomicfile.Options{Perm: 0o600, UID: atomicfile.Keep, GID: atomicfile.Keep, NoSync: true})
+	_, err = atomicfile.Write(StatusPath(cacheDir, s.Appliance), data, ownFile(true))
 	return err
 }

@@ -57,6 +57,10 @@ type Config struct {
 
 	// Path is the file the config was loaded from (for messages); empty when built in code.
 	Path string `yaml:"-"`
+
+	// allowedReal is AllowedDirs with their symbolic links resolved when Validate ran: an
+	// allowed directory swapped for a link afterwards must not take the installs with it.
+	allowedReal []string
 }
 
 // Wait coalesces bursts of changes: render once the view has been quiet for Min, and at
@@ -406,6 +410,7 @@ func (c *Config) Validate() error {
 			add("%s: allowed_dirs[%d] %q must be an absolute, clean path", name, i, d)
 		}
 	}
+	c.allowedReal = resolveDirs(c.AllowedDirs)
 	if c.TemplatesDir != "" && !filepath.IsAbs(c.TemplatesDir) {
 		add("%s: templates_dir %q must be an absolute path", name, c.TemplatesDir)
 	}
@@ -534,12 +539,17 @@ func (c *Config) checkAllowed(dest string) error {
 }
 
 // checkResolved says whether p, once every symbolic link on its way is followed, lies under
-// allowed_dirs (themselves resolved).
+// allowed_dirs (as resolved when the config was validated: a directory of allowed_dirs that
+// is swapped for a link later leads outside).
 func (c *Config) checkResolved(p string) error {
 	if len(c.AllowedDirs) == 0 {
 		return nil
 	}
-	if real := resolveLinks(p); !underAny(real, resolveDirs(c.AllowedDirs)) {
+	allowed := c.allowedReal
+	if allowed == nil {
+		allowed = resolveDirs(c.AllowedDirs) // a Config that never went through Validate
+	}
+	if real := resolveLinks(p); !underAny(real, allowed) {
 		return fmt.Errorf("destination resolves to %s through a symbolic link, outside allowed_dirs %v", real, c.AllowedDirs)
 	}
 	return nil

@@ -53,7 +53,7 @@ func saveOwed(cacheDir, appliance string, cmds []owedCommand) error {
 	if err != nil {
 		return fmt.Errorf("encode owed commands: %w", err)
 	}
-	if _, err := atomicfile.Write(path, data, atomicfile.Options{Perm: 0o600, UID: atomicfile.Keep, GID: atomicfile.Keep}); err != nil {
+	if _, err := atomicfile.Write(path, data, ownFile(false)); err != nil {
 		return fmt.Errorf("record owed commands: %w", err)
 	}
 	return nil

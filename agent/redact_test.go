@@ -57,3 +57,33 @@ func TestAgent_CommandAndCheckOutputRedacted(t *testing.T) {
 		}
 	}
 }
+
+// A command that shows what changed (a diff against the .bak) prints the secret the file held
+// before a rotation too: that value is masked as well, though the view no longer has it.
+func TestAgent_CommandOutputMasksRotatedSecret(t *testing.T) {
+	const old, rotated = "old-secret-value-1", "new-secret-value-2"
+	srv := newViewServer(t, map[string]string{"db/secrets/password": old})
+	a, _, logs := testAgent(t, srv, header+`templates:
+  - contents: "password={{ key \"db/secrets/password\" }}\n"
+    destination: $DIR/db.conf
+    backup: true
+    command: "diff $DIR/db.conf.bak $DIR/db.conf; true"
+`)
+	if err := a.Once(context.Background(), "", false); err != nil {
+		t.Fatal(err)
+	}
+	v := rotated
+	srv.set(map[string]*string{"db/secrets/password": &v})
+	if err := a.Once(context.Background(), "", false); err != nil {
+		t.Fatal(err)
+	}
+	got := logs.String()
+	if !strings.Contains(got, `> password=[redacted]`) {
+		t.Fatalf("the command's diff is not in the logs: %s", got)
+	}
+	for _, leak := range []string{old, rotated} {
+		if i := strings.Index(got, leak); i >= 0 {
+			t.Errorf("%q reached the logs: …%s…", leak, got[max(i-200, 0):min(i+200, len(got))])
+		}
+	}
+}

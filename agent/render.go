@@ -93,6 +93,10 @@ type pendingCommand struct {
 func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noCommands bool) passResult {
 	var res passResult
 	data := v.data(a)
+	// The views the changed files were rendered from before: a command may print the old file
+	// (a diff against the .bak), so the secrets it held are masked in the output too.
+	var before []map[string]string
+	beforeRevs := map[int64]bool{}
 	var cmds []*pendingCommand
 	byCmd := map[string]*pendingCommand{}
 	queue := func(command string, timeout time.Duration, dests []string, rev int64) {
@@ -125,6 +129,10 @@ func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noC
 		if !force && t.inPlace && t.last != nil && !t.last.NeedsRender(t.lastData, data) {
 			t.revision = v.Revision
 			continue
+		}
+		if t.lastData.Keys != nil && t.lastData.Revision != v.Revision && !beforeRevs[t.lastData.Revision] {
+			beforeRevs[t.lastData.Revision] = true
+			before = append(before, t.lastData.Keys)
 		}
 		changed, err := a.renderOne(ctx, t, data)
 		if err != nil {
@@ -164,10 +172,10 @@ func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noC
 			res.cmdFail++
 			a.metrics.commandFailures.Add(1)
 			a.log.Error("command failed", "command", p.command, "templates", p.dests, "error", err.Error(),
-				"exit_code", r.ExitCode, "output", redactOutput(r, v.Keys), "duration_ms", r.Duration.Milliseconds())
+				"exit_code", r.ExitCode, "output", redactOutput(r, v.Keys, before...), "duration_ms", r.Duration.Milliseconds())
 			continue
 		}
-		a.log.Info("command ran", "command", p.command, "templates", p.dests, "output", redactOutput(r, v.Keys),
+		a.log.Info("command ran", "command", p.command, "templates", p.dests, "output", redactOutput(r, v.Keys, before...),
 			"duration_ms", r.Duration.Milliseconds())
 	}
 	if !noCommands {
@@ -254,26 +262,28 @@ const redactMask = "[redacted]"
 // secretsIn lists what to mask of the secret keys' values: each value, the value without the
 // white space around it (output trimmed of its last newline still holds it), the value as %q
 // quotes it, and each line of a multi-line value (a check that quotes one line of a key file);
-// longest first, so that a value holding another is masked whole.
-func secretsIn(keys map[string]string) []string {
+// longest first, so that a value holding another is masked whole. more are earlier views.
+func secretsIn(keys map[string]string, more ...map[string]string) []string {
 	var out []string
 	add := func(s string) {
 		if len(s) >= redactMin && !slices.Contains(out, s) {
 			out = append(out, s)
 		}
 	}
-	for k, v := range keys {
-		if !api.IsSecret(k) {
-			continue
-		}
-		add(v)
-		add(strings.TrimSpace(v))
-		if q := strconv.Quote(v); len(q) != len(v)+2 {
-			add(q[1 : len(q)-1]) // as an error message quotes it
-		}
-		if strings.Contains(v, "\n") {
-			for _, line := range strings.Split(v, "\n") {
-				add(strings.TrimSpace(line))
+	for _, m := range append([]map[string]string{keys}, more...) {
+		for k, v := range m {
+			if !api.IsSecret(k) {
+				continue
+			}
+			add(v)
+			add(strings.TrimSpace(v))
+			if q := strconv.Quote(v); len(q) != len(v)+2 {
+				add(q[1 : len(q)-1]) // as an error message quotes it
+			}
+			if strings.Contains(v, "\n") {
+				for _, line := range strings.Split(v, "\n") {
+					add(strings.TrimSpace(line))
+				}
 			}
 		}
 	}
@@ -290,10 +300,11 @@ func redact(s string, keys map[string]string) string {
 	return s
 }
 
-// redactOutput is redact of a command's output. When the output was cut at maxOutputBytes,
-// the start of a secret that the cut split is masked too.
-func redactOutput(r CommandResult, keys map[string]string) string {
-	secrets := secretsIn(keys)
+// redactOutput is redact of a command's output, masking the secrets of keys and of the earlier
+// views in before. When the output was cut at maxOutputBytes, the start of a secret that the
+// cut split is masked too.
+func redactOutput(r CommandResult, keys map[string]string, before ...map[string]string) string {
+	secrets := secretsIn(keys, before...)
 	out, tail := r.Output, ""
 	if i := strings.LastIndex(out, cutNotePrefix); r.Dropped > 0 && i >= 0 {
 		out, tail = out[:i], out[i:]

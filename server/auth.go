@@ -331,7 +331,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*http.Req
 	arrived := time.Now()
 	secret, ok, err := bearer(r)
 	if err != nil {
-		if lerr := s.limit("addr " + clientIP(r)); lerr != nil {
+		if lerr := s.limitAddr(r); lerr != nil {
 			return r, lerr
 		}
 		return r, err
@@ -341,7 +341,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*http.Req
 		rec = s.auth.lookup(secret)
 	}
 	if rec == nil {
-		if err := s.limit("addr " + clientIP(r)); err != nil {
+		if err := s.limitAddr(r); err != nil {
 			return r, err
 		}
 		if !s.auth.loaded.Load() {
@@ -367,6 +367,12 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*http.Req
 	}
 	s.auth.touch(rec.Name)
 	return r.WithContext(context.WithValue(r.Context(), principalKey{}, rec.principal())), nil
+}
+
+// limitAddr applies the rate limit of a request without a valid token: per client address
+// (an IPv6 address's /64, see addrKey).
+func (s *Server) limitAddr(r *http.Request) error {
+	return s.limit("addr " + addrKey(clientIP(r)))
 }
 
 func (s *Server) limit(key string) error {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"container/list"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,7 +55,11 @@ func connCap(want int, nofile uint64) (limit int, lowered bool) {
 // connLimiter is a listener that caps open connections in total and, for connections that have
 // not yet presented a valid token, per client address; a connection over a cap is closed at
 // once (after a 503 on plain HTTP), so that a flood costs the process no more descriptors than
-// the caps allow. It also shortens the idle time of unauthenticated keep-alive connections:
+// the caps allow. At the total cap, a new connection first takes the place of one that holds
+// a place without using it: the connection idle longest between requests, else the oldest that
+// has sent no whole request for newGrace. Otherwise whoever opened connections first (one
+// agent token's keep-alives, one address's silent connections) would lock every other client
+// out of the replica. It also shortens the idle time of unauthenticated keep-alive connections:
 // its connState and connContext go on the http.Server, and a handler marks its connection
 // authenticated with markAuthenticated.
 type connLimiter struct {
@@ -66,10 +72,14 @@ type connLimiter struct {
 
 	openGauge prometheus.GaugeFunc
 	refused   *prometheus.CounterVec
+	evicted   prometheus.Counter
+	newGrace  time.Duration // how long a new connection may be silent before it can be closed for another
 
 	mu       sync.Mutex
 	open     int
 	unauth   map[string]int // open unauthenticated connections by client address
+	idle     *list.List     // connections idle between requests, the longest idle first
+	fresh    *list.List     // connections that have not yet sent a whole request, the oldest first
 	loggedAt time.Time      // last "refusing connections" line
 	unlogged int            // refusals since then
 }
@@ -77,10 +87,14 @@ type connLimiter struct {
 // refusalLogEvery spaces the log lines about refused connections during a flood.
 const refusalLogEvery = 10 * time.Second
 
+// newConnGrace is how long a new connection may stay without a whole request before a newer
+// one may take its place at the total cap: clients send their request (or TLS handshake) at once.
+const newConnGrace = time.Second
+
 func newConnLimiter(ln net.Listener, max, maxPerAddr int, unauthIdle time.Duration, plainHTTP bool, log *slog.Logger) *connLimiter {
 	l := &connLimiter{
 		Listener: ln, max: max, maxPerAddr: maxPerAddr, unauthIdle: unauthIdle, answer503: plainHTTP, log: log,
-		unauth: map[string]int{},
+		unauth: map[string]int{}, idle: list.New(), fresh: list.New(), newGrace: newConnGrace,
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoelace_connections_refused_total",
 			Help: "Client connections closed at once because a cap was reached, by cap: total (--max-conns) or addr (--max-conns-per-addr).",
@@ -88,6 +102,10 @@ func newConnLimiter(ln net.Listener, max, maxPerAddr int, unauthIdle time.Durati
 	}
 	l.refused.WithLabelValues("total")
 	l.refused.WithLabelValues("addr")
+	l.evicted = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "shoelace_connections_evicted_total",
+		Help: "Connections closed at --max-conns to make room for a new one: idle between requests, or silent since they opened.",
+	})
 	l.openGauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "shoelace_connections_open",
 		Help: "Open client connections of this replica (capped by --max-conns).",
@@ -101,7 +119,7 @@ func newConnLimiter(ln net.Listener, max, maxPerAddr int, unauthIdle time.Durati
 
 // collectors are the limiter's metrics.
 func (l *connLimiter) collectors() []prometheus.Collector {
-	return []prometheus.Collector{l.openGauge, l.refused}
+	return []prometheus.Collector{l.openGauge, l.refused, l.evicted}
 }
 
 // Accept returns the next connection within the caps, closing those over them.
@@ -130,16 +148,24 @@ func refusedAnswer(msg string) string {
 	return fmt.Sprintf("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 }
 
-// admit counts c in, or refuses it and returns nil.
+// admit counts c in, or refuses it and returns nil. At the total cap it makes room by closing
+// a connection that holds a place without using it, if there is one (see connLimiter).
 func (l *connLimiter) admit(c net.Conn) *trackedConn {
-	addr := hostOf(c.RemoteAddr())
+	addr := addrKey(hostOf(c.RemoteAddr()))
+	now := time.Now()
 	l.mu.Lock()
 	var capName string
+	var victim *trackedConn
 	switch {
-	case l.open >= l.max:
-		capName = "total"
 	case l.maxPerAddr > 0 && l.unauth[addr] >= l.maxPerAddr:
 		capName = "addr"
+	case l.open >= l.max:
+		if victim = l.unusedLocked(now); victim == nil {
+			capName = "total"
+			break
+		}
+		l.releaseLocked(victim)
+		fallthrough
 	default:
 		l.open++
 		l.unauth[addr]++
@@ -154,9 +180,18 @@ func (l *connLimiter) admit(c net.Conn) *trackedConn {
 			l.unlogged++
 		}
 	}
-	l.mu.Unlock()
+	var tc *trackedConn
 	if capName == "" {
-		return &trackedConn{Conn: c, l: l, addr: addr}
+		tc = &trackedConn{Conn: c, l: l, addr: addr, opened: now}
+		tc.freshAt = l.fresh.PushBack(tc)
+	}
+	l.mu.Unlock()
+	if victim != nil {
+		l.evicted.Inc()
+		_ = victim.Conn.Close() // counted out above; the server's own Close finds it so
+	}
+	if tc != nil {
+		return tc
 	}
 	l.refused.WithLabelValues(capName).Inc()
 	if logIt {
@@ -188,10 +223,49 @@ func hostOf(a net.Addr) string {
 	return s
 }
 
+// addrKey is what the per-address limits count a client address as: an IPv4 address itself,
+// an IPv6 address's /64 network. A host commonly holds a whole /64 and could otherwise take a
+// new address for each connection or request, and go round the caps and rate limits.
+func addrKey(host string) string {
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	ip = ip.Unmap()
+	if ip.Is4() {
+		return ip.String()
+	}
+	p, err := ip.WithZone("").Prefix(64)
+	if err != nil {
+		return host
+	}
+	return p.String()
+}
+
+// unusedLocked picks the connection to close for a new one at the total cap: the one idle
+// longest between requests, else the oldest that has not sent a whole request within
+// newGrace; nil when every connection is busy. l.mu must be held.
+func (l *connLimiter) unusedLocked(now time.Time) *trackedConn {
+	if e := l.idle.Front(); e != nil {
+		return e.Value.(*trackedConn)
+	}
+	if e := l.fresh.Front(); e != nil {
+		if c := e.Value.(*trackedConn); now.Sub(c.opened) >= l.newGrace {
+			return c
+		}
+	}
+	return nil
+}
+
 // release counts c out; it is called once per connection, when it closes.
 func (l *connLimiter) release(c *trackedConn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.releaseLocked(c)
+}
+
+// releaseLocked counts c out unless it was already; l.mu must be held.
+func (l *connLimiter) releaseLocked(c *trackedConn) {
 	if c.closed {
 		return
 	}
@@ -201,6 +275,27 @@ func (l *connLimiter) release(c *trackedConn) {
 		l.dropUnauth(c.addr)
 	}
 	c.stopTimer()
+	l.setIdleLocked(c, false)
+	l.notFreshLocked(c)
+}
+
+// setIdleLocked records whether c is idle between requests; l.mu must be held.
+func (l *connLimiter) setIdleLocked(c *trackedConn, idle bool) {
+	switch {
+	case idle && c.idleAt == nil && !c.closed:
+		c.idleAt = l.idle.PushBack(c)
+	case !idle && c.idleAt != nil:
+		l.idle.Remove(c.idleAt)
+		c.idleAt = nil
+	}
+}
+
+// notFreshLocked records that c has sent a request (or closed); l.mu must be held.
+func (l *connLimiter) notFreshLocked(c *trackedConn) {
+	if c.freshAt != nil {
+		l.fresh.Remove(c.freshAt)
+		c.freshAt = nil
+	}
 }
 
 func (l *connLimiter) dropUnauth(addr string) {
@@ -217,7 +312,16 @@ func (l *connLimiter) dropUnauth(addr string) {
 // timer, so a timer of ours closes the connection instead.
 func (l *connLimiter) connState(nc net.Conn, st http.ConnState) {
 	c := trackedOf(nc)
-	if c == nil || l.unauthIdle <= 0 {
+	if c == nil {
+		return
+	}
+	l.mu.Lock()
+	if st != http.StateNew {
+		l.notFreshLocked(c)
+	}
+	l.setIdleLocked(c, st == http.StateIdle)
+	l.mu.Unlock()
+	if l.unauthIdle <= 0 {
 		return
 	}
 	switch st {
@@ -311,6 +415,9 @@ type trackedConn struct {
 	idleWait atomic.Bool
 	closed   bool        // under l.mu
 	timer    *time.Timer // HTTP/2 idle timer, under l.mu
+	opened   time.Time
+	idleAt   *list.Element // in l.idle while idle between requests, under l.mu
+	freshAt  *list.Element // in l.fresh until its first request, under l.mu
 }
 
 // stopTimer stops c's idle timer; l.mu must be held.

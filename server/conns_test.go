@@ -3,11 +3,16 @@ package server
 import (
 	"bufio"
 	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,10 +47,11 @@ func TestConnCap(t *testing.T) {
 // limitedServer serves a handler that answers "ok" and marks its connection authenticated when
 // the request carries "Authorization: Bearer good", behind a connLimiter.
 type limitedServer struct {
-	l      *connLimiter
-	srv    *http.Server
-	addr   string
-	closed chan string // remote addresses of the connections the server closed
+	l       *connLimiter
+	srv     *http.Server
+	addr    string
+	closed  chan string  // remote addresses of the connections the server closed
+	blocked atomic.Int64 // requests to /block in their handler
 }
 
 func serveLimited(t *testing.T, max, perAddr int, unauthIdle time.Duration, tlsFiles ...string) *limitedServer {
@@ -60,6 +66,10 @@ func serveLimited(t *testing.T, max, perAddr int, unauthIdle time.Duration, tlsF
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Header.Get("Authorization") == "Bearer good" {
 				markAuthenticated(r)
+			}
+			if r.URL.Path == "/block" {
+				ls.blocked.Add(1)
+				<-r.Context().Done() // busy until the client goes
 			}
 			io.WriteString(w, "ok")
 		}),
@@ -135,9 +145,9 @@ func wantRefused(t *testing.T, c net.Conn, flag string) {
 }
 
 // TestConnLimiter_CapsTotalAndUnauthenticatedPerAddress: over the per-address cap of connections
-// without a valid token, and over the total cap, a new connection is answered 503 and closed at
-// once; a connection that authenticates leaves its address's count, one that closes frees its
-// place.
+// without a valid token a new connection is answered 503 and closed at once; a connection that
+// authenticates leaves its address's count, one that closes frees its place. (The total cap:
+// TestConnLimiter_AtTotalCap.)
 func TestConnLimiter_CapsTotalAndUnauthenticatedPerAddress(t *testing.T) {
 	ls := serveLimited(t, 5, 2, 0)
 	a1, a2 := dialFrom(t, "127.0.0.1", ls.addr), dialFrom(t, "127.0.0.1", ls.addr)
@@ -161,13 +171,12 @@ func TestConnLimiter_CapsTotalAndUnauthenticatedPerAddress(t *testing.T) {
 		t.Fatalf("a new connection once one authenticated: %s", got)
 	}
 
-	// a1, a2, b1, a3 and c1: five, the total cap.
+	// a1, a2, b1, a3 and c1: five, the total cap; 127.0.0.1's own cap comes first.
 	c1 := dialFrom(t, "127.0.0.3", ls.addr)
 	if got := roundTrip(t, c1, bufio.NewReader(c1), ""); got != "200 OK" {
 		t.Fatalf("fifth connection: %s", got)
 	}
-	wantRefused(t, dialFrom(t, "127.0.0.4", ls.addr), "--max-conns")
-	wantRefused(t, dialFrom(t, "127.0.0.1", ls.addr), "--max-conns")
+	wantRefused(t, dialFrom(t, "127.0.0.1", ls.addr), "--max-conns-per-addr")
 
 	a2.Close()
 	waitFor(t, "a closed connection counted out", func() bool { o, _ := ls.counts(""); return o == 4 })
@@ -183,6 +192,69 @@ func TestConnLimiter_CapsTotalAndUnauthenticatedPerAddress(t *testing.T) {
 	ls.l.mu.Unlock()
 	if unauth != 4 {
 		t.Errorf("unauthenticated counts kept for %d addresses, want 4 (127.0.0.1-4)", unauth)
+	}
+}
+
+// TestConnLimiter_AtTotalCap: at the total cap a new connection takes the place of the one idle
+// longest between requests, else of the oldest one that sent nothing for the grace time; only
+// when every connection is busy is it refused. Whoever opened connections first cannot hold
+// them against everyone else.
+func TestConnLimiter_AtTotalCap(t *testing.T) {
+	ls := serveLimited(t, 3, 0, 0)
+	var idle []net.Conn
+	for _, from := range []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"} {
+		c := dialFrom(t, from, ls.addr)
+		if got := roundTrip(t, c, bufio.NewReader(c), "good"); got != "200 OK" {
+			t.Fatalf("connection from %s: %s", from, got)
+		}
+		idle = append(idle, c)
+	}
+	waitFor(t, "three idle connections", func() bool { ls.l.mu.Lock(); defer ls.l.mu.Unlock(); return ls.l.idle.Len() == 3 })
+	d := dialFrom(t, "127.0.0.4", ls.addr)
+	if got := roundTrip(t, d, bufio.NewReader(d), ""); got != "200 OK" {
+		t.Fatalf("a new connection at the cap, three idle: %s", got)
+	}
+	wantClosed(t, idle[0])
+	if got := roundTrip(t, idle[1], bufio.NewReader(idle[1]), "good"); got != "200 OK" {
+		t.Fatalf("the second idle connection: %s", got)
+	}
+
+	// Silent connections: the oldest one makes room once the grace time is over.
+	ls.l.mu.Lock()
+	ls.l.newGrace = 0
+	ls.l.mu.Unlock()
+	for _, c := range idle[1:] {
+		c.Close()
+	}
+	d.Close()
+	waitFor(t, "connections counted out", func() bool { o, _ := ls.counts(""); return o == 0 })
+	var silent []net.Conn
+	for i := 0; i < 3; i++ {
+		silent = append(silent, dialFrom(t, "127.0.0.5", ls.addr))
+		waitFor(t, "a silent connection counted", func() bool { o, _ := ls.counts(""); return o == i+1 })
+	}
+	e := dialFrom(t, "127.0.0.6", ls.addr)
+	if got := roundTrip(t, e, bufio.NewReader(e), ""); got != "200 OK" {
+		t.Fatalf("a new connection at the cap, three silent: %s", got)
+	}
+	wantClosed(t, silent[0])
+
+	// Busy connections (a request in its handler) are never closed for another.
+	busy := serveLimited(t, 2, 0, 0)
+	for _, from := range []string{"127.0.0.1", "127.0.0.2"} {
+		c := dialFrom(t, from, busy.addr)
+		io.WriteString(c, "GET /block HTTP/1.1\r\nHost: x\r\n\r\n")
+	}
+	waitFor(t, "two busy connections", func() bool { o, _ := busy.counts(""); return o == 2 && busy.blocked.Load() == 2 })
+	wantRefused(t, dialFrom(t, "127.0.0.3", busy.addr), "--max-conns")
+}
+
+// wantClosed waits for the server to close c.
+func wantClosed(t *testing.T, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("connection from %s still open (read %d bytes, %v); want it closed for the new one", c.LocalAddr(), n, err)
 	}
 }
 
@@ -296,7 +368,8 @@ func TestServe_UnauthenticatedIdleTimeout(t *testing.T) {
 }
 
 // TestServe_RefusesConnectionsOverMaxConns: Serve puts its listener behind the caps: over
-// --max-conns a new connection is answered 503 at once and counted in /metrics.
+// --max-conns, every connection busy, a new connection is answered 503 at once and counted in
+// /metrics.
 func TestServe_RefusesConnectionsOverMaxConns(t *testing.T) {
 	e := serveExternal(t, func(c *Config) {
 		c.MaxConns = 3
@@ -304,23 +377,26 @@ func TestServe_RefusesConnectionsOverMaxConns(t *testing.T) {
 		c.UnauthIdleTimeout = 0
 	}, "http", &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}})
 	var held []net.Conn
-	// The readiness probe's connection may not be counted out yet: fill up to the cap.
-	for i := 0; len(held) < 3; i++ {
-		if i == 100 {
-			t.Fatalf("only %d of 3 connections accepted in 100 tries", len(held))
-		}
+	// Three writes whose bodies have not all arrived: busy connections. The readiness probe's
+	// connection may not be counted out yet: wait until the three are in.
+	for i := 0; i < 3; i++ {
 		c := rawConn(t, e.addr)
-		br := bufio.NewReader(c)
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		io.WriteString(c, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-		res, err := http.ReadResponse(br, nil)
-		if err != nil || res.StatusCode != 200 {
-			continue // refused while the probe's connection was still counted
-		}
-		res.Body.Close()
+		io.WriteString(c, "PUT /v1/kv/shared/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+e.token+"\r\nContent-Length: 10\r\n\r\nx")
 		held = append(held, c)
 	}
-	wantRefused(t, rawConn(t, e.addr), "--max-conns")
+	// Once the three are busy, a new connection is refused (until then, one may get in).
+	refused := false
+	for i := 0; i < 100 && !refused; i++ {
+		c := rawConn(t, e.addr)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		got, _ := io.ReadAll(c)
+		c.Close()
+		refused = strings.HasPrefix(string(got), "HTTP/1.1 503 ") && strings.Contains(string(got), "--max-conns")
+	}
+	if !refused {
+		t.Fatal("no connection refused in 100 tries with three busy ones at --max-conns 3")
+	}
 	held[0].Close()
 	var scraped string
 	waitFor(t, "a connection freed for /metrics", func() bool {
@@ -343,5 +419,170 @@ func TestServe_RefusesConnectionsOverMaxConns(t *testing.T) {
 	}
 	if !strings.Contains(e.logs.String(), `"msg":"refusing connections over a cap"`) {
 		t.Errorf("no log line about the refused connection")
+	}
+}
+
+// remoteConn is a connection that says it comes from remote.
+type remoteConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c remoteConn) RemoteAddr() net.Addr { return c.remote }
+
+// TestConnLimiter_IPv6CountsPerSlash64: a host holds a whole IPv6 /64; a new address of it for
+// each connection must not go round the per-address cap.
+func TestConnLimiter_IPv6CountsPerSlash64(t *testing.T) {
+	l := newConnLimiter(nil, 100, 2, 0, false, testutil.Logger())
+	admit := func(ip string) bool {
+		t.Helper()
+		c, peer := net.Pipe()
+		t.Cleanup(func() { c.Close(); peer.Close() })
+		return l.admit(remoteConn{c, &net.TCPAddr{IP: net.ParseIP(ip), Port: 40000}}) != nil
+	}
+	for _, ip := range []string{"2001:db8::1", "2001:db8::ffff:2"} {
+		if !admit(ip) {
+			t.Fatalf("connection from %s refused under the cap", ip)
+		}
+	}
+	if admit("2001:db8::3") {
+		t.Error("a third unauthenticated connection from 2001:db8::/64 admitted over --max-conns-per-addr 2")
+	}
+	if !admit("2001:db8:0:1::1") || !admit("10.0.0.1") || !admit("::ffff:10.0.0.2") {
+		t.Error("a connection from another network refused")
+	}
+}
+
+func TestAddrKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.1.2.3":                "10.1.2.3",
+		"::ffff:10.1.2.3":         "10.1.2.3",
+		"2001:db8:1:2:3:4:5:6":    "2001:db8:1:2::/64",
+		"2001:db8:1:2::9":         "2001:db8:1:2::/64",
+		"fe80::1%eth0":            "fe80::/64",
+		"::1":                     "::/64",
+		"not an address (a pipe)": "not an address (a pipe)",
+	} {
+		if got := addrKey(in); got != want {
+			t.Errorf("addrKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestServe_OneTokenCannotHoldEveryConnection: one agent token (any VM of a fleet) that opens
+// every connection of a replica and keeps them alive, or holds long-polls on all of them,
+// does not lock the other clients out: a new connection takes an idle one's place, and
+// long-polls leave a third of the connections free.
+func TestServe_OneTokenCannotHoldEveryConnection(t *testing.T) {
+	e := serveExternal(t, func(c *Config) {
+		c.MaxConns = 6
+		c.MaxConnsPerAddr = 0
+	}, "http", &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}})
+	admin := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	do := func(method, path, token, body string) (int, http.Header, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://"+e.addr+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		// A refusal may be the previous request's connection, not counted out yet: try again
+		// for a second.
+		var last string
+		for i := 0; i < 50; i++ {
+			res, err := admin.Do(req)
+			if err != nil {
+				last = err.Error() // the refusal's 503 came before the request was sent
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode == 503 && strings.Contains(string(b), "--max-conns") {
+				last = string(b)
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
+			return res.StatusCode, res.Header, string(b)
+		}
+		t.Fatalf("%s %s refused for a second: %s", method, path, last)
+		return 0, nil, ""
+	}
+	code, _, body := do("POST", "/v1/tokens", e.token, `{"name":"web-agents","appliance":"web"}`)
+	if code != 200 && code != 201 {
+		t.Fatalf("create token: %d %s", code, body)
+	}
+	var created struct {
+		Token string `json:"token"`
+	}
+	if err := json.Unmarshal([]byte(body), &created); err != nil || created.Token == "" {
+		t.Fatalf("create token: %s", body)
+	}
+	agent := created.Token
+
+	// The agent token takes every connection and keeps them alive.
+	var held []net.Conn
+	for i := 0; i < 100 && len(held) < 6; i++ {
+		c := rawConn(t, e.addr)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, fmt.Sprintf("GET /v1/appliances/web HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nX-Shoelace-Instance: vm-%d\r\n\r\n", agent, i))
+		res, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || res.StatusCode == 503 {
+			c.Close()
+			continue
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		held = append(held, c)
+	}
+	if len(held) < 6 {
+		t.Fatalf("the agent token got %d connections of 6", len(held))
+	}
+	if code, _, body := do("GET", "/v1/status", e.token, ""); code != 200 {
+		t.Fatalf("an operator's request with every connection held idle by one agent token: %d %s", code, body)
+	}
+
+	// Long-polls on every connection: at most two thirds of them, the rest stays usable.
+	_, hdr, _ := do("GET", "/v1/appliances/web", agent, "")
+	index := hdr.Get("X-Shoelace-Index")
+	polls := 0
+	for i := 0; i < 6; i++ {
+		c := rawConn(t, e.addr)
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		io.WriteString(c, fmt.Sprintf("GET /v1/appliances/web?index=%s&wait=50s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nX-Shoelace-Instance: poll-%d\r\n\r\n", index, agent, i))
+		polls++
+	}
+	waitFor(t, "four long-polls open", func() bool {
+		_, _, body := do("GET", "/v1/status", e.token, "")
+		return strings.Contains(body, `"long_polls":4`)
+	})
+	if code, _, body := do("GET", "/v1/status", e.token, ""); code != 200 {
+		t.Fatalf("an operator's request with %d long-polls of one agent token open: %d %s", polls, code, body)
+	}
+}
+
+// TestServe_RefusedBodyNotDrained: a request answered before its body was read (no route reads
+// a body there, or the token may not write) closes its connection at once instead of draining
+// the body, which a client sending it a byte at a time would keep busy for the body timeout:
+// enough such connections from one address would hold every place that long-polls leave.
+func TestServe_RefusedBodyNotDrained(t *testing.T) {
+	e := serveExternal(t, func(c *Config) { c.BodyTimeout = time.Minute }, "http", nil)
+	for _, req := range []string{
+		"POST /health HTTP/1.1\r\nHost: x\r\n",
+		"GET /health HTTP/1.1\r\nHost: x\r\n",
+		"PUT /v1/kv/shared/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sl_unknown\r\n",
+	} {
+		c := rawConn(t, e.addr)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, req+"Content-Length: 100000\r\n\r\nx")
+		res, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%q: %v", req, err)
+		}
+		res.Body.Close()
+		// The rest of the body never comes: the server must not wait for it.
+		start := time.Now()
+		_, err = io.Copy(io.Discard, c)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("%q answered %s, then the connection stayed open %s waiting for the body; want it closed", req, res.Status, time.Since(start).Round(time.Second))
+		}
+		c.Close()
 	}
 }

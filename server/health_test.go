@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -34,6 +36,11 @@ func TestHealth_EtcdStoppedAndRestarted(t *testing.T) {
 	if !up.Etcd.Reachable || !up.Etcd.Leader || len(up.Etcd.Endpoints) == 0 {
 		t.Fatalf("/v1/status's etcd with etcd up: %+v", up.Etcd)
 	}
+	d = DepsHealth{}
+	f.must(f.do("GET", "/health/deps", ""), 200, &d) // an operator's token: endpoints too
+	if !d.Reachable || !d.Leader || d.LatencyMS <= 0 || d.Error != "" || len(d.Endpoints) == 0 {
+		t.Fatalf("/health/deps with an admin token, etcd up: %+v", d)
+	}
 
 	stop()
 	// The process is healthy while etcd is away; /health and /v1/status say what they know.
@@ -57,6 +64,11 @@ func TestHealth_EtcdStoppedAndRestarted(t *testing.T) {
 	f.must(f.do("GET", "/v1/status", ""), 200, &status)
 	if status.Etcd.Reachable || status.Etcd.Error == "" || status.Etcd.Error == "etcd is unreachable" {
 		t.Fatalf("/v1/status's etcd with etcd away: %+v, want the whole error", status.Etcd)
+	}
+	d = DepsHealth{}
+	f.must(f.do("GET", "/health/deps", ""), http.StatusServiceUnavailable, &d)
+	if d.Reachable || d.Leader || d.Error == "" || d.Error == "etcd is unreachable" || len(d.Endpoints) == 0 {
+		t.Fatalf("/health/deps with an admin token, etcd away: %+v; want the whole error and the endpoints", d)
 	}
 
 	testutil.StartEtcd(t, dir)
@@ -130,5 +142,64 @@ func TestHealth_NoTokenShowsOnlyStatusAndMaintenance(t *testing.T) {
 			len(st.Replicas) != 1 || st.Replicas[0].Host != f.s.self.Host || st.Replicas[0].Listen == "" {
 			t.Errorf("/v1/status: %+v", st)
 		}
+	}
+}
+
+// TestHealth_DepsWithoutTokenIsLimitedAndQuiet: /health/deps costs a read through etcd's leader
+// and its details name etcd's addresses. Without an operator's token it is held to the rate
+// limit of the client's address and says only reachable, leader and latency.
+func TestHealth_DepsWithoutTokenIsLimitedAndQuiet(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.RateLimit = 3 })
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	reader := f.newToken(api.TokenRequest{Name: "ops", Read: []string{"shared"}})
+	for _, tok := range []string{"", agent, "sl_unknown"} {
+		r := f.doToken(tok, "GET", "/health/deps", "")
+		var body map[string]any
+		f.must(r, 200, &body)
+		if _, ok := body["endpoints"]; ok || body["reachable"] != true || body["leader"] != true {
+			t.Errorf("/health/deps with token %.12q answered %s; want reachable and leader, no endpoints", tok, r.body)
+		}
+	}
+	// The address's 3 requests/s (burst 3) run out: anonymous clients are refused, operators are not.
+	limited := false
+	for i := 0; i < 50 && !limited; i++ {
+		r := f.doToken("", "GET", "/health/deps", "")
+		if limited = r.StatusCode == 429; !limited && r.StatusCode != 200 {
+			t.Fatalf("/health/deps without a token: %d %s", r.StatusCode, r.body)
+		}
+	}
+	if !limited {
+		t.Fatal("50 requests to /health/deps without a token in a row were all answered; want 429 over --rate-limit")
+	}
+	for _, tok := range []string{reader, f.token} {
+		var d DepsHealth
+		f.must(f.doToken(tok, "GET", "/health/deps", ""), 200, &d)
+		if len(d.Endpoints) == 0 {
+			t.Errorf("/health/deps with an operator's token: %+v; want etcd's endpoints", d)
+		}
+	}
+}
+
+// TestAuth_IPv6RateLimitPerSlash64: requests without a valid token are limited per client
+// address, an IPv6 address's /64 as a whole: a new address of the same /64 for each request
+// does not multiply the limit.
+func TestAuth_IPv6RateLimitPerSlash64(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.RateLimit = 3 })
+	get := func(remote string) int {
+		req := httptest.NewRequest("GET", "/v1/kv/shared/x", nil)
+		req.RemoteAddr = remote
+		w := httptest.NewRecorder()
+		f.s.Handler().ServeHTTP(w, req)
+		return w.Code
+	}
+	limited := false
+	for i := 1; i <= 50 && !limited; i++ {
+		limited = get(fmt.Sprintf("[2001:db8::%x]:40000", i)) == http.StatusTooManyRequests
+	}
+	if !limited {
+		t.Fatal("50 requests without a token from 50 addresses of 2001:db8::/64 were never refused; want 429 over --rate-limit")
+	}
+	if code := get("[2001:db8:0:1::1]:40000"); code != http.StatusUnauthorized {
+		t.Errorf("a request from another /64 answered %d, want 401", code)
 	}
 }

@@ -67,6 +67,7 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger) e
 		return err
 	}
 	maxConns := fitConnections(cfg, log)
+	cfg.MaxWaiters = fitLongPolls(cfg.MaxWaiters, maxConns, log)
 	useTLS := cfg.TLSCert != ""
 	var certs *certReloader
 	if useTLS {
@@ -140,6 +141,19 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger) e
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// fitLongPolls is the cap on long-polls that leaves a third of maxConns to other requests: a
+// long-poll holds its connection, and the hub's fair share between tokens only works while
+// the connections are not all taken by long-polls first.
+func fitLongPolls(maxWaiters, maxConns int, log *slog.Logger) int {
+	fit := max(1, maxConns*2/3)
+	if maxWaiters <= fit {
+		return maxWaiters
+	}
+	log.Warn("--max-long-polls lowered to two thirds of the connection cap, so that long-polls cannot take every connection",
+		"max_long_polls", maxWaiters, "lowered_to", fit, "max_conns", maxConns)
+	return fit
 }
 
 // fitConnections raises the open files limit to its hard limit and returns the cap on open

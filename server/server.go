@@ -268,11 +268,22 @@ func (s *Server) outer(next http.Handler) http.Handler {
 		}
 		_ = rc.SetWriteDeadline(start.Add(opTimeout + writeMargin))
 
+		if r.ProtoMajor == 1 && r.ContentLength != 0 && r.Method != http.MethodPut && r.Method != http.MethodPost {
+			// No route reads this body: close rather than drain it after the answer, which a
+			// client sending it slowly would keep busy for the body timeout.
+			h.Set("Connection", "close")
+		}
 		if p := r.URL.Path; p != cleanPath(p) {
 			// ServeMux would redirect to the cleaned path; a key must never be rewritten.
 			s.writeError(sw, r, uncleanPathError(p))
 		} else {
 			next.ServeHTTP(sw, r)
+		}
+		if r.ProtoMajor == 1 && r.ContentLength != 0 && h.Get("Connection") == "close" {
+			// Answered without the whole body: net/http would still read up to 256 KiB of it
+			// before closing, for as long as the body timeout. End that read now. (HTTP/2
+			// drains nothing: it resets the stream.)
+			_ = rc.SetReadDeadline(time.Now())
 		}
 
 		route := r.Pattern
@@ -408,6 +419,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
 	}
+	if r.ProtoMajor == 1 && r.ContentLength != 0 {
+		// The body may be unread (refused before it was needed): close the connection rather
+		// than drain it, which a client sending it slowly would keep busy for the body timeout.
+		// (On HTTP/2 this header would close the whole connection, and nothing is drained.)
+		w.Header().Set("Connection", "close")
+	}
 	_ = writeJSON(w, status, 0, api.ErrorBody{Error: &api.Error{Code: e.Code, Message: e.Message}})
 }
 
@@ -512,8 +529,19 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
 	})
 }
 
-// DepsHealth is the body of GET /health/deps, and the etcd part of GET /v1/status. Without a
-// token it names no address: Endpoints is left out and Error is one of a few fixed reasons.
+// operatorToken reports whether r presents a valid read, write or admin token (as the token
+// cache knows it), on a route that needs none.
+func (s *Server) operatorToken(r *http.Request) bool {
+	secret, ok, err := bearer(r)
+	if err != nil || !ok {
+		return false
+	}
+	rec := s.auth.lookup(secret)
+	return rec != nil && (rec.Admin || len(rec.Read) > 0 || len(rec.Write) > 0)
+}
+
+// DepsHealth is the body of GET /health/deps, and the etcd part of GET /v1/status. Endpoints and
+// the whole error are for operators' tokens; others get one of a few fixed reasons.
 type DepsHealth struct {
 	Reachable bool     `json:"reachable"`
 	Leader    bool     `json:"leader"`
@@ -540,23 +568,35 @@ func (s *Server) deps(ctx context.Context) (out DepsHealth, ok bool) {
 	return out, err == nil && h.Reachable && h.Leader
 }
 
+// handleHealthDeps answers etcd's health. Each answer costs a read through etcd's leader, so
+// a client without an operator's token is held to the rate limit of its address, and is not
+// told etcd's endpoints nor its errors (they name the cluster's addresses), only a fixed
+// reason: shoelace status sends its token and gets them.
 func (s *Server) handleHealthDeps(w http.ResponseWriter, r *http.Request) error {
+	operator := s.operatorToken(r)
+	if !operator {
+		if err := s.limitAddr(r); err != nil {
+			return err
+		}
+	}
 	out, ok := s.deps(r.Context())
-	// Addresses are for operators' tokens (GET /v1/status); a probe learns what is wrong.
-	out.Endpoints = nil
 	status := http.StatusOK
+	if !ok {
+		status = http.StatusServiceUnavailable
+	}
+	if operator {
+		return writeJSON(w, status, 0, out)
+	}
+	out.Endpoints = nil
 	switch {
 	case ok:
 		out.Error = ""
 	case !out.Reachable:
 		out.Error = "etcd is unreachable"
-		status = http.StatusServiceUnavailable
 	case !out.Leader:
 		out.Error = "etcd has no leader"
-		status = http.StatusServiceUnavailable
 	default:
 		out.Error = "etcd did not answer in time"
-		status = http.StatusServiceUnavailable
 	}
 	return writeJSON(w, status, 0, out)
 }

@@ -53,6 +53,10 @@ type Options struct {
 	// old or the new content, never a part, but a crash may leave the old one or, rarely, an
 	// empty file. Only for files that are rewritten often and need not survive a crash.
 	NoSync bool
+	// NoFollow replaces a symbolic link at path instead of following it: for a program's own
+	// files (its cache, its state), which must never be written where a link planted in their
+	// directory leads.
+	NoFollow bool
 }
 
 // CheckError is the error of a failed Options.Check.
@@ -76,12 +80,19 @@ func Unchanged(path string, data []byte, opts Options) (bool, error) {
 
 // unchanged is Unchanged of a resolved path.
 func unchanged(path string, data []byte, opts Options) (bool, error) {
-	fi, err := os.Stat(path)
+	stat := os.Stat
+	if opts.NoFollow {
+		stat = os.Lstat
+	}
+	fi, err := stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("stat %s: %w", path, err)
+	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		return false, nil // NoFollow: the link is replaced
 	}
 	return sameFile(path, fi, data, opts)
 }
@@ -141,9 +152,10 @@ func resolve(path string) (string, error) {
 // name that may already exist: the temp files are created with O_EXCL and renamed over the
 // destination and the .bak.
 func Write(path string, data []byte, opts Options) (changed bool, err error) {
-	path, err = resolve(path)
-	if err != nil {
-		return false, err
+	if !opts.NoFollow {
+		if path, err = resolve(path); err != nil {
+			return false, err
+		}
 	}
 	// Most calls change nothing: answer those by name, without opening the directory.
 	if same, err := unchanged(path, data, opts); err != nil || same {
@@ -166,6 +178,8 @@ func Write(path string, data []byte, opts Options) (changed bool, err error) {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		old = nil
+	case err == nil && opts.NoFollow && old.Mode()&fs.ModeSymlink != 0:
+		old = nil // the rename replaces the link
 	case err != nil:
 		return false, fmt.Errorf("stat %s: %w", path, err)
 	case !old.Mode().IsRegular():

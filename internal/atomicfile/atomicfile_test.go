@@ -582,3 +582,31 @@ func TestWrite_TempNameIsNeverFollowed(t *testing.T) {
 		t.Fatalf("written through a link at a temp name: %q", got)
 	}
 }
+
+// With NoFollow a link at the destination is replaced by the file, its target left alone, and
+// an unchanged write to the same name changes nothing.
+func TestWrite_NoFollowReplacesLink(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	if err := os.WriteFile(target, []byte("keep\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(dir, "state.json")
+	if err := os.Symlink(target, dst); err != nil {
+		t.Fatal(err)
+	}
+	opts := atomicfile.Options{Perm: 0o600, UID: atomicfile.Keep, GID: atomicfile.Keep, NoFollow: true}
+	changed, err := atomicfile.Write(dst, []byte("new\n"), opts)
+	if err != nil || !changed {
+		t.Fatalf("Write = %v, %v; want changed", changed, err)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "keep\n" {
+		t.Fatalf("the link's target was written: %q", b)
+	}
+	if fi, err := os.Lstat(dst); err != nil || !fi.Mode().IsRegular() {
+		t.Fatalf("destination after Write: %v, %v; want a regular file", fi, err)
+	}
+	if changed, err := atomicfile.Write(dst, []byte("new\n"), opts); err != nil || changed {
+		t.Fatalf("second Write = %v, %v; want unchanged", changed, err)
+	}
+}
