@@ -235,6 +235,7 @@ func TestAppliances_InstanceReports(t *testing.T) {
 	f.mustErr(f.doToken(reader, "GET", "/v1/appliances/db/instances", ""), 403, api.CodeForbidden)
 	f.mustErr(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm 3"), 400, api.CodeInvalidName, "X-Shoelace-Instance")
 	f.mustErr(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-3", api.HeaderApplied, "x"), 400, api.CodeInvalidRequest, "X-Shoelace-Applied")
+	f.mustErr(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-3", api.HeaderApplied, "+5"), 400, api.CodeInvalidRequest, "X-Shoelace-Applied")
 	f.mustErr(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderApplied, "5"), 400, api.CodeInvalidRequest, "X-Shoelace-Instance")
 	var db api.Instances
 	f.must(f.do("GET", "/v1/appliances/db/instances", ""), 200, &db)

@@ -64,6 +64,9 @@ func checkJSONBody(what string, data []byte) error {
 	if err := api.CheckJSONText(data); err != nil {
 		return bodyError("%s: %v", what, err)
 	}
+	if err := api.CheckJSONMembers(data); err != nil {
+		return bodyError("%s: %v", what, err)
+	}
 	return nil
 }
 

@@ -251,7 +251,7 @@ func agentReport(r *http.Request, name string) (*api.Instance, error) {
 	in := &api.Instance{Appliance: name, Instance: inst, LastSeen: time.Now().UTC().Truncate(time.Second), Remote: clientIP(r), Token: principalOf(r).name}
 	if applied != "" {
 		n, err := strconv.ParseInt(applied, 10, 64)
-		if err != nil || n < 0 {
+		if err != nil || n < 0 || applied[0] < '0' || applied[0] > '9' { // digits only: no sign
 			return nil, api.Errorf(api.CodeInvalidRequest, "header %s must be a revision (an integer >= 0), not %s", api.HeaderApplied, shorten(applied))
 		}
 		in.Applied = n
@@ -264,12 +264,12 @@ func agentReport(r *http.Request, name string) (*api.Instance, error) {
 // ignored. A report ignored or refused by the cap never fails the request.
 func (s *Server) takeReport(ctx context.Context, in *api.Instance) {
 	if cur := s.hub.current(); in.Applied > cur {
-		ctx, cancel := context.WithTimeout(ctx, opTimeout)
-		defer cancel()
-		rev, err := s.st.Revision(ctx)
+		rev, err := s.aboveStore.revision(ctx, s.st.Revision, in.Applied)
 		if err != nil || in.Applied > rev {
-			s.log.Warn("ignoring an instance report applied above the store's revision", "appliance", in.Appliance,
-				"instance", shorten(in.Instance), "token", in.Token, "applied", in.Applied, "revision", max(rev, cur), "err", err)
+			if s.aboveStore.shouldWarn(in.Token, time.Now()) {
+				s.log.Warn("ignoring instance reports applied above the store's revision (one line per token and minute)", "appliance", in.Appliance,
+					"instance", shorten(in.Instance), "token", in.Token, "applied", in.Applied, "revision", max(rev, cur), "err", err)
+			}
 			return
 		}
 	}
@@ -313,4 +313,49 @@ func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) error {
 	}
 	slices.SortFunc(out.Instances, func(a, b api.Instance) int { return strings.Compare(a.Instance, b.Instance) })
 	return writeJSON(w, http.StatusOK, rev, out)
+}
+
+// storeRevCheck answers "is this revision at or below the store's?" for reports whose applied
+// revision is above this replica's (its watch may lag): the store is asked at most once per
+// storeRevCheckEvery, so that forged reports cannot turn into a stream of store reads, and
+// the warning about them is logged once per token and minute.
+type storeRevCheck struct {
+	mu     sync.Mutex
+	rev    int64     // the store's revision when last asked
+	asked  time.Time // when
+	warned map[string]time.Time
+}
+
+const storeRevCheckEvery = time.Second
+
+// revision returns a store revision recent enough to judge applied: the one last read, if it
+// covers applied or was read within storeRevCheckEvery, else a fresh one from read.
+func (c *storeRevCheck) revision(ctx context.Context, read func(context.Context) (int64, error), applied int64) (int64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if applied <= c.rev || time.Since(c.asked) < storeRevCheckEvery {
+		return c.rev, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	rev, err := read(ctx)
+	if err != nil {
+		return c.rev, err
+	}
+	c.rev, c.asked = rev, time.Now()
+	return rev, nil
+}
+
+// shouldWarn says whether to log an ignored report of token now (once a minute per token).
+func (c *storeRevCheck) shouldWarn(token string, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.warned == nil || len(c.warned) > 10000 {
+		c.warned = map[string]time.Time{}
+	}
+	if now.Sub(c.warned[token]) < time.Minute {
+		return false
+	}
+	c.warned[token] = now
+	return true
 }

@@ -144,3 +144,29 @@ func TestInstances_ReportAboveTheStoreIgnored(t *testing.T) {
 		t.Fatalf("records %v, want only the real one", got)
 	}
 }
+
+// Reports applied above the store's revision (forged, or from a lagging replica's point of
+// view) cost at most one store read per second and one warning per token and minute, however
+// many arrive.
+func TestStoreRevCheck_BoundsReadsAndWarnings(t *testing.T) {
+	var c storeRevCheck
+	reads := 0
+	read := func(context.Context) (int64, error) { reads++; return 100, nil }
+	ctx := context.Background()
+	for i := range 1000 {
+		rev, err := c.revision(ctx, read, 1_000_000+int64(i))
+		if err != nil || rev != 100 {
+			t.Fatalf("revision = %d, %v", rev, err)
+		}
+	}
+	if reads != 1 {
+		t.Fatalf("1000 forged reports read the store %d times, want 1", reads)
+	}
+	if rev, _ := c.revision(ctx, read, 90); rev != 100 || reads != 1 {
+		t.Fatalf("a report below the known revision read the store (%d reads)", reads)
+	}
+	now := time.Now()
+	if !c.shouldWarn("web", now) || c.shouldWarn("web", now.Add(30*time.Second)) || !c.shouldWarn("db", now) || !c.shouldWarn("web", now.Add(61*time.Second)) {
+		t.Fatal("warnings are not once per token and minute")
+	}
+}

@@ -74,6 +74,7 @@ type Server struct {
 	storeID      atomic.Value // the store id last seen, to notice when it changes
 	sys          sysState     // orders watch events and reloads of tokens and settings
 	reports      *reporter
+	aboveStore   storeRevCheck             // reports applied above this replica's revision
 	self         Replica                   // this replica, as announced under sys/replicas/
 	replicas     atomic.Pointer[[]Replica] // the replicas seen at the last beat
 

@@ -68,6 +68,7 @@ func TestTxn_BadBodies(t *testing.T) {
 		{"bad utf8 value", "{\"ops\":[{\"op\":\"put\",\"key\":\"shared/a\",\"value\":\"\xff\"}]}", 400, api.CodeInvalidBody, []string{"UTF-8"}},
 		{"lone surrogate value", `{"ops":[{"op":"put","key":"shared/a","value":"\ud800"}]}`, 400, api.CodeInvalidBody, []string{`\ud800`, "lone UTF-16 surrogate", "UTF-8 text"}},
 		{"lone surrogate key", `{"ops":[{"op":"delete","key":"shared/\udfff"}]}`, 400, api.CodeInvalidBody, []string{"lone UTF-16 surrogate"}},
+		{"key given twice", `{"ops":[{"op":"put","key":"shared/a","value":"1","key":"shared/b"}]}`, 400, api.CodeInvalidBody, []string{`member "key" is given twice`}},
 		{"value too large", `{"ops":[` + put("shared/a", strings.Repeat("v", 101)) + `]}`, 413, api.CodeValueTooLarge, []string{"--max-value-bytes"}},
 		{"too many ops", `{"ops":[` + put("shared/a", "1") + `,` + put("shared/b", "1") + `,` + put("shared/c", "1") + `,` + put("shared/d", "1") + `]}`, 413, api.CodeTooLarge, []string{"limit of 3"}},
 		{"body too large", `{"ops":[` + strings.Repeat(" ", 2000) + `]}`, 413, api.CodeBodyTooLarge, []string{"2000"}},

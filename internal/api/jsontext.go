@@ -1,6 +1,9 @@
 package api
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"unicode/utf8"
 )
@@ -72,4 +75,67 @@ func hex4(data []byte, i int) (rune, bool) {
 		r = r<<4 | rune(c)
 	}
 	return r, true
+}
+
+// CheckJSONMembers reports an object in data that names one member twice: encoding/json keeps
+// the last silently, so {"op":"put","key":"a","key":"b"} would write b where the sender may
+// have read a. Malformed JSON is left to the decoder (nil is returned). The error names the
+// member and its byte offset.
+func CheckJSONMembers(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var walk func() error
+	walk = func() error {
+		tok, err := dec.Token()
+		if err != nil {
+			return errMalformed
+		}
+		d, ok := tok.(json.Delim)
+		if !ok {
+			return nil
+		}
+		switch d {
+		case '{':
+			seen := map[string]bool{}
+			for dec.More() {
+				off := dec.InputOffset()
+				tok, err := dec.Token()
+				if err != nil {
+					return errMalformed
+				}
+				name, _ := tok.(string)
+				if seen[name] {
+					return fmt.Errorf("member %q is given twice in one object (at byte %d): give each once", cut(name, 64), off)
+				}
+				seen[name] = true
+				if err := walk(); err != nil {
+					return err
+				}
+			}
+		case '[':
+			for dec.More() {
+				if err := walk(); err != nil {
+					return err
+				}
+			}
+		}
+		if _, err := dec.Token(); err != nil { // the closing delimiter
+			return errMalformed
+		}
+		return nil
+	}
+	if err := walk(); err != nil && err != errMalformed {
+		return err
+	}
+	return nil
+}
+
+// errMalformed stops CheckJSONMembers at JSON the decoder will refuse with its own message.
+var errMalformed = errors.New("malformed JSON")
+
+// cut shortens s to at most n bytes for a message.
+func cut(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
 }

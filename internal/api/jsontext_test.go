@@ -79,3 +79,16 @@ func jsonStrings(v any, out []string) []string {
 	}
 	return out
 }
+
+func TestCheckJSONMembers(t *testing.T) {
+	for _, ok := range []string{`{}`, `{"a":1,"b":{"a":2},"c":[{"a":1},{"a":2}]}`, `[1,"x",null]`, `"s"`, `{"a":` /* malformed: the decoder's to say */} {
+		if err := CheckJSONMembers([]byte(ok)); err != nil {
+			t.Errorf("CheckJSONMembers(%s) = %v", ok, err)
+		}
+	}
+	for _, bad := range []string{`{"a":1,"a":2}`, `{"x":[{"k":1,"k":1}]}`, `{"o":{"p":{"q":1,"q":{}}}}`} {
+		if err := CheckJSONMembers([]byte(bad)); err == nil || !strings.Contains(err.Error(), "given twice") {
+			t.Errorf("CheckJSONMembers(%s) = %v, want a member given twice", bad, err)
+		}
+	}
+}
