@@ -202,14 +202,16 @@ func TestConnLimiter_CapsTotalAndUnauthenticatedPerAddress(t *testing.T) {
 func TestConnLimiter_AtTotalCap(t *testing.T) {
 	ls := serveLimited(t, 3, 0, 0)
 	var idle []net.Conn
-	for _, from := range []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"} {
+	for i, from := range []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"} {
 		c := dialFrom(t, from, ls.addr)
 		if got := roundTrip(t, c, bufio.NewReader(c), "good"); got != "200 OK" {
 			t.Fatalf("connection from %s: %s", from, got)
 		}
 		idle = append(idle, c)
+		// The server marks a connection idle after the client has read its answer: wait for
+		// it, so that the connections become idle in this order.
+		waitFor(t, "the connection idle", func() bool { ls.l.mu.Lock(); defer ls.l.mu.Unlock(); return ls.l.idle.Len() == i+1 })
 	}
-	waitFor(t, "three idle connections", func() bool { ls.l.mu.Lock(); defer ls.l.mu.Unlock(); return ls.l.idle.Len() == 3 })
 	d := dialFrom(t, "127.0.0.4", ls.addr)
 	if got := roundTrip(t, d, bufio.NewReader(d), ""); got != "200 OK" {
 		t.Fatalf("a new connection at the cap, three idle: %s", got)
