@@ -92,11 +92,14 @@ func TestMirror_FollowsEveryKindOfWrite(t *testing.T) {
 			f.must(f.do("POST", "/v1/txn", body), 200, &w)
 			rev = w.Revision
 		case 5:
+			var d api.DeleteResult
 			r := f.do("DELETE", "/v1/kv/shared?recurse", "")
 			if r.StatusCode != 200 && r.StatusCode != 404 {
 				t.Fatalf("recursive delete of shared: %d %s", r.StatusCode, r.body)
 			}
-			rev = f.s.hub.current()
+			f.must(r, r.StatusCode, &d)
+			// The delete's own revision: the hub may not have seen it yet.
+			rev = max(d.Revision, f.s.hub.current())
 		}
 		f.mirrorAt(rev)
 		f.checkMirror(apps...)
