@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 )
 
@@ -30,21 +29,13 @@ func TestAgent_BackupLinkPlantedAtBak(t *testing.T) {
 		if err := os.Symlink(victim, dir+"/etc/app.conf.bak"); err != nil {
 			t.Fatal(err)
 		}
-		err := a.Once(context.Background(), "", false)
+		// With allowed_dirs or without, the link at the .bak name is replaced by the backup:
+		// the .bak lies in the destination's (allowed) directory, whatever the link points at.
+		if err := a.Once(context.Background(), "", false); err != nil {
+			t.Fatalf("allowed_dirs %v: %v", allowed, err)
+		}
 		if got := read(t, victim); got != "precious\n" {
 			t.Fatalf("allowed_dirs %v: the file the .bak link pointed at was written: %q", allowed, got)
-		}
-		if allowed {
-			if err == nil || !strings.Contains(err.Error(), "backup "+dir+"/etc/app.conf") || !strings.Contains(err.Error(), "outside allowed_dirs") {
-				t.Fatalf("Once = %v, want the .bak refused", err)
-			}
-			if got := read(t, dir+"/etc/app.conf"); got != "listen 8080\n" {
-				t.Fatalf("app.conf = %q, want the old file kept", got)
-			}
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
 		}
 		fi, err := os.Lstat(dir + "/etc/app.conf.bak")
 		if err != nil || !fi.Mode().IsRegular() || read(t, dir+"/etc/app.conf.bak") != "listen 8080\n" {

@@ -555,6 +555,23 @@ func (c *Config) checkResolved(p string) error {
 	return nil
 }
 
+// checkReal says whether p, a path whose links are already resolved (as atomicfile resolves the
+// one it replaces), lies under allowed_dirs as resolved when the config was validated. A link
+// at p's name is not followed: it is what the install replaces.
+func (c *Config) checkReal(p string) error {
+	if len(c.AllowedDirs) == 0 {
+		return nil
+	}
+	allowed := c.allowedReal
+	if allowed == nil {
+		allowed = resolveDirs(c.AllowedDirs)
+	}
+	if !underAny(p, allowed) {
+		return fmt.Errorf("%s is outside allowed_dirs %v", p, c.AllowedDirs)
+	}
+	return nil
+}
+
 // resolveLinks follows p while it is a symbolic link (dangling or not), then resolves the
 // directories of where it leads (see resolvePath).
 func resolveLinks(p string) string {

@@ -217,8 +217,9 @@ func (a *Agent) renderOne(ctx context.Context, t *tmpl, data templates.Data) (bo
 		return false, fmt.Errorf("install %s: %w; old file kept", t.name(), err)
 	}
 	if len(a.cfg.AllowedDirs) > 0 {
-		// Again on the path the install really replaces, resolved by the install itself.
-		opts.Allowed = a.cfg.checkResolved
+		// Again on the path the install really replaces, resolved by the install itself: no
+		// link is left on it to follow (one at the .bak name is replaced by the rename).
+		opts.Allowed = a.cfg.checkReal
 	}
 	if err := ensureDir(filepath.Dir(t.cfg.Destination)); err != nil {
 		return false, fmt.Errorf("install %s: %w", t.name(), err)
