@@ -388,6 +388,9 @@ func (c *Config) Validate() error {
 		add("%s: cache_dir must not be empty", name)
 	} else if !filepath.IsAbs(c.CacheDir) {
 		add("%s: cache_dir %q must be an absolute path", name, c.CacheDir)
+	} else if fi, err := os.Stat(c.CacheDir); err == nil && fi.Mode().Perm()&0o022 != 0 {
+		// Whoever can write there can plant a view the agent renders when the server is away.
+		add("%s: cache_dir %s is writable by group or others (mode %04o): the agent renders its cached view when the server is away; run chmod 700 %s", name, c.CacheDir, fi.Mode().Perm(), c.CacheDir)
 	}
 	if c.Wait.Min > 0 && c.Wait.Max > 0 && c.Wait.Min > c.Wait.Max {
 		add("%s: wait: min %s is greater than max %s", name, time.Duration(c.Wait.Min), time.Duration(c.Wait.Max))

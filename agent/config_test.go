@@ -103,6 +103,7 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		{"missing token file", base + "token_file: $DIR/nope\ntemplates:\n  - contents: x\n    destination: $DIR/a\n", []string{"token_file", "no such file"}},
 		{"no token", base + "templates:\n  - contents: x\n    destination: $DIR/a\n", []string{"token_file is required (or an inline token:)", "shoelace token create --appliance web"}},
 		{"relative cache", "server: http://x:1\nappliance: web\ncache_dir: cache\n" + tmpl, []string{`cache_dir "cache" must be an absolute path`}},
+		{"cache dir others may write", "server: http://x:1\nappliance: web\ncache_dir: /tmp\n" + tmpl, []string{"cache_dir /tmp is writable by group or others", "chmod 700 /tmp"}},
 		{"wait min > max", base + "wait: {min: 5s, max: 1s}\n" + tmpl, []string{"wait: min 5s is greater than max 1s"}},
 		{"bad duration", base + "wait: {min: 5}\n" + tmpl, []string{`agent.yaml:4: invalid duration "5"`}},
 		{"bad metrics", base + "metrics_listen: nope\n" + tmpl, []string{`metrics_listen "nope"`}},
