@@ -193,9 +193,6 @@ func parseDump(data []byte) (dump, error) {
 	if err := api.CheckJSONText(data); err != nil {
 		return d, fmt.Errorf("%w (an export is UTF-8 JSON)", err)
 	}
-	if err := api.CheckJSONMembers(data); err != nil {
-		return d, fmt.Errorf("%w (an export is UTF-8 JSON)", err)
-	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&d); err != nil {
