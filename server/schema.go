@@ -54,8 +54,13 @@ func compileSchema(data []byte) (*jsonschema.Schema, error) {
 func schemaErrText(err error) string {
 	msg := err.Error()
 	var sve *jsonschema.SchemaValidationError
-	if errors.As(err, &sve) {
-		msg = "not valid against its meta-schema: " + sve.Err.Error()
+	var ve *jsonschema.ValidationError
+	if errors.As(err, &sve) && errors.As(sve.Err, &ve) {
+		var parts []string
+		for _, l := range leaves(ve) {
+			parts = append(parts, fmt.Sprintf("at /%s: %s", strings.Join(l.InstanceLocation, "/"), l.ErrorKind.LocalizedString(printer)))
+		}
+		msg = "not valid JSON Schema: " + strings.Join(parts, "; ")
 	}
 	msg = strings.ReplaceAll(msg, "'"+schemaURL+"'", "the schema")
 	msg = strings.ReplaceAll(msg, strconv.Quote(schemaURL), "the schema")
@@ -76,11 +81,11 @@ func validatePort(v any) error {
 		return nil // formats apply to strings only
 	}
 	if s == "" || strings.Trim(s, "0123456789") != "" || len(s) > 1 && s[0] == '0' {
-		return errors.New("not a port: want digits, 1 to 65535")
+		return errors.New("want digits, 1 to 65535")
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 1 || n > 65535 {
-		return errors.New("not a port: want 1 to 65535")
+		return errors.New("want 1 to 65535")
 	}
 	return nil
 }
@@ -92,7 +97,7 @@ func validateDuration(v any) error {
 		return nil
 	}
 	if _, err := time.ParseDuration(s); err != nil {
-		return errors.New("not a duration such as 30s or 1h30m")
+		return errors.New("want a duration such as 30s or 1h30m")
 	}
 	return nil
 }
@@ -183,18 +188,7 @@ func violation(name string, err error) error {
 	if !errors.As(err, &ve) {
 		return api.Errorf(api.CodeSchemaViolation, "appliance %q breaks its schema: %s", name, err.Error())
 	}
-	var leaves []*jsonschema.ValidationError
-	var walk func(e *jsonschema.ValidationError)
-	walk = func(e *jsonschema.ValidationError) {
-		if len(e.Causes) == 0 {
-			leaves = append(leaves, e)
-			return
-		}
-		for _, c := range e.Causes {
-			walk(c)
-		}
-	}
-	walk(ve)
+	leaves := leaves(ve)
 	const shown = 3
 	var parts []string
 	for _, l := range leaves[:min(len(leaves), shown)] {
@@ -205,6 +199,18 @@ func violation(name string, err error) error {
 		more = fmt.Sprintf(" (and %d more)", len(leaves)-shown)
 	}
 	return api.Errorf(api.CodeSchemaViolation, "appliance %q breaks its schema: %s%s", name, strings.Join(parts, "; "), more)
+}
+
+// leaves returns the rules that broke: the errors of e's tree that have no causes.
+func leaves(e *jsonschema.ValidationError) []*jsonschema.ValidationError {
+	if len(e.Causes) == 0 {
+		return []*jsonschema.ValidationError{e}
+	}
+	var out []*jsonschema.ValidationError
+	for _, c := range e.Causes {
+		out = append(out, leaves(c)...)
+	}
+	return out
 }
 
 // describeViolation says one broken rule: "key nginx/port: format: …".
