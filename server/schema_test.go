@@ -291,3 +291,24 @@ func TestSchema_ChangeWhileWritesStream(t *testing.T) {
 		t.Fatalf("port %s after the stream, want 80", got)
 	}
 }
+
+// TestSchema_OtherReplicaSeesChangesAtOnce: a replica whose cached schemas are stale neither
+// lets a write through that a schema set on another replica refuses, nor refuses one that a
+// schema removed there no longer does.
+func TestSchema_OtherReplicaSeesChangesAtOnce(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	b := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	b.token = a.token
+	b.must(b.do("PUT", "/v1/appliances/web", `{"keys":{"nginx":{"port":"80"}}}`), 200, nil) // b caches: no schema
+	a.must(a.do("PUT", "/v1/appliances/web/schema", webSchema), 200, nil)
+	b.mustErr(b.do("PUT", "/v1/kv/appliances/web/nginx/port", "0"), 422, api.CodeSchemaViolation, "key nginx/port")
+	b.mustErr(b.do("PUT", "/v1/appliances/web", `{"keys":{"env":"prod"}}`), 422, api.CodeSchemaViolation, "key nginx")
+	// b caches the schema now; a removes it, then sets one that allows any port.
+	a.must(a.do("DELETE", "/v1/appliances/web/schema", ""), 200, nil)
+	b.must(b.do("PUT", "/v1/kv/appliances/web/nginx/port", "0"), 200, nil)
+	a.must(a.do("PUT", "/v1/appliances/web/schema", webSchema), 200, nil)
+	b.mustErr(b.do("DELETE", "/v1/kv/appliances/web/nginx/port", ""), 422, api.CodeSchemaViolation, "required")
+	a.must(a.do("PUT", "/v1/appliances/web/schema", `{"type":"object"}`), 200, nil)
+	b.must(b.do("DELETE", "/v1/kv/appliances/web/nginx/port", ""), 200, nil)
+}
