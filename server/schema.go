@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -291,7 +292,8 @@ func (s *Server) handlePutSchema(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if _, err := compileSchema(data); err != nil {
+	sch, err := compileSchema(data)
+	if err != nil {
 		return err
 	}
 	ctx, cancel := s.opCtx(r)
@@ -301,7 +303,38 @@ func (s *Server) handlePutSchema(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.audit(r, "schema-set", []string{api.ApplianceRoot(name)}, rev)
-	return writeJSON(w, http.StatusOK, rev, api.WriteResult{Revision: rev})
+	return writeJSON(w, http.StatusOK, rev, api.SchemaResult{Revision: rev, Warning: s.currentViolation(ctx, name, sch)})
+}
+
+// currentViolation says how appliance name's keys as they are break sch; "" when they do not,
+// when it has none, or when they cannot be read (the schema is set either way).
+func (s *Server) currentViolation(ctx context.Context, name string, sch *jsonschema.Schema) string {
+	root := api.ApplianceRoot(name) + "/"
+	kvs, _, err := s.st.List(ctx, api.ApplianceRoot(name), false)
+	if err != nil {
+		return ""
+	}
+	tree := map[string]string{}
+	for _, kv := range kvs {
+		if rel, ok := strings.CutPrefix(kv.Key, root); ok {
+			tree[rel] = kv.Value
+		}
+	}
+	if len(tree) == 0 {
+		return ""
+	}
+	doc, err := nestTree(tree)
+	if err == nil {
+		if err = sch.Validate(doc); err != nil {
+			err = violation(name, err)
+		}
+	} else {
+		err = fmt.Errorf("appliance %q breaks its schema: %w", name, err)
+	}
+	if err == nil {
+		return ""
+	}
+	return "the keys it has now break it, so its next write must fix them: " + err.Error()
 }
 
 func (s *Server) handleDeleteSchema(w http.ResponseWriter, r *http.Request) error {

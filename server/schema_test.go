@@ -58,6 +58,21 @@ func TestSchema_SetGetRemove(t *testing.T) {
 	f.must(f.do("DELETE", "/v1/appliances/web/schema", ""), 200, nil)
 	f.mustErr(f.do("GET", "/v1/appliances/web/schema", ""), 404, api.CodeNotFound)
 	f.mustErr(f.do("DELETE", "/v1/appliances/web/schema", ""), 404, api.CodeNotFound)
+
+	// Set over keys that break it: set, with a warning that says how; over keys that fit: none.
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"nginx":{"port":"0"}}}`), 200, nil)
+	var res api.SchemaResult
+	f.must(f.do("PUT", "/v1/appliances/web/schema", webSchema), 200, &res)
+	if res.Revision <= 0 || !strings.Contains(res.Warning, "break it") || !strings.Contains(res.Warning, "key nginx/port: format") {
+		t.Fatalf("schema set over keys that break it: %+v", res)
+	}
+	f.must(f.do("DELETE", "/v1/appliances/web/schema", ""), 200, nil)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"nginx":{"port":"80"}}}`), 200, nil)
+	res = api.SchemaResult{}
+	f.must(f.do("PUT", "/v1/appliances/web/schema", webSchema), 200, &res)
+	if res.Revision <= 0 || res.Warning != "" {
+		t.Fatalf("schema set over keys that fit: %+v", res)
+	}
 }
 
 func TestSchema_InvalidSchemaRefused(t *testing.T) {

@@ -30,7 +30,12 @@ func TestE2E_ApplianceSchema(t *testing.T) {
 	c.fails(exitNotFound, `appliance "sc-web" has no schema`, "appliance", "schema", "get", "sc-web")
 	c.fails(exitError, "invalid schema", "appliance", "schema", "set", "sc-web", "-f", file("bad.json", `{"required": "nginx"}`))
 	c.fails(exitUsage, "missing -f FILE", "appliance", "schema", "set", "sc-web")
-	revisionOf(t, c.ok("appliance", "schema", "set", "sc-web", "-f", sfile)) // flag after the positional
+	// Set on keys that break it: set anyway, with a warning. The flag may follow the positional.
+	r := c.run("appliance", "schema", "set", "sc-web", "-f", sfile)
+	if r.code != 0 || !strings.Contains(r.stderr, "warning: the keys it has now break it") || !strings.Contains(r.stderr, "key nginx/port: format") {
+		t.Fatalf("schema set over keys that break it: %s", r)
+	}
+	revisionOf(t, r.stdout)
 	if got := c.ok("appliance", "schema", "get", "sc-web"); got != schema+"\n" {
 		t.Fatalf("schema get = %q", got)
 	}

@@ -29,8 +29,9 @@ key and the rule, and changes nothing (exit code 1). Keys under shared/ are not 
 				UsageText: "shoelace appliance schema set NAME -f FILE|-",
 				Description: `Sets the schema of NAME to FILE's ("-f -" reads stdin), replacing any. A schema that is not
 valid JSON Schema is refused, naming the problem; a schema may not $ref files or URLs.
-The appliance's current keys are not checked: its next write is. Needs an admin token or one
-that may write appliances/NAME. Prints the revision.
+The schema is set even when the appliance's current keys break it: then a warning on stderr
+says how (with --output json, in "warning"), and its next write must fix them. Needs an admin
+token or one that may write appliances/NAME. Prints the revision.
 
 EXAMPLES:
    shoelace appliance schema set web-frontend -f web-frontend.schema.json`,
@@ -89,11 +90,17 @@ func (e *cliEnv) schemaSet(c *cli.Context) error {
 		return err
 	}
 	defer s.cancel()
-	rev, err := s.client.SetSchema(s.ctx, name, body)
+	res, err := s.client.SetSchema(s.ctx, name, body)
 	if err != nil {
 		return err
 	}
-	return printRevision(e.stdout, s.json, rev)
+	if s.json {
+		return printJSON(e.stdout, res)
+	}
+	if res.Warning != "" {
+		fmt.Fprintf(e.stderr, "warning: %s\n", res.Warning)
+	}
+	return printRevision(e.stdout, false, res.Revision)
 }
 
 func (e *cliEnv) schemaGet(c *cli.Context) error {

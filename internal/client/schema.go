@@ -10,11 +10,11 @@ import (
 
 // SetSchema sets appliance name's JSON Schema (PUT /v1/appliances/{name}/schema). A schema that
 // does not compile is refused (400 invalid_schema).
-func (c *Client) SetSchema(ctx context.Context, name string, schema []byte) (int64, error) {
-	var w api.WriteResult
+func (c *Client) SetSchema(ctx context.Context, name string, schema []byte) (api.SchemaResult, error) {
+	var res api.SchemaResult
 	_, err := c.Do(ctx, Request{Method: http.MethodPut, Path: "/v1/appliances/" + name + "/schema", Body: schema,
-		Header: http.Header{"Content-Type": {"application/schema+json"}}}, &w)
-	return w.Revision, err
+		Header: http.Header{"Content-Type": {"application/schema+json"}}}, &res)
+	return res, err
 }
 
 // Schema reads appliance name's JSON Schema as it was set; api.ErrNotFound when it has none.
