@@ -327,3 +327,31 @@ func TestSchema_OtherReplicaSeesChangesAtOnce(t *testing.T) {
 	a.must(a.do("PUT", "/v1/appliances/web/schema", `{"type":"object"}`), 200, nil)
 	b.must(b.do("DELETE", "/v1/kv/appliances/web/nginx/port", ""), 200, nil)
 }
+
+// FuzzSchema_Compile: any body set as a schema is compiled or refused with invalid_schema,
+// and a compiled one checks any tree without panicking.
+func FuzzSchema_Compile(f *testing.F) {
+	f.Add([]byte(webSchema), "nginx/port", "80")
+	f.Add([]byte(`{"required": "a"}`), "a", "")
+	f.Add([]byte(`{"$ref": "#/$defs/x", "$defs": {"x": {"pattern": "^a"}}}`), "a/b", "c")
+	f.Add([]byte(`{"$ref": "file:///etc/passwd"}`), "a", "b")
+	f.Add([]byte(`{"properties": {"a": {"format": "duration"}}}`), "a", "1h")
+	f.Fuzz(func(t *testing.T, data []byte, key, value string) {
+		sch, err := compileSchema(data)
+		if err != nil {
+			if api.AsError(err).Code != api.CodeInvalidSchema {
+				t.Fatalf("compile %q: %v, want an invalid_schema error", data, err)
+			}
+			return
+		}
+		doc, err := nestTree(map[string]string{key: value})
+		if err != nil {
+			return
+		}
+		if err := sch.Validate(doc); err != nil {
+			if e := violation("web", err); api.AsError(e).Code != api.CodeSchemaViolation {
+				t.Fatalf("violation %v", e)
+			}
+		}
+	})
+}
