@@ -3,9 +3,11 @@ package store
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -37,8 +39,6 @@ const (
 	SchemaPrefix = "schemas/"
 	// treePrefix is the system key prefix of the tree versions of appliances with a schema.
 	treePrefix = "schema-trees/"
-	// schemaTries bounds how often a write checks again after a concurrent change.
-	schemaTries = 20
 )
 
 // TreeCheck checks appliance name's own tree (keys relative to appliances/<name>/ → values),
@@ -119,8 +119,10 @@ func (s *Store) kvEdits(root string, e edits) edits {
 
 // schemaGuard is what a checked write adds to its transaction.
 type schemaGuard struct {
-	cmps []clientv3.Cmp
+	cmps []clientv3.Cmp // on the schemas, then (the last trees of them) on tree versions
 	ops  []clientv3.Op
+	// trees is how many of cmps, at the end, are on tree versions.
+	trees int
 }
 
 // wrap adds g to every branch of parts that writes, the way a marker is added.
@@ -226,6 +228,7 @@ func (s *Store) guardFor(ctx context.Context, e edits) (schemaGuard, error) {
 			tree[strings.TrimPrefix(string(kv.Key), s.kvRoot+root)] = string(kv.Value)
 		}
 		g.cmps = append(g.cmps, clientv3.Compare(clientv3.ModRevision(s.sysRoot+treePrefix+n), "=", modRevision(resp.Responses[2*i+1])))
+		g.trees++
 		for _, d := range e.dels {
 			switch {
 			case d.Recurse && (d.Key == api.AppliancesPrefix || d.Key+"/" == root):
@@ -278,6 +281,10 @@ func (s *Store) refusal(ctx context.Context, name string, rev int64, err error) 
 // schemas of the appliances it touches and guarded so that the check still holds when it is
 // applied (see above). A write refused by its own guards is returned as commit returns it.
 func (s *Store) commitChecked(ctx context.Context, op string, e edits, parts txnParts) (written, error) {
+	// Writers to one appliance with a schema go one at a time (each bumps its tree version):
+	// under contention, retry with a growing random pause for as long as one call may take.
+	lctx, cancel := s.opCtx(ctx)
+	defer cancel()
 	for try := 0; ; try++ {
 		g, err := s.guardFor(ctx, e)
 		if err == nil {
@@ -286,24 +293,50 @@ func (s *Store) commitChecked(ctx context.Context, op string, e edits, parts txn
 			if err != nil || len(g.cmps) == 0 || applied(w) {
 				return w, err
 			}
-			// Not applied: by the write's own guards, or by the schema guard?
-			rctx, cancel := s.opCtx(ctx)
-			resp, err := s.cli.Txn(rctx).If(g.cmps...).Commit()
-			cancel()
+			// Not applied: by the write's own guards, or by the schema guard? And if by the
+			// latter, did a schema change, or only the tree?
+			held, err := s.holds(ctx, g.cmps)
 			if err != nil {
 				return written{}, s.etcdErr(ctx, op, err)
 			}
-			if resp.Succeeded {
+			if held {
 				return w, nil
 			}
-		} else if !errors.Is(err, errStaleSchema) {
+			if g.trees == 0 {
+				s.dropSchemas()
+			} else if held, err := s.holds(ctx, g.cmps[:len(g.cmps)-g.trees]); err != nil || !held {
+				s.dropSchemas()
+			}
+		} else if errors.Is(err, errStaleSchema) {
+			s.dropSchemas()
+		} else {
 			return written{}, err
 		}
-		s.dropSchemas()
-		if try+1 >= schemaTries {
-			return written{}, api.Errorf(api.CodeConflict, "%s: the appliance's schema or tree kept changing during %d attempts", op, schemaTries)
+		if lctx.Err() != nil {
+			return written{}, api.Errorf(api.CodeConflict, "%s: the appliance's schema or tree kept changing during %d attempts", op, try+1)
 		}
-		pause(ctx)
+		schemaPause(lctx, try)
+	}
+}
+
+// holds reports whether every one of cmps holds now.
+func (s *Store) holds(ctx context.Context, cmps []clientv3.Cmp) (bool, error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Txn(ctx).If(cmps...).Commit()
+	if err != nil {
+		return false, err
+	}
+	return resp.Succeeded, nil
+}
+
+// schemaPause waits a random pause of up to 1 ms << try, at most 50 ms, or until ctx ends.
+func schemaPause(ctx context.Context, try int) {
+	t := time.NewTimer(time.Duration(rand.Int64N(int64(min(time.Millisecond<<min(try, 6), 50*time.Millisecond)) + 1)))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
 	}
 }
 
