@@ -234,6 +234,19 @@ func describeViolation(e *jsonschema.ValidationError) string {
 	return fmt.Sprintf("%s: %s: %s", where, rule, msg)
 }
 
+// checkSchema checks tree, appliance name's tree as an apply would make it, against its schema
+// if it has one: an apply's dry run answers the 422 that the apply would.
+func (s *Server) checkSchema(ctx context.Context, name string, tree map[string]string) error {
+	data, rev, err := s.st.SysGet(ctx, store.SchemaPrefix+name)
+	if errors.Is(err, api.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return s.checkTree(name, data, rev, tree)
+}
+
 // Schema routes. The schema is a system key; setting one checks that it compiles. It does not
 // check the appliance's current keys: the next write to the appliance is checked.
 

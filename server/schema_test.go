@@ -160,6 +160,10 @@ func TestSchema_EveryWriteKindIsChecked(t *testing.T) {
 		})
 	}
 
+	// An apply's dry run answers what the apply would.
+	f.mustErr(f.do("PUT", "/v1/appliances/web?dry_run", `{"keys":{"nginx":{"port":"0"}}}`), 422, api.CodeSchemaViolation, "key nginx/port")
+	f.must(f.do("PUT", "/v1/appliances/web?dry_run", `{"keys":{"nginx":{"port":"1"}}}`), 200, nil)
+
 	// Valid writes of every kind go through.
 	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"nginx":{"port":"8080","host":"web.internal","timeout":"30s"},"env":"dev"}}`), 200, nil)
 	f.must(f.do("PUT", "/v1/kv/appliances/web/nginx/port", "443"), 200, nil)

@@ -49,6 +49,7 @@ func TestE2E_ApplianceSchema(t *testing.T) {
 		args []string
 	}{
 		{"key nginx/port: format", []string{"appliance", "apply", "sc-web", "-f", file("v2.yaml", "keys:\n  nginx: {port: 0}\n")}},
+		{"key nginx/port: format", []string{"appliance", "apply", "sc-web", "-f", file("v2.yaml", "keys:\n  nginx: {port: 0}\n"), "--dry-run"}},
 		{"key env: pattern", []string{"kv", "put", "appliances/sc-web/env", "qa"}},
 		{"key nginx/port: required", []string{"kv", "rm", "appliances/sc-web/nginx/port"}},
 		{"key nginx: required", []string{"kv", "rm", "appliances/sc-web", "--recurse"}},

@@ -20,7 +20,8 @@ leave it, as nested JSON: key nginx/port with value 8080 is {"nginx":{"port":"80
 are strings: use "pattern", "enum", "required", "format" rather than "type": "integer".
 Formats are asserted: "port" (1-65535, digits), "hostname", "duration" (Go: 30s, 1h30m) and the
 standard ones. A write that breaks the schema is refused with 422 schema_violation, naming the
-key and the rule, and changes nothing (exit code 1). Keys under shared/ are not checked.`,
+key and the rule, and changes nothing (exit code 1); "appliance apply --dry-run" checks it too.
+Keys under shared/ are not checked.`,
 		Subcommands: []*cli.Command{
 			{
 				Name:      "set",
