@@ -186,6 +186,9 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
 	if dry {
+		if err := s.checkSchema(ctx, name, keys); err != nil {
+			return err
+		}
 		return s.planApply(ctx, w, name, keys)
 	}
 	rev, err := s.st.Apply(ctx, name, keys, cas)

@@ -77,6 +77,7 @@ type Server struct {
 	aboveStore   storeRevCheck             // reports applied above this replica's revision
 	self         Replica                   // this replica, as announced under sys/replicas/
 	replicas     atomic.Pointer[[]Replica] // the replicas seen at the last beat
+	schemas      schemas                   // compiled appliance schemas (write-time validation)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -95,6 +96,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, st: st, log: log, auditLog: slog.New(alwaysEnabled{log.Handler()}), m: newMetrics(cfg.Version), ctx: ctx, cancel: cancel}
 	st.SetObserver(s.m.observeEtcd)
+	st.SetTreeCheck(s.checkTree)
 	s.hub = newHub(ctx, st, log, s.m, cfg.MaxWaiters)
 	s.hub.maxPerToken = cfg.MaxWaitersPerToken
 	s.hub.onSys = s.onSysChange
@@ -182,6 +184,9 @@ func (s *Server) routes() {
 	v1("PUT /v1/appliances/{name}", s.handlePutAppliance)
 	v1("GET /v1/appliances/{name}/instances", s.handleInstances)
 	v1("GET /v1/appliances/{name}/at/{revision}", s.handleApplianceAt)
+	v1("GET /v1/appliances/{name}/schema", s.handleGetSchema)
+	v1("PUT /v1/appliances/{name}/schema", s.handlePutSchema)
+	v1("DELETE /v1/appliances/{name}/schema", s.handleDeleteSchema)
 	v1("POST /v1/tokens", s.handleCreateToken)
 	v1("GET /v1/tokens", s.handleListTokens)
 	v1("DELETE /v1/tokens/{name}", s.handleDeleteToken)

@@ -22,7 +22,7 @@ import (
 func applianceCommand(e *cliEnv) *cli.Command {
 	return &cli.Command{
 		Name:  "appliance",
-		Usage: "list, read, apply, export, roll back and wait for appliances",
+		Usage: "list, read, apply, export, roll back and wait for appliances; set their schemas",
 		Description: `An appliance's view is shared/ overlaid by appliances/NAME/, addressed by paths relative
 to those roots; the appliance's own value wins.`,
 		Subcommands: []*cli.Command{
@@ -166,6 +166,7 @@ EXAMPLES:
 				},
 				Action: e.applianceExport,
 			},
+			applianceSchemaCommand(e),
 		},
 	}
 }

@@ -27,7 +27,8 @@ const (
 
 const exitCodesHelp = `EXIT CODES:
    0  success
-   1  other error, including a key, value or body the server refused (400, 413)
+   1  other error, including a key, value or body the server refused (400, 413), or a write
+      that breaks the appliance's schema (422 schema_violation)
    2  usage error: unknown command or flag, wrong arguments, insecure token file
    3  not found: the key, appliance or token does not exist (404)
    4  conflict: a --cas guard did not hold (409)

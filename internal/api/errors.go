@@ -30,6 +30,8 @@ const (
 	CodeShuttingDown    = "shutting_down"
 	CodeInternal        = "internal"
 	CodeUnsupportedType = "unsupported_media_type"
+	CodeInvalidSchema   = "invalid_schema"   // an appliance schema that is not valid JSON Schema
+	CodeSchemaViolation = "schema_violation" // a write that would break the appliance's schema
 )
 
 var codeStatus = map[string]int{
@@ -55,6 +57,8 @@ var codeStatus = map[string]int{
 	CodeShuttingDown:    http.StatusServiceUnavailable,
 	CodeInternal:        http.StatusInternalServerError,
 	CodeUnsupportedType: http.StatusUnsupportedMediaType,
+	CodeInvalidSchema:   http.StatusBadRequest,
+	CodeSchemaViolation: http.StatusUnprocessableEntity,
 }
 
 // Sentinel errors; match them with errors.Is, which compares codes.

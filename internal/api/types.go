@@ -37,6 +37,13 @@ type WriteResult struct {
 	Revision int64 `json:"revision"`
 }
 
+// SchemaResult answers PUT /v1/appliances/{name}/schema. Warning, when set, says that the
+// appliance's keys as they are break the new schema (its next write must fix them).
+type SchemaResult struct {
+	Revision int64  `json:"revision"`
+	Warning  string `json:"warning,omitempty"`
+}
+
 // ApplyPlan answers PUT /v1/appliances/{name}?dry_run: what the apply would do to the store as
 // it is at Revision, which it leaves as it is. Keys are full keys, sorted.
 type ApplyPlan struct {

@@ -117,7 +117,8 @@ func (s *Store) put(ctx context.Context, root, key, value string, cas int64) (in
 		cmps = []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(k), "=", cas)}
 		els = []clientv3.Op{clientv3.OpGet(k, clientv3.WithKeysOnly())}
 	}
-	w, err := s.commit(ctx, "put "+key, plainTxn(cmps, []clientv3.Op{clientv3.OpPut(k, value)}, els))
+	e := s.kvEdits(root, edits{puts: map[string]string{key: value}})
+	w, err := s.commitChecked(ctx, "put "+key, e, plainTxn(cmps, []clientv3.Op{clientv3.OpPut(k, value)}, els))
 	if err != nil {
 		return 0, err
 	}
@@ -172,7 +173,8 @@ func (s *Store) Delete(ctx context.Context, key string, recurse bool) (rev, dele
 			return append([]clientv3.Cmp{exists}, m.cmps...), append([]clientv3.Op{clientv3.OpDelete(k), sub}, m.ops...), []clientv3.Op{nested}
 		}
 	}
-	w, err := s.commit(ctx, "delete "+key, parts)
+	e := edits{dels: []api.Op{{Op: api.OpDelete, Key: key, Recurse: recurse}}}
+	w, err := s.commitChecked(ctx, "delete "+key, e, parts)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -245,19 +247,22 @@ func (s *Store) Txn(ctx context.Context, t api.Txn) (int64, error) {
 		reads = append(reads, clientv3.OpGet(k, clientv3.WithKeysOnly()))
 	}
 	var ops []clientv3.Op
+	e := edits{puts: map[string]string{}}
 	for _, op := range t.Ops {
 		k := s.kvRoot + op.Key
 		switch op.Op {
 		case api.OpPut:
 			ops = append(ops, clientv3.OpPut(k, op.Value))
+			e.puts[op.Key] = op.Value
 		case api.OpDelete:
 			ops = append(ops, clientv3.OpDelete(k))
+			e.dels = append(e.dels, op)
 			if op.Recurse {
 				ops = append(ops, clientv3.OpDelete(k+"/", clientv3.WithPrefix()))
 			}
 		}
 	}
-	w, err := s.commit(ctx, "transaction", plainTxn(cmps, ops, reads))
+	w, err := s.commitChecked(ctx, "transaction", e, plainTxn(cmps, ops, reads))
 	if err != nil {
 		return 0, err
 	}
@@ -499,7 +504,8 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(string(kv.Key)), "=", kv.CreateRevision))
 		}
 	}
-	w, err := s.commit(wctx, "apply "+name, plainTxn(cmps, ops, nil))
+	e := edits{applyName: name, apply: keys}
+	w, err := s.commitChecked(wctx, "apply "+name, e, plainTxn(cmps, ops, nil))
 	if err != nil {
 		return 0, false, err
 	}

@@ -156,6 +156,8 @@ type Store struct {
 
 	lease markerLease // the lease of write markers
 
+	schemas schemaCache // the appliances' schemas, for write-time validation (see schema.go)
+
 	observer atomic.Pointer[Observer] // told of every unary etcd request (metrics)
 
 	ctx       context.Context // ends on Close; bounds background work

@@ -1,0 +1,375 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
+	"golang.org/x/text/language"
+	"golang.org/x/text/message"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/store"
+)
+
+// printer renders the schema library's messages.
+var printer = message.NewPrinter(language.English)
+
+// schemaURL is the name a schema is compiled under; it appears in no message.
+const schemaURL = "shoelace:schema.json"
+
+// compileSchema compiles an appliance schema: JSON Schema (2020-12 unless it names its draft
+// with $schema), with format assertion on and the formats port, hostname and duration. A
+// schema may not load anything ($ref to files or URLs): only the drafts' own meta-schemas.
+func compileSchema(data []byte) (*jsonschema.Schema, error) {
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
+	if err != nil {
+		return nil, api.Errorf(api.CodeInvalidSchema, "invalid schema: not JSON: %s", jsonErrText(err))
+	}
+	c := jsonschema.NewCompiler()
+	c.DefaultDraft(jsonschema.Draft2020)
+	c.AssertFormat()
+	c.UseLoader(noLoader{})
+	c.RegisterFormat(&jsonschema.Format{Name: "port", Validate: validatePort})
+	c.RegisterFormat(&jsonschema.Format{Name: "duration", Validate: validateDuration})
+	if err := c.AddResource(schemaURL, doc); err != nil {
+		return nil, api.Errorf(api.CodeInvalidSchema, "invalid schema: %s", err.Error())
+	}
+	sch, err := c.Compile(schemaURL)
+	if err != nil {
+		return nil, api.Errorf(api.CodeInvalidSchema, "invalid schema: %s", schemaErrText(err))
+	}
+	return sch, nil
+}
+
+// schemaErrText is a compile error without the schema's internal URL.
+func schemaErrText(err error) string {
+	msg := err.Error()
+	var sve *jsonschema.SchemaValidationError
+	var ve *jsonschema.ValidationError
+	if errors.As(err, &sve) && errors.As(sve.Err, &ve) {
+		var parts []string
+		for _, l := range leaves(ve) {
+			parts = append(parts, fmt.Sprintf("at /%s: %s", strings.Join(l.InstanceLocation, "/"), l.ErrorKind.LocalizedString(printer)))
+		}
+		msg = "not valid JSON Schema: " + strings.Join(parts, "; ")
+	}
+	msg = strings.ReplaceAll(msg, "'"+schemaURL+"'", "the schema")
+	msg = strings.ReplaceAll(msg, strconv.Quote(schemaURL), "the schema")
+	return strings.ReplaceAll(msg, schemaURL, "")
+}
+
+// noLoader refuses to load any URL: a schema stands alone.
+type noLoader struct{}
+
+func (noLoader) Load(url string) (any, error) {
+	return nil, fmt.Errorf("a schema may not refer to %s: only to itself", url)
+}
+
+// validatePort accepts a TCP/UDP port as a string of digits, 1 to 65535.
+func validatePort(v any) error {
+	s, ok := v.(string)
+	if !ok {
+		return nil // formats apply to strings only
+	}
+	if s == "" || strings.Trim(s, "0123456789") != "" || len(s) > 1 && s[0] == '0' {
+		return errors.New("want digits, 1 to 65535")
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 65535 {
+		return errors.New("want 1 to 65535")
+	}
+	return nil
+}
+
+// validateDuration accepts a Go duration such as 30s or 1h30m.
+func validateDuration(v any) error {
+	s, ok := v.(string)
+	if !ok {
+		return nil
+	}
+	if _, err := time.ParseDuration(s); err != nil {
+		return errors.New("want a duration such as 30s or 1h30m")
+	}
+	return nil
+}
+
+// schemas caches compiled schemas by appliance name and mod_revision.
+type schemas struct {
+	mu sync.Mutex
+	m  map[string]compiledSchema
+}
+
+type compiledSchema struct {
+	rev int64
+	sch *jsonschema.Schema
+}
+
+// checkTree is the store's TreeCheck: appliance name's tree, nested, against its schema.
+func (s *Server) checkTree(name string, data []byte, rev int64, tree map[string]string) error {
+	sch, err := s.schemas.get(name, data, rev)
+	if err != nil {
+		// Stored before it was checked, or by another version: refuse rather than skip.
+		return api.Errorf(api.CodeSchemaViolation, "appliance %q: its stored schema does not compile (%s): set a valid one or remove it", name, err.Error())
+	}
+	doc, err := nestTree(tree)
+	if err != nil {
+		return api.Errorf(api.CodeSchemaViolation, "appliance %q breaks its schema: %s", name, err.Error())
+	}
+	if err := sch.Validate(doc); err != nil {
+		return violation(name, err)
+	}
+	return nil
+}
+
+func (c *schemas) get(name string, data []byte, rev int64) (*jsonschema.Schema, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cs, ok := c.m[name]; ok && cs.rev == rev {
+		return cs.sch, nil
+	}
+	sch, err := compileSchema(data)
+	if err != nil {
+		return nil, err
+	}
+	if c.m == nil {
+		c.m = map[string]compiledSchema{}
+	}
+	c.m[name] = compiledSchema{rev: rev, sch: sch}
+	return sch, nil
+}
+
+// nestTree turns an appliance's keys into nested JSON objects: a/b/c = "v" becomes
+// {"a":{"b":{"c":"v"}}}. Values stay strings. A key that is both a value and the parent of
+// other keys cannot be nested and is an error naming both.
+func nestTree(tree map[string]string) (map[string]any, error) {
+	keys := make([]string, 0, len(tree))
+	for k := range tree {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	root := map[string]any{}
+	for _, k := range keys {
+		segs := strings.Split(k, "/")
+		m := root
+		for i, seg := range segs[:len(segs)-1] {
+			switch next := m[seg].(type) {
+			case nil:
+				child := map[string]any{}
+				m[seg] = child
+				m = child
+			case map[string]any:
+				m = next
+			default:
+				return nil, fmt.Errorf("key %s has a value and also keys under it (%s), which a schema cannot describe", strings.Join(segs[:i+1], "/"), k)
+			}
+		}
+		last := segs[len(segs)-1]
+		if _, ok := m[last].(map[string]any); ok {
+			return nil, fmt.Errorf("key %s has a value and also keys under it, which a schema cannot describe", k)
+		}
+		m[last] = tree[k]
+	}
+	return root, nil
+}
+
+// violation is the 422 error of a tree that breaks its schema: the first broken rules, each
+// with the key (path in the tree) and the rule's keyword.
+func violation(name string, err error) error {
+	var ve *jsonschema.ValidationError
+	if !errors.As(err, &ve) {
+		return api.Errorf(api.CodeSchemaViolation, "appliance %q breaks its schema: %s", name, err.Error())
+	}
+	leaves := leaves(ve)
+	const shown = 3
+	var parts []string
+	for _, l := range leaves[:min(len(leaves), shown)] {
+		parts = append(parts, describeViolation(l))
+	}
+	more := ""
+	if len(leaves) > shown {
+		more = fmt.Sprintf(" (and %d more)", len(leaves)-shown)
+	}
+	return api.Errorf(api.CodeSchemaViolation, "appliance %q breaks its schema: %s%s", name, strings.Join(parts, "; "), more)
+}
+
+// leaves returns the rules that broke: the errors of e's tree that have no causes.
+func leaves(e *jsonschema.ValidationError) []*jsonschema.ValidationError {
+	if len(e.Causes) == 0 {
+		return []*jsonschema.ValidationError{e}
+	}
+	var out []*jsonschema.ValidationError
+	for _, c := range e.Causes {
+		out = append(out, leaves(c)...)
+	}
+	return out
+}
+
+// describeViolation says one broken rule: "key nginx/port: format: …".
+func describeViolation(e *jsonschema.ValidationError) string {
+	key := strings.Join(e.InstanceLocation, "/")
+	if r, ok := e.ErrorKind.(*kind.Required); ok && len(r.Missing) > 0 {
+		// Name the missing key itself, not its parent.
+		missing := make([]string, len(r.Missing))
+		for i, m := range r.Missing {
+			missing[i] = strings.TrimPrefix(key+"/"+m, "/")
+		}
+		return fmt.Sprintf("key %s: required, missing", strings.Join(missing, ", "))
+	}
+	rule := strings.Join(e.ErrorKind.KeywordPath(), "/")
+	where := "the appliance's tree"
+	if key != "" {
+		where = "key " + key
+	}
+	msg := e.ErrorKind.LocalizedString(printer)
+	return fmt.Sprintf("%s: %s: %s", where, rule, msg)
+}
+
+// checkSchema checks tree, appliance name's tree as an apply would make it, against its schema
+// if it has one: an apply's dry run answers the 422 that the apply would.
+func (s *Server) checkSchema(ctx context.Context, name string, tree map[string]string) error {
+	data, rev, err := s.st.SysGet(ctx, store.SchemaPrefix+name)
+	if errors.Is(err, api.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return s.checkTree(name, data, rev, tree)
+}
+
+// Schema routes. The schema is a system key; setting one checks that it compiles. It does not
+// check the appliance's current keys: the next write to the appliance is checked.
+
+func (s *Server) schemaAccess(r *http.Request, write bool) (string, error) {
+	name := r.PathValue("name")
+	if err := api.ValidateSegment("appliance name", name); err != nil {
+		return "", err
+	}
+	p := principalOf(r)
+	if write {
+		return name, p.mayWrite(api.ApplianceRoot(name))
+	}
+	return name, p.mayRead(api.ApplianceRoot(name))
+}
+
+func (s *Server) handleGetSchema(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	name, err := s.schemaAccess(r, false)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	data, rev, err := s.st.SysGet(ctx, store.SchemaPrefix+name)
+	if errors.Is(err, api.ErrNotFound) {
+		return api.Errorf(api.CodeNotFound, "appliance %q has no schema", name)
+	}
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/schema+json")
+	setIndex(w, rev)
+	w.WriteHeader(http.StatusOK)
+	_, err = w.Write(data)
+	return err
+}
+
+func (s *Server) handlePutSchema(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	name, err := s.schemaAccess(r, true)
+	if err != nil {
+		return err
+	}
+	if err := s.writable(); err != nil {
+		return err
+	}
+	max := s.cfg.MaxValueBytes
+	data, err := readBody(w, r, int64(max), func() error {
+		return api.Errorf(api.CodeValueTooLarge, "schema of appliance %q is over the limit of %d bytes (--max-value-bytes)", name, max)
+	})
+	if err != nil {
+		return err
+	}
+	sch, err := compileSchema(data)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	rev, err := s.st.SysPut(ctx, store.SchemaPrefix+name, data, -1)
+	if err != nil {
+		return err
+	}
+	s.audit(r, "schema-set", []string{api.ApplianceRoot(name)}, rev)
+	return writeJSON(w, http.StatusOK, rev, api.SchemaResult{Revision: rev, Warning: s.currentViolation(ctx, name, sch)})
+}
+
+// currentViolation says how appliance name's keys as they are break sch; "" when they do not,
+// when it has none, or when they cannot be read (the schema is set either way).
+func (s *Server) currentViolation(ctx context.Context, name string, sch *jsonschema.Schema) string {
+	root := api.ApplianceRoot(name) + "/"
+	kvs, _, err := s.st.List(ctx, api.ApplianceRoot(name), false)
+	if err != nil {
+		return ""
+	}
+	tree := map[string]string{}
+	for _, kv := range kvs {
+		if rel, ok := strings.CutPrefix(kv.Key, root); ok {
+			tree[rel] = kv.Value
+		}
+	}
+	if len(tree) == 0 {
+		return ""
+	}
+	doc, err := nestTree(tree)
+	if err == nil {
+		if err = sch.Validate(doc); err != nil {
+			err = violation(name, err)
+		}
+	} else {
+		err = fmt.Errorf("appliance %q breaks its schema: %w", name, err)
+	}
+	if err == nil {
+		return ""
+	}
+	return "the keys it has now break it, so its next write must fix them: " + err.Error()
+}
+
+func (s *Server) handleDeleteSchema(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	name, err := s.schemaAccess(r, true)
+	if err != nil {
+		return err
+	}
+	if err := s.writable(); err != nil {
+		return err
+	}
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	rev, err := s.st.SysDelete(ctx, store.SchemaPrefix+name)
+	if errors.Is(err, api.ErrNotFound) {
+		return api.Errorf(api.CodeNotFound, "appliance %q has no schema", name)
+	}
+	if err != nil {
+		return err
+	}
+	s.audit(r, "schema-delete", []string{api.ApplianceRoot(name)}, rev)
+	return writeJSON(w, http.StatusOK, rev, api.WriteResult{Revision: rev})
+}

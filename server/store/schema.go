@@ -1,0 +1,355 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// Write-time validation.
+//
+// An appliance may have a schema: the system key SchemaPrefix+<name>. Every write to the KV
+// space that touches an appliance's own keys (appliances/<name>/...) is then checked before it
+// is committed: the store computes the appliance's tree as the write would leave it and hands
+// it to the TreeCheck the server installed; an error from the check refuses the write.
+//
+// The check holds at commit because the write's transaction carries guards:
+//   - for an appliance with no schema, "the schema key does not exist" (a schema set
+//     concurrently makes the write fail its guard, reload the schemas and check again);
+//   - for an appliance with one, "the schema key's mod_revision is the one checked against";
+//   - for a write whose result depends on the appliance's current tree (kv put, delete, txn),
+//     "the appliance's tree version key is unchanged since the tree was read". Every write to an
+//     appliance with a schema puts that key (treePrefix+<name>) in the same transaction, so any
+//     change to the tree after the read, deletions included, fails the guard and the write
+//     checks again. A write by a replica that saw no schema cannot slip in either: its own
+//     guard (no schema key) fails once the schema exists.
+//
+// The schemas are cached (names and mod_revisions, read once); a stale cache only costs a
+// failed guard and a reload. Appliances without a schema pay one compare per write, no read.
+const (
+	// SchemaPrefix is the system key prefix of the appliances' schemas: SchemaPrefix+<name>.
+	SchemaPrefix = "schemas/"
+	// treePrefix is the system key prefix of the tree versions of appliances with a schema.
+	treePrefix = "schema-trees/"
+)
+
+// TreeCheck checks appliance name's own tree (keys relative to appliances/<name>/ → values),
+// as a write would leave it, against the appliance's schema (its bytes and mod_revision). A
+// non-nil error refuses the write and is returned to the writer as it is.
+type TreeCheck func(name string, schema []byte, schemaRev int64, tree map[string]string) error
+
+// SetTreeCheck installs the check run on writes to appliances that have a schema. Without
+// one, writes are not checked (and carry no guard).
+func (s *Store) SetTreeCheck(check TreeCheck) {
+	s.schemas.mu.Lock()
+	s.schemas.check = check
+	s.schemas.mu.Unlock()
+}
+
+// schemaCache is what the store knows of the appliances' schemas.
+type schemaCache struct {
+	mu     sync.Mutex
+	check  TreeCheck
+	loaded bool
+	rev    int64 // the revision they were read at
+	m      map[string]schemaEntry
+}
+
+type schemaEntry struct {
+	data []byte
+	rev  int64 // mod_revision
+}
+
+// loadSchemas returns the cached schemas, reading them when the cache was dropped.
+func (s *Store) loadSchemas(ctx context.Context) (map[string]schemaEntry, int64, TreeCheck, error) {
+	c := &s.schemas
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.check == nil {
+		return nil, 0, nil, nil
+	}
+	if c.loaded {
+		return c.m, c.rev, c.check, nil
+	}
+	rctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(rctx, s.sysRoot+SchemaPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, nil, s.etcdErr(rctx, "read appliance schemas", err)
+	}
+	m := make(map[string]schemaEntry, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		m[strings.TrimPrefix(string(kv.Key), s.sysRoot+SchemaPrefix)] = schemaEntry{data: kv.Value, rev: kv.ModRevision}
+	}
+	c.m, c.rev, c.loaded = m, resp.Header.Revision, true
+	return m, c.rev, c.check, nil
+}
+
+// dropSchemas makes the next write read the schemas again.
+func (s *Store) dropSchemas() {
+	s.schemas.mu.Lock()
+	s.schemas.loaded = false
+	s.schemas.mu.Unlock()
+}
+
+// edits is what a write does to the KV space, for the schema check: keys relative to the KV
+// root. apply, when set, replaces appliance applyName's whole tree.
+type edits struct {
+	puts      map[string]string
+	dels      []api.Op
+	applyName string
+	apply     map[string]string
+}
+
+// kvEdits returns e when root is the KV root, else nothing (system keys are not checked).
+func (s *Store) kvEdits(root string, e edits) edits {
+	if root != s.kvRoot {
+		return edits{}
+	}
+	return e
+}
+
+// schemaGuard is what a checked write adds to its transaction.
+type schemaGuard struct {
+	cmps []clientv3.Cmp // on the schemas, then (the last trees of them) on tree versions
+	ops  []clientv3.Op
+	// trees is how many of cmps, at the end, are on tree versions.
+	trees int
+}
+
+// wrap adds g to every branch of parts that writes, the way a marker is added.
+func (g schemaGuard) wrap(parts txnParts) txnParts {
+	if len(g.cmps) == 0 && len(g.ops) == 0 {
+		return parts
+	}
+	return func(m marker) ([]clientv3.Cmp, []clientv3.Op, []clientv3.Op) {
+		m.cmps = append(slices.Clip(m.cmps), g.cmps...)
+		m.ops = append(slices.Clip(m.ops), g.ops...)
+		return parts(m)
+	}
+}
+
+// appliancesOf returns the appliances whose own trees e touches; all is true when a delete
+// covers every appliance (a recursive delete of appliances/).
+func appliancesOf(e edits) (names []string, all bool) {
+	seen := map[string]bool{}
+	add := func(key string, recurse bool) {
+		if recurse && key == api.AppliancesPrefix {
+			all = true
+			return
+		}
+		rest, ok := strings.CutPrefix(key, api.AppliancesPrefix+"/")
+		if !ok {
+			return
+		}
+		name, _, under := strings.Cut(rest, "/")
+		if (under || recurse) && !seen[name] {
+			seen[name] = true
+			names = append(names, name)
+		}
+	}
+	for k := range e.puts {
+		add(k, false)
+	}
+	for _, d := range e.dels {
+		add(d.Key, d.Recurse)
+	}
+	if e.applyName != "" && !seen[e.applyName] {
+		names = append(names, e.applyName)
+	}
+	slices.Sort(names)
+	return names, all
+}
+
+// guardFor checks e against the schemas of the appliances it touches and returns the guard
+// its transaction must carry (see above).
+func (s *Store) guardFor(ctx context.Context, e edits) (schemaGuard, error) {
+	var g schemaGuard
+	names, all := appliancesOf(e)
+	if len(names) == 0 && !all {
+		return g, nil
+	}
+	schemas, cacheRev, check, err := s.loadSchemas(ctx)
+	if err != nil || check == nil {
+		return g, err
+	}
+	if all {
+		// Every appliance: those with a schema are checked, and no schema may appear.
+		g.cmps = append(g.cmps, clientv3.Compare(clientv3.ModRevision(s.sysRoot+SchemaPrefix), "<", cacheRev+1).WithPrefix())
+		names = names[:0]
+		for n := range schemas {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+	}
+	var reads []string // appliances whose current tree the result depends on
+	for _, n := range names {
+		sk := s.sysRoot + SchemaPrefix + n
+		ent, ok := schemas[n]
+		if !ok {
+			g.cmps = append(g.cmps, clientv3.Compare(clientv3.CreateRevision(sk), "=", 0))
+			continue
+		}
+		g.cmps = append(g.cmps, clientv3.Compare(clientv3.ModRevision(sk), "=", ent.rev))
+		g.ops = append(g.ops, clientv3.OpPut(s.sysRoot+treePrefix+n, ""))
+		if n == e.applyName {
+			if err := check(n, ent.data, ent.rev, e.apply); err != nil {
+				return g, s.refusal(ctx, n, ent.rev, err)
+			}
+			continue
+		}
+		reads = append(reads, n)
+	}
+	if len(reads) == 0 {
+		return g, nil
+	}
+	var ops []clientv3.Op
+	for _, n := range reads {
+		ops = append(ops, clientv3.OpGet(s.kvRoot+api.ApplianceRoot(n)+"/", clientv3.WithPrefix()), clientv3.OpGet(s.sysRoot+treePrefix+n))
+	}
+	rctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Txn(rctx).Then(ops...).Commit()
+	if err != nil {
+		return g, s.etcdErr(rctx, "read the trees to check", err)
+	}
+	for i, n := range reads {
+		root := api.ApplianceRoot(n) + "/"
+		tree := map[string]string{}
+		for _, kv := range resp.Responses[2*i].GetResponseRange().GetKvs() {
+			tree[strings.TrimPrefix(string(kv.Key), s.kvRoot+root)] = string(kv.Value)
+		}
+		g.cmps = append(g.cmps, clientv3.Compare(clientv3.ModRevision(s.sysRoot+treePrefix+n), "=", modRevision(resp.Responses[2*i+1])))
+		g.trees++
+		for _, d := range e.dels {
+			switch {
+			case d.Recurse && (d.Key == api.AppliancesPrefix || d.Key+"/" == root):
+				clear(tree)
+			case strings.HasPrefix(d.Key, root):
+				rel := strings.TrimPrefix(d.Key, root)
+				delete(tree, rel)
+				if d.Recurse {
+					for k := range tree {
+						if strings.HasPrefix(k, rel+"/") {
+							delete(tree, k)
+						}
+					}
+				}
+			}
+		}
+		for k, v := range e.puts {
+			if rel, ok := strings.CutPrefix(k, root); ok {
+				tree[rel] = v
+			}
+		}
+		if err := check(n, schemas[n].data, schemas[n].rev, tree); err != nil {
+			return g, s.refusal(ctx, n, schemas[n].rev, err)
+		}
+	}
+	return g, nil
+}
+
+// errStaleSchema is a check's refusal made with a schema that has changed since it was cached.
+var errStaleSchema = errors.New("stale schema")
+
+// refusal returns err, a check's refusal of a write to appliance name made with the schema at
+// mod_revision rev, when that schema is still current; else errStaleSchema, for the write to
+// check again with the current one. A write refused by a schema removed or relaxed meanwhile
+// would be refused wrongly.
+func (s *Store) refusal(ctx context.Context, name string, rev int64, err error) error {
+	rctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	resp, gerr := s.cli.Get(rctx, s.sysRoot+SchemaPrefix+name, clientv3.WithKeysOnly())
+	if gerr != nil {
+		return s.etcdErr(rctx, "read the schema of appliance "+name, gerr)
+	}
+	if len(resp.Kvs) == 0 || resp.Kvs[0].ModRevision != rev {
+		return errStaleSchema
+	}
+	return err
+}
+
+// commitChecked is commit for a write to the KV space that does e: checked against the
+// schemas of the appliances it touches and guarded so that the check still holds when it is
+// applied (see above). A write refused by its own guards is returned as commit returns it.
+func (s *Store) commitChecked(ctx context.Context, op string, e edits, parts txnParts) (written, error) {
+	// Writers to one appliance with a schema go one at a time (each bumps its tree version):
+	// under contention, retry with a growing random pause for as long as one call may take.
+	lctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	for try := 0; ; try++ {
+		g, err := s.guardFor(ctx, e)
+		if err == nil {
+			var w written
+			w, err = s.commit(ctx, op, g.wrap(parts))
+			if err != nil || len(g.cmps) == 0 || applied(w) {
+				return w, err
+			}
+			// Not applied: by the write's own guards, or by the schema guard? And if by the
+			// latter, did a schema change, or only the tree?
+			held, err := s.holds(ctx, g.cmps)
+			if err != nil {
+				return written{}, s.etcdErr(ctx, op, err)
+			}
+			if held {
+				return w, nil
+			}
+			if g.trees == 0 {
+				s.dropSchemas()
+			} else if held, err := s.holds(ctx, g.cmps[:len(g.cmps)-g.trees]); err != nil || !held {
+				s.dropSchemas()
+			}
+		} else if errors.Is(err, errStaleSchema) {
+			s.dropSchemas()
+		} else {
+			return written{}, err
+		}
+		if lctx.Err() != nil {
+			return written{}, api.Errorf(api.CodeConflict, "%s: the appliance's schema or tree kept changing during %d attempts", op, try+1)
+		}
+		schemaPause(lctx, try)
+	}
+}
+
+// holds reports whether every one of cmps holds now.
+func (s *Store) holds(ctx context.Context, cmps []clientv3.Cmp) (bool, error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Txn(ctx).If(cmps...).Commit()
+	if err != nil {
+		return false, err
+	}
+	return resp.Succeeded, nil
+}
+
+// schemaPause waits a random pause of up to 1 ms << try, at most 50 ms, or until ctx ends.
+func schemaPause(ctx context.Context, try int) {
+	t := time.NewTimer(time.Duration(rand.Int64N(int64(min(time.Millisecond<<min(try, 6), 50*time.Millisecond)) + 1)))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// applied reports whether a write was applied: its guards held, or a nested transaction of
+// its Else branch (a recursive delete's) did.
+func applied(w written) bool {
+	if w.succeeded || w.resp == nil {
+		return w.succeeded
+	}
+	for _, r := range w.resp.Responses {
+		if r.GetResponseTxn().GetSucceeded() {
+			return true
+		}
+	}
+	return false
+}
