@@ -183,12 +183,19 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
+	kind, rollbackTo := api.KindApply, int64(0)
+	if v := r.Header.Get(api.HeaderRollback); v != "" {
+		if rollbackTo, err = strconv.ParseInt(v, 10, 64); err != nil || rollbackTo <= 0 {
+			return api.Errorf(api.CodeInvalidRequest, "header %s must be the revision the rollback restores, not %s", api.HeaderRollback, shorten(v))
+		}
+		kind = api.KindRollback
+	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
 	if dry {
 		return s.planApply(ctx, w, name, keys)
 	}
-	rev, err := s.st.Apply(ctx, name, keys, cas)
+	rev, err := s.st.Apply(s.releaseCtx(ctx, r, kind, name, rollbackTo), name, keys, cas)
 	setIndex(w, rev)
 	if err != nil {
 		return err
@@ -199,7 +206,7 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		list = append(list, root+k)
 	}
 	slices.Sort(list)
-	s.audit(r, "apply", list, rev)
+	s.audit(r, kind, list, rev)
 	return writeJSON(w, http.StatusOK, rev, api.WriteResult{Revision: rev})
 }
 

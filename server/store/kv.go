@@ -117,7 +117,11 @@ func (s *Store) put(ctx context.Context, root, key, value string, cas int64) (in
 		cmps = []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(k), "=", cas)}
 		els = []clientv3.Op{clientv3.OpGet(k, clientv3.WithKeysOnly())}
 	}
-	w, err := s.commit(ctx, "put "+key, plainTxn(cmps, []clientv3.Op{clientv3.OpPut(k, value)}, els))
+	var eff *effect
+	if root == s.kvRoot {
+		eff = &effect{puts: map[string]string{k: value}}
+	}
+	w, err := s.commit(ctx, "put "+key, eff, plainTxn(cmps, []clientv3.Op{clientv3.OpPut(k, value)}, els))
 	if err != nil {
 		return 0, err
 	}
@@ -172,7 +176,11 @@ func (s *Store) Delete(ctx context.Context, key string, recurse bool) (rev, dele
 			return append([]clientv3.Cmp{exists}, m.cmps...), append([]clientv3.Op{clientv3.OpDelete(k), sub}, m.ops...), []clientv3.Op{nested}
 		}
 	}
-	w, err := s.commit(ctx, "delete "+key, parts)
+	eff := &effect{dels: []string{k}}
+	if recurse {
+		eff.prefixes = []string{k + "/"}
+	}
+	w, err := s.commit(ctx, "delete "+key, eff, parts)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -245,19 +253,23 @@ func (s *Store) Txn(ctx context.Context, t api.Txn) (int64, error) {
 		reads = append(reads, clientv3.OpGet(k, clientv3.WithKeysOnly()))
 	}
 	var ops []clientv3.Op
+	eff := &effect{puts: map[string]string{}}
 	for _, op := range t.Ops {
 		k := s.kvRoot + op.Key
 		switch op.Op {
 		case api.OpPut:
 			ops = append(ops, clientv3.OpPut(k, op.Value))
+			eff.puts[k] = op.Value
 		case api.OpDelete:
 			ops = append(ops, clientv3.OpDelete(k))
+			eff.dels = append(eff.dels, k)
 			if op.Recurse {
 				ops = append(ops, clientv3.OpDelete(k+"/", clientv3.WithPrefix()))
+				eff.prefixes = append(eff.prefixes, k+"/")
 			}
 		}
 	}
-	w, err := s.commit(ctx, "transaction", plainTxn(cmps, ops, reads))
+	w, err := s.commit(ctx, "transaction", eff, plainTxn(cmps, ops, reads))
 	if err != nil {
 		return 0, err
 	}
@@ -499,7 +511,16 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(string(kv.Key)), "=", kv.CreateRevision))
 		}
 	}
-	w, err := s.commit(wctx, "apply "+name, plainTxn(cmps, ops, nil))
+	eff := &effect{puts: make(map[string]string, len(keys)), tree: keys}
+	for k, v := range keys {
+		eff.puts[abs+k] = v
+	}
+	for _, kv := range cur.Kvs {
+		if _, keep := keys[strings.TrimPrefix(string(kv.Key), abs)]; !keep {
+			eff.dels = append(eff.dels, string(kv.Key))
+		}
+	}
+	w, err := s.commit(wctx, "apply "+name, eff, plainTxn(cmps, ops, nil))
 	if err != nil {
 		return 0, false, err
 	}

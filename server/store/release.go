@@ -1,0 +1,346 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// Release records.
+//
+// A write made with a context from WithRelease records a release: a key of its own under
+// <root>sys/releases/, put by the write's own transaction, next to its marker (see commit), so
+// that a write that applies has exactly one record and a write that does not has none. The
+// record's key is known before the commit (a time-ordered id), and its mod_revision is the
+// write's revision, so the record does not need to hold the revision.
+//
+// The record names the keys created, changed and deleted. Telling those apart needs the state
+// of the touched keys before the write: commit reads them first and guards the write on their
+// mod_revisions (an outer transaction whose only op is the write's own, nested). When another
+// writer got in between, the outer guard fails, nothing is applied, and commit reads again and
+// retries. This was chosen over classifying later from etcd's history (gone once compacted,
+// which is when the record is needed) and over a second write after the commit with the
+// prev_kv answers (a record that a crash between the two writes would leave wrong).
+const (
+	releasePrefix = "releases/"
+	copyPrefix    = "release-copies/"
+	// staleTries bounds the retries of a write whose pre-read went stale.
+	staleTries = 20
+)
+
+// ReleaseInfo is what the server tells a write about itself, for its release.
+type ReleaseInfo struct {
+	Token, Remote, Message, Source, Kind string
+	// Appliance is, for an apply or rollback, the appliance whose whole tree the release copies.
+	Appliance string
+	// RollbackTo is the revision a rollback restored.
+	RollbackTo int64
+	// Seal encrypts a secret value for a copy; nil leaves secret values out (named in Omitted).
+	Seal func(plain []byte) (keyID, sealed string, err error)
+}
+
+type releaseKey struct{}
+
+// WithRelease returns ctx marked so that a user-key write made with it records a release.
+func WithRelease(ctx context.Context, ri ReleaseInfo) context.Context {
+	return context.WithValue(ctx, releaseKey{}, ri)
+}
+
+// effect is what a write will do to user keys (absolute names): keys put with their values,
+// keys deleted, and prefixes (ending in '/') whose subtree is deleted. tree, for an apply, is
+// the appliance's whole tree as applied (relative names).
+type effect struct {
+	puts     map[string]string
+	dels     []string
+	prefixes []string
+	tree     map[string]string
+}
+
+// pendingRelease is what a write's transaction gains for its release: guards for an outer
+// transaction and ops next to the marker's.
+type pendingRelease struct {
+	guards []clientv3.Cmp
+	ops    []clientv3.Op
+}
+
+// prepareRelease reads the keys eff touches and builds the record, its guards and its ops;
+// nil when ctx asks for no release.
+func (s *Store) prepareRelease(ctx context.Context, eff *effect) (*pendingRelease, error) {
+	ri, ok := ctx.Value(releaseKey{}).(ReleaseInfo)
+	if !ok || eff == nil {
+		return nil, nil
+	}
+	exact := make([]string, 0, len(eff.puts)+len(eff.dels))
+	for k := range eff.puts {
+		exact = append(exact, k)
+	}
+	exact = append(exact, eff.dels...)
+	var ops []clientv3.Op
+	for _, k := range exact {
+		ops = append(ops, clientv3.OpGet(k))
+	}
+	for _, p := range eff.prefixes {
+		ops = append(ops, clientv3.OpGet(p, clientv3.WithPrefix()))
+	}
+	type prior struct {
+		value       string
+		mod, create int64
+	}
+	before := map[string]prior{}
+	var under [][]string // per prefix, the keys under it
+	var rev int64
+	rctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	const chunk = 100
+	for i := 0; i < len(ops); i += chunk {
+		part := ops[i:min(i+chunk, len(ops))]
+		if rev != 0 {
+			for j := range part {
+				part[j] = clientv3.OpGet(string(part[j].KeyBytes()), rangeOpts(part[j], rev)...)
+			}
+		}
+		resp, err := s.cli.Txn(rctx).Then(part...).Commit()
+		if err != nil {
+			return nil, s.etcdErr(rctx, "read the keys a write touches", err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		for j, r := range resp.Responses {
+			var keys []string
+			for _, kv := range r.GetResponseRange().GetKvs() {
+				before[string(kv.Key)] = prior{string(kv.Value), kv.ModRevision, kv.CreateRevision}
+				keys = append(keys, string(kv.Key))
+			}
+			if i+j >= len(exact) {
+				under = append(under, keys)
+			}
+		}
+	}
+
+	p := &pendingRelease{}
+	changes := map[string]*api.ReleaseChange{}
+	note := func(abs string, list func(c *api.ReleaseChange) *[]string) {
+		key := strings.TrimPrefix(abs, s.kvRoot)
+		c := scopeOf(changes, key)
+		*list(c) = append(*list(c), key)
+	}
+	for _, k := range exact {
+		p.guards = append(p.guards, clientv3.Compare(clientv3.ModRevision(k), "=", before[k].mod))
+	}
+	for k, v := range eff.puts {
+		switch b, ok := before[k]; {
+		case !ok:
+			note(k, func(c *api.ReleaseChange) *[]string { return &c.Created })
+		case b.value != v:
+			note(k, func(c *api.ReleaseChange) *[]string { return &c.Changed })
+		}
+	}
+	gone := map[string]bool{}
+	for _, k := range eff.dels {
+		if _, ok := before[k]; ok && !gone[k] {
+			gone[k] = true
+			note(k, func(c *api.ReleaseChange) *[]string { return &c.Deleted })
+		}
+	}
+	for i, pre := range eff.prefixes {
+		// Nothing created or changed under it since the read, and nothing deleted (each key
+		// read is still the same key).
+		p.guards = append(p.guards, clientv3.Compare(clientv3.ModRevision(pre), "<", rev+1).WithPrefix())
+		for _, k := range under[i] {
+			p.guards = append(p.guards, clientv3.Compare(clientv3.CreateRevision(k), "=", before[k].create))
+			if !gone[k] {
+				gone[k] = true
+				note(k, func(c *api.ReleaseChange) *[]string { return &c.Deleted })
+			}
+		}
+	}
+
+	now := time.Now().UTC()
+	id := releaseID(now)
+	rec := api.Release{ID: id, Time: now, Token: ri.Token, Remote: ri.Remote, Message: ri.Message,
+		Source: ri.Source, Kind: ri.Kind, RollbackTo: ri.RollbackTo, Changes: []api.ReleaseChange{}}
+	for _, c := range changes {
+		slices.Sort(c.Created)
+		slices.Sort(c.Changed)
+		slices.Sort(c.Deleted)
+		rec.Changes = append(rec.Changes, *c)
+	}
+	sort.Slice(rec.Changes, func(i, j int) bool {
+		a, b := rec.Changes[i], rec.Changes[j]
+		return a.Scope+"/"+a.Appliance < b.Scope+"/"+b.Appliance
+	})
+	if ri.Appliance != "" && eff.tree != nil {
+		cp, err := copyOf(ri, eff.tree)
+		if err != nil {
+			return nil, err
+		}
+		data, err := json.Marshal(cp)
+		if err != nil {
+			return nil, fmt.Errorf("encode release copy: %w", err)
+		}
+		rec.Copy = ri.Appliance
+		p.ops = append(p.ops, clientv3.OpPut(s.sysRoot+copyPrefix+id, string(data)))
+	}
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return nil, fmt.Errorf("encode release: %w", err)
+	}
+	p.ops = append(p.ops, clientv3.OpPut(s.sysRoot+releasePrefix+id, string(data)))
+	return p, nil
+}
+
+// rangeOpts are the options of a range op made by prepareRelease, read at rev.
+func rangeOpts(op clientv3.Op, rev int64) []clientv3.OpOption {
+	opts := []clientv3.OpOption{clientv3.WithRev(rev)}
+	if len(op.RangeBytes()) > 0 {
+		opts = append(opts, clientv3.WithRange(string(op.RangeBytes())))
+	}
+	return opts
+}
+
+// scopeOf returns the change entry of key's scope, adding it to changes.
+func scopeOf(changes map[string]*api.ReleaseChange, key string) *api.ReleaseChange {
+	scope, name := api.ScopeOther, ""
+	if rest, ok := strings.CutPrefix(key, api.AppliancesPrefix+"/"); ok {
+		if n, _, under := strings.Cut(rest, "/"); under {
+			scope, name = api.ScopeAppliance, n
+		}
+	} else if strings.HasPrefix(key, api.SharedPrefix+"/") {
+		scope = api.ScopeShared
+	}
+	id := scope + "/" + name
+	c := changes[id]
+	if c == nil {
+		c = &api.ReleaseChange{Scope: scope, Appliance: name}
+		changes[id] = c
+	}
+	return c
+}
+
+// copyOf is the copy of an appliance's tree kept with its release: secret values sealed, or
+// left out without a sealer.
+func copyOf(ri ReleaseInfo, tree map[string]string) (api.ReleaseCopy, error) {
+	cp := api.ReleaseCopy{Appliance: ri.Appliance, Keys: map[string]string{}}
+	for k, v := range tree {
+		if !api.IsSecret(k) {
+			cp.Keys[k] = v
+			continue
+		}
+		if ri.Seal == nil {
+			cp.Omitted = append(cp.Omitted, k)
+			continue
+		}
+		id, sealed, err := ri.Seal([]byte(v))
+		if err != nil {
+			return cp, fmt.Errorf("seal a secret for the release copy: %w", err)
+		}
+		if cp.Sealed == nil {
+			cp.Sealed = map[string]string{}
+		}
+		cp.Sealed[k], cp.KeyID = sealed, id
+	}
+	slices.Sort(cp.Omitted)
+	return cp, nil
+}
+
+// releaseID is a new release's id: the time in unix nanoseconds, zero-padded so that ids sort
+// by time, and a random suffix.
+func releaseID(t time.Time) string {
+	return fmt.Sprintf("%020d-%08x", t.UnixNano(), rand.Uint32())
+}
+
+// releaseTime reads the time back from a release id.
+func releaseTime(id string) (time.Time, bool) {
+	ns, _, _ := strings.Cut(id, "-")
+	n, err := strconv.ParseInt(ns, 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(0, n), true
+}
+
+// Releases reads every release record, newest (highest revision) first, with the store's
+// revision.
+func (s *Store) Releases(ctx context.Context) ([]api.Release, int64, error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.sysRoot+releasePrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, s.etcdErr(ctx, "read releases", err)
+	}
+	out := make([]api.Release, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var r api.Release
+		if err := json.Unmarshal(kv.Value, &r); err != nil {
+			s.log.Warn("skip an unreadable release record", "key", string(kv.Key), "err", err.Error())
+			continue
+		}
+		r.Revision = kv.ModRevision
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Revision > out[j].Revision })
+	return out, resp.Header.Revision, nil
+}
+
+// ReleaseCopy reads the copy of release id; api.ErrNotFound when it has none.
+func (s *Store) ReleaseCopy(ctx context.Context, id string) (api.ReleaseCopy, error) {
+	var cp api.ReleaseCopy
+	data, _, err := s.SysGet(ctx, copyPrefix+id)
+	if err != nil {
+		return cp, err
+	}
+	if err := json.Unmarshal(data, &cp); err != nil {
+		return cp, fmt.Errorf("decode release copy %s: %w", id, err)
+	}
+	return cp, nil
+}
+
+// PruneReleases deletes releases (and their copies) that are not among the newest keep or that
+// are older than maxAge (0: no age limit). It returns how many went. It is not a write with a
+// marker: deleting what is already gone is harmless, so a lost answer is simply tried again at
+// the next pass.
+func (s *Store) PruneReleases(ctx context.Context, keep int, maxAge time.Duration, now time.Time) (int, error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.sysRoot+releasePrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return 0, s.etcdErr(ctx, "read releases", err)
+	}
+	kvs := resp.Kvs
+	sort.Slice(kvs, func(i, j int) bool { return kvs[i].ModRevision > kvs[j].ModRevision })
+	var ops []clientv3.Op
+	pruned := 0
+	for i, kv := range kvs {
+		id := strings.TrimPrefix(string(kv.Key), s.sysRoot+releasePrefix)
+		t, ok := releaseTime(id)
+		old := maxAge > 0 && ok && now.Sub(t) > maxAge
+		if i < keep && !old {
+			continue
+		}
+		ops = append(ops, clientv3.OpDelete(string(kv.Key)), clientv3.OpDelete(s.sysRoot+copyPrefix+id))
+		pruned++
+		if len(ops) >= 100 {
+			if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+				return pruned, s.etcdErr(ctx, "prune releases", err)
+			}
+			ops = ops[:0]
+		}
+	}
+	if len(ops) > 0 {
+		if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+			return pruned, s.etcdErr(ctx, "prune releases", err)
+		}
+	}
+	return pruned, nil
+}

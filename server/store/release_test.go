@@ -1,0 +1,182 @@
+package store_test
+
+import (
+	"context"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/store"
+)
+
+func relCtx(tb testing.TB, kind string) context.Context {
+	return store.WithRelease(ctxT(tb), store.ReleaseInfo{Token: "ci", Remote: "10.0.0.1:5", Message: "m " + kind, Source: "pipe", Kind: kind})
+}
+
+// releases reads the store's releases, newest first.
+func releases(tb testing.TB, s *store.Store) []api.Release {
+	tb.Helper()
+	rs, _, err := s.Releases(ctxT(tb))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return rs
+}
+
+func TestStore_ReleasePerWrite(t *testing.T) {
+	s := openStore(t)
+	ctx := ctxT(t)
+	if _, err := s.Put(ctx, "shared/x", "1", -1); err != nil { // no release asked for
+		t.Fatal(err)
+	}
+	if n := len(releases(t, s)); n != 0 {
+		t.Fatalf("a write without release info recorded %d releases", n)
+	}
+
+	rev, err := s.Apply(store.WithRelease(ctx, store.ReleaseInfo{Token: "ci", Kind: api.KindApply, Appliance: "web"}), "web",
+		map[string]string{"a": "1", "b": "2", "secrets/db": "hunter2"}, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := releases(t, s)
+	if len(rs) != 1 || rs[0].Revision != rev || rs[0].Kind != api.KindApply || rs[0].Copy != "web" {
+		t.Fatalf("after apply: %+v, want one apply release at %d with a copy", rs, rev)
+	}
+	want := []api.ReleaseChange{{Scope: api.ScopeAppliance, Appliance: "web",
+		Created: []string{"appliances/web/a", "appliances/web/b", "appliances/web/secrets/db"}}}
+	if !reflect.DeepEqual(rs[0].Changes, want) {
+		t.Errorf("apply changes: got %+v, want %+v", rs[0].Changes, want)
+	}
+	cp, err := s.ReleaseCopy(ctx, rs[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(cp.Keys, map[string]string{"a": "1", "b": "2"}) || !reflect.DeepEqual(cp.Omitted, []string{"secrets/db"}) {
+		t.Errorf("copy without a sealer: %+v", cp)
+	}
+
+	// A second apply: a changed, b deleted, c created, shared untouched.
+	rev, err = s.Apply(store.WithRelease(ctx, store.ReleaseInfo{Kind: api.KindApply, Appliance: "web"}), "web",
+		map[string]string{"a": "9", "c": "3", "secrets/db": "hunter2"}, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs = releases(t, s)
+	want = []api.ReleaseChange{{Scope: api.ScopeAppliance, Appliance: "web",
+		Created: []string{"appliances/web/c"}, Changed: []string{"appliances/web/a"}, Deleted: []string{"appliances/web/b"}}}
+	if rs[0].Revision != rev || !reflect.DeepEqual(rs[0].Changes, want) {
+		t.Errorf("second apply: got %+v at %d, want %+v at %d", rs[0].Changes, rs[0].Revision, want, rev)
+	}
+
+	// put, delete, recursive delete, txn.
+	rev, err = s.Put(relCtx(t, api.KindPut), "shared/x", "2", -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs := releases(t, s); rs[0].Revision != rev || rs[0].Kind != api.KindPut || rs[0].Message != "m put" ||
+		!reflect.DeepEqual(rs[0].Changes, []api.ReleaseChange{{Scope: api.ScopeShared, Changed: []string{"shared/x"}}}) {
+		t.Errorf("put release: %+v", rs[0])
+	}
+	rev, err = s.Txn(relCtx(t, api.KindTxn), api.Txn{Ops: []api.Op{
+		{Op: api.OpPut, Key: "other/k", Value: "v"},
+		{Op: api.OpDelete, Key: "shared/x"},
+		{Op: api.OpDelete, Key: "shared/absent"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs := releases(t, s); rs[0].Revision != rev || !reflect.DeepEqual(rs[0].Changes, []api.ReleaseChange{
+		{Scope: api.ScopeOther, Created: []string{"other/k"}},
+		{Scope: api.ScopeShared, Deleted: []string{"shared/x"}},
+	}) {
+		t.Errorf("txn release: %+v", rs[0])
+	}
+	rev, _, err = s.Delete(relCtx(t, api.KindDelete), "appliances/web", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs := releases(t, s); rs[0].Revision != rev || !reflect.DeepEqual(rs[0].Changes, []api.ReleaseChange{{Scope: api.ScopeAppliance, Appliance: "web",
+		Deleted: []string{"appliances/web/a", "appliances/web/c", "appliances/web/secrets/db"}}}) {
+		t.Errorf("recursive delete release: %+v", rs[0])
+	}
+	rev, _, err = s.Delete(relCtx(t, api.KindDelete), "other/k", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs := releases(t, s); rs[0].Revision != rev || len(rs) != 6 {
+		t.Errorf("delete release: %+v (%d in all, want 6)", rs[0], len(rs))
+	}
+
+	// Writes that fail leave no release.
+	if _, err := s.Put(ctx, "appliances/web/a", "1", -1); err != nil {
+		t.Fatal(err)
+	}
+	n := len(releases(t, s))
+	if _, err := s.Put(relCtx(t, api.KindPut), "shared/y", "1", 12345); !isCode(err, api.CodeConflict) {
+		t.Errorf("put with a wrong cas: %v", err)
+	}
+	if _, _, err := s.Delete(relCtx(t, api.KindDelete), "shared/none", false); !isCode(err, api.CodeNotFound) {
+		t.Errorf("delete of nothing: %v", err)
+	}
+	if _, err := s.Txn(relCtx(t, api.KindTxn), api.Txn{Ops: []api.Op{{Op: api.OpPut, Key: "shared/z", Value: "1"}},
+		Guards: []api.Guard{{Key: "shared/z", ModRevision: 99}}}); !isCode(err, api.CodeConflict) {
+		t.Errorf("txn with a failing guard: %v", err)
+	}
+	if _, err := s.Apply(store.WithRelease(ctx, store.ReleaseInfo{Kind: api.KindApply, Appliance: "web"}), "web", map[string]string{"a": "1"}, 1); !isCode(err, api.CodeConflict) {
+		t.Errorf("apply with a failing cas: %v", err)
+	}
+	if got := len(releases(t, s)); got != n {
+		t.Errorf("failed writes recorded %d releases", got-n)
+	}
+	for _, r := range releases(t, s) {
+		if strings.Contains(r.Message+r.Token, "hunter2") {
+			t.Errorf("a release holds a secret value: %+v", r)
+		}
+	}
+}
+
+func TestStore_PruneReleases(t *testing.T) {
+	s := openStore(t)
+	ctx := store.WithRelease(ctxT(t), store.ReleaseInfo{Kind: api.KindApply, Appliance: "web"})
+	var revs []int64
+	for i := range 7 {
+		rev, err := s.Apply(ctx, "web", map[string]string{"a": strings.Repeat("x", i+1)}, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		revs = append(revs, rev)
+	}
+	n, err := s.PruneReleases(ctxT(t), 3, 0, time.Now())
+	if err != nil || n != 4 {
+		t.Fatalf("prune to 3: %d pruned, %v; want 4", n, err)
+	}
+	rs := releases(t, s)
+	if len(rs) != 3 || rs[0].Revision != revs[6] || rs[2].Revision != revs[4] {
+		t.Fatalf("after prune: %+v", rs)
+	}
+	if _, err := s.ReleaseCopy(ctxT(t), releasesIDs(rs)[2]); err != nil {
+		t.Errorf("a kept release lost its copy: %v", err)
+	}
+	// By age: an hour from now, every release is older than 30 minutes.
+	if n, err := s.PruneReleases(ctxT(t), 100, 30*time.Minute, time.Now().Add(time.Hour)); err != nil || n != 3 {
+		t.Fatalf("prune by age: %d, %v", n, err)
+	}
+}
+
+func releasesIDs(rs []api.Release) []string {
+	var ids []string
+	for _, r := range rs {
+		ids = append(ids, r.ID)
+	}
+	return ids
+}
+
+func isCode(err error, code string) bool {
+	if err == nil {
+		return false
+	}
+	e := api.AsError(err)
+	return e != nil && e.Code == code
+}
