@@ -130,22 +130,54 @@ EXAMPLES:
 				Name:      "rollback",
 				Usage:     "set an appliance's own keys back to what they were at a past revision",
 				ArgsUsage: "NAME",
-				UsageText: "shoelace appliance rollback NAME --to REVISION",
-				Description: `Reads the keys under appliances/NAME/ as they were at REVISION (from the store's history)
-and applies them, all or nothing: keys added since are deleted, changed ones restored. The
-apply is guarded: if the appliance changes between the read and the write, nothing is
-written (exit 4). Secrets are restored too, and never printed. Prints the revision.
-The store keeps a limited history (1 h for the embedded etcd; an external cluster's
---auto-compaction-retention): an older revision is refused; restore it from an export.
-Revisions come from the output of writes ("revision 42"), X-Shoelace-Index, or the audit log.
+				UsageText: "shoelace appliance rollback NAME --to REVISION|previous [-m MESSAGE]",
+				Description: `Reads the keys under appliances/NAME/ as they were at REVISION and applies them, all or
+nothing: keys added since are deleted, changed ones restored. The apply is guarded: if the
+appliance changes between the read and the write, nothing is written (exit 4). Secrets are
+restored too, and never printed. Prints the revision.
+--to previous undoes the appliance's last release (see "shoelace appliance history"): it
+restores the state just before it.
+The keys at REVISION come from the store's history while it has them (1 h for the embedded
+etcd; an external cluster's --auto-compaction-retention), then from the copy of the appliance
+that each apply and rollback keeps with its release (--release-retention, --release-max-age).
+A revision neither gives is refused, naming the oldest revision that can be restored; so is one
+whose copy left out secret values (a server without --secrets-key-file).
+The rollback is itself a release, of kind rollback, whose message names the revision restored
+(and, with --to previous, the release undone), followed by -m.
 
 EXAMPLES:
-   shoelace appliance rollback web-frontend --to 42
+   shoelace appliance rollback web-frontend --to 42 -m "bad TLS settings"
+   shoelace appliance rollback web-frontend --to previous
    rev=$(shoelace appliance apply web -f web.yaml | cut -d' ' -f2); shoelace appliance rollback web --to $((rev-1))`,
 				Flags: []cli.Flag{
-					&cli.Int64Flag{Name: "to", Usage: "the `REVISION` whose keys to restore (required)"},
+					&cli.StringFlag{Name: "to", Usage: "the `REVISION` whose keys to restore, or previous (required)"},
 				},
 				Action: e.applianceRollback,
+			},
+			{
+				Name:      "history",
+				Usage:     "list the releases that changed an appliance, newest first",
+				ArgsUsage: "NAME",
+				UsageText: "shoelace appliance history NAME [--limit 50] [--before REVISION] [--include-shared] [--output json]",
+				Description: `Prints a header line, then one line per release (write) that changed the appliance's own
+keys, newest first, tab-separated: REVISION, TIME (server time, UTC), KIND (apply, rollback,
+put, delete, txn, import), TOKEN (who), SOURCE (--source of the write), CHANGES (+created
+~changed -deleted key counts) and MESSAGE (-m of the write). --include-shared adds the
+releases that changed shared/. Releases are kept for --release-retention writes and at most
+--release-max-age, long after etcd compacted their revisions; "shoelace appliance rollback
+NAME --to REVISION" restores the state a release left. With more releases than --limit, the
+last line on stderr gives the --before of the next page. With --output json, prints
+{"revision","releases":[…],"next"} (key names per release, never values).
+
+EXAMPLES:
+   shoelace appliance history web-frontend
+   shoelace appliance history web-frontend -o json | jq -r '.releases[] | select(.source == "deploy-web") | .revision'`,
+				Flags: []cli.Flag{
+					&cli.IntFlag{Name: "limit", Value: 50, Usage: "releases per page (1 to 1000)"},
+					&cli.Int64Flag{Name: "before", Usage: "list releases older than `REVISION` (the next page)"},
+					&cli.BoolFlag{Name: "include-shared", Usage: "also list the releases that changed shared/"},
+				},
+				Action: e.applianceHistory,
 			},
 			{
 				Name:      "export",
@@ -493,16 +525,34 @@ func (e *cliEnv) applianceRollback(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	to := c.Int64("to")
-	if !c.IsSet("to") || to <= 0 {
-		return usagef("%s--to REVISION is required (a positive revision)", errPrefix(c))
+	arg := c.String("to")
+	to, perr := strconv.ParseInt(arg, 10, 64)
+	if arg != "previous" && (perr != nil || to <= 0) {
+		return usagef("%s--to REVISION is required (a positive revision, or previous)", errPrefix(c))
 	}
 	s, err := e.connect(c)
 	if err != nil {
 		return err
 	}
 	defer s.cancel()
-	rev, n, err := s.client.Rollback(s.ctx, name, to)
+	note := ""
+	if arg == "previous" {
+		h, err := s.client.ApplianceReleases(s.ctx, name, 1, 0, false)
+		if err != nil {
+			return err
+		}
+		if len(h.Releases) == 0 {
+			return fmt.Errorf("rollback %s: it has no release to undo (see shoelace appliance history %s)", name, name)
+		}
+		last := h.Releases[0]
+		to = last.Revision - 1
+		note = fmt.Sprintf("undo release %d (%s", last.Revision, last.Kind)
+		if last.Message != "" {
+			note += ": " + last.Message
+		}
+		note += ")"
+	}
+	rev, n, err := s.client.Rollback(s.ctx, name, to, note)
 	if errors.Is(err, api.ErrConflict) {
 		return fmt.Errorf("rollback %s: the appliance changed while rolling back; nothing was written (run it again): %w", name, err)
 	}
@@ -511,6 +561,64 @@ func (e *cliEnv) applianceRollback(c *cli.Context) error {
 	}
 	fmt.Fprintf(e.stderr, "rolled %s back to its %d keys at revision %d\n", name, n, to)
 	return printRevision(e.stdout, s.json, rev)
+}
+
+// applianceHistory prints the releases that changed an appliance.
+func (e *cliEnv) applianceHistory(c *cli.Context) error {
+	name, err := applianceName(c)
+	if err != nil {
+		return err
+	}
+	if l := c.Int("limit"); l < 1 || l > 1000 {
+		return usagef("%s--limit must be from 1 to 1000", errPrefix(c))
+	}
+	s, err := e.connect(c)
+	if err != nil {
+		return err
+	}
+	defer s.cancel()
+	h, err := s.client.ApplianceReleases(s.ctx, name, c.Int("limit"), c.Int64("before"), c.Bool("include-shared"))
+	if err != nil {
+		return err
+	}
+	if s.json {
+		return printJSON(e.stdout, h)
+	}
+	if len(h.Releases) == 0 {
+		fmt.Fprintf(e.stderr, "no release of %s is kept\n", name)
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString("REVISION\tTIME\tKIND\tTOKEN\tSOURCE\tCHANGES\tMESSAGE\n")
+	for _, r := range h.Releases {
+		cr, ch, de := r.Counts()
+		fmt.Fprintf(&b, "%d\t%s\t%s\t%s\t%s\t+%d ~%d -%d\t%s\n", r.Revision, r.Time.UTC().Format(time.RFC3339), r.Kind,
+			orDash(r.Token), orDash(r.Source), cr, ch, de, oneLine(r.Message))
+	}
+	if _, err := io.WriteString(e.stdout, b.String()); err != nil {
+		return err
+	}
+	if h.Next > 0 {
+		fmt.Fprintf(e.stderr, "more releases: --before %d\n", h.Next)
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return oneLine(s)
+}
+
+// oneLine keeps a free text on its line and column: tabs and line breaks become spaces.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\t' || r == '\n' || r == '\r' {
+			return ' '
+		}
+		return r
+	}, s)
 }
 
 // maskedSecret stands for a secret's value where it is not asked for.

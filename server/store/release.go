@@ -85,10 +85,25 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect) (*pendingReleas
 		exact = append(exact, k)
 	}
 	exact = append(exact, eff.dels...)
+	slices.Sort(exact)
+	exact = slices.Compact(exact)
+	// Plain ranges (not a transaction, which a write may be): the exact keys grouped by their
+	// parent, each group read as one range [first, last] (the keys between are read too, and
+	// ignored), then each deleted prefix. The first read fixes the revision of the others.
 	var ops []clientv3.Op
-	for _, k := range exact {
-		ops = append(ops, clientv3.OpGet(k))
+	for i := 0; i < len(exact); {
+		j := i
+		for j+1 < len(exact) && parent(exact[j+1]) == parent(exact[i]) {
+			j++
+		}
+		if i == j {
+			ops = append(ops, clientv3.OpGet(exact[i]))
+		} else {
+			ops = append(ops, clientv3.OpGet(exact[i], clientv3.WithRange(exact[j]+"\x00")))
+		}
+		i = j + 1
 	}
+	nExact := len(ops)
 	for _, p := range eff.prefixes {
 		ops = append(ops, clientv3.OpGet(p, clientv3.WithPrefix()))
 	}
@@ -101,30 +116,25 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect) (*pendingReleas
 	var rev int64
 	rctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	const chunk = 100
-	for i := 0; i < len(ops); i += chunk {
-		part := ops[i:min(i+chunk, len(ops))]
+	for i, op := range ops {
 		if rev != 0 {
-			for j := range part {
-				part[j] = clientv3.OpGet(string(part[j].KeyBytes()), rangeOpts(part[j], rev)...)
-			}
+			op = clientv3.OpGet(string(op.KeyBytes()), rangeOpts(op, rev)...)
 		}
-		resp, err := s.cli.Txn(rctx).Then(part...).Commit()
+		resp, err := s.cli.Do(rctx, op)
 		if err != nil {
 			return nil, s.etcdErr(rctx, "read the keys a write touches", err)
 		}
+		get := resp.Get()
 		if rev == 0 {
-			rev = resp.Header.Revision
+			rev = get.Header.Revision
 		}
-		for j, r := range resp.Responses {
-			var keys []string
-			for _, kv := range r.GetResponseRange().GetKvs() {
-				before[string(kv.Key)] = prior{string(kv.Value), kv.ModRevision, kv.CreateRevision}
-				keys = append(keys, string(kv.Key))
-			}
-			if i+j >= len(exact) {
-				under = append(under, keys)
-			}
+		var keys []string
+		for _, kv := range get.Kvs {
+			before[string(kv.Key)] = prior{string(kv.Value), kv.ModRevision, kv.CreateRevision}
+			keys = append(keys, string(kv.Key))
+		}
+		if i >= nExact {
+			under = append(under, keys)
 		}
 	}
 
@@ -207,6 +217,11 @@ func rangeOpts(op clientv3.Op, rev int64) []clientv3.OpOption {
 		opts = append(opts, clientv3.WithRange(string(op.RangeBytes())))
 	}
 	return opts
+}
+
+// parent is key up to its last '/'.
+func parent(key string) string {
+	return key[:strings.LastIndexByte(key, '/')+1]
 }
 
 // scopeOf returns the change entry of key's scope, adding it to changes.

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// A pipeline writes with -m and --source; `appliance history` shows who, what and why, and
+// `rollback --to previous` undoes the last release, itself a release naming what it undid.
+func TestE2E_ApplianceHistoryAndUndo(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	dir := t.TempDir()
+	v1 := filepath.Join(dir, "v1.yaml")
+	v2 := filepath.Join(dir, "v2.yaml")
+	os.WriteFile(v1, []byte("keys:\n  port: 80\n  secrets: {pw: one}\n"), 0o600)
+	os.WriteFile(v2, []byte("keys:\n  port: 8080\n  debug: \"true\"\n  secrets: {pw: two}\n"), 0o600)
+
+	rev1 := revisionOf(t, c.ok("appliance", "apply", "hist-web", "-f", v1, "-m", "first cut", "--source", "deploy-7"))
+	rev2 := revisionOf(t, c.ok("appliance", "apply", "hist-web", "-f", v2, "--message", "turn debug on", "--source", "deploy-8"))
+	c.ok("kv", "put", "shared/hist-dns", "10.0.0.1")
+
+	out := c.ok("appliance", "history", "hist-web")
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != 3 || lines[0] != "REVISION\tTIME\tKIND\tTOKEN\tSOURCE\tCHANGES\tMESSAGE" {
+		t.Fatalf("history:\n%s", out)
+	}
+	want2 := fmt.Sprintf("%d\t", rev2)
+	if f := strings.Split(lines[1], "\t"); !strings.HasPrefix(lines[1], want2) || f[2] != "apply" || f[3] != "admin" || f[4] != "deploy-8" || f[5] != "+1 ~2 -0" || f[6] != "turn debug on" {
+		t.Errorf("newest line: %q", lines[1])
+	}
+	if f := strings.Split(lines[2], "\t"); f[0] != fmt.Sprint(rev1) || f[5] != "+2 ~0 -0" || f[6] != "first cut" {
+		t.Errorf("oldest line: %q", lines[2])
+	}
+	if strings.Contains(out, "one") || strings.Contains(out, "two") {
+		t.Errorf("history shows a secret value:\n%s", out)
+	}
+
+	r := c.run("appliance", "rollback", "hist-web", "--to", "previous", "-m", "debug broke logins")
+	if r.code != 0 {
+		t.Fatalf("rollback --to previous: exit %d, %s", r.code, r.stderr)
+	}
+	rb := revisionOf(t, r.stdout)
+	if got := c.ok("kv", "get", "appliances/hist-web/port"); got != "80" {
+		t.Errorf("port after undo = %q, want 80", got)
+	}
+	if got := c.ok("kv", "get", "appliances/hist-web/secrets/pw"); got != "one" {
+		t.Errorf("secret after undo = %q", got)
+	}
+	var h api.Releases
+	if err := json.Unmarshal([]byte(c.ok("appliance", "history", "hist-web", "-o", "json", "--limit", "1")), &h); err != nil {
+		t.Fatal(err)
+	}
+	wantMsg := fmt.Sprintf("rollback of hist-web to revision %d: debug broke logins (undo release %d (apply: turn debug on))", rev2-1, rev2)
+	if len(h.Releases) != 1 || h.Releases[0].Revision != rb || h.Releases[0].Kind != api.KindRollback || h.Releases[0].Message != wantMsg || h.Next != rb {
+		t.Errorf("history -o json after undo: %+v; want message %q", h, wantMsg)
+	}
+	if got := c.ok("appliance", "history", "hist-web", "--include-shared", "--limit", "10"); strings.Count(got, "\n") != 4+1 {
+		t.Errorf("history with shared:\n%s", got)
+	}
+	c.fails(2, "--to REVISION is required", "appliance", "rollback", "hist-web", "--to", "last")
+}
