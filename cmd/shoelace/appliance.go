@@ -180,6 +180,28 @@ EXAMPLES:
 				Action: e.applianceHistory,
 			},
 			{
+				Name:      "diff",
+				Usage:     "print what changed in an appliance's own keys between two revisions",
+				ArgsUsage: "NAME",
+				UsageText: "shoelace appliance diff NAME --from REVISION [--to REVISION] [--show-secrets] [--output json]",
+				Description: `Compares the keys under appliances/NAME/ at --from with those at --to (default: now), one key
+per line: "+ key=value" added, "~ key=value (was old)" changed, "- key=value" removed. The
+keys at a revision come from the store's history, or once compacted from the release copies
+(see "shoelace appliance rollback"). The values of secret keys are printed as "(secret)" unless
+--show-secrets is given. With --output json, prints {"appliance","from","to","added","changed",
+"removed"}.
+
+EXAMPLES:
+   shoelace appliance diff web-frontend --from 42
+   shoelace appliance diff web-frontend --from 42 --to 57 -o json | jq '.changed'`,
+				Flags: []cli.Flag{
+					&cli.Int64Flag{Name: "from", Usage: "the older `REVISION` (required)"},
+					&cli.Int64Flag{Name: "to", DefaultText: "now", Usage: "the newer `REVISION`"},
+					&cli.BoolFlag{Name: "show-secrets", Usage: "print the values of secret keys instead of (secret)"},
+				},
+				Action: e.applianceDiff,
+			},
+			{
 				Name:      "export",
 				Usage:     "print an appliance's own keys in the format apply accepts",
 				ArgsUsage: "NAME",
@@ -561,6 +583,98 @@ func (e *cliEnv) applianceRollback(c *cli.Context) error {
 	}
 	fmt.Fprintf(e.stderr, "rolled %s back to its %d keys at revision %d\n", name, n, to)
 	return printRevision(e.stdout, s.json, rev)
+}
+
+// applianceDiff is the body of `appliance diff -o json`.
+type applianceDiff struct {
+	Appliance string                       `json:"appliance"`
+	From      int64                        `json:"from"`
+	To        int64                        `json:"to"`
+	Added     map[string]string            `json:"added"`
+	Changed   map[string]map[string]string `json:"changed"`
+	Removed   map[string]string            `json:"removed"`
+}
+
+// applianceDiff prints what changed in an appliance's own keys between two revisions.
+func (e *cliEnv) applianceDiff(c *cli.Context) error {
+	name, err := applianceName(c)
+	if err != nil {
+		return err
+	}
+	from, to := c.Int64("from"), c.Int64("to")
+	if from <= 0 || c.IsSet("to") && to <= from {
+		return usagef("%s--from REVISION is required, and --to must be after it", errPrefix(c))
+	}
+	s, err := e.connect(c)
+	if err != nil {
+		return err
+	}
+	defer s.cancel()
+	at := func(rev int64) (map[string]string, int64, error) {
+		keys, m, err := s.client.ApplianceAt(s.ctx, name, rev)
+		if errors.Is(err, api.ErrNotFound) {
+			return map[string]string{}, m.Index, nil // no keys then
+		}
+		return keys, m.Index, err
+	}
+	old, now, err := at(from)
+	if err != nil {
+		return err
+	}
+	if !c.IsSet("to") {
+		to = now
+	}
+	cur, _, err := at(to)
+	if err != nil {
+		return err
+	}
+	show := func(k, v string) string {
+		if api.IsSecret(k) && !c.Bool("show-secrets") {
+			return maskedSecret
+		}
+		return v
+	}
+	d := applianceDiff{Appliance: name, From: from, To: to, Added: map[string]string{}, Changed: map[string]map[string]string{}, Removed: map[string]string{}}
+	for k, v := range cur {
+		switch o, ok := old[k]; {
+		case !ok:
+			d.Added[k] = show(k, v)
+		case o != v:
+			d.Changed[k] = map[string]string{"from": show(k, o), "to": show(k, v)}
+		}
+	}
+	for k, v := range old {
+		if _, ok := cur[k]; !ok {
+			d.Removed[k] = show(k, v)
+		}
+	}
+	if s.json {
+		return printJSON(e.stdout, d)
+	}
+	keys := make([]string, 0, len(old)+len(cur))
+	for k := range d.Added {
+		keys = append(keys, k)
+	}
+	for k := range d.Changed {
+		keys = append(keys, k)
+	}
+	for k := range d.Removed {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		if v, ok := d.Added[k]; ok {
+			fmt.Fprintf(&b, "+ %s=%s\n", k, quoteIfNeeded(v))
+		} else if ch, ok := d.Changed[k]; ok {
+			fmt.Fprintf(&b, "~ %s=%s (was %s)\n", k, quoteIfNeeded(ch["to"]), quoteIfNeeded(ch["from"]))
+		} else {
+			fmt.Fprintf(&b, "- %s=%s\n", k, quoteIfNeeded(d.Removed[k]))
+		}
+	}
+	fmt.Fprintf(e.stderr, "%s from revision %d to %d: %d added, %d changed, %d removed\n", name, from, to, len(d.Added), len(d.Changed), len(d.Removed))
+	_, err = io.WriteString(e.stdout, b.String())
+	return err
 }
 
 // applianceHistory prints the releases that changed an appliance.

@@ -41,6 +41,15 @@ func TestE2E_ApplianceHistoryAndUndo(t *testing.T) {
 		t.Errorf("history shows a secret value:\n%s", out)
 	}
 
+	diff := c.run("appliance", "diff", "hist-web", "--from", fmt.Sprint(rev1), "--to", fmt.Sprint(rev2))
+	if want := "+ debug=true\n~ port=8080 (was 80)\n~ secrets/pw=(secret) (was (secret))\n"; diff.code != 0 || diff.stdout != want ||
+		!strings.Contains(diff.stderr, "1 added, 2 changed, 0 removed") {
+		t.Errorf("diff: exit %d, stdout %q, stderr %q; want %q", diff.code, diff.stdout, diff.stderr, want)
+	}
+	if got := c.ok("appliance", "diff", "hist-web", "--from", fmt.Sprint(rev1), "--show-secrets"); !strings.Contains(got, "~ secrets/pw=two (was one)\n") {
+		t.Errorf("diff --show-secrets (to now): %q", got)
+	}
+
 	r := c.run("appliance", "rollback", "hist-web", "--to", "previous", "-m", "debug broke logins")
 	if r.code != 0 {
 		t.Fatalf("rollback --to previous: exit %d, %s", r.code, r.stderr)
