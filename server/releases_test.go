@@ -183,3 +183,47 @@ func TestReleases_RollbackWithoutSecretsKey(t *testing.T) {
 	f.mustErr(f.do("GET", fmt.Sprintf("/v1/appliances/web/at/%d", a.Revision-1), ""), 410, api.CodeCompacted,
 		fmt.Sprintf("the oldest revision that can be restored is %d", a.Revision))
 }
+
+// Pruning while writes stream keeps the newest --release-retention releases: none inside the
+// window is lost, whatever the pruner read.
+func TestReleases_PruneUnderWriteStream(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.ReleaseRetention = 5 })
+	const writes = 40
+	done := make(chan struct{})
+	pruned := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-done:
+				pruned <- n
+				return
+			default:
+			}
+			f.s.pruneReleases(t.Context())
+			n++
+		}
+	}()
+	var all []int64
+	for i := range writes {
+		all = append(all, f.put("shared/k", fmt.Sprint(i)))
+	}
+	close(done)
+	if n := <-pruned; n < 2 {
+		t.Logf("only %d prune passes ran during the writes", n)
+	}
+	have := map[int64]bool{}
+	for _, r := range f.history("/v1/releases?limit=1000").Releases {
+		have[r.Revision] = true
+	}
+	for _, want := range all[writes-5:] {
+		if !have[want] {
+			t.Fatalf("the release at %d, inside the window of 5, was pruned (kept: %v)", want, have)
+		}
+	}
+	f.s.pruneReleases(t.Context())
+	got := f.history("/v1/releases?limit=1000").Releases
+	if len(got) != 5 || got[0].Revision != all[writes-1] || got[4].Revision != all[writes-5] {
+		t.Fatalf("after the stream: %d releases (%v); want the last 5 of %v", len(got), got, all)
+	}
+}

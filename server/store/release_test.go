@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -179,4 +180,43 @@ func isCode(err error, code string) bool {
 	}
 	e := api.AsError(err)
 	return e != nil && e.Code == code
+}
+
+// Writers racing on one key: each write's record says created or changed as it really was
+// (the pre-read is guarded; a stale one is read again), and every write has one record.
+func TestStore_ReleaseConcurrentWriters(t *testing.T) {
+	s := openStore(t)
+	const writers, each = 4, 15
+	errs := make(chan error, writers)
+	for g := range writers {
+		go func() {
+			for i := range each {
+				if _, err := s.Put(relCtx(t, api.KindPut), "shared/k", fmt.Sprintf("%d-%d", g, i), -1); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range writers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	rs := releases(t, s)
+	if len(rs) != writers*each {
+		t.Fatalf("%d releases for %d writes", len(rs), writers*each)
+	}
+	created := 0
+	for _, r := range rs {
+		c, ch, d := r.Counts()
+		if c+ch != 1 || d != 0 {
+			t.Errorf("release %d: %+v", r.Revision, r.Changes)
+		}
+		created += c
+	}
+	if created != 1 {
+		t.Errorf("%d releases say they created shared/k, want 1 (the first write)", created)
+	}
 }
