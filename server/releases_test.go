@@ -227,3 +227,53 @@ func TestReleases_PruneUnderWriteStream(t *testing.T) {
 		t.Fatalf("after the stream: %d releases (%v); want the last 5 of %v", len(got), got, all)
 	}
 }
+
+func TestReleases_SecretsKeyFileAndLimits(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.key")
+	os.WriteFile(good, []byte(strings.Repeat("ab", 32)+"\n"), 0o600)
+	open := filepath.Join(dir, "open.key")
+	os.WriteFile(open, []byte(strings.Repeat("ab", 32)), 0o644)
+	short := filepath.Join(dir, "short.key")
+	os.WriteFile(short, []byte("abcd"), 0o600)
+	for _, tc := range []struct{ path, want string }{
+		{open, "must not be readable by group or others"},
+		{short, "want a 32-byte key"},
+		{filepath.Join(dir, "none"), "no such file"},
+	} {
+		if _, err := loadSealer(tc.path); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("loadSealer(%s): %v; want %q", filepath.Base(tc.path), err, tc.want)
+		}
+	}
+	sl, err := loadSealer(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, sealed, err := sl.seal([]byte("hunter2"))
+	if err != nil || strings.Contains(sealed, "hunter2") {
+		t.Fatalf("seal: %q, %v", sealed, err)
+	}
+	if plain, err := sl.open(id, sealed); err != nil || string(plain) != "hunter2" {
+		t.Errorf("open: %q, %v", plain, err)
+	}
+	if _, err := sl.open("other", sealed); err == nil || !strings.Contains(err.Error(), "which this server does not have") {
+		t.Errorf("open with another key id: %v", err)
+	}
+
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+	}{{"90d", 90 * 24 * time.Hour}, {"720h", 720 * time.Hour}, {"0", 0}} {
+		if got, err := ParseAge(tc.in); err != nil || got != tc.want {
+			t.Errorf("ParseAge(%q) = %s, %v; want %s", tc.in, got, err, tc.want)
+		}
+	}
+	if _, err := ParseAge("ninety days"); err == nil {
+		t.Error("ParseAge accepted ninety days")
+	}
+	cfg := testConfig()
+	cfg.ReleaseRetention = 0
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "--release-retention") {
+		t.Errorf("retention 0: %v", err)
+	}
+}
