@@ -73,7 +73,10 @@ func (s *Server) applianceFromReleases(ctx context.Context, name string, rev int
 	if found == nil || found.Copy != name {
 		why := "no retained release of it is that old"
 		if found != nil {
-			why = fmt.Sprintf("its last release at or before it (revision %d, a %s) kept no copy of its tree", found.Revision, found.Kind)
+			why = fmt.Sprintf("its last release at or before it (revision %d, kind %s) kept no copy of its tree", found.Revision, found.Kind)
+			if found.CopySkipped != "" {
+				why += " (" + found.CopySkipped + ")"
+			}
 		}
 		if oldest == 0 {
 			return nil, 0, api.Errorf(api.CodeCompacted, "revision %d of appliance %q is compacted and %s; no retained release can restore it: restore an older state from a backup", rev, name, why)

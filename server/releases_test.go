@@ -179,7 +179,7 @@ func TestReleases_RollbackWithoutSecretsKey(t *testing.T) {
 	f.must(f.do("GET", fmt.Sprintf("/v1/appliances/web/at/%d", a.Revision), ""), 200, nil)
 	f.mustErr(f.do("GET", fmt.Sprintf("/v1/appliances/web/at/%d", b.Revision), ""), 410, api.CodeCompacted, "left out the values of 1 secret keys", "--secrets-key-file")
 	f.mustErr(f.do("GET", fmt.Sprintf("/v1/appliances/web/at/%d", c.Revision), ""), 410, api.CodeCompacted,
-		fmt.Sprintf("last release at or before it (revision %d, a put) kept no copy", c.Revision), fmt.Sprintf("the oldest revision that can be restored is %d", a.Revision))
+		fmt.Sprintf("last release at or before it (revision %d, kind put) kept no copy", c.Revision), fmt.Sprintf("the oldest revision that can be restored is %d", a.Revision))
 	f.mustErr(f.do("GET", fmt.Sprintf("/v1/appliances/web/at/%d", a.Revision-1), ""), 410, api.CodeCompacted,
 		fmt.Sprintf("the oldest revision that can be restored is %d", a.Revision))
 }

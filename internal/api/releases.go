@@ -37,6 +37,8 @@ type Release struct {
 	Changes []ReleaseChange `json:"changes"`
 	// Copy is the appliance whose whole tree, as applied, the release keeps (apply, rollback).
 	Copy string `json:"copy,omitempty"`
+	// CopySkipped says why an apply or rollback kept no copy (a tree too large to keep).
+	CopySkipped string `json:"copy_skipped,omitempty"`
 }
 
 // Release change scopes.

@@ -199,8 +199,14 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect) (*pendingReleas
 		if err != nil {
 			return nil, fmt.Errorf("encode release copy: %w", err)
 		}
-		rec.Copy = ri.Appliance
-		p.ops = append(p.ops, clientv3.OpPut(s.sysRoot+copyPrefix+id, string(data)))
+		if limit := s.copyLimit(); len(data) > limit {
+			// The copy shares the write's etcd request: past a third of its size limit, the
+			// write goes without one rather than fail.
+			rec.CopySkipped = fmt.Sprintf("the tree is %d bytes, over the copy limit of %d", len(data), limit)
+		} else {
+			rec.Copy = ri.Appliance
+			p.ops = append(p.ops, clientv3.OpPut(s.sysRoot+copyPrefix+id, string(data)))
+		}
 	}
 	data, err := json.Marshal(rec)
 	if err != nil {
@@ -208,6 +214,18 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect) (*pendingReleas
 	}
 	p.ops = append(p.ops, clientv3.OpPut(s.sysRoot+releasePrefix+id, string(data)))
 	return p, nil
+}
+
+// copyLimit bounds a release copy in bytes: a third of the embedded etcd's request size limit,
+// or of an external cluster's default (1.5 MiB), whose own limit the store does not know.
+func (s *Store) copyLimit() int {
+	if s.copyLimitBytes > 0 {
+		return s.copyLimitBytes
+	}
+	if s.etcdMaxRequestBytes > 0 {
+		return s.etcdMaxRequestBytes / 3
+	}
+	return (3 << 20) / 2 / 3
 }
 
 // rangeOpts are the options of a range op made by prepareRelease, read at rev.

@@ -220,3 +220,20 @@ func TestStore_ReleaseConcurrentWriters(t *testing.T) {
 		t.Errorf("%d releases say they created shared/k, want 1 (the first write)", created)
 	}
 }
+
+// A copy over the limit is not kept, and the record says why; the write still applies.
+func TestStore_ReleaseCopyTooLarge(t *testing.T) {
+	s := openStore(t)
+	store.SetCopyLimit(s, 100)
+	ctx := store.WithRelease(ctxT(t), store.ReleaseInfo{Kind: api.KindApply, Appliance: "web"})
+	if _, err := s.Apply(ctx, "web", map[string]string{"a": strings.Repeat("x", 200)}, -1); err != nil {
+		t.Fatal(err)
+	}
+	rs := releases(t, s)
+	if len(rs) != 1 || rs[0].Copy != "" || !strings.Contains(rs[0].CopySkipped, "over the copy limit of 100") {
+		t.Fatalf("release of a large apply: %+v", rs)
+	}
+	if _, err := s.ReleaseCopy(ctxT(t), rs[0].ID); !isCode(err, api.CodeNotFound) {
+		t.Errorf("copy of a large apply: %v", err)
+	}
+}
