@@ -49,14 +49,18 @@ func ParseAge(s string) (time.Duration, error) {
 	return v, nil
 }
 
-// sealer encrypts the secret values of release copies with AES-256-GCM.
+// sealer encrypts the secret values of release copies with AES-256-GCM: with its first key,
+// and decrypts with any of its keys (the older ones kept for rotation).
 type sealer struct {
 	id   string
 	aead cipher.AEAD
+	old  map[string]cipher.AEAD // every key by id, the current one included
 }
 
-// loadSealer reads the key of --secrets-key-file: 32 bytes, as 64 hex digits or in base64
-// (`openssl rand -hex 32`). The file must not be readable by group or others. "" is no key.
+// loadSealer reads --secrets-key-file: one 32-byte key per line, as 64 hex digits or base64
+// (`openssl rand -hex 32`). The first seals; the others only open what they sealed before a
+// rotation, until no retained release needs them. The file must not be readable by group or
+// others. "" is no key.
 func loadSealer(path string) (*sealer, error) {
 	if path == "" {
 		return nil, nil
@@ -72,24 +76,38 @@ func loadSealer(path string) (*sealer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--secrets-key-file: %w", err)
 	}
-	text := strings.TrimSpace(string(data))
-	key, err := hex.DecodeString(text)
-	if err != nil {
-		key, err = base64.StdEncoding.DecodeString(text)
+	s := &sealer{old: map[string]cipher.AEAD{}}
+	for n, line := range strings.Split(string(data), "\n") {
+		text := strings.TrimSpace(line)
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		key, err := hex.DecodeString(text)
+		if err != nil {
+			key, err = base64.StdEncoding.DecodeString(text)
+		}
+		if err != nil || len(key) != 32 {
+			return nil, fmt.Errorf("--secrets-key-file %s line %d: want a 32-byte key as 64 hex digits or base64 (openssl rand -hex 32)", path, n+1)
+		}
+		block, err := aes.NewCipher(key)
+		if err != nil {
+			return nil, fmt.Errorf("--secrets-key-file: %w", err)
+		}
+		aead, err := cipher.NewGCM(block)
+		if err != nil {
+			return nil, fmt.Errorf("--secrets-key-file: %w", err)
+		}
+		sum := sha256.Sum256(key)
+		id := hex.EncodeToString(sum[:8])
+		if s.aead == nil {
+			s.id, s.aead = id, aead
+		}
+		s.old[id] = aead
 	}
-	if err != nil || len(key) != 32 {
-		return nil, fmt.Errorf("--secrets-key-file %s: want a 32-byte key as 64 hex digits or base64 (openssl rand -hex 32)", path)
+	if s.aead == nil {
+		return nil, fmt.Errorf("--secrets-key-file %s holds no key: want a 32-byte key as 64 hex digits (openssl rand -hex 32)", path)
 	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, fmt.Errorf("--secrets-key-file: %w", err)
-	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, fmt.Errorf("--secrets-key-file: %w", err)
-	}
-	sum := sha256.Sum256(key)
-	return &sealer{id: hex.EncodeToString(sum[:8]), aead: aead}, nil
+	return s, nil
 }
 
 // seal encrypts plain: base64 of nonce and ciphertext, with the key's id.
@@ -103,15 +121,19 @@ func (s *sealer) seal(plain []byte) (string, string, error) {
 
 // open decrypts what seal made with the key keyID.
 func (s *sealer) open(keyID, sealed string) ([]byte, error) {
-	if s == nil || keyID != s.id {
+	var aead cipher.AEAD
+	if s != nil {
+		aead = s.old[keyID]
+	}
+	if aead == nil {
 		return nil, fmt.Errorf("sealed with key %s, which this server does not have (--secrets-key-file)", keyID)
 	}
 	data, err := base64.StdEncoding.DecodeString(sealed)
-	if err != nil || len(data) < s.aead.NonceSize() {
+	if err != nil || len(data) < aead.NonceSize() {
 		return nil, errors.New("sealed value is malformed")
 	}
-	n := s.aead.NonceSize()
-	return s.aead.Open(nil, data[:n], data[n:], nil)
+	n := aead.NonceSize()
+	return aead.Open(nil, data[:n], data[n:], nil)
 }
 
 // releaseCtx returns ctx marked so that the write made with it records a release of kind.

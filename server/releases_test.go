@@ -259,6 +259,18 @@ func TestReleases_SecretsKeyFileAndLimits(t *testing.T) {
 	if _, err := sl.open("other", sealed); err == nil || !strings.Contains(err.Error(), "which this server does not have") {
 		t.Errorf("open with another key id: %v", err)
 	}
+	// Rotation: a new key first, the old one kept after it opens what the old one sealed.
+	os.WriteFile(good, []byte(strings.Repeat("cd", 32)+"\n"+strings.Repeat("ab", 32)+"\n"), 0o600)
+	rotated, err := loadSealer(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain, err := rotated.open(id, sealed); err != nil || string(plain) != "hunter2" {
+		t.Errorf("open after a rotation: %q, %v", plain, err)
+	}
+	if newID, _, _ := rotated.seal([]byte("x")); newID == id {
+		t.Error("after a rotation, the old key still seals")
+	}
 
 	for _, tc := range []struct {
 		in   string
