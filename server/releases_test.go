@@ -289,3 +289,37 @@ func TestReleases_SecretsKeyFileAndLimits(t *testing.T) {
 		t.Errorf("retention 0: %v", err)
 	}
 }
+
+// Who may read which history: an appliance's needs a read grant on it; all releases need admin,
+// or a readable prefix, and then show only the keys under it.
+func TestReleases_Access(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"80"}}`), 200, nil)
+	f.must(f.do("POST", "/v1/txn", `{"ops":[{"op":"put","key":"appliances/db/port","value":"1"},{"op":"put","key":"appliances/web/tls","value":"on"}]}`), 200, nil)
+	web := f.as(f.newToken(api.TokenRequest{Name: "ci-web", Write: []string{"appliances/web"}}))
+	agent := f.as(f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"}))
+
+	if got := web.history("/v1/appliances/web/releases").Releases; len(got) != 2 {
+		t.Errorf("web's history for ci-web: %+v", got)
+	}
+	web.mustErr(web.do("GET", "/v1/appliances/db/releases", ""), 403, api.CodeForbidden)
+	web.mustErr(web.do("GET", "/v1/appliances/web/releases?include_shared", ""), 403, api.CodeForbidden)
+	agent.mustErr(agent.do("GET", "/v1/appliances/web/releases", ""), 403, api.CodeForbidden)
+	web.mustErr(web.do("GET", "/v1/releases", ""), 403, api.CodeForbidden, "admin")
+	web.mustErr(web.do("GET", "/v1/releases?prefix=appliances/db", ""), 403, api.CodeForbidden)
+	got := web.history("/v1/releases?prefix=appliances/web").Releases
+	if len(got) != 2 {
+		t.Fatalf("releases under appliances/web for ci-web: %+v", got)
+	}
+	for _, r := range got {
+		for _, c := range r.Changes {
+			if c.Appliance != "web" {
+				t.Errorf("ci-web sees another appliance's keys: %+v", c)
+			}
+		}
+	}
+	// An admin sees both whole (token changes are audited, but are not releases).
+	if got := f.history("/v1/releases").Releases; len(got) != 2 || len(got[0].Changes) != 2 {
+		t.Errorf("admin's releases: %+v", got)
+	}
+}
