@@ -218,20 +218,31 @@ func (s *Server) planApply(ctx context.Context, w http.ResponseWriter, name stri
 	if err != nil {
 		return err
 	}
-	plan := api.ApplyPlan{Revision: rev, DryRun: true, Put: []string{}, Changed: []string{}, Deleted: []string{}}
+	plan := api.ApplyPlan{Revision: rev, DryRun: true, Put: []string{}, Changed: []string{}, Deleted: []string{},
+		Old: map[string]string{}, New: map[string]string{}}
+	shown := func(key, v string) string {
+		if api.IsSecret(key) {
+			return api.MaskedSecret
+		}
+		return v
+	}
 	have := make(map[string]string, len(cur))
 	for _, kv := range cur {
 		have[kv.Key] = kv.Value
 		if _, keep := keys[strings.TrimPrefix(kv.Key, root+"/")]; !keep {
 			plan.Deleted = append(plan.Deleted, kv.Key)
+			plan.Old[kv.Key] = shown(kv.Key, kv.Value)
 		}
 	}
 	for k, v := range keys {
-		switch old, ok := have[root+"/"+k]; {
+		full := root + "/" + k
+		switch old, ok := have[full]; {
 		case !ok:
-			plan.Put = append(plan.Put, root+"/"+k)
+			plan.Put = append(plan.Put, full)
+			plan.New[full] = shown(full, v)
 		case old != v:
-			plan.Changed = append(plan.Changed, root+"/"+k)
+			plan.Changed = append(plan.Changed, full)
+			plan.Old[full], plan.New[full] = shown(full, old), shown(full, v)
 		default:
 			plan.Unchanged++
 		}

@@ -110,7 +110,8 @@ paths; scalars keep their text, so port: 8080 is "8080"). YAML is recognized by 
 --cas R applies only if nothing under the appliance changed after revision R (exit code 4).
 Prints the revision.
 --dry-run writes nothing: it prints what the apply would do to the appliance as it is now, one
-key per line ("+ key" created, "~ key" value changed, "- key" deleted; values are not printed),
+key per line as "appliance diff" does ("+ key=value" created, "~ key=value (was old)" changed,
+"- key=old" deleted; secret values as (secret)),
 and on stderr a summary with the revision it read, to give as --cas to the apply itself so that
 it applies only onto the state that was reviewed.
 
@@ -410,20 +411,22 @@ func (e *cliEnv) applianceApply(c *cli.Context) error {
 	return printRevision(e.stdout, s.json, rev)
 }
 
-// printPlan prints an apply's dry run: the plan as JSON, or one "+|~|- key" line per key it
-// would touch and a summary on stderr.
+// printPlan prints an apply's dry run: the plan as JSON, or one line per key it would touch,
+// in the format of appliance diff ("+ key=new", "~ key=new (was old)", "- key=old"; secret
+// values masked), and a summary on stderr.
 func (e *cliEnv) printPlan(asJSON bool, name string, p api.ApplyPlan) error {
 	if asJSON {
 		return printJSON(e.stdout, p)
 	}
 	var b strings.Builder
-	for _, set := range []struct {
-		mark string
-		keys []string
-	}{{"+", p.Put}, {"~", p.Changed}, {"-", p.Deleted}} {
-		for _, k := range set.keys {
-			fmt.Fprintf(&b, "%s %s\n", set.mark, k)
-		}
+	for _, k := range p.Put {
+		fmt.Fprintf(&b, "+ %s=%s\n", k, quoteIfNeeded(p.New[k]))
+	}
+	for _, k := range p.Changed {
+		fmt.Fprintf(&b, "~ %s=%s (was %s)\n", k, quoteIfNeeded(p.New[k]), quoteIfNeeded(p.Old[k]))
+	}
+	for _, k := range p.Deleted {
+		fmt.Fprintf(&b, "- %s=%s\n", k, quoteIfNeeded(p.Old[k]))
 	}
 	if _, err := io.WriteString(e.stdout, b.String()); err != nil {
 		return err
@@ -736,7 +739,7 @@ func oneLine(s string) string {
 }
 
 // maskedSecret stands for a secret's value where it is not asked for.
-const maskedSecret = "(secret)"
+const maskedSecret = api.MaskedSecret
 
 // applianceWait waits until the alive agents of an appliance have applied a revision.
 func (e *cliEnv) applianceWait(c *cli.Context) error {
