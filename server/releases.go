@@ -293,6 +293,8 @@ func (s *Server) handleReleases(w http.ResponseWriter, r *http.Request) error {
 		var keep []api.ReleaseChange
 		for _, c := range rel.Changes {
 			c.Created, c.Changed, c.Deleted = under(c.Created, prefix), under(c.Changed, prefix), under(c.Deleted, prefix)
+			// Counted from what is shown: the names past api.MaxReleaseNames are not known here.
+			c.CreatedCount, c.ChangedCount, c.DeletedCount = len(c.Created), len(c.Changed), len(c.Deleted)
 			if len(c.Created)+len(c.Changed)+len(c.Deleted) > 0 {
 				keep = append(keep, c)
 			}

@@ -49,14 +49,21 @@ const (
 )
 
 // ReleaseChange is what a release did to one scope: key names (full paths) created, changed
-// (another value) and deleted. A put of a key's own value is in none.
+// (another value) and deleted, and how many of each. A put of a key's own value is in none.
+// A list holds at most MaxReleaseNames names (the first, sorted); the counts are whole.
 type ReleaseChange struct {
-	Scope     string   `json:"scope"`
-	Appliance string   `json:"appliance,omitempty"`
-	Created   []string `json:"created,omitempty"`
-	Changed   []string `json:"changed,omitempty"`
-	Deleted   []string `json:"deleted,omitempty"`
+	Scope        string   `json:"scope"`
+	Appliance    string   `json:"appliance,omitempty"`
+	Created      []string `json:"created,omitempty"`
+	Changed      []string `json:"changed,omitempty"`
+	Deleted      []string `json:"deleted,omitempty"`
+	CreatedCount int      `json:"created_count"`
+	ChangedCount int      `json:"changed_count"`
+	DeletedCount int      `json:"deleted_count"`
 }
+
+// MaxReleaseNames bounds each list of key names in a release record.
+const MaxReleaseNames = 1000
 
 // Touches reports whether the release changed appliance name's own keys (or, with shared,
 // those of shared/).
@@ -72,9 +79,9 @@ func (r Release) Touches(name string, shared bool) bool {
 // Counts returns how many keys the release created, changed and deleted in all.
 func (r Release) Counts() (created, changed, deleted int) {
 	for _, c := range r.Changes {
-		created += len(c.Created)
-		changed += len(c.Changed)
-		deleted += len(c.Deleted)
+		created += c.CreatedCount
+		changed += c.ChangedCount
+		deleted += c.DeletedCount
 	}
 	return created, changed, deleted
 }

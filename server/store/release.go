@@ -163,12 +163,18 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect) (*pendingReleas
 			note(k, func(c *api.ReleaseChange) *[]string { return &c.Deleted })
 		}
 	}
+	perKey := 0
+	for i := range eff.prefixes {
+		perKey += len(under[i])
+	}
 	for i, pre := range eff.prefixes {
 		// Nothing created or changed under it since the read, and nothing deleted (each key
 		// read is still the same key).
 		p.guards = append(p.guards, clientv3.Compare(clientv3.ModRevision(pre), "<", rev+1).WithPrefix())
 		for _, k := range under[i] {
-			p.guards = append(p.guards, clientv3.Compare(clientv3.CreateRevision(k), "=", before[k].create))
+			if perKey <= maxCreateGuards {
+				p.guards = append(p.guards, clientv3.Compare(clientv3.CreateRevision(k), "=", before[k].create))
+			}
 			if !gone[k] {
 				gone[k] = true
 				note(k, func(c *api.ReleaseChange) *[]string { return &c.Deleted })
@@ -181,9 +187,8 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect) (*pendingReleas
 	rec := api.Release{ID: id, Time: now, Token: ri.Token, Remote: ri.Remote, Message: ri.Message,
 		Source: ri.Source, Kind: ri.Kind, RollbackTo: ri.RollbackTo, Changes: []api.ReleaseChange{}}
 	for _, c := range changes {
-		slices.Sort(c.Created)
-		slices.Sort(c.Changed)
-		slices.Sort(c.Deleted)
+		c.CreatedCount, c.ChangedCount, c.DeletedCount = len(c.Created), len(c.Changed), len(c.Deleted)
+		c.Created, c.Changed, c.Deleted = firstNames(c.Created), firstNames(c.Changed), firstNames(c.Deleted)
 		rec.Changes = append(rec.Changes, *c)
 	}
 	sort.Slice(rec.Changes, func(i, j int) bool {
@@ -236,6 +241,18 @@ func rangeOpts(op clientv3.Op, rev int64) []clientv3.OpOption {
 	}
 	return opts
 }
+
+// firstNames sorts names and keeps the first api.MaxReleaseNames.
+func firstNames(names []string) []string {
+	slices.Sort(names)
+	return slices.Clip(names[:min(len(names), api.MaxReleaseNames)])
+}
+
+// maxCreateGuards bounds the per-key guards of recursive deletes: past it, only "nothing created
+// or changed under the prefix since the read" guards them (a key another writer deleted in
+// between is then listed as deleted by both), so that a delete of a large subtree stays within
+// etcd's limit on a transaction's compares.
+const maxCreateGuards = 1000
 
 // parent is key up to its last '/'.
 func parent(key string) string {

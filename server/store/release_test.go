@@ -47,7 +47,7 @@ func TestStore_ReleasePerWrite(t *testing.T) {
 	}
 	want := []api.ReleaseChange{{Scope: api.ScopeAppliance, Appliance: "web",
 		Created: []string{"appliances/web/a", "appliances/web/b", "appliances/web/secrets/db"}}}
-	if !reflect.DeepEqual(rs[0].Changes, want) {
+	if !reflect.DeepEqual(rs[0].Changes, withCounts(want)) {
 		t.Errorf("apply changes: got %+v, want %+v", rs[0].Changes, want)
 	}
 	cp, err := s.ReleaseCopy(ctx, rs[0].ID)
@@ -67,7 +67,7 @@ func TestStore_ReleasePerWrite(t *testing.T) {
 	rs = releases(t, s)
 	want = []api.ReleaseChange{{Scope: api.ScopeAppliance, Appliance: "web",
 		Created: []string{"appliances/web/c"}, Changed: []string{"appliances/web/a"}, Deleted: []string{"appliances/web/b"}}}
-	if rs[0].Revision != rev || !reflect.DeepEqual(rs[0].Changes, want) {
+	if rs[0].Revision != rev || !reflect.DeepEqual(rs[0].Changes, withCounts(want)) {
 		t.Errorf("second apply: got %+v at %d, want %+v at %d", rs[0].Changes, rs[0].Revision, want, rev)
 	}
 
@@ -77,7 +77,7 @@ func TestStore_ReleasePerWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	if rs := releases(t, s); rs[0].Revision != rev || rs[0].Kind != api.KindPut || rs[0].Message != "m put" ||
-		!reflect.DeepEqual(rs[0].Changes, []api.ReleaseChange{{Scope: api.ScopeShared, Changed: []string{"shared/x"}}}) {
+		!reflect.DeepEqual(rs[0].Changes, withCounts([]api.ReleaseChange{{Scope: api.ScopeShared, Changed: []string{"shared/x"}}})) {
 		t.Errorf("put release: %+v", rs[0])
 	}
 	rev, err = s.Txn(relCtx(t, api.KindTxn), api.Txn{Ops: []api.Op{
@@ -88,18 +88,18 @@ func TestStore_ReleasePerWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rs := releases(t, s); rs[0].Revision != rev || !reflect.DeepEqual(rs[0].Changes, []api.ReleaseChange{
+	if rs := releases(t, s); rs[0].Revision != rev || !reflect.DeepEqual(rs[0].Changes, withCounts([]api.ReleaseChange{
 		{Scope: api.ScopeOther, Created: []string{"other/k"}},
 		{Scope: api.ScopeShared, Deleted: []string{"shared/x"}},
-	}) {
+	})) {
 		t.Errorf("txn release: %+v", rs[0])
 	}
 	rev, _, err = s.Delete(relCtx(t, api.KindDelete), "appliances/web", true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rs := releases(t, s); rs[0].Revision != rev || !reflect.DeepEqual(rs[0].Changes, []api.ReleaseChange{{Scope: api.ScopeAppliance, Appliance: "web",
-		Deleted: []string{"appliances/web/a", "appliances/web/c", "appliances/web/secrets/db"}}}) {
+	if rs := releases(t, s); rs[0].Revision != rev || !reflect.DeepEqual(rs[0].Changes, withCounts([]api.ReleaseChange{{Scope: api.ScopeAppliance, Appliance: "web",
+		Deleted: []string{"appliances/web/a", "appliances/web/c", "appliances/web/secrets/db"}}})) {
 		t.Errorf("recursive delete release: %+v", rs[0])
 	}
 	rev, _, err = s.Delete(relCtx(t, api.KindDelete), "other/k", false)
@@ -235,5 +235,41 @@ func TestStore_ReleaseCopyTooLarge(t *testing.T) {
 	}
 	if _, err := s.ReleaseCopy(ctxT(t), rs[0].ID); !isCode(err, api.CodeNotFound) {
 		t.Errorf("copy of a large apply: %v", err)
+	}
+}
+
+func withCounts(cs []api.ReleaseChange) []api.ReleaseChange {
+	for i := range cs {
+		cs[i].CreatedCount, cs[i].ChangedCount, cs[i].DeletedCount = len(cs[i].Created), len(cs[i].Changed), len(cs[i].Deleted)
+	}
+	return cs
+}
+
+// A delete of a large subtree lists the first names and counts them all, within etcd's limits.
+func TestStore_ReleaseLargeDelete(t *testing.T) {
+	s := openStore(t)
+	const n = api.MaxReleaseNames + 5
+	for i := 0; i < n; i += 50 {
+		var ops []api.Op
+		for j := i; j < min(i+50, n); j++ {
+			ops = append(ops, api.Op{Op: api.OpPut, Key: fmt.Sprintf("big/k%05d", j), Value: "v"})
+		}
+		if _, err := s.Txn(ctxT(t), api.Txn{Ops: ops}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := s.Delete(relCtx(t, api.KindDelete), "big", true); err != nil {
+		t.Fatal(err)
+	}
+	rs := releases(t, s)
+	if len(rs) != 1 || len(rs[0].Changes) != 1 {
+		t.Fatalf("releases: %+v", rs)
+	}
+	c := rs[0].Changes[0]
+	if len(c.Deleted) != api.MaxReleaseNames || c.DeletedCount != n || c.Deleted[0] != "big/k00000" {
+		t.Errorf("large delete: %d names, count %d, first %q", len(c.Deleted), c.DeletedCount, c.Deleted[0])
+	}
+	if _, _, d := rs[0].Counts(); d != n {
+		t.Errorf("Counts deleted = %d, want %d", d, n)
 	}
 }
