@@ -70,6 +70,9 @@ func (s *Server) opCtx(r *http.Request) (context.Context, context.CancelFunc) {
 }
 
 func (s *Server) handleGetKV(w http.ResponseWriter, r *http.Request) error {
+	if r.URL.Query().Has("history") {
+		return s.handleKeyHistory(w, r)
+	}
 	q, err := query(r, "recurse", "keys")
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -345,4 +346,71 @@ func (s *Server) pruneReleases(ctx context.Context) {
 	case n > 0:
 		s.log.Info("pruned releases", "count", n, "retention", s.cfg.ReleaseRetention, "max_age", s.cfg.ReleaseMaxAge.String())
 	}
+}
+
+// maxKeyVersions bounds the versions GET /v1/kv/{key}?history reads back from etcd.
+const maxKeyVersions = 100
+
+// handleKeyHistory answers GET /v1/kv/{key}?history (a read grant on the key): its values while
+// etcd has them, and the releases that touched it, newest first.
+func (s *Server) handleKeyHistory(w http.ResponseWriter, r *http.Request) error {
+	q, err := query(r, "history", "limit")
+	if err != nil {
+		return err
+	}
+	if on, err := flag(q, "history"); err != nil || !on {
+		return api.Errorf(api.CodeInvalidRequest, "query parameter history must be true when given")
+	}
+	limit, _, err := pageParams(q)
+	if err != nil {
+		return err
+	}
+	key := r.PathValue("key")
+	if err := api.ValidateKey(key); err != nil {
+		return err
+	}
+	if err := principalOf(r).mayRead(key); err != nil {
+		return err
+	}
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	versions, rev, compacted, err := s.st.KeyVersions(ctx, key, min(limit, maxKeyVersions))
+	if err != nil {
+		return err
+	}
+	all, _, err := s.st.Releases(ctx)
+	if err != nil {
+		return err
+	}
+	out := api.KeyHistory{Key: key, Revision: rev, Versions: versions, Compacted: compacted, Releases: []api.Release{}}
+	if out.Versions == nil {
+		out.Versions = []api.KV{}
+	}
+	for _, rel := range all {
+		if len(out.Releases) == limit {
+			break
+		}
+		var keep []api.ReleaseChange
+		for _, c := range rel.Changes {
+			one := api.ReleaseChange{Scope: c.Scope, Appliance: c.Appliance}
+			switch {
+			case slices.Contains(c.Created, key):
+				one.Created, one.CreatedCount = []string{key}, 1
+			case slices.Contains(c.Changed, key):
+				one.Changed, one.ChangedCount = []string{key}, 1
+			case slices.Contains(c.Deleted, key):
+				one.Deleted, one.DeletedCount = []string{key}, 1
+			default:
+				continue
+			}
+			keep = append(keep, one)
+		}
+		if len(keep) == 0 {
+			continue
+		}
+		rel.Changes = keep
+		rel.Copy, rel.CopySkipped = "", ""
+		out.Releases = append(out.Releases, rel)
+	}
+	return writeJSON(w, http.StatusOK, rev, out)
 }

@@ -323,3 +323,45 @@ func TestReleases_Access(t *testing.T) {
 		t.Errorf("admin's releases: %+v", got)
 	}
 }
+
+// A key's history: its values while etcd has them, then the releases that touched it.
+func TestReleases_KeyHistory(t *testing.T) {
+	f := newFixture(t)
+	var revs []int64
+	for _, v := range []string{"v1", "v2", "v3"} {
+		revs = append(revs, f.put("shared/k", v))
+	}
+	f.put("shared/other", "x")
+	var h api.KeyHistory
+	f.must(f.do("GET", "/v1/kv/shared/k?history", ""), 200, &h)
+	if len(h.Versions) != 3 || h.Versions[0].Value != "v3" || h.Versions[2].Value != "v1" || h.Compacted ||
+		len(h.Releases) != 3 || h.Releases[0].Revision != revs[2] || h.Releases[2].Changes[0].Created[0] != "shared/k" {
+		t.Fatalf("history: %+v", h)
+	}
+	if err := f.st.Compact(t.Context(), revs[2]); err != nil {
+		t.Fatal(err)
+	}
+	f.must(f.do("DELETE", "/v1/kv/shared/k", ""), 200, nil)
+	h = api.KeyHistory{}
+	f.must(f.do("GET", "/v1/kv/shared/k?history", ""), 200, &h)
+	if len(h.Versions) != 0 || len(h.Releases) != 4 || h.Releases[0].Changes[0].DeletedCount != 1 {
+		t.Fatalf("history after a compaction and a delete: %+v", h)
+	}
+	f.put("shared/k", "v4")
+	h = api.KeyHistory{}
+	f.must(f.do("GET", "/v1/kv/shared/k?history&limit=2", ""), 200, &h)
+	if len(h.Versions) != 1 || h.Versions[0].Value != "v4" || len(h.Releases) != 2 {
+		t.Fatalf("history, limit 2: %+v", h)
+	}
+	f.put("shared/k", "v5")
+	if err := f.st.Compact(t.Context(), f.put("shared/other", "y")); err != nil {
+		t.Fatal(err)
+	}
+	h = api.KeyHistory{}
+	f.must(f.do("GET", "/v1/kv/shared/k?history", ""), 200, &h)
+	if len(h.Versions) != 1 || !h.Compacted {
+		t.Fatalf("history past a compaction: %+v", h)
+	}
+	reader := f.as(f.newToken(api.TokenRequest{Name: "r", Read: []string{"appliances"}}))
+	reader.mustErr(reader.do("GET", "/v1/kv/shared/k?history", ""), 403, api.CodeForbidden)
+}

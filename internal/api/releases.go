@@ -104,3 +104,14 @@ type ReleaseCopy struct {
 	KeyID     string            `json:"key_id,omitempty"`
 	Omitted   []string          `json:"omitted,omitempty"`
 }
+
+// KeyHistory is the body of GET /v1/kv/{key}?history: the key's values while etcd's history has
+// them, then the releases that touched it (showing that key only), both newest first.
+type KeyHistory struct {
+	Key      string `json:"key"`
+	Revision int64  `json:"revision"`
+	Versions []KV   `json:"versions"`
+	// Compacted says etcd's history ends before the oldest version shown.
+	Compacted bool      `json:"compacted"`
+	Releases  []Release `json:"releases"`
+}

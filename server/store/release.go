@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
@@ -393,4 +395,43 @@ func (s *Store) PruneReleases(ctx context.Context, keep int, maxAge time.Duratio
 		}
 	}
 	return pruned, nil
+}
+
+// KeyVersions reads key's values back from its current one, newest first, while etcd's history
+// has them: at most max, and only since the key was last created (an earlier life of a deleted
+// key is not reachable by walking back). compacted says the walk met etcd's compaction.
+func (s *Store) KeyVersions(ctx context.Context, key string, max int) (versions []api.KV, rev int64, compacted bool, err error) {
+	if err := api.ValidateKey(key); err != nil {
+		return nil, 0, false, err
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	k := s.kvRoot + key
+	var at int64 // 0: now
+	for len(versions) < max {
+		opts := []clientv3.OpOption{}
+		if at > 0 {
+			opts = append(opts, clientv3.WithRev(at))
+		}
+		resp, err := s.cli.Get(ctx, k, opts...)
+		if errors.Is(err, rpctypes.ErrCompacted) {
+			return versions, rev, true, nil
+		}
+		if err != nil {
+			return nil, 0, false, s.etcdErr(ctx, "read the history of "+key, err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		if len(resp.Kvs) == 0 {
+			break
+		}
+		kv := resp.Kvs[0]
+		versions = append(versions, s.toKV(kv, false))
+		if kv.Version == 1 {
+			break
+		}
+		at = kv.ModRevision - 1
+	}
+	return versions, rev, false, nil
 }
