@@ -73,4 +73,16 @@ func TestE2E_ApplianceHistoryAndUndo(t *testing.T) {
 		t.Errorf("history with shared:\n%s", got)
 	}
 	c.fails(2, "--to REVISION is required", "appliance", "rollback", "hist-web", "--to", "last")
+
+	// kv history: each value with the release that wrote it; a secret's values masked.
+	out = c.ok("kv", "history", "appliances/hist-web/port")
+	lines = strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != 4 || lines[0] != "REVISION\tTIME\tKIND\tTOKEN\tSOURCE\tVALUE\tMESSAGE" ||
+		!strings.HasPrefix(lines[1], fmt.Sprintf("%d\t", rb)) || strings.Split(lines[1], "\t")[5] != "80" || strings.Split(lines[1], "\t")[2] != "rollback" ||
+		strings.Split(lines[2], "\t")[5] != "8080" || strings.Split(lines[3], "\t")[4] != "deploy-7" {
+		t.Errorf("kv history:\n%s", out)
+	}
+	if out := c.ok("kv", "history", "appliances/hist-web/secrets/pw"); strings.Contains(out, "one") || strings.Contains(out, "two") || !strings.Contains(out, "\t(secret)\t") {
+		t.Errorf("kv history of a secret:\n%s", out)
+	}
 }

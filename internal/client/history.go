@@ -63,3 +63,15 @@ func (c *Client) ApplianceReleases(ctx context.Context, name string, limit int, 
 	_, err := c.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/appliances/" + name + "/releases", Query: q}, &out)
 	return out, err
 }
+
+// KeyHistory reads a key's values while etcd has them and the releases that touched it, newest
+// first, at most limit of each (0: the server's default).
+func (c *Client) KeyHistory(ctx context.Context, key string, limit int) (api.KeyHistory, error) {
+	q := url.Values{"history": {"true"}}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var out api.KeyHistory
+	_, err := c.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/kv/" + key, Query: q}, &out)
+	return out, err
+}
