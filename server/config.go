@@ -117,6 +117,9 @@ type Config struct {
 	// most (0 = no age limit). Pruning runs in the background, never in a write.
 	ReleaseRetention int
 	ReleaseMaxAge    time.Duration
+	// ReleaseMaxBytes bounds the bytes of the releases kept, records and copies, newest first
+	// (0 = no byte limit).
+	ReleaseMaxBytes int64
 	// SecretsKeyFile holds the AES-256 key that seals secret values in release copies ("" =
 	// secret values are left out of the copies). Every replica must have the same key.
 	SecretsKeyFile string
@@ -146,6 +149,7 @@ func DefaultConfig() Config {
 		UnauthIdleTimeout: DefaultUnauthIdleTimeout,
 		ReleaseRetention:  DefaultReleaseRetention,
 		ReleaseMaxAge:     DefaultReleaseMaxAge,
+		ReleaseMaxBytes:   DefaultReleaseMaxBytes,
 	}
 }
 
@@ -218,6 +222,9 @@ func (c Config) Validate() error {
 	}
 	if c.ReleaseRetention <= 0 {
 		errs = append(errs, fmt.Errorf("--release-retention %d must be > 0", c.ReleaseRetention))
+	}
+	if c.ReleaseMaxBytes < 0 {
+		errs = append(errs, fmt.Errorf("--release-max-bytes %d must be >= 0 (0 = no byte limit)", c.ReleaseMaxBytes))
 	}
 	if c.ReleaseMaxAge < 0 {
 		errs = append(errs, fmt.Errorf("--release-max-age %s must be >= 0 (0 = no age limit)", c.ReleaseMaxAge))

@@ -27,6 +27,8 @@ const (
 	DefaultReleaseRetention = 1000
 	// DefaultReleaseMaxAge is how long a release is kept at most.
 	DefaultReleaseMaxAge = 90 * 24 * time.Hour
+	// DefaultReleaseMaxBytes bounds the bytes of the releases kept, records and copies.
+	DefaultReleaseMaxBytes = 256 << 20
 	// releasePruneEvery is how often a replica prunes releases.
 	releasePruneEvery = 10 * time.Minute
 	// defaultReleasePage and maxReleasePage bound a page of history.
@@ -339,7 +341,7 @@ func (s *Server) runReleasePruner(ctx context.Context) {
 func (s *Server) pruneReleases(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	n, err := s.st.PruneReleases(pctx, s.cfg.ReleaseRetention, s.cfg.ReleaseMaxAge, time.Now())
+	n, err := s.st.PruneReleases(pctx, store.Retention{Count: s.cfg.ReleaseRetention, MaxAge: s.cfg.ReleaseMaxAge, MaxBytes: s.cfg.ReleaseMaxBytes}, time.Now())
 	switch {
 	case err != nil && ctx.Err() == nil:
 		s.log.Warn("prune releases", "err", err.Error())

@@ -507,6 +507,7 @@ type Status struct {
 type ReleaseLimits struct {
 	Retention int    `json:"retention"`
 	MaxAge    string `json:"max_age"`
+	MaxBytes  int64  `json:"max_bytes"`
 	// SecretsSealed says whether secret values are kept, sealed, in release copies.
 	SecretsSealed bool `json:"secrets_sealed"`
 }
@@ -535,6 +536,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
 		Releases: ReleaseLimits{
 			Retention:     s.cfg.ReleaseRetention,
 			MaxAge:        s.cfg.ReleaseMaxAge.String(),
+			MaxBytes:      s.cfg.ReleaseMaxBytes,
 			SecretsSealed: s.sealer != nil,
 		},
 	})

@@ -37,6 +37,8 @@ type Release struct {
 	Changes []ReleaseChange `json:"changes"`
 	// Copy is the appliance whose whole tree, as applied, the release keeps (apply, rollback).
 	Copy string `json:"copy,omitempty"`
+	// CopyBytes is the size of the copy, counted against the retention's byte limit.
+	CopyBytes int64 `json:"copy_bytes,omitempty"`
 	// CopySkipped says why an apply or rollback kept no copy (a tree too large to keep).
 	CopySkipped string `json:"copy_skipped,omitempty"`
 }

@@ -211,7 +211,7 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect) (*pendingReleas
 			// write goes without one rather than fail.
 			rec.CopySkipped = fmt.Sprintf("the tree is %d bytes, over the copy limit of %d", len(data), limit)
 		} else {
-			rec.Copy = ri.Appliance
+			rec.Copy, rec.CopyBytes = ri.Appliance, int64(len(data))
 			p.ops = append(p.ops, clientv3.OpPut(s.sysRoot+copyPrefix+id, string(data)))
 		}
 	}
@@ -358,14 +358,22 @@ func (s *Store) ReleaseCopy(ctx context.Context, id string) (api.ReleaseCopy, er
 	return cp, nil
 }
 
-// PruneReleases deletes releases (and their copies) that are not among the newest keep or that
-// are older than maxAge (0: no age limit). It returns how many went. It is not a write with a
-// marker: deleting what is already gone is harmless, so a lost answer is simply tried again at
-// the next pass.
-func (s *Store) PruneReleases(ctx context.Context, keep int, maxAge time.Duration, now time.Time) (int, error) {
+// Retention is what PruneReleases keeps: the newest Count releases, none older than MaxAge (0:
+// no age limit), and, newest first, as many as fit in MaxBytes of records and copies (0: no
+// byte limit). The newest release is always kept.
+type Retention struct {
+	Count    int
+	MaxAge   time.Duration
+	MaxBytes int64
+}
+
+// PruneReleases deletes the releases (and their copies) that ret does not keep, and returns how
+// many went. It is not a write with a marker: deleting what is already gone is harmless, so a
+// lost answer is simply tried again at the next pass.
+func (s *Store) PruneReleases(ctx context.Context, ret Retention, now time.Time) (int, error) {
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	resp, err := s.cli.Get(ctx, s.sysRoot+releasePrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	resp, err := s.cli.Get(ctx, s.sysRoot+releasePrefix, clientv3.WithPrefix())
 	if err != nil {
 		return 0, s.etcdErr(ctx, "read releases", err)
 	}
@@ -373,11 +381,16 @@ func (s *Store) PruneReleases(ctx context.Context, keep int, maxAge time.Duratio
 	sort.Slice(kvs, func(i, j int) bool { return kvs[i].ModRevision > kvs[j].ModRevision })
 	var ops []clientv3.Op
 	pruned := 0
+	var bytes int64
 	for i, kv := range kvs {
 		id := strings.TrimPrefix(string(kv.Key), s.sysRoot+releasePrefix)
+		var rec api.Release
+		_ = json.Unmarshal(kv.Value, &rec) // an unreadable record counts its own bytes
+		bytes += int64(len(kv.Value)) + rec.CopyBytes
 		t, ok := releaseTime(id)
-		old := maxAge > 0 && ok && now.Sub(t) > maxAge
-		if i < keep && !old {
+		old := ret.MaxAge > 0 && ok && now.Sub(t) > ret.MaxAge
+		big := ret.MaxBytes > 0 && bytes > ret.MaxBytes
+		if i == 0 || i < ret.Count && !old && !big {
 			continue
 		}
 		ops = append(ops, clientv3.OpDelete(string(kv.Key)), clientv3.OpDelete(s.sysRoot+copyPrefix+id))

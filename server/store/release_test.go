@@ -149,7 +149,7 @@ func TestStore_PruneReleases(t *testing.T) {
 		}
 		revs = append(revs, rev)
 	}
-	n, err := s.PruneReleases(ctxT(t), 3, 0, time.Now())
+	n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 3}, time.Now())
 	if err != nil || n != 4 {
 		t.Fatalf("prune to 3: %d pruned, %v; want 4", n, err)
 	}
@@ -160,8 +160,23 @@ func TestStore_PruneReleases(t *testing.T) {
 	if _, err := s.ReleaseCopy(ctxT(t), releasesIDs(rs)[2]); err != nil {
 		t.Errorf("a kept release lost its copy: %v", err)
 	}
-	// By age: an hour from now, every release is older than 30 minutes.
-	if n, err := s.PruneReleases(ctxT(t), 100, 30*time.Minute, time.Now().Add(time.Hour)); err != nil || n != 3 {
+	// By bytes: room for the two newest, records and copies.
+	recs, _, err := s.SysList(ctxT(t), "releases/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := rs[0].CopyBytes + rs[1].CopyBytes + int64(len(recs["releases/"+rs[0].ID])+len(recs["releases/"+rs[1].ID]))
+	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 100, MaxBytes: room}, time.Now()); err != nil || n != 1 {
+		t.Fatalf("prune to %d bytes: %d pruned, %v; want 1", room, n, err)
+	}
+	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 100, MaxBytes: room - 1}, time.Now()); err != nil || n != 1 {
+		t.Fatalf("prune to %d bytes: %d pruned, %v; want 1", room-1, n, err)
+	}
+	// By age: an hour from now, every release is older than 30 minutes (the newest is kept).
+	if _, err := s.Apply(ctx, "web", map[string]string{"a": "again"}, -1); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 100, MaxAge: 30 * time.Minute}, time.Now().Add(time.Hour)); err != nil || n != 1 {
 		t.Fatalf("prune by age: %d, %v", n, err)
 	}
 }
