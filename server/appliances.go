@@ -183,6 +183,13 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
+	kind, rollbackTo := api.KindApply, int64(0)
+	if v := r.Header.Get(api.HeaderRollback); v != "" {
+		if rollbackTo, err = strconv.ParseInt(v, 10, 64); err != nil || rollbackTo <= 0 {
+			return api.Errorf(api.CodeInvalidRequest, "header %s must be the revision the rollback restores, not %s", api.HeaderRollback, shorten(v))
+		}
+		kind = api.KindRollback
+	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
 	if dry {
@@ -191,7 +198,7 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		}
 		return s.planApply(ctx, w, name, keys)
 	}
-	rev, err := s.st.Apply(ctx, name, keys, cas)
+	rev, err := s.st.Apply(s.releaseCtx(ctx, r, kind, name, rollbackTo), name, keys, cas)
 	setIndex(w, rev)
 	if err != nil {
 		return err
@@ -202,7 +209,7 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		list = append(list, root+k)
 	}
 	slices.Sort(list)
-	s.audit(r, "apply", list, rev)
+	s.audit(r, kind, list, rev)
 	return writeJSON(w, http.StatusOK, rev, api.WriteResult{Revision: rev})
 }
 
@@ -214,20 +221,31 @@ func (s *Server) planApply(ctx context.Context, w http.ResponseWriter, name stri
 	if err != nil {
 		return err
 	}
-	plan := api.ApplyPlan{Revision: rev, DryRun: true, Put: []string{}, Changed: []string{}, Deleted: []string{}}
+	plan := api.ApplyPlan{Revision: rev, DryRun: true, Put: []string{}, Changed: []string{}, Deleted: []string{},
+		Old: map[string]string{}, New: map[string]string{}}
+	shown := func(key, v string) string {
+		if api.IsSecret(key) {
+			return api.MaskedSecret
+		}
+		return v
+	}
 	have := make(map[string]string, len(cur))
 	for _, kv := range cur {
 		have[kv.Key] = kv.Value
 		if _, keep := keys[strings.TrimPrefix(kv.Key, root+"/")]; !keep {
 			plan.Deleted = append(plan.Deleted, kv.Key)
+			plan.Old[kv.Key] = shown(kv.Key, kv.Value)
 		}
 	}
 	for k, v := range keys {
-		switch old, ok := have[root+"/"+k]; {
+		full := root + "/" + k
+		switch old, ok := have[full]; {
 		case !ok:
-			plan.Put = append(plan.Put, root+"/"+k)
+			plan.Put = append(plan.Put, full)
+			plan.New[full] = shown(full, v)
 		case old != v:
-			plan.Changed = append(plan.Changed, root+"/"+k)
+			plan.Changed = append(plan.Changed, full)
+			plan.Old[full], plan.New[full] = shown(full, old), shown(full, v)
 		default:
 			plan.Unchanged++
 		}

@@ -320,10 +320,12 @@ func TestAppliances_ApplyDryRun(t *testing.T) {
 	before := f.view("web")
 
 	var plan api.ApplyPlan
-	r := f.do("PUT", "/v1/appliances/web?dry_run", `{"keys":{"keep":"1","change":"new","added":{"x":"1"},"secrets":{"pw":"p"}}}`)
+	r := f.do("PUT", "/v1/appliances/web?dry_run", `{"keys":{"keep":"1","change":"new","added":{"x":"1"},"secrets":{"pw":"q"}}}`)
 	f.must(r, 200, &plan)
 	want := api.ApplyPlan{Revision: before.Revision, DryRun: true, Put: []string{"appliances/web/added/x"},
-		Changed: []string{"appliances/web/change"}, Deleted: []string{"appliances/web/gone"}, Unchanged: 2}
+		Changed: []string{"appliances/web/change", "appliances/web/secrets/pw"}, Deleted: []string{"appliances/web/gone"}, Unchanged: 1,
+		Old: map[string]string{"appliances/web/change": "old", "appliances/web/gone": "x", "appliances/web/secrets/pw": api.MaskedSecret},
+		New: map[string]string{"appliances/web/added/x": "1", "appliances/web/change": "new", "appliances/web/secrets/pw": api.MaskedSecret}}
 	if !reflect.DeepEqual(plan, want) {
 		t.Fatalf("plan = %+v, want %+v", plan, want)
 	}

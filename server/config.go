@@ -113,6 +113,16 @@ type Config struct {
 	// UnauthIdleTimeout closes an idle keep-alive connection that has not presented a valid
 	// token (0 = the same idle timeout as authenticated connections).
 	UnauthIdleTimeout time.Duration
+	// ReleaseRetention is how many releases are kept (the newest); ReleaseMaxAge how long at
+	// most (0 = no age limit). Pruning runs in the background, never in a write.
+	ReleaseRetention int
+	ReleaseMaxAge    time.Duration
+	// ReleaseMaxBytes bounds the bytes of the releases kept, records and copies, newest first
+	// (0 = no byte limit).
+	ReleaseMaxBytes int64
+	// SecretsKeyFile holds the AES-256 key that seals secret values in release copies ("" =
+	// secret values are left out of the copies). Every replica must have the same key.
+	SecretsKeyFile string
 	// Reload, when not nil, makes Serve read the TLS certificate and key again each time it
 	// receives (a pair that fails to load keeps the old one). Run wires SIGHUP to it when nil.
 	Reload <-chan struct{}
@@ -137,6 +147,9 @@ func DefaultConfig() Config {
 
 		MaxConnsPerAddr:   DefaultMaxConnsPerAddr,
 		UnauthIdleTimeout: DefaultUnauthIdleTimeout,
+		ReleaseRetention:  DefaultReleaseRetention,
+		ReleaseMaxAge:     DefaultReleaseMaxAge,
+		ReleaseMaxBytes:   DefaultReleaseMaxBytes,
 	}
 }
 
@@ -206,6 +219,15 @@ func (c Config) Validate() error {
 	}
 	if c.UnauthIdleTimeout < 0 {
 		errs = append(errs, fmt.Errorf("--unauth-idle-timeout %s must be >= 0 (0 = the idle timeout of authenticated connections)", c.UnauthIdleTimeout))
+	}
+	if c.ReleaseRetention <= 0 {
+		errs = append(errs, fmt.Errorf("--release-retention %d must be > 0", c.ReleaseRetention))
+	}
+	if c.ReleaseMaxBytes < 0 {
+		errs = append(errs, fmt.Errorf("--release-max-bytes %d must be >= 0 (0 = no byte limit)", c.ReleaseMaxBytes))
+	}
+	if c.ReleaseMaxAge < 0 {
+		errs = append(errs, fmt.Errorf("--release-max-age %s must be >= 0 (0 = no age limit)", c.ReleaseMaxAge))
 	}
 	if _, err := ParseLogLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)

@@ -1,8 +1,12 @@
 package server
 
 import (
+	"context"
+	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 )
@@ -34,8 +38,78 @@ func (s *Server) handleApplianceAt(w http.ResponseWriter, r *http.Request) error
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
 	keys, cur, err := s.st.ApplianceAt(ctx, name, rev)
+	if err != nil && api.AsError(err).Code == api.CodeCompacted {
+		keys, cur, err = s.applianceFromReleases(ctx, name, rev)
+	}
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, cur, ApplianceAt{Appliance: name, Revision: rev, Keys: keys})
+}
+
+// applianceFromReleases answers the appliance's own keys at a revision etcd has compacted from
+// the release copies: the tree kept by the last release at or before rev that changed the
+// appliance, when that release kept one. Sealed secret values are opened with the server's key.
+// A revision no retained copy gives is refused with the oldest revision that can be restored.
+func (s *Server) applianceFromReleases(ctx context.Context, name string, rev int64) (map[string]string, int64, error) {
+	all, cur, err := s.st.Releases(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	var found *api.Release
+	oldest := int64(0)
+	for i := range all { // newest first
+		r := &all[i]
+		if !r.Touches(name, false) {
+			continue
+		}
+		if found == nil && r.Revision <= rev {
+			found = r
+		}
+		if r.Copy == name {
+			oldest = r.Revision
+		}
+	}
+	if found == nil || found.Copy != name {
+		why := "no retained release of it is that old"
+		if found != nil {
+			why = fmt.Sprintf("its last release at or before it (revision %d, kind %s) kept no copy of its tree", found.Revision, found.Kind)
+			if found.CopySkipped != "" {
+				why += " (" + found.CopySkipped + ")"
+			}
+		}
+		if oldest == 0 {
+			return nil, 0, api.Errorf(api.CodeCompacted, "revision %d of appliance %q is compacted and %s; no retained release can restore it: restore an older state from a backup", rev, name, why)
+		}
+		return nil, 0, api.Errorf(api.CodeCompacted, "revision %d of appliance %q is compacted and %s: the oldest revision that can be restored is %d", rev, name, why, oldest)
+	}
+	cp, err := s.st.ReleaseCopy(ctx, found.ID)
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(cp.Omitted) > 0 {
+		return nil, 0, api.Errorf(api.CodeCompacted, "revision %d of appliance %q is compacted, and its release (revision %d) left out the values of %d secret keys, %s: it was written without --secrets-key-file; put them back by hand after restoring an older backup",
+			rev, name, found.Revision, len(cp.Omitted), api.KeyText(api.ApplianceRoot(name)+"/"+cp.Omitted[0]))
+	}
+	keys := make(map[string]string, len(cp.Keys)+len(cp.Sealed))
+	for k, v := range cp.Keys {
+		keys[k] = v
+	}
+	sealed := make([]string, 0, len(cp.Sealed))
+	for k := range cp.Sealed {
+		sealed = append(sealed, k)
+	}
+	slices.Sort(sealed)
+	for _, k := range sealed {
+		plain, err := s.sealer.open(cp.KeyID, cp.Sealed[k])
+		if err != nil {
+			return nil, 0, api.Errorf(api.CodeCompacted, "revision %d of appliance %q is compacted, and the secret %s in its release (revision %d) cannot be opened: %s",
+				rev, name, api.KeyText(api.ApplianceRoot(name)+"/"+k), found.Revision, strings.TrimSpace(err.Error()))
+		}
+		keys[k] = string(plain)
+	}
+	if len(keys) == 0 {
+		return nil, cur, api.Errorf(api.CodeNotFound, "appliance %q had no keys at revision %d", name, rev)
+	}
+	return keys, cur, nil
 }

@@ -70,6 +70,9 @@ func (s *Server) opCtx(r *http.Request) (context.Context, context.CancelFunc) {
 }
 
 func (s *Server) handleGetKV(w http.ResponseWriter, r *http.Request) error {
+	if r.URL.Query().Has("history") {
+		return s.handleKeyHistory(w, r)
+	}
 	q, err := query(r, "recurse", "keys")
 	if err != nil {
 		return err
@@ -200,7 +203,7 @@ func (s *Server) handlePutKV(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
-	rev, err := s.st.Put(ctx, key, string(value), cas)
+	rev, err := s.st.Put(s.releaseCtx(ctx, r, api.KindPut, "", 0), key, string(value), cas)
 	if err != nil {
 		return err
 	}
@@ -237,7 +240,7 @@ func (s *Server) handleDeleteKV(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
-	rev, n, err := s.st.Delete(ctx, key, recurse)
+	rev, n, err := s.st.Delete(s.releaseCtx(ctx, r, api.KindDelete, "", 0), key, recurse)
 	setIndex(w, rev)
 	if err != nil {
 		return err
@@ -286,7 +289,11 @@ func (s *Server) handleTxn(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
-	rev, err := s.st.Txn(ctx, t)
+	kind := api.KindTxn
+	if r.Header.Get(api.HeaderImport) != "" {
+		kind = api.KindImport
+	}
+	rev, err := s.st.Txn(s.releaseCtx(ctx, r, kind, "", 0), t)
 	setIndex(w, rev)
 	if err != nil {
 		return err

@@ -66,6 +66,9 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger) e
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	if _, err := loadSealer(cfg.SecretsKeyFile); err != nil {
+		return err
+	}
 	maxConns := fitConnections(cfg, log)
 	cfg.MaxWaiters = fitLongPolls(cfg.MaxWaiters, maxConns, log)
 	useTLS := cfg.TLSCert != ""

@@ -78,6 +78,7 @@ type Server struct {
 	self         Replica                   // this replica, as announced under sys/replicas/
 	replicas     atomic.Pointer[[]Replica] // the replicas seen at the last beat
 	schemas      schemas                   // compiled appliance schemas (write-time validation)
+	sealer       *sealer                   // seals secret values in release copies; nil: left out
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -105,6 +106,12 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	s.auth = newAuthState(cfg)
 	s.reports = newReporter(cfg.MaxInstances)
 	s.self = newReplica(cfg)
+	if sl, err := loadSealer(cfg.SecretsKeyFile); err != nil {
+		// Serve refuses to start on this error; a caller of New alone gets copies without secrets.
+		log.Error("load the secrets key: release copies leave secret values out", "err", err.Error())
+	} else {
+		s.sealer = sl
+	}
 	// Know the store's revision before serving, so that long-polls right after New are tracked;
 	// if the store is away, the hub keeps trying and answers long-polls at once meanwhile.
 	ictx, icancel := context.WithTimeout(ctx, 5*time.Second)
@@ -116,7 +123,11 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	}
 	s.loadSys(ictx)
 	s.routes()
-	s.wg.Add(3)
+	s.wg.Add(4)
+	go func() {
+		defer s.wg.Done()
+		s.runReleasePruner(ctx)
+	}()
 	go func() {
 		defer s.wg.Done()
 		s.hub.run(ctx)
@@ -187,6 +198,8 @@ func (s *Server) routes() {
 	v1("GET /v1/appliances/{name}/schema", s.handleGetSchema)
 	v1("PUT /v1/appliances/{name}/schema", s.handlePutSchema)
 	v1("DELETE /v1/appliances/{name}/schema", s.handleDeleteSchema)
+	v1("GET /v1/appliances/{name}/releases", s.handleApplianceReleases)
+	v1("GET /v1/releases", s.handleReleases)
 	v1("POST /v1/tokens", s.handleCreateToken)
 	v1("GET /v1/tokens", s.handleListTokens)
 	v1("DELETE /v1/tokens/{name}", s.handleDeleteToken)
@@ -509,6 +522,17 @@ type Status struct {
 	Replicas []Replica `json:"replicas"`
 	// Etcd is what /health/deps says, with the endpoints and the whole error.
 	Etcd DepsHealth `json:"etcd"`
+	// Releases are the limits of the release records.
+	Releases ReleaseLimits `json:"releases"`
+}
+
+// ReleaseLimits are the release limits that GET /v1/status shows.
+type ReleaseLimits struct {
+	Retention int    `json:"retention"`
+	MaxAge    string `json:"max_age"`
+	MaxBytes  int64  `json:"max_bytes"`
+	// SecretsSealed says whether secret values are kept, sealed, in release copies.
+	SecretsSealed bool `json:"secrets_sealed"`
 }
 
 // handleStatus answers the replica's status to operators' tokens: it names hosts, addresses
@@ -532,6 +556,12 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
 		Replica:     s.self.ID,
 		Replicas:    s.liveReplicas(),
 		Etcd:        etcd,
+		Releases: ReleaseLimits{
+			Retention:     s.cfg.ReleaseRetention,
+			MaxAge:        s.cfg.ReleaseMaxAge.String(),
+			MaxBytes:      s.cfg.ReleaseMaxBytes,
+			SecretsSealed: s.sealer != nil,
+		},
 	})
 }
 

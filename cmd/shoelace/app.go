@@ -209,7 +209,7 @@ func globalFlags() []cli.Flag {
 			Usage: "PEM bundle that verifies the server's TLS certificate"},
 		&cli.StringFlag{Name: flagOutput, Aliases: []string{"o"}, Value: "text", EnvVars: []string{"SHOELACE_OUTPUT"},
 			Usage: "output format: text or json"},
-		&cli.StringFlag{Name: flagMessage, EnvVars: []string{"SHOELACE_MESSAGE"},
+		&cli.StringFlag{Name: flagMessage, Aliases: []string{"m"}, EnvVars: []string{"SHOELACE_MESSAGE"},
 			Usage: "message recorded with writes (X-Shoelace-Message)"},
 		&cli.StringFlag{Name: flagSource, EnvVars: []string{"SHOELACE_SOURCE"},
 			Usage: "source recorded with writes, such as a pipeline id (X-Shoelace-Source)"},

@@ -110,7 +110,8 @@ paths; scalars keep their text, so port: 8080 is "8080"). YAML is recognized by 
 --cas R applies only if nothing under the appliance changed after revision R (exit code 4).
 Prints the revision.
 --dry-run writes nothing: it prints what the apply would do to the appliance as it is now, one
-key per line ("+ key" created, "~ key" value changed, "- key" deleted; values are not printed),
+key per line as "appliance diff" does ("+ key=value" created, "~ key=value (was old)" changed,
+"- key=old" deleted; secret values as (secret)),
 and on stderr a summary with the revision it read, to give as --cas to the apply itself so that
 it applies only onto the state that was reviewed.
 
@@ -130,22 +131,76 @@ EXAMPLES:
 				Name:      "rollback",
 				Usage:     "set an appliance's own keys back to what they were at a past revision",
 				ArgsUsage: "NAME",
-				UsageText: "shoelace appliance rollback NAME --to REVISION",
-				Description: `Reads the keys under appliances/NAME/ as they were at REVISION (from the store's history)
-and applies them, all or nothing: keys added since are deleted, changed ones restored. The
-apply is guarded: if the appliance changes between the read and the write, nothing is
-written (exit 4). Secrets are restored too, and never printed. Prints the revision.
-The store keeps a limited history (1 h for the embedded etcd; an external cluster's
---auto-compaction-retention): an older revision is refused; restore it from an export.
-Revisions come from the output of writes ("revision 42"), X-Shoelace-Index, or the audit log.
+				UsageText: "shoelace appliance rollback NAME --to REVISION|previous [-m MESSAGE]",
+				Description: `Reads the keys under appliances/NAME/ as they were at REVISION and applies them, all or
+nothing: keys added since are deleted, changed ones restored. The apply is guarded: if the
+appliance changes between the read and the write, nothing is written (exit 4). Secrets are
+restored too, and never printed. Prints the revision.
+--to previous undoes the appliance's last release (see "shoelace appliance history"): it
+restores the state just before it.
+The keys at REVISION come from the store's history while it has them (1 h for the embedded
+etcd; an external cluster's --auto-compaction-retention), then from the copy of the appliance
+that each apply and rollback keeps with its release (--release-retention, --release-max-age).
+A revision neither gives is refused, naming the oldest revision that can be restored; so is one
+whose copy left out secret values (a server without --secrets-key-file).
+The rollback is itself a release, of kind rollback, whose message names the revision restored
+(and, with --to previous, the release undone), followed by -m.
 
 EXAMPLES:
-   shoelace appliance rollback web-frontend --to 42
+   shoelace appliance rollback web-frontend --to 42 -m "bad TLS settings"
+   shoelace appliance rollback web-frontend --to previous
    rev=$(shoelace appliance apply web -f web.yaml | cut -d' ' -f2); shoelace appliance rollback web --to $((rev-1))`,
 				Flags: []cli.Flag{
-					&cli.Int64Flag{Name: "to", Usage: "the `REVISION` whose keys to restore (required)"},
+					&cli.StringFlag{Name: "to", Usage: "the `REVISION` whose keys to restore, or previous (required)"},
 				},
 				Action: e.applianceRollback,
+			},
+			{
+				Name:      "history",
+				Usage:     "list the releases that changed an appliance, newest first",
+				ArgsUsage: "NAME",
+				UsageText: "shoelace appliance history NAME [--limit 50] [--before REVISION] [--include-shared] [--output json]",
+				Description: `Prints a header line, then one line per release (write) that changed the appliance's own
+keys, newest first, tab-separated: REVISION, TIME (server time, UTC), KIND (apply, rollback,
+put, delete, txn, import), TOKEN (who), SOURCE (--source of the write), CHANGES (+created
+~changed -deleted key counts) and MESSAGE (-m of the write). --include-shared adds the
+releases that changed shared/. Releases are kept for --release-retention writes and at most
+--release-max-age, long after etcd compacted their revisions; "shoelace appliance rollback
+NAME --to REVISION" restores the state a release left. With more releases than --limit, the
+last line on stderr gives the --before of the next page. With --output json, prints
+{"revision","releases":[…],"next"} (key names per release, never values).
+
+EXAMPLES:
+   shoelace appliance history web-frontend
+   shoelace appliance history web-frontend -o json | jq -r '.releases[] | select(.source == "deploy-web") | .revision'`,
+				Flags: []cli.Flag{
+					&cli.IntFlag{Name: "limit", Value: 50, Usage: "releases per page (1 to 1000)"},
+					&cli.Int64Flag{Name: "before", Usage: "list releases older than `REVISION` (the next page)"},
+					&cli.BoolFlag{Name: "include-shared", Usage: "also list the releases that changed shared/"},
+				},
+				Action: e.applianceHistory,
+			},
+			{
+				Name:      "diff",
+				Usage:     "print what changed in an appliance's own keys between two revisions",
+				ArgsUsage: "NAME",
+				UsageText: "shoelace appliance diff NAME --from REVISION [--to REVISION] [--show-secrets] [--output json]",
+				Description: `Compares the keys under appliances/NAME/ at --from with those at --to (default: now), one key
+per line: "+ key=value" added, "~ key=value (was old)" changed, "- key=value" removed. The
+keys at a revision come from the store's history, or once compacted from the release copies
+(see "shoelace appliance rollback"). The values of secret keys are printed as "(secret)" unless
+--show-secrets is given. With --output json, prints {"appliance","from","to","added","changed",
+"removed"}.
+
+EXAMPLES:
+   shoelace appliance diff web-frontend --from 42
+   shoelace appliance diff web-frontend --from 42 --to 57 -o json | jq '.changed'`,
+				Flags: []cli.Flag{
+					&cli.Int64Flag{Name: "from", Usage: "the older `REVISION` (required)"},
+					&cli.Int64Flag{Name: "to", DefaultText: "now", Usage: "the newer `REVISION`"},
+					&cli.BoolFlag{Name: "show-secrets", Usage: "print the values of secret keys instead of (secret)"},
+				},
+				Action: e.applianceDiff,
 			},
 			{
 				Name:      "export",
@@ -357,20 +412,22 @@ func (e *cliEnv) applianceApply(c *cli.Context) error {
 	return printRevision(e.stdout, s.json, rev)
 }
 
-// printPlan prints an apply's dry run: the plan as JSON, or one "+|~|- key" line per key it
-// would touch and a summary on stderr.
+// printPlan prints an apply's dry run: the plan as JSON, or one line per key it would touch,
+// in the format of appliance diff ("+ key=new", "~ key=new (was old)", "- key=old"; secret
+// values masked), and a summary on stderr.
 func (e *cliEnv) printPlan(asJSON bool, name string, p api.ApplyPlan) error {
 	if asJSON {
 		return printJSON(e.stdout, p)
 	}
 	var b strings.Builder
-	for _, set := range []struct {
-		mark string
-		keys []string
-	}{{"+", p.Put}, {"~", p.Changed}, {"-", p.Deleted}} {
-		for _, k := range set.keys {
-			fmt.Fprintf(&b, "%s %s\n", set.mark, k)
-		}
+	for _, k := range p.Put {
+		fmt.Fprintf(&b, "+ %s=%s\n", k, quoteIfNeeded(p.New[k]))
+	}
+	for _, k := range p.Changed {
+		fmt.Fprintf(&b, "~ %s=%s (was %s)\n", k, quoteIfNeeded(p.New[k]), quoteIfNeeded(p.Old[k]))
+	}
+	for _, k := range p.Deleted {
+		fmt.Fprintf(&b, "- %s=%s\n", k, quoteIfNeeded(p.Old[k]))
 	}
 	if _, err := io.WriteString(e.stdout, b.String()); err != nil {
 		return err
@@ -494,16 +551,34 @@ func (e *cliEnv) applianceRollback(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	to := c.Int64("to")
-	if !c.IsSet("to") || to <= 0 {
-		return usagef("%s--to REVISION is required (a positive revision)", errPrefix(c))
+	arg := c.String("to")
+	to, perr := strconv.ParseInt(arg, 10, 64)
+	if arg != "previous" && (perr != nil || to <= 0) {
+		return usagef("%s--to REVISION is required (a positive revision, or previous)", errPrefix(c))
 	}
 	s, err := e.connect(c)
 	if err != nil {
 		return err
 	}
 	defer s.cancel()
-	rev, n, err := s.client.Rollback(s.ctx, name, to)
+	note := ""
+	if arg == "previous" {
+		h, err := s.client.ApplianceReleases(s.ctx, name, 1, 0, false)
+		if err != nil {
+			return err
+		}
+		if len(h.Releases) == 0 {
+			return fmt.Errorf("rollback %s: it has no release to undo (see shoelace appliance history %s)", name, name)
+		}
+		last := h.Releases[0]
+		to = last.Revision - 1
+		note = fmt.Sprintf("undo release %d (%s", last.Revision, last.Kind)
+		if last.Message != "" {
+			note += ": " + last.Message
+		}
+		note += ")"
+	}
+	rev, n, err := s.client.Rollback(s.ctx, name, to, note)
 	if errors.Is(err, api.ErrConflict) {
 		return fmt.Errorf("rollback %s: the appliance changed while rolling back; nothing was written (run it again): %w", name, err)
 	}
@@ -514,8 +589,158 @@ func (e *cliEnv) applianceRollback(c *cli.Context) error {
 	return printRevision(e.stdout, s.json, rev)
 }
 
+// applianceDiff is the body of `appliance diff -o json`.
+type applianceDiff struct {
+	Appliance string                       `json:"appliance"`
+	From      int64                        `json:"from"`
+	To        int64                        `json:"to"`
+	Added     map[string]string            `json:"added"`
+	Changed   map[string]map[string]string `json:"changed"`
+	Removed   map[string]string            `json:"removed"`
+}
+
+// applianceDiff prints what changed in an appliance's own keys between two revisions.
+func (e *cliEnv) applianceDiff(c *cli.Context) error {
+	name, err := applianceName(c)
+	if err != nil {
+		return err
+	}
+	from, to := c.Int64("from"), c.Int64("to")
+	if from <= 0 || c.IsSet("to") && to <= from {
+		return usagef("%s--from REVISION is required, and --to must be after it", errPrefix(c))
+	}
+	s, err := e.connect(c)
+	if err != nil {
+		return err
+	}
+	defer s.cancel()
+	at := func(rev int64) (map[string]string, int64, error) {
+		keys, m, err := s.client.ApplianceAt(s.ctx, name, rev)
+		if errors.Is(err, api.ErrNotFound) {
+			return map[string]string{}, m.Index, nil // no keys then
+		}
+		return keys, m.Index, err
+	}
+	old, now, err := at(from)
+	if err != nil {
+		return err
+	}
+	if !c.IsSet("to") {
+		to = now
+	}
+	cur, _, err := at(to)
+	if err != nil {
+		return err
+	}
+	show := func(k, v string) string {
+		if api.IsSecret(k) && !c.Bool("show-secrets") {
+			return maskedSecret
+		}
+		return v
+	}
+	d := applianceDiff{Appliance: name, From: from, To: to, Added: map[string]string{}, Changed: map[string]map[string]string{}, Removed: map[string]string{}}
+	for k, v := range cur {
+		switch o, ok := old[k]; {
+		case !ok:
+			d.Added[k] = show(k, v)
+		case o != v:
+			d.Changed[k] = map[string]string{"from": show(k, o), "to": show(k, v)}
+		}
+	}
+	for k, v := range old {
+		if _, ok := cur[k]; !ok {
+			d.Removed[k] = show(k, v)
+		}
+	}
+	if s.json {
+		return printJSON(e.stdout, d)
+	}
+	keys := make([]string, 0, len(old)+len(cur))
+	for k := range d.Added {
+		keys = append(keys, k)
+	}
+	for k := range d.Changed {
+		keys = append(keys, k)
+	}
+	for k := range d.Removed {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		if v, ok := d.Added[k]; ok {
+			fmt.Fprintf(&b, "+ %s=%s\n", k, quoteIfNeeded(v))
+		} else if ch, ok := d.Changed[k]; ok {
+			fmt.Fprintf(&b, "~ %s=%s (was %s)\n", k, quoteIfNeeded(ch["to"]), quoteIfNeeded(ch["from"]))
+		} else {
+			fmt.Fprintf(&b, "- %s=%s\n", k, quoteIfNeeded(d.Removed[k]))
+		}
+	}
+	fmt.Fprintf(e.stderr, "%s from revision %d to %d: %d added, %d changed, %d removed\n", name, from, to, len(d.Added), len(d.Changed), len(d.Removed))
+	_, err = io.WriteString(e.stdout, b.String())
+	return err
+}
+
+// applianceHistory prints the releases that changed an appliance.
+func (e *cliEnv) applianceHistory(c *cli.Context) error {
+	name, err := applianceName(c)
+	if err != nil {
+		return err
+	}
+	if l := c.Int("limit"); l < 1 || l > 1000 {
+		return usagef("%s--limit must be from 1 to 1000", errPrefix(c))
+	}
+	s, err := e.connect(c)
+	if err != nil {
+		return err
+	}
+	defer s.cancel()
+	h, err := s.client.ApplianceReleases(s.ctx, name, c.Int("limit"), c.Int64("before"), c.Bool("include-shared"))
+	if err != nil {
+		return err
+	}
+	if s.json {
+		return printJSON(e.stdout, h)
+	}
+	if len(h.Releases) == 0 {
+		fmt.Fprintf(e.stderr, "no release of %s is kept\n", name)
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString("REVISION\tTIME\tKIND\tTOKEN\tSOURCE\tCHANGES\tMESSAGE\n")
+	for _, r := range h.Releases {
+		cr, ch, de := r.Counts()
+		fmt.Fprintf(&b, "%d\t%s\t%s\t%s\t%s\t+%d ~%d -%d\t%s\n", r.Revision, r.Time.UTC().Format(time.RFC3339), r.Kind,
+			orDash(r.Token), orDash(r.Source), cr, ch, de, oneLine(r.Message))
+	}
+	if _, err := io.WriteString(e.stdout, b.String()); err != nil {
+		return err
+	}
+	if h.Next > 0 {
+		fmt.Fprintf(e.stderr, "more releases: --before %d\n", h.Next)
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return oneLine(s)
+}
+
+// oneLine keeps a free text on its line and column: tabs and line breaks become spaces.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\t' || r == '\n' || r == '\r' {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
 // maskedSecret stands for a secret's value where it is not asked for.
-const maskedSecret = "(secret)"
+const maskedSecret = api.MaskedSecret
 
 // applianceWait waits until the alive agents of an appliance have applied a revision.
 func (e *cliEnv) applianceWait(c *cli.Context) error {

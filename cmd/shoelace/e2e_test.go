@@ -1131,7 +1131,7 @@ func TestE2E_ApplyDryRun(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("dry run: %s", r)
 	}
-	want := "+ appliances/e2e-plan/added\n~ appliances/e2e-plan/port\n~ appliances/e2e-plan/secrets/pw\n- appliances/e2e-plan/gone\n"
+	want := "+ appliances/e2e-plan/added=y\n~ appliances/e2e-plan/port=81 (was 80)\n~ appliances/e2e-plan/secrets/pw=(secret) (was (secret))\n- appliances/e2e-plan/gone=x\n"
 	if r.stdout != want {
 		t.Errorf("dry run printed %q, want %q", r.stdout, want)
 	}

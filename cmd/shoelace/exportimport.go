@@ -452,7 +452,7 @@ func (e *cliEnv) importKeys(c *cli.Context) error {
 		res.Revision = l.Revision
 		return e.printImport(s.json, res)
 	}
-	rev, err := s.client.Txn(s.ctx, p.Txn)
+	rev, err := s.client.Import(s.ctx, p.Txn)
 	if err != nil {
 		return importTxnError(p, err)
 	}

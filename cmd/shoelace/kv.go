@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -30,6 +32,27 @@ EXAMPLES:
    shoelace kv get shared/system/ntp
    shoelace kv get appliances/web/port --output json | jq .mod_revision`,
 				Action: e.kvGet,
+			},
+			{
+				Name:      "history",
+				Usage:     "print a key's past values and the releases that changed it, newest first",
+				ArgsUsage: "KEY",
+				UsageText: "shoelace kv history KEY [--limit 50] [--show-secrets] [--output json]",
+				Description: `Prints a header line, then one line per revision at which the key changed, newest first,
+tab-separated: REVISION, TIME, KIND, TOKEN, SOURCE (of the release that wrote it), VALUE and
+MESSAGE. Values come from etcd's history while it has them (1 h on the embedded store); older
+changes come from the release records, which keep no values: their VALUE is "?" ("(deleted)" for
+a delete). A secret key's values are printed as (secret) unless --show-secrets is given. With
+--output json, prints {"key","revision","versions":[…],"compacted","releases":[…]}.
+
+EXAMPLES:
+   shoelace kv history appliances/web/app/port
+   shoelace kv history shared/system/ntp -o json | jq -r '.releases[] | "\(.revision) \(.token) \(.message)"'`,
+				Flags: []cli.Flag{
+					&cli.IntFlag{Name: "limit", Value: 50, Usage: "versions and releases at most (1 to 1000)"},
+					&cli.BoolFlag{Name: "show-secrets", Usage: "print the values of a secret key instead of (secret)"},
+				},
+				Action: e.kvHistory,
 			},
 			{
 				Name:      "put",
@@ -240,4 +263,72 @@ func (e *cliEnv) kvRemove(c *cli.Context) error {
 		fmt.Fprintf(e.stderr, "deleted %s\n", counted(int(d.Deleted), "key"))
 	}
 	return printRevision(e.stdout, false, d.Revision)
+}
+
+// kvHistory prints a key's past values and the releases that changed it.
+func (e *cliEnv) kvHistory(c *cli.Context) error {
+	a, err := wantArgs(c, 1, 1, "KEY")
+	if err != nil {
+		return err
+	}
+	if err := checkPathKey(a[0]); err != nil {
+		return err
+	}
+	if l := c.Int("limit"); l < 1 || l > 1000 {
+		return usagef("%s--limit must be from 1 to 1000", errPrefix(c))
+	}
+	s, err := e.connect(c)
+	if err != nil {
+		return err
+	}
+	defer s.cancel()
+	h, err := s.client.KeyHistory(s.ctx, a[0], c.Int("limit"))
+	if err != nil {
+		return err
+	}
+	mask := api.IsSecret(a[0]) && !c.Bool("show-secrets")
+	if mask {
+		for i := range h.Versions {
+			h.Versions[i].Value = maskedSecret
+		}
+	}
+	if s.json {
+		return printJSON(e.stdout, h)
+	}
+	values := map[int64]string{}
+	revs := []int64{}
+	for _, v := range h.Versions {
+		values[v.ModRevision] = quoteIfNeeded(v.Value)
+		revs = append(revs, v.ModRevision)
+	}
+	rels := map[int64]api.Release{}
+	for _, r := range h.Releases {
+		rels[r.Revision] = r
+		if _, ok := values[r.Revision]; !ok {
+			revs = append(revs, r.Revision)
+			values[r.Revision] = "?"
+			if _, _, d := r.Counts(); d > 0 {
+				values[r.Revision] = "(deleted)"
+			}
+		}
+	}
+	slices.Sort(revs)
+	slices.Reverse(revs)
+	var b strings.Builder
+	b.WriteString("REVISION\tTIME\tKIND\tTOKEN\tSOURCE\tVALUE\tMESSAGE\n")
+	for _, rev := range revs {
+		r, ok := rels[rev]
+		when := "-"
+		if ok {
+			when = r.Time.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(&b, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", rev, when, orDash(r.Kind), orDash(r.Token), orDash(r.Source), values[rev], oneLine(r.Message))
+	}
+	if _, err := io.WriteString(e.stdout, b.String()); err != nil {
+		return err
+	}
+	if h.Compacted && len(h.Versions) > 0 {
+		fmt.Fprintf(e.stderr, "values older than revision %d are compacted from etcd's history; the releases show who changed the key\n", h.Versions[len(h.Versions)-1].ModRevision)
+	}
+	return nil
 }

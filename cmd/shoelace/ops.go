@@ -156,7 +156,7 @@ func statusCommand(e *cliEnv) *cli.Command {
 		Usage:     "show the server's status and its etcd's (a read, write or admin token)",
 		UsageText: "shoelace status [--output json]",
 		Description: `Prints GET /v1/status (version, store id, revision, maintenance, open long-polls, the
-replicas sharing the store, and etcd's reachability, leader, latency and endpoints; it needs a
+replicas sharing the store, the release limits, and etcd's reachability, leader, latency and endpoints; it needs a
 read, write or admin token, not an agent's) as "name: value" lines, or as
 {"addr","health","deps"} with --output json ("health" holds the /v1/status answer, "deps"
 its etcd part). Exit 6 when the server or its etcd is unavailable.`,

@@ -57,6 +57,10 @@ SERVICE (systemd, as root; the unit is the one the packages ship):
 			&cli.IntFlag{Name: "max-conns-per-addr", Value: def.MaxConnsPerAddr, EnvVars: env("max-conns-per-addr"), Usage: "open connections without a valid token per client address (0: no cap)"},
 			&cli.DurationFlag{Name: "unauth-idle-timeout", Value: def.UnauthIdleTimeout, EnvVars: env("unauth-idle-timeout"), Usage: "close keep-alive connections without a valid token idle that long (0: as long as authenticated ones, 2m)"},
 			&cli.StringFlag{Name: "admin-token-file", EnvVars: env("admin-token-file"), Usage: "`FILE` that receives the first admin token (default: <data-dir>/admin.token)"},
+			&cli.IntFlag{Name: "release-retention", Value: def.ReleaseRetention, EnvVars: env("release-retention"), Usage: "release records kept (the newest); older ones are pruned in the background"},
+			&cli.StringFlag{Name: "release-max-age", Value: "90d", EnvVars: env("release-max-age"), Usage: "`AGE` after which a release record is pruned: days (90d) or a duration (720h); 0: no age limit"},
+			&cli.Int64Flag{Name: "release-max-bytes", Value: def.ReleaseMaxBytes, EnvVars: env("release-max-bytes"), Usage: "bytes of release records and copies kept, newest first (0: no byte limit)"},
+			&cli.StringFlag{Name: "secrets-key-file", EnvVars: env("secrets-key-file"), Usage: "`FILE` (mode 0600) with a 32-byte key, 64 hex digits (openssl rand -hex 32), that seals secret values in release copies; the same on every replica. Further lines: older keys, which only open what they sealed (rotation). Without it, copies leave secret values out"},
 			&cli.StringFlag{Name: "log-level", Value: def.LogLevel, EnvVars: env("log-level"), Usage: "debug, info, warn or error (the audit lines of writes are written at every level)"},
 		},
 		Action: e.server,
@@ -64,8 +68,16 @@ SERVICE (systemd, as root; the unit is the one the packages ship):
 }
 
 // serverConfigFrom fills the server's configuration from the flags (and their environment variables).
-func serverConfigFrom(c *cli.Context) server.Config {
+func serverConfigFrom(c *cli.Context) (server.Config, error) {
 	cfg := server.DefaultConfig()
+	age, err := server.ParseAge(c.String("release-max-age"))
+	if err != nil {
+		return cfg, fmt.Errorf("--release-max-age: %w", err)
+	}
+	cfg.ReleaseMaxAge = age
+	cfg.ReleaseRetention = c.Int("release-retention")
+	cfg.ReleaseMaxBytes = c.Int64("release-max-bytes")
+	cfg.SecretsKeyFile = c.String("secrets-key-file")
 	cfg.Listen = c.String("listen")
 	cfg.EtcdEndpoints = splitList(c.String("etcd-endpoints"))
 	cfg.DataDir = c.String("data-dir")
@@ -84,7 +96,7 @@ func serverConfigFrom(c *cli.Context) server.Config {
 	cfg.AdminTokenFile = c.String("admin-token-file")
 	cfg.LogLevel = c.String("log-level")
 	cfg.Version = version
-	return cfg
+	return cfg, nil
 }
 
 // splitList splits a comma-separated list, trimming spaces; "" is an empty list.
@@ -105,7 +117,10 @@ func (e *cliEnv) server(c *cli.Context) error {
 	if _, err := wantArgs(c, 0, 0, "[flags]"); err != nil {
 		return err
 	}
-	cfg := serverConfigFrom(c)
+	cfg, err := serverConfigFrom(c)
+	if err != nil {
+		return usagef("server: %s", err.Error())
+	}
 	if err := cfg.Validate(); err != nil {
 		return usagef("server: %s", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}

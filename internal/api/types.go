@@ -53,7 +53,14 @@ type ApplyPlan struct {
 	Changed   []string `json:"changed"` // keys whose value it would change
 	Deleted   []string `json:"deleted"` // keys it would delete
 	Unchanged int      `json:"unchanged"`
+	// Old and New are the values of the keys the apply would touch, before and after (secret
+	// values as "(secret)"): Old for changed and deleted keys, New for created and changed ones.
+	Old map[string]string `json:"old,omitempty"`
+	New map[string]string `json:"new,omitempty"`
 }
+
+// MaskedSecret stands for a secret's value where it is not shown.
+const MaskedSecret = "(secret)"
 
 // DeleteResult answers DELETE /v1/kv/{key}.
 type DeleteResult struct {

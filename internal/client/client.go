@@ -190,7 +190,7 @@ func (c *Client) once(ctx context.Context, r Request) (Meta, []byte, error) {
 		req.Header.Set("User-Agent", c.opts.UserAgent)
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		if c.opts.Message != "" {
+		if c.opts.Message != "" && req.Header.Get(api.HeaderMessage) == "" {
 			req.Header.Set(api.HeaderMessage, c.opts.Message)
 		}
 		if c.opts.Source != "" {

@@ -60,12 +60,20 @@ func (c *Client) Delete(ctx context.Context, key string, recurse bool) (api.Dele
 
 // Txn applies t all or nothing.
 func (c *Client) Txn(ctx context.Context, t api.Txn) (int64, error) {
+	return c.txn(ctx, t, http.Header{"Content-Type": {"application/json"}})
+}
+
+// Import is Txn for `shoelace import`: its release has kind import.
+func (c *Client) Import(ctx context.Context, t api.Txn) (int64, error) {
+	return c.txn(ctx, t, http.Header{"Content-Type": {"application/json"}, api.HeaderImport: {"1"}})
+}
+
+func (c *Client) txn(ctx context.Context, t api.Txn, h http.Header) (int64, error) {
 	body, err := jsonBody(t)
 	if err != nil {
 		return 0, err
 	}
 	var w api.WriteResult
-	_, err = c.Do(ctx, Request{Method: http.MethodPost, Path: "/v1/txn", Body: body,
-		Header: http.Header{"Content-Type": {"application/json"}}}, &w)
+	_, err = c.Do(ctx, Request{Method: http.MethodPost, Path: "/v1/txn", Body: body, Header: h}, &w)
 	return w.Revision, err
 }

@@ -118,7 +118,11 @@ func (s *Store) put(ctx context.Context, root, key, value string, cas int64) (in
 		els = []clientv3.Op{clientv3.OpGet(k, clientv3.WithKeysOnly())}
 	}
 	e := s.kvEdits(root, edits{puts: map[string]string{key: value}})
-	w, err := s.commitChecked(ctx, "put "+key, e, plainTxn(cmps, []clientv3.Op{clientv3.OpPut(k, value)}, els))
+	var eff *effect
+	if root == s.kvRoot {
+		eff = &effect{puts: map[string]string{k: value}}
+	}
+	w, err := s.commitChecked(ctx, "put "+key, e, eff, plainTxn(cmps, []clientv3.Op{clientv3.OpPut(k, value)}, els))
 	if err != nil {
 		return 0, err
 	}
@@ -174,7 +178,11 @@ func (s *Store) Delete(ctx context.Context, key string, recurse bool) (rev, dele
 		}
 	}
 	e := edits{dels: []api.Op{{Op: api.OpDelete, Key: key, Recurse: recurse}}}
-	w, err := s.commitChecked(ctx, "delete "+key, e, parts)
+	eff := &effect{dels: []string{k}}
+	if recurse {
+		eff.prefixes = []string{k + "/"}
+	}
+	w, err := s.commitChecked(ctx, "delete "+key, e, eff, parts)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -248,21 +256,26 @@ func (s *Store) Txn(ctx context.Context, t api.Txn) (int64, error) {
 	}
 	var ops []clientv3.Op
 	e := edits{puts: map[string]string{}}
+	eff := &effect{puts: map[string]string{}}
 	for _, op := range t.Ops {
 		k := s.kvRoot + op.Key
 		switch op.Op {
 		case api.OpPut:
 			ops = append(ops, clientv3.OpPut(k, op.Value))
+			ops = append(ops, clientv3.OpPut(k, op.Value))
 			e.puts[op.Key] = op.Value
+			eff.puts[k] = op.Value
 		case api.OpDelete:
 			ops = append(ops, clientv3.OpDelete(k))
 			e.dels = append(e.dels, op)
+			eff.dels = append(eff.dels, k)
 			if op.Recurse {
 				ops = append(ops, clientv3.OpDelete(k+"/", clientv3.WithPrefix()))
+				eff.prefixes = append(eff.prefixes, k+"/")
 			}
 		}
 	}
-	w, err := s.commitChecked(ctx, "transaction", e, plainTxn(cmps, ops, reads))
+	w, err := s.commitChecked(ctx, "transaction", e, eff, plainTxn(cmps, ops, reads))
 	if err != nil {
 		return 0, err
 	}
@@ -505,7 +518,16 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 		}
 	}
 	e := edits{applyName: name, apply: keys}
-	w, err := s.commitChecked(wctx, "apply "+name, e, plainTxn(cmps, ops, nil))
+	eff := &effect{puts: make(map[string]string, len(keys)), tree: keys}
+	for k, v := range keys {
+		eff.puts[abs+k] = v
+	}
+	for _, kv := range cur.Kvs {
+		if _, keep := keys[strings.TrimPrefix(string(kv.Key), abs)]; !keep {
+			eff.dels = append(eff.dels, string(kv.Key))
+		}
+	}
+	w, err := s.commitChecked(wctx, "apply "+name, e, eff, plainTxn(cmps, ops, nil))
 	if err != nil {
 		return 0, false, err
 	}

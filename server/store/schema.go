@@ -280,7 +280,7 @@ func (s *Store) refusal(ctx context.Context, name string, rev int64, err error) 
 // commitChecked is commit for a write to the KV space that does e: checked against the
 // schemas of the appliances it touches and guarded so that the check still holds when it is
 // applied (see above). A write refused by its own guards is returned as commit returns it.
-func (s *Store) commitChecked(ctx context.Context, op string, e edits, parts txnParts) (written, error) {
+func (s *Store) commitChecked(ctx context.Context, op string, e edits, eff *effect, parts txnParts) (written, error) {
 	// Writers to one appliance with a schema go one at a time (each bumps its tree version):
 	// under contention, retry with a growing random pause for as long as one call may take.
 	lctx, cancel := s.opCtx(ctx)
@@ -289,7 +289,7 @@ func (s *Store) commitChecked(ctx context.Context, op string, e edits, parts txn
 		g, err := s.guardFor(ctx, e)
 		if err == nil {
 			var w written
-			w, err = s.commit(ctx, op, g.wrap(parts))
+			w, err = s.commit(ctx, op, eff, g.wrap(parts))
 			if err != nil || len(g.cmps) == 0 || applied(w) {
 				return w, err
 			}

@@ -149,7 +149,9 @@ type Store struct {
 	reqRoot string // <root>req/: write markers (see commit)
 	// etcdMaxRequestBytes and etcdMaxTxnOps are the embedded etcd's limits; 0 when external.
 	etcdMaxRequestBytes int
-	etcdMaxTxnOps       int
+	// copyLimitBytes, when > 0, overrides copyLimit (tests).
+	copyLimitBytes int
+	etcdMaxTxnOps  int
 
 	mu sync.Mutex
 	id string

@@ -91,7 +91,7 @@ func (s *Store) SysDeleteIfPresent(ctx context.Context, key string, present []st
 		cmps = append(cmps, clientv3.Compare(clientv3.Version(s.sysRoot+p), ">", 0))
 		els = append(els, clientv3.OpGet(s.sysRoot+p, clientv3.WithCountOnly()))
 	}
-	w, err := s.commit(ctx, "delete system key "+key, plainTxn(cmps, []clientv3.Op{clientv3.OpDelete(k)}, els))
+	w, err := s.commit(ctx, "delete system key "+key, nil, plainTxn(cmps, []clientv3.Op{clientv3.OpDelete(k)}, els))
 	if err != nil {
 		return 0, err
 	}
@@ -126,7 +126,7 @@ func (s *Store) SysPutAll(ctx context.Context, kvs map[string][]byte) (int64, er
 		}
 		ops = append(ops, clientv3.OpPut(s.sysRoot+k, string(v)))
 	}
-	w, err := s.commit(ctx, "write system keys", plainTxn(nil, ops, nil))
+	w, err := s.commit(ctx, "write system keys", nil, plainTxn(nil, ops, nil))
 	if err != nil {
 		return 0, err
 	}

@@ -113,11 +113,17 @@ func plainTxn(cmps []clientv3.Cmp, then, els []clientv3.Op) txnParts {
 // commit runs one write, whose transaction parts makes, with a marker (see above), trying again
 // while RequestTimeout allows when a try was not applied. Errors are as etcdErr's, except that
 // a write that may have been applied is api.CodeOutcomeUnknown.
-func (s *Store) commit(ctx context.Context, op string, parts txnParts) (written, error) {
+//
+// With eff, and a ctx from WithRelease, the write also records its release (see release.go).
+func (s *Store) commit(ctx context.Context, op string, eff *effect, parts txnParts) (written, error) {
 	wctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	leaseMissing := 0
+	leaseMissing, stale := 0, 0
 	for try := 0; ; try++ {
+		rel, err := s.prepareRelease(wctx, eff)
+		if err != nil {
+			return written{}, fmt.Errorf("%s: %w", op, err)
+		}
 		lease := s.markerLease(wctx)
 		mk := ""
 		var m marker
@@ -126,11 +132,30 @@ func (s *Store) commit(ctx context.Context, op string, parts txnParts) (written,
 			m.cmps = []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(mk), "=", 0)}
 			m.ops = []clientv3.Op{clientv3.OpPut(mk, markerWritten, clientv3.WithLease(lease))}
 		}
+		if rel != nil {
+			// The release is put wherever the marker is: exactly when the write applies.
+			m.ops = append(m.ops, rel.ops...)
+		}
 		c, t, e := parts(m)
+		if rel != nil {
+			c, t, e = rel.guards, []clientv3.Op{clientv3.OpTxn(c, t, e)}, nil
+		}
 		actx, acancel := s.attemptCtx(wctx, try)
 		var sent atomic.Bool
 		resp, err := s.cli.Txn(withSent(actx, &sent)).If(c...).Then(t...).Else(e...).Commit()
 		acancel()
+		if err == nil && rel != nil {
+			if !resp.Succeeded {
+				// A touched key changed since prepareRelease read it: nothing was applied.
+				if stale++; stale >= staleTries {
+					return written{}, api.Errorf(api.CodeConflict, "%s: the keys it touches kept changing during %d attempts", op, staleTries)
+				}
+				pause(wctx)
+				continue
+			}
+			inner := resp.Responses[0].GetResponseTxn()
+			resp = &clientv3.TxnResponse{Header: resp.Header, Succeeded: inner.Succeeded, Responses: inner.Responses}
+		}
 		if err == nil {
 			return written{rev: resp.Header.Revision, succeeded: resp.Succeeded, resp: resp}, nil
 		}

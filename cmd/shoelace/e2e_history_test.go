@@ -1,0 +1,96 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// A pipeline writes with -m and --source; `appliance history` shows who, what and why, and
+// `rollback --to previous` undoes the last release, itself a release naming what it undid.
+func TestE2E_ApplianceHistoryAndUndo(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	// A name of its own per run: releases outlive the keys, so -count=N needs a fresh history.
+	name := fmt.Sprintf("hist-web-%d", time.Now().UnixNano())
+	dir := t.TempDir()
+	v1 := filepath.Join(dir, "v1.yaml")
+	v2 := filepath.Join(dir, "v2.yaml")
+	os.WriteFile(v1, []byte("keys:\n  port: 80\n  secrets: {pw: one}\n"), 0o600)
+	os.WriteFile(v2, []byte("keys:\n  port: 8080\n  debug: \"true\"\n  secrets: {pw: two}\n"), 0o600)
+
+	rev1 := revisionOf(t, c.ok("appliance", "apply", name, "-f", v1, "-m", "first cut", "--source", "deploy-7"))
+	rev2 := revisionOf(t, c.ok("appliance", "apply", name, "-f", v2, "--message", "turn debug on", "--source", "deploy-8"))
+	revShared := revisionOf(t, c.ok("kv", "put", "shared/hist-dns", name)) // another value each run
+
+	out := c.ok("appliance", "history", name)
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != 3 || lines[0] != "REVISION\tTIME\tKIND\tTOKEN\tSOURCE\tCHANGES\tMESSAGE" {
+		t.Fatalf("history:\n%s", out)
+	}
+	want2 := fmt.Sprintf("%d\t", rev2)
+	if f := strings.Split(lines[1], "\t"); !strings.HasPrefix(lines[1], want2) || f[2] != "apply" || f[3] != "admin" || f[4] != "deploy-8" || f[5] != "+1 ~2 -0" || f[6] != "turn debug on" {
+		t.Errorf("newest line: %q", lines[1])
+	}
+	if f := strings.Split(lines[2], "\t"); f[0] != fmt.Sprint(rev1) || f[5] != "+2 ~0 -0" || f[6] != "first cut" {
+		t.Errorf("oldest line: %q", lines[2])
+	}
+	if strings.Contains(out, "one") || strings.Contains(out, "two") {
+		t.Errorf("history shows a secret value:\n%s", out)
+	}
+
+	diff := c.run("appliance", "diff", name, "--from", fmt.Sprint(rev1), "--to", fmt.Sprint(rev2))
+	if want := "+ debug=true\n~ port=8080 (was 80)\n~ secrets/pw=(secret) (was (secret))\n"; diff.code != 0 || diff.stdout != want ||
+		!strings.Contains(diff.stderr, "1 added, 2 changed, 0 removed") {
+		t.Errorf("diff: exit %d, stdout %q, stderr %q; want %q", diff.code, diff.stdout, diff.stderr, want)
+	}
+	if got := c.ok("appliance", "diff", name, "--from", fmt.Sprint(rev1), "--show-secrets"); !strings.Contains(got, "~ secrets/pw=two (was one)\n") {
+		t.Errorf("diff --show-secrets (to now): %q", got)
+	}
+
+	r := c.run("appliance", "rollback", name, "--to", "previous", "-m", "debug broke logins")
+	if r.code != 0 {
+		t.Fatalf("rollback --to previous: exit %d, %s", r.code, r.stderr)
+	}
+	rb := revisionOf(t, r.stdout)
+	if got := c.ok("kv", "get", "appliances/"+name+"/port"); got != "80" {
+		t.Errorf("port after undo = %q, want 80", got)
+	}
+	if got := c.ok("kv", "get", "appliances/"+name+"/secrets/pw"); got != "one" {
+		t.Errorf("secret after undo = %q", got)
+	}
+	var h api.Releases
+	if err := json.Unmarshal([]byte(c.ok("appliance", "history", name, "-o", "json", "--limit", "1")), &h); err != nil {
+		t.Fatal(err)
+	}
+	wantMsg := fmt.Sprintf("rollback of %s to revision %d: debug broke logins (undo release %d (apply: turn debug on))", name, rev2-1, rev2)
+	if len(h.Releases) != 1 || h.Releases[0].Revision != rb || h.Releases[0].Kind != api.KindRollback || h.Releases[0].Message != wantMsg || h.Next != rb {
+		t.Errorf("history -o json after undo: %+v; want message %q", h, wantMsg)
+	}
+	// With shared/ (other tests write it too): the shared put is there, between the applies and the undo.
+	if got := c.ok("appliance", "history", name, "--include-shared", "--limit", "1000"); !strings.Contains(got, fmt.Sprintf("\n%d\t", revShared)) ||
+		!strings.Contains(got, fmt.Sprintf("\n%d\t", rb)) || !strings.Contains(got, fmt.Sprintf("\n%d\t", rev1)) {
+		t.Errorf("history with shared:\n%s", got)
+	}
+	if got := c.ok("appliance", "history", name); strings.Contains(got, fmt.Sprintf("\n%d\t", revShared)) {
+		t.Errorf("history without shared shows the shared put:\n%s", got)
+	}
+	c.fails(2, "--to REVISION is required", "appliance", "rollback", name, "--to", "last")
+
+	// kv history: each value with the release that wrote it; a secret's values masked.
+	out = c.ok("kv", "history", "appliances/"+name+"/port")
+	lines = strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != 4 || lines[0] != "REVISION\tTIME\tKIND\tTOKEN\tSOURCE\tVALUE\tMESSAGE" ||
+		!strings.HasPrefix(lines[1], fmt.Sprintf("%d\t", rb)) || strings.Split(lines[1], "\t")[5] != "80" || strings.Split(lines[1], "\t")[2] != "rollback" ||
+		strings.Split(lines[2], "\t")[5] != "8080" || strings.Split(lines[3], "\t")[4] != "deploy-7" {
+		t.Errorf("kv history:\n%s", out)
+	}
+	if out := c.ok("kv", "history", "appliances/"+name+"/secrets/pw"); strings.Contains(out, "one") || strings.Contains(out, "two") || !strings.Contains(out, "\t(secret)\t") {
+		t.Errorf("kv history of a secret:\n%s", out)
+	}
+}

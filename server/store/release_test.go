@@ -1,0 +1,290 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/store"
+)
+
+func relCtx(tb testing.TB, kind string) context.Context {
+	return store.WithRelease(ctxT(tb), store.ReleaseInfo{Token: "ci", Remote: "10.0.0.1:5", Message: "m " + kind, Source: "pipe", Kind: kind})
+}
+
+// releases reads the store's releases, newest first.
+func releases(tb testing.TB, s *store.Store) []api.Release {
+	tb.Helper()
+	rs, _, err := s.Releases(ctxT(tb))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return rs
+}
+
+func TestStore_ReleasePerWrite(t *testing.T) {
+	s := openStore(t)
+	ctx := ctxT(t)
+	if _, err := s.Put(ctx, "shared/x", "1", -1); err != nil { // no release asked for
+		t.Fatal(err)
+	}
+	if n := len(releases(t, s)); n != 0 {
+		t.Fatalf("a write without release info recorded %d releases", n)
+	}
+
+	rev, err := s.Apply(store.WithRelease(ctx, store.ReleaseInfo{Token: "ci", Kind: api.KindApply, Appliance: "web"}), "web",
+		map[string]string{"a": "1", "b": "2", "secrets/db": "hunter2"}, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := releases(t, s)
+	if len(rs) != 1 || rs[0].Revision != rev || rs[0].Kind != api.KindApply || rs[0].Copy != "web" {
+		t.Fatalf("after apply: %+v, want one apply release at %d with a copy", rs, rev)
+	}
+	want := []api.ReleaseChange{{Scope: api.ScopeAppliance, Appliance: "web",
+		Created: []string{"appliances/web/a", "appliances/web/b", "appliances/web/secrets/db"}}}
+	if !reflect.DeepEqual(rs[0].Changes, withCounts(want)) {
+		t.Errorf("apply changes: got %+v, want %+v", rs[0].Changes, want)
+	}
+	cp, err := s.ReleaseCopy(ctx, rs[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(cp.Keys, map[string]string{"a": "1", "b": "2"}) || !reflect.DeepEqual(cp.Omitted, []string{"secrets/db"}) {
+		t.Errorf("copy without a sealer: %+v", cp)
+	}
+
+	// A second apply: a changed, b deleted, c created, shared untouched.
+	rev, err = s.Apply(store.WithRelease(ctx, store.ReleaseInfo{Kind: api.KindApply, Appliance: "web"}), "web",
+		map[string]string{"a": "9", "c": "3", "secrets/db": "hunter2"}, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs = releases(t, s)
+	want = []api.ReleaseChange{{Scope: api.ScopeAppliance, Appliance: "web",
+		Created: []string{"appliances/web/c"}, Changed: []string{"appliances/web/a"}, Deleted: []string{"appliances/web/b"}}}
+	if rs[0].Revision != rev || !reflect.DeepEqual(rs[0].Changes, withCounts(want)) {
+		t.Errorf("second apply: got %+v at %d, want %+v at %d", rs[0].Changes, rs[0].Revision, want, rev)
+	}
+
+	// put, delete, recursive delete, txn.
+	rev, err = s.Put(relCtx(t, api.KindPut), "shared/x", "2", -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs := releases(t, s); rs[0].Revision != rev || rs[0].Kind != api.KindPut || rs[0].Message != "m put" ||
+		!reflect.DeepEqual(rs[0].Changes, withCounts([]api.ReleaseChange{{Scope: api.ScopeShared, Changed: []string{"shared/x"}}})) {
+		t.Errorf("put release: %+v", rs[0])
+	}
+	rev, err = s.Txn(relCtx(t, api.KindTxn), api.Txn{Ops: []api.Op{
+		{Op: api.OpPut, Key: "other/k", Value: "v"},
+		{Op: api.OpDelete, Key: "shared/x"},
+		{Op: api.OpDelete, Key: "shared/absent"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs := releases(t, s); rs[0].Revision != rev || !reflect.DeepEqual(rs[0].Changes, withCounts([]api.ReleaseChange{
+		{Scope: api.ScopeOther, Created: []string{"other/k"}},
+		{Scope: api.ScopeShared, Deleted: []string{"shared/x"}},
+	})) {
+		t.Errorf("txn release: %+v", rs[0])
+	}
+	rev, _, err = s.Delete(relCtx(t, api.KindDelete), "appliances/web", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs := releases(t, s); rs[0].Revision != rev || !reflect.DeepEqual(rs[0].Changes, withCounts([]api.ReleaseChange{{Scope: api.ScopeAppliance, Appliance: "web",
+		Deleted: []string{"appliances/web/a", "appliances/web/c", "appliances/web/secrets/db"}}})) {
+		t.Errorf("recursive delete release: %+v", rs[0])
+	}
+	rev, _, err = s.Delete(relCtx(t, api.KindDelete), "other/k", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs := releases(t, s); rs[0].Revision != rev || len(rs) != 6 {
+		t.Errorf("delete release: %+v (%d in all, want 6)", rs[0], len(rs))
+	}
+
+	// Writes that fail leave no release.
+	if _, err := s.Put(ctx, "appliances/web/a", "1", -1); err != nil {
+		t.Fatal(err)
+	}
+	n := len(releases(t, s))
+	if _, err := s.Put(relCtx(t, api.KindPut), "shared/y", "1", 12345); !isCode(err, api.CodeConflict) {
+		t.Errorf("put with a wrong cas: %v", err)
+	}
+	if _, _, err := s.Delete(relCtx(t, api.KindDelete), "shared/none", false); !isCode(err, api.CodeNotFound) {
+		t.Errorf("delete of nothing: %v", err)
+	}
+	if _, err := s.Txn(relCtx(t, api.KindTxn), api.Txn{Ops: []api.Op{{Op: api.OpPut, Key: "shared/z", Value: "1"}},
+		Guards: []api.Guard{{Key: "shared/z", ModRevision: 99}}}); !isCode(err, api.CodeConflict) {
+		t.Errorf("txn with a failing guard: %v", err)
+	}
+	if _, err := s.Apply(store.WithRelease(ctx, store.ReleaseInfo{Kind: api.KindApply, Appliance: "web"}), "web", map[string]string{"a": "1"}, 1); !isCode(err, api.CodeConflict) {
+		t.Errorf("apply with a failing cas: %v", err)
+	}
+	if got := len(releases(t, s)); got != n {
+		t.Errorf("failed writes recorded %d releases", got-n)
+	}
+	for _, r := range releases(t, s) {
+		if strings.Contains(r.Message+r.Token, "hunter2") {
+			t.Errorf("a release holds a secret value: %+v", r)
+		}
+	}
+}
+
+func TestStore_PruneReleases(t *testing.T) {
+	s := openStore(t)
+	ctx := store.WithRelease(ctxT(t), store.ReleaseInfo{Kind: api.KindApply, Appliance: "web"})
+	var revs []int64
+	for i := range 7 {
+		rev, err := s.Apply(ctx, "web", map[string]string{"a": strings.Repeat("x", i+1)}, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		revs = append(revs, rev)
+	}
+	n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 3}, time.Now())
+	if err != nil || n != 4 {
+		t.Fatalf("prune to 3: %d pruned, %v; want 4", n, err)
+	}
+	rs := releases(t, s)
+	if len(rs) != 3 || rs[0].Revision != revs[6] || rs[2].Revision != revs[4] {
+		t.Fatalf("after prune: %+v", rs)
+	}
+	if _, err := s.ReleaseCopy(ctxT(t), releasesIDs(rs)[2]); err != nil {
+		t.Errorf("a kept release lost its copy: %v", err)
+	}
+	// By bytes: room for the two newest, records and copies.
+	recs, _, err := s.SysList(ctxT(t), "releases/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := rs[0].CopyBytes + rs[1].CopyBytes + int64(len(recs["releases/"+rs[0].ID])+len(recs["releases/"+rs[1].ID]))
+	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 100, MaxBytes: room}, time.Now()); err != nil || n != 1 {
+		t.Fatalf("prune to %d bytes: %d pruned, %v; want 1", room, n, err)
+	}
+	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 100, MaxBytes: room - 1}, time.Now()); err != nil || n != 1 {
+		t.Fatalf("prune to %d bytes: %d pruned, %v; want 1", room-1, n, err)
+	}
+	// By age: an hour from now, every release is older than 30 minutes (the newest is kept).
+	if _, err := s.Apply(ctx, "web", map[string]string{"a": "again"}, -1); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 100, MaxAge: 30 * time.Minute}, time.Now().Add(time.Hour)); err != nil || n != 1 {
+		t.Fatalf("prune by age: %d, %v", n, err)
+	}
+}
+
+func releasesIDs(rs []api.Release) []string {
+	var ids []string
+	for _, r := range rs {
+		ids = append(ids, r.ID)
+	}
+	return ids
+}
+
+func isCode(err error, code string) bool {
+	if err == nil {
+		return false
+	}
+	e := api.AsError(err)
+	return e != nil && e.Code == code
+}
+
+// Writers racing on one key: each write's record says created or changed as it really was
+// (the pre-read is guarded; a stale one is read again), and every write has one record.
+func TestStore_ReleaseConcurrentWriters(t *testing.T) {
+	s := openStore(t)
+	const writers, each = 4, 15
+	errs := make(chan error, writers)
+	for g := range writers {
+		go func() {
+			for i := range each {
+				if _, err := s.Put(relCtx(t, api.KindPut), "shared/k", fmt.Sprintf("%d-%d", g, i), -1); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range writers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	rs := releases(t, s)
+	if len(rs) != writers*each {
+		t.Fatalf("%d releases for %d writes", len(rs), writers*each)
+	}
+	created := 0
+	for _, r := range rs {
+		c, ch, d := r.Counts()
+		if c+ch != 1 || d != 0 {
+			t.Errorf("release %d: %+v", r.Revision, r.Changes)
+		}
+		created += c
+	}
+	if created != 1 {
+		t.Errorf("%d releases say they created shared/k, want 1 (the first write)", created)
+	}
+}
+
+// A copy over the limit is not kept, and the record says why; the write still applies.
+func TestStore_ReleaseCopyTooLarge(t *testing.T) {
+	s := openStore(t)
+	store.SetCopyLimit(s, 100)
+	ctx := store.WithRelease(ctxT(t), store.ReleaseInfo{Kind: api.KindApply, Appliance: "web"})
+	if _, err := s.Apply(ctx, "web", map[string]string{"a": strings.Repeat("x", 200)}, -1); err != nil {
+		t.Fatal(err)
+	}
+	rs := releases(t, s)
+	if len(rs) != 1 || rs[0].Copy != "" || !strings.Contains(rs[0].CopySkipped, "over the copy limit of 100") {
+		t.Fatalf("release of a large apply: %+v", rs)
+	}
+	if _, err := s.ReleaseCopy(ctxT(t), rs[0].ID); !isCode(err, api.CodeNotFound) {
+		t.Errorf("copy of a large apply: %v", err)
+	}
+}
+
+func withCounts(cs []api.ReleaseChange) []api.ReleaseChange {
+	for i := range cs {
+		cs[i].CreatedCount, cs[i].ChangedCount, cs[i].DeletedCount = len(cs[i].Created), len(cs[i].Changed), len(cs[i].Deleted)
+	}
+	return cs
+}
+
+// A delete of a large subtree lists the first names and counts them all, within etcd's limits.
+func TestStore_ReleaseLargeDelete(t *testing.T) {
+	s := openStore(t)
+	const n = api.MaxReleaseNames + 5
+	for i := 0; i < n; i += 50 {
+		var ops []api.Op
+		for j := i; j < min(i+50, n); j++ {
+			ops = append(ops, api.Op{Op: api.OpPut, Key: fmt.Sprintf("big/k%05d", j), Value: "v"})
+		}
+		if _, err := s.Txn(ctxT(t), api.Txn{Ops: ops}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := s.Delete(relCtx(t, api.KindDelete), "big", true); err != nil {
+		t.Fatal(err)
+	}
+	rs := releases(t, s)
+	if len(rs) != 1 || len(rs[0].Changes) != 1 {
+		t.Fatalf("releases: %+v", rs)
+	}
+	c := rs[0].Changes[0]
+	if len(c.Deleted) != api.MaxReleaseNames || c.DeletedCount != n || c.Deleted[0] != "big/k00000" {
+		t.Errorf("large delete: %d names, count %d, first %q", len(c.Deleted), c.DeletedCount, c.Deleted[0])
+	}
+	if _, _, d := rs[0].Counts(); d != n {
+		t.Errorf("Counts deleted = %d, want %d", d, n)
+	}
+}
