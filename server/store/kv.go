@@ -262,7 +262,6 @@ func (s *Store) Txn(ctx context.Context, t api.Txn) (int64, error) {
 		switch op.Op {
 		case api.OpPut:
 			ops = append(ops, clientv3.OpPut(k, op.Value))
-			ops = append(ops, clientv3.OpPut(k, op.Value))
 			e.puts[op.Key] = op.Value
 			eff.puts[k] = op.Value
 		case api.OpDelete:
