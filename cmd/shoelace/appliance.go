@@ -189,7 +189,7 @@ EXAMPLES:
 per line: "+ key=value" added, "~ key=value (was old)" changed, "- key=value" removed. The
 keys at a revision come from the store's history, or once compacted from the release copies
 (see "shoelace appliance rollback"). The values of secret keys are printed as "(secret)" unless
---show-secrets is given. With --output json, prints {"appliance","from","to","added","changed",
+--show-secrets is given (with an admin token). With --output json, prints {"appliance","from","to","added","changed",
 "removed"}.
 
 EXAMPLES:
@@ -614,6 +614,12 @@ func (e *cliEnv) applianceDiff(c *cli.Context) error {
 		return err
 	}
 	defer s.cancel()
+	if c.Bool("show-secrets") {
+		// A diff is pasted into tickets and CI logs: secret values only to an admin who asks.
+		if err := requireAdmin(s, "appliance diff --show-secrets"); err != nil {
+			return err
+		}
+	}
 	at := func(rev int64) (map[string]string, int64, error) {
 		keys, m, err := s.client.ApplianceAt(s.ctx, name, rev)
 		if errors.Is(err, api.ErrNotFound) {

@@ -52,6 +52,11 @@ func TestE2E_ApplianceHistoryAndUndo(t *testing.T) {
 	if got := c.ok("appliance", "diff", name, "--from", fmt.Sprint(rev1), "--show-secrets"); !strings.Contains(got, "~ secrets/pw=two (was one)\n") {
 		t.Errorf("diff --show-secrets (to now): %q", got)
 	}
+	// Secret values need an admin token as well as the flag.
+	writer := c.ok("token", "create", "--name", name+"-writer", "--write", "appliances/"+name)
+	t.Cleanup(func() { c.run("token", "revoke", name+"-writer") })
+	secret := strings.TrimSpace(writer[strings.LastIndex(strings.TrimSpace(writer), "\n")+1:])
+	c.fails(exitAuth, "needs an admin token", "appliance", "diff", name, "--from", fmt.Sprint(rev1), "--show-secrets", "--token", secret)
 
 	r := c.run("appliance", "rollback", name, "--to", "previous", "-m", "debug broke logins")
 	if r.code != 0 {
