@@ -281,7 +281,7 @@ func (e *cliEnv) applianceGet(c *cli.Context) error {
 	if !c.Bool("show-secrets") {
 		masked := 0
 		for k := range v.Keys {
-			if api.IsSecret(k) {
+			if api.IsSecret(api.ApplianceRoot(name) + "/" + k) { // every key of an appliance named secrets is
 				v.Keys[k] = maskedSecret
 				masked++
 			}
@@ -509,7 +509,7 @@ func exportKeys(root string, entries []api.KV, includeSecrets bool) (map[string]
 		if !ok || rel == "" {
 			continue
 		}
-		if api.IsSecret(rel) {
+		if api.IsSecret(kv.Key) {
 			if !includeSecrets {
 				rep.left = append(rep.left, rel)
 				continue
@@ -639,7 +639,7 @@ func (e *cliEnv) applianceDiff(c *cli.Context) error {
 		return err
 	}
 	show := func(k, v string) string {
-		if api.IsSecret(k) && !c.Bool("show-secrets") {
+		if api.IsSecret(api.ApplianceRoot(name)+"/"+k) && !c.Bool("show-secrets") {
 			return maskedSecret
 		}
 		return v

@@ -99,3 +99,24 @@ func TestE2E_ApplianceHistoryAndUndo(t *testing.T) {
 		t.Errorf("kv history of a secret:\n%s", out)
 	}
 }
+
+// Every key of an appliance named "secrets" is a secret (its path has a secrets segment): diff
+// and get mask them, though no key under it is itself named secrets.
+func TestE2E_ApplianceNamedSecretsMasked(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	dir := t.TempDir()
+	one, two := fmt.Sprintf("pw-one-%d", time.Now().UnixNano()), fmt.Sprintf("pw-two-%d", time.Now().UnixNano())
+	v1 := filepath.Join(dir, "v1.yaml")
+	v2 := filepath.Join(dir, "v2.yaml")
+	os.WriteFile(v1, []byte("keys:\n  db: {password: "+one+"}\n"), 0o600)
+	os.WriteFile(v2, []byte("keys:\n  db: {password: "+two+"}\n"), 0o600)
+	rev1 := revisionOf(t, c.ok("appliance", "apply", "secrets", "-f", v1))
+	rev2 := revisionOf(t, c.ok("appliance", "apply", "secrets", "-f", v2))
+	diff := c.ok("appliance", "diff", "secrets", "--from", fmt.Sprint(rev1), "--to", fmt.Sprint(rev2))
+	if strings.Contains(diff, one) || strings.Contains(diff, two) {
+		t.Errorf("diff of appliance secrets shows a secret value: %q", diff)
+	}
+	if got := c.ok("appliance", "get", "secrets"); strings.Contains(got, two) {
+		t.Errorf("get of appliance secrets shows a secret value: %q", got)
+	}
+}

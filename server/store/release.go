@@ -281,11 +281,13 @@ func scopeOf(changes map[string]*api.ReleaseChange, key string) *api.ReleaseChan
 }
 
 // copyOf is the copy of an appliance's tree kept with its release: secret values sealed, or
-// left out without a sealer.
+// left out without a sealer. Whether a key is secret is told by its whole name: every key of an
+// appliance named "secrets" is.
 func copyOf(ri ReleaseInfo, tree map[string]string) (api.ReleaseCopy, error) {
 	cp := api.ReleaseCopy{Appliance: ri.Appliance, Keys: map[string]string{}}
+	root := api.ApplianceRoot(ri.Appliance) + "/"
 	for k, v := range tree {
-		if !api.IsSecret(k) {
+		if !api.IsSecret(root + k) {
 			cp.Keys[k] = v
 			continue
 		}

@@ -288,3 +288,25 @@ func TestStore_ReleaseLargeDelete(t *testing.T) {
 		t.Errorf("Counts deleted = %d, want %d", d, n)
 	}
 }
+
+// An appliance named "secrets" holds only secrets (its keys' paths have a secrets segment):
+// its copy seals or leaves out every value, though no key under it is itself named secrets.
+func TestStore_ReleaseCopyOfApplianceNamedSecrets(t *testing.T) {
+	s := openStore(t)
+	ctx := ctxT(t)
+	if _, err := s.Apply(store.WithRelease(ctx, store.ReleaseInfo{Kind: api.KindApply, Appliance: "secrets"}), "secrets",
+		map[string]string{"db/password": "hunter2"}, -1); err != nil {
+		t.Fatal(err)
+	}
+	rs := releases(t, s)
+	if len(rs) != 1 || rs[0].Copy != "secrets" {
+		t.Fatalf("releases: %+v, want one with a copy", rs)
+	}
+	cp, err := s.ReleaseCopy(ctx, rs[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cp.Keys) != 0 || !reflect.DeepEqual(cp.Omitted, []string{"db/password"}) {
+		t.Errorf("copy of appliance secrets without a sealer: %+v, want its value left out", cp)
+	}
+}
