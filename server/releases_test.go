@@ -365,3 +365,28 @@ func TestReleases_KeyHistory(t *testing.T) {
 	reader := f.as(f.newToken(api.TokenRequest{Name: "r", Read: []string{"appliances"}}))
 	reader.mustErr(reader.do("GET", "/v1/kv/shared/k?history", ""), 403, api.CodeForbidden)
 }
+
+// X-Shoelace-Message and X-Shoelace-Source end up in every history listing an operator reads in
+// a terminal: control characters (the C1 CSI of escape sequences among them), bidi controls and
+// texts past their limits are refused, and nothing is written.
+func TestReleases_MessageAndSourceChecked(t *testing.T) {
+	f := newFixture(t)
+	for _, c := range []struct{ header, value, words string }{
+		{api.HeaderMessage, "red \u009b31m alert", "control character"},
+		{api.HeaderMessage, "evil\u202egnp.exe", "control character"},
+		{api.HeaderMessage, strings.Repeat("m", api.MaxMessageBytes+1), fmt.Sprint(api.MaxMessageBytes)},
+		{api.HeaderSource, strings.Repeat("s", api.MaxSourceBytes+1), fmt.Sprint(api.MaxSourceBytes)},
+		{api.HeaderSource, "pipe\u0085next", "control character"},
+		{api.HeaderMessage, "bad \xff utf-8", "UTF-8"},
+	} {
+		f.mustErr(f.do("PUT", "/v1/kv/shared/x", "1", c.header, c.value), 400, api.CodeInvalidRequest, c.header, c.words)
+	}
+	if h := f.history("/v1/releases"); len(h.Releases) != 0 {
+		t.Fatalf("refused writes recorded releases: %+v", h.Releases)
+	}
+	msg := "deploy 7: ünïcode\tand a tab " + strings.Repeat("m", 100)
+	f.must(f.do("PUT", "/v1/kv/shared/x", "1", api.HeaderMessage, msg, api.HeaderSource, "ci/web#7"), 200, nil)
+	if h := f.history("/v1/releases"); len(h.Releases) != 1 || h.Releases[0].Message != msg || h.Releases[0].Source != "ci/web#7" {
+		t.Fatalf("history: %+v", h.Releases)
+	}
+}

@@ -219,6 +219,7 @@ func (s *Server) wrap(h handlerFunc, v1 bool) http.Handler {
 		if v1 {
 			if r, err = s.authenticate(w, r); err == nil {
 				markAuthenticated(r)
+				err = checkReleaseHeaders(r)
 			}
 		}
 		if err == nil {

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/urfave/cli/v2"
 	"gopkg.in/yaml.v3"
@@ -735,10 +736,11 @@ func orDash(s string) string {
 	return oneLine(s)
 }
 
-// oneLine keeps a free text on its line and column: tabs and line breaks become spaces.
+// oneLine keeps a free text on its line and column, and the terminal's state: tabs, line breaks
+// and other control characters (escape sequences) become spaces.
 func oneLine(s string) string {
 	return strings.Map(func(r rune) rune {
-		if r == '\t' || r == '\n' || r == '\r' {
+		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
 			return ' '
 		}
 		return r

@@ -25,3 +25,12 @@ func TestRolloutState(t *testing.T) {
 		t.Errorf("no instances: %v %v", alive, behind)
 	}
 }
+
+// A message in a history listing cannot move the table's columns or rows, nor send the terminal
+// an escape sequence (C0 ESC or the C1 CSI), whatever an older server let into a record.
+func TestOneLine_ControlCharacters(t *testing.T) {
+	got := oneLine("a\tb\nc\x1b[31md\u009b1me\u202ef")
+	if want := "a b c [31md 1me f"; got != want {
+		t.Errorf("oneLine = %q, want %q", got, want)
+	}
+}

@@ -14,6 +14,10 @@ const (
 	MaxKeyBytes     = 512
 	MaxSegmentBytes = 128
 	MaxSegments     = 32
+	// MaxMessageBytes and MaxSourceBytes bound X-Shoelace-Message and X-Shoelace-Source, kept
+	// in every release record.
+	MaxMessageBytes = 4096
+	MaxSourceBytes  = 1024
 	// DefaultMaxValueBytes is the default of the server's --max-value-bytes.
 	DefaultMaxValueBytes = 1 << 20
 	// SecretSegment marks a key as a secret wherever it appears as a whole segment.
