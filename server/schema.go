@@ -48,6 +48,9 @@ func compileSchema(data []byte) (*jsonschema.Schema, error) {
 	if err != nil {
 		return nil, api.Errorf(api.CodeInvalidSchema, "invalid schema: %s", schemaErrText(err))
 	}
+	if err := checkSchemaCost(sch); err != nil {
+		return nil, err
+	}
 	return sch, nil
 }
 

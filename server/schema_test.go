@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/testutil"
@@ -386,5 +387,51 @@ func TestSchema_ConcurrentWritersAllLand(t *testing.T) {
 	}
 	if n := len(f.view("web").Keys); n != writers*each+3 {
 		t.Fatalf("web has %d keys, want %d", n, writers*each+3)
+	}
+}
+
+// A schema whose validation fans out (nested anyOf, $ref into $defs that fan out, or a $ref loop)
+// is refused when set: 40 levels of two-way anyOf kept a replica at full CPU, its memory
+// growing by gigabytes, from the PUT of the schema on. Recursive schemas that go into one key
+// per level, and large flat ones, stay accepted.
+func TestCompileSchema_CostBounded(t *testing.T) {
+	chain := func(levels int, leaf string, branch func(next string) string) string {
+		var defs []string
+		for i := 0; i < levels; i++ {
+			defs = append(defs, fmt.Sprintf(`"d%d": %s`, i, branch(fmt.Sprintf(`{"$ref": "#/$defs/d%d"}`, i+1))))
+		}
+		defs = append(defs, fmt.Sprintf(`"d%d": %s`, levels, leaf))
+		return `{"$defs": {` + strings.Join(defs, ",") + `}, "properties": {"port": {"$ref": "#/$defs/d0"}}}`
+	}
+	for name, schema := range map[string]string{
+		"anyOf fan-out": chain(40, `{"type": "number"}`, func(n string) string { return `{"anyOf": [` + n + `,` + n + `]}` }),
+		"allOf fan-out": chain(40, `{"type": "number"}`, func(n string) string { return `{"allOf": [` + n + `,` + n + `]}` }),
+		"recursive fan-out": `{"$defs": {"d": {"anyOf": [{"properties": {"a": {"$ref": "#/$defs/d"}}}, {"properties": {"a": {"$ref": "#/$defs/d"}}}]}},
+			"$ref": "#/$defs/d"}`,
+		"ref loop": `{"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}`,
+	} {
+		done := make(chan error, 1)
+		go func() { _, err := compileSchema([]byte(schema)); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || api.AsError(err).Code != api.CodeInvalidSchema {
+				t.Errorf("%s: compiled (err %v), want it refused as invalid_schema", name, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: compile still running after 30s", name)
+		}
+	}
+	props := make([]string, 500)
+	for i := range props {
+		props[i] = fmt.Sprintf(`"k%d": {"type": "string", "pattern": "^[a-z]+$", "enum": ["a", "b"]}`, i)
+	}
+	for name, schema := range map[string]string{
+		"tree":       `{"$defs": {"node": {"properties": {"left": {"$ref": "#/$defs/node"}, "right": {"$ref": "#/$defs/node"}, "v": {"format": "port"}}}}, "$ref": "#/$defs/node"}`,
+		"flat":       `{"required": ["k1"], "properties": {` + strings.Join(props, ",") + `}}`,
+		"some anyOf": chain(6, `{"type": "string"}`, func(n string) string { return `{"anyOf": [` + n + `,` + n + `]}` }),
+	} {
+		if _, err := compileSchema([]byte(schema)); err != nil {
+			t.Errorf("%s: %v, want it accepted", name, err)
+		}
 	}
 }
