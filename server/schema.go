@@ -233,7 +233,20 @@ func describeViolation(e *jsonschema.ValidationError) string {
 	if key != "" {
 		where = "key " + key
 	}
-	msg := e.ErrorKind.LocalizedString(printer)
+	// Never the value: it may be a secret, or a key the writer may not read (the whole tree is
+	// checked, not only the keys written).
+	var msg string
+	switch k := e.ErrorKind.(type) {
+	case *kind.Pattern:
+		msg = fmt.Sprintf("the value does not match pattern %s", strconv.Quote(k.Want))
+	case *kind.Format:
+		msg = "the value is not valid " + k.Want
+		if k.Want == "port" || k.Want == "duration" { // ours, which do not quote the value
+			msg += ": " + k.Err.Error()
+		}
+	default:
+		msg = e.ErrorKind.LocalizedString(printer)
+	}
 	return fmt.Sprintf("%s: %s: %s", where, rule, msg)
 }
 

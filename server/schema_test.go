@@ -435,3 +435,24 @@ func TestCompileSchema_CostBounded(t *testing.T) {
 		}
 	}
 }
+
+// A violation names the key and the rule, never the value: the value may be a secret, or a key
+// the writer may not read (every write checks the whole tree). pattern and format quoted it.
+func TestSchema_ViolationHidesValue(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/kv/appliances/sec/secrets/db", "hunter2"), 200, nil)
+	f.must(f.do("PUT", "/v1/kv/appliances/sec/other", "swordfish"), 200, nil)
+	for _, rule := range []string{`{"pattern": "^x"}`, `{"format": "port"}`, `{"format": "ipv4"}`, `{"format": "email"}`, `{"format": "duration"}`} {
+		schema := `{"properties": {"secrets": {"properties": {"db": ` + rule + `}}, "other": ` + rule + `}}`
+		r := f.do("PUT", "/v1/appliances/sec/schema", schema)
+		f.must(r, 200, nil)
+		if strings.Contains(string(r.body), "hunter2") || strings.Contains(string(r.body), "swordfish") {
+			t.Errorf("schema %s: the warning quotes a value: %s", rule, r.body)
+		}
+		r = f.do("PUT", "/v1/kv/appliances/sec/port", "80")
+		f.mustErr(r, 422, api.CodeSchemaViolation, "secrets/db")
+		if strings.Contains(string(r.body), "hunter2") || strings.Contains(string(r.body), "swordfish") {
+			t.Errorf("schema %s: the violation quotes a value: %s", rule, r.body)
+		}
+	}
+}
