@@ -162,6 +162,7 @@ func (s *Server) releaseCtx(ctx context.Context, r *http.Request, kind, applianc
 	if s.sealer != nil {
 		ri.Seal = s.sealer.seal
 	}
+	s.kickPruner()
 	return store.WithRelease(ctx, ri)
 }
 
@@ -348,9 +349,25 @@ func under(keys []string, prefix string) []string {
 	return out
 }
 
-// runReleasePruner prunes releases beyond --release-retention and --release-max-age, at start
-// and every releasePruneEvery, until ctx ends. Each replica prunes: deleting what another
-// already deleted is harmless.
+// kickPruner wakes the pruner once a quarter of --release-retention writes asked for a release
+// since the last kick: a write stream between two ticks (at the rate limit, tens of thousands of
+// releases) would otherwise grow the records, which every history request reads, far past the
+// window and --release-max-bytes. The kick does not wait: pruning stays out of the write path.
+func (s *Server) kickPruner() {
+	every := max(int64(s.cfg.ReleaseRetention)/4, 1)
+	if s.sincePrune.Add(1) < every {
+		return
+	}
+	s.sincePrune.Store(0)
+	select {
+	case s.pruneKick <- struct{}{}:
+	default: // a pass is already due
+	}
+}
+
+// runReleasePruner prunes releases beyond --release-retention and --release-max-age, at start,
+// every releasePruneEvery and when kickPruner asks, until ctx ends. Each replica prunes:
+// deleting what another already deleted is harmless.
 func (s *Server) runReleasePruner(ctx context.Context) {
 	t := time.NewTicker(releasePruneEvery)
 	defer t.Stop()
@@ -360,6 +377,7 @@ func (s *Server) runReleasePruner(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-s.pruneKick:
 		}
 	}
 }

@@ -390,3 +390,26 @@ func TestReleases_MessageAndSourceChecked(t *testing.T) {
 		t.Fatalf("history: %+v", h.Releases)
 	}
 }
+
+// A write stream does not wait for the pruner's next tick (ten minutes, tens of thousands of
+// releases at the rate limit): every quarter of --release-retention writes wakes it.
+func TestReleases_WriteStreamWakesPruner(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.ReleaseRetention = 8 })
+	for i := range 40 {
+		f.put("shared/k", fmt.Sprint(i))
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		all, _, err := f.st.Releases(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(all) <= 8+2 { // the last kick may run before the writes after it commit
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d releases kept 20s after 40 writes, want at most 10 (retention 8)", len(all))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -79,6 +79,8 @@ type Server struct {
 	replicas     atomic.Pointer[[]Replica] // the replicas seen at the last beat
 	schemas      schemas                   // compiled appliance schemas (write-time validation)
 	sealer       *sealer                   // seals secret values in release copies; nil: left out
+	pruneKick    chan struct{}             // wakes the release pruner before its next tick
+	sincePrune   atomic.Int64              // releases asked for since the last kick
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -106,6 +108,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	s.auth = newAuthState(cfg)
 	s.reports = newReporter(cfg.MaxInstances)
 	s.self = newReplica(cfg)
+	s.pruneKick = make(chan struct{}, 1)
 	if sl, err := loadSealer(cfg.SecretsKeyFile); err != nil {
 		// Serve refuses to start on this error; a caller of New alone gets copies without secrets.
 		log.Error("load the secrets key: release copies leave secret values out", "err", err.Error())
