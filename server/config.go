@@ -21,6 +21,8 @@ const (
 	DefaultWait           = 55 * time.Second
 	DefaultMaxWait        = 10 * time.Minute
 	DefaultAdminTokenFile = "admin.token"
+	// DefaultMaxSchemaBytes is the default of MaxSchemaBytes.
+	DefaultMaxSchemaBytes = 64 << 10
 	// DefaultMaxBodyExtra is added to MaxValueBytes to bound txn and apply bodies by default.
 	DefaultMaxBodyExtra = 4 << 20
 	// DefaultHeaderTimeout bounds reading a request's headers (slow clients are cut off).
@@ -81,6 +83,9 @@ type Config struct {
 	MaxInstances int
 	// MaxValueBytes is the largest value accepted.
 	MaxValueBytes int
+	// MaxSchemaBytes is the largest appliance schema accepted: compiling one takes time that
+	// grows faster than its size (a 1 MiB schema took 12 s of CPU).
+	MaxSchemaBytes int
 	// MaxBodyBytes bounds a txn or apply body (0 = MaxValueBytes + 4 MiB).
 	MaxBodyBytes int
 	// MaxTxnOps is the most operations a txn or apply may hold.
@@ -132,18 +137,19 @@ type Config struct {
 func DefaultConfig() Config {
 	// TokenRateLimit and MaxWaitersPerToken default to 0 (derived, and fair share only).
 	return Config{
-		Listen:        DefaultListen,
-		DataDir:       store.DefaultDataDir,
-		Root:          store.DefaultRoot,
-		RateLimit:     DefaultRateLimit,
-		MaxInstances:  DefaultMaxInstances,
-		MaxValueBytes: api.DefaultMaxValueBytes,
-		MaxTxnOps:     store.DefaultMaxTxnOps,
-		MaxWaiters:    DefaultMaxWaiters,
-		DefaultWait:   DefaultWait,
-		MaxWait:       DefaultMaxWait,
-		LogLevel:      "info",
-		Version:       "dev",
+		Listen:         DefaultListen,
+		DataDir:        store.DefaultDataDir,
+		Root:           store.DefaultRoot,
+		RateLimit:      DefaultRateLimit,
+		MaxInstances:   DefaultMaxInstances,
+		MaxValueBytes:  api.DefaultMaxValueBytes,
+		MaxSchemaBytes: DefaultMaxSchemaBytes,
+		MaxTxnOps:      store.DefaultMaxTxnOps,
+		MaxWaiters:     DefaultMaxWaiters,
+		DefaultWait:    DefaultWait,
+		MaxWait:        DefaultMaxWait,
+		LogLevel:       "info",
+		Version:        "dev",
 
 		MaxConnsPerAddr:   DefaultMaxConnsPerAddr,
 		UnauthIdleTimeout: DefaultUnauthIdleTimeout,
@@ -189,6 +195,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxInstances <= 0 {
 		errs = append(errs, fmt.Errorf("--max-instances %d must be > 0", c.MaxInstances))
+	}
+	if c.MaxSchemaBytes <= 0 {
+		errs = append(errs, fmt.Errorf("--max-schema-bytes %d must be > 0", c.MaxSchemaBytes))
 	}
 	if c.MaxValueBytes <= 0 {
 		errs = append(errs, fmt.Errorf("--max-value-bytes %d must be > 0", c.MaxValueBytes))

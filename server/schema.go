@@ -314,9 +314,9 @@ func (s *Server) handlePutSchema(w http.ResponseWriter, r *http.Request) error {
 	if err := s.writable(); err != nil {
 		return err
 	}
-	max := s.cfg.MaxValueBytes
+	max := s.cfg.MaxSchemaBytes
 	data, err := readBody(w, r, int64(max), func() error {
-		return api.Errorf(api.CodeValueTooLarge, "schema of appliance %q is over the limit of %d bytes (--max-value-bytes)", name, max)
+		return api.Errorf(api.CodeValueTooLarge, "schema of appliance %q is over the limit of %d bytes (--max-schema-bytes)", name, max)
 	})
 	if err != nil {
 		return err

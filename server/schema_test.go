@@ -456,3 +456,25 @@ func TestSchema_ViolationHidesValue(t *testing.T) {
 		}
 	}
 }
+
+// A schema is bounded by --max-schema-bytes, not --max-value-bytes: compiling one takes time
+// that grows faster than its size (38000 properties, 1 MiB, took 12 s of CPU), and a write token
+// may set one as often as its rate limit lets it.
+func TestSchema_SizeLimit(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MaxSchemaBytes = 200 })
+	props := make([]string, 10)
+	for i := range props {
+		props[i] = fmt.Sprintf(`"k%d": {"type": "string"}`, i)
+	}
+	big := `{"properties": {` + strings.Join(props, ",") + `}}`
+	f.mustErr(f.do("PUT", "/v1/appliances/web/schema", big), 413, api.CodeValueTooLarge, "--max-schema-bytes", "200")
+	f.must(f.do("PUT", "/v1/appliances/web/schema", `{"required": ["port"]}`), 200, nil)
+	if DefaultConfig().MaxSchemaBytes != 64<<10 {
+		t.Errorf("default --max-schema-bytes %d, want 64 KiB", DefaultConfig().MaxSchemaBytes)
+	}
+	cfg := testConfig()
+	cfg.MaxSchemaBytes = 0
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "--max-schema-bytes") {
+		t.Errorf("--max-schema-bytes 0: %v", err)
+	}
+}

@@ -53,6 +53,7 @@ SERVICE (systemd, as root; the unit is the one the packages ship):
 			&cli.IntFlag{Name: "max-long-polls", Value: def.MaxWaiters, EnvVars: env("max-long-polls"), Usage: "open long-polls per replica; when full, a token under its fair share takes the place of one of the token holding the most; at most two thirds of the connection cap"},
 			&cli.IntFlag{Name: "max-long-polls-per-token", Value: def.MaxWaitersPerToken, EnvVars: env("max-long-polls-per-token"), Usage: "open long-polls per token and replica (0: only the fair share when full)"},
 			&cli.IntFlag{Name: "max-value-bytes", Value: def.MaxValueBytes, EnvVars: env("max-value-bytes"), Usage: "largest value accepted, in bytes"},
+			&cli.IntFlag{Name: "max-schema-bytes", Value: def.MaxSchemaBytes, EnvVars: env("max-schema-bytes"), Usage: "largest appliance schema accepted, in bytes (compiling one takes time that grows faster than its size)"},
 			&cli.IntFlag{Name: "max-conns", Value: def.MaxConns, EnvVars: env("max-conns"), Usage: fmt.Sprintf("open client connections at most; 0: %d, lowered to fit the open files limit less a reserve for etcd; at the cap a new connection takes the place of an idle one", server.DefaultMaxConns)},
 			&cli.IntFlag{Name: "max-conns-per-addr", Value: def.MaxConnsPerAddr, EnvVars: env("max-conns-per-addr"), Usage: "open connections without a valid token per client address (0: no cap)"},
 			&cli.DurationFlag{Name: "unauth-idle-timeout", Value: def.UnauthIdleTimeout, EnvVars: env("unauth-idle-timeout"), Usage: "close keep-alive connections without a valid token idle that long (0: as long as authenticated ones, 2m)"},
@@ -90,6 +91,7 @@ func serverConfigFrom(c *cli.Context) (server.Config, error) {
 	cfg.MaxWaiters = c.Int("max-long-polls")
 	cfg.MaxWaitersPerToken = c.Int("max-long-polls-per-token")
 	cfg.MaxValueBytes = c.Int("max-value-bytes")
+	cfg.MaxSchemaBytes = c.Int("max-schema-bytes")
 	cfg.MaxConns = c.Int("max-conns")
 	cfg.MaxConnsPerAddr = c.Int("max-conns-per-addr")
 	cfg.UnauthIdleTimeout = c.Duration("unauth-idle-timeout")
