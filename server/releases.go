@@ -330,7 +330,7 @@ func (s *Server) handleReleases(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 		rel.Changes = keep
-		if rel.Copy != "" && !api.Under(api.ApplianceRoot(rel.Copy), prefix) {
+		if rel.Copy != "" && !api.HasPrefix(api.ApplianceRoot(rel.Copy), prefix) {
 			rel.Copy = ""
 		}
 		return len(keep) > 0

@@ -318,6 +318,10 @@ func TestReleases_Access(t *testing.T) {
 			}
 		}
 	}
+	// The apply's copy is web's own: named under the prefix appliances/web itself.
+	if got[1].Kind != api.KindApply || got[1].Copy != "web" {
+		t.Errorf("web's apply under prefix appliances/web: %+v, want its copy named", got[1])
+	}
 	// An admin sees both whole (token changes are audited, but are not releases).
 	if got := f.history("/v1/releases").Releases; len(got) != 2 || len(got[0].Changes) != 2 {
 		t.Errorf("admin's releases: %+v", got)
