@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -113,7 +114,8 @@ func (s *viewServer) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set(api.HeaderIndex, strconv.FormatInt(s.rev, 10))
 	w.Header().Set(api.HeaderStore, s.store)
-	json.NewEncoder(w).Encode(api.View{Appliance: "web", Revision: s.rev, Keys: s.keys})
+	// The appliance the request names (tests use web, and secrets for a secret scope).
+	json.NewEncoder(w).Encode(api.View{Appliance: path.Base(r.URL.Path), Revision: s.rev, Keys: s.keys})
 }
 
 // set changes keys (nil value deletes) at a new revision.

@@ -46,7 +46,7 @@ func (a *Agent) Render(ctx context.Context, w io.Writer, o DryOptions) error {
 		if err != nil {
 			msg := err.Error()
 			if !o.ShowSecrets {
-				msg = redact(msg, v.Keys)
+				msg = redact(msg, v.Keys, a.allSecret())
 			}
 			failed = append(failed, msg)
 			fmt.Fprintf(w, "\n!!! %s: %s\n", t.name(), msg)

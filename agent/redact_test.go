@@ -87,3 +87,22 @@ func TestAgent_CommandOutputMasksRotatedSecret(t *testing.T) {
 		}
 	}
 }
+
+// In an appliance named "secrets" every key is a secret (its whole path has a secrets segment),
+// so a reload command echoing any value of the view logs it masked.
+func TestAgent_ApplianceNamedSecretsRedacted(t *testing.T) {
+	const password = "hunter2-very-secret"
+	srv := newViewServer(t, map[string]string{"db/password": password})
+	a, _, logs := testAgent(t, srv, strings.Replace(header, "appliance: web", "appliance: secrets", 1)+`templates:
+  - contents: "pw={{ key \"db/password\" }}\n"
+    destination: $DIR/db.conf
+    perms: "0600"
+    command: cat $DIR/db.conf
+`)
+	if err := a.Once(context.Background(), "", false); err != nil {
+		t.Fatal(err)
+	}
+	if got := logs.String(); strings.Contains(got, password) || !strings.Contains(got, "[redacted]") {
+		t.Fatalf("the value of appliances/secrets/db/password reached the log unmasked:\n%s", got)
+	}
+}

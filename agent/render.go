@@ -172,10 +172,10 @@ func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noC
 			res.cmdFail++
 			a.metrics.commandFailures.Add(1)
 			a.log.Error("command failed", "command", p.command, "templates", p.dests, "error", err.Error(),
-				"exit_code", r.ExitCode, "output", redactOutput(r, v.Keys, before...), "duration_ms", r.Duration.Milliseconds())
+				"exit_code", r.ExitCode, "output", redactOutput(r, v.Keys, a.allSecret(), before...), "duration_ms", r.Duration.Milliseconds())
 			continue
 		}
-		a.log.Info("command ran", "command", p.command, "templates", p.dests, "output", redactOutput(r, v.Keys, before...),
+		a.log.Info("command ran", "command", p.command, "templates", p.dests, "output", redactOutput(r, v.Keys, a.allSecret(), before...),
 			"duration_ms", r.Duration.Milliseconds())
 	}
 	if !noCommands {
@@ -189,7 +189,7 @@ func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noC
 func (a *Agent) renderOne(ctx context.Context, t *tmpl, data templates.Data) (bool, error) {
 	r, err := t.t.Execute(data)
 	if err != nil {
-		return false, fmt.Errorf("render %s: %s", t.name(), redact(err.Error(), data.Keys))
+		return false, fmt.Errorf("render %s: %s", t.name(), redact(err.Error(), data.Keys, a.allSecret()))
 	}
 	opts := atomicfile.Options{Perm: t.cfg.Mode(), UID: t.cfg.UID(), GID: t.cfg.GID(), Backup: t.cfg.Backup}
 	if t.cfg.Check != "" {
@@ -208,7 +208,7 @@ func (a *Agent) renderOne(ctx context.Context, t *tmpl, data templates.Data) (bo
 				if r.Secret {
 					out = "(hidden: the template reads secrets)"
 				}
-				return fmt.Errorf("%q %w: %s", t.cfg.Check, err, redact(out, data.Keys))
+				return fmt.Errorf("%q %w: %s", t.cfg.Check, err, redact(out, data.Keys, a.allSecret()))
 			}
 			return nil
 		}
@@ -264,7 +264,7 @@ const redactMask = "[redacted]"
 // white space around it (output trimmed of its last newline still holds it), the value as %q
 // quotes it, and each line of a multi-line value (a check that quotes one line of a key file);
 // longest first, so that a value holding another is masked whole. more are earlier views.
-func secretsIn(keys map[string]string, more ...map[string]string) []string {
+func secretsIn(all bool, keys map[string]string, more ...map[string]string) []string {
 	var out []string
 	add := func(s string) {
 		if len(s) >= redactMin && !slices.Contains(out, s) {
@@ -273,7 +273,7 @@ func secretsIn(keys map[string]string, more ...map[string]string) []string {
 	}
 	for _, m := range append([]map[string]string{keys}, more...) {
 		for k, v := range m {
-			if !api.IsSecret(k) {
+			if !all && !api.IsSecret(k) {
 				continue
 			}
 			add(v)
@@ -292,10 +292,14 @@ func secretsIn(keys map[string]string, more ...map[string]string) []string {
 	return out
 }
 
+// allSecret reports whether every key of the agent's view is a secret: an appliance named
+// "secrets" has a secrets segment in every key's whole path (appliances/secrets/…).
+func (a *Agent) allSecret() bool { return api.IsSecret(api.ApplianceRoot(a.cfg.Appliance)) }
+
 // redact replaces the values of secret keys found in s (an error message, a command's
 // output) with [redacted], so that logs never carry them.
-func redact(s string, keys map[string]string) string {
-	for _, v := range secretsIn(keys) {
+func redact(s string, keys map[string]string, all bool) string {
+	for _, v := range secretsIn(all, keys) {
 		s = strings.ReplaceAll(s, v, redactMask)
 	}
 	return s
@@ -304,8 +308,8 @@ func redact(s string, keys map[string]string) string {
 // redactOutput is redact of a command's output, masking the secrets of keys and of the earlier
 // views in before. When the output was cut at maxOutputBytes, the start of a secret that the
 // cut split is masked too.
-func redactOutput(r CommandResult, keys map[string]string, before ...map[string]string) string {
-	secrets := secretsIn(keys, before...)
+func redactOutput(r CommandResult, keys map[string]string, all bool, before ...map[string]string) string {
+	secrets := secretsIn(all, keys, before...)
 	out, tail := r.Output, ""
 	if i := strings.LastIndex(out, cutNotePrefix); r.Dropped > 0 && i >= 0 {
 		out, tail = out[:i], out[i:]

@@ -303,7 +303,10 @@ func newState(t *Template, d Data) *state {
 	if env == nil {
 		env = os.Getenv
 	}
-	return &state{t: t, d: d, env: env, keys: map[string]struct{}{}, prefixes: map[string]struct{}{}, files: map[string]struct{}{}}
+	// In an appliance named "secrets" every key's whole path has a secrets segment: whatever
+	// the template reads is a secret.
+	return &state{t: t, d: d, env: env, keys: map[string]struct{}{}, prefixes: map[string]struct{}{}, files: map[string]struct{}{},
+		secret: d.Appliance != "" && api.IsSecret(api.ApplianceRoot(d.Appliance))}
 }
 
 func (s *state) result(out []byte) *Result {

@@ -590,3 +590,21 @@ func BenchmarkNeedsRenderTenTemplates(b *testing.B) {
 		})
 	}
 }
+
+// Every key of an appliance named "secrets" is a secret (its whole path has a secrets segment):
+// what a template of it reads is marked secret, so that the agent neither logs nor shows it.
+func TestExecute_ApplianceNamedSecretsIsSecret(t *testing.T) {
+	tmpl := mustParse(t, `{{ key "db/password" }}`, Options{})
+	for _, tc := range []struct {
+		appliance string
+		want      bool
+	}{{"secrets", true}, {"web", false}} {
+		res, err := tmpl.Execute(Data{Appliance: tc.appliance, Keys: map[string]string{"db/password": "hunter2"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Secret != tc.want {
+			t.Errorf("appliance %s: Secret = %v, want %v", tc.appliance, res.Secret, tc.want)
+		}
+	}
+}
