@@ -165,7 +165,8 @@ EXAMPLES:
 keys, newest first, tab-separated: REVISION, TIME (server time, UTC), KIND (apply, rollback,
 put, delete, txn, import), TOKEN (who), SOURCE (--source of the write), CHANGES (+created
 ~changed -deleted key counts) and MESSAGE (-m of the write). --include-shared adds the
-releases that changed shared/. Releases are kept for --release-retention writes and at most
+releases that changed shared/. Releases are kept for the last --release-retention writes of each
+appliance and at most
 --release-max-age, long after etcd compacted their revisions; "shoelace appliance rollback
 NAME --to REVISION" restores the state a release left. With more releases than --limit, the
 last line on stderr gives the --before of the next page. With --output json, prints

@@ -360,9 +360,10 @@ func (s *Store) ReleaseCopy(ctx context.Context, id string) (api.ReleaseCopy, er
 	return cp, nil
 }
 
-// Retention is what PruneReleases keeps: the newest Count releases, none older than MaxAge (0:
-// no age limit), and, newest first, as many as fit in MaxBytes of records and copies (0: no
-// byte limit). The newest release is always kept.
+// Retention is what PruneReleases keeps: the newest Count releases of each scope (each
+// appliance, shared/, other keys: a stream of writes to one appliance does not push another's
+// history out), none older than MaxAge (0: no age limit), and, newest first, as many as fit in
+// MaxBytes of records and copies (0: no byte limit). The newest release is always kept.
 type Retention struct {
 	Count    int
 	MaxAge   time.Duration
@@ -384,6 +385,7 @@ func (s *Store) PruneReleases(ctx context.Context, ret Retention, now time.Time)
 	var ops []clientv3.Op
 	pruned := 0
 	var bytes int64
+	perScope := map[string]int{} // releases kept so far, newest first, by scope
 	for i, kv := range kvs {
 		id := strings.TrimPrefix(string(kv.Key), s.sysRoot+releasePrefix)
 		var rec api.Release
@@ -392,7 +394,21 @@ func (s *Store) PruneReleases(ctx context.Context, ret Retention, now time.Time)
 		t, ok := releaseTime(id)
 		old := ret.MaxAge > 0 && ok && now.Sub(t) > ret.MaxAge
 		big := ret.MaxBytes > 0 && bytes > ret.MaxBytes
-		if i == 0 || i < ret.Count && !old && !big {
+		scopes := []string{""} // a record without changes is a scope of its own
+		if len(rec.Changes) > 0 {
+			scopes = scopes[:0]
+			for _, c := range rec.Changes {
+				scopes = append(scopes, c.Scope+"/"+c.Appliance)
+			}
+		}
+		within := false
+		for _, sc := range scopes {
+			if perScope[sc] < ret.Count {
+				within = true
+			}
+			perScope[sc]++
+		}
+		if i == 0 || within && !old && !big {
 			continue
 		}
 		ops = append(ops, clientv3.OpDelete(string(kv.Key)), clientv3.OpDelete(s.sysRoot+copyPrefix+id))

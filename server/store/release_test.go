@@ -310,3 +310,40 @@ func TestStore_ReleaseCopyOfApplianceNamedSecrets(t *testing.T) {
 		t.Errorf("copy of appliance secrets without a sealer: %+v, want its value left out", cp)
 	}
 }
+
+// The count is per scope: a stream of writes to one appliance does not push another
+// appliance's releases out of the retention.
+func TestStore_PruneReleasesPerScope(t *testing.T) {
+	s := openStore(t)
+	web := store.WithRelease(ctxT(t), store.ReleaseInfo{Kind: api.KindApply, Appliance: "web"})
+	db := store.WithRelease(ctxT(t), store.ReleaseInfo{Kind: api.KindApply, Appliance: "db"})
+	var dbRevs []int64
+	for i := range 2 {
+		rev, err := s.Apply(db, "db", map[string]string{"a": strings.Repeat("d", i+1)}, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dbRevs = append(dbRevs, rev)
+	}
+	for i := range 6 {
+		if _, err := s.Apply(web, "web", map[string]string{"a": strings.Repeat("w", i+1)}, -1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 3}, time.Now())
+	if err != nil || n != 3 {
+		t.Fatalf("prune to 3 a scope: %d pruned, %v; want web's 3 oldest", n, err)
+	}
+	kept := map[int64]bool{}
+	for _, r := range releases(t, s) {
+		kept[r.Revision] = true
+	}
+	for _, rev := range dbRevs {
+		if !kept[rev] {
+			t.Errorf("db's release at %d was pruned by web's writes", rev)
+		}
+	}
+	if len(kept) != 5 {
+		t.Errorf("%d releases kept, want 5 (web's 3 newest, db's 2)", len(kept))
+	}
+}
