@@ -124,6 +124,12 @@ func (s *Server) checkTree(name string, data []byte, rev int64, tree map[string]
 		// Stored before it was checked, or by another version: refuse rather than skip.
 		return api.Errorf(api.CodeSchemaViolation, "appliance %q: its stored schema does not compile (%s): set a valid one or remove it", name, err.Error())
 	}
+	return validateTree(name, sch, tree)
+}
+
+// validateTree checks appliance name's tree (relative keys) against sch: nil, or the 422 error
+// that names the broken rules.
+func validateTree(name string, sch *jsonschema.Schema, tree map[string]string) error {
 	doc, err := nestTree(tree)
 	if err != nil {
 		return api.Errorf(api.CodeSchemaViolation, "appliance %q breaks its schema: %s", name, err.Error())
@@ -352,18 +358,10 @@ func (s *Server) currentViolation(ctx context.Context, name string, sch *jsonsch
 	if len(tree) == 0 {
 		return ""
 	}
-	doc, err := nestTree(tree)
-	if err == nil {
-		if err = sch.Validate(doc); err != nil {
-			err = violation(name, err)
-		}
-	} else {
-		err = fmt.Errorf("appliance %q breaks its schema: %w", name, err)
+	if err := validateTree(name, sch, tree); err != nil {
+		return "the keys it has now break it, so its next write must fix them: " + err.Error()
 	}
-	if err == nil {
-		return ""
-	}
-	return "the keys it has now break it, so its next write must fix them: " + err.Error()
+	return ""
 }
 
 func (s *Server) handleDeleteSchema(w http.ResponseWriter, r *http.Request) error {
