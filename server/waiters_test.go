@@ -130,15 +130,7 @@ func TestLongPoll_PerTokenCap(t *testing.T) {
 // between them still wakes it. The hook runs in that gap and applies a change there if it can
 // (the gap is unguarded), else as soon as the gap closes.
 func TestHub_ChangeBetweenCheckAndRegister(t *testing.T) {
-	st := testutil.Store(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	rev, err := st.Revision(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := newHub(ctx, st, testutil.Logger(), newMetrics("test"), 10)
-	h.reset(rev)
+	ctx, h, rev := bareHub(t, 10)
 	inGap := make(chan bool, 1)
 	h.beforeRegister = func() {
 		ev := store.Event{Revision: rev + 1, Keys: []string{"appliances/web/a"}}
@@ -179,15 +171,7 @@ func TestHub_ChangeBetweenCheckAndRegister(t *testing.T) {
 // The hub forgets what it no longer needs: appliances' last changes (after two sweeps), the
 // views of appliances nobody long-polls, and the entries of long-polls that ended.
 func TestHub_SweepDropsEntries(t *testing.T) {
-	st := testutil.Store(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	rev, err := st.Revision(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := newHub(ctx, st, testutil.Logger(), newMetrics("test"), 100)
-	h.reset(rev)
+	ctx, h, rev := bareHub(t, 100)
 	const apps = 50
 	for i := range apps {
 		h.apply(ctx, store.Event{Revision: rev + 1 + int64(i), Keys: []string{fmt.Sprintf("appliances/app-%d/k", i)}})
@@ -238,4 +222,20 @@ func TestHub_SweepDropsEntries(t *testing.T) {
 	if wk, err := h.wait(ctx, "app-7", last, "", "", 10*time.Millisecond); err != nil || wk.kind != wakeTimeout {
 		t.Fatalf("long-poll at the current index: %+v %v, want it to wait", wk, err)
 	}
+}
+
+// bareHub is a hub over a store of the test's own, without a server, told the store's revision
+// (rev): the tests feed it events themselves. Its context ends with the test.
+func bareHub(t *testing.T, maxWaiters int) (context.Context, *hub, int64) {
+	t.Helper()
+	st := testutil.Store(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	rev, err := st.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHub(ctx, st, testutil.Logger(), newMetrics("test"), maxWaiters)
+	h.reset(rev)
+	return ctx, h, rev
 }
