@@ -266,12 +266,19 @@ func applianceName(c *cli.Context) (string, error) {
 	return a[0], nil
 }
 
-func (e *cliEnv) applianceGet(c *cli.Context) error {
+// connectAppliance reads the command's NAME argument and connects: the start of every
+// command that acts on one appliance and has nothing else to check first.
+func (e *cliEnv) connectAppliance(c *cli.Context) (string, *session, error) {
 	name, err := applianceName(c)
 	if err != nil {
-		return err
+		return "", nil, err
 	}
 	s, err := e.connect(c)
+	return name, s, err
+}
+
+func (e *cliEnv) applianceGet(c *cli.Context) error {
+	name, s, err := e.connectAppliance(c)
 	if err != nil {
 		return err
 	}
@@ -303,11 +310,7 @@ func (e *cliEnv) applianceGet(c *cli.Context) error {
 }
 
 func (e *cliEnv) applianceInstances(c *cli.Context) error {
-	name, err := applianceName(c)
-	if err != nil {
-		return err
-	}
-	s, err := e.connect(c)
+	name, s, err := e.connectAppliance(c)
 	if err != nil {
 		return err
 	}

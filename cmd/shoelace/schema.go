@@ -105,11 +105,7 @@ func (e *cliEnv) schemaSet(c *cli.Context) error {
 }
 
 func (e *cliEnv) schemaGet(c *cli.Context) error {
-	name, err := applianceName(c)
-	if err != nil {
-		return err
-	}
-	s, err := e.connect(c)
+	name, s, err := e.connectAppliance(c)
 	if err != nil {
 		return err
 	}
@@ -126,11 +122,7 @@ func (e *cliEnv) schemaGet(c *cli.Context) error {
 }
 
 func (e *cliEnv) schemaRemove(c *cli.Context) error {
-	name, err := applianceName(c)
-	if err != nil {
-		return err
-	}
-	s, err := e.connect(c)
+	name, s, err := e.connectAppliance(c)
 	if err != nil {
 		return err
 	}
