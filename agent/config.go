@@ -548,11 +548,7 @@ func (c *Config) checkResolved(p string) error {
 	if len(c.AllowedDirs) == 0 {
 		return nil
 	}
-	allowed := c.allowedReal
-	if allowed == nil {
-		allowed = resolveDirs(c.AllowedDirs) // a Config that never went through Validate
-	}
-	if real := resolveLinks(p); !underAny(real, allowed) {
+	if real := resolveLinks(p); !underAny(real, c.allowedDirsReal()) {
 		return fmt.Errorf("destination resolves to %s through a symbolic link, outside allowed_dirs %v", real, c.AllowedDirs)
 	}
 	return nil
@@ -565,14 +561,19 @@ func (c *Config) checkReal(p string) error {
 	if len(c.AllowedDirs) == 0 {
 		return nil
 	}
-	allowed := c.allowedReal
-	if allowed == nil {
-		allowed = resolveDirs(c.AllowedDirs)
-	}
-	if !underAny(p, allowed) {
+	if !underAny(p, c.allowedDirsReal()) {
 		return fmt.Errorf("%s is outside allowed_dirs %v", p, c.AllowedDirs)
 	}
 	return nil
+}
+
+// allowedDirsReal is allowed_dirs as resolved when the config was validated (resolved now for
+// a Config that never went through Validate).
+func (c *Config) allowedDirsReal() []string {
+	if c.allowedReal == nil {
+		return resolveDirs(c.AllowedDirs)
+	}
+	return c.allowedReal
 }
 
 // resolveLinks follows p while it is a symbolic link (dangling or not), then resolves the
