@@ -698,8 +698,8 @@ func (e *cliEnv) applianceHistory(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if l := c.Int("limit"); l < 1 || l > 1000 {
-		return usagef("%s--limit must be from 1 to 1000", errPrefix(c))
+	if err := historyLimit(c); err != nil {
+		return err
 	}
 	s, err := e.connect(c)
 	if err != nil {

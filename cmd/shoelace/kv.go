@@ -274,8 +274,8 @@ func (e *cliEnv) kvHistory(c *cli.Context) error {
 	if err := checkPathKey(a[0]); err != nil {
 		return err
 	}
-	if l := c.Int("limit"); l < 1 || l > 1000 {
-		return usagef("%s--limit must be from 1 to 1000", errPrefix(c))
+	if err := historyLimit(c); err != nil {
+		return err
 	}
 	s, err := e.connect(c)
 	if err != nil {
@@ -329,6 +329,14 @@ func (e *cliEnv) kvHistory(c *cli.Context) error {
 	}
 	if h.Compacted && len(h.Versions) > 0 {
 		fmt.Fprintf(e.stderr, "values older than revision %d are compacted from etcd's history; the releases show who changed the key\n", h.Versions[len(h.Versions)-1].ModRevision)
+	}
+	return nil
+}
+
+// historyLimit checks the --limit of a history command: 1 to 1000 releases a page.
+func historyLimit(c *cli.Context) error {
+	if l := c.Int("limit"); l < 1 || l > 1000 {
+		return usagef("%s--limit must be from 1 to 1000", errPrefix(c))
 	}
 	return nil
 }
