@@ -59,12 +59,23 @@ func bodyError(format string, args ...any) error {
 }
 
 // checkJSONBody refuses, before decoding, what encoding/json would silently rewrite to U+FFFD:
-// bytes that are not UTF-8 and lone surrogate escapes (\ud800). Every JSON body goes through it.
+// bytes that are not UTF-8 and lone surrogate escapes (\ud800); and an object that names a
+// member twice, of which encoding/json keeps the last. Every JSON body decoded into a struct
+// goes through it; the apply body, read with a token decoder that sees duplicate names itself,
+// takes only checkJSONText.
 func checkJSONBody(what string, data []byte) error {
-	if err := api.CheckJSONText(data); err != nil {
-		return bodyError("%s: %v", what, err)
+	if err := checkJSONText(what, data); err != nil {
+		return err
 	}
 	if err := api.CheckJSONMembers(data); err != nil {
+		return bodyError("%s: %v", what, err)
+	}
+	return nil
+}
+
+// checkJSONText is the UTF-8 and surrogate half of checkJSONBody.
+func checkJSONText(what string, data []byte) error {
+	if err := api.CheckJSONText(data); err != nil {
 		return bodyError("%s: %v", what, err)
 	}
 	return nil
@@ -215,7 +226,7 @@ func join(prefix, k string) string {
 // parseApplyJSON parses {"keys":{…}} with a token decoder, so that numbers keep their text and
 // duplicate names are seen.
 func parseApplyJSON(data []byte) (map[string]string, error) {
-	if err := checkJSONBody("apply body", data); err != nil {
+	if err := checkJSONText("apply body", data); err != nil {
 		return nil, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
