@@ -105,6 +105,9 @@ type View struct {
 	Appliance string            `json:"appliance"`
 	Revision  int64             `json:"revision"`
 	Keys      map[string]string `json:"keys"`
+	// Rollout, when set, says that this is the candidate view of that rollout (the instance is
+	// in its cohort); agents send it back with what they applied.
+	Rollout string `json:"rollout,omitempty"`
 }
 
 // Apply is the body of PUT /v1/appliances/{name} and the output of appliance export.
@@ -151,6 +154,19 @@ type Instance struct {
 	LastSeen  time.Time `json:"last_seen"`
 	Remote    string    `json:"remote"`
 	Token     string    `json:"token"`
+	// Rollout names the rollout whose candidate Applied was of ("" for the live view).
+	Rollout string `json:"rollout,omitempty"`
+	// Error is the last failure reported (POST .../report), at ErrorRevision, in ErrorStage;
+	// cleared by a report of a pass without one.
+	Error         string `json:"error,omitempty"`
+	ErrorRevision int64  `json:"error_revision,omitempty"`
+	ErrorStage    string `json:"error_stage,omitempty"`
+	ErrorRollout  string `json:"error_rollout,omitempty"`
+	Version       string `json:"version,omitempty"` // the agent's version, as it reported it
+	// Enrolled is set for an instance that holds an instance token (shoelace-agent run enrolls):
+	// only enrolled instances are drawn into rollout cohorts and counted by their gates.
+	Enrolled   bool       `json:"enrolled,omitempty"`
+	EnrolledAt *time.Time `json:"enrolled_at,omitempty"`
 }
 
 // Instances answers GET /v1/appliances/{name}/instances.

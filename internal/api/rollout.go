@@ -1,0 +1,148 @@
+package api
+
+import "time"
+
+// Rollouts, reports and enrollment: how a change reaches a share of an appliance's fleet first.
+const (
+	// HeaderRollout names the rollout a view belongs to: the server sends it with a candidate
+	// view (and as View.Rollout); an agent sends it back with X-Shoelace-Applied when the
+	// revision it applied was of that rollout's candidate.
+	HeaderRollout = "X-Shoelace-Rollout"
+)
+
+// Rollout states. Halted and aborted are final, like promoted: the next write with a canary
+// starts a new rollout.
+const (
+	RolloutRunning  = "running"
+	RolloutHalted   = "halted"
+	RolloutPromoted = "promoted"
+	RolloutAborted  = "aborted"
+)
+
+// CodeRolloutInProgress refuses a plain write to an appliance while a rollout of it runs.
+const CodeRolloutInProgress = "rollout_in_progress"
+
+// Report is the body of POST /v1/appliances/{name}/report: what an agent's last pass did with
+// the view at Revision. Applied is the last revision at which every template was in place
+// (as X-Shoelace-Applied says); Rollout names the rollout of the view it rendered ("" for the
+// live view). Error, when set, says why the pass at Revision failed: a render, a check, or a
+// reload or health command (Stage names which: render, check, command, health).
+type Report struct {
+	Instance string `json:"instance"`
+	Revision int64  `json:"revision"`
+	Applied  int64  `json:"applied"`
+	Rollout  string `json:"rollout,omitempty"`
+	Error    string `json:"error,omitempty"`
+	Stage    string `json:"stage,omitempty"`
+	Template string `json:"template,omitempty"`
+	Version  string `json:"version,omitempty"` // the agent's version
+}
+
+// Report stages.
+const (
+	StageRender  = "render"
+	StageCheck   = "check"
+	StageCommand = "command"
+	StageHealth  = "health"
+)
+
+// Enroll is the body of POST /v1/appliances/{name}/enroll (with the appliance's agent token):
+// it obtains a token bound to one instance of the appliance.
+type Enroll struct {
+	Instance string `json:"instance"`
+}
+
+// Enrolled answers an enrollment: the instance token, shown only this once.
+type Enrolled struct {
+	Appliance string    `json:"appliance"`
+	Instance  string    `json:"instance"`
+	Token     string    `json:"token"`
+	Enrolled  time.Time `json:"enrolled"`
+}
+
+// RolloutStrategy is how a rollout proceeds. Canary and Step are shares of the instances in
+// (0, 1]; Step 0 means all the rest at once. Bake is how long a cohort must run the candidate
+// without a failure before the next step; Deadline how long a cohort may take to report it.
+type RolloutStrategy struct {
+	Canary   float64  `json:"canary"`
+	Step     float64  `json:"step,omitempty"`
+	Bake     Duration `json:"bake"`
+	Deadline Duration `json:"deadline"`
+	Manual   bool     `json:"manual,omitempty"`
+}
+
+// Duration is a time.Duration that JSON writes as a Go duration string ("5m0s").
+type Duration time.Duration
+
+// RolloutInstance is one instance of a rollout as its status shows it.
+type RolloutInstance struct {
+	Instance string     `json:"instance"`
+	Cohort   int        `json:"cohort"` // the step that brought it the candidate (0: the canary); -1: not yet
+	State    string     `json:"state"`  // waiting (not in a cohort yet), pending, applied, failed, silent
+	Applied  int64      `json:"applied"`
+	Error    string     `json:"error,omitempty"`
+	LastSeen *time.Time `json:"last_seen,omitempty"`
+}
+
+// RolloutStatus answers GET /v1/appliances/{name}/rollout (404 when the appliance never had one).
+type RolloutStatus struct {
+	Appliance string          `json:"appliance"`
+	ID        string          `json:"id"`
+	State     string          `json:"state"`
+	Strategy  RolloutStrategy `json:"strategy"`
+	// Step is the current step (0: the canary) of Steps, the cumulative cohort sizes; Cohort
+	// the instances that have the candidate now.
+	Step        int               `json:"step"`
+	Steps       []int             `json:"steps"`
+	Cohort      []string          `json:"cohort"`
+	Instances   []RolloutInstance `json:"instances"`
+	Started     time.Time         `json:"started"`
+	StepStarted time.Time         `json:"step_started"`
+	// BakedSince is when every instance of the cohort had applied the candidate, while it bakes.
+	BakedSince *time.Time `json:"baked_since,omitempty"`
+	Ended      *time.Time `json:"ended,omitempty"`
+	// Reason says why it halted or was aborted, naming the instance and its error.
+	Reason   string `json:"reason,omitempty"`
+	Instance string `json:"instance,omitempty"` // the instance that halted it
+	// Revision is the revision at which the rollout record was last written; Release the
+	// revision of the release that promoted it.
+	Revision int64  `json:"revision"`
+	Release  int64  `json:"release,omitempty"`
+	Message  string `json:"message,omitempty"`
+	Source   string `json:"source,omitempty"`
+	Token    string `json:"token,omitempty"`
+	Kind     string `json:"kind,omitempty"` // the write that started it: apply, put, txn, rollback
+}
+
+// RolloutAction is the body of POST /v1/appliances/{name}/rollout: "promote" (the next step
+// now, without waiting for the bake) or "abort" (the canaries go back to the live view).
+type RolloutAction struct {
+	Action string `json:"action"`
+}
+
+// MarshalJSON writes d as a Go duration string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + time.Duration(d).String() + `"`), nil
+}
+
+// UnmarshalJSON reads a Go duration string ("5m") or a number of nanoseconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	s := string(b)
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		v, err := time.ParseDuration(s[1 : len(s)-1])
+		if err != nil {
+			return err
+		}
+		*d = Duration(v)
+		return nil
+	}
+	var n int64
+	for i, c := range s {
+		if c < '0' || c > '9' || i > 18 {
+			return Errorf(CodeInvalidBody, "a duration is a string such as \"5m\", not %.40s", s)
+		}
+		n = n*10 + int64(c-'0')
+	}
+	*d = Duration(n)
+	return nil
+}
