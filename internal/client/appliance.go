@@ -45,6 +45,8 @@ type Poll struct {
 	// Instance and Applied identify an agent (X-Shoelace-Instance, X-Shoelace-Applied).
 	Instance string
 	Applied  int64
+	// Rollout names the rollout whose candidate Applied was of (X-Shoelace-Rollout).
+	Rollout string
 }
 
 // Headers returns the agent's identity headers for p.
@@ -55,6 +57,9 @@ func (p Poll) Headers() http.Header {
 	}
 	if p.Applied > 0 {
 		h.Set(api.HeaderApplied, strconv.FormatInt(p.Applied, 10))
+	}
+	if p.Rollout != "" {
+		h.Set(api.HeaderRollout, p.Rollout)
 	}
 	if p.Store != "" {
 		h.Set(api.HeaderStore, p.Store)

@@ -1,0 +1,41 @@
+package client
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// Report tells the server what the agent's last pass did (POST /v1/appliances/{name}/report).
+func (c *Client) Report(ctx context.Context, name string, r api.Report) error {
+	body, err := jsonBody(r)
+	if err != nil {
+		return err
+	}
+	h := http.Header{"Content-Type": {"application/json"}}
+	if r.Instance != "" {
+		h.Set(api.HeaderInstance, r.Instance)
+	}
+	_, err = c.Do(ctx, Request{Method: http.MethodPost, Path: "/v1/appliances/" + name + "/report", Body: body, Header: h}, nil)
+	return err
+}
+
+// Rollout reads the appliance's current or last rollout.
+func (c *Client) Rollout(ctx context.Context, name string) (api.RolloutStatus, Meta, error) {
+	var st api.RolloutStatus
+	m, err := c.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/appliances/" + name + "/rollout"}, &st)
+	return st, m, err
+}
+
+// RolloutAction promotes ("promote") or aborts ("abort") the appliance's running rollout.
+func (c *Client) RolloutAction(ctx context.Context, name, action string) (api.RolloutStatus, error) {
+	body, err := jsonBody(api.RolloutAction{Action: action})
+	if err != nil {
+		return api.RolloutStatus{}, err
+	}
+	var st api.RolloutStatus
+	_, err = c.Do(ctx, Request{Method: http.MethodPost, Path: "/v1/appliances/" + name + "/rollout", Body: body,
+		Header: http.Header{"Content-Type": {"application/json"}}}, &st)
+	return st, err
+}
