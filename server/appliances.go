@@ -99,6 +99,14 @@ func (s *Server) handleGetAppliance(w http.ResponseWriter, r *http.Request) erro
 		if err != nil {
 			return err
 		}
+		if rec := s.candidateFor(name, instanceOf(r)); rec != nil {
+			cv, _, err := s.hub.candidateView(ctx, name, rec, v.Revision)
+			if err != nil {
+				return err
+			}
+			setIndex(w, cv.Revision)
+			return writeJSON(w, http.StatusOK, cv.Revision, cv)
+		}
 		return writeJSON(w, http.StatusOK, v.Revision, v)
 	}
 	extendWrite(w, wait+drainJitter+opTimeout)
@@ -126,6 +134,13 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, i
 		if err != nil {
 			return err
 		}
+		// An instance of a running rollout's cohort gets the candidate (while the appliance
+		// exists: a deleted appliance is 404 to every instance).
+		if rec := s.candidateFor(name, instanceOf(r)); rec != nil {
+			if v, body, err = s.hub.candidateView(ctx, name, rec, v.Revision); err != nil {
+				return err
+			}
+		}
 		setIndex(w, v.Revision)
 		w.Header().Set("Content-Type", "application/json")
 		_, err = w.Write(body)
@@ -143,9 +158,16 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, i
 }
 
 func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) error {
-	q, err := query(r, "cas", "dry_run")
+	q, err := query(r, append([]string{"cas", "dry_run"}, rolloutQuery...)...)
 	if err != nil {
 		return err
+	}
+	strat, force, err := rolloutParams(q)
+	if err != nil {
+		return err
+	}
+	if strat != nil && q.Has("cas") {
+		return api.Errorf(api.CodeInvalidRequest, "cas and canary do not go together: a rollout writes the live tree only when it is promoted")
 	}
 	cas, err := revParam(q, "cas")
 	if err != nil {
@@ -197,6 +219,14 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 			return err
 		}
 		return s.planApply(ctx, w, name, keys)
+	}
+	if strat != nil {
+		return s.startRollout(ctx, w, r, name, keys, strat, kind, rollbackTo)
+	}
+	if force {
+		if err := s.abortForForce(ctx, r, name); err != nil {
+			return err
+		}
 	}
 	rev, err := s.st.Apply(s.releaseCtx(ctx, r, kind, name, rollbackTo), name, keys, cas)
 	setIndex(w, rev)

@@ -81,6 +81,9 @@ type Config struct {
 	// (names unseen for 10 minutes are forgotten; over it, 429; off with the rate limits) and
 	// its instance records in the store (a report of one more is not recorded).
 	MaxInstances int
+	// InstanceStale is how long an instance may go unseen and still count as part of the fleet
+	// (drawn into rollout cohorts; its enrollment kept from takeover).
+	InstanceStale time.Duration
 	// MaxValueBytes is the largest value accepted.
 	MaxValueBytes int
 	// MaxSchemaBytes is the largest appliance schema accepted: compiling one takes time that

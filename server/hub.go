@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/rollout"
 	"github.com/shoelace-dev/shoelace/server/store"
 )
 
@@ -633,5 +636,72 @@ func sleep(ctx context.Context, d time.Duration) {
 	select {
 	case <-t.C:
 	case <-ctx.Done():
+	}
+}
+
+// touch records that appliance app's views changed at rev without a key of it changing (its
+// rollout moved: the cohort's view is another tree now) and wakes its long-polls.
+func (h *hub) touch(app string, rev int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if rev > h.apps[app] {
+		h.apps[app] = rev
+	}
+	for w := range h.waiters[app] {
+		if rev > w.after {
+			h.wakeLocked(w, wakeChanged, true)
+		}
+	}
+}
+
+// candidateView returns the view of rec's cohort: shared/ as at rev or later, overlaid by the
+// rollout's candidate tree, read once for every waiter of the cohort (as view does).
+func (h *hub) candidateView(ctx context.Context, app string, rec *rollout.Record, rev int64) (api.View, []byte, error) {
+	key := app + "\x00" + rec.ID
+	h.fmu.Lock()
+	f := h.flights[key]
+	if f == nil || f.rev < rev {
+		f = &flight{rev: rev, started: time.Now(), done: make(chan struct{})}
+		h.flights[key] = f
+		go h.readCandidate(f, key, app, rec)
+	}
+	h.fmu.Unlock()
+	select {
+	case <-f.done:
+		return f.view, f.body, f.err
+	case <-ctx.Done():
+		return api.View{}, nil, ctx.Err()
+	}
+}
+
+func (h *hub) readCandidate(f *flight, key, app string, rec *rollout.Record) {
+	defer close(f.done)
+	shared, rev, ok := h.mir.sharedAt(f.rev)
+	if !ok {
+		ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
+		defer cancel()
+		h.viewReads.Add(1)
+		h.m.viewReads.Inc()
+		kvs, lrev, err := h.st.List(ctx, api.SharedPrefix, false)
+		if err != nil {
+			f.err = err
+			h.fmu.Lock()
+			if h.flights[key] == f {
+				delete(h.flights, key)
+			}
+			h.fmu.Unlock()
+			return
+		}
+		shared, rev = make(map[string]string, len(kvs)), lrev
+		for _, kv := range kvs {
+			shared[strings.TrimPrefix(kv.Key, api.SharedPrefix+"/")] = kv.Value
+		}
+	}
+	keys := make(map[string]string, len(shared)+len(rec.Candidate))
+	maps.Copy(keys, shared)
+	maps.Copy(keys, rec.Candidate)
+	f.view = api.View{Appliance: app, Revision: max(rev, f.rev), Keys: keys, Rollout: rec.ID}
+	if f.body, f.err = json.Marshal(f.view); f.err == nil {
+		f.body = append(f.body, '\n')
 	}
 }

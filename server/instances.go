@@ -47,10 +47,13 @@ type reporter struct {
 	max   int
 	owner map[string]string
 	held  map[string]int
+	// failed holds the instances whose failure this replica recorded (failureNoted).
+	failed map[string]bool
 }
 
 type reported struct {
 	applied int64
+	rollout string
 	at      time.Time
 }
 
@@ -76,12 +79,12 @@ func (r *reporter) note(in api.Instance) bool {
 		}
 		r.swept = now
 	}
-	if w, ok := r.written[key]; ok && w.applied == in.Applied && in.LastSeen.Sub(w.at) < instanceRefresh {
+	if w, ok := r.written[key]; ok && w.applied == in.Applied && w.rollout == in.Rollout && in.LastSeen.Sub(w.at) < instanceRefresh {
 		return true
 	}
 	select {
 	case r.ch <- in:
-		r.written[key] = reported{applied: in.Applied, at: in.LastSeen}
+		r.written[key] = reported{applied: in.Applied, rollout: in.Rollout, at: in.LastSeen}
 		r.ownLocked(key, in.Token)
 	default: // full: the next request reports again
 	}
@@ -248,7 +251,11 @@ func agentReport(r *http.Request, name string) (*api.Instance, error) {
 	if err := api.ValidateSegment("instance name (X-Shoelace-Instance)", inst); err != nil {
 		return nil, err
 	}
-	in := &api.Instance{Appliance: name, Instance: inst, LastSeen: time.Now().UTC().Truncate(time.Second), Remote: clientIP(r), Token: principalOf(r).name}
+	in := &api.Instance{Appliance: name, Instance: inst, LastSeen: time.Now().UTC().Truncate(time.Second), Remote: clientIP(r), Token: principalOf(r).name,
+		Rollout: r.Header.Get(api.HeaderRollout)}
+	if len(in.Rollout) > 64 {
+		return nil, api.Errorf(api.CodeInvalidRequest, "header %s is too long", api.HeaderRollout)
+	}
 	if applied != "" {
 		n, err := strconv.ParseInt(applied, 10, 64)
 		if err != nil || n < 0 || applied[0] < '0' || applied[0] > '9' { // digits only: no sign
@@ -357,5 +364,29 @@ func (c *storeRevCheck) shouldWarn(token string, now time.Time) bool {
 		return false
 	}
 	c.warned[token] = now
+	return true
+}
+
+// failureNoted remembers that this replica recorded a failure of instance key
+// (appliance/instance), so that the instance's next report without one clears it.
+func (r *reporter) failureNoted(key string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failed == nil {
+		r.failed = map[string]bool{}
+	}
+	r.failed[key] = true
+}
+
+// failureCleared reports whether this replica recorded a failure of key, and forgets it. A
+// failure recorded by another replica stays until the instance fails again (a rollout's gate
+// only looks at failures of its own candidate, so an old one never halts a new rollout).
+func (r *reporter) failureCleared(key string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.failed[key] {
+		return false
+	}
+	delete(r.failed, key)
 	return true
 }

@@ -172,13 +172,20 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64, tooBig func() e
 }
 
 func (s *Server) handlePutKV(w http.ResponseWriter, r *http.Request) error {
-	q, err := query(r, "cas")
+	q, err := query(r, append([]string{"cas"}, rolloutQuery...)...)
 	if err != nil {
 		return err
 	}
 	cas, err := revParam(q, "cas")
 	if err != nil {
 		return err
+	}
+	strat, force, err := rolloutParams(q)
+	if err != nil {
+		return err
+	}
+	if strat != nil && q.Has("cas") {
+		return api.Errorf(api.CodeInvalidRequest, "cas and canary do not go together: a rollout writes the live tree only when it is promoted")
 	}
 	key := r.PathValue("key")
 	if err := api.ValidateKey(key); err != nil {
@@ -203,6 +210,9 @@ func (s *Server) handlePutKV(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
+	if err := s.rolloutWrite(ctx, w, r, strat, force, []api.Op{{Op: api.OpPut, Key: key, Value: string(value)}}, api.KindPut); err != errPlainWrite {
+		return err
+	}
 	rev, err := s.st.Put(s.releaseCtx(ctx, r, api.KindPut, "", 0), key, string(value), cas)
 	if err != nil {
 		return err
@@ -212,11 +222,15 @@ func (s *Server) handlePutKV(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) handleDeleteKV(w http.ResponseWriter, r *http.Request) error {
-	q, err := query(r, "recurse")
+	q, err := query(r, "recurse", "force")
 	if err != nil {
 		return err
 	}
 	recurse, err := flag(q, "recurse")
+	if err != nil {
+		return err
+	}
+	force, err := flag(q, "force")
 	if err != nil {
 		return err
 	}
@@ -240,6 +254,9 @@ func (s *Server) handleDeleteKV(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
+	if err := s.rolloutWrite(ctx, w, r, nil, force, []api.Op{{Op: api.OpDelete, Key: key, Recurse: recurse}}, api.KindDelete); err != errPlainWrite {
+		return err
+	}
 	rev, n, err := s.st.Delete(s.releaseCtx(ctx, r, api.KindDelete, "", 0), key, recurse)
 	setIndex(w, rev)
 	if err != nil {
@@ -254,7 +271,12 @@ func (s *Server) handleDeleteKV(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) handleTxn(w http.ResponseWriter, r *http.Request) error {
-	if _, err := query(r); err != nil {
+	q, err := query(r, rolloutQuery...)
+	if err != nil {
+		return err
+	}
+	strat, force, err := rolloutParams(q)
+	if err != nil {
 		return err
 	}
 	if err := jsonContent(r); err != nil {
@@ -292,6 +314,12 @@ func (s *Server) handleTxn(w http.ResponseWriter, r *http.Request) error {
 	kind := api.KindTxn
 	if r.Header.Get(api.HeaderImport) != "" {
 		kind = api.KindImport
+	}
+	if strat != nil && len(t.Guards) > 0 {
+		return api.Errorf(api.CodeInvalidRequest, "guards and canary do not go together: a rollout writes the live tree only when it is promoted")
+	}
+	if err := s.rolloutWrite(ctx, w, r, strat, force, t.Ops, kind); err != errPlainWrite {
+		return err
 	}
 	rev, err := s.st.Txn(s.releaseCtx(ctx, r, kind, "", 0), t)
 	setIndex(w, rev)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"maps"
 	"strings"
 	"sync"
 
@@ -147,4 +148,15 @@ func (m *mirror) view(app string, rev int64) (v api.View, ok bool, err error) {
 		v.Keys[k] = val
 	}
 	return v, true, nil
+}
+
+// sharedAt returns a copy of shared/ (relative keys) and the copy's revision, when the copy is
+// loaded and at rev or later.
+func (m *mirror) sharedAt(rev int64) (map[string]string, int64, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if !m.loaded || m.rev < rev || rev <= 0 {
+		return nil, 0, false
+	}
+	return maps.Clone(m.shared), m.rev, true
 }

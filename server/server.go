@@ -74,6 +74,7 @@ type Server struct {
 	storeID      atomic.Value // the store id last seen, to notice when it changes
 	sys          sysState     // orders watch events and reloads of tokens and settings
 	reports      *reporter
+	rollouts     *rolloutSet
 	aboveStore   storeRevCheck             // reports applied above this replica's revision
 	self         Replica                   // this replica, as announced under sys/replicas/
 	replicas     atomic.Pointer[[]Replica] // the replicas seen at the last beat
@@ -107,6 +108,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	s.storeID.Store(st.ID())
 	s.auth = newAuthState(cfg)
 	s.reports = newReporter(cfg.MaxInstances)
+	s.rollouts = &rolloutSet{}
 	s.self = newReplica(cfg)
 	s.pruneKick = make(chan struct{}, 1)
 	if sl, err := loadSealer(cfg.SecretsKeyFile); err != nil {
@@ -126,7 +128,11 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	}
 	s.loadSys(ictx)
 	s.routes()
-	s.wg.Add(4)
+	s.wg.Add(5)
+	go func() {
+		defer s.wg.Done()
+		s.runRollouts(ctx)
+	}()
 	go func() {
 		defer s.wg.Done()
 		s.runReleasePruner(ctx)
@@ -197,6 +203,9 @@ func (s *Server) routes() {
 	v1("GET /v1/appliances/{name}", s.handleGetAppliance)
 	v1("PUT /v1/appliances/{name}", s.handlePutAppliance)
 	v1("GET /v1/appliances/{name}/instances", s.handleInstances)
+	v1("POST /v1/appliances/{name}/report", s.handleReport)
+	v1("GET /v1/appliances/{name}/rollout", s.handleGetRollout)
+	v1("POST /v1/appliances/{name}/rollout", s.handlePostRollout)
 	v1("GET /v1/appliances/{name}/at/{revision}", s.handleApplianceAt)
 	v1("GET /v1/appliances/{name}/schema", s.handleGetSchema)
 	v1("PUT /v1/appliances/{name}/schema", s.handlePutSchema)

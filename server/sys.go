@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/rollout"
 	"github.com/shoelace-dev/shoelace/server/store"
 )
 
@@ -46,7 +47,7 @@ func (s *Server) loadSysOnce(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for {
-		m, rev, err := s.st.SysList(ctx, tokenPrefix, maintenanceKey)
+		m, rev, err := s.st.SysList(ctx, tokenPrefix, maintenanceKey, rollout.Prefix)
 		if err != nil {
 			return fmt.Errorf("load tokens and settings: %w", err)
 		}
@@ -59,6 +60,7 @@ func (s *Server) loadSysOnce(ctx context.Context) error {
 		s.sys.rev = rev
 		s.loadTokens(m, rev)
 		s.setMaintenance(string(m[maintenanceKey]) == "on")
+		s.loadRollouts(m)
 		s.sys.mu.Unlock()
 		return nil
 	}
@@ -164,6 +166,8 @@ func (s *Server) onSysChange(_ context.Context, ev store.Event) {
 		switch {
 		case strings.HasPrefix(c.Key, tokenPrefix):
 			s.tokenChanged(strings.TrimPrefix(c.Key, tokenPrefix), c, ev.Revision)
+		case strings.HasPrefix(c.Key, rollout.Prefix):
+			s.rolloutChanged(strings.TrimPrefix(c.Key, rollout.Prefix), c, ev.Revision)
 		case c.Key == maintenanceKey:
 			s.setMaintenance(!c.Deleted && string(c.Value) == "on")
 		case c.Key == storeIDKey && (c.Deleted || len(c.Value) == 0):

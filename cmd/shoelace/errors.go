@@ -36,7 +36,10 @@ const exitCodesHelp = `EXIT CODES:
    6  unavailable: server unreachable, maintenance mode, etcd away, rate limited (503, 429);
       a write was not applied: retry it
    7  outcome unknown: etcd may have applied the write but did not confirm it (503
-      outcome_unknown): read the key (or the appliance) to check, then retry if needed`
+      outcome_unknown): read the key (or the appliance) to check, then retry if needed;
+      or a write refused because a rollout of the appliance is in progress (409
+      rollout_in_progress: retrying does not help until it ends); or, for appliance wait
+      and appliance rollout status --wait, a rollout that halted or was aborted`
 
 // usageError is a mistake in the command line: exit code 2.
 type usageError struct{ msg string }
@@ -74,7 +77,7 @@ func exitCode(err error) int {
 	}
 	var ae *api.Error
 	if errors.As(err, &ae) {
-		if ae.Code == api.CodeOutcomeUnknown {
+		if ae.Code == api.CodeOutcomeUnknown || ae.Code == api.CodeRolloutInProgress {
 			return exitUnknown
 		}
 		switch ae.HTTPStatus() {

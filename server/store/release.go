@@ -310,6 +310,9 @@ func copyOf(ri ReleaseInfo, tree map[string]string) (api.ReleaseCopy, error) {
 
 // releaseID is a new release's id: the time in unix nanoseconds, zero-padded so that ids sort
 // by time, and a random suffix.
+// NewReleaseID returns a new id of the kind releases have (sortable by t, unique).
+func NewReleaseID(t time.Time) string { return releaseID(t) }
+
 func releaseID(t time.Time) string {
 	return fmt.Sprintf("%020d-%08x", t.UnixNano(), rand.Uint32())
 }

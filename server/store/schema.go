@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"math/rand/v2"
@@ -285,13 +286,22 @@ func (s *Store) commitChecked(ctx context.Context, op string, e edits, eff *effe
 	// under contention, retry with a growing random pause for as long as one call may take.
 	lctx, cancel := s.opCtx(ctx)
 	defer cancel()
+	rg := s.rolloutGuard(ctx, e)
+	parts = rg.wrap(parts)
 	for try := 0; ; try++ {
 		g, err := s.guardFor(ctx, e)
 		if err == nil {
 			var w written
 			w, err = s.commit(ctx, op, eff, g.wrap(parts))
-			if err != nil || len(g.cmps) == 0 || applied(w) {
+			if err != nil || applied(w) {
 				return w, err
+			}
+			// Not applied: stopped by a rollout in progress?
+			if refused, err := s.rolloutRefusal(ctx, rg); err != nil || refused != nil {
+				return written{}, cmp.Or(err, refused)
+			}
+			if len(g.cmps) == 0 {
+				return w, nil
 			}
 			// Not applied: by the write's own guards, or by the schema guard? And if by the
 			// latter, did a schema change, or only the tree?

@@ -1,0 +1,267 @@
+// Package rollout holds what a staged rollout is and how it moves: its record (kept by the
+// server in etcd), the order in which an appliance's instances receive a candidate, the cohort
+// sizes of each step, and the gate that decides, from the instances' reports, whether a step
+// bakes, advances, or halts. It does no I/O: the server stores the record, serves the candidate
+// view to the cohort and applies the decisions (server/rollouts.go).
+package rollout
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// Keys of the rollouts among the server's system keys.
+const (
+	// Prefix holds each appliance's current or last rollout: Prefix+<appliance>.
+	Prefix = "rollouts/"
+	// ActivePrefix+<appliance> exists while that appliance's rollout runs: every plain write to
+	// the appliance's keys is guarded on its absence.
+	ActivePrefix = "rollout-active/"
+)
+
+// DefaultDeadline is how long a cohort may take to report the candidate before the rollout halts.
+const DefaultDeadline = 30 * time.Minute
+
+// Record is a rollout as stored in etcd (JSON under Prefix+<appliance>).
+type Record struct {
+	ID        string              `json:"id"`
+	Appliance string              `json:"appliance"`
+	State     string              `json:"state"`
+	Strategy  api.RolloutStrategy `json:"strategy"`
+	// Candidate is the appliance's own tree (relative to appliances/<name>/) that the rollout
+	// brings; Base the revision of the live tree it was made from.
+	Candidate map[string]string `json:"candidate"`
+	Base      int64             `json:"base"`
+	// Instances are the instances drawn at the start, in rollout order; Steps the cumulative
+	// cohort sizes (the last is len(Instances)); Step the current one.
+	Instances   []string  `json:"instances"`
+	Steps       []int     `json:"steps"`
+	Step        int       `json:"step"`
+	Started     time.Time `json:"started"`
+	StepStarted time.Time `json:"step_started"`
+	// Ready says that the step's promote was asked for (manual rollouts) before the cohort baked.
+	Promote  bool       `json:"promote,omitempty"`
+	Ended    *time.Time `json:"ended,omitempty"`
+	Reason   string     `json:"reason,omitempty"`
+	Instance string     `json:"instance,omitempty"`
+	Release  int64      `json:"release,omitempty"`
+	Message  string     `json:"message,omitempty"`
+	Source   string     `json:"source,omitempty"`
+	Token    string     `json:"token,omitempty"`
+	Kind     string     `json:"kind,omitempty"`
+	// RollbackTo is, for a rollback rolled out, the revision it restores.
+	RollbackTo int64 `json:"rollback_to,omitempty"`
+}
+
+// Running reports whether the rollout still runs.
+func (r *Record) Running() bool { return r != nil && r.State == api.RolloutRunning }
+
+// Cohort returns the instances that have the candidate at the current step.
+func (r *Record) Cohort() []string {
+	if len(r.Steps) == 0 {
+		return nil
+	}
+	return r.Instances[:r.Steps[min(r.Step, len(r.Steps)-1)]]
+}
+
+// InCohort reports whether instance has the candidate now: the rollout runs and the instance
+// is among the current cohort.
+func (r *Record) InCohort(instance string) bool {
+	return r.Running() && instance != "" && slices.Contains(r.Cohort(), instance)
+}
+
+// cohortOf returns the step that brought instance the candidate, or -1.
+func (r *Record) cohortOf(instance string) int {
+	i := slices.Index(r.Instances, instance)
+	if i < 0 {
+		return -1
+	}
+	for s, n := range r.Steps {
+		if i < n {
+			return s
+		}
+	}
+	return -1
+}
+
+// Order returns names in rollout order: sorted by a hash of each name, so that an instance
+// keeps its place (and so its cohort) across restarts whatever else joins or leaves.
+func Order(names []string) []string {
+	out := slices.Clone(names)
+	h := func(s string) uint64 {
+		sum := sha256.Sum256([]byte(s))
+		return binary.BigEndian.Uint64(sum[:8])
+	}
+	slices.SortFunc(out, func(a, b string) int {
+		ha, hb := h(a), h(b)
+		switch {
+		case ha < hb:
+			return -1
+		case ha > hb:
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
+	return out
+}
+
+// Steps returns the cumulative cohort sizes for n instances: ⌈canary × n⌉ (at least one) first,
+// then ⌈step × n⌉ more at each step (all the rest at once when step is 0), ending at n.
+func Steps(n int, canary, step float64) []int {
+	if n <= 0 {
+		return nil
+	}
+	size := func(share float64) int {
+		// A share such as 0.1 × 30 must give 3, not 4: drop the float noise before rounding up.
+		return max(1, int(math.Ceil(share*float64(n)-1e-9)))
+	}
+	out := []int{min(n, size(canary))}
+	for out[len(out)-1] < n {
+		next := n
+		if step > 0 {
+			next = min(n, out[len(out)-1]+size(step))
+		}
+		out = append(out, next)
+	}
+	return out
+}
+
+// ParseShare reads a share of the fleet: "10%", "0.1" or "1" (all); it must be in (0, 100%].
+func ParseShare(what, s string) (float64, error) {
+	t := strings.TrimSpace(s)
+	pct := strings.HasSuffix(t, "%")
+	t = strings.TrimSuffix(t, "%")
+	var f float64
+	if _, err := fmt.Sscanf(t, "%g", &f); err != nil || t == "" || strings.ContainsAny(t, " \t") || math.IsNaN(f) {
+		return 0, fmt.Errorf("%s must be a share of the instances such as 10%% or 0.1, not %q", what, s)
+	}
+	if pct {
+		f /= 100
+	}
+	if f <= 0 || f > 1 {
+		return 0, fmt.Errorf("%s %q is not a share in (0%%, 100%%]", what, s)
+	}
+	return f, nil
+}
+
+// Decision is what the gate decided for a running rollout.
+type Decision struct {
+	Action Action
+	// Reason says why (a halt names the instance and its error).
+	Reason   string
+	Instance string
+	// BakedSince is when the cohort was first seen all applied (kept by the caller between
+	// evaluations; zero while it is not).
+	BakedSince time.Time
+}
+
+// Action is a gate's outcome.
+type Action int
+
+const (
+	Wait    Action = iota // nothing to do yet
+	Advance               // the next step (or, at the last, promote)
+	Halt                  // a failure or a deadline: the cohort goes back to the live view
+)
+
+// applied reports whether in has reported the rollout's candidate as applied at or after the
+// current step began (rev), without a failure of it.
+func (r *Record) applied(in api.Instance, rev int64) bool {
+	return in.Rollout == r.ID && in.Applied >= rev && in.ErrorRollout != r.ID
+}
+
+// Evaluate decides, from the instances' reports (by name), what the rollout at record revision
+// rev (the revision the current step began at) does now. bakedSince is what the previous
+// evaluation returned. Any instance that reports a failure of this rollout halts it; a cohort
+// that has not all reported the candidate within the deadline halts it; a cohort all applied
+// for the bake time advances it (for manual rollouts only once promote was asked for).
+func (r *Record) Evaluate(reports map[string]api.Instance, rev int64, bakedSince, now time.Time) Decision {
+	for _, name := range r.Cohort() {
+		if in, ok := reports[name]; ok && in.ErrorRollout == r.ID && in.Error != "" {
+			return Decision{Action: Halt, Instance: name,
+				Reason: fmt.Sprintf("instance %s failed the candidate at revision %d (%s): %s", name, in.ErrorRevision, orUnknown(in.ErrorStage), in.Error)}
+		}
+	}
+	var missing []string
+	for _, name := range r.Cohort() {
+		if in, ok := reports[name]; !ok || !r.applied(in, rev) {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		if d := time.Duration(r.Strategy.Deadline); d > 0 && now.Sub(r.StepStarted) >= d {
+			return Decision{Action: Halt, Instance: missing[0],
+				Reason: fmt.Sprintf("instance %s has not reported the candidate within the deadline of %s (%d of the cohort of %d have not)", missing[0], d, len(missing), len(r.Cohort()))}
+		}
+		return Decision{Action: Wait, Reason: fmt.Sprintf("waiting for %d of %d instances to apply the candidate", len(missing), len(r.Cohort()))}
+	}
+	if bakedSince.IsZero() {
+		bakedSince = now
+	}
+	bake := time.Duration(r.Strategy.Bake)
+	if now.Sub(bakedSince) < bake && !r.Promote {
+		return Decision{Action: Wait, BakedSince: bakedSince, Reason: fmt.Sprintf("baking until %s", bakedSince.Add(bake).UTC().Format(time.RFC3339))}
+	}
+	if r.Strategy.Manual && !r.Promote {
+		return Decision{Action: Wait, BakedSince: bakedSince, Reason: "baked: waiting for `shoelace appliance rollout promote`"}
+	}
+	return Decision{Action: Advance, BakedSince: bakedSince}
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "stage not reported"
+	}
+	return s
+}
+
+// Status is the record as GET .../rollout answers it, with each instance's state from reports.
+func (r *Record) Status(reports map[string]api.Instance, rev int64, bakedSince time.Time) api.RolloutStatus {
+	st := api.RolloutStatus{Appliance: r.Appliance, ID: r.ID, State: r.State, Strategy: r.Strategy, Step: r.Step,
+		Steps: r.Steps, Cohort: r.Cohort(), Started: r.Started, StepStarted: r.StepStarted, Ended: r.Ended,
+		Reason: r.Reason, Instance: r.Instance, Revision: rev, Release: r.Release, Message: r.Message, Source: r.Source,
+		Token: r.Token, Kind: r.Kind, Instances: []api.RolloutInstance{}}
+	if st.Cohort == nil {
+		st.Cohort = []string{}
+	}
+	if !bakedSince.IsZero() && r.Running() {
+		st.BakedSince = &bakedSince
+	}
+	cohort := r.Cohort()
+	for _, name := range r.Instances {
+		ri := api.RolloutInstance{Instance: name, Cohort: r.cohortOf(name), State: "waiting"}
+		in, seen := reports[name]
+		if seen {
+			ri.Applied = in.Applied
+			t := in.LastSeen
+			ri.LastSeen = &t
+			if in.ErrorRollout == r.ID {
+				ri.Error = in.Error
+			}
+		}
+		switch {
+		case ri.Error != "":
+			ri.State = "failed"
+		case !slices.Contains(cohort, name):
+			if !r.Running() && r.State == api.RolloutPromoted {
+				ri.State = "promoted"
+			}
+		case seen && r.applied(in, rev):
+			ri.State = "applied"
+		default:
+			ri.State = "pending"
+		}
+		if !slices.Contains(cohort, name) && ri.State == "waiting" {
+			ri.Cohort = r.cohortOf(name)
+		}
+		st.Instances = append(st.Instances, ri)
+	}
+	return st
+}

@@ -1,0 +1,139 @@
+package rollout
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+func TestSteps(t *testing.T) {
+	for _, c := range []struct {
+		n            int
+		canary, step float64
+		want         []int
+	}{
+		{5, 0.2, 0.4, []int{1, 3, 5}},
+		{5, 0.1, 0, []int{1, 5}},
+		{10, 0.1, 0.25, []int{1, 4, 7, 10}},
+		{30, 0.1, 0, []int{3, 30}},
+		{1, 0.1, 0.5, []int{1}},
+		{3, 1, 0, []int{3}},
+		{0, 0.1, 0, nil},
+	} {
+		if got := Steps(c.n, c.canary, c.step); !slices.Equal(got, c.want) {
+			t.Errorf("Steps(%d, %g, %g) = %v, want %v", c.n, c.canary, c.step, got, c.want)
+		}
+	}
+}
+
+func TestOrderIsStableAcrossMembership(t *testing.T) {
+	var names []string
+	for i := range 20 {
+		names = append(names, fmt.Sprintf("vm-%d", i))
+	}
+	a := Order(names)
+	b := Order(append(slices.Clone(names[5:]), names[:5]...))
+	if !slices.Equal(a, b) {
+		t.Fatalf("order depends on input order:\n%v\n%v", a, b)
+	}
+	// Removing one instance keeps the others in the same relative order.
+	c := Order(names[1:])
+	if want := slices.DeleteFunc(slices.Clone(a), func(s string) bool { return s == names[0] }); !slices.Equal(c, want) {
+		t.Fatalf("order changed for the others when one left:\n%v\n%v", c, want)
+	}
+	if slices.Equal(a, names) {
+		t.Fatalf("order is the names' own order, not a hash order")
+	}
+}
+
+func TestParseShare(t *testing.T) {
+	for in, want := range map[string]float64{"10%": 0.1, "0.25": 0.25, "100%": 1, "1": 1} {
+		if got, err := ParseShare("--canary", in); err != nil || got != want {
+			t.Errorf("ParseShare(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "0", "0%", "-5%", "150%", "2", "ten", "NaN", "1 0%"} {
+		if _, err := ParseShare("--canary", in); err == nil || !strings.Contains(err.Error(), "--canary") {
+			t.Errorf("ParseShare(%q) = %v, want an error naming the flag", in, err)
+		}
+	}
+}
+
+func rec(n int) *Record {
+	var names []string
+	for i := range n {
+		names = append(names, fmt.Sprintf("vm-%d", i))
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	return &Record{ID: "r1", State: api.RolloutRunning, Instances: names, Steps: Steps(n, 0.2, 0.4), Started: t0, StepStarted: t0,
+		Strategy: api.RolloutStrategy{Canary: 0.2, Step: 0.4, Bake: api.Duration(2 * time.Second), Deadline: api.Duration(time.Minute)}}
+}
+
+func TestEvaluate(t *testing.T) {
+	r := rec(5)
+	t0 := r.StepStarted
+	canary := r.Cohort()[0]
+	reports := map[string]api.Instance{}
+	if d := r.Evaluate(reports, 10, time.Time{}, t0.Add(time.Second)); d.Action != Wait {
+		t.Fatalf("no report: %+v", d)
+	}
+	// Applied the live view at a later revision, not the candidate: not counted.
+	reports[canary] = api.Instance{Instance: canary, Applied: 12}
+	if d := r.Evaluate(reports, 10, time.Time{}, t0.Add(time.Second)); d.Action != Wait || !d.BakedSince.IsZero() {
+		t.Fatalf("a live-view report counted: %+v", d)
+	}
+	// Applied the candidate of an older step's revision: not counted either.
+	reports[canary] = api.Instance{Instance: canary, Applied: 9, Rollout: "r1"}
+	if d := r.Evaluate(reports, 10, time.Time{}, t0.Add(time.Second)); d.Action != Wait || !d.BakedSince.IsZero() {
+		t.Fatalf("an old report counted: %+v", d)
+	}
+	reports[canary] = api.Instance{Instance: canary, Applied: 10, Rollout: "r1"}
+	d := r.Evaluate(reports, 10, time.Time{}, t0.Add(time.Second))
+	if d.Action != Wait || d.BakedSince.IsZero() {
+		t.Fatalf("applied: want baking, got %+v", d)
+	}
+	if d2 := r.Evaluate(reports, 10, d.BakedSince, d.BakedSince.Add(2*time.Second)); d2.Action != Advance {
+		t.Fatalf("baked: want advance, got %+v", d2)
+	}
+	r.Strategy.Manual = true
+	if d2 := r.Evaluate(reports, 10, d.BakedSince, d.BakedSince.Add(2*time.Second)); d2.Action != Wait || !strings.Contains(d2.Reason, "promote") {
+		t.Fatalf("manual: want wait for promote, got %+v", d2)
+	}
+	r.Promote = true
+	if d2 := r.Evaluate(reports, 10, d.BakedSince, d.BakedSince); d2.Action != Advance {
+		t.Fatalf("promoted by hand: want advance at once, got %+v", d2)
+	}
+	r.Promote, r.Strategy.Manual = false, false
+	// A failure of this rollout halts, naming the instance and its error.
+	reports[canary] = api.Instance{Instance: canary, Applied: 8, Rollout: "r1", Error: "command exited with status 1", ErrorRollout: "r1", ErrorRevision: 10, ErrorStage: api.StageCommand}
+	d = r.Evaluate(reports, 10, time.Time{}, t0.Add(time.Second))
+	if d.Action != Halt || d.Instance != canary || !strings.Contains(d.Reason, "status 1") {
+		t.Fatalf("failure: want halt naming %s, got %+v", canary, d)
+	}
+	// A silent canary past the deadline halts.
+	delete(reports, canary)
+	d = r.Evaluate(reports, 10, time.Time{}, t0.Add(time.Minute))
+	if d.Action != Halt || d.Instance != canary || !strings.Contains(d.Reason, "deadline") {
+		t.Fatalf("deadline: want halt, got %+v", d)
+	}
+}
+
+func TestStatus(t *testing.T) {
+	r := rec(5)
+	c := r.Cohort()[0]
+	st := r.Status(map[string]api.Instance{c: {Instance: c, Applied: 10, Rollout: "r1"}}, 10, time.Time{})
+	if len(st.Instances) != 5 || st.Instances[0].State != "applied" || st.Instances[1].State != "waiting" || st.Instances[1].Cohort != 1 {
+		t.Fatalf("status: %+v", st.Instances)
+	}
+	if r.InCohort(r.Instances[1]) || !r.InCohort(c) {
+		t.Fatalf("cohort membership wrong")
+	}
+	r.State = api.RolloutHalted
+	if r.InCohort(c) {
+		t.Fatalf("a halted rollout still serves its candidate")
+	}
+}

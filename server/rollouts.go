@@ -1,0 +1,754 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/rollout"
+	"github.com/shoelace-dev/shoelace/server/store"
+)
+
+// Staged rollouts (server/rollout holds the record and the gate).
+//
+// A write with ?canary= does not change the live tree: it stores a rollout record (with the
+// candidate tree) under sys/rollouts/<name> and marks the rollout active. Every replica keeps
+// the records in memory from its watch; a long-poll of an instance in the current cohort is
+// answered with shared/ + the candidate, the others with the live view. One replica at a time
+// (elected through etcd) moves the running rollouts: it reads the instances' reports, lets a
+// cohort bake, advances a step, halts, or promotes the candidate to the live tree in one
+// transaction. A failure report of the candidate halts the rollout at once on the replica that
+// took it. Every change of a record is compare-and-swap on its mod_revision.
+
+// rolloutTick is how often the elected replica looks at the running rollouts.
+const rolloutTick = 250 * time.Millisecond
+
+// reportErrorPrefix holds the last failure each instance reported (POST .../report), apart from
+// its record under instances/ that long-polls refresh: reportErrorPrefix<appliance>/<instance>.
+const reportErrorPrefix = "instance-errors/"
+
+// rolloutSet is what this replica knows of the rollouts, from its watch.
+type rolloutSet struct {
+	mu sync.RWMutex
+	m  map[string]*rollout.Record // by appliance
+	// baked is, on the elected replica, when each running rollout's cohort was first seen
+	// all applied (by rollout id); a new leader lets the cohort bake again.
+	baked map[string]time.Time
+}
+
+func (rs *rolloutSet) get(name string) *rollout.Record {
+	rs.mu.RLock()
+	defer rs.mu.RUnlock()
+	return rs.m[name]
+}
+
+// running lists the appliances whose rollout runs.
+func (rs *rolloutSet) running() []string {
+	rs.mu.RLock()
+	defer rs.mu.RUnlock()
+	var out []string
+	for n, r := range rs.m {
+		if r.Running() {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// set records appliance name's rollout record as of a watch event or a load (nil: none).
+func (rs *rolloutSet) set(name string, rec *rollout.Record) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.m == nil {
+		rs.m = map[string]*rollout.Record{}
+	}
+	if rec == nil {
+		delete(rs.m, name)
+		return
+	}
+	rs.m[name] = rec
+}
+
+// load replaces what is known with the records of m (system keys under rollout.Prefix).
+func (s *Server) loadRollouts(m map[string][]byte) {
+	recs := map[string]*rollout.Record{}
+	for k, v := range m {
+		name, ok := strings.CutPrefix(k, rollout.Prefix)
+		if !ok {
+			continue
+		}
+		var rec rollout.Record
+		if err := json.Unmarshal(v, &rec); err != nil {
+			s.log.Warn("unreadable rollout record", "appliance", name, "err", err)
+			continue
+		}
+		recs[name] = &rec
+	}
+	s.rollouts.mu.Lock()
+	old := s.rollouts.m
+	s.rollouts.m = recs
+	s.rollouts.mu.Unlock()
+	for name := range recs {
+		if !sameRollout(old[name], recs[name]) {
+			s.hub.touch(name, s.hub.current())
+		}
+	}
+}
+
+func sameRollout(a, b *rollout.Record) bool {
+	return a != nil && b != nil && a.ID == b.ID && a.State == b.State && a.Step == b.Step
+}
+
+// rolloutChanged applies a watch event of appliance name's rollout record, then wakes the
+// appliance's long-polls: the cohort's view changed (the record is known before they wake).
+func (s *Server) rolloutChanged(name string, c store.SysChange, rev int64) {
+	if c.Deleted {
+		s.rollouts.set(name, nil)
+	} else {
+		var rec rollout.Record
+		if err := json.Unmarshal(c.Value, &rec); err != nil {
+			s.log.Warn("unreadable rollout record", "appliance", name, "err", err)
+			return
+		}
+		s.rollouts.set(name, &rec)
+	}
+	s.hub.touch(name, rev)
+}
+
+// candidateFor returns the running rollout whose cohort holds instance, or nil.
+func (s *Server) candidateFor(name, instance string) *rollout.Record {
+	if rec := s.rollouts.get(name); rec.InCohort(instance) {
+		return rec
+	}
+	return nil
+}
+
+// rolloutParams reads a write's rollout query parameters: canary (a share) and with it step,
+// bake, deadline, manual. It returns nil when the write has no canary, and force, which lets a
+// plain write abort a rollout in progress.
+func rolloutParams(q url.Values) (st *api.RolloutStrategy, force bool, err error) {
+	if force, err = flag(q, "force"); err != nil {
+		return nil, false, err
+	}
+	if !q.Has("canary") {
+		for _, p := range []string{"step", "bake", "deadline", "manual"} {
+			if q.Has(p) {
+				return nil, false, api.Errorf(api.CodeInvalidRequest, "query parameter %s needs canary (the share of instances that get the change first)", p)
+			}
+		}
+		return nil, force, nil
+	}
+	if force {
+		return nil, false, api.Errorf(api.CodeInvalidRequest, "force aborts the rollout in progress for a plain write; a write with canary starts a rollout and cannot take force")
+	}
+	st = &api.RolloutStrategy{Deadline: api.Duration(rollout.DefaultDeadline)}
+	bad := func(err error) error { return api.Errorf(api.CodeInvalidRequest, "%s", err.Error()) }
+	if st.Canary, err = rollout.ParseShare("canary", q.Get("canary")); err != nil {
+		return nil, false, bad(err)
+	}
+	if q.Has("step") {
+		if st.Step, err = rollout.ParseShare("step", q.Get("step")); err != nil {
+			return nil, false, bad(err)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		to   *api.Duration
+	}{{"bake", &st.Bake}, {"deadline", &st.Deadline}} {
+		if !q.Has(d.name) {
+			continue
+		}
+		v, err := time.ParseDuration(q.Get(d.name))
+		if err != nil || v < 0 || v > 30*24*time.Hour {
+			return nil, false, api.Errorf(api.CodeInvalidRequest, "query parameter %s must be a duration such as 5m, between 0 and 720h, not %s", d.name, shorten(q.Get(d.name)))
+		}
+		*d.to = api.Duration(v)
+	}
+	if st.Deadline == 0 {
+		return nil, false, api.Errorf(api.CodeInvalidRequest, "query parameter deadline must be above 0: a silent canary must not stall a rollout for ever")
+	}
+	if st.Manual, err = flag(q, "manual"); err != nil {
+		return nil, false, err
+	}
+	return st, false, nil
+}
+
+// rolloutQuery are the query parameters rolloutParams reads, for query's allow-list.
+var rolloutQuery = []string{"canary", "step", "bake", "deadline", "manual", "force"}
+
+// abortForForce ends appliance name's running rollout, if any, for a plain write sent with
+// force (the write itself follows, guarded as usual).
+func (s *Server) abortForForce(ctx context.Context, r *http.Request, names ...string) error {
+	for _, name := range names {
+		if rec := s.rollouts.get(name); rec.Running() || s.rolloutActive(ctx, name) {
+			if _, err := s.endRollout(ctx, name, "", api.RolloutAborted, fmt.Sprintf("aborted by a write with force (token %s)", info(r).token), ""); err != nil && !errors.Is(err, errRolloutNotRunning) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// rolloutActive reads whether appliance name's rollout runs, from the store.
+func (s *Server) rolloutActive(ctx context.Context, name string) bool {
+	_, _, err := s.st.SysGet(ctx, rollout.ActivePrefix+name)
+	return err == nil
+}
+
+// startRollout creates appliance name's rollout of candidate (the appliance's whole own tree
+// as the write would leave it), for the write of kind that r makes.
+func (s *Server) startRollout(ctx context.Context, w http.ResponseWriter, r *http.Request, name string, candidate map[string]string, strat *api.RolloutStrategy, kind string, rollbackTo int64) error {
+	if len(candidate) == 0 {
+		return api.Errorf(api.CodeInvalidRequest, "the rollout would leave appliance %q without keys: an appliance without keys has no view to roll out; delete it without canary", name)
+	}
+	if err := s.st.CheckTree(ctx, name, candidate); err != nil {
+		return err
+	}
+	names, base, err := s.enrolledInstances(ctx, name)
+	if err != nil {
+		return err
+	}
+	if len(names) == 0 {
+		return api.Errorf(api.CodeConflict, "appliance %q has no enrolled instance seen in the last %s: a canary needs at least one (agents enroll when `shoelace-agent run` starts); write without canary to change every instance at once",
+			name, s.cfg.instanceStale())
+	}
+	now := time.Now().UTC()
+	ordered := rollout.Order(names)
+	rec := rollout.Record{ID: releaseIDFor(now), Appliance: name, State: api.RolloutRunning, Strategy: *strat, Candidate: candidate, Base: base,
+		Instances: ordered, Steps: rollout.Steps(len(ordered), strat.Canary, strat.Step), Started: now, StepStarted: now,
+		Message: r.Header.Get(api.HeaderMessage), Source: r.Header.Get(api.HeaderSource), Token: info(r).token, Kind: kind, RollbackTo: rollbackTo}
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	rev, err := s.st.StartRollout(ctx, name, data)
+	setIndex(w, rev)
+	if err != nil {
+		return err
+	}
+	s.rollouts.set(name, &rec)
+	s.audit(r, "rollout-start", []string{api.ApplianceRoot(name)}, rev)
+	s.log.Info("rollout started", "appliance", name, "rollout", rec.ID, "instances", len(ordered), "steps", rec.Steps, "kind", kind)
+	return writeJSON(w, http.StatusAccepted, rev, rec.Status(nil, rev, time.Time{}))
+}
+
+// releaseIDFor names a rollout like a release: sortable by time, unique.
+func releaseIDFor(t time.Time) string { return store.NewReleaseID(t) }
+
+// enrolledInstances lists appliance name's instances that may join a rollout: enrolled, and
+// seen within --instance-stale.
+func (s *Server) enrolledInstances(ctx context.Context, name string) ([]string, int64, error) {
+	reports, rev, err := s.instanceReports(ctx, name)
+	if err != nil {
+		return nil, 0, err
+	}
+	now := time.Now()
+	var out []string
+	for n, in := range reports {
+		if in.Enrolled && in.EnrolledAt != nil && in.EnrolledAt.Before(now) && now.Sub(in.LastSeen) <= s.cfg.instanceStale() {
+			out = append(out, n)
+		}
+	}
+	return out, rev, nil
+}
+
+// instanceReports reads appliance name's instance records with their last reported failure.
+func (s *Server) instanceReports(ctx context.Context, name string) (map[string]api.Instance, int64, error) {
+	m, rev, err := s.st.SysList(ctx, instancePrefix+name+"/", reportErrorPrefix+name+"/")
+	if err != nil {
+		return nil, 0, err
+	}
+	out := map[string]api.Instance{}
+	errs := map[string]api.Instance{}
+	for k, v := range m {
+		var in api.Instance
+		if json.Unmarshal(v, &in) != nil {
+			continue
+		}
+		if n, ok := strings.CutPrefix(k, instancePrefix+name+"/"); ok {
+			out[n] = in
+		} else if n, ok := strings.CutPrefix(k, reportErrorPrefix+name+"/"); ok {
+			errs[n] = in
+		}
+	}
+	for n, e := range errs {
+		if in, ok := out[n]; ok && (e.Token == in.Token || !in.Enrolled) {
+			in.Error, in.ErrorRevision, in.ErrorStage, in.ErrorRollout = e.Error, e.ErrorRevision, e.ErrorStage, e.ErrorRollout
+			out[n] = in
+		}
+	}
+	return out, rev, nil
+}
+
+var errRolloutNotRunning = errors.New("no rollout runs")
+
+// endRollout ends appliance name's running rollout (id, when not "", must be its id) in state
+// (halted or aborted) for reason; the cohort goes back to the live view.
+func (s *Server) endRollout(ctx context.Context, name, id, state, reason, instance string) (api.RolloutStatus, error) {
+	for try := 0; ; try++ {
+		data, rev, err := s.st.SysGet(ctx, rollout.Prefix+name)
+		if errors.Is(err, api.ErrNotFound) {
+			return api.RolloutStatus{}, errRolloutNotRunning
+		}
+		if err != nil {
+			return api.RolloutStatus{}, err
+		}
+		var rec rollout.Record
+		if err := json.Unmarshal(data, &rec); err != nil {
+			return api.RolloutStatus{}, fmt.Errorf("read the rollout of %s: %w", name, err)
+		}
+		if !rec.Running() || (id != "" && rec.ID != id) {
+			return rec.Status(nil, rev, time.Time{}), errRolloutNotRunning
+		}
+		now := time.Now().UTC()
+		rec.State, rec.Reason, rec.Instance, rec.Ended = state, reason, instance, &now
+		out, _ := json.Marshal(rec)
+		nrev, err := s.st.UpdateRollout(ctx, name, out, rev, false)
+		if errors.Is(err, api.ErrConflict) && try < 5 {
+			continue
+		}
+		if err != nil {
+			return api.RolloutStatus{}, err
+		}
+		s.rollouts.set(name, &rec)
+		s.log.Warn("rollout ended", "appliance", name, "rollout", rec.ID, "state", state, "reason", reason)
+		return rec.Status(nil, nrev, time.Time{}), nil
+	}
+}
+
+// runRollouts moves the running rollouts while this replica is the elected one, until ctx ends.
+func (s *Server) runRollouts(ctx context.Context) {
+	s.st.Lead(ctx, "rollouts", s.self.ID, func(ctx context.Context) {
+		s.log.Info("leading the rollouts")
+		t := time.NewTicker(rolloutTick)
+		defer t.Stop()
+		for {
+			for _, name := range s.rollouts.running() {
+				if err := s.stepRollout(ctx, name); err != nil && ctx.Err() == nil {
+					s.log.Warn("rollout step", "appliance", name, "err", err)
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}, s.log)
+}
+
+// stepRollout evaluates appliance name's running rollout once and acts on the decision.
+func (s *Server) stepRollout(ctx context.Context, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	data, rev, err := s.st.SysGet(ctx, rollout.Prefix+name)
+	if err != nil {
+		return err
+	}
+	var rec rollout.Record
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return err
+	}
+	if !rec.Running() {
+		return nil
+	}
+	reports, _, err := s.instanceReports(ctx, name)
+	if err != nil {
+		return err
+	}
+	s.rollouts.mu.Lock()
+	if s.rollouts.baked == nil {
+		s.rollouts.baked = map[string]time.Time{}
+	}
+	baked := s.rollouts.baked[rec.ID]
+	s.rollouts.mu.Unlock()
+	now := time.Now().UTC()
+	d := rec.Evaluate(reports, 1, baked, now)
+	setBaked := func(t time.Time) {
+		s.rollouts.mu.Lock()
+		if t.IsZero() {
+			delete(s.rollouts.baked, rec.ID)
+		} else {
+			s.rollouts.baked[rec.ID] = t
+		}
+		s.rollouts.mu.Unlock()
+	}
+	switch d.Action {
+	case rollout.Wait:
+		setBaked(d.BakedSince)
+		return nil
+	case rollout.Halt:
+		setBaked(time.Time{})
+		_, err := s.endRollout(ctx, name, rec.ID, api.RolloutHalted, d.Reason, d.Instance)
+		if errors.Is(err, errRolloutNotRunning) {
+			return nil
+		}
+		return err
+	}
+	setBaked(time.Time{})
+	if rec.Step+1 < len(rec.Steps) {
+		rec.Step++
+		rec.StepStarted, rec.Promote = now, false
+		out, _ := json.Marshal(rec)
+		if _, err := s.st.UpdateRollout(ctx, name, out, rev, true); err != nil {
+			return err
+		}
+		s.rollouts.set(name, &rec)
+		s.log.Info("rollout advanced", "appliance", name, "rollout", rec.ID, "step", rec.Step, "cohort", rec.Steps[rec.Step], "of", len(rec.Instances))
+		return nil
+	}
+	return s.promote(ctx, name, rec, rev)
+}
+
+// promote writes the rollout's candidate to the live tree, as a release, in one transaction
+// with the rollout's final record.
+func (s *Server) promote(ctx context.Context, name string, rec rollout.Record, rev int64) error {
+	now := time.Now().UTC()
+	rec.State, rec.Ended, rec.Promote = api.RolloutPromoted, &now, false
+	out, _ := json.Marshal(rec)
+	kind := api.KindApply
+	msg := fmt.Sprintf("rollout %s promoted", rec.ID)
+	if rec.Kind == api.KindRollback {
+		kind = api.KindRollback
+		msg = fmt.Sprintf("rollback of %s to revision %d, by rollout %s", name, rec.RollbackTo, rec.ID)
+	}
+	if rec.Message != "" {
+		msg += ": " + rec.Message
+	}
+	ri := store.ReleaseInfo{Token: rec.Token, Remote: "rollout " + rec.ID, Message: msg, Source: rec.Source, Kind: kind, Appliance: name, RollbackTo: rec.RollbackTo}
+	if s.sealer != nil {
+		ri.Seal = s.sealer.seal
+	}
+	wctx := store.WithPromotion(store.WithRelease(ctx, ri), name, out, rev)
+	lrev, err := s.st.Apply(wctx, name, maps.Clone(rec.Candidate), -1)
+	if err != nil {
+		return fmt.Errorf("promote rollout %s: %w", rec.ID, err)
+	}
+	s.kickPruner()
+	s.rollouts.set(name, &rec)
+	s.auditLog.Info("audit", "audit", true, "token", rec.Token, "remote", "rollout "+rec.ID, "op", "rollout-promote", "keys", []string{api.ApplianceRoot(name)}, "revision", lrev)
+	s.log.Info("rollout promoted", "appliance", name, "rollout", rec.ID, "revision", lrev)
+	return nil
+}
+
+func (s *Server) handleGetRollout(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	if err := api.ValidateSegment("appliance name", name); err != nil {
+		return err
+	}
+	if err := principalOf(r).mayRead(api.ApplianceRoot(name)); err != nil {
+		return forbidden("token %s may not read the rollout of %s: that needs a read grant on %s/", shorten(principalOf(r).name), shorten(name), api.ApplianceRoot(name))
+	}
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	data, rev, err := s.st.SysGet(ctx, rollout.Prefix+name)
+	if errors.Is(err, api.ErrNotFound) {
+		return api.Errorf(api.CodeNotFound, "appliance %q has had no rollout", name)
+	}
+	if err != nil {
+		return err
+	}
+	var rec rollout.Record
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return fmt.Errorf("read the rollout of %s: %w", name, err)
+	}
+	reports, _, err := s.instanceReports(ctx, name)
+	if err != nil {
+		return err
+	}
+	s.rollouts.mu.RLock()
+	baked := s.rollouts.baked[rec.ID]
+	s.rollouts.mu.RUnlock()
+	st := rec.Status(reports, rev, baked)
+	if rec.State == api.RolloutPromoted {
+		st.Release = rev
+	}
+	return writeJSON(w, http.StatusOK, rev, st)
+}
+
+func (s *Server) handlePostRollout(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	if err := api.ValidateSegment("appliance name", name); err != nil {
+		return err
+	}
+	if err := principalOf(r).mayWrite(api.ApplianceRoot(name)); err != nil {
+		return err
+	}
+	if err := s.writable(); err != nil {
+		return err
+	}
+	if err := jsonContent(r); err != nil {
+		return err
+	}
+	data, err := readBody(w, r, 4096, func() error { return api.Errorf(api.CodeBodyTooLarge, "rollout action body is over the limit of 4096 bytes") })
+	if err != nil {
+		return err
+	}
+	var act api.RolloutAction
+	if err := strictJSON(data, &act); err != nil {
+		return err
+	}
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	switch act.Action {
+	case "abort":
+		st, err := s.endRollout(ctx, name, "", api.RolloutAborted, fmt.Sprintf("aborted by token %s", info(r).token), "")
+		if errors.Is(err, errRolloutNotRunning) {
+			return api.Errorf(api.CodeConflict, "appliance %q has no rollout running: nothing to abort", name)
+		}
+		if err != nil {
+			return err
+		}
+		s.audit(r, "rollout-abort", []string{api.ApplianceRoot(name)}, st.Revision)
+		return writeJSON(w, http.StatusOK, st.Revision, st)
+	case "promote":
+		for try := 0; ; try++ {
+			raw, rev, err := s.st.SysGet(ctx, rollout.Prefix+name)
+			if errors.Is(err, api.ErrNotFound) {
+				return api.Errorf(api.CodeConflict, "appliance %q has no rollout running: nothing to promote", name)
+			}
+			if err != nil {
+				return err
+			}
+			var rec rollout.Record
+			if err := json.Unmarshal(raw, &rec); err != nil {
+				return err
+			}
+			if !rec.Running() {
+				return api.Errorf(api.CodeConflict, "the rollout %s of appliance %q is %s: nothing to promote", rec.ID, name, rec.State)
+			}
+			rec.Promote = true
+			out, _ := json.Marshal(rec)
+			nrev, err := s.st.UpdateRollout(ctx, name, out, rev, true)
+			if errors.Is(err, api.ErrConflict) && try < 5 {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			s.rollouts.set(name, &rec)
+			s.audit(r, "rollout-promote", []string{api.ApplianceRoot(name)}, nrev)
+			return writeJSON(w, http.StatusOK, nrev, rec.Status(nil, nrev, time.Time{}))
+		}
+	}
+	return api.Errorf(api.CodeInvalidRequest, "rollout action must be \"promote\" or \"abort\", not %s", shorten(act.Action))
+}
+
+// Limits of a report's text fields.
+const (
+	maxReportError    = 2048
+	maxReportTemplate = 512
+)
+
+// handleReport takes an agent's report of its last pass: what it applied (as long-polls say),
+// and the failure it met, kept apart under reportErrorPrefix. A failure of a running rollout's
+// candidate, reported by the enrolled instance itself, halts the rollout at once.
+func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	if err := api.ValidateSegment("appliance name", name); err != nil {
+		return err
+	}
+	if err := principalOf(r).mayReadView(name); err != nil {
+		return err
+	}
+	if err := jsonContent(r); err != nil {
+		return err
+	}
+	data, err := readBody(w, r, 16<<10, func() error { return api.Errorf(api.CodeBodyTooLarge, "report body is over the limit of 16 KiB") })
+	if err != nil {
+		return err
+	}
+	var rep api.Report
+	if err := strictJSON(data, &rep); err != nil {
+		return err
+	}
+	if err := api.ValidateSegment("instance name", rep.Instance); err != nil {
+		return err
+	}
+	if h := r.Header.Get(api.HeaderInstance); h != "" && h != rep.Instance {
+		return api.Errorf(api.CodeInvalidRequest, "the report's instance %s is not the request's %s %s", shorten(rep.Instance), api.HeaderInstance, shorten(h))
+	}
+	if rep.Applied < 0 || rep.Revision < 0 {
+		return api.Errorf(api.CodeInvalidRequest, "a report's revisions must not be negative")
+	}
+	switch rep.Stage {
+	case "", api.StageRender, api.StageCheck, api.StageCommand, api.StageHealth:
+	default:
+		return api.Errorf(api.CodeInvalidRequest, "a report's stage must be render, check, command or health, not %s", shorten(rep.Stage))
+	}
+	if len(rep.Rollout) > 64 || len(rep.Version) > 128 || len(rep.Template) > maxReportTemplate {
+		return api.Errorf(api.CodeInvalidRequest, "a report's rollout, version or template is too long")
+	}
+	rep.Error = cut(rep.Error, maxReportError)
+	now := time.Now().UTC().Truncate(time.Second)
+	in := api.Instance{Appliance: name, Instance: rep.Instance, Applied: rep.Applied, LastSeen: now, Remote: clientIP(r),
+		Token: principalOf(r).name, Rollout: rep.Rollout, Version: rep.Version}
+	s.takeReport(r.Context(), &in)
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	if err := s.recordFailure(ctx, name, rep, in); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, s.hub.current(), struct{}{})
+}
+
+// recordFailure keeps (or clears) the failure an instance reported, and halts the rollout whose
+// candidate failed when the report comes from the enrolled instance itself.
+func (s *Server) recordFailure(ctx context.Context, name string, rep api.Report, in api.Instance) error {
+	key := reportErrorPrefix + name + "/" + rep.Instance
+	if rep.Error == "" {
+		if s.reports.failureCleared(name + "/" + rep.Instance) {
+			if _, err := s.st.SysDelete(ctx, key); err != nil && !errors.Is(err, api.ErrNotFound) {
+				return err
+			}
+		}
+		return nil
+	}
+	in.Error, in.ErrorRevision, in.ErrorStage, in.ErrorRollout = rep.Error, rep.Revision, rep.Stage, rep.Rollout
+	if rep.Template != "" {
+		in.Error = rep.Template + ": " + rep.Error
+	}
+	data, _ := json.Marshal(in)
+	if _, err := s.st.SysPut(ctx, key, data, -1); err != nil {
+		return err
+	}
+	s.reports.failureNoted(name + "/" + rep.Instance)
+	rec := s.rollouts.get(name)
+	if !rec.Running() || rep.Rollout != rec.ID || !slices.Contains(rec.Cohort(), rep.Instance) {
+		return nil
+	}
+	reports, _, err := s.instanceReports(ctx, name)
+	if err != nil {
+		return err
+	}
+	if known, ok := reports[rep.Instance]; !ok || !known.Enrolled || known.Token != in.Token {
+		return nil // the elected replica judges it from the records
+	}
+	reason := fmt.Sprintf("instance %s failed the candidate at revision %d (%s): %s", rep.Instance, rep.Revision, cmpOr(rep.Stage, "stage not reported"), in.Error)
+	if _, err := s.endRollout(ctx, name, rec.ID, api.RolloutHalted, reason, rep.Instance); err != nil && !errors.Is(err, errRolloutNotRunning) {
+		return err
+	}
+	return nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// DefaultInstanceStale is --instance-stale's default.
+const DefaultInstanceStale = time.Hour
+
+// instanceStale is InstanceStale, or its default when unset.
+func (c Config) instanceStale() time.Duration {
+	if c.InstanceStale > 0 {
+		return c.InstanceStale
+	}
+	return DefaultInstanceStale
+}
+
+// rolloutOf returns the one appliance whose own keys every op touches, for a kv write or txn
+// sent with canary: a rollout changes one appliance's tree.
+func rolloutOf(ops []api.Op) (string, error) {
+	name := ""
+	for _, op := range ops {
+		n, ok := api.ApplianceOf(op.Key)
+		if !ok || op.Key == api.ApplianceRoot(n) {
+			return "", api.Errorf(api.CodeInvalidRequest, "a write with canary changes the keys of one appliance (appliances/NAME/…); %s is not one: shared/ and other keys go to every instance at once, so write them without canary", api.KeyText(op.Key))
+		}
+		if name != "" && n != name {
+			return "", api.Errorf(api.CodeInvalidRequest, "a write with canary changes the keys of one appliance, not of both %s and %s", name, n)
+		}
+		name = n
+	}
+	if name == "" {
+		return "", api.Errorf(api.CodeInvalidRequest, "a write with canary needs at least one key of an appliance")
+	}
+	return name, nil
+}
+
+// candidateOf returns appliance name's own tree as it is now with ops done to it.
+func (s *Server) candidateOf(ctx context.Context, name string, ops []api.Op) (map[string]string, error) {
+	root := api.ApplianceRoot(name) + "/"
+	kvs, _, err := s.st.List(ctx, api.ApplianceRoot(name), false)
+	if err != nil {
+		return nil, err
+	}
+	tree := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		tree[strings.TrimPrefix(kv.Key, root)] = kv.Value
+	}
+	for _, op := range ops {
+		rel := strings.TrimPrefix(op.Key, root)
+		switch op.Op {
+		case api.OpPut:
+			tree[rel] = op.Value
+		case api.OpDelete:
+			delete(tree, rel)
+			if op.Recurse {
+				for k := range tree {
+					if strings.HasPrefix(k, rel+"/") {
+						delete(tree, k)
+					}
+				}
+			}
+		}
+	}
+	return tree, nil
+}
+
+// errPlainWrite tells a write handler to go on with its plain write.
+var errPlainWrite = errors.New("plain write")
+
+// rolloutWrite starts a rollout for a kv write or txn of ops sent with canary (strat), or,
+// sent with force, aborts the rollouts of the appliances ops touch; errPlainWrite when the
+// handler's own write follows.
+func (s *Server) rolloutWrite(ctx context.Context, w http.ResponseWriter, r *http.Request, strat *api.RolloutStrategy, force bool, ops []api.Op, kind string) error {
+	if force {
+		var names []string
+		for _, op := range ops {
+			if n, ok := api.ApplianceOf(op.Key); ok && !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+			if op.Key == api.AppliancesPrefix && op.Recurse {
+				names = append(names, s.rollouts.running()...)
+			}
+		}
+		if err := s.abortForForce(ctx, r, names...); err != nil {
+			return err
+		}
+	}
+	if strat == nil {
+		return errPlainWrite
+	}
+	name, err := rolloutOf(ops)
+	if err != nil {
+		return err
+	}
+	cand, err := s.candidateOf(ctx, name, ops)
+	if err != nil {
+		return err
+	}
+	return s.startRollout(ctx, w, r, name, cand, strat, kind, 0)
+}

@@ -1,0 +1,208 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// enrollFleet writes n enrolled instance records of appliance web, seen now, reported by the
+// admin token (as an instance token would).
+func enrollFleet(t *testing.T, f *fixture, n int) []string {
+	t.Helper()
+	var names []string
+	at := time.Now().UTC().Add(-time.Minute)
+	for i := range n {
+		name := fmt.Sprintf("vm-%d", i)
+		names = append(names, name)
+		putRecord(t, f.st, api.Instance{Appliance: "web", Instance: name, LastSeen: time.Now().UTC(), Token: adminTokenName, Enrolled: true, EnrolledAt: &at})
+	}
+	return names
+}
+
+// viewOf reads web's view as instance sees it.
+func viewOf(t *testing.T, f *fixture, instance string) api.View {
+	t.Helper()
+	var v api.View
+	f.must(f.do("GET", "/v1/appliances/web", "", api.HeaderInstance, instance), 200, &v)
+	return v
+}
+
+func rolloutStatus(t *testing.T, f *fixture) api.RolloutStatus {
+	t.Helper()
+	var st api.RolloutStatus
+	f.must(f.do("GET", "/v1/appliances/web/rollout", ""), 200, &st)
+	return st
+}
+
+// report posts instance's report of having applied its current view (or failed it).
+func report(t *testing.T, f *fixture, instance string, v api.View, failure string) {
+	t.Helper()
+	rep := api.Report{Instance: instance, Revision: v.Revision, Applied: v.Revision, Rollout: v.Rollout}
+	if failure != "" {
+		rep.Applied, rep.Error, rep.Stage = 0, failure, api.StageCommand
+	}
+	b, _ := json.Marshal(rep)
+	f.must(f.do("POST", "/v1/appliances/web/report", string(b), "Content-Type", "application/json", api.HeaderInstance, instance), 200, nil)
+}
+
+// A rollout brings the candidate to the canary first, then step by step to every instance as
+// each cohort reports it applied, and ends as a release of the live tree; plain writes wait.
+func TestRollout_StepsThenPromotes(t *testing.T) {
+	f := newFixture(t)
+	f.put("shared/ntp", "pool")
+	f.put("appliances/web/port", "80")
+	fleet := enrollFleet(t, f, 5)
+
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/appliances/web?canary=20%25&step=40%25&bake=50ms", `{"keys":{"port":"8080"}}`, api.HeaderMessage, "new port"), http.StatusAccepted, &st)
+	if st.State != api.RolloutRunning || !slices.Equal(st.Steps, []int{1, 3, 5}) || len(st.Cohort) != 1 {
+		t.Fatalf("started: %+v", st)
+	}
+	canary := st.Cohort[0]
+	if v := viewOf(t, f, canary); v.Keys["port"] != "8080" || v.Keys["ntp"] != "pool" || v.Rollout != st.ID {
+		t.Fatalf("canary view: %+v", v)
+	}
+	for _, n := range fleet {
+		if n != canary {
+			if v := viewOf(t, f, n); v.Keys["port"] != "80" || v.Rollout != "" {
+				t.Fatalf("%s is not in the cohort but sees %+v", n, v)
+			}
+		}
+	}
+	if v := viewOf(t, f, ""); v.Keys["port"] != "80" {
+		t.Fatalf("a view without instance sees the candidate: %+v", v)
+	}
+	// Plain writes to the appliance are refused while it runs; shared/ is not.
+	f.mustErr(f.do("PUT", "/v1/kv/appliances/web/port", "81"), http.StatusConflict, api.CodeRolloutInProgress, "web", "rollout")
+	f.mustErr(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"81"}}`), http.StatusConflict, api.CodeRolloutInProgress)
+	f.mustErr(f.do("PUT", "/v1/appliances/web?canary=10%25", `{"keys":{"port":"82"}}`), http.StatusConflict, api.CodeRolloutInProgress)
+	f.put("shared/dns", "1.1.1.1")
+
+	// Each cohort in turn applies the candidate: the rollout advances to the end.
+	done := map[string]bool{}
+	waitFor(t, "the rollout to be promoted", func() bool {
+		st = rolloutStatus(t, f)
+		for _, n := range st.Cohort {
+			if !done[n] {
+				v := viewOf(t, f, n)
+				if v.Rollout != st.ID && st.State == api.RolloutRunning {
+					t.Fatalf("%s in the cohort without the candidate: %+v", n, v)
+				}
+				report(t, f, n, v, "")
+				done[n] = true
+			}
+		}
+		return st.State == api.RolloutPromoted
+	})
+	if len(done) != 5 {
+		t.Fatalf("promoted with %d of 5 instances reporting", len(done))
+	}
+	var kv api.KV
+	f.must(f.do("GET", "/v1/kv/appliances/web/port", ""), 200, &kv)
+	if kv.Value != "8080" {
+		t.Fatalf("live value after promotion: %q", kv.Value)
+	}
+	var rels api.Releases
+	f.must(f.do("GET", "/v1/appliances/web/releases", ""), 200, &rels)
+	if len(rels.Releases) == 0 || !strings.Contains(rels.Releases[0].Message, "rollout "+st.ID) || !strings.Contains(rels.Releases[0].Message, "new port") {
+		t.Fatalf("newest release: %+v", rels.Releases)
+	}
+	// Ended: plain writes go again, and every instance has the live view.
+	f.put("appliances/web/port", "8081")
+	if v := viewOf(t, f, canary); v.Keys["port"] != "8081" || v.Rollout != "" {
+		t.Fatalf("after the rollout: %+v", v)
+	}
+}
+
+// A failure reported by a canary halts the rollout at once and gives the canary back the live
+// view; the others never see the candidate. A halted rollout is final.
+func TestRollout_FailureHalts(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	enrollFleet(t, f, 5)
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=10%25&bake=1h", "bad"), http.StatusAccepted, &st)
+	canary := st.Cohort[0]
+	v := viewOf(t, f, canary)
+	if v.Keys["port"] != "bad" {
+		t.Fatalf("canary view: %+v", v)
+	}
+	report(t, f, canary, v, "systemctl reload nginx: exited with status 1")
+	st = rolloutStatus(t, f)
+	if st.State != api.RolloutHalted || st.Instance != canary || !strings.Contains(st.Reason, "status 1") {
+		t.Fatalf("after a failure: %+v", st)
+	}
+	if v := viewOf(t, f, canary); v.Keys["port"] != "80" || v.Rollout != "" {
+		t.Fatalf("canary still sees the candidate after the halt: %+v", v)
+	}
+	f.mustErr(f.do("POST", "/v1/appliances/web/rollout", `{"action":"promote"}`, "Content-Type", "application/json"), http.StatusConflict, api.CodeConflict, "halted")
+	// The next write with canary starts a new rollout.
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=10%25", "good"), http.StatusAccepted, &st)
+	if st.State != api.RolloutRunning {
+		t.Fatalf("new rollout: %+v", st)
+	}
+	// Abort by hand; then force: a plain write with force aborts the next one.
+	var ab api.RolloutStatus
+	f.must(f.do("POST", "/v1/appliances/web/rollout", `{"action":"abort"}`, "Content-Type", "application/json"), 200, &ab)
+	if ab.State != api.RolloutAborted {
+		t.Fatalf("abort: %+v", ab)
+	}
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=10%25", "again"), http.StatusAccepted, &st)
+	f.mustErr(f.do("PUT", "/v1/kv/appliances/web/port", "x"), http.StatusConflict, api.CodeRolloutInProgress)
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?force", "forced"), 200, nil)
+	if st = rolloutStatus(t, f); st.State != api.RolloutAborted || !strings.Contains(st.Reason, "force") {
+		t.Fatalf("after a forced write: %+v", st)
+	}
+}
+
+// A canary that never reports halts the rollout at its deadline; manual rollouts wait for
+// promote at each step.
+func TestRollout_DeadlineAndManual(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	enrollFleet(t, f, 2)
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=50%25&deadline=300ms", "x"), http.StatusAccepted, &st)
+	waitFor(t, "the deadline to halt the rollout", func() bool { return rolloutStatus(t, f).State == api.RolloutHalted })
+	if st = rolloutStatus(t, f); !strings.Contains(st.Reason, "deadline") || st.Instance == "" {
+		t.Fatalf("deadline halt: %+v", st)
+	}
+
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=50%25&manual", "y"), http.StatusAccepted, &st)
+	c := st.Cohort[0]
+	report(t, f, c, viewOf(t, f, c), "")
+	waitFor(t, "the canary to bake", func() bool { return rolloutStatus(t, f).BakedSince != nil })
+	if st = rolloutStatus(t, f); st.Step != 0 || st.State != api.RolloutRunning {
+		t.Fatalf("manual rollout moved by itself: %+v", st)
+	}
+	f.must(f.do("POST", "/v1/appliances/web/rollout", `{"action":"promote"}`, "Content-Type", "application/json"), 200, nil)
+	waitFor(t, "the second step", func() bool { return rolloutStatus(t, f).Step == 1 })
+}
+
+// Bad rollout parameters are refused with the rule they break; no instance, no rollout.
+func TestRollout_BadInput(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	f.put("shared/ntp", "x")
+	for _, c := range []struct{ path, body, words string }{
+		{"/v1/kv/appliances/web/port?canary=0%25", "1", "canary"},
+		{"/v1/kv/appliances/web/port?canary=150%25", "1", "canary"},
+		{"/v1/kv/appliances/web/port?step=10%25", "1", "needs canary"},
+		{"/v1/kv/appliances/web/port?canary=10%25&bake=forever", "1", "bake"},
+		{"/v1/kv/appliances/web/port?canary=10%25&deadline=0s", "1", "deadline"},
+		{"/v1/kv/appliances/web/port?canary=10%25&cas=3", "1", "cas"},
+		{"/v1/kv/shared/ntp?canary=10%25", "1", "shared"},
+	} {
+		f.mustErr(f.do("PUT", c.path, c.body), http.StatusBadRequest, api.CodeInvalidRequest, c.words)
+	}
+	f.mustErr(f.do("PUT", "/v1/kv/appliances/web/port?canary=10%25", "1"), http.StatusConflict, api.CodeConflict, "no enrolled instance")
+	f.mustErr(f.do("GET", "/v1/appliances/web/rollout", ""), http.StatusNotFound, api.CodeNotFound)
+	f.mustErr(f.do("POST", "/v1/appliances/web/rollout", `{"action":"dance"}`, "Content-Type", "application/json"), http.StatusBadRequest, api.CodeInvalidRequest, "promote")
+}

@@ -1,0 +1,155 @@
+package store
+
+import (
+	"context"
+	"slices"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/rollout"
+)
+
+// Rollouts.
+//
+// While an appliance's rollout runs, the system key rollout.ActivePrefix+<name> exists, and
+// every write that touches the appliance's own keys carries the guard "that key does not
+// exist" in its transaction: a plain write during a rollout is refused with
+// api.CodeRolloutInProgress, and a rollout that starts while a write is on its way makes that
+// write fail its guard instead of slipping under the rollout. The rollout's own last step (its
+// promotion) writes the candidate to the live tree with WithPromotion: it passes the guard, and
+// in the same transaction it writes the rollout's final record and removes the active key.
+
+type promotionKey struct{}
+
+type promotion struct {
+	name   string
+	record []byte
+	cas    int64 // the rollout record's mod_revision it was read at
+}
+
+// WithPromotion marks the write made with ctx as the promotion of appliance name's rollout: it
+// is not refused for that rollout, and it puts record (the rollout's final record) in the same
+// transaction, guarded on the record's mod_revision still being cas, and ends the rollout.
+func WithPromotion(ctx context.Context, name string, record []byte, cas int64) context.Context {
+	return context.WithValue(ctx, promotionKey{}, &promotion{name: name, record: record, cas: cas})
+}
+
+// rolloutGuard is what a write to the appliances of e adds to its transaction for rollouts.
+type rolloutGuard struct {
+	cmps []clientv3.Cmp
+	ops  []clientv3.Op
+	all  bool     // the write covers every appliance
+	apps []string // the appliances guarded
+}
+
+func (s *Store) rolloutGuard(ctx context.Context, e edits) rolloutGuard {
+	var g rolloutGuard
+	names, all := appliancesOf(e)
+	p, _ := ctx.Value(promotionKey{}).(*promotion)
+	if all {
+		g.all = true
+		g.cmps = append(g.cmps, clientv3.Compare(clientv3.CreateRevision(s.sysRoot+rollout.ActivePrefix), "=", 0).WithPrefix())
+	}
+	for _, n := range names {
+		if p != nil && p.name == n {
+			rk := s.sysRoot + rollout.Prefix + n
+			g.cmps = append(g.cmps, clientv3.Compare(clientv3.ModRevision(rk), "=", p.cas))
+			g.ops = append(g.ops, clientv3.OpPut(rk, string(p.record)), clientv3.OpDelete(s.sysRoot+rollout.ActivePrefix+n))
+			continue
+		}
+		g.apps = append(g.apps, n)
+		if !all {
+			g.cmps = append(g.cmps, clientv3.Compare(clientv3.CreateRevision(s.sysRoot+rollout.ActivePrefix+n), "=", 0))
+		}
+	}
+	return g
+}
+
+func (g rolloutGuard) wrap(parts txnParts) txnParts {
+	if len(g.cmps) == 0 {
+		return parts
+	}
+	return func(m marker) ([]clientv3.Cmp, []clientv3.Op, []clientv3.Op) {
+		m.cmps = append(slices.Clip(m.cmps), g.cmps...)
+		m.ops = append(slices.Clip(m.ops), g.ops...)
+		return parts(m)
+	}
+}
+
+// refused returns the error for a write that g's guard stopped, or nil when g held (the write
+// failed for another reason).
+func (s *Store) rolloutRefusal(ctx context.Context, g rolloutGuard) (error, error) {
+	if len(g.cmps) == 0 {
+		return nil, nil
+	}
+	held, err := s.holds(ctx, g.cmps)
+	if err != nil || held {
+		return nil, err
+	}
+	rctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(rctx, s.sysRoot+rollout.ActivePrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, s.etcdErr(rctx, "read the rollouts in progress", err)
+	}
+	for _, kv := range resp.Kvs {
+		n := strings.TrimPrefix(string(kv.Key), s.sysRoot+rollout.ActivePrefix)
+		if g.all || slices.Contains(g.apps, n) {
+			return RolloutInProgress(n), nil
+		}
+	}
+	return api.Errorf(api.CodeConflict, "the rollout being promoted changed meanwhile (aborted or halted): not promoted"), nil
+}
+
+// RolloutInProgress is the refusal of a plain write to appliance name during its rollout.
+func RolloutInProgress(name string) error {
+	return api.Errorf(api.CodeRolloutInProgress, "appliance %q has a rollout in progress: writes to its keys are refused until it is promoted, halted or aborted "+
+		"(see `shoelace appliance rollout status %s`; write with --canary after it ends, or with --force to abort it and write)", name, name)
+}
+
+// StartRollout stores appliance name's new rollout record and marks it running, unless a
+// rollout of the appliance already runs (api.CodeRolloutInProgress). It answers the revision.
+func (s *Store) StartRollout(ctx context.Context, name string, record []byte) (int64, error) {
+	if err := api.ValidateSegment("appliance name", name); err != nil {
+		return 0, err
+	}
+	ak := s.sysRoot + rollout.ActivePrefix + name
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(ak), "=", 0)}
+	ops := []clientv3.Op{clientv3.OpPut(s.sysRoot+rollout.Prefix+name, string(record)), clientv3.OpPut(ak, "")}
+	w, err := s.commit(ctx, "start the rollout of "+name, nil, plainTxn(cmps, ops, nil))
+	if err != nil {
+		return 0, err
+	}
+	if !w.succeeded {
+		return w.rev, RolloutInProgress(name)
+	}
+	return w.rev, nil
+}
+
+// UpdateRollout writes appliance name's rollout record, guarded on its mod_revision being cas
+// (api.ErrConflict otherwise); unless running, the rollout ends (plain writes are allowed again).
+func (s *Store) UpdateRollout(ctx context.Context, name string, record []byte, cas int64, running bool) (int64, error) {
+	rk := s.sysRoot + rollout.Prefix + name
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(rk), "=", cas)}
+	ops := []clientv3.Op{clientv3.OpPut(rk, string(record))}
+	if !running {
+		ops = append(ops, clientv3.OpDelete(s.sysRoot+rollout.ActivePrefix+name))
+	}
+	w, err := s.commit(ctx, "update the rollout of "+name, nil, plainTxn(cmps, ops, nil))
+	if err != nil {
+		return 0, err
+	}
+	if !w.succeeded {
+		return w.rev, api.Errorf(api.CodeConflict, "the rollout of %q changed meanwhile; read it again", name)
+	}
+	return w.rev, nil
+}
+
+// CheckTree checks appliance name's own tree (relative keys) against its schema, as a write
+// that left it so would be checked; nil when it has none.
+func (s *Store) CheckTree(ctx context.Context, name string, tree map[string]string) error {
+	_, err := s.guardFor(ctx, edits{applyName: name, apply: tree})
+	return err
+}
