@@ -496,7 +496,9 @@ func (s *Server) handlePostRollout(w http.ResponseWriter, r *http.Request) error
 	if err := jsonContent(r); err != nil {
 		return err
 	}
-	data, err := readBody(w, r, 4096, func() error { return api.Errorf(api.CodeBodyTooLarge, "rollout action body is over the limit of 4096 bytes") })
+	data, err := readBody(w, r, 4096, func() error {
+		return api.Errorf(api.CodeBodyTooLarge, "rollout action body is over the limit of 4096 bytes")
+	})
 	if err != nil {
 		return err
 	}
