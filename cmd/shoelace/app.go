@@ -269,12 +269,13 @@ func (e *cliEnv) connectWith(ctx context.Context, c *cli.Context, withToken bool
 	}
 	e.addr = c.String(flagAddr)
 	cl, err := client.New(e.addr, client.Options{
-		Token:     token,
-		CAFile:    c.String(flagCAFile),
-		Retries:   2,
-		Message:   c.String(flagMessage),
-		Source:    c.String(flagSource),
-		UserAgent: "shoelace/" + version,
+		Token:      token,
+		CAFile:     c.String(flagCAFile),
+		Retries:    2,
+		Message:    c.String(flagMessage),
+		Source:     c.String(flagSource),
+		UserAgent:  "shoelace/" + version,
+		WriteQuery: rolloutQuery(c),
 	})
 	if err != nil {
 		return nil, usagef("--addr/--ca-file: %v", err)

@@ -76,7 +76,7 @@ EXAMPLES:
 				Name:      "wait",
 				Usage:     "wait until an appliance's agents have applied a revision (the end of a rollout)",
 				ArgsUsage: "NAME",
-				UsageText: "shoelace appliance wait NAME --revision REV [--min N] [--seen-within 5m] [--for 10m] [--interval 2s] [--output json]",
+				UsageText: "shoelace appliance wait NAME [--revision REV] [--min N] [--seen-within 5m] [--for 10m] [--interval 2s] [--output json]",
 				Description: `Waits until every agent of NAME that is alive has applied REV or a later revision, and at
 least --min of them (default 1) have. REV is what a write printed ("revision 42"). An agent
 reports the revision it applied on each request for its view (see "shoelace appliance
@@ -86,12 +86,16 @@ that; a VM that is gone drops out after it). Asks every --interval; the global -
 each request; a server that is away or answers 503/429 is asked again until --for ends.
 Prints "N agents applied revision REV" (with --output json {"appliance","revision","instances"})
 and exits 0; after --for, exits 1 naming the agents still behind.
+When the appliance's rollout started at or after REV (a write with --canary printed its
+revision), or runs and --revision is left out, it waits for the rollout to end instead: exit 0
+when it was promoted to every instance, exit 7 when it halted or was aborted, naming the
+instance and its error.
 
 EXAMPLES:
    rev=$(shoelace appliance apply web -f web.yaml | cut -d' ' -f2)
    shoelace appliance wait web --revision "$rev" --min 3 --for 5m`,
 				Flags: []cli.Flag{
-					&cli.Int64Flag{Name: "revision", Usage: "the `REVISION` every agent must have applied (required)"},
+					&cli.Int64Flag{Name: "revision", Usage: "the `REVISION` every agent must have applied (required unless a rollout runs)"},
 					&cli.IntFlag{Name: "min", Value: 1, Usage: "at least `N` agents must have applied it"},
 					&cli.DurationFlag{Name: "seen-within", Value: 5 * time.Minute, Usage: "agents that reported within this of the newest report count"},
 					&cli.DurationFlag{Name: "for", Value: 10 * time.Minute, Usage: "give up after this long (exit 1)"},
@@ -99,6 +103,7 @@ EXAMPLES:
 				},
 				Action: e.applianceWait,
 			},
+			rolloutCommand(e),
 			{
 				Name:      "apply",
 				Usage:     "replace an appliance's own keys with a file's, in one transaction",
@@ -121,11 +126,11 @@ EXAMPLES:
    shoelace appliance export web-frontend | shoelace appliance apply web-staging -f -
    shoelace appliance apply web-frontend -f web-frontend.yaml --dry-run   # review, then:
    shoelace appliance apply web-frontend -f web-frontend.yaml --cas 42`,
-				Flags: []cli.Flag{
+				Flags: append([]cli.Flag{
 					&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "`FILE` with the keys (- for stdin)"},
 					&cli.Int64Flag{Name: "cas", DefaultText: "unconditional", Usage: "apply only if the appliance is unchanged since `REVISION`"},
 					&cli.BoolFlag{Name: "dry-run", Usage: "print what the apply would put, change and delete; write nothing"},
-				},
+				}, rolloutFlags()...),
 				Action: e.applianceApply,
 			},
 			{
@@ -151,9 +156,9 @@ EXAMPLES:
    shoelace appliance rollback web-frontend --to 42 -m "bad TLS settings"
    shoelace appliance rollback web-frontend --to previous
    rev=$(shoelace appliance apply web -f web.yaml | cut -d' ' -f2); shoelace appliance rollback web --to $((rev-1))`,
-				Flags: []cli.Flag{
+				Flags: append([]cli.Flag{
 					&cli.StringFlag{Name: "to", Usage: "the `REVISION` whose keys to restore, or previous (required)"},
-				},
+				}, rolloutFlags()...),
 				Action: e.applianceRollback,
 			},
 			{
@@ -374,6 +379,9 @@ func (e *cliEnv) applianceApply(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := checkRolloutFlags(c); err != nil {
+		return err
+	}
 	file := c.String("file")
 	if file == "" {
 		return usagef("%smissing -f FILE (or -f - for stdin)", errPrefix(c))
@@ -413,6 +421,9 @@ func (e *cliEnv) applianceApply(c *cli.Context) error {
 	rev, err := s.client.Apply(s.ctx, name, body, contentTypeOf(file, body), cas)
 	if err != nil {
 		return err
+	}
+	if c.String("canary") != "" {
+		return e.printRolloutStarted(s, name)
 	}
 	return printRevision(e.stdout, s.json, rev)
 }
@@ -556,6 +567,9 @@ func (e *cliEnv) applianceRollback(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := checkRolloutFlags(c); err != nil {
+		return err
+	}
 	arg := c.String("to")
 	to, perr := strconv.ParseInt(arg, 10, 64)
 	if arg != "previous" && (perr != nil || to <= 0) {
@@ -589,6 +603,10 @@ func (e *cliEnv) applianceRollback(c *cli.Context) error {
 	}
 	if err != nil {
 		return err
+	}
+	if c.String("canary") != "" {
+		fmt.Fprintf(e.stderr, "rolling %s back to its %d keys at revision %d, as a staged rollout\n", name, n, to)
+		return e.printRolloutStarted(s, name)
 	}
 	fmt.Fprintf(e.stderr, "rolled %s back to its %d keys at revision %d\n", name, n, to)
 	return printRevision(e.stdout, s.json, rev)
@@ -763,8 +781,8 @@ func (e *cliEnv) applianceWait(c *cli.Context) error {
 	rev, min := c.Int64("revision"), c.Int("min")
 	seen, wait, every := c.Duration("seen-within"), c.Duration("for"), c.Duration("interval")
 	switch {
-	case rev <= 0:
-		return usagef("%s--revision REV is required: the revision a write printed (revision 42)", errPrefix(c))
+	case rev < 0 || (rev == 0 && c.IsSet("revision")):
+		return usagef("%s--revision REV must be the revision a write printed (revision 42)", errPrefix(c))
 	case min < 1:
 		return usagef("%s--min must be at least 1", errPrefix(c))
 	case seen <= 0 || wait <= 0 || every <= 0:
@@ -775,6 +793,13 @@ func (e *cliEnv) applianceWait(c *cli.Context) error {
 		return err
 	}
 	deadline := time.Now().Add(wait)
+	// A write with --canary printed the revision of its rollout: follow the rollout to its end.
+	if followed, err := e.waitRollout(c.Context, s, name, rev, every, deadline); followed || err != nil {
+		return err
+	}
+	if rev == 0 {
+		return usagef("%s--revision REV is required when no rollout of %s runs: the revision a write printed (revision 42)", errPrefix(c), name)
+	}
 	failing := false
 	said := time.Now() // when the last progress line was printed: the first comes after waitProgressEvery
 	for {

@@ -71,9 +71,9 @@ EXAMPLES:
    shoelace kv put appliances/web/tls/cert - < cert.pem
    rev=$(shoelace kv get appliances/web/port -o json | jq .mod_revision)
    shoelace kv put appliances/web/port 8081 --cas "$rev"`,
-				Flags: []cli.Flag{
+				Flags: append([]cli.Flag{
 					&cli.Int64Flag{Name: "cas", DefaultText: "unconditional", Usage: "write only if the key's mod_revision is `REVISION` (0: must not exist)"},
-				},
+				}, rolloutFlags()...),
 				Action: e.kvPut,
 			},
 			{
@@ -103,6 +103,7 @@ EXAMPLES:
    shoelace kv rm appliances/retired-app --recurse`,
 				Flags: []cli.Flag{
 					&cli.BoolFlag{Name: "recurse", Aliases: []string{"r"}, Usage: "delete every key under KEY too"},
+					forceFlag(),
 				},
 				Action: e.kvRemove,
 			},
@@ -160,6 +161,9 @@ func (e *cliEnv) kvPut(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := checkRolloutFlags(c); err != nil {
+		return err
+	}
 	value := []byte(a[1])
 	if a[1] == "-" {
 		if value, err = io.ReadAll(e.stdin); err != nil {
@@ -174,6 +178,9 @@ func (e *cliEnv) kvPut(c *cli.Context) error {
 	rev, err := s.client.Put(s.ctx, a[0], value, cas)
 	if err != nil {
 		return err
+	}
+	if name, ok := api.ApplianceOf(a[0]); ok && c.String("canary") != "" {
+		return e.printRolloutStarted(s, name)
 	}
 	return printRevision(e.stdout, s.json, rev)
 }

@@ -42,6 +42,9 @@ type Options struct {
 	Message, Source string
 	// UserAgent is sent as User-Agent.
 	UserAgent string
+	// WriteQuery is added to the query of every write (not GET): a rollout's canary and
+	// strategy, or force.
+	WriteQuery url.Values
 }
 
 // Client talks to one Shoelace server. It is safe for concurrent use.
@@ -169,8 +172,18 @@ func (c *Client) once(ctx context.Context, r Request) (Meta, []byte, error) {
 	u := *c.base
 	u.Path = c.base.Path + r.Path
 	u.RawPath = c.base.Path + escapePath(r.Path)
-	if len(r.Query) > 0 {
-		u.RawQuery = r.Query.Encode()
+	q := r.Query
+	if len(c.opts.WriteQuery) > 0 && r.Method != http.MethodGet && r.Method != http.MethodHead {
+		q = url.Values{}
+		for k, vs := range r.Query {
+			q[k] = vs
+		}
+		for k, vs := range c.opts.WriteQuery {
+			q[k] = vs
+		}
+	}
+	if len(q) > 0 {
+		u.RawQuery = q.Encode()
 	}
 	var body io.Reader
 	if r.Body != nil {

@@ -5,59 +5,78 @@ import (
 	"log/slog"
 	"time"
 
-	"go.etcd.io/etcd/client/v3/concurrency"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// leaderTTL is the lease of an elected replica, in seconds: when it dies, another one takes
-// over within about this long.
-const leaderTTL = 10
+// Timings of Lead.
+const (
+	// leaderTTL is the lease of an elected replica, in seconds: when it dies, another one takes
+	// over within about this long.
+	leaderTTL = 10
+	// leaderRetry is how often a replica that is not the leader tries to become it.
+	leaderRetry = 2 * time.Second
+)
 
 // Lead runs fn while this replica (id) is the elected leader of role, among every replica of
-// the store, until ctx ends: it campaigns through an etcd election under a lease of its own,
-// runs fn with a context that ends when the lease is lost (or ctx ends), and campaigns again.
-// At most one replica runs fn for a role at a time, for as long as the lease holds.
+// the store, until ctx ends. The leader holds the system key leaders/<role>, created only
+// while absent and bound to a lease of its own that it keeps alive; fn's context ends when the
+// lease is lost (or ctx ends), and the replica tries again. The others try every leaderRetry.
+// At most one replica runs fn for a role at a time, for as long as its lease holds. Every etcd
+// call is bounded by ctx (so that Lead returns at once when ctx ends, even with etcd away).
 func (s *Store) Lead(ctx context.Context, role, id string, fn func(ctx context.Context), log *slog.Logger) {
-	pause := time.Second
 	for ctx.Err() == nil {
-		if err := s.leadOnce(ctx, role, id, fn); err != nil && ctx.Err() == nil {
+		led, err := s.leadOnce(ctx, role, id, fn)
+		if err != nil && ctx.Err() == nil {
 			log.Debug("election", "role", role, "err", err)
-			t := time.NewTimer(pause)
-			select {
-			case <-ctx.Done():
-			case <-t.C:
-			}
-			t.Stop()
-			pause = min(2*pause, 30*time.Second)
+		}
+		if led {
 			continue
 		}
-		pause = time.Second
+		t := time.NewTimer(leaderRetry)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
 	}
 }
 
-func (s *Store) leadOnce(ctx context.Context, role, id string, fn func(ctx context.Context)) error {
-	sess, err := concurrency.NewSession(s.cli, concurrency.WithTTL(leaderTTL), concurrency.WithContext(ctx))
+// leadOnce tries to become the leader of role once; when it does, it runs fn until the lease
+// is lost, and reports true.
+func (s *Store) leadOnce(ctx context.Context, role, id string, fn func(ctx context.Context)) (bool, error) {
+	key := s.sysRoot + "leaders/" + role
+	gctx, cancel := s.opCtx(ctx)
+	lease, err := s.cli.Grant(gctx, leaderTTL)
+	cancel()
 	if err != nil {
-		return err
+		return false, err
 	}
-	defer sess.Close()
-	el := concurrency.NewElection(sess, s.sysRoot+"leaders/"+role)
-	if err := el.Campaign(ctx, id); err != nil {
-		return err
+	revoke := func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		_, _ = s.cli.Revoke(rctx, lease.ID)
 	}
-	lctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	tctx, cancel := s.opCtx(ctx)
+	resp, err := s.cli.Txn(tctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, id, clientv3.WithLease(lease.ID))).Commit()
+	cancel()
+	if err != nil || !resp.Succeeded {
+		revoke()
+		return false, err
+	}
+	lctx, stop := context.WithCancel(ctx)
+	defer stop()
+	alive, err := s.cli.KeepAlive(lctx, lease.ID)
+	if err != nil {
+		revoke()
+		return false, err
+	}
 	go func() {
-		select {
-		case <-sess.Done():
-			cancel()
-		case <-lctx.Done():
+		for range alive { // closed when the lease cannot be kept alive any more, or lctx ends
 		}
+		stop()
 	}()
 	fn(lctx)
-	if ctx.Err() == nil {
-		rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = el.Resign(rctx)
-		rcancel()
-	}
-	return nil
+	revoke() // hand over at once rather than at the lease's expiry
+	return true, nil
 }

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// rolloutFlags are the flags of a write that may start a rollout instead of changing every
+// instance at once (appliance apply and rollback, kv put).
+func rolloutFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "canary", Usage: "start a staged rollout: the `SHARE` of the appliance's enrolled instances (10% or 0.1) that get the change first; the live keys change only when it is promoted"},
+		&cli.StringFlag{Name: "step", Usage: "with --canary: the `SHARE` of instances added at each step after the canary (default: all the rest at once)"},
+		&cli.DurationFlag{Name: "bake", Usage: "with --canary: how long each cohort must run the change without a failure before the next step"},
+		&cli.DurationFlag{Name: "deadline", Value: 30 * time.Minute, Usage: "with --canary: halt when a cohort has not applied the change within this long"},
+		&cli.BoolFlag{Name: "manual", Usage: "with --canary: wait for `shoelace appliance rollout promote` at each step"},
+		forceFlag(),
+	}
+}
+
+// forceFlag lets a plain write abort the appliance's rollout in progress.
+func forceFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "force", Usage: "abort the appliance's rollout in progress, then write (without it such a write is refused, exit 7)"}
+}
+
+// rolloutQuery turns the rollout flags of c into the write's query parameters.
+func rolloutQuery(c *cli.Context) url.Values {
+	q := url.Values{}
+	if v := c.String("canary"); v != "" {
+		q.Set("canary", v)
+		if v := c.String("step"); v != "" {
+			q.Set("step", v)
+		}
+		if c.IsSet("bake") {
+			q.Set("bake", c.Duration("bake").String())
+		}
+		if c.IsSet("deadline") {
+			q.Set("deadline", c.Duration("deadline").String())
+		}
+		if c.Bool("manual") {
+			q.Set("manual", "true")
+		}
+	}
+	if c.Bool("force") {
+		q.Set("force", "true")
+	}
+	return q
+}
+
+// checkRolloutFlags refuses strategy flags without --canary, and --canary with --force.
+func checkRolloutFlags(c *cli.Context) error {
+	if c.String("canary") == "" {
+		for _, f := range []string{"step", "bake", "deadline", "manual"} {
+			if c.IsSet(f) {
+				return usagef("%s--%s needs --canary (the share of instances that get the change first)", errPrefix(c), f)
+			}
+		}
+		return nil
+	}
+	if c.Bool("force") {
+		return usagef("%s--force aborts a rollout for a plain write; a write with --canary starts one: give one of them", errPrefix(c))
+	}
+	return nil
+}
+
+// printRolloutStarted tells that a write started a rollout of appliance name instead of
+// changing the live keys.
+func (e *cliEnv) printRolloutStarted(s *session, name string) error {
+	st, _, err := s.client.Rollout(s.ctx, name)
+	if err != nil {
+		return err
+	}
+	if s.json {
+		return printJSON(e.stdout, st)
+	}
+	fmt.Fprintf(e.stderr, "rollout %s of %s started: %d of %d instances get the change first (%s); follow it with: shoelace appliance rollout status %s\n",
+		st.ID, name, len(st.Cohort), len(st.Instances), strings.Join(st.Cohort, ", "), name)
+	return printRevision(e.stdout, false, st.Revision)
+}
+
+func rolloutCommand(e *cliEnv) *cli.Command {
+	sub := func(name, usage string, action cli.ActionFunc, flags ...cli.Flag) *cli.Command {
+		return &cli.Command{Name: name, Usage: usage, ArgsUsage: "NAME", Action: action, Flags: flags}
+	}
+	return &cli.Command{
+		Name:  "rollout",
+		Usage: "follow, promote or abort an appliance's staged rollout",
+		Description: `A write with --canary (appliance apply, appliance rollback, kv put) starts a rollout: the
+appliance's live keys stay as they are, a share of its enrolled instances (in an order drawn
+from their names, so a VM keeps its place) gets the new keys first, then more at each --step
+once every instance of the cohort has applied them for --bake without a failure. A failed
+render, check, reload or health command on any of them, or a cohort that has not applied the
+change within --deadline, halts the rollout: those instances go back to the live keys (and
+their agents restore their previous files). The last step writes the change to the live keys
+as a release.
+
+EXAMPLES:
+   shoelace appliance apply web -f web.yaml --canary 10% --step 25% --bake 5m
+   shoelace appliance rollout status web
+   shoelace appliance rollout promote web     # the next step now (manual rollouts wait for it)
+   shoelace appliance rollout abort web       # every instance back on the live keys`,
+		Subcommands: []*cli.Command{
+			sub("status", "print the appliance's current or last rollout: state, step, cohort, each instance", e.rolloutStatus),
+			sub("promote", "move a running rollout to its next step now, without waiting for the bake", e.rolloutAction("promote")),
+			sub("abort", "end a running rollout: every instance goes back to the live keys", e.rolloutAction("abort")),
+		},
+	}
+}
+
+func (e *cliEnv) rolloutStatus(c *cli.Context) error {
+	name, s, err := e.connectAppliance(c)
+	if err != nil {
+		return err
+	}
+	defer s.cancel()
+	st, _, err := s.client.Rollout(s.ctx, name)
+	if err != nil {
+		return err
+	}
+	if s.json {
+		return printJSON(e.stdout, st)
+	}
+	return printRollout(e.stdout, st)
+}
+
+func (e *cliEnv) rolloutAction(action string) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		name, s, err := e.connectAppliance(c)
+		if err != nil {
+			return err
+		}
+		defer s.cancel()
+		st, err := s.client.RolloutAction(s.ctx, name, action)
+		if err != nil {
+			return err
+		}
+		if s.json {
+			return printJSON(e.stdout, st)
+		}
+		return printRollout(e.stdout, st)
+	}
+}
+
+// printRollout prints a rollout's status for people.
+func printRollout(w io.Writer, st api.RolloutStatus) error {
+	fmt.Fprintf(w, "rollout %s of %s: %s", st.ID, st.Appliance, st.State)
+	if st.State == api.RolloutRunning {
+		fmt.Fprintf(w, ", step %d of %d (%d of %d instances have the change)", st.Step+1, len(st.Steps), len(st.Cohort), len(st.Instances))
+		if st.BakedSince != nil {
+			fmt.Fprintf(w, ", baking since %s", st.BakedSince.Local().Format(time.TimeOnly))
+		}
+	}
+	fmt.Fprintln(w)
+	if st.Reason != "" {
+		fmt.Fprintf(w, "  reason: %s\n", st.Reason)
+	}
+	strat := fmt.Sprintf("canary %g%%", st.Strategy.Canary*100)
+	if st.Strategy.Step > 0 {
+		strat += fmt.Sprintf(", step %g%%", st.Strategy.Step*100)
+	}
+	strat += fmt.Sprintf(", bake %s, deadline %s", time.Duration(st.Strategy.Bake), time.Duration(st.Strategy.Deadline))
+	if st.Strategy.Manual {
+		strat += ", manual"
+	}
+	fmt.Fprintf(w, "  strategy: %s\n  started: %s by %s (%s)", strat, st.Started.Local().Format(time.DateTime), orDash(st.Token), orDash(st.Kind))
+	if st.Message != "" {
+		fmt.Fprintf(w, ": %s", oneLine(st.Message))
+	}
+	fmt.Fprintln(w)
+	for _, in := range st.Instances {
+		cohort := "-"
+		switch {
+		case in.Cohort == 0:
+			cohort = "canary"
+		case in.Cohort > 0:
+			cohort = fmt.Sprintf("step %d", in.Cohort+1)
+		}
+		line := fmt.Sprintf("  %-24s %-8s %-8s applied %d", in.Instance, cohort, in.State, in.Applied)
+		if in.Error != "" {
+			line += "  error: " + oneLine(in.Error)
+		}
+		fmt.Fprintln(w, line)
+	}
+	return nil
+}
+
+// errRolloutEnded is how appliance wait reports a rollout that halted or was aborted (exit 7).
+func rolloutEnded(st api.RolloutStatus) error {
+	return &exitCodeError{code: exitUnknown, err: fmt.Errorf("appliance wait %s: rollout %s %s: %s", st.Appliance, st.ID, st.State, orDash(st.Reason))}
+}
+
+// waitRollout follows appliance name's rollout started at or after revision rev (any running
+// one when rev is 0) until it ends: nil when promoted, rolloutEnded when halted or aborted.
+// It reports false when there is no such rollout (the plain wait applies).
+func (e *cliEnv) waitRollout(ctx context.Context, s *session, name string, rev int64, every time.Duration, deadline time.Time) (bool, error) {
+	said := time.Now()
+	for {
+		st, _, err := s.client.Rollout(ctx, name)
+		if errors.Is(err, api.ErrNotFound) {
+			return false, nil
+		}
+		if err == nil {
+			if st.State != api.RolloutRunning && (rev == 0 || st.Revision < rev) {
+				return false, nil // an older rollout: not the one this wait is about
+			}
+			switch st.State {
+			case api.RolloutPromoted:
+				if s.json {
+					return true, printJSON(e.stdout, st)
+				}
+				_, err := fmt.Fprintf(e.stdout, "rollout %s of %s promoted to all %d instances (revision %d)\n", st.ID, name, len(st.Instances), st.Revision)
+				return true, err
+			case api.RolloutHalted, api.RolloutAborted:
+				if s.json {
+					_ = printJSON(e.stdout, st)
+				}
+				return true, rolloutEnded(st)
+			}
+			if now := time.Now(); now.Sub(said) >= waitProgressEvery {
+				fmt.Fprintf(e.stderr, "appliance wait %s: rollout %s step %d of %d, %d of %d instances have the change; waiting\n",
+					name, st.ID, st.Step+1, len(st.Steps), len(st.Cohort), len(st.Instances))
+				said = now
+			}
+		} else if exitCode(err) != exitUnavailable {
+			return true, err
+		}
+		if !time.Now().Add(every).Before(deadline) {
+			return true, fmt.Errorf("appliance wait %s: the rollout has not ended after the time given with --for", name)
+		}
+		select {
+		case <-time.After(every):
+		case <-ctx.Done():
+			return true, ctx.Err()
+		}
+	}
+}
