@@ -203,10 +203,13 @@ func rolloutEnded(st api.RolloutStatus) error {
 // It reports false when there is no such rollout (the plain wait applies).
 func (e *cliEnv) waitRollout(ctx context.Context, s *session, name string, rev int64, every time.Duration, deadline time.Time) (bool, error) {
 	said := time.Now()
-	for {
+	for seen := false; ; seen = true {
 		st, _, err := s.client.Rollout(ctx, name)
 		if errors.Is(err, api.ErrNotFound) {
 			return false, nil
+		}
+		if err != nil && !seen && rev > 0 {
+			return false, nil // the plain wait asks again, and says so
 		}
 		if err == nil {
 			if st.State != api.RolloutRunning && (rev == 0 || st.Revision < rev) {
@@ -234,6 +237,9 @@ func (e *cliEnv) waitRollout(ctx context.Context, s *session, name string, rev i
 			return true, err
 		}
 		if !time.Now().Add(every).Before(deadline) {
+			if err != nil {
+				return true, fmt.Errorf("appliance wait %s: the server still fails: %w", name, err)
+			}
 			return true, fmt.Errorf("appliance wait %s: the rollout has not ended after the time given with --for", name)
 		}
 		select {
