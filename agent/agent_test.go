@@ -643,10 +643,12 @@ func TestAgent_RunServesMetrics(t *testing.T) {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
 		body = string(b)
-		// The pass's gauges are set once its commands ran: wait for both.
-		return strings.Contains(body, "shoelace_agent_command_failures_total 1") && strings.Contains(body, "shoelace_agent_applied_revision 10\n")
+		// The pass's gauges are set once its commands ran: wait for both. A failed reload is a
+		// failed pass: nothing is applied (the file stays: a first install has no previous one).
+		return strings.Contains(body, "shoelace_agent_command_failures_total 1") && strings.Contains(body, "shoelace_agent_view_revision 10\n")
 	})
-	for _, want := range []string{"shoelace_agent_renders_total 1\n", "shoelace_agent_applied_revision 10\n", "shoelace_agent_view_revision 10\n",
+	for _, want := range []string{"shoelace_agent_renders_total 1\n", "shoelace_agent_applied_revision 0\n", "shoelace_agent_view_revision 10\n",
+		"shoelace_agent_rollbacks_total 0\n", "shoelace_agent_health_failures_total 0\n",
 		"shoelace_agent_from_cache 0\n", "shoelace_agent_check_failures_total 0\n", "shoelace_agent_seconds_since_last_sync "} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q:\n%s", want, body)
