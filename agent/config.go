@@ -283,6 +283,7 @@ var goTypeNames = map[string]string{
 	"[]string":         "a list such as [/etc/nginx]",
 	"string":           "a string",
 	"bool":             "true or false",
+	"int":              "a whole number",
 }
 
 // decodeStrict decodes one YAML document into out with unknown fields refused, and rewrites
