@@ -196,6 +196,11 @@ templates:
     check: nginx -t -c "$SHOELACE_STAGED"   # validates the staged file; non-zero = not installed
     command: systemctl reload nginx      # runs when the file changed, via /bin/sh -c
     command_timeout: 30s
+    on_command_failure: rollback         # default; or keep (see "Reloads" below)
+    health: curl -fsS http://127.0.0.1/health   # optional; runs after the command, part of the reload
+    health_timeout: 10s                  # per run of health
+    health_retries: 3                    # runs again up to this many times before the reload fails
+    health_interval: 1s                  # pause before each retry
 `)
 	cfg, err := agent.LoadConfig(path)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/shoelace-dev/shoelace/agent"
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
 )
 
 // fileState is a file's bytes, mode, owner and inode, to compare a restored file with.
@@ -313,4 +314,40 @@ func TestAgent_RunReportsFailureAndRollout(t *testing.T) {
 		st, err := agent.LoadStatus(dir+"/cache", "web")
 		return err == nil && st.Revision == 13 && st.Rollout == "ro-1" && st.Applied == 13
 	})
+}
+
+// An install that fails midway through a group (the rename of its second file) puts the first
+// file back, and the command does not run.
+func TestAgent_GroupInstallFailurePutsBackTheFirstFile(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1", "b": "1"})
+	a, dir, _ := testAgent(t, srv, header+`templates:
+  - contents: "a={{ key \"a\" }}\n"
+    destination: $DIR/a
+    command: echo reload >> $DIR/commands
+  - contents: "b={{ key \"b\" }}\n"
+    destination: $DIR/b
+    command: echo reload >> $DIR/commands
+`)
+	wantA, wantB := oldFiles(t, dir)
+	defer agent.SetInstallStaged(func(s *atomicfile.Staged) error {
+		if strings.HasSuffix(s.Path(), "/b") {
+			s.Discard()
+			return syscall.EIO
+		}
+		return s.Install()
+	})()
+	err := a.Once(context.Background(), "", false)
+	if err == nil || !strings.Contains(err.Error(), "install "+dir+"/b") || !strings.Contains(err.Error(), dir+"/a put back") {
+		t.Fatalf("Once = %v, want b's install failure and a put back", err)
+	}
+	if got := stateOf(t, dir+"/a"); got != wantA {
+		t.Fatalf("a = %+v, want it put back %+v", got, wantA)
+	}
+	if got := stateOf(t, dir+"/b"); got != wantB {
+		t.Fatalf("b = %+v, want it untouched %+v", got, wantB)
+	}
+	if got := lines(t, dir+"/commands"); len(got) != 0 {
+		t.Fatalf("commands = %v, want none", got)
+	}
+	assertNoTemp(t, dir)
 }
