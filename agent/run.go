@@ -73,7 +73,9 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // loop is the state of Run. Only step (and start) change it, in Run's goroutine; the poller,
-// the persister and the reporter are goroutines it hands work to through channels.
+// the persister and the reporter are goroutines it hands work to through channels. The state
+// of one pass (staged groups, installed files, commands owed) is a pass's (group.go); what the
+// server was told is the reporter's and, for long-polls, the poller's last ack.
 type loop struct {
 	a   *Agent
 	ctx context.Context
@@ -352,7 +354,6 @@ func (l *loop) ackPoller() {
 // everything (failed reloads are tried again). A bad config is logged and the running one kept.
 func (l *loop) reload() {
 	a := l.a
-	l.pending = nil
 	if a.opts.ConfigPath == "" {
 		a.log.Warn("reload asked but the agent has no config file")
 		return
@@ -365,7 +366,13 @@ func (l *loop) reload() {
 		return
 	}
 	old := a.cfg
+	// The poller starts again from the view rendered: a view waiting for wait's timers is
+	// fetched again at once.
 	l.stopPoller()
+	l.pending = nil
+	stopTimer(l.quiet)
+	stopTimer(l.deadline)
+	l.quiet, l.deadline = nil, nil
 	defer l.startPoller()
 	oldClient, oldTmpls, oldInstance := a.client, a.tmpls, a.instance
 	if err := a.configure(cfg); err != nil {
