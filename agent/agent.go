@@ -31,6 +31,8 @@ type Options struct {
 	UserAgent string
 	// Notify reports service state (systemd's sd_notify); nil functions are skipped.
 	Notify Notifier
+	// Version is the agent's version, sent with its reports.
+	Version string
 }
 
 // Notifier reports service state, such as to systemd.
@@ -49,14 +51,14 @@ type Agent struct {
 	tmpls    []*tmpl
 
 	applied atomic.Int64 // last revision at which every template was in place
-	metrics metrics
-	persist *persister // set while Run runs
+	// appliedRollout is the rollout of the view at applied ("" for the live view); Run's only.
+	appliedRollout string
+	metrics        metrics
+	persist        *persister // set while Run runs
 	// recordOwed is set while Run runs: commands owed for installed files are recorded in
 	// cache_dir (owed.go), which owed mirrors.
 	recordOwed bool
 	owed       []owedCommand
-	// reportNow asks the poller to re-send its long-poll so that it reports a new applied revision.
-	reportNow chan struct{}
 }
 
 // New parses every template of cfg (which must be validated) and returns an agent.
@@ -177,12 +179,14 @@ func (a *Agent) fetch(ctx context.Context) (*view, error) {
 	if rev == 0 {
 		rev = meta.Index
 	}
-	return &view{Store: meta.Store, Revision: rev, Keys: v.Keys}, nil
+	return &view{Store: meta.Store, Revision: rev, Keys: v.Keys, Rollout: v.Rollout}, nil
 }
 
 // Once fetches a fresh view (never the cache, and writes none), renders the templates of
 // stage ("" for all) and returns nil only when every one of them is in place. Selecting no
-// template is an error. A failing command is logged, not returned: its file is in place.
+// template is an error. A failed reload whose files were restored is an error; one whose new
+// files were kept (on_command_failure: keep, or a first install) is logged, not returned:
+// its files are in place.
 func (a *Agent) Once(ctx context.Context, stage string, noCommands bool) error {
 	sel, err := a.selectStage(stage)
 	if err != nil {
@@ -197,8 +201,18 @@ func (a *Agent) Once(ctx context.Context, stage string, noCommands bool) error {
 	a.logPass(v, res, time.Since(start))
 	// What `status` shows; the view itself is never cached by once.
 	a.writeStatus(v, res)
+	var missing []string
+	for _, f := range res.failures {
+		if !f.inPlace {
+			missing = append(missing, f.String())
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%d of %d templates not in place at revision %d: %s", len(missing), len(sel), v.Revision, strings.Join(missing, "; "))
+	}
 	if !res.ok() {
-		return fmt.Errorf("%d of %d templates not in place at revision %d: %s", len(res.failed), len(sel), v.Revision, strings.Join(res.failed, "; "))
+		a.log.Warn("all templates in place, but a reload failed", "templates", len(sel), "revision", v.Revision, "error", res.failures[0].String())
+		return nil
 	}
 	a.log.Info("all templates in place", "templates", len(sel), "rendered", len(res.rendered), "revision", v.Revision, "stage", stage)
 	return nil

@@ -43,6 +43,12 @@ type viewServer struct {
 	instance string
 	requests int
 	maxWait  time.Duration // cap of a long-poll's wait (default 2s, to keep tests quick)
+	rollout  string        // sent as the view's rollout when set
+	// reports are the bodies POSTed to /v1/appliances/{name}/report (the real server's route
+	// is another part's); rollouts the X-Shoelace-Rollout headers of the long-polls, with the
+	// applied revision ("applied/rollout").
+	reports  []api.Report
+	rollouts []string
 }
 
 func newViewServer(t *testing.T, keys map[string]string) *viewServer {
@@ -63,8 +69,19 @@ func (s *viewServer) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.requests++
+	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/report") {
+		var rep api.Report
+		if err := json.NewDecoder(r.Body).Decode(&rep); err != nil || r.Header.Get("Authorization") != "Bearer secret-token" {
+			http.Error(w, `{"error":{"code":"invalid_body","message":"bad report"}}`, 400)
+			return
+		}
+		s.reports = append(s.reports, rep)
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
 	if a := r.Header.Get(api.HeaderApplied); a != "" {
 		s.applied = append(s.applied, a)
+		s.rollouts = append(s.rollouts, a+"/"+r.Header.Get(api.HeaderRollout))
 	}
 	s.instance = r.Header.Get(api.HeaderInstance)
 	if r.Header.Get("Authorization") != "Bearer secret-token" {
@@ -115,7 +132,7 @@ func (s *viewServer) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set(api.HeaderIndex, strconv.FormatInt(s.rev, 10))
 	w.Header().Set(api.HeaderStore, s.store)
 	// The appliance the request names (tests use web, and secrets for a secret scope).
-	json.NewEncoder(w).Encode(api.View{Appliance: path.Base(r.URL.Path), Revision: s.rev, Keys: s.keys})
+	json.NewEncoder(w).Encode(api.View{Appliance: path.Base(r.URL.Path), Revision: s.rev, Keys: s.keys, Rollout: s.rollout})
 }
 
 // set changes keys (nil value deletes) at a new revision.
@@ -643,10 +660,12 @@ func TestAgent_RunServesMetrics(t *testing.T) {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
 		body = string(b)
-		// The pass's gauges are set once its commands ran: wait for both.
-		return strings.Contains(body, "shoelace_agent_command_failures_total 1") && strings.Contains(body, "shoelace_agent_applied_revision 10\n")
+		// The pass's gauges are set once its commands ran: wait for both. A failed reload is a
+		// failed pass: nothing is applied (the file stays: a first install has no previous one).
+		return strings.Contains(body, "shoelace_agent_command_failures_total 1") && strings.Contains(body, "shoelace_agent_view_revision 10\n")
 	})
-	for _, want := range []string{"shoelace_agent_renders_total 1\n", "shoelace_agent_applied_revision 10\n", "shoelace_agent_view_revision 10\n",
+	for _, want := range []string{"shoelace_agent_renders_total 1\n", "shoelace_agent_applied_revision 0\n", "shoelace_agent_view_revision 10\n",
+		"shoelace_agent_rollbacks_total 0\n", "shoelace_agent_health_failures_total 0\n",
 		"shoelace_agent_from_cache 0\n", "shoelace_agent_check_failures_total 0\n", "shoelace_agent_seconds_since_last_sync "} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q:\n%s", want, body)

@@ -18,7 +18,14 @@ type Cached struct {
 	Store     string            `json:"store"`
 	Revision  int64             `json:"revision"`
 	Keys      map[string]string `json:"keys"`
-	Saved     time.Time         `json:"saved"`
+	// Rollout names the rollout whose candidate the view was ("" for the live view).
+	Rollout string    `json:"rollout,omitempty"`
+	Saved   time.Time `json:"saved"`
+}
+
+// view is the cached view, to render from.
+func (c *Cached) view() *view {
+	return &view{Store: c.Store, Revision: c.Revision, Keys: c.Keys, Rollout: c.Rollout, FromCache: true}
 }
 
 // ownFile is how the agent writes its own files in cache_dir (the view with its secrets, the
@@ -89,6 +96,7 @@ type Status struct {
 	Store     string           `json:"store"`
 	Revision  int64            `json:"revision"`
 	Applied   int64            `json:"applied"`
+	Rollout   string           `json:"rollout,omitempty"` // the rollout of the view at Revision
 	FromCache bool             `json:"from_cache,omitempty"`
 	LastSync  time.Time        `json:"last_sync,omitzero"`
 	LastError string           `json:"last_error,omitempty"`

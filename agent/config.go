@@ -27,6 +27,15 @@ const (
 	DefaultConfigPath     = "/etc/shoelace/agent.yaml"
 	DefaultCacheDir       = "/var/lib/shoelace"
 	DefaultCommandTimeout = 30 * time.Second
+	// DefaultHealthTimeout bounds one run of a template's health command.
+	DefaultHealthTimeout = 10 * time.Second
+	// DefaultHealthRetries is how many more times a failing health command runs before the
+	// reload counts as failed.
+	DefaultHealthRetries = 3
+	// DefaultHealthInterval is the pause before each retry of a health command.
+	DefaultHealthInterval = time.Second
+	// maxHealthRetries bounds health_retries: a reload must end.
+	maxHealthRetries = 100
 	// DefaultPollWait is how long one long-poll may be held by the server.
 	DefaultPollWait = 55 * time.Second
 )
@@ -35,6 +44,16 @@ const (
 const (
 	StageApplication = "application"
 	StageSystem      = "system"
+)
+
+// What a template's on_command_failure does when its group's reload (command, then health)
+// fails.
+const (
+	// OnFailureRollback restores the group's previous files and runs the command again (the
+	// default). A group none of whose files existed before has nothing to go back to: it is kept.
+	OnFailureRollback = "rollback"
+	// OnFailureKeep leaves the new files in place.
+	OnFailureKeep = "keep"
 )
 
 // maxTokenBytes bounds a token file, which holds one line.
@@ -88,6 +107,15 @@ type Template struct {
 	Check          string   `yaml:"check"`
 	Command        string   `yaml:"command"`
 	CommandTimeout Duration `yaml:"command_timeout"`
+	// OnCommandFailure is rollback (default) or keep: what a failed reload of the template's
+	// group does to the files it installed. Templates that share a command must agree.
+	OnCommandFailure string `yaml:"on_command_failure"`
+	// Health runs after the reload command (or after the install, without one); its failure
+	// fails the reload. HealthRetries more runs, HealthInterval apart, may pass it first.
+	Health         string   `yaml:"health"`
+	HealthTimeout  Duration `yaml:"health_timeout"`
+	HealthRetries  *int     `yaml:"health_retries"`
+	HealthInterval Duration `yaml:"health_interval"`
 	// AllowFile enables the template functions that read local files (file, fileExists). Off by
 	// default: a template sees only its appliance's view. (An extension of DESIGN.md's schema.)
 	AllowFile bool `yaml:"allow_file"`
@@ -116,6 +144,33 @@ func (t *Template) Timeout() time.Duration {
 		return time.Duration(t.CommandTimeout)
 	}
 	return DefaultCommandTimeout
+}
+
+// OnFailure is on_command_failure or its default.
+func (t *Template) OnFailure() string { return cmp.Or(t.OnCommandFailure, OnFailureRollback) }
+
+// HealthTimeoutOrDefault is health_timeout or its default.
+func (t *Template) HealthTimeoutOrDefault() time.Duration {
+	if t.HealthTimeout > 0 {
+		return time.Duration(t.HealthTimeout)
+	}
+	return DefaultHealthTimeout
+}
+
+// Retries is health_retries or its default.
+func (t *Template) Retries() int {
+	if t.HealthRetries != nil {
+		return *t.HealthRetries
+	}
+	return DefaultHealthRetries
+}
+
+// Interval is health_interval or its default.
+func (t *Template) Interval() time.Duration {
+	if t.HealthInterval > 0 {
+		return time.Duration(t.HealthInterval)
+	}
+	return DefaultHealthInterval
 }
 
 // where names the entry in messages: file:line and its destination.
@@ -228,6 +283,7 @@ var goTypeNames = map[string]string{
 	"[]string":         "a list such as [/etc/nginx]",
 	"string":           "a string",
 	"bool":             "true or false",
+	"int":              "a whole number",
 }
 
 // decodeStrict decodes one YAML document into out with unknown fields refused, and rewrites
@@ -486,11 +542,25 @@ func (c *Config) Validate() error {
 		if left, right := cmp.Or(t.LeftDelimiter, "{{"), cmp.Or(t.RightDelimiter, "}}"); left == right {
 			add("%s: left_delimiter and right_delimiter must differ (both are %q)", w, left)
 		}
-		if strings.ContainsRune(t.Command, 0) || strings.ContainsRune(t.Check, 0) {
-			add("%s: check and command must not contain NUL bytes", w)
+		if strings.ContainsRune(t.Command, 0) || strings.ContainsRune(t.Check, 0) || strings.ContainsRune(t.Health, 0) {
+			add("%s: check, command and health must not contain NUL bytes", w)
 		}
 		if t.CommandTimeout > 0 && time.Duration(t.CommandTimeout) < 10*time.Millisecond {
 			add("%s: command_timeout %s is too short (at least 10ms)", w, time.Duration(t.CommandTimeout))
+		}
+		switch t.OnCommandFailure {
+		case "", OnFailureRollback, OnFailureKeep:
+		default:
+			add("%s: on_command_failure %q must be %q (restore the previous files, the default) or %q (leave the new ones)", w, t.OnCommandFailure, OnFailureRollback, OnFailureKeep)
+		}
+		if t.Health == "" && (t.HealthTimeout > 0 || t.HealthRetries != nil || t.HealthInterval > 0) {
+			add("%s: health_timeout, health_retries and health_interval need a health command", w)
+		}
+		if t.HealthTimeout > 0 && time.Duration(t.HealthTimeout) < 10*time.Millisecond {
+			add("%s: health_timeout %s is too short (at least 10ms)", w, time.Duration(t.HealthTimeout))
+		}
+		if t.HealthRetries != nil && (*t.HealthRetries < 0 || *t.HealthRetries > maxHealthRetries) {
+			add("%s: health_retries %d must be between 0 and %d", w, *t.HealthRetries, maxHealthRetries)
 		}
 		// Read and parse the template too, so that a missing source or a syntax error is
 		// reported with the rest instead of after they are mended.
@@ -498,6 +568,23 @@ func (c *Config) Validate() error {
 			if _, err := parseTemplate(t); err != nil {
 				add("%v", err)
 			}
+		}
+	}
+	// Templates that share a command are one group: installed together and undone together.
+	byCommand := map[string]*Template{}
+	for i := range c.Templates {
+		t := &c.Templates[i]
+		if t.Command == "" {
+			continue
+		}
+		first, ok := byCommand[t.Command]
+		if !ok {
+			byCommand[t.Command] = t
+			continue
+		}
+		if first.OnFailure() != t.OnFailure() {
+			add("%s: on_command_failure %s differs from %s of %s, which shares its command %q: templates that share a command are undone together, so they must agree",
+				t.where(), t.OnFailure(), first.OnFailure(), first.where(), t.Command)
 		}
 	}
 	if len(errs) > 0 {

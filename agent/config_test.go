@@ -80,6 +80,18 @@ func TestLoadConfig_Defaults(t *testing.T) {
 	if cfg.Wait.Enabled() {
 		t.Fatal("wait is on by default")
 	}
+	if tc.OnFailure() != agent.OnFailureRollback || tc.HealthTimeoutOrDefault() != agent.DefaultHealthTimeout || tc.Retries() != agent.DefaultHealthRetries ||
+		tc.Interval() != agent.DefaultHealthInterval || agent.DefaultHealthTimeout != 10*time.Second || agent.DefaultHealthRetries != 3 || agent.DefaultHealthInterval != time.Second {
+		t.Fatalf("reload defaults: %s %s %d %s", tc.OnFailure(), tc.HealthTimeoutOrDefault(), tc.Retries(), tc.Interval())
+	}
+	// health_retries: 0 is one run, not the default.
+	_, path = writeConfig(t, "server: http://h:1\nappliance: a\ntoken: t\ntemplates:\n  - contents: x\n    destination: /tmp/x\n    health: \"true\"\n    health_retries: 0\n    on_command_failure: keep\n")
+	if cfg, err = agent.LoadConfig(path); err != nil {
+		t.Fatal(err)
+	}
+	if tc := cfg.Templates[0]; tc.Retries() != 0 || tc.OnFailure() != agent.OnFailureKeep {
+		t.Fatalf("health_retries 0 / keep read as %d / %s", tc.Retries(), tc.OnFailure())
+	}
 }
 
 func TestLoadConfig_Invalid(t *testing.T) {
@@ -126,6 +138,12 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		{"wait not a mapping", base + "wait: 5s\n" + tmpl, []string{"agent.yaml:4: want a mapping such as {min: 2s, max: 10s}, not a string `5s`"}},
 		{"templates not a list", base + tok + "templates:\n  contents: x\n", []string{`agent.yaml:6: want a list of template entries (each starting with "- "), not a mapping`}},
 		{"tiny timeout", base + tmpl + "    command_timeout: 1ns\n", []string{"command_timeout 1ns is too short"}},
+		{"bad on_command_failure", base + tmpl + "    on_command_failure: retry\n", []string{`on_command_failure "retry" must be "rollback" (restore the previous files, the default) or "keep"`}},
+		{"group disagrees on on_command_failure", base + tok + "templates:\n  - contents: x\n    destination: $DIR/a\n    command: reload\n  - contents: y\n    destination: $DIR/b\n    command: reload\n    on_command_failure: keep\n",
+			[]string{"agent.yaml:9: template $DIR/b: on_command_failure keep differs from rollback of", "agent.yaml:6: template $DIR/a, which shares its command \"reload\""}},
+		{"health settings without health", base + tmpl + "    health_retries: 2\n", []string{"health_timeout, health_retries and health_interval need a health command"}},
+		{"negative health_retries", base + tmpl + "    health: \"true\"\n    health_retries: -1\n", []string{"health_retries -1 must be between 0 and 100"}},
+		{"tiny health_timeout", base + tmpl + "    health: \"true\"\n    health_timeout: 1ms\n", []string{"health_timeout 1ms is too short"}},
 		{"several problems", "appliance: web/x\n" + "templates:\n  - contents: x\n", []string{"4 problems", "server is required", "invalid appliance name", "destination is required"}},
 		{"missing source among other problems", base + tok + "templates:\n  - source: $DIR/nope.tmpl\n    destination: $DIR/a\n  - contents: x\n    destination: b.conf\n",
 			[]string{"2 problems", "agent.yaml:6: template $DIR/a: read source", "nope.tmpl: no such file", `destination "b.conf" must be an absolute path`}},
@@ -178,6 +196,11 @@ templates:
     check: nginx -t -c "$SHOELACE_STAGED"   # validates the staged file; non-zero = not installed
     command: systemctl reload nginx      # runs when the file changed, via /bin/sh -c
     command_timeout: 30s
+    on_command_failure: rollback         # default; or keep (see "Reloads" below)
+    health: curl -fsS http://127.0.0.1/health   # optional; runs after the command, part of the reload
+    health_timeout: 10s                  # per run of health
+    health_retries: 3                    # runs again up to this many times before the reload fails
+    health_interval: 1s                  # pause before each retry
 `)
 	cfg, err := agent.LoadConfig(path)
 	if err != nil {

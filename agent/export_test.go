@@ -2,9 +2,9 @@ package agent
 
 import "github.com/shoelace-dev/shoelace/internal/atomicfile"
 
-// SetInstallFile replaces the install of rendered files for a test; the returned func restores it.
-func SetInstallFile(f func(path string, data []byte, opts atomicfile.Options) (bool, error)) (restore func()) {
-	old := installFile
-	installFile = f
-	return func() { installFile = old }
+// SetInstallStaged replaces the install of staged files for a test; the returned func restores it.
+func SetInstallStaged(f func(s *atomicfile.Staged) error) (restore func()) {
+	old := installStaged
+	installStaged = f
+	return func() { installStaged = old }
 }

@@ -98,25 +98,27 @@ func (a *Agent) loadOwedAtStart() {
 	}
 }
 
-// owe records, before t's file is renamed into place at revision rev, that t's command is owed.
-// A record that cannot be written is logged, not fatal: the install goes on.
-func (a *Agent) owe(t *tmpl, rev int64) {
-	timeout := t.cfg.Timeout().Milliseconds()
-	i := slices.IndexFunc(a.owed, func(o owedCommand) bool { return o.Command == t.cfg.Command })
+// owe records, before the files dests are renamed into place at revision rev, that command is
+// owed for them. A record that cannot be written is logged, not fatal: the install goes on.
+func (a *Agent) owe(command string, timeout time.Duration, dests []string, rev int64) {
+	ms := timeout.Milliseconds()
+	i := slices.IndexFunc(a.owed, func(o owedCommand) bool { return o.Command == command })
 	if i < 0 {
-		a.owed = append(a.owed, owedCommand{Command: t.cfg.Command, TimeoutMS: timeout, Destinations: []string{t.name()}, Revision: rev})
+		a.owed = append(a.owed, owedCommand{Command: command, TimeoutMS: ms, Destinations: slices.Clone(dests), Revision: rev})
 	} else {
 		o := &a.owed[i]
-		if o.Revision == rev && o.TimeoutMS >= timeout && slices.Contains(o.Destinations, t.name()) {
+		if o.Revision == rev && o.TimeoutMS >= ms && !slices.ContainsFunc(dests, func(d string) bool { return !slices.Contains(o.Destinations, d) }) {
 			return
 		}
-		o.Revision, o.TimeoutMS = rev, max(o.TimeoutMS, timeout)
-		if !slices.Contains(o.Destinations, t.name()) {
-			o.Destinations = append(o.Destinations, t.name())
+		o.Revision, o.TimeoutMS = max(o.Revision, rev), max(o.TimeoutMS, ms)
+		for _, d := range dests {
+			if !slices.Contains(o.Destinations, d) {
+				o.Destinations = append(o.Destinations, d)
+			}
 		}
 	}
 	if err := saveOwed(a.cfg.CacheDir, a.cfg.Appliance, a.owed); err != nil {
-		a.log.Warn("owed command not recorded: if the agent stops before it runs, it will not run", "command", t.cfg.Command, "error", err.Error())
+		a.log.Warn("owed command not recorded: if the agent stops before it runs, it will not run", "command", command, "error", err.Error())
 	}
 }
 

@@ -35,13 +35,13 @@ func TestAgent_DirFsyncFailureStillRunsCommand(t *testing.T) {
     destination: $DIR/a
     command: echo ran >> $DIR/commands
 `)
-	defer agent.SetInstallFile(func(path string, data []byte, opts atomicfile.Options) (bool, error) {
-		changed, err := atomicfile.Write(path, data, opts)
-		if changed && err == nil && strings.HasSuffix(path, "/a") {
+	defer agent.SetInstallStaged(func(s *atomicfile.Staged) error {
+		err := s.Install()
+		if err == nil && strings.HasSuffix(s.Path(), "/a") {
 			// Renamed; the fsync of the directory after it fails.
-			return true, &atomicfile.SyncDirError{Path: path, Err: syscall.EIO}
+			return &atomicfile.SyncDirError{Path: s.Path(), Err: syscall.EIO}
 		}
-		return changed, err
+		return err
 	})()
 	stop := runAgent(t, a)
 	defer stop()
@@ -77,23 +77,15 @@ func TestAgent_OwedRecordedBeforeRename(t *testing.T) {
 		mu           sync.Mutex // the hook runs in the agent's goroutine
 		owedAtRename string
 	)
-	defer agent.SetInstallFile(func(path string, data []byte, opts atomicfile.Options) (bool, error) {
-		before := opts.BeforeRename
-		if before == nil {
-			return atomicfile.Write(path, data, opts)
+	defer agent.SetInstallStaged(func(s *atomicfile.Staged) error {
+		if _, serr := os.Stat(s.Path()); !os.IsNotExist(serr) {
+			return fmt.Errorf("the destination exists before the rename: %v", serr)
 		}
-		opts.BeforeRename = func() error {
-			err := before()
-			if _, serr := os.Stat(path); !os.IsNotExist(serr) {
-				return fmt.Errorf("the destination exists before the rename: %v", serr)
-			}
-			b, _ := os.ReadFile(agent.OwedPath(dir+"/cache", "web"))
-			mu.Lock()
-			owedAtRename = string(b)
-			mu.Unlock()
-			return err
-		}
-		return atomicfile.Write(path, data, opts)
+		b, _ := os.ReadFile(agent.OwedPath(dir+"/cache", "web"))
+		mu.Lock()
+		owedAtRename = string(b)
+		mu.Unlock()
+		return s.Install()
 	})()
 	stop := runAgent(t, a)
 	defer stop()

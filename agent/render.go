@@ -1,16 +1,11 @@
 package agent
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
@@ -27,6 +22,10 @@ type tmpl struct {
 	inPlace  bool              // the destination holds last's output
 	err      error             // the last failure, if any
 	revision int64             // revision the destination was last confirmed at
+	stage    string            // where err happened: api.StageRender, StageCheck, StageCommand, StageHealth
+	// failed remembers the inputs whose reload failed: they are not tried again until the
+	// group's inputs change, its source is edited or the config is reloaded.
+	failed *reloadFailure
 }
 
 // name is how messages and logs name the template.
@@ -57,6 +56,7 @@ type view struct {
 	Revision  int64
 	Keys      map[string]string
 	FromCache bool
+	Rollout   string // the rollout whose candidate the view is ("" for the live view)
 
 	sorted *templates.Sorted // Keys in order, shared by every template rendered from the view
 }
@@ -67,190 +67,6 @@ func (v *view) data(a *Agent) templates.Data {
 		v.sorted = templates.NewSorted(v.Keys)
 	}
 	return templates.Data{Appliance: a.cfg.Appliance, Instance: a.instance, Revision: v.Revision, Keys: v.Keys, Sorted: v.sorted}
-}
-
-// passResult is what one render pass did.
-type passResult struct {
-	rendered []string // destinations written
-	failed   []string // "destination: error"
-	commands int      // commands run
-	cmdFail  int      // commands that failed
-}
-
-func (p passResult) ok() bool { return len(p.failed) == 0 }
-
-// pendingCommand is a command to run after a pass, for the files it changed.
-type pendingCommand struct {
-	command  string
-	timeout  time.Duration
-	dests    []string
-	revision int64
-}
-
-// renderPass renders sel from v. Without force, a template whose inputs did not change since
-// its last successful render is skipped. Commands of changed templates run afterwards, each
-// distinct command once, unless noCommands; so do the commands a previous run owed.
-func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noCommands bool) passResult {
-	var res passResult
-	data := v.data(a)
-	// The views the changed files were rendered from before: a command may print the old file
-	// (a diff against the .bak), so the secrets it held are masked in the output too.
-	var before []map[string]string
-	beforeRevs := map[int64]bool{}
-	var cmds []*pendingCommand
-	byCmd := map[string]*pendingCommand{}
-	queue := func(command string, timeout time.Duration, dests []string, rev int64) {
-		p := byCmd[command]
-		if p == nil {
-			p = &pendingCommand{command: command}
-			byCmd[command] = p
-			cmds = append(cmds, p)
-		}
-		p.timeout, p.revision = max(p.timeout, timeout), max(p.revision, rev)
-		for _, d := range dests {
-			if !slices.Contains(p.dests, d) {
-				p.dests = append(p.dests, d)
-			}
-		}
-	}
-	if !noCommands {
-		for _, o := range a.owed {
-			queue(o.Command, o.timeout(), o.Destinations, o.Revision)
-		}
-	}
-	for _, t := range sel {
-		if ctx.Err() != nil {
-			// Stopping: leave the rest for the next start; commands of what changed still run.
-			err := fmt.Errorf("render %s: interrupted by shutdown", t.name())
-			t.inPlace, t.err = false, err
-			res.failed = append(res.failed, err.Error())
-			continue
-		}
-		if !force && t.inPlace && t.last != nil && !t.last.NeedsRender(t.lastData, data) {
-			t.revision = v.Revision
-			continue
-		}
-		if t.lastData.Keys != nil && t.lastData.Revision != v.Revision && !beforeRevs[t.lastData.Revision] {
-			beforeRevs[t.lastData.Revision] = true
-			before = append(before, t.lastData.Keys)
-		}
-		changed, err := a.renderOne(ctx, t, data)
-		if err != nil {
-			t.inPlace, t.err = false, err
-			a.metrics.renderFailures.Add(1)
-			res.failed = append(res.failed, err.Error())
-			a.log.Error("template not installed", "template", t.name(), "revision", v.Revision, "error", err.Error())
-			continue
-		}
-		t.inPlace, t.err, t.revision = true, nil, v.Revision
-		if !changed {
-			continue
-		}
-		res.rendered = append(res.rendered, t.name())
-		a.metrics.renders.Add(1)
-		if t.cfg.Command != "" {
-			queue(t.cfg.Command, t.cfg.Timeout(), []string{t.name()}, v.Revision)
-		}
-	}
-	for _, p := range cmds {
-		if noCommands {
-			a.log.Info("command skipped (--no-commands)", "command", p.command, "templates", p.dests)
-			continue
-		}
-		env := []string{
-			"SHOELACE_APPLIANCE=" + a.cfg.Appliance,
-			"SHOELACE_INSTANCE=" + a.instance,
-			"SHOELACE_REVISION=" + strconv.FormatInt(p.revision, 10),
-			"SHOELACE_DESTINATIONS=" + strings.Join(p.dests, " "),
-		}
-		// A reload command started for a changed file finishes (within its timeout) even
-		// when the agent is stopping: the file is already in place.
-		r, err := RunCommand(context.WithoutCancel(ctx), p.command, p.timeout, env)
-		res.commands++
-		a.metrics.commands.Add(1)
-		if err != nil {
-			res.cmdFail++
-			a.metrics.commandFailures.Add(1)
-			a.log.Error("command failed", "command", p.command, "templates", p.dests, "error", err.Error(),
-				"exit_code", r.ExitCode, "output", redactOutput(r, v.Keys, a.allSecret(), before...), "duration_ms", r.Duration.Milliseconds())
-			continue
-		}
-		a.log.Info("command ran", "command", p.command, "templates", p.dests, "output", redactOutput(r, v.Keys, a.allSecret(), before...),
-			"duration_ms", r.Duration.Milliseconds())
-	}
-	if !noCommands {
-		// Every command owed is run (a failed one too: it is logged, not retried).
-		a.paid()
-	}
-	return res
-}
-
-// renderOne renders t and installs it. It reports whether the destination changed.
-func (a *Agent) renderOne(ctx context.Context, t *tmpl, data templates.Data) (bool, error) {
-	r, err := t.t.Execute(data)
-	if err != nil {
-		return false, fmt.Errorf("render %s: %s", t.name(), redact(err.Error(), data.Keys, a.allSecret()))
-	}
-	opts := atomicfile.Options{Perm: t.cfg.Mode(), UID: t.cfg.UID(), GID: t.cfg.GID(), Backup: t.cfg.Backup}
-	if t.cfg.Check != "" {
-		opts.Check = func(staged string) error {
-			// A check in progress finishes even when the agent is stopping (bounded by its
-			// timeout), so that the render it belongs to completes instead of being cut short.
-			cr, err := RunCommand(context.WithoutCancel(ctx), t.cfg.Check, t.cfg.Timeout(), []string{
-				"SHOELACE_STAGED=" + staged,
-				"SHOELACE_DESTINATION=" + t.cfg.Destination,
-				"SHOELACE_APPLIANCE=" + a.cfg.Appliance,
-				"SHOELACE_INSTANCE=" + a.instance,
-				"SHOELACE_REVISION=" + strconv.FormatInt(data.Revision, 10),
-			})
-			if err != nil {
-				out := cr.Output
-				if r.Secret {
-					out = "(hidden: the template reads secrets)"
-				}
-				return fmt.Errorf("%q %w: %s", t.cfg.Check, err, redact(out, data.Keys, a.allSecret()))
-			}
-			return nil
-		}
-	}
-	if err := a.cfg.checkAllowed(t.cfg.Destination); err != nil {
-		return false, fmt.Errorf("install %s: %w; old file kept", t.name(), err)
-	}
-	if len(a.cfg.AllowedDirs) > 0 {
-		// Again on the path the install really replaces, resolved by the install itself: no
-		// link is left on it to follow (one at the .bak name is replaced by the rename).
-		opts.Allowed = a.cfg.checkReal
-	}
-	if err := ensureDir(filepath.Dir(t.cfg.Destination)); err != nil {
-		return false, fmt.Errorf("install %s: %w", t.name(), err)
-	}
-	if a.recordOwed && t.cfg.Command != "" {
-		opts.BeforeRename = func() error {
-			a.owe(t, data.Revision)
-			return nil
-		}
-	}
-	changed, err := installFile(t.cfg.Destination, r.Output, opts)
-	var se *atomicfile.SyncDirError
-	if errors.As(err, &se) {
-		// Renamed into place: readers see it, so it is installed and its command runs. Only a
-		// crash could still bring the old file back, and the next start renders it again.
-		a.log.Warn("installed, but its directory was not fsynced", "template", t.name(), "error", err.Error())
-		changed, err = true, nil
-	}
-	if err != nil {
-		var ce *atomicfile.CheckError
-		if errors.As(err, &ce) {
-			a.metrics.checkFailures.Add(1)
-			return false, fmt.Errorf("check of %s failed, old file kept: %w", t.name(), ce.Err)
-		}
-		return false, fmt.Errorf("install %s: %w", t.name(), err)
-	}
-	t.last, t.lastData = r, data
-	if changed {
-		a.log.Info("rendered", "template", t.name(), "revision", data.Revision, "bytes", len(r.Output), "keys", len(r.Keys))
-	}
-	return changed, nil
 }
 
 // redactMin is the length from which a secret value (or a line of one) is masked in logs:
@@ -334,8 +150,8 @@ func redactOutput(r CommandResult, keys map[string]string, all bool, before ...m
 	return out + tail
 }
 
-// installFile is atomicfile.Write; tests replace it to inject a fault at one step.
-var installFile = atomicfile.Write
+// installStaged is Staged.Install; tests replace it to inject a fault at one step.
+var installStaged = (*atomicfile.Staged).Install
 
 // ensureDir creates a destination's missing parent directories, mode 0755.
 func ensureDir(dir string) error {
@@ -346,19 +162,4 @@ func ensureDir(dir string) error {
 		return fmt.Errorf("create directory: %w", err)
 	}
 	return nil
-}
-
-// logPass logs a summary of a pass when something happened.
-func (a *Agent) logPass(v *view, res passResult, took time.Duration) {
-	if len(res.rendered) == 0 && len(res.failed) == 0 && res.commands == 0 {
-		a.log.Debug("nothing changed", "revision", v.Revision)
-		return
-	}
-	lvl := slog.LevelInfo
-	if !res.ok() {
-		lvl = slog.LevelError
-	}
-	a.log.Log(context.Background(), lvl, "sync", "revision", v.Revision, "store", v.Store, "from_cache", v.FromCache,
-		"rendered", len(res.rendered), "failed", len(res.failed), "commands", res.commands, "commands_failed", res.cmdFail,
-		"took_ms", took.Milliseconds())
 }

@@ -9,11 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 
+	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/client"
 )
 
@@ -35,9 +35,13 @@ const (
 type fetched struct {
 	view  *view
 	reset bool // the store changed: render everything
-	// taken is closed once the loop has rendered the view (or deferred it, with wait on), so
-	// that the next long-poll reports the revision it applied.
-	taken chan struct{}
+}
+
+// ack is what the agent has applied, as its long-polls report it (X-Shoelace-Applied and
+// X-Shoelace-Rollout).
+type ack struct {
+	applied int64
+	rollout string
 }
 
 // Run renders every template, then long-polls the server and re-renders the templates whose
@@ -54,47 +58,164 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		defer stopMetrics()
 	}
-	a.reportNow = make(chan struct{}, 1)
+	l := &loop{a: a, ctx: ctx, changedSources: map[string]bool{}}
+	l.start()
+	defer l.close()
+	for {
+		ev := l.wait()
+		if ev.kind == evStop {
+			a.notify(a.opts.Notify.Stopping)
+			a.log.Info("stopping")
+			return nil
+		}
+		l.step(ev)
+	}
+}
+
+// loop is the state of Run. Only step (and start) change it, in Run's goroutine; the poller,
+// the persister and the reporter are goroutines it hands work to through channels. The state
+// of one pass (staged groups, installed files, commands owed) is a pass's (group.go); what the
+// server was told is the reporter's and, for long-polls, the poller's last ack.
+type loop struct {
+	a   *Agent
+	ctx context.Context
+
+	// cur is the view the files were last rendered from (nil before one); pending is a view
+	// waiting for wait's timers, quiet and deadline.
+	cur             *view
+	pending         *fetched
+	quiet, deadline *time.Timer
+
+	// Template sources and templates_dir edited, waiting for the burst to settle (fsTimer).
+	changedSources map[string]bool
+	configChanged  bool
+	fsTimer        *time.Timer
+	watcher        *fsnotify.Watcher
+
+	// poller long-polls the server; its acks say what the agent applied.
+	poller *poller
+	// reporter posts what each pass did to the server, in order.
+	reporter *reporter
+}
+
+// event is what the loop waits for.
+type event struct {
+	kind eventKind
+	view fetched        // evView
+	file fsnotify.Event // evFile
+	err  error          // evWatchError
+}
+
+type eventKind int
+
+const (
+	evStop         eventKind = iota // ctx ended
+	evView                          // the poller fetched a new view
+	evQuiet                         // wait.min passed since the last view
+	evDeadline                      // wait.max passed since the first view waiting
+	evFile                          // a template source or templates_dir changed
+	evWatchError                    // the file watcher failed
+	evFilesSettled                  // no file event for fsDebounce
+	evReload                        // SIGHUP
+)
+
+// step moves the loop's state for one event: every transition of Run is here.
+func (l *loop) step(ev event) {
+	switch ev.kind {
+	case evView:
+		// Render now, or once the view has been quiet for wait.min (at the latest wait.max).
+		l.pending = mergeFetched(l.pending, ev.view)
+		if !l.a.cfg.Wait.Enabled() {
+			l.renderPending()
+		} else {
+			l.deferPending()
+		}
+		l.ackPoller() // the poller's next long-poll reports what is applied now
+	case evQuiet, evDeadline:
+		l.renderPending()
+		l.ackPoller()
+	case evFile:
+		switch {
+		case l.a.isConfigEvent(ev.file.Name):
+			l.configChanged = true
+		case l.a.isSource(ev.file.Name):
+			l.changedSources[ev.file.Name] = true
+		default:
+			return // another file in a watched directory, such as a rendered one
+		}
+		l.a.log.Debug("file event", "path", ev.file.Name, "op", ev.file.Op.String())
+		stopTimer(l.fsTimer)
+		l.fsTimer = time.NewTimer(fsDebounce)
+	case evWatchError:
+		l.a.log.Warn("file watch error", "error", ev.err.Error())
+	case evFilesSettled:
+		l.fsTimer = nil
+		if l.configChanged {
+			l.configChanged = false
+			clear(l.changedSources)
+			l.a.log.Info("templates_dir changed: reloading config")
+			l.reload()
+			return
+		}
+		l.renderSources()
+		clear(l.changedSources)
+	case evReload:
+		l.a.log.Info("reloading config (SIGHUP)")
+		l.reload()
+	}
+}
+
+// wait returns the next event.
+func (l *loop) wait() event {
+	var fsEvents <-chan fsnotify.Event
+	var fsErrors <-chan error
+	if l.watcher != nil {
+		fsEvents, fsErrors = l.watcher.Events, l.watcher.Errors
+	}
+	select {
+	case <-l.ctx.Done():
+		return event{kind: evStop}
+	case f := <-l.poller.updates:
+		return event{kind: evView, view: f}
+	case <-timerC(l.quiet):
+		return event{kind: evQuiet}
+	case <-timerC(l.deadline):
+		return event{kind: evDeadline}
+	case ev := <-fsEvents:
+		return event{kind: evFile, file: ev}
+	case err := <-fsErrors:
+		return event{kind: evWatchError, err: err}
+	case <-timerC(l.fsTimer):
+		return event{kind: evFilesSettled}
+	case <-l.a.opts.Reload:
+		return event{kind: evReload}
+	}
+}
+
+// start takes over what a killed run owed, starts the persister, the reporter and the file
+// watcher, renders a first time (from the server, else from the cache) and starts the poller.
+func (l *loop) start() {
+	a := l.a
 	// Commands a killed run owed join the first pass; from now on what is owed is recorded.
 	a.loadOwedAtStart()
 	a.recordOwed = true
-	defer func() { a.recordOwed = false }()
-	// The cache and status files are written off the render path.
+	// The cache and status files are written off the render path, and so are reports.
 	a.persist = startPersister(a.log)
-	defer func() {
-		a.persist.close()
-		a.persist = nil
-	}()
+	l.reporter = startReporter(a.log)
 	// Watch before the first render, so that an edit right after it is not missed.
-	watcher, watchErr := a.watchFiles()
-	var fsEvents <-chan fsnotify.Event
-	var fsErrors <-chan error
-	if watchErr != nil {
-		a.log.Warn("template files are not watched", "error", watchErr.Error())
-	} else {
-		fsEvents, fsErrors = watcher.Events, watcher.Errors
-	}
-	defer func() {
-		if watcher != nil {
-			watcher.Close()
-		}
-	}()
+	l.rewatch()
 
-	var cur *view
-	if v, err := a.fetch(ctx); err == nil {
-		cur = v
-		a.sync(ctx, cur, true)
-		a.saveCache(cur)
+	if v, err := a.fetch(l.ctx); err == nil {
+		l.render(v, true)
 	} else {
 		msg, _ := describeFetchError(err)
 		a.log.Warn("first sync failed", "reason", msg, "error", err.Error())
 		c, cerr := LoadCache(a.cfg.CacheDir, a.cfg.Appliance)
 		switch {
 		case cerr == nil:
-			cur = &view{Store: c.Store, Revision: c.Revision, Keys: c.Keys, FromCache: true}
 			a.log.Warn("rendering from cache: server unreachable at start", "cache", CachePath(a.cfg.CacheDir, a.cfg.Appliance),
 				"revision", c.Revision, "store", c.Store, "saved", c.Saved)
-			a.sync(ctx, cur, true)
+			l.render(c.view(), true)
 		case errors.Is(cerr, os.ErrNotExist):
 			a.log.Error("no cached view to render from; files left as they are until the server answers", "cache_dir", a.cfg.CacheDir)
 		default:
@@ -102,180 +223,269 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	a.notify(a.opts.Notify.Ready)
+	l.startPoller()
+}
 
-	updates := make(chan fetched, 1)
-	stopPoll := func() {}
-	var wg sync.WaitGroup
-	startPoller := func(from *view) {
-		var pollCtx context.Context
-		pollCtx, stopPoll = context.WithCancel(ctx)
-		var idx int64
-		var store string
-		if from != nil {
-			// From a cached view too: the server answers at once when the store differs.
-			idx, store = from.Revision, from.Store
-		}
-		wg.Add(1)
-		go func(ctx context.Context, c *client.Client, appliance, instance string) {
-			defer wg.Done()
-			a.poll(ctx, c, appliance, instance, idx, store, updates)
-		}(pollCtx, a.client, a.cfg.Appliance, a.instance)
+// close stops what start started, writing what is pending.
+func (l *loop) close() {
+	l.stopPoller()
+	stopTimer(l.quiet)
+	stopTimer(l.deadline)
+	stopTimer(l.fsTimer)
+	if l.watcher != nil {
+		l.watcher.Close()
 	}
-	stopPoller := func() {
-		stopPoll()
-		wg.Wait()
-		select {
-		case <-updates:
-		default:
-		}
-	}
-	startPoller(cur)
-	defer stopPoller()
+	l.reporter.close()
+	l.a.persist.close()
+	l.a.persist = nil
+	l.a.recordOwed = false
+}
 
-	var (
-		pending           *fetched
-		quiet, deadline   *time.Timer
-		quietC, deadlineC <-chan time.Time
-		fsTimer           *time.Timer
-		fsC               <-chan time.Time
-		changedSources    = map[string]bool{}
-		configChanged     bool
-		stopTimer         = func(t *time.Timer) {
-			if t != nil {
-				t.Stop()
-			}
-		}
-	)
-	apply := func() {
-		if pending == nil {
-			return
-		}
-		f := pending
-		pending = nil
-		stopTimer(quiet)
-		stopTimer(deadline)
-		quietC, deadlineC = nil, nil
-		full := f.reset || cur == nil || cur.FromCache || cur.Store != f.view.Store || f.view.Revision < cur.Revision
-		if full && cur != nil && cur.Store != f.view.Store {
-			a.log.Info("store changed: full re-render", "old_store", cur.Store, "new_store", f.view.Store, "revision", f.view.Revision)
-		}
-		cur = f.view
-		a.sync(ctx, cur, full)
-		a.saveCache(cur)
+// mergeFetched is the view to render when next arrives while old waits: next, keeping a reset.
+func mergeFetched(old *fetched, next fetched) *fetched {
+	if old != nil {
+		next.reset = next.reset || old.reset
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			a.notify(a.opts.Notify.Stopping)
-			a.log.Info("stopping")
-			return nil
-		case f := <-updates:
-			pending = &f
-			taken := f.taken
-			minWait, maxWait := time.Duration(a.cfg.Wait.Min), time.Duration(a.cfg.Wait.Max)
-			if maxWait <= 0 && minWait > 0 {
-				maxWait = 4 * minWait // a steady stream of changes must not postpone the render for ever
-			}
-			if minWait <= 0 && maxWait <= 0 {
-				apply()
-				close(taken)
-				continue
-			}
-			close(taken) // deferred: the poller goes on collecting changes
-			// Coalesce: render after min of quiet, at the latest max after the first change.
-			if minWait > 0 {
-				stopTimer(quiet)
-				quiet = time.NewTimer(minWait)
-				quietC = quiet.C
-			}
-			if deadlineC == nil && maxWait > 0 {
-				deadline = time.NewTimer(maxWait)
-				deadlineC = deadline.C
-			}
-		case <-quietC:
-			apply()
-		case <-deadlineC:
-			apply()
-		case ev := <-fsEvents:
-			switch {
-			case a.isConfigEvent(ev.Name):
-				configChanged = true
-			case a.isSource(ev.Name):
-				changedSources[ev.Name] = true
-			default:
-				continue // another file in a watched directory, such as a rendered one
-			}
-			a.log.Debug("file event", "path", ev.Name, "op", ev.Op.String())
-			stopTimer(fsTimer)
-			fsTimer = time.NewTimer(fsDebounce)
-			fsC = fsTimer.C
-		case err := <-fsErrors:
-			a.log.Warn("file watch error", "error", err.Error())
-		case <-fsC:
-			fsC = nil
-			if configChanged {
-				configChanged = false
-				clear(changedSources)
-				a.log.Info("templates_dir changed: reloading config")
-				if a.reload(ctx, cur, stopPoller, startPoller, &cur) {
-					watcher = a.rewatch(watcher, &fsEvents, &fsErrors)
-				}
-				continue
-			}
-			a.reloadSources(ctx, cur, changedSources)
-			clear(changedSources)
-		case <-a.opts.Reload:
-			a.log.Info("reloading config (SIGHUP)")
-			if a.reload(ctx, cur, stopPoller, startPoller, &cur) {
-				watcher = a.rewatch(watcher, &fsEvents, &fsErrors)
-			}
-			pending = nil
-		}
+	return &next
+}
+
+// deferPending (re)arms wait's timers for the pending view.
+func (l *loop) deferPending() {
+	minWait, maxWait := time.Duration(l.a.cfg.Wait.Min), time.Duration(l.a.cfg.Wait.Max)
+	if maxWait <= 0 && minWait > 0 {
+		maxWait = 4 * minWait // a steady stream of changes must not postpone the render for ever
+	}
+	if minWait > 0 {
+		stopTimer(l.quiet)
+		l.quiet = time.NewTimer(minWait)
+	}
+	if l.deadline == nil && maxWait > 0 {
+		l.deadline = time.NewTimer(maxWait)
 	}
 }
 
-// sync renders every template from v (only those whose inputs changed unless full), then
-// records the applied revision and the status.
-func (a *Agent) sync(ctx context.Context, v *view, full bool) passResult {
+// renderPending renders the pending view: everything when the store changed, the view went
+// back, or the files were rendered from the cache; else the templates whose inputs changed.
+func (l *loop) renderPending() {
+	f := l.pending
+	l.pending = nil
+	stopTimer(l.quiet)
+	stopTimer(l.deadline)
+	l.quiet, l.deadline = nil, nil
+	if f == nil {
+		return
+	}
+	cur := l.cur
+	full := f.reset || cur == nil || cur.FromCache || cur.Store != f.view.Store || f.view.Revision < cur.Revision
+	if full && cur != nil && cur.Store != f.view.Store {
+		l.a.log.Info("store changed: full re-render", "old_store", cur.Store, "new_store", f.view.Store, "revision", f.view.Revision)
+	}
+	l.render(f.view, full)
+}
+
+// render renders every template from v (only those whose inputs changed unless full) and
+// makes v the current view.
+func (l *loop) render(v *view, full bool) {
+	a := l.a
+	l.cur = v
 	a.metrics.viewRevision.Store(v.Revision)
 	a.metrics.fromCache.Store(v.FromCache)
 	if !v.FromCache {
 		a.metrics.lastSync.Store(time.Now().Unix())
 	}
-	start := time.Now()
-	res := a.renderPass(ctx, v, a.tmpls, full, false)
-	a.logPass(v, res, time.Since(start))
-	if res.ok() {
-		a.setApplied(v.Revision)
-	}
-	a.writeStatus(v, res)
+	l.pass(v, a.tmpls, full)
+	a.saveCache(v)
 	if f := a.opts.Notify.Status; f != nil {
 		src := "server"
 		if v.FromCache {
 			src = "cache (server unreachable)"
 		}
-		_ = f(fmt.Sprintf("revision %d from %s; applied %d; %d failed", v.Revision, src, a.applied.Load(), len(res.failed)))
+		_ = f(fmt.Sprintf("revision %d from %s; applied %d; %d failed", v.Revision, src, a.applied.Load(), a.failing()))
 	}
-	return res
 }
 
-// setApplied records the revision at which every template is in place and, when it advanced,
-// has the poller report it.
-func (a *Agent) setApplied(rev int64) {
-	if a.applied.Swap(rev) == rev {
+// renderSources re-parses the templates whose source changed and renders them.
+func (l *loop) renderSources() {
+	a := l.a
+	var sel []*tmpl
+	for _, t := range a.tmpls {
+		if t.cfg.Source == "" || !l.changedSources[t.cfg.Source] {
+			continue
+		}
+		nt, err := parseTemplate(t.cfg)
+		if err != nil {
+			a.log.Error("template source edited but not usable; keeping the previous version", "template", t.name(), "error", err.Error())
+			continue
+		}
+		a.log.Info("template source edited", "template", t.name(), "source", t.cfg.Source)
+		t.t, t.last, t.inPlace, t.failed = nt, nil, false, nil
+		sel = append(sel, t)
+	}
+	if len(sel) == 0 || l.cur == nil {
 		return
 	}
-	select {
-	case a.reportNow <- struct{}{}:
-	default:
+	l.pass(l.cur, sel, true)
+	l.ackPoller()
+}
+
+// pass renders sel from v, then records the outcome: the applied revision when every template
+// is in place, the status file, and a report to the server.
+func (l *loop) pass(v *view, sel []*tmpl, force bool) {
+	a := l.a
+	start := time.Now()
+	res := a.renderPass(l.ctx, v, sel, force, false)
+	a.logPass(v, res, time.Since(start))
+	if a.failing() == 0 {
+		a.applied.Store(v.Revision)
+		a.appliedRollout = v.Rollout
 	}
+	a.writeStatus(v, res)
+	l.reporter.put(a.client, a.cfg.Appliance, a.report(v))
+}
+
+// ackPoller tells the poller what is applied now.
+func (l *loop) ackPoller() {
+	if l.poller != nil {
+		l.poller.ack(ack{applied: l.a.applied.Load(), rollout: l.a.appliedRollout})
+	}
+}
+
+// reload loads the config again; on success it swaps it in, restarts the poller and renders
+// everything (failed reloads are tried again). A bad config is logged and the running one kept.
+func (l *loop) reload() {
+	a := l.a
+	if a.opts.ConfigPath == "" {
+		a.log.Warn("reload asked but the agent has no config file")
+		return
+	}
+	a.notify(a.opts.Notify.Reloading)
+	defer a.notify(a.opts.Notify.Ready)
+	cfg, err := LoadConfig(a.opts.ConfigPath)
+	if err != nil {
+		a.log.Error("config not reloaded; keeping the running one", "error", err.Error())
+		return
+	}
+	old := a.cfg
+	// The poller starts again from the view rendered: a view waiting for wait's timers is
+	// fetched again at once.
+	l.stopPoller()
+	l.pending = nil
+	stopTimer(l.quiet)
+	stopTimer(l.deadline)
+	l.quiet, l.deadline = nil, nil
+	defer l.startPoller()
+	oldClient, oldTmpls, oldInstance := a.client, a.tmpls, a.instance
+	if err := a.configure(cfg); err != nil {
+		a.client, a.tmpls, a.instance, a.cfg = oldClient, oldTmpls, oldInstance, old
+		a.log.Error("config not reloaded; keeping the running one", "error", err.Error())
+		return
+	}
+	if cfg.Appliance != old.Appliance || cfg.Server != old.Server {
+		a.applied.Store(0)
+		a.appliedRollout = ""
+		l.cur = nil
+		if v, err := a.fetch(l.ctx); err == nil {
+			l.cur = v
+		} else if c, cerr := LoadCache(a.cfg.CacheDir, a.cfg.Appliance); cerr == nil {
+			a.log.Warn("rendering from cache: server unreachable after reload", "error", err.Error(), "revision", c.Revision)
+			l.cur = c.view()
+		}
+	}
+	if cfg.MetricsListen != old.MetricsListen {
+		a.log.Warn("metrics_listen changed: it takes effect at the next start", "serving", old.MetricsListen, "configured", cfg.MetricsListen)
+	}
+	a.log.Info("config reloaded", "templates", len(a.tmpls), "appliance", a.cfg.Appliance)
+	if l.cur != nil {
+		l.render(l.cur, true)
+	}
+	l.rewatch()
+}
+
+// rewatch (re)starts the file watcher on the directories of the current templates.
+func (l *loop) rewatch() {
+	if l.watcher != nil {
+		l.watcher.Close()
+		l.watcher = nil
+	}
+	w, err := l.a.watchFiles()
+	if err != nil {
+		l.a.log.Warn("template files are not watched", "error", err.Error())
+		return
+	}
+	l.watcher = w
+}
+
+// startPoller long-polls from the current view (a cached one too: the server answers at once
+// when the store differs).
+func (l *loop) startPoller() {
+	var idx int64
+	var store string
+	if l.cur != nil {
+		idx, store = l.cur.Revision, l.cur.Store
+	}
+	a := l.a
+	ctx, cancel := context.WithCancel(l.ctx)
+	p := &poller{updates: make(chan fetched, 1), acks: make(chan ack, 1), cancel: cancel}
+	from := ack{applied: a.applied.Load(), rollout: a.appliedRollout}
+	p.wg.Add(1)
+	go func(c *client.Client, appliance, instance string) {
+		defer p.wg.Done()
+		a.poll(ctx, p, c, appliance, instance, idx, store, from)
+	}(a.client, a.cfg.Appliance, a.instance)
+	l.poller = p
+}
+
+// stopPoller stops the poller and drops a view it fetched that was not taken.
+func (l *loop) stopPoller() {
+	if l.poller == nil {
+		return
+	}
+	l.poller.cancel()
+	l.poller.wg.Wait()
+	l.poller = nil
+}
+
+// poller is the goroutine that long-polls the view: it sends views on updates and learns what
+// to report from acks. Both hold the latest value only.
+type poller struct {
+	updates chan fetched
+	acks    chan ack
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// ack replaces the ack the poller has not taken yet (the loop is the only sender).
+func (p *poller) ack(k ack) {
+	for {
+		select {
+		case p.acks <- k:
+			return
+		default:
+			select {
+			case <-p.acks:
+			default:
+			}
+		}
+	}
+}
+
+// failing counts the templates whose last pass failed (a kept file after a failed reload too).
+func (a *Agent) failing() int {
+	n := 0
+	for _, t := range a.tmpls {
+		if t.err != nil || !t.inPlace {
+			n++
+		}
+	}
+	return n
 }
 
 func (a *Agent) saveCache(v *view) {
 	if v == nil || v.FromCache {
 		return
 	}
-	job := &cacheJob{dir: a.cfg.CacheDir, c: Cached{Appliance: a.cfg.Appliance, Store: v.Store, Revision: v.Revision, Keys: v.Keys, Saved: time.Now().UTC()}}
+	job := &cacheJob{dir: a.cfg.CacheDir, c: Cached{Appliance: a.cfg.Appliance, Store: v.Store, Revision: v.Revision, Keys: v.Keys,
+		Rollout: v.Rollout, Saved: time.Now().UTC()}}
 	if a.persist != nil {
 		a.persist.put(job, nil)
 		return
@@ -287,7 +497,7 @@ func (a *Agent) saveCache(v *view) {
 
 func (a *Agent) writeStatus(v *view, res passResult) {
 	s := &Status{Appliance: a.cfg.Appliance, Instance: a.instance, Updated: time.Now().UTC(), Store: v.Store,
-		Revision: v.Revision, Applied: a.applied.Load(), FromCache: v.FromCache}
+		Revision: v.Revision, Applied: a.applied.Load(), Rollout: v.Rollout, FromCache: v.FromCache}
 	if !v.FromCache {
 		s.LastSync = s.Updated
 	}
@@ -298,8 +508,8 @@ func (a *Agent) writeStatus(v *view, res passResult) {
 		}
 		s.Templates = append(s.Templates, ts)
 	}
-	if len(res.failed) > 0 {
-		s.LastError = res.failed[0]
+	if len(res.failures) > 0 {
+		s.LastError = res.failures[0].String()
 	}
 	if a.persist != nil {
 		a.persist.put(nil, &statusJob{dir: a.cfg.CacheDir, s: s})
@@ -318,10 +528,33 @@ func (a *Agent) notify(f func() error) {
 	}
 }
 
-// poll long-polls the view from idx and sends every new view to out, replacing one that was
-// not taken yet. It retries failures with capped exponential backoff and jitter, honouring
-// Retry-After, until ctx ends.
-func (a *Agent) poll(ctx context.Context, c *client.Client, appliance, instance string, idx int64, store string, out chan fetched) {
+func stopTimer(t *time.Timer) {
+	if t != nil {
+		t.Stop()
+	}
+}
+
+// timerC is t's channel; nil (never ready) for no timer.
+func timerC(t *time.Timer) <-chan time.Time {
+	if t == nil {
+		return nil
+	}
+	return t.C
+}
+
+// answer is one long-poll's outcome.
+type answer struct {
+	v    *api.View
+	meta client.Meta
+	err  error
+}
+
+// poll long-polls the view from idx and sends every new view to p.updates, replacing one that
+// was not taken yet. Each request reports the latest ack; when a new one comes while a request
+// waits (a render deferred by wait, a slow command), the request is cut short and asked again
+// so that the server learns it at once. It retries failures with capped exponential backoff
+// and jitter, honouring Retry-After, until ctx ends.
+func (a *Agent) poll(ctx context.Context, p *poller, c *client.Client, appliance, instance string, idx int64, store string, cur ack) {
 	failures, quick304 := 0, 0
 	reset := false
 	var (
@@ -329,30 +562,37 @@ func (a *Agent) poll(ctx context.Context, c *client.Client, appliance, instance 
 		lastWarned time.Time
 	)
 	for ctx.Err() == nil {
-		// The request carries the applied revision as it is now; if it advances while the
-		// request waits (a render deferred by wait, a slow command), re-ask at once so that
-		// the server learns it.
 		select {
-		case <-a.reportNow:
+		case cur = <-p.acks:
 		default:
 		}
 		rctx, cancel := context.WithTimeout(ctx, DefaultPollWait+20*time.Second)
 		asked := time.Now()
-		var reported atomic.Bool
-		go func() {
+		answers := make(chan answer, 1)
+		go func(q client.Poll) {
+			v, meta, err := c.WatchView(rctx, appliance, q)
+			answers <- answer{v, meta, err}
+		}(client.Poll{Index: idx, Wait: DefaultPollWait, Store: store, Instance: instance, Applied: cur.applied, Rollout: cur.rollout})
+		var ans answer
+		reasked := false
+	waiting:
+		for {
 			select {
-			case <-a.reportNow:
-				reported.Store(true)
-				cancel()
-			case <-rctx.Done():
+			case ans = <-answers:
+				break waiting
+			case k := <-p.acks:
+				if k != cur {
+					cur, reasked = k, true
+					cancel() // a view already on its way still comes as the answer
+				}
 			}
-		}()
-		v, meta, err := c.WatchView(rctx, appliance, client.Poll{Index: idx, Wait: DefaultPollWait, Store: store, Instance: instance, Applied: a.applied.Load()})
+		}
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
-		if err != nil && reported.Load() {
+		v, meta, err := ans.v, ans.meta, ans.err
+		if err != nil && reasked {
 			continue
 		}
 		if err != nil {
@@ -413,24 +653,24 @@ func (a *Agent) poll(ctx context.Context, c *client.Client, appliance, instance 
 			reset = true
 		}
 		idx, store = rev, meta.Store
-		f := fetched{view: &view{Store: meta.Store, Revision: rev, Keys: v.Keys}, reset: reset, taken: make(chan struct{})}
+		f := fetched{view: &view{Store: meta.Store, Revision: rev, Keys: v.Keys, Rollout: v.Rollout}, reset: reset}
 		reset = false
 		select {
-		case out <- f:
+		case p.updates <- f:
 		default:
 			// The loop has not taken the previous view: replace it, keeping a reset.
 			select {
-			case old := <-out:
+			case old := <-p.updates:
 				f.reset = f.reset || old.reset
 			default:
 			}
-			out <- f
+			p.updates <- f
 		}
-		// Wait for the render (bounded: the loop may be running a slow command), so that the
-		// next request reports it without a second request.
+		// Wait for the loop's ack of the view (bounded: it may be running a slow command), so
+		// that the next request reports what it applied without a second request.
 		t := time.NewTimer(ackWait)
 		select {
-		case <-f.taken:
+		case cur = <-p.acks:
 		case <-t.C:
 		case <-ctx.Done():
 		}
@@ -487,20 +727,6 @@ func (a *Agent) watchFiles() (*fsnotify.Watcher, error) {
 	return w, nil
 }
 
-func (a *Agent) rewatch(old *fsnotify.Watcher, ev *<-chan fsnotify.Event, er *<-chan error) *fsnotify.Watcher {
-	if old != nil {
-		old.Close()
-	}
-	w, err := a.watchFiles()
-	if err != nil {
-		a.log.Warn("template files are not watched", "error", err.Error())
-		*ev, *er = nil, nil
-		return nil
-	}
-	*ev, *er = w.Events, w.Errors
-	return w
-}
-
 func (a *Agent) isConfigEvent(name string) bool {
 	if a.cfg.TemplatesDir == "" || a.opts.ConfigPath == "" {
 		return false
@@ -515,82 +741,4 @@ func (a *Agent) isSource(name string) bool {
 		}
 	}
 	return false
-}
-
-// reloadSources re-parses the templates whose source changed and renders them.
-func (a *Agent) reloadSources(ctx context.Context, cur *view, changed map[string]bool) {
-	var sel []*tmpl
-	for _, t := range a.tmpls {
-		if t.cfg.Source == "" || !changed[t.cfg.Source] {
-			continue
-		}
-		nt, err := parseTemplate(t.cfg)
-		if err != nil {
-			a.log.Error("template source edited but not usable; keeping the previous version", "template", t.name(), "error", err.Error())
-			continue
-		}
-		a.log.Info("template source edited", "template", t.name(), "source", t.cfg.Source)
-		t.t, t.last, t.inPlace = nt, nil, false
-		sel = append(sel, t)
-	}
-	if len(sel) == 0 || cur == nil {
-		return
-	}
-	start := time.Now()
-	res := a.renderPass(ctx, cur, sel, true, false)
-	a.logPass(cur, res, time.Since(start))
-	allIn := true
-	for _, t := range a.tmpls {
-		allIn = allIn && t.inPlace
-	}
-	if allIn {
-		a.setApplied(cur.Revision)
-	}
-	a.writeStatus(cur, res)
-}
-
-// reload loads the config again; on success it swaps it in, restarts the poller and renders
-// everything. A bad config is logged and the running one kept. It reports whether it swapped.
-func (a *Agent) reload(ctx context.Context, cur *view, stopPoller func(), startPoller func(*view), curp **view) bool {
-	if a.opts.ConfigPath == "" {
-		a.log.Warn("reload asked but the agent has no config file")
-		return false
-	}
-	a.notify(a.opts.Notify.Reloading)
-	defer a.notify(a.opts.Notify.Ready)
-	cfg, err := LoadConfig(a.opts.ConfigPath)
-	if err != nil {
-		a.log.Error("config not reloaded; keeping the running one", "error", err.Error())
-		return false
-	}
-	old := a.cfg
-	stopPoller()
-	oldClient, oldTmpls, oldInstance := a.client, a.tmpls, a.instance
-	if err := a.configure(cfg); err != nil {
-		a.client, a.tmpls, a.instance, a.cfg = oldClient, oldTmpls, oldInstance, old
-		a.log.Error("config not reloaded; keeping the running one", "error", err.Error())
-		startPoller(cur)
-		return false
-	}
-	if cfg.Appliance != old.Appliance || cfg.Server != old.Server {
-		a.applied.Store(0)
-		cur = nil
-		if v, err := a.fetch(ctx); err == nil {
-			cur = v
-		} else if c, cerr := LoadCache(a.cfg.CacheDir, a.cfg.Appliance); cerr == nil {
-			a.log.Warn("rendering from cache: server unreachable after reload", "error", err.Error(), "revision", c.Revision)
-			cur = &view{Store: c.Store, Revision: c.Revision, Keys: c.Keys, FromCache: true}
-		}
-	}
-	if cfg.MetricsListen != old.MetricsListen {
-		a.log.Warn("metrics_listen changed: it takes effect at the next start", "serving", old.MetricsListen, "configured", cfg.MetricsListen)
-	}
-	a.log.Info("config reloaded", "templates", len(a.tmpls), "appliance", a.cfg.Appliance)
-	*curp = cur
-	if cur != nil {
-		a.sync(ctx, cur, true)
-		a.saveCache(cur)
-	}
-	startPoller(cur)
-	return true
 }

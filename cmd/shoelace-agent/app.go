@@ -116,6 +116,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		opts.Logger = log
 		opts.UserAgent = "shoelace-agent/" + version
+		opts.Version = version
 		if w := cfg.TokenWarning(); w != "" && c.Command.Name != "validate" { // validate prints its warnings
 			log.Warn("token readable by others", "problem", w)
 		}

@@ -499,6 +499,11 @@ templates_dir: $DIR/templates.d
     check: grep -q worker_processes "$SHOELACE_STAGED"
     command: echo reload >> $DIR/reloads
     command_timeout: 30s
+    on_command_failure: rollback
+    health: echo health >> $DIR/health
+    health_timeout: 10s
+    health_retries: 3
+    health_interval: 1s
 `, os.Getuid(), os.Getgid()))
 	os.Mkdir(e.path("templates.d"), 0o755)
 	dropIn := "- contents: \"[[ key \\\"nginx/workers\\\" ]] {{ literal }}\\n\"\n  destination: " + e.path("etc/workers") +
@@ -530,6 +535,9 @@ templates_dir: $DIR/templates.d
 	}
 	if got := commandLines(t, e.path("reloads")); len(got) != 2 {
 		t.Fatalf("command ran %d times, want 2 (one per change)", len(got))
+	}
+	if got := commandLines(t, e.path("health")); len(got) != 2 {
+		t.Fatalf("health ran %d times, want 2 (once after each reload)", len(got))
 	}
 	// version takes --config like every command of DESIGN.md's synopsis.
 	if code, stdout, stderr := e.agentCmd("version"); code != 0 || !strings.HasPrefix(stdout, "shoelace-agent ") {

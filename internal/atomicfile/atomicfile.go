@@ -57,6 +57,9 @@ type Options struct {
 	// files (its cache, its state), which must never be written where a link planted in their
 	// directory leads.
 	NoFollow bool
+	// KeepPrevious has Stage keep what the destination holds (bytes, mode, owner; or that it
+	// does not exist), so that Staged.Previous().Restore can put it back after the install.
+	KeepPrevious bool
 }
 
 // CheckError is the error of a failed Options.Check.
@@ -140,37 +143,71 @@ func resolve(path string) (string, error) {
 	return target, nil
 }
 
-// Write installs data at path as Options say. It returns changed=false, and writes and
-// checks nothing, when path already holds data with the asked mode and owner. On any error
-// but a *SyncDirError the destination is left as it was and no temp file remains; with a
-// *SyncDirError (changed=true) the new file is in place, only its durability is in doubt.
-// The directory must exist.
+// Write installs data at path as Options say: Stage, then Install. It returns changed=false,
+// and writes and checks nothing, when path already holds data with the asked mode and owner.
+// On any error but a *SyncDirError the destination is left as it was and no temp file
+// remains; with a *SyncDirError (changed=true) the new file is in place, only its durability
+// is in doubt. The directory must exist.
+func Write(path string, data []byte, opts Options) (changed bool, err error) {
+	s, err := Stage(path, data, opts)
+	if err != nil || s == nil {
+		return false, err
+	}
+	if err := s.Install(); err != nil {
+		var se *SyncDirError
+		return errors.As(err, &se), err
+	}
+	return true, nil
+}
+
+// Staged is a file written, fsynced, given its attributes and checked next to its
+// destination, not installed yet: Install renames it into place, Discard removes it. Until
+// one of them is called it holds the destination's directory open.
+type Staged struct {
+	d      *dir
+	base   string
+	path   string // the destination, its links resolved (see Write)
+	tmp    string // the staged file's name in d; "" once installed or discarded
+	opts   Options
+	hadOld bool // a file was at path when it was staged
+	prev   *Previous
+}
+
+// Stage does the part of Write that leaves the destination as it is: it returns nil (and
+// stages and checks nothing) when path already holds data with the asked mode and owner;
+// otherwise the staged file, checked, or an error, leaving no temp file. With
+// Options.KeepPrevious, the staged file also remembers what the destination held, for
+// Previous.
 //
 // The directory is opened once, one component at a time, and every later step (the temp
 // file, the backup, the rename, the fsync) happens in the directory so held: a symbolic
 // link put on its path meanwhile cannot move them elsewhere. Nothing is written through a
 // name that may already exist: the temp files are created with O_EXCL and renamed over the
 // destination and the .bak.
-func Write(path string, data []byte, opts Options) (changed bool, err error) {
+func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 	if !opts.NoFollow {
 		if path, err = resolve(path); err != nil {
-			return false, err
+			return nil, err
 		}
 	}
 	// Most calls change nothing: answer those by name, without opening the directory.
 	if same, err := unchanged(path, data, opts); err != nil || same {
-		return false, err
+		return nil, err
 	}
 	d, err := openDir(filepath.Dir(path))
 	if err != nil {
-		return false, fmt.Errorf("install %s: %w", path, err)
+		return nil, fmt.Errorf("install %s: %w", path, err)
 	}
-	defer d.root.Close()
+	defer func() {
+		if err != nil {
+			d.root.Close()
+		}
+	}()
 	base := filepath.Base(path)
 	path = d.join(base)
 	if opts.Allowed != nil {
 		if err := opts.Allowed(path); err != nil {
-			return false, err
+			return nil, err
 		}
 	}
 	// Lstat: a link at path was followed by resolve; one there now was put there since.
@@ -181,9 +218,15 @@ func Write(path string, data []byte, opts Options) (changed bool, err error) {
 	case err == nil && opts.NoFollow && old.Mode()&fs.ModeSymlink != 0:
 		old = nil // the rename replaces the link
 	case err != nil:
-		return false, fmt.Errorf("stat %s: %w", path, err)
+		return nil, fmt.Errorf("stat %s: %w", path, err)
 	case !old.Mode().IsRegular():
-		return false, fmt.Errorf("%s is not a regular file (%s)", path, old.Mode().Type())
+		return nil, fmt.Errorf("%s is not a regular file (%s)", path, old.Mode().Type())
+	}
+	s := &Staged{d: d, base: base, path: path, opts: opts, hadOld: old != nil}
+	if opts.KeepPrevious {
+		if s.prev, err = readPrevious(d, base, path, old); err != nil {
+			return nil, err
+		}
 	}
 
 	perm, uid, gid := opts.Perm.Perm(), opts.UID, opts.GID
@@ -205,7 +248,7 @@ func Write(path string, data []byte, opts Options) (changed bool, err error) {
 
 	tmp, staged, err := d.createTemp(base)
 	if err != nil {
-		return false, fmt.Errorf("create temp file for %s: %w", path, err)
+		return nil, fmt.Errorf("create temp file for %s: %w", path, err)
 	}
 	defer func() {
 		if err != nil {
@@ -214,44 +257,167 @@ func Write(path string, data []byte, opts Options) (changed bool, err error) {
 		}
 	}()
 	if _, err = tmp.Write(data); err != nil {
-		return false, fmt.Errorf("write %s: %w", d.join(staged), err)
+		return nil, fmt.Errorf("write %s: %w", d.join(staged), err)
 	}
 	if err = attributes(tmp, perm, uid, gid); err != nil {
-		return false, fmt.Errorf("%s: %w", d.join(staged), err)
+		return nil, fmt.Errorf("%s: %w", d.join(staged), err)
 	}
 	if !opts.NoSync {
 		if err = tmp.Sync(); err != nil {
-			return false, fmt.Errorf("fsync %s: %w", d.join(staged), err)
+			return nil, fmt.Errorf("fsync %s: %w", d.join(staged), err)
 		}
 	}
 	if err = tmp.Close(); err != nil {
-		return false, fmt.Errorf("close %s: %w", d.join(staged), err)
+		return nil, fmt.Errorf("close %s: %w", d.join(staged), err)
 	}
 	if opts.Check != nil {
 		if cerr := opts.Check(d.join(staged)); cerr != nil {
 			err = &CheckError{Path: path, Err: cerr}
+			return nil, err
+		}
+	}
+	s.tmp = staged
+	return s, nil
+}
+
+// Path is the file the staged one replaces (its links resolved).
+func (s *Staged) Path() string { return s.path }
+
+// Previous is what the destination held when the file was staged with Options.KeepPrevious
+// (nil without it).
+func (s *Staged) Previous() *Previous { return s.prev }
+
+// Install makes the .bak (with Options.Backup), runs Options.BeforeRename, renames the staged
+// file over the destination and fsyncs the directory. On any error but a *SyncDirError the
+// destination is left as it was and the staged file is removed; with a *SyncDirError the new
+// file is in place, only its durability is in doubt. It releases the directory.
+func (s *Staged) Install() (err error) {
+	if s.tmp == "" {
+		return fmt.Errorf("install %s: not staged (installed or discarded already)", s.path)
+	}
+	defer s.d.root.Close()
+	defer func() {
+		if err != nil {
+			s.d.root.Remove(s.tmp)
+		}
+		s.tmp = ""
+	}()
+	if s.opts.Backup && s.hadOld {
+		if err = backup(s.d, s.base, s.opts); err != nil {
+			return err
+		}
+	}
+	if s.opts.BeforeRename != nil {
+		if err = s.opts.BeforeRename(); err != nil {
+			return err
+		}
+	}
+	if err = s.d.root.Rename(s.tmp, s.base); err != nil {
+		return fmt.Errorf("rename %s: %w", s.d.join(s.tmp), err)
+	}
+	if s.opts.NoSync {
+		return nil
+	}
+	if err := s.d.sync(); err != nil {
+		// The file is in place: a reader sees it and the caller must count it as installed.
+		return &SyncDirError{Path: s.path, Err: err}
+	}
+	return nil
+}
+
+// Discard removes the staged file and releases the directory; after Install it does nothing.
+func (s *Staged) Discard() {
+	if s.tmp == "" {
+		return
+	}
+	s.d.root.Remove(s.tmp)
+	s.d.root.Close()
+	s.tmp = ""
+}
+
+// Previous is what a destination held before an install (its bytes, mode and owner, or that
+// there was no file), so that Restore can put it back.
+type Previous struct {
+	path     string
+	existed  bool
+	data     []byte
+	perm     os.FileMode
+	uid, gid int
+}
+
+// Existed reports whether there was a file at the destination.
+func (p *Previous) Existed() bool { return p.existed }
+
+// Path is the destination (its links resolved).
+func (p *Previous) Path() string { return p.path }
+
+func readPrevious(d *dir, base, path string, old fs.FileInfo) (*Previous, error) {
+	p := &Previous{path: path, uid: Keep, gid: Keep}
+	if old == nil {
+		return p, nil
+	}
+	// O_NOFOLLOW: the file Lstat saw, not where a link swapped in since leads.
+	f, err := d.root.OpenFile(base, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("keep previous %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("keep previous %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("keep previous %s: not a regular file (%s)", path, fi.Mode().Type())
+	}
+	if p.data, err = io.ReadAll(f); err != nil {
+		return nil, fmt.Errorf("keep previous %s: %w", path, err)
+	}
+	p.existed, p.perm = true, fi.Mode().Perm()
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		p.uid, p.gid = int(st.Uid), int(st.Gid)
+	}
+	return p, nil
+}
+
+// Restore puts back what the destination held: the same bytes, mode and owner, installed as
+// Write installs (a temp file renamed over it, the directory fsynced; no link at the name
+// followed), or, when there was no file, removes the one there. opts gives Allowed and
+// NoSync; the rest comes from p. A .bak is left as the install made it (it holds what is
+// restored). It reports whether it changed anything.
+func (p *Previous) Restore(opts Options) (bool, error) {
+	if p.existed {
+		return Write(p.path, p.data, Options{Perm: p.perm, UID: p.uid, GID: p.gid, NoSync: opts.NoSync,
+			NoFollow: true, Allowed: opts.Allowed})
+	}
+	d, err := openDir(filepath.Dir(p.path))
+	if err != nil {
+		return false, fmt.Errorf("remove %s: %w", p.path, err)
+	}
+	defer d.root.Close()
+	base := filepath.Base(p.path)
+	if opts.Allowed != nil {
+		if err := opts.Allowed(d.join(base)); err != nil {
 			return false, err
 		}
 	}
-	if opts.Backup && old != nil {
-		if err = backup(d, base, opts); err != nil {
-			return false, err
-		}
+	fi, err := d.root.Lstat(base)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
 	}
-	if opts.BeforeRename != nil {
-		if err = opts.BeforeRename(); err != nil {
-			return false, err
-		}
+	if err == nil && fi.IsDir() {
+		err = fmt.Errorf("a directory is there now")
 	}
-	if err = d.root.Rename(staged, base); err != nil {
-		return false, fmt.Errorf("rename %s: %w", d.join(staged), err)
+	if err == nil {
+		err = d.root.Remove(base)
+	}
+	if err != nil {
+		return false, fmt.Errorf("remove %s: %w", p.path, err)
 	}
 	if opts.NoSync {
 		return true, nil
 	}
 	if err := d.sync(); err != nil {
-		// The file is in place: a reader sees it and the caller must count it as installed.
-		return true, &SyncDirError{Path: path, Err: err}
+		return true, &SyncDirError{Path: p.path, Err: err}
 	}
 	return true, nil
 }

@@ -1,0 +1,624 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
+	"github.com/shoelace-dev/shoelace/templates"
+)
+
+// A pass renders the selected templates from one view as transactions, one per group: the
+// templates that share a command (a template without one is a group of its own).
+//
+//  1. stage:   each template of the group whose inputs changed is rendered, written to a temp
+//              file and checked. Any failure discards every staged file of the group.
+//  2. install: the group's command is recorded as owed, then every staged file is renamed
+//              into place (an install that fails puts back the ones renamed before it).
+//  3. reload:  once every group is installed, each group that changed runs its command once,
+//              then its health commands.
+//  4. undo:    a failed reload puts the group's previous files back (on_command_failure:
+//              rollback, when one of them existed) and runs the command again. Its inputs are
+//              remembered and not tried again until they change (no flapping).
+//
+// Then the commands a killed run owed, that no group ran, run.
+
+// failure is why a template of a pass is not in place, or was installed but not reloaded.
+type failure struct {
+	template string
+	stage    string // api.StageRender, StageCheck, StageCommand, StageHealth
+	err      error
+	inPlace  bool // the new file stays (on_command_failure: keep, or a first install)
+}
+
+func (f failure) String() string { return f.err.Error() }
+
+// reloadFailure is a failed reload of a template's inputs.
+type reloadFailure struct {
+	result *templates.Result
+	data   templates.Data
+	failure
+}
+
+// passResult is what one pass did.
+type passResult struct {
+	rendered []string  // destinations written
+	failures []failure // in the order they happened
+	commands int       // commands run
+	cmdFail  int       // commands that failed
+}
+
+func (p passResult) ok() bool { return len(p.failures) == 0 }
+
+// failed lists the failures' messages.
+func (p passResult) failed() []string {
+	out := make([]string, len(p.failures))
+	for i, f := range p.failures {
+		out[i] = f.String()
+	}
+	return out
+}
+
+// group is one transaction of a pass.
+type group struct {
+	command string
+	tmpls   []*tmpl   // the group's templates among those selected, in config order
+	members []*member // those rendered in this pass
+}
+
+// member is a template of a group rendered in this pass.
+type member struct {
+	t      *tmpl
+	r      *templates.Result
+	staged *atomicfile.Staged   // nil: the file holds r already
+	prev   *atomicfile.Previous // what the install replaced, once installed
+	err    error
+	stage  string
+}
+
+// installed lists the members whose file the pass replaced.
+func (g *group) installed() []*member {
+	var out []*member
+	for _, m := range g.members {
+		if m.prev != nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (g *group) names() []string {
+	var out []string
+	for _, m := range g.installed() {
+		out = append(out, m.t.name())
+	}
+	return out
+}
+
+// policy is the group's on_command_failure (Validate made its templates agree).
+func (g *group) policy() string { return g.tmpls[0].cfg.OnFailure() }
+
+// groupsOf splits sel into groups, in the order of their first template.
+func groupsOf(sel []*tmpl) []*group {
+	var out []*group
+	byCmd := map[string]*group{}
+	for _, t := range sel {
+		if c := t.cfg.Command; c != "" {
+			if g := byCmd[c]; g != nil {
+				g.tmpls = append(g.tmpls, t)
+				continue
+			}
+			byCmd[c] = &group{command: c}
+			out = append(out, byCmd[c])
+			byCmd[c].tmpls = append(byCmd[c].tmpls, t)
+			continue
+		}
+		out = append(out, &group{tmpls: []*tmpl{t}})
+	}
+	return out
+}
+
+// pass is the state of one renderPass.
+type pass struct {
+	a          *Agent
+	v          *view
+	data       templates.Data
+	force      bool
+	noCommands bool
+	res        passResult
+	// before are the views the changed files were rendered from: a command may print the old
+	// file (a diff against the .bak), so the secrets it held are masked in its output too.
+	before     []map[string]string
+	beforeRevs map[int64]bool
+	// ranOwed are the owed commands that a group ran in this pass.
+	ranOwed map[string]bool
+}
+
+// renderPass renders sel from v. Without force, a group none of whose inputs changed since
+// its last render (or its last failed reload) is skipped. Commands run unless noCommands;
+// so do the commands a previous run owed.
+func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noCommands bool) passResult {
+	p := &pass{a: a, v: v, data: v.data(a), force: force, noCommands: noCommands, beforeRevs: map[int64]bool{}, ranOwed: map[string]bool{}}
+	groups := groupsOf(sel)
+	for _, g := range groups {
+		if p.stage(ctx, g) {
+			p.install(g)
+		}
+	}
+	for _, g := range groups {
+		p.reload(ctx, g)
+	}
+	if !noCommands {
+		p.runOwed(ctx)
+		// Every command owed is run (a failed one too: it is logged, not retried).
+		a.paid()
+	}
+	return p.res
+}
+
+// needsRender says whether t's inputs changed since its last render, or since the failed
+// reload it remembers.
+func (p *pass) needsRender(t *tmpl) bool {
+	switch {
+	case p.force:
+		return true
+	case t.failed != nil:
+		return t.failed.result.NeedsRender(t.failed.data, p.data)
+	default:
+		return !t.inPlace || t.last == nil || t.last.NeedsRender(t.lastData, p.data)
+	}
+}
+
+// fail records f for t.
+func (p *pass) fail(t *tmpl, f failure) {
+	t.err, t.stage = f.err, f.stage
+	if !f.inPlace {
+		t.inPlace = false
+	}
+	p.res.failures = append(p.res.failures, f)
+}
+
+// stage renders and stages the members of g whose inputs changed (all of them when one
+// changed and another's reload failed before). It reports whether the whole group is staged;
+// when it is not, nothing of it is installed.
+func (p *pass) stage(ctx context.Context, g *group) bool {
+	changed := slices.ContainsFunc(g.tmpls, p.needsRender)
+	for _, t := range g.tmpls {
+		if !changed {
+			if t.failed != nil {
+				// The same inputs as the failed reload: not tried again, the failure stands.
+				p.fail(t, t.failed.failure)
+			} else {
+				t.revision = p.v.Revision
+			}
+			continue
+		}
+		if !p.needsRender(t) && t.failed == nil {
+			t.revision = p.v.Revision
+			continue
+		}
+		m := &member{t: t}
+		g.members = append(g.members, m)
+		if ctx.Err() != nil {
+			// Stopping: leave the rest for the next start; the groups installed still reload.
+			m.err, m.stage = fmt.Errorf("render %s: interrupted by shutdown", t.name()), api.StageRender
+			continue
+		}
+		if t.lastData.Keys != nil && t.lastData.Revision != p.v.Revision && !p.beforeRevs[t.lastData.Revision] {
+			p.beforeRevs[t.lastData.Revision] = true
+			p.before = append(p.before, t.lastData.Keys)
+		}
+		p.a.stageOne(ctx, m, p.data)
+	}
+	ok := true
+	for _, m := range g.members {
+		if m.err != nil {
+			ok = false
+			p.a.metrics.renderFailures.Add(1)
+			p.a.log.Error("template not installed", "template", m.t.name(), "revision", p.v.Revision, "error", m.err.Error())
+			p.fail(m.t, failure{template: m.t.name(), stage: m.stage, err: m.err})
+		}
+	}
+	if ok {
+		return true
+	}
+	var bad []string
+	for _, m := range g.members {
+		if m.err != nil {
+			bad = append(bad, m.t.name())
+		}
+	}
+	for _, m := range g.members {
+		if m.staged != nil {
+			m.staged.Discard()
+			m.staged = nil
+			err := fmt.Errorf("%s not installed: %s of its group (command %q) failed; old file kept", m.t.name(), strings.Join(bad, ", "), g.command)
+			p.fail(m.t, failure{template: m.t.name(), stage: api.StageRender, err: err})
+			p.a.log.Error("template not installed", "template", m.t.name(), "revision", p.v.Revision, "error", err.Error())
+		} else if m.err == nil {
+			p.inPlace(m) // its file holds its output already
+		}
+	}
+	return false
+}
+
+// install records g's command as owed, then renames every staged file of g into place. An
+// install that fails puts back the files renamed before it.
+func (p *pass) install(g *group) {
+	var dests []string
+	for _, m := range g.members {
+		if m.staged != nil {
+			dests = append(dests, m.t.name())
+		}
+	}
+	if len(dests) > 0 && g.command != "" && p.a.recordOwed {
+		p.a.owe(g.command, maxTimeout(g), dests, p.v.Revision)
+	}
+	for i, m := range g.members {
+		if m.staged == nil {
+			p.inPlace(m)
+			continue
+		}
+		prev := m.staged.Previous()
+		err := installStaged(m.staged)
+		var se *atomicfile.SyncDirError
+		if errors.As(err, &se) {
+			// Renamed into place: readers see it, so it is installed and its command runs. Only a
+			// crash could still bring the old file back, and the next start renders it again.
+			p.a.log.Warn("installed, but its directory was not fsynced", "template", m.t.name(), "error", err.Error())
+			err = nil
+		}
+		if err != nil {
+			err = fmt.Errorf("install %s: %w", m.t.name(), err)
+			p.a.log.Error("template not installed", "template", m.t.name(), "revision", p.v.Revision, "error", err.Error())
+			p.a.metrics.renderFailures.Add(1)
+			p.fail(m.t, failure{template: m.t.name(), stage: api.StageRender, err: err})
+			for _, o := range g.members[i+1:] {
+				if o.staged != nil {
+					o.staged.Discard()
+					p.fail(o.t, failure{template: o.t.name(), stage: api.StageRender, err: fmt.Errorf("%s not installed: the install of %s of its group failed", o.t.name(), m.t.name())})
+				}
+			}
+			for _, o := range slices.Backward(g.members[:i]) {
+				if o.prev != nil {
+					rerr := p.restore(o)
+					msg := fmt.Sprintf("%s put back: the install of %s of its group failed", o.t.name(), m.t.name())
+					if rerr != nil {
+						msg += "; " + rerr.Error()
+					}
+					o.t.last = nil
+					p.fail(o.t, failure{template: o.t.name(), stage: api.StageRender, err: errors.New(msg)})
+				}
+				o.prev = nil
+			}
+			return
+		}
+		m.prev = prev
+		p.inPlace(m)
+		p.res.rendered = append(p.res.rendered, m.t.name())
+		p.a.metrics.renders.Add(1)
+		p.a.log.Info("rendered", "template", m.t.name(), "revision", p.v.Revision, "bytes", len(m.r.Output), "keys", len(m.r.Keys))
+	}
+}
+
+// inPlace records that m's file holds its output.
+func (p *pass) inPlace(m *member) {
+	t := m.t
+	t.last, t.lastData, t.inPlace, t.err, t.stage, t.failed, t.revision = m.r, p.data, true, nil, "", nil, p.v.Revision
+}
+
+// reload runs g's command once (with the destinations a killed run owed it for), then its
+// health commands, when the pass replaced a file of g; a failure undoes g.
+func (p *pass) reload(ctx context.Context, g *group) {
+	installed := g.installed()
+	owed := p.takeOwed(g.command)
+	if len(installed) == 0 && owed == nil {
+		return
+	}
+	if p.noCommands {
+		if g.command != "" {
+			p.a.log.Info("command skipped (--no-commands)", "command", g.command, "templates", g.names())
+		}
+		return
+	}
+	var f *failure
+	if g.command != "" {
+		dests, rev, timeout := g.names(), p.v.Revision, maxTimeout(g)
+		if len(installed) == 0 {
+			// Only what a killed run owed, at the revision it was owed for.
+			dests, rev = nil, owed.Revision
+		}
+		if owed != nil {
+			for _, d := range owed.Destinations {
+				if !slices.Contains(dests, d) {
+					dests = append(dests, d)
+				}
+			}
+			rev, timeout = max(rev, owed.Revision), max(timeout, owed.timeout())
+		}
+		f = p.command(ctx, g.command, timeout, dests, rev)
+	}
+	if f == nil && len(installed) > 0 {
+		f = p.health(ctx, g)
+	}
+	switch {
+	case f == nil:
+	case len(installed) == 0:
+		// Only what a killed run owed: its files were installed then, there is nothing to undo.
+		f.inPlace = true
+		p.res.failures = append(p.res.failures, *f)
+	default:
+		p.undo(ctx, g, *f)
+	}
+}
+
+// command runs command for dests at revision rev and logs what it did.
+func (p *pass) command(ctx context.Context, command string, timeout time.Duration, dests []string, rev int64) *failure {
+	env := []string{
+		"SHOELACE_APPLIANCE=" + p.a.cfg.Appliance,
+		"SHOELACE_INSTANCE=" + p.a.instance,
+		"SHOELACE_REVISION=" + strconv.FormatInt(rev, 10),
+		"SHOELACE_DESTINATIONS=" + strings.Join(dests, " "),
+	}
+	// A reload command started for a changed file finishes (within its timeout) even when the
+	// agent is stopping: the file is already in place.
+	r, err := RunCommand(context.WithoutCancel(ctx), command, timeout, env)
+	p.res.commands++
+	p.a.metrics.commands.Add(1)
+	out := redactOutput(r, p.v.Keys, p.a.allSecret(), p.before...)
+	if err != nil {
+		p.res.cmdFail++
+		p.a.metrics.commandFailures.Add(1)
+		p.a.log.Error("command failed", "command", command, "templates", dests, "error", err.Error(),
+			"exit_code", r.ExitCode, "output", out, "duration_ms", r.Duration.Milliseconds())
+		return &failure{template: dests[0], stage: api.StageCommand, err: fmt.Errorf("command %q %w%s", command, err, outputTail(out))}
+	}
+	p.a.log.Info("command ran", "command", command, "templates", dests, "output", out, "duration_ms", r.Duration.Milliseconds())
+	return nil
+}
+
+// health runs the distinct health commands of g's templates, each until it passes or its
+// retries are spent.
+func (p *pass) health(ctx context.Context, g *group) *failure {
+	seen := map[string]bool{}
+	env := []string{
+		"SHOELACE_APPLIANCE=" + p.a.cfg.Appliance,
+		"SHOELACE_INSTANCE=" + p.a.instance,
+		"SHOELACE_REVISION=" + strconv.FormatInt(p.v.Revision, 10),
+		"SHOELACE_DESTINATIONS=" + strings.Join(g.names(), " "),
+	}
+	for _, t := range g.tmpls {
+		h := t.cfg.Health
+		if h == "" || seen[h] {
+			continue
+		}
+		seen[h] = true
+		for try := 0; ; try++ {
+			// Like the command: a health check started finishes even when the agent is stopping.
+			r, err := RunCommand(context.WithoutCancel(ctx), h, t.cfg.HealthTimeoutOrDefault(), env)
+			if err == nil {
+				p.a.log.Info("health passed", "health", h, "templates", g.names(), "tries", try+1)
+				break
+			}
+			out := redactOutput(r, p.v.Keys, p.a.allSecret(), p.before...)
+			if try < t.cfg.Retries() {
+				p.a.log.Debug("health failed; trying again", "health", h, "error", err.Error(), "output", out, "try", try+1)
+				time.Sleep(t.cfg.Interval())
+				continue
+			}
+			p.a.metrics.healthFailures.Add(1)
+			p.a.log.Error("health failed", "health", h, "templates", g.names(), "error", err.Error(), "output", out, "tries", try+1)
+			return &failure{template: t.name(), stage: api.StageHealth, err: fmt.Errorf("health %q %w after %d tries%s", h, err, try+1, outputTail(out))}
+		}
+	}
+	return nil
+}
+
+// undo handles g's failed reload f: with on_command_failure rollback and a previous file to go
+// back to, it restores every file the pass installed and runs the command again; otherwise
+// the new files stay. Either way the inputs are remembered as failed.
+func (p *pass) undo(ctx context.Context, g *group, f failure) {
+	installed := g.installed()
+	existed := slices.ContainsFunc(installed, func(m *member) bool { return m.prev != nil && m.prev.Existed() })
+	rollback := g.policy() == OnFailureRollback && existed
+	what := "the new files are kept (on_command_failure: keep)"
+	if !rollback && g.policy() == OnFailureRollback {
+		what = "the new files are kept (a first install: no previous file to go back to)"
+	}
+	if rollback {
+		var problems []string
+		for _, m := range slices.Backward(installed) {
+			if err := p.restore(m); err != nil {
+				problems = append(problems, err.Error())
+			}
+		}
+		p.a.metrics.rollbacks.Add(1)
+		what = "previous files restored"
+		if len(problems) > 0 {
+			what = "previous files restored but for: " + strings.Join(problems, "; ")
+		}
+		p.a.log.Warn("reload failed: previous files restored", "templates", g.names(), "revision", p.v.Revision, "problems", problems)
+		if g.command != "" {
+			if again := p.command(ctx, g.command, maxTimeout(g), g.names(), p.v.Revision); again != nil {
+				p.a.log.Error("command failed again on the restored files", "command", g.command, "templates", g.names())
+			}
+		}
+	} else {
+		p.a.log.Warn("reload failed: "+what, "templates", g.names(), "revision", p.v.Revision)
+	}
+	// The member the failure names first: the report names the first failure of a pass.
+	slices.SortStableFunc(installed, func(x, y *member) int {
+		return boolRank(x.t.name() != f.template) - boolRank(y.t.name() != f.template)
+	})
+	for _, m := range installed {
+		mf := failure{template: m.t.name(), stage: f.stage, err: fmt.Errorf("reload of %s at revision %d failed, %s: %w", strings.Join(g.names(), ", "), p.v.Revision, what, f.err), inPlace: !rollback}
+		p.fail(m.t, mf)
+		m.t.failed = &reloadFailure{result: m.r, data: p.data, failure: mf}
+		if rollback {
+			m.t.last = nil // the file holds what it held before, not m.r
+		}
+	}
+}
+
+func boolRank(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// restore puts back what m's install replaced.
+func (p *pass) restore(m *member) error {
+	opts := atomicfile.Options{}
+	if len(p.a.cfg.AllowedDirs) > 0 {
+		opts.Allowed = p.a.cfg.checkReal
+	}
+	_, err := restoreFile(m.prev, opts)
+	var se *atomicfile.SyncDirError
+	if errors.As(err, &se) {
+		p.a.log.Warn("restored, but its directory was not fsynced", "template", m.t.name(), "error", err.Error())
+		err = nil
+	}
+	if err != nil {
+		p.a.log.Error("previous file not restored", "template", m.t.name(), "error", err.Error())
+		return fmt.Errorf("restore %s: %w", m.t.name(), err)
+	}
+	p.a.log.Info("previous file restored", "template", m.t.name(), "existed", m.prev.Existed())
+	return nil
+}
+
+// restoreFile is Previous.Restore; tests replace it to inject a fault.
+var restoreFile = (*atomicfile.Previous).Restore
+
+// takeOwed returns the command a killed run owed that equals command (nil when none), which
+// the caller runs.
+func (p *pass) takeOwed(command string) *owedCommand {
+	if command == "" || p.noCommands {
+		return nil
+	}
+	for i := range p.a.owed {
+		if o := &p.a.owed[i]; o.Command == command && !p.ranOwed[command] {
+			p.ranOwed[command] = true
+			return o
+		}
+	}
+	return nil
+}
+
+// runOwed runs the owed commands that no group ran in this pass: their files were installed by
+// a killed run, so there is nothing to undo. A failure is reported, not retried.
+func (p *pass) runOwed(ctx context.Context) {
+	for _, o := range p.a.owed {
+		if p.ranOwed[o.Command] {
+			continue
+		}
+		p.ranOwed[o.Command] = true
+		if f := p.command(ctx, o.Command, o.timeout(), o.Destinations, o.Revision); f != nil {
+			f.inPlace = true
+			p.res.failures = append(p.res.failures, *f)
+		}
+	}
+}
+
+func maxTimeout(g *group) time.Duration {
+	var d time.Duration
+	for _, t := range g.tmpls {
+		d = max(d, t.cfg.Timeout())
+	}
+	return d
+}
+
+// outputTail is the end of a command's (redacted) output for an error message: enough to say
+// why, short enough for a report.
+func outputTail(out string) string {
+	const keep = 400
+	out = strings.TrimSpace(out)
+	if out == "" {
+		return ""
+	}
+	if len(out) > keep {
+		out = "…" + out[len(out)-keep:]
+	}
+	return ": " + out
+}
+
+// stageOne renders m's template and stages its file (checked).
+func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data) {
+	t := m.t
+	r, err := t.t.Execute(data)
+	if err != nil {
+		m.err, m.stage = fmt.Errorf("render %s: %s", t.name(), redact(err.Error(), data.Keys, a.allSecret())), api.StageRender
+		return
+	}
+	m.r = r
+	opts := atomicfile.Options{Perm: t.cfg.Mode(), UID: t.cfg.UID(), GID: t.cfg.GID(), Backup: t.cfg.Backup, KeepPrevious: true}
+	if t.cfg.Check != "" {
+		opts.Check = func(staged string) error {
+			// A check in progress finishes even when the agent is stopping (bounded by its
+			// timeout), so that the render it belongs to completes instead of being cut short.
+			cr, err := RunCommand(context.WithoutCancel(ctx), t.cfg.Check, t.cfg.Timeout(), []string{
+				"SHOELACE_STAGED=" + staged,
+				"SHOELACE_DESTINATION=" + t.cfg.Destination,
+				"SHOELACE_APPLIANCE=" + a.cfg.Appliance,
+				"SHOELACE_INSTANCE=" + a.instance,
+				"SHOELACE_REVISION=" + strconv.FormatInt(data.Revision, 10),
+			})
+			if err != nil {
+				out := cr.Output
+				if r.Secret {
+					out = "(hidden: the template reads secrets)"
+				}
+				return fmt.Errorf("%q %w: %s", t.cfg.Check, err, redact(out, data.Keys, a.allSecret()))
+			}
+			return nil
+		}
+	}
+	if err := a.cfg.checkAllowed(t.cfg.Destination); err != nil {
+		m.err, m.stage = fmt.Errorf("install %s: %w; old file kept", t.name(), err), api.StageRender
+		return
+	}
+	if len(a.cfg.AllowedDirs) > 0 {
+		// Again on the path the install really replaces, resolved by the install itself: no
+		// link is left on it to follow (one at the .bak name is replaced by the rename).
+		opts.Allowed = a.cfg.checkReal
+	}
+	if err := ensureDir(filepath.Dir(t.cfg.Destination)); err != nil {
+		m.err, m.stage = fmt.Errorf("install %s: %w", t.name(), err), api.StageRender
+		return
+	}
+	s, err := atomicfile.Stage(t.cfg.Destination, r.Output, opts)
+	if err != nil {
+		var ce *atomicfile.CheckError
+		if errors.As(err, &ce) {
+			a.metrics.checkFailures.Add(1)
+			m.err, m.stage = fmt.Errorf("check of %s failed, old file kept: %w", t.name(), ce.Err), api.StageCheck
+			return
+		}
+		m.err, m.stage = fmt.Errorf("install %s: %w", t.name(), err), api.StageRender
+		return
+	}
+	m.staged = s
+}
+
+// logPass logs a summary of a pass when something happened.
+func (a *Agent) logPass(v *view, res passResult, took time.Duration) {
+	if len(res.rendered) == 0 && len(res.failures) == 0 && res.commands == 0 {
+		a.log.Debug("nothing changed", "revision", v.Revision)
+		return
+	}
+	lvl := slog.LevelInfo
+	if !res.ok() {
+		lvl = slog.LevelError
+	}
+	a.log.Log(context.Background(), lvl, "sync", "revision", v.Revision, "store", v.Store, "from_cache", v.FromCache,
+		"rendered", len(res.rendered), "failed", len(res.failures), "commands", res.commands, "commands_failed", res.cmdFail,
+		"took_ms", took.Milliseconds())
+}

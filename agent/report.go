@@ -1,0 +1,151 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/client"
+)
+
+// reportTimeout bounds one report request.
+const reportTimeout = 30 * time.Second
+
+// report is what the agent tells the server after a pass at v: the revision applied and the
+// first template that is not in place, or whose reload failed.
+func (a *Agent) report(v *view) api.Report {
+	r := api.Report{Instance: a.instance, Revision: v.Revision, Applied: a.applied.Load(), Rollout: v.Rollout, Version: a.opts.Version}
+	for _, t := range a.tmpls {
+		if t.err != nil {
+			r.Error, r.Stage, r.Template = t.err.Error(), t.stage, t.name()
+			break
+		}
+	}
+	return r
+}
+
+// reporter posts reports off the render path, one at a time and in order: a report put while
+// another is being sent replaces the one waiting, never the one in flight. A report whose
+// outcome (applied revision, rollout, error) equals the last one the server took is not sent.
+// A server without the report route (404) or that refuses it is logged at debug, once; one
+// that cannot be reached is tried again with backoff until a newer report replaces it.
+type reporter struct {
+	log    *slog.Logger
+	mu     sync.Mutex
+	next   *reportJob
+	wake   chan struct{}
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type reportJob struct {
+	c         *client.Client
+	appliance string
+	r         api.Report
+}
+
+func startReporter(log *slog.Logger) *reporter {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &reporter{log: log, wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	go p.loop()
+	return p
+}
+
+// put queues r, replacing a report not sent yet.
+func (p *reporter) put(c *client.Client, appliance string, r api.Report) {
+	p.mu.Lock()
+	p.next = &reportJob{c: c, appliance: appliance, r: r}
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take returns the report waiting, if any.
+func (p *reporter) take() *reportJob {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	j := p.next
+	p.next = nil
+	return j
+}
+
+// outcome is what decides whether a report is worth sending.
+func outcome(r api.Report) api.Report {
+	return api.Report{Applied: r.Applied, Rollout: r.Rollout, Error: r.Error, Stage: r.Stage, Template: r.Template}
+}
+
+func (p *reporter) loop() {
+	defer close(p.done)
+	var sent *api.Report // the outcome the server last took
+	loggedFailure := ""
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-p.wake:
+		}
+		for failures := 0; ; {
+			j := p.take()
+			if j == nil {
+				break
+			}
+			if o := outcome(j.r); sent != nil && *sent == o {
+				break
+			}
+			ctx, cancel := context.WithTimeout(p.ctx, reportTimeout)
+			err := j.c.Report(ctx, j.appliance, j.r)
+			cancel()
+			if p.ctx.Err() != nil {
+				return
+			}
+			if err == nil {
+				o := outcome(j.r)
+				sent, failures, loggedFailure = &o, 0, ""
+				p.log.Debug("reported", "revision", j.r.Revision, "applied", j.r.Applied, "rollout", j.r.Rollout, "error", j.r.Error)
+				continue
+			}
+			var ae *api.Error
+			if errors.As(err, &ae) && ae.Status < http.StatusInternalServerError && ae.Status != http.StatusTooManyRequests {
+				// The server does not take reports (one without the route) or refuses this one.
+				if msg := err.Error(); msg != loggedFailure {
+					p.log.Debug("report not taken", "error", msg)
+					loggedFailure = msg
+				}
+				break
+			}
+			failures++
+			if msg := err.Error(); msg != loggedFailure {
+				p.log.Debug("report not sent; trying again", "error", msg)
+				loggedFailure = msg
+			}
+			// Try again after a pause, unless a newer report comes first (then it goes instead).
+			p.mu.Lock()
+			if p.next == nil {
+				p.next = j
+			}
+			p.mu.Unlock()
+			t := time.NewTimer(backoff(failures, 0))
+			select {
+			case <-p.ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			case <-p.wake:
+				t.Stop()
+			}
+		}
+	}
+}
+
+// close stops the reporter; a report not sent yet is dropped (the next run reports again).
+func (p *reporter) close() {
+	p.cancel()
+	<-p.done
+}
