@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
@@ -43,6 +44,8 @@ type rolloutSet struct {
 	// baked is, on the elected replica, when each running rollout's cohort was first seen
 	// all applied (by rollout id); a new leader lets the cohort bake again.
 	baked map[string]time.Time
+	// leading is set while this replica is the one that moves the rollouts.
+	leading atomic.Bool
 }
 
 func (rs *rolloutSet) get(name string) *rollout.Record {
@@ -330,6 +333,8 @@ func (s *Server) endRollout(ctx context.Context, name, id, state, reason, instan
 func (s *Server) runRollouts(ctx context.Context) {
 	s.st.Lead(ctx, "rollouts", s.self.ID, func(ctx context.Context) {
 		s.log.Info("leading the rollouts")
+		s.rollouts.leading.Store(true)
+		defer s.rollouts.leading.Store(false)
 		t := time.NewTicker(rolloutTick)
 		defer t.Stop()
 		for {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -205,4 +206,42 @@ func TestRollout_BadInput(t *testing.T) {
 	f.mustErr(f.do("PUT", "/v1/kv/appliances/web/port?canary=10%25", "1"), http.StatusConflict, api.CodeConflict, "no enrolled instance")
 	f.mustErr(f.do("GET", "/v1/appliances/web/rollout", ""), http.StatusNotFound, api.CodeNotFound)
 	f.mustErr(f.do("POST", "/v1/appliances/web/rollout", `{"action":"dance"}`, "Content-Type", "application/json"), http.StatusBadRequest, api.CodeInvalidRequest, "promote")
+}
+
+// A rollout is moved by one replica at a time; when that one goes away, another carries on.
+func TestRollout_AnotherReplicaCarriesOn(t *testing.T) {
+	a := newFixture(t)
+	b := newFixtureOn(t, a.st)
+	b.token = a.token
+	a.put("appliances/web/port", "80")
+	fleet := enrollFleet(t, a, 2)
+	waitFor(t, "a leader", func() bool { return a.s.rollouts.leading.Load() || b.s.rollouts.leading.Load() })
+	leader, other := a, b
+	if b.s.rollouts.leading.Load() {
+		leader, other = b, a
+	}
+	if other.s.rollouts.leading.Load() {
+		t.Fatal("both replicas lead the rollouts")
+	}
+	var st api.RolloutStatus
+	other.must(other.do("PUT", "/v1/kv/appliances/web/port?canary=50%25", "8080"), http.StatusAccepted, &st)
+	// The leader goes away (its lease is handed over as it stops), then the canary reports.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := leader.s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the other replica to lead", func() bool { return other.s.rollouts.leading.Load() })
+	for _, n := range fleet {
+		v := viewOf(t, other, n)
+		if v.Rollout != "" {
+			report(t, other, n, v, "")
+		}
+	}
+	waitFor(t, "the second step", func() bool { return rolloutStatus(t, other).Step == 1 })
+	c := rolloutStatus(t, other).Cohort
+	for _, n := range c {
+		report(t, other, n, viewOf(t, other, n), "")
+	}
+	waitFor(t, "the promotion", func() bool { return rolloutStatus(t, other).State == api.RolloutPromoted })
 }

@@ -537,6 +537,15 @@ type Status struct {
 	Etcd DepsHealth `json:"etcd"`
 	// Releases are the limits of the release records.
 	Releases ReleaseLimits `json:"releases"`
+	// Rollouts are the appliances whose staged rollout runs, and whether this replica is the
+	// one that moves them.
+	Rollouts RolloutsStatus `json:"rollouts"`
+}
+
+// RolloutsStatus is what GET /v1/status says of the staged rollouts.
+type RolloutsStatus struct {
+	Running []string `json:"running"`
+	Leading bool     `json:"leading"`
 }
 
 // ReleaseLimits are the release limits that GET /v1/status shows.
@@ -575,6 +584,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
 			MaxBytes:      s.cfg.ReleaseMaxBytes,
 			SecretsSealed: s.sealer != nil,
 		},
+		Rollouts: RolloutsStatus{Running: append([]string{}, s.rollouts.running()...), Leading: s.rollouts.leading.Load()},
 	})
 }
 
