@@ -166,9 +166,6 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
-	if strat != nil && q.Has("cas") {
-		return api.Errorf(api.CodeInvalidRequest, "cas and canary do not go together: a rollout writes the live tree only when it is promoted")
-	}
 	cas, err := revParam(q, "cas")
 	if err != nil {
 		return err
@@ -221,6 +218,18 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		return s.planApply(ctx, w, name, keys)
 	}
 	if strat != nil {
+		if cas >= 0 {
+			// The rollout starts only from the state the caller read (a rollback reads it).
+			kvs, _, err := s.st.List(ctx, api.ApplianceRoot(name), true)
+			if err != nil {
+				return err
+			}
+			for _, kv := range kvs {
+				if kv.ModRevision > cas {
+					return api.Errorf(api.CodeConflict, "conflict on appliance %q: key %s changed at revision %d, after the expected revision %d", name, api.KeyText(kv.Key), kv.ModRevision, cas)
+				}
+			}
+		}
 		return s.startRollout(ctx, w, r, name, keys, strat, kind, rollbackTo)
 	}
 	if force {

@@ -245,3 +245,26 @@ func TestRollout_AnotherReplicaCarriesOn(t *testing.T) {
 	}
 	waitFor(t, "the promotion", func() bool { return rolloutStatus(t, other).State == api.RolloutPromoted })
 }
+
+// A rollback can be rolled out too: guarded like a plain one, promoted as a rollback release.
+func TestRollout_Rollback(t *testing.T) {
+	f := newFixture(t)
+	old := f.put("appliances/web/port", "80")
+	cur := f.put("appliances/web/port", "81")
+	fleet := enrollFleet(t, f, 1)
+	body := `{"keys":{"port":"80"}}`
+	hdr := []string{api.HeaderRollback, fmt.Sprint(old), "Content-Type", "application/json"}
+	f.mustErr(f.do("PUT", fmt.Sprintf("/v1/appliances/web?canary=100%%25&cas=%d", old), body, hdr...), http.StatusConflict, api.CodeConflict, "changed")
+	var st api.RolloutStatus
+	f.must(f.do("PUT", fmt.Sprintf("/v1/appliances/web?canary=100%%25&cas=%d", cur), body, hdr...), http.StatusAccepted, &st)
+	if st.Kind != api.KindRollback {
+		t.Fatalf("kind %q", st.Kind)
+	}
+	report(t, f, fleet[0], viewOf(t, f, fleet[0]), "")
+	waitFor(t, "the promotion", func() bool { return rolloutStatus(t, f).State == api.RolloutPromoted })
+	var rels api.Releases
+	f.must(f.do("GET", "/v1/appliances/web/releases", ""), 200, &rels)
+	if r := rels.Releases[0]; r.Kind != api.KindRollback || !strings.Contains(r.Message, fmt.Sprintf("rollback of web to revision %d", old)) {
+		t.Fatalf("release: %+v", r)
+	}
+}
