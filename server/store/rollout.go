@@ -78,29 +78,32 @@ func (g rolloutGuard) wrap(parts txnParts) txnParts {
 	}
 }
 
-// refused returns the error for a write that g's guard stopped, or nil when g held (the write
-// failed for another reason).
-func (s *Store) rolloutRefusal(ctx context.Context, g rolloutGuard) (error, error) {
+// rolloutRefusal returns the refusal of a write that g's guard stopped (or the error met while
+// finding out), and nil when g held: the write failed for another reason.
+func (s *Store) rolloutRefusal(ctx context.Context, g rolloutGuard) error {
 	if len(g.cmps) == 0 {
-		return nil, nil
+		return nil
 	}
 	held, err := s.holds(ctx, g.cmps)
-	if err != nil || held {
-		return nil, err
+	if err != nil {
+		return s.etcdErr(ctx, "check the rollouts in progress", err)
+	}
+	if held {
+		return nil
 	}
 	rctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	resp, err := s.cli.Get(rctx, s.sysRoot+rollout.ActivePrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
-		return nil, s.etcdErr(rctx, "read the rollouts in progress", err)
+		return s.etcdErr(rctx, "read the rollouts in progress", err)
 	}
 	for _, kv := range resp.Kvs {
 		n := strings.TrimPrefix(string(kv.Key), s.sysRoot+rollout.ActivePrefix)
 		if g.all || slices.Contains(g.apps, n) {
-			return RolloutInProgress(n), nil
+			return RolloutInProgress(n)
 		}
 	}
-	return api.Errorf(api.CodeConflict, "the rollout being promoted changed meanwhile (aborted or halted): not promoted"), nil
+	return api.Errorf(api.CodeConflict, "the rollout being promoted changed meanwhile (aborted or halted): not promoted")
 }
 
 // RolloutInProgress is the refusal of a plain write to appliance name during its rollout.

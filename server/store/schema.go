@@ -1,7 +1,6 @@
 package store
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"math/rand/v2"
@@ -297,8 +296,8 @@ func (s *Store) commitChecked(ctx context.Context, op string, e edits, eff *effe
 				return w, err
 			}
 			// Not applied: stopped by a rollout in progress?
-			if refused, err := s.rolloutRefusal(ctx, rg); err != nil || refused != nil {
-				return written{}, cmp.Or(err, refused)
+			if err := s.rolloutRefusal(ctx, rg); err != nil {
+				return written{}, err
 			}
 			if len(g.cmps) == 0 {
 				return w, nil
