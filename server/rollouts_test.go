@@ -84,6 +84,10 @@ func TestRollout_StepsThenPromotes(t *testing.T) {
 	f.mustErr(f.do("PUT", "/v1/kv/appliances/web/port", "81"), http.StatusConflict, api.CodeRolloutInProgress, "web", "rollout")
 	f.mustErr(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"81"}}`), http.StatusConflict, api.CodeRolloutInProgress)
 	f.mustErr(f.do("PUT", "/v1/appliances/web?canary=10%25", `{"keys":{"port":"82"}}`), http.StatusConflict, api.CodeRolloutInProgress)
+	f.mustErr(f.do("POST", "/v1/txn", `{"ops":[{"op":"put","key":"shared/x","value":"1"},{"op":"delete","key":"appliances/web/port"}]}`, "Content-Type", "application/json"),
+		http.StatusConflict, api.CodeRolloutInProgress)
+	f.mustErr(f.do("DELETE", "/v1/kv/appliances?recurse", ""), http.StatusConflict, api.CodeRolloutInProgress)
+	f.mustErr(f.do("DELETE", "/v1/kv/appliances/web?recurse", ""), http.StatusConflict, api.CodeRolloutInProgress)
 	f.put("shared/dns", "1.1.1.1")
 
 	// Each cohort in turn applies the candidate: the rollout advances to the end.
