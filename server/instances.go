@@ -53,6 +53,7 @@ type reporter struct {
 type reported struct {
 	applied int64
 	at      time.Time
+	token   string // a report of another token is written again: its write may be guarded out
 }
 
 func newReporter(max int) *reporter {
@@ -77,12 +78,12 @@ func (r *reporter) note(in api.Instance) bool {
 		}
 		r.swept = now
 	}
-	if w, ok := r.written[key]; ok && w.applied == in.Applied && in.LastSeen.Sub(w.at) < instanceRefresh {
+	if w, ok := r.written[key]; ok && w.applied == in.Applied && w.token == in.Token && in.LastSeen.Sub(w.at) < instanceRefresh {
 		return true
 	}
 	select {
 	case r.ch <- in:
-		r.written[key] = reported{applied: in.Applied, at: in.LastSeen}
+		r.written[key] = reported{applied: in.Applied, at: in.LastSeen, token: in.Token}
 		r.ownLocked(key, in.Token)
 	default: // full: the next request reports again
 	}
