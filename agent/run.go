@@ -57,6 +57,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.reportNow = make(chan struct{}, 1)
 	// Commands a killed run owed join the first pass; from now on what is owed is recorded.
 	a.loadOwedAtStart()
+	defer a.startEnrollment(ctx)() // enroll.go: the instance token, from cache_dir or obtained now
 	a.recordOwed = true
 	defer func() { a.recordOwed = false }()
 	// The cache and status files are written off the render path.
