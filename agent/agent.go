@@ -59,6 +59,10 @@ type Agent struct {
 	// cache_dir (owed.go), which owed mirrors.
 	recordOwed bool
 	owed       []owedCommand
+	// enrolling is set while Run runs (enroll.go): it bounds the enrollments, which enroller,
+	// made by configure, tries.
+	enrolling *enrollRun
+	enroller  *enroller
 }
 
 // New parses every template of cfg (which must be validated) and returns an agent.
@@ -80,20 +84,36 @@ func (a *Agent) configure(cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	c, e, err := a.newClient(cfg)
+	if err != nil {
+		return err
+	}
+	a.cfg, a.client, a.tmpls, a.instance, a.enroller = cfg, c, tmpls, cfg.InstanceName(), e
+	return nil
+}
+
+// newClient builds the client of cfg's server, with its token; while Run runs, with an
+// enroller that swaps in the instance token once enrolled (enroll.go).
+func (a *Agent) newClient(cfg *Config) (*client.Client, *enroller, error) {
 	tok, err := cfg.LoadToken()
 	if err != nil {
-		return fmt.Errorf("%s: %w", cfg.Path, err)
+		return nil, nil, fmt.Errorf("%s: %w", cfg.Path, err)
 	}
 	ua := a.opts.UserAgent
 	if ua == "" {
 		ua = "shoelace-agent"
 	}
-	c, err := client.New(cfg.Server, client.Options{Token: tok, CAFile: cfg.CAFile, UserAgent: ua})
-	if err != nil {
-		return fmt.Errorf("%s: %w", cfg.Path, err)
+	opts := client.Options{Token: tok, CAFile: cfg.CAFile, UserAgent: ua}
+	var e *enroller
+	if a.enrolling != nil {
+		e = a.newEnroller(cfg, opts, a.enroller)
+		opts.Wrap = e.wrap
 	}
-	a.cfg, a.client, a.tmpls, a.instance = cfg, c, tmpls, cfg.InstanceName()
-	return nil
+	c, err := client.New(cfg.Server, opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", cfg.Path, err)
+	}
+	return c, e, nil
 }
 
 func parseAll(cfg *Config) ([]*tmpl, error) {

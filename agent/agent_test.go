@@ -49,6 +49,12 @@ type viewServer struct {
 	// applied revision ("applied/rollout").
 	reports  []api.Report
 	rollouts []string
+	// Enrollment (POST .../enroll): enrollFail is the status to refuse it with (0: enroll);
+	// instanceTokens are the instance tokens issued and not revoked; auth the last token seen.
+	enrollFail     int
+	enrolls        int
+	instanceTokens map[string]bool
+	auth           string
 }
 
 func newViewServer(t *testing.T, keys map[string]string) *viewServer {
@@ -84,7 +90,12 @@ func (s *viewServer) serve(w http.ResponseWriter, r *http.Request) {
 		s.rollouts = append(s.rollouts, a+"/"+r.Header.Get(api.HeaderRollout))
 	}
 	s.instance = r.Header.Get(api.HeaderInstance)
-	if r.Header.Get("Authorization") != "Bearer secret-token" {
+	s.auth = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/enroll") {
+		s.serveEnroll(w, r)
+		return
+	}
+	if !s.instanceTokens[s.auth] && r.Header.Get("Authorization") != "Bearer secret-token" {
 		http.Error(w, `{"error":{"code":"unauthorized","message":"no token"}}`, 401)
 		return
 	}

@@ -77,8 +77,9 @@ func (a *Agent) Run(ctx context.Context) error {
 // of one pass (staged groups, installed files, commands owed) is a pass's (group.go); what the
 // server was told is the reporter's and, for long-polls, the poller's last ack.
 type loop struct {
-	a   *Agent
-	ctx context.Context
+	a          *Agent
+	stopEnroll func() // ends an enrollment still in flight
+	ctx        context.Context
 
 	// cur is the view the files were last rendered from (nil before one); pending is a view
 	// waiting for wait's timers, quiet and deadline.
@@ -198,6 +199,7 @@ func (l *loop) start() {
 	a := l.a
 	// Commands a killed run owed join the first pass; from now on what is owed is recorded.
 	a.loadOwedAtStart()
+	l.stopEnroll = a.startEnrollment(l.ctx) // enroll.go: the instance token, from cache_dir or obtained now
 	a.recordOwed = true
 	// The cache and status files are written off the render path, and so are reports.
 	a.persist = startPersister(a.log)
@@ -229,6 +231,9 @@ func (l *loop) start() {
 // close stops what start started, writing what is pending.
 func (l *loop) close() {
 	l.stopPoller()
+	if l.stopEnroll != nil {
+		l.stopEnroll()
+	}
 	stopTimer(l.quiet)
 	stopTimer(l.deadline)
 	stopTimer(l.fsTimer)

@@ -30,7 +30,9 @@ import (
 type principal struct {
 	name      string
 	admin     bool
-	appliance string   // an agent token: read this appliance's view
+	appliance string // an agent token: read this appliance's view
+	instance  string // an instance token: the one instance of appliance it acts for
+	enrolled  time.Time
 	read      []string // prefixes it may read
 	write     []string // prefixes it may write (and read)
 }
@@ -125,10 +127,18 @@ type tokenRecord struct {
 	Write     []string  `json:"write,omitempty"`
 	Admin     bool      `json:"admin,omitempty"`
 	Created   time.Time `json:"created"`
+	// Instance, for an instance token (see enroll.go), is the instance of Appliance it is bound
+	// to, and Parent the agent token that enrolled it ("" when an admin did).
+	Instance string `json:"instance,omitempty"`
+	Parent   string `json:"parent,omitempty"`
 }
 
 func (t *tokenRecord) principal() *principal {
-	return &principal{name: t.Name, admin: t.Admin, appliance: t.Appliance, read: t.Read, write: t.Write}
+	p := &principal{name: t.Name, admin: t.Admin, appliance: t.Appliance, read: t.Read, write: t.Write}
+	if t.Instance != "" {
+		p.instance, p.enrolled = t.Instance, t.Created
+	}
+	return p
 }
 
 // newSecret returns a new token secret: 256 random bits.
@@ -362,8 +372,22 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*http.Req
 		return r, unauthorized("unknown or revoked token")
 	}
 	info(r).token = rec.Name
-	if err := s.limitToken(rec, instanceOf(r)); err != nil {
+	inst := instanceOf(r)
+	if rec.Instance != "" {
+		inst = rec.Instance
+	}
+	if err := s.limitToken(rec, inst); err != nil {
 		return r, err
+	}
+	if rec.Instance != "" {
+		// An instance token speaks for its own instance only; without the header, for it.
+		switch h := r.Header.Get(api.HeaderInstance); h {
+		case "":
+			r.Header.Set(api.HeaderInstance, rec.Instance)
+		case rec.Instance:
+		default:
+			return r, forbidden("token %s is bound to instance %s, not %s (%s)", shorten(rec.Name), shorten(rec.Instance), shorten(h), api.HeaderInstance)
+		}
 	}
 	s.auth.touch(rec.Name)
 	return r.WithContext(context.WithValue(r.Context(), principalKey{}, rec.principal())), nil
@@ -390,16 +414,23 @@ func (s *Server) limit(key string) error {
 // and instance, then under the token's ceiling across all its instances. An instance name that
 // would make the token use more than MaxInstances at once on this replica is refused: made-up
 // names must not multiply the limit, nor the limiters kept for them.
+//
+// An instance token counts as the agent token that enrolled it: one instance has one limiter
+// whichever of the two it presents, under the ceiling of the fleet's token.
 func (s *Server) limitToken(rec *tokenRecord, instance string) error {
 	if rec.Appliance == "" {
 		return s.limit("token " + rec.Name)
 	}
+	name := rec.Name
+	if rec.Parent != "" {
+		name = rec.Parent
+	}
 	now := time.Now()
-	ok, retry, full := s.auth.limits.allowOwned("token "+rec.Name+" instance "+instance, rec.Name, s.cfg.MaxInstances, now)
+	ok, retry, full := s.auth.limits.allowOwned("token "+name+" instance "+instance, name, s.cfg.MaxInstances, now)
 	if full {
 		s.m.rateLimited.Inc()
 		e := api.Errorf(api.CodeRateLimited, "token %s already uses %d instance names on this replica (--max-instances); a name unused for %s is forgotten; retry later",
-			shorten(rec.Name), s.cfg.MaxInstances, limiterIdle)
+			shorten(name), s.cfg.MaxInstances, limiterIdle)
 		e.RetryAfter = int(limiterSweep.Seconds())
 		return e
 	}
@@ -409,10 +440,10 @@ func (s *Server) limitToken(rec *tokenRecord, instance string) error {
 		e.RetryAfter = retryAfter(retry)
 		return e
 	}
-	if ok, retry := s.auth.ceilings.allow("token "+rec.Name, now); !ok {
+	if ok, retry := s.auth.ceilings.allow("token "+name, now); !ok {
 		s.m.rateLimited.Inc()
 		e := api.Errorf(api.CodeRateLimited, "token %s is over its ceiling of %g requests/s, all its instances together (--token-rate-limit); retry later",
-			shorten(rec.Name), s.cfg.tokenRateLimit())
+			shorten(name), s.cfg.tokenRateLimit())
 		e.RetryAfter = retryAfter(retry)
 		return e
 	}

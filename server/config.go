@@ -52,6 +52,9 @@ const (
 	// DefaultMaxInstances fits a fleet of 10,000 VMs on one token, with room for as many
 	// replaced VMs whose records have not expired yet.
 	DefaultMaxInstances = 20000
+	// DefaultInstanceStale is how long an enrolled instance may stay silent before another
+	// agent may enroll under its name.
+	DefaultInstanceStale = time.Hour
 	// DefaultMaxWaitersPerToken (0) caps a token's long-polls only by its fair share when the
 	// replica is full.
 	DefaultMaxWaitersPerToken = 0
@@ -81,8 +84,9 @@ type Config struct {
 	// (names unseen for 10 minutes are forgotten; over it, 429; off with the rate limits) and
 	// its instance records in the store (a report of one more is not recorded).
 	MaxInstances int
-	// InstanceStale is how long an instance may go unseen and still count as part of the fleet
-	// (drawn into rollout cohorts; its enrollment kept from takeover).
+	// InstanceStale is how long an instance may go unseen and still count as part of the fleet:
+	// drawn into rollout cohorts, and keeping its enrolled name (another enrollment of the name
+	// is refused with 409 until it has been neither seen nor enrolled for that long).
 	InstanceStale time.Duration
 	// MaxValueBytes is the largest value accepted.
 	MaxValueBytes int
@@ -145,6 +149,7 @@ func DefaultConfig() Config {
 		Root:           store.DefaultRoot,
 		RateLimit:      DefaultRateLimit,
 		MaxInstances:   DefaultMaxInstances,
+		InstanceStale:  DefaultInstanceStale,
 		MaxValueBytes:  api.DefaultMaxValueBytes,
 		MaxSchemaBytes: DefaultMaxSchemaBytes,
 		MaxTxnOps:      store.DefaultMaxTxnOps,
@@ -198,6 +203,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxInstances <= 0 {
 		errs = append(errs, fmt.Errorf("--max-instances %d must be > 0", c.MaxInstances))
+	}
+	if c.InstanceStale <= 0 {
+		errs = append(errs, fmt.Errorf("--instance-stale %s must be > 0", c.InstanceStale))
 	}
 	if c.MaxSchemaBytes <= 0 {
 		errs = append(errs, fmt.Errorf("--max-schema-bytes %d must be > 0", c.MaxSchemaBytes))

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/store"
 )
 
 // instancePrefix is where agents' reports live among the system keys:
@@ -55,6 +56,7 @@ type reported struct {
 	applied int64
 	rollout string
 	at      time.Time
+	token   string // a report of another token is written again: its write may be guarded out
 }
 
 func newReporter(max int) *reporter {
@@ -79,12 +81,12 @@ func (r *reporter) note(in api.Instance) bool {
 		}
 		r.swept = now
 	}
-	if w, ok := r.written[key]; ok && w.applied == in.Applied && w.rollout == in.Rollout && in.LastSeen.Sub(w.at) < instanceRefresh {
+	if w, ok := r.written[key]; ok && w.applied == in.Applied && w.rollout == in.Rollout && w.token == in.Token && in.LastSeen.Sub(w.at) < instanceRefresh {
 		return true
 	}
 	select {
 	case r.ch <- in:
-		r.written[key] = reported{applied: in.Applied, rollout: in.Rollout, at: in.LastSeen}
+		r.written[key] = reported{applied: in.Applied, rollout: in.Rollout, at: in.LastSeen, token: in.Token}
 		r.ownLocked(key, in.Token)
 	default: // full: the next request reports again
 	}
@@ -136,6 +138,7 @@ func (s *Server) sweepInstances(ctx context.Context) error {
 	}
 	owner := make(map[string]string, len(m))
 	var expired []string
+	enrolled := map[string]bool{}
 	now := time.Now()
 	for k, v := range m {
 		var in api.Instance
@@ -144,6 +147,9 @@ func (s *Server) sweepInstances(ctx context.Context) error {
 		}
 		if now.Sub(in.LastSeen) > instanceExpiry {
 			expired = append(expired, k)
+			if in.Enrolled {
+				enrolled[k] = true
+			}
 			continue
 		}
 		owner[strings.TrimPrefix(k, instancePrefix)] = in.Token
@@ -168,13 +174,33 @@ func (s *Server) sweepInstances(ctx context.Context) error {
 	}
 	r.mu.Unlock()
 	for _, k := range expired {
-		if _, err := s.st.SysDelete(ctx, k); err != nil && !errors.Is(err, api.ErrNotFound) {
+		if err := s.removeInstance(ctx, k, enrolled[k]); err != nil {
 			return fmt.Errorf("remove expired instance record: %w", err)
 		}
 	}
 	if len(expired) > 0 {
 		s.log.Info("removed expired instance records", "records", len(expired))
 	}
+	return nil
+}
+
+// removeInstance removes the expired instance record key, and the instance token of an enrolled
+// one with it: a VM silent that long is gone, and its token must not outlive it.
+func (s *Server) removeInstance(ctx context.Context, key string, enrolled bool) error {
+	if !enrolled {
+		if _, err := s.st.SysDelete(ctx, key); err != nil && !errors.Is(err, api.ErrNotFound) {
+			return err
+		}
+		return nil
+	}
+	app, inst, _ := strings.Cut(strings.TrimPrefix(key, instancePrefix), "/")
+	name := instanceTokenName(app, inst)
+	rev, err := s.st.SysApply(ctx, nil, nil, []string{key, tokenPrefix + name})
+	if err != nil {
+		return err
+	}
+	s.auth.remove(name, rev)
+	s.hub.revoke(name)
 	return nil
 }
 
@@ -221,12 +247,16 @@ func (s *Server) runReporter(ctx context.Context) {
 			}
 		}
 		window.Stop()
-		kvs := make(map[string][]byte, len(batch))
+		// A report is written only while the instance is enrolled as it was when taken: a
+		// report of its instance token while that token exists, any other while none does
+		// (enrollment or forget may have come in between).
+		puts := make([]store.SysPutIf, 0, len(batch))
 		for k, in := range batch {
-			kvs[k], _ = json.Marshal(in)
+			v, _ := json.Marshal(in)
+			puts = append(puts, store.SysPutIf{Key: k, Value: v, Guard: tokenPrefix + instanceTokenName(in.Appliance, in.Instance), Exists: in.Enrolled})
 		}
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		if _, err := s.st.SysPutAll(wctx, kvs); err != nil && ctx.Err() == nil {
+		if _, err := s.st.SysPutEach(wctx, puts); err != nil && ctx.Err() == nil {
 			s.log.Warn("record instance reports", "reports", len(batch), "err", err)
 			s.reports.mu.Lock()
 			for _, in := range batch {
@@ -251,11 +281,12 @@ func agentReport(r *http.Request, name string) (*api.Instance, error) {
 	if err := api.ValidateSegment("instance name (X-Shoelace-Instance)", inst); err != nil {
 		return nil, err
 	}
-	in := &api.Instance{Appliance: name, Instance: inst, LastSeen: time.Now().UTC().Truncate(time.Second), Remote: clientIP(r), Token: principalOf(r).name,
+	in := &api.Instance{Appliance: name, Instance: inst, LastSeen: time.Now().UTC().Truncate(time.Second), Remote: clientIP(r),
 		Rollout: r.Header.Get(api.HeaderRollout)}
 	if len(in.Rollout) > 64 {
 		return nil, api.Errorf(api.CodeInvalidRequest, "header %s is too long", api.HeaderRollout)
 	}
+	principalOf(r).reportAs(in)
 	if applied != "" {
 		n, err := strconv.ParseInt(applied, 10, 64)
 		if err != nil || n < 0 || applied[0] < '0' || applied[0] > '9' { // digits only: no sign
@@ -268,7 +299,8 @@ func agentReport(r *http.Request, name string) (*api.Instance, error) {
 
 // takeReport records an agent's report, unless its applied revision is above the store's: the
 // replica's own revision may lag behind the store, so the store is asked before the report is
-// ignored. A report ignored or refused by the cap never fails the request.
+// ignored. A report of an enrolled instance made with another token than its instance token is
+// ignored too. A report ignored or refused by the cap never fails the request.
 func (s *Server) takeReport(ctx context.Context, in *api.Instance) {
 	if cur := s.hub.current(); in.Applied > cur {
 		rev, err := s.aboveStore.revision(ctx, s.st.Revision, in.Applied)
@@ -279,6 +311,11 @@ func (s *Server) takeReport(ctx context.Context, in *api.Instance) {
 			}
 			return
 		}
+	}
+	if !in.Enrolled && s.auth.enrolled(in.Appliance, in.Instance) {
+		s.log.Debug("ignoring a report of an enrolled instance not made with its instance token", "appliance", in.Appliance,
+			"instance", shorten(in.Instance), "token", in.Token)
+		return
 	}
 	if !s.reports.note(*in) {
 		s.log.Debug("not recording an instance over its token's cap", "appliance", in.Appliance, "instance", shorten(in.Instance), "token", in.Token, "max_instances", s.cfg.MaxInstances)
@@ -313,7 +350,7 @@ func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) error {
 			continue
 		}
 		if now.Sub(in.LastSeen) > instanceExpiry {
-			_, _ = s.st.SysDelete(ctx, k)
+			_ = s.removeInstance(ctx, k, in.Enrolled)
 			continue
 		}
 		out.Instances = append(out.Instances, in)

@@ -608,7 +608,8 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) error {
 	rep.Error = cut(rep.Error, maxReportError)
 	now := time.Now().UTC().Truncate(time.Second)
 	in := api.Instance{Appliance: name, Instance: rep.Instance, Applied: rep.Applied, LastSeen: now, Remote: clientIP(r),
-		Token: principalOf(r).name, Rollout: rep.Rollout, Version: rep.Version}
+		Rollout: rep.Rollout, Version: rep.Version}
+	principalOf(r).reportAs(&in)
 	s.takeReport(r.Context(), &in)
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
@@ -618,9 +619,13 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, s.hub.current(), struct{}{})
 }
 
-// recordFailure keeps (or clears) the failure an instance reported, and halts the rollout whose
-// candidate failed when the report comes from the enrolled instance itself.
+// recordFailure keeps (or clears) the failure an enrolled instance reported with its instance
+// token, and halts the rollout whose candidate failed. Failures only gate rollouts, which count
+// enrolled instances only; reports of other tokens keep no failure (they could name any instance).
 func (s *Server) recordFailure(ctx context.Context, name string, rep api.Report, in api.Instance) error {
+	if !in.Enrolled {
+		return nil
+	}
 	key := reportErrorPrefix + name + "/" + rep.Instance
 	if rep.Error == "" {
 		if s.reports.failureCleared(name + "/" + rep.Instance) {
@@ -663,9 +668,6 @@ func cmpOr(a, b string) string {
 	}
 	return b
 }
-
-// DefaultInstanceStale is --instance-stale's default.
-const DefaultInstanceStale = time.Hour
 
 // instanceStale is InstanceStale, or its default when unset.
 func (c Config) instanceStale() time.Duration {

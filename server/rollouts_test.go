@@ -7,31 +7,52 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 )
 
-// enrollFleet writes n enrolled instance records of appliance web, seen now, reported by the
-// admin token (as an instance token would).
+// fleetTokens are the instance tokens of the fleets enrollFleet enrolled, by instance name.
+var fleetTokens sync.Map
+
+// enrollFleet enrolls n instances of appliance web (vm-0…) with web's agent token, as their
+// agents do when they start, and waits a moment so that a rollout starts after it.
 func enrollFleet(t *testing.T, f *fixture, n int) []string {
 	t.Helper()
+	var tok api.TokenCreated
+	f.must(f.do("POST", "/v1/tokens", `{"name":"web-agent-`+fmt.Sprint(time.Now().UnixNano())+`","appliance":"web"}`, "Content-Type", "application/json"), 201, &tok)
 	var names []string
-	at := time.Now().UTC().Add(-time.Minute)
 	for i := range n {
 		name := fmt.Sprintf("vm-%d", i)
 		names = append(names, name)
-		putRecord(t, f.st, api.Instance{Appliance: "web", Instance: name, LastSeen: time.Now().UTC(), Token: adminTokenName, Enrolled: true, EnrolledAt: &at})
+		fleetTokens.Store(fmt.Sprintf("%p/%s", f.st, name), f.enroll(tok.Token, "web", name).Token)
 	}
+	time.Sleep(10 * time.Millisecond) // enrolled before the rollout started, by the server's clock
 	return names
 }
 
-// viewOf reads web's view as instance sees it.
+// instanceToken is the instance token of name in f's fleet.
+func instanceToken(t *testing.T, f *fixture, name string) string {
+	t.Helper()
+	tok, ok := fleetTokens.Load(fmt.Sprintf("%p/%s", f.st, name))
+	if !ok {
+		t.Fatalf("%s is not enrolled", name)
+	}
+	return tok.(string)
+}
+
+// viewOf reads web's view as instance sees it, with its instance token ("": the admin token,
+// without an instance).
 func viewOf(t *testing.T, f *fixture, instance string) api.View {
 	t.Helper()
 	var v api.View
-	f.must(f.do("GET", "/v1/appliances/web", "", api.HeaderInstance, instance), 200, &v)
+	if instance == "" {
+		f.must(f.do("GET", "/v1/appliances/web", ""), 200, &v)
+		return v
+	}
+	f.must(f.doToken(instanceToken(t, f, instance), "GET", "/v1/appliances/web", "", api.HeaderInstance, instance), 200, &v)
 	return v
 }
 
@@ -50,7 +71,7 @@ func report(t *testing.T, f *fixture, instance string, v api.View, failure strin
 		rep.Applied, rep.Error, rep.Stage = 0, failure, api.StageCommand
 	}
 	b, _ := json.Marshal(rep)
-	f.must(f.do("POST", "/v1/appliances/web/report", string(b), "Content-Type", "application/json", api.HeaderInstance, instance), 200, nil)
+	f.must(f.doToken(instanceToken(t, f, instance), "POST", "/v1/appliances/web/report", string(b), "Content-Type", "application/json", api.HeaderInstance, instance), 200, nil)
 }
 
 // A rollout brings the candidate to the canary first, then step by step to every instance as

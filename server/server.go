@@ -12,7 +12,9 @@
 //	GET    /v1/appliances/{name} [?index=R&wait=D]  api.View, or 304 when nothing changed
 //	PUT    /v1/appliances/{name} [?cas=R]           {"keys":{…}} JSON or YAML → api.WriteResult
 //	GET    /v1/appliances/{name}/instances          Instances (agents' reports)
-//	POST   /v1/tokens, GET /v1/tokens, DELETE /v1/tokens/{name}   admin only
+//	DELETE /v1/appliances/{name}/instances/{instance}  forget an instance, revoke its token (admin)
+//	POST   /v1/appliances/{name}/enroll             api.Enroll → api.Enrolled (the agent token)
+//	POST   /v1/tokens, GET /v1/tokens [?all], DELETE /v1/tokens/{name}   admin only
 //	GET    /v1/maintenance, PUT /v1/maintenance     Maintenance (PUT admin only)
 //	GET    /v1/snapshot                             etcd snapshot stream (admin only)
 //	GET    /v1/status                               Status (read, write or admin token; not agents)
@@ -206,6 +208,8 @@ func (s *Server) routes() {
 	v1("POST /v1/appliances/{name}/report", s.handleReport)
 	v1("GET /v1/appliances/{name}/rollout", s.handleGetRollout)
 	v1("POST /v1/appliances/{name}/rollout", s.handlePostRollout)
+	v1("DELETE /v1/appliances/{name}/instances/{instance}", s.handleForgetInstance)
+	v1("POST /v1/appliances/{name}/enroll", s.handleEnroll)
 	v1("GET /v1/appliances/{name}/at/{revision}", s.handleApplianceAt)
 	v1("GET /v1/appliances/{name}/schema", s.handleGetSchema)
 	v1("PUT /v1/appliances/{name}/schema", s.handlePutSchema)

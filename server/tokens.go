@@ -6,18 +6,28 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 )
 
 func (t *tokenRecord) info() api.TokenInfo {
-	return api.TokenInfo{TokenRequest: api.TokenRequest{Name: t.Name, Appliance: t.Appliance, Read: t.Read, Write: t.Write, Admin: t.Admin}, Created: t.Created}
+	return api.TokenInfo{TokenRequest: api.TokenRequest{Name: t.Name, Appliance: t.Appliance, Read: t.Read, Write: t.Write, Admin: t.Admin}, Created: t.Created, Instance: t.Instance}
+}
+
+// validateTokenName checks the name of a user's token: a segment, and never an instance
+// token's reserved name (which has ':').
+func validateTokenName(name string) error {
+	if isInstanceToken(name) || strings.Contains(name, ":") {
+		return api.Errorf(api.CodeInvalidName, "invalid token name %s: names with ':' are reserved for instance tokens (shoelace-agent run enrolls; shoelace appliance forget frees one)", shorten(name))
+	}
+	return api.ValidateSegment("token name", name)
 }
 
 // validateTokenRequest checks a token request and normalises its prefixes.
 func validateTokenRequest(req *api.TokenRequest) error {
-	if err := api.ValidateSegment("token name", req.Name); err != nil {
+	if err := validateTokenName(req.Name); err != nil {
 		return err
 	}
 	kinds := 0
@@ -101,9 +111,11 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) error
 }
 
 func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error {
-	if _, err := query(r); err != nil {
+	q, err := query(r, "all")
+	if err != nil {
 		return err
 	}
+	all := q.Has("all") // instance tokens too; one per enrolled VM, they would drown the rest
 	if err := principalOf(r).mayAdmin(); err != nil {
 		return err
 	}
@@ -116,7 +128,7 @@ func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error 
 	out := api.TokenList{Tokens: []api.TokenInfo{}}
 	for k, v := range m {
 		rec, err := decodeToken(k, v)
-		if err != nil {
+		if err != nil || (rec.Instance != "" && !all) {
 			continue
 		}
 		ti := rec.info()
@@ -145,6 +157,10 @@ func (s *Server) handleDeleteToken(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	name := r.PathValue("name")
+	if isInstanceToken(name) {
+		// Its instance would stay enrolled, its name refused for --instance-stale.
+		return api.Errorf(api.CodeInvalidName, "token %s is an instance token: free its instance with shoelace appliance forget APPLIANCE INSTANCE, which revokes it too", shorten(name))
+	}
 	if err := api.ValidateSegment("token name", name); err != nil {
 		return err
 	}

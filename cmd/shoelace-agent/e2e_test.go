@@ -578,12 +578,15 @@ func TestE2E_RunServerKilledAndRestarted(t *testing.T) {
 	waitFor(t, "first render", fileIs(e.path("a"), "a=1"))
 	rev := srv.put("appliances/web/a", "2")
 	waitFor(t, "render of a change", fileIs(e.path("a"), "a=2"))
-	// The agent reports its instance and the revision it applied on its next long-poll.
+	// The agent reports its instance and the revision it applied on its next long-poll, with
+	// the instance token it enrolled for (kept in cache_dir, 0600).
 	waitFor(t, "the server to record the applied revision", func() bool {
 		var got struct {
 			Instances []struct {
 				Instance string `json:"instance"`
 				Applied  int64  `json:"applied"`
+				Enrolled bool   `json:"enrolled"`
+				Token    string `json:"token"`
 			} `json:"instances"`
 		}
 		if _, err := srv.client.Do(context.Background(), client.Request{Method: http.MethodGet, Path: "/v1/appliances/web/instances"}, &got); err != nil {
@@ -591,13 +594,16 @@ func TestE2E_RunServerKilledAndRestarted(t *testing.T) {
 			return false
 		}
 		for _, in := range got.Instances {
-			if in.Instance == "vm-e2e" && in.Applied >= rev {
+			if in.Instance == "vm-e2e" && in.Applied >= rev && in.Enrolled && in.Token == "instance:web:vm-e2e" {
 				return true
 			}
 		}
 		return false
 	})
 
+	if fi, err := os.Stat(e.path("cache/web.instance-token")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("instance token file: %v, %v", fi, err)
+	}
 	srv.kill()
 	waitFor(t, "the agent to notice", func() bool { return strings.Contains(ag.logs.String(), "server unreachable; keeping files") })
 	if got := readFile(t, e.path("a")); got != "a=2" {

@@ -2,9 +2,10 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -51,7 +52,17 @@ func TestE2E_RunKilledBetweenInstallAndCommand(t *testing.T) {
 	a2 := e.startAgent()
 	waitFor(t, "b.conf", fileIs(e.path("b.conf"), "w=1\n"))
 	waitFor(t, "the first pass of the restarted agent", func() bool { return strings.Contains(a2.logs.String(), `"msg":"sync"`) })
-	if got, want := strings.Join(commandLines(t, e.path("commands")), " "), fmt.Sprintf("reload %d", rev); got != want {
+	// The owed command runs with the revision a.conf was installed at: the view's revision when
+	// the first agent read it (the store's, at or after the put: the agent's enrollment writes
+	// to the store before its first read).
+	m := regexp.MustCompile(`"msg":"rendered","template":"[^"]*/a\.conf","revision":(\d+)`).FindStringSubmatch(a.logs.String())
+	if m == nil {
+		t.Fatalf("the first agent did not log rendering a.conf:\n%s", a.logs.String())
+	}
+	if n, _ := strconv.ParseInt(m[1], 10, 64); n < rev {
+		t.Fatalf("a.conf rendered at revision %d, before the put at %d", n, rev)
+	}
+	if got, want := strings.Join(commandLines(t, e.path("commands")), " "), "reload "+m[1]; got != want {
 		t.Fatalf("commands after the restart = %q, want the owed reload once: %q", got, want)
 	}
 	if !strings.Contains(a2.logs.String(), "command owed by the last run") {

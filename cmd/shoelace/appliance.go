@@ -73,6 +73,23 @@ EXAMPLES:
 				Action: e.applianceInstances,
 			},
 			{
+				Name:      "forget",
+				Usage:     "free an enrolled instance name at once: remove its record and revoke its instance token (admin only)",
+				ArgsUsage: "NAME INSTANCE",
+				UsageText: "shoelace appliance forget NAME INSTANCE",
+				Description: `shoelace-agent run enrolls its instance once: its name is then held by its instance token,
+and another enrollment of the name is refused while the instance was seen within the server's
+--instance-stale (default 1h). forget removes the record of INSTANCE of appliance NAME and
+revokes its instance token on every replica (its requests get 401, its long-polls end), so that
+a replacement VM of the same name enrolls at once. An agent still running under the name falls
+back to the appliance token and enrolls again. Prints the revision. Exit code 3 when the
+instance has neither a record nor an instance token.
+
+EXAMPLES:
+   shoelace appliance forget web vm-17`,
+				Action: e.applianceForget,
+			},
+			{
 				Name:      "wait",
 				Usage:     "wait until an appliance's agents have applied a revision (the end of a rollout)",
 				ArgsUsage: "NAME",
@@ -342,6 +359,29 @@ func (e *cliEnv) applianceInstances(c *cli.Context) error {
 	}
 	_, err = io.WriteString(e.stdout, b.String())
 	return err
+}
+
+func (e *cliEnv) applianceForget(c *cli.Context) error {
+	a, err := wantArgs(c, 2, 2, "NAME INSTANCE")
+	if err != nil {
+		return err
+	}
+	if err := api.ValidateSegment("appliance name", a[0]); err != nil {
+		return err
+	}
+	if err := api.ValidateSegment("instance name", a[1]); err != nil {
+		return err
+	}
+	s, err := e.connect(c)
+	if err != nil {
+		return err
+	}
+	defer s.cancel()
+	rev, err := s.client.ForgetInstance(s.ctx, a[0], a[1])
+	if err != nil {
+		return err
+	}
+	return printRevision(e.stdout, s.json, rev)
 }
 
 // formatPairs renders keys as sorted "path=value" lines; a value with a control character or

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/client"
 	"github.com/shoelace-dev/shoelace/internal/testbin"
 )
 
@@ -761,6 +762,7 @@ func TestE2E_ServerBadConfig(t *testing.T) {
 		{[]string{"server", "--rate-limit", "-1"}, "--rate-limit"},
 		{[]string{"server", "--token-rate-limit", "-1"}, "--token-rate-limit"},
 		{[]string{"server", "--max-instances", "0"}, "--max-instances"},
+		{[]string{"server", "--instance-stale", "0s"}, "--instance-stale 0s must be > 0"},
 		{[]string{"server", "--max-long-polls", "0"}, "--max-long-polls"},
 		{[]string{"server", "--max-long-polls-per-token", "-1"}, "--max-long-polls-per-token"},
 		{[]string{"server", "--max-value-bytes", "0"}, "--max-value-bytes"},
@@ -1114,6 +1116,45 @@ func TestE2E_ApplianceInstances(t *testing.T) {
 	if r := c.run("appliance", "instances", "e2e-nobody"); r.code != 0 || r.stdout != "" || !strings.Contains(r.stderr, "no agent of e2e-nobody has reported yet") {
 		t.Errorf("instances of an appliance without agents: %s", r)
 	}
+}
+
+// An enrolled instance: token ls hides its instance token unless --all, and appliance forget
+// frees the name at once (exit 3 when there is nothing to forget).
+func TestE2E_ApplianceForget(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	c.ok("kv", "put", "appliances/e2e-forget/port", "80")
+	out := c.ok("token", "create", "--name", "e2e-forget-agent", "--appliance", "e2e-forget")
+	t.Cleanup(func() { c.run("token", "revoke", "e2e-forget-agent") })
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	agent, err := client.New(s.url(), client.Options{Token: lines[len(lines)-1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := agent.Enroll(ctx, "e2e-forget", "vm-1"); err != nil {
+		t.Fatal(err)
+	}
+	if ls := c.ok("token", "ls"); strings.Contains(ls, "instance:e2e-forget:vm-1") {
+		t.Errorf("token ls shows an instance token:\n%s", ls)
+	}
+	if ls := c.ok("token", "ls", "--all"); !strings.Contains(ls, "instance:e2e-forget:vm-1\tappliance=e2e-forget instance=vm-1\t") {
+		t.Errorf("token ls --all does not show the instance token:\n%s", ls)
+	}
+	var e *api.Error
+	if _, err := agent.Enroll(ctx, "e2e-forget", "vm-1"); !errors.As(err, &e) || e.Status != http.StatusConflict {
+		t.Fatalf("second enrollment: %v, want 409", err)
+	}
+	c.fails(exitError, "has ':'", "token", "create", "--name", "instance:x:y", "--appliance", "x")
+	if got := c.ok("appliance", "forget", "e2e-forget", "vm-1"); !strings.HasPrefix(got, "revision ") {
+		t.Errorf("appliance forget = %q", got)
+	}
+	if _, err := agent.Enroll(ctx, "e2e-forget", "vm-1"); err != nil {
+		t.Fatalf("enrollment after forget: %v", err)
+	}
+	c.ok("appliance", "forget", "e2e-forget", "vm-1")
+	c.fails(exitNotFound, "not found", "appliance", "forget", "e2e-forget", "vm-1")
 }
 
 // apply --dry-run prints what the apply would do and writes nothing; its revision, given as

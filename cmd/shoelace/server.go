@@ -50,6 +50,7 @@ SERVICE (systemd, as root; the unit is the one the packages ship):
 			&cli.Float64Flag{Name: "rate-limit", Value: def.RateLimit, EnvVars: env("rate-limit"), Usage: "requests/s per token and replica, per token and instance for agent tokens (0: every rate limit off)"},
 			&cli.Float64Flag{Name: "token-rate-limit", Value: def.TokenRateLimit, EnvVars: env("token-rate-limit"), Usage: "ceiling of an agent token's requests/s per replica, all its instances together (0: max(10 × --rate-limit, 1000))"},
 			&cli.IntFlag{Name: "max-instances", Value: def.MaxInstances, EnvVars: env("max-instances"), Usage: "instance names one token may use at once per replica, and instance records it may have"},
+			&cli.DurationFlag{Name: "instance-stale", Value: def.InstanceStale, EnvVars: env("instance-stale"), Usage: "an enrolled instance neither seen nor enrolled for that long may be enrolled again (taken over) by another agent; until then its name is refused (409)"},
 			&cli.IntFlag{Name: "max-long-polls", Value: def.MaxWaiters, EnvVars: env("max-long-polls"), Usage: "open long-polls per replica; when full, a token under its fair share takes the place of one of the token holding the most; at most two thirds of the connection cap"},
 			&cli.IntFlag{Name: "max-long-polls-per-token", Value: def.MaxWaitersPerToken, EnvVars: env("max-long-polls-per-token"), Usage: "open long-polls per token and replica (0: only the fair share when full)"},
 			&cli.IntFlag{Name: "max-value-bytes", Value: def.MaxValueBytes, EnvVars: env("max-value-bytes"), Usage: "largest value accepted, in bytes"},
@@ -88,6 +89,7 @@ func serverConfigFrom(c *cli.Context) (server.Config, error) {
 	cfg.RateLimit = c.Float64("rate-limit")
 	cfg.TokenRateLimit = c.Float64("token-rate-limit")
 	cfg.MaxInstances = c.Int("max-instances")
+	cfg.InstanceStale = c.Duration("instance-stale")
 	cfg.MaxWaiters = c.Int("max-long-polls")
 	cfg.MaxWaitersPerToken = c.Int("max-long-polls-per-token")
 	cfg.MaxValueBytes = c.Int("max-value-bytes")

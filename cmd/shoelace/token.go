@@ -40,12 +40,17 @@ EXAMPLES:
 			{
 				Name:      "ls",
 				Usage:     "list tokens (never their secrets)",
-				UsageText: "shoelace token ls [--output json]",
+				UsageText: "shoelace token ls [--all] [--output json]",
 				Description: `Prints one token per line: name, grants and creation time, tab-separated. With
 --output json, prints {"tokens":[{"name","appliance","read","write","admin","created",…}]}.
+The instance tokens of enrolled agents (one per VM, named instance:APPLIANCE:INSTANCE) are
+left out unless --all; free one with "shoelace appliance forget APPLIANCE INSTANCE".
 
 EXAMPLES:
    shoelace token ls | cut -f1`,
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "all", Usage: "list the instance tokens of enrolled agents too"},
+				},
 				Action: e.tokenList,
 			},
 			{
@@ -188,7 +193,11 @@ func (e *cliEnv) tokenList(c *cli.Context) error {
 		return err
 	}
 	defer s.cancel()
-	ts, err := s.client.Tokens(s.ctx)
+	list := s.client.Tokens
+	if c.Bool("all") {
+		list = s.client.AllTokens
+	}
+	ts, err := list(s.ctx)
 	if err != nil {
 		return err
 	}
@@ -199,7 +208,11 @@ func (e *cliEnv) tokenList(c *cli.Context) error {
 		return printJSON(e.stdout, api.TokenList{Tokens: ts})
 	}
 	for _, t := range ts {
-		line := t.Name + "\t" + grants(t.TokenRequest)
+		g := grants(t.TokenRequest)
+		if t.Instance != "" {
+			g += " instance=" + t.Instance
+		}
+		line := t.Name + "\t" + g
 		if !t.Created.IsZero() {
 			line += "\t" + t.Created.Format(time.RFC3339Nano) // as the server sends it
 		}

@@ -131,6 +131,9 @@ type TokenInfo struct {
 	TokenRequest
 	Created  time.Time  `json:"created"`
 	LastUsed *time.Time `json:"last_used,omitempty"` // on the replica that answered
+	// Instance, for an instance token (listed with ?all), is the instance of Appliance it is
+	// bound to.
+	Instance string `json:"instance,omitempty"`
 }
 
 // TokenCreated answers POST /v1/tokens; Token is the secret, shown only this once.

@@ -45,6 +45,9 @@ type Options struct {
 	// WriteQuery is added to the query of every write (not GET): a rollout's canary and
 	// strategy, or force.
 	WriteQuery url.Values
+	// Wrap, when set, wraps the transport (after CAFile is applied): it sees every request and
+	// its answer, and may change a clone of the request (the agent swaps in its instance token).
+	Wrap func(http.RoundTripper) http.RoundTripper
 }
 
 // Client talks to one Shoelace server. It is safe for concurrent use.
@@ -102,6 +105,15 @@ func New(addr string, opts Options) (*Client, error) {
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 		copied := *hc
 		copied.Transport = tr
+		hc = &copied
+	}
+	if opts.Wrap != nil {
+		copied := *hc
+		tr := copied.Transport
+		if tr == nil {
+			tr = http.DefaultTransport
+		}
+		copied.Transport = opts.Wrap(tr)
 		hc = &copied
 	}
 	return &Client{base: u, http: hc, opts: opts}, nil

@@ -14,3 +14,28 @@ func (c *Client) Instances(ctx context.Context, name string) (api.Instances, int
 	meta, err := c.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/appliances/" + name + "/instances"}, &l)
 	return l, meta.Index, err
 }
+
+// Enroll obtains an instance token bound to instance of appliance name (with the appliance's
+// agent token): the secret is in the answer only.
+func (c *Client) Enroll(ctx context.Context, name, instance string) (api.Enrolled, error) {
+	body, err := jsonBody(api.Enroll{Instance: instance})
+	if err != nil {
+		return api.Enrolled{}, err
+	}
+	var e api.Enrolled
+	_, err = c.Do(ctx, Request{Method: http.MethodPost, Path: "/v1/appliances/" + name + "/enroll", Body: body,
+		Header: http.Header{"Content-Type": {"application/json"}, api.HeaderInstance: {instance}}}, &e)
+	return e, err
+}
+
+// ForgetInstance removes the record of instance of appliance name and revokes its instance
+// token at once (admin only), so that another agent may enroll under its name. It returns the
+// revision of the write.
+func (c *Client) ForgetInstance(ctx context.Context, name, instance string) (int64, error) {
+	var w api.WriteResult
+	m, err := c.Do(ctx, Request{Method: http.MethodDelete, Path: "/v1/appliances/" + name + "/instances/" + instance}, &w)
+	if err == nil && w.Revision == 0 {
+		w.Revision = m.Index
+	}
+	return w.Revision, err
+}

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"net/http"
+	"net/url"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 )
@@ -23,6 +24,13 @@ func (c *Client) CreateToken(ctx context.Context, spec api.TokenRequest) (api.To
 func (c *Client) Tokens(ctx context.Context) ([]api.TokenInfo, error) {
 	var l api.TokenList
 	_, err := c.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/tokens"}, &l)
+	return l.Tokens, err
+}
+
+// AllTokens lists the tokens as Tokens does, and the instance tokens of enrolled agents too.
+func (c *Client) AllTokens(ctx context.Context) ([]api.TokenInfo, error) {
+	var l api.TokenList
+	_, err := c.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/tokens", Query: url.Values{"all": {""}}}, &l)
 	return l.Tokens, err
 }
 

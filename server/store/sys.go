@@ -132,3 +132,92 @@ func (s *Store) SysPutAll(ctx context.Context, kvs map[string][]byte) (int64, er
 	}
 	return w.rev, nil
 }
+
+// SysGuard holds when system key Key has mod_revision Rev (0: the key is absent).
+type SysGuard struct {
+	Key string
+	Rev int64
+}
+
+// SysApply writes puts and deletes deletes (system keys) in one transaction, only while every
+// guard holds; api.ErrConflict, naming the first guard that failed, when one does not.
+func (s *Store) SysApply(ctx context.Context, guards []SysGuard, puts map[string][]byte, deletes []string) (int64, error) {
+	if n := len(guards) + len(puts) + len(deletes); n > s.MaxTxnOps() {
+		return 0, api.Errorf(api.CodeTooLarge, "%d system key operations in one transaction, over the limit of %d", n, s.MaxTxnOps())
+	}
+	var cmps []clientv3.Cmp
+	var els, ops []clientv3.Op
+	for _, g := range guards {
+		if err := sysKey(g.Key); err != nil {
+			return 0, err
+		}
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.sysRoot+g.Key), "=", g.Rev))
+		els = append(els, clientv3.OpGet(s.sysRoot+g.Key, clientv3.WithKeysOnly()))
+	}
+	for k, v := range puts {
+		if err := sysKey(k); err != nil {
+			return 0, err
+		}
+		ops = append(ops, clientv3.OpPut(s.sysRoot+k, string(v)))
+	}
+	for _, k := range deletes {
+		if err := sysKey(k); err != nil {
+			return 0, err
+		}
+		ops = append(ops, clientv3.OpDelete(s.sysRoot+k))
+	}
+	w, err := s.commit(ctx, "write system keys", nil, plainTxn(cmps, ops, els))
+	if err != nil {
+		return 0, err
+	}
+	if !w.succeeded {
+		for i, g := range guards {
+			if got := modRevision(w.resp.Responses[i]); got != g.Rev {
+				return w.rev, conflict(g.Key, g.Rev, got)
+			}
+		}
+		return w.rev, api.Errorf(api.CodeConflict, "system keys not written: a guard failed")
+	}
+	return w.rev, nil
+}
+
+// SysPutIf is one put of SysPutEach: Key is written only while system key Guard exists (Exists)
+// or is absent (!Exists).
+type SysPutIf struct {
+	Key    string
+	Value  []byte
+	Guard  string
+	Exists bool
+}
+
+// SysPutEach writes each of puts, in one transaction, where its own guard holds; the others are
+// left out without failing the rest. Keys must be distinct.
+func (s *Store) SysPutEach(ctx context.Context, puts []SysPutIf) (int64, error) {
+	if len(puts) > s.MaxTxnOps()-2 {
+		return 0, api.Errorf(api.CodeTooLarge, "%d guarded system keys in one transaction, over the limit of %d", len(puts), s.MaxTxnOps()-2)
+	}
+	ops := make([]clientv3.Op, 0, len(puts))
+	for _, p := range puts {
+		if err := sysKey(p.Key); err != nil {
+			return 0, err
+		}
+		put := clientv3.OpPut(s.sysRoot+p.Key, string(p.Value))
+		if p.Guard == "" {
+			ops = append(ops, put)
+			continue
+		}
+		if err := sysKey(p.Guard); err != nil {
+			return 0, err
+		}
+		cmp := clientv3.Compare(clientv3.Version(s.sysRoot+p.Guard), "=", 0)
+		if p.Exists {
+			cmp = clientv3.Compare(clientv3.Version(s.sysRoot+p.Guard), ">", 0)
+		}
+		ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{cmp}, []clientv3.Op{put}, nil))
+	}
+	w, err := s.commit(ctx, "write system keys", nil, plainTxn(nil, ops, nil))
+	if err != nil {
+		return 0, err
+	}
+	return w.rev, nil
+}

@@ -1,0 +1,323 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
+	"github.com/shoelace-dev/shoelace/internal/client"
+)
+
+// Enrollment: `run` trades the appliance token (shared by the fleet, baked into images) for an
+// instance token bound to its instance name, once, and keeps it in cache_dir. Its reports are
+// then its own: the server takes an enrolled instance's reports from its instance token only,
+// and rollouts count only enrolled instances. An agent that cannot enroll (an older server, a
+// name still held, the server away) renders with the appliance token as before, says why, and
+// tries again later. `once` never enrolls, and never reads or writes the instance token.
+//
+// The token in use is swapped under the client (enroller.wrap), so that neither the poller nor
+// anything else that holds the client has to be restarted when it changes.
+
+// enrollEvery is how often an agent that is not enrolled tries again (on a successful
+// long-poll answer, so never while the server is away).
+const enrollEvery = time.Minute
+
+// enrollTimeout bounds one enrollment request; enrollStartTimeout the one made before the
+// first render, which must not hold the render up for long when the server is away.
+const (
+	enrollTimeout      = 30 * time.Second
+	enrollStartTimeout = 10 * time.Second
+)
+
+// InstanceTokenPath is the file where `run` keeps the instance token of appliance.
+func InstanceTokenPath(cacheDir, appliance string) string {
+	return filepath.Join(cacheDir, appliance+".instance-token")
+}
+
+// instanceToken is the content of the instance token file: the token, and what it is bound
+// to, so that a changed server or instance name is not sent a token it does not know.
+type instanceToken struct {
+	Server    string    `json:"server"`
+	Appliance string    `json:"appliance"`
+	Instance  string    `json:"instance"`
+	Token     string    `json:"token"`
+	Enrolled  time.Time `json:"enrolled"`
+}
+
+// enrollRun is what enrollments of one Run share: they end with it.
+type enrollRun struct {
+	ctx context.Context
+	wg  sync.WaitGroup
+}
+
+// startEnrollment makes the agent enroll (Run calls it once, before the first render): the
+// client is rebuilt to carry the instance token, read from cache_dir or obtained now. The
+// returned function ends the enrollments in flight; call it when Run returns.
+func (a *Agent) startEnrollment(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	run := &enrollRun{ctx: ctx}
+	a.enrolling = run
+	stop = func() {
+		cancel()
+		run.wg.Wait()
+		a.enrolling = nil
+	}
+	c, e, err := a.newClient(a.cfg)
+	if err != nil {
+		// The config was loaded already; only a token file gone since can fail here.
+		a.log.Warn("not enrolling", "error", err.Error())
+		return stop
+	}
+	a.client, a.enroller = c, e
+	e.start()
+	return stop
+}
+
+// enroller holds the token the agent's requests carry, and enrolls.
+type enroller struct {
+	log    *slog.Logger
+	run    *enrollRun
+	path   string
+	want   instanceToken  // server, appliance and instance the token must be bound to
+	enroll *client.Client // with the appliance token, outside wrap
+
+	tok atomic.Pointer[string] // the instance token; nil: the appliance token is sent
+
+	mu      sync.Mutex
+	busy    bool
+	lastTry time.Time
+	lastWhy string // the failure last logged at warn
+}
+
+// newEnroller returns the enroller of cfg, holding the instance token of prev (the enroller
+// of the config before a reload) or of the file when bound to the same server and instance.
+func (a *Agent) newEnroller(cfg *Config, opts client.Options, prev *enroller) *enroller {
+	e := &enroller{log: a.log, run: a.enrolling, path: InstanceTokenPath(cfg.CacheDir, cfg.Appliance),
+		want: instanceToken{Server: cfg.Server, Appliance: cfg.Appliance, Instance: cfg.InstanceName()}}
+	c, err := client.New(cfg.Server, opts)
+	if err == nil {
+		e.enroll = c
+	}
+	if prev != nil && prev.want == e.want {
+		if tok := prev.tok.Load(); tok != nil {
+			e.tok.Store(tok)
+			return e
+		}
+	}
+	e.load()
+	return e
+}
+
+// load takes the instance token from the file when it is bound to the same server, appliance
+// and instance.
+func (e *enroller) load() {
+	it, err := loadInstanceToken(e.path)
+	switch {
+	case err == nil && it.Server == e.want.Server && it.Appliance == e.want.Appliance && it.Instance == e.want.Instance:
+		e.tok.Store(&it.Token)
+		e.log.Info("using the instance token", "file", e.path, "instance", it.Instance, "enrolled", it.Enrolled)
+	case err == nil:
+		e.log.Info("the instance token file is for another server or instance: enrolling again", "file", e.path,
+			"server", it.Server, "instance", it.Instance)
+	case !errors.Is(err, os.ErrNotExist):
+		e.log.Warn("instance token file not used", "error", err.Error())
+	}
+}
+
+// start enrolls now, unless the token is known already (bounded by enrollStartTimeout).
+func (e *enroller) start() {
+	if e.tok.Load() != nil {
+		return
+	}
+	e.mu.Lock()
+	e.busy, e.lastTry = true, time.Now()
+	e.mu.Unlock()
+	ctx, cancel := context.WithTimeout(e.run.ctx, enrollStartTimeout)
+	defer cancel()
+	e.try(ctx)
+}
+
+// later enrolls in the background unless enrolled, enrolling, or tried within enrollEvery (now
+// skips that wait).
+func (e *enroller) later(now bool) {
+	if e.tok.Load() != nil || e.enroll == nil || e.run.ctx.Err() != nil {
+		return
+	}
+	e.mu.Lock()
+	if e.busy || (!now && time.Since(e.lastTry) < enrollEvery) {
+		e.mu.Unlock()
+		return
+	}
+	e.busy, e.lastTry = true, time.Now()
+	e.mu.Unlock()
+	e.run.wg.Add(1)
+	go func() {
+		defer e.run.wg.Done()
+		ctx, cancel := context.WithTimeout(e.run.ctx, enrollTimeout)
+		defer cancel()
+		e.try(ctx)
+	}()
+}
+
+// try enrolls once; e.busy must be set, and is cleared.
+func (e *enroller) try(ctx context.Context) {
+	defer func() {
+		e.mu.Lock()
+		e.busy = false
+		e.mu.Unlock()
+	}()
+	if e.enroll == nil {
+		return
+	}
+	got, err := e.enroll.Enroll(ctx, e.want.Appliance, e.want.Instance)
+	if err != nil {
+		if e.run.ctx.Err() != nil {
+			return
+		}
+		e.failed(err)
+		return
+	}
+	it := e.want
+	it.Token, it.Enrolled = got.Token, got.Enrolled
+	if err := saveInstanceToken(e.path, it); err != nil {
+		// Used all the same; after a restart the name stays held until --instance-stale.
+		e.log.Error("instance token not saved: a restart will not find it", "error", err.Error())
+	}
+	e.tok.Store(&it.Token)
+	e.mu.Lock()
+	e.lastWhy = ""
+	e.mu.Unlock()
+	e.log.Info("enrolled", "appliance", it.Appliance, "instance", it.Instance, "file", e.path)
+}
+
+// failed says why enrolling failed: at warn the first time and when the reason changes.
+func (e *enroller) failed(err error) {
+	why := err.Error()
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		switch ae.HTTPStatus() {
+		case http.StatusNotFound:
+			why = "the server does not enroll instances (an older version)"
+		case http.StatusConflict:
+			why = "the instance name is held: " + ae.Message
+		}
+	}
+	e.mu.Lock()
+	level := slog.LevelDebug
+	if why != e.lastWhy {
+		level, e.lastWhy = slog.LevelWarn, why
+	}
+	e.mu.Unlock()
+	e.log.Log(context.Background(), level, "not enrolled: rendering with the appliance token; will try again", "reason", why,
+		"instance", e.want.Instance, "retry_every", enrollEvery.String())
+}
+
+// refused drops the instance token tok, refused by the server (revoked, forgotten, taken
+// over): back to the appliance token, and enroll again at once.
+func (e *enroller) refused(tok *string) {
+	if !e.tok.CompareAndSwap(tok, nil) {
+		return
+	}
+	if it, err := loadInstanceToken(e.path); err == nil && it.Token == *tok {
+		if err := os.Remove(e.path); err != nil {
+			e.log.Warn("instance token file not removed", "error", err.Error())
+		}
+	}
+	e.log.Warn("instance token refused (forgotten, revoked or taken over): back to the appliance token; enrolling again", "instance", e.want.Instance)
+	e.later(true)
+}
+
+// wrap is the client's transport: it sends the instance token once there is one, drops it
+// when refused, and after a successful view request without one tries to enroll.
+func (e *enroller) wrap(base http.RoundTripper) http.RoundTripper {
+	return roundTripper(func(req *http.Request) (*http.Response, error) {
+		tok := e.tok.Load()
+		if tok != nil {
+			req = req.Clone(req.Context())
+			req.Header.Set("Authorization", "Bearer "+*tok)
+		}
+		res, err := base.RoundTrip(req)
+		if err != nil {
+			return res, err
+		}
+		switch {
+		case tok != nil && res.StatusCode == http.StatusUnauthorized:
+			e.refused(tok)
+		case tok == nil && req.Method == http.MethodGet && strings.HasPrefix(req.URL.Path, "/v1/appliances/") &&
+			(res.StatusCode == http.StatusOK || res.StatusCode == http.StatusNotModified):
+			e.later(false)
+		}
+		return res, nil
+	})
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// maxInstanceTokenBytes bounds the instance token file.
+const maxInstanceTokenBytes = 4 << 10
+
+// loadInstanceToken reads the instance token file: a regular file of the agent's user, mode
+// 0600 or stricter (a token others could read, or plant, is not used); os.ErrNotExist when
+// there is none.
+func loadInstanceToken(path string) (*instanceToken, error) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("instance token file %s is not a regular file", path)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("instance token file %s has mode %04o: group and others must not have access (0600)", path, fi.Mode().Perm())
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
+		return nil, fmt.Errorf("instance token file %s is owned by uid %d, not by the agent's user (uid %d)", path, st.Uid, os.Getuid())
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxInstanceTokenBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("instance token file %s: %w", path, err)
+	}
+	if len(data) > maxInstanceTokenBytes {
+		return nil, fmt.Errorf("instance token file %s is over %d bytes", path, maxInstanceTokenBytes)
+	}
+	var it instanceToken
+	if err := json.Unmarshal(data, &it); err != nil || it.Token == "" {
+		return nil, fmt.Errorf("instance token file %s is not an instance token (%v)", path, err)
+	}
+	return &it, nil
+}
+
+// saveInstanceToken writes the instance token file atomically, mode 0600.
+func saveInstanceToken(path string, it instanceToken) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("cache dir: %w", err)
+	}
+	data, err := json.Marshal(it)
+	if err != nil {
+		return err
+	}
+	if _, err := atomicfile.Write(path, data, ownFile(false)); err != nil {
+		return fmt.Errorf("write instance token: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,185 @@
+package agent_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/agent"
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// serveEnroll answers POST /v1/appliances/{name}/enroll as the server does: with the
+// appliance token, a new instance token (s.mu held).
+func (s *viewServer) serveEnroll(w http.ResponseWriter, r *http.Request) {
+	if s.auth != "secret-token" {
+		http.Error(w, `{"error":{"code":"forbidden","message":"not the appliance token"}}`, 403)
+		return
+	}
+	if s.enrollFail != 0 {
+		w.WriteHeader(s.enrollFail)
+		fmt.Fprintf(w, `{"error":{"code":"conflict","message":"instance \"vm-1\" of appliance \"web\" is enrolled already"}}`)
+		return
+	}
+	var req api.Enroll
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Instance != "vm-1" {
+		http.Error(w, `{"error":{"code":"invalid_body","message":"bad"}}`, 400)
+		return
+	}
+	s.enrolls++
+	tok := fmt.Sprintf("instance-token-%d", s.enrolls)
+	if s.instanceTokens == nil {
+		s.instanceTokens = map[string]bool{}
+	}
+	s.instanceTokens[tok] = true
+	w.WriteHeader(http.StatusCreated)
+	json.NewEncoder(w).Encode(api.Enrolled{Appliance: "web", Instance: req.Instance, Token: tok, Enrolled: time.Now().UTC()})
+}
+
+// lastAuth is the token of the server's last request, and how many enrollments it made.
+func (s *viewServer) lastAuth() (string, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.auth, s.enrolls
+}
+
+const enrollTemplate = "templates:\n  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n"
+
+// run enrolls once: the token is kept in cache_dir (0600) and used for every request; a
+// restart uses it again without enrolling.
+func TestAgent_RunEnrolls(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, _ := testAgent(t, srv, header+enrollTemplate)
+	stop := runAgent(t, a)
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	path := agent.InstanceTokenPath(dir+"/cache", "web")
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("instance token file mode %04o, want 0600", fi.Mode().Perm())
+	}
+	if !strings.Contains(read(t, path), `"token":"instance-token-1"`) {
+		t.Fatalf("instance token file: %s", read(t, path))
+	}
+	srv.set(map[string]*string{"a": str("2")})
+	waitFor(t, "a re-rendered", fileIs(dir+"/a", "a=2"))
+	if auth, n := srv.lastAuth(); auth != "instance-token-1" || n != 1 {
+		t.Fatalf("requests carry %q after %d enrollments, want the instance token after 1", auth, n)
+	}
+	stop()
+
+	b, _, _ := testAgentIn(t, srv, dir, header+enrollTemplate)
+	stop = runAgent(t, b)
+	defer stop()
+	srv.set(map[string]*string{"a": str("3")})
+	waitFor(t, "a re-rendered after the restart", fileIs(dir+"/a", "a=3"))
+	if auth, n := srv.lastAuth(); auth != "instance-token-1" || n != 1 {
+		t.Fatalf("after a restart requests carry %q after %d enrollments, want the saved token and no new enrollment", auth, n)
+	}
+}
+
+// An agent that cannot enroll still renders, with the appliance token, and says why.
+func TestAgent_RunEnrollRefusedStillRenders(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	srv.enrollFail = http.StatusConflict
+	a, dir, logs := testAgent(t, srv, header+enrollTemplate)
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	srv.set(map[string]*string{"a": str("2")})
+	waitFor(t, "a re-rendered", fileIs(dir+"/a", "a=2"))
+	if auth, _ := srv.lastAuth(); auth != "secret-token" {
+		t.Fatalf("requests carry %q, want the appliance token", auth)
+	}
+	waitFor(t, "the reason logged", func() bool {
+		return strings.Contains(logs.String(), `"level":"WARN","msg":"not enrolled: rendering with the appliance token; will try again","reason":"the instance name is held: instance \"vm-1\" of appliance \"web\" is enrolled already"`)
+	})
+	if _, err := os.Stat(agent.InstanceTokenPath(dir+"/cache", "web")); !os.IsNotExist(err) {
+		t.Fatalf("an instance token file without enrollment: %v", err)
+	}
+}
+
+// An instance token refused (forgotten, revoked) is dropped: back to the appliance token, and
+// a new enrollment at once.
+func TestAgent_RunInstanceTokenRefusedEnrollsAgain(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, _ := testAgent(t, srv, header+enrollTemplate)
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	srv.mu.Lock()
+	delete(srv.instanceTokens, "instance-token-1")
+	srv.mu.Unlock()
+	srv.set(map[string]*string{"a": str("2")})
+	waitFor(t, "a re-rendered", fileIs(dir+"/a", "a=2"))
+	waitFor(t, "a new enrollment", func() bool {
+		return strings.Contains(read(t, agent.InstanceTokenPath(dir+"/cache", "web")), `"token":"instance-token-2"`)
+	})
+	srv.set(map[string]*string{"a": str("3")})
+	waitFor(t, "a re-rendered", fileIs(dir+"/a", "a=3"))
+	if auth, n := srv.lastAuth(); auth != "instance-token-2" || n != 2 {
+		t.Fatalf("requests carry %q after %d enrollments, want the new token after 2", auth, n)
+	}
+}
+
+// A token file others could read is not used; once never enrolls nor writes one.
+func TestAgent_InstanceTokenFileChecked(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, _ := testAgent(t, srv, header+enrollTemplate)
+	if err := a.Once(context.Background(), "", false); err != nil {
+		t.Fatal(err)
+	}
+	path := agent.InstanceTokenPath(dir+"/cache", "web")
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("once wrote an instance token file: %v", err)
+	}
+	if _, n := srv.lastAuth(); n != 0 {
+		t.Fatal("once enrolled")
+	}
+	if err := os.WriteFile(path, []byte(`{"server":"`+srv.URL+`","appliance":"web","instance":"vm-1","token":"planted"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, _, logs := testAgentIn(t, srv, dir, header+enrollTemplate)
+	stop := runAgent(t, b)
+	defer stop()
+	waitFor(t, "the file refused", func() bool {
+		return strings.Contains(logs.String(), "has mode 0644: group and others must not have access")
+	})
+	waitFor(t, "a new enrollment", func() bool { _, n := srv.lastAuth(); return n == 1 })
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 || !strings.Contains(read(t, path), "instance-token-1") {
+		t.Fatalf("instance token file after enrollment: %v %v", fi, err)
+	}
+}
+
+// testAgentIn is testAgent with the directory of an earlier agent (its cache_dir, its files).
+func testAgentIn(t *testing.T, srv *viewServer, dir, text string) (*agent.Agent, string, *syncBuffer) {
+	t.Helper()
+	text = strings.ReplaceAll(strings.ReplaceAll(text, "$URL", srv.URL), "$DIR", dir)
+	path := dir + "/agent-2.yaml"
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := agent.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	a, err := agent.New(cfg, agent.Options{Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), ConfigPath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("agent logs:\n%s", logs.String())
+		}
+	})
+	return a, dir, logs
+}

@@ -1,0 +1,255 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/store"
+)
+
+// Enrollment: an agent presents its appliance's token (shared by the fleet) once and obtains
+// an instance token bound to its instance name. Reports of an enrolled instance are taken only
+// from its instance token, so that a rollout's gates count what the instance itself said.
+//
+// An instance token is a token record like the others, named instanceTokenName(appliance,
+// instance): the ':' makes the name one no user token can take (token names are segments).
+// It grants what the appliance token grants (read the view, report), for its instance only.
+
+// instanceTokenName is the reserved name of the instance token of appliance's instance.
+func instanceTokenName(appliance, instance string) string {
+	return "instance:" + appliance + ":" + instance
+}
+
+// instanceRecordKey is the system key of an instance's record.
+func instanceRecordKey(appliance, instance string) string {
+	return instancePrefix + appliance + "/" + instance
+}
+
+// enrolled reports whether appliance's instance holds an instance token, as this replica knows
+// (the token watch keeps it current).
+func (a *authState) enrolled(appliance, instance string) bool {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.byName[instanceTokenName(appliance, instance)] != nil
+}
+
+// enrolledBy counts the instance tokens that agent token parent enrolled, but the one named except.
+func (a *authState) enrolledBy(parent, except string) int {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	n := 0
+	for name, rec := range a.byName {
+		if rec.Parent == parent && name != except {
+			n++
+		}
+	}
+	return n
+}
+
+// enrollTries bounds the reads and guarded writes of one enrollment: a report of the instance
+// written between the two makes the write fail its guard and the enrollment read again.
+const enrollTries = 3
+
+func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	if err := api.ValidateSegment("appliance name", name); err != nil {
+		return err
+	}
+	p := principalOf(r)
+	if !p.admin && (p.appliance != name || p.instance != "") {
+		return forbidden("token %s may not enroll instances of appliance %s: that needs the appliance's agent token (shoelace token create --appliance %s)",
+			shorten(p.name), shorten(name), name)
+	}
+	if err := jsonContent(r); err != nil {
+		return err
+	}
+	data, err := readBody(w, r, 4<<10, func() error {
+		return api.Errorf(api.CodeBodyTooLarge, "enrollment request is over the limit of 4096 bytes")
+	})
+	if err != nil {
+		return err
+	}
+	var req api.Enroll
+	if err := strictJSON(data, &req); err != nil {
+		return err
+	}
+	if err := api.ValidateSegment("instance name", req.Instance); err != nil {
+		return err
+	}
+	tokName := instanceTokenName(name, req.Instance)
+	parent := ""
+	if !p.admin {
+		parent = p.name
+		if n := s.auth.enrolledBy(parent, tokName); n >= s.cfg.MaxInstances {
+			return api.Errorf(api.CodeConflict, "token %s has enrolled %d instances, the limit (--max-instances): free some with shoelace appliance forget %s INSTANCE",
+				shorten(p.name), n, name)
+		}
+	}
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	for try := 1; ; try++ {
+		out, rev, err := s.enroll(ctx, r, name, req.Instance, parent)
+		if errors.Is(err, api.ErrConflict) && !isEnrolledConflict(err) && try < enrollTries {
+			continue // the record or the token changed since read: read again
+		}
+		if err != nil {
+			return err
+		}
+		s.audit(r, "instance-enroll", []string{name + "/" + req.Instance}, rev)
+		return writeJSON(w, http.StatusCreated, rev, out)
+	}
+}
+
+// enrolledConflict refuses to enroll a name whose holder is still fresh.
+type enrolledConflict struct{ err *api.Error }
+
+func (e enrolledConflict) Error() string { return e.err.Error() }
+func (e enrolledConflict) Unwrap() error { return e.err }
+
+func isEnrolledConflict(err error) bool {
+	var e enrolledConflict
+	return errors.As(err, &e)
+}
+
+// enroll reads the instance's record and token, and writes a new token and the record in one
+// transaction guarded by what it read, so that two replicas never enroll one name twice.
+func (s *Server) enroll(ctx context.Context, r *http.Request, appliance, instance, parent string) (api.Enrolled, int64, error) {
+	tokName := instanceTokenName(appliance, instance)
+	recKey, tokKey := instanceRecordKey(appliance, instance), tokenPrefix+tokName
+	now := time.Now().UTC().Truncate(time.Second)
+	var in api.Instance
+	recData, recRev, err := s.st.SysGet(ctx, recKey)
+	if err != nil && !errors.Is(err, api.ErrNotFound) {
+		return api.Enrolled{}, 0, err
+	}
+	if recRev > 0 {
+		if err := json.Unmarshal(recData, &in); err != nil {
+			in = api.Instance{}
+		}
+	}
+	tokData, tokRev, err := s.st.SysGet(ctx, tokKey)
+	if err != nil && !errors.Is(err, api.ErrNotFound) {
+		return api.Enrolled{}, 0, err
+	}
+	// The holder is fresh while seen, or enrolled, within InstanceStale.
+	var last time.Time
+	if tokRev > 0 {
+		if old, err := decodeToken(tokKey, tokData); err == nil {
+			last = old.Created
+		}
+		if in.Enrolled && in.LastSeen.After(last) {
+			last = in.LastSeen
+		}
+		if in.EnrolledAt != nil && in.EnrolledAt.After(last) {
+			last = *in.EnrolledAt
+		}
+		if free := last.Add(s.cfg.InstanceStale); now.Before(free) {
+			return api.Enrolled{}, 0, enrolledConflict{api.Errorf(api.CodeConflict,
+				"instance %s of appliance %s is enrolled already (last seen %s); it may be taken over from %s (--instance-stale %s), or freed now with shoelace appliance forget %s %s",
+				shorten(instance), shorten(appliance), last.Format(time.RFC3339), free.Format(time.RFC3339), s.cfg.InstanceStale, appliance, instance)}
+		}
+	}
+	secret, err := newSecret()
+	if err != nil {
+		return api.Enrolled{}, 0, err
+	}
+	tok := &tokenRecord{Name: tokName, Hash: hashSecret(secret), Appliance: appliance, Instance: instance, Parent: parent, Created: now}
+	// What the instance last reported stays; the record is now the enrolled holder's.
+	in.Appliance, in.Instance, in.LastSeen, in.Remote, in.Token = appliance, instance, now, clientIP(r), tokName
+	in.Enrolled, in.EnrolledAt = true, &now
+	tokBody, err := json.Marshal(tok)
+	if err != nil {
+		return api.Enrolled{}, 0, err
+	}
+	recBody, err := json.Marshal(in)
+	if err != nil {
+		return api.Enrolled{}, 0, err
+	}
+	rev, err := s.st.SysApply(ctx, []store.SysGuard{{Key: recKey, Rev: recRev}, {Key: tokKey, Rev: tokRev}},
+		map[string][]byte{recKey: recBody, tokKey: tokBody}, nil)
+	if err != nil {
+		return api.Enrolled{}, 0, err
+	}
+	if s.auth.set(tok, rev) {
+		s.hub.revoke(tokName) // taken over: the old holder's long-polls end
+		s.log.Info("instance taken over", "appliance", appliance, "instance", instance, "last_seen", last)
+	}
+	s.reports.forget(appliance, instance)
+	return api.Enrolled{Appliance: appliance, Instance: instance, Token: secret, Enrolled: now}, rev, nil
+}
+
+func (s *Server) handleForgetInstance(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	if err := principalOf(r).mayAdmin(); err != nil {
+		return err
+	}
+	name, instance := r.PathValue("name"), r.PathValue("instance")
+	if err := api.ValidateSegment("appliance name", name); err != nil {
+		return err
+	}
+	if err := api.ValidateSegment("instance name", instance); err != nil {
+		return err
+	}
+	tokName := instanceTokenName(name, instance)
+	recKey, tokKey := instanceRecordKey(name, instance), tokenPrefix+tokName
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	m, _, err := s.st.SysList(ctx, recKey, tokKey)
+	if err != nil {
+		return err
+	}
+	_, hasRec := m[recKey]
+	_, hasTok := m[tokKey]
+	if !hasRec && !hasTok {
+		return api.Errorf(api.CodeNotFound, "instance %s of appliance %s not found: no record and no instance token", shorten(instance), shorten(name))
+	}
+	rev, err := s.st.SysApply(ctx, nil, nil, []string{recKey, tokKey})
+	if err != nil {
+		return err
+	}
+	s.auth.remove(tokName, rev)
+	s.hub.revoke(tokName)
+	s.reports.forget(name, instance)
+	s.audit(r, "instance-forget", []string{name + "/" + instance}, rev)
+	return writeJSON(w, http.StatusOK, rev, api.WriteResult{Revision: rev})
+}
+
+// reportAs makes in a report made by p: its token, and for an instance token its enrollment,
+// which a report carries over so that it never erases it from the record.
+func (p *principal) reportAs(in *api.Instance) {
+	in.Token = p.name
+	if p.instance != "" {
+		t := p.enrolled
+		in.Enrolled, in.EnrolledAt = true, &t
+	}
+}
+
+// isInstanceToken reports whether name is an instance token's (reserved) name.
+func isInstanceToken(name string) bool {
+	return strings.HasPrefix(name, "instance:")
+}
+
+// forget drops what the reporter knows of appliance's instance, so that the next report of its
+// new holder is written at once.
+func (r *reporter) forget(appliance, instance string) {
+	key := appliance + "/" + instance
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.written, key)
+	if prev, ok := r.owner[key]; ok {
+		if r.held[prev]--; r.held[prev] <= 0 {
+			delete(r.held, prev)
+		}
+		delete(r.owner, key)
+	}
+}

@@ -1,0 +1,306 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/testutil"
+)
+
+// enroll enrolls instance of appliance with token and returns the answer.
+func (f *fixture) enroll(token, appliance, instance string) api.Enrolled {
+	f.t.Helper()
+	var e api.Enrolled
+	f.must(f.doToken(token, "POST", "/v1/appliances/"+appliance+"/enroll", `{"instance":"`+instance+`"}`), 201, &e)
+	if e.Appliance != appliance || e.Instance != instance || len(e.Token) < 40 || e.Enrolled.IsZero() {
+		f.t.Fatalf("enrolled %+v", e)
+	}
+	return e
+}
+
+// record reads the instance record of appliance's instance straight from the store.
+func (f *fixture) record(appliance, instance string) (api.Instance, bool) {
+	f.t.Helper()
+	data, _, err := f.st.SysGet(context.Background(), instanceRecordKey(appliance, instance))
+	if errors.Is(err, api.ErrNotFound) {
+		return api.Instance{}, false
+	}
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var in api.Instance
+	if err := json.Unmarshal(data, &in); err != nil {
+		f.t.Fatal(err)
+	}
+	return in, true
+}
+
+func TestEnroll_GivesAnInstanceToken(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	other := f.newToken(api.TokenRequest{Name: "agent-db", Appliance: "db"})
+	reader := f.newToken(api.TokenRequest{Name: "reader", Read: []string{"appliances/web/", "shared/"}})
+
+	f.mustErr(f.doToken(other, "POST", "/v1/appliances/web/enroll", `{"instance":"vm-1"}`), 403, api.CodeForbidden, "agent token")
+	f.mustErr(f.doToken(reader, "POST", "/v1/appliances/web/enroll", `{"instance":"vm-1"}`), 403, api.CodeForbidden)
+	f.mustErr(f.doToken(agent, "POST", "/v1/appliances/web/enroll", `{"instance":"a/b"}`), 400, api.CodeInvalidName, "instance name")
+	f.mustErr(f.doToken(agent, "POST", "/v1/appliances/web/enroll", `{"instance":"vm-1","x":1}`), 400, api.CodeInvalidBody)
+
+	e := f.enroll(agent, "web", "vm-1")
+	in, ok := f.record("web", "vm-1")
+	if !ok || !in.Enrolled || in.EnrolledAt == nil || !in.EnrolledAt.Equal(e.Enrolled) || in.Token != "instance:web:vm-1" {
+		t.Fatalf("record %+v after enrollment at %s", in, e.Enrolled)
+	}
+	// The instance token reads the view, for its instance when the header is left out, and
+	// may not enroll (nor read another appliance).
+	var v api.View
+	f.must(f.doToken(e.Token, "GET", "/v1/appliances/web", ""), 200, &v)
+	f.mustErr(f.doToken(e.Token, "GET", "/v1/appliances/db", ""), 403, api.CodeForbidden)
+	f.mustErr(f.doToken(e.Token, "POST", "/v1/appliances/web/enroll", `{"instance":"vm-9"}`), 403, api.CodeForbidden)
+	// Its report keeps the enrollment in the record it writes.
+	next := f.put("appliances/web/a", "2")
+	f.must(f.doToken(e.Token, "GET", "/v1/appliances/web", "", api.HeaderApplied, fmt.Sprint(next)), 200, nil)
+	waitFor(t, "the instance token's report recorded", func() bool {
+		in, _ = f.record("web", "vm-1")
+		return in.Applied == next
+	})
+	if !in.Enrolled || in.EnrolledAt == nil || !in.EnrolledAt.Equal(e.Enrolled) || in.Token != "instance:web:vm-1" {
+		t.Fatalf("record %+v after a report of the instance token", in)
+	}
+	// An admin may enroll too.
+	f.enroll(f.token, "web", "vm-2")
+}
+
+// An instance token speaks for its own instance only.
+func TestEnroll_InstanceTokenBoundToItsInstance(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	e := f.enroll(agent, "web", "vm-1")
+	f.mustErr(f.doToken(e.Token, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-2"), 403, api.CodeForbidden, "bound to instance", "vm-2")
+	f.mustErr(f.doToken(e.Token, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-2", api.HeaderApplied, "1"), 403, api.CodeForbidden)
+	if _, ok := f.record("web", "vm-2"); ok {
+		t.Fatal("a refused request recorded a report of another instance")
+	}
+	f.must(f.doToken(e.Token, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-1"), 200, nil)
+}
+
+// A name enrolled and fresh is refused to a second enrollment; once stale, it is taken over:
+// the old instance token is revoked (its long-poll ends) and a new one issued.
+func TestEnroll_FreshNameRefusedStaleTakenOver(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.InstanceStale = time.Nanosecond })
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	v := f.view("web")
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	first := f.enroll(agent, "web", "vm-1")
+	// Records hold whole seconds: within the second of the enrollment the name is fresh even
+	// with a stale time of 1 ns.
+	if r := f.doToken(agent, "POST", "/v1/appliances/web/enroll", `{"instance":"vm-1"}`); r.StatusCode != 409 {
+		if time.Now().UTC().Truncate(time.Second).Equal(first.Enrolled) {
+			t.Fatalf("a fresh name enrolled again: %d %s", r.StatusCode, r.body)
+		}
+	} else {
+		f.mustErr(r, 409, api.CodeConflict, `"vm-1"`, "enrolled already", "taken over from", "appliance forget web vm-1")
+	}
+
+	old := *f
+	old.token = first.Token
+	p := old.startPoll(lp("web", v.Revision, "30s"))
+	f.waitOpen(1)
+	waitFor(t, "the enrollment a second old", func() bool { return time.Now().UTC().Truncate(time.Second).After(first.Enrolled) })
+	second := f.enroll(agent, "web", "vm-1")
+	f.mustErr(p.wait(t), 401, api.CodeUnauthorized, "revoked")
+	f.mustErr(f.doToken(first.Token, "GET", "/v1/appliances/web", ""), 401, api.CodeUnauthorized)
+	f.must(f.doToken(second.Token, "GET", "/v1/appliances/web", ""), 200, nil)
+	if in, _ := f.record("web", "vm-1"); !in.Enrolled || !in.EnrolledAt.Equal(second.Enrolled) {
+		t.Fatalf("record %+v after the takeover at %s", in, second.Enrolled)
+	}
+}
+
+// With the default stale time the second enrollment is refused for sure.
+func TestEnroll_SecondEnrollmentConflict(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	e := f.enroll(agent, "web", "vm-1")
+	f.mustErr(f.doToken(agent, "POST", "/v1/appliances/web/enroll", `{"instance":"vm-1"}`), 409, api.CodeConflict,
+		`"vm-1"`, "enrolled already", e.Enrolled.Add(time.Hour).Format(time.RFC3339), "--instance-stale 1h0m0s")
+	f.must(f.doToken(e.Token, "GET", "/v1/appliances/web", ""), 200, nil)
+}
+
+// Reports of an enrolled instance made with another token (the fleet's appliance token) do
+// not change its record: refused when taken, and by the write's guard when the enrollment
+// came after they were queued.
+func TestEnroll_ForgedReportIgnored(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	e := f.enroll(agent, "web", "vm-1")
+	before, _ := f.record("web", "vm-1")
+	next := f.put("appliances/web/a", "2")
+	f.must(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-1", api.HeaderApplied, fmt.Sprint(next)), 200, nil)
+	// Past the first layer: a forged report queued as if taken before the enrollment.
+	f.s.reports.note(api.Instance{Appliance: "web", Instance: "vm-1", Applied: next, LastSeen: time.Now().UTC(), Token: "agent-web"})
+	// A report of another instance, queued after them, marks when they have been written.
+	f.must(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-2", api.HeaderApplied, fmt.Sprint(next)), 200, nil)
+	waitFor(t, "the later report recorded", func() bool {
+		in, ok := f.record("web", "vm-2")
+		return ok && in.Applied == next
+	})
+	if in, _ := f.record("web", "vm-1"); in.Applied != before.Applied || in.Token != "instance:web:vm-1" || !in.Enrolled {
+		t.Fatalf("record %+v after forged reports, want it as enrolled: %+v", in, before)
+	}
+	// The instance's own token still reports.
+	f.must(f.doToken(e.Token, "GET", "/v1/appliances/web", "", api.HeaderApplied, fmt.Sprint(next)), 200, nil)
+	waitFor(t, "the instance's own report recorded", func() bool {
+		in, _ := f.record("web", "vm-1")
+		return in.Applied == next && in.Enrolled
+	})
+}
+
+// forget removes the record and revokes the instance token at once; the name may be enrolled
+// again right away.
+func TestEnroll_ForgetRevokes(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	v := f.view("web")
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	e := f.enroll(agent, "web", "vm-1")
+	f.mustErr(f.doToken(agent, "DELETE", "/v1/appliances/web/instances/vm-1", ""), 403, api.CodeForbidden, "admin")
+
+	old := *f
+	old.token = e.Token
+	p := old.startPoll(lp("web", v.Revision, "30s"))
+	f.waitOpen(1)
+	f.must(f.do("DELETE", "/v1/appliances/web/instances/vm-1", ""), 200, nil)
+	f.mustErr(p.wait(t), 401, api.CodeUnauthorized, "revoked")
+	f.mustErr(f.doToken(e.Token, "GET", "/v1/appliances/web", ""), 401, api.CodeUnauthorized)
+	if _, ok := f.record("web", "vm-1"); ok {
+		t.Fatal("the record is still there")
+	}
+	if _, _, err := f.st.SysGet(context.Background(), tokenPrefix+"instance:web:vm-1"); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("the instance token record: %v", err)
+	}
+	f.mustErr(f.do("DELETE", "/v1/appliances/web/instances/vm-1", ""), 404, api.CodeNotFound, `"vm-1"`)
+	f.enroll(agent, "web", "vm-1")
+}
+
+// Instance token names are reserved: no user token takes one, token revoke points to forget,
+// and token listings leave them out unless asked.
+func TestEnroll_InstanceTokenNamesReserved(t *testing.T) {
+	f := newFixture(t)
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	f.mustErr(f.do("POST", "/v1/tokens", `{"name":"instance:web:vm-1","appliance":"web"}`), 400, api.CodeInvalidName, "reserved for instance tokens")
+	f.mustErr(f.do("POST", "/v1/tokens", `{"name":"a:b","admin":true}`), 400, api.CodeInvalidName, "reserved")
+	f.enroll(agent, "web", "vm-1")
+	f.mustErr(f.do("DELETE", "/v1/tokens/instance:web:vm-1", ""), 400, api.CodeInvalidName, "appliance forget")
+
+	var l api.TokenList
+	f.must(f.do("GET", "/v1/tokens", ""), 200, &l)
+	for _, ti := range l.Tokens {
+		if ti.Instance != "" || isInstanceToken(ti.Name) {
+			t.Fatalf("token listing shows instance token %+v", ti)
+		}
+	}
+	f.must(f.do("GET", "/v1/tokens?all", ""), 200, &l)
+	found := false
+	for _, ti := range l.Tokens {
+		found = found || (ti.Name == "instance:web:vm-1" && ti.Instance == "vm-1" && ti.Appliance == "web")
+	}
+	if !found {
+		t.Fatalf("?all does not list the instance token: %+v", l.Tokens)
+	}
+}
+
+// Two replicas enrolling one name at once: exactly one wins, the other is told it is enrolled.
+func TestEnroll_ConcurrentOneWins(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	b := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	b.token = a.token
+	agent := a.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	waitFor(t, "replica b knows the token", func() bool { return b.s.auth.lookup(agent) != nil })
+	for i := range 5 {
+		inst := fmt.Sprintf("vm-%d", i)
+		var wg sync.WaitGroup
+		got := make([]resp, 2)
+		for j, f := range []*fixture{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				got[j] = f.doQuietMethod(agent, "POST", "/v1/appliances/web/enroll", `{"instance":"`+inst+`"}`)
+			}()
+		}
+		wg.Wait()
+		won := 0
+		for _, r := range got {
+			switch r.StatusCode {
+			case 201:
+				won++
+			case 409:
+				if r.errCode() != api.CodeConflict {
+					t.Fatalf("409 with %s", r.body)
+				}
+			default:
+				t.Fatalf("enroll %s: %d %s", inst, r.StatusCode, r.body)
+			}
+		}
+		if won != 1 {
+			t.Fatalf("enroll %s twice at once: %d won, want exactly 1", inst, won)
+		}
+	}
+}
+
+// doQuietMethod is doToken that may run off the test goroutine (failures are status 0).
+func (f *fixture) doQuietMethod(token, method, path, body string) resp {
+	req, err := http.NewRequest(method, f.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		return resp{Response: &http.Response{}, body: []byte(err.Error())}
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := testClient.Do(req)
+	if err != nil {
+		return resp{Response: &http.Response{Request: req}, body: []byte(err.Error())}
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return resp{Response: res, body: b}
+}
+
+// The enrolled instances of an agent token are capped by --max-instances.
+func TestEnroll_CappedPerToken(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MaxInstances = 2 })
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	f.enroll(agent, "web", "vm-1")
+	f.enroll(agent, "web", "vm-2")
+	f.mustErr(f.doToken(agent, "POST", "/v1/appliances/web/enroll", `{"instance":"vm-3"}`), 409, api.CodeConflict, "--max-instances")
+	f.must(f.do("DELETE", "/v1/appliances/web/instances/vm-1", ""), 200, nil)
+	f.enroll(agent, "web", "vm-3")
+}
+
+// An enrolled record that expires takes its instance token with it.
+func TestEnroll_ExpiredRecordRevokesToken(t *testing.T) {
+	f := newFixture(t)
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	e := f.enroll(agent, "web", "vm-1")
+	in, _ := f.record("web", "vm-1")
+	in.LastSeen = in.LastSeen.Add(-instanceExpiry - time.Hour)
+	putRecord(t, f.st, in)
+	if err := f.s.sweepInstances(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f.mustErr(f.doToken(e.Token, "GET", "/v1/appliances/web", ""), 401, api.CodeUnauthorized)
+	if _, ok := f.record("web", "vm-1"); ok {
+		t.Fatal("the expired record is still there")
+	}
+}
