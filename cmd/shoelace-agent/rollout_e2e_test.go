@@ -1,0 +1,263 @@
+package main
+
+// End to end: staged rollouts with the built server, CLI and five agents.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// fleetAgent is one VM of the fleet: its own directory, config and running agent.
+type fleetAgent struct {
+	name string
+	env  *env
+	run  *runningAgent
+}
+
+func (a *fleetAgent) conf() string { return a.env.path("out/app.conf") }
+
+// startFleet starts n agents of appliance web (instances vm-1…vm-n). Each renders
+// out/app.conf from the key port; its reload command records the revision and fails while
+// the file says port=bad (a change that passes its check but breaks the service on reload).
+func startFleet(t *testing.T, srv *server, n int) []*fleetAgent {
+	t.Helper()
+	var fleet []*fleetAgent
+	for i := 1; i <= n; i++ {
+		name := fmt.Sprintf("vm-%d", i)
+		e := newEnv(t, srv, "", fmt.Sprintf(`  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/out/app.conf
+    check: test -s "$SHOELACE_STAGED"
+    command: echo "$SHOELACE_REVISION" >> $DIR/commands; ! grep -q port=bad $DIR/out/app.conf
+`))
+		// Each VM its own instance name.
+		b, err := os.ReadFile(e.config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(e.config, bytes.Replace(b, []byte("instance: vm-e2e"), []byte("instance: "+name), 1), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		fleet = append(fleet, &fleetAgent{name: name, env: e, run: e.startAgent()})
+	}
+	return fleet
+}
+
+// shoelace runs the CLI against srv with the admin token; it returns the exit code and output.
+func (s *server) shoelace(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "shoelace"), append(args, "--addr", "http://"+s.addr, "--token-file", filepath.Join(s.dataDir, "admin.token"))...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("shoelace %v: %v", args, err)
+	}
+	return code, stdout.String(), stderr.String()
+}
+
+func (s *server) rollout(t *testing.T) api.RolloutStatus {
+	t.Helper()
+	code, out, errOut := s.shoelace(t, "appliance", "rollout", "status", "web", "-o", "json")
+	if code != 0 {
+		t.Fatalf("rollout status: exit %d: %s", code, errOut)
+	}
+	var st api.RolloutStatus
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("rollout status: %v: %s", err, out)
+	}
+	return st
+}
+
+// waitEnrolled waits until every agent of the fleet has enrolled and reported.
+func waitEnrolled(t *testing.T, srv *server, fleet []*fleetAgent) {
+	t.Helper()
+	waitFor(t, "every agent enrolled", func() bool {
+		l, _, err := srv.client.Instances(context.Background(), "web")
+		if err != nil {
+			return false
+		}
+		n := 0
+		for _, in := range l.Instances {
+			if in.Enrolled && in.Applied > 0 {
+				n++
+			}
+		}
+		return n == len(fleet)
+	})
+}
+
+// A good change with --canary 20% --step 40% --bake reaches one VM, then three, then five, and
+// ends as a release; appliance wait exits 0.
+func TestE2E_RolloutGoodChangeStepsThrough(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/port", "80")
+	fleet := startFleet(t, srv, 5)
+	for _, a := range fleet {
+		waitFor(t, a.name+" renders", fileIs(a.conf(), "port=80\n"))
+	}
+	waitEnrolled(t, srv, fleet)
+
+	code, out, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "8080", "--canary", "20%", "--step", "40%", "--bake", "2s", "-m", "new port")
+	if code != 0 || !strings.HasPrefix(out, "revision ") || !strings.Contains(errOut, "rollout") {
+		t.Fatalf("kv put --canary: exit %d\n%s\n%s", code, out, errOut)
+	}
+	rev := strings.TrimSpace(strings.TrimPrefix(out, "revision "))
+	waited := make(chan string, 1)
+	go func() {
+		code, out, errOut := srv.shoelace(t, "appliance", "wait", "web", "--revision", rev, "--interval", "200ms", "--for", "2m")
+		waited <- fmt.Sprintf("%d|%s|%s", code, out, errOut)
+	}()
+
+	// While it runs, every VM with the change is in the cohort the server shows, and the
+	// cohort grows 1 → 3 → 5.
+	seen := map[int]bool{}
+	for {
+		var changed []string
+		for _, a := range fleet {
+			if b, _ := os.ReadFile(a.conf()); string(b) == "port=8080\n" {
+				changed = append(changed, a.name)
+			}
+		}
+		st := srv.rollout(t)
+		for _, n := range changed {
+			if st.State == api.RolloutRunning && !slices.Contains(st.Cohort, n) {
+				t.Fatalf("%s has the change but is not in the cohort %v (step %d)", n, st.Cohort, st.Step)
+			}
+		}
+		if st.State == api.RolloutRunning {
+			seen[len(st.Cohort)] = true
+		}
+		if st.State == api.RolloutPromoted && len(changed) == 5 {
+			break
+		}
+		if st.State != api.RolloutRunning && st.State != api.RolloutPromoted {
+			t.Fatalf("rollout ended %s: %s", st.State, st.Reason)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !seen[1] || !seen[3] || !seen[5] {
+		t.Fatalf("cohort sizes seen: %v, want 1, 3 and 5", seen)
+	}
+	select {
+	case res := <-waited:
+		if !strings.HasPrefix(res, "0|") || !strings.Contains(res, "promoted") {
+			t.Fatalf("appliance wait: %s", res)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("appliance wait did not end after the promotion")
+	}
+	code, out, _ = srv.shoelace(t, "kv", "get", "appliances/web/port")
+	if code != 0 || out != "8080" {
+		t.Fatalf("live value after promotion: %d %q", code, out)
+	}
+	_, hist, _ := srv.shoelace(t, "appliance", "history", "web", "--limit", "1")
+	if !strings.Contains(hist, "new port") || !strings.Contains(hist, "rollout") {
+		t.Fatalf("the promotion's release: %s", hist)
+	}
+}
+
+// A change whose reload command fails on the canary halts the rollout; the canary gets its
+// previous file back (bytes equal) by itself; the other four never see it; appliance wait
+// exits 7 naming the VM and its error. Then promote and abort by hand.
+func TestE2E_RolloutBadChangeHaltsAtTheCanary(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/port", "80")
+	fleet := startFleet(t, srv, 5)
+	before := map[string]string{}
+	for _, a := range fleet {
+		waitFor(t, a.name+" renders", fileIs(a.conf(), "port=80\n"))
+		before[a.name] = readFile(t, a.conf())
+	}
+	waitEnrolled(t, srv, fleet)
+
+	code, out, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "bad", "--canary", "10%", "--bake", "1h")
+	if code != 0 {
+		t.Fatalf("kv put --canary: exit %d\n%s\n%s", code, out, errOut)
+	}
+	rev := strings.TrimSpace(strings.TrimPrefix(out, "revision "))
+	st := srv.rollout(t)
+	if len(st.Cohort) != 1 {
+		t.Fatalf("cohort: %v", st.Cohort)
+	}
+	canary := st.Cohort[0]
+	code, out, errOut = srv.shoelace(t, "appliance", "wait", "web", "--revision", rev, "--interval", "200ms", "--for", "2m")
+	if code != 7 || !strings.Contains(errOut, canary) || !strings.Contains(errOut, "halted") {
+		t.Fatalf("appliance wait: exit %d\n%s\n%s", code, out, errOut)
+	}
+	for _, a := range fleet {
+		if a.name == canary {
+			waitFor(t, "the canary restores its previous file", fileIs(a.conf(), before[a.name]))
+			// It ran the command for the bad file and again for the restored one.
+			if n := len(commandLines(t, a.env.path("commands"))); n < 3 {
+				t.Fatalf("canary commands: %v", commandLines(t, a.env.path("commands")))
+			}
+			continue
+		}
+		if got := readFile(t, a.conf()); got != before[a.name] {
+			t.Fatalf("%s is not in the canary but has %q", a.name, got)
+		}
+		if n := len(commandLines(t, a.env.path("commands"))); n != 1 {
+			t.Fatalf("%s ran its command %d times: %v", a.name, n, commandLines(t, a.env.path("commands")))
+		}
+	}
+	if st = srv.rollout(t); st.State != api.RolloutHalted || st.Instance != canary {
+		t.Fatalf("after the failure: %+v", st)
+	}
+
+	// By hand: a manual rollout waits for promote; abort ends one.
+	if code, _, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "8081", "--canary", "20%", "--manual"); code != 0 {
+		t.Fatalf("manual rollout: %s", errOut)
+	}
+	waitFor(t, "the canary bakes", func() bool { st := srv.rollout(t); return st.BakedSince != nil })
+	if st := srv.rollout(t); st.Step != 0 {
+		t.Fatalf("a manual rollout moved by itself: %+v", st)
+	}
+	if code, out, errOut := srv.shoelace(t, "appliance", "rollout", "promote", "web"); code != 0 || !strings.Contains(out, "running") {
+		t.Fatalf("promote: %d %s %s", code, out, errOut)
+	}
+	waitFor(t, "the second step", func() bool { return srv.rollout(t).Step == 1 })
+	if code, _, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "9"); code != 7 || !strings.Contains(errOut, "rollout") {
+		t.Fatalf("plain write during a rollout: exit %d: %s", code, errOut)
+	}
+	if code, out, errOut := srv.shoelace(t, "appliance", "rollout", "abort", "web"); code != 0 || !strings.Contains(out, "aborted") {
+		t.Fatalf("abort: %d %s %s", code, out, errOut)
+	}
+	for _, a := range fleet {
+		waitFor(t, a.name+" back on the live keys", fileIs(a.conf(), "port=80\n"))
+	}
+}
+
+// A rollout survives the server: killed mid-rollout and started again, it carries on.
+func TestE2E_RolloutSurvivesServerRestart(t *testing.T) {
+	data := t.TempDir()
+	srv := startServer(t, "", data)
+	srv.put("appliances/web/port", "80")
+	fleet := startFleet(t, srv, 2)
+	waitEnrolled(t, srv, fleet)
+	if code, _, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "8080", "--canary", "50%", "--bake", "3s"); code != 0 {
+		t.Fatalf("kv put --canary: %s", errOut)
+	}
+	waitFor(t, "the canary baking", func() bool { return srv.rollout(t).BakedSince != nil })
+	srv.kill()
+	srv2 := startServer(t, srv.addr, data)
+	waitFor(t, "the rollout promoted by the restarted server", func() bool { return srv2.rollout(t).State == api.RolloutPromoted })
+	for _, a := range fleet {
+		waitFor(t, a.name+" has the change", fileIs(a.conf(), "port=8080\n"))
+	}
+}
