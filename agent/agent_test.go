@@ -77,7 +77,8 @@ func (s *viewServer) serve(w http.ResponseWriter, r *http.Request) {
 	s.requests++
 	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/report") {
 		var rep api.Report
-		if err := json.NewDecoder(r.Body).Decode(&rep); err != nil || r.Header.Get("Authorization") != "Bearer secret-token" {
+		tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if err := json.NewDecoder(r.Body).Decode(&rep); err != nil || (tok != "secret-token" && !s.instanceTokens[tok]) {
 			http.Error(w, `{"error":{"code":"invalid_body","message":"bad report"}}`, 400)
 			return
 		}
