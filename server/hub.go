@@ -536,6 +536,16 @@ func (h *hub) revoke(token string) {
 	}
 }
 
+// wait returns what f read, once it has, or ctx's error.
+func (f *flight) wait(ctx context.Context) (api.View, []byte, error) {
+	select {
+	case <-f.done:
+		return f.view, f.body, f.err
+	case <-ctx.Done():
+		return api.View{}, nil, ctx.Err()
+	}
+}
+
 // view returns app's view read at rev or later, sharing one read among every caller that asks
 // for it at that revision (single flight, and the last read is kept for late callers). The
 // read is made from the mirror (or the store at rev) when known, else fresh from the store
@@ -553,12 +563,7 @@ func (h *hub) view(ctx context.Context, app string, rev int64, known bool) (api.
 		go h.read(f, app)
 	}
 	h.fmu.Unlock()
-	select {
-	case <-f.done:
-		return f.view, f.body, f.err
-	case <-ctx.Done():
-		return api.View{}, nil, ctx.Err()
-	}
+	return f.wait(ctx)
 }
 
 func (h *hub) read(f *flight, app string) {
@@ -666,12 +671,7 @@ func (h *hub) candidateView(ctx context.Context, app string, rec *rollout.Record
 		go h.readCandidate(f, key, app, rec)
 	}
 	h.fmu.Unlock()
-	select {
-	case <-f.done:
-		return f.view, f.body, f.err
-	case <-ctx.Done():
-		return api.View{}, nil, ctx.Err()
-	}
+	return f.wait(ctx)
 }
 
 func (h *hub) readCandidate(f *flight, key, app string, rec *rollout.Record) {

@@ -295,20 +295,33 @@ func (s *Server) instanceReports(ctx context.Context, name string) (map[string]a
 
 var errRolloutNotRunning = errors.New("no rollout runs")
 
+// readRollout reads appliance name's rollout record from the store, with its mod_revision;
+// a 404 naming the appliance when it never had one.
+func (s *Server) readRollout(ctx context.Context, name string) (rollout.Record, int64, error) {
+	var rec rollout.Record
+	data, rev, err := s.st.SysGet(ctx, rollout.Prefix+name)
+	if errors.Is(err, api.ErrNotFound) {
+		return rec, 0, api.Errorf(api.CodeNotFound, "appliance %q has had no rollout", name)
+	}
+	if err != nil {
+		return rec, 0, err
+	}
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return rec, 0, fmt.Errorf("read the rollout of %s: %w", name, err)
+	}
+	return rec, rev, nil
+}
+
 // endRollout ends appliance name's running rollout (id, when not "", must be its id) in state
 // (halted or aborted) for reason; the cohort goes back to the live view.
 func (s *Server) endRollout(ctx context.Context, name, id, state, reason, instance string) (api.RolloutStatus, error) {
 	for try := 0; ; try++ {
-		data, rev, err := s.st.SysGet(ctx, rollout.Prefix+name)
+		rec, rev, err := s.readRollout(ctx, name)
 		if errors.Is(err, api.ErrNotFound) {
 			return api.RolloutStatus{}, errRolloutNotRunning
 		}
 		if err != nil {
 			return api.RolloutStatus{}, err
-		}
-		var rec rollout.Record
-		if err := json.Unmarshal(data, &rec); err != nil {
-			return api.RolloutStatus{}, fmt.Errorf("read the rollout of %s: %w", name, err)
 		}
 		if !rec.Running() || (id != "" && rec.ID != id) {
 			return rec.Status(nil, rev, time.Time{}), errRolloutNotRunning
@@ -356,12 +369,8 @@ func (s *Server) runRollouts(ctx context.Context) {
 func (s *Server) stepRollout(ctx context.Context, name string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	data, rev, err := s.st.SysGet(ctx, rollout.Prefix+name)
+	rec, rev, err := s.readRollout(ctx, name)
 	if err != nil {
-		return err
-	}
-	var rec rollout.Record
-	if err := json.Unmarshal(data, &rec); err != nil {
 		return err
 	}
 	if !rec.Running() {
@@ -459,16 +468,9 @@ func (s *Server) handleGetRollout(w http.ResponseWriter, r *http.Request) error 
 	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
-	data, rev, err := s.st.SysGet(ctx, rollout.Prefix+name)
-	if errors.Is(err, api.ErrNotFound) {
-		return api.Errorf(api.CodeNotFound, "appliance %q has had no rollout", name)
-	}
+	rec, rev, err := s.readRollout(ctx, name)
 	if err != nil {
 		return err
-	}
-	var rec rollout.Record
-	if err := json.Unmarshal(data, &rec); err != nil {
-		return fmt.Errorf("read the rollout of %s: %w", name, err)
 	}
 	reports, _, err := s.instanceReports(ctx, name)
 	if err != nil {
@@ -526,15 +528,11 @@ func (s *Server) handlePostRollout(w http.ResponseWriter, r *http.Request) error
 		return writeJSON(w, http.StatusOK, st.Revision, st)
 	case "promote":
 		for try := 0; ; try++ {
-			raw, rev, err := s.st.SysGet(ctx, rollout.Prefix+name)
+			rec, rev, err := s.readRollout(ctx, name)
 			if errors.Is(err, api.ErrNotFound) {
 				return api.Errorf(api.CodeConflict, "appliance %q has no rollout running: nothing to promote", name)
 			}
 			if err != nil {
-				return err
-			}
-			var rec rollout.Record
-			if err := json.Unmarshal(raw, &rec); err != nil {
 				return err
 			}
 			if !rec.Running() {
