@@ -338,19 +338,15 @@ func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
-	m, rev, err := s.st.SysList(ctx, instancePrefix+name+"/")
+	m, rev, err := s.instanceReports(ctx, name)
 	if err != nil {
 		return err
 	}
 	out := api.Instances{Appliance: name, Instances: []api.Instance{}}
 	now := time.Now()
-	for k, v := range m {
-		var in api.Instance
-		if err := json.Unmarshal(v, &in); err != nil || !strings.HasPrefix(k, instancePrefix+name+"/") {
-			continue
-		}
+	for n, in := range m {
 		if now.Sub(in.LastSeen) > instanceExpiry {
-			_ = s.removeInstance(ctx, k, in.Enrolled)
+			_ = s.removeInstance(ctx, instancePrefix+name+"/"+n, in.Enrolled)
 			continue
 		}
 		out.Instances = append(out.Instances, in)

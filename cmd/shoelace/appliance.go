@@ -353,9 +353,16 @@ func (e *cliEnv) applianceInstances(c *cli.Context) error {
 	}
 	// Tab-separated columns under one header line (tail -n +2 drops it; -o json for scripts).
 	var b strings.Builder
-	b.WriteString("INSTANCE\tAPPLIED\tLAST_SEEN\tREMOTE\tTOKEN\n")
+	b.WriteString("INSTANCE\tAPPLIED\tLAST_SEEN\tREMOTE\tTOKEN\tENROLLED\tLAST_ERROR\n")
 	for _, in := range l.Instances {
-		fmt.Fprintf(&b, "%s\t%d\t%s\t%s\t%s\n", in.Instance, in.Applied, in.LastSeen.Format(time.RFC3339Nano), in.Remote, in.Token)
+		enrolled, lastErr := "no", "-"
+		if in.Enrolled {
+			enrolled = "yes"
+		}
+		if in.Error != "" {
+			lastErr = fmt.Sprintf("at revision %d: %s", in.ErrorRevision, oneLine(in.Error))
+		}
+		fmt.Fprintf(&b, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", in.Instance, in.Applied, in.LastSeen.Format(time.RFC3339Nano), in.Remote, in.Token, enrolled, lastErr)
 	}
 	_, err = io.WriteString(e.stdout, b.String())
 	return err

@@ -1092,14 +1092,14 @@ func TestE2E_ApplianceInstances(t *testing.T) {
 	// An agent reads its view, saying who it is and what it applied.
 	report("vm-1", rev)
 
-	want := fmt.Sprintf("INSTANCE\tAPPLIED\tLAST_SEEN\tREMOTE\tTOKEN\nvm-1\t%d\t", rev)
+	want := fmt.Sprintf("INSTANCE\tAPPLIED\tLAST_SEEN\tREMOTE\tTOKEN\tENROLLED\tLAST_ERROR\nvm-1\t%d\t", rev)
 	var got string
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		if got = c.ok("appliance", "instances", "e2e-inst"); strings.HasPrefix(got, want) {
 			break
 		}
 	}
-	if !strings.HasPrefix(got, want) || !strings.Contains(got, "\te2e-inst-agent\n") {
+	if !strings.HasPrefix(got, want) || !strings.Contains(got, "\te2e-inst-agent\tno\t-\n") {
 		t.Fatalf("appliance instances = %q, want a line starting %q and naming the token", got, want)
 	}
 	var l struct {
