@@ -32,7 +32,22 @@ type Options struct {
 	AllowFile bool
 	// MaxOutputBytes bounds the rendered output; 0 means DefaultMaxOutputBytes, < 0 no limit.
 	MaxOutputBytes int
+	// Functions is the function set: ModeNative ("" too), ModeConfd or ModeConsulTemplate.
+	Functions string
+	// ErrorOnMissingKey, in consul-template mode, makes a missing map key or field an error
+	// (consul-template's error_on_missing_key); native and confd modes always treat it as one.
+	ErrorOnMissingKey bool
+	// Prefix, in confd mode, is the confd keyspace prefix the view stands for: a key path under
+	// it is read relative to it ("/production/web/db/host" and "/db/host" are both db/host).
+	Prefix string
 }
+
+// Function sets (Options.Functions; the agent's `functions:`).
+const (
+	ModeNative         = "native"
+	ModeConfd          = "confd"
+	ModeConsulTemplate = "consul-template"
+)
 
 // Data is what a template renders from.
 type Data struct {
