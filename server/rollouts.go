@@ -645,8 +645,8 @@ func (s *Server) recordFailure(ctx context.Context, name string, rep api.Report,
 	}
 	s.reports.failureNoted(name + "/" + rep.Instance)
 	rec := s.rollouts.get(name)
-	if !rec.Running() || rep.Rollout != rec.ID || !slices.Contains(rec.Cohort(), rep.Instance) {
-		return nil
+	if !rec.Running() || rep.Rollout != rec.ID || !slices.Contains(rec.Cohort(), rep.Instance) || !rec.Counts(in) {
+		return nil // not a failure of the candidate by an instance drawn (enrolled before it started)
 	}
 	reports, _, err := s.instanceReports(ctx, name)
 	if err != nil {

@@ -293,3 +293,53 @@ func TestRollout_Rollback(t *testing.T) {
 		t.Fatalf("release: %+v", r)
 	}
 }
+
+// A cohort's instance whose name is taken over during the rollout (stale, enrolled again with
+// the fleet's appliance token) is not the instance drawn: its new holder's reports neither
+// halt the rollout nor let it advance.
+func TestRollout_TakenOverInstanceDoesNotCount(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.InstanceStale = 2 * time.Second })
+	f.put("appliances/web/port", "80")
+	agent := f.newToken(api.TokenRequest{Name: "web-fleet", Appliance: "web"})
+	drawn := f.enroll(agent, "web", "vm-0")
+	time.Sleep(10 * time.Millisecond) // enrolled before the rollout started, by the server's clock
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=100%25&deadline=1h", "8080"), http.StatusAccepted, &st)
+
+	// Once the name is stale, the fleet's token takes it over.
+	var taker api.Enrolled
+	waitFor(t, "vm-0 to be stale and taken over", func() bool {
+		r := f.doToken(agent, "POST", "/v1/appliances/web/enroll", `{"instance":"vm-0"}`)
+		if r.StatusCode != http.StatusCreated {
+			return false
+		}
+		f.must(r, http.StatusCreated, &taker)
+		return true
+	})
+	if taker.Token == drawn.Token {
+		t.Fatal("the same token twice")
+	}
+	var v api.View
+	f.must(f.doToken(taker.Token, "GET", "/v1/appliances/web", ""), 200, &v)
+	post := func(rep api.Report) {
+		b, _ := json.Marshal(rep)
+		f.must(f.doToken(taker.Token, "POST", "/v1/appliances/web/report", string(b), "Content-Type", "application/json"), 200, nil)
+	}
+	// A failure of the new holder does not halt it...
+	post(api.Report{Instance: "vm-0", Revision: v.Revision, Rollout: st.ID, Error: "forged", Stage: api.StageCommand})
+	if got := rolloutStatus(t, f); got.State != api.RolloutRunning {
+		t.Fatalf("halted by the new holder of a name drawn: %+v", got)
+	}
+	// ...and its report of the candidate applied does not advance it.
+	post(api.Report{Instance: "vm-0", Revision: v.Revision, Applied: v.Revision, Rollout: st.ID})
+	waitFor(t, "the report recorded", func() bool {
+		in, _ := f.record("web", "vm-0")
+		return in.Rollout == st.ID && in.Applied == v.Revision
+	})
+	if err := f.s.stepRollout(context.Background(), "web"); err != nil {
+		t.Fatal(err)
+	}
+	if got := rolloutStatus(t, f); got.State != api.RolloutRunning || got.Instances[0].State != "pending" {
+		t.Fatalf("counted the new holder of a name drawn: %+v", got)
+	}
+}
