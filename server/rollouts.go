@@ -128,9 +128,12 @@ func (s *Server) rolloutChanged(name string, c store.SysChange, rev int64) {
 	s.hub.touch(name, rev)
 }
 
-// candidateFor returns the running rollout whose cohort holds instance, or nil.
-func (s *Server) candidateFor(name, instance string) *rollout.Record {
-	if rec := s.rollouts.get(name); rec.InCohort(instance) {
+// candidateFor returns the running rollout whose cohort holds the instance whose instance token
+// p is, or nil. Only the instance itself gets the candidate: the fleet's appliance token (which
+// anyone on any VM may hold) naming a cohort's instance in X-Shoelace-Instance gets the live
+// view, and so does every other token.
+func (s *Server) candidateFor(name string, p *principal) *rollout.Record {
+	if rec := s.rollouts.get(name); p.instance != "" && rec.InCohort(p.instance) {
 		return rec
 	}
 	return nil

@@ -343,3 +343,28 @@ func TestRollout_TakenOverInstanceDoesNotCount(t *testing.T) {
 		t.Fatalf("counted the new holder of a name drawn: %+v", got)
 	}
 }
+
+// Only the instance's own token gets the candidate: the fleet's appliance token naming a
+// cohort's instance gets the live view (and so learns neither the candidate nor its id).
+func TestRollout_CandidateOnlyForTheInstanceToken(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	agent := f.newToken(api.TokenRequest{Name: "web-fleet", Appliance: "web"})
+	e := f.enroll(agent, "web", "vm-0")
+	time.Sleep(10 * time.Millisecond) // enrolled before the rollout started, by the server's clock
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=100%25", "8080"), http.StatusAccepted, nil)
+	var v api.View
+	f.must(f.doToken(e.Token, "GET", "/v1/appliances/web", ""), 200, &v)
+	if v.Keys["port"] != "8080" || v.Rollout == "" {
+		t.Fatalf("the instance's view: %+v", v)
+	}
+	for _, path := range []string{"/v1/appliances/web", "/v1/appliances/web?index=1&wait=5s"} {
+		for _, tok := range []string{agent, f.token} {
+			var got api.View
+			f.must(f.doToken(tok, "GET", path, "", api.HeaderInstance, "vm-0"), 200, &got)
+			if got.Keys["port"] != "80" || got.Rollout != "" {
+				t.Fatalf("GET %s as vm-0 with a token other than its instance token: %+v", path, got)
+			}
+		}
+	}
+}
