@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/server/rollout"
@@ -608,7 +610,12 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) error {
 	if len(rep.Rollout) > 64 || len(rep.Version) > 128 || len(rep.Template) > maxReportTemplate {
 		return api.Errorf(api.CodeInvalidRequest, "a report's rollout, version or template is too long")
 	}
-	rep.Error = cut(rep.Error, maxReportError)
+	if !validRolloutID(rep.Rollout) {
+		return api.Errorf(api.CodeInvalidRequest, "a report's rollout must be a rollout id as a view gives it (digits, a-f and -), not %s", shorten(rep.Rollout))
+	}
+	// The agent's words end up in rollout status and appliance wait, read in terminals: a
+	// failure is kept (it halts a rollout), its control characters are not.
+	rep.Error, rep.Template, rep.Version = cut(showable(rep.Error), maxReportError), showable(rep.Template), showable(rep.Version)
 	now := time.Now().UTC().Truncate(time.Second)
 	in := api.Instance{Appliance: name, Instance: rep.Instance, Applied: rep.Applied, LastSeen: now, Remote: clientIP(r),
 		Rollout: rep.Rollout, Version: rep.Version}
@@ -663,6 +670,28 @@ func (s *Server) recordFailure(ctx context.Context, name string, rep api.Report,
 		return err
 	}
 	return nil
+}
+
+// validRolloutID reports whether id ("" for none) is made like the ids rollouts get (see
+// releaseIDFor): digits, lowercase hex and '-'.
+func validRolloutID(id string) bool {
+	for _, c := range []byte(id) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// showable replaces in s what a terminal would act on rather than show: control characters
+// (C0 but newline and tab, DEL, C1 such as the CSI of escape sequences) and bidi controls.
+func showable(s string) string {
+	return strings.Map(func(c rune) rune {
+		if c != '\n' && c != '\t' && unicode.IsControl(c) || unicode.Is(unicode.Bidi_Control, c) {
+			return utf8.RuneError
+		}
+		return c
+	}, s)
 }
 
 func cmpOr(a, b string) string {

@@ -368,3 +368,33 @@ func TestRollout_CandidateOnlyForTheInstanceToken(t *testing.T) {
 		}
 	}
 }
+
+// A report's words reach rollout status and appliance wait, read in terminals: control
+// characters and bidi controls in them are replaced (the failure still halts the rollout), and
+// a rollout id is one as a view gives it.
+func TestRollout_ReportTextShowable(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	fleet := enrollFleet(t, f, 1)
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=100%25", "8080"), http.StatusAccepted, &st)
+	tok := instanceToken(t, f, fleet[0])
+	v := viewOf(t, f, fleet[0])
+	post := func(rep api.Report, hdr ...string) resp {
+		b, _ := json.Marshal(rep)
+		return f.doToken(tok, "POST", "/v1/appliances/web/report", string(b), append([]string{"Content-Type", "application/json"}, hdr...)...)
+	}
+	f.mustErr(post(api.Report{Instance: fleet[0], Rollout: "\u202e" + st.ID[:10]}), 400, api.CodeInvalidRequest, "rollout id")
+	f.mustErr(f.doToken(tok, "GET", "/v1/appliances/web", "", api.HeaderRollout, "<b>"), 400, api.CodeInvalidRequest, api.HeaderRollout)
+	evil := "nginx: \x1b]0;owned\x07\x1b[2J\u202eboom\u2066\x7f\u0085\nline 2\tend"
+	f.must(post(api.Report{Instance: fleet[0], Revision: v.Revision, Rollout: st.ID, Error: evil, Stage: api.StageCommand, Template: "t\x1b[1m", Version: "v\x00"}), 200, nil)
+	st = rolloutStatus(t, f)
+	if st.State != api.RolloutHalted {
+		t.Fatalf("not halted: %+v", st)
+	}
+	for what, text := range map[string]string{"reason": st.Reason, "error": st.Instances[0].Error} {
+		if strings.ContainsAny(text, "\x1b\x07\x00\x7f\u0085\u202e\u2066") || !strings.Contains(text, "boom") || !strings.Contains(text, "\nline 2\tend") {
+			t.Errorf("%s: %q", what, text)
+		}
+	}
+}
