@@ -195,7 +195,7 @@ func (s *Server) removeInstance(ctx context.Context, key string, enrolled bool) 
 	}
 	app, inst, _ := strings.Cut(strings.TrimPrefix(key, instancePrefix), "/")
 	name := instanceTokenName(app, inst)
-	rev, err := s.st.SysApply(ctx, nil, nil, []string{key, tokenPrefix + name})
+	rev, err := s.st.SysApply(ctx, nil, nil, []string{key, tokenPrefix + name, instanceErrorKey(app, inst)})
 	if err != nil {
 		return err
 	}

@@ -636,7 +636,7 @@ func (s *Server) recordFailure(ctx context.Context, name string, rep api.Report,
 	if !in.Enrolled {
 		return nil
 	}
-	key := reportErrorPrefix + name + "/" + rep.Instance
+	key := instanceErrorKey(name, rep.Instance)
 	if rep.Error == "" {
 		if s.reports.failureCleared(name + "/" + rep.Instance) {
 			if _, err := s.st.SysDelete(ctx, key); err != nil && !errors.Is(err, api.ErrNotFound) {
