@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -138,8 +139,8 @@ func ParseShare(what, s string) (float64, error) {
 	t := strings.TrimSpace(s)
 	pct := strings.HasSuffix(t, "%")
 	t = strings.TrimSuffix(t, "%")
-	var f float64
-	if _, err := fmt.Sscanf(t, "%g", &f); err != nil || t == "" || strings.ContainsAny(t, " \t") || math.IsNaN(f) {
+	f, err := strconv.ParseFloat(t, 64)
+	if err != nil || math.IsNaN(f) {
 		return 0, fmt.Errorf("%s must be a share of the instances such as 10%% or 0.1, not %q", what, s)
 	}
 	if pct {

@@ -56,7 +56,7 @@ func TestParseShare(t *testing.T) {
 			t.Errorf("ParseShare(%q) = %v, %v; want %v", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "0", "0%", "-5%", "150%", "2", "ten", "NaN", "1 0%"} {
+	for _, in := range []string{"", "0", "0%", "-5%", "150%", "2", "ten", "NaN", "1 0%", "0.5abc", "10%%", "5%x", "Inf"} {
 		if _, err := ParseShare("--canary", in); err == nil || !strings.Contains(err.Error(), "--canary") {
 			t.Errorf("ParseShare(%q) = %v, want an error naming the flag", in, err)
 		}
