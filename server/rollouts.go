@@ -48,6 +48,64 @@ type rolloutSet struct {
 	baked map[string]time.Time
 	// leading is set while this replica is the one that moves the rollouts.
 	leading atomic.Bool
+	// read is, on the elected replica, each running rollout's reports as last read for its
+	// gate, and when (by rollout id).
+	read map[string]gateRead
+}
+
+type gateRead struct {
+	at      time.Time
+	reports map[string]api.Instance
+}
+
+// gateReadEvery is how long the gate of a rollout goes on with the reports it read, for an
+// appliance with n instance records: every tick up to 500 of them, then one tick more per 500,
+// so that a large fleet (or made-up instance names of its appliance token) cannot make the
+// elected replica read megabytes of records four times a second for the whole rollout. A
+// failure report halts a rollout at once anyway, on the replica that takes it.
+func gateReadEvery(n int) time.Duration {
+	return rolloutTick * time.Duration(1+n/500)
+}
+
+// readGateReports is instanceReports for the gate; tests replace it to watch the reads.
+var readGateReports = (*Server).instanceReports
+
+// gateReports returns the reports the gate of rollout id of appliance name judges by: those
+// read last, or, when they are gateReadEvery old or fresh is asked for, read now (fresh).
+func (s *Server) gateReports(ctx context.Context, name, id string, fresh bool) (map[string]api.Instance, bool, error) {
+	now := time.Now()
+	s.rollouts.mu.Lock()
+	last, ok := s.rollouts.read[id]
+	s.rollouts.mu.Unlock()
+	if ok && !fresh && now.Sub(last.at) < gateReadEvery(len(last.reports)) {
+		return last.reports, false, nil
+	}
+	reports, _, err := readGateReports(s, ctx, name)
+	if err != nil {
+		return nil, false, err
+	}
+	s.rollouts.mu.Lock()
+	if s.rollouts.read == nil {
+		s.rollouts.read = map[string]gateRead{}
+	}
+	s.rollouts.read[id] = gateRead{at: now, reports: reports}
+	s.rollouts.mu.Unlock()
+	return reports, true, nil
+}
+
+// forgetGates drops what the gates read for rollouts that no longer run.
+func (rs *rolloutSet) forgetGates() {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	for id := range rs.read {
+		running := false
+		for _, r := range rs.m {
+			running = running || (r.ID == id && r.Running())
+		}
+		if !running {
+			delete(rs.read, id)
+		}
+	}
 }
 
 func (rs *rolloutSet) get(name string) *rollout.Record {
@@ -348,6 +406,7 @@ func (s *Server) runRollouts(ctx context.Context) {
 					s.log.Warn("rollout step", "appliance", name, "err", err)
 				}
 			}
+			s.rollouts.forgetGates()
 			select {
 			case <-ctx.Done():
 				return
@@ -372,7 +431,7 @@ func (s *Server) stepRollout(ctx context.Context, name string) error {
 	if !rec.Running() {
 		return nil
 	}
-	reports, _, err := s.instanceReports(ctx, name)
+	reports, fresh, err := s.gateReports(ctx, name, rec.ID, false)
 	if err != nil {
 		return err
 	}
@@ -384,6 +443,13 @@ func (s *Server) stepRollout(ctx context.Context, name string) error {
 	s.rollouts.mu.Unlock()
 	now := time.Now().UTC()
 	d := rec.Evaluate(reports, 1, baked, now)
+	if d.Action != rollout.Wait && !fresh {
+		// Act only on what the instances say now.
+		if reports, _, err = s.gateReports(ctx, name, rec.ID, true); err != nil {
+			return err
+		}
+		d = rec.Evaluate(reports, 1, baked, now)
+	}
 	setBaked := func(t time.Time) {
 		s.rollouts.mu.Lock()
 		if t.IsZero() {

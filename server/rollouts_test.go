@@ -398,3 +398,42 @@ func TestRollout_ReportTextShowable(t *testing.T) {
 		}
 	}
 }
+
+// The gate of an appliance with many instance records (a large fleet, or names its appliance
+// token made up) reads them less often than every tick: not megabytes four times a second.
+func TestRollout_GateReadsSpacedBySize(t *testing.T) {
+	var mu sync.Mutex
+	var reads []time.Time
+	read := readGateReports
+	readGateReports = func(s *Server, ctx context.Context, name string) (map[string]api.Instance, int64, error) {
+		mu.Lock()
+		reads = append(reads, time.Now())
+		mu.Unlock()
+		return read(s, ctx, name)
+	}
+	t.Cleanup(func() { readGateReports = read })
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	enrollFleet(t, f, 1)
+	puts := map[string][]byte{}
+	for i := range 1000 {
+		in := api.Instance{Appliance: "web", Instance: fmt.Sprintf("made-up-%d", i), LastSeen: time.Now().UTC(), Token: "web-agent"}
+		puts[instanceRecordKey("web", in.Instance)], _ = json.Marshal(in)
+	}
+	if _, err := f.st.SysApply(context.Background(), nil, puts, nil); err != nil {
+		t.Fatal(err)
+	}
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=100%25", "8080"), http.StatusAccepted, nil)
+	waitFor(t, "four reads of the gate", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(reads) >= 4
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 1; i < len(reads); i++ {
+		if gap := reads[i].Sub(reads[i-1]); gap < 2*rolloutTick {
+			t.Errorf("the gate read 1001 records again after %s (reads at %v)", gap, reads)
+		}
+	}
+}
