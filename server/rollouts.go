@@ -483,7 +483,16 @@ func (s *Server) stepRollout(ctx context.Context, name string) error {
 		s.log.Info("rollout advanced", "appliance", name, "rollout", rec.ID, "step", rec.Step, "cohort", rec.Steps[rec.Step], "of", len(rec.Instances))
 		return nil
 	}
-	return s.promote(ctx, name, rec, rev)
+	err = s.promote(ctx, name, rec, rev)
+	if ae := (*api.Error)(nil); errors.As(err, &ae) && ae.Code == api.CodeSchemaViolation {
+		// A schema set since the rollout started refuses the candidate: trying again every
+		// tick would hold the appliance's writes until someone aborts.
+		if _, err := s.endRollout(ctx, name, rec.ID, api.RolloutHalted, "the candidate breaks the appliance's schema as it is now: "+ae.Message, ""); err != nil && !errors.Is(err, errRolloutNotRunning) {
+			return err
+		}
+		return nil
+	}
+	return err
 }
 
 // promote writes the rollout's candidate to the live tree, as a release, in one transaction

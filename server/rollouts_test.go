@@ -437,3 +437,19 @@ func TestRollout_GateReadsSpacedBySize(t *testing.T) {
 		}
 	}
 }
+
+// A schema set during a rollout that the candidate breaks halts it when it would be promoted,
+// rather than have the elected replica try again every tick while writes stay refused.
+func TestRollout_SchemaSetMeanwhileHalts(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	fleet := enrollFleet(t, f, 1)
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=100%25", "8080"), http.StatusAccepted, nil)
+	f.must(f.do("PUT", "/v1/appliances/web/schema", `{"type":"object","properties":{"port":{"pattern":"^80$"}}}`), 200, nil)
+	report(t, f, fleet[0], viewOf(t, f, fleet[0]), "")
+	waitFor(t, "the rollout to halt", func() bool { return rolloutStatus(t, f).State != api.RolloutRunning })
+	if st := rolloutStatus(t, f); st.State != api.RolloutHalted || !strings.Contains(st.Reason, "schema") {
+		t.Fatalf("after the promotion was refused: %+v", st)
+	}
+	f.put("appliances/web/port", "80") // writes go again
+}
