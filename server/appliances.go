@@ -99,7 +99,7 @@ func (s *Server) handleGetAppliance(w http.ResponseWriter, r *http.Request) erro
 		if err != nil {
 			return err
 		}
-		if rec := s.candidateFor(name, instanceOf(r)); rec != nil {
+		if rec := s.candidateFor(name, principalOf(r)); rec != nil {
 			cv, _, err := s.hub.candidateView(ctx, name, rec, v.Revision)
 			if err != nil {
 				return err
@@ -136,7 +136,7 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, i
 		}
 		// An instance of a running rollout's cohort gets the candidate (while the appliance
 		// exists: a deleted appliance is 404 to every instance).
-		if rec := s.candidateFor(name, instanceOf(r)); rec != nil {
+		if rec := s.candidateFor(name, principalOf(r)); rec != nil {
 			if v, body, err = s.hub.candidateView(ctx, name, rec, v.Revision); err != nil {
 				return err
 			}

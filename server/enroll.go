@@ -30,6 +30,12 @@ func instanceRecordKey(appliance, instance string) string {
 	return instancePrefix + appliance + "/" + instance
 }
 
+// instanceErrorKey is the system key of the last failure an enrolled instance reported. It
+// goes with the record: forget, expiry and a takeover remove it.
+func instanceErrorKey(appliance, instance string) string {
+	return reportErrorPrefix + appliance + "/" + instance
+}
+
 // enrolled reports whether appliance's instance holds an instance token, as this replica knows
 // (the token watch keeps it current).
 func (a *authState) enrolled(appliance, instance string) bool {
@@ -173,8 +179,9 @@ func (s *Server) enroll(ctx context.Context, r *http.Request, appliance, instanc
 	if err != nil {
 		return api.Enrolled{}, 0, err
 	}
+	// A failure the previous holder reported is not the new holder's.
 	rev, err := s.st.SysApply(ctx, []store.SysGuard{{Key: recKey, Rev: recRev}, {Key: tokKey, Rev: tokRev}},
-		map[string][]byte{recKey: recBody, tokKey: tokBody}, nil)
+		map[string][]byte{recKey: recBody, tokKey: tokBody}, []string{instanceErrorKey(appliance, instance)})
 	if err != nil {
 		return api.Enrolled{}, 0, err
 	}
@@ -213,7 +220,7 @@ func (s *Server) handleForgetInstance(w http.ResponseWriter, r *http.Request) er
 	if !hasRec && !hasTok {
 		return api.Errorf(api.CodeNotFound, "instance %s of appliance %s not found: no record and no instance token", shorten(instance), shorten(name))
 	}
-	rev, err := s.st.SysApply(ctx, nil, nil, []string{recKey, tokKey})
+	rev, err := s.st.SysApply(ctx, nil, nil, []string{recKey, tokKey, instanceErrorKey(name, instance)})
 	if err != nil {
 		return err
 	}

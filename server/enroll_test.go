@@ -304,3 +304,43 @@ func TestEnroll_ExpiredRecordRevokesToken(t *testing.T) {
 		t.Fatal("the expired record is still there")
 	}
 }
+
+// The failure an enrolled instance reported goes with its record: forget, expiry and a
+// takeover remove it, so that neither a name's next holder inherits it nor records of gone
+// instances pile up.
+func TestEnroll_FailureGoesWithTheRecord(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.InstanceStale = time.Nanosecond })
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	failed := func(tok, instance string) {
+		t.Helper()
+		f.must(f.doToken(tok, "POST", "/v1/appliances/web/report", `{"instance":"`+instance+`","error":"boom","stage":"command"}`, "Content-Type", "application/json"), 200, nil)
+		if _, _, err := f.st.SysGet(context.Background(), instanceErrorKey("web", instance)); err != nil {
+			t.Fatalf("the failure of %s is not recorded: %v", instance, err)
+		}
+	}
+	gone := func(what, instance string) {
+		t.Helper()
+		if _, _, err := f.st.SysGet(context.Background(), instanceErrorKey("web", instance)); !errors.Is(err, api.ErrNotFound) {
+			t.Errorf("after %s, the failure of %s is still there: %v", what, instance, err)
+		}
+	}
+	failed(f.enroll(agent, "web", "vm-3").Token, "vm-3") // expires at the end, its report long written
+	failed(f.enroll(agent, "web", "vm-1").Token, "vm-1")
+	f.must(f.do("DELETE", "/v1/appliances/web/instances/vm-1", ""), 200, nil)
+	gone("forget", "vm-1")
+
+	e := f.enroll(agent, "web", "vm-2")
+	failed(e.Token, "vm-2")
+	waitFor(t, "the enrollment a second old", func() bool { return time.Now().UTC().Truncate(time.Second).After(e.Enrolled) })
+	f.enroll(agent, "web", "vm-2")
+	gone("a takeover", "vm-2")
+
+	f.s.reports.forget("web", "vm-3") // as if its report were queued long ago
+	in, _ := f.record("web", "vm-3")
+	in.LastSeen = in.LastSeen.Add(-instanceExpiry - time.Hour)
+	putRecord(t, f.st, in)
+	if err := f.s.sweepInstances(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	gone("expiry", "vm-3")
+}

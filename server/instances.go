@@ -195,7 +195,7 @@ func (s *Server) removeInstance(ctx context.Context, key string, enrolled bool) 
 	}
 	app, inst, _ := strings.Cut(strings.TrimPrefix(key, instancePrefix), "/")
 	name := instanceTokenName(app, inst)
-	rev, err := s.st.SysApply(ctx, nil, nil, []string{key, tokenPrefix + name})
+	rev, err := s.st.SysApply(ctx, nil, nil, []string{key, tokenPrefix + name, instanceErrorKey(app, inst)})
 	if err != nil {
 		return err
 	}
@@ -283,8 +283,8 @@ func agentReport(r *http.Request, name string) (*api.Instance, error) {
 	}
 	in := &api.Instance{Appliance: name, Instance: inst, LastSeen: time.Now().UTC().Truncate(time.Second), Remote: clientIP(r),
 		Rollout: r.Header.Get(api.HeaderRollout)}
-	if len(in.Rollout) > 64 {
-		return nil, api.Errorf(api.CodeInvalidRequest, "header %s is too long", api.HeaderRollout)
+	if len(in.Rollout) > 64 || !validRolloutID(in.Rollout) {
+		return nil, api.Errorf(api.CodeInvalidRequest, "header %s must be a rollout id as a view gives it (digits, a-f and -, at most 64 bytes), not %s", api.HeaderRollout, shorten(in.Rollout))
 	}
 	principalOf(r).reportAs(in)
 	if applied != "" {

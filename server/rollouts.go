@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/server/rollout"
@@ -46,6 +48,64 @@ type rolloutSet struct {
 	baked map[string]time.Time
 	// leading is set while this replica is the one that moves the rollouts.
 	leading atomic.Bool
+	// read is, on the elected replica, each running rollout's reports as last read for its
+	// gate, and when (by rollout id).
+	read map[string]gateRead
+}
+
+type gateRead struct {
+	at      time.Time
+	reports map[string]api.Instance
+}
+
+// gateReadEvery is how long the gate of a rollout goes on with the reports it read, for an
+// appliance with n instance records: every tick up to 500 of them, then one tick more per 500,
+// so that a large fleet (or made-up instance names of its appliance token) cannot make the
+// elected replica read megabytes of records four times a second for the whole rollout. A
+// failure report halts a rollout at once anyway, on the replica that takes it.
+func gateReadEvery(n int) time.Duration {
+	return rolloutTick * time.Duration(1+n/500)
+}
+
+// readGateReports is instanceReports for the gate; tests replace it to watch the reads.
+var readGateReports = (*Server).instanceReports
+
+// gateReports returns the reports the gate of rollout id of appliance name judges by: those
+// read last, or, when they are gateReadEvery old or fresh is asked for, read now (fresh).
+func (s *Server) gateReports(ctx context.Context, name, id string, fresh bool) (map[string]api.Instance, bool, error) {
+	now := time.Now()
+	s.rollouts.mu.Lock()
+	last, ok := s.rollouts.read[id]
+	s.rollouts.mu.Unlock()
+	if ok && !fresh && now.Sub(last.at) < gateReadEvery(len(last.reports)) {
+		return last.reports, false, nil
+	}
+	reports, _, err := readGateReports(s, ctx, name)
+	if err != nil {
+		return nil, false, err
+	}
+	s.rollouts.mu.Lock()
+	if s.rollouts.read == nil {
+		s.rollouts.read = map[string]gateRead{}
+	}
+	s.rollouts.read[id] = gateRead{at: now, reports: reports}
+	s.rollouts.mu.Unlock()
+	return reports, true, nil
+}
+
+// forgetGates drops what the gates read for rollouts that no longer run.
+func (rs *rolloutSet) forgetGates() {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	for id := range rs.read {
+		running := false
+		for _, r := range rs.m {
+			running = running || (r.ID == id && r.Running())
+		}
+		if !running {
+			delete(rs.read, id)
+		}
+	}
 }
 
 func (rs *rolloutSet) get(name string) *rollout.Record {
@@ -128,9 +188,12 @@ func (s *Server) rolloutChanged(name string, c store.SysChange, rev int64) {
 	s.hub.touch(name, rev)
 }
 
-// candidateFor returns the running rollout whose cohort holds instance, or nil.
-func (s *Server) candidateFor(name, instance string) *rollout.Record {
-	if rec := s.rollouts.get(name); rec.InCohort(instance) {
+// candidateFor returns the running rollout whose cohort holds the instance whose instance token
+// p is, or nil. Only the instance itself gets the candidate: the fleet's appliance token (which
+// anyone on any VM may hold) naming a cohort's instance in X-Shoelace-Instance gets the live
+// view, and so does every other token.
+func (s *Server) candidateFor(name string, p *principal) *rollout.Record {
+	if rec := s.rollouts.get(name); p.instance != "" && rec.InCohort(p.instance) {
 		return rec
 	}
 	return nil
@@ -356,6 +419,7 @@ func (s *Server) runRollouts(ctx context.Context) {
 					s.log.Warn("rollout step", "appliance", name, "err", err)
 				}
 			}
+			s.rollouts.forgetGates()
 			select {
 			case <-ctx.Done():
 				return
@@ -376,7 +440,7 @@ func (s *Server) stepRollout(ctx context.Context, name string) error {
 	if !rec.Running() {
 		return nil
 	}
-	reports, _, err := s.instanceReports(ctx, name)
+	reports, fresh, err := s.gateReports(ctx, name, rec.ID, false)
 	if err != nil {
 		return err
 	}
@@ -388,6 +452,13 @@ func (s *Server) stepRollout(ctx context.Context, name string) error {
 	s.rollouts.mu.Unlock()
 	now := time.Now().UTC()
 	d := rec.Evaluate(reports, 1, baked, now)
+	if d.Action != rollout.Wait && !fresh {
+		// Act only on what the instances say now.
+		if reports, _, err = s.gateReports(ctx, name, rec.ID, true); err != nil {
+			return err
+		}
+		d = rec.Evaluate(reports, 1, baked, now)
+	}
 	setBaked := func(t time.Time) {
 		s.rollouts.mu.Lock()
 		if t.IsZero() {
@@ -421,7 +492,16 @@ func (s *Server) stepRollout(ctx context.Context, name string) error {
 		s.log.Info("rollout advanced", "appliance", name, "rollout", rec.ID, "step", rec.Step, "cohort", rec.Steps[rec.Step], "of", len(rec.Instances))
 		return nil
 	}
-	return s.promote(ctx, name, rec, rev)
+	err = s.promote(ctx, name, rec, rev)
+	if ae := (*api.Error)(nil); errors.As(err, &ae) && ae.Code == api.CodeSchemaViolation {
+		// A schema set since the rollout started refuses the candidate: trying again every
+		// tick would hold the appliance's writes until someone aborts.
+		if _, err := s.endRollout(ctx, name, rec.ID, api.RolloutHalted, "the candidate breaks the appliance's schema as it is now: "+ae.Message, ""); err != nil && !errors.Is(err, errRolloutNotRunning) {
+			return err
+		}
+		return nil
+	}
+	return err
 }
 
 // promote writes the rollout's candidate to the live tree, as a release, in one transaction
@@ -603,7 +683,12 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) error {
 	if len(rep.Rollout) > 64 || len(rep.Version) > 128 || len(rep.Template) > maxReportTemplate {
 		return api.Errorf(api.CodeInvalidRequest, "a report's rollout, version or template is too long")
 	}
-	rep.Error = cut(rep.Error, maxReportError)
+	if !validRolloutID(rep.Rollout) {
+		return api.Errorf(api.CodeInvalidRequest, "a report's rollout must be a rollout id as a view gives it (digits, a-f and -), not %s", shorten(rep.Rollout))
+	}
+	// The agent's words end up in rollout status and appliance wait, read in terminals: a
+	// failure is kept (it halts a rollout), its control characters are not.
+	rep.Error, rep.Template, rep.Version = cut(showable(rep.Error), maxReportError), showable(rep.Template), showable(rep.Version)
 	now := time.Now().UTC().Truncate(time.Second)
 	in := api.Instance{Appliance: name, Instance: rep.Instance, Applied: rep.Applied, LastSeen: now, Remote: clientIP(r),
 		Rollout: rep.Rollout, Version: rep.Version}
@@ -624,7 +709,7 @@ func (s *Server) recordFailure(ctx context.Context, name string, rep api.Report,
 	if !in.Enrolled {
 		return nil
 	}
-	key := reportErrorPrefix + name + "/" + rep.Instance
+	key := instanceErrorKey(name, rep.Instance)
 	if rep.Error == "" {
 		if s.reports.failureCleared(name + "/" + rep.Instance) {
 			if _, err := s.st.SysDelete(ctx, key); err != nil && !errors.Is(err, api.ErrNotFound) {
@@ -643,8 +728,8 @@ func (s *Server) recordFailure(ctx context.Context, name string, rep api.Report,
 	}
 	s.reports.failureNoted(name + "/" + rep.Instance)
 	rec := s.rollouts.get(name)
-	if !rec.Running() || rep.Rollout != rec.ID || !slices.Contains(rec.Cohort(), rep.Instance) {
-		return nil
+	if !rec.Running() || rep.Rollout != rec.ID || !slices.Contains(rec.Cohort(), rep.Instance) || !rec.Counts(in) {
+		return nil // not a failure of the candidate by an instance drawn (enrolled before it started)
 	}
 	reports, _, err := s.instanceReports(ctx, name)
 	if err != nil {
@@ -658,6 +743,28 @@ func (s *Server) recordFailure(ctx context.Context, name string, rep api.Report,
 		return err
 	}
 	return nil
+}
+
+// validRolloutID reports whether id ("" for none) is made like the ids rollouts get (see
+// releaseIDFor): digits, lowercase hex and '-'.
+func validRolloutID(id string) bool {
+	for _, c := range []byte(id) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// showable replaces in s what a terminal would act on rather than show: control characters
+// (C0 but newline and tab, DEL, C1 such as the CSI of escape sequences) and bidi controls.
+func showable(s string) string {
+	return strings.Map(func(c rune) rune {
+		if c != '\n' && c != '\t' && unicode.IsControl(c) || unicode.Is(unicode.Bidi_Control, c) {
+			return utf8.RuneError
+		}
+		return c
+	}, s)
 }
 
 func cmpOr(a, b string) string {

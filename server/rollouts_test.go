@@ -293,3 +293,163 @@ func TestRollout_Rollback(t *testing.T) {
 		t.Fatalf("release: %+v", r)
 	}
 }
+
+// A cohort's instance whose name is taken over during the rollout (stale, enrolled again with
+// the fleet's appliance token) is not the instance drawn: its new holder's reports neither
+// halt the rollout nor let it advance.
+func TestRollout_TakenOverInstanceDoesNotCount(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.InstanceStale = 2 * time.Second })
+	f.put("appliances/web/port", "80")
+	agent := f.newToken(api.TokenRequest{Name: "web-fleet", Appliance: "web"})
+	drawn := f.enroll(agent, "web", "vm-0")
+	time.Sleep(10 * time.Millisecond) // enrolled before the rollout started, by the server's clock
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=100%25&deadline=1h", "8080"), http.StatusAccepted, &st)
+
+	// Once the name is stale, the fleet's token takes it over.
+	var taker api.Enrolled
+	waitFor(t, "vm-0 to be stale and taken over", func() bool {
+		r := f.doToken(agent, "POST", "/v1/appliances/web/enroll", `{"instance":"vm-0"}`)
+		if r.StatusCode != http.StatusCreated {
+			return false
+		}
+		f.must(r, http.StatusCreated, &taker)
+		return true
+	})
+	if taker.Token == drawn.Token {
+		t.Fatal("the same token twice")
+	}
+	var v api.View
+	f.must(f.doToken(taker.Token, "GET", "/v1/appliances/web", ""), 200, &v)
+	post := func(rep api.Report) {
+		b, _ := json.Marshal(rep)
+		f.must(f.doToken(taker.Token, "POST", "/v1/appliances/web/report", string(b), "Content-Type", "application/json"), 200, nil)
+	}
+	// A failure of the new holder does not halt it...
+	post(api.Report{Instance: "vm-0", Revision: v.Revision, Rollout: st.ID, Error: "forged", Stage: api.StageCommand})
+	if got := rolloutStatus(t, f); got.State != api.RolloutRunning {
+		t.Fatalf("halted by the new holder of a name drawn: %+v", got)
+	}
+	// ...and its report of the candidate applied does not advance it.
+	post(api.Report{Instance: "vm-0", Revision: v.Revision, Applied: v.Revision, Rollout: st.ID})
+	waitFor(t, "the report recorded", func() bool {
+		in, _ := f.record("web", "vm-0")
+		return in.Rollout == st.ID && in.Applied == v.Revision
+	})
+	if err := f.s.stepRollout(context.Background(), "web"); err != nil {
+		t.Fatal(err)
+	}
+	if got := rolloutStatus(t, f); got.State != api.RolloutRunning || got.Instances[0].State != "pending" {
+		t.Fatalf("counted the new holder of a name drawn: %+v", got)
+	}
+}
+
+// Only the instance's own token gets the candidate: the fleet's appliance token naming a
+// cohort's instance gets the live view (and so learns neither the candidate nor its id).
+func TestRollout_CandidateOnlyForTheInstanceToken(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	agent := f.newToken(api.TokenRequest{Name: "web-fleet", Appliance: "web"})
+	e := f.enroll(agent, "web", "vm-0")
+	time.Sleep(10 * time.Millisecond) // enrolled before the rollout started, by the server's clock
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=100%25", "8080"), http.StatusAccepted, nil)
+	var v api.View
+	f.must(f.doToken(e.Token, "GET", "/v1/appliances/web", ""), 200, &v)
+	if v.Keys["port"] != "8080" || v.Rollout == "" {
+		t.Fatalf("the instance's view: %+v", v)
+	}
+	for _, path := range []string{"/v1/appliances/web", "/v1/appliances/web?index=1&wait=5s"} {
+		for _, tok := range []string{agent, f.token} {
+			var got api.View
+			f.must(f.doToken(tok, "GET", path, "", api.HeaderInstance, "vm-0"), 200, &got)
+			if got.Keys["port"] != "80" || got.Rollout != "" {
+				t.Fatalf("GET %s as vm-0 with a token other than its instance token: %+v", path, got)
+			}
+		}
+	}
+}
+
+// A report's words reach rollout status and appliance wait, read in terminals: control
+// characters and bidi controls in them are replaced (the failure still halts the rollout), and
+// a rollout id is one as a view gives it.
+func TestRollout_ReportTextShowable(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	fleet := enrollFleet(t, f, 1)
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=100%25", "8080"), http.StatusAccepted, &st)
+	tok := instanceToken(t, f, fleet[0])
+	v := viewOf(t, f, fleet[0])
+	post := func(rep api.Report, hdr ...string) resp {
+		b, _ := json.Marshal(rep)
+		return f.doToken(tok, "POST", "/v1/appliances/web/report", string(b), append([]string{"Content-Type", "application/json"}, hdr...)...)
+	}
+	f.mustErr(post(api.Report{Instance: fleet[0], Rollout: "\u202e" + st.ID[:10]}), 400, api.CodeInvalidRequest, "rollout id")
+	f.mustErr(f.doToken(tok, "GET", "/v1/appliances/web", "", api.HeaderRollout, "<b>"), 400, api.CodeInvalidRequest, api.HeaderRollout)
+	evil := "nginx: \x1b]0;owned\x07\x1b[2J\u202eboom\u2066\x7f\u0085\nline 2\tend"
+	f.must(post(api.Report{Instance: fleet[0], Revision: v.Revision, Rollout: st.ID, Error: evil, Stage: api.StageCommand, Template: "t\x1b[1m", Version: "v\x00"}), 200, nil)
+	st = rolloutStatus(t, f)
+	if st.State != api.RolloutHalted {
+		t.Fatalf("not halted: %+v", st)
+	}
+	for what, text := range map[string]string{"reason": st.Reason, "error": st.Instances[0].Error} {
+		if strings.ContainsAny(text, "\x1b\x07\x00\x7f\u0085\u202e\u2066") || !strings.Contains(text, "boom") || !strings.Contains(text, "\nline 2\tend") {
+			t.Errorf("%s: %q", what, text)
+		}
+	}
+}
+
+// The gate of an appliance with many instance records (a large fleet, or names its appliance
+// token made up) reads them less often than every tick: not megabytes four times a second.
+func TestRollout_GateReadsSpacedBySize(t *testing.T) {
+	var mu sync.Mutex
+	var reads []time.Time
+	read := readGateReports
+	readGateReports = func(s *Server, ctx context.Context, name string) (map[string]api.Instance, int64, error) {
+		mu.Lock()
+		reads = append(reads, time.Now())
+		mu.Unlock()
+		return read(s, ctx, name)
+	}
+	t.Cleanup(func() { readGateReports = read })
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	enrollFleet(t, f, 1)
+	puts := map[string][]byte{}
+	for i := range 1000 {
+		in := api.Instance{Appliance: "web", Instance: fmt.Sprintf("made-up-%d", i), LastSeen: time.Now().UTC(), Token: "web-agent"}
+		puts[instanceRecordKey("web", in.Instance)], _ = json.Marshal(in)
+	}
+	if _, err := f.st.SysApply(context.Background(), nil, puts, nil); err != nil {
+		t.Fatal(err)
+	}
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=100%25", "8080"), http.StatusAccepted, nil)
+	waitFor(t, "four reads of the gate", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(reads) >= 4
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 1; i < len(reads); i++ {
+		if gap := reads[i].Sub(reads[i-1]); gap < 2*rolloutTick {
+			t.Errorf("the gate read 1001 records again after %s (reads at %v)", gap, reads)
+		}
+	}
+}
+
+// A schema set during a rollout that the candidate breaks halts it when it would be promoted,
+// rather than have the elected replica try again every tick while writes stay refused.
+func TestRollout_SchemaSetMeanwhileHalts(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	fleet := enrollFleet(t, f, 1)
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=100%25", "8080"), http.StatusAccepted, nil)
+	f.must(f.do("PUT", "/v1/appliances/web/schema", `{"type":"object","properties":{"port":{"pattern":"^80$"}}}`), 200, nil)
+	report(t, f, fleet[0], viewOf(t, f, fleet[0]), "")
+	waitFor(t, "the rollout to halt", func() bool { return rolloutStatus(t, f).State != api.RolloutRunning })
+	if st := rolloutStatus(t, f); st.State != api.RolloutHalted || !strings.Contains(st.Reason, "schema") {
+		t.Fatalf("after the promotion was refused: %+v", st)
+	}
+	f.put("appliances/web/port", "80") // writes go again
+}

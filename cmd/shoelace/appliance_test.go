@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -32,5 +33,21 @@ func TestOneLine_ControlCharacters(t *testing.T) {
 	got := oneLine("a\tb\nc\x1b[31md\u009b1me\u202ef")
 	if want := "a b c [31md 1me f"; got != want {
 		t.Errorf("oneLine = %q, want %q", got, want)
+	}
+}
+
+// A rollout's reason quotes an agent's error: rollout status and appliance wait print it on
+// one line, without the escape sequences or bidi controls an agent (or an older server) let in.
+func TestPrintRollout_ReasonShowable(t *testing.T) {
+	st := api.RolloutStatus{Appliance: "web", ID: "r1", State: api.RolloutHalted,
+		Reason: "instance vm-1 failed: \x1b]0;owned\x07\x1b[2J\u202eboom\nline 2"}
+	var b strings.Builder
+	if err := printRollout(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	for what, text := range map[string]string{"rollout status": b.String(), "appliance wait": rolloutEnded(st).Error()} {
+		if strings.ContainsAny(text, "\x1b\x07\u202e") || !strings.Contains(text, "boom line 2") {
+			t.Errorf("%s: %q", what, text)
+		}
 	}
 }

@@ -161,7 +161,7 @@ func printRollout(w io.Writer, st api.RolloutStatus) error {
 	}
 	fmt.Fprintln(w)
 	if st.Reason != "" {
-		fmt.Fprintf(w, "  reason: %s\n", st.Reason)
+		fmt.Fprintf(w, "  reason: %s\n", oneLine(st.Reason))
 	}
 	strat := fmt.Sprintf("canary %g%%", st.Strategy.Canary*100)
 	if st.Strategy.Step > 0 {
@@ -195,7 +195,7 @@ func printRollout(w io.Writer, st api.RolloutStatus) error {
 
 // errRolloutEnded is how appliance wait reports a rollout that halted or was aborted (exit 7).
 func rolloutEnded(st api.RolloutStatus) error {
-	return &exitCodeError{code: exitUnknown, err: fmt.Errorf("appliance wait %s: rollout %s %s: %s", st.Appliance, st.ID, st.State, orDash(st.Reason))}
+	return &exitCodeError{code: exitUnknown, err: fmt.Errorf("appliance wait %s: rollout %s %s: %s", st.Appliance, st.ID, st.State, orDash(oneLine(st.Reason)))}
 }
 
 // waitRollout follows appliance name's rollout started at or after revision rev (any running

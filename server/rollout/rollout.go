@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -138,8 +139,8 @@ func ParseShare(what, s string) (float64, error) {
 	t := strings.TrimSpace(s)
 	pct := strings.HasSuffix(t, "%")
 	t = strings.TrimSuffix(t, "%")
-	var f float64
-	if _, err := fmt.Sscanf(t, "%g", &f); err != nil || t == "" || strings.ContainsAny(t, " \t") || math.IsNaN(f) {
+	f, err := strconv.ParseFloat(t, 64)
+	if err != nil || math.IsNaN(f) {
 		return 0, fmt.Errorf("%s must be a share of the instances such as 10%% or 0.1, not %q", what, s)
 	}
 	if pct {
@@ -171,20 +172,28 @@ const (
 	Halt                  // a failure or a deadline: the cohort goes back to the live view
 )
 
+// Counts reports whether in is a report the gate may count: one of the enrolled instance,
+// enrolled when the rollout started. An instance enrolled since (its name taken over once
+// stale, or freed with forget and enrolled again) is not the instance that was drawn; nor is a
+// report made without an instance token.
+func (r *Record) Counts(in api.Instance) bool {
+	return in.Enrolled && in.EnrolledAt != nil && !in.EnrolledAt.After(r.Started)
+}
+
 // applied reports whether in has reported the rollout's candidate as applied at or after the
 // current step began (rev), without a failure of it.
 func (r *Record) applied(in api.Instance, rev int64) bool {
-	return in.Rollout == r.ID && in.Applied >= rev && in.ErrorRollout != r.ID
+	return r.Counts(in) && in.Rollout == r.ID && in.Applied >= rev && in.ErrorRollout != r.ID
 }
 
 // Evaluate decides, from the instances' reports (by name), what the rollout at record revision
 // rev (the revision the current step began at) does now. bakedSince is what the previous
-// evaluation returned. Any instance that reports a failure of this rollout halts it; a cohort
+// evaluation returned. Only reports that Counts are looked at. Any instance that reports a failure of this rollout halts it; a cohort
 // that has not all reported the candidate within the deadline halts it; a cohort all applied
 // for the bake time advances it (for manual rollouts only once promote was asked for).
 func (r *Record) Evaluate(reports map[string]api.Instance, rev int64, bakedSince, now time.Time) Decision {
 	for _, name := range r.Cohort() {
-		if in, ok := reports[name]; ok && in.ErrorRollout == r.ID && in.Error != "" {
+		if in, ok := reports[name]; ok && r.Counts(in) && in.ErrorRollout == r.ID && in.Error != "" {
 			return Decision{Action: Halt, Instance: name,
 				Reason: fmt.Sprintf("instance %s failed the candidate at revision %d (%s): %s", name, in.ErrorRevision, orUnknown(in.ErrorStage), in.Error)}
 		}
@@ -238,7 +247,7 @@ func (r *Record) Status(reports map[string]api.Instance, rev int64, bakedSince t
 	for _, name := range r.Instances {
 		ri := api.RolloutInstance{Instance: name, Cohort: r.cohortOf(name), State: "waiting"}
 		in, seen := reports[name]
-		if seen {
+		if seen = seen && r.Counts(in); seen {
 			ri.Applied = in.Applied
 			t := in.LastSeen
 			ri.LastSeen = &t

@@ -56,7 +56,7 @@ func TestParseShare(t *testing.T) {
 			t.Errorf("ParseShare(%q) = %v, %v; want %v", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "0", "0%", "-5%", "150%", "2", "ten", "NaN", "1 0%"} {
+	for _, in := range []string{"", "0", "0%", "-5%", "150%", "2", "ten", "NaN", "1 0%", "0.5abc", "10%%", "5%x", "Inf"} {
 		if _, err := ParseShare("--canary", in); err == nil || !strings.Contains(err.Error(), "--canary") {
 			t.Errorf("ParseShare(%q) = %v, want an error naming the flag", in, err)
 		}
@@ -73,6 +73,42 @@ func rec(n int) *Record {
 		Strategy: api.RolloutStrategy{Canary: 0.2, Step: 0.4, Bake: api.Duration(2 * time.Second), Deadline: api.Duration(time.Minute)}}
 }
 
+// enrolled makes in a report of its instance token, enrolled before r started.
+func enrolled(r *Record, in api.Instance) api.Instance {
+	at := r.Started.Add(-time.Minute)
+	in.Enrolled, in.EnrolledAt = true, &at
+	return in
+}
+
+// Only reports of the instances drawn count: made with their instance token, enrolled before
+// the rollout started. A name taken over (or forgotten and enrolled again) during the rollout,
+// or a report without an instance token, neither advances nor halts it.
+func TestEvaluate_CountsOnlyInstancesEnrolledBeforeStart(t *testing.T) {
+	r := rec(5)
+	r.Strategy.Bake = 0
+	canary := r.Cohort()[0]
+	later := r.Started.Add(time.Hour)
+	applied := api.Instance{Instance: canary, Applied: 10, Rollout: "r1", Enrolled: true, EnrolledAt: &later}
+	failed := api.Instance{Instance: canary, Rollout: "r1", Enrolled: true, EnrolledAt: &later, Error: "forged", ErrorRollout: "r1"}
+	for what, in := range map[string]api.Instance{
+		"applied, enrolled after the start": applied,
+		"failed, enrolled after the start":  failed,
+		"applied, not enrolled":             {Instance: canary, Applied: 10, Rollout: "r1"},
+		"failed, not enrolled":              {Instance: canary, Rollout: "r1", Error: "forged", ErrorRollout: "r1"},
+	} {
+		d := r.Evaluate(map[string]api.Instance{canary: in}, 10, time.Time{}, r.StepStarted.Add(time.Second))
+		if d.Action != Wait {
+			t.Errorf("%s: %+v, want wait", what, d)
+		}
+		if st := r.Status(map[string]api.Instance{canary: in}, 10, time.Time{}); st.Instances[0].State != "pending" {
+			t.Errorf("%s: status %+v, want pending", what, st.Instances[0])
+		}
+	}
+	if d := r.Evaluate(map[string]api.Instance{canary: enrolled(r, applied)}, 10, time.Time{}, r.StepStarted.Add(time.Second)); d.Action != Advance {
+		t.Errorf("applied by the instance drawn: %+v, want advance", d)
+	}
+}
+
 func TestEvaluate(t *testing.T) {
 	r := rec(5)
 	t0 := r.StepStarted
@@ -82,16 +118,16 @@ func TestEvaluate(t *testing.T) {
 		t.Fatalf("no report: %+v", d)
 	}
 	// Applied the live view at a later revision, not the candidate: not counted.
-	reports[canary] = api.Instance{Instance: canary, Applied: 12}
+	reports[canary] = enrolled(r, api.Instance{Instance: canary, Applied: 12})
 	if d := r.Evaluate(reports, 10, time.Time{}, t0.Add(time.Second)); d.Action != Wait || !d.BakedSince.IsZero() {
 		t.Fatalf("a live-view report counted: %+v", d)
 	}
 	// Applied the candidate of an older step's revision: not counted either.
-	reports[canary] = api.Instance{Instance: canary, Applied: 9, Rollout: "r1"}
+	reports[canary] = enrolled(r, api.Instance{Instance: canary, Applied: 9, Rollout: "r1"})
 	if d := r.Evaluate(reports, 10, time.Time{}, t0.Add(time.Second)); d.Action != Wait || !d.BakedSince.IsZero() {
 		t.Fatalf("an old report counted: %+v", d)
 	}
-	reports[canary] = api.Instance{Instance: canary, Applied: 10, Rollout: "r1"}
+	reports[canary] = enrolled(r, api.Instance{Instance: canary, Applied: 10, Rollout: "r1"})
 	d := r.Evaluate(reports, 10, time.Time{}, t0.Add(time.Second))
 	if d.Action != Wait || d.BakedSince.IsZero() {
 		t.Fatalf("applied: want baking, got %+v", d)
@@ -109,7 +145,7 @@ func TestEvaluate(t *testing.T) {
 	}
 	r.Promote, r.Strategy.Manual = false, false
 	// A failure of this rollout halts, naming the instance and its error.
-	reports[canary] = api.Instance{Instance: canary, Applied: 8, Rollout: "r1", Error: "command exited with status 1", ErrorRollout: "r1", ErrorRevision: 10, ErrorStage: api.StageCommand}
+	reports[canary] = enrolled(r, api.Instance{Instance: canary, Applied: 8, Rollout: "r1", Error: "command exited with status 1", ErrorRollout: "r1", ErrorRevision: 10, ErrorStage: api.StageCommand})
 	d = r.Evaluate(reports, 10, time.Time{}, t0.Add(time.Second))
 	if d.Action != Halt || d.Instance != canary || !strings.Contains(d.Reason, "status 1") {
 		t.Fatalf("failure: want halt naming %s, got %+v", canary, d)
@@ -125,7 +161,7 @@ func TestEvaluate(t *testing.T) {
 func TestStatus(t *testing.T) {
 	r := rec(5)
 	c := r.Cohort()[0]
-	st := r.Status(map[string]api.Instance{c: {Instance: c, Applied: 10, Rollout: "r1"}}, 10, time.Time{})
+	st := r.Status(map[string]api.Instance{c: enrolled(r, api.Instance{Instance: c, Applied: 10, Rollout: "r1"})}, 10, time.Time{})
 	if len(st.Instances) != 5 || st.Instances[0].State != "applied" || st.Instances[1].State != "waiting" || st.Instances[1].Cohort != 1 {
 		t.Fatalf("status: %+v", st.Instances)
 	}
