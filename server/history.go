@@ -60,7 +60,7 @@ func (s *Server) applianceFromReleases(ctx context.Context, name string, rev int
 	oldest := int64(0)
 	for i := range all { // newest first
 		r := &all[i]
-		if !r.Touches(name, false) {
+		if !r.Touches(name, false) || r.Kind == api.KindRollout { // a rollout's start leaves the live tree
 			continue
 		}
 		if found == nil && r.Revision <= rev {

@@ -297,7 +297,11 @@ func (s *Server) startRollout(ctx context.Context, w http.ResponseWriter, r *htt
 	if err != nil {
 		return err
 	}
-	rev, err := s.st.StartRollout(ctx, name, data)
+	rel, err := s.rolloutRelease(ctx, &rec, r.RemoteAddr)
+	if err != nil {
+		return err
+	}
+	rev, err := s.st.StartRollout(ctx, name, data, rel)
 	setIndex(w, rev)
 	if err != nil {
 		return err
@@ -865,4 +869,48 @@ func (s *Server) rolloutWrite(ctx context.Context, w http.ResponseWriter, r *htt
 		return err
 	}
 	return s.startRollout(ctx, w, r, name, cand, strat, kind, 0)
+}
+
+// rolloutRelease is the release record of rec's start: kind rollout, its message saying so, and
+// as changes the names of the keys the candidate would create, change and delete in the live
+// tree (read now; the rollout guard keeps it so until the rollout ends).
+func (s *Server) rolloutRelease(ctx context.Context, rec *rollout.Record, remote string) (api.Release, error) {
+	root := api.ApplianceRoot(rec.Appliance) + "/"
+	kvs, _, err := s.st.List(ctx, api.ApplianceRoot(rec.Appliance), false)
+	if err != nil {
+		return api.Release{}, err
+	}
+	ch := api.ReleaseChange{Scope: api.ScopeAppliance, Appliance: rec.Appliance}
+	live := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		rel := strings.TrimPrefix(kv.Key, root)
+		live[rel] = kv.Value
+		if _, ok := rec.Candidate[rel]; !ok {
+			ch.Deleted = append(ch.Deleted, kv.Key)
+		}
+	}
+	for k, v := range rec.Candidate {
+		switch old, ok := live[k]; {
+		case !ok:
+			ch.Created = append(ch.Created, root+k)
+		case old != v:
+			ch.Changed = append(ch.Changed, root+k)
+		}
+	}
+	for _, l := range []*[]string{&ch.Created, &ch.Changed, &ch.Deleted} {
+		slices.Sort(*l)
+	}
+	ch.CreatedCount, ch.ChangedCount, ch.DeletedCount = len(ch.Created), len(ch.Changed), len(ch.Deleted)
+	ch.Created = ch.Created[:min(len(ch.Created), api.MaxReleaseNames)]
+	ch.Changed = ch.Changed[:min(len(ch.Changed), api.MaxReleaseNames)]
+	ch.Deleted = ch.Deleted[:min(len(ch.Deleted), api.MaxReleaseNames)]
+	msg := fmt.Sprintf("rollout %s started: canary %g%%", rec.ID, rec.Strategy.Canary*100)
+	if rec.Strategy.Step > 0 {
+		msg += fmt.Sprintf(", step %g%%", rec.Strategy.Step*100)
+	}
+	if rec.Message != "" {
+		msg += ": " + rec.Message
+	}
+	return api.Release{ID: rec.ID, Time: rec.Started, Token: rec.Token, Remote: remote, Message: cut(msg, 4096), Source: rec.Source,
+		Kind: api.KindRollout, RollbackTo: rec.RollbackTo, Rollout: rec.ID, Changes: []api.ReleaseChange{ch}}, nil
 }

@@ -137,8 +137,13 @@ func TestRollout_StepsThenPromotes(t *testing.T) {
 	}
 	var rels api.Releases
 	f.must(f.do("GET", "/v1/appliances/web/releases", ""), 200, &rels)
-	if len(rels.Releases) == 0 || !strings.Contains(rels.Releases[0].Message, "rollout "+st.ID) || !strings.Contains(rels.Releases[0].Message, "new port") {
+	if len(rels.Releases) < 2 || !strings.Contains(rels.Releases[0].Message, "rollout "+st.ID) || !strings.Contains(rels.Releases[0].Message, "new port") {
 		t.Fatalf("newest release: %+v", rels.Releases)
+	}
+	// Its start is a release too, of kind rollout, naming what the candidate changes.
+	if r := rels.Releases[1]; r.Kind != api.KindRollout || r.Rollout != st.ID || !strings.Contains(r.Message, "started: canary 20%, step 40%: new port") ||
+		len(r.Changes) != 1 || !slices.Equal(r.Changes[0].Changed, []string{"appliances/web/port"}) {
+		t.Fatalf("the rollout's start: %+v", r)
 	}
 	// Ended: plain writes go again, and every instance has the live view.
 	f.put("appliances/web/port", "8081")

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -629,10 +630,12 @@ func (e *cliEnv) applianceRollback(c *cli.Context) error {
 	defer s.cancel()
 	note := ""
 	if arg == "previous" {
-		h, err := s.client.ApplianceReleases(s.ctx, name, 1, 0, false)
+		h, err := s.client.ApplianceReleases(s.ctx, name, 50, 0, false)
 		if err != nil {
 			return err
 		}
+		// A rollout's start changed nothing live (its promotion is a release of its own).
+		h.Releases = slices.DeleteFunc(h.Releases, func(r api.Release) bool { return r.Kind == api.KindRollout })
 		if len(h.Releases) == 0 {
 			return fmt.Errorf("rollback %s: it has no release to undo (see shoelace appliance history %s)", name, name)
 		}

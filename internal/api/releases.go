@@ -10,6 +10,9 @@ const (
 	KindApply    = "apply"
 	KindRollback = "rollback"
 	KindImport   = "import"
+	// KindRollout is the start of a staged rollout: its changes are those the candidate would
+	// make to the live tree, which it leaves as it is (the promotion is a release of its own).
+	KindRollout = "rollout"
 )
 
 // HeaderRollback marks an apply as the rollback of its appliance to the revision it names (the
@@ -33,6 +36,8 @@ type Release struct {
 	Kind     string    `json:"kind"`
 	// RollbackTo is, for a rollback, the revision whose state it restored.
 	RollbackTo int64 `json:"rollback_to,omitempty"`
+	// Rollout is, for a rollout's start, its id.
+	Rollout string `json:"rollout,omitempty"`
 	// Changes has one entry per appliance touched, one for shared/, one for other keys.
 	Changes []ReleaseChange `json:"changes"`
 	// Copy is the appliance whose whole tree, as applied, the release keeps (apply, rollback).

@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 
@@ -112,15 +114,21 @@ func RolloutInProgress(name string) error {
 		"(see `shoelace appliance rollout status %s`; write with --canary after it ends, or with --force to abort it and write)", name, name)
 }
 
-// StartRollout stores appliance name's new rollout record and marks it running, unless a
-// rollout of the appliance already runs (api.CodeRolloutInProgress). It answers the revision.
-func (s *Store) StartRollout(ctx context.Context, name string, record []byte) (int64, error) {
+// StartRollout stores appliance name's new rollout record and marks it running, with rel (its
+// release record, kind rollout, under rel.ID) in the same transaction, unless a rollout of the
+// appliance already runs (api.CodeRolloutInProgress). It answers the revision.
+func (s *Store) StartRollout(ctx context.Context, name string, record []byte, rel api.Release) (int64, error) {
 	if err := api.ValidateSegment("appliance name", name); err != nil {
 		return 0, err
 	}
+	relData, err := json.Marshal(rel)
+	if err != nil {
+		return 0, fmt.Errorf("encode release: %w", err)
+	}
 	ak := s.sysRoot + rollout.ActivePrefix + name
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(ak), "=", 0)}
-	ops := []clientv3.Op{clientv3.OpPut(s.sysRoot+rollout.Prefix+name, string(record)), clientv3.OpPut(ak, "")}
+	ops := []clientv3.Op{clientv3.OpPut(s.sysRoot+rollout.Prefix+name, string(record)), clientv3.OpPut(ak, ""),
+		clientv3.OpPut(s.sysRoot+releasePrefix+rel.ID, string(relData))}
 	w, err := s.commit(ctx, "start the rollout of "+name, nil, plainTxn(cmps, ops, nil))
 	if err != nil {
 		return 0, err
