@@ -16,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 )
 
@@ -110,8 +109,8 @@ func sameFile(path string, fi fs.FileInfo, data []byte, opts Options) (bool, err
 	if opts.Perm != 0 && fi.Mode().Perm() != opts.Perm.Perm() {
 		return false, nil
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		if opts.UID >= 0 && int(st.Uid) != opts.UID || opts.GID >= 0 && int(st.Gid) != opts.GID {
+	if uid, gid, ok := ownerOf(fi); ok {
+		if opts.UID >= 0 && uid != opts.UID || opts.GID >= 0 && gid != opts.GID {
 			return false, nil
 		}
 	}
@@ -234,12 +233,12 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 		if opts.Perm == 0 {
 			perm = old.Mode().Perm()
 		}
-		if st, ok := old.Sys().(*syscall.Stat_t); ok {
+		if ouid, ogid, ok := ownerOf(old); ok {
 			if uid < 0 {
-				uid = int(st.Uid)
+				uid = ouid
 			}
 			if gid < 0 {
-				gid = int(st.Gid)
+				gid = ogid
 			}
 		}
 	} else if perm == 0 {
@@ -312,7 +311,7 @@ func (s *Staged) Install() (err error) {
 			return err
 		}
 	}
-	if err = s.d.root.Rename(s.tmp, s.base); err != nil {
+	if err = s.d.rename(s.tmp, s.base); err != nil {
 		return fmt.Errorf("rename %s: %w", s.d.join(s.tmp), err)
 	}
 	if s.opts.NoSync {
@@ -357,7 +356,7 @@ func readPrevious(d *dir, base, path string, old fs.FileInfo) (*Previous, error)
 		return p, nil
 	}
 	// O_NOFOLLOW: the file Lstat saw, not where a link swapped in since leads.
-	f, err := d.root.OpenFile(base, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	f, err := d.root.OpenFile(base, os.O_RDONLY|noFollow|nonBlock, 0)
 	if err != nil {
 		return nil, fmt.Errorf("keep previous %s: %w", path, err)
 	}
@@ -373,8 +372,8 @@ func readPrevious(d *dir, base, path string, old fs.FileInfo) (*Previous, error)
 		return nil, fmt.Errorf("keep previous %s: %w", path, err)
 	}
 	p.existed, p.perm = true, fi.Mode().Perm()
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		p.uid, p.gid = int(st.Uid), int(st.Gid)
+	if uid, gid, ok := ownerOf(fi); ok {
+		p.uid, p.gid = uid, gid
 	}
 	return p, nil
 }
@@ -458,7 +457,7 @@ func chown(f *os.File, uid, gid int) error {
 	if err != nil {
 		return err
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && (uid < 0 || int(st.Uid) == uid) && (gid < 0 || int(st.Gid) == gid) {
+	if fuid, fgid, ok := ownerOf(fi); ok && (uid < 0 || fuid == uid) && (gid < 0 || fgid == gid) {
 		return nil
 	}
 	return fchown(f, uid, gid)
@@ -478,51 +477,6 @@ type dir struct {
 }
 
 func (d *dir) join(name string) string { return filepath.Join(d.path, name) }
-
-// openDir opens the directory at p: its symbolic links are resolved first, then the real
-// path is opened from / one component at a time, each checked to be the very directory
-// (device and inode) that was there without a link, so that the handle is the directory at
-// that real path even if a component is swapped for a link meanwhile.
-func openDir(p string) (*dir, error) {
-	real, err := filepath.EvalSymlinks(p)
-	if err != nil {
-		return nil, fmt.Errorf("directory: %w", err)
-	}
-	r, err := os.OpenRoot("/")
-	if err != nil {
-		return nil, fmt.Errorf("directory: %w", err)
-	}
-	at := "/"
-	for _, c := range strings.Split(real, "/") {
-		if c == "" {
-			continue
-		}
-		at = filepath.Join(at, c)
-		fi, err := r.Lstat(c)
-		if err == nil && !fi.IsDir() {
-			err = fmt.Errorf("not a directory (%s): it changed while it was opened", fi.Mode().Type())
-		}
-		var next *os.Root
-		if err == nil {
-			next, err = r.OpenRoot(c)
-		}
-		if err == nil {
-			var now fs.FileInfo
-			if now, err = next.Stat("."); err == nil && !os.SameFile(fi, now) {
-				err = errors.New("it changed while it was opened")
-			}
-			if err != nil {
-				next.Close()
-			}
-		}
-		r.Close()
-		if err != nil {
-			return nil, fmt.Errorf("directory %s: %w", at, err)
-		}
-		r = next
-	}
-	return &dir{root: r, path: real}, nil
-}
 
 // createTemp creates a new file for base in d, named .<base>.shoelace-<random>, with
 // O_EXCL (so never through an existing name or link) and mode 0600.
@@ -572,7 +526,7 @@ func backup(d *dir, base string, opts Options) (err error) {
 			return fmt.Errorf("backup %s: %w", path, err)
 		}
 	}
-	if err := d.root.Rename(tmp, bak); err != nil {
+	if err := d.rename(tmp, bak); err != nil {
 		d.root.Remove(tmp)
 		return fmt.Errorf("backup %s: %w", path, err)
 	}
@@ -595,7 +549,7 @@ func linkTemp(d *dir, base string) (string, error) {
 // copyTemp copies base to a new temp file in d, with base's owner (where the process may
 // give it) and mode, and returns its name.
 func copyTemp(d *dir, base string, noSync bool) (name string, err error) {
-	src, err := d.root.OpenFile(base, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	src, err := d.root.OpenFile(base, os.O_RDONLY|nonBlock, 0)
 	if err != nil {
 		return "", err
 	}
@@ -621,8 +575,8 @@ func copyTemp(d *dir, base string, noSync bool) (name string, err error) {
 		return "", err
 	}
 	uid, gid := Keep, Keep
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		uid, gid = int(st.Uid), int(st.Gid)
+	if fuid, fgid, ok := ownerOf(fi); ok {
+		uid, gid = fuid, fgid
 	}
 	if err = attributes(dst, fi.Mode().Perm(), uid, gid); errors.Is(err, fs.ErrPermission) {
 		// Not allowed to give it the old owner: it stays the process's, readable by it

@@ -1,3 +1,8 @@
+//go:build !windows
+
+// Owners, modes and the umask are Unix's: these tests run everywhere but Windows, whose installs
+// windows_test.go tests.
+
 package atomicfile_test
 
 import (

@@ -1,0 +1,77 @@
+//go:build !windows
+
+package atomicfile
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// Flags of the opens that read a file found with Lstat: never through a link swapped in since,
+// and never blocking on a FIFO planted at the name.
+const (
+	noFollow = syscall.O_NOFOLLOW
+	nonBlock = syscall.O_NONBLOCK
+)
+
+// ownerOf returns the owner and group of a file.
+func ownerOf(fi fs.FileInfo) (uid, gid int, ok bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, 0, false
+	}
+	return int(st.Uid), int(st.Gid), true
+}
+
+// rename renames from over to, both names in d: rename(2) replaces to atomically.
+func (d *dir) rename(from, to string) error { return d.root.Rename(from, to) }
+
+// openDir opens the directory at p: its symbolic links are resolved first, then the real
+// path is opened from / one component at a time, each checked to be the very directory
+// (device and inode) that was there without a link, so that the handle is the directory at
+// that real path even if a component is swapped for a link meanwhile.
+func openDir(p string) (*dir, error) {
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return nil, fmt.Errorf("directory: %w", err)
+	}
+	r, err := os.OpenRoot("/")
+	if err != nil {
+		return nil, fmt.Errorf("directory: %w", err)
+	}
+	at := "/"
+	for _, c := range strings.Split(real, "/") {
+		if c == "" {
+			continue
+		}
+		at = filepath.Join(at, c)
+		fi, err := r.Lstat(c)
+		if err == nil && !fi.IsDir() {
+			err = fmt.Errorf("not a directory (%s): it changed while it was opened", fi.Mode().Type())
+		}
+		var next *os.Root
+		if err == nil {
+			next, err = r.OpenRoot(c)
+		}
+		if err == nil {
+			var now fs.FileInfo
+			if now, err = next.Stat("."); err == nil && !os.SameFile(fi, now) {
+				err = errors.New("it changed while it was opened")
+			}
+			if err != nil {
+				next.Close()
+			}
+		}
+		r.Close()
+		if err != nil {
+			return nil, fmt.Errorf("directory %s: %w", at, err)
+		}
+		r = next
+	}
+	return &dir{root: r, path: real}, nil
+}
