@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -29,10 +28,11 @@ type CommandResult struct {
 	TimedOut bool
 }
 
-// RunCommand runs command through /bin/sh -c in its own process group, with a minimal
-// environment (PATH, HOME, LANG, LC_ALL, TZ from the agent's, plus env), and kills the whole
-// group when timeout expires or ctx ends. A non-zero exit, a timeout or a failure to start
-// is an error; the result is filled in every case.
+// RunCommand runs command through the system's shell (/bin/sh -c; on Windows cmd /C) in its
+// own process group (on Windows a job object), with a minimal environment (PATH, HOME, LANG,
+// LC_ALL, TZ from the agent's, plus env), and kills the whole group when timeout expires or ctx
+// ends. A non-zero exit, a timeout or a failure to start is an error; the result is filled in
+// every case.
 func RunCommand(ctx context.Context, command string, timeout time.Duration, env []string) (CommandResult, error) {
 	res := CommandResult{Command: command, ExitCode: -1}
 	if timeout <= 0 {
@@ -40,20 +40,23 @@ func RunCommand(ctx context.Context, command string, timeout time.Duration, env 
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
+	cmd, group := shellCommand(ctx, command)
 	cmd.Env = commandEnv(env)
-	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error {
-		// The negative pid signals the whole group: the shell and what it started.
-		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	}
 	// A daemon started by the command may keep the output pipe open; stop waiting for it.
 	cmd.WaitDelay = time.Second
 	out := &limitedBuffer{max: maxOutputBytes}
 	cmd.Stdout, cmd.Stderr = out, out
 	start := time.Now()
-	err := cmd.Run()
+	err := cmd.Start()
+	if err == nil {
+		if err = group.started(cmd); err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		} else {
+			err = cmd.Wait()
+		}
+	}
+	defer group.close()
 	res.Duration = time.Since(start)
 	res.Output, res.Dropped = out.String(), out.droppedBytes()
 	if cmd.ProcessState != nil {
@@ -62,9 +65,7 @@ func RunCommand(ctx context.Context, command string, timeout time.Duration, env 
 	if ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		res.TimedOut = true
 		// Also reap anything of the group that outlived the shell.
-		if cmd.Process != nil {
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		}
+		group.kill()
 		return res, fmt.Errorf("timed out after %s; its process group was killed", timeout)
 	}
 	if errors.Is(err, exec.ErrWaitDelay) && res.ExitCode == 0 {

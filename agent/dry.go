@@ -8,7 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"strings"
-	"syscall"
+
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
 )
 
 // DryOptions configure Render.
@@ -65,12 +66,12 @@ func (a *Agent) Render(ctx context.Context, w io.Writer, o DryOptions) error {
 			if m := t.cfg.Mode(); m != 0 && fi.Mode().Perm() != m {
 				notes = append(notes, fmt.Sprintf("mode %04o -> %04o", fi.Mode().Perm(), m))
 			}
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-				if t.cfg.UID() >= 0 && int(st.Uid) != t.cfg.UID() {
-					notes = append(notes, fmt.Sprintf("owner %d -> %d", st.Uid, t.cfg.UID()))
+			if uid, gid, ok := atomicfile.Owner(fi); ok {
+				if t.cfg.UID() >= 0 && uid != t.cfg.UID() {
+					notes = append(notes, fmt.Sprintf("owner %d -> %d", uid, t.cfg.UID()))
 				}
-				if t.cfg.GID() >= 0 && int(st.Gid) != t.cfg.GID() {
-					notes = append(notes, fmt.Sprintf("group %d -> %d", st.Gid, t.cfg.GID()))
+				if t.cfg.GID() >= 0 && gid != t.cfg.GID() {
+					notes = append(notes, fmt.Sprintf("group %d -> %d", gid, t.cfg.GID()))
 				}
 			}
 		}

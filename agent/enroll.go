@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
@@ -282,11 +281,11 @@ func loadInstanceToken(path string) (*instanceToken, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("instance token file %s is not a regular file", path)
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
+	if unixModes && fi.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("instance token file %s has mode %04o: group and others must not have access (0600)", path, fi.Mode().Perm())
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
-		return nil, fmt.Errorf("instance token file %s is owned by uid %d, not by the agent's user (uid %d)", path, st.Uid, os.Getuid())
+	if uid, _, ok := atomicfile.Owner(fi); ok && uid != os.Getuid() {
+		return nil, fmt.Errorf("instance token file %s is owned by uid %d, not by the agent's user (uid %d)", path, uid, os.Getuid())
 	}
 	f, err := os.Open(path)
 	if err != nil {

@@ -1,3 +1,5 @@
+//go:build !windows
+
 package agent
 
 import "github.com/shoelace-dev/shoelace/internal/atomicfile"

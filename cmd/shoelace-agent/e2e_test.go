@@ -1,3 +1,5 @@
+//go:build !windows
+
 package main
 
 // End-to-end tests: the built shoelace-agent against the built shoelace server on an

@@ -1,3 +1,5 @@
+//go:build !windows
+
 package main
 
 // End to end: staged rollouts with the built server, CLI and five agents.

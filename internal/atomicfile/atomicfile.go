@@ -609,3 +609,6 @@ func SyncDir(dir string) error {
 	}
 	return nil
 }
+
+// Owner returns a file's owner and group ids; ok is false where files have none (Windows).
+func Owner(fi fs.FileInfo) (uid, gid int, ok bool) { return ownerOf(fi) }

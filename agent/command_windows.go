@@ -1,0 +1,87 @@
+//go:build windows
+
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/windows"
+)
+
+// unixModes says that files have Unix modes and owners to check; Windows has ACLs instead.
+const unixModes = false
+
+// processGroup is the job object a command runs in: killing the job kills the shell and every
+// process it started, and closing it (kill-on-close) does too.
+type processGroup struct {
+	mu  sync.Mutex // started and close run in RunCommand, kill also from ctx's cancel
+	job windows.Handle
+}
+
+// shellCommand runs command through cmd /S /C, from the system drive's root, in a job object
+// that ctx's end kills whole.
+func shellCommand(ctx context.Context, command string) (*exec.Cmd, *processGroup) {
+	cmd := exec.CommandContext(ctx, "cmd.exe")
+	// cmd.exe parses its own command line: pass the command as written, not quoted by Go.
+	cmd.SysProcAttr = &syscall.SysProcAttr{CmdLine: `cmd.exe /S /C "` + command + `"`}
+	cmd.Dir = os.Getenv("SystemDrive") + `\`
+	g := &processGroup{}
+	cmd.Cancel = func() error {
+		g.kill()
+		return cmd.Process.Kill()
+	}
+	return cmd, g
+}
+
+// started puts the started command into a new job object that kills its processes when closed.
+func (g *processGroup) started(cmd *exec.Cmd) error {
+	job, err := windows.CreateJobObject(nil, nil)
+	if err != nil {
+		return fmt.Errorf("create job object: %w", err)
+	}
+	info := windows.JOBOBJECT_EXTENDED_LIMIT_INFORMATION{}
+	info.BasicLimitInformation.LimitFlags = windows.JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
+	if _, err := windows.SetInformationJobObject(job, windows.JobObjectExtendedLimitInformation,
+		uintptr(unsafe.Pointer(&info)), uint32(unsafe.Sizeof(info))); err != nil {
+		windows.CloseHandle(job)
+		return fmt.Errorf("set job object limits: %w", err)
+	}
+	p, err := windows.OpenProcess(windows.PROCESS_SET_QUOTA|windows.PROCESS_TERMINATE, false, uint32(cmd.Process.Pid))
+	if err != nil {
+		windows.CloseHandle(job)
+		return fmt.Errorf("open the command's process: %w", err)
+	}
+	defer windows.CloseHandle(p)
+	if err := windows.AssignProcessToJobObject(job, p); err != nil {
+		windows.CloseHandle(job)
+		return fmt.Errorf("assign the command to a job object: %w", err)
+	}
+	g.mu.Lock()
+	g.job = job
+	g.mu.Unlock()
+	return nil
+}
+
+// kill ends every process of the job.
+func (g *processGroup) kill() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.job != 0 {
+		_ = windows.TerminateJobObject(g.job, 1)
+	}
+}
+
+func (g *processGroup) close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.job != 0 {
+		windows.CloseHandle(g.job)
+		g.job = 0
+	}
+}
