@@ -15,6 +15,7 @@ import (
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/client"
+	"github.com/shoelace-dev/shoelace/internal/complete"
 )
 
 // cliEnv is what the commands share: the process's streams and what was on the command line.
@@ -33,9 +34,11 @@ type cliEnv struct {
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	e := &cliEnv{stdin: stdin, stdout: stdout, stderr: stderr}
 	app := newApp(e)
-	args, err := reorderArgs(cmdNode{flags: app.Flags, subs: app.Commands}, args)
-	if err != nil {
-		return err
+	var err error
+	if len(args) < 2 || args[1] != complete.Command { // completion reads the words as typed
+		if args, err = reorderArgs(cmdNode{flags: app.Flags, subs: app.Commands}, args); err != nil {
+			return err
+		}
 	}
 	e.onCommandLine = flagsOnCommandLine(args)
 	err = app.RunContext(ctx, args)
@@ -117,6 +120,7 @@ func newApp(e *cliEnv) *cli.App {
 			snapshotCommand(e),
 		},
 	}
+	app.Commands = append(app.Commands, complete.Commands(app, e.completeArgs)...)
 	app.Action = groupAction
 	app.OnUsageError = usageErrorHandler
 	walkCommands(app.Commands, func(c *cli.Command) {

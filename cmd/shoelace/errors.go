@@ -10,6 +10,7 @@ import (
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/client"
+	"github.com/shoelace-dev/shoelace/internal/complete"
 )
 
 // Exit codes that scripts can rely on; exitCodesHelp documents them in --help.
@@ -69,7 +70,7 @@ func exitCode(err error) int {
 		return ec.code
 	}
 	var ue *usageError
-	if errors.As(err, &ue) {
+	if errors.As(err, &ue) || errors.Is(err, complete.ErrUsage) {
 		return exitUsage
 	}
 	if errors.Is(err, context.Canceled) {

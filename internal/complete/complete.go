@@ -1,0 +1,181 @@
+// Package complete gives a urfave/cli program shell completion: a hidden `__complete WORDS…
+// -- CURRENT` command that prints the candidates for the word being typed, and the bash, zsh
+// and fish scripts that ask it (`PROGRAM completion bash|zsh|fish`).
+package complete
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+)
+
+// ErrUsage marks a completion command given wrong arguments (a usage error, exit 2).
+var ErrUsage = errors.New("completion")
+
+// Command is the hidden command the scripts run: `PROGRAM __complete WORDS… -- CURRENT`.
+const Command = "__complete"
+
+// Dynamic lists candidates that come from elsewhere (such as appliance names from the server)
+// for the argument of cmd (its path below the program, "appliance get") being typed, given
+// the program's context; nil when it has none.
+type Dynamic func(c *cli.Context, path string, args []string) []string
+
+// Commands returns the `completion` and hidden `__complete` commands for app.
+func Commands(app *cli.App, dynamic Dynamic) []*cli.Command {
+	return []*cli.Command{
+		{
+			Name:      "completion",
+			Usage:     "print the shell completion script for bash, zsh or fish",
+			ArgsUsage: "bash|zsh|fish",
+			Description: fmt.Sprintf(`Prints a script that makes the shell complete %[1]s's commands, flags and, where the
+server is reachable, appliance names. Load it for this shell, or install it:
+   source <(%[1]s completion bash)          # bash, now
+   %[1]s completion bash > /etc/bash_completion.d/%[1]s
+   %[1]s completion zsh > "${fpath[1]}/_%[1]s"
+   %[1]s completion fish > ~/.config/fish/completions/%[1]s.fish
+The .deb and .rpm packages install the bash and zsh scripts.`, app.Name),
+			Action: func(c *cli.Context) error {
+				if c.NArg() != 1 {
+					return fmt.Errorf("%w: name one shell: bash, zsh or fish", ErrUsage)
+				}
+				s, err := Script(app.Name, c.Args().First())
+				if err != nil {
+					return err
+				}
+				_, err = io.WriteString(c.App.Writer, s)
+				return err
+			},
+		},
+		{
+			Name:            Command,
+			Hidden:          true,
+			SkipFlagParsing: true,
+			Action: func(c *cli.Context) error {
+				for _, s := range Candidates(c, app, c.Args().Slice(), dynamic) {
+					fmt.Fprintln(c.App.Writer, s)
+				}
+				return nil
+			},
+		},
+	}
+}
+
+// Candidates returns what may follow words (the words typed after the program, then "--" and
+// the word being typed): the subcommands of the command they name, its flags when the word
+// starts with '-', or its dynamic arguments.
+func Candidates(c *cli.Context, app *cli.App, words []string, dynamic Dynamic) []string {
+	cur := ""
+	if i := slices.Index(words, "--"); i >= 0 {
+		if i+1 < len(words) {
+			cur = words[i+1]
+		}
+		words = words[:i]
+	}
+	cmds, flags := app.Commands, app.Flags
+	var path []string
+	var args []string
+	var cmd *cli.Command
+	for i := 0; i < len(words); i++ {
+		w := words[i]
+		if strings.HasPrefix(w, "-") {
+			if f := findFlag(append(slices.Clone(flags), app.Flags...), w); f != nil && takesValue(f) && !strings.Contains(w, "=") {
+				i++ // the flag's value
+			}
+			continue
+		}
+		if next := findCommand(cmds, w); next != nil && len(args) == 0 {
+			cmd, cmds, flags = next, next.Subcommands, next.Flags
+			path = append(path, next.Name)
+			continue
+		}
+		args = append(args, w)
+	}
+	var out []string
+	add := func(s string) {
+		if strings.HasPrefix(s, cur) && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	switch {
+	case strings.HasPrefix(cur, "-"):
+		for _, f := range append(slices.Clone(flags), app.Flags...) {
+			for _, n := range f.Names() {
+				if len(n) == 1 {
+					add("-" + n)
+				} else {
+					add("--" + n)
+				}
+			}
+		}
+	case len(cmds) > 0 && len(args) == 0:
+		for _, sc := range cmds {
+			if !sc.Hidden {
+				add(sc.Name)
+			}
+		}
+	case cmd != nil && dynamic != nil:
+		for _, s := range dynamic(c, strings.Join(path, " "), args) {
+			add(s)
+		}
+	}
+	return out
+}
+
+func findCommand(cmds []*cli.Command, name string) *cli.Command {
+	for _, c := range cmds {
+		if c.Name == name || slices.Contains(c.Aliases, name) {
+			return c
+		}
+	}
+	return nil
+}
+
+func findFlag(flags []cli.Flag, word string) cli.Flag {
+	name, _, _ := strings.Cut(strings.TrimLeft(word, "-"), "=")
+	for _, f := range flags {
+		if slices.Contains(f.Names(), name) {
+			return f
+		}
+	}
+	return nil
+}
+
+// takesValue reports whether f is followed by a value (every flag but a boolean one).
+func takesValue(f cli.Flag) bool {
+	_, isBool := f.(*cli.BoolFlag)
+	return !isBool
+}
+
+// Script returns the completion script of program for shell.
+func Script(program, shell string) (string, error) {
+	fn := "_" + strings.NewReplacer("-", "_").Replace(program) + "_complete"
+	switch shell {
+	case "bash":
+		return fmt.Sprintf(`# bash completion for %[1]s (%[1]s completion bash)
+%[2]s() {
+	local IFS=$'\n' cur="${COMP_WORDS[COMP_CWORD]}"
+	COMPREPLY=($(%[1]s __complete "${COMP_WORDS[@]:1:COMP_CWORD-1}" -- "$cur" 2>/dev/null))
+}
+complete -o default -F %[2]s %[1]s
+`, program, fn), nil
+	case "zsh":
+		return fmt.Sprintf(`#compdef %[1]s
+# zsh completion for %[1]s (%[1]s completion zsh)
+%[2]s() {
+	local -a candidates
+	candidates=("${(@f)$(%[1]s __complete "${(@)words[2,CURRENT-1]}" -- "${words[CURRENT]}" 2>/dev/null)}")
+	compadd -a candidates
+}
+compdef %[2]s %[1]s
+`, program, fn), nil
+	case "fish":
+		return fmt.Sprintf(`# fish completion for %[1]s (%[1]s completion fish)
+complete -c %[1]s -f -a '(%[1]s __complete (commandline -opc)[2..-1] -- (commandline -ct) 2>/dev/null)'
+`, program), nil
+	}
+	return "", fmt.Errorf("%w: unknown shell %q: bash, zsh or fish", ErrUsage, shell)
+}
