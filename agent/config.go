@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"os/user"
+	"path"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -20,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/templates"
 )
 
 // Defaults of the agent's configuration.
@@ -119,6 +121,15 @@ type Template struct {
 	// AllowFile enables the template functions that read local files (file, fileExists). Off by
 	// default: a template sees only its appliance's view. (An extension of DESIGN.md's schema.)
 	AllowFile bool `yaml:"allow_file"`
+	// Functions is the template's function set: native (the default), confd or consul-template
+	// (templates.ModeNative, ModeConfd, ModeConsulTemplate).
+	Functions string `yaml:"functions"`
+	// ErrorOnMissingKey, with functions: consul-template, makes a missing map key or field an
+	// error, as consul-template's error_on_missing_key does (the other modes always do).
+	ErrorOnMissingKey bool `yaml:"error_on_missing_key"`
+	// Prefix, with functions: confd, is the confd keyspace prefix the appliance's view stands
+	// for (confd's prefix): "/production/web/db/host" and "/db/host" both read db/host.
+	Prefix string `yaml:"prefix"`
 
 	// File and Line say where the entry was written (for messages).
 	File string `yaml:"-"`
@@ -562,6 +573,7 @@ func (c *Config) Validate() error {
 		if t.HealthRetries != nil && (*t.HealthRetries < 0 || *t.HealthRetries > maxHealthRetries) {
 			add("%s: health_retries %d must be between 0 and %d", w, *t.HealthRetries, maxHealthRetries)
 		}
+		c.validateFunctions(t, add)
 		// Read and parse the template too, so that a missing source or a syntax error is
 		// reported with the rest instead of after they are mended.
 		if before == len(errs) {
@@ -591,6 +603,51 @@ func (c *Config) Validate() error {
 		return &ConfigError{Problems: errs}
 	}
 	return nil
+}
+
+// validateFunctions checks functions, error_on_missing_key and prefix, which belong to one mode
+// each, and cleans prefix as confd does (a leading '/' added, '//' and a trailing '/' dropped).
+func (c *Config) validateFunctions(t *Template, add func(string, ...any)) {
+	w := t.where()
+	switch t.Functions {
+	case "", templates.ModeNative, templates.ModeConfd, templates.ModeConsulTemplate:
+	default:
+		add("%s: functions %q must be %s (the default), %s or %s", w, t.Functions, templates.ModeNative, templates.ModeConfd, templates.ModeConsulTemplate)
+		return
+	}
+	if t.ErrorOnMissingKey && t.Functions != templates.ModeConsulTemplate {
+		add("%s: error_on_missing_key is consul-template's option: it needs functions: %s (the %s mode always fails on a missing key)",
+			w, templates.ModeConsulTemplate, cmp.Or(t.Functions, templates.ModeNative))
+	}
+	if t.Prefix == "" {
+		return
+	}
+	if t.Functions != templates.ModeConfd {
+		add("%s: prefix is confd's option: it needs functions: %s", w, templates.ModeConfd)
+		return
+	}
+	if p, err := cleanConfdPrefix(t.Prefix); err != nil {
+		add("%s: prefix: %v", w, err)
+	} else {
+		t.Prefix = p
+	}
+}
+
+// cleanConfdPrefix cleans a confd prefix as confd joins it to its keys (path.Join with a
+// leading '/'): "production/web/" is "/production/web". A ".." segment or a control
+// character is refused: no confd keyspace a migration imports has one.
+func cleanConfdPrefix(p string) (string, error) {
+	for _, seg := range strings.Split(p, "/") {
+		if seg == ".." || seg == "." {
+			return "", fmt.Errorf("%q must not have a %q segment", p, seg)
+		}
+	}
+	for _, r := range p {
+		if r < 0x20 || r == 0x7f {
+			return "", fmt.Errorf("%q must not hold control characters", p)
+		}
+	}
+	return path.Clean("/" + p), nil
 }
 
 // ConfigError lists every problem Validate found.
