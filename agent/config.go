@@ -63,21 +63,27 @@ const maxTokenBytes = 4096
 
 // Config is the agent's configuration file (DESIGN.md, "Agent").
 type Config struct {
-	Server        string     `yaml:"server"`
-	CAFile        string     `yaml:"ca_file"`
-	TokenFile     string     `yaml:"token_file"`
-	Token         string     `yaml:"token"`
-	Appliance     string     `yaml:"appliance"`
-	Instance      string     `yaml:"instance"`
-	CacheDir      string     `yaml:"cache_dir"`
-	Wait          Wait       `yaml:"wait"`
-	MetricsListen string     `yaml:"metrics_listen"`
-	AllowedDirs   []string   `yaml:"allowed_dirs"`
-	TemplatesDir  string     `yaml:"templates_dir"`
-	Templates     []Template `yaml:"templates"`
+	Server        string   `yaml:"server"`
+	CAFile        string   `yaml:"ca_file"`
+	TokenFile     string   `yaml:"token_file"`
+	Token         string   `yaml:"token"`
+	Appliance     string   `yaml:"appliance"`
+	Instance      string   `yaml:"instance"`
+	CacheDir      string   `yaml:"cache_dir"`
+	Wait          Wait     `yaml:"wait"`
+	MetricsListen string   `yaml:"metrics_listen"`
+	AllowedDirs   []string `yaml:"allowed_dirs"`
+	TemplatesDir  string   `yaml:"templates_dir"`
+	// ConfdDir is a confd directory whose resources (conf.d/*.toml, templates/) are rendered
+	// as templates in confd mode, after those of templates and templates_dir (confd.go).
+	ConfdDir  string     `yaml:"confd_dir"`
+	Templates []Template `yaml:"templates"`
 
 	// Path is the file the config was loaded from (for messages); empty when built in code.
 	Path string `yaml:"-"`
+	// Notes say what loading confd_dir ignored or applied to every resource (for validate and
+	// the logs).
+	Notes []string `yaml:"-"`
 
 	// allowedReal is AllowedDirs with their symbolic links resolved when Validate ran: an
 	// allowed directory swapped for a link afterwards must not take the installs with it.
@@ -233,10 +239,19 @@ func DefaultConfig() *Config {
 	return &Config{CacheDir: DefaultCacheDir}
 }
 
+// Overrides are settings given on the command line, over the config file's.
+type Overrides struct {
+	// ConfdDir replaces confd_dir (--confdir).
+	ConfdDir string
+}
+
 // LoadConfig reads the config file at path strictly (an unknown field is an error naming the
 // file and line), then every *.yaml in templates_dir (each a list of template entries, read as
-// strictly), fills defaults and validates the whole.
-func LoadConfig(path string) (*Config, error) {
+// strictly), then the resources of confd_dir, fills defaults and validates the whole.
+func LoadConfig(path string) (*Config, error) { return LoadConfigWith(path, Overrides{}) }
+
+// LoadConfigWith is LoadConfig with the overrides o.
+func LoadConfigWith(path string, o Overrides) (*Config, error) {
 	data, err := readConfigFile(path)
 	if err != nil {
 		return nil, err
@@ -249,6 +264,17 @@ func LoadConfig(path string) (*Config, error) {
 		if err := cfg.loadTemplatesDir(); err != nil {
 			return nil, err
 		}
+	}
+	if o.ConfdDir != "" {
+		cfg.ConfdDir = o.ConfdDir
+	}
+	if cfg.ConfdDir != "" {
+		r, err := ReadConfdDir(cfg.ConfdDir)
+		if err != nil {
+			return nil, fmt.Errorf("%s: confd_dir: %w", path, err)
+		}
+		cfg.Templates = append(cfg.Templates, r.Templates...)
+		cfg.Notes = append(cfg.Notes, r.Notes...)
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
