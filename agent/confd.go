@@ -442,10 +442,10 @@ type convertedTemplate struct {
 	CommandTimeout    Duration `yaml:"command_timeout,omitempty"`
 }
 
-// TemplatesYAML writes templates as the templates: block of an agent.yaml, each entry headed by
-// its comment (comments[i], one line each; may be shorter than templates), the whole headed
-// by head (one comment line each).
-func TemplatesYAML(head []string, tmpls []Template, comments [][]string) ([]byte, error) {
+// TemplatesYAML writes templates as the templates: block of an agent.yaml (after wait:, when it
+// is enabled), each entry headed by its comment (comments[i], one line each; may be shorter
+// than templates), the whole headed by head (one comment line each).
+func TemplatesYAML(head []string, wait Wait, tmpls []Template, comments [][]string) ([]byte, error) {
 	list := &yaml.Node{Kind: yaml.SequenceNode}
 	for i, t := range tmpls {
 		var n yaml.Node
@@ -460,7 +460,17 @@ func TemplatesYAML(head []string, tmpls []Template, comments [][]string) ([]byte
 		}
 		list.Content = append(list.Content, &n)
 	}
-	doc := &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{{Kind: yaml.ScalarNode, Value: "templates", HeadComment: commentLines(head)}, list}}
+	doc := &yaml.Node{Kind: yaml.MappingNode}
+	if wait.Enabled() {
+		var w yaml.Node
+		if err := w.Encode(wait); err != nil {
+			return nil, err
+		}
+		w.Style = yaml.FlowStyle
+		doc.Content = append(doc.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: "wait"}, &w)
+	}
+	doc.Content = append(doc.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: "templates"}, list)
+	doc.Content[0].HeadComment = commentLines(head)
 	var b bytes.Buffer
 	enc := yaml.NewEncoder(&b)
 	enc.SetIndent(2)
@@ -510,5 +520,5 @@ func (r *ConfdResources) YAML() ([]byte, error) {
 			comments[i] = append(comments[i], "confd keys: "+strings.Join(keys, ", "))
 		}
 	}
-	return TemplatesYAML(head, r.Templates, comments)
+	return TemplatesYAML(head, Wait{}, r.Templates, comments)
 }

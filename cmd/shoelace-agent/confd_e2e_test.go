@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shoelace-dev/shoelace/agent"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files of testdata")
@@ -168,6 +170,10 @@ func TestConvertConfd_Golden(t *testing.T) {
 			var stdout, stderr bytes.Buffer
 			if err := run(context.Background(), []string{"shoelace-agent", "convert-confd", filepath.Join("testdata", name)}, &stdout, &stderr); err != nil {
 				t.Fatalf("convert-confd: %v\n%s", err, stderr.String())
+			}
+			// What it prints is agent.yaml: every field is one the agent knows.
+			if _, err := agent.ParseConfig(name+".yaml", stdout.Bytes()); err != nil {
+				t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
 			}
 			got := strings.ReplaceAll(stdout.String(), dir, "$CONFD")
 			golden := filepath.Join("testdata", name+".convert.golden")
