@@ -25,6 +25,8 @@ type Options struct {
 	Logger *slog.Logger
 	// ConfigPath is reloaded on Reload and on edits of templates_dir; empty disables reloads.
 	ConfigPath string
+	// ConfdDir, when set, overrides the config's confd_dir at every reload (--confdir).
+	ConfdDir string
 	// Reload, when not nil, asks Run to reload its config (wire SIGHUP to it).
 	Reload <-chan struct{}
 	// UserAgent is sent with every request.
@@ -142,8 +144,9 @@ func (a *Agent) Warnings() []string {
 		w = append(w, tw)
 	}
 	if len(a.tmpls) == 0 {
-		w = append(w, fmt.Sprintf("%s: no templates configured (in templates: or in *.yaml files of templates_dir): once, run and render refuse to start", a.cfg.Path))
+		w = append(w, fmt.Sprintf("%s: no templates configured (in templates:, in *.yaml files of templates_dir or in confd_dir's conf.d): once, run and render refuse to start", a.cfg.Path))
 	}
+	w = append(w, a.cfg.Notes...)
 	for _, t := range a.tmpls {
 		if fns := t.t.Nondeterministic(); len(fns) > 0 {
 			w = append(w, fmt.Sprintf("%s: uses %s, whose output changes on every render: the file is rewritten and its command runs on every change of the view",

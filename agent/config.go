@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"os/user"
+	"path"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -20,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/templates"
 )
 
 // Defaults of the agent's configuration.
@@ -61,21 +63,27 @@ const maxTokenBytes = 4096
 
 // Config is the agent's configuration file (DESIGN.md, "Agent").
 type Config struct {
-	Server        string     `yaml:"server"`
-	CAFile        string     `yaml:"ca_file"`
-	TokenFile     string     `yaml:"token_file"`
-	Token         string     `yaml:"token"`
-	Appliance     string     `yaml:"appliance"`
-	Instance      string     `yaml:"instance"`
-	CacheDir      string     `yaml:"cache_dir"`
-	Wait          Wait       `yaml:"wait"`
-	MetricsListen string     `yaml:"metrics_listen"`
-	AllowedDirs   []string   `yaml:"allowed_dirs"`
-	TemplatesDir  string     `yaml:"templates_dir"`
-	Templates     []Template `yaml:"templates"`
+	Server        string   `yaml:"server"`
+	CAFile        string   `yaml:"ca_file"`
+	TokenFile     string   `yaml:"token_file"`
+	Token         string   `yaml:"token"`
+	Appliance     string   `yaml:"appliance"`
+	Instance      string   `yaml:"instance"`
+	CacheDir      string   `yaml:"cache_dir"`
+	Wait          Wait     `yaml:"wait"`
+	MetricsListen string   `yaml:"metrics_listen"`
+	AllowedDirs   []string `yaml:"allowed_dirs"`
+	TemplatesDir  string   `yaml:"templates_dir"`
+	// ConfdDir is a confd directory whose resources (conf.d/*.toml, templates/) are rendered
+	// as templates in confd mode, after those of templates and templates_dir (confd.go).
+	ConfdDir  string     `yaml:"confd_dir"`
+	Templates []Template `yaml:"templates"`
 
 	// Path is the file the config was loaded from (for messages); empty when built in code.
 	Path string `yaml:"-"`
+	// Notes say what loading confd_dir ignored or applied to every resource (for validate and
+	// the logs).
+	Notes []string `yaml:"-"`
 
 	// allowedReal is AllowedDirs with their symbolic links resolved when Validate ran: an
 	// allowed directory swapped for a link afterwards must not take the installs with it.
@@ -119,6 +127,15 @@ type Template struct {
 	// AllowFile enables the template functions that read local files (file, fileExists). Off by
 	// default: a template sees only its appliance's view. (An extension of DESIGN.md's schema.)
 	AllowFile bool `yaml:"allow_file"`
+	// Functions is the template's function set: native (the default), confd or consul-template
+	// (templates.ModeNative, ModeConfd, ModeConsulTemplate).
+	Functions string `yaml:"functions"`
+	// ErrorOnMissingKey, with functions: consul-template, makes a missing map key or field an
+	// error, as consul-template's error_on_missing_key does (the other modes always do).
+	ErrorOnMissingKey bool `yaml:"error_on_missing_key"`
+	// Prefix, with functions: confd, is the confd keyspace prefix the appliance's view stands
+	// for (confd's prefix): "/production/web/db/host" and "/db/host" both read db/host.
+	Prefix string `yaml:"prefix"`
 
 	// File and Line say where the entry was written (for messages).
 	File string `yaml:"-"`
@@ -222,10 +239,19 @@ func DefaultConfig() *Config {
 	return &Config{CacheDir: DefaultCacheDir}
 }
 
+// Overrides are settings given on the command line, over the config file's.
+type Overrides struct {
+	// ConfdDir replaces confd_dir (--confdir).
+	ConfdDir string
+}
+
 // LoadConfig reads the config file at path strictly (an unknown field is an error naming the
 // file and line), then every *.yaml in templates_dir (each a list of template entries, read as
-// strictly), fills defaults and validates the whole.
-func LoadConfig(path string) (*Config, error) {
+// strictly), then the resources of confd_dir, fills defaults and validates the whole.
+func LoadConfig(path string) (*Config, error) { return LoadConfigWith(path, Overrides{}) }
+
+// LoadConfigWith is LoadConfig with the overrides o.
+func LoadConfigWith(path string, o Overrides) (*Config, error) {
 	data, err := readConfigFile(path)
 	if err != nil {
 		return nil, err
@@ -238,6 +264,17 @@ func LoadConfig(path string) (*Config, error) {
 		if err := cfg.loadTemplatesDir(); err != nil {
 			return nil, err
 		}
+	}
+	if o.ConfdDir != "" {
+		cfg.ConfdDir = o.ConfdDir
+	}
+	if cfg.ConfdDir != "" {
+		r, err := ReadConfdDir(cfg.ConfdDir)
+		if err != nil {
+			return nil, fmt.Errorf("%s: confd_dir: %w", path, err)
+		}
+		cfg.Templates = append(cfg.Templates, r.Templates...)
+		cfg.Notes = append(cfg.Notes, r.Notes...)
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -562,6 +599,7 @@ func (c *Config) Validate() error {
 		if t.HealthRetries != nil && (*t.HealthRetries < 0 || *t.HealthRetries > maxHealthRetries) {
 			add("%s: health_retries %d must be between 0 and %d", w, *t.HealthRetries, maxHealthRetries)
 		}
+		c.validateFunctions(t, add)
 		// Read and parse the template too, so that a missing source or a syntax error is
 		// reported with the rest instead of after they are mended.
 		if before == len(errs) {
@@ -591,6 +629,51 @@ func (c *Config) Validate() error {
 		return &ConfigError{Problems: errs}
 	}
 	return nil
+}
+
+// validateFunctions checks functions, error_on_missing_key and prefix, which belong to one mode
+// each, and cleans prefix as confd does (a leading '/' added, '//' and a trailing '/' dropped).
+func (c *Config) validateFunctions(t *Template, add func(string, ...any)) {
+	w := t.where()
+	switch t.Functions {
+	case "", templates.ModeNative, templates.ModeConfd, templates.ModeConsulTemplate:
+	default:
+		add("%s: functions %q must be %s (the default), %s or %s", w, t.Functions, templates.ModeNative, templates.ModeConfd, templates.ModeConsulTemplate)
+		return
+	}
+	if t.ErrorOnMissingKey && t.Functions != templates.ModeConsulTemplate {
+		add("%s: error_on_missing_key is consul-template's option: it needs functions: %s (the %s mode always fails on a missing key)",
+			w, templates.ModeConsulTemplate, cmp.Or(t.Functions, templates.ModeNative))
+	}
+	if t.Prefix == "" {
+		return
+	}
+	if t.Functions != templates.ModeConfd {
+		add("%s: prefix is confd's option: it needs functions: %s", w, templates.ModeConfd)
+		return
+	}
+	if p, err := cleanConfdPrefix(t.Prefix); err != nil {
+		add("%s: prefix: %v", w, err)
+	} else {
+		t.Prefix = p
+	}
+}
+
+// cleanConfdPrefix cleans a confd prefix as confd joins it to its keys (path.Join with a
+// leading '/'): "production/web/" is "/production/web". A ".." segment or a control
+// character is refused: no confd keyspace a migration imports has one.
+func cleanConfdPrefix(p string) (string, error) {
+	for _, seg := range strings.Split(p, "/") {
+		if seg == ".." || seg == "." {
+			return "", fmt.Errorf("%q must not have a %q segment", p, seg)
+		}
+	}
+	for _, r := range p {
+		if r < 0x20 || r == 0x7f {
+			return "", fmt.Errorf("%q must not hold control characters", p)
+		}
+	}
+	return path.Clean("/" + p), nil
 }
 
 // ConfigError lists every problem Validate found.

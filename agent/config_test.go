@@ -146,6 +146,11 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		{"health settings without health", base + tmpl + "    health_retries: 2\n", []string{"health_timeout, health_retries and health_interval need a health command"}},
 		{"negative health_retries", base + tmpl + "    health: \"true\"\n    health_retries: -1\n", []string{"health_retries -1 must be between 0 and 100"}},
 		{"tiny health_timeout", base + tmpl + "    health: \"true\"\n    health_timeout: 1ms\n", []string{"health_timeout 1ms is too short"}},
+		{"unknown functions", base + tmpl + "    functions: sprig\n", []string{`agent.yaml:6: template $DIR/a: functions "sprig" must be native (the default), confd or consul-template`}},
+		{"error_on_missing_key outside consul-template", base + tmpl + "    error_on_missing_key: true\n", []string{"agent.yaml:6: template $DIR/a: error_on_missing_key is consul-template's option: it needs functions: consul-template (the native mode"}},
+		{"error_on_missing_key with confd", base + tmpl + "    functions: confd\n    error_on_missing_key: true\n", []string{"needs functions: consul-template (the confd mode always fails"}},
+		{"prefix outside confd", base + tmpl + "    functions: consul-template\n    prefix: /production\n", []string{"agent.yaml:6: template $DIR/a: prefix is confd's option: it needs functions: confd"}},
+		{"prefix with dotdot", base + tmpl + "    functions: confd\n    prefix: /a/../b\n", []string{`prefix: "/a/../b" must not have a ".." segment`}},
 		{"several problems", "appliance: web/x\n" + "templates:\n  - contents: x\n", []string{"4 problems", "server is required", "invalid appliance name", "destination is required"}},
 		{"missing source among other problems", base + tok + "templates:\n  - source: $DIR/nope.tmpl\n    destination: $DIR/a\n  - contents: x\n    destination: b.conf\n",
 			[]string{"2 problems", "agent.yaml:6: template $DIR/a: read source", "nope.tmpl: no such file", `destination "b.conf" must be an absolute path`}},
@@ -169,6 +174,29 @@ func TestLoadConfig_Invalid(t *testing.T) {
 				t.Errorf("error %q does not name the file %s", err, path)
 			}
 		})
+	}
+}
+
+// TestLoadConfig_Functions: each mode's options are read, and confd's prefix is cleaned as confd
+// joins it to its keys.
+func TestLoadConfig_Functions(t *testing.T) {
+	_, path := writeConfig(t, `server: http://h:1
+appliance: a
+token: t
+templates:
+  - {contents: x, destination: /tmp/n}
+  - {contents: x, destination: /tmp/n2, functions: native}
+  - {contents: x, destination: /tmp/c, functions: confd, prefix: "production/web/"}
+  - {contents: x, destination: /tmp/ct, functions: consul-template, error_on_missing_key: true}
+`)
+	cfg, err := agent.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := cfg.Templates
+	if got[0].Functions != "" || got[1].Functions != "native" || got[2].Functions != "confd" || got[2].Prefix != "/production/web" ||
+		got[3].Functions != "consul-template" || !got[3].ErrorOnMissingKey {
+		t.Fatalf("templates = %+v", got)
 	}
 }
 

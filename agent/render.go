@@ -43,7 +43,8 @@ func parseTemplate(tc *Template) (*templates.Template, error) {
 		text = string(b)
 		name = tc.Source
 	}
-	t, err := templates.Parse(text, templates.Options{Name: name, LeftDelim: tc.LeftDelimiter, RightDelim: tc.RightDelimiter, AllowFile: tc.AllowFile})
+	t, err := templates.Parse(text, templates.Options{Name: name, LeftDelim: tc.LeftDelimiter, RightDelim: tc.RightDelimiter, AllowFile: tc.AllowFile,
+		Functions: tc.Functions, ErrorOnMissingKey: tc.ErrorOnMissingKey, Prefix: tc.Prefix})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", tc.where(), err)
 	}

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -365,7 +366,7 @@ func (l *loop) reload() {
 	}
 	a.notify(a.opts.Notify.Reloading)
 	defer a.notify(a.opts.Notify.Ready)
-	cfg, err := LoadConfig(a.opts.ConfigPath)
+	cfg, err := LoadConfigWith(a.opts.ConfigPath, Overrides{ConfdDir: a.opts.ConfdDir})
 	if err != nil {
 		a.log.Error("config not reloaded; keeping the running one", "error", err.Error())
 		return
@@ -724,6 +725,9 @@ func (a *Agent) watchFiles() (*fsnotify.Watcher, error) {
 	if a.cfg.TemplatesDir != "" && a.opts.ConfigPath != "" {
 		dirs[a.cfg.TemplatesDir] = true
 	}
+	if a.cfg.ConfdDir != "" && a.opts.ConfigPath != "" {
+		dirs[filepath.Join(a.cfg.ConfdDir, "conf.d")] = true
+	}
 	for d := range dirs {
 		if err := w.Add(d); err != nil {
 			a.log.Warn("directory not watched", "dir", d, "error", err.Error())
@@ -733,7 +737,13 @@ func (a *Agent) watchFiles() (*fsnotify.Watcher, error) {
 }
 
 func (a *Agent) isConfigEvent(name string) bool {
-	if a.cfg.TemplatesDir == "" || a.opts.ConfigPath == "" {
+	if a.opts.ConfigPath == "" {
+		return false
+	}
+	if a.cfg.ConfdDir != "" && filepath.Dir(name) == filepath.Join(a.cfg.ConfdDir, "conf.d") && strings.HasSuffix(name, "toml") {
+		return true // a confd resource, as confd finds them
+	}
+	if a.cfg.TemplatesDir == "" {
 		return false
 	}
 	return filepath.Dir(name) == filepath.Clean(a.cfg.TemplatesDir) && filepath.Ext(name) == ".yaml"

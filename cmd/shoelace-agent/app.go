@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -103,9 +104,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return nil, nil, err
 		}
 		slog.SetDefault(log)
-		cfg, err := agent.LoadConfig(c.String("config"))
+		confd := c.String("confdir")
+		if confd != "" {
+			if confd, err = filepath.Abs(confd); err != nil {
+				return nil, nil, fmt.Errorf("--confdir: %w", err)
+			}
+		}
+		cfg, err := agent.LoadConfigWith(c.String("config"), agent.Overrides{ConfdDir: confd})
 		if err != nil {
 			return nil, nil, err
+		}
+		if c.Command.Name != "validate" { // validate prints them
+			for _, n := range cfg.Notes {
+				log.Info("confd_dir", "note", n)
+			}
 		}
 		return cfg, log, nil
 	}
@@ -122,6 +134,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return agent.New(cfg, opts)
 	}
+	confdFlag := &cli.StringFlag{Name: "confdir", EnvVars: []string{"SHOELACE_AGENT_CONFDIR"},
+		Usage: "render the confd resources of `DIR` (conf.d/*.toml, templates/) too, over the config's confd_dir"}
 	stageFlag := &cli.StringFlag{Name: "stage", Usage: "render only the templates of this stage: system or application (default: all)"}
 
 	app := &cli.App{
@@ -147,7 +161,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			{
 				Name:  "run",
 				Usage: "render, then watch the server and re-render on change until stopped (SIGHUP reloads the config)",
-				Flags: commonFlags(),
+				Flags: withCommon(confdFlag),
 				Action: func(c *cli.Context) error {
 					hup := make(chan os.Signal, 1)
 					signal.Notify(hup, syscall.SIGHUP)
@@ -161,7 +175,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 							}
 						}
 					}()
-					a, err := newAgent(c, agent.Options{ConfigPath: c.String("config"), Reload: reload,
+					confd := c.String("confdir")
+					if confd != "" {
+						confd, _ = filepath.Abs(confd) // load, in newAgent, reports an error
+					}
+					a, err := newAgent(c, agent.Options{ConfigPath: c.String("config"), ConfdDir: confd, Reload: reload,
 						Notify: agent.Notifier{Ready: sdnotify.Ready, Reloading: sdnotify.Reloading, Stopping: sdnotify.Stopping, Status: sdnotify.Status}})
 					if err != nil {
 						return err
@@ -172,7 +190,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			{
 				Name:  "once",
 				Usage: "fetch a fresh view, render the selected templates and exit 0 only when every one is in place",
-				Flags: withCommon(stageFlag, &cli.BoolFlag{Name: "no-commands", Usage: "do not run the templates' commands (checks still run)"}),
+				Flags: withCommon(stageFlag, confdFlag, &cli.BoolFlag{Name: "no-commands", Usage: "do not run the templates' commands (checks still run)"}),
 				Action: func(c *cli.Context) error {
 					if err := checkStage(c.String("stage")); err != nil {
 						return err
@@ -187,7 +205,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			{
 				Name:  "render",
 				Usage: "print what would be written (a diff against each current file) and which commands would run; writes nothing",
-				Flags: withCommon(stageFlag,
+				Flags: withCommon(stageFlag, confdFlag,
 					&cli.BoolFlag{Name: "dry", Value: true, Usage: "print only (render never writes)"},
 					&cli.BoolFlag{Name: "show-secrets", Usage: "show the diff of templates that read secrets"}),
 				Action: func(c *cli.Context) error {
@@ -207,7 +225,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			{
 				Name:  "validate",
 				Usage: "check the config and parse every template (like nginx -t)",
-				Flags: commonFlags(),
+				Flags: withCommon(confdFlag),
 				Action: func(c *cli.Context) error {
 					a, err := newAgent(c, agent.Options{})
 					if err != nil {
@@ -219,6 +237,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					n := a.Templates()
 					fmt.Fprintf(stdout, "%s: ok, %d %s\n", c.String("config"), n, plural(n, "template", "templates"))
 					return nil
+				},
+			},
+			{
+				Name:      "convert-confd",
+				Usage:     "print the agent.yaml templates equivalent to a confd directory's resources (functions: confd)",
+				ArgsUsage: "DIR",
+				Flags:     commonFlags(), // accepted and ignored, as by version
+				Action: func(c *cli.Context) error {
+					if c.Args().Len() != 1 {
+						return usageError{"convert-confd takes one argument, the confd directory (such as /etc/confd)"}
+					}
+					dir, err := filepath.Abs(c.Args().First())
+					if err != nil {
+						return err
+					}
+					return convertConfd(dir, stdout)
 				},
 			},
 			{
@@ -237,7 +271,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	for _, c := range app.Commands {
 		c.OnUsageError = app.OnUsageError // urfave/cli does not pass the app's down
-		c.Action = noArgs(c.Name, c.Action)
+		if c.ArgsUsage == "" {
+			c.Action = noArgs(c.Name, c.Action)
+		}
 	}
 	return app.RunContext(ctx, moveCommonFlags(args))
 }
@@ -402,6 +438,36 @@ func printAgentStatus(w io.Writer, s *agent.Status, loadErr string) {
 		}
 		fmt.Fprintf(w, "  %s: %s\n", t.Destination, state)
 	}
+}
+
+// convertConfd prints the templates of the confd directory dir as agent.yaml entries. The
+// entries are checked as the agent would check them (their templates parsed in confd mode),
+// so that a function confd mode refuses is said now.
+func convertConfd(dir string, w io.Writer) error {
+	r, err := agent.ReadConfdDir(dir)
+	if err != nil {
+		return err
+	}
+	if len(r.Templates) == 0 {
+		return fmt.Errorf("%s: no confd resources (conf.d/*.toml)", dir)
+	}
+	// Only the templates matter: the rest of the config is made valid (a cache_dir of mode 0700).
+	cache, err := os.MkdirTemp("", "shoelace-convert-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(cache)
+	check := agent.Config{Server: "http://localhost", Appliance: "convert", Token: "-", CacheDir: cache, Path: dir,
+		Templates: append([]agent.Template(nil), r.Templates...)}
+	if err := check.Validate(); err != nil {
+		return err
+	}
+	out, err := r.YAML()
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(out)
+	return err
 }
 
 // plural picks the word that fits n.

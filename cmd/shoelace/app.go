@@ -117,6 +117,7 @@ func newApp(e *cliEnv) *cli.App {
 			versionCommand(e),
 			exportCommand(e),
 			importCommand(e),
+			convertConsulTemplateCommand(e),
 			snapshotCommand(e),
 		},
 	}

@@ -154,7 +154,7 @@ func importCommand(e *cliEnv) *cli.Command {
 		Name:      "import",
 		Usage:     "write an export into the store in one all-or-nothing transaction",
 		ArgsUsage: "FILE",
-		UsageText: "shoelace import FILE|- [--merge | --replace] [--dry-run]",
+		UsageText: "shoelace import FILE|- [--merge | --replace] [--dry-run]\n   shoelace import --from-etcd URL --prefix PREFIX --appliance NAME [--etcd-cacert FILE --etcd-cert FILE --etcd-key FILE] [--merge] [--skip-refused] [--dry-run]",
 		Description: `Writes the keys of FILE (as "shoelace export" prints it; "-" reads stdin) in ONE
 transaction: all of it or nothing. Every key and value is checked before anything is written.
    (default) merge: puts every key of the file and leaves the store's other keys alone (into
@@ -171,15 +171,24 @@ Prints "revision N" (with --output json {"revision","mode","put","deleted","kept
 and a summary on stderr. --dry-run prints what would be created (+), changed (~), deleted (-)
 and kept (= an omitted secret), as appliance apply --dry-run does, and writes nothing.
 
+--from-etcd copies a confd keyspace from a live etcd v3 instead: every key PREFIX/a/b becomes
+appliances/NAME/a/b (what a template in functions: confd with prefix: PREFIX reads as getv
+"/a/b"), in one transaction in which each key it creates must still be absent. A key already
+there with another value stops the import (exit 4) unless --merge. Keys that cannot be keys
+here are listed with the reason and the name they could have (an empty segment, a trailing
+'/', a value that is not UTF-8, a character outside the key rules); then nothing is written,
+unless --skip-refused.
+
 EXAMPLES:
    shoelace import all.json
    shoelace import all.json --replace --dry-run
-   shoelace export --addr https://old:7400 | shoelace import - --addr https://new:7400 --merge`,
-		Flags: []cli.Flag{
+   shoelace export --addr https://old:7400 | shoelace import - --addr https://new:7400 --merge
+   shoelace import --from-etcd https://etcd:2379 --prefix /production/web --appliance web --etcd-cacert ca.pem --dry-run`,
+		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "merge", Usage: "put the file's keys, leave the store's others (the default)"},
 			&cli.BoolFlag{Name: "replace", Usage: "make the store's keys exactly the file's: delete the others (omitted secrets are kept)"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print what would be put, deleted and kept; write nothing"},
-		},
+		}, fromEtcdFlags()...),
 		Action: e.importKeys,
 	}
 }
@@ -392,6 +401,14 @@ func importMode(c *cli.Context) (string, error) {
 }
 
 func (e *cliEnv) importKeys(c *cli.Context) error {
+	if c.String("from-etcd") != "" {
+		return e.importFromEtcd(c)
+	}
+	for _, f := range []string{"prefix", "appliance", "etcd-cacert", "etcd-cert", "etcd-key", "skip-refused"} {
+		if c.IsSet(f) {
+			return usagef("import: --%s goes with --from-etcd", f)
+		}
+	}
 	a, err := wantArgs(c, 1, 1, "FILE|-")
 	if err != nil {
 		return err

@@ -115,6 +115,9 @@ EXAMPLES:
 // and "..", which an HTTP stack would clean into another key. The server checks every other
 // rule and names it in its answer.
 func checkPathKey(key string) error {
+	if rest, ok := strings.CutPrefix(key, "/"); ok && rest != "" {
+		return confdKeyError(key, strings.TrimLeft(rest, "/"))
+	}
 	for _, seg := range strings.Split(key, "/") {
 		if seg == "" || seg == "." || seg == ".." {
 			if err := api.ValidateKey(key); err != nil {
@@ -123,6 +126,18 @@ func checkPathKey(key string) error {
 		}
 	}
 	return nil
+}
+
+// confdKeyError explains a key written the confd way, with a leading '/' (rest is the key
+// without it): keys here are relative and live under an appliance or shared/.
+func confdKeyError(key, rest string) error {
+	if api.HasPrefix(rest, api.AppliancesPrefix) || api.HasPrefix(rest, api.SharedPrefix) {
+		return api.Errorf(api.CodeInvalidKey, "invalid key %q: keys have no leading '/': did you mean %s?", key, rest)
+	}
+	return api.Errorf(api.CodeInvalidKey, "invalid key %q: a leading '/' is a confd-style path; keys here have none and live under an appliance or shared/: "+
+		"write %s/NAME/%s (one appliance's view) or %s/%s (every appliance's); a template in functions: confd reads either as getv %q. "+
+		"To copy a whole confd keyspace: shoelace import --from-etcd URL --prefix PREFIX --appliance NAME",
+		key, api.AppliancesPrefix, rest, api.SharedPrefix, rest, key)
 }
 
 func (e *cliEnv) kvGet(c *cli.Context) error {

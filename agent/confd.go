@@ -1,0 +1,524 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"text/template"
+	"text/template/parse"
+
+	"github.com/BurntSushi/toml"
+	"gopkg.in/yaml.v3"
+
+	"github.com/shoelace-dev/shoelace/templates"
+)
+
+// confd resources (DESIGN.md, "confd_dir"): confd v0.16.0 reads conf.d/*.toml under its
+// confdir, one [template] table each, whose src names a file of confdir/templates, and its
+// own settings from confd.toml. Each resource becomes a template in confd mode.
+
+// ConfdResources is what a confd directory holds, read as the agent's templates.
+type ConfdResources struct {
+	// Dir is the confd directory (confd's -confdir).
+	Dir string
+	// Templates are the resources in the order confd reads them (conf.d walked in lexical
+	// order), each with functions: confd; File and Line name the resource's [template] table.
+	Templates []Template
+	// Keys are each template's confd keys, as written (for convert-confd's comments); the
+	// agent renders from the whole view, so they select nothing.
+	Keys [][]string
+	// Notes say what of confd.toml was ignored or applied to every resource, one line each.
+	Notes []string
+}
+
+// confdResourceFields lists the [template] fields confd v0.16.0 reads (owner is an addition:
+// confd itself has only uid).
+const confdResourceFields = "src, dest, keys, prefix, owner, uid, gid, mode, check_cmd, reload_cmd"
+
+// confdResource is one conf.d file as decoded.
+type confdResource struct {
+	Template *struct {
+		Src       string   `toml:"src"`
+		Dest      string   `toml:"dest"`
+		Keys      []string `toml:"keys"`
+		Prefix    string   `toml:"prefix"`
+		Owner     string   `toml:"owner"`
+		UID       *int64   `toml:"uid"`
+		GID       *int64   `toml:"gid"`
+		Mode      string   `toml:"mode"`
+		CheckCmd  string   `toml:"check_cmd"`
+		ReloadCmd string   `toml:"reload_cmd"`
+	} `toml:"template"`
+}
+
+// confdConnectionSettings are confd.toml's settings for reaching its backend (and polling
+// it): the agent reaches the Shoelace server instead, so they are ignored.
+var confdConnectionSettings = map[string]bool{
+	"backend": true, "nodes": true, "scheme": true, "srv_domain": true, "srv_record": true,
+	"auth_token": true, "auth_type": true, "basic_auth": true, "username": true, "password": true,
+	"client_cakeys": true, "client_cert": true, "client_key": true,
+	"app_id": true, "user_id": true, "role_id": true, "secret_id": true, "path": true,
+	"table": true, "separator": true, "file": true, "filter": true,
+	"watch": true, "interval": true, "log-level": true, "keep-stage-file": true,
+	"secret_keyring": true, // for cget…, which confd mode refuses at parse time
+}
+
+// confdSettings is confd.toml as far as it matters to the agent.
+type confdSettings struct {
+	Confdir  string `toml:"confdir"`
+	Prefix   string `toml:"prefix"`
+	Noop     bool   `toml:"noop"`
+	SyncOnly bool   `toml:"sync-only"`
+}
+
+// ReadConfdDir reads a confd directory as confd v0.16.0 does: confd.toml (if any), then every
+// file of conf.d and its subdirectories whose name ends in "toml". Each resource becomes a
+// template in confd mode: src under dir/templates, dest, mode as perms, uid/gid (or owner) as
+// owner/group, prefix (confd.toml's wins, as in confd), check_cmd with {{.src}} standing for
+// the staged file ($SHOELACE_STAGED), reload_cmd as command. A field confd does not read, or
+// one the agent cannot honour, is an error naming the file, the line and the field; every
+// problem is reported.
+func ReadConfdDir(dir string) (*ConfdResources, error) {
+	if !filepath.IsAbs(dir) {
+		return nil, fmt.Errorf("confd_dir %q must be an absolute path", dir)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("confd_dir: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("confd_dir %s is not a directory", dir)
+	}
+	out := &ConfdResources{Dir: dir}
+	var errs []string
+	global, notes, gerrs := readConfdSettings(dir)
+	out.Notes, errs = notes, gerrs
+
+	confDir := filepath.Join(dir, "conf.d")
+	files, err := confdResourceFiles(confDir)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("read %s: %v", f, err))
+			continue
+		}
+		t, keys, ferrs := parseConfdResource(f, data, dir, global)
+		if len(ferrs) > 0 {
+			errs = append(errs, ferrs...)
+			continue
+		}
+		out.Templates = append(out.Templates, t)
+		out.Keys = append(out.Keys, keys)
+	}
+	if len(errs) > 0 {
+		return nil, &ConfigError{Problems: errs}
+	}
+	return out, nil
+}
+
+// confdResourceFiles lists the resource files of conf.d as confd finds them: a walk in lexical
+// order (subdirectories too) of the files whose name matches "*toml". A missing conf.d holds
+// none (confd warns and renders nothing).
+func confdResourceFiles(confDir string) ([]string, error) {
+	if _, err := os.Stat(confDir); errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	var files []string
+	err := filepath.WalkDir(confDir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return fmt.Errorf("read %s: %w", p, err)
+		}
+		if ok, _ := filepath.Match("*toml", d.Name()); !ok {
+			return nil
+		}
+		fi, err := os.Stat(p) // a link to a file counts, as in confd
+		if err != nil || fi.IsDir() {
+			return nil
+		}
+		files = append(files, p)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(files) // WalkDir's order already; said for the reader
+	return files, nil
+}
+
+// readConfdSettings reads dir/confd.toml, if there is one.
+func readConfdSettings(dir string) (confdSettings, []string, []string) {
+	var s confdSettings
+	name := filepath.Join(dir, "confd.toml")
+	data, err := os.ReadFile(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return s, nil, nil
+	}
+	if err != nil {
+		return s, nil, []string{fmt.Sprintf("read %s: %v", name, err)}
+	}
+	md, err := toml.Decode(string(data), &s)
+	if err != nil {
+		return s, nil, []string{tomlError(name, err)}
+	}
+	var errs, ignored, notes []string
+	for _, k := range md.Undecoded() {
+		switch {
+		case len(k) == 1 && confdConnectionSettings[k[0]]:
+			ignored = append(ignored, k[0])
+		default:
+			errs = append(errs, fmt.Sprintf("%s: unsupported setting %q: confd.toml may hold prefix, confdir, noop, sync-only and confd's connection settings (which are ignored)",
+				keyLine(name, data, k), k.String()))
+		}
+	}
+	if len(ignored) > 0 {
+		notes = append(notes, fmt.Sprintf("%s: %s ignored: the agent reads its keys from the Shoelace server (server: and token_file: in its config) and re-renders on every change",
+			name, strings.Join(ignored, ", ")))
+	}
+	if s.Confdir != "" && filepath.Clean(s.Confdir) != dir {
+		errs = append(errs, fmt.Sprintf("%s: confdir = %q, but the agent reads %s: point confd_dir (or --confdir) at %s", keyLine(name, data, toml.Key{"confdir"}), s.Confdir, dir, s.Confdir))
+	}
+	if s.Noop {
+		errs = append(errs, fmt.Sprintf("%s: noop = true is not supported: run shoelace-agent render --dry to see what would change without writing", keyLine(name, data, toml.Key{"noop"})))
+	}
+	if s.Prefix != "" {
+		p, err := cleanConfdPrefix(s.Prefix)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: prefix: %v", keyLine(name, data, toml.Key{"prefix"}), err))
+		}
+		s.Prefix = p
+		notes = append(notes, fmt.Sprintf("%s: prefix %s applies to every resource (confd's global prefix wins over a resource's)", name, p))
+	}
+	if s.SyncOnly {
+		notes = append(notes, fmt.Sprintf("%s: sync-only = true: no resource's check_cmd or reload_cmd runs", name))
+	}
+	return s, notes, errs
+}
+
+// parseConfdResource decodes one conf.d file into a template in confd mode, and returns the
+// resource's keys.
+func parseConfdResource(name string, data []byte, dir string, global confdSettings) (Template, []string, []string) {
+	var r confdResource
+	md, err := toml.Decode(string(data), &r)
+	if err != nil {
+		return Template{}, nil, []string{tomlError(name, err)}
+	}
+	var errs []string
+	for _, k := range md.Undecoded() {
+		if len(k) >= 1 && k[0] == "template" {
+			errs = append(errs, fmt.Sprintf("%s: unsupported field %q in [template]: a confd resource has %s", keyLine(name, data, k), strings.Join(k[1:], "."), confdResourceFields))
+		} else {
+			errs = append(errs, fmt.Sprintf("%s: unsupported field %q: a confd resource holds one [template] table", keyLine(name, data, k), k.String()))
+		}
+	}
+	if r.Template == nil {
+		if len(errs) == 0 {
+			errs = append(errs, fmt.Sprintf("%s: no [template] table: a confd resource holds one, with src, dest and keys", name))
+		}
+		return Template{}, nil, errs
+	}
+	rt := r.Template
+	line := keyLine(name, data, toml.Key{"template"})
+	t := Template{File: name, Line: keyLineNo(data, toml.Key{"template"}), Functions: templates.ModeConfd, Destination: rt.Dest}
+	where := func(field string) string { return keyLine(name, data, toml.Key{"template", field}) }
+	if rt.Src == "" {
+		errs = append(errs, fmt.Sprintf("%s: src is required: the template's file, relative to %s", line, filepath.Join(dir, "templates")))
+	} else {
+		// As confd: joined to the templates directory, even when it starts with '/'.
+		t.Source = filepath.Join(dir, "templates", rt.Src)
+	}
+	t.Prefix = rt.Prefix
+	if global.Prefix != "" {
+		t.Prefix = global.Prefix
+	}
+	if t.Prefix != "" {
+		p, err := cleanConfdPrefix(t.Prefix)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: prefix: %v", where("prefix"), err))
+		}
+		t.Prefix = p
+	}
+	if t.Prefix == "/" {
+		t.Prefix = ""
+	}
+	if rt.Mode != "" {
+		// confd parses mode with strconv.ParseUint(mode, 0, 32): "0644" is octal, "644" decimal.
+		m, err := strconv.ParseUint(rt.Mode, 0, 32)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Sprintf("%s: mode %q is not a number: write an octal mode such as \"0644\"", where("mode"), rt.Mode))
+		case m&^0o777 != 0 && !strings.HasPrefix(rt.Mode, "0"):
+			errs = append(errs, fmt.Sprintf("%s: mode %q is decimal to confd (mode %#o, with setuid/setgid/sticky or unknown bits): write %q", where("mode"), rt.Mode, m, "0"+rt.Mode))
+		case m&^0o777 != 0:
+			errs = append(errs, fmt.Sprintf("%s: mode %q: setuid, setgid and sticky bits are not supported; give the permission bits only, such as \"0755\"", where("mode"), rt.Mode))
+		default:
+			t.Perms = fmt.Sprintf("%04o", m)
+		}
+	}
+	if rt.Owner != "" && rt.UID != nil {
+		errs = append(errs, fmt.Sprintf("%s: set owner or uid, not both", where("owner")))
+	}
+	t.Owner = rt.Owner
+	if rt.UID != nil {
+		t.Owner = strconv.FormatInt(*rt.UID, 10)
+	}
+	if rt.GID != nil {
+		t.Group = strconv.FormatInt(*rt.GID, 10)
+	}
+	if !global.SyncOnly {
+		t.Command = rt.ReloadCmd
+		if rt.CheckCmd != "" {
+			c, err := confdCheckCommand(rt.CheckCmd)
+			if err != nil {
+				errs = append(errs, fmt.Sprintf("%s: check_cmd: %v", where("check_cmd"), err))
+			}
+			t.Check = c
+		}
+	}
+	return t, rt.Keys, errs
+}
+
+// stagedMark stands for {{.src}} while a check_cmd is expanded.
+const stagedMark = "\x01shoelace-staged\x01"
+
+// confdCheckCommand turns a confd check_cmd, a Go template whose .src is the staged file, into
+// the agent's check, which finds the staged file in $SHOELACE_STAGED. Inside single quotes
+// the quotes are closed around the variable, so that the shell expands it as confd's
+// substitution did; elsewhere it is left bare, as confd's was.
+func confdCheckCommand(cmd string) (string, error) {
+	tm, err := template.New("check_cmd").Option("missingkey=error").Parse(cmd)
+	if err != nil {
+		return "", fmt.Errorf("%w", err)
+	}
+	// Only text and {{.src}} (with spaces or a trim marker): anything else confd could run is
+	// not used in practice, and a loop here would hang validate.
+	for _, n := range tm.Tree.Root.Nodes {
+		switch n := n.(type) {
+		case *parse.TextNode:
+		case *parse.ActionNode:
+			if len(n.Pipe.Decl) != 0 || len(n.Pipe.Cmds) != 1 || len(n.Pipe.Cmds[0].Args) != 1 || n.Pipe.Cmds[0].Args[0].String() != ".src" {
+				return "", fmt.Errorf("%s: only {{.src}}, the staged file, is supported", n)
+			}
+		default:
+			return "", fmt.Errorf("%s: only {{.src}}, the staged file, is supported", n)
+		}
+	}
+	var b bytes.Buffer
+	if err := tm.Execute(&b, map[string]string{"src": stagedMark}); err != nil {
+		return "", fmt.Errorf("%w", err)
+	}
+	s := b.String()
+	var out strings.Builder
+	single, double := false, false
+	for i := 0; i < len(s); i++ {
+		if strings.HasPrefix(s[i:], stagedMark) {
+			if single {
+				out.WriteString(`'"$SHOELACE_STAGED"'`)
+			} else {
+				out.WriteString("$SHOELACE_STAGED")
+			}
+			i += len(stagedMark) - 1
+			continue
+		}
+		c := s[i]
+		switch {
+		case c == '\\' && !single && i+1 < len(s):
+			out.WriteByte(c)
+			i++
+			c = s[i]
+		case c == '\'' && !double:
+			single = !single
+		case c == '"' && !single:
+			double = !double
+		}
+		out.WriteByte(c)
+	}
+	return out.String(), nil
+}
+
+var tomlLineRE = regexp.MustCompile(`^toml: line (\d+)(?: \(last key "[^"]*"\))?: (.*)$`)
+
+// tomlError rewrites a TOML decoding error as "file:line: what".
+func tomlError(name string, err error) string {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		return fmt.Sprintf("%s:%d: %s", name, pe.Position.Line, pe.Message)
+	}
+	if m := tomlLineRE.FindStringSubmatch(err.Error()); m != nil {
+		return fmt.Sprintf("%s:%s: %s", name, m[1], m[2])
+	}
+	return fmt.Sprintf("%s: %s", name, strings.TrimPrefix(err.Error(), "toml: "))
+}
+
+// keyLine names where key is written in a TOML file: "file:line", or "file" when it cannot be
+// told. BurntSushi/toml keeps the positions of keys to itself, so the lines are scanned: table
+// headers set the table, "k =" and "a.b =" lines name keys in it; a key of an inline table is
+// found at the line of the table's own key.
+func keyLine(name string, data []byte, key toml.Key) string {
+	if n := keyLineNo(data, key); n > 0 {
+		return fmt.Sprintf("%s:%d", name, n)
+	}
+	return name
+}
+
+// keyLineNo is the line keyLine names, 0 when it cannot be told.
+func keyLineNo(data []byte, key toml.Key) int {
+	best, bestLen := 0, 0
+	var table []string
+	for i, line := range strings.Split(string(data), "\n") {
+		l := strings.TrimSpace(line)
+		if strings.HasPrefix(l, "[") {
+			h := strings.Trim(strings.SplitN(l, "#", 2)[0], " \t[]")
+			table = splitTOMLKey(h)
+			if n := matchLen(table, key); n == len(table) && n > bestLen {
+				best, bestLen = i+1, n
+			}
+			continue
+		}
+		k, _, ok := strings.Cut(l, "=")
+		if !ok || strings.HasPrefix(l, "#") {
+			continue
+		}
+		full := append(append([]string{}, table...), splitTOMLKey(k)...)
+		if n := matchLen(full, key); n == len(full) && n > bestLen {
+			best, bestLen = i+1, n
+		}
+	}
+	return best
+}
+
+// splitTOMLKey splits a dotted key, dropping the quotes and spaces around its parts.
+func splitTOMLKey(k string) []string {
+	var out []string
+	for _, p := range strings.Split(k, ".") {
+		p = strings.Trim(strings.TrimSpace(p), `"'`)
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// matchLen is how many leading parts of have match want, or -1 when have goes beyond want.
+func matchLen(have []string, want toml.Key) int {
+	if len(have) > len(want) {
+		return -1
+	}
+	for i := range have {
+		if have[i] != want[i] {
+			return -1
+		}
+	}
+	return len(have)
+}
+
+// convertedTemplate is a template entry as convert-confd and convert-consul-template print it:
+// the fields of Template that are set, in the order of DESIGN.md's schema.
+type convertedTemplate struct {
+	Source            string   `yaml:"source,omitempty"`
+	Contents          string   `yaml:"contents,omitempty"`
+	Destination       string   `yaml:"destination"`
+	Functions         string   `yaml:"functions,omitempty"`
+	Prefix            string   `yaml:"prefix,omitempty"`
+	ErrorOnMissingKey bool     `yaml:"error_on_missing_key,omitempty"`
+	Perms             string   `yaml:"perms,omitempty"`
+	Owner             string   `yaml:"owner,omitempty"`
+	Group             string   `yaml:"group,omitempty"`
+	Backup            bool     `yaml:"backup,omitempty"`
+	LeftDelimiter     string   `yaml:"left_delimiter,omitempty"`
+	RightDelimiter    string   `yaml:"right_delimiter,omitempty"`
+	Check             string   `yaml:"check,omitempty"`
+	Command           string   `yaml:"command,omitempty"`
+	CommandTimeout    Duration `yaml:"command_timeout,omitempty"`
+}
+
+// TemplatesYAML writes templates as the templates: block of an agent.yaml (after wait:, when it
+// is enabled), each entry headed by its comment (comments[i], one line each; may be shorter
+// than templates), the whole headed by head (one comment line each).
+func TemplatesYAML(head []string, wait Wait, tmpls []Template, comments [][]string) ([]byte, error) {
+	list := &yaml.Node{Kind: yaml.SequenceNode}
+	for i, t := range tmpls {
+		var n yaml.Node
+		ct := convertedTemplate{Source: t.Source, Contents: t.Contents, Destination: t.Destination, Functions: t.Functions, Prefix: t.Prefix,
+			ErrorOnMissingKey: t.ErrorOnMissingKey, Perms: t.Perms, Owner: t.Owner, Group: t.Group, Backup: t.Backup,
+			LeftDelimiter: t.LeftDelimiter, RightDelimiter: t.RightDelimiter, Check: t.Check, Command: t.Command, CommandTimeout: t.CommandTimeout}
+		if err := n.Encode(ct); err != nil {
+			return nil, err
+		}
+		if i < len(comments) {
+			n.HeadComment = commentLines(comments[i])
+		}
+		list.Content = append(list.Content, &n)
+	}
+	doc := &yaml.Node{Kind: yaml.MappingNode}
+	if wait.Enabled() {
+		var w yaml.Node
+		if err := w.Encode(wait); err != nil {
+			return nil, err
+		}
+		w.Style = yaml.FlowStyle
+		doc.Content = append(doc.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: "wait"}, &w)
+	}
+	doc.Content = append(doc.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: "templates"}, list)
+	doc.Content[0].HeadComment = commentLines(head)
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(doc); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+func commentLines(lines []string) string {
+	out := make([]string, len(lines))
+	for i, l := range lines {
+		out[i] = "# " + l
+	}
+	return strings.Join(out, "\n")
+}
+
+// YAML prints r as the templates: block of an agent.yaml (convert-confd): the same templates
+// that confd_dir: r.Dir gives, each headed by the resource it comes from and its confd keys.
+func (r *ConfdResources) YAML() ([]byte, error) {
+	head := []string{
+		fmt.Sprintf("Converted from the confd resources of %s by shoelace-agent convert-confd.", r.Dir),
+		"Add these entries to agent.yaml (or set confd_dir: " + r.Dir + " to read the resources as they are).",
+		"Each template reads the appliance's view; confd's keys select nothing here: import them with",
+		"  shoelace import --from-etcd URL --prefix PREFIX --appliance NAME",
+	}
+	for _, n := range r.Notes {
+		head = append(head, "note: "+n)
+	}
+	comments := make([][]string, len(r.Templates))
+	for i, t := range r.Templates {
+		c := fmt.Sprintf("from %s", t.File)
+		if t.Line > 0 {
+			c = fmt.Sprintf("from %s:%d", t.File, t.Line)
+		}
+		comments[i] = []string{c}
+		if i < len(r.Keys) && len(r.Keys[i]) > 0 {
+			var keys []string
+			for _, k := range r.Keys[i] {
+				if !slices.Contains(keys, k) {
+					keys = append(keys, k)
+				}
+			}
+			comments[i] = append(comments[i], "confd keys: "+strings.Join(keys, ", "))
+		}
+	}
+	return TemplatesYAML(head, Wait{}, r.Templates, comments)
+}

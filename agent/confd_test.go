@@ -1,0 +1,198 @@
+package agent_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/shoelace-dev/shoelace/agent"
+)
+
+// writeConfd writes files (path relative to a new confd dir -> content; "$DIR" is the dir) and
+// returns the dir.
+func writeConfd(t testing.TB, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, text := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(strings.ReplaceAll(text, "$DIR", dir)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestReadConfdDir_Good(t *testing.T) {
+	dir := writeConfd(t, map[string]string{
+		"confd.toml": `backend = "etcdv3"
+nodes = ["https://etcd-1:2379", "https://etcd-2:2379"]
+client_cert = "/etc/confd/client.crt"
+watch = true
+interval = 60
+confdir = "$DIR"
+`,
+		"conf.d/nginx.toml": `# a comment
+[template]
+src = "nginx.conf.tmpl"
+dest = "$DIR/out/nginx.conf"
+keys = ["/nginx", "/upstream"]
+prefix = "production/web/"
+uid = 0
+gid = 0
+mode = "0640"
+check_cmd = "/usr/sbin/nginx -t -c {{.src}}"
+reload_cmd = "/usr/sbin/service nginx reload"
+`,
+		"conf.d/sub/quoted.toml": `[template]
+src = "/sub/q.tmpl"
+dest = "$DIR/out/q.conf"
+keys = ["/q"]
+check_cmd = "sh -c 'test -s {{ .src }}' && grep -q x \"{{.src}}\""
+`,
+		"conf.d/notes.txt":          "not a resource",
+		"templates/nginx.conf.tmpl": `{{ getv "/nginx/port" }}`,
+		"templates/sub/q.tmpl":      `{{ getv "/q" }}`,
+	})
+	r, err := agent.ReadConfdDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Templates) != 2 {
+		t.Fatalf("templates = %+v", r.Templates)
+	}
+	n := r.Templates[0]
+	if n.Source != filepath.Join(dir, "templates/nginx.conf.tmpl") || n.Destination != dir+"/out/nginx.conf" || n.Functions != "confd" ||
+		n.Prefix != "/production/web" || n.Perms != "0640" || n.Owner != "0" || n.Group != "0" ||
+		n.Check != `/usr/sbin/nginx -t -c $SHOELACE_STAGED` || n.Command != "/usr/sbin/service nginx reload" ||
+		n.File != filepath.Join(dir, "conf.d/nginx.toml") || n.Line != 2 {
+		t.Fatalf("nginx = %+v", n)
+	}
+	if got := strings.Join(r.Keys[0], ","); got != "/nginx,/upstream" {
+		t.Fatalf("keys = %s", got)
+	}
+	q := r.Templates[1]
+	// confd joins src to templates/ even with a leading '/'; inside single quotes the variable
+	// is spliced out of the quotes, so that the shell expands it as confd's substitution did.
+	if q.Source != filepath.Join(dir, "templates/sub/q.tmpl") || q.Check != `sh -c 'test -s '"$SHOELACE_STAGED"'' && grep -q x "$SHOELACE_STAGED"` ||
+		q.Prefix != "" || q.Perms != "" || q.Owner != "" {
+		t.Fatalf("quoted = %+v", q)
+	}
+	if len(r.Notes) != 1 || !strings.Contains(r.Notes[0], "backend, nodes, client_cert, watch, interval ignored: the agent reads its keys from the Shoelace server") {
+		t.Fatalf("notes = %q", r.Notes)
+	}
+}
+
+// TestReadConfdDir_GlobalPrefixAndSyncOnly: confd.toml's prefix wins over a resource's (as in
+// confd), and sync-only drops every check_cmd and reload_cmd.
+func TestReadConfdDir_GlobalPrefixAndSyncOnly(t *testing.T) {
+	dir := writeConfd(t, map[string]string{
+		"confd.toml":       "prefix = \"/production\"\nsync-only = true\n",
+		"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\nprefix = \"/other\"\ncheck_cmd = \"false\"\nreload_cmd = \"false\"\n",
+		"templates/a.tmpl": "x",
+	})
+	r, err := agent.ReadConfdDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := r.Templates[0]
+	if a.Prefix != "/production" || a.Check != "" || a.Command != "" {
+		t.Fatalf("a = %+v", a)
+	}
+	if got := strings.Join(r.Notes, "\n"); !strings.Contains(got, "prefix /production applies to every resource") || !strings.Contains(got, "sync-only = true") {
+		t.Fatalf("notes = %q", r.Notes)
+	}
+}
+
+// TestReadConfdDir_Invalid: every problem names the file, the line and the field or rule.
+func TestReadConfdDir_Invalid(t *testing.T) {
+	res := func(body string) map[string]string {
+		return map[string]string{"conf.d/r.toml": body, "templates/a.tmpl": "x"}
+	}
+	cases := []struct {
+		name  string
+		files map[string]string
+		want  []string
+	}{
+		{"unknown field", res("[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\n\nowner_name = \"nginx\"\n"),
+			[]string{"conf.d/r.toml:5: unsupported field \"owner_name\" in [template]: a confd resource has src, dest, keys"}},
+		{"dotted unknown field", res("[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\nx.y = 1\n"), []string{"conf.d/r.toml:4: unsupported field \"x.y\" in [template]"}},
+		{"unknown table", res("[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\n[vault]\naddr = \"x\"\n"),
+			[]string{"conf.d/r.toml:5: unsupported field \"vault.addr\": a confd resource holds one [template] table"}},
+		{"no template table", res("src = \"a.tmpl\"\n"), []string{"conf.d/r.toml:1: unsupported field \"src\""}},
+		{"empty file", res(""), []string{"conf.d/r.toml: no [template] table"}},
+		{"no src", res("[template]\ndest = \"/tmp/a\"\n"), []string{"conf.d/r.toml:1: src is required"}},
+		{"decimal mode", res("[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\nmode = \"644\"\n"), []string{`conf.d/r.toml:4: mode "644" is decimal to confd (mode 01204`, `write "0644"`}},
+		{"setuid mode", res("[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\nmode = \"04755\"\n"), []string{`conf.d/r.toml:4: mode "04755": setuid, setgid and sticky bits are not supported`}},
+		{"mode not a number", res("[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\nmode = \"rw\"\n"), []string{`conf.d/r.toml:4: mode "rw" is not a number`}},
+		{"owner and uid", res("[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\nuid = 0\nowner = \"root\"\n"), []string{"conf.d/r.toml:5: set owner or uid, not both"}},
+		{"uid a string", res("[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\nuid = \"0\"\n"), []string{"conf.d/r.toml:4: incompatible types"}},
+		{"syntax error", res("[template]\nsrc = \"a.tmpl\ndest = \"/tmp/a\"\n"), []string{"conf.d/r.toml:2: strings cannot contain newlines"}},
+		{"check_cmd other field", res("[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\ncheck_cmd = \"test {{.dest}}\"\n"),
+			[]string{"conf.d/r.toml:4: check_cmd: {{.dest}}: only {{.src}}, the staged file, is supported"}},
+		{"check_cmd loop", res("[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\ncheck_cmd = \"{{range 100000000000}}{{end}}\"\n"),
+			[]string{"conf.d/r.toml:4: check_cmd: {{range 100000000000}}{{end}}: only {{.src}}"}},
+		{"bad prefix", res("[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\nprefix = \"/a/../b\"\n"), []string{`conf.d/r.toml:4: prefix: "/a/../b" must not have a ".." segment`}},
+		{"confd.toml unknown", map[string]string{"confd.toml": "backend = \"etcd\"\nprefx = \"/p\"\n"}, []string{`confd.toml:2: unsupported setting "prefx"`}},
+		{"confd.toml noop", map[string]string{"confd.toml": "noop = true\n"}, []string{"confd.toml:1: noop = true is not supported: run shoelace-agent render --dry"}},
+		{"confd.toml other confdir", map[string]string{"confd.toml": "\nconfdir = \"/etc/elsewhere\"\n"}, []string{`confd.toml:2: confdir = "/etc/elsewhere", but the agent reads`, "point confd_dir (or --confdir) at /etc/elsewhere"}},
+		{"two files, both reported", map[string]string{"conf.d/a.toml": "[template]\nsrc = \"a\"\nfoo = 1\n", "conf.d/b.toml": "[template]\nsrc = \"b\"\nbar = 2\n"},
+			[]string{"2 problems", "a.toml:3: unsupported field \"foo\"", "b.toml:3: unsupported field \"bar\""}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := writeConfd(t, tc.files)
+			_, err := agent.ReadConfdDir(dir)
+			if err == nil {
+				t.Fatalf("ReadConfdDir accepted %v", tc.files)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+	if _, err := agent.ReadConfdDir("etc/confd"); err == nil || !strings.Contains(err.Error(), `confd_dir "etc/confd" must be an absolute path`) {
+		t.Errorf("relative dir: %v", err)
+	}
+}
+
+// TestLoadConfig_ConfdDir: confd_dir's resources join the config's templates, --confdir
+// (Overrides) replaces it, and the agent's own checks (destination rules, template parsing)
+// apply to them with the resource's file and line.
+func TestLoadConfig_ConfdDir(t *testing.T) {
+	confd := writeConfd(t, map[string]string{
+		"confd.toml":       "backend = \"etcdv3\"\n",
+		"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"$DIR/a.conf\"\nkeys = [\"/a\"]\n",
+		"templates/a.tmpl": "{{ getv \"/a\" }}\n",
+	})
+	_, path := writeConfig(t, "server: http://h:1\nappliance: a\ntoken: t\nconfd_dir: "+confd+"\ntemplates:\n  - {contents: x, destination: /tmp/own}\n")
+	cfg, err := agent.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Templates) != 2 || cfg.Templates[1].Destination != confd+"/a.conf" || cfg.Templates[1].Functions != "confd" {
+		t.Fatalf("templates = %+v", cfg.Templates)
+	}
+	if len(cfg.Notes) != 1 || !strings.Contains(cfg.Notes[0], "backend ignored") {
+		t.Fatalf("notes = %q", cfg.Notes)
+	}
+
+	other := writeConfd(t, map[string]string{
+		"conf.d/b.toml":    "[template]\nsrc = \"b.tmpl\"\ndest = \"b.conf\"\n",
+		"templates/b.tmpl": "{{ getv \"/b\" }}\n",
+	})
+	_, err = agent.LoadConfigWith(path, agent.Overrides{ConfdDir: other})
+	if want := other + "/conf.d/b.toml:1: template b.conf: destination \"b.conf\" must be an absolute path"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("--confdir with a relative dest: %v, want %q", err, want)
+	}
+	if _, path := writeConfig(t, "server: http://h:1\nappliance: a\ntoken: t\nconfd_dir: /nonexistent/confd\n"); true {
+		if _, err := agent.LoadConfig(path); err == nil || !strings.Contains(err.Error(), "confd_dir: stat /nonexistent/confd: no such file") {
+			t.Fatalf("missing confd_dir: %v", err)
+		}
+	}
+}

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/agent"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files of testdata")
+
+// copyConfd copies testdata/confd (confd's own integration confdir) into dir, with each
+// resource's destination moved from /tmp into out.
+func copyConfd(t *testing.T, dir, out string) {
+	t.Helper()
+	err := filepath.WalkDir("testdata/confd", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel("testdata/confd", p)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(dir, rel), 0o755)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if strings.HasSuffix(p, ".toml") {
+			b = bytes.ReplaceAll(b, []byte(`dest = "/tmp/`), []byte(`dest = "`+out+`/`))
+		}
+		return os.WriteFile(filepath.Join(dir, rel), b, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestE2E_ConfdDir points the real agent at confd's own integration confdir, with a confd.toml
+// as a confd user has it (an etcd backend and a prefix), after the keys that confd's etcdv3
+// test writes under /prefix were stored in the appliance's view (as import --from-etcd
+// --prefix /prefix does): once --confdir renders the bytes confd's integration test expects;
+// a resource of ours adds uid, gid, mode, check_cmd with {{.src}} and reload_cmd.
+func TestE2E_ConfdDir(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	for k, v := range map[string]string{
+		"key": "foobar", "database/host": "127.0.0.1", "database/password": "p@sSw0rd", "database/port": "3306",
+		"database/username": "confd", "upstream/app1": "10.0.1.10:8080", "upstream/app2": "10.0.1.11:8080",
+	} {
+		srv.put("appliances/web/"+k, v)
+	}
+	e := newEnv(t, srv, "", "")
+	confd := filepath.Join(e.dir, "confd")
+	copyConfd(t, confd, e.path("out"))
+	write := func(name, text string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(confd, name), []byte(strings.ReplaceAll(text, "$DIR", e.dir)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("confd.toml", `backend = "etcdv3"
+nodes = ["http://127.0.0.1:2379"]
+prefix = "/prefix"
+watch = true
+log-level = "debug"
+`)
+	write("conf.d/zz-checked.toml", fmt.Sprintf(`[template]
+src = "basic.conf.tmpl"
+dest = "$DIR/out/checked.conf"
+keys = ["/database"]
+uid = %d
+gid = %d
+mode = "0600"
+check_cmd = "grep -q '^host=127.0.0.1$' {{.src}}"
+reload_cmd = "echo reloaded >> $DIR/reloads"
+`, os.Geteuid(), os.Getegid()))
+	if err := os.MkdirAll(e.path("out"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	agentCmd := func(args ...string) (int, string, string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, filepath.Join(binDir, "shoelace-agent"), append(args, "--config", e.config, "--confdir", confd)...)
+		cmd.Env = append(os.Environ(), "HOSTNAME=localhost") // as confd's integration test runs
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode(), stdout.String(), stderr.String()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return 0, stdout.String(), stderr.String()
+	}
+
+	code, stdout, stderr := agentCmd("validate")
+	if code != 0 || !strings.Contains(stdout, "ok, 6 templates") ||
+		!strings.Contains(stdout, "warning: "+confd+"/confd.toml: backend, nodes, watch, log-level ignored: the agent reads its keys from the Shoelace server") {
+		t.Fatalf("validate --confdir: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, _, stderr = agentCmd("once")
+	if code != 0 {
+		t.Fatalf("once --confdir: exit %d\n%s", code, stderr)
+	}
+	for dest, want := range map[string]string{
+		"confd-basic-test.conf": "basic.conf", "confd-exists-test.conf": "exists-test.conf",
+		"confd-iteration-test.conf": "iteration.conf", "confd-manykeys-test.conf": "basic.conf", "checked.conf": "basic.conf",
+	} {
+		if got, want := readFile(t, e.path("out/"+dest)), readFile(t, "testdata/confd/expect/"+want); got != want {
+			t.Errorf("%s:\n%s\nwant (confd's integration/expect/%s):\n%s", dest, got, want, want)
+		}
+	}
+	fi, err := os.Stat(e.path("out/checked.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); fi.Mode().Perm() != 0o600 || int(st.Uid) != os.Geteuid() || int(st.Gid) != os.Getegid() {
+		t.Errorf("checked.conf: mode %v owner %d:%d", fi.Mode().Perm(), st.Uid, st.Gid)
+	}
+	if got := commandLines(t, e.path("reloads")); len(got) != 1 {
+		t.Errorf("reload_cmd ran %d times, want once", len(got))
+	}
+
+	// A staged file that fails check_cmd is not installed, and reload_cmd does not run.
+	srv.put("appliances/web/database/host", "10.9.9.9")
+	code, _, stderr = agentCmd("once")
+	if code == 0 || !strings.Contains(stderr, "checked.conf") {
+		t.Fatalf("once with a failing check_cmd: exit %d\n%s", code, stderr)
+	}
+	if got := readFile(t, e.path("out/checked.conf")); !strings.Contains(got, "host=127.0.0.1\n") {
+		t.Errorf("checked.conf replaced although its check failed:\n%s", got)
+	}
+	if got := readFile(t, e.path("out/confd-basic-test.conf")); !strings.Contains(got, "host=10.9.9.9\n") {
+		t.Errorf("basic: %s", got)
+	}
+	if got := commandLines(t, e.path("reloads")); len(got) != 1 {
+		t.Errorf("reload_cmd ran %d times after a failed check, want still once", len(got))
+	}
+
+	// A field confd does not read is an error naming the file, the line and the field.
+	write("conf.d/bad.toml", "[template]\nsrc = \"basic.conf.tmpl\"\ndest = \"$DIR/out/bad.conf\"\nowner_name = \"nginx\"\n")
+	code, _, stderr = agentCmd("validate")
+	if want := confd + `/conf.d/bad.toml:4: unsupported field "owner_name" in [template]`; code != 1 || !strings.Contains(stderr, want) {
+		t.Fatalf("validate with a bad resource: exit %d, want 1 and %q:\n%s", code, want, stderr)
+	}
+}
+
+// TestConvertConfd_Golden: convert-confd of confd's own integration confdir, and of a confdir
+// shaped as confd's documentation shows one (confd.toml with an etcd backend and a prefix, uid,
+// gid, check_cmd, reload_cmd), prints the agent.yaml entries of the golden file ($CONFD
+// standing for the directory).
+func TestConvertConfd_Golden(t *testing.T) {
+	for _, name := range []string{"confd", "confd-nginx"} {
+		t.Run(name, func(t *testing.T) {
+			dir, err := filepath.Abs(filepath.Join("testdata", name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var stdout, stderr bytes.Buffer
+			if err := run(context.Background(), []string{"shoelace-agent", "convert-confd", filepath.Join("testdata", name)}, &stdout, &stderr); err != nil {
+				t.Fatalf("convert-confd: %v\n%s", err, stderr.String())
+			}
+			// What it prints is agent.yaml: every field is one the agent knows.
+			if _, err := agent.ParseConfig(name+".yaml", stdout.Bytes()); err != nil {
+				t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
+			}
+			got := strings.ReplaceAll(stdout.String(), dir, "$CONFD")
+			golden := filepath.Join("testdata", name+".convert.golden")
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if want := readFile(t, golden); got != want {
+				t.Fatalf("convert-confd printed:\n%s\nwant (%s):\n%s", got, golden, want)
+			}
+		})
+	}
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"shoelace-agent", "convert-confd"}, &stdout, &stderr); exitCode(err) != 2 {
+		t.Fatalf("convert-confd without a directory: %v (exit %d), want a usage error", err, exitCode(err))
+	}
+}

@@ -1,0 +1,581 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl"
+	"github.com/hashicorp/hcl/hcl/ast"
+	"github.com/urfave/cli/v2"
+
+	"github.com/shoelace-dev/shoelace/agent"
+	"github.com/shoelace-dev/shoelace/templates"
+)
+
+// The CLI, not the agent, holds the HCL parser: it stays off the VMs.
+
+func convertConsulTemplateCommand(e *cliEnv) *cli.Command {
+	return &cli.Command{
+		Name:      "convert-consul-template",
+		Usage:     "print the agent.yaml equivalent to a consul-template configuration file (HCL or JSON)",
+		UsageText: "shoelace convert-consul-template FILE.hcl",
+		Description: `Reads a consul-template v0.41.1 configuration file and prints, on stdout, the agent.yaml
+wait: and templates: that do the same here, each template in functions: consul-template.
+On stderr it names, with its line, every stanza and field that has no equivalent here (consul,
+vault, nomad, exec, syslog, …). Relative source and destination paths are taken relative to
+the file's directory. Exit 1 when the file cannot be read or holds no template.`,
+		Action: func(c *cli.Context) error {
+			args, err := wantArgs(c, 1, 1, "FILE.hcl")
+			if err != nil {
+				return err
+			}
+			data, err := os.ReadFile(args[0])
+			if err != nil {
+				return fmt.Errorf("convert-consul-template: %w", err)
+			}
+			conv, err := convertConsulTemplate(args[0], data)
+			if err != nil {
+				return fmt.Errorf("convert-consul-template: %w", err)
+			}
+			for _, n := range conv.notes {
+				fmt.Fprintf(e.stderr, "shoelace: %s\n", n)
+			}
+			out, err := conv.yaml(args[0])
+			if err != nil {
+				return err
+			}
+			_, err = e.stdout.Write(out)
+			return err
+		},
+	}
+}
+
+// ctConversion is a consul-template configuration converted: the agent's wait and templates,
+// and what has no equivalent here (one line each, naming file and line).
+type ctConversion struct {
+	wait     agent.Wait
+	tmpls    []agent.Template
+	comments [][]string
+	notes    []string
+}
+
+// ctNoEquivalent says, for each top-level setting of consul-template v0.41.1 that the agent has
+// no use for, why.
+var ctNoEquivalent = map[string]string{
+	"consul":               "the agent reads its keys from the Shoelace server (server: and token_file: in agent.yaml); copy Consul's KV with shoelace import",
+	"vault":                "there is no Vault source here: keep secrets under a secrets/ segment of the appliance's keys; Vault's template functions fail at parse time",
+	"nomad":                "there is no Nomad source here: Nomad's template functions fail at parse time",
+	"exec":                 "the agent supervises no child process: run the service under systemd and give its templates command: systemctl reload SERVICE",
+	"deduplicate":          "each agent reads its view from the server, which fans one change out to every agent",
+	"max_stale":            "the server answers every read from etcd, consistently",
+	"block_query_wait":     "the agent long-polls the server (DefaultPollWait)",
+	"err_on_failed_lookup": "a key that is missing is always an error outside a default (keyOr, keyOrDefault)",
+	"template_error_fatal": "a template that fails keeps its old file and fails the pass; the agent goes on with the others (once exits non-zero)",
+	"once":                 "run shoelace-agent once instead",
+	"log_level":            "give the agent --log-level (it logs JSON to stderr)",
+	"log_file":             "the agent logs to stderr, for journald",
+	"syslog":               "the agent logs to stderr, for journald",
+	"pid_file":             "the agent runs as a systemd service (shoelace-agent install)",
+	"kill_signal":          "the agent stops on SIGTERM and SIGINT",
+	"reload_signal":        "the agent reloads its config on SIGHUP",
+	"auth":                 "the agent authenticates to the server with its token_file",
+	"ssl":                  "the agent trusts the server's certificate through ca_file",
+}
+
+// ctTemplateNoEquivalent is the same for the fields of a template stanza.
+var ctTemplateNoEquivalent = map[string]string{
+	"error_fatal":        "a template that fails keeps its old file and fails the pass; the agent goes on with the others",
+	"function_denylist":  "every template function of consul-template mode is available; the local-file ones only with allow_file: true",
+	"function_blacklist": "every template function of consul-template mode is available; the local-file ones only with allow_file: true",
+	"sandbox_path":       "the template functions that read local files (file) are off unless allow_file: true, and then unrestricted",
+}
+
+// convertConsulTemplate converts a consul-template configuration (HCL or JSON, as consul-template
+// reads it with hashicorp/hcl v1).
+func convertConsulTemplate(name string, data []byte) (*ctConversion, error) {
+	f, err := hcl.ParseBytes(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	root, ok := f.Node.(*ast.ObjectList)
+	if !ok {
+		return nil, fmt.Errorf("%s: not a consul-template configuration (a list of settings and stanzas)", name)
+	}
+	conv := &ctConversion{}
+	dir := filepath.Dir(name)
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	var errs []string
+	var delims struct{ left, right string }
+	var tmplItems []*ast.ObjectItem
+	for _, item := range root.Items {
+		key := itemKey(item)
+		at := ctAt(name, item.Pos().Line)
+		switch {
+		case key == "template":
+			tmplItems = append(tmplItems, item)
+		case key == "wait":
+			w, err := ctWait(item.Val)
+			if err != nil {
+				errs = append(errs, fmt.Sprintf("%s: wait: %v", at, err))
+			} else {
+				conv.wait = w
+			}
+		case key == "default_delimiters":
+			m, err := ctObject(item.Val)
+			if err != nil {
+				errs = append(errs, fmt.Sprintf("%s: default_delimiters: %v", at, err))
+				continue
+			}
+			for k, v := range m {
+				s, _ := v.(string)
+				switch k {
+				case "left":
+					delims.left = s
+				case "right":
+					delims.right = s
+				default:
+					errs = append(errs, fmt.Sprintf("%s: default_delimiters: unknown field %q (left, right)", at, k))
+				}
+			}
+		case ctNoEquivalent[key] != "":
+			conv.notes = append(conv.notes, fmt.Sprintf("%s: %s has no equivalent here: %s", at, key, ctNoEquivalent[key]))
+		default:
+			errs = append(errs, fmt.Sprintf("%s: unknown setting %q (consul-template v0.41.1 refuses it too)", at, key))
+		}
+	}
+	var waits []string
+	for _, item := range tmplItems {
+		objs, err := ctObjects(item.Val)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: template: %v", ctAt(name, item.Pos().Line), err))
+			continue
+		}
+		for _, o := range objs {
+			t, w, terrs, notes := ctTemplate(name, dir, o)
+			errs = append(errs, terrs...)
+			conv.notes = append(conv.notes, notes...)
+			if t.LeftDelimiter == "" {
+				t.LeftDelimiter = delims.left
+			}
+			if t.RightDelimiter == "" {
+				t.RightDelimiter = delims.right
+			}
+			if w != "" {
+				waits = append(waits, w)
+			}
+			conv.tmpls = append(conv.tmpls, t)
+			conv.comments = append(conv.comments, []string{"from " + ctAt(name, o.Pos().Line)})
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.New(strings.Join(errs, "\n"))
+	}
+	if len(conv.tmpls) == 0 {
+		return nil, fmt.Errorf("%s: no template stanza to convert", name)
+	}
+	for _, w := range waits {
+		conv.notes = append(conv.notes, w)
+	}
+	return conv, nil
+}
+
+// yaml prints the conversion as agent.yaml's wait: and templates:.
+func (c *ctConversion) yaml(name string) ([]byte, error) {
+	head := []string{
+		fmt.Sprintf("Converted from the consul-template configuration %s by shoelace convert-consul-template.", name),
+		"Add server:, token_file: and appliance: (see DESIGN.md, \"Agent\"), then check it with shoelace-agent validate.",
+	}
+	return agent.TemplatesYAML(head, c.wait, c.tmpls, c.comments)
+}
+
+// ctTemplate converts one template stanza. wait is a note when the stanza has its own wait,
+// which the agent has only for all its templates.
+func ctTemplate(name, dir string, o *ast.ObjectType) (t agent.Template, wait string, errs, notes []string) {
+	t.Functions = templates.ModeConsulTemplate
+	var execCmd, execTimeout *ast.ObjectItem
+	var command, commandTimeout *ast.ObjectItem
+	var user, uid, group, gid *ast.ObjectItem
+	for _, item := range o.List.Items {
+		key := itemKey(item)
+		at := ctAt(name, item.Pos().Line)
+		bad := func(err error) { errs = append(errs, fmt.Sprintf("%s: template: %s: %v", at, key, err)) }
+		switch key {
+		case "source":
+			s, err := ctString(item.Val)
+			if err != nil {
+				bad(err)
+			}
+			t.Source = ctPath(dir, s)
+			if t.Source != s {
+				notes = append(notes, fmt.Sprintf("%s: template source %q is relative: converted to %s, from the file's directory (consul-template took it from its working directory)", at, s, t.Source))
+			}
+		case "contents":
+			s, err := ctString(item.Val)
+			if err != nil {
+				bad(err)
+			}
+			t.Contents = s
+		case "destination":
+			s, err := ctString(item.Val)
+			if err != nil {
+				bad(err)
+			}
+			t.Destination = ctPath(dir, s)
+			if t.Destination != s {
+				notes = append(notes, fmt.Sprintf("%s: template destination %q is relative: converted to %s, from the file's directory (consul-template took it from its working directory)", at, s, t.Destination))
+			}
+		case "create_dest_dirs":
+			if b, err := ctBool(item.Val); err != nil {
+				bad(err)
+			} else if !b {
+				notes = append(notes, fmt.Sprintf("%s: create_dest_dirs = false has no equivalent here: the agent creates a destination's missing directories", at))
+			}
+		case "error_on_missing_key":
+			b, err := ctBool(item.Val)
+			if err != nil {
+				bad(err)
+			}
+			t.ErrorOnMissingKey = b
+		case "perms":
+			p, err := ctPerms(item.Val)
+			if err != nil {
+				bad(err)
+			}
+			t.Perms = p
+		case "user":
+			user = item
+		case "uid":
+			uid = item
+		case "group":
+			group = item
+		case "gid":
+			gid = item
+		case "backup":
+			b, err := ctBool(item.Val)
+			if err != nil {
+				bad(err)
+			}
+			t.Backup = b
+		case "left_delimiter", "right_delimiter":
+			s, err := ctString(item.Val)
+			if err != nil {
+				bad(err)
+			}
+			if key == "left_delimiter" {
+				t.LeftDelimiter = s
+			} else {
+				t.RightDelimiter = s
+			}
+		case "command":
+			command = item
+		case "command_timeout":
+			commandTimeout = item
+		case "exec":
+			m, err := ctObjects(item.Val)
+			if err != nil || len(m) != 1 {
+				bad(errors.New("want one exec { command = …, timeout = … } block"))
+				continue
+			}
+			for _, ei := range m[0].List.Items {
+				switch k := itemKey(ei); k {
+				case "command":
+					execCmd = ei
+				case "timeout":
+					execTimeout = ei
+				default:
+					notes = append(notes, fmt.Sprintf("%s: template exec %s has no equivalent here: the template's command runs once per change, under /bin/sh -c, bounded by command_timeout", ctAt(name, ei.Pos().Line), k))
+				}
+			}
+		case "wait":
+			w, err := ctWait(item.Val)
+			if err != nil {
+				bad(err)
+				continue
+			}
+			wait = fmt.Sprintf("%s: template wait {min = %s, max = %s} has no per-template equivalent here: the agent's wait: applies to every template", at,
+				time.Duration(w.Min), time.Duration(w.Max))
+		default:
+			if why := ctTemplateNoEquivalent[key]; why != "" {
+				if ctEmpty(item.Val) {
+					continue // function_denylist = [], sandbox_path = "": nothing asked
+				}
+				notes = append(notes, fmt.Sprintf("%s: template %s has no equivalent here: %s", at, key, why))
+				continue
+			}
+			errs = append(errs, fmt.Sprintf("%s: template: unknown field %q (consul-template v0.41.1 refuses it too)", at, key))
+		}
+	}
+	// exec's command and timeout win over the older command and command_timeout, as in
+	// consul-template.
+	if execCmd != nil {
+		command = execCmd
+	}
+	if execTimeout != nil {
+		commandTimeout = execTimeout
+	}
+	if command != nil {
+		s, err := ctCommand(command.Val)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: template: command: %v", ctAt(name, command.Pos().Line), err))
+		}
+		t.Command = s
+	}
+	if commandTimeout != nil {
+		s, err := ctString(commandTimeout.Val)
+		d, perr := time.ParseDuration(s)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Sprintf("%s: template: command_timeout: %v", ctAt(name, commandTimeout.Pos().Line), err))
+		case perr != nil || d < 0:
+			errs = append(errs, fmt.Sprintf("%s: template: command_timeout %q is not a duration such as \"30s\"", ctAt(name, commandTimeout.Pos().Line), s))
+		default:
+			t.CommandTimeout = agent.Duration(d)
+		}
+	}
+	owner := func(name1 string, byName, byID *ast.ObjectItem) string {
+		if byName != nil && byID != nil {
+			errs = append(errs, fmt.Sprintf("%s: template: set %s or %s, not both", ctAt(name, byID.Pos().Line), name1, itemKey(byID)))
+		}
+		for _, it := range []*ast.ObjectItem{byName, byID} {
+			if it == nil {
+				continue
+			}
+			s, err := ctScalar(it.Val)
+			if err != nil {
+				errs = append(errs, fmt.Sprintf("%s: template: %s: %v", ctAt(name, it.Pos().Line), itemKey(it), err))
+			}
+			return s
+		}
+		return ""
+	}
+	t.Owner = owner("user", user, uid)
+	t.Group = owner("group", group, gid)
+	return t, wait, errs, notes
+}
+
+// ctEmpty reports whether a value is an empty string or list.
+func ctEmpty(n ast.Node) bool {
+	var v any
+	if err := hcl.DecodeObject(&v, n); err != nil {
+		return false
+	}
+	switch v := v.(type) {
+	case string:
+		return v == ""
+	case []any:
+		return len(v) == 0
+	}
+	return false
+}
+
+// ctAt is "file:line", or "file" where the parser kept no line (JSON).
+func ctAt(name string, line int) string {
+	if line <= 0 {
+		return name
+	}
+	return fmt.Sprintf("%s:%d", name, line)
+}
+
+// ctPath makes a relative path absolute from the configuration file's directory.
+func ctPath(dir, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
+}
+
+func itemKey(item *ast.ObjectItem) string {
+	if len(item.Keys) == 0 {
+		return ""
+	}
+	if s, ok := item.Keys[0].Token.Value().(string); ok {
+		return s
+	}
+	return item.Keys[0].Token.Text
+}
+
+// ctObjects returns the blocks of a stanza: one (template { … }) or a JSON list of them.
+func ctObjects(n ast.Node) ([]*ast.ObjectType, error) {
+	switch v := n.(type) {
+	case *ast.ObjectType:
+		return []*ast.ObjectType{v}, nil
+	case *ast.ListType:
+		var out []*ast.ObjectType
+		for _, e := range v.List {
+			o, ok := e.(*ast.ObjectType)
+			if !ok {
+				return nil, errors.New("want a block { … }")
+			}
+			out = append(out, o)
+		}
+		return out, nil
+	}
+	return nil, errors.New("want a block { … }")
+}
+
+func ctObject(n ast.Node) (map[string]any, error) {
+	var m map[string]any
+	if err := hcl.DecodeObject(&m, n); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func ctString(n ast.Node) (string, error) {
+	var s string
+	if err := hcl.DecodeObject(&s, n); err != nil {
+		return "", errors.New("want a string")
+	}
+	return s, nil
+}
+
+func ctBool(n ast.Node) (bool, error) {
+	var b bool
+	if err := hcl.DecodeObject(&b, n); err != nil {
+		return false, errors.New("want true or false")
+	}
+	return b, nil
+}
+
+// ctScalar reads a name or an id (user = "nginx", uid = 1000).
+func ctScalar(n ast.Node) (string, error) {
+	var v any
+	if err := hcl.DecodeObject(&v, n); err != nil {
+		return "", err
+	}
+	switch v := v.(type) {
+	case string:
+		return v, nil
+	case int, int64:
+		return fmt.Sprint(v), nil
+	}
+	return "", errors.New("want a name or a number")
+}
+
+// ctPerms reads perms as consul-template does: a string is octal ("0644"); a number is taken as
+// written by HCL (0644 in HCL is octal).
+func ctPerms(n ast.Node) (string, error) {
+	var v any
+	if err := hcl.DecodeObject(&v, n); err != nil {
+		return "", err
+	}
+	var m uint64
+	switch v := v.(type) {
+	case string:
+		p, err := strconv.ParseUint(v, 8, 32)
+		if err != nil {
+			return "", fmt.Errorf("%q is not an octal mode such as \"0644\"", v)
+		}
+		m = p
+	case int:
+		m = uint64(v)
+	case int64:
+		m = uint64(v)
+	default:
+		return "", errors.New("want an octal mode such as \"0644\"")
+	}
+	if m&^0o777 != 0 {
+		return "", fmt.Errorf("mode %#o: setuid, setgid and sticky bits are not supported here", m)
+	}
+	return fmt.Sprintf("%04o", m), nil
+}
+
+// ctCommand reads a command as consul-template runs it: one string runs under sh -c; a list of
+// several words runs without a shell, so each is quoted for /bin/sh -c here.
+func ctCommand(n ast.Node) (string, error) {
+	var v any
+	if err := hcl.DecodeObject(&v, n); err != nil {
+		return "", err
+	}
+	switch v := v.(type) {
+	case string:
+		return v, nil
+	case []any:
+		words := make([]string, 0, len(v))
+		for _, w := range v {
+			s, ok := w.(string)
+			if !ok {
+				return "", errors.New("want a string or a list of strings")
+			}
+			words = append(words, s)
+		}
+		if len(words) == 1 {
+			return words[0], nil
+		}
+		for i, w := range words {
+			words[i] = shellQuote(w)
+		}
+		return strings.Join(words, " "), nil
+	}
+	return "", errors.New("want a string or a list of strings")
+}
+
+// shellQuote quotes s for /bin/sh when it holds anything but plain word characters.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=@%+,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'"'"'`) + "'"
+}
+
+// ctWait reads a wait as consul-template does: "5s" (max 4 × min), "5s:10s", or a block
+// { min = "5s" max = "10s" }.
+func ctWait(n ast.Node) (agent.Wait, error) {
+	var v any
+	if err := hcl.DecodeObject(&v, n); err != nil {
+		return agent.Wait{}, err
+	}
+	var minS, maxS string
+	if m, ok := v.(map[string]any); ok {
+		v = []map[string]any{m}
+	}
+	switch v := v.(type) {
+	case string:
+		parts := strings.Split(strings.TrimSpace(v), ":")
+		if len(parts) > 2 {
+			return agent.Wait{}, fmt.Errorf("%q: want \"MIN\" or \"MIN:MAX\"", v)
+		}
+		minS = parts[0]
+		if len(parts) == 2 {
+			maxS = parts[1]
+		}
+	case []map[string]any:
+		for _, m := range v {
+			for k, val := range m {
+				s, _ := val.(string)
+				switch k {
+				case "min":
+					minS = s
+				case "max":
+					maxS = s
+				case "enabled":
+				default:
+					return agent.Wait{}, fmt.Errorf("unknown field %q (min, max)", k)
+				}
+			}
+		}
+	default:
+		return agent.Wait{}, errors.New("want \"MIN:MAX\" or { min = …, max = … }")
+	}
+	lo, err := time.ParseDuration(strings.TrimSpace(minS))
+	if err != nil {
+		return agent.Wait{}, fmt.Errorf("min %q is not a duration such as \"5s\"", minS)
+	}
+	hi := 4 * lo
+	if maxS != "" {
+		if hi, err = time.ParseDuration(strings.TrimSpace(maxS)); err != nil {
+			return agent.Wait{}, fmt.Errorf("max %q is not a duration such as \"10s\"", maxS)
+		}
+	}
+	if lo < 0 || hi < lo {
+		return agent.Wait{}, fmt.Errorf("min %s and max %s: want 0 ≤ min ≤ max", lo, hi)
+	}
+	return agent.Wait{Min: agent.Duration(lo), Max: agent.Duration(hi)}, nil
+}

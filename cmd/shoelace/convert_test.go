@@ -1,0 +1,84 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/shoelace-dev/shoelace/agent"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files of testdata")
+
+// TestConvertConsulTemplate_Golden converts consul-template's own documented configuration
+// (every HCL block of its docs/configuration.md) and ours, in HCL and JSON: stdout and stderr
+// are compared with the golden files.
+func TestConvertConsulTemplate_Golden(t *testing.T) {
+	dir, err := filepath.Abs("testdata/consul-template")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"example.hcl", "configuration.hcl", "web.hcl", "web.json"} {
+		t.Run(name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if err := run(context.Background(), []string{"shoelace", "convert-consul-template", filepath.Join(dir, name)}, strings.NewReader(""), &stdout, &stderr); err != nil {
+				t.Fatalf("convert-consul-template %s: %v\n%s", name, err, stderr.String())
+			}
+			// What it prints is agent.yaml: every field is one the agent knows.
+			if _, err := agent.ParseConfig(name+".yaml", stdout.Bytes()); err != nil {
+				t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
+			}
+			got := strings.ReplaceAll(stdout.String()+"---- stderr ----\n"+stderr.String(), dir, "$DIR")
+			golden := filepath.Join("testdata/consul-template", name+".golden")
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != string(want) {
+				t.Fatalf("convert-consul-template %s printed:\n%s\nwant (%s):\n%s", name, got, golden, want)
+			}
+		})
+	}
+}
+
+// TestConvertConsulTemplate_Invalid: what cannot be converted is an error naming the file, the
+// line and the rule.
+func TestConvertConsulTemplate_Invalid(t *testing.T) {
+	cases := []struct{ name, text, want string }{
+		{"syntax", "template {\n  source = \n}\n", "c.hcl: At 3:1"},
+		{"unknown setting", "colour = \"blue\"\ntemplate {\n destination = \"/a\"\n}\n", `c.hcl:1: unknown setting "colour" (consul-template v0.41.1 refuses it too)`},
+		{"unknown template field", "template {\n  destination = \"/a\"\n  destnation = \"/b\"\n}\n", `c.hcl:3: template: unknown field "destnation"`},
+		{"no template", "consul {\n}\n", "c.hcl: no template stanza to convert"},
+		{"bad perms", "template {\n  destination = \"/a\"\n  perms = \"rw\"\n}\n", `c.hcl:3: template: perms: "rw" is not an octal mode`},
+		{"setuid perms", "template {\n  destination = \"/a\"\n  perms = \"4755\"\n}\n", "c.hcl:3: template: perms: mode 04755: setuid, setgid and sticky bits are not supported"},
+		{"bad wait", "wait = \"5s:1s\"\ntemplate {\n  destination = \"/a\"\n}\n", "c.hcl:1: wait: min 5s and max 1s: want 0 ≤ min ≤ max"},
+		{"bad timeout", "template {\n  destination = \"/a\"\n  command_timeout = \"soon\"\n}\n", `c.hcl:3: template: command_timeout "soon" is not a duration`},
+		{"user and uid", "template {\n  destination = \"/a\"\n  user = \"root\"\n  uid = 0\n}\n", "c.hcl:4: template: set user or uid, not both"},
+		{"command not strings", "template {\n  destination = \"/a\"\n  command = [1, 2]\n}\n", "c.hcl:3: template: command: want a string or a list of strings"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "c.hcl")
+			if err := os.WriteFile(p, []byte(tc.text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), []string{"shoelace", "convert-consul-template", p}, strings.NewReader(""), &stdout, &stderr)
+			if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("convert-consul-template: %v (exit %d), want exit 1 and %q", err, exitCode(err), tc.want)
+			}
+			if stdout.Len() > 0 {
+				t.Fatalf("printed a conversion although it failed:\n%s", stdout.String())
+			}
+		})
+	}
+}

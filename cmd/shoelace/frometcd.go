@@ -1,0 +1,236 @@
+package main
+
+import (
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/store"
+)
+
+// The rule that maps a confd keyspace onto an appliance (DESIGN.md, "Coming from confd"): the
+// etcd key PREFIX/a/b becomes appliances/NAME/a/b, which a template in functions: confd with
+// prefix: PREFIX reads as getv "/a/b" (and as getv "PREFIX/a/b").
+
+func fromEtcdFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "from-etcd", Usage: "copy a confd keyspace from this etcd v3 (`URL`s, comma-separated) instead of reading FILE"},
+		&cli.StringFlag{Name: "prefix", Usage: "with --from-etcd: the confd prefix whose keys are copied (confd's prefix, such as /production/web)"},
+		&cli.StringFlag{Name: "appliance", Usage: "with --from-etcd: the appliance whose keys they become (appliances/`NAME`/…)"},
+		&cli.StringFlag{Name: "etcd-cacert", Usage: "with --from-etcd: PEM `FILE` of the CA that signs etcd's certificate"},
+		&cli.StringFlag{Name: "etcd-cert", Usage: "with --from-etcd: client certificate PEM `FILE`"},
+		&cli.StringFlag{Name: "etcd-key", Usage: "with --from-etcd: client key PEM `FILE`"},
+		&cli.BoolFlag{Name: "skip-refused", Usage: "with --from-etcd: import the other keys when some are refused (they are listed)"},
+	}
+}
+
+// refusedKey is an etcd key that cannot be imported, with why and the name it could have here.
+type refusedKey struct {
+	Key    string `json:"key"`
+	Reason string `json:"reason"`
+	// Rename is the key it could be imported as, once renamed in etcd; "" when none fits.
+	Rename string `json:"rename,omitempty"`
+}
+
+func (r refusedKey) String() string {
+	s := fmt.Sprintf("refused %q: %s", r.Key, r.Reason)
+	if r.Rename != "" {
+		s += fmt.Sprintf("; rename it so that it becomes %s", r.Rename)
+	}
+	return s
+}
+
+// mapConfdKeys maps the keys of a confd keyspace under prefix (as read from etcd) onto the
+// appliance's keys, and lists those that cannot be: the value at the prefix itself, an empty
+// segment, a trailing '/', a value that is not UTF-8, a name outside the key rules.
+func mapConfdKeys(kvs []store.ForeignKV, prefix, appliance string) (map[string]string, []refusedKey) {
+	root := api.ApplianceRoot(appliance)
+	keys := map[string]string{}
+	var refused []refusedKey
+	under := strings.TrimSuffix(prefix, "/") + "/"
+	for _, kv := range kvs {
+		k := string(kv.Key)
+		if !strings.HasPrefix(k, under) {
+			if k == strings.TrimSuffix(under, "/") {
+				refused = append(refused, refusedKey{Key: k, Reason: "the prefix itself holds a value, which has no name below the prefix"})
+			}
+			continue // a sibling such as /production/web-old: not under the prefix
+		}
+		rel := k[len(under):]
+		switch {
+		case !utf8.ValidString(k):
+			refused = append(refused, refusedKey{Key: k, Reason: "the key is not UTF-8 text", Rename: suggestKey(root, rel)})
+		case rel == "":
+			refused = append(refused, refusedKey{Key: k, Reason: "trailing '/': the key names a directory (as etcd v2 directories and some confd writers left them), not a value"})
+		case strings.HasSuffix(rel, "/"):
+			refused = append(refused, refusedKey{Key: k, Reason: "trailing '/': a key here names a value, never a directory", Rename: suggestKey(root, rel)})
+		case strings.HasPrefix(rel, "/") || strings.Contains(rel, "//"):
+			refused = append(refused, refusedKey{Key: k, Reason: "empty segment ('//'): every segment of a key must have a name", Rename: suggestKey(root, rel)})
+		case !utf8.Valid(kv.Value):
+			refused = append(refused, refusedKey{Key: k, Reason: "the value is not UTF-8 text (values here are text): store it base64-encoded and decode it in the template with base64Decode"})
+		default:
+			full := root + "/" + rel
+			if err := api.ValidateKey(full); err != nil {
+				refused = append(refused, refusedKey{Key: k, Reason: strings.TrimPrefix(err.Error(), "invalid key "), Rename: suggestKey(root, rel)})
+				continue
+			}
+			keys[full] = string(kv.Value)
+		}
+	}
+	return keys, refused
+}
+
+// suggestKey makes rel a valid key under root: empty segments dropped, each byte outside
+// [A-Za-z0-9._-] replaced by '-', a segment that starts with neither a letter nor a digit
+// prefixed with "x", long segments cut; "" when nothing valid is left.
+func suggestKey(root, rel string) string {
+	var segs []string
+	for _, s := range strings.Split(rel, "/") {
+		if s == "" {
+			continue
+		}
+		b := []byte(s)
+		for i, c := range b {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+				b[i] = '-'
+			}
+		}
+		s = string(b)
+		if c := s[0]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			s = "x" + s
+		}
+		if len(s) > api.MaxSegmentBytes {
+			s = s[:api.MaxSegmentBytes]
+		}
+		segs = append(segs, s)
+	}
+	if len(segs) == 0 {
+		return ""
+	}
+	k := root + "/" + strings.Join(segs, "/")
+	if api.ValidateKey(k) != nil {
+		return ""
+	}
+	return k
+}
+
+// importFromEtcd copies a confd keyspace from a live etcd v3 into an appliance, in one guarded
+// transaction: each key it creates must still be absent, and each it changes (--merge) must
+// still hold what was read, when the transaction commits.
+func (e *cliEnv) importFromEtcd(c *cli.Context) error {
+	if _, err := wantArgs(c, 0, 0, "--from-etcd URL --prefix PREFIX --appliance NAME"); err != nil {
+		return usagef("import: --from-etcd reads no FILE: give either FILE or --from-etcd")
+	}
+	if c.Bool("replace") {
+		return usagef("import: --replace does not go with --from-etcd: it adds the keyspace's keys (with --merge, changing those that differ)")
+	}
+	prefix, appliance := c.String("prefix"), c.String("appliance")
+	if prefix == "" || appliance == "" {
+		return usagef("import: --from-etcd needs --prefix (the confd prefix, such as /production/web) and --appliance NAME")
+	}
+	if err := api.ValidateSegment("appliance name", appliance); err != nil {
+		return usagef("import: --appliance: %v", err)
+	}
+	if !strings.HasPrefix(prefix, "/") {
+		return usagef("import: --prefix %q: a confd prefix starts with '/' (such as /production/web)", prefix)
+	}
+	prefix = path.Clean(prefix)
+	if _, err := jsonOutput(c); err != nil {
+		return err
+	}
+	s, err := e.connect(c)
+	if err != nil {
+		return err
+	}
+	defer s.cancel()
+	var endpoints []string
+	for _, ep := range strings.Split(c.String("from-etcd"), ",") {
+		if ep = strings.TrimSpace(ep); ep != "" {
+			endpoints = append(endpoints, ep)
+		}
+	}
+	// The range of the prefix as etcd reads it: the keys below it, the prefix itself, and
+	// siblings that start alike (/production/web-old), which mapConfdKeys leaves out.
+	kvs, etcdRev, err := store.ReadForeign(s.ctx, store.ForeignEtcd{Endpoints: endpoints, CACert: c.String("etcd-cacert"),
+		Cert: c.String("etcd-cert"), Key: c.String("etcd-key")}, prefix)
+	if err != nil {
+		return fmt.Errorf("import: %w", err)
+	}
+	keys, refused := mapConfdKeys(kvs, prefix, appliance)
+	for _, r := range refused {
+		fmt.Fprintf(e.stderr, "%s\n", r)
+	}
+	fmt.Fprintf(e.stderr, "etcd %s at revision %d: %d keys under %s, %d refused\n", strings.Join(endpoints, ","), etcdRev, len(keys)+len(refused), prefix, len(refused))
+	if len(refused) > 0 && !c.Bool("skip-refused") {
+		return fmt.Errorf("import: %d keys refused (listed above), nothing written: rename them in etcd, or give --skip-refused to import the %d others", len(refused), len(keys))
+	}
+	root := api.ApplianceRoot(appliance)
+	l, _, err := s.client.List(s.ctx, root, false)
+	if err != nil {
+		return fmt.Errorf("import: list %s: %w", root, err)
+	}
+	p, conflicts := planFromEtcd(keys, l.Entries, c.Bool("merge"))
+	if len(conflicts) > 0 {
+		return &exitCodeError{code: exitConflict, err: fmt.Errorf("import: %d keys of %s already hold other values, nothing written (give --merge to overwrite them): %s",
+			len(conflicts), root, strings.Join(conflicts, ", "))}
+	}
+	res := importResult{Mode: p.Mode, Put: len(p.Put), Omitted: []string{}}
+	summary := fmt.Sprintf("%d keys from %s into %s (%d already there)", len(p.Put), prefix, root, p.Unchanged)
+	if c.Bool("dry-run") {
+		return e.printDryRun(s.json, p, res, l.Revision, summary)
+	}
+	if len(p.Txn.Ops) == 0 {
+		fmt.Fprintf(e.stderr, "nothing to import: %s holds every key already\n", root)
+		res.Revision = l.Revision
+		return e.printImport(s.json, res)
+	}
+	rev, err := s.client.Import(s.ctx, p.Txn)
+	if err != nil {
+		return importTxnError(p, err)
+	}
+	res.Revision = rev
+	fmt.Fprintf(e.stderr, "imported %s\n", summary)
+	return e.printImport(s.json, res)
+}
+
+// planFromEtcd plans the transaction that writes keys into a store whose keys under the
+// appliance are current: a key that holds the value already is left alone; one that is absent
+// is put, guarded to be still absent; one that holds another value is a conflict, or with merge
+// is put, guarded at the revision it was read at.
+func planFromEtcd(keys map[string]string, current []api.KV, merge bool) (importPlan, []string) {
+	p := importPlan{Mode: modeMerge}
+	have := make(map[string]api.KV, len(current))
+	for _, kv := range current {
+		have[kv.Key] = kv
+	}
+	names := make([]string, 0, len(keys))
+	for k := range keys {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var conflicts []string
+	for _, k := range names {
+		cur, ok := have[k]
+		switch {
+		case ok && cur.Value == keys[k]:
+			p.Unchanged++
+			continue
+		case ok && !merge:
+			conflicts = append(conflicts, k)
+			continue
+		case ok:
+			p.Changed = append(p.Changed, k)
+		default:
+			p.Created = append(p.Created, k)
+		}
+		p.Put = append(p.Put, k)
+		p.Txn.Ops = append(p.Txn.Ops, api.Op{Op: api.OpPut, Key: k, Value: keys[k]})
+		p.Txn.Guards = append(p.Txn.Guards, api.Guard{Key: k, ModRevision: cur.ModRevision})
+	}
+	return p, conflicts
+}

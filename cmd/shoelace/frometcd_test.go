@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/store"
+)
+
+// confdEtcd starts an etcd v3 of its own, as a confd user has one, holding keys.
+func confdEtcd(t *testing.T, keys map[string]string) (endpoint string, cli *clientv3.Client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ee, err := store.StartEmbedded(ctx, store.EmbedConfig{Dir: filepath.Join(t.TempDir(), "etcd"), LogLevel: "error", UnsafeFast: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ee.Close() })
+	cli, err = clientv3.New(clientv3.Config{Endpoints: ee.Endpoints(), DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	for k, v := range keys {
+		if _, err := cli.Put(ctx, k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ee.Endpoints()[0], cli
+}
+
+// TestE2E_ImportFromEtcd copies the keyspace of confd's own etcdv3 integration test (its keys
+// under /prefix) from a real etcd into an appliance, with keys no confd user should lose
+// silently: each refused one is named with the rule and the name it could have.
+func TestE2E_ImportFromEtcd(t *testing.T) {
+	good := map[string]string{
+		"/prefix/database/host": "127.0.0.1", "/prefix/database/password": "p@sSw0rd", "/prefix/database/port": "3306",
+		"/prefix/database/username": "confd", "/prefix/upstream/app1": "10.0.1.10:8080", "/prefix/upstream/app2": "10.0.1.11:8080",
+		"/prefix/nginx/secrets/tls.key": "-----BEGIN KEY-----\n",
+	}
+	bad := map[string]string{
+		"/prefix":               "value at the prefix",
+		"/prefix/app//port":     "80",
+		"/prefix/dir/":          "",
+		"/prefix/blob":          "\xff\xfe\x00",
+		"/prefix/has space/key": "x",
+		"/prefix/.hidden":       "x",
+	}
+	all := map[string]string{"/key": "foobar", "/prefixed/other": "a sibling", "/other/x": "y"}
+	for k, v := range good {
+		all[k] = v
+	}
+	for k, v := range bad {
+		all[k] = v
+	}
+	endpoint, etcd := confdEtcd(t, all)
+	srv := freshServer(t)
+	c := newCLI(t, srv)
+	c.ok("kv", "put", "appliances/other/keep", "x")
+	before, rev := storeContent(t, c)
+	args := []string{"import", "--from-etcd", endpoint, "--prefix", "/prefix", "--appliance", "web"}
+
+	// Refused keys: each named with its reason, nothing written.
+	r := c.run(args...)
+	if r.code != 1 || !strings.Contains(r.stderr, "shoelace: import: 6 keys refused (listed above), nothing written") {
+		t.Fatalf("import with refused keys: %s", r)
+	}
+	for _, want := range []string{
+		`refused "/prefix": the prefix itself holds a value`,
+		`refused "/prefix/app//port": empty segment ('//'): every segment of a key must have a name; rename it so that it becomes appliances/web/app/port`,
+		`refused "/prefix/dir/": trailing '/': a key here names a value, never a directory; rename it so that it becomes appliances/web/dir`,
+		`refused "/prefix/blob": the value is not UTF-8 text`,
+		`refused "/prefix/has space/key": "appliances/web/has space/key": segment 3 "has space" has ' '; only letters, digits, '.', '_' and '-' are allowed; rename it so that it becomes appliances/web/has-space/key`,
+		`refused "/prefix/.hidden": "appliances/web/.hidden": segment 3 ".hidden" must start with a letter or digit; rename it so that it becomes appliances/web/x.hidden`,
+	} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	if strings.Contains(r.stderr, "prefixed") || strings.Contains(r.stderr, "/other/x") {
+		t.Errorf("keys outside the prefix mentioned:\n%s", r.stderr)
+	}
+	assertUnchanged(t, c, before, rev)
+
+	// --dry-run --skip-refused: the plan, nothing written.
+	r = c.run(append(args, "--skip-refused", "--dry-run")...)
+	if r.code != 0 {
+		t.Fatalf("dry run: %s", r)
+	}
+	var want []string
+	for k := range good {
+		want = append(want, "+ appliances/web"+strings.TrimPrefix(k, "/prefix"))
+	}
+	if got := strings.Count(r.stdout, "\n"); got != len(want) {
+		t.Fatalf("dry run printed:\n%s\nwant %d keys created", r.stdout, len(want))
+	}
+	for _, w := range want {
+		if !strings.Contains(r.stdout, w+"\n") {
+			t.Errorf("dry run lacks %q:\n%s", w, r.stdout)
+		}
+	}
+	assertUnchanged(t, c, before, rev)
+
+	// The import: one transaction (one revision), every good key, nothing else touched.
+	r = c.run(append(args, "--skip-refused")...)
+	if r.code != 0 || !strings.Contains(r.stderr, "imported 7 keys from /prefix into appliances/web") {
+		t.Fatalf("import: %s", r)
+	}
+	after, rev2 := storeContent(t, c)
+	if rev2 != rev+1 {
+		t.Errorf("revision %d after the import, want %d: one transaction", rev2, rev+1)
+	}
+	wantStore := map[string]string{"appliances/other/keep": "x"}
+	for k, v := range good {
+		wantStore["appliances/web"+strings.TrimPrefix(k, "/prefix")] = v
+	}
+	if !reflect.DeepEqual(after, wantStore) {
+		t.Fatalf("store = %q\nwant %q", after, wantStore)
+	}
+
+	// Again: nothing to do. A value changed in etcd: a conflict (exit 4) unless --merge.
+	if r = c.run(append(args, "--skip-refused")...); r.code != 0 || !strings.Contains(r.stderr, "nothing to import") {
+		t.Fatalf("second import: %s", r)
+	}
+	if _, err := etcd.Put(context.Background(), "/prefix/database/port", "3307"); err != nil {
+		t.Fatal(err)
+	}
+	r = c.run(append(args, "--skip-refused")...)
+	if r.code != 4 || !strings.Contains(r.stderr, "1 keys of appliances/web already hold other values, nothing written (give --merge to overwrite them): appliances/web/database/port") {
+		t.Fatalf("import over a changed key: %s", r)
+	}
+	if r = c.run(append(args, "--skip-refused", "--merge")...); r.code != 0 {
+		t.Fatalf("import --merge: %s", r)
+	}
+	if got := c.ok("kv", "get", "appliances/web/database/port"); got != "3307" {
+		t.Fatalf("port = %q after --merge", got)
+	}
+
+	// Flags that need each other.
+	c.fails(2, "--from-etcd needs --prefix", "import", "--from-etcd", endpoint, "--appliance", "web")
+	c.fails(2, "--prefix goes with --from-etcd", "import", "f.json", "--prefix", "/p")
+	c.fails(2, "--replace does not go with --from-etcd", append(args, "--replace")...)
+	c.fails(2, `a confd prefix starts with '/'`, "import", "--from-etcd", endpoint, "--prefix", "prefix", "--appliance", "web")
+}
+
+// TestPlanFromEtcd: a key created is guarded to be still absent, a key changed (--merge) to
+// hold still what was read, and a key equal is left out of the transaction.
+func TestPlanFromEtcd(t *testing.T) {
+	keys := map[string]string{"appliances/web/a": "1", "appliances/web/b": "2", "appliances/web/c": "3"}
+	current := []api.KV{{Key: "appliances/web/b", Value: "2", ModRevision: 7}, {Key: "appliances/web/c", Value: "old", ModRevision: 9}}
+	p, conflicts := planFromEtcd(keys, current, false)
+	if !reflect.DeepEqual(conflicts, []string{"appliances/web/c"}) {
+		t.Fatalf("conflicts = %q", conflicts)
+	}
+	p, conflicts = planFromEtcd(keys, current, true)
+	wantOps := []api.Op{{Op: api.OpPut, Key: "appliances/web/a", Value: "1"}, {Op: api.OpPut, Key: "appliances/web/c", Value: "3"}}
+	wantGuards := []api.Guard{{Key: "appliances/web/a", ModRevision: 0}, {Key: "appliances/web/c", ModRevision: 9}}
+	if len(conflicts) != 0 || !reflect.DeepEqual(p.Txn.Ops, wantOps) || !reflect.DeepEqual(p.Txn.Guards, wantGuards) || p.Unchanged != 1 {
+		t.Fatalf("plan = %+v, conflicts %q", p, conflicts)
+	}
+}
+
+// TestKVPut_ConfdPath: a key written the confd way says how to write it here.
+func TestKVPut_ConfdPath(t *testing.T) {
+	for key, want := range map[string]string{
+		"/app/db/host":       `a leading '/' is a confd-style path; keys here have none and live under an appliance or shared/: write appliances/NAME/app/db/host (one appliance's view) or shared/app/db/host (every appliance's)`,
+		"/appliances/web/x":  "keys have no leading '/': did you mean appliances/web/x?",
+		"/shared/system/ntp": "did you mean shared/system/ntp?",
+		"//app/db/host":      "write appliances/NAME/app/db/host",
+	} {
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), []string{"shoelace", "kv", "put", key, "v", "--addr", "http://127.0.0.1:1"}, strings.NewReader(""), &stdout, &stderr)
+		if err == nil || !strings.Contains(err.Error(), want) || exitCode(err) != 1 {
+			t.Errorf("kv put %s: %v (exit %d), want exit 1 and %q", key, err, exitCode(err), want)
+		}
+	}
+}
