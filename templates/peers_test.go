@@ -150,35 +150,8 @@ func compareWithPeer(t *testing.T, tool, name, got, want string) {
 // writeConfdBytes renders names with the real confd (etcd v3 backend) against a real etcd
 // holding testdata/view.json, and stores the outputs.
 func writeConfdBytes(t *testing.T, dir string, names []string) {
-	etcd, etcdctl, confd := filepath.Join(dir, "etcd"), filepath.Join(dir, "etcdctl"), filepath.Join(dir, "confd")
+	ctl, client := startEtcd(t, dir)
 	tmp := t.TempDir()
-	client, peer := "http://"+freeAddr(t), "http://"+freeAddr(t)
-	srv := exec.Command(etcd, "--name", "parity", "--data-dir", filepath.Join(tmp, "etcd"),
-		"--listen-client-urls", client, "--advertise-client-urls", client,
-		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-		"--initial-cluster", "parity="+peer, "--log-level", "error")
-	srv.Stderr = os.Stderr
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = srv.Process.Kill()
-		_ = srv.Wait()
-	})
-	ctl := func(args ...string) error {
-		out, err := exec.Command(etcdctl, append([]string{"--endpoints", client}, args...)...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("etcdctl %s: %w: %s", args[0], err, out)
-		}
-		return nil
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for ctl("endpoint", "health") != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("etcd did not become healthy in 30s")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 	for k, v := range MustView(t).Keys {
 		if err := ctl("put", "/"+k, "--", v); err != nil {
 			t.Fatal(err)
@@ -200,7 +173,7 @@ func writeConfdBytes(t *testing.T, dir string, names []string) {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command(confd, "-onetime", "-backend", "etcdv3", "-node", client, "-confdir", confdir, "-log-level", "error")
+	cmd := exec.Command(filepath.Join(dir, "confd"), "-onetime", "-backend", "etcdv3", "-node", client, "-confdir", confdir, "-log-level", "error")
 	cmd.Env = peerEnv()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("confd: %v\n%s", err, out)
@@ -208,6 +181,41 @@ func writeConfdBytes(t *testing.T, dir string, names []string) {
 	for _, name := range names {
 		storePeerBytes(t, "confd", name, filepath.Join(confdir, "out", name))
 	}
+}
+
+// startEtcd starts the real etcd of dir (build-peers.sh) on loopback ports and returns a way to
+// run its etcdctl against it, and its client URL.
+func startEtcd(t *testing.T, dir string) (ctl func(args ...string) error, client string) {
+	etcd, etcdctl := filepath.Join(dir, "etcd"), filepath.Join(dir, "etcdctl")
+	tmp := t.TempDir()
+	client, peer := "http://"+freeAddr(t), "http://"+freeAddr(t)
+	srv := exec.Command(etcd, "--name", "parity", "--data-dir", filepath.Join(tmp, "etcd"),
+		"--listen-client-urls", client, "--advertise-client-urls", client,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+		"--initial-cluster", "parity="+peer, "--log-level", "error")
+	srv.Stderr = os.Stderr
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = srv.Process.Kill()
+		_ = srv.Wait()
+	})
+	ctl = func(args ...string) error {
+		out, err := exec.Command(etcdctl, append([]string{"--endpoints", client}, args...)...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("etcdctl %s: %w: %s", args[0], err, out)
+		}
+		return nil
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for ctl("endpoint", "health") != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("etcd did not become healthy in 30s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return ctl, client
 }
 
 // writeConsulTemplateBytes renders names with the real consul-template, whose only KV backend
