@@ -9,11 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"sort"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/Masterminds/sprig/v3"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 )
@@ -39,6 +42,7 @@ type peerCase struct {
 	ErrorOnMissingKey bool              `json:"error_on_missing_key,omitempty"`
 	LeftDelim         string            `json:"left_delim,omitempty"`
 	RightDelim        string            `json:"right_delim,omitempty"`
+	AllowFile         bool              `json:"allow_file,omitempty"`
 	// Other names inputs of the peer's test that are not keys (Consul catalog, Vault, Nomad):
 	// the case can only be refused here.
 	Other []string `json:"other_inputs,omitempty"`
@@ -91,7 +95,7 @@ func loadPeerCases(t *testing.T, tool string) []namedCase {
 
 func (c namedCase) options(tool string) Options {
 	return Options{Name: c.name, Functions: peerModes[tool], ErrorOnMissingKey: c.ErrorOnMissingKey,
-		LeftDelim: c.LeftDelim, RightDelim: c.RightDelim}
+		LeftDelim: c.LeftDelim, RightDelim: c.RightDelim, AllowFile: c.AllowFile}
 }
 
 // data is the view Shoelace renders the case from: the case's keys as view paths. A key the
@@ -321,4 +325,47 @@ func caseEnv(c namedCase) []string {
 func lastLine(b []byte) string {
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	return lines[len(lines)-1]
+}
+
+// TestPeerCases_EveryFunctionCovered: every function a peer's mode defines either renders the
+// peer's bytes in at least one case, or is refused at parse time; sprig_* are sprig's own
+// hermetic functions, the very ones consul-template calls (same sprig version in go.mod).
+func TestPeerCases_EveryFunctionCovered(t *testing.T) {
+	hermetic := sprig.HermeticTxtFuncMap()
+	for tool, mode := range peerModes {
+		covered := map[string]bool{}
+		for _, c := range loadPeerCases(t, tool) {
+			want, err := os.ReadFile(casePath(tool, c.name, ".out"))
+			if err != nil {
+				continue
+			}
+			tmpl, err := Parse(c.Template, c.options(tool))
+			if err != nil {
+				continue
+			}
+			if res, err := tmpl.Execute(c.data()); err == nil && string(res.Output) == string(want) {
+				for _, fn := range tmpl.Functions() {
+					covered[fn] = true
+				}
+			}
+		}
+		tmpl := &Template{mode: mode}
+		refused := refusedIn(mode)
+		var missing []string
+		for name, fn := range parseFuncMap(tmpl) {
+			if _, ok := refused[name]; ok || covered[name] {
+				continue
+			}
+			if s, ok := strings.CutPrefix(name, "sprig_"); ok && mode == ModeConsulTemplate {
+				if h, ok := hermetic[s]; ok && reflect.ValueOf(h).Pointer() == reflect.ValueOf(fn).Pointer() {
+					continue
+				}
+			}
+			missing = append(missing, name)
+		}
+		sort.Strings(missing)
+		if len(missing) > 0 {
+			t.Errorf("%s mode: functions neither shown identical to %s by a case nor refused: %v", mode, tool, missing)
+		}
+	}
 }
