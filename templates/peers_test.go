@@ -62,6 +62,18 @@ func TestPeerParity(t *testing.T) {
 					t.Fatal(err)
 				}
 				compareWithPeer(t, tool, name, string(res.Output), string(want))
+
+				// In the peer's own mode, the bytes are the peer's, known differences included.
+				tmpl, err = Parse(input, Options{Name: name, Functions: peerModes[tool]})
+				if err != nil {
+					t.Fatalf("in %s mode: %v", peerModes[tool], err)
+				}
+				if res, err = tmpl.Execute(view); err != nil {
+					t.Fatalf("in %s mode: %v", peerModes[tool], err)
+				}
+				if got := string(res.Output); got != string(want) {
+					t.Errorf("in %s mode, the output differs from %s's\n--- shoelace\n%s\n--- %s\n%s", peerModes[tool], tool, got, tool, want)
+				}
 			})
 		}
 	}

@@ -579,3 +579,34 @@ func sortedNames(m map[string][]parse.Node) []string {
 	sort.Strings(out)
 	return out
 }
+
+// confdMeanings are the names whose meaning in native mode differs from confd's, each with
+// both meanings and what a confd template must change (Template.Warnings).
+var confdMeanings = map[string]string{
+	"ls":             "native `ls P` is consul-template's (items with .Key, .Value, .Path of the direct children that hold a value); confd's `ls P` gives the names of all children: use `keys P`",
+	"contains":       "native `contains NEEDLE HAYSTACK` is consul-template's (`$s | contains \"x\"`); confd's is `contains S SUBSTR` (strings.Contains): swap the arguments",
+	"trimSuffix":     "native `trimSuffix SUFFIX S` is consul-template's and sprig's; confd's is `trimSuffix S SUFFIX`: swap the arguments",
+	"split":          "native `split SEP S` is consul-template's (a list, surrounding space trimmed); confd's is `split S SEP` (strings.Split): swap the arguments",
+	"seq":            "native `seq` is sprig's (a string \"1 2 3\"); confd's `seq FIRST LAST` gives a list of integers: use `untilStep FIRST (add LAST 1) 1`",
+	"atoi":           "native `atoi` is sprig's (0 for a value that is not a number); confd's fails the render",
+	"reverse":        "native `reverse` is sprig's (a reversed copy of any list); confd's reverses in place and leaves the result of gets unchanged",
+	"sortByLength":   "native `sortByLength` returns a stable sorted copy; confd's sorts in place, not stably (keys of equal length may come in another order)",
+	"sortKVByLength": "native `sortKVByLength` returns a stable sorted copy; confd's sorts in place, not stably (keys of equal length may come in another order)",
+}
+
+// Warnings lists, for a native-mode template, the functions it calls whose meaning differs
+// from confd's function of the same name, each naming both meanings: a template written for
+// confd renders other bytes with them unless it sets `functions: confd`. `validate` shows
+// them. Other modes have none: their functions are their peer's.
+func (t *Template) Warnings() []string {
+	if t.mode != ModeNative {
+		return nil
+	}
+	var out []string
+	for _, fn := range sortedNames(t.used) {
+		if m, ok := confdMeanings[fn]; ok {
+			out = append(out, fmt.Sprintf("%s: %s; or set functions: confd on this template", fn, m))
+		}
+	}
+	return out
+}
