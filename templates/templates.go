@@ -177,7 +177,7 @@ func Parse(text string, opts Options) (*Template, error) {
 		if fileFuncsIn(mode)[fn] && !opts.AllowFile {
 			return nil, t.nodeError(nodes[0], fmt.Sprintf("function %q is disabled: it reads local files, which is off unless the template sets allow_file: true in the agent config", fn))
 		}
-		if nondeterministic[fn] || mode != ModeConfd && fn == "timestamp" {
+		if nondeterministic[fn] || mode == ModeConsulTemplate && nondeterministic[strings.TrimPrefix(fn, "sprig_")] || mode != ModeConfd && fn == "timestamp" {
 			t.nondet = append(t.nondet, fn)
 		}
 	}
