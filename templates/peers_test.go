@@ -111,14 +111,17 @@ func readGolden(t *testing.T, name string) (input, want string) {
 	return input, want
 }
 
-// knownDiffs are the lines of peer goldens where Shoelace renders differently from the peer,
-// by golden and then by the line's label (its text up to the first ':'). Each is documented in
-// templates/README.md; issue 17 decides which to close. TestPeerParity checks that each line
-// still differs, so that closing one fails the test until its entry is removed.
+// knownDiffs are the lines of peer goldens where native mode renders differently from the peer
+// on purpose, by golden and then by the line's label (its text up to the first ':'). Each is
+// documented in templates/README.md; in the peer's own mode (functions: confd or
+// consul-template) the goldens render the peer's bytes exactly, these lines included.
+// TestPeerParity checks that each line still differs in native mode, so that closing one fails
+// the test until its entry is removed.
 //
-// Found with the peers but kept out of the goldens, because one side fails the render:
-// confd's getv "/db/port/" "d" gives the default (no such key), Shoelace refuses the key (a
-// trailing '/'); confd's getv "db/port" (no leading '/') fails, Shoelace reads db/port.
+// Found with the peers but kept out of the goldens, because one side fails the render in native
+// mode: confd's getv "/db/port/" "d" gives the default (no such key), native refuses the key (a
+// trailing '/'); confd's getv "db/port" (no leading '/') fails, native reads db/port. confd mode
+// gives confd's answers to both (testdata/peers/cases/confd/probe-getv-edges).
 var knownDiffs = map[string]map[string]string{
 	"confd-edges": {
 		"lsdir root": `confd's lsdir "/" lists nothing (memkv splits "/" into two empty terms); Shoelace lists the root's children`,
