@@ -432,9 +432,11 @@ func ctUnescapedJSON(name string, v any, indent string) (string, error) {
 	return strings.TrimRight(b.String(), "\r\n"), nil
 }
 
-var ctTitle = cases.Title(language.Und, cases.NoLower)
-
-func ctToTitle(s string) (string, error) { return ctTitle.String(s), nil }
+// ctToTitle is consul-template's toTitle. A cases.Caser keeps state: one per call, as
+// consul-template does, so that concurrent renders do not share it.
+func ctToTitle(s string) (string, error) {
+	return cases.Title(language.Und, cases.NoLower).String(s), nil
+}
 
 // ctToYAML is consul-template's toYAML (yaml.v2's layout), without surrounding space.
 func ctToYAML(v any) (string, error) {

@@ -2,8 +2,10 @@ package templates
 
 import (
 	"errors"
+	"fmt"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -201,5 +203,34 @@ func TestWarnings_NativeNamesWithConfdMeaning(t *testing.T) {
 		if w := mustParse(t, `{{ls "/a"}}{{contains "a" "b"}}`, Options{Functions: mode}).Warnings(); w != nil {
 			t.Errorf("%s mode: Warnings = %q, want none", mode, w)
 		}
+	}
+}
+
+// TestExecute_ConcurrentHelpers renders consul-template's helpers (toTitle's caser, scratch,
+// loop) from many goroutines: each render has its own state (run with -race).
+func TestExecute_ConcurrentHelpers(t *testing.T) {
+	tmpl := mustParse(t, `{{key "n" | toTitle}} {{scratch.Set "a" (key "n")}}{{scratch.Get "a"}} {{range loop 2}}{{.}}{{end}}`,
+		Options{Functions: ModeConsulTemplate})
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n := fmt.Sprintf("élan %d o'neil", i)
+			res, err := tmpl.Execute(Data{Keys: map[string]string{"n": n}})
+			if err != nil {
+				errs <- err
+				return
+			}
+			if want := fmt.Sprintf("Élan %d O'neil élan %d o'neil 01", i, i); string(res.Output) != want {
+				errs <- fmt.Errorf("output %q, want %q", res.Output, want)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }

@@ -32,13 +32,17 @@ type Options struct {
 	AllowFile bool
 	// MaxOutputBytes bounds the rendered output; 0 means DefaultMaxOutputBytes, < 0 no limit.
 	MaxOutputBytes int
-	// Functions is the function set: ModeNative ("" too), ModeConfd or ModeConsulTemplate.
+	// Functions is the function set: ModeNative ("" too), ModeConfd or ModeConsulTemplate
+	// (README.md, "Function modes"). Another value fails Parse.
 	Functions string
 	// ErrorOnMissingKey, in consul-template mode, makes a missing map key or field an error
-	// (consul-template's error_on_missing_key); native and confd modes always treat it as one.
+	// (consul-template's error_on_missing_key; without it they print "<no value>" as there);
+	// native and confd modes always treat one as an error.
 	ErrorOnMissingKey bool
-	// Prefix, in confd mode, is the confd keyspace prefix the view stands for: a key path under
-	// it is read relative to it ("/production/web/db/host" and "/db/host" are both db/host).
+	// Prefix, in confd mode, is the confd keyspace prefix the view stands for ("/production/web"):
+	// a key, path or pattern argument under it is read relative to it, and keys that get and
+	// gets return keep it; any other argument is read as is ("/production/web/db/host" and
+	// "/db/host" are both db/host). Leading and trailing '/' do not matter.
 	Prefix string
 }
 
