@@ -1,7 +1,6 @@
 package templates
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -39,66 +38,130 @@ var nondeterministic = map[string]bool{
 	"getHostByName": true,
 }
 
-// fileFuncs read the local file system; they need Options.AllowFile.
-var fileFuncs = map[string]bool{"file": true, "fileExists": true}
+// fileFuncsIn are the functions of a mode that read the local file system; they need
+// Options.AllowFile.
+func fileFuncsIn(mode string) map[string]bool {
+	switch mode {
+	case ModeConfd:
+		return map[string]bool{"fileExists": true}
+	case ModeConsulTemplate:
+		return map[string]bool{"file": true}
+	}
+	return map[string]bool{"file": true, "fileExists": true}
+}
 
-// unsupported are functions of confd that Shoelace refuses at parse time, with the reason.
-var unsupported = map[string]string{
-	"lookupIP":   "DNS lookups at render time make the output depend on the network, not on the view, and Shoelace re-renders only when the view changes; put the addresses in keys",
-	"lookupIPV4": "DNS lookups at render time make the output depend on the network, not on the view, and Shoelace re-renders only when the view changes; put the addresses in keys",
-	"lookupIPV6": "DNS lookups at render time make the output depend on the network, not on the view, and Shoelace re-renders only when the view changes; put the addresses in keys",
-	"lookupSRV":  "DNS lookups at render time make the output depend on the network, not on the view, and Shoelace re-renders only when the view changes; put the addresses in keys",
-	"cget":       "confd's PGP-encrypted values are not supported; store the value under a path with a `secrets` segment and use getv or key",
-	"cgets":      "confd's PGP-encrypted values are not supported; store the values under a path with a `secrets` segment and use gets",
-	"cgetv":      "confd's PGP-encrypted values are not supported; store the value under a path with a `secrets` segment and use getv or key",
-	"cgetvs":     "confd's PGP-encrypted values are not supported; store the values under a path with a `secrets` segment and use getvs",
+// refusedIn are the functions a mode refuses at parse time, with the reason. Native mode
+// refuses the peers' functions it cannot give either.
+func refusedIn(mode string) map[string]string {
+	switch mode {
+	case ModeConfd:
+		return confdRefused
+	case ModeConsulTemplate:
+		return ctRefused
+	}
+	return nativeRefused
+}
+
+var nativeRefused = mergeReasons(ctRefused, confdRefused)
+
+func mergeReasons(maps ...map[string]string) map[string]string {
+	out := map[string]string{}
+	for _, m := range maps {
+		for k, v := range m {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // sprigFuncs is sprig's text/template function set, built once.
 var sprigFuncs = sprig.TxtFuncMap()
 
-// parseFuncMap is the whole function map, with the view functions bound to an empty state:
-// parsing needs only the names, and Execute rebinds them to the real view.
-func parseFuncMap(opts Options) template.FuncMap {
+// modeStatic is each mode's functions that do not read the view.
+var modeStatic = map[string]template.FuncMap{
+	ModeNative:         nativeStatic(),
+	ModeConfd:          confdStatic,
+	ModeConsulTemplate: mergeFuncs(ctHelpers, ctSprig),
+}
+
+func mergeFuncs(maps ...template.FuncMap) template.FuncMap {
+	out := template.FuncMap{}
+	for _, m := range maps {
+		for k, v := range m {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// parseFuncMap is a mode's whole function map, with the view functions bound to an empty
+// state: parsing needs only the names, and Execute rebinds them to the real view. Refused
+// functions are there too, so that Parse can name them with the reason.
+func parseFuncMap(t *Template) template.FuncMap {
 	m := template.FuncMap{}
-	for k, v := range sprigFuncs {
-		m[k] = v
-	}
-	for k, v := range staticFuncs {
-		m[k] = v
-	}
-	for k := range unsupported {
+	for k := range refusedIn(t.mode) {
 		name := k
 		m[k] = func(...any) (string, error) { return "", fmt.Errorf("function %q is not supported", name) }
 	}
-	st := newState(&Template{name: opts.Name, opts: opts}, Data{})
-	for k, v := range st.funcs() {
+	for k, v := range modeStatic[t.mode] {
+		m[k] = v
+	}
+	for k, v := range newState(t, Data{}).funcs() {
 		m[k] = v
 	}
 	return m
 }
 
+// nativeStatic is sprig's functions, then Shoelace's and the peers' aliases, then
+// consul-template's helpers, which take over where a name clashes (README.md, "Name clashes").
+func nativeStatic() template.FuncMap {
+	m := mergeFuncs(sprigFuncs, staticFuncs, ctHelpers)
+	m["join"] = joinDispatch // consul-template's join SEP LIST, or confd's join LIST SEP
+	m["trim"] = trimDispatch
+	m["add"] = addDispatch
+	return m
+}
+
+// trimDispatch is consul-template's trim CUTSET S for two arguments and sprig's trim S (surrounding
+// space) for one, a call consul-template refuses.
+func trimDispatch(args ...string) (string, error) {
+	switch len(args) {
+	case 1:
+		return strings.TrimSpace(args[0]), nil
+	case 2:
+		return strings.Trim(args[1], args[0]), nil
+	}
+	return "", fmt.Errorf("trim: want 1 argument (sprig: s) or 2 (consul-template: cutset s); got %d", len(args))
+}
+
+var ctAdd = ctHelpers["add"].(func(b, a any) (any, error))
+
+// addDispatch is consul-template's add for two numbers (`1.5 | add 1` is 2.5) and sprig's add
+// (integers, strings converted) for any other call, which consul-template refuses.
+func addDispatch(args ...any) (any, error) {
+	if len(args) == 2 {
+		_, ok1 := toCTNum(args[0])
+		_, ok2 := toCTNum(args[1])
+		if ok1 && ok2 {
+			return ctAdd(args[0], args[1])
+		}
+	}
+	return sprigFuncs["add"].(func(...any) int64)(args...), nil
+}
+
 // staticFuncs do not depend on the view. Where a name clashes with sprig, the entry here
 // dispatches on the arguments (see README.md, "Name clashes").
 var staticFuncs = template.FuncMap{
-	// Shoelace.
-	"toJSON":   toJSON,
+	// Shoelace. toJSON, toJSONPretty and toYAML are consul-template's (ctHelpers).
 	"fromJSON": fromJSON,
-	"toYAML":   toYAML,
 	"fromYAML": fromYAML,
 
 	// sprig, made deterministic.
 	"values": sortedValues,
 
-	// consul-template.
-	"parseJSON":      emptyIsMap(fromJSON),
-	"parseYAML":      emptyIsMap(fromYAML),
-	"toJSONPretty":   toJSONPretty,
+	// consul-template, on Shoelace's items.
 	"explode":        explode,
-	"toTitle":        sprigFuncs["title"],
-	"base64Encode":   func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) },
-	"base64Decode":   base64Decode,
-	"parseBool":      strconv.ParseBool,
+	"byKey":          byKey,
 	"sortByLength":   sortByLength,
 	"sortKVByLength": sortKVByLength,
 
@@ -113,8 +176,19 @@ var staticFuncs = template.FuncMap{
 	"replace":   replaceDispatch,
 }
 
-// funcs are the functions bound to one execution's view.
+// funcs are the mode's functions bound to one execution's view.
 func (s *state) funcs() template.FuncMap {
+	switch s.t.mode {
+	case ModeConfd:
+		return s.confdFuncs()
+	case ModeConsulTemplate:
+		return s.consulFuncs()
+	}
+	return s.nativeFuncs()
+}
+
+// nativeFuncs are native mode's functions bound to one execution's view.
+func (s *state) nativeFuncs() template.FuncMap {
 	return template.FuncMap{
 		// Shoelace.
 		"key":       s.key,
@@ -128,7 +202,7 @@ func (s *state) funcs() template.FuncMap {
 		"appliance": func() string { return s.d.Appliance },
 		"instance":  func() string { return s.d.Instance },
 		"revision":  func() int64 { s.revision = true; return s.d.Revision },
-		"file":      s.file,
+		"file":      s.ctFile,
 
 		// confd.
 		"getv":       s.getv,
@@ -140,11 +214,15 @@ func (s *state) funcs() template.FuncMap {
 		"fileExists": s.fileExists,
 
 		// consul-template.
-		"keyOrDefault": s.keyOrDefault,
-		"keyExists":    s.exists,
-		"safeLs":       s.safeLs,
-		"safeTree":     s.safeTree,
-		"envOrDefault": s.getenv,
+		"keyOrDefault":    s.keyOrDefault,
+		"keyExists":       s.exists,
+		"safeLs":          s.safeLs,
+		"safeTree":        s.safeTree,
+		"envOrDefault":    s.ctEnvOrDefault,
+		"mustEnv":         s.ctMustEnv,
+		"loop":            s.loop,
+		"scratch":         func() *ctScratch { return s.scratch },
+		"executeTemplate": s.executeTemplate,
 	}
 }
 
@@ -444,57 +522,12 @@ func (s *state) fileExists(name string) (bool, error) {
 	return err == nil, nil
 }
 
-func toJSON(v any) (string, error) {
-	var b strings.Builder
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return "", fmt.Errorf("toJSON: %w", err)
-	}
-	return strings.TrimSuffix(b.String(), "\n"), nil
-}
-
-func toJSONPretty(v any) (string, error) {
-	var b strings.Builder
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(v); err != nil {
-		return "", fmt.Errorf("toJSONPretty: %w", err)
-	}
-	return strings.TrimSuffix(b.String(), "\n"), nil
-}
-
 func fromJSON(s string) (any, error) {
 	var v any
 	if err := json.Unmarshal([]byte(s), &v); err != nil {
 		return nil, fmt.Errorf("fromJSON: %w", err)
 	}
 	return v, nil
-}
-
-// toYAML encodes v as YAML with a two-space indent, without the final newline.
-// emptyIsMap gives consul-template's parseJSON/parseYAML: an empty string is an empty map.
-func emptyIsMap(parse func(string) (any, error)) func(string) (any, error) {
-	return func(s string) (any, error) {
-		if s == "" {
-			return map[string]any{}, nil
-		}
-		return parse(s)
-	}
-}
-
-func toYAML(v any) (string, error) {
-	var b strings.Builder
-	enc := yaml.NewEncoder(&b)
-	enc.SetIndent(2)
-	if err := enc.Encode(v); err != nil {
-		return "", fmt.Errorf("toYAML: %w", err)
-	}
-	if err := enc.Close(); err != nil {
-		return "", fmt.Errorf("toYAML: %w", err)
-	}
-	return strings.TrimSuffix(b.String(), "\n"), nil
 }
 
 func fromYAML(s string) (any, error) {
@@ -519,14 +552,6 @@ func jsonArray(s string) ([]any, error) {
 		return nil, fmt.Errorf("jsonArray: %w", err)
 	}
 	return v, nil
-}
-
-func base64Decode(s string) (string, error) {
-	b, err := base64.StdEncoding.DecodeString(s)
-	if err != nil {
-		return "", fmt.Errorf("base64Decode: %w", err)
-	}
-	return string(b), nil
 }
 
 // createMap is confd's map: pairs of string keys and values.
@@ -559,33 +584,34 @@ func sortKVByLength(kvs []KVPair) []KVPair {
 	return out
 }
 
-// explode is consul-template's explode: tree's pairs as nested maps by their Key segments.
+// explode is consul-template's explode of Shoelace's items: nested maps by the Key's segments
+// (a later key replaces a value or map at the same place, as in consul-template).
 func explode(kvs []KVPair) (map[string]any, error) {
-	root := map[string]any{}
+	out := map[string]any{}
 	for _, kv := range kvs {
-		segs := strings.Split(kv.Key, "/")
-		m := root
-		for i, seg := range segs[:len(segs)-1] {
-			next, ok := m[seg]
-			if !ok {
-				nm := map[string]any{}
-				m[seg] = nm
-				m = nm
-				continue
-			}
-			nm, ok := next.(map[string]any)
-			if !ok {
-				return nil, fmt.Errorf("explode: %q is both a value and has keys below it", strings.Join(segs[:i+1], "/"))
-			}
-			m = nm
+		if err := ctExplodeInto(out, kv.Key, kv.Value, kv.Key); err != nil {
+			return nil, fmt.Errorf("explode: %w", err)
 		}
-		last := segs[len(segs)-1]
-		if _, ok := m[last].(map[string]any); ok {
-			return nil, fmt.Errorf("explode: %q is both a value and has keys below it", kv.Key)
-		}
-		m[last] = kv.Value
 	}
-	return root, nil
+	return out, nil
+}
+
+// byKey is consul-template's byKey of Shoelace's items: grouped by the Key's first segment,
+// the rest becoming the Key; items with nothing after the first segment are left out.
+func byKey(kvs []KVPair) (map[string]map[string]KVPair, error) {
+	out := map[string]map[string]KVPair{}
+	for _, kv := range kvs {
+		top, rest, _ := strings.Cut(kv.Key, "/")
+		if rest == "" {
+			continue
+		}
+		if out[top] == nil {
+			out[top] = map[string]KVPair{}
+		}
+		kv.Key = rest
+		out[top][rest] = kv
+	}
+	return out, nil
 }
 
 // joinDispatch is sprig's join SEP LIST (also consul-template's), or confd's join LIST SEP

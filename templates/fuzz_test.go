@@ -19,7 +19,7 @@ import (
 var fuzzExpensive = []string{
 	"repeat", "until", "untilStep", "seq", "mul", "mulf", "randBytes", "bcrypt", "htpasswd",
 	"derivePassword", "genPrivateKey", "genCA", "genSelfSigned", "genSignedCert", "buildCustomCert",
-	"encryptAES", "decryptAES", "getHostByName", "'",
+	"encryptAES", "decryptAES", "getHostByName", "loop", "executeTemplate", "'",
 }
 
 // fuzzBigNumber finds number literals that could drive a long loop: 4+ digits, exponents,
@@ -53,6 +53,8 @@ func FuzzParseExecute(f *testing.F) {
 	f.Add(`{{range ls "/a/"}}{{.Key}}={{.Value}}{{end}}`, "a/secrets/x")
 	f.Add(`{{getvs "/a/*"}}{{gets "/*/b"}}{{lsdir "/"}}`, "/a/c")
 	f.Add(`{{keyOr "x" "y"}}{{exists "//x"}}`, "x")
+	f.Add(`{{ls "/app/a"}}{{lsdir "/a/../a"}}{{gets "[/]a/*"}}{{getv "/app/a/b"}}`, "/a/d")
+	f.Add(`{{range tree "a"}}{{.Key}}{{end}}{{keyOrDefault "a/b" "d"}}{{safeLs "a-"}}{{toTOML (parseJSON "{}")}}`, "a/x")
 
 	// The cost filter keeps fuzzing fast; the seeds (the goldens among them) always run.
 	fuzzing := flag.Lookup("test.fuzz").Value.String() != ""
@@ -77,13 +79,15 @@ func FuzzParseExecute(f *testing.F) {
 		}
 		data := Data{Appliance: "app", Instance: "i", Revision: 7, Keys: view, Env: func(string) string { return "env" }}
 
-		tmpl, err := Parse(text, Options{Name: "fuzz.tmpl", MaxOutputBytes: 1 << 20})
-		if err != nil {
-			if !strings.Contains(err.Error(), "fuzz.tmpl") {
-				t.Fatalf("parse error does not name the template: %v", err)
+		for _, mode := range []string{ModeNative, ModeConfd, ModeConsulTemplate} {
+			tmpl, err := Parse(text, Options{Name: "fuzz.tmpl", MaxOutputBytes: 1 << 20, Functions: mode, Prefix: "/app"})
+			if err != nil {
+				if !strings.Contains(err.Error(), "fuzz.tmpl") {
+					t.Fatalf("%s mode: parse error does not name the template: %v", mode, err)
+				}
+			} else {
+				checkRender(t, tmpl, data)
 			}
-		} else {
-			checkRender(t, tmpl, data)
 		}
 
 		// The key functions on the fuzzed key itself.

@@ -62,6 +62,18 @@ func TestPeerParity(t *testing.T) {
 					t.Fatal(err)
 				}
 				compareWithPeer(t, tool, name, string(res.Output), string(want))
+
+				// In the peer's own mode, the bytes are the peer's, known differences included.
+				tmpl, err = Parse(input, Options{Name: name, Functions: peerModes[tool]})
+				if err != nil {
+					t.Fatalf("in %s mode: %v", peerModes[tool], err)
+				}
+				if res, err = tmpl.Execute(view); err != nil {
+					t.Fatalf("in %s mode: %v", peerModes[tool], err)
+				}
+				if got := string(res.Output); got != string(want) {
+					t.Errorf("in %s mode, the output differs from %s's\n--- shoelace\n%s\n--- %s\n%s", peerModes[tool], tool, got, tool, want)
+				}
 			})
 		}
 	}
@@ -99,14 +111,17 @@ func readGolden(t *testing.T, name string) (input, want string) {
 	return input, want
 }
 
-// knownDiffs are the lines of peer goldens where Shoelace renders differently from the peer,
-// by golden and then by the line's label (its text up to the first ':'). Each is documented in
-// templates/README.md; issue 17 decides which to close. TestPeerParity checks that each line
-// still differs, so that closing one fails the test until its entry is removed.
+// knownDiffs are the lines of peer goldens where native mode renders differently from the peer
+// on purpose, by golden and then by the line's label (its text up to the first ':'). Each is
+// documented in templates/README.md; in the peer's own mode (functions: confd or
+// consul-template) the goldens render the peer's bytes exactly, these lines included.
+// TestPeerParity checks that each line still differs in native mode, so that closing one fails
+// the test until its entry is removed.
 //
-// Found with the peers but kept out of the goldens, because one side fails the render:
-// confd's getv "/db/port/" "d" gives the default (no such key), Shoelace refuses the key (a
-// trailing '/'); confd's getv "db/port" (no leading '/') fails, Shoelace reads db/port.
+// Found with the peers but kept out of the goldens, because one side fails the render in native
+// mode: confd's getv "/db/port/" "d" gives the default (no such key), native refuses the key (a
+// trailing '/'); confd's getv "db/port" (no leading '/') fails, native reads db/port. confd mode
+// gives confd's answers to both (testdata/peers/cases/confd/probe-getv-edges).
 var knownDiffs = map[string]map[string]string{
 	"confd-edges": {
 		"lsdir root": `confd's lsdir "/" lists nothing (memkv splits "/" into two empty terms); Shoelace lists the root's children`,
@@ -150,35 +165,8 @@ func compareWithPeer(t *testing.T, tool, name, got, want string) {
 // writeConfdBytes renders names with the real confd (etcd v3 backend) against a real etcd
 // holding testdata/view.json, and stores the outputs.
 func writeConfdBytes(t *testing.T, dir string, names []string) {
-	etcd, etcdctl, confd := filepath.Join(dir, "etcd"), filepath.Join(dir, "etcdctl"), filepath.Join(dir, "confd")
+	ctl, client := startEtcd(t, dir)
 	tmp := t.TempDir()
-	client, peer := "http://"+freeAddr(t), "http://"+freeAddr(t)
-	srv := exec.Command(etcd, "--name", "parity", "--data-dir", filepath.Join(tmp, "etcd"),
-		"--listen-client-urls", client, "--advertise-client-urls", client,
-		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-		"--initial-cluster", "parity="+peer, "--log-level", "error")
-	srv.Stderr = os.Stderr
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = srv.Process.Kill()
-		_ = srv.Wait()
-	})
-	ctl := func(args ...string) error {
-		out, err := exec.Command(etcdctl, append([]string{"--endpoints", client}, args...)...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("etcdctl %s: %w: %s", args[0], err, out)
-		}
-		return nil
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for ctl("endpoint", "health") != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("etcd did not become healthy in 30s")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 	for k, v := range MustView(t).Keys {
 		if err := ctl("put", "/"+k, "--", v); err != nil {
 			t.Fatal(err)
@@ -200,7 +188,7 @@ func writeConfdBytes(t *testing.T, dir string, names []string) {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command(confd, "-onetime", "-backend", "etcdv3", "-node", client, "-confdir", confdir, "-log-level", "error")
+	cmd := exec.Command(filepath.Join(dir, "confd"), "-onetime", "-backend", "etcdv3", "-node", client, "-confdir", confdir, "-log-level", "error")
 	cmd.Env = peerEnv()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("confd: %v\n%s", err, out)
@@ -208,6 +196,41 @@ func writeConfdBytes(t *testing.T, dir string, names []string) {
 	for _, name := range names {
 		storePeerBytes(t, "confd", name, filepath.Join(confdir, "out", name))
 	}
+}
+
+// startEtcd starts the real etcd of dir (build-peers.sh) on loopback ports and returns a way to
+// run its etcdctl against it, and its client URL.
+func startEtcd(t *testing.T, dir string) (ctl func(args ...string) error, client string) {
+	etcd, etcdctl := filepath.Join(dir, "etcd"), filepath.Join(dir, "etcdctl")
+	tmp := t.TempDir()
+	client, peer := "http://"+freeAddr(t), "http://"+freeAddr(t)
+	srv := exec.Command(etcd, "--name", "parity", "--data-dir", filepath.Join(tmp, "etcd"),
+		"--listen-client-urls", client, "--advertise-client-urls", client,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+		"--initial-cluster", "parity="+peer, "--log-level", "error")
+	srv.Stderr = os.Stderr
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = srv.Process.Kill()
+		_ = srv.Wait()
+	})
+	ctl = func(args ...string) error {
+		out, err := exec.Command(etcdctl, append([]string{"--endpoints", client}, args...)...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("etcdctl %s: %w: %s", args[0], err, out)
+		}
+		return nil
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for ctl("endpoint", "health") != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("etcd did not become healthy in 30s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return ctl, client
 }
 
 // writeConsulTemplateBytes renders names with the real consul-template, whose only KV backend

@@ -32,13 +32,17 @@ type Options struct {
 	AllowFile bool
 	// MaxOutputBytes bounds the rendered output; 0 means DefaultMaxOutputBytes, < 0 no limit.
 	MaxOutputBytes int
-	// Functions is the function set: ModeNative ("" too), ModeConfd or ModeConsulTemplate.
+	// Functions is the function set: ModeNative ("" too), ModeConfd or ModeConsulTemplate
+	// (README.md, "Function modes"). Another value fails Parse.
 	Functions string
 	// ErrorOnMissingKey, in consul-template mode, makes a missing map key or field an error
-	// (consul-template's error_on_missing_key); native and confd modes always treat it as one.
+	// (consul-template's error_on_missing_key; without it they print "<no value>" as there);
+	// native and confd modes always treat one as an error.
 	ErrorOnMissingKey bool
-	// Prefix, in confd mode, is the confd keyspace prefix the view stands for: a key path under
-	// it is read relative to it ("/production/web/db/host" and "/db/host" are both db/host).
+	// Prefix, in confd mode, is the confd keyspace prefix the view stands for ("/production/web"):
+	// a key, path or pattern argument under it is read relative to it, and keys that get and
+	// gets return keep it; any other argument is read as is ("/production/web/db/host" and
+	// "/db/host" are both db/host). Leading and trailing '/' do not matter.
 	Prefix string
 }
 
@@ -58,6 +62,10 @@ type Data struct {
 	Keys map[string]string
 	// Env looks up environment variables for env, getenv and expandenv; nil means os.Getenv.
 	Env func(string) string
+	// LookupEnv also says whether a variable is set (consul-template's envOrDefault gives a
+	// variable set to "" as it is). nil: from Env (set means not empty), or os.LookupEnv when
+	// Env is nil too.
+	LookupEnv func(string) (string, bool)
 	// Sorted, when set, must be NewSorted(Keys): the templates rendered from one view then sort
 	// its keys once between them for their listings (ls, tree, getvs, …). nil: each execution
 	// sorts them itself, on its first listing.
@@ -100,11 +108,13 @@ func (o *Sorted) names() []string {
 
 // Template is a parsed template. It is safe for concurrent use by several goroutines.
 type Template struct {
-	name   string
-	opts   Options
-	tmpl   *template.Template
-	used   map[string][]parse.Node // function name -> the nodes that call it
-	nondet []string
+	name        string
+	opts        Options
+	mode        string // ModeNative, ModeConfd or ModeConsulTemplate
+	confdPrefix string // Options.Prefix as "/a/b", "" for none
+	tmpl        *template.Template
+	used        map[string][]parse.Node // function name -> the nodes that call it
+	nondet      []string
 }
 
 // Result is one render: the output and the inputs it read.
@@ -137,27 +147,85 @@ func Parse(text string, opts Options) (*Template, error) {
 	if name == "" {
 		name = "template"
 	}
-	t := &Template{name: name, opts: opts}
-	tmpl := template.New(name).Delims(opts.LeftDelim, opts.RightDelim).Funcs(parseFuncMap(opts))
+	mode := opts.Functions
+	switch mode {
+	case "":
+		mode = ModeNative
+	case ModeNative, ModeConfd, ModeConsulTemplate:
+	default:
+		return nil, fmt.Errorf("parse %s: functions %q: want %s, %s or %s", name, opts.Functions, ModeNative, ModeConfd, ModeConsulTemplate)
+	}
+	t := &Template{name: name, opts: opts, mode: mode}
+	if p := strings.Trim(opts.Prefix, "/"); p != "" {
+		t.confdPrefix = "/" + p
+	}
+	tmpl := template.New(name).Delims(opts.LeftDelim, opts.RightDelim).Funcs(parseFuncMap(t))
+	// Native and confd modes fail on a missing map key or field; consul-template mode prints
+	// "<no value>" (its missingkey=zero) unless error_on_missing_key.
+	if mode != ModeConsulTemplate || opts.ErrorOnMissingKey {
+		tmpl.Option("missingkey=error")
+	} else {
+		tmpl.Option("missingkey=zero")
+	}
 	if _, err := tmpl.Parse(text); err != nil {
 		return nil, fmt.Errorf("parse %w", err)
 	}
 	t.tmpl = tmpl
 	t.used = usedFuncs(tmpl)
+	refused := refusedIn(mode)
 	for _, fn := range sortedNames(t.used) {
 		nodes := t.used[fn]
-		if why, ok := unsupported[fn]; ok {
-			return nil, t.nodeError(nodes[0], fmt.Sprintf("function %q is not supported in Shoelace: %s", fn, why))
+		if why, ok := refused[fn]; ok {
+			return nil, t.nodeError(nodes[0], fmt.Sprintf("function %q is not supported in Shoelace (%s functions): %s", fn, mode, why))
 		}
-		if fileFuncs[fn] && !opts.AllowFile {
+		if fileFuncsIn(mode)[fn] && !opts.AllowFile {
 			return nil, t.nodeError(nodes[0], fmt.Sprintf("function %q is disabled: it reads local files, which is off unless the template sets allow_file: true in the agent config", fn))
 		}
-		if nondeterministic[fn] {
+		if nondeterministic[fn] || mode == ModeConsulTemplate && nondeterministic[strings.TrimPrefix(fn, "sprig_")] || mode != ModeConfd && fn == "timestamp" {
 			t.nondet = append(t.nondet, fn)
+		}
+	}
+	if mode == ModeConsulTemplate {
+		if err := t.refuseConsulFields(); err != nil {
+			return nil, err
 		}
 	}
 	return t, nil
 }
+
+// refuseConsulFields refuses the fields of consul-template's key pairs that have no value here.
+func (t *Template) refuseConsulFields() error {
+	var bad parse.Node
+	var field string
+	for _, tt := range t.tmpl.Templates() {
+		if tt.Tree == nil || bad != nil {
+			continue
+		}
+		walk(tt.Tree.Root, func(n parse.Node) {
+			var idents []string
+			switch n := n.(type) {
+			case *parse.FieldNode:
+				idents = n.Ident
+			case *parse.ChainNode:
+				idents = n.Field
+			case *parse.VariableNode:
+				idents = n.Ident[1:]
+			}
+			for _, id := range idents {
+				if ctRefusedFields[id] && bad == nil {
+					bad, field = n, id
+				}
+			}
+		})
+	}
+	if bad != nil {
+		return t.nodeError(bad, fmt.Sprintf("field .%s of a Consul key pair is not supported in Shoelace: a view has no Consul indexes, flags or sessions", field))
+	}
+	return nil
+}
+
+// Mode returns the template's function set: ModeNative, ModeConfd or ModeConsulTemplate.
+func (t *Template) Mode() string { return t.mode }
 
 // nodeError formats an error at a node as text/template does: "parse template: NAME:LINE:COL: msg".
 func (t *Template) nodeError(n parse.Node, msg string) error {
@@ -191,6 +259,9 @@ func (t *Template) Execute(d Data) (*Result, error) {
 		return nil, fmt.Errorf("render %s: %w", t.name, err)
 	}
 	tmpl.Funcs(st.funcs())
+	st.tmpl = tmpl
+	st.done = make(chan struct{})
+	defer close(st.done)
 	limit := t.opts.MaxOutputBytes
 	if limit == 0 {
 		limit = DefaultMaxOutputBytes
@@ -302,25 +373,36 @@ func (r *Result) NeedsRender(old, new Data) bool {
 
 // state is one execution: the view and what the template read from it.
 type state struct {
-	t        *Template
-	d        Data
-	env      func(string) string
-	sorted   []string // the view's keys, sorted; built on the first listing
-	keys     map[string]struct{}
-	prefixes map[string]struct{}
-	files    map[string]struct{}
-	secret   bool
-	revision bool
+	t         *Template
+	d         Data
+	env       func(string) string
+	lookupEnv func(string) (string, bool)
+	tmpl      *template.Template // the execution's clone, for executeTemplate
+	done      chan struct{}      // closed when the execution ends (loop's feeders stop)
+	depth     int                // executeTemplate nesting
+	scratch   *ctScratch
+	sorted    []string // the view's keys, sorted; built on the first listing
+	keys      map[string]struct{}
+	prefixes  map[string]struct{}
+	files     map[string]struct{}
+	secret    bool
+	revision  bool
 }
 
 func newState(t *Template, d Data) *state {
-	env := d.Env
+	env, lookup := d.Env, d.LookupEnv
 	if env == nil {
 		env = os.Getenv
+		if lookup == nil {
+			lookup = os.LookupEnv
+		}
+	}
+	if lookup == nil {
+		lookup = func(name string) (string, bool) { v := env(name); return v, v != "" }
 	}
 	// In an appliance named "secrets" every key's whole path has a secrets segment: whatever
 	// the template reads is a secret.
-	return &state{t: t, d: d, env: env, keys: map[string]struct{}{}, prefixes: map[string]struct{}{}, files: map[string]struct{}{},
+	return &state{t: t, d: d, env: env, lookupEnv: lookup, scratch: &ctScratch{}, keys: map[string]struct{}{}, prefixes: map[string]struct{}{}, files: map[string]struct{}{},
 		secret: d.Appliance != "" && api.IsSecret(api.ApplianceRoot(d.Appliance))}
 }
 
@@ -499,5 +581,36 @@ func sortedNames(m map[string][]parse.Node) []string {
 		out = append(out, k)
 	}
 	sort.Strings(out)
+	return out
+}
+
+// confdMeanings are the names whose meaning in native mode differs from confd's, each with
+// both meanings and what a confd template must change (Template.Warnings).
+var confdMeanings = map[string]string{
+	"ls":             "native `ls P` is consul-template's (items with .Key, .Value, .Path of the direct children that hold a value); confd's `ls P` gives the names of all children: use `keys P`",
+	"contains":       "native `contains NEEDLE HAYSTACK` is consul-template's (`$s | contains \"x\"`); confd's is `contains S SUBSTR` (strings.Contains): swap the arguments",
+	"trimSuffix":     "native `trimSuffix SUFFIX S` is consul-template's and sprig's; confd's is `trimSuffix S SUFFIX`: swap the arguments",
+	"split":          "native `split SEP S` is consul-template's (a list, surrounding space trimmed); confd's is `split S SEP` (strings.Split): swap the arguments",
+	"seq":            "native `seq` is sprig's (a string \"1 2 3\"); confd's `seq FIRST LAST` gives a list of integers: use `untilStep FIRST (add LAST 1) 1`",
+	"atoi":           "native `atoi` is sprig's (0 for a value that is not a number); confd's fails the render",
+	"reverse":        "native `reverse` is sprig's (a reversed copy of any list); confd's reverses in place and leaves the result of gets unchanged",
+	"sortByLength":   "native `sortByLength` returns a stable sorted copy; confd's sorts in place, not stably (keys of equal length may come in another order)",
+	"sortKVByLength": "native `sortKVByLength` returns a stable sorted copy; confd's sorts in place, not stably (keys of equal length may come in another order)",
+}
+
+// Warnings lists, for a native-mode template, the functions it calls whose meaning differs
+// from confd's function of the same name, each naming both meanings: a template written for
+// confd renders other bytes with them unless it sets `functions: confd`. `validate` shows
+// them. Other modes have none: their functions are their peer's.
+func (t *Template) Warnings() []string {
+	if t.mode != ModeNative {
+		return nil
+	}
+	var out []string
+	for _, fn := range sortedNames(t.used) {
+		if m, ok := confdMeanings[fn]; ok {
+			out = append(out, fmt.Sprintf("%s: %s; or set functions: confd on this template", fn, m))
+		}
+	}
 	return out
 }

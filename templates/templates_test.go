@@ -307,13 +307,19 @@ func TestNameClashes(t *testing.T) {
 		// keys: Shoelace's prefix, sprig's dicts.
 		`{{keys "/d" | join " "}}`:                                  "a b",
 		`{{keys (dict "y" 1) (dict "x" 2) | sortAlpha | join " "}}`: "x y",
-		// sprig wins where the arguments cannot tell the origins apart.
-		`{{contains "ample" (key "host")}} {{contains (key "host") "ample"}}`: "true false",
-		`{{(split "." (key "host"))._1}}`:                                     "com",
-		`{{trimSuffix ".com" (key "host")}}`:                                  "example",
-		`{{seq 3}}`:                                                           "1 2 3",
-		`{{atoi "12"}} {{atoi "x"}}`:                                          "12 0",
-		`{{base "/a/b"}} {{dir "/a/b"}}`:                                      "b /a",
+		// consul-template wins where the arguments cannot tell the origins apart (issue 17), else sprig.
+		`{{contains "ample" (key "host")}} {{contains (key "host") "ample"}}`:            "true false",
+		`{{index (split "." (key "host")) 1}} {{split "," " a,b\n"}}`:                    "com [a b]",
+		`{{"foo" | regexReplaceAll "\\w" "x"}} {{regexReplaceAll "(a)(b)" "$2$1" "ab"}}`: "xxx ba",
+		"{{indent 2 \"a\\n\\nb\\n\"}}":                                                   "  a\n\n  b\n",
+		`{{toTitle "hello wORLD élan"}}`:                                                 "Hello WORLD Élan",
+		`{{add 1 2}} {{1.5 | add 1}} {{add "1" 2}} {{add 1 2 3}}`:                        "3 2.5 3 6",
+		`{{trim " x "}}|{{trim "-" "-x-"}}`:                                              "x|x",
+		`{{toJSON (dict "a" "<b>")}}`:                                                    `{"a":"\u003cb\u003e"}`,
+		`{{trimSuffix ".com" (key "host")}}`:                                             "example",
+		`{{seq 3}}`:                                                                      "1 2 3",
+		`{{atoi "12"}} {{atoi "x"}}`:                                                     "12 0",
+		`{{base "/a/b"}} {{dir "/a/b"}}`:                                                 "b /a",
 	} {
 		t.Run(text, func(t *testing.T) {
 			if got := string(render(t, text, keys).Output); got != want {
@@ -424,7 +430,7 @@ func TestExecute_FailingHelpers(t *testing.T) {
 		`{{safeLs "nothing"}}`:                `safeLs: no keys directly below "nothing"`,
 		`{{safeLs "haproxy/backends"}}`:       `safeLs: no keys directly below`, // only directories there
 		`{{safeTree "nothing/here"}}`:         `safeTree: no keys below "nothing/here"`,
-		`{{tree "" | explode}}`:               `explode: "cache" is both a value and has keys below it`,
+		`{{tree "" | explode}}`:               `explode: not a map: "cache/cluster/node-a": "cache" already has value "redis"`,
 		`{{json (key "features/list")}}`:      "json: ",
 		`{{jsonArray (key "features/json")}}`: "jsonArray: ",
 		`{{fromJSON "{"}}`:                    "fromJSON: ",

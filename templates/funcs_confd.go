@@ -1,0 +1,396 @@
+package templates
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// confd mode: confd v0.16.0's function map (resource/template/template_funcs.go and memkv's
+// store functions) with its Go signatures, so that text/template converts and rejects
+// arguments as confd does, and its results, edge cases included. confd's store holds every key
+// as "/" + its path ("/db/host"); the functions below read the view as that store.
+
+// confdPair is confd's memkv.KVPair: printing one gives "{/db/host 10.0.0.1}" as in confd.
+type confdPair struct {
+	Key   string
+	Value string
+}
+
+// confdPairs is memkv.KVPairs (what gets returns). It is a named type, as in confd, so that
+// reverse leaves it as it is (confd's reverse only knows []string and []KVPair).
+type confdPairs []confdPair
+
+func (p confdPairs) Len() int           { return len(p) }
+func (p confdPairs) Less(i, j int) bool { return p[i].Key < p[j].Key }
+func (p confdPairs) Swap(i, j int)      { p[i], p[j] = p[j], p[i] }
+
+// confdStatic are confd's functions that do not read the view.
+var confdStatic = template.FuncMap{
+	"base":       path.Base,
+	"split":      strings.Split,
+	"json":       confdJSON[map[string]any],
+	"jsonArray":  confdJSON[[]any],
+	"dir":        path.Dir,
+	"map":        confdMap,
+	"join":       strings.Join,
+	"datetime":   time.Now,
+	"toUpper":    strings.ToUpper,
+	"toLower":    strings.ToLower,
+	"contains":   strings.Contains,
+	"replace":    strings.Replace,
+	"trimSuffix": strings.TrimSuffix,
+	"base64Encode": func(s string) string {
+		return base64.StdEncoding.EncodeToString([]byte(s))
+	},
+	"base64Decode": func(s string) (string, error) {
+		b, err := base64.StdEncoding.DecodeString(s)
+		return string(b), err
+	},
+	"parseBool":      strconv.ParseBool,
+	"reverse":        confdReverse,
+	"sortByLength":   confdSortByLength,
+	"sortKVByLength": confdSortKVByLength,
+	"add":            func(a, b int) int { return a + b },
+	"sub":            func(a, b int) int { return a - b },
+	"div":            func(a, b int) int { return a / b },
+	"mod":            func(a, b int) int { return a % b },
+	"mul":            func(a, b int) int { return a * b },
+	"seq":            confdSeq,
+	"atoi":           strconv.Atoi,
+}
+
+// confdRefused are confd's functions that confd mode refuses at parse time, with the reason.
+var confdRefused = map[string]string{
+	"lookupIP":   dnsRefusal,
+	"lookupIPV4": dnsRefusal,
+	"lookupIPV6": dnsRefusal,
+	"lookupSRV":  dnsRefusal,
+	"cget":       "confd's PGP-encrypted values are not supported; store the value under a path with a `secrets` segment and use getv",
+	"cgets":      "confd's PGP-encrypted values are not supported; store the values under a path with a `secrets` segment and use gets",
+	"cgetv":      "confd's PGP-encrypted values are not supported; store the value under a path with a `secrets` segment and use getv",
+	"cgetvs":     "confd's PGP-encrypted values are not supported; store the values under a path with a `secrets` segment and use getvs",
+}
+
+const dnsRefusal = "DNS lookups at render time make the output depend on the network, not on the view, and Shoelace re-renders only when the view changes; put the addresses in keys"
+
+func confdJSON[T any](data string) (T, error) {
+	var v T
+	err := json.Unmarshal([]byte(data), &v)
+	return v, err
+}
+
+func confdMap(kv ...any) (map[string]any, error) {
+	if len(kv)%2 != 0 {
+		return nil, errors.New("invalid map call")
+	}
+	m := make(map[string]any, len(kv)/2)
+	for i := 0; i < len(kv); i += 2 {
+		k, ok := kv[i].(string)
+		if !ok {
+			return nil, errors.New("map keys must be strings")
+		}
+		m[k] = kv[i+1]
+	}
+	return m, nil
+}
+
+// confdReverse reverses a []string or []confdPair in place; anything else (gets' confdPairs
+// included) comes back unchanged, as in confd.
+func confdReverse(v any) any {
+	switch s := v.(type) {
+	case []string:
+		for i, j := 0, len(s)-1; i < j; i, j = i+1, j-1 {
+			s[i], s[j] = s[j], s[i]
+		}
+	case []confdPair:
+		for i, j := 0, len(s)-1; i < j; i, j = i+1, j-1 {
+			s[i], s[j] = s[j], s[i]
+		}
+	}
+	return v
+}
+
+type byLen []string
+
+func (s byLen) Len() int           { return len(s) }
+func (s byLen) Less(i, j int) bool { return len(s[i]) < len(s[j]) }
+func (s byLen) Swap(i, j int)      { s[i], s[j] = s[j], s[i] }
+
+// confdSortByLength sorts in place with sort.Sort (not stable), as confd: equal lengths end up
+// in the order confd gives them.
+func confdSortByLength(s []string) []string {
+	sort.Sort(byLen(s))
+	return s
+}
+
+type kvByKeyLen []confdPair
+
+func (s kvByKeyLen) Len() int           { return len(s) }
+func (s kvByKeyLen) Less(i, j int) bool { return len(s[i].Key) < len(s[j].Key) }
+func (s kvByKeyLen) Swap(i, j int)      { s[i], s[j] = s[j], s[i] }
+
+func confdSortKVByLength(s []confdPair) []confdPair {
+	sort.Sort(kvByKeyLen(s))
+	return s
+}
+
+// confdSeq is confd's seq: the integers first..last as a list (nil when first > last).
+func confdSeq(first, last int) []int {
+	var out []int
+	for i := first; i <= last; i++ {
+		out = append(out, i)
+	}
+	return out
+}
+
+// confdFuncs are confd's store functions (memkv's), bound to one execution's view.
+func (s *state) confdFuncs() template.FuncMap {
+	return template.FuncMap{
+		"exists":     s.confdExists,
+		"ls":         s.confdLs,
+		"lsdir":      s.confdLsdir,
+		"get":        s.confdGet,
+		"gets":       s.confdGets,
+		"getv":       s.confdGetv,
+		"getvs":      s.confdGetvs,
+		"getenv":     s.getenv,
+		"fileExists": s.confdFileExists,
+	}
+}
+
+// confdArg applies Options.Prefix to a key, path or pattern argument: one that starts with the
+// prefix is read without it (prefixed reports it, so that keys in results get it back).
+func (s *state) confdArg(a string) (arg string, prefixed bool) {
+	p := s.t.confdPrefix
+	if p == "" {
+		return a, false
+	}
+	if a == p {
+		return "/", true
+	}
+	if rest, ok := strings.CutPrefix(a, p+"/"); ok {
+		return "/" + rest, true
+	}
+	return a, false
+}
+
+// confdKey returns the view key of a store key ("/db/host" → "db/host"), if it can be one.
+func confdKey(k string) (string, bool) {
+	rest, ok := strings.CutPrefix(k, "/")
+	if !ok || api.ValidateKey(rest) != nil {
+		return "", false
+	}
+	return rest, true
+}
+
+// confdLookup is memkv's Get: an exact store key.
+func (s *state) confdLookup(arg string) (string, bool) {
+	a, _ := s.confdArg(arg)
+	k, ok := confdKey(a)
+	if !ok {
+		return "", false
+	}
+	return s.readKey(k)
+}
+
+func (s *state) confdExists(key string) bool {
+	_, ok := s.confdLookup(key)
+	return ok
+}
+
+func (s *state) confdGet(key string) (confdPair, error) {
+	v, ok := s.confdLookup(key)
+	if !ok {
+		return confdPair{}, s.confdMissing(key)
+	}
+	return confdPair{Key: key, Value: v}, nil
+}
+
+func (s *state) confdGetv(key string, def ...string) (string, error) {
+	v, ok := s.confdLookup(key)
+	if !ok {
+		if len(def) > 0 {
+			return def[0], nil
+		}
+		return "", s.confdMissing(key)
+	}
+	return v, nil
+}
+
+func (s *state) confdMissing(key string) error {
+	a, _ := s.confdArg(key)
+	if k, ok := confdKey(a); ok {
+		return &MissingKeyError{Template: s.t.name, Key: k}
+	}
+	return &MissingKeyError{Template: s.t.name, Key: key}
+}
+
+// confdCandidates returns the view keys a listing of the store path or pattern c (cleaned, or
+// the literal part of a pattern) can see, recording the prefix it lists: the keys below c, or
+// the whole view when c is the root or no view prefix.
+func (s *state) confdCandidates(c string) []string {
+	if p, ok := strings.CutPrefix(c, "/"); ok {
+		if p == "" {
+			return s.below("")
+		}
+		if vp, err := api.ValidatePrefix(p); err == nil && vp == p {
+			return s.below(p)
+		}
+		// No view key can be below a path that is not a valid prefix.
+		return nil
+	}
+	return s.below("")
+}
+
+func terms(p string) []string { return strings.Split(path.Clean(p), "/") }
+
+func hasTerms(prefix, t []string) bool {
+	if len(t) < len(prefix) {
+		return false
+	}
+	for i := range prefix {
+		if prefix[i] != t[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// confdLs is memkv's List: the names of the entries below filePath (a key's own base name when
+// the key itself is filePath), sorted.
+func (s *state) confdLs(filePath string) []string {
+	fp, _ := s.confdArg(filePath)
+	set := map[string]bool{}
+	if !strings.HasPrefix(path.Clean(fp), "/") {
+		return []string{} // every store key starts with "/"
+	}
+	if k, ok := confdKey(fp); ok {
+		if _, ok := s.readKey(k); ok {
+			set[path.Base(fp)] = true
+		}
+	}
+	prefix := terms(fp)
+	for _, k := range s.confdCandidates(path.Clean(fp)) {
+		sk := "/" + k
+		if sk == fp {
+			continue
+		}
+		if hasTerms(prefix, terms(path.Dir(sk))) {
+			s.seen(k)
+			set[strings.Split(strings.TrimPrefix(strings.TrimPrefix(sk, fp), "/"), "/")[0]] = true
+		}
+	}
+	return sortedNamesOf(set)
+}
+
+// confdLsdir is memkv's ListDir: the names of the "directories" below filePath, sorted. As in
+// confd, `lsdir "/"` is always empty.
+func (s *state) confdLsdir(filePath string) []string {
+	fp, _ := s.confdArg(filePath)
+	set := map[string]bool{}
+	if !strings.HasPrefix(path.Clean(fp), "/") {
+		return []string{}
+	}
+	prefix := terms(fp)
+	for _, k := range s.confdCandidates(path.Clean(fp)) {
+		sk := "/" + k
+		if !strings.HasPrefix(sk, fp) {
+			continue
+		}
+		items := terms(path.Dir(sk))
+		if hasTerms(prefix, items) && len(items) > len(prefix) {
+			s.seen(k)
+			set[items[len(prefix)]] = true
+		}
+	}
+	return sortedNamesOf(set)
+}
+
+func sortedNamesOf(set map[string]bool) []string {
+	out := make([]string, 0, len(set))
+	for k := range set {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// confdGets is memkv's GetAll: the pairs whose store key matches the path.Match pattern,
+// sorted by key.
+func (s *state) confdGets(pattern string) (confdPairs, error) {
+	pat, prefixed := s.confdArg(pattern)
+	out := confdPairs{}
+	if _, err := path.Match(pat, ""); err != nil {
+		// confd fails on the first key it tries; with no key at all it returns nothing.
+		if len(s.d.Keys) > 0 {
+			return nil, err
+		}
+		return out, nil
+	}
+	for _, k := range s.confdCandidates(globLiteral(pat)) {
+		sk := "/" + k
+		if ok, _ := path.Match(pat, sk); ok {
+			s.seen(k)
+			key := sk
+			if prefixed {
+				key = s.t.confdPrefix + sk
+			}
+			out = append(out, confdPair{Key: key, Value: s.d.Keys[k]})
+		}
+	}
+	sort.Sort(out)
+	return out, nil
+}
+
+// globLiteral is the part of a pattern before the segment with its first wildcard ("/" + the
+// literal segments), or "" when the pattern does not start with a literal "/".
+func globLiteral(pat string) string {
+	if !strings.HasPrefix(pat, "/") {
+		return ""
+	}
+	segs := strings.Split(pat[1:], "/")
+	n := 0
+	for n < len(segs) && !hasMeta(segs[n]) {
+		n++
+	}
+	if n == len(segs) {
+		// No wildcard: the pattern is one key; list its parent.
+		n--
+	}
+	return path.Clean("/" + strings.Join(segs[:n], "/"))
+}
+
+func (s *state) confdGetvs(pattern string) ([]string, error) {
+	ps, err := s.confdGets(pattern)
+	if err != nil {
+		return []string{}, err
+	}
+	out := make([]string, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.Value)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// confdFileExists is confd's fileExists: false only when the file does not exist (a file it
+// may not stat counts as existing). Parse refuses it unless Options.AllowFile.
+func (s *state) confdFileExists(name string) (bool, error) {
+	if !s.t.opts.AllowFile {
+		return false, fmt.Errorf("fileExists %q: reading local files is disabled for this template", name)
+	}
+	s.files[name] = struct{}{}
+	_, err := os.Stat(name)
+	return !os.IsNotExist(err), nil
+}

@@ -1,0 +1,236 @@
+package templates
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestParse_UnknownFunctionsMode(t *testing.T) {
+	_, err := Parse("x", Options{Name: "t", Functions: "jinja"})
+	if err == nil || !strings.Contains(err.Error(), `functions "jinja"`) || !strings.Contains(err.Error(), "confd") {
+		t.Fatalf("error %v, want one naming the mode and the valid ones", err)
+	}
+	for _, mode := range []string{"", ModeNative, ModeConfd, ModeConsulTemplate} {
+		tmpl := mustParse(t, "x", Options{Functions: mode})
+		if want := map[string]string{"": ModeNative}[mode]; tmpl.Mode() != mode && tmpl.Mode() != want {
+			t.Errorf("Functions %q: Mode() = %q", mode, tmpl.Mode())
+		}
+	}
+}
+
+// TestParse_RefusedNamesFunctionAndReason: what cannot behave as in the peer fails at parse time
+// with the function, the mode and why.
+func TestParse_RefusedNamesFunctionAndReason(t *testing.T) {
+	for _, tc := range []struct {
+		mode, text string
+		want       []string
+	}{
+		{ModeConfd, `{{range lookupIPV4 "db"}}{{.}}{{end}}`, []string{`"lookupIPV4"`, "confd functions", "DNS", "t.tmpl:1"}},
+		{ModeConfd, `{{cget "/a"}}`, []string{`"cget"`, "PGP"}},
+		{ModeConfd, `{{fileExists "/etc/passwd"}}`, []string{`"fileExists" is disabled`, "allow_file"}},
+		{ModeConsulTemplate, `{{range service "web"}}{{.Address}}{{end}}`, []string{`"service"`, "consul-template functions", "catalog"}},
+		{ModeConsulTemplate, `{{with secret "kv/x"}}{{.Data}}{{end}}`, []string{`"secret"`, "Vault"}},
+		{ModeConsulTemplate, `{{nomadVar "x"}}`, []string{`"nomadVar"`, "Nomad"}},
+		{ModeConsulTemplate, `{{plugin "/bin/true"}}`, []string{`"plugin"`, "runs a program"}},
+		{ModeConsulTemplate, `{{writeToFile "/tmp/x" "" "" "0644" "a"}}`, []string{`"writeToFile"`, "side effect"}},
+		{ModeConsulTemplate, `{{spew_sdump 1}}`, []string{`"spew_sdump"`}},
+		{ModeConsulTemplate, `{{sockaddr "GetPrivateIP"}}`, []string{`"sockaddr"`, "network interfaces"}},
+		{ModeConsulTemplate, `{{file "/etc/passwd"}}`, []string{`"file" is disabled`}},
+		{ModeConsulTemplate, `{{range ls "a"}}{{.ModifyIndex}}{{end}}`, []string{"field .ModifyIndex", "Consul indexes"}},
+		{ModeConsulTemplate, `{{$p := index (tree "a") 0}}{{$p.Session}}`, []string{"field .Session"}},
+		{ModeNative, `{{range service "web"}}{{end}}`, []string{`"service"`, "native functions", "catalog"}},
+		{ModeNative, `{{lookupSRV "a" "b" "c"}}`, []string{`"lookupSRV"`, "DNS"}},
+	} {
+		t.Run(tc.mode+" "+tc.text, func(t *testing.T) {
+			_, err := Parse(tc.text, Options{Name: "t.tmpl", Functions: tc.mode})
+			if err == nil {
+				t.Fatal("parsed; want a refusal")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestMissingKeyOrField: a missing map key or field fails the render in native and confd modes;
+// consul-template mode prints "<no value>" as consul-template does, unless ErrorOnMissingKey.
+func TestMissingKeyOrField(t *testing.T) {
+	for _, tc := range []struct {
+		opts Options
+		text string
+		want string // "" means the render must fail
+	}{
+		{Options{}, `{{$m := dict "a" 1}}{{$m.b}}`, ""},
+		{Options{}, `{{.Foo}}`, ""},
+		{Options{Functions: ModeConfd}, `{{$j := json "{}"}}{{$j.x}}`, ""},
+		{Options{Functions: ModeConfd}, `{{.Foo}}`, ""},
+		{Options{Functions: ModeConsulTemplate}, `{{.Data.Foo}} {{$m := sprig_dict "a" 1}}{{$m.b}}`, "<no value> <no value>"},
+		{Options{Functions: ModeConsulTemplate, ErrorOnMissingKey: true}, `{{$m := sprig_dict "a" 1}}{{$m.b}}`, ""},
+		{Options{Functions: ModeConsulTemplate, ErrorOnMissingKey: true}, `{{.Data.Foo}}`, ""},
+	} {
+		t.Run(tc.opts.Functions+" "+tc.text, func(t *testing.T) {
+			res, err := mustParse(t, tc.text, tc.opts).Execute(Data{})
+			switch {
+			case tc.want == "" && err == nil:
+				t.Errorf("rendered %q; want the render to fail", res.Output)
+			case tc.want != "" && err != nil:
+				t.Errorf("failed (%v); want %q", err, tc.want)
+			case tc.want != "" && string(res.Output) != tc.want:
+				t.Errorf("output %q, want %q", res.Output, tc.want)
+			}
+		})
+	}
+}
+
+// TestConfd_Prefix: with Options.Prefix, a confd path under the prefix reads the view without
+// it (and keys in results keep it); any other path reads the view as it is.
+func TestConfd_Prefix(t *testing.T) {
+	keys := map[string]string{"db/host": "h", "db/port": "5", "upstream/a": "1", "upstream/b": "2"}
+	text := `{{getv "/production/web/db/host"}} {{getv "/db/host"}} {{exists "/production/web/db/port"}} ` +
+		`{{range gets "/production/web/upstream/*"}}{{.Key}}={{.Value}} {{end}}{{range gets "/upstream/*"}}{{.Key}} {{end}}` +
+		`{{ls "/production/web"}} {{ls "/production/web/db"}} {{lsdir "/production/web/"}} {{(get "/production/web/db/host").Key}} {{getvs "/production/web/*/*"}}`
+	want := "h h true /production/web/upstream/a=1 /production/web/upstream/b=2 /upstream/a /upstream/b " +
+		"[] [host port] [] /production/web/db/host [1 2 5 h]"
+	for _, prefix := range []string{"/production/web", "production/web/", "/production/web/"} {
+		res, err := mustParse(t, text, Options{Functions: ModeConfd, Prefix: prefix}).Execute(Data{Keys: keys})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(res.Output); got != want {
+			t.Errorf("Prefix %q:\n got %q\nwant %q", prefix, got, want)
+		}
+	}
+	// Without a prefix the absolute paths are just missing keys.
+	_, err := mustParse(t, `{{getv "/production/web/db/host"}}`, Options{Functions: ModeConfd}).Execute(Data{Keys: keys})
+	var mk *MissingKeyError
+	if !errors.As(err, &mk) || mk.Key != "production/web/db/host" {
+		t.Errorf("error %v, want a MissingKeyError for production/web/db/host", err)
+	}
+}
+
+// TestConfd_InputsRecorded: confd mode's listings record what they read, so that the agent
+// re-renders when it changes.
+func TestConfd_InputsRecorded(t *testing.T) {
+	keys := map[string]string{"app/a": "1", "app/b/c": "2", "other": "3"}
+	res, err := mustParse(t, `{{ls "/app"}}{{lsdir "/app"}}{{gets "/app/*/c"}}{{getv "/other"}}{{exists "/nope"}}`,
+		Options{Functions: ModeConfd}).Execute(Data{Keys: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(res.Prefixes, ","); got != "app" {
+		t.Errorf("Prefixes = %q, want app", got)
+	}
+	if got := strings.Join(res.Keys, ","); got != "app,nope,other" {
+		t.Errorf("Keys = %q, want app,nope,other", got)
+	}
+	changed := map[string]string{"app/a": "1", "app/b/c": "2", "other": "3", "app/d/e": "4"}
+	if !res.Changed(keys, changed) {
+		t.Error("a new key below app does not count as a change")
+	}
+}
+
+func TestConsulTemplate_DatacenterSelectorFails(t *testing.T) {
+	for _, text := range []string{`{{key "a@dc1"}}`, `{{ls "a?ns=x"}}`, `{{keyOrDefault "a@dc" "d"}}`} {
+		_, err := mustParse(t, text, Options{Functions: ModeConsulTemplate}).Execute(Data{Keys: map[string]string{"a": "1"}})
+		if err == nil || !strings.Contains(err.Error(), "no equivalent") {
+			t.Errorf("%s: error %v, want one saying the selector has no equivalent", text, err)
+		}
+	}
+}
+
+// TestLoop_RangeLeftEarlyLeavesNoGoroutine: loop's feeder ends with the execution, even when
+// the range stops early or the render fails inside it.
+func TestLoop_RangeLeftEarlyLeavesNoGoroutine(t *testing.T) {
+	before := runtime.NumGoroutine()
+	for _, mode := range []string{ModeNative, ModeConsulTemplate} {
+		for _, text := range []string{
+			`{{range loop 1000000}}{{if eq . 3}}{{break}}{{end}}{{.}}{{end}}`,
+			`{{range loop 1000000}}{{if eq . 3}}{{fail}}{{end}}{{end}}`,
+		} {
+			tmpl, err := Parse(strings.ReplaceAll(text, "{{fail}}", `{{key "missing"}}`), Options{Functions: mode})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := tmpl.Execute(Data{})
+			if err == nil && string(res.Output) != "012" {
+				t.Errorf("%s: output %q", text, res.Output)
+			}
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines left running after the renders (%d before)", runtime.NumGoroutine()-before, before)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestExecuteTemplate_NestingBounded(t *testing.T) {
+	_, err := mustParse(t, `{{define "r"}}{{executeTemplate "r"}}{{end}}{{executeTemplate "r"}}`,
+		Options{Functions: ModeConsulTemplate}).Execute(Data{})
+	if err == nil || !strings.Contains(err.Error(), "nested more than") {
+		t.Fatalf("error %v, want the nesting bound", err)
+	}
+}
+
+// TestWarnings_NativeNamesWithConfdMeaning: validate's warnings name each function whose native
+// meaning differs from confd's, with both meanings; peer modes have none.
+func TestWarnings_NativeNamesWithConfdMeaning(t *testing.T) {
+	text := `{{range ls "/a"}}{{.Key}}{{end}}{{contains "x" "y"}}{{split "," "a,b"}}{{seq 3}}{{trimSuffix "a" "b"}}{{getv "/a" "d"}}`
+	got := mustParse(t, text, Options{}).Warnings()
+	wantFns := []string{"contains", "ls", "seq", "split", "trimSuffix"}
+	if len(got) != len(wantFns) {
+		t.Fatalf("Warnings = %q, want one for each of %v", got, wantFns)
+	}
+	for i, fn := range wantFns {
+		if !strings.HasPrefix(got[i], fn+": native") || !strings.Contains(got[i], "confd's") || !strings.Contains(got[i], "functions: confd") {
+			t.Errorf("warning %d = %q, want %s's native and confd meanings and the way out", i, got[i], fn)
+		}
+	}
+	if w := mustParse(t, `{{getv "/a" "d"}}{{keys "/a"}}`, Options{}).Warnings(); len(w) != 0 {
+		t.Errorf("Warnings = %q for functions that mean the same", w)
+	}
+	for _, mode := range []string{ModeConfd, ModeConsulTemplate} {
+		if w := mustParse(t, `{{ls "/a"}}{{contains "a" "b"}}`, Options{Functions: mode}).Warnings(); w != nil {
+			t.Errorf("%s mode: Warnings = %q, want none", mode, w)
+		}
+	}
+}
+
+// TestExecute_ConcurrentHelpers renders consul-template's helpers (toTitle's caser, scratch,
+// loop) from many goroutines: each render has its own state (run with -race).
+func TestExecute_ConcurrentHelpers(t *testing.T) {
+	tmpl := mustParse(t, `{{key "n" | toTitle}} {{scratch.Set "a" (key "n")}}{{scratch.Get "a"}} {{range loop 2}}{{.}}{{end}}`,
+		Options{Functions: ModeConsulTemplate})
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n := fmt.Sprintf("élan %d o'neil", i)
+			res, err := tmpl.Execute(Data{Keys: map[string]string{"n": n}})
+			if err != nil {
+				errs <- err
+				return
+			}
+			if want := fmt.Sprintf("Élan %d O'neil élan %d o'neil 01", i, i); string(res.Output) != want {
+				errs <- fmt.Errorf("output %q, want %q", res.Output, want)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
