@@ -152,6 +152,9 @@ func (a *Agent) Warnings() []string {
 			w = append(w, fmt.Sprintf("%s: uses %s, whose output changes on every render: the file is rewritten and its command runs on every change of the view",
 				t.cfg.where(), strings.Join(fns, ", ")))
 		}
+		for _, tw := range t.t.Warnings() {
+			w = append(w, fmt.Sprintf("%s: %s", t.cfg.where(), tw))
+		}
 		for _, fn := range t.t.Functions() {
 			if fn == "revision" {
 				w = append(w, fmt.Sprintf("%s: uses revision: the file is rewritten and its command runs whenever any key of the view changes, not only the keys it reads",

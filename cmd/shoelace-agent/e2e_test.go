@@ -557,6 +557,12 @@ func TestE2E_Validate(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout, "ok, 1 template") || !strings.Contains(stdout, "warning:") || !strings.Contains(stdout, "now") {
 		t.Fatalf("validate good: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
 	}
+	// A native template that calls confd's names gets both meanings, and the way out.
+	e.write(srv, "", "  - contents: '{{ if contains \"a\" \"b\" }}x{{ end }}'\n    destination: $DIR/a\n")
+	code, stdout, _ = e.agentCmd("validate")
+	if code != 0 || !strings.Contains(stdout, "warning: "+e.config+":7: template "+e.path("a")+": contains:") || !strings.Contains(stdout, "functions: confd") {
+		t.Fatalf("validate of confd's contains in native mode: exit %d\n%s", code, stdout)
+	}
 	e.write(srv, "colour: blue\n", "  - contents: \"{{ key \\\"a\\\" \"\n    destination: $DIR/a\n")
 	code, _, stderr = e.agentCmd("validate")
 	if code == 0 || !strings.Contains(stderr, e.config+`:6: unknown field "colour"`) {
