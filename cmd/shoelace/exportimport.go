@@ -401,12 +401,15 @@ func importMode(c *cli.Context) (string, error) {
 }
 
 func (e *cliEnv) importKeys(c *cli.Context) error {
-	if c.String("from-etcd") != "" {
+	if c.String("from-etcd") != "" && c.String("from-consul-export") != "" {
+		return usagef("import: give --from-etcd or --from-consul-export, not both")
+	}
+	if c.String("from-etcd") != "" || c.String("from-consul-export") != "" {
 		return e.importFromEtcd(c)
 	}
 	for _, f := range []string{"prefix", "appliance", "etcd-cacert", "etcd-cert", "etcd-key", "skip-refused"} {
 		if c.IsSet(f) {
-			return usagef("import: --%s goes with --from-etcd", f)
+			return usagef("import: --%s goes with --from-etcd or --from-consul-export", f)
 		}
 	}
 	a, err := wantArgs(c, 1, 1, "FILE|-")

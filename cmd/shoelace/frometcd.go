@@ -1,7 +1,11 @@
 package main
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"io"
+	"os"
 	"path"
 	"sort"
 	"strings"
@@ -26,6 +30,7 @@ func fromEtcdFlags() []cli.Flag {
 		&cli.StringFlag{Name: "etcd-cert", Usage: "with --from-etcd: client certificate PEM `FILE`"},
 		&cli.StringFlag{Name: "etcd-key", Usage: "with --from-etcd: client key PEM `FILE`"},
 		&cli.BoolFlag{Name: "skip-refused", Usage: "with --from-etcd: import the other keys when some are refused (they are listed)"},
+		&cli.StringFlag{Name: "from-consul-export", Usage: "copy the keys of a `FILE` written by `consul kv export PREFIX` (- for stdin), as --from-etcd does; --prefix is the Consul prefix (such as web or web/)"},
 	}
 }
 
@@ -136,6 +141,11 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 	if err := api.ValidateSegment("appliance name", appliance); err != nil {
 		return usagef("import: --appliance: %v", err)
 	}
+	fromConsul := c.String("from-consul-export")
+	if fromConsul != "" {
+		// Consul's keys have no leading '/': read them as a confd keyspace rooted at '/'.
+		prefix = "/" + strings.TrimPrefix(prefix, "/")
+	}
 	if !strings.HasPrefix(prefix, "/") {
 		return usagef("import: --prefix %q: a confd prefix starts with '/' (such as /production/web)", prefix)
 	}
@@ -156,8 +166,14 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 	}
 	// The range of the prefix as etcd reads it: the keys below it, the prefix itself, and
 	// siblings that start alike (/production/web-old), which mapConfdKeys leaves out.
-	kvs, etcdRev, err := store.ReadForeign(s.ctx, store.ForeignEtcd{Endpoints: endpoints, CACert: c.String("etcd-cacert"),
-		Cert: c.String("etcd-cert"), Key: c.String("etcd-key")}, prefix)
+	var kvs []store.ForeignKV
+	var etcdRev int64
+	if fromConsul != "" {
+		kvs, err = readConsulExport(e, fromConsul)
+	} else {
+		kvs, etcdRev, err = store.ReadForeign(s.ctx, store.ForeignEtcd{Endpoints: endpoints, CACert: c.String("etcd-cacert"),
+			Cert: c.String("etcd-cert"), Key: c.String("etcd-key")}, prefix)
+	}
 	if err != nil {
 		return fmt.Errorf("import: %w", err)
 	}
@@ -165,7 +181,11 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 	for _, r := range refused {
 		fmt.Fprintf(e.stderr, "%s\n", r)
 	}
-	fmt.Fprintf(e.stderr, "etcd %s at revision %d: %d keys under %s, %d refused\n", strings.Join(endpoints, ","), etcdRev, len(keys)+len(refused), prefix, len(refused))
+	source := fmt.Sprintf("etcd %s at revision %d", strings.Join(endpoints, ","), etcdRev)
+	if fromConsul != "" {
+		source = "consul export " + fromConsul
+	}
+	fmt.Fprintf(e.stderr, "%s: %d keys under %s, %d refused\n", source, len(keys)+len(refused), prefix, len(refused))
 	if len(refused) > 0 && !c.Bool("skip-refused") {
 		return fmt.Errorf("import: %d keys refused (listed above), nothing written: rename them in etcd, or give --skip-refused to import the %d others", len(refused), len(keys))
 	}
@@ -233,4 +253,40 @@ func planFromEtcd(keys map[string]string, current []api.KV, merge bool) (importP
 		p.Txn.Guards = append(p.Txn.Guards, api.Guard{Key: k, ModRevision: cur.ModRevision})
 	}
 	return p, conflicts
+}
+
+// consulKV is one entry of `consul kv export`: the key, its flags, and its value in base64.
+type consulKV struct {
+	Key   string `json:"key"`
+	Flags uint64 `json:"flags"`
+	Value string `json:"value"`
+}
+
+// readConsulExport reads what `consul kv export` wrote (file, or stdin for "-") as keys rooted
+// at '/', so that they map onto an appliance as a confd keyspace does.
+func readConsulExport(e *cliEnv, file string) ([]store.ForeignKV, error) {
+	var data []byte
+	var err error
+	if file == "-" {
+		data, err = io.ReadAll(e.stdin)
+	} else {
+		data, err = os.ReadFile(file)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the consul export: %w", err)
+	}
+	var entries []consulKV
+	if err := json.Unmarshal(data, &entries); err != nil {
+		return nil, fmt.Errorf("%s is not what consul kv export writes (a JSON list of {\"key\",\"flags\",\"value\"}): %w", file, err)
+	}
+	out := make([]store.ForeignKV, 0, len(entries))
+	for i, en := range entries {
+		v, err := base64.StdEncoding.DecodeString(en.Value)
+		if err != nil {
+			return nil, fmt.Errorf("%s: entry %d (%q): the value is not base64: %w", file, i+1, en.Key, err)
+		}
+		out = append(out, store.ForeignKV{Key: []byte("/" + en.Key), Value: v})
+	}
+	sort.Slice(out, func(i, j int) bool { return string(out[i].Key) < string(out[j].Key) })
+	return out, nil
 }

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"encoding/base64"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// A consul-template user's keys come from `consul kv export web`: import --from-consul-export
+// copies them into the appliance in one transaction, naming the keys it refuses.
+func TestE2E_ImportFromConsulExport(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	b64 := func(v string) string { return base64.StdEncoding.EncodeToString([]byte(v)) }
+	export := fmt.Sprintf(`[
+ {"key":"web/db/host","flags":0,"value":%q},
+ {"key":"web/db/port","flags":0,"value":%q},
+ {"key":"web/bad key","flags":0,"value":%q},
+ {"key":"webx/other","flags":0,"value":%q}
+]`, b64("db.internal"), b64("5432"), b64("x"), b64("y"))
+	file := filepath.Join(t.TempDir(), "web.json")
+	if err := os.WriteFile(file, []byte(export), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res := c.run("import", "--from-consul-export", file, "--prefix", "web", "--appliance", "consul-web")
+	if res.code == 0 || !strings.Contains(res.stderr, `refused "/web/bad key"`) {
+		t.Fatalf("a refused key: %s", res)
+	}
+	c.ok("import", "--from-consul-export", file, "--prefix", "web", "--appliance", "consul-web", "--skip-refused")
+	if v := c.ok("kv", "get", "appliances/consul-web/db/host"); v != "db.internal" {
+		t.Fatalf("db/host = %q", v)
+	}
+	if out := c.ok("kv", "ls", "appliances/consul-web"); strings.Contains(out, "other") || !strings.Contains(out, "db/port") {
+		t.Fatalf("keys: %s", out)
+	}
+	c.fails(exitUsage, "not both", "import", "--from-consul-export", file, "--from-etcd", "http://127.0.0.1:1", "--prefix", "web", "--appliance", "x")
+	if err := os.WriteFile(file, []byte(`{"not":"a list"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.fails(exitError, "consul kv export", "import", "--from-consul-export", file, "--prefix", "web", "--appliance", "consul-web")
+}
