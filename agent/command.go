@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -34,13 +35,19 @@ type CommandResult struct {
 // ends. A non-zero exit, a timeout or a failure to start is an error; the result is filled in
 // every case.
 func RunCommand(ctx context.Context, command string, timeout time.Duration, env []string) (CommandResult, error) {
+	return RunShell(ctx, "", command, timeout, env)
+}
+
+// RunShell is RunCommand through shell: "" for the system's (sh; on Windows cmd), or one that
+// ValidShell accepts.
+func RunShell(ctx context.Context, shell, command string, timeout time.Duration, env []string) (CommandResult, error) {
 	res := CommandResult{Command: command, ExitCode: -1}
 	if timeout <= 0 {
 		timeout = DefaultCommandTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd, group := shellCommand(ctx, command)
+	cmd, group := shellCommand(ctx, shell, command)
 	cmd.Env = commandEnv(env)
 	// A daemon started by the command may keep the output pipe open; stop waiting for it.
 	cmd.WaitDelay = time.Second
@@ -136,4 +143,12 @@ func (b *limitedBuffer) droppedBytes() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.dropped
+}
+
+// ValidShell checks a template's shell: "" (the system's) or one of this system's shells.
+func ValidShell(shell string) error {
+	if shell == "" || slices.Contains(shells, shell) {
+		return nil
+	}
+	return fmt.Errorf("shell %q is not one of this system's: %s (the default is %s)", shell, strings.Join(shells, ", "), shells[0])
 }

@@ -16,9 +16,12 @@ const unixModes = true
 // is set once the command started, and read by the cancel of ctx's end, from another goroutine.
 type processGroup struct{ pid atomic.Int64 }
 
-// shellCommand runs command through /bin/sh -c, from /, in a process group of its own that
-// ctx's end kills whole.
-func shellCommand(ctx context.Context, command string) (*exec.Cmd, *processGroup) {
+// Shells a template may name (shell:); the first is the default.
+var shells = []string{"sh"}
+
+// shellCommand runs command through /bin/sh -c (the only shell here), from /, in a process
+// group of its own that ctx's end kills whole.
+func shellCommand(ctx context.Context, _ string, command string) (*exec.Cmd, *processGroup) {
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -44,3 +47,9 @@ func (g *processGroup) kill() {
 }
 
 func (g *processGroup) close() {}
+
+// Default locations of the agent's config and cache.
+var (
+	DefaultConfigPath = "/etc/shoelace/agent.yaml"
+	DefaultCacheDir   = "/var/lib/shoelace"
+)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"unsafe"
@@ -24,12 +25,20 @@ type processGroup struct {
 	job windows.Handle
 }
 
-// shellCommand runs command through cmd /S /C, from the system drive's root, in a job object
-// that ctx's end kills whole.
-func shellCommand(ctx context.Context, command string) (*exec.Cmd, *processGroup) {
-	cmd := exec.CommandContext(ctx, "cmd.exe")
-	// cmd.exe parses its own command line: pass the command as written, not quoted by Go.
-	cmd.SysProcAttr = &syscall.SysProcAttr{CmdLine: `cmd.exe /S /C "` + command + `"`}
+// Shells a template may name (shell:); the first is the default.
+var shells = []string{"cmd", "powershell"}
+
+// shellCommand runs command through cmd /S /C (or PowerShell), from the system drive's root, in
+// a job object that ctx's end kills whole.
+func shellCommand(ctx context.Context, shell, command string) (*exec.Cmd, *processGroup) {
+	var cmd *exec.Cmd
+	if shell == "powershell" {
+		cmd = exec.CommandContext(ctx, "powershell.exe", "-NoProfile", "-NonInteractive", "-Command", command)
+	} else {
+		cmd = exec.CommandContext(ctx, "cmd.exe")
+		// cmd.exe parses its own command line: pass the command as written, not quoted by Go.
+		cmd.SysProcAttr = &syscall.SysProcAttr{CmdLine: `cmd.exe /S /C "` + command + `"`}
+	}
 	cmd.Dir = os.Getenv("SystemDrive") + `\`
 	g := &processGroup{}
 	cmd.Cancel = func() error {
@@ -84,4 +93,17 @@ func (g *processGroup) close() {
 		windows.CloseHandle(g.job)
 		g.job = 0
 	}
+}
+
+// Default locations of the agent's config and cache: under %ProgramData%\shoelace.
+var (
+	DefaultConfigPath = filepath.Join(programData(), "shoelace", "agent.yaml")
+	DefaultCacheDir   = filepath.Join(programData(), "shoelace", "cache")
+)
+
+func programData() string {
+	if d := os.Getenv("ProgramData"); d != "" {
+		return d
+	}
+	return `C:\ProgramData`
 }

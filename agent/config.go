@@ -26,8 +26,6 @@ import (
 
 // Defaults of the agent's configuration.
 const (
-	DefaultConfigPath     = "/etc/shoelace/agent.yaml"
-	DefaultCacheDir       = "/var/lib/shoelace"
 	DefaultCommandTimeout = 30 * time.Second
 	// DefaultHealthTimeout bounds one run of a template's health command.
 	DefaultHealthTimeout = 10 * time.Second
@@ -102,18 +100,21 @@ func (w Wait) Enabled() bool { return w.Min > 0 || w.Max > 0 }
 
 // Template is one file the agent renders.
 type Template struct {
-	Source         string   `yaml:"source"`
-	Contents       string   `yaml:"contents"`
-	Destination    string   `yaml:"destination"`
-	Stage          string   `yaml:"stage"`
-	Perms          string   `yaml:"perms"`
-	Owner          string   `yaml:"owner"`
-	Group          string   `yaml:"group"`
-	Backup         bool     `yaml:"backup"`
-	LeftDelimiter  string   `yaml:"left_delimiter"`
-	RightDelimiter string   `yaml:"right_delimiter"`
-	Check          string   `yaml:"check"`
-	Command        string   `yaml:"command"`
+	Source         string `yaml:"source"`
+	Contents       string `yaml:"contents"`
+	Destination    string `yaml:"destination"`
+	Stage          string `yaml:"stage"`
+	Perms          string `yaml:"perms"`
+	Owner          string `yaml:"owner"`
+	Group          string `yaml:"group"`
+	Backup         bool   `yaml:"backup"`
+	LeftDelimiter  string `yaml:"left_delimiter"`
+	RightDelimiter string `yaml:"right_delimiter"`
+	Check          string `yaml:"check"`
+	Command        string `yaml:"command"`
+	// Shell runs check, command and health: "" for the system's (sh; cmd on Windows), or on
+	// Windows powershell. Templates that share a command must agree.
+	Shell          string   `yaml:"shell"`
 	CommandTimeout Duration `yaml:"command_timeout"`
 	// OnCommandFailure is rollback (default) or keep: what a failed reload of the template's
 	// group does to the files it installed. Templates that share a command must agree.
@@ -579,6 +580,12 @@ func (c *Config) Validate() error {
 		if left, right := cmp.Or(t.LeftDelimiter, "{{"), cmp.Or(t.RightDelimiter, "}}"); left == right {
 			add("%s: left_delimiter and right_delimiter must differ (both are %q)", w, left)
 		}
+		if err := ValidShell(t.Shell); err != nil {
+			add("%s: %v", w, err)
+		}
+		if !unixModes && (t.Perms != "" || t.Owner != "" || t.Group != "") {
+			add("%s: owner, group and perms are not supported on Windows: an installed file takes its ACL from its directory", w)
+		}
 		if strings.ContainsRune(t.Command, 0) || strings.ContainsRune(t.Check, 0) || strings.ContainsRune(t.Health, 0) {
 			add("%s: check, command and health must not contain NUL bytes", w)
 		}
@@ -619,6 +626,10 @@ func (c *Config) Validate() error {
 		if !ok {
 			byCommand[t.Command] = t
 			continue
+		}
+		if first.Shell != t.Shell {
+			add("%s: shell %q differs from %q of %s, which shares its command %q: a command runs in one shell",
+				t.where(), t.Shell, first.Shell, first.where(), t.Command)
 		}
 		if first.OnFailure() != t.OnFailure() {
 			add("%s: on_command_failure %s differs from %s of %s, which shares its command %q: templates that share a command are undone together, so they must agree",

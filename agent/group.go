@@ -370,7 +370,7 @@ func (p *pass) command(ctx context.Context, command string, timeout time.Duratio
 	}
 	// A reload command started for a changed file finishes (within its timeout) even when the
 	// agent is stopping: the file is already in place.
-	r, err := RunCommand(context.WithoutCancel(ctx), command, timeout, env)
+	r, err := RunShell(context.WithoutCancel(ctx), p.a.shellOf(command), command, timeout, env)
 	p.res.commands++
 	p.a.metrics.commands.Add(1)
 	out := redactOutput(r, p.v.Keys, p.a.allSecret(), p.before...)
@@ -403,7 +403,7 @@ func (p *pass) health(ctx context.Context, g *group) *failure {
 		seen[h] = true
 		for try := 0; ; try++ {
 			// Like the command: a health check started finishes even when the agent is stopping.
-			r, err := RunCommand(context.WithoutCancel(ctx), h, t.cfg.HealthTimeoutOrDefault(), env)
+			r, err := RunShell(context.WithoutCancel(ctx), t.cfg.Shell, h, t.cfg.HealthTimeoutOrDefault(), env)
 			if err == nil {
 				p.a.log.Info("health passed", "health", h, "templates", g.names(), "tries", try+1)
 				break
@@ -564,7 +564,7 @@ func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data) {
 		opts.Check = func(staged string) error {
 			// A check in progress finishes even when the agent is stopping (bounded by its
 			// timeout), so that the render it belongs to completes instead of being cut short.
-			cr, err := RunCommand(context.WithoutCancel(ctx), t.cfg.Check, t.cfg.Timeout(), []string{
+			cr, err := RunShell(context.WithoutCancel(ctx), t.cfg.Shell, t.cfg.Check, t.cfg.Timeout(), []string{
 				"SHOELACE_STAGED=" + staged,
 				"SHOELACE_DESTINATION=" + t.cfg.Destination,
 				"SHOELACE_APPLIANCE=" + a.cfg.Appliance,
@@ -621,4 +621,15 @@ func (a *Agent) logPass(v *view, res passResult, took time.Duration) {
 	a.log.Log(context.Background(), lvl, "sync", "revision", v.Revision, "store", v.Store, "from_cache", v.FromCache,
 		"rendered", len(res.rendered), "failed", len(res.failures), "commands", res.commands, "commands_failed", res.cmdFail,
 		"took_ms", took.Milliseconds())
+}
+
+// shellOf is the shell of the templates whose command is command (they agree; a command owed
+// by a run whose config had it is run in the system's shell when no template has it now).
+func (a *Agent) shellOf(command string) string {
+	for _, t := range a.tmpls {
+		if t.cfg.Command == command {
+			return t.cfg.Shell
+		}
+	}
+	return ""
 }
