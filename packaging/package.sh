@@ -64,11 +64,14 @@ ARCH="${ARCH:-$(go env GOARCH)}"
 DIST="${DIST:-dist}"
 FORMATS="${FORMATS:-deb rpm}"
 
+# Temporary directories made here, removed at exit (never BIN_DIR).
+CLEANUP=()
+trap 'rm -rf "${CLEANUP[@]}"' EXIT
 if [[ -n ${BIN_DIR:-} ]]; then
 	STAGE="$(cd "$BIN_DIR" && pwd)"
 else
 	STAGE="$(mktemp -d)"
-	trap 'rm -rf "$STAGE"' EXIT
+	CLEANUP+=("$STAGE")
 	echo "building shoelace and shoelace-agent $VERSION for linux/$ARCH" >&2
 	if ! CGO_ENABLED=0 GOOS=linux GOARCH="$ARCH" go build -trimpath \
 		-ldflags "-s -w -X main.version=$VERSION" \
@@ -77,7 +80,11 @@ else
 		exit 3 # the tests tell this apart from a packaging failure
 	fi
 fi
-export ARCH PKG_VERSION STAGE
+# The shell completion scripts (what `shoelace completion bash` prints), from the host.
+COMPLETIONS="$(mktemp -d)"
+CLEANUP+=("$COMPLETIONS")
+go run ./scripts/completions "$COMPLETIONS"
+export ARCH PKG_VERSION STAGE COMPLETIONS
 
 mkdir -p "$DIST"
 for pkg in agent server; do

@@ -209,7 +209,10 @@ func TestDeb(t *testing.T) {
 		{
 			pkg: "shoelace-agent", binary: "shoelace-agent", unit: "shoelace-agent.service",
 			files: append(dirs("./etc/", "./etc/shoelace/", "./etc/shoelace/templates.d/", "./usr/", "./usr/bin/",
-				"./usr/lib/", "./usr/lib/systemd/", unitDir, "./var/", "./var/lib/"),
+				"./usr/lib/", "./usr/lib/systemd/", unitDir, "./var/", "./var/lib/", "./usr/share/", "./usr/share/bash-completion/",
+				"./usr/share/bash-completion/completions/", "./usr/share/zsh/", "./usr/share/zsh/vendor-completions/"),
+				debEntry{"-rw-r--r--", "root/root", "./usr/share/bash-completion/completions/shoelace-agent"},
+				debEntry{"-rw-r--r--", "root/root", "./usr/share/zsh/vendor-completions/_shoelace-agent"},
 				debEntry{"-rw-r-----", "root/root", "./etc/shoelace/agent.yaml"},
 				debEntry{"-rwxr-xr-x", "root/root", "./usr/bin/shoelace-agent"},
 				debEntry{"-rw-r--r--", "root/root", unitDir + "shoelace-agent.service"},
@@ -221,7 +224,10 @@ func TestDeb(t *testing.T) {
 		{
 			pkg: "shoelace-server", binary: "shoelace", unit: "shoelace-server.service",
 			files: append(dirs("./etc/", "./etc/shoelace/", "./usr/", "./usr/bin/",
-				"./usr/lib/", "./usr/lib/systemd/", unitDir, "./var/", "./var/lib/"),
+				"./usr/lib/", "./usr/lib/systemd/", unitDir, "./var/", "./var/lib/", "./usr/share/", "./usr/share/bash-completion/",
+				"./usr/share/bash-completion/completions/", "./usr/share/zsh/", "./usr/share/zsh/vendor-completions/"),
+				debEntry{"-rw-r--r--", "root/root", "./usr/share/bash-completion/completions/shoelace"},
+				debEntry{"-rw-r--r--", "root/root", "./usr/share/zsh/vendor-completions/_shoelace"},
 				debEntry{"-rw-r-----", "root/root", "./etc/shoelace/server.env"},
 				debEntry{"-rwxr-xr-x", "root/root", "./usr/bin/shoelace"},
 				debEntry{"-rw-r--r--", "root/root", unitDir + "shoelace-server.service"},

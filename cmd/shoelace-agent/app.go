@@ -18,6 +18,7 @@ import (
 
 	"github.com/shoelace-dev/shoelace/agent"
 	"github.com/shoelace-dev/shoelace/internal/sdnotify"
+	"github.com/shoelace-dev/shoelace/internal/complete"
 	"github.com/shoelace-dev/shoelace/internal/svc"
 )
 
@@ -266,6 +267,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			},
 		},
 	}
+	app.Commands = append(app.Commands, complete.Commands(app, nil)...)
 	for _, action := range svc.Actions {
 		app.Commands = append(app.Commands, serviceCommand(action, stdout, stderr))
 	}

@@ -52,6 +52,7 @@ The .deb and .rpm packages install the bash and zsh scripts.`, app.Name),
 		},
 		{
 			Name:            Command,
+			ArgsUsage:       "WORDS… -- CURRENT",
 			Hidden:          true,
 			SkipFlagParsing: true,
 			Action: func(c *cli.Context) error {
