@@ -18,6 +18,9 @@
 //	GET    /v1/maintenance, PUT /v1/maintenance     Maintenance (PUT admin only)
 //	GET    /v1/snapshot                             etcd snapshot stream (admin only)
 //	GET    /v1/status                               Status (read, write or admin token; not agents)
+//
+// With Config.UI, /ui/ is the web console (ui.go): its own sign-in and session cookie, pages that act
+// with the signed-in token's scopes and write through the handlers above.
 package server
 
 import (
