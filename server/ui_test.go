@@ -549,3 +549,22 @@ func TestUI_Off(t *testing.T) {
 		}
 	}
 }
+
+// A session is known to the replica that made it only: another replica over the same store
+// answers the sign-in form (cookies ignore ports, so the same browser sends it to both).
+func TestUI_SessionPerReplica(t *testing.T) {
+	f := newFixture(t)
+	uiSeed(f)
+	g := newFixtureOn(t, f.st)
+	b := newUIBrowser(t, f.srv.URL, nil)
+	b.signIn(f.token)
+	other := newUIBrowser(t, g.srv.URL, nil)
+	other.c.Jar = b.c.Jar
+	r := other.get("/ui/appliances/web-frontend")
+	mustStatus(t, r, http.StatusUnauthorized)
+	if !strings.Contains(string(r.body), `type="password"`) {
+		t.Fatalf("not the sign-in form: %s", r.body)
+	}
+	other.signIn(f.token)
+	mustStatus(t, other.get("/ui/appliances/web-frontend"), 200)
+}
