@@ -154,6 +154,7 @@ cat <<TXT
 Shoelace is running.
   server   http://$addr        (log: $run/server.log, data: $run/data)
   agent    appliance $appliance  (log: $run/agent.log, files: $run/out/)
+  console  http://$addr/ui/    (sign in with the token in $run/admin.token)
 
 In another terminal:
   export SHOELACE_ADDR=http://$addr SHOELACE_TOKEN_FILE=$run/admin.token

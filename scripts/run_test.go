@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -214,6 +215,16 @@ func TestRun_MakeRun(t *testing.T) {
 		want := fmt.Sprintf("export SHOELACE_ADDR=http://127.0.0.1:%s SHOELACE_TOKEN_FILE=%s", port, filepath.Join(run, "admin.token"))
 		if !strings.Contains(r.out.String(), want) {
 			t.Errorf("run.sh did not print %q; it printed:\n%s", want, r.out.String())
+		}
+		// The web console, at the URL it prints: its sign-in form.
+		console := fmt.Sprintf("http://127.0.0.1:%s/ui/", port)
+		if !strings.Contains(r.out.String(), "console  "+console) {
+			t.Errorf("run.sh did not print the console's URL %s; it printed:\n%s", console, r.out.String())
+		}
+		if res, err := http.Get(console); err != nil || res.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: %v %v", console, res, err)
+		} else {
+			res.Body.Close()
 		}
 		for _, name := range []string{"admin.token", "agent.token"} {
 			fi, err := os.Stat(filepath.Join(run, name))

@@ -43,6 +43,8 @@ const (
 	// DefaultUnauthIdleTimeout closes keep-alive connections that never presented a valid token
 	// once idle that long (authenticated ones keep DefaultIdleTimeout).
 	DefaultUnauthIdleTimeout = 5 * time.Second
+	// DefaultUI serves the web console at /ui/.
+	DefaultUI = true
 )
 
 // Defaults of Config's limits per token.
@@ -135,6 +137,8 @@ type Config struct {
 	// SecretsKeyFile holds the AES-256 key that seals secret values in release copies ("" =
 	// secret values are left out of the copies). Every replica must have the same key.
 	SecretsKeyFile string
+	// UI serves the web console at /ui/ (false: /ui/ is 404).
+	UI bool
 	// Reload, when not nil, makes Serve read the TLS certificate and key again each time it
 	// receives (a pair that fails to load keeps the old one). Run wires SIGHUP to it when nil.
 	Reload <-chan struct{}
@@ -164,6 +168,7 @@ func DefaultConfig() Config {
 		ReleaseRetention:  DefaultReleaseRetention,
 		ReleaseMaxAge:     DefaultReleaseMaxAge,
 		ReleaseMaxBytes:   DefaultReleaseMaxBytes,
+		UI:                DefaultUI,
 	}
 }
 

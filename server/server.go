@@ -18,6 +18,9 @@
 //	GET    /v1/maintenance, PUT /v1/maintenance     Maintenance (PUT admin only)
 //	GET    /v1/snapshot                             etcd snapshot stream (admin only)
 //	GET    /v1/status                               Status (read, write or admin token; not agents)
+//
+// With Config.UI, /ui/ is the web console (ui.go): its own sign-in and session cookie, pages that act
+// with the signed-in token's scopes and write through the handlers above.
 package server
 
 import (
@@ -84,6 +87,7 @@ type Server struct {
 	sealer       *sealer                   // seals secret values in release copies; nil: left out
 	pruneKick    chan struct{}             // wakes the release pruner before its next tick
 	sincePrune   atomic.Int64              // releases asked for since the last kick
+	ui           uiSessions                // the web console's sessions on this replica
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -223,6 +227,7 @@ func (s *Server) routes() {
 	v1("PUT /v1/maintenance", s.handlePutMaintenance)
 	v1("GET /v1/snapshot", s.handleSnapshot)
 	v1("GET /v1/status", s.handleStatus)
+	s.uiRoutes(mux) // the web console, /ui/ (ui.go)
 
 	open("/", s.handleNotFound)
 	s.h = s.outer(mux)

@@ -17,8 +17,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/shoelace-dev/shoelace/agent"
-	"github.com/shoelace-dev/shoelace/internal/sdnotify"
 	"github.com/shoelace-dev/shoelace/internal/complete"
+	"github.com/shoelace-dev/shoelace/internal/sdnotify"
 	"github.com/shoelace-dev/shoelace/internal/svc"
 )
 

@@ -63,6 +63,7 @@ SERVICE (systemd, as root; the unit is the one the packages ship):
 			&cli.StringFlag{Name: "release-max-age", Value: "90d", EnvVars: env("release-max-age"), Usage: "`AGE` after which a release record is pruned: days (90d) or a duration (720h); 0: no age limit"},
 			&cli.Int64Flag{Name: "release-max-bytes", Value: def.ReleaseMaxBytes, EnvVars: env("release-max-bytes"), Usage: "bytes of release records and copies kept, newest first (0: no byte limit)"},
 			&cli.StringFlag{Name: "secrets-key-file", EnvVars: env("secrets-key-file"), Usage: "`FILE` (mode 0600) with a 32-byte key, 64 hex digits (openssl rand -hex 32), that seals secret values in release copies; the same on every replica. Further lines: older keys, which only open what they sealed (rotation). Without it, copies leave secret values out"},
+			&cli.BoolFlag{Name: "ui", Value: def.UI, EnvVars: env("ui"), Usage: "serve the web console at /ui/ (sign in with a token); --ui=false: /ui/ is 404"},
 			&cli.StringFlag{Name: "log-level", Value: def.LogLevel, EnvVars: env("log-level"), Usage: "debug, info, warn or error (the audit lines of writes are written at every level)"},
 		},
 		Action: e.server,
@@ -99,6 +100,7 @@ func serverConfigFrom(c *cli.Context) (server.Config, error) {
 	cfg.UnauthIdleTimeout = c.Duration("unauth-idle-timeout")
 	cfg.AdminTokenFile = c.String("admin-token-file")
 	cfg.LogLevel = c.String("log-level")
+	cfg.UI = c.Bool("ui")
 	cfg.Version = version
 	return cfg, nil
 }

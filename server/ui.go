@@ -1,0 +1,567 @@
+package server
+
+// The web console, served at /ui/ by every replica (Config.UI). It is server-rendered: html/template
+// pages and static files embedded from ui/, and one small script that follows an appliance's
+// changes through the hub's long-poll. It signs in with the API's tokens and acts with their
+// scopes: reads and writes go through the same checks and the same handlers as the API (writes
+// record a release whose source is "console").
+//
+// Sessions live in this replica's memory: a session id (random, in an HttpOnly cookie) maps to
+// the token's name and the hash it had at sign-in, checked against the token cache on every
+// request, so that a revoked or replaced token ends its sessions at once. Another replica does
+// not know the session: behind a load balancer without affinity the console asks to sign in
+// again there (the token is never stored in the browser).
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"embed"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+//go:embed ui
+var uiFiles embed.FS
+
+// Console sessions and their cookies.
+const (
+	// uiSessionTTL is how long a console session lasts from sign-in.
+	uiSessionTTL = 8 * time.Hour
+	// uiMaxSessions bounds the sessions a replica keeps; a sign-in over it ends the oldest.
+	uiMaxSessions = 10000
+	// uiCookie holds the session id; uiSigninCookie the sign-in form's CSRF token.
+	uiCookie       = "shoelace_session"
+	uiSigninCookie = "shoelace_signin"
+	// uiLiveWait is how long the console's long-poll waits for a change.
+	uiLiveWait = 25 * time.Second
+	// uiSource is the X-Shoelace-Source of the console's writes.
+	uiSource = "console"
+)
+
+// uiCSP is the Content-Security-Policy of every console answer: nothing but this origin's own
+// files, no inline script or style, no framing, forms only to this origin.
+const uiCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
+	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+// uiSession is one signed-in browser.
+type uiSession struct {
+	token   string // the token's name
+	hash    string // the token's hash at sign-in: a new secret under the name ends the session
+	csrf    string // carried by every form of the session
+	expires time.Time
+}
+
+// uiSessions are this replica's console sessions, by the SHA-256 of their id.
+type uiSessions struct {
+	mu sync.Mutex
+	m  map[string]*uiSession
+}
+
+func sessionKey(id string) string {
+	h := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(h[:])
+}
+
+// randomID returns 256 random bits, base64url.
+func randomID() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// create starts a session for rec and returns its id.
+func (u *uiSessions) create(rec *tokenRecord, now time.Time) (string, *uiSession) {
+	id := randomID()
+	sess := &uiSession{token: rec.Name, hash: rec.Hash, csrf: randomID(), expires: now.Add(uiSessionTTL)}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.m == nil {
+		u.m = map[string]*uiSession{}
+	}
+	if len(u.m) >= uiMaxSessions {
+		var oldest string
+		for k, s := range u.m {
+			if now.After(s.expires) {
+				delete(u.m, k)
+			} else if oldest == "" || s.expires.Before(u.m[oldest].expires) {
+				oldest = k
+			}
+		}
+		if len(u.m) >= uiMaxSessions {
+			delete(u.m, oldest)
+		}
+	}
+	u.m[sessionKey(id)] = sess
+	return id, sess
+}
+
+// get returns the live session of id, or nil.
+func (u *uiSessions) get(id string, now time.Time) *uiSession {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	k := sessionKey(id)
+	s := u.m[k]
+	if s != nil && now.After(s.expires) {
+		delete(u.m, k)
+		return nil
+	}
+	return s
+}
+
+func (u *uiSessions) remove(id string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	delete(u.m, sessionKey(id))
+}
+
+// byName returns the cached record of token name, or nil.
+func (a *authState) byNameRecord(name string) *tokenRecord {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.byName[name]
+}
+
+// uiCtx is what a console handler knows of its request.
+type uiCtx struct {
+	p    *principal
+	sess *uiSession
+}
+
+// uiHandler is a console page; its error is answered as an error page.
+type uiHandler func(w http.ResponseWriter, r *http.Request, c *uiCtx) error
+
+// uiTemplates are the console's pages, each parsed with the layout.
+var uiTemplates = func() map[string]*template.Template {
+	funcs := template.FuncMap{
+		"ago":  uiAgo,
+		"when": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
+		"join": strings.Join,
+		"pathEscape": func(s string) string {
+			return url.PathEscape(s)
+		},
+	}
+	out := map[string]*template.Template{}
+	pages, err := fs.Glob(uiFiles, "ui/pages/*.html")
+	if err != nil {
+		panic(err)
+	}
+	for _, p := range pages {
+		t := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(uiFiles, "ui/layout.html", "ui/partials.html", p))
+		out[strings.TrimSuffix(path.Base(p), ".html")] = t
+	}
+	return out
+}()
+
+// uiAgo says how long ago t was, roughly.
+func uiAgo(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	d := time.Since(t)
+	switch {
+	case d < 0:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+}
+
+// uiPage is what every page's template gets.
+type uiPage struct {
+	Title  string
+	Token  string // the signed-in token's name; "" on the sign-in page
+	CSRF   string
+	Admin  bool
+	Nav    string // appliances, store
+	Notice string
+	Data   any
+}
+
+// uiRoutes registers the console's routes on mux (nothing when the console is off: /ui/ is 404).
+func (s *Server) uiRoutes(mux *http.ServeMux) {
+	if !s.cfg.UI {
+		return
+	}
+	get := func(pattern string, h uiHandler) { mux.Handle("GET "+pattern, s.uiWrap(h, false)) }
+	post := func(pattern string, h uiHandler) { mux.Handle("POST "+pattern, s.uiWrap(h, true)) }
+	mux.HandleFunc("GET /ui/static/{file}", s.uiStatic)
+	mux.HandleFunc("POST /ui/signin", s.uiSignin)
+	mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
+	get("/ui/{$}", s.uiAppliances)
+	post("/ui/signout", s.uiSignout)
+	get("/ui/appliances/{name}", s.uiAppliance)
+	get("/ui/appliances/{name}/live", s.uiLive)
+	get("/ui/appliances/{name}/history", s.uiHistory)
+	get("/ui/appliances/{name}/releases/{revision}", s.uiRelease)
+	get("/ui/appliances/{name}/edit", s.uiEditForm)
+	post("/ui/appliances/{name}/edit", s.uiEdit)
+	post("/ui/appliances/{name}/rollback", s.uiRollback)
+	post("/ui/appliances/{name}/rollout", s.uiRolloutAction)
+	get("/ui/store", s.uiStore)
+	post("/ui/store/maintenance", s.uiMaintenance)
+	mux.Handle("/ui/", s.uiWrap(func(w http.ResponseWriter, r *http.Request, c *uiCtx) error {
+		return api.Errorf(api.CodeNotFound, "no such page: %s %s", r.Method, shorten(r.URL.Path))
+	}, false))
+}
+
+// uiHeaders sets the security headers of every console answer.
+func uiHeaders(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", uiCSP)
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+	h.Set("Cross-Origin-Resource-Policy", "same-origin")
+	h.Set("Cache-Control", "no-store")
+}
+
+// uiStatic serves the embedded CSS and script.
+func (s *Server) uiStatic(w http.ResponseWriter, r *http.Request) {
+	uiHeaders(w)
+	name := r.PathValue("file")
+	data, err := uiFiles.ReadFile("ui/static/" + name)
+	if err != nil || strings.Contains(name, "/") {
+		http.NotFound(w, r)
+		return
+	}
+	switch path.Ext(name) {
+	case ".css":
+		w.Header().Set("Content-Type", "text/css; charset=utf-8")
+	case ".js":
+		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+	default:
+		w.Header().Set("Content-Type", "application/octet-stream")
+	}
+	w.Header().Set("Cache-Control", "no-cache")
+	_, _ = w.Write(data)
+}
+
+// sameOrigin refuses a POST that a browser did not send from a page of this origin: the fetch
+// metadata (Sec-Fetch-Site) when the browser sends it, else the Origin header. (The console's
+// Referrer-Policy is no-referrer, under which browsers send "Origin: null" with form posts; the
+// ones that do not send Sec-Fetch-Site are refused.)
+func sameOrigin(r *http.Request) error {
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" {
+		if site != "same-origin" {
+			return forbidden("the form was sent from another site (Sec-Fetch-Site: %s): the console takes forms from its own pages only", shorten(site))
+		}
+		return nil
+	}
+	o := r.Header.Get("Origin")
+	if o == "" || o == "null" {
+		return forbidden("the form came without its origin (no Origin nor Sec-Fetch-Site header): the console takes forms from its own pages only")
+	}
+	u, err := url.Parse(o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host != r.Host {
+		return forbidden("the form was sent from another origin (%s): the console takes forms from its own pages only", shorten(o))
+	}
+	return nil
+}
+
+// uiFormLimit bounds a console form: a key's value, URL-encoded, and the rest.
+func (s *Server) uiFormLimit() int64 { return 3*int64(s.cfg.MaxValueBytes) + 64<<10 }
+
+// parseForm reads a POST's form (its body only, not the query) within limit.
+func parseForm(w http.ResponseWriter, r *http.Request, limit int64) error {
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
+	if err := r.ParseForm(); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return api.Errorf(api.CodeBodyTooLarge, "the form is over the limit of %d bytes", limit)
+		}
+		return api.Errorf(api.CodeInvalidBody, "the form does not parse: %v", err)
+	}
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
+	return nil
+}
+
+// uiSessionOf returns the request's live session and its token's record, or nils.
+func (s *Server) uiSessionOf(r *http.Request) (*uiSession, *tokenRecord) {
+	c, err := r.Cookie(uiCookie)
+	if err != nil || c.Value == "" || len(c.Value) > 128 {
+		return nil, nil
+	}
+	sess := s.ui.get(c.Value, time.Now())
+	if sess == nil {
+		return nil, nil
+	}
+	rec := s.auth.byNameRecord(sess.token)
+	if rec == nil || subtle.ConstantTimeCompare([]byte(rec.Hash), []byte(sess.hash)) != 1 {
+		// Revoked, or given another secret, since the sign-in.
+		s.ui.remove(c.Value)
+		return nil, nil
+	}
+	return sess, rec
+}
+
+// uiWrap authenticates a console request by its session (or answers the sign-in form), applies
+// the rate limits, and for a POST checks its origin and CSRF token.
+func (s *Server) uiWrap(h uiHandler, post bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		uiHeaders(w)
+		sess, rec := s.uiSessionOf(r)
+		if sess == nil {
+			if err := s.limitAddr(r); err != nil {
+				s.uiError(w, r, nil, err)
+				return
+			}
+			status := http.StatusUnauthorized
+			if r.URL.Path == "/ui/" && !post {
+				status = http.StatusOK
+			}
+			notice := ""
+			if post || r.URL.Path != "/ui/" {
+				notice = "Sign in to continue: the session ended (signed out, expired, its token revoked) or this replica does not know it."
+			}
+			next := ""
+			if !post && r.URL.Path != "/ui/" {
+				next = r.URL.Path
+			}
+			s.uiSigninPage(w, r, status, notice, next)
+			return
+		}
+		inst := ""
+		if rec.Instance != "" {
+			inst = rec.Instance
+		}
+		if err := s.limitToken(rec, inst); err != nil {
+			s.uiError(w, r, nil, err)
+			return
+		}
+		info(r).token = rec.Name
+		markAuthenticated(r)
+		s.auth.touch(rec.Name)
+		r = r.WithContext(context.WithValue(r.Context(), principalKey{}, rec.principal()))
+		c := &uiCtx{p: principalOf(r), sess: sess}
+		if post {
+			if err := sameOrigin(r); err != nil {
+				s.uiError(w, r, c, err)
+				return
+			}
+			if err := parseForm(w, r, s.uiFormLimit()); err != nil {
+				s.uiError(w, r, c, err)
+				return
+			}
+			if got := r.PostForm.Get("csrf"); subtle.ConstantTimeCompare([]byte(got), []byte(sess.csrf)) != 1 {
+				s.uiError(w, r, c, forbidden("the form's CSRF token does not match this session: reload the page and try again"))
+				return
+			}
+		}
+		if err := h(w, r, c); err != nil {
+			s.uiError(w, r, c, err)
+		}
+	})
+}
+
+// uiSigninPage answers the sign-in form, with a fresh CSRF token in a cookie and the form.
+func (s *Server) uiSigninPage(w http.ResponseWriter, r *http.Request, status int, notice, next string) {
+	tok := randomID()
+	http.SetCookie(w, &http.Cookie{Name: uiSigninCookie, Value: tok, Path: "/ui/", HttpOnly: true, Secure: r.TLS != nil,
+		SameSite: http.SameSiteStrictMode, MaxAge: 3600})
+	s.uiRender(w, r, status, "signin", &uiPage{Title: "Sign in", CSRF: tok, Notice: notice, Data: struct{ Next string }{next}})
+}
+
+// uiNext is where a sign-in goes on to: a console path, else the appliances.
+func uiNext(next string) string {
+	if next == "" || !strings.HasPrefix(next, "/ui/") || strings.ContainsAny(next, "\\?#") || strings.Contains(next, "//") || next != cleanPath(next) {
+		return "/ui/"
+	}
+	return next
+}
+
+// uiSignin exchanges a token for a session. Attempts are rate limited per client address, as
+// API requests without a valid token are.
+func (s *Server) uiSignin(w http.ResponseWriter, r *http.Request) {
+	uiHeaders(w)
+	arrived := time.Now()
+	if err := s.limitAddr(r); err != nil {
+		s.uiError(w, r, nil, err)
+		return
+	}
+	if err := sameOrigin(r); err != nil {
+		s.uiError(w, r, nil, err)
+		return
+	}
+	if err := parseForm(w, r, 8<<10); err != nil {
+		s.uiError(w, r, nil, err)
+		return
+	}
+	c, err := r.Cookie(uiSigninCookie)
+	if err != nil || c.Value == "" || subtle.ConstantTimeCompare([]byte(c.Value), []byte(r.PostForm.Get("csrf"))) != 1 {
+		s.uiSigninPage(w, r, http.StatusForbidden, "The sign-in form expired or was not sent from this console: try again.", r.PostForm.Get("next"))
+		return
+	}
+	secret := strings.TrimSpace(r.PostForm.Get("token"))
+	var rec *tokenRecord
+	if secret != "" && len(secret) <= 512 {
+		if rec = s.auth.lookup(secret); rec == nil && s.auth.loaded.Load() {
+			rec = s.lookupFresh(r.Context(), secret, arrived)
+		}
+	}
+	if rec == nil {
+		s.uiSigninPage(w, r, http.StatusUnauthorized, "Unknown or revoked token.", r.PostForm.Get("next"))
+		return
+	}
+	id, _ := s.ui.create(rec, time.Now())
+	info(r).token = rec.Name
+	markAuthenticated(r)
+	s.log.Info("console sign-in", "token", rec.Name, "remote", r.RemoteAddr)
+	http.SetCookie(w, &http.Cookie{Name: uiCookie, Value: id, Path: "/ui/", HttpOnly: true, Secure: r.TLS != nil,
+		SameSite: http.SameSiteStrictMode, MaxAge: int(uiSessionTTL.Seconds())})
+	http.SetCookie(w, &http.Cookie{Name: uiSigninCookie, Value: "", Path: "/ui/", HttpOnly: true, Secure: r.TLS != nil,
+		SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	http.Redirect(w, r, uiNext(r.PostForm.Get("next")), http.StatusSeeOther)
+}
+
+func (s *Server) uiSignout(w http.ResponseWriter, r *http.Request, c *uiCtx) error {
+	if ck, err := r.Cookie(uiCookie); err == nil {
+		s.ui.remove(ck.Value)
+	}
+	http.SetCookie(w, &http.Cookie{Name: uiCookie, Value: "", Path: "/ui/", HttpOnly: true, Secure: r.TLS != nil,
+		SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	http.Redirect(w, r, "/ui/", http.StatusSeeOther)
+	return nil
+}
+
+// uiRender answers page with data, rendered in full before anything is written.
+func (s *Server) uiRender(w http.ResponseWriter, r *http.Request, status int, page string, data *uiPage) {
+	t := uiTemplates[page]
+	var buf bytes.Buffer
+	if t == nil {
+		s.log.Error("console page missing", "page", page)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	if err := t.ExecuteTemplate(&buf, "layout.html", data); err != nil {
+		s.log.Error("render console page", "page", page, "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// page fills a uiPage for the signed-in request.
+func (c *uiCtx) page(title, nav string, data any) *uiPage {
+	pg := &uiPage{Title: title, Nav: nav, Data: data}
+	if c != nil {
+		pg.Token, pg.CSRF, pg.Admin = c.p.name, c.sess.csrf, c.p.admin
+	}
+	return pg
+}
+
+// uiErrorData is the error page's data.
+type uiErrorData struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+// uiError answers err as an error page with its status, logging it as writeError does.
+func (s *Server) uiError(w http.ResponseWriter, r *http.Request, c *uiCtx, err error) {
+	var e *api.Error
+	switch {
+	case errors.As(err, &e):
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		return
+	case errors.Is(err, context.DeadlineExceeded):
+		e = &api.Error{Code: api.CodeUnavailable, Message: "the store did not answer in time", RetryAfter: 1}
+	default:
+		e = &api.Error{Code: api.CodeInternal, Message: err.Error()}
+	}
+	status := e.HTTPStatus()
+	level := slog.LevelDebug
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	s.log.LogAttrs(r.Context(), level, "console error", slog.String("request_id", info(r).id), slog.String("code", e.Code),
+		slog.Int("status", status), slog.String("err", err.Error()))
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", fmt.Sprint(e.RetryAfter))
+	}
+	if r.URL.Path != "" && strings.HasSuffix(r.URL.Path, "/live") {
+		// The script's long-poll: it only needs the status.
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(status)
+		return
+	}
+	s.uiRender(w, r, status, "error", c.page("Error", "", uiErrorData{Status: status, Code: e.Code, Message: e.Message}))
+}
+
+// uiRecorder takes the answer of an API handler that the console calls.
+type uiRecorder struct {
+	h      http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (w *uiRecorder) Header() http.Header { return w.h }
+func (w *uiRecorder) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+}
+func (w *uiRecorder) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.body.Write(b)
+}
+
+// uiCall runs API handler h for the console's request r, acting with its principal: the same
+// checks, store calls, releases and audit lines as the API. query and hdr are the API request's;
+// a write is marked with source "console" and message msg. The handler's error is returned as is.
+func (s *Server) uiCall(r *http.Request, h handlerFunc, method string, pathValues map[string]string, query url.Values, body []byte, hdr http.Header, msg string) (*uiRecorder, error) {
+	target := "/v1/console"
+	if len(query) > 0 {
+		target += "?" + query.Encode()
+	}
+	ir, err := http.NewRequestWithContext(r.Context(), method, target, bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("console request: %w", err)
+	}
+	ir.RemoteAddr, ir.Host = r.RemoteAddr, r.Host
+	if hdr != nil {
+		ir.Header = hdr
+	}
+	for k, v := range pathValues {
+		ir.SetPathValue(k, v)
+	}
+	if method != http.MethodGet {
+		ir.Header.Set(api.HeaderSource, uiSource)
+		if msg != "" {
+			ir.Header.Set(api.HeaderMessage, msg)
+		}
+		if err := checkReleaseHeaders(ir); err != nil {
+			return nil, err
+		}
+	}
+	rec := &uiRecorder{h: http.Header{}}
+	if err := h(rec, ir); err != nil {
+		return rec, err
+	}
+	return rec, nil
+}

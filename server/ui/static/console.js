@@ -1,0 +1,86 @@
+// Shoelace console: follows an appliance's changes. The page long-polls its live endpoint (the
+// hub's long-poll, as agents do); when the view changed, or after each wait, it fetches the page
+// again and swaps the #live part in. Without JavaScript the page is the same, only static.
+(function () {
+  "use strict";
+  var root = document.getElementById("live");
+  if (!root || !window.fetch || !window.DOMParser) {
+    return;
+  }
+  var url = root.getAttribute("data-live-url");
+  var index = root.getAttribute("data-index");
+  var backoff = 1000;
+
+  function status(text) {
+    var el = document.getElementById("live-status");
+    if (el) {
+      el.textContent = text;
+    }
+  }
+
+  // refresh fetches the page and replaces #live with its new content, keeping the
+  // <details> the user closed closed.
+  function refresh() {
+    return fetch(window.location.href, { credentials: "same-origin", cache: "no-store" }).then(function (res) {
+      if (!res.ok) {
+        throw new Error("status " + res.status);
+      }
+      return res.text();
+    }).then(function (html) {
+      var doc = new DOMParser().parseFromString(html, "text/html");
+      var next = doc.getElementById("live");
+      if (!next) {
+        // Signed out meanwhile (the sign-in form came back): show it.
+        window.location.reload();
+        return;
+      }
+      var closed = {};
+      root.querySelectorAll("details:not([open]) > summary").forEach(function (s) {
+        closed[s.textContent] = true;
+      });
+      root.innerHTML = next.innerHTML;
+      root.querySelectorAll("details > summary").forEach(function (s) {
+        if (closed[s.textContent]) {
+          s.parentNode.removeAttribute("open");
+        }
+      });
+      index = next.getAttribute("data-index") || index;
+      root.classList.remove("updated");
+      void root.offsetWidth;
+      root.classList.add("updated");
+    });
+  }
+
+  function poll() {
+    fetch(url + "?index=" + encodeURIComponent(index), { credentials: "same-origin", cache: "no-store" }).then(function (res) {
+      if (res.status === 401) {
+        status("Session ended: reload to sign in again.");
+        throw null;
+      }
+      if (!res.ok) {
+        throw new Error("status " + res.status);
+      }
+      return res.json();
+    }).then(function (ans) {
+      backoff = 1000;
+      var changed = ans.changed;
+      if (ans.index > index) {
+        index = String(ans.index);
+      }
+      // After a change, and after each quiet wait (instances and rollouts move on their own).
+      return refresh().then(function () {
+        status(changed ? "Updated " + new Date().toLocaleTimeString() + "." : "Live.");
+      });
+    }).then(poll, function (err) {
+      if (err === null) {
+        return;
+      }
+      status("Live updates paused; retrying…");
+      setTimeout(poll, backoff);
+      backoff = Math.min(backoff * 2, 30000);
+    });
+  }
+
+  status("Live.");
+  poll();
+})();

@@ -1,0 +1,305 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/chromedp"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// The console in a real browser: headless Chromium (Debian's chromium package, which .ci/run
+// installs) driven through the DevTools protocol. Each step leaves a PNG screenshot under
+// test-artifacts/console/ at the root of the checkout.
+
+// chromiumPath finds Chromium: $SHOELACE_CHROMIUM, else the usual names on PATH.
+func chromiumPath() string {
+	if p := os.Getenv("SHOELACE_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// artifactDir is test-artifacts/console/ at the root of the module, created.
+func artifactDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the test's directory")
+		}
+		dir = parent
+	}
+	out := filepath.Join(dir, "test-artifacts", "console")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// browserTab is one headless Chromium tab, with the console messages it logged.
+type browserTab struct {
+	t   *testing.T
+	ctx context.Context
+	dir string
+
+	mu       sync.Mutex
+	messages []string
+}
+
+func newBrowserTab(t *testing.T) *browserTab {
+	t.Helper()
+	path := chromiumPath()
+	if path == "" {
+		t.Skip("no Chromium found (chromium, chromium-browser, google-chrome or $SHOELACE_CHROMIUM): install Debian's chromium package (apt-get install chromium) to run the browser tests")
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(path),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1200, 900),
+	}
+	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(acancel)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(cancel)
+	ctx, tcancel := context.WithTimeout(ctx, 90*time.Second)
+	t.Cleanup(tcancel)
+	b := &browserTab{t: t, ctx: ctx, dir: artifactDir(t)}
+	// Start the browser now, and record what the pages log (a CSP violation is logged there).
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("start Chromium %s: %v", path, err)
+	}
+	msgs := chromedp.Console(ctx)
+	go func() {
+		for m, err := range msgs {
+			if err != nil {
+				return
+			}
+			b.mu.Lock()
+			b.messages = append(b.messages, m.String())
+			b.mu.Unlock()
+		}
+	}()
+	return b
+}
+
+// do runs actions, failing the test on an error.
+func (b *browserTab) do(what string, actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	if err := chromedp.Do(b.ctx, actions...); err != nil {
+		b.shot("failed-" + strings.ReplaceAll(b.t.Name(), "/", "-"))
+		b.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// text returns the text of the element sel.
+func (b *browserTab) text(sel string) string {
+	b.t.Helper()
+	s, err := chromedp.Run(b.ctx, chromedp.Text(chromedp.CSS(sel)))
+	if err != nil {
+		b.t.Fatalf("text of %s: %v", sel, err)
+	}
+	return s
+}
+
+// eval evaluates a JavaScript expression.
+func eval[T any](b *browserTab, expr string) T {
+	b.t.Helper()
+	v, err := chromedp.Run(b.ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		b.t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
+// shot saves a screenshot of the whole page as name.png and logs its path.
+func (b *browserTab) shot(name string) {
+	b.t.Helper()
+	png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.t.Errorf("screenshot %s: %v", name, err)
+		return
+	}
+	p := filepath.Join(b.dir, name+".png")
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		b.t.Errorf("screenshot %s: %v", name, err)
+		return
+	}
+	b.t.Logf("screenshot: %s", p)
+}
+
+// noViolations fails the test when a page logged a Content-Security-Policy violation or threw.
+func (b *browserTab) noViolations() {
+	b.t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, m := range b.messages {
+		if strings.Contains(m, "Content Security Policy") || strings.Contains(strings.ToLower(m), "uncaught") {
+			b.t.Errorf("the page logged: %s", m)
+		}
+	}
+}
+
+// signIn signs in on the console's form, typing the token as a user would.
+func (b *browserTab) signIn(base, token string) {
+	b.t.Helper()
+	b.do("open the sign-in form", chromedp.Navigate(base+"/ui/"), chromedp.WaitVisible(chromedp.CSS("#token")))
+	if typ := eval[string](b, `document.getElementById("token").type`); typ != "password" {
+		b.t.Fatalf("token field type %q", typ)
+	}
+	b.shot("01-signin")
+	b.do("sign in",
+		chromedp.SendKeys(chromedp.CSS("#token"), token),
+		chromedp.Click(chromedp.CSS(`form.card button[type="submit"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`form.signout`)),
+	)
+	// Nothing of the token in the browser: not in the page, its URL, its storage or a cookie
+	// that scripts can read.
+	leak := eval[bool](b, fmt.Sprintf(`(function(t){return document.documentElement.outerHTML.includes(t) || location.href.includes(t) ||
+		document.cookie.length > 0 || localStorage.length > 0 || sessionStorage.length > 0})(%q)`, token))
+	if leak {
+		b.t.Fatal("the token, or a script-readable cookie or storage, is in the browser")
+	}
+}
+
+// The console in Chromium: sign in, open an appliance, watch a change made through the API
+// appear without a reload, see a secret masked, roll back from the history page.
+func TestUIBrowser_Console(t *testing.T) {
+	b := newBrowserTab(t)
+	f := newFixture(t)
+	uiSeed(f)
+	good := f.put("appliances/web-frontend/mode", "blue")
+	f.put("appliances/web-frontend/mode", "green")
+	base := f.srv.URL
+
+	b.signIn(base, f.token)
+	if h := b.text("h1"); h != "Appliances" {
+		t.Fatalf("after sign in: heading %q", h)
+	}
+	if !strings.Contains(b.text("table"), "web-frontend") {
+		t.Fatalf("appliances: %s", b.text("table"))
+	}
+	b.shot("02-appliances")
+
+	// Open an appliance by following its link, with the keyboard.
+	b.do("open the appliance",
+		chromedp.Focus(chromedp.CSS(`a[href="/ui/appliances/web-frontend"]`)),
+		chromedp.KeyEvent("\r"),
+		chromedp.WaitVisible(chromedp.CSS("#view")),
+	)
+	view := b.text("#view")
+	if !strings.Contains(view, "8080") || !strings.Contains(view, "shared") {
+		t.Fatalf("view: %s", view)
+	}
+	b.shot("03-appliance")
+
+	// A secret is masked, and its value is nowhere in the page.
+	if !strings.Contains(view, "(secret)") {
+		t.Fatalf("the secret is not shown masked: %s", view)
+	}
+	if eval[bool](b, `document.documentElement.outerHTML.includes("hunter2")`) {
+		t.Fatal("a secret value is in the page")
+	}
+	b.do("show the secret", chromedp.ScrollIntoView(chromedp.CSS(".secret")))
+	b.shot("04-secret-masked")
+
+	// A change through the API shows without a reload (the page's long-poll wakes, it refetches).
+	eval[bool](b, `window.__notReloaded = true`)
+	waitFor(t, "the page's long-poll", func() bool { return f.s.hub.open() >= 1 })
+	start := time.Now()
+	f.put("appliances/web-frontend/port", "9191")
+	if _, err := chromedp.Run(b.ctx, chromedp.Poll[bool](`document.getElementById("view").textContent.includes("9191")`, chromedp.WithPollingTimeout(20*time.Second))); err != nil {
+		b.shot("failed-live")
+		t.Fatalf("the change did not show: %v", err)
+	}
+	took := time.Since(start)
+	t.Logf("the change showed %s after the write", took.Round(time.Millisecond))
+	if !eval[bool](b, `window.__notReloaded === true`) {
+		t.Fatal("the page reloaded")
+	}
+	if took > 5*time.Second {
+		t.Errorf("the change took %s to show", took)
+	}
+	b.shot("05-live-change")
+
+	// Roll back from the history page, confirming.
+	b.do("open the history",
+		chromedp.Navigate(base+"/ui/appliances/web-frontend/history"),
+		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`button[aria-label="Roll back to revision %d"]`, good))),
+	)
+	b.shot("06-history")
+	b.do("ask the rollback",
+		chromedp.Click(chromedp.CSS(fmt.Sprintf(`button[aria-label="Roll back to revision %d"]`, good))),
+		chromedp.WaitVisible(chromedp.CSS(`button.primary`)),
+	)
+	if confirm := b.text("main"); !strings.Contains(confirm, "blue") || !strings.Contains(confirm, "green") {
+		t.Fatalf("confirmation: %s", confirm)
+	}
+	b.shot("07-rollback-confirm")
+	b.do("confirm the rollback",
+		chromedp.SendKeys(chromedp.CSS("#message"), "back to blue"),
+		chromedp.Click(chromedp.CSS(`button.primary`)),
+		chromedp.WaitVisible(chromedp.CSS("#view")),
+	)
+	if notice := b.text("#live .notice"); !strings.Contains(notice, "Written at revision") {
+		t.Fatalf("after the rollback: %s", notice)
+	}
+	var v api.View
+	f.must(f.do("GET", "/v1/appliances/web-frontend", ""), 200, &v)
+	if v.Keys["mode"] != "blue" || v.Keys["secrets/tls-key"] != "hunter2-web-secret" {
+		t.Fatalf("after the rollback: %v", v.Keys)
+	}
+	var rels api.Releases
+	f.must(f.do("GET", "/v1/appliances/web-frontend/releases?limit=1", ""), 200, &rels)
+	if r := rels.Releases[0]; r.Kind != api.KindRollback || r.Source != "console" || !strings.Contains(r.Message, "back to blue") {
+		t.Fatalf("rollback release %+v", r)
+	}
+	b.shot("08-rolled-back")
+
+	// Readable at phone width, in dark mode.
+	b.do("phone, dark",
+		chromedp.EmulateViewport(390, 844),
+		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+				Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}})
+			return err
+		}),
+		chromedp.Navigate(base+"/ui/appliances/web-frontend"),
+		chromedp.WaitVisible(chromedp.CSS("#view")),
+	)
+	if w := eval[float64](b, `document.documentElement.scrollWidth`); w > 400 {
+		t.Errorf("the page is %v px wide at a phone's 390", w)
+	}
+	b.shot("09-appliance-phone-dark")
+	b.noViolations()
+}

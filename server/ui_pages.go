@@ -1,0 +1,829 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// uiMaxAppliances bounds the appliances the list page summarizes (each costs a few reads).
+const uiMaxAppliances = 500
+
+// uiVisible says whether p may see appliance name in the console: its view, or its own keys.
+func uiVisible(p *principal, name string) bool {
+	return p.mayReadView(name) == nil || p.mayRead(api.ApplianceRoot(name)) == nil
+}
+
+// uiSummary is one row of the appliances page.
+type uiSummary struct {
+	Name    string
+	Keys    int
+	Fleet   bool // the token may see the instances and the rollout
+	VMs     int
+	Current int
+	Failing int
+	Rollout string
+}
+
+// latestChanges returns, per appliance, the revision of the last release that changed its view
+// (its own keys or shared/), rollouts' starts left out; "" holds the last change of shared/.
+func latestChanges(all []api.Release) map[string]int64 {
+	out := map[string]int64{}
+	for _, rel := range all { // newest first
+		if rel.Kind == api.KindRollout {
+			continue
+		}
+		for _, c := range rel.Changes {
+			name := ""
+			switch {
+			case c.Scope == api.ScopeAppliance:
+				name = c.Appliance
+			case c.Scope != api.ScopeShared:
+				continue
+			}
+			if _, ok := out[name]; !ok {
+				out[name] = rel.Revision
+			}
+		}
+		if rel.Copy != "" {
+			if _, ok := out[rel.Copy]; !ok {
+				out[rel.Copy] = rel.Revision
+			}
+		}
+	}
+	return out
+}
+
+// maxMod is the highest mod revision among kvs.
+func maxMod(kvs []api.KV) int64 {
+	var m int64
+	for _, kv := range kvs {
+		m = max(m, kv.ModRevision)
+	}
+	return m
+}
+
+// fleet counts instances: those seen, those that applied latest or later, those failing.
+func fleet(ins []api.Instance, latest int64) (vms, current, failing int) {
+	for _, in := range ins {
+		vms++
+		if in.Applied >= latest && in.Rollout == "" {
+			current++
+		}
+		if in.Error != "" {
+			failing++
+		}
+	}
+	return vms, current, failing
+}
+
+func (s *Server) uiAppliances(w http.ResponseWriter, r *http.Request, c *uiCtx) error {
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	names, _, err := s.st.Appliances(ctx)
+	if err != nil {
+		return err
+	}
+	names = slices.DeleteFunc(names, func(n string) bool { return !uiVisible(c.p, n) })
+	more := 0
+	if len(names) > uiMaxAppliances {
+		more = len(names) - uiMaxAppliances
+		names = names[:uiMaxAppliances]
+	}
+	var latest map[string]int64
+	var sharedKVs []api.KV
+	var rows []uiSummary
+	for _, n := range names {
+		row := uiSummary{Name: n}
+		own, _, err := s.st.List(ctx, api.ApplianceRoot(n), true)
+		if err != nil {
+			return err
+		}
+		row.Keys = len(own)
+		if c.p.mayRead(api.ApplianceRoot(n)) == nil {
+			row.Fleet = true
+			if latest == nil {
+				all, _, err := s.st.Releases(ctx)
+				if err != nil {
+					return err
+				}
+				latest = latestChanges(all)
+				if sharedKVs, _, err = s.st.List(ctx, api.SharedPrefix, true); err != nil {
+					return err
+				}
+			}
+			last := max(latest[n], latest[""], maxMod(own), maxMod(sharedKVs))
+			rec, err := s.uiCall(r, s.handleInstances, http.MethodGet, map[string]string{"name": n}, nil, nil, nil, "")
+			if err != nil {
+				return err
+			}
+			var ins api.Instances
+			if err := json.Unmarshal(rec.body.Bytes(), &ins); err != nil {
+				return fmt.Errorf("instances of %s: %w", n, err)
+			}
+			row.VMs, row.Current, row.Failing = fleet(ins.Instances, last)
+			if ro := s.rollouts.get(n); ro != nil {
+				row.Rollout = ro.State
+			}
+		}
+		rows = append(rows, row)
+	}
+	return s.uiOK(w, r, c.page("Appliances", "appliances", struct {
+		Appliances []uiSummary
+		More       int
+	}{rows, more}))
+}
+
+// uiOK answers a page with 200.
+func (s *Server) uiOK(w http.ResponseWriter, r *http.Request, pg *uiPage) error {
+	page := strings.ToLower(pg.Nav)
+	if v, ok := pg.Data.(interface{ pageName() string }); ok {
+		page = v.pageName()
+	}
+	s.uiRender(w, r, http.StatusOK, page, pg)
+	return nil
+}
+
+// uiNode is one segment of an appliance's view as a tree.
+type uiNode struct {
+	Name      string
+	Key       string // the full key, when the node is a key
+	HasValue  bool
+	Value     string // never a secret's value
+	Secret    bool
+	Shared    bool   // from shared/
+	Overrides bool   // an own key that overrides a shared one
+	EditURL   string // the edit form, when the token may edit it here
+	Children  []*uiNode
+}
+
+// uiTree builds the view's tree: shared keys overlaid by the appliance's own, secrets masked.
+func uiTree(p *principal, name string, own, shared []api.KV) []*uiNode {
+	root := &uiNode{}
+	put := func(rel string, kv api.KV, isShared, overrides bool) {
+		n := root
+		for _, seg := range strings.Split(rel, "/") {
+			var next *uiNode
+			for _, ch := range n.Children {
+				if ch.Name == seg {
+					next = ch
+				}
+			}
+			if next == nil {
+				next = &uiNode{Name: seg}
+				n.Children = append(n.Children, next)
+			}
+			n = next
+		}
+		n.Key, n.HasValue, n.Shared, n.Overrides = kv.Key, true, isShared, overrides
+		n.Secret = api.IsSecret(kv.Key)
+		n.Value = ""
+		if !n.Secret {
+			n.Value = kv.Value
+		}
+		if !n.Secret && p.mayWrite(kv.Key) == nil {
+			n.EditURL = "/ui/appliances/" + url.PathEscape(name) + "/edit?key=" + url.QueryEscape(kv.Key)
+		}
+	}
+	ownRoot := api.ApplianceRoot(name) + "/"
+	mine := map[string]bool{}
+	for _, kv := range own {
+		mine[strings.TrimPrefix(kv.Key, ownRoot)] = true
+	}
+	sharedRel := map[string]bool{}
+	for _, kv := range shared {
+		rel := strings.TrimPrefix(kv.Key, api.SharedPrefix+"/")
+		sharedRel[rel] = true
+		if !mine[rel] {
+			put(rel, kv, true, false)
+		}
+	}
+	for _, kv := range own {
+		if rel, ok := strings.CutPrefix(kv.Key, ownRoot); ok {
+			put(rel, kv, false, sharedRel[rel])
+		}
+	}
+	var sortTree func(ns []*uiNode)
+	sortTree = func(ns []*uiNode) {
+		slices.SortFunc(ns, func(a, b *uiNode) int { return strings.Compare(a.Name, b.Name) })
+		for _, n := range ns {
+			sortTree(n.Children)
+		}
+	}
+	sortTree(root.Children)
+	return root.Children
+}
+
+// uiApplianceData is the appliance page's data.
+type uiApplianceData struct {
+	Name       string
+	Index      int64 // the hub's revision when read: the live script waits for changes after it
+	Revision   int64
+	Latest     int64
+	Tree       []*uiNode
+	SharedNote string
+	Keys       int
+	Fleet      bool
+	Instances  []uiInstance
+	VMs        int
+	Current    int
+	Failing    int
+	Rollout    *api.RolloutStatus
+	Releases   []uiRelease
+	CanWrite   bool
+	Done       string
+}
+
+func (uiApplianceData) pageName() string { return "appliance" }
+
+// uiInstance is one row of an appliance's instances.
+type uiInstance struct {
+	api.Instance
+	Current bool
+}
+
+// uiRelease is a release as the console lists it.
+type uiRelease struct {
+	api.Release
+	App                       string // the appliance whose page lists it
+	Created, Changed, Deleted []string
+	More                      int // names left out of the lists
+	Restorable                bool
+}
+
+func toUIRelease(app string, rel api.Release) uiRelease {
+	out := uiRelease{Release: rel, App: app}
+	for _, c := range rel.Changes {
+		out.Created = append(out.Created, c.Created...)
+		out.Changed = append(out.Changed, c.Changed...)
+		out.Deleted = append(out.Deleted, c.Deleted...)
+		out.More += c.CreatedCount + c.ChangedCount + c.DeletedCount - len(c.Created) - len(c.Changed) - len(c.Deleted)
+	}
+	return out
+}
+
+// uiReleases reads a page of the appliance's releases through the API's handler.
+func (s *Server) uiReleases(r *http.Request, name string, limit int, before int64) (api.Releases, error) {
+	q := url.Values{"limit": {strconv.Itoa(limit)}}
+	if before > 0 {
+		q.Set("before", strconv.FormatInt(before, 10))
+	}
+	var out api.Releases
+	rec, err := s.uiCall(r, s.handleApplianceReleases, http.MethodGet, map[string]string{"name": name}, q, nil, nil, "")
+	if err != nil {
+		return out, err
+	}
+	if err := json.Unmarshal(rec.body.Bytes(), &out); err != nil {
+		return out, fmt.Errorf("releases of %s: %w", name, err)
+	}
+	return out, nil
+}
+
+// uiName reads and checks the appliance name of the path, and that p may see it.
+func uiName(r *http.Request, p *principal) (string, error) {
+	name := r.PathValue("name")
+	if err := api.ValidateSegment("appliance name", name); err != nil {
+		return "", err
+	}
+	if !uiVisible(p, name) {
+		return "", forbidden("token %s may not read appliance %s", shorten(p.name), shorten(name))
+	}
+	return name, nil
+}
+
+func (s *Server) uiAppliance(w http.ResponseWriter, r *http.Request, c *uiCtx) error {
+	name, err := uiName(r, c.p)
+	if err != nil {
+		return err
+	}
+	d, err := s.uiApplianceRead(r, c, name)
+	if err != nil {
+		return err
+	}
+	if v := r.URL.Query().Get("done"); v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 {
+			d.Done = fmt.Sprintf("Written at revision %d.", n)
+		}
+	}
+	return s.uiOK(w, r, c.page(name, "appliances", d))
+}
+
+// uiApplianceRead reads what the appliance page shows.
+func (s *Server) uiApplianceRead(r *http.Request, c *uiCtx, name string) (*uiApplianceData, error) {
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	d := &uiApplianceData{Name: name, Index: s.hub.current(), CanWrite: c.p.mayWrite(api.ApplianceRoot(name)) == nil}
+	own, rev, err := s.st.List(ctx, api.ApplianceRoot(name), false)
+	if err != nil {
+		return nil, err
+	}
+	if len(own) == 0 {
+		return nil, api.Errorf(api.CodeNotFound, "appliance %q has no keys (an appliance exists while it has at least one key of its own)", name)
+	}
+	d.Revision, d.Keys = rev, len(own)
+	var shared []api.KV
+	if c.p.mayReadView(name) == nil {
+		if shared, _, err = s.st.List(ctx, api.SharedPrefix, false); err != nil {
+			return nil, err
+		}
+	} else {
+		d.SharedNote = "This token may not read shared/: the view below is the appliance's own keys only."
+	}
+	d.Tree = uiTree(c.p, name, own, shared)
+	if c.p.mayRead(api.ApplianceRoot(name)) != nil {
+		return d, nil
+	}
+	d.Fleet = true
+	all, _, err := s.st.Releases(ctx)
+	if err != nil {
+		return nil, err
+	}
+	latest := latestChanges(all)
+	d.Latest = max(latest[name], maxMod(own))
+	if shared != nil {
+		d.Latest = max(d.Latest, latest[""], maxMod(shared))
+	}
+	rec, err := s.uiCall(r, s.handleInstances, http.MethodGet, map[string]string{"name": name}, nil, nil, nil, "")
+	if err != nil {
+		return nil, err
+	}
+	var ins api.Instances
+	if err := json.Unmarshal(rec.body.Bytes(), &ins); err != nil {
+		return nil, fmt.Errorf("instances of %s: %w", name, err)
+	}
+	d.VMs, d.Current, d.Failing = fleet(ins.Instances, d.Latest)
+	for _, in := range ins.Instances {
+		d.Instances = append(d.Instances, uiInstance{Instance: in, Current: in.Applied >= d.Latest && in.Rollout == ""})
+	}
+	rec, err = s.uiCall(r, s.handleGetRollout, http.MethodGet, map[string]string{"name": name}, nil, nil, nil, "")
+	switch {
+	case errors.Is(err, api.ErrNotFound):
+	case err != nil:
+		return nil, err
+	default:
+		var st api.RolloutStatus
+		if err := json.Unmarshal(rec.body.Bytes(), &st); err != nil {
+			return nil, fmt.Errorf("rollout of %s: %w", name, err)
+		}
+		d.Rollout = &st
+	}
+	rels, err := s.uiReleases(r, name, 5, 0)
+	if err != nil {
+		return nil, err
+	}
+	for _, rel := range rels.Releases {
+		d.Releases = append(d.Releases, toUIRelease(name, rel))
+	}
+	return d, nil
+}
+
+// uiLiveAnswer is the live script's long-poll answer.
+type uiLiveAnswer struct {
+	Changed bool  `json:"changed"`
+	Index   int64 `json:"index"`
+}
+
+// uiLive is the appliance page's long-poll: it waits in the hub, as agents do, for a change of
+// the appliance's view after index, and answers whether one came and the revision now.
+func (s *Server) uiLive(w http.ResponseWriter, r *http.Request, c *uiCtx) error {
+	name, err := uiName(r, c.p)
+	if err != nil {
+		return err
+	}
+	q, err := query(r, "index")
+	if err != nil {
+		return err
+	}
+	index, err := revParam(q, "index")
+	if err != nil {
+		return err
+	}
+	if index < 0 {
+		return api.Errorf(api.CodeInvalidRequest, "query parameter index is required")
+	}
+	extendWrite(w, uiLiveWait+opTimeout)
+	wk, err := s.hub.wait(r.Context(), name, index, c.p.name, "", jitter(uiLiveWait))
+	if err != nil {
+		return err
+	}
+	if wk.kind == wakeRevoked {
+		return unauthorized("token revoked")
+	}
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(uiLiveAnswer{Changed: wk.kind == wakeChanged, Index: max(wk.rev, index)})
+}
+
+// uiHistoryData is the history page's data.
+type uiHistoryData struct {
+	Name     string
+	Releases []uiRelease
+	Next     int64
+	CanWrite bool
+}
+
+func (uiHistoryData) pageName() string { return "history" }
+
+func (s *Server) uiHistory(w http.ResponseWriter, r *http.Request, c *uiCtx) error {
+	name, err := uiName(r, c.p)
+	if err != nil {
+		return err
+	}
+	q, err := query(r, "before")
+	if err != nil {
+		return err
+	}
+	before, err := revParam(q, "before")
+	if err != nil {
+		return err
+	}
+	rels, err := s.uiReleases(r, name, 50, max(before, 0))
+	if err != nil {
+		return err
+	}
+	d := uiHistoryData{Name: name, Next: rels.Next, CanWrite: c.p.mayWrite(api.ApplianceRoot(name)) == nil}
+	newest := true
+	for _, rel := range rels.Releases {
+		ur := toUIRelease(name, rel)
+		if rel.Kind != api.KindRollout {
+			// Rolling back to the newest live release would change nothing.
+			ur.Restorable = !(newest && before <= 0)
+			newest = false
+		}
+		d.Releases = append(d.Releases, ur)
+	}
+	return s.uiOK(w, r, c.page(name+" history", "appliances", d))
+}
+
+// uiDiffLine is one key of a diff; a secret's values are never in it.
+type uiDiffLine struct {
+	Key      string
+	Op       string // added, changed, removed
+	Old, New string
+	Secret   bool
+}
+
+// uiDiff compares an appliance's own keys before and after (relative keys), masking secrets.
+func uiDiff(before, after map[string]string) []uiDiffLine {
+	var out []uiDiffLine
+	for k, v := range after {
+		old, ok := before[k]
+		switch {
+		case !ok:
+			out = append(out, uiDiffLine{Key: k, Op: "added", New: v})
+		case old != v:
+			out = append(out, uiDiffLine{Key: k, Op: "changed", Old: old, New: v})
+		}
+	}
+	for k, v := range before {
+		if _, ok := after[k]; !ok {
+			out = append(out, uiDiffLine{Key: k, Op: "removed", Old: v})
+		}
+	}
+	for i := range out {
+		if api.IsSecret(out[i].Key) {
+			out[i].Secret, out[i].Old, out[i].New = true, "", ""
+		}
+	}
+	slices.SortFunc(out, func(a, b uiDiffLine) int { return strings.Compare(a.Key, b.Key) })
+	return out
+}
+
+// uiAt reads the appliance's own keys at rev through the API's handler, with the revision of the
+// store when read; no keys then is an empty tree.
+func (s *Server) uiAt(r *http.Request, name string, rev int64) (map[string]string, int64, error) {
+	rec, err := s.uiCall(r, s.handleApplianceAt, http.MethodGet, map[string]string{"name": name, "revision": strconv.FormatInt(rev, 10)}, nil, nil, nil, "")
+	cur, _ := strconv.ParseInt(rec.h.Get(api.HeaderIndex), 10, 64)
+	if errors.Is(err, api.ErrNotFound) && rev > 0 {
+		return map[string]string{}, cur, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	var at ApplianceAt
+	if err := json.Unmarshal(rec.body.Bytes(), &at); err != nil {
+		return nil, 0, fmt.Errorf("appliance %s at %d: %w", name, rev, err)
+	}
+	return at.Keys, cur, nil
+}
+
+// uiReleaseData is the release page's data.
+type uiReleaseData struct {
+	Name    string
+	Release uiRelease
+	Diff    []uiDiffLine
+	NoDiff  string
+}
+
+func (uiReleaseData) pageName() string { return "release" }
+
+func (s *Server) uiRelease(w http.ResponseWriter, r *http.Request, c *uiCtx) error {
+	name, err := uiName(r, c.p)
+	if err != nil {
+		return err
+	}
+	rev, err := strconv.ParseInt(r.PathValue("revision"), 10, 64)
+	if err != nil || rev <= 0 {
+		return api.Errorf(api.CodeInvalidRequest, "revision %s: a revision is a positive number", shorten(r.PathValue("revision")))
+	}
+	rels, err := s.uiReleases(r, name, 1, rev+1)
+	if err != nil {
+		return err
+	}
+	if len(rels.Releases) == 0 || rels.Releases[0].Revision != rev {
+		return api.Errorf(api.CodeNotFound, "appliance %q has no release at revision %d (pruned, or of another appliance)", name, rev)
+	}
+	d := uiReleaseData{Name: name, Release: toUIRelease(name, rels.Releases[0])}
+	if d.Release.Kind == api.KindRollout {
+		d.NoDiff = "The start of a rollout leaves the live keys as they are: its promotion is a release of its own."
+	} else {
+		before, _, err := s.uiAt(r, name, rev-1)
+		if err == nil {
+			var after map[string]string
+			if after, _, err = s.uiAt(r, name, rev); err == nil {
+				d.Diff = uiDiff(before, after)
+			}
+		}
+		if err != nil {
+			d.NoDiff = "The values are no longer known: " + api.AsError(err).Message
+		}
+	}
+	return s.uiOK(w, r, c.page(fmt.Sprintf("%s release %d", name, rev), "appliances", d))
+}
+
+// uiConfirmData is the confirmation step of a write: what it will do, and the form that does it.
+type uiConfirmData struct {
+	Name    string // appliance ("" for the store)
+	Action  string // the form's target
+	Heading string
+	What    string
+	Warning string
+	Diff    []uiDiffLine
+	Fields  [][2]string // hidden fields carried to the write
+	Button  string
+	Back    string
+	Message bool // ask for a release message
+}
+
+func (uiConfirmData) pageName() string { return "confirm" }
+
+// uiEditData is the edit form's data.
+type uiEditData struct {
+	Name   string
+	Key    string
+	Value  string
+	Cas    int64
+	Shared bool
+}
+
+func (uiEditData) pageName() string { return "edit" }
+
+// uiEditKey reads and checks the key a console edit is about: one of the appliance's view, never
+// a secret (the console neither shows nor takes secret values).
+func uiEditKey(p *principal, name, key string) error {
+	if err := api.ValidateKey(key); err != nil {
+		return err
+	}
+	if !api.Under(key, api.ApplianceRoot(name)) && !api.Under(key, api.SharedPrefix) {
+		return api.Errorf(api.CodeInvalidRequest, "key %s is not in the view of appliance %s (its own keys or shared/)", shorten(key), shorten(name))
+	}
+	if api.IsSecret(key) {
+		return api.Errorf(api.CodeInvalidRequest, "key %s is a secret: the console neither shows nor edits secret values (use shoelace kv put)", shorten(key))
+	}
+	return p.mayWrite(key)
+}
+
+func (s *Server) uiEditForm(w http.ResponseWriter, r *http.Request, c *uiCtx) error {
+	name, err := uiName(r, c.p)
+	if err != nil {
+		return err
+	}
+	q, err := query(r, "key")
+	if err != nil {
+		return err
+	}
+	key := q.Get("key")
+	if err := uiEditKey(c.p, name, key); err != nil {
+		return err
+	}
+	rec, err := s.uiCall(r, s.handleGetKV, http.MethodGet, map[string]string{"key": key}, nil, nil, nil, "")
+	if err != nil {
+		return err
+	}
+	var kv api.KV
+	if err := json.Unmarshal(rec.body.Bytes(), &kv); err != nil {
+		return fmt.Errorf("key %s: %w", key, err)
+	}
+	return s.uiOK(w, r, c.page("Edit "+key, "appliances", uiEditData{Name: name, Key: key, Value: kv.Value, Cas: kv.ModRevision,
+		Shared: api.Under(key, api.SharedPrefix)}))
+}
+
+// uiEdit confirms, then writes, one key's new value: PUT /v1/kv/{key}?cas=<the revision the form
+// showed>, so that a change made meanwhile is a conflict rather than overwritten.
+func (s *Server) uiEdit(w http.ResponseWriter, r *http.Request, c *uiCtx) error {
+	name, err := uiName(r, c.p)
+	if err != nil {
+		return err
+	}
+	f := r.PostForm
+	key, value, cas := f.Get("key"), f.Get("value"), f.Get("cas")
+	if err := uiEditKey(c.p, name, key); err != nil {
+		return err
+	}
+	if _, err := strconv.ParseInt(cas, 10, 64); err != nil {
+		return api.Errorf(api.CodeInvalidRequest, "form field cas must be a revision, not %s", shorten(cas))
+	}
+	back := "/ui/appliances/" + url.PathEscape(name)
+	if f.Get("step") != "apply" {
+		rec, err := s.uiCall(r, s.handleGetKV, http.MethodGet, map[string]string{"key": key}, nil, nil, nil, "")
+		if err != nil {
+			return err
+		}
+		var kv api.KV
+		if err := json.Unmarshal(rec.body.Bytes(), &kv); err != nil {
+			return fmt.Errorf("key %s: %w", key, err)
+		}
+		d := uiConfirmData{Name: name, Action: back + "/edit", Heading: "Change " + key + "?", Button: "Write the new value", Back: back, Message: true,
+			What:   "This writes one key, as a release with source console.",
+			Diff:   []uiDiffLine{{Key: key, Op: "changed", Old: kv.Value, New: value}},
+			Fields: [][2]string{{"key", key}, {"value", value}, {"cas", cas}}}
+		if kv.Value == value {
+			d.Diff[0].Op = "unchanged"
+		}
+		if fmt.Sprint(kv.ModRevision) != cas {
+			d.Warning = fmt.Sprintf("The key changed since the form was shown (revision %d, the form had %s): writing will be refused; go back and edit again.", kv.ModRevision, cas)
+		}
+		if api.Under(key, api.SharedPrefix) {
+			d.Warning = strings.TrimSpace(d.Warning + " This is a shared key: it changes the view of every appliance.")
+		}
+		return s.uiOK(w, r, c.page("Confirm", "appliances", d))
+	}
+	rec, err := s.uiCall(r, s.handlePutKV, http.MethodPut, map[string]string{"key": key}, url.Values{"cas": {cas}}, []byte(value), nil, f.Get("message"))
+	if err != nil {
+		return err
+	}
+	http.Redirect(w, r, back+"?done="+rec.h.Get(api.HeaderIndex), http.StatusSeeOther)
+	return nil
+}
+
+// uiRollback confirms, then writes, the rollback of an appliance to the state of a revision, as
+// `shoelace appliance rollback --to` does: its own keys as they were at that revision, applied
+// with the rollback header and cas at the revision the confirmation read.
+func (s *Server) uiRollback(w http.ResponseWriter, r *http.Request, c *uiCtx) error {
+	name, err := uiName(r, c.p)
+	if err != nil {
+		return err
+	}
+	f := r.PostForm
+	to, err := strconv.ParseInt(f.Get("to"), 10, 64)
+	if err != nil || to <= 0 {
+		return api.Errorf(api.CodeInvalidRequest, "form field to must be a revision, not %s", shorten(f.Get("to")))
+	}
+	if err := c.p.mayWrite(api.ApplianceRoot(name)); err != nil {
+		return err
+	}
+	back := "/ui/appliances/" + url.PathEscape(name)
+	keys, cur, err := s.uiAt(r, name, to)
+	if err != nil {
+		return err
+	}
+	if len(keys) == 0 {
+		return api.Errorf(api.CodeInvalidRequest, "appliance %q had no keys at revision %d: there is nothing to roll back to (delete it with the CLI)", name, to)
+	}
+	if f.Get("step") != "apply" {
+		ctx, cancel := s.opCtx(r)
+		defer cancel()
+		own, _, err := s.st.List(ctx, api.ApplianceRoot(name), false)
+		if err != nil {
+			return err
+		}
+		now := map[string]string{}
+		for _, kv := range own {
+			now[strings.TrimPrefix(kv.Key, api.ApplianceRoot(name)+"/")] = kv.Value
+		}
+		d := uiConfirmData{Name: name, Action: back + "/rollback", Heading: fmt.Sprintf("Roll %s back to revision %d?", name, to),
+			What:   "This applies the appliance's own keys as they were at that revision, as a release of kind rollback with source console. Secret values are restored too; they are not shown.",
+			Diff:   uiDiff(now, keys),
+			Fields: [][2]string{{"to", strconv.FormatInt(to, 10)}, {"cas", strconv.FormatInt(cur, 10)}},
+			Button: "Roll back", Back: back + "/history", Message: true}
+		if len(d.Diff) == 0 {
+			d.Warning = "The appliance's keys are already as they were then: the rollback changes nothing."
+		}
+		return s.uiOK(w, r, c.page("Confirm", "appliances", d))
+	}
+	cas := f.Get("cas")
+	if _, err := strconv.ParseInt(cas, 10, 64); err != nil {
+		return api.Errorf(api.CodeInvalidRequest, "form field cas must be a revision, not %s", shorten(cas))
+	}
+	body, err := json.Marshal(api.Apply{Keys: keys})
+	if err != nil {
+		return fmt.Errorf("rollback body: %w", err)
+	}
+	hdr := http.Header{"Content-Type": {"application/json"}, api.HeaderRollback: {strconv.FormatInt(to, 10)}}
+	rec, err := s.uiCall(r, s.handlePutAppliance, http.MethodPut, map[string]string{"name": name}, url.Values{"cas": {cas}}, body, hdr, f.Get("message"))
+	if errors.Is(err, api.ErrConflict) {
+		return api.Errorf(api.CodeConflict, "appliance %q changed after the rollback was confirmed; nothing was written: review it again from the history", name)
+	}
+	if err != nil {
+		return err
+	}
+	http.Redirect(w, r, back+"?done="+rec.h.Get(api.HeaderIndex), http.StatusSeeOther)
+	return nil
+}
+
+// uiRolloutAction confirms, then asks, a rollout's promotion or abort (POST .../rollout).
+func (s *Server) uiRolloutAction(w http.ResponseWriter, r *http.Request, c *uiCtx) error {
+	name, err := uiName(r, c.p)
+	if err != nil {
+		return err
+	}
+	action := r.PostForm.Get("action")
+	if action != "promote" && action != "abort" {
+		return api.Errorf(api.CodeInvalidRequest, "form field action must be promote or abort, not %s", shorten(action))
+	}
+	if err := c.p.mayWrite(api.ApplianceRoot(name)); err != nil {
+		return err
+	}
+	back := "/ui/appliances/" + url.PathEscape(name)
+	if r.PostForm.Get("step") != "apply" {
+		d := uiConfirmData{Name: name, Action: back + "/rollout", Heading: fmt.Sprintf("%s the rollout of %s?", strings.ToUpper(action[:1])+action[1:], name),
+			Fields: [][2]string{{"action", action}}, Back: back}
+		if action == "promote" {
+			d.What, d.Button = "The rollout moves to its next step now, without waiting for the current cohort to bake; after the last step the candidate becomes the live keys.", "Promote"
+		} else {
+			d.What, d.Button = "The rollout ends; the instances of its cohorts go back to the live keys.", "Abort the rollout"
+		}
+		return s.uiOK(w, r, c.page("Confirm", "appliances", d))
+	}
+	body, _ := json.Marshal(api.RolloutAction{Action: action})
+	rec, err := s.uiCall(r, s.handlePostRollout, http.MethodPost, map[string]string{"name": name}, nil, body, http.Header{"Content-Type": {"application/json"}}, "")
+	if err != nil {
+		return err
+	}
+	http.Redirect(w, r, back+"?done="+rec.h.Get(api.HeaderIndex), http.StatusSeeOther)
+	return nil
+}
+
+// uiStoreData is the store page's data.
+type uiStoreData struct {
+	Status
+	Running []string
+}
+
+func (uiStoreData) pageName() string { return "store" }
+
+func (s *Server) uiStore(w http.ResponseWriter, r *http.Request, c *uiCtx) error {
+	rec, err := s.uiCall(r, s.handleStatus, http.MethodGet, nil, nil, nil, nil, "")
+	if err != nil {
+		return err
+	}
+	var d uiStoreData
+	if err := json.Unmarshal(rec.body.Bytes(), &d.Status); err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	// The running rollouts name appliances: only those the token may see.
+	for _, n := range d.Rollouts.Running {
+		if uiVisible(c.p, n) {
+			d.Running = append(d.Running, n)
+		}
+	}
+	d.Rollouts.Running = nil
+	if !c.p.admin {
+		d.Etcd.Endpoints = nil
+	}
+	return s.uiOK(w, r, c.page("Store", "store", d))
+}
+
+// uiMaintenance confirms, then turns maintenance mode on or off (admin).
+func (s *Server) uiMaintenance(w http.ResponseWriter, r *http.Request, c *uiCtx) error {
+	if err := c.p.mayAdmin(); err != nil {
+		return err
+	}
+	on := r.PostForm.Get("on")
+	if on != "true" && on != "false" {
+		return api.Errorf(api.CodeInvalidRequest, "form field on must be true or false, not %s", shorten(on))
+	}
+	if r.PostForm.Get("step") != "apply" {
+		d := uiConfirmData{Action: "/ui/store/maintenance", Fields: [][2]string{{"on", on}}, Back: "/ui/store"}
+		if on == "true" {
+			d.Heading, d.Button = "Turn maintenance on?", "Turn maintenance on"
+			d.What = "The store becomes read-only: every write is refused (503) until maintenance is turned off. Agents keep reading their views."
+		} else {
+			d.Heading, d.Button = "Turn maintenance off?", "Turn maintenance off"
+			d.What = "Writes are accepted again."
+		}
+		return s.uiOK(w, r, c.page("Confirm", "store", d))
+	}
+	body := []byte(`{"on":` + on + `}`)
+	if _, err := s.uiCall(r, s.handlePutMaintenance, http.MethodPut, nil, nil, body, nil, ""); err != nil {
+		return err
+	}
+	http.Redirect(w, r, "/ui/store", http.StatusSeeOther)
+	return nil
+}

@@ -1,0 +1,570 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// uiBrowser is a console client: a cookie jar, and the Origin a browser sends with its forms.
+type uiBrowser struct {
+	t    *testing.T
+	base string
+	c    *http.Client
+}
+
+func newUIBrowser(t *testing.T, base string, tr http.RoundTripper) *uiBrowser {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	return &uiBrowser{t: t, base: base, c: &http.Client{Jar: jar, Timeout: 60 * time.Second, Transport: tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+}
+
+// get answers the page at p.
+func (b *uiBrowser) get(p string) resp {
+	b.t.Helper()
+	res, err := b.c.Get(b.base + p)
+	if err != nil {
+		b.t.Fatalf("GET %s: %v", p, err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	return resp{Response: res, body: body}
+}
+
+// post sends form to p as a browser would from a page of the console (hdr: name, value pairs
+// that replace the browser's headers; an empty value removes one).
+func (b *uiBrowser) post(p string, form url.Values, hdr ...string) resp {
+	b.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, b.base+p, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", "null") // what Referrer-Policy: no-referrer makes browsers send
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	for i := 0; i+1 < len(hdr); i += 2 {
+		if hdr[i+1] == "" {
+			req.Header.Del(hdr[i])
+		} else {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+	}
+	res, err := b.c.Do(req)
+	if err != nil {
+		b.t.Fatalf("POST %s: %v", p, err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	return resp{Response: res, body: body}
+}
+
+var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+// csrf is the CSRF token of the forms of page body.
+func csrf(t *testing.T, body []byte) string {
+	t.Helper()
+	m := csrfField.FindSubmatch(body)
+	if m == nil {
+		t.Fatalf("no CSRF field in %s", body)
+	}
+	return string(m[1])
+}
+
+// signIn signs b in with token and returns the session's CSRF token.
+func (b *uiBrowser) signIn(token string) string {
+	b.t.Helper()
+	form := b.get("/ui/")
+	res := b.post("/ui/signin", url.Values{"csrf": {csrf(b.t, form.body)}, "token": {token}})
+	if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/ui/" {
+		b.t.Fatalf("sign in: status %d, location %q; body %s", res.StatusCode, res.Header.Get("Location"), res.body)
+	}
+	page := b.get("/ui/")
+	if page.StatusCode != 200 || !strings.Contains(string(page.body), "Sign out") {
+		b.t.Fatalf("after sign in: status %d; body %s", page.StatusCode, page.body)
+	}
+	return csrf(b.t, page.body)
+}
+
+// mustStatus checks a page's status.
+func mustStatus(t *testing.T, r resp, status int) {
+	t.Helper()
+	if r.StatusCode != status {
+		t.Fatalf("%s %s: status %d, want %d; body %s", r.Request.Method, r.Request.URL, r.StatusCode, status, r.body)
+	}
+}
+
+func cookieOf(res *http.Response, name string) *http.Cookie {
+	for _, c := range res.Cookies() {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// uiSeed writes two appliances with a secret each, and shared keys.
+func uiSeed(f *fixture) {
+	f.put("appliances/web-frontend/port", "8080")
+	f.put("appliances/web-frontend/secrets/tls-key", "hunter2-web-secret")
+	f.put("appliances/billing-db/port", "5432")
+	f.put("appliances/billing-db/secrets/password", "hunter2-db-secret")
+	f.put("shared/dns", "10.0.0.53")
+}
+
+// Every console answer carries the security headers; /ui/ without a session is the sign-in
+// form itself, with a password field and a CSRF cookie.
+func TestUI_SigninFormAndHeaders(t *testing.T) {
+	f := newFixture(t)
+	b := newUIBrowser(t, f.srv.URL, nil)
+	for _, p := range []string{"/ui/", "/ui/appliances/x", "/ui/static/console.css", "/ui/nope"} {
+		r := b.get(p)
+		h := r.Header
+		csp := h.Get("Content-Security-Policy")
+		for _, want := range []string{"default-src 'none'", "script-src 'self'", "frame-ancestors 'none'", "form-action 'self'"} {
+			if !strings.Contains(csp, want) {
+				t.Errorf("%s: CSP %q lacks %q", p, csp, want)
+			}
+		}
+		if strings.Contains(csp, "unsafe-inline") || strings.Contains(csp, "unsafe-eval") {
+			t.Errorf("%s: CSP %q allows inline code", p, csp)
+		}
+		if h.Get("X-Frame-Options") != "DENY" || h.Get("Referrer-Policy") != "no-referrer" || h.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("%s: headers %v", p, h)
+		}
+	}
+	r := b.get("/ui/")
+	mustStatus(t, r, 200)
+	body := string(r.body)
+	if !strings.Contains(body, `type="password"`) || !strings.Contains(body, `action="/ui/signin"`) {
+		t.Fatalf("sign-in form: %s", body)
+	}
+	if strings.Contains(body, "<script>") || strings.Contains(body, " style=") || strings.Contains(body, "onclick") {
+		t.Fatalf("inline script or style: %s", body)
+	}
+	c := cookieOf(r.Response, uiSigninCookie)
+	if c == nil || !c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.Path != "/ui/" || c.Secure {
+		t.Fatalf("sign-in cookie %+v", c)
+	}
+	// A deeper page without a session is the form too, 401.
+	mustStatus(t, b.get("/ui/appliances/web-frontend"), http.StatusUnauthorized)
+}
+
+// Sign-in sets an HttpOnly, SameSite=Strict, expiring session cookie (Secure over TLS); a wrong
+// token is refused without echoing it; the token never reaches a page.
+func TestUI_SigninCookie(t *testing.T) {
+	f := newFixture(t)
+	b := newUIBrowser(t, f.srv.URL, nil)
+	form := b.get("/ui/")
+	bad := "sl_not-a-token-" + strings.Repeat("x", 30)
+	r := b.post("/ui/signin", url.Values{"csrf": {csrf(t, form.body)}, "token": {bad}})
+	mustStatus(t, r, http.StatusUnauthorized)
+	if strings.Contains(string(r.body), bad) || !strings.Contains(string(r.body), "Unknown or revoked token") {
+		t.Fatalf("bad token answer: %s", r.body)
+	}
+	// Without the sign-in form's CSRF token.
+	mustStatus(t, b.post("/ui/signin", url.Values{"csrf": {"forged"}, "token": {f.token}}), http.StatusForbidden)
+
+	form = b.get("/ui/")
+	r = b.post("/ui/signin", url.Values{"csrf": {csrf(t, form.body)}, "token": {f.token}})
+	mustStatus(t, r, http.StatusSeeOther)
+	c := cookieOf(r.Response, uiCookie)
+	if c == nil || !c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.Secure || c.MaxAge != int(uiSessionTTL.Seconds()) || c.Path != "/ui/" {
+		t.Fatalf("session cookie %+v", c)
+	}
+	if c.Value == f.token || strings.Contains(c.Value, f.token) {
+		t.Fatal("the session cookie holds the token")
+	}
+	for _, p := range []string{"/ui/", "/ui/store"} {
+		if pg := b.get(p); strings.Contains(string(pg.body), f.token) {
+			t.Fatalf("%s shows the token", p)
+		}
+	}
+
+	// Over TLS the cookies are Secure.
+	tsrv := httptest.NewTLSServer(f.s.Handler())
+	defer tsrv.Close()
+	tb := newUIBrowser(t, tsrv.URL, &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}})
+	form = tb.get("/ui/")
+	if c := cookieOf(form.Response, uiSigninCookie); c == nil || !c.Secure {
+		t.Fatalf("sign-in cookie over TLS %+v", c)
+	}
+	r = tb.post("/ui/signin", url.Values{"csrf": {csrf(t, form.body)}, "token": {f.token}})
+	mustStatus(t, r, http.StatusSeeOther)
+	if c := cookieOf(r.Response, uiCookie); c == nil || !c.Secure || !c.HttpOnly || c.SameSite != http.SameSiteStrictMode {
+		t.Fatalf("session cookie over TLS %+v", c)
+	}
+}
+
+// A POST needs the session's CSRF token and a same-origin request.
+func TestUI_CSRFAndOrigin(t *testing.T) {
+	f := newFixture(t)
+	uiSeed(f)
+	b := newUIBrowser(t, f.srv.URL, nil)
+	tok := b.signIn(f.token)
+	edit := func(csrf string, hdr ...string) resp {
+		return b.post("/ui/appliances/web-frontend/edit", url.Values{"csrf": {csrf}, "key": {"appliances/web-frontend/port"}, "value": {"81"}, "cas": {"0"}, "step": {"apply"}}, hdr...)
+	}
+	for _, c := range []struct {
+		name string
+		csrf string
+		hdr  []string
+	}{
+		{"no csrf", "", nil},
+		{"wrong csrf", "x" + tok, nil},
+		{"cross-site", tok, []string{"Sec-Fetch-Site", "cross-site"}},
+		{"other origin", tok, []string{"Sec-Fetch-Site", "", "Origin", "https://evil.example"}},
+		{"no origin", tok, []string{"Sec-Fetch-Site", "", "Origin", ""}},
+	} {
+		r := edit(c.csrf, c.hdr...)
+		if r.StatusCode != http.StatusForbidden {
+			t.Errorf("%s: status %d, want 403; body %s", c.name, r.StatusCode, r.body)
+		}
+	}
+	if kv := f.do("GET", "/v1/kv/appliances/web-frontend/port", ""); !strings.Contains(string(kv.body), `"8080"`) {
+		t.Fatalf("a refused form wrote: %s", kv.body)
+	}
+	// The same origin by its Origin header alone (a browser without fetch metadata) is taken.
+	var kv api.KV
+	f.must(f.do("GET", "/v1/kv/appliances/web-frontend/port", ""), 200, &kv)
+	r := b.post("/ui/appliances/web-frontend/edit", url.Values{"csrf": {tok}, "key": {"appliances/web-frontend/port"}, "value": {"81"}, "cas": {jsonNum(kv.ModRevision)}, "step": {"apply"}},
+		"Sec-Fetch-Site", "", "Origin", f.srv.URL)
+	mustStatus(t, r, http.StatusSeeOther)
+}
+
+func jsonNum(n int64) string { b, _ := json.Marshal(n); return string(b) }
+
+// A token sees in the console what its scopes let it read through the API: an appliance's agent
+// token, or a read token for one appliance, never sees another appliance's name; no page shows
+// a secret value or a token.
+func TestUI_Scopes(t *testing.T) {
+	f := newFixture(t)
+	uiSeed(f)
+	tokens := map[string]string{
+		"admin":  f.token,
+		"agent":  f.newToken(api.TokenRequest{Name: "web-agent", Appliance: "web-frontend"}),
+		"reader": f.newToken(api.TokenRequest{Name: "web-reader", Read: []string{"appliances/web-frontend", "shared"}}),
+		"writer": f.newToken(api.TokenRequest{Name: "web-writer", Write: []string{"appliances/web-frontend"}}),
+		"db":     f.newToken(api.TokenRequest{Name: "db-reader", Read: []string{"appliances/billing-db"}}),
+	}
+	secrets := []string{"hunter2-web-secret", "hunter2-db-secret"}
+	pages := func(app string) []string {
+		return []string{"/ui/", "/ui/store", "/ui/appliances/" + app, "/ui/appliances/" + app + "/history",
+			"/ui/appliances/" + app + "/releases/3", "/ui/appliances/" + app + "/releases/4",
+			"/ui/appliances/" + app + "/edit?key=appliances/" + app + "/port"}
+	}
+	for _, c := range []struct {
+		who     string
+		app     string // the appliance it may see
+		other   string // one it must never see
+		store   int
+		fleet   bool
+		canEdit bool
+	}{
+		{"admin", "web-frontend", "", 200, true, true},
+		{"agent", "web-frontend", "billing-db", 403, false, false},
+		{"reader", "web-frontend", "billing-db", 200, true, false},
+		{"writer", "web-frontend", "billing-db", 200, true, true},
+		{"db", "billing-db", "web-frontend", 200, true, false},
+	} {
+		t.Run(c.who, func(t *testing.T) {
+			b := newUIBrowser(t, f.srv.URL, nil)
+			b.signIn(tokens[c.who])
+			for _, p := range pages(c.app) {
+				r := b.get(p)
+				body := string(r.body)
+				for _, s := range secrets {
+					if strings.Contains(body, s) {
+						t.Errorf("%s shows a secret value", p)
+					}
+				}
+				for _, tok := range tokens {
+					if strings.Contains(body, tok) {
+						t.Errorf("%s shows a token", p)
+					}
+				}
+				if c.other != "" && strings.Contains(body, c.other) {
+					t.Errorf("%s names appliance %s: %s", p, c.other, body)
+				}
+			}
+			list := string(b.get("/ui/").body)
+			if !strings.Contains(list, `href="/ui/appliances/`+c.app+`"`) {
+				t.Errorf("list lacks %s: %s", c.app, list)
+			}
+			mustStatus(t, b.get("/ui/store"), c.store)
+			page := b.get("/ui/appliances/" + c.app)
+			mustStatus(t, page, 200)
+			if got := strings.Contains(string(page.body), `id="instances"`); got != c.fleet {
+				t.Errorf("instances shown %v, want %v", got, c.fleet)
+			}
+			if !strings.Contains(string(page.body), "(secret)") {
+				t.Errorf("the secret is not shown masked: %s", page.body)
+			}
+			if got := strings.Contains(string(page.body), "/edit?key=appliances%2F"+c.app+"%2Fport"); got != c.canEdit {
+				t.Errorf("edit link shown %v, want %v", got, c.canEdit)
+			}
+			if c.other != "" {
+				mustStatus(t, b.get("/ui/appliances/"+c.other), http.StatusForbidden)
+				mustStatus(t, b.get("/ui/appliances/"+c.other+"/history"), http.StatusForbidden)
+			}
+			// Secrets are never editable in the console, not even by the admin.
+			mustStatus(t, b.get("/ui/appliances/"+c.app+"/edit?key=appliances/"+c.app+"/secrets/x"), http.StatusBadRequest)
+		})
+	}
+}
+
+// A session ends with its token: revoked, the next request answers the sign-in form.
+func TestUI_SessionEndsWithToken(t *testing.T) {
+	f := newFixture(t)
+	uiSeed(f)
+	tok := f.newToken(api.TokenRequest{Name: "ops", Read: []string{"appliances", "shared"}})
+	b := newUIBrowser(t, f.srv.URL, nil)
+	b.signIn(tok)
+	mustStatus(t, b.get("/ui/appliances/web-frontend"), 200)
+	f.must(f.do("DELETE", "/v1/tokens/ops", ""), 200, nil)
+	waitFor(t, "the revocation to reach the cache", func() bool { return f.s.auth.byNameRecord("ops") == nil })
+	r := b.get("/ui/appliances/web-frontend")
+	mustStatus(t, r, http.StatusUnauthorized)
+	if !strings.Contains(string(r.body), `type="password"`) {
+		t.Fatalf("not the sign-in form: %s", r.body)
+	}
+	// Signing out ends a session too.
+	b2 := newUIBrowser(t, f.srv.URL, nil)
+	c := b2.signIn(f.token)
+	mustStatus(t, b2.post("/ui/signout", url.Values{"csrf": {c}}), http.StatusSeeOther)
+	mustStatus(t, b2.get("/ui/store"), http.StatusUnauthorized)
+}
+
+// Editing a key asks for confirmation, then writes it with cas and a release of source console;
+// a change made meanwhile is a conflict.
+func TestUI_EditKey(t *testing.T) {
+	f := newFixture(t)
+	uiSeed(f)
+	b := newUIBrowser(t, f.srv.URL, nil)
+	b.signIn(f.token)
+	form := b.get("/ui/appliances/web-frontend/edit?key=appliances/web-frontend/port")
+	mustStatus(t, form, 200)
+	c := csrf(t, form.body)
+	cas := regexp.MustCompile(`name="cas" value="(\d+)"`).FindSubmatch(form.body)[1]
+	fields := url.Values{"csrf": {c}, "key": {"appliances/web-frontend/port"}, "value": {"9090"}, "cas": {string(cas)}}
+	confirm := b.post("/ui/appliances/web-frontend/edit", fields)
+	mustStatus(t, confirm, 200)
+	if !strings.Contains(string(confirm.body), "9090") || !strings.Contains(string(confirm.body), `name="step" value="apply"`) {
+		t.Fatalf("confirm page: %s", confirm.body)
+	}
+	if kv := f.do("GET", "/v1/kv/appliances/web-frontend/port", ""); !strings.Contains(string(kv.body), `"8080"`) {
+		t.Fatalf("the confirmation step wrote: %s", kv.body)
+	}
+	fields.Set("step", "apply")
+	fields.Set("message", "bigger port")
+	r := b.post("/ui/appliances/web-frontend/edit", fields)
+	mustStatus(t, r, http.StatusSeeOther)
+	var kv api.KV
+	f.must(f.do("GET", "/v1/kv/appliances/web-frontend/port", ""), 200, &kv)
+	if kv.Value != "9090" {
+		t.Fatalf("value %q", kv.Value)
+	}
+	var rels api.Releases
+	f.must(f.do("GET", "/v1/appliances/web-frontend/releases?limit=1", ""), 200, &rels)
+	if rel := rels.Releases[0]; rel.Source != "console" || rel.Message != "bigger port" || rel.Token != "admin" || rel.Kind != api.KindPut {
+		t.Fatalf("release %+v", rel)
+	}
+	// The same form again: the key changed since its cas.
+	mustStatus(t, b.post("/ui/appliances/web-frontend/edit", fields), http.StatusConflict)
+}
+
+// Rolling back from the history page restores the appliance's keys as they were, secrets
+// included, as a release of kind rollback with source console.
+func TestUI_Rollback(t *testing.T) {
+	f := newFixture(t)
+	uiSeed(f)
+	good := f.put("appliances/web-frontend/mode", "good")
+	f.put("appliances/web-frontend/mode", "bad")
+	f.put("appliances/web-frontend/secrets/tls-key", "hunter2-new-secret")
+	b := newUIBrowser(t, f.srv.URL, nil)
+	b.signIn(f.token)
+	hist := b.get("/ui/appliances/web-frontend/history")
+	mustStatus(t, hist, 200)
+	c := csrf(t, hist.body)
+	confirm := b.post("/ui/appliances/web-frontend/rollback", url.Values{"csrf": {c}, "to": {jsonNum(good)}})
+	mustStatus(t, confirm, 200)
+	body := string(confirm.body)
+	if !strings.Contains(body, "bad") || !strings.Contains(body, "good") || strings.Contains(body, "hunter2") {
+		t.Fatalf("confirm page: %s", body)
+	}
+	cas := regexp.MustCompile(`name="cas" value="(\d+)"`).FindStringSubmatch(body)[1]
+	r := b.post("/ui/appliances/web-frontend/rollback", url.Values{"csrf": {c}, "to": {jsonNum(good)}, "cas": {cas}, "step": {"apply"}})
+	mustStatus(t, r, http.StatusSeeOther)
+	var v api.View
+	f.must(f.do("GET", "/v1/appliances/web-frontend", ""), 200, &v)
+	if v.Keys["mode"] != "good" || v.Keys["secrets/tls-key"] != "hunter2-web-secret" {
+		t.Fatalf("view after rollback %v", v.Keys)
+	}
+	var rels api.Releases
+	f.must(f.do("GET", "/v1/appliances/web-frontend/releases?limit=1", ""), 200, &rels)
+	if rel := rels.Releases[0]; rel.Kind != api.KindRollback || rel.Source != "console" || rel.RollbackTo != good {
+		t.Fatalf("release %+v", rel)
+	}
+	// Confirmed against a state that changed since: refused, nothing written.
+	f.put("appliances/web-frontend/mode", "other")
+	mustStatus(t, b.post("/ui/appliances/web-frontend/rollback", url.Values{"csrf": {c}, "to": {jsonNum(good)}, "cas": {cas}, "step": {"apply"}}), http.StatusConflict)
+	// A token that may only read gets no rollback.
+	rb := newUIBrowser(t, f.srv.URL, nil)
+	rc := rb.signIn(f.newToken(api.TokenRequest{Name: "ro", Read: []string{"appliances/web-frontend"}}))
+	if strings.Contains(string(rb.get("/ui/appliances/web-frontend/history").body), "/rollback") {
+		t.Fatal("a read token is offered a rollback")
+	}
+	mustStatus(t, rb.post("/ui/appliances/web-frontend/rollback", url.Values{"csrf": {rc}, "to": {jsonNum(good)}}), http.StatusForbidden)
+}
+
+// Maintenance is turned on and off from the store page, by an admin only, after confirmation.
+func TestUI_Maintenance(t *testing.T) {
+	f := newFixture(t)
+	uiSeed(f)
+	b := newUIBrowser(t, f.srv.URL, nil)
+	c := b.signIn(f.token)
+	mustStatus(t, b.post("/ui/store/maintenance", url.Values{"csrf": {c}, "on": {"true"}}), 200)
+	if f.s.maintenance.Load() {
+		t.Fatal("the confirmation step turned maintenance on")
+	}
+	mustStatus(t, b.post("/ui/store/maintenance", url.Values{"csrf": {c}, "on": {"true"}, "step": {"apply"}}), http.StatusSeeOther)
+	if !f.s.maintenance.Load() {
+		t.Fatal("maintenance is off")
+	}
+	store := b.get("/ui/store")
+	if !strings.Contains(string(store.body), "writes are refused") {
+		t.Fatalf("store page: %s", store.body)
+	}
+	// Writes from the console are refused like the API's.
+	form := b.get("/ui/appliances/web-frontend/edit?key=appliances/web-frontend/port")
+	cas := regexp.MustCompile(`name="cas" value="(\d+)"`).FindSubmatch(form.body)[1]
+	mustStatus(t, b.post("/ui/appliances/web-frontend/edit", url.Values{"csrf": {c}, "key": {"appliances/web-frontend/port"}, "value": {"1"}, "cas": {string(cas)}, "step": {"apply"}}), http.StatusServiceUnavailable)
+	mustStatus(t, b.post("/ui/store/maintenance", url.Values{"csrf": {c}, "on": {"false"}, "step": {"apply"}}), http.StatusSeeOther)
+	if f.s.maintenance.Load() {
+		t.Fatal("maintenance is on")
+	}
+	nb := newUIBrowser(t, f.srv.URL, nil)
+	nc := nb.signIn(f.newToken(api.TokenRequest{Name: "w", Write: []string{"appliances"}}))
+	if strings.Contains(string(nb.get("/ui/store").body), "maintenance on") {
+		t.Fatal("a non-admin is offered maintenance")
+	}
+	mustStatus(t, nb.post("/ui/store/maintenance", url.Values{"csrf": {nc}, "on": {"true"}, "step": {"apply"}}), http.StatusForbidden)
+}
+
+// A rollout shows on the appliance page with promote and abort for a token that may write; abort
+// ends it.
+func TestUI_RolloutAbort(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	enrollFleet(t, f, 4)
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/appliances/web?canary=25%25&bake=1h", `{"keys":{"port":"8080"}}`), http.StatusAccepted, &st)
+	b := newUIBrowser(t, f.srv.URL, nil)
+	c := b.signIn(f.token)
+	page := b.get("/ui/appliances/web")
+	mustStatus(t, page, 200)
+	for _, want := range []string{"running", `value="promote"`, `value="abort"`} {
+		if !strings.Contains(string(page.body), want) {
+			t.Fatalf("page lacks %q: %s", want, page.body)
+		}
+	}
+	if list := b.get("/ui/"); !strings.Contains(string(list.body), "state-running") {
+		t.Fatalf("list lacks the rollout: %s", list.body)
+	}
+	mustStatus(t, b.post("/ui/appliances/web/rollout", url.Values{"csrf": {c}, "action": {"abort"}}), 200)
+	if rolloutStatus(t, f).State != api.RolloutRunning {
+		t.Fatal("the confirmation step aborted")
+	}
+	mustStatus(t, b.post("/ui/appliances/web/rollout", url.Values{"csrf": {c}, "action": {"abort"}, "step": {"apply"}}), http.StatusSeeOther)
+	if got := rolloutStatus(t, f).State; got != api.RolloutAborted {
+		t.Fatalf("state %s", got)
+	}
+}
+
+// The live endpoint waits in the hub and answers as soon as the view changes.
+func TestUI_Live(t *testing.T) {
+	f := newFixture(t)
+	uiSeed(f)
+	b := newUIBrowser(t, f.srv.URL, nil)
+	b.signIn(f.token)
+	idx := f.s.hub.current()
+	done := make(chan resp, 1)
+	go func() {
+		res, err := b.c.Get(f.srv.URL + "/ui/appliances/web-frontend/live?index=" + jsonNum(idx))
+		if err != nil {
+			done <- resp{}
+			return
+		}
+		defer res.Body.Close()
+		body, _ := io.ReadAll(res.Body)
+		done <- resp{Response: res, body: body}
+	}()
+	waitFor(t, "the console's long-poll", func() bool { return f.s.hub.open() == 1 })
+	rev := f.put("shared/dns", "10.0.0.54")
+	select {
+	case r := <-done:
+		var a uiLiveAnswer
+		if r.Response == nil || json.Unmarshal(r.body, &a) != nil || !a.Changed || a.Index < rev {
+			t.Fatalf("live answer %v %s", r.Response, r.body)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the long-poll did not answer the change")
+	}
+	// A token without the appliance cannot wait on it.
+	ab := newUIBrowser(t, f.srv.URL, nil)
+	ab.signIn(f.newToken(api.TokenRequest{Name: "db", Appliance: "billing-db"}))
+	mustStatus(t, ab.get("/ui/appliances/web-frontend/live?index=1"), http.StatusForbidden)
+}
+
+// Sign-in attempts are rate limited per client address, like API requests without a token.
+func TestUI_SigninRateLimited(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.RateLimit = 1 })
+	b := newUIBrowser(t, f.srv.URL, nil)
+	limited := false
+	for range 10 {
+		if r := b.post("/ui/signin", url.Values{"csrf": {"x"}, "token": {"sl_wrong"}}); r.StatusCode == http.StatusTooManyRequests {
+			limited = true
+			break
+		}
+	}
+	if !limited {
+		t.Fatal("10 sign-in attempts at once were not rate limited")
+	}
+}
+
+// With --ui=false, /ui/ is 404.
+func TestUI_Off(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.UI = false })
+	for _, p := range []string{"/ui/", "/ui/static/console.css", "/ui/appliances/x"} {
+		if r := f.doCtx(context.Background(), "", "GET", p, ""); r.StatusCode != http.StatusNotFound {
+			t.Fatalf("%s: status %d", p, r.StatusCode)
+		}
+	}
+}
+
+// A session is known to the replica that made it only: another replica over the same store
+// answers the sign-in form (cookies ignore ports, so the same browser sends it to both).
+func TestUI_SessionPerReplica(t *testing.T) {
+	f := newFixture(t)
+	uiSeed(f)
+	g := newFixtureOn(t, f.st)
+	b := newUIBrowser(t, f.srv.URL, nil)
+	b.signIn(f.token)
+	other := newUIBrowser(t, g.srv.URL, nil)
+	other.c.Jar = b.c.Jar
+	r := other.get("/ui/appliances/web-frontend")
+	mustStatus(t, r, http.StatusUnauthorized)
+	if !strings.Contains(string(r.body), `type="password"`) {
+		t.Fatalf("not the sign-in form: %s", r.body)
+	}
+	other.signIn(f.token)
+	mustStatus(t, other.get("/ui/appliances/web-frontend"), 200)
+}
