@@ -185,7 +185,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					if err != nil {
 						return err
 					}
-					return a.Run(c.Context)
+					return runService(c.Context, a.Run)
 				},
 			},
 			{
@@ -340,6 +340,9 @@ func serviceCommand(action string, stdout, stderr io.Writer) *cli.Command {
 			}
 			if action == "status" {
 				return printStatus(c.Context, c.String("config"), c.Bool("json"), stdout)
+			}
+			if cfg, err := filepath.Abs(c.String("config")); err == nil {
+				svc.ServiceArgs = []string{"run", "--config", cfg}
 			}
 			return svc.Control(c.Context, svc.AgentUnit(), action, stdout)
 		},

@@ -1,0 +1,51 @@
+//go:build !windows
+
+package svc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// control runs action against systemd.
+func (m *Manager) control(ctx context.Context, u Unit, action string, stdout io.Writer) error {
+	known := false
+	for _, a := range Actions {
+		known = known || a == action
+	}
+	if !known {
+		return fmt.Errorf("unknown action %q (want one of %s)", action, strings.Join(Actions, ", "))
+	}
+	if p := m.platform(); p != PlatformSystemd {
+		return fmt.Errorf("systemd is not running here (init system %q); install the unit from systemd/ by hand or use the .deb/.rpm", p)
+	}
+	if action != "status" && m.euid() != 0 {
+		return errors.New("must run as root (try sudo)")
+	}
+	switch action {
+	case "install":
+		return m.install(ctx, u, stdout)
+	case "uninstall":
+		return m.uninstall(ctx, u, stdout)
+	case "status":
+		st, err := m.Status(ctx, u)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, st.String())
+		return nil
+	default:
+		if _, _, err := m.find(u); err != nil {
+			return fmt.Errorf("%w; run `%s install` first", err, u.Command)
+		}
+		if _, err := m.systemctl(ctx, action, u.Name+".service"); err != nil {
+			return fmt.Errorf("%w; see `journalctl -u %s`", err, u.Name)
+		}
+		past := map[string]string{"start": "started", "stop": "stopped", "restart": "restarted"}[action]
+		fmt.Fprintf(stdout, "%s %s\n", past, u.Name)
+		return nil
+	}
+}
