@@ -9,7 +9,7 @@ FUZZTIME  ?= 30s
 # The timeout of one test package under `make test`.
 TESTTIMEOUT ?= 15m
 
-.PHONY: all build build-all vet-all install run test test-short lint bench fuzz package clean
+.PHONY: all build build-all vet-all install run test test-short lint bench fuzz package release clean
 
 # Targets of build-all: the agent runs on every one, the server on Linux.
 AGENT_TARGETS  := linux/amd64 linux/arm64 windows/amd64 darwin/arm64
@@ -83,6 +83,11 @@ fuzz:
 			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 		done; \
 	done
+
+## release: every target's binaries, the .deb/.rpm, an SBOM and SHA256SUMS into dist/release/VERSION/,
+## byte for byte the same from two runs of one commit (make release VERSION=v1.2.3)
+release:
+	VERSION=$(VERSION) bash scripts/release.sh
 
 ## package: .deb and .rpm for the agent and the server into dist/
 package:
