@@ -43,7 +43,8 @@ var uiFiles embed.FS
 const (
 	// uiSessionTTL is how long a console session lasts from sign-in.
 	uiSessionTTL = 8 * time.Hour
-	// uiMaxSessions bounds the sessions a replica keeps; a sign-in over it ends the oldest.
+	// uiMaxSessions bounds the sessions a replica keeps; a sign-in over it ends the oldest
+	// session of the token that holds the most.
 	uiMaxSessions = 10000
 	// uiCookie holds the session id; uiSigninCookie the sign-in form's CSRF token.
 	uiCookie       = "shoelace_session"
@@ -95,15 +96,29 @@ func (u *uiSessions) create(rec *tokenRecord, now time.Time) (string, *uiSession
 		u.m = map[string]*uiSession{}
 	}
 	if len(u.m) >= uiMaxSessions {
-		var oldest string
+		// Full: the expired go, then the oldest session of the token that holds the most. Any
+		// token may sign in over and over; it must not push other tokens' sessions out.
+		held := map[string]int{}
 		for k, s := range u.m {
 			if now.After(s.expires) {
 				delete(u.m, k)
-			} else if oldest == "" || s.expires.Before(u.m[oldest].expires) {
-				oldest = k
+			} else {
+				held[s.token]++
 			}
 		}
 		if len(u.m) >= uiMaxSessions {
+			most := ""
+			for tok, n := range held {
+				if n > held[most] || n == held[most] && tok < most {
+					most = tok
+				}
+			}
+			var oldest string
+			for k, s := range u.m {
+				if s.token == most && (oldest == "" || s.expires.Before(u.m[oldest].expires)) {
+					oldest = k
+				}
+			}
 			delete(u.m, oldest)
 		}
 	}

@@ -568,3 +568,26 @@ func TestUI_SessionPerReplica(t *testing.T) {
 	other.signIn(f.token)
 	mustStatus(t, other.get("/ui/appliances/web-frontend"), 200)
 }
+
+// Any token may sign in over and over: at the cap of sessions, its own oldest go, never the
+// sessions of a token that holds fewer (an agent token's holder cannot sign everyone out).
+func TestUI_SessionFloodKeepsOthers(t *testing.T) {
+	f := newFixture(t)
+	uiSeed(f)
+	victim := newUIBrowser(t, f.srv.URL, nil)
+	victim.signIn(f.token)
+	attacker := f.newToken(api.TokenRequest{Name: "web-agent", Appliance: "web-frontend"})
+	rec := f.s.auth.byNameRecord("web-agent")
+	// As many sign-ins as the cap holds (the rate limit spreads them over minutes), then more
+	// through the form.
+	for range uiMaxSessions {
+		f.s.ui.create(rec, time.Now())
+	}
+	for range 3 {
+		newUIBrowser(t, f.srv.URL, nil).signIn(attacker)
+	}
+	if n := len(f.s.ui.m); n != uiMaxSessions {
+		t.Fatalf("%d sessions, want the cap %d", n, uiMaxSessions)
+	}
+	mustStatus(t, victim.get("/ui/store"), http.StatusOK)
+}
