@@ -74,8 +74,9 @@ func mergeReasons(maps ...map[string]string) map[string]string {
 	return out
 }
 
-// sprigFuncs is sprig's text/template function set, built once.
-var sprigFuncs = sprig.TxtFuncMap()
+// sprigFuncs is sprig's text/template function set, built once, with the functions that build
+// from a count bounded (bounds.go).
+var sprigFuncs = boundedSprig(sprig.TxtFuncMap(), "")
 
 // modeStatic is each mode's functions that do not read the view.
 var modeStatic = map[string]template.FuncMap{

@@ -145,13 +145,24 @@ func confdSortKVByLength(s []confdPair) []confdPair {
 	return s
 }
 
-// confdSeq is confd's seq: the integers first..last as a list (nil when first > last).
-func confdSeq(first, last int) []int {
-	var out []int
-	for i := first; i <= last; i++ {
-		out = append(out, i)
+// confdSeq is confd's seq: the integers first..last as a list (nil when first > last), within
+// MaxItems.
+func confdSeq(first, last int) ([]int, error) {
+	if last < first {
+		return nil, nil
 	}
-	return out
+	n := uint64(last) - uint64(first) + 1
+	if n == 0 { // first..last is every int
+		n = ^uint64(0)
+	}
+	if err := checkItems("seq", n); err != nil {
+		return nil, err
+	}
+	out := make([]int, 0, n)
+	for k := uint64(0); k < n; k++ {
+		out = append(out, first+int(k))
+	}
+	return out, nil
 }
 
 // confdFuncs are confd's store functions (memkv's), bound to one execution's view.

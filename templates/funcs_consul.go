@@ -116,7 +116,7 @@ var ctSprig = func() template.FuncMap {
 	for k, v := range sprig.HermeticTxtFuncMap() {
 		m["sprig_"+k] = v
 	}
-	return m
+	return boundedSprig(m, "sprig_")
 }()
 
 // ctKeyPair is one item of consul-template's ls and tree (its dependency.KeyPair). Consul's
@@ -281,6 +281,9 @@ func ctByKey(pairs []*ctKeyPair) (map[string]map[string]*ctKeyPair, error) {
 func ctIndent(spaces int, s string) (string, error) {
 	if spaces < 0 {
 		return "", errors.New("indent value must be a positive integer")
+	}
+	if err := indentedSize("indent", spaces, s); err != nil {
+		return "", err
 	}
 	pad := strings.Repeat(" ", spaces)
 	var b strings.Builder
@@ -824,6 +827,9 @@ func (s *state) loop(args ...any) (<-chan int64, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkItems("loop", itemCount(start, stop, 1)); err != nil {
+		return nil, err
+	}
 	ch := make(chan int64)
 	done := s.done
 	go func() {
@@ -858,9 +864,11 @@ func (s *state) executeTemplate(name string, data ...any) (string, error) {
 	}
 	s.depth++
 	defer func() { s.depth-- }()
-	var b strings.Builder
-	if err := s.tmpl.ExecuteTemplate(&b, name, dot); err != nil {
+	// Its output is a string the caller writes, bounded as the render's own output is: a
+	// template that doubles its output at each level must fail, not fill memory.
+	b := &limitedBuffer{max: s.t.maxOutput()}
+	if err := s.tmpl.ExecuteTemplate(b, name, dot); err != nil {
 		return "", err
 	}
-	return b.String(), nil
+	return b.buf.String(), nil
 }

@@ -262,15 +262,19 @@ func (t *Template) Execute(d Data) (*Result, error) {
 	st.tmpl = tmpl
 	st.done = make(chan struct{})
 	defer close(st.done)
-	limit := t.opts.MaxOutputBytes
-	if limit == 0 {
-		limit = DefaultMaxOutputBytes
-	}
-	w := &limitedBuffer{max: limit}
+	w := &limitedBuffer{max: t.maxOutput()}
 	if err := tmpl.Execute(w, nil); err != nil {
 		return nil, fmt.Errorf("render %w", err)
 	}
 	return st.result(w.buf.Bytes()), nil
+}
+
+// maxOutput is the bound of the render's output (Options.MaxOutputBytes), <= 0 for none.
+func (t *Template) maxOutput() int {
+	if t.opts.MaxOutputBytes == 0 {
+		return DefaultMaxOutputBytes
+	}
+	return t.opts.MaxOutputBytes
 }
 
 // ErrOutputTooLarge is returned when a render writes more than Options.MaxOutputBytes.

@@ -1,0 +1,191 @@
+package templates
+
+import (
+	"fmt"
+	"strings"
+	"text/template"
+)
+
+// The functions that build a list, a loop or a string from a number (seq, loop, until,
+// untilStep, repeat, indent, rand…) are bounded: the number often comes from a key
+// (`seq 1 (atoi (getv "/workers"))`), and a value written as 1e12 must fail the render with an
+// error, not exhaust the VM's memory (a fatal error, not a panic the render recovers from) or
+// spin for years in a loop that writes nothing. Within the bounds they give their peers' results.
+
+// MaxItems bounds the items of a list or loop a function builds from numbers.
+const MaxItems = 1 << 20
+
+// maxBuilt bounds a string a function builds from a count: the most a render may write.
+const maxBuilt = DefaultMaxOutputBytes
+
+// itemCount is how many items start, start+step, … before stop (exclusive) hold, without
+// overflow; 0 when step goes away from stop or is 0.
+func itemCount(start, stop, step int64) uint64 {
+	switch {
+	case step > 0 && stop > start:
+		d := uint64(stop) - uint64(start)
+		n := d / uint64(step)
+		if d%uint64(step) != 0 {
+			n++
+		}
+		return n
+	case step < 0 && stop < start:
+		d := uint64(start) - uint64(stop)
+		s := uint64(-(step + 1)) + 1 // |step| without overflow at MinInt64
+		n := d / s
+		if d%s != 0 {
+			n++
+		}
+		return n
+	}
+	return 0
+}
+
+// checkItems refuses a list of n items over MaxItems.
+func checkItems(fn string, n uint64) error {
+	if n > MaxItems {
+		return fmt.Errorf("%s: %d items, over the limit of %d (is a key's value the count?)", fn, n, MaxItems)
+	}
+	return nil
+}
+
+// boundedStep lists start, start+step, … before stop, as sprig's untilStep does, within MaxItems.
+func boundedStep(fn string, start, stop, step int) ([]int, error) {
+	n := itemCount(int64(start), int64(stop), int64(step))
+	if err := checkItems(fn, n); err != nil {
+		return nil, err
+	}
+	v := make([]int, 0, n)
+	for k := uint64(0); k < n; k++ {
+		v = append(v, start+int(k)*step)
+	}
+	return v, nil
+}
+
+// checkBuilt refuses a string of n bytes (n < 0: it overflowed) over maxBuilt.
+func checkBuilt(fn string, n int64) error {
+	if n < 0 || n > maxBuilt {
+		return fmt.Errorf("%s: the result would be over %d bytes, the limit of a render's output (is a key's value the count?)", fn, maxBuilt)
+	}
+	return nil
+}
+
+// indentedSize is the size of s with pad bytes before each of its lines (n newlines: n+1
+// lines), or -1 on overflow.
+func indentedSize(fn string, spaces int, s string) error {
+	if spaces <= 0 {
+		return nil
+	}
+	lines := int64(strings.Count(s, "\n")) + 1
+	if int64(spaces) > maxBuilt/lines {
+		return checkBuilt(fn, -1)
+	}
+	return checkBuilt(fn, int64(spaces)*lines+int64(len(s)))
+}
+
+// boundedSprig returns sprig's functions m (named prefix+name) with those that build from a
+// count replaced by bounded ones with the same results.
+func boundedSprig(m template.FuncMap, prefix string) template.FuncMap {
+	out := template.FuncMap{}
+	for k, v := range m {
+		out[k] = v
+	}
+	set := func(name string, f any) {
+		if _, ok := out[prefix+name]; ok {
+			out[prefix+name] = f
+		}
+	}
+	set("until", func(count int) ([]int, error) {
+		step := 1
+		if count < 0 {
+			step = -1
+		}
+		return boundedStep("until", 0, count, step)
+	})
+	set("untilStep", func(start, stop, step int) ([]int, error) {
+		return boundedStep("untilStep", start, stop, step)
+	})
+	set("seq", sprigSeq)
+	set("repeat", func(count int, str string) (string, error) {
+		if count < 0 {
+			return "", fmt.Errorf("repeat: negative count %d", count)
+		}
+		if len(str) > 0 && int64(count) > maxBuilt/int64(len(str)) {
+			return "", checkBuilt("repeat", -1)
+		}
+		return strings.Repeat(str, count), nil
+	})
+	sprigIndent := m[prefix+"indent"]
+	set("indent", func(spaces int, v string) (string, error) {
+		if err := indentedSize("indent", spaces, v); err != nil {
+			return "", err
+		}
+		return sprigIndent.(func(int, string) string)(spaces, v), nil
+	})
+	sprigNindent := m[prefix+"nindent"]
+	set("nindent", func(spaces int, v string) (string, error) {
+		if err := indentedSize("nindent", spaces, v); err != nil {
+			return "", err
+		}
+		return sprigNindent.(func(int, string) string)(spaces, v), nil
+	})
+	for _, name := range []string{"randAlphaNum", "randAlpha", "randAscii", "randNumeric"} {
+		f, ok := m[prefix+name].(func(int) string)
+		if !ok {
+			continue
+		}
+		set(name, func(count int) (string, error) {
+			if err := checkBuilt(name, int64(count)); err != nil {
+				return "", err
+			}
+			return f(count), nil
+		})
+	}
+	if f, ok := m[prefix+"randBytes"].(func(int) (string, error)); ok {
+		set("randBytes", func(count int) (string, error) {
+			if err := checkBuilt("randBytes", int64(count)); err != nil {
+				return "", err
+			}
+			return f(count)
+		})
+	}
+	return out
+}
+
+// sprigSeq is sprig's seq (a string "1 2 3", like the Unix command), bounded.
+func sprigSeq(params ...int) (string, error) {
+	var v []int
+	var err error
+	switch len(params) {
+	case 0:
+		return "", nil
+	case 1:
+		end, inc := params[0], 1
+		if end < 1 {
+			inc = -1
+		}
+		v, err = boundedStep("seq", 1, end+inc, inc)
+	case 2:
+		start, end, step := params[0], params[1], 1
+		if end < start {
+			step = -1
+		}
+		v, err = boundedStep("seq", start, end+step, step)
+	case 3:
+		start, step, end := params[0], params[1], params[2]
+		inc := 1
+		if end < start {
+			inc = -1
+			if step > 0 {
+				return "", nil
+			}
+		}
+		v, err = boundedStep("seq", start, end+inc, step)
+	default:
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return strings.Trim(strings.Join(strings.Fields(fmt.Sprint(v)), " "), "[]"), nil
+}

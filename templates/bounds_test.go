@@ -1,0 +1,78 @@
+package templates
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// A count that comes from a key (a lists' length, a loop's, a string's) fails the render past
+// the bounds: before, seq, loop, until, repeat and indent built whatever the value said, and
+// executeTemplate's output escaped MaxOutputBytes.
+func TestTemplates_CountFromKeyBounded(t *testing.T) {
+	n := strconv.Itoa(2 * MaxItems)
+	big := strconv.Itoa(maxBuilt + 1)
+	for _, c := range []struct {
+		name, mode, text, n string
+	}{
+		{"confd seq", ModeConfd, `{{range seq 1 (atoi (getv "/n"))}}{{end}}`, n},
+		{"native loop", ModeNative, `{{range loop (key "n" | parseInt)}}{{end}}`, n},
+		{"native until", ModeNative, `{{range until (key "n" | atoi)}}{{end}}`, n},
+		{"native untilStep", ModeNative, `{{range untilStep 0 (key "n" | atoi) 1}}{{end}}`, n},
+		{"native seq", ModeNative, `{{seq (key "n" | atoi) | len}}`, n},
+		{"native repeat", ModeNative, `{{repeat (key "n" | atoi) "x" | len}}`, big},
+		{"native indent", ModeNative, `{{indent (key "n" | atoi) "a" | len}}`, big},
+		{"native nindent", ModeNative, `{{nindent (key "n" | atoi) "a" | len}}`, big},
+		{"consul-template loop", ModeConsulTemplate, `{{range loop (key "n" | parseInt)}}{{end}}`, n},
+		{"consul-template indent", ModeConsulTemplate, `{{indent (key "n" | sprig_atoi) "a" | len}}`, big},
+		{"consul-template sprig_until", ModeConsulTemplate, `{{range sprig_until (key "n" | sprig_atoi)}}{{end}}`, n},
+		{"consul-template sprig_repeat", ModeConsulTemplate, `{{sprig_repeat (key "n" | sprig_atoi) "x" | len}}`, big},
+		{"consul-template executeTemplate", ModeConsulTemplate,
+			`{{define "d"}}{{if lt (len .) (key "n" | sprig_atoi)}}{{executeTemplate "d" (print . .)}}{{else}}{{.}}{{end}}{{end}}{{executeTemplate "d" "x" | len}}`, big},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tmpl := mustParse(t, c.text, Options{Functions: c.mode})
+			res, err := tmpl.Execute(Data{Keys: map[string]string{"n": c.n}})
+			if err == nil {
+				t.Fatalf("rendered %d bytes (%.40q), want an error", len(res.Output), res.Output)
+			}
+			if !strings.Contains(err.Error(), "limit") && !strings.Contains(err.Error(), "MaxOutputBytes") {
+				t.Fatalf("error %v does not name the limit", err)
+			}
+		})
+	}
+}
+
+// Counts that would loop forever or ask for all memory fail at once; within the bounds the
+// functions give their peers' results.
+func TestTemplates_CountBoundsExtreme(t *testing.T) {
+	for _, c := range []struct {
+		mode, text, want string // want "" means an error
+	}{
+		{ModeConfd, `{{range seq 1 9223372036854775807}}{{end}}`, ""},
+		{ModeConfd, `{{range seq -9223372036854775808 9223372036854775807}}{{end}}`, ""},
+		{ModeConfd, `{{seq 3 5}}|{{seq 5 3}}|{{range seq 9223372036854775806 9223372036854775807}}{{.}} {{end}}`, "[3 4 5]|[]|9223372036854775806 9223372036854775807 "},
+		{ModeConsulTemplate, `{{range loop 9223372036854775807}}{{end}}`, ""},
+		{ModeConsulTemplate, `{{range loop -9223372036854775808 9223372036854775807}}{{end}}`, ""},
+		{ModeConsulTemplate, `{{range loop 2 5}}{{.}}{{end}}`, "234"},
+		// sprig's own untilStep never ends here: i += step overflows before reaching stop.
+		{ModeConsulTemplate, `{{sprig_untilStep 9223372036854775800 9223372036854775807 100}}`, "[9223372036854775800]"},
+		{ModeConsulTemplate, `{{sprig_untilStep 0 10 3}} {{sprig_untilStep 10 0 -3}} {{sprig_until -3}} {{sprig_untilStep 0 10 0}}`, "[0 3 6 9] [10 7 4 1] [0 -1 -2] []"},
+		{ModeConsulTemplate, `{{sprig_seq 3}}|{{sprig_seq 0}}|{{sprig_seq 2 5}}|{{sprig_seq 5 2}}|{{sprig_seq 1 2 7}}|{{sprig_seq 7 -2 1}}|{{sprig_seq 7 2 1}}`, "1 2 3|1 0|2 3 4 5|5 4 3 2|1 3 5 7|7 5 3 1|"},
+		{ModeConsulTemplate, `{{sprig_repeat 9223372036854775807 "xy"}}`, ""},
+		{ModeConsulTemplate, `{{sprig_repeat 3 "xy"}}|{{sprig_indent 2 "a\nb"}}|{{sprig_nindent 1 "a"}}`, "xyxyxy|  a\n  b|\n a"},
+		{ModeNative, `{{randAlpha 9223372036854775807}}`, ""},
+		{ModeNative, `{{indent 9223372036854775807 "a\nb"}}`, ""},
+	} {
+		tmpl := mustParse(t, c.text, Options{Functions: c.mode})
+		res, err := tmpl.Execute(Data{})
+		switch {
+		case c.want == "" && err == nil:
+			t.Errorf("%s: rendered %.40q, want an error", c.text, res.Output)
+		case c.want != "" && err != nil:
+			t.Errorf("%s: %v", c.text, err)
+		case c.want != "" && string(res.Output) != c.want:
+			t.Errorf("%s: got %q, want %q", c.text, res.Output, c.want)
+		}
+	}
+}
