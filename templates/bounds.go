@@ -83,6 +83,10 @@ func indentedSize(fn string, spaces int, s string) error {
 	return checkBuilt(fn, int64(spaces)*lines+int64(len(s)))
 }
 
+// boundedNames are the sprig functions boundedSprig replaces; TestTemplates_BoundedSprigSameResults
+// shows that they give sprig's results within the bounds.
+var boundedNames = []string{"until", "untilStep", "seq", "repeat", "indent", "nindent", "randAlphaNum", "randAlpha", "randAscii", "randNumeric", "randBytes"}
+
 // boundedSprig returns sprig's functions m (named prefix+name) with those that build from a
 // count replaced by bounded ones with the same results.
 func boundedSprig(m template.FuncMap, prefix string) template.FuncMap {

@@ -1,9 +1,14 @@
 package templates
 
 import (
+	"fmt"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
+	"text/template"
+
+	"github.com/Masterminds/sprig/v3"
 )
 
 // A count that comes from a key (a lists' length, a loop's, a string's) fails the render past
@@ -73,6 +78,63 @@ func TestTemplates_CountBoundsExtreme(t *testing.T) {
 			t.Errorf("%s: %v", c.text, err)
 		case c.want != "" && string(res.Output) != c.want:
 			t.Errorf("%s: got %q, want %q", c.text, res.Output, c.want)
+		}
+	}
+}
+
+// Within the bounds, the bounded functions give sprig's own results (the peers call sprig's).
+func TestTemplates_BoundedSprigSameResults(t *testing.T) {
+	orig, bounded := sprig.TxtFuncMap(), boundedSprig(sprig.TxtFuncMap(), "")
+	call := func(m template.FuncMap, name string, args ...any) (out string) {
+		defer func() {
+			if r := recover(); r != nil {
+				out = "panic"
+			}
+		}()
+		in := make([]reflect.Value, len(args))
+		for i, a := range args {
+			in[i] = reflect.ValueOf(a)
+		}
+		res := reflect.ValueOf(m[name]).Call(in)
+		if len(res) == 2 && !res[1].IsNil() {
+			return "error"
+		}
+		if strings.HasPrefix(name, "rand") {
+			return fmt.Sprint(len(res[0].String()))
+		}
+		return fmt.Sprint(res[0].Interface())
+	}
+	check := func(name string, args ...any) {
+		t.Helper()
+		want, got := call(orig, name, args...), call(bounded, name, args...)
+		if want == "panic" {
+			want = "error" // a panic fails the render as an error does
+		}
+		if got != want {
+			t.Errorf("%s%v: got %s, sprig gives %s", name, args, got, want)
+		}
+	}
+	for a := -6; a <= 6; a++ {
+		check("until", a)
+		check("seq", a)
+		check("repeat", a, "ab")
+		check("repeat", a, "")
+		check("indent", max(a, 0), "a\nb\n")
+		check("nindent", max(a, 0), "")
+		for _, name := range []string{"randAlphaNum", "randAlpha", "randAscii", "randNumeric", "randBytes"} {
+			check(name, max(a, 0))
+		}
+		for b := -6; b <= 6; b++ {
+			check("seq", a, b)
+			for step := -3; step <= 3; step++ {
+				check("untilStep", a, b, step)
+				check("seq", a, step, b)
+			}
+		}
+	}
+	for _, name := range boundedNames {
+		if reflect.ValueOf(orig[name]).Pointer() == reflect.ValueOf(bounded[name]).Pointer() {
+			t.Errorf("%s is not replaced", name)
 		}
 	}
 }
