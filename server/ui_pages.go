@@ -413,8 +413,15 @@ func (s *Server) uiLive(w http.ResponseWriter, r *http.Request, c *uiCtx) error 
 	if err != nil {
 		return err
 	}
-	if wk.kind == wakeRevoked {
+	switch wk.kind {
+	case wakeRevoked:
 		return unauthorized("token revoked")
+	case wakeDrain:
+		// Not "nothing changed": the script would fetch the page and wait again at once, in a
+		// loop until the replica is gone. 503 sends it to its backoff.
+		e := api.Errorf(api.CodeUnavailable, "this replica is shutting down")
+		e.RetryAfter = 2
+		return e
 	}
 	w.Header().Set("Content-Type", "application/json")
 	return json.NewEncoder(w).Encode(uiLiveAnswer{Changed: wk.kind == wakeChanged, Index: max(wk.rev, index)})

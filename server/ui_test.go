@@ -591,3 +591,18 @@ func TestUI_SessionFloodKeepsOthers(t *testing.T) {
 	}
 	mustStatus(t, victim.get("/ui/store"), http.StatusOK)
 }
+
+// A replica that drains answers the live script 503, not "nothing changed", which would make
+// it fetch the page and wait again at once, over and over until the replica is gone.
+func TestUI_LiveWhileDraining(t *testing.T) {
+	f := newFixture(t)
+	uiSeed(f)
+	b := newUIBrowser(t, f.srv.URL, nil)
+	b.signIn(f.token)
+	f.s.hub.drain()
+	r := b.get("/ui/appliances/web-frontend/live?index=" + jsonNum(f.s.hub.current()))
+	mustStatus(t, r, http.StatusServiceUnavailable)
+	if r.Header.Get("Retry-After") == "" {
+		t.Fatal("no Retry-After")
+	}
+}
