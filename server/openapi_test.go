@@ -635,3 +635,49 @@ func TestOpenAPIYAMLToJSON(t *testing.T) {
 		t.Fatalf("alias: %s, %v", out, err)
 	}
 }
+
+// Each operation's query parameters are those its handler takes: the server names them when it
+// refuses an unknown one. (GET /v1/kv also takes history and limit, which switch to another
+// handler before the check.)
+func TestOpenAPIQueryParameters(t *testing.T) {
+	doc := openAPIDoc(t)
+	f := newFixture(t)
+	takes := regexp.MustCompile(`this route takes (none|\[([^\]]*)\])`)
+	extra := map[string][]string{"GET /v1/kv": {"history", "limit"}, "GET /v1/kv/{key}": {"history", "limit"}}
+	for key, op := range docOps(doc) {
+		method, p, _ := strings.Cut(key, " ")
+		if p == "/health" || p == "/health/deps" || p == "/metrics" || refused[key] {
+			continue // they read no query, or refuse every request
+		}
+		var documented []string
+		params, _ := op["parameters"].([]any)
+		if item, ok := doc["paths"].(map[string]any)[p].(map[string]any)["parameters"].([]any); ok {
+			params = append(params, item...)
+		}
+		for _, prm := range params {
+			pm := prm.(map[string]any)
+			if ref, ok := pm["$ref"].(string); ok {
+				pm = doc["components"].(map[string]any)["parameters"].(map[string]any)[strings.TrimPrefix(ref, "#/components/parameters/")].(map[string]any)
+			}
+			if pm["in"] == "query" {
+				documented = append(documented, pm["name"].(string))
+			}
+		}
+		r := f.do(method, sampleURL(p)+"?zz_unknown=1", "")
+		m := takes.FindStringSubmatch(r.errMessage())
+		if r.StatusCode != 400 || m == nil {
+			t.Errorf("%s ?zz_unknown=1: %d %s, want 400 naming the parameters taken", key, r.StatusCode, r.body)
+			continue
+		}
+		var taken []string
+		if m[1] != "none" {
+			taken = strings.Fields(m[2])
+		}
+		taken = append(taken, extra[key]...)
+		sort.Strings(taken)
+		sort.Strings(documented)
+		if !slices.Equal(taken, documented) {
+			t.Errorf("%s: the description's query parameters %v, the server's %v", key, documented, taken)
+		}
+	}
+}
