@@ -197,6 +197,7 @@ func (s *Server) routes() {
 	open("GET /health", s.handleHealth)
 	open("GET /health/deps", s.handleHealthDeps)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{}))
+	open("GET /v1/openapi.json", s.handleOpenAPI) // the API's description (docs/openapi.yaml), no token
 
 	v1("GET /v1/kv", s.handleGetKV)
 	v1("GET /v1/kv/{key...}", s.handleGetKV)
