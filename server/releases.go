@@ -274,7 +274,7 @@ func (s *Server) handleApplianceReleases(w http.ResponseWriter, r *http.Request)
 			return false
 		}
 		// Only this appliance's part (and shared/'s): the rest may be another team's.
-		var keep []api.ReleaseChange
+		keep := []api.ReleaseChange{} // [] in JSON, never null
 		for _, c := range rel.Changes {
 			if c.Scope == api.ScopeAppliance && c.Appliance == name || shared && c.Scope == api.ScopeShared {
 				keep = append(keep, c)
@@ -320,7 +320,7 @@ func (s *Server) handleReleases(w http.ResponseWriter, r *http.Request) error {
 		if prefix == "" {
 			return true
 		}
-		var keep []api.ReleaseChange
+		keep := []api.ReleaseChange{} // [] in JSON, never null
 		for _, c := range rel.Changes {
 			c.Created, c.Changed, c.Deleted = under(c.Created, prefix), under(c.Changed, prefix), under(c.Deleted, prefix)
 			// Counted from what is shown: the names past api.MaxReleaseNames are not known here.
@@ -436,7 +436,7 @@ func (s *Server) handleKeyHistory(w http.ResponseWriter, r *http.Request) error 
 		if len(out.Releases) == limit {
 			break
 		}
-		var keep []api.ReleaseChange
+		keep := []api.ReleaseChange{} // [] in JSON, never null
 		for _, c := range rel.Changes {
 			one := api.ReleaseChange{Scope: c.Scope, Appliance: c.Appliance}
 			switch {
