@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/kardianos/service"
 )
@@ -14,13 +13,6 @@ import (
 // control runs action against the Windows service manager through kardianos/service: install
 // registers u as an automatic service running the binary with ServiceArgs.
 func (m *Manager) control(_ context.Context, u Unit, action string, stdout io.Writer) error {
-	known := false
-	for _, a := range Actions {
-		known = known || a == action
-	}
-	if !known {
-		return fmt.Errorf("unknown action %q (want one of %s)", action, strings.Join(Actions, ", "))
-	}
 	self, err := m.self()
 	if err != nil {
 		return err

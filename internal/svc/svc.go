@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/kardianos/service"
@@ -119,6 +120,9 @@ func Control(ctx context.Context, u Unit, action string, stdout io.Writer) error
 // enabled and running, and returns nil whatever the state. Everything but
 // status needs root.
 func (m *Manager) Control(ctx context.Context, u Unit, action string, stdout io.Writer) error {
+	if !slices.Contains(Actions, action) {
+		return fmt.Errorf("%s %s: unknown action %q (want one of %s)", u.Command, action, action, strings.Join(Actions, ", "))
+	}
 	if err := m.control(ctx, u, action, stdout); err != nil {
 		return fmt.Errorf("%s %s: %w", u.Command, action, err)
 	}
