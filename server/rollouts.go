@@ -735,14 +735,20 @@ func (s *Server) recordFailure(ctx context.Context, name string, rep api.Report,
 	if !rec.Running() || rep.Rollout != rec.ID || !slices.Contains(rec.Cohort(), rep.Instance) || !rec.Counts(in) {
 		return nil // not a failure of the candidate by an instance drawn (enrolled before it started)
 	}
-	reports, _, err := s.instanceReports(ctx, name)
+	// The instance's own record, not the appliance's every one: a failure storm of a large fleet
+	// must not read them all for each report.
+	data, _, err := s.st.SysGet(ctx, instancePrefix+name+"/"+rep.Instance)
+	if errors.Is(err, api.ErrNotFound) {
+		return nil // the elected replica judges it from the records
+	}
 	if err != nil {
 		return err
 	}
-	if known, ok := reports[rep.Instance]; !ok || !known.Enrolled || known.Token != in.Token {
-		return nil // the elected replica judges it from the records
+	var known api.Instance
+	if json.Unmarshal(data, &known) != nil || !known.Enrolled || known.Token != in.Token {
+		return nil
 	}
-	reason := fmt.Sprintf("instance %s failed the candidate at revision %d (%s): %s", rep.Instance, rep.Revision, cmpOr(rep.Stage, "stage not reported"), in.Error)
+	reason := rollout.FailureReason(rep.Instance, rep.Revision, rep.Stage, in.Error)
 	if _, err := s.endRollout(ctx, name, rec.ID, api.RolloutHalted, reason, rep.Instance); err != nil && !errors.Is(err, errRolloutNotRunning) {
 		return err
 	}
@@ -769,13 +775,6 @@ func showable(s string) string {
 		}
 		return c
 	}, s)
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // instanceStale is InstanceStale, or its default when unset.

@@ -6,6 +6,7 @@
 package rollout
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -195,7 +196,7 @@ func (r *Record) Evaluate(reports map[string]api.Instance, rev int64, bakedSince
 	for _, name := range r.Cohort() {
 		if in, ok := reports[name]; ok && r.Counts(in) && in.ErrorRollout == r.ID && in.Error != "" {
 			return Decision{Action: Halt, Instance: name,
-				Reason: fmt.Sprintf("instance %s failed the candidate at revision %d (%s): %s", name, in.ErrorRevision, orUnknown(in.ErrorStage), in.Error)}
+				Reason: FailureReason(name, in.ErrorRevision, in.ErrorStage, in.Error)}
 		}
 	}
 	var missing []string
@@ -224,11 +225,10 @@ func (r *Record) Evaluate(reports map[string]api.Instance, rev int64, bakedSince
 	return Decision{Action: Advance, BakedSince: bakedSince}
 }
 
-func orUnknown(s string) string {
-	if s == "" {
-		return "stage not reported"
-	}
-	return s
+// FailureReason is why a rollout halts when instance failed its candidate at revision rev, in
+// stage ("" when not reported), with error err.
+func FailureReason(instance string, rev int64, stage, err string) string {
+	return fmt.Sprintf("instance %s failed the candidate at revision %d (%s): %s", instance, rev, cmp.Or(stage, "stage not reported"), err)
 }
 
 // Status is the record as GET .../rollout answers it, with each instance's state from reports.
