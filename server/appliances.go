@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/store"
 )
 
 // drainJitter spreads the 304s answered to open long-polls when the server shuts down.
@@ -218,19 +219,17 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		return s.planApply(ctx, w, name, keys)
 	}
 	if strat != nil {
-		if cas >= 0 {
-			// The rollout starts only from the state the caller read (a rollback reads it).
-			kvs, _, err := s.st.List(ctx, api.ApplianceRoot(name), true)
-			if err != nil {
-				return err
-			}
-			for _, kv := range kvs {
-				if kv.ModRevision > cas {
-					return api.Errorf(api.CodeConflict, "conflict on appliance %q: key %s changed at revision %d, after the expected revision %d", name, api.KeyText(kv.Key), kv.ModRevision, cas)
-				}
+		kvs, _, err := s.st.List(ctx, api.ApplianceRoot(name), false)
+		if err != nil {
+			return err
+		}
+		// The rollout starts only from the state the caller read (a rollback reads it).
+		for _, kv := range kvs {
+			if cas >= 0 && kv.ModRevision > cas {
+				return store.ApplyConflict(name, cas, strings.TrimPrefix(kv.Key, api.ApplianceRoot(name)+"/"), kv.ModRevision)
 			}
 		}
-		return s.startRollout(ctx, w, r, name, keys, strat, kind, rollbackTo)
+		return s.startRollout(ctx, w, r, name, treeOf(name, kvs), keys, strat, kind, rollbackTo)
 	}
 	if force {
 		if err := s.abortForForce(ctx, r, name); err != nil {
@@ -293,4 +292,25 @@ func (s *Server) planApply(ctx context.Context, w http.ResponseWriter, name stri
 	slices.Sort(plan.Changed)
 	slices.Sort(plan.Deleted)
 	return writeJSON(w, http.StatusOK, rev, plan)
+}
+
+// ownTree reads appliance name's own keys as they are now, relative to appliances/<name>/.
+func (s *Server) ownTree(ctx context.Context, name string) (map[string]string, error) {
+	kvs, _, err := s.st.List(ctx, api.ApplianceRoot(name), false)
+	if err != nil {
+		return nil, err
+	}
+	return treeOf(name, kvs), nil
+}
+
+// treeOf is appliance name's own tree from its keys as List reads them.
+func treeOf(name string, kvs []api.KV) map[string]string {
+	root := api.ApplianceRoot(name) + "/"
+	tree := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		if rel, ok := strings.CutPrefix(kv.Key, root); ok {
+			tree[rel] = kv.Value
+		}
+	}
+	return tree
 }

@@ -273,7 +273,7 @@ func (s *Server) rolloutActive(ctx context.Context, name string) bool {
 
 // startRollout creates appliance name's rollout of candidate (the appliance's whole own tree
 // as the write would leave it), for the write of kind that r makes.
-func (s *Server) startRollout(ctx context.Context, w http.ResponseWriter, r *http.Request, name string, candidate map[string]string, strat *api.RolloutStrategy, kind string, rollbackTo int64) error {
+func (s *Server) startRollout(ctx context.Context, w http.ResponseWriter, r *http.Request, name string, live, candidate map[string]string, strat *api.RolloutStrategy, kind string, rollbackTo int64) error {
 	if len(candidate) == 0 {
 		return api.Errorf(api.CodeInvalidRequest, "the rollout would leave appliance %q without keys: an appliance without keys has no view to roll out; delete it without canary", name)
 	}
@@ -297,11 +297,7 @@ func (s *Server) startRollout(ctx context.Context, w http.ResponseWriter, r *htt
 	if err != nil {
 		return err
 	}
-	rel, err := s.rolloutRelease(ctx, &rec, r.RemoteAddr)
-	if err != nil {
-		return err
-	}
-	rev, err := s.st.StartRollout(ctx, name, data, rel)
+	rev, err := s.st.StartRollout(ctx, name, data, rolloutRelease(&rec, live, r.RemoteAddr))
 	setIndex(w, rev)
 	if err != nil {
 		return err
@@ -805,36 +801,6 @@ func rolloutOf(ops []api.Op) (string, error) {
 	return name, nil
 }
 
-// candidateOf returns appliance name's own tree as it is now with ops done to it.
-func (s *Server) candidateOf(ctx context.Context, name string, ops []api.Op) (map[string]string, error) {
-	root := api.ApplianceRoot(name) + "/"
-	kvs, _, err := s.st.List(ctx, api.ApplianceRoot(name), false)
-	if err != nil {
-		return nil, err
-	}
-	tree := make(map[string]string, len(kvs))
-	for _, kv := range kvs {
-		tree[strings.TrimPrefix(kv.Key, root)] = kv.Value
-	}
-	for _, op := range ops {
-		rel := strings.TrimPrefix(op.Key, root)
-		switch op.Op {
-		case api.OpPut:
-			tree[rel] = op.Value
-		case api.OpDelete:
-			delete(tree, rel)
-			if op.Recurse {
-				for k := range tree {
-					if strings.HasPrefix(k, rel+"/") {
-						delete(tree, k)
-					}
-				}
-			}
-		}
-	}
-	return tree, nil
-}
-
 // errPlainWrite tells a write handler to go on with its plain write.
 var errPlainWrite = errors.New("plain write")
 
@@ -863,29 +829,33 @@ func (s *Server) rolloutWrite(ctx context.Context, w http.ResponseWriter, r *htt
 	if err != nil {
 		return err
 	}
-	cand, err := s.candidateOf(ctx, name, ops)
+	live, err := s.ownTree(ctx, name)
 	if err != nil {
 		return err
 	}
-	return s.startRollout(ctx, w, r, name, cand, strat, kind, 0)
+	cand := maps.Clone(live)
+	puts := map[string]string{}
+	var dels []api.Op
+	for _, op := range ops {
+		if op.Op == api.OpPut {
+			puts[op.Key] = op.Value
+		} else {
+			dels = append(dels, op)
+		}
+	}
+	store.EditTree(cand, name, puts, dels)
+	return s.startRollout(ctx, w, r, name, live, cand, strat, kind, 0)
 }
 
 // rolloutRelease is the release record of rec's start: kind rollout, its message saying so, and
-// as changes the names of the keys the candidate would create, change and delete in the live
-// tree (read now; the rollout guard keeps it so until the rollout ends).
-func (s *Server) rolloutRelease(ctx context.Context, rec *rollout.Record, remote string) (api.Release, error) {
+// as changes the names of the keys the candidate would create, change and delete in live, the
+// appliance's own tree as the rollout starts (the rollout guard keeps it so until it ends).
+func rolloutRelease(rec *rollout.Record, live map[string]string, remote string) api.Release {
 	root := api.ApplianceRoot(rec.Appliance) + "/"
-	kvs, _, err := s.st.List(ctx, api.ApplianceRoot(rec.Appliance), false)
-	if err != nil {
-		return api.Release{}, err
-	}
 	ch := api.ReleaseChange{Scope: api.ScopeAppliance, Appliance: rec.Appliance}
-	live := make(map[string]string, len(kvs))
-	for _, kv := range kvs {
-		rel := strings.TrimPrefix(kv.Key, root)
-		live[rel] = kv.Value
-		if _, ok := rec.Candidate[rel]; !ok {
-			ch.Deleted = append(ch.Deleted, kv.Key)
+	for k := range live {
+		if _, ok := rec.Candidate[k]; !ok {
+			ch.Deleted = append(ch.Deleted, root+k)
 		}
 	}
 	for k, v := range rec.Candidate {
@@ -911,5 +881,5 @@ func (s *Server) rolloutRelease(ctx context.Context, rec *rollout.Record, remote
 		msg += ": " + rec.Message
 	}
 	return api.Release{ID: rec.ID, Time: rec.Started, Token: rec.Token, Remote: remote, Message: cut(msg, 4096), Source: rec.Source,
-		Kind: api.KindRollout, RollbackTo: rec.RollbackTo, Rollout: rec.ID, Changes: []api.ReleaseChange{ch}}, nil
+		Kind: api.KindRollout, RollbackTo: rec.RollbackTo, Rollout: rec.ID, Changes: []api.ReleaseChange{ch}}
 }

@@ -344,16 +344,9 @@ func (s *Server) handlePutSchema(w http.ResponseWriter, r *http.Request) error {
 // currentViolation says how appliance name's keys as they are break sch; "" when they do not,
 // when it has none, or when they cannot be read (the schema is set either way).
 func (s *Server) currentViolation(ctx context.Context, name string, sch *jsonschema.Schema) string {
-	root := api.ApplianceRoot(name) + "/"
-	kvs, _, err := s.st.List(ctx, api.ApplianceRoot(name), false)
+	tree, err := s.ownTree(ctx, name)
 	if err != nil {
 		return ""
-	}
-	tree := map[string]string{}
-	for _, kv := range kvs {
-		if rel, ok := strings.CutPrefix(kv.Key, root); ok {
-			tree[rel] = kv.Value
-		}
 	}
 	if len(tree) == 0 {
 		return ""

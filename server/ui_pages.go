@@ -706,13 +706,9 @@ func (s *Server) uiRollback(w http.ResponseWriter, r *http.Request, c *uiCtx) er
 	if f.Get("step") != "apply" {
 		ctx, cancel := s.opCtx(r)
 		defer cancel()
-		own, _, err := s.st.List(ctx, api.ApplianceRoot(name), false)
+		now, err := s.ownTree(ctx, name)
 		if err != nil {
 			return err
-		}
-		now := map[string]string{}
-		for _, kv := range own {
-			now[strings.TrimPrefix(kv.Key, api.ApplianceRoot(name)+"/")] = kv.Value
 		}
 		d := uiConfirmData{Name: name, Action: back + "/rollback", Heading: fmt.Sprintf("Roll %s back to revision %d?", name, to),
 			What:   "This applies the appliance's own keys as they were at that revision, as a release of kind rollback with source console. Secret values are restored too; they are not shown.",

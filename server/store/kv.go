@@ -461,7 +461,7 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 	if cas >= 0 {
 		for _, kv := range cur.Kvs {
 			if kv.ModRevision > cas {
-				return read, true, applyConflict(name, cas, strings.TrimPrefix(string(kv.Key), abs), kv.ModRevision)
+				return read, true, ApplyConflict(name, cas, strings.TrimPrefix(string(kv.Key), abs), kv.ModRevision)
 			}
 		}
 		if err := s.noneDeletedSince(ctx, name, abs, cas, cur.Kvs); err != nil {
@@ -533,7 +533,9 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 	return w.rev, w.succeeded, nil
 }
 
-func applyConflict(name string, cas int64, key string, got int64) error {
+// ApplyConflict is the refusal of an apply guarded by cas when key (relative to the appliance)
+// changed at revision got, after cas.
+func ApplyConflict(name string, cas int64, key string, got int64) error {
 	return api.Errorf(api.CodeConflict, "conflict on appliance %q: key %s changed at revision %d, after the expected revision %d", name, api.KeyText(api.ApplianceRoot(name)+"/"+key), got, cas)
 }
 

@@ -229,27 +229,7 @@ func (s *Store) guardFor(ctx context.Context, e edits) (schemaGuard, error) {
 		}
 		g.cmps = append(g.cmps, clientv3.Compare(clientv3.ModRevision(s.sysRoot+treePrefix+n), "=", modRevision(resp.Responses[2*i+1])))
 		g.trees++
-		for _, d := range e.dels {
-			switch {
-			case d.Recurse && (d.Key == api.AppliancesPrefix || d.Key+"/" == root):
-				clear(tree)
-			case strings.HasPrefix(d.Key, root):
-				rel := strings.TrimPrefix(d.Key, root)
-				delete(tree, rel)
-				if d.Recurse {
-					for k := range tree {
-						if strings.HasPrefix(k, rel+"/") {
-							delete(tree, k)
-						}
-					}
-				}
-			}
-		}
-		for k, v := range e.puts {
-			if rel, ok := strings.CutPrefix(k, root); ok {
-				tree[rel] = v
-			}
-		}
+		EditTree(tree, n, e.puts, e.dels)
 		if err := check(n, schemas[n].data, schemas[n].rev, tree); err != nil {
 			return g, s.refusal(ctx, n, schemas[n].rev, err)
 		}
@@ -361,4 +341,32 @@ func applied(w written) bool {
 		}
 	}
 	return false
+}
+
+// EditTree makes tree, appliance name's own tree (keys relative to appliances/<name>/), what a
+// write of puts and dels (KV keys; the deletes first, as one etcd transaction cannot put and
+// delete one key) leaves it. Keys of other appliances are ignored.
+func EditTree(tree map[string]string, name string, puts map[string]string, dels []api.Op) {
+	root := api.ApplianceRoot(name) + "/"
+	for _, d := range dels {
+		switch {
+		case d.Recurse && (d.Key == api.AppliancesPrefix || d.Key+"/" == root):
+			clear(tree)
+		case strings.HasPrefix(d.Key, root):
+			rel := strings.TrimPrefix(d.Key, root)
+			delete(tree, rel)
+			if d.Recurse {
+				for k := range tree {
+					if strings.HasPrefix(k, rel+"/") {
+						delete(tree, k)
+					}
+				}
+			}
+		}
+	}
+	for k, v := range puts {
+		if rel, ok := strings.CutPrefix(k, root); ok {
+			tree[rel] = v
+		}
+	}
 }
