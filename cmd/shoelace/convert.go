@@ -206,16 +206,21 @@ func ctTemplate(name, dir string, o *ast.ObjectType) (t agent.Template, wait str
 		key := itemKey(item)
 		at := ctAt(name, item.Pos().Line)
 		bad := func(err error) { errs = append(errs, fmt.Sprintf("%s: template: %s: %v", at, key, err)) }
-		switch key {
-		case "source":
+		// path reads a path field; a relative one is made relative to the file's directory.
+		path := func() string {
 			s, err := ctString(item.Val)
 			if err != nil {
 				bad(err)
 			}
-			t.Source = ctPath(dir, s)
-			if t.Source != s {
-				notes = append(notes, fmt.Sprintf("%s: template source %q is relative: converted to %s, from the file's directory (consul-template took it from its working directory)", at, s, t.Source))
+			p := ctPath(dir, s)
+			if p != s {
+				notes = append(notes, fmt.Sprintf("%s: template %s %q is relative: converted to %s, from the file's directory (consul-template took it from its working directory)", at, key, s, p))
 			}
+			return p
+		}
+		switch key {
+		case "source":
+			t.Source = path()
 		case "contents":
 			s, err := ctString(item.Val)
 			if err != nil {
@@ -223,14 +228,7 @@ func ctTemplate(name, dir string, o *ast.ObjectType) (t agent.Template, wait str
 			}
 			t.Contents = s
 		case "destination":
-			s, err := ctString(item.Val)
-			if err != nil {
-				bad(err)
-			}
-			t.Destination = ctPath(dir, s)
-			if t.Destination != s {
-				notes = append(notes, fmt.Sprintf("%s: template destination %q is relative: converted to %s, from the file's directory (consul-template took it from its working directory)", at, s, t.Destination))
-			}
+			t.Destination = path()
 		case "create_dest_dirs":
 			if b, err := ctBool(item.Val); err != nil {
 				bad(err)
