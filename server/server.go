@@ -431,18 +431,27 @@ func setIndex(w http.ResponseWriter, rev int64) {
 	}
 }
 
-// writeError answers err as {"error":{"code","message"}} with its status, and logs it once.
-func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+// apiError is err as the API answers it: an *api.Error as it is, a deadline as unavailable (retry
+// in a second), anything else as internal.
+func apiError(err error) *api.Error {
 	var e *api.Error
 	switch {
 	case errors.As(err, &e):
-	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		return e
+	case errors.Is(err, context.DeadlineExceeded):
+		return &api.Error{Code: api.CodeUnavailable, Message: "the store did not answer in time", RetryAfter: 1}
+	}
+	return &api.Error{Code: api.CodeInternal, Message: err.Error()}
+}
+
+// writeError answers err as {"error":{"code","message"}} with its status, and logs it once.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var e *api.Error
+	if !errors.As(err, &e) && errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		// The client went away; nobody reads the answer.
 		e = &api.Error{Code: api.CodeUnavailable, Message: "request canceled by the client", Status: 499}
-	case errors.Is(err, context.DeadlineExceeded):
-		e = &api.Error{Code: api.CodeUnavailable, Message: "the store did not answer in time", RetryAfter: 1}
-	default:
-		e = &api.Error{Code: api.CodeInternal, Message: err.Error()}
+	} else {
+		e = apiError(err)
 	}
 	status := e.HTTPStatus()
 	level := slog.LevelDebug

@@ -497,16 +497,11 @@ type uiErrorData struct {
 
 // uiError answers err as an error page with its status, logging it as writeError does.
 func (s *Server) uiError(w http.ResponseWriter, r *http.Request, c *uiCtx, err error) {
-	var e *api.Error
-	switch {
-	case errors.As(err, &e):
-	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
-		return
-	case errors.Is(err, context.DeadlineExceeded):
-		e = &api.Error{Code: api.CodeUnavailable, Message: "the store did not answer in time", RetryAfter: 1}
-	default:
-		e = &api.Error{Code: api.CodeInternal, Message: err.Error()}
+	var ae *api.Error
+	if !errors.As(err, &ae) && errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		return // the browser went away
 	}
+	e := apiError(err)
 	status := e.HTTPStatus()
 	level := slog.LevelDebug
 	if status >= 500 {

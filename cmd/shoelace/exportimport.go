@@ -467,21 +467,32 @@ func (e *cliEnv) importKeys(c *cli.Context) error {
 	if c.Bool("dry-run") {
 		return e.printDryRun(s.json, p, res, l.Revision, summary)
 	}
-	if len(p.Txn.Ops) == 0 {
-		fmt.Fprintf(e.stderr, "nothing to import: the file has no keys and nothing is to be deleted\n")
-		res.Revision = l.Revision
-		return e.printImport(s.json, res)
-	}
-	rev, err := s.client.Import(s.ctx, p.Txn)
+	written, err := e.commitImport(s, p, &res, l.Revision, summary, "the file has no keys and nothing is to be deleted")
 	if err != nil {
-		return importTxnError(p, err)
+		return err
 	}
-	res.Revision = rev
-	fmt.Fprintf(e.stderr, "imported %s\n", summary)
-	if p.Mode == modeReplace {
+	if written && p.Mode == modeReplace {
 		e.reportStrays(s, d, p)
 	}
 	return e.printImport(s.json, res)
+}
+
+// commitImport writes p's transaction and sets res.Revision to its revision; with nothing to
+// write it says so (nothing tells why) and res.Revision is readRev, the revision p was planned
+// at. It reports whether it wrote.
+func (e *cliEnv) commitImport(s *session, p importPlan, res *importResult, readRev int64, summary, nothing string) (bool, error) {
+	if len(p.Txn.Ops) == 0 {
+		fmt.Fprintf(e.stderr, "nothing to import: %s\n", nothing)
+		res.Revision = readRev
+		return false, nil
+	}
+	rev, err := s.client.Import(s.ctx, p.Txn)
+	if err != nil {
+		return false, importTxnError(p, err)
+	}
+	res.Revision = rev
+	fmt.Fprintf(e.stderr, "imported %s\n", summary)
+	return true, nil
 }
 
 // warnIfNotAdmin warns on stderr when the session's token is not an admin token: a listing of

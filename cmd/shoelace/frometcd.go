@@ -204,17 +204,9 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 	if c.Bool("dry-run") {
 		return e.printDryRun(s.json, p, res, l.Revision, summary)
 	}
-	if len(p.Txn.Ops) == 0 {
-		fmt.Fprintf(e.stderr, "nothing to import: %s holds every key already\n", root)
-		res.Revision = l.Revision
-		return e.printImport(s.json, res)
+	if _, err := e.commitImport(s, p, &res, l.Revision, summary, root+" holds every key already"); err != nil {
+		return err
 	}
-	rev, err := s.client.Import(s.ctx, p.Txn)
-	if err != nil {
-		return importTxnError(p, err)
-	}
-	res.Revision = rev
-	fmt.Fprintf(e.stderr, "imported %s\n", summary)
 	return e.printImport(s.json, res)
 }
 
