@@ -112,12 +112,13 @@ func cookieOf(res *http.Response, name string) *http.Cookie {
 }
 
 // uiSeed writes two appliances with a secret each, and shared keys.
-func uiSeed(f *fixture) {
+// uiSeed writes two appliances and a shared key and returns the revision of the last write.
+func uiSeed(f *fixture) int64 {
 	f.put("appliances/web-frontend/port", "8080")
 	f.put("appliances/web-frontend/secrets/tls-key", "hunter2-web-secret")
 	f.put("appliances/billing-db/port", "5432")
 	f.put("appliances/billing-db/secrets/password", "hunter2-db-secret")
-	f.put("shared/dns", "10.0.0.53")
+	return f.put("shared/dns", "10.0.0.53")
 }
 
 // Every console answer carries the security headers; /ui/ without a session is the sign-in
@@ -492,9 +493,12 @@ func TestUI_RolloutAbort(t *testing.T) {
 // The live endpoint waits in the hub and answers as soon as the view changes.
 func TestUI_Live(t *testing.T) {
 	f := newFixture(t)
-	uiSeed(f)
+	seeded := uiSeed(f)
 	b := newUIBrowser(t, f.srv.URL, nil)
 	b.signIn(f.token)
+	// The hub learns of writes through its watch: wait until it has seen the seed, or the
+	// long-poll below would answer the seed's own change instead of the one this test makes.
+	waitFor(t, "the hub to see the seed", func() bool { return f.s.hub.current() >= seeded })
 	idx := f.s.hub.current()
 	done := make(chan resp, 1)
 	go func() {
