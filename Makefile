@@ -9,7 +9,7 @@ FUZZTIME  ?= 30s
 # The timeout of one test package under `make test`.
 TESTTIMEOUT ?= 15m
 
-.PHONY: all build build-all vet-all install run test test-short lint bench fuzz package release clean
+.PHONY: all build build-all vet-all install run test test-short lint peers bench bench-quick bench-micro fuzz package release clean
 
 # Targets of build-all: the agent runs on every one, the server on Linux.
 AGENT_TARGETS  := linux/amd64 linux/arm64 windows/amd64 darwin/arm64
@@ -72,8 +72,29 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-## bench: benchmarks; figures go into BENCHMARKS.md
-bench:
+# Where `make peers` builds confd and consul-template, and where the benchmarks' rows go.
+PEERS_DIR  ?= $(CURDIR)/bin/peers
+BENCH_ROWS := $(CURDIR)/bin/bench-rows.jsonl
+BENCH_RUN  = @mkdir -p bin; rm -f $(BENCH_ROWS); \
+	SHOELACE_PEERS_DIR=$(PEERS_DIR) SHOELACE_BENCH_ROWS=$(BENCH_ROWS) \
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count=1 -timeout 60m ./tests/bench; \
+	status=$$?; $(GO) run ./scripts/benchtable $(BENCH_ROWS) || exit 1; exit $$status
+
+## peers: build the real confd v0.16.0 and consul-template v0.41.1 the benchmarks compare against (once)
+peers:
+	bash scripts/peers/build.sh $(PEERS_DIR)
+
+## bench: every target of BENCHMARKS.md against its baseline measured in the same run, as one table
+bench: peers
+	$(BENCH_RUN)
+
+## bench-quick: a small version of each benchmark of the table (under 2 minutes)
+bench-quick: export SHOELACE_BENCH_QUICK = 1
+bench-quick: peers
+	$(BENCH_RUN)
+
+## bench-micro: every package's Go micro-benchmarks (templates, store, …)
+bench-micro:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
 
 ## fuzz: run every fuzz target for FUZZTIME each (seeds and finds are kept in testdata/)
