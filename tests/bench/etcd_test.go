@@ -15,6 +15,7 @@ import (
 // etcdKind is one etcd the latency benchmarks run every path on.
 type etcdKind struct {
 	name      string
+	desc      string // how the table names it
 	endpoints func(testing.TB) []string
 }
 
@@ -25,8 +26,8 @@ type etcdKind struct {
 //     ../shared/FACTS.md measured confd on (default raft ticks, the WAL fsynced on every
 //     commit, on the same disk as the rendered files).
 var etcds = []etcdKind{
-	{"nofsync", testutil.Etcd},
-	{"durable", durableEtcd},
+	{"nofsync", "etcd without fsync (as on tmpfs)", testutil.Etcd},
+	{"durable", "durable etcd (as shoelace server embeds it)", durableEtcd},
 }
 
 var (

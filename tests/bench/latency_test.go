@@ -184,77 +184,81 @@ func (p *path) once(b *testing.B, v string) (ack, total time.Duration) {
 	return ack, time.Since(t0)
 }
 
-// BenchmarkWriteToFile measures one write reaching a rendered file, per b.N change, for each
-// path on the same etcd, one path after the other. Read the p50-ms and p99-ms metrics; compare
-// them within one run (BenchmarkWriteToFilePaired compares them under the same load).
+// changes is how many changes each path of the write → file benchmarks makes per pattern.
+func changes() int {
+	if quick() {
+		return 40
+	}
+	return 200
+}
+
+// BenchmarkWriteToFile is target 1 of the table: one write reaching a rendered file, through
+// Shoelace (an HTTP PUT to the server, an agent long-polling it) and through confd -watch, on the
+// same etcd and the same file system, for each etcd of etcds and in two patterns:
+//
+//   - back to back: each path makes its changes one after the other, the next the moment the
+//     previous one is in the file;
+//   - paired: one change through each path in turn (the order rotating), so that every path sees
+//     the same load and a path's changes are a few ms apart, closer to how pipelines write.
+//
+// Beside them run the floor (an etcd put and the watch event that reports it) and the same
+// Shoelace path with the change written straight to etcd (the fan-out path alone, as confd's
+// writer does), reported as metrics. Rows: Shoelace's p50 and p99 against confd's, ≤ 0.9×.
 func BenchmarkWriteToFile(b *testing.B) {
+	peers := os.Getenv("SHOELACE_PEERS_DIR")
+	if _, err := os.Stat(filepath.Join(peers, "confd")); peers == "" || err != nil {
+		b.Skip("set SHOELACE_PEERS_DIR to a directory holding confd (make peers builds it into bin/peers)")
+	}
 	for _, e := range etcds {
 		b.Run("etcd="+e.name, func(b *testing.B) {
 			eps := e.endpoints(b)
-			b.Run("floor=etcd-watch", func(b *testing.B) { runPath(b, floorPath(b, eps)) })
-			b.Run("shoelace", func(b *testing.B) { runPath(b, shoelacePaths(b, eps, 1)[0]) })
-			b.Run("shoelace-etcd-write", func(b *testing.B) { runPath(b, shoelacePaths(b, eps, 1)[1]) })
-			b.Run("confd", func(b *testing.B) { runPath(b, confdPath(b, eps)) })
+			sh := shoelacePaths(b, eps, 1)
+			paths := []*path{floorPath(b, eps), sh[0], sh[1], confdPath(b, eps)}
+			for range b.N {
+				n := changes()
+				lat := make([]latencies, len(paths))
+				for j, p := range paths {
+					for i := range n {
+						_, t := p.once(b, fmt.Sprint(10000+i))
+						lat[j] = append(lat[j], t)
+					}
+				}
+				reportPaths(b, paths, lat, "back to back, "+e.desc)
+				reads := metric(b, sh[0].server, "shoelace_view_reads_total")
+				lat = make([]latencies, len(paths))
+				for i := range n {
+					for k := range paths {
+						j := (i + k) % len(paths) // rotate, so that no path always follows the same one
+						_, t := paths[j].once(b, fmt.Sprint(20000+i))
+						lat[j] = append(lat[j], t)
+					}
+				}
+				// Views the server read from the store (not from its mirror), per shoelace change.
+				b.ReportMetric((metric(b, sh[0].server, "shoelace_view_reads_total")-reads)/float64(2*n), "store-view-reads/change")
+				reportPaths(b, paths, lat, "paired, "+e.desc)
+			}
+			b.ReportMetric(0, "ns/op") // the per-op time includes the harness; the percentiles are the figures
 		})
 	}
 }
 
-func runPath(b *testing.B, p *path) {
-	var lat, ack latencies
-	b.ResetTimer()
-	for i := range b.N {
-		a, t := p.once(b, fmt.Sprint(10000+i))
-		ack, lat = append(ack, a), append(lat, t)
-	}
-	b.StopTimer()
-	lat.report(b, "ms")
-	if p.fw != nil {
-		ack.report(b, "ack-ms")
-	}
-	b.ReportMetric(0, "ns/op") // the per-op time includes the harness; the percentiles are the figures
-}
-
-// BenchmarkWriteToFilePaired makes, per b.N, one change through each path in turn (floor,
-// shoelace over HTTP, shoelace written straight to etcd, confd; the order rotates), so that
-// every path sees the same load on this shared machine, and reports each path's percentiles
-// and the ratios of shoelace's p50 and p99 to confd's and to the floor's. The paths do not wait for each other's
-// agents: each waits for its own file, and a change to one path is not seen by the others.
-func BenchmarkWriteToFilePaired(b *testing.B) {
-	peers := os.Getenv("SHOELACE_PEERS_DIR")
-	if _, err := os.Stat(filepath.Join(peers, "confd")); peers == "" || err != nil {
-		b.Skip("set SHOELACE_PEERS_DIR to a directory holding confd (../shared/peers/build-peers.sh DIR builds it)")
-	}
-	for _, e := range etcds {
-		b.Run("etcd="+e.name, func(b *testing.B) { runPaired(b, e.endpoints(b)) })
-	}
-}
-
-func runPaired(b *testing.B, eps []string) {
-	sh := shoelacePaths(b, eps, 1)
-	paths := []*path{floorPath(b, eps), sh[0], sh[1], confdPath(b, eps)}
-	lat := make([]latencies, len(paths))
-	reads := metric(b, sh[0].server, "shoelace_view_reads_total")
-	b.ResetTimer()
-	for i := range b.N {
-		for k := range paths {
-			j := (i + k) % len(paths) // rotate, so that no path always follows the same one
-			_, t := paths[j].once(b, fmt.Sprint(10000+i))
-			lat[j] = append(lat[j], t)
-		}
-	}
-	b.StopTimer()
-	// Views the server read from the store (not from its mirror), per shoelace change.
-	b.ReportMetric((metric(b, sh[0].server, "shoelace_view_reads_total")-reads)/float64(2*b.N), "store-view-reads/change")
+// reportPaths reports the percentiles of paths (floor, shoelace, shoelace-etcd-write, confd) as
+// metrics and records the rows of target 1.
+func reportPaths(b *testing.B, paths []*path, lat []latencies, pattern string) {
+	tag := strings.ReplaceAll(strings.SplitN(pattern, ",", 2)[0], " ", "-")
 	for j, p := range paths {
-		b.ReportMetric(lat[j].at(0.50), "p50-ms-"+p.name)
-		b.ReportMetric(lat[j].at(0.99), "p99-ms-"+p.name)
+		b.ReportMetric(lat[j].at(0.50), "p50-ms-"+tag+"-"+p.name)
+		b.ReportMetric(lat[j].at(0.99), "p99-ms-"+tag+"-"+p.name)
 	}
-	b.ReportMetric(lat[1].at(0.50)/lat[3].at(0.50), "p50-shoelace/confd")
-	b.ReportMetric(lat[1].at(0.99)/lat[3].at(0.99), "p99-shoelace/confd")
-	b.ReportMetric(lat[2].at(0.50)/lat[3].at(0.50), "p50-shoelace-etcd/confd")
-	b.ReportMetric(lat[1].at(0.50)/lat[0].at(0.50), "p50-shoelace/floor")
-	b.ReportMetric(lat[3].at(0.50)/lat[0].at(0.50), "p50-confd/floor")
-	b.ReportMetric(0, "ns/op")
+	sh, etcdWrite, confd := lat[1], lat[2], lat[3]
+	for _, q := range []struct {
+		name string
+		at   float64
+	}{{"p50", 0.50}, {"p99", 0.99}} {
+		record(b, Row{Target: fmt.Sprintf("1. write → file %s, %s", q.name, pattern), Unit: "ms",
+			Figure: sh.at(q.at), Baseline: confd.at(q.at), Against: "confd", Ratio: true, Limit: 0.9,
+			Note: fmt.Sprintf("fan-out alone (etcd write) %.2f ms, etcd watch floor %.2f ms", etcdWrite.at(q.at), lat[0].at(q.at))})
+	}
 }
 
 // floorPath is a raw etcd watch: a put, and the watch event that reports it.
@@ -352,12 +356,12 @@ func shoelacePaths(b *testing.B, eps []string, n int) []*path {
 	return out
 }
 
-// confdPath runs the real confd (built by shared/peers/build-peers.sh into $SHOELACE_PEERS_DIR).
+// confdPath runs the real confd (built by make peers into $SHOELACE_PEERS_DIR).
 func confdPath(b *testing.B, eps []string) *path {
 	peers := os.Getenv("SHOELACE_PEERS_DIR")
 	confd := filepath.Join(peers, "confd")
 	if _, err := os.Stat(confd); peers == "" || err != nil {
-		b.Skip("set SHOELACE_PEERS_DIR to a directory holding confd (../shared/peers/build-peers.sh DIR builds it)")
+		b.Skip("set SHOELACE_PEERS_DIR to a directory holding confd (make peers builds it into bin/peers)")
 	}
 	ctx := context.Background()
 	dir := b.TempDir()
