@@ -16,6 +16,7 @@ import (
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/client"
+	"github.com/shoelace-dev/shoelace/server/store"
 )
 
 // follower follows web's view as an agent would, with deltas, by plain long-polls or by a
@@ -185,4 +186,31 @@ func TestDelta_FollowersMatchFullViews(t *testing.T) {
 	if a, b := plain.fallbacks.Load(), streamed.fallbacks.Load(); a+b > 0 {
 		t.Fatalf("deltas did not match what the followers had: %d (long-poll) and %d (stream) full reads", a, b)
 	}
+}
+
+// BenchmarkMirror_Diff is one delta of a one-key change to a 10,000-key view, made from the
+// mirror (sum included), against encoding that view whole as a full answer does.
+func BenchmarkMirror_Diff(b *testing.B) {
+	keys := map[string]string{}
+	for i := range 10000 {
+		keys[fmt.Sprintf("appliances/big/svc/%05d", i)] = fmt.Sprintf("10.0.%d.%d", i/256, i%256)
+	}
+	var m mirror
+	m.load(keys, 10, m.restart())
+	m.apply(store.ChangeEvent{Event: store.Event{Revision: 11}, Changes: []store.Change{{Key: "appliances/big/svc/00042", Value: "x"}}})
+	b.Run("delta", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, ok := m.diff("big", 10, side{}, side{}, 11); !ok {
+				b.Fatal("no delta")
+			}
+		}
+	})
+	b.Run("full", func(b *testing.B) {
+		for b.Loop() {
+			v, _, _ := m.view("big", 11)
+			if _, err := json.Marshal(v); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
