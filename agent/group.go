@@ -54,6 +54,10 @@ type passResult struct {
 	failures []failure // in the order they happened
 	commands int       // commands run
 	cmdFail  int       // commands that failed
+	// executed counts the templates executed; render is the time spent deciding which to
+	// render and executing them, write the time spent staging and installing their files.
+	executed      int
+	render, write time.Duration
 }
 
 func (p passResult) ok() bool { return len(p.failures) == 0 }
@@ -167,6 +171,7 @@ func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noC
 // needsRender says whether t's inputs changed since its last render, or since the failed
 // reload it remembers.
 func (p *pass) needsRender(t *tmpl) bool {
+	defer func(t0 time.Time) { p.res.render += time.Since(t0) }(time.Now())
 	switch {
 	case p.force:
 		return true
@@ -201,7 +206,7 @@ func (p *pass) stage(ctx context.Context, g *group) bool {
 			}
 			continue
 		}
-		if !p.needsRender(t) && t.failed == nil {
+		if len(g.tmpls) > 1 && !p.needsRender(t) && t.failed == nil {
 			t.revision = p.v.Revision
 			continue
 		}
@@ -216,7 +221,7 @@ func (p *pass) stage(ctx context.Context, g *group) bool {
 			p.beforeRevs[t.lastData.Revision] = true
 			p.before = append(p.before, t.lastData.Keys)
 		}
-		p.a.stageOne(ctx, m, p.data)
+		p.a.stageOne(ctx, m, p.data, &p.res)
 	}
 	ok := true
 	for _, m := range g.members {
@@ -253,6 +258,7 @@ func (p *pass) stage(ctx context.Context, g *group) bool {
 // install records g's command as owed, then renames every staged file of g into place. An
 // install that fails puts back the files renamed before it.
 func (p *pass) install(g *group) {
+	defer func(t0 time.Time) { p.res.write += time.Since(t0) }(time.Now())
 	var dests []string
 	for _, m := range g.members {
 		if m.staged != nil {
@@ -550,10 +556,16 @@ func outputTail(out string) string {
 	return ": " + out
 }
 
-// stageOne renders m's template and stages its file (checked).
-func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data) {
+// stageOne renders m's template and stages its file (checked), adding the time each step
+// took to res.
+func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data, res *passResult) {
 	t := m.t
+	t0 := time.Now()
 	r, err := t.t.Execute(data)
+	t1 := time.Now()
+	res.executed++
+	res.render += t1.Sub(t0)
+	defer func() { res.write += time.Since(t1) }()
 	if err != nil {
 		m.err, m.stage = fmt.Errorf("render %s: %s", t.name(), redact(err.Error(), data.Keys, a.allSecret())), api.StageRender
 		return
