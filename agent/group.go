@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -144,6 +145,39 @@ type pass struct {
 	beforeRevs map[int64]bool
 	// ranOwed are the owed commands that a group ran in this pass.
 	ranOwed map[string]bool
+	// diffs are the keys that changed since each earlier view a template was rendered from:
+	// most templates were rendered from the same one, and comparing two views costs their
+	// size, so each pair is compared once.
+	diffs []viewDiff
+}
+
+// viewDiff is templates.Diff(old, the pass's view).
+type viewDiff struct {
+	old     map[string]string
+	changed []string
+}
+
+// changedSince returns the keys that differ between old and the pass's view, sorted.
+func (p *pass) changedSince(old templates.Data) []string {
+	for _, d := range p.diffs {
+		if sameKeys(d.old, old.Keys) {
+			return d.changed
+		}
+	}
+	c := templates.Diff(old.Keys, p.data.Keys)
+	if len(p.diffs) == 0 && p.res.executed == 0 {
+		// The view's names in order, for the listings, follow from old's and the changes
+		// (before any template has used them).
+		p.v.sorted = templates.NewSortedFrom(old.Sorted, p.data.Keys, c)
+		p.data.Sorted = p.v.sorted
+	}
+	p.diffs = append(p.diffs, viewDiff{old: old.Keys, changed: c})
+	return c
+}
+
+// sameKeys reports whether a and b are the same map (a view's keys are never modified).
+func sameKeys(a, b map[string]string) bool {
+	return len(a) == len(b) && reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }
 
 // renderPass renders sel from v. Without force, a group none of whose inputs changed since
@@ -176,9 +210,19 @@ func (p *pass) needsRender(t *tmpl) bool {
 	case p.force:
 		return true
 	case t.failed != nil:
-		return t.failed.result.NeedsRender(t.failed.data, p.data)
+		return t.failed.result.NeedsRenderChanged(t.failed.data, p.data, p.changedSince(t.failed.data))
 	default:
-		return !t.inPlace || t.last == nil || t.last.NeedsRender(t.lastData, p.data)
+		return !t.inPlace || t.last == nil || t.last.NeedsRenderChanged(t.lastData, p.data, p.changedSince(t.lastData))
+	}
+}
+
+// unchanged records that t's file, in place, is what t renders from the pass's view too: what
+// it read is the same in both views. Its last render now stands for this view, so that the
+// next pass compares the next view with this one, which every template then shares.
+func (p *pass) unchanged(t *tmpl) {
+	t.revision = p.v.Revision
+	if t.inPlace && t.last != nil {
+		t.lastData = p.data
 	}
 }
 
@@ -202,12 +246,12 @@ func (p *pass) stage(ctx context.Context, g *group) bool {
 				// The same inputs as the failed reload: not tried again, the failure stands.
 				p.fail(t, t.failed.failure)
 			} else {
-				t.revision = p.v.Revision
+				p.unchanged(t)
 			}
 			continue
 		}
 		if len(g.tmpls) > 1 && !p.needsRender(t) && t.failed == nil {
-			t.revision = p.v.Revision
+			p.unchanged(t)
 			continue
 		}
 		m := &member{t: t}
