@@ -198,7 +198,7 @@ func (s *state) nativeFuncs() template.FuncMap {
 		"ls":        s.ls,
 		"keys":      s.keysDispatch,
 		"tree":      s.tree,
-		"env":       s.env,
+		"env":       func(name string) string { return s.env(name) },
 		"expandenv": func(str string) string { return os.Expand(str, s.env) },
 		"appliance": func() string { return s.d.Appliance },
 		"instance":  func() string { return s.d.Instance },

@@ -149,6 +149,16 @@ type Template struct {
 	tmpl        *template.Template
 	used        map[string][]parse.Node // function name -> the nodes that call it
 	nondet      []string
+	// execs holds *execution values not in use: a clone of tmpl whose view functions are
+	// bound to a state that each execution resets, so that executions do not clone the
+	// template and its function maps each time.
+	execs sync.Pool
+}
+
+// execution is a clone of a Template's text/template and the state its view functions read.
+type execution struct {
+	tmpl *template.Template
+	st   *state
 }
 
 // Result is one render: the output and the inputs it read.
@@ -287,20 +297,33 @@ func (t *Template) Functions() []string { return sortedNames(t.used) }
 // default) that is absent fails the whole render: no output is returned, and the error
 // names the key and the template (errors.As finds a *MissingKeyError).
 func (t *Template) Execute(d Data) (*Result, error) {
-	st := newState(t, d)
-	tmpl, err := t.tmpl.Clone()
-	if err != nil {
-		return nil, fmt.Errorf("render %s: %w", t.name, err)
+	e, _ := t.execs.Get().(*execution)
+	if e == nil {
+		tmpl, err := t.tmpl.Clone()
+		if err != nil {
+			return nil, fmt.Errorf("render %s: %w", t.name, err)
+		}
+		// The functions close over st, not over its fields: each execution resets *st.
+		e = &execution{tmpl: tmpl, st: &state{t: t}}
+		tmpl.Funcs(e.st.funcs())
 	}
-	tmpl.Funcs(st.funcs())
-	st.tmpl = tmpl
+	st := e.st
+	*st = *newState(t, d)
+	st.tmpl = e.tmpl
 	st.done = make(chan struct{})
-	defer close(st.done)
 	w := &limitedBuffer{max: t.maxOutput()}
-	if err := tmpl.Execute(w, nil); err != nil {
+	err := e.tmpl.Execute(w, nil)
+	close(st.done)
+	var res *Result
+	if err == nil {
+		res = st.result(w.buf.Bytes())
+	}
+	*st = state{t: t} // let go of the view
+	t.execs.Put(e)
+	if err != nil {
 		return nil, fmt.Errorf("render %w", err)
 	}
-	return st.result(w.buf.Bytes()), nil
+	return res, nil
 }
 
 // maxOutput is the bound of the render's output (Options.MaxOutputBytes), <= 0 for none.
