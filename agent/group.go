@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"reflect"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -165,7 +166,7 @@ func (p *pass) changedSince(old templates.Data) []string {
 		}
 	}
 	c := templates.Diff(old.Keys, p.data.Keys)
-	if len(p.diffs) == 0 && p.res.executed == 0 {
+	if len(p.diffs) == 0 && p.res.executed == 0 && !sameKeys(old.Keys, p.data.Keys) {
 		// The view's names in order, for the listings, follow from old's and the changes
 		// (before any template has used them).
 		p.v.sorted = templates.NewSortedFrom(old.Sorted, p.data.Keys, c)
@@ -199,7 +200,26 @@ func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noC
 		// Every command owed is run (a failed one too: it is logged, not retried).
 		a.paid()
 	}
+	a.releaseMemory()
 	return p.res
+}
+
+// releaseDelay is how long after a render pass the agent gives back to the system the memory
+// the pass used and freed (the old view, the executions): a burst of changes, each a pass,
+// costs one release once it is over.
+const releaseDelay = 500 * time.Millisecond
+
+// releaseMemory schedules debug.FreeOSMemory for releaseDelay from now, or postpones the one
+// scheduled. Idle on its long-poll, the agent then holds what it needs, not the heap's
+// high-water mark.
+func (a *Agent) releaseMemory() {
+	a.releaseMu.Lock()
+	defer a.releaseMu.Unlock()
+	if a.release == nil {
+		a.release = time.AfterFunc(releaseDelay, debug.FreeOSMemory)
+		return
+	}
+	a.release.Reset(releaseDelay)
 }
 
 // needsRender says whether t's inputs changed since its last render, or since the failed

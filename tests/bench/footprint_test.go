@@ -26,7 +26,7 @@ const footprintTemplates = 20
 
 // BenchmarkAgentFootprint measures what the agent costs a VM (issue 20, target 4), beside confd
 // and consul-template built the same way (CGO_ENABLED=0, -trimpath, -ldflags "-s -w", as
-// `make build` and scripts/peers/build.sh build them):
+// `make build` and scripts/peers/build.sh build them; the agent with make's build tags):
 //   - the stripped binary's size, limit 12 MiB;
 //   - the resident memory (VmRSS) of a real `shoelace-agent run` once it rendered 20 templates
 //     from a real `shoelace server` and sits on its long-poll, limit 12 MiB; confd's with 20
@@ -72,9 +72,10 @@ func BenchmarkAgentFootprint(b *testing.B) {
 	if _, err := os.Stat(filepath.Join(peers, "confd")); peers != "" && err == nil {
 		confdPID = footprintConfd(b, filepath.Join(peers, "confd"), eps)
 	}
-	// Both sit on their watch now: let whatever follows a first render (the agent's report,
-	// confd's next watch) settle, then measure memory and the CPU of an idle stretch.
-	time.Sleep(time.Second)
+	// Both sit on their watch now: let whatever follows a first render (the agent's report and
+	// memory release, confd's next watch) settle, then measure memory and the CPU of an idle
+	// stretch.
+	time.Sleep(2 * time.Second)
 	rss, confdRSS := vmRSS(b, agentPID, "VmRSS"), 0.0
 	anon, file := vmRSS(b, agentPID, "RssAnon"), vmRSS(b, agentPID, "RssFile")
 	if confdPID != 0 {
@@ -100,10 +101,11 @@ func BenchmarkAgentFootprint(b *testing.B) {
 		Note: "utime+stime from /proc/PID/stat, in clock ticks (1/100 s)"})
 }
 
-// strippedAgent builds ./cmd/shoelace-agent as `make build` does, into a directory of its own.
+// strippedAgent builds ./cmd/shoelace-agent as `make build` does (GOFLAGS_BUILD), into a
+// directory of its own.
 func strippedAgent(b *testing.B) string {
 	dir := b.TempDir()
-	bins, err := testbin.Build(dir, []string{"-trimpath", "-ldflags", "-s -w"}, "./cmd/shoelace-agent")
+	bins, err := testbin.Build(dir, []string{"-trimpath", "-tags", "urfave_cli_no_docs", "-ldflags", "-s -w"}, "./cmd/shoelace-agent")
 	if err != nil {
 		b.Fatal(err)
 	}
