@@ -582,19 +582,25 @@ func BenchmarkNeedsRenderTenTemplates(b *testing.B) {
 		}
 		results = append(results, r)
 	}
-	for _, sorted := range []bool{false, true} {
-		b.Run(fmt.Sprintf("sorted=%v", sorted), func(b *testing.B) {
+	old, nd := Data{Keys: keys}, Data{Keys: next}
+	// Each template compares the two views itself (NeedsRender), or the views are compared once
+	// per pass and each template checks the changed keys (Diff, NeedsRenderChanged: the agent).
+	for _, once := range []bool{false, true} {
+		b.Run(fmt.Sprintf("diff-once=%v", once), func(b *testing.B) {
 			b.ReportAllocs()
-			old, nd := Data{Keys: keys}, Data{Keys: next}
-			if sorted {
-				// Both views' names sorted already, by renders from them.
-				old.Sorted, nd.Sorted = NewSorted(keys), NewSorted(next)
-				old.Sorted.names()
-				nd.Sorted.names()
-			}
 			for b.Loop() {
+				var changed []string
+				if once {
+					changed = Diff(old.Keys, nd.Keys)
+				}
 				for _, r := range results {
-					if r.NeedsRender(old, nd) {
+					needs := false
+					if once {
+						needs = r.NeedsRenderChanged(old, nd, changed)
+					} else {
+						needs = r.NeedsRender(old, nd)
+					}
+					if needs {
 						b.Fatal("an unrelated change needs a render")
 					}
 				}
