@@ -149,9 +149,10 @@ type Template struct {
 	tmpl        *template.Template
 	used        map[string][]parse.Node // function name -> the nodes that call it
 	nondet      []string
-	// execs holds *execution values not in use: a clone of tmpl whose view functions are
-	// bound to a state that each execution resets, so that executions do not clone the
-	// template and its function maps each time.
+	// own is tmpl itself as an execution, when none is using it: its view functions are bound
+	// to a state that each execution resets, so that executions one at a time never clone the
+	// template and its function maps. Concurrent ones take a clone from execs, or make one.
+	own   atomic.Pointer[execution]
 	execs sync.Pool
 }
 
@@ -203,7 +204,8 @@ func Parse(text string, opts Options) (*Template, error) {
 	if p := strings.Trim(opts.Prefix, "/"); p != "" {
 		t.confdPrefix = "/" + p
 	}
-	tmpl := template.New(name).Delims(opts.LeftDelim, opts.RightDelim).Funcs(parseFuncMap(t))
+	st := &state{t: t}
+	tmpl := template.New(name).Delims(opts.LeftDelim, opts.RightDelim).Funcs(parseFuncMap(t, st))
 	// Native and confd modes fail on a missing map key or field; consul-template mode prints
 	// "<no value>" (its missingkey=zero) unless error_on_missing_key.
 	if mode != ModeConsulTemplate || opts.ErrorOnMissingKey {
@@ -215,6 +217,7 @@ func Parse(text string, opts Options) (*Template, error) {
 		return nil, fmt.Errorf("parse %w", err)
 	}
 	t.tmpl = tmpl
+	t.own.Store(&execution{tmpl: tmpl, st: st})
 	t.used = usedFuncs(tmpl)
 	refused := refusedIn(mode)
 	for _, fn := range sortedNames(t.used) {
@@ -297,7 +300,10 @@ func (t *Template) Functions() []string { return sortedNames(t.used) }
 // default) that is absent fails the whole render: no output is returned, and the error
 // names the key and the template (errors.As finds a *MissingKeyError).
 func (t *Template) Execute(d Data) (*Result, error) {
-	e, _ := t.execs.Get().(*execution)
+	e := t.own.Swap(nil)
+	if e == nil {
+		e, _ = t.execs.Get().(*execution)
+	}
 	if e == nil {
 		tmpl, err := t.tmpl.Clone()
 		if err != nil {
@@ -319,7 +325,11 @@ func (t *Template) Execute(d Data) (*Result, error) {
 		res = st.result(w.buf.Bytes())
 	}
 	*st = state{t: t} // let go of the view
-	t.execs.Put(e)
+	if e.tmpl == t.tmpl {
+		t.own.Store(e)
+	} else {
+		t.execs.Put(e)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("render %w", err)
 	}
