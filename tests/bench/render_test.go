@@ -147,4 +147,3 @@ func BenchmarkRender(b *testing.B) {
 		Note: fmt.Sprintf("p50 of %d changes (p99 %.2f ms): deciding and executing; staging and installing its file (fsynced) p50 %.2f ms more",
 			changes, one.at(0.99), oneWrite.at(0.5))})
 }
-
