@@ -20,7 +20,7 @@ type tmpl struct {
 	t   *templates.Template
 
 	last     *templates.Result // last successful render; nil before one
-	lastData templates.Data    // the data it rendered from
+	lastData templates.Data    // the view last rendered from, or found to render the same (pass.unchanged)
 	inPlace  bool              // the destination holds last's output
 	err      error             // the last failure, if any
 	revision int64             // revision the destination was last confirmed at
