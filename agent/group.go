@@ -207,7 +207,7 @@ func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noC
 // releaseDelay is how long after a render pass the agent gives back to the system the memory
 // the pass used and freed (the old view, the executions): a burst of changes, each a pass,
 // costs one release once it is over.
-const releaseDelay = 500 * time.Millisecond
+const releaseDelay = 2 * time.Second
 
 // releaseMemory schedules debug.FreeOSMemory for releaseDelay from now, or postpones the one
 // scheduled. Idle on its long-poll, the agent then holds what it needs, not the heap's

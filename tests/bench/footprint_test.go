@@ -73,9 +73,9 @@ func BenchmarkAgentFootprint(b *testing.B) {
 		confdPID = footprintConfd(b, filepath.Join(peers, "confd"), eps)
 	}
 	// Both sit on their watch now: let whatever follows a first render (the agent's report and
-	// memory release, confd's next watch) settle, then measure memory and the CPU of an idle
-	// stretch.
-	time.Sleep(2 * time.Second)
+	// its memory release 2 s after a pass, confd's next watch) settle, then measure memory and
+	// the CPU of an idle stretch.
+	time.Sleep(3 * time.Second)
 	rss, confdRSS := vmRSS(b, agentPID, "VmRSS"), 0.0
 	anon, file := vmRSS(b, agentPID, "RssAnon"), vmRSS(b, agentPID, "RssFile")
 	if confdPID != 0 {
