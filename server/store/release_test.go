@@ -347,3 +347,76 @@ func TestStore_PruneReleasesPerScope(t *testing.T) {
 		t.Errorf("%d releases kept, want 5 (web's 3 newest, db's 2)", len(kept))
 	}
 }
+
+// Each store keeps what the keys it wrote held (its prior cache) instead of reading them before
+// every write. Another replica's writes, and its own writes without a release, make that stale:
+// the write's guard fails, and the record is made again from what the keys really held.
+func TestStore_ReleaseStaleCache(t *testing.T) {
+	cfg := testConfig(t)
+	a, b := openStoreWith(t, cfg), openStoreWith(t, cfg)
+	put := func(s *store.Store, v string) api.Release {
+		t.Helper()
+		rev, err := s.Put(relCtx(t, api.KindPut), "shared/k", v, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs := releases(t, a)
+		if rs[0].Revision != rev {
+			t.Fatalf("newest release at %d, the put at %d", rs[0].Revision, rev)
+		}
+		return rs[0]
+	}
+	one := func(what string, r api.Release, want ...api.ReleaseChange) {
+		t.Helper()
+		if want == nil {
+			want = []api.ReleaseChange{}
+		}
+		if !reflect.DeepEqual(r.Changes, withCounts(want)) {
+			t.Errorf("%s: changes %+v, want %+v", what, r.Changes, want)
+		}
+	}
+	shared := func(list string) api.ReleaseChange {
+		c := api.ReleaseChange{Scope: api.ScopeShared}
+		switch list {
+		case "created":
+			c.Created = []string{"shared/k"}
+		case "changed":
+			c.Changed = []string{"shared/k"}
+		case "deleted":
+			c.Deleted = []string{"shared/k"}
+		}
+		return c
+	}
+	one("a creates", put(a, "1"), shared("created"))
+	one("b changes", put(b, "2"), shared("changed"))
+	one("a writes what b wrote (a's cache says 1)", put(a, "2"))
+	rev, _, err := b.Delete(relCtx(t, api.KindDelete), "shared/k", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs := releases(t, a); rs[0].Revision != rev {
+		t.Fatalf("newest release at %d, the delete at %d", rs[0].Revision, rev)
+	} else {
+		one("b deletes (b's cache is older than a's write)", rs[0], shared("deleted"))
+	}
+	one("a creates again (a's cache says it exists)", put(a, "3"), shared("created"))
+	if _, err := a.Put(ctxT(t), "shared/k", "4", -1); err != nil { // no release: the cache is not told
+		t.Fatal(err)
+	}
+	one("a writes 4 over its own unrecorded 4", put(a, "4"))
+	one("a changes", put(a, "5"), shared("changed"))
+	if n := len(releases(t, a)); n != 7 {
+		t.Errorf("%d releases for 7 recorded writes", n)
+	}
+}
+
+// openStoreWith opens a store with cfg (a second replica on the same root, say).
+func openStoreWith(tb testing.TB, cfg store.Config) *store.Store {
+	tb.Helper()
+	s, err := store.Open(context.Background(), cfg)
+	if err != nil {
+		tb.Fatalf("open store: %v", err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s
+}

@@ -158,6 +158,8 @@ type Store struct {
 
 	lease markerLease // the lease of write markers
 
+	priors priorCache // what the keys written lately held, for releases (see release.go)
+
 	schemas schemaCache // the appliances' schemas, for write-time validation (see schema.go)
 
 	observer atomic.Pointer[Observer] // told of every unary etcd request (metrics)
