@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -317,7 +316,7 @@ func (s *Store) stale(p *pendingRelease, resp *clientv3.TxnResponse) *touched {
 // confirmed. Keys under a deleted prefix are forgotten either way (a recursive delete's nested
 // transaction may have applied).
 func (s *Store) appliedRelease(p *pendingRelease, eff *effect, ok bool, rev int64) {
-	after := maps.Clone(p.state.exact)
+	after := p.state.exact // p's own (lookup and readTouched make a new map), and p is done
 	if ok {
 		for k, v := range eff.puts {
 			b := after[k]
