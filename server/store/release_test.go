@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"strings"
@@ -419,4 +420,35 @@ func openStoreWith(tb testing.TB, cfg store.Config) *store.Store {
 	}
 	tb.Cleanup(func() { s.Close() })
 	return s
+}
+
+// Pruning decodes a record once, and again when it changed: a record rewritten under its key
+// (same id, another scope) counts for its new scope.
+func TestStore_PruneReleasesRereadsChangedRecords(t *testing.T) {
+	s := openStore(t)
+	for i := range 3 {
+		if _, err := s.Put(relCtx(t, api.KindPut), "appliances/web/k", fmt.Sprint(i), -1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 10}, time.Now()); err != nil || n != 0 {
+		t.Fatalf("prune within the retention: %d pruned, %v", n, err)
+	}
+	rs := releases(t, s)
+	oldest := rs[len(rs)-1]
+	oldest.Changes = []api.ReleaseChange{{Scope: api.ScopeAppliance, Appliance: "db", Changed: []string{"appliances/db/k"}}}
+	data, err := json.Marshal(oldest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SysPut(ctxT(t), "releases/"+oldest.ID, data, -1); err != nil {
+		t.Fatal(err)
+	}
+	// web has 2 releases now, db 1: a count of 2 keeps them all.
+	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 2}, time.Now()); err != nil || n != 0 {
+		t.Fatalf("prune to 2 per scope after the rewrite: %d pruned, %v; want 0", n, err)
+	}
+	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 1}, time.Now()); err != nil || n != 1 {
+		t.Fatalf("prune to 1 per scope: %d pruned, %v; want web's older one", n, err)
+	}
 }
