@@ -158,6 +158,10 @@ type Store struct {
 
 	lease markerLease // the lease of write markers
 
+	priors priorCache // what the keys written lately held, for releases (see release.go)
+	// metas is what PruneReleases decoded of the release records.
+	metas releaseMetaCache
+
 	schemas schemaCache // the appliances' schemas, for write-time validation (see schema.go)
 
 	observer atomic.Pointer[Observer] // told of every unary etcd request (metrics)
