@@ -139,6 +139,7 @@ var ErrWatchSilent = errors.New("watch: etcd sent nothing, not even the progress
 
 // Store is a handle on the store. It is safe for concurrent use.
 type Store struct {
+	trees   treeLocks // writes to one appliance with a schema, one at a time (see lockTrees)
 	cfg     Config
 	log     *slog.Logger
 	cli     *clientv3.Client
