@@ -41,10 +41,24 @@ type principalKey struct{}
 
 // principalOf returns the request's principal (set by authenticate).
 func principalOf(r *http.Request) *principal {
-	if p, ok := r.Context().Value(principalKey{}).(*principal); ok {
+	ctx := r.Context()
+	if p, ok := ctx.Value(principalKey{}).(*principal); ok {
 		return p
 	}
+	if i, ok := ctx.Value(reqInfoKey{}).(*reqInfo); ok && i.p != nil {
+		return i.p
+	}
 	return &principal{}
+}
+
+// withPrincipal is r with principal p: in its reqInfo when it has one (no copy of the request,
+// which an open long-poll would hold), else in a new context.
+func withPrincipal(r *http.Request, p *principal) *http.Request {
+	if i, ok := r.Context().Value(reqInfoKey{}).(*reqInfo); ok {
+		i.p = p
+		return r
+	}
+	return r.WithContext(context.WithValue(r.Context(), principalKey{}, p))
 }
 
 func forbidden(format string, args ...any) error {
@@ -390,7 +404,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*http.Req
 		}
 	}
 	s.auth.touch(rec.Name)
-	return r.WithContext(context.WithValue(r.Context(), principalKey{}, rec.principal())), nil
+	return withPrincipal(r, rec.principal()), nil
 }
 
 // limitAddr applies the rate limit of a request without a valid token: per client address

@@ -37,13 +37,15 @@ type wake struct {
 	known bool
 }
 
-// waiter is one open long-poll.
+// waiter is one open long-poll. There are as many as agents: every byte here counts (see
+// BENCHMARKS.md, "Fan-out memory").
 type waiter struct {
 	app      string
 	after    int64
 	token    string
-	instance string    // the agent's X-Shoelace-Instance ("" when not sent)
-	ch       chan wake // buffered 1; written once, under hub.mu, by whoever removes the waiter
+	instance string      // the agent's X-Shoelace-Instance ("" when not sent)
+	ch       chan wake   // buffered 1; written once, under hub.mu, by whoever removes the waiter
+	t        *time.Timer // ends the wait (expire), stopped once woken
 }
 
 // instanceKey names one agent's long-poll: a newer one of the same key replaces the older.
@@ -445,7 +447,32 @@ func (h *hub) addLocked(w *waiter) {
 // ends (the client went away), when a newer long-poll takes its place, or when the server
 // drains. It answers at once when the hub cannot tell: an index older than what it knows,
 // ahead of the store, or a change already recorded. token and instance name the client.
+//
+// Every open long-poll waits here, on its connection's goroutine, whose stack holds the whole
+// handler chain: wait's own frame is kept small (register and leave are not inlined) so that
+// the chain stays within the goroutine stack's first size up.
 func (h *hub) wait(ctx context.Context, app string, after int64, token, instance string, d time.Duration) (wake, error) {
+	w, wk, err := h.register(ctx, app, after, token, instance, d)
+	if w == nil {
+		return wk, err
+	}
+	select {
+	case wk = <-w.ch:
+		w.t.Stop()
+		if wk.kind == wakeTimeout {
+			// Expired: the client may have gone meanwhile.
+			return wk, ctx.Err()
+		}
+		return wk, nil
+	case <-ctx.Done():
+		return h.leave(ctx, w)
+	}
+}
+
+// register registers a waiter for wait, or says why wait ends at once (nil waiter).
+//
+//go:noinline
+func (h *hub) register(ctx context.Context, app string, after int64, token, instance string, d time.Duration) (*waiter, wake, error) {
 	checkedStore := false
 	h.mu.Lock()
 	for {
@@ -453,11 +480,11 @@ func (h *hub) wait(ctx context.Context, app string, after int64, token, instance
 		case h.draining:
 			r := h.rev
 			h.mu.Unlock()
-			return wake{kind: wakeDrain, rev: r}, nil
+			return nil, wake{kind: wakeDrain, rev: r}, nil
 		case !h.ready || after < h.base || h.changedLocked(app) > after:
 			r, known := h.rev, h.ready && after >= h.base
 			h.mu.Unlock()
-			return wake{kind: wakeChanged, rev: r, known: known}, nil
+			return nil, wake{kind: wakeChanged, rev: r, known: known}, nil
 		}
 		if after <= h.rev || checkedStore {
 			break
@@ -467,10 +494,10 @@ func (h *hub) wait(ctx context.Context, app string, after int64, token, instance
 		h.mu.Unlock()
 		rev, err := h.st.Revision(ctx)
 		if err != nil {
-			return wake{}, err
+			return nil, wake{}, err
 		}
 		if after > rev {
-			return wake{kind: wakeChanged, rev: h.current()}, nil
+			return nil, wake{kind: wakeChanged, rev: h.current()}, nil
 		}
 		checkedStore = true
 		h.mu.Lock()
@@ -478,7 +505,7 @@ func (h *hub) wait(ctx context.Context, app string, after int64, token, instance
 	if d <= 0 {
 		r := h.rev
 		h.mu.Unlock()
-		return wake{kind: wakeTimeout, rev: r}, nil
+		return nil, wake{kind: wakeTimeout, rev: r}, nil
 	}
 	// The check above and the registration below hold mu throughout: a change applied between
 	// them would be lost to this long-poll (the hook lets a test try).
@@ -488,29 +515,38 @@ func (h *hub) wait(ctx context.Context, app string, after int64, token, instance
 	w := &waiter{app: app, after: after, token: token, instance: instance, ch: make(chan wake, 1)}
 	if err := h.admitLocked(w); err != nil {
 		h.mu.Unlock()
-		return wake{}, err
+		return nil, wake{}, err
 	}
 	h.addLocked(w)
+	// Set under mu: expire, which takes mu, finds it set. A timer that calls expire costs an
+	// open long-poll less than one with a channel to select on.
+	w.t = time.AfterFunc(d, func() { h.expire(w) })
 	h.mu.Unlock()
+	return w, wake{}, nil
+}
 
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case wk := <-w.ch:
-		return wk, nil
-	case <-t.C:
-	case <-ctx.Done():
-	}
+// expire ends w's wait (304) when it is still open.
+func (h *hub) expire(w *waiter) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if _, ok := h.waiters[app][w]; ok {
+	if _, ok := h.waiters[w.app][w]; ok {
 		h.wakeLocked(w, wakeTimeout, false)
 	}
+}
+
+// leave removes w, whose client went away, and returns how its wait ended.
+//
+//go:noinline
+func (h *hub) leave(ctx context.Context, w *waiter) (wake, error) {
+	w.t.Stop()
+	h.mu.Lock()
+	if _, ok := h.waiters[w.app][w]; ok {
+		h.wakeLocked(w, wakeTimeout, false)
+	}
+	h.mu.Unlock()
 	wk := <-w.ch
 	if wk.kind == wakeChanged || wk.kind == wakeTimeout {
-		if err := ctx.Err(); err != nil {
-			return wk, err
-		}
+		return wk, ctx.Err()
 	}
 	return wk, nil
 }

@@ -148,6 +148,7 @@ type target struct {
 	expect  string
 	open    func() int   // long-polls held now
 	trigger func() error // the write (the wake)
+	pprof   string       // the server's profiles (SHOELACE_DEBUG_PPROF), "" when not asked
 }
 
 // drive opens n long-polls on t from gens load generators, waits until t holds them all,
@@ -180,6 +181,8 @@ func drive(b *testing.B, t target, n, gens int, instance string) fanRun {
 	}
 	time.Sleep(500 * time.Millisecond) // let the last requests' garbage settle into the figure
 	run.rssAfter = procRSS(b, t.pid)
+	saveProfiles(b, t.pprof, instance)
+	cpu := cpuProfile(b, t.pprof, instance)
 	t0 := time.Now()
 	if err := t.trigger(); err != nil {
 		b.Fatal(err)
@@ -196,7 +199,67 @@ func drive(b *testing.B, t target, n, gens int, instance string) fanRun {
 			run.lat = append(run.lat, time.Unix(0, at).Sub(t0))
 		}
 	}
+	<-cpu
 	return run
+}
+
+// saveProfiles saves the server's heap and goroutine profiles into $SHOELACE_BENCH_PROFILE
+// (a directory), with its long-polls open, when it serves them (addr not "").
+func saveProfiles(b *testing.B, addr, label string) {
+	dir := os.Getenv("SHOELACE_BENCH_PROFILE")
+	if addr == "" || dir == "" {
+		return
+	}
+	for _, p := range []string{"heap?debug=1", "heap?gc=1", "goroutine", "allocs"} {
+		res, err := http.Get("http://" + addr + "/debug/pprof/" + p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		data, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		base := filepath.Join(dir, strings.ReplaceAll(b.Name(), "/", "_")+"."+label)
+		name := base + "." + strings.TrimSuffix(p, "?gc=1") + ".pb.gz"
+		if strings.Contains(p, "debug") {
+			name = base + ".heap.txt"
+		}
+		if err := os.WriteFile(name, data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// cpuProfile saves a CPU profile of the server for the next 3 s into $SHOELACE_BENCH_PROFILE,
+// when it serves profiles (addr not ""); the channel is closed when it is written.
+func cpuProfile(b *testing.B, addr, label string) chan struct{} {
+	done := make(chan struct{})
+	dir := os.Getenv("SHOELACE_BENCH_PROFILE")
+	if addr == "" || dir == "" {
+		close(done)
+		return done
+	}
+	name := filepath.Join(dir, strings.ReplaceAll(b.Name(), "/", "_")+"."+label+".cpu.pb.gz")
+	started := make(chan struct{})
+	go func() {
+		defer close(done)
+		req, _ := http.NewRequest("GET", "http://"+addr+"/debug/pprof/profile?seconds=3", nil)
+		close(started)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer res.Body.Close()
+		data, _ := io.ReadAll(res.Body)
+		if err := os.WriteFile(name, data, 0o644); err != nil {
+			b.Error(err)
+		}
+	}()
+	<-started
+	time.Sleep(50 * time.Millisecond) // the profile has started
+	return done
 }
 
 // procRSS is process pid's resident set (VmRSS) in KiB.
@@ -257,7 +320,13 @@ func fanServer(b *testing.B, extra ...string) (target, int) {
 	args := append([]string{"server", "--listen", addr,
 		"--etcd-endpoints", strings.Join(testutil.Etcd(b), ","), "--root", testutil.Root(b), "--data-dir", dir,
 		"--admin-token-file", tokenFile, "--rate-limit", "0", "--log-level", "warn"}, extra...)
-	cmd := startProc(b, bin(b, "shoelace"), args, filepath.Join(dir, "server.log"), os.Getenv("SHOELACE_BENCH_SERVER_ENV"))
+	var env []string
+	pp := ""
+	if os.Getenv("SHOELACE_BENCH_PROFILE") != "" {
+		pp = freeAddr(b)
+		env = append(env, "SHOELACE_DEBUG_PPROF="+pp)
+	}
+	cmd := startProc(b, bin(b, "shoelace"), args, filepath.Join(dir, "server.log"), env...)
 	cl := adminClient(b, addr, tokenFile, nil)
 	if _, err := cl.Put(ctx, "shared/wake", []byte("0"), client.NoCAS); err != nil {
 		b.Fatal(err)
@@ -293,7 +362,7 @@ func fanServer(b *testing.B, extra ...string) (target, int) {
 		}
 		size = len(body)
 	}
-	t := target{pid: cmd.Process.Pid, addr: addr, polls: polls, expect: `"wake":"1"`,
+	t := target{pid: cmd.Process.Pid, addr: addr, polls: polls, expect: `"wake":"1"`, pprof: pp,
 		open: func() int { return int(metric(b, addr, "shoelace_long_polls_open")) },
 		trigger: func() error {
 			_, err := cl.Put(ctx, "shared/wake", []byte("1"), client.NoCAS)
@@ -307,7 +376,13 @@ func fanServer(b *testing.B, extra ...string) (target, int) {
 func bareServer(b *testing.B, size int) target {
 	dir := b.TempDir()
 	addr := freeAddr(b)
-	cmd := startProc(b, fanBin(b, 1), []string{"-listen", addr, "-body-size", strconv.Itoa(size)}, filepath.Join(dir, "bare.log"))
+	args := []string{"-listen", addr, "-body-size", strconv.Itoa(size)}
+	pp := ""
+	if os.Getenv("SHOELACE_BENCH_PROFILE") != "" {
+		pp = freeAddr(b)
+		args = append(args, "-pprof", pp)
+	}
+	cmd := startProc(b, fanBin(b, 1), args, filepath.Join(dir, "bare.log"))
 	get := func(method, path string) (string, error) {
 		req, _ := http.NewRequest(method, "http://"+addr+path, nil)
 		res, err := http.DefaultClient.Do(req)
@@ -328,7 +403,7 @@ func bareServer(b *testing.B, size int) target {
 			b.Fatal(err)
 		}
 	}
-	return target{pid: cmd.Process.Pid, addr: addr,
+	return target{pid: cmd.Process.Pid, addr: addr, pprof: pp,
 		polls: []poll{{Path: "/v1/appliances/app0?index=1&wait=5m", Token: "bare"}},
 		open: func() int {
 			s, err := get("GET", "/waiting")
@@ -350,6 +425,9 @@ func BenchmarkFanOut(b *testing.B) {
 	n, rounds := 10000, 3
 	if quick() {
 		n, rounds = 1000, 1
+	}
+	if v := os.Getenv("SHOELACE_BENCH_FANOUT_ROUNDS"); v != "" { // for profiling
+		rounds, _ = strconv.Atoi(v)
 	}
 	var p99, mem []float64
 	var last, lastBare fanRun

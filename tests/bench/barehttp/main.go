@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"strconv"
 	"sync"
@@ -20,6 +21,7 @@ import (
 func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "address to listen on")
 	size := flag.Int("body-size", 256, "bytes of each answer")
+	pprofAddr := flag.String("pprof", "", "serve Go's profiles (/debug/pprof/) on this address, to compare with the server's")
 	flag.Parse()
 
 	body := bytes.Repeat([]byte("x"), *size)
@@ -55,6 +57,9 @@ func main() {
 		h.Set("Content-Length", strconv.Itoa(len(body)))
 		w.Write(body)
 	})
+	if *pprofAddr != "" {
+		go func() { _ = http.ListenAndServe(*pprofAddr, nil) }() // net/http/pprof's DefaultServeMux
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "barehttp:", err)
