@@ -83,13 +83,21 @@ func (r *reporter) noteRef(in *api.Instance) bool {
 	if w, ok := r.written[key]; ok && w.applied == in.Applied && w.rollout == in.Rollout && w.token == in.Token && in.LastSeen.Sub(w.at) < instanceRefresh {
 		return true
 	}
+	r.queueLocked(key, in)
+	return true
+}
+
+// queueLocked queues in for writing, unless the queue is full (the next request reports
+// again); r.mu must be held.
+//
+//go:noinline
+func (r *reporter) queueLocked(key string, in *api.Instance) {
 	select {
 	case r.ch <- *in:
 		r.written[key] = reported{applied: in.Applied, rollout: in.Rollout, at: in.LastSeen, token: in.Token}
 		r.ownLocked(key, in.Token)
 	default: // full: the next request reports again
 	}
-	return true
 }
 
 // sweepLocked forgets what was written over an hour before now; r.mu must be held.

@@ -236,21 +236,31 @@ func (s *Server) routes() {
 
 // wrap turns a handlerFunc into a handler: /v1 routes go through authentication first.
 func (s *Server) wrap(h handlerFunc, v1 bool) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var err error
-		if v1 {
-			if r, err = s.authenticate(w, r); err == nil {
-				markAuthenticated(r)
-				err = checkReleaseHeaders(r)
-			}
+	return &apiHandler{s: s, h: h, v1: v1}
+}
+
+// apiHandler is a wrapped handlerFunc (a type, not a closure: one frame less on the stack of
+// every open long-poll).
+type apiHandler struct {
+	s  *Server
+	h  handlerFunc
+	v1 bool
+}
+
+func (a *apiHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var err error
+	if a.v1 {
+		if r, err = a.s.authenticate(w, r); err == nil {
+			markAuthenticated(r)
+			err = checkReleaseHeaders(r)
 		}
-		if err == nil {
-			err = h(w, r)
-		}
-		if err != nil {
-			s.writeError(w, r, err)
-		}
-	})
+	}
+	if err == nil {
+		err = a.h(w, r)
+	}
+	if err != nil {
+		a.s.writeError(w, r, err)
+	}
 }
 
 // reqInfo travels with a request so that the access log learns what the handlers found out,
@@ -307,6 +317,10 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 		w.defaults()
+		// As net/http would, but from this frame rather than from inside its Write: a woken
+		// long-poll writes from deep in the handler chain, and net/http's WriteHeader there
+		// would grow the goroutine's stack, a copy in the path of every answer.
+		w.ResponseWriter.WriteHeader(http.StatusOK)
 	}
 	return w.ResponseWriter.Write(b)
 }
