@@ -145,13 +145,21 @@ type tokenRecord struct {
 	// to, and Parent the agent token that enrolled it ("" when an admin did).
 	Instance string `json:"instance,omitempty"`
 	Parent   string `json:"parent,omitempty"`
+
+	// p is principal's answer, made once: every request of the token shares it (an open
+	// long-poll holds it), and nothing changes a principal. A changed record is a new record.
+	p atomic.Pointer[principal]
 }
 
 func (t *tokenRecord) principal() *principal {
+	if p := t.p.Load(); p != nil {
+		return p
+	}
 	p := &principal{name: t.Name, admin: t.Admin, appliance: t.Appliance, read: t.Read, write: t.Write}
 	if t.Instance != "" {
 		p.instance, p.enrolled = t.Instance, t.Created
 	}
+	t.p.Store(p)
 	return p
 }
 

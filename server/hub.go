@@ -1,6 +1,7 @@
 package server
 
 import (
+	"container/heap"
 	"context"
 	"encoding/json"
 	"errors"
@@ -43,9 +44,35 @@ type waiter struct {
 	app      string
 	after    int64
 	token    string
-	instance string      // the agent's X-Shoelace-Instance ("" when not sent)
-	ch       chan wake   // buffered 1; written once, under hub.mu, by whoever removes the waiter
-	t        *time.Timer // ends the wait (expire), stopped once woken
+	instance string    // the agent's X-Shoelace-Instance ("" when not sent)
+	ch       chan wake // buffered 1; written once, under hub.mu, by whoever removes the waiter
+	// due is when the wait expires (since hub.epoch), and idx the waiter's place in
+	// hub.due: one timer for the hub rather than one per open long-poll.
+	due time.Duration
+	idx int
+}
+
+// dueHeap orders open long-polls by when they expire (container/heap).
+type dueHeap []*waiter
+
+func (d dueHeap) Len() int           { return len(d) }
+func (d dueHeap) Less(i, j int) bool { return d[i].due < d[j].due }
+func (d dueHeap) Swap(i, j int) {
+	d[i], d[j] = d[j], d[i]
+	d[i].idx, d[j].idx = i, j
+}
+func (d *dueHeap) Push(x any) {
+	w := x.(*waiter)
+	w.idx = len(*d)
+	*d = append(*d, w)
+}
+func (d *dueHeap) Pop() any {
+	old := *d
+	w := old[len(old)-1]
+	old[len(old)-1] = nil
+	*d = old[:len(old)-1]
+	w.idx = -1
+	return w
 }
 
 // instanceKey names one agent's long-poll: a newer one of the same key replaces the older.
@@ -79,6 +106,9 @@ type hub struct {
 	waiters    map[string]map[*waiter]struct{} // by appliance
 	byToken    map[string]map[*waiter]struct{}
 	byInstance map[instanceKey]*waiter
+	due        dueHeap     // open long-polls by expiry
+	epoch      time.Time   // origin of waiter.due
+	expiry     *time.Timer // fires at due[0]'s expiry (nil until the first long-poll)
 	n          int
 	draining   bool
 	// beforeRegister, when set (by tests only), is called between a long-poll's check for a
@@ -120,6 +150,7 @@ func newHub(ctx context.Context, st *store.Store, log *slog.Logger, m *metrics, 
 		waiters:    make(map[string]map[*waiter]struct{}),
 		byToken:    make(map[string]map[*waiter]struct{}),
 		byInstance: make(map[instanceKey]*waiter),
+		epoch:      time.Now(),
 		flights:    make(map[string]*flight),
 		ctx:        ctx,
 		reload:     make(chan struct{}, 1),
@@ -173,6 +204,9 @@ func (h *hub) wakeLocked(w *waiter, kind wakeKind, known bool) {
 		if k := (instanceKey{w.token, w.app, w.instance}); h.byInstance[k] == w {
 			delete(h.byInstance, k)
 		}
+	}
+	if w.idx >= 0 && w.idx < len(h.due) && h.due[w.idx] == w {
+		heap.Remove(&h.due, w.idx)
 	}
 	h.n--
 	h.m.longPolls.Set(float64(h.n))
@@ -439,6 +473,10 @@ func (h *hub) addLocked(w *waiter) {
 	if w.instance != "" {
 		h.byInstance[instanceKey{w.token, w.app, w.instance}] = w
 	}
+	heap.Push(&h.due, w)
+	if h.due[0] == w {
+		h.armLocked(w.due)
+	}
 	h.n++
 	h.m.longPolls.Set(float64(h.n))
 }
@@ -458,7 +496,6 @@ func (h *hub) wait(ctx context.Context, app string, after int64, token, instance
 	}
 	select {
 	case wk = <-w.ch:
-		w.t.Stop()
 		if wk.kind == wakeTimeout {
 			// Expired: the client may have gone meanwhile.
 			return wk, ctx.Err()
@@ -512,25 +549,41 @@ func (h *hub) register(ctx context.Context, app string, after int64, token, inst
 	if h.beforeRegister != nil {
 		h.beforeRegister()
 	}
-	w := &waiter{app: app, after: after, token: token, instance: instance, ch: make(chan wake, 1)}
+	w := &waiter{app: app, after: after, token: token, instance: instance, ch: make(chan wake, 1),
+		due: time.Since(h.epoch) + d, idx: -1}
 	if err := h.admitLocked(w); err != nil {
 		h.mu.Unlock()
 		return nil, wake{}, err
 	}
 	h.addLocked(w)
-	// Set under mu: expire, which takes mu, finds it set. A timer that calls expire costs an
-	// open long-poll less than one with a channel to select on.
-	w.t = time.AfterFunc(d, func() { h.expire(w) })
 	h.mu.Unlock()
 	return w, wake{}, nil
 }
 
-// expire ends w's wait (304) when it is still open.
-func (h *hub) expire(w *waiter) {
+// armLocked sets the hub's expiry timer to fire at due; h.mu must be held.
+func (h *hub) armLocked(due time.Duration) {
+	d := max(0, due-time.Since(h.epoch))
+	if h.expiry == nil {
+		h.expiry = time.AfterFunc(d, h.expire)
+		return
+	}
+	h.expiry.Reset(d)
+}
+
+// expire ends the waits that are due (304), and sets the timer for the next one.
+func (h *hub) expire() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if _, ok := h.waiters[w.app][w]; ok {
+	now := time.Since(h.epoch)
+	for len(h.due) > 0 && h.due[0].due <= now {
+		w := h.due[0]
 		h.wakeLocked(w, wakeTimeout, false)
+		if len(h.due) > 0 && h.due[0] == w { // not registered (cannot be): never loop on it
+			heap.Pop(&h.due)
+		}
+	}
+	if len(h.due) > 0 {
+		h.armLocked(h.due[0].due)
 	}
 }
 
@@ -538,7 +591,6 @@ func (h *hub) expire(w *waiter) {
 //
 //go:noinline
 func (h *hub) leave(ctx context.Context, w *waiter) (wake, error) {
-	w.t.Stop()
 	h.mu.Lock()
 	if _, ok := h.waiters[w.app][w]; ok {
 		h.wakeLocked(w, wakeTimeout, false)
