@@ -45,7 +45,7 @@ func principalOf(r *http.Request) *principal {
 	if p, ok := ctx.Value(principalKey{}).(*principal); ok {
 		return p
 	}
-	if i, ok := ctx.Value(reqInfoKey{}).(*reqInfo); ok && i.p != nil {
+	if i := reqInfoOf(r); i != nil && i.p != nil {
 		return i.p
 	}
 	return &principal{}
@@ -54,7 +54,7 @@ func principalOf(r *http.Request) *principal {
 // withPrincipal is r with principal p: in its reqInfo when it has one (no copy of the request,
 // which an open long-poll would hold), else in a new context.
 func withPrincipal(r *http.Request, p *principal) *http.Request {
-	if i, ok := r.Context().Value(reqInfoKey{}).(*reqInfo); ok {
+	if i := reqInfoOf(r); i != nil {
 		i.p = p
 		return r
 	}

@@ -274,10 +274,25 @@ type reqInfo struct {
 type reqInfoKey struct{}
 
 func info(r *http.Request) *reqInfo {
-	if i, ok := r.Context().Value(reqInfoKey{}).(*reqInfo); ok {
+	if i := reqInfoOf(r); i != nil {
 		return i
 	}
 	return &reqInfo{}
+}
+
+// reqInfoOf is r's reqInfo: its connection's request in progress over HTTP/1 (begin keeps it
+// there, so that no request is copied for it), else from its context; nil when it has none.
+func reqInfoOf(r *http.Request) *reqInfo {
+	ctx := r.Context()
+	if i, ok := ctx.Value(reqInfoKey{}).(*reqInfo); ok {
+		return i
+	}
+	if r.ProtoMajor == 1 {
+		if c, ok := ctx.Value(connKey{}).(*trackedConn); ok && c.req != nil {
+			return c.req
+		}
+	}
+	return nil
 }
 
 // statusWriter records the status code of a response, and sets the headers every answer
@@ -365,7 +380,14 @@ func (o *outerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 //go:noinline
 func (s *Server) begin(w http.ResponseWriter, r *http.Request, start time.Time) (*statusWriter, *http.Request, bool) {
 	sw := &statusWriter{ResponseWriter: w, s: s, info: reqInfo{id: requestID(r.Header.Get(api.HeaderRequestID))}}
-	r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, &sw.info))
+	// Over HTTP/1 a connection carries one request at a time, handled on its own goroutine:
+	// the request's info goes into the connection (no copy of the request, which an open
+	// long-poll would hold). HTTP/2 multiplexes: a context of its own.
+	if c, ok := r.Context().Value(connKey{}).(*trackedConn); ok && r.ProtoMajor == 1 {
+		c.req = &sw.info
+	} else {
+		r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, &sw.info))
+	}
 	// Deadlines against slow clients: the body must arrive within BodyTimeout, and the
 	// answer be taken within the time a handler may take (long-polls and snapshots extend it).
 	rc := http.NewResponseController(w)
@@ -386,6 +408,9 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request, start time.Time) 
 //
 //go:noinline
 func (s *Server) end(sw *statusWriter, r *http.Request, start time.Time) {
+	if c, ok := r.Context().Value(connKey{}).(*trackedConn); ok && c.req == &sw.info {
+		defer func() { c.req = nil }()
+	}
 	if sw.status == 0 {
 		// Nothing was written: net/http answers 200 with an empty body, with these headers.
 		sw.defaults()
