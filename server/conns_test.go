@@ -541,7 +541,7 @@ func TestServe_OneTokenCannotHoldEveryConnection(t *testing.T) {
 		t.Fatalf("an operator's request with every connection held idle by one agent token: %d %s", code, body)
 	}
 
-	// Long-polls on every connection: at most two thirds of them, the rest stays usable.
+	// Long-polls on every connection: at most four fifths of them, the rest stays usable.
 	_, hdr, _ := do("GET", "/v1/appliances/web", agent, "")
 	index := hdr.Get("X-Shoelace-Index")
 	polls := 0
