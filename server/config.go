@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -70,6 +72,9 @@ type Config struct {
 	EtcdEndpoints []string
 	// DataDir holds the embedded etcd's data.
 	DataDir string
+	// EtcdListen, when set, is the loopback host:port where the embedded etcd serves its client
+	// API (for etcdctl and tools that read etcd); empty: a random loopback port.
+	EtcdListen string
 	// Root is the etcd prefix of all of Shoelace's keys.
 	Root string
 	// TLSCert and TLSKey, when both set, serve HTTPS.
@@ -182,6 +187,13 @@ func (c Config) Validate() error {
 	}
 	if len(c.EtcdEndpoints) == 0 && c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir must be set when --etcd-endpoints is empty (embedded etcd)"))
+	}
+	if c.EtcdListen != "" {
+		if err := checkEtcdListen(c.EtcdListen); err != nil {
+			errs = append(errs, err)
+		} else if len(c.EtcdEndpoints) > 0 {
+			errs = append(errs, errors.New("--etcd-listen serves the embedded etcd: it cannot be used with --etcd-endpoints"))
+		}
 	}
 	for _, e := range c.EtcdEndpoints {
 		if strings.TrimSpace(e) == "" {
@@ -329,6 +341,7 @@ func (c Config) storeConfig(log *slog.Logger) store.Config {
 	return store.Config{
 		Endpoints:     c.EtcdEndpoints,
 		DataDir:       c.DataDir,
+		EtcdListen:    c.EtcdListen,
 		Root:          c.Root,
 		CACert:        c.EtcdCACert,
 		Cert:          c.EtcdCert,
@@ -337,4 +350,21 @@ func (c Config) storeConfig(log *slog.Logger) store.Config {
 		MaxTxnOps:     c.MaxTxnOps,
 		Logger:        log,
 	}
+}
+
+// checkEtcdListen checks --etcd-listen: host:port on a loopback address. The embedded etcd has
+// no access control of its own: on any other address it would hand the whole store, tokens and
+// secrets included, to whoever reaches the port.
+func checkEtcdListen(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--etcd-listen %q is not host:port: %w", addr, err)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("--etcd-listen %q: port %q is not a number from 0 to 65535", addr, port)
+	}
+	if ip, err := netip.ParseAddr(host); err != nil || !ip.IsLoopback() {
+		return fmt.Errorf("--etcd-listen %q must be a loopback address such as 127.0.0.1:2379: the embedded etcd has no access control of its own", addr)
+	}
+	return nil
 }

@@ -86,6 +86,9 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger) e
 	defer st.Close()
 	if st.Embedded() {
 		log.Warn("running an embedded etcd: one embedded store must never sit behind several replicas; give --etcd-endpoints to run more than one", "data_dir", cfg.DataDir)
+		if cfg.EtcdListen != "" {
+			log.Info("the embedded etcd serves its client API on loopback (--etcd-listen): no access control, local tools only", "addr", cfg.EtcdListen)
+		}
 	}
 	if !useTLS && !isLoopback(ln.Addr()) {
 		log.Warn("serving plain HTTP on a non-loopback address: tokens cross the network in clear text; give --tls-cert and --tls-key", "addr", ln.Addr().String())

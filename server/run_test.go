@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/testutil"
 )
@@ -146,6 +148,43 @@ func TestServe_RestartKeepsDataAndDrains(t *testing.T) {
 	s2.stop(t)
 }
 
+// --etcd-listen serves the embedded etcd's client API on the loopback address given, where
+// etcdctl and tools that read etcd (confd) reach it; the store's keys are there, under --root.
+func TestServe_EtcdListen(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DataDir = dir
+	cfg.EtcdListen = freeLoopback(t)
+	s := serve(t, cfg)
+	defer s.stop(t)
+	data, _ := os.ReadFile(filepath.Join(dir, "admin.token"))
+	if res, body := s.req(t, strings.TrimSpace(string(data)), "PUT", "/v1/kv/shared/dns", "10.0.0.53"); res.StatusCode != 200 {
+		t.Fatalf("put: %d %s", res.StatusCode, body)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + cfg.EtcdListen}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, cfg.Root+"kv/shared/dns")
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "10.0.0.53" {
+		t.Fatalf("the embedded etcd on --etcd-listen %s: %v %v", cfg.EtcdListen, resp, err)
+	}
+}
+
+// freeLoopback returns a loopback host:port nothing listens on now.
+func freeLoopback(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
 func TestConfig_Validate(t *testing.T) {
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatalf("default config: %v", err)
@@ -165,6 +204,11 @@ func TestConfig_Validate(t *testing.T) {
 		{func(c *Config) { c.MaxWaiters = 0 }, "--max-long-polls"},
 		{func(c *Config) { c.DefaultWait = time.Hour }, "default"},
 		{func(c *Config) { c.LogLevel = "loud" }, "--log-level"},
+		{func(c *Config) { c.EtcdListen = "0.0.0.0:2379" }, "loopback"},
+		{func(c *Config) { c.EtcdListen = "10.0.0.5:2379" }, "loopback"},
+		{func(c *Config) { c.EtcdListen = "localhost" }, "host:port"},
+		{func(c *Config) { c.EtcdListen = "127.0.0.1:http" }, "port"},
+		{func(c *Config) { c.EtcdListen = "127.0.0.1:2379"; c.EtcdEndpoints = []string{"http://127.0.0.1:2379"} }, "--etcd-endpoints"},
 	} {
 		cfg := DefaultConfig()
 		c.mod(&cfg)

@@ -106,6 +106,9 @@ type Config struct {
 	// ProgressNotifyInterval is the embedded etcd's watch progress interval
 	// (default DefaultProgressNotifyInterval).
 	ProgressNotifyInterval time.Duration
+	// EtcdListen is the loopback host:port of the embedded etcd's client API (empty: a random
+	// loopback port).
+	EtcdListen string
 	// UnsafeFast is for tests only: the embedded etcd runs with 10 ms raft ticks and no fsync.
 	UnsafeFast bool
 }
@@ -238,6 +241,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			Logger:                 cfg.Logger,
 			ProgressNotifyInterval: cfg.ProgressNotifyInterval,
 			UnsafeFast:             cfg.UnsafeFast,
+			ClientAddr:             cfg.EtcdListen,
 		})
 		if err != nil {
 			s.cancel()
