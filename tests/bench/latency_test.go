@@ -30,7 +30,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	testutil.Main(m, stopDurable, func() {
+	testutil.Main(m, func() {
 		if binDir != "" {
 			os.RemoveAll(binDir)
 		}
@@ -193,27 +193,30 @@ func changes() int {
 }
 
 // BenchmarkWriteToFile is target 1 of the table: one write reaching a rendered file, through
-// Shoelace (an HTTP PUT to the server, an agent long-polling it) and through confd -watch, on the
-// same etcd and the same file system, for each etcd of etcds and in two patterns:
+// Shoelace (an HTTP PUT to the server, an agent following it) and through confd -watch, on the
+// same etcd and the same file system, for each store of stores and in two patterns:
 //
 //   - back to back: each path makes its changes one after the other, the next the moment the
 //     previous one is in the file;
 //   - paired: one change through each path in turn (the order rotating), so that every path sees
 //     the same load and a path's changes are a few ms apart, closer to how pipelines write.
 //
-// Beside them run the floor (an etcd put and the watch event that reports it) and the same
-// Shoelace path with the change written straight to etcd (the fan-out path alone, as confd's
-// writer does), reported as metrics. Rows: Shoelace's p50 and p99 against confd's, ≤ 0.9×.
+// The etcd is the one `shoelace server` embeds by default, in the server's process as in
+// production; confd, the floor and the etcd writes reach it through --etcd-listen, each from
+// its own process, as a pipeline's writer and confd would. Beside them run the floor (an etcd
+// put and the watch event that reports it) and the same Shoelace path with the change written
+// straight to etcd (the fan-out path alone, as confd's writer does), reported as metrics and
+// notes. Rows: Shoelace's p50 and p99 against confd's, ≤ 0.9×.
 func BenchmarkWriteToFile(b *testing.B) {
 	peers := os.Getenv("SHOELACE_PEERS_DIR")
 	if _, err := os.Stat(filepath.Join(peers, "confd")); peers == "" || err != nil {
 		b.Skip("set SHOELACE_PEERS_DIR to a directory holding confd (make peers builds it into bin/peers)")
 	}
-	for _, e := range etcds {
-		b.Run("etcd="+e.name, func(b *testing.B) {
-			eps := e.endpoints(b)
-			sh := shoelacePaths(b, eps, 1)
-			paths := []*path{floorPath(b, eps), sh[0], sh[1], confdPath(b, eps)}
+	for _, st := range stores {
+		b.Run("store="+st.name, func(b *testing.B) {
+			srv := embeddedServer(b, st.dir(b), "--rate-limit", "0")
+			sh := shoelacePaths(b, srv, 1)
+			paths := []*path{floorPath(b, srv.eps), sh[0], sh[1], confdPath(b, srv.eps)}
 			for range b.N {
 				n := changes()
 				lat := make([]latencies, len(paths))
@@ -223,8 +226,8 @@ func BenchmarkWriteToFile(b *testing.B) {
 						lat[j] = append(lat[j], t)
 					}
 				}
-				reportPaths(b, paths, lat, "back to back, "+e.desc)
-				reads := metric(b, sh[0].server, "shoelace_view_reads_total")
+				reportPaths(b, paths, lat, "back to back, "+st.desc)
+				reads := metric(b, srv.addr, "shoelace_view_reads_total")
 				lat = make([]latencies, len(paths))
 				for i := range n {
 					for k := range paths {
@@ -234,8 +237,8 @@ func BenchmarkWriteToFile(b *testing.B) {
 					}
 				}
 				// Views the server read from the store (not from its mirror), per shoelace change.
-				b.ReportMetric((metric(b, sh[0].server, "shoelace_view_reads_total")-reads)/float64(2*n), "store-view-reads/change")
-				reportPaths(b, paths, lat, "paired, "+e.desc)
+				b.ReportMetric((metric(b, srv.addr, "shoelace_view_reads_total")-reads)/float64(2*n), "store-view-reads/change")
+				reportPaths(b, paths, lat, "paired, "+st.desc)
 			}
 			b.ReportMetric(0, "ns/op") // the per-op time includes the harness; the percentiles are the figures
 		})
@@ -274,6 +277,26 @@ func floorPath(b *testing.B, eps []string) *path {
 		<-wch
 		return nil
 	}}
+}
+
+// server is a running `shoelace server` process: its address, admin token file, key root and
+// the client endpoints of the etcd it uses.
+type server struct {
+	addr, tokenFile, root string
+	eps                   []string
+}
+
+// embeddedServer starts `shoelace server` as it runs by default, on its embedded etcd in
+// dataDir, with the etcd's client API on loopback (--etcd-listen) for the benchmark's other
+// readers and writers, and extra flags.
+func embeddedServer(b *testing.B, dataDir string, extra ...string) server {
+	addr, etcdAddr := freeAddr(b), freeAddr(b)
+	tokenFile := filepath.Join(dataDir, "admin.token")
+	args := append([]string{"server", "--listen", addr, "--data-dir", dataDir, "--etcd-listen", etcdAddr,
+		"--admin-token-file", tokenFile, "--log-level", "warn"}, extra...)
+	start(b, bin(b, "shoelace"), args, filepath.Join(b.TempDir(), "server.log"))
+	waitFile(b, tokenFile)
+	return server{addr: addr, tokenFile: tokenFile, root: "/shoelace/", eps: []string{"http://" + etcdAddr}}
 }
 
 // shoelaceServer starts a shoelace server on the etcd at eps under a root of its own and
@@ -324,15 +347,15 @@ templates:
 	return fw
 }
 
-// shoelacePaths starts a server and one agent per path and returns n pairs of paths: the
+// shoelacePaths starts one agent per path on srv and returns n pairs of paths: the
 // write as a pipeline makes it (HTTP PUT to the server), and the same change written straight
 // to etcd (as confd's writer does), which leaves the HTTP write hop out and measures the
 // fan-out path alone (watch, hub, view, long-poll answer, agent, install).
-func shoelacePaths(b *testing.B, eps []string, n int) []*path {
+func shoelacePaths(b *testing.B, srv server, n int) []*path {
 	ctx := context.Background()
-	addr, tokenFile, root := shoelaceServer(b, eps)
+	addr, tokenFile, root := srv.addr, srv.tokenFile, srv.root
 	cl := adminClient(b, addr, tokenFile, nil)
-	c := etcdClient(b, eps)
+	c := etcdClient(b, srv.eps)
 	var out []*path
 	for i := range n {
 		app, appEtcd := fmt.Sprintf("web%d", i), fmt.Sprintf("web%d-etcd", i)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/client"
-	"github.com/shoelace-dev/shoelace/internal/testutil"
 )
 
 // throughputRateLimit is the server's --rate-limit in the throughput benchmark: per token and
@@ -29,15 +27,16 @@ const txnOps = 10
 // BenchmarkWriteThroughput measures puts/s through a real `shoelace server` (PUT /v1/kv/{key},
 // and POST /v1/txn of 10 puts, counted as 10 puts) at 1, 16 and 64 concurrent writers, against
 // client/v3 writing straight to the same etcd in the same run (plain puts, and transactions of
-// 10 puts), on the durable etcd `shoelace server` embeds by default. The server runs as in
+// 10 puts): the durable etcd `shoelace server` embeds by default, in the server's process, which
+// client/v3 reaches through --etcd-listen from the benchmark's process. The server runs as in
 // production: a token on every request, its rate limiter (raised, see throughputRateLimit), the
 // audit line of every write, and a release record in every write's transaction.
 //
 // Each case alternates the two writers, two rounds each, and compares their totals; it decides
 // its own duration (-benchtime 1x).
 func BenchmarkWriteThroughput(b *testing.B) {
-	eps := durableEtcd(b)
-	addr, tokenFile, root := throughputServer(b, eps)
+	srv := embeddedServer(b, b.TempDir(), "--rate-limit", fmt.Sprint(throughputRateLimit))
+	eps, addr, tokenFile, root := srv.eps, srv.addr, srv.tokenFile, srv.root
 	token := strings.TrimSpace(string(waitFile(b, tokenFile)))
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256}}
 	cl, err := client.New("http://"+addr, client.Options{Token: token, HTTPClient: hc})
@@ -105,7 +104,7 @@ func BenchmarkWriteThroughput(b *testing.B) {
 				if conc == 1 {
 					writers = "1 writer"
 				}
-				row := Row{Target: fmt.Sprintf("write throughput, %s, %s, durable etcd", p.target, writers),
+				row := Row{Target: fmt.Sprintf("write throughput, %s, %s, embedded etcd on disk", p.target, writers),
 					Unit: "puts/s", Figure: apiRate, Baseline: rawRate, Against: "raw etcd", Ratio: true, Limit: 0.6, AtLeast: true,
 					Note: "server at --rate-limit 1e6 (the default 100/s would throttle)"}
 				if conc == 1 {
@@ -149,19 +148,4 @@ func driveWrites(b *testing.B, conc int, d time.Duration, write func(ctx context
 		b.Fatal(firstErr)
 	}
 	return n.Load(), time.Since(start)
-}
-
-// throughputServer starts a shoelace server for the throughput benchmark: as shoelaceServer,
-// with the rate limiter on (raised to throughputRateLimit).
-func throughputServer(b *testing.B, eps []string) (addr, tokenFile, root string) {
-	dir := b.TempDir()
-	root = testutil.Root(b)
-	addr = freeAddr(b)
-	tokenFile = filepath.Join(dir, "admin.token")
-	start(b, bin(b, "shoelace"), []string{"server", "--listen", addr,
-		"--etcd-endpoints", strings.Join(eps, ","), "--root", root, "--data-dir", dir,
-		"--admin-token-file", tokenFile, "--rate-limit", fmt.Sprint(throughputRateLimit), "--log-level", "warn"},
-		filepath.Join(dir, "server.log"))
-	waitFile(b, tokenFile)
-	return addr, tokenFile, root
 }
