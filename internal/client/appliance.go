@@ -47,6 +47,27 @@ type Poll struct {
 	Applied  int64
 	// Rollout names the rollout whose candidate Applied was of (X-Shoelace-Rollout).
 	Rollout string
+	// Delta asks the server for the difference from the caller's view instead of the whole
+	// view (`&delta`): WatchView applies it to Base, StreamView to its base, and both check
+	// its sum, reading the full view when it does not match. Without a base, Delta is ignored.
+	Delta bool
+	// Base is the view the caller holds at Index, for WatchView's Delta.
+	Base *api.View
+}
+
+// query returns p's long-poll query parameters for a caller holding base.
+func (p Poll) query(base *api.View) url.Values {
+	q := url.Values{"index": {strconv.FormatInt(p.Index, 10)}}
+	if p.Wait > 0 {
+		q.Set("wait", p.Wait.String())
+	}
+	if p.Delta && base != nil {
+		q.Set("delta", "true")
+		if base.Rollout != "" {
+			q.Set("base_rollout", base.Rollout)
+		}
+	}
+	return q
 }
 
 // Headers returns the agent's identity headers for p.
@@ -69,14 +90,36 @@ func (p Poll) Headers() http.Header {
 
 // WatchView long-polls an appliance's view. It returns the new view, or nil when the wait
 // expired with no change (304). The caller's ctx should outlive p.Wait plus a margin.
+//
+// With p.Delta and p.Base, the server may answer the difference from p.Base; WatchView applies
+// it (p.Base is left as it is) and returns the whole view. When the result does not match the
+// server's sum, it reads the full view at once instead.
 func (c *Client) WatchView(ctx context.Context, name string, p Poll) (*api.View, Meta, error) {
-	q := url.Values{"index": {strconv.FormatInt(p.Index, 10)}}
-	if p.Wait > 0 {
-		q.Set("wait", p.Wait.String())
-	}
-	var v api.View
-	m, err := c.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/appliances/" + name, Query: q, Header: p.Headers()}, &v)
+	var u api.Update
+	m, err := c.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/appliances/" + name, Query: p.query(p.Base), Header: p.Headers()}, &u)
 	if err != nil || m.Status == http.StatusNotModified {
+		return nil, m, err
+	}
+	if !u.IsDelta() {
+		v := u.View()
+		return &v, m, nil
+	}
+	if p.Base == nil {
+		return nil, m, fmt.Errorf("GET /v1/appliances/%s: the server answered a delta to a long-poll without delta", name)
+	}
+	v, err := api.ApplyDelta(*p.Base, u.Delta())
+	if err != nil {
+		return c.fullView(ctx, name, p)
+	}
+	return &v, m, nil
+}
+
+// fullView reads name's view now, as the agent p describes gets it (its rollout's candidate
+// when in a cohort), for a caller whose delta did not match.
+func (c *Client) fullView(ctx context.Context, name string, p Poll) (*api.View, Meta, error) {
+	var v api.View
+	m, err := c.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/appliances/" + name, Header: p.Headers()}, &v)
+	if err != nil {
 		return nil, m, err
 	}
 	return &v, m, nil

@@ -181,6 +181,25 @@ func (c *Client) Do(ctx context.Context, r Request, out any) (Meta, error) {
 }
 
 func (c *Client) once(ctx context.Context, r Request) (Meta, []byte, error) {
+	req, err := c.newRequest(ctx, r)
+	if err != nil {
+		return Meta{}, nil, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return Meta{}, nil, &TransportError{Op: r.Method + " " + r.Path, Err: err}
+	}
+	defer resp.Body.Close()
+	meta := metaOf(resp)
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return meta, nil, &TransportError{Op: r.Method + " " + r.Path, Err: err}
+	}
+	return meta, data, nil
+}
+
+// newRequest makes the HTTP request of r, with the client's token and headers.
+func (c *Client) newRequest(ctx context.Context, r Request) (*http.Request, error) {
 	u := *c.base
 	u.Path = c.base.Path + r.Path
 	u.RawPath = c.base.Path + escapePath(r.Path)
@@ -203,7 +222,7 @@ func (c *Client) once(ctx context.Context, r Request) (Meta, []byte, error) {
 	}
 	req, err := http.NewRequestWithContext(ctx, r.Method, u.String(), body)
 	if err != nil {
-		return Meta{}, nil, fmt.Errorf("%s %s: %w", r.Method, r.Path, err)
+		return nil, fmt.Errorf("%s %s: %w", r.Method, r.Path, err)
 	}
 	for k, vs := range r.Header {
 		req.Header[k] = vs
@@ -222,17 +241,7 @@ func (c *Client) once(ctx context.Context, r Request) (Meta, []byte, error) {
 			req.Header.Set(api.HeaderSource, c.opts.Source)
 		}
 	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return Meta{}, nil, &TransportError{Op: r.Method + " " + r.Path, Err: err}
-	}
-	defer resp.Body.Close()
-	meta := metaOf(resp)
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return meta, nil, &TransportError{Op: r.Method + " " + r.Path, Err: err}
-	}
-	return meta, data, nil
+	return req, nil
 }
 
 // TransportError is a failure to reach the server or read its answer (as opposed to an API error).

@@ -1,0 +1,132 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// ErrNoStream says that the server does not stream long-polls (an older server refuses the
+// stream parameter) or that its lines do not reach the client (a proxy on the way buffers the
+// answer): the caller should fall back to plain long-polls.
+var ErrNoStream = errors.New("long-poll streaming unavailable")
+
+// StreamFirstLine is how long StreamView waits for the stream's first line (the server writes
+// one at once) before it concludes that something on the way buffers the answer.
+var StreamFirstLine = 5 * time.Second
+
+// errSilent is the cause StreamView's watchdog cancels a silent stream with.
+var errSilent = errors.New("stream silent")
+
+// streamIdle is how long StreamView waits for a line once the stream runs: the server writes a
+// heartbeat every 20 s, so a longer silence means the connection is dead.
+const streamIdle = 65 * time.Second
+
+// StreamView opens a streaming long-poll of appliance name's view from p.Index
+// (`?index=R&stream`) and calls fn with the whole view each time it changes, with the Meta of
+// that view (Index is its revision), in order, until the server ends the stream (its wait
+// expired, it drains, the store changed), ctx ends, or fn returns an error (returned as is).
+// base is the view the caller holds at p.Index (nil: none); with p.Delta the server sends
+// differences from it, which StreamView applies (base itself is left as it is) and checks,
+// reading the full view when one does not match. The views passed to fn are the caller's.
+//
+// The Meta returned has Index set to the last revision the stream reached, heartbeats
+// included: reconnect from it with the last view fn got. ErrNoStream (wrapped) says to fall
+// back to WatchView: the server refused the stream, or no first line came within
+// StreamFirstLine.
+func (c *Client) StreamView(ctx context.Context, name string, p Poll, base *api.View, fn func(*api.View, Meta) error) (Meta, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	q := p.query(base)
+	q.Set("stream", "true")
+	op := "GET /v1/appliances/" + name
+	req, err := c.newRequest(ctx, Request{Method: http.MethodGet, Path: "/v1/appliances/" + name, Query: q, Header: p.Headers()})
+	if err != nil {
+		return Meta{}, err
+	}
+	// The watchdog cancels the request when no line comes in time: first within
+	// StreamFirstLine, then within streamIdle of the last one.
+	var lines atomic.Int64
+	watchdog := time.AfterFunc(StreamFirstLine, func() { cancel(errSilent) })
+	defer watchdog.Stop()
+	silent := func() bool { return errors.Is(context.Cause(ctx), errSilent) }
+	noFirstLine := func() bool { return silent() && lines.Load() == 0 }
+
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if noFirstLine() {
+			return Meta{}, fmt.Errorf("%s: no answer within %s: %w", op, StreamFirstLine, ErrNoStream)
+		}
+		return Meta{}, &TransportError{Op: op, Err: err}
+	}
+	defer resp.Body.Close()
+	meta := metaOf(resp)
+	if meta.Status != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if meta.Status == http.StatusNotModified {
+			return meta, nil
+		}
+		apiErr := decodeError(meta.Status, body)
+		apiErr.RetryAfter = int(meta.RetryAfter / time.Second)
+		if meta.Status == http.StatusBadRequest {
+			return meta, fmt.Errorf("%s: %w (%w)", op, ErrNoStream, apiErr)
+		}
+		return meta, apiErr
+	}
+	if ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); ct != api.ContentTypeStream {
+		return meta, fmt.Errorf("%s: answer of type %q, not a stream: %w", op, ct, ErrNoStream)
+	}
+	dec := json.NewDecoder(resp.Body)
+	cur := base
+	for {
+		var u api.Update
+		if err := dec.Decode(&u); err != nil {
+			switch {
+			case errors.Is(err, io.EOF):
+				return meta, nil // the server ended the stream: reconnect from meta.Index
+			case noFirstLine():
+				return meta, fmt.Errorf("%s: no line within %s (a proxy may buffer the answer): %w", op, StreamFirstLine, ErrNoStream)
+			case silent():
+				return meta, &TransportError{Op: op, Err: fmt.Errorf("no line within %s: %w", streamIdle, err)}
+			}
+			return meta, &TransportError{Op: op, Err: err}
+		}
+		lines.Add(1)
+		watchdog.Reset(streamIdle)
+		if u.Heartbeat {
+			meta.Index = max(meta.Index, u.Revision)
+			continue
+		}
+		var v api.View
+		if u.IsDelta() {
+			if cur == nil {
+				return meta, fmt.Errorf("%s: the server sent a delta to a stream without a base", op)
+			}
+			if v, err = api.ApplyDelta(*cur, u.Delta()); err != nil {
+				// What the client built is not what the server has: read the view whole, and
+				// let the caller reconnect from it.
+				full, m, err := c.fullView(ctx, name, p)
+				if err != nil {
+					return meta, err
+				}
+				m.Status = http.StatusOK
+				return m, fn(full, m)
+			}
+		} else {
+			v = u.View()
+		}
+		meta.Index = v.Revision
+		if err := fn(&v, meta); err != nil {
+			return meta, err
+		}
+		cur = &v
+	}
+}
