@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
@@ -35,6 +36,7 @@ func (a *Agent) report(v *view) api.Report {
 // that cannot be reached is tried again with backoff until a newer report replaces it.
 type reporter struct {
 	log    *slog.Logger
+	taken  *atomic.Bool // set when the server takes a report, cleared when it refuses one
 	mu     sync.Mutex
 	next   *reportJob
 	wake   chan struct{}
@@ -49,9 +51,9 @@ type reportJob struct {
 	r         api.Report
 }
 
-func startReporter(log *slog.Logger) *reporter {
+func startReporter(log *slog.Logger, taken *atomic.Bool) *reporter {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &reporter{log: log, wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	p := &reporter{log: log, taken: taken, wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel, done: make(chan struct{})}
 	go p.loop()
 	return p
 }
@@ -108,12 +110,14 @@ func (p *reporter) loop() {
 			if err == nil {
 				o := outcome(j.r)
 				sent, failures, loggedFailure = &o, 0, ""
+				p.taken.Store(true)
 				p.log.Debug("reported", "revision", j.r.Revision, "applied", j.r.Applied, "rollout", j.r.Rollout, "error", j.r.Error)
 				continue
 			}
 			var ae *api.Error
 			if errors.As(err, &ae) && ae.Status < http.StatusInternalServerError && ae.Status != http.StatusTooManyRequests {
 				// The server does not take reports (one without the route) or refuses this one.
+				p.taken.Store(false)
 				if msg := err.Error(); msg != loggedFailure {
 					p.log.Debug("report not taken", "error", msg)
 					loggedFailure = msg

@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -204,7 +201,7 @@ func (l *loop) start() {
 	a.recordOwed = true
 	// The cache and status files are written off the render path, and so are reports.
 	a.persist = startPersister(a.log)
-	l.reporter = startReporter(a.log)
+	l.reporter = startReporter(a.log, &a.reportsTaken)
 	// Watch before the first render, so that an edit right after it is not missed.
 	l.rewatch()
 
@@ -421,22 +418,24 @@ func (l *loop) rewatch() {
 	l.watcher = w
 }
 
-// startPoller long-polls from the current view (a cached one too: the server answers at once
-// when the store differs).
+// startPoller follows the view from the current one (a cached one too: the server answers at
+// once when the store differs, and a delta that does not match it is read whole).
 func (l *loop) startPoller() {
+	a := l.a
 	var idx int64
 	var store string
+	var base *api.View
 	if l.cur != nil {
 		idx, store = l.cur.Revision, l.cur.Store
+		base = &api.View{Appliance: a.cfg.Appliance, Revision: l.cur.Revision, Keys: l.cur.Keys, Rollout: l.cur.Rollout}
 	}
-	a := l.a
 	ctx, cancel := context.WithCancel(l.ctx)
 	p := &poller{updates: make(chan fetched, 1), acks: make(chan ack, 1), cancel: cancel}
 	from := ack{applied: a.applied.Load(), rollout: a.appliedRollout}
 	p.wg.Add(1)
 	go func(c *client.Client, appliance, instance string) {
 		defer p.wg.Done()
-		a.poll(ctx, p, c, appliance, instance, idx, store, from)
+		a.poll(ctx, p, c, appliance, instance, idx, store, base, from)
 	}(a.client, a.cfg.Appliance, a.instance)
 	l.poller = p
 }
@@ -449,30 +448,6 @@ func (l *loop) stopPoller() {
 	l.poller.cancel()
 	l.poller.wg.Wait()
 	l.poller = nil
-}
-
-// poller is the goroutine that long-polls the view: it sends views on updates and learns what
-// to report from acks. Both hold the latest value only.
-type poller struct {
-	updates chan fetched
-	acks    chan ack
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-}
-
-// ack replaces the ack the poller has not taken yet (the loop is the only sender).
-func (p *poller) ack(k ack) {
-	for {
-		select {
-		case p.acks <- k:
-			return
-		default:
-			select {
-			case <-p.acks:
-			default:
-			}
-		}
-	}
 }
 
 // failing counts the templates whose last pass failed (a kept file after a failed reload too).
@@ -546,168 +521,6 @@ func timerC(t *time.Timer) <-chan time.Time {
 		return nil
 	}
 	return t.C
-}
-
-// answer is one long-poll's outcome.
-type answer struct {
-	v    *api.View
-	meta client.Meta
-	err  error
-}
-
-// poll long-polls the view from idx and sends every new view to p.updates, replacing one that
-// was not taken yet. Each request reports the latest ack; when a new one comes while a request
-// waits (a render deferred by wait, a slow command), the request is cut short and asked again
-// so that the server learns it at once. It retries failures with capped exponential backoff
-// and jitter, honouring Retry-After, until ctx ends.
-func (a *Agent) poll(ctx context.Context, p *poller, c *client.Client, appliance, instance string, idx int64, store string, cur ack) {
-	failures, quick304 := 0, 0
-	reset := false
-	var (
-		lastMsg    string // the failure last logged at warn
-		lastWarned time.Time
-	)
-	for ctx.Err() == nil {
-		select {
-		case cur = <-p.acks:
-		default:
-		}
-		rctx, cancel := context.WithTimeout(ctx, DefaultPollWait+20*time.Second)
-		asked := time.Now()
-		answers := make(chan answer, 1)
-		go func(q client.Poll) {
-			v, meta, err := c.WatchView(rctx, appliance, q)
-			answers <- answer{v, meta, err}
-		}(client.Poll{Index: idx, Wait: DefaultPollWait, Store: store, Instance: instance, Applied: cur.applied, Rollout: cur.rollout})
-		var ans answer
-		reasked := false
-	waiting:
-		for {
-			select {
-			case ans = <-answers:
-				break waiting
-			case k := <-p.acks:
-				if k != cur {
-					cur, reasked = k, true
-					cancel() // a view already on its way still comes as the answer
-				}
-			}
-		}
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		v, meta, err := ans.v, ans.meta, ans.err
-		if err != nil && reasked {
-			continue
-		}
-		if err != nil {
-			failures++
-			a.metrics.pollErrors.Add(1)
-			msg, ra := describeFetchError(err)
-			if ra == 0 {
-				ra = meta.RetryAfter
-			}
-			d := backoff(failures, ra)
-			// One line per kind of failure, then one a minute while it lasts (each retry at debug).
-			level := slog.LevelDebug
-			if msg != lastMsg || time.Since(lastWarned) >= failureLogEvery {
-				level, lastMsg, lastWarned = slog.LevelWarn, msg, time.Now()
-			}
-			a.log.Log(ctx, level, msg, "error", err.Error(), "retry_in_ms", d.Milliseconds(), "failures", failures)
-			if !sleep(ctx, d) {
-				return
-			}
-			continue
-		}
-		if failures > 0 {
-			a.log.Info("server reachable again", "after_failures", failures)
-			failures, lastMsg = 0, ""
-		}
-		if v == nil { // 304: nothing changed while we waited
-			if store != "" && meta.Store != "" && meta.Store != store {
-				// A new store: re-read everything.
-				idx, store, reset = 0, meta.Store, true
-				continue
-			}
-			// A 304 long before the wait (a draining server, a proxy with a short timeout)
-			// must not turn into a busy loop.
-			if time.Since(asked) < time.Second {
-				quick304++
-				if !sleep(ctx, backoff(quick304, 0)) {
-					return
-				}
-			} else {
-				quick304 = 0
-			}
-			continue
-		}
-		quick304 = 0
-		if len(v.Keys) == 0 || (v.Appliance != "" && v.Appliance != appliance) {
-			failures++
-			a.log.Error("server sent an empty view or another appliance's; keeping files", "revision", v.Revision, "appliance", v.Appliance)
-			if !sleep(ctx, backoff(failures, 0)) {
-				return
-			}
-			continue
-		}
-		rev := v.Revision
-		if rev == 0 {
-			rev = meta.Index
-		}
-		if store != "" && meta.Store != "" && meta.Store != store {
-			reset = true
-		}
-		idx, store = rev, meta.Store
-		f := fetched{view: &view{Store: meta.Store, Revision: rev, Keys: v.Keys, Rollout: v.Rollout}, reset: reset}
-		reset = false
-		select {
-		case p.updates <- f:
-		default:
-			// The loop has not taken the previous view: replace it, keeping a reset.
-			select {
-			case old := <-p.updates:
-				f.reset = f.reset || old.reset
-			default:
-			}
-			p.updates <- f
-		}
-		// Wait for the loop's ack of the view (bounded: it may be running a slow command), so
-		// that the next request reports what it applied without a second request.
-		t := time.NewTimer(ackWait)
-		select {
-		case cur = <-p.acks:
-		case <-t.C:
-		case <-ctx.Done():
-		}
-		t.Stop()
-	}
-}
-
-// backoff is the delay after n consecutive failures: exponential from backoffMin, capped at
-// backoffMax, with jitter in [d/2, d]; a server's Retry-After (capped) wins when longer.
-func backoff(n int, retryAfter time.Duration) time.Duration {
-	d := backoffMin
-	for i := 1; i < n && d < backoffMax; i++ {
-		d *= 2
-	}
-	d = min(d, backoffMax)
-	d = d/2 + rand.N(d/2+1)
-	if retryAfter > d {
-		d = min(retryAfter, retryAfterMax)
-	}
-	return d
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // watchFiles watches the directories of the template sources and templates_dir.
