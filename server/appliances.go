@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -60,7 +62,7 @@ func parseWait(s string, max time.Duration) (time.Duration, error) {
 }
 
 func (s *Server) handleGetAppliance(w http.ResponseWriter, r *http.Request) error {
-	q, err := query(r, "index", "wait")
+	q, err := query(r, "index", "wait", "stream", "delta", "base_rollout")
 	if err != nil {
 		return err
 	}
@@ -72,7 +74,14 @@ func (s *Server) handleGetAppliance(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
+	o, err := pollParams(q, index)
+	if err != nil {
+		return err
+	}
 	wait := s.cfg.DefaultWait
+	if o.stream {
+		wait = s.cfg.MaxWait // a stream answers every change: it may stay open as long as allowed
+	}
 	if q.Has("wait") {
 		if index < 0 {
 			return api.Errorf(api.CodeInvalidRequest, "query parameter wait needs index")
@@ -101,21 +110,108 @@ func (s *Server) handleGetAppliance(w http.ResponseWriter, r *http.Request) erro
 			return err
 		}
 		if rec := s.candidateFor(name, principalOf(r)); rec != nil {
-			cv, _, err := s.hub.candidateView(ctx, name, rec, v.Revision)
+			cf := s.hub.candidateFlight(name, rec, v.Revision)
+			cv, body, err := cf.wait(ctx)
 			if err != nil {
 				return err
 			}
 			setIndex(w, cv.Revision)
-			return writeJSON(w, http.StatusOK, cv.Revision, cv)
+			return writeBody(w, r, body, &cf.gz)
 		}
-		return writeJSON(w, http.StatusOK, v.Revision, v)
+		body, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		return writeBody(w, r, append(body, '\n'), nil)
 	}
 	extendWrite(w, wait+drainJitter+opTimeout)
-	return s.longPoll(w, r, name, index, wait)
+	if o.stream {
+		return s.streamView(w, r, name, index, wait, o)
+	}
+	return s.longPoll(w, r, name, index, wait, o)
+}
+
+// pollOpts are what a long-poll opted in to.
+type pollOpts struct {
+	stream bool // answer every change on one response (stream.go)
+	delta  bool // answer the difference from the view at index when smaller
+	// baseRollout is the rollout whose candidate the client's view at index is ("": live).
+	baseRollout string
+}
+
+// pollParams reads a long-poll's opt-ins: stream, delta and base_rollout.
+func pollParams(q url.Values, index int64) (pollOpts, error) {
+	var o pollOpts
+	var err error
+	if o.stream, err = flag(q, "stream"); err != nil {
+		return o, err
+	}
+	if o.delta, err = flag(q, "delta"); err != nil {
+		return o, err
+	}
+	o.baseRollout = q.Get("base_rollout")
+	switch {
+	case index < 0 && (o.stream || o.delta):
+		return o, api.Errorf(api.CodeInvalidRequest, "query parameters stream and delta need index (the revision of the view the client has)")
+	case q.Has("base_rollout") && !o.delta:
+		return o, api.Errorf(api.CodeInvalidRequest, "query parameter base_rollout needs delta")
+	case len(o.baseRollout) > 64 || !validRolloutID(o.baseRollout):
+		return o, api.Errorf(api.CodeInvalidRequest, "query parameter base_rollout must be a rollout id as a view gives it (digits, a-f and -, at most 64 bytes), not %s", shorten(o.baseRollout))
+	}
+	return o, nil
+}
+
+// answer is the body of one view answer: the full view, or a delta.
+type answer struct {
+	rev     int64 // the view's revision
+	rollout string
+	body    []byte
+	gz      *gzipped
+}
+
+// changed returns what a long-poll (or a stream's line) woken by wk answers: the view the
+// principal gets (a running rollout's candidate for an instance of its cohort, the live view
+// otherwise), or, with o.delta, its difference from the view at index when the hub can make
+// it and it is smaller. Both are made once and shared by every long-poll that answers them.
+func (s *Server) changed(ctx context.Context, r *http.Request, name string, index int64, o pollOpts, wk wake) (answer, error) {
+	rec := s.candidateFor(name, principalOf(r))
+	if o.delta && wk.known {
+		if from, ok := s.baseSide(name, o.baseRollout); ok {
+			if f := s.hub.delta(name, index, from, sideOf(rec), wk.rev); f.body != nil {
+				return answer{rev: f.at, rollout: sideOf(rec).id, body: f.body, gz: &f.gz}, nil
+			}
+		}
+	}
+	f := s.hub.viewFlight(name, wk.rev, wk.known)
+	v, body, err := f.wait(ctx)
+	if err != nil {
+		return answer{}, err
+	}
+	// An instance of a running rollout's cohort gets the candidate (while the appliance
+	// exists: a deleted appliance is 404 to every instance).
+	if rec != nil {
+		f = s.hub.candidateFlight(name, rec, v.Revision)
+		if v, body, err = f.wait(ctx); err != nil {
+			return answer{}, err
+		}
+	}
+	return answer{rev: v.Revision, rollout: v.Rollout, body: body, gz: &f.gz}, nil
+}
+
+// baseSide is the tree of the view a delta's client has: the live view, or the candidate of
+// rollout id when that is appliance name's rollout (ok false otherwise: answer the full view).
+func (s *Server) baseSide(name, id string) (side, bool) {
+	if id == "" {
+		return side{}, true
+	}
+	if rec := s.rollouts.get(name); rec != nil && rec.ID == id {
+		return sideOf(rec), true
+	}
+	return side{}, false
 }
 
 // longPoll answers the view of name once it changed after index, or 304 when wait expires.
-func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, index int64, wait time.Duration) error {
+func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, index int64, wait time.Duration, o pollOpts) error {
 	ctx := r.Context()
 	var wk wake
 	if id, cur := r.Header.Get(api.HeaderStore), s.st.ID(); id != "" && cur != "" && id != cur {
@@ -131,21 +227,12 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, i
 	w.Header().Set(api.HeaderStore, s.st.ID())
 	switch wk.kind {
 	case wakeChanged:
-		v, body, err := s.hub.view(ctx, name, wk.rev, wk.known)
+		a, err := s.changed(ctx, r, name, index, o, wk)
 		if err != nil {
 			return err
 		}
-		// An instance of a running rollout's cohort gets the candidate (while the appliance
-		// exists: a deleted appliance is 404 to every instance).
-		if rec := s.candidateFor(name, principalOf(r)); rec != nil {
-			if v, body, err = s.hub.candidateView(ctx, name, rec, v.Revision); err != nil {
-				return err
-			}
-		}
-		setIndex(w, v.Revision)
-		w.Header().Set("Content-Type", "application/json")
-		_, err = w.Write(body)
-		return err
+		setIndex(w, a.rev)
+		return writeBody(w, r, a.body, a.gz)
 	case wakeRevoked:
 		return api.Errorf(api.CodeUnauthorized, "token revoked")
 	case wakeDrain:

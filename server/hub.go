@@ -85,6 +85,7 @@ type hub struct {
 
 	fmu     sync.Mutex
 	flights map[string]*flight // latest view read per appliance
+	deltas  map[deltaKey]*deltaFlight
 	swept   time.Time
 	ctx     context.Context // bounds view reads, which outlive the request that started them
 
@@ -93,8 +94,9 @@ type hub struct {
 	mir    mirror
 	reload chan struct{}
 
-	viewReads   atomic.Int64 // views read from the store
-	mirrorViews atomic.Int64 // views made from the mirror
+	viewReads    atomic.Int64 // views read from the store
+	mirrorViews  atomic.Int64 // views made from the mirror
+	deltaAnswers atomic.Int64 // deltas made (each shared by the long-polls that asked for it)
 }
 
 // flight is one view read shared by every long-poll that needs the view at rev or later.
@@ -105,6 +107,7 @@ type flight struct {
 	done    chan struct{}
 	view    api.View
 	body    []byte // view as JSON, encoded once for every long-poll that answers with it
+	gz      gzipped
 	err     error
 }
 
@@ -119,6 +122,7 @@ func newHub(ctx context.Context, st *store.Store, log *slog.Logger, m *metrics, 
 		byToken:    make(map[string]map[*waiter]struct{}),
 		byInstance: make(map[instanceKey]*waiter),
 		flights:    make(map[string]*flight),
+		deltas:     make(map[deltaKey]*deltaFlight),
 		ctx:        ctx,
 		reload:     make(chan struct{}, 1),
 	}
@@ -148,6 +152,7 @@ func (h *hub) reset(rev int64) {
 	}
 	h.fmu.Lock()
 	clear(h.flights)
+	clear(h.deltas)
 	h.fmu.Unlock()
 }
 
@@ -551,6 +556,11 @@ func (f *flight) wait(ctx context.Context) (api.View, []byte, error) {
 // read is made from the mirror (or the store at rev) when known, else fresh from the store
 // (linearizable), as when the hub cannot tell what changed.
 func (h *hub) view(ctx context.Context, app string, rev int64, known bool) (api.View, []byte, error) {
+	return h.viewFlight(app, rev, known).wait(ctx)
+}
+
+// viewFlight returns the flight of view that reads app's view at rev or later.
+func (h *hub) viewFlight(app string, rev int64, known bool) *flight {
 	h.fmu.Lock()
 	f := h.flights[app]
 	if f == nil || f.rev < rev {
@@ -563,7 +573,7 @@ func (h *hub) view(ctx context.Context, app string, rev int64, known bool) (api.
 		go h.read(f, app)
 	}
 	h.fmu.Unlock()
-	return f.wait(ctx)
+	return f
 }
 
 func (h *hub) read(f *flight, app string) {
@@ -599,6 +609,11 @@ func (h *hub) sweepFlightsLocked(now time.Time) {
 	for a, g := range h.flights {
 		if now.Sub(g.started) > flightIdle {
 			delete(h.flights, a)
+		}
+	}
+	for k, d := range h.deltas {
+		if now.Sub(d.started) > flightIdle {
+			delete(h.deltas, k)
 		}
 	}
 	h.swept = now
@@ -662,6 +677,11 @@ func (h *hub) touch(app string, rev int64) {
 // candidateView returns the view of rec's cohort: shared/ as at rev or later, overlaid by the
 // rollout's candidate tree, read once for every waiter of the cohort (as view does).
 func (h *hub) candidateView(ctx context.Context, app string, rec *rollout.Record, rev int64) (api.View, []byte, error) {
+	return h.candidateFlight(app, rec, rev).wait(ctx)
+}
+
+// candidateFlight returns the flight of candidateView that reads rec's view at rev or later.
+func (h *hub) candidateFlight(app string, rec *rollout.Record, rev int64) *flight {
 	key := app + "\x00" + rec.ID
 	h.fmu.Lock()
 	f := h.flights[key]
@@ -671,7 +691,7 @@ func (h *hub) candidateView(ctx context.Context, app string, rec *rollout.Record
 		go h.readCandidate(f, key, app, rec)
 	}
 	h.fmu.Unlock()
-	return f.wait(ctx)
+	return f
 }
 
 func (h *hub) readCandidate(f *flight, key, app string, rec *rollout.Record) {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 
@@ -22,7 +23,29 @@ type mirror struct {
 	shared  map[string]string            // relative to shared/
 	apps    map[string]map[string]string // by appliance, relative to appliances/<name>/
 	pending []store.ChangeEvent          // events seen while not loaded
+	// changes are the latest changes to view keys, oldest first, with the values they
+	// replaced, so that a delta finds a view as it was at an older revision; every change
+	// after changesFrom is in it (while loaded). changeBytes counts their keys and values.
+	changes     []change
+	changesFrom int64
+	changeBytes int
 }
+
+// change is one put or delete of a view key, with the value it replaced.
+type change struct {
+	rev int64
+	app string // "" for shared/
+	rel string // relative to shared/ or appliances/<app>/
+	old string
+	had bool // the key held old before the change
+}
+
+// Bounds of the mirror's change history: older changes are forgotten (a delta from before
+// them is answered with the full view).
+const (
+	maxChanges     = 32768
+	maxChangeBytes = 8 << 20
+)
 
 // restart drops the copy and the events kept so far, and returns the generation to pass to
 // the load that follows: the events it will replay are those seen from now on, so that they
@@ -49,6 +72,7 @@ func (m *mirror) load(keys map[string]string, rev, gen int64) bool {
 		return false
 	}
 	m.loaded, m.rev, m.shared, m.apps = true, rev, shared, apps
+	m.changes, m.changesFrom, m.changeBytes = nil, rev, 0
 	for _, ev := range m.pending {
 		m.applyLocked(ev)
 	}
@@ -63,6 +87,7 @@ func (m *mirror) invalidate() {
 	defer m.mu.Unlock()
 	m.gen++
 	m.loaded, m.rev, m.shared, m.apps, m.pending = false, 0, nil, nil, nil
+	m.changes, m.changesFrom, m.changeBytes = nil, 0, 0
 }
 
 // at returns the revision the copy is at, and whether it is loaded.
@@ -88,9 +113,65 @@ func (m *mirror) applyLocked(ev store.ChangeEvent) {
 		return
 	}
 	for _, c := range ev.Changes {
+		m.recordLocked(ev.Revision, c.Key)
 		setKey(m.shared, m.apps, c.Key, c.Value, c.Deleted)
 	}
 	m.rev = ev.Revision
+	m.trimLocked()
+}
+
+// recordLocked adds the change of kv/-relative key k at rev to the history, with the value it
+// replaces; keys outside the views are ignored.
+func (m *mirror) recordLocked(rev int64, k string) {
+	app, rel, ok := viewKey(k)
+	if !ok {
+		return
+	}
+	own := m.shared
+	if app != "" {
+		own = m.apps[app]
+	}
+	old, had := own[rel]
+	m.changes = append(m.changes, change{rev: rev, app: app, rel: rel, old: old, had: had})
+	m.changeBytes += len(app) + len(rel) + len(old)
+}
+
+// trimLocked forgets the oldest revisions' changes while the history is over its bounds.
+func (m *mirror) trimLocked() {
+	if len(m.changes) <= maxChanges && m.changeBytes <= maxChangeBytes {
+		return
+	}
+	// Down to three quarters of the bounds, so that the copy below is rare.
+	i := 0
+	for i < len(m.changes) && (len(m.changes)-i > maxChanges*3/4 || m.changeBytes > maxChangeBytes*3/4) {
+		rev := m.changes[i].rev
+		for i < len(m.changes) && m.changes[i].rev == rev {
+			c := m.changes[i]
+			m.changeBytes -= len(c.app) + len(c.rel) + len(c.old)
+			i++
+		}
+		m.changesFrom = rev
+	}
+	if i > 0 {
+		m.changes = slices.Clone(m.changes[i:])
+	}
+}
+
+// viewKey splits a kv/-relative key of a view into its appliance ("" for shared/) and its
+// relative path; ok is false for keys of no view.
+func viewKey(k string) (app, rel string, ok bool) {
+	if rel, ok := strings.CutPrefix(k, api.SharedPrefix+"/"); ok {
+		return "", rel, true
+	}
+	rest, ok := strings.CutPrefix(k, api.AppliancesPrefix+"/")
+	if !ok {
+		return "", "", false
+	}
+	app, rel, ok = strings.Cut(rest, "/")
+	if !ok || app == "" || rel == "" {
+		return "", "", false
+	}
+	return app, rel, true
 }
 
 // setKey puts (or deletes) one kv/-relative key into the maps; other keys are ignored.

@@ -1,0 +1,182 @@
+package server
+
+import (
+	"encoding/json"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/rollout"
+)
+
+// A delta answer (`&delta`) is the difference between the view an instance had at the index R
+// it sends and its view now. The mirror makes it from its change history: the keys changed in
+// (R, now] under shared/ and the appliance, with the values they replaced, give both views on
+// every key that may differ without reading the view at R from the store. The two views may
+// be of different trees (the live one, or a rollout's candidate, which the rollout record
+// holds): then every key of either tree may differ too. One delta is made per (appliance, R,
+// base tree, tree now) and shared by every long-poll that needs it, as views are.
+
+// side is one of the two views of a delta: the live view (id "") or the candidate tree of
+// rollout id.
+type side struct {
+	id   string
+	tree map[string]string
+}
+
+func (s side) live() bool { return s.id == "" }
+
+// sideOf is the side of the view that rec gives (nil: the live view).
+func sideOf(rec *rollout.Record) side {
+	if rec == nil {
+		return side{}
+	}
+	return side{id: rec.ID, tree: rec.Candidate}
+}
+
+// diff returns the delta of appliance app from its view at base (of tree from) to its view
+// now (of tree to), at the mirror's revision, which must be rev or later; and the size of the
+// full view's JSON, near enough. ok is false when the mirror cannot tell (not loaded, behind,
+// base older than its history or ahead of it) or the appliance has no keys (answered 404 by
+// the full view's path).
+func (m *mirror) diff(app string, base int64, from, to side, rev int64) (d api.Delta, viewBytes int, ok bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if !m.loaded || m.rev < rev || base <= 0 || base < m.changesFrom || base > m.rev {
+		return api.Delta{}, 0, false
+	}
+	own := m.apps[app]
+	if len(own) == 0 {
+		return api.Delta{}, 0, false
+	}
+	// The first change after base of each key holds the key's value at base.
+	sharedAt, ownAt := map[string]change{}, map[string]change{}
+	for i := len(m.changes) - 1; i >= 0 && m.changes[i].rev > base; i-- {
+		switch c := m.changes[i]; c.app {
+		case "":
+			sharedAt[c.rel] = c
+		case app:
+			ownAt[c.rel] = c
+		}
+	}
+	at := func(old map[string]change, now map[string]string, k string) (string, bool) {
+		if c, ok := old[k]; ok {
+			return c.old, c.had
+		}
+		v, ok := now[k]
+		return v, ok
+	}
+	before := func(k string) (string, bool) {
+		if from.live() {
+			if v, ok := at(ownAt, own, k); ok {
+				return v, true
+			}
+		} else if v, ok := from.tree[k]; ok {
+			return v, true
+		}
+		return at(sharedAt, m.shared, k)
+	}
+	toTree := to.tree
+	if to.live() {
+		toTree = own
+	}
+	after := func(k string) (string, bool) {
+		if v, ok := toTree[k]; ok {
+			return v, true
+		}
+		v, ok := m.shared[k]
+		return v, ok
+	}
+	// The keys that may differ.
+	maybe := make(map[string]struct{}, len(sharedAt)+len(ownAt))
+	for k := range sharedAt {
+		maybe[k] = struct{}{}
+	}
+	if from.live() || to.live() {
+		for k := range ownAt {
+			maybe[k] = struct{}{}
+		}
+	}
+	if from.id != to.id {
+		for k := range own { // the live tree's keys now, and ownAt its keys at base
+			maybe[k] = struct{}{}
+		}
+		for k := range from.tree {
+			maybe[k] = struct{}{}
+		}
+		for k := range to.tree {
+			maybe[k] = struct{}{}
+		}
+	}
+	d = api.Delta{Appliance: app, Revision: m.rev, Rollout: to.id, Base: base}
+	for k := range maybe {
+		was, had := before(k)
+		v, has := after(k)
+		switch {
+		case has && (!had || was != v):
+			if d.Set == nil {
+				d.Set = make(map[string]string)
+			}
+			d.Set[k] = v
+		case !has && had:
+			d.Unset = append(d.Unset, k)
+		}
+	}
+	slices.Sort(d.Unset)
+	now := make(map[string]string, len(m.shared)+len(toTree))
+	maps.Copy(now, m.shared)
+	maps.Copy(now, toTree)
+	d.Sum = api.ViewSum(now)
+	viewBytes = 64 + len(app) + len(to.id)
+	for k, v := range now {
+		viewBytes += len(k) + len(v) + 6
+	}
+	return d, viewBytes, true
+}
+
+// deltaKey names one shared delta: appliance, base revision and the trees of both views.
+type deltaKey struct {
+	app      string
+	base     int64
+	from, to string
+}
+
+// deltaFlight is one delta made for every long-poll that needs it at rev or later.
+type deltaFlight struct {
+	rev     int64 // asked for
+	started time.Time
+	done    chan struct{}
+	at      int64  // the delta's revision
+	body    []byte // the delta as JSON; nil: answer the full view instead
+	gz      gzipped
+}
+
+// delta returns the delta of app's view from base (tree from) to now (tree to) at rev or
+// later, made once for every caller that asks for the same; its body is nil when the full view
+// must be answered instead (the mirror cannot tell, or the delta is not smaller).
+func (h *hub) delta(app string, base int64, from, to side, rev int64) *deltaFlight {
+	k := deltaKey{app: app, base: base, from: from.id, to: to.id}
+	h.fmu.Lock()
+	f := h.deltas[k]
+	if f != nil && f.rev >= rev {
+		h.fmu.Unlock()
+		<-f.done
+		return f
+	}
+	f = &deltaFlight{rev: rev, started: time.Now(), done: make(chan struct{})}
+	h.deltas[k] = f
+	h.fmu.Unlock()
+	defer close(f.done)
+	d, viewBytes, ok := h.mir.diff(app, base, from, to, rev)
+	if !ok {
+		return f
+	}
+	body, err := json.Marshal(d)
+	if err != nil || len(body) >= viewBytes {
+		return f
+	}
+	h.deltaAnswers.Add(1)
+	f.at, f.body = d.Revision, append(body, '\n')
+	return f
+}

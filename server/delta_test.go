@@ -1,0 +1,188 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/client"
+)
+
+// follower follows web's view as an agent would, with deltas, by plain long-polls or by a
+// stream, and keeps the view it built.
+type follower struct {
+	mu        sync.Mutex
+	view      *api.View
+	fallbacks atomic.Int64 // full reads after a delta did not match
+}
+
+func (fl *follower) get() *api.View {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	return fl.view
+}
+
+func (fl *follower) set(v *api.View) {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	fl.view = v
+}
+
+// countFallbacks counts the followers' reads of the view without index: what the client does
+// when a delta's sum does not match.
+type countFallbacks struct {
+	next http.RoundTripper
+	n    *atomic.Int64
+}
+
+func (c countFallbacks) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method == "GET" && strings.HasPrefix(r.URL.Path, "/v1/appliances/") && !r.URL.Query().Has("index") {
+		c.n.Add(1)
+	}
+	return c.next.RoundTrip(r)
+}
+
+func (f *fixture) followerClient(t *testing.T, fl *follower) *client.Client {
+	c, err := client.New(f.srv.URL, client.Options{Token: f.token, Wrap: func(rt http.RoundTripper) http.RoundTripper {
+		return countFallbacks{next: rt, n: &fl.fallbacks}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// follow runs fl until ctx ends: stream or plain long-polls, both with delta.
+func (f *fixture) follow(ctx context.Context, t *testing.T, fl *follower, streaming bool, start api.View) {
+	c := f.followerClient(t, fl)
+	cur := &start
+	fl.set(cur)
+	idx, store := start.Revision, f.st.ID()
+	for ctx.Err() == nil {
+		p := client.Poll{Index: idx, Wait: 5 * time.Second, Store: store, Delta: true, Instance: "follower"}
+		if streaming {
+			p.Instance = "streamer"
+			m, err := c.StreamView(ctx, "web", p, cur, func(v *api.View, m client.Meta) error {
+				cur, idx = v, v.Revision
+				if m.Store != "" {
+					store = m.Store
+				}
+				fl.set(v)
+				return nil
+			})
+			if errors.Is(err, client.ErrNoStream) {
+				t.Errorf("stream refused: %v", err)
+				return
+			}
+			idx = max(idx, m.Index)
+			if err != nil && ctx.Err() == nil {
+				time.Sleep(10 * time.Millisecond)
+			}
+			continue
+		}
+		p.Base = cur
+		v, m, err := c.WatchView(ctx, "web", p)
+		switch {
+		case err != nil:
+			time.Sleep(10 * time.Millisecond)
+		case v == nil:
+			idx = max(idx, m.Index)
+		default:
+			cur, idx, store = v, v.Revision, m.Store
+			fl.set(v)
+		}
+	}
+}
+
+// Property: whatever the writes (puts, deletes, recursive deletes, transactions, under
+// shared/ and the appliance), compactions and store changes, an agent following with deltas,
+// by long-polls or by a stream, always holds the view a full read gives.
+func TestDelta_FollowersMatchFullViews(t *testing.T) {
+	f := newFixture(t)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	f.put("appliances/web/anchor", "1")
+	for i := range 30 {
+		f.put(fmt.Sprintf("shared/base-%02d", i), strings.Repeat("s", 20+i))
+	}
+	start := f.view("web")
+	ctx, cancel := context.WithCancel(context.Background())
+	var plain, streamed follower
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); f.follow(ctx, t, &plain, false, start) }()
+	go func() { defer wg.Done(); f.follow(ctx, t, &streamed, true, start) }()
+	defer func() { cancel(); wg.Wait() }()
+
+	key := func() string {
+		root := []string{"shared", "appliances/web", "appliances/other"}[rng.IntN(3)]
+		dir := []string{"", "dir/", "dir/sub/", "etc/"}[rng.IntN(4)]
+		return fmt.Sprintf("%s/%sk%d", root, dir, rng.IntN(8))
+	}
+	ops := 150
+	if testing.Short() {
+		ops = 60
+	}
+	deltasBefore := f.s.hub.deltaAnswers.Load()
+	for i := range ops {
+		n := rng.IntN(20)
+		if i == ops*2/3 {
+			n = 19 // one store change at least
+		}
+		switch {
+		case n < 9:
+			f.put(key(), fmt.Sprintf("v%d-%s", i, strings.Repeat("x", rng.IntN(50))))
+		case n < 12:
+			f.do("DELETE", "/v1/kv/"+key(), "")
+		case n < 14:
+			root := []string{"shared/dir", "appliances/web/dir", "shared/etc"}[rng.IntN(3)]
+			f.do("DELETE", "/v1/kv/"+root+"?recurse", "")
+		case n < 17:
+			var txn api.Txn
+			for range 1 + rng.IntN(5) {
+				if rng.IntN(3) == 0 {
+					txn.Ops = append(txn.Ops, api.Op{Op: api.OpDelete, Key: key()})
+				} else {
+					txn.Ops = append(txn.Ops, api.Op{Op: api.OpPut, Key: key(), Value: fmt.Sprint(rng.Int())})
+				}
+			}
+			body, _ := json.Marshal(txn)
+			f.do("POST", "/v1/txn", string(body), "Content-Type", "application/json")
+		case n < 19:
+			rev := f.view("web").Revision
+			if err := f.st.Compact(context.Background(), rev); err != nil && !strings.Contains(err.Error(), "compacted") {
+				t.Fatalf("compact: %v", err)
+			}
+		default:
+			if i > ops/2 && rng.IntN(3) == 0 || i == ops*2/3 {
+				if _, err := f.st.ResetID(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		want := f.view("web")
+		for name, fl := range map[string]*follower{"long-poll": &plain, "stream": &streamed} {
+			waitFor(t, name+" follower at the view", func() bool {
+				v := fl.get()
+				return v != nil && maps.Equal(v.Keys, want.Keys)
+			})
+		}
+	}
+	if n := f.s.hub.deltaAnswers.Load() - deltasBefore; n < int64(ops/4) {
+		t.Fatalf("%d deltas made for %d changes: the followers got full views", n, ops)
+	}
+	if a, b := plain.fallbacks.Load(), streamed.fallbacks.Load(); a+b > 0 {
+		t.Fatalf("deltas did not match what the followers had: %d (long-poll) and %d (stream) full reads", a, b)
+	}
+}

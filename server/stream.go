@@ -1,0 +1,111 @@
+package server
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// streamHeartbeat is how often a stream with no change writes a heartbeat line, so that the
+// client (and proxies) can tell a quiet stream from a dead connection.
+const streamHeartbeat = 20 * time.Second
+
+// streamView answers a streaming long-poll (`?index=R&stream`): 200 application/x-ndjson, then
+// one line per change of the view name gives the client after index, as a plain long-poll
+// would answer it (the full view, or with o.delta the difference from the previous line), each
+// flushed at once. The first line goes out at once — the view when it changed after index, else
+// a heartbeat — so that a client behind a proxy that buffers answers finds out in seconds;
+// then a heartbeat every streamHeartbeat. The stream ends when wait expires, the server
+// drains, the token is revoked, a newer long-poll of the same agent takes its place, or the
+// store id changes; the client reconnects from the last revision it read.
+//
+// Between two lines the stream is registered in the hub as one long-poll, so that it counts
+// against the caps as one. While it writes a line it is not: a new long-poll of the same agent
+// arriving then is itself replaced when the stream registers again (answered 304, it comes
+// back and ends the stream).
+func (s *Server) streamView(w http.ResponseWriter, r *http.Request, name string, index int64, wait time.Duration, o pollOpts) error {
+	ctx := r.Context()
+	rc := http.NewResponseController(w)
+	store := s.st.ID()
+	token, instance := principalOf(r).name, instanceOf(r)
+	var wk wake
+	if id := r.Header.Get(api.HeaderStore); id != "" && store != "" && id != store {
+		wk = wake{kind: wakeChanged, rev: s.hub.current()}
+	} else {
+		// A short registration: the caps (and the replacement of the agent's older long-poll)
+		// apply before the answer starts, so that a refusal is still a 503 or 429.
+		var err error
+		if wk, err = s.hub.wait(ctx, name, index, token, instance, time.Millisecond); err != nil {
+			return err
+		}
+	}
+	deadline := time.Now().Add(jitter(wait))
+	started := false
+	for {
+		var line []byte
+		switch wk.kind {
+		case wakeChanged:
+			if s.st.ID() != store && started {
+				return nil // restored or replaced: the client reconnects and gets the new store's view
+			}
+			a, err := s.changed(ctx, r, name, index, o, wk)
+			if err != nil {
+				if started {
+					s.log.Debug("stream ends", "appliance", name, "err", err)
+					return nil
+				}
+				return err
+			}
+			line, index = a.body, a.rev
+			o.baseRollout = a.rollout
+		case wakeTimeout:
+			if ctx.Err() != nil || started && time.Until(deadline) <= 0 {
+				return nil
+			}
+			index = max(index, wk.rev)
+			line = strconv.AppendInt([]byte(`{"heartbeat":true,"revision":`), index, 10)
+			line = append(line, "}\n"...)
+		case wakeRevoked:
+			if !started {
+				return api.Errorf(api.CodeUnauthorized, "token revoked")
+			}
+			return nil
+		default: // drain, replaced
+			if !started {
+				setIndex(w, max(wk.rev, index))
+				w.Header().Set(api.HeaderStore, store)
+				w.WriteHeader(http.StatusNotModified)
+			}
+			return nil
+		}
+		if !started {
+			h := w.Header()
+			h.Set("Content-Type", api.ContentTypeStream)
+			h.Set("Cache-Control", "no-cache")
+			h.Set("X-Accel-Buffering", "no") // nginx: pass the lines on as they come
+			h.Set(api.HeaderStore, store)
+			setIndex(w, index)
+			w.WriteHeader(http.StatusOK)
+			started = true
+		}
+		if _, err := w.Write(line); err != nil {
+			return nil
+		}
+		if err := rc.Flush(); err != nil {
+			return nil
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil
+		}
+		var err error
+		if wk, err = s.hub.wait(ctx, name, index, token, instance, min(left, streamHeartbeat)); err != nil {
+			return nil // over a cap now: the client reconnects and is told
+		}
+		if s.st.ID() != store {
+			return nil
+		}
+	}
+}
