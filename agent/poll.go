@@ -83,9 +83,10 @@ type follow struct {
 // failures with capped exponential backoff and jitter, honouring Retry-After.
 //
 // The agent reports what it applied by its reports (report.go); the requests carry it too
-// (X-Shoelace-Applied, as of when they are sent). Until the server has taken a report (an
-// older server takes none), the plain long-poll reports it instead: after each view it waits
-// for the loop's ack before asking again, and a new ack cuts a waiting request short.
+// (X-Shoelace-Applied, as of when they are sent: a stream's once, at its start). A plain
+// long-poll waits for the loop's ack of its view before asking again. Until the server has
+// taken a report (an older server takes none), a new ack also cuts a waiting long-poll short,
+// so that the server learns it at once.
 func (a *Agent) poll(ctx context.Context, p *poller, c *client.Client, appliance, instance string, idx int64, store string, base *api.View, cur ack) {
 	f := &follow{a: a, p: p, c: c, appliance: appliance, instance: instance, idx: idx, store: store, base: base, cur: cur}
 	for ctx.Err() == nil {
@@ -118,7 +119,7 @@ func (f *follow) stream(ctx context.Context) {
 	meta, err := f.c.StreamView(ctx, f.appliance, f.query(), f.base, func(v *api.View, m client.Meta) error {
 		views++
 		f.reachable()
-		return f.deliver(v, m)
+		return f.deliver(v, m, "stream")
 	})
 	if ctx.Err() != nil {
 		return
@@ -139,6 +140,7 @@ func (f *follow) stream(ctx context.Context) {
 		return
 	}
 	f.reachable()
+	f.a.log.Debug("stream ended: following on", "views", views, "index", meta.Index)
 	if meta.Index > f.idx && f.store == meta.Store {
 		f.idx = meta.Index // heartbeats: nothing changed for this view up to there
 	}
@@ -211,15 +213,13 @@ waiting:
 		return
 	}
 	f.quick = 0
-	if err := f.deliver(v, meta); err != nil {
+	if err := f.deliver(v, meta, "long-poll"); err != nil {
 		sleep(ctx, backoff(f.failures, 0))
 		return
 	}
-	if reported {
-		return // the next request goes at once: the report tells the server what is applied
-	}
-	// Wait for the loop's ack of the view (bounded: it may be running a slow command), so
-	// that the next request reports what it applied without a second request.
+	// Wait for the loop's ack of the view (bounded: it may be running a slow command) before
+	// asking again: the next request then reports what it applied, and it is not made while
+	// the view is rendered (asking at once, measured, made changes a few ms apart slower).
 	t := time.NewTimer(ackWait)
 	defer t.Stop()
 	select {
@@ -234,7 +234,7 @@ var errBadView = errors.New("server sent an empty view or another appliance's")
 
 // deliver sends v to the loop, unless it is empty or another appliance's (then it counts a
 // failure and returns errBadView: the caller waits a backoff step).
-func (f *follow) deliver(v *api.View, meta client.Meta) error {
+func (f *follow) deliver(v *api.View, meta client.Meta, by string) error {
 	if len(v.Keys) == 0 || (v.Appliance != "" && v.Appliance != f.appliance) {
 		f.failures++
 		f.a.log.Error("server sent an empty view or another appliance's; keeping files", "revision", v.Revision, "appliance", v.Appliance)
@@ -247,6 +247,7 @@ func (f *follow) deliver(v *api.View, meta client.Meta) error {
 	if f.store != "" && meta.Store != "" && meta.Store != f.store {
 		f.reset = true
 	}
+	f.a.log.Debug("new view", "revision", rev, "by", by)
 	f.idx, f.store = rev, meta.Store
 	f.base = &api.View{Appliance: f.appliance, Revision: rev, Keys: v.Keys, Rollout: v.Rollout}
 	u := fetched{view: &view{Store: meta.Store, Revision: rev, Keys: v.Keys, Rollout: v.Rollout}, reset: f.reset}
