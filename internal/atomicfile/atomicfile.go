@@ -199,7 +199,7 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 	}
 	defer func() {
 		if err != nil {
-			d.root.Close()
+			d.close()
 		}
 	}()
 	base := filepath.Base(path)
@@ -294,7 +294,7 @@ func (s *Staged) Install() (err error) {
 	if s.tmp == "" {
 		return fmt.Errorf("install %s: not staged (installed or discarded already)", s.path)
 	}
-	defer s.d.root.Close()
+	defer s.d.close()
 	defer func() {
 		if err != nil {
 			s.d.root.Remove(s.tmp)
@@ -330,7 +330,7 @@ func (s *Staged) Discard() {
 		return
 	}
 	s.d.root.Remove(s.tmp)
-	s.d.root.Close()
+	s.d.close()
 	s.tmp = ""
 }
 
@@ -392,7 +392,7 @@ func (p *Previous) Restore(opts Options) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("remove %s: %w", p.path, err)
 	}
-	defer d.root.Close()
+	defer d.close()
 	base := filepath.Base(p.path)
 	if opts.Allowed != nil {
 		if err := opts.Allowed(d.join(base)); err != nil {
@@ -473,7 +473,16 @@ var (
 // dir is a directory held open: names in it are resolved from the handle, not from its path.
 type dir struct {
 	root *os.Root
-	path string // where it was when it was opened, free of symbolic links
+	path string   // where it was when it was opened, free of symbolic links
+	f    *os.File // the same directory opened for reading, to fsync (nil: opened by sync)
+}
+
+// close releases the directory.
+func (d *dir) close() {
+	d.root.Close()
+	if d.f != nil {
+		d.f.Close()
+	}
 }
 
 func (d *dir) join(name string) string { return filepath.Join(d.path, name) }
@@ -494,11 +503,14 @@ func (d *dir) createTemp(base string) (*os.File, string, error) {
 
 // sync fsyncs the directory held.
 func (d *dir) sync() error {
-	f, err := d.root.Open(".")
-	if err != nil {
-		return fmt.Errorf("open dir %s: %w", d.path, err)
+	f := d.f
+	if f == nil {
+		var err error
+		if f, err = d.root.Open("."); err != nil {
+			return fmt.Errorf("open dir %s: %w", d.path, err)
+		}
+		defer f.Close()
 	}
-	defer f.Close()
 	if err := fsync(f); err != nil && !errors.Is(err, syscall.EINVAL) {
 		return fmt.Errorf("fsync dir %s: %w", d.path, err)
 	}
