@@ -13,8 +13,12 @@ import (
 	"github.com/shoelace-dev/shoelace/internal/client"
 )
 
-// reportTimeout bounds one report request.
-const reportTimeout = 30 * time.Second
+const (
+	// reportTimeout bounds one report request.
+	reportTimeout = 30 * time.Second
+	// reportEvery is the least time between two reports.
+	reportEvery = 100 * time.Millisecond
+)
 
 // report is what the agent tells the server after a pass at v: the revision applied and the
 // first template that is not in place, or whose reload failed.
@@ -29,14 +33,16 @@ func (a *Agent) report(v *view) api.Report {
 	return r
 }
 
-// reporter posts reports off the render path, one at a time and in order: a report put while
-// another is being sent replaces the one waiting, never the one in flight. A report whose
+// reporter posts reports off the render path, one at a time and in order, at most one per
+// reportEvery: a report put while another is being sent, or within reportEvery of it, replaces
+// the one waiting, never the one in flight. A report whose
 // outcome (applied revision, rollout, error) equals the last one the server took is not sent.
 // A server without the report route (404) or that refuses it is logged at debug, once; one
 // that cannot be reached is tried again with backoff until a newer report replaces it.
 type reporter struct {
 	log    *slog.Logger
-	taken  *atomic.Bool // set when the server takes a report, cleared when it refuses one
+	taken  *atomic.Bool  // set when the server takes a report, cleared when it refuses one
+	every  time.Duration // reportEvery
 	mu     sync.Mutex
 	next   *reportJob
 	wake   chan struct{}
@@ -53,7 +59,7 @@ type reportJob struct {
 
 func startReporter(log *slog.Logger, taken *atomic.Bool) *reporter {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &reporter{log: log, taken: taken, wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	p := &reporter{log: log, taken: taken, every: reportEvery, wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel, done: make(chan struct{})}
 	go p.loop()
 	return p
 }
@@ -86,6 +92,7 @@ func outcome(r api.Report) api.Report {
 func (p *reporter) loop() {
 	defer close(p.done)
 	var sent *api.Report // the outcome the server last took
+	var last time.Time   // when the last report was sent
 	loggedFailure := ""
 	for {
 		select {
@@ -94,6 +101,18 @@ func (p *reporter) loop() {
 		case <-p.wake:
 		}
 		for failures := 0; ; {
+			// At most one report per p.every: the first of a burst of changes goes at once, the
+			// last one put meanwhile goes p.every after it (a report to the server per change
+			// competes with the next change for the CPU, here and on the server).
+			if wait := time.Until(last.Add(p.every)); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-p.ctx.Done():
+					t.Stop()
+					return
+				case <-t.C:
+				}
+			}
 			j := p.take()
 			if j == nil {
 				break
@@ -104,6 +123,7 @@ func (p *reporter) loop() {
 			ctx, cancel := context.WithTimeout(p.ctx, reportTimeout)
 			err := j.c.Report(ctx, j.appliance, j.r)
 			cancel()
+			last = time.Now()
 			if p.ctx.Err() != nil {
 				return
 			}
