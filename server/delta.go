@@ -124,15 +124,45 @@ func (m *mirror) diff(app string, base int64, from, to side, rev int64) (d api.D
 		}
 	}
 	slices.Sort(d.Unset)
+	d.Sum, viewBytes = m.sumLocked(app, to.id, toTree)
+	return d, viewBytes, true
+}
+
+// sumKey names the view whose sum the mirror keeps: an appliance's live view or candidate.
+type sumKey struct{ app, tree string }
+
+// viewSum is the sum of a view and the size of its JSON, near enough, at rev.
+type viewSum struct {
+	rev   int64
+	sum   string
+	bytes int
+}
+
+// sumLocked returns the sum of app's view of tree (the live one when tree is "") at the
+// mirror's revision, and the size of its JSON, near enough: made once per revision (it sorts
+// the whole view) for every delta to it, whatever their bases. m.mu must be held (read).
+func (m *mirror) sumLocked(app, tree string, toTree map[string]string) (string, int) {
+	k := sumKey{app, tree}
+	m.smu.Lock()
+	s, ok := m.sums[k]
+	m.smu.Unlock()
+	if ok && s.rev == m.rev {
+		return s.sum, s.bytes
+	}
 	now := make(map[string]string, len(m.shared)+len(toTree))
 	maps.Copy(now, m.shared)
 	maps.Copy(now, toTree)
-	d.Sum = api.ViewSum(now)
-	viewBytes = 64 + len(app) + len(to.id)
+	s = viewSum{rev: m.rev, sum: api.ViewSum(now), bytes: 64 + len(app) + len(tree)}
 	for k, v := range now {
-		viewBytes += len(k) + len(v) + 6
+		s.bytes += len(k) + len(v) + 6
 	}
-	return d, viewBytes, true
+	m.smu.Lock()
+	if m.sums == nil {
+		m.sums = make(map[sumKey]viewSum)
+	}
+	m.sums[k] = s
+	m.smu.Unlock()
+	return s.sum, s.bytes
 }
 
 // deltaKey names one shared delta: appliance, base revision and the trees of both views.

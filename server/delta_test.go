@@ -16,6 +16,7 @@ import (
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/client"
+	"github.com/shoelace-dev/shoelace/server/store"
 )
 
 // follower follows web's view as an agent would, with deltas, by plain long-polls or by a
@@ -184,5 +185,68 @@ func TestDelta_FollowersMatchFullViews(t *testing.T) {
 	}
 	if a, b := plain.fallbacks.Load(), streamed.fallbacks.Load(); a+b > 0 {
 		t.Fatalf("deltas did not match what the followers had: %d (long-poll) and %d (stream) full reads", a, b)
+	}
+}
+
+// BenchmarkMirror_Diff is one delta of a one-key change to a 10,000-key view, made from the
+// mirror (sum included), against encoding that view whole as a full answer does.
+func BenchmarkMirror_Diff(b *testing.B) {
+	keys := map[string]string{}
+	for i := range 10000 {
+		keys[fmt.Sprintf("appliances/big/svc/%05d", i)] = fmt.Sprintf("10.0.%d.%d", i/256, i%256)
+	}
+	var m mirror
+	m.load(keys, 10, m.restart())
+	m.apply(store.ChangeEvent{Event: store.Event{Revision: 11}, Changes: []store.Change{{Key: "appliances/big/svc/00042", Value: "x"}}})
+	b.Run("delta", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, ok := m.diff("big", 10, side{}, side{}, 11); !ok {
+				b.Fatal("no delta")
+			}
+		}
+	})
+	b.Run("full", func(b *testing.B) {
+		for b.Loop() {
+			v, _, _ := m.view("big", 11)
+			if _, err := json.Marshal(v); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// The mirror's change history is bounded: a delta from before what it keeps is refused (the
+// full view is answered), one from within it is exact.
+func TestMirror_DiffHistoryBounds(t *testing.T) {
+	var m mirror
+	m.load(map[string]string{"appliances/web/a": "0", "shared/s": "0"}, 10, m.restart())
+	rev := int64(10)
+	for i := range maxChanges + 10 {
+		rev++
+		key := "shared/s"
+		if i%2 == 0 {
+			key = "appliances/web/a"
+		}
+		m.apply(store.ChangeEvent{Event: store.Event{Revision: rev}, Changes: []store.Change{{Key: key, Value: fmt.Sprint(i)}}})
+	}
+	if len(m.changes) > maxChanges || m.changesFrom <= 10 {
+		t.Fatalf("history of %d changes from %d", len(m.changes), m.changesFrom)
+	}
+	if _, _, ok := m.diff("web", 10, side{}, side{}, rev); ok {
+		t.Fatal("a delta from before the history")
+	}
+	base := rev - 3
+	d, _, ok := m.diff("web", base, side{}, side{}, rev)
+	if !ok {
+		t.Fatalf("no delta from %d (history from %d)", base, m.changesFrom)
+	}
+	v, _, _ := m.view("web", rev)
+	// At base, the events up to i = base-11 were applied: a holds the last even i, s the last odd.
+	last := base - 11
+	even, odd := last-last%2, last-1+last%2
+	was := api.View{Appliance: "web", Revision: base, Keys: map[string]string{"a": fmt.Sprint(even), "s": fmt.Sprint(odd)}}
+	got, err := api.ApplyDelta(was, d)
+	if err != nil || !maps.Equal(got.Keys, v.Keys) {
+		t.Fatalf("delta %+v from %v: %v %v, want %v", d, was.Keys, err, got.Keys, v.Keys)
 	}
 }

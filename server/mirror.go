@@ -29,6 +29,9 @@ type mirror struct {
 	changes     []change
 	changesFrom int64
 	changeBytes int
+
+	smu  sync.Mutex
+	sums map[sumKey]viewSum // the latest sum of each view deltas were made to
 }
 
 // change is one put or delete of a view key, with the value it replaced.
@@ -88,6 +91,9 @@ func (m *mirror) invalidate() {
 	m.gen++
 	m.loaded, m.rev, m.shared, m.apps, m.pending = false, 0, nil, nil, nil
 	m.changes, m.changesFrom, m.changeBytes = nil, 0, 0
+	m.smu.Lock()
+	m.sums = nil
+	m.smu.Unlock()
 }
 
 // at returns the revision the copy is at, and whether it is loaded.

@@ -329,6 +329,8 @@ var notStatic = map[string][]int{
 	"DELETE /v1/kv/{key}": {422},
 	"POST /v1/txn":        {422},
 	"GET /v1/snapshot":    {200}, // the stream's writer sends it at the first byte
+	// the view's not_found, from the view's flight (appliances.go changed → hub.viewFlight)
+	"GET /v1/appliances/{name}": {404},
 }
 
 // staticOnly are statuses the static look finds that an operation cannot answer, each with its

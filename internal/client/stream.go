@@ -117,7 +117,7 @@ func (c *Client) StreamView(ctx context.Context, name string, p Poll, base *api.
 				if err != nil {
 					return meta, err
 				}
-				m.Status = http.StatusOK
+				m.Status, m.Index = http.StatusOK, max(m.Index, full.Revision)
 				return m, fn(full, m)
 			}
 		} else {
