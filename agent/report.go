@@ -58,8 +58,12 @@ type reportJob struct {
 }
 
 func startReporter(log *slog.Logger, taken *atomic.Bool) *reporter {
+	return startReporterEvery(log, taken, reportEvery)
+}
+
+func startReporterEvery(log *slog.Logger, taken *atomic.Bool, every time.Duration) *reporter {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &reporter{log: log, taken: taken, every: reportEvery, wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	p := &reporter{log: log, taken: taken, every: every, wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel, done: make(chan struct{})}
 	go p.loop()
 	return p
 }
