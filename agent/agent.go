@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -68,6 +69,9 @@ type Agent struct {
 	// made by configure, tries.
 	enrolling *enrollRun
 	enroller  *enroller
+	// release gives memory back to the system after a burst of render passes (group.go).
+	releaseMu sync.Mutex
+	release   *time.Timer
 }
 
 // New parses every template of cfg (which must be validated) and returns an agent.

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"reflect"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -54,6 +56,10 @@ type passResult struct {
 	failures []failure // in the order they happened
 	commands int       // commands run
 	cmdFail  int       // commands that failed
+	// executed counts the templates executed; render is the time spent deciding which to
+	// render and executing them, write the time spent staging and installing their files.
+	executed      int
+	render, write time.Duration
 }
 
 func (p passResult) ok() bool { return len(p.failures) == 0 }
@@ -140,6 +146,39 @@ type pass struct {
 	beforeRevs map[int64]bool
 	// ranOwed are the owed commands that a group ran in this pass.
 	ranOwed map[string]bool
+	// diffs are the keys that changed since each earlier view a template was rendered from:
+	// most templates were rendered from the same one, and comparing two views costs their
+	// size, so each pair is compared once.
+	diffs []viewDiff
+}
+
+// viewDiff is templates.Diff(old, the pass's view).
+type viewDiff struct {
+	old     map[string]string
+	changed []string
+}
+
+// changedSince returns the keys that differ between old and the pass's view, sorted.
+func (p *pass) changedSince(old templates.Data) []string {
+	for _, d := range p.diffs {
+		if sameKeys(d.old, old.Keys) {
+			return d.changed
+		}
+	}
+	c := templates.Diff(old.Keys, p.data.Keys)
+	if len(p.diffs) == 0 && p.res.executed == 0 && !sameKeys(old.Keys, p.data.Keys) {
+		// The view's names in order, for the listings, follow from old's and the changes
+		// (before any template has used them).
+		p.v.sorted = templates.NewSortedFrom(old.Sorted, p.data.Keys, c)
+		p.data.Sorted = p.v.sorted
+	}
+	p.diffs = append(p.diffs, viewDiff{old: old.Keys, changed: c})
+	return c
+}
+
+// sameKeys reports whether a and b are the same map (a view's keys are never modified).
+func sameKeys(a, b map[string]string) bool {
+	return len(a) == len(b) && reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }
 
 // renderPass renders sel from v. Without force, a group none of whose inputs changed since
@@ -161,19 +200,49 @@ func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noC
 		// Every command owed is run (a failed one too: it is logged, not retried).
 		a.paid()
 	}
+	a.releaseMemory()
 	return p.res
+}
+
+// releaseDelay is how long after a render pass the agent gives back to the system the memory
+// the pass used and freed (the old view, the executions): a burst of changes, each a pass,
+// costs one release once it is over.
+const releaseDelay = 2 * time.Second
+
+// releaseMemory schedules debug.FreeOSMemory for releaseDelay from now, or postpones the one
+// scheduled. Idle on its long-poll, the agent then holds what it needs, not the heap's
+// high-water mark.
+func (a *Agent) releaseMemory() {
+	a.releaseMu.Lock()
+	defer a.releaseMu.Unlock()
+	if a.release == nil {
+		a.release = time.AfterFunc(releaseDelay, debug.FreeOSMemory)
+		return
+	}
+	a.release.Reset(releaseDelay)
 }
 
 // needsRender says whether t's inputs changed since its last render, or since the failed
 // reload it remembers.
 func (p *pass) needsRender(t *tmpl) bool {
+	defer func(t0 time.Time) { p.res.render += time.Since(t0) }(time.Now())
 	switch {
 	case p.force:
 		return true
 	case t.failed != nil:
-		return t.failed.result.NeedsRender(t.failed.data, p.data)
+		return t.failed.result.NeedsRenderChanged(t.failed.data, p.data, p.changedSince(t.failed.data))
 	default:
-		return !t.inPlace || t.last == nil || t.last.NeedsRender(t.lastData, p.data)
+		return !t.inPlace || t.last == nil || t.last.NeedsRenderChanged(t.lastData, p.data, p.changedSince(t.lastData))
+	}
+}
+
+// unchanged records that t's file, in place, is what t renders from the pass's view too: what
+// it read is the same in both views. Its last render now stands for this view, so that the
+// next pass compares the next view with this one, which every template then shares.
+func (p *pass) unchanged(t *tmpl) {
+	t.revision = p.v.Revision
+	if t.inPlace && t.last != nil {
+		t.lastData = p.data
 	}
 }
 
@@ -197,12 +266,12 @@ func (p *pass) stage(ctx context.Context, g *group) bool {
 				// The same inputs as the failed reload: not tried again, the failure stands.
 				p.fail(t, t.failed.failure)
 			} else {
-				t.revision = p.v.Revision
+				p.unchanged(t)
 			}
 			continue
 		}
-		if !p.needsRender(t) && t.failed == nil {
-			t.revision = p.v.Revision
+		if len(g.tmpls) > 1 && !p.needsRender(t) && t.failed == nil {
+			p.unchanged(t)
 			continue
 		}
 		m := &member{t: t}
@@ -216,7 +285,7 @@ func (p *pass) stage(ctx context.Context, g *group) bool {
 			p.beforeRevs[t.lastData.Revision] = true
 			p.before = append(p.before, t.lastData.Keys)
 		}
-		p.a.stageOne(ctx, m, p.data)
+		p.a.stageOne(ctx, m, p.data, &p.res)
 	}
 	ok := true
 	for _, m := range g.members {
@@ -253,6 +322,7 @@ func (p *pass) stage(ctx context.Context, g *group) bool {
 // install records g's command as owed, then renames every staged file of g into place. An
 // install that fails puts back the files renamed before it.
 func (p *pass) install(g *group) {
+	defer func(t0 time.Time) { p.res.write += time.Since(t0) }(time.Now())
 	var dests []string
 	for _, m := range g.members {
 		if m.staged != nil {
@@ -550,10 +620,16 @@ func outputTail(out string) string {
 	return ": " + out
 }
 
-// stageOne renders m's template and stages its file (checked).
-func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data) {
+// stageOne renders m's template and stages its file (checked), adding the time each step
+// took to res.
+func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data, res *passResult) {
 	t := m.t
+	t0 := time.Now()
 	r, err := t.t.Execute(data)
+	t1 := time.Now()
+	res.executed++
+	res.render += t1.Sub(t0)
+	defer func() { res.write += time.Since(t1) }()
 	if err != nil {
 		m.err, m.stage = fmt.Errorf("render %s: %s", t.name(), redact(err.Error(), data.Keys, a.allSecret())), api.StageRender
 		return

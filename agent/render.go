@@ -1,11 +1,13 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
@@ -18,7 +20,7 @@ type tmpl struct {
 	t   *templates.Template
 
 	last     *templates.Result // last successful render; nil before one
-	lastData templates.Data    // the data it rendered from
+	lastData templates.Data    // the view last rendered from, or found to render the same (pass.unchanged)
 	inPlace  bool              // the destination holds last's output
 	err      error             // the last failure, if any
 	revision int64             // revision the destination was last confirmed at
@@ -163,4 +165,24 @@ func ensureDir(dir string) error {
 		return fmt.Errorf("create directory: %w", err)
 	}
 	return nil
+}
+
+// RenderStats is what one render pass did and cost.
+type RenderStats struct {
+	Executed int // templates executed: those whose inputs changed
+	Rendered int // files installed: those whose output changed
+	Failed   int // templates not in place
+	// Render is the time spent deciding which templates to render and executing them; Write
+	// the time spent staging their files (temp file, fsync, check) and installing them
+	// (rename, directory fsync).
+	Render, Write time.Duration
+}
+
+// RenderView renders the agent's templates from keys at revision rev as Run renders each view
+// its long-poll brings: only the templates whose inputs changed since their last render (all
+// of them the first time), their files installed, no command run. It says what the pass did
+// and cost. Benchmarks of the render path call it (tests/bench); the agent does not.
+func (a *Agent) RenderView(ctx context.Context, rev int64, keys map[string]string) RenderStats {
+	res := a.renderPass(ctx, &view{Revision: rev, Keys: keys}, a.tmpls, false, true)
+	return RenderStats{Executed: res.executed, Rendered: len(res.rendered), Failed: len(res.failures), Render: res.render, Write: res.write}
 }

@@ -73,7 +73,7 @@ else
 	STAGE="$(mktemp -d)"
 	CLEANUP+=("$STAGE")
 	echo "building shoelace and shoelace-agent $VERSION for linux/$ARCH" >&2
-	if ! CGO_ENABLED=0 GOOS=linux GOARCH="$ARCH" go build -trimpath \
+	if ! CGO_ENABLED=0 GOOS=linux GOARCH="$ARCH" go build -trimpath -tags urfave_cli_no_docs \
 		-ldflags "-s -w -X main.version=$VERSION" \
 		-o "$STAGE/" ./cmd/shoelace ./cmd/shoelace-agent; then
 		echo "package.sh: building cmd/shoelace and cmd/shoelace-agent failed" >&2

@@ -24,7 +24,7 @@ build() { # build OS ARCH PKG NAME
 	local ext=""
 	[[ $1 == windows ]] && ext=.exe
 	echo "building $4 $VERSION for $1/$2" >&2
-	CGO_ENABLED=0 GOOS=$1 GOARCH=$2 go build -trimpath -ldflags "$LDFLAGS" -o "$OUT/${4}_${VERSION}_$1_$2$ext" "./cmd/$3"
+	CGO_ENABLED=0 GOOS=$1 GOARCH=$2 go build -trimpath -tags urfave_cli_no_docs -ldflags "$LDFLAGS" -o "$OUT/${4}_${VERSION}_$1_$2$ext" "./cmd/$3"
 }
 for t in linux/amd64 linux/arm64 windows/amd64 darwin/arm64; do
 	build "${t%/*}" "${t#*/}" shoelace-agent shoelace-agent

@@ -250,3 +250,51 @@ func TestMirror_DiffHistoryBounds(t *testing.T) {
 		t.Fatalf("delta %+v from %v: %v %v, want %v", d, was.Keys, err, got.Keys, v.Keys)
 	}
 }
+
+// Many long-polls with delta from one base, woken by one change, share one delta.
+func TestDelta_ManyWaitersOneDelta(t *testing.T) {
+	const n = 300
+	f := newFixture(t)
+	for i := range 20 {
+		f.put(fmt.Sprintf("appliances/web/k%02d", i), strings.Repeat("v", 30))
+	}
+	v := f.view("web")
+	tr := &http.Transport{MaxIdleConnsPerHost: n}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: testClient.Timeout}
+	bodies := make(chan string, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest("GET", f.srv.URL+lp("web", v.Revision, "60s")+"&delta", nil)
+			req.Header.Set("Authorization", "Bearer "+f.token)
+			res, err := hc.Do(req)
+			if err != nil {
+				bodies <- err.Error()
+				return
+			}
+			defer res.Body.Close()
+			var u api.Update
+			json.NewDecoder(res.Body).Decode(&u)
+			bodies <- fmt.Sprint(res.StatusCode, u.Base, u.Set)
+		}()
+	}
+	f.waitOpen(n)
+	before := f.s.hub.deltaAnswers.Load()
+	f.put("shared/everyone", "wake up")
+	wg.Wait()
+	close(bodies)
+	counts := map[string]int{}
+	for b := range bodies {
+		counts[b]++
+	}
+	want := fmt.Sprint(200, v.Revision, map[string]string{"everyone": "wake up"})
+	if counts[want] != n {
+		t.Fatalf("answers %v, want %d × %q", counts, n, want)
+	}
+	if made := f.s.hub.deltaAnswers.Load() - before; made != 1 {
+		t.Fatalf("%d long-polls woken by one write made %d deltas, want 1", n, made)
+	}
+}

@@ -27,8 +27,10 @@ func (g *gzipped) of(body []byte) []byte {
 	return g.b
 }
 
+// gzipWriters compress at gzip's best speed: on a 10,000-key view (253 KB) it took 1.8 ms for
+// 54 KB where the default level took 25 ms for 46 KB, on the path of every agent's change.
 var gzipWriters = sync.Pool{New: func() any {
-	w, _ := gzip.NewWriterLevel(nil, gzip.DefaultCompression)
+	w, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed)
 	return w
 }}
 

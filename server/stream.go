@@ -1,6 +1,7 @@
 package server
 
 import (
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"time"
@@ -73,6 +74,10 @@ func (s *Server) streamView(w http.ResponseWriter, r *http.Request, name string,
 			}
 			return nil
 		default: // drain, replaced
+			if wk.kind == wakeDrain {
+				// As drained long-polls do: the clients come back spread out.
+				sleep(ctx, time.Duration(rand.Int64N(int64(drainJitter))))
+			}
 			if !started {
 				setIndex(w, max(wk.rev, index))
 				w.Header().Set(api.HeaderStore, store)

@@ -5,15 +5,18 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/client"
 )
 
 // stream is a streaming long-poll read in the background, line by line.
@@ -359,5 +362,53 @@ func TestGzip_FullViews(t *testing.T) {
 	}
 	if r := q.wait(t); r.Header.Get("Content-Encoding") != "" || !json.Valid(r.body) {
 		t.Fatalf("long-poll gzipped for a client that refuses it: %v", r.Header)
+	}
+}
+
+// Behind a proxy that buffers whole answers no line arrives: the client says ErrNoStream in
+// seconds, and plain long-polls through the same proxy work.
+func TestStream_BufferingProxyFallsBack(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	v := f.view("web")
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, f.srv.URL+r.URL.RequestURI(), nil)
+		req.Header = r.Header.Clone()
+		res, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		defer res.Body.Close()
+		body, _ := io.ReadAll(res.Body) // the whole answer first
+		maps.Copy(w.Header(), res.Header)
+		w.WriteHeader(res.StatusCode)
+		w.Write(body)
+	}))
+	defer proxy.Close()
+	c, err := client.New(proxy.URL, client.Options{Token: f.token, StreamFirstLine: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.StreamView(context.Background(), "web", client.Poll{Index: v.Revision, Wait: time.Minute}, &v, func(*api.View, client.Meta) error {
+		t.Fatal("a view through a buffering proxy")
+		return nil
+	})
+	if !errors.Is(err, client.ErrNoStream) {
+		t.Fatalf("through a buffering proxy: %v, want ErrNoStream", err)
+	}
+	f.waitOpen(0) // the abandoned stream is freed
+	done := make(chan *api.View, 1)
+	go func() {
+		nv, _, err := c.WatchView(context.Background(), "web", client.Poll{Index: v.Revision, Wait: 30 * time.Second})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- nv
+	}()
+	f.waitOpen(1)
+	f.put("appliances/web/a", "2")
+	if nv := <-done; nv == nil || nv.Keys["a"] != "2" {
+		t.Fatalf("plain long-poll through the proxy: %+v", nv)
 	}
 }

@@ -95,10 +95,10 @@ func mergeFuncs(maps ...template.FuncMap) template.FuncMap {
 	return out
 }
 
-// parseFuncMap is a mode's whole function map, with the view functions bound to an empty
-// state: parsing needs only the names, and Execute rebinds them to the real view. Refused
-// functions are there too, so that Parse can name them with the reason.
-func parseFuncMap(t *Template) template.FuncMap {
+// parseFuncMap is a mode's whole function map, with the view functions bound to st: parsing
+// needs only the names, and each execution resets st to its view (or rebinds them in a clone).
+// Refused functions are there too, so that Parse can name them with the reason.
+func parseFuncMap(t *Template, st *state) template.FuncMap {
 	m := template.FuncMap{}
 	for k := range refusedIn(t.mode) {
 		name := k
@@ -107,7 +107,7 @@ func parseFuncMap(t *Template) template.FuncMap {
 	for k, v := range modeStatic[t.mode] {
 		m[k] = v
 	}
-	for k, v := range newState(t, Data{}).funcs() {
+	for k, v := range st.funcs() {
 		m[k] = v
 	}
 	return m
@@ -198,7 +198,7 @@ func (s *state) nativeFuncs() template.FuncMap {
 		"ls":        s.ls,
 		"keys":      s.keysDispatch,
 		"tree":      s.tree,
-		"env":       s.env,
+		"env":       func(name string) string { return s.env(name) },
 		"expandenv": func(str string) string { return os.Expand(str, s.env) },
 		"appliance": func() string { return s.d.Appliance },
 		"instance":  func() string { return s.d.Instance },

@@ -78,32 +78,66 @@ type Sorted struct {
 	done atomic.Bool // s is built
 	keys map[string]string
 	s    []string
+	// base and changed, when set, are the sorted names of an earlier view and the keys that
+	// differ between it and keys (NewSortedFrom): s is merged from them, not sorted again.
+	base, changed []string
 }
 
 // NewSorted returns keys' names in order, to be sorted on first use (see Data.Sorted).
 func NewSorted(keys map[string]string) *Sorted { return &Sorted{keys: keys} }
 
-// fits reports whether o is there and was made of keys (a cheap check: the same map).
-func (o *Sorted) fits(keys map[string]string) bool {
-	return o != nil && len(o.keys) == len(keys) && reflect.ValueOf(o.keys).UnsafePointer() == reflect.ValueOf(keys).UnsafePointer()
+// NewSortedFrom is NewSorted(keys) for a view that differs from prev's in changed (as Diff
+// returns them). When prev's names are sorted already, keys' are merged from them in linear
+// time instead of sorted again: a view that follows another by a few changes costs a copy.
+func NewSortedFrom(prev *Sorted, keys map[string]string, changed []string) *Sorted {
+	o := NewSorted(keys)
+	if prev != nil && prev.done.Load() {
+		o.base, o.changed = prev.s, changed
+	}
+	return o
 }
 
-// ready reports whether o fits keys and its names are sorted already.
-func (o *Sorted) ready(keys map[string]string) bool {
-	return o.fits(keys) && o.done.Load()
+// fits reports whether o is there and was made of keys (a cheap check: the same map).
+func (o *Sorted) fits(keys map[string]string) bool {
+	return o != nil && sameMap(o.keys, keys)
 }
 
 // names returns the sorted names; callers must not modify them.
 func (o *Sorted) names() []string {
 	o.once.Do(func() {
-		o.s = make([]string, 0, len(o.keys))
-		for k := range o.keys {
-			o.s = append(o.s, k)
+		if o.base != nil {
+			o.s = o.merge()
+		} else {
+			o.s = make([]string, 0, len(o.keys))
+			for k := range o.keys {
+				o.s = append(o.s, k)
+			}
+			slices.Sort(o.s)
 		}
-		slices.Sort(o.s)
+		o.base, o.changed = nil, nil
 		o.done.Store(true)
 	})
 	return o.s
+}
+
+// merge builds the names of o.keys from the earlier view's sorted names and the keys that
+// changed since: each changed key is kept, dropped or added as o.keys has it.
+func (o *Sorted) merge() []string {
+	out := make([]string, 0, len(o.keys))
+	base, ch := o.base, o.changed
+	for len(ch) > 0 {
+		i, _ := slices.BinarySearch(base, ch[0])
+		out = append(out, base[:i]...)
+		base = base[i:]
+		if len(base) > 0 && base[0] == ch[0] {
+			base = base[1:] // the earlier view's copy: kept below if still there
+		}
+		if _, ok := o.keys[ch[0]]; ok {
+			out = append(out, ch[0])
+		}
+		ch = ch[1:]
+	}
+	return append(out, base...)
 }
 
 // Template is a parsed template. It is safe for concurrent use by several goroutines.
@@ -115,6 +149,17 @@ type Template struct {
 	tmpl        *template.Template
 	used        map[string][]parse.Node // function name -> the nodes that call it
 	nondet      []string
+	// own is tmpl itself as an execution, when none is using it: its view functions are bound
+	// to a state that each execution resets, so that executions one at a time never clone the
+	// template and its function maps. Concurrent ones take a clone from execs, or make one.
+	own   atomic.Pointer[execution]
+	execs sync.Pool
+}
+
+// execution is a clone of a Template's text/template and the state its view functions read.
+type execution struct {
+	tmpl *template.Template
+	st   *state
 }
 
 // Result is one render: the output and the inputs it read.
@@ -159,7 +204,8 @@ func Parse(text string, opts Options) (*Template, error) {
 	if p := strings.Trim(opts.Prefix, "/"); p != "" {
 		t.confdPrefix = "/" + p
 	}
-	tmpl := template.New(name).Delims(opts.LeftDelim, opts.RightDelim).Funcs(parseFuncMap(t))
+	st := &state{t: t}
+	tmpl := template.New(name).Delims(opts.LeftDelim, opts.RightDelim).Funcs(parseFuncMap(t, st))
 	// Native and confd modes fail on a missing map key or field; consul-template mode prints
 	// "<no value>" (its missingkey=zero) unless error_on_missing_key.
 	if mode != ModeConsulTemplate || opts.ErrorOnMissingKey {
@@ -171,6 +217,7 @@ func Parse(text string, opts Options) (*Template, error) {
 		return nil, fmt.Errorf("parse %w", err)
 	}
 	t.tmpl = tmpl
+	t.own.Store(&execution{tmpl: tmpl, st: st})
 	t.used = usedFuncs(tmpl)
 	refused := refusedIn(mode)
 	for _, fn := range sortedNames(t.used) {
@@ -253,20 +300,40 @@ func (t *Template) Functions() []string { return sortedNames(t.used) }
 // default) that is absent fails the whole render: no output is returned, and the error
 // names the key and the template (errors.As finds a *MissingKeyError).
 func (t *Template) Execute(d Data) (*Result, error) {
-	st := newState(t, d)
-	tmpl, err := t.tmpl.Clone()
-	if err != nil {
-		return nil, fmt.Errorf("render %s: %w", t.name, err)
+	e := t.own.Swap(nil)
+	if e == nil {
+		e, _ = t.execs.Get().(*execution)
 	}
-	tmpl.Funcs(st.funcs())
-	st.tmpl = tmpl
+	if e == nil {
+		tmpl, err := t.tmpl.Clone()
+		if err != nil {
+			return nil, fmt.Errorf("render %s: %w", t.name, err)
+		}
+		// The functions close over st, not over its fields: each execution resets *st.
+		e = &execution{tmpl: tmpl, st: &state{t: t}}
+		tmpl.Funcs(e.st.funcs())
+	}
+	st := e.st
+	*st = *newState(t, d)
+	st.tmpl = e.tmpl
 	st.done = make(chan struct{})
-	defer close(st.done)
 	w := &limitedBuffer{max: t.maxOutput()}
-	if err := tmpl.Execute(w, nil); err != nil {
+	err := e.tmpl.Execute(w, nil)
+	close(st.done)
+	var res *Result
+	if err == nil {
+		res = st.result(w.buf.Bytes())
+	}
+	*st = state{t: t} // let go of the view
+	if e.tmpl == t.tmpl {
+		t.own.Store(e)
+	} else {
+		t.execs.Put(e)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("render %w", err)
 	}
-	return st.result(w.buf.Bytes()), nil
+	return res, nil
 }
 
 // maxOutput is the bound of the render's output (Options.MaxOutputBytes), <= 0 for none.
@@ -307,72 +374,78 @@ func (e *MissingKeyError) Error() string {
 // re-renders only templates whose inputs changed. It does not look at the revision (see
 // Result.Revision) or at local files.
 func (r *Result) Changed(old, new map[string]string) bool {
-	for _, k := range r.Keys {
-		ov, ook := old[k]
-		nv, nok := new[k]
-		if ook != nok || ov != nv {
-			return true
-		}
-	}
-	if len(r.Prefixes) == 0 {
-		return false
-	}
-	under := func(k string) bool {
-		for _, p := range r.Prefixes {
-			if api.Under(k, p) {
-				return true
-			}
-		}
-		return false
-	}
-	for k, ov := range old {
-		if nv, ok := new[k]; (!ok || nv != ov) && under(k) {
-			return true
-		}
-	}
-	for k := range new {
-		if _, ok := old[k]; !ok && under(k) {
-			return true
-		}
-	}
-	return false
+	return r.ReadAny(Diff(old, new))
 }
 
 // NeedsRender is Changed for whole views: it also reports a change of revision when the
 // template read it, and of appliance or instance.
 func (r *Result) NeedsRender(old, new Data) bool {
+	return r.NeedsRenderChanged(old, new, Diff(old.Keys, new.Keys))
+}
+
+// NeedsRenderChanged is NeedsRender given changed = Diff(old.Keys, new.Keys): a caller that
+// checks many templates rendered from the same old view compares the two views once (the
+// agent does, for each view its long-poll brings), and each check then costs what the
+// template read, not the size of the view.
+func (r *Result) NeedsRenderChanged(old, new Data, changed []string) bool {
 	if old.Appliance != new.Appliance || old.Instance != new.Instance {
 		return true
 	}
 	if r.Revision && old.Revision != new.Revision {
 		return true
 	}
-	if !old.Sorted.ready(old.Keys) || !new.Sorted.ready(new.Keys) || len(r.Prefixes) == 0 {
-		return r.Changed(old.Keys, new.Keys)
+	return r.ReadAny(changed)
+}
+
+// ReadAny reports whether r read any of keys (sorted, as Diff returns them), or listed a prefix
+// any of them is below.
+func (r *Result) ReadAny(keys []string) bool {
+	if len(keys) == 0 {
+		return false
 	}
-	// Both views' names are in order already (sorted by the listings of the renders from them):
-	// compare each listed prefix's run of keys instead of scanning both views whole. A sort just
-	// for this would cost more than the scan for one template.
 	for _, k := range r.Keys {
-		ov, ook := old.Keys[k]
-		nv, nok := new.Keys[k]
-		if ook != nok || ov != nv {
+		if _, ok := slices.BinarySearch(keys, k); ok {
 			return true
 		}
 	}
-	on, nn := old.Sorted.names(), new.Sorted.names()
 	for _, p := range r.Prefixes {
-		a, b := namesBelow(on, p), namesBelow(nn, p)
-		if len(a) != len(b) {
+		if len(namesBelow(keys, p)) > 0 {
 			return true
-		}
-		for i, k := range a {
-			if k != b[i] || old.Keys[k] != new.Keys[k] {
-				return true
-			}
 		}
 	}
 	return false
+}
+
+// Diff returns the keys that differ between two views, sorted: added, removed or changed.
+func Diff(old, new map[string]string) []string {
+	if sameMap(old, new) {
+		return nil
+	}
+	var out []string
+	removed := 0
+	for k, ov := range old {
+		if nv, ok := new[k]; !ok {
+			out = append(out, k)
+			removed++
+		} else if nv != ov {
+			out = append(out, k)
+		}
+	}
+	if len(new) != len(old)-removed {
+		// new holds keys old does not: find them.
+		for k := range new {
+			if _, ok := old[k]; !ok {
+				out = append(out, k)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// sameMap reports whether a and b are the same map (not equal ones: the same one).
+func sameMap(a, b map[string]string) bool {
+	return len(a) == len(b) && reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }
 
 // state is one execution: the view and what the template read from it.

@@ -4,12 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
 )
 
 // mustParse parses text with opts or fails the test.
@@ -517,8 +520,8 @@ func TestExecuteSharedSorted(t *testing.T) {
 	}
 }
 
-// With both views' names in order, NeedsRender compares the listed prefixes' runs; it answers
-// as Changed does, case by case.
+// NeedsRender (and NeedsRenderChanged, given the views' Diff) answers as Changed does, case by
+// case, whether or not the views' names were sorted by earlier renders.
 func TestResult_NeedsRenderSorted(t *testing.T) {
 	base := map[string]string{"a": "1", "list/x": "1", "list/y": "2", "listing/z": "3", "other/q": "4"}
 	with := func(change func(m map[string]string)) map[string]string {
@@ -553,6 +556,9 @@ func TestResult_NeedsRenderSorted(t *testing.T) {
 			if got := r.NeedsRender(old, next); got != tc.want {
 				t.Errorf("NeedsRender with sorted views = %v, want %v", got, tc.want)
 			}
+			if got := r.NeedsRenderChanged(old, next, Diff(base, tc.next)); got != tc.want {
+				t.Errorf("NeedsRenderChanged = %v, want %v", got, tc.want)
+			}
 			if got := r.Changed(base, tc.next); got != tc.want {
 				t.Errorf("Changed = %v, want %v", got, tc.want)
 			}
@@ -576,19 +582,25 @@ func BenchmarkNeedsRenderTenTemplates(b *testing.B) {
 		}
 		results = append(results, r)
 	}
-	for _, sorted := range []bool{false, true} {
-		b.Run(fmt.Sprintf("sorted=%v", sorted), func(b *testing.B) {
+	old, nd := Data{Keys: keys}, Data{Keys: next}
+	// Each template compares the two views itself (NeedsRender), or the views are compared once
+	// per pass and each template checks the changed keys (Diff, NeedsRenderChanged: the agent).
+	for _, once := range []bool{false, true} {
+		b.Run(fmt.Sprintf("diff-once=%v", once), func(b *testing.B) {
 			b.ReportAllocs()
-			old, nd := Data{Keys: keys}, Data{Keys: next}
-			if sorted {
-				// Both views' names sorted already, by renders from them.
-				old.Sorted, nd.Sorted = NewSorted(keys), NewSorted(next)
-				old.Sorted.names()
-				nd.Sorted.names()
-			}
 			for b.Loop() {
+				var changed []string
+				if once {
+					changed = Diff(old.Keys, nd.Keys)
+				}
 				for _, r := range results {
-					if r.NeedsRender(old, nd) {
+					needs := false
+					if once {
+						needs = r.NeedsRenderChanged(old, nd, changed)
+					} else {
+						needs = r.NeedsRender(old, nd)
+					}
+					if needs {
 						b.Fatal("an unrelated change needs a render")
 					}
 				}
@@ -612,5 +624,72 @@ func TestExecute_ApplianceNamedSecretsIsSecret(t *testing.T) {
 		if res.Secret != tc.want {
 			t.Errorf("appliance %s: Secret = %v, want %v", tc.appliance, res.Secret, tc.want)
 		}
+	}
+}
+
+// Diff, NewSortedFrom and ReadAny agree with brute force over random views and changes: the
+// keys that differ, the next view's names in order, and whether a result read any of them.
+func TestDiffSortedFrom(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	name := func() string {
+		segs := []string{"a", "b", "ab", "a-b", "c"}
+		n := 1 + rng.IntN(3)
+		var parts []string
+		for range n {
+			parts = append(parts, segs[rng.IntN(len(segs))])
+		}
+		return strings.Join(parts, "/")
+	}
+	prev := map[string]string{}
+	for range 40 {
+		prev[name()] = fmt.Sprint(rng.IntN(3))
+	}
+	prevSorted := NewSorted(prev)
+	prevSorted.names()
+	for round := range 300 {
+		next := maps.Clone(prev)
+		for range rng.IntN(6) {
+			switch k := name(); rng.IntN(3) {
+			case 0:
+				delete(next, k)
+			default:
+				next[k] = fmt.Sprint(rng.IntN(3))
+			}
+		}
+		var want []string
+		for k := range prev {
+			if v, ok := next[k]; !ok || v != prev[k] {
+				want = append(want, k)
+			}
+		}
+		for k := range next {
+			if _, ok := prev[k]; !ok {
+				want = append(want, k)
+			}
+		}
+		slices.Sort(want)
+		got := Diff(prev, next)
+		if !slices.Equal(got, want) {
+			t.Fatalf("round %d: Diff = %q, want %q", round, got, want)
+		}
+		s := NewSortedFrom(prevSorted, next, got)
+		wantNames := slices.Sorted(maps.Keys(next))
+		if n := s.names(); !slices.Equal(n, wantNames) {
+			t.Fatalf("round %d: NewSortedFrom names = %q, want %q", round, n, wantNames)
+		}
+		r := &Result{Keys: []string{name()}, Prefixes: []string{name()}}
+		if rng.IntN(8) == 0 {
+			r.Prefixes = []string{""}
+		}
+		brute := false
+		for _, k := range want {
+			if k == r.Keys[0] || api.Under(k, r.Prefixes[0]) {
+				brute = true
+			}
+		}
+		if r.ReadAny(got) != brute {
+			t.Fatalf("round %d: ReadAny(%q) of %+v = %v, want %v", round, got, r, !brute, brute)
+		}
+		prev, prevSorted = next, s
 	}
 }

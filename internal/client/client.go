@@ -48,6 +48,9 @@ type Options struct {
 	// Wrap, when set, wraps the transport (after CAFile is applied): it sees every request and
 	// its answer, and may change a clone of the request (the agent swaps in its instance token).
 	Wrap func(http.RoundTripper) http.RoundTripper
+	// StreamFirstLine bounds StreamView's wait for a stream's first line (0:
+	// DefaultStreamFirstLine).
+	StreamFirstLine time.Duration
 }
 
 // Client talks to one Shoelace server. It is safe for concurrent use.

@@ -19,9 +19,10 @@ import (
 // answer): the caller should fall back to plain long-polls.
 var ErrNoStream = errors.New("long-poll streaming unavailable")
 
-// StreamFirstLine is how long StreamView waits for the stream's first line (the server writes
-// one at once) before it concludes that something on the way buffers the answer.
-var StreamFirstLine = 5 * time.Second
+// DefaultStreamFirstLine is how long StreamView waits for the stream's first line (the server
+// writes one at once) before it concludes that something on the way buffers the answer;
+// Options.StreamFirstLine changes it.
+const DefaultStreamFirstLine = 5 * time.Second
 
 // errSilent is the cause StreamView's watchdog cancels a silent stream with.
 var errSilent = errors.New("stream silent")
@@ -41,7 +42,7 @@ const streamIdle = 65 * time.Second
 // The Meta returned has Index set to the last revision the stream reached, heartbeats
 // included: reconnect from it with the last view fn got. ErrNoStream (wrapped) says to fall
 // back to WatchView: the server refused the stream, or no first line came within
-// StreamFirstLine.
+// Options.StreamFirstLine.
 func (c *Client) StreamView(ctx context.Context, name string, p Poll, base *api.View, fn func(*api.View, Meta) error) (Meta, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -53,9 +54,13 @@ func (c *Client) StreamView(ctx context.Context, name string, p Poll, base *api.
 		return Meta{}, err
 	}
 	// The watchdog cancels the request when no line comes in time: first within
-	// StreamFirstLine, then within streamIdle of the last one.
+	// Options.StreamFirstLine, then within streamIdle of the last one.
+	firstLine := c.opts.StreamFirstLine
+	if firstLine <= 0 {
+		firstLine = DefaultStreamFirstLine
+	}
 	var lines atomic.Int64
-	watchdog := time.AfterFunc(StreamFirstLine, func() { cancel(errSilent) })
+	watchdog := time.AfterFunc(firstLine, func() { cancel(errSilent) })
 	defer watchdog.Stop()
 	silent := func() bool { return errors.Is(context.Cause(ctx), errSilent) }
 	noFirstLine := func() bool { return silent() && lines.Load() == 0 }
@@ -63,7 +68,7 @@ func (c *Client) StreamView(ctx context.Context, name string, p Poll, base *api.
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if noFirstLine() {
-			return Meta{}, fmt.Errorf("%s: no answer within %s: %w", op, StreamFirstLine, ErrNoStream)
+			return Meta{}, fmt.Errorf("%s: no answer within %s: %w", op, firstLine, ErrNoStream)
 		}
 		return Meta{}, &TransportError{Op: op, Err: err}
 	}
@@ -93,7 +98,7 @@ func (c *Client) StreamView(ctx context.Context, name string, p Poll, base *api.
 			case errors.Is(err, io.EOF):
 				return meta, nil // the server ended the stream: reconnect from meta.Index
 			case noFirstLine():
-				return meta, fmt.Errorf("%s: no line within %s (a proxy may buffer the answer): %w", op, StreamFirstLine, ErrNoStream)
+				return meta, fmt.Errorf("%s: no line within %s (a proxy may buffer the answer): %w", op, firstLine, ErrNoStream)
 			case silent():
 				return meta, &TransportError{Op: op, Err: fmt.Errorf("no line within %s: %w", streamIdle, err)}
 			}

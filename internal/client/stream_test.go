@@ -16,9 +16,6 @@ import (
 // An older server refuses the stream parameter with 400; a proxy that buffers the answer
 // delivers no first line in time: both are ErrNoStream.
 func TestStreamView_NoStream(t *testing.T) {
-	old := StreamFirstLine
-	StreamFirstLine = 200 * time.Millisecond
-	defer func() { StreamFirstLine = old }()
 	release := make(chan struct{})
 	defer close(release)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -40,7 +37,7 @@ func TestStreamView_NoStream(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	c, err := New(srv.URL, Options{})
+	c, err := New(srv.URL, Options{StreamFirstLine: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
