@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,8 +11,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -27,16 +31,25 @@ import (
 // write's revision, so the record does not need to hold the revision.
 //
 // The record names the keys created, changed and deleted. Telling those apart needs the state
-// of the touched keys before the write: commit reads them first and guards the write on their
-// mod_revisions (an outer transaction whose only op is the write's own, nested). When another
-// writer got in between, the outer guard fails, nothing is applied, and commit reads again and
-// retries. This was chosen over classifying later from etcd's history (gone once compacted,
-// which is when the record is needed) and over a second write after the commit with the
-// prev_kv answers (a record that a crash between the two writes would leave wrong).
+// of the touched keys before the write, and the write is guarded on that state (an outer
+// transaction whose only op is the write's own, nested): each exact key's mod_revision, and for
+// a recursive delete "nothing under the prefix changed since it was read". When another writer
+// got in between, the outer guard fails, nothing is applied, the outer transaction's Else reads
+// the touched keys afresh, and commit builds the record again from that read and retries. This
+// was chosen over classifying later from etcd's history (gone once compacted, which is when the
+// record is needed) and over a second write after the commit with the prev_kv answers (a record
+// that a crash between the two writes would leave wrong).
+//
+// Where the state comes from: the exact keys' from the store's prior cache (what this store
+// last wrote or read of them, by mod_revision and a hash of the value) when it has them all,
+// else from one read-only transaction of every touched range; a recursive delete's prefixes are
+// always read. A stale cache entry (another replica wrote the key) only costs a failed guard,
+// whose Else brings the fresh state: the guard, not the cache, makes the record right. Most
+// writes thus cost one etcd request, not a read and then a write.
 const (
 	releasePrefix = "releases/"
 	copyPrefix    = "release-copies/"
-	// staleTries bounds the retries of a write whose pre-read went stale.
+	// staleTries bounds the retries of a write whose state of the touched keys went stale.
 	staleTries = 20
 )
 
@@ -68,30 +81,45 @@ type effect struct {
 	tree     map[string]string
 }
 
-// pendingRelease is what a write's transaction gains for its release: guards for an outer
-// transaction and ops next to the marker's.
-type pendingRelease struct {
-	guards []clientv3.Cmp
-	ops    []clientv3.Op
+// exact returns the keys eff puts or deletes, sorted, each once.
+func (eff *effect) exact() []string {
+	keys := make([]string, 0, len(eff.puts)+len(eff.dels))
+	for k := range eff.puts {
+		keys = append(keys, k)
+	}
+	keys = append(keys, eff.dels...)
+	slices.Sort(keys)
+	return slices.Compact(keys)
 }
 
-// prepareRelease reads the keys eff touches and builds the record, its guards and its ops;
-// nil when ctx asks for no release.
-func (s *Store) prepareRelease(ctx context.Context, eff *effect) (*pendingRelease, error) {
-	ri, ok := ctx.Value(releaseKey{}).(ReleaseInfo)
-	if !ok || eff == nil {
-		return nil, nil
-	}
-	exact := make([]string, 0, len(eff.puts)+len(eff.dels))
-	for k := range eff.puts {
-		exact = append(exact, k)
-	}
-	exact = append(exact, eff.dels...)
-	slices.Sort(exact)
-	exact = slices.Compact(exact)
-	// Plain ranges (not a transaction, which a write may be): the exact keys grouped by their
-	// parent, each group read as one range [first, last] (the keys between are read too, and
-	// ignored), then each deleted prefix. The first read fixes the revision of the others.
+// prior is a key's state before a write: its mod and create revisions (0 when absent) and
+// the hash of its value.
+type prior struct {
+	mod, create int64
+	sum         [sha256.Size]byte
+}
+
+func priorOf(kv *mvccpb.KeyValue) prior {
+	return prior{mod: kv.ModRevision, create: kv.CreateRevision, sum: sha256.Sum256(kv.Value)}
+}
+
+// touched is the state of the keys a write touches: every exact key (absent ones with mod 0),
+// and the keys under each deleted prefix (with their create revisions) as read at rev.
+type touched struct {
+	exact map[string]prior
+	under [][]keyCreated
+	rev   int64 // the prefixes' read; 0 without prefixes
+}
+
+type keyCreated struct {
+	key    string
+	create int64
+}
+
+// touchedReads returns the ops that read what a write touches: the exact keys grouped by their
+// parent, each group read as one range [first, last] (the keys between are read too, and
+// ignored), then each deleted prefix, keys only.
+func touchedReads(exact, prefixes []string) []clientv3.Op {
 	var ops []clientv3.Op
 	for i := 0; i < len(exact); {
 		j := i
@@ -105,42 +133,75 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect) (*pendingReleas
 		}
 		i = j + 1
 	}
-	nExact := len(ops)
-	for _, p := range eff.prefixes {
-		ops = append(ops, clientv3.OpGet(p, clientv3.WithPrefix()))
+	for _, p := range prefixes {
+		ops = append(ops, clientv3.OpGet(p, clientv3.WithPrefix(), clientv3.WithKeysOnly()))
 	}
-	type prior struct {
-		value       string
-		mod, create int64
-	}
-	before := map[string]prior{}
-	var under [][]string // per prefix, the keys under it
-	var rev int64
-	rctx, cancel := s.opCtx(ctx)
-	defer cancel()
-	for i, op := range ops {
-		if rev != 0 {
-			op = clientv3.OpGet(string(op.KeyBytes()), rangeOpts(op, rev)...)
+	return ops
+}
+
+// readTouched turns the answers to touchedReads(exact, prefixes), read at rev, into a touched.
+func readTouched(exact, prefixes []string, resps []*pb.ResponseOp, rev int64) *touched {
+	t := &touched{exact: make(map[string]prior, len(exact)), rev: rev}
+	nExact := len(resps) - len(prefixes)
+	for _, r := range resps[:nExact] {
+		for _, kv := range r.GetResponseRange().GetKvs() {
+			t.exact[string(kv.Key)] = priorOf(kv)
 		}
-		resp, err := s.cli.Do(rctx, op)
+	}
+	for _, k := range exact {
+		if _, ok := t.exact[k]; !ok {
+			t.exact[k] = prior{} // absent
+		}
+	}
+	for k := range t.exact {
+		if _, ok := slices.BinarySearch(exact, k); !ok {
+			delete(t.exact, k) // read only because it sorts between two touched keys
+		}
+	}
+	for _, r := range resps[nExact:] {
+		var keys []keyCreated
+		for _, kv := range r.GetResponseRange().GetKvs() {
+			keys = append(keys, keyCreated{string(kv.Key), kv.CreateRevision})
+		}
+		t.under = append(t.under, keys)
+	}
+	return t
+}
+
+// pendingRelease is what a write's transaction gains for its release: guards for an outer
+// transaction, ops next to the marker's, and the reads of the outer transaction's Else.
+type pendingRelease struct {
+	guards []clientv3.Cmp
+	ops    []clientv3.Op
+	reads  []clientv3.Op
+	// exact and prefixes are what reads reads (see readTouched); state is what the guards hold.
+	exact, prefixes []string
+	state           *touched
+}
+
+// prepareRelease builds the release of a write that does eff: the record, its guards, its ops.
+// The state of the touched keys is fresh when given (the Else of a failed try), else from the
+// prior cache and, for what it lacks, one read. nil when ctx asks for no release.
+func (s *Store) prepareRelease(ctx context.Context, eff *effect, fresh *touched) (*pendingRelease, error) {
+	ri, ok := ctx.Value(releaseKey{}).(ReleaseInfo)
+	if !ok || eff == nil {
+		return nil, nil
+	}
+	exact := eff.exact()
+	st := fresh
+	if st == nil {
+		st = s.priors.lookup(exact)
+	}
+	if st == nil || len(eff.prefixes) > 0 && st.rev == 0 {
+		resps, rev, err := s.readOnce(ctx, touchedReads(exact, eff.prefixes))
 		if err != nil {
-			return nil, s.etcdErr(rctx, "read the keys a write touches", err)
+			return nil, s.etcdErr(ctx, "read the keys a write touches", err)
 		}
-		get := resp.Get()
-		if rev == 0 {
-			rev = get.Header.Revision
-		}
-		var keys []string
-		for _, kv := range get.Kvs {
-			before[string(kv.Key)] = prior{string(kv.Value), kv.ModRevision, kv.CreateRevision}
-			keys = append(keys, string(kv.Key))
-		}
-		if i >= nExact {
-			under = append(under, keys)
-		}
+		st = readTouched(exact, eff.prefixes, resps, rev)
+		s.priors.store(st.exact, rev)
 	}
 
-	p := &pendingRelease{}
+	p := &pendingRelease{exact: exact, prefixes: eff.prefixes, state: st, reads: touchedReads(exact, eff.prefixes)}
 	changes := map[string]*api.ReleaseChange{}
 	note := func(abs string, list func(c *api.ReleaseChange) *[]string) {
 		key := strings.TrimPrefix(abs, s.kvRoot)
@@ -148,38 +209,38 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect) (*pendingReleas
 		*list(c) = append(*list(c), key)
 	}
 	for _, k := range exact {
-		p.guards = append(p.guards, clientv3.Compare(clientv3.ModRevision(k), "=", before[k].mod))
+		p.guards = append(p.guards, clientv3.Compare(clientv3.ModRevision(k), "=", st.exact[k].mod))
 	}
 	for k, v := range eff.puts {
-		switch b, ok := before[k]; {
-		case !ok:
+		switch b := st.exact[k]; {
+		case b.mod == 0:
 			note(k, func(c *api.ReleaseChange) *[]string { return &c.Created })
-		case b.value != v:
+		case b.sum != sha256.Sum256([]byte(v)):
 			note(k, func(c *api.ReleaseChange) *[]string { return &c.Changed })
 		}
 	}
 	gone := map[string]bool{}
 	for _, k := range eff.dels {
-		if _, ok := before[k]; ok && !gone[k] {
+		if st.exact[k].mod != 0 && !gone[k] {
 			gone[k] = true
 			note(k, func(c *api.ReleaseChange) *[]string { return &c.Deleted })
 		}
 	}
 	perKey := 0
-	for i := range eff.prefixes {
-		perKey += len(under[i])
+	for _, keys := range st.under {
+		perKey += len(keys)
 	}
 	for i, pre := range eff.prefixes {
 		// Nothing created or changed under it since the read, and nothing deleted (each key
 		// read is still the same key).
-		p.guards = append(p.guards, clientv3.Compare(clientv3.ModRevision(pre), "<", rev+1).WithPrefix())
-		for _, k := range under[i] {
+		p.guards = append(p.guards, clientv3.Compare(clientv3.ModRevision(pre), "<", st.rev+1).WithPrefix())
+		for _, kc := range st.under[i] {
 			if perKey <= maxCreateGuards {
-				p.guards = append(p.guards, clientv3.Compare(clientv3.CreateRevision(k), "=", before[k].create))
+				p.guards = append(p.guards, clientv3.Compare(clientv3.CreateRevision(kc.key), "=", kc.create))
 			}
-			if !gone[k] {
-				gone[k] = true
-				note(k, func(c *api.ReleaseChange) *[]string { return &c.Deleted })
+			if !gone[kc.key] {
+				gone[kc.key] = true
+				note(kc.key, func(c *api.ReleaseChange) *[]string { return &c.Deleted })
 			}
 		}
 	}
@@ -223,6 +284,144 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect) (*pendingReleas
 	return p, nil
 }
 
+// readOnce runs ops, all reads, at one revision: one range as it is, more as a transaction.
+func (s *Store) readOnce(ctx context.Context, ops []clientv3.Op) ([]*pb.ResponseOp, int64, error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	if len(ops) == 1 {
+		resp, err := s.cli.Do(ctx, ops[0])
+		if err != nil {
+			return nil, 0, err
+		}
+		get := resp.Get()
+		return []*pb.ResponseOp{{Response: &pb.ResponseOp_ResponseRange{ResponseRange: (*pb.RangeResponse)(get)}}}, get.Header.Revision, nil
+	}
+	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return nil, 0, err
+	}
+	return resp.Responses, resp.Header.Revision, nil
+}
+
+// stale returns the fresh state of the keys p touches from the answer of a try whose guards
+// failed (its Else read them), and keeps it in the prior cache.
+func (s *Store) stale(p *pendingRelease, resp *clientv3.TxnResponse) *touched {
+	st := readTouched(p.exact, p.prefixes, resp.Responses, resp.Header.Revision)
+	s.priors.store(st.exact, resp.Header.Revision)
+	return st
+}
+
+// applied keeps in the prior cache what a write that p guarded left at rev: with its own
+// guards held (ok), eff's puts and deletes; else the keys as p saw them, which its guards
+// confirmed. Keys under a deleted prefix are forgotten either way (a recursive delete's nested
+// transaction may have applied).
+func (s *Store) appliedRelease(p *pendingRelease, eff *effect, ok bool, rev int64) {
+	after := p.state.exact // p's own (lookup and readTouched make a new map), and p is done
+	if ok {
+		for k, v := range eff.puts {
+			b := after[k]
+			create := b.create
+			if b.mod == 0 {
+				create = rev
+			}
+			after[k] = prior{mod: rev, create: create, sum: sha256.Sum256([]byte(v))}
+		}
+		for _, k := range eff.dels {
+			after[k] = prior{}
+		}
+	}
+	s.priors.store(after, rev)
+	s.priors.forgetUnder(eff.prefixes)
+}
+
+// priorCache is the prior cache (see "Release records"): what the keys written or read lately
+// held, at the revision it was known at. It holds at most maxPriors keys.
+type priorCache struct {
+	mu sync.Mutex
+	m  map[string]cachedPrior
+}
+
+type cachedPrior struct {
+	prior
+	at int64 // the revision the state was known at
+}
+
+// maxPriors bounds the prior cache: about 150 bytes a key, 15 MB.
+const maxPriors = 100_000
+
+// lookup returns the cached state of every key of exact; nil when one is missing.
+func (c *priorCache) lookup(exact []string) *touched {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &touched{exact: make(map[string]prior, len(exact))}
+	for _, k := range exact {
+		e, ok := c.m[k]
+		if !ok {
+			return nil
+		}
+		t.exact[k] = e.prior
+	}
+	return t
+}
+
+// store keeps the state of keys known at revision at, unless newer state is kept already.
+func (c *priorCache) store(keys map[string]prior, at int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[string]cachedPrior)
+	}
+	for k, p := range keys {
+		if e, ok := c.m[k]; ok && e.at > at {
+			continue
+		}
+		if len(c.m) >= maxPriors {
+			// Forget an eighth, whichever map iteration gives first.
+			n := maxPriors / 8
+			for old := range c.m {
+				if n--; n < 0 {
+					break
+				}
+				delete(c.m, old)
+			}
+		}
+		c.m[k] = cachedPrior{p, at}
+	}
+}
+
+// forget drops keys (a write whose outcome is not known in detail).
+func (c *priorCache) forget(keys []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, k := range keys {
+		delete(c.m, k)
+	}
+}
+
+// forgetUnder drops the keys under prefixes.
+func (c *priorCache) forgetUnder(prefixes []string) {
+	if len(prefixes) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k := range c.m {
+		for _, p := range prefixes {
+			if strings.HasPrefix(k, p) {
+				delete(c.m, k)
+				break
+			}
+		}
+	}
+}
+
+// clear drops everything (the store was replaced: its revisions say nothing about the cache's).
+func (c *priorCache) clear() {
+	c.mu.Lock()
+	c.m = nil
+	c.mu.Unlock()
+}
+
 // copyLimit bounds a release copy in bytes: a third of the embedded etcd's request size limit,
 // or of an external cluster's default (1.5 MiB), whose own limit the store does not know.
 func (s *Store) copyLimit() int {
@@ -233,15 +432,6 @@ func (s *Store) copyLimit() int {
 		return s.etcdMaxRequestBytes / 3
 	}
 	return (3 << 20) / 2 / 3
-}
-
-// rangeOpts are the options of a range op made by prepareRelease, read at rev.
-func rangeOpts(op clientv3.Op, rev int64) []clientv3.OpOption {
-	opts := []clientv3.OpOption{clientv3.WithRev(rev)}
-	if len(op.RangeBytes()) > 0 {
-		opts = append(opts, clientv3.WithRange(string(op.RangeBytes())))
-	}
-	return opts
 }
 
 // firstNames sorts names and keeps the first api.MaxReleaseNames.
@@ -376,36 +566,30 @@ type Retention struct {
 // PruneReleases deletes the releases (and their copies) that ret does not keep, and returns how
 // many went. It is not a write with a marker: deleting what is already gone is harmless, so a
 // lost answer is simply tried again at the next pass.
+//
+// A pass lists the records' keys and decodes only the records it has not seen yet (the server
+// prunes every few hundred writes; decoding every record each time cost a tenth of the
+// server's CPU under a stream of writes).
 func (s *Store) PruneReleases(ctx context.Context, ret Retention, now time.Time) (int, error) {
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	resp, err := s.cli.Get(ctx, s.sysRoot+releasePrefix, clientv3.WithPrefix())
+	metas, err := s.releaseMetas(ctx)
 	if err != nil {
-		return 0, s.etcdErr(ctx, "read releases", err)
+		return 0, err
 	}
-	kvs := resp.Kvs
-	sort.Slice(kvs, func(i, j int) bool { return kvs[i].ModRevision > kvs[j].ModRevision })
+	sort.Slice(metas, func(i, j int) bool { return metas[i].mod > metas[j].mod })
 	var ops []clientv3.Op
 	pruned := 0
 	var bytes int64
 	perScope := map[string]int{} // releases kept so far, newest first, by scope
-	for i, kv := range kvs {
-		id := strings.TrimPrefix(string(kv.Key), s.sysRoot+releasePrefix)
-		var rec api.Release
-		_ = json.Unmarshal(kv.Value, &rec) // an unreadable record counts its own bytes
-		bytes += int64(len(kv.Value)) + rec.CopyBytes
+	for i, m := range metas {
+		id := strings.TrimPrefix(m.key, s.sysRoot+releasePrefix)
+		bytes += m.bytes
 		t, ok := releaseTime(id)
 		old := ret.MaxAge > 0 && ok && now.Sub(t) > ret.MaxAge
 		big := ret.MaxBytes > 0 && bytes > ret.MaxBytes
-		scopes := []string{""} // a record without changes is a scope of its own
-		if len(rec.Changes) > 0 {
-			scopes = scopes[:0]
-			for _, c := range rec.Changes {
-				scopes = append(scopes, c.Scope+"/"+c.Appliance)
-			}
-		}
 		within := false
-		for _, sc := range scopes {
+		for _, sc := range m.scopes {
 			if perScope[sc] < ret.Count {
 				within = true
 			}
@@ -414,7 +598,7 @@ func (s *Store) PruneReleases(ctx context.Context, ret Retention, now time.Time)
 		if i == 0 || within && !old && !big {
 			continue
 		}
-		ops = append(ops, clientv3.OpDelete(string(kv.Key)), clientv3.OpDelete(s.sysRoot+copyPrefix+id))
+		ops = append(ops, clientv3.OpDelete(m.key), clientv3.OpDelete(s.sysRoot+copyPrefix+id))
 		pruned++
 		if len(ops) >= 100 {
 			if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
@@ -429,6 +613,76 @@ func (s *Store) PruneReleases(ctx context.Context, ret Retention, now time.Time)
 		}
 	}
 	return pruned, nil
+}
+
+// releaseMeta is what pruning needs of a release record.
+type releaseMeta struct {
+	key    string
+	mod    int64
+	scopes []string // a record without changes is a scope of its own, ""
+	bytes  int64    // of the record and its copy
+}
+
+// releaseMetas is one releaseMeta per release record: the records' keys listed, and the records
+// not seen by an earlier call (or changed since) read and decoded, at the listing's revision.
+func (s *Store) releaseMetas(ctx context.Context) ([]releaseMeta, error) {
+	c := &s.metas
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	list, err := s.cli.Get(ctx, s.sysRoot+releasePrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, s.etcdErr(ctx, "read releases", err)
+	}
+	var first, last string
+	for _, kv := range list.Kvs {
+		if m, ok := c.m[string(kv.Key)]; ok && m.mod == kv.ModRevision {
+			continue
+		}
+		if first == "" {
+			first = string(kv.Key)
+		}
+		last = string(kv.Key)
+	}
+	read := map[string]releaseMeta{}
+	if first != "" {
+		// Records come sorted by key, and ids by time: the new ones are mostly one run at the end.
+		resp, err := s.cli.Get(ctx, first, clientv3.WithRange(last+"\x00"), clientv3.WithRev(list.Header.Revision))
+		if err != nil {
+			return nil, s.etcdErr(ctx, "read releases", err)
+		}
+		for _, kv := range resp.Kvs {
+			var rec api.Release
+			_ = json.Unmarshal(kv.Value, &rec) // an unreadable record counts its own bytes
+			m := releaseMeta{key: string(kv.Key), mod: kv.ModRevision, scopes: []string{""}, bytes: int64(len(kv.Value)) + rec.CopyBytes}
+			if len(rec.Changes) > 0 {
+				m.scopes = m.scopes[:0]
+				for _, ch := range rec.Changes {
+					m.scopes = append(m.scopes, ch.Scope+"/"+ch.Appliance)
+				}
+			}
+			read[m.key] = m
+		}
+	}
+	out := make([]releaseMeta, 0, len(list.Kvs))
+	next := make(map[string]releaseMeta, len(list.Kvs))
+	for _, kv := range list.Kvs {
+		m, ok := read[string(kv.Key)]
+		if !ok {
+			if m, ok = c.m[string(kv.Key)]; !ok { // not in the read at the same revision: cannot be
+				m = releaseMeta{key: string(kv.Key), mod: kv.ModRevision, scopes: []string{""}}
+			}
+		}
+		next[m.key] = m
+		out = append(out, m)
+	}
+	c.m = next
+	return out, nil
+}
+
+// releaseMetaCache keeps the releaseMetas of the records seen by the last pruning pass.
+type releaseMetaCache struct {
+	mu sync.Mutex
+	m  map[string]releaseMeta
 }
 
 // KeyVersions reads key's values back from its current one, newest first, while etcd's history

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"strings"
@@ -345,5 +346,109 @@ func TestStore_PruneReleasesPerScope(t *testing.T) {
 	}
 	if len(kept) != 5 {
 		t.Errorf("%d releases kept, want 5 (web's 3 newest, db's 2)", len(kept))
+	}
+}
+
+// Each store keeps what the keys it wrote held (its prior cache) instead of reading them before
+// every write. Another replica's writes, and its own writes without a release, make that stale:
+// the write's guard fails, and the record is made again from what the keys really held.
+func TestStore_ReleaseStaleCache(t *testing.T) {
+	cfg := testConfig(t)
+	a, b := openStoreWith(t, cfg), openStoreWith(t, cfg)
+	put := func(s *store.Store, v string) api.Release {
+		t.Helper()
+		rev, err := s.Put(relCtx(t, api.KindPut), "shared/k", v, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs := releases(t, a)
+		if rs[0].Revision != rev {
+			t.Fatalf("newest release at %d, the put at %d", rs[0].Revision, rev)
+		}
+		return rs[0]
+	}
+	one := func(what string, r api.Release, want ...api.ReleaseChange) {
+		t.Helper()
+		if want == nil {
+			want = []api.ReleaseChange{}
+		}
+		if !reflect.DeepEqual(r.Changes, withCounts(want)) {
+			t.Errorf("%s: changes %+v, want %+v", what, r.Changes, want)
+		}
+	}
+	shared := func(list string) api.ReleaseChange {
+		c := api.ReleaseChange{Scope: api.ScopeShared}
+		switch list {
+		case "created":
+			c.Created = []string{"shared/k"}
+		case "changed":
+			c.Changed = []string{"shared/k"}
+		case "deleted":
+			c.Deleted = []string{"shared/k"}
+		}
+		return c
+	}
+	one("a creates", put(a, "1"), shared("created"))
+	one("b changes", put(b, "2"), shared("changed"))
+	one("a writes what b wrote (a's cache says 1)", put(a, "2"))
+	rev, _, err := b.Delete(relCtx(t, api.KindDelete), "shared/k", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs := releases(t, a); rs[0].Revision != rev {
+		t.Fatalf("newest release at %d, the delete at %d", rs[0].Revision, rev)
+	} else {
+		one("b deletes (b's cache is older than a's write)", rs[0], shared("deleted"))
+	}
+	one("a creates again (a's cache says it exists)", put(a, "3"), shared("created"))
+	if _, err := a.Put(ctxT(t), "shared/k", "4", -1); err != nil { // no release: the cache is not told
+		t.Fatal(err)
+	}
+	one("a writes 4 over its own unrecorded 4", put(a, "4"))
+	one("a changes", put(a, "5"), shared("changed"))
+	if n := len(releases(t, a)); n != 7 {
+		t.Errorf("%d releases for 7 recorded writes", n)
+	}
+}
+
+// openStoreWith opens a store with cfg (a second replica on the same root, say).
+func openStoreWith(tb testing.TB, cfg store.Config) *store.Store {
+	tb.Helper()
+	s, err := store.Open(context.Background(), cfg)
+	if err != nil {
+		tb.Fatalf("open store: %v", err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s
+}
+
+// Pruning decodes a record once, and again when it changed: a record rewritten under its key
+// (same id, another scope) counts for its new scope.
+func TestStore_PruneReleasesRereadsChangedRecords(t *testing.T) {
+	s := openStore(t)
+	for i := range 3 {
+		if _, err := s.Put(relCtx(t, api.KindPut), "appliances/web/k", fmt.Sprint(i), -1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 10}, time.Now()); err != nil || n != 0 {
+		t.Fatalf("prune within the retention: %d pruned, %v", n, err)
+	}
+	rs := releases(t, s)
+	oldest := rs[len(rs)-1]
+	oldest.Changes = []api.ReleaseChange{{Scope: api.ScopeAppliance, Appliance: "db", Changed: []string{"appliances/db/k"}}}
+	data, err := json.Marshal(oldest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SysPut(ctxT(t), "releases/"+oldest.ID, data, -1); err != nil {
+		t.Fatal(err)
+	}
+	// web has 2 releases now, db 1: a count of 2 keeps them all.
+	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 2}, time.Now()); err != nil || n != 0 {
+		t.Fatalf("prune to 2 per scope after the rewrite: %d pruned, %v; want 0", n, err)
+	}
+	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 1}, time.Now()); err != nil || n != 1 {
+		t.Fatalf("prune to 1 per scope: %d pruned, %v; want web's older one", n, err)
 	}
 }

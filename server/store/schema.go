@@ -265,6 +265,11 @@ func (s *Store) commitChecked(ctx context.Context, op string, e edits, eff *effe
 	// under contention, retry with a growing random pause for as long as one call may take.
 	lctx, cancel := s.opCtx(ctx)
 	defer cancel()
+	unlock, err := s.lockTrees(lctx, e)
+	if err != nil {
+		return written{}, api.Errorf(api.CodeConflict, "%s: waited for the other writes to the appliance on this replica until the request timed out", op)
+	}
+	defer unlock()
 	rg := s.rolloutGuard(ctx, e)
 	parts = rg.wrap(parts)
 	for try := 0; ; try++ {
@@ -306,6 +311,64 @@ func (s *Store) commitChecked(ctx context.Context, op string, e edits, eff *effe
 		}
 		schemaPause(lctx, try)
 	}
+}
+
+// treeLocks holds, per appliance with a schema, a lock (a channel of one) that this store's
+// writes to that appliance take in turn: each such write bumps the appliance's tree version, so
+// concurrent writes to it through one replica would mostly fail each other's guard and retry,
+// and under load one of them could keep losing until its request timed out. Writes through
+// other replicas still meet at the guard.
+type treeLocks struct {
+	mu    sync.Mutex
+	locks map[string]chan struct{}
+}
+
+// lockTrees takes the locks of the appliances with a schema that e touches, in name order,
+// waiting at most until ctx ends, and returns what releases them.
+func (s *Store) lockTrees(ctx context.Context, e edits) (func(), error) {
+	names, all := appliancesOf(e)
+	if len(names) == 0 || all {
+		return func() {}, nil
+	}
+	schemas, _, check, err := s.loadSchemas(ctx)
+	if err != nil || check == nil {
+		return func() {}, nil // the write's own schema check says what is wrong
+	}
+	var held []chan struct{}
+	unlock := func() {
+		for _, l := range held {
+			<-l
+		}
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		if _, ok := schemas[n]; !ok {
+			continue
+		}
+		l := s.trees.lock(n)
+		select {
+		case l <- struct{}{}:
+			held = append(held, l)
+		case <-ctx.Done():
+			unlock()
+			return nil, ctx.Err()
+		}
+	}
+	return unlock, nil
+}
+
+func (t *treeLocks) lock(name string) chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.locks == nil {
+		t.locks = map[string]chan struct{}{}
+	}
+	l := t.locks[name]
+	if l == nil {
+		l = make(chan struct{}, 1)
+		t.locks[name] = l
+	}
+	return l
 }
 
 // holds reports whether every one of cmps holds now.

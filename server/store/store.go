@@ -139,6 +139,7 @@ var ErrWatchSilent = errors.New("watch: etcd sent nothing, not even the progress
 
 // Store is a handle on the store. It is safe for concurrent use.
 type Store struct {
+	trees   treeLocks // writes to one appliance with a schema, one at a time (see lockTrees)
 	cfg     Config
 	log     *slog.Logger
 	cli     *clientv3.Client
@@ -157,6 +158,10 @@ type Store struct {
 	id string
 
 	lease markerLease // the lease of write markers
+
+	priors priorCache // what the keys written lately held, for releases (see release.go)
+	// metas is what PruneReleases decoded of the release records.
+	metas releaseMetaCache
 
 	schemas schemaCache // the appliances' schemas, for write-time validation (see schema.go)
 

@@ -119,11 +119,13 @@ func (s *Store) commit(ctx context.Context, op string, eff *effect, parts txnPar
 	wctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	leaseMissing, stale := 0, 0
+	var fresh *touched // the touched keys as the last try's Else read them
 	for try := 0; ; try++ {
-		rel, err := s.prepareRelease(wctx, eff)
+		rel, err := s.prepareRelease(wctx, eff, fresh)
 		if err != nil {
 			return written{}, fmt.Errorf("%s: %w", op, err)
 		}
+		fresh = nil
 		lease := s.markerLease(wctx)
 		mk := ""
 		var m marker
@@ -138,7 +140,7 @@ func (s *Store) commit(ctx context.Context, op string, eff *effect, parts txnPar
 		}
 		c, t, e := parts(m)
 		if rel != nil {
-			c, t, e = rel.guards, []clientv3.Op{clientv3.OpTxn(c, t, e)}, nil
+			c, t, e = rel.guards, []clientv3.Op{clientv3.OpTxn(c, t, e)}, rel.reads
 		}
 		actx, acancel := s.attemptCtx(wctx, try)
 		var sent atomic.Bool
@@ -146,15 +148,25 @@ func (s *Store) commit(ctx context.Context, op string, eff *effect, parts txnPar
 		acancel()
 		if err == nil && rel != nil {
 			if !resp.Succeeded {
-				// A touched key changed since prepareRelease read it: nothing was applied.
+				// A touched key is not as the release saw it: nothing was applied, and the
+				// Else read the keys again. Retry with that at once; pause from the second
+				// stale try on (another writer keeps changing them).
+				fresh = s.stale(rel, resp)
 				if stale++; stale >= staleTries {
 					return written{}, api.Errorf(api.CodeConflict, "%s: the keys it touches kept changing during %d attempts", op, staleTries)
 				}
-				pause(wctx)
+				if stale > 1 {
+					pause(wctx)
+				}
 				continue
 			}
 			inner := resp.Responses[0].GetResponseTxn()
 			resp = &clientv3.TxnResponse{Header: resp.Header, Succeeded: inner.Succeeded, Responses: inner.Responses}
+			s.appliedRelease(rel, eff, inner.Succeeded, resp.Header.Revision)
+		} else if rel != nil {
+			// Applied or not, maybe later: what the keys hold is not known here.
+			s.priors.forget(rel.exact)
+			s.priors.forgetUnder(rel.prefixes)
 		}
 		if err == nil {
 			return written{rev: resp.Header.Revision, succeeded: resp.Succeeded, resp: resp}, nil
@@ -166,7 +178,10 @@ func (s *Store) commit(ctx context.Context, op string, eff *effect, parts txnPar
 		if lease != 0 && errors.Is(err, rpctypes.ErrLeaseNotFound) && leaseMissing < 2 {
 			leaseMissing++
 			s.dropLease(lease)
-			continue // refused whole: nothing was applied
+			// Refused whole: nothing was applied. The store may have been replaced, which
+			// makes the prior cache's revisions meaningless.
+			s.priors.clear()
+			continue
 		}
 		if !sent.Load() || refusedUnapplied(err) {
 			if retryable(err) && wctx.Err() == nil {
