@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
 	"github.com/shoelace-dev/shoelace/internal/client"
 )
 
@@ -61,6 +62,9 @@ type Agent struct {
 	reportsTaken atomic.Bool
 	metrics      metrics
 	persist      *persister // set while Run runs
+	// dirSyncs, while Run runs, holds the directories of installed files whose fsync waits
+	// (run.go: pass); nil: each install fsyncs its directory.
+	dirSyncs *atomicfile.DirSyncs
 	// recordOwed is set while Run runs: commands owed for installed files are recorded in
 	// cache_dir (owed.go), which owed mirrors.
 	recordOwed bool

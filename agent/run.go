@@ -12,6 +12,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
 	"github.com/shoelace-dev/shoelace/internal/client"
 )
 
@@ -27,6 +28,9 @@ const (
 	failureLogEvery = time.Minute
 	// fsDebounce coalesces the burst of events of one editor save.
 	fsDebounce = 100 * time.Millisecond
+	// dirSyncDelay bounds how long the fsync of the directories of installed files (and with
+	// it the record of what is applied) waits, so that a burst of changes pays one.
+	dirSyncDelay = 20 * time.Millisecond
 )
 
 // fetched is a view the poller got from the server.
@@ -95,6 +99,12 @@ type loop struct {
 	poller *poller
 	// reporter posts what each pass did to the server, in order.
 	reporter *reporter
+	// unsynced record the outcomes of the passes whose installs wait for the fsync of their
+	// directories (a.dirSyncs), in order; next is what they leave applied; dirTimer flushes
+	// them (flushDirs).
+	unsynced []func()
+	next     *ack
+	dirTimer *time.Timer
 }
 
 // event is what the loop waits for.
@@ -116,6 +126,7 @@ const (
 	evWatchError                    // the file watcher failed
 	evFilesSettled                  // no file event for fsDebounce
 	evReload                        // SIGHUP
+	evDirSync                       // dirSyncDelay passed since a deferred directory fsync
 )
 
 // step moves the loop's state for one event: every transition of Run is here.
@@ -161,6 +172,8 @@ func (l *loop) step(ev event) {
 	case evReload:
 		l.a.log.Info("reloading config (SIGHUP)")
 		l.reload()
+	case evDirSync:
+		l.flushDirs()
 	}
 }
 
@@ -188,6 +201,8 @@ func (l *loop) wait() event {
 		return event{kind: evFilesSettled}
 	case <-l.a.opts.Reload:
 		return event{kind: evReload}
+	case <-timerC(l.dirTimer):
+		return event{kind: evDirSync}
 	}
 }
 
@@ -201,6 +216,7 @@ func (l *loop) start() {
 	a.recordOwed = true
 	// The cache and status files are written off the render path, and so are reports.
 	a.persist = startPersister(a.log)
+	a.dirSyncs = &atomicfile.DirSyncs{}
 	l.reporter = startReporter(a.log, &a.reportsTaken)
 	// Watch before the first render, so that an edit right after it is not missed.
 	l.rewatch()
@@ -238,6 +254,8 @@ func (l *loop) close() {
 	if l.watcher != nil {
 		l.watcher.Close()
 	}
+	l.flushDirs() // the outcomes are recorded (the status written), the last report dropped
+	l.a.dirSyncs = nil
 	l.reporter.close()
 	l.a.persist.close()
 	l.a.persist = nil
@@ -332,18 +350,57 @@ func (l *loop) renderSources() {
 }
 
 // pass renders sel from v, then records the outcome: the applied revision when every template
-// is in place, the status file, and a report to the server.
+// is in place, the status file, and a report to the server. The fsync of the directories of the
+// files it renamed is deferred (a.dirSyncs: at most dirSyncDelay, so that a burst of changes
+// pays one per directory and none lands on the next change's path), and so is the outcome's
+// record: nothing says a revision is applied before its files are durable.
 func (l *loop) pass(v *view, sel []*tmpl, force bool) {
 	a := l.a
 	start := time.Now()
 	res := a.renderPass(l.ctx, v, sel, force, false)
 	a.logPass(v, res, time.Since(start))
+	k := l.applied()
 	if a.failing() == 0 {
-		a.applied.Store(v.Revision)
-		a.appliedRollout = v.Rollout
+		k = ack{applied: v.Revision, rollout: v.Rollout}
 	}
-	a.writeStatus(v, res)
-	l.reporter.put(a.client, a.cfg.Appliance, a.report(v))
+	st, rep := a.status(v, res, k.applied), a.reportAt(v, k.applied)
+	l.unsynced = append(l.unsynced, func() {
+		a.applied.Store(k.applied)
+		a.appliedRollout = k.rollout
+		a.putStatus(st)
+		l.reporter.put(a.client, a.cfg.Appliance, rep)
+	})
+	l.next = &k
+	if !a.dirSyncs.Pending() || !a.reportsTaken.Load() {
+		// Nothing to wait for (or a command made them durable already); or a server that
+		// takes no reports, told by the long-polls, which are not to wait for the fsync.
+		l.flushDirs()
+		return
+	}
+	if l.dirTimer == nil {
+		l.dirTimer = time.NewTimer(dirSyncDelay)
+	}
+}
+
+// applied is what is applied once the pending outcomes are recorded.
+func (l *loop) applied() ack {
+	if l.next != nil {
+		return *l.next
+	}
+	return ack{applied: l.a.applied.Load(), rollout: l.a.appliedRollout}
+}
+
+// flushDirs fsyncs the directories of the files installed since the last flush, then records
+// the outcomes of the passes that installed them, in order, and tells the poller.
+func (l *loop) flushDirs() {
+	stopTimer(l.dirTimer)
+	l.dirTimer = nil
+	l.a.syncDirs()
+	for _, record := range l.unsynced {
+		record()
+	}
+	l.unsynced, l.next = nil, nil
+	l.ackPoller()
 }
 
 // ackPoller tells the poller what is applied now.
@@ -363,6 +420,7 @@ func (l *loop) reload() {
 	}
 	a.notify(a.opts.Notify.Reloading)
 	defer a.notify(a.opts.Notify.Ready)
+	l.flushDirs()
 	cfg, err := LoadConfigWith(a.opts.ConfigPath, Overrides{ConfdDir: a.opts.ConfdDir})
 	if err != nil {
 		a.log.Error("config not reloaded; keeping the running one", "error", err.Error())
@@ -477,8 +535,28 @@ func (a *Agent) saveCache(v *view) {
 }
 
 func (a *Agent) writeStatus(v *view, res passResult) {
+	a.putStatus(a.status(v, res, a.applied.Load()))
+}
+
+// syncDirs fsyncs the directories whose fsync installs deferred (a.dirSyncs).
+func (a *Agent) syncDirs() {
+	if !a.dirSyncs.Pending() {
+		return
+	}
+	if err := syncDirectories(a.dirSyncs); err != nil {
+		// The files are in place: they count as installed. Only a crash could bring the old
+		// ones back, and the next start renders them again.
+		a.log.Warn("installed, but its directory was not fsynced", "error", err.Error())
+	}
+}
+
+// syncDirectories fsyncs the directories held (a test hook).
+var syncDirectories = (*atomicfile.DirSyncs).Sync
+
+// status is the status after a pass at v that leaves applied applied.
+func (a *Agent) status(v *view, res passResult, applied int64) *Status {
 	s := &Status{Appliance: a.cfg.Appliance, Instance: a.instance, Updated: time.Now().UTC(), Store: v.Store,
-		Revision: v.Revision, Applied: a.applied.Load(), Rollout: v.Rollout, FromCache: v.FromCache}
+		Revision: v.Revision, Applied: applied, Rollout: v.Rollout, FromCache: v.FromCache}
 	if !v.FromCache {
 		s.LastSync = s.Updated
 	}
@@ -492,6 +570,11 @@ func (a *Agent) writeStatus(v *view, res passResult) {
 	if len(res.failures) > 0 {
 		s.LastError = res.failures[0].String()
 	}
+	return s
+}
+
+// putStatus writes s (by the persister while Run runs).
+func (a *Agent) putStatus(s *Status) {
 	if a.persist != nil {
 		a.persist.put(nil, &statusJob{dir: a.cfg.CacheDir, s: s})
 		return
