@@ -41,10 +41,24 @@ type principalKey struct{}
 
 // principalOf returns the request's principal (set by authenticate).
 func principalOf(r *http.Request) *principal {
-	if p, ok := r.Context().Value(principalKey{}).(*principal); ok {
+	ctx := r.Context()
+	if p, ok := ctx.Value(principalKey{}).(*principal); ok {
 		return p
 	}
+	if i := reqInfoOf(r); i != nil && i.p != nil {
+		return i.p
+	}
 	return &principal{}
+}
+
+// withPrincipal is r with principal p: in its reqInfo when it has one (no copy of the request,
+// which an open long-poll would hold), else in a new context.
+func withPrincipal(r *http.Request, p *principal) *http.Request {
+	if i := reqInfoOf(r); i != nil {
+		i.p = p
+		return r
+	}
+	return r.WithContext(context.WithValue(r.Context(), principalKey{}, p))
 }
 
 func forbidden(format string, args ...any) error {
@@ -131,13 +145,21 @@ type tokenRecord struct {
 	// to, and Parent the agent token that enrolled it ("" when an admin did).
 	Instance string `json:"instance,omitempty"`
 	Parent   string `json:"parent,omitempty"`
+
+	// p is principal's answer, made once: every request of the token shares it (an open
+	// long-poll holds it), and nothing changes a principal. A changed record is a new record.
+	p atomic.Pointer[principal]
 }
 
 func (t *tokenRecord) principal() *principal {
+	if p := t.p.Load(); p != nil {
+		return p
+	}
 	p := &principal{name: t.Name, admin: t.Admin, appliance: t.Appliance, read: t.Read, write: t.Write}
 	if t.Instance != "" {
 		p.instance, p.enrolled = t.Instance, t.Created
 	}
+	t.p.Store(p)
 	return p
 }
 
@@ -390,7 +412,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*http.Req
 		}
 	}
 	s.auth.touch(rec.Name)
-	return r.WithContext(context.WithValue(r.Context(), principalKey{}, rec.principal())), nil
+	return withPrincipal(r, rec.principal()), nil
 }
 
 // limitAddr applies the rate limit of a request without a valid token: per client address

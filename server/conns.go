@@ -418,6 +418,9 @@ type trackedConn struct {
 	opened   time.Time
 	idleAt   *list.Element // in l.idle while idle between requests, under l.mu
 	freshAt  *list.Element // in l.fresh until its first request, under l.mu
+	// req is the HTTP/1 request in progress on the connection (there is one at a time), set
+	// and read by the connection's goroutine only (see Server.begin).
+	req *reqInfo
 }
 
 // stopTimer stops c's idle timer; l.mu must be held.

@@ -381,9 +381,19 @@ func TestServe_RefusesConnectionsOverMaxConns(t *testing.T) {
 	var held []net.Conn
 	// Three writes whose bodies have not all arrived: busy connections. The readiness probe's
 	// connection may not be counted out yet: wait until the three are in.
-	for i := 0; i < 3; i++ {
+	for tries := 0; len(held) < 3; tries++ {
+		if tries == 100 {
+			t.Fatal("could not hold three busy connections in 100 tries")
+		}
 		c := rawConn(t, e.addr)
 		io.WriteString(c, "PUT /v1/kv/shared/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+e.token+"\r\nContent-Length: 10\r\n\r\nx")
+		// Refused while the probe's connection was still counted: the server answers at once.
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if n, _ := c.Read(make([]byte, 1)); n > 0 {
+			c.Close()
+			continue
+		}
+		c.SetReadDeadline(time.Time{})
 		held = append(held, c)
 	}
 	// Once the three are busy, a new connection is refused (until then, one may get in).
@@ -409,11 +419,13 @@ func TestServe_RefusesConnectionsOverMaxConns(t *testing.T) {
 		defer res.Body.Close()
 		b, _ := io.ReadAll(res.Body)
 		scraped = string(b)
-		return res.StatusCode == 200
+		// The connection closed by a refusal may still be on its way out of the server's
+		// books when the first scrape gets in: the count settles at the two held and this one.
+		return res.StatusCode == 200 && strings.Contains(scraped, "\nshoelace_connections_open 3\n")
 	})
 	for _, want := range []string{"\nshoelace_connections_open 3\n", `shoelace_connections_refused_total{cap="addr"} 0`} {
 		if !strings.Contains(scraped, want) {
-			t.Errorf("/metrics lacks %q", want)
+			t.Errorf("/metrics lacks %q:\n%s", want, scraped)
 		}
 	}
 	if !strings.Contains(scraped, `shoelace_connections_refused_total{cap="total"} `) || strings.Contains(scraped, `shoelace_connections_refused_total{cap="total"} 0`) {
@@ -541,7 +553,7 @@ func TestServe_OneTokenCannotHoldEveryConnection(t *testing.T) {
 		t.Fatalf("an operator's request with every connection held idle by one agent token: %d %s", code, body)
 	}
 
-	// Long-polls on every connection: at most two thirds of them, the rest stays usable.
+	// Long-polls on every connection: at most four fifths of them, the rest stays usable.
 	_, hdr, _ := do("GET", "/v1/appliances/web", agent, "")
 	index := hdr.Get("X-Shoelace-Index")
 	polls := 0

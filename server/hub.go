@@ -1,6 +1,7 @@
 package server
 
 import (
+	"container/heap"
 	"context"
 	"encoding/json"
 	"errors"
@@ -37,13 +38,41 @@ type wake struct {
 	known bool
 }
 
-// waiter is one open long-poll.
+// waiter is one open long-poll. There are as many as agents: every byte here counts (see
+// BENCHMARKS.md, "Fan-out memory").
 type waiter struct {
 	app      string
 	after    int64
 	token    string
 	instance string    // the agent's X-Shoelace-Instance ("" when not sent)
 	ch       chan wake // buffered 1; written once, under hub.mu, by whoever removes the waiter
+	// due is when the wait expires (since hub.epoch), and idx the waiter's place in
+	// hub.due: one timer for the hub rather than one per open long-poll.
+	due time.Duration
+	idx int
+}
+
+// dueHeap orders open long-polls by when they expire (container/heap).
+type dueHeap []*waiter
+
+func (d dueHeap) Len() int           { return len(d) }
+func (d dueHeap) Less(i, j int) bool { return d[i].due < d[j].due }
+func (d dueHeap) Swap(i, j int) {
+	d[i], d[j] = d[j], d[i]
+	d[i].idx, d[j].idx = i, j
+}
+func (d *dueHeap) Push(x any) {
+	w := x.(*waiter)
+	w.idx = len(*d)
+	*d = append(*d, w)
+}
+func (d *dueHeap) Pop() any {
+	old := *d
+	w := old[len(old)-1]
+	old[len(old)-1] = nil
+	*d = old[:len(old)-1]
+	w.idx = -1
+	return w
 }
 
 // instanceKey names one agent's long-poll: a newer one of the same key replaces the older.
@@ -77,6 +106,9 @@ type hub struct {
 	waiters    map[string]map[*waiter]struct{} // by appliance
 	byToken    map[string]map[*waiter]struct{}
 	byInstance map[instanceKey]*waiter
+	due        dueHeap     // open long-polls by expiry
+	epoch      time.Time   // origin of waiter.due
+	expiry     *time.Timer // fires at due[0]'s expiry (nil until the first long-poll)
 	n          int
 	draining   bool
 	// beforeRegister, when set (by tests only), is called between a long-poll's check for a
@@ -121,6 +153,7 @@ func newHub(ctx context.Context, st *store.Store, log *slog.Logger, m *metrics, 
 		waiters:    make(map[string]map[*waiter]struct{}),
 		byToken:    make(map[string]map[*waiter]struct{}),
 		byInstance: make(map[instanceKey]*waiter),
+		epoch:      time.Now(),
 		flights:    make(map[string]*flight),
 		deltas:     make(map[deltaKey]*deltaFlight),
 		ctx:        ctx,
@@ -176,6 +209,9 @@ func (h *hub) wakeLocked(w *waiter, kind wakeKind, known bool) {
 		if k := (instanceKey{w.token, w.app, w.instance}); h.byInstance[k] == w {
 			delete(h.byInstance, k)
 		}
+	}
+	if w.idx >= 0 && w.idx < len(h.due) && h.due[w.idx] == w {
+		heap.Remove(&h.due, w.idx)
 	}
 	h.n--
 	h.m.longPolls.Set(float64(h.n))
@@ -442,6 +478,10 @@ func (h *hub) addLocked(w *waiter) {
 	if w.instance != "" {
 		h.byInstance[instanceKey{w.token, w.app, w.instance}] = w
 	}
+	heap.Push(&h.due, w)
+	if h.due[0] == w {
+		h.armLocked(w.due)
+	}
 	h.n++
 	h.m.longPolls.Set(float64(h.n))
 }
@@ -450,7 +490,31 @@ func (h *hub) addLocked(w *waiter) {
 // ends (the client went away), when a newer long-poll takes its place, or when the server
 // drains. It answers at once when the hub cannot tell: an index older than what it knows,
 // ahead of the store, or a change already recorded. token and instance name the client.
+//
+// Every open long-poll waits here, on its connection's goroutine, whose stack holds the whole
+// handler chain: wait's own frame is kept small (register and leave are not inlined) so that
+// the chain stays within the goroutine stack's first size up.
 func (h *hub) wait(ctx context.Context, app string, after int64, token, instance string, d time.Duration) (wake, error) {
+	w, wk, err := h.register(ctx, app, after, token, instance, d)
+	if w == nil {
+		return wk, err
+	}
+	select {
+	case wk = <-w.ch:
+		if wk.kind == wakeTimeout {
+			// Expired: the client may have gone meanwhile.
+			return wk, ctx.Err()
+		}
+		return wk, nil
+	case <-ctx.Done():
+		return h.leave(ctx, w)
+	}
+}
+
+// register registers a waiter for wait, or says why wait ends at once (nil waiter).
+//
+//go:noinline
+func (h *hub) register(ctx context.Context, app string, after int64, token, instance string, d time.Duration) (*waiter, wake, error) {
 	checkedStore := false
 	h.mu.Lock()
 	for {
@@ -458,11 +522,11 @@ func (h *hub) wait(ctx context.Context, app string, after int64, token, instance
 		case h.draining:
 			r := h.rev
 			h.mu.Unlock()
-			return wake{kind: wakeDrain, rev: r}, nil
+			return nil, wake{kind: wakeDrain, rev: r}, nil
 		case !h.ready || after < h.base || h.changedLocked(app) > after:
 			r, known := h.rev, h.ready && after >= h.base
 			h.mu.Unlock()
-			return wake{kind: wakeChanged, rev: r, known: known}, nil
+			return nil, wake{kind: wakeChanged, rev: r, known: known}, nil
 		}
 		if after <= h.rev || checkedStore {
 			break
@@ -472,10 +536,10 @@ func (h *hub) wait(ctx context.Context, app string, after int64, token, instance
 		h.mu.Unlock()
 		rev, err := h.st.Revision(ctx)
 		if err != nil {
-			return wake{}, err
+			return nil, wake{}, err
 		}
 		if after > rev {
-			return wake{kind: wakeChanged, rev: h.current()}, nil
+			return nil, wake{kind: wakeChanged, rev: h.current()}, nil
 		}
 		checkedStore = true
 		h.mu.Lock()
@@ -483,39 +547,63 @@ func (h *hub) wait(ctx context.Context, app string, after int64, token, instance
 	if d <= 0 {
 		r := h.rev
 		h.mu.Unlock()
-		return wake{kind: wakeTimeout, rev: r}, nil
+		return nil, wake{kind: wakeTimeout, rev: r}, nil
 	}
 	// The check above and the registration below hold mu throughout: a change applied between
 	// them would be lost to this long-poll (the hook lets a test try).
 	if h.beforeRegister != nil {
 		h.beforeRegister()
 	}
-	w := &waiter{app: app, after: after, token: token, instance: instance, ch: make(chan wake, 1)}
+	w := &waiter{app: app, after: after, token: token, instance: instance, ch: make(chan wake, 1),
+		due: time.Since(h.epoch) + d, idx: -1}
 	if err := h.admitLocked(w); err != nil {
 		h.mu.Unlock()
-		return wake{}, err
+		return nil, wake{}, err
 	}
 	h.addLocked(w)
 	h.mu.Unlock()
+	return w, wake{}, nil
+}
 
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case wk := <-w.ch:
-		return wk, nil
-	case <-t.C:
-	case <-ctx.Done():
+// armLocked sets the hub's expiry timer to fire at due; h.mu must be held.
+func (h *hub) armLocked(due time.Duration) {
+	d := max(0, due-time.Since(h.epoch))
+	if h.expiry == nil {
+		h.expiry = time.AfterFunc(d, h.expire)
+		return
 	}
+	h.expiry.Reset(d)
+}
+
+// expire ends the waits that are due (304), and sets the timer for the next one.
+func (h *hub) expire() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if _, ok := h.waiters[app][w]; ok {
+	now := time.Since(h.epoch)
+	for len(h.due) > 0 && h.due[0].due <= now {
+		w := h.due[0]
+		h.wakeLocked(w, wakeTimeout, false)
+		if len(h.due) > 0 && h.due[0] == w { // not registered (cannot be): never loop on it
+			heap.Pop(&h.due)
+		}
+	}
+	if len(h.due) > 0 {
+		h.armLocked(h.due[0].due)
+	}
+}
+
+// leave removes w, whose client went away, and returns how its wait ended.
+//
+//go:noinline
+func (h *hub) leave(ctx context.Context, w *waiter) (wake, error) {
+	h.mu.Lock()
+	if _, ok := h.waiters[w.app][w]; ok {
 		h.wakeLocked(w, wakeTimeout, false)
 	}
+	h.mu.Unlock()
 	wk := <-w.ch
 	if wk.kind == wakeChanged || wk.kind == wakeTimeout {
-		if err := ctx.Err(); err != nil {
-			return wk, err
-		}
+		return wk, ctx.Err()
 	}
 	return wk, nil
 }

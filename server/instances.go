@@ -66,7 +66,11 @@ func newReporter(max int) *reporter {
 
 // note queues in for writing when it says something new. It reports false, and records
 // nothing, when in is an instance its token has no record of and the token has max records.
-func (r *reporter) note(in api.Instance) bool {
+func (r *reporter) note(in api.Instance) bool { return r.noteRef(&in) }
+
+// noteRef is note without the copy of in. It runs inside every long-poll that carries a report
+// (as the agents' do), whose stack it must not deepen: its rare paths are not inlined.
+func (r *reporter) noteRef(in *api.Instance) bool {
 	key := in.Appliance + "/" + in.Instance
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -74,23 +78,38 @@ func (r *reporter) note(in api.Instance) bool {
 		return false
 	}
 	if now := in.LastSeen; now.Sub(r.swept) > time.Hour {
-		for k, w := range r.written {
-			if now.Sub(w.at) > time.Hour {
-				delete(r.written, k)
-			}
-		}
-		r.swept = now
+		r.sweepLocked(now)
 	}
 	if w, ok := r.written[key]; ok && w.applied == in.Applied && w.rollout == in.Rollout && w.token == in.Token && in.LastSeen.Sub(w.at) < instanceRefresh {
 		return true
 	}
+	r.queueLocked(key, in)
+	return true
+}
+
+// queueLocked queues in for writing, unless the queue is full (the next request reports
+// again); r.mu must be held.
+//
+//go:noinline
+func (r *reporter) queueLocked(key string, in *api.Instance) {
 	select {
-	case r.ch <- in:
+	case r.ch <- *in:
 		r.written[key] = reported{applied: in.Applied, rollout: in.Rollout, at: in.LastSeen, token: in.Token}
 		r.ownLocked(key, in.Token)
 	default: // full: the next request reports again
 	}
-	return true
+}
+
+// sweepLocked forgets what was written over an hour before now; r.mu must be held.
+//
+//go:noinline
+func (r *reporter) sweepLocked(now time.Time) {
+	for k, w := range r.written {
+		if now.Sub(w.at) > time.Hour {
+			delete(r.written, k)
+		}
+	}
+	r.swept = now
 }
 
 // ownLocked counts the record key as token's; r.mu must be held.
@@ -301,25 +320,44 @@ func agentReport(r *http.Request, name string) (*api.Instance, error) {
 // replica's own revision may lag behind the store, so the store is asked before the report is
 // ignored. A report of an enrolled instance made with another token than its instance token is
 // ignored too. A report ignored or refused by the cap never fails the request.
+//
+// It runs inside every long-poll that carries a report (as the agents' do): its rare paths are
+// functions of their own, not inlined, so that its frame does not deepen every open long-poll's
+// stack.
 func (s *Server) takeReport(ctx context.Context, in *api.Instance) {
-	if cur := s.hub.current(); in.Applied > cur {
-		rev, err := s.aboveStore.revision(ctx, s.st.Revision, in.Applied)
-		if err != nil || in.Applied > rev {
-			if s.aboveStore.shouldWarn(in.Token, time.Now()) {
-				s.log.Warn("ignoring instance reports applied above the store's revision (one line per token and minute)", "appliance", in.Appliance,
-					"instance", shorten(in.Instance), "token", in.Token, "applied", in.Applied, "revision", max(rev, cur), "err", err)
-			}
-			return
-		}
-	}
-	if !in.Enrolled && s.auth.enrolled(in.Appliance, in.Instance) {
-		s.log.Debug("ignoring a report of an enrolled instance not made with its instance token", "appliance", in.Appliance,
-			"instance", shorten(in.Instance), "token", in.Token)
+	if cur := s.hub.current(); in.Applied > cur && s.aboveStoreRevision(ctx, in, cur) {
 		return
 	}
-	if !s.reports.note(*in) {
-		s.log.Debug("not recording an instance over its token's cap", "appliance", in.Appliance, "instance", shorten(in.Instance), "token", in.Token, "max_instances", s.cfg.MaxInstances)
+	if !in.Enrolled && s.auth.enrolled(in.Appliance, in.Instance) {
+		s.reportIgnored(in, "ignoring a report of an enrolled instance not made with its instance token")
+		return
 	}
+	if !s.reports.noteRef(in) {
+		s.reportIgnored(in, "not recording an instance over its token's cap")
+	}
+}
+
+// aboveStoreRevision says whether in was applied above the store's revision (warning, once per
+// token and minute), asking the store when cur, this replica's, is below it.
+//
+//go:noinline
+func (s *Server) aboveStoreRevision(ctx context.Context, in *api.Instance, cur int64) bool {
+	rev, err := s.aboveStore.revision(ctx, s.st.Revision, in.Applied)
+	if err != nil || in.Applied > rev {
+		if s.aboveStore.shouldWarn(in.Token, time.Now()) {
+			s.log.Warn("ignoring instance reports applied above the store's revision (one line per token and minute)", "appliance", in.Appliance,
+				"instance", shorten(in.Instance), "token", in.Token, "applied", in.Applied, "revision", max(rev, cur), "err", err)
+		}
+		return true
+	}
+	return false
+}
+
+// reportIgnored logs, at debug level, why report in was not recorded.
+//
+//go:noinline
+func (s *Server) reportIgnored(in *api.Instance, why string) {
+	s.log.Debug(why, "appliance", in.Appliance, "instance", shorten(in.Instance), "token", in.Token, "max_instances", s.cfg.MaxInstances)
 }
 
 func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) error {

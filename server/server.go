@@ -236,47 +236,94 @@ func (s *Server) routes() {
 
 // wrap turns a handlerFunc into a handler: /v1 routes go through authentication first.
 func (s *Server) wrap(h handlerFunc, v1 bool) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var err error
-		if v1 {
-			if r, err = s.authenticate(w, r); err == nil {
-				markAuthenticated(r)
-				err = checkReleaseHeaders(r)
-			}
-		}
-		if err == nil {
-			err = h(w, r)
-		}
-		if err != nil {
-			s.writeError(w, r, err)
-		}
-	})
+	return &apiHandler{s: s, h: h, v1: v1}
 }
 
-// reqInfo travels with a request so that the access log learns what the handlers found out.
+// apiHandler is a wrapped handlerFunc (a type, not a closure: one frame less on the stack of
+// every open long-poll).
+type apiHandler struct {
+	s  *Server
+	h  handlerFunc
+	v1 bool
+}
+
+func (a *apiHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var err error
+	if a.v1 {
+		if r, err = a.s.authenticate(w, r); err == nil {
+			markAuthenticated(r)
+			err = checkReleaseHeaders(r)
+		}
+	}
+	if err == nil {
+		err = a.h(w, r)
+	}
+	if err != nil {
+		a.s.writeError(w, r, err)
+	}
+}
+
+// reqInfo travels with a request so that the access log learns what the handlers found out,
+// and the handlers who the caller is (authenticate sets p).
 type reqInfo struct {
 	id    string
 	token string
+	p     *principal
 }
 
 type reqInfoKey struct{}
 
 func info(r *http.Request) *reqInfo {
-	if i, ok := r.Context().Value(reqInfoKey{}).(*reqInfo); ok {
+	if i := reqInfoOf(r); i != nil {
 		return i
 	}
 	return &reqInfo{}
 }
 
-// statusWriter records the status code of a response.
+// reqInfoOf is r's reqInfo: its connection's request in progress over HTTP/1 (begin keeps it
+// there, so that no request is copied for it), else from its context; nil when it has none.
+func reqInfoOf(r *http.Request) *reqInfo {
+	ctx := r.Context()
+	if i, ok := ctx.Value(reqInfoKey{}).(*reqInfo); ok {
+		return i
+	}
+	if r.ProtoMajor == 1 {
+		if c, ok := ctx.Value(connKey{}).(*trackedConn); ok && c.req != nil {
+			return c.req
+		}
+	}
+	return nil
+}
+
+// statusWriter records the status code of a response, and sets the headers every answer
+// carries (request id, store id, index) just before the answer is written: an open long-poll
+// then holds no header of its own while it waits. It also holds the request's reqInfo, so that
+// one allocation serves both.
 type statusWriter struct {
 	http.ResponseWriter
+	s      *Server
 	status int
+	info   reqInfo
+}
+
+// defaults sets the common headers that the handler has not set.
+func (w *statusWriter) defaults() {
+	h := w.ResponseWriter.Header()
+	if h.Get(api.HeaderRequestID) == "" {
+		h.Set(api.HeaderRequestID, w.info.id)
+	}
+	if _, ok := h[api.HeaderStore]; !ok {
+		h.Set(api.HeaderStore, w.s.st.ID())
+	}
+	if _, ok := h[api.HeaderIndex]; !ok {
+		h.Set(api.HeaderIndex, strconv.FormatInt(w.s.hub.current(), 10))
+	}
 }
 
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
+		w.defaults()
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
@@ -284,72 +331,122 @@ func (w *statusWriter) WriteHeader(code int) {
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
+		w.defaults()
+		// As net/http would, but from this frame rather than from inside its Write: a woken
+		// long-poll writes from deep in the handler chain, and net/http's WriteHeader there
+		// would grow the goroutine's stack, a copy in the path of every answer.
+		w.ResponseWriter.WriteHeader(http.StatusOK)
 	}
 	return w.ResponseWriter.Write(b)
+}
+
+// Flush sends what was written so far (ResponseController.Flush finds it before Unwrap).
+func (w *statusWriter) Flush() {
+	if w.status == 0 {
+		w.status = http.StatusOK
+		w.defaults()
+	}
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // outer runs around every request: request id, the protocol headers, path hygiene, metrics and
-// the access log.
+// the access log. Its own frame is kept small (begin and end are not inlined): a long-poll
+// waits with it on its goroutine's stack, and a deeper stack costs every open long-poll.
 func (s *Server) outer(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		ri := &reqInfo{id: requestID(r.Header.Get(api.HeaderRequestID))}
-		r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, ri))
-		sw := &statusWriter{ResponseWriter: w}
-		h := sw.Header()
-		h.Set(api.HeaderRequestID, ri.id)
-		h.Set(api.HeaderStore, s.st.ID())
-		h.Set(api.HeaderIndex, strconv.FormatInt(s.hub.current(), 10))
-		// Deadlines against slow clients: the body must arrive within BodyTimeout, and the
-		// answer be taken within the time a handler may take (long-polls and snapshots extend it).
-		rc := http.NewResponseController(sw)
-		if r.ContentLength != 0 {
-			_ = rc.SetReadDeadline(start.Add(s.cfg.bodyTimeout()))
-		}
-		_ = rc.SetWriteDeadline(start.Add(opTimeout + writeMargin))
+	return &outerHandler{s: s, next: next}
+}
 
-		if r.ProtoMajor == 1 && r.ContentLength != 0 && r.Method != http.MethodPut && r.Method != http.MethodPost {
-			// No route reads this body: close rather than drain it after the answer, which a
-			// client sending it slowly would keep busy for the body timeout.
-			h.Set("Connection", "close")
-		}
-		if p := r.URL.Path; p != cleanPath(p) {
-			// ServeMux would redirect to the cleaned path; a key must never be rewritten.
-			s.writeError(sw, r, uncleanPathError(p))
-		} else {
-			next.ServeHTTP(sw, r)
-		}
-		if r.ProtoMajor == 1 && r.ContentLength != 0 && h.Get("Connection") == "close" {
-			// Answered without the whole body: net/http would still read up to 256 KiB of it
-			// before closing, for as long as the body timeout. End that read now. (HTTP/2
-			// drains nothing: it resets the stream.)
-			_ = rc.SetReadDeadline(time.Now())
-		}
+type outerHandler struct {
+	s    *Server
+	next http.Handler
+}
 
-		route := r.Pattern
-		if route == "" || route == "/" {
-			route = "unmatched"
-		}
-		status := sw.status
-		if status == 0 {
-			status = http.StatusOK
-		}
-		d := time.Since(start)
-		s.m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
-		s.m.latency.WithLabelValues(route).Observe(d.Seconds())
-		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
-			slog.String("request_id", ri.id),
-			slog.String("method", r.Method),
-			slog.String("route", route),
-			slog.String("path", cut(r.URL.Path, 512)),
-			slog.Int("status", status),
-			slog.Float64("duration_ms", float64(d.Microseconds())/1000),
-			slog.String("token", ri.token),
-			slog.String("remote", r.RemoteAddr),
-		)
-	})
+func (o *outerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw, r, clean := o.s.begin(w, r, start)
+	if clean {
+		o.next.ServeHTTP(sw, r)
+	} else {
+		// ServeMux would redirect to the cleaned path; a key must never be rewritten.
+		o.s.writeError(sw, r, uncleanPathError(r.URL.Path))
+	}
+	o.s.end(sw, r, start)
+}
+
+// begin readies a request: its id and reqInfo, its deadlines, and whether its path is clean.
+//
+//go:noinline
+func (s *Server) begin(w http.ResponseWriter, r *http.Request, start time.Time) (*statusWriter, *http.Request, bool) {
+	sw := &statusWriter{ResponseWriter: w, s: s, info: reqInfo{id: requestID(r.Header.Get(api.HeaderRequestID))}}
+	// Over HTTP/1 a connection carries one request at a time, handled on its own goroutine:
+	// the request's info goes into the connection (no copy of the request, which an open
+	// long-poll would hold). HTTP/2 multiplexes: a context of its own.
+	if c, ok := r.Context().Value(connKey{}).(*trackedConn); ok && r.ProtoMajor == 1 {
+		c.req = &sw.info
+	} else {
+		r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, &sw.info))
+	}
+	// Deadlines against slow clients: the body must arrive within BodyTimeout, and the
+	// answer be taken within the time a handler may take (long-polls and snapshots extend it).
+	rc := http.NewResponseController(w)
+	if r.ContentLength != 0 {
+		_ = rc.SetReadDeadline(start.Add(s.cfg.bodyTimeout()))
+	}
+	_ = rc.SetWriteDeadline(start.Add(opTimeout + writeMargin))
+	if r.ProtoMajor == 1 && r.ContentLength != 0 && r.Method != http.MethodPut && r.Method != http.MethodPost {
+		// No route reads this body: close rather than drain it after the answer, which a
+		// client sending it slowly would keep busy for the body timeout.
+		w.Header().Set("Connection", "close")
+	}
+	p := r.URL.Path
+	return sw, r, p == cleanPath(p)
+}
+
+// end finishes a request: the body not read, the metrics and the access log.
+//
+//go:noinline
+func (s *Server) end(sw *statusWriter, r *http.Request, start time.Time) {
+	if c, ok := r.Context().Value(connKey{}).(*trackedConn); ok && c.req == &sw.info {
+		defer func() { c.req = nil }()
+	}
+	if sw.status == 0 {
+		// Nothing was written: net/http answers 200 with an empty body, with these headers.
+		sw.defaults()
+	}
+	h := sw.ResponseWriter.Header()
+	if r.ProtoMajor == 1 && r.ContentLength != 0 && h.Get("Connection") == "close" {
+		// Answered without the whole body: net/http would still read up to 256 KiB of it
+		// before closing, for as long as the body timeout. End that read now. (HTTP/2
+		// drains nothing: it resets the stream.)
+		_ = http.NewResponseController(sw.ResponseWriter).SetReadDeadline(time.Now())
+	}
+
+	route := r.Pattern
+	if route == "" || route == "/" {
+		route = "unmatched"
+	}
+	status := sw.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	d := time.Since(start)
+	s.m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+	s.m.latency.WithLabelValues(route).Observe(d.Seconds())
+	if !s.log.Enabled(r.Context(), slog.LevelInfo) {
+		return
+	}
+	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+		slog.String("request_id", sw.info.id),
+		slog.String("method", r.Method),
+		slog.String("route", route),
+		slog.String("path", cut(r.URL.Path, 512)),
+		slog.Int("status", status),
+		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
+		slog.String("token", sw.info.token),
+		slog.String("remote", r.RemoteAddr),
+	)
 }
 
 func uncleanPathError(p string) error {

@@ -51,7 +51,7 @@ SERVICE (systemd, as root; the unit is the one the packages ship):
 			&cli.Float64Flag{Name: "token-rate-limit", Value: def.TokenRateLimit, EnvVars: env("token-rate-limit"), Usage: "ceiling of an agent token's requests/s per replica, all its instances together (0: max(10 × --rate-limit, 1000))"},
 			&cli.IntFlag{Name: "max-instances", Value: def.MaxInstances, EnvVars: env("max-instances"), Usage: "instance names one token may use at once per replica, and instance records it may have"},
 			&cli.DurationFlag{Name: "instance-stale", Value: def.InstanceStale, EnvVars: env("instance-stale"), Usage: "an enrolled instance neither seen nor enrolled for that long may be enrolled again (taken over) by another agent; until then its name is refused (409)"},
-			&cli.IntFlag{Name: "max-long-polls", Value: def.MaxWaiters, EnvVars: env("max-long-polls"), Usage: "open long-polls per replica; when full, a token under its fair share takes the place of one of the token holding the most; at most two thirds of the connection cap"},
+			&cli.IntFlag{Name: "max-long-polls", Value: def.MaxWaiters, EnvVars: env("max-long-polls"), Usage: "open long-polls per replica; when full, a token under its fair share takes the place of one of the token holding the most; at most four fifths of the connection cap"},
 			&cli.IntFlag{Name: "max-long-polls-per-token", Value: def.MaxWaitersPerToken, EnvVars: env("max-long-polls-per-token"), Usage: "open long-polls per token and replica (0: only the fair share when full)"},
 			&cli.IntFlag{Name: "max-value-bytes", Value: def.MaxValueBytes, EnvVars: env("max-value-bytes"), Usage: "largest value accepted, in bytes"},
 			&cli.IntFlag{Name: "max-schema-bytes", Value: def.MaxSchemaBytes, EnvVars: env("max-schema-bytes"), Usage: "largest appliance schema accepted, in bytes (compiling one takes time that grows faster than its size)"},
@@ -139,6 +139,7 @@ func (e *cliEnv) server(c *cli.Context) error {
 	// JSON stream. gRPC's logger is a process global: set it once.
 	slog.SetDefault(logger)
 	routeGRPCLogs.Do(func() { store.RouteGRPCLogs(logger) })
+	debugPprof(logger)
 	if err := server.Run(c.Context, cfg, logger); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}

@@ -162,3 +162,13 @@ func BenchmarkBytesPerChange(b *testing.B) {
 	record(b, Row{Target: "bytes of a full 10,000-key view, gzip", Unit: "bytes", Figure: gz, Baseline: plain,
 		Against: "uncompressed", Ratio: true, Limit: 0.5, Note: "GET on the wire with headers"})
 }
+
+// waitLongPolls waits until the server at addr holds n open long-polls.
+func waitLongPolls(b *testing.B, addr string, n int) {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		if int(metric(b, addr, "shoelace_long_polls_open")) == n {
+			return
+		}
+	}
+	b.Fatalf("the server never held %d long-polls", n)
+}

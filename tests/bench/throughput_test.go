@@ -92,9 +92,9 @@ func BenchmarkWriteThroughput(b *testing.B) {
 				var apiOps, rawOps int64
 				var apiTime, rawTime time.Duration
 				for range 2 {
-					n, d := drive(b, conc, round, p.raw)
+					n, d := driveWrites(b, conc, round, p.raw)
 					rawOps, rawTime = rawOps+n, rawTime+d
-					n, d = drive(b, conc, round, p.api)
+					n, d = driveWrites(b, conc, round, p.api)
 					apiOps, apiTime = apiOps+n, apiTime+d
 				}
 				apiRate := float64(apiOps) * float64(p.puts) / apiTime.Seconds()
@@ -121,9 +121,9 @@ func BenchmarkWriteThroughput(b *testing.B) {
 	}
 }
 
-// drive runs conc goroutines calling write for d and returns how many calls completed and how
+// driveWrites runs conc goroutines calling write for d and returns how many calls completed and how
 // long they took from the first start to the last return. A failed call fails b.
-func drive(b *testing.B, conc int, d time.Duration, write func(ctx context.Context, w, i int) error) (int64, time.Duration) {
+func driveWrites(b *testing.B, conc int, d time.Duration, write func(ctx context.Context, w, i int) error) (int64, time.Duration) {
 	ctx := context.Background()
 	var n atomic.Int64
 	var wg sync.WaitGroup
