@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
 	"github.com/shoelace-dev/shoelace/internal/client"
 )
 
@@ -56,8 +57,14 @@ type Agent struct {
 	applied atomic.Int64 // last revision at which every template was in place
 	// appliedRollout is the rollout of the view at applied ("" for the live view); Run's only.
 	appliedRollout string
-	metrics        metrics
-	persist        *persister // set while Run runs
+	// reportsTaken is set once the server took a report (report.go), cleared when it refuses
+	// one: until then the long-polls carry what is applied (poll.go).
+	reportsTaken atomic.Bool
+	metrics      metrics
+	persist      *persister // set while Run runs
+	// dirSyncs, while Run runs, holds the directories of installed files whose fsync waits
+	// (run.go: pass); nil: each install fsyncs its directory.
+	dirSyncs *atomicfile.DirSyncs
 	// recordOwed is set while Run runs: commands owed for installed files are recorded in
 	// cache_dir (owed.go), which owed mirrors.
 	recordOwed bool

@@ -51,6 +51,8 @@ type viewServer struct {
 	// applied revision ("applied/rollout").
 	reports  []api.Report
 	rollouts []string
+	// noReports answers 404 to reports, as a server without the route does.
+	noReports bool
 	// Enrollment (POST .../enroll): enrollFail is the status to refuse it with (0: enroll);
 	// instanceTokens are the instance tokens issued and not revoked; auth the last token seen.
 	enrollFail     int
@@ -78,6 +80,10 @@ func (s *viewServer) serve(w http.ResponseWriter, r *http.Request) {
 	defer s.mu.Unlock()
 	s.requests++
 	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/report") {
+		if s.noReports {
+			http.Error(w, "404 page not found", http.StatusNotFound)
+			return
+		}
 		var rep api.Report
 		tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if err := json.NewDecoder(r.Body).Decode(&rep); err != nil || (tok != "secret-token" && !s.instanceTokens[tok]) {
@@ -728,21 +734,30 @@ func TestAgent_RunTemplatesDirEdited(t *testing.T) {
 }
 
 // The applied revision reaches the server as soon as it advances, even while a long-poll is
-// open (here: a render deferred by wait, and a server that holds long-polls for a minute).
+// open (here: a render deferred by wait, and a server that holds long-polls for a minute): by
+// a report, or, from a server that takes none, by cutting the long-poll short to ask again.
 func TestAgent_RunReportsAppliedWithoutWaitingForThePoll(t *testing.T) {
-	srv := newViewServer(t, map[string]string{"a": "1"})
-	srv.maxWait = time.Minute
-	a, dir, _ := testAgent(t, srv, header+"wait: {min: 100ms, max: 1s}\ntemplates:\n  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n")
-	stop := runAgent(t, a)
-	defer stop()
-	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
-	srv.set(map[string]*string{"a": str("2")})
-	waitFor(t, "deferred render", fileIs(dir+"/a", "a=2"))
-	waitFor(t, "the server to hear applied 11", func() bool {
-		srv.mu.Lock()
-		defer srv.mu.Unlock()
-		return len(srv.applied) > 0 && srv.applied[len(srv.applied)-1] == "11"
-	})
+	for _, reports := range []bool{true, false} {
+		t.Run(fmt.Sprintf("reports=%v", reports), func(t *testing.T) {
+			srv := newViewServer(t, map[string]string{"a": "1"})
+			srv.maxWait = time.Minute
+			srv.noReports = !reports
+			a, dir, _ := testAgent(t, srv, header+"wait: {min: 100ms, max: 1s}\ntemplates:\n  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n")
+			stop := runAgent(t, a)
+			defer stop()
+			waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+			srv.set(map[string]*string{"a": str("2")})
+			waitFor(t, "deferred render", fileIs(dir+"/a", "a=2"))
+			waitFor(t, "the server to hear applied 11", func() bool {
+				srv.mu.Lock()
+				defer srv.mu.Unlock()
+				if reports {
+					return len(srv.reports) > 0 && srv.reports[len(srv.reports)-1].Applied == 11
+				}
+				return len(srv.applied) > 0 && srv.applied[len(srv.applied)-1] == "11"
+			})
+		})
+	}
 }
 
 // allowed_dirs is checked again before each install: a symbolic link made after the config was

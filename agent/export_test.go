@@ -10,3 +10,10 @@ func SetInstallStaged(f func(s *atomicfile.Staged) error) (restore func()) {
 	installStaged = f
 	return func() { installStaged = old }
 }
+
+// SetSyncDirectories replaces the deferred fsync of installed files' directories for a test.
+func SetSyncDirectories(f func(*atomicfile.DirSyncs) error) (restore func()) {
+	old := syncDirectories
+	syncDirectories = f
+	return func() { syncDirectories = old }
+}

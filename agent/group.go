@@ -399,6 +399,9 @@ func (p *pass) reload(ctx context.Context, g *group) {
 		}
 		return
 	}
+	if g.command != "" || slices.ContainsFunc(g.tmpls, func(t *tmpl) bool { return t.cfg.Health != "" }) {
+		p.a.syncDirs() // the files are durable before a command sees them
+	}
 	var f *failure
 	if g.command != "" {
 		dests, rev, timeout := g.names(), p.v.Revision, maxTimeout(g)
@@ -635,7 +638,7 @@ func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data, re
 		return
 	}
 	m.r = r
-	opts := atomicfile.Options{Perm: t.cfg.Mode(), UID: t.cfg.UID(), GID: t.cfg.GID(), Backup: t.cfg.Backup, KeepPrevious: true}
+	opts := atomicfile.Options{Perm: t.cfg.Mode(), UID: t.cfg.UID(), GID: t.cfg.GID(), Backup: t.cfg.Backup, KeepPrevious: true, DirSyncs: a.dirSyncs}
 	if t.cfg.Check != "" {
 		opts.Check = func(staged string) error {
 			// A check in progress finishes even when the agent is stopping (bounded by its

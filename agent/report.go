@@ -6,19 +6,27 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/client"
 )
 
-// reportTimeout bounds one report request.
-const reportTimeout = 30 * time.Second
+const (
+	// reportTimeout bounds one report request.
+	reportTimeout = 30 * time.Second
+	// reportEvery is the least time between two reports.
+	reportEvery = 100 * time.Millisecond
+)
 
 // report is what the agent tells the server after a pass at v: the revision applied and the
 // first template that is not in place, or whose reload failed.
-func (a *Agent) report(v *view) api.Report {
-	r := api.Report{Instance: a.instance, Revision: v.Revision, Applied: a.applied.Load(), Rollout: v.Rollout, Version: a.opts.Version}
+func (a *Agent) report(v *view) api.Report { return a.reportAt(v, a.applied.Load()) }
+
+// reportAt is the report after a pass at v that leaves applied applied.
+func (a *Agent) reportAt(v *view, applied int64) api.Report {
+	r := api.Report{Instance: a.instance, Revision: v.Revision, Applied: applied, Rollout: v.Rollout, Version: a.opts.Version}
 	for _, t := range a.tmpls {
 		if t.err != nil {
 			r.Error, r.Stage, r.Template = t.err.Error(), t.stage, t.name()
@@ -28,13 +36,16 @@ func (a *Agent) report(v *view) api.Report {
 	return r
 }
 
-// reporter posts reports off the render path, one at a time and in order: a report put while
-// another is being sent replaces the one waiting, never the one in flight. A report whose
+// reporter posts reports off the render path, one at a time and in order, at most one per
+// reportEvery: a report put while another is being sent, or within reportEvery of it, replaces
+// the one waiting, never the one in flight. A report whose
 // outcome (applied revision, rollout, error) equals the last one the server took is not sent.
 // A server without the report route (404) or that refuses it is logged at debug, once; one
 // that cannot be reached is tried again with backoff until a newer report replaces it.
 type reporter struct {
 	log    *slog.Logger
+	taken  *atomic.Bool  // set when the server takes a report, cleared when it refuses one
+	every  time.Duration // reportEvery
 	mu     sync.Mutex
 	next   *reportJob
 	wake   chan struct{}
@@ -49,9 +60,13 @@ type reportJob struct {
 	r         api.Report
 }
 
-func startReporter(log *slog.Logger) *reporter {
+func startReporter(log *slog.Logger, taken *atomic.Bool) *reporter {
+	return startReporterEvery(log, taken, reportEvery)
+}
+
+func startReporterEvery(log *slog.Logger, taken *atomic.Bool, every time.Duration) *reporter {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &reporter{log: log, wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	p := &reporter{log: log, taken: taken, every: every, wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel, done: make(chan struct{})}
 	go p.loop()
 	return p
 }
@@ -84,6 +99,7 @@ func outcome(r api.Report) api.Report {
 func (p *reporter) loop() {
 	defer close(p.done)
 	var sent *api.Report // the outcome the server last took
+	var last time.Time   // when the last report was sent
 	loggedFailure := ""
 	for {
 		select {
@@ -92,6 +108,18 @@ func (p *reporter) loop() {
 		case <-p.wake:
 		}
 		for failures := 0; ; {
+			// At most one report per p.every: the first of a burst of changes goes at once, the
+			// last one put meanwhile goes p.every after it (a report to the server per change
+			// competes with the next change for the CPU, here and on the server).
+			if wait := time.Until(last.Add(p.every)); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-p.ctx.Done():
+					t.Stop()
+					return
+				case <-t.C:
+				}
+			}
 			j := p.take()
 			if j == nil {
 				break
@@ -102,18 +130,21 @@ func (p *reporter) loop() {
 			ctx, cancel := context.WithTimeout(p.ctx, reportTimeout)
 			err := j.c.Report(ctx, j.appliance, j.r)
 			cancel()
+			last = time.Now()
 			if p.ctx.Err() != nil {
 				return
 			}
 			if err == nil {
 				o := outcome(j.r)
 				sent, failures, loggedFailure = &o, 0, ""
+				p.taken.Store(true)
 				p.log.Debug("reported", "revision", j.r.Revision, "applied", j.r.Applied, "rollout", j.r.Rollout, "error", j.r.Error)
 				continue
 			}
 			var ae *api.Error
 			if errors.As(err, &ae) && ae.Status < http.StatusInternalServerError && ae.Status != http.StatusTooManyRequests {
 				// The server does not take reports (one without the route) or refuses this one.
+				p.taken.Store(false)
 				if msg := err.Error(); msg != loggedFailure {
 					p.log.Debug("report not taken", "error", msg)
 					loggedFailure = msg

@@ -4,17 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
 	"github.com/shoelace-dev/shoelace/internal/client"
 )
 
@@ -30,6 +28,9 @@ const (
 	failureLogEvery = time.Minute
 	// fsDebounce coalesces the burst of events of one editor save.
 	fsDebounce = 100 * time.Millisecond
+	// dirSyncDelay bounds how long the fsync of the directories of installed files (and with
+	// it the record of what is applied) waits, so that a burst of changes pays one.
+	dirSyncDelay = 20 * time.Millisecond
 )
 
 // fetched is a view the poller got from the server.
@@ -98,6 +99,12 @@ type loop struct {
 	poller *poller
 	// reporter posts what each pass did to the server, in order.
 	reporter *reporter
+	// unsynced record the outcomes of the passes whose installs wait for the fsync of their
+	// directories (a.dirSyncs), in order; next is what they leave applied; dirTimer flushes
+	// them (flushDirs).
+	unsynced []func()
+	next     *ack
+	dirTimer *time.Timer
 }
 
 // event is what the loop waits for.
@@ -119,6 +126,7 @@ const (
 	evWatchError                    // the file watcher failed
 	evFilesSettled                  // no file event for fsDebounce
 	evReload                        // SIGHUP
+	evDirSync                       // dirSyncDelay passed since a deferred directory fsync
 )
 
 // step moves the loop's state for one event: every transition of Run is here.
@@ -164,6 +172,8 @@ func (l *loop) step(ev event) {
 	case evReload:
 		l.a.log.Info("reloading config (SIGHUP)")
 		l.reload()
+	case evDirSync:
+		l.flushDirs()
 	}
 }
 
@@ -191,6 +201,8 @@ func (l *loop) wait() event {
 		return event{kind: evFilesSettled}
 	case <-l.a.opts.Reload:
 		return event{kind: evReload}
+	case <-timerC(l.dirTimer):
+		return event{kind: evDirSync}
 	}
 }
 
@@ -204,7 +216,8 @@ func (l *loop) start() {
 	a.recordOwed = true
 	// The cache and status files are written off the render path, and so are reports.
 	a.persist = startPersister(a.log)
-	l.reporter = startReporter(a.log)
+	a.dirSyncs = &atomicfile.DirSyncs{}
+	l.reporter = startReporter(a.log, &a.reportsTaken)
 	// Watch before the first render, so that an edit right after it is not missed.
 	l.rewatch()
 
@@ -241,6 +254,8 @@ func (l *loop) close() {
 	if l.watcher != nil {
 		l.watcher.Close()
 	}
+	l.flushDirs() // the outcomes are recorded (the status written), the last report dropped
+	l.a.dirSyncs = nil
 	l.reporter.close()
 	l.a.persist.close()
 	l.a.persist = nil
@@ -335,18 +350,57 @@ func (l *loop) renderSources() {
 }
 
 // pass renders sel from v, then records the outcome: the applied revision when every template
-// is in place, the status file, and a report to the server.
+// is in place, the status file, and a report to the server. The fsync of the directories of the
+// files it renamed is deferred (a.dirSyncs: at most dirSyncDelay, so that a burst of changes
+// pays one per directory and none lands on the next change's path), and so is the outcome's
+// record: nothing says a revision is applied before its files are durable.
 func (l *loop) pass(v *view, sel []*tmpl, force bool) {
 	a := l.a
 	start := time.Now()
 	res := a.renderPass(l.ctx, v, sel, force, false)
 	a.logPass(v, res, time.Since(start))
+	k := l.applied()
 	if a.failing() == 0 {
-		a.applied.Store(v.Revision)
-		a.appliedRollout = v.Rollout
+		k = ack{applied: v.Revision, rollout: v.Rollout}
 	}
-	a.writeStatus(v, res)
-	l.reporter.put(a.client, a.cfg.Appliance, a.report(v))
+	st, rep := a.status(v, res, k.applied), a.reportAt(v, k.applied)
+	l.unsynced = append(l.unsynced, func() {
+		a.applied.Store(k.applied)
+		a.appliedRollout = k.rollout
+		a.putStatus(st)
+		l.reporter.put(a.client, a.cfg.Appliance, rep)
+	})
+	l.next = &k
+	if !a.dirSyncs.Pending() || !a.reportsTaken.Load() {
+		// Nothing to wait for (or a command made them durable already); or a server that
+		// takes no reports, told by the long-polls, which are not to wait for the fsync.
+		l.flushDirs()
+		return
+	}
+	if l.dirTimer == nil {
+		l.dirTimer = time.NewTimer(dirSyncDelay)
+	}
+}
+
+// applied is what is applied once the pending outcomes are recorded.
+func (l *loop) applied() ack {
+	if l.next != nil {
+		return *l.next
+	}
+	return ack{applied: l.a.applied.Load(), rollout: l.a.appliedRollout}
+}
+
+// flushDirs fsyncs the directories of the files installed since the last flush, then records
+// the outcomes of the passes that installed them, in order, and tells the poller.
+func (l *loop) flushDirs() {
+	stopTimer(l.dirTimer)
+	l.dirTimer = nil
+	l.a.syncDirs()
+	for _, record := range l.unsynced {
+		record()
+	}
+	l.unsynced, l.next = nil, nil
+	l.ackPoller()
 }
 
 // ackPoller tells the poller what is applied now.
@@ -366,6 +420,7 @@ func (l *loop) reload() {
 	}
 	a.notify(a.opts.Notify.Reloading)
 	defer a.notify(a.opts.Notify.Ready)
+	l.flushDirs()
 	cfg, err := LoadConfigWith(a.opts.ConfigPath, Overrides{ConfdDir: a.opts.ConfdDir})
 	if err != nil {
 		a.log.Error("config not reloaded; keeping the running one", "error", err.Error())
@@ -421,22 +476,24 @@ func (l *loop) rewatch() {
 	l.watcher = w
 }
 
-// startPoller long-polls from the current view (a cached one too: the server answers at once
-// when the store differs).
+// startPoller follows the view from the current one (a cached one too: the server answers at
+// once when the store differs, and a delta that does not match it is read whole).
 func (l *loop) startPoller() {
+	a := l.a
 	var idx int64
 	var store string
+	var base *api.View
 	if l.cur != nil {
 		idx, store = l.cur.Revision, l.cur.Store
+		base = &api.View{Appliance: a.cfg.Appliance, Revision: l.cur.Revision, Keys: l.cur.Keys, Rollout: l.cur.Rollout}
 	}
-	a := l.a
 	ctx, cancel := context.WithCancel(l.ctx)
 	p := &poller{updates: make(chan fetched, 1), acks: make(chan ack, 1), cancel: cancel}
 	from := ack{applied: a.applied.Load(), rollout: a.appliedRollout}
 	p.wg.Add(1)
 	go func(c *client.Client, appliance, instance string) {
 		defer p.wg.Done()
-		a.poll(ctx, p, c, appliance, instance, idx, store, from)
+		a.poll(ctx, p, c, appliance, instance, idx, store, base, from)
 	}(a.client, a.cfg.Appliance, a.instance)
 	l.poller = p
 }
@@ -449,30 +506,6 @@ func (l *loop) stopPoller() {
 	l.poller.cancel()
 	l.poller.wg.Wait()
 	l.poller = nil
-}
-
-// poller is the goroutine that long-polls the view: it sends views on updates and learns what
-// to report from acks. Both hold the latest value only.
-type poller struct {
-	updates chan fetched
-	acks    chan ack
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-}
-
-// ack replaces the ack the poller has not taken yet (the loop is the only sender).
-func (p *poller) ack(k ack) {
-	for {
-		select {
-		case p.acks <- k:
-			return
-		default:
-			select {
-			case <-p.acks:
-			default:
-			}
-		}
-	}
 }
 
 // failing counts the templates whose last pass failed (a kept file after a failed reload too).
@@ -502,8 +535,28 @@ func (a *Agent) saveCache(v *view) {
 }
 
 func (a *Agent) writeStatus(v *view, res passResult) {
+	a.putStatus(a.status(v, res, a.applied.Load()))
+}
+
+// syncDirs fsyncs the directories whose fsync installs deferred (a.dirSyncs).
+func (a *Agent) syncDirs() {
+	if !a.dirSyncs.Pending() {
+		return
+	}
+	if err := syncDirectories(a.dirSyncs); err != nil {
+		// The files are in place: they count as installed. Only a crash could bring the old
+		// ones back, and the next start renders them again.
+		a.log.Warn("installed, but its directory was not fsynced", "error", err.Error())
+	}
+}
+
+// syncDirectories fsyncs the directories held (a test hook).
+var syncDirectories = (*atomicfile.DirSyncs).Sync
+
+// status is the status after a pass at v that leaves applied applied.
+func (a *Agent) status(v *view, res passResult, applied int64) *Status {
 	s := &Status{Appliance: a.cfg.Appliance, Instance: a.instance, Updated: time.Now().UTC(), Store: v.Store,
-		Revision: v.Revision, Applied: a.applied.Load(), Rollout: v.Rollout, FromCache: v.FromCache}
+		Revision: v.Revision, Applied: applied, Rollout: v.Rollout, FromCache: v.FromCache}
 	if !v.FromCache {
 		s.LastSync = s.Updated
 	}
@@ -517,6 +570,11 @@ func (a *Agent) writeStatus(v *view, res passResult) {
 	if len(res.failures) > 0 {
 		s.LastError = res.failures[0].String()
 	}
+	return s
+}
+
+// putStatus writes s (by the persister while Run runs).
+func (a *Agent) putStatus(s *Status) {
 	if a.persist != nil {
 		a.persist.put(nil, &statusJob{dir: a.cfg.CacheDir, s: s})
 		return
@@ -546,168 +604,6 @@ func timerC(t *time.Timer) <-chan time.Time {
 		return nil
 	}
 	return t.C
-}
-
-// answer is one long-poll's outcome.
-type answer struct {
-	v    *api.View
-	meta client.Meta
-	err  error
-}
-
-// poll long-polls the view from idx and sends every new view to p.updates, replacing one that
-// was not taken yet. Each request reports the latest ack; when a new one comes while a request
-// waits (a render deferred by wait, a slow command), the request is cut short and asked again
-// so that the server learns it at once. It retries failures with capped exponential backoff
-// and jitter, honouring Retry-After, until ctx ends.
-func (a *Agent) poll(ctx context.Context, p *poller, c *client.Client, appliance, instance string, idx int64, store string, cur ack) {
-	failures, quick304 := 0, 0
-	reset := false
-	var (
-		lastMsg    string // the failure last logged at warn
-		lastWarned time.Time
-	)
-	for ctx.Err() == nil {
-		select {
-		case cur = <-p.acks:
-		default:
-		}
-		rctx, cancel := context.WithTimeout(ctx, DefaultPollWait+20*time.Second)
-		asked := time.Now()
-		answers := make(chan answer, 1)
-		go func(q client.Poll) {
-			v, meta, err := c.WatchView(rctx, appliance, q)
-			answers <- answer{v, meta, err}
-		}(client.Poll{Index: idx, Wait: DefaultPollWait, Store: store, Instance: instance, Applied: cur.applied, Rollout: cur.rollout})
-		var ans answer
-		reasked := false
-	waiting:
-		for {
-			select {
-			case ans = <-answers:
-				break waiting
-			case k := <-p.acks:
-				if k != cur {
-					cur, reasked = k, true
-					cancel() // a view already on its way still comes as the answer
-				}
-			}
-		}
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		v, meta, err := ans.v, ans.meta, ans.err
-		if err != nil && reasked {
-			continue
-		}
-		if err != nil {
-			failures++
-			a.metrics.pollErrors.Add(1)
-			msg, ra := describeFetchError(err)
-			if ra == 0 {
-				ra = meta.RetryAfter
-			}
-			d := backoff(failures, ra)
-			// One line per kind of failure, then one a minute while it lasts (each retry at debug).
-			level := slog.LevelDebug
-			if msg != lastMsg || time.Since(lastWarned) >= failureLogEvery {
-				level, lastMsg, lastWarned = slog.LevelWarn, msg, time.Now()
-			}
-			a.log.Log(ctx, level, msg, "error", err.Error(), "retry_in_ms", d.Milliseconds(), "failures", failures)
-			if !sleep(ctx, d) {
-				return
-			}
-			continue
-		}
-		if failures > 0 {
-			a.log.Info("server reachable again", "after_failures", failures)
-			failures, lastMsg = 0, ""
-		}
-		if v == nil { // 304: nothing changed while we waited
-			if store != "" && meta.Store != "" && meta.Store != store {
-				// A new store: re-read everything.
-				idx, store, reset = 0, meta.Store, true
-				continue
-			}
-			// A 304 long before the wait (a draining server, a proxy with a short timeout)
-			// must not turn into a busy loop.
-			if time.Since(asked) < time.Second {
-				quick304++
-				if !sleep(ctx, backoff(quick304, 0)) {
-					return
-				}
-			} else {
-				quick304 = 0
-			}
-			continue
-		}
-		quick304 = 0
-		if len(v.Keys) == 0 || (v.Appliance != "" && v.Appliance != appliance) {
-			failures++
-			a.log.Error("server sent an empty view or another appliance's; keeping files", "revision", v.Revision, "appliance", v.Appliance)
-			if !sleep(ctx, backoff(failures, 0)) {
-				return
-			}
-			continue
-		}
-		rev := v.Revision
-		if rev == 0 {
-			rev = meta.Index
-		}
-		if store != "" && meta.Store != "" && meta.Store != store {
-			reset = true
-		}
-		idx, store = rev, meta.Store
-		f := fetched{view: &view{Store: meta.Store, Revision: rev, Keys: v.Keys, Rollout: v.Rollout}, reset: reset}
-		reset = false
-		select {
-		case p.updates <- f:
-		default:
-			// The loop has not taken the previous view: replace it, keeping a reset.
-			select {
-			case old := <-p.updates:
-				f.reset = f.reset || old.reset
-			default:
-			}
-			p.updates <- f
-		}
-		// Wait for the loop's ack of the view (bounded: it may be running a slow command), so
-		// that the next request reports what it applied without a second request.
-		t := time.NewTimer(ackWait)
-		select {
-		case cur = <-p.acks:
-		case <-t.C:
-		case <-ctx.Done():
-		}
-		t.Stop()
-	}
-}
-
-// backoff is the delay after n consecutive failures: exponential from backoffMin, capped at
-// backoffMax, with jitter in [d/2, d]; a server's Retry-After (capped) wins when longer.
-func backoff(n int, retryAfter time.Duration) time.Duration {
-	d := backoffMin
-	for i := 1; i < n && d < backoffMax; i++ {
-		d *= 2
-	}
-	d = min(d, backoffMax)
-	d = d/2 + rand.N(d/2+1)
-	if retryAfter > d {
-		d = min(retryAfter, retryAfterMax)
-	}
-	return d
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // watchFiles watches the directories of the template sources and templates_dir.

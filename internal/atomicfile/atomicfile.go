@@ -48,6 +48,9 @@ type Options struct {
 	// an error leaves the destination as it was. It lets a caller record what it owes for
 	// the change (a command to run) before the change can be seen.
 	BeforeRename func() error
+	// DirSyncs, when set, defers the fsync of the directory after the rename to DirSyncs.Sync,
+	// which the caller must call (until then Install holds the directory open).
+	DirSyncs *DirSyncs
 	// NoSync skips both fsyncs (of the file and of its directory): the reader still sees the
 	// old or the new content, never a part, but a crash may leave the old one or, rarely, an
 	// empty file. Only for files that are rewritten often and need not survive a crash.
@@ -199,7 +202,7 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 	}
 	defer func() {
 		if err != nil {
-			d.root.Close()
+			d.close()
 		}
 	}()
 	base := filepath.Base(path)
@@ -287,14 +290,20 @@ func (s *Staged) Path() string { return s.path }
 func (s *Staged) Previous() *Previous { return s.prev }
 
 // Install makes the .bak (with Options.Backup), runs Options.BeforeRename, renames the staged
-// file over the destination and fsyncs the directory. On any error but a *SyncDirError the
-// destination is left as it was and the staged file is removed; with a *SyncDirError the new
-// file is in place, only its durability is in doubt. It releases the directory.
+// file over the destination and fsyncs the directory (with Options.DirSyncs, leaves that to
+// DirSyncs.Sync). On any error but a *SyncDirError the destination is left as it was and the
+// staged file is removed; with a *SyncDirError the new file is in place, only its durability is
+// in doubt. It releases the directory (or hands it to the DirSyncs).
 func (s *Staged) Install() (err error) {
 	if s.tmp == "" {
 		return fmt.Errorf("install %s: not staged (installed or discarded already)", s.path)
 	}
-	defer s.d.root.Close()
+	deferred := false
+	defer func() {
+		if !deferred {
+			s.d.close()
+		}
+	}()
 	defer func() {
 		if err != nil {
 			s.d.root.Remove(s.tmp)
@@ -317,11 +326,49 @@ func (s *Staged) Install() (err error) {
 	if s.opts.NoSync {
 		return nil
 	}
+	if s.opts.DirSyncs != nil {
+		s.opts.DirSyncs.dirs = append(s.opts.DirSyncs.dirs, s.d)
+		deferred = true
+		return nil
+	}
 	if err := s.d.sync(); err != nil {
 		// The file is in place: a reader sees it and the caller must count it as installed.
 		return &SyncDirError{Path: s.path, Err: err}
 	}
 	return nil
+}
+
+// DirSyncs holds the directories of installs whose fsync is deferred (Options.DirSyncs), so
+// that a caller installing several files, or a burst of changes, pays one fsync per directory,
+// made when it needs the renames durable: before it tells anyone that they are installed. Until
+// Sync, a crash may bring the previous files back (whole: each was fsynced before its rename).
+// It is not safe for concurrent use.
+type DirSyncs struct {
+	dirs []*dir
+}
+
+// Pending reports whether an install waits for its directory's fsync.
+func (s *DirSyncs) Pending() bool { return s != nil && len(s.dirs) > 0 }
+
+// Sync fsyncs each directory held once and releases them. Every one is tried; the error names
+// the first that failed (a *SyncDirError: its files are in place, their durability in doubt).
+func (s *DirSyncs) Sync() error {
+	if s == nil {
+		return nil
+	}
+	var first error
+	done := map[string]bool{}
+	for _, d := range s.dirs {
+		if !done[d.path] {
+			done[d.path] = true
+			if err := d.sync(); err != nil && first == nil {
+				first = &SyncDirError{Path: d.path, Err: err}
+			}
+		}
+		d.close()
+	}
+	s.dirs = nil
+	return first
 }
 
 // Discard removes the staged file and releases the directory; after Install it does nothing.
@@ -330,7 +377,7 @@ func (s *Staged) Discard() {
 		return
 	}
 	s.d.root.Remove(s.tmp)
-	s.d.root.Close()
+	s.d.close()
 	s.tmp = ""
 }
 
@@ -392,7 +439,7 @@ func (p *Previous) Restore(opts Options) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("remove %s: %w", p.path, err)
 	}
-	defer d.root.Close()
+	defer d.close()
 	base := filepath.Base(p.path)
 	if opts.Allowed != nil {
 		if err := opts.Allowed(d.join(base)); err != nil {
@@ -473,7 +520,16 @@ var (
 // dir is a directory held open: names in it are resolved from the handle, not from its path.
 type dir struct {
 	root *os.Root
-	path string // where it was when it was opened, free of symbolic links
+	path string   // where it was when it was opened, free of symbolic links
+	f    *os.File // the same directory opened for reading, to fsync (nil: opened by sync)
+}
+
+// close releases the directory.
+func (d *dir) close() {
+	d.root.Close()
+	if d.f != nil {
+		d.f.Close()
+	}
 }
 
 func (d *dir) join(name string) string { return filepath.Join(d.path, name) }
@@ -494,11 +550,14 @@ func (d *dir) createTemp(base string) (*os.File, string, error) {
 
 // sync fsyncs the directory held.
 func (d *dir) sync() error {
-	f, err := d.root.Open(".")
-	if err != nil {
-		return fmt.Errorf("open dir %s: %w", d.path, err)
+	f := d.f
+	if f == nil {
+		var err error
+		if f, err = d.root.Open("."); err != nil {
+			return fmt.Errorf("open dir %s: %w", d.path, err)
+		}
+		defer f.Close()
 	}
-	defer f.Close()
 	if err := fsync(f); err != nil && !errors.Is(err, syscall.EINVAL) {
 		return fmt.Errorf("fsync dir %s: %w", d.path, err)
 	}

@@ -1,0 +1,77 @@
+//go:build !windows
+
+package agent_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/agent"
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
+)
+
+// The fsync of an installed file's directory is deferred past the rename, but nothing tells
+// the server that the revision is applied before it: while the fsync is held, the file is in
+// place and no report says so; once it is done, the report comes.
+func TestAgent_RunReportsAppliedOnlyOnceDurable(t *testing.T) {
+	release := make(chan struct{})
+	holding := make(chan struct{}, 16)
+	defer agent.SetSyncDirectories(func(d *atomicfile.DirSyncs) error {
+		holding <- struct{}{}
+		<-release
+		return d.Sync()
+	})()
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, _ := testAgent(t, srv, header+"templates:\n  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n")
+	stop := runAgent(t, a)
+	defer stop()
+	defer close(release)
+	<-holding // the first render's
+	release <- struct{}{}
+	reported := func(rev int64) func() bool {
+		return func() bool {
+			srv.mu.Lock()
+			defer srv.mu.Unlock()
+			for _, r := range srv.reports {
+				if r.Applied >= rev {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	waitFor(t, "the first report", reported(10))
+	srv.set(map[string]*string{"a": str("2")})
+	waitFor(t, "the change rendered", fileIs(dir+"/a", "a=2"))
+	<-holding
+	time.Sleep(300 * time.Millisecond) // longer than the report pacing and the fsync's delay
+	if reported(11)() {
+		t.Fatal("revision 11 reported applied before its directory was fsynced")
+	}
+	release <- struct{}{}
+	waitFor(t, "the report once durable", reported(11))
+}
+
+// A command sees its files durable: the directory fsync comes before it, not later.
+func TestAgent_RunCommandAfterDirectoryFsync(t *testing.T) {
+	release := make(chan struct{})
+	holding := make(chan struct{}, 16)
+	defer agent.SetSyncDirectories(func(d *atomicfile.DirSyncs) error {
+		holding <- struct{}{}
+		<-release
+		return d.Sync()
+	})()
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, _ := testAgent(t, srv, header+"templates:\n  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n    command: cat $DIR/a >> $DIR/commands\n")
+	stop := runAgent(t, a)
+	defer stop()
+	defer close(release)
+	<-holding
+	waitFor(t, "the file in place", fileIs(dir+"/a", "a=1"))
+	time.Sleep(200 * time.Millisecond)
+	if got := lines(t, dir+"/commands"); len(got) != 0 {
+		t.Fatalf("the command ran before the directory fsync: %v", got)
+	}
+	release <- struct{}{}
+	waitFor(t, "the command", func() bool { return len(lines(t, dir+"/commands")) == 1 })
+}

@@ -1,0 +1,338 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/client"
+)
+
+// streamRetry is how long the poller uses plain long-polls after the server refused a stream
+// (an older server) or the stream's lines did not come through (a proxy that buffers answers)
+// before it tries a stream again.
+var streamRetry = 10 * time.Minute
+
+// poller is the goroutine that follows the view: it sends views on updates and learns what
+// to report from acks. Both hold the latest value only.
+type poller struct {
+	updates chan fetched
+	acks    chan ack
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// ack replaces the ack the poller has not taken yet (the loop is the only sender).
+func (p *poller) ack(k ack) {
+	for {
+		select {
+		case p.acks <- k:
+			return
+		default:
+			select {
+			case <-p.acks:
+			default:
+			}
+		}
+	}
+}
+
+// answer is one long-poll's outcome.
+type answer struct {
+	v    *api.View
+	meta client.Meta
+	err  error
+}
+
+// follow is the state of one poller: where it follows the view from and how.
+type follow struct {
+	a         *Agent
+	p         *poller
+	c         *client.Client
+	appliance string
+	instance  string
+	// idx and store are the revision and store of base, the view the agent holds (the last
+	// one sent on updates; nil when it has none); deltas apply to it.
+	idx   int64
+	store string
+	base  *api.View
+	// cur is what the requests' X-Shoelace-Applied and X-Shoelace-Rollout say.
+	cur ack
+	// reset is owed to the next view sent: the store changed.
+	reset bool
+	// noStreamUntil is when a stream is tried again after one failed (zero: now); noDelta
+	// leaves deltas out of the long-polls until then (the server refused the stream's query).
+	noStreamUntil time.Time
+	noDelta       bool
+
+	failures, quick int
+	lastMsg         string // the failure last logged at warn
+	lastWarned      time.Time
+}
+
+// poll follows the view from base (the view at idx of store; nil for none) until ctx ends,
+// sending every new view to p.updates, replacing one that was not taken yet. It prefers a
+// streaming long-poll with deltas (`?index=R&stream&delta`: one line per change on one
+// response); when the server refuses it or its lines do not come through, it uses plain
+// long-polls (each with delta) and tries the stream again after streamRetry. It retries
+// failures with capped exponential backoff and jitter, honouring Retry-After.
+//
+// The agent reports what it applied by its reports (report.go); the requests carry it too
+// (X-Shoelace-Applied, as of when they are sent: a stream's once, at its start). A plain
+// long-poll waits for the loop's ack of its view before asking again. Until the server has
+// taken a report (an older server takes none), a new ack also cuts a waiting long-poll short,
+// so that the server learns it at once.
+func (a *Agent) poll(ctx context.Context, p *poller, c *client.Client, appliance, instance string, idx int64, store string, base *api.View, cur ack) {
+	f := &follow{a: a, p: p, c: c, appliance: appliance, instance: instance, idx: idx, store: store, base: base, cur: cur}
+	for ctx.Err() == nil {
+		select {
+		case f.cur = <-p.acks:
+		default:
+		}
+		if !time.Now().Before(f.noStreamUntil) {
+			f.noDelta = false
+			f.stream(ctx)
+			continue
+		}
+		f.longPoll(ctx)
+	}
+}
+
+// query is the request of the view from where f is.
+func (f *follow) query() client.Poll {
+	q := client.Poll{Index: f.idx, Wait: DefaultPollWait, Store: f.store, Instance: f.instance, Applied: f.cur.applied, Rollout: f.cur.rollout}
+	if f.base != nil && !f.noDelta {
+		q.Delta, q.Base = true, f.base
+	}
+	return q
+}
+
+// stream follows the view on one streaming long-poll until it ends.
+func (f *follow) stream(ctx context.Context) {
+	asked := time.Now()
+	views := 0
+	meta, err := f.c.StreamView(ctx, f.appliance, f.query(), f.base, func(v *api.View, m client.Meta) error {
+		views++
+		f.reachable()
+		return f.deliver(v, m, "stream")
+	})
+	if ctx.Err() != nil {
+		return
+	}
+	if errors.Is(err, client.ErrNoStream) {
+		var ae *api.Error
+		refused := errors.As(err, &ae) && ae.Status == http.StatusBadRequest
+		f.noStreamUntil, f.noDelta = time.Now().Add(streamRetry), refused
+		f.a.log.Info("streaming long-poll unavailable: using plain long-polls", "error", err.Error(), "retry_stream_in", streamRetry.String())
+		return
+	}
+	if errors.Is(err, errBadView) {
+		sleep(ctx, backoff(f.failures, 0))
+		return
+	}
+	if err != nil {
+		f.failed(ctx, err, meta)
+		return
+	}
+	f.reachable()
+	f.a.log.Debug("stream ended: following on", "views", views, "index", meta.Index)
+	if meta.Index > f.idx && f.store == meta.Store {
+		f.idx = meta.Index // heartbeats: nothing changed for this view up to there
+	}
+	if meta.Status == http.StatusNotModified && f.newStore(meta) {
+		return
+	}
+	if views == 0 {
+		f.tooQuick(ctx, asked)
+	} else {
+		f.quick = 0
+	}
+}
+
+// longPoll makes one plain long-poll.
+func (f *follow) longPoll(ctx context.Context) {
+	reported := f.a.reportsTaken.Load()
+	rctx, cancel := context.WithTimeout(ctx, DefaultPollWait+20*time.Second)
+	defer cancel()
+	asked := time.Now()
+	answers := make(chan answer, 1)
+	go func(q client.Poll) {
+		v, meta, err := f.c.WatchView(rctx, f.appliance, q)
+		answers <- answer{v, meta, err}
+	}(f.query())
+	var ans answer
+	reasked := false
+	acks := f.p.acks
+	if reported {
+		acks = nil // the reports tell the server: the request is not cut short for them
+	}
+waiting:
+	for {
+		select {
+		case ans = <-answers:
+			break waiting
+		case k := <-acks:
+			if k != f.cur {
+				f.cur, reasked = k, true
+				cancel() // a view already on its way still comes as the answer
+			}
+		}
+	}
+	cancel()
+	if ctx.Err() != nil {
+		return
+	}
+	v, meta, err := ans.v, ans.meta, ans.err
+	if err != nil && reasked {
+		return
+	}
+	if err != nil {
+		var ae *api.Error
+		if errors.As(err, &ae) && ae.Status == http.StatusBadRequest && !f.noDelta && f.base != nil {
+			// A server that does not know delta: ask for whole views.
+			f.noDelta = true
+			f.a.log.Info("the server refused a delta long-poll: asking for whole views", "error", err.Error())
+			return
+		}
+		f.failed(ctx, err, meta)
+		return
+	}
+	f.reachable()
+	if v == nil { // 304: nothing changed while we waited
+		if f.newStore(meta) {
+			return
+		}
+		// A 304 long before the wait (a draining server, a proxy with a short timeout)
+		// must not turn into a busy loop.
+		f.tooQuick(ctx, asked)
+		return
+	}
+	f.quick = 0
+	if err := f.deliver(v, meta, "long-poll"); err != nil {
+		sleep(ctx, backoff(f.failures, 0))
+		return
+	}
+	// Wait for the loop's ack of the view (bounded: it may be running a slow command) before
+	// asking again: the next request then reports what it applied, and it is not made while
+	// the view is rendered (asking at once, measured, made changes a few ms apart slower).
+	t := time.NewTimer(ackWait)
+	defer t.Stop()
+	select {
+	case f.cur = <-f.p.acks:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// errBadView ends a stream whose view the agent does not take.
+var errBadView = errors.New("server sent an empty view or another appliance's")
+
+// deliver sends v to the loop, unless it is empty or another appliance's (then it counts a
+// failure and returns errBadView: the caller waits a backoff step).
+func (f *follow) deliver(v *api.View, meta client.Meta, by string) error {
+	if len(v.Keys) == 0 || (v.Appliance != "" && v.Appliance != f.appliance) {
+		f.failures++
+		f.a.log.Error("server sent an empty view or another appliance's; keeping files", "revision", v.Revision, "appliance", v.Appliance)
+		return errBadView
+	}
+	rev := v.Revision
+	if rev == 0 {
+		rev = meta.Index
+	}
+	if f.store != "" && meta.Store != "" && meta.Store != f.store {
+		f.reset = true
+	}
+	f.a.log.Debug("new view", "revision", rev, "by", by)
+	f.idx, f.store = rev, meta.Store
+	f.base = &api.View{Appliance: f.appliance, Revision: rev, Keys: v.Keys, Rollout: v.Rollout}
+	u := fetched{view: &view{Store: meta.Store, Revision: rev, Keys: v.Keys, Rollout: v.Rollout}, reset: f.reset}
+	f.reset = false
+	select {
+	case f.p.updates <- u:
+	default:
+		// The loop has not taken the previous view: replace it, keeping a reset.
+		select {
+		case old := <-f.p.updates:
+			u.reset = u.reset || old.reset
+		default:
+		}
+		f.p.updates <- u
+	}
+	return nil
+}
+
+// newStore handles a 304 of another store: everything is read again.
+func (f *follow) newStore(meta client.Meta) bool {
+	if f.store == "" || meta.Store == "" || meta.Store == f.store {
+		return false
+	}
+	f.idx, f.store, f.base, f.reset = 0, meta.Store, nil, true
+	return true
+}
+
+// tooQuick pauses when an answer without a view came long before the wait.
+func (f *follow) tooQuick(ctx context.Context, asked time.Time) {
+	if time.Since(asked) >= time.Second {
+		f.quick = 0
+		return
+	}
+	f.quick++
+	sleep(ctx, backoff(f.quick, 0))
+}
+
+// reachable notes that the server answered.
+func (f *follow) reachable() {
+	if f.failures > 0 {
+		f.a.log.Info("server reachable again", "after_failures", f.failures)
+		f.failures, f.lastMsg = 0, ""
+	}
+}
+
+// failed logs a failed request and waits before the next one.
+func (f *follow) failed(ctx context.Context, err error, meta client.Meta) {
+	f.failures++
+	f.a.metrics.pollErrors.Add(1)
+	msg, ra := describeFetchError(err)
+	if ra == 0 {
+		ra = meta.RetryAfter
+	}
+	d := backoff(f.failures, ra)
+	// One line per kind of failure, then one a minute while it lasts (each retry at debug).
+	level := slog.LevelDebug
+	if msg != f.lastMsg || time.Since(f.lastWarned) >= failureLogEvery {
+		level, f.lastMsg, f.lastWarned = slog.LevelWarn, msg, time.Now()
+	}
+	f.a.log.Log(ctx, level, msg, "error", err.Error(), "retry_in_ms", d.Milliseconds(), "failures", f.failures)
+	sleep(ctx, d)
+}
+
+// backoff is the delay after n consecutive failures: exponential from backoffMin, capped at
+// backoffMax, with jitter in [d/2, d]; a server's Retry-After (capped) wins when longer.
+func backoff(n int, retryAfter time.Duration) time.Duration {
+	d := backoffMin
+	for i := 1; i < n && d < backoffMax; i++ {
+		d *= 2
+	}
+	d = min(d, backoffMax)
+	d = d/2 + rand.N(d/2+1)
+	if retryAfter > d {
+		d = min(retryAfter, retryAfterMax)
+	}
+	return d
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
