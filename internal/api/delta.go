@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/bits"
 	"slices"
 )
 
@@ -63,21 +64,75 @@ func (u *Update) View() View {
 // has: the client must read the full view.
 var ErrDeltaSum = errors.New("delta does not match the view it applies to")
 
-// ViewSum is the digest of a view's keys that a Delta carries: sha256, in hex, over the keys in
-// byte order, each written as uvarint(len(key)) key uvarint(len(value)) value. The lengths
-// make it unambiguous whatever bytes keys and values hold.
+// ViewSum is the digest of a view's keys that a Delta carries: the sum, modulo 2^256, of the
+// sha256 of each key and its value (written as uvarint(len(key)) key uvarint(len(value))
+// value; the lengths make it unambiguous whatever bytes they hold), as 64 hex digits. A sum of
+// per-key digests does not depend on the keys' order, so a delta updates it in proportion to
+// its own size (ApplyDeltaSum), not to the view's: a one-key change to a 10,000-key view costs
+// two digests, not 10,000.
 func ViewSum(keys map[string]string) string {
-	names := slices.Sorted(maps.Keys(keys))
+	var s viewSum
+	for k, v := range keys {
+		s.add(k, v)
+	}
+	return s.String()
+}
+
+// viewSum is a ViewSum being computed: four 64-bit words, the most significant first.
+type viewSum [4]uint64
+
+func keyDigest(k, v string) viewSum {
 	h := sha256.New()
 	var n [binary.MaxVarintLen64]byte
-	for _, k := range names {
-		v := keys[k]
-		h.Write(n[:binary.PutUvarint(n[:], uint64(len(k)))])
-		h.Write([]byte(k))
-		h.Write(n[:binary.PutUvarint(n[:], uint64(len(v)))])
-		h.Write([]byte(v))
+	h.Write(n[:binary.PutUvarint(n[:], uint64(len(k)))])
+	h.Write([]byte(k))
+	h.Write(n[:binary.PutUvarint(n[:], uint64(len(v)))])
+	h.Write([]byte(v))
+	var b [sha256.Size]byte
+	h.Sum(b[:0])
+	var d viewSum
+	for i := range d {
+		d[i] = binary.BigEndian.Uint64(b[8*i:])
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	return d
+}
+
+// add adds the digest of key k with value v.
+func (s *viewSum) add(k, v string) {
+	d := keyDigest(k, v)
+	var c uint64
+	for i := len(s) - 1; i >= 0; i-- {
+		s[i], c = bits.Add64(s[i], d[i], c)
+	}
+}
+
+// sub takes the digest of key k with value v away.
+func (s *viewSum) sub(k, v string) {
+	d := keyDigest(k, v)
+	var b uint64
+	for i := len(s) - 1; i >= 0; i-- {
+		s[i], b = bits.Sub64(s[i], d[i], b)
+	}
+}
+
+func (s viewSum) String() string {
+	var b [32]byte
+	for i, w := range s {
+		binary.BigEndian.PutUint64(b[8*i:], w)
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// parseSum reads a ViewSum back; ok is false when sum is not one.
+func parseSum(sum string) (s viewSum, ok bool) {
+	b, err := hex.DecodeString(sum)
+	if err != nil || len(b) != 32 {
+		return s, false
+	}
+	for i := range s {
+		s[i] = binary.BigEndian.Uint64(b[8*i:])
+	}
+	return s, true
 }
 
 // Diff returns the delta that turns base into now (Sum included).
@@ -104,18 +159,41 @@ func Diff(base, now View) Delta {
 // when the result's ViewSum is not d.Sum (base is not the view the server diffed against),
 // and when d is for another appliance.
 func ApplyDelta(base View, d Delta) (View, error) {
+	v, _, err := ApplyDeltaSum(base, "", d)
+	return v, err
+}
+
+// ApplyDeltaSum is ApplyDelta for a caller that keeps the ViewSum of its view: baseSum is
+// base's ("" when not known: it is computed) and the result's is returned, so that following
+// a view delta by delta costs in proportion to the deltas, not to the view.
+func ApplyDeltaSum(base View, baseSum string, d Delta) (View, string, error) {
 	if d.Appliance != base.Appliance {
-		return View{}, fmt.Errorf("delta of appliance %q applied to a view of %q: %w", d.Appliance, base.Appliance, ErrDeltaSum)
+		return View{}, "", fmt.Errorf("delta of appliance %q applied to a view of %q: %w", d.Appliance, base.Appliance, ErrDeltaSum)
 	}
-	keys := make(map[string]string, len(base.Keys)+len(d.Set))
-	maps.Copy(keys, base.Keys)
+	sum, ok := parseSum(baseSum)
+	if !ok {
+		sum, _ = parseSum(ViewSum(base.Keys))
+	}
+	keys := maps.Clone(base.Keys)
+	if keys == nil {
+		keys = make(map[string]string, len(d.Set))
+	}
 	for _, k := range d.Unset {
-		delete(keys, k)
+		if v, ok := keys[k]; ok {
+			sum.sub(k, v)
+			delete(keys, k)
+		}
 	}
-	maps.Copy(keys, d.Set)
-	if got := ViewSum(keys); got != d.Sum {
-		return View{}, fmt.Errorf("delta from revision %d to %d applied to the view at revision %d: sum %.12s, want %.12s: %w",
+	for k, v := range d.Set {
+		if old, ok := keys[k]; ok {
+			sum.sub(k, old)
+		}
+		sum.add(k, v)
+		keys[k] = v
+	}
+	if got := sum.String(); got != d.Sum {
+		return View{}, "", fmt.Errorf("delta from revision %d to %d applied to the view at revision %d: sum %.12s, want %.12s: %w",
 			d.Base, d.Revision, base.Revision, got, d.Sum, ErrDeltaSum)
 	}
-	return View{Appliance: base.Appliance, Revision: d.Revision, Keys: keys, Rollout: d.Rollout}, nil
+	return View{Appliance: base.Appliance, Revision: d.Revision, Keys: keys, Rollout: d.Rollout}, d.Sum, nil
 }

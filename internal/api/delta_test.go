@@ -1,9 +1,14 @@
 package api
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
+	"math/big"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -20,6 +25,57 @@ func TestViewSum_OrderAndBoundaries(t *testing.T) {
 	}
 	if ViewSum(nil) != ViewSum(map[string]string{}) {
 		t.Fatal("nil and empty views differ")
+	}
+}
+
+// The sum is fixed by the contract (docs/DESIGN.md): the empty view's is zero, and a one-key
+// view's is the sha256 of uvarint(len(key)) key uvarint(len(value)) value.
+func TestViewSum_Defined(t *testing.T) {
+	if got := ViewSum(nil); got != strings.Repeat("0", 64) {
+		t.Fatalf("empty view: %s", got)
+	}
+	h := sha256.Sum256([]byte("\x04port\x048080"))
+	if got, want := ViewSum(map[string]string{"port": "8080"}), hex.EncodeToString(h[:]); got != want {
+		t.Fatalf("one key: %s, want %s", got, want)
+	}
+	// Two keys: the sum modulo 2^256 of their digests (carries across words).
+	a, b := sha256.Sum256([]byte("\x01a\x011")), sha256.Sum256([]byte("\x01b\x012"))
+	x, y := new(big.Int).SetBytes(a[:]), new(big.Int).SetBytes(b[:])
+	z := new(big.Int).Add(x, y)
+	z.Mod(z, new(big.Int).Lsh(big.NewInt(1), 256))
+	if got, want := ViewSum(map[string]string{"a": "1", "b": "2"}), fmt.Sprintf("%064x", z); got != want {
+		t.Fatalf("two keys: %s, want %s", got, want)
+	}
+}
+
+// Following a view delta by delta with the sums kept (ApplyDeltaSum) gives the same view and
+// the same sum as computing them whole, under random changes.
+func TestApplyDeltaSum_Incremental(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	cur := View{Appliance: "web", Revision: 1, Keys: map[string]string{}}
+	sum := ""
+	for step := range 500 {
+		next := View{Appliance: "web", Revision: cur.Revision + 1, Keys: maps.Clone(cur.Keys)}
+		for range 1 + rng.IntN(5) {
+			k := fmt.Sprintf("k%d", rng.IntN(40))
+			if rng.IntN(3) == 0 {
+				delete(next.Keys, k)
+			} else {
+				next.Keys[k] = fmt.Sprint(rng.IntN(10))
+			}
+		}
+		got, gotSum, err := ApplyDeltaSum(cur, sum, Diff(cur, next))
+		if err != nil {
+			t.Fatalf("step %d: %v", step, err)
+		}
+		if !maps.Equal(got.Keys, next.Keys) || gotSum != ViewSum(next.Keys) {
+			t.Fatalf("step %d: view %v sum %s, want %v %s", step, got.Keys, gotSum, next.Keys, ViewSum(next.Keys))
+		}
+		cur, sum = got, gotSum
+	}
+	// A wrong sum given for the base is caught, not carried on.
+	if _, _, err := ApplyDeltaSum(cur, strings.Repeat("1", 64), Diff(cur, cur)); !errors.Is(err, ErrDeltaSum) {
+		t.Fatalf("wrong base sum: %v", err)
 	}
 }
 
@@ -116,6 +172,33 @@ func FuzzDelta(f *testing.F) {
 		}
 		if v, err := ApplyDelta(base, d); err == nil && ViewSum(v.Keys) != d.Sum {
 			t.Fatalf("applied a delta whose sum does not match")
+		}
+	})
+}
+
+// BenchmarkApplyDeltaSum is a one-key change to a 10,000-key view, followed as a streaming
+// client does (the base's sum known) and as ApplyDelta does (the sum computed whole).
+func BenchmarkApplyDeltaSum(b *testing.B) {
+	base := View{Appliance: "web", Revision: 1, Keys: map[string]string{}}
+	for i := range 10000 {
+		base.Keys[fmt.Sprintf("app/section%d/key%d", i%100, i)] = strings.Repeat("v", 16)
+	}
+	now := View{Appliance: "web", Revision: 2, Keys: maps.Clone(base.Keys)}
+	now.Keys["app/section1/key1"] = "changed"
+	d := Diff(base, now)
+	sum := ViewSum(base.Keys)
+	b.Run("sum-kept", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, err := ApplyDeltaSum(base, sum, d); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("sum-whole", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := ApplyDelta(base, d); err != nil {
+				b.Fatal(err)
+			}
 		}
 	})
 }

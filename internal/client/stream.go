@@ -91,6 +91,7 @@ func (c *Client) StreamView(ctx context.Context, name string, p Poll, base *api.
 	}
 	dec := json.NewDecoder(resp.Body)
 	cur := base
+	curSum := "" // cur's ViewSum once a delta made it (computed from cur's keys at the first delta)
 	for {
 		var u api.Update
 		if err := dec.Decode(&u); err != nil {
@@ -115,7 +116,7 @@ func (c *Client) StreamView(ctx context.Context, name string, p Poll, base *api.
 			if cur == nil {
 				return meta, fmt.Errorf("%s: the server sent a delta to a stream without a base", op)
 			}
-			if v, err = api.ApplyDelta(*cur, u.Delta()); err != nil {
+			if v, curSum, err = api.ApplyDeltaSum(*cur, curSum, u.Delta()); err != nil {
 				// What the client built is not what the server has: read the view whole, and
 				// let the caller reconnect from it.
 				full, m, err := c.fullView(ctx, name, p)
@@ -126,7 +127,7 @@ func (c *Client) StreamView(ctx context.Context, name string, p Poll, base *api.
 				return m, fn(full, m)
 			}
 		} else {
-			v = u.View()
+			v, curSum = u.View(), ""
 		}
 		meta.Index = v.Revision
 		if err := fn(&v, meta); err != nil {
