@@ -72,7 +72,12 @@ func (s *Store) WatchChanges(ctx context.Context, from int64) (<-chan ChangeEven
 	}
 	// A watcher of its own gives the watch a gRPC stream of its own, opened on the member the
 	// balancer picks now: a watch started again after a stall does not join the stalled stream.
-	wt := clientv3.NewWatcher(s.cli)
+	var wt clientv3.Watcher
+	if s.local != nil {
+		wt = s.local.newWatcher()
+	} else {
+		wt = clientv3.NewWatcher(s.cli)
+	}
 	go func() {
 		defer close(out)
 		defer wt.Close()

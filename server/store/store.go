@@ -142,7 +142,8 @@ var ErrWatchSilent = errors.New("watch: etcd sent nothing, not even the progress
 
 // Store is a handle on the store. It is safe for concurrent use.
 type Store struct {
-	trees   treeLocks // writes to one appliance with a schema, one at a time (see lockTrees)
+	local   *inProcess // the embedded etcd's in-process client (nil with an external etcd)
+	trees   treeLocks  // writes to one appliance with a schema, one at a time (see lockTrees)
 	cfg     Config
 	log     *slog.Logger
 	cli     *clientv3.Client
@@ -285,6 +286,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("open store: etcd client of %s: %w", strings.Join(endpoints, ","), err)
 	}
 	s.cli = cli
+	if s.embed != nil {
+		s.local = newInProcess(s.embed)
+	}
 
 	idCtx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	_, err = s.EnsureID(idCtx)
@@ -368,6 +372,9 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.cancel()
 		s.wg.Wait()
+		if s.local != nil {
+			s.local.close()
+		}
 		if s.cli != nil {
 			if err := s.cli.Close(); err != nil && !errors.Is(err, context.Canceled) {
 				s.closeErr = fmt.Errorf("close etcd client: %w", err)
@@ -484,14 +491,19 @@ func (s *Store) SetObserver(o Observer) {
 func (s *Store) observeUnary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	start := time.Now()
 	err := invoker(ctx, method, req, reply, cc, opts...)
+	s.observe(strings.TrimPrefix(strings.TrimPrefix(method, "/"), "etcdserverpb."), err, time.Since(start))
+	return err
+}
+
+// observe reports one etcd call (method as "KV/Txn") to the observer, if any.
+func (s *Store) observe(method string, err error, took time.Duration) {
 	if o := s.observer.Load(); o != nil {
 		code := status.Code(err)
 		if err != nil && code == codes.Unknown {
 			code = status.FromContextError(err).Code()
 		}
-		(*o)(strings.TrimPrefix(strings.TrimPrefix(method, "/"), "etcdserverpb."), code.String(), time.Since(start))
+		(*o)(method, code.String(), took)
 	}
-	return err
 }
 
 // Embedded reports whether the store runs an embedded etcd.
