@@ -9,12 +9,15 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -51,10 +54,25 @@ func main() {
 		fmt.Fprintln(os.Stderr, "benchtable:", err)
 		os.Exit(1)
 	}
+	// In the order of the targets (rows start with their number), stable within one.
+	slices.SortStableFunc(rows, func(a, b row) int { return cmp.Compare(targetNumber(a.Target), targetNumber(b.Target)) })
 	host, _ := os.Hostname()
 	fmt.Printf("make bench, %s, %s/%s, %d CPUs, host %s, commit %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"),
 		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), host, commit())
 	fmt.Print(table(rows))
+}
+
+// targetNumber is the number a row's target starts with ("3. fan-out…"), or 0.
+func targetNumber(t string) int {
+	n, _, ok := strings.Cut(t, ".")
+	if !ok {
+		return 0
+	}
+	i, err := strconv.Atoi(n)
+	if err != nil {
+		return 0
+	}
+	return i
 }
 
 func read(r io.Reader) ([]row, error) {

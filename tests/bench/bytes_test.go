@@ -156,10 +156,10 @@ func BenchmarkBytesPerChange(b *testing.B) {
 	b.ReportMetric(worst(streamB), "stream-line-bytes")
 	b.ReportMetric(gz, "gzip-view-bytes")
 	b.ReportMetric(0, "ns/op")
-	record(b, Row{Target: "bytes per agent for a one-key change to a 10,000-key view (long-poll with delta)", Unit: "bytes",
+	record(b, Row{Target: "6. bytes per agent for a one-key change to a 10,000-key view (long-poll with delta)", Unit: "bytes",
 		Figure: worst(deltaB), Baseline: worst(fullB), Against: "full view, uncompressed", Limit: 2048,
 		Note: fmt.Sprintf("worst of %d changes, on the wire with headers; a stream's line with delta: %.0f bytes", samples, worst(streamB))})
-	record(b, Row{Target: "bytes of a full 10,000-key view, gzip", Unit: "bytes", Figure: gz, Baseline: plain,
+	record(b, Row{Target: "6. bytes of a full 10,000-key view, gzip", Unit: "bytes", Figure: gz, Baseline: plain,
 		Against: "uncompressed", Ratio: true, Limit: 0.5, Note: "GET on the wire with headers"})
 }
 

@@ -468,13 +468,13 @@ func BenchmarkFanOut(b *testing.B) {
 	i := medianAt(p99)
 	sh, bare := shs[i], bares[i]
 	note := fmt.Sprintf("median of %d rounds; p99 ratios %s; that round's p50 %.1f ms (floor %.1f)", rounds, ratios(p99), sh.lat.at(0.5), bare.lat.at(0.5))
-	record(b, Row{Target: fmt.Sprintf("fan-out: %d long-polls, write → answer p99", n), Unit: "ms",
+	record(b, Row{Target: fmt.Sprintf("3. fan-out: %d long-polls, write → answer p99", n), Unit: "ms",
 		Figure: sh.lat.at(0.99), Baseline: bare.lat.at(0.99), Against: "bare net/http", Ratio: true, Limit: 1.2, Note: note})
 	i = medianAt(mem)
 	sh, bare = shs[i], bares[i]
 	note = fmt.Sprintf("median of %d rounds; ratios %s; that round's RSS with the waiters %.0f MiB (floor %.0f)", rounds, ratios(mem),
 		float64(sh.rssAfter)/1024, float64(bare.rssAfter)/1024)
-	record(b, Row{Target: fmt.Sprintf("fan-out: %d long-polls, memory per waiter", n), Unit: "KiB",
+	record(b, Row{Target: fmt.Sprintf("3. fan-out: %d long-polls, memory per waiter", n), Unit: "KiB",
 		Figure: sh.perWaiterKiB(), Baseline: bare.perWaiterKiB(), Against: "bare net/http", Ratio: true, Limit: 1.3, Note: note})
 }
 
@@ -496,7 +496,7 @@ func BenchmarkFanOutCap(b *testing.B) {
 	b.ReportMetric(float64(run.rssAfter)/1024, "server-RSS-MiB")
 	b.ReportMetric(run.lat.at(0.99), "p99-ms")
 	b.ReportMetric(0, "ns/op")
-	record(b, Row{Target: fmt.Sprintf("fan-out: %d long-polls from 2 processes, answered (0 errors)", n), Unit: "answered",
+	record(b, Row{Target: fmt.Sprintf("3. fan-out: %d long-polls from 2 processes, answered (0 errors)", n), Unit: "answered",
 		Figure: float64(run.answered - run.errors), Limit: float64(n), AtLeast: true,
 		Note: fmt.Sprintf("%d errors; server RSS %.0f MiB with them open (%.0f before, %.2f KiB/waiter); p50/p99/max %.0f/%.0f/%.0f ms",
 			run.errors, float64(run.rssAfter)/1024, float64(run.rssBefore)/1024, run.perWaiterKiB(), run.lat.at(0.5), run.lat.at(0.99), run.lat.at(1))})

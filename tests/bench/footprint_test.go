@@ -59,7 +59,7 @@ func BenchmarkAgentFootprint(b *testing.B) {
 	}
 	size := float64(st.Size()) / mib
 	b.ReportMetric(size, "agent-MiB")
-	record(b, Row{Target: "agent binary, stripped", Unit: "MiB", Figure: size, Baseline: confdSize, Against: "confd",
+	record(b, Row{Target: "4. agent binary, stripped", Unit: "MiB", Figure: size, Baseline: confdSize, Against: "confd",
 		Limit: 12, Note: strings.Join(append([]string{fmt.Sprintf("consul-template %.2f MiB", ctSize)}, notes...), "; ")})
 
 	eps := testutil.Etcd(b)
@@ -92,11 +92,11 @@ func BenchmarkAgentFootprint(b *testing.B) {
 	}
 	b.ReportMetric(rss, "agent-rss-MiB")
 	b.ReportMetric(float64(ticks), "agent-idle-ticks")
-	record(b, Row{Target: fmt.Sprintf("agent RSS after rendering %d templates, idle on its long-poll", footprintTemplates),
+	record(b, Row{Target: fmt.Sprintf("4. agent RSS after rendering %d templates, idle on its long-poll", footprintTemplates),
 		Unit: "MiB", Figure: rss, Baseline: confdRSS, Against: "confd", Limit: 12,
 		Note: fmt.Sprintf("anonymous %.1f MiB + the binary's mapped pages %.1f MiB; confd: %d resources on the same etcd",
 			anon, file, footprintTemplates)})
-	record(b, Row{Target: fmt.Sprintf("agent CPU while idle on its long-poll, %s", idle),
+	record(b, Row{Target: fmt.Sprintf("4. agent CPU while idle on its long-poll, %s", idle),
 		Unit: "ticks", Figure: float64(ticks), Baseline: float64(confdTicks), Against: "confd", Limit: 0,
 		Note: "utime+stime from /proc/PID/stat, in clock ticks (1/100 s)"})
 }

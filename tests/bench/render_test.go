@@ -138,11 +138,11 @@ func BenchmarkRender(b *testing.B) {
 	b.ReportMetric(first.at(0.5), "first-ms")
 	b.ReportMetric(one.at(0.5), "one-change-ms")
 	b.ReportMetric(0, "ns/op")
-	record(b, Row{Target: fmt.Sprintf("first render, %d templates over a %d-key view", renderTemplates, renderViewKeys),
+	record(b, Row{Target: fmt.Sprintf("5. first render, %d templates over a %d-key view", renderTemplates, renderViewKeys),
 		Unit: "ms", Figure: first.at(0.5), Limit: 150,
 		Note: fmt.Sprintf("median of %d agents: deciding and executing; staging and installing the %d files (fsynced) took %.0f ms more",
 			firsts, renderTemplates, firstWrite.at(0.5))})
-	record(b, Row{Target: fmt.Sprintf("one key change re-renders the one template of %d that reads it", renderTemplates),
+	record(b, Row{Target: fmt.Sprintf("5. one key change re-renders the one template of %d that reads it", renderTemplates),
 		Unit: "ms", Figure: one.at(0.5), Limit: 5,
 		Note: fmt.Sprintf("p50 of %d changes (p99 %.2f ms): deciding and executing; staging and installing its file (fsynced) p50 %.2f ms more",
 			changes, one.at(0.99), oneWrite.at(0.5))})

@@ -104,7 +104,7 @@ func BenchmarkWriteThroughput(b *testing.B) {
 				if conc == 1 {
 					writers = "1 writer"
 				}
-				row := Row{Target: fmt.Sprintf("write throughput, %s, %s, embedded etcd on disk", p.target, writers),
+				row := Row{Target: fmt.Sprintf("2. write throughput, %s, %s, embedded etcd on disk", p.target, writers),
 					Unit: "puts/s", Figure: apiRate, Baseline: rawRate, Against: "raw etcd", Ratio: true, Limit: 0.6, AtLeast: true,
 					Note: "server at --rate-limit 1e6 (the default 100/s would throttle)"}
 				if conc == 1 {
