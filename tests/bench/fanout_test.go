@@ -282,34 +282,6 @@ func procRSS(b *testing.B, pid int) int64 {
 	return 0
 }
 
-// startProc starts a command whose output goes to logPath and returns its process, stopped
-// (SIGINT, then SIGKILL after 10 s) at cleanup.
-func startProc(b *testing.B, name string, args []string, logPath string, env ...string) *exec.Cmd {
-	logf, err := os.Create(logPath)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd := exec.Command(name, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), env...)
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		logf.Close()
-	})
-	return cmd
-}
-
 // fanServer starts a shoelace server with extra flags and readies it for a fan-out round: 10
 // appliances, an agent token for each, shared/wake. It returns the target (whose trigger
 // writes shared/wake) and the size of an appliance's view.
@@ -327,7 +299,7 @@ func fanServer(b *testing.B, extra ...string) (target, int) {
 		pp = freeAddr(b)
 		env = append(env, "SHOELACE_DEBUG_PPROF="+pp)
 	}
-	cmd := startProc(b, bin(b, "shoelace"), args, filepath.Join(dir, "server.log"), env...)
+	cmd := start(b, bin(b, "shoelace"), args, filepath.Join(dir, "server.log"), env...)
 	cl := adminClient(b, addr, tokenFile, nil)
 	if _, err := cl.Put(ctx, "shared/wake", []byte("0"), client.NoCAS); err != nil {
 		b.Fatal(err)
@@ -383,7 +355,7 @@ func bareServer(b *testing.B, size int) target {
 		pp = freeAddr(b)
 		args = append(args, "-pprof", pp)
 	}
-	cmd := startProc(b, fanBin(b, 1), args, filepath.Join(dir, "bare.log"))
+	cmd := start(b, fanBin(b, 1), args, filepath.Join(dir, "bare.log"))
 	get := func(method, path string) (string, error) {
 		req, _ := http.NewRequest(method, "http://"+addr+path, nil)
 		res, err := http.DefaultClient.Do(req)

@@ -6,7 +6,6 @@ import (
 	"debug/elf"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -152,7 +151,7 @@ func footprintAgent(b *testing.B, agentBin string, eps []string) int {
 	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	pid := startPID(b, agentBin, []string{"run", "--config", cfgPath, "--log-level", "warn"}, filepath.Join(dir, "agent.log"))
+	pid := start(b, agentBin, []string{"run", "--config", cfgPath, "--log-level", "warn"}, filepath.Join(dir, "agent.log")).Process.Pid
 	for i, out := range outs {
 		if got := waitFile(b, out); !bytes.Contains(got, []byte(fmt.Sprintf("listen %d", 8000+i))) {
 			b.Fatalf("%s: %q", out, got)
@@ -187,40 +186,14 @@ func footprintConfd(b *testing.B, confd string, eps []string) int {
 		os.WriteFile(filepath.Join(dir, "conf.d", fmt.Sprintf("svc%02d.toml", i)), []byte(fmt.Sprintf(
 			"[template]\nsrc = \"svc%02d.tmpl\"\ndest = %q\nkeys = [\"/svc%02d\"]\n", i, outs[i], i)), 0o644)
 	}
-	pid := startPID(b, confd, []string{"-backend", "etcdv3", "-node", eps[0], "-confdir", dir,
-		"-prefix", prefix, "-watch", "-log-level", "error"}, filepath.Join(dir, "confd.log"))
+	pid := start(b, confd, []string{"-backend", "etcdv3", "-node", eps[0], "-confdir", dir,
+		"-prefix", prefix, "-watch", "-log-level", "error"}, filepath.Join(dir, "confd.log")).Process.Pid
 	for i, out := range outs {
 		if got := waitFile(b, out); !bytes.Contains(got, []byte(fmt.Sprintf("listen %d", 8000+i))) {
 			b.Fatalf("%s: %q", out, got)
 		}
 	}
 	return pid
-}
-
-// startPID is start, returning the child's pid.
-func startPID(b *testing.B, name string, args []string, logPath string) int {
-	logf, err := os.Create(logPath)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd := exec.Command(name, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		logf.Close()
-	})
-	return cmd.Process.Pid
 }
 
 // vmRSS is a process's resident memory in MiB from /proc/PID/status: field VmRSS (all of it),

@@ -117,13 +117,16 @@ func freeAddr(tb testing.TB) string {
 	return l.Addr().String()
 }
 
-func start(tb testing.TB, name string, args []string, logPath string) {
+// start starts a command whose output goes to logPath, with env added to the benchmark's, and
+// returns its process, stopped (SIGINT, then SIGKILL after 10 s) at cleanup.
+func start(tb testing.TB, name string, args []string, logPath string, env ...string) *exec.Cmd {
 	logf, err := os.Create(logPath)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), env...)
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
@@ -139,6 +142,7 @@ func start(tb testing.TB, name string, args []string, logPath string) {
 		}
 		logf.Close()
 	})
+	return cmd
 }
 
 func waitFile(tb testing.TB, path string) []byte {
