@@ -10,17 +10,23 @@ import (
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
 )
 
+// holdDirSyncs makes the agent's deferred directory fsyncs wait: each sends on holding, then
+// waits for a value on release (or its close) before it syncs. Undone at the end of t.
+func holdDirSyncs(t *testing.T) (release, holding chan struct{}) {
+	release, holding = make(chan struct{}), make(chan struct{}, 16)
+	t.Cleanup(agent.SetSyncDirectories(func(d *atomicfile.DirSyncs) error {
+		holding <- struct{}{}
+		<-release
+		return d.Sync()
+	}))
+	return release, holding
+}
+
 // The fsync of an installed file's directory is deferred past the rename, but nothing tells
 // the server that the revision is applied before it: while the fsync is held, the file is in
 // place and no report says so; once it is done, the report comes.
 func TestAgent_RunReportsAppliedOnlyOnceDurable(t *testing.T) {
-	release := make(chan struct{})
-	holding := make(chan struct{}, 16)
-	defer agent.SetSyncDirectories(func(d *atomicfile.DirSyncs) error {
-		holding <- struct{}{}
-		<-release
-		return d.Sync()
-	})()
+	release, holding := holdDirSyncs(t)
 	srv := newViewServer(t, map[string]string{"a": "1"})
 	a, dir, _ := testAgent(t, srv, header+"templates:\n  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n")
 	stop := runAgent(t, a)
@@ -54,13 +60,7 @@ func TestAgent_RunReportsAppliedOnlyOnceDurable(t *testing.T) {
 
 // A command sees its files durable: the directory fsync comes before it, not later.
 func TestAgent_RunCommandAfterDirectoryFsync(t *testing.T) {
-	release := make(chan struct{})
-	holding := make(chan struct{}, 16)
-	defer agent.SetSyncDirectories(func(d *atomicfile.DirSyncs) error {
-		holding <- struct{}{}
-		<-release
-		return d.Sync()
-	})()
+	release, holding := holdDirSyncs(t)
 	srv := newViewServer(t, map[string]string{"a": "1"})
 	a, dir, _ := testAgent(t, srv, header+"templates:\n  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n    command: cat $DIR/a >> $DIR/commands\n")
 	stop := runAgent(t, a)
