@@ -412,3 +412,45 @@ func TestStream_BufferingProxyFallsBack(t *testing.T) {
 		t.Fatalf("plain long-poll through the proxy: %+v", nv)
 	}
 }
+
+// A client outside a rollout's cohort that names the rollout in base_rollout gets the full
+// live view, never a delta from the candidate: that delta would name the candidate's keys
+// (its unset) and which keys it changes.
+func TestDelta_BaseRolloutOutsideTheCohort(t *testing.T) {
+	f := newFixture(t)
+	for i := range 20 {
+		f.put(fmt.Sprintf("shared/filler-%d", i), strings.Repeat("x", 30))
+	}
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"80","name":"web"}}`), 200, nil)
+	enrollFleet(t, f, 1)
+	var reader api.TokenCreated
+	f.must(f.do("POST", "/v1/tokens", `{"name":"web-reader","appliance":"web"}`, "Content-Type", "application/json"), 201, &reader)
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/appliances/web?canary=100%25&manual", `{"keys":{"port":"8080","name":"web","secret-candidate-key":"2"}}`), http.StatusAccepted, &st)
+	if v := viewOf(t, f, "vm-0"); v.Rollout != st.ID {
+		t.Fatalf("vm-0 is not in the cohort: %+v", v)
+	}
+	for _, c := range []struct {
+		name, token string
+		hdr         []string
+	}{
+		{"agent token", reader.Token, []string{api.HeaderInstance, "vm-0"}},
+		{"admin token", f.token, nil},
+	} {
+		cur := f.view("web")
+		p := f.startPoll(lp("web", cur.Revision, "30s")+"&delta&base_rollout="+st.ID, append([]string{"Authorization", "Bearer " + c.token}, c.hdr...)...)
+		select {
+		case r := <-p.done:
+			t.Fatalf("%s: answered at once: %d %s", c.name, r.StatusCode, r.body)
+		case <-time.After(200 * time.Millisecond):
+		}
+		f.waitOpen(1)
+		f.put(fmt.Sprintf("shared/wake-%s", strings.ReplaceAll(c.name, " ", "-")), "1")
+		r := p.wait(t)
+		var u api.Update
+		f.must(r, 200, &u)
+		if u.IsDelta() || strings.Contains(string(r.body), "secret-candidate-key") || u.Keys["port"] != "80" {
+			t.Fatalf("%s outside the cohort, base_rollout=%s: %s", c.name, st.ID, r.body)
+		}
+	}
+}
