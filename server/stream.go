@@ -30,7 +30,8 @@ func (s *Server) streamView(w http.ResponseWriter, r *http.Request, name string,
 	ctx := r.Context()
 	rc := http.NewResponseController(w)
 	store := s.st.ID()
-	token, instance := principalOf(r).name, instanceOf(r)
+	p := principalOf(r)
+	token, instance := p.name, instanceOf(r)
 	var wk wake
 	if id := r.Header.Get(api.HeaderStore); id != "" && store != "" && id != store {
 		wk = wake{kind: wakeChanged, rev: s.hub.current()}
@@ -83,6 +84,12 @@ func (s *Server) streamView(w http.ResponseWriter, r *http.Request, name string,
 				w.Header().Set(api.HeaderStore, store)
 				w.WriteHeader(http.StatusNotModified)
 			}
+			return nil
+		}
+		if started && !s.auth.current(p) {
+			// Revoked, or its record changed, while the stream was not registered (writing its
+			// last line, reading this one's view): the hub's revocation missed it.
+			s.log.Debug("stream ends: its token was revoked or changed", "appliance", name, "token", token)
 			return nil
 		}
 		if !started {

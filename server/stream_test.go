@@ -454,3 +454,61 @@ func TestDelta_BaseRolloutOutsideTheCohort(t *testing.T) {
 		}
 	}
 }
+
+// A stream checks that its token still grants what it did before each line: a revocation the
+// hub's wake-up missed (the stream was writing a line, not registered) and a record changed in
+// the store without a new secret (other scopes, written to etcd directly) end it without another
+// line. A record read again unchanged (the watch event of a token created here) does not.
+func TestStream_EndsWhenItsTokenChanges(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	f.must(f.do("PUT", "/v1/appliances/db", `{"keys":{"a":"1"}}`), 200, nil)
+
+	open := func(name string) *stream {
+		tok := f.newToken(api.TokenRequest{Name: name, Appliance: "web"})
+		v := f.view("web")
+		s := f.openStream(tok, streamPath("web", v.Revision, ""))
+		s.next(t) // heartbeat
+		f.waitOpen(1)
+		// Lines go on while the token stands (its own watch event came meanwhile).
+		f.put("appliances/web/a", name+"-1")
+		if u, raw := s.next(t); u.Keys["a"] != name+"-1" {
+			t.Fatalf("line %s", raw)
+		}
+		return s
+	}
+
+	t.Run("revoked between registrations", func(t *testing.T) {
+		s := open("lost-wakeup")
+		// The revocation as the cache applies it, its hub wake-up lost (as when the stream is
+		// not registered at that moment).
+		f.s.auth.remove("lost-wakeup", 0)
+		f.put("appliances/web/a", "after-revoke")
+		s.ends(t, "revoked")
+		f.waitOpen(0)
+	})
+	t.Run("scopes changed", func(t *testing.T) {
+		s := open("rescoped")
+		m, _, err := f.st.SysList(context.Background(), tokenPrefix+"rescoped")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, err := decodeToken(tokenPrefix+"rescoped", m[tokenPrefix+"rescoped"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec.Appliance = "db"
+		body, _ := json.Marshal(rec)
+		if _, err := f.st.SysPut(context.Background(), tokenPrefix+"rescoped", body, -1); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the changed record", func() bool {
+			f.s.auth.mu.RLock()
+			defer f.s.auth.mu.RUnlock()
+			r := f.s.auth.byName["rescoped"]
+			return r != nil && r.Appliance == "db"
+		})
+		f.put("appliances/web/a", "after-rescope")
+		s.ends(t, "scopes changed")
+	})
+}
