@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -510,5 +512,42 @@ func TestStream_EndsWhenItsTokenChanges(t *testing.T) {
 		})
 		f.put("appliances/web/a", "after-rescope")
 		s.ends(t, "scopes changed")
+	})
+}
+
+// A client that opens a stream and stops reading is cut off once a line waits longer than
+// streamLineTimeout to be taken, not held (out of the caps) until the wait's write deadline.
+func TestStream_SlowReaderIsCutOff(t *testing.T) {
+	defer func(d time.Duration) { streamLineTimeout = d }(streamLineTimeout)
+	streamLineTimeout = time.Second
+	f := newFixture(t)
+	big := strings.Repeat("x", 200<<10)
+	keys := map[string]string{}
+	for i := range 4 {
+		keys[fmt.Sprintf("k%d", i)] = big
+	}
+	body, _ := json.Marshal(api.Apply{Keys: keys})
+	f.must(f.do("PUT", "/v1/appliances/web", string(body)), 200, nil)
+	v := f.view("web")
+
+	c, err := net.Dial("tcp", strings.TrimPrefix(f.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.(*net.TCPConn).SetReadBuffer(4096) // small and fixed: it fills at once
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", lp("web", v.Revision, "300s")+"&stream", f.token)
+	f.waitOpen(1)
+	// Each change is a line of the whole view (800 KB): the buffers fill, the stream's write
+	// blocks.
+	for i := range 20 {
+		f.put("appliances/web/k0", fmt.Sprintf("%8d%s", i, big[:len(big)-8]))
+		time.Sleep(20 * time.Millisecond) // a line each
+	}
+	// Cut off, the stream's handler returns; held, it would stay blocked in its write for the
+	// 300 s wait (and more).
+	waitFor(t, "the end of the stream's handler", func() bool {
+		buf := make([]byte, 64<<20)
+		return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "server.(*Server).streamView")
 	})
 }
