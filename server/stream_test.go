@@ -518,7 +518,8 @@ func TestStream_EndsWhenItsTokenChanges(t *testing.T) {
 // A client that opens a stream and stops reading is cut off once a line waits longer than
 // streamLineTimeout to be taken, not held (out of the caps) until the wait's write deadline.
 func TestStream_SlowReaderIsCutOff(t *testing.T) {
-	defer func(d time.Duration) { streamLineTimeout = d }(streamLineTimeout)
+	old := streamLineTimeout
+	t.Cleanup(func() { streamLineTimeout = old }) // after the fixture's server is closed
 	streamLineTimeout = time.Second
 	f := newFixture(t)
 	big := strings.Repeat("x", 200<<10)
