@@ -176,7 +176,7 @@ type answer struct {
 func (s *Server) changed(ctx context.Context, r *http.Request, name string, index int64, o pollOpts, wk wake) (answer, error) {
 	rec := s.candidateFor(name, principalOf(r))
 	if o.delta && wk.known {
-		if from, ok := s.baseSide(name, o.baseRollout); ok {
+		if from, ok := s.baseSide(name, principalOf(r), o.baseRollout); ok {
 			if f := s.hub.delta(name, index, from, sideOf(rec), wk.rev); f.body != nil {
 				return answer{rev: f.at, rollout: sideOf(rec).id, body: f.body, gz: &f.gz}, nil
 			}
@@ -199,12 +199,15 @@ func (s *Server) changed(ctx context.Context, r *http.Request, name string, inde
 }
 
 // baseSide is the tree of the view a delta's client has: the live view, or the candidate of
-// rollout id when that is appliance name's rollout (ok false otherwise: answer the full view).
-func (s *Server) baseSide(name, id string) (side, bool) {
+// rollout id when that is appliance name's rollout and p's instance is in its cohort (running or
+// not: an aborted rollout's canaries come back from the candidate). ok false otherwise: answer
+// the full view. A client outside the cohort cannot have the candidate, and a delta from it
+// would name the candidate's keys (its unset) and which keys it changes.
+func (s *Server) baseSide(name string, p *principal, id string) (side, bool) {
 	if id == "" {
 		return side{}, true
 	}
-	if rec := s.rollouts.get(name); rec != nil && rec.ID == id {
+	if rec := s.rollouts.get(name); rec != nil && rec.ID == id && p.instance != "" && slices.Contains(rec.Cohort(), p.instance) {
 		return sideOf(rec), true
 	}
 	return side{}, false

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -159,11 +160,24 @@ func (t *tokenRecord) principal() *principal {
 	if t.Instance != "" {
 		p.instance, p.enrolled = t.Instance, t.Created
 	}
-	t.p.Store(p)
+	// One principal per record, even when two requests make it at once: current compares them.
+	if !t.p.CompareAndSwap(nil, p) {
+		return t.p.Load()
+	}
 	return p
 }
 
 // newSecret returns a new token secret: 256 random bits.
+// sameGrant reports whether records a and b (of one name) grant the same: the same secret and
+// the same principal. The cache keeps the record it has for an equal one read again (the watch
+// event of a token this replica created, a reload), so that its principal stays the one open
+// streams hold (authState.current).
+func sameGrant(a, b *tokenRecord) bool {
+	return a.Name == b.Name && a.Hash == b.Hash && a.Appliance == b.Appliance && a.Admin == b.Admin &&
+		slices.Equal(a.Read, b.Read) && slices.Equal(a.Write, b.Write) &&
+		a.Instance == b.Instance && a.Parent == b.Parent && a.Created.Equal(b.Created)
+}
+
 func newSecret() (string, error) {
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
@@ -235,6 +249,9 @@ func (a *authState) set(rec *tokenRecord, rev int64) (replaced bool) {
 		delete(a.revoked, rec.Name) // created again since
 	}
 	if old := a.byName[rec.Name]; old != nil {
+		if sameGrant(old, rec) {
+			return false
+		}
 		delete(a.byHash, old.Hash)
 		replaced = old.Hash != rec.Hash
 	}
@@ -270,6 +287,9 @@ func (a *authState) replace(recs []*tokenRecord, rev int64) (gone []string) {
 		if revoked, ok := a.revoked[r.Name]; ok && rev < revoked {
 			continue
 		}
+		if old := a.byName[r.Name]; old != nil && sameGrant(old, r) {
+			r = old
+		}
 		next[r.Name] = r
 	}
 	for name, revoked := range a.revoked {
@@ -288,6 +308,17 @@ func (a *authState) replace(recs []*tokenRecord, rev int64) (gone []string) {
 		a.byHash[r.Hash] = r
 	}
 	return gone
+}
+
+// current reports whether p is still what token p.name grants on this replica: false once the
+// token is revoked or its record changed (another secret, other scopes), which makes a new
+// principal. A request that outlives its authentication (a stream) checks it before it answers
+// again: the hub's revocation cannot reach a stream between two of its registrations.
+func (a *authState) current(p *principal) bool {
+	a.mu.RLock()
+	rec := a.byName[p.name]
+	a.mu.RUnlock()
+	return rec != nil && rec.principal() == p
 }
 
 func (a *authState) count() int {

@@ -13,6 +13,14 @@ import (
 // client (and proxies) can tell a quiet stream from a dead connection.
 const streamHeartbeat = 20 * time.Second
 
+// streamLineTimeout bounds the write of one line (and the stream's end): a client that does not
+// take a line within it is cut off. While a stream writes a line it is not registered in the hub
+// and does not count against the caps; without this bound a client that stops reading would hold
+// its connection, a goroutine and the line until the whole wait's write deadline (up to
+// --max-wait and more), and could open stream after stream beside it. A line gets as long as
+// any answer that does not long-poll (opTimeout + writeMargin). A variable for tests.
+var streamLineTimeout = opTimeout + writeMargin
+
 // streamView answers a streaming long-poll (`?index=R&stream`): 200 application/x-ndjson, then
 // one line per change of the view name gives the client after index, as a plain long-poll
 // would answer it (the full view, or with o.delta the difference from the previous line), each
@@ -30,7 +38,8 @@ func (s *Server) streamView(w http.ResponseWriter, r *http.Request, name string,
 	ctx := r.Context()
 	rc := http.NewResponseController(w)
 	store := s.st.ID()
-	token, instance := principalOf(r).name, instanceOf(r)
+	p := principalOf(r)
+	token, instance := p.name, instanceOf(r)
 	var wk wake
 	if id := r.Header.Get(api.HeaderStore); id != "" && store != "" && id != store {
 		wk = wake{kind: wakeChanged, rev: s.hub.current()}
@@ -44,6 +53,12 @@ func (s *Server) streamView(w http.ResponseWriter, r *http.Request, name string,
 	}
 	deadline := time.Now().Add(jitter(wait))
 	started := false
+	defer func() {
+		if started {
+			// The end of the answer (its last chunk) is written after the return.
+			_ = rc.SetWriteDeadline(time.Now().Add(streamLineTimeout))
+		}
+	}()
 	for {
 		var line []byte
 		switch wk.kind {
@@ -85,6 +100,12 @@ func (s *Server) streamView(w http.ResponseWriter, r *http.Request, name string,
 			}
 			return nil
 		}
+		if started && !s.auth.current(p) {
+			// Revoked, or its record changed, while the stream was not registered (writing its
+			// last line, reading this one's view): the hub's revocation missed it.
+			s.log.Debug("stream ends: its token was revoked or changed", "appliance", name, "token", token)
+			return nil
+		}
 		if !started {
 			h := w.Header()
 			h.Set("Content-Type", api.ContentTypeStream)
@@ -95,6 +116,7 @@ func (s *Server) streamView(w http.ResponseWriter, r *http.Request, name string,
 			w.WriteHeader(http.StatusOK)
 			started = true
 		}
+		_ = rc.SetWriteDeadline(time.Now().Add(streamLineTimeout))
 		if _, err := w.Write(line); err != nil {
 			return nil
 		}

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -411,4 +413,142 @@ func TestStream_BufferingProxyFallsBack(t *testing.T) {
 	if nv := <-done; nv == nil || nv.Keys["a"] != "2" {
 		t.Fatalf("plain long-poll through the proxy: %+v", nv)
 	}
+}
+
+// A client outside a rollout's cohort that names the rollout in base_rollout gets the full
+// live view, never a delta from the candidate: that delta would name the candidate's keys
+// (its unset) and which keys it changes.
+func TestDelta_BaseRolloutOutsideTheCohort(t *testing.T) {
+	f := newFixture(t)
+	for i := range 20 {
+		f.put(fmt.Sprintf("shared/filler-%d", i), strings.Repeat("x", 30))
+	}
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"80","name":"web"}}`), 200, nil)
+	enrollFleet(t, f, 1)
+	var reader api.TokenCreated
+	f.must(f.do("POST", "/v1/tokens", `{"name":"web-reader","appliance":"web"}`, "Content-Type", "application/json"), 201, &reader)
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/appliances/web?canary=100%25&manual", `{"keys":{"port":"8080","name":"web","secret-candidate-key":"2"}}`), http.StatusAccepted, &st)
+	if v := viewOf(t, f, "vm-0"); v.Rollout != st.ID {
+		t.Fatalf("vm-0 is not in the cohort: %+v", v)
+	}
+	for _, c := range []struct {
+		name, token string
+		hdr         []string
+	}{
+		{"agent token", reader.Token, []string{api.HeaderInstance, "vm-0"}},
+		{"admin token", f.token, nil},
+	} {
+		cur := f.view("web")
+		p := f.startPoll(lp("web", cur.Revision, "30s")+"&delta&base_rollout="+st.ID, append([]string{"Authorization", "Bearer " + c.token}, c.hdr...)...)
+		select {
+		case r := <-p.done:
+			t.Fatalf("%s: answered at once: %d %s", c.name, r.StatusCode, r.body)
+		case <-time.After(200 * time.Millisecond):
+		}
+		f.waitOpen(1)
+		f.put(fmt.Sprintf("shared/wake-%s", strings.ReplaceAll(c.name, " ", "-")), "1")
+		r := p.wait(t)
+		var u api.Update
+		f.must(r, 200, &u)
+		if u.IsDelta() || strings.Contains(string(r.body), "secret-candidate-key") || u.Keys["port"] != "80" {
+			t.Fatalf("%s outside the cohort, base_rollout=%s: %s", c.name, st.ID, r.body)
+		}
+	}
+}
+
+// A stream checks that its token still grants what it did before each line: a revocation the
+// hub's wake-up missed (the stream was writing a line, not registered) and a record changed in
+// the store without a new secret (other scopes, written to etcd directly) end it without another
+// line. A record read again unchanged (the watch event of a token created here) does not.
+func TestStream_EndsWhenItsTokenChanges(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	f.must(f.do("PUT", "/v1/appliances/db", `{"keys":{"a":"1"}}`), 200, nil)
+
+	open := func(name string) *stream {
+		tok := f.newToken(api.TokenRequest{Name: name, Appliance: "web"})
+		v := f.view("web")
+		s := f.openStream(tok, streamPath("web", v.Revision, ""))
+		s.next(t) // heartbeat
+		f.waitOpen(1)
+		// Lines go on while the token stands (its own watch event came meanwhile).
+		f.put("appliances/web/a", name+"-1")
+		if u, raw := s.next(t); u.Keys["a"] != name+"-1" {
+			t.Fatalf("line %s", raw)
+		}
+		return s
+	}
+
+	t.Run("revoked between registrations", func(t *testing.T) {
+		s := open("lost-wakeup")
+		// The revocation as the cache applies it, its hub wake-up lost (as when the stream is
+		// not registered at that moment).
+		f.s.auth.remove("lost-wakeup", 0)
+		f.put("appliances/web/a", "after-revoke")
+		s.ends(t, "revoked")
+		f.waitOpen(0)
+	})
+	t.Run("scopes changed", func(t *testing.T) {
+		s := open("rescoped")
+		m, _, err := f.st.SysList(context.Background(), tokenPrefix+"rescoped")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, err := decodeToken(tokenPrefix+"rescoped", m[tokenPrefix+"rescoped"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec.Appliance = "db"
+		body, _ := json.Marshal(rec)
+		if _, err := f.st.SysPut(context.Background(), tokenPrefix+"rescoped", body, -1); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the changed record", func() bool {
+			f.s.auth.mu.RLock()
+			defer f.s.auth.mu.RUnlock()
+			r := f.s.auth.byName["rescoped"]
+			return r != nil && r.Appliance == "db"
+		})
+		f.put("appliances/web/a", "after-rescope")
+		s.ends(t, "scopes changed")
+	})
+}
+
+// A client that opens a stream and stops reading is cut off once a line waits longer than
+// streamLineTimeout to be taken, not held (out of the caps) until the wait's write deadline.
+func TestStream_SlowReaderIsCutOff(t *testing.T) {
+	old := streamLineTimeout
+	t.Cleanup(func() { streamLineTimeout = old }) // after the fixture's server is closed
+	streamLineTimeout = time.Second
+	f := newFixture(t)
+	big := strings.Repeat("x", 200<<10)
+	keys := map[string]string{}
+	for i := range 4 {
+		keys[fmt.Sprintf("k%d", i)] = big
+	}
+	body, _ := json.Marshal(api.Apply{Keys: keys})
+	f.must(f.do("PUT", "/v1/appliances/web", string(body)), 200, nil)
+	v := f.view("web")
+
+	c, err := net.Dial("tcp", strings.TrimPrefix(f.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.(*net.TCPConn).SetReadBuffer(4096) // small and fixed: it fills at once
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", lp("web", v.Revision, "300s")+"&stream", f.token)
+	f.waitOpen(1)
+	// Each change is a line of the whole view (800 KB): the buffers fill, the stream's write
+	// blocks.
+	for i := range 20 {
+		f.put("appliances/web/k0", fmt.Sprintf("%8d%s", i, big[:len(big)-8]))
+		time.Sleep(20 * time.Millisecond) // a line each
+	}
+	// Cut off, the stream's handler returns; held, it would stay blocked in its write for the
+	// 300 s wait (and more).
+	waitFor(t, "the end of the stream's handler", func() bool {
+		buf := make([]byte, 64<<20)
+		return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "server.(*Server).streamView")
+	})
 }

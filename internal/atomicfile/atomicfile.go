@@ -15,6 +15,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 )
@@ -357,10 +358,16 @@ func (s *DirSyncs) Sync() error {
 		return nil
 	}
 	var first error
-	done := map[string]bool{}
+	// Once per directory, told by its identity, not its path: a directory replaced at its path
+	// between two installs is another one, and each rename is in the directory it was made in.
+	var done []os.FileInfo
 	for _, d := range s.dirs {
-		if !done[d.path] {
-			done[d.path] = true
+		fi, err := d.root.Stat(".")
+		seen := err == nil && slices.ContainsFunc(done, func(o os.FileInfo) bool { return os.SameFile(o, fi) })
+		if !seen {
+			if err == nil {
+				done = append(done, fi)
+			}
 			if err := d.sync(); err != nil && first == nil {
 				first = &SyncDirError{Path: d.path, Err: err}
 			}

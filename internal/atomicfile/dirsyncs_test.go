@@ -56,3 +56,45 @@ func TestDirSyncsDefersOneFsyncPerDirectory(t *testing.T) {
 		t.Fatalf("fsyncs %v, want the directory's", synced)
 	}
 }
+
+// A directory replaced at its path between two deferred installs is another directory: Sync
+// fsyncs both, the one each file was renamed in (one fsync per path would leave the second
+// rename's durability to chance).
+func TestDirSyncsDirectoryReplacedMeanwhile(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "conf")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var synced []os.FileInfo
+	restore := atomicfile.SetFsync(func(f *os.File) error {
+		if fi, err := f.Stat(); err == nil && fi.IsDir() {
+			synced = append(synced, fi)
+		}
+		return f.Sync()
+	})
+	defer restore()
+	ds := &atomicfile.DirSyncs{}
+	if _, err := atomicfile.Write(filepath.Join(dir, "one"), []byte("1"), atomicfile.Options{DirSyncs: ds}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dir, filepath.Join(parent, "conf.old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := atomicfile.Write(filepath.Join(dir, "two"), []byte("2"), atomicfile.Options{DirSyncs: ds}); err != nil {
+		t.Fatal(err)
+	}
+	now, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ds.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if len(synced) != 2 || !os.SameFile(synced[1], now) {
+		t.Fatalf("%d directories fsynced, want both: the replaced one and the one now at %s", len(synced), dir)
+	}
+}
