@@ -66,7 +66,14 @@ func revParam(q url.Values, name string) (int64, error) {
 }
 
 func (s *Server) opCtx(r *http.Request) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(r.Context(), opTimeout)
+	ctx := r.Context()
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		// A write is not cut short when its client goes away: once sent to etcd it may apply,
+		// and the server must learn whether it did, to write its audit line (and settle it,
+		// see store.commit) even though nobody reads the answer.
+		ctx = context.WithoutCancel(ctx)
+	}
+	return context.WithTimeout(ctx, opTimeout)
 }
 
 func (s *Server) handleGetKV(w http.ResponseWriter, r *http.Request) error {
