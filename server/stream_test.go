@@ -146,6 +146,9 @@ func TestStream_FirstLineIsTheChangedView(t *testing.T) {
 	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
 	old := f.view("web").Revision
 	rev := f.put("appliances/web/a", "2")
+	// Until the hub has seen the change, a heartbeat first is right (nothing it knows of
+	// changed): wait, so that the first line has a change to answer.
+	waitFor(t, "the hub to see the put", func() bool { return f.s.hub.current() >= rev })
 	s := f.openStream(f.token, streamPath("web", old, ""))
 	if u, _ := s.next(t); u.Heartbeat || u.Revision != rev || u.Keys["a"] != "2" {
 		t.Fatalf("first line %+v, want the view at %d", u, rev)
