@@ -116,7 +116,7 @@ func (f *follow) query() client.Poll {
 func (f *follow) stream(ctx context.Context) {
 	asked := time.Now()
 	views := 0
-	meta, err := f.c.StreamView(ctx, f.appliance, f.query(), f.base, func(v *api.View, m client.Meta) error {
+	meta, err := f.c.StreamView(ctx, f.appliance, f.query(), func(v *api.View, m client.Meta) error {
 		views++
 		f.reachable()
 		return f.deliver(v, m, "stream")

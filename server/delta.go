@@ -139,7 +139,7 @@ type viewSum struct {
 }
 
 // sumLocked returns the sum of app's view of tree (the live one when tree is "") at the
-// mirror's revision, and the size of its JSON, near enough: made once per revision (it sorts
+// mirror's revision, and the size of its JSON, near enough: made once per revision (it reads
 // the whole view) for every delta to it, whatever their bases. m.mu must be held (read).
 func (m *mirror) sumLocked(app, tree string, toTree map[string]string) (string, int) {
 	k := sumKey{app, tree}

@@ -73,7 +73,8 @@ func (f *fixture) follow(ctx context.Context, t *testing.T, fl *follower, stream
 		p := client.Poll{Index: idx, Wait: 5 * time.Second, Store: store, Delta: true, Instance: "follower"}
 		if streaming {
 			p.Instance = "streamer"
-			m, err := c.StreamView(ctx, "web", p, cur, func(v *api.View, m client.Meta) error {
+			p.Base = cur
+			m, err := c.StreamView(ctx, "web", p, func(v *api.View, m client.Meta) error {
 				cur, idx = v, v.Revision
 				if m.Store != "" {
 					store = m.Store

@@ -639,15 +639,10 @@ func (f *flight) wait(ctx context.Context) (api.View, []byte, error) {
 	}
 }
 
-// view returns app's view read at rev or later, sharing one read among every caller that asks
-// for it at that revision (single flight, and the last read is kept for late callers). The
-// read is made from the mirror (or the store at rev) when known, else fresh from the store
-// (linearizable), as when the hub cannot tell what changed.
-func (h *hub) view(ctx context.Context, app string, rev int64, known bool) (api.View, []byte, error) {
-	return h.viewFlight(app, rev, known).wait(ctx)
-}
-
-// viewFlight returns the flight of view that reads app's view at rev or later.
+// viewFlight returns the flight that reads app's view at rev or later, sharing one read among
+// every caller that asks for it at that revision (single flight, and the last read is kept for
+// late callers). The read is made from the mirror (or the store at rev) when known, else fresh
+// from the store (linearizable), as when the hub cannot tell what changed.
 func (h *hub) viewFlight(app string, rev int64, known bool) *flight {
 	h.fmu.Lock()
 	f := h.flights[app]
@@ -762,13 +757,9 @@ func (h *hub) touch(app string, rev int64) {
 	}
 }
 
-// candidateView returns the view of rec's cohort: shared/ as at rev or later, overlaid by the
-// rollout's candidate tree, read once for every waiter of the cohort (as view does).
-func (h *hub) candidateView(ctx context.Context, app string, rec *rollout.Record, rev int64) (api.View, []byte, error) {
-	return h.candidateFlight(app, rec, rev).wait(ctx)
-}
-
-// candidateFlight returns the flight of candidateView that reads rec's view at rev or later.
+// candidateFlight returns the flight that reads the view of rec's cohort: shared/ as at rev or
+// later, overlaid by the rollout's candidate tree, read once for every waiter of the cohort (as
+// viewFlight does).
 func (h *hub) candidateFlight(app string, rec *rollout.Record, rev int64) *flight {
 	key := app + "\x00" + rec.ID
 	h.fmu.Lock()

@@ -395,7 +395,7 @@ func TestStream_BufferingProxyFallsBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.StreamView(context.Background(), "web", client.Poll{Index: v.Revision, Wait: time.Minute}, &v, func(*api.View, client.Meta) error {
+	_, err = c.StreamView(context.Background(), "web", client.Poll{Index: v.Revision, Wait: time.Minute, Base: &v}, func(*api.View, client.Meta) error {
 		t.Fatal("a view through a buffering proxy")
 		return nil
 	})

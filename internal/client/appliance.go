@@ -48,23 +48,23 @@ type Poll struct {
 	// Rollout names the rollout whose candidate Applied was of (X-Shoelace-Rollout).
 	Rollout string
 	// Delta asks the server for the difference from the caller's view instead of the whole
-	// view (`&delta`): WatchView applies it to Base, StreamView to its base, and both check
-	// its sum, reading the full view when it does not match. Without a base, Delta is ignored.
+	// view (`&delta`): WatchView and StreamView apply it to Base and check its sum, reading
+	// the full view when it does not match. Without a base, Delta is ignored.
 	Delta bool
-	// Base is the view the caller holds at Index, for WatchView's Delta.
+	// Base is the view the caller holds at Index (nil: none); it is left as it is.
 	Base *api.View
 }
 
-// query returns p's long-poll query parameters for a caller holding base.
-func (p Poll) query(base *api.View) url.Values {
+// query returns p's long-poll query parameters (delta only with a Base to apply it to).
+func (p Poll) query() url.Values {
 	q := url.Values{"index": {strconv.FormatInt(p.Index, 10)}}
 	if p.Wait > 0 {
 		q.Set("wait", p.Wait.String())
 	}
-	if p.Delta && base != nil {
+	if p.Delta && p.Base != nil {
 		q.Set("delta", "true")
-		if base.Rollout != "" {
-			q.Set("base_rollout", base.Rollout)
+		if p.Base.Rollout != "" {
+			q.Set("base_rollout", p.Base.Rollout)
 		}
 	}
 	return q
@@ -96,7 +96,7 @@ func (p Poll) Headers() http.Header {
 // server's sum, it reads the full view at once instead.
 func (c *Client) WatchView(ctx context.Context, name string, p Poll) (*api.View, Meta, error) {
 	var u api.Update
-	m, err := c.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/appliances/" + name, Query: p.query(p.Base), Header: p.Headers()}, &u)
+	m, err := c.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/appliances/" + name, Query: p.query(), Header: p.Headers()}, &u)
 	if err != nil || m.Status == http.StatusNotModified {
 		return nil, m, err
 	}

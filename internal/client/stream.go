@@ -35,18 +35,18 @@ const streamIdle = 65 * time.Second
 // (`?index=R&stream`) and calls fn with the whole view each time it changes, with the Meta of
 // that view (Index is its revision), in order, until the server ends the stream (its wait
 // expired, it drains, the store changed), ctx ends, or fn returns an error (returned as is).
-// base is the view the caller holds at p.Index (nil: none); with p.Delta the server sends
-// differences from it, which StreamView applies (base itself is left as it is) and checks,
-// reading the full view when one does not match. The views passed to fn are the caller's.
+// With p.Delta the server sends differences from p.Base, the view the caller holds at p.Index,
+// which StreamView applies (p.Base itself is left as it is) and checks, reading the full view
+// when one does not match. The views passed to fn are the caller's.
 //
 // The Meta returned has Index set to the last revision the stream reached, heartbeats
 // included: reconnect from it with the last view fn got. ErrNoStream (wrapped) says to fall
 // back to WatchView: the server refused the stream, or no first line came within
 // Options.StreamFirstLine.
-func (c *Client) StreamView(ctx context.Context, name string, p Poll, base *api.View, fn func(*api.View, Meta) error) (Meta, error) {
+func (c *Client) StreamView(ctx context.Context, name string, p Poll, fn func(*api.View, Meta) error) (Meta, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	q := p.query(base)
+	q := p.query()
 	q.Set("stream", "true")
 	op := "GET /v1/appliances/" + name
 	req, err := c.newRequest(ctx, Request{Method: http.MethodGet, Path: "/v1/appliances/" + name, Query: q, Header: p.Headers()})
@@ -90,7 +90,7 @@ func (c *Client) StreamView(ctx context.Context, name string, p Poll, base *api.
 		return meta, fmt.Errorf("%s: answer of type %q, not a stream: %w", op, ct, ErrNoStream)
 	}
 	dec := json.NewDecoder(resp.Body)
-	cur := base
+	cur := p.Base
 	curSum := "" // cur's ViewSum once a delta made it (computed from cur's keys at the first delta)
 	for {
 		var u api.Update

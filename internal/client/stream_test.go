@@ -43,7 +43,7 @@ func TestStreamView_NoStream(t *testing.T) {
 	}
 	for _, name := range []string{"old", "buffered", "plain"} {
 		start := time.Now()
-		_, err := c.StreamView(context.Background(), name, Poll{Index: 1}, nil, func(*api.View, Meta) error {
+		_, err := c.StreamView(context.Background(), name, Poll{Index: 1}, func(*api.View, Meta) error {
 			t.Fatalf("%s: a view", name)
 			return nil
 		})
@@ -57,7 +57,7 @@ func TestStreamView_NoStream(t *testing.T) {
 	// The caller's own cancellation is not ErrNoStream.
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(50*time.Millisecond, cancel)
-	if _, err := c.StreamView(ctx, "buffered", Poll{Index: 1}, nil, nil); err == nil || errors.Is(err, ErrNoStream) {
+	if _, err := c.StreamView(ctx, "buffered", Poll{Index: 1}, nil); err == nil || errors.Is(err, ErrNoStream) {
 		t.Fatalf("canceled: err %v", err)
 	}
 }
@@ -87,7 +87,7 @@ func TestStreamView_Deltas(t *testing.T) {
 	defer srv.Close()
 	c, _ := New(srv.URL, Options{})
 	var got []api.View
-	m, err := c.StreamView(context.Background(), "web", Poll{Index: 5, Delta: true}, &base, func(v *api.View, _ Meta) error {
+	m, err := c.StreamView(context.Background(), "web", Poll{Index: 5, Delta: true, Base: &base}, func(v *api.View, _ Meta) error {
 		got = append(got, *v)
 		return nil
 	})

@@ -85,7 +85,7 @@ func BenchmarkBytesPerChange(b *testing.B) {
 		defer wg.Done()
 		base, idx := v, v.Revision
 		for sctx.Err() == nil {
-			m, err := streamer.StreamView(sctx, "big", client.Poll{Index: idx, Delta: true}, &base, func(nv *api.View, _ client.Meta) error {
+			m, err := streamer.StreamView(sctx, "big", client.Poll{Index: idx, Delta: true, Base: &base}, func(nv *api.View, _ client.Meta) error {
 				base, idx = *nv, nv.Revision
 				lines <- nv
 				return nil
