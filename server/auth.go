@@ -167,7 +167,6 @@ func (t *tokenRecord) principal() *principal {
 	return p
 }
 
-// newSecret returns a new token secret: 256 random bits.
 // sameGrant reports whether records a and b (of one name) grant the same: the same secret and
 // the same principal. The cache keeps the record it has for an equal one read again (the watch
 // event of a token this replica created, a reload), so that its principal stays the one open
@@ -178,6 +177,7 @@ func sameGrant(a, b *tokenRecord) bool {
 		a.Instance == b.Instance && a.Parent == b.Parent && a.Created.Equal(b.Created)
 }
 
+// newSecret returns a new token secret: 256 random bits.
 func newSecret() (string, error) {
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {

@@ -66,11 +66,9 @@ func newReporter(max int) *reporter {
 
 // note queues in for writing when it says something new. It reports false, and records
 // nothing, when in is an instance its token has no record of and the token has max records.
-func (r *reporter) note(in api.Instance) bool { return r.noteRef(&in) }
-
-// noteRef is note without the copy of in. It runs inside every long-poll that carries a report
-// (as the agents' do), whose stack it must not deepen: its rare paths are not inlined.
-func (r *reporter) noteRef(in *api.Instance) bool {
+// It runs inside every long-poll that carries a report (as the agents' do), whose stack it
+// must not deepen: in is not copied, and its rare paths are not inlined.
+func (r *reporter) note(in *api.Instance) bool {
 	key := in.Appliance + "/" + in.Instance
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -332,7 +330,7 @@ func (s *Server) takeReport(ctx context.Context, in *api.Instance) {
 		s.reportIgnored(in, "ignoring a report of an enrolled instance not made with its instance token")
 		return
 	}
-	if !s.reports.noteRef(in) {
+	if !s.reports.note(in) {
 		s.reportIgnored(in, "not recording an instance over its token's cap")
 	}
 }
