@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"reflect"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -161,12 +160,12 @@ type viewDiff struct {
 // changedSince returns the keys that differ between old and the pass's view, sorted.
 func (p *pass) changedSince(old templates.Data) []string {
 	for _, d := range p.diffs {
-		if sameKeys(d.old, old.Keys) {
+		if templates.SameKeys(d.old, old.Keys) {
 			return d.changed
 		}
 	}
 	c := templates.Diff(old.Keys, p.data.Keys)
-	if len(p.diffs) == 0 && p.res.executed == 0 && !sameKeys(old.Keys, p.data.Keys) {
+	if len(p.diffs) == 0 && p.res.executed == 0 && !templates.SameKeys(old.Keys, p.data.Keys) {
 		// The view's names in order, for the listings, follow from old's and the changes
 		// (before any template has used them).
 		p.v.sorted = templates.NewSortedFrom(old.Sorted, p.data.Keys, c)
@@ -174,11 +173,6 @@ func (p *pass) changedSince(old templates.Data) []string {
 	}
 	p.diffs = append(p.diffs, viewDiff{old: old.Keys, changed: c})
 	return c
-}
-
-// sameKeys reports whether a and b are the same map (a view's keys are never modified).
-func sameKeys(a, b map[string]string) bool {
-	return len(a) == len(b) && reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }
 
 // renderPass renders sel from v. Without force, a group none of whose inputs changed since
@@ -270,6 +264,7 @@ func (p *pass) stage(ctx context.Context, g *group) bool {
 			}
 			continue
 		}
+		// (A group of one changed: its template needs rendering, asked above already.)
 		if len(g.tmpls) > 1 && !p.needsRender(t) && t.failed == nil {
 			p.unchanged(t)
 			continue

@@ -20,12 +20,9 @@ const (
 	reportEvery = 100 * time.Millisecond
 )
 
-// report is what the agent tells the server after a pass at v: the revision applied and the
-// first template that is not in place, or whose reload failed.
-func (a *Agent) report(v *view) api.Report { return a.reportAt(v, a.applied.Load()) }
-
-// reportAt is the report after a pass at v that leaves applied applied.
-func (a *Agent) reportAt(v *view, applied int64) api.Report {
+// report is what the agent tells the server after a pass at v that leaves applied applied:
+// that revision and the first template that is not in place, or whose reload failed.
+func (a *Agent) report(v *view, applied int64) api.Report {
 	r := api.Report{Instance: a.instance, Revision: v.Revision, Applied: applied, Rollout: v.Rollout, Version: a.opts.Version}
 	for _, t := range a.tmpls {
 		if t.err != nil {

@@ -99,7 +99,7 @@ func NewSortedFrom(prev *Sorted, keys map[string]string, changed []string) *Sort
 
 // fits reports whether o is there and was made of keys (a cheap check: the same map).
 func (o *Sorted) fits(keys map[string]string) bool {
-	return o != nil && sameMap(o.keys, keys)
+	return o != nil && SameKeys(o.keys, keys)
 }
 
 // names returns the sorted names; callers must not modify them.
@@ -418,7 +418,7 @@ func (r *Result) ReadAny(keys []string) bool {
 
 // Diff returns the keys that differ between two views, sorted: added, removed or changed.
 func Diff(old, new map[string]string) []string {
-	if sameMap(old, new) {
+	if SameKeys(old, new) {
 		return nil
 	}
 	var out []string
@@ -443,8 +443,9 @@ func Diff(old, new map[string]string) []string {
 	return out
 }
 
-// sameMap reports whether a and b are the same map (not equal ones: the same one).
-func sameMap(a, b map[string]string) bool {
+// SameKeys reports whether a and b are the same map (not equal ones: the same one). A view's
+// keys are never modified once made, so the same map is the same view: a cheap check.
+func SameKeys(a, b map[string]string) bool {
 	return len(a) == len(b) && reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }
 
