@@ -1,4 +1,4 @@
-//go:build !windows && !(linux && (386 || amd64 || arm || arm64 || loong64 || ppc64 || ppc64le || riscv64 || s390x))
+//go:build !windows && !linux
 
 package atomicfile
 
