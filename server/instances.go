@@ -285,6 +285,21 @@ func (s *Server) runReporter(ctx context.Context) {
 	}
 }
 
+// agentVersion is the version in the User-Agent "shoelace-agent/VERSION" that the agent sends
+// with every request, or "": a record written from a long-poll's report carries it, as one
+// written from POST …/report does (else the console's Agent column went blank each time a
+// long-poll's report refreshed the record).
+func agentVersion(r *http.Request) string {
+	v, ok := strings.CutPrefix(r.Header.Get("User-Agent"), "shoelace-agent/")
+	if !ok || len(v) > 128 {
+		return ""
+	}
+	if i := strings.IndexByte(v, ' '); i >= 0 {
+		v = v[:i]
+	}
+	return showable(v)
+}
+
 // agentReport reads an agent's X-Shoelace-Instance and X-Shoelace-Applied, if sent.
 func agentReport(r *http.Request, name string) (*api.Instance, error) {
 	inst := r.Header.Get(api.HeaderInstance)
@@ -299,7 +314,7 @@ func agentReport(r *http.Request, name string) (*api.Instance, error) {
 		return nil, err
 	}
 	in := &api.Instance{Appliance: name, Instance: inst, LastSeen: time.Now().UTC().Truncate(time.Second), Remote: clientIP(r),
-		Rollout: r.Header.Get(api.HeaderRollout)}
+		Rollout: r.Header.Get(api.HeaderRollout), Version: agentVersion(r)}
 	if len(in.Rollout) > 64 || !validRolloutID(in.Rollout) {
 		return nil, api.Errorf(api.CodeInvalidRequest, "header %s must be a rollout id as a view gives it (digits, a-f and -, at most 64 bytes), not %s", api.HeaderRollout, shorten(in.Rollout))
 	}

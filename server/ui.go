@@ -222,7 +222,10 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 	post := func(pattern string, h uiHandler) { mux.Handle("POST "+pattern, s.uiWrap(h, true)) }
 	mux.HandleFunc("GET /ui/static/{file}", s.uiStatic)
 	mux.HandleFunc("POST /ui/signin", s.uiSignin)
-	mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
+	mux.HandleFunc("GET /ui", func(w http.ResponseWriter, r *http.Request) {
+		uiHeaders(w)
+		http.Redirect(w, r, "/ui/", http.StatusMovedPermanently)
+	})
 	get("/ui/{$}", s.uiAppliances)
 	post("/ui/signout", s.uiSignout)
 	get("/ui/appliances/{name}", s.uiAppliance)
@@ -239,6 +242,9 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 		return api.Errorf(api.CodeNotFound, "no such page: %s %s", r.Method, shorten(r.URL.Path))
 	}, false))
 }
+
+// uiPath says whether p is the console's: /ui or below /ui/.
+func uiPath(p string) bool { return p == "/ui" || strings.HasPrefix(p, "/ui/") }
 
 // uiHeaders sets the security headers of every console answer.
 func uiHeaders(w http.ResponseWriter) {
@@ -398,10 +404,17 @@ func (s *Server) uiSigninPage(w http.ResponseWriter, r *http.Request, status int
 	s.uiRender(w, r, status, "signin", &uiPage{Title: "Sign in", CSRF: tok, Notice: notice, Data: struct{ Next string }{next}})
 }
 
-// uiNext is where a sign-in goes on to: a console path, else the appliances.
+// uiNext is where a sign-in goes on to: a clean console path of printable ASCII, else the
+// appliances. (Browsers drop tabs and newlines from a Location, and read a backslash as a
+// slash: "/ui/\t/evil" or "/ui/\\evil" must not become another path than the one checked.)
 func uiNext(next string) string {
-	if next == "" || !strings.HasPrefix(next, "/ui/") || strings.ContainsAny(next, "\\?#") || strings.Contains(next, "//") || next != cleanPath(next) {
+	if next == "" || len(next) > 1024 || !strings.HasPrefix(next, "/ui/") || strings.ContainsAny(next, "\\?#") || strings.Contains(next, "//") || next != cleanPath(next) {
 		return "/ui/"
+	}
+	for i := 0; i < len(next); i++ {
+		if next[i] <= ' ' || next[i] >= 0x7f {
+			return "/ui/"
+		}
 	}
 	return next
 }
@@ -438,6 +451,11 @@ func (s *Server) uiSignin(w http.ResponseWriter, r *http.Request) {
 	if rec == nil {
 		s.uiSigninPage(w, r, http.StatusUnauthorized, "Unknown or revoked token.", r.PostForm.Get("next"))
 		return
+	}
+	if old, err := r.Cookie(uiCookie); err == nil {
+		// A session this browser held (or was given by someone else) ends: a sign-in always
+		// starts a fresh one, under a new id.
+		s.ui.remove(old.Value)
 	}
 	id, _ := s.ui.create(rec, time.Now())
 	info(r).token = rec.Name

@@ -610,3 +610,154 @@ func TestUI_LiveWhileDraining(t *testing.T) {
 		t.Fatal("no Retry-After")
 	}
 }
+
+// Every answer under /ui carries the console's headers, also those made before any console
+// handler runs: the redirect of /ui and the refusal of an unclean path.
+func TestUI_HeadersOnEveryAnswer(t *testing.T) {
+	f := newFixture(t)
+	b := newUIBrowser(t, f.srv.URL, nil)
+	for _, p := range []string{"/ui", "/ui//x", "/ui/./store", "/ui/appliances/%2e%2e", "/ui/static/nope.css", "/ui/static/"} {
+		req, _ := http.NewRequest(http.MethodGet, f.srv.URL+p, nil)
+		req.URL.RawPath, req.URL.Opaque = "", "//"+req.URL.Host+p // the path as sent, uncleaned
+		res, err := b.c.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", p, err)
+		}
+		res.Body.Close()
+		if res.StatusCode < 300 {
+			t.Errorf("GET %s: status %d", p, res.StatusCode)
+		}
+		if csp := res.Header.Get("Content-Security-Policy"); csp != uiCSP {
+			t.Errorf("GET %s (%d): CSP %q", p, res.StatusCode, csp)
+		}
+		if res.Header.Get("X-Frame-Options") != "DENY" || res.Header.Get("Cache-Control") != "no-store" || res.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("GET %s (%d): headers %v", p, res.StatusCode, res.Header)
+		}
+	}
+}
+
+// After sign-in the browser goes on to the page it asked for, and only to a clean console path:
+// never another host, nor a path a browser would read otherwise than the server checked it.
+func TestUI_SigninNext(t *testing.T) {
+	f := newFixture(t)
+	uiSeed(f)
+	for next, want := range map[string]string{
+		"/ui/appliances/web-frontend": "/ui/appliances/web-frontend",
+		"":                            "/ui/",
+		"//evil.example/":             "/ui/",
+		"https://evil.example/ui/":    "/ui/",
+		"/ui//evil.example":           "/ui/",
+		"/ui/\\evil.example":          "/ui/",
+		"/ui/\t/evil.example":         "/ui/",
+		"/ui/\n/evil.example":         "/ui/",
+		"/ui/x/../../v1/status":       "/ui/",
+		"/ui/store?x=1":               "/ui/",
+		"/ui/é":                       "/ui/",
+	} {
+		b := newUIBrowser(t, f.srv.URL, nil)
+		form := b.get("/ui/")
+		r := b.post("/ui/signin", url.Values{"csrf": {csrf(t, form.body)}, "token": {f.token}, "next": {next}})
+		if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != want {
+			t.Errorf("next %q: status %d, Location %q, want %q", next, r.StatusCode, r.Header.Get("Location"), want)
+		}
+	}
+	// The form a deeper page answers carries that page as next.
+	b := newUIBrowser(t, f.srv.URL, nil)
+	form := b.get("/ui/appliances/web-frontend/history")
+	if !strings.Contains(string(form.body), `name="next" value="/ui/appliances/web-frontend/history"`) {
+		t.Fatalf("sign-in form: %s", form.body)
+	}
+}
+
+// A sign-in ends the session the browser already held: a session id set in the browser by
+// someone else (session fixation), or an old one, is never the one signed in.
+func TestUI_SigninEndsPreviousSession(t *testing.T) {
+	f := newFixture(t)
+	uiSeed(f)
+	// The attacker's own session, whose cookie it plants in the victim's browser.
+	attacker := newUIBrowser(t, f.srv.URL, nil)
+	attacker.signIn(f.newToken(api.TokenRequest{Name: "low", Read: []string{"appliances/web-frontend"}}))
+	u, _ := url.Parse(f.srv.URL + "/ui/")
+	planted := cookieOfJar(attacker, u, uiCookie)
+	// The victim opens the sign-in form; the attacker's cookie is planted before it signs in.
+	victim := newUIBrowser(t, f.srv.URL, nil)
+	form := victim.get("/ui/")
+	victim.c.Jar.SetCookies(u, []*http.Cookie{{Name: uiCookie, Value: planted, Path: "/ui/"}})
+	r := victim.post("/ui/signin", url.Values{"csrf": {csrf(t, form.body)}, "token": {f.token}})
+	mustStatus(t, r, http.StatusSeeOther)
+	if c := cookieOf(r.Response, uiCookie); c == nil || c.Value == planted {
+		t.Fatalf("the sign-in kept the planted session id: %+v", c)
+	}
+	// The planted (attacker's) session is over: the attacker does not ride on the victim's sign-in.
+	mustStatus(t, attacker.get("/ui/store"), http.StatusUnauthorized)
+	mustStatus(t, victim.get("/ui/store"), http.StatusOK)
+}
+
+func cookieOfJar(b *uiBrowser, u *url.URL, name string) string {
+	for _, c := range b.c.Jar.Cookies(u) {
+		if c.Name == name {
+			return c.Value
+		}
+	}
+	b.t.Fatalf("no cookie %s", name)
+	return ""
+}
+
+// A token revoked through one replica ends its console sessions on every replica at once, the
+// open long-poll of a page included.
+func TestUI_RevokeEndsSessionsOnEveryReplica(t *testing.T) {
+	f := newFixture(t)
+	uiSeed(f)
+	g := newFixtureOn(t, f.st)
+	tok := f.newToken(api.TokenRequest{Name: "ops", Read: []string{"appliances", "shared"}})
+	waitFor(t, "the token to reach the other replica", func() bool { return g.s.auth.byNameRecord("ops") != nil })
+	onF, onG := newUIBrowser(t, f.srv.URL, nil), newUIBrowser(t, g.srv.URL, nil)
+	onF.signIn(tok)
+	onG.signIn(tok)
+	waitFor(t, "the hub to see the seed", func() bool { return g.s.hub.current() >= f.s.hub.current() })
+	live := make(chan int, 1)
+	go func() {
+		res, err := onG.c.Get(g.srv.URL + "/ui/appliances/web-frontend/live?index=" + jsonNum(g.s.hub.current()))
+		if err != nil {
+			live <- 0
+			return
+		}
+		res.Body.Close()
+		live <- res.StatusCode
+	}()
+	waitFor(t, "the page's long-poll on the other replica", func() bool { return g.s.hub.open() == 1 })
+	f.must(f.do("DELETE", "/v1/tokens/ops", ""), 200, nil)
+	select {
+	case code := <-live:
+		if code != http.StatusUnauthorized {
+			t.Fatalf("the long-poll answered %d, want 401", code)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the long-poll went on after the revocation")
+	}
+	mustStatus(t, onG.get("/ui/appliances/web-frontend"), http.StatusUnauthorized)
+	mustStatus(t, onF.get("/ui/appliances/web-frontend"), http.StatusUnauthorized)
+}
+
+// The instances table shows each agent's version, also from the reports that long-polls carry
+// (the agent's User-Agent), not only from POST …/report.
+func TestUI_AgentVersionFromLongPoll(t *testing.T) {
+	f := newFixture(t)
+	uiSeed(f)
+	agent := f.newToken(api.TokenRequest{Name: "web-agent", Appliance: "web-frontend"})
+	e := f.enroll(agent, "web-frontend", "vm-7")
+	f.must(f.doToken(e.Token, "GET", "/v1/appliances/web-frontend", "", api.HeaderInstance, "vm-7", api.HeaderApplied, "1",
+		"User-Agent", "shoelace-agent/1.2.3"), 200, nil)
+	waitFor(t, "the report's record", func() bool {
+		in, ok := f.record("web-frontend", "vm-7")
+		return ok && in.Applied == 1
+	})
+	if in, _ := f.record("web-frontend", "vm-7"); in.Version != "1.2.3" {
+		t.Fatalf("record %+v", in)
+	}
+	b := newUIBrowser(t, f.srv.URL, nil)
+	b.signIn(f.token)
+	if page := b.get("/ui/appliances/web-frontend"); !strings.Contains(string(page.body), "<td>1.2.3</td>") {
+		t.Fatalf("the agent's version is not on the page: %s", page.body)
+	}
+}
