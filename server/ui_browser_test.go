@@ -13,6 +13,7 @@ import (
 
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
@@ -35,9 +36,21 @@ func chromiumPath() string {
 	return ""
 }
 
-// artifactDir is test-artifacts/console/ at the root of the module, created.
+// artifactDir is console/ under $SHOELACE_TEST_ARTIFACTS when set (.ci/run sets it to a
+// directory outside the clone, which it prints), else under test-artifacts/ at the root of the
+// module (ignored by git); created.
 func artifactDir(t *testing.T) string {
 	t.Helper()
+	if d := os.Getenv("SHOELACE_TEST_ARTIFACTS"); d != "" {
+		out, err := filepath.Abs(filepath.Join(d, "console"))
+		if err == nil {
+			err = os.MkdirAll(out, 0o755)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
 	dir, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)
@@ -233,11 +246,13 @@ func TestUIBrowser_Console(t *testing.T) {
 	b.do("show the secret", chromedp.ScrollIntoView(chromedp.CSS(".secret")))
 	b.shot("04-secret-masked")
 
-	// A change through the API shows without a reload (the page's long-poll wakes, it refetches).
+	// A change through the API of another replica shows without a reload (the page's long-poll
+	// wakes, it refetches).
+	g := newFixtureOn(t, f.st)
 	eval[bool](b, `window.__notReloaded = true`)
 	waitFor(t, "the page's long-poll", func() bool { return f.s.hub.open() >= 1 })
 	start := time.Now()
-	f.put("appliances/web-frontend/port", "9191")
+	g.as(f.token).put("appliances/web-frontend/port", "9191")
 	if _, err := chromedp.Run(b.ctx, chromedp.Poll[bool](`document.getElementById("view").textContent.includes("9191")`, chromedp.WithPollingTimeout(20*time.Second))); err != nil {
 		b.shot("failed-live")
 		t.Fatalf("the change did not show: %v", err)
@@ -301,5 +316,74 @@ func TestUIBrowser_Console(t *testing.T) {
 		t.Errorf("the page is %v px wide at a phone's 390", w)
 	}
 	b.shot("09-appliance-phone-dark")
+
+	// Reading works without JavaScript: the pages are whole as served.
+	b.do("turn JavaScript off",
+		chromedp.EmulateViewport(1200, 900),
+		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true})
+			return err
+		}),
+	)
+	for _, c := range []struct{ path, sel, want string }{
+		{"/ui/", "table", "web-frontend"},
+		{"/ui/appliances/web-frontend", "#view", "(secret)"},
+		{"/ui/appliances/web-frontend/history", "main", "back to blue"},
+		{"/ui/store", "main", "Maintenance"},
+	} {
+		b.do("open "+c.path+" without JavaScript", chromedp.Navigate(base+c.path), chromedp.WaitVisible(chromedp.CSS(c.sel)))
+		if got := b.text(c.sel); !strings.Contains(got, c.want) {
+			t.Errorf("%s without JavaScript: %q lacks %q", c.path, got, c.want)
+		}
+	}
+	b.do("the appliance without JavaScript", chromedp.Navigate(base+"/ui/appliances/web-frontend"), chromedp.WaitVisible(chromedp.CSS("#view")))
+	b.shot("10-appliance-no-javascript")
+	b.checkStorage(f.token, "hunter2")
 	b.noViolations()
+}
+
+// checkStorage reads the browser's own storage after the pages were visited: its only cookie is
+// the session's, HttpOnly, SameSite=Strict, expiring, holding none of secrets; no local or session
+// storage; none of secrets in the URL.
+func (b *browserTab) checkStorage(secrets ...string) {
+	b.t.Helper()
+	var cookies []*network.Cookie
+	b.do("read the browser's cookies", chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		res, err := cdp.Call(ctx, tg, network.GetCookies, network.GetCookiesParams{})
+		if err == nil {
+			cookies = res.Cookies
+		}
+		return err
+	}))
+	for _, c := range cookies {
+		b.t.Logf("cookie %s: httpOnly %v, sameSite %s, secure %v, expires %v, path %s", c.Name, c.HTTPOnly, c.SameSite, c.Secure, c.Expires, c.Path)
+		if c.Name != uiCookie && c.Name != uiSigninCookie {
+			b.t.Errorf("the browser holds cookie %s", c.Name)
+		}
+		if !c.HTTPOnly || c.SameSite != network.CookieSameSiteStrict || c.Session || c.Expires <= 0 || c.Path != "/ui/" {
+			b.t.Errorf("cookie %s: httpOnly %v, sameSite %s, session %v, path %s", c.Name, c.HTTPOnly, c.SameSite, c.Session, c.Path)
+		}
+		for _, s := range secrets {
+			if strings.Contains(c.Value, s) {
+				b.t.Errorf("cookie %s holds a secret", c.Name)
+			}
+		}
+	}
+	var session bool
+	for _, c := range cookies {
+		session = session || c.Name == uiCookie
+	}
+	if !session {
+		b.t.Error("no session cookie in the browser")
+	}
+	b.do("turn JavaScript on", chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: false})
+		return err
+	}), chromedp.Reload())
+	for _, s := range secrets {
+		if eval[bool](b, fmt.Sprintf(`(function(s){return location.href.includes(s) || document.documentElement.outerHTML.includes(s) ||
+			document.cookie.length > 0 || localStorage.length > 0 || sessionStorage.length > 0})(%q)`, s)) {
+			b.t.Errorf("the browser's page, URL, script-readable cookies or storage hold %q or something", s)
+		}
+	}
 }
