@@ -761,3 +761,46 @@ func TestUI_AgentVersionFromLongPoll(t *testing.T) {
 		t.Fatalf("the agent's version is not on the page: %s", page.body)
 	}
 }
+
+// What users and agents write reaches the pages as text, never as markup: values, messages,
+// sources, an agent's error, template and version, on every page that shows them.
+func TestUI_NoMarkupFromData(t *testing.T) {
+	f := newFixture(t)
+	uiSeed(f)
+	const xss = `"><img src=x onerror=alert(1)><script>alert(2)</script>'`
+	f.put("appliances/web-frontend/app", xss)
+	rev := f.put("shared/motd", xss)
+	f.must(f.do("PUT", "/v1/kv/appliances/web-frontend/mode", xss, api.HeaderMessage, xss, api.HeaderSource, xss), 200, nil)
+	agent := f.newToken(api.TokenRequest{Name: "web-agent", Appliance: "web-frontend"})
+	e := f.enroll(agent, "web-frontend", "vm-1")
+	report, _ := json.Marshal(api.Report{Instance: "vm-1", Revision: rev, Applied: 1, Error: xss, Stage: api.StageRender, Template: xss, Version: xss})
+	f.must(f.doToken(e.Token, "POST", "/v1/appliances/web-frontend/report", string(report), "Content-Type", "application/json"), 200, nil)
+	waitFor(t, "the report's record", func() bool { in, ok := f.record("web-frontend", "vm-1"); return ok && in.Applied == 1 })
+	var rels api.Releases
+	f.must(f.do("GET", "/v1/appliances/web-frontend/releases?limit=1", ""), 200, &rels)
+	b := newUIBrowser(t, f.srv.URL, nil)
+	b.signIn(f.token)
+	form := b.get("/ui/appliances/web-frontend/edit?key=appliances/web-frontend/mode")
+	cas := regexp.MustCompile(`name="cas" value="(\d+)"`).FindSubmatch(form.body)[1]
+	confirm := b.post("/ui/appliances/web-frontend/edit", url.Values{"csrf": {csrf(t, form.body)}, "key": {"appliances/web-frontend/mode"}, "value": {xss + "2"}, "cas": {string(cas)}})
+	mustStatus(t, confirm, 200)
+	pages := map[string][]byte{"confirm": confirm.body}
+	for _, p := range []string{"/ui/", "/ui/appliances/web-frontend", "/ui/appliances/web-frontend/history",
+		"/ui/appliances/web-frontend/releases/" + jsonNum(rels.Releases[0].Revision), form.Request.URL.RequestURI()} {
+		r := b.get(p)
+		mustStatus(t, r, 200)
+		pages[p] = r.body
+	}
+	shown := 0
+	for p, body := range pages {
+		for _, bad := range []string{"<img", "<script>alert", "onerror=alert(1)>"} {
+			if strings.Contains(string(body), bad) {
+				t.Errorf("%s has markup from data (%s): %s", p, bad, body)
+			}
+		}
+		shown += strings.Count(string(body), "&lt;img src=x onerror=alert(1)&gt;")
+	}
+	if shown < 8 {
+		t.Fatalf("the data is shown escaped %d times, want it on every page", shown)
+	}
+}
