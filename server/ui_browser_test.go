@@ -248,8 +248,10 @@ func TestUIBrowser_Console(t *testing.T) {
 
 	// A change through the API of another replica shows without a reload (the page's long-poll
 	// wakes, it refetches).
+	// A keyboard user's focus stays where it was (on an edit link) across the update.
 	g := newFixtureOn(t, f.st)
 	eval[bool](b, `window.__notReloaded = true`)
+	b.do("focus an edit link", chromedp.Focus(chromedp.CSS(`a[aria-label="Edit appliances/web-frontend/mode"]`)))
 	waitFor(t, "the page's long-poll", func() bool { return f.s.hub.open() >= 1 })
 	start := time.Now()
 	g.as(f.token).put("appliances/web-frontend/port", "9191")
@@ -264,6 +266,9 @@ func TestUIBrowser_Console(t *testing.T) {
 	}
 	if took > 5*time.Second {
 		t.Errorf("the change took %s to show", took)
+	}
+	if got := eval[string](b, `document.activeElement ? document.activeElement.getAttribute("aria-label") || document.activeElement.tagName : ""`); got != "Edit appliances/web-frontend/mode" {
+		t.Errorf("after the update the focus is on %q, not on the edit link it was on", got)
 	}
 	b.shot("05-live-change")
 

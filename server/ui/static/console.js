@@ -18,6 +18,41 @@
     }
   }
 
+  // focused describes the element of #live that has the keyboard focus (null if none), so that
+  // refocus can give the focus back to its copy in the new content: replacing #live must not
+  // send a keyboard user back to the top of the page at each update.
+  function focused() {
+    var el = document.activeElement;
+    if (!el || el === root || !root.contains(el)) {
+      return null;
+    }
+    return {
+      tag: el.tagName,
+      href: el.getAttribute("href"),
+      label: el.getAttribute("aria-label"),
+      text: el.textContent,
+      index: Array.prototype.indexOf.call(root.getElementsByTagName(el.tagName), el)
+    };
+  }
+
+  function refocus(f) {
+    if (!f) {
+      return;
+    }
+    var all = root.getElementsByTagName(f.tag);
+    var el = null;
+    for (var i = 0; i < all.length && !el; i++) {
+      if (all[i].getAttribute("href") === f.href && all[i].getAttribute("aria-label") === f.label && all[i].textContent === f.text) {
+        el = all[i];
+      }
+    }
+    el = el || all[f.index] || root;
+    if (el === root) {
+      root.setAttribute("tabindex", "-1");
+    }
+    el.focus({ preventScroll: true });
+  }
+
   // refresh fetches the page and replaces #live with its new content, keeping the
   // <details> the user closed closed.
   function refresh() {
@@ -34,6 +69,7 @@
         window.location.reload();
         return;
       }
+      var focus = focused();
       var closed = {};
       root.querySelectorAll("details:not([open]) > summary").forEach(function (s) {
         closed[s.textContent] = true;
@@ -44,6 +80,7 @@
           s.parentNode.removeAttribute("open");
         }
       });
+      refocus(focus);
       index = next.getAttribute("data-index") || index;
       root.classList.remove("updated");
       void root.offsetWidth;
