@@ -15,6 +15,7 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 )
@@ -224,12 +225,23 @@ func TestUIBrowser_Console(t *testing.T) {
 	}
 	b.shot("02-appliances")
 
-	// Open an appliance by following its link, with the keyboard.
-	b.do("open the appliance",
-		chromedp.Focus(chromedp.CSS(`a[href="/ui/appliances/web-frontend"]`)),
-		chromedp.KeyEvent("\r"),
-		chromedp.WaitVisible(chromedp.CSS("#view")),
-	)
+	// Open an appliance with the keyboard alone: Tab from the top of the page (the first stop is
+	// the skip link) to the appliance's link, then Enter.
+	b.do("press Tab", chromedp.KeyEvent(kb.Tab))
+	if got := eval[string](b, `document.activeElement.textContent`); got != "Skip to content" {
+		t.Errorf("the first Tab stop is %q, not the skip link", got)
+	}
+	for i := 0; ; i++ {
+		if eval[string](b, `document.activeElement.getAttribute("href") || ""`) == "/ui/appliances/web-frontend" {
+			break
+		}
+		if i == 20 {
+			b.shot("failed-keyboard")
+			t.Fatal("20 Tabs did not reach the appliance's link")
+		}
+		b.do("press Tab", chromedp.KeyEvent(kb.Tab))
+	}
+	b.do("open the appliance", chromedp.KeyEvent(kb.Enter), chromedp.WaitVisible(chromedp.CSS("#view")))
 	view := b.text("#view")
 	if !strings.Contains(view, "8080") || !strings.Contains(view, "shared") {
 		t.Fatalf("view: %s", view)
