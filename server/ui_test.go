@@ -804,3 +804,33 @@ func TestUI_NoMarkupFromData(t *testing.T) {
 		t.Fatalf("the data is shown escaped %d times, want it on every page", shown)
 	}
 }
+
+// A release that changed two appliances at once (one txn) shows, to a token of one of them, its
+// own appliance's changes only: the other's name is on no page, the live answer included.
+func TestUI_MultiApplianceTxnScoped(t *testing.T) {
+	f := newFixture(t)
+	uiSeed(f)
+	var out struct{ Revision int64 }
+	f.must(f.do("POST", "/v1/txn", `{"ops":[{"op":"put","key":"appliances/web-frontend/port","value":"81"},{"op":"put","key":"appliances/billing-db/port","value":"5433"}]}`,
+		"Content-Type", "application/json", api.HeaderMessage, "move both ports"), 200, &out)
+	for _, tr := range []api.TokenRequest{
+		{Name: "web-reader", Read: []string{"appliances/web-frontend", "shared"}},
+		{Name: "web-agent", Appliance: "web-frontend"},
+	} {
+		b := newUIBrowser(t, f.srv.URL, nil)
+		b.signIn(f.newToken(tr))
+		for _, p := range []string{"/ui/", "/ui/appliances/web-frontend", "/ui/appliances/web-frontend/history",
+			"/ui/appliances/web-frontend/releases/" + jsonNum(out.Revision), "/ui/appliances/web-frontend/live?index=1"} {
+			r := b.get(p) // the agent token may not read the releases: its 403 pages count too
+			if r.StatusCode != 200 && (tr.Appliance == "" || r.StatusCode != http.StatusForbidden) {
+				t.Errorf("%s: %s: status %d", tr.Name, p, r.StatusCode)
+			}
+			if strings.Contains(string(r.body), "billing") {
+				t.Errorf("%s: %s names the other appliance: %s", tr.Name, p, r.body)
+			}
+			if strings.HasSuffix(p, "/history") && r.StatusCode == 200 && !strings.Contains(string(r.body), "move both ports") {
+				t.Errorf("%s: the txn is not in the history: %s", tr.Name, r.body)
+			}
+		}
+	}
+}
