@@ -222,6 +222,12 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 	post := func(pattern string, h uiHandler) { mux.Handle("POST "+pattern, s.uiWrap(h, true)) }
 	mux.HandleFunc("GET /ui/static/{file}", s.uiStatic)
 	mux.HandleFunc("POST /ui/signin", s.uiSignin)
+	// The address bar shows /ui/signin after a refused sign-in: reloaded or bookmarked, it is
+	// the console's start (the form itself without a session).
+	mux.HandleFunc("GET /ui/signin", func(w http.ResponseWriter, r *http.Request) {
+		uiHeaders(w)
+		http.Redirect(w, r, "/ui/", http.StatusSeeOther)
+	})
 	mux.HandleFunc("GET /ui", func(w http.ResponseWriter, r *http.Request) {
 		uiHeaders(w)
 		http.Redirect(w, r, "/ui/", http.StatusMovedPermanently)
@@ -408,7 +414,7 @@ func (s *Server) uiSigninPage(w http.ResponseWriter, r *http.Request, status int
 // appliances. (Browsers drop tabs and newlines from a Location, and read a backslash as a
 // slash: "/ui/\t/evil" or "/ui/\\evil" must not become another path than the one checked.)
 func uiNext(next string) string {
-	if next == "" || len(next) > 1024 || !strings.HasPrefix(next, "/ui/") || strings.ContainsAny(next, "\\?#") || strings.Contains(next, "//") || next != cleanPath(next) {
+	if next == "" || next == "/ui/signin" || next == "/ui/signout" || len(next) > 1024 || !strings.HasPrefix(next, "/ui/") || strings.ContainsAny(next, "\\?#") || strings.Contains(next, "//") || next != cleanPath(next) {
 		return "/ui/"
 	}
 	for i := 0; i < len(next); i++ {

@@ -653,6 +653,8 @@ func TestUI_SigninNext(t *testing.T) {
 		"/ui/x/../../v1/status":       "/ui/",
 		"/ui/store?x=1":               "/ui/",
 		"/ui/é":                       "/ui/",
+		"/ui/signin":                  "/ui/",
+		"/ui/signout":                 "/ui/",
 	} {
 		b := newUIBrowser(t, f.srv.URL, nil)
 		form := b.get("/ui/")
@@ -661,8 +663,12 @@ func TestUI_SigninNext(t *testing.T) {
 			t.Errorf("next %q: status %d, Location %q, want %q", next, r.StatusCode, r.Header.Get("Location"), want)
 		}
 	}
-	// The form a deeper page answers carries that page as next.
+	// /ui/signin, in the address bar after a refused sign-in, reloaded: the console's start.
 	b := newUIBrowser(t, f.srv.URL, nil)
+	if r := b.get("/ui/signin"); r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/ui/" || r.Header.Get("Content-Security-Policy") != uiCSP {
+		t.Fatalf("GET /ui/signin: status %d, Location %q, headers %v", r.StatusCode, r.Header.Get("Location"), r.Header)
+	}
+	// The form a deeper page answers carries that page as next.
 	form := b.get("/ui/appliances/web-frontend/history")
 	if !strings.Contains(string(form.body), `name="next" value="/ui/appliances/web-frontend/history"`) {
 		t.Fatalf("sign-in form: %s", form.body)
