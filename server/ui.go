@@ -244,6 +244,20 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 	post("/ui/appliances/{name}/rollout", s.uiRolloutAction)
 	get("/ui/store", s.uiStore)
 	post("/ui/store/maintenance", s.uiMaintenance)
+	// A confirmation page is shown at its form's address: opened again from the address bar
+	// (GET), each goes back to the page the form was on, not to a 404.
+	back := func(pattern string, to func(r *http.Request) string) {
+		mux.HandleFunc("GET "+pattern, func(w http.ResponseWriter, r *http.Request) {
+			uiHeaders(w)
+			http.Redirect(w, r, to(r), http.StatusSeeOther)
+		})
+	}
+	appliance := func(suffix string) func(r *http.Request) string {
+		return func(r *http.Request) string { return "/ui/appliances/" + url.PathEscape(r.PathValue("name")) + suffix }
+	}
+	back("/ui/appliances/{name}/rollback", appliance("/history"))
+	back("/ui/appliances/{name}/rollout", appliance(""))
+	back("/ui/store/maintenance", func(*http.Request) string { return "/ui/store" })
 	mux.Handle("/ui/", s.uiWrap(func(w http.ResponseWriter, r *http.Request, c *uiCtx) error {
 		return api.Errorf(api.CodeNotFound, "no such page: %s %s", r.Method, shorten(r.URL.Path))
 	}, false))

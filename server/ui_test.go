@@ -668,6 +668,16 @@ func TestUI_SigninNext(t *testing.T) {
 	if r := b.get("/ui/signin"); r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/ui/" || r.Header.Get("Content-Security-Policy") != uiCSP {
 		t.Fatalf("GET /ui/signin: status %d, Location %q, headers %v", r.StatusCode, r.Header.Get("Location"), r.Header)
 	}
+	// So are the addresses of the confirmation pages, opened again: the page the form was on.
+	for p, want := range map[string]string{
+		"/ui/appliances/web-frontend/rollback": "/ui/appliances/web-frontend/history",
+		"/ui/appliances/web-frontend/rollout":  "/ui/appliances/web-frontend",
+		"/ui/store/maintenance":                "/ui/store",
+	} {
+		if r := b.get(p); r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != want || r.Header.Get("Content-Security-Policy") != uiCSP {
+			t.Errorf("GET %s: status %d, Location %q", p, r.StatusCode, r.Header.Get("Location"))
+		}
+	}
 	// The form a deeper page answers carries that page as next.
 	form := b.get("/ui/appliances/web-frontend/history")
 	if !strings.Contains(string(form.body), `name="next" value="/ui/appliances/web-frontend/history"`) {
