@@ -23,13 +23,38 @@ func (s *Server) lookupFresh(ctx context.Context, secret string, arrived time.Ti
 	f := &s.fresh
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if !s.readFreshLocked(ctx, arrived) {
+		return nil
+	}
+	return findToken(f.byHash, secret)
+}
+
+// lookupFreshHash finds the token named name whose secret hashes to hash in the store as it is
+// now (after arrived): a console session made with a token that the cache has not seen yet.
+func (s *Server) lookupFreshHash(ctx context.Context, name, hash string, arrived time.Time) *tokenRecord {
+	f := &s.fresh
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !s.readFreshLocked(ctx, arrived) {
+		return nil
+	}
+	if rec := f.byHash[hash]; rec != nil && rec.Name == name {
+		return rec
+	}
+	return nil
+}
+
+// readFreshLocked reads every token record into f.byHash unless a read started after arrived,
+// and reports whether f.byHash is such a read; f.mu is held.
+func (s *Server) readFreshLocked(ctx context.Context, arrived time.Time) bool {
+	f := &s.fresh
 	if !f.started.After(arrived) {
 		started := time.Now()
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		m, _, err := s.st.SysList(ctx, tokenPrefix)
 		cancel()
 		if err != nil {
-			return nil
+			return false
 		}
 		byHash := make(map[string]*tokenRecord, len(m))
 		for k, v := range m {
@@ -39,5 +64,5 @@ func (s *Server) lookupFresh(ctx context.Context, secret string, arrived time.Ti
 		}
 		f.started, f.byHash = started, byHash
 	}
-	return findToken(f.byHash, secret)
+	return true
 }

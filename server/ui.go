@@ -49,6 +49,9 @@ const (
 	// uiCookie holds the session id; uiSigninCookie the sign-in form's CSRF token.
 	uiCookie       = "shoelace_session"
 	uiSigninCookie = "shoelace_signin"
+	// uiFreshWindow is how long after its sign-in a session whose token the cache does not know
+	// yet asks the store (the token's watch event normally comes within milliseconds).
+	uiFreshWindow = 10 * time.Second
 	// uiLiveWait is how long the console's long-poll waits for a change.
 	uiLiveWait = 25 * time.Second
 	// uiSource is the X-Shoelace-Source of the console's writes.
@@ -65,6 +68,7 @@ type uiSession struct {
 	token   string // the token's name
 	hash    string // the token's hash at sign-in: a new secret under the name ends the session
 	csrf    string // carried by every form of the session
+	created time.Time
 	expires time.Time
 }
 
@@ -89,7 +93,7 @@ func randomID() string {
 // create starts a session for rec and returns its id.
 func (u *uiSessions) create(rec *tokenRecord, now time.Time) (string, *uiSession) {
 	id := randomID()
-	sess := &uiSession{token: rec.Name, hash: rec.Hash, csrf: randomID(), expires: now.Add(uiSessionTTL)}
+	sess := &uiSession{token: rec.Name, hash: rec.Hash, csrf: randomID(), created: now, expires: now.Add(uiSessionTTL)}
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.m == nil {
@@ -344,11 +348,18 @@ func (s *Server) uiSessionOf(r *http.Request) (*uiSession, *tokenRecord) {
 	if err != nil || c.Value == "" || len(c.Value) > 128 {
 		return nil, nil
 	}
-	sess := s.ui.get(c.Value, time.Now())
+	arrived := time.Now()
+	sess := s.ui.get(c.Value, arrived)
 	if sess == nil {
 		return nil, nil
 	}
 	rec := s.auth.byNameRecord(sess.token)
+	if rec == nil && arrived.Sub(sess.created) < uiFreshWindow && s.auth.loaded.Load() {
+		// Signed in with a token found in the store, not in the cache (created a moment ago
+		// through another replica, its watch event still on the way): the store, read after
+		// this request arrived, says whether it still is, as it does for the API.
+		rec = s.lookupFreshHash(r.Context(), sess.token, sess.hash, arrived)
+	}
 	if rec == nil || subtle.ConstantTimeCompare([]byte(rec.Hash), []byte(sess.hash)) != 1 {
 		// Revoked, or given another secret, since the sign-in.
 		s.ui.remove(c.Value)

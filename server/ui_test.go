@@ -850,3 +850,24 @@ func TestUI_MultiApplianceTxnScoped(t *testing.T) {
 		}
 	}
 }
+
+// A token created a moment ago through another replica may be in the store before this
+// replica's cache has it: a sign-in with it works (as an API request would), and so do the
+// session's next pages, until its watch event comes; revoked meanwhile, the session ends.
+func TestUI_SessionOfTokenNotCachedYet(t *testing.T) {
+	f := newFixture(t)
+	uiSeed(f)
+	tok := f.newToken(api.TokenRequest{Name: "new-ops", Read: []string{"appliances", "shared"}})
+	waitFor(t, "the token in the cache", func() bool { return f.s.auth.byNameRecord("new-ops") != nil })
+	// As if its watch event had not come yet.
+	f.s.auth.mu.Lock()
+	rec := f.s.auth.byName["new-ops"]
+	delete(f.s.auth.byName, "new-ops")
+	delete(f.s.auth.byHash, rec.Hash)
+	f.s.auth.mu.Unlock()
+	b := newUIBrowser(t, f.srv.URL, nil)
+	b.signIn(tok)
+	mustStatus(t, b.get("/ui/appliances/web-frontend"), http.StatusOK)
+	f.must(f.do("DELETE", "/v1/tokens/new-ops", ""), 200, nil)
+	mustStatus(t, b.get("/ui/appliances/web-frontend"), http.StatusUnauthorized)
+}
