@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -213,8 +214,16 @@ func TestUIBrowser_Console(t *testing.T) {
 	f := newFixture(t)
 	uiSeed(f)
 	good := f.put("appliances/web-frontend/mode", "blue")
-	f.put("appliances/web-frontend/mode", "green")
+	green := f.put("appliances/web-frontend/mode", "green")
 	base := f.srv.URL
+	// One VM, whose agent applied the latest revision.
+	vm := f.enroll(f.newToken(api.TokenRequest{Name: "web-agent", Appliance: "web-frontend"}), "web-frontend", "vm-1")
+	report := func(applied int64) {
+		body, _ := json.Marshal(api.Report{Instance: "vm-1", Revision: applied, Applied: applied, Version: "1.0.0"})
+		f.must(f.doToken(vm.Token, "POST", "/v1/appliances/web-frontend/report", string(body), "Content-Type", "application/json"), 200, nil)
+		waitFor(t, "the report's record", func() bool { in, ok := f.record("web-frontend", "vm-1"); return ok && in.Applied == applied })
+	}
+	report(green)
 
 	b.signIn(base, f.token)
 	if h := b.text("h1"); h != "Appliances" {
@@ -266,7 +275,7 @@ func TestUIBrowser_Console(t *testing.T) {
 	b.do("focus an edit link", chromedp.Focus(chromedp.CSS(`a[aria-label="Edit appliances/web-frontend/mode"]`)))
 	waitFor(t, "the page's long-poll", func() bool { return f.s.hub.open() >= 1 })
 	start := time.Now()
-	g.as(f.token).put("appliances/web-frontend/port", "9191")
+	changed := g.as(f.token).put("appliances/web-frontend/port", "9191")
 	if _, err := chromedp.Run(b.ctx, chromedp.Poll[bool](`document.getElementById("view").textContent.includes("9191")`, chromedp.WithPollingTimeout(20*time.Second))); err != nil {
 		b.shot("failed-live")
 		t.Fatalf("the change did not show: %v", err)
@@ -283,6 +292,22 @@ func TestUIBrowser_Console(t *testing.T) {
 		t.Errorf("after the update the focus is on %q, not on the edit link it was on", got)
 	}
 	b.shot("05-live-change")
+
+	// The VM applies the change and reports it: its row follows without a reload too (the
+	// page reads itself again shortly after a change).
+	if got := b.text("#instances tbody"); !strings.Contains(got, "behind") {
+		t.Errorf("before the VM's report its row says %q, not behind", got)
+	}
+	report(changed)
+	reported := time.Now()
+	// 20 s: the follow-up reads come 2 and 8 s after the change; the long-poll's own quiet
+	// answer, without them, not before 22.5 s.
+	if _, err := chromedp.Run(b.ctx, chromedp.Poll[bool](`!document.querySelector("#instances tbody").textContent.includes("behind")`, chromedp.WithPollingTimeout(20*time.Second))); err != nil {
+		b.shot("failed-instances")
+		t.Fatalf("the VM's report did not show: %v", err)
+	}
+	t.Logf("the VM's report showed %s after it was recorded", time.Since(reported).Round(time.Millisecond))
+	b.shot("05b-vm-applied")
 
 	// Roll back from the history page, confirming.
 	b.do("open the history",

@@ -88,6 +88,19 @@
     });
   }
 
+  // After a change the agents apply it and report within a moment, which the long-poll (it
+  // wakes on the view) does not see: the page is read again 2 s and 8 s after each change, so
+  // that its instances follow too, without polling all the time.
+  var followUps = [];
+  function followUp() {
+    followUps.forEach(clearTimeout);
+    followUps = [2000, 8000].map(function (ms) {
+      return setTimeout(function () {
+        refresh().catch(function () {});
+      }, ms);
+    });
+  }
+
   function poll() {
     fetch(url + "?index=" + encodeURIComponent(index), { credentials: "same-origin", cache: "no-store" }).then(function (res) {
       if (res.status === 401) {
@@ -107,6 +120,9 @@
       // After a change, and after each quiet wait (instances and rollouts move on their own).
       return refresh().then(function () {
         status(changed ? "Updated " + new Date().toLocaleTimeString() + "." : "Live.");
+        if (changed) {
+          followUp();
+        }
       });
     }).then(poll, function (err) {
       if (err === null) {
