@@ -221,6 +221,12 @@ func TestE2E_RolloutBadChangeHaltsAtTheCanary(t *testing.T) {
 	if st = srv.rollout(t); st.State != api.RolloutHalted || st.Instance != canary {
 		t.Fatalf("after the failure: %+v", st)
 	}
+	// A pipeline that runs appliance wait after its write without --revision (as the README
+	// does) learns the same, even though the rollout halted before it asked.
+	code, out, errOut = srv.shoelace(t, "appliance", "wait", "web", "--for", "1m")
+	if code != 7 || !strings.Contains(errOut, canary) || !strings.Contains(errOut, "halted") || !strings.Contains(errOut, "exited with status 1") {
+		t.Fatalf("appliance wait without --revision after the halt: exit %d\n%s\n%s", code, out, errOut)
+	}
 
 	// By hand: a manual rollout waits for promote; abort ends one.
 	if code, _, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "8081", "--canary", "20%", "--manual"); code != 0 {
@@ -240,8 +246,29 @@ func TestE2E_RolloutBadChangeHaltsAtTheCanary(t *testing.T) {
 	if code, out, errOut := srv.shoelace(t, "appliance", "rollout", "abort", "web"); code != 0 || !strings.Contains(out, "aborted") {
 		t.Fatalf("abort: %d %s %s", code, out, errOut)
 	}
+	if code, out, errOut := srv.shoelace(t, "appliance", "wait", "web", "--for", "1m"); code != 7 || !strings.Contains(errOut, "aborted") {
+		t.Fatalf("appliance wait after the abort: exit %d\n%s\n%s", code, out, errOut)
+	}
 	for _, a := range fleet {
 		waitFor(t, a.name+" back on the live keys", fileIs(a.conf(), "port=80\n"))
+	}
+
+	// --force aborts a running rollout and writes for everyone at once.
+	if code, _, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "8082", "--canary", "20%", "--manual"); code != 0 {
+		t.Fatalf("another rollout: %s", errOut)
+	}
+	if code, _, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "8083", "--force"); code != 0 {
+		t.Fatalf("write with --force: exit %d: %s", code, errOut)
+	}
+	if st := srv.rollout(t); st.State != api.RolloutAborted || !strings.Contains(st.Reason, "force") {
+		t.Fatalf("after --force: %+v", st)
+	}
+	for _, a := range fleet {
+		waitFor(t, a.name+" has the forced write", fileIs(a.conf(), "port=8083\n"))
+	}
+	// The plain write came after the aborted rollout: a wait without --revision is not about it.
+	if code, _, errOut := srv.shoelace(t, "appliance", "wait", "web", "--for", "1m"); code != 2 {
+		t.Fatalf("appliance wait without --revision after a plain write: exit %d: %s", code, errOut)
 	}
 }
 
