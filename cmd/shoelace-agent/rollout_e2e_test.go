@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/testutil"
 )
 
 // fleetAgent is one VM of the fleet: its own directory, config and running agent.
@@ -288,5 +289,68 @@ func TestE2E_RolloutSurvivesServerRestart(t *testing.T) {
 	waitFor(t, "the rollout promoted by the restarted server", func() bool { return srv2.rollout(t).State == api.RolloutPromoted })
 	for _, a := range fleet {
 		waitFor(t, a.name+" has the change", fileIs(a.conf(), "port=8080\n"))
+	}
+}
+
+// leads reports whether replica s is the one moving the rollouts (GET /v1/status).
+func (s *server) leads(t *testing.T) bool {
+	t.Helper()
+	code, out, errOut := s.shoelace(t, "status", "-o", "json")
+	if code != 0 {
+		t.Fatalf("status of %s: exit %d: %s", s.addr, code, errOut)
+	}
+	var st struct {
+		Health struct {
+			Rollouts struct {
+				Leading bool `json:"leading"`
+			} `json:"rollouts"`
+		} `json:"health"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status: %v: %s", err, out)
+	}
+	return st.Health.Rollouts.Leading
+}
+
+// Two replicas of one etcd: the one moving a rollout is killed (SIGKILL) while its canary
+// bakes; the other one takes the lead when the lease runs out and carries the rollout to its
+// promotion. The agents talk to the replica that stays.
+func TestE2E_RolloutReplicaKilledAnotherCarriesOn(t *testing.T) {
+	endpoints, _ := testutil.StartEtcd(t, t.TempDir())
+	data := t.TempDir()
+	etcd := []string{"--etcd-endpoints", strings.Join(endpoints, ","), "--admin-token-file", filepath.Join(data, "admin.token")}
+	a := startServerArgs(t, "", data, etcd...)
+	waitFor(t, "the first replica to lead the rollouts", func() bool { return a.leads(t) })
+	b := startServerArgs(t, "", data, etcd...)
+	if b.leads(t) {
+		t.Fatal("two replicas lead the rollouts")
+	}
+	b.put("appliances/web/port", "80")
+	fleet := startFleet(t, b, 3)
+	for _, f := range fleet {
+		waitFor(t, f.name+" renders", fileIs(f.conf(), "port=80\n"))
+	}
+	waitEnrolled(t, b, fleet)
+	code, out, errOut := b.shoelace(t, "kv", "put", "appliances/web/port", "8080", "--canary", "30%", "--bake", "2s")
+	if code != 0 {
+		t.Fatalf("kv put --canary: exit %d: %s", code, errOut)
+	}
+	rev := strings.TrimSpace(strings.TrimPrefix(out, "revision "))
+	// Only the leading replica knows since when a cohort bakes (a new leader bakes it again).
+	waitFor(t, "the canary baking", func() bool { return a.rollout(t).BakedSince != nil })
+	if st := b.rollout(t); st.State != api.RolloutRunning || st.Step != 0 {
+		t.Fatalf("before the kill: %+v", st)
+	}
+	a.kill()
+	waitFor(t, "the other replica to lead the rollouts", func() bool { return b.leads(t) })
+	code, out, errOut = b.shoelace(t, "appliance", "wait", "web", "--revision", rev, "--interval", "200ms", "--for", "2m")
+	if code != 0 || !strings.Contains(out, "promoted") {
+		t.Fatalf("appliance wait: exit %d\n%s\n%s", code, out, errOut)
+	}
+	for _, f := range fleet {
+		waitFor(t, f.name+" has the change", fileIs(f.conf(), "port=8080\n"))
+	}
+	if code, out, _ := b.shoelace(t, "kv", "get", "appliances/web/port"); code != 0 || out != "8080" {
+		t.Fatalf("live value after the promotion: %d %q", code, out)
 	}
 }
