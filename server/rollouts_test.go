@@ -511,3 +511,33 @@ func TestRollout_ReportsOfAnotherRolloutDoNotGate(t *testing.T) {
 		t.Fatalf("web's reports moved db's rollout: %+v", dbNow)
 	}
 }
+
+// The instances drawn are the enrolled ones seen within --instance-stale: one silent for
+// longer takes no part (it would only stall the rollout until its deadline).
+func TestRollout_DrawsOnlyInstancesSeenRecently(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.InstanceStale = 2 * time.Second })
+	f.put("appliances/web/port", "80")
+	fleet := enrollFleet(t, f, 3)
+	time.Sleep(2100 * time.Millisecond)
+	for _, n := range fleet[:2] {
+		report(t, f, n, viewOf(t, f, n), "")
+	}
+	waitFor(t, "the reports recorded", func() bool {
+		for _, n := range fleet[:2] {
+			if in, ok := f.record("web", n); !ok || time.Since(in.LastSeen) > 2*time.Second {
+				return false
+			}
+		}
+		return true
+	})
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=100%25", "8080"), http.StatusAccepted, &st)
+	var drawn []string
+	for _, in := range st.Instances {
+		drawn = append(drawn, in.Instance)
+	}
+	slices.Sort(drawn)
+	if !slices.Equal(drawn, fleet[:2]) {
+		t.Fatalf("drawn %v, want %v (%s silent for longer than --instance-stale)", drawn, fleet[:2], fleet[2])
+	}
+}
