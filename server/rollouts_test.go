@@ -541,3 +541,35 @@ func TestRollout_DrawsOnlyInstancesSeenRecently(t *testing.T) {
 		t.Fatalf("drawn %v, want %v (%s silent for longer than --instance-stale)", drawn, fleet[:2], fleet[2])
 	}
 }
+
+// A VM that enrolls while a rollout runs is not drawn: it gets the live view, even when the
+// cohort is every instance drawn. A shared/ write during the rollout reaches every instance,
+// the cohort's candidate view included.
+func TestRollout_NewInstanceGetsTheLiveView(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	fleet := enrollFleet(t, f, 2)
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=100%25&bake=1h", "8080"), http.StatusAccepted, &st)
+	if len(st.Cohort) != 2 {
+		t.Fatalf("cohort: %v", st.Cohort)
+	}
+	var tok api.TokenCreated
+	f.must(f.do("POST", "/v1/tokens", `{"name":"web-agent-late","appliance":"web"}`, "Content-Type", "application/json"), 201, &tok)
+	late := f.enroll(tok.Token, "web", "vm-late")
+	var v api.View
+	f.must(f.doToken(late.Token, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-late"), 200, &v)
+	if v.Keys["port"] != "80" || v.Rollout != "" {
+		t.Fatalf("an instance enrolled during the rollout sees %+v", v)
+	}
+	f.put("shared/dns", "1.1.1.1")
+	for _, n := range fleet {
+		if v := viewOf(t, f, n); v.Keys["port"] != "8080" || v.Keys["dns"] != "1.1.1.1" || v.Rollout != st.ID {
+			t.Fatalf("%s in the cohort after a shared write: %+v", n, v)
+		}
+	}
+	f.must(f.doToken(late.Token, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-late"), 200, &v)
+	if v.Keys["port"] != "80" || v.Keys["dns"] != "1.1.1.1" {
+		t.Fatalf("vm-late after a shared write: %+v", v)
+	}
+}
