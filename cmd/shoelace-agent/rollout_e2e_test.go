@@ -116,9 +116,13 @@ func TestE2E_RolloutGoodChangeStepsThrough(t *testing.T) {
 	}
 	waitEnrolled(t, srv, fleet)
 
-	code, out, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "8080", "--canary", "20%", "--step", "40%", "--bake", "2s", "-m", "new port")
+	file := filepath.Join(t.TempDir(), "web.yaml")
+	if err := os.WriteFile(file, []byte("keys:\n  port: \"8080\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := srv.shoelace(t, "appliance", "apply", "web", "-f", file, "--canary", "20%", "--step", "40%", "--bake", "2s", "-m", "new port")
 	if code != 0 || !strings.HasPrefix(out, "revision ") || !strings.Contains(errOut, "rollout") {
-		t.Fatalf("kv put --canary: exit %d\n%s\n%s", code, out, errOut)
+		t.Fatalf("appliance apply --canary: exit %d\n%s\n%s", code, out, errOut)
 	}
 	rev := strings.TrimSpace(strings.TrimPrefix(out, "revision "))
 	waited := make(chan string, 1)
