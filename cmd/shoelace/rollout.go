@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/rollout"
 )
 
 // rolloutFlags are the flags of a write that may start a rollout instead of changing every
@@ -68,6 +69,17 @@ func checkRolloutFlags(c *cli.Context) error {
 	}
 	if c.Bool("force") {
 		return usagef("%s--force aborts a rollout for a plain write; a write with --canary starts one: give one of them", errPrefix(c))
+	}
+	// The server checks them too; a mistyped flag is a usage error here (exit 2), not a refusal.
+	for _, f := range []string{"canary", "step"} {
+		if v := c.String(f); c.IsSet(f) {
+			if _, err := rollout.ParseShare(f, v); err != nil {
+				return usagef("%s--%s: %v", errPrefix(c), f, err)
+			}
+		}
+	}
+	if c.Duration("bake") < 0 || c.Duration("deadline") <= 0 {
+		return usagef("%s--bake must not be negative and --deadline must be above 0 (a silent canary must not stall a rollout for ever)", errPrefix(c))
 	}
 	return nil
 }
