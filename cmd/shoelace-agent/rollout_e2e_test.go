@@ -358,3 +358,54 @@ func TestE2E_RolloutReplicaKilledAnotherCarriesOn(t *testing.T) {
 		t.Fatalf("live value after the promotion: %d %q", code, out)
 	}
 }
+
+// A second VM started with a name already enrolled (and fresh) cannot enroll: it still renders
+// with the appliance token and says why; once never enrolls. Once the name is forgotten (admin),
+// the next enrollment may take it.
+func TestE2E_EnrollRefusedStillRenders(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/port", "80")
+	fleet := startFleet(t, srv, 1)
+	waitEnrolled(t, srv, fleet)
+
+	dup := startFleet(t, srv, 1)[0] // vm-1 again, on another "VM"
+	waitFor(t, "the duplicate renders", fileIs(dup.conf(), "port=80\n"))
+	waitFor(t, "the duplicate says why it is not enrolled", func() bool {
+		l := dup.run.logs.String()
+		return strings.Contains(l, "not enrolled") && strings.Contains(l, "enrolled already")
+	})
+	if _, err := os.Stat(dup.env.path("cache/web.instance-token")); !os.IsNotExist(err) {
+		t.Fatalf("the duplicate has an instance token file: %v", err)
+	}
+
+	e := newEnv(t, srv, "", `  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/out/app.conf
+`)
+	if code, _, stderr := e.agentCmd("once"); code != 0 {
+		t.Fatalf("once: exit %d: %s", code, stderr)
+	}
+	if _, err := os.Stat(e.path("cache/web.instance-token")); !os.IsNotExist(err) {
+		t.Fatalf("once wrote an instance token: %v", err)
+	}
+	if l, _, err := srv.client.Instances(context.Background(), "web"); err != nil {
+		t.Fatal(err)
+	} else {
+		for _, in := range l.Instances {
+			if in.Instance == "vm-e2e" && in.Enrolled {
+				t.Fatalf("once enrolled: %+v", in)
+			}
+		}
+	}
+
+	// forget is an admin's: the fleet's appliance token may not.
+	out, err := exec.Command(filepath.Join(binDir, "shoelace"), "appliance", "forget", "web", "vm-1", "--addr", "http://"+srv.addr, "--token-file", dup.env.path("token")).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 5 {
+		t.Fatalf("forget with the appliance token: %v: %s", err, out)
+	}
+	if code, _, errOut := srv.shoelace(t, "appliance", "forget", "web", "vm-1"); code != 0 {
+		t.Fatalf("forget: exit %d: %s", code, errOut)
+	}
+	if code, _, _ := srv.shoelace(t, "appliance", "forget", "web", "vm-nope"); code != 3 {
+		t.Fatalf("forget of an unknown instance: exit %d, want 3", code)
+	}
+}
