@@ -197,7 +197,10 @@ func printRollout(w io.Writer, st api.RolloutStatus) error {
 			cohort = fmt.Sprintf("step %d", in.Cohort+1)
 		}
 		line := fmt.Sprintf("  %-24s %-8s %-8s applied %d", in.Instance, cohort, in.State, in.Applied)
-		if in.Error != "" {
+		switch {
+		case in.Error != "" && in.Error == st.Reason:
+			line += "  (the reason above)"
+		case in.Error != "":
 			line += "  error: " + oneLine(in.Error)
 		}
 		fmt.Fprintln(w, line)
