@@ -513,7 +513,7 @@ func (p *pass) undo(ctx context.Context, g *group, f failure) {
 		if len(problems) > 0 {
 			what = "previous files restored but for: " + strings.Join(problems, "; ")
 		}
-		p.a.log.Warn("reload failed: previous files restored", "templates", g.names(), "revision", p.v.Revision, "problems", problems)
+		p.a.log.Warn("reload failed: "+what, "templates", g.names(), "revision", p.v.Revision)
 		if g.command != "" {
 			if again := p.command(ctx, g.command, maxTimeout(g), g.names(), p.v.Revision); again != nil {
 				p.a.log.Error("command failed again on the restored files", "command", g.command, "templates", g.names())

@@ -458,3 +458,118 @@ func TestRollout_SchemaSetMeanwhileHalts(t *testing.T) {
 	}
 	f.put("appliances/web/port", "80") // writes go again
 }
+
+// Reports gate only the rollout they name, from the cohort's own instance tokens: a canary's
+// failure or success naming another appliance's rollout, and a failure of an instance outside
+// the cohort, neither halt nor advance web's rollout.
+func TestRollout_ReportsOfAnotherRolloutDoNotGate(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	f.put("appliances/db/port", "5432")
+	fleet := enrollFleet(t, f, 2)
+	var dbTok api.TokenCreated
+	f.must(f.do("POST", "/v1/tokens", `{"name":"db-agent","appliance":"db"}`, "Content-Type", "application/json"), 201, &dbTok)
+	f.enroll(dbTok.Token, "db", "db-0")
+	time.Sleep(10 * time.Millisecond)
+	var db, st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/kv/appliances/db/port?canary=100%25&bake=1h", "5433"), http.StatusAccepted, &db)
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=50%25", "8080"), http.StatusAccepted, &st)
+	canary := st.Cohort[0]
+	other := fleet[0]
+	if other == canary {
+		other = fleet[1]
+	}
+	v := viewOf(t, f, canary)
+	if v.Rollout != st.ID {
+		t.Fatalf("canary view: %+v", v)
+	}
+	post := func(instance string, rep api.Report) {
+		t.Helper()
+		b, _ := json.Marshal(rep)
+		f.must(f.doToken(instanceToken(t, f, instance), "POST", "/v1/appliances/web/report", string(b), "Content-Type", "application/json", api.HeaderInstance, instance), 200, nil)
+	}
+	// The canary fails, and applies, db's rollout; the other instance fails web's.
+	post(canary, api.Report{Instance: canary, Revision: v.Revision, Rollout: db.ID, Error: "forged", Stage: api.StageCommand})
+	post(other, api.Report{Instance: other, Revision: v.Revision, Rollout: st.ID, Error: "forged", Stage: api.StageCommand})
+	post(canary, api.Report{Instance: canary, Revision: v.Revision, Applied: v.Revision, Rollout: db.ID})
+	time.Sleep(4 * rolloutTick)
+	if st := rolloutStatus(t, f); st.State != api.RolloutRunning || st.Step != 0 {
+		t.Fatalf("reports of another rollout gated web's: %+v", st)
+	}
+	// A report with db's instance token cannot name web at all.
+	b, _ := json.Marshal(api.Report{Instance: canary, Revision: v.Revision, Rollout: st.ID, Error: "forged", Stage: api.StageCommand})
+	f.mustErr(f.doToken(dbTok.Token, "POST", "/v1/appliances/web/report", string(b), "Content-Type", "application/json"), http.StatusForbidden, api.CodeForbidden)
+	if st := rolloutStatus(t, f); st.State != api.RolloutRunning {
+		t.Fatalf("db's token halted web's rollout: %+v", st)
+	}
+	// The canary's own report of web's rollout moves it.
+	report(t, f, canary, v, "")
+	waitFor(t, "the next step", func() bool { return rolloutStatus(t, f).Step == 1 })
+	var dbNow api.RolloutStatus
+	f.must(f.do("GET", "/v1/appliances/db/rollout", ""), 200, &dbNow)
+	if dbNow.State != api.RolloutRunning || dbNow.Step != 0 {
+		t.Fatalf("web's reports moved db's rollout: %+v", dbNow)
+	}
+}
+
+// The instances drawn are the enrolled ones seen within --instance-stale: one silent for
+// longer takes no part (it would only stall the rollout until its deadline).
+func TestRollout_DrawsOnlyInstancesSeenRecently(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.InstanceStale = 2 * time.Second })
+	f.put("appliances/web/port", "80")
+	fleet := enrollFleet(t, f, 3)
+	time.Sleep(2100 * time.Millisecond)
+	for _, n := range fleet[:2] {
+		report(t, f, n, viewOf(t, f, n), "")
+	}
+	waitFor(t, "the reports recorded", func() bool {
+		for _, n := range fleet[:2] {
+			if in, ok := f.record("web", n); !ok || time.Since(in.LastSeen) > 2*time.Second {
+				return false
+			}
+		}
+		return true
+	})
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=100%25", "8080"), http.StatusAccepted, &st)
+	var drawn []string
+	for _, in := range st.Instances {
+		drawn = append(drawn, in.Instance)
+	}
+	slices.Sort(drawn)
+	if !slices.Equal(drawn, fleet[:2]) {
+		t.Fatalf("drawn %v, want %v (%s silent for longer than --instance-stale)", drawn, fleet[:2], fleet[2])
+	}
+}
+
+// A VM that enrolls while a rollout runs is not drawn: it gets the live view, even when the
+// cohort is every instance drawn. A shared/ write during the rollout reaches every instance,
+// the cohort's candidate view included.
+func TestRollout_NewInstanceGetsTheLiveView(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	fleet := enrollFleet(t, f, 2)
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=100%25&bake=1h", "8080"), http.StatusAccepted, &st)
+	if len(st.Cohort) != 2 {
+		t.Fatalf("cohort: %v", st.Cohort)
+	}
+	var tok api.TokenCreated
+	f.must(f.do("POST", "/v1/tokens", `{"name":"web-agent-late","appliance":"web"}`, "Content-Type", "application/json"), 201, &tok)
+	late := f.enroll(tok.Token, "web", "vm-late")
+	var v api.View
+	f.must(f.doToken(late.Token, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-late"), 200, &v)
+	if v.Keys["port"] != "80" || v.Rollout != "" {
+		t.Fatalf("an instance enrolled during the rollout sees %+v", v)
+	}
+	f.put("shared/dns", "1.1.1.1")
+	for _, n := range fleet {
+		if v := viewOf(t, f, n); v.Keys["port"] != "8080" || v.Keys["dns"] != "1.1.1.1" || v.Rollout != st.ID {
+			t.Fatalf("%s in the cohort after a shared write: %+v", n, v)
+		}
+	}
+	f.must(f.doToken(late.Token, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-late"), 200, &v)
+	if v.Keys["port"] != "80" || v.Keys["dns"] != "1.1.1.1" {
+		t.Fatalf("vm-late after a shared write: %+v", v)
+	}
+}

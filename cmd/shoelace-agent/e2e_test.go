@@ -93,13 +93,21 @@ func freePort(t *testing.T) string {
 // startServer starts a server on addr ("" = a free port) with its data in dataDir.
 func startServer(t *testing.T, addr, dataDir string) *server {
 	t.Helper()
+	return startServerArgs(t, addr, dataDir)
+}
+
+// startServerArgs starts the server as startServer does, with more flags (such as
+// --etcd-endpoints for replicas of one etcd).
+func startServerArgs(t *testing.T, addr, dataDir string, extra ...string) *server {
+	t.Helper()
 	needBinaries(t)
 	if addr == "" {
 		addr = freePort(t)
 	}
 	s := &server{t: t, addr: addr, dataDir: dataDir, log: &syncBuf{}}
-	s.cmd = exec.Command(filepath.Join(binDir, "shoelace"), "server", "--listen", addr, "--data-dir", dataDir, "--log-level", "warn",
-		"--rate-limit", "0") // the tests write faster than a pipeline would
+	args := []string{"server", "--listen", addr, "--data-dir", dataDir, "--log-level", "warn",
+		"--rate-limit", "0"} // the tests write faster than a pipeline would
+	s.cmd = exec.Command(filepath.Join(binDir, "shoelace"), append(args, extra...)...)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/testutil"
 )
 
 // fleetAgent is one VM of the fleet: its own directory, config and running agent.
@@ -115,9 +116,13 @@ func TestE2E_RolloutGoodChangeStepsThrough(t *testing.T) {
 	}
 	waitEnrolled(t, srv, fleet)
 
-	code, out, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "8080", "--canary", "20%", "--step", "40%", "--bake", "2s", "-m", "new port")
+	file := filepath.Join(t.TempDir(), "web.yaml")
+	if err := os.WriteFile(file, []byte("keys:\n  port: \"8080\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := srv.shoelace(t, "appliance", "apply", "web", "-f", file, "--canary", "20%", "--step", "40%", "--bake", "2s", "-m", "new port")
 	if code != 0 || !strings.HasPrefix(out, "revision ") || !strings.Contains(errOut, "rollout") {
-		t.Fatalf("kv put --canary: exit %d\n%s\n%s", code, out, errOut)
+		t.Fatalf("appliance apply --canary: exit %d\n%s\n%s", code, out, errOut)
 	}
 	rev := strings.TrimSpace(strings.TrimPrefix(out, "revision "))
 	waited := make(chan string, 1)
@@ -221,6 +226,12 @@ func TestE2E_RolloutBadChangeHaltsAtTheCanary(t *testing.T) {
 	if st = srv.rollout(t); st.State != api.RolloutHalted || st.Instance != canary {
 		t.Fatalf("after the failure: %+v", st)
 	}
+	// A pipeline that runs appliance wait after its write without --revision (as the README
+	// does) learns the same, even though the rollout halted before it asked.
+	code, out, errOut = srv.shoelace(t, "appliance", "wait", "web", "--for", "1m")
+	if code != 7 || !strings.Contains(errOut, canary) || !strings.Contains(errOut, "halted") || !strings.Contains(errOut, "exited with status 1") {
+		t.Fatalf("appliance wait without --revision after the halt: exit %d\n%s\n%s", code, out, errOut)
+	}
 
 	// By hand: a manual rollout waits for promote; abort ends one.
 	if code, _, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "8081", "--canary", "20%", "--manual"); code != 0 {
@@ -240,8 +251,29 @@ func TestE2E_RolloutBadChangeHaltsAtTheCanary(t *testing.T) {
 	if code, out, errOut := srv.shoelace(t, "appliance", "rollout", "abort", "web"); code != 0 || !strings.Contains(out, "aborted") {
 		t.Fatalf("abort: %d %s %s", code, out, errOut)
 	}
+	if code, out, errOut := srv.shoelace(t, "appliance", "wait", "web", "--for", "1m"); code != 7 || !strings.Contains(errOut, "aborted") {
+		t.Fatalf("appliance wait after the abort: exit %d\n%s\n%s", code, out, errOut)
+	}
 	for _, a := range fleet {
 		waitFor(t, a.name+" back on the live keys", fileIs(a.conf(), "port=80\n"))
+	}
+
+	// --force aborts a running rollout and writes for everyone at once.
+	if code, _, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "8082", "--canary", "20%", "--manual"); code != 0 {
+		t.Fatalf("another rollout: %s", errOut)
+	}
+	if code, _, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "8083", "--force"); code != 0 {
+		t.Fatalf("write with --force: exit %d: %s", code, errOut)
+	}
+	if st := srv.rollout(t); st.State != api.RolloutAborted || !strings.Contains(st.Reason, "force") {
+		t.Fatalf("after --force: %+v", st)
+	}
+	for _, a := range fleet {
+		waitFor(t, a.name+" has the forced write", fileIs(a.conf(), "port=8083\n"))
+	}
+	// The plain write came after the aborted rollout: a wait without --revision is not about it.
+	if code, _, errOut := srv.shoelace(t, "appliance", "wait", "web", "--for", "1m"); code != 2 {
+		t.Fatalf("appliance wait without --revision after a plain write: exit %d: %s", code, errOut)
 	}
 }
 
@@ -261,5 +293,119 @@ func TestE2E_RolloutSurvivesServerRestart(t *testing.T) {
 	waitFor(t, "the rollout promoted by the restarted server", func() bool { return srv2.rollout(t).State == api.RolloutPromoted })
 	for _, a := range fleet {
 		waitFor(t, a.name+" has the change", fileIs(a.conf(), "port=8080\n"))
+	}
+}
+
+// leads reports whether replica s is the one moving the rollouts (GET /v1/status).
+func (s *server) leads(t *testing.T) bool {
+	t.Helper()
+	code, out, errOut := s.shoelace(t, "status", "-o", "json")
+	if code != 0 {
+		t.Fatalf("status of %s: exit %d: %s", s.addr, code, errOut)
+	}
+	var st struct {
+		Health struct {
+			Rollouts struct {
+				Leading bool `json:"leading"`
+			} `json:"rollouts"`
+		} `json:"health"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status: %v: %s", err, out)
+	}
+	return st.Health.Rollouts.Leading
+}
+
+// Two replicas of one etcd: the one moving a rollout is killed (SIGKILL) while its canary
+// bakes; the other one takes the lead when the lease runs out and carries the rollout to its
+// promotion. The agents talk to the replica that stays.
+func TestE2E_RolloutReplicaKilledAnotherCarriesOn(t *testing.T) {
+	endpoints, _ := testutil.StartEtcd(t, t.TempDir())
+	data := t.TempDir()
+	etcd := []string{"--etcd-endpoints", strings.Join(endpoints, ","), "--admin-token-file", filepath.Join(data, "admin.token")}
+	a := startServerArgs(t, "", data, etcd...)
+	waitFor(t, "the first replica to lead the rollouts", func() bool { return a.leads(t) })
+	b := startServerArgs(t, "", data, etcd...)
+	if b.leads(t) {
+		t.Fatal("two replicas lead the rollouts")
+	}
+	b.put("appliances/web/port", "80")
+	fleet := startFleet(t, b, 3)
+	for _, f := range fleet {
+		waitFor(t, f.name+" renders", fileIs(f.conf(), "port=80\n"))
+	}
+	waitEnrolled(t, b, fleet)
+	code, out, errOut := b.shoelace(t, "kv", "put", "appliances/web/port", "8080", "--canary", "30%", "--bake", "2s")
+	if code != 0 {
+		t.Fatalf("kv put --canary: exit %d: %s", code, errOut)
+	}
+	rev := strings.TrimSpace(strings.TrimPrefix(out, "revision "))
+	// Only the leading replica knows since when a cohort bakes (a new leader bakes it again).
+	waitFor(t, "the canary baking", func() bool { return a.rollout(t).BakedSince != nil })
+	if st := b.rollout(t); st.State != api.RolloutRunning || st.Step != 0 {
+		t.Fatalf("before the kill: %+v", st)
+	}
+	a.kill()
+	waitFor(t, "the other replica to lead the rollouts", func() bool { return b.leads(t) })
+	code, out, errOut = b.shoelace(t, "appliance", "wait", "web", "--revision", rev, "--interval", "200ms", "--for", "2m")
+	if code != 0 || !strings.Contains(out, "promoted") {
+		t.Fatalf("appliance wait: exit %d\n%s\n%s", code, out, errOut)
+	}
+	for _, f := range fleet {
+		waitFor(t, f.name+" has the change", fileIs(f.conf(), "port=8080\n"))
+	}
+	if code, out, _ := b.shoelace(t, "kv", "get", "appliances/web/port"); code != 0 || out != "8080" {
+		t.Fatalf("live value after the promotion: %d %q", code, out)
+	}
+}
+
+// A second VM started with a name already enrolled (and fresh) cannot enroll: it still renders
+// with the appliance token and says why; once never enrolls. Once the name is forgotten (admin),
+// the next enrollment may take it.
+func TestE2E_EnrollRefusedStillRenders(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/port", "80")
+	fleet := startFleet(t, srv, 1)
+	waitEnrolled(t, srv, fleet)
+
+	dup := startFleet(t, srv, 1)[0] // vm-1 again, on another "VM"
+	waitFor(t, "the duplicate renders", fileIs(dup.conf(), "port=80\n"))
+	waitFor(t, "the duplicate says why it is not enrolled", func() bool {
+		l := dup.run.logs.String()
+		return strings.Contains(l, "not enrolled") && strings.Contains(l, "enrolled already")
+	})
+	if _, err := os.Stat(dup.env.path("cache/web.instance-token")); !os.IsNotExist(err) {
+		t.Fatalf("the duplicate has an instance token file: %v", err)
+	}
+
+	e := newEnv(t, srv, "", `  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/out/app.conf
+`)
+	if code, _, stderr := e.agentCmd("once"); code != 0 {
+		t.Fatalf("once: exit %d: %s", code, stderr)
+	}
+	if _, err := os.Stat(e.path("cache/web.instance-token")); !os.IsNotExist(err) {
+		t.Fatalf("once wrote an instance token: %v", err)
+	}
+	if l, _, err := srv.client.Instances(context.Background(), "web"); err != nil {
+		t.Fatal(err)
+	} else {
+		for _, in := range l.Instances {
+			if in.Instance == "vm-e2e" && in.Enrolled {
+				t.Fatalf("once enrolled: %+v", in)
+			}
+		}
+	}
+
+	// forget is an admin's: the fleet's appliance token may not.
+	out, err := exec.Command(filepath.Join(binDir, "shoelace"), "appliance", "forget", "web", "vm-1", "--addr", "http://"+srv.addr, "--token-file", dup.env.path("token")).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 5 {
+		t.Fatalf("forget with the appliance token: %v: %s", err, out)
+	}
+	if code, _, errOut := srv.shoelace(t, "appliance", "forget", "web", "vm-1"); code != 0 {
+		t.Fatalf("forget: exit %d: %s", code, errOut)
+	}
+	if code, _, _ := srv.shoelace(t, "appliance", "forget", "web", "vm-nope"); code != 3 {
+		t.Fatalf("forget of an unknown instance: exit %d, want 3", code)
 	}
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -49,5 +51,32 @@ func TestPrintRollout_ReasonShowable(t *testing.T) {
 		if strings.ContainsAny(text, "\x1b\x07\u202e") || !strings.Contains(text, "boom line 2") {
 			t.Errorf("%s: %q", what, text)
 		}
+	}
+}
+
+// A mistyped strategy flag is a usage error (exit 2) before any request: no server answers here.
+func TestRolloutFlagsChecked(t *testing.T) {
+	for _, args := range []string{
+		"kv put appliances/web/port 1 --canary 10",
+		"kv put appliances/web/port 1 --canary abc",
+		"kv put appliances/web/port 1 --canary 0%",
+		"kv put appliances/web/port 1 --canary 10% --step 150%",
+		"kv put appliances/web/port 1 --canary 10% --deadline 0s",
+		"kv put appliances/web/port 1 --canary 10% --bake -1s",
+		"kv put appliances/web/port 1 --step 20%",
+		"appliance apply web -f x.yaml --canary 10% --force",
+		"appliance rollback web --to previous --canary 1.5",
+	} {
+		var stdout, stderr strings.Builder
+		err := run(context.Background(), append([]string{"shoelace", "--addr", "http://127.0.0.1:1", "--token", "x"}, strings.Fields(args)...), strings.NewReader(""), &stdout, &stderr)
+		if code := exitCode(err); code != exitUsage {
+			t.Errorf("shoelace %s: exit %d (%v), want %d", args, code, err, exitUsage)
+		}
+	}
+	// Good flags get as far as the (absent) server.
+	err := run(context.Background(), strings.Fields("shoelace --addr http://127.0.0.1:1 --token x kv put appliances/web/port 1 --canary 0.1 --step 25% --bake 5m --deadline 1h --manual"),
+		strings.NewReader(""), io.Discard, io.Discard)
+	if code := exitCode(err); code != exitUnavailable {
+		t.Errorf("good rollout flags: exit %d (%v), want %d", code, err, exitUnavailable)
 	}
 }

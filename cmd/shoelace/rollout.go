@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/rollout"
 )
 
 // rolloutFlags are the flags of a write that may start a rollout instead of changing every
@@ -20,9 +21,9 @@ func rolloutFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "canary", Usage: "start a staged rollout: the `SHARE` of the appliance's enrolled instances (10% or 0.1) that get the change first; the live keys change only when it is promoted"},
 		&cli.StringFlag{Name: "step", Usage: "with --canary: the `SHARE` of instances added at each step after the canary (default: all the rest at once)"},
-		&cli.DurationFlag{Name: "bake", Usage: "with --canary: how long each cohort must run the change without a failure before the next step"},
-		&cli.DurationFlag{Name: "deadline", Value: 30 * time.Minute, Usage: "with --canary: halt when a cohort has not applied the change within this long"},
-		&cli.BoolFlag{Name: "manual", Usage: "with --canary: wait for `shoelace appliance rollout promote` at each step"},
+		&cli.DurationFlag{Name: "bake", Usage: "with --canary: how long (`D`, such as 5m) each cohort must run the change without a failure before the next step"},
+		&cli.DurationFlag{Name: "deadline", Value: 30 * time.Minute, Usage: "with --canary: halt when a cohort has not applied the change within `D`"},
+		&cli.BoolFlag{Name: "manual", Usage: "with --canary: wait for shoelace appliance rollout promote at each step"},
 		forceFlag(),
 	}
 }
@@ -68,6 +69,17 @@ func checkRolloutFlags(c *cli.Context) error {
 	}
 	if c.Bool("force") {
 		return usagef("%s--force aborts a rollout for a plain write; a write with --canary starts one: give one of them", errPrefix(c))
+	}
+	// The server checks them too; a mistyped flag is a usage error here (exit 2), not a refusal.
+	for _, f := range []string{"canary", "step"} {
+		if v := c.String(f); c.IsSet(f) {
+			if _, err := rollout.ParseShare(f, v); err != nil {
+				return usagef("%s--%s: %v", errPrefix(c), f, err)
+			}
+		}
+	}
+	if c.Duration("bake") < 0 || c.Duration("deadline") <= 0 {
+		return usagef("%s--bake must not be negative and --deadline must be above 0 (a silent canary must not stall a rollout for ever)", errPrefix(c))
 	}
 	return nil
 }
@@ -185,7 +197,10 @@ func printRollout(w io.Writer, st api.RolloutStatus) error {
 			cohort = fmt.Sprintf("step %d", in.Cohort+1)
 		}
 		line := fmt.Sprintf("  %-24s %-8s %-8s applied %d", in.Instance, cohort, in.State, in.Applied)
-		if in.Error != "" {
+		switch {
+		case in.Error != "" && in.Error == st.Reason:
+			line += "  (the reason above)"
+		case in.Error != "":
 			line += "  error: " + oneLine(in.Error)
 		}
 		fmt.Fprintln(w, line)
@@ -198,8 +213,21 @@ func rolloutEnded(st api.RolloutStatus) error {
 	return &exitCodeError{code: exitUnknown, err: fmt.Errorf("appliance wait %s: rollout %s %s: %s", st.Appliance, st.ID, st.State, orDash(oneLine(st.Reason)))}
 }
 
-// waitRollout follows appliance name's rollout started at or after revision rev (any running
-// one when rev is 0) until it ends: nil when promoted, rolloutEnded when halted or aborted.
+// lastChange reports whether the rollout st, ended, is the last change of appliance name: its
+// start (halted, aborted) or its promotion is the appliance's newest release. A pipeline that
+// writes with --canary and then runs appliance wait without --revision gets the end of its
+// rollout even when it came before the wait asked.
+func (e *cliEnv) lastChange(ctx context.Context, s *session, name string, st api.RolloutStatus) bool {
+	h, err := s.client.ApplianceReleases(ctx, name, 1, 0, false)
+	if err != nil || len(h.Releases) == 0 {
+		return false
+	}
+	last := h.Releases[0]
+	return (last.Kind == api.KindRollout && last.Rollout == st.ID) || (st.Release > 0 && last.Revision == st.Release)
+}
+
+// waitRollout follows appliance name's rollout started at or after revision rev (when rev is 0,
+// the running one, or the ended one that is the appliance's last change) until it ends: nil when promoted, rolloutEnded when halted or aborted.
 // It reports false when there is no such rollout (the plain wait applies).
 func (e *cliEnv) waitRollout(ctx context.Context, s *session, name string, rev int64, every time.Duration, deadline time.Time) (bool, error) {
 	said := time.Now()
@@ -212,8 +240,12 @@ func (e *cliEnv) waitRollout(ctx context.Context, s *session, name string, rev i
 			return false, nil // the plain wait asks again, and says so
 		}
 		if err == nil {
-			if st.State != api.RolloutRunning && (rev == 0 || st.Revision < rev) {
+			switch {
+			case st.State == api.RolloutRunning:
+			case rev > 0 && st.Revision < rev:
 				return false, nil // an older rollout: not the one this wait is about
+			case rev == 0 && !seen && !e.lastChange(ctx, s, name, st):
+				return false, nil // the appliance was written since: not the one this wait is about
 			}
 			switch st.State {
 			case api.RolloutPromoted:

@@ -255,6 +255,11 @@ func (r *Record) Status(reports map[string]api.Instance, rev int64, bakedSince t
 				ri.Error = in.Error
 			}
 		}
+		if ri.Error == "" && r.State == api.RolloutHalted && name == r.Instance {
+			// Its agent reports its next good pass on the live view, which clears the
+			// failure record: the halt keeps what it failed with.
+			ri.Error = r.Reason
+		}
 		switch {
 		case ri.Error != "":
 			ri.State = "failed"

@@ -172,4 +172,11 @@ func TestStatus(t *testing.T) {
 	if r.InCohort(c) {
 		t.Fatalf("a halted rollout still serves its candidate")
 	}
+	// Once halted, the instance that halted it shows failed, even after its agent, back on
+	// the live view, reported a good pass (which clears its failure record).
+	r.Instance, r.Reason = c, FailureReason(c, 11, api.StageCommand, "exited with status 1")
+	st = r.Status(map[string]api.Instance{c: enrolled(r, api.Instance{Instance: c, Applied: 12})}, 13, time.Time{})
+	if st.Instances[0].State != "failed" || st.Instances[0].Error != r.Reason {
+		t.Fatalf("halted status: %+v", st.Instances[0])
+	}
 }
