@@ -109,6 +109,7 @@ func newApp(e *cliEnv) *cli.App {
 		Commands: []*cli.Command{
 			serverCommand(e),
 			kvCommand(e),
+			txnCommand(e),
 			applianceCommand(e),
 			tokenCommand(e),
 			maintenanceCommand(e),

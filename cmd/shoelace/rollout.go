@@ -16,7 +16,7 @@ import (
 )
 
 // rolloutFlags are the flags of a write that may start a rollout instead of changing every
-// instance at once (appliance apply and rollback, kv put).
+// instance at once (appliance apply and rollback, kv put, txn).
 func rolloutFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "canary", Usage: "start a staged rollout: the `SHARE` of the appliance's enrolled instances (10% or 0.1) that get the change first; the live keys change only when it is promoted"},
@@ -106,7 +106,7 @@ func rolloutCommand(e *cliEnv) *cli.Command {
 	return &cli.Command{
 		Name:  "rollout",
 		Usage: "follow, promote or abort an appliance's staged rollout",
-		Description: `A write with --canary (appliance apply, appliance rollback, kv put) starts a rollout: the
+		Description: `A write with --canary (appliance apply, appliance rollback, kv put, txn) starts a rollout: the
 appliance's live keys stay as they are, a share of its enrolled instances (in an order drawn
 from their names, so a VM keeps its place) gets the new keys first, then more at each --step
 once every instance of the cohort has applied them for --bake without a failure. A failed

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/shoelace-dev/shoelace/internal/client"
+)
+
+// TestE2E_Txn: shoelace txn -f FILE|- writes every op or none, a guard that does not hold is exit 4
+// with nothing written, and a file that is not a transaction is refused before any request.
+func TestE2E_Txn(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	t.Cleanup(func() { c.run("kv", "rm", "appliances/e2etxn", "--recurse") })
+	c.ok("kv", "put", "appliances/e2etxn/old", "x")
+
+	file := filepath.Join(t.TempDir(), "change.json")
+	body := `{"ops": [{"op": "put", "key": "appliances/e2etxn/port", "value": "8081"},
+	                  {"op": "put", "key": "appliances/e2etxn/host", "value": "web.example"},
+	                  {"op": "delete", "key": "appliances/e2etxn/old"}]}`
+	if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rev := revisionOf(t, c.ok("txn", "-f", file, "-m", "port and host"))
+	for k, want := range map[string]string{"port": "8081", "host": "web.example"} {
+		if got := c.ok("kv", "get", "appliances/e2etxn/"+k); got != want {
+			t.Errorf("%s = %q after the txn, want %q", k, got, want)
+		}
+	}
+	c.fails(exitNotFound, "not found", "kv", "get", "appliances/e2etxn/old")
+
+	// A guard that does not hold: exit 4, and the put beside it is not written.
+	stale := `{"ops": [{"op": "put", "key": "appliances/e2etxn/port", "value": "9999"}],
+	           "guards": [{"key": "appliances/e2etxn/port", "mod_revision": ` + strconv.FormatInt(rev-1, 10) + `}]}`
+	checkFailure(t, c.runStdin([]byte(stale), "txn", "-f", "-"), exitConflict, "appliances/e2etxn/port", []string{"txn", "-f", "-"})
+	if got := c.ok("kv", "get", "appliances/e2etxn/port"); got != "8081" {
+		t.Errorf("a txn refused by its guard changed port to %q", got)
+	}
+
+	// Not a transaction: usage of the file, said before any request; nothing written.
+	for _, bad := range []struct{ body, want string }{
+		{"", "empty"},
+		{`{"ops": []}`, "no ops"},
+		{`{"ops": [{"op": "put", "key": "appliances/e2etxn/port", "valeu": "1"}]}`, `unknown field "valeu"`},
+		{`{"ops": [{"op": "put", "key": "appliances/e2etxn/port", "value": "1"}]} {}`, "more than one JSON value"},
+		{`port: 1`, "not a transaction"},
+	} {
+		checkFailure(t, c.runStdin([]byte(bad.body), "txn", "-f", "-"), exitError, bad.want, []string{"txn", "-f", "-", bad.body})
+	}
+	if got := c.ok("kv", "get", "appliances/e2etxn/port"); got != "8081" {
+		t.Errorf("a refused txn file changed port to %q", got)
+	}
+	c.fails(exitUsage, "missing -f FILE", "txn")
+	c.fails(exitUsage, "--step needs --canary", "txn", "-f", file, "--step", "50%")
+}
+
+// TestE2E_TxnCanary: shoelace txn --canary starts a rollout of the one appliance its ops are under
+// instead of writing its live keys; a txn over two appliances with --canary is refused by the server.
+func TestE2E_TxnCanary(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	t.Cleanup(func() {
+		c.run("appliance", "rollout", "abort", "e2etxnc")
+		c.run("kv", "rm", "appliances/e2etxnc", "--recurse", "--force")
+	})
+	c.ok("kv", "put", "appliances/e2etxnc/port", "80")
+	tok, err := os.ReadFile(s.adminTokenFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := client.New(s.url(), client.Options{Token: strings.TrimSpace(string(tok))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, vm := range []string{"vm-1", "vm-2"} {
+		if _, err := cl.Enroll(context.Background(), "e2etxnc", vm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	change := `{"ops": [{"op": "put", "key": "appliances/e2etxnc/port", "value": "8081"}]}`
+	r := c.runStdin([]byte(change), "txn", "-f", "-", "--canary", "50%", "--manual")
+	if r.code != 0 || !strings.Contains(r.stderr, "rollout ") || !strings.Contains(r.stderr, "1 of 2 instances") {
+		t.Fatalf("txn --canary: %s; want a rollout started for 1 of 2 instances", r)
+	}
+	revisionOf(t, r.stdout)
+	if got := c.ok("kv", "get", "appliances/e2etxnc/port"); got != "80" {
+		t.Errorf("txn --canary changed the live key to %q before any promotion", got)
+	}
+	if st := c.ok("appliance", "rollout", "status", "e2etxnc", "-o", "json"); !strings.Contains(st, `"state":"running"`) || !strings.Contains(st, `"kind":"txn"`) {
+		t.Errorf("rollout status after txn --canary: %s", st)
+	}
+	two := `{"ops": [{"op": "put", "key": "appliances/e2etxnc/port", "value": "1"}, {"op": "put", "key": "appliances/other/port", "value": "1"}]}`
+	checkFailure(t, c.runStdin([]byte(two), "txn", "-f", "-", "--canary", "50%"), exitError, "one appliance", []string{"txn", "--canary", two})
+}

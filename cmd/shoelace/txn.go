@@ -1,0 +1,117 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+func txnCommand(e *cliEnv) *cli.Command {
+	return &cli.Command{
+		Name:      "txn",
+		Usage:     "write several keys at once: every put and delete applies, or none does",
+		ArgsUsage: " ",
+		UsageText: "shoelace txn -f FILE|- [--canary SHARE [--step SHARE] [--bake D] [--deadline D] [--manual]] [--force]",
+		Description: `Sends the transaction in FILE (- reads stdin) as the body of POST /v1/txn: JSON of the form
+   {"ops": [{"op": "put", "key": "appliances/web/port", "value": "8081"},
+            {"op": "delete", "key": "appliances/web/old", "recurse": true}],
+    "guards": [{"key": "appliances/web/port", "mod_revision": 42}]}
+Every op applies in one etcd transaction, or none does: a guard that does not hold (the key's
+mod_revision is not the one given; 0: the key must not exist) writes nothing and exits 4.
+Prints the revision of the write.
+
+With --canary (every op under one appliance, no guards) the transaction starts a staged rollout
+of that appliance instead of changing its live keys: see shoelace appliance rollout --help.
+
+EXAMPLES:
+   shoelace txn -f release.json -m "web: port 8081, drop old"
+   jq -n '{ops: [{op: "put", key: "appliances/web/port", value: "8081"}]}' | shoelace txn -f -
+   shoelace txn -f web-change.json --canary 10% --step 50% --bake 5m`,
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "read the transaction (JSON) from `FILE`; - for stdin"},
+		}, rolloutFlags()...),
+		Action: e.txn,
+	}
+}
+
+func (e *cliEnv) txn(c *cli.Context) error {
+	if _, err := wantArgs(c, 0, 0, ""); err != nil {
+		return err
+	}
+	if err := checkRolloutFlags(c); err != nil {
+		return err
+	}
+	file := c.String("file")
+	if file == "" {
+		return usagef("%smissing -f FILE (or -f - for stdin)", errPrefix(c))
+	}
+	var body []byte
+	var err error
+	if file == "-" {
+		if body, err = io.ReadAll(e.stdin); err != nil {
+			return fmt.Errorf("txn: read stdin: %w", err)
+		}
+		file = "stdin"
+	} else if body, err = os.ReadFile(file); err != nil {
+		return fmt.Errorf("txn: %w", err)
+	}
+	t, err := decodeTxn(body)
+	if err != nil {
+		return fmt.Errorf("txn: %s: %w", file, err)
+	}
+	s, err := e.connect(c)
+	if err != nil {
+		return err
+	}
+	defer s.cancel()
+	rev, err := s.client.Txn(s.ctx, t)
+	if err != nil {
+		return err
+	}
+	if name, ok := txnAppliance(t); ok && c.String("canary") != "" {
+		return e.printRolloutStarted(s, name)
+	}
+	return printRevision(e.stdout, s.json, rev)
+}
+
+// decodeTxn reads a transaction body strictly: one JSON object with the API's fields only, and at
+// least one op (the server checks the keys and values themselves).
+func decodeTxn(body []byte) (api.Txn, error) {
+	var t api.Txn
+	if len(bytes.TrimSpace(body)) == 0 {
+		return t, errors.New(`empty: want JSON such as {"ops": [{"op": "put", "key": "appliances/web/port", "value": "8081"}]}`)
+	}
+	d := json.NewDecoder(bytes.NewReader(body))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&t); err != nil {
+		return t, fmt.Errorf(`not a transaction ({"ops": [...], "guards": [...]}): %w`, err)
+	}
+	if d.More() {
+		return t, errors.New("more than one JSON value: give one transaction")
+	}
+	if len(t.Ops) == 0 {
+		return t, errors.New(`no ops: a transaction needs at least one {"op": "put"|"delete", "key": …}`)
+	}
+	return t, nil
+}
+
+// txnAppliance is the one appliance every op of t is under, if there is one (the server refuses
+// a rollout of anything else, saying why).
+func txnAppliance(t api.Txn) (string, bool) {
+	name := ""
+	for _, op := range t.Ops {
+		n, ok := api.ApplianceOf(op.Key)
+		if !ok || name != "" && n != name {
+			return "", false
+		}
+		name = n
+	}
+	return name, name != ""
+}
