@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	"golang.org/x/sys/windows"
 )
@@ -17,6 +16,11 @@ const (
 	noFollow = 0
 	nonBlock = 0
 )
+
+// dirSync is false: Windows cannot fsync a directory (FlushFileBuffers needs a handle open for
+// writing, which a directory's is not: "Access is denied"). The rename is MoveFileEx's with
+// write-through instead, on disk when it returns.
+const dirSync = false
 
 // ownerOf reports no owner: Windows files carry ACLs, which the install inherits from the
 // directory (the agent refuses owner and perms there).
@@ -39,15 +43,60 @@ func (d *dir) rename(from, to string) error {
 	return nil
 }
 
-// openDir opens the directory at p, its links resolved.
+// openDir opens the directory at p and names it by the path of the handle opened: the one
+// Windows resolved, through symbolic links, junctions and other mount points alike
+// (filepath.EvalSymlinks follows symbolic links only), so that Options.Allowed is asked about
+// where the file really goes, not where a junction planted on the way seems to put it. The
+// rename goes through that path: MoveFileEx takes names, not a handle.
 func openDir(p string) (*dir, error) {
-	real, err := filepath.EvalSymlinks(p)
+	r, err := os.OpenRoot(p)
 	if err != nil {
 		return nil, fmt.Errorf("directory: %w", err)
 	}
-	r, err := os.OpenRoot(real)
+	f, err := r.Open(".")
 	if err != nil {
+		r.Close()
 		return nil, fmt.Errorf("directory: %w", err)
+	}
+	real, err := finalPath(f)
+	f.Close()
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("directory %s: %w", p, err)
 	}
 	return &dir{root: r, path: real}, nil
+}
+
+// Flags of GetFinalPathNameByHandle (x/sys/windows has no names for them): the normalized
+// name, with the volume as a drive letter.
+const (
+	fileNameNormalized = 0x0
+	volumeNameDOS      = 0x0
+)
+
+// finalPath is the path of the file or directory f is open on, every link and mount point on
+// its way resolved, in its DOS form (C:\dir, \\server\share\dir).
+func finalPath(f *os.File) (string, error) {
+	buf := make([]uint16, windows.MAX_PATH)
+	for {
+		n, err := windows.GetFinalPathNameByHandle(windows.Handle(f.Fd()), &buf[0], uint32(len(buf)), fileNameNormalized|volumeNameDOS)
+		if err != nil {
+			return "", fmt.Errorf("resolve its path: %w", err)
+		}
+		if int(n) < len(buf) {
+			return dosPath(windows.UTF16ToString(buf[:n])), nil
+		}
+		buf = make([]uint16, n) // n is the size needed, with the terminating NUL
+	}
+}
+
+// RealDir returns the path of directory p with every link and mount point on its way resolved:
+// the path that Options.Allowed is given for the files Write installs in p.
+func RealDir(p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	return finalPath(f)
 }

@@ -4,7 +4,9 @@ package atomicfile_test
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
@@ -37,5 +39,40 @@ func TestWindowsInstallReplacesAndRestores(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(dst); string(b) != "one\n" {
 		t.Fatalf("after restore: %q", b)
+	}
+}
+
+// A junction on the way to the destination (which any user who may create a directory there
+// can make, with no privilege) does not hide where the file goes: Allowed is asked about the
+// real path, so that allowed_dirs cannot be left through one.
+func TestWindowsAllowedSeesThroughJunction(t *testing.T) {
+	base := t.TempDir()
+	real := filepath.Join(base, "real")
+	if err := os.Mkdir(real, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(base, "link")
+	if out, err := exec.Command("cmd", "/c", "mklink", "/J", link, real).CombinedOutput(); err != nil {
+		t.Skipf("cannot make a junction here (mklink /J: %v, %s)", err, out)
+	} else if _, err := os.Stat(link); err != nil {
+		t.Skipf("cannot make a junction here (mklink /J said %q, but: %v)", out, err)
+	}
+	var asked []string
+	opts := atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, Allowed: func(p string) error {
+		asked = append(asked, p)
+		return nil
+	}}
+	if _, err := atomicfile.Write(filepath.Join(link, "app.conf"), []byte("x"), opts); err != nil {
+		t.Fatal(err)
+	}
+	realDir, err := atomicfile.RealDir(real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(realDir, "app.conf"); len(asked) != 1 || !strings.EqualFold(asked[0], want) {
+		t.Fatalf("Allowed was asked about %q, want [%s]", asked, want)
+	}
+	if viaLink, err := atomicfile.RealDir(link); err != nil || !strings.EqualFold(viaLink, realDir) {
+		t.Fatalf("RealDir(junction) = %q, %v; want %s", viaLink, err, realDir)
 	}
 }
