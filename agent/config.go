@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
 	"github.com/shoelace-dev/shoelace/templates"
 )
 
@@ -482,7 +483,7 @@ func (c *Config) Validate() error {
 		add("%s: cache_dir must not be empty", name)
 	} else if !filepath.IsAbs(c.CacheDir) {
 		add("%s: cache_dir %q must be an absolute path", name, c.CacheDir)
-	} else if fi, err := os.Stat(c.CacheDir); err == nil && fi.Mode().Perm()&0o022 != 0 {
+	} else if fi, err := os.Stat(c.CacheDir); err == nil && unixModes && fi.Mode().Perm()&0o022 != 0 {
 		// Whoever can write there can plant a view the agent renders when the server is away.
 		add("%s: cache_dir %s is writable by group or others (mode %04o): the agent renders its cached view when the server is away; run chmod 700 %s", name, c.CacheDir, fi.Mode().Perm(), c.CacheDir)
 	}
@@ -496,13 +497,8 @@ func (c *Config) Validate() error {
 	}
 	for i, d := range c.AllowedDirs {
 		// A trailing slash ("/etc/nginx/") names the same directory: accept it.
-		if len(d) > 1 {
-			d = strings.TrimRight(d, "/")
-			if d == "" {
-				d = "/"
-			}
-			c.AllowedDirs[i] = d
-		}
+		d = trimDir(d, `/`+string(filepath.Separator), len(filepath.VolumeName(d)))
+		c.AllowedDirs[i] = d
 		if !filepath.IsAbs(d) || filepath.Clean(d) != d {
 			add("%s: allowed_dirs[%d] %q must be an absolute, clean path", name, i, d)
 		}
@@ -701,11 +697,34 @@ func (e *ConfigError) Error() string {
 
 func underAny(p string, dirs []string) bool {
 	for _, d := range dirs {
-		if d == "/" || strings.HasPrefix(p, d+"/") {
+		if under(p, d, filepath.Separator, !unixModes) {
 			return true
 		}
 	}
 	return false
+}
+
+// under reports whether path p lies below directory d, by whole segments, both clean paths
+// with separator sep; fold compares them as Windows compares file names, regardless of case.
+// Pure, so that the Windows form is tested on every system.
+func under(p, d string, sep byte, fold bool) bool {
+	if fold {
+		p, d = strings.ToLower(p), strings.ToLower(d)
+	}
+	if strings.HasSuffix(d, string(sep)) { // a root: / or C:\
+		return len(p) > len(d) && strings.HasPrefix(p, d)
+	}
+	return strings.HasPrefix(p, d+string(sep))
+}
+
+// trimDir drops the trailing separators of a directory ("/etc/nginx/", `C:\app\`), but not
+// the one of a root ("/", `C:\`), whose separator is its name.
+func trimDir(d string, seps string, volume int) string {
+	t := strings.TrimRight(d, seps)
+	if len(t) <= volume {
+		return d[:min(len(d), volume+1)]
+	}
+	return t
 }
 
 // checkAllowed says whether dest lies under allowed_dirs (anywhere when there are none), by
@@ -760,7 +779,7 @@ func (c *Config) allowedDirsReal() []string {
 // resolveLinks follows p while it is a symbolic link (dangling or not), then resolves the
 // directories of where it leads (see resolvePath).
 func resolveLinks(p string) string {
-	if real, err := filepath.EvalSymlinks(p); err == nil {
+	if real, err := atomicfile.RealDir(p); err == nil {
 		return real
 	}
 	for range 40 { // as many links as the kernel follows
@@ -786,7 +805,7 @@ func resolveLinks(p string) string {
 func resolvePath(p string) string {
 	dir, rest := p, ""
 	for {
-		if real, err := filepath.EvalSymlinks(dir); err == nil {
+		if real, err := atomicfile.RealDir(dir); err == nil {
 			return filepath.Join(real, rest)
 		}
 		parent := filepath.Dir(dir)
@@ -852,7 +871,7 @@ func readTokenFile(path string) (string, error) {
 	if !fi.Mode().IsRegular() {
 		return "", fmt.Errorf("token_file %s is not a regular file", path)
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
+	if unixModes && fi.Mode().Perm()&0o077 != 0 {
 		return "", fmt.Errorf("token_file %s has mode %04o: group and others must not have access; run: chmod 600 %s", path, fi.Mode().Perm(), path)
 	}
 	if fi.Size() > maxTokenBytes {
@@ -880,8 +899,8 @@ func (c *Config) TokenWarning() string {
 		return ""
 	}
 	fi, err := os.Stat(c.Path)
-	if err != nil || fi.Mode().Perm()&0o077 == 0 {
-		return ""
+	if !unixModes || err != nil || fi.Mode().Perm()&0o077 == 0 {
+		return "" // Windows: no modes to tell (its ACLs are the directory's)
 	}
 	return fmt.Sprintf("%s: the token is inline in a file of mode %04o that group or others can read: run chmod 600 %s, or move the token to a token_file (mode 0600)",
 		c.Path, fi.Mode().Perm(), c.Path)
