@@ -316,14 +316,7 @@ func checkStage(s string) error {
 }
 
 func serviceCommand(action string, stdout, stderr io.Writer) *cli.Command {
-	usage := map[string]string{
-		"install":   "install the systemd unit (the one the packages ship) and enable it",
-		"uninstall": "stop, disable and remove the systemd unit",
-		"start":     "start the service",
-		"stop":      "stop the service",
-		"restart":   "restart the service",
-		"status":    "show whether the service is installed, enabled and running, and what it last rendered",
-	}[action]
+	usage := serviceUsage[action]
 	flags := commonFlags()
 	if action == "status" {
 		flags = append(flags, &cli.BoolFlag{Name: "json", Usage: "print the service state and what the agent last recorded as one JSON object"})
@@ -333,7 +326,7 @@ func serviceCommand(action string, stdout, stderr io.Writer) *cli.Command {
 		Usage: usage,
 		Flags: flags,
 		Action: func(c *cli.Context) error {
-			if action == "install" && c.String("config") != agent.DefaultConfigPath {
+			if action == "install" && !serviceTakesConfig && c.String("config") != agent.DefaultConfigPath {
 				// The unit is the packaged one: it always runs with the default config.
 				fmt.Fprintf(stderr, "shoelace-agent: warning: the installed unit runs \"shoelace-agent run --config %s\", not %s: "+
 					"put the config there, or override ExecStart in a drop-in (systemctl edit shoelace-agent)\n", agent.DefaultConfigPath, c.String("config"))

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"sync"
 
 	"github.com/kardianos/service"
@@ -20,6 +21,7 @@ func runService(ctx context.Context, run func(context.Context) error) error {
 	if err != nil {
 		return err
 	}
+	p.log, _ = s.SystemLogger(nil)
 	if err := s.Run(); err != nil {
 		return err
 	}
@@ -33,6 +35,7 @@ type program struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	err    error
+	log    service.Logger
 }
 
 func (p *program) Start(service.Service) error {
@@ -42,12 +45,45 @@ func (p *program) Start(service.Service) error {
 	go func() {
 		defer p.wg.Done()
 		p.err = p.run(ctx)
+		if ctx.Err() == nil {
+			p.exit(p.err)
+		}
 	}()
 	return nil
+}
+
+// exit ends the process when the agent stopped by itself (a config error, a fatal one): the
+// service manager would otherwise show it running, doing nothing, until someone stops it. The
+// process exits without telling the manager it stopped, which the manager takes for a failure
+// and answers with the recovery action install set (restart after a second), as systemd's
+// Restart=on-failure does. The reason goes to the Application event log: a service has no
+// stderr anyone reads.
+func (p *program) exit(err error) {
+	msg := "shoelace-agent stopped by itself"
+	if err != nil {
+		msg = "shoelace-agent: " + err.Error()
+	}
+	if p.log != nil {
+		_ = p.log.Error(msg)
+	}
+	os.Exit(1)
 }
 
 func (p *program) Stop(service.Service) error {
 	p.cancel()
 	p.wg.Wait()
 	return nil
+}
+
+// serviceTakesConfig is true: install registers the service with --config FILE as given.
+const serviceTakesConfig = true
+
+// serviceUsage is the help of each service command.
+var serviceUsage = map[string]string{
+	"install":   "register the Windows service shoelace-agent (automatic start, restarted on failure) running run --config FILE (as Administrator)",
+	"uninstall": "stop and remove the Windows service",
+	"start":     "start the service",
+	"stop":      "stop the service",
+	"restart":   "restart the service",
+	"status":    "show whether the service is registered, its start type and state, and what the agent last rendered",
 }
