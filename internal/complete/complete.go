@@ -164,19 +164,41 @@ func Script(program, shell string) (string, error) {
 complete -o default -F %[2]s %[1]s
 `, program, fn), nil
 	case "zsh":
+		// Installed in $fpath (the packages' vendor-completions or site-functions), the file is
+		// the body of _PROGRAM, autoloaded by compinit at the first TAB: that call must complete
+		// too, not only register the function. Sourced, it registers it. No candidates: files,
+		// as bash's -o default.
 		return fmt.Sprintf(`#compdef %[1]s
 # zsh completion for %[1]s (%[1]s completion zsh)
-%[2]s() {
+_%[1]s() {
 	local -a candidates
 	candidates=("${(@f)$(%[1]s __complete "${(@)words[2,CURRENT-1]}" -- "${words[CURRENT]}" 2>/dev/null)}")
-	compadd -a candidates
+	candidates=(${candidates:#})
+	if (( ${#candidates} )); then
+		compadd -a candidates
+	else
+		_files
+	fi
 }
-compdef %[2]s %[1]s
-`, program, fn), nil
-	case "fish":
-		return fmt.Sprintf(`# fish completion for %[1]s (%[1]s completion fish)
-complete -c %[1]s -f -a '(%[1]s __complete (commandline -opc)[2..-1] -- (commandline -ct) 2>/dev/null)'
+if [[ ${funcstack[1]} == _%[1]s ]]; then
+	_%[1]s "$@"
+else
+	compdef _%[1]s %[1]s
+fi
 `, program), nil
+	case "fish":
+		// No candidates: files (an -f FILE, an import's file), as bash's -o default.
+		return fmt.Sprintf(`# fish completion for %[1]s (%[1]s completion fish)
+function %[2]s
+	set -l candidates (%[1]s __complete (commandline -opc)[2..-1] -- (commandline -ct) 2>/dev/null)
+	if test (count $candidates) -gt 0
+		printf '%%s\n' $candidates
+	else
+		__fish_complete_path (commandline -ct)
+	end
+end
+complete -c %[1]s -f -a '(%[2]s)'
+`, program, fn), nil
 	}
 	return "", fmt.Errorf("%w: unknown shell %q: bash, zsh or fish", ErrUsage, shell)
 }
