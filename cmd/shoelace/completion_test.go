@@ -29,25 +29,25 @@ func TestE2E_CompletionBash(t *testing.T) {
 	if err := os.Symlink(binPath, filepath.Join(dir, "shoelace")); err != nil {
 		t.Fatal(err)
 	}
-	complete := func(line string) []string {
+	// As bash calls it: COMP_LINE and COMP_POINT (and COMP_WORDS, split at : and = too, which
+	// the script does not use).
+	completeEnv := func(line string, env []string) []string {
 		t.Helper()
-		words := strings.Fields(line)
-		if strings.HasSuffix(line, " ") {
-			words = append(words, "")
-		}
-		quoted := make([]string, len(words))
-		for i, w := range words {
-			quoted[i] = "'" + w + "'"
-		}
-		prog := `source "$1"; COMP_WORDS=(` + strings.Join(quoted, " ") + `); COMP_CWORD=` + itoa(len(words)-1) +
-			`; _shoelace_complete; printf '%s\n' "${COMPREPLY[@]}"`
-		cmd := exec.Command(bash, "-c", prog, "bash", filepath.Join(dir, "shoelace.bash"))
-		cmd.Env = append(append(cleanEnv(), c.env...), "PATH="+dir+":"+os.Getenv("PATH"))
+		prog := `source "$1"; COMP_LINE=$2; COMP_POINT=${#COMP_LINE}; _shoelace_complete; printf '%s\n' "${COMPREPLY[@]}"`
+		cmd := exec.Command(bash, "-c", prog, "bash", filepath.Join(dir, "shoelace.bash"), line)
+		cmd.Env = append(env, "PATH="+dir+":"+os.Getenv("PATH"))
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("bash: %v\n%s", err, out)
 		}
 		return strings.Fields(string(out))
+	}
+	complete := func(line string) []string { return completeEnv(line, append(cleanEnv(), c.env...)) }
+	// --addr and --token-file typed on the line, none in the environment: the names come from
+	// that server.
+	typed := "shoelace --addr " + s.url() + " appliance get --token-file " + s.adminTokenFile() + " web-c"
+	if got := completeEnv(typed, cleanEnv()); !slices.Equal(got, []string{"web-compl"}) {
+		t.Fatalf("%s<TAB> = %v", typed, got)
 	}
 	if got := complete("shoelace app"); !slices.Equal(got, []string{"appliance"}) {
 		t.Fatalf("shoelace app<TAB> = %v", got)
