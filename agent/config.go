@@ -486,6 +486,12 @@ func (c *Config) Validate() error {
 	} else if fi, err := os.Stat(c.CacheDir); err == nil && unixModes && fi.Mode().Perm()&0o022 != 0 {
 		// Whoever can write there can plant a view the agent renders when the server is away.
 		add("%s: cache_dir %s is writable by group or others (mode %04o): the agent renders its cached view when the server is away; run chmod 700 %s", name, c.CacheDir, fi.Mode().Perm(), c.CacheDir)
+	} else if err == nil && !unixModes {
+		if who, err := othersMay(c.CacheDir, writeRights|readRights); err != nil {
+			add("%s: cache_dir: %v", name, err)
+		} else if who != "" {
+			add("%s: cache_dir %s may be read or written by %s: the agent keeps the view (secrets too) there and renders it when the server is away; remove it and let the agent make it (SYSTEM and Administrators only), or restrict its ACL", name, c.CacheDir, who)
+		}
 	}
 	if c.Wait.Min > 0 && c.Wait.Max > 0 && c.Wait.Min > c.Wait.Max {
 		add("%s: wait: min %s is greater than max %s", name, time.Duration(c.Wait.Min), time.Duration(c.Wait.Max))
@@ -871,6 +877,14 @@ func readTokenFile(path string) (string, error) {
 	if !fi.Mode().IsRegular() {
 		return "", fmt.Errorf("token_file %s is not a regular file", path)
 	}
+	if !unixModes {
+		if who, err := othersMay(path, readRights); err != nil || who != "" {
+			if err != nil {
+				return "", fmt.Errorf("token_file: %w", err)
+			}
+			return "", fmt.Errorf("token_file %s may be read by %s: only SYSTEM and Administrators may; keep it in a directory the agent made (its cache_dir) or remove that entry of its ACL (icacls)", path, who)
+		}
+	}
 	if unixModes && fi.Mode().Perm()&0o077 != 0 {
 		return "", fmt.Errorf("token_file %s has mode %04o: group and others must not have access; run: chmod 600 %s", path, fi.Mode().Perm(), path)
 	}
@@ -898,9 +912,15 @@ func (c *Config) TokenWarning() string {
 	if c.Token == "" || c.Path == "" {
 		return ""
 	}
+	if !unixModes {
+		if who, err := othersMay(c.Path, readRights); err == nil && who != "" {
+			return fmt.Sprintf("%s: the token is inline in a file that %s may read: restrict its ACL (icacls), or move the token to a token_file that only SYSTEM and Administrators may read", c.Path, who)
+		}
+		return ""
+	}
 	fi, err := os.Stat(c.Path)
-	if !unixModes || err != nil || fi.Mode().Perm()&0o077 == 0 {
-		return "" // Windows: no modes to tell (its ACLs are the directory's)
+	if err != nil || fi.Mode().Perm()&0o077 == 0 {
+		return ""
 	}
 	return fmt.Sprintf("%s: the token is inline in a file of mode %04o that group or others can read: run chmod 600 %s, or move the token to a token_file (mode 0600)",
 		c.Path, fi.Mode().Perm(), c.Path)
