@@ -180,12 +180,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					if confd != "" {
 						confd, _ = filepath.Abs(confd) // load, in newAgent, reports an error
 					}
-					a, err := newAgent(c, agent.Options{ConfigPath: c.String("config"), ConfdDir: confd, Reload: reload,
-						Notify: agent.Notifier{Ready: sdnotify.Ready, Reloading: sdnotify.Reloading, Stopping: sdnotify.Stopping, Status: sdnotify.Status}})
-					if err != nil {
-						return err
-					}
-					return runService(c.Context, a.Run)
+					// The agent is made inside the service (Windows'), so that a config error is
+					// reported there (event log, a failed service restarted) rather than before the
+					// service manager hears from the process, which it then reports only as a
+					// start that timed out.
+					return runService(c.Context, func(ctx context.Context) error {
+						a, err := newAgent(c, agent.Options{ConfigPath: c.String("config"), ConfdDir: confd, Reload: reload,
+							Notify: agent.Notifier{Ready: sdnotify.Ready, Reloading: sdnotify.Reloading, Stopping: sdnotify.Stopping, Status: sdnotify.Status}})
+						if err != nil {
+							return err
+						}
+						return a.Run(ctx)
+					})
 				},
 			},
 			{
