@@ -3,9 +3,11 @@
 package atomicfile
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"time"
 
 	"golang.org/x/sys/windows"
 )
@@ -37,10 +39,26 @@ func (d *dir) rename(from, to string) error {
 	if err != nil {
 		return err
 	}
-	if err := windows.MoveFileEx(src, dst, windows.MOVEFILE_REPLACE_EXISTING|windows.MOVEFILE_WRITE_THROUGH); err != nil {
-		return &os.LinkError{Op: "rename", Old: d.join(from), New: d.join(to), Err: err}
+	// A file open without FILE_SHARE_DELETE (a virus scanner or indexer reading it a moment, a
+	// service that reads its config) makes the move fail until it is closed: try again for about
+	// two seconds before giving up, as Go's own tools do on Windows.
+	wait := 10 * time.Millisecond
+	for start := time.Now(); ; wait = min(2*wait, 200*time.Millisecond) {
+		err = windows.MoveFileEx(src, dst, windows.MOVEFILE_REPLACE_EXISTING|windows.MOVEFILE_WRITE_THROUGH)
+		if err == nil {
+			return nil
+		}
+		if !transient(err) || time.Since(start) > 2*time.Second {
+			return &os.LinkError{Op: "rename", Old: d.join(from), New: d.join(to), Err: err}
+		}
+		time.Sleep(wait)
 	}
-	return nil
+}
+
+// transient reports whether a move failed because another process holds one of the files.
+func transient(err error) bool {
+	return errors.Is(err, windows.ERROR_ACCESS_DENIED) || errors.Is(err, windows.ERROR_SHARING_VIOLATION) ||
+		errors.Is(err, windows.ERROR_LOCK_VIOLATION)
 }
 
 // openDir opens the directory at p and names it by the path of the handle opened: the one

@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/windows"
 
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
 )
@@ -74,5 +77,35 @@ func TestWindowsAllowedSeesThroughJunction(t *testing.T) {
 	}
 	if viaLink, err := atomicfile.RealDir(link); err != nil || !strings.EqualFold(viaLink, realDir) {
 		t.Fatalf("RealDir(junction) = %q, %v; want %s", viaLink, err, realDir)
+	}
+}
+
+// A destination another process holds open without sharing deletion (a virus scanner, a
+// service reading its config) is replaced once it lets go, not refused at the first try.
+func TestWindowsInstallWaitsForAnOpenFile(t *testing.T) {
+	dst := filepath.Join(t.TempDir(), "app.conf")
+	if err := os.WriteFile(dst, []byte("one\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	name, err := windows.UTF16PtrFromString(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := windows.CreateFile(name, windows.GENERIC_READ, windows.FILE_SHARE_READ, nil, windows.OPEN_EXISTING, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan struct{})
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		windows.CloseHandle(h)
+		close(released)
+	}()
+	if _, err := atomicfile.Write(dst, []byte("two\n"), atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep}); err != nil {
+		t.Fatalf("install while the file was held open: %v", err)
+	}
+	<-released
+	if b, _ := os.ReadFile(dst); string(b) != "two\n" {
+		t.Fatalf("after install: %q", b)
 	}
 }
