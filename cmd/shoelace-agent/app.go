@@ -100,7 +100,7 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 // run is the whole program: it parses args, runs one command and returns its error.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	load := func(c *cli.Context) (*agent.Config, *slog.Logger, error) {
-		log, err := newLogger(stderr, c.String("log-level"))
+		log, err := newLogger(logWriter(stderr), c.String("log-level"))
 		if err != nil {
 			return nil, nil, err
 		}

@@ -2,7 +2,10 @@
 
 package main
 
-import "context"
+import (
+	"context"
+	"io"
+)
 
 // runService runs run: systemd starts the agent as a plain process.
 func runService(ctx context.Context, run func(context.Context) error) error { return run(ctx) }
@@ -20,3 +23,6 @@ var serviceUsage = map[string]string{
 	"restart":   "restart the service",
 	"status":    "show whether the service is installed, enabled and running, and what it last rendered",
 }
+
+// logWriter is where the agent's JSON log lines go: stderr (systemd's journal keeps them).
+func logWriter(stderr io.Writer) io.Writer { return stderr }

@@ -3,7 +3,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"os"
 	"sync"
 
@@ -86,4 +88,39 @@ var serviceUsage = map[string]string{
 	"stop":      "stop the service",
 	"restart":   "restart the service",
 	"status":    "show whether the service is registered, its start type and state, and what the agent last rendered",
+}
+
+// logWriter is where the agent's JSON log lines go: stderr, or, when the service manager started
+// the agent (which gives a service no stderr anyone reads), the Application event log, under the
+// source shoelace-agent that install registers, each line as one event of its level.
+func logWriter(stderr io.Writer) io.Writer {
+	if service.Interactive() {
+		return stderr
+	}
+	s, err := service.New(&program{}, &service.Config{Name: "shoelace-agent"})
+	if err != nil {
+		return stderr
+	}
+	l, err := s.SystemLogger(nil)
+	if err != nil {
+		return stderr
+	}
+	return eventLog{l}
+}
+
+// eventLog writes each JSON log line as one event, of the line's level.
+type eventLog struct{ l service.Logger }
+
+func (e eventLog) Write(p []byte) (int, error) {
+	line := string(bytes.TrimSpace(p))
+	var err error
+	switch {
+	case bytes.Contains(p, []byte(`"level":"ERROR"`)):
+		err = e.l.Error(line)
+	case bytes.Contains(p, []byte(`"level":"WARN"`)):
+		err = e.l.Warning(line)
+	default:
+		err = e.l.Info(line)
+	}
+	return len(p), err
 }
