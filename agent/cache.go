@@ -48,7 +48,7 @@ func StatusPath(cacheDir, appliance string) string {
 
 // SaveCache writes the view atomically, mode 0600 (it may hold secrets).
 func SaveCache(cacheDir string, c Cached) error {
-	if err := os.MkdirAll(cacheDir, 0o700); err != nil {
+	if err := mkdirPrivate(cacheDir); err != nil {
 		return fmt.Errorf("cache dir: %w", err)
 	}
 	data, err := json.Marshal(c)
@@ -127,7 +127,7 @@ func LoadStatus(cacheDir, appliance string) (*Status, error) {
 // saveStatus replaces the status file atomically but without fsync: it is rewritten on every
 // pass (the first one at start), so a crash may cost its last update, nothing more.
 func saveStatus(cacheDir string, s *Status) error {
-	if err := os.MkdirAll(cacheDir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+	if err := mkdirPrivate(cacheDir); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("cache dir: %w", err)
 	}
 	data, err := json.MarshalIndent(s, "", "  ")

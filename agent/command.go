@@ -30,8 +30,8 @@ type CommandResult struct {
 }
 
 // RunCommand runs command through the system's shell (/bin/sh -c; on Windows cmd /C) in its
-// own process group (on Windows a job object), with a minimal environment (PATH, HOME, LANG,
-// LC_ALL, TZ from the agent's, plus env), and kills the whole group when timeout expires or ctx
+// own process group (on Windows a job object), with a minimal environment (PATH and passEnv
+// from the agent's, plus env), and kills the whole group when timeout expires or ctx
 // ends. A non-zero exit, a timeout or a failure to start is an error; the result is filled in
 // every case.
 func RunCommand(ctx context.Context, command string, timeout time.Duration, env []string) (CommandResult, error) {
@@ -95,7 +95,7 @@ func commandEnv(extra []string) []string {
 		path = defaultPath
 	}
 	env = append(env, "PATH="+path)
-	for _, k := range []string{"HOME", "LANG", "LC_ALL", "TZ"} {
+	for _, k := range passEnv {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
 		}

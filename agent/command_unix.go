@@ -16,6 +16,9 @@ const unixModes = true
 // is set once the command started, and read by the cancel of ctx's end, from another goroutine.
 type processGroup struct{ pid atomic.Int64 }
 
+// passEnv are the variables of the agent's environment that commands get, besides PATH.
+var passEnv = []string{"HOME", "LANG", "LC_ALL", "TZ"}
+
 // Shells a template may name (shell:); the first is the default.
 var shells = []string{"sh"}
 

@@ -25,6 +25,14 @@ type processGroup struct {
 	job windows.Handle
 }
 
+// passEnv are the variables of the agent's environment that commands get, besides PATH: those
+// that Windows' own programs and PowerShell need to find the system, its programs and a
+// temporary directory (without SystemRoot or PSModulePath, some fail in ways hard to read).
+var passEnv = []string{"SystemRoot", "SystemDrive", "windir", "ComSpec", "PATHEXT", "TEMP", "TMP",
+	"ProgramData", "ProgramFiles", "ProgramFiles(x86)", "ProgramW6432", "CommonProgramFiles",
+	"ALLUSERSPROFILE", "USERPROFILE", "APPDATA", "LOCALAPPDATA", "PSModulePath", "COMPUTERNAME",
+	"NUMBER_OF_PROCESSORS", "PROCESSOR_ARCHITECTURE", "OS", "TZ"}
+
 // Shells a template may name (shell:); the first is the default.
 var shells = []string{"cmd", "powershell"}
 
@@ -32,13 +40,17 @@ var shells = []string{"cmd", "powershell"}
 // a job object that ctx's end kills whole.
 func shellCommand(ctx context.Context, shell, command string) (*exec.Cmd, *processGroup) {
 	var cmd *exec.Cmd
+	// Suspended until it is in its job object (started): a process it started before would be
+	// outside the job, and outlive a timeout.
+	attr := &syscall.SysProcAttr{CreationFlags: windows.CREATE_SUSPENDED}
 	if shell == "powershell" {
 		cmd = exec.CommandContext(ctx, "powershell.exe", "-NoProfile", "-NonInteractive", "-Command", command)
 	} else {
 		cmd = exec.CommandContext(ctx, "cmd.exe")
 		// cmd.exe parses its own command line: pass the command as written, not quoted by Go.
-		cmd.SysProcAttr = &syscall.SysProcAttr{CmdLine: `cmd.exe /S /C "` + command + `"`}
+		attr.CmdLine = `cmd.exe /S /C "` + command + `"`
 	}
+	cmd.SysProcAttr = attr
 	cmd.Dir = os.Getenv("SystemDrive") + `\`
 	g := &processGroup{}
 	cmd.Cancel = func() error {
@@ -48,7 +60,8 @@ func shellCommand(ctx context.Context, shell, command string) (*exec.Cmd, *proce
 	return cmd, g
 }
 
-// started puts the started command into a new job object that kills its processes when closed.
+// started puts the started command, suspended, into a new job object that kills its processes
+// when closed, then lets it run.
 func (g *processGroup) started(cmd *exec.Cmd) error {
 	job, err := windows.CreateJobObject(nil, nil)
 	if err != nil {
@@ -74,6 +87,37 @@ func (g *processGroup) started(cmd *exec.Cmd) error {
 	g.mu.Lock()
 	g.job = job
 	g.mu.Unlock()
+	return resume(uint32(cmd.Process.Pid))
+}
+
+// resume resumes the threads of process pid, started suspended (os/exec keeps no handle of its
+// first thread).
+func resume(pid uint32) error {
+	snap, err := windows.CreateToolhelp32Snapshot(windows.TH32CS_SNAPTHREAD, 0)
+	if err != nil {
+		return fmt.Errorf("resume the command: %w", err)
+	}
+	defer windows.CloseHandle(snap)
+	te := windows.ThreadEntry32{Size: uint32(unsafe.Sizeof(windows.ThreadEntry32{}))}
+	resumed := 0
+	for err = windows.Thread32First(snap, &te); err == nil; err = windows.Thread32Next(snap, &te) {
+		if te.OwnerProcessID != pid {
+			continue
+		}
+		th, err := windows.OpenThread(windows.THREAD_SUSPEND_RESUME, false, te.ThreadID)
+		if err != nil {
+			return fmt.Errorf("resume the command: %w", err)
+		}
+		_, err = windows.ResumeThread(th)
+		windows.CloseHandle(th)
+		if err != nil {
+			return fmt.Errorf("resume the command: %w", err)
+		}
+		resumed++
+	}
+	if resumed == 0 {
+		return fmt.Errorf("resume the command: no thread of process %d found", pid)
+	}
 	return nil
 }
 

@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
 	"github.com/shoelace-dev/shoelace/templates"
 )
 
@@ -482,9 +483,15 @@ func (c *Config) Validate() error {
 		add("%s: cache_dir must not be empty", name)
 	} else if !filepath.IsAbs(c.CacheDir) {
 		add("%s: cache_dir %q must be an absolute path", name, c.CacheDir)
-	} else if fi, err := os.Stat(c.CacheDir); err == nil && fi.Mode().Perm()&0o022 != 0 {
+	} else if fi, err := os.Stat(c.CacheDir); err == nil && unixModes && fi.Mode().Perm()&0o022 != 0 {
 		// Whoever can write there can plant a view the agent renders when the server is away.
 		add("%s: cache_dir %s is writable by group or others (mode %04o): the agent renders its cached view when the server is away; run chmod 700 %s", name, c.CacheDir, fi.Mode().Perm(), c.CacheDir)
+	} else if err == nil && !unixModes {
+		if who, err := othersMay(c.CacheDir, writeRights|readRights); err != nil {
+			add("%s: cache_dir: %v", name, err)
+		} else if who != "" {
+			add("%s: cache_dir %s may be read or written by %s: the agent keeps the view (secrets too) there and renders it when the server is away; remove it and let the agent make it (SYSTEM and Administrators only), or restrict its ACL", name, c.CacheDir, who)
+		}
 	}
 	if c.Wait.Min > 0 && c.Wait.Max > 0 && c.Wait.Min > c.Wait.Max {
 		add("%s: wait: min %s is greater than max %s", name, time.Duration(c.Wait.Min), time.Duration(c.Wait.Max))
@@ -496,13 +503,8 @@ func (c *Config) Validate() error {
 	}
 	for i, d := range c.AllowedDirs {
 		// A trailing slash ("/etc/nginx/") names the same directory: accept it.
-		if len(d) > 1 {
-			d = strings.TrimRight(d, "/")
-			if d == "" {
-				d = "/"
-			}
-			c.AllowedDirs[i] = d
-		}
+		d = trimDir(d, `/`+string(filepath.Separator), len(filepath.VolumeName(d)))
+		c.AllowedDirs[i] = d
 		if !filepath.IsAbs(d) || filepath.Clean(d) != d {
 			add("%s: allowed_dirs[%d] %q must be an absolute, clean path", name, i, d)
 		}
@@ -701,11 +703,34 @@ func (e *ConfigError) Error() string {
 
 func underAny(p string, dirs []string) bool {
 	for _, d := range dirs {
-		if d == "/" || strings.HasPrefix(p, d+"/") {
+		if under(p, d, filepath.Separator, !unixModes) {
 			return true
 		}
 	}
 	return false
+}
+
+// under reports whether path p lies below directory d, by whole segments, both clean paths
+// with separator sep; fold compares them as Windows compares file names, regardless of case.
+// Pure, so that the Windows form is tested on every system.
+func under(p, d string, sep byte, fold bool) bool {
+	if fold {
+		p, d = strings.ToLower(p), strings.ToLower(d)
+	}
+	if strings.HasSuffix(d, string(sep)) { // a root: / or C:\
+		return len(p) > len(d) && strings.HasPrefix(p, d)
+	}
+	return strings.HasPrefix(p, d+string(sep))
+}
+
+// trimDir drops the trailing separators of a directory ("/etc/nginx/", `C:\app\`), but not
+// the one of a root ("/", `C:\`), whose separator is its name.
+func trimDir(d string, seps string, volume int) string {
+	t := strings.TrimRight(d, seps)
+	if len(t) <= volume {
+		return d[:min(len(d), volume+1)]
+	}
+	return t
 }
 
 // checkAllowed says whether dest lies under allowed_dirs (anywhere when there are none), by
@@ -760,7 +785,7 @@ func (c *Config) allowedDirsReal() []string {
 // resolveLinks follows p while it is a symbolic link (dangling or not), then resolves the
 // directories of where it leads (see resolvePath).
 func resolveLinks(p string) string {
-	if real, err := filepath.EvalSymlinks(p); err == nil {
+	if real, err := atomicfile.RealDir(p); err == nil {
 		return real
 	}
 	for range 40 { // as many links as the kernel follows
@@ -786,7 +811,7 @@ func resolveLinks(p string) string {
 func resolvePath(p string) string {
 	dir, rest := p, ""
 	for {
-		if real, err := filepath.EvalSymlinks(dir); err == nil {
+		if real, err := atomicfile.RealDir(dir); err == nil {
 			return filepath.Join(real, rest)
 		}
 		parent := filepath.Dir(dir)
@@ -852,7 +877,15 @@ func readTokenFile(path string) (string, error) {
 	if !fi.Mode().IsRegular() {
 		return "", fmt.Errorf("token_file %s is not a regular file", path)
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
+	if !unixModes {
+		if who, err := othersMay(path, readRights); err != nil || who != "" {
+			if err != nil {
+				return "", fmt.Errorf("token_file: %w", err)
+			}
+			return "", fmt.Errorf("token_file %s may be read by %s: only SYSTEM and Administrators may; keep it in a directory the agent made (its cache_dir) or remove that entry of its ACL (icacls)", path, who)
+		}
+	}
+	if unixModes && fi.Mode().Perm()&0o077 != 0 {
 		return "", fmt.Errorf("token_file %s has mode %04o: group and others must not have access; run: chmod 600 %s", path, fi.Mode().Perm(), path)
 	}
 	if fi.Size() > maxTokenBytes {
@@ -877,6 +910,12 @@ func readTokenFile(path string) (string, error) {
 // inline token deserves the same.)
 func (c *Config) TokenWarning() string {
 	if c.Token == "" || c.Path == "" {
+		return ""
+	}
+	if !unixModes {
+		if who, err := othersMay(c.Path, readRights); err == nil && who != "" {
+			return fmt.Sprintf("%s: the token is inline in a file that %s may read: restrict its ACL (icacls), or move the token to a token_file that only SYSTEM and Administrators may read", c.Path, who)
+		}
 		return ""
 	}
 	fi, err := os.Stat(c.Path)

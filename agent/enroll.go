@@ -308,7 +308,7 @@ func loadInstanceToken(path string) (*instanceToken, error) {
 
 // saveInstanceToken writes the instance token file atomically, mode 0600.
 func saveInstanceToken(path string, it instanceToken) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	if err := mkdirPrivate(filepath.Dir(path)); err != nil {
 		return fmt.Errorf("cache dir: %w", err)
 	}
 	data, err := json.Marshal(it)

@@ -17,3 +17,45 @@ func TestInstanceFromHostname(t *testing.T) {
 		}
 	}
 }
+
+// allowed_dirs compare by whole segments, with Windows' separator and regardless of case there
+// (pure functions: the Windows form is tested here too).
+func TestUnder_Windows(t *testing.T) {
+	for _, c := range []struct {
+		p, d string
+		sep  byte
+		fold bool
+		want bool
+	}{
+		{"/etc/nginx/a.conf", "/etc/nginx", '/', false, true},
+		{"/etc/nginx-old/a.conf", "/etc/nginx", '/', false, false},
+		{"/etc/Nginx/a.conf", "/etc/nginx", '/', false, false},
+		{"/x", "/", '/', false, true},
+		{`C:\App\a.conf`, `c:\app`, '\\', true, true},
+		{`C:\app2\a.conf`, `C:\app`, '\\', true, false},
+		{`C:\app`, `C:\app`, '\\', true, false},
+		{`D:\a.conf`, `C:\`, '\\', true, false},
+		{`c:\a.conf`, `C:\`, '\\', true, true},
+		{`C:/app/a.conf`, `C:\app`, '\\', true, false},
+	} {
+		if got := under(c.p, c.d, c.sep, c.fold); got != c.want {
+			t.Errorf("under(%q, %q) = %v, want %v", c.p, c.d, got, c.want)
+		}
+	}
+	for _, c := range []struct {
+		d, seps string
+		vol     int
+		want    string
+	}{
+		{"/etc/nginx/", "/", 0, "/etc/nginx"},
+		{"/", "/", 0, "/"},
+		{"//", "/", 0, "/"},
+		{`C:\app\`, `/\`, 2, `C:\app`},
+		{`C:\`, `/\`, 2, `C:\`},
+		{`C:\\`, `/\`, 2, `C:\`},
+	} {
+		if got := trimDir(c.d, c.seps, c.vol); got != c.want {
+			t.Errorf("trimDir(%q) = %q, want %q", c.d, got, c.want)
+		}
+	}
+}

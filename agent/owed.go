@@ -46,7 +46,7 @@ func saveOwed(cacheDir, appliance string, cmds []owedCommand) error {
 		}
 		return nil
 	}
-	if err := os.MkdirAll(cacheDir, 0o700); err != nil {
+	if err := mkdirPrivate(cacheDir); err != nil {
 		return fmt.Errorf("cache dir: %w", err)
 	}
 	data, err := json.Marshal(owedRecord{Appliance: appliance, Commands: cmds})

@@ -6,6 +6,7 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"maps"
 	"net/http/httptest"
 	"path/filepath"
 	"regexp"
@@ -409,7 +410,9 @@ type validator struct {
 	ops     map[string]map[string]any
 	c       *jsonschema.Compiler
 	covered map[string]bool
-	f       *fixture
+	// missingHeaders are "METHOD /path STATUS Header" sent by the server, not declared.
+	missingHeaders map[string]bool
+	f              *fixture
 }
 
 const openAPIURL = "https://shoelace.invalid/openapi.json"
@@ -421,7 +424,7 @@ func newValidator(t *testing.T, f *fixture) *validator {
 	if err := c.AddResource(openAPIURL, doc); err != nil {
 		t.Fatalf("add openapi.json: %v", err)
 	}
-	return &validator{t: t, doc: doc, ops: docOps(doc), c: c, covered: map[string]bool{}, f: f}
+	return &validator{t: t, doc: doc, ops: docOps(doc), c: c, covered: map[string]bool{}, missingHeaders: map[string]bool{}, f: f}
 }
 
 // ptr escapes a JSON pointer token.
@@ -450,6 +453,20 @@ func (v *validator) check(r resp) {
 		loc = ref
 		res = v.resolve(ref)
 	}
+	// The server's own headers on the answer are those the description gives the response.
+	declared, _ := res["headers"].(map[string]any)
+	for h := range r.Header {
+		if !strings.HasPrefix(h, "X-Shoelace-") && h != "Retry-After" {
+			continue
+		}
+		found := false
+		for d := range declared {
+			found = found || strings.EqualFold(d, h)
+		}
+		if !found {
+			v.missingHeaders[key+" "+code+" "+h] = true
+		}
+	}
 	content, _ := res["content"].(map[string]any)
 	ct := r.Header.Get("Content-Type")
 	if content == nil {
@@ -462,19 +479,29 @@ func (v *validator) check(r resp) {
 	if _, ok := content[mt]; !ok {
 		v.t.Fatalf("%s %s: content type %q is not among those of %s %s", req.Method, req.URL, ct, key, code)
 	}
-	if mt != "application/json" {
+	var bodies [][]byte
+	switch mt {
+	case "application/json":
+		bodies = [][]byte{r.body}
+	case "application/x-ndjson": // a stream: every line is one document of the schema
+		for _, line := range bytes.Split(bytes.TrimSpace(r.body), []byte("\n")) {
+			bodies = append(bodies, line)
+		}
+	default:
 		return
-	}
-	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(r.body))
-	if err != nil {
-		v.t.Fatalf("%s %s: body is not JSON: %v", req.Method, req.URL, err)
 	}
 	sch, err := v.c.Compile(openAPIURL + loc + "/content/" + ptr(mt) + "/schema")
 	if err != nil {
 		v.t.Fatalf("compile the schema of %s %s: %v", key, code, err)
 	}
-	if err := sch.Validate(inst); err != nil {
-		v.t.Errorf("%s %s (%s %s): the answer does not fit the description: %v\nbody %s", req.Method, req.URL, key, code, err, r.body)
+	for _, body := range bodies {
+		inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(body))
+		if err != nil {
+			v.t.Fatalf("%s %s: body is not JSON: %v", req.Method, req.URL, err)
+		}
+		if err := sch.Validate(inst); err != nil {
+			v.t.Errorf("%s %s (%s %s): the answer does not fit the description: %v\nbody %s", req.Method, req.URL, key, code, err, body)
+		}
 	}
 }
 
@@ -539,6 +566,24 @@ func TestOpenAPIAnswersFitSchemas(t *testing.T) {
 	ok(f.do("GET", "/v1/appliances", ""), 200)
 	view := ok(f.do("GET", "/v1/appliances/web", ""), 200)
 	ok(f.do("GET", "/v1/appliances/web?index="+view.Header.Get(api.HeaderIndex)+"&wait=1s", ""), 304)
+	// A delta from the revision before the last write, and a stream (its heartbeat, then its
+	// end when wait expires): each line an Update.
+	// (A view worth a delta: larger than the delta's sum.)
+	since := ok(f.do("PUT", "/v1/kv/appliances/web/blob", strings.Repeat("x", 1000)), 200).Header.Get(api.HeaderIndex)
+	ok(f.do("PUT", "/v1/kv/appliances/web/extra", "1"), 200)
+	d := ok(f.do("GET", "/v1/appliances/web?delta&index="+since, ""), 200)
+	if !bytes.Contains(d.body, []byte(`"base"`)) {
+		t.Fatalf("delta: the answer is no delta: %s", d.body)
+	}
+	st := ok(f.do("GET", "/v1/appliances/web?stream&delta&wait=1s&index="+since, ""), 200)
+	if !strings.HasPrefix(st.Header.Get("Content-Type"), "application/x-ndjson") {
+		t.Fatalf("stream: content type %q, body %s", st.Header.Get("Content-Type"), st.body)
+	}
+	if !bytes.Contains(st.body, []byte(`"revision"`)) {
+		t.Fatalf("stream: no line: %q", st.body)
+	}
+	ok(f.do("DELETE", "/v1/kv/appliances/web/extra", ""), 200)
+	ok(f.do("DELETE", "/v1/kv/appliances/web/blob", ""), 200)
 	ok(f.do("GET", "/v1/appliances/web/at/"+strconv.FormatInt(wr.Revision, 10), ""), 200)
 	ok(f.do("GET", "/v1/appliances/web/at/x", ""), 400)
 	ok(f.do("GET", "/v1/appliances/web/schema", ""), 404)
@@ -617,6 +662,9 @@ func TestOpenAPIAnswersFitSchemas(t *testing.T) {
 	if len(missed) > 0 {
 		t.Errorf("answers not exercised against the description: %v", missed)
 	}
+	if len(v.missingHeaders) > 0 {
+		t.Errorf("headers sent, not in the description of their response:\n%s", strings.Join(slices.Sorted(maps.Keys(v.missingHeaders)), "\n"))
+	}
 }
 
 func jsonMarshal(v any) (string, error) {
@@ -680,6 +728,27 @@ func TestOpenAPIQueryParameters(t *testing.T) {
 		sort.Strings(documented)
 		if !slices.Equal(taken, documented) {
 			t.Errorf("%s: the description's query parameters %v, the server's %v", key, documented, taken)
+		}
+	}
+}
+
+// Client generators name a type after each component (oapi-codegen: schemas, parameters,
+// responses, headers, request bodies alike, first letter upper-cased) and stop at two of one
+// name: components.parameters.Instance beside components.schemas.Instance kept a client from
+// being generated at all. A name is used in one section only.
+func TestOpenAPIComponentNamesUnique(t *testing.T) {
+	doc := openAPIDoc(t)
+	seen := map[string]string{}
+	for section, v := range doc["components"].(map[string]any) {
+		if section == "securitySchemes" {
+			continue
+		}
+		for name := range v.(map[string]any) {
+			goName := strings.ToUpper(name[:1]) + name[1:]
+			if other, ok := seen[goName]; ok {
+				t.Errorf("components.%s.%s and components.%s name one type %s in a generated client: rename one", section, name, other, goName)
+			}
+			seen[goName] = section + "." + name
 		}
 	}
 }

@@ -100,7 +100,7 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 // run is the whole program: it parses args, runs one command and returns its error.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	load := func(c *cli.Context) (*agent.Config, *slog.Logger, error) {
-		log, err := newLogger(stderr, c.String("log-level"))
+		log, err := newLogger(logWriter(stderr), c.String("log-level"))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -180,12 +180,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					if confd != "" {
 						confd, _ = filepath.Abs(confd) // load, in newAgent, reports an error
 					}
-					a, err := newAgent(c, agent.Options{ConfigPath: c.String("config"), ConfdDir: confd, Reload: reload,
-						Notify: agent.Notifier{Ready: sdnotify.Ready, Reloading: sdnotify.Reloading, Stopping: sdnotify.Stopping, Status: sdnotify.Status}})
-					if err != nil {
-						return err
-					}
-					return runService(c.Context, a.Run)
+					// The agent is made inside the service (Windows'), so that a config error is
+					// reported there (event log, a failed service restarted) rather than before the
+					// service manager hears from the process, which it then reports only as a
+					// start that timed out.
+					return runService(c.Context, func(ctx context.Context) error {
+						a, err := newAgent(c, agent.Options{ConfigPath: c.String("config"), ConfdDir: confd, Reload: reload,
+							Notify: agent.Notifier{Ready: sdnotify.Ready, Reloading: sdnotify.Reloading, Stopping: sdnotify.Stopping, Status: sdnotify.Status}})
+						if err != nil {
+							return err
+						}
+						return a.Run(ctx)
+					})
 				},
 			},
 			{
@@ -316,14 +322,7 @@ func checkStage(s string) error {
 }
 
 func serviceCommand(action string, stdout, stderr io.Writer) *cli.Command {
-	usage := map[string]string{
-		"install":   "install the systemd unit (the one the packages ship) and enable it",
-		"uninstall": "stop, disable and remove the systemd unit",
-		"start":     "start the service",
-		"stop":      "stop the service",
-		"restart":   "restart the service",
-		"status":    "show whether the service is installed, enabled and running, and what it last rendered",
-	}[action]
+	usage := serviceUsage[action]
 	flags := commonFlags()
 	if action == "status" {
 		flags = append(flags, &cli.BoolFlag{Name: "json", Usage: "print the service state and what the agent last recorded as one JSON object"})
@@ -333,7 +332,7 @@ func serviceCommand(action string, stdout, stderr io.Writer) *cli.Command {
 		Usage: usage,
 		Flags: flags,
 		Action: func(c *cli.Context) error {
-			if action == "install" && c.String("config") != agent.DefaultConfigPath {
+			if action == "install" && !serviceTakesConfig && c.String("config") != agent.DefaultConfigPath {
 				// The unit is the packaged one: it always runs with the default config.
 				fmt.Fprintf(stderr, "shoelace-agent: warning: the installed unit runs \"shoelace-agent run --config %s\", not %s: "+
 					"put the config there, or override ExecStart in a drop-in (systemctl edit shoelace-agent)\n", agent.DefaultConfigPath, c.String("config"))

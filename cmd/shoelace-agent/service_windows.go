@@ -3,7 +3,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"io"
+	"os"
 	"sync"
 
 	"github.com/kardianos/service"
@@ -20,6 +23,7 @@ func runService(ctx context.Context, run func(context.Context) error) error {
 	if err != nil {
 		return err
 	}
+	p.log, _ = s.SystemLogger(nil)
 	if err := s.Run(); err != nil {
 		return err
 	}
@@ -33,6 +37,7 @@ type program struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	err    error
+	log    service.Logger
 }
 
 func (p *program) Start(service.Service) error {
@@ -42,12 +47,80 @@ func (p *program) Start(service.Service) error {
 	go func() {
 		defer p.wg.Done()
 		p.err = p.run(ctx)
+		if ctx.Err() == nil {
+			p.exit(p.err)
+		}
 	}()
 	return nil
+}
+
+// exit ends the process when the agent stopped by itself (a config error, a fatal one): the
+// service manager would otherwise show it running, doing nothing, until someone stops it. The
+// process exits without telling the manager it stopped, which the manager takes for a failure
+// and answers with the recovery action install set (restart after a second), as systemd's
+// Restart=on-failure does. The reason goes to the Application event log: a service has no
+// stderr anyone reads.
+func (p *program) exit(err error) {
+	msg := "shoelace-agent stopped by itself"
+	if err != nil {
+		msg = "shoelace-agent: " + err.Error()
+	}
+	if p.log != nil {
+		_ = p.log.Error(msg)
+	}
+	os.Exit(1)
 }
 
 func (p *program) Stop(service.Service) error {
 	p.cancel()
 	p.wg.Wait()
 	return nil
+}
+
+// serviceTakesConfig is true: install registers the service with --config FILE as given.
+const serviceTakesConfig = true
+
+// serviceUsage is the help of each service command.
+var serviceUsage = map[string]string{
+	"install":   "register the Windows service shoelace-agent (automatic start, restarted on failure) running run --config FILE (as Administrator)",
+	"uninstall": "stop and remove the Windows service",
+	"start":     "start the service",
+	"stop":      "stop the service",
+	"restart":   "restart the service",
+	"status":    "show whether the service is registered, its start type and state, and what the agent last rendered",
+}
+
+// logWriter is where the agent's JSON log lines go: stderr, or, when the service manager started
+// the agent (which gives a service no stderr anyone reads), the Application event log, under the
+// source shoelace-agent that install registers, each line as one event of its level.
+func logWriter(stderr io.Writer) io.Writer {
+	if service.Interactive() {
+		return stderr
+	}
+	s, err := service.New(&program{}, &service.Config{Name: "shoelace-agent"})
+	if err != nil {
+		return stderr
+	}
+	l, err := s.SystemLogger(nil)
+	if err != nil {
+		return stderr
+	}
+	return eventLog{l}
+}
+
+// eventLog writes each JSON log line as one event, of the line's level.
+type eventLog struct{ l service.Logger }
+
+func (e eventLog) Write(p []byte) (int, error) {
+	line := string(bytes.TrimSpace(p))
+	var err error
+	switch {
+	case bytes.Contains(p, []byte(`"level":"ERROR"`)):
+		err = e.l.Error(line)
+	case bytes.Contains(p, []byte(`"level":"WARN"`)):
+		err = e.l.Warning(line)
+	default:
+		err = e.l.Info(line)
+	}
+	return len(p), err
 }

@@ -555,8 +555,11 @@ func (d *dir) createTemp(base string) (*os.File, string, error) {
 	return nil, "", fmt.Errorf("no free temp name for %s in %s", base, d.path)
 }
 
-// sync fsyncs the directory held.
+// sync fsyncs the directory held (where directories can be fsynced: see dirSync).
 func (d *dir) sync() error {
+	if !dirSync {
+		return nil
+	}
 	f := d.f
 	if f == nil {
 		var err error
@@ -660,8 +663,12 @@ func copyTemp(d *dir, base string, noSync bool) (name string, err error) {
 	return name, dst.Close()
 }
 
-// SyncDir fsyncs a directory, so that a rename in it survives a crash.
+// SyncDir fsyncs a directory, so that a rename in it survives a crash (where directories can be
+// fsynced: on Windows the write-through rename is on disk when it returns).
 func SyncDir(dir string) error {
+	if !dirSync {
+		return nil
+	}
 	if dir == "" {
 		dir = "."
 	}

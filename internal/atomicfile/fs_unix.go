@@ -19,6 +19,13 @@ const (
 	nonBlock = syscall.O_NONBLOCK
 )
 
+// dirSync is true: a directory is fsynced after a rename in it, so that the rename survives a crash.
+const dirSync = true
+
+// RealDir returns the path of directory p with every symbolic link on its way resolved: the
+// path that Options.Allowed is given for the files Write installs in p.
+func RealDir(p string) (string, error) { return filepath.EvalSymlinks(p) }
+
 // ownerOf returns the owner and group of a file.
 func ownerOf(fi fs.FileInfo) (uid, gid int, ok bool) {
 	st, ok := fi.Sys().(*syscall.Stat_t)

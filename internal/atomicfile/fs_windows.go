@@ -3,10 +3,11 @@
 package atomicfile
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
+	"time"
 
 	"golang.org/x/sys/windows"
 )
@@ -17,6 +18,11 @@ const (
 	noFollow = 0
 	nonBlock = 0
 )
+
+// dirSync is false: Windows cannot fsync a directory (FlushFileBuffers needs a handle open for
+// writing, which a directory's is not: "Access is denied"). The rename is MoveFileEx's with
+// write-through instead, on disk when it returns.
+const dirSync = false
 
 // ownerOf reports no owner: Windows files carry ACLs, which the install inherits from the
 // directory (the agent refuses owner and perms there).
@@ -33,21 +39,82 @@ func (d *dir) rename(from, to string) error {
 	if err != nil {
 		return err
 	}
-	if err := windows.MoveFileEx(src, dst, windows.MOVEFILE_REPLACE_EXISTING|windows.MOVEFILE_WRITE_THROUGH); err != nil {
-		return &os.LinkError{Op: "rename", Old: d.join(from), New: d.join(to), Err: err}
+	// A file open without FILE_SHARE_DELETE (a virus scanner or indexer reading it a moment, a
+	// service that reads its config) makes the move fail until it is closed: try again for about
+	// two seconds before giving up, as Go's own tools do on Windows.
+	wait := 10 * time.Millisecond
+	for start := time.Now(); ; wait = min(2*wait, 200*time.Millisecond) {
+		err = windows.MoveFileEx(src, dst, windows.MOVEFILE_REPLACE_EXISTING|windows.MOVEFILE_WRITE_THROUGH)
+		if err == nil {
+			return nil
+		}
+		if !transient(err) || time.Since(start) > 2*time.Second {
+			return &os.LinkError{Op: "rename", Old: d.join(from), New: d.join(to), Err: err}
+		}
+		time.Sleep(wait)
 	}
-	return nil
 }
 
-// openDir opens the directory at p, its links resolved.
+// transient reports whether a move failed because another process holds one of the files.
+func transient(err error) bool {
+	return errors.Is(err, windows.ERROR_ACCESS_DENIED) || errors.Is(err, windows.ERROR_SHARING_VIOLATION) ||
+		errors.Is(err, windows.ERROR_LOCK_VIOLATION)
+}
+
+// openDir opens the directory at p and names it by the path of the handle opened: the one
+// Windows resolved, through symbolic links, junctions and other mount points alike
+// (filepath.EvalSymlinks follows symbolic links only), so that Options.Allowed is asked about
+// where the file really goes, not where a junction planted on the way seems to put it. The
+// rename goes through that path: MoveFileEx takes names, not a handle.
 func openDir(p string) (*dir, error) {
-	real, err := filepath.EvalSymlinks(p)
+	r, err := os.OpenRoot(p)
 	if err != nil {
 		return nil, fmt.Errorf("directory: %w", err)
 	}
-	r, err := os.OpenRoot(real)
+	f, err := r.Open(".")
 	if err != nil {
+		r.Close()
 		return nil, fmt.Errorf("directory: %w", err)
+	}
+	real, err := finalPath(f)
+	f.Close()
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("directory %s: %w", p, err)
 	}
 	return &dir{root: r, path: real}, nil
+}
+
+// Flags of GetFinalPathNameByHandle (x/sys/windows has no names for them): the normalized
+// name, with the volume as a drive letter.
+const (
+	fileNameNormalized = 0x0
+	volumeNameDOS      = 0x0
+)
+
+// finalPath is the path of the file or directory f is open on, every link and mount point on
+// its way resolved, in its DOS form (C:\dir, \\server\share\dir).
+func finalPath(f *os.File) (string, error) {
+	buf := make([]uint16, windows.MAX_PATH)
+	for {
+		n, err := windows.GetFinalPathNameByHandle(windows.Handle(f.Fd()), &buf[0], uint32(len(buf)), fileNameNormalized|volumeNameDOS)
+		if err != nil {
+			return "", fmt.Errorf("resolve its path: %w", err)
+		}
+		if int(n) < len(buf) {
+			return dosPath(windows.UTF16ToString(buf[:n])), nil
+		}
+		buf = make([]uint16, n) // n is the size needed, with the terminating NUL
+	}
+}
+
+// RealDir returns the path of directory p with every link and mount point on its way resolved:
+// the path that Options.Allowed is given for the files Write installs in p.
+func RealDir(p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	return finalPath(f)
 }

@@ -4,8 +4,13 @@ package atomicfile_test
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/windows"
 
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
 )
@@ -37,5 +42,70 @@ func TestWindowsInstallReplacesAndRestores(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(dst); string(b) != "one\n" {
 		t.Fatalf("after restore: %q", b)
+	}
+}
+
+// A junction on the way to the destination (which any user who may create a directory there
+// can make, with no privilege) does not hide where the file goes: Allowed is asked about the
+// real path, so that allowed_dirs cannot be left through one.
+func TestWindowsAllowedSeesThroughJunction(t *testing.T) {
+	base := t.TempDir()
+	real := filepath.Join(base, "real")
+	if err := os.Mkdir(real, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(base, "link")
+	if out, err := exec.Command("cmd", "/c", "mklink", "/J", link, real).CombinedOutput(); err != nil {
+		t.Skipf("cannot make a junction here (mklink /J: %v, %s)", err, out)
+	} else if _, err := os.Stat(link); err != nil {
+		t.Skipf("cannot make a junction here (mklink /J said %q, but: %v)", out, err)
+	}
+	var asked []string
+	opts := atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, Allowed: func(p string) error {
+		asked = append(asked, p)
+		return nil
+	}}
+	if _, err := atomicfile.Write(filepath.Join(link, "app.conf"), []byte("x"), opts); err != nil {
+		t.Fatal(err)
+	}
+	realDir, err := atomicfile.RealDir(real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(realDir, "app.conf"); len(asked) != 1 || !strings.EqualFold(asked[0], want) {
+		t.Fatalf("Allowed was asked about %q, want [%s]", asked, want)
+	}
+	if viaLink, err := atomicfile.RealDir(link); err != nil || !strings.EqualFold(viaLink, realDir) {
+		t.Fatalf("RealDir(junction) = %q, %v; want %s", viaLink, err, realDir)
+	}
+}
+
+// A destination another process holds open without sharing deletion (a virus scanner, a
+// service reading its config) is replaced once it lets go, not refused at the first try.
+func TestWindowsInstallWaitsForAnOpenFile(t *testing.T) {
+	dst := filepath.Join(t.TempDir(), "app.conf")
+	if err := os.WriteFile(dst, []byte("one\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	name, err := windows.UTF16PtrFromString(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := windows.CreateFile(name, windows.GENERIC_READ, windows.FILE_SHARE_READ, nil, windows.OPEN_EXISTING, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan struct{})
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		windows.CloseHandle(h)
+		close(released)
+	}()
+	if _, err := atomicfile.Write(dst, []byte("two\n"), atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep}); err != nil {
+		t.Fatalf("install while the file was held open: %v", err)
+	}
+	<-released
+	if b, _ := os.ReadFile(dst); string(b) != "two\n" {
+		t.Fatalf("after install: %q", b)
 	}
 }

@@ -83,8 +83,19 @@ func Candidates(c *cli.Context, app *cli.App, words []string, dynamic Dynamic) [
 	for i := 0; i < len(words); i++ {
 		w := words[i]
 		if strings.HasPrefix(w, "-") {
-			if f := findFlag(append(slices.Clone(flags), app.Flags...), w); f != nil && takesValue(f) && !strings.Contains(w, "=") {
+			f := findFlag(append(slices.Clone(flags), app.Flags...), w)
+			if f == nil || !takesValue(f) {
+				continue
+			}
+			_, value, inline := strings.Cut(w, "=")
+			if !inline && i+1 < len(words) {
 				i++ // the flag's value
+				value = words[i]
+			}
+			// A program-wide flag typed on the line (--addr, --token-file) applies to the
+			// dynamic candidates, as it would to the command.
+			if slices.Contains(app.Flags, f) && (inline || i < len(words)) {
+				_ = c.Set(f.Names()[0], value)
 			}
 			continue
 		}
@@ -156,27 +167,53 @@ func Script(program, shell string) (string, error) {
 	fn := "_" + strings.NewReplacer("-", "_").Replace(program) + "_complete"
 	switch shell {
 	case "bash":
+		// The words are the line's up to the cursor split at blanks, not COMP_WORDS, which bash
+		// also splits at : and = (an --addr http://host:7400 typed on the line is one word).
 		return fmt.Sprintf(`# bash completion for %[1]s (%[1]s completion bash)
 %[2]s() {
-	local IFS=$'\n' cur="${COMP_WORDS[COMP_CWORD]}"
-	COMPREPLY=($(%[1]s __complete "${COMP_WORDS[@]:1:COMP_CWORD-1}" -- "$cur" 2>/dev/null))
+	local IFS=$' \t\n' line="${COMP_LINE:0:COMP_POINT}" words
+	read -ra words <<<"$line"
+	[[ -z $line || $line == *[[:blank:]] ]] && words+=("")
+	IFS=$'\n' COMPREPLY=($(%[1]s __complete "${words[@]:1:${#words[@]}-2}" -- "${words[-1]}" 2>/dev/null))
 }
 complete -o default -F %[2]s %[1]s
 `, program, fn), nil
 	case "zsh":
+		// Installed in $fpath (the packages' vendor-completions or site-functions), the file is
+		// the body of _PROGRAM, autoloaded by compinit at the first TAB: that call must complete
+		// too, not only register the function. Sourced, it registers it. No candidates: files,
+		// as bash's -o default.
 		return fmt.Sprintf(`#compdef %[1]s
 # zsh completion for %[1]s (%[1]s completion zsh)
-%[2]s() {
+_%[1]s() {
 	local -a candidates
 	candidates=("${(@f)$(%[1]s __complete "${(@)words[2,CURRENT-1]}" -- "${words[CURRENT]}" 2>/dev/null)}")
-	compadd -a candidates
+	candidates=(${candidates:#})
+	if (( ${#candidates} )); then
+		compadd -a candidates
+	else
+		_files
+	fi
 }
-compdef %[2]s %[1]s
-`, program, fn), nil
-	case "fish":
-		return fmt.Sprintf(`# fish completion for %[1]s (%[1]s completion fish)
-complete -c %[1]s -f -a '(%[1]s __complete (commandline -opc)[2..-1] -- (commandline -ct) 2>/dev/null)'
+if [[ ${funcstack[1]} == _%[1]s ]]; then
+	_%[1]s "$@"
+else
+	compdef _%[1]s %[1]s
+fi
 `, program), nil
+	case "fish":
+		// No candidates: files (an -f FILE, an import's file), as bash's -o default.
+		return fmt.Sprintf(`# fish completion for %[1]s (%[1]s completion fish)
+function %[2]s
+	set -l candidates (%[1]s __complete (commandline -opc)[2..-1] -- (commandline -ct) 2>/dev/null)
+	if test (count $candidates) -gt 0
+		printf '%%s\n' $candidates
+	else
+		__fish_complete_path (commandline -ct)
+	end
+end
+complete -c %[1]s -f -a '(%[2]s)'
+`, program, fn), nil
 	}
 	return "", fmt.Errorf("%w: unknown shell %q: bash, zsh or fish", ErrUsage, shell)
 }

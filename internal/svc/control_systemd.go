@@ -9,6 +9,14 @@ import (
 	"io"
 )
 
+// checkedStatus is Status once systemd is known to run here.
+func (m *Manager) checkedStatus(ctx context.Context, u Unit) (State, error) {
+	if p := m.platform(); p != PlatformSystemd {
+		return State{Name: u.Name}, fmt.Errorf("systemd is not running here (init system %q)", p)
+	}
+	return m.Status(ctx, u)
+}
+
 // control runs action against systemd.
 func (m *Manager) control(ctx context.Context, u Unit, action string, stdout io.Writer) error {
 	if p := m.platform(); p != PlatformSystemd {

@@ -4,15 +4,29 @@ package svc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"unsafe"
 
 	"github.com/kardianos/service"
+	"golang.org/x/sys/windows"
+	"golang.org/x/sys/windows/svc"
+	"golang.org/x/sys/windows/svc/mgr"
 )
 
 // control runs action against the Windows service manager through kardianos/service: install
-// registers u as an automatic service running the binary with ServiceArgs.
-func (m *Manager) control(_ context.Context, u Unit, action string, stdout io.Writer) error {
+// registers u as an automatic service running the binary with ServiceArgs, restarted when it
+// fails; status prints what checkedStatus finds.
+func (m *Manager) control(ctx context.Context, u Unit, action string, stdout io.Writer) error {
+	if action == "status" {
+		st, err := m.checkedStatus(ctx, u)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, st.String())
+		return nil
+	}
 	self, err := m.self()
 	if err != nil {
 		return err
@@ -22,14 +36,6 @@ func (m *Manager) control(_ context.Context, u Unit, action string, stdout io.Wr
 	if err != nil {
 		return err
 	}
-	if action == "status" {
-		st, err := s.Status()
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(stdout, map[service.Status]string{service.StatusRunning: "running", service.StatusStopped: "stopped"}[st])
-		return nil
-	}
 	if err := service.Control(s, action); err != nil {
 		return err
 	}
@@ -37,6 +43,65 @@ func (m *Manager) control(_ context.Context, u Unit, action string, stdout io.Wr
 	fmt.Fprintf(stdout, "%s %s\n", past, u.Name)
 	return nil
 }
+
+// checkedStatus asks the service manager about u with the rights any user has (querying, not
+// changing): whether it is registered, its command line, start type and state, in the words
+// systemd's status uses (active, inactive, …) so that State reads the same everywhere.
+func (m *Manager) checkedStatus(_ context.Context, u Unit) (State, error) {
+	st := State{Name: u.Name}
+	scm, err := windows.OpenSCManager(nil, nil, windows.SC_MANAGER_CONNECT)
+	if err != nil {
+		return st, fmt.Errorf("connect to the service manager: %w", err)
+	}
+	defer windows.CloseServiceHandle(scm)
+	name, err := windows.UTF16PtrFromString(u.Name)
+	if err != nil {
+		return st, err
+	}
+	h, err := windows.OpenService(scm, name, windows.SERVICE_QUERY_CONFIG|windows.SERVICE_QUERY_STATUS)
+	if errors.Is(err, windows.ERROR_SERVICE_DOES_NOT_EXIST) {
+		return st, nil
+	}
+	if err != nil {
+		return st, fmt.Errorf("open service %s: %w", u.Name, err)
+	}
+	s := &mgr.Service{Name: u.Name, Handle: h}
+	defer s.Close()
+	cfg, err := queryConfig(h)
+	if err != nil {
+		return st, fmt.Errorf("query service %s: %w", u.Name, err)
+	}
+	q, err := s.Query()
+	if err != nil {
+		return st, fmt.Errorf("query service %s: %w", u.Name, err)
+	}
+	st.Path = windows.UTF16PtrToString(cfg.BinaryPathName)
+	st.Enabled = startTypes[cfg.StartType]
+	st.Active = states[q.State]
+	return st, nil
+}
+
+// queryConfig is QueryServiceConfig alone (mgr.Service.Config also asks for the description and
+// the other optional parts, at levels not every service manager has).
+func queryConfig(h windows.Handle) (*windows.QUERY_SERVICE_CONFIG, error) {
+	n := uint32(1024)
+	for {
+		b := make([]byte, n)
+		cfg := (*windows.QUERY_SERVICE_CONFIG)(unsafe.Pointer(&b[0]))
+		err := windows.QueryServiceConfig(h, cfg, n, &n)
+		if err == nil {
+			return cfg, nil
+		}
+		if !errors.Is(err, windows.ERROR_INSUFFICIENT_BUFFER) || n <= uint32(len(b)) {
+			return nil, err
+		}
+	}
+}
+
+var startTypes = map[uint32]string{mgr.StartAutomatic: "enabled", mgr.StartManual: "manual start", mgr.StartDisabled: "disabled"}
+
+var states = map[svc.State]string{svc.Running: "active", svc.StartPending: "activating", svc.Stopped: "inactive",
+	svc.StopPending: "deactivating", svc.Paused: "paused", svc.PausePending: "pausing", svc.ContinuePending: "activating"}
 
 // noProgram stands for the program when the service is only controlled, not run.
 type noProgram struct{}

@@ -245,11 +245,9 @@ func (s State) String() string {
 
 // CheckedStatus is Status after the checks that every action makes (systemd runs here), with
 // errors prefixed like Control's, for callers that report the state as data (status --json).
+// On Windows it asks the service manager.
 func (m *Manager) CheckedStatus(ctx context.Context, u Unit) (State, error) {
-	if p := m.platform(); p != PlatformSystemd {
-		return State{Name: u.Name}, fmt.Errorf("%s status: systemd is not running here (init system %q)", u.Command, p)
-	}
-	st, err := m.Status(ctx, u)
+	st, err := m.checkedStatus(ctx, u)
 	if err != nil {
 		return st, fmt.Errorf("%s status: %w", u.Command, err)
 	}
