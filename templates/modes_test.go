@@ -90,16 +90,17 @@ func TestMissingKeyOrField(t *testing.T) {
 	}
 }
 
-// TestConfd_Prefix: with Options.Prefix, a confd path under the prefix reads the view without
-// it (and keys in results keep it); any other path reads the view as it is.
+// TestConfd_Prefix: Options.Prefix is confd's prefix, which the view already stands for: the
+// template's paths are relative to it as in confd, so it changes no result; a path that repeats
+// the prefix reads a key below the view's production/web, as confd reads the prefix twice
+// (testdata/peers/cases/confd/probe-prefix-* show confd doing so).
 func TestConfd_Prefix(t *testing.T) {
 	keys := map[string]string{"db/host": "h", "db/port": "5", "upstream/a": "1", "upstream/b": "2"}
-	text := `{{getv "/production/web/db/host"}} {{getv "/db/host"}} {{exists "/production/web/db/port"}} ` +
-		`{{range gets "/production/web/upstream/*"}}{{.Key}}={{.Value}} {{end}}{{range gets "/upstream/*"}}{{.Key}} {{end}}` +
-		`{{ls "/production/web"}} {{ls "/production/web/db"}} {{lsdir "/production/web/"}} {{(get "/production/web/db/host").Key}} {{getvs "/production/web/*/*"}}`
-	want := "h h true /production/web/upstream/a=1 /production/web/upstream/b=2 /upstream/a /upstream/b " +
-		"[] [host port] [] /production/web/db/host [1 2 5 h]"
-	for _, prefix := range []string{"/production/web", "production/web/", "/production/web/"} {
+	text := `{{getv "/db/host"}} {{exists "/production/web/db/port"}} {{getv "/production/web/db/host" "d"}} ` +
+		`{{range gets "/upstream/*"}}{{.Key}}={{.Value}} {{end}}{{gets "/production/web/*/*"}} ` +
+		`{{ls "/production/web"}} {{ls "/db"}} {{lsdir "/production/web/"}} {{(get "/db/host").Key}} {{getvs "/*/*"}}`
+	want := "h false d /upstream/a=1 /upstream/b=2 [] [] [host port] [] /db/host [1 2 5 h]"
+	for _, prefix := range []string{"", "/production/web", "production/web/", "/production/web/"} {
 		res, err := mustParse(t, text, Options{Functions: ModeConfd, Prefix: prefix}).Execute(Data{Keys: keys})
 		if err != nil {
 			t.Fatal(err)
@@ -108,11 +109,38 @@ func TestConfd_Prefix(t *testing.T) {
 			t.Errorf("Prefix %q:\n got %q\nwant %q", prefix, got, want)
 		}
 	}
-	// Without a prefix the absolute paths are just missing keys.
-	_, err := mustParse(t, `{{getv "/production/web/db/host"}}`, Options{Functions: ModeConfd}).Execute(Data{Keys: keys})
+	_, err := mustParse(t, `{{getv "/production/web/db/host"}}`, Options{Functions: ModeConfd, Prefix: "/production/web"}).Execute(Data{Keys: keys})
 	var mk *MissingKeyError
 	if !errors.As(err, &mk) || mk.Key != "production/web/db/host" {
 		t.Errorf("error %v, want a MissingKeyError for production/web/db/host", err)
+	}
+}
+
+// TestConfd_Keys: with Options.ConfdKeys the template sees only the keys confd would load for
+// them, and records only those as inputs (a change to another key cannot change its output).
+func TestConfd_Keys(t *testing.T) {
+	keys := map[string]string{"db/host": "h", "dbx/y": "y", "other": "o"}
+	text := `{{getv "/db/host"}} {{exists "/other"}} {{getv "/dbx/y" "d"}} {{ls "/"}} {{gets "/*/*"}}`
+	res, err := mustParse(t, text, Options{Functions: ModeConfd, ConfdKeys: []string{"db"}}).Execute(Data{Keys: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(res.Output), "h false d [] [{/db/host h}]"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	res, err = mustParse(t, `{{getv "/db/host"}} {{exists "/other"}} {{getv "/dbx/y" "d"}}`, Options{Functions: ModeConfd, ConfdKeys: []string{"db"}}).Execute(Data{Keys: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(res.Keys, ","); got != "db/host" {
+		t.Errorf("Keys = %q, want db/host", got)
+	}
+	changed := map[string]string{"db/host": "h", "dbx/y": "z", "other": "p", "new": "n"}
+	if res.Changed(keys, changed) {
+		t.Error("a change to keys the template does not see re-renders it")
+	}
+	if _, err := mustParse(t, `{{getv "/db/host" "d"}}`, Options{Functions: ModeConfd, ConfdKeys: []string{}}).Execute(Data{Keys: keys}); err != nil {
+		t.Error(err)
 	}
 }
 

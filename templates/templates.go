@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"reflect"
 	"slices"
 	"sort"
@@ -39,11 +40,17 @@ type Options struct {
 	// (consul-template's error_on_missing_key; without it they print "<no value>" as there);
 	// native and confd modes always treat one as an error.
 	ErrorOnMissingKey bool
-	// Prefix, in confd mode, is the confd keyspace prefix the view stands for ("/production/web"):
-	// a key, path or pattern argument under it is read relative to it, and keys that get and
-	// gets return keep it; any other argument is read as is ("/production/web/db/host" and
-	// "/db/host" are both db/host). Leading and trailing '/' do not matter.
+	// Prefix, in confd mode, is confd's prefix ("/production/web"), the confd keyspace the view
+	// stands for. As in confd, a template's paths are relative to it: the view already holds
+	// the etcd key "/production/web/db/host" as db/host (import --from-etcd --prefix strips it),
+	// which the template reads as "/db/host"; "/production/web/db/host" reads the view's
+	// production/web/db/host, as confd would read "/production/web/production/web/db/host".
+	// It changes no result; it is kept for messages. Leading and trailing '/' do not matter.
 	Prefix string
+	// ConfdKeys, in confd mode, are a confd resource's keys ("/db", "/upstream"): as confd loads
+	// only the keys at or below them, the template sees only those ("/db" sees db and db/…,
+	// "/" everything). Nil sees the whole view; empty (a resource without keys) sees nothing.
+	ConfdKeys []string
 }
 
 // Function sets (Options.Functions; the agent's `functions:`).
@@ -142,13 +149,13 @@ func (o *Sorted) merge() []string {
 
 // Template is a parsed template. It is safe for concurrent use by several goroutines.
 type Template struct {
-	name        string
-	opts        Options
-	mode        string // ModeNative, ModeConfd or ModeConsulTemplate
-	confdPrefix string // Options.Prefix as "/a/b", "" for none
-	tmpl        *template.Template
-	used        map[string][]parse.Node // function name -> the nodes that call it
-	nondet      []string
+	name      string
+	opts      Options
+	mode      string   // ModeNative, ModeConfd or ModeConsulTemplate
+	confdKeys []string // Options.ConfdKeys as confd store paths ("/db", "/"); nil: every key
+	tmpl      *template.Template
+	used      map[string][]parse.Node // function name -> the nodes that call it
+	nondet    []string
 	// own is tmpl itself as an execution, when none is using it: its view functions are bound
 	// to a state that each execution resets, so that executions one at a time never clone the
 	// template and its function maps. Concurrent ones take a clone from execs, or make one.
@@ -201,8 +208,13 @@ func Parse(text string, opts Options) (*Template, error) {
 		return nil, fmt.Errorf("parse %s: functions %q: want %s, %s or %s", name, opts.Functions, ModeNative, ModeConfd, ModeConsulTemplate)
 	}
 	t := &Template{name: name, opts: opts, mode: mode}
-	if p := strings.Trim(opts.Prefix, "/"); p != "" {
-		t.confdPrefix = "/" + p
+	if opts.ConfdKeys != nil {
+		t.confdKeys = make([]string, 0, len(opts.ConfdKeys))
+		for _, k := range opts.ConfdKeys {
+			// confd joins each key to its prefix (path.Join) and stores what it loads at the
+			// path below the prefix, "/" + the rest.
+			t.confdKeys = append(t.confdKeys, path.Join("/", k))
+		}
 	}
 	st := &state{t: t}
 	tmpl := template.New(name).Delims(opts.LeftDelim, opts.RightDelim).Funcs(parseFuncMap(t, st))
