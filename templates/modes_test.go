@@ -262,3 +262,20 @@ func TestExecute_ConcurrentHelpers(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestConsulTemplate_TimestampAsItsTests: consul-template's TestTemplate_Execute cases
+// "helper_timestamp" and "helper_helper_timestamp__formatted", with their clock (the Unix epoch):
+// the real tool's output is the time of its run, so these two compare with the test's bytes.
+func TestConsulTemplate_TimestampAsItsTests(t *testing.T) {
+	defer func(f func() time.Time) { ctNow = f }(ctNow)
+	ctNow = func() time.Time { return time.Unix(0, 0).UTC() }
+	for text, want := range map[string]string{`{{ timestamp }}`: "1970-01-01T00:00:00Z", `{{ timestamp "2006-01-02" }}`: "1970-01-01", `{{ timestamp "unix" }}`: "0"} {
+		res, err := mustParse(t, text, Options{Functions: ModeConsulTemplate}).Execute(Data{Keys: map[string]string{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(res.Output); got != want {
+			t.Errorf("%s = %q, want %q", text, got, want)
+		}
+	}
+}

@@ -47,6 +47,9 @@ type peerCase struct {
 	LeftDelim         string            `json:"left_delim,omitempty"`
 	RightDelim        string            `json:"right_delim,omitempty"`
 	AllowFile         bool              `json:"allow_file,omitempty"`
+	// FunctionDenylist (consul-template) is the template's function_denylist, which Shoelace
+	// does not have (convert-consul-template names it).
+	FunctionDenylist []string `json:"function_denylist,omitempty"`
 	// ConfdPrefix and ConfdKeys (confd) are the resource's prefix and keys: confd reads the
 	// case's keys below the prefix, as the view holds them after an import with --prefix, and
 	// loads only those at or below keys (nil: ["/"]).
@@ -71,7 +74,7 @@ var failsByDesign = map[string]string{
 
 // rendersWherePeerFails are cases the peer fails and Shoelace renders, with the reason.
 var rendersWherePeerFails = map[string]string{
-	"consul-template/probe-first-pass": "consul-template executes a template once before its keys arrive, and fails when that pass fails (toTOML of a field of parseJSON \"\"); Shoelace renders from the whole view at once",
+	"consul-template/probe-first-pass":               "consul-template executes a template once before its keys arrive, and fails when that pass fails (toTOML of a field of parseJSON \"\"); Shoelace renders from the whole view at once",
 }
 
 type namedCase struct {
@@ -310,8 +313,12 @@ func runConsulTemplateCases(t *testing.T, dir string, cases []namedCase) {
 		if err := os.WriteFile(src, []byte(c.Template), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		cfg := fmt.Sprintf("template {\n  source = %q\n  destination = %q\n  error_on_missing_key = %v\n  left_delimiter = %q\n  right_delimiter = %q\n}\n",
-			src, dst, c.ErrorOnMissingKey, c.LeftDelim, c.RightDelim)
+		deny, _ := json.Marshal(c.FunctionDenylist)
+		if c.FunctionDenylist == nil {
+			deny = []byte("[]")
+		}
+		cfg := fmt.Sprintf("template {\n  source = %q\n  destination = %q\n  error_on_missing_key = %v\n  left_delimiter = %q\n  right_delimiter = %q\n  function_denylist = %s\n}\n",
+			src, dst, c.ErrorOnMissingKey, c.LeftDelim, c.RightDelim, deny)
 		if err := os.WriteFile(filepath.Join(tmp, "ct.hcl"), []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)
 		}
