@@ -213,9 +213,10 @@ func TestExecuteTemplate_NestingBounded(t *testing.T) {
 // TestWarnings_NativeNamesWithConfdMeaning: validate's warnings name each function whose native
 // meaning differs from confd's, with both meanings; peer modes have none.
 func TestWarnings_NativeNamesWithConfdMeaning(t *testing.T) {
-	text := `{{range ls "/a"}}{{.Key}}{{end}}{{contains "x" "y"}}{{split "," "a,b"}}{{seq 3}}{{trimSuffix "a" "b"}}{{getv "/a" "d"}}`
+	text := `{{range ls "/a"}}{{.Key}}{{end}}{{contains "x" "y"}}{{split "," "a,b"}}{{seq 3}}{{trimSuffix "a" "b"}}{{getv "/a" "d"}}` +
+		`{{lsdir "/"}}{{get "/a"}}{{gets "/a/*"}}`
 	got := mustParse(t, text, Options{}).Warnings()
-	wantFns := []string{"contains", "ls", "seq", "split", "trimSuffix"}
+	wantFns := []string{"contains", "get", "gets", "ls", "lsdir", "seq", "split", "trimSuffix"}
 	if len(got) != len(wantFns) {
 		t.Fatalf("Warnings = %q, want one for each of %v", got, wantFns)
 	}

@@ -686,6 +686,9 @@ var confdMeanings = map[string]string{
 	"reverse":        "native `reverse` is sprig's (a reversed copy of any list); confd's reverses in place and leaves the result of gets unchanged",
 	"sortByLength":   "native `sortByLength` returns a stable sorted copy; confd's sorts in place, not stably (keys of equal length may come in another order)",
 	"sortKVByLength": "native `sortKVByLength` returns a stable sorted copy; confd's sorts in place, not stably (keys of equal length may come in another order)",
+	"get":            "native `get K` gives an item with .Key, .Value and .Path (printed whole, it shows the path too); confd's prints as {KEY VALUE}",
+	"gets":           "native `gets PATTERN` gives items with .Key, .Value and .Path (printed whole, they show the path too) and also matches a pattern without a leading `/`; confd's print as {KEY VALUE} and match only `/`-rooted patterns",
+	"lsdir":          "native `lsdir \"/\"` lists the root's directories and reads a path without a leading `/` from the root; confd's `lsdir \"/\"` is always empty and finds nothing without the leading `/`",
 }
 
 // Warnings lists, for a native-mode template, the functions it calls whose meaning differs
