@@ -74,7 +74,7 @@ var failsByDesign = map[string]string{
 
 // rendersWherePeerFails are cases the peer fails and Shoelace renders, with the reason.
 var rendersWherePeerFails = map[string]string{
-	"consul-template/probe-first-pass":               "consul-template executes a template once before its keys arrive, and fails when that pass fails (toTOML of a field of parseJSON \"\"); Shoelace renders from the whole view at once",
+	"consul-template/probe-first-pass": "consul-template executes a template once before its keys arrive, and fails when that pass fails (toTOML of a field of parseJSON \"\"); Shoelace renders from the whole view at once",
 }
 
 type namedCase struct {
