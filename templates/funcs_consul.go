@@ -407,6 +407,9 @@ func ctTimestamp(format ...string) (string, error) {
 
 // ctToJSON is consul-template's toJSON: encoding/json's Marshal, so <, > and & are escaped.
 func ctToJSON(v any) (string, error) {
+	if err := ctNoPairs("toJSON", v); err != nil {
+		return "", err
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return "", fmt.Errorf("toJSON: %w", err)
@@ -415,6 +418,9 @@ func ctToJSON(v any) (string, error) {
 }
 
 func ctToJSONPretty(v any) (string, error) {
+	if err := ctNoPairs("toJSONPretty", v); err != nil {
+		return "", err
+	}
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return "", fmt.Errorf("toJSONPretty: %w", err)
@@ -423,6 +429,9 @@ func ctToJSONPretty(v any) (string, error) {
 }
 
 func ctUnescapedJSON(name string, v any, indent string) (string, error) {
+	if err := ctNoPairs(name, v); err != nil {
+		return "", err
+	}
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
@@ -435,6 +444,41 @@ func ctUnescapedJSON(name string, v any, indent string) (string, error) {
 	return strings.TrimRight(b.String(), "\r\n"), nil
 }
 
+// ctNoPairs fails when v holds consul-template key pairs (the items of ls and tree): encoded
+// whole, they carry Consul's indexes, which a view does not have, so the bytes would differ.
+func ctNoPairs(name string, v any) error {
+	if ctHoldsPair(reflect.ValueOf(v), 0) {
+		return fmt.Errorf("%s of a whole Consul key pair is not supported in Shoelace: consul-template encodes its Consul indexes with it, which a view does not have; encode .Key, .Value or .Path (or tree … | explode)", name)
+	}
+	return nil
+}
+
+func ctHoldsPair(v reflect.Value, depth int) bool {
+	if !v.IsValid() || depth > 32 {
+		return false
+	}
+	if v.Type() == reflect.TypeFor[*ctKeyPair]() || v.Type() == reflect.TypeFor[ctKeyPair]() {
+		return true
+	}
+	switch v.Kind() {
+	case reflect.Interface, reflect.Pointer:
+		return !v.IsNil() && ctHoldsPair(v.Elem(), depth+1)
+	case reflect.Slice, reflect.Array:
+		for i := range v.Len() {
+			if ctHoldsPair(v.Index(i), depth+1) {
+				return true
+			}
+		}
+	case reflect.Map:
+		for it := v.MapRange(); it.Next(); {
+			if ctHoldsPair(it.Value(), depth+1) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // ctToTitle is consul-template's toTitle. A cases.Caser keeps state: one per call, as
 // consul-template does, so that concurrent renders do not share it.
 func ctToTitle(s string) (string, error) {
@@ -443,6 +487,9 @@ func ctToTitle(s string) (string, error) {
 
 // ctToYAML is consul-template's toYAML (yaml.v2's layout), without surrounding space.
 func ctToYAML(v any) (string, error) {
+	if err := ctNoPairs("toYAML", v); err != nil {
+		return "", err
+	}
 	b, err := yamlv2.Marshal(v)
 	if err != nil {
 		return "", fmt.Errorf("toYAML: %w", err)
@@ -451,6 +498,9 @@ func ctToYAML(v any) (string, error) {
 }
 
 func ctToTOML(v any) (string, error) {
+	if err := ctNoPairs("toTOML", v); err != nil {
+		return "", err
+	}
 	var b bytes.Buffer
 	if err := toml.NewEncoder(&b).Encode(v); err != nil {
 		return "", fmt.Errorf("toTOML: %w", err)

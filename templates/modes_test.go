@@ -166,7 +166,7 @@ func TestConfd_InputsRecorded(t *testing.T) {
 }
 
 func TestConsulTemplate_DatacenterSelectorFails(t *testing.T) {
-	for _, text := range []string{`{{key "a@dc1"}}`, `{{ls "a?ns=x"}}`, `{{keyOrDefault "a@dc" "d"}}`} {
+	for _, text := range []string{`{{key "a@dc1"}}`, `{{len (ls "a?ns=x")}}`, `{{keyOrDefault "a@dc" "d"}}`} {
 		_, err := mustParse(t, text, Options{Functions: ModeConsulTemplate}).Execute(Data{Keys: map[string]string{"a": "1"}})
 		if err == nil || !strings.Contains(err.Error(), "no equivalent") {
 			t.Errorf("%s: error %v, want one saying the selector has no equivalent", text, err)
@@ -229,7 +229,7 @@ func TestWarnings_NativeNamesWithConfdMeaning(t *testing.T) {
 		t.Errorf("Warnings = %q for functions that mean the same", w)
 	}
 	for _, mode := range []string{ModeConfd, ModeConsulTemplate} {
-		if w := mustParse(t, `{{ls "/a"}}{{contains "a" "b"}}`, Options{Functions: mode}).Warnings(); w != nil {
+		if w := mustParse(t, `{{len (ls "/a")}}{{contains "a" "b"}}`, Options{Functions: mode}).Warnings(); w != nil {
 			t.Errorf("%s mode: Warnings = %q, want none", mode, w)
 		}
 	}
@@ -278,5 +278,28 @@ func TestConsulTemplate_TimestampAsItsTests(t *testing.T) {
 		if got := string(res.Output); got != want {
 			t.Errorf("%s = %q, want %q", text, got, want)
 		}
+	}
+}
+
+// TestConsulTemplate_WholePairsRefused: consul-template prints and encodes a key pair with
+// Consul's indexes (and a list of pairs as memory addresses), which a view does not have: those
+// templates fail, at parse time where the tree shows it, else when the pair is encoded.
+func TestConsulTemplate_WholePairsRefused(t *testing.T) {
+	for _, text := range []string{`{{ ls "web" }}`, `{{ range ls "web" }}{{ . }}{{ end }}`, `{{ range $i, $p := tree "web" }}{{ if true }}{{ $p }}{{ end }}{{ end }}`, `{{ tree "web" | byKey }}`} {
+		_, err := Parse(text, Options{Functions: ModeConsulTemplate})
+		if !isRefusal(err) || !strings.Contains(err.Error(), "print .Key, .Value or .Path") {
+			t.Errorf("%s: %v, want a refusal at parse time", text, err)
+		}
+	}
+	keys := map[string]string{"web/a": "1", "web/b/c": "2"}
+	for _, text := range []string{`{{ ls "web" | toJSON }}`, `{{ tree "web" | byKey | toYAML }}`, `{{ $l := ls "web" }}{{ index $l 0 | toTOML }}`, `{{ ls "web" | toUnescapedJSONPretty }}`} {
+		_, err := mustParse(t, text, Options{Functions: ModeConsulTemplate}).Execute(Data{Keys: keys})
+		if err == nil || !strings.Contains(err.Error(), "whole Consul key pair is not supported") {
+			t.Errorf("%s: %v, want the render to fail", text, err)
+		}
+	}
+	res, err := mustParse(t, `{{ range ls "web" }}{{ .Key }}={{ .Value }};{{ end }}{{ tree "web" | explode | toJSON }}`, Options{Functions: ModeConsulTemplate}).Execute(Data{Keys: keys})
+	if err != nil || string(res.Output) != `a=1;{"a":"1","b":{"c":"2"}}` {
+		t.Errorf("fields and explode: %q, %v", res.Output, err)
 	}
 }

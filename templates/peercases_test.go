@@ -70,6 +70,7 @@ var peerModes = map[string]string{"confd": ModeConfd, "consul-template": ModeCon
 var failsByDesign = map[string]string{
 	"confd/probe-dot-missing":      "a missing field is an error in confd mode; confd prints <no value>",
 	"confd/probe-json-missing-key": "a missing map key is an error in confd mode; confd prints <no value>",
+	"consul-template/probe-pair-json": "a whole key pair encodes the Consul server's indexes, which a view does not have: the render fails",
 }
 
 // rendersWherePeerFails are cases the peer fails and Shoelace renders, with the reason.

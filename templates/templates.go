@@ -280,7 +280,79 @@ func (t *Template) refuseConsulFields() error {
 	if bad != nil {
 		return t.nodeError(bad, fmt.Sprintf("field .%s of a Consul key pair is not supported in Shoelace: a view has no Consul indexes, flags or sessions", field))
 	}
+	if n := wholePairPrinted(t.tmpl); n != nil {
+		return t.nodeError(n, "printing a whole Consul key pair is not supported in Shoelace: consul-template prints its Consul indexes with it (and a list of pairs as memory addresses), which a view does not have; print .Key, .Value or .Path")
+	}
 	return nil
+}
+
+// ctPairFuncs are consul-template's functions whose result holds key pairs.
+var ctPairFuncs = map[string]bool{"ls": true, "safeLs": true, "tree": true, "safeTree": true, "byKey": true}
+
+// wholePairPrinted returns an action that prints key pairs whole: the result of ls, tree and
+// the like ({{ ls "web" }}), or the item of a range over one ({{ range ls "web" }}{{ . }}).
+func wholePairPrinted(tmpl *template.Template) parse.Node {
+	var bad parse.Node
+	pairPipe := func(p *parse.PipeNode) bool {
+		if p == nil || len(p.Cmds) == 0 {
+			return false
+		}
+		last := p.Cmds[len(p.Cmds)-1]
+		id, ok := last.Args[0].(*parse.IdentifierNode)
+		return ok && ctPairFuncs[id.Ident]
+	}
+	// printsItem reports whether an action prints dot or the variable v as it is.
+	printsItem := func(a *parse.ActionNode, v string) bool {
+		if len(a.Pipe.Decl) > 0 || len(a.Pipe.Cmds) != 1 || len(a.Pipe.Cmds[0].Args) != 1 {
+			return false
+		}
+		switch arg := a.Pipe.Cmds[0].Args[0].(type) {
+		case *parse.DotNode:
+			return true
+		case *parse.VariableNode:
+			return v != "" && len(arg.Ident) == 1 && arg.Ident[0] == v
+		}
+		return false
+	}
+	var inRange func(list *parse.ListNode, v string)
+	inRange = func(list *parse.ListNode, v string) {
+		if list == nil {
+			return
+		}
+		for _, n := range list.Nodes {
+			switch n := n.(type) {
+			case *parse.ActionNode:
+				if bad == nil && printsItem(n, v) {
+					bad = n
+				}
+			case *parse.IfNode:
+				inRange(n.List, v)
+				inRange(n.ElseList, v)
+			}
+		}
+	}
+	for _, tt := range tmpl.Templates() {
+		if tt.Tree == nil {
+			continue
+		}
+		walk(tt.Tree.Root, func(n parse.Node) {
+			switch n := n.(type) {
+			case *parse.ActionNode:
+				if bad == nil && len(n.Pipe.Decl) == 0 && pairPipe(n.Pipe) {
+					bad = n
+				}
+			case *parse.RangeNode:
+				if pairPipe(n.Pipe) {
+					v := ""
+					if d := n.Pipe.Decl; len(d) > 0 {
+						v = d[len(d)-1].Ident[0]
+					}
+					inRange(n.List, v)
+				}
+			}
+		})
+	}
+	return bad
 }
 
 // Mode returns the template's function set: ModeNative, ModeConfd or ModeConsulTemplate.
