@@ -21,6 +21,7 @@ import (
 
 	"dario.cat/mergo"
 	"github.com/BurntSushi/toml"
+	sprigsemver "github.com/Masterminds/semver/v3"
 	"github.com/Masterminds/sprig/v3"
 	"golang.org/x/text/cases"
 	"golang.org/x/text/language"
@@ -116,8 +117,28 @@ var ctSprig = func() template.FuncMap {
 	for k, v := range sprig.HermeticTxtFuncMap() {
 		m["sprig_"+k] = v
 	}
+	// consul-template v0.41.1 links Masterminds/semver v3.3.0; this build has v3.4.0 (another
+	// dependency needs it), which matches prerelease versions otherwise ("1.2.3-beta.1" against
+	// "!=1.2.3") and coerces odd versions. Release versions compare the same: others fail.
+	compare := m["sprig_semverCompare"].(func(string, string) (bool, error))
+	m["sprig_semverCompare"] = func(constraint, version string) (bool, error) {
+		if !ctReleaseVersion.MatchString(version) || strings.Contains(constraint, "-") || strings.Contains(constraint, "+") {
+			return false, fmt.Errorf("sprig_semverCompare %q %q is not supported in Shoelace: with a prerelease, build metadata or a version that is not plain MAJOR[.MINOR[.PATCH]], its semver library (v3.4.0) gives other results than consul-template v0.41.1's (v3.3.0)", constraint, version)
+		}
+		return compare(constraint, version)
+	}
+	semver := m["sprig_semver"].(func(string) (*sprigsemver.Version, error))
+	m["sprig_semver"] = func(version string) (*sprigsemver.Version, error) {
+		if !ctReleaseVersion.MatchString(version) {
+			return nil, fmt.Errorf("sprig_semver %q is not supported in Shoelace: with a prerelease, build metadata or a version that is not plain MAJOR[.MINOR[.PATCH]], its semver library (v3.4.0) parses it otherwise than consul-template v0.41.1's (v3.3.0)", version)
+		}
+		return semver(version)
+	}
 	return boundedSprig(m, "sprig_")
 }()
+
+// ctReleaseVersion is a version both semver v3.3.0 and v3.4.0 read the same way.
+var ctReleaseVersion = regexp.MustCompile(`^v?(0|[1-9][0-9]{0,8})(\.(0|[1-9][0-9]{0,8})){0,2}$`)
 
 // ctKeyPair is one item of consul-template's ls and tree (its dependency.KeyPair). Consul's
 // indexes, flags and sessions have no equivalent here: they are zero, and a template that names
