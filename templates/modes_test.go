@@ -3,6 +3,7 @@ package templates
 import (
 	"errors"
 	"fmt"
+	"github.com/Masterminds/sprig/v3"
 	"runtime"
 	"strings"
 	"sync"
@@ -301,5 +302,42 @@ func TestConsulTemplate_WholePairsRefused(t *testing.T) {
 	res, err := mustParse(t, `{{ range ls "web" }}{{ .Key }}={{ .Value }};{{ end }}{{ tree "web" | explode | toJSON }}`, Options{Functions: ModeConsulTemplate}).Execute(Data{Keys: keys})
 	if err != nil || string(res.Output) != `a=1;{"a":"1","b":{"c":"2"}}` {
 		t.Errorf("fields and explode: %q, %v", res.Output, err)
+	}
+}
+
+// TestModes_EveryPeerName: every name of confd v0.16.0's function map (resource/template's
+// newFuncMap, memkv's store functions and the cget* of a PGP key) and of consul-template
+// v0.41.1's funcMap (template.go, sprig's hermetic set as sprig_*) exists in its mode or is
+// refused at parse time naming it, never "not defined".
+func TestModes_EveryPeerName(t *testing.T) {
+	confd := strings.Fields(`base split json jsonArray dir map getenv join datetime toUpper toLower contains replace
+		trimSuffix lookupIP lookupIPV4 lookupIPV6 lookupSRV fileExists base64Encode base64Decode parseBool reverse
+		sortByLength sortKVByLength add sub div mod mul seq atoi exists ls lsdir get gets getv getvs cget cgets cgetv cgetvs`)
+	ct := strings.Fields(`add base64Decode base64Encode base64URLDecode base64URLEncode byKey byMeta byPort byTag caLeaf
+		caRoots connect contains containsAll containsAny containsNone containsNotAll datacenters divide env envOrDefault
+		executeTemplate explode explodeMap exportedServices file hmacSHA256Hex in indent join key keyExists keyOrDefault
+		loop ls maximum md5sum mergeMap mergeMapWithOverride minimum modulo multiply mustEnv node nodes nomadService
+		nomadServices nomadVar nomadVarExists nomadVarList nomadVarListSafe parseBool parseFloat parseInt parseJSON
+		parseUint parseYAML partitions peerings pkiCert plugin regexMatch regexReplaceAll replaceAll safeLs safeTree
+		scratch secret secrets service services sha256Hex sockaddr spew_dump spew_printf spew_sdump spew_sprintf split
+		splitToMap subtract timestamp toJSON toJSONPretty toLower toTOML toTitle toUnescapedJSON toUnescapedJSONPretty
+		toUpper toYAML tree trim trimPrefix trimSpace trimSuffix writeToFile`)
+	for name := range sprig.HermeticTxtFuncMap() {
+		ct = append(ct, "sprig_"+name)
+	}
+	for mode, names := range map[string][]string{ModeConfd: confd, ModeConsulTemplate: ct} {
+		defined, refused := 0, 0
+		for _, name := range names {
+			_, err := Parse(`{{ if false }}{{ $x := `+name+` }}{{ end }}`, Options{Functions: mode})
+			switch {
+			case err == nil:
+				defined++
+			case isRefusal(err) && strings.Contains(err.Error(), name):
+				refused++
+			default:
+				t.Errorf("%s mode: %s: %v", mode, name, err)
+			}
+		}
+		t.Logf("%s mode: %d names: %d defined, %d refused at parse time", mode, len(names), defined, refused)
 	}
 }
