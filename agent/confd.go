@@ -439,6 +439,7 @@ type convertedTemplate struct {
 	Prefix            string    `yaml:"prefix,omitempty"`
 	Keys              *[]string `yaml:"keys,omitempty"`
 	ErrorOnMissingKey bool      `yaml:"error_on_missing_key,omitempty"`
+	FunctionDenylist  []string  `yaml:"function_denylist,flow,omitempty"`
 	Perms             string    `yaml:"perms,omitempty"`
 	Owner             string    `yaml:"owner,omitempty"`
 	Group             string    `yaml:"group,omitempty"`
@@ -459,7 +460,8 @@ func TemplatesYAML(head []string, wait Wait, tmpls []Template, comments [][]stri
 		var n yaml.Node
 		ct := convertedTemplate{Source: t.Source, Contents: t.Contents, Destination: t.Destination, Functions: t.Functions, Prefix: t.Prefix,
 			ErrorOnMissingKey: t.ErrorOnMissingKey, Perms: t.Perms, Owner: t.Owner, Group: t.Group, Backup: t.Backup,
-			LeftDelimiter: t.LeftDelimiter, RightDelimiter: t.RightDelimiter, Check: t.Check, Command: t.Command, CommandTimeout: t.CommandTimeout}
+			LeftDelimiter: t.LeftDelimiter, RightDelimiter: t.RightDelimiter, Check: t.Check, Command: t.Command, CommandTimeout: t.CommandTimeout,
+			FunctionDenylist: t.FunctionDenylist}
 		if t.Keys != nil {
 			ct.Keys = &t.Keys
 		}

@@ -142,6 +142,9 @@ type Template struct {
 	// keys at or below them, as confd loads them (templates.Options.ConfdKeys). Unset: every
 	// key of the view; an empty list: none.
 	Keys []string `yaml:"keys"`
+	// FunctionDenylist, with functions: consul-template, is consul-template's
+	// function_denylist: the functions it names (globs such as "sprig_*") fail when called.
+	FunctionDenylist []string `yaml:"function_denylist"`
 
 	// File and Line say where the entry was written (for messages).
 	File string `yaml:"-"`
@@ -660,6 +663,9 @@ func (c *Config) validateFunctions(t *Template, add func(string, ...any)) {
 	if t.ErrorOnMissingKey && t.Functions != templates.ModeConsulTemplate {
 		add("%s: error_on_missing_key is consul-template's option: it needs functions: %s (the %s mode always fails on a missing key)",
 			w, templates.ModeConsulTemplate, cmp.Or(t.Functions, templates.ModeNative))
+	}
+	if len(t.FunctionDenylist) > 0 && t.Functions != templates.ModeConsulTemplate {
+		add("%s: function_denylist is consul-template's option: it needs functions: %s", w, templates.ModeConsulTemplate)
 	}
 	if t.Keys != nil && t.Functions != templates.ModeConfd {
 		add("%s: keys is confd's option: it needs functions: %s", w, templates.ModeConfd)

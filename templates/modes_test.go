@@ -341,3 +341,39 @@ func TestModes_EveryPeerName(t *testing.T) {
 		t.Logf("%s mode: %d names: %d defined, %d refused at parse time", mode, len(names), defined, refused)
 	}
 }
+
+// TestConsulTemplate_FunctionDenylist: consul-template's function_denylist: a denied function
+// fails when called ("function is disabled"), globs included, in every execution; the others work.
+func TestConsulTemplate_FunctionDenylist(t *testing.T) {
+	tmpl := mustParse(t, `{{ if eq (key "on") "1" }}{{ key "a" }}{{ end }}{{ sprig_upper "x" }}`,
+		Options{Functions: ModeConsulTemplate, FunctionDenylist: []string{"key", "sprig_*"}})
+	for range 2 { // the template's own execution, then a clone's
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := tmpl.Execute(Data{Keys: map[string]string{"on": "1", "a": "A"}})
+				if err == nil || !strings.Contains(err.Error(), "function is disabled") {
+					t.Errorf("error %v, want function is disabled", err)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	res, err := mustParse(t, `{{ key "a" }}{{ toUpper "x" }}`, Options{Functions: ModeConsulTemplate, FunctionDenylist: []string{"sprig_*", "plugin"}}).
+		Execute(Data{Keys: map[string]string{"a": "A"}})
+	if err != nil || string(res.Output) != "AX" {
+		t.Errorf("%q, %v", res.Output, err)
+	}
+	for pat, name := range map[string]string{"sprig_*": "sprig_upper", "*Hex": "sha256Hex", "to*JSON": "toUnescapedJSON", "key": "key"} {
+		if !globMatch(pat, name) {
+			t.Errorf("%s does not match %s", pat, name)
+		}
+	}
+	for pat, name := range map[string]string{"sprig_*": "split", "key": "keyExists", "to*JSON": "toJSONPretty"} {
+		if globMatch(pat, name) {
+			t.Errorf("%s matches %s", pat, name)
+		}
+	}
+}

@@ -47,8 +47,7 @@ type peerCase struct {
 	LeftDelim         string            `json:"left_delim,omitempty"`
 	RightDelim        string            `json:"right_delim,omitempty"`
 	AllowFile         bool              `json:"allow_file,omitempty"`
-	// FunctionDenylist (consul-template) is the template's function_denylist, which Shoelace
-	// does not have (convert-consul-template names it).
+	// FunctionDenylist (consul-template) is the template's function_denylist.
 	FunctionDenylist []string `json:"function_denylist,omitempty"`
 	// ConfdPrefix and ConfdKeys (confd) are the resource's prefix and keys: confd reads the
 	// case's keys below the prefix, as the view holds them after an import with --prefix, and
@@ -111,7 +110,7 @@ func loadPeerCases(t *testing.T, tool string) []namedCase {
 
 func (c namedCase) options(tool string) Options {
 	return Options{Name: c.name, Functions: peerModes[tool], ErrorOnMissingKey: c.ErrorOnMissingKey,
-		LeftDelim: c.LeftDelim, RightDelim: c.RightDelim, AllowFile: c.AllowFile, Prefix: c.ConfdPrefix, ConfdKeys: c.ConfdKeys}
+		LeftDelim: c.LeftDelim, RightDelim: c.RightDelim, AllowFile: c.AllowFile, Prefix: c.ConfdPrefix, ConfdKeys: c.ConfdKeys, FunctionDenylist: c.FunctionDenylist}
 }
 
 // data is the view Shoelace renders the case from: the case's keys as view paths. A key the

@@ -51,6 +51,10 @@ type Options struct {
 	// only the keys at or below them, the template sees only those ("/db" sees db and db/…,
 	// "/" everything). Nil sees the whole view; empty (a resource without keys) sees nothing.
 	ConfdKeys []string
+	// FunctionDenylist, in consul-template mode, is its function_denylist: each function whose
+	// name one of these globs matches ('*' for any run of characters, "sprig_*") fails with
+	// "function is disabled" when called, as in consul-template.
+	FunctionDenylist []string
 }
 
 // Function sets (Options.Functions; the agent's `functions:`).
@@ -395,7 +399,7 @@ func (t *Template) Execute(d Data) (*Result, error) {
 		}
 		// The functions close over st, not over its fields: each execution resets *st.
 		e = &execution{tmpl: tmpl, st: &state{t: t}}
-		tmpl.Funcs(e.st.funcs())
+		tmpl.Funcs(t.deny(e.st.funcs()))
 	}
 	st := e.st
 	*st = *newState(t, d)
