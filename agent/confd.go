@@ -32,8 +32,8 @@ type ConfdResources struct {
 	// Templates are the resources in the order confd reads them (conf.d walked in lexical
 	// order), each with functions: confd; File and Line name the resource's [template] table.
 	Templates []Template
-	// Keys are each template's confd keys, as written (for convert-confd's comments); the
-	// agent renders from the whole view, so they select nothing.
+	// Keys are each template's confd keys, as written (Templates[i].Keys has them without
+	// repeats).
 	Keys [][]string
 	// Notes say what of confd.toml was ignored or applied to every resource, one line each.
 	Notes []string
@@ -285,6 +285,13 @@ func parseConfdResource(name string, data []byte, dir string, global confdSettin
 			t.Check = c
 		}
 	}
+	// As confd loads them: the template sees only the keys at or below these (none without).
+	t.Keys = []string{}
+	for _, k := range rt.Keys {
+		if !slices.Contains(t.Keys, k) {
+			t.Keys = append(t.Keys, k)
+		}
+	}
 	return t, rt.Keys, errs
 }
 
@@ -425,21 +432,23 @@ func matchLen(have []string, want toml.Key) int {
 // convertedTemplate is a template entry as convert-confd and convert-consul-template print it:
 // the fields of Template that are set, in the order of DESIGN.md's schema.
 type convertedTemplate struct {
-	Source            string   `yaml:"source,omitempty"`
-	Contents          string   `yaml:"contents,omitempty"`
-	Destination       string   `yaml:"destination"`
-	Functions         string   `yaml:"functions,omitempty"`
-	Prefix            string   `yaml:"prefix,omitempty"`
-	ErrorOnMissingKey bool     `yaml:"error_on_missing_key,omitempty"`
-	Perms             string   `yaml:"perms,omitempty"`
-	Owner             string   `yaml:"owner,omitempty"`
-	Group             string   `yaml:"group,omitempty"`
-	Backup            bool     `yaml:"backup,omitempty"`
-	LeftDelimiter     string   `yaml:"left_delimiter,omitempty"`
-	RightDelimiter    string   `yaml:"right_delimiter,omitempty"`
-	Check             string   `yaml:"check,omitempty"`
-	Command           string   `yaml:"command,omitempty"`
-	CommandTimeout    Duration `yaml:"command_timeout,omitempty"`
+	Source            string    `yaml:"source,omitempty"`
+	Contents          string    `yaml:"contents,omitempty"`
+	Destination       string    `yaml:"destination"`
+	Functions         string    `yaml:"functions,omitempty"`
+	Prefix            string    `yaml:"prefix,omitempty"`
+	Keys              *[]string `yaml:"keys,omitempty"`
+	ErrorOnMissingKey bool      `yaml:"error_on_missing_key,omitempty"`
+	FunctionDenylist  []string  `yaml:"function_denylist,flow,omitempty"`
+	Perms             string    `yaml:"perms,omitempty"`
+	Owner             string    `yaml:"owner,omitempty"`
+	Group             string    `yaml:"group,omitempty"`
+	Backup            bool      `yaml:"backup,omitempty"`
+	LeftDelimiter     string    `yaml:"left_delimiter,omitempty"`
+	RightDelimiter    string    `yaml:"right_delimiter,omitempty"`
+	Check             string    `yaml:"check,omitempty"`
+	Command           string    `yaml:"command,omitempty"`
+	CommandTimeout    Duration  `yaml:"command_timeout,omitempty"`
 }
 
 // TemplatesYAML writes templates as the templates: block of an agent.yaml (after wait:, when it
@@ -451,9 +460,18 @@ func TemplatesYAML(head []string, wait Wait, tmpls []Template, comments [][]stri
 		var n yaml.Node
 		ct := convertedTemplate{Source: t.Source, Contents: t.Contents, Destination: t.Destination, Functions: t.Functions, Prefix: t.Prefix,
 			ErrorOnMissingKey: t.ErrorOnMissingKey, Perms: t.Perms, Owner: t.Owner, Group: t.Group, Backup: t.Backup,
-			LeftDelimiter: t.LeftDelimiter, RightDelimiter: t.RightDelimiter, Check: t.Check, Command: t.Command, CommandTimeout: t.CommandTimeout}
+			LeftDelimiter: t.LeftDelimiter, RightDelimiter: t.RightDelimiter, Check: t.Check, Command: t.Command, CommandTimeout: t.CommandTimeout,
+			FunctionDenylist: t.FunctionDenylist}
+		if t.Keys != nil {
+			ct.Keys = &t.Keys
+		}
 		if err := n.Encode(ct); err != nil {
 			return nil, err
+		}
+		for j := 0; j+1 < len(n.Content); j += 2 {
+			if n.Content[j].Value == "keys" {
+				n.Content[j+1].Style = yaml.FlowStyle // keys: [/db, /upstream]
+			}
 		}
 		if i < len(comments) {
 			n.HeadComment = commentLines(comments[i])
@@ -497,7 +515,7 @@ func (r *ConfdResources) YAML() ([]byte, error) {
 	head := []string{
 		fmt.Sprintf("Converted from the confd resources of %s by shoelace-agent convert-confd.", r.Dir),
 		"Add these entries to agent.yaml (or set confd_dir: " + r.Dir + " to read the resources as they are).",
-		"Each template reads the appliance's view; confd's keys select nothing here: import them with",
+		"Each template reads the appliance's view, as confd reads its keys below its prefix: import them with",
 		"  shoelace import --from-etcd URL --prefix PREFIX --appliance NAME",
 	}
 	for _, n := range r.Notes {
@@ -510,15 +528,6 @@ func (r *ConfdResources) YAML() ([]byte, error) {
 			c = fmt.Sprintf("from %s:%d", t.File, t.Line)
 		}
 		comments[i] = []string{c}
-		if i < len(r.Keys) && len(r.Keys[i]) > 0 {
-			var keys []string
-			for _, k := range r.Keys[i] {
-				if !slices.Contains(keys, k) {
-					keys = append(keys, k)
-				}
-			}
-			comments[i] = append(comments[i], "confd keys: "+strings.Join(keys, ", "))
-		}
 	}
 	return TemplatesYAML(head, Wait{}, r.Templates, comments)
 }

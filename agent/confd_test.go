@@ -76,6 +76,10 @@ check_cmd = "sh -c 'test -s {{ .src }}' && grep -q x \"{{.src}}\""
 	if got := strings.Join(r.Keys[0], ","); got != "/nginx,/upstream" {
 		t.Fatalf("keys = %s", got)
 	}
+	// The template sees only what confd loads for its keys.
+	if got := strings.Join(n.Keys, ","); got != "/nginx,/upstream" {
+		t.Fatalf("template keys = %s", got)
+	}
 	q := r.Templates[1]
 	// confd joins src to templates/ even with a leading '/'; inside single quotes the variable
 	// is spliced out of the quotes, so that the shell expands it as confd's substitution did.

@@ -135,9 +135,17 @@ type Template struct {
 	// ErrorOnMissingKey, with functions: consul-template, makes a missing map key or field an
 	// error, as consul-template's error_on_missing_key does (the other modes always do).
 	ErrorOnMissingKey bool `yaml:"error_on_missing_key"`
-	// Prefix, with functions: confd, is the confd keyspace prefix the appliance's view stands
-	// for (confd's prefix): "/production/web/db/host" and "/db/host" both read db/host.
+	// Prefix, with functions: confd, is confd's prefix, the confd keyspace the appliance's view
+	// stands for (templates.Options.Prefix): as in confd, the template reads "/db/host" for the
+	// etcd key PREFIX/db/host. It changes no result.
 	Prefix string `yaml:"prefix"`
+	// Keys, with functions: confd, are a confd resource's keys: the template sees only the
+	// keys at or below them, as confd loads them (templates.Options.ConfdKeys). Unset: every
+	// key of the view; an empty list: none.
+	Keys []string `yaml:"keys"`
+	// FunctionDenylist, with functions: consul-template, is consul-template's
+	// function_denylist: the functions it names (globs such as "sprig_*") fail when called.
+	FunctionDenylist []string `yaml:"function_denylist"`
 
 	// File and Line say where the entry was written (for messages).
 	File string `yaml:"-"`
@@ -657,6 +665,12 @@ func (c *Config) validateFunctions(t *Template, add func(string, ...any)) {
 	if t.ErrorOnMissingKey && t.Functions != templates.ModeConsulTemplate {
 		add("%s: error_on_missing_key is consul-template's option: it needs functions: %s (the %s mode always fails on a missing key)",
 			w, templates.ModeConsulTemplate, cmp.Or(t.Functions, templates.ModeNative))
+	}
+	if len(t.FunctionDenylist) > 0 && t.Functions != templates.ModeConsulTemplate {
+		add("%s: function_denylist is consul-template's option: it needs functions: %s", w, templates.ModeConsulTemplate)
+	}
+	if t.Keys != nil && t.Functions != templates.ModeConfd {
+		add("%s: keys is confd's option: it needs functions: %s", w, templates.ModeConfd)
 	}
 	if t.Prefix == "" {
 		return

@@ -153,6 +153,8 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		{"error_on_missing_key outside consul-template", base + tmpl + "    error_on_missing_key: true\n", []string{"agent.yaml:6: template $DIR/a: error_on_missing_key is consul-template's option: it needs functions: consul-template (the native mode"}},
 		{"error_on_missing_key with confd", base + tmpl + "    functions: confd\n    error_on_missing_key: true\n", []string{"needs functions: consul-template (the confd mode always fails"}},
 		{"prefix outside confd", base + tmpl + "    functions: consul-template\n    prefix: /production\n", []string{"agent.yaml:6: template $DIR/a: prefix is confd's option: it needs functions: confd"}},
+		{"keys outside confd", base + tmpl + "    keys: [/db]\n", []string{"agent.yaml:6: template $DIR/a: keys is confd's option: it needs functions: confd"}},
+		{"function_denylist outside consul-template", base + tmpl + "    function_denylist: [plugin]\n", []string{"agent.yaml:6: template $DIR/a: function_denylist is consul-template's option: it needs functions: consul-template"}},
 		{"prefix with dotdot", base + tmpl + "    functions: confd\n    prefix: /a/../b\n", []string{`prefix: "/a/../b" must not have a ".." segment`}},
 		{"several problems", "appliance: web/x\n" + "templates:\n  - contents: x\n", []string{"4 problems", "server is required", "invalid appliance name", "destination is required"}},
 		{"missing source among other problems", base + tok + "templates:\n  - source: $DIR/nope.tmpl\n    destination: $DIR/a\n  - contents: x\n    destination: b.conf\n",

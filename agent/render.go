@@ -46,7 +46,7 @@ func parseTemplate(tc *Template) (*templates.Template, error) {
 		name = tc.Source
 	}
 	t, err := templates.Parse(text, templates.Options{Name: name, LeftDelim: tc.LeftDelimiter, RightDelim: tc.RightDelimiter, AllowFile: tc.AllowFile,
-		Functions: tc.Functions, ErrorOnMissingKey: tc.ErrorOnMissingKey, Prefix: tc.Prefix})
+		Functions: tc.Functions, ErrorOnMissingKey: tc.ErrorOnMissingKey, Prefix: tc.Prefix, ConfdKeys: tc.Keys, FunctionDenylist: tc.FunctionDenylist})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", tc.where(), err)
 	}

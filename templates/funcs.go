@@ -2,6 +2,7 @@ package templates
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -110,7 +111,48 @@ func parseFuncMap(t *Template, st *state) template.FuncMap {
 	for k, v := range st.funcs() {
 		m[k] = v
 	}
+	return t.deny(m)
+}
+
+// deny replaces in m the functions of consul-template's function_denylist (consul-template mode).
+func (t *Template) deny(m template.FuncMap) template.FuncMap {
+	if t.mode != ModeConsulTemplate {
+		return m
+	}
+	for _, pat := range t.opts.FunctionDenylist {
+		for name := range m {
+			if globMatch(pat, name) {
+				m[name] = ctDenied
+			}
+		}
+	}
 	return m
+}
+
+// ctDenied is what a function of function_denylist becomes, as in consul-template.
+func ctDenied(...any) (string, error) { return "", errors.New("function is disabled") }
+
+// globMatch is consul-template's glob for function_denylist: '*' matches any run of characters.
+func globMatch(pat, s string) bool {
+	parts := strings.Split(pat, "*")
+	if len(parts) == 1 {
+		return pat == s
+	}
+	if !strings.HasPrefix(s, parts[0]) {
+		return false
+	}
+	s = s[len(parts[0]):]
+	for i, p := range parts[1:] {
+		if i == len(parts)-2 {
+			return strings.HasSuffix(s, p)
+		}
+		j := strings.Index(s, p)
+		if j < 0 {
+			return false
+		}
+		s = s[j+len(p):]
+	}
+	return true
 }
 
 // nativeStatic is sprig's functions, then Shoelace's and the peers' aliases, then

@@ -180,20 +180,47 @@ func (s *state) confdFuncs() template.FuncMap {
 	}
 }
 
-// confdArg applies Options.Prefix to a key, path or pattern argument: one that starts with the
-// prefix is read without it (prefixed reports it, so that keys in results get it back).
-func (s *state) confdArg(a string) (arg string, prefixed bool) {
-	p := s.t.confdPrefix
-	if p == "" {
-		return a, false
+// confdVisible reports whether the view key k is one confd would have loaded for the
+// template's resource: its store key "/" + k is one of the resource's keys or below one.
+func (s *state) confdVisible(k string) bool {
+	if s.t.confdKeys == nil {
+		return true
 	}
-	if a == p {
-		return "/", true
+	sk := "/" + k
+	for _, ck := range s.t.confdKeys {
+		if ck == "/" || sk == ck || strings.HasPrefix(sk, ck+"/") {
+			return true
+		}
 	}
-	if rest, ok := strings.CutPrefix(a, p+"/"); ok {
-		return "/" + rest, true
+	return false
+}
+
+// confdAny reports whether the template sees any key at all.
+func (s *state) confdAny() bool {
+	if s.t.confdKeys == nil {
+		return len(s.d.Keys) > 0
 	}
-	return a, false
+	for k := range s.d.Keys {
+		if s.confdVisible(k) {
+			return true
+		}
+	}
+	return false
+}
+
+// confdBelow is below for confd's listings: the view keys below prefix that the template sees.
+func (s *state) confdBelow(prefix string) []string {
+	ks := s.below(prefix)
+	if s.t.confdKeys == nil {
+		return ks
+	}
+	out := make([]string, 0, len(ks))
+	for _, k := range ks {
+		if s.confdVisible(k) {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // confdKey returns the view key of a store key ("/db/host" → "db/host"), if it can be one.
@@ -207,9 +234,8 @@ func confdKey(k string) (string, bool) {
 
 // confdLookup is memkv's Get: an exact store key.
 func (s *state) confdLookup(arg string) (string, bool) {
-	a, _ := s.confdArg(arg)
-	k, ok := confdKey(a)
-	if !ok {
+	k, ok := confdKey(arg)
+	if !ok || !s.confdVisible(k) {
 		return "", false
 	}
 	return s.readKey(k)
@@ -240,8 +266,7 @@ func (s *state) confdGetv(key string, def ...string) (string, error) {
 }
 
 func (s *state) confdMissing(key string) error {
-	a, _ := s.confdArg(key)
-	if k, ok := confdKey(a); ok {
+	if k, ok := confdKey(key); ok {
 		return &MissingKeyError{Template: s.t.name, Key: k}
 	}
 	return &MissingKeyError{Template: s.t.name, Key: key}
@@ -253,15 +278,15 @@ func (s *state) confdMissing(key string) error {
 func (s *state) confdCandidates(c string) []string {
 	if p, ok := strings.CutPrefix(c, "/"); ok {
 		if p == "" {
-			return s.below("")
+			return s.confdBelow("")
 		}
 		if vp, err := api.ValidatePrefix(p); err == nil && vp == p {
-			return s.below(p)
+			return s.confdBelow(p)
 		}
 		// No view key can be below a path that is not a valid prefix.
 		return nil
 	}
-	return s.below("")
+	return s.confdBelow("")
 }
 
 func terms(p string) []string { return strings.Split(path.Clean(p), "/") }
@@ -280,16 +305,13 @@ func hasTerms(prefix, t []string) bool {
 
 // confdLs is memkv's List: the names of the entries below filePath (a key's own base name when
 // the key itself is filePath), sorted.
-func (s *state) confdLs(filePath string) []string {
-	fp, _ := s.confdArg(filePath)
+func (s *state) confdLs(fp string) []string {
 	set := map[string]bool{}
 	if !strings.HasPrefix(path.Clean(fp), "/") {
 		return []string{} // every store key starts with "/"
 	}
-	if k, ok := confdKey(fp); ok {
-		if _, ok := s.readKey(k); ok {
-			set[path.Base(fp)] = true
-		}
+	if _, ok := s.confdLookup(fp); ok {
+		set[path.Base(fp)] = true
 	}
 	prefix := terms(fp)
 	for _, k := range s.confdCandidates(path.Clean(fp)) {
@@ -307,8 +329,7 @@ func (s *state) confdLs(filePath string) []string {
 
 // confdLsdir is memkv's ListDir: the names of the "directories" below filePath, sorted. As in
 // confd, `lsdir "/"` is always empty.
-func (s *state) confdLsdir(filePath string) []string {
-	fp, _ := s.confdArg(filePath)
+func (s *state) confdLsdir(fp string) []string {
 	set := map[string]bool{}
 	if !strings.HasPrefix(path.Clean(fp), "/") {
 		return []string{}
@@ -339,12 +360,11 @@ func sortedNamesOf(set map[string]bool) []string {
 
 // confdGets is memkv's GetAll: the pairs whose store key matches the path.Match pattern,
 // sorted by key.
-func (s *state) confdGets(pattern string) (confdPairs, error) {
-	pat, prefixed := s.confdArg(pattern)
+func (s *state) confdGets(pat string) (confdPairs, error) {
 	out := confdPairs{}
 	if _, err := path.Match(pat, ""); err != nil {
 		// confd fails on the first key it tries; with no key at all it returns nothing.
-		if len(s.d.Keys) > 0 {
+		if s.confdAny() {
 			return nil, err
 		}
 		return out, nil
@@ -353,11 +373,7 @@ func (s *state) confdGets(pattern string) (confdPairs, error) {
 		sk := "/" + k
 		if ok, _ := path.Match(pat, sk); ok {
 			s.seen(k)
-			key := sk
-			if prefixed {
-				key = s.t.confdPrefix + sk
-			}
-			out = append(out, confdPair{Key: key, Value: s.d.Keys[k]})
+			out = append(out, confdPair{Key: sk, Value: s.d.Keys[k]})
 		}
 	}
 	sort.Sort(out)

@@ -3,6 +3,7 @@ package templates
 import (
 	"errors"
 	"fmt"
+	"github.com/Masterminds/sprig/v3"
 	"runtime"
 	"strings"
 	"sync"
@@ -90,16 +91,17 @@ func TestMissingKeyOrField(t *testing.T) {
 	}
 }
 
-// TestConfd_Prefix: with Options.Prefix, a confd path under the prefix reads the view without
-// it (and keys in results keep it); any other path reads the view as it is.
+// TestConfd_Prefix: Options.Prefix is confd's prefix, which the view already stands for: the
+// template's paths are relative to it as in confd, so it changes no result; a path that repeats
+// the prefix reads a key below the view's production/web, as confd reads the prefix twice
+// (testdata/peers/cases/confd/probe-prefix-* show confd doing so).
 func TestConfd_Prefix(t *testing.T) {
 	keys := map[string]string{"db/host": "h", "db/port": "5", "upstream/a": "1", "upstream/b": "2"}
-	text := `{{getv "/production/web/db/host"}} {{getv "/db/host"}} {{exists "/production/web/db/port"}} ` +
-		`{{range gets "/production/web/upstream/*"}}{{.Key}}={{.Value}} {{end}}{{range gets "/upstream/*"}}{{.Key}} {{end}}` +
-		`{{ls "/production/web"}} {{ls "/production/web/db"}} {{lsdir "/production/web/"}} {{(get "/production/web/db/host").Key}} {{getvs "/production/web/*/*"}}`
-	want := "h h true /production/web/upstream/a=1 /production/web/upstream/b=2 /upstream/a /upstream/b " +
-		"[] [host port] [] /production/web/db/host [1 2 5 h]"
-	for _, prefix := range []string{"/production/web", "production/web/", "/production/web/"} {
+	text := `{{getv "/db/host"}} {{exists "/production/web/db/port"}} {{getv "/production/web/db/host" "d"}} ` +
+		`{{range gets "/upstream/*"}}{{.Key}}={{.Value}} {{end}}{{gets "/production/web/*/*"}} ` +
+		`{{ls "/production/web"}} {{ls "/db"}} {{lsdir "/production/web/"}} {{(get "/db/host").Key}} {{getvs "/*/*"}}`
+	want := "h false d /upstream/a=1 /upstream/b=2 [] [] [host port] [] /db/host [1 2 5 h]"
+	for _, prefix := range []string{"", "/production/web", "production/web/", "/production/web/"} {
 		res, err := mustParse(t, text, Options{Functions: ModeConfd, Prefix: prefix}).Execute(Data{Keys: keys})
 		if err != nil {
 			t.Fatal(err)
@@ -108,11 +110,38 @@ func TestConfd_Prefix(t *testing.T) {
 			t.Errorf("Prefix %q:\n got %q\nwant %q", prefix, got, want)
 		}
 	}
-	// Without a prefix the absolute paths are just missing keys.
-	_, err := mustParse(t, `{{getv "/production/web/db/host"}}`, Options{Functions: ModeConfd}).Execute(Data{Keys: keys})
+	_, err := mustParse(t, `{{getv "/production/web/db/host"}}`, Options{Functions: ModeConfd, Prefix: "/production/web"}).Execute(Data{Keys: keys})
 	var mk *MissingKeyError
 	if !errors.As(err, &mk) || mk.Key != "production/web/db/host" {
 		t.Errorf("error %v, want a MissingKeyError for production/web/db/host", err)
+	}
+}
+
+// TestConfd_Keys: with Options.ConfdKeys the template sees only the keys confd would load for
+// them, and records only those as inputs (a change to another key cannot change its output).
+func TestConfd_Keys(t *testing.T) {
+	keys := map[string]string{"db/host": "h", "dbx/y": "y", "other": "o"}
+	text := `{{getv "/db/host"}} {{exists "/other"}} {{getv "/dbx/y" "d"}} {{ls "/"}} {{gets "/*/*"}}`
+	res, err := mustParse(t, text, Options{Functions: ModeConfd, ConfdKeys: []string{"db"}}).Execute(Data{Keys: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(res.Output), "h false d [] [{/db/host h}]"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	res, err = mustParse(t, `{{getv "/db/host"}} {{exists "/other"}} {{getv "/dbx/y" "d"}}`, Options{Functions: ModeConfd, ConfdKeys: []string{"db"}}).Execute(Data{Keys: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(res.Keys, ","); got != "db/host" {
+		t.Errorf("Keys = %q, want db/host", got)
+	}
+	changed := map[string]string{"db/host": "h", "dbx/y": "z", "other": "p", "new": "n"}
+	if res.Changed(keys, changed) {
+		t.Error("a change to keys the template does not see re-renders it")
+	}
+	if _, err := mustParse(t, `{{getv "/db/host" "d"}}`, Options{Functions: ModeConfd, ConfdKeys: []string{}}).Execute(Data{Keys: keys}); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -138,7 +167,7 @@ func TestConfd_InputsRecorded(t *testing.T) {
 }
 
 func TestConsulTemplate_DatacenterSelectorFails(t *testing.T) {
-	for _, text := range []string{`{{key "a@dc1"}}`, `{{ls "a?ns=x"}}`, `{{keyOrDefault "a@dc" "d"}}`} {
+	for _, text := range []string{`{{key "a@dc1"}}`, `{{len (ls "a?ns=x")}}`, `{{keyOrDefault "a@dc" "d"}}`} {
 		_, err := mustParse(t, text, Options{Functions: ModeConsulTemplate}).Execute(Data{Keys: map[string]string{"a": "1"}})
 		if err == nil || !strings.Contains(err.Error(), "no equivalent") {
 			t.Errorf("%s: error %v, want one saying the selector has no equivalent", text, err)
@@ -185,9 +214,10 @@ func TestExecuteTemplate_NestingBounded(t *testing.T) {
 // TestWarnings_NativeNamesWithConfdMeaning: validate's warnings name each function whose native
 // meaning differs from confd's, with both meanings; peer modes have none.
 func TestWarnings_NativeNamesWithConfdMeaning(t *testing.T) {
-	text := `{{range ls "/a"}}{{.Key}}{{end}}{{contains "x" "y"}}{{split "," "a,b"}}{{seq 3}}{{trimSuffix "a" "b"}}{{getv "/a" "d"}}`
+	text := `{{range ls "/a"}}{{.Key}}{{end}}{{contains "x" "y"}}{{split "," "a,b"}}{{seq 3}}{{trimSuffix "a" "b"}}{{getv "/a" "d"}}` +
+		`{{lsdir "/"}}{{get "/a"}}{{gets "/a/*"}}`
 	got := mustParse(t, text, Options{}).Warnings()
-	wantFns := []string{"contains", "ls", "seq", "split", "trimSuffix"}
+	wantFns := []string{"contains", "get", "gets", "ls", "lsdir", "seq", "split", "trimSuffix"}
 	if len(got) != len(wantFns) {
 		t.Fatalf("Warnings = %q, want one for each of %v", got, wantFns)
 	}
@@ -200,7 +230,7 @@ func TestWarnings_NativeNamesWithConfdMeaning(t *testing.T) {
 		t.Errorf("Warnings = %q for functions that mean the same", w)
 	}
 	for _, mode := range []string{ModeConfd, ModeConsulTemplate} {
-		if w := mustParse(t, `{{ls "/a"}}{{contains "a" "b"}}`, Options{Functions: mode}).Warnings(); w != nil {
+		if w := mustParse(t, `{{len (ls "/a")}}{{contains "a" "b"}}`, Options{Functions: mode}).Warnings(); w != nil {
 			t.Errorf("%s mode: Warnings = %q, want none", mode, w)
 		}
 	}
@@ -232,5 +262,118 @@ func TestExecute_ConcurrentHelpers(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestConsulTemplate_TimestampAsItsTests: consul-template's TestTemplate_Execute cases
+// "helper_timestamp" and "helper_helper_timestamp__formatted", with their clock (the Unix epoch):
+// the real tool's output is the time of its run, so these two compare with the test's bytes.
+func TestConsulTemplate_TimestampAsItsTests(t *testing.T) {
+	defer func(f func() time.Time) { ctNow = f }(ctNow)
+	ctNow = func() time.Time { return time.Unix(0, 0).UTC() }
+	for text, want := range map[string]string{`{{ timestamp }}`: "1970-01-01T00:00:00Z", `{{ timestamp "2006-01-02" }}`: "1970-01-01", `{{ timestamp "unix" }}`: "0"} {
+		res, err := mustParse(t, text, Options{Functions: ModeConsulTemplate}).Execute(Data{Keys: map[string]string{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(res.Output); got != want {
+			t.Errorf("%s = %q, want %q", text, got, want)
+		}
+	}
+}
+
+// TestConsulTemplate_WholePairsRefused: consul-template prints and encodes a key pair with
+// Consul's indexes (and a list of pairs as memory addresses), which a view does not have: those
+// templates fail, at parse time where the tree shows it, else when the pair is encoded.
+func TestConsulTemplate_WholePairsRefused(t *testing.T) {
+	for _, text := range []string{`{{ ls "web" }}`, `{{ range ls "web" }}{{ . }}{{ end }}`, `{{ range $i, $p := tree "web" }}{{ if true }}{{ $p }}{{ end }}{{ end }}`, `{{ tree "web" | byKey }}`} {
+		_, err := Parse(text, Options{Functions: ModeConsulTemplate})
+		if !isRefusal(err) || !strings.Contains(err.Error(), "print .Key, .Value or .Path") {
+			t.Errorf("%s: %v, want a refusal at parse time", text, err)
+		}
+	}
+	keys := map[string]string{"web/a": "1", "web/b/c": "2"}
+	for _, text := range []string{`{{ ls "web" | toJSON }}`, `{{ tree "web" | byKey | toYAML }}`, `{{ $l := ls "web" }}{{ index $l 0 | toTOML }}`, `{{ ls "web" | toUnescapedJSONPretty }}`} {
+		_, err := mustParse(t, text, Options{Functions: ModeConsulTemplate}).Execute(Data{Keys: keys})
+		if err == nil || !strings.Contains(err.Error(), "whole Consul key pair is not supported") {
+			t.Errorf("%s: %v, want the render to fail", text, err)
+		}
+	}
+	res, err := mustParse(t, `{{ range ls "web" }}{{ .Key }}={{ .Value }};{{ end }}{{ tree "web" | explode | toJSON }}`, Options{Functions: ModeConsulTemplate}).Execute(Data{Keys: keys})
+	if err != nil || string(res.Output) != `a=1;{"a":"1","b":{"c":"2"}}` {
+		t.Errorf("fields and explode: %q, %v", res.Output, err)
+	}
+}
+
+// TestModes_EveryPeerName: every name of confd v0.16.0's function map (resource/template's
+// newFuncMap, memkv's store functions and the cget* of a PGP key) and of consul-template
+// v0.41.1's funcMap (template.go, sprig's hermetic set as sprig_*) exists in its mode or is
+// refused at parse time naming it, never "not defined".
+func TestModes_EveryPeerName(t *testing.T) {
+	confd := strings.Fields(`base split json jsonArray dir map getenv join datetime toUpper toLower contains replace
+		trimSuffix lookupIP lookupIPV4 lookupIPV6 lookupSRV fileExists base64Encode base64Decode parseBool reverse
+		sortByLength sortKVByLength add sub div mod mul seq atoi exists ls lsdir get gets getv getvs cget cgets cgetv cgetvs`)
+	ct := strings.Fields(`add base64Decode base64Encode base64URLDecode base64URLEncode byKey byMeta byPort byTag caLeaf
+		caRoots connect contains containsAll containsAny containsNone containsNotAll datacenters divide env envOrDefault
+		executeTemplate explode explodeMap exportedServices file hmacSHA256Hex in indent join key keyExists keyOrDefault
+		loop ls maximum md5sum mergeMap mergeMapWithOverride minimum modulo multiply mustEnv node nodes nomadService
+		nomadServices nomadVar nomadVarExists nomadVarList nomadVarListSafe parseBool parseFloat parseInt parseJSON
+		parseUint parseYAML partitions peerings pkiCert plugin regexMatch regexReplaceAll replaceAll safeLs safeTree
+		scratch secret secrets service services sha256Hex sockaddr spew_dump spew_printf spew_sdump spew_sprintf split
+		splitToMap subtract timestamp toJSON toJSONPretty toLower toTOML toTitle toUnescapedJSON toUnescapedJSONPretty
+		toUpper toYAML tree trim trimPrefix trimSpace trimSuffix writeToFile`)
+	for name := range sprig.HermeticTxtFuncMap() {
+		ct = append(ct, "sprig_"+name)
+	}
+	for mode, names := range map[string][]string{ModeConfd: confd, ModeConsulTemplate: ct} {
+		defined, refused := 0, 0
+		for _, name := range names {
+			_, err := Parse(`{{ if false }}{{ $x := `+name+` }}{{ end }}`, Options{Functions: mode})
+			switch {
+			case err == nil:
+				defined++
+			case isRefusal(err) && strings.Contains(err.Error(), name):
+				refused++
+			default:
+				t.Errorf("%s mode: %s: %v", mode, name, err)
+			}
+		}
+		t.Logf("%s mode: %d names: %d defined, %d refused at parse time", mode, len(names), defined, refused)
+	}
+}
+
+// TestConsulTemplate_FunctionDenylist: consul-template's function_denylist: a denied function
+// fails when called ("function is disabled"), globs included, in every execution; the others work.
+func TestConsulTemplate_FunctionDenylist(t *testing.T) {
+	tmpl := mustParse(t, `{{ if eq (key "on") "1" }}{{ key "a" }}{{ end }}{{ sprig_upper "x" }}`,
+		Options{Functions: ModeConsulTemplate, FunctionDenylist: []string{"key", "sprig_*"}})
+	for range 2 { // the template's own execution, then a clone's
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := tmpl.Execute(Data{Keys: map[string]string{"on": "1", "a": "A"}})
+				if err == nil || !strings.Contains(err.Error(), "function is disabled") {
+					t.Errorf("error %v, want function is disabled", err)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	res, err := mustParse(t, `{{ key "a" }}{{ toUpper "x" }}`, Options{Functions: ModeConsulTemplate, FunctionDenylist: []string{"sprig_*", "plugin"}}).
+		Execute(Data{Keys: map[string]string{"a": "A"}})
+	if err != nil || string(res.Output) != "AX" {
+		t.Errorf("%q, %v", res.Output, err)
+	}
+	for pat, name := range map[string]string{"sprig_*": "sprig_upper", "*Hex": "sha256Hex", "to*JSON": "toUnescapedJSON", "key": "key"} {
+		if !globMatch(pat, name) {
+			t.Errorf("%s does not match %s", pat, name)
+		}
+	}
+	for pat, name := range map[string]string{"sprig_*": "split", "key": "keyExists", "to*JSON": "toJSONPretty"} {
+		if globMatch(pat, name) {
+			t.Errorf("%s matches %s", pat, name)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"net/http/httptest"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -31,7 +33,8 @@ import (
 //
 //	go test ./templates -run TestPeerCases -args -peers DIR
 //
-// (DIR from /work/shared/peers/build-peers.sh). Cases Shoelace refuses at parse time are not run
+// (DIR from /work/shared/peers/build-peers.sh); -cases REGEXP rewrites only the cases whose
+// tool/name it matches. Cases Shoelace refuses at parse time are not run
 // through the peer: nothing can render from them here.
 
 // peerCase is one case file.
@@ -44,10 +47,19 @@ type peerCase struct {
 	LeftDelim         string            `json:"left_delim,omitempty"`
 	RightDelim        string            `json:"right_delim,omitempty"`
 	AllowFile         bool              `json:"allow_file,omitempty"`
+	// FunctionDenylist (consul-template) is the template's function_denylist.
+	FunctionDenylist []string `json:"function_denylist,omitempty"`
+	// ConfdPrefix and ConfdKeys (confd) are the resource's prefix and keys: confd reads the
+	// case's keys below the prefix, as the view holds them after an import with --prefix, and
+	// loads only those at or below keys (nil: ["/"]).
+	ConfdPrefix string   `json:"confd_prefix,omitempty"`
+	ConfdKeys   []string `json:"confd_keys,omitempty"`
 	// Other names inputs of the peer's test that are not keys (Consul catalog, Vault, Nomad):
 	// the case can only be refused here.
 	Other []string `json:"other_inputs,omitempty"`
 }
+
+var peerCasesOnly = flag.String("cases", "", "with -peers: rewrite only the cases whose tool/name this regexp matches")
 
 // peerModes maps a peer to its function mode.
 var peerModes = map[string]string{"confd": ModeConfd, "consul-template": ModeConsulTemplate}
@@ -55,8 +67,11 @@ var peerModes = map[string]string{"confd": ModeConfd, "consul-template": ModeCon
 // failsByDesign are cases the peer renders and Shoelace fails on purpose, with the reason
 // (README.md, "Function modes").
 var failsByDesign = map[string]string{
-	"confd/probe-dot-missing":      "a missing field is an error in confd mode; confd prints <no value>",
-	"confd/probe-json-missing-key": "a missing map key is an error in confd mode; confd prints <no value>",
+	"confd/probe-dot-missing":                   "a missing field is an error in confd mode; confd prints <no value>",
+	"confd/probe-json-missing-key":              "a missing map key is an error in confd mode; confd prints <no value>",
+	"consul-template/probe-semver-prerelease":   "sprig's semver here is v3.4.0, which matches prereleases otherwise than consul-template's v3.3.0: the render fails",
+	"consul-template/probe-sprig-cast-fraction": "sprig's integer conversions here use spf13/cast v1.10.0, which reads \"1.9\" as 1, consul-template's v1.7.0 as 0: the call fails",
+	"consul-template/probe-pair-json":           "a whole key pair encodes the Consul server's indexes, which a view does not have: the render fails",
 }
 
 // rendersWherePeerFails are cases the peer fails and Shoelace renders, with the reason.
@@ -96,7 +111,7 @@ func loadPeerCases(t *testing.T, tool string) []namedCase {
 
 func (c namedCase) options(tool string) Options {
 	return Options{Name: c.name, Functions: peerModes[tool], ErrorOnMissingKey: c.ErrorOnMissingKey,
-		LeftDelim: c.LeftDelim, RightDelim: c.RightDelim, AllowFile: c.AllowFile}
+		LeftDelim: c.LeftDelim, RightDelim: c.RightDelim, AllowFile: c.AllowFile, Prefix: c.ConfdPrefix, ConfdKeys: c.ConfdKeys, FunctionDenylist: c.FunctionDenylist}
 }
 
 // data is the view Shoelace renders the case from: the case's keys as view paths. A key the
@@ -197,8 +212,15 @@ func checkPeerCase(t *testing.T, tool string, c namedCase) caseOutcome {
 
 // writePeerCaseResults runs the real tool on every case Shoelace parses and stores its result.
 func writePeerCaseResults(t *testing.T, tool string, cases []namedCase) {
+	only, err := regexp.Compile(*peerCasesOnly)
+	if err != nil {
+		t.Fatalf("-cases: %v", err)
+	}
 	var run []namedCase
 	for _, c := range cases {
+		if !only.MatchString(tool + "/" + c.name) {
+			continue
+		}
 		_ = os.Remove(casePath(tool, c.name, ".out"))
 		_ = os.Remove(casePath(tool, c.name, ".err"))
 		if _, err := Parse(c.Template, c.options(tool)); !isRefusal(err) {
@@ -238,7 +260,7 @@ func storeCaseResult(t *testing.T, tool, name string, out []byte, runErr error) 
 func runConfdCases(t *testing.T, dir string, cases []namedCase) {
 	ctl, client := startEtcd(t, dir)
 	for i, c := range cases {
-		prefix := fmt.Sprintf("/c/%03d", i)
+		prefix := fmt.Sprintf("/c/%03d", i) + strings.TrimSuffix(c.ConfdPrefix, "/")
 		for k, v := range c.Keys {
 			if err := ctl("put", prefix+"/"+strings.TrimPrefix(k, "/"), "--", v); err != nil {
 				t.Fatal(err)
@@ -254,7 +276,15 @@ func runConfdCases(t *testing.T, dir string, cases []namedCase) {
 		if err := os.WriteFile(filepath.Join(confdir, "templates", "t.tmpl"), []byte(c.Template), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		toml := fmt.Sprintf("[template]\nsrc = \"t.tmpl\"\ndest = %q\nprefix = %q\nkeys = [\"/\"]\n", dest, prefix)
+		keys := c.ConfdKeys
+		if keys == nil {
+			keys = []string{"/"}
+		}
+		quoted := make([]string, len(keys))
+		for j, k := range keys {
+			quoted[j] = strconv.Quote(k)
+		}
+		toml := fmt.Sprintf("[template]\nsrc = \"t.tmpl\"\ndest = %q\nprefix = %q\nkeys = [%s]\n", dest, prefix, strings.Join(quoted, ", "))
 		if err := os.WriteFile(filepath.Join(confdir, "conf.d", "t.toml"), []byte(toml), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -285,8 +315,12 @@ func runConsulTemplateCases(t *testing.T, dir string, cases []namedCase) {
 		if err := os.WriteFile(src, []byte(c.Template), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		cfg := fmt.Sprintf("template {\n  source = %q\n  destination = %q\n  error_on_missing_key = %v\n  left_delimiter = %q\n  right_delimiter = %q\n}\n",
-			src, dst, c.ErrorOnMissingKey, c.LeftDelim, c.RightDelim)
+		deny, _ := json.Marshal(c.FunctionDenylist)
+		if c.FunctionDenylist == nil {
+			deny = []byte("[]")
+		}
+		cfg := fmt.Sprintf("template {\n  source = %q\n  destination = %q\n  error_on_missing_key = %v\n  left_delimiter = %q\n  right_delimiter = %q\n  function_denylist = %s\n}\n",
+			src, dst, c.ErrorOnMissingKey, c.LeftDelim, c.RightDelim, deny)
 		if err := os.WriteFile(filepath.Join(tmp, "ct.hcl"), []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"reflect"
 	"slices"
 	"sort"
@@ -39,11 +40,21 @@ type Options struct {
 	// (consul-template's error_on_missing_key; without it they print "<no value>" as there);
 	// native and confd modes always treat one as an error.
 	ErrorOnMissingKey bool
-	// Prefix, in confd mode, is the confd keyspace prefix the view stands for ("/production/web"):
-	// a key, path or pattern argument under it is read relative to it, and keys that get and
-	// gets return keep it; any other argument is read as is ("/production/web/db/host" and
-	// "/db/host" are both db/host). Leading and trailing '/' do not matter.
+	// Prefix, in confd mode, is confd's prefix ("/production/web"), the confd keyspace the view
+	// stands for. As in confd, a template's paths are relative to it: the view already holds
+	// the etcd key "/production/web/db/host" as db/host (import --from-etcd --prefix strips it),
+	// which the template reads as "/db/host"; "/production/web/db/host" reads the view's
+	// production/web/db/host, as confd would read "/production/web/production/web/db/host".
+	// It changes no result; it is kept for messages. Leading and trailing '/' do not matter.
 	Prefix string
+	// ConfdKeys, in confd mode, are a confd resource's keys ("/db", "/upstream"): as confd loads
+	// only the keys at or below them, the template sees only those ("/db" sees db and db/…,
+	// "/" everything). Nil sees the whole view; empty (a resource without keys) sees nothing.
+	ConfdKeys []string
+	// FunctionDenylist, in consul-template mode, is its function_denylist: each function whose
+	// name one of these globs matches ('*' for any run of characters, "sprig_*") fails with
+	// "function is disabled" when called, as in consul-template.
+	FunctionDenylist []string
 }
 
 // Function sets (Options.Functions; the agent's `functions:`).
@@ -142,13 +153,13 @@ func (o *Sorted) merge() []string {
 
 // Template is a parsed template. It is safe for concurrent use by several goroutines.
 type Template struct {
-	name        string
-	opts        Options
-	mode        string // ModeNative, ModeConfd or ModeConsulTemplate
-	confdPrefix string // Options.Prefix as "/a/b", "" for none
-	tmpl        *template.Template
-	used        map[string][]parse.Node // function name -> the nodes that call it
-	nondet      []string
+	name      string
+	opts      Options
+	mode      string   // ModeNative, ModeConfd or ModeConsulTemplate
+	confdKeys []string // Options.ConfdKeys as confd store paths ("/db", "/"); nil: every key
+	tmpl      *template.Template
+	used      map[string][]parse.Node // function name -> the nodes that call it
+	nondet    []string
 	// own is tmpl itself as an execution, when none is using it: its view functions are bound
 	// to a state that each execution resets, so that executions one at a time never clone the
 	// template and its function maps. Concurrent ones take a clone from execs, or make one.
@@ -201,8 +212,13 @@ func Parse(text string, opts Options) (*Template, error) {
 		return nil, fmt.Errorf("parse %s: functions %q: want %s, %s or %s", name, opts.Functions, ModeNative, ModeConfd, ModeConsulTemplate)
 	}
 	t := &Template{name: name, opts: opts, mode: mode}
-	if p := strings.Trim(opts.Prefix, "/"); p != "" {
-		t.confdPrefix = "/" + p
+	if opts.ConfdKeys != nil {
+		t.confdKeys = make([]string, 0, len(opts.ConfdKeys))
+		for _, k := range opts.ConfdKeys {
+			// confd joins each key to its prefix (path.Join) and stores what it loads at the
+			// path below the prefix, "/" + the rest.
+			t.confdKeys = append(t.confdKeys, path.Join("/", k))
+		}
 	}
 	st := &state{t: t}
 	tmpl := template.New(name).Delims(opts.LeftDelim, opts.RightDelim).Funcs(parseFuncMap(t, st))
@@ -268,7 +284,79 @@ func (t *Template) refuseConsulFields() error {
 	if bad != nil {
 		return t.nodeError(bad, fmt.Sprintf("field .%s of a Consul key pair is not supported in Shoelace: a view has no Consul indexes, flags or sessions", field))
 	}
+	if n := wholePairPrinted(t.tmpl); n != nil {
+		return t.nodeError(n, "printing a whole Consul key pair is not supported in Shoelace: consul-template prints its Consul indexes with it (and a list of pairs as memory addresses), which a view does not have; print .Key, .Value or .Path")
+	}
 	return nil
+}
+
+// ctPairFuncs are consul-template's functions whose result holds key pairs.
+var ctPairFuncs = map[string]bool{"ls": true, "safeLs": true, "tree": true, "safeTree": true, "byKey": true}
+
+// wholePairPrinted returns an action that prints key pairs whole: the result of ls, tree and
+// the like ({{ ls "web" }}), or the item of a range over one ({{ range ls "web" }}{{ . }}).
+func wholePairPrinted(tmpl *template.Template) parse.Node {
+	var bad parse.Node
+	pairPipe := func(p *parse.PipeNode) bool {
+		if p == nil || len(p.Cmds) == 0 {
+			return false
+		}
+		last := p.Cmds[len(p.Cmds)-1]
+		id, ok := last.Args[0].(*parse.IdentifierNode)
+		return ok && ctPairFuncs[id.Ident]
+	}
+	// printsItem reports whether an action prints dot or the variable v as it is.
+	printsItem := func(a *parse.ActionNode, v string) bool {
+		if len(a.Pipe.Decl) > 0 || len(a.Pipe.Cmds) != 1 || len(a.Pipe.Cmds[0].Args) != 1 {
+			return false
+		}
+		switch arg := a.Pipe.Cmds[0].Args[0].(type) {
+		case *parse.DotNode:
+			return true
+		case *parse.VariableNode:
+			return v != "" && len(arg.Ident) == 1 && arg.Ident[0] == v
+		}
+		return false
+	}
+	var inRange func(list *parse.ListNode, v string)
+	inRange = func(list *parse.ListNode, v string) {
+		if list == nil {
+			return
+		}
+		for _, n := range list.Nodes {
+			switch n := n.(type) {
+			case *parse.ActionNode:
+				if bad == nil && printsItem(n, v) {
+					bad = n
+				}
+			case *parse.IfNode:
+				inRange(n.List, v)
+				inRange(n.ElseList, v)
+			}
+		}
+	}
+	for _, tt := range tmpl.Templates() {
+		if tt.Tree == nil {
+			continue
+		}
+		walk(tt.Tree.Root, func(n parse.Node) {
+			switch n := n.(type) {
+			case *parse.ActionNode:
+				if bad == nil && len(n.Pipe.Decl) == 0 && pairPipe(n.Pipe) {
+					bad = n
+				}
+			case *parse.RangeNode:
+				if pairPipe(n.Pipe) {
+					v := ""
+					if d := n.Pipe.Decl; len(d) > 0 {
+						v = d[len(d)-1].Ident[0]
+					}
+					inRange(n.List, v)
+				}
+			}
+		})
+	}
+	return bad
 }
 
 // Mode returns the template's function set: ModeNative, ModeConfd or ModeConsulTemplate.
@@ -311,7 +399,7 @@ func (t *Template) Execute(d Data) (*Result, error) {
 		}
 		// The functions close over st, not over its fields: each execution resets *st.
 		e = &execution{tmpl: tmpl, st: &state{t: t}}
-		tmpl.Funcs(e.st.funcs())
+		tmpl.Funcs(t.deny(e.st.funcs()))
 	}
 	st := e.st
 	*st = *newState(t, d)
@@ -674,6 +762,9 @@ var confdMeanings = map[string]string{
 	"reverse":        "native `reverse` is sprig's (a reversed copy of any list); confd's reverses in place and leaves the result of gets unchanged",
 	"sortByLength":   "native `sortByLength` returns a stable sorted copy; confd's sorts in place, not stably (keys of equal length may come in another order)",
 	"sortKVByLength": "native `sortKVByLength` returns a stable sorted copy; confd's sorts in place, not stably (keys of equal length may come in another order)",
+	"get":            "native `get K` gives an item with .Key, .Value and .Path (printed whole, it shows the path too); confd's prints as {KEY VALUE}",
+	"gets":           "native `gets PATTERN` gives items with .Key, .Value and .Path (printed whole, they show the path too) and also matches a pattern without a leading `/`; confd's print as {KEY VALUE} and match only `/`-rooted patterns",
+	"lsdir":          "native `lsdir \"/\"` lists the root's directories and reads a path without a leading `/` from the root; confd's `lsdir \"/\"` is always empty and finds nothing without the leading `/`",
 }
 
 // Warnings lists, for a native-mode template, the functions it calls whose meaning differs

@@ -85,6 +85,9 @@ mode = "0600"
 check_cmd = "grep -q '^host=127.0.0.1$' {{.src}}"
 reload_cmd = "echo reloaded >> $DIR/reloads"
 `, os.Geteuid(), os.Getegid()))
+	// As in confd, a resource sees only the keys at or below its keys: nothing else exists.
+	write("conf.d/zz-keys.toml", "[template]\nsrc = \"keys.tmpl\"\ndest = \"$DIR/out/keys.conf\"\nkeys = [\"/database\"]\n")
+	write("templates/keys.tmpl", `{{getv "/database/host"}} {{exists "/key"}} {{getv "/upstream/app1" "none"}} {{ls "/"}} {{lsdir "/"}}`+"\n")
 	if err := os.MkdirAll(e.path("out"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +110,7 @@ reload_cmd = "echo reloaded >> $DIR/reloads"
 	}
 
 	code, stdout, stderr := agentCmd("validate")
-	if code != 0 || !strings.Contains(stdout, "ok, 6 templates") ||
+	if code != 0 || !strings.Contains(stdout, "ok, 7 templates") ||
 		!strings.Contains(stdout, "warning: "+confd+"/confd.toml: backend, nodes, watch, log-level ignored: the agent reads its keys from the Shoelace server") {
 		t.Fatalf("validate --confdir: exit %d\n%s%s", code, stdout, stderr)
 	}
@@ -122,6 +125,9 @@ reload_cmd = "echo reloaded >> $DIR/reloads"
 		if got, want := readFile(t, e.path("out/"+dest)), readFile(t, "testdata/confd/expect/"+want); got != want {
 			t.Errorf("%s:\n%s\nwant (confd's integration/expect/%s):\n%s", dest, got, want, want)
 		}
+	}
+	if got, want := readFile(t, e.path("out/keys.conf")), "127.0.0.1 false none [] []\n"; got != want {
+		t.Errorf("keys.conf = %q, want %q (what confd renders with keys = [\"/database\"])", got, want)
 	}
 	fi, err := os.Stat(e.path("out/checked.conf"))
 	if err != nil {

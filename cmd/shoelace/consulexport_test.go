@@ -36,6 +36,14 @@ func TestE2E_ImportFromConsulExport(t *testing.T) {
 	if out := c.ok("kv", "ls", "appliances/consul-web"); strings.Contains(out, "other") || !strings.Contains(out, "db/port") {
 		t.Fatalf("keys: %s", out)
 	}
+	// --prefix / keeps every key's Consul path, which a template reading key "web/db/host" needs.
+	c.ok("import", "--from-consul-export", file, "--prefix", "/", "--appliance", "consul-paths", "--skip-refused")
+	if v := c.ok("kv", "get", "appliances/consul-paths/web/db/host"); v != "db.internal" {
+		t.Fatalf("web/db/host = %q", v)
+	}
+	if v := c.ok("kv", "get", "appliances/consul-paths/webx/other"); v != "y" {
+		t.Fatalf("webx/other = %q", v)
+	}
 	c.fails(exitUsage, "not both", "import", "--from-consul-export", file, "--from-etcd", "http://127.0.0.1:1", "--prefix", "web", "--appliance", "x")
 	if err := os.WriteFile(file, []byte(`{"not":"a list"}`), 0o644); err != nil {
 		t.Fatal(err)

@@ -89,10 +89,8 @@ var ctNoEquivalent = map[string]string{
 
 // ctTemplateNoEquivalent is the same for the fields of a template stanza.
 var ctTemplateNoEquivalent = map[string]string{
-	"error_fatal":        "a template that fails keeps its old file and fails the pass; the agent goes on with the others",
-	"function_denylist":  "every template function of consul-template mode is available; the local-file ones only with allow_file: true",
-	"function_blacklist": "every template function of consul-template mode is available; the local-file ones only with allow_file: true",
-	"sandbox_path":       "the template functions that read local files (file) are off unless allow_file: true, and then unrestricted",
+	"error_fatal":  "a template that fails keeps its old file and fails the pass; the agent goes on with the others",
+	"sandbox_path": "the template functions that read local files (file) are off unless allow_file: true, and then unrestricted",
 }
 
 // convertConsulTemplate converts a consul-template configuration (HCL or JSON, as consul-template
@@ -241,6 +239,13 @@ func ctTemplate(name, dir string, o *ast.ObjectType) (t agent.Template, wait str
 				bad(err)
 			}
 			t.ErrorOnMissingKey = b
+		case "function_denylist", "function_blacklist":
+			var l []string
+			if err := hcl.DecodeObject(&l, item.Val); err != nil {
+				bad(errors.New("want a list of function names"))
+				continue
+			}
+			t.FunctionDenylist = append(t.FunctionDenylist, l...)
 		case "perms":
 			p, err := ctPerms(item.Val)
 			if err != nil {

@@ -172,8 +172,8 @@ and a summary on stderr. --dry-run prints what would be created (+), changed (~)
 and kept (= an omitted secret), as appliance apply --dry-run does, and writes nothing.
 
 --from-etcd copies a confd keyspace from a live etcd v3 instead: every key PREFIX/a/b becomes
-appliances/NAME/a/b (what a template in functions: confd with prefix: PREFIX reads as getv
-"/a/b"), in one transaction in which each key it creates must still be absent. A key already
+appliances/NAME/a/b (what a template in functions: confd reads as getv "/a/b", as confd with
+prefix PREFIX does), in one transaction in which each key it creates must still be absent. A key already
 there with another value stops the import (exit 4) unless --merge. Keys that cannot be keys
 here are listed with the reason and the name they could have (an empty segment, a trailing
 '/', a value that is not UTF-8, a character outside the key rules); then nothing is written,

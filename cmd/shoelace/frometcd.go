@@ -18,8 +18,8 @@ import (
 )
 
 // The rule that maps a confd keyspace onto an appliance (DESIGN.md, "Coming from confd"): the
-// etcd key PREFIX/a/b becomes appliances/NAME/a/b, which a template in functions: confd with
-// prefix: PREFIX reads as getv "/a/b" (and as getv "PREFIX/a/b").
+// etcd key PREFIX/a/b becomes appliances/NAME/a/b, which a template in functions: confd reads as
+// getv "/a/b", as confd with prefix PREFIX does.
 
 func fromEtcdFlags() []cli.Flag {
 	return []cli.Flag{
@@ -30,7 +30,7 @@ func fromEtcdFlags() []cli.Flag {
 		&cli.StringFlag{Name: "etcd-cert", Usage: "with --from-etcd: client certificate PEM `FILE`"},
 		&cli.StringFlag{Name: "etcd-key", Usage: "with --from-etcd: client key PEM `FILE`"},
 		&cli.BoolFlag{Name: "skip-refused", Usage: "with --from-etcd: import the other keys when some are refused (they are listed)"},
-		&cli.StringFlag{Name: "from-consul-export", Usage: "copy the keys of a `FILE` written by `consul kv export PREFIX` (- for stdin), as --from-etcd does; --prefix is the Consul prefix (such as web or web/)"},
+		&cli.StringFlag{Name: "from-consul-export", Usage: "copy the keys of a `FILE` written by `consul kv export PREFIX` (- for stdin), as --from-etcd does; --prefix is the Consul prefix (web: web/a becomes appliances/NAME/a; /: every key keeps its path, appliances/NAME/web/a, which templates reading key \"web/a\" need)"},
 	}
 }
 
@@ -136,6 +136,9 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 	}
 	prefix, appliance := c.String("prefix"), c.String("appliance")
 	if prefix == "" || appliance == "" {
+		if c.String("from-consul-export") != "" {
+			return usagef("import: --from-consul-export needs --prefix (the Consul prefix whose keys are copied; / keeps their whole paths, as templates that read key \"web/db/host\" need) and --appliance NAME")
+		}
 		return usagef("import: --from-etcd needs --prefix (the confd prefix, such as /production/web) and --appliance NAME")
 	}
 	if err := api.ValidateSegment("appliance name", appliance); err != nil {

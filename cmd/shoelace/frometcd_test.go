@@ -147,6 +147,7 @@ func TestE2E_ImportFromEtcd(t *testing.T) {
 
 	// Flags that need each other.
 	c.fails(2, "--from-etcd needs --prefix", "import", "--from-etcd", endpoint, "--appliance", "web")
+	c.fails(2, "--from-consul-export needs --prefix (the Consul prefix whose keys are copied; / keeps their whole paths", "import", "--from-consul-export", "-", "--appliance", "web")
 	c.fails(2, "--prefix goes with --from-etcd", "import", "f.json", "--prefix", "/p")
 	c.fails(2, "--replace does not go with --from-etcd", append(args, "--replace")...)
 	c.fails(2, `a confd prefix starts with '/'`, "import", "--from-etcd", endpoint, "--prefix", "prefix", "--appliance", "web")

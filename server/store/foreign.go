@@ -3,7 +3,11 @@ package store
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"net"
+	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -51,11 +55,57 @@ func ReadForeign(ctx context.Context, f ForeignEtcd, prefix string) ([]ForeignKV
 	defer cli.Close()
 	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
 	if err != nil {
-		return nil, 0, fmt.Errorf("etcd %s: read %q: %w", strings.Join(f.Endpoints, ","), prefix, clientv3.ContextError(ctx, err))
+		err = clientv3.ContextError(ctx, err)
+		// etcd's client retries and ends with its deadline: say what the endpoints answer.
+		if why := probeEndpoints(f.Endpoints, tlsCfg, dial); why != "" {
+			return nil, 0, fmt.Errorf("etcd %s: read %q: %w (%s)", strings.Join(f.Endpoints, ","), prefix, err, why)
+		}
+		return nil, 0, fmt.Errorf("etcd %s: read %q: %w", strings.Join(f.Endpoints, ","), prefix, err)
 	}
 	out := make([]ForeignKV, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		out = append(out, ForeignKV{Key: kv.Key, Value: kv.Value})
 	}
 	return out, resp.Header.Revision, nil
+}
+
+// probeEndpoints connects to each endpoint (with a TLS handshake for https) and returns what
+// the first that fails says, or "" when every one answers.
+func probeEndpoints(endpoints []string, tlsCfg *tls.Config, timeout time.Duration) string {
+	for _, e := range endpoints {
+		u, err := url.Parse(e)
+		if err != nil || u.Host == "" {
+			continue
+		}
+		d := &net.Dialer{Timeout: timeout}
+		if u.Scheme != "https" {
+			c, err := d.Dial("tcp", u.Host)
+			if err != nil {
+				return fmt.Sprintf("%s: %v", e, err)
+			}
+			_ = c.Close()
+			continue
+		}
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if tlsCfg != nil {
+			cfg = tlsCfg.Clone()
+		}
+		cfg.ServerName = u.Hostname()
+		c, err := (&tls.Dialer{NetDialer: d, Config: cfg}).Dial("tcp", u.Host)
+		if err != nil {
+			return fmt.Sprintf("%s: TLS: %v: check --etcd-cacert (the CA of etcd's certificate) and --etcd-cert/--etcd-key (a client certificate, when etcd asks for one)", e, err)
+		}
+		// A server that wants a client certificate says so after the handshake, on the
+		// first read.
+		_ = c.SetReadDeadline(time.Now().Add(timeout))
+		if _, err := c.Read(make([]byte, 1)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			var ne net.Error
+			if !(errors.As(err, &ne) && ne.Timeout()) {
+				_ = c.Close()
+				return fmt.Sprintf("%s: TLS: %v: check --etcd-cert and --etcd-key (a client certificate that etcd trusts)", e, err)
+			}
+		}
+		_ = c.Close()
+	}
+	return ""
 }

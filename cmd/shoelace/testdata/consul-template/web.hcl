@@ -21,6 +21,7 @@ template {
   command     = ["/usr/sbin/nginx", "-s", "reload"]
   command_timeout = "45s"
   error_on_missing_key = true
+  function_denylist = ["plugin", "sprig_*"]
 }
 
 template {

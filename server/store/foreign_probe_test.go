@@ -1,0 +1,56 @@
+package store
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/pem"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestReadForeign_SaysWhy: when the foreign etcd cannot be read, the error says what its
+// endpoint answered (etcd's client only reports its deadline): a certificate from an unknown
+// CA, a client certificate it requires, a refused connection.
+func TestReadForeign_SaysWhy(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	srv.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + l.Addr().String()
+	_ = l.Close()
+	for _, tc := range []struct {
+		f    ForeignEtcd
+		want []string
+	}{
+		{ForeignEtcd{Endpoints: []string{srv.URL}}, []string{"unknown authority", "--etcd-cacert"}},
+		{ForeignEtcd{Endpoints: []string{srv.URL}, CACert: ca}, []string{"certificate required", "--etcd-cert"}},
+		{ForeignEtcd{Endpoints: []string{closed}}, []string{"connection refused"}},
+	} {
+		tc.f.DialTimeout = time.Second
+		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+		_, _, err := ReadForeign(ctx, tc.f, "/p")
+		cancel()
+		for _, w := range tc.want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("%v: error %v, want it to say %q", tc.f.Endpoints, err, w)
+			}
+		}
+	}
+}
