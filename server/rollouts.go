@@ -389,6 +389,11 @@ func (s *Server) endRollout(ctx context.Context, name, id, state, reason, instan
 		if !rec.Running() || (id != "" && rec.ID != id) {
 			return rec.Status(nil, rev, time.Time{}), errRolloutNotRunning
 		}
+		if rec.Group != "" {
+			// A rollout of a shared change ends with its whole group.
+			reason = fmt.Sprintf("appliance %s: %s", name, reason)
+			return s.endGroup(ctx, rec.Group, name, state, reason, instance)
+		}
 		now := time.Now().UTC()
 		rec.State, rec.Reason, rec.Instance, rec.Ended = state, reason, instance, &now
 		out, _ := json.Marshal(rec)
@@ -491,6 +496,9 @@ func (s *Server) stepRollout(ctx context.Context, name string) error {
 		s.rollouts.set(name, &rec)
 		s.log.Info("rollout advanced", "appliance", name, "rollout", rec.ID, "step", rec.Step, "cohort", rec.Steps[rec.Step], "of", len(rec.Instances))
 		return nil
+	}
+	if rec.Group != "" {
+		return s.groupStepDone(ctx, name, rec, rev)
 	}
 	err = s.promote(ctx, name, rec, rev)
 	if ae := (*api.Error)(nil); errors.As(err, &ae) && ae.Code == api.CodeSchemaViolation {
@@ -822,8 +830,18 @@ func (s *Server) rolloutWrite(ctx context.Context, w http.ResponseWriter, r *htt
 			return err
 		}
 	}
+	if force {
+		if err := s.abortGroupForForce(ctx, r, ops); err != nil {
+			return err
+		}
+	}
 	if strat == nil {
 		return errPlainWrite
+	}
+	if change, ok, err := sharedChangeOf(ops); err != nil {
+		return err
+	} else if ok {
+		return s.startSharedRollout(ctx, w, r, change, strat, kind)
 	}
 	name, err := rolloutOf(ops)
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -190,6 +191,13 @@ func (e *cliEnv) kvPut(c *cli.Context) error {
 		return err
 	}
 	defer s.cancel()
+	if api.Under(a[0], api.SharedPrefix) && c.String("canary") != "" {
+		var g api.SharedRolloutStatus
+		if _, err := s.client.Do(s.ctx, client.Request{Method: http.MethodPut, Path: "/v1/kv/" + a[0], Body: value}, &g); err != nil {
+			return err
+		}
+		return e.printSharedRolloutStarted(s, g)
+	}
 	rev, err := s.client.Put(s.ctx, a[0], value, cas)
 	if err != nil {
 		return err
