@@ -796,7 +796,7 @@ func rolloutOf(ops []api.Op) (string, error) {
 	for _, op := range ops {
 		n, ok := api.ApplianceOf(op.Key)
 		if !ok || op.Key == api.ApplianceRoot(n) {
-			return "", api.Errorf(api.CodeInvalidRequest, "a write with canary changes the keys of one appliance (appliances/NAME/…); %s is not one: shared/ and other keys go to every instance at once, so write them without canary", api.KeyText(op.Key))
+			return "", api.Errorf(api.CodeInvalidRequest, "a write with canary changes the keys of one appliance (appliances/NAME/…) or keys of shared/ (shared/…); %s is neither: other keys go to every instance at once, so write them without canary", api.KeyText(op.Key))
 		}
 		if name != "" && n != name {
 			return "", api.Errorf(api.CodeInvalidRequest, "a write with canary changes the keys of one appliance, not of both %s and %s", name, n)

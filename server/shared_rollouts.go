@@ -102,9 +102,21 @@ func (s *Server) startSharedRollout(ctx context.Context, w http.ResponseWriter, 
 		return api.Errorf(api.CodeConflict, "no appliance has an enrolled instance seen in the last %s: a canary of shared/ needs at least one (agents enroll when `shoelace-agent run` starts); write without canary to change every instance at once",
 			s.cfg.instanceStale())
 	}
-	var locked []string
-	for _, k := range change.Keys() {
-		locked = append(locked, api.SharedPrefix+"/"+k)
+	locked := lockedKeys(change)
+	p := principalOf(r)
+	for _, n := range s.rollouts.running() {
+		if cur := s.rollouts.get(n); cur != nil && cur.Group != "" {
+			return api.Errorf(api.CodeRolloutInProgress, "the shared rollout group %s runs: one change to shared/ is rolled out at a time "+
+				"(see `shoelace appliance rollout status NAME`; write with --force to abort it)", cur.Group)
+		}
+	}
+	for _, n := range slices.Sorted(maps.Keys(recs)) {
+		if cur := s.rollouts.get(n); cur.Running() {
+			if p.mayRead(api.ApplianceRoot(n)) == nil {
+				return store.RolloutInProgress(n)
+			}
+			return api.Errorf(api.CodeRolloutInProgress, "an appliance this change would go to has a rollout in progress (one at a time per appliance): write again when it ends")
+		}
 	}
 	rev, err := s.st.StartSharedRollout(ctx, group, records, locked, sharedRolloutRelease(group, recs, change, now, r))
 	setIndex(w, rev)
@@ -117,9 +129,12 @@ func (s *Server) startSharedRollout(ctx context.Context, w http.ResponseWriter, 
 	}
 	s.audit(r, "rollout-start", locked, rev)
 	s.log.Info("shared rollout group started", "group", group, "appliances", apps, "keys", len(locked), "kind", kind)
-	out := api.SharedRolloutStatus{Group: group, State: api.RolloutRunning, Revision: rev, Shared: change.Keys(), Rollouts: []api.RolloutStatus{}}
+	// The rollouts of the appliances the writer may read (the others' instances are not its to see).
+	out := api.SharedRolloutStatus{Group: group, State: api.RolloutRunning, Revision: rev, Shared: change.Keys(), Appliances: len(apps), Rollouts: []api.RolloutStatus{}}
 	for _, n := range apps {
-		out.Rollouts = append(out.Rollouts, recs[n].Status(nil, rev, time.Time{}))
+		if p.mayRead(api.ApplianceRoot(n)) == nil {
+			out.Rollouts = append(out.Rollouts, recs[n].Status(nil, rev, time.Time{}))
+		}
 	}
 	return writeJSON(w, http.StatusAccepted, rev, out)
 }
@@ -143,7 +158,7 @@ func sharedRolloutRelease(group string, recs map[string]*rollout.Record, c *roll
 		st = rec.Strategy
 		break
 	}
-	msg := fmt.Sprintf("shared rollout group %s started on %s: canary %g%%", group, strings.Join(slices.Sorted(maps.Keys(recs)), ", "), st.Canary*100)
+	msg := fmt.Sprintf("shared rollout group %s started on %s: canary %g%%", group, appliancesText(len(recs)), st.Canary*100)
 	if st.Step > 0 {
 		msg += fmt.Sprintf(", step %g%%", st.Step*100)
 	}
@@ -319,7 +334,7 @@ func (s *Server) promoteGroup(ctx context.Context, group string, recs map[string
 	if kind != api.KindPut {
 		kind = api.KindTxn
 	}
-	msg := fmt.Sprintf("shared rollout group %s promoted on %s", group, strings.Join(slices.Sorted(maps.Keys(recs)), ", "))
+	msg := fmt.Sprintf("shared rollout group %s promoted on %s", group, appliancesText(len(recs)))
 	if first.Message != "" {
 		msg += ": " + first.Message
 	}
@@ -371,4 +386,12 @@ func (s *Server) abortGroupForForce(ctx context.Context, r *http.Request, ops []
 		return err
 	}
 	return nil
+}
+
+// appliancesText is "1 appliance" or "N appliances".
+func appliancesText(n int) string {
+	if n == 1 {
+		return "1 appliance"
+	}
+	return fmt.Sprintf("%d appliances", n)
 }

@@ -292,4 +292,22 @@ func TestSharedRollout_BadInput(t *testing.T) {
 	if liveShared(t, f, "ntp") != "pool" {
 		t.Fatal("a refused canary wrote")
 	}
+	// A token that may write shared/ but not read web starts the group, and is not shown
+	// web's rollout (its instances) nor web's name.
+	var tok api.TokenCreated
+	f.must(f.do("POST", "/v1/tokens", `{"name":"ci","write":["shared"]}`, "Content-Type", "application/json"), 201, &tok)
+	r := f.doToken(tok.Token, "PUT", "/v1/kv/shared/ntp?canary=10%25", "new")
+	var g api.SharedRolloutStatus
+	f.must(r, http.StatusAccepted, &g)
+	if g.Appliances != 1 || len(g.Rollouts) != 0 || strings.Contains(string(r.body), "web") {
+		t.Fatalf("answer to a shared/ writer: %s", r.body)
+	}
+	if st := appRollout(t, f, "web"); st.Group != g.Group || st.Token != "ci" {
+		t.Fatalf("web's rollout: %+v", st)
+	}
+	var rels api.Releases
+	f.must(f.doToken(tok.Token, "GET", "/v1/releases?prefix=shared", ""), 200, &rels)
+	if b, _ := json.Marshal(rels); strings.Contains(string(b), "web") || rels.Releases[0].Rollout != g.Group {
+		t.Fatalf("the group's start as a shared/ reader sees it: %s", b)
+	}
 }

@@ -111,8 +111,12 @@ func (e *cliEnv) printSharedRolloutStarted(s *session, g api.SharedRolloutStatus
 		fmt.Fprintf(e.stderr, "rollout %s of %s started: %d of %d instances get the change first (%s)\n",
 			st.ID, st.Appliance, len(st.Cohort), len(st.Instances), strings.Join(st.Cohort, ", "))
 	}
+	on := strings.Join(names, ", ")
+	if len(names) < g.Appliances {
+		on = fmt.Sprintf("%d appliances (%d of them shown to this token)", g.Appliances, len(names))
+	}
 	fmt.Fprintf(e.stderr, "shared rollout group %s started on %s: shared/ changes when every one of them is promoted, and no appliance gets it if one halts; follow each with: shoelace appliance rollout status NAME\n",
-		g.Group, strings.Join(names, ", "))
+		g.Group, on)
 	return printRevision(e.stdout, false, g.Revision)
 }
 
@@ -189,6 +193,13 @@ func printRollout(w io.Writer, st api.RolloutStatus) error {
 		}
 	}
 	fmt.Fprintln(w)
+	if st.Group != "" {
+		fmt.Fprintf(w, "  shared rollout group %s of shared/ keys %s", st.Group, strings.Join(st.Shared, ", "))
+		if st.GroupReady {
+			fmt.Fprint(w, ": every step passed, waiting for the other appliances of the group")
+		}
+		fmt.Fprintln(w)
+	}
 	if st.Reason != "" {
 		fmt.Fprintf(w, "  reason: %s\n", oneLine(st.Reason))
 	}

@@ -158,9 +158,12 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // rollouts it started, one per appliance with instances to draw (each followed as any
 // rollout, GET /v1/appliances/{name}/rollout, whose Group is Group).
 type SharedRolloutStatus struct {
-	Group    string          `json:"group"`
-	State    string          `json:"state"`
-	Revision int64           `json:"revision"`
-	Shared   []string        `json:"shared"` // the shared/ keys it puts or deletes (relative)
-	Rollouts []RolloutStatus `json:"rollouts"`
+	Group    string   `json:"group"`
+	State    string   `json:"state"`
+	Revision int64    `json:"revision"`
+	Shared   []string `json:"shared"` // the shared/ keys it puts or deletes (relative)
+	// Appliances is how many appliances have a rollout in the group; Rollouts those of them
+	// the writer's token may read.
+	Appliances int             `json:"appliances"`
+	Rollouts   []RolloutStatus `json:"rollouts"`
 }

@@ -213,6 +213,11 @@ func SharedInProgress(key, group string) error {
 // same transaction: unless a group already runs, or a rollout of one of the appliances does,
 // or a key is locked (api.CodeRolloutInProgress). It answers the revision.
 func (s *Store) StartSharedRollout(ctx context.Context, group string, records map[string][]byte, locked []string, rel api.Release) (int64, error) {
+	// Its promotion writes the change and ends every rollout in one transaction.
+	if n := 4 + 2*len(records) + 2*len(locked); n > s.MaxTxnOps() {
+		return 0, api.Errorf(api.CodeTooLarge, "a shared rollout group of %d appliances and %d keys needs %d operations in one transaction, over the limit of %d: change fewer keys at a time",
+			len(records), len(locked), n, s.MaxTxnOps())
+	}
 	relData, err := json.Marshal(rel)
 	if err != nil {
 		return 0, fmt.Errorf("encode release: %w", err)
