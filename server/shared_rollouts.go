@@ -51,6 +51,11 @@ func sharedChangeOf(ops []api.Op) (c *rollout.SharedChange, ok bool, err error) 
 		if !ok || op.Recurse {
 			return nil, false, api.Errorf(api.CodeInvalidRequest, "a change to shared/ with canary puts or deletes single keys; %s is a recursive delete: name its keys, or write it without canary", api.KeyText(op.Key))
 		}
+		_, put := c.Puts[rel]
+		if put || slices.Contains(c.Deletes, rel) {
+			// Its promotion is one transaction, which may touch a key only once.
+			return nil, false, api.Errorf(api.CodeInvalidRequest, "invalid transaction: it touches key %s twice; a transaction may touch a key only once", api.KeyText(op.Key))
+		}
 		if op.Op == api.OpPut {
 			c.Puts[rel] = op.Value
 		} else {
@@ -341,6 +346,14 @@ func (s *Server) promoteGroup(ctx context.Context, group string, recs map[string
 	ri := store.ReleaseInfo{Token: first.Token, Remote: "rollout group " + group, Message: cut(msg, 4096), Source: first.Source, Kind: kind}
 	wctx := store.WithGroupPromotion(store.WithRelease(ctx, ri), group, out, lockedKeys(change))
 	lrev, err := s.st.Txn(wctx, api.Txn{Ops: ops})
+	if ae := (*api.Error)(nil); errors.As(err, &ae) && (ae.Code == api.CodeInvalidRequest || ae.Code == api.CodeInvalidKey || ae.Code == api.CodeTooLarge || ae.Code == api.CodeValueTooLarge) {
+		// Refused as it is, it would be refused at every tick: the group must not hold the
+		// keys and appliances until someone aborts it.
+		if _, err := s.endGroup(ctx, group, "", api.RolloutHalted, "the change cannot be written to shared/: "+ae.Message, ""); err != nil && !errors.Is(err, errRolloutNotRunning) {
+			return err
+		}
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("promote shared rollout group %s: %w", group, err)
 	}

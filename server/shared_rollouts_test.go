@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -289,6 +290,8 @@ func TestSharedRollout_BadInput(t *testing.T) {
 		http.StatusBadRequest, api.CodeInvalidRequest, "not both")
 	f.mustErr(f.do("POST", "/v1/txn?canary=10%25", `{"ops":[{"op":"delete","key":"shared/ntp","recurse":true}]}`, "Content-Type", "application/json"),
 		http.StatusBadRequest, api.CodeInvalidRequest, "recursive")
+	f.mustErr(f.do("POST", "/v1/txn?canary=10%25", `{"ops":[{"op":"delete","key":"shared/ntp"},{"op":"put","key":"shared/ntp","value":"2"}]}`, "Content-Type", "application/json"),
+		http.StatusBadRequest, api.CodeInvalidRequest, "twice")
 	if liveShared(t, f, "ntp") != "pool" {
 		t.Fatal("a refused canary wrote")
 	}
@@ -309,5 +312,42 @@ func TestSharedRollout_BadInput(t *testing.T) {
 	f.must(f.doToken(tok.Token, "GET", "/v1/releases?prefix=shared", ""), 200, &rels)
 	if b, _ := json.Marshal(rels); strings.Contains(string(b), "web") || rels.Releases[0].Rollout != g.Group {
 		t.Fatalf("the group's start as a shared/ reader sees it: %s", b)
+	}
+}
+
+// A shared rollout group survives the replica that moves it: web passes its last step under
+// one leader, which goes away; the other replica promotes the group once api has too.
+func TestSharedRollout_AnotherReplicaCarriesOn(t *testing.T) {
+	a := newFixture(t)
+	b := newFixtureOn(t, a.st)
+	b.token = a.token
+	a.put("shared/ntp", "pool")
+	a.put("appliances/web/port", "80")
+	a.put("appliances/api/port", "90")
+	web := enrollApp(t, a, "web", 1)
+	apis := enrollApp(t, a, "api", 1)
+	waitFor(t, "a leader", func() bool { return a.s.rollouts.leading.Load() || b.s.rollouts.leading.Load() })
+	leader, other := a, b
+	if b.s.rollouts.leading.Load() {
+		leader, other = b, a
+	}
+	other.must(other.do("PUT", "/v1/kv/shared/ntp?canary=100%25", "new"), http.StatusAccepted, nil)
+	appReport(t, other, "web", web[0], appViewOf(t, other, "web", web[0]), "")
+	waitFor(t, "web ready", func() bool { return appRollout(t, other, "web").GroupReady })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := leader.s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the other replica to lead", func() bool { return other.s.rollouts.leading.Load() })
+	if liveShared(t, other, "ntp") != "pool" {
+		t.Fatal("promoted before api passed")
+	}
+	appReport(t, other, "api", apis[0], appViewOf(t, other, "api", apis[0]), "")
+	waitFor(t, "the promotion", func() bool {
+		return appRollout(t, other, "web").State == api.RolloutPromoted && appRollout(t, other, "api").State == api.RolloutPromoted
+	})
+	if liveShared(t, other, "ntp") != "new" {
+		t.Fatal("promoted but shared/ was not written")
 	}
 }
