@@ -136,6 +136,10 @@ change within --deadline, halts the rollout: those instances go back to the live
 their agents restore their previous files). The last step writes the change to the live keys
 as a release.
 
+kv put shared/KEY VALUE --canary starts one rollout per appliance with enrolled instances, all
+of one group (status shows it): an appliance done with its last step waits for the others, and
+shared/KEY is written when all are done; a halt or abort of any ends every one of them.
+
 EXAMPLES:
    shoelace appliance apply web -f web.yaml --canary 10% --step 25% --bake 5m
    shoelace appliance rollout status web
