@@ -476,6 +476,11 @@ func (s *Server) stepRollout(ctx context.Context, name string) error {
 	switch d.Action {
 	case rollout.Wait:
 		setBaked(d.BakedSince)
+		if rec.Ready && rec.Group != "" {
+			// Passed its last step (a manual one waits for no promote again): the group may
+			// be all ready now, also after a leader went away between the last two.
+			return s.groupStepDone(ctx, name, rec, rev)
+		}
 		return nil
 	case rollout.Halt:
 		setBaked(time.Time{})

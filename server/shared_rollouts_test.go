@@ -351,3 +351,41 @@ func TestSharedRollout_AnotherReplicaCarriesOn(t *testing.T) {
 		t.Fatal("promoted but shared/ was not written")
 	}
 }
+
+// A deadline in one appliance halts the whole group; a manual group waits for a promote of
+// each appliance's steps, then goes live when the last is promoted.
+func TestSharedRollout_DeadlineAndManual(t *testing.T) {
+	f := newFixture(t)
+	f.put("shared/ntp", "pool")
+	f.put("appliances/web/port", "80")
+	f.put("appliances/api/port", "90")
+	web := enrollApp(t, f, "web", 1)
+	apis := enrollApp(t, f, "api", 1)
+	f.must(f.do("PUT", "/v1/kv/shared/ntp?canary=100%25&deadline=500ms", "new"), http.StatusAccepted, nil)
+	appReport(t, f, "web", web[0], appViewOf(t, f, "web", web[0]), "")
+	waitFor(t, "the deadline", func() bool { return appRollout(t, f, "api").State == api.RolloutHalted })
+	if ws, as := appRollout(t, f, "web"), appRollout(t, f, "api"); ws.State != api.RolloutHalted || !strings.Contains(ws.Reason, "deadline") || !strings.Contains(as.Reason, "deadline") {
+		t.Fatalf("after api's deadline: %+v / %+v", ws, as)
+	}
+	if liveShared(t, f, "ntp") != "pool" {
+		t.Fatal("a halted group wrote shared/")
+	}
+
+	f.must(f.do("PUT", "/v1/kv/shared/ntp?canary=100%25&manual", "manual"), http.StatusAccepted, nil)
+	appReport(t, f, "web", web[0], appViewOf(t, f, "web", web[0]), "")
+	appReport(t, f, "api", apis[0], appViewOf(t, f, "api", apis[0]), "")
+	promote := func(app string) {
+		f.must(f.do("POST", "/v1/appliances/"+app+"/rollout", `{"action":"promote"}`, "Content-Type", "application/json"), 200, nil)
+	}
+	promote("web")
+	waitFor(t, "web ready", func() bool { return appRollout(t, f, "web").GroupReady })
+	time.Sleep(300 * time.Millisecond)
+	if liveShared(t, f, "ntp") != "pool" || appRollout(t, f, "api").State != api.RolloutRunning {
+		t.Fatal("went live before api was promoted")
+	}
+	promote("api")
+	waitFor(t, "the promotion", func() bool { return appRollout(t, f, "web").State == api.RolloutPromoted })
+	if liveShared(t, f, "ntp") != "manual" || appRollout(t, f, "api").State != api.RolloutPromoted {
+		t.Fatal("promoted but shared/ was not written")
+	}
+}
