@@ -196,6 +196,14 @@ func TestSharedRollout_PromotesWhenEveryApplianceHas(t *testing.T) {
 	if s := rels.Releases[2]; s.Kind != api.KindRollout || s.Rollout != g.Group {
 		t.Fatalf("the group's start: %+v", s)
 	}
+	// The canary, from the candidate it had, to the live view with the change: nothing of the
+	// change differs (shared/dns was written since), and the sum is the live view's.
+	var back api.Delta
+	f.must(f.doToken(instanceToken(t, f, canary), "GET", fmt.Sprintf("/v1/appliances/web?index=%d&delta&base_rollout=%s&wait=1s", full.Revision, sts["web"].ID), "", api.HeaderInstance, canary), 200, &back)
+	live := appViewOf(t, f, "web", canary)
+	if back.Rollout != "" || back.Base != full.Revision || len(back.Unset) != 0 || back.Sum != api.ViewSum(live.Keys) || len(back.Set) != 1 || back.Set["dns"] != "1.1.1.1" {
+		t.Fatalf("delta from the candidate to the live view: %+v", back)
+	}
 	f.put("shared/ntp", "later")
 	f.put("appliances/web/port", "8080")
 	if v := appViewOf(t, f, "web", canary); v.Rollout != "" || v.Keys["ntp"] != "later" || v.Keys["port"] != "8080" {
