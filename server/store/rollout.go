@@ -203,8 +203,8 @@ func RolloutInProgress(name string) error {
 // SharedInProgress is the refusal of a plain write to shared key key while shared rollout
 // group group changes it.
 func SharedInProgress(key, group string) error {
-	return api.Errorf(api.CodeRolloutInProgress, "key %q is changed by the shared rollout group %s in progress: writes to it are refused until the group is promoted, halted or aborted "+
-		"(see `shoelace appliance rollout status NAME` for any appliance of the group; write with --force to abort the group and write)", key, group)
+	return api.Errorf(api.CodeRolloutInProgress, "key %s is changed by the shared rollout group %s in progress: writes to it are refused until the group is promoted, halted or aborted "+
+		"(see `shoelace appliance rollout status NAME` for any appliance of the group; write with --force to abort the group and write)", api.KeyText(key), group)
 }
 
 // StartSharedRollout stores the records of a shared rollout group (by appliance), marks each
