@@ -210,8 +210,8 @@ func SharedInProgress(key, group string) error {
 // StartSharedRollout stores the records of a shared rollout group (by appliance), marks each
 // appliance's rollout running, locks the shared/ keys the group changes (KV names) and
 // records the group as the one running, with rel (its release record, kind rollout) in the
-// same transaction: unless a group already runs, or a rollout of one of the appliances does,
-// or a key is locked (api.CodeRolloutInProgress). It answers the revision.
+// same transaction: unless a group already runs, or a rollout of one of the appliances does
+// (api.CodeRolloutInProgress). It answers the revision.
 func (s *Store) StartSharedRollout(ctx context.Context, group string, records map[string][]byte, locked []string, rel api.Release) (int64, error) {
 	// Its promotion writes the change and ends every rollout in one transaction.
 	if n := 4 + 2*len(records) + 2*len(locked); n > s.MaxTxnOps() {
@@ -252,12 +252,8 @@ func (s *Store) StartSharedRollout(ctx context.Context, group string, records ma
 		return w.rev, api.Errorf(api.CodeRolloutInProgress, "the shared rollout group %s runs: one change to shared/ is rolled out at a time "+
 			"(see `shoelace appliance rollout status NAME`; write with --force to abort it)", string(resp.Kvs[0].Value))
 	}
-	for _, n := range names {
-		if resp, err := s.cli.Get(rctx, s.sysRoot+rollout.ActivePrefix+n, clientv3.WithKeysOnly()); err == nil && len(resp.Kvs) > 0 {
-			return w.rev, RolloutInProgress(n)
-		}
-	}
-	return w.rev, api.Errorf(api.CodeRolloutInProgress, "a rollout started meanwhile on one of the appliances or keys of this change; try again")
+	// Not naming the appliance: the writer of shared/ may not be one who may read it.
+	return w.rev, api.Errorf(api.CodeRolloutInProgress, "a rollout started meanwhile on an appliance this change would go to (one at a time per appliance): write again when it ends")
 }
 
 // EndGroup writes the final records of shared rollout group group (each guarded on the
