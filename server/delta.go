@@ -23,6 +23,8 @@ import (
 type side struct {
 	id   string
 	tree map[string]string
+	// shared is the change to shared/ of a shared rollout group's candidate (nil: none).
+	shared *rollout.SharedChange
 }
 
 func (s side) live() bool { return s.id == "" }
@@ -32,7 +34,7 @@ func sideOf(rec *rollout.Record) side {
 	if rec == nil {
 		return side{}
 	}
-	return side{id: rec.ID, tree: rec.Candidate}
+	return side{id: rec.ID, tree: rec.Candidate, shared: rec.Shared}
 }
 
 // diff returns the delta of appliance app from its view at base (of tree from) to its view
@@ -75,7 +77,8 @@ func (m *mirror) diff(app string, base int64, from, to side, rev int64) (d api.D
 		} else if v, ok := from.tree[k]; ok {
 			return v, true
 		}
-		return at(sharedAt, m.shared, k)
+		v, ok := at(sharedAt, m.shared, k)
+		return from.shared.Value(k, v, ok)
 	}
 	toTree := to.tree
 	if to.live() {
@@ -86,7 +89,7 @@ func (m *mirror) diff(app string, base int64, from, to side, rev int64) (d api.D
 			return v, true
 		}
 		v, ok := m.shared[k]
-		return v, ok
+		return to.shared.Value(k, v, ok)
 	}
 	// The keys that may differ.
 	maybe := make(map[string]struct{}, len(sharedAt)+len(ownAt))
@@ -108,6 +111,12 @@ func (m *mirror) diff(app string, base int64, from, to side, rev int64) (d api.D
 		for k := range to.tree {
 			maybe[k] = struct{}{}
 		}
+		for _, k := range from.shared.Keys() {
+			maybe[k] = struct{}{}
+		}
+		for _, k := range to.shared.Keys() {
+			maybe[k] = struct{}{}
+		}
 	}
 	d = api.Delta{Appliance: app, Revision: m.rev, Rollout: to.id, Base: base}
 	for k := range maybe {
@@ -124,7 +133,7 @@ func (m *mirror) diff(app string, base int64, from, to side, rev int64) (d api.D
 		}
 	}
 	slices.Sort(d.Unset)
-	d.Sum, viewBytes = m.sumLocked(app, to.id, toTree)
+	d.Sum, viewBytes = m.sumLocked(app, to.id, toTree, to.shared)
 	return d, viewBytes, true
 }
 
@@ -141,7 +150,7 @@ type viewSum struct {
 // sumLocked returns the sum of app's view of tree (the live one when tree is "") at the
 // mirror's revision, and the size of its JSON, near enough: made once per revision (it reads
 // the whole view) for every delta to it, whatever their bases. m.mu must be held (read).
-func (m *mirror) sumLocked(app, tree string, toTree map[string]string) (string, int) {
+func (m *mirror) sumLocked(app, tree string, toTree map[string]string, change *rollout.SharedChange) (string, int) {
 	k := sumKey{app, tree}
 	m.smu.Lock()
 	s, ok := m.sums[k]
@@ -149,8 +158,12 @@ func (m *mirror) sumLocked(app, tree string, toTree map[string]string) (string, 
 	if ok && s.rev == m.rev {
 		return s.sum, s.bytes
 	}
-	now := make(map[string]string, len(m.shared)+len(toTree))
-	maps.Copy(now, m.shared)
+	shared := m.shared
+	if change != nil {
+		shared = change.Apply(shared)
+	}
+	now := make(map[string]string, len(shared)+len(toTree))
+	maps.Copy(now, shared)
 	maps.Copy(now, toTree)
 	s = viewSum{rev: m.rev, sum: api.ViewSum(now), bytes: 64 + len(app) + len(tree)}
 	for k, v := range now {

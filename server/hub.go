@@ -758,7 +758,7 @@ func (h *hub) touch(app string, rev int64) {
 }
 
 // candidateFlight returns the flight that reads the view of rec's cohort: shared/ as at rev or
-// later, overlaid by the rollout's candidate tree, read once for every waiter of the cohort (as
+// later (with a shared rollout group's change), overlaid by the rollout's candidate tree, read once for every waiter of the cohort (as
 // viewFlight does).
 func (h *hub) candidateFlight(app string, rec *rollout.Record, rev int64) *flight {
 	key := app + "\x00" + rec.ID
@@ -795,6 +795,10 @@ func (h *hub) readCandidate(f *flight, key, app string, rec *rollout.Record) {
 		for _, kv := range kvs {
 			shared[strings.TrimPrefix(kv.Key, api.SharedPrefix+"/")] = kv.Value
 		}
+	}
+	if rec.Shared != nil {
+		// A shared rollout group's cohort sees shared/ as the change leaves it.
+		shared = rec.Shared.Apply(shared)
 	}
 	keys := make(map[string]string, len(shared)+len(rec.Candidate))
 	maps.Copy(keys, shared)

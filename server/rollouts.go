@@ -389,6 +389,11 @@ func (s *Server) endRollout(ctx context.Context, name, id, state, reason, instan
 		if !rec.Running() || (id != "" && rec.ID != id) {
 			return rec.Status(nil, rev, time.Time{}), errRolloutNotRunning
 		}
+		if rec.Group != "" {
+			// A rollout of a shared change ends with its whole group.
+			reason = fmt.Sprintf("appliance %s: %s", name, reason)
+			return s.endGroup(ctx, rec.Group, name, state, reason, instance)
+		}
 		now := time.Now().UTC()
 		rec.State, rec.Reason, rec.Instance, rec.Ended = state, reason, instance, &now
 		out, _ := json.Marshal(rec)
@@ -471,6 +476,11 @@ func (s *Server) stepRollout(ctx context.Context, name string) error {
 	switch d.Action {
 	case rollout.Wait:
 		setBaked(d.BakedSince)
+		if rec.Ready && rec.Group != "" {
+			// Passed its last step (a manual one waits for no promote again): the group may
+			// be all ready now, also after a leader went away between the last two.
+			return s.groupStepDone(ctx, name, rec, rev)
+		}
 		return nil
 	case rollout.Halt:
 		setBaked(time.Time{})
@@ -491,6 +501,9 @@ func (s *Server) stepRollout(ctx context.Context, name string) error {
 		s.rollouts.set(name, &rec)
 		s.log.Info("rollout advanced", "appliance", name, "rollout", rec.ID, "step", rec.Step, "cohort", rec.Steps[rec.Step], "of", len(rec.Instances))
 		return nil
+	}
+	if rec.Group != "" {
+		return s.groupStepDone(ctx, name, rec, rev)
 	}
 	err = s.promote(ctx, name, rec, rev)
 	if ae := (*api.Error)(nil); errors.As(err, &ae) && ae.Code == api.CodeSchemaViolation {
@@ -788,7 +801,7 @@ func rolloutOf(ops []api.Op) (string, error) {
 	for _, op := range ops {
 		n, ok := api.ApplianceOf(op.Key)
 		if !ok || op.Key == api.ApplianceRoot(n) {
-			return "", api.Errorf(api.CodeInvalidRequest, "a write with canary changes the keys of one appliance (appliances/NAME/…); %s is not one: shared/ and other keys go to every instance at once, so write them without canary", api.KeyText(op.Key))
+			return "", api.Errorf(api.CodeInvalidRequest, "a write with canary changes the keys of one appliance (appliances/NAME/…) or keys of shared/ (shared/…); %s is neither: other keys go to every instance at once, so write them without canary", api.KeyText(op.Key))
 		}
 		if name != "" && n != name {
 			return "", api.Errorf(api.CodeInvalidRequest, "a write with canary changes the keys of one appliance, not of both %s and %s", name, n)
@@ -822,8 +835,18 @@ func (s *Server) rolloutWrite(ctx context.Context, w http.ResponseWriter, r *htt
 			return err
 		}
 	}
+	if force {
+		if err := s.abortGroupForForce(ctx, r, ops); err != nil {
+			return err
+		}
+	}
 	if strat == nil {
 		return errPlainWrite
+	}
+	if change, ok, err := sharedChangeOf(ops); err != nil {
+		return err
+	} else if ok {
+		return s.startSharedRollout(ctx, w, r, change, strat, kind)
 	}
 	name, err := rolloutOf(ops)
 	if err != nil {

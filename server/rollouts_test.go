@@ -229,7 +229,6 @@ func TestRollout_BadInput(t *testing.T) {
 		{"/v1/kv/appliances/web/port?canary=10%25&bake=forever", "1", "bake"},
 		{"/v1/kv/appliances/web/port?canary=10%25&deadline=0s", "1", "deadline"},
 		{"/v1/kv/appliances/web/port?canary=10%25&cas=3", "1", "cas"},
-		{"/v1/kv/shared/ntp?canary=10%25", "1", "shared"},
 	} {
 		f.mustErr(f.do("PUT", c.path, c.body), http.StatusBadRequest, api.CodeInvalidRequest, c.words)
 	}

@@ -409,3 +409,74 @@ func TestE2E_EnrollRefusedStillRenders(t *testing.T) {
 		t.Fatalf("forget of an unknown instance: exit %d, want 3", code)
 	}
 }
+
+// A change to shared/ written with --canary goes to the canary of each appliance first (here
+// web, whose agents read port from shared/): a bad one halts there, the canary gets its previous
+// file back and the rest never see it, and shared/ keeps its value; a good one steps through
+// and is then written to shared/. A plain write of the key meanwhile exits 7.
+func TestE2E_SharedRolloutCanary(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/name", "web")
+	srv.put("shared/port", "80")
+	fleet := startFleet(t, srv, 5)
+	before := map[string]string{}
+	for _, a := range fleet {
+		waitFor(t, a.name+" renders", fileIs(a.conf(), "port=80\n"))
+		before[a.name] = readFile(t, a.conf())
+	}
+	waitEnrolled(t, srv, fleet)
+
+	code, out, errOut := srv.shoelace(t, "kv", "put", "shared/port", "bad", "--canary", "20%", "--bake", "1h")
+	if code != 0 || !strings.HasPrefix(out, "revision ") || !strings.Contains(errOut, "shared rollout group") {
+		t.Fatalf("kv put shared/port --canary: exit %d\n%s\n%s", code, out, errOut)
+	}
+	rev := strings.TrimSpace(strings.TrimPrefix(out, "revision "))
+	st := srv.rollout(t)
+	if len(st.Cohort) != 1 || st.Group == "" || !slices.Equal(st.Shared, []string{"port"}) {
+		t.Fatalf("web's rollout of the shared change: %+v", st)
+	}
+	canary := st.Cohort[0]
+	code, out, errOut = srv.shoelace(t, "appliance", "wait", "web", "--revision", rev, "--interval", "200ms", "--for", "2m")
+	if code != 7 || !strings.Contains(errOut, canary) || !strings.Contains(errOut, "halted") {
+		t.Fatalf("appliance wait: exit %d\n%s\n%s", code, out, errOut)
+	}
+	for _, a := range fleet {
+		if a.name == canary {
+			waitFor(t, "the canary restores its previous file", fileIs(a.conf(), before[a.name]))
+			continue
+		}
+		if got := readFile(t, a.conf()); got != before[a.name] {
+			t.Fatalf("%s is not in the canary but has %q", a.name, got)
+		}
+		if n := len(commandLines(t, a.env.path("commands"))); n != 1 {
+			t.Fatalf("%s ran its command %d times: %v", a.name, n, commandLines(t, a.env.path("commands")))
+		}
+	}
+	if code, out, _ := srv.shoelace(t, "kv", "get", "shared/port"); code != 0 || out != "80" {
+		t.Fatalf("live value after the halt: %d %q", code, out)
+	}
+
+	// A good change steps through web's fleet, then goes live; a plain write of the key
+	// while it runs is refused with exit 7.
+	code, out, errOut = srv.shoelace(t, "kv", "put", "shared/port", "8080", "--canary", "20%", "--step", "40%", "--bake", "1s")
+	if code != 0 {
+		t.Fatalf("kv put shared/port --canary: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if code, _, errOut := srv.shoelace(t, "kv", "put", "shared/port", "9"); code != 7 || !strings.Contains(errOut, "shared rollout group") {
+		t.Fatalf("plain write of a key of the group: exit %d: %s", code, errOut)
+	}
+	code, out, errOut = srv.shoelace(t, "appliance", "wait", "web", "--interval", "200ms", "--for", "2m")
+	if code != 0 || !strings.Contains(out, "promoted") {
+		t.Fatalf("appliance wait: exit %d\n%s\n%s", code, out, errOut)
+	}
+	for _, a := range fleet {
+		waitFor(t, a.name+" has the change", fileIs(a.conf(), "port=8080\n"))
+	}
+	if code, out, _ := srv.shoelace(t, "kv", "get", "shared/port"); code != 0 || out != "8080" {
+		t.Fatalf("live value after the promotion: %d %q", code, out)
+	}
+	// appliance wait run after the group ended (no --revision) reports its end too.
+	if code, out, errOut := srv.shoelace(t, "appliance", "wait", "web", "--for", "1m"); code != 0 || !strings.Contains(out, "promoted") {
+		t.Fatalf("appliance wait after the promotion: exit %d\n%s\n%s", code, out, errOut)
+	}
+}

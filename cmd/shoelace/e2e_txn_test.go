@@ -67,6 +67,7 @@ func TestE2E_TxnCanary(t *testing.T) {
 	t.Cleanup(func() {
 		c.run("appliance", "rollout", "abort", "e2etxnc")
 		c.run("kv", "rm", "appliances/e2etxnc", "--recurse", "--force")
+		c.run("kv", "rm", "shared/e2etxnc-ntp", "--force")
 	})
 	c.ok("kv", "put", "appliances/e2etxnc/port", "80")
 	tok, err := os.ReadFile(s.adminTokenFile())
@@ -94,6 +95,21 @@ func TestE2E_TxnCanary(t *testing.T) {
 	if st := c.ok("appliance", "rollout", "status", "e2etxnc", "-o", "json"); !strings.Contains(st, `"state":"running"`) || !strings.Contains(st, `"kind":"txn"`) {
 		t.Errorf("rollout status after txn --canary: %s", st)
 	}
+	// A staged shared/ change while the appliance's rollout runs: refused (one rollout per
+	// appliance at a time); once it ended, the txn starts a shared group, nothing is written to
+	// shared/ yet, and aborting the appliance's rollout ends the group without writing it.
+	shared := `{"ops": [{"op": "put", "key": "shared/e2etxnc-ntp", "value": "time.example"}]}`
+	checkFailure(t, c.runStdin([]byte(shared), "txn", "-f", "-", "--canary", "50%"), exitUnknown, "rollout", []string{"txn", "--canary", shared})
+	c.ok("appliance", "rollout", "abort", "e2etxnc")
+	r = c.runStdin([]byte(shared), "txn", "-f", "-", "--canary", "50%", "--manual")
+	if r.code != 0 || !strings.Contains(r.stderr, "shared rollout group") || !strings.Contains(r.stderr, "of e2etxnc started") {
+		t.Fatalf("shared txn --canary: %s; want a shared rollout group with e2etxnc in it", r)
+	}
+	revisionOf(t, r.stdout)
+	c.fails(exitNotFound, "not found", "kv", "get", "shared/e2etxnc-ntp")
+	c.ok("appliance", "rollout", "abort", "e2etxnc")
+	c.fails(exitNotFound, "not found", "kv", "get", "shared/e2etxnc-ntp")
+
 	two := `{"ops": [{"op": "put", "key": "appliances/e2etxnc/port", "value": "1"}, {"op": "put", "key": "appliances/other/port", "value": "1"}]}`
 	checkFailure(t, c.runStdin([]byte(two), "txn", "-f", "-", "--canary", "50%"), exitError, "one appliance", []string{"txn", "--canary", two})
 }

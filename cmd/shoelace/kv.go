@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -66,11 +67,18 @@ Prints the revision of the write.
 otherwise nothing is written and the exit code is 4. A VALUE that starts with '-' goes
 after "--": shoelace kv put app/offset -- -5
 
+--canary stages the change (see shoelace appliance rollout --help): for a key of an appliance,
+one rollout of that appliance; for a shared/ key, one rollout per appliance with enrolled
+instances, all of one group, and shared/ changes only when every one of them is promoted (a
+halt or abort of any ends the group). Without --canary, a shared/ key reaches every instance of
+every appliance at once.
+
 EXAMPLES:
    shoelace kv put shared/system/ntp pool.ntp.org
    shoelace kv put appliances/web/tls/cert - < cert.pem
    rev=$(shoelace kv get appliances/web/port -o json | jq .mod_revision)
-   shoelace kv put appliances/web/port 8081 --cas "$rev"`,
+   shoelace kv put appliances/web/port 8081 --cas "$rev"
+   shoelace kv put shared/system/ntp time.example.net --canary 10% --bake 5m`,
 				Flags: append([]cli.Flag{
 					&cli.Int64Flag{Name: "cas", DefaultText: "unconditional", Usage: "write only if the key's mod_revision is `REVISION` (0: must not exist)"},
 				}, rolloutFlags()...),
@@ -190,6 +198,13 @@ func (e *cliEnv) kvPut(c *cli.Context) error {
 		return err
 	}
 	defer s.cancel()
+	if api.Under(a[0], api.SharedPrefix) && c.String("canary") != "" {
+		var g api.SharedRolloutStatus
+		if _, err := s.client.Do(s.ctx, client.Request{Method: http.MethodPut, Path: "/v1/kv/" + a[0], Body: value}, &g); err != nil {
+			return err
+		}
+		return e.printSharedRolloutStarted(s, g)
+	}
 	rev, err := s.client.Put(s.ctx, a[0], value, cas)
 	if err != nil {
 		return err

@@ -19,7 +19,7 @@ import (
 // instance at once (appliance apply and rollback, kv put, txn).
 func rolloutFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "canary", Usage: "start a staged rollout: the `SHARE` of the appliance's enrolled instances (10% or 0.1) that get the change first; the live keys change only when it is promoted"},
+		&cli.StringFlag{Name: "canary", Usage: "start a staged rollout: the `SHARE` of the appliance's enrolled instances (10% or 0.1) that get the change first; the live keys change only when it is promoted (for a shared/ key: one rollout per appliance with enrolled instances, and shared/ changes when all are promoted)"},
 		&cli.StringFlag{Name: "step", Usage: "with --canary: the `SHARE` of instances added at each step after the canary (default: all the rest at once)"},
 		&cli.DurationFlag{Name: "bake", Usage: "with --canary: how long (`D`, such as 5m) each cohort must run the change without a failure before the next step"},
 		&cli.DurationFlag{Name: "deadline", Value: 30 * time.Minute, Usage: "with --canary: halt when a cohort has not applied the change within `D`"},
@@ -30,7 +30,7 @@ func rolloutFlags() []cli.Flag {
 
 // forceFlag lets a plain write abort the appliance's rollout in progress.
 func forceFlag() cli.Flag {
-	return &cli.BoolFlag{Name: "force", Usage: "abort the appliance's rollout in progress, then write (without it such a write is refused, exit 7)"}
+	return &cli.BoolFlag{Name: "force", Usage: "abort the appliance's rollout in progress (or the shared rollout group changing a shared/ key), then write (without it such a write is refused, exit 7)"}
 }
 
 // rolloutQuery turns the rollout flags of c into the write's query parameters.
@@ -99,6 +99,27 @@ func (e *cliEnv) printRolloutStarted(s *session, name string) error {
 	return printRevision(e.stdout, false, st.Revision)
 }
 
+// printSharedRolloutStarted tells that a change to shared/ started a group of rollouts, one
+// per appliance with enrolled instances, instead of changing the live keys.
+func (e *cliEnv) printSharedRolloutStarted(s *session, g api.SharedRolloutStatus) error {
+	if s.json {
+		return printJSON(e.stdout, g)
+	}
+	var names []string
+	for _, st := range g.Rollouts {
+		names = append(names, st.Appliance)
+		fmt.Fprintf(e.stderr, "rollout %s of %s started: %d of %d instances get the change first (%s)\n",
+			st.ID, st.Appliance, len(st.Cohort), len(st.Instances), strings.Join(st.Cohort, ", "))
+	}
+	on := strings.Join(names, ", ")
+	if len(names) < g.Appliances {
+		on = fmt.Sprintf("%d appliances (%d of them shown to this token)", g.Appliances, len(names))
+	}
+	fmt.Fprintf(e.stderr, "shared rollout group %s started on %s: shared/ changes when every one of them is promoted, and no appliance gets it if one halts; follow each with: shoelace appliance rollout status NAME\n",
+		g.Group, on)
+	return printRevision(e.stdout, false, g.Revision)
+}
+
 func rolloutCommand(e *cliEnv) *cli.Command {
 	sub := func(name, usage string, action cli.ActionFunc, flags ...cli.Flag) *cli.Command {
 		return &cli.Command{Name: name, Usage: usage, ArgsUsage: "NAME", Action: action, Flags: flags}
@@ -114,6 +135,10 @@ render, check, reload or health command on any of them, or a cohort that has not
 change within --deadline, halts the rollout: those instances go back to the live keys (and
 their agents restore their previous files). The last step writes the change to the live keys
 as a release.
+
+kv put shared/KEY VALUE --canary starts one rollout per appliance with enrolled instances, all
+of one group (status shows it): an appliance done with its last step waits for the others, and
+shared/KEY is written when all are done; a halt or abort of any ends every one of them.
 
 EXAMPLES:
    shoelace appliance apply web -f web.yaml --canary 10% --step 25% --bake 5m
@@ -172,6 +197,13 @@ func printRollout(w io.Writer, st api.RolloutStatus) error {
 		}
 	}
 	fmt.Fprintln(w)
+	if st.Group != "" {
+		fmt.Fprintf(w, "  shared rollout group %s of shared/ keys %s", st.Group, strings.Join(st.Shared, ", "))
+		if st.GroupReady {
+			fmt.Fprint(w, ": every step passed, waiting for the other appliances of the group")
+		}
+		fmt.Fprintln(w)
+	}
 	if st.Reason != "" {
 		fmt.Fprintf(w, "  reason: %s\n", oneLine(st.Reason))
 	}
@@ -218,12 +250,14 @@ func rolloutEnded(st api.RolloutStatus) error {
 // writes with --canary and then runs appliance wait without --revision gets the end of its
 // rollout even when it came before the wait asked.
 func (e *cliEnv) lastChange(ctx context.Context, s *session, name string, st api.RolloutStatus) bool {
-	h, err := s.client.ApplianceReleases(ctx, name, 1, 0, false)
+	// A rollout of a shared rollout group started and ended with releases of shared/.
+	h, err := s.client.ApplianceReleases(ctx, name, 1, 0, st.Group != "")
 	if err != nil || len(h.Releases) == 0 {
 		return false
 	}
 	last := h.Releases[0]
-	return (last.Kind == api.KindRollout && last.Rollout == st.ID) || (st.Release > 0 && last.Revision == st.Release)
+	return (last.Kind == api.KindRollout && last.Rollout == st.ID) || (st.Group != "" && last.Kind == api.KindRollout && last.Rollout == st.Group) ||
+		(st.Release > 0 && last.Revision == st.Release)
 }
 
 // waitRollout follows appliance name's rollout started at or after revision rev (when rev is 0,

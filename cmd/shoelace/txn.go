@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/client"
 )
 
 func txnCommand(e *cliEnv) *cli.Command {
@@ -27,8 +29,10 @@ Every op applies in one etcd transaction, or none does: a guard that does not ho
 mod_revision is not the one given; 0: the key must not exist) writes nothing and exits 4.
 Prints the revision of the write.
 
-With --canary (every op under one appliance, no guards) the transaction starts a staged rollout
-of that appliance instead of changing its live keys: see shoelace appliance rollout --help.
+With --canary (no guards) the transaction is staged instead of changing the live keys: every op
+under one appliance starts a rollout of that appliance; every op a single shared/ key starts a
+shared rollout group (one rollout per appliance with enrolled instances). See
+shoelace appliance rollout --help.
 
 EXAMPLES:
    shoelace txn -f release.json -m "web: port 8081, drop old"
@@ -71,6 +75,19 @@ func (e *cliEnv) txn(c *cli.Context) error {
 		return err
 	}
 	defer s.cancel()
+	if c.String("canary") != "" && allShared(t) {
+		// A staged shared/ change: one rollout per appliance, answered as their group.
+		data, err := json.Marshal(t)
+		if err != nil {
+			return fmt.Errorf("txn: encode: %w", err)
+		}
+		var g api.SharedRolloutStatus
+		req := client.Request{Method: http.MethodPost, Path: "/v1/txn", Body: data, Header: http.Header{"Content-Type": {"application/json"}}}
+		if _, err := s.client.Do(s.ctx, req, &g); err != nil {
+			return err
+		}
+		return e.printSharedRolloutStarted(s, g)
+	}
 	rev, err := s.client.Txn(s.ctx, t)
 	if err != nil {
 		return err
@@ -114,4 +131,14 @@ func txnAppliance(t api.Txn) (string, bool) {
 		name = n
 	}
 	return name, name != ""
+}
+
+// allShared says whether every op of t is under shared/ (a staged shared change with --canary).
+func allShared(t api.Txn) bool {
+	for _, op := range t.Ops {
+		if !api.Under(op.Key, api.SharedPrefix) {
+			return false
+		}
+	}
+	return len(t.Ops) > 0
 }

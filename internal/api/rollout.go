@@ -112,6 +112,13 @@ type RolloutStatus struct {
 	Source   string `json:"source,omitempty"`
 	Token    string `json:"token,omitempty"`
 	Kind     string `json:"kind,omitempty"` // the write that started it: apply, put, txn, rollback
+	// Group is, for a change to shared/ rolled out (--canary on shared/ keys), the id of the
+	// group of rollouts (one per appliance) it belongs to; Shared the shared/ keys it puts or
+	// deletes (relative to shared/). GroupReady says that this appliance has passed its last
+	// step and waits for the others of the group: the change goes live when all have.
+	Group      string   `json:"group,omitempty"`
+	Shared     []string `json:"shared,omitempty"`
+	GroupReady bool     `json:"group_ready,omitempty"`
 }
 
 // RolloutAction is the body of POST /v1/appliances/{name}/rollout: "promote" (the next step
@@ -145,4 +152,18 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	}
 	*d = Duration(n)
 	return nil
+}
+
+// SharedRolloutStatus answers (202) a write of shared/ keys with canary: the group of
+// rollouts it started, one per appliance with instances to draw (each followed as any
+// rollout, GET /v1/appliances/{name}/rollout, whose Group is Group).
+type SharedRolloutStatus struct {
+	Group    string   `json:"group"`
+	State    string   `json:"state"`
+	Revision int64    `json:"revision"`
+	Shared   []string `json:"shared"` // the shared/ keys it puts or deletes (relative)
+	// Appliances is how many appliances have a rollout in the group; Rollouts those of them
+	// the writer's token may read.
+	Appliances int             `json:"appliances"`
+	Rollouts   []RolloutStatus `json:"rollouts"`
 }

@@ -26,6 +26,11 @@ const (
 	// ActivePrefix+<appliance> exists while that appliance's rollout runs: every plain write to
 	// the appliance's keys is guarded on its absence.
 	ActivePrefix = "rollout-active/"
+	// GroupKey holds the id of the shared rollout group that runs (one at a time), and
+	// LockedPrefix+<key> (a shared/ key) exists while that group changes the key: every plain
+	// write of the key is guarded on its absence.
+	GroupKey     = "rollout-group"
+	LockedPrefix = "rollout-locked/"
 )
 
 // DefaultDeadline is how long a cohort may take to report the candidate before the rollout halts.
@@ -60,6 +65,63 @@ type Record struct {
 	Kind     string     `json:"kind,omitempty"`
 	// RollbackTo is, for a rollback rolled out, the revision it restores.
 	RollbackTo int64 `json:"rollback_to,omitempty"`
+	// Group is, for a change to shared/ rolled out (one rollout per appliance, all of one
+	// group), the group's id; Shared that change. Candidate is then the appliance's own tree
+	// as it was when the group started (the rollout holds it so). Ready says that the
+	// rollout has passed its last step and waits for the group's others.
+	Group  string        `json:"group,omitempty"`
+	Shared *SharedChange `json:"shared,omitempty"`
+	Ready  bool          `json:"ready,omitempty"`
+}
+
+// SharedChange is a change to shared/ that a group of rollouts brings: keys put (with their
+// values) and keys deleted, relative to shared/.
+type SharedChange struct {
+	Puts    map[string]string `json:"puts,omitempty"`
+	Deletes []string          `json:"deletes,omitempty"`
+}
+
+// Apply returns shared (the live shared/ tree, relative keys) as the change leaves it; shared
+// itself is not changed.
+func (c *SharedChange) Apply(shared map[string]string) map[string]string {
+	out := make(map[string]string, len(shared)+len(c.Puts))
+	for k, v := range shared {
+		out[k] = v
+	}
+	for _, k := range c.Deletes {
+		delete(out, k)
+	}
+	for k, v := range c.Puts {
+		out[k] = v
+	}
+	return out
+}
+
+// Value returns key's value in shared/ as the change leaves it, given its live value (v, ok).
+func (c *SharedChange) Value(key, v string, ok bool) (string, bool) {
+	if c == nil {
+		return v, ok
+	}
+	if nv, put := c.Puts[key]; put {
+		return nv, true
+	}
+	if slices.Contains(c.Deletes, key) {
+		return "", false
+	}
+	return v, ok
+}
+
+// Keys returns the keys the change puts or deletes (relative to shared/), sorted.
+func (c *SharedChange) Keys() []string {
+	if c == nil {
+		return nil
+	}
+	out := slices.Clone(c.Deletes)
+	for k := range c.Puts {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // Running reports whether the rollout still runs.
@@ -236,7 +298,8 @@ func (r *Record) Status(reports map[string]api.Instance, rev int64, bakedSince t
 	st := api.RolloutStatus{Appliance: r.Appliance, ID: r.ID, State: r.State, Strategy: r.Strategy, Step: r.Step,
 		Steps: r.Steps, Cohort: r.Cohort(), Started: r.Started, StepStarted: r.StepStarted, Ended: r.Ended,
 		Reason: r.Reason, Instance: r.Instance, Revision: rev, Release: r.Release, Message: r.Message, Source: r.Source,
-		Token: r.Token, Kind: r.Kind, Instances: []api.RolloutInstance{}}
+		Token: r.Token, Kind: r.Kind, Instances: []api.RolloutInstance{}, Group: r.Group, Shared: r.Shared.Keys(),
+		GroupReady: r.Ready && r.Running()}
 	if st.Cohort == nil {
 		st.Cohort = []string{}
 	}

@@ -180,3 +180,34 @@ func TestStatus(t *testing.T) {
 		t.Fatalf("halted status: %+v", st.Instances[0])
 	}
 }
+
+// A shared change gives shared/ as it leaves it: puts win, deletes go, the rest stays; a nil
+// change is no change.
+func TestSharedChange(t *testing.T) {
+	c := &SharedChange{Puts: map[string]string{"ntp": "new", "dns": "9.9.9.9"}, Deletes: []string{"old"}}
+	live := map[string]string{"ntp": "pool", "old": "x", "keep": "k"}
+	got := c.Apply(live)
+	if len(got) != 3 || got["ntp"] != "new" || got["dns"] != "9.9.9.9" || got["keep"] != "k" {
+		t.Fatalf("Apply: %v", got)
+	}
+	if live["ntp"] != "pool" || live["old"] != "x" {
+		t.Fatalf("Apply changed its argument: %v", live)
+	}
+	for _, tc := range []struct {
+		key, v string
+		ok     bool
+		want   string
+		wantOK bool
+	}{{"ntp", "pool", true, "new", true}, {"old", "x", true, "", false}, {"keep", "k", true, "k", true}, {"none", "", false, "", false}} {
+		if v, ok := c.Value(tc.key, tc.v, tc.ok); v != tc.want || ok != tc.wantOK {
+			t.Errorf("Value(%s) = %q %v", tc.key, v, ok)
+		}
+	}
+	var none *SharedChange
+	if v, ok := none.Value("ntp", "pool", true); v != "pool" || !ok || none.Keys() != nil {
+		t.Fatal("a nil change changes something")
+	}
+	if k := c.Keys(); len(k) != 3 || k[0] != "dns" || k[1] != "ntp" || k[2] != "old" {
+		t.Fatalf("Keys: %v", k)
+	}
+}

@@ -1,0 +1,410 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/rollout"
+	"github.com/shoelace-dev/shoelace/server/store"
+)
+
+// Shared rollout groups: a change to shared/ written with ?canary.
+//
+// Such a write starts one rollout per appliance that has instances to draw, all of one group
+// (the records' Group), in one transaction that also locks the shared/ keys the change touches
+// (rollout.LockedPrefix) and records the group as the one running (rollout.GroupKey). Each
+// rollout draws its cohorts and moves through its steps as an appliance's own rollout does;
+// its cohort sees shared/ as the change leaves it, overlaid by the appliance's own tree (held
+// as it was at the start, as any rollout holds it). A rollout that passed its last step is
+// Ready and waits; when every rollout of the group is, one transaction writes the change to the
+// live shared/ tree (one release), ends every rollout of the group as promoted and frees the
+// keys. A halt or an abort of any of them ends them all (one transaction): no shared/ key is
+// written, every cohort goes back to the live view.
+
+// sharedChangeOf returns the change to shared/ that ops make when every op is under shared/
+// (ok false when none is; an error when some are and others are not, or an op cannot be
+// rolled out).
+func sharedChangeOf(ops []api.Op) (c *rollout.SharedChange, ok bool, err error) {
+	shared := 0
+	for _, op := range ops {
+		if api.Under(op.Key, api.SharedPrefix) || op.Key == api.SharedPrefix && op.Recurse {
+			shared++
+		}
+	}
+	if shared == 0 {
+		return nil, false, nil
+	}
+	if shared != len(ops) {
+		return nil, false, api.Errorf(api.CodeInvalidRequest, "a write with canary changes either the keys of one appliance or keys of shared/, not both")
+	}
+	c = &rollout.SharedChange{Puts: map[string]string{}}
+	for _, op := range ops {
+		rel, ok := strings.CutPrefix(op.Key, api.SharedPrefix+"/")
+		if !ok || op.Recurse {
+			return nil, false, api.Errorf(api.CodeInvalidRequest, "a change to shared/ with canary puts or deletes single keys; %s is a recursive delete: name its keys, or write it without canary", api.KeyText(op.Key))
+		}
+		_, put := c.Puts[rel]
+		if put || slices.Contains(c.Deletes, rel) {
+			// Its promotion is one transaction, which may touch a key only once.
+			return nil, false, api.Errorf(api.CodeInvalidRequest, "invalid transaction: it touches key %s twice; a transaction may touch a key only once", api.KeyText(op.Key))
+		}
+		if op.Op == api.OpPut {
+			c.Puts[rel] = op.Value
+		} else {
+			c.Deletes = append(c.Deletes, rel)
+		}
+	}
+	slices.Sort(c.Deletes)
+	return c, true, nil
+}
+
+// startSharedRollout starts the shared rollout group of change, for the write of kind that r
+// makes with strategy strat.
+func (s *Server) startSharedRollout(ctx context.Context, w http.ResponseWriter, r *http.Request, change *rollout.SharedChange, strat *api.RolloutStrategy, kind string) error {
+	names, _, err := s.st.Appliances(ctx)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	group := releaseIDFor(now)
+	records := map[string][]byte{}
+	recs := map[string]*rollout.Record{}
+	for _, name := range names {
+		inst, base, err := s.enrolledInstances(ctx, name)
+		if err != nil {
+			return err
+		}
+		if len(inst) == 0 {
+			continue // it gets the change when the group is promoted
+		}
+		own, err := s.ownTree(ctx, name)
+		if err != nil {
+			return err
+		}
+		if len(own) == 0 {
+			continue // deleted meanwhile
+		}
+		ordered := rollout.Order(inst)
+		rec := rollout.Record{ID: releaseIDFor(now), Appliance: name, State: api.RolloutRunning, Strategy: *strat, Candidate: own, Base: base,
+			Instances: ordered, Steps: rollout.Steps(len(ordered), strat.Canary, strat.Step), Started: now, StepStarted: now,
+			Message: r.Header.Get(api.HeaderMessage), Source: r.Header.Get(api.HeaderSource), Token: info(r).token, Kind: kind,
+			Group: group, Shared: change}
+		data, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		records[name], recs[name] = data, &rec
+	}
+	if len(records) == 0 {
+		return api.Errorf(api.CodeConflict, "no appliance has an enrolled instance seen in the last %s: a canary of shared/ needs at least one (agents enroll when `shoelace-agent run` starts); write without canary to change every instance at once",
+			s.cfg.instanceStale())
+	}
+	locked := lockedKeys(change)
+	p := principalOf(r)
+	for _, n := range s.rollouts.running() {
+		if cur := s.rollouts.get(n); cur != nil && cur.Group != "" {
+			return api.Errorf(api.CodeRolloutInProgress, "the shared rollout group %s runs: one change to shared/ is rolled out at a time "+
+				"(see `shoelace appliance rollout status NAME`; write with --force to abort it)", cur.Group)
+		}
+	}
+	for _, n := range slices.Sorted(maps.Keys(recs)) {
+		if cur := s.rollouts.get(n); cur.Running() {
+			if p.mayRead(api.ApplianceRoot(n)) == nil {
+				return store.RolloutInProgress(n)
+			}
+			return api.Errorf(api.CodeRolloutInProgress, "an appliance this change would go to has a rollout in progress (one at a time per appliance): write again when it ends")
+		}
+	}
+	rev, err := s.st.StartSharedRollout(ctx, group, records, locked, sharedRolloutRelease(group, recs, change, now, r))
+	setIndex(w, rev)
+	if err != nil {
+		return err
+	}
+	apps := slices.Sorted(maps.Keys(recs))
+	for _, n := range apps {
+		s.rollouts.set(n, recs[n])
+	}
+	s.audit(r, "rollout-start", locked, rev)
+	s.log.Info("shared rollout group started", "group", group, "appliances", apps, "keys", len(locked), "kind", kind)
+	// The rollouts of the appliances the writer may read (the others' instances are not its to see).
+	out := api.SharedRolloutStatus{Group: group, State: api.RolloutRunning, Revision: rev, Shared: change.Keys(), Appliances: len(apps), Rollouts: []api.RolloutStatus{}}
+	for _, n := range apps {
+		if p.mayRead(api.ApplianceRoot(n)) == nil {
+			out.Rollouts = append(out.Rollouts, recs[n].Status(nil, rev, time.Time{}))
+		}
+	}
+	return writeJSON(w, http.StatusAccepted, rev, out)
+}
+
+// sharedRolloutRelease is the release record of a group's start: kind rollout, the shared/
+// keys the change would create, change and delete, and the appliances it goes to first.
+func sharedRolloutRelease(group string, recs map[string]*rollout.Record, c *rollout.SharedChange, now time.Time, r *http.Request) api.Release {
+	ch := api.ReleaseChange{Scope: api.ScopeShared}
+	for _, k := range c.Deletes {
+		ch.Deleted = append(ch.Deleted, api.SharedPrefix+"/"+k)
+	}
+	for k := range c.Puts {
+		ch.Changed = append(ch.Changed, api.SharedPrefix+"/"+k)
+	}
+	slices.Sort(ch.Changed)
+	ch.ChangedCount, ch.DeletedCount = len(ch.Changed), len(ch.Deleted)
+	ch.Changed = ch.Changed[:min(len(ch.Changed), api.MaxReleaseNames)]
+	ch.Deleted = ch.Deleted[:min(len(ch.Deleted), api.MaxReleaseNames)]
+	var st api.RolloutStrategy
+	for _, rec := range recs {
+		st = rec.Strategy
+		break
+	}
+	msg := fmt.Sprintf("shared rollout group %s started on %s: canary %g%%", group, appliancesText(len(recs)), st.Canary*100)
+	if st.Step > 0 {
+		msg += fmt.Sprintf(", step %g%%", st.Step*100)
+	}
+	if m := r.Header.Get(api.HeaderMessage); m != "" {
+		msg += ": " + m
+	}
+	return api.Release{ID: group, Time: now, Token: info(r).token, Remote: r.RemoteAddr, Message: cut(msg, 4096), Source: r.Header.Get(api.HeaderSource),
+		Kind: api.KindRollout, Rollout: group, Changes: []api.ReleaseChange{ch}}
+}
+
+// groupRecords reads the rollout records of shared rollout group group from the store, by
+// appliance, with the mod_revision each was read at.
+func (s *Server) groupRecords(ctx context.Context, group string) (map[string]rollout.Record, map[string]int64, error) {
+	m, _, err := s.st.SysList(ctx, rollout.Prefix)
+	if err != nil {
+		return nil, nil, err
+	}
+	recs, revs := map[string]rollout.Record{}, map[string]int64{}
+	for k, v := range m {
+		name, ok := strings.CutPrefix(k, rollout.Prefix)
+		if !ok {
+			continue
+		}
+		var peek struct {
+			Group string `json:"group"`
+		}
+		if json.Unmarshal(v, &peek) != nil || peek.Group != group {
+			continue
+		}
+		rec, rev, err := s.readRollout(ctx, name)
+		if err != nil {
+			return nil, nil, err
+		}
+		if rec.Group == group {
+			recs[name], revs[name] = rec, rev
+		}
+	}
+	return recs, revs, nil
+}
+
+// lockedKeys are the shared/ keys (KV names) that change locks.
+func lockedKeys(c *rollout.SharedChange) []string {
+	var out []string
+	for _, k := range c.Keys() {
+		out = append(out, api.SharedPrefix+"/"+k)
+	}
+	return out
+}
+
+// endGroup ends every running rollout of shared rollout group group in state (halted or
+// aborted): the one of appliance first (when not "") for reason, naming instance, the others
+// because of it. One transaction; no shared/ key is written. It answers first's status.
+func (s *Server) endGroup(ctx context.Context, group, first, state, reason, instance string) (api.RolloutStatus, error) {
+	for try := 0; ; try++ {
+		recs, revs, err := s.groupRecords(ctx, group)
+		if err != nil {
+			return api.RolloutStatus{}, err
+		}
+		var change *rollout.SharedChange
+		running := false
+		for _, rec := range recs {
+			running = running || rec.Running()
+			if change == nil {
+				change = rec.Shared
+			}
+		}
+		if !running {
+			if rec, ok := recs[first]; ok {
+				return rec.Status(nil, revs[first], time.Time{}), errRolloutNotRunning
+			}
+			// The records have all ended: free what a crash between may have left.
+			if change != nil {
+				_, err = s.st.EndGroup(ctx, group, nil, lockedKeys(change))
+			}
+			return api.RolloutStatus{}, errors.Join(errRolloutNotRunning, err)
+		}
+		now := time.Now().UTC()
+		out := map[string]store.GroupRecord{}
+		ended := map[string]*rollout.Record{}
+		for name, rec := range recs {
+			if !rec.Running() {
+				continue
+			}
+			rec.State, rec.Ended, rec.Ready, rec.Promote = state, &now, false, false
+			if name == first || first == "" {
+				rec.Reason, rec.Instance = reason, instance
+			} else {
+				rec.Reason = fmt.Sprintf("the shared rollout group %s ended: %s", group, reason)
+			}
+			data, _ := json.Marshal(rec)
+			out[name] = store.GroupRecord{Record: data, Cas: revs[name]}
+			ended[name] = &rec
+		}
+		nrev, err := s.st.EndGroup(ctx, group, out, lockedKeys(change))
+		if errors.Is(err, api.ErrConflict) && try < 5 {
+			continue
+		}
+		if err != nil {
+			return api.RolloutStatus{}, err
+		}
+		for name, rec := range ended {
+			s.rollouts.set(name, rec)
+		}
+		s.log.Warn("shared rollout group ended", "group", group, "state", state, "reason", reason)
+		if rec, ok := ended[first]; ok {
+			return rec.Status(nil, nrev, time.Time{}), nil
+		}
+		for _, rec := range ended {
+			return rec.Status(nil, nrev, time.Time{}), nil
+		}
+	}
+}
+
+// groupStepDone marks appliance name's rollout of a group (rec at record revision rev) as past
+// its last step, and promotes the group when all of its rollouts are.
+func (s *Server) groupStepDone(ctx context.Context, name string, rec rollout.Record, rev int64) error {
+	if !rec.Ready {
+		rec.Ready, rec.Promote = true, false
+		out, _ := json.Marshal(rec)
+		if _, err := s.st.UpdateRollout(ctx, name, out, rev, true); err != nil {
+			return err
+		}
+		s.rollouts.set(name, &rec)
+		s.log.Info("shared rollout ready", "appliance", name, "rollout", rec.ID, "group", rec.Group)
+	}
+	// What this replica knows first: the store is read only once the others look ready.
+	s.rollouts.mu.RLock()
+	for _, r := range s.rollouts.m {
+		if r.Group == rec.Group && r.Running() && !r.Ready {
+			s.rollouts.mu.RUnlock()
+			return nil
+		}
+	}
+	s.rollouts.mu.RUnlock()
+	recs, revs, err := s.groupRecords(ctx, rec.Group)
+	if err != nil {
+		return err
+	}
+	for _, r := range recs {
+		if !r.Running() || !r.Ready {
+			return nil // still on its way; or ended, and then endGroup ends the others
+		}
+	}
+	return s.promoteGroup(ctx, rec.Group, recs, revs)
+}
+
+// promoteGroup writes the group's change to the live shared/ tree, as one release, in one
+// transaction with the final records of all its rollouts.
+func (s *Server) promoteGroup(ctx context.Context, group string, recs map[string]rollout.Record, revs map[string]int64) error {
+	now := time.Now().UTC()
+	var first rollout.Record
+	for _, n := range slices.Sorted(maps.Keys(recs)) {
+		first = recs[n]
+		break
+	}
+	change := first.Shared
+	out := map[string]store.GroupRecord{}
+	final := map[string]rollout.Record{}
+	for name, rec := range recs {
+		rec.State, rec.Ended, rec.Promote = api.RolloutPromoted, &now, false
+		data, _ := json.Marshal(rec)
+		out[name] = store.GroupRecord{Record: data, Cas: revs[name]}
+		final[name] = rec
+	}
+	var ops []api.Op
+	for _, k := range slices.Sorted(maps.Keys(change.Puts)) {
+		ops = append(ops, api.Op{Op: api.OpPut, Key: api.SharedPrefix + "/" + k, Value: change.Puts[k]})
+	}
+	for _, k := range change.Deletes {
+		ops = append(ops, api.Op{Op: api.OpDelete, Key: api.SharedPrefix + "/" + k})
+	}
+	kind := first.Kind
+	if kind != api.KindPut {
+		kind = api.KindTxn
+	}
+	msg := fmt.Sprintf("shared rollout group %s promoted on %s", group, appliancesText(len(recs)))
+	if first.Message != "" {
+		msg += ": " + first.Message
+	}
+	ri := store.ReleaseInfo{Token: first.Token, Remote: "rollout group " + group, Message: cut(msg, 4096), Source: first.Source, Kind: kind}
+	wctx := store.WithGroupPromotion(store.WithRelease(ctx, ri), group, out, lockedKeys(change))
+	lrev, err := s.st.Txn(wctx, api.Txn{Ops: ops})
+	if ae := (*api.Error)(nil); errors.As(err, &ae) && (ae.Code == api.CodeInvalidRequest || ae.Code == api.CodeInvalidKey || ae.Code == api.CodeTooLarge || ae.Code == api.CodeValueTooLarge) {
+		// Refused as it is, it would be refused at every tick: the group must not hold the
+		// keys and appliances until someone aborts it.
+		if _, err := s.endGroup(ctx, group, "", api.RolloutHalted, "the change cannot be written to shared/: "+ae.Message, ""); err != nil && !errors.Is(err, errRolloutNotRunning) {
+			return err
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("promote shared rollout group %s: %w", group, err)
+	}
+	s.kickPruner()
+	for name, rec := range final {
+		s.rollouts.set(name, &rec)
+	}
+	s.auditLog.Info("audit", "audit", true, "token", first.Token, "remote", "rollout group "+group, "op", "rollout-promote", "keys", lockedKeys(change), "revision", lrev)
+	s.log.Info("shared rollout group promoted", "group", group, "revision", lrev)
+	return nil
+}
+
+// abortGroupForForce ends the running shared rollout group when a plain write sent with force
+// touches a key it changes (ops) or an appliance of it (names).
+func (s *Server) abortGroupForForce(ctx context.Context, r *http.Request, ops []api.Op) error {
+	data, _, err := s.st.SysGet(ctx, rollout.GroupKey)
+	if errors.Is(err, api.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	group := string(data)
+	recs, _, err := s.groupRecords(ctx, group)
+	if err != nil {
+		return err
+	}
+	var change *rollout.SharedChange
+	for _, rec := range recs {
+		change = rec.Shared
+		break
+	}
+	touches := change == nil // records gone: the group key is left over; clear it
+	for _, op := range ops {
+		for _, k := range lockedKeys(change) {
+			touches = touches || op.Key == k || op.Recurse && api.Under(k, op.Key)
+		}
+	}
+	if !touches {
+		return nil
+	}
+	if _, err := s.endGroup(ctx, group, "", api.RolloutAborted, fmt.Sprintf("aborted by a write with force (token %s)", info(r).token), ""); err != nil && !errors.Is(err, errRolloutNotRunning) {
+		return err
+	}
+	return nil
+}
+
+// appliancesText is "1 appliance" or "N appliances".
+func appliancesText(n int) string {
+	if n == 1 {
+		return "1 appliance"
+	}
+	return fmt.Sprintf("%d appliances", n)
+}
