@@ -369,3 +369,22 @@ func printRevision(w io.Writer, asJSON bool, rev int64) error {
 	_, err := fmt.Fprintf(w, "revision %d\n", rev)
 	return err
 }
+
+// readFileFlag reads the file -f names (- reads stdin) for op: its bytes, and its name for
+// messages ("stdin" for -). Without -f it is a usage error.
+func (e *cliEnv) readFileFlag(c *cli.Context, op string) (body []byte, name string, err error) {
+	name = c.String("file")
+	switch name {
+	case "":
+		return nil, "", usagef("%smissing -f FILE (or -f - for stdin)", errPrefix(c))
+	case "-":
+		if body, err = io.ReadAll(e.stdin); err != nil {
+			return nil, "", fmt.Errorf("%s: read stdin: %w", op, err)
+		}
+		return body, "stdin", nil
+	}
+	if body, err = os.ReadFile(name); err != nil {
+		return nil, "", fmt.Errorf("%s: %w", op, err)
+	}
+	return body, name, nil
+}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -430,23 +429,13 @@ func (e *cliEnv) applianceApply(c *cli.Context) error {
 	if err := checkRolloutFlags(c); err != nil {
 		return err
 	}
-	file := c.String("file")
-	if file == "" {
-		return usagef("%smissing -f FILE (or -f - for stdin)", errPrefix(c))
-	}
 	cas, err := casFlag(c)
 	if err != nil {
 		return err
 	}
-	var body []byte
-	if file == "-" {
-		body, err = io.ReadAll(e.stdin)
-		if err != nil {
-			return fmt.Errorf("read stdin: %w", err)
-		}
-		file = "stdin"
-	} else if body, err = os.ReadFile(file); err != nil {
-		return fmt.Errorf("apply %s: %w", name, err)
+	body, file, err := e.readFileFlag(c, "apply "+name)
+	if err != nil {
+		return err
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return fmt.Errorf("apply %s: %s is empty (to remove every key: shoelace kv rm %s --recurse)", name, file, api.ApplianceRoot(name))

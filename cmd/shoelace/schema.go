@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"io"
-	"os"
 
 	"github.com/urfave/cli/v2"
 )
@@ -70,18 +68,9 @@ func (e *cliEnv) schemaSet(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	file := c.String("file")
-	if file == "" {
-		return usagef("%smissing -f FILE (or -f - for stdin)", errPrefix(c))
-	}
-	var body []byte
-	if file == "-" {
-		if body, err = io.ReadAll(e.stdin); err != nil {
-			return fmt.Errorf("read stdin: %w", err)
-		}
-		file = "stdin"
-	} else if body, err = os.ReadFile(file); err != nil {
-		return fmt.Errorf("set the schema of %s: %w", name, err)
+	body, file, err := e.readFileFlag(c, "set the schema of "+name)
+	if err != nil {
+		return err
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return fmt.Errorf("set the schema of %s: %s is empty (to remove the schema: shoelace appliance schema rm %s)", name, file, name)

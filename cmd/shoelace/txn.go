@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"os"
 
 	"github.com/urfave/cli/v2"
 
@@ -52,19 +50,9 @@ func (e *cliEnv) txn(c *cli.Context) error {
 	if err := checkRolloutFlags(c); err != nil {
 		return err
 	}
-	file := c.String("file")
-	if file == "" {
-		return usagef("%smissing -f FILE (or -f - for stdin)", errPrefix(c))
-	}
-	var body []byte
-	var err error
-	if file == "-" {
-		if body, err = io.ReadAll(e.stdin); err != nil {
-			return fmt.Errorf("txn: read stdin: %w", err)
-		}
-		file = "stdin"
-	} else if body, err = os.ReadFile(file); err != nil {
-		return fmt.Errorf("txn: %w", err)
+	body, file, err := e.readFileFlag(c, "txn")
+	if err != nil {
+		return err
 	}
 	t, err := decodeTxn(body)
 	if err != nil {
