@@ -56,6 +56,19 @@ func startFleet(t *testing.T, srv *server, n int) []*fleetAgent {
 	return fleet
 }
 
+// rendered waits until every agent of fleet has rendered want and enrolled; it returns each
+// one's file, by name, to compare with later.
+func rendered(t *testing.T, srv *server, fleet []*fleetAgent, want string) map[string]string {
+	t.Helper()
+	files := map[string]string{}
+	for _, a := range fleet {
+		waitFor(t, a.name+" renders", fileIs(a.conf(), want))
+		files[a.name] = readFile(t, a.conf())
+	}
+	waitEnrolled(t, srv, fleet)
+	return files
+}
+
 // shoelace runs the CLI against srv with the admin token; it returns the exit code and output.
 func (s *server) shoelace(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
@@ -186,12 +199,7 @@ func TestE2E_RolloutBadChangeHaltsAtTheCanary(t *testing.T) {
 	srv := startServer(t, "", t.TempDir())
 	srv.put("appliances/web/port", "80")
 	fleet := startFleet(t, srv, 5)
-	before := map[string]string{}
-	for _, a := range fleet {
-		waitFor(t, a.name+" renders", fileIs(a.conf(), "port=80\n"))
-		before[a.name] = readFile(t, a.conf())
-	}
-	waitEnrolled(t, srv, fleet)
+	before := rendered(t, srv, fleet, "port=80\n")
 
 	code, out, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "bad", "--canary", "10%", "--bake", "1h")
 	if code != 0 {
@@ -419,12 +427,7 @@ func TestE2E_SharedRolloutCanary(t *testing.T) {
 	srv.put("appliances/web/name", "web")
 	srv.put("shared/port", "80")
 	fleet := startFleet(t, srv, 5)
-	before := map[string]string{}
-	for _, a := range fleet {
-		waitFor(t, a.name+" renders", fileIs(a.conf(), "port=80\n"))
-		before[a.name] = readFile(t, a.conf())
-	}
-	waitEnrolled(t, srv, fleet)
+	before := rendered(t, srv, fleet, "port=80\n")
 
 	code, out, errOut := srv.shoelace(t, "kv", "put", "shared/port", "bad", "--canary", "20%", "--bake", "1h")
 	if code != 0 || !strings.HasPrefix(out, "revision ") || !strings.Contains(errOut, "shared rollout group") {
