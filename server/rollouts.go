@@ -572,7 +572,7 @@ func (s *Server) handleGetRollout(w http.ResponseWriter, r *http.Request) error 
 	s.rollouts.mu.RLock()
 	baked := s.rollouts.baked[rec.ID]
 	s.rollouts.mu.RUnlock()
-	st := rec.Status(reports, rev, baked)
+	st := shownStatus(rec.Status(reports, rev, baked), &rec, principalOf(r))
 	if rec.State == api.RolloutPromoted {
 		st.Release = rev
 	}

@@ -111,8 +111,7 @@ func (s *Server) startSharedRollout(ctx context.Context, w http.ResponseWriter, 
 	p := principalOf(r)
 	for _, n := range s.rollouts.running() {
 		if cur := s.rollouts.get(n); cur != nil && cur.Group != "" {
-			return api.Errorf(api.CodeRolloutInProgress, "the shared rollout group %s runs: one change to shared/ is rolled out at a time "+
-				"(see `shoelace appliance rollout status NAME`; write with --force to abort it)", cur.Group)
+			return store.GroupInProgress(cur.Group)
 		}
 	}
 	for _, n := range slices.Sorted(maps.Keys(recs)) {
@@ -251,7 +250,7 @@ func (s *Server) endGroup(ctx context.Context, group, first, state, reason, inst
 			if name == first || first == "" {
 				rec.Reason, rec.Instance = reason, instance
 			} else {
-				rec.Reason = fmt.Sprintf("the shared rollout group %s ended: %s", group, reason)
+				rec.Reason, rec.Cause = fmt.Sprintf("the shared rollout group %s ended: %s", group, reason), first
 			}
 			data, _ := json.Marshal(rec)
 			out[name] = store.GroupRecord{Record: data, Cas: revs[name]}
@@ -407,4 +406,14 @@ func appliancesText(n int) string {
 		return "1 appliance"
 	}
 	return fmt.Sprintf("%d appliances", n)
+}
+
+// shownStatus is st, the status of rec, as principal p may see it: the reason of a rollout that
+// another appliance's rollout of its group ended names that appliance, its instance and its
+// error, which a token that may not read that appliance is not shown.
+func shownStatus(st api.RolloutStatus, rec *rollout.Record, p *principal) api.RolloutStatus {
+	if rec.Cause != "" && p.mayRead(api.ApplianceRoot(rec.Cause)) != nil {
+		st.Reason = fmt.Sprintf("the shared rollout group %s ended: the rollout of another appliance of the group was %s (its reason is shown to the readers of that appliance)", rec.Group, rec.State)
+	}
+	return st
 }

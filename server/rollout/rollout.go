@@ -72,6 +72,10 @@ type Record struct {
 	Group  string        `json:"group,omitempty"`
 	Shared *SharedChange `json:"shared,omitempty"`
 	Ready  bool          `json:"ready,omitempty"`
+	// Cause is, for a rollout of a group ended because another appliance's rollout of the
+	// group halted or was aborted, that appliance: its Reason carries the other's reason,
+	// which only readers of that appliance are shown.
+	Cause string `json:"cause,omitempty"`
 }
 
 // SharedChange is a change to shared/ that a group of rollouts brings: keys put (with their

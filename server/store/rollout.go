@@ -207,6 +207,14 @@ func SharedInProgress(key, group string) error {
 		"(see `shoelace appliance rollout status NAME` for any appliance of the group; write with --force to abort the group and write)", api.KeyText(key), group)
 }
 
+// GroupInProgress is the refusal of a canary of shared/ while shared rollout group group runs.
+// A write with canary cannot take force: the group is aborted by a plain write of one of its
+// keys with force, or by an abort of any of its rollouts.
+func GroupInProgress(group string) error {
+	return api.Errorf(api.CodeRolloutInProgress, "the shared rollout group %s runs: one change to shared/ is rolled out at a time; write again when it ends "+
+		"(see `shoelace appliance rollout status NAME`; to abort it, write one of its keys without --canary and with --force, or `shoelace appliance rollout abort NAME` for an appliance of the group)", group)
+}
+
 // StartSharedRollout stores the records of a shared rollout group (by appliance), marks each
 // appliance's rollout running, locks the shared/ keys the group changes (KV names) and
 // records the group as the one running, with rel (its release record, kind rollout) in the
@@ -249,8 +257,7 @@ func (s *Store) StartSharedRollout(ctx context.Context, group string, records ma
 	rctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	if resp, err := s.cli.Get(rctx, gk); err == nil && len(resp.Kvs) > 0 {
-		return w.rev, api.Errorf(api.CodeRolloutInProgress, "the shared rollout group %s runs: one change to shared/ is rolled out at a time "+
-			"(see `shoelace appliance rollout status NAME`; write with --force to abort it)", string(resp.Kvs[0].Value))
+		return w.rev, GroupInProgress(string(resp.Kvs[0].Value))
 	}
 	// Not naming the appliance: the writer of shared/ may not be one who may read it.
 	return w.rev, api.Errorf(api.CodeRolloutInProgress, "a rollout started meanwhile on an appliance this change would go to (one at a time per appliance): write again when it ends")

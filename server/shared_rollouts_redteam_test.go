@@ -1,0 +1,60 @@
+package server
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// A shared canary while a group runs is refused; the refusal does not tell the writer to
+// send it with force (a write with canary cannot take force) but how the group is aborted,
+// which works.
+func TestSharedRollout_CanaryWhileAGroupRunsSaysHowToAbortIt(t *testing.T) {
+	f := newFixture(t)
+	f.put("shared/ntp", "pool")
+	f.put("shared/dns", "1.1.1.1")
+	f.put("appliances/web/port", "80")
+	enrollApp(t, f, "web", 2)
+	var g1, g2 api.SharedRolloutStatus
+	f.must(f.do("PUT", "/v1/kv/shared/ntp?canary=50%25&bake=1h", "new"), http.StatusAccepted, &g1)
+	r := f.do("PUT", "/v1/kv/shared/dns?canary=50%25", "8.8.8.8")
+	f.mustErr(r, http.StatusConflict, api.CodeRolloutInProgress, "without --canary and with --force")
+	if strings.Contains(string(r.body), "write with --force to abort") {
+		t.Fatalf("the refusal tells a canary to take force: %s", r.body)
+	}
+	f.must(f.do("PUT", "/v1/kv/shared/ntp?force", "pool"), 200, nil)
+	f.must(f.do("PUT", "/v1/kv/shared/dns?canary=50%25", "8.8.8.8"), http.StatusAccepted, &g2)
+	if st := appRollout(t, f, "web"); st.Group != g2.Group || st.State != api.RolloutRunning {
+		t.Fatalf("web's rollout after the abort: %+v", st)
+	}
+}
+
+// The rollout of an appliance that another appliance's failure halted says so without the
+// other's instance and error to a token that may read only its own appliance.
+func TestSharedRollout_OthersFailureNotShownToAnotherAppliancesReader(t *testing.T) {
+	f := newFixture(t)
+	f.put("shared/ntp", "pool")
+	f.put("appliances/web/port", "80")
+	f.put("appliances/api/port", "90")
+	enrollApp(t, f, "web", 1)
+	apis := enrollApp(t, f, "api", 1)
+	var g api.SharedRolloutStatus
+	f.must(f.do("PUT", "/v1/kv/shared/ntp?canary=100%25&bake=1h", "bad"), http.StatusAccepted, &g)
+	appReport(t, f, "api", apis[0], appViewOf(t, f, "api", apis[0]), "secret-ish failure text of api")
+	webOnly := f.newToken(api.TokenRequest{Name: "web-reader", Read: []string{"appliances/web"}})
+	var st api.RolloutStatus
+	r := f.doToken(webOnly, "GET", "/v1/appliances/web/rollout", "")
+	f.must(r, 200, &st)
+	if st.State != api.RolloutHalted || !strings.Contains(st.Reason, g.Group) {
+		t.Fatalf("web's rollout: %+v", st)
+	}
+	if b := string(r.body); strings.Contains(b, apis[0]) || strings.Contains(b, "secret-ish") || strings.Contains(b, `"api`) {
+		t.Fatalf("a reader of web only sees api's failure: %s", b)
+	}
+	// The admin sees it all.
+	if st := appRollout(t, f, "web"); !strings.Contains(st.Reason, apis[0]) || !strings.Contains(st.Reason, "secret-ish") {
+		t.Fatalf("web's rollout to the admin: %+v", st)
+	}
+}
