@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -56,5 +57,42 @@ func TestSharedRollout_OthersFailureNotShownToAnotherAppliancesReader(t *testing
 	// The admin sees it all.
 	if st := appRollout(t, f, "web"); !strings.Contains(st.Reason, apis[0]) || !strings.Contains(st.Reason, "secret-ish") {
 		t.Fatalf("web's rollout to the admin: %+v", st)
+	}
+}
+
+// Forged reports: an instance of one appliance of the group cannot report for another's
+// rollout (403), and a failure that names the group's id rather than the rollout's halts
+// nothing; nor does a failure of an instance that is not in the cohort.
+func TestSharedRollout_ForgedReportsHaltNothing(t *testing.T) {
+	f := newFixture(t)
+	f.put("shared/ntp", "pool")
+	f.put("appliances/web/port", "80")
+	f.put("appliances/api/port", "90")
+	web := enrollApp(t, f, "web", 2)
+	apis := enrollApp(t, f, "api", 1)
+	var g api.SharedRolloutStatus
+	f.must(f.do("PUT", "/v1/kv/shared/ntp?canary=50%25&bake=1h", "new"), http.StatusAccepted, &g)
+	webRollout := appRollout(t, f, "web")
+	victim := webRollout.Cohort[0]
+	for _, rollout := range []string{webRollout.ID, g.Group} {
+		b, _ := json.Marshal(api.Report{Instance: victim, Revision: g.Revision, Rollout: rollout, Error: "forged", Stage: api.StageCommand})
+		// api's instance token, reporting as web's canary.
+		f.mustErr(f.doToken(instanceToken(t, f, apis[0]), "POST", "/v1/appliances/web/report", string(b), "Content-Type", "application/json", api.HeaderInstance, victim),
+			http.StatusForbidden, api.CodeForbidden)
+		// api's instance token reporting on its own appliance, naming web's rollout or the group.
+		b, _ = json.Marshal(api.Report{Instance: apis[0], Revision: g.Revision, Rollout: rollout, Error: "forged", Stage: api.StageCommand})
+		f.must(f.doToken(instanceToken(t, f, apis[0]), "POST", "/v1/appliances/api/report", string(b), "Content-Type", "application/json", api.HeaderInstance, apis[0]), 200, nil)
+	}
+	// web's instance out of the cohort, naming its rollout.
+	other := web[0]
+	if other == victim {
+		other = web[1]
+	}
+	b, _ := json.Marshal(api.Report{Instance: other, Revision: g.Revision, Rollout: webRollout.ID, Error: "forged", Stage: api.StageCommand})
+	f.must(f.doToken(instanceToken(t, f, other), "POST", "/v1/appliances/web/report", string(b), "Content-Type", "application/json", api.HeaderInstance, other), 200, nil)
+	for _, app := range []string{"web", "api"} {
+		if st := appRollout(t, f, app); st.State != api.RolloutRunning || st.Group != g.Group {
+			t.Fatalf("%s after forged reports: %+v", app, st)
+		}
 	}
 }
