@@ -122,6 +122,9 @@ func (s *Server) startSharedRollout(ctx context.Context, w http.ResponseWriter, 
 			return api.Errorf(api.CodeRolloutInProgress, "an appliance this change would go to has a rollout in progress (one at a time per appliance): write again when it ends")
 		}
 	}
+	if testHookSharedStart != nil {
+		testHookSharedStart()
+	}
 	rev, err := s.st.StartSharedRollout(ctx, group, records, locked, sharedRolloutRelease(group, recs, change, now, r))
 	setIndex(w, rev)
 	if err != nil {
@@ -130,6 +133,11 @@ func (s *Server) startSharedRollout(ctx context.Context, w http.ResponseWriter, 
 	apps := slices.Sorted(maps.Keys(recs))
 	for _, n := range apps {
 		s.rollouts.set(n, recs[n])
+	}
+	for _, n := range apps {
+		if err := s.catchUpCandidate(ctx, n, recs[n]); err != nil {
+			s.log.Warn("shared rollout: the candidate of an appliance written to as the group started is not caught up", "appliance", n, "group", group, "err", err)
+		}
 	}
 	s.audit(r, "rollout-start", locked, rev)
 	s.log.Info("shared rollout group started", "group", group, "appliances", apps, "keys", len(locked), "kind", kind)
@@ -141,6 +149,41 @@ func (s *Server) startSharedRollout(ctx context.Context, w http.ResponseWriter, 
 		}
 	}
 	return writeJSON(w, http.StatusAccepted, rev, out)
+}
+
+// testHookSharedStart runs, when set (tests), between the reads of a shared rollout group's
+// start and its transaction.
+var testHookSharedStart func()
+
+// catchUpCandidate makes the candidate of rec, appliance name's rollout of a group that just
+// started, the appliance's own tree as the start left it: a plain write of the appliance
+// committed between the read of its tree and the start is not undone for its cohort (its
+// rollout-active key keeps the tree so from the start on).
+func (s *Server) catchUpCandidate(ctx context.Context, name string, rec *rollout.Record) error {
+	own, err := s.ownTree(ctx, name)
+	if err != nil || maps.Equal(own, rec.Candidate) {
+		return err
+	}
+	for try := 0; ; try++ {
+		cur, rev, err := s.readRollout(ctx, name)
+		if err != nil {
+			return err
+		}
+		if cur.ID != rec.ID || !cur.Running() {
+			return nil
+		}
+		cur.Candidate = own
+		data, _ := json.Marshal(cur)
+		_, err = s.st.UpdateRollout(ctx, name, data, rev, true)
+		if errors.Is(err, api.ErrConflict) && try < 5 {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		s.rollouts.set(name, &cur)
+		return nil
+	}
 }
 
 // sharedRolloutRelease is the release record of a group's start: kind rollout, the shared/

@@ -96,3 +96,28 @@ func TestSharedRollout_ForgedReportsHaltNothing(t *testing.T) {
 		}
 	}
 }
+
+// A plain write of an appliance committed while a shared rollout group starts (after the
+// start read the appliance's tree, before its transaction) is not undone for the cohort.
+func TestSharedRollout_PlainWriteRacingTheStartIsKeptForTheCohort(t *testing.T) {
+	f := newFixture(t)
+	f.put("shared/ntp", "pool")
+	f.put("appliances/web/port", "80")
+	f.put("appliances/web/gone", "soon")
+	web := enrollApp(t, f, "web", 1)
+	testHookSharedStart = func() {
+		f.put("appliances/web/port", "81")
+		f.must(f.do("DELETE", "/v1/kv/appliances/web/gone", ""), 200, nil)
+	}
+	t.Cleanup(func() { testHookSharedStart = nil })
+	var g api.SharedRolloutStatus
+	f.must(f.do("PUT", "/v1/kv/shared/ntp?canary=100%25&bake=1h", "new"), http.StatusAccepted, &g)
+	testHookSharedStart = nil
+	v := appViewOf(t, f, "web", web[0])
+	if v.Rollout == "" || v.Keys["ntp"] != "new" || v.Keys["port"] != "81" {
+		t.Fatalf("the cohort's view: %+v", v)
+	}
+	if _, ok := v.Keys["gone"]; ok {
+		t.Fatalf("the cohort's view has a key deleted before the start: %+v", v)
+	}
+}
