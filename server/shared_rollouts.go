@@ -122,6 +122,14 @@ func (s *Server) startSharedRollout(ctx context.Context, w http.ResponseWriter, 
 			return api.Errorf(api.CodeRolloutInProgress, "an appliance this change would go to has a rollout in progress (one at a time per appliance): write again when it ends")
 		}
 	}
+	if limit := s.st.MaxRequestBytes(); limit > 0 {
+		// The promotion writes every record again, and the change too: a group that starts
+		// just under the request size limit could never be promoted, after every canary.
+		if n := promotionBytes(records, change); n > limit {
+			return api.Errorf(api.CodeTooLarge, "the promotion of this shared rollout group (%d appliances, each rollout's record holding the change) would write about %d bytes in one transaction, over the embedded etcd's request size limit of %d bytes: change less at a time",
+				len(records), n, limit)
+		}
+	}
 	if testHookSharedStart != nil {
 		testHookSharedStart()
 	}
@@ -149,6 +157,20 @@ func (s *Server) startSharedRollout(ctx context.Context, w http.ResponseWriter, 
 		}
 	}
 	return writeJSON(w, http.StatusAccepted, rev, out)
+}
+
+// promotionBytes is about the size of the request that promotes a group of records (by
+// appliance) bringing change: the records again, the change's puts, and room for the release
+// record, the guards and the locks.
+func promotionBytes(records map[string][]byte, change *rollout.SharedChange) int {
+	n := 64 << 10
+	for name, data := range records {
+		n += len(data) + len(name) + 256
+	}
+	for k, v := range change.Puts {
+		n += len(api.SharedPrefix) + len(k) + len(v) + 64
+	}
+	return n
 }
 
 // testHookSharedStart runs, when set (tests), between the reads of a shared rollout group's

@@ -2,6 +2,8 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
+	"github.com/shoelace-dev/shoelace/internal/testutil"
 	"net/http"
 	"strings"
 	"testing"
@@ -119,5 +121,24 @@ func TestSharedRollout_PlainWriteRacingTheStartIsKeptForTheCohort(t *testing.T) 
 	}
 	if _, ok := v.Keys["gone"]; ok {
 		t.Fatalf("the cohort's view has a key deleted before the start: %+v", v)
+	}
+}
+
+// A group whose start fits etcd's request size but whose promotion (the records again, and the
+// change) would not is 413 when it starts, not halted after every canary took it.
+func TestSharedRollout_PromotionOverTheRequestSizeIs413UpFront(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	cfg.Endpoints, cfg.DataDir = nil, t.TempDir() // embedded: its request size limit is known
+	f := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	limit := f.st.MaxRequestBytes()
+	const apps = 11
+	value := strings.Repeat("x", limit/(apps+1)+(limit/(apps+1))/20) // start ≈ 10.5/12 of the limit, promotion over it
+	for i := range apps {
+		f.put(fmt.Sprintf("appliances/a%d/port", i), "1")
+		enrollApp(t, f, fmt.Sprintf("a%d", i), 1)
+	}
+	f.mustErr(f.do("PUT", "/v1/kv/shared/big?canary=100%25", value), http.StatusRequestEntityTooLarge, api.CodeTooLarge, "promotion")
+	if r := f.do("GET", "/v1/appliances/a0/rollout", ""); r.StatusCode != http.StatusNotFound {
+		t.Fatalf("a rollout started: %d %s", r.StatusCode, r.body)
 	}
 }
