@@ -142,3 +142,45 @@ func TestSharedRollout_PromotionOverTheRequestSizeIs413UpFront(t *testing.T) {
 		t.Fatalf("a rollout started: %d %s", r.StatusCode, r.body)
 	}
 }
+
+// Races, through two replicas of one store: two shared canaries, and a shared canary against a
+// canary of one of its appliances. One wins each time; the loser is 409 rollout_in_progress;
+// nothing is left held.
+func TestSharedRollout_RacesThroughTwoReplicas(t *testing.T) {
+	a := newFixture(t)
+	b := newFixtureOn(t, a.st)
+	b.token = a.token
+	a.put("shared/ntp", "pool")
+	a.put("shared/dns", "1")
+	a.put("appliances/web/port", "80")
+	enrollApp(t, a, "web", 2)
+	for i := range 6 {
+		second := []string{"/v1/kv/shared/dns?canary=50%25&bake=1h", "/v1/kv/appliances/web/port?canary=50%25&bake=1h"}[i%2]
+		codes := make(chan int, 2)
+		for j, req := range []struct {
+			f    *fixture
+			path string
+		}{{a, "/v1/kv/shared/ntp?canary=50%25&bake=1h"}, {b, second}} {
+			go func() {
+				r := req.f.do("PUT", req.path, fmt.Sprint(i*10+j))
+				if r.StatusCode == http.StatusConflict && !strings.Contains(string(r.body), api.CodeRolloutInProgress) {
+					t.Errorf("409 of another kind: %s", r.body)
+				}
+				codes <- r.StatusCode
+			}()
+		}
+		c1, c2 := <-codes, <-codes
+		if min(c1, c2) != http.StatusAccepted || max(c1, c2) != http.StatusConflict {
+			t.Fatalf("race %d: %d and %d", i, c1, c2)
+		}
+		st := appRollout(t, a, "web")
+		if st.State != api.RolloutRunning {
+			t.Fatalf("race %d: web's rollout %+v", i, st)
+		}
+		a.must(a.do("POST", "/v1/appliances/web/rollout", `{"action":"abort"}`, "Content-Type", "application/json"), 200, nil)
+		// Nothing held: plain writes of both keys and of web go through.
+		a.put("shared/ntp", "pool")
+		a.put("shared/dns", "1")
+		a.put("appliances/web/port", "80")
+	}
+}
