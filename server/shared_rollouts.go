@@ -133,7 +133,15 @@ func (s *Server) startSharedRollout(ctx context.Context, w http.ResponseWriter, 
 	if testHookSharedStart != nil {
 		testHookSharedStart()
 	}
-	rev, err := s.st.StartSharedRollout(ctx, group, records, locked, sharedRolloutRelease(group, recs, change, now, r))
+	live := map[string]bool{} // the keys of the change that exist (the release tells created from changed)
+	for _, k := range change.Keys() {
+		_, _, err := s.st.Get(ctx, api.SharedPrefix+"/"+k)
+		if err != nil && !errors.Is(err, api.ErrNotFound) {
+			return err
+		}
+		live[k] = err == nil
+	}
+	rev, err := s.st.StartSharedRollout(ctx, group, records, locked, sharedRolloutRelease(group, recs, change, live, now, r))
 	setIndex(w, rev)
 	if err != nil {
 		return err
@@ -210,16 +218,24 @@ func (s *Server) catchUpCandidate(ctx context.Context, name string, rec *rollout
 
 // sharedRolloutRelease is the release record of a group's start: kind rollout, the shared/
 // keys the change would create, change and delete, and the appliances it goes to first.
-func sharedRolloutRelease(group string, recs map[string]*rollout.Record, c *rollout.SharedChange, now time.Time, r *http.Request) api.Release {
+func sharedRolloutRelease(group string, recs map[string]*rollout.Record, c *rollout.SharedChange, live map[string]bool, now time.Time, r *http.Request) api.Release {
 	ch := api.ReleaseChange{Scope: api.ScopeShared}
 	for _, k := range c.Deletes {
-		ch.Deleted = append(ch.Deleted, api.SharedPrefix+"/"+k)
+		if live[k] {
+			ch.Deleted = append(ch.Deleted, api.SharedPrefix+"/"+k)
+		}
 	}
 	for k := range c.Puts {
-		ch.Changed = append(ch.Changed, api.SharedPrefix+"/"+k)
+		if live[k] {
+			ch.Changed = append(ch.Changed, api.SharedPrefix+"/"+k)
+		} else {
+			ch.Created = append(ch.Created, api.SharedPrefix+"/"+k)
+		}
 	}
+	slices.Sort(ch.Created)
 	slices.Sort(ch.Changed)
-	ch.ChangedCount, ch.DeletedCount = len(ch.Changed), len(ch.Deleted)
+	ch.CreatedCount, ch.ChangedCount, ch.DeletedCount = len(ch.Created), len(ch.Changed), len(ch.Deleted)
+	ch.Created = ch.Created[:min(len(ch.Created), api.MaxReleaseNames)]
 	ch.Changed = ch.Changed[:min(len(ch.Changed), api.MaxReleaseNames)]
 	ch.Deleted = ch.Deleted[:min(len(ch.Deleted), api.MaxReleaseNames)]
 	var st api.RolloutStrategy

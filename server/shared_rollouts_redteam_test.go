@@ -184,3 +184,27 @@ func TestSharedRollout_RacesThroughTwoReplicas(t *testing.T) {
 		a.put("appliances/web/port", "80")
 	}
 }
+
+// The release of a group's start tells the keys it would create from those it would change,
+// and leaves out a delete of a key that is not there, as a plain write's release does.
+func TestSharedRollout_StartReleaseTellsCreatedFromChanged(t *testing.T) {
+	f := newFixture(t)
+	f.put("shared/ntp", "pool")
+	f.put("shared/old", "x")
+	f.put("appliances/web/port", "80")
+	enrollApp(t, f, "web", 1)
+	var g api.SharedRolloutStatus
+	f.must(f.do("POST", "/v1/txn?canary=100%25&bake=1h", `{"ops":[{"op":"put","key":"shared/ntp","value":"new"},{"op":"put","key":"shared/fresh","value":"1"},`+
+		`{"op":"delete","key":"shared/old"},{"op":"delete","key":"shared/never"}]}`, "Content-Type", "application/json"), http.StatusAccepted, &g)
+	var rels api.Releases
+	f.must(f.do("GET", "/v1/releases?prefix=shared", ""), 200, &rels)
+	rel := rels.Releases[0]
+	if rel.Rollout != g.Group || len(rel.Changes) != 1 {
+		t.Fatalf("release: %+v", rel)
+	}
+	c := rel.Changes[0]
+	if strings.Join(c.Created, ",") != "shared/fresh" || strings.Join(c.Changed, ",") != "shared/ntp" || strings.Join(c.Deleted, ",") != "shared/old" ||
+		c.CreatedCount != 1 || c.ChangedCount != 1 || c.DeletedCount != 1 {
+		t.Fatalf("the start's changes: %+v", c)
+	}
+}
