@@ -319,7 +319,7 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 				return store.ApplyConflict(name, cas, strings.TrimPrefix(kv.Key, api.ApplianceRoot(name)+"/"), kv.ModRevision)
 			}
 		}
-		return s.startRollout(ctx, w, r, name, treeOf(name, kvs), keys, strat, kind, rollbackTo)
+		return s.startRollout(ctx, w, r, name, treeOf(name, kvs), keys, strat, kind, rollbackTo, nil)
 	}
 	if force {
 		if err := s.abortForForce(ctx, r, name); err != nil {

@@ -273,7 +273,12 @@ func (s *Server) rolloutActive(ctx context.Context, name string) bool {
 
 // startRollout creates appliance name's rollout of candidate (the appliance's whole own tree
 // as the write would leave it), for the write of kind that r makes.
-func (s *Server) startRollout(ctx context.Context, w http.ResponseWriter, r *http.Request, name string, live, candidate map[string]string, strat *api.RolloutStrategy, kind string, rollbackTo int64) error {
+//
+// edit, when not nil, makes the candidate from the live tree (a kv write or txn's edits): a
+// plain write of the appliance committed between the read of live and the start is then kept
+// in the candidate (its rollout-active key keeps the tree so from the start on), not undone
+// by the promotion.
+func (s *Server) startRollout(ctx context.Context, w http.ResponseWriter, r *http.Request, name string, live, candidate map[string]string, strat *api.RolloutStrategy, kind string, rollbackTo int64, edit func(map[string]string) map[string]string) error {
 	if len(candidate) == 0 {
 		return api.Errorf(api.CodeInvalidRequest, "the rollout would leave appliance %q without keys: an appliance without keys has no view to roll out; delete it without canary", name)
 	}
@@ -297,16 +302,32 @@ func (s *Server) startRollout(ctx context.Context, w http.ResponseWriter, r *htt
 	if err != nil {
 		return err
 	}
+	if testHookRolloutStart != nil {
+		testHookRolloutStart()
+	}
 	rev, err := s.st.StartRollout(ctx, name, data, rolloutRelease(&rec, live, r.RemoteAddr))
 	setIndex(w, rev)
 	if err != nil {
 		return err
 	}
 	s.rollouts.set(name, &rec)
+	if edit != nil {
+		if own, err := s.ownTree(ctx, name); err != nil {
+			s.log.Warn("rollout: could not read the tree as the rollout started", "appliance", name, "err", err)
+		} else if !maps.Equal(own, live) {
+			if err := s.setCandidate(ctx, name, rec.ID, edit(own)); err != nil {
+				s.log.Warn("rollout: the candidate of an appliance written to as the rollout started is not caught up", "appliance", name, "err", err)
+			}
+		}
+	}
 	s.audit(r, "rollout-start", []string{api.ApplianceRoot(name)}, rev)
 	s.log.Info("rollout started", "appliance", name, "rollout", rec.ID, "instances", len(ordered), "steps", rec.Steps, "kind", kind)
 	return writeJSON(w, http.StatusAccepted, rev, rec.Status(nil, rev, time.Time{}))
 }
+
+// testHookRolloutStart runs, when set (tests), between the reads of a rollout's start and its
+// transaction.
+var testHookRolloutStart func()
 
 // releaseIDFor names a rollout like a release: sortable by time, unique.
 func releaseIDFor(t time.Time) string { return store.NewReleaseID(t) }
@@ -856,7 +877,6 @@ func (s *Server) rolloutWrite(ctx context.Context, w http.ResponseWriter, r *htt
 	if err != nil {
 		return err
 	}
-	cand := maps.Clone(live)
 	puts := map[string]string{}
 	var dels []api.Op
 	for _, op := range ops {
@@ -866,8 +886,12 @@ func (s *Server) rolloutWrite(ctx context.Context, w http.ResponseWriter, r *htt
 			dels = append(dels, op)
 		}
 	}
-	store.EditTree(cand, name, puts, dels)
-	return s.startRollout(ctx, w, r, name, live, cand, strat, kind, 0)
+	edit := func(live map[string]string) map[string]string {
+		cand := maps.Clone(live)
+		store.EditTree(cand, name, puts, dels)
+		return cand
+	}
+	return s.startRollout(ctx, w, r, name, live, edit(live), strat, kind, 0, edit)
 }
 
 // rolloutRelease is the release record of rec's start: kind rollout, its message saying so, and

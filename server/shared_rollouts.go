@@ -194,15 +194,20 @@ func (s *Server) catchUpCandidate(ctx context.Context, name string, rec *rollout
 	if err != nil || maps.Equal(own, rec.Candidate) {
 		return err
 	}
+	return s.setCandidate(ctx, name, rec.ID, own)
+}
+
+// setCandidate makes cand the candidate of appliance name's rollout id while it runs.
+func (s *Server) setCandidate(ctx context.Context, name, id string, cand map[string]string) error {
 	for try := 0; ; try++ {
 		cur, rev, err := s.readRollout(ctx, name)
 		if err != nil {
 			return err
 		}
-		if cur.ID != rec.ID || !cur.Running() {
+		if cur.ID != id || !cur.Running() {
 			return nil
 		}
-		cur.Candidate = own
+		cur.Candidate = cand
 		data, _ := json.Marshal(cur)
 		_, err = s.st.UpdateRollout(ctx, name, data, rev, true)
 		if errors.Is(err, api.ErrConflict) && try < 5 {

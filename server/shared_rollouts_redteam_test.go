@@ -208,3 +208,39 @@ func TestSharedRollout_StartReleaseTellsCreatedFromChanged(t *testing.T) {
 		t.Fatalf("the start's changes: %+v", c)
 	}
 }
+
+// A plain write of an appliance committed while its canary starts (after the start read the
+// tree, before its transaction) is not undone by the promotion: the candidate is the write's
+// edits over the tree the start left.
+func TestRollout_PlainWriteRacingTheStartIsNotLost(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	f.put("appliances/web/other", "1")
+	f.put("appliances/web/gone", "soon")
+	web := enrollApp(t, f, "web", 1)
+	testHookRolloutStart = func() {
+		testHookRolloutStart = nil
+		f.put("appliances/web/other", "2")
+		f.must(f.do("DELETE", "/v1/kv/appliances/web/gone", ""), 200, nil)
+	}
+	t.Cleanup(func() { testHookRolloutStart = nil })
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=100%25", "81"), http.StatusAccepted, &st)
+	v := appViewOf(t, f, "web", web[0])
+	if v.Rollout != st.ID || v.Keys["port"] != "81" || v.Keys["other"] != "2" {
+		t.Fatalf("the cohort's view: %+v", v)
+	}
+	if _, ok := v.Keys["gone"]; ok {
+		t.Fatalf("the cohort's view has a key deleted before the start: %+v", v)
+	}
+	appReport(t, f, "web", web[0], v, "")
+	waitFor(t, "the promotion", func() bool { return appRollout(t, f, "web").State == api.RolloutPromoted })
+	var live api.View
+	f.must(f.do("GET", "/v1/appliances/web", ""), 200, &live)
+	if live.Keys["port"] != "81" || live.Keys["other"] != "2" {
+		t.Fatalf("live after the promotion: %+v", live.Keys)
+	}
+	if _, ok := live.Keys["gone"]; ok {
+		t.Fatalf("the promotion brought back a deleted key: %+v", live.Keys)
+	}
+}
