@@ -35,7 +35,8 @@ func TestSharedRollout_CanaryWhileAGroupRunsSaysHowToAbortIt(t *testing.T) {
 }
 
 // The rollout of an appliance that another appliance's failure halted says so without the
-// other's instance and error to a token that may read only its own appliance.
+// other's instance and error, nor the shared/ keys, to a token that may read only its own
+// appliance.
 func TestSharedRollout_OthersFailureNotShownToAnotherAppliancesReader(t *testing.T) {
 	f := newFixture(t)
 	f.put("shared/ntp", "pool")
@@ -53,11 +54,11 @@ func TestSharedRollout_OthersFailureNotShownToAnotherAppliancesReader(t *testing
 	if st.State != api.RolloutHalted || !strings.Contains(st.Reason, g.Group) {
 		t.Fatalf("web's rollout: %+v", st)
 	}
-	if b := string(r.body); strings.Contains(b, apis[0]) || strings.Contains(b, "secret-ish") || strings.Contains(b, `"api`) {
+	if b := string(r.body); strings.Contains(b, apis[0]) || strings.Contains(b, "secret-ish") || strings.Contains(b, `"api`) || strings.Contains(b, "ntp") {
 		t.Fatalf("a reader of web only sees api's failure: %s", b)
 	}
 	// The admin sees it all.
-	if st := appRollout(t, f, "web"); !strings.Contains(st.Reason, apis[0]) || !strings.Contains(st.Reason, "secret-ish") {
+	if st := appRollout(t, f, "web"); !strings.Contains(st.Reason, apis[0]) || !strings.Contains(st.Reason, "secret-ish") || len(st.Shared) != 1 {
 		t.Fatalf("web's rollout to the admin: %+v", st)
 	}
 }

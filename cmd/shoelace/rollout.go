@@ -198,7 +198,11 @@ func printRollout(w io.Writer, st api.RolloutStatus) error {
 	}
 	fmt.Fprintln(w)
 	if st.Group != "" {
-		fmt.Fprintf(w, "  shared rollout group %s of shared/ keys %s", st.Group, strings.Join(st.Shared, ", "))
+		keys := strings.Join(st.Shared, ", ")
+		if keys == "" {
+			keys = "this token may not read"
+		}
+		fmt.Fprintf(w, "  shared rollout group %s of shared/ keys %s", st.Group, keys)
 		if st.GroupReady {
 			fmt.Fprint(w, ": every step passed, waiting for the other appliances of the group")
 		}
