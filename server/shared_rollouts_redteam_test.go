@@ -245,3 +245,31 @@ func TestRollout_PlainWriteRacingTheStartIsNotLost(t *testing.T) {
 		t.Fatalf("the promotion brought back a deleted key: %+v", live.Keys)
 	}
 }
+
+// A forced plain write of a group's key racing the group's promotion: whichever comes first,
+// the forced value is the one that stays, the group ends promoted or aborted, and nothing is
+// left held.
+func TestSharedRollout_ForcedWriteRacingThePromotion(t *testing.T) {
+	f := newFixture(t)
+	f.put("shared/ntp", "pool")
+	f.put("appliances/web/port", "80")
+	web := enrollApp(t, f, "web", 1)
+	for i := range 4 {
+		var g api.SharedRolloutStatus
+		f.must(f.do("PUT", "/v1/kv/shared/ntp?canary=100%25", fmt.Sprint("canary-", i)), http.StatusAccepted, &g)
+		appReport(t, f, "web", web[0], appViewOf(t, f, "web", web[0]), "")
+		if i%2 == 1 {
+			waitFor(t, "web ready", func() bool { st := appRollout(t, f, "web"); return st.GroupReady || st.State != api.RolloutRunning })
+		}
+		forced := fmt.Sprint("forced-", i)
+		f.must(f.do("PUT", "/v1/kv/shared/ntp?force", forced), 200, nil)
+		waitFor(t, "the group's end", func() bool { return appRollout(t, f, "web").State != api.RolloutRunning })
+		if st := appRollout(t, f, "web"); st.Group != g.Group || st.State != api.RolloutPromoted && st.State != api.RolloutAborted {
+			t.Fatalf("race %d: %+v", i, st)
+		}
+		if v := liveShared(t, f, "ntp"); v != forced {
+			t.Fatalf("race %d: shared/ntp is %q, not the forced %q", i, v, forced)
+		}
+		f.put("appliances/web/port", "80")
+	}
+}
