@@ -593,7 +593,7 @@ func (s *Server) handleGetRollout(w http.ResponseWriter, r *http.Request) error 
 	s.rollouts.mu.RLock()
 	baked := s.rollouts.baked[rec.ID]
 	s.rollouts.mu.RUnlock()
-	st := shownStatus(rec.Status(reports, rev, baked), &rec, principalOf(r))
+	st := shownStatus(rec.Status(reports, rev, baked), rec.Cause, principalOf(r))
 	if rec.State == api.RolloutPromoted {
 		st.Release = rev
 	}
@@ -639,7 +639,7 @@ func (s *Server) handlePostRollout(w http.ResponseWriter, r *http.Request) error
 			return err
 		}
 		s.audit(r, "rollout-abort", []string{api.ApplianceRoot(name)}, st.Revision)
-		return writeJSON(w, http.StatusOK, st.Revision, st)
+		return writeJSON(w, http.StatusOK, st.Revision, shownStatus(st, "", principalOf(r)))
 	case "promote":
 		for try := 0; ; try++ {
 			rec, rev, err := s.readRollout(ctx, name)
@@ -663,7 +663,7 @@ func (s *Server) handlePostRollout(w http.ResponseWriter, r *http.Request) error
 			}
 			s.rollouts.set(name, &rec)
 			s.audit(r, "rollout-promote", []string{api.ApplianceRoot(name)}, nrev)
-			return writeJSON(w, http.StatusOK, nrev, rec.Status(nil, nrev, time.Time{}))
+			return writeJSON(w, http.StatusOK, nrev, shownStatus(rec.Status(nil, nrev, time.Time{}), rec.Cause, principalOf(r)))
 		}
 	}
 	return api.Errorf(api.CodeInvalidRequest, "rollout action must be \"promote\" or \"abort\", not %s", shorten(act.Action))

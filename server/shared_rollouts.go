@@ -494,13 +494,13 @@ func appliancesText(n int) string {
 	return fmt.Sprintf("%d appliances", n)
 }
 
-// shownStatus is st, the status of rec, as principal p may see it: the reason of a rollout that
+// shownStatus is st, a rollout's status, as principal p may see it (cause: the record's Cause): the reason of a rollout that
 // another appliance's rollout of its group ended names that appliance, its instance and its
 // error, which a token that may not read that appliance is not shown; nor are the names of
 // shared/ keys it may not read.
-func shownStatus(st api.RolloutStatus, rec *rollout.Record, p *principal) api.RolloutStatus {
-	if rec.Cause != "" && p.mayRead(api.ApplianceRoot(rec.Cause)) != nil {
-		st.Reason = fmt.Sprintf("the shared rollout group %s ended: the rollout of another appliance of the group was %s (its reason is shown to the readers of that appliance)", rec.Group, rec.State)
+func shownStatus(st api.RolloutStatus, cause string, p *principal) api.RolloutStatus {
+	if cause != "" && p.mayRead(api.ApplianceRoot(cause)) != nil {
+		st.Reason = fmt.Sprintf("the shared rollout group %s ended: the rollout of another appliance of the group was %s (its reason is shown to the readers of that appliance)", st.Group, st.State)
 	}
 	// The shared/ keys of the change that p may read (a reader of the appliance alone reads none).
 	st.Shared = slices.DeleteFunc(st.Shared, func(k string) bool { return p.mayRead(api.SharedPrefix+"/"+k) != nil })

@@ -57,9 +57,20 @@ func TestSharedRollout_OthersFailureNotShownToAnotherAppliancesReader(t *testing
 	if b := string(r.body); strings.Contains(b, apis[0]) || strings.Contains(b, "secret-ish") || strings.Contains(b, `"api`) || strings.Contains(b, "ntp") {
 		t.Fatalf("a reader of web only sees api's failure: %s", b)
 	}
-	// The admin sees it all.
 	if st := appRollout(t, f, "web"); !strings.Contains(st.Reason, apis[0]) || !strings.Contains(st.Reason, "secret-ish") || len(st.Shared) != 1 {
 		t.Fatalf("web's rollout to the admin: %+v", st)
+	}
+	// Nor does the answer to an abort by a writer of web alone name the shared/ keys.
+	f.must(f.do("PUT", "/v1/kv/shared/ntp?canary=100%25&bake=1h", "again"), http.StatusAccepted, &g)
+	webWriter := f.newToken(api.TokenRequest{Name: "web-writer", Write: []string{"appliances/web"}})
+	r = f.doToken(webWriter, "POST", "/v1/appliances/web/rollout", `{"action":"abort"}`, "Content-Type", "application/json")
+	f.must(r, 200, &st)
+	if st.State != api.RolloutAborted || strings.Contains(string(r.body), "ntp") {
+		t.Fatalf("the abort's answer to a writer of web: %s", r.body)
+	}
+	// The admin sees api's rollout ended by web's abort, and the keys.
+	if st := appRollout(t, f, "api"); !strings.Contains(st.Reason, "aborted by token web-writer") || len(st.Shared) != 1 {
+		t.Fatalf("api's rollout to the admin: %+v", st)
 	}
 }
 
