@@ -537,6 +537,8 @@ func (c *Config) Validate() error {
 			add("%s: source %q must be an absolute path", w, t.Source)
 		}
 		switch {
+		case strings.ContainsRune(t.Source, 0) || strings.ContainsRune(t.Destination, 0):
+			add("%s: source and destination must not contain NUL bytes", w)
 		case t.Destination == "":
 			add("%s: destination is required", w)
 		case !filepath.IsAbs(t.Destination):
@@ -857,6 +859,9 @@ func splitHostPort(s string) (string, int, error) {
 	return s[:i], p, nil
 }
 
+// maxID is the largest user or group id: ids are 32 bits, and (uid_t)-1 is no id.
+const maxID = 1<<32 - 2
+
 // lookupID resolves a user or group name or numeric id; "" means keep (-1).
 func lookupID(s string, group bool) (int, error) {
 	if s == "" {
@@ -865,6 +870,11 @@ func lookupID(s string, group bool) (int, error) {
 	if n, err := strconv.Atoi(s); err == nil {
 		if n < 0 {
 			return -1, fmt.Errorf("id %d is negative", n)
+		}
+		// The kernel's ids are 32 bits and 4294967295 means "leave it": a larger number would
+		// be cut to its low 32 bits by chown (4294967296 is root).
+		if int64(n) > maxID {
+			return -1, fmt.Errorf("id %d is over %d, the largest user or group id", n, maxID)
 		}
 		return n, nil
 	}
