@@ -1,0 +1,96 @@
+//go:build !windows
+
+package agent_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/shoelace-dev/shoelace/agent"
+)
+
+// TestReadConfdDir_BrokenResourceLink: a conf.d entry ending in "toml" that is a dangling or
+// looping link stops the read, naming it (confd stops on it too), instead of dropping that
+// resource and rendering the others with exit 0.
+func TestReadConfdDir_BrokenResourceLink(t *testing.T) {
+	for _, target := range []string{"/nonexistent/r.toml", "SELF"} {
+		dir := writeConfd(t, map[string]string{
+			"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\n",
+			"templates/a.tmpl": "x",
+		})
+		link := filepath.Join(dir, "conf.d/b.toml")
+		if target == "SELF" {
+			target = link
+		}
+		if err := os.Symlink(target, link); err != nil {
+			t.Fatal(err)
+		}
+		_, err := agent.ReadConfdDir(dir)
+		if err == nil || !strings.Contains(err.Error(), "read "+link) {
+			t.Fatalf("link to %s: %v", target, err)
+		}
+	}
+}
+
+// TestReadConfdDir_LargeFile: a resource or confd.toml over 1 MiB (a stray dump named *.toml)
+// is refused without being read whole.
+func TestReadConfdDir_LargeFile(t *testing.T) {
+	big := "[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\nkeys = [" + strings.Repeat(`"/k",`, 1<<18) + "\"/k\"]\n"
+	for _, name := range []string{"conf.d/big.toml", "confd.toml"} {
+		dir := writeConfd(t, map[string]string{name: big, "templates/a.tmpl": "x"})
+		_, err := agent.ReadConfdDir(dir)
+		if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, name)+" is over 1048576 bytes") {
+			t.Fatalf("%s of %d bytes: %v", name, len(big), err)
+		}
+	}
+}
+
+// TestReadConfdDir_ModeAdvice: a decimal mode is explained with the octal one to write only when
+// that one is accepted ("644" → "0644"; "7777" has special bits either way).
+func TestReadConfdDir_ModeAdvice(t *testing.T) {
+	dir := writeConfd(t, map[string]string{
+		"conf.d/r.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\nmode = \"7777\"\n",
+		"templates/a.tmpl": "x",
+	})
+	_, err := agent.ReadConfdDir(dir)
+	if err == nil || strings.Contains(err.Error(), `write "07777"`) || !strings.Contains(err.Error(), "setuid, setgid and sticky bits are not supported") {
+		t.Fatalf("mode 7777: %v", err)
+	}
+}
+
+// TestReadConfdDir_CheckQuotesStaged: a bare {{.src}} becomes "$SHOELACE_STAGED", so that a
+// staged file whose directory has a space, a '*' or a ';' in its name is one word to the
+// check, which a real shell shows. (Inside single quotes, as in sh -c '… {{.src}}', the path
+// is spliced in as confd spliced it: TestReadConfdDir_Good.)
+func TestReadConfdDir_CheckQuotesStaged(t *testing.T) {
+	dir := writeConfd(t, map[string]string{
+		"conf.d/r.toml": "[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\n" +
+			"check_cmd = \"test -f {{.src}} && test -f \\\"{{.src}}\\\"\"\n",
+		"templates/a.tmpl": "x",
+	})
+	r, err := agent.ReadConfdDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := r.Templates[0].Check
+	if want := `test -f "$SHOELACE_STAGED" && test -f "$SHOELACE_STAGED"`; check != want {
+		t.Fatalf("check = %s, want %s", check, want)
+	}
+	sub := filepath.Join(t.TempDir(), "my app;touch pwned *")
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	staged := filepath.Join(sub, ".a.shoelace-1")
+	if err := os.WriteFile(staged, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-c", check)
+	cmd.Dir = sub
+	cmd.Env = append(os.Environ(), "SHOELACE_STAGED="+staged)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("check %s on %q: %v\n%s", check, staged, err, out)
+	}
+}
