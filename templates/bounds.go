@@ -2,6 +2,8 @@ package templates
 
 import (
 	"fmt"
+	"io"
+	"os"
 	"strings"
 	"text/template"
 )
@@ -192,4 +194,34 @@ func sprigSeq(params ...int) (string, error) {
 		return "", err
 	}
 	return strings.Trim(strings.Join(strings.Fields(fmt.Sprint(v)), " "), "[]"), nil
+}
+
+// readBounded reads the regular file name (file's argument, which may come from a key) of at
+// most max bytes (max <= 0: no bound): a device such as /dev/zero would fill memory, and a named
+// pipe or /dev/tty would block the render, and with it every render after it, for ever.
+func readBounded(name string, max int) (string, error) {
+	fi, err := os.Stat(name)
+	if err != nil {
+		return "", err
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is not a regular file (%s): file reads regular files only", name, fi.Mode().Type())
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var r io.Reader = f
+	if max > 0 {
+		r = io.LimitReader(f, int64(max)+1)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return "", err
+	}
+	if max > 0 && len(b) > max {
+		return "", fmt.Errorf("%s is over %d bytes, the limit of a render's output", name, max)
+	}
+	return string(b), nil
 }

@@ -549,11 +549,11 @@ func (s *state) file(name string) (string, error) {
 		return "", fmt.Errorf("file %q: reading local files is disabled for this template", name)
 	}
 	s.files[name] = struct{}{}
-	b, err := os.ReadFile(name)
+	b, err := readBounded(name, s.t.maxOutput())
 	if err != nil {
 		return "", fmt.Errorf("file: %w", err)
 	}
-	return string(b), nil
+	return b, nil
 }
 
 func (s *state) fileExists(name string) (bool, error) {
