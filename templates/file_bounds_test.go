@@ -3,6 +3,7 @@
 package templates
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -54,5 +55,25 @@ func TestFile_Bounded(t *testing.T) {
 		if err != nil || string(res.Output) != "0123456789" {
 			t.Errorf("%s: file of 10 bytes: %q, %v", mode, res.Output, err)
 		}
+	}
+}
+
+// TestExecuteTemplate_NestedBuffersBounded: the output limit bounds what the buffers of nested
+// executeTemplate calls hold together, since they are alive at once: 100 levels that each hold
+// just under the limit would otherwise hold 100 times it (6 GiB at the default 64 MiB).
+func TestExecuteTemplate_NestedBuffersBounded(t *testing.T) {
+	text := `{{define "a"}}{{repeat 600 "x"}}{{if lt (len .) 3}}{{executeTemplate "a" (append . 1) | len}}{{end}}{{end}}{{executeTemplate "a" list}}`
+	_, err := mustParse(t, text, Options{MaxOutputBytes: 1000}).Execute(Data{})
+	if !errors.Is(err, ErrOutputTooLarge) {
+		t.Fatalf("nested buffers of 600 bytes each under a limit of 1000: %v, want ErrOutputTooLarge", err)
+	}
+	// Within the limit, what a nested call returns is written once it has returned.
+	res, err := mustParse(t, text, Options{MaxOutputBytes: 1300}).Execute(Data{})
+	if err == nil {
+		t.Fatalf("1300: rendered %d bytes, want a failure (its four levels hold 2400 bytes at once)", len(res.Output))
+	}
+	res, err = mustParse(t, text, Options{MaxOutputBytes: 2400}).Execute(Data{})
+	if err != nil || len(res.Output) != 603 {
+		t.Fatalf("2400: %v, %d bytes", err, len(res.Output))
 	}
 }
