@@ -152,6 +152,13 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 	if !strings.HasPrefix(prefix, "/") {
 		return usagef("import: --prefix %q: a confd prefix starts with '/' (such as /production/web)", prefix)
 	}
+	for _, seg := range strings.Split(prefix, "/") {
+		// path.Clean would make "/.." the whole keyspace, and "/a/../b" another prefix
+		// than the one written: a confd prefix has no such segment.
+		if seg == ".." || seg == "." {
+			return usagef("import: --prefix %q: a %q segment is not allowed: give the prefix as confd has it, such as /production/web", prefix, seg)
+		}
+	}
 	prefix = path.Clean(prefix)
 	if _, err := jsonOutput(c); err != nil {
 		return err
