@@ -255,7 +255,7 @@ func parseConfdResource(name string, data []byte, dir string, global confdSettin
 	}
 	rt := r.Template
 	line := keyLine(name, data, toml.Key{"template"})
-	t := Template{File: name, Line: keyLineNo(data, toml.Key{"template"}), Functions: templates.ModeConfd, Destination: rt.Dest}
+	t := Template{File: name, Line: keyLineNo(data, toml.Key{"template"}), Functions: templates.ModeConfd, Destination: rt.Dest, confd: true}
 	where := func(field string) string { return keyLine(name, data, toml.Key{"template", field}) }
 	if rt.Src == "" {
 		errs = append(errs, fmt.Sprintf("%s: src is required: the template's file, relative to %s", line, filepath.Join(dir, "templates")))

@@ -94,3 +94,18 @@ func TestReadConfdDir_CheckQuotesStaged(t *testing.T) {
 		t.Fatalf("check %s on %q: %v\n%s", check, staged, err, out)
 	}
 }
+
+// TestLoadConfig_ConfdFileExistsSaysHow: a confd resource whose template calls fileExists (off
+// without allow_file, which a resource cannot set) is refused with the way to turn it on.
+func TestLoadConfig_ConfdFileExistsSaysHow(t *testing.T) {
+	confd := writeConfd(t, map[string]string{
+		"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"$DIR/a.conf\"\nkeys = [\"/a\"]\n",
+		"templates/a.tmpl": "{{ if fileExists \"/etc/hostname\" }}y{{ end }}\n",
+	})
+	_, path := writeConfig(t, "server: http://h:1\nappliance: a\ntoken: t\nconfd_dir: "+confd+"\n")
+	_, err := agent.LoadConfig(path)
+	if err == nil || !strings.Contains(err.Error(), `"fileExists" is disabled`) ||
+		!strings.Contains(err.Error(), "a confd resource has no allow_file: print its entry with shoelace-agent convert-confd "+confd) {
+		t.Fatalf("fileExists in a confd resource: %v", err)
+	}
+}

@@ -150,6 +150,8 @@ type Template struct {
 	// File and Line say where the entry was written (for messages).
 	File string `yaml:"-"`
 	Line int    `yaml:"-"`
+	// confd says the entry is a resource of confd_dir, which has no allow_file of its own.
+	confd bool
 
 	// Resolved by Validate.
 	mode     os.FileMode
@@ -623,7 +625,11 @@ func (c *Config) Validate() error {
 		// reported with the rest instead of after they are mended.
 		if before == len(errs) {
 			if _, err := parseTemplate(t); err != nil {
-				add("%v", err)
+				if t.confd && strings.Contains(err.Error(), "allow_file: true") {
+					add("%v (a confd resource has no allow_file: print its entry with shoelace-agent convert-confd %s, put it in agent.yaml instead of confd_dir, and add allow_file: true)", err, c.ConfdDir)
+				} else {
+					add("%v", err)
+				}
 			}
 		}
 	}
