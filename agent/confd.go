@@ -255,7 +255,7 @@ func parseConfdResource(name string, data []byte, dir string, global confdSettin
 	}
 	rt := r.Template
 	line := keyLine(name, data, toml.Key{"template"})
-	t := Template{File: name, Line: keyLineNo(data, toml.Key{"template"}), Functions: templates.ModeConfd, Destination: rt.Dest, confd: true}
+	t := Template{File: name, Line: keyLineNo(data, toml.Key{"template"}), Functions: templates.ModeConfd, Destination: rt.Dest, confdDir: dir}
 	where := func(field string) string { return keyLine(name, data, toml.Key{"template", field}) }
 	if rt.Src == "" {
 		errs = append(errs, fmt.Sprintf("%s: src is required: the template's file, relative to %s", line, filepath.Join(dir, "templates")))
@@ -479,6 +479,7 @@ type convertedTemplate struct {
 	Prefix            string    `yaml:"prefix,omitempty"`
 	Keys              *[]string `yaml:"keys,omitempty"`
 	ErrorOnMissingKey bool      `yaml:"error_on_missing_key,omitempty"`
+	AllowFile         bool      `yaml:"allow_file,omitempty"`
 	FunctionDenylist  []string  `yaml:"function_denylist,flow,omitempty"`
 	Perms             string    `yaml:"perms,omitempty"`
 	Owner             string    `yaml:"owner,omitempty"`
@@ -499,7 +500,7 @@ func TemplatesYAML(head []string, wait Wait, tmpls []Template, comments [][]stri
 	for i, t := range tmpls {
 		var n yaml.Node
 		ct := convertedTemplate{Source: t.Source, Contents: t.Contents, Destination: t.Destination, Functions: t.Functions, Prefix: t.Prefix,
-			ErrorOnMissingKey: t.ErrorOnMissingKey, Perms: t.Perms, Owner: t.Owner, Group: t.Group, Backup: t.Backup,
+			ErrorOnMissingKey: t.ErrorOnMissingKey, AllowFile: t.AllowFile, Perms: t.Perms, Owner: t.Owner, Group: t.Group, Backup: t.Backup,
 			LeftDelimiter: t.LeftDelimiter, RightDelimiter: t.RightDelimiter, Check: t.Check, Command: t.Command, CommandTimeout: t.CommandTimeout,
 			FunctionDenylist: t.FunctionDenylist}
 		if t.Keys != nil {

@@ -105,7 +105,7 @@ func TestLoadConfig_ConfdFileExistsSaysHow(t *testing.T) {
 	_, path := writeConfig(t, "server: http://h:1\nappliance: a\ntoken: t\nconfd_dir: "+confd+"\n")
 	_, err := agent.LoadConfig(path)
 	if err == nil || !strings.Contains(err.Error(), `"fileExists" is disabled`) ||
-		!strings.Contains(err.Error(), "a confd resource has no allow_file: print its entry with shoelace-agent convert-confd "+confd) {
+		!strings.Contains(err.Error(), "a confd resource has no allow_file: shoelace-agent convert-confd "+confd+" prints its entry with allow_file: true") {
 		t.Fatalf("fileExists in a confd resource: %v", err)
 	}
 }

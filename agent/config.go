@@ -150,8 +150,8 @@ type Template struct {
 	// File and Line say where the entry was written (for messages).
 	File string `yaml:"-"`
 	Line int    `yaml:"-"`
-	// confd says the entry is a resource of confd_dir, which has no allow_file of its own.
-	confd bool
+	// confdDir, for a resource of confd_dir, is that directory: a resource has no allow_file.
+	confdDir string
 
 	// Resolved by Validate.
 	mode     os.FileMode
@@ -625,8 +625,8 @@ func (c *Config) Validate() error {
 		// reported with the rest instead of after they are mended.
 		if before == len(errs) {
 			if _, err := parseTemplate(t); err != nil {
-				if t.confd && strings.Contains(err.Error(), "allow_file: true") {
-					add("%v (a confd resource has no allow_file: print its entry with shoelace-agent convert-confd %s, put it in agent.yaml instead of confd_dir, and add allow_file: true)", err, c.ConfdDir)
+				if t.confdDir != "" && !t.AllowFile && strings.Contains(err.Error(), "allow_file: true") {
+					add("%v (a confd resource has no allow_file: shoelace-agent convert-confd %s prints its entry with allow_file: true; put that in agent.yaml instead of confd_dir)", err, t.confdDir)
 				} else {
 					add("%v", err)
 				}
