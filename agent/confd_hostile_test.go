@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/shoelace-dev/shoelace/agent"
+	"github.com/shoelace-dev/shoelace/templates"
 )
 
 // TestReadConfdDir_BrokenResourceLink: a conf.d entry ending in "toml" that is a dangling or
@@ -107,5 +108,53 @@ func TestLoadConfig_ConfdFileExistsSaysHow(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `"fileExists" is disabled`) ||
 		!strings.Contains(err.Error(), "a confd resource has no allow_file: shoelace-agent convert-confd "+confd+" prints its entry with allow_file: true") {
 		t.Fatalf("fileExists in a confd resource: %v", err)
+	}
+}
+
+// TestLoadConfig_FileDeniesTokenAndCache: with allow_file, file and fileExists still refuse the
+// agent's token file and cache dir (through a link too), so that a path taken from a key cannot
+// copy the token or the cached view into a rendered file; other files read as before.
+func TestLoadConfig_FileDeniesTokenAndCache(t *testing.T) {
+	for mode, text := range map[string]string{
+		"native":          `{{ if fileExists (getenv "P") }}{{ end }}`,
+		"consul-template": `{{ file (env "P") }}`,
+		"confd":           `{{ if fileExists (getenv "P") }}{{ end }}`,
+	} {
+		dir, path := writeConfig(t, "server: http://h:1\nappliance: a\ntoken_file: $DIR/token\ncache_dir: $DIR/cache\ntemplates:\n"+
+			"  - destination: $DIR/out\n    allow_file: true\n    functions: "+mode+"\n    contents: '"+text+"'\n"+
+			"  - destination: $DIR/out2\n    allow_file: true\n    contents: '{{ file (env \"P\") }}'\n")
+		if err := os.MkdirAll(filepath.Join(dir, "cache"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "cache", "view.json"), []byte("{}"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join(dir, "token"), filepath.Join(dir, "innocent")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "other"), []byte("fine"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := agent.LoadConfig(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range cfg.Templates {
+			tm, err := agent.ParseTemplate(&cfg.Templates[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range []string{"token", "innocent", "cache", "cache/view.json"} {
+				p = filepath.Join(dir, p)
+				_, err := tm.Execute(templates.Data{Env: func(string) string { return p }, LookupEnv: func(string) (string, bool) { return p, true }})
+				if err == nil || !strings.Contains(err.Error(), "the agent's own token and cache are not for templates") {
+					t.Errorf("%s: template %d of %s: %v, want a refusal", mode, i, p, err)
+				}
+			}
+			other := filepath.Join(dir, "other")
+			if _, err := tm.Execute(templates.Data{Env: func(string) string { return other }, LookupEnv: func(string) (string, bool) { return other, true }}); err != nil {
+				t.Errorf("%s: template %d of another file: %v", mode, i, err)
+			}
+		}
 	}
 }

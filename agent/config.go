@@ -152,6 +152,9 @@ type Template struct {
 	Line int    `yaml:"-"`
 	// confdDir, for a resource of confd_dir, is that directory: a resource has no allow_file.
 	confdDir string
+	// denyFiles are the agent's token file and cache dir, which file and fileExists refuse
+	// (set by Validate).
+	denyFiles []string
 
 	// Resolved by Validate.
 	mode     os.FileMode
@@ -621,6 +624,7 @@ func (c *Config) Validate() error {
 			add("%s: health_retries %d must be between 0 and %d", w, *t.HealthRetries, maxHealthRetries)
 		}
 		c.validateFunctions(t, add)
+		t.denyFiles = []string{c.TokenFile, c.CacheDir}
 		// Read and parse the template too, so that a missing source or a syntax error is
 		// reported with the rest instead of after they are mended.
 		if before == len(errs) {

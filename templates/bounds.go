@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/template"
 )
@@ -224,4 +225,33 @@ func readBounded(name string, max int) (string, error) {
 		return "", fmt.Errorf("%s is over %d bytes, the limit of a render's output", name, max)
 	}
 	return string(b), nil
+}
+
+// denied refuses name when it is, or lies below, one of Options.DenyFiles, links followed.
+func (s *state) denied(fn, name string) error {
+	if len(s.t.opts.DenyFiles) == 0 {
+		return nil
+	}
+	real := realPath(name)
+	for _, d := range s.t.opts.DenyFiles {
+		if d == "" {
+			continue
+		}
+		d = realPath(d)
+		if real == d || strings.HasPrefix(real, strings.TrimSuffix(d, string(filepath.Separator))+string(filepath.Separator)) {
+			return fmt.Errorf("%s %q: the agent's own token and cache are not for templates", fn, name)
+		}
+	}
+	return nil
+}
+
+// realPath is p absolute with its links followed, as far as they exist.
+func realPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		p = a
+	}
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		return r
+	}
+	return filepath.Clean(p)
 }

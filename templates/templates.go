@@ -31,6 +31,10 @@ type Options struct {
 	// AllowFile enables the functions that read the local file system (file, fileExists).
 	// Off by default: a template author must not be able to read the agent's files unasked.
 	AllowFile bool
+	// DenyFiles are files and directories that file and fileExists refuse even with AllowFile,
+	// once symbolic links are followed: the agent's token file and cache, which a path taken
+	// from a key must not lead to.
+	DenyFiles []string
 	// MaxOutputBytes bounds the rendered output; 0 means DefaultMaxOutputBytes, < 0 no limit.
 	MaxOutputBytes int
 	// Functions is the function set: ModeNative ("" too), ModeConfd or ModeConsulTemplate
