@@ -107,6 +107,15 @@ func ReadConfdDir(dir string) (*ConfdResources, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(files) == 0 {
+		// confd warns "Found no templates" and renders nothing; say so, and why when conf.d
+		// is a link (confd does not follow it either).
+		why := ""
+		if fi, err := os.Lstat(confDir); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			why = ": it is a symbolic link, which confd does not follow either; point confd_dir at a directory whose conf.d is a directory"
+		}
+		out.Notes = append(out.Notes, fmt.Sprintf("%s: no resources (*toml files)%s", confDir, why))
+	}
 	for _, f := range files {
 		data, err := readConfdFile(f)
 		if err != nil {

@@ -158,3 +158,20 @@ func TestLoadConfig_FileDeniesTokenAndCache(t *testing.T) {
 		}
 	}
 }
+
+// TestReadConfdDir_LinkedConfD: a conf.d that is a symbolic link gives no resources, as in confd
+// (which does not follow it), and a note says why instead of silence.
+func TestReadConfdDir_LinkedConfD(t *testing.T) {
+	real := writeConfd(t, map[string]string{"conf.d/a.toml": "[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\n"})
+	dir := writeConfd(t, map[string]string{"templates/a.tmpl": "x"})
+	if err := os.Symlink(filepath.Join(real, "conf.d"), filepath.Join(dir, "conf.d")); err != nil {
+		t.Fatal(err)
+	}
+	r, err := agent.ReadConfdDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Templates) != 0 || len(r.Notes) != 1 || !strings.Contains(r.Notes[0], "conf.d: no resources (*toml files): it is a symbolic link, which confd does not follow either") {
+		t.Fatalf("templates %d, notes %q", len(r.Templates), r.Notes)
+	}
+}
