@@ -90,6 +90,7 @@ func ReadConfdDir(dir string) (*ConfdResources, error) {
 	if !filepath.IsAbs(dir) {
 		return nil, fmt.Errorf("confd_dir %q must be an absolute path", dir)
 	}
+	dir = filepath.Clean(dir) // "/etc/confd/" is /etc/confd, as confd.toml's confdir says it
 	fi, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("confd_dir: %w", err)

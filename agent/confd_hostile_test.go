@@ -175,3 +175,20 @@ func TestReadConfdDir_LinkedConfD(t *testing.T) {
 		t.Fatalf("templates %d, notes %q", len(r.Templates), r.Notes)
 	}
 }
+
+// TestReadConfdDir_TrailingSlash: confd_dir: /etc/confd/ names the directory that confd.toml's
+// confdir = "/etc/confd" names.
+func TestReadConfdDir_TrailingSlash(t *testing.T) {
+	dir := writeConfd(t, map[string]string{
+		"confd.toml":       "confdir = \"$DIR\"\n",
+		"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\n",
+		"templates/a.tmpl": "x",
+	})
+	r, err := agent.ReadConfdDir(dir + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Dir != dir || r.Templates[0].Source != filepath.Join(dir, "templates/a.tmpl") {
+		t.Fatalf("dir %s, source %s", r.Dir, r.Templates[0].Source)
+	}
+}
