@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -90,6 +90,7 @@ func ReadConfdDir(dir string) (*ConfdResources, error) {
 	if !filepath.IsAbs(dir) {
 		return nil, fmt.Errorf("confd_dir %q must be an absolute path", dir)
 	}
+	dir = filepath.Clean(dir) // "/etc/confd/" is /etc/confd, as confd.toml's confdir says it
 	fi, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("confd_dir: %w", err)
@@ -107,8 +108,17 @@ func ReadConfdDir(dir string) (*ConfdResources, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(files) == 0 {
+		// confd warns "Found no templates" and renders nothing; say so, and why when conf.d
+		// is a link (confd does not follow it either).
+		why := ""
+		if fi, err := os.Lstat(confDir); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			why = ": it is a symbolic link, which confd does not follow either; point confd_dir at a directory whose conf.d is a directory"
+		}
+		out.Notes = append(out.Notes, fmt.Sprintf("%s: no resources (*toml files)%s", confDir, why))
+	}
 	for _, f := range files {
-		data, err := os.ReadFile(f)
+		data, err := readConfdFile(f)
 		if err != nil {
 			errs = append(errs, fmt.Sprintf("read %s: %v", f, err))
 			continue
@@ -143,7 +153,12 @@ func confdResourceFiles(confDir string) ([]string, error) {
 			return nil
 		}
 		fi, err := os.Stat(p) // a link to a file counts, as in confd
-		if err != nil || fi.IsDir() {
+		if err != nil {
+			// confd stops on it too (a dangling or looping link): a resource that silently
+			// dropped out would leave its file unrendered with exit 0.
+			return fmt.Errorf("read %s: %w", p, err)
+		}
+		if fi.IsDir() {
 			return nil
 		}
 		files = append(files, p)
@@ -156,11 +171,32 @@ func confdResourceFiles(confDir string) ([]string, error) {
 	return files, nil
 }
 
+// maxConfdFileBytes bounds a conf.d resource or confd.toml: each holds a few settings, and a
+// stray large file whose name ends in "toml" must not take the VM's memory while it is read.
+const maxConfdFileBytes = 1 << 20
+
+// readConfdFile reads a resource or confd.toml of at most maxConfdFileBytes.
+func readConfdFile(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfdFileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxConfdFileBytes {
+		return nil, fmt.Errorf("%s is over %d bytes: a confd resource holds a few settings", name, maxConfdFileBytes)
+	}
+	return data, nil
+}
+
 // readConfdSettings reads dir/confd.toml, if there is one.
 func readConfdSettings(dir string) (confdSettings, []string, []string) {
 	var s confdSettings
 	name := filepath.Join(dir, "confd.toml")
-	data, err := os.ReadFile(name)
+	data, err := readConfdFile(name)
 	if errors.Is(err, os.ErrNotExist) {
 		return s, nil, nil
 	}
@@ -229,7 +265,7 @@ func parseConfdResource(name string, data []byte, dir string, global confdSettin
 	}
 	rt := r.Template
 	line := keyLine(name, data, toml.Key{"template"})
-	t := Template{File: name, Line: keyLineNo(data, toml.Key{"template"}), Functions: templates.ModeConfd, Destination: rt.Dest}
+	t := Template{File: name, Line: keyLineNo(data, toml.Key{"template"}), Functions: templates.ModeConfd, Destination: rt.Dest, confdDir: dir}
 	where := func(field string) string { return keyLine(name, data, toml.Key{"template", field}) }
 	if rt.Src == "" {
 		errs = append(errs, fmt.Sprintf("%s: src is required: the template's file, relative to %s", line, filepath.Join(dir, "templates")))
@@ -257,7 +293,7 @@ func parseConfdResource(name string, data []byte, dir string, global confdSettin
 		switch {
 		case err != nil:
 			errs = append(errs, fmt.Sprintf("%s: mode %q is not a number: write an octal mode such as \"0644\"", where("mode"), rt.Mode))
-		case m&^0o777 != 0 && !strings.HasPrefix(rt.Mode, "0"):
+		case m&^0o777 != 0 && !strings.HasPrefix(rt.Mode, "0") && octalPerms(rt.Mode):
 			errs = append(errs, fmt.Sprintf("%s: mode %q is decimal to confd (mode %#o, with setuid/setgid/sticky or unknown bits): write %q", where("mode"), rt.Mode, m, "0"+rt.Mode))
 		case m&^0o777 != 0:
 			errs = append(errs, fmt.Sprintf("%s: mode %q: setuid, setgid and sticky bits are not supported; give the permission bits only, such as \"0755\"", where("mode"), rt.Mode))
@@ -287,12 +323,21 @@ func parseConfdResource(name string, data []byte, dir string, global confdSettin
 	}
 	// As confd loads them: the template sees only the keys at or below these (none without).
 	t.Keys = []string{}
+	seen := make(map[string]bool, len(rt.Keys))
 	for _, k := range rt.Keys {
-		if !slices.Contains(t.Keys, k) {
+		if !seen[k] {
+			seen[k] = true
 			t.Keys = append(t.Keys, k)
 		}
 	}
 	return t, rt.Keys, errs
+}
+
+// octalPerms reports whether s read as octal is a mode of permission bits only ("644", not
+// "7777" or "4755").
+func octalPerms(s string) bool {
+	m, err := strconv.ParseUint(s, 8, 32)
+	return err == nil && m&^0o777 == 0
 }
 
 // stagedMark stands for {{.src}} while a check_cmd is expanded.
@@ -301,7 +346,7 @@ const stagedMark = "\x01shoelace-staged\x01"
 // confdCheckCommand turns a confd check_cmd, a Go template whose .src is the staged file, into
 // the agent's check, which finds the staged file in $SHOELACE_STAGED. Inside single quotes
 // the quotes are closed around the variable, so that the shell expands it as confd's
-// substitution did; elsewhere it is left bare, as confd's was.
+// substitution did; inside double quotes it is left as it is; elsewhere it is double-quoted.
 func confdCheckCommand(cmd string) (string, error) {
 	tm, err := template.New("check_cmd").Option("missingkey=error").Parse(cmd)
 	if err != nil {
@@ -329,10 +374,15 @@ func confdCheckCommand(cmd string) (string, error) {
 	single, double := false, false
 	for i := 0; i < len(s); i++ {
 		if strings.HasPrefix(s[i:], stagedMark) {
-			if single {
+			switch {
+			case single:
 				out.WriteString(`'"$SHOELACE_STAGED"'`)
-			} else {
+			case double:
 				out.WriteString("$SHOELACE_STAGED")
+			default:
+				// Quoted, so that a destination with a space or a '*' in its name stays one
+				// word (confd's bare path split there, and ran what a ';' in it said).
+				out.WriteString(`"$SHOELACE_STAGED"`)
 			}
 			i += len(stagedMark) - 1
 			continue
@@ -439,6 +489,7 @@ type convertedTemplate struct {
 	Prefix            string    `yaml:"prefix,omitempty"`
 	Keys              *[]string `yaml:"keys,omitempty"`
 	ErrorOnMissingKey bool      `yaml:"error_on_missing_key,omitempty"`
+	AllowFile         bool      `yaml:"allow_file,omitempty"`
 	FunctionDenylist  []string  `yaml:"function_denylist,flow,omitempty"`
 	Perms             string    `yaml:"perms,omitempty"`
 	Owner             string    `yaml:"owner,omitempty"`
@@ -459,7 +510,7 @@ func TemplatesYAML(head []string, wait Wait, tmpls []Template, comments [][]stri
 	for i, t := range tmpls {
 		var n yaml.Node
 		ct := convertedTemplate{Source: t.Source, Contents: t.Contents, Destination: t.Destination, Functions: t.Functions, Prefix: t.Prefix,
-			ErrorOnMissingKey: t.ErrorOnMissingKey, Perms: t.Perms, Owner: t.Owner, Group: t.Group, Backup: t.Backup,
+			ErrorOnMissingKey: t.ErrorOnMissingKey, AllowFile: t.AllowFile, Perms: t.Perms, Owner: t.Owner, Group: t.Group, Backup: t.Backup,
 			LeftDelimiter: t.LeftDelimiter, RightDelimiter: t.RightDelimiter, Check: t.Check, Command: t.Command, CommandTimeout: t.CommandTimeout,
 			FunctionDenylist: t.FunctionDenylist}
 		if t.Keys != nil {

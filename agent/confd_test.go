@@ -69,7 +69,7 @@ check_cmd = "sh -c 'test -s {{ .src }}' && grep -q x \"{{.src}}\""
 	n := r.Templates[0]
 	if n.Source != filepath.Join(dir, "templates/nginx.conf.tmpl") || n.Destination != dir+"/out/nginx.conf" || n.Functions != "confd" ||
 		n.Prefix != "/production/web" || n.Perms != "0640" || n.Owner != "0" || n.Group != "0" ||
-		n.Check != `/usr/sbin/nginx -t -c $SHOELACE_STAGED` || n.Command != "/usr/sbin/service nginx reload" ||
+		n.Check != `/usr/sbin/nginx -t -c "$SHOELACE_STAGED"` || n.Command != "/usr/sbin/service nginx reload" ||
 		n.File != filepath.Join(dir, "conf.d/nginx.toml") || n.Line != 2 {
 		t.Fatalf("nginx = %+v", n)
 	}

@@ -150,6 +150,11 @@ type Template struct {
 	// File and Line say where the entry was written (for messages).
 	File string `yaml:"-"`
 	Line int    `yaml:"-"`
+	// confdDir, for a resource of confd_dir, is that directory: a resource has no allow_file.
+	confdDir string
+	// denyFiles are the agent's token file and cache dir, which file and fileExists refuse
+	// (set by Validate).
+	denyFiles []string
 
 	// Resolved by Validate.
 	mode     os.FileMode
@@ -537,6 +542,8 @@ func (c *Config) Validate() error {
 			add("%s: source %q must be an absolute path", w, t.Source)
 		}
 		switch {
+		case strings.ContainsRune(t.Source, 0) || strings.ContainsRune(t.Destination, 0):
+			add("%s: source and destination must not contain NUL bytes", w)
 		case t.Destination == "":
 			add("%s: destination is required", w)
 		case !filepath.IsAbs(t.Destination):
@@ -617,11 +624,16 @@ func (c *Config) Validate() error {
 			add("%s: health_retries %d must be between 0 and %d", w, *t.HealthRetries, maxHealthRetries)
 		}
 		c.validateFunctions(t, add)
+		t.denyFiles = []string{c.TokenFile, c.CacheDir}
 		// Read and parse the template too, so that a missing source or a syntax error is
 		// reported with the rest instead of after they are mended.
 		if before == len(errs) {
 			if _, err := parseTemplate(t); err != nil {
-				add("%v", err)
+				if t.confdDir != "" && !t.AllowFile && strings.Contains(err.Error(), "allow_file: true") {
+					add("%v (a confd resource has no allow_file: shoelace-agent convert-confd %s prints its entry with allow_file: true; put that in agent.yaml instead of confd_dir)", err, t.confdDir)
+				} else {
+					add("%v", err)
+				}
 			}
 		}
 	}
@@ -857,6 +869,9 @@ func splitHostPort(s string) (string, int, error) {
 	return s[:i], p, nil
 }
 
+// maxID is the largest user or group id: ids are 32 bits, and (uid_t)-1 is no id.
+const maxID = 1<<32 - 2
+
 // lookupID resolves a user or group name or numeric id; "" means keep (-1).
 func lookupID(s string, group bool) (int, error) {
 	if s == "" {
@@ -865,6 +880,11 @@ func lookupID(s string, group bool) (int, error) {
 	if n, err := strconv.Atoi(s); err == nil {
 		if n < 0 {
 			return -1, fmt.Errorf("id %d is negative", n)
+		}
+		// The kernel's ids are 32 bits and 4294967295 means "leave it": a larger number would
+		// be cut to its low 32 bits by chown (4294967296 is root).
+		if int64(n) > maxID {
+			return -1, fmt.Errorf("id %d is over %d, the largest user or group id", n, maxID)
 		}
 		return n, nil
 	}

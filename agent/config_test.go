@@ -135,6 +135,10 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		{"perms 0", base + tmpl + "    perms: \"0000\"\n", []string{`perms "0000" would make the file unreadable`}},
 		{"unknown owner", base + tmpl + "    owner: no-such-user-xyz\n", []string{`owner: no user named "no-such-user-xyz"`}},
 		{"unknown group", base + tmpl + "    group: no-such-group-xyz\n", []string{`group: no group named "no-such-group-xyz"`}},
+		// chown takes 32-bit ids: 4294968296 would be cut to 1000, 4294967296 to root.
+		{"owner over 32 bits", base + tmpl + "    owner: \"4294968296\"\n", []string{`owner: id 4294968296 is over 4294967294, the largest user or group id`}},
+		{"group (uid_t)-1", base + tmpl + "    group: \"4294967295\"\n", []string{`group: id 4294967295 is over 4294967294`}},
+		{"NUL in destination", base + tok + "templates:\n  - contents: x\n    destination: \"$DIR/a\\0.conf\"\n", []string{"source and destination must not contain NUL bytes"}},
 		{"equal delimiters", base + tmpl + "    left_delimiter: \"}}\"\n", []string{`left_delimiter and right_delimiter must differ (both are "}}")`}},
 		{"setuid perms", base + tmpl + "    perms: \"4755\"\n", []string{`perms "4755": setuid, setgid and sticky bits are not supported`}},
 		{"wait not a mapping", base + "wait: 5s\n" + tmpl, []string{"agent.yaml:4: want a mapping such as {min: 2s, max: 10s}, not a string `5s`"}},

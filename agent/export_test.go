@@ -2,7 +2,10 @@
 
 package agent
 
-import "github.com/shoelace-dev/shoelace/internal/atomicfile"
+import (
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
+	"github.com/shoelace-dev/shoelace/templates"
+)
 
 // SetInstallStaged replaces the install of staged files for a test; the returned func restores it.
 func SetInstallStaged(f func(s *atomicfile.Staged) error) (restore func()) {
@@ -17,3 +20,6 @@ func SetSyncDirectories(f func(*atomicfile.DirSyncs) error) (restore func()) {
 	syncDirectories = f
 	return func() { syncDirectories = old }
 }
+
+// ParseTemplate parses a template entry of a loaded config as the agent does.
+func ParseTemplate(t *Template) (*templates.Template, error) { return parseTemplate(t) }

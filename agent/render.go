@@ -45,7 +45,7 @@ func parseTemplate(tc *Template) (*templates.Template, error) {
 		text = string(b)
 		name = tc.Source
 	}
-	t, err := templates.Parse(text, templates.Options{Name: name, LeftDelim: tc.LeftDelimiter, RightDelim: tc.RightDelimiter, AllowFile: tc.AllowFile,
+	t, err := templates.Parse(text, templates.Options{Name: name, LeftDelim: tc.LeftDelimiter, RightDelim: tc.RightDelimiter, AllowFile: tc.AllowFile, DenyFiles: tc.denyFiles,
 		Functions: tc.Functions, ErrorOnMissingKey: tc.ErrorOnMissingKey, Prefix: tc.Prefix, ConfdKeys: tc.Keys, FunctionDenylist: tc.FunctionDenylist})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", tc.where(), err)

@@ -2,6 +2,9 @@ package templates
 
 import (
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"text/template"
 )
@@ -192,4 +195,63 @@ func sprigSeq(params ...int) (string, error) {
 		return "", err
 	}
 	return strings.Trim(strings.Join(strings.Fields(fmt.Sprint(v)), " "), "[]"), nil
+}
+
+// readBounded reads the regular file name (file's argument, which may come from a key) of at
+// most max bytes (max <= 0: no bound): a device such as /dev/zero would fill memory, and a named
+// pipe or /dev/tty would block the render, and with it every render after it, for ever.
+func readBounded(name string, max int) (string, error) {
+	fi, err := os.Stat(name)
+	if err != nil {
+		return "", err
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is not a regular file (%s): file reads regular files only", name, fi.Mode().Type())
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var r io.Reader = f
+	if max > 0 {
+		r = io.LimitReader(f, int64(max)+1)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return "", err
+	}
+	if max > 0 && len(b) > max {
+		return "", fmt.Errorf("%s is over %d bytes, the limit of a render's output", name, max)
+	}
+	return string(b), nil
+}
+
+// denied refuses name when it is, or lies below, one of Options.DenyFiles, links followed.
+func (s *state) denied(fn, name string) error {
+	if len(s.t.opts.DenyFiles) == 0 {
+		return nil
+	}
+	real := realPath(name)
+	for _, d := range s.t.opts.DenyFiles {
+		if d == "" {
+			continue
+		}
+		d = realPath(d)
+		if real == d || strings.HasPrefix(real, strings.TrimSuffix(d, string(filepath.Separator))+string(filepath.Separator)) {
+			return fmt.Errorf("%s %q: the agent's own token and cache are not for templates", fn, name)
+		}
+	}
+	return nil
+}
+
+// realPath is p absolute with its links followed, as far as they exist.
+func realPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		p = a
+	}
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		return r
+	}
+	return filepath.Clean(p)
 }

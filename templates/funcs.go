@@ -549,11 +549,14 @@ func (s *state) file(name string) (string, error) {
 		return "", fmt.Errorf("file %q: reading local files is disabled for this template", name)
 	}
 	s.files[name] = struct{}{}
-	b, err := os.ReadFile(name)
+	if err := s.denied("file", name); err != nil {
+		return "", err
+	}
+	b, err := readBounded(name, s.t.maxOutput())
 	if err != nil {
 		return "", fmt.Errorf("file: %w", err)
 	}
-	return string(b), nil
+	return b, nil
 }
 
 func (s *state) fileExists(name string) (bool, error) {
@@ -561,6 +564,9 @@ func (s *state) fileExists(name string) (bool, error) {
 		return false, fmt.Errorf("fileExists %q: reading local files is disabled for this template", name)
 	}
 	s.files[name] = struct{}{}
+	if err := s.denied("fileExists", name); err != nil {
+		return false, err
+	}
 	_, err := os.Stat(name)
 	return err == nil, nil
 }

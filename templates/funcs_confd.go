@@ -418,6 +418,9 @@ func (s *state) confdFileExists(name string) (bool, error) {
 		return false, fmt.Errorf("fileExists %q: reading local files is disabled for this template", name)
 	}
 	s.files[name] = struct{}{}
+	if err := s.denied("fileExists", name); err != nil {
+		return false, err
+	}
 	_, err := os.Stat(name)
 	return !os.IsNotExist(err), nil
 }

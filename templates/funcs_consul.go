@@ -990,8 +990,10 @@ func (s *state) executeTemplate(name string, data ...any) (string, error) {
 	defer func() { s.depth-- }()
 	// Its output is a string the caller writes, bounded as the render's own output is: a
 	// template that doubles its output at each level must fail, not fill memory.
-	b := &limitedBuffer{max: s.t.maxOutput()}
-	if err := s.tmpl.ExecuteTemplate(b, name, dot); err != nil {
+	b := &limitedBuffer{max: s.t.maxOutput(), held: &s.held}
+	err := s.tmpl.ExecuteTemplate(b, name, dot)
+	s.held -= b.buf.Len() // handed to the caller, which writes it into its own buffer
+	if err != nil {
 		return "", err
 	}
 	return b.buf.String(), nil

@@ -31,6 +31,10 @@ type Options struct {
 	// AllowFile enables the functions that read the local file system (file, fileExists).
 	// Off by default: a template author must not be able to read the agent's files unasked.
 	AllowFile bool
+	// DenyFiles are files and directories that file and fileExists refuse even with AllowFile,
+	// once symbolic links are followed: the agent's token file and cache, which a path taken
+	// from a key must not lead to.
+	DenyFiles []string
 	// MaxOutputBytes bounds the rendered output; 0 means DefaultMaxOutputBytes, < 0 no limit.
 	MaxOutputBytes int
 	// Functions is the function set: ModeNative ("" too), ModeConfd or ModeConsulTemplate
@@ -405,7 +409,7 @@ func (t *Template) Execute(d Data) (*Result, error) {
 	*st = *newState(t, d)
 	st.tmpl = e.tmpl
 	st.done = make(chan struct{})
-	w := &limitedBuffer{max: t.maxOutput()}
+	w := &limitedBuffer{max: t.maxOutput(), held: &st.held}
 	err := e.tmpl.Execute(w, nil)
 	close(st.done)
 	var res *Result
@@ -435,14 +439,25 @@ func (t *Template) maxOutput() int {
 // ErrOutputTooLarge is returned when a render writes more than Options.MaxOutputBytes.
 var ErrOutputTooLarge = errors.New("output too large")
 
+// limitedBuffer is an output buffer of at most max bytes. When held is set, the bound is on
+// what every buffer that shares it holds together: those of nested executeTemplate calls are
+// alive at once, and 100 levels of 64 MiB each must fail as one render of 64 MiB does.
 type limitedBuffer struct {
-	buf bytes.Buffer
-	max int
+	buf  bytes.Buffer
+	max  int
+	held *int
 }
 
 func (b *limitedBuffer) Write(p []byte) (int, error) {
-	if b.max > 0 && b.buf.Len()+len(p) > b.max {
+	n := b.buf.Len()
+	if b.held != nil {
+		n = *b.held
+	}
+	if b.max > 0 && n+len(p) > b.max {
 		return 0, fmt.Errorf("%w: over %d bytes (MaxOutputBytes)", ErrOutputTooLarge, b.max)
+	}
+	if b.held != nil {
+		*b.held += len(p)
 	}
 	return b.buf.Write(p)
 }
@@ -546,6 +561,7 @@ type state struct {
 	tmpl      *template.Template // the execution's clone, for executeTemplate
 	done      chan struct{}      // closed when the execution ends (loop's feeders stop)
 	depth     int                // executeTemplate nesting
+	held      int                // bytes in the output buffers of this execution (nested executeTemplate ones too)
 	scratch   *ctScratch
 	sorted    []string // the view's keys, sorted; built on the first listing
 	keys      map[string]struct{}

@@ -461,8 +461,16 @@ func convertConfd(dir string, w io.Writer) error {
 		return err
 	}
 	defer os.Remove(cache)
-	check := agent.Config{Server: "http://localhost", Appliance: "convert", Token: "-", CacheDir: cache, Path: dir,
-		Templates: append([]agent.Template(nil), r.Templates...)}
+	check := agent.Config{Server: "http://localhost", Appliance: "convert", Token: "-", CacheDir: cache, Path: dir}
+	// confd's fileExists always worked; here it needs allow_file: true, which the entries of
+	// the templates that call it get.
+	for i := range r.Templates {
+		check.Templates = []agent.Template{r.Templates[i]}
+		if err := check.Validate(); err != nil && strings.Contains(err.Error(), "allow_file: true") {
+			r.Templates[i].AllowFile = true
+		}
+	}
+	check.Templates = append([]agent.Template(nil), r.Templates...)
 	if err := check.Validate(); err != nil {
 		return err
 	}

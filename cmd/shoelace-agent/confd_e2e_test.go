@@ -200,3 +200,39 @@ func TestConvertConfd_Golden(t *testing.T) {
 		t.Fatalf("convert-confd without a directory: %v (exit %d), want a usage error", err, exitCode(err))
 	}
 }
+
+// TestConvertConfd_FileExists: a resource whose template calls fileExists (which confd always
+// allowed, and the agent only with allow_file: true) converts to an entry with allow_file: true,
+// which the agent then accepts; the others do not get it.
+func TestConvertConfd_FileExists(t *testing.T) {
+	dir := t.TempDir()
+	for name, text := range map[string]string{
+		"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"" + dir + "/a.conf\"\nkeys = [\"/a\"]\n",
+		"conf.d/b.toml":    "[template]\nsrc = \"b.tmpl\"\ndest = \"" + dir + "/b.conf\"\nkeys = [\"/b\"]\n",
+		"templates/a.tmpl": "{{ if fileExists \"/etc/hostname\" }}y{{ end }}\n",
+		"templates/b.tmpl": "{{ getv \"/b\" }}\n",
+	} {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"shoelace-agent", "convert-confd", dir}, &stdout, &stderr); err != nil {
+		t.Fatalf("convert-confd: %v\n%s", err, stderr.String())
+	}
+	if got := strings.Count(stdout.String(), "allow_file: true"); got != 1 {
+		t.Fatalf("%d entries with allow_file: true, want 1:\n%s", got, stdout.String())
+	}
+	cfg := "server: http://h:1\nappliance: a\ntoken: t\ncache_dir: " + filepath.Join(dir, "cache") + "\n" + stdout.String()
+	path := filepath.Join(dir, "agent.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agent.LoadConfig(path); err != nil {
+		t.Fatalf("the agent refuses the conversion: %v\n%s", err, cfg)
+	}
+}

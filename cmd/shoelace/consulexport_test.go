@@ -50,3 +50,23 @@ func TestE2E_ImportFromConsulExport(t *testing.T) {
 	}
 	c.fails(exitError, "consul kv export", "import", "--from-consul-export", file, "--prefix", "web", "--appliance", "consul-web")
 }
+
+// TestReadConsulExport_Bounded: an export over the bound fails with a message before it is read
+// whole (a file or stdin).
+func TestReadConsulExport_Bounded(t *testing.T) {
+	old := maxConsulExportBytes
+	maxConsulExportBytes = 100
+	defer func() { maxConsulExportBytes = old }()
+	file := filepath.Join(t.TempDir(), "big.json")
+	if err := os.WriteFile(file, []byte(`[{"key":"web/a","flags":0,"value":"`+strings.Repeat("QUFB", 30)+`"}]`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readConsulExport(&cliEnv{}, file); err == nil || !strings.Contains(err.Error(), file+" is over 100 bytes") {
+		t.Fatalf("export of 140 bytes under a bound of 100: %v", err)
+	}
+	maxConsulExportBytes = 200
+	kvs, err := readConsulExport(&cliEnv{}, file)
+	if err != nil || len(kvs) != 1 || len(kvs[0].Value) != 90 {
+		t.Fatalf("within the bound: %v, %v", kvs, err)
+	}
+}

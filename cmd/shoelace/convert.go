@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -34,7 +35,7 @@ the file's directory. Exit 1 when the file cannot be read or holds no template.`
 			if err != nil {
 				return err
 			}
-			data, err := os.ReadFile(args[0])
+			data, err := readConsulTemplateConfig(args[0])
 			if err != nil {
 				return fmt.Errorf("convert-consul-template: %w", err)
 			}
@@ -53,6 +54,27 @@ the file's directory. Exit 1 when the file cannot be read or holds no template.`
 			return err
 		},
 	}
+}
+
+// maxConsulTemplateConfigBytes bounds a configuration file: the HCL parser takes about a hundred
+// times the file's size in memory, and no configuration comes near this.
+var maxConsulTemplateConfigBytes = 4 << 20
+
+// readConsulTemplateConfig reads a configuration file of at most maxConsulTemplateConfigBytes.
+func readConsulTemplateConfig(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, int64(maxConsulTemplateConfigBytes)+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxConsulTemplateConfigBytes {
+		return nil, fmt.Errorf("%s is over %d bytes: a consul-template configuration is far smaller (keep large templates in source files)", name, maxConsulTemplateConfigBytes)
+	}
+	return data, nil
 }
 
 // ctConversion is a consul-template configuration converted: the agent's wait and templates,

@@ -82,3 +82,18 @@ func TestConvertConsulTemplate_Invalid(t *testing.T) {
 		})
 	}
 }
+
+// TestConvertConsulTemplate_Large: a configuration over 4 MiB is refused before the HCL parser,
+// which takes about a hundred times a file's size in memory, sees it.
+func TestConvertConsulTemplate_Large(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "big.hcl")
+	text := "template {\n  destination = \"/a\"\n  contents = \"" + strings.Repeat("x", 4<<20) + "\"\n}\n"
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"shoelace", "convert-consul-template", p}, strings.NewReader(""), &stdout, &stderr)
+	if err == nil || !strings.Contains(stderr.String()+err.Error(), p+" is over 4194304 bytes") {
+		t.Fatalf("convert-consul-template of %d bytes: %v\n%s", len(text), err, stderr.String())
+	}
+}

@@ -152,6 +152,13 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 	if !strings.HasPrefix(prefix, "/") {
 		return usagef("import: --prefix %q: a confd prefix starts with '/' (such as /production/web)", prefix)
 	}
+	for _, seg := range strings.Split(prefix, "/") {
+		// path.Clean would make "/.." the whole keyspace, and "/a/../b" another prefix
+		// than the one written: a confd prefix has no such segment.
+		if seg == ".." || seg == "." {
+			return usagef("import: --prefix %q: a %q segment is not allowed: give the prefix as confd has it, such as /production/web", prefix, seg)
+		}
+	}
 	prefix = path.Clean(prefix)
 	if _, err := jsonOutput(c); err != nil {
 		return err
@@ -257,18 +264,27 @@ type consulKV struct {
 	Value string `json:"value"`
 }
 
+// maxConsulExportBytes bounds what --from-consul-export reads, as a read of a foreign etcd is.
+var maxConsulExportBytes = store.DefaultForeignMaxBytes
+
 // readConsulExport reads what `consul kv export` wrote (file, or stdin for "-") as keys rooted
 // at '/', so that they map onto an appliance as a confd keyspace does.
 func readConsulExport(e *cliEnv, file string) ([]store.ForeignKV, error) {
-	var data []byte
-	var err error
-	if file == "-" {
-		data, err = io.ReadAll(e.stdin)
-	} else {
-		data, err = os.ReadFile(file)
+	var r io.Reader = e.stdin
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, fmt.Errorf("read the consul export: %w", err)
+		}
+		defer f.Close()
+		r = f
 	}
+	data, err := io.ReadAll(io.LimitReader(r, int64(maxConsulExportBytes)+1))
 	if err != nil {
 		return nil, fmt.Errorf("read the consul export: %w", err)
+	}
+	if len(data) > maxConsulExportBytes {
+		return nil, fmt.Errorf("%s is over %d bytes, more than one import can hold: export a narrower prefix (consul kv export web/db)", file, maxConsulExportBytes)
 	}
 	var entries []consulKV
 	if err := json.Unmarshal(data, &entries); err != nil {

@@ -151,6 +151,8 @@ func TestE2E_ImportFromEtcd(t *testing.T) {
 	c.fails(2, "--prefix goes with --from-etcd", "import", "f.json", "--prefix", "/p")
 	c.fails(2, "--replace does not go with --from-etcd", append(args, "--replace")...)
 	c.fails(2, `a confd prefix starts with '/'`, "import", "--from-etcd", endpoint, "--prefix", "prefix", "--appliance", "web")
+	c.fails(2, `--prefix "/..": a ".." segment is not allowed`, "import", "--from-etcd", endpoint, "--prefix", "/..", "--appliance", "web")
+	c.fails(2, `--prefix "/prefix/./x": a "." segment is not allowed`, "import", "--from-etcd", endpoint, "--prefix", "/prefix/./x", "--appliance", "web")
 }
 
 // TestPlanFromEtcd: a key created is guarded to be still absent, a key changed (--merge) to

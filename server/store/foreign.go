@@ -13,6 +13,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // ForeignEtcd is an etcd v3 cluster other than the store's, such as the one a confd keyspace
@@ -25,7 +27,15 @@ type ForeignEtcd struct {
 	CACert, Cert, Key string
 	// DialTimeout bounds the connection; 0 means 5s.
 	DialTimeout time.Duration
+	// MaxBytes bounds what one read may bring back (keys and values together, as etcd sends
+	// them); 0 means DefaultForeignMaxBytes.
+	MaxBytes int
 }
+
+// DefaultForeignMaxBytes bounds a read of a foreign etcd: far more than one transaction of the
+// Shoelace server takes, so that a prefix that is too large fails with a message instead of
+// taking the memory of the machine that runs the import.
+const DefaultForeignMaxBytes = 256 << 20
 
 // ForeignKV is one key of a foreign etcd, as stored: bytes, which need not be UTF-8.
 type ForeignKV struct {
@@ -48,12 +58,21 @@ func ReadForeign(ctx context.Context, f ForeignEtcd, prefix string) ([]ForeignKV
 	if dial <= 0 {
 		dial = 5 * time.Second
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: f.Endpoints, DialTimeout: dial, TLS: tlsCfg, Logger: zap.NewNop(), Context: ctx})
+	maxBytes := f.MaxBytes
+	if maxBytes <= 0 {
+		maxBytes = DefaultForeignMaxBytes
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: f.Endpoints, DialTimeout: dial, TLS: tlsCfg, Logger: zap.NewNop(), Context: ctx,
+		MaxCallRecvMsgSize: maxBytes})
 	if err != nil {
 		return nil, 0, fmt.Errorf("etcd %s: %w", strings.Join(f.Endpoints, ","), err)
 	}
 	defer cli.Close()
 	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if status.Code(err) == codes.ResourceExhausted {
+		return nil, 0, fmt.Errorf("etcd %s: the keys that start with %q are over %d bytes, more than one import can hold: import a narrower prefix (one subtree at a time)",
+			strings.Join(f.Endpoints, ","), prefix, maxBytes)
+	}
 	if err != nil {
 		err = clientv3.ContextError(ctx, err)
 		// etcd's client retries and ends with its deadline: say what the endpoints answer.

@@ -1,0 +1,79 @@
+//go:build !windows
+
+package templates
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestFile_Bounded: file reads regular files of at most the output limit. A device such as
+// /dev/zero (which would fill memory) and a named pipe (whose read would block this render and
+// every one after it) fail the render at once, naming the file; so does a file over the limit.
+func TestFile_Bounded(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	small := filepath.Join(dir, "small")
+	if err := os.WriteFile(small, []byte("0123456789"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big")
+	if err := os.WriteFile(big, []byte("0123456789X"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{ModeNative, ModeConsulTemplate} {
+		opts := Options{AllowFile: true, Functions: mode, MaxOutputBytes: 10}
+		for _, tc := range []struct{ name, want string }{
+			{"/dev/zero", "/dev/zero is not a regular file"},
+			{fifo, fifo + " is not a regular file"},
+			{big, big + " is over 10 bytes"},
+		} {
+			done := make(chan error, 1)
+			go func() {
+				_, err := mustParse(t, fmt.Sprintf("{{ file %q }}", tc.name), opts).Execute(Data{})
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Errorf("%s: file %s: %v, want %q", mode, tc.name, err, tc.want)
+				}
+			case <-time.After(time.Minute):
+				t.Fatalf("%s: file %s still reading after a minute", mode, tc.name)
+			}
+		}
+		res, err := mustParse(t, fmt.Sprintf("{{ file %q }}", small), opts).Execute(Data{})
+		if err != nil || string(res.Output) != "0123456789" {
+			t.Errorf("%s: file of 10 bytes: %q, %v", mode, res.Output, err)
+		}
+	}
+}
+
+// TestExecuteTemplate_NestedBuffersBounded: the output limit bounds what the buffers of nested
+// executeTemplate calls hold together, since they are alive at once: 100 levels that each hold
+// just under the limit would otherwise hold 100 times it (6 GiB at the default 64 MiB).
+func TestExecuteTemplate_NestedBuffersBounded(t *testing.T) {
+	text := `{{define "a"}}{{repeat 600 "x"}}{{if lt (len .) 3}}{{executeTemplate "a" (append . 1) | len}}{{end}}{{end}}{{executeTemplate "a" list}}`
+	_, err := mustParse(t, text, Options{MaxOutputBytes: 1000}).Execute(Data{})
+	if !errors.Is(err, ErrOutputTooLarge) {
+		t.Fatalf("nested buffers of 600 bytes each under a limit of 1000: %v, want ErrOutputTooLarge", err)
+	}
+	// Within the limit, what a nested call returns is written once it has returned.
+	res, err := mustParse(t, text, Options{MaxOutputBytes: 1300}).Execute(Data{})
+	if err == nil {
+		t.Fatalf("1300: rendered %d bytes, want a failure (its four levels hold 2400 bytes at once)", len(res.Output))
+	}
+	res, err = mustParse(t, text, Options{MaxOutputBytes: 2400}).Execute(Data{})
+	if err != nil || len(res.Output) != 603 {
+		t.Fatalf("2400: %v, %d bytes", err, len(res.Output))
+	}
+}
