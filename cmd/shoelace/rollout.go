@@ -30,7 +30,7 @@ func rolloutFlags() []cli.Flag {
 
 // forceFlag lets a plain write abort the appliance's rollout in progress.
 func forceFlag() cli.Flag {
-	return &cli.BoolFlag{Name: "force", Usage: "abort the appliance's rollout in progress (or the shared rollout group changing a shared/ key), then write (without it such a write is refused, exit 7)"}
+	return &cli.BoolFlag{Name: "force", Usage: "abort the rollout in progress, then write (without it such a write is refused, exit 7); when the rollout belongs to a shared rollout group, or the key is a shared/ key a group changes, the whole group is aborted"}
 }
 
 // rolloutQuery turns the rollout flags of c into the write's query parameters.
