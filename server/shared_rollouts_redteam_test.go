@@ -39,11 +39,7 @@ func TestSharedRollout_CanaryWhileAGroupRunsSaysHowToAbortIt(t *testing.T) {
 // appliance.
 func TestSharedRollout_OthersFailureNotShownToAnotherAppliancesReader(t *testing.T) {
 	f := newFixture(t)
-	f.put("shared/ntp", "pool")
-	f.put("appliances/web/port", "80")
-	f.put("appliances/api/port", "90")
-	enrollApp(t, f, "web", 1)
-	apis := enrollApp(t, f, "api", 1)
+	_, apis := webAndAPI(t, f, 1, 1)
 	var g api.SharedRolloutStatus
 	f.must(f.do("PUT", "/v1/kv/shared/ntp?canary=100%25&bake=1h", "bad"), http.StatusAccepted, &g)
 	appReport(t, f, "api", apis[0], appViewOf(t, f, "api", apis[0]), "secret-ish failure text of api")
@@ -79,11 +75,7 @@ func TestSharedRollout_OthersFailureNotShownToAnotherAppliancesReader(t *testing
 // nothing; nor does a failure of an instance that is not in the cohort.
 func TestSharedRollout_ForgedReportsHaltNothing(t *testing.T) {
 	f := newFixture(t)
-	f.put("shared/ntp", "pool")
-	f.put("appliances/web/port", "80")
-	f.put("appliances/api/port", "90")
-	web := enrollApp(t, f, "web", 2)
-	apis := enrollApp(t, f, "api", 1)
+	web, apis := webAndAPI(t, f, 2, 1)
 	var g api.SharedRolloutStatus
 	f.must(f.do("PUT", "/v1/kv/shared/ntp?canary=50%25&bake=1h", "new"), http.StatusAccepted, &g)
 	webRollout := appRollout(t, f, "web")

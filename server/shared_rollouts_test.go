@@ -13,6 +13,16 @@ import (
 	"github.com/shoelace-dev/shoelace/internal/api"
 )
 
+// webAndAPI seeds shared/ntp and the appliances web and api (port 80 and 90) and enrolls
+// nWeb and nAPI instances of them; it returns their instance names.
+func webAndAPI(t *testing.T, f *fixture, nWeb, nAPI int) (web, apis []string) {
+	t.Helper()
+	f.put("shared/ntp", "pool")
+	f.put("appliances/web/port", "80")
+	f.put("appliances/api/port", "90")
+	return enrollApp(t, f, "web", nWeb), enrollApp(t, f, "api", nAPI)
+}
+
 // enrollApp enrolls n instances of appliance app (app-0…) with a new agent token of app.
 func enrollApp(t *testing.T, f *fixture, app string, n int) []string {
 	t.Helper()
@@ -216,11 +226,7 @@ func TestSharedRollout_PromotesWhenEveryApplianceHas(t *testing.T) {
 // by hand and force end a group the same way.
 func TestSharedRollout_FailureHaltsTheGroup(t *testing.T) {
 	f := newFixture(t)
-	f.put("shared/ntp", "pool")
-	f.put("appliances/web/port", "80")
-	f.put("appliances/api/port", "90")
-	web := enrollApp(t, f, "web", 5)
-	apis := enrollApp(t, f, "api", 5)
+	web, apis := webAndAPI(t, f, 5, 5)
 	var g api.SharedRolloutStatus
 	f.must(f.do("PUT", "/v1/kv/shared/ntp?canary=20%25&bake=1h", "bad"), http.StatusAccepted, &g)
 	cohorts := map[string][]string{}
@@ -364,11 +370,7 @@ func TestSharedRollout_AnotherReplicaCarriesOn(t *testing.T) {
 // each appliance's steps, then goes live when the last is promoted.
 func TestSharedRollout_DeadlineAndManual(t *testing.T) {
 	f := newFixture(t)
-	f.put("shared/ntp", "pool")
-	f.put("appliances/web/port", "80")
-	f.put("appliances/api/port", "90")
-	web := enrollApp(t, f, "web", 1)
-	apis := enrollApp(t, f, "api", 1)
+	web, apis := webAndAPI(t, f, 1, 1)
 	f.must(f.do("PUT", "/v1/kv/shared/ntp?canary=100%25&deadline=500ms", "new"), http.StatusAccepted, nil)
 	appReport(t, f, "web", web[0], appViewOf(t, f, "web", web[0]), "")
 	waitFor(t, "the deadline", func() bool { return appRollout(t, f, "api").State == api.RolloutHalted })
