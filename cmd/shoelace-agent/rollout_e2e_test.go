@@ -60,13 +60,21 @@ func startFleet(t *testing.T, srv *server, n int) []*fleetAgent {
 // one's file, by name, to compare with later.
 func rendered(t *testing.T, srv *server, fleet []*fleetAgent, want string) map[string]string {
 	t.Helper()
+	waitAll(t, fleet, "renders", want)
 	files := map[string]string{}
 	for _, a := range fleet {
-		waitFor(t, a.name+" renders", fileIs(a.conf(), want))
 		files[a.name] = readFile(t, a.conf())
 	}
 	waitEnrolled(t, srv, fleet)
 	return files
+}
+
+// waitAll waits until every agent of fleet has want in its file.
+func waitAll(t *testing.T, fleet []*fleetAgent, what, want string) {
+	t.Helper()
+	for _, a := range fleet {
+		waitFor(t, a.name+" "+what, fileIs(a.conf(), want))
+	}
 }
 
 // shoelace runs the CLI against srv with the admin token; it returns the exit code and output.
@@ -124,10 +132,7 @@ func TestE2E_RolloutGoodChangeStepsThrough(t *testing.T) {
 	srv := startServer(t, "", t.TempDir())
 	srv.put("appliances/web/port", "80")
 	fleet := startFleet(t, srv, 5)
-	for _, a := range fleet {
-		waitFor(t, a.name+" renders", fileIs(a.conf(), "port=80\n"))
-	}
-	waitEnrolled(t, srv, fleet)
+	rendered(t, srv, fleet, "port=80\n")
 
 	file := filepath.Join(t.TempDir(), "web.yaml")
 	if err := os.WriteFile(file, []byte("keys:\n  port: \"8080\"\n"), 0o644); err != nil {
@@ -299,9 +304,7 @@ func TestE2E_RolloutSurvivesServerRestart(t *testing.T) {
 	srv.kill()
 	srv2 := startServer(t, srv.addr, data)
 	waitFor(t, "the rollout promoted by the restarted server", func() bool { return srv2.rollout(t).State == api.RolloutPromoted })
-	for _, a := range fleet {
-		waitFor(t, a.name+" has the change", fileIs(a.conf(), "port=8080\n"))
-	}
+	waitAll(t, fleet, "has the change", "port=8080\n")
 }
 
 // leads reports whether replica s is the one moving the rollouts (GET /v1/status).
@@ -359,9 +362,7 @@ func TestE2E_RolloutReplicaKilledAnotherCarriesOn(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "promoted") {
 		t.Fatalf("appliance wait: exit %d\n%s\n%s", code, out, errOut)
 	}
-	for _, f := range fleet {
-		waitFor(t, f.name+" has the change", fileIs(f.conf(), "port=8080\n"))
-	}
+	waitAll(t, fleet, "has the change", "port=8080\n")
 	if code, out, _ := b.shoelace(t, "kv", "get", "appliances/web/port"); code != 0 || out != "8080" {
 		t.Fatalf("live value after the promotion: %d %q", code, out)
 	}
@@ -472,9 +473,7 @@ func TestE2E_SharedRolloutCanary(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "promoted") {
 		t.Fatalf("appliance wait: exit %d\n%s\n%s", code, out, errOut)
 	}
-	for _, a := range fleet {
-		waitFor(t, a.name+" has the change", fileIs(a.conf(), "port=8080\n"))
-	}
+	waitAll(t, fleet, "has the change", "port=8080\n")
 	if code, out, _ := srv.shoelace(t, "kv", "get", "shared/port"); code != 0 || out != "8080" {
 		t.Fatalf("live value after the promotion: %d %q", code, out)
 	}

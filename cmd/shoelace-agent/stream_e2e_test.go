@@ -199,10 +199,7 @@ func TestE2E_StreamRolloutCanary(t *testing.T) {
 	srv := startServer(t, "", t.TempDir())
 	srv.put("appliances/web/port", "80")
 	fleet := startFleet(t, srv, 2)
-	for _, a := range fleet {
-		waitFor(t, a.name+" renders", fileIs(a.conf(), "port=80\n"))
-	}
-	waitEnrolled(t, srv, fleet)
+	rendered(t, srv, fleet, "port=80\n")
 
 	code, out, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "8080", "--canary", "50%", "--step", "50%", "--bake", "1s")
 	if code != 0 {
@@ -219,9 +216,7 @@ func TestE2E_StreamRolloutCanary(t *testing.T) {
 		}
 		return st.State == api.RolloutPromoted
 	})
-	for _, a := range fleet {
-		waitFor(t, a.name+" has the change", fileIs(a.conf(), "port=8080\n"))
-	}
+	waitAll(t, fleet, "has the change", "port=8080\n")
 
 	code, out, errOut = srv.shoelace(t, "kv", "put", "appliances/web/port", "bad", "--canary", "50%", "--bake", "1h")
 	if code != 0 {
