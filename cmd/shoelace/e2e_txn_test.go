@@ -109,6 +109,11 @@ func TestE2E_TxnCanary(t *testing.T) {
 	c.fails(exitNotFound, "not found", "kv", "get", "shared/e2etxnc-ntp")
 	c.ok("appliance", "rollout", "abort", "e2etxnc")
 	c.fails(exitNotFound, "not found", "kv", "get", "shared/e2etxnc-ntp")
+	// --cas goes with the write to the server, which refuses it beside canary: no group starts.
+	c.fails(exitError, "cas", "kv", "put", "shared/e2etxnc-ntp", "x", "--canary", "50%", "--cas", "0")
+	if st := c.ok("appliance", "rollout", "status", "e2etxnc", "-o", "json"); !strings.Contains(st, `"state":"aborted"`) {
+		t.Errorf("a refused shared canary with --cas started a rollout: %s", st)
+	}
 
 	two := `{"ops": [{"op": "put", "key": "appliances/e2etxnc/port", "value": "1"}, {"op": "put", "key": "appliances/other/port", "value": "1"}]}`
 	checkFailure(t, c.runStdin([]byte(two), "txn", "-f", "-", "--canary", "50%"), exitError, "one appliance", []string{"txn", "--canary", two})

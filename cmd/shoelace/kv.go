@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -199,8 +198,8 @@ func (e *cliEnv) kvPut(c *cli.Context) error {
 	}
 	defer s.cancel()
 	if api.Under(a[0], api.SharedPrefix) && c.String("canary") != "" {
-		var g api.SharedRolloutStatus
-		if _, err := s.client.Do(s.ctx, client.Request{Method: http.MethodPut, Path: "/v1/kv/" + a[0], Body: value}, &g); err != nil {
+		g, err := s.client.PutSharedCanary(s.ctx, a[0], value, cas)
+		if err != nil {
 			return err
 		}
 		return e.printSharedRolloutStarted(s, g)

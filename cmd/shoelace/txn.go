@@ -5,12 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
-	"github.com/shoelace-dev/shoelace/internal/client"
 )
 
 func txnCommand(e *cliEnv) *cli.Command {
@@ -65,13 +63,8 @@ func (e *cliEnv) txn(c *cli.Context) error {
 	defer s.cancel()
 	if c.String("canary") != "" && allShared(t) {
 		// A staged shared/ change: one rollout per appliance, answered as their group.
-		data, err := json.Marshal(t)
+		g, err := s.client.TxnSharedCanary(s.ctx, t)
 		if err != nil {
-			return fmt.Errorf("txn: encode: %w", err)
-		}
-		var g api.SharedRolloutStatus
-		req := client.Request{Method: http.MethodPost, Path: "/v1/txn", Body: data, Header: http.Header{"Content-Type": {"application/json"}}}
-		if _, err := s.client.Do(s.ctx, req, &g); err != nil {
 			return err
 		}
 		return e.printSharedRolloutStarted(s, g)

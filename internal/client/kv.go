@@ -39,12 +39,24 @@ func (c *Client) List(ctx context.Context, prefix string, keysOnly bool) (api.Li
 
 // Put writes value verbatim under key; cas >= 0 makes it conditional (0: the key must not exist).
 func (c *Client) Put(ctx context.Context, key string, value []byte, cas int64) (int64, error) {
+	var w api.WriteResult
+	_, err := c.Do(ctx, putRequest(key, value, cas), &w)
+	return w.Revision, err
+}
+
+// PutSharedCanary is Put of a shared/ key written with the rollout flags (Options.WriteQuery
+// holding canary): it answers the shared rollout group the write started.
+func (c *Client) PutSharedCanary(ctx context.Context, key string, value []byte, cas int64) (api.SharedRolloutStatus, error) {
+	var g api.SharedRolloutStatus
+	_, err := c.Do(ctx, putRequest(key, value, cas), &g)
+	return g, err
+}
+
+func putRequest(key string, value []byte, cas int64) Request {
 	if value == nil {
 		value = []byte{}
 	}
-	var w api.WriteResult
-	_, err := c.Do(ctx, Request{Method: http.MethodPut, Path: "/v1/kv/" + key, Query: casQuery(cas), Body: value}, &w)
-	return w.Revision, err
+	return Request{Method: http.MethodPut, Path: "/v1/kv/" + key, Query: casQuery(cas), Body: value}
 }
 
 // Delete deletes key, or every key under it with recurse.
@@ -63,17 +75,31 @@ func (c *Client) Txn(ctx context.Context, t api.Txn) (int64, error) {
 	return c.txn(ctx, t, http.Header{"Content-Type": {"application/json"}})
 }
 
+// TxnSharedCanary is Txn of shared/ keys written with the rollout flags (Options.WriteQuery
+// holding canary): it answers the shared rollout group the write started.
+func (c *Client) TxnSharedCanary(ctx context.Context, t api.Txn) (api.SharedRolloutStatus, error) {
+	var g api.SharedRolloutStatus
+	err := c.txnInto(ctx, t, http.Header{"Content-Type": {"application/json"}}, &g)
+	return g, err
+}
+
 // Import is Txn for `shoelace import`: its release has kind import.
 func (c *Client) Import(ctx context.Context, t api.Txn) (int64, error) {
 	return c.txn(ctx, t, http.Header{"Content-Type": {"application/json"}, api.HeaderImport: {"1"}})
 }
 
 func (c *Client) txn(ctx context.Context, t api.Txn, h http.Header) (int64, error) {
+	var w api.WriteResult
+	err := c.txnInto(ctx, t, h, &w)
+	return w.Revision, err
+}
+
+// txnInto posts t and decodes the answer into out.
+func (c *Client) txnInto(ctx context.Context, t api.Txn, h http.Header, out any) error {
 	body, err := jsonBody(t)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	var w api.WriteResult
-	_, err = c.Do(ctx, Request{Method: http.MethodPost, Path: "/v1/txn", Body: body, Header: h}, &w)
-	return w.Revision, err
+	_, err = c.Do(ctx, Request{Method: http.MethodPost, Path: "/v1/txn", Body: body, Header: h}, out)
+	return err
 }
