@@ -101,16 +101,8 @@ func (s *Store) rolloutGuard(ctx context.Context, e edits) rolloutGuard {
 	if gp, _ := ctx.Value(groupPromotionKey{}).(*groupPromotion); gp != nil {
 		// The group's own promotion: its records are guarded on their mod_revisions, and
 		// the transaction ends everything the group held.
+		g.cmps, g.ops = s.groupEnd(gp.records, gp.locked)
 		g.cmps = append(g.cmps, clientv3.Compare(clientv3.Value(s.sysRoot+rollout.GroupKey), "=", gp.group))
-		for _, n := range slices.Sorted(maps.Keys(gp.records)) {
-			r := gp.records[n]
-			rk := s.sysRoot + rollout.Prefix + n
-			g.cmps = append(g.cmps, clientv3.Compare(clientv3.ModRevision(rk), "=", r.Cas))
-			g.ops = append(g.ops, clientv3.OpPut(rk, string(r.Record)), clientv3.OpDelete(s.sysRoot+rollout.ActivePrefix+n))
-		}
-		for _, k := range gp.locked {
-			g.ops = append(g.ops, clientv3.OpDelete(s.sysRoot+rollout.LockedPrefix+k))
-		}
 		g.ops = append(g.ops, clientv3.OpDelete(s.sysRoot+rollout.GroupKey))
 		return g
 	}
@@ -268,6 +260,23 @@ func (s *Store) StartSharedRollout(ctx context.Context, group string, records ma
 // appliances, frees the shared/ keys it locked and ends the group, in one transaction.
 func (s *Store) EndGroup(ctx context.Context, group string, records map[string]GroupRecord, locked []string) (int64, error) {
 	gk := s.sysRoot + rollout.GroupKey
+	cmps, ops := s.groupEnd(records, locked)
+	// The group key goes only with this group's own id in it.
+	ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(gk), "=", group)}, []clientv3.Op{clientv3.OpDelete(gk)}, nil))
+	w, err := s.commit(ctx, "end the shared rollout group "+group, nil, plainTxn(cmps, ops, nil))
+	if err != nil {
+		return 0, err
+	}
+	if !w.succeeded {
+		return w.rev, api.Errorf(api.CodeConflict, "a rollout of the shared rollout group %s changed meanwhile; read them again", group)
+	}
+	return w.rev, nil
+}
+
+// groupEnd is what ends the rollouts of a shared rollout group in one transaction: each final
+// record guarded on the mod_revision it was read at, its appliance's rollout ended, and the
+// shared/ keys it locked freed (the group key is the caller's).
+func (s *Store) groupEnd(records map[string]GroupRecord, locked []string) ([]clientv3.Cmp, []clientv3.Op) {
 	var cmps []clientv3.Cmp
 	var ops []clientv3.Op
 	for _, n := range slices.Sorted(maps.Keys(records)) {
@@ -279,16 +288,7 @@ func (s *Store) EndGroup(ctx context.Context, group string, records map[string]G
 	for _, k := range locked {
 		ops = append(ops, clientv3.OpDelete(s.sysRoot+rollout.LockedPrefix+k))
 	}
-	// The group key goes only with this group's own id in it.
-	ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(gk), "=", group)}, []clientv3.Op{clientv3.OpDelete(gk)}, nil))
-	w, err := s.commit(ctx, "end the shared rollout group "+group, nil, plainTxn(cmps, ops, nil))
-	if err != nil {
-		return 0, err
-	}
-	if !w.succeeded {
-		return w.rev, api.Errorf(api.CodeConflict, "a rollout of the shared rollout group %s changed meanwhile; read them again", group)
-	}
-	return w.rev, nil
+	return cmps, ops
 }
 
 // StartRollout stores appliance name's new rollout record and marks it running, with rel (its
