@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -567,9 +568,10 @@ type Retention struct {
 // many went. It is not a write with a marker: deleting what is already gone is harmless, so a
 // lost answer is simply tried again at the next pass.
 //
-// A pass lists the records' keys and decodes only the records it has not seen yet (the server
-// prunes every few hundred writes; decoding every record each time cost a tenth of the
-// server's CPU under a stream of writes).
+// A pass lists the recent records' keys (see releaseMetas) and decodes only the records it has
+// not seen yet: the server prunes every few hundred writes, and listing or decoding every
+// record each time cost a tenth of the server's CPU, and more as the records grew, under a
+// stream of writes.
 func (s *Store) PruneReleases(ctx context.Context, ret Retention, now time.Time) (int, error) {
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
@@ -577,8 +579,9 @@ func (s *Store) PruneReleases(ctx context.Context, ret Retention, now time.Time)
 	if err != nil {
 		return 0, err
 	}
-	sort.Slice(metas, func(i, j int) bool { return metas[i].mod > metas[j].mod })
+	slices.SortFunc(metas, func(a, b releaseMeta) int { return cmp.Compare(b.mod, a.mod) })
 	var ops []clientv3.Op
+	var gone []string // the records of ops
 	pruned := 0
 	var bytes int64
 	perScope := map[string]int{} // releases kept so far, newest first, by scope
@@ -599,18 +602,21 @@ func (s *Store) PruneReleases(ctx context.Context, ret Retention, now time.Time)
 			continue
 		}
 		ops = append(ops, clientv3.OpDelete(m.key), clientv3.OpDelete(s.sysRoot+copyPrefix+id))
+		gone = append(gone, m.key)
 		pruned++
 		if len(ops) >= 100 {
 			if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
 				return pruned, s.etcdErr(ctx, "prune releases", err)
 			}
-			ops = ops[:0]
+			s.metas.forget(gone)
+			ops, gone = ops[:0], gone[:0]
 		}
 	}
 	if len(ops) > 0 {
 		if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
 			return pruned, s.etcdErr(ctx, "prune releases", err)
 		}
+		s.metas.forget(gone)
 	}
 	return pruned, nil
 }
@@ -625,11 +631,26 @@ type releaseMeta struct {
 
 // releaseMetas is one releaseMeta per release record: the records' keys listed, and the records
 // not seen by an earlier call (or changed since) read and decoded, at the listing's revision.
+//
+// A listing of every record costs in proportion to all of them, and passes come every few
+// hundred writes: most calls list only the recent records, those whose id (the time they were
+// made, on their replica's clock) is at most releaseSkew older than the previous listing, and
+// keep the older ones from the cache. A full listing every releaseFullList brings in records
+// that a replica with a clock further behind made, and forgets those pruned by other replicas
+// (until then they are counted too: what they make a pass delete is already gone or older than
+// what it keeps).
 func (s *Store) releaseMetas(ctx context.Context) ([]releaseMeta, error) {
 	c := &s.metas
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	list, err := s.cli.Get(ctx, s.sysRoot+releasePrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	now := time.Now()
+	prefix := s.sysRoot + releasePrefix
+	from := prefix
+	full := c.m == nil || now.Sub(c.full) >= releaseFullList
+	if !full {
+		from = prefix + fmt.Sprintf("%020d", c.listed.Add(-releaseSkew).UnixNano())
+	}
+	list, err := s.cli.Get(ctx, from, clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefix)), clientv3.WithKeysOnly())
 	if err != nil {
 		return nil, s.etcdErr(ctx, "read releases", err)
 	}
@@ -663,8 +684,14 @@ func (s *Store) releaseMetas(ctx context.Context) ([]releaseMeta, error) {
 			read[m.key] = m
 		}
 	}
-	out := make([]releaseMeta, 0, len(list.Kvs))
-	next := make(map[string]releaseMeta, len(list.Kvs))
+	next := make(map[string]releaseMeta, len(c.m)+len(list.Kvs))
+	if !full {
+		for k, m := range c.m {
+			if k < from {
+				next[k] = m // not listed: kept as the cache has it
+			}
+		}
+	}
 	for _, kv := range list.Kvs {
 		m, ok := read[string(kv.Key)]
 		if !ok {
@@ -673,16 +700,39 @@ func (s *Store) releaseMetas(ctx context.Context) ([]releaseMeta, error) {
 			}
 		}
 		next[m.key] = m
+	}
+	out := make([]releaseMeta, 0, len(next))
+	for _, m := range next {
 		out = append(out, m)
 	}
-	c.m = next
+	c.m, c.listed = next, now
+	if full {
+		c.full = now
+	}
 	return out, nil
 }
 
-// releaseMetaCache keeps the releaseMetas of the records seen by the last pruning pass.
+// How releaseMetas lists: the recent records at most calls, every record every releaseFullList.
+const (
+	releaseFullList = 5 * time.Minute
+	releaseSkew     = time.Minute
+)
+
+// releaseMetaCache keeps the releaseMetas of the records seen by earlier pruning passes.
 type releaseMetaCache struct {
 	mu sync.Mutex
 	m  map[string]releaseMeta
+	// listed is when the last listing started, full when the last full one did.
+	listed, full time.Time
+}
+
+// forget drops keys (records a pass deleted) from the cache.
+func (c *releaseMetaCache) forget(keys []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, k := range keys {
+		delete(c.m, k)
+	}
 }
 
 // KeyVersions reads key's values back from its current one, newest first, while etcd's history

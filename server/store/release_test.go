@@ -452,3 +452,46 @@ func TestStore_PruneReleasesRereadsChangedRecords(t *testing.T) {
 		t.Fatalf("prune to 1 per scope: %d pruned, %v; want web's older one", n, err)
 	}
 }
+
+// Most pruning passes list only the recent records and keep the older ones from the cache;
+// a full listing every few minutes brings in a record whose id is older than that window (made
+// on a replica whose clock is behind).
+func TestStore_PruneReleasesListsRecentRecords(t *testing.T) {
+	s := openStore(t)
+	for i := range 3 {
+		if _, err := s.Put(relCtx(t, api.KindPut), "appliances/web/k", fmt.Sprint(i), -1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 10}, time.Now()); err != nil || n != 0 {
+		t.Fatalf("prune within the retention: %d pruned, %v", n, err)
+	}
+	// Past the window: the next pass lists nothing, and still counts the three.
+	store.AgeReleaseListings(s, 0, 10*time.Minute)
+	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 2}, time.Now()); err != nil || n != 1 {
+		t.Fatalf("prune to 2 with the records only in the cache: %d pruned, %v; want 1", n, err)
+	}
+	if got := len(releases(t, s)); got != 2 {
+		t.Fatalf("%d releases left, want 2", got)
+	}
+	// A record made an hour ago by a replica's clock, written now.
+	old := api.Release{ID: store.NewReleaseID(time.Now().Add(-time.Hour)), Time: time.Now().Add(-time.Hour), Kind: api.KindPut,
+		Changes: []api.ReleaseChange{{Scope: api.ScopeAppliance, Appliance: "web", Changed: []string{"appliances/web/k"}}}}
+	data, err := json.Marshal(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SysPut(ctxT(t), "releases/"+old.ID, data, -1); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 2}, time.Now()); err != nil || n != 0 {
+		t.Fatalf("a recent pass: %d pruned, %v; want 0 (the old id is not listed)", n, err)
+	}
+	store.AgeReleaseListings(s, 10*time.Minute, 0)
+	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 2}, time.Now()); err != nil || n != 1 {
+		t.Fatalf("a full pass: %d pruned, %v; want 1 (three records of web)", n, err)
+	}
+	if got := len(releases(t, s)); got != 2 {
+		t.Fatalf("%d releases left, want 2", got)
+	}
+}
