@@ -51,6 +51,24 @@ func gone(t *testing.T, s *store.Store, key string) {
 	}
 }
 
+func withRel(ctx context.Context) context.Context {
+	return store.WithRelease(ctx, store.ReleaseInfo{Token: "ci", Kind: api.KindPut})
+}
+
+// oneReleaseAt fails the test unless exactly one release record has revision rev.
+func oneReleaseAt(t *testing.T, s *store.Store, rev int64) {
+	t.Helper()
+	n := 0
+	for _, r := range releases(t, s) {
+		if r.Revision == rev {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d release records at revision %d, want 1", n, rev)
+	}
+}
+
 func writeCases(t *testing.T, direct *store.Store) []writeCase {
 	mustPut(t, direct, "shared/del", "x")
 	mustPut(t, direct, "shared/tree/a", "x")
@@ -59,10 +77,25 @@ func writeCases(t *testing.T, direct *store.Store) []writeCase {
 	if _, err := direct.SysPut(ctxT(t), "tokens/gone", []byte("x"), -1); err != nil {
 		t.Fatal(err)
 	}
+	mustPut(t, direct, "shared/reldel", "x")
 	return []writeCase{
 		{"put", func(ctx context.Context, s *store.Store) (int64, error) {
 			return s.Put(ctx, "shared/put", "v", -1)
 		}, func(t *testing.T, d *store.Store, rev int64) { keyAt(t, d, "shared/put", "v", rev) }},
+		// Writes with a release: their record, not a marker, tells that they applied.
+		{"put-release", func(ctx context.Context, s *store.Store) (int64, error) {
+			return s.Put(withRel(ctx), "shared/relput", "v", 0)
+		}, func(t *testing.T, d *store.Store, rev int64) {
+			keyAt(t, d, "shared/relput", "v", rev)
+			oneReleaseAt(t, d, rev)
+		}},
+		{"delete-release", func(ctx context.Context, s *store.Store) (int64, error) {
+			rev, _, err := s.Delete(withRel(ctx), "shared/reldel", false)
+			return rev, err
+		}, func(t *testing.T, d *store.Store, rev int64) {
+			gone(t, d, "shared/reldel")
+			oneReleaseAt(t, d, rev)
+		}},
 		{"put-cas-new", func(ctx context.Context, s *store.Store) (int64, error) {
 			return s.Put(ctx, "shared/new", "v", 0)
 		}, func(t *testing.T, d *store.Store, rev int64) { keyAt(t, d, "shared/new", "v", rev) }},

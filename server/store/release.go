@@ -178,6 +178,8 @@ type pendingRelease struct {
 	// exact and prefixes are what reads reads (see readTouched); state is what the guards hold.
 	exact, prefixes []string
 	state           *touched
+	// key is the record's: a write that applied created it (see fence).
+	key string
 }
 
 // prepareRelease builds the release of a write that does eff: the record, its guards, its ops.
@@ -281,7 +283,8 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect, fresh *touched)
 	if err != nil {
 		return nil, fmt.Errorf("encode release: %w", err)
 	}
-	p.ops = append(p.ops, clientv3.OpPut(s.sysRoot+releasePrefix+id, string(data)))
+	p.key = s.sysRoot + releasePrefix + id
+	p.ops = append(p.ops, clientv3.OpPut(p.key, string(data)))
 	return p, nil
 }
 

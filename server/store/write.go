@@ -26,15 +26,21 @@ import (
 //
 // A write whose connection broke after the request was sent, or whose try timed out, may have
 // been applied, or may even be applied later (by a frozen member that resumes). Each write is
-// therefore one etcd transaction that also creates a marker: a key of its own under <root>req/,
-// created only if it does not exist yet (that is one of the transaction's guards), attached to a
-// lease so that etcd drops it after markerTTL. After such a failure, fence settles the write:
-// it creates the marker itself, with another value, if it is still absent. When the fence
-// creates it, the write was not applied and never will be (its guard now fails); when the
-// marker exists with the write's value, the write was applied, at the marker's mod_revision.
-// A write whose request never left this process (no request message was handed to a
+// therefore one etcd transaction guarded on the absence of a marker: a key of its own under
+// <root>req/. A write that records a release (see release.go) leaves that key absent; its
+// release record, a key of its own put by the same transaction, tells that it applied. Other
+// writes create the marker themselves, attached to a lease so that etcd drops it after
+// markerTTL. After such a failure, fence settles the write: it creates the marker, with another
+// value, if it is still absent, and in the same transaction reads what tells that the write
+// applied. From then on the write's guard fails: it was applied before the fence (its release
+// record exists, or the marker holds the write's value, at the write's revision), or it never
+// will be. A write whose request never left this process (no request message was handed to a
 // connection) was not applied either, whatever the error says. Only when neither can be told
 // is the answer api.CodeOutcomeUnknown.
+//
+// A write with a release thus adds one compare of an absent key to its transaction, and no key:
+// markers of every write, all on one lease, made etcd's work per write larger, and the lease's
+// expiry a deletion as large as the writes of half an hour.
 const (
 	markerTTL = time.Hour
 	// markerRenew is how long one lease serves new markers; each then lives 30 to 60 minutes.
@@ -132,7 +138,9 @@ func (s *Store) commit(ctx context.Context, op string, eff *effect, parts txnPar
 		if lease != 0 {
 			mk = s.reqRoot + newID()
 			m.cmps = []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(mk), "=", 0)}
-			m.ops = []clientv3.Op{clientv3.OpPut(mk, markerWritten, clientv3.WithLease(lease))}
+			if rel == nil {
+				m.ops = []clientv3.Op{clientv3.OpPut(mk, markerWritten, clientv3.WithLease(lease))}
+			}
 		}
 		if rel != nil {
 			// The release is put wherever the marker is: exactly when the write applies.
@@ -202,7 +210,11 @@ func (s *Store) commit(ctx context.Context, op string, eff *effect, parts txnPar
 		if mk == "" || ctx.Err() != nil {
 			return written{}, outcomeUnknown(op, err)
 		}
-		rev, applied, ferr := s.fence(ctx, mk, lease)
+		proof := ""
+		if rel != nil {
+			proof = rel.key
+		}
+		rev, applied, ferr := s.fence(ctx, mk, lease, proof)
 		switch {
 		case ferr != nil:
 			s.log.Warn("settle a write whose answer was lost", "op", op, "err", err.Error(), "fence_err", ferr.Error())
@@ -235,19 +247,35 @@ func pause(ctx context.Context) {
 }
 
 // fence settles a write whose marker is mk (see above): applied (at rev) or not, in which case
-// it never will be. It tries until ctx or RequestTimeout ends.
-func (s *Store) fence(ctx context.Context, mk string, lease clientv3.LeaseID) (rev int64, applied bool, err error) {
+// it never will be. proof is the key that the write created when it applied (its release
+// record), or "" when the marker itself holds the write's value. It tries until ctx or
+// RequestTimeout ends.
+func (s *Store) fence(ctx context.Context, mk string, lease clientv3.LeaseID, proof string) (rev int64, applied bool, err error) {
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
+	fenced := clientv3.OpPut(mk, markerFenced, clientv3.WithLease(lease))
+	then, els := []clientv3.Op{fenced}, []clientv3.Op{clientv3.OpGet(mk)}
+	if proof != "" {
+		read := clientv3.OpGet(proof, clientv3.WithKeysOnly())
+		then, els = []clientv3.Op{fenced, read}, []clientv3.Op{read}
+	}
 	for try := 0; ; try++ {
 		actx, acancel := s.attemptCtx(ctx, try)
 		resp, err := s.cli.Txn(actx).
 			If(clientv3.Compare(clientv3.CreateRevision(mk), "=", 0)).
-			Then(clientv3.OpPut(mk, markerFenced, clientv3.WithLease(lease))).
-			Else(clientv3.OpGet(mk)).
+			Then(then...).
+			Else(els...).
 			Commit()
 		acancel()
 		if err == nil {
+			if proof != "" {
+				// The marker is there now: the write applied before it, or never will.
+				kvs := resp.Responses[len(resp.Responses)-1].GetResponseRange().GetKvs()
+				if len(kvs) == 1 {
+					return kvs[0].ModRevision, true, nil
+				}
+				return 0, false, nil
+			}
 			if resp.Succeeded {
 				return 0, false, nil
 			}
