@@ -58,6 +58,51 @@ func TestAgent_RunReportsAppliedOnlyOnceDurable(t *testing.T) {
 	waitFor(t, "the report once durable", reported(11))
 }
 
+// The directory fsync is made beside the loop: a change that arrives while it is held is
+// rendered and installed at once, and neither it nor the change being fsynced is reported
+// applied before the fsync of its own directory is done.
+func TestAgent_RunInstallsWhileDirectoryFsyncHeld(t *testing.T) {
+	release, holding := holdDirSyncs(t)
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, _ := testAgent(t, srv, header+"templates:\n  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n")
+	stop := runAgent(t, a)
+	defer stop()
+	defer close(release)
+	<-holding // the first render's
+	release <- struct{}{}
+	reported := func(rev int64) func() bool {
+		return func() bool {
+			srv.mu.Lock()
+			defer srv.mu.Unlock()
+			for _, r := range srv.reports {
+				if r.Applied >= rev {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	waitFor(t, "the first report", reported(10))
+	srv.set(map[string]*string{"a": str("2")})
+	waitFor(t, "the change rendered", fileIs(dir+"/a", "a=2"))
+	<-holding // revision 11's fsync, held
+	srv.set(map[string]*string{"a": str("3")})
+	waitFor(t, "the next change rendered while the fsync is held", fileIs(dir+"/a", "a=3"))
+	time.Sleep(100 * time.Millisecond)
+	if reported(11)() {
+		t.Fatal("revision 11 reported applied before its directory was fsynced")
+	}
+	release <- struct{}{}
+	waitFor(t, "the report of 11 once durable", reported(11))
+	<-holding // revision 12's, made after 11's
+	time.Sleep(100 * time.Millisecond)
+	if reported(12)() {
+		t.Fatal("revision 12 reported applied before its directory was fsynced")
+	}
+	release <- struct{}{}
+	waitFor(t, "the report of 12 once durable", reported(12))
+}
+
 // A command sees its files durable: the directory fsync comes before it, not later.
 func TestAgent_RunCommandAfterDirectoryFsync(t *testing.T) {
 	release, holding := holdDirSyncs(t)

@@ -100,19 +100,34 @@ type loop struct {
 	// reporter posts what each pass did to the server, in order.
 	reporter *reporter
 	// unsynced record the outcomes of the passes whose installs wait for the fsync of their
-	// directories (a.dirSyncs), in order; next is what they leave applied; dirTimer flushes
-	// them (flushDirs).
+	// directories (a.dirSyncs), in order; next is what they and the batch syncing leave
+	// applied; dirTimer hands them to a goroutine of their own (startSync), beside the loop,
+	// so that a change arriving meanwhile is installed without waiting for that fsync.
 	unsynced []func()
 	next     *ack
 	dirTimer *time.Timer
+	// syncing is the batch whose directories are being fsynced (nil when none); synced gets it
+	// back once they are, and the loop then records its outcomes. syncDue: dirTimer fired while
+	// a batch was syncing, so the next one starts when it is done.
+	syncing *dirBatch
+	synced  chan *dirBatch
+	syncDue bool
+}
+
+// dirBatch is the directories of the installs of one or more passes, fsynced beside the loop,
+// and the records of those passes' outcomes, which the loop runs once they are.
+type dirBatch struct {
+	dirs    *atomicfile.DirSyncs
+	records []func()
 }
 
 // event is what the loop waits for.
 type event struct {
-	kind eventKind
-	view fetched        // evView
-	file fsnotify.Event // evFile
-	err  error          // evWatchError
+	kind  eventKind
+	view  fetched        // evView
+	file  fsnotify.Event // evFile
+	err   error          // evWatchError
+	batch *dirBatch      // evDirsSynced
 }
 
 type eventKind int
@@ -127,6 +142,7 @@ const (
 	evFilesSettled                  // no file event for fsDebounce
 	evReload                        // SIGHUP
 	evDirSync                       // dirSyncDelay passed since a deferred directory fsync
+	evDirsSynced                    // the batch syncing has its directories fsynced
 )
 
 // step moves the loop's state for one event: every transition of Run is here.
@@ -173,7 +189,14 @@ func (l *loop) step(ev event) {
 		l.a.log.Info("reloading config (SIGHUP)")
 		l.reload()
 	case evDirSync:
-		l.flushDirs()
+		l.dirTimer = nil
+		if l.syncing != nil {
+			l.syncDue = true
+			return
+		}
+		l.startSync()
+	case evDirsSynced:
+		l.doneSync(ev.batch)
 	}
 }
 
@@ -203,6 +226,8 @@ func (l *loop) wait() event {
 		return event{kind: evReload}
 	case <-timerC(l.dirTimer):
 		return event{kind: evDirSync}
+	case b := <-l.synced:
+		return event{kind: evDirsSynced, batch: b}
 	}
 }
 
@@ -217,6 +242,7 @@ func (l *loop) start() {
 	// The cache and status files are written off the render path, and so are reports.
 	a.persist = startPersister(a.log)
 	a.dirSyncs = &atomicfile.DirSyncs{}
+	l.synced = make(chan *dirBatch, 1)
 	l.reporter = startReporter(a.log, &a.reportsTaken)
 	// Watch before the first render, so that an edit right after it is not missed.
 	l.rewatch()
@@ -371,15 +397,17 @@ func (l *loop) pass(v *view, sel []*tmpl, force bool) {
 		l.reporter.put(a.client, a.cfg.Appliance, rep)
 	})
 	l.next = &k
-	if !a.dirSyncs.Pending() || !a.reportsTaken.Load() {
-		// Nothing to wait for (or a command made them durable already); or a server that
-		// takes no reports, told by the long-polls, which are not to wait for the fsync.
+	if !a.reportsTaken.Load() || !a.dirSyncs.Pending() && l.syncing == nil {
+		// A server that takes no reports, told by the long-polls, which are not to wait for
+		// the fsync; or nothing to wait for (or a command made them durable already).
 		l.flushDirs()
 		return
 	}
-	if l.dirTimer == nil {
+	if a.dirSyncs.Pending() && l.dirTimer == nil && !l.syncDue {
 		l.dirTimer = time.NewTimer(dirSyncDelay)
 	}
+	// Else the batch syncing is older than this pass: its end records this pass's outcome
+	// (doneSync) after its own.
 }
 
 // applied is what is applied once the pending outcomes are recorded.
@@ -390,11 +418,56 @@ func (l *loop) applied() ack {
 	return ack{applied: l.a.applied.Load(), rollout: l.a.appliedRollout}
 }
 
-// flushDirs fsyncs the directories of the files installed since the last flush, then records
-// the outcomes of the passes that installed them, in order, and tells the poller.
-func (l *loop) flushDirs() {
+// startSync hands the directories of the files installed since the last batch, and the
+// outcomes of the passes that installed them, to a goroutine that fsyncs them; doneSync
+// records the outcomes. The installs that follow defer their fsyncs to a new a.dirSyncs.
+func (l *loop) startSync() {
+	a := l.a
+	if !a.dirSyncs.Pending() {
+		l.flushDirs() // outcomes only (their directories fsynced by a command's pass)
+		return
+	}
+	b := &dirBatch{dirs: a.dirSyncs, records: l.unsynced}
+	a.dirSyncs, l.unsynced, l.syncing, l.syncDue = &atomicfile.DirSyncs{}, nil, b, false
 	stopTimer(l.dirTimer)
 	l.dirTimer = nil
+	go func() {
+		a.syncDirsOf(b.dirs)
+		l.synced <- b
+	}()
+}
+
+// doneSync records the outcomes of b, whose directories are fsynced, then those of the passes
+// since it whose installs need no fsync; a batch due meanwhile starts now.
+func (l *loop) doneSync(b *dirBatch) {
+	l.syncing = nil
+	for _, record := range b.records {
+		record()
+	}
+	switch {
+	case l.syncDue:
+		l.startSync()
+	case !l.a.dirSyncs.Pending():
+		l.flushDirs()
+	default:
+		l.ackPoller() // dirTimer, armed by the pass that installed them, starts the next batch
+	}
+}
+
+// flushDirs waits for the batch syncing, records its outcomes, fsyncs the directories of the
+// files installed since, then records the outcomes of the passes that installed them, in
+// order, and tells the poller. It blocks the loop: for what must see the files durable or the
+// outcomes recorded at once (a server that takes no reports, a reload, the stop).
+func (l *loop) flushDirs() {
+	stopTimer(l.dirTimer)
+	l.dirTimer, l.syncDue = nil, false
+	if b := l.syncing; b != nil {
+		l.syncing = nil
+		<-l.synced
+		for _, record := range b.records {
+			record()
+		}
+	}
 	l.a.syncDirs()
 	for _, record := range l.unsynced {
 		record()
@@ -539,11 +612,14 @@ func (a *Agent) writeStatus(v *view, res passResult) {
 }
 
 // syncDirs fsyncs the directories whose fsync installs deferred (a.dirSyncs).
-func (a *Agent) syncDirs() {
-	if !a.dirSyncs.Pending() {
+func (a *Agent) syncDirs() { a.syncDirsOf(a.dirSyncs) }
+
+// syncDirsOf fsyncs the directories ds holds.
+func (a *Agent) syncDirsOf(ds *atomicfile.DirSyncs) {
+	if !ds.Pending() {
 		return
 	}
-	if err := syncDirectories(a.dirSyncs); err != nil {
+	if err := syncDirectories(ds); err != nil {
 		// The files are in place: they count as installed. Only a crash could bring the old
 		// ones back, and the next start renders them again.
 		a.log.Warn("installed, but its directory was not fsynced", "error", err.Error())

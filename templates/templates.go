@@ -225,20 +225,23 @@ func Parse(text string, opts Options) (*Template, error) {
 		}
 	}
 	st := &state{t: t}
-	tmpl := template.New(name).Delims(opts.LeftDelim, opts.RightDelim).Funcs(parseFuncMap(t, st))
-	// Native and confd modes fail on a missing map key or field; consul-template mode prints
-	// "<no value>" (its missingkey=zero) unless error_on_missing_key.
-	if mode != ModeConsulTemplate || opts.ErrorOnMissingKey {
-		tmpl.Option("missingkey=error")
-	} else {
-		tmpl.Option("missingkey=zero")
+	// Parsed once with the mode's whole function map, to learn which functions the text calls,
+	// then again with only those: a text/template keeps two copies of its function map (one
+	// to parse, one of reflect.Values to execute), ~40 KB for the whole map, for as long as
+	// it lives; an agent holds one per template.
+	funcs := parseFuncMap(t, st)
+	full, err := parseText(t, text, funcs) // (Funcs copies the map)
+	if err != nil {
+		return nil, err
 	}
-	if _, err := tmpl.Parse(text); err != nil {
-		return nil, fmt.Errorf("parse %w", err)
+	t.used = usedFuncs(full)
+	tmpl, err := parseText(t, text, t.onlyUsed(funcs))
+	if err != nil {
+		return nil, err
 	}
 	t.tmpl = tmpl
 	t.own.Store(&execution{tmpl: tmpl, st: st})
-	t.used = usedFuncs(tmpl)
+	t.used = usedFuncs(tmpl) // the same names, at the nodes of the template kept
 	refused := refusedIn(mode)
 	for _, fn := range sortedNames(t.used) {
 		nodes := t.used[fn]
@@ -258,6 +261,32 @@ func Parse(text string, opts Options) (*Template, error) {
 		}
 	}
 	return t, nil
+}
+
+// parseText parses text as t's text/template with the functions funcs.
+func parseText(t *Template, text string, funcs template.FuncMap) (*template.Template, error) {
+	tmpl := template.New(t.name).Delims(t.opts.LeftDelim, t.opts.RightDelim).Funcs(funcs)
+	// Native and confd modes fail on a missing map key or field; consul-template mode prints
+	// "<no value>" (its missingkey=zero) unless error_on_missing_key.
+	if t.mode != ModeConsulTemplate || t.opts.ErrorOnMissingKey {
+		tmpl.Option("missingkey=error")
+	} else {
+		tmpl.Option("missingkey=zero")
+	}
+	if _, err := tmpl.Parse(text); err != nil {
+		return nil, fmt.Errorf("parse %w", err)
+	}
+	return tmpl, nil
+}
+
+// onlyUsed keeps of m the functions the template calls (t.used).
+func (t *Template) onlyUsed(m template.FuncMap) template.FuncMap {
+	for k := range m {
+		if _, ok := t.used[k]; !ok {
+			delete(m, k)
+		}
+	}
+	return m
 }
 
 // refuseConsulFields refuses the fields of consul-template's key pairs that have no value here.
@@ -403,7 +432,7 @@ func (t *Template) Execute(d Data) (*Result, error) {
 		}
 		// The functions close over st, not over its fields: each execution resets *st.
 		e = &execution{tmpl: tmpl, st: &state{t: t}}
-		tmpl.Funcs(t.deny(e.st.funcs()))
+		tmpl.Funcs(t.onlyUsed(t.deny(e.st.funcs())))
 	}
 	st := e.st
 	*st = *newState(t, d)

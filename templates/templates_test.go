@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -691,5 +692,32 @@ func TestDiffSortedFrom(t *testing.T) {
 			t.Fatalf("round %d: ReadAny(%q) of %+v = %v, want %v", round, got, r, !brute, brute)
 		}
 		prev, prevSorted = next, s
+	}
+}
+
+// A parsed template holds the functions it calls, not its mode's whole map: an agent keeps one
+// per template for as long as it runs (the whole map cost ~40 KB each).
+func TestParse_KeepsOnlyTheFunctionsItCalls(t *testing.T) {
+	for mode, fn := range map[string]string{ModeNative: "upper", ModeConfd: "toUpper", ModeConsulTemplate: "toUpper"} {
+		const n = 50
+		keep := make([]*Template, 0, n)
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for i := range n {
+			tmpl, err := Parse(fmt.Sprintf(`listen {{ %d }}{{ "x" | %s }}`, i, fn), Options{Name: "t", Functions: mode})
+			if err != nil {
+				t.Fatal(err)
+			}
+			keep = append(keep, tmpl)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		per := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / n
+		t.Logf("%s: %d bytes held per parsed template", mode, per)
+		if per > 10<<10 {
+			t.Errorf("%s: %d bytes held per parsed template", mode, per)
+		}
+		runtime.KeepAlive(keep)
 	}
 }

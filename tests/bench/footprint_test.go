@@ -80,6 +80,7 @@ func BenchmarkAgentFootprint(b *testing.B) {
 	if confdPID != 0 {
 		confdRSS = vmRSS(b, confdPID, "VmRSS")
 	}
+	saveSmaps(b, agentPID)
 	t0, c0 := cpuTicks(b, agentPID), 0
 	if confdPID != 0 {
 		c0 = cpuTicks(b, confdPID)
@@ -100,9 +101,29 @@ func BenchmarkAgentFootprint(b *testing.B) {
 		Note: "utime+stime from /proc/PID/stat, in clock ticks (1/100 s)"})
 }
 
+// saveSmaps copies the agent's /proc/PID/smaps into $SHOELACE_BENCH_PROFILE (a directory),
+// when it is set: which mappings its resident memory is in.
+func saveSmaps(b *testing.B, pid int) {
+	dir := os.Getenv("SHOELACE_BENCH_PROFILE")
+	if dir == "" {
+		return
+	}
+	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, "agent-footprint.smaps"), s, 0o644)
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+}
+
 // strippedAgent builds ./cmd/shoelace-agent as `make build` does (GOFLAGS_BUILD), into a
-// directory of its own.
+// directory of its own; SHOELACE_BENCH_AGENT names another executable, built so, to measure
+// instead (an older build to alternate with).
 func strippedAgent(b *testing.B) string {
+	if p := os.Getenv("SHOELACE_BENCH_AGENT"); p != "" {
+		return p
+	}
 	dir := b.TempDir()
 	bins, err := testbin.Build(dir, []string{"-trimpath", "-tags", "urfave_cli_no_docs", "-ldflags", "-s -w"}, "./cmd/shoelace-agent")
 	if err != nil {

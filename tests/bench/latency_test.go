@@ -38,8 +38,13 @@ func TestMain(m *testing.M) {
 }
 
 // bin returns the path of a freshly built binary of ./cmd/<name>; they are built once, on first use,
-// so that `go test ./...` without -bench builds nothing.
+// so that `go test ./...` without -bench builds nothing. SHOELACE_BENCH_AGENT names another
+// agent executable for the latency benchmarks (an older build to alternate with, or a wrapper
+// that traces it).
 func bin(tb testing.TB, name string) string {
+	if p := os.Getenv("SHOELACE_BENCH_AGENT"); name == "shoelace-agent" && p != "" {
+		return p
+	}
 	binOnce.Do(func() {
 		if binDir, binErr = os.MkdirTemp("", "shoelace-bench-bin-"); binErr == nil {
 			_, binErr = testbin.Build(binDir, nil, "./cmd/shoelace", "./cmd/shoelace-agent")
