@@ -1,6 +1,13 @@
 package store
 
-import "time"
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
 
 // SetCopyLimit sets the largest release copy s keeps, in bytes.
 func SetCopyLimit(s *Store, n int) { s.copyLimitBytes = n }
@@ -11,4 +18,31 @@ func AgeReleaseListings(s *Store, full, recent time.Duration) {
 	defer s.metas.mu.Unlock()
 	s.metas.full = s.metas.full.Add(-full)
 	s.metas.listed = s.metas.listed.Add(-recent)
+}
+
+// HoldWrites makes the next transaction s sends wait until release is called (held is closed
+// once it waits); the writes that come meanwhile queue in its batcher.
+func HoldWrites(s *Store) (held <-chan struct{}, release func()) {
+	gate, waiting := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	send := s.batch.send
+	s.batch.send = func(ctx context.Context, sent *atomic.Bool, c []clientv3.Cmp, t, e []clientv3.Op) (*clientv3.TxnResponse, error) {
+		once.Do(func() { close(waiting); <-gate })
+		return send(ctx, sent, c, t, e)
+	}
+	return waiting, func() { close(gate) }
+}
+
+// QueuedWrites is how many writes wait in s's batcher.
+func QueuedWrites(s *Store) int {
+	s.batch.mu.Lock()
+	defer s.batch.mu.Unlock()
+	return len(s.batch.queue)
+}
+
+// BatchesRefused is how many batches etcd refused whole to s.
+func BatchesRefused(s *Store) int {
+	s.batch.mu.Lock()
+	defer s.batch.mu.Unlock()
+	return s.batch.refused
 }

@@ -143,6 +143,7 @@ var ErrWatchSilent = errors.New("watch: etcd sent nothing, not even the progress
 // Store is a handle on the store. It is safe for concurrent use.
 type Store struct {
 	local   *inProcess // the embedded etcd's in-process client (nil with an external etcd)
+	batch   *batcher   // commit's transactions, in batches (see batch.go)
 	trees   treeLocks  // writes to one appliance with a schema, one at a time (see lockTrees)
 	cfg     Config
 	log     *slog.Logger
@@ -289,6 +290,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if s.embed != nil {
 		s.local = newInProcess(s.embed)
 	}
+	s.batch = newBatcher(s.sendTxn, s.etcdMaxRequestBytes)
 
 	idCtx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	_, err = s.EnsureID(idCtx)

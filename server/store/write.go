@@ -126,6 +126,7 @@ func (s *Store) commit(ctx context.Context, op string, eff *effect, parts txnPar
 	defer cancel()
 	leaseMissing, stale := 0, 0
 	var fresh *touched // the touched keys as the last try's Else read them
+	scopes := s.scopes(eff)
 	for try := 0; ; try++ {
 		rel, err := s.prepareRelease(wctx, eff, fresh)
 		if err != nil {
@@ -152,16 +153,7 @@ func (s *Store) commit(ctx context.Context, op string, eff *effect, parts txnPar
 		}
 		actx, acancel := s.attemptCtx(wctx, try)
 		var sent atomic.Bool
-		var resp *clientv3.TxnResponse
-		if s.local != nil {
-			// In process: the server has the request as soon as it is called.
-			sent.Store(true)
-			start := time.Now()
-			resp, err = s.local.cli.Txn(actx).If(c...).Then(t...).Else(e...).Commit()
-			s.observe("KV/Txn", err, time.Since(start))
-		} else {
-			resp, err = s.cli.Txn(withSent(actx, &sent)).If(c...).Then(t...).Else(e...).Commit()
-		}
+		resp, err := s.batch.txn(actx, &sent, scopes, c, t, e)
 		acancel()
 		if err == nil && rel != nil {
 			if !resp.Succeeded {
@@ -229,6 +221,20 @@ func (s *Store) commit(ctx context.Context, op string, eff *effect, parts txnPar
 		}
 		pause(wctx)
 	}
+}
+
+// sendTxn sends one write's transaction (or a batch's, see batch.go): in process to an
+// embedded etcd, else through the gRPC client, setting sent once the request has left.
+func (s *Store) sendTxn(ctx context.Context, sent *atomic.Bool, c []clientv3.Cmp, t, e []clientv3.Op) (*clientv3.TxnResponse, error) {
+	if s.local == nil {
+		return s.cli.Txn(withSent(ctx, sent)).If(c...).Then(t...).Else(e...).Commit()
+	}
+	// In process: the server has the request as soon as it is called.
+	sent.Store(true)
+	start := time.Now()
+	resp, err := s.local.cli.Txn(ctx).If(c...).Then(t...).Else(e...).Commit()
+	s.observe("KV/Txn", err, time.Since(start))
+	return resp, err
 }
 
 // attemptCtx bounds try number n (from 0) of a call: AttemptTimeout, doubled at each try.

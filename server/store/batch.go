@@ -1,0 +1,355 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// Group commit of writes to the embedded etcd.
+//
+// Each write is one etcd transaction, and under many concurrent writers most of etcd's work per
+// write is not the write's own puts but the request around them: the raft proposal and its WAL
+// entry, the apply's scaffolding and the wait for it. Writes committed through the in-process
+// client therefore go through a batcher: while a batch is in flight, the writes that arrive
+// queue, and the next batch carries them all as one etcd transaction whose ops are the writes'
+// own transactions, nested, under no guard. Each nested transaction decides its guards for
+// itself, so every write succeeds or fails alone, exactly as it would have on its own; the
+// writes of a batch share one revision (as the keys of one transaction do). A write that comes
+// while nothing is in flight goes at once: one writer waits for nobody. This holds for an
+// external etcd too, where a batch is also one gRPC call instead of many.
+//
+// Nested transactions are evaluated against the store as it was before the batch, and their ops
+// then run one after the other, so two writes go into one batch only when neither writes what
+// the other reads, compares or writes: they could then not tell that they shared a batch. Nor
+// do two writes to one appliance, or one to shared/ or other keys and any other write, share
+// one: a revision's difference of an appliance's view is then one release's.
+// Conflicting writes wait for the next batch. A batch that etcd refuses whole (its size, a
+// duplicate key this check missed) was not applied: its writes are sent again each on its own.
+// A write whose caller gives up while it is queued is taken out, never to be sent; once a batch
+// took it, it waits for the batch's answer (a batch ends by the latest deadline of its writes),
+// which says whether its request left (see withSent).
+
+// maxBatch bounds the writes of one batch (etcd's default --max-txn-ops is 128). A batch's
+// request is kept under a quarter of etcd's request limit by an estimate of its bytes; a write
+// bigger than that goes alone.
+const (
+	maxBatch     = 128
+	batchDivisor = 4
+	// etcdDefaultRequestBytes is etcd's default --max-request-bytes, for an external etcd.
+	etcdDefaultRequestBytes = 1536 * 1024
+)
+
+// txnFunc sends one transaction, setting sent once its request has left (see withSent).
+type txnFunc func(ctx context.Context, sent *atomic.Bool, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error)
+
+// batchWrite is one write waiting in a batcher.
+type batchWrite struct {
+	ctx           context.Context
+	sent          *atomic.Bool
+	cmps          []clientv3.Cmp
+	then, els     []clientv3.Op
+	size          int
+	writes, reads []span
+	taken         bool // by a batch (under the batcher's mu)
+	resp          *clientv3.TxnResponse
+	err           error
+	done          chan struct{}
+}
+
+// span is a key or a range of keys as etcd gives them: end "" is the key alone, "\x00" every key
+// from key on, else the keys in [key, end).
+type span struct{ key, end string }
+
+// contains reports whether range a (end not "") holds key k.
+func (a span) contains(k string) bool {
+	return a.key <= k && (a.end == "\x00" || k < a.end)
+}
+
+// overlaps reports whether ranges a and b (ends not "") share a key.
+func (a span) overlaps(b span) bool {
+	return (b.end == "\x00" || a.key < b.end) && (a.end == "\x00" || b.key < a.end)
+}
+
+// spans is a set of spans: single keys by name, ranges in a list (few).
+type spans struct {
+	keys   map[string]struct{}
+	ranges []span
+}
+
+func (s *spans) add(sp span) {
+	if sp.end != "" {
+		s.ranges = append(s.ranges, sp)
+		return
+	}
+	if s.keys == nil {
+		s.keys = map[string]struct{}{}
+	}
+	s.keys[sp.key] = struct{}{}
+}
+
+// meets reports whether sp shares a key with s.
+func (s *spans) meets(sp span) bool {
+	if sp.end == "" {
+		if _, ok := s.keys[sp.key]; ok {
+			return true
+		}
+		for _, r := range s.ranges {
+			if r.contains(sp.key) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, r := range s.ranges {
+		if r.overlaps(sp) {
+			return true
+		}
+	}
+	for k := range s.keys {
+		if sp.contains(k) {
+			return true
+		}
+	}
+	return false
+}
+
+// batcher gathers concurrent writes into batches (see above).
+type batcher struct {
+	send txnFunc
+
+	// Under mu: the most writes and estimated bytes of a batch. An etcd configured with a
+	// smaller --max-txn-ops or --max-request-bytes than the defaults halves them when it
+	// refuses a batch for it.
+	maxWrites, maxBytes int
+
+	mu       sync.Mutex
+	queue    []*batchWrite
+	inFlight bool
+	refused  int // batches etcd refused whole (their writes then went alone)
+}
+
+// newBatcher returns a batcher that sends through send to an etcd whose request limit is
+// requestBytes (0: etcd's default).
+func newBatcher(send txnFunc, requestBytes int) *batcher {
+	if requestBytes <= 0 {
+		requestBytes = etcdDefaultRequestBytes
+	}
+	return &batcher{send: send, maxWrites: maxBatch, maxBytes: requestBytes / batchDivisor}
+}
+
+// txn commits one write's transaction, in a batch with others when they come together, and
+// answers as a transaction of its own would.
+//
+// scopes are ranges the write counts as writing besides its ops (see Store.scopes).
+func (b *batcher) txn(ctx context.Context, sent *atomic.Bool, scopes []span, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
+	w := &batchWrite{ctx: ctx, sent: sent, cmps: cmps, then: then, els: els, done: make(chan struct{})}
+	w.size = footprint(w)
+	w.writes = append(w.writes, scopes...)
+	b.mu.Lock()
+	if w.size > b.maxBytes {
+		b.mu.Unlock()
+		return b.send(ctx, sent, cmps, then, els)
+	}
+	b.queue = append(b.queue, w)
+	lead := !b.inFlight
+	b.inFlight = true
+	b.mu.Unlock()
+	if lead {
+		go b.run()
+	}
+	select {
+	case <-w.done:
+	case <-ctx.Done():
+		b.mu.Lock()
+		if !w.taken {
+			b.queue = slices.DeleteFunc(b.queue, func(o *batchWrite) bool { return o == w })
+			b.mu.Unlock()
+			return nil, ctx.Err()
+		}
+		b.mu.Unlock()
+		// On its way: its batch answers by the latest deadline of its writes, and tells
+		// whether it left.
+		<-w.done
+	}
+	return w.resp, w.err
+}
+
+// run sends batches while writes are queued; the write that finds none in flight starts it.
+func (b *batcher) run() {
+	for {
+		b.mu.Lock()
+		batch := b.take()
+		if len(batch) == 0 {
+			b.inFlight = false
+			b.mu.Unlock()
+			return
+		}
+		b.mu.Unlock()
+		b.commit(batch)
+	}
+}
+
+// take removes from the queue the writes of the next batch, oldest first, skipping those that
+// conflict with one already taken.
+func (b *batcher) take() []*batchWrite {
+	var batch []*batchWrite
+	var written, read spans
+	rest := b.queue[:0]
+	bytes := 0
+	for _, w := range b.queue {
+		if len(batch) < b.maxWrites && bytes+w.size <= b.maxBytes && !conflicts(&written, &read, w) {
+			batch = append(batch, w)
+			w.taken = true
+			bytes += w.size
+			for _, sp := range w.writes {
+				written.add(sp)
+			}
+			for _, sp := range w.reads {
+				read.add(sp)
+			}
+			continue
+		}
+		rest = append(rest, w)
+	}
+	clear(b.queue[len(rest):])
+	b.queue = rest
+	return batch
+}
+
+// conflicts reports whether w writes what a write of the batch wrote or read, or reads what
+// one wrote.
+func conflicts(written, read *spans, w *batchWrite) bool {
+	for _, sp := range w.writes {
+		if written.meets(sp) || read.meets(sp) {
+			return true
+		}
+	}
+	for _, sp := range w.reads {
+		if written.meets(sp) {
+			return true
+		}
+	}
+	return false
+}
+
+// commit sends batch: alone as it is, or as one transaction of nested ones.
+func (b *batcher) commit(batch []*batchWrite) {
+	if len(batch) == 1 {
+		w := batch[0]
+		w.resp, w.err = b.send(w.ctx, w.sent, w.cmps, w.then, w.els)
+		close(w.done)
+		return
+	}
+	ops := make([]clientv3.Op, len(batch))
+	deadline := time.Time{}
+	for i, w := range batch {
+		ops[i] = clientv3.OpTxn(w.cmps, w.then, w.els)
+		if d, ok := w.ctx.Deadline(); ok && d.After(deadline) {
+			deadline = d
+		}
+	}
+	// The batch is everyone's: it is not cancelled with any one caller, and runs until the
+	// latest of their deadlines.
+	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	if !deadline.IsZero() {
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+	}
+	var sent atomic.Bool
+	resp, err := b.send(ctx, &sent, nil, ops, nil)
+	cancel()
+	if err != nil && (!sent.Load() || refusedUnapplied(err)) {
+		// Not applied: each on its own, where a write's own refusal is its.
+		b.mu.Lock()
+		b.refused++
+		switch {
+		case errors.Is(err, rpctypes.ErrTooManyOps):
+			b.maxWrites = max(len(batch)/2, 2)
+		case errors.Is(err, rpctypes.ErrRequestTooLarge):
+			b.maxBytes = max(b.maxBytes/2, 1024)
+		}
+		b.mu.Unlock()
+		for _, w := range batch {
+			w.resp, w.err = b.send(w.ctx, w.sent, w.cmps, w.then, w.els)
+			close(w.done)
+		}
+		return
+	}
+	for i, w := range batch {
+		w.sent.Store(true)
+		if err != nil {
+			w.err = err
+		} else {
+			inner := resp.Responses[i].GetResponseTxn()
+			w.resp = &clientv3.TxnResponse{Header: resp.Header, Succeeded: inner.GetSucceeded(), Responses: inner.GetResponses()}
+		}
+		close(w.done)
+	}
+}
+
+// footprint fills w's spans (what its ops write; what its guards and reads look at) and returns
+// an estimate of its request's bytes.
+func footprint(w *batchWrite) int {
+	size := 0
+	for _, c := range w.cmps {
+		w.reads = append(w.reads, span{string(c.KeyBytes()), string(c.GetCompare().GetRangeEnd())})
+		size += len(c.KeyBytes()) + len(c.GetCompare().GetRangeEnd()) + len(c.ValueBytes()) + 16
+	}
+	size += opsFootprint(w, w.then) + opsFootprint(w, w.els)
+	return size
+}
+
+func opsFootprint(w *batchWrite, ops []clientv3.Op) int {
+	size := 0
+	for _, op := range ops {
+		s := span{string(op.KeyBytes()), string(op.RangeBytes())}
+		size += len(s.key) + len(s.end) + len(op.ValueBytes()) + 16
+		switch {
+		case op.IsTxn():
+			cmps, then, els := op.Txn()
+			sub := &batchWrite{cmps: cmps, then: then, els: els}
+			size += footprint(sub)
+			w.writes = append(w.writes, sub.writes...)
+			w.reads = append(w.reads, sub.reads...)
+		case op.IsPut() || op.IsDelete():
+			w.writes = append(w.writes, s)
+		default:
+			w.reads = append(w.reads, s)
+		}
+	}
+	return size
+}
+
+// scopes returns, for a write to the KV space that does eff, the ranges of the release scopes
+// it touches: each appliance's subtree; all of the KV space for a key of shared/ (in every
+// appliance's view) or another key.
+func (s *Store) scopes(eff *effect) []span {
+	if eff == nil {
+		return nil
+	}
+	var out []span
+	add := func(prefix string) {
+		sp := span{prefix, clientv3.GetPrefixRangeEnd(prefix)}
+		if !slices.Contains(out, sp) {
+			out = append(out, sp)
+		}
+	}
+	for _, k := range append(eff.exact(), eff.prefixes...) {
+		key := strings.TrimSuffix(strings.TrimPrefix(k, s.kvRoot), "/")
+		if name, ok := api.ApplianceOf(key); ok {
+			add(s.kvRoot + api.ApplianceRoot(name) + "/")
+		} else {
+			add(s.kvRoot) // shared/ is in every appliance's view
+		}
+	}
+	return out
+}
