@@ -33,7 +33,8 @@ import (
 // the other reads, compares or writes: they could then not tell that they shared a batch. Nor
 // do two writes to one appliance, or one to shared/ or other keys and any other write, share
 // one: a revision's difference of an appliance's view is then one release's.
-// Conflicting writes wait for the next batch. A batch that etcd refuses whole (its size, a
+// A write that conflicts with one queued is sent alone, at once, beside the batches: many
+// concurrent writes to one appliance go as they would without batching. A batch that etcd refuses whole (its size, a
 // duplicate key this check missed) was not applied: its writes are sent again each on its own.
 // A write whose caller gives up while it is queued is taken out, never to be sent; once a batch
 // took it, it waits for the batch's answer (a batch ends by the latest deadline of its writes),
@@ -135,7 +136,9 @@ type batcher struct {
 	mu       sync.Mutex
 	queue    []*batchWrite
 	inFlight bool
-	refused  int // batches etcd refused whole (their writes then went alone)
+	// qWritten and qRead are what the queued writes write and read.
+	qWritten, qRead spans
+	refused         int // batches etcd refused whole (their writes then went alone)
 }
 
 // newBatcher returns a batcher that sends through send to an etcd whose request limit is
@@ -156,11 +159,14 @@ func (b *batcher) txn(ctx context.Context, sent *atomic.Bool, scopes []span, cmp
 	w.size = footprint(w)
 	w.writes = append(w.writes, scopes...)
 	b.mu.Lock()
-	if w.size > b.maxBytes {
+	if w.size > b.maxBytes || b.inFlight && conflicts(&b.qWritten, &b.qRead, w) {
+		// Too big for a batch, or it could not share the next one: alone, at once (many
+		// concurrent writes to one appliance go as they would without batches).
 		b.mu.Unlock()
 		return b.send(ctx, sent, cmps, then, els)
 	}
 	b.queue = append(b.queue, w)
+	w.addTo(&b.qWritten, &b.qRead)
 	lead := !b.inFlight
 	b.inFlight = true
 	b.mu.Unlock()
@@ -173,6 +179,7 @@ func (b *batcher) txn(ctx context.Context, sent *atomic.Bool, scopes []span, cmp
 		b.mu.Lock()
 		if !w.taken {
 			b.queue = slices.DeleteFunc(b.queue, func(o *batchWrite) bool { return o == w })
+			b.queued()
 			b.mu.Unlock()
 			return nil, ctx.Err()
 		}
@@ -188,42 +195,63 @@ func (b *batcher) txn(ctx context.Context, sent *atomic.Bool, scopes []span, cmp
 func (b *batcher) run() {
 	for {
 		b.mu.Lock()
-		batch := b.take()
+		batch, alone := b.take()
 		if len(batch) == 0 {
 			b.inFlight = false
 			b.mu.Unlock()
 			return
 		}
 		b.mu.Unlock()
+		for _, w := range alone {
+			go b.commit([]*batchWrite{w})
+		}
 		b.commit(batch)
 	}
 }
 
-// take removes from the queue the writes of the next batch, oldest first, skipping those that
-// conflict with one already taken.
-func (b *batcher) take() []*batchWrite {
-	var batch []*batchWrite
+// take removes from the queue the writes of the next batch, oldest first, and those that
+// conflict with one of them (none, as txn queues none such), to be sent alone at once.
+func (b *batcher) take() (batch, alone []*batchWrite) {
 	var written, read spans
 	rest := b.queue[:0]
 	bytes := 0
 	for _, w := range b.queue {
-		if len(batch) < b.maxWrites && bytes+w.size <= b.maxBytes && !conflicts(&written, &read, w) {
-			batch = append(batch, w)
-			w.taken = true
-			bytes += w.size
-			for _, sp := range w.writes {
-				written.add(sp)
-			}
-			for _, sp := range w.reads {
-				read.add(sp)
-			}
+		if len(batch) >= b.maxWrites || bytes+w.size > b.maxBytes {
+			rest = append(rest, w)
 			continue
 		}
-		rest = append(rest, w)
+		if conflicts(&written, &read, w) {
+			w.taken = true
+			alone = append(alone, w)
+			continue
+		}
+		batch = append(batch, w)
+		w.taken = true
+		bytes += w.size
+		w.addTo(&written, &read)
 	}
 	clear(b.queue[len(rest):])
 	b.queue = rest
-	return batch
+	b.queued()
+	return batch, alone
+}
+
+// queued sets qWritten and qRead from the queue.
+func (b *batcher) queued() {
+	b.qWritten, b.qRead = spans{}, spans{}
+	for _, w := range b.queue {
+		w.addTo(&b.qWritten, &b.qRead)
+	}
+}
+
+// addTo adds what w writes and reads to written and read.
+func (w *batchWrite) addTo(written, read *spans) {
+	for _, sp := range w.writes {
+		written.add(sp)
+	}
+	for _, sp := range w.reads {
+		read.add(sp)
+	}
 }
 
 // conflicts reports whether w writes what a write of the batch wrote or read, or reads what

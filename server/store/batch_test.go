@@ -24,9 +24,9 @@ func openEmbedded(t *testing.T) *store.Store {
 }
 
 // holdAndQueue holds s's next transaction, sends first (which it holds), then runs each of rest
-// in a goroutine of its own and waits until they all queue behind it; it returns what lets
-// them go and waits for them.
-func holdAndQueue(t *testing.T, s *store.Store, first func(), rest []func()) (wait func()) {
+// in a goroutine of its own and waits until queued of them queue behind it (the others conflict
+// with one queued, and go alone); it returns what lets them go and waits for them all.
+func holdAndQueue(t *testing.T, s *store.Store, first func(), rest []func(), queued int) (wait func()) {
 	t.Helper()
 	held, release := store.HoldWrites(s)
 	var wg sync.WaitGroup
@@ -38,9 +38,9 @@ func holdAndQueue(t *testing.T, s *store.Store, first func(), rest []func()) (wa
 		go func() { defer wg.Done(); f() }()
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for store.QueuedWrites(s) != len(rest) {
+	for store.QueuedWrites(s) != queued {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d writes queued", store.QueuedWrites(s), len(rest))
+			t.Fatalf("%d writes queued, want %d", store.QueuedWrites(s), queued)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -64,7 +64,7 @@ func TestBatch_QueuedWritesShareOneTransaction(t *testing.T) {
 	for i := 1; i <= n; i++ {
 		rest = append(rest, put(i))
 	}
-	holdAndQueue(t, s, put(0), rest)()
+	holdAndQueue(t, s, put(0), rest, n)()
 	for i, err := range errs {
 		if err != nil {
 			t.Fatalf("write %d: %v", i, err)
@@ -100,8 +100,9 @@ func TestBatch_QueuedWritesShareOneTransaction(t *testing.T) {
 	}
 }
 
-// Writes that touch one key do not share a batch: of concurrent creations of one key exactly
-// one succeeds, and the others meet it as a conflict, as they would one after the other.
+// Writes that touch one key do not share a batch (one queues, the others go alone): of
+// concurrent creations of one key exactly one succeeds, and the others meet it as a conflict,
+// as they would one after the other.
 func TestBatch_ConflictingWritesGoApart(t *testing.T) {
 	s := openEmbedded(t)
 	const n = 8
@@ -123,7 +124,7 @@ func TestBatch_ConflictingWritesGoApart(t *testing.T) {
 	for i := 1; i < n; i++ {
 		rest = append(rest, create(i))
 	}
-	holdAndQueue(t, s, func() { mustPut(t, s, "appliances/other/k", "x") }, append(rest, create(0)))()
+	holdAndQueue(t, s, func() { mustPut(t, s, "appliances/other/k", "x") }, append(rest, create(0)), 1)()
 	if created != 1 {
 		t.Fatalf("%d creations of one key succeeded, want 1: %v", created, errs)
 	}
@@ -176,24 +177,49 @@ func TestBatch_WriteGivenUpInTheQueueIsNotSent(t *testing.T) {
 }
 
 // Two writes to one appliance, or a write to shared/ and one to an appliance, never share a
-// revision: the difference of an appliance's view at a revision is one release's.
+// revision: the difference of an appliance's view at a revision is one release's. A write that
+// cannot join the queued ones goes alone at once, without waiting for a batch.
 func TestBatch_OneReleasePerViewAtARevision(t *testing.T) {
 	s := openEmbedded(t)
-	keys := []string{"appliances/web/a", "appliances/web/b", "shared/c", "appliances/db/d"}
-	revs := make([]int64, len(keys))
-	var rest []func()
-	for i, k := range keys {
-		rest = append(rest, func() {
-			var err error
-			if revs[i], err = s.Put(withRel(ctxT(t)), k, "v", -1); err != nil {
+	held, release := store.HoldWrites(s)
+	done := make(chan struct{})
+	go func() { defer close(done); mustPut(t, s, "appliances/other/k", "x") }()
+	<-held
+	put := func(key string) (chan int64, func()) {
+		rev := make(chan int64, 1)
+		return rev, func() {
+			r, err := s.Put(withRel(ctxT(t)), key, "v", -1)
+			if err != nil {
 				t.Error(err)
 			}
-		})
-	}
-	holdAndQueue(t, s, func() { mustPut(t, s, "appliances/other/k", "x") }, rest)()
-	for _, pair := range [][2]int{{0, 1}, {0, 2}, {1, 2}, {2, 3}} {
-		if a, b := pair[0], pair[1]; revs[a] == revs[b] {
-			t.Fatalf("%s and %s written at one revision %d", keys[a], keys[b], revs[a])
+			rev <- r
 		}
+	}
+	queue := func(key string, n int) chan int64 {
+		rev, f := put(key)
+		go f()
+		for store.QueuedWrites(s) != n {
+			time.Sleep(time.Millisecond)
+		}
+		return rev
+	}
+	webA := queue("appliances/web/a", 1)
+	dbD := queue("appliances/db/d", 2)
+	// These meet web/a (and everything, for shared/): alone, done while the batch waits.
+	webB, f := put("appliances/web/b")
+	f()
+	sharedC, f := put("shared/c")
+	f()
+	release()
+	<-done
+	revs := map[string]int64{"web/a": <-webA, "db/d": <-dbD, "web/b": <-webB, "shared/c": <-sharedC}
+	if revs["web/a"] != revs["db/d"] {
+		t.Fatalf("web/a and db/d, queued together, at revisions %v", revs)
+	}
+	if revs["web/b"] == revs["web/a"] || revs["shared/c"] == revs["web/a"] || revs["web/b"] == revs["shared/c"] {
+		t.Fatalf("writes to one view share a revision: %v", revs)
+	}
+	if store.QueuedWrites(s) != 0 {
+		t.Fatal("writes left in the queue")
 	}
 }

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,10 +23,13 @@ func AgeReleaseListings(s *Store, full, recent time.Duration) {
 // once it waits); the writes that come meanwhile queue in its batcher.
 func HoldWrites(s *Store) (held <-chan struct{}, release func()) {
 	gate, waiting := make(chan struct{}), make(chan struct{})
-	var once sync.Once
+	var first atomic.Bool
 	send := s.batch.send
 	s.batch.send = func(ctx context.Context, sent *atomic.Bool, c []clientv3.Cmp, t, e []clientv3.Op) (*clientv3.TxnResponse, error) {
-		once.Do(func() { close(waiting); <-gate })
+		if first.CompareAndSwap(false, true) {
+			close(waiting)
+			<-gate
+		}
 		return send(ctx, sent, c, t, e)
 	}
 	return waiting, func() { close(gate) }
