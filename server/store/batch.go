@@ -171,7 +171,7 @@ func (b *batcher) txn(ctx context.Context, sent *atomic.Bool, scopes []span, cmp
 	b.inFlight = true
 	b.mu.Unlock()
 	if lead {
-		go b.run()
+		b.lead()
 	}
 	select {
 	case <-w.done:
@@ -191,22 +191,39 @@ func (b *batcher) txn(ctx context.Context, sent *atomic.Bool, scopes []span, cmp
 	return w.resp, w.err
 }
 
-// run sends batches while writes are queued; the write that finds none in flight starts it.
+// lead sends the batch of the write that found none in flight (its own, and what queued
+// meanwhile) on that write's goroutine, then leaves the batches that queued behind it to run.
+func (b *batcher) lead() {
+	if b.next() {
+		go b.run()
+	}
+}
+
+// run sends batches while writes are queued.
 func (b *batcher) run() {
-	for {
-		b.mu.Lock()
-		batch, alone := b.take()
-		if len(batch) == 0 {
-			b.inFlight = false
-			b.mu.Unlock()
-			return
-		}
-		b.mu.Unlock()
-		for _, w := range alone {
-			go b.commit([]*batchWrite{w})
-		}
+	for b.next() {
+	}
+}
+
+// next sends the next batch, and reports whether writes queued meanwhile (else none is in
+// flight any more).
+func (b *batcher) next() bool {
+	b.mu.Lock()
+	batch, alone := b.take()
+	b.mu.Unlock()
+	for _, w := range alone {
+		go b.commit([]*batchWrite{w})
+	}
+	if len(batch) > 0 {
 		b.commit(batch)
 	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.queue) == 0 {
+		b.inFlight = false
+		return false
+	}
+	return true
 }
 
 // take removes from the queue the writes of the next batch, oldest first, and those that
