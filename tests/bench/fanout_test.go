@@ -29,8 +29,8 @@ import (
 // connection each, over 10 appliances, agent tokens), from load generators in processes of
 // their own (./loadgen), and answer them all with one change under shared/. The floor is a
 // bare net/http server (./barehttp) whose requests block until one trigger wakes them all and
-// are then answered a body of the size of Shoelace's view, driven by the same load generator
-// the same way. Latency is from the write (the trigger) to each answer, on one clock; memory
+// are then answered a body of the size of Shoelace's view with the same headers, driven by
+// the same load generator the same way. Latency is from the write (the trigger) to each answer, on one clock; memory
 // per waiter is the server process's RSS with N long-polls open less before, ÷ N.
 
 const fanApps = 10
@@ -347,10 +347,17 @@ func procRSS(b *testing.B, pid int) int64 {
 	return 0
 }
 
+// answerShape is what the floor answers to be alike Shoelace's: a body of the size of an
+// appliance's view, with the same headers (names and values; net/http adds Date).
+type answerShape struct {
+	size   int
+	header []string // "Name: value"
+}
+
 // fanServer starts a shoelace server with extra flags and readies it for a fan-out round: 10
 // appliances, an agent token for each, shared/wake. It returns the target (whose trigger
-// writes shared/wake) and the size of an appliance's view.
-func fanServer(b *testing.B, extra ...string) (target, int) {
+// writes shared/wake) and the shape of an appliance's view as an agent gets it.
+func fanServer(b *testing.B, extra ...string) (target, answerShape) {
 	ctx := context.Background()
 	dir := b.TempDir()
 	addr := freeAddr(b)
@@ -364,7 +371,11 @@ func fanServer(b *testing.B, extra ...string) (target, int) {
 		pp = freeAddr(b)
 		env = append(env, "SHOELACE_DEBUG_PPROF="+pp)
 	}
-	cmd := start(b, bin(b, "shoelace"), args, filepath.Join(dir, "server.log"), env...)
+	exe := bin(b, "shoelace")
+	if v := os.Getenv("SHOELACE_BENCH_FANOUT_BIN"); v != "" { // another build, to compare
+		exe = v
+	}
+	cmd := start(b, exe, args, filepath.Join(dir, "server.log"), env...)
 	cl := adminClient(b, addr, tokenFile, nil)
 	if _, err := cl.Put(ctx, "shared/wake", []byte("0"), client.NoCAS); err != nil {
 		b.Fatal(err)
@@ -384,8 +395,8 @@ func fanServer(b *testing.B, extra ...string) (target, int) {
 		}
 		polls = append(polls, poll{Token: tok.Token, Path: fmt.Sprintf("/v1/appliances/%s?index=%d&wait=5m", app, rev)})
 	}
-	// The view as an agent gets it, to size the floor's answers alike.
-	size := 0
+	// The view as an agent gets it, to shape the floor's answers alike.
+	var shape answerShape
 	if tok := polls[0].Token; tok != "" {
 		req, _ := http.NewRequest("GET", "http://"+addr+"/v1/appliances/app0", nil)
 		req.Header.Set("Authorization", "Bearer "+tok)
@@ -398,7 +409,15 @@ func fanServer(b *testing.B, extra ...string) (target, int) {
 		if res.StatusCode != http.StatusOK {
 			b.Fatalf("view: %s: %s", res.Status, body)
 		}
-		size = len(body)
+		shape.size = len(body)
+		for name, vs := range res.Header {
+			if name != "Date" && name != "Content-Length" {
+				for _, v := range vs {
+					shape.header = append(shape.header, name+": "+v)
+				}
+			}
+		}
+		slices.Sort(shape.header)
 	}
 	t := target{pid: cmd.Process.Pid, addr: addr, polls: polls, expect: `"wake":"1"`, pprof: pp,
 		open: func() int { return int(metric(b, addr, "shoelace_long_polls_open")) },
@@ -407,14 +426,17 @@ func fanServer(b *testing.B, extra ...string) (target, int) {
 			return err
 		},
 	}
-	return t, size
+	return t, shape
 }
 
-// bareServer starts the floor, answering bodies of size bytes.
-func bareServer(b *testing.B, size int) target {
+// bareServer starts the floor, answering answers of that shape.
+func bareServer(b *testing.B, shape answerShape) target {
 	dir := b.TempDir()
 	addr := freeAddr(b)
-	args := []string{"-listen", addr, "-body-size", strconv.Itoa(size)}
+	args := []string{"-listen", addr, "-body-size", strconv.Itoa(shape.size)}
+	for _, h := range shape.header {
+		args = append(args, "-header", h)
+	}
 	pp := ""
 	if os.Getenv("SHOELACE_BENCH_PROFILE") != "" {
 		pp = freeAddr(b)
@@ -472,8 +494,8 @@ func BenchmarkFanOut(b *testing.B) {
 	for r := range rounds {
 		var sh, bare fanRun
 		b.Run(fmt.Sprintf("round=%d", r), func(b *testing.B) {
-			t, size := fanServer(b, "--max-long-polls", strconv.Itoa(n))
-			bt := bareServer(b, size)
+			t, shape := fanServer(b, "--max-long-polls", strconv.Itoa(n))
+			bt := bareServer(b, shape)
 			if r%2 == 0 {
 				bare = drive(b, bt, n, 1, "bare")
 				sh = drive(b, t, n, 1, "agent")
