@@ -7,7 +7,10 @@ import (
 	"errors"
 	"log/slog"
 	"maps"
+	"math"
+	"math/bits"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,7 +22,7 @@ import (
 )
 
 // wakeKind says why a long-poll ends.
-type wakeKind int
+type wakeKind uint8
 
 const (
 	wakeChanged  wakeKind = iota // a key of the view changed (or the hub cannot tell): answer the view
@@ -33,23 +36,60 @@ const (
 // known says that the hub saw the change it answers for (a watch event at or below rev), so
 // that the view at rev has it; otherwise (the hub cannot tell) the view is read fresh.
 type wake struct {
-	kind  wakeKind
 	rev   int64
+	kind  wakeKind
 	known bool
 }
 
 // waiter is one open long-poll. There are as many as agents: every byte here counts (see
 // BENCHMARKS.md, "Fan-out memory").
+//
+// A waiter is woken once, under hub.mu, by whoever removes it: alone (wakeLocked: its wk set
+// and its ch closed), or with the rest of its generation (its gen's wk set and its done
+// closed), all at once.
 type waiter struct {
-	app      string
+	aw       *appWaiters // its appliance's long-polls
+	gen      *generation // nil for a waiter whose index is ahead of the hub's (woken alone)
 	after    int64
 	token    string
-	instance string    // the agent's X-Shoelace-Instance ("" when not sent)
-	ch       chan wake // buffered 1; written once, under hub.mu, by whoever removes the waiter
+	instance string        // the agent's X-Shoelace-Instance ("" when not sent)
+	ch       chan struct{} // closed when woken alone
+	wk       wake          // why, set before ch is closed
 	// due is when the wait expires (since hub.epoch), and idx the waiter's place in
 	// hub.due: one timer for the hub rather than one per open long-poll.
 	due time.Duration
 	idx int
+}
+
+// appWaiters are the open long-polls of one appliance.
+type appWaiters struct {
+	app string
+	set map[*waiter]struct{}
+	gen *generation // the waiters for the appliance's next change; nil until one registers
+}
+
+// generation is the long-polls of one appliance that wait for its next change (their index is
+// the hub's revision or below it): the change wakes them all by closing one channel, in the
+// runtime, whatever their number. Woken one by one (a send each), 10,000 long-polls took the
+// hub 20 ms, longer than the 10 ms the Go scheduler lets a goroutine run while others wait: it
+// was preempted halfway and sent to the back of a run queue that held the long-polls it had
+// already woken, and the rest waited there, behind them and behind the connections their
+// clients closed meanwhile, hundreds of milliseconds (an execution trace of 10,000 showed
+// three bursts of wakes: at 0, 115 and 785 ms).
+type generation struct {
+	done chan struct{}
+	wk   wake // why, set before done is closed
+}
+
+// woken is why w's wait ended, once its ch or its generation's done is closed. A waiter woken
+// alone before its generation has its ch closed first (both under hub.mu).
+func (w *waiter) woken() wake {
+	select {
+	case <-w.ch:
+		return w.wk
+	default:
+		return w.gen.wk
+	}
 }
 
 // dueHeap orders open long-polls by when they expire (container/heap).
@@ -102,8 +142,8 @@ type hub struct {
 	// from before that is answered at once, which is safe).
 	apps       map[string]int64
 	forgotten  int64
-	sweptRev   int64                           // h.rev at the last sweep
-	waiters    map[string]map[*waiter]struct{} // by appliance
+	sweptRev   int64                  // h.rev at the last sweep
+	waiters    map[string]*appWaiters // by appliance
 	byToken    map[string]map[*waiter]struct{}
 	byInstance map[instanceKey]*waiter
 	due        dueHeap     // open long-polls by expiry
@@ -150,7 +190,7 @@ func newHub(ctx context.Context, st *store.Store, log *slog.Logger, m *metrics, 
 		m:          m,
 		maxWaiters: maxWaiters,
 		apps:       make(map[string]int64),
-		waiters:    make(map[string]map[*waiter]struct{}),
+		waiters:    make(map[string]*appWaiters),
 		byToken:    make(map[string]map[*waiter]struct{}),
 		byInstance: make(map[instanceKey]*waiter),
 		epoch:      time.Now(),
@@ -178,26 +218,113 @@ func (h *hub) reset(rev int64) {
 		h.rev = rev
 	}
 	h.m.revision.Set(float64(h.rev))
-	for _, ws := range h.waiters {
-		for w := range ws {
-			h.wakeLocked(w, wakeChanged, false)
-		}
-	}
+	h.wakeAppsLocked(h.allApps(), math.MaxInt64, true, wakeChanged, false)
 	h.fmu.Lock()
 	clear(h.flights)
 	clear(h.deltas)
 	h.fmu.Unlock()
 }
 
-// wakeLocked removes w and tells it why; h.mu must be held.
+// wakeLocked removes w and tells it why, alone; h.mu must be held. It does nothing when w is
+// no longer registered (woken already).
 func (h *hub) wakeLocked(w *waiter, kind wakeKind, known bool) {
-	ws := h.waiters[w.app]
-	if _, ok := ws[w]; !ok {
+	if _, ok := w.aw.set[w]; !ok {
 		return
 	}
-	delete(ws, w)
+	h.removeLocked(w, false)
+	h.n--
+	h.m.longPolls.Set(float64(h.n))
+	w.wk = wake{kind: kind, rev: h.rev, known: known}
+	close(w.ch)
+}
+
+// allApps are the appliances with open long-polls; h.mu must be held.
+func (h *hub) allApps() []*appWaiters {
+	return slices.AppendSeq(make([]*appWaiters, 0, len(h.waiters)), maps.Values(h.waiters))
+}
+
+// wakeAppsLocked wakes the long-polls of apps whose index is below before, and tells them
+// kind; h.mu must be held. With whole (before is above every index of the appliances'
+// generations), each generation is woken at once, then the waiters ahead of the hub one by
+// one; else each waiter alone. The hub forgets them after, in bulk.
+func (h *hub) wakeAppsLocked(apps []*appWaiters, before int64, whole bool, kind wakeKind, known bool) {
+	wk := wake{kind: kind, rev: h.rev, known: known}
+	if whole {
+		for _, aw := range apps {
+			if g := aw.gen; g != nil {
+				g.wk = wk
+				close(g.done)
+				aw.gen = nil
+			}
+		}
+	}
+	var woken []*waiter
+	for _, aw := range apps {
+		for w := range aw.set {
+			switch {
+			case whole && w.gen != nil: // its generation's, closed above
+			case before > w.after:
+				w.wk = wk
+				close(w.ch)
+			default:
+				continue
+			}
+			woken = append(woken, w)
+		}
+	}
+	h.forgetLocked(woken)
+}
+
+// forgetLocked removes the waiters ws, which were registered and have been woken; h.mu must
+// be held.
+func (h *hub) forgetLocked(ws []*waiter) {
 	if len(ws) == 0 {
-		delete(h.waiters, w.app)
+		return
+	}
+	if len(ws) == h.n {
+		// All of them: start afresh.
+		for _, aw := range h.waiters {
+			aw.set = nil
+		}
+		clear(h.waiters)
+		clear(h.byToken)
+		clear(h.byInstance)
+		clear(h.due)
+		h.due = h.due[:0]
+		h.n = 0
+		h.m.longPolls.Set(0)
+		return
+	}
+	// Out of the heap of deadlines one by one (log n each), or, when that costs more, by
+	// rebuilding it from those that stay.
+	rebuild := len(ws)*bits.Len(uint(len(h.due))) > len(h.due)
+	for _, w := range ws {
+		h.removeLocked(w, rebuild)
+	}
+	if rebuild {
+		kept := h.due[:0]
+		for _, w := range h.due {
+			if w.idx >= 0 {
+				w.idx = len(kept)
+				kept = append(kept, w)
+			}
+		}
+		clear(h.due[len(kept):])
+		h.due = kept
+		heap.Init(&h.due)
+	}
+	h.n -= len(ws)
+	h.m.longPolls.Set(float64(h.n))
+}
+
+// removeLocked takes w out of the hub's indexes (not counted out of h.n); h.mu must be held.
+// With lazy, w is only marked out of the heap of deadlines (idx -1), for the caller to
+// rebuild it.
+func (h *hub) removeLocked(w *waiter, lazy bool) {
+	aw := w.aw
+	delete(aw.set, w)
+	if len(aw.set) == 0 && h.waiters[aw.app] == aw {
+		delete(h.waiters, aw.app)
 	}
 	if ts := h.byToken[w.token]; ts != nil {
 		delete(ts, w)
@@ -206,16 +333,17 @@ func (h *hub) wakeLocked(w *waiter, kind wakeKind, known bool) {
 		}
 	}
 	if w.instance != "" {
-		if k := (instanceKey{w.token, w.app, w.instance}); h.byInstance[k] == w {
+		if k := (instanceKey{w.token, aw.app, w.instance}); h.byInstance[k] == w {
 			delete(h.byInstance, k)
 		}
 	}
 	if w.idx >= 0 && w.idx < len(h.due) && h.due[w.idx] == w {
-		heap.Remove(&h.due, w.idx)
+		if lazy {
+			w.idx = -1
+		} else {
+			heap.Remove(&h.due, w.idx)
+		}
 	}
-	h.n--
-	h.m.longPolls.Set(float64(h.n))
-	w.ch <- wake{kind: kind, rev: h.rev, known: known}
 }
 
 // current returns the highest revision the hub has seen.
@@ -236,23 +364,20 @@ func (h *hub) open() int {
 func (h *hub) apply(ctx context.Context, ev store.Event) {
 	h.m.watchEvents.Inc()
 	h.mu.Lock()
+	prev := h.rev
 	if ev.Revision > h.rev {
 		h.rev = ev.Revision
 		h.m.revision.Set(float64(h.rev))
 	}
 	if !ev.Progress && ev.Revision > h.base {
+		shared := false
+		var apps []string
 		for _, k := range ev.Keys {
 			switch {
 			case api.HasPrefix(k, api.SharedPrefix):
+				shared = true
 				if ev.Revision > h.shared {
 					h.shared = ev.Revision
-				}
-				for _, ws := range h.waiters {
-					for w := range ws {
-						if ev.Revision > w.after {
-							h.wakeLocked(w, wakeChanged, true)
-						}
-					}
 				}
 			default:
 				name, ok := api.ApplianceOf(k)
@@ -262,13 +387,24 @@ func (h *hub) apply(ctx context.Context, ev store.Event) {
 				if ev.Revision > h.apps[name] {
 					h.apps[name] = ev.Revision
 				}
-				for w := range h.waiters[name] {
-					if ev.Revision > w.after {
-						h.wakeLocked(w, wakeChanged, true)
-					}
+				if !slices.Contains(apps, name) {
+					apps = append(apps, name)
 				}
 			}
 		}
+		var sets []*appWaiters
+		if shared {
+			sets = h.allApps()
+		} else {
+			for _, name := range apps {
+				if aw := h.waiters[name]; aw != nil {
+					sets = append(sets, aw)
+				}
+			}
+		}
+		// A generation's indexes are at most the hub's revision before this event (prev):
+		// it is woken whole when the event is above it, as the watch's events are.
+		h.wakeAppsLocked(sets, ev.Revision, ev.Revision > prev, wakeChanged, true)
 	}
 	h.mu.Unlock()
 	if len(ev.Sys) > 0 && h.onSys != nil {
@@ -426,7 +562,7 @@ func errTooManyWaiters(max int, token string, held, fair int) *api.Error {
 // place of a long-poll of the token that holds the most; the others are refused.
 func (h *hub) admitLocked(w *waiter) error {
 	if w.instance != "" {
-		if old := h.byInstance[instanceKey{w.token, w.app, w.instance}]; old != nil {
+		if old := h.byInstance[instanceKey{w.token, w.aw.app, w.instance}]; old != nil {
 			h.wakeLocked(old, wakeReplaced, false)
 			return nil
 		}
@@ -463,12 +599,25 @@ func (h *hub) admitLocked(w *waiter) error {
 
 // addLocked registers w; h.mu must be held.
 func (h *hub) addLocked(w *waiter) {
-	ws := h.waiters[w.app]
-	if ws == nil {
-		ws = make(map[*waiter]struct{})
-		h.waiters[w.app] = ws
+	aw := w.aw
+	if cur := h.waiters[aw.app]; cur != aw {
+		if cur == nil {
+			h.waiters[aw.app] = aw
+		} else {
+			w.aw, aw = cur, cur
+		}
 	}
-	ws[w] = struct{}{}
+	if aw.set == nil {
+		aw.set = make(map[*waiter]struct{})
+	}
+	aw.set[w] = struct{}{}
+	if w.after <= h.rev {
+		// It waits for the appliance's next change, as the rest of its generation.
+		if aw.gen == nil {
+			aw.gen = &generation{done: make(chan struct{})}
+		}
+		w.gen = aw.gen
+	}
 	ts := h.byToken[w.token]
 	if ts == nil {
 		ts = make(map[*waiter]struct{})
@@ -476,7 +625,7 @@ func (h *hub) addLocked(w *waiter) {
 	}
 	ts[w] = struct{}{}
 	if w.instance != "" {
-		h.byInstance[instanceKey{w.token, w.app, w.instance}] = w
+		h.byInstance[instanceKey{w.token, aw.app, w.instance}] = w
 	}
 	heap.Push(&h.due, w)
 	if h.due[0] == w {
@@ -499,16 +648,23 @@ func (h *hub) wait(ctx context.Context, app string, after int64, token, instance
 	if w == nil {
 		return wk, err
 	}
+	var gen chan struct{} // nil (never ready) for a waiter ahead of the hub
+	if w.gen != nil {
+		gen = w.gen.done
+	}
 	select {
-	case wk = <-w.ch:
-		if wk.kind == wakeTimeout {
-			// Expired: the client may have gone meanwhile.
-			return wk, ctx.Err()
-		}
-		return wk, nil
+	case <-w.ch:
+		wk = w.wk
+	case <-gen:
+		wk = w.woken()
 	case <-ctx.Done():
 		return h.leave(ctx, w)
 	}
+	if wk.kind == wakeTimeout {
+		// Expired: the client may have gone meanwhile.
+		return wk, ctx.Err()
+	}
+	return wk, nil
 }
 
 // register registers a waiter for wait, or says why wait ends at once (nil waiter).
@@ -554,7 +710,11 @@ func (h *hub) register(ctx context.Context, app string, after int64, token, inst
 	if h.beforeRegister != nil {
 		h.beforeRegister()
 	}
-	w := &waiter{app: app, after: after, token: token, instance: instance, ch: make(chan wake, 1),
+	aw := h.waiters[app]
+	if aw == nil {
+		aw = &appWaiters{app: app} // in h.waiters once w is added
+	}
+	w := &waiter{aw: aw, after: after, token: token, instance: instance, ch: make(chan struct{}),
 		due: time.Since(h.epoch) + d, idx: -1}
 	if err := h.admitLocked(w); err != nil {
 		h.mu.Unlock()
@@ -597,11 +757,9 @@ func (h *hub) expire() {
 //go:noinline
 func (h *hub) leave(ctx context.Context, w *waiter) (wake, error) {
 	h.mu.Lock()
-	if _, ok := h.waiters[w.app][w]; ok {
-		h.wakeLocked(w, wakeTimeout, false)
-	}
+	h.wakeLocked(w, wakeTimeout, false) // unless woken already
 	h.mu.Unlock()
-	wk := <-w.ch
+	wk := w.woken()
 	if wk.kind == wakeChanged || wk.kind == wakeTimeout {
 		return wk, ctx.Err()
 	}
@@ -613,11 +771,7 @@ func (h *hub) drain() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.draining = true
-	for _, ws := range h.waiters {
-		for w := range ws {
-			h.wakeLocked(w, wakeDrain, false)
-		}
-	}
+	h.wakeAppsLocked(h.allApps(), math.MaxInt64, true, wakeDrain, false)
 }
 
 // revoke ends the open long-polls of token.
@@ -750,10 +904,9 @@ func (h *hub) touch(app string, rev int64) {
 	if rev > h.apps[app] {
 		h.apps[app] = rev
 	}
-	for w := range h.waiters[app] {
-		if rev > w.after {
-			h.wakeLocked(w, wakeChanged, true)
-		}
+	if aw := h.waiters[app]; aw != nil {
+		// Its generation's indexes are at most h.rev.
+		h.wakeAppsLocked([]*appWaiters{aw}, rev, rev > h.rev, wakeChanged, true)
 	}
 }
 
