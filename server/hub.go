@@ -44,21 +44,25 @@ type wake struct {
 // waiter is one open long-poll. There are as many as agents: every byte here counts (see
 // BENCHMARKS.md, "Fan-out memory").
 //
-// A waiter is woken once, under hub.mu, by whoever removes it: alone (wakeLocked: its wk set
-// and its ch closed), or with the rest of its generation (its gen's wk set and its done
-// closed), all at once.
+// A waiter is woken once, under hub.mu, by whoever removes it: alone (wakeLocked: why set in
+// the waiter, and its ch closed), or with the rest of its generation (the generation's wk set
+// and its done closed), all at once.
 type waiter struct {
 	aw       *appWaiters // its appliance's long-polls
-	gen      *generation // nil for a waiter whose index is ahead of the hub's (woken alone)
 	after    int64
 	token    string
 	instance string        // the agent's X-Shoelace-Instance ("" when not sent)
-	ch       chan struct{} // closed when woken alone
-	wk       wake          // why, set before ch is closed
-	// due is when the wait expires (since hub.epoch), and idx the waiter's place in
-	// hub.due: one timer for the hub rather than one per open long-poll.
+	ch       chan struct{} // closed when woken alone, after rev, kind and known are set
+	rev      int64
+	kind     wakeKind
+	known    bool
+	// inGen says it waits in its appliance's generation (the one current when it registered);
+	// else its index is ahead of the hub's and it is woken alone.
+	inGen bool
+	// idx is the waiter's place in hub.due, and due when the wait expires (since hub.epoch):
+	// one timer for the hub rather than one per open long-poll.
+	idx int32
 	due time.Duration
-	idx int
 }
 
 // appWaiters are the open long-polls of one appliance.
@@ -81,14 +85,14 @@ type generation struct {
 	wk   wake // why, set before done is closed
 }
 
-// woken is why w's wait ended, once its ch or its generation's done is closed. A waiter woken
-// alone before its generation has its ch closed first (both under hub.mu).
-func (w *waiter) woken() wake {
+// woken is why w's wait ended, once its ch or its generation gen's done is closed. A waiter
+// woken alone before its generation has its ch closed first (both under hub.mu).
+func (w *waiter) woken(gen *generation) wake {
 	select {
 	case <-w.ch:
-		return w.wk
+		return wake{rev: w.rev, kind: w.kind, known: w.known}
 	default:
-		return w.gen.wk
+		return gen.wk
 	}
 }
 
@@ -99,11 +103,11 @@ func (d dueHeap) Len() int           { return len(d) }
 func (d dueHeap) Less(i, j int) bool { return d[i].due < d[j].due }
 func (d dueHeap) Swap(i, j int) {
 	d[i], d[j] = d[j], d[i]
-	d[i].idx, d[j].idx = i, j
+	d[i].idx, d[j].idx = int32(i), int32(j)
 }
 func (d *dueHeap) Push(x any) {
 	w := x.(*waiter)
-	w.idx = len(*d)
+	w.idx = int32(len(*d))
 	*d = append(*d, w)
 }
 func (d *dueHeap) Pop() any {
@@ -234,7 +238,7 @@ func (h *hub) wakeLocked(w *waiter, kind wakeKind, known bool) {
 	h.removeLocked(w, false)
 	h.n--
 	h.m.longPolls.Set(float64(h.n))
-	w.wk = wake{kind: kind, rev: h.rev, known: known}
+	w.rev, w.kind, w.known = h.rev, kind, known
 	close(w.ch)
 }
 
@@ -262,9 +266,9 @@ func (h *hub) wakeAppsLocked(apps []*appWaiters, before int64, whole bool, kind 
 	for _, aw := range apps {
 		for w := range aw.set {
 			switch {
-			case whole && w.gen != nil: // its generation's, closed above
+			case whole && w.inGen: // its generation's, closed above
 			case before > w.after:
-				w.wk = wk
+				w.rev, w.kind, w.known = wk.rev, wk.kind, wk.known
 				close(w.ch)
 			default:
 				continue
@@ -305,7 +309,7 @@ func (h *hub) forgetLocked(ws []*waiter) {
 		kept := h.due[:0]
 		for _, w := range h.due {
 			if w.idx >= 0 {
-				w.idx = len(kept)
+				w.idx = int32(len(kept))
 				kept = append(kept, w)
 			}
 		}
@@ -337,11 +341,11 @@ func (h *hub) removeLocked(w *waiter, lazy bool) {
 			delete(h.byInstance, k)
 		}
 	}
-	if w.idx >= 0 && w.idx < len(h.due) && h.due[w.idx] == w {
+	if w.idx >= 0 && int(w.idx) < len(h.due) && h.due[w.idx] == w {
 		if lazy {
 			w.idx = -1
 		} else {
-			heap.Remove(&h.due, w.idx)
+			heap.Remove(&h.due, int(w.idx))
 		}
 	}
 }
@@ -597,8 +601,9 @@ func (h *hub) admitLocked(w *waiter) error {
 	return nil
 }
 
-// addLocked registers w; h.mu must be held.
-func (h *hub) addLocked(w *waiter) {
+// addLocked registers w, and returns the generation it waits in (nil: none); h.mu must be
+// held.
+func (h *hub) addLocked(w *waiter) *generation {
 	aw := w.aw
 	if cur := h.waiters[aw.app]; cur != aw {
 		if cur == nil {
@@ -616,7 +621,7 @@ func (h *hub) addLocked(w *waiter) {
 		if aw.gen == nil {
 			aw.gen = &generation{done: make(chan struct{})}
 		}
-		w.gen = aw.gen
+		w.inGen = true
 	}
 	ts := h.byToken[w.token]
 	if ts == nil {
@@ -633,6 +638,10 @@ func (h *hub) addLocked(w *waiter) {
 	}
 	h.n++
 	h.m.longPolls.Set(float64(h.n))
+	if w.inGen {
+		return aw.gen
+	}
+	return nil
 }
 
 // wait ends when the view of app may have changed after index `after`, when d expires, when ctx
@@ -644,21 +653,21 @@ func (h *hub) addLocked(w *waiter) {
 // handler chain: wait's own frame is kept small (register and leave are not inlined) so that
 // the chain stays within the goroutine stack's first size up.
 func (h *hub) wait(ctx context.Context, app string, after int64, token, instance string, d time.Duration) (wake, error) {
-	w, wk, err := h.register(ctx, app, after, token, instance, d)
+	w, g, wk, err := h.register(ctx, app, after, token, instance, d)
 	if w == nil {
 		return wk, err
 	}
 	var gen chan struct{} // nil (never ready) for a waiter ahead of the hub
-	if w.gen != nil {
-		gen = w.gen.done
+	if g != nil {
+		gen = g.done
 	}
 	select {
 	case <-w.ch:
-		wk = w.wk
+		wk = w.woken(g)
 	case <-gen:
-		wk = w.woken()
+		wk = w.woken(g)
 	case <-ctx.Done():
-		return h.leave(ctx, w)
+		return h.leave(ctx, w, g)
 	}
 	if wk.kind == wakeTimeout {
 		// Expired: the client may have gone meanwhile.
@@ -670,7 +679,7 @@ func (h *hub) wait(ctx context.Context, app string, after int64, token, instance
 // register registers a waiter for wait, or says why wait ends at once (nil waiter).
 //
 //go:noinline
-func (h *hub) register(ctx context.Context, app string, after int64, token, instance string, d time.Duration) (*waiter, wake, error) {
+func (h *hub) register(ctx context.Context, app string, after int64, token, instance string, d time.Duration) (*waiter, *generation, wake, error) {
 	checkedStore := false
 	h.mu.Lock()
 	for {
@@ -678,11 +687,11 @@ func (h *hub) register(ctx context.Context, app string, after int64, token, inst
 		case h.draining:
 			r := h.rev
 			h.mu.Unlock()
-			return nil, wake{kind: wakeDrain, rev: r}, nil
+			return nil, nil, wake{kind: wakeDrain, rev: r}, nil
 		case !h.ready || after < h.base || h.changedLocked(app) > after:
 			r, known := h.rev, h.ready && after >= h.base
 			h.mu.Unlock()
-			return nil, wake{kind: wakeChanged, rev: r, known: known}, nil
+			return nil, nil, wake{kind: wakeChanged, rev: r, known: known}, nil
 		}
 		if after <= h.rev || checkedStore {
 			break
@@ -692,10 +701,10 @@ func (h *hub) register(ctx context.Context, app string, after int64, token, inst
 		h.mu.Unlock()
 		rev, err := h.st.Revision(ctx)
 		if err != nil {
-			return nil, wake{}, err
+			return nil, nil, wake{}, err
 		}
 		if after > rev {
-			return nil, wake{kind: wakeChanged, rev: h.current()}, nil
+			return nil, nil, wake{kind: wakeChanged, rev: h.current()}, nil
 		}
 		checkedStore = true
 		h.mu.Lock()
@@ -703,7 +712,7 @@ func (h *hub) register(ctx context.Context, app string, after int64, token, inst
 	if d <= 0 {
 		r := h.rev
 		h.mu.Unlock()
-		return nil, wake{kind: wakeTimeout, rev: r}, nil
+		return nil, nil, wake{kind: wakeTimeout, rev: r}, nil
 	}
 	// The check above and the registration below hold mu throughout: a change applied between
 	// them would be lost to this long-poll (the hook lets a test try).
@@ -718,11 +727,11 @@ func (h *hub) register(ctx context.Context, app string, after int64, token, inst
 		due: time.Since(h.epoch) + d, idx: -1}
 	if err := h.admitLocked(w); err != nil {
 		h.mu.Unlock()
-		return nil, wake{}, err
+		return nil, nil, wake{}, err
 	}
-	h.addLocked(w)
+	gen := h.addLocked(w)
 	h.mu.Unlock()
-	return w, wake{}, nil
+	return w, gen, wake{}, nil
 }
 
 // armLocked sets the hub's expiry timer to fire at due; h.mu must be held.
@@ -755,11 +764,11 @@ func (h *hub) expire() {
 // leave removes w, whose client went away, and returns how its wait ended.
 //
 //go:noinline
-func (h *hub) leave(ctx context.Context, w *waiter) (wake, error) {
+func (h *hub) leave(ctx context.Context, w *waiter, gen *generation) (wake, error) {
 	h.mu.Lock()
 	h.wakeLocked(w, wakeTimeout, false) // unless woken already
 	h.mu.Unlock()
-	wk := w.woken()
+	wk := w.woken(gen)
 	if wk.kind == wakeChanged || wk.kind == wakeTimeout {
 		return wk, ctx.Err()
 	}

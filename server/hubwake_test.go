@@ -27,8 +27,8 @@ func checkHub(t *testing.T, h *hub) {
 			if w.aw != aw {
 				t.Fatalf("a waiter of %q names another appliance's entry", app)
 			}
-			if w.gen != nil && w.gen != aw.gen {
-				t.Fatalf("a waiter of %q in a generation that is not the appliance's", app)
+			if w.inGen && aw.gen == nil {
+				t.Fatalf("a waiter of %q in a generation, and the appliance has none", app)
 			}
 			if _, ok := h.byToken[w.token][w]; !ok {
 				t.Fatalf("a waiter of %q missing from its token's set", app)
@@ -36,7 +36,7 @@ func checkHub(t *testing.T, h *hub) {
 			if w.instance != "" && h.byInstance[instanceKey{w.token, app, w.instance}] != w {
 				t.Fatalf("a waiter of %q missing from the instances", app)
 			}
-			if w.idx < 0 || w.idx >= len(h.due) || h.due[w.idx] != w {
+			if w.idx < 0 || int(w.idx) >= len(h.due) || h.due[w.idx] != w {
 				t.Fatalf("a waiter of %q not at its place in the heap (idx %d of %d)", app, w.idx, len(h.due))
 			}
 		}
@@ -55,17 +55,25 @@ func checkHub(t *testing.T, h *hub) {
 	}
 }
 
+// registered is a waiter registered by a test, and the generation it waits in.
+type registered struct {
+	*waiter
+	gen *generation
+}
+
+func (r registered) woken() wake { return r.waiter.woken(r.gen) }
+
 // registerN registers n waiters of app (tokens and instances as given by i) without waiting
 // on them.
-func registerN(t *testing.T, ctx context.Context, h *hub, app string, after int64, n int, token func(i int) string) []*waiter {
+func registerN(t *testing.T, ctx context.Context, h *hub, app string, after int64, n int, token func(i int) string) []registered {
 	t.Helper()
-	var ws []*waiter
+	var ws []registered
 	for i := range n {
-		w, wk, err := h.register(ctx, app, after, token(i), fmt.Sprintf("%s-vm-%d", app, i), jitter(time.Hour))
+		w, gen, wk, err := h.register(ctx, app, after, token(i), fmt.Sprintf("%s-vm-%d", app, i), jitter(time.Hour))
 		if w == nil {
 			t.Fatalf("register %s #%d: %+v %v", app, i, wk, err)
 		}
-		ws = append(ws, w)
+		ws = append(ws, registered{w, gen})
 	}
 	return ws
 }
@@ -89,7 +97,7 @@ func TestHub_GenerationWokenWhole(t *testing.T) {
 	web := registerN(t, ctx, h, "web", rev, 40, tok)
 	db := registerN(t, ctx, h, "db", rev, 30, tok)
 	checkHub(t, h)
-	for _, ws := range [][]*waiter{web, db} {
+	for _, ws := range [][]registered{web, db} {
 		for _, w := range ws {
 			if w.gen == nil || w.gen != ws[0].gen {
 				t.Fatal("waiters of one appliance at the hub's revision are not in one generation")
@@ -157,10 +165,10 @@ func TestHub_WokenAloneBeforeItsGeneration(t *testing.T) {
 	ws := registerN(t, ctx, h, "web", rev, 4, func(i int) string { return fmt.Sprintf("tok-%d", i) })
 	h.revoke("tok-0")
 	h.mu.Lock()
-	h.wakeLocked(ws[1], wakeTimeout, false)
+	h.wakeLocked(ws[1].waiter, wakeTimeout, false)
 	h.mu.Unlock()
 	// A newer long-poll of ws[2]'s agent replaces it.
-	if w, _, err := h.register(ctx, "web", rev, "tok-2", "web-vm-2", time.Hour); w == nil || err != nil {
+	if w, _, _, err := h.register(ctx, "web", rev, "tok-2", "web-vm-2", time.Hour); w == nil || err != nil {
 		t.Fatalf("register the newer long-poll: %v", err)
 	}
 	checkHub(t, h)
@@ -176,10 +184,10 @@ func TestHub_WokenAloneBeforeItsGeneration(t *testing.T) {
 	// The client of a revoked long-poll goes away at the same moment: still revoked.
 	gone, cancel := context.WithCancel(ctx)
 	cancel()
-	if wk, err := h.leave(gone, ws[0]); wk.kind != wakeRevoked || err != nil {
+	if wk, err := h.leave(gone, ws[0].waiter, ws[0].gen); wk.kind != wakeRevoked || err != nil {
 		t.Fatalf("leave of a revoked waiter: %+v %v", wk, err)
 	}
-	if wk, err := h.leave(gone, ws[3]); wk.kind != wakeChanged || err == nil {
+	if wk, err := h.leave(gone, ws[3].waiter, ws[3].gen); wk.kind != wakeChanged || err == nil {
 		t.Fatalf("leave of a waiter woken by its generation: %+v %v, want changed and the context's error", wk, err)
 	}
 	checkHub(t, h)
@@ -212,7 +220,7 @@ func TestHub_ForgetInBulk(t *testing.T) {
 	first.due = 0
 	h.mu.Unlock()
 	h.expire()
-	if wk := first.woken(); wk.kind != wakeTimeout {
+	if wk := first.woken(nil); wk.kind != wakeTimeout {
 		t.Fatalf("expired waiter woken with %+v", wk)
 	}
 	checkHub(t, h)
