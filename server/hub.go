@@ -83,6 +83,29 @@ type appWaiters struct {
 type generation struct {
 	done chan struct{}
 	wk   wake // why, set before done is closed
+	// batch is the generations woken with it (a shared/ change wakes every appliance's),
+	// set before done is closed: nil when alone.
+	batch *wakeBatch
+}
+
+// wakeBatch is generations woken by one change. The hub closes them one after the other, and
+// each long-poll woken by one helps close the rest: the hub's goroutine may be preempted
+// halfway (a goroutine that runs 10 ms while others wait is), and it would then wait behind the
+// long-polls it woke, and the others with it.
+type wakeBatch struct {
+	gens []*generation
+	next atomic.Int32
+}
+
+// run closes the batch's generations that nobody has closed yet.
+func (b *wakeBatch) run() {
+	for int(b.next.Load()) < len(b.gens) {
+		i := int(b.next.Add(1)) - 1
+		if i >= len(b.gens) {
+			return
+		}
+		close(b.gens[i].done)
+	}
 }
 
 // woken is why w's wait ended, once its ch or its generation gen's done is closed. A waiter
@@ -159,7 +182,11 @@ type hub struct {
 	// change and its registration, with mu held.
 	beforeRegister func()
 
-	fmu     sync.Mutex
+	// fmu guards flights and deltas. Every woken long-poll looks its flight up at once
+	// (10,000 of them after one change): they read under RLock, and only the first of a
+	// revision takes the lock to start the read. Under a Mutex they queued on it, parking and
+	// woken one by one.
+	fmu     sync.RWMutex
 	flights map[string]*flight // latest view read per appliance
 	deltas  map[deltaKey]*deltaFlight
 	swept   time.Time
@@ -180,6 +207,7 @@ type flight struct {
 	rev     int64
 	fresh   bool // read from the store, linearizable
 	started time.Time
+	begun   atomic.Bool // its read started: by the first long-poll that needs it
 	done    chan struct{}
 	view    api.View
 	body    []byte // view as JSON, encoded once for every long-poll that answers with it
@@ -254,12 +282,27 @@ func (h *hub) allApps() []*appWaiters {
 func (h *hub) wakeAppsLocked(apps []*appWaiters, before int64, whole bool, kind wakeKind, known bool) {
 	wk := wake{kind: kind, rev: h.rev, known: known}
 	if whole {
+		if kind == wakeChanged {
+			h.expectViews(apps, wk)
+		}
+		var gens []*generation
 		for _, aw := range apps {
 			if g := aw.gen; g != nil {
 				g.wk = wk
-				close(g.done)
+				gens = append(gens, g)
 				aw.gen = nil
 			}
+		}
+		switch len(gens) {
+		case 0:
+		case 1:
+			close(gens[0].done)
+		default:
+			b := &wakeBatch{gens: gens}
+			for _, g := range gens {
+				g.batch = b
+			}
+			b.run()
 		}
 	}
 	var woken []*waiter
@@ -277,6 +320,24 @@ func (h *hub) wakeAppsLocked(apps []*appWaiters, before int64, whole bool, kind 
 		}
 	}
 	h.forgetLocked(woken)
+}
+
+// expectViews readies the view flights that the generations of apps, about to be woken by wk,
+// will ask for: the long-polls then find them under fmu's read lock, the first to come starts
+// the read, and the others wait for it on its channel. Left to them, the 10,000 long-polls of
+// a change missed it at once, and queued on fmu's write lock to make it, one by one.
+func (h *hub) expectViews(apps []*appWaiters, wk wake) {
+	now := time.Now()
+	h.fmu.Lock()
+	defer h.fmu.Unlock()
+	for _, aw := range apps {
+		if aw.gen == nil {
+			continue
+		}
+		if f := h.flights[aw.app]; f == nil || f.rev < wk.rev {
+			h.flights[aw.app] = &flight{rev: wk.rev, fresh: !wk.known, started: now, done: make(chan struct{})}
+		}
+	}
 }
 
 // forgetLocked removes the waiters ws, which were registered and have been woken; h.mu must
@@ -665,6 +726,9 @@ func (h *hub) wait(ctx context.Context, app string, after int64, token, instance
 	case <-w.ch:
 		wk = w.woken(g)
 	case <-gen:
+		if g.batch != nil {
+			g.batch.run() // the rest of the change's, if the hub has not closed them yet
+		}
 		wk = w.woken(g)
 	case <-ctx.Done():
 		return h.leave(ctx, w, g)
@@ -795,6 +859,11 @@ func (h *hub) revoke(token string) {
 // wait returns what f read, once it has, or ctx's error.
 func (f *flight) wait(ctx context.Context) (api.View, []byte, error) {
 	select {
+	case <-f.done: // read already, as for all but the first long-polls it answers
+		return f.view, f.body, f.err
+	default:
+	}
+	select {
 	case <-f.done:
 		return f.view, f.body, f.err
 	case <-ctx.Done():
@@ -807,32 +876,54 @@ func (f *flight) wait(ctx context.Context) (api.View, []byte, error) {
 // late callers). The read is made from the mirror (or the store at rev) when known, else fresh
 // from the store (linearizable), as when the hub cannot tell what changed.
 func (h *hub) viewFlight(app string, rev int64, known bool) *flight {
-	h.fmu.Lock()
+	h.fmu.RLock()
 	f := h.flights[app]
+	h.fmu.RUnlock()
 	if f == nil || f.rev < rev {
-		now := time.Now()
-		if now.Sub(h.swept) > flightIdle {
-			h.sweepFlightsLocked(now)
+		h.fmu.Lock()
+		if f = h.flights[app]; f == nil || f.rev < rev {
+			now := time.Now()
+			if now.Sub(h.swept) > flightIdle {
+				h.sweepFlightsLocked(now)
+			}
+			f = &flight{rev: rev, fresh: !known, started: now, done: make(chan struct{})}
+			h.flights[app] = f
 		}
-		f = &flight{rev: rev, fresh: !known, started: now, done: make(chan struct{})}
-		h.flights[app] = f
-		go h.read(f, app)
+		h.fmu.Unlock()
 	}
-	h.fmu.Unlock()
+	if f.begun.CompareAndSwap(false, true) {
+		h.read(f, app)
+	}
 	return f
 }
 
+// read reads f: from the mirror at once, by its caller (the first long-poll that needs it; a
+// goroutine of its own would wait in the run queue behind the long-polls woken with it, 10,000
+// after one change, and so would every long-poll of the appliance, waiting for it); from the
+// store in a goroutine of its own, so that the read outlives the request that started it.
 func (h *hub) read(f *flight, app string) {
-	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
-	defer cancel()
-	if f.fresh {
-		f.view, f.err = h.readView(ctx, app)
-	} else if v, ok, err := h.mir.view(app, f.rev); ok {
-		h.mirrorViews.Add(1)
-		f.view, f.err = v, err
-	} else {
-		f.view, f.err = h.readViewAt(ctx, app, f.rev)
+	if !f.fresh {
+		if v, ok, err := h.mir.view(app, f.rev); ok {
+			h.mirrorViews.Add(1)
+			f.view, f.err = v, err
+			h.readDone(f, app)
+			return
+		}
 	}
+	go func() {
+		ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
+		defer cancel()
+		if f.fresh {
+			f.view, f.err = h.readView(ctx, app)
+		} else {
+			f.view, f.err = h.readViewAt(ctx, app, f.rev)
+		}
+		h.readDone(f, app)
+	}()
+}
+
+// readDone encodes f's view, forgets f if it failed, and tells its callers.
+func (h *hub) readDone(f *flight, app string) {
 	if f.err == nil {
 		// 10,000 long-polls woken by one change share these bytes instead of encoding 10,000 copies.
 		if f.body, f.err = json.Marshal(f.view); f.err == nil {
@@ -924,40 +1015,58 @@ func (h *hub) touch(app string, rev int64) {
 // viewFlight does).
 func (h *hub) candidateFlight(app string, rec *rollout.Record, rev int64) *flight {
 	key := app + "\x00" + rec.ID
-	h.fmu.Lock()
+	h.fmu.RLock()
 	f := h.flights[key]
+	h.fmu.RUnlock()
+	if f != nil && f.rev >= rev {
+		return f
+	}
+	h.fmu.Lock()
+	f = h.flights[key]
 	if f == nil || f.rev < rev {
 		f = &flight{rev: rev, started: time.Now(), done: make(chan struct{})}
 		h.flights[key] = f
-		go h.readCandidate(f, key, app, rec)
+		h.fmu.Unlock()
+		// From the mirror at once, by the caller; from the store in a goroutine of its own
+		// (as read).
+		if shared, srev, ok := h.mir.sharedAt(f.rev); ok {
+			h.candidate(f, app, rec, shared, srev)
+		} else {
+			go h.readCandidate(f, key, app, rec)
+		}
+		return f
 	}
 	h.fmu.Unlock()
 	return f
 }
 
+// readCandidate reads shared/ from the store for candidate flight f.
 func (h *hub) readCandidate(f *flight, key, app string, rec *rollout.Record) {
-	defer close(f.done)
-	shared, rev, ok := h.mir.sharedAt(f.rev)
-	if !ok {
-		ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
-		defer cancel()
-		h.viewReads.Add(1)
-		h.m.viewReads.Inc()
-		kvs, lrev, err := h.st.List(ctx, api.SharedPrefix, false)
-		if err != nil {
-			f.err = err
-			h.fmu.Lock()
-			if h.flights[key] == f {
-				delete(h.flights, key)
-			}
-			h.fmu.Unlock()
-			return
+	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
+	defer cancel()
+	h.viewReads.Add(1)
+	h.m.viewReads.Inc()
+	kvs, rev, err := h.st.List(ctx, api.SharedPrefix, false)
+	if err != nil {
+		f.err = err
+		h.fmu.Lock()
+		if h.flights[key] == f {
+			delete(h.flights, key)
 		}
-		shared, rev = make(map[string]string, len(kvs)), lrev
-		for _, kv := range kvs {
-			shared[strings.TrimPrefix(kv.Key, api.SharedPrefix+"/")] = kv.Value
-		}
+		h.fmu.Unlock()
+		close(f.done)
+		return
 	}
+	shared := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		shared[strings.TrimPrefix(kv.Key, api.SharedPrefix+"/")] = kv.Value
+	}
+	h.candidate(f, app, rec, shared, rev)
+}
+
+// candidate makes candidate flight f's view from shared/ as at rev, and tells its callers.
+func (h *hub) candidate(f *flight, app string, rec *rollout.Record, shared map[string]string, rev int64) {
+	defer close(f.done)
 	if rec.Shared != nil {
 		// A shared rollout group's cohort sees shared/ as the change leaves it.
 		shared = rec.Shared.Apply(shared)

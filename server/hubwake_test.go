@@ -193,6 +193,51 @@ func TestHub_WokenAloneBeforeItsGeneration(t *testing.T) {
 	checkHub(t, h)
 }
 
+// The generations of one change are closed by the hub one after the other, and a long-poll
+// woken by one closes the rest: when the hub's goroutine is preempted halfway, the others do
+// not wait for it behind the long-polls it woke.
+func TestHub_WokenLongPollClosesTheRest(t *testing.T) {
+	ctx, h, rev := bareHub(t, 1000)
+	woke := make(chan string, 3)
+	for _, app := range []string{"a", "b", "c"} {
+		go func() {
+			if wk, err := h.wait(ctx, app, rev, "tok", app+"-vm", time.Hour); err != nil || wk.kind != wakeChanged {
+				t.Errorf("%s: %+v %v", app, wk, err)
+			}
+			woke <- app
+		}()
+	}
+	for h.open() < 3 {
+		time.Sleep(time.Millisecond)
+	}
+	// As wakeAppsLocked does, but the hub stops after the first close.
+	h.mu.Lock()
+	b := &wakeBatch{}
+	for _, aw := range h.allApps() {
+		aw.gen.wk = wake{kind: wakeChanged, rev: rev + 1, known: true}
+		aw.gen.batch = b
+		b.gens = append(b.gens, aw.gen)
+		aw.gen = nil
+	}
+	var ws []*waiter
+	for _, aw := range h.allApps() {
+		for w := range aw.set {
+			ws = append(ws, w)
+		}
+	}
+	h.forgetLocked(ws)
+	b.next.Store(1)
+	close(b.gens[0].done)
+	h.mu.Unlock()
+	for range 3 {
+		select {
+		case <-woke:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the long-poll woken first did not close the other generations of its change")
+		}
+	}
+}
+
 // A change of one appliance among many forgets its waiters in bulk (the heap of deadlines
 // rebuilt from those that stay), and the rest keep expiring in order.
 func TestHub_ForgetInBulk(t *testing.T) {
