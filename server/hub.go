@@ -69,7 +69,9 @@ type waiter struct {
 type appWaiters struct {
 	app string
 	set map[*waiter]struct{}
-	gen *generation // the waiters for the appliance's next change; nil until one registers
+	// gens are the generations of the waiters for the appliance's next change, the last one
+	// filling (genSize each); none until one registers.
+	gens []*generation
 }
 
 // generation is the long-polls of one appliance that wait for its next change (their index is
@@ -82,11 +84,17 @@ type appWaiters struct {
 // three bursts of wakes: at 0, 115 and 785 ms).
 type generation struct {
 	done chan struct{}
+	n    int  // waiters that joined it
 	wk   wake // why, set before done is closed
 	// batch is the generations woken with it (a shared/ change wakes every appliance's),
 	// set before done is closed: nil when alone.
 	batch *wakeBatch
 }
+
+// genSize is the most waiters of one generation. Its channel's close readies them one by one
+// in the runtime, a loop that the scheduler may also preempt, and those left wait for the hub:
+// small generations, closed by whoever runs first, leave few behind.
+const genSize = 64
 
 // wakeBatch is generations woken by one change. The hub closes them one after the other, and
 // each long-poll woken by one helps close the rest: the hub's goroutine may be preempted
@@ -287,11 +295,11 @@ func (h *hub) wakeAppsLocked(apps []*appWaiters, before int64, whole bool, kind 
 		}
 		var gens []*generation
 		for _, aw := range apps {
-			if g := aw.gen; g != nil {
+			for _, g := range aw.gens {
 				g.wk = wk
 				gens = append(gens, g)
-				aw.gen = nil
 			}
+			aw.gens = nil
 		}
 		switch len(gens) {
 		case 0:
@@ -331,7 +339,7 @@ func (h *hub) expectViews(apps []*appWaiters, wk wake) {
 	h.fmu.Lock()
 	defer h.fmu.Unlock()
 	for _, aw := range apps {
-		if aw.gen == nil {
+		if len(aw.gens) == 0 {
 			continue
 		}
 		if f := h.flights[aw.app]; f == nil || f.rev < wk.rev {
@@ -679,9 +687,10 @@ func (h *hub) addLocked(w *waiter) *generation {
 	aw.set[w] = struct{}{}
 	if w.after <= h.rev {
 		// It waits for the appliance's next change, as the rest of its generation.
-		if aw.gen == nil {
-			aw.gen = &generation{done: make(chan struct{})}
+		if n := len(aw.gens); n == 0 || aw.gens[n-1].n >= genSize {
+			aw.gens = append(aw.gens, &generation{done: make(chan struct{})})
 		}
+		aw.gens[len(aw.gens)-1].n++
 		w.inGen = true
 	}
 	ts := h.byToken[w.token]
@@ -700,7 +709,7 @@ func (h *hub) addLocked(w *waiter) *generation {
 	h.n++
 	h.m.longPolls.Set(float64(h.n))
 	if w.inGen {
-		return aw.gen
+		return aw.gens[len(aw.gens)-1]
 	}
 	return nil
 }

@@ -27,7 +27,7 @@ func checkHub(t *testing.T, h *hub) {
 			if w.aw != aw {
 				t.Fatalf("a waiter of %q names another appliance's entry", app)
 			}
-			if w.inGen && aw.gen == nil {
+			if w.inGen && len(aw.gens) == 0 {
 				t.Fatalf("a waiter of %q in a generation, and the appliance has none", app)
 			}
 			if _, ok := h.byToken[w.token][w]; !ok {
@@ -214,10 +214,12 @@ func TestHub_WokenLongPollClosesTheRest(t *testing.T) {
 	h.mu.Lock()
 	b := &wakeBatch{}
 	for _, aw := range h.allApps() {
-		aw.gen.wk = wake{kind: wakeChanged, rev: rev + 1, known: true}
-		aw.gen.batch = b
-		b.gens = append(b.gens, aw.gen)
-		aw.gen = nil
+		for _, g := range aw.gens {
+			g.wk = wake{kind: wakeChanged, rev: rev + 1, known: true}
+			g.batch = b
+			b.gens = append(b.gens, g)
+		}
+		aw.gens = nil
 	}
 	var ws []*waiter
 	for _, aw := range h.allApps() {
@@ -253,8 +255,15 @@ func TestHub_ForgetInBulk(t *testing.T) {
 	if h.open() != 19*50 {
 		t.Fatalf("%d open, want %d", h.open(), 19*50)
 	}
-	if wk := big[0].woken(); wk.kind != wakeChanged {
-		t.Fatalf("big woken with %+v", wk)
+	gens := map[*generation]bool{}
+	for _, w := range big {
+		if wk := w.woken(); wk.kind != wakeChanged || !isClosed(w.gen.done) {
+			t.Fatalf("big woken with %+v", wk)
+		}
+		gens[w.gen] = true
+	}
+	if len(gens) != (len(big)+genSize-1)/genSize {
+		t.Fatalf("%d waiters in %d generations, want %d of at most %d", len(big), len(gens), (len(big)+genSize-1)/genSize, genSize)
 	}
 	// A small change removes its waiters one by one from the heap.
 	h.apply(ctx, store.Event{Revision: rev + 2, Keys: []string{"appliances/app-5/k"}})
