@@ -102,33 +102,42 @@ func (s *Server) handleGetAppliance(w http.ResponseWriter, r *http.Request) erro
 		s.takeReport(r.Context(), report)
 	}
 	if index < 0 {
-		ctx, cancel := s.opCtx(r)
-		defer cancel()
-		v, err := s.hub.readView(ctx, name)
-		setIndex(w, v.Revision)
-		if err != nil {
-			return err
-		}
-		if rec := s.candidateFor(name, principalOf(r)); rec != nil {
-			cf := s.hub.candidateFlight(name, rec, v.Revision)
-			cv, body, err := cf.wait(ctx)
-			if err != nil {
-				return err
-			}
-			setIndex(w, cv.Revision)
-			return writeBody(w, r, body, &cf.gz)
-		}
-		body, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
-		return writeBody(w, r, append(body, '\n'), nil)
+		return s.answerView(w, r, name)
 	}
 	extendWrite(w, wait+drainJitter+opTimeout)
 	if o.stream {
 		return s.streamView(w, r, name, index, wait, o)
 	}
 	return s.longPoll(w, r, name, index, wait, o)
+}
+
+// answerView answers appliance name's view as it is now (no index: no long-poll). Its own
+// function, not inlined: its locals (two views) would otherwise take room in the frame of
+// handleGetAppliance, on the stack of every open long-poll.
+//
+//go:noinline
+func (s *Server) answerView(w http.ResponseWriter, r *http.Request, name string) error {
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	v, err := s.hub.readView(ctx, name)
+	setIndex(w, v.Revision)
+	if err != nil {
+		return err
+	}
+	if rec := s.candidateFor(name, principalOf(r)); rec != nil {
+		cf := s.hub.candidateFlight(name, rec, v.Revision)
+		cv, body, err := cf.wait(ctx)
+		if err != nil {
+			return err
+		}
+		setIndex(w, cv.Revision)
+		return writeBody(w, r, body, &cf.gz)
+	}
+	body, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return writeBody(w, r, append(body, '\n'), nil)
 }
 
 // pollOpts are what a long-poll opted in to.
@@ -233,11 +242,7 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, i
 	w.Header().Set(api.HeaderStore, s.st.ID())
 	switch wk.kind {
 	case wakeChanged:
-		a, err := s.changed(ctx, p, name, index, o, wk)
-		if err != nil {
-			return err
-		}
-		return &answerLater{rev: a.rev, body: a.body, gz: a.gz}
+		return s.answerChanged(ctx, p, name, index, o, wk)
 	case wakeRevoked:
 		return api.Errorf(api.CodeUnauthorized, "token revoked")
 	case wakeDrain:
@@ -248,6 +253,18 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, i
 	setIndex(w, max(wk.rev, index))
 	w.WriteHeader(http.StatusNotModified)
 	return nil
+}
+
+// answerChanged is a woken long-poll's answer (see changed), for apiHandler to write. Not
+// inlined, as answerView.
+//
+//go:noinline
+func (s *Server) answerChanged(ctx context.Context, p *principal, name string, index int64, o pollOpts, wk wake) error {
+	a, err := s.changed(ctx, p, name, index, o, wk)
+	if err != nil {
+		return err
+	}
+	return &answerLater{rev: a.rev, body: a.body, gz: a.gz}
 }
 
 func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) error {
