@@ -102,33 +102,42 @@ func (s *Server) handleGetAppliance(w http.ResponseWriter, r *http.Request) erro
 		s.takeReport(r.Context(), report)
 	}
 	if index < 0 {
-		ctx, cancel := s.opCtx(r)
-		defer cancel()
-		v, err := s.hub.readView(ctx, name)
-		setIndex(w, v.Revision)
-		if err != nil {
-			return err
-		}
-		if rec := s.candidateFor(name, principalOf(r)); rec != nil {
-			cf := s.hub.candidateFlight(name, rec, v.Revision)
-			cv, body, err := cf.wait(ctx)
-			if err != nil {
-				return err
-			}
-			setIndex(w, cv.Revision)
-			return writeBody(w, r, body, &cf.gz)
-		}
-		body, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
-		return writeBody(w, r, append(body, '\n'), nil)
+		return s.answerView(w, r, name)
 	}
 	extendWrite(w, wait+drainJitter+opTimeout)
 	if o.stream {
 		return s.streamView(w, r, name, index, wait, o)
 	}
 	return s.longPoll(w, r, name, index, wait, o)
+}
+
+// answerView answers appliance name's view as it is now (no index: no long-poll). Its own
+// function, not inlined: its locals (two views) would otherwise take room in the frame of
+// handleGetAppliance, on the stack of every open long-poll.
+//
+//go:noinline
+func (s *Server) answerView(w http.ResponseWriter, r *http.Request, name string) error {
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	v, err := s.hub.readView(ctx, name)
+	setIndex(w, v.Revision)
+	if err != nil {
+		return err
+	}
+	if rec := s.candidateFor(name, principalOf(r)); rec != nil {
+		cf := s.hub.candidateFlight(name, rec, v.Revision)
+		cv, body, err := cf.wait(ctx)
+		if err != nil {
+			return err
+		}
+		setIndex(w, cv.Revision)
+		return writeBody(w, r, body, &cf.gz)
+	}
+	body, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return writeBody(w, r, append(body, '\n'), nil)
 }
 
 // pollOpts are what a long-poll opted in to.
@@ -173,10 +182,12 @@ type answer struct {
 // principal gets (a running rollout's candidate for an instance of its cohort, the live view
 // otherwise), or, with o.delta, its difference from the view at index when the hub can make
 // it and it is smaller. Both are made once and shared by every long-poll that answers them.
-func (s *Server) changed(ctx context.Context, r *http.Request, name string, index int64, o pollOpts, wk wake) (answer, error) {
-	rec := s.candidateFor(name, principalOf(r))
+// p is the request's principal (principalOf, looked up once: a context walk over cold memory
+// for each of 10,000 woken long-polls).
+func (s *Server) changed(ctx context.Context, p *principal, name string, index int64, o pollOpts, wk wake) (answer, error) {
+	rec := s.candidateFor(name, p)
 	if o.delta && wk.known {
-		if from, ok := s.baseSide(name, principalOf(r), o.baseRollout); ok {
+		if from, ok := s.baseSide(name, p, o.baseRollout); ok {
 			if f := s.hub.delta(name, index, from, sideOf(rec), wk.rev); f.body != nil {
 				return answer{rev: f.at, rollout: sideOf(rec).id, body: f.body, gz: &f.gz}, nil
 			}
@@ -216,13 +227,14 @@ func (s *Server) baseSide(name string, p *principal, id string) (side, bool) {
 // longPoll answers the view of name once it changed after index, or 304 when wait expires.
 func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, index int64, wait time.Duration, o pollOpts) error {
 	ctx := r.Context()
+	p := principalOf(r)
 	var wk wake
 	if id, cur := r.Header.Get(api.HeaderStore), s.st.ID(); id != "" && cur != "" && id != cur {
 		// The agent's index belongs to another store (replaced or restored): answer at once.
 		wk = wake{kind: wakeChanged, rev: s.hub.current()}
 	} else {
 		var err error
-		if wk, err = s.hub.wait(ctx, name, index, principalOf(r).name, instanceOf(r), jitter(wait)); err != nil {
+		if wk, err = s.hub.wait(ctx, name, index, p.name, instanceOf(r), jitter(wait)); err != nil {
 			return err
 		}
 	}
@@ -230,12 +242,7 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, i
 	w.Header().Set(api.HeaderStore, s.st.ID())
 	switch wk.kind {
 	case wakeChanged:
-		a, err := s.changed(ctx, r, name, index, o, wk)
-		if err != nil {
-			return err
-		}
-		setIndex(w, a.rev)
-		return writeBody(w, r, a.body, a.gz)
+		return s.answerChanged(ctx, p, name, index, o, wk)
 	case wakeRevoked:
 		return api.Errorf(api.CodeUnauthorized, "token revoked")
 	case wakeDrain:
@@ -246,6 +253,18 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, i
 	setIndex(w, max(wk.rev, index))
 	w.WriteHeader(http.StatusNotModified)
 	return nil
+}
+
+// answerChanged is a woken long-poll's answer (see changed), for apiHandler to write. Not
+// inlined, as answerView.
+//
+//go:noinline
+func (s *Server) answerChanged(ctx context.Context, p *principal, name string, index int64, o pollOpts, wk wake) error {
+	a, err := s.changed(ctx, p, name, index, o, wk)
+	if err != nil {
+		return err
+	}
+	return &answerLater{rev: a.rev, body: a.body, gz: a.gz}
 }
 
 func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) error {

@@ -433,7 +433,9 @@ func (c *trackedConn) stopTimer() {
 
 // SetReadDeadline shortens HTTP/1's wait for the next request on an unauthenticated connection.
 func (c *trackedConn) SetReadDeadline(t time.Time) error {
-	if c.idleWait.Swap(false) && !c.authed.Load() {
+	// Load first: net/http sets read deadlines several times per request, and a swap writes
+	// the connection's cache line each time.
+	if c.idleWait.Load() && c.idleWait.Swap(false) && !c.authed.Load() {
 		if short := time.Now().Add(c.l.unauthIdle); t.IsZero() || t.After(short) {
 			t = short
 		}

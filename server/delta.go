@@ -200,9 +200,15 @@ type deltaFlight struct {
 // must be answered instead (the mirror cannot tell, or the delta is not smaller).
 func (h *hub) delta(app string, base int64, from, to side, rev int64) *deltaFlight {
 	k := deltaKey{app: app, base: base, from: from.id, to: to.id}
-	h.fmu.Lock()
+	h.fmu.RLock()
 	f := h.deltas[k]
+	h.fmu.RUnlock()
 	if f != nil && f.rev >= rev {
+		<-f.done
+		return f
+	}
+	h.fmu.Lock()
+	if f = h.deltas[k]; f != nil && f.rev >= rev {
 		h.fmu.Unlock()
 		<-f.done
 		return f

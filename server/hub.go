@@ -7,7 +7,10 @@ import (
 	"errors"
 	"log/slog"
 	"maps"
+	"math"
+	"math/bits"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,7 +22,7 @@ import (
 )
 
 // wakeKind says why a long-poll ends.
-type wakeKind int
+type wakeKind uint8
 
 const (
 	wakeChanged  wakeKind = iota // a key of the view changed (or the hub cannot tell): answer the view
@@ -33,23 +36,95 @@ const (
 // known says that the hub saw the change it answers for (a watch event at or below rev), so
 // that the view at rev has it; otherwise (the hub cannot tell) the view is read fresh.
 type wake struct {
-	kind  wakeKind
 	rev   int64
+	kind  wakeKind
 	known bool
 }
 
 // waiter is one open long-poll. There are as many as agents: every byte here counts (see
 // BENCHMARKS.md, "Fan-out memory").
+//
+// A waiter is woken once, under hub.mu, by whoever removes it: alone (wakeLocked: why set in
+// the waiter, and its ch closed), or with the rest of its generation (the generation's wk set
+// and its done closed), all at once.
 type waiter struct {
-	app      string
+	aw       *appWaiters // its appliance's long-polls
 	after    int64
 	token    string
-	instance string    // the agent's X-Shoelace-Instance ("" when not sent)
-	ch       chan wake // buffered 1; written once, under hub.mu, by whoever removes the waiter
-	// due is when the wait expires (since hub.epoch), and idx the waiter's place in
-	// hub.due: one timer for the hub rather than one per open long-poll.
+	instance string        // the agent's X-Shoelace-Instance ("" when not sent)
+	ch       chan struct{} // closed when woken alone, after rev, kind and known are set
+	rev      int64
+	kind     wakeKind
+	known    bool
+	// inGen says it waits in its appliance's generation (the one current when it registered);
+	// else its index is ahead of the hub's and it is woken alone.
+	inGen bool
+	// idx is the waiter's place in hub.due, and due when the wait expires (since hub.epoch):
+	// one timer for the hub rather than one per open long-poll.
+	idx int32
 	due time.Duration
-	idx int
+}
+
+// appWaiters are the open long-polls of one appliance.
+type appWaiters struct {
+	app string
+	set map[*waiter]struct{}
+	// gens are the generations of the waiters for the appliance's next change, the last one
+	// filling (genSize each); none until one registers.
+	gens []*generation
+}
+
+// generation is the long-polls of one appliance that wait for its next change (their index is
+// the hub's revision or below it): the change wakes them all by closing one channel, in the
+// runtime, whatever their number. Woken one by one (a send each), 10,000 long-polls took the
+// hub 20 ms, longer than the 10 ms the Go scheduler lets a goroutine run while others wait: it
+// was preempted halfway and sent to the back of a run queue that held the long-polls it had
+// already woken, and the rest waited there, behind them and behind the connections their
+// clients closed meanwhile, hundreds of milliseconds (an execution trace of 10,000 showed
+// three bursts of wakes: at 0, 115 and 785 ms).
+type generation struct {
+	done chan struct{}
+	n    int  // waiters that joined it
+	wk   wake // why, set before done is closed
+	// batch is the generations woken with it (a shared/ change wakes every appliance's),
+	// set before done is closed: nil when alone.
+	batch *wakeBatch
+}
+
+// genSize is the most waiters of one generation. Its channel's close readies them one by one
+// in the runtime, a loop that the scheduler may also preempt, and those left wait for the hub:
+// small generations, closed by whoever runs first, leave few behind.
+const genSize = 64
+
+// wakeBatch is generations woken by one change. The hub closes them one after the other, and
+// each long-poll woken by one helps close the rest: the hub's goroutine may be preempted
+// halfway (a goroutine that runs 10 ms while others wait is), and it would then wait behind the
+// long-polls it woke, and the others with it.
+type wakeBatch struct {
+	gens []*generation
+	next atomic.Int32
+}
+
+// run closes the batch's generations that nobody has closed yet.
+func (b *wakeBatch) run() {
+	for int(b.next.Load()) < len(b.gens) {
+		i := int(b.next.Add(1)) - 1
+		if i >= len(b.gens) {
+			return
+		}
+		close(b.gens[i].done)
+	}
+}
+
+// woken is why w's wait ended, once its ch or its generation gen's done is closed. A waiter
+// woken alone before its generation has its ch closed first (both under hub.mu).
+func (w *waiter) woken(gen *generation) wake {
+	select {
+	case <-w.ch:
+		return wake{rev: w.rev, kind: w.kind, known: w.known}
+	default:
+		return gen.wk
+	}
 }
 
 // dueHeap orders open long-polls by when they expire (container/heap).
@@ -59,11 +134,11 @@ func (d dueHeap) Len() int           { return len(d) }
 func (d dueHeap) Less(i, j int) bool { return d[i].due < d[j].due }
 func (d dueHeap) Swap(i, j int) {
 	d[i], d[j] = d[j], d[i]
-	d[i].idx, d[j].idx = i, j
+	d[i].idx, d[j].idx = int32(i), int32(j)
 }
 func (d *dueHeap) Push(x any) {
 	w := x.(*waiter)
-	w.idx = len(*d)
+	w.idx = int32(len(*d))
 	*d = append(*d, w)
 }
 func (d *dueHeap) Pop() any {
@@ -102,8 +177,8 @@ type hub struct {
 	// from before that is answered at once, which is safe).
 	apps       map[string]int64
 	forgotten  int64
-	sweptRev   int64                           // h.rev at the last sweep
-	waiters    map[string]map[*waiter]struct{} // by appliance
+	sweptRev   int64                  // h.rev at the last sweep
+	waiters    map[string]*appWaiters // by appliance
 	byToken    map[string]map[*waiter]struct{}
 	byInstance map[instanceKey]*waiter
 	due        dueHeap     // open long-polls by expiry
@@ -115,7 +190,11 @@ type hub struct {
 	// change and its registration, with mu held.
 	beforeRegister func()
 
-	fmu     sync.Mutex
+	// fmu guards flights and deltas. Every woken long-poll looks its flight up at once
+	// (10,000 of them after one change): they read under RLock, and only the first of a
+	// revision takes the lock to start the read. Under a Mutex they queued on it, parking and
+	// woken one by one.
+	fmu     sync.RWMutex
 	flights map[string]*flight // latest view read per appliance
 	deltas  map[deltaKey]*deltaFlight
 	swept   time.Time
@@ -136,6 +215,7 @@ type flight struct {
 	rev     int64
 	fresh   bool // read from the store, linearizable
 	started time.Time
+	begun   atomic.Bool // its read started: by the first long-poll that needs it
 	done    chan struct{}
 	view    api.View
 	body    []byte // view as JSON, encoded once for every long-poll that answers with it
@@ -150,7 +230,7 @@ func newHub(ctx context.Context, st *store.Store, log *slog.Logger, m *metrics, 
 		m:          m,
 		maxWaiters: maxWaiters,
 		apps:       make(map[string]int64),
-		waiters:    make(map[string]map[*waiter]struct{}),
+		waiters:    make(map[string]*appWaiters),
 		byToken:    make(map[string]map[*waiter]struct{}),
 		byInstance: make(map[instanceKey]*waiter),
 		epoch:      time.Now(),
@@ -178,26 +258,146 @@ func (h *hub) reset(rev int64) {
 		h.rev = rev
 	}
 	h.m.revision.Set(float64(h.rev))
-	for _, ws := range h.waiters {
-		for w := range ws {
-			h.wakeLocked(w, wakeChanged, false)
-		}
-	}
+	h.wakeAppsLocked(h.allApps(), math.MaxInt64, true, wakeChanged, false)
 	h.fmu.Lock()
 	clear(h.flights)
 	clear(h.deltas)
 	h.fmu.Unlock()
 }
 
-// wakeLocked removes w and tells it why; h.mu must be held.
+// wakeLocked removes w and tells it why, alone; h.mu must be held. It does nothing when w is
+// no longer registered (woken already).
 func (h *hub) wakeLocked(w *waiter, kind wakeKind, known bool) {
-	ws := h.waiters[w.app]
-	if _, ok := ws[w]; !ok {
+	if _, ok := w.aw.set[w]; !ok {
 		return
 	}
-	delete(ws, w)
+	h.removeLocked(w, false)
+	h.n--
+	h.m.longPolls.Set(float64(h.n))
+	w.rev, w.kind, w.known = h.rev, kind, known
+	close(w.ch)
+}
+
+// allApps are the appliances with open long-polls; h.mu must be held.
+func (h *hub) allApps() []*appWaiters {
+	return slices.AppendSeq(make([]*appWaiters, 0, len(h.waiters)), maps.Values(h.waiters))
+}
+
+// wakeAppsLocked wakes the long-polls of apps whose index is below before, and tells them
+// kind; h.mu must be held. With whole (before is above every index of the appliances'
+// generations), each generation is woken at once, then the waiters ahead of the hub one by
+// one; else each waiter alone. The hub forgets them after, in bulk.
+func (h *hub) wakeAppsLocked(apps []*appWaiters, before int64, whole bool, kind wakeKind, known bool) {
+	wk := wake{kind: kind, rev: h.rev, known: known}
+	if whole {
+		if kind == wakeChanged {
+			h.expectViews(apps, wk)
+		}
+		var gens []*generation
+		for _, aw := range apps {
+			for _, g := range aw.gens {
+				g.wk = wk
+				gens = append(gens, g)
+			}
+			aw.gens = nil
+		}
+		switch len(gens) {
+		case 0:
+		case 1:
+			close(gens[0].done)
+		default:
+			b := &wakeBatch{gens: gens}
+			for _, g := range gens {
+				g.batch = b
+			}
+			b.run()
+		}
+	}
+	var woken []*waiter
+	for _, aw := range apps {
+		for w := range aw.set {
+			switch {
+			case whole && w.inGen: // its generation's, closed above
+			case before > w.after:
+				w.rev, w.kind, w.known = wk.rev, wk.kind, wk.known
+				close(w.ch)
+			default:
+				continue
+			}
+			woken = append(woken, w)
+		}
+	}
+	h.forgetLocked(woken)
+}
+
+// expectViews readies the view flights that the generations of apps, about to be woken by wk,
+// will ask for: the long-polls then find them under fmu's read lock, the first to come starts
+// the read, and the others wait for it on its channel. Left to them, the 10,000 long-polls of
+// a change missed it at once, and queued on fmu's write lock to make it, one by one.
+func (h *hub) expectViews(apps []*appWaiters, wk wake) {
+	now := time.Now()
+	h.fmu.Lock()
+	defer h.fmu.Unlock()
+	for _, aw := range apps {
+		if len(aw.gens) == 0 {
+			continue
+		}
+		if f := h.flights[aw.app]; f == nil || f.rev < wk.rev {
+			h.flights[aw.app] = &flight{rev: wk.rev, fresh: !wk.known, started: now, done: make(chan struct{})}
+		}
+	}
+}
+
+// forgetLocked removes the waiters ws, which were registered and have been woken; h.mu must
+// be held.
+func (h *hub) forgetLocked(ws []*waiter) {
 	if len(ws) == 0 {
-		delete(h.waiters, w.app)
+		return
+	}
+	if len(ws) == h.n {
+		// All of them: start afresh.
+		for _, aw := range h.waiters {
+			aw.set = nil
+		}
+		clear(h.waiters)
+		clear(h.byToken)
+		clear(h.byInstance)
+		clear(h.due)
+		h.due = h.due[:0]
+		h.n = 0
+		h.m.longPolls.Set(0)
+		return
+	}
+	// Out of the heap of deadlines one by one (log n each), or, when that costs more, by
+	// rebuilding it from those that stay.
+	rebuild := len(ws)*bits.Len(uint(len(h.due))) > len(h.due)
+	for _, w := range ws {
+		h.removeLocked(w, rebuild)
+	}
+	if rebuild {
+		kept := h.due[:0]
+		for _, w := range h.due {
+			if w.idx >= 0 {
+				w.idx = int32(len(kept))
+				kept = append(kept, w)
+			}
+		}
+		clear(h.due[len(kept):])
+		h.due = kept
+		heap.Init(&h.due)
+	}
+	h.n -= len(ws)
+	h.m.longPolls.Set(float64(h.n))
+}
+
+// removeLocked takes w out of the hub's indexes (not counted out of h.n); h.mu must be held.
+// With lazy, w is only marked out of the heap of deadlines (idx -1), for the caller to
+// rebuild it.
+func (h *hub) removeLocked(w *waiter, lazy bool) {
+	aw := w.aw
+	delete(aw.set, w)
+	if len(aw.set) == 0 && h.waiters[aw.app] == aw {
+		delete(h.waiters, aw.app)
 	}
 	if ts := h.byToken[w.token]; ts != nil {
 		delete(ts, w)
@@ -206,16 +406,17 @@ func (h *hub) wakeLocked(w *waiter, kind wakeKind, known bool) {
 		}
 	}
 	if w.instance != "" {
-		if k := (instanceKey{w.token, w.app, w.instance}); h.byInstance[k] == w {
+		if k := (instanceKey{w.token, aw.app, w.instance}); h.byInstance[k] == w {
 			delete(h.byInstance, k)
 		}
 	}
-	if w.idx >= 0 && w.idx < len(h.due) && h.due[w.idx] == w {
-		heap.Remove(&h.due, w.idx)
+	if w.idx >= 0 && int(w.idx) < len(h.due) && h.due[w.idx] == w {
+		if lazy {
+			w.idx = -1
+		} else {
+			heap.Remove(&h.due, int(w.idx))
+		}
 	}
-	h.n--
-	h.m.longPolls.Set(float64(h.n))
-	w.ch <- wake{kind: kind, rev: h.rev, known: known}
 }
 
 // current returns the highest revision the hub has seen.
@@ -236,23 +437,20 @@ func (h *hub) open() int {
 func (h *hub) apply(ctx context.Context, ev store.Event) {
 	h.m.watchEvents.Inc()
 	h.mu.Lock()
+	prev := h.rev
 	if ev.Revision > h.rev {
 		h.rev = ev.Revision
 		h.m.revision.Set(float64(h.rev))
 	}
 	if !ev.Progress && ev.Revision > h.base {
+		shared := false
+		var apps []string
 		for _, k := range ev.Keys {
 			switch {
 			case api.HasPrefix(k, api.SharedPrefix):
+				shared = true
 				if ev.Revision > h.shared {
 					h.shared = ev.Revision
-				}
-				for _, ws := range h.waiters {
-					for w := range ws {
-						if ev.Revision > w.after {
-							h.wakeLocked(w, wakeChanged, true)
-						}
-					}
 				}
 			default:
 				name, ok := api.ApplianceOf(k)
@@ -262,13 +460,24 @@ func (h *hub) apply(ctx context.Context, ev store.Event) {
 				if ev.Revision > h.apps[name] {
 					h.apps[name] = ev.Revision
 				}
-				for w := range h.waiters[name] {
-					if ev.Revision > w.after {
-						h.wakeLocked(w, wakeChanged, true)
-					}
+				if !slices.Contains(apps, name) {
+					apps = append(apps, name)
 				}
 			}
 		}
+		var sets []*appWaiters
+		if shared {
+			sets = h.allApps()
+		} else {
+			for _, name := range apps {
+				if aw := h.waiters[name]; aw != nil {
+					sets = append(sets, aw)
+				}
+			}
+		}
+		// A generation's indexes are at most the hub's revision before this event (prev):
+		// it is woken whole when the event is above it, as the watch's events are.
+		h.wakeAppsLocked(sets, ev.Revision, ev.Revision > prev, wakeChanged, true)
 	}
 	h.mu.Unlock()
 	if len(ev.Sys) > 0 && h.onSys != nil {
@@ -426,7 +635,7 @@ func errTooManyWaiters(max int, token string, held, fair int) *api.Error {
 // place of a long-poll of the token that holds the most; the others are refused.
 func (h *hub) admitLocked(w *waiter) error {
 	if w.instance != "" {
-		if old := h.byInstance[instanceKey{w.token, w.app, w.instance}]; old != nil {
+		if old := h.byInstance[instanceKey{w.token, w.aw.app, w.instance}]; old != nil {
 			h.wakeLocked(old, wakeReplaced, false)
 			return nil
 		}
@@ -461,14 +670,29 @@ func (h *hub) admitLocked(w *waiter) error {
 	return nil
 }
 
-// addLocked registers w; h.mu must be held.
-func (h *hub) addLocked(w *waiter) {
-	ws := h.waiters[w.app]
-	if ws == nil {
-		ws = make(map[*waiter]struct{})
-		h.waiters[w.app] = ws
+// addLocked registers w, and returns the generation it waits in (nil: none); h.mu must be
+// held.
+func (h *hub) addLocked(w *waiter) *generation {
+	aw := w.aw
+	if cur := h.waiters[aw.app]; cur != aw {
+		if cur == nil {
+			h.waiters[aw.app] = aw
+		} else {
+			w.aw, aw = cur, cur
+		}
 	}
-	ws[w] = struct{}{}
+	if aw.set == nil {
+		aw.set = make(map[*waiter]struct{})
+	}
+	aw.set[w] = struct{}{}
+	if w.after <= h.rev {
+		// It waits for the appliance's next change, as the rest of its generation.
+		if n := len(aw.gens); n == 0 || aw.gens[n-1].n >= genSize {
+			aw.gens = append(aw.gens, &generation{done: make(chan struct{})})
+		}
+		aw.gens[len(aw.gens)-1].n++
+		w.inGen = true
+	}
 	ts := h.byToken[w.token]
 	if ts == nil {
 		ts = make(map[*waiter]struct{})
@@ -476,7 +700,7 @@ func (h *hub) addLocked(w *waiter) {
 	}
 	ts[w] = struct{}{}
 	if w.instance != "" {
-		h.byInstance[instanceKey{w.token, w.app, w.instance}] = w
+		h.byInstance[instanceKey{w.token, aw.app, w.instance}] = w
 	}
 	heap.Push(&h.due, w)
 	if h.due[0] == w {
@@ -484,6 +708,10 @@ func (h *hub) addLocked(w *waiter) {
 	}
 	h.n++
 	h.m.longPolls.Set(float64(h.n))
+	if w.inGen {
+		return aw.gens[len(aw.gens)-1]
+	}
+	return nil
 }
 
 // wait ends when the view of app may have changed after index `after`, when d expires, when ctx
@@ -495,26 +723,36 @@ func (h *hub) addLocked(w *waiter) {
 // handler chain: wait's own frame is kept small (register and leave are not inlined) so that
 // the chain stays within the goroutine stack's first size up.
 func (h *hub) wait(ctx context.Context, app string, after int64, token, instance string, d time.Duration) (wake, error) {
-	w, wk, err := h.register(ctx, app, after, token, instance, d)
+	w, g, wk, err := h.register(ctx, app, after, token, instance, d)
 	if w == nil {
 		return wk, err
 	}
-	select {
-	case wk = <-w.ch:
-		if wk.kind == wakeTimeout {
-			// Expired: the client may have gone meanwhile.
-			return wk, ctx.Err()
-		}
-		return wk, nil
-	case <-ctx.Done():
-		return h.leave(ctx, w)
+	var gen chan struct{} // nil (never ready) for a waiter ahead of the hub
+	if g != nil {
+		gen = g.done
 	}
+	select {
+	case <-w.ch:
+		wk = w.woken(g)
+	case <-gen:
+		if g.batch != nil {
+			g.batch.run() // the rest of the change's, if the hub has not closed them yet
+		}
+		wk = w.woken(g)
+	case <-ctx.Done():
+		return h.leave(ctx, w, g)
+	}
+	if wk.kind == wakeTimeout {
+		// Expired: the client may have gone meanwhile.
+		return wk, ctx.Err()
+	}
+	return wk, nil
 }
 
 // register registers a waiter for wait, or says why wait ends at once (nil waiter).
 //
 //go:noinline
-func (h *hub) register(ctx context.Context, app string, after int64, token, instance string, d time.Duration) (*waiter, wake, error) {
+func (h *hub) register(ctx context.Context, app string, after int64, token, instance string, d time.Duration) (*waiter, *generation, wake, error) {
 	checkedStore := false
 	h.mu.Lock()
 	for {
@@ -522,11 +760,11 @@ func (h *hub) register(ctx context.Context, app string, after int64, token, inst
 		case h.draining:
 			r := h.rev
 			h.mu.Unlock()
-			return nil, wake{kind: wakeDrain, rev: r}, nil
+			return nil, nil, wake{kind: wakeDrain, rev: r}, nil
 		case !h.ready || after < h.base || h.changedLocked(app) > after:
 			r, known := h.rev, h.ready && after >= h.base
 			h.mu.Unlock()
-			return nil, wake{kind: wakeChanged, rev: r, known: known}, nil
+			return nil, nil, wake{kind: wakeChanged, rev: r, known: known}, nil
 		}
 		if after <= h.rev || checkedStore {
 			break
@@ -536,10 +774,10 @@ func (h *hub) register(ctx context.Context, app string, after int64, token, inst
 		h.mu.Unlock()
 		rev, err := h.st.Revision(ctx)
 		if err != nil {
-			return nil, wake{}, err
+			return nil, nil, wake{}, err
 		}
 		if after > rev {
-			return nil, wake{kind: wakeChanged, rev: h.current()}, nil
+			return nil, nil, wake{kind: wakeChanged, rev: h.current()}, nil
 		}
 		checkedStore = true
 		h.mu.Lock()
@@ -547,22 +785,26 @@ func (h *hub) register(ctx context.Context, app string, after int64, token, inst
 	if d <= 0 {
 		r := h.rev
 		h.mu.Unlock()
-		return nil, wake{kind: wakeTimeout, rev: r}, nil
+		return nil, nil, wake{kind: wakeTimeout, rev: r}, nil
 	}
 	// The check above and the registration below hold mu throughout: a change applied between
 	// them would be lost to this long-poll (the hook lets a test try).
 	if h.beforeRegister != nil {
 		h.beforeRegister()
 	}
-	w := &waiter{app: app, after: after, token: token, instance: instance, ch: make(chan wake, 1),
+	aw := h.waiters[app]
+	if aw == nil {
+		aw = &appWaiters{app: app} // in h.waiters once w is added
+	}
+	w := &waiter{aw: aw, after: after, token: token, instance: instance, ch: make(chan struct{}),
 		due: time.Since(h.epoch) + d, idx: -1}
 	if err := h.admitLocked(w); err != nil {
 		h.mu.Unlock()
-		return nil, wake{}, err
+		return nil, nil, wake{}, err
 	}
-	h.addLocked(w)
+	gen := h.addLocked(w)
 	h.mu.Unlock()
-	return w, wake{}, nil
+	return w, gen, wake{}, nil
 }
 
 // armLocked sets the hub's expiry timer to fire at due; h.mu must be held.
@@ -595,13 +837,11 @@ func (h *hub) expire() {
 // leave removes w, whose client went away, and returns how its wait ended.
 //
 //go:noinline
-func (h *hub) leave(ctx context.Context, w *waiter) (wake, error) {
+func (h *hub) leave(ctx context.Context, w *waiter, gen *generation) (wake, error) {
 	h.mu.Lock()
-	if _, ok := h.waiters[w.app][w]; ok {
-		h.wakeLocked(w, wakeTimeout, false)
-	}
+	h.wakeLocked(w, wakeTimeout, false) // unless woken already
 	h.mu.Unlock()
-	wk := <-w.ch
+	wk := w.woken(gen)
 	if wk.kind == wakeChanged || wk.kind == wakeTimeout {
 		return wk, ctx.Err()
 	}
@@ -613,11 +853,7 @@ func (h *hub) drain() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.draining = true
-	for _, ws := range h.waiters {
-		for w := range ws {
-			h.wakeLocked(w, wakeDrain, false)
-		}
-	}
+	h.wakeAppsLocked(h.allApps(), math.MaxInt64, true, wakeDrain, false)
 }
 
 // revoke ends the open long-polls of token.
@@ -632,6 +868,11 @@ func (h *hub) revoke(token string) {
 // wait returns what f read, once it has, or ctx's error.
 func (f *flight) wait(ctx context.Context) (api.View, []byte, error) {
 	select {
+	case <-f.done: // read already, as for all but the first long-polls it answers
+		return f.view, f.body, f.err
+	default:
+	}
+	select {
 	case <-f.done:
 		return f.view, f.body, f.err
 	case <-ctx.Done():
@@ -644,32 +885,54 @@ func (f *flight) wait(ctx context.Context) (api.View, []byte, error) {
 // late callers). The read is made from the mirror (or the store at rev) when known, else fresh
 // from the store (linearizable), as when the hub cannot tell what changed.
 func (h *hub) viewFlight(app string, rev int64, known bool) *flight {
-	h.fmu.Lock()
+	h.fmu.RLock()
 	f := h.flights[app]
+	h.fmu.RUnlock()
 	if f == nil || f.rev < rev {
-		now := time.Now()
-		if now.Sub(h.swept) > flightIdle {
-			h.sweepFlightsLocked(now)
+		h.fmu.Lock()
+		if f = h.flights[app]; f == nil || f.rev < rev {
+			now := time.Now()
+			if now.Sub(h.swept) > flightIdle {
+				h.sweepFlightsLocked(now)
+			}
+			f = &flight{rev: rev, fresh: !known, started: now, done: make(chan struct{})}
+			h.flights[app] = f
 		}
-		f = &flight{rev: rev, fresh: !known, started: now, done: make(chan struct{})}
-		h.flights[app] = f
-		go h.read(f, app)
+		h.fmu.Unlock()
 	}
-	h.fmu.Unlock()
+	if f.begun.CompareAndSwap(false, true) {
+		h.read(f, app)
+	}
 	return f
 }
 
+// read reads f: from the mirror at once, by its caller (the first long-poll that needs it; a
+// goroutine of its own would wait in the run queue behind the long-polls woken with it, 10,000
+// after one change, and so would every long-poll of the appliance, waiting for it); from the
+// store in a goroutine of its own, so that the read outlives the request that started it.
 func (h *hub) read(f *flight, app string) {
-	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
-	defer cancel()
-	if f.fresh {
-		f.view, f.err = h.readView(ctx, app)
-	} else if v, ok, err := h.mir.view(app, f.rev); ok {
-		h.mirrorViews.Add(1)
-		f.view, f.err = v, err
-	} else {
-		f.view, f.err = h.readViewAt(ctx, app, f.rev)
+	if !f.fresh {
+		if v, ok, err := h.mir.view(app, f.rev); ok {
+			h.mirrorViews.Add(1)
+			f.view, f.err = v, err
+			h.readDone(f, app)
+			return
+		}
 	}
+	go func() {
+		ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
+		defer cancel()
+		if f.fresh {
+			f.view, f.err = h.readView(ctx, app)
+		} else {
+			f.view, f.err = h.readViewAt(ctx, app, f.rev)
+		}
+		h.readDone(f, app)
+	}()
+}
+
+// readDone encodes f's view, forgets f if it failed, and tells its callers.
+func (h *hub) readDone(f *flight, app string) {
 	if f.err == nil {
 		// 10,000 long-polls woken by one change share these bytes instead of encoding 10,000 copies.
 		if f.body, f.err = json.Marshal(f.view); f.err == nil {
@@ -750,10 +1013,9 @@ func (h *hub) touch(app string, rev int64) {
 	if rev > h.apps[app] {
 		h.apps[app] = rev
 	}
-	for w := range h.waiters[app] {
-		if rev > w.after {
-			h.wakeLocked(w, wakeChanged, true)
-		}
+	if aw := h.waiters[app]; aw != nil {
+		// Its generation's indexes are at most h.rev.
+		h.wakeAppsLocked([]*appWaiters{aw}, rev, rev > h.rev, wakeChanged, true)
 	}
 }
 
@@ -762,40 +1024,58 @@ func (h *hub) touch(app string, rev int64) {
 // viewFlight does).
 func (h *hub) candidateFlight(app string, rec *rollout.Record, rev int64) *flight {
 	key := app + "\x00" + rec.ID
-	h.fmu.Lock()
+	h.fmu.RLock()
 	f := h.flights[key]
+	h.fmu.RUnlock()
+	if f != nil && f.rev >= rev {
+		return f
+	}
+	h.fmu.Lock()
+	f = h.flights[key]
 	if f == nil || f.rev < rev {
 		f = &flight{rev: rev, started: time.Now(), done: make(chan struct{})}
 		h.flights[key] = f
-		go h.readCandidate(f, key, app, rec)
+		h.fmu.Unlock()
+		// From the mirror at once, by the caller; from the store in a goroutine of its own
+		// (as read).
+		if shared, srev, ok := h.mir.sharedAt(f.rev); ok {
+			h.candidate(f, app, rec, shared, srev)
+		} else {
+			go h.readCandidate(f, key, app, rec)
+		}
+		return f
 	}
 	h.fmu.Unlock()
 	return f
 }
 
+// readCandidate reads shared/ from the store for candidate flight f.
 func (h *hub) readCandidate(f *flight, key, app string, rec *rollout.Record) {
-	defer close(f.done)
-	shared, rev, ok := h.mir.sharedAt(f.rev)
-	if !ok {
-		ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
-		defer cancel()
-		h.viewReads.Add(1)
-		h.m.viewReads.Inc()
-		kvs, lrev, err := h.st.List(ctx, api.SharedPrefix, false)
-		if err != nil {
-			f.err = err
-			h.fmu.Lock()
-			if h.flights[key] == f {
-				delete(h.flights, key)
-			}
-			h.fmu.Unlock()
-			return
+	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
+	defer cancel()
+	h.viewReads.Add(1)
+	h.m.viewReads.Inc()
+	kvs, rev, err := h.st.List(ctx, api.SharedPrefix, false)
+	if err != nil {
+		f.err = err
+		h.fmu.Lock()
+		if h.flights[key] == f {
+			delete(h.flights, key)
 		}
-		shared, rev = make(map[string]string, len(kvs)), lrev
-		for _, kv := range kvs {
-			shared[strings.TrimPrefix(kv.Key, api.SharedPrefix+"/")] = kv.Value
-		}
+		h.fmu.Unlock()
+		close(f.done)
+		return
 	}
+	shared := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		shared[strings.TrimPrefix(kv.Key, api.SharedPrefix+"/")] = kv.Value
+	}
+	h.candidate(f, app, rec, shared, rev)
+}
+
+// candidate makes candidate flight f's view from shared/ as at rev, and tells its callers.
+func (h *hub) candidate(f *flight, app string, rec *rollout.Record, shared map[string]string, rev int64) {
+	defer close(f.done)
 	if rec.Shared != nil {
 		// A shared rollout group's cohort sees shared/ as the change leaves it.
 		shared = rec.Shared.Apply(shared)

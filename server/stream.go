@@ -66,7 +66,7 @@ func (s *Server) streamView(w http.ResponseWriter, r *http.Request, name string,
 			if s.st.ID() != store && started {
 				return nil // restored or replaced: the client reconnects and gets the new store's view
 			}
-			a, err := s.changed(ctx, r, name, index, o, wk)
+			a, err := s.changed(ctx, p, name, index, o, wk)
 			if err != nil {
 				if started {
 					s.log.Debug("stream ends", "appliance", name, "err", err)

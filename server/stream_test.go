@@ -134,7 +134,8 @@ func TestStream_LinesPerChange(t *testing.T) {
 	if u, _ := s.next(t); u.Revision != rev || !maps.Equal(u.Keys, map[string]string{"a": "2", "b": "3", "ntp": "pool"}) {
 		t.Fatalf("line after a second put: %+v", u)
 	}
-	// Its stream is one long-poll.
+	// Its stream is one long-poll (once it waits again: the line is read before that).
+	waitFor(t, "the stream to wait for the next change", func() bool { return f.s.hub.open() >= 1 })
 	if n := f.s.hub.open(); n != 1 {
 		t.Fatalf("open long-polls %d, want 1", n)
 	}

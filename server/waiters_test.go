@@ -226,7 +226,7 @@ func TestHub_SweepDropsEntries(t *testing.T) {
 
 // bareHub is a hub over a store of the test's own, without a server, told the store's revision
 // (rev): the tests feed it events themselves. Its context ends with the test.
-func bareHub(t *testing.T, maxWaiters int) (context.Context, *hub, int64) {
+func bareHub(t testing.TB, maxWaiters int) (context.Context, *hub, int64) {
 	t.Helper()
 	st := testutil.Store(t)
 	ctx, cancel := context.WithCancel(context.Background())

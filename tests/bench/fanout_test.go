@@ -29,8 +29,8 @@ import (
 // connection each, over 10 appliances, agent tokens), from load generators in processes of
 // their own (./loadgen), and answer them all with one change under shared/. The floor is a
 // bare net/http server (./barehttp) whose requests block until one trigger wakes them all and
-// are then answered a body of the size of Shoelace's view, driven by the same load generator
-// the same way. Latency is from the write (the trigger) to each answer, on one clock; memory
+// are then answered a body of the size of Shoelace's view with the same headers, driven by
+// the same load generator the same way. Latency is from the write (the trigger) to each answer, on one clock; memory
 // per waiter is the server process's RSS with N long-polls open less before, ÷ N.
 
 const fanApps = 10
@@ -79,6 +79,9 @@ type report struct {
 	Samples    []string       `json:"samples"`
 	ArrivalsNS []int64        `json:"arrivals_ns"`
 	RSSKiB     int64          `json:"rss_kib"`
+	// CPUAfterSentNS is the load generator's CPU time (user and system) from the last request
+	// sent to the end: reading the answers.
+	CPUAfterSentNS int64 `json:"cpu_after_sent_ns"`
 }
 
 // loadgen is one running load generator.
@@ -134,9 +137,11 @@ func (g *loadgen) report(b *testing.B) report {
 type fanRun struct {
 	n, answered, errors int
 	samples             []string
-	lat                 latencies // write → each answer
-	rssBefore, rssAfter int64     // server process, KiB
-	genRSS              int64     // load generators', KiB, at the end
+	lat                 latencies     // write → each answer
+	rssBefore, rssAfter int64         // server process, KiB
+	genRSS              int64         // load generators', KiB, at the end
+	trigger             time.Duration // the write (the wake) itself, until it returned
+	cpu, genCPU         time.Duration // the server's and the load generators' CPU from the wake to the last answer
 }
 
 func (r fanRun) perWaiterKiB() float64 { return float64(r.rssAfter-r.rssBefore) / float64(r.n) }
@@ -184,15 +189,19 @@ func drive(b *testing.B, t target, n, gens int, instance string) fanRun {
 	run.rssAfter = procRSS(b, t.pid)
 	saveProfiles(b, t.pprof, instance)
 	cpu := cpuProfile(b, t.pprof, instance)
+	stopPerf := perfRecord(b, append([]int{t.pid}, pids(gs)...), instance)
+	ticks := cpuTicks(b, t.pid)
 	t0 := time.Now()
 	if err := t.trigger(); err != nil {
 		b.Fatal(err)
 	}
+	run.trigger = time.Since(t0)
 	for _, g := range gs {
 		r := g.report(b)
 		run.answered += r.Answered
 		run.errors += r.Errors
 		run.genRSS += r.RSSKiB
+		run.genCPU += time.Duration(r.CPUAfterSentNS)
 		if len(run.samples) < 5 {
 			run.samples = append(run.samples, r.Samples...)
 		}
@@ -200,6 +209,8 @@ func drive(b *testing.B, t target, n, gens int, instance string) fanRun {
 			run.lat = append(run.lat, time.Unix(0, at).Sub(t0))
 		}
 	}
+	run.cpu = time.Duration(cpuTicks(b, t.pid)-ticks) * 10 * time.Millisecond
+	stopPerf()
 	<-cpu
 	return run
 }
@@ -232,8 +243,9 @@ func saveProfiles(b *testing.B, addr, label string) {
 	}
 }
 
-// cpuProfile saves a CPU profile of the server for the next 3 s into $SHOELACE_BENCH_PROFILE,
-// when it serves profiles (addr not ""); the channel is closed when it is written.
+// cpuProfile saves a CPU profile of the server for the next 3 s into $SHOELACE_BENCH_PROFILE
+// (an execution trace with SHOELACE_BENCH_TRACE set), when it serves profiles (addr not "");
+// the channel is closed when it is written.
 func cpuProfile(b *testing.B, addr, label string) chan struct{} {
 	done := make(chan struct{})
 	dir := os.Getenv("SHOELACE_BENCH_PROFILE")
@@ -242,10 +254,14 @@ func cpuProfile(b *testing.B, addr, label string) chan struct{} {
 		return done
 	}
 	name := filepath.Join(dir, strings.ReplaceAll(b.Name(), "/", "_")+"."+label+".cpu.pb.gz")
+	path := "/debug/pprof/profile?seconds=3"
+	if os.Getenv("SHOELACE_BENCH_TRACE") != "" { // an execution trace (go tool trace) instead
+		name, path = strings.TrimSuffix(name, ".cpu.pb.gz")+".trace", "/debug/pprof/trace?seconds=3"
+	}
 	started := make(chan struct{})
 	go func() {
 		defer close(done)
-		req, _ := http.NewRequest("GET", "http://"+addr+"/debug/pprof/profile?seconds=3", nil)
+		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
 		close(started)
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -261,6 +277,55 @@ func cpuProfile(b *testing.B, addr, label string) chan struct{} {
 	<-started
 	time.Sleep(50 * time.Millisecond) // the profile has started
 	return done
+}
+
+// pids are the load generators' process ids.
+func pids(gs []*loadgen) []int {
+	var out []int
+	for _, g := range gs {
+		out = append(out, g.cmd.Process.Pid)
+	}
+	return out
+}
+
+// perfRecord records the processes pids with perf (kernel included: the answers' syscalls
+// and loopback TCP are most of their cost) into $SHOELACE_BENCH_PERF (a directory) until the
+// function it returns is called; a no-op when that is not set.
+func perfRecord(b *testing.B, pids []int, label string) func() {
+	dir := os.Getenv("SHOELACE_BENCH_PERF")
+	if dir == "" {
+		return func() {}
+	}
+	base := filepath.Join(dir, strings.ReplaceAll(b.Name(), "/", "_")+"."+label)
+	var cmds []*exec.Cmd
+	if os.Getenv("SHOELACE_BENCH_PERF_STAT") != "" {
+		// Counts rather than samples: syscalls, context switches and page faults per process.
+		for i, p := range pids {
+			cmds = append(cmds, exec.Command("perf", "stat", "-o", fmt.Sprintf("%s.%d.stat", base, i), "-p", strconv.Itoa(p), "-e",
+				"task-clock,page-faults,context-switches,raw_syscalls:sys_enter,syscalls:sys_enter_write,syscalls:sys_enter_read,"+
+					"syscalls:sys_enter_close,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_futex,syscalls:sys_enter_nanosleep,"+
+					"syscalls:sys_enter_madvise,syscalls:sys_enter_mmap,syscalls:sys_enter_sched_yield,syscalls:sys_enter_tgkill"))
+		}
+	} else {
+		var ps []string
+		for _, p := range pids {
+			ps = append(ps, strconv.Itoa(p))
+		}
+		cmds = append(cmds, exec.Command("perf", "record", "-q", "-F", "4999", "-g", "-o", base+".perf.data", "-p", strings.Join(ps, ",")))
+	}
+	for _, cmd := range cmds {
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // perf attached
+	return func() {
+		for _, cmd := range cmds {
+			_ = cmd.Process.Signal(os.Interrupt)
+			_ = cmd.Wait()
+		}
+	}
 }
 
 // procRSS is process pid's resident set (VmRSS) in KiB.
@@ -282,10 +347,17 @@ func procRSS(b *testing.B, pid int) int64 {
 	return 0
 }
 
+// answerShape is what the floor answers to be alike Shoelace's: a body of the size of an
+// appliance's view, with the same headers (names and values; net/http adds Date).
+type answerShape struct {
+	size   int
+	header []string // "Name: value"
+}
+
 // fanServer starts a shoelace server with extra flags and readies it for a fan-out round: 10
 // appliances, an agent token for each, shared/wake. It returns the target (whose trigger
-// writes shared/wake) and the size of an appliance's view.
-func fanServer(b *testing.B, extra ...string) (target, int) {
+// writes shared/wake) and the shape of an appliance's view as an agent gets it.
+func fanServer(b *testing.B, extra ...string) (target, answerShape) {
 	ctx := context.Background()
 	dir := b.TempDir()
 	addr := freeAddr(b)
@@ -299,7 +371,11 @@ func fanServer(b *testing.B, extra ...string) (target, int) {
 		pp = freeAddr(b)
 		env = append(env, "SHOELACE_DEBUG_PPROF="+pp)
 	}
-	cmd := start(b, bin(b, "shoelace"), args, filepath.Join(dir, "server.log"), env...)
+	exe := bin(b, "shoelace")
+	if v := os.Getenv("SHOELACE_BENCH_FANOUT_BIN"); v != "" { // another build, to compare
+		exe = v
+	}
+	cmd := start(b, exe, args, filepath.Join(dir, "server.log"), env...)
 	cl := adminClient(b, addr, tokenFile, nil)
 	if _, err := cl.Put(ctx, "shared/wake", []byte("0"), client.NoCAS); err != nil {
 		b.Fatal(err)
@@ -319,8 +395,8 @@ func fanServer(b *testing.B, extra ...string) (target, int) {
 		}
 		polls = append(polls, poll{Token: tok.Token, Path: fmt.Sprintf("/v1/appliances/%s?index=%d&wait=5m", app, rev)})
 	}
-	// The view as an agent gets it, to size the floor's answers alike.
-	size := 0
+	// The view as an agent gets it, to shape the floor's answers alike.
+	var shape answerShape
 	if tok := polls[0].Token; tok != "" {
 		req, _ := http.NewRequest("GET", "http://"+addr+"/v1/appliances/app0", nil)
 		req.Header.Set("Authorization", "Bearer "+tok)
@@ -333,7 +409,15 @@ func fanServer(b *testing.B, extra ...string) (target, int) {
 		if res.StatusCode != http.StatusOK {
 			b.Fatalf("view: %s: %s", res.Status, body)
 		}
-		size = len(body)
+		shape.size = len(body)
+		for name, vs := range res.Header {
+			if name != "Date" && name != "Content-Length" {
+				for _, v := range vs {
+					shape.header = append(shape.header, name+": "+v)
+				}
+			}
+		}
+		slices.Sort(shape.header)
 	}
 	t := target{pid: cmd.Process.Pid, addr: addr, polls: polls, expect: `"wake":"1"`, pprof: pp,
 		open: func() int { return int(metric(b, addr, "shoelace_long_polls_open")) },
@@ -342,14 +426,17 @@ func fanServer(b *testing.B, extra ...string) (target, int) {
 			return err
 		},
 	}
-	return t, size
+	return t, shape
 }
 
-// bareServer starts the floor, answering bodies of size bytes.
-func bareServer(b *testing.B, size int) target {
+// bareServer starts the floor, answering answers of that shape.
+func bareServer(b *testing.B, shape answerShape) target {
 	dir := b.TempDir()
 	addr := freeAddr(b)
-	args := []string{"-listen", addr, "-body-size", strconv.Itoa(size)}
+	args := []string{"-listen", addr, "-body-size", strconv.Itoa(shape.size)}
+	for _, h := range shape.header {
+		args = append(args, "-header", h)
+	}
 	pp := ""
 	if os.Getenv("SHOELACE_BENCH_PROFILE") != "" {
 		pp = freeAddr(b)
@@ -407,8 +494,8 @@ func BenchmarkFanOut(b *testing.B) {
 	for r := range rounds {
 		var sh, bare fanRun
 		b.Run(fmt.Sprintf("round=%d", r), func(b *testing.B) {
-			t, size := fanServer(b, "--max-long-polls", strconv.Itoa(n))
-			bt := bareServer(b, size)
+			t, shape := fanServer(b, "--max-long-polls", strconv.Itoa(n))
+			bt := bareServer(b, shape)
 			if r%2 == 0 {
 				bare = drive(b, bt, n, 1, "bare")
 				sh = drive(b, t, n, 1, "agent")
@@ -430,8 +517,9 @@ func BenchmarkFanOut(b *testing.B) {
 		if sh.n == 0 {
 			return
 		}
-		b.Logf("round %d: shoelace p50/p99/max %.1f/%.1f/%.1f ms, %.2f KiB/waiter; floor %.1f/%.1f/%.1f ms, %.2f KiB/waiter",
-			r, sh.lat.at(0.5), sh.lat.at(0.99), sh.lat.at(1), sh.perWaiterKiB(), bare.lat.at(0.5), bare.lat.at(0.99), bare.lat.at(1), bare.perWaiterKiB())
+		b.Logf("round %d: shoelace min/p10/p50/p99/max %.1f/%.1f/%.1f/%.1f/%.1f ms (write %.1f ms), %.2f KiB/waiter, CPU %.0f ms (load generator %.0f); floor %.1f/%.1f/%.1f/%.1f/%.1f ms (wake %.1f ms), %.2f KiB/waiter, CPU %.0f ms (load generator %.0f)",
+			r, sh.lat.at(0), sh.lat.at(0.1), sh.lat.at(0.5), sh.lat.at(0.99), sh.lat.at(1), ms(sh.trigger), sh.perWaiterKiB(), ms(sh.cpu), ms(sh.genCPU),
+			bare.lat.at(0), bare.lat.at(0.1), bare.lat.at(0.5), bare.lat.at(0.99), bare.lat.at(1), ms(bare.trigger), bare.perWaiterKiB(), ms(bare.cpu), ms(bare.genCPU))
 		p99 = append(p99, sh.lat.at(0.99)/bare.lat.at(0.99))
 		mem = append(mem, sh.perWaiterKiB()/bare.perWaiterKiB())
 		shs, bares = append(shs, sh), append(bares, bare)
@@ -512,3 +600,6 @@ func metric(b *testing.B, addr, name string) float64 {
 	b.Fatalf("metric %s not in /metrics", name)
 	return 0
 }
+
+// ms is d in milliseconds.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

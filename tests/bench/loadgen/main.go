@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -61,6 +62,9 @@ type Report struct {
 	ArrivalsNS []int64 `json:"arrivals_ns"`
 	Bytes      int64   `json:"bytes"`   // body bytes read
 	RSSKiB     int64   `json:"rss_kib"` // this process's, at the end
+	// CPUAfterSentNS is this process's CPU time (user and system) from SentNS to the end:
+	// reading the answers.
+	CPUAfterSentNS int64 `json:"cpu_after_sent_ns"`
 }
 
 type result struct {
@@ -97,6 +101,7 @@ func main() {
 		}()
 	}
 	sent.Wait()
+	cpu0 := cpuTime()
 	rep := Report{N: p.N, Status: map[string]int{}, SentNS: time.Now().UnixNano(), ArrivalsNS: make([]int64, 0, p.N)}
 	for range p.N {
 		r := <-results
@@ -122,6 +127,7 @@ func main() {
 		}
 	}
 	rep.RSSKiB = rss()
+	rep.CPUAfterSentNS = int64(cpuTime() - cpu0)
 	if err := json.NewEncoder(os.Stdout).Encode(rep); err != nil {
 		fail("write the report: %v", err)
 	}
@@ -187,6 +193,15 @@ func rss() int64 {
 		}
 	}
 	return 0
+}
+
+// cpuTime is this process's CPU time so far, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func fail(format string, args ...any) {
