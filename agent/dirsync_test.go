@@ -22,19 +22,18 @@ func holdDirSyncs(t *testing.T) (release, holding chan struct{}) {
 	return release, holding
 }
 
-// The fsync of an installed file's directory is deferred past the rename, but nothing tells
-// the server that the revision is applied before it: while the fsync is held, the file is in
-// place and no report says so; once it is done, the report comes.
-func TestAgent_RunReportsAppliedOnlyOnceDurable(t *testing.T) {
-	release, holding := holdDirSyncs(t)
-	srv := newViewServer(t, map[string]string{"a": "1"})
+// startHeldAgent runs an agent rendering key a of srv into dir/a with its directory fsyncs
+// held (see holdDirSyncs), lets the first render's go, and waits for its report (revision 10).
+// reported(rev) tells whether srv got a report of rev applied.
+func startHeldAgent(t *testing.T) (srv *viewServer, dir string, release chan<- struct{}, holding <-chan struct{}, reported func(rev int64) func() bool) {
+	t.Helper()
+	rel, hold := holdDirSyncs(t)
+	srv = newViewServer(t, map[string]string{"a": "1"})
 	a, dir, _ := testAgent(t, srv, header+"templates:\n  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n")
-	stop := runAgent(t, a)
-	defer stop()
-	defer close(release)
-	<-holding // the first render's
-	release <- struct{}{}
-	reported := func(rev int64) func() bool {
+	t.Cleanup(runAgent(t, a))
+	<-hold // the first render's
+	rel <- struct{}{}
+	reported = func(rev int64) func() bool {
 		return func() bool {
 			srv.mu.Lock()
 			defer srv.mu.Unlock()
@@ -47,6 +46,15 @@ func TestAgent_RunReportsAppliedOnlyOnceDurable(t *testing.T) {
 		}
 	}
 	waitFor(t, "the first report", reported(10))
+	return srv, dir, rel, hold, reported
+}
+
+// The fsync of an installed file's directory is deferred past the rename, but nothing tells
+// the server that the revision is applied before it: while the fsync is held, the file is in
+// place and no report says so; once it is done, the report comes.
+func TestAgent_RunReportsAppliedOnlyOnceDurable(t *testing.T) {
+	srv, dir, release, holding, reported := startHeldAgent(t)
+	defer close(release)
 	srv.set(map[string]*string{"a": str("2")})
 	waitFor(t, "the change rendered", fileIs(dir+"/a", "a=2"))
 	<-holding
@@ -62,27 +70,8 @@ func TestAgent_RunReportsAppliedOnlyOnceDurable(t *testing.T) {
 // rendered and installed at once, and neither it nor the change being fsynced is reported
 // applied before the fsync of its own directory is done.
 func TestAgent_RunInstallsWhileDirectoryFsyncHeld(t *testing.T) {
-	release, holding := holdDirSyncs(t)
-	srv := newViewServer(t, map[string]string{"a": "1"})
-	a, dir, _ := testAgent(t, srv, header+"templates:\n  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n")
-	stop := runAgent(t, a)
-	defer stop()
+	srv, dir, release, holding, reported := startHeldAgent(t)
 	defer close(release)
-	<-holding // the first render's
-	release <- struct{}{}
-	reported := func(rev int64) func() bool {
-		return func() bool {
-			srv.mu.Lock()
-			defer srv.mu.Unlock()
-			for _, r := range srv.reports {
-				if r.Applied >= rev {
-					return true
-				}
-			}
-			return false
-		}
-	}
-	waitFor(t, "the first report", reported(10))
 	srv.set(map[string]*string{"a": str("2")})
 	waitFor(t, "the change rendered", fileIs(dir+"/a", "a=2"))
 	<-holding // revision 11's fsync, held

@@ -422,9 +422,9 @@ func openStoreWith(tb testing.TB, cfg store.Config) *store.Store {
 	return s
 }
 
-// Pruning decodes a record once, and again when it changed: a record rewritten under its key
-// (same id, another scope) counts for its new scope.
-func TestStore_PruneReleasesRereadsChangedRecords(t *testing.T) {
+// threeReleases opens a store with three releases of appliance web, seen by a pruning pass.
+func threeReleases(t *testing.T) *store.Store {
+	t.Helper()
 	s := openStore(t)
 	for i := range 3 {
 		if _, err := s.Put(relCtx(t, api.KindPut), "appliances/web/k", fmt.Sprint(i), -1); err != nil {
@@ -434,6 +434,13 @@ func TestStore_PruneReleasesRereadsChangedRecords(t *testing.T) {
 	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 10}, time.Now()); err != nil || n != 0 {
 		t.Fatalf("prune within the retention: %d pruned, %v", n, err)
 	}
+	return s
+}
+
+// Pruning decodes a record once, and again when it changed: a record rewritten under its key
+// (same id, another scope) counts for its new scope.
+func TestStore_PruneReleasesRereadsChangedRecords(t *testing.T) {
+	s := threeReleases(t)
 	rs := releases(t, s)
 	oldest := rs[len(rs)-1]
 	oldest.Changes = []api.ReleaseChange{{Scope: api.ScopeAppliance, Appliance: "db", Changed: []string{"appliances/db/k"}}}
@@ -457,15 +464,7 @@ func TestStore_PruneReleasesRereadsChangedRecords(t *testing.T) {
 // a full listing every few minutes brings in a record whose id is older than that window (made
 // on a replica whose clock is behind).
 func TestStore_PruneReleasesListsRecentRecords(t *testing.T) {
-	s := openStore(t)
-	for i := range 3 {
-		if _, err := s.Put(relCtx(t, api.KindPut), "appliances/web/k", fmt.Sprint(i), -1); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 10}, time.Now()); err != nil || n != 0 {
-		t.Fatalf("prune within the retention: %d pruned, %v", n, err)
-	}
+	s := threeReleases(t)
 	// Past the window: the next pass lists nothing, and still counts the three.
 	store.AgeReleaseListings(s, 0, 10*time.Minute)
 	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 2}, time.Now()); err != nil || n != 1 {
