@@ -48,7 +48,10 @@ type wake struct {
 // the waiter, and its ch closed), or with the rest of its generation (the generation's wk set
 // and its done closed), all at once.
 type waiter struct {
-	aw       *appWaiters // its appliance's long-polls
+	// gen is the generation it waits in: one of its appliance's (the one filling when it
+	// registered), or, when its index is ahead of the hub's, the appliance's ahead, never
+	// closed (it is woken alone). gen.aw is its appliance's long-polls.
+	gen      *generation
 	after    int64
 	token    string
 	instance string        // the agent's X-Shoelace-Instance ("" when not sent)
@@ -56,9 +59,6 @@ type waiter struct {
 	rev      int64
 	kind     wakeKind
 	known    bool
-	// inGen says it waits in its appliance's generation (the one current when it registered);
-	// else its index is ahead of the hub's and it is woken alone.
-	inGen bool
 	// idx is the waiter's place in hub.due, and due when the wait expires (since hub.epoch):
 	// one timer for the hub rather than one per open long-poll.
 	idx int32
@@ -70,8 +70,27 @@ type appWaiters struct {
 	app string
 	set map[*waiter]struct{}
 	// gens are the generations of the waiters for the appliance's next change, the last one
-	// filling (genSize each); none until one registers.
+	// filling (genSize each); none until one registers. A generation whose waiters have all
+	// been woken alone leaves it (an appliance with long-polls always open, and no change,
+	// would keep one more for every genSize long-polls come and gone).
 	gens []*generation
+	// ahead is the generation of the waiters whose index is ahead of the hub's: never closed.
+	ahead generation
+}
+
+// inGen says that w waits for its appliance's next change with one of its generations (else
+// its index is ahead of the hub's, and it is woken alone).
+func (w *waiter) inGen() bool { return w.gen != &w.gen.aw.ahead }
+
+// leave takes one waiter of g, woken alone or in bulk, out of its count; h.mu must be held.
+// The last one takes g out of its appliance's generations (if it is there still: not closed).
+func (g *generation) leave() {
+	if g.live--; g.live > 0 || g == &g.aw.ahead {
+		return
+	}
+	if i := slices.Index(g.aw.gens, g); i >= 0 {
+		g.aw.gens = slices.Delete(g.aw.gens, i, i+1)
+	}
 }
 
 // generation is the long-polls of one appliance that wait for its next change (their index is
@@ -83,8 +102,10 @@ type appWaiters struct {
 // clients closed meanwhile, hundreds of milliseconds (an execution trace of 10,000 showed
 // three bursts of wakes: at 0, 115 and 785 ms).
 type generation struct {
+	aw   *appWaiters
 	done chan struct{}
 	n    int  // waiters that joined it
+	live int  // those of them registered still
 	wk   wake // why, set before done is closed
 	// batch is the generations woken with it (a shared/ change wakes every appliance's),
 	// set before done is closed: nil when alone.
@@ -268,7 +289,7 @@ func (h *hub) reset(rev int64) {
 // wakeLocked removes w and tells it why, alone; h.mu must be held. It does nothing when w is
 // no longer registered (woken already).
 func (h *hub) wakeLocked(w *waiter, kind wakeKind, known bool) {
-	if _, ok := w.aw.set[w]; !ok {
+	if _, ok := w.gen.aw.set[w]; !ok {
 		return
 	}
 	h.removeLocked(w, false)
@@ -317,7 +338,7 @@ func (h *hub) wakeAppsLocked(apps []*appWaiters, before int64, whole bool, kind 
 	for _, aw := range apps {
 		for w := range aw.set {
 			switch {
-			case whole && w.inGen: // its generation's, closed above
+			case whole && w.inGen(): // its generation's, closed above
 			case before > w.after:
 				w.rev, w.kind, w.known = wk.rev, wk.kind, wk.known
 				close(w.ch)
@@ -394,8 +415,9 @@ func (h *hub) forgetLocked(ws []*waiter) {
 // With lazy, w is only marked out of the heap of deadlines (idx -1), for the caller to
 // rebuild it.
 func (h *hub) removeLocked(w *waiter, lazy bool) {
-	aw := w.aw
+	aw := w.gen.aw
 	delete(aw.set, w)
+	w.gen.leave()
 	if len(aw.set) == 0 && h.waiters[aw.app] == aw {
 		delete(h.waiters, aw.app)
 	}
@@ -628,14 +650,15 @@ func errTooManyWaiters(max int, token string, held, fair int) *api.Error {
 	return e
 }
 
-// admitLocked makes room for w or says why it cannot be registered; h.mu must be held. A
+// admitLocked makes room for w, a long-poll of app, or says why it cannot be registered; h.mu
+// must be held. A
 // long-poll replaces the same agent's older one (answered 304), so that a connection left
 // half-open (behind a load balancer) never locks the agent out. When the hub is full, a token
 // under its fair share (maxWaiters ÷ tokens with long-polls, this one included) takes the
 // place of a long-poll of the token that holds the most; the others are refused.
-func (h *hub) admitLocked(w *waiter) error {
+func (h *hub) admitLocked(w *waiter, app string) error {
 	if w.instance != "" {
-		if old := h.byInstance[instanceKey{w.token, w.aw.app, w.instance}]; old != nil {
+		if old := h.byInstance[instanceKey{w.token, app, w.instance}]; old != nil {
 			h.wakeLocked(old, wakeReplaced, false)
 			return nil
 		}
@@ -670,29 +693,26 @@ func (h *hub) admitLocked(w *waiter) error {
 	return nil
 }
 
-// addLocked registers w, and returns the generation it waits in (nil: none); h.mu must be
-// held.
-func (h *hub) addLocked(w *waiter) *generation {
-	aw := w.aw
-	if cur := h.waiters[aw.app]; cur != aw {
-		if cur == nil {
-			h.waiters[aw.app] = aw
-		} else {
-			w.aw, aw = cur, cur
-		}
-	}
-	if aw.set == nil {
-		aw.set = make(map[*waiter]struct{})
+// addLocked registers w, a long-poll of app, and returns the generation it waits in (nil:
+// none, its index is ahead of the hub's); h.mu must be held.
+func (h *hub) addLocked(w *waiter, app string) *generation {
+	aw := h.waiters[app]
+	if aw == nil {
+		aw = &appWaiters{app: app, set: make(map[*waiter]struct{})}
+		aw.ahead.aw = aw
+		h.waiters[app] = aw
 	}
 	aw.set[w] = struct{}{}
+	w.gen = &aw.ahead
 	if w.after <= h.rev {
 		// It waits for the appliance's next change, as the rest of its generation.
 		if n := len(aw.gens); n == 0 || aw.gens[n-1].n >= genSize {
-			aw.gens = append(aw.gens, &generation{done: make(chan struct{})})
+			aw.gens = append(aw.gens, &generation{aw: aw, done: make(chan struct{})})
 		}
-		aw.gens[len(aw.gens)-1].n++
-		w.inGen = true
+		w.gen = aw.gens[len(aw.gens)-1]
+		w.gen.n++
 	}
+	w.gen.live++
 	ts := h.byToken[w.token]
 	if ts == nil {
 		ts = make(map[*waiter]struct{})
@@ -700,7 +720,7 @@ func (h *hub) addLocked(w *waiter) *generation {
 	}
 	ts[w] = struct{}{}
 	if w.instance != "" {
-		h.byInstance[instanceKey{w.token, aw.app, w.instance}] = w
+		h.byInstance[instanceKey{w.token, app, w.instance}] = w
 	}
 	heap.Push(&h.due, w)
 	if h.due[0] == w {
@@ -708,8 +728,8 @@ func (h *hub) addLocked(w *waiter) *generation {
 	}
 	h.n++
 	h.m.longPolls.Set(float64(h.n))
-	if w.inGen {
-		return aw.gens[len(aw.gens)-1]
+	if w.inGen() {
+		return w.gen
 	}
 	return nil
 }
@@ -792,17 +812,13 @@ func (h *hub) register(ctx context.Context, app string, after int64, token, inst
 	if h.beforeRegister != nil {
 		h.beforeRegister()
 	}
-	aw := h.waiters[app]
-	if aw == nil {
-		aw = &appWaiters{app: app} // in h.waiters once w is added
-	}
-	w := &waiter{aw: aw, after: after, token: token, instance: instance, ch: make(chan struct{}),
+	w := &waiter{after: after, token: token, instance: instance, ch: make(chan struct{}),
 		due: time.Since(h.epoch) + d, idx: -1}
-	if err := h.admitLocked(w); err != nil {
+	if err := h.admitLocked(w, app); err != nil {
 		h.mu.Unlock()
 		return nil, nil, wake{}, err
 	}
-	gen := h.addLocked(w)
+	gen := h.addLocked(w, app)
 	h.mu.Unlock()
 	return w, gen, wake{}, nil
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -22,14 +23,16 @@ func checkHub(t *testing.T, h *hub) {
 		if aw.app != app || len(aw.set) == 0 {
 			t.Fatalf("appliance %q: entry for %q with %d waiters", app, aw.app, len(aw.set))
 		}
+		live := map[*generation]int{}
 		for w := range aw.set {
 			n++
-			if w.aw != aw {
+			if w.gen.aw != aw {
 				t.Fatalf("a waiter of %q names another appliance's entry", app)
 			}
-			if w.inGen && len(aw.gens) == 0 {
-				t.Fatalf("a waiter of %q in a generation, and the appliance has none", app)
+			if w.inGen() && !slices.Contains(aw.gens, w.gen) {
+				t.Fatalf("a waiter of %q in a generation that is not the appliance's", app)
 			}
+			live[w.gen]++
 			if _, ok := h.byToken[w.token][w]; !ok {
 				t.Fatalf("a waiter of %q missing from its token's set", app)
 			}
@@ -38,6 +41,11 @@ func checkHub(t *testing.T, h *hub) {
 			}
 			if w.idx < 0 || int(w.idx) >= len(h.due) || h.due[w.idx] != w {
 				t.Fatalf("a waiter of %q not at its place in the heap (idx %d of %d)", app, w.idx, len(h.due))
+			}
+		}
+		for _, g := range append(slices.Clone(aw.gens), &aw.ahead) {
+			if g.live != live[g] || g != &aw.ahead && (g.live == 0 || isClosed(g.done)) {
+				t.Fatalf("a generation of %q counts %d waiters, has %d (closed %v)", app, g.live, live[g], g.done != nil && isClosed(g.done))
 			}
 		}
 	}
@@ -315,4 +323,38 @@ func BenchmarkHub_WakeAll(b *testing.B) {
 	}
 	b.ReportMetric(float64(applyD.Microseconds())/float64(b.N)/1000, "apply-ms")
 	b.ReportMetric(float64(lastD.Microseconds())/float64(b.N)/1000, "last-woken-ms")
+}
+
+// An appliance that always has a long-poll open and does not change keeps its generations to
+// those of its open long-polls: long-polls that end alone (expired, gone, replaced, revoked)
+// leave none behind, however many come and go (they grew by one per genSize registrations).
+func TestHub_GenerationsOfLongPollsGoneAreForgotten(t *testing.T) {
+	ctx, h, rev := bareHub(t, 1000)
+	registerN(t, ctx, h, "web", rev, 1, func(int) string { return "tok-held" }) // stays open
+	for round := range 50 {
+		ws := registerN(t, ctx, h, "web", rev, genSize, func(i int) string { return fmt.Sprintf("tok-%d-%d", round, i) })
+		h.mu.Lock()
+		for _, w := range ws {
+			h.wakeLocked(w.waiter, wakeTimeout, false)
+		}
+		h.mu.Unlock()
+		checkHub(t, h)
+	}
+	h.mu.Lock()
+	gens := len(h.waiters["web"].gens)
+	h.mu.Unlock()
+	if gens > 2 {
+		t.Fatalf("1 long-poll open and %d generations kept", gens)
+	}
+	// Those that stay still wake with the next change.
+	ws := registerN(t, ctx, h, "web", rev, 3, func(i int) string { return fmt.Sprintf("tok-last-%d", i) })
+	h.apply(ctx, store.Event{Revision: rev + 1, Keys: []string{"appliances/web/k"}})
+	for _, w := range ws {
+		if !isClosed(w.gen.done) || w.woken().kind != wakeChanged {
+			t.Fatal("a long-poll not woken by its change")
+		}
+	}
+	if h.open() != 0 {
+		t.Fatalf("%d open after the change", h.open())
+	}
 }
