@@ -357,4 +357,30 @@ func TestHub_GenerationsOfLongPollsGoneAreForgotten(t *testing.T) {
 	if h.open() != 0 {
 		t.Fatalf("%d open after the change", h.open())
 	}
+	// A rollout's move at the hub's revision wakes them one by one (not whole): their
+	// generation goes with the last, and the one ahead of the hub stays.
+	rev = h.current()
+	ws = registerN(t, ctx, h, "web", rev, 3, func(i int) string { return fmt.Sprintf("tok-roll-%d", i) })
+	var ahead int64 // the store's revision, ahead of the hub's
+	for ahead <= rev {
+		var err error
+		if ahead, err = h.st.Put(ctx, "appliances/other/k", "1", -1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	aw := registerN(t, ctx, h, "web", ahead, 1, func(int) string { return "tok-roll-ahead" })[0]
+	h.apply(ctx, store.Event{Revision: ahead, Progress: true})
+	h.touch("web", ahead)
+	checkHub(t, h)
+	for _, w := range ws {
+		if !isClosed(w.ch) || w.woken().kind != wakeChanged {
+			t.Fatal("a long-poll not woken by its rollout's move")
+		}
+	}
+	h.mu.Lock()
+	gens = len(h.waiters["web"].gens)
+	h.mu.Unlock()
+	if gens != 0 || isClosed(aw.ch) {
+		t.Fatalf("%d generations kept with only a long-poll ahead of the hub open (woken: %v)", gens, isClosed(aw.ch))
+	}
 }
