@@ -392,6 +392,7 @@ func instanceOf(r *http.Request) string {
 // token (per token and instance for agent tokens), and per client address without a valid token.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*http.Request, error) {
 	arrived := time.Now()
+	info(r).revocation = s.hub.revocation()
 	secret, ok, err := bearer(r)
 	if err != nil {
 		if lerr := s.limitAddr(r); lerr != nil {

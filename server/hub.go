@@ -207,6 +207,11 @@ type hub struct {
 	expiry     *time.Timer // fires at due[0]'s expiry (nil until the first long-poll)
 	n          int
 	draining   bool
+	// revocations counts the revocations this hub ended long-polls for; revokedAt holds, per
+	// token, the count at its last one (under mu). A request authenticated before that (see
+	// revocation) never registers: the revocation could not have found it.
+	revocations atomic.Uint64
+	revokedAt   map[string]uint64
 	// beforeRegister, when set (by tests only), is called between a long-poll's check for a
 	// change and its registration, with mu held.
 	beforeRegister func()
@@ -742,8 +747,10 @@ func (h *hub) addLocked(w *waiter, app string) *generation {
 // Every open long-poll waits here, on its connection's goroutine, whose stack holds the whole
 // handler chain: wait's own frame is kept small (register and leave are not inlined) so that
 // the chain stays within the goroutine stack's first size up.
-func (h *hub) wait(ctx context.Context, app string, after int64, token, instance string, d time.Duration) (wake, error) {
-	w, g, wk, err := h.register(ctx, app, after, token, instance, d)
+//
+// since is the revocation count (see revocation) read before the request's token was looked up.
+func (h *hub) wait(ctx context.Context, app string, after int64, token, instance string, since uint64, d time.Duration) (wake, error) {
+	w, g, wk, err := h.register(ctx, app, after, token, instance, since, d)
 	if w == nil {
 		return wk, err
 	}
@@ -772,11 +779,16 @@ func (h *hub) wait(ctx context.Context, app string, after int64, token, instance
 // register registers a waiter for wait, or says why wait ends at once (nil waiter).
 //
 //go:noinline
-func (h *hub) register(ctx context.Context, app string, after int64, token, instance string, d time.Duration) (*waiter, *generation, wake, error) {
+func (h *hub) register(ctx context.Context, app string, after int64, token, instance string, since uint64, d time.Duration) (*waiter, *generation, wake, error) {
 	checkedStore := false
 	h.mu.Lock()
 	for {
 		switch {
+		case h.revokedAt[token] > since:
+			// Revoked after the request's token was looked up, before it could be found here.
+			r := h.rev
+			h.mu.Unlock()
+			return nil, nil, wake{kind: wakeRevoked, rev: r}, nil
 		case h.draining:
 			r := h.rev
 			h.mu.Unlock()
@@ -872,10 +884,18 @@ func (h *hub) drain() {
 	h.wakeAppsLocked(h.allApps(), math.MaxInt64, true, wakeDrain, false)
 }
 
-// revoke ends the open long-polls of token.
+// revocation returns the count of revocations so far: read before a request's token is looked
+// up, it lets the long-poll that token opens tell whether a revocation came in between.
+func (h *hub) revocation() uint64 { return h.revocations.Load() }
+
+// revoke ends the open long-polls of token, and refuses those whose token was looked up before.
 func (h *hub) revoke(token string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.revokedAt == nil {
+		h.revokedAt = map[string]uint64{}
+	}
+	h.revokedAt[token] = h.revocations.Add(1)
 	for w := range h.byToken[token] {
 		h.wakeLocked(w, wakeRevoked, false)
 	}

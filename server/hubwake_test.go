@@ -77,7 +77,7 @@ func registerN(t *testing.T, ctx context.Context, h *hub, app string, after int6
 	t.Helper()
 	var ws []registered
 	for i := range n {
-		w, gen, wk, err := h.register(ctx, app, after, token(i), fmt.Sprintf("%s-vm-%d", app, i), jitter(time.Hour))
+		w, gen, wk, err := h.register(ctx, app, after, token(i), fmt.Sprintf("%s-vm-%d", app, i), 0, jitter(time.Hour))
 		if w == nil {
 			t.Fatalf("register %s #%d: %+v %v", app, i, wk, err)
 		}
@@ -176,7 +176,7 @@ func TestHub_WokenAloneBeforeItsGeneration(t *testing.T) {
 	h.wakeLocked(ws[1].waiter, wakeTimeout, false)
 	h.mu.Unlock()
 	// A newer long-poll of ws[2]'s agent replaces it.
-	if w, _, _, err := h.register(ctx, "web", rev, "tok-2", "web-vm-2", time.Hour); w == nil || err != nil {
+	if w, _, _, err := h.register(ctx, "web", rev, "tok-2", "web-vm-2", 0, time.Hour); w == nil || err != nil {
 		t.Fatalf("register the newer long-poll: %v", err)
 	}
 	checkHub(t, h)
@@ -209,7 +209,7 @@ func TestHub_WokenLongPollClosesTheRest(t *testing.T) {
 	woke := make(chan string, 3)
 	for _, app := range []string{"a", "b", "c"} {
 		go func() {
-			if wk, err := h.wait(ctx, app, rev, "tok", app+"-vm", time.Hour); err != nil || wk.kind != wakeChanged {
+			if wk, err := h.wait(ctx, app, rev, "tok", app+"-vm", 0, time.Hour); err != nil || wk.kind != wakeChanged {
 				t.Errorf("%s: %+v %v", app, wk, err)
 			}
 			woke <- app
@@ -302,7 +302,7 @@ func BenchmarkHub_WakeAll(b *testing.B) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_, _ = h.wait(ctx, fmt.Sprintf("app%d", k%10), rev, fmt.Sprintf("tok%d", k%10), fmt.Sprintf("i%d", k), jitter(time.Hour))
+				_, _ = h.wait(ctx, fmt.Sprintf("app%d", k%10), rev, fmt.Sprintf("tok%d", k%10), fmt.Sprintf("i%d", k), 0, jitter(time.Hour))
 				now := time.Now()
 				mu.Lock()
 				if now.After(last) {

@@ -396,7 +396,7 @@ func TestHub_CompactionFallback(t *testing.T) {
 	h.reset(old)
 	woke := make(chan wake, 1)
 	go func() {
-		wk, err := h.wait(hctx, "web", old, "", "", time.Minute)
+		wk, err := h.wait(hctx, "web", old, "", "", 0, time.Minute)
 		if err != nil {
 			t.Errorf("wait: %v", err)
 		}
@@ -424,7 +424,7 @@ func TestHub_CompactionFallback(t *testing.T) {
 	}
 	// After the reset the hub watches again: a new change wakes a new waiter.
 	go func() {
-		wk, _ := h.wait(hctx, "web", base, "", "", time.Minute)
+		wk, _ := h.wait(hctx, "web", base, "", "", 0, time.Minute)
 		woke <- wk
 	}()
 	waitFor(t, "waiter registered", func() bool { return h.open() == 1 })

@@ -287,6 +287,8 @@ type reqInfo struct {
 	id    string
 	token string
 	p     *principal
+	// revocation is the hub's revocation count before the token was looked up.
+	revocation uint64
 }
 
 type reqInfoKey struct{}

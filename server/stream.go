@@ -39,7 +39,7 @@ func (s *Server) streamView(w http.ResponseWriter, r *http.Request, name string,
 	rc := http.NewResponseController(w)
 	store := s.st.ID()
 	p := principalOf(r)
-	token, instance := p.name, instanceOf(r)
+	token, instance, since := p.name, instanceOf(r), info(r).revocation
 	var wk wake
 	if id := r.Header.Get(api.HeaderStore); id != "" && store != "" && id != store {
 		wk = wake{kind: wakeChanged, rev: s.hub.current()}
@@ -47,7 +47,7 @@ func (s *Server) streamView(w http.ResponseWriter, r *http.Request, name string,
 		// A short registration: the caps (and the replacement of the agent's older long-poll)
 		// apply before the answer starts, so that a refusal is still a 503 or 429.
 		var err error
-		if wk, err = s.hub.wait(ctx, name, index, token, instance, time.Millisecond); err != nil {
+		if wk, err = s.hub.wait(ctx, name, index, token, instance, since, time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -128,7 +128,7 @@ func (s *Server) streamView(w http.ResponseWriter, r *http.Request, name string,
 			return nil
 		}
 		var err error
-		if wk, err = s.hub.wait(ctx, name, index, token, instance, min(left, streamHeartbeat)); err != nil {
+		if wk, err = s.hub.wait(ctx, name, index, token, instance, since, min(left, streamHeartbeat)); err != nil {
 			return nil // over a cap now: the client reconnects and is told
 		}
 		if s.st.ID() != store {

@@ -353,6 +353,7 @@ func (s *Server) uiSessionOf(r *http.Request) (*uiSession, *tokenRecord) {
 	if sess == nil {
 		return nil, nil
 	}
+	info(r).revocation = s.hub.revocation()
 	rec := s.auth.byNameRecord(sess.token)
 	if rec == nil && arrived.Sub(sess.created) < uiFreshWindow && s.auth.loaded.Load() {
 		// Signed in with a token found in the store, not in the cache (created a moment ago

@@ -409,7 +409,7 @@ func (s *Server) uiLive(w http.ResponseWriter, r *http.Request, c *uiCtx) error 
 		return api.Errorf(api.CodeInvalidRequest, "query parameter index is required")
 	}
 	extendWrite(w, uiLiveWait+opTimeout)
-	wk, err := s.hub.wait(r.Context(), name, index, c.p.name, "", jitter(uiLiveWait))
+	wk, err := s.hub.wait(r.Context(), name, index, c.p.name, "", info(r).revocation, jitter(uiLiveWait))
 	if err != nil {
 		return err
 	}

@@ -151,7 +151,7 @@ func TestHub_ChangeBetweenCheckAndRegister(t *testing.T) {
 	}
 	woke := make(chan result, 1)
 	go func() {
-		wk, err := h.wait(ctx, "web", rev, "agent", "vm-1", time.Minute)
+		wk, err := h.wait(ctx, "web", rev, "agent", "vm-1", 0, time.Minute)
 		woke <- result{wk, err}
 	}()
 	gap := <-inGap
@@ -182,7 +182,7 @@ func TestHub_SweepDropsEntries(t *testing.T) {
 	for i := range 6 {
 		go func() {
 			defer func() { done <- struct{}{} }()
-			if _, err := h.wait(ctx, fmt.Sprintf("app-%d", i%3), last, fmt.Sprintf("tok-%d", i%2), fmt.Sprintf("vm-%d", i), 50*time.Millisecond); err != nil {
+			if _, err := h.wait(ctx, fmt.Sprintf("app-%d", i%3), last, fmt.Sprintf("tok-%d", i%2), fmt.Sprintf("vm-%d", i), 0, 50*time.Millisecond); err != nil {
 				t.Errorf("wait: %v", err)
 			}
 		}()
@@ -216,10 +216,10 @@ func TestHub_SweepDropsEntries(t *testing.T) {
 		t.Fatalf("forgotten %d, want %d", forgotten, last)
 	}
 	// A forgotten change still answers a long-poll from before it at once; a current index waits.
-	if wk, err := h.wait(ctx, "app-7", rev, "", "", time.Minute); err != nil || wk.kind != wakeChanged {
+	if wk, err := h.wait(ctx, "app-7", rev, "", "", 0, time.Minute); err != nil || wk.kind != wakeChanged {
 		t.Fatalf("long-poll from before a forgotten change: %+v %v, want answered at once", wk, err)
 	}
-	if wk, err := h.wait(ctx, "app-7", last, "", "", 10*time.Millisecond); err != nil || wk.kind != wakeTimeout {
+	if wk, err := h.wait(ctx, "app-7", last, "", "", 0, 10*time.Millisecond); err != nil || wk.kind != wakeTimeout {
 		t.Fatalf("long-poll at the current index: %+v %v, want it to wait", wk, err)
 	}
 }
@@ -238,4 +238,28 @@ func bareHub(t testing.TB, maxWaiters int) (context.Context, *hub, int64) {
 	h := newHub(ctx, st, testutil.Logger(), newMetrics("test"), maxWaiters)
 	h.reset(rev)
 	return ctx, h, rev
+}
+
+// A token revoked after a request looked it up, but before its long-poll registered, is not
+// found by the revocation: the long-poll must not register (it would answer the next change
+// with the view). The revocation count read before the lookup tells.
+func TestHub_RevokedBeforeRegisterIsRefused(t *testing.T) {
+	ctx, h, rev := bareHub(t, 10)
+	since := h.revocation() // the request looks its token up now
+	h.revoke("agent")       // and the token is revoked before the long-poll registers
+	wk, err := h.wait(ctx, "web", rev, "agent", "vm-1", since, time.Minute)
+	if err != nil || wk.kind != wakeRevoked {
+		t.Fatalf("long-poll of a token revoked since its lookup: %+v, %v; want revoked", wk, err)
+	}
+	// Looked up after the revocation (created again since, with another secret): it waits.
+	wk, err = h.wait(ctx, "web", rev, "agent", "vm-1", h.revocation(), 10*time.Millisecond)
+	if err != nil || wk.kind != wakeTimeout {
+		t.Fatalf("long-poll of a token looked up after its revocation: %+v, %v; want it to wait", wk, err)
+	}
+	// Another token's revocation does not touch it.
+	since = h.revocation()
+	h.revoke("other")
+	if wk, err = h.wait(ctx, "web", rev, "agent", "vm-1", since, 10*time.Millisecond); err != nil || wk.kind != wakeTimeout {
+		t.Fatalf("long-poll after another token's revocation: %+v, %v; want it to wait", wk, err)
+	}
 }
