@@ -234,7 +234,7 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, i
 		wk = wake{kind: wakeChanged, rev: s.hub.current()}
 	} else {
 		var err error
-		if wk, err = s.hub.wait(ctx, name, index, p.name, instanceOf(r), info(r).revocation, jitter(wait)); err != nil {
+		if wk, err = s.hub.wait(ctx, name, index, p.name, instanceOf(r), revocationOf(r), jitter(wait)); err != nil {
 			return err
 		}
 	}

@@ -293,6 +293,12 @@ type reqInfo struct {
 
 type reqInfoKey struct{}
 
+// revocationOf is r's reqInfo's revocation (not inlined: info's locals would take room in the
+// frame of every open long-poll).
+//
+//go:noinline
+func revocationOf(r *http.Request) uint64 { return info(r).revocation }
+
 func info(r *http.Request) *reqInfo {
 	if i := reqInfoOf(r); i != nil {
 		return i
