@@ -15,30 +15,31 @@ import (
 	"github.com/shoelace-dev/shoelace/internal/api"
 )
 
-// Group commit of writes to the embedded etcd.
+// Group commit of writes.
 //
-// Each write is one etcd transaction, and under many concurrent writers most of etcd's work per
+// Each write is one etcd transaction, and under many concurrent writers much of etcd's work per
 // write is not the write's own puts but the request around them: the raft proposal and its WAL
-// entry, the apply's scaffolding and the wait for it. Writes committed through the in-process
-// client therefore go through a batcher: while a batch is in flight, the writes that arrive
+// entry, the apply's scaffolding and the wait for it (and, with an external etcd, the gRPC call).
+// Writes therefore go through a batcher: while a batch is in flight, the writes that arrive
 // queue, and the next batch carries them all as one etcd transaction whose ops are the writes'
 // own transactions, nested, under no guard. Each nested transaction decides its guards for
 // itself, so every write succeeds or fails alone, exactly as it would have on its own; the
 // writes of a batch share one revision (as the keys of one transaction do). A write that comes
-// while nothing is in flight goes at once: one writer waits for nobody. This holds for an
-// external etcd too, where a batch is also one gRPC call instead of many.
+// while nothing is in flight goes at once, on its own goroutine: one writer waits for nobody.
 //
 // Nested transactions are evaluated against the store as it was before the batch, and their ops
 // then run one after the other, so two writes go into one batch only when neither writes what
 // the other reads, compares or writes: they could then not tell that they shared a batch. Nor
 // do two writes to one appliance, or one to shared/ or other keys and any other write, share
-// one: a revision's difference of an appliance's view is then one release's.
-// A write that conflicts with one queued is sent alone, at once, beside the batches: many
-// concurrent writes to one appliance go as they would without batching. A batch that etcd refuses whole (its size, a
-// duplicate key this check missed) was not applied: its writes are sent again each on its own.
-// A write whose caller gives up while it is queued is taken out, never to be sent; once a batch
-// took it, it waits for the batch's answer (a batch ends by the latest deadline of its writes),
-// which says whether its request left (see withSent).
+// one: a revision's difference of an appliance's view is then one release's. A write that
+// conflicts with one queued is sent alone, at once, beside the batches: many concurrent writes
+// to one appliance go as they would without batching.
+//
+// A batch that etcd refuses whole (its size, a duplicate key this check missed) was not
+// applied: its writes are sent again each on its own. A write whose caller gives up while it is
+// queued is taken out, never to be sent; once a batch took it, it waits for the batch's answer
+// (a batch ends by the latest deadline of its writes), which says whether its request left
+// (see withSent).
 
 // maxBatch bounds the writes of one batch (etcd's default --max-txn-ops is 128). A batch's
 // request is kept under a quarter of etcd's request limit by an estimate of its bytes; a write
