@@ -227,13 +227,20 @@ func (b *batcher) next() bool {
 	return true
 }
 
-// take removes from the queue the writes of the next batch, oldest first, and those that
-// conflict with one of them (none, as txn queues none such), to be sent alone at once.
+// take removes from the queue the writes of the next batch, oldest first, and those to be sent
+// alone at once: those that conflict with one of them (none, as txn queues none such), and those
+// bigger than a batch may be now (queued before etcd refused a batch for its size: else they
+// would wait for a batch that never takes them).
 func (b *batcher) take() (batch, alone []*batchWrite) {
 	var written, read spans
 	rest := b.queue[:0]
 	bytes := 0
 	for _, w := range b.queue {
+		if w.size > b.maxBytes {
+			w.taken = true
+			alone = append(alone, w)
+			continue
+		}
 		if len(batch) >= b.maxWrites || bytes+w.size > b.maxBytes {
 			rest = append(rest, w)
 			continue
