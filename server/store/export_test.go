@@ -11,12 +11,11 @@ import (
 // SetCopyLimit sets the largest release copy s keeps, in bytes.
 func SetCopyLimit(s *Store, n int) { s.copyLimitBytes = n }
 
-// AgeReleaseListings moves s's last release listings (full and recent) d into the past.
-func AgeReleaseListings(s *Store, full, recent time.Duration) {
+// AgeReleaseListing moves s's last full listing of release records d into the past.
+func AgeReleaseListing(s *Store, d time.Duration) {
 	s.metas.mu.Lock()
 	defer s.metas.mu.Unlock()
-	s.metas.full = s.metas.full.Add(-full)
-	s.metas.listed = s.metas.listed.Add(-recent)
+	s.metas.full = s.metas.full.Add(-d)
 }
 
 // HoldWrites makes the next transaction s sends wait until release is called (held is closed

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -180,6 +181,8 @@ type pendingRelease struct {
 	state           *touched
 	// key is the record's: a write that applied created it (see fence).
 	key string
+	// meta is what pruning needs of the record (its mod revision is the write's).
+	meta releaseMeta
 }
 
 // prepareRelease builds the release of a write that does eff: the record, its guards, its ops.
@@ -285,6 +288,7 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect, fresh *touched)
 	}
 	p.key = s.sysRoot + releasePrefix + id
 	p.ops = append(p.ops, clientv3.OpPut(p.key, string(data)))
+	p.meta = metaOf(p.key, rec, len(data))
 	return p, nil
 }
 
@@ -336,6 +340,11 @@ func (s *Store) appliedRelease(p *pendingRelease, eff *effect, ok bool, rev int6
 	}
 	s.priors.store(after, rev)
 	s.priors.forgetUnder(eff.prefixes)
+	if ok {
+		m := p.meta
+		m.mod = rev
+		s.metas.made(m)
+	}
 }
 
 // priorCache is the prior cache (see "Release records"): what the keys written or read lately
@@ -571,10 +580,10 @@ type Retention struct {
 // many went. It is not a write with a marker: deleting what is already gone is harmless, so a
 // lost answer is simply tried again at the next pass.
 //
-// A pass lists the recent records' keys (see releaseMetas) and decodes only the records it has
-// not seen yet: the server prunes every few hundred writes, and listing or decoding every
-// record each time cost a tenth of the server's CPU, and more as the records grew, under a
-// stream of writes.
+// A pass lists the records only every few minutes (see releaseMetas) and decodes only the
+// records it has not seen yet: the server prunes every few hundred writes, and listing or
+// decoding every record each time cost a tenth of the server's CPU, and more as the records
+// grew, under a stream of writes.
 func (s *Store) PruneReleases(ctx context.Context, ret Retention, now time.Time) (int, error) {
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
@@ -632,30 +641,51 @@ type releaseMeta struct {
 	bytes  int64    // of the record and its copy
 }
 
-// releaseMetas is one releaseMeta per release record: the records' keys listed, and the records
-// not seen by an earlier call (or changed since) read and decoded, at the listing's revision.
+// releaseMetas is one releaseMeta per release record: every record listed at most every
+// releaseFullList (and the records not seen by an earlier listing, or changed since, read and
+// decoded), and in between the records this replica made since.
 //
-// A listing of every record costs in proportion to all of them, and passes come every few
-// hundred writes: most calls list only the recent records, those whose id (the time they were
-// made, on their replica's clock) is at most releaseSkew older than the previous listing, and
-// keep the older ones from the cache. A full listing every releaseFullList brings in records
-// that a replica with a clock further behind made, and forgets those pruned by other replicas
-// (until then they are counted too: what they make a pass delete is already gone or older than
-// what it keeps).
+// Passes come every few hundred writes, and a listing costs in proportion to every record and
+// every record deleted since etcd's last compaction (a range visits them too): listing even
+// the last minute's records each time took a fifth of the server's CPU under a stream of
+// writes. So most passes read nothing: records made by other replicas are counted from the
+// next full listing on, which only makes a pass keep more, never delete what it should keep,
+// and records pruned by other replicas are counted until then (what they make a pass delete
+// is already gone or older than what it keeps).
 func (s *Store) releaseMetas(ctx context.Context) ([]releaseMeta, error) {
 	c := &s.metas
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
-	prefix := s.sysRoot + releasePrefix
-	from := prefix
-	full := c.m == nil || now.Sub(c.full) >= releaseFullList
-	if !full {
-		from = prefix + fmt.Sprintf("%020d", c.listed.Add(-releaseSkew).UnixNano())
+	if c.m == nil || now.Sub(c.full) >= releaseFullList {
+		if err := s.listReleaseMetas(ctx, c); err != nil {
+			return nil, err
+		}
+		c.full = now
 	}
-	list, err := s.cli.Get(ctx, from, clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefix)), clientv3.WithKeysOnly())
+	for _, m := range c.takeMade() {
+		if old, ok := c.m[m.key]; !ok || old.mod < m.mod {
+			c.m[m.key] = m
+		}
+	}
+	out := make([]releaseMeta, 0, len(c.m))
+	for _, m := range c.m {
+		out = append(out, m)
+	}
+	c.known.Store(int64(len(out)))
+	return out, nil
+}
+
+// KnownReleases is how many release records the last pruning pass knew.
+func (s *Store) KnownReleases() int64 { return s.metas.known.Load() }
+
+// listReleaseMetas lists every release record into c.m (its lock held), decoding those it
+// does not hold at the same mod revision.
+func (s *Store) listReleaseMetas(ctx context.Context, c *releaseMetaCache) error {
+	prefix := s.sysRoot + releasePrefix
+	list, err := s.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
-		return nil, s.etcdErr(ctx, "read releases", err)
+		return s.etcdErr(ctx, "read releases", err)
 	}
 	var first, last string
 	for _, kv := range list.Kvs {
@@ -672,29 +702,17 @@ func (s *Store) releaseMetas(ctx context.Context) ([]releaseMeta, error) {
 		// Records come sorted by key, and ids by time: the new ones are mostly one run at the end.
 		resp, err := s.cli.Get(ctx, first, clientv3.WithRange(last+"\x00"), clientv3.WithRev(list.Header.Revision))
 		if err != nil {
-			return nil, s.etcdErr(ctx, "read releases", err)
+			return s.etcdErr(ctx, "read releases", err)
 		}
 		for _, kv := range resp.Kvs {
 			var rec api.Release
 			_ = json.Unmarshal(kv.Value, &rec) // an unreadable record counts its own bytes
-			m := releaseMeta{key: string(kv.Key), mod: kv.ModRevision, scopes: []string{""}, bytes: int64(len(kv.Value)) + rec.CopyBytes}
-			if len(rec.Changes) > 0 {
-				m.scopes = m.scopes[:0]
-				for _, ch := range rec.Changes {
-					m.scopes = append(m.scopes, ch.Scope+"/"+ch.Appliance)
-				}
-			}
+			m := metaOf(string(kv.Key), rec, len(kv.Value))
+			m.mod = kv.ModRevision
 			read[m.key] = m
 		}
 	}
-	next := make(map[string]releaseMeta, len(c.m)+len(list.Kvs))
-	if !full {
-		for k, m := range c.m {
-			if k < from {
-				next[k] = m // not listed: kept as the cache has it
-			}
-		}
-	}
+	next := make(map[string]releaseMeta, len(list.Kvs))
 	for _, kv := range list.Kvs {
 		m, ok := read[string(kv.Key)]
 		if !ok {
@@ -704,29 +722,60 @@ func (s *Store) releaseMetas(ctx context.Context) ([]releaseMeta, error) {
 		}
 		next[m.key] = m
 	}
-	out := make([]releaseMeta, 0, len(next))
-	for _, m := range next {
-		out = append(out, m)
-	}
-	c.m, c.listed = next, now
-	if full {
-		c.full = now
-	}
-	return out, nil
+	c.m = next
+	return nil
 }
 
-// How releaseMetas lists: the recent records at most calls, every record every releaseFullList.
-const (
-	releaseFullList = 5 * time.Minute
-	releaseSkew     = time.Minute
-)
+// metaOf is the releaseMeta of the record rec at key, size bytes long (its mod revision unset).
+func metaOf(key string, rec api.Release, size int) releaseMeta {
+	m := releaseMeta{key: key, scopes: []string{""}, bytes: int64(size) + rec.CopyBytes}
+	if len(rec.Changes) > 0 {
+		m.scopes = m.scopes[:0]
+		for _, ch := range rec.Changes {
+			m.scopes = append(m.scopes, ch.Scope+"/"+ch.Appliance)
+		}
+	}
+	return m
+}
 
-// releaseMetaCache keeps the releaseMetas of the records seen by earlier pruning passes.
+// releaseFullList is how often releaseMetas lists every record.
+const releaseFullList = 5 * time.Minute
+
+// maxMadeMetas bounds the records made since the last pass that the cache keeps apart (while
+// passes fail); more wait for the next full listing.
+const maxMadeMetas = 1 << 16
+
+// releaseMetaCache keeps the releaseMetas of the records seen by earlier pruning passes, and
+// of those this replica made since.
 type releaseMetaCache struct {
 	mu sync.Mutex
 	m  map[string]releaseMeta
-	// listed is when the last listing started, full when the last full one did.
-	listed, full time.Time
+	// full is when the last full listing started.
+	full time.Time
+	// known is how many records the last pass knew.
+	known atomic.Int64
+
+	// newMu guards fresh, the records made since the last pass: writes add to it without
+	// waiting for a pass that holds mu.
+	newMu sync.Mutex
+	fresh []releaseMeta
+}
+
+// made notes a record this replica's write created.
+func (c *releaseMetaCache) made(m releaseMeta) {
+	c.newMu.Lock()
+	if len(c.fresh) < maxMadeMetas {
+		c.fresh = append(c.fresh, m)
+	}
+	c.newMu.Unlock()
+}
+
+func (c *releaseMetaCache) takeMade() []releaseMeta {
+	c.newMu.Lock()
+	defer c.newMu.Unlock()
+	out := c.fresh
+	c.fresh = nil
+	return out
 }
 
 // forget drops keys (records a pass deleted) from the cache.

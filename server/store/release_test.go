@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -451,7 +452,8 @@ func TestStore_PruneReleasesRereadsChangedRecords(t *testing.T) {
 	if _, err := s.SysPut(ctxT(t), "releases/"+oldest.ID, data, -1); err != nil {
 		t.Fatal(err)
 	}
-	// web has 2 releases now, db 1: a count of 2 keeps them all.
+	// web has 2 releases now, db 1: a count of 2 keeps them all, from the next full listing on.
+	store.AgeReleaseListing(s, 10*time.Minute)
 	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 2}, time.Now()); err != nil || n != 0 {
 		t.Fatalf("prune to 2 per scope after the rewrite: %d pruned, %v; want 0", n, err)
 	}
@@ -460,37 +462,40 @@ func TestStore_PruneReleasesRereadsChangedRecords(t *testing.T) {
 	}
 }
 
-// Most pruning passes list only the recent records and keep the older ones from the cache;
-// a full listing every few minutes brings in a record whose id is older than that window (made
-// on a replica whose clock is behind).
-func TestStore_PruneReleasesListsRecentRecords(t *testing.T) {
+// Between full listings, a pass reads no record: it counts those it knew and those this
+// replica's writes made since; a record another replica made is counted from the next full
+// listing on (until then a pass keeps more, never less).
+func TestStore_PruneReleasesCountsOwnRecordsWithoutListing(t *testing.T) {
 	s := threeReleases(t)
-	// Past the window: the next pass lists nothing, and still counts the three.
-	store.AgeReleaseListings(s, 0, 10*time.Minute)
-	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 2}, time.Now()); err != nil || n != 1 {
-		t.Fatalf("prune to 2 with the records only in the cache: %d pruned, %v; want 1", n, err)
-	}
-	if got := len(releases(t, s)); got != 2 {
-		t.Fatalf("%d releases left, want 2", got)
-	}
-	// A record made an hour ago by a replica's clock, written now.
-	old := api.Release{ID: store.NewReleaseID(time.Now().Add(-time.Hour)), Time: time.Now().Add(-time.Hour), Kind: api.KindPut,
+	// Another replica's record of web, made now: not listed yet.
+	other := api.Release{ID: store.NewReleaseID(time.Now()), Time: time.Now(), Kind: api.KindPut,
 		Changes: []api.ReleaseChange{{Scope: api.ScopeAppliance, Appliance: "web", Changed: []string{"appliances/web/k"}}}}
-	data, err := json.Marshal(old)
+	data, err := json.Marshal(other)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.SysPut(ctxT(t), "releases/"+old.ID, data, -1); err != nil {
+	if _, err := s.SysPut(ctxT(t), "releases/"+other.ID, data, -1); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 2}, time.Now()); err != nil || n != 0 {
-		t.Fatalf("a recent pass: %d pruned, %v; want 0 (the old id is not listed)", n, err)
+	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 3}, time.Now()); err != nil || n != 0 {
+		t.Fatalf("a pass between listings: %d pruned, %v; want 0 (the other replica's record is not counted yet)", n, err)
 	}
-	store.AgeReleaseListings(s, 10*time.Minute, 0)
-	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 2}, time.Now()); err != nil || n != 1 {
-		t.Fatalf("a full pass: %d pruned, %v; want 1 (three records of web)", n, err)
+	// This replica's own write is counted at once: 4 known records of web, one too many.
+	if _, err := s.Put(relCtx(t, api.KindPut), "appliances/web/k", "own", -1); err != nil {
+		t.Fatal(err)
 	}
-	if got := len(releases(t, s)); got != 2 {
-		t.Fatalf("%d releases left, want 2", got)
+	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 3}, time.Now()); err != nil || n != 1 {
+		t.Fatalf("a pass after one more write of its own: %d pruned, %v; want 1", n, err)
+	}
+	if got := len(releases(t, s)); got != 4 {
+		t.Fatalf("%d releases left, want 4 (3 known, and the other replica's)", got)
+	}
+	store.AgeReleaseListing(s, 10*time.Minute)
+	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 3}, time.Now()); err != nil || n != 1 {
+		t.Fatalf("a full pass: %d pruned, %v; want 1 (four records of web)", n, err)
+	}
+	rs := releases(t, s)
+	if len(rs) != 3 || !slices.ContainsFunc(rs, func(r api.Release) bool { return r.ID == other.ID }) {
+		t.Fatalf("releases left %v, want 3 with the other replica's", rs)
 	}
 }
