@@ -82,43 +82,93 @@ func (a span) overlaps(b span) bool {
 	return (b.end == "\x00" || a.key < b.end) && (a.end == "\x00" || b.key < a.end)
 }
 
-// spans is a set of spans: single keys by name, ranges in a list (few).
+// spans is a set of spans. A batch's writes are mostly single keys and whole subtrees (an
+// appliance's scope, a prefix ending in "/"): both are found by map lookups of a key's
+// subtrees, so that checking a write against a full queue does not scan it. Other ranges are
+// few, and scanned.
 type spans struct {
-	keys   map[string]struct{}
-	ranges []span
+	keys map[string]struct{}
+	// trees holds the subtrees (by their prefix); under every subtree that holds a key or a
+	// subtree of the set (its own prefix included).
+	trees, under map[string]struct{}
+	ranges       []span
+}
+
+// treeOf reports whether sp is the subtree of a prefix ending in "/": [p, p with its last
+// byte incremented).
+func treeOf(sp span) bool {
+	n := len(sp.key)
+	return n > 0 && sp.key[n-1] == '/' && len(sp.end) == n && sp.end[n-1] == '0' && sp.end[:n-1] == sp.key[:n-1]
+}
+
+// eachTree calls f with every prefix of k that ends in "/", shortest first, until f says stop.
+func eachTree(k string, f func(p string) bool) bool {
+	for i := 0; i < len(k); i++ {
+		if k[i] == '/' && f(k[:i+1]) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *spans) add(sp span) {
-	if sp.end != "" {
+	switch {
+	case sp.end == "":
+		if s.keys == nil {
+			s.keys = map[string]struct{}{}
+		}
+		s.keys[sp.key] = struct{}{}
+	case treeOf(sp):
+		if s.trees == nil {
+			s.trees = map[string]struct{}{}
+		}
+		s.trees[sp.key] = struct{}{}
+	default:
 		s.ranges = append(s.ranges, sp)
 		return
 	}
-	if s.keys == nil {
-		s.keys = map[string]struct{}{}
+	if s.under == nil {
+		s.under = map[string]struct{}{}
 	}
-	s.keys[sp.key] = struct{}{}
+	eachTree(sp.key, func(p string) bool {
+		s.under[p] = struct{}{}
+		return false
+	})
+}
+
+// inTree reports whether a subtree of the set holds k (a key, or a subtree's prefix).
+func (s *spans) inTree(k string) bool {
+	return len(s.trees) > 0 && eachTree(k, func(p string) bool {
+		_, ok := s.trees[p]
+		return ok
+	})
 }
 
 // meets reports whether sp shares a key with s.
 func (s *spans) meets(sp span) bool {
-	if sp.end == "" {
-		if _, ok := s.keys[sp.key]; ok {
+	switch {
+	case sp.end == "":
+		if _, ok := s.keys[sp.key]; ok || s.inTree(sp.key) {
 			return true
 		}
-		for _, r := range s.ranges {
-			if r.contains(sp.key) {
+	case treeOf(sp):
+		if _, ok := s.under[sp.key]; ok || s.inTree(sp.key) {
+			return true
+		}
+	default:
+		for k := range s.keys {
+			if sp.contains(k) {
 				return true
 			}
 		}
-		return false
-	}
-	for _, r := range s.ranges {
-		if r.overlaps(sp) {
-			return true
+		for p := range s.trees {
+			if sp.overlaps(span{p, p[:len(p)-1] + "0"}) {
+				return true
+			}
 		}
 	}
-	for k := range s.keys {
-		if sp.contains(k) {
+	for _, r := range s.ranges {
+		if sp.end == "" && r.contains(sp.key) || sp.end != "" && r.overlaps(sp) {
 			return true
 		}
 	}

@@ -1,6 +1,13 @@
 package store
 
-import "testing"
+import (
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
 
 func TestSpans_Meet(t *testing.T) {
 	var s spans
@@ -31,5 +38,62 @@ func TestSpans_Meet(t *testing.T) {
 	all.add(span{"\x00", "\x00"})
 	if !all.meets(span{"/any", ""}) {
 		t.Error("every key does not meet /any")
+	}
+}
+
+// The indexed set answers as a plain list of its spans would, for keys, subtrees and other
+// ranges drawn from a small alphabet (so that they often meet).
+func TestSpans_MeetsAsAList(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	word := func() string {
+		var b strings.Builder
+		for range 1 + r.IntN(4) {
+			b.WriteByte("ab/"[r.IntN(3)])
+		}
+		return "/" + b.String()
+	}
+	draw := func() span {
+		k := word()
+		switch r.IntN(5) {
+		case 0, 1:
+			return span{k, ""}
+		case 2:
+			k = strings.TrimRight(k, "/") + "/"
+			return span{k, clientv3.GetPrefixRangeEnd(k)}
+		case 3:
+			return span{k, "\x00"}
+		default:
+			if e := word(); e > k {
+				return span{k, e}
+			}
+			return span{k, k + "\x00"}
+		}
+	}
+	meets := func(a, b span) bool {
+		switch {
+		case a.end == "" && b.end == "":
+			return a.key == b.key
+		case a.end == "":
+			return b.contains(a.key)
+		case b.end == "":
+			return a.contains(b.key)
+		}
+		return a.overlaps(b)
+	}
+	for range 2000 {
+		var s spans
+		var list []span
+		for range r.IntN(6) {
+			sp := draw()
+			s.add(sp)
+			list = append(list, sp)
+		}
+		for range 20 {
+			sp := draw()
+			want := slices.ContainsFunc(list, func(o span) bool { return meets(o, sp) })
+			if got := s.meets(sp); got != want {
+				t.Fatalf("set %q: meets(%q) = %v, want %v", list, sp, got, want)
+			}
+		}
 	}
 }
