@@ -94,6 +94,18 @@ type spans struct {
 	ranges       []span
 }
 
+// reset empties s, keeping its maps unless a large write made them large (clearing a map
+// costs in proportion to its size).
+func (s *spans) reset() {
+	for _, m := range []*map[string]struct{}{&s.keys, &s.trees, &s.under} {
+		if len(*m) > 1024 {
+			*m = nil
+		}
+		clear(*m)
+	}
+	s.ranges = s.ranges[:0]
+}
+
 // treeOf reports whether sp is the subtree of a prefix ending in "/": [p, p with its last
 // byte incremented).
 func treeOf(sp span) bool {
@@ -187,9 +199,10 @@ type batcher struct {
 	mu       sync.Mutex
 	queue    []*batchWrite
 	inFlight bool
-	// qWritten and qRead are what the queued writes write and read.
-	qWritten, qRead spans
-	refused         int // batches etcd refused whole (their writes then went alone)
+	// qWritten and qRead are what the queued writes write and read; tWritten and tRead are
+	// take's (kept to reuse their maps).
+	qWritten, qRead, tWritten, tRead spans
+	refused                          int // batches etcd refused whole (their writes then went alone)
 }
 
 // newBatcher returns a batcher that sends through send to an etcd whose request limit is
@@ -282,7 +295,9 @@ func (b *batcher) next() bool {
 // bigger than a batch may be now (queued before etcd refused a batch for its size: else they
 // would wait for a batch that never takes them).
 func (b *batcher) take() (batch, alone []*batchWrite) {
-	var written, read spans
+	written, read := &b.tWritten, &b.tRead
+	written.reset()
+	read.reset()
 	rest := b.queue[:0]
 	bytes := 0
 	for _, w := range b.queue {
@@ -295,7 +310,7 @@ func (b *batcher) take() (batch, alone []*batchWrite) {
 			rest = append(rest, w)
 			continue
 		}
-		if conflicts(&written, &read, w) {
+		if conflicts(written, read, w) {
 			w.taken = true
 			alone = append(alone, w)
 			continue
@@ -303,7 +318,7 @@ func (b *batcher) take() (batch, alone []*batchWrite) {
 		batch = append(batch, w)
 		w.taken = true
 		bytes += w.size
-		w.addTo(&written, &read)
+		w.addTo(written, read)
 	}
 	clear(b.queue[len(rest):])
 	b.queue = rest
@@ -313,7 +328,8 @@ func (b *batcher) take() (batch, alone []*batchWrite) {
 
 // queued sets qWritten and qRead from the queue.
 func (b *batcher) queued() {
-	b.qWritten, b.qRead = spans{}, spans{}
+	b.qWritten.reset()
+	b.qRead.reset()
 	for _, w := range b.queue {
 		w.addTo(&b.qWritten, &b.qRead)
 	}
