@@ -630,6 +630,9 @@ func (s *Store) PruneReleases(ctx context.Context, ret Retention, now time.Time)
 		}
 		s.metas.forget(gone)
 	}
+	// What the pruner's next wake-up is measured by (kickPruner): the records kept, not those
+	// this pass deleted.
+	s.metas.known.Store(int64(len(metas) - pruned))
 	return pruned, nil
 }
 
@@ -676,7 +679,7 @@ func (s *Store) releaseMetas(ctx context.Context) ([]releaseMeta, error) {
 	return out, nil
 }
 
-// KnownReleases is how many release records the last pruning pass knew.
+// KnownReleases is how many release records the last pruning pass knew, less those it deleted.
 func (s *Store) KnownReleases() int64 { return s.metas.known.Load() }
 
 // listReleaseMetas lists every release record into c.m (its lock held), decoding those it
@@ -752,7 +755,7 @@ type releaseMetaCache struct {
 	m  map[string]releaseMeta
 	// full is when the last full listing started.
 	full time.Time
-	// known is how many records the last pass knew.
+	// known is how many records the last pass knew, less those it deleted.
 	known atomic.Int64
 
 	// newMu guards fresh, the records made since the last pass: writes add to it without
