@@ -651,29 +651,53 @@ type releaseMeta struct {
 // Passes come every few hundred writes, and a listing costs in proportion to every record and
 // every record deleted since etcd's last compaction (a range visits them too): listing even
 // the last minute's records each time took a fifth of the server's CPU under a stream of
-// writes. So most passes read nothing: records made by other replicas are counted from the
+// writes. So most passes read one key: records made by other replicas are counted from the
 // next full listing on, which only makes a pass keep more, never delete what it should keep,
 // and records pruned by other replicas are counted until then (what they make a pass delete
 // is already gone or older than what it keeps).
+//
+// Records that went otherwise (the store restored from a snapshot, or replaced, under a
+// running server) would be counted too, and make a pass delete what the retention keeps. So a
+// pass lists every record when the newest record it knew is gone or changed (a restore took
+// it, or another store holds the key space), or when this replica's writes jumped ahead by
+// half of RestoreRevisionBump (a restore that bumped revisions, which may have taken records
+// made since the last pass).
 func (s *Store) releaseMetas(ctx context.Context) ([]releaseMeta, error) {
 	c := &s.metas
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
-	if c.m == nil || now.Sub(c.full) >= releaseFullList {
-		if err := s.listReleaseMetas(ctx, c); err != nil {
+	full := c.m == nil || now.Sub(c.full) >= releaseFullList || c.jumped.Swap(false)
+	if !full && c.newest.key != "" {
+		resp, err := s.cli.Get(ctx, c.newest.key, clientv3.WithKeysOnly())
+		if err != nil {
+			return nil, s.etcdErr(ctx, "read releases", err)
+		}
+		full = len(resp.Kvs) == 0 || resp.Kvs[0].ModRevision != c.newest.mod
+	}
+	made := c.takeMade()
+	if full {
+		rev, err := s.listReleaseMetas(ctx, c)
+		if err != nil {
+			c.unTake(made)
 			return nil, err
 		}
 		c.full = now
+		// Made before the listing's revision and not listed: gone already.
+		made = slices.DeleteFunc(made, func(m releaseMeta) bool { return m.mod <= rev })
 	}
-	for _, m := range c.takeMade() {
+	for _, m := range made {
 		if old, ok := c.m[m.key]; !ok || old.mod < m.mod {
 			c.m[m.key] = m
 		}
 	}
 	out := make([]releaseMeta, 0, len(c.m))
+	c.newest = releaseMeta{}
 	for _, m := range c.m {
 		out = append(out, m)
+		if m.mod > c.newest.mod {
+			c.newest = m
+		}
 	}
 	c.known.Store(int64(len(out)))
 	return out, nil
@@ -683,12 +707,12 @@ func (s *Store) releaseMetas(ctx context.Context) ([]releaseMeta, error) {
 func (s *Store) KnownReleases() int64 { return s.metas.known.Load() }
 
 // listReleaseMetas lists every release record into c.m (its lock held), decoding those it
-// does not hold at the same mod revision.
-func (s *Store) listReleaseMetas(ctx context.Context, c *releaseMetaCache) error {
+// does not hold at the same mod revision, and returns the listing's revision.
+func (s *Store) listReleaseMetas(ctx context.Context, c *releaseMetaCache) (int64, error) {
 	prefix := s.sysRoot + releasePrefix
 	list, err := s.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
-		return s.etcdErr(ctx, "read releases", err)
+		return 0, s.etcdErr(ctx, "read releases", err)
 	}
 	var first, last string
 	for _, kv := range list.Kvs {
@@ -705,7 +729,7 @@ func (s *Store) listReleaseMetas(ctx context.Context, c *releaseMetaCache) error
 		// Records come sorted by key, and ids by time: the new ones are mostly one run at the end.
 		resp, err := s.cli.Get(ctx, first, clientv3.WithRange(last+"\x00"), clientv3.WithRev(list.Header.Revision))
 		if err != nil {
-			return s.etcdErr(ctx, "read releases", err)
+			return 0, s.etcdErr(ctx, "read releases", err)
 		}
 		for _, kv := range resp.Kvs {
 			var rec api.Release
@@ -726,7 +750,7 @@ func (s *Store) listReleaseMetas(ctx context.Context, c *releaseMetaCache) error
 		next[m.key] = m
 	}
 	c.m = next
-	return nil
+	return list.Header.Revision, nil
 }
 
 // metaOf is the releaseMeta of the record rec at key, size bytes long (its mod revision unset).
@@ -757,18 +781,37 @@ type releaseMetaCache struct {
 	full time.Time
 	// known is how many records the last pass knew, less those it deleted.
 	known atomic.Int64
+	// newest is the newest record the last pass knew (see releaseMetas).
+	newest releaseMeta
 
-	// newMu guards fresh, the records made since the last pass: writes add to it without
-	// waiting for a pass that holds mu.
-	newMu sync.Mutex
-	fresh []releaseMeta
+	// newMu guards fresh, the records made since the last pass, and freshMod, the newest mod
+	// revision of a record made: writes add to them without waiting for a pass that holds mu.
+	newMu    sync.Mutex
+	fresh    []releaseMeta
+	freshMod int64
+	// jumped says that a write's revision jumped ahead by half of RestoreRevisionBump.
+	jumped atomic.Bool
 }
 
 // made notes a record this replica's write created.
 func (c *releaseMetaCache) made(m releaseMeta) {
 	c.newMu.Lock()
+	if c.freshMod > 0 && m.mod-c.freshMod >= RestoreRevisionBump/2 {
+		c.jumped.Store(true)
+	}
+	c.freshMod = max(c.freshMod, m.mod)
 	if len(c.fresh) < maxMadeMetas {
 		c.fresh = append(c.fresh, m)
+	}
+	c.newMu.Unlock()
+}
+
+// unTake puts back records taken by a pass that failed.
+func (c *releaseMetaCache) unTake(ms []releaseMeta) {
+	c.newMu.Lock()
+	c.fresh = append(ms, c.fresh...)
+	if len(c.fresh) > maxMadeMetas {
+		c.fresh = c.fresh[:maxMadeMetas]
 	}
 	c.newMu.Unlock()
 }

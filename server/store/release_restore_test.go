@@ -45,7 +45,7 @@ func mustKeep(rs []api.Release, count int) map[string]bool {
 // Several replicas write to overlapping scopes and prune with what they know (their own
 // records at once, the others' at their next full listing, records the others pruned counted
 // until then): no pass deletes a release that a pass knowing every record keeps.
-func TestReview_ReplicasNeverPruneWhatTheRetentionKeeps(t *testing.T) {
+func TestStore_PruneReplicasNeverPruneWhatTheRetentionKeeps(t *testing.T) {
 	const count = 2
 	for seed := range 4 {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
@@ -147,10 +147,10 @@ func ids(rs []api.Release) []string {
 }
 
 // The store restored from a snapshot under a running server (RUNBOOK: etcdutl snapshot restore
-// --bump-revision, then the replicas restarted): until its next full listing, a pass counts the
-// records made after the snapshot, which the restore took away, and prunes the restored
-// releases that the retention keeps.
-func TestReview_PruneAfterRestoreKeepsRestoredReleases(t *testing.T) {
+// --bump-revision, then the replicas restarted): a pass must not count the records made after
+// the snapshot, which the restore took away, and prune the restored releases that the
+// retention keeps. The newest record the last pass knew is gone: the pass lists them all.
+func TestStore_PruneAfterRestoreKeepsRestoredReleases(t *testing.T) {
 	env := newRestoreEnv(t)
 	env.put(t, "r1")
 	env.put(t, "r2") // the snapshot holds r1 and r2 of web
@@ -192,11 +192,48 @@ func TestReview_PruneAfterRestoreKeepsRestoredReleases(t *testing.T) {
 	}
 }
 
+// As above, with the lost records made after the last pass: the newest record that pass knew
+// is still there, but the replica's next write jumped ahead by the restore's bump.
+func TestStore_PruneAfterRestoreForgetsRecordsMadeSinceThePass(t *testing.T) {
+	env := newRestoreEnv(t)
+	env.put(t, "r1")
+	env.put(t, "r2")
+	if _, err := env.s.PruneReleases(ctxT(t), store.Retention{Count: 10}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	snap := filepath.Join(env.dir, "snap.db")
+	f, err := os.Create(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.s.Snapshot(ctxT(t), f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	restored := releases(t, env.s)
+	env.put(t, "s1")
+	env.put(t, "s2") // made since the pass, lost with the restore
+
+	env.e.Close()
+	if _, err := store.Restore(ctxT(t), store.RestoreConfig{SnapshotPath: snap, DataDir: filepath.Join(env.dir, "b"), Root: "/shoelace/", Logger: quietLogger()}); err != nil {
+		t.Fatal(err)
+	}
+	env.replace(t, store.EtcdDir(filepath.Join(env.dir, "b")))
+	env.put(t, "n1")
+	if _, err := env.s.PruneReleases(ctxT(t), store.Retention{Count: 2}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	after := releases(t, env.s)
+	if len(after) != 2 || after[1].ID != restored[0].ID {
+		t.Fatalf("a pass after the restore left %v; want the new release and the newest restored one, %s (Count 2)", ids(after), restored[0].ID)
+	}
+}
+
 // The store replaced under a running server by one whose revisions are lower (a new cluster,
 // or a snapshot restored without --bump-revision): until its next full listing, a pass counts
 // the old store's records, newer by mod revision than anything in the new one, and deletes
 // the new store's newest release.
-func TestReview_PruneAfterStoreReplacedKeepsNewestRelease(t *testing.T) {
+func TestStore_PruneAfterStoreReplacedKeepsNewestRelease(t *testing.T) {
 	env := newRestoreEnv(t)
 	for i := range 30 { // the old store's revisions run ahead of the new one's
 		if _, err := env.s.Put(ctxT(t), "shared/filler", fmt.Sprint(i), -1); err != nil {
@@ -224,7 +261,7 @@ func TestReview_PruneAfterStoreReplacedKeepsNewestRelease(t *testing.T) {
 
 // The pruner wakes every sixteenth of the records the last pass knew (kickPruner): a pass that
 // deleted most of them knows only those it kept, not those it deleted.
-func TestReview_KnownReleasesCountsWhatThePassKept(t *testing.T) {
+func TestStore_KnownReleasesCountsWhatThePassKept(t *testing.T) {
 	s := openStore(t)
 	for i := range 40 {
 		if _, err := s.Put(relCtx(t, api.KindPut), "appliances/web/k", fmt.Sprint(i), -1); err != nil {
