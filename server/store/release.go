@@ -613,7 +613,10 @@ func (s *Store) PruneReleases(ctx context.Context, ret Retention, now time.Time)
 		if i == 0 || within && !old && !big {
 			continue
 		}
-		ops = append(ops, clientv3.OpDelete(m.key), clientv3.OpDelete(s.sysRoot+copyPrefix+id))
+		ops = append(ops, clientv3.OpDelete(m.key))
+		if !m.noCopy {
+			ops = append(ops, clientv3.OpDelete(s.sysRoot+copyPrefix+id))
+		}
 		gone = append(gone, m.key)
 		pruned++
 		if len(ops) >= 100 {
@@ -642,6 +645,8 @@ type releaseMeta struct {
 	mod    int64
 	scopes []string // a record without changes is a scope of its own, ""
 	bytes  int64    // of the record and its copy
+	// noCopy says that the record was read and keeps no copy (see ReleaseCopy).
+	noCopy bool
 }
 
 // releaseMetas is one releaseMeta per release record: every record listed at most every
@@ -733,9 +738,9 @@ func (s *Store) listReleaseMetas(ctx context.Context, c *releaseMetaCache) (int6
 		}
 		for _, kv := range resp.Kvs {
 			var rec api.Release
-			_ = json.Unmarshal(kv.Value, &rec) // an unreadable record counts its own bytes
+			err := json.Unmarshal(kv.Value, &rec) // an unreadable record counts its own bytes
 			m := metaOf(string(kv.Key), rec, len(kv.Value))
-			m.mod = kv.ModRevision
+			m.mod, m.noCopy = kv.ModRevision, m.noCopy && err == nil
 			read[m.key] = m
 		}
 	}
@@ -755,7 +760,7 @@ func (s *Store) listReleaseMetas(ctx context.Context, c *releaseMetaCache) (int6
 
 // metaOf is the releaseMeta of the record rec at key, size bytes long (its mod revision unset).
 func metaOf(key string, rec api.Release, size int) releaseMeta {
-	m := releaseMeta{key: key, scopes: []string{""}, bytes: int64(size) + rec.CopyBytes}
+	m := releaseMeta{key: key, scopes: []string{""}, bytes: int64(size) + rec.CopyBytes, noCopy: rec.Copy == ""}
 	if len(rec.Changes) > 0 {
 		m.scopes = m.scopes[:0]
 		for _, ch := range rec.Changes {

@@ -162,6 +162,9 @@ func TestStore_PruneReleases(t *testing.T) {
 	if _, err := s.ReleaseCopy(ctxT(t), releasesIDs(rs)[2]); err != nil {
 		t.Errorf("a kept release lost its copy: %v", err)
 	}
+	if copies, _, err := s.SysList(ctxT(t), "release-copies/"); err != nil || len(copies) != 3 {
+		t.Errorf("%d copies after the prune (%v), want 3: the pruned releases' went with them", len(copies), err)
+	}
 	// By bytes: room for the two newest, records and copies.
 	recs, _, err := s.SysList(ctxT(t), "releases/")
 	if err != nil {
