@@ -685,6 +685,7 @@ func (s *Store) releaseMetas(ctx context.Context) ([]releaseMeta, error) {
 		rev, err := s.listReleaseMetas(ctx, c)
 		if err != nil {
 			c.unTake(made)
+			c.m = nil // whatever made this listing due, the next pass lists again
 			return nil, err
 		}
 		c.full = now
