@@ -167,6 +167,50 @@ func TestDockerfile_Runtime(t *testing.T) {
 	if err := os.Chown(data, uid, uid); err != nil {
 		t.Fatal(err)
 	}
+	// The port is free when picked, but another test may take it before the server binds it:
+	// then the server exits at once, and another port is tried.
+	var server *exec.Cmd
+	var stderr *strings.Builder
+	var done chan error
+	for attempt := 1; ; attempt++ {
+		var ok bool
+		server, stderr, done, ok = startImage(t, d, bin, data, uid)
+		if ok {
+			break
+		}
+		if attempt == 3 || !strings.Contains(stderr.String(), "address already in use") {
+			t.Fatalf("server exited: %s", stderr.String())
+		}
+	}
+
+	// The store and the admin token live in the volume, owned by the user.
+	fi, err := os.Stat(filepath.Join(data, "admin.token"))
+	if err != nil {
+		t.Fatalf("admin token not in the volume: %v", err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != uid || fi.Mode().Perm() != 0o600 {
+		t.Errorf("admin.token: uid %d mode %v, want %d and 0600", st.Uid, fi.Mode().Perm(), uid)
+	}
+
+	if err := server.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		done <- err
+		if err != nil {
+			t.Errorf("exit after SIGTERM (docker stop): %v\n%s", err, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("still running 30s after SIGTERM: docker stop would kill it")
+	}
+}
+
+// startImage starts the image's entrypoint as uid on a free port, with bin as /usr/bin and data
+// as the volume, and waits for its HEALTHCHECK to pass; ok is false when the server exited
+// first (its stderr says why). The server is killed when the test ends.
+func startImage(t *testing.T, d dockerfile, bin, data string, uid uint32) (server *exec.Cmd, stderr *strings.Builder, done chan error, ok bool) {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -194,17 +238,17 @@ func TestDockerfile_Runtime(t *testing.T) {
 		return cmd
 	}
 
-	server := image(context.Background(), d.entrypoint)
-	var stderr strings.Builder
-	server.Stderr = &stderr
+	server = image(context.Background(), d.entrypoint)
+	stderr = &strings.Builder{}
+	server.Stderr = stderr
 	if err := server.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
+	done = make(chan error, 1)
 	go func() { done <- server.Wait() }()
 	t.Cleanup(func() {
 		_ = server.Process.Kill()
-		<-done
+		done <- <-done // and leave it for whoever else waits
 	})
 
 	deadline := time.Now().Add(60 * time.Second)
@@ -213,38 +257,17 @@ func TestDockerfile_Runtime(t *testing.T) {
 		err := image(ctx, d.healthcheck).Run()
 		cancel()
 		if err == nil {
-			break
+			return server, stderr, done, true
 		}
 		select {
 		case err := <-done:
-			t.Fatalf("server exited: %v\n%s", err, stderr.String())
+			done <- err
+			return server, stderr, done, false
 		default:
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("HEALTHCHECK still failing after 60s: %v\n%s", err, stderr.String())
 		}
 		time.Sleep(200 * time.Millisecond)
-	}
-
-	// The store and the admin token live in the volume, owned by the user.
-	fi, err := os.Stat(filepath.Join(data, "admin.token"))
-	if err != nil {
-		t.Fatalf("admin token not in the volume: %v", err)
-	}
-	if st := fi.Sys().(*syscall.Stat_t); st.Uid != uid || fi.Mode().Perm() != 0o600 {
-		t.Errorf("admin.token: uid %d mode %v, want %d and 0600", st.Uid, fi.Mode().Perm(), uid)
-	}
-
-	if err := server.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-done:
-		done <- err
-		if err != nil {
-			t.Errorf("exit after SIGTERM (docker stop): %v\n%s", err, stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Errorf("still running 30s after SIGTERM: docker stop would kill it")
 	}
 }
