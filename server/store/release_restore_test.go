@@ -149,83 +149,54 @@ func ids(rs []api.Release) []string {
 // The store restored from a snapshot under a running server (RUNBOOK: etcdutl snapshot restore
 // --bump-revision, then the replicas restarted): a pass must not count the records made after
 // the snapshot, which the restore took away, and prune the restored releases that the
-// retention keeps. The newest record the last pass knew is gone: the pass lists them all.
+// retention keeps. Either the newest record the last pass knew is gone (the lost records were
+// known to a pass), or the replica's next write jumped ahead by the restore's bump (they were
+// made since): the pass lists them all.
 func TestStore_PruneAfterRestoreKeepsRestoredReleases(t *testing.T) {
-	env := newRestoreEnv(t)
-	env.put(t, "r1")
-	env.put(t, "r2") // the snapshot holds r1 and r2 of web
-	if _, err := env.s.PruneReleases(ctxT(t), store.Retention{Count: 10}, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	snap := filepath.Join(env.dir, "snap.db")
-	f, err := os.Create(snap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := env.s.Snapshot(ctxT(t), f); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	restored := releases(t, env.s)
-	env.put(t, "s1")
-	env.put(t, "s2") // lost with the restore
-	if _, err := env.s.PruneReleases(ctxT(t), store.Retention{Count: 10}, time.Now()); err != nil {
-		t.Fatal(err)
-	}
+	for _, passedLost := range []bool{true, false} {
+		t.Run(fmt.Sprintf("lost records seen by a pass=%v", passedLost), func(t *testing.T) {
+			env := newRestoreEnv(t)
+			pass := func(count int) {
+				t.Helper()
+				if _, err := env.s.PruneReleases(ctxT(t), store.Retention{Count: count}, time.Now()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			env.put(t, "r1")
+			env.put(t, "r2") // the snapshot holds r1 and r2 of web
+			pass(10)
+			snap := filepath.Join(env.dir, "snap.db")
+			f, err := os.Create(snap)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := env.s.Snapshot(ctxT(t), f); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			restored := releases(t, env.s)
+			env.put(t, "s1")
+			env.put(t, "s2") // lost with the restore
+			if passedLost {
+				pass(10)
+			}
 
-	env.e.Close()
-	if _, err := store.Restore(ctxT(t), store.RestoreConfig{SnapshotPath: snap, DataDir: filepath.Join(env.dir, "b"), Root: "/shoelace/", Logger: quietLogger()}); err != nil {
-		t.Fatal(err)
-	}
-	env.replace(t, store.EtcdDir(filepath.Join(env.dir, "b")))
-	env.put(t, "n1")
-	before := releases(t, env.s)
-	if len(before) != 3 {
-		t.Fatalf("after the restore and one write: %v, want r2, r1 and the new one", ids(before))
-	}
-	if _, err := env.s.PruneReleases(ctxT(t), store.Retention{Count: 2}, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	after := releases(t, env.s)
-	if len(after) != 2 || after[1].ID != restored[0].ID {
-		t.Fatalf("a pass after the restore left %v of %v; want the new release and the newest restored one, %s (Count 2)", ids(after), ids(before), restored[0].ID)
-	}
-}
-
-// As above, with the lost records made after the last pass: the newest record that pass knew
-// is still there, but the replica's next write jumped ahead by the restore's bump.
-func TestStore_PruneAfterRestoreForgetsRecordsMadeSinceThePass(t *testing.T) {
-	env := newRestoreEnv(t)
-	env.put(t, "r1")
-	env.put(t, "r2")
-	if _, err := env.s.PruneReleases(ctxT(t), store.Retention{Count: 10}, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	snap := filepath.Join(env.dir, "snap.db")
-	f, err := os.Create(snap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := env.s.Snapshot(ctxT(t), f); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	restored := releases(t, env.s)
-	env.put(t, "s1")
-	env.put(t, "s2") // made since the pass, lost with the restore
-
-	env.e.Close()
-	if _, err := store.Restore(ctxT(t), store.RestoreConfig{SnapshotPath: snap, DataDir: filepath.Join(env.dir, "b"), Root: "/shoelace/", Logger: quietLogger()}); err != nil {
-		t.Fatal(err)
-	}
-	env.replace(t, store.EtcdDir(filepath.Join(env.dir, "b")))
-	env.put(t, "n1")
-	if _, err := env.s.PruneReleases(ctxT(t), store.Retention{Count: 2}, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	after := releases(t, env.s)
-	if len(after) != 2 || after[1].ID != restored[0].ID {
-		t.Fatalf("a pass after the restore left %v; want the new release and the newest restored one, %s (Count 2)", ids(after), restored[0].ID)
+			env.e.Close()
+			if _, err := store.Restore(ctxT(t), store.RestoreConfig{SnapshotPath: snap, DataDir: filepath.Join(env.dir, "b"), Root: "/shoelace/", Logger: quietLogger()}); err != nil {
+				t.Fatal(err)
+			}
+			env.replace(t, store.EtcdDir(filepath.Join(env.dir, "b")))
+			env.put(t, "n1")
+			before := releases(t, env.s)
+			if len(before) != 3 {
+				t.Fatalf("after the restore and one write: %v, want r2, r1 and the new one", ids(before))
+			}
+			pass(2)
+			after := releases(t, env.s)
+			if len(after) != 2 || after[1].ID != restored[0].ID {
+				t.Fatalf("a pass after the restore left %v of %v; want the new release and the newest restored one, %s (Count 2)", ids(after), ids(before), restored[0].ID)
+			}
+		})
 	}
 }
 
@@ -263,11 +234,7 @@ func TestStore_PruneAfterStoreReplacedKeepsNewestRelease(t *testing.T) {
 // deleted most of them knows only those it kept, not those it deleted.
 func TestStore_KnownReleasesCountsWhatThePassKept(t *testing.T) {
 	s := openStore(t)
-	for i := range 40 {
-		if _, err := s.Put(relCtx(t, api.KindPut), "appliances/web/k", fmt.Sprint(i), -1); err != nil {
-			t.Fatal(err)
-		}
-	}
+	putWeb(t, s, 40)
 	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 4}, time.Now()); err != nil || n != 36 {
 		t.Fatalf("prune 40 to 4: %d pruned, %v; want 36", n, err)
 	}

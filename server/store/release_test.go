@@ -426,15 +426,21 @@ func openStoreWith(tb testing.TB, cfg store.Config) *store.Store {
 	return s
 }
 
-// threeReleases opens a store with three releases of appliance web, seen by a pruning pass.
-func threeReleases(t *testing.T) *store.Store {
+// putWeb writes appliance web's key n times, each with a release.
+func putWeb(t *testing.T, s *store.Store, n int) {
 	t.Helper()
-	s := openStore(t)
-	for i := range 3 {
+	for i := range n {
 		if _, err := s.Put(relCtx(t, api.KindPut), "appliances/web/k", fmt.Sprint(i), -1); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+// threeReleases opens a store with three releases of appliance web, seen by a pruning pass.
+func threeReleases(t *testing.T) *store.Store {
+	t.Helper()
+	s := openStore(t)
+	putWeb(t, s, 3)
 	if n, err := s.PruneReleases(ctxT(t), store.Retention{Count: 10}, time.Now()); err != nil || n != 0 {
 		t.Fatalf("prune within the retention: %d pruned, %v", n, err)
 	}
