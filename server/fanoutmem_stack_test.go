@@ -21,9 +21,21 @@ import (
 // is: one deep call before a long-poll waits (the query, the token, the agent's report, the
 // hub's registration) costs 4 KiB for as long as it is open, 40 MB for 10,000. This counts the
 // stacks of real long-polls over HTTP/1, behind the connection limiter as `shoelace server`
-// serves them. (Not under the race detector, whose frames are larger.)
+// serves them, with the rate limits on (the default: every agent's request takes its instance's
+// limiter, below authenticate and limitToken) and off (as the fan-out benchmark runs). (Not
+// under the race detector, whose frames are larger.)
 func TestLongPoll_StackStaysSmall(t *testing.T) {
-	f := newFixture(t)
+	t.Run("rate-limit=default", func(t *testing.T) {
+		testLongPollStack(t, func(c *Config) {
+			c.RateLimit = DefaultConfig().RateLimit
+			c.MaxInstances = 1000
+		})
+	})
+	t.Run("rate-limit=0", func(t *testing.T) { testLongPollStack(t) })
+}
+
+func testLongPollStack(t *testing.T, opts ...func(*Config)) {
+	f := newFixture(t, opts...)
 	rev := f.put("appliances/web/port", "80")
 	token := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
