@@ -62,53 +62,132 @@ func parseWait(s string, max time.Duration) (time.Duration, error) {
 }
 
 func (s *Server) handleGetAppliance(w http.ResponseWriter, r *http.Request) error {
-	q, err := query(r, "index", "wait", "stream", "delta", "base_rollout")
-	if err != nil {
+	var pr pollReq
+	if err := s.pollRequest(r, &pr); err != nil {
 		return err
 	}
-	name := r.PathValue("name")
-	if err := api.ValidateSegment("appliance name", name); err != nil {
-		return err
-	}
-	index, err := revParam(q, "index")
-	if err != nil {
-		return err
-	}
-	o, err := pollParams(q, index)
-	if err != nil {
-		return err
-	}
-	wait := s.cfg.DefaultWait
-	if o.stream {
-		wait = s.cfg.MaxWait // a stream answers every change: it may stay open as long as allowed
-	}
-	if q.Has("wait") {
-		if index < 0 {
-			return api.Errorf(api.CodeInvalidRequest, "query parameter wait needs index")
-		}
-		if wait, err = parseWait(q.Get("wait"), s.cfg.MaxWait); err != nil {
-			return err
-		}
-	}
-	p := principalOf(r)
-	if err := p.mayReadView(name); err != nil {
-		return err
-	}
-	report, err := agentReport(r, name)
+	report, err := agentReport(r, pr.name)
 	if err != nil {
 		return err
 	}
 	if report != nil {
 		s.takeReport(r.Context(), report)
 	}
-	if index < 0 {
-		return s.answerView(w, r, name)
+	if pr.index < 0 {
+		return s.answerView(w, r, pr.name)
 	}
-	extendWrite(w, wait+drainJitter+opTimeout)
-	if o.stream {
-		return s.streamView(w, r, name, index, wait, o)
+	extendWrite(w, pr.wait+drainJitter+opTimeout)
+	if pr.o.stream {
+		return s.streamView(w, r, &pr)
 	}
-	return s.longPoll(w, r, name, index, wait, o)
+	return s.longPoll(w, r, &pr)
+}
+
+// pollReq is what a GET of an appliance's view asks: appliance name's view, at index (-1:
+// none, else a long-poll or a stream), how long to wait, and its opt-ins.
+type pollReq struct {
+	name  string
+	index int64
+	wait  time.Duration
+	o     pollOpts
+}
+
+// pollRequest reads a GET of an appliance's view into pr and checks it. Its own function, not
+// inlined, so that its locals take no room in the frame of handleGetAppliance, on the stack
+// of every open long-poll; and it returns before the agent's report is taken, whose calls go
+// deepest before the long-poll waits (a goroutine stack that grows past 4 KiB once stays at
+// 8 KiB for as long as its long-poll is open).
+//
+//go:noinline
+func (s *Server) pollRequest(r *http.Request, pr *pollReq) error {
+	q, ok := plainPollQuery(r.URL.RawQuery)
+	if !ok {
+		vals, err := query(r, pollParamNames[:]...)
+		if err != nil {
+			return err
+		}
+		q = pollQueryOf(vals)
+	}
+	pr.name = r.PathValue("name")
+	if err := api.ValidateSegment("appliance name", pr.name); err != nil {
+		return err
+	}
+	var err error
+	if pr.index, err = revValue("index", q[pollIndex]); err != nil {
+		return err
+	}
+	if pr.o, err = pollParams(q, pr.index); err != nil {
+		return err
+	}
+	pr.wait = s.cfg.DefaultWait
+	if pr.o.stream {
+		pr.wait = s.cfg.MaxWait // a stream answers every change: it may stay open as long as allowed
+	}
+	if q[pollWait].set {
+		if pr.index < 0 {
+			return api.Errorf(api.CodeInvalidRequest, "query parameter wait needs index")
+		}
+		if pr.wait, err = parseWait(q[pollWait].v, s.cfg.MaxWait); err != nil {
+			return err
+		}
+	}
+	return principalOf(r).mayReadView(pr.name)
+}
+
+// The query parameters of a GET of an appliance's view, in pollQuery.
+const (
+	pollIndex = iota
+	pollWait
+	pollStream
+	pollDelta
+	pollBaseRollout
+)
+
+var pollParamNames = [...]string{"index", "wait", "stream", "delta", "base_rollout"}
+
+// pollQuery holds the query parameters of a GET of an appliance's view, by pollIndex….
+type pollQuery [len(pollParamNames)]queryParam
+
+// queryParam is one query parameter's value, and whether it was given.
+type queryParam struct {
+	v   string
+	set bool
+}
+
+// plainPollQuery reads raw, a GET of an appliance's view's query, without url.ParseQuery when
+// it is plain: only this route's parameters, each at most once, nothing escaped (no %, + or
+// ;). It reports false otherwise, for query to read it (and refuse what it refuses) as every
+// route does. Every agent's long-poll has such a query; url.ParseQuery's map and value slices,
+// and query's list of the allowed names, were about 500 bytes of garbage for each of them.
+func plainPollQuery(raw string) (q pollQuery, ok bool) {
+	if strings.ContainsAny(raw, "%+;") {
+		return q, false
+	}
+	for raw != "" {
+		var kv string
+		kv, raw, _ = strings.Cut(raw, "&")
+		if kv == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		i := slices.Index(pollParamNames[:], k)
+		if i < 0 || q[i].set {
+			return q, false
+		}
+		q[i] = queryParam{v: v, set: true}
+	}
+	return q, true
+}
+
+// pollQueryOf is the pollQuery of vals, checked by query.
+func pollQueryOf(vals url.Values) pollQuery {
+	var q pollQuery
+	for i, name := range pollParamNames {
+		if vs, ok := vals[name]; ok && len(vs) > 0 {
+			q[i] = queryParam{v: vs[0], set: true}
+		}
+	}
+	return q
 }
 
 // answerView answers appliance name's view as it is now (no index: no long-poll). Its own
@@ -149,20 +228,20 @@ type pollOpts struct {
 }
 
 // pollParams reads a long-poll's opt-ins: stream, delta and base_rollout.
-func pollParams(q url.Values, index int64) (pollOpts, error) {
+func pollParams(q pollQuery, index int64) (pollOpts, error) {
 	var o pollOpts
 	var err error
-	if o.stream, err = flag(q, "stream"); err != nil {
+	if o.stream, err = flagValue("stream", q[pollStream]); err != nil {
 		return o, err
 	}
-	if o.delta, err = flag(q, "delta"); err != nil {
+	if o.delta, err = flagValue("delta", q[pollDelta]); err != nil {
 		return o, err
 	}
-	o.baseRollout = q.Get("base_rollout")
+	o.baseRollout = q[pollBaseRollout].v
 	switch {
 	case index < 0 && (o.stream || o.delta):
 		return o, api.Errorf(api.CodeInvalidRequest, "query parameters stream and delta need index (the revision of the view the client has)")
-	case q.Has("base_rollout") && !o.delta:
+	case q[pollBaseRollout].set && !o.delta:
 		return o, api.Errorf(api.CodeInvalidRequest, "query parameter base_rollout needs delta")
 	case len(o.baseRollout) > 64 || !validRolloutID(o.baseRollout):
 		return o, api.Errorf(api.CodeInvalidRequest, "query parameter base_rollout must be a rollout id as a view gives it (digits, a-f and -, at most 64 bytes), not %s", shorten(o.baseRollout))
@@ -224,8 +303,9 @@ func (s *Server) baseSide(name string, p *principal, id string) (side, bool) {
 	return side{}, false
 }
 
-// longPoll answers the view of name once it changed after index, or 304 when wait expires.
-func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, index int64, wait time.Duration, o pollOpts) error {
+// longPoll answers the view of pr.name once it changed after pr.index, or 304 when pr.wait
+// expires.
+func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, pr *pollReq) error {
 	ctx := r.Context()
 	p := principalOf(r)
 	var wk wake
@@ -234,7 +314,7 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, i
 		wk = wake{kind: wakeChanged, rev: s.hub.current()}
 	} else {
 		var err error
-		if wk, err = s.hub.wait(ctx, name, index, p.name, instanceOf(r), revocationOf(r), jitter(wait)); err != nil {
+		if wk, err = s.hub.wait(ctx, pr.name, pr.index, p.name, instanceOf(r), revocationOf(r), jitter(pr.wait)); err != nil {
 			return err
 		}
 	}
@@ -242,7 +322,7 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, i
 	w.Header().Set(api.HeaderStore, s.st.ID())
 	switch wk.kind {
 	case wakeChanged:
-		return s.answerChanged(ctx, p, name, index, o, wk)
+		return s.answerChanged(ctx, p, pr.name, pr.index, pr.o, wk)
 	case wakeRevoked:
 		return api.Errorf(api.CodeUnauthorized, "token revoked")
 	case wakeDrain:
@@ -250,7 +330,7 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, i
 	}
 	// The store is at least at the index the client saw, even while this replica's watch lags
 	// behind it: a 304 never sends a client back to an older index.
-	setIndex(w, max(wk.rev, index))
+	setIndex(w, max(wk.rev, pr.index))
 	w.WriteHeader(http.StatusNotModified)
 	return nil
 }

@@ -481,27 +481,44 @@ func (s *Server) limitToken(rec *tokenRecord, instance string) error {
 	}
 	now := time.Now()
 	ok, retry, full := s.auth.limits.allowOwned("token "+name+" instance "+instance, name, s.cfg.MaxInstances, now)
+	if full || !ok {
+		return s.tokenLimited(name, full, retry)
+	}
+	if ok, retry := s.auth.ceilings.allow("token "+name, now); !ok {
+		return s.tokenOverCeiling(name, retry)
+	}
+	return nil
+}
+
+// tokenLimited is limitToken's refusal of an instance over its rate limit, or of a new instance
+// name over the token's cap. Its own function, not inlined, as tokenOverCeiling: their
+// messages' arguments took 570 bytes of limitToken's frame, which every agent's long-poll
+// passes through before it waits, with the limiters below it; the goroutine stack went past
+// its first 4 KiB there, and a parked long-poll then holds 8 KiB instead of 4.
+//
+//go:noinline
+func (s *Server) tokenLimited(name string, full bool, retry time.Duration) error {
+	s.m.rateLimited.Inc()
 	if full {
-		s.m.rateLimited.Inc()
 		e := api.Errorf(api.CodeRateLimited, "token %s already uses %d instance names on this replica (--max-instances); a name unused for %s is forgotten; retry later",
 			shorten(name), s.cfg.MaxInstances, limiterIdle)
 		e.RetryAfter = int(limiterSweep.Seconds())
 		return e
 	}
-	if !ok {
-		s.m.rateLimited.Inc()
-		e := api.Errorf(api.CodeRateLimited, "rate limit of %g requests/s per instance exceeded (--rate-limit); retry later", s.cfg.RateLimit)
-		e.RetryAfter = retryAfter(retry)
-		return e
-	}
-	if ok, retry := s.auth.ceilings.allow("token "+name, now); !ok {
-		s.m.rateLimited.Inc()
-		e := api.Errorf(api.CodeRateLimited, "token %s is over its ceiling of %g requests/s, all its instances together (--token-rate-limit); retry later",
-			shorten(name), s.cfg.tokenRateLimit())
-		e.RetryAfter = retryAfter(retry)
-		return e
-	}
-	return nil
+	e := api.Errorf(api.CodeRateLimited, "rate limit of %g requests/s per instance exceeded (--rate-limit); retry later", s.cfg.RateLimit)
+	e.RetryAfter = retryAfter(retry)
+	return e
+}
+
+// tokenOverCeiling is limitToken's refusal of a token over its ceiling (see tokenLimited).
+//
+//go:noinline
+func (s *Server) tokenOverCeiling(name string, retry time.Duration) error {
+	s.m.rateLimited.Inc()
+	e := api.Errorf(api.CodeRateLimited, "token %s is over its ceiling of %g requests/s, all its instances together (--token-rate-limit); retry later",
+		shorten(name), s.cfg.tokenRateLimit())
+	e.RetryAfter = retryAfter(retry)
+	return e
 }
 
 // retryAfter is a Retry-After in whole seconds, at least 1.

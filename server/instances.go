@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -242,6 +243,7 @@ func (s *Server) runReporter(ctx context.Context) {
 		defer s.wg.Done()
 		s.runInstanceSweep(ctx)
 	}()
+	var b reportBatcher
 	for {
 		var in api.Instance
 		select {
@@ -249,13 +251,14 @@ func (s *Server) runReporter(ctx context.Context) {
 			return
 		case in = <-s.reports.ch:
 		}
-		batch := map[string]api.Instance{instancePrefix + in.Appliance + "/" + in.Instance: in}
+		b.reset()
+		b.add(in)
 		window := time.NewTimer(s.reports.window)
 	more:
-		for len(batch) < reportBatch {
+		for b.len() < reportBatch {
 			select {
 			case in = <-s.reports.ch:
-				batch[instancePrefix+in.Appliance+"/"+in.Instance] = in // the later report wins
+				b.add(in)
 			case <-window.C:
 				break more
 			case <-ctx.Done():
@@ -264,25 +267,77 @@ func (s *Server) runReporter(ctx context.Context) {
 			}
 		}
 		window.Stop()
-		// A report is written only while the instance is enrolled as it was when taken: a
-		// report of its instance token while that token exists, any other while none does
-		// (enrollment or forget may have come in between).
-		puts := make([]store.SysPutIf, 0, len(batch))
-		for k, in := range batch {
-			v, _ := json.Marshal(in)
-			puts = append(puts, store.SysPutIf{Key: k, Value: v, Guard: tokenPrefix + instanceTokenName(in.Appliance, in.Instance), Exists: in.Enrolled})
-		}
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		if _, err := s.st.SysPutEach(wctx, puts); err != nil && ctx.Err() == nil {
-			s.log.Warn("record instance reports", "reports", len(batch), "err", err)
+		if _, err := s.st.SysPutEach(wctx, b.puts()); err != nil && ctx.Err() == nil {
+			s.log.Warn("record instance reports", "reports", b.len(), "err", err)
 			s.reports.mu.Lock()
-			for _, in := range batch {
+			for _, in := range b.reports {
 				delete(s.reports.written, in.Appliance+"/"+in.Instance) // the next request reports again
 			}
 			s.reports.mu.Unlock()
 		}
 		cancel()
 	}
+}
+
+// reportBatcher makes the puts of a batch of reports. Its index, its reports, its puts and the
+// reports' JSON are kept from one batch to the next: made anew for each, they were about a
+// kilobyte of garbage per report (a map of reports grown up to 256, each report of 208 bytes on
+// the heap of its own, as a map keeps values over 128 bytes; a JSON slice each), and 10,000
+// agents connecting at once report together, while their long-polls open (BENCHMARKS.md,
+// fan-out memory per waiter).
+type reportBatcher struct {
+	at      map[string]int // record key → index in reports
+	keys    []string       // record keys, by index
+	reports []api.Instance // the later report of an instance wins
+	ps      []store.SysPutIf
+	values  bytes.Buffer
+	enc     *json.Encoder
+}
+
+func (b *reportBatcher) reset() {
+	clear(b.at)
+	clear(b.keys)
+	b.keys = b.keys[:0]
+	clear(b.reports)
+	b.reports = b.reports[:0]
+	clear(b.ps)
+	b.ps = b.ps[:0]
+	b.values.Reset()
+}
+
+func (b *reportBatcher) add(in api.Instance) {
+	if b.at == nil {
+		b.at = make(map[string]int)
+	}
+	k := instancePrefix + in.Appliance + "/" + in.Instance
+	if i, ok := b.at[k]; ok {
+		b.reports[i] = in
+		return
+	}
+	b.at[k] = len(b.reports)
+	b.keys = append(b.keys, k)
+	b.reports = append(b.reports, in)
+}
+
+func (b *reportBatcher) len() int { return len(b.reports) }
+
+// puts are the batch's writes, valid until the next reset. A report is written only while the
+// instance is enrolled as it was when taken: a report of its instance token while that token
+// exists, any other while none does (enrollment or forget may have come in between).
+func (b *reportBatcher) puts() []store.SysPutIf {
+	if b.enc == nil {
+		b.enc = json.NewEncoder(&b.values) // as json.Marshal, with a newline after each value
+	}
+	for i := range b.reports {
+		in := &b.reports[i]
+		start := b.values.Len()
+		_ = b.enc.Encode(in)
+		// The slice stays valid if values grows meanwhile (it keeps the older array).
+		v := b.values.Bytes()[start : b.values.Len()-1]
+		b.ps = append(b.ps, store.SysPutIf{Key: b.keys[i], Value: v, Guard: tokenPrefix + instanceTokenName(in.Appliance, in.Instance), Exists: in.Enrolled})
+	}
+	return b.ps
 }
 
 // agentVersion is the version in the User-Agent "shoelace-agent/VERSION" that the agent sends

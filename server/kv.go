@@ -41,26 +41,36 @@ outer:
 
 // flag reads a boolean query parameter: present with no value, "true" or "1" is true.
 func flag(q url.Values, name string) (bool, error) {
-	if !q.Has(name) {
+	return flagValue(name, queryParam{v: q.Get(name), set: q.Has(name)})
+}
+
+// flagValue reads p, the boolean query parameter name (see flag).
+func flagValue(name string, p queryParam) (bool, error) {
+	if !p.set {
 		return false, nil
 	}
-	switch q.Get(name) {
+	switch p.v {
 	case "", "true", "1":
 		return true, nil
 	case "false", "0":
 		return false, nil
 	}
-	return false, api.Errorf(api.CodeInvalidRequest, "query parameter %s must be true or false, not %s", name, shorten(q.Get(name)))
+	return false, api.Errorf(api.CodeInvalidRequest, "query parameter %s must be true or false, not %s", name, shorten(p.v))
 }
 
 // revParam reads a revision parameter such as cas or index: -1 when absent.
 func revParam(q url.Values, name string) (int64, error) {
-	if !q.Has(name) {
+	return revValue(name, queryParam{v: q.Get(name), set: q.Has(name)})
+}
+
+// revValue reads p, the revision parameter name (see revParam).
+func revValue(name string, p queryParam) (int64, error) {
+	if !p.set {
 		return -1, nil
 	}
-	n, err := strconv.ParseInt(q.Get(name), 10, 64)
+	n, err := strconv.ParseInt(p.v, 10, 64)
 	if err != nil || n < 0 {
-		return 0, api.Errorf(api.CodeInvalidRequest, "query parameter %s must be a revision (an integer >= 0), not %s", name, shorten(q.Get(name)))
+		return 0, api.Errorf(api.CodeInvalidRequest, "query parameter %s must be a revision (an integer >= 0), not %s", name, shorten(p.v))
 	}
 	return n, nil
 }

@@ -34,7 +34,8 @@ var streamLineTimeout = opTimeout + writeMargin
 // against the caps as one. While it writes a line it is not: a new long-poll of the same agent
 // arriving then is itself replaced when the stream registers again (answered 304, it comes
 // back and ends the stream).
-func (s *Server) streamView(w http.ResponseWriter, r *http.Request, name string, index int64, wait time.Duration, o pollOpts) error {
+func (s *Server) streamView(w http.ResponseWriter, r *http.Request, pr *pollReq) error {
+	name, index, wait, o := pr.name, pr.index, pr.wait, pr.o
 	ctx := r.Context()
 	rc := http.NewResponseController(w)
 	store := s.st.ID()
