@@ -52,3 +52,12 @@ func (w blankWatcher) Watch(ctx context.Context, key string, opts ...clientv3.Op
 }
 
 func (p *inProcess) close() { _ = p.cli.Close() }
+
+// writer is the client for writes that need no marker (see commit): the in-process one with an
+// embedded etcd, else the gRPC client.
+func (s *Store) writer() clientv3.KV {
+	if s.local != nil {
+		return s.local.cli
+	}
+	return s.cli
+}

@@ -620,7 +620,7 @@ func (s *Store) PruneReleases(ctx context.Context, ret Retention, now time.Time)
 		gone = append(gone, m.key)
 		pruned++
 		if len(ops) >= 100 {
-			if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+			if _, err := s.writer().Txn(ctx).Then(ops...).Commit(); err != nil {
 				return pruned, s.etcdErr(ctx, "prune releases", err)
 			}
 			s.metas.forget(gone)
@@ -628,7 +628,7 @@ func (s *Store) PruneReleases(ctx context.Context, ret Retention, now time.Time)
 		}
 	}
 	if len(ops) > 0 {
-		if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+		if _, err := s.writer().Txn(ctx).Then(ops...).Commit(); err != nil {
 			return pruned, s.etcdErr(ctx, "prune releases", err)
 		}
 		s.metas.forget(gone)

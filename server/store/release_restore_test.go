@@ -230,7 +230,7 @@ func TestStore_PruneAfterStoreReplacedKeepsNewestRelease(t *testing.T) {
 	}
 }
 
-// The pruner wakes every sixteenth of the records the last pass knew (kickPruner): a pass that
+// The pruner wakes every quarter of the records the last pass knew (kickPruner): a pass that
 // deleted most of them knows only those it kept, not those it deleted.
 func TestStore_KnownReleasesCountsWhatThePassKept(t *testing.T) {
 	s := openStore(t)
