@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -81,14 +82,84 @@ func jsonStrings(v any, out []string) []string {
 }
 
 func TestCheckJSONMembers(t *testing.T) {
-	for _, ok := range []string{`{}`, `{"a":1,"b":{"a":2},"c":[{"a":1},{"a":2}]}`, `[1,"x",null]`, `"s"`, `{"a":` /* malformed: the decoder's to say */} {
+	for _, ok := range []string{`{}`, `{"a":1,"b":{"a":2},"c":[{"a":1},{"a":2}]}`, `[1,"x",null]`, `"s"`, `{"a":`, /* malformed: the decoder's to say */
+		` { "a" : [ ] , "b" : { } , "c" : "a" } `, `{"a\"b":1,"a":2,"b":3}`, `{"\u00e9":1,"e":2}`, manyMembers(40, false)} {
 		if err := CheckJSONMembers([]byte(ok)); err != nil {
 			t.Errorf("CheckJSONMembers(%s) = %v", ok, err)
 		}
 	}
-	for _, bad := range []string{`{"a":1,"a":2}`, `{"x":[{"k":1,"k":1}]}`, `{"o":{"p":{"q":1,"q":{}}}}`} {
-		if err := CheckJSONMembers([]byte(bad)); err == nil || !strings.Contains(err.Error(), "given twice") {
-			t.Errorf("CheckJSONMembers(%s) = %v, want a member given twice", bad, err)
+	for bad, at := range map[string]string{
+		`{"a":1,"a":2}`:                   `"a" is given twice in one object (at byte 7)`,
+		`{"x":[{"k":1,"k":1}]}`:           `"k" is given twice in one object (at byte 13)`,
+		`{"o":{"p":{"q":1,"q":{}}}}`:      `"q" is given twice`,
+		`{"key":1,"k\u0065y":2}`:          `"key" is given twice`, // the same name, escaped
+		`{"\u00e9":1,"é":2}`:              `"é" is given twice`,
+		manyMembers(40, true):             `"m39" is given twice`, // past the first 16: in a map
+		`[{"a":[1,{"b":2,"b":3}],"a":4}]`: `"b" is given twice`,   // the first found
+	} {
+		if err := CheckJSONMembers([]byte(bad)); err == nil || !strings.Contains(err.Error(), at) {
+			t.Errorf("CheckJSONMembers(%s) = %v, want %s", bad, err, at)
 		}
 	}
+}
+
+// manyMembers is an object of n members m0…, the last one named again when twice.
+func manyMembers(n int, twice bool) string {
+	var b strings.Builder
+	b.WriteString("{")
+	for i := range n {
+		fmt.Fprintf(&b, `"m%d":%d,`, i, i)
+	}
+	if twice {
+		fmt.Fprintf(&b, `"m%d":0,`, n-1)
+	}
+	return strings.TrimSuffix(b.String(), ",") + "}"
+}
+
+// tokenDuplicate is what CheckJSONMembers decides, found the slow way: a walk with
+// json.Decoder.Token. It is for valid JSON only.
+func tokenDuplicate(data []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var walk func() bool
+	walk = func() bool {
+		tok, _ := dec.Token()
+		d, ok := tok.(json.Delim)
+		if !ok {
+			return false
+		}
+		seen := map[string]bool{}
+		for dec.More() {
+			if d == '{' {
+				tok, _ := dec.Token()
+				name, _ := tok.(string)
+				if seen[name] {
+					return true
+				}
+				seen[name] = true
+			}
+			if walk() {
+				return true
+			}
+		}
+		_, _ = dec.Token()
+		return false
+	}
+	return walk()
+}
+
+// FuzzCheckJSONMembers: on valid JSON, CheckJSONMembers finds a member given twice exactly when
+// a decoder's walk does; on anything, it neither panics nor reads past the input.
+func FuzzCheckJSONMembers(f *testing.F) {
+	for _, s := range []string{`{"a":1,"a":2}`, `{"a":[{"b":1},{"b":2}]}`, `{"k\u0065y":1,"key":2}`, `[]`, `{"a":{"b":[1,2,{"c":null,"d":true}]}}`, manyMembers(20, true), `{"a" 1}`, `[1,,2]`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		err := CheckJSONMembers(data)
+		if !json.Valid(data) {
+			return
+		}
+		if want := tokenDuplicate(data); (err != nil) != want {
+			t.Fatalf("CheckJSONMembers(%q) = %v; a decoder's walk finds a member given twice: %v", data, err, want)
+		}
+	})
 }
