@@ -80,8 +80,9 @@ func TestSpans_MeetsAsAList(t *testing.T) {
 		}
 		return a.overlaps(b)
 	}
+	var s spans // one set, reset each round as the batcher's are
 	for range 2000 {
-		var s spans
+		s.reset()
 		var list []span
 		for range r.IntN(6) {
 			sp := draw()
