@@ -163,19 +163,27 @@ func (s *spans) add(sp span) {
 			s.rangeUnder = map[string]struct{}{}
 		}
 		s.ranges[p] = append(s.ranges[p], sp)
-		eachTree(p, func(q string) bool {
-			s.rangeUnder[q] = struct{}{}
-			return false
-		})
+		addTrees(s.rangeUnder, p)
 		return
 	}
 	if s.under == nil {
 		s.under = map[string]struct{}{}
 	}
-	eachTree(sp.key, func(p string) bool {
-		s.under[p] = struct{}{}
-		return false
-	})
+	addTrees(s.under, sp.key)
+}
+
+// addTrees adds to set every prefix of k that ends in "/". Longest first: once one is in
+// set, so are the shorter ones (they went in with it).
+func addTrees(set map[string]struct{}, k string) {
+	for i := len(k) - 1; i >= 0; i-- {
+		if k[i] != '/' {
+			continue
+		}
+		if _, ok := set[k[:i+1]]; ok {
+			return
+		}
+		set[k[:i+1]] = struct{}{}
+	}
 }
 
 // inTree reports whether a subtree of the set holds k (a key, or a subtree's prefix).
