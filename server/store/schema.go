@@ -263,9 +263,9 @@ func (s *Store) refusal(ctx context.Context, name string, rev int64, err error) 
 func (s *Store) commitChecked(ctx context.Context, op string, e edits, eff *effect, parts txnParts) (written, error) {
 	// Writers to one appliance with a schema go one at a time (each bumps its tree version):
 	// under contention, retry with a growing random pause for as long as one call may take.
-	lctx, cancel := s.opCtx(ctx)
-	defer cancel()
-	unlock, err := s.lockTrees(lctx, e)
+	start := time.Now()
+	var lctx context.Context
+	unlock, err := s.lockTrees(ctx, e)
 	if err != nil {
 		return written{}, api.Errorf(api.CodeConflict, "%s: waited for the other writes to the appliance on this replica until the request timed out", op)
 	}
@@ -306,6 +306,13 @@ func (s *Store) commitChecked(ctx context.Context, op string, e edits, eff *effe
 		} else {
 			return written{}, err
 		}
+		if lctx == nil {
+			// A try failed on the schema guard: try again until the request timeout from the
+			// start (its timer made only now: most writes pass at once).
+			var cancel context.CancelFunc
+			lctx, cancel = context.WithDeadline(ctx, start.Add(s.cfg.RequestTimeout))
+			defer cancel()
+		}
 		if lctx.Err() != nil {
 			return written{}, api.Errorf(api.CodeConflict, "%s: the appliance's schema or tree kept changing during %d attempts", op, try+1)
 		}
@@ -324,7 +331,7 @@ type treeLocks struct {
 }
 
 // lockTrees takes the locks of the appliances with a schema that e touches, in name order,
-// waiting at most until ctx ends, and returns what releases them.
+// waiting at most the request timeout (or until ctx ends), and returns what releases them.
 func (s *Store) lockTrees(ctx context.Context, e edits) (func(), error) {
 	names, all := appliancesOf(e)
 	if len(names) == 0 || all {
@@ -335,6 +342,7 @@ func (s *Store) lockTrees(ctx context.Context, e edits) (func(), error) {
 		return func() {}, nil // the write's own schema check says what is wrong
 	}
 	var held []chan struct{}
+	var wctx context.Context
 	unlock := func() {
 		for _, l := range held {
 			<-l
@@ -349,9 +357,22 @@ func (s *Store) lockTrees(ctx context.Context, e edits) (func(), error) {
 		select {
 		case l <- struct{}{}:
 			held = append(held, l)
-		case <-ctx.Done():
+			continue
+		default:
+		}
+		if wctx == nil {
+			// Held by another write: wait, up to the request timeout (its timer made only now,
+			// since most writes find the appliance free).
+			var cancel context.CancelFunc
+			wctx, cancel = s.opCtx(ctx)
+			defer cancel()
+		}
+		select {
+		case l <- struct{}{}:
+			held = append(held, l)
+		case <-wctx.Done():
 			unlock()
-			return nil, ctx.Err()
+			return nil, wctx.Err()
 		}
 	}
 	return unlock, nil
