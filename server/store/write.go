@@ -232,7 +232,7 @@ func (s *Store) sendTxn(ctx context.Context, sent *atomic.Bool, c []clientv3.Cmp
 	// In process: the server has the request as soon as it is called.
 	sent.Store(true)
 	start := time.Now()
-	resp, err := s.local.cli.Txn(ctx).If(c...).Then(t...).Else(e...).Commit()
+	resp, err := s.local.txn(ctx, c, t, e)
 	s.observe("KV/Txn", err, time.Since(start))
 	return resp, err
 }
