@@ -112,7 +112,15 @@ func txnRequest(c []clientv3.Cmp, t, e []clientv3.Op) (*pb.TxnRequest, bool) {
 var putFields = func() (f struct {
 	lease, ignoreValue, ignoreLease []int
 	ok                              bool
-}) { t := reflect.TypeFor[clientv3.Op](); l, ok1 := t.FieldByName("leaseID"); v, ok2 := t.FieldByName("ignoreValue"); g, ok3 := t.FieldByName("ignoreLease"); f.ok = ok1 && ok2 && ok3 && l.Type.Kind() == reflect.Int64 && v.Type.Kind() == reflect.Bool && g.Type.Kind() == reflect.Bool; f.lease, f.ignoreValue, f.ignoreLease = l.Index, v.Index, g.Index; return f }()
+}) {
+	t := reflect.TypeFor[clientv3.Op]()
+	l, ok1 := t.FieldByName("leaseID")
+	v, ok2 := t.FieldByName("ignoreValue")
+	g, ok3 := t.FieldByName("ignoreLease")
+	f.ok = ok1 && ok2 && ok3 && l.Type.Kind() == reflect.Int64 && v.Type.Kind() == reflect.Bool && g.Type.Kind() == reflect.Bool
+	f.lease, f.ignoreValue, f.ignoreLease = l.Index, v.Index, g.Index
+	return f
+}()
 
 // requestOp is op's request; false for what it does not build (a sorted range, and a put when
 // this client/v3's Op is not as putFields expects).
