@@ -263,9 +263,11 @@ func (s *Store) refusal(ctx context.Context, name string, rev int64, err error) 
 func (s *Store) commitChecked(ctx context.Context, op string, e edits, eff *effect, parts txnParts) (written, error) {
 	// Writers to one appliance with a schema go one at a time (each bumps its tree version):
 	// under contention, retry with a growing random pause for as long as one call may take.
-	start := time.Now()
+	// One deadline bounds the wait for the lock and the retries, as one call may take; its
+	// timer is made only when a write first waits or retries (most pass at once).
+	deadline := time.Now().Add(s.cfg.RequestTimeout)
 	var lctx context.Context
-	unlock, err := s.lockTrees(ctx, e)
+	unlock, err := s.lockTrees(ctx, e, deadline)
 	if err != nil {
 		return written{}, api.Errorf(api.CodeConflict, "%s: waited for the other writes to the appliance on this replica until the request timed out", op)
 	}
@@ -307,10 +309,9 @@ func (s *Store) commitChecked(ctx context.Context, op string, e edits, eff *effe
 			return written{}, err
 		}
 		if lctx == nil {
-			// A try failed on the schema guard: try again until the request timeout from the
-			// start (its timer made only now: most writes pass at once).
+			// A try failed on the schema guard: try again until the deadline.
 			var cancel context.CancelFunc
-			lctx, cancel = context.WithDeadline(ctx, start.Add(s.cfg.RequestTimeout))
+			lctx, cancel = context.WithDeadline(ctx, deadline)
 			defer cancel()
 		}
 		if lctx.Err() != nil {
@@ -331,8 +332,8 @@ type treeLocks struct {
 }
 
 // lockTrees takes the locks of the appliances with a schema that e touches, in name order,
-// waiting at most the request timeout (or until ctx ends), and returns what releases them.
-func (s *Store) lockTrees(ctx context.Context, e edits) (func(), error) {
+// waiting at most until deadline (or until ctx ends), and returns what releases them.
+func (s *Store) lockTrees(ctx context.Context, e edits, deadline time.Time) (func(), error) {
 	names, all := appliancesOf(e)
 	if len(names) == 0 || all {
 		return func() {}, nil
@@ -361,10 +362,10 @@ func (s *Store) lockTrees(ctx context.Context, e edits) (func(), error) {
 		default:
 		}
 		if wctx == nil {
-			// Held by another write: wait, up to the request timeout (its timer made only now,
-			// since most writes find the appliance free).
+			// Held by another write: wait (the timer made only now, since most writes find
+			// the appliance free).
 			var cancel context.CancelFunc
-			wctx, cancel = s.opCtx(ctx)
+			wctx, cancel = context.WithDeadline(ctx, deadline)
 			defer cancel()
 		}
 		select {
