@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"text/template"
+	"text/template/parse"
 	"time"
 
 	"github.com/Masterminds/sprig/v3"
@@ -96,20 +97,31 @@ func mergeFuncs(maps ...template.FuncMap) template.FuncMap {
 	return out
 }
 
-// parseFuncMap is a mode's whole function map, with the view functions bound to st: parsing
-// needs only the names, and each execution resets st to its view (or rebinds them in a clone).
-// Refused functions are there too, so that Parse can name them with the reason.
-func parseFuncMap(t *Template, st *state) template.FuncMap {
+// parseFuncMap is a mode's function map, with the view functions bound to st: parsing needs
+// only the names, and each execution resets st to its view (or rebinds them in a clone).
+// Refused functions are there too, so that Parse can name them with the reason. With only not
+// nil, the map holds only the names in it.
+func parseFuncMap(t *Template, st *state, only map[string][]parse.Node) template.FuncMap {
 	m := template.FuncMap{}
+	keep := func(name string) bool {
+		_, ok := only[name]
+		return ok || only == nil
+	}
 	for k := range refusedIn(t.mode) {
-		name := k
-		m[k] = func(...any) (string, error) { return "", fmt.Errorf("function %q is not supported", name) }
+		if keep(k) {
+			name := k
+			m[k] = func(...any) (string, error) { return "", fmt.Errorf("function %q is not supported", name) }
+		}
 	}
 	for k, v := range modeStatic[t.mode] {
-		m[k] = v
+		if keep(k) {
+			m[k] = v
+		}
 	}
 	for k, v := range st.funcs() {
-		m[k] = v
+		if keep(k) {
+			m[k] = v
+		}
 	}
 	return t.deny(m)
 }

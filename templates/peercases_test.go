@@ -387,7 +387,7 @@ func TestPeerCases_EveryFunctionCovered(t *testing.T) {
 		tmpl := &Template{mode: mode}
 		refused := refusedIn(mode)
 		var missing []string
-		for name, fn := range parseFuncMap(tmpl, &state{t: tmpl}) {
+		for name, fn := range parseFuncMap(tmpl, &state{t: tmpl}, nil) {
 			if _, ok := refused[name]; ok || covered[name] {
 				continue
 			}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"iter"
+	"maps"
 	"os"
 	"path"
 	"reflect"
@@ -225,23 +227,27 @@ func Parse(text string, opts Options) (*Template, error) {
 		}
 	}
 	st := &state{t: t}
-	// Parsed once with the mode's whole function map, to learn which functions the text calls,
-	// then again with only those: a text/template keeps two copies of its function map (one
-	// to parse, one of reflect.Values to execute), ~40 KB for the whole map, for as long as
-	// it lives; an agent holds one per template.
-	funcs := parseFuncMap(t, st)
-	full, err := parseText(t, text, funcs) // (Funcs copies the map)
+	// Parsed once for its trees alone, to learn which functions the text calls, then as a
+	// text/template with only those: a text/template keeps two copies of its function map (one
+	// to parse, one of reflect.Values to execute), ~40 KB for a mode's whole map, for as long
+	// as it lives (an agent holds one per template), and making them cost ~230 KB of garbage.
+	trees, err := skim(t, text)
 	if err != nil {
+		// text/template's own error, which names an undefined function met before the syntax
+		// error that skim stopped at.
+		if _, ferr := parseText(t, text, parseFuncMap(t, st, nil)); ferr != nil {
+			err = ferr
+		}
 		return nil, err
 	}
-	t.used = usedFuncs(full)
-	tmpl, err := parseText(t, text, t.onlyUsed(funcs))
+	t.used = usedFuncs(maps.Values(trees))
+	tmpl, err := parseText(t, text, parseFuncMap(t, st, t.used))
 	if err != nil {
 		return nil, err
 	}
 	t.tmpl = tmpl
 	t.own.Store(&execution{tmpl: tmpl, st: st})
-	t.used = usedFuncs(tmpl) // the same names, at the nodes of the template kept
+	t.used = usedFuncs(templateTrees(tmpl)) // the same names, at the nodes of the template kept
 	refused := refusedIn(mode)
 	for _, fn := range sortedNames(t.used) {
 		nodes := t.used[fn]
@@ -261,6 +267,18 @@ func Parse(text string, opts Options) (*Template, error) {
 		}
 	}
 	return t, nil
+}
+
+// skim parses text's trees without checking that the functions it calls exist: parseText does,
+// with only those.
+func skim(t *Template, text string) (map[string]*parse.Tree, error) {
+	tr := parse.New(t.name)
+	tr.Mode = parse.SkipFuncCheck
+	trees := map[string]*parse.Tree{}
+	if _, err := tr.Parse(text, t.opts.LeftDelim, t.opts.RightDelim, trees); err != nil {
+		return nil, fmt.Errorf("parse %w", err)
+	}
+	return trees, nil
 }
 
 // parseText parses text as t's text/template with the functions funcs.
@@ -705,14 +723,25 @@ func relative(key, prefix string) string {
 	return key[len(prefix)+1:]
 }
 
-// usedFuncs walks every tree of tmpl and collects the identifiers it calls.
-func usedFuncs(tmpl *template.Template) map[string][]parse.Node {
+// templateTrees are the parse trees of tmpl and the templates associated with it.
+func templateTrees(tmpl *template.Template) iter.Seq[*parse.Tree] {
+	return func(yield func(*parse.Tree) bool) {
+		for _, tt := range tmpl.Templates() {
+			if !yield(tt.Tree) {
+				return
+			}
+		}
+	}
+}
+
+// usedFuncs walks every tree and collects the identifiers it calls.
+func usedFuncs(trees iter.Seq[*parse.Tree]) map[string][]parse.Node {
 	used := map[string][]parse.Node{}
-	for _, tt := range tmpl.Templates() {
-		if tt.Tree == nil || tt.Tree.Root == nil {
+	for tr := range trees {
+		if tr == nil || tr.Root == nil {
 			continue
 		}
-		walk(tt.Tree.Root, func(n parse.Node) {
+		walk(tr.Root, func(n parse.Node) {
 			if id, ok := n.(*parse.IdentifierNode); ok {
 				used[id.Ident] = append(used[id.Ident], id)
 			}

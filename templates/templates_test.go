@@ -105,6 +105,9 @@ func TestParse_ErrorNamesTemplateAndLine(t *testing.T) {
 		"{{ range ls \"x\" }}\nno end\n":          "nginx.conf.tmpl:",
 		"a\nb\nc\n{{ lookupIP \"db.internal\" }}": `nginx.conf.tmpl:4:3: function "lookupIP" is not supported`,
 		"{{ cgetv \"/secret\" }}":                 `function "cgetv" is not supported`,
+		// An undefined function met before a syntax error is the one named, as text/template does.
+		"{{ nosuchfunc }}\n{{ if }}\n": `nginx.conf.tmpl:1: function "nosuchfunc" not defined`,
+		"{{ if }}\n{{ nosuchfunc }}\n": `nginx.conf.tmpl:1: missing value for if`,
 	} {
 		t.Run(text, func(t *testing.T) {
 			_, err := Parse(text, Options{Name: "nginx.conf.tmpl"})
@@ -719,5 +722,21 @@ func TestParse_KeepsOnlyTheFunctionsItCalls(t *testing.T) {
 			t.Errorf("%s: %d bytes held per parsed template", mode, per)
 		}
 		runtime.KeepAlive(keep)
+	}
+}
+
+// BenchmarkParse parses a small listing template, as an agent does for each of its templates at
+// start and on every config reload.
+func BenchmarkParse(b *testing.B) {
+	const text = `listen {{ getv "/svc/port" }}
+{{- range ls "/svc/backends" }}
+server {{ .Key }} {{ .Value | upper }}
+{{- end }}
+`
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Parse(text, Options{}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
