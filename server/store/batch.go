@@ -285,11 +285,19 @@ func newBatcher(send txnFunc, requestBytes int) *batcher {
 //
 // scopes are ranges the write counts as writing besides its ops (see Store.scopes).
 func (b *batcher) txn(ctx context.Context, sent *atomic.Bool, scopes []span, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
+	b.mu.Lock()
+	if !b.inFlight {
+		return b.lone(ctx, sent, cmps, then, els)
+	}
+	b.mu.Unlock()
 	w := &batchWrite{ctx: ctx, sent: sent, cmps: cmps, then: then, els: els, done: make(chan struct{})}
 	w.size = footprint(w)
 	w.writes = append(w.writes, scopes...)
 	b.mu.Lock()
-	if w.size > b.maxBytes || b.inFlight && conflicts(&b.qWritten, &b.qRead, w) {
+	switch {
+	case !b.inFlight: // the batch in flight ended meanwhile
+		return b.lone(ctx, sent, cmps, then, els)
+	case w.size > b.maxBytes || conflicts(&b.qWritten, &b.qRead, w):
 		// Too big for a batch, or it could not share the next one: alone, at once (many
 		// concurrent writes to one appliance go as they would without batches).
 		b.mu.Unlock()
@@ -297,12 +305,7 @@ func (b *batcher) txn(ctx context.Context, sent *atomic.Bool, scopes []span, cmp
 	}
 	b.queue = append(b.queue, w)
 	w.addTo(&b.qWritten, &b.qRead)
-	lead := !b.inFlight
-	b.inFlight = true
 	b.mu.Unlock()
-	if lead {
-		b.lead()
-	}
 	select {
 	case <-w.done:
 	case <-ctx.Done():
@@ -321,12 +324,17 @@ func (b *batcher) txn(ctx context.Context, sent *atomic.Bool, scopes []span, cmp
 	return w.resp, w.err
 }
 
-// lead sends the batch of the write that found none in flight (its own, and what queued
-// meanwhile) on that write's goroutine, then leaves the batches that queued behind it to run.
-func (b *batcher) lead() {
-	if b.next() {
+// lone sends a write that found no batch in flight (b.mu held; lone unlocks it) at once, on its
+// own goroutine: the writes that come meanwhile queue behind it, and go as batches when it is
+// done.
+func (b *batcher) lone(ctx context.Context, sent *atomic.Bool, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
+	b.inFlight = true
+	b.mu.Unlock()
+	resp, err := b.send(ctx, sent, cmps, then, els)
+	if b.more() {
 		go b.run()
 	}
+	return resp, err
 }
 
 // run sends batches while writes are queued.
@@ -347,6 +355,12 @@ func (b *batcher) next() bool {
 	if len(batch) > 0 {
 		b.commit(batch)
 	}
+	return b.more()
+}
+
+// more reports whether writes queued while a batch was in flight; else none is in flight any
+// more.
+func (b *batcher) more() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if len(b.queue) == 0 {
