@@ -114,7 +114,7 @@ func (s *Store) put(ctx context.Context, root, key, value string, cas int64) (in
 	var cmps []clientv3.Cmp
 	var els []clientv3.Op
 	if cas >= 0 {
-		cmps = []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(k), "=", cas)}
+		cmps = []clientv3.Cmp{compare(clientv3.ModRevision(k), "=", cas)}
 		els = []clientv3.Op{clientv3.OpGet(k, clientv3.WithKeysOnly())}
 	}
 	e := s.kvEdits(root, edits{puts: map[string]string{key: value}})
@@ -165,13 +165,13 @@ func (s *Store) Delete(ctx context.Context, key string, recurse bool) (rev, dele
 		return 0, 0, err
 	}
 	k := s.kvRoot + key
-	exists := clientv3.Compare(clientv3.Version(k), ">", 0)
+	exists := compare(clientv3.Version(k), ">", 0)
 	parts := plainTxn([]clientv3.Cmp{exists}, []clientv3.Op{clientv3.OpDelete(k)}, nil)
 	if recurse {
 		// Guarded by "something to delete", so that a delete of nothing makes no revision: the
 		// key itself (and its subtree), or else, in a nested transaction, its subtree alone.
 		sub := clientv3.OpDelete(k+"/", clientv3.WithPrefix())
-		subExists := clientv3.Compare(clientv3.Version(k+"/"), ">", 0).WithPrefix()
+		subExists := compare(clientv3.Version(k+"/"), ">", 0).WithPrefix()
 		parts = func(m marker) ([]clientv3.Cmp, []clientv3.Op, []clientv3.Op) {
 			nested := clientv3.OpTxn(append([]clientv3.Cmp{subExists}, m.cmps...), append([]clientv3.Op{sub}, m.ops...), nil)
 			return append([]clientv3.Cmp{exists}, m.cmps...), append([]clientv3.Op{clientv3.OpDelete(k), sub}, m.ops...), []clientv3.Op{nested}
@@ -251,7 +251,7 @@ func (s *Store) Txn(ctx context.Context, t api.Txn) (int64, error) {
 	var reads []clientv3.Op
 	for _, g := range t.Guards {
 		k := s.kvRoot + g.Key
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", g.ModRevision))
+		cmps = append(cmps, compare(clientv3.ModRevision(k), "=", g.ModRevision))
 		reads = append(reads, clientv3.OpGet(k, clientv3.WithKeysOnly()))
 	}
 	var ops []clientv3.Op
@@ -507,13 +507,13 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 	}
 	// Keys changed or deleted since the read are harmless (each is put or deleted anyway); a key
 	// created since would survive the apply, so it makes the transaction fail and the apply retry.
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(abs), "<", read+1).WithPrefix()}
+	cmps := []clientv3.Cmp{compare(clientv3.CreateRevision(abs), "<", read+1).WithPrefix()}
 	if cas >= 0 {
 		// Guarded: nothing changed after cas, and every key that was there at the read is still
 		// there (a deletion leaves no mod_revision to compare).
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(abs), "<", cas+1).WithPrefix())
+		cmps = append(cmps, compare(clientv3.ModRevision(abs), "<", cas+1).WithPrefix())
 		for _, kv := range cur.Kvs {
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(string(kv.Key)), "=", kv.CreateRevision))
+			cmps = append(cmps, compare(clientv3.CreateRevision(string(kv.Key)), "=", kv.CreateRevision))
 		}
 	}
 	e := edits{applyName: name, apply: keys}

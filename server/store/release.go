@@ -215,7 +215,7 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect, fresh *touched)
 		*list(c) = append(*list(c), key)
 	}
 	for _, k := range exact {
-		p.guards = append(p.guards, clientv3.Compare(clientv3.ModRevision(k), "=", st.exact[k].mod))
+		p.guards = append(p.guards, compare(clientv3.ModRevision(k), "=", st.exact[k].mod))
 	}
 	for k, v := range eff.puts {
 		switch b := st.exact[k]; {
@@ -239,10 +239,10 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect, fresh *touched)
 	for i, pre := range eff.prefixes {
 		// Nothing created or changed under it since the read, and nothing deleted (each key
 		// read is still the same key).
-		p.guards = append(p.guards, clientv3.Compare(clientv3.ModRevision(pre), "<", st.rev+1).WithPrefix())
+		p.guards = append(p.guards, compare(clientv3.ModRevision(pre), "<", st.rev+1).WithPrefix())
 		for _, kc := range st.under[i] {
 			if perKey <= maxCreateGuards {
-				p.guards = append(p.guards, clientv3.Compare(clientv3.CreateRevision(kc.key), "=", kc.create))
+				p.guards = append(p.guards, compare(clientv3.CreateRevision(kc.key), "=", kc.create))
 			}
 			if !gone[kc.key] {
 				gone[kc.key] = true

@@ -102,32 +102,32 @@ func (s *Store) rolloutGuard(ctx context.Context, e edits) rolloutGuard {
 		// The group's own promotion: its records are guarded on their mod_revisions, and
 		// the transaction ends everything the group held.
 		g.cmps, g.ops = s.groupEnd(gp.records, gp.locked)
-		g.cmps = append(g.cmps, clientv3.Compare(clientv3.Value(s.sysRoot+rollout.GroupKey), "=", gp.group))
+		g.cmps = append(g.cmps, compare(clientv3.Value(s.sysRoot+rollout.GroupKey), "=", gp.group))
 		g.ops = append(g.ops, clientv3.OpDelete(s.sysRoot+rollout.GroupKey))
 		return g
 	}
 	for _, k := range sharedOf(e) {
 		g.shared = append(g.shared, k)
 		if strings.HasSuffix(k, "/") {
-			g.cmps = append(g.cmps, clientv3.Compare(clientv3.CreateRevision(s.sysRoot+rollout.LockedPrefix+k), "=", 0).WithPrefix())
+			g.cmps = append(g.cmps, compare(clientv3.CreateRevision(s.sysRoot+rollout.LockedPrefix+k), "=", 0).WithPrefix())
 		} else {
-			g.cmps = append(g.cmps, clientv3.Compare(clientv3.CreateRevision(s.sysRoot+rollout.LockedPrefix+k), "=", 0))
+			g.cmps = append(g.cmps, compare(clientv3.CreateRevision(s.sysRoot+rollout.LockedPrefix+k), "=", 0))
 		}
 	}
 	if all {
 		g.all = true
-		g.cmps = append(g.cmps, clientv3.Compare(clientv3.CreateRevision(s.sysRoot+rollout.ActivePrefix), "=", 0).WithPrefix())
+		g.cmps = append(g.cmps, compare(clientv3.CreateRevision(s.sysRoot+rollout.ActivePrefix), "=", 0).WithPrefix())
 	}
 	for _, n := range names {
 		if p != nil && p.name == n {
 			rk := s.sysRoot + rollout.Prefix + n
-			g.cmps = append(g.cmps, clientv3.Compare(clientv3.ModRevision(rk), "=", p.cas))
+			g.cmps = append(g.cmps, compare(clientv3.ModRevision(rk), "=", p.cas))
 			g.ops = append(g.ops, clientv3.OpPut(rk, string(p.record)), clientv3.OpDelete(s.sysRoot+rollout.ActivePrefix+n))
 			continue
 		}
 		g.apps = append(g.apps, n)
 		if !all {
-			g.cmps = append(g.cmps, clientv3.Compare(clientv3.CreateRevision(s.sysRoot+rollout.ActivePrefix+n), "=", 0))
+			g.cmps = append(g.cmps, compare(clientv3.CreateRevision(s.sysRoot+rollout.ActivePrefix+n), "=", 0))
 		}
 	}
 	return g
@@ -223,7 +223,7 @@ func (s *Store) StartSharedRollout(ctx context.Context, group string, records ma
 		return 0, fmt.Errorf("encode release: %w", err)
 	}
 	gk := s.sysRoot + rollout.GroupKey
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(gk), "=", 0)}
+	cmps := []clientv3.Cmp{compare(clientv3.CreateRevision(gk), "=", 0)}
 	ops := []clientv3.Op{clientv3.OpPut(gk, group), clientv3.OpPut(s.sysRoot+releasePrefix+rel.ID, string(relData))}
 	names := slices.Sorted(maps.Keys(records))
 	for _, n := range names {
@@ -231,12 +231,12 @@ func (s *Store) StartSharedRollout(ctx context.Context, group string, records ma
 			return 0, err
 		}
 		ak := s.sysRoot + rollout.ActivePrefix + n
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(ak), "=", 0))
+		cmps = append(cmps, compare(clientv3.CreateRevision(ak), "=", 0))
 		ops = append(ops, clientv3.OpPut(s.sysRoot+rollout.Prefix+n, string(records[n])), clientv3.OpPut(ak, group))
 	}
 	for _, k := range locked {
 		lk := s.sysRoot + rollout.LockedPrefix + k
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(lk), "=", 0))
+		cmps = append(cmps, compare(clientv3.CreateRevision(lk), "=", 0))
 		ops = append(ops, clientv3.OpPut(lk, group))
 	}
 	w, err := s.commit(ctx, "start the shared rollout group "+group, nil, plainTxn(cmps, ops, nil))
@@ -262,7 +262,7 @@ func (s *Store) EndGroup(ctx context.Context, group string, records map[string]G
 	gk := s.sysRoot + rollout.GroupKey
 	cmps, ops := s.groupEnd(records, locked)
 	// The group key goes only with this group's own id in it.
-	ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(gk), "=", group)}, []clientv3.Op{clientv3.OpDelete(gk)}, nil))
+	ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{compare(clientv3.Value(gk), "=", group)}, []clientv3.Op{clientv3.OpDelete(gk)}, nil))
 	w, err := s.commit(ctx, "end the shared rollout group "+group, nil, plainTxn(cmps, ops, nil))
 	if err != nil {
 		return 0, err
@@ -282,7 +282,7 @@ func (s *Store) groupEnd(records map[string]GroupRecord, locked []string) ([]cli
 	for _, n := range slices.Sorted(maps.Keys(records)) {
 		r := records[n]
 		rk := s.sysRoot + rollout.Prefix + n
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(rk), "=", r.Cas))
+		cmps = append(cmps, compare(clientv3.ModRevision(rk), "=", r.Cas))
 		ops = append(ops, clientv3.OpPut(rk, string(r.Record)), clientv3.OpDelete(s.sysRoot+rollout.ActivePrefix+n))
 	}
 	for _, k := range locked {
@@ -303,7 +303,7 @@ func (s *Store) StartRollout(ctx context.Context, name string, record []byte, re
 		return 0, fmt.Errorf("encode release: %w", err)
 	}
 	ak := s.sysRoot + rollout.ActivePrefix + name
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(ak), "=", 0)}
+	cmps := []clientv3.Cmp{compare(clientv3.CreateRevision(ak), "=", 0)}
 	ops := []clientv3.Op{clientv3.OpPut(s.sysRoot+rollout.Prefix+name, string(record)), clientv3.OpPut(ak, ""),
 		clientv3.OpPut(s.sysRoot+releasePrefix+rel.ID, string(relData))}
 	w, err := s.commit(ctx, "start the rollout of "+name, nil, plainTxn(cmps, ops, nil))
@@ -320,7 +320,7 @@ func (s *Store) StartRollout(ctx context.Context, name string, record []byte, re
 // (api.ErrConflict otherwise); unless running, the rollout ends (plain writes are allowed again).
 func (s *Store) UpdateRollout(ctx context.Context, name string, record []byte, cas int64, running bool) (int64, error) {
 	rk := s.sysRoot + rollout.Prefix + name
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(rk), "=", cas)}
+	cmps := []clientv3.Cmp{compare(clientv3.ModRevision(rk), "=", cas)}
 	ops := []clientv3.Op{clientv3.OpPut(rk, string(record))}
 	if !running {
 		ops = append(ops, clientv3.OpDelete(s.sysRoot+rollout.ActivePrefix+name))

@@ -183,7 +183,7 @@ func (s *Store) guardFor(ctx context.Context, e edits) (schemaGuard, error) {
 	}
 	if all {
 		// Every appliance: those with a schema are checked, and no schema may appear.
-		g.cmps = append(g.cmps, clientv3.Compare(clientv3.ModRevision(s.sysRoot+SchemaPrefix), "<", cacheRev+1).WithPrefix())
+		g.cmps = append(g.cmps, compare(clientv3.ModRevision(s.sysRoot+SchemaPrefix), "<", cacheRev+1).WithPrefix())
 		names = names[:0]
 		for n := range schemas {
 			names = append(names, n)
@@ -195,10 +195,10 @@ func (s *Store) guardFor(ctx context.Context, e edits) (schemaGuard, error) {
 		sk := s.sysRoot + SchemaPrefix + n
 		ent, ok := schemas[n]
 		if !ok {
-			g.cmps = append(g.cmps, clientv3.Compare(clientv3.CreateRevision(sk), "=", 0))
+			g.cmps = append(g.cmps, compare(clientv3.CreateRevision(sk), "=", 0))
 			continue
 		}
-		g.cmps = append(g.cmps, clientv3.Compare(clientv3.ModRevision(sk), "=", ent.rev))
+		g.cmps = append(g.cmps, compare(clientv3.ModRevision(sk), "=", ent.rev))
 		g.ops = append(g.ops, clientv3.OpPut(s.sysRoot+treePrefix+n, ""))
 		if n == e.applyName {
 			if err := check(n, ent.data, ent.rev, e.apply); err != nil {
@@ -227,7 +227,7 @@ func (s *Store) guardFor(ctx context.Context, e edits) (schemaGuard, error) {
 		for _, kv := range resp.Responses[2*i].GetResponseRange().GetKvs() {
 			tree[strings.TrimPrefix(string(kv.Key), s.kvRoot+root)] = string(kv.Value)
 		}
-		g.cmps = append(g.cmps, clientv3.Compare(clientv3.ModRevision(s.sysRoot+treePrefix+n), "=", modRevision(resp.Responses[2*i+1])))
+		g.cmps = append(g.cmps, compare(clientv3.ModRevision(s.sysRoot+treePrefix+n), "=", modRevision(resp.Responses[2*i+1])))
 		g.trees++
 		EditTree(tree, n, e.puts, e.dels)
 		if err := check(n, schemas[n].data, schemas[n].rev, tree); err != nil {

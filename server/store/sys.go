@@ -82,13 +82,13 @@ func (s *Store) SysDeleteIfPresent(ctx context.Context, key string, present []st
 	k := s.sysRoot + key
 	// Guarded on the key existing too, so that a delete of nothing makes no revision; on
 	// failure, Else counts the key and each of present to tell which guard failed.
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.Version(k), ">", 0)}
+	cmps := []clientv3.Cmp{compare(clientv3.Version(k), ">", 0)}
 	els := []clientv3.Op{clientv3.OpGet(k, clientv3.WithCountOnly())}
 	for _, p := range present {
 		if err := sysKey(p); err != nil {
 			return 0, err
 		}
-		cmps = append(cmps, clientv3.Compare(clientv3.Version(s.sysRoot+p), ">", 0))
+		cmps = append(cmps, compare(clientv3.Version(s.sysRoot+p), ">", 0))
 		els = append(els, clientv3.OpGet(s.sysRoot+p, clientv3.WithCountOnly()))
 	}
 	w, err := s.commit(ctx, "delete system key "+key, nil, plainTxn(cmps, []clientv3.Op{clientv3.OpDelete(k)}, els))
@@ -151,7 +151,7 @@ func (s *Store) SysApply(ctx context.Context, guards []SysGuard, puts map[string
 		if err := sysKey(g.Key); err != nil {
 			return 0, err
 		}
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.sysRoot+g.Key), "=", g.Rev))
+		cmps = append(cmps, compare(clientv3.ModRevision(s.sysRoot+g.Key), "=", g.Rev))
 		els = append(els, clientv3.OpGet(s.sysRoot+g.Key, clientv3.WithKeysOnly()))
 	}
 	for k, v := range puts {
@@ -209,9 +209,9 @@ func (s *Store) SysPutEach(ctx context.Context, puts []SysPutIf) (int64, error) 
 		if err := sysKey(p.Guard); err != nil {
 			return 0, err
 		}
-		cmp := clientv3.Compare(clientv3.Version(s.sysRoot+p.Guard), "=", 0)
+		cmp := compare(clientv3.Version(s.sysRoot+p.Guard), "=", 0)
 		if p.Exists {
-			cmp = clientv3.Compare(clientv3.Version(s.sysRoot+p.Guard), ">", 0)
+			cmp = compare(clientv3.Version(s.sysRoot+p.Guard), ">", 0)
 		}
 		ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{cmp}, []clientv3.Op{put}, nil))
 	}

@@ -138,7 +138,7 @@ func (s *Store) commit(ctx context.Context, op string, eff *effect, parts txnPar
 		var m marker
 		if lease != 0 {
 			mk = s.reqRoot + newID()
-			m.cmps = []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(mk), "=", 0)}
+			m.cmps = []clientv3.Cmp{compare(clientv3.CreateRevision(mk), "=", 0)}
 			if rel == nil {
 				m.ops = []clientv3.Op{clientv3.OpPut(mk, markerWritten, clientv3.WithLease(lease))}
 			}
@@ -268,7 +268,7 @@ func (s *Store) fence(ctx context.Context, mk string, lease clientv3.LeaseID, pr
 	for try := 0; ; try++ {
 		actx, acancel := s.attemptCtx(ctx, try)
 		resp, err := s.cli.Txn(actx).
-			If(clientv3.Compare(clientv3.CreateRevision(mk), "=", 0)).
+			If(compare(clientv3.CreateRevision(mk), "=", 0)).
 			Then(then...).
 			Else(els...).
 			Commit()
