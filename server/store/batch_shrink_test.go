@@ -18,9 +18,9 @@ func TestBatch_QueuedWriteBiggerThanShrunkBatchesGoesAlone(t *testing.T) {
 	hold := make(chan struct{})
 	var held atomic.Bool
 	heldc := make(chan struct{})
-	send := func(ctx context.Context, sent *atomic.Bool, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
+	send := func(ctx context.Context, sent *atomic.Bool, t *txnSpec) (*clientv3.TxnResponse, error) {
 		sent.Store(true)
-		if len(then) > 1 && then[0].IsTxn() {
+		if len(t.nested) > 1 {
 			return nil, rpctypes.ErrRequestTooLarge
 		}
 		if held.CompareAndSwap(false, true) {
@@ -36,7 +36,7 @@ func TestBatch_QueuedWriteBiggerThanShrunkBatchesGoesAlone(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			var sent atomic.Bool
-			_, err := b.txn(ctx, &sent, nil, nil, []clientv3.Op{clientv3.OpPut(key, strings.Repeat("v", size))}, nil)
+			_, err := b.txn(ctx, &sent, nil, &txnSpec{then: []clientv3.Op{clientv3.OpPut(key, strings.Repeat("v", size))}})
 			errc <- err
 		}()
 		return errc

@@ -24,12 +24,12 @@ func HoldWrites(s *Store) (held <-chan struct{}, release func()) {
 	gate, waiting := make(chan struct{}), make(chan struct{})
 	var first atomic.Bool
 	send := s.batch.send
-	s.batch.send = func(ctx context.Context, sent *atomic.Bool, c []clientv3.Cmp, t, e []clientv3.Op) (*clientv3.TxnResponse, error) {
+	s.batch.send = func(ctx context.Context, sent *atomic.Bool, t *txnSpec) (*clientv3.TxnResponse, error) {
 		if first.CompareAndSwap(false, true) {
 			close(waiting)
 			<-gate
 		}
-		return send(ctx, sent, c, t, e)
+		return send(ctx, sent, t)
 	}
 	return waiting, func() { close(gate) }
 }

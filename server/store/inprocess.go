@@ -72,10 +72,10 @@ func (s *Store) writer() clientv3.KV {
 // (Compare, OpTxn, the request's conversion, If), three or four copies of each of a write's
 // guards, which were 4–7% of the server's CPU under a stream of writes. Errors are as
 // client/v3 returns them.
-func (p *inProcess) txn(ctx context.Context, c []clientv3.Cmp, t, e []clientv3.Op) (*clientv3.TxnResponse, error) {
-	req, ok := txnRequest(c, t, e)
+func (p *inProcess) txn(ctx context.Context, t *txnSpec) (*clientv3.TxnResponse, error) {
+	req, ok := specRequest(t)
 	if !ok {
-		return p.cli.Txn(ctx).If(c...).Then(t...).Else(e...).Commit()
+		return p.cli.Txn(ctx).If(t.cmps...).Then(t.thenOps()...).Else(t.els...).Commit()
 	}
 	resp, err := p.kv.Txn(ctx, req)
 	if err != nil {
@@ -88,14 +88,27 @@ func (p *inProcess) txn(ctx context.Context, c []clientv3.Cmp, t, e []clientv3.O
 // the compares (never changed once made) instead of copying them; false when an op holds what
 // it cannot read (see requestOp).
 func txnRequest(c []clientv3.Cmp, t, e []clientv3.Op) (*pb.TxnRequest, bool) {
-	r := &pb.TxnRequest{Compare: make([]*pb.Compare, len(c)), Success: make([]*pb.RequestOp, len(t)), Failure: make([]*pb.RequestOp, len(e))}
+	return specRequest(&txnSpec{cmps: c, then: t, els: e})
+}
+
+// specRequest is the etcd request of t (see txnRequest), its nested transactions first in Then.
+func specRequest(t *txnSpec) (*pb.TxnRequest, bool) {
+	c, n := t.cmps, len(t.nested)
+	r := &pb.TxnRequest{Compare: make([]*pb.Compare, len(c)), Success: make([]*pb.RequestOp, n+len(t.then)), Failure: make([]*pb.RequestOp, len(t.els))}
 	for i := range c {
 		r.Compare[i] = c[i].GetCompare()
+	}
+	for i, nt := range t.nested {
+		nr, ok := specRequest(nt)
+		if !ok {
+			return nil, false
+		}
+		r.Success[i] = &pb.RequestOp{Request: &pb.RequestOp_RequestTxn{RequestTxn: nr}}
 	}
 	for _, ops := range []struct {
 		from []clientv3.Op
 		to   []*pb.RequestOp
-	}{{t, r.Success}, {e, r.Failure}} {
+	}{{t.then, r.Success[n:]}, {t.els, r.Failure}} {
 		for i, op := range ops.from {
 			ro, ok := requestOp(op)
 			if !ok {

@@ -78,7 +78,35 @@ func TestTxnRequest_AsClientV3BuildsIt(t *testing.T) {
 		}
 	}
 	// What it does not build, it says so: the store then sends through client/v3.
-	if _, ok := txnRequest(nil, []clientv3.Op{clientv3.OpGet("/s", clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend))}, nil); ok {
+	sorted := []clientv3.Op{clientv3.OpGet("/s", clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend))}
+	if _, ok := txnRequest(nil, sorted, nil); ok {
 		t.Error("txnRequest built a sorted range")
+	}
+	if _, ok := specRequest(&txnSpec{nested: []*txnSpec{{then: sorted}}}); ok {
+		t.Error("specRequest built a sorted range nested")
+	}
+
+	// A spec's nested transactions (a batch of guarded writes) make the request client/v3 makes
+	// of the same transactions as OpTxn ops (thenOps), first in Then.
+	write := &txnSpec{cmps: cmps[:2], then: puts, els: reads}
+	guarded := &txnSpec{cmps: cmps[2:4], nested: []*txnSpec{write}, els: reads[:1]}
+	for _, c := range []struct {
+		name string
+		spec *txnSpec
+	}{
+		{"guarded write", guarded},
+		{"batch", &txnSpec{nested: []*txnSpec{guarded, {then: dels}, guarded}}},
+		{"nested and ops", &txnSpec{cmps: cmps[:1], nested: []*txnSpec{write, {}}, then: []clientv3.Op{puts[0], middle}, els: dels}},
+	} {
+		if _, err := kv.Txn(context.Background()).If(c.spec.cmps...).Then(c.spec.thenOps()...).Else(c.spec.els...).Commit(); err != nil {
+			t.Fatal(err)
+		}
+		got, ok := specRequest(c.spec)
+		if !ok {
+			t.Fatalf("%s: specRequest did not build it", c.name)
+		}
+		if !proto.Equal(got, capture.got) {
+			t.Errorf("%s:\n got %v\nwant %v", c.name, got, capture.got)
+		}
 	}
 }

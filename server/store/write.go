@@ -148,12 +148,13 @@ func (s *Store) commit(ctx context.Context, op string, eff *effect, parts txnPar
 			m.ops = append(m.ops, rel.ops...)
 		}
 		c, t, e := parts(m)
+		spec := &txnSpec{cmps: c, then: t, els: e}
 		if rel != nil {
-			c, t, e = rel.guards, []clientv3.Op{clientv3.OpTxn(c, t, e)}, rel.reads
+			spec = &txnSpec{cmps: rel.guards, nested: []*txnSpec{spec}, els: rel.reads}
 		}
 		actx, acancel := s.attemptCtx(wctx, try)
 		var sent atomic.Bool
-		resp, err := s.batch.txn(actx, &sent, scopes, c, t, e)
+		resp, err := s.batch.txn(actx, &sent, scopes, spec)
 		acancel()
 		if err == nil && rel != nil {
 			if !resp.Succeeded {
@@ -225,14 +226,14 @@ func (s *Store) commit(ctx context.Context, op string, eff *effect, parts txnPar
 
 // sendTxn sends one write's transaction (or a batch's, see batch.go): in process to an
 // embedded etcd, else through the gRPC client, setting sent once the request has left.
-func (s *Store) sendTxn(ctx context.Context, sent *atomic.Bool, c []clientv3.Cmp, t, e []clientv3.Op) (*clientv3.TxnResponse, error) {
+func (s *Store) sendTxn(ctx context.Context, sent *atomic.Bool, t *txnSpec) (*clientv3.TxnResponse, error) {
 	if s.local == nil {
-		return s.cli.Txn(withSent(ctx, sent)).If(c...).Then(t...).Else(e...).Commit()
+		return s.cli.Txn(withSent(ctx, sent)).If(t.cmps...).Then(t.thenOps()...).Else(t.els...).Commit()
 	}
 	// In process: the server has the request as soon as it is called.
 	sent.Store(true)
 	start := time.Now()
-	resp, err := s.local.txn(ctx, c, t, e)
+	resp, err := s.local.txn(ctx, t)
 	s.observe("KV/Txn", err, time.Since(start))
 	return resp, err
 }
