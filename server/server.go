@@ -64,7 +64,7 @@ type Server struct {
 	st  *store.Store
 	log *slog.Logger
 	// auditLog writes the audit lines whatever the log level.
-	auditLog *slog.Logger
+	auditLog auditLogger
 	m        *metrics
 	hub      *hub
 	mux      *http.ServeMux
@@ -104,7 +104,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 		cfg.Version = "dev"
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, st: st, log: log, auditLog: slog.New(alwaysEnabled{log.Handler()}), m: newMetrics(cfg.Version), ctx: ctx, cancel: cancel}
+	s := &Server{cfg: cfg, st: st, log: log, auditLog: newAuditLogger(log), m: newMetrics(cfg.Version), ctx: ctx, cancel: cancel}
 	st.SetObserver(s.m.observeEtcd)
 	st.SetTreeCheck(s.checkTree)
 	s.hub = newHub(ctx, st, log, s.m, cfg.MaxWaiters)
@@ -630,7 +630,7 @@ func (s *Server) audit(r *http.Request, op string, keys []string, rev int64) {
 	if keys == nil {
 		keys = []string{}
 	}
-	s.auditLog.LogAttrs(r.Context(), slog.LevelInfo, "write",
+	s.auditLog.LogAttrs(r.Context(), "write",
 		slog.Bool("audit", true),
 		slog.String("request_id", info(r).id),
 		slog.String("token", info(r).token),

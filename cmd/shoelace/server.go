@@ -136,7 +136,7 @@ func (e *cliEnv) server(c *cli.Context) error {
 	if err != nil {
 		return usagef("server: %v", err)
 	}
-	logger := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+	logger := server.NewLogger(e.stderr, level)
 	// The standard log package (used by some dependencies) and gRPC's own log go to the same
 	// JSON stream. gRPC's logger is a process global: set it once.
 	slog.SetDefault(logger)
