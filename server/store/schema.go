@@ -139,8 +139,29 @@ func (g schemaGuard) wrap(parts txnParts) txnParts {
 
 // appliancesOf returns the appliances whose own trees e touches; all is true when a delete
 // covers every appliance (a recursive delete of appliances/).
+//
+// It runs two or three times for every write, most of which touch one appliance: the names
+// found are looked up in a map only once they are many.
 func appliancesOf(e edits) (names []string, all bool) {
-	seen := map[string]bool{}
+	var seen map[string]bool
+	have := func(name string) bool {
+		if seen != nil {
+			return seen[name]
+		}
+		return slices.Contains(names, name)
+	}
+	found := func(name string) {
+		names = append(names, name)
+		switch {
+		case seen != nil:
+			seen[name] = true
+		case len(names) > 16:
+			seen = make(map[string]bool, 2*len(names))
+			for _, n := range names {
+				seen[n] = true
+			}
+		}
+	}
 	add := func(key string, recurse bool) {
 		if recurse && key == api.AppliancesPrefix {
 			all = true
@@ -151,9 +172,8 @@ func appliancesOf(e edits) (names []string, all bool) {
 			return
 		}
 		name, _, under := strings.Cut(rest, "/")
-		if (under || recurse) && !seen[name] {
-			seen[name] = true
-			names = append(names, name)
+		if (under || recurse) && !have(name) {
+			found(name)
 		}
 	}
 	for k := range e.puts {
@@ -162,7 +182,7 @@ func appliancesOf(e edits) (names []string, all bool) {
 	for _, d := range e.dels {
 		add(d.Key, d.Recurse)
 	}
-	if e.applyName != "" && !seen[e.applyName] {
+	if e.applyName != "" && !have(e.applyName) {
 		names = append(names, e.applyName)
 	}
 	slices.Sort(names)
