@@ -57,6 +57,8 @@ type viewServer struct {
 	// instanceTokens are the instance tokens issued and not revoked; auth the last token seen.
 	enrollFail     int
 	enrolls        int
+	enrollAddrs    []string        // the client addresses of the enroll requests
+	closed         map[string]bool // the client addresses of the connections closed
 	instanceTokens map[string]bool
 	auth           string
 }
@@ -64,7 +66,18 @@ type viewServer struct {
 func newViewServer(t *testing.T, keys map[string]string) *viewServer {
 	s := &viewServer{store: "store-1", rev: 10, keys: keys}
 	s.cond = sync.NewCond(&s.mu)
-	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
+	s.Server.Config.ConnState = func(c net.Conn, st http.ConnState) {
+		if st == http.StateClosed {
+			s.mu.Lock()
+			if s.closed == nil {
+				s.closed = map[string]bool{}
+			}
+			s.closed[c.RemoteAddr().String()] = true
+			s.mu.Unlock()
+		}
+	}
+	s.Server.Start()
 	t.Cleanup(func() {
 		s.mu.Lock()
 		s.cond.Broadcast()

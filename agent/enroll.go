@@ -182,6 +182,10 @@ func (e *enroller) try(ctx context.Context) {
 		return
 	}
 	got, err := e.enroll.Enroll(ctx, e.want.Appliance, e.want.Instance)
+	// Enrolling is rare (at the first start, and when the token is lost): its connection would
+	// otherwise stay open beside the agent's own until it idles out, one more per agent on the
+	// server while a fleet starts.
+	e.enroll.CloseIdleConnections()
 	if err != nil {
 		if e.run.ctx.Err() != nil {
 			return

@@ -35,6 +35,7 @@ func (s *viewServer) serveEnroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.enrolls++
+	s.enrollAddrs = append(s.enrollAddrs, r.RemoteAddr)
 	tok := fmt.Sprintf("instance-token-%d", s.enrolls)
 	if s.instanceTokens == nil {
 		s.instanceTokens = map[string]bool{}
@@ -71,6 +72,12 @@ func TestAgent_RunEnrolls(t *testing.T) {
 	if !strings.Contains(read(t, path), `"token":"instance-token-1"`) {
 		t.Fatalf("instance token file: %s", read(t, path))
 	}
+	// The enrollment's connection does not stay open beside the agent's own.
+	waitFor(t, "the enrollment's connection closed", func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return len(srv.enrollAddrs) == 1 && srv.closed[srv.enrollAddrs[0]]
+	})
 	srv.set(map[string]*string{"a": str("2")})
 	waitFor(t, "a re-rendered", fileIs(dir+"/a", "a=2"))
 	if auth, n := srv.lastAuth(); auth != "instance-token-1" || n != 1 {

@@ -147,6 +147,9 @@ type Request struct {
 	Header http.Header
 }
 
+// CloseIdleConnections closes the connections the client keeps open between requests.
+func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
+
 // Do sends r and decodes a 2xx JSON answer into out (when out is not nil). A non-2xx answer other
 // than 304 is returned as an *api.Error with its Status set. A 304 returns no error and Meta.Status 304.
 func (c *Client) Do(ctx context.Context, r Request, out any) (Meta, error) {
