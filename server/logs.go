@@ -116,13 +116,19 @@ func (l *lineWriter) waitLocked(n uint64) {
 			l.done.Wait()
 			continue
 		}
-		l.writing = true
-		buf, upTo := l.buf, l.queued
-		l.buf, l.spare = l.spare[:0], nil
-		l.mu.Unlock()
-		// A log write that fails has nowhere to be reported: slog's handlers drop the
-		// error too.
-		_, _ = l.w.Write(buf)
+		l.flushLocked()
+	}
+}
+
+// flushLocked hands the lines queued to w; l.mu must be held, and is released while w writes.
+// However the write ends, even in a panic of w's, l.mu is held again and the write is over:
+// its lines count as written, and the next writer goes.
+func (l *lineWriter) flushLocked() {
+	l.writing = true
+	buf, upTo := l.buf, l.queued
+	l.buf, l.spare = l.spare[:0], nil
+	l.mu.Unlock()
+	defer func() {
 		l.mu.Lock()
 		if cap(buf) <= lineWriterKeep {
 			l.spare = buf[:0]
@@ -130,7 +136,9 @@ func (l *lineWriter) waitLocked(n uint64) {
 		l.written = upTo
 		l.writing = false
 		l.done.Broadcast()
-	}
+	}()
+	// A log write that fails has nowhere to be reported: slog's handlers drop the error too.
+	_, _ = l.w.Write(buf)
 }
 
 // queueOnly is a lineWriter's writer that only queues: its writer calls Sync (auditLogger).

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/testutil"
 )
@@ -136,6 +137,48 @@ func TestLineWriter_QueuedLinesShareAWrite(t *testing.T) {
 	wg.Wait()
 	if len(rec.writes) != 2 || strings.Count(string(rec.writes[1]), "\n") != n {
 		t.Fatalf("%d writes (%q), want the first and one of the %d lines queued behind it", len(rec.writes), rec.writes, n)
+	}
+}
+
+// panicky panics on its first write.
+type panicky struct {
+	recorder
+	once sync.Once
+}
+
+func (p *panicky) Write(b []byte) (int, error) {
+	p.once.Do(func() { panic("the log's writer failed") })
+	return p.recorder.Write(b)
+}
+
+// A writer that panics panics the call whose line it was writing, as it did under slog's own
+// lock; the log goes on after it (no write left in progress, no lock left taken).
+func TestLineWriter_WriterPanics(t *testing.T) {
+	w := &panicky{}
+	lw := &lineWriter{w: w}
+	lw.done.L = &lw.mu
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("the writer's panic did not reach the caller")
+			}
+		}()
+		lw.Write([]byte("lost\n"))
+	}()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		lw.Write([]byte("after\n"))
+		queueOnly{lw}.Write([]byte("audit after\n"))
+		lw.Sync()
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the log is stuck after its writer panicked")
+	}
+	if !w.has("after\n") || !w.has("audit after\n") {
+		t.Fatalf("writes after the panic: %q", w.writes)
 	}
 }
 
