@@ -67,8 +67,8 @@ func (s *Store) writer() clientv3.KV {
 	return s.cli
 }
 
-// txn runs If(c).Then(t).Else(e) on the embedded etcd, as cli.Txn would, with the request built
-// by txnRequest: client/v3 copies every compare with proto.Clone at each step on its way
+// txn runs t on the embedded etcd, as cli.Txn would, with the request built by specRequest:
+// client/v3 copies every compare with proto.Clone at each step on its way
 // (Compare, OpTxn, the request's conversion, If), three or four copies of each of a write's
 // guards, which were 4–7% of the server's CPU under a stream of writes. Errors are as
 // client/v3 returns them.
