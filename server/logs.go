@@ -12,8 +12,7 @@ import (
 // by its own goroutine after the logger's lock is released, so that the audit lines of
 // concurrent writes share write(2)s.
 func NewLogger(w io.Writer, level slog.Leveler) *slog.Logger {
-	lw := &lineWriter{w: w}
-	lw.done.L = &lw.mu
+	lw := newLineWriter(w)
 	return slog.New(&logHandler{
 		Handler: slog.NewJSONHandler(lw, &slog.HandlerOptions{Level: level}),
 		audit:   alwaysEnabled{slog.NewJSONHandler(queueOnly{lw}, nil)},
@@ -80,6 +79,12 @@ type lineWriter struct {
 	queued     uint64 // lines queued, all told
 	written    uint64 // how many of them were handed to w
 	writing    bool   // a write to w is on its way
+}
+
+func newLineWriter(w io.Writer) *lineWriter {
+	l := &lineWriter{w: w}
+	l.done.L = &l.mu
+	return l
 }
 
 // lineWriterKeep is the most a lineWriter keeps of a buffer once its lines are written.

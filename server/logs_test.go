@@ -52,8 +52,7 @@ func (r *recorder) has(line string) bool {
 // writer's output when Write (or Sync after a queued line) returns.
 func TestLineWriter_LinesWholeOnceInOrder(t *testing.T) {
 	rec := &recorder{}
-	lw := &lineWriter{w: rec}
-	lw.done.L = &lw.mu
+	lw := newLineWriter(rec)
 	const writers, lines = 8, 300
 	var wg sync.WaitGroup
 	for g := range writers {
@@ -107,8 +106,7 @@ func TestLineWriter_LinesWholeOnceInOrder(t *testing.T) {
 // The lines queued while a write is on its way go together in the next write.
 func TestLineWriter_QueuedLinesShareAWrite(t *testing.T) {
 	rec := &recorder{hold: make(chan struct{}), held: make(chan struct{})}
-	lw := &lineWriter{w: rec}
-	lw.done.L = &lw.mu
+	lw := newLineWriter(rec)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -155,8 +153,7 @@ func (p *panicky) Write(b []byte) (int, error) {
 // lock; the log goes on after it (no write left in progress, no lock left taken).
 func TestLineWriter_WriterPanics(t *testing.T) {
 	w := &panicky{}
-	lw := &lineWriter{w: w}
-	lw.done.L = &lw.mu
+	lw := newLineWriter(w)
 	func() {
 		defer func() {
 			if recover() == nil {
