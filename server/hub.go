@@ -453,6 +453,25 @@ func (h *hub) current() int64 {
 	return h.rev
 }
 
+// reaches reports whether the hub sees revision rev within d; false too when ctx ends first.
+// It looks every 10 ms: it is for reports ahead of this replica (see aboveStoreRevision), rare.
+func (h *hub) reaches(ctx context.Context, rev int64, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for h.current() < rev {
+		if !time.Now().Before(deadline) {
+			return false
+		}
+		t := time.NewTimer(10 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+	}
+	return true
+}
+
 // open returns the number of open long-polls.
 func (h *hub) open() int {
 	h.mu.Lock()

@@ -411,6 +411,16 @@ func (s *Server) takeReport(ctx context.Context, in *api.Instance) {
 //go:noinline
 func (s *Server) aboveStoreRevision(ctx context.Context, in *api.Instance, cur int64) bool {
 	rev, err := s.aboveStore.revision(ctx, s.st.Revision, in.Applied)
+	if err == nil && in.Applied > rev {
+		// The store's revision known here may predate the write the agent applied (it was read
+		// less than storeRevCheckEvery ago, and this replica's watch has not reached the write
+		// yet): a real report was then ignored, and an agent that reported once and waits was
+		// never counted by a rollout. Give the watch that long to reach it, then ask again.
+		if s.hub.reaches(ctx, in.Applied, storeRevCheckEvery) {
+			return false
+		}
+		rev, err = s.aboveStore.revision(ctx, s.st.Revision, in.Applied)
+	}
 	if err != nil || in.Applied > rev {
 		if s.aboveStore.shouldWarn(in.Token, time.Now()) {
 			s.log.Warn("ignoring instance reports applied above the store's revision (one line per token and minute)", "appliance", in.Appliance,

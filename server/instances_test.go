@@ -145,6 +145,39 @@ func TestInstances_ReportAboveTheStoreIgnored(t *testing.T) {
 	}
 }
 
+// A report at a revision the store has, but that this replica's watch has not reached yet while
+// the store's revision it read last (less than a second before) is older, is recorded once the
+// watch reaches it; it was ignored as above the store, and a rollout waiting for that instance
+// never counted it (TestSharedRollout_ForcedWriteRacingThePromotion failed so, now and then).
+func TestInstances_ReportAheadOfAStaleStoreRevision(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	cur, err := f.st.Revision(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The store was asked just now, before the write at cur; the watch lags behind cur.
+	f.s.aboveStore.mu.Lock()
+	f.s.aboveStore.rev, f.s.aboveStore.asked = cur-1, time.Now()
+	f.s.aboveStore.mu.Unlock()
+	f.s.hub.mu.Lock()
+	f.s.hub.rev = cur - 1
+	f.s.hub.mu.Unlock()
+	answered := make(chan int, 1)
+	go func() {
+		r := f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "real", api.HeaderApplied, fmt.Sprint(cur))
+		r.Body.Close()
+		answered <- r.StatusCode
+	}()
+	time.Sleep(100 * time.Millisecond)
+	f.put("appliances/web/b", "2") // the watch moves on, past cur
+	if code := <-answered; code != 200 {
+		t.Fatalf("status %d", code)
+	}
+	waitFor(t, "the report recorded", func() bool { return listRecords(t, f.st, "web")["real"].Applied == cur })
+}
+
 // Reports applied above the store's revision (forged, or from a lagging replica's point of
 // view) cost at most one store read per second and one warning per token and minute, however
 // many arrive.
