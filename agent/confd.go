@@ -267,6 +267,18 @@ func parseConfdResource(name string, data []byte, dir string, global confdSettin
 	line := keyLine(name, data, toml.Key{"template"})
 	t := Template{File: name, Line: keyLineNo(data, toml.Key{"template"}), Functions: templates.ModeConfd, Destination: rt.Dest, confdDir: dir}
 	where := func(field string) string { return keyLine(name, data, toml.Key{"template", field}) }
+	if rt.Dest != "" && !strings.ContainsRune(rt.Dest, 0) && (!filepath.IsAbs(rt.Dest) || filepath.Clean(rt.Dest) != rt.Dest) {
+		// confd hands dest to the OS as written: a relative one ("./tmp/test.conf", as in
+		// confd's own resource tests) is relative to the directory confd runs in, and
+		// "/etc//x" is /etc/x. The agent does the same, so that the resource means the file it
+		// meant to confd.
+		abs, err := filepath.Abs(rt.Dest)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: dest %q: %v", where("dest"), rt.Dest, err))
+		} else {
+			t.Destination = abs
+		}
+	}
 	if rt.Src == "" {
 		errs = append(errs, fmt.Sprintf("%s: src is required: the template's file, relative to %s", line, filepath.Join(dir, "templates")))
 	} else {

@@ -3,6 +3,7 @@
 package agent_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -192,9 +193,28 @@ func TestLoadConfig_ConfdDir(t *testing.T) {
 		"conf.d/b.toml":    "[template]\nsrc = \"b.tmpl\"\ndest = \"b.conf\"\n",
 		"templates/b.tmpl": "{{ getv \"/b\" }}\n",
 	})
-	_, err = agent.LoadConfigWith(path, agent.Overrides{ConfdDir: other})
-	if want := other + "/conf.d/b.toml:1: template b.conf: destination \"b.conf\" must be an absolute path"; err == nil || !strings.Contains(err.Error(), want) {
-		t.Fatalf("--confdir with a relative dest: %v, want %q", err, want)
+	// A relative dest is relative to the directory the agent runs in, as it is to confd
+	// (confd's own resource tests write dest = "./tmp/test.conf").
+	cfg, err = agent.LoadConfigWith(path, agent.Overrides{ConfdDir: other})
+	if err != nil {
+		t.Fatalf("--confdir with a relative dest: %v", err)
+	}
+	wd, _ := os.Getwd()
+	if got := cfg.Templates[len(cfg.Templates)-1].Destination; got != filepath.Join(wd, "b.conf") {
+		t.Fatalf("--confdir with a relative dest: destination %q, want %q", got, filepath.Join(wd, "b.conf"))
+	}
+	for dest, want := range map[string]string{"./tmp/test.conf": filepath.Join(wd, "tmp/test.conf"), "/etc//c.conf": "/etc/c.conf", "/etc/x/../c.conf": "/etc/c.conf"} {
+		dir := writeConfd(t, map[string]string{
+			"conf.d/c.toml":    fmt.Sprintf("[template]\nsrc = \"c.tmpl\"\ndest = %q\nkeys = [\"/\"]\n", dest),
+			"templates/c.tmpl": "{{ getv \"/c\" }}\n",
+		})
+		cfg, err := agent.LoadConfigWith(path, agent.Overrides{ConfdDir: dir})
+		if err != nil {
+			t.Fatalf("dest %q: %v", dest, err)
+		}
+		if got := cfg.Templates[len(cfg.Templates)-1].Destination; got != want {
+			t.Fatalf("dest %q: destination %q, want %q", dest, got, want)
+		}
 	}
 	if _, path := writeConfig(t, "server: http://h:1\nappliance: a\ntoken: t\nconfd_dir: /nonexistent/confd\n"); true {
 		if _, err := agent.LoadConfig(path); err == nil || !strings.Contains(err.Error(), "confd_dir: stat /nonexistent/confd: no such file") {
