@@ -187,6 +187,10 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("import: %w", err)
 	}
+	kvs, roots := store.WithoutStoreKeys(kvs)
+	for _, r := range roots {
+		fmt.Fprintf(e.stderr, "left out the keys under %s: a Shoelace store's own keys (its tokens, releases and appliances), never a confd keyspace\n", r)
+	}
 	keys, refused := mapConfdKeys(kvs, prefix, appliance)
 	for _, r := range refused {
 		fmt.Fprintf(e.stderr, "%s\n", r)

@@ -187,3 +187,44 @@ func TestKVPut_ConfdPath(t *testing.T) {
 		}
 	}
 }
+
+// TestE2E_ImportFromEtcd_LeavesOutTheStore: an import of --prefix / from the etcd a Shoelace
+// server uses (here its embedded etcd's --etcd-listen, the server run with --root) copies the
+// confd keys beside the store and never the store's own: its tokens, releases and the keys of
+// its appliances would otherwise become keys of one appliance, readable by its agents.
+func TestE2E_ImportFromEtcd_LeavesOutTheStore(t *testing.T) {
+	etcdAddr, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := startServer(t.TempDir(), nil, "--etcd-listen", etcdAddr, "--root", "/cfg/")
+	if err != nil {
+		t.Fatalf("start server: %v", err)
+	}
+	t.Cleanup(func() { _ = src.stop() })
+	newCLI(t, src).ok("kv", "put", "appliances/secret/password", "hunter2")
+	etcd, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + etcdAddr}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer etcd.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for k, v := range map[string]string{"/key": "foobar", "/database/host": "127.0.0.1"} {
+		if _, err := etcd.Put(ctx, k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	c := newCLI(t, freshServer(t))
+	r := c.run("import", "--from-etcd", "http://"+etcdAddr, "--prefix", "/", "--appliance", "emb", "--dry-run")
+	if r.code != 0 || !strings.Contains(r.stderr, "left out the keys under /cfg/: a Shoelace store's own keys") {
+		t.Fatalf("import: %s", r)
+	}
+	if want := "+ appliances/emb/database/host\n+ appliances/emb/key\n"; r.stdout != want {
+		t.Fatalf("import planned:\n%s\nwant:\n%s", r.stdout, want)
+	}
+	if strings.Contains(r.stderr, "/cfg/kv") || strings.Contains(r.stderr, "/cfg/sys") {
+		t.Fatalf("the store's keys were read as confd keys:\n%s", r.stderr)
+	}
+}

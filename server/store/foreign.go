@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -86,6 +87,31 @@ func ReadForeign(ctx context.Context, f ForeignEtcd, prefix string) ([]ForeignKV
 		out = append(out, ForeignKV{Key: kv.Key, Value: kv.Value})
 	}
 	return out, resp.Header.Revision, nil
+}
+
+// WithoutStoreKeys returns kvs without the keys of any Shoelace store among them, and the roots
+// of those stores. A store is known by its id key (<root>sys/store-id): a read of a prefix that
+// holds a store's system keys holds that key too. An import from the etcd that a Shoelace server
+// uses (the embedded etcd's --etcd-listen, or a shared cluster) thus leaves out the server's
+// own keys, whatever its --root: its tokens, releases and the keys of every appliance, which are
+// never a confd keyspace and which the import would show to one appliance's agents.
+func WithoutStoreKeys(kvs []ForeignKV) (kept []ForeignKV, roots []string) {
+	idKey := "sys/" + storeIDKey
+	for _, kv := range kvs {
+		if root, ok := strings.CutSuffix(string(kv.Key), idKey); ok && strings.HasSuffix(root, "/") {
+			roots = append(roots, root)
+		}
+	}
+	if len(roots) == 0 {
+		return kvs, nil
+	}
+	kept = make([]ForeignKV, 0, len(kvs))
+	for _, kv := range kvs {
+		if !slices.ContainsFunc(roots, func(r string) bool { return strings.HasPrefix(string(kv.Key), r) }) {
+			kept = append(kept, kv)
+		}
+	}
+	return kept, roots
 }
 
 // probeEndpoints connects to each endpoint (with a TLS handshake for https) and returns what
