@@ -16,8 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/server/store"
@@ -170,24 +168,10 @@ func (s *Server) releaseCtx(ctx context.Context, r *http.Request, kind, applianc
 // could not show as it is: past its limit, not UTF-8, or with a control character (C0, DEL, C1
 // such as the CSI of terminal escape sequences; a tab is allowed) or a bidi control.
 func checkReleaseHeaders(r *http.Request) error {
-	for _, h := range []struct {
-		name string
-		max  int
-	}{{api.HeaderMessage, api.MaxMessageBytes}, {api.HeaderSource, api.MaxSourceBytes}} {
-		v := r.Header.Get(h.name)
-		switch {
-		case len(v) > h.max:
-			return api.Errorf(api.CodeInvalidRequest, "header %s is %d bytes, over the limit of %d", h.name, len(v), h.max)
-		case !utf8.ValidString(v):
-			return api.Errorf(api.CodeInvalidRequest, "header %s is not UTF-8", h.name)
-		}
-		for _, c := range v {
-			if c != '\t' && unicode.IsControl(c) || unicode.Is(unicode.Bidi_Control, c) {
-				return api.Errorf(api.CodeInvalidRequest, "header %s has the control character %U, which a history listing cannot show", h.name, c)
-			}
-		}
+	if err := api.CheckReleaseText(api.HeaderMessage, r.Header.Get(api.HeaderMessage), api.MaxMessageBytes); err != nil {
+		return err
 	}
-	return nil
+	return api.CheckReleaseText(api.HeaderSource, r.Header.Get(api.HeaderSource), api.MaxSourceBytes)
 }
 
 // pageParams reads ?limit= and ?before=.

@@ -273,6 +273,14 @@ func (e *cliEnv) connectWith(ctx context.Context, c *cli.Context, withToken bool
 		}
 		e.noToken = token == ""
 	}
+	for _, f := range []struct {
+		flag, header string
+		max          int
+	}{{flagMessage, api.HeaderMessage, api.MaxMessageBytes}, {flagSource, api.HeaderSource, api.MaxSourceBytes}} {
+		if err := api.CheckReleaseText(f.header, c.String(f.flag), f.max); err != nil {
+			return nil, usagef("--%s: %s (a release record keeps it on one line)", f.flag, api.AsError(err).Message)
+		}
+	}
 	e.addr = c.String(flagAddr)
 	cl, err := client.New(e.addr, client.Options{
 		Token:      token,

@@ -49,6 +49,10 @@ func TestE2E_Txn(t *testing.T) {
 		{`{"ops": [{"op": "put", "key": "appliances/e2etxn/port", "valeu": "1"}]}`, `unknown field "valeu"`},
 		{`{"ops": [{"op": "put", "key": "appliances/e2etxn/port", "value": "1"}]} {}`, "more than one JSON value"},
 		{`port: 1`, "not a transaction"},
+		// What the server refuses in a body is refused here too, never rewritten.
+		{`{"ops": [{"op": "put", "key": "appliances/e2etxn/port", "value": "a\ud800b"}]}`, "is a lone UTF-16 surrogate"},
+		{"{\"ops\": [{\"op\": \"put\", \"key\": \"appliances/e2etxn/port\", \"value\": \"\xff\"}]}", "not valid UTF-8"},
+		{`{"ops": [{"op": "put", "key": "appliances/e2etxn/port", "value": "1", "value": "2"}]}`, `member "value" is given twice`},
 	} {
 		checkFailure(t, c.runStdin([]byte(bad.body), "txn", "-f", "-"), exitError, bad.want, []string{"txn", "-f", "-", bad.body})
 	}
@@ -56,6 +60,10 @@ func TestE2E_Txn(t *testing.T) {
 		t.Errorf("a refused txn file changed port to %q", got)
 	}
 	c.fails(exitUsage, "missing -f FILE", "txn")
+	// A message or source the server would refuse (a release keeps it on one line) is a usage
+	// error before any request, not "cannot reach the server".
+	c.fails(exitUsage, "--message: header X-Shoelace-Message has the control character U+000A", "txn", "-f", file, "-m", "line1\nline2")
+	c.fails(exitUsage, "--source: header X-Shoelace-Source has the control character U+0007", "kv", "put", "appliances/e2etxn/port", "1", "--source", "a\x07")
 	c.fails(exitUsage, "--step needs --canary", "txn", "-f", file, "--step", "50%")
 }
 

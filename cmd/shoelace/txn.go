@@ -86,6 +86,14 @@ func decodeTxn(body []byte) (api.Txn, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return t, errors.New(`empty: want JSON such as {"ops": [{"op": "put", "key": "appliances/web/port", "value": "8081"}]}`)
 	}
+	// encoding/json would rewrite invalid UTF-8 and lone surrogate escapes to U+FFFD, and keep
+	// the last of a member given twice: refuse them, as the server refuses them in a body it reads.
+	if err := api.CheckJSONText(body); err != nil {
+		return t, err
+	}
+	if err := api.CheckJSONMembers(body); err != nil {
+		return t, err
+	}
 	d := json.NewDecoder(bytes.NewReader(body))
 	d.DisallowUnknownFields()
 	if err := d.Decode(&t); err != nil {
