@@ -336,6 +336,10 @@ func (r *Record) Status(reports map[string]api.Instance, rev int64, bakedSince t
 			}
 		case seen && r.applied(in, rev):
 			ri.State = "applied"
+		case seen && r.State == api.RolloutPromoted && in.Applied >= rev:
+			// Promoted (rev is the promotion's revision): the candidate is the live tree now,
+			// which the instance reports applied without the rollout's id: it stays applied.
+			ri.State = "applied"
 		default:
 			ri.State = "pending"
 		}

@@ -181,6 +181,22 @@ func TestStatus(t *testing.T) {
 	}
 }
 
+// Once promoted (rev is the promotion's revision), the candidate is the live tree, which agents
+// report without the rollout's id: an instance of the cohort that reported the live tree at
+// or after the promotion shows applied, one that has not yet pending.
+func TestStatus_Promoted(t *testing.T) {
+	r := rec(5)
+	r.State, r.Step = api.RolloutPromoted, len(r.Steps)-1
+	c := r.Cohort()
+	st := r.Status(map[string]api.Instance{
+		c[0]: enrolled(r, api.Instance{Instance: c[0], Applied: 20}),
+		c[1]: enrolled(r, api.Instance{Instance: c[1], Applied: 19, Rollout: "r1"}),
+	}, 20, time.Time{})
+	if len(c) < 2 || st.Instances[0].State != "applied" || st.Instances[1].State != "pending" {
+		t.Fatalf("promoted status: cohort %v, %+v", c, st.Instances)
+	}
+}
+
 // A shared change gives shared/ as it leaves it: puts win, deletes go, the rest stays; a nil
 // change is no change.
 func TestSharedChange(t *testing.T) {
