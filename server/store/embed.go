@@ -89,7 +89,7 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*EmbeddedEtcd, error) 
 		cfg.MaxRequestBytes = minRequestBytes
 	}
 	if cfg.MaxTxnOps == 0 {
-		cfg.MaxTxnOps = 2*DefaultMaxTxnOps + 1
+		cfg.MaxTxnOps = uint(EmbeddedMaxTxnOps(DefaultMaxTxnOps))
 	}
 	if cfg.ProgressNotifyInterval <= 0 {
 		cfg.ProgressNotifyInterval = DefaultProgressNotifyInterval
@@ -229,3 +229,12 @@ func (ee *EmbeddedEtcd) startClose() <-chan struct{} {
 	})
 	return ee.done
 }
+
+// EmbeddedMaxTxnOps is the embedded etcd's limit of operations per transaction for an API
+// limit of apiOps. etcd counts a transaction's largest list (compares, Then or Else) and, for a
+// nested transaction, against what its parent's count left: a write nested under its release's
+// guards spends both. An apply of apiOps keys over a tree of as many others guards each of the
+// 2×apiOps keys it touches (the outer list) and puts and deletes them, with a create-revision
+// compare per old key under cas (the inner one): about 4×apiOps, plus a few for the release,
+// its copy, the marker and the schema and rollout guards.
+func EmbeddedMaxTxnOps(apiOps int) int { return 4*apiOps + 64 }

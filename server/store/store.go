@@ -7,7 +7,7 @@
 //   - The embedded etcd keeps its files in EtcdDir(DataDir) and serves on 127.0.0.1 ports the
 //     kernel picks; nothing outside the process needs them (Endpoints tells them). It compacts
 //     periodically, keeping an hour of history, and accepts requests of
-//     max(10 MiB, 2*MaxValueBytes+1 MiB) and 2*MaxTxnOps+1 etcd ops per transaction.
+//     max(10 MiB, 2*MaxValueBytes+1 MiB) and EmbeddedMaxTxnOps(MaxTxnOps) etcd ops per transaction.
 //   - Every unary call is bounded by Config.RequestTimeout, and each try of it on one member by
 //     Config.AttemptTimeout (doubling at each try). Errors are *api.Error where one fits
 //     (not_found, conflict, too_large, unavailable, outcome_unknown, invalid_*); a canceled ctx
@@ -232,10 +232,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	var tlsCfg *tls.Config
 	if len(endpoints) == 0 {
 		s.etcdMaxRequestBytes = embeddedRequestBytes(cfg.MaxValueBytes)
-		// One API op can take two etcd ops (a recursive delete is the key plus its subtree; an
-		// apply deletes the keys that go), so etcd's own limit sits above ours: the API's limit
-		// is always the one a caller meets first, with a message that names it.
-		s.etcdMaxTxnOps = 2*cfg.MaxTxnOps + 1
+		// One API op can take several etcd ops (a recursive delete is the key plus its subtree;
+		// an apply puts each key and guards it on what was read, and deletes and guards the
+		// keys that go; the release record, its copy and the schema and rollout guards come
+		// on top), so etcd's own limit sits well above ours: the API's limit is always the one a
+		// caller meets first, with a message that names it (an apply of MaxTxnOps keys that
+		// replaces a tree of as many others fits).
+		s.etcdMaxTxnOps = EmbeddedMaxTxnOps(cfg.MaxTxnOps)
 		ee, err := StartEmbedded(ctx, EmbedConfig{
 			Dir:                    EtcdDir(cfg.DataDir),
 			MaxRequestBytes:        uint(s.etcdMaxRequestBytes),

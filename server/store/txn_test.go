@@ -114,11 +114,11 @@ func TestStore_TxnRefused(t *testing.T) {
 
 // An etcd limit met by the request is a 413 naming the limit, and changes nothing.
 func TestStore_EtcdLimits(t *testing.T) {
-	// The API's limit above etcd's (2*10000+1 on the shared test etcd, 10 MiB requests): etcd refuses.
-	s := openStore(t, func(c *store.Config) { c.MaxTxnOps = 30000 })
+	// The API's limit above etcd's (4*10000+64 on the shared test etcd, 10 MiB requests): etcd refuses.
+	s := openStore(t, func(c *store.Config) { c.MaxTxnOps = 60000 })
 	ctx := ctxT(t)
 	keys := map[string]string{}
-	for i := range 20005 {
+	for i := range 40100 { // over 40064 puts
 		keys[fmt.Sprintf("k%05d", i)] = "v"
 	}
 	_, err := s.Apply(ctx, "big", keys, -1)
@@ -132,5 +132,32 @@ func TestStore_EtcdLimits(t *testing.T) {
 	wantCode(t, err, api.CodeTooLarge, "--max-request-bytes")
 	if got := dump(t, s); len(got) != 0 {
 		t.Errorf("refused writes left %d keys", len(got))
+	}
+}
+
+// TestStore_FullApplyFitsTheEmbeddedEtcd: an apply of as many keys as the API takes (its
+// release guards a key each, the write nested under them), and one guarded by cas that
+// replaces them with as many others (a delete and a guard more per key), fit the embedded
+// etcd's limit of operations: the API's limit is the one a caller meets.
+func TestStore_FullApplyFitsTheEmbeddedEtcd(t *testing.T) {
+	s := openStore(t, func(c *store.Config) { c.MaxTxnOps = store.DefaultMaxTxnOps })
+	ctx := store.WithRelease(ctxT(t), store.ReleaseInfo{Kind: "apply", Appliance: "full"})
+	tree := func(prefix string) map[string]string {
+		keys := map[string]string{}
+		for i := range store.DefaultMaxTxnOps {
+			keys[fmt.Sprintf("%s%05d", prefix, i)] = "v"
+		}
+		return keys
+	}
+	rev, err := s.Apply(ctx, "full", tree("a"), -1)
+	if err != nil {
+		t.Fatalf("apply of %d keys: %v", store.DefaultMaxTxnOps, err)
+	}
+	if _, err := s.Apply(ctx, "full", tree("b"), rev); err != nil {
+		t.Fatalf("apply of %d keys over as many others, cas %d: %v", store.DefaultMaxTxnOps, rev, err)
+	}
+	got := dump(t, s)
+	if len(got) != store.DefaultMaxTxnOps || got["appliances/full/b00000"] != "v" || got["appliances/full/a00000"] != "" {
+		t.Fatalf("after the replace: %d keys", len(got))
 	}
 }

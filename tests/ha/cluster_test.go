@@ -169,7 +169,7 @@ func (c *cluster) startMember(m *member, initialCluster, state string) error {
 	cfg.ElectionMs = 500
 	cfg.UnsafeNoFsync = true
 	cfg.MaxRequestBytes = 10 << 20
-	cfg.MaxTxnOps = 20001
+	cfg.MaxTxnOps = 40064
 	cfg.LogLevel = "warn"
 	cfg.LogOutputs = []string{m.dir + ".log"}
 	e, err := embed.StartEtcd(cfg)

@@ -56,8 +56,8 @@ func TestTopology_EtcdMemberConfigs(t *testing.T) {
 			if cfg.MaxRequestBytes < 10<<20 {
 				t.Errorf("max-request-bytes %d: below the 10 MiB a whole-appliance apply may need", cfg.MaxRequestBytes)
 			}
-			if cfg.MaxTxnOps < 20001 {
-				t.Errorf("max-txn-ops %d: an apply of 10,000 keys needs 20,001", cfg.MaxTxnOps)
+			if cfg.MaxTxnOps < 40064 {
+				t.Errorf("max-txn-ops %d: an apply of 10,000 keys over a tree of as many others needs 40,064", cfg.MaxTxnOps)
 			}
 			if cfg.AutoCompactionMode != embed.CompactorModePeriodic || cfg.AutoCompactionRetention == "" {
 				t.Errorf("auto-compaction %q/%q: want periodic with a retention", cfg.AutoCompactionMode, cfg.AutoCompactionRetention)
