@@ -609,8 +609,11 @@ func (e *cliEnv) applianceRollback(c *cli.Context) error {
 	}
 	arg := c.String("to")
 	to, perr := strconv.ParseInt(arg, 10, 64)
-	if arg != "previous" && (perr != nil || to <= 0) {
+	switch {
+	case arg == "":
 		return usagef("%s--to REVISION is required (a positive revision, or previous)", errPrefix(c))
+	case arg != "previous" && (perr != nil || to <= 0):
+		return usagef("%s--to %q is not a revision: give a positive revision, or previous", errPrefix(c), arg)
 	}
 	s, err := e.connect(c)
 	if err != nil {

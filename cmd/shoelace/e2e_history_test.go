@@ -85,7 +85,7 @@ func TestE2E_ApplianceHistoryAndUndo(t *testing.T) {
 	if got := c.ok("appliance", "history", name); strings.Contains(got, fmt.Sprintf("\n%d\t", revShared)) {
 		t.Errorf("history without shared shows the shared put:\n%s", got)
 	}
-	c.fails(2, "--to REVISION is required", "appliance", "rollback", name, "--to", "last")
+	c.fails(2, `--to "last" is not a revision: give a positive revision, or previous`, "appliance", "rollback", name, "--to", "last")
 
 	// kv history: each value with the release that wrote it; a secret's values masked.
 	out = c.ok("kv", "history", "appliances/"+name+"/port")

@@ -65,6 +65,10 @@ func ValidatePrefix(prefix string) (string, error) {
 
 // ValidateSegment validates one segment, such as an appliance or token name.
 func ValidateSegment(what, s string) error {
+	if s == "" {
+		// A name, not a segment of a key: the key's rule about '/' means nothing here.
+		return Errorf(CodeInvalidName, "invalid %s \"\": is empty: give a name of letters, digits, '.', '_' and '-'", what)
+	}
 	if err := validateSegment(s); err != nil {
 		return Errorf(CodeInvalidName, "invalid %s %s: %s", what, quote(s), strings.TrimPrefix(err.Error(), "segment "))
 	}
