@@ -66,7 +66,7 @@ func SaveCache(cacheDir string, c Cached) error {
 // A cache that is unreadable, for another appliance or without keys is an error.
 func LoadCache(cacheDir, appliance string) (*Cached, error) {
 	path := CachePath(cacheDir, appliance)
-	data, err := os.ReadFile(path)
+	data, err := readOwnFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -136,4 +136,25 @@ func saveStatus(cacheDir string, s *Status) error {
 	}
 	_, err = atomicfile.Write(StatusPath(cacheDir, s.Appliance), data, ownFile(true))
 	return err
+}
+
+// readOwnFile reads one of the agent's own files in cache_dir: a regular file (a link planted
+// at its name is not followed), owned by the agent's user and not writable by group or others.
+// Another user's file there is not the agent's: a view planted by whoever could write there
+// would be rendered, as root, when the server is away.
+func readOwnFile(path string) ([]byte, error) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
+	}
+	if unixModes && fi.Mode().Perm()&0o022 != 0 {
+		return nil, fmt.Errorf("%s has mode %04o: group or others may write it", path, fi.Mode().Perm())
+	}
+	if uid, _, ok := atomicfile.Owner(fi); ok && uid != os.Getuid() {
+		return nil, fmt.Errorf("%s is owned by uid %d, not by the agent's user (uid %d)", path, uid, os.Getuid())
+	}
+	return os.ReadFile(path)
 }

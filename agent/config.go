@@ -499,6 +499,9 @@ func (c *Config) Validate() error {
 	} else if fi, err := os.Stat(c.CacheDir); err == nil && unixModes && fi.Mode().Perm()&0o022 != 0 {
 		// Whoever can write there can plant a view the agent renders when the server is away.
 		add("%s: cache_dir %s is writable by group or others (mode %04o): the agent renders its cached view when the server is away; run chmod 700 %s", name, c.CacheDir, fi.Mode().Perm(), c.CacheDir)
+	} else if uid := cacheDirOwner(fi, err); uid >= 0 && uid != os.Getuid() && uid != 0 {
+		// Its owner can plant a view (or replace the directory's files) as well.
+		add("%s: cache_dir %s is owned by uid %d, neither the agent's user (uid %d) nor root: its owner could plant a view the agent renders when the server is away; run chown %d %s", name, c.CacheDir, uid, os.Getuid(), os.Getuid(), c.CacheDir)
 	} else if err == nil && !unixModes {
 		if who, err := othersMay(c.CacheDir, writeRights|readRights); err != nil {
 			add("%s: cache_dir: %v", name, err)
@@ -1030,4 +1033,16 @@ func readConfigFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	return data, nil
+}
+
+// cacheDirOwner is the owner of the cache_dir that os.Stat found (fi, err), or -1 when it has
+// none to check (missing: the agent makes it; or Windows, which checks ACLs).
+func cacheDirOwner(fi os.FileInfo, err error) int {
+	if err != nil || fi == nil {
+		return -1
+	}
+	if uid, _, ok := atomicfile.Owner(fi); ok {
+		return uid
+	}
+	return -1
 }

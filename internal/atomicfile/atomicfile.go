@@ -139,7 +139,7 @@ func resolve(path string) (string, error) {
 	if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
 		return path, nil
 	}
-	target, err := filepath.EvalSymlinks(path)
+	target, err := evalLinks(path)
 	if err != nil {
 		return "", fmt.Errorf("resolve symlink %s: %w", path, err)
 	}

@@ -50,7 +50,7 @@ func openDir(p string) (*dir, error) {
 			return d, nil
 		}
 	}
-	real, err := filepath.EvalSymlinks(p)
+	real, err := evalLinks(p)
 	if err != nil {
 		return nil, fmt.Errorf("directory: %w", err)
 	}

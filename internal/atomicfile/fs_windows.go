@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/windows"
@@ -118,3 +119,6 @@ func RealDir(p string) (string, error) {
 	defer f.Close()
 	return finalPath(f)
 }
+
+// evalLinks is filepath.EvalSymlinks (Windows files carry ACLs, not the owner checked on Unix).
+func evalLinks(p string) (string, error) { return filepath.EvalSymlinks(p) }

@@ -1,0 +1,44 @@
+//go:build !windows
+
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// A cached view the agent did not write (another user's, or one others may write) is not
+// rendered: whoever planted it would choose what root writes when the server is away.
+func TestLoadCache_RefusesAViewNotTheAgents(t *testing.T) {
+	dir := t.TempDir()
+	view := `{"appliance":"web","revision":9,"store":"s","keys":{"a":"planted"}}`
+	path := CachePath(dir, "web")
+	if err := os.WriteFile(path, []byte(view), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadCache(dir, "web"); err != nil {
+		t.Fatalf("the agent's own cache: %v", err)
+	}
+	os.Chmod(path, 0o666)
+	if _, err := LoadCache(dir, "web"); err == nil || !strings.Contains(err.Error(), "mode") {
+		t.Fatalf("a cache others may write was used: %v", err)
+	}
+	os.Chmod(path, 0o600)
+	if os.Getuid() != 0 {
+		t.Skip("needs root to give the cache another owner")
+	}
+	os.Chown(path, 4242, 4242)
+	if _, err := LoadCache(dir, "web"); err == nil || !strings.Contains(err.Error(), "owned by uid 4242") {
+		t.Fatalf("another user's cache was used: %v", err)
+	}
+	// A cache_dir of another user's is a config error.
+	os.Chown(path, 0, 0)
+	os.Chown(dir, 4242, 4242)
+	cfgPath := filepath.Join(t.TempDir(), "agent.yaml")
+	os.WriteFile(cfgPath, []byte("server: http://127.0.0.1:1\ntoken: x\nappliance: web\ncache_dir: "+dir+"\ntemplates:\n  - contents: x\n    destination: "+filepath.Join(t.TempDir(), "x")+"\n"), 0o600)
+	if _, err := LoadConfig(cfgPath); err == nil || !strings.Contains(err.Error(), "owned by uid 4242") {
+		t.Fatalf("cache_dir of another user accepted: %v", err)
+	}
+}
