@@ -268,7 +268,7 @@ func (s *Server) runReporter(ctx context.Context) {
 		}
 		window.Stop()
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		if _, err := s.st.SysPutEach(wctx, b.puts()); err != nil && ctx.Err() == nil {
+		if err := s.putReports(wctx, b.puts()); err != nil && ctx.Err() == nil {
 			s.log.Warn("record instance reports", "reports", b.len(), "err", err)
 			s.reports.mu.Lock()
 			for _, in := range b.reports {
@@ -278,6 +278,22 @@ func (s *Server) runReporter(ctx context.Context) {
 		}
 		cancel()
 	}
+}
+
+// putReports writes a batch of reports; one that an external etcd refuses as too large (its
+// --max-txn-ops is 128 by default, under reportBatch's puts) is written in halves, so that a
+// fleet reporting together is not refused batch after batch for good.
+func (s *Server) putReports(ctx context.Context, puts []store.SysPutIf) error {
+	_, err := s.st.SysPutEach(ctx, puts)
+	var e *api.Error
+	if err == nil || len(puts) < 2 || !errors.As(err, &e) || e.Code != api.CodeTooLarge {
+		return err
+	}
+	half := len(puts) / 2
+	if err := s.putReports(ctx, puts[:half]); err != nil {
+		return err
+	}
+	return s.putReports(ctx, puts[half:])
 }
 
 // reportBatcher makes the puts of a batch of reports. Its index, its reports, its puts and the
