@@ -199,7 +199,10 @@ type authState struct {
 	byName map[string]*tokenRecord
 	// revoked holds the revision at which this replica revoked a token: a record read before
 	// it (a watch event's reload that raced the revocation) must not bring the token back.
-	revoked  map[string]int64
+	revoked map[string]int64
+	// gone holds the hashes of the secrets of tokens this replica saw go (revoked, replaced):
+	// such a secret is answered 401 while the store cannot be asked.
+	gone     map[string]struct{}
 	lastUsed map[string]time.Time
 	limits   *limiterSet // per token, per token and instance (agents), per client address
 	ceilings *limiterSet // per agent token, across its instances
@@ -211,6 +214,7 @@ func newAuthState(cfg Config) *authState {
 		byHash:   map[string]*tokenRecord{},
 		byName:   map[string]*tokenRecord{},
 		revoked:  map[string]int64{},
+		gone:     map[string]struct{}{},
 		lastUsed: map[string]time.Time{},
 		limits:   newLimiterSet(cfg.RateLimit, int(math.Ceil(cfg.RateLimit))),
 		// A burst of 10 seconds' worth: a change wakes a whole fleet at once.
@@ -236,6 +240,27 @@ func findToken(byHash map[string]*tokenRecord, secret string) *tokenRecord {
 	return rec
 }
 
+// maxGone bounds authState.gone; past it the set starts again (a secret forgotten there is
+// asked of the store, as any unknown one).
+const maxGone = 1 << 16
+
+// forgetLocked records that the secret hashed to hash no longer stands; a.mu is held.
+func (a *authState) forgetLocked(hash string) {
+	if len(a.gone) >= maxGone {
+		clear(a.gone)
+	}
+	a.gone[hash] = struct{}{}
+}
+
+// wasRevoked reports whether secret is one of a token this replica saw go.
+func (a *authState) wasRevoked(secret string) bool {
+	h := hashSecret(secret)
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	_, ok := a.gone[h]
+	return ok
+}
+
 // set caches rec, written at revision rev (0: unknown); it reports whether a token of that name
 // with another secret was replaced. A record written before this replica revoked its name is
 // stale and ignored.
@@ -254,7 +279,11 @@ func (a *authState) set(rec *tokenRecord, rev int64) (replaced bool) {
 		}
 		delete(a.byHash, old.Hash)
 		replaced = old.Hash != rec.Hash
+		if replaced {
+			a.forgetLocked(old.Hash)
+		}
 	}
+	delete(a.gone, rec.Hash)
 	a.byName[rec.Name] = rec
 	a.byHash[rec.Hash] = rec
 	return replaced
@@ -274,6 +303,7 @@ func (a *authState) remove(name string, rev int64) bool {
 	}
 	delete(a.byName, name)
 	delete(a.byHash, old.Hash)
+	a.forgetLocked(old.Hash)
 	return true
 }
 
@@ -300,7 +330,11 @@ func (a *authState) replace(recs []*tokenRecord, rev int64) (gone []string) {
 	for name, old := range a.byName {
 		if n := next[name]; n == nil || n.Hash != old.Hash {
 			gone = append(gone, name)
+			a.forgetLocked(old.Hash)
 		}
+	}
+	for _, r := range next {
+		delete(a.gone, r.Hash)
 	}
 	a.byName = next
 	a.byHash = map[string]*tokenRecord{}
@@ -414,8 +448,15 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*http.Req
 			return r, e
 		}
 		if ok {
-			// Perhaps created through another replica a moment ago: ask the store.
-			rec = s.lookupFresh(r.Context(), secret, arrived)
+			// Perhaps created through another replica a moment ago: ask the store. When it
+			// cannot be asked, the token is not known to be unknown: 503, never a 401 that
+			// makes an agent drop an instance token that may be valid.
+			var err error
+			if rec, err = s.lookupFresh(r.Context(), secret, arrived); err != nil && !s.auth.wasRevoked(secret) {
+				e := api.Errorf(api.CodeUnavailable, "the token is not known to this replica yet and the store could not be asked; retry later")
+				e.RetryAfter = 2
+				return r, e
+			}
 		}
 	}
 	if rec == nil {
@@ -469,11 +510,21 @@ func (s *Server) limit(key string) error {
 // would make the token use more than MaxInstances at once on this replica is refused: made-up
 // names must not multiply the limit, nor the limiters kept for them.
 //
-// An instance token counts as the agent token that enrolled it: one instance has one limiter
-// whichever of the two it presents, under the ceiling of the fleet's token.
+// An instance token has a limiter of its own, outside the agent token's cap and ceiling (see
+// below): what the fleet's shared token does cannot starve an enrolled instance.
 func (s *Server) limitToken(rec *tokenRecord, instance string) error {
 	if rec.Appliance == "" {
 		return s.limit("token " + rec.Name)
+	}
+	if rec.Instance != "" {
+		// An enrolled instance, proven by its own token, has a limiter of its own: never the
+		// one that requests of the fleet's shared appliance token naming the same instance
+		// fill, nor under that token's cap of instance names or its ceiling. A holder of the
+		// appliance token (any VM of the fleet, a baked image) could otherwise starve an
+		// enrolled instance at the per-instance rate, or all of them at the ceiling or by
+		// filling --max-instances with made-up names. Instance tokens are few: enrollment
+		// caps them per agent token.
+		return s.limit("instance-token " + rec.Name)
 	}
 	name := rec.Name
 	if rec.Parent != "" {

@@ -16,17 +16,22 @@ type freshTokens struct {
 	mu      sync.Mutex
 	started time.Time // when the last read began
 	byHash  map[string]*tokenRecord
+	// failed is when the last failed read began, and err its error: requests that arrived
+	// before it share that failure instead of each waiting for a read of its own in turn.
+	failed time.Time
+	err    error
 }
 
 // lookupFresh finds secret's token in the store as it is now (after arrived).
-func (s *Server) lookupFresh(ctx context.Context, secret string, arrived time.Time) *tokenRecord {
+// An error says that the store could not be asked: the token may well exist.
+func (s *Server) lookupFresh(ctx context.Context, secret string, arrived time.Time) (*tokenRecord, error) {
 	f := &s.fresh
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !s.readFreshLocked(ctx, arrived) {
-		return nil
+	if err := s.readFreshLocked(ctx, arrived); err != nil {
+		return nil, err
 	}
-	return findToken(f.byHash, secret)
+	return findToken(f.byHash, secret), nil
 }
 
 // lookupFreshHash finds the token named name whose secret hashes to hash in the store as it is
@@ -35,7 +40,7 @@ func (s *Server) lookupFreshHash(ctx context.Context, name, hash string, arrived
 	f := &s.fresh
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !s.readFreshLocked(ctx, arrived) {
+	if s.readFreshLocked(ctx, arrived) != nil {
 		return nil
 	}
 	if rec := f.byHash[hash]; rec != nil && rec.Name == name {
@@ -45,16 +50,22 @@ func (s *Server) lookupFreshHash(ctx context.Context, name, hash string, arrived
 }
 
 // readFreshLocked reads every token record into f.byHash unless a read started after arrived,
-// and reports whether f.byHash is such a read; f.mu is held.
-func (s *Server) readFreshLocked(ctx context.Context, arrived time.Time) bool {
+// and answers nil when f.byHash is such a read, else why none could be made; f.mu is held.
+func (s *Server) readFreshLocked(ctx context.Context, arrived time.Time) error {
 	f := &s.fresh
 	if !f.started.After(arrived) {
+		if f.failed.After(arrived) {
+			return f.err
+		}
 		started := time.Now()
-		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		m, _, err := s.st.SysList(ctx, tokenPrefix)
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		m, _, err := s.st.SysList(rctx, tokenPrefix)
 		cancel()
 		if err != nil {
-			return false
+			if ctx.Err() == nil { // the store's failure, not this request's client gone
+				f.failed, f.err = started, err
+			}
+			return err
 		}
 		byHash := make(map[string]*tokenRecord, len(m))
 		for k, v := range m {
@@ -64,5 +75,5 @@ func (s *Server) readFreshLocked(ctx context.Context, arrived time.Time) bool {
 		}
 		f.started, f.byHash = started, byHash
 	}
-	return true
+	return nil
 }

@@ -189,3 +189,50 @@ func TestBootstrap_AdminTokenOutcomeUnknown(t *testing.T) {
 		t.Fatalf("the admin token file does not hold the stored admin token's secret (%v)", err)
 	}
 }
+
+// A token this replica does not know, asked while the store cannot be reached, is 503 with
+// Retry-After, not 401: it may have been created through another replica a moment ago (an
+// agent drops an instance token answered 401). Requests that arrived together share one
+// failed read instead of each waiting for its own in turn.
+func TestAuth_UnknownTokenWhileStoreAway(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	p := faultproxy.Start(t, cfg.Endpoints[0])
+	b := newFixtureOn(t, throughProxy(t, cfg, p))
+	waitFor(t, "replica b's first beat", func() bool { return b.s.replicas.Load() != nil })
+	p.CutBeforeRequest(func(string) bool { return true }, true)
+	start := time.Now()
+	done := make(chan resp, 4)
+	for range 4 {
+		go func() { done <- b.doToken("sl_not-known-here", "GET", "/v1/kv/shared/x", "") }()
+	}
+	for range 4 {
+		r := <-done
+		b.mustErr(r, 503, api.CodeUnavailable)
+		mustRetryAfter(t, r)
+	}
+	if took := time.Since(start); took > 12*time.Second {
+		t.Errorf("4 requests took %s: each waited for a read of its own", took)
+	}
+	p.Up()
+}
+
+// A store failure answered to an agent token names neither etcd's endpoints nor its error (an
+// operator's token gets them, as on /health/deps), and says when to retry.
+func TestStoreFailure_AgentNotToldEtcdEndpoints(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	p := faultproxy.Start(t, cfg.Endpoints[0])
+	b := newFixtureOn(t, throughProxy(t, cfg, p))
+	b.put("appliances/web/a", "1")
+	agent := b.s.testToken(t, api.TokenRequest{Name: "agent", Appliance: "web"})
+	waitFor(t, "replica b's first beat", func() bool { return b.s.replicas.Load() != nil })
+	p.CutBeforeRequest(func(string) bool { return true }, true)
+	r := b.doToken(agent, "GET", "/v1/appliances/web", "")
+	b.mustErr(r, 503, api.CodeUnavailable)
+	mustRetryAfter(t, r)
+	if b := string(r.body); strings.Contains(b, p.URL()) || strings.Contains(b, "etcd") {
+		t.Errorf("an agent token was told the store's endpoints or error: %s", r.body)
+	}
+	r = b.do("GET", "/v1/appliances/web", "")
+	b.mustErr(r, 503, api.CodeUnavailable, "etcd")
+	p.Up()
+}

@@ -156,3 +156,26 @@ func TestAuthState_LastUsedForgetsRevoked(t *testing.T) {
 		t.Fatalf("%d last-used times for 1 token", n)
 	}
 }
+
+// A holder of the fleet's shared appliance token cannot starve an enrolled instance: not by
+// naming it (its per-instance limiter), nor by made-up names (the cap), nor by the ceiling.
+func TestAuth_InstanceTokenNotStarvedByTheFleetToken(t *testing.T) {
+	f := newFixture(t, func(c *Config) {
+		c.RateLimit = 2        // burst of 2
+		c.TokenRateLimit = 0.5 // ceiling burst of 5
+		c.MaxInstances = 3
+	})
+	f.put("appliances/web/a", "1")
+	agent := f.s.testToken(t, api.TokenRequest{Name: "agent", Appliance: "web"})
+	vm := f.enroll(agent, "web", "vm-1").Token
+	// The shared token spends vm-1's rate, the cap of names and the ceiling.
+	for i := range 20 {
+		f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-1")
+		f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, fmt.Sprintf("made-up-%d", i))
+	}
+	f.mustErr(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-1"), 429, api.CodeRateLimited)
+	// vm-1's own token is served, and limited on its own.
+	f.must(f.doToken(vm, "GET", "/v1/appliances/web", ""), 200, nil)
+	f.must(f.doToken(vm, "GET", "/v1/appliances/web", ""), 200, nil)
+	f.mustErr(f.doToken(vm, "GET", "/v1/appliances/web", ""), 429, api.CodeRateLimited)
+}

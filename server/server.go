@@ -594,8 +594,22 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if status == 499 {
 		return
 	}
-	if e.RetryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	msg, retry := e.Message, e.RetryAfter
+	if status >= 500 && strings.Contains(msg, "etcd") {
+		if p := principalOf(r); !p.admin && len(p.read) == 0 && len(p.write) == 0 {
+			// A store failure names etcd's endpoints and its own error: an operator's to see
+			// (as on /health/deps and /v1/status), never an agent's or an unknown client's.
+			msg = "the store is unavailable; retry later"
+			if e.Code == api.CodeOutcomeUnknown {
+				msg = "the store did not confirm the write; its outcome is unknown"
+			}
+		}
+		if e.Code == api.CodeUnavailable && retry == 0 {
+			retry = 1
+		}
+	}
+	if retry > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(retry))
 	}
 	if r.ProtoMajor == 1 && r.ContentLength != 0 {
 		// The body may be unread (refused before it was needed): close the connection rather
@@ -603,7 +617,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		// (On HTTP/2 this header would close the whole connection, and nothing is drained.)
 		w.Header().Set("Connection", "close")
 	}
-	_ = writeJSON(w, status, 0, api.ErrorBody{Error: &api.Error{Code: e.Code, Message: e.Message}})
+	_ = writeJSON(w, status, 0, api.ErrorBody{Error: &api.Error{Code: e.Code, Message: msg}})
 }
 
 // handleNotFound answers unknown routes with 404, and known paths with a wrong method with 405.

@@ -477,7 +477,7 @@ func (s *Server) uiSignin(w http.ResponseWriter, r *http.Request) {
 	var rec *tokenRecord
 	if secret != "" && len(secret) <= 512 {
 		if rec = s.auth.lookup(secret); rec == nil && s.auth.loaded.Load() {
-			rec = s.lookupFresh(r.Context(), secret, arrived)
+			rec, _ = s.lookupFresh(r.Context(), secret, arrived)
 		}
 	}
 	if rec == nil {
