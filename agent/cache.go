@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -143,7 +145,17 @@ func saveStatus(cacheDir string, s *Status) error {
 // Another user's file there is not the agent's: a view planted by whoever could write there
 // would be rendered, as root, when the server is away.
 func readOwnFile(path string) ([]byte, error) {
-	fi, err := os.Lstat(path)
+	// Opened without following a link nor blocking on a FIFO, and judged by its handle: a
+	// file swapped in at the name after a by-name check would be read instead.
+	f, err := os.OpenFile(path, os.O_RDONLY|openNoFollow|openNonBlock, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%s: %w (not the agent's regular file?)", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
 	}
@@ -156,5 +168,5 @@ func readOwnFile(path string) ([]byte, error) {
 	if uid, _, ok := atomicfile.Owner(fi); ok && uid != os.Getuid() {
 		return nil, fmt.Errorf("%s is owned by uid %d, not by the agent's user (uid %d)", path, uid, os.Getuid())
 	}
-	return os.ReadFile(path)
+	return io.ReadAll(f)
 }

@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // A cached view the agent did not write (another user's, or one others may write) is not
@@ -40,5 +42,29 @@ func TestLoadCache_RefusesAViewNotTheAgents(t *testing.T) {
 	os.WriteFile(cfgPath, []byte("server: http://127.0.0.1:1\ntoken: x\nappliance: web\ncache_dir: "+dir+"\ntemplates:\n  - contents: x\n    destination: "+filepath.Join(t.TempDir(), "x")+"\n"), 0o600)
 	if _, err := LoadConfig(cfgPath); err == nil || !strings.Contains(err.Error(), "owned by uid 4242") {
 		t.Fatalf("cache_dir of another user accepted: %v", err)
+	}
+}
+
+// A FIFO at the cached view's or the owed commands' name is refused at once: reading it would
+// block the agent for good.
+func TestLoadCache_FIFONotRead(t *testing.T) {
+	dir := t.TempDir()
+	for _, path := range []string{CachePath(dir, "web"), OwedPath(dir, "web")} {
+		if err := syscall.Mkfifo(path, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 2)
+	go func() { _, err := LoadCache(dir, "web"); done <- err }()
+	go func() { _, err := loadOwed(dir, "web"); done <- err }()
+	for range 2 {
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+				t.Fatalf("a FIFO read as the agent's file: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("reading a FIFO planted in cache_dir blocked")
+		}
 	}
 }

@@ -62,7 +62,7 @@ func saveOwed(cacheDir, appliance string, cmds []owedCommand) error {
 // loadOwed reads the commands a previous run owed; none when there is no record.
 func loadOwed(cacheDir, appliance string) ([]owedCommand, error) {
 	path := OwedPath(cacheDir, appliance)
-	data, err := os.ReadFile(path)
+	data, err := readOwnFile(path) // the agent's own regular file, as the cached view
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}

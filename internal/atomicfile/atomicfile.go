@@ -118,7 +118,18 @@ func sameFile(path string, fi fs.FileInfo, data []byte, opts Options) (bool, err
 			return false, nil
 		}
 	}
-	old, err := os.ReadFile(path)
+	// O_NONBLOCK|O_NOFOLLOW, and the handle checked to be the file stat found: whoever may write
+	// the directory can swap a FIFO (or a link) in at the name after the stat, and a blocking
+	// open of a FIFO hangs the agent for good (SIGTERM included).
+	f, err := os.OpenFile(path, os.O_RDONLY|noFollow|nonBlock, 0)
+	if err != nil {
+		return false, nil // gone or replaced since: not the same; Stage looks again in the directory
+	}
+	defer f.Close()
+	if now, err := f.Stat(); err != nil || !now.Mode().IsRegular() || !os.SameFile(fi, now) {
+		return false, nil
+	}
+	old, err := io.ReadAll(io.LimitReader(f, int64(len(data))+1))
 	if err != nil {
 		return false, fmt.Errorf("read %s: %w", path, err)
 	}
@@ -233,6 +244,13 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 	}
 
 	perm, uid, gid := opts.Perm.Perm(), opts.UID, opts.GID
+	if old != nil && plantable(d, old) {
+		// Another user's file in a directory where others than its owner may create files (/tmp,
+		// a group's directory): whoever planted it must not choose the owner and mode of what is
+		// installed in its place. It is treated as no file.
+		old = nil
+		s.hadOld = false
+	}
 	if old != nil {
 		if opts.Perm == 0 {
 			perm = old.Mode().Perm()
@@ -281,6 +299,17 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 	}
 	s.tmp = staged
 	return s, nil
+}
+
+// plantable reports whether old, a file in d, may have been put there by another user than the
+// installing process or root, in a directory that others than its owner may write.
+func plantable(d *dir, old fs.FileInfo) bool {
+	uid, _, ok := ownerOf(old)
+	if !ok || uid == 0 || uid == os.Geteuid() {
+		return false
+	}
+	fi, err := d.root.Stat(".")
+	return err != nil || fi.Mode().Perm()&0o022 != 0
 }
 
 // Path is the file the staged one replaces (its links resolved).

@@ -65,3 +65,49 @@ func TestWrite_UntrustedLinkNotFollowed(t *testing.T) {
 		t.Fatalf("root's link not followed: victim %q", got)
 	}
 }
+
+// A file another user planted at the destination, in a directory that others than its owner
+// may write (/tmp, a group's directory), does not give its owner and mode to what is installed
+// in its place: the planter could read and rewrite root's file before its command runs.
+func TestWrite_PlantedFileGivesNoOwnerOrMode(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give the planted file another owner")
+	}
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(dir, "app.conf")
+	if err := os.WriteFile(dest, []byte("planted\n"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dest, 0o666)
+	if err := os.Chown(dest, 4242, 4242); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Write(dest, []byte("rendered\n"), Options{UID: Keep, GID: Keep}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _, _ := ownerOf(fi)
+	if uid != 0 || fi.Mode().Perm()&0o022 != 0 {
+		t.Fatalf("installed over a planted file: owner %d, mode %04o; want root's, not writable by others", uid, fi.Mode().Perm())
+	}
+	// In a directory only its owner writes, a file of another user keeps its owner and mode
+	// (a service's own config that root renders).
+	own := t.TempDir()
+	kept := filepath.Join(own, "svc.conf")
+	os.WriteFile(kept, []byte("old\n"), 0o640)
+	os.Chown(kept, 4242, 4242)
+	if _, err := Write(kept, []byte("rendered\n"), Options{UID: Keep, GID: Keep}); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(kept); fi.Mode().Perm() != 0o640 {
+		t.Fatalf("a service's file in root's directory lost its mode: %04o", fi.Mode().Perm())
+	} else if uid, _, _ := ownerOf(fi); uid != 4242 {
+		t.Fatalf("a service's file in root's directory lost its owner: %d", uid)
+	}
+}

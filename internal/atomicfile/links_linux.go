@@ -1,0 +1,134 @@
+//go:build linux
+
+package atomicfile
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// evalLinks is filepath.EvalSymlinks of an absolute path that follows only links owned by root
+// or by this process's effective user; any other link on the way is an *UntrustedLinkError.
+//
+// Each component is opened (O_PATH|O_NOFOLLOW) in the directory held open before it, and a link
+// is judged and read through that one handle (fstat, then readlinkat of the handle): whoever may
+// write a directory on the way cannot swap a trusted link for one of its own between the owner
+// check and the read of the target, nor swap a directory already walked for a link.
+func evalLinks(p string) (string, error) {
+	if !filepath.IsAbs(p) {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return "", err
+		}
+		p = abs
+	}
+	euid := os.Geteuid()
+	dirfd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", &fs.PathError{Op: "open", Path: "/", Err: err}
+	}
+	defer func() { unix.Close(dirfd) }()
+	setDir := func(fd int) { unix.Close(dirfd); dirfd = fd }
+	resolved := "/"
+	rest := strings.Split(p, "/")
+	for links := 0; len(rest) > 0; {
+		c := rest[0]
+		rest = rest[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			// resolved is free of links: walk it again from / (rare; keeps the handle and the
+			// name the same directory).
+			resolved = filepath.Dir(resolved)
+			fd, err := openWalk(resolved)
+			if err != nil {
+				return "", err
+			}
+			setDir(fd)
+			continue
+		}
+		next := filepath.Join(resolved, c)
+		fd, err := unix.Openat(dirfd, c, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return "", &fs.PathError{Op: "open", Path: next, Err: err}
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			unix.Close(fd)
+			return "", &fs.PathError{Op: "fstat", Path: next, Err: err}
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+			if len(rest) > 0 && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+				unix.Close(fd)
+				return "", &fs.PathError{Op: "lstat", Path: next, Err: unix.ENOTDIR}
+			}
+			setDir(fd)
+			resolved = next
+			continue
+		}
+		if st.Uid != 0 && int(st.Uid) != euid {
+			unix.Close(fd)
+			return "", &UntrustedLinkError{Link: next, UID: int(st.Uid)}
+		}
+		if links++; links > 255 {
+			unix.Close(fd)
+			return "", errors.New("EvalSymlinks: too many links")
+		}
+		target, err := readlinkFd(fd)
+		unix.Close(fd)
+		if err != nil {
+			return "", &fs.PathError{Op: "readlink", Path: next, Err: err}
+		}
+		if filepath.IsAbs(target) {
+			fd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return "", &fs.PathError{Op: "open", Path: "/", Err: err}
+			}
+			setDir(fd)
+			resolved = "/"
+		}
+		rest = append(strings.Split(target, "/"), rest...)
+	}
+	return resolved, nil
+}
+
+// openWalk opens directory p, an absolute path free of links, one component at a time
+// without following any link.
+func openWalk(p string) (int, error) {
+	fd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, &fs.PathError{Op: "open", Path: "/", Err: err}
+	}
+	for _, c := range strings.Split(p, "/") {
+		if c == "" {
+			continue
+		}
+		next, err := unix.Openat(fd, c, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		unix.Close(fd)
+		if err != nil {
+			return -1, &fs.PathError{Op: "open", Path: p, Err: err}
+		}
+		fd = next
+	}
+	return fd, nil
+}
+
+// readlinkFd reads the target of the link opened (O_PATH|O_NOFOLLOW) as fd.
+func readlinkFd(fd int) (string, error) {
+	for n := 256; ; n *= 2 {
+		buf := make([]byte, n)
+		m, err := unix.Readlinkat(fd, "", buf)
+		if err != nil {
+			return "", err
+		}
+		if m < n {
+			return string(buf[:m]), nil
+		}
+	}
+}
