@@ -524,7 +524,19 @@ func (s *Server) limitToken(rec *tokenRecord, instance string) error {
 		// enrolled instance at the per-instance rate, or all of them at the ceiling or by
 		// filling --max-instances with made-up names. Instance tokens are few: enrollment
 		// caps them per agent token.
-		return s.limit("instance-token " + rec.Name)
+		if err := s.limit("instance-token " + rec.Name); err != nil {
+			return err
+		}
+		// But not outside every ceiling: enrollment lets one agent token mint up to
+		// --max-instances instance tokens, and each with a full --rate-limit would multiply the
+		// token's ceiling by that many. Its enrolled instances together share a ceiling of
+		// their own, apart from the one the shared token's requests fill.
+		if rec.Parent != "" {
+			if ok, retry := s.auth.ceilings.allow("enrolled "+rec.Parent, time.Now()); !ok {
+				return s.tokenOverCeiling(rec.Parent, retry)
+			}
+		}
+		return nil
 	}
 	name := rec.Name
 	if rec.Parent != "" {

@@ -179,3 +179,33 @@ func TestAuth_InstanceTokenNotStarvedByTheFleetToken(t *testing.T) {
 	f.must(f.doToken(vm, "GET", "/v1/appliances/web", ""), 200, nil)
 	f.mustErr(f.doToken(vm, "GET", "/v1/appliances/web", ""), 429, api.CodeRateLimited)
 }
+
+// Instance tokens enrolled by one agent token share a ceiling: enrolling many names must not
+// multiply the agent token's ceiling by --max-instances.
+func TestAuth_EnrolledInstancesShareACeiling(t *testing.T) {
+	f := newFixture(t, func(c *Config) {
+		c.RateLimit = 2        // burst of 2 per instance token
+		c.TokenRateLimit = 0.5 // ceiling burst of 5
+		c.MaxInstances = 50
+	})
+	f.put("appliances/web/a", "1")
+	agent := f.s.testToken(t, api.TokenRequest{Name: "agent", Appliance: "web"})
+	var vms []string
+	for i := range 4 { // 4 enrollments fit under the ceiling's burst of 5
+		var e api.Enrolled
+		name := fmt.Sprintf("vm-%d", i)
+		f.must(f.doToken(agent, "POST", "/v1/appliances/web/enroll", `{"instance":"`+name+`"}`, api.HeaderInstance, name), 201, &e)
+		vms = append(vms, e.Token)
+	}
+	served := 0
+	for _, vm := range vms {
+		for range 2 {
+			if r := f.doToken(vm, "GET", "/v1/appliances/web", ""); r.StatusCode == 200 {
+				served++
+			}
+		}
+	}
+	if served > 5 { // the ceiling's burst
+		t.Fatalf("4 instance tokens of one agent token were served %d requests at once, over the ceiling's burst of 5", served)
+	}
+}
