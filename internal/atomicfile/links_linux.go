@@ -5,7 +5,6 @@ package atomicfile
 import (
 	"errors"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -20,14 +19,10 @@ import (
 // write a directory on the way cannot swap a trusted link for one of its own between the owner
 // check and the read of the target, nor swap a directory already walked for a link.
 func evalLinks(p string) (string, error) {
-	if !filepath.IsAbs(p) {
-		abs, err := filepath.Abs(p)
-		if err != nil {
-			return "", err
-		}
-		p = abs
+	rest, euid, err := walkStart(p)
+	if err != nil {
+		return "", err
 	}
-	euid := os.Geteuid()
 	dirfd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return "", &fs.PathError{Op: "open", Path: "/", Err: err}
@@ -35,7 +30,6 @@ func evalLinks(p string) (string, error) {
 	defer func() { unix.Close(dirfd) }()
 	setDir := func(fd int) { unix.Close(dirfd); dirfd = fd }
 	resolved := "/"
-	rest := strings.Split(p, "/")
 	for links := 0; len(rest) > 0; {
 		c := rest[0]
 		rest = rest[1:]

@@ -18,16 +18,11 @@ import (
 // two calls by whoever may write its directory is read as the first one's owner. Linux
 // (links_linux.go) reads the owner and the target of one opened link instead.
 func evalLinks(p string) (string, error) {
-	if !filepath.IsAbs(p) {
-		abs, err := filepath.Abs(p)
-		if err != nil {
-			return "", err
-		}
-		p = abs
+	rest, euid, err := walkStart(p)
+	if err != nil {
+		return "", err
 	}
-	euid := os.Geteuid()
 	resolved := "/"
-	rest := strings.Split(p, "/")
 	for links := 0; len(rest) > 0; {
 		c := rest[0]
 		rest = rest[1:]

@@ -5,7 +5,20 @@ package atomicfile
 import (
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 )
+
+// walkStart is where evalLinks starts: p made absolute and split into its components, and the
+// effective uid that, beside root, may own the links it follows.
+func walkStart(p string) (components []string, euid int, err error) {
+	if !filepath.IsAbs(p) {
+		if p, err = filepath.Abs(p); err != nil {
+			return nil, 0, err
+		}
+	}
+	return strings.Split(p, "/"), os.Geteuid(), nil
+}
 
 // UntrustedLinkError is an install refused because the way to its file goes through a
 // symbolic link that neither root nor the installing user owns: whoever made it may write the
