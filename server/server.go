@@ -594,20 +594,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if status == 499 {
 		return
 	}
-	msg, retry := e.Message, e.RetryAfter
-	if status >= 500 && strings.Contains(msg, "etcd") {
-		if p := principalOf(r); !p.admin && len(p.read) == 0 && len(p.write) == 0 {
-			// A store failure names etcd's endpoints and its own error: an operator's to see
-			// (as on /health/deps and /v1/status), never an agent's or an unknown client's.
-			msg = "the store is unavailable; retry later"
-			if e.Code == api.CodeOutcomeUnknown {
-				msg = "the store did not confirm the write; its outcome is unknown"
-			}
-		}
-		if e.Code == api.CodeUnavailable && retry == 0 {
-			retry = 1
-		}
-	}
+	msg, retry := publicError(r, e, status)
 	if retry > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(retry))
 	}
@@ -618,6 +605,26 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("Connection", "close")
 	}
 	_ = writeJSON(w, status, 0, api.ErrorBody{Error: &api.Error{Code: e.Code, Message: msg}})
+}
+
+// publicError is the message and Retry-After of e as the request's principal may see them: a
+// store failure names etcd's endpoints and its own error, an operator's to see (as on
+// /health/deps and /v1/status), never an agent's or an unknown client's. The API and the console
+// answer errors through it.
+func publicError(r *http.Request, e *api.Error, status int) (string, int) {
+	msg, retry := e.Message, e.RetryAfter
+	if status >= 500 && strings.Contains(msg, "etcd") {
+		if p := principalOf(r); !p.admin && len(p.read) == 0 && len(p.write) == 0 {
+			msg = "the store is unavailable; retry later"
+			if e.Code == api.CodeOutcomeUnknown {
+				msg = "the store did not confirm the write; its outcome is unknown"
+			}
+		}
+		if e.Code == api.CodeUnavailable && retry == 0 {
+			retry = 1
+		}
+	}
+	return msg, retry
 }
 
 // handleNotFound answers unknown routes with 404, and known paths with a wrong method with 405.

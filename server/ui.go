@@ -559,8 +559,9 @@ func (s *Server) uiError(w http.ResponseWriter, r *http.Request, c *uiCtx, err e
 	}
 	s.log.LogAttrs(r.Context(), level, "console error", slog.String("request_id", info(r).id), slog.String("code", e.Code),
 		slog.Int("status", status), slog.String("err", err.Error()))
-	if e.RetryAfter > 0 {
-		w.Header().Set("Retry-After", fmt.Sprint(e.RetryAfter))
+	msg, retry := publicError(r, e, status)
+	if retry > 0 {
+		w.Header().Set("Retry-After", fmt.Sprint(retry))
 	}
 	if r.URL.Path != "" && strings.HasSuffix(r.URL.Path, "/live") {
 		// The script's long-poll: it only needs the status.
@@ -568,7 +569,7 @@ func (s *Server) uiError(w http.ResponseWriter, r *http.Request, c *uiCtx, err e
 		w.WriteHeader(status)
 		return
 	}
-	s.uiRender(w, r, status, "error", c.page("Error", "", uiErrorData{Status: status, Code: e.Code, Message: e.Message}))
+	s.uiRender(w, r, status, "error", c.page("Error", "", uiErrorData{Status: status, Code: e.Code, Message: msg}))
 }
 
 // uiRecorder takes the answer of an API handler that the console calls.

@@ -476,8 +476,10 @@ type uiDiffLine struct {
 	Secret   bool
 }
 
-// uiDiff compares an appliance's own keys before and after (relative keys), masking secrets.
-func uiDiff(before, after map[string]string) []uiDiffLine {
+// uiDiff compares appliance name's own keys before and after (relative keys), masking secrets:
+// whether a key is one is decided on its full key, as everywhere else (an appliance named
+// "secrets" holds nothing but secrets).
+func uiDiff(name string, before, after map[string]string) []uiDiffLine {
 	var out []uiDiffLine
 	for k, v := range after {
 		old, ok := before[k]
@@ -494,7 +496,7 @@ func uiDiff(before, after map[string]string) []uiDiffLine {
 		}
 	}
 	for i := range out {
-		if api.IsSecret(out[i].Key) {
+		if api.IsSecret(api.ApplianceRoot(name) + "/" + out[i].Key) {
 			out[i].Secret, out[i].Old, out[i].New = true, "", ""
 		}
 	}
@@ -554,7 +556,7 @@ func (s *Server) uiRelease(w http.ResponseWriter, r *http.Request, c *uiCtx) err
 		if err == nil {
 			var after map[string]string
 			if after, _, err = s.uiAt(r, name, rev); err == nil {
-				d.Diff = uiDiff(before, after)
+				d.Diff = uiDiff(name, before, after)
 			}
 		}
 		if err != nil {
@@ -587,6 +589,24 @@ type uiEditData struct {
 	Value  string
 	Cas    int64
 	Shared bool
+	EOL    string // lf, or crlf when the value has CRLF line ends (see uiFormValue)
+}
+
+// uiEOL is the line ends of value as the edit form carries them.
+func uiEOL(value string) string {
+	if strings.Contains(value, "\r") {
+		return "crlf"
+	}
+	return "lf"
+}
+
+// uiFormValue is a value as the form sent it, with the line ends it had: browsers send every line
+// end of a textarea (and of a hidden field) as CRLF, which must not turn a value's LF into CRLF.
+func uiFormValue(value, eol string) string {
+	if eol == "crlf" {
+		return value
+	}
+	return strings.ReplaceAll(value, "\r\n", "\n")
 }
 
 func (uiEditData) pageName() string { return "edit" }
@@ -628,7 +648,7 @@ func (s *Server) uiEditForm(w http.ResponseWriter, r *http.Request, c *uiCtx) er
 		return fmt.Errorf("key %s: %w", key, err)
 	}
 	return s.uiOK(w, r, c.page("Edit "+key, "appliances", uiEditData{Name: name, Key: key, Value: kv.Value, Cas: kv.ModRevision,
-		Shared: api.Under(key, api.SharedPrefix)}))
+		Shared: api.Under(key, api.SharedPrefix), EOL: uiEOL(kv.Value)}))
 }
 
 // uiEdit confirms, then writes, one key's new value: PUT /v1/kv/{key}?cas=<the revision the form
@@ -639,7 +659,11 @@ func (s *Server) uiEdit(w http.ResponseWriter, r *http.Request, c *uiCtx) error 
 		return err
 	}
 	f := r.PostForm
-	key, value, cas := f.Get("key"), f.Get("value"), f.Get("cas")
+	key, cas, eol := f.Get("key"), f.Get("cas"), "lf"
+	if f.Get("eol") == "crlf" {
+		eol = "crlf"
+	}
+	value := uiFormValue(f.Get("value"), eol)
 	if err := uiEditKey(c.p, name, key); err != nil {
 		return err
 	}
@@ -659,7 +683,7 @@ func (s *Server) uiEdit(w http.ResponseWriter, r *http.Request, c *uiCtx) error 
 		d := uiConfirmData{Name: name, Action: back + "/edit", Heading: "Change " + key + "?", Button: "Write the new value", Back: back, Message: true,
 			What:   "This writes one key, as a release with source console.",
 			Diff:   []uiDiffLine{{Key: key, Op: "changed", Old: kv.Value, New: value}},
-			Fields: [][2]string{{"key", key}, {"value", value}, {"cas", cas}}}
+			Fields: [][2]string{{"key", key}, {"value", value}, {"cas", cas}, {"eol", eol}}}
 		if kv.Value == value {
 			d.Diff[0].Op = "unchanged"
 		}
@@ -712,7 +736,7 @@ func (s *Server) uiRollback(w http.ResponseWriter, r *http.Request, c *uiCtx) er
 		}
 		d := uiConfirmData{Name: name, Action: back + "/rollback", Heading: fmt.Sprintf("Roll %s back to revision %d?", name, to),
 			What:   "This applies the appliance's own keys as they were at that revision, as a release of kind rollback with source console. Secret values are restored too; they are not shown.",
-			Diff:   uiDiff(now, keys),
+			Diff:   uiDiff(name, now, keys),
 			Fields: [][2]string{{"to", strconv.FormatInt(to, 10)}, {"cas", strconv.FormatInt(cur, 10)}},
 			Button: "Roll back", Back: back + "/history", Message: true}
 		if len(d.Diff) == 0 {

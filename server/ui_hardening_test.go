@@ -1,0 +1,81 @@
+package server
+
+import (
+	"html"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/testutil"
+)
+
+// An agent token signed in to the console is not shown etcd's error (its endpoints) when the
+// store fails, as the API does not show it either.
+func TestUI_StoreFailureHidesEtcdFromAgents(t *testing.T) {
+	dir := t.TempDir()
+	eps, stop := testutil.StartEtcd(t, dir)
+	cfg := testutil.StoreConfig(t)
+	cfg.Endpoints = eps
+	cfg.RequestTimeout = 2 * time.Second
+	st := testutil.OpenStore(t, cfg)
+	f := newFixtureOn(t, st)
+	f.put("appliances/web/port", "80")
+	agent := f.newToken(api.TokenRequest{Name: "web-agent", Appliance: "web"})
+	b := newUIBrowser(t, f.srv.URL, nil)
+	b.signIn(agent)
+	stop()
+	page := b.get("/ui/appliances/web")
+	mustStatus(t, page, 503)
+	if body := string(page.body); strings.Contains(body, "127.0.0.1") || strings.Contains(body, eps[0]) || !strings.Contains(body, "the store is unavailable") {
+		t.Errorf("console page shows etcd's address to an agent token")
+	}
+	closeBeforeEtcd(t, f)
+}
+
+// In an appliance named "secrets" every key is a secret (api.IsSecret of the full key): the
+// tree masks them, and so does the release page (and the rollback confirmation, by the same uiDiff).
+func TestUI_ReleaseDiffMasksSecretsOfApplianceNamedSecrets(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/secrets/password", "TOPSECRET-1")
+	rev := f.put("appliances/secrets/password", "TOPSECRET-2")
+	b := newUIBrowser(t, f.srv.URL, nil)
+	b.signIn(f.token)
+	page := b.get("/ui/appliances/secrets/releases/" + strconv.FormatInt(rev, 10))
+	mustStatus(t, page, 200)
+	if strings.Contains(string(page.body), "TOPSECRET") {
+		t.Errorf("the release page shows a secret value")
+	}
+}
+
+// Opening a key's edit form and writing it unchanged leaves the value as it was: a leading
+// newline (which the HTML parser drops after <textarea>) and LF line ends (which browsers send
+// as CRLF) included.
+func TestUI_EditKeepsLineEnds(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/script", "\n#!/bin/sh\necho hi\n")
+	b := newUIBrowser(t, f.srv.URL, nil)
+	tok := b.signIn(f.token)
+	form := b.get("/ui/appliances/web/edit?key=appliances%2Fweb%2Fscript")
+	mustStatus(t, form, 200)
+	// What a browser sends: the textarea's value (its first newline after the tag dropped by the
+	// HTML parser), with CRLF line ends.
+	m := regexp.MustCompile(`(?s)<textarea[^>]*>(.*?)</textarea>`).FindSubmatch(form.body)
+	v := html.UnescapeString(string(m[1]))
+	v = strings.TrimPrefix(v, "\n")
+	v = strings.ReplaceAll(v, "\n", "\r\n")
+	cas := regexp.MustCompile(`name="cas" value="(\d+)"`).FindSubmatch(form.body)[1]
+	vals := url.Values{"csrf": {tok}, "key": {"appliances/web/script"}, "value": {v}, "cas": {string(cas)}, "step": {"apply"}}
+	if e := regexp.MustCompile(`name="eol" value="(\w+)"`).FindSubmatch(form.body); e != nil {
+		vals.Set("eol", string(e[1]))
+	}
+	mustStatus(t, b.post("/ui/appliances/web/edit", vals), 303)
+	var kv api.KV
+	f.must(f.do("GET", "/v1/kv/appliances/web/script", ""), 200, &kv)
+	if kv.Value != "\n#!/bin/sh\necho hi\n" {
+		t.Errorf("value after an unchanged edit: %q", kv.Value)
+	}
+}
