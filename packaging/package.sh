@@ -23,7 +23,7 @@ export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
 # both accept and order correctly: no '-', '~' for pre-releases (sorts
 # before the release), '+' for commits after a tag (sorts after it).
 #   v1.2.3 → 1.2.3          v1.2.3-4-gabc123-dirty → 1.2.3+4.gabc123.dirty
-#   v1.3.0-rc1 → 1.3.0~rc1  abc1234 (no tag) → 0.0.0~gabc1234  dev → 0.0.0~dev
+#   v1.3.0-rc1 → 1.3.0~rc1  abc1234 (no tag; N commits) → 0.0.0~N.gabc1234  dev → 0.0.0~dev
 pkg_version() {
 	local v="${1#v}" dirty="" post=""
 	if [[ $v == *-dirty ]]; then
@@ -34,7 +34,16 @@ pkg_version() {
 		v="${BASH_REMATCH[1]}"
 		post="${BASH_REMATCH[2]}.g${BASH_REMATCH[3]}"
 	fi
-	if [[ $v =~ ^[0-9a-f]{4,40}$ && ! $v =~ ^[0-9]+$ ]]; then
+	local full=""
+	if [[ $v =~ ^[0-9a-f]{4,40}$ ]]; then
+		full="$(git rev-parse -q --verify "$v^{commit}" 2>/dev/null || true)"
+	fi
+	if [[ -n $full && $full == "$v"* ]]; then
+		# A bare commit of this repository (no tag yet): its commit count first, so that
+		# later builds sort after earlier ones (hashes are in no order), and a hash of
+		# digits only never passes for a version above every release.
+		v="0.0.0~$(git rev-list --count "$full").g$v"
+	elif [[ $v =~ ^[0-9a-f]{4,40}$ && ! $v =~ ^[0-9]+$ ]]; then
 		v="0.0.0~g$v" # a bare commit: no tag yet
 	elif [[ ! $v =~ ^[0-9] ]]; then
 		v="0.0.0~$v"

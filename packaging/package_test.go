@@ -151,6 +151,46 @@ func TestPackageVersion(t *testing.T) {
 	}
 }
 
+// TestPackageVersion_Commits: before the first tag `git describe --always` is a bare
+// abbreviated hash; the packages of two commits must still order as the commits do
+// (hashes are in no order), and a hash of digits only must not pass for a release.
+func TestPackageVersion_Commits(t *testing.T) {
+	need(t, "dpkg")
+	need(t, "git")
+	head, err := exec.Command("git", "rev-parse", "--short=7", "HEAD").Output()
+	if err != nil {
+		t.Skip("not a git checkout")
+	}
+	parent, err := exec.Command("git", "rev-parse", "--short=7", "HEAD~1").Output()
+	if err != nil {
+		t.Skip("HEAD has no parent")
+	}
+	count := strings.TrimSpace(run(t, "git", "rev-list", "--count", "HEAD"))
+	version := func(describe string) string {
+		cmd := exec.Command("bash", "package.sh", "version")
+		cmd.Env = append(os.Environ(), "VERSION="+describe)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("package.sh version: %v", err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	h, p := strings.TrimSpace(string(head)), strings.TrimSpace(string(parent))
+	if got, want := version(h), "0.0.0~"+count+".g"+h; got != want {
+		t.Errorf("package version of %q = %q, want %q", h, got, want)
+	}
+	if got, want := version(h+"-dirty"), "0.0.0~"+count+".g"+h+"+dirty"; got != want {
+		t.Errorf("package version of %q = %q, want %q", h+"-dirty", got, want)
+	}
+	a, b := version(p), version(h)
+	if err := exec.Command("dpkg", "--compare-versions", a, "lt", b).Run(); err != nil {
+		t.Errorf("dpkg: the parent's %s is not lower than HEAD's %s", a, b)
+	}
+	if err := exec.Command("dpkg", "--compare-versions", b, "lt", "0.0.1").Run(); err != nil {
+		t.Errorf("dpkg: HEAD's %s is not lower than a first release 0.0.1", b)
+	}
+}
+
 // TestPackageVersion_Order checks that dpkg (and rpm, when installed) order
 // the sanitized versions the way releases happen.
 func TestPackageVersion_Order(t *testing.T) {
@@ -342,6 +382,11 @@ func TestRPM(t *testing.T) {
 			if got, want := run(t, "rpm", "-qp", "--queryformat", "%{NAME} %{VERSION} %{RELEASE}", path), pkg+" "+testPkgVersion+" 1"; got != want {
 				t.Errorf("rpm name/version/release = %q, want %q", got, want)
 			}
+			// nfpm's default is the build machine's hostname, which would make a release's
+			// .rpm differ from one machine to the next.
+			if got, want := run(t, "rpm", "-qp", "--queryformat", "%{BUILDHOST}", path), "shoelace-build"; got != want {
+				t.Errorf("rpm build host = %q, want %q", got, want)
+			}
 			conf := map[string]string{"shoelace-agent": "/etc/shoelace/agent.yaml", "shoelace-server": "/etc/shoelace/server.env"}[pkg]
 			if got := strings.TrimSpace(run(t, "rpm", "-qpc", path)); got != conf {
 				t.Errorf("config files = %q, want %q", got, conf)
@@ -403,13 +448,55 @@ func TestMaintainerScripts_Agent(t *testing.T) {
 				t.Fatal(err)
 			}
 			cmd := exec.Command("sh", append([]string{filepath.Join("scripts", "agent", tt.script)}, tt.args...)...)
-			cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+			// DPKG_ROOT (set by dpkg --root): preremove's mark goes there, not into the host's /var/lib.
+			cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "DPKG_ROOT="+t.TempDir())
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("%v\n%s", err, out)
 			}
 			got, _ := os.ReadFile(log)
 			if strings.TrimSpace(string(got)) != tt.want {
 				t.Errorf("systemctl calls = %q, want %q", strings.TrimSpace(string(got)), tt.want)
+			}
+		})
+	}
+}
+
+// A deb removed (not purged) and installed again runs postinst as `configure
+// <the removed version>`, as an upgrade does; preremove disabled the unit, so
+// postinst must enable it again, for both packages.
+func TestMaintainerScripts_ReinstallAfterRemove(t *testing.T) {
+	if _, err := os.Stat("/run/systemd/system"); err == nil {
+		t.Skip("systemd runs here: the scripts would act on the real service")
+	}
+	for _, pkg := range []string{"agent", "server"} {
+		t.Run(pkg, func(t *testing.T) {
+			bin, root := t.TempDir(), t.TempDir()
+			log := filepath.Join(bin, "calls.log")
+			fake := "#!/bin/sh\necho \"$*\" >> " + log + "\n"
+			if err := os.WriteFile(filepath.Join(bin, "systemctl"), []byte(fake), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			run := func(script string, args ...string) string {
+				t.Helper()
+				os.Remove(log)
+				cmd := exec.Command("sh", append([]string{filepath.Join("scripts", pkg, script)}, args...)...)
+				cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "DPKG_ROOT="+root)
+				if out, err := cmd.CombinedOutput(); err != nil {
+					t.Fatalf("%s %v: %v\n%s", script, args, err, out)
+				}
+				got, _ := os.ReadFile(log)
+				return strings.TrimSpace(string(got))
+			}
+			unit := "shoelace-" + pkg + ".service"
+			if got := run("preremove.sh", "remove"); got != "disable "+unit {
+				t.Errorf("preremove remove: systemctl calls = %q", got)
+			}
+			if got := run("postinstall.sh", "configure", "0.1.0-1"); got != "enable "+unit {
+				t.Errorf("postinstall configure 0.1.0-1 after a removal: systemctl calls = %q, want %q", got, "enable "+unit)
+			}
+			// The next upgrade is an upgrade again.
+			if got := run("postinstall.sh", "configure", "0.1.0-1"); got != "" {
+				t.Errorf("postinstall configure 0.1.0-1 (upgrade): systemctl calls = %q, want none", got)
 			}
 		})
 	}

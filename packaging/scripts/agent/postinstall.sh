@@ -13,6 +13,12 @@ configure) if [ -n "$2" ]; then upgrade=true; fi ;; # deb: configure <previous v
 abort-*) exit 0 ;;
 [0-9]*) if [ "$1" -ge 2 ]; then upgrade=true; fi ;; # rpm: 1 = install, 2 = upgrade
 esac
+# deb: installed again after a removal (its config kept): an install, not an
+# upgrade; preremove disabled the unit and left this mark.
+if [ -e "${DPKG_ROOT:-}/var/lib/shoelace/.package-removed" ]; then
+	upgrade=false
+	rm -f "${DPKG_ROOT:-}/var/lib/shoelace/.package-removed"
+fi
 
 # The package creates it 0700, but dpkg leaves an existing directory alone.
 if [ -d /var/lib/shoelace ]; then

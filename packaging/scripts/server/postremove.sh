@@ -6,6 +6,11 @@ set -e
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
 	systemctl daemon-reload || true
 fi
+if [ "$1" = purge ]; then
+	# preremove's mark only: a store never started leaves nothing behind.
+	rm -f /var/lib/shoelace-server/.package-removed
+	rmdir /var/lib/shoelace-server 2>/dev/null || true
+fi
 if [ "$1" = purge ] && [ -d /var/lib/shoelace-server ]; then
 	echo "shoelace-server: kept /var/lib/shoelace-server (the store); remove it by hand if you mean to" >&2
 fi
