@@ -153,9 +153,15 @@ func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
 // Do sends r and decodes a 2xx JSON answer into out (when out is not nil). A non-2xx answer other
 // than 304 is returned as an *api.Error with its Status set. A 304 returns no error and Meta.Status 304.
 func (c *Client) Do(ctx context.Context, r Request, out any) (Meta, error) {
+	var lastErr *api.Error // the answer of the previous try, when this one is a retry
 	for attempt := 0; ; attempt++ {
 		meta, body, err := c.once(ctx, r)
 		if err != nil {
+			if lastErr != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				// The retry ran out of time: the server's own answer (e.g. 503 unavailable) says
+				// more than "no answer before the timeout", which would blame the network.
+				return meta, lastErr
+			}
 			return meta, err
 		}
 		if meta.Status >= 200 && meta.Status < 300 || meta.Status == http.StatusNotModified {
@@ -177,6 +183,7 @@ func (c *Client) Do(ctx context.Context, r Request, out any) (Meta, error) {
 		if !retryable || attempt >= c.opts.Retries {
 			return meta, apiErr
 		}
+		lastErr = apiErr
 		wait := min(max(meta.RetryAfter, 100*time.Millisecond), maxRetryAfter)
 		select {
 		case <-ctx.Done():

@@ -112,3 +112,46 @@ func TestDo_TransportError(t *testing.T) {
 		t.Fatalf("a closed server gave %v, want a transport error", err)
 	}
 }
+
+// A retry cut off by the caller's deadline returns the server's answer to the try before it
+// (503: etcd away), not "no answer before the timeout", which would blame the network; a
+// caller that gives up (Ctrl-C) still gets its cancellation.
+func TestDo_RetryOutOfTimeKeepsTheServersAnswer(t *testing.T) {
+	var calls atomic.Int32
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(503)
+			fmt.Fprint(w, `{"error":{"code":"unavailable","message":"read the keys a write touches: etcd did not answer in time"}}`)
+			return
+		}
+		select { // the retry: the server waits for etcd longer than the caller
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	c, _ := New(srv.URL, Options{Retries: 2})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond) // the retry comes after 1 s
+	defer cancel()
+	_, err := c.Put(ctx, "k", []byte("v"), NoCAS)
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code != api.CodeUnavailable || calls.Load() != 2 {
+		t.Fatalf("Put = %v after %d calls; want the first try's 503", err, calls.Load())
+	}
+
+	calls.Store(0)
+	ctx, cancel = context.WithCancel(context.Background())
+	go func() {
+		for calls.Load() < 2 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		cancel()
+	}()
+	if _, err := c.Put(ctx, "k", []byte("v"), NoCAS); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a Put canceled during its retry = %v; want context.Canceled", err)
+	}
+}
