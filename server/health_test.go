@@ -17,11 +17,7 @@ import (
 
 func TestHealth_EtcdStoppedAndRestarted(t *testing.T) {
 	dir := t.TempDir()
-	eps, stop := testutil.StartEtcd(t, dir)
-	cfg := testutil.StoreConfig(t)
-	cfg.Endpoints = eps
-	cfg.RequestTimeout = 2 * time.Second
-	st := testutil.OpenStore(t, cfg)
+	st, _, stop := ownEtcdStore(t, dir)
 	f := newFixtureOn(t, st, func(c *Config) { c.Version = "1.2.3" })
 	f.must(f.do("PUT", "/v1/maintenance", `{"on":true}`), 200, nil)
 	waitFor(t, "maintenance on", func() bool { return f.s.maintenance.Load() })

@@ -471,11 +471,8 @@ func TestLongPoll_StoreIDChangeWakesEveryone(t *testing.T) {
 
 func TestLongPoll_SurvivesEtcdRestart(t *testing.T) {
 	dir := t.TempDir()
-	eps, stop := testutil.StartEtcd(t, dir)
-	cfg := testutil.StoreConfig(t)
-	cfg.Endpoints = eps
-	cfg.RequestTimeout = 2 * time.Second
-	f := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	st, _, stop := ownEtcdStore(t, dir)
+	f := newFixtureOn(t, st)
 	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
 	v := f.view("web")
 	p := f.startPoll(lp("web", v.Revision, "60s"))

@@ -236,3 +236,14 @@ func (f *fixture) adminToken() string {
 	}
 	return strings.TrimSpace(string(data))
 }
+
+// ownEtcdStore opens a store, with a 2 s request timeout, on an etcd of the test's own whose
+// data is in dir: stop stops it, and testutil.StartEtcd(t, dir) brings it back.
+func ownEtcdStore(t *testing.T, dir string) (st *store.Store, eps []string, stop func()) {
+	t.Helper()
+	eps, stop = testutil.StartEtcd(t, dir)
+	cfg := testutil.StoreConfig(t)
+	cfg.Endpoints = eps
+	cfg.RequestTimeout = 2 * time.Second
+	return testutil.OpenStore(t, cfg), eps, stop
+}

@@ -318,11 +318,7 @@ func TestServe_TLS(t *testing.T) {
 
 func TestServer_StartsWhileEtcdIsAway(t *testing.T) {
 	dir := t.TempDir()
-	eps, stop := testutil.StartEtcd(t, dir)
-	scfg := testutil.StoreConfig(t)
-	scfg.Endpoints = eps
-	scfg.RequestTimeout = 2 * time.Second
-	st := testutil.OpenStore(t, scfg)
+	st, _, stop := ownEtcdStore(t, dir)
 	// Make the admin token while etcd is up, through a first replica.
 	first := newFixtureOn(t, st)
 	first.must(first.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)

@@ -7,21 +7,15 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
-	"github.com/shoelace-dev/shoelace/internal/testutil"
 )
 
 // An agent token signed in to the console is not shown etcd's error (its endpoints) when the
 // store fails, as the API does not show it either.
 func TestUI_StoreFailureHidesEtcdFromAgents(t *testing.T) {
 	dir := t.TempDir()
-	eps, stop := testutil.StartEtcd(t, dir)
-	cfg := testutil.StoreConfig(t)
-	cfg.Endpoints = eps
-	cfg.RequestTimeout = 2 * time.Second
-	st := testutil.OpenStore(t, cfg)
+	st, eps, stop := ownEtcdStore(t, dir)
 	f := newFixtureOn(t, st)
 	f.put("appliances/web/port", "80")
 	agent := f.newToken(api.TokenRequest{Name: "web-agent", Appliance: "web"})
