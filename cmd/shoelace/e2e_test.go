@@ -1056,6 +1056,8 @@ func TestE2E_Timeout(t *testing.T) {
 	c.fails(exitUnavailable, "no answer before the timeout (--timeout)", "kv", "get", "k", "--timeout", "300ms")
 	c.fails(exitUnavailable, "no answer before the timeout", "health", "--timeout", "300ms")
 	c.with("SHOELACE_TIMEOUT=300ms").fails(exitUnavailable, "no answer before the timeout", "appliance", "ls")
+	// A write that was sent and never answered may have been applied: exit 7, not 6 ("retry").
+	c.fails(exitUnknown, "the write was sent but not answered (no answer before the timeout (--timeout)): its outcome is unknown; read the key or the appliance to check", "kv", "put", "k", "v", "--timeout", "300ms")
 }
 
 func TestE2E_Help(t *testing.T) {

@@ -37,7 +37,8 @@ const exitCodesHelp = `EXIT CODES:
    6  unavailable: server unreachable, maintenance mode, etcd away, rate limited (503, 429);
       a write was not applied: retry it
    7  outcome unknown: etcd may have applied the write but did not confirm it (503
-      outcome_unknown): read the key (or the appliance) to check, then retry if needed;
+      outcome_unknown), or the write was sent and its answer never came (--timeout, a broken
+      connection): read the key (or the appliance) to check, then retry if needed;
       or a write refused because a rollout of the appliance is in progress (409
       rollout_in_progress: retrying does not help until it ends); or, for appliance wait
       and appliance rollout status --wait, a rollout that halted or was aborted`
@@ -93,7 +94,11 @@ func exitCode(err error) int {
 		}
 		return exitError
 	}
-	if client.IsTransport(err) {
+	var te *client.TransportError
+	if errors.As(err, &te) {
+		if te.Sent {
+			return exitUnknown // a write that left and was not answered
+		}
 		return exitUnavailable
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
@@ -140,6 +145,13 @@ func errorLine(err error) string {
 			}
 		} else {
 			msg = "cannot reach the server: " + te.Err.Error()
+		}
+		if te.Sent {
+			why := strings.TrimPrefix(msg, "cannot reach the server: ")
+			msg = "the write was sent but not answered (" + why + "): its outcome is unknown; read the key or the appliance to check, then retry if needed"
+			if te.Prior != "" {
+				msg += " (the server's answer to the try before: " + te.Prior + ")"
+			}
 		}
 	}
 	msg = strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(strings.TrimSpace(msg))

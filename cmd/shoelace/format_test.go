@@ -218,6 +218,7 @@ func TestExitCode(t *testing.T) {
 		{&api.Error{Code: api.CodeInvalidKey}, exitError},
 		{&api.Error{Code: api.CodeValueTooLarge, Status: 413}, exitError},
 		{&client.TransportError{Op: "GET /health", Err: errors.New("refused")}, exitUnavailable},
+		{&client.TransportError{Op: "PUT /v1/kv/k", Err: errors.New("reset"), Sent: true}, exitUnknown},
 		{context.Canceled, exitInterrupted},
 		{&exitCodeError{code: 9, err: errors.New("x")}, 9},
 	}

@@ -12,10 +12,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
@@ -157,6 +159,15 @@ func (c *Client) Do(ctx context.Context, r Request, out any) (Meta, error) {
 	for attempt := 0; ; attempt++ {
 		meta, body, err := c.once(ctx, r)
 		if err != nil {
+			var te *TransportError
+			if errors.As(err, &te) && te.Sent {
+				// A write that left and was not answered: its outcome is unknown, whatever the
+				// server said to a try before it (kept as Prior: it tells why it was retried).
+				if lastErr != nil {
+					te.Prior = lastErr.Message
+				}
+				return meta, te
+			}
 			if lastErr != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				// The retry ran out of time: the server's own answer (e.g. 503 unavailable) says
 				// more than "no answer before the timeout", which would blame the network.
@@ -198,15 +209,21 @@ func (c *Client) once(ctx context.Context, r Request) (Meta, []byte, error) {
 	if err != nil {
 		return Meta{}, nil, err
 	}
+	var sent atomic.Bool
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			WroteRequest: func(i httptrace.WroteRequestInfo) { sent.Store(sent.Load() || i.Err == nil) },
+		}))
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return Meta{}, nil, &TransportError{Op: r.Method + " " + r.Path, Err: err}
+		return Meta{}, nil, &TransportError{Op: r.Method + " " + r.Path, Err: err, Sent: sent.Load()}
 	}
 	defer resp.Body.Close()
 	meta := metaOf(resp)
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return meta, nil, &TransportError{Op: r.Method + " " + r.Path, Err: err}
+		return meta, nil, &TransportError{Op: r.Method + " " + r.Path, Err: err, Sent: sent.Load()}
 	}
 	return meta, data, nil
 }
@@ -261,6 +278,11 @@ func (c *Client) newRequest(ctx context.Context, r Request) (*http.Request, erro
 type TransportError struct {
 	Op  string
 	Err error
+	// Sent says that the request of a write (any method but GET and HEAD) was written whole
+	// before the failure: the server may have applied it, and its outcome is unknown.
+	Sent bool
+	// Prior is the server's answer to the try before this one, when this one was a retry.
+	Prior string
 }
 
 func (e *TransportError) Error() string { return fmt.Sprintf("%s: %v", e.Op, e.Err) }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -113,9 +114,10 @@ func TestDo_TransportError(t *testing.T) {
 	}
 }
 
-// A retry cut off by the caller's deadline returns the server's answer to the try before it
-// (503: etcd away), not "no answer before the timeout", which would blame the network; a
-// caller that gives up (Ctrl-C) still gets its cancellation.
+// A read's retry cut off by the caller's deadline returns the server's answer to the try before
+// it (503: etcd away), not "no answer before the timeout", which would blame the network; a
+// write's is an outcome unknown that keeps that answer; a caller that gives up (Ctrl-C) still
+// gets its cancellation.
 func TestDo_RetryOutOfTimeKeepsTheServersAnswer(t *testing.T) {
 	var calls atomic.Int32
 	release := make(chan struct{})
@@ -137,10 +139,20 @@ func TestDo_RetryOutOfTimeKeepsTheServersAnswer(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond) // the retry comes after 1 s
 	defer cancel()
-	_, err := c.Put(ctx, "k", []byte("v"), NoCAS)
+	_, _, err := c.Get(ctx, "k")
 	var ae *api.Error
 	if !errors.As(err, &ae) || ae.Code != api.CodeUnavailable || calls.Load() != 2 {
-		t.Fatalf("Put = %v after %d calls; want the first try's 503", err, calls.Load())
+		t.Fatalf("Get = %v after %d calls; want the first try's 503", err, calls.Load())
+	}
+	// A write whose retry left and was not answered: its outcome is unknown (Sent), and the
+	// server's answer to the try before is kept beside it.
+	calls.Store(0)
+	ctx, cancel = context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	_, err = c.Put(ctx, "k", []byte("v"), NoCAS)
+	var te *TransportError
+	if !errors.As(err, &te) || !te.Sent || !strings.Contains(te.Prior, "etcd did not answer in time") {
+		t.Fatalf("Put = %v (%+v); want a sent write's transport error with the 503 before it", err, te)
 	}
 
 	calls.Store(0)
