@@ -607,22 +607,33 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	_ = writeJSON(w, status, 0, api.ErrorBody{Error: &api.Error{Code: e.Code, Message: msg}})
 }
 
-// publicError is the message and Retry-After of e as the request's principal may see them: a
-// store failure names etcd's endpoints and its own error, an operator's to see (as on
-// /health/deps and /v1/status), never an agent's or an unknown client's. The API and the console
-// answer errors through it.
+// publicError is the message and Retry-After of e as the request's principal may see them.
+// The errors of a failed store read or write (unavailable, outcome unknown, internal) carry
+// etcd's endpoints and its own error: an operator's to see (as on /health/deps and
+// /v1/status), never an agent's or an unknown client's, who get a fixed text by code instead —
+// whatever the message says, so that no wording of an error can leak past it. (An internal
+// error's text names the request id the server logged it under.) The other 5xx (maintenance,
+// shutting down, too many waiters) are the server's own words and stay. A store that is
+// unavailable is worth retrying soon: Retry-After 1 when e gives none. The API and the
+// console answer errors through it.
 func publicError(r *http.Request, e *api.Error, status int) (string, int) {
 	msg, retry := e.Message, e.RetryAfter
-	if status >= 500 && strings.Contains(msg, "etcd") {
-		if p := principalOf(r); !p.admin && len(p.read) == 0 && len(p.write) == 0 {
-			msg = "the store is unavailable; retry later"
-			if e.Code == api.CodeOutcomeUnknown {
-				msg = "the store did not confirm the write; its outcome is unknown"
-			}
-		}
-		if e.Code == api.CodeUnavailable && retry == 0 {
-			retry = 1
-		}
+	if e.Code == api.CodeUnavailable && retry == 0 {
+		retry = 1
+	}
+	if status < 500 {
+		return msg, retry
+	}
+	if p := principalOf(r); p.admin || len(p.read) > 0 || len(p.write) > 0 {
+		return msg, retry
+	}
+	switch e.Code {
+	case api.CodeUnavailable:
+		msg = "the store is unavailable; retry later"
+	case api.CodeOutcomeUnknown:
+		msg = "the store did not confirm the write; its outcome is unknown"
+	case api.CodeInternal:
+		msg = "internal error; the server logged it as request " + info(r).id
 	}
 	return msg, retry
 }
