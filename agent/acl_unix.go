@@ -2,16 +2,7 @@
 
 package agent
 
-import (
-	"os"
-	"syscall"
-)
-
-// Flags of readOwnFile's open: never through a link, never blocking on a FIFO.
-const (
-	openNoFollow = syscall.O_NOFOLLOW
-	openNonBlock = syscall.O_NONBLOCK
-)
+import "os"
 
 // mkdirPrivate makes dir, and its missing parents, mode 0700 (as the umask leaves it).
 func mkdirPrivate(dir string) error { return os.MkdirAll(dir, 0o700) }

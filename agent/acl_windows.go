@@ -12,12 +12,6 @@ import (
 	"golang.org/x/sys/windows"
 )
 
-// Flags of readOwnFile's open (Windows opens neither links nor FIFOs this way).
-const (
-	openNoFollow = 0
-	openNonBlock = 0
-)
-
 // privateDirSDDL is the security descriptor of a directory the agent makes for itself (its
 // cache, which holds the view's secrets and the instance token): full control for SYSTEM,
 // Administrators and the directory's owner, inherited by what is created in it, and nothing

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -145,28 +144,19 @@ func saveStatus(cacheDir string, s *Status) error {
 // Another user's file there is not the agent's: a view planted by whoever could write there
 // would be rendered, as root, when the server is away.
 func readOwnFile(path string) ([]byte, error) {
-	// Opened without following a link nor blocking on a FIFO, and judged by its handle: a
-	// file swapped in at the name after a by-name check would be read instead.
-	f, err := os.OpenFile(path, os.O_RDONLY|openNoFollow|openNonBlock, 0)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, err
+	// Read by atomicfile.ReadRegular, and judged by its handle: a file swapped in at the name
+	// after a by-name check would be read instead.
+	data, _, err := atomicfile.ReadRegular(nil, path, -1, func(fi fs.FileInfo) error {
+		if unixModes && fi.Mode().Perm()&0o022 != 0 {
+			return fmt.Errorf("%s has mode %04o: group or others may write it", path, fi.Mode().Perm())
 		}
+		if uid, _, ok := atomicfile.Owner(fi); ok && uid != os.Getuid() {
+			return fmt.Errorf("%s is owned by uid %d, not by the agent's user (uid %d)", path, uid, os.Getuid())
+		}
+		return nil
+	})
+	if pe := (*fs.PathError)(nil); err != nil && !errors.Is(err, fs.ErrNotExist) && errors.As(err, &pe) && pe.Op == "open" {
 		return nil, fmt.Errorf("%s: %w (not the agent's regular file?)", path, err)
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
-	}
-	if unixModes && fi.Mode().Perm()&0o022 != 0 {
-		return nil, fmt.Errorf("%s has mode %04o: group or others may write it", path, fi.Mode().Perm())
-	}
-	if uid, _, ok := atomicfile.Owner(fi); ok && uid != os.Getuid() {
-		return nil, fmt.Errorf("%s is owned by uid %d, not by the agent's user (uid %d)", path, uid, os.Getuid())
-	}
-	return io.ReadAll(f)
+	return data, err
 }

@@ -65,6 +65,9 @@ type Options struct {
 	KeepPrevious bool
 }
 
+// errReplaced is sameFile's answer when the file opened is not the one stat found.
+var errReplaced = errors.New("replaced since it was looked at")
+
 // CheckError is the error of a failed Options.Check.
 type CheckError struct {
 	Path string
@@ -118,18 +121,18 @@ func sameFile(path string, fi fs.FileInfo, data []byte, opts Options) (bool, err
 			return false, nil
 		}
 	}
-	// O_NONBLOCK|O_NOFOLLOW, and the handle checked to be the file stat found: whoever may write
+	// Read by ReadRegular, and the handle checked to be the file stat found: whoever may write
 	// the directory can swap a FIFO (or a link) in at the name after the stat, and a blocking
 	// open of a FIFO hangs the agent for good (SIGTERM included).
-	f, err := os.OpenFile(path, os.O_RDONLY|noFollow|nonBlock, 0)
-	if err != nil {
+	old, held, err := ReadRegular(nil, path, int64(len(data))+1, func(now fs.FileInfo) error {
+		if !os.SameFile(fi, now) {
+			return errReplaced
+		}
+		return nil
+	})
+	if err != nil && held == nil {
 		return false, nil // gone or replaced since: not the same; Stage looks again in the directory
 	}
-	defer f.Close()
-	if now, err := f.Stat(); err != nil || !now.Mode().IsRegular() || !os.SameFile(fi, now) {
-		return false, nil
-	}
-	old, err := io.ReadAll(io.LimitReader(f, int64(len(data))+1))
 	if err != nil {
 		return false, fmt.Errorf("read %s: %w", path, err)
 	}
@@ -438,22 +441,15 @@ func readPrevious(d *dir, base, path string, old fs.FileInfo) (*Previous, error)
 	if old == nil {
 		return p, nil
 	}
-	// O_NOFOLLOW: the file Lstat saw, not where a link swapped in since leads.
-	f, err := d.root.OpenFile(base, os.O_RDONLY|noFollow|nonBlock, 0)
+	// Not followed: the file Lstat saw, not where a link swapped in since leads.
+	data, fi, err := ReadRegular(d.root, base, -1, nil)
+	if nr := (*NotRegularError)(nil); errors.As(err, &nr) {
+		return nil, fmt.Errorf("keep previous %s: not a regular file (%s)", path, nr.Mode.Type())
+	}
 	if err != nil {
 		return nil, fmt.Errorf("keep previous %s: %w", path, err)
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("keep previous %s: %w", path, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("keep previous %s: not a regular file (%s)", path, fi.Mode().Type())
-	}
-	if p.data, err = io.ReadAll(f); err != nil {
-		return nil, fmt.Errorf("keep previous %s: %w", path, err)
-	}
+	p.data = data
 	p.existed, p.perm = true, fi.Mode().Perm()
 	if uid, gid, ok := ownerOf(fi); ok {
 		p.uid, p.gid = uid, gid

@@ -1,0 +1,59 @@
+package atomicfile
+
+import (
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+)
+
+// NotRegularError is a file ReadRegular refused because it is not a regular file.
+type NotRegularError struct {
+	Path string
+	Mode fs.FileMode
+}
+
+func (e *NotRegularError) Error() string {
+	return fmt.Sprintf("%s is not a regular file (%s)", e.Path, e.Mode.Type())
+}
+
+// ReadRegular reads the regular file name: a path, or, when root is not nil, a name in root.
+// It is opened without following a symbolic link at the name nor blocking on a FIFO planted
+// there (where the system has either: see noFollow), and judged by its handle, not by name:
+// whoever may write the directory can swap something else in at the name between a check by
+// name and the open. check, when set, is asked about what the handle is before anything is
+// read; limit, when not negative, bounds the bytes read.
+//
+// The error of the open, of the handle's stat or of check comes as it is, a file that is not
+// regular as a *NotRegularError, and fi is nil with them; fi is set once the file passed, so
+// that an error with a fi is the read's.
+func ReadRegular(root *os.Root, name string, limit int64, check func(fs.FileInfo) error) (data []byte, fi fs.FileInfo, err error) {
+	var f *os.File
+	if root != nil {
+		f, err = root.OpenFile(name, os.O_RDONLY|noFollow|nonBlock, 0)
+	} else {
+		f, err = os.OpenFile(name, os.O_RDONLY|noFollow|nonBlock, 0)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	held, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	if !held.Mode().IsRegular() {
+		return nil, nil, &NotRegularError{Path: name, Mode: held.Mode()}
+	}
+	if check != nil {
+		if err := check(held); err != nil {
+			return nil, nil, err
+		}
+	}
+	var r io.Reader = f
+	if limit >= 0 {
+		r = io.LimitReader(f, limit)
+	}
+	data, err = io.ReadAll(r)
+	return data, held, err
+}

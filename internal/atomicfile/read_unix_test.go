@@ -1,0 +1,103 @@
+//go:build !windows
+
+package atomicfile_test
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
+)
+
+// ReadRegular reads a regular file by path or in a directory held open, and refuses what is not
+// one without following a link at the name or blocking on a FIFO there; check sees the handle's
+// file before anything is read, and an error with a FileInfo is the read's.
+func TestReadRegular(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, []byte("hello\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(file, link); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+
+	t.Run("path", func(t *testing.T) {
+		data, fi, err := atomicfile.ReadRegular(nil, file, -1, nil)
+		if err != nil || string(data) != "hello\n" || fi == nil || fi.Size() != 6 {
+			t.Fatalf("got %q, %v, %v; want the file", data, fi, err)
+		}
+	})
+	t.Run("root", func(t *testing.T) {
+		data, _, err := atomicfile.ReadRegular(root, "file", -1, nil)
+		if err != nil || string(data) != "hello\n" {
+			t.Fatalf("got %q, %v; want the file", data, err)
+		}
+	})
+	t.Run("limit", func(t *testing.T) {
+		data, _, err := atomicfile.ReadRegular(nil, file, 3, nil)
+		if err != nil || string(data) != "hel" {
+			t.Fatalf("got %q, %v; want the first 3 bytes", data, err)
+		}
+	})
+	t.Run("link not followed", func(t *testing.T) {
+		for _, r := range []*os.Root{nil, root} {
+			name := link
+			if r != nil {
+				name = "link"
+			}
+			data, fi, err := atomicfile.ReadRegular(r, name, -1, nil)
+			if err == nil || fi != nil || data != nil {
+				t.Fatalf("read through a link (root %v): %q, %v, %v", r != nil, data, fi, err)
+			}
+		}
+	})
+	t.Run("fifo", func(t *testing.T) {
+		done := make(chan error, 1)
+		go func() { _, _, err := atomicfile.ReadRegular(nil, fifo, -1, nil); done <- err }()
+		select {
+		case err := <-done:
+			var nr *atomicfile.NotRegularError
+			if !errors.As(err, &nr) || nr.Path != fifo || nr.Mode.Type() != fs.ModeNamedPipe {
+				t.Fatalf("a FIFO: got %v, want a *NotRegularError naming it", err)
+			}
+			if want := fifo + " is not a regular file (p---------)"; err.Error() != want {
+				t.Fatalf("message %q, want %q", err, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the open of a FIFO blocked")
+		}
+	})
+	t.Run("check", func(t *testing.T) {
+		refused := errors.New("refused")
+		var seen fs.FileInfo
+		data, fi, err := atomicfile.ReadRegular(nil, file, -1, func(fi fs.FileInfo) error { seen = fi; return refused })
+		if !errors.Is(err, refused) || fi != nil || data != nil {
+			t.Fatalf("got %q, %v, %v; want check's error and nothing read", data, fi, err)
+		}
+		if seen == nil || !seen.Mode().IsRegular() || seen.Size() != 6 {
+			t.Fatalf("check saw %v, want the file", seen)
+		}
+	})
+	t.Run("missing", func(t *testing.T) {
+		_, fi, err := atomicfile.ReadRegular(nil, filepath.Join(dir, "none"), -1, nil)
+		if !errors.Is(err, fs.ErrNotExist) || fi != nil {
+			t.Fatalf("got %v, %v; want fs.ErrNotExist", fi, err)
+		}
+	})
+}
