@@ -87,6 +87,10 @@ type Config struct {
 	// allowedReal is AllowedDirs with their symbolic links resolved when Validate ran: an
 	// allowed directory swapped for a link afterwards must not take the installs with it.
 	allowedReal []string
+	// cacheReal is CacheDir with its symbolic links resolved when Validate judged the
+	// directories above it (checkCacheParents): the agent reads and writes there, so that a link
+	// on the way swapped afterwards cannot lead it elsewhere.
+	cacheReal string
 }
 
 // Wait coalesces bursts of changes: render once the view has been quiet for Min, and at
@@ -509,6 +513,14 @@ func (c *Config) Validate() error {
 			add("%s: cache_dir %s may be read or written by %s: the agent keeps the view (secrets too) there and renders it when the server is away; remove it and let the agent make it (SYSTEM and Administrators only), or restrict its ACL", name, c.CacheDir, who)
 		}
 	}
+	c.cacheReal = ""
+	if filepath.IsAbs(c.CacheDir) {
+		if real, err := checkCacheParents(c.CacheDir); err != nil {
+			add("%s: cache_dir %s: %v", name, c.CacheDir, err)
+		} else {
+			c.cacheReal = real
+		}
+	}
 	if c.Wait.Min > 0 && c.Wait.Max > 0 && c.Wait.Min > c.Wait.Max {
 		add("%s: wait: min %s is greater than max %s", name, time.Duration(c.Wait.Min), time.Duration(c.Wait.Max))
 	}
@@ -801,6 +813,10 @@ func (c *Config) checkReal(p string) error {
 	}
 	return nil
 }
+
+// cacheDir is where the agent keeps its files: cache_dir as resolved when the config was
+// validated (as written for a Config that never went through Validate).
+func (c *Config) cacheDir() string { return cmp.Or(c.cacheReal, c.CacheDir) }
 
 // allowedDirsReal is allowed_dirs as resolved when the config was validated (resolved now for
 // a Config that never went through Validate).

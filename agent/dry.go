@@ -31,7 +31,7 @@ func (a *Agent) Render(ctx context.Context, w io.Writer, o DryOptions) error {
 	}
 	v, err := a.fetch(ctx)
 	if err != nil {
-		c, cerr := LoadCache(a.cfg.CacheDir, a.cfg.Appliance)
+		c, cerr := LoadCache(a.cfg.cacheDir(), a.cfg.Appliance)
 		if cerr != nil {
 			return err
 		}

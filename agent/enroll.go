@@ -104,7 +104,7 @@ type enroller struct {
 // newEnroller returns the enroller of cfg, holding the instance token of prev (the enroller
 // of the config before a reload) or of the file when bound to the same server and instance.
 func (a *Agent) newEnroller(cfg *Config, opts client.Options, prev *enroller) *enroller {
-	e := &enroller{log: a.log, run: a.enrolling, path: InstanceTokenPath(cfg.CacheDir, cfg.Appliance),
+	e := &enroller{log: a.log, run: a.enrolling, path: InstanceTokenPath(cfg.cacheDir(), cfg.Appliance),
 		want: instanceToken{Server: cfg.Server, Appliance: cfg.Appliance, Instance: cfg.InstanceName()}}
 	c, err := client.New(cfg.Server, opts)
 	if err == nil {

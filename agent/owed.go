@@ -82,7 +82,7 @@ func loadOwed(cacheDir, appliance string) ([]owedCommand, error) {
 // loadOwedAtStart takes over what a previous run owed. Only commands that a configured
 // template still has are kept: the record is not a way to have the agent run anything else.
 func (a *Agent) loadOwedAtStart() {
-	owed, err := loadOwed(a.cfg.CacheDir, a.cfg.Appliance)
+	owed, err := loadOwed(a.cfg.cacheDir(), a.cfg.Appliance)
 	if err != nil {
 		a.log.Error("owed commands unreadable; not run", "error", err.Error())
 		return
@@ -117,7 +117,7 @@ func (a *Agent) owe(command string, timeout time.Duration, dests []string, rev i
 			}
 		}
 	}
-	if err := saveOwed(a.cfg.CacheDir, a.cfg.Appliance, a.owed); err != nil {
+	if err := saveOwed(a.cfg.cacheDir(), a.cfg.Appliance, a.owed); err != nil {
 		a.log.Warn("owed command not recorded: if the agent stops before it runs, it will not run", "command", command, "error", err.Error())
 	}
 }
@@ -128,7 +128,7 @@ func (a *Agent) paid() {
 		return
 	}
 	a.owed = nil
-	if err := saveOwed(a.cfg.CacheDir, a.cfg.Appliance, nil); err != nil {
+	if err := saveOwed(a.cfg.cacheDir(), a.cfg.Appliance, nil); err != nil {
 		a.log.Warn("owed commands not cleared: they may run once more at the next start", "error", err.Error())
 	}
 }

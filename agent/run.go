@@ -252,7 +252,7 @@ func (l *loop) start() {
 	} else {
 		msg, _ := describeFetchError(err)
 		a.log.Warn("first sync failed", "reason", msg, "error", err.Error())
-		c, cerr := LoadCache(a.cfg.CacheDir, a.cfg.Appliance)
+		c, cerr := LoadCache(a.cfg.cacheDir(), a.cfg.Appliance)
 		switch {
 		case cerr == nil:
 			a.log.Warn("rendering from cache: server unreachable at start", "cache", CachePath(a.cfg.CacheDir, a.cfg.Appliance),
@@ -520,7 +520,7 @@ func (l *loop) reload() {
 		l.cur = nil
 		if v, err := a.fetch(l.ctx); err == nil {
 			l.cur = v
-		} else if c, cerr := LoadCache(a.cfg.CacheDir, a.cfg.Appliance); cerr == nil {
+		} else if c, cerr := LoadCache(a.cfg.cacheDir(), a.cfg.Appliance); cerr == nil {
 			a.log.Warn("rendering from cache: server unreachable after reload", "error", err.Error(), "revision", c.Revision)
 			l.cur = c.view()
 		}
@@ -596,7 +596,7 @@ func (a *Agent) saveCache(v *view) {
 	if v == nil || v.FromCache {
 		return
 	}
-	job := &cacheJob{dir: a.cfg.CacheDir, c: Cached{Appliance: a.cfg.Appliance, Store: v.Store, Revision: v.Revision, Keys: v.Keys,
+	job := &cacheJob{dir: a.cfg.cacheDir(), c: Cached{Appliance: a.cfg.Appliance, Store: v.Store, Revision: v.Revision, Keys: v.Keys,
 		Rollout: v.Rollout, Saved: time.Now().UTC()}}
 	if a.persist != nil {
 		a.persist.put(job, nil)
@@ -652,10 +652,10 @@ func (a *Agent) status(v *view, res passResult, applied int64) *Status {
 // putStatus writes s (by the persister while Run runs).
 func (a *Agent) putStatus(s *Status) {
 	if a.persist != nil {
-		a.persist.put(nil, &statusJob{dir: a.cfg.CacheDir, s: s})
+		a.persist.put(nil, &statusJob{dir: a.cfg.cacheDir(), s: s})
 		return
 	}
-	if err := saveStatus(a.cfg.CacheDir, s); err != nil {
+	if err := saveStatus(a.cfg.cacheDir(), s); err != nil {
 		a.log.Warn("status not saved", "error", err.Error())
 	}
 }

@@ -145,6 +145,9 @@ templates:
     command: echo "the app would restart now"
 YAML
 chmod 600 "$run/agent.yaml"
+# A config the agent refuses (cache_dir below a directory others may write: chmod go-w it) is said
+# here, not only in agent.log.
+bin/shoelace-agent validate --config "$run/agent.yaml" >/dev/null || { echo "make run: the agent refuses $run/agent.yaml (above)" >&2; exit 1; }
 
 bin/shoelace-agent run --config "$run/agent.yaml" 2>>"$run/agent.log" &
 pids+=($!)

@@ -710,3 +710,8 @@ func SyncDir(dir string) error {
 
 // Owner returns a file's owner and group ids; ok is false where files have none (Windows).
 func Owner(fi fs.FileInfo) (uid, gid int, ok bool) { return ownerOf(fi) }
+
+// EvalLinks is filepath.EvalSymlinks of p that follows only the symbolic links owned by root or
+// by this process's effective user, as Write does on the way to a destination: any other link
+// is an *UntrustedLinkError. Windows files carry ACLs instead: there it is filepath.EvalSymlinks.
+func EvalLinks(p string) (string, error) { return evalLinks(p) }
