@@ -187,6 +187,7 @@ type hub struct {
 	maxPerToken int
 	onSys       func(ctx context.Context, ev store.Event)
 	onReset     func(ctx context.Context) // after the hub lost track of changes (compaction)
+	onRewind    func(ctx context.Context) // the store's revision went back (see wentBack)
 
 	mu     sync.Mutex
 	ready  bool
@@ -539,6 +540,7 @@ func (h *hub) run(ctx context.Context) {
 	const minBackoff, maxBackoff = 50 * time.Millisecond, 5 * time.Second
 	backoff := minBackoff
 	needReset := false
+	watched := false // a watch ran before: the next one follows on from what it saw
 	for ctx.Err() == nil {
 		h.mu.Lock()
 		ready := h.ready
@@ -566,6 +568,10 @@ func (h *hub) run(ctx context.Context) {
 		h.mu.Lock()
 		from := h.rev + 1
 		h.mu.Unlock()
+		if watched && h.wentBack(ctx, from-1) {
+			continue
+		}
+		watched = true
 		wctx, cancel := context.WithCancel(ctx)
 		events, errf := h.st.WatchChanges(wctx, from)
 		got := false
@@ -591,6 +597,32 @@ func (h *hub) run(ctx context.Context) {
 		sleep(ctx, jitter(backoff))
 		backoff = min(2*backoff, maxBackoff)
 	}
+}
+
+// wentBack reports whether the store's revision is now below seen, the highest revision the
+// watch saw, and if so makes the hub start over from the store's revision. That happens when etcd
+// was brought back from a copy of its data without a revision bump (a restore without
+// --bump-revision, a VM snapshot of the member) or the endpoints now lead to another cluster,
+// under the same store id or none: a watch from seen + 1 would wait, silent, for revisions the
+// store has not reached, while the writes made meanwhile (at revisions the hub had seen
+// already) wake nobody and long-polls are answered from the copy of a history that is gone.
+// A store that cannot be read now says nothing: the next break of the watch asks again.
+func (h *hub) wentBack(ctx context.Context, seen int64) bool {
+	rev, err := h.st.Revision(ctx)
+	if err != nil || rev >= seen {
+		return false
+	}
+	h.log.Warn("the store's revision went back (etcd restored without a revision bump, or another cluster); answering every long-poll with a fresh view",
+		"seen", seen, "revision", rev)
+	h.mu.Lock()
+	h.rev, h.shared, h.forgotten, h.sweptRev = rev, 0, 0, 0
+	clear(h.apps)
+	h.mu.Unlock()
+	if h.onRewind != nil {
+		h.onRewind(ctx) // before the watch resumes: its events are above what the server knew
+	}
+	h.reset(rev)
+	return true
 }
 
 // loadMirror loads the mirror whenever reset dropped it, until ctx ends. The watch goes on

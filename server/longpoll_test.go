@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -502,4 +504,78 @@ func TestLongPoll_SurvivesEtcdRestart(t *testing.T) {
 	f.waitOpen(1)
 	f.put("shared/b", "3")
 	f.must(p.wait(t), 200, nil)
+}
+
+// TestLongPoll_StoreWentBack: etcd brought back from a copy of its data without a revision bump
+// (a VM snapshot of a member, a restore without --bump-revision) holds older revisions than the
+// replica saw, under the same store id. Long-polls must be answered with the store's view as it is,
+// later writes (at revisions the replica had seen before) must wake them, and system keys written
+// then must take effect: the replica re-watched from its old revision and heard nothing for good.
+func TestLongPoll_StoreWentBack(t *testing.T) {
+	dir := t.TempDir()
+	eps, stop := testutil.StartEtcd(t, dir)
+	cfg := testutil.StoreConfig(t)
+	cfg.Endpoints, cfg.RequestTimeout = eps, 2*time.Second
+	cfg.WatchProgressInterval = 300 * time.Millisecond // the silent watch breaks sooner
+	st := testutil.OpenStore(t, cfg)
+	f := newFixtureOn(t, st)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"old"}}`), 200, nil)
+	reader := f.newToken(api.TokenRequest{Name: "reader", Read: []string{"appliances/web"}})
+
+	stop()
+	copyDir := filepath.Join(t.TempDir(), "copy")
+	if err := os.CopyFS(copyDir, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	_, stop = testutil.StartEtcd(t, dir)
+	waitFor(t, "etcd back", func() bool { return f.doToken("", "GET", "/health/deps", "").StatusCode == 200 })
+	for i := range 20 {
+		f.put("appliances/web/a", fmt.Sprintf("new-%d", i))
+	}
+	f.must(f.do("DELETE", "/v1/tokens/reader", ""), 200, nil)
+	v := f.view("web")
+	p := f.startPoll(lp("web", v.Revision, "60s"))
+	f.waitOpen(1)
+
+	stop()
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(dir, os.DirFS(copyDir)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.StartEtcd(t, dir)
+
+	// The open long-poll is answered with the view the store holds now.
+	var got api.View
+	f.must(p.wait(t), 200, &got)
+	if got.Keys["a"] != "old" || got.Revision >= v.Revision {
+		t.Fatalf("long-poll after the store went back answered %+v, want a=old below revision %d", got, v.Revision)
+	}
+	// A write now lands on a revision the replica had already seen: it must still wake.
+	p = f.startPoll(lp("web", got.Revision, "60s"))
+	f.waitOpen(1)
+	rev := f.put("appliances/web/a", "after")
+	if rev >= v.Revision {
+		t.Fatalf("write after the rewind at revision %d, want one below %d (the test needs it)", rev, v.Revision)
+	}
+	f.must(p.wait(t), 200, &got)
+	if got.Keys["a"] != "after" {
+		t.Fatalf("long-poll after a write on the rewound store answered %+v", got)
+	}
+	// The store holds the token revoked in the history that is gone: it stands again, as on
+	// every replica that starts on this store (the runbook says to revoke it once more).
+	f.must(f.doToken(reader, "GET", "/v1/kv/appliances/web/a", ""), 200, nil)
+	f.must(f.do("DELETE", "/v1/tokens/reader", ""), 200, nil)
+	f.mustErr(f.doToken(reader, "GET", "/v1/kv/appliances/web/a", ""), 401, api.CodeUnauthorized)
+	// A system key written by another replica reaches this one.
+	cfg = testutil.StoreConfig(t)
+	cfg.Root, cfg.Endpoints = st.Root(), eps
+	other := testutil.OpenStore(t, cfg)
+	if _, err := other.SysPut(context.Background(), maintenanceKey, []byte("on"), -1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "maintenance seen", func() bool {
+		return f.do("PUT", "/v1/kv/appliances/web/a", "x").errCode() == api.CodeMaintenance
+	})
 }

@@ -111,6 +111,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	s.hub.maxPerToken = cfg.MaxWaitersPerToken
 	s.hub.onSys = s.onSysChange
 	s.hub.onReset = s.onHubReset
+	s.hub.onRewind = s.onStoreRewound
 	s.storeID.Store(st.ID())
 	s.auth = newAuthState(cfg)
 	s.reports = newReporter(cfg.MaxInstances)

@@ -185,6 +185,20 @@ func (s *Server) onHubReset(ctx context.Context) {
 	}
 }
 
+// onStoreRewound forgets the revision tokens and settings were read at, since the store's
+// revisions went back below it (see hub.wentBack): the watch's events from now on, and a reload,
+// are at lower revisions and would otherwise be skipped as already applied (a token revoked
+// after the rewind would stay valid on this replica). It reloads them with the store id (a
+// store of another cluster may have none yet).
+func (s *Server) onStoreRewound(ctx context.Context) {
+	s.sys.mu.Lock()
+	s.sys.rev = 0
+	s.sys.mu.Unlock()
+	if err := s.reloadSys(ctx); err != nil {
+		s.reloadSysLater("reload tokens and settings after the store's revision went back", err)
+	}
+}
+
 // writable refuses writes while maintenance is on.
 func (s *Server) writable() error {
 	if s.maintenance.Load() {
