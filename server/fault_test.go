@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/testutil"
 	"github.com/shoelace-dev/shoelace/internal/testutil/faultproxy"
@@ -235,4 +238,54 @@ func TestStoreFailure_AgentNotToldEtcdEndpoints(t *testing.T) {
 	r = b.do("GET", "/v1/appliances/web", "")
 	b.mustErr(r, 503, api.CodeUnavailable, "etcd")
 	p.Up()
+}
+
+// etcd out of space (the NOSPACE alarm: its database reached --quota-backend-bytes) refuses
+// every write before proposing it. A write then is 503 unavailable, not applied, saying why,
+// with Retry-After (the CLI exits 6); it was 500 internal (exit 1), which says nothing of
+// whether it applied. Reads go on, and writes apply again once the alarm is disarmed.
+func TestStoreOutOfSpace_WritesSayNotApplied(t *testing.T) {
+	st, eps, _ := ownEtcdStore(t, t.TempDir())
+	f := newFixtureOn(t, st)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ms, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alarm := &etcdserverpb.AlarmRequest{Action: etcdserverpb.AlarmRequest_ACTIVATE,
+		MemberID: ms.Members[0].ID, Alarm: etcdserverpb.AlarmType_NOSPACE}
+	if _, err := etcdserverpb.NewMaintenanceClient(cli.ActiveConnection()).Alarm(ctx, alarm); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, w := range []struct{ method, path, body string }{
+		{"PUT", "/v1/kv/appliances/web/a", "2"},
+		{"PUT", "/v1/appliances/web", `{"keys":{"a":"3"}}`},
+		{"POST", "/v1/txn", `{"ops":[{"op":"put","key":"shared/x","value":"1"}]}`},
+		{"DELETE", "/v1/kv/appliances/web/a", ""},
+	} {
+		r := f.do(w.method, w.path, w.body)
+		f.mustErr(r, 503, api.CodeUnavailable, "out of space", "NOSPACE", "not applied")
+		if r.Header.Get("Retry-After") == "" {
+			t.Errorf("%s %s: 503 without Retry-After", w.method, w.path)
+		}
+	}
+	var v api.View
+	f.must(f.do("GET", "/v1/appliances/web", ""), 200, &v)
+	if v.Keys["a"] != "1" {
+		t.Fatalf("view while etcd is out of space: %+v", v)
+	}
+
+	if _, err := cli.AlarmDisarm(ctx, &clientv3.AlarmMember{MemberID: ms.Members[0].ID, Alarm: etcdserverpb.AlarmType_NOSPACE}); err != nil {
+		t.Fatal(err)
+	}
+	f.put("appliances/web/a", "4")
 }

@@ -554,6 +554,12 @@ func (s *Store) etcdErr(ctx context.Context, op string, err error) error {
 		return api.Errorf(api.CodeUnavailable, "%s: etcd did not answer in time (%s)", op, strings.Join(s.cli.Endpoints(), ","))
 	case errors.Is(err, context.Canceled):
 		return fmt.Errorf("%s: %w", op, err)
+	case errors.Is(err, rpctypes.ErrNoSpace):
+		// etcd refuses every write before proposing it until an operator frees space and
+		// disarms the alarm: nothing was applied, and reads go on.
+		e := api.Errorf(api.CodeUnavailable, "%s: etcd is out of space (alarm NOSPACE: its database reached --quota-backend-bytes) and refuses writes; not applied: retry once an operator has compacted, defragmented and run 'etcdctl alarm disarm'", op)
+		e.RetryAfter = 30
+		return e
 	}
 	if msg, ok := transient(err); ok {
 		return api.Errorf(api.CodeUnavailable, "%s: etcd unavailable (%s); retry", op, msg)
