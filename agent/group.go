@@ -420,11 +420,37 @@ func (p *pass) reload(ctx context.Context, g *group) {
 	switch {
 	case f == nil:
 	case len(installed) == 0:
-		// Only what a killed run owed: its files were installed then, there is nothing to undo.
-		f.inPlace = true
-		p.res.failures = append(p.res.failures, *f)
+		p.owedFailed(g, owed, *f)
 	default:
 		p.undo(ctx, g, *f)
+	}
+}
+
+// owedFailed handles f, the failure of g's command owed by a killed run (no file of g changed
+// in this pass). Its files were installed by that run, and what they replaced was not kept
+// across the restart: they stay. The reload failed all the same: the templates it was owed for
+// fail the pass (their revision is not applied, the report names the failure) and, as after
+// any failed reload, their inputs are not tried again until they change.
+func (p *pass) owedFailed(g *group, owed *owedCommand, f failure) {
+	f.inPlace = true
+	var named []*tmpl
+	for _, t := range g.tmpls {
+		if t.inPlace && t.err == nil && slices.Contains(owed.Destinations, t.name()) {
+			named = append(named, t)
+		}
+	}
+	if len(named) == 0 {
+		p.res.failures = append(p.res.failures, f)
+		return
+	}
+	for _, t := range named {
+		mf := failure{template: t.name(), stage: f.stage, inPlace: true, err: fmt.Errorf(
+			"reload of %s at revision %d, owed by the last run (stopped before its command ran), failed; the files stay (what they replaced was not kept across the restart): %w",
+			strings.Join(owed.Destinations, ", "), owed.Revision, f.err)}
+		p.fail(t, mf)
+		if t.last != nil {
+			t.failed = &reloadFailure{result: t.last, data: t.lastData, failure: mf}
+		}
 	}
 }
 

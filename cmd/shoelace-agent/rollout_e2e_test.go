@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -35,14 +36,21 @@ func (a *fleetAgent) conf() string { return a.env.path("out/app.conf") }
 // the file says port=bad (a change that passes its check but breaks the service on reload).
 func startFleet(t *testing.T, srv *server, n int) []*fleetAgent {
 	t.Helper()
-	var fleet []*fleetAgent
-	for i := 1; i <= n; i++ {
-		name := fmt.Sprintf("vm-%d", i)
-		e := newEnv(t, srv, "", fmt.Sprintf(`  - contents: "port={{ key \"port\" }}\n"
+	return startFleetWith(t, srv, n, `  - contents: "port={{ key \"port\" }}\n"
     destination: $DIR/out/app.conf
     check: test -s "$SHOELACE_STAGED"
     command: echo "$SHOELACE_REVISION" >> $DIR/commands; ! grep -q port=bad $DIR/out/app.conf
-`))
+`)
+}
+
+// startFleetWith starts n agents of appliance web (instances vm-1…vm-n) with the templates
+// YAML (see newEnv).
+func startFleetWith(t *testing.T, srv *server, n int, templates string) []*fleetAgent {
+	t.Helper()
+	var fleet []*fleetAgent
+	for i := 1; i <= n; i++ {
+		name := fmt.Sprintf("vm-%d", i)
+		e := newEnv(t, srv, "", templates)
 		// Each VM its own instance name.
 		b, err := os.ReadFile(e.config)
 		if err != nil {
@@ -481,4 +489,74 @@ func TestE2E_SharedRolloutCanary(t *testing.T) {
 	if code, out, errOut := srv.shoelace(t, "appliance", "wait", "web", "--for", "1m"); code != 0 || !strings.Contains(out, "promoted") {
 		t.Fatalf("appliance wait after the promotion: exit %d\n%s\n%s", code, out, errOut)
 	}
+}
+
+// A canary killed (SIGKILL) while the reload command of the candidate runs, whose reload then
+// fails when the restarted agent runs the command it owed, has failed the candidate: the
+// rollout halts on it, naming the command, and the other VM never gets the change. (Before,
+// the owed command's failure was logged only: the canary reported the candidate applied,
+// without an error, and the rollout moved on to the whole fleet.) Once halted, the canary
+// renders the live keys again and reloads.
+func TestE2E_RolloutCanaryKilledInItsReloadHalts(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/port", "80")
+	// The first reload of port=bad kills the agent (its parent) before it ends; every reload
+	// of port=bad fails.
+	fleet := startFleetWith(t, srv, 2, `  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/out/app.conf
+    command: echo "$SHOELACE_REVISION" >> $DIR/commands; if grep -q port=bad $DIR/out/app.conf && [ ! -e $DIR/killed ]; then touch $DIR/killed; kill -9 $PPID; sleep 1; fi; ! grep -q port=bad $DIR/out/app.conf
+`)
+	rendered(t, srv, fleet, "port=80\n")
+
+	if code, out, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "bad", "--canary", "50%", "--bake", "1s"); code != 0 {
+		t.Fatalf("kv put --canary: exit %d\n%s\n%s", code, out, errOut)
+	}
+	st := srv.rollout(t)
+	if len(st.Cohort) != 1 {
+		t.Fatalf("cohort: %v", st.Cohort)
+	}
+	var canary, other *fleetAgent
+	for _, a := range fleet {
+		if a.name == st.Cohort[0] {
+			canary = a
+		} else {
+			other = a
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- canary.run.cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ProcessState.String() != "signal: killed" {
+			t.Fatalf("canary agent ended with %v, want killed by its reload", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the canary's agent was not killed by its reload")
+	}
+	if got := readFile(t, canary.conf()); got != "port=bad\n" {
+		t.Fatalf("canary file after the kill = %q, want the candidate installed", got)
+	}
+
+	// The restarted agent owes the reload, runs it, and it fails.
+	canary.run = canary.env.startAgent()
+	waitFor(t, "the rollout to end", func() bool {
+		if b, _ := os.ReadFile(other.conf()); string(b) == "port=bad\n" {
+			t.Fatalf("%s, outside the canary, got the candidate: the rollout moved on (%+v)", other.name, srv.rollout(t))
+		}
+		return srv.rollout(t).State != api.RolloutRunning
+	})
+	st = srv.rollout(t)
+	if st.State != api.RolloutHalted || st.Instance != canary.name || !strings.Contains(st.Reason, "(command)") || !strings.Contains(st.Reason, "owed by the last run") {
+		t.Fatalf("rollout after the canary's owed reload failed: %s (%s): %s, want halted by %s", st.State, st.Instance, st.Reason, canary.name)
+	}
+	if got := readFile(t, other.conf()); got != "port=80\n" {
+		t.Fatalf("%s, outside the canary, has %q", other.name, got)
+	}
+	if n := len(commandLines(t, other.env.path("commands"))); n != 1 {
+		t.Fatalf("%s ran its command %d times, want once (the first render)", other.name, n)
+	}
+	// Halted: the canary is back on the live keys, reloaded.
+	waitFor(t, "the canary back on the live keys", fileIs(canary.conf(), "port=80\n"))
+	waitFor(t, "the canary's reload of the live keys", func() bool { return len(commandLines(t, canary.env.path("commands"))) >= 4 })
 }
