@@ -68,7 +68,9 @@ type Agent struct {
 	// recordOwed is set while Run runs: commands owed for installed files are recorded in
 	// cache_dir (owed.go), which owed mirrors.
 	recordOwed bool
-	owed       []owedCommand
+	// failures counts the failures recorded by passes (tmpl.failedAt).
+	failures uint64
+	owed     []owedCommand
 	// enrolling is set while Run runs (enroll.go): it bounds the enrollments, which enroller,
 	// made by configure, tries.
 	enrolling *enrollRun

@@ -242,7 +242,8 @@ func (p *pass) unchanged(t *tmpl) {
 
 // fail records f for t.
 func (p *pass) fail(t *tmpl, f failure) {
-	t.err, t.stage = f.err, f.stage
+	p.a.failures++
+	t.err, t.stage, t.failedAt = f.err, f.stage, p.a.failures
 	if !f.inPlace {
 		t.inPlace = false
 	}

@@ -353,3 +353,40 @@ func TestAgent_GroupInstallFailurePutsBackTheFirstFile(t *testing.T) {
 	}
 	assertNoTemp(t, dir)
 }
+
+// A group whose second template fails its check installs nothing, and the report names that
+// check (stage, template, its output), the first failure of the pass: not the first template
+// of the group, which was only left out because of it (before, the report said the first
+// template was "not installed", at stage render, and the check's output was nowhere).
+func TestAgent_ReportNamesTheFailureNotTheTemplateItLeftOut(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1", "b": "1"})
+	a, dir, _ := testAgent(t, srv, header+`templates:
+  - contents: "a={{ key \"a\" }}\n"
+    destination: $DIR/a
+    command: echo reload >> $DIR/commands
+  - contents: "b={{ key \"b\" }}\n"
+    destination: $DIR/b
+    check: if grep -q BAD "$SHOELACE_STAGED"; then echo "b says BAD"; exit 1; fi
+    command: echo reload >> $DIR/commands
+`)
+	reports := func() []api.Report {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return append([]api.Report(nil), srv.reports...)
+	}
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "the first report", func() bool { return len(reports()) == 1 })
+	srv.set(map[string]*string{"a": str("2"), "b": str("BAD")})
+	waitFor(t, "the failure report", func() bool { return len(reports()) == 2 })
+	r := reports()[1]
+	if r.Applied != 10 || r.Stage != api.StageCheck || r.Template != dir+"/b" || !strings.Contains(r.Error, "b says BAD") {
+		t.Fatalf("failure report = %+v, want b's failed check", r)
+	}
+	if got := read(t, dir+"/a"); got != "a=1\n" {
+		t.Fatalf("a = %q, want it left as it was (its group failed)", got)
+	}
+	if got := lines(t, dir+"/commands"); len(got) != 1 {
+		t.Fatalf("commands = %v, want only the first render's", got)
+	}
+}

@@ -28,6 +28,10 @@ type tmpl struct {
 	// failed remembers the inputs whose reload failed: they are not tried again until the
 	// group's inputs change, its source is edited or the config is reloaded.
 	failed *reloadFailure
+	// failedAt orders err among the failures of the agent's passes: the report names the
+	// first failure of the last pass, not the first template (in config order) that failed,
+	// which may have failed only because another of its group did.
+	failedAt uint64
 }
 
 // name is how messages and logs name the template.

@@ -21,14 +21,18 @@ const (
 )
 
 // report is what the agent tells the server after a pass at v that leaves applied applied:
-// that revision and the first template that is not in place, or whose reload failed.
+// that revision and the pass's first failure (a template not in place, or whose reload failed):
+// a template left out because another of its group failed is not what the report names.
 func (a *Agent) report(v *view, applied int64) api.Report {
 	r := api.Report{Instance: a.instance, Revision: v.Revision, Applied: applied, Rollout: v.Rollout, Version: a.opts.Version}
+	var first *tmpl
 	for _, t := range a.tmpls {
-		if t.err != nil {
-			r.Error, r.Stage, r.Template = t.err.Error(), t.stage, t.name()
-			break
+		if t.err != nil && (first == nil || t.failedAt < first.failedAt) {
+			first = t
 		}
+	}
+	if first != nil {
+		r.Error, r.Stage, r.Template = first.err.Error(), first.stage, first.name()
 	}
 	return r
 }
