@@ -185,8 +185,9 @@ EXAMPLES:
 				UsageText: "shoelace appliance history NAME [--limit 50] [--before REVISION] [--include-shared] [--output json]",
 				Description: `Prints a header line, then one line per release (write) that changed the appliance's own
 keys, newest first, tab-separated: REVISION, TIME (server time, UTC), KIND (apply, rollback,
-put, delete, txn, import), TOKEN (who), SOURCE (--source of the write), CHANGES (+created
-~changed -deleted key counts) and MESSAGE (-m of the write). --include-shared adds the
+put, delete, txn, import; rollout for a staged rollout's start, which changes no live key:
+its promotion is a release of its own), TOKEN (who), SOURCE (--source of the write), CHANGES
+(+created ~changed -deleted key counts) and MESSAGE (-m of the write). --include-shared adds the
 releases that changed shared/. Releases are kept for the last --release-retention writes of each
 appliance and at most
 --release-max-age, long after etcd compacted their revisions; "shoelace appliance rollback

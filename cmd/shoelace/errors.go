@@ -40,8 +40,8 @@ const exitCodesHelp = `EXIT CODES:
       outcome_unknown), or the write was sent and its answer never came (--timeout, a broken
       connection): read the key (or the appliance) to check, then retry if needed;
       or a write refused because a rollout of the appliance is in progress (409
-      rollout_in_progress: retrying does not help until it ends); or, for appliance wait
-      and appliance rollout status --wait, a rollout that halted or was aborted`
+      rollout_in_progress: retrying does not help until it ends); or, for appliance wait,
+      a rollout that halted or was aborted`
 
 // usageError is a mistake in the command line: exit code 2.
 type usageError struct{ msg string }
