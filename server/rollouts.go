@@ -582,22 +582,46 @@ func (s *Server) handleGetRollout(w http.ResponseWriter, r *http.Request) error 
 	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
-	rec, rev, err := s.readRollout(ctx, name)
+	st, rev, err := s.rolloutStatus(ctx, name, principalOf(r))
 	if err != nil {
 		return err
 	}
+	return writeJSON(w, http.StatusOK, rev, st)
+}
+
+// rolloutStatus is appliance name's current or last rollout as p is shown it, with each
+// instance's state from its reports, and the record's revision.
+func (s *Server) rolloutStatus(ctx context.Context, name string, p *principal) (api.RolloutStatus, int64, error) {
+	rec, rev, err := s.readRollout(ctx, name)
+	if err != nil {
+		return api.RolloutStatus{}, 0, err
+	}
 	reports, _, err := s.instanceReports(ctx, name)
 	if err != nil {
-		return err
+		return api.RolloutStatus{}, 0, err
 	}
 	s.rollouts.mu.RLock()
 	baked := s.rollouts.baked[rec.ID]
 	s.rollouts.mu.RUnlock()
-	st := shownStatus(rec.Status(reports, rev, baked), rec.Cause, principalOf(r))
+	st := shownStatus(rec.Status(reports, rev, baked), rec.Cause, p)
 	if rec.State == api.RolloutPromoted {
 		st.Release = rev
 	}
-	return writeJSON(w, http.StatusOK, rev, st)
+	return st, rev, nil
+}
+
+// actionAnswer is the answer to a promote or abort that left st: the rollout as a status
+// request shows it, each instance with the state its reports give, for a token that may read
+// them (st itself was made without them: every instance pending, nothing applied).
+func (s *Server) actionAnswer(ctx context.Context, name string, st api.RolloutStatus, p *principal) api.RolloutStatus {
+	if p.mayRead(api.ApplianceRoot(name)) != nil {
+		return st
+	}
+	now, _, err := s.rolloutStatus(ctx, name, p)
+	if err != nil || now.ID != st.ID {
+		return st
+	}
+	return now
 }
 
 func (s *Server) handlePostRollout(w http.ResponseWriter, r *http.Request) error {
@@ -639,7 +663,7 @@ func (s *Server) handlePostRollout(w http.ResponseWriter, r *http.Request) error
 			return err
 		}
 		s.audit(r, "rollout-abort", []string{api.ApplianceRoot(name)}, st.Revision)
-		return writeJSON(w, http.StatusOK, st.Revision, shownStatus(st, "", principalOf(r)))
+		return writeJSON(w, http.StatusOK, st.Revision, s.actionAnswer(ctx, name, shownStatus(st, "", principalOf(r)), principalOf(r)))
 	case "promote":
 		for try := 0; ; try++ {
 			rec, rev, err := s.readRollout(ctx, name)
@@ -663,7 +687,7 @@ func (s *Server) handlePostRollout(w http.ResponseWriter, r *http.Request) error
 			}
 			s.rollouts.set(name, &rec)
 			s.audit(r, "rollout-promote", []string{api.ApplianceRoot(name)}, nrev)
-			return writeJSON(w, http.StatusOK, nrev, shownStatus(rec.Status(nil, nrev, time.Time{}), rec.Cause, principalOf(r)))
+			return writeJSON(w, http.StatusOK, nrev, s.actionAnswer(ctx, name, shownStatus(rec.Status(nil, nrev, time.Time{}), rec.Cause, principalOf(r)), principalOf(r)))
 		}
 	}
 	return api.Errorf(api.CodeInvalidRequest, "rollout action must be \"promote\" or \"abort\", not %s", shorten(act.Action))

@@ -572,3 +572,35 @@ func TestRollout_NewInstanceGetsTheLiveView(t *testing.T) {
 		t.Fatalf("vm-late after a shared write: %+v", v)
 	}
 }
+
+// The answer to a promote or an abort shows each instance as a status request does, with the
+// revision it applied (the answers said that every instance had applied nothing).
+func TestRollout_ActionAnswerShowsTheReports(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	enrollFleet(t, f, 2)
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=50%25&manual", "81"), http.StatusAccepted, &st)
+	c := st.Cohort[0]
+	v := viewOf(t, f, c)
+	report(t, f, c, v, "")
+	waitFor(t, "the canary to bake", func() bool { return rolloutStatus(t, f).BakedSince != nil })
+	check := func(action string, ans api.RolloutStatus) {
+		t.Helper()
+		now := rolloutStatus(t, f)
+		for i, in := range ans.Instances {
+			if in.Instance == c && in.Applied != v.Revision || in.State != now.Instances[i].State || in.Applied != now.Instances[i].Applied {
+				t.Fatalf("%s answered %+v; status says %+v", action, ans.Instances, now.Instances)
+			}
+		}
+	}
+	var ans api.RolloutStatus
+	f.must(f.do("POST", "/v1/appliances/web/rollout", `{"action":"promote"}`, "Content-Type", "application/json"), 200, &ans)
+	check("promote", ans)
+	waitFor(t, "the second step", func() bool { return rolloutStatus(t, f).Step == 1 })
+	f.must(f.do("POST", "/v1/appliances/web/rollout", `{"action":"abort"}`, "Content-Type", "application/json"), 200, &ans)
+	if ans.State != api.RolloutAborted {
+		t.Fatalf("abort: %+v", ans)
+	}
+	check("abort", ans)
+}
