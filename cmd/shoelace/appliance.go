@@ -623,16 +623,23 @@ func (e *cliEnv) applianceRollback(c *cli.Context) error {
 	defer s.cancel()
 	note := ""
 	if arg == "previous" {
-		h, err := s.client.ApplianceReleases(s.ctx, name, 50, 0, false)
-		if err != nil {
-			return err
+		// The newest release that changed the live keys: a rollout's start changed nothing
+		// live (its promotion is a release of its own), and rollouts that halted or were
+		// aborted may be all a page holds.
+		var last *api.Release
+		for before := int64(0); last == nil; {
+			h, err := s.client.ApplianceReleases(s.ctx, name, 1000, before, false)
+			if err != nil {
+				return err
+			}
+			if i := slices.IndexFunc(h.Releases, func(r api.Release) bool { return r.Kind != api.KindRollout }); i >= 0 {
+				last = &h.Releases[i]
+			} else if h.Next == 0 || h.Next >= before && before != 0 {
+				return fmt.Errorf("rollback %s: it has no release to undo (see shoelace appliance history %s)", name, name)
+			} else {
+				before = h.Next
+			}
 		}
-		// A rollout's start changed nothing live (its promotion is a release of its own).
-		h.Releases = slices.DeleteFunc(h.Releases, func(r api.Release) bool { return r.Kind == api.KindRollout })
-		if len(h.Releases) == 0 {
-			return fmt.Errorf("rollback %s: it has no release to undo (see shoelace appliance history %s)", name, name)
-		}
-		last := h.Releases[0]
 		to = last.Revision - 1
 		note = fmt.Sprintf("undo release %d (%s", last.Revision, last.Kind)
 		if last.Message != "" {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/client"
 )
 
 // A pipeline writes with -m and --source; `appliance history` shows who, what and why, and
@@ -118,5 +120,47 @@ func TestE2E_ApplianceNamedSecretsMasked(t *testing.T) {
 	}
 	if got := c.ok("appliance", "get", "secrets"); strings.Contains(got, two) {
 		t.Errorf("get of appliance secrets shows a secret value: %q", got)
+	}
+}
+
+// rollback --to previous passes over rollouts' starts however many there are: behind 60
+// rollouts that were aborted, it still undoes the last apply (it looked at the 50 newest
+// releases only, and said "it has no release to undo").
+func TestE2E_RollbackPreviousPastManyRollouts(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	name := fmt.Sprintf("hist-ro-%d", time.Now().UnixNano())
+	c.ok("kv", "put", "appliances/"+name+"/port", "80")
+	c.ok("kv", "put", "appliances/"+name+"/port", "8080", "-m", "the change to undo")
+	tok, err := os.ReadFile(s.adminTokenFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := client.New(s.url(), client.Options{Token: strings.TrimSpace(string(tok))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Enroll(context.Background(), name, "vm-1"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.run("appliance", "forget", name, "vm-1") })
+	time.Sleep(10 * time.Millisecond) // enrolled before the rollouts start, by the server's clock
+	for i := range 60 {
+		c.ok("kv", "put", "appliances/"+name+"/port", fmt.Sprint(9000+i), "--canary", "100%", "--manual")
+		c.ok("appliance", "rollout", "abort", name)
+	}
+	r := c.run("appliance", "rollback", name, "--to", "previous")
+	if r.code != 0 || !strings.Contains(r.stdout, "revision ") {
+		t.Fatalf("rollback --to previous behind 60 rollouts: %s", r)
+	}
+	if got := c.ok("kv", "get", "appliances/"+name+"/port"); got != "80" {
+		t.Errorf("port after the undo = %q, want 80", got)
+	}
+	var h api.Releases
+	if err := json.Unmarshal([]byte(c.ok("appliance", "history", name, "-o", "json", "--limit", "1")), &h); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Releases) != 1 || !strings.Contains(h.Releases[0].Message, "the change to undo") {
+		t.Errorf("the undo's release: %+v, want it to name the put it undid", h.Releases)
 	}
 }
