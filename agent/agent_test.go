@@ -879,3 +879,46 @@ func TestAgent_LastingFailureLoggedOnce(t *testing.T) {
 		t.Fatalf("%d of %d failed retries logged at warn, want 1\n%s", warned, retried, logs.String())
 	}
 }
+
+// A run killed while a staged file waited for its check (or its group's command) left it next
+// to the destination, for good; the next run removes such leftovers, older than its start, and
+// says so, leaving what is not its own and what another process stages now.
+func TestAgent_RunRemovesWhatAKilledRunLeft(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, logs := testAgent(t, srv, header+`templates:
+  - contents: "a={{ key \"a\" }}"
+    destination: $DIR/out/a.conf
+`)
+	if err := os.MkdirAll(dir+"/out", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	plant := func(name string, age time.Duration) string {
+		p := dir + "/out/" + name
+		if err := os.WriteFile(p, []byte("half"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		mt := time.Now().Add(-age)
+		if err := os.Chtimes(p, mt, mt); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	left := []string{plant(".a.conf.shoelace-1234567", time.Minute), plant(".a.conf.bak.shoelace-42", time.Hour)}
+	kept := []string{plant(".a.conf.shoelace-99", -time.Minute), plant(".b.conf.shoelace-1", time.Hour), plant("notes", time.Hour)}
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/out/a.conf", "a=1"))
+	for _, p := range left {
+		if _, err := os.Lstat(p); !os.IsNotExist(err) {
+			t.Errorf("%s left by a killed run is still there (%v)", p, err)
+		}
+	}
+	for _, p := range kept {
+		if _, err := os.Lstat(p); err != nil {
+			t.Errorf("%s was removed: %v", p, err)
+		}
+	}
+	if !strings.Contains(logs.String(), "removed temp files a killed run left") || !strings.Contains(logs.String(), ".a.conf.shoelace-1234567") {
+		t.Errorf("the removal is not logged:\n%s", logs.String())
+	}
+}

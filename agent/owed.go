@@ -98,6 +98,28 @@ func (a *Agent) loadOwedAtStart() {
 	}
 }
 
+// removeLeftovers removes the temp files that a killed run left next to the destinations (a
+// file staged while its check or its group's command ran, a backup's temp): they would stay for
+// good, and a service that reads every file of its directory would read them. Only files
+// older than before (this run's start) go: another process's install in progress stays.
+func (a *Agent) removeLeftovers(before time.Time) {
+	done := map[string]bool{}
+	for _, t := range a.tmpls {
+		dest := t.cfg.Destination
+		if done[dest] {
+			continue
+		}
+		done[dest] = true
+		removed, err := atomicfile.RemoveLeftovers(dest, before)
+		if len(removed) > 0 {
+			a.log.Warn("removed temp files a killed run left", "template", dest, "files", removed)
+		}
+		if err != nil {
+			a.log.Warn("temp files a killed run left not removed", "template", dest, "error", err.Error())
+		}
+	}
+}
+
 // owe records, before the files dests are renamed into place at revision rev, that command is
 // owed for them. A record that cannot be written is logged, not fatal: the install goes on.
 func (a *Agent) owe(command string, timeout time.Duration, dests []string, rev int64) {

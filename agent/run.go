@@ -237,6 +237,7 @@ func (l *loop) start() {
 	a := l.a
 	// Commands a killed run owed join the first pass; from now on what is owed is recorded.
 	a.loadOwedAtStart()
+	a.removeLeftovers(time.Now())
 	l.stopEnroll = a.startEnrollment(l.ctx) // enroll.go: the instance token, from cache_dir or obtained now
 	a.recordOwed = true
 	// The cache and status files are written off the render path, and so are reports.

@@ -1,0 +1,81 @@
+package atomicfile
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// RemoveLeftovers removes the temp files that an install of path left when its process was
+// killed between staging and renaming (a check or a reload running, a crash): the names
+// Stage and the backup make, .<base>.shoelace-N and .<base>.bak.shoelace-N, in path's
+// directory, regular files last modified before before (the start of the process that calls
+// it, so that another process's install in progress is left alone). Left there they would stay
+// for good, and a service that reads every file of its directory (logrotate.d, cron.d) would
+// read a half-made one. It returns the names it removed; a missing directory is no error.
+// Links in path are followed as Stage follows them; names are removed in the directory held
+// open, never through a link.
+func RemoveLeftovers(path string, before time.Time) ([]string, error) {
+	real, err := resolve(path)
+	if err != nil {
+		return nil, err
+	}
+	d, err := openDir(filepath.Dir(real))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer d.close()
+	f, err := d.root.Open(".")
+	if err != nil {
+		return nil, fmt.Errorf("open dir %s: %w", d.path, err)
+	}
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", d.path, err)
+	}
+	base := filepath.Base(real)
+	var removed []string
+	var errs []error
+	for _, name := range names {
+		if !isTempOf(name, base) {
+			continue
+		}
+		fi, err := d.root.Lstat(name)
+		if err != nil || !fi.Mode().IsRegular() || !fi.ModTime().Before(before) {
+			continue
+		}
+		if err := d.root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, d.join(name))
+	}
+	return removed, errors.Join(errs...)
+}
+
+// isTempOf reports whether name is one of the temp names made for base (see createTemp and
+// linkTemp): .<base>.shoelace-N or .<base>.bak.shoelace-N, N decimal digits.
+func isTempOf(name, base string) bool {
+	rest, ok := strings.CutPrefix(name, "."+base+".")
+	if !ok {
+		return false
+	}
+	rest = strings.TrimPrefix(rest, "bak.")
+	n, ok := strings.CutPrefix(rest, "shoelace-")
+	if !ok || n == "" {
+		return false
+	}
+	for _, c := range n {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
