@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"maps"
 	"slices"
+	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/server/rollout"
@@ -39,7 +41,7 @@ func sideOf(rec *rollout.Record) side {
 
 // diff returns the delta of appliance app from its view at base (of tree from) to its view
 // now (of tree to), at the mirror's revision, which must be rev or later; and the size of the
-// full view's JSON, near enough. ok is false when the mirror cannot tell (not loaded, behind,
+// full view's JSON. ok is false when the mirror cannot tell (not loaded, behind,
 // base older than its history or ahead of it) or the appliance has no keys (answered 404 by
 // the full view's path).
 func (m *mirror) diff(app string, base int64, from, to side, rev int64) (d api.Delta, viewBytes int, ok bool) {
@@ -140,7 +142,7 @@ func (m *mirror) diff(app string, base int64, from, to side, rev int64) (d api.D
 // sumKey names the view whose sum the mirror keeps: an appliance's live view or candidate.
 type sumKey struct{ app, tree string }
 
-// viewSum is the sum of a view and the size of its JSON, near enough, at rev.
+// viewSum is the sum of a view and the size of its JSON, at rev.
 type viewSum struct {
 	rev   int64
 	sum   string
@@ -148,7 +150,7 @@ type viewSum struct {
 }
 
 // sumLocked returns the sum of app's view of tree (the live one when tree is "") at the
-// mirror's revision, and the size of its JSON, near enough: made once per revision (it reads
+// mirror's revision, and the size of its JSON as a full answer has it: made once per revision (it reads
 // the whole view) for every delta to it, whatever their bases. m.mu must be held (read).
 func (m *mirror) sumLocked(app, tree string, toTree map[string]string, change *rollout.SharedChange) (string, int) {
 	k := sumKey{app, tree}
@@ -165,10 +167,7 @@ func (m *mirror) sumLocked(app, tree string, toTree map[string]string, change *r
 	now := make(map[string]string, len(shared)+len(toTree))
 	maps.Copy(now, shared)
 	maps.Copy(now, toTree)
-	s = viewSum{rev: m.rev, sum: api.ViewSum(now), bytes: 64 + len(app) + len(tree)}
-	for k, v := range now {
-		s.bytes += len(k) + len(v) + 6
-	}
+	s = viewSum{rev: m.rev, sum: api.ViewSum(now), bytes: viewJSONLen(app, m.rev, tree, now)}
 	m.smu.Lock()
 	if m.sums == nil {
 		m.sums = make(map[sumKey]viewSum)
@@ -228,4 +227,52 @@ func (h *hub) delta(app string, base int64, from, to side, rev int64) *deltaFlig
 	h.deltaAnswers.Add(1)
 	f.at, f.body = d.Revision, append(body, '\n')
 	return f
+}
+
+// viewJSONLen is the length of the JSON of api.View{app, rev, keys, rollout} as json.Marshal
+// writes it (without the answer's newline), counted without encoding it. The delta is
+// answered only when it is smaller than that: an estimate (the keys' and values' bytes plus a
+// constant) was tens of bytes over the view for small views, so that deltas larger than the
+// view were answered, and under it for values that JSON escapes (<, >, &, ", \, controls).
+func viewJSONLen(app string, rev int64, rollout string, keys map[string]string) int {
+	n := len(`{"appliance":,"revision":,"keys":{}}`) + jsonStringLen(app) + len(strconv.FormatInt(rev, 10))
+	if rollout != "" {
+		n += len(`,"rollout":`) + jsonStringLen(rollout)
+	}
+	for k, v := range keys {
+		n += jsonStringLen(k) + 1 + jsonStringLen(v) + 1 // "k":"v",
+	}
+	if len(keys) > 0 {
+		n-- // no comma after the last
+	}
+	return n
+}
+
+// jsonStringLen is the length of s as encoding/json writes it, quotes included: HTML
+// characters, U+2028, U+2029 and invalid bytes as \uXXXX, other controls as \n, \r, \t, \b,
+// \f or \u00XX.
+func jsonStringLen(s string) int {
+	n := 2
+	for i := 0; i < len(s); {
+		if b := s[i]; b < utf8.RuneSelf {
+			switch {
+			case b == '"' || b == '\\' || b == '\n' || b == '\r' || b == '\t' || b == '\b' || b == '\f':
+				n += 2
+			case b < 0x20 || b == '<' || b == '>' || b == '&':
+				n += 6
+			default:
+				n++
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 || r == '\u2028' || r == '\u2029' {
+			n += 6
+		} else {
+			n += size
+		}
+		i += size
+	}
+	return n
 }

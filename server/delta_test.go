@@ -299,3 +299,71 @@ func TestDelta_ManyWaitersOneDelta(t *testing.T) {
 		t.Fatalf("%d long-polls woken by one write made %d deltas, want 1", n, made)
 	}
 }
+
+// A delta is answered exactly when it is smaller than the full view: for small views too (an
+// estimate of the view's size, tens of bytes over it, let deltas larger than the view
+// through), and for values that JSON escapes (the estimate was under the view then).
+func TestDelta_OnlyWhenSmallerThanTheView(t *testing.T) {
+	f := newFixture(t)
+	deltas, fulls := 0, 0
+	for _, pad := range []string{"p", "<", "\n", "é"} {
+		for n := range 90 {
+			f.put("appliances/web/pad", strings.Repeat(pad, n))
+			base := f.view("web")
+			f.put("appliances/web/k", fmt.Sprint("v", n))
+			r := f.do("GET", lp("web", base.Revision, "30s")+"&delta", "")
+			var u api.Update
+			f.must(r, 200, &u)
+			// The sizes of both answers at the answer's revision.
+			now := f.view("web")
+			now.Revision = u.Revision
+			d := api.Diff(base, now)
+			db, _ := json.Marshal(d)
+			vb, _ := json.Marshal(now)
+			body := strings.TrimSuffix(string(r.body), "\n")
+			if u.IsDelta() {
+				deltas++
+				if len(body) >= len(vb) {
+					t.Fatalf("pad %q×%d: a delta of %d bytes answered for a view of %d: %s", pad, n, len(body), len(vb), body)
+				}
+				if body != string(db) {
+					t.Fatalf("pad %q×%d: delta %s, want %s", pad, n, body, db)
+				}
+				continue
+			}
+			fulls++
+			if len(db) < len(vb) {
+				t.Fatalf("pad %q×%d: the full view (%d bytes) answered for a delta of %d: %s", pad, n, len(vb), len(db), db)
+			}
+		}
+	}
+	if deltas == 0 || fulls == 0 {
+		t.Fatalf("%d deltas and %d full views: the cases do not straddle the view's size", deltas, fulls)
+	}
+}
+
+// viewJSONLen counts what json.Marshal writes, whatever the bytes.
+func TestViewJSONLen(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	alphabet := []string{"a", "<", ">", "&", "\"", "\\", "\n", "\r", "\t", "\b", "\f", "\x01", "\x1f", "\x7f", "é", "\u2028", "\u2029", "😀", "\xff", "/"}
+	str := func() string {
+		var b strings.Builder
+		for range rng.IntN(12) {
+			b.WriteString(alphabet[rng.IntN(len(alphabet))])
+		}
+		return b.String()
+	}
+	for range 2000 {
+		v := api.View{Appliance: str(), Revision: rng.Int64N(1 << rng.IntN(62)), Keys: map[string]string{}}
+		if rng.IntN(2) == 0 {
+			v.Rollout = str()
+		}
+		for range rng.IntN(5) {
+			v.Keys[str()] = str()
+		}
+		b, _ := json.Marshal(v)
+		if got := viewJSONLen(v.Appliance, v.Revision, v.Rollout, v.Keys); got != len(b) {
+			t.Fatalf("viewJSONLen %d, json.Marshal %d: %s", got, len(b), b)
+		}
+	}
+}
