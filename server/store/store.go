@@ -170,6 +170,8 @@ type Store struct {
 
 	schemas schemaCache // the appliances' schemas, for write-time validation (see schema.go)
 
+	compacted compactedCache // what Compacted learnt of an external etcd's compaction
+
 	observer atomic.Pointer[Observer] // told of every unary etcd request (metrics)
 
 	ctx       context.Context // ends on Close; bounds background work
