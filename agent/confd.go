@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"gopkg.in/yaml.v3"
 
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
 	"github.com/shoelace-dev/shoelace/templates"
 )
 
@@ -177,19 +177,12 @@ const maxConfdFileBytes = 1 << 20
 
 // readConfdFile reads a resource or confd.toml of at most maxConfdFileBytes.
 func readConfdFile(name string) ([]byte, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxConfdFileBytes+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxConfdFileBytes {
+	data, err := atomicfile.ReadInput(name, maxConfdFileBytes)
+	var tooLarge *atomicfile.TooLargeError
+	if errors.As(err, &tooLarge) {
 		return nil, fmt.Errorf("%s is over %d bytes: a confd resource holds a few settings", name, maxConfdFileBytes)
 	}
-	return data, nil
+	return data, err
 }
 
 // readConfdSettings reads dir/confd.toml, if there is one.

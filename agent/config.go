@@ -426,9 +426,9 @@ func (c *Config) loadTemplatesDir() error {
 		return err
 	}
 	for _, f := range files {
-		data, err := os.ReadFile(f)
+		data, err := atomicfile.ReadInput(f, 0)
 		if err != nil {
-			return fmt.Errorf("read %s: %w", f, err)
+			return fmt.Errorf("%s: templates_dir: %w", c.Path, err)
 		}
 		var list []Template
 		if err := decodeStrict(f, data, &list); err != nil {
@@ -944,7 +944,7 @@ func readTokenFile(path string) (string, error) {
 	if fi.Size() > maxTokenBytes {
 		return "", fmt.Errorf("token_file %s is %d bytes: a token file holds one token", path, fi.Size())
 	}
-	b, err := os.ReadFile(path)
+	b, err := atomicfile.ReadInput(path, maxTokenBytes)
 	if err != nil {
 		return "", fmt.Errorf("token_file: %w", err)
 	}
@@ -1041,7 +1041,7 @@ func ParseConfigFile(path string) (*Config, error) {
 
 // readConfigFile reads the config file; a missing one is explained with the ways to name another.
 func readConfigFile(path string) ([]byte, error) {
-	data, err := os.ReadFile(path)
+	data, err := atomicfile.ReadInput(path, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("read config: %w (give the agent's config with --config FILE or SHOELACE_AGENT_CONFIG=FILE; the default is %s)", err, DefaultConfigPath)
 	}

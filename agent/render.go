@@ -42,7 +42,7 @@ func parseTemplate(tc *Template) (*templates.Template, error) {
 	text := tc.Contents
 	name := tc.Destination
 	if tc.Source != "" {
-		b, err := os.ReadFile(tc.Source)
+		b, err := atomicfile.ReadInput(tc.Source, 0)
 		if err != nil {
 			return nil, fmt.Errorf("%s: read source: %w", tc.where(), err)
 		}

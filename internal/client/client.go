@@ -14,13 +14,13 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
 )
 
 // DefaultAddr is the server address used when none is given.
@@ -125,7 +125,7 @@ func New(addr string, opts Options) (*Client, error) {
 }
 
 func loadCA(path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
+	pem, err := atomicfile.ReadInput(path, 0)
 	if err != nil {
 		return nil, fmt.Errorf("read ca file: %w", err)
 	}

@@ -1,0 +1,105 @@
+//go:build !windows
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// agentQuick runs a one-shot agent command that must end within seconds (killed after 10):
+// its exit code (-1 when killed) and stderr.
+func agentQuick(t *testing.T, e *env, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "shoelace-agent"), append(args, "--config", e.config)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, stderr.String()
+	case errors.As(err, &ee):
+		return ee.ExitCode(), stderr.String()
+	}
+	t.Fatalf("run agent %v: %v", args, err)
+	return 0, ""
+}
+
+// TestE2E_NamedPipesAreRefused gives the agent a named pipe (FIFO) wherever it reads a file the
+// config names: each command must refuse it at once, naming it, where the agent hung on the open
+// for good (SIGTERM included, since it waits for the pass) and a service manager could only kill it.
+func TestE2E_NamedPipesAreRefused(t *testing.T) {
+	needBinaries(t)
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/port", "80")
+	e := newEnv(t, srv, "", "  - contents: \"listen {{ key \\\"port\\\" }}\\n\"\n    destination: $DIR/app.conf\n")
+	good, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fifo := func(name string) string {
+		p := e.path(name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := syscall.Mkfifo(p, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	writeConfig := func(s string) {
+		if err := os.WriteFile(e.config, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := strings.SplitN(string(good), "templates:\n", 2)[0]
+	os.MkdirAll(e.path("confd/conf.d"), 0o755)
+	os.MkdirAll(e.path("confd/templates"), 0o755)
+	cases := []struct {
+		name   string
+		config func() string
+		args   []string
+		pipe   string
+	}{
+		{"ca_file", func() string { return string(good) + "ca_file: " + fifo("ca.pem") + "\n" }, nil, "ca.pem"},
+		{"source", func() string {
+			return base + fmt.Sprintf("templates:\n  - source: %s\n    destination: %s\n", fifo("app.tmpl"), e.path("app.conf"))
+		}, nil, "app.tmpl"},
+		{"templates_dir", func() string {
+			fifo("templates.d/a.yaml")
+			return string(good) + "templates_dir: " + e.path("templates.d") + "\n"
+		}, nil, "templates.d/a.yaml"},
+		{"confd resource", func() string { fifo("confd/conf.d/a.toml"); return string(good) }, []string{"--confdir", e.path("confd")}, "confd/conf.d/a.toml"},
+		{"confd template", func() string {
+			os.Remove(e.path("confd/conf.d/a.toml"))
+			os.WriteFile(e.path("confd/conf.d/b.toml"), []byte("[template]\nsrc = \"b.tmpl\"\ndest = \""+e.path("b.conf")+"\"\n"), 0o644)
+			fifo("confd/templates/b.tmpl")
+			return string(good)
+		}, []string{"--confdir", e.path("confd")}, "confd/templates/b.tmpl"},
+		{"config", func() string { return "" }, nil, "agent.yaml"},
+	}
+	for _, c := range cases {
+		writeConfig(c.config())
+		if c.pipe == "agent.yaml" {
+			os.Remove(e.config)
+			fifo("agent.yaml")
+		}
+		for _, cmd := range []string{"validate", "render", "once"} {
+			code, stderr := agentQuick(t, e, append([]string{cmd}, c.args...)...)
+			want := e.path(c.pipe) + " is a named pipe (FIFO), not a regular file"
+			if code != 1 || !strings.Contains(stderr, want) {
+				t.Errorf("%s %s: exit %d, stderr %q; want exit 1 with %q", c.name, cmd, code, stderr, want)
+			}
+		}
+	}
+}

@@ -1,0 +1,71 @@
+package atomicfile
+
+import (
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+)
+
+// ReadInput reads the regular file at path (symbolic links followed) of at most max bytes
+// (max <= 0: no bound). Anything else is an error saying what it is: the open does not block,
+// so that a named pipe at the name (a config, a template source, a CA file given by mistake)
+// is refused at once instead of hanging the reader for good, SIGTERM included, and a device
+// such as /dev/zero is not read until memory runs out.
+func ReadInput(path string, max int64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|nonBlock, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is %s, not a regular file", path, TypeName(fi.Mode()))
+	}
+	var r io.Reader = f
+	if max > 0 {
+		r = io.LimitReader(f, max+1)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if max > 0 && int64(len(b)) > max {
+		return nil, &TooLargeError{Path: path, Max: max}
+	}
+	return b, nil
+}
+
+// TypeName says in words what kind of file a mode is, for messages ("a directory", "a named
+// pipe (FIFO)"), where fs.FileMode.Type prints "d---------".
+func TypeName(m fs.FileMode) string {
+	switch t := m.Type(); {
+	case t == 0:
+		return "a regular file"
+	case t&fs.ModeDir != 0:
+		return "a directory"
+	case t&fs.ModeSymlink != 0:
+		return "a symbolic link"
+	case t&fs.ModeNamedPipe != 0:
+		return "a named pipe (FIFO)"
+	case t&fs.ModeSocket != 0:
+		return "a socket"
+	case t&fs.ModeCharDevice != 0:
+		return "a character device"
+	case t&fs.ModeDevice != 0:
+		return "a device"
+	default:
+		return fmt.Sprintf("an irregular file (%s)", t)
+	}
+}
+
+// TooLargeError is ReadInput's error for a file over its bound.
+type TooLargeError struct {
+	Path string
+	Max  int64
+}
+
+func (e *TooLargeError) Error() string { return fmt.Sprintf("%s is over %d bytes", e.Path, e.Max) }
