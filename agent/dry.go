@@ -53,8 +53,16 @@ func (a *Agent) Render(ctx context.Context, w io.Writer, o DryOptions) error {
 			fmt.Fprintf(w, "\n!!! %s: %s\n", t.name(), msg)
 			continue
 		}
-		old, oldErr := os.ReadFile(t.cfg.Destination)
 		fi, statErr := os.Stat(t.cfg.Destination)
+		if statErr == nil && !fi.Mode().IsRegular() {
+			// once and run refuse to install over it: say so here too, as a failure.
+			msg := fmt.Sprintf("%s is %s: a file cannot be installed there", t.cfg.Destination, atomicfile.TypeName(fi.Mode()))
+			failed = append(failed, msg)
+			fmt.Fprintf(w, "\n!!! %s: %s\n", t.name(), msg)
+			continue
+		}
+		// Not blocking: a named pipe swapped in since the stat must not hang the dry run.
+		old, oldErr := atomicfile.ReadInput(t.cfg.Destination, 0)
 		var notes []string
 		switch {
 		case errors.Is(oldErr, fs.ErrNotExist):

@@ -103,3 +103,40 @@ func TestE2E_NamedPipesAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestE2E_RenderRefusesWhatOnceCannotInstall: a destination that is a directory or a named pipe
+// is a failure of render --dry, as it is of once (render said "would change" and exited 0, and
+// read the pipe until a writer came).
+func TestE2E_RenderRefusesWhatOnceCannotInstall(t *testing.T) {
+	needBinaries(t)
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/port", "80")
+	e := newEnv(t, srv, "", `  - contents: "a"
+    destination: $DIR/dir
+  - contents: "b"
+    destination: $DIR/pipe
+  - contents: "c"
+    destination: $DIR/ok.conf
+`)
+	os.Mkdir(e.path("dir"), 0o755)
+	if err := syscall.Mkfifo(e.path("pipe"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := e.agentCmd("render", "--dry")
+	for _, want := range []string{
+		e.path("dir") + " is a directory: a file cannot be installed there",
+		e.path("pipe") + " is a named pipe (FIFO): a file cannot be installed there",
+		e.path("ok.conf") + ": would change (new file)",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("render --dry output lacks %q:\n%s", want, stdout)
+		}
+	}
+	if code != 1 || !strings.Contains(stderr, "2 of 3 templates cannot be rendered") {
+		t.Errorf("render --dry: exit %d, stderr %q; want exit 1, 2 of 3 failed", code, stderr)
+	}
+	code, _, stderr = e.agentCmd("once")
+	if code != 1 || !strings.Contains(stderr, e.path("dir")+" is a directory, not a regular file") {
+		t.Errorf("once: exit %d, stderr %q", code, stderr)
+	}
+}

@@ -108,7 +108,7 @@ func unchanged(path string, data []byte, opts Options) (bool, error) {
 
 func sameFile(path string, fi fs.FileInfo, data []byte, opts Options) (bool, error) {
 	if !fi.Mode().IsRegular() {
-		return false, fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
+		return false, fmt.Errorf("%s is %s, not a regular file", path, TypeName(fi.Mode()))
 	}
 	if fi.Size() != int64(len(data)) {
 		return false, nil
@@ -237,7 +237,7 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 	case err != nil:
 		return nil, fmt.Errorf("stat %s: %w", path, err)
 	case !old.Mode().IsRegular():
-		return nil, fmt.Errorf("%s is not a regular file (%s)", path, old.Mode().Type())
+		return nil, fmt.Errorf("%s is %s, not a regular file", path, TypeName(old.Mode()))
 	}
 	s := &Staged{d: d, base: base, path: path, opts: opts, hadOld: old != nil}
 	if opts.KeepPrevious {
