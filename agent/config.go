@@ -468,6 +468,12 @@ func (c *Config) Validate() error {
 		add("%s: server %q must be an http:// or https:// URL with a host", name, c.Server)
 	} else if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 		add("%s: server %q must not carry user info, a query or a fragment", name, c.Server)
+	} else if port := u.Port(); port != "" && !validPort(port) {
+		add("%s: server %q: port %q must be a number from 1 to 65535", name, c.Server, port)
+	} else if p := strings.TrimSuffix(u.Path, "/"); p != "" && (path.Clean(p) != p || strings.HasSuffix(p, "/")) {
+		// A path prefix (a proxy's) is joined to every request: "//" or "/./" in it is a
+		// request the server refuses, every time.
+		add("%s: server %q: its path %q must be clean (no '//', '.' or '..'); did you mean %q?", name, c.Server, u.Path, u.Scheme+"://"+u.Host+strings.TrimSuffix(path.Clean(p), "/"))
 	}
 	if c.Appliance == "" {
 		add("%s: appliance is required", name)
@@ -874,6 +880,12 @@ func resolveDirs(dirs []string) []string {
 		out = append(out, resolvePath(d))
 	}
 	return out
+}
+
+// validPort says whether a URL's port is a TCP port a server can listen on (1 to 65535).
+func validPort(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n >= 1 && n <= 65535
 }
 
 func splitHostPort(s string) (string, int, error) {

@@ -110,6 +110,11 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		{"bad yaml", base + "templates: [\n", []string{"agent.yaml:"}},
 		{"no server", "appliance: web\n" + tmpl, []string{"server is required"}},
 		{"bad server", "server: ftp://x\nappliance: web\n" + tmpl, []string{`server "ftp://x" must be an http:// or https:// URL`}},
+		// validate passed both, and once and run failed every request ("invalid port"; a path
+		// "//v1/…" the server refuses).
+		{"server port out of range", "server: http://x:99999\nappliance: web\n" + tmpl, []string{`server "http://x:99999": port "99999" must be a number from 1 to 65535`}},
+		{"server path not clean", "server: http://x:1//\nappliance: web\n" + tmpl, []string{`server "http://x:1//": its path "//" must be clean`, `did you mean "http://x:1"`}},
+		{"server path with dotdot", "server: https://x/a/../b/\nappliance: web\n" + tmpl, []string{`its path "/a/../b/" must be clean`, `did you mean "https://x/b"`}},
 		{"no appliance", "server: http://x:1\n" + tmpl, []string{"appliance is required"}},
 		{"bad appliance", "server: http://x:1\nappliance: web/x\n" + tmpl, []string{`invalid appliance name "web/x"`}},
 		{"bad instance", base + "instance: vm 1\n" + tmpl, []string{`invalid instance name "vm 1"`, "X-Shoelace-Instance"}},
