@@ -492,6 +492,11 @@ func (c *Config) Validate() error {
 		// The server refuses every request without a token: say so now, not at the first fetch.
 		add("%s: token_file is required (or an inline token:): the agent token that `shoelace token create --appliance %s` prints", name, cmp.Or(c.Appliance, "NAME"))
 	}
+	if c.Token != "" {
+		if err := checkTokenChars(c.Token); err != nil {
+			add("%s: token %v", name, err)
+		}
+	}
 	if c.TokenFile != "" {
 		if _, err := readTokenFile(c.TokenFile); err != nil {
 			add("%s: %v", name, err)
@@ -960,14 +965,30 @@ func readTokenFile(path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("token_file: %w", err)
 	}
-	tok := strings.TrimSpace(string(b))
+	// A byte order mark (Notepad writes one) is no part of the token.
+	tok := strings.TrimSpace(strings.TrimPrefix(string(b), "\ufeff"))
 	if tok == "" {
 		return "", fmt.Errorf("token_file %s is empty", path)
 	}
 	if strings.ContainsAny(tok, "\r\n\t ") {
 		return "", fmt.Errorf("token_file %s must hold one token on one line", path)
 	}
+	if err := checkTokenChars(tok); err != nil {
+		return "", fmt.Errorf("token_file %s %v", path, err)
+	}
 	return tok, nil
+}
+
+// checkTokenChars refuses a token with a byte that cannot be in one (a control character, or
+// anything outside printable ASCII): sent as it is, the server answered "unknown or revoked
+// token", or Go's client refused the header, which read as a network failure.
+func checkTokenChars(tok string) error {
+	for i := 0; i < len(tok); i++ {
+		if b := tok[i]; b < 0x21 || b > 0x7e {
+			return fmt.Errorf("holds byte 0x%02x at offset %d: a token is one word of printable ASCII, as `shoelace token create` prints it", b, i)
+		}
+	}
+	return nil
 }
 
 // TokenWarning says, when the token is inline and the config file may be read by group or

@@ -115,6 +115,7 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		{"server port out of range", "server: http://x:99999\nappliance: web\n" + tmpl, []string{`server "http://x:99999": port "99999" must be a number from 1 to 65535`}},
 		{"server path not clean", "server: http://x:1//\nappliance: web\n" + tmpl, []string{`server "http://x:1//": its path "//" must be clean`, `did you mean "http://x:1"`}},
 		{"server path with dotdot", "server: https://x/a/../b/\nappliance: web\n" + tmpl, []string{`its path "/a/../b/" must be clean`, `did you mean "https://x/b"`}},
+		{"inline token with a control character", "server: http://x:1\nappliance: web\ntoken: \"ab\\x01c\"\ntemplates:\n  - contents: x\n    destination: $DIR/a\n", []string{"token holds byte 0x01 at offset 2: a token is one word of printable ASCII"}},
 		{"no appliance", "server: http://x:1\n" + tmpl, []string{"appliance is required"}},
 		{"bad appliance", "server: http://x:1\nappliance: web/x\n" + tmpl, []string{`invalid appliance name "web/x"`}},
 		{"bad instance", base + "instance: vm 1\n" + tmpl, []string{`invalid instance name "vm 1"`, "X-Shoelace-Instance"}},
@@ -311,6 +312,28 @@ func TestLoadConfig_TokenFileMode(t *testing.T) {
 	os.WriteFile(tok, []byte("two\nlines\n"), 0o600)
 	if _, err := agent.LoadConfig(path); err == nil || !strings.Contains(err.Error(), "one token on one line") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestLoadConfig_TokenFileBytes: a token file saved by Notepad (a byte order mark, CRLF) holds
+// the token; one with a byte no token has is refused by name. Both passed validate, and the
+// server then answered "unknown or revoked token", or Go's client refused the header.
+func TestLoadConfig_TokenFileBytes(t *testing.T) {
+	dir, path := writeConfig(t, "server: http://x:1\nappliance: web\ntoken_file: $DIR/token\ntemplates:\n  - contents: x\n    destination: /tmp/x\n")
+	tok := filepath.Join(dir, "token")
+	os.WriteFile(tok, []byte("\ufeffsl_abc-DEF_1\r\n"), 0o600)
+	cfg, err := agent.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := cfg.LoadToken(); err != nil || got != "sl_abc-DEF_1" {
+		t.Fatalf("LoadToken = %q, %v; want the token without its byte order mark", got, err)
+	}
+	for _, bad := range []string{"sl_abc\x01\n", "sl_abc\x7f", "sl_\u00e9t\u00e9\n"} {
+		os.WriteFile(tok, []byte(bad), 0o600)
+		if _, err := agent.LoadConfig(path); err == nil || !strings.Contains(err.Error(), "token_file "+tok+" holds byte 0x") {
+			t.Errorf("token file %q: err = %v", bad, err)
+		}
 	}
 }
 
