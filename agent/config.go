@@ -497,12 +497,18 @@ func (c *Config) Validate() error {
 			add("%s: token %v", name, err)
 		}
 	}
-	if c.TokenFile != "" {
+	// Relative paths are refused as cache_dir's are: read against the directory the agent runs
+	// in, one that validate finds beside the config is not there for the service (run in /).
+	if c.TokenFile != "" && !filepath.IsAbs(c.TokenFile) {
+		add("%s: token_file %q must be an absolute path", name, c.TokenFile)
+	} else if c.TokenFile != "" {
 		if _, err := readTokenFile(c.TokenFile); err != nil {
 			add("%s: %v", name, err)
 		}
 	}
-	if c.CAFile != "" {
+	if c.CAFile != "" && !filepath.IsAbs(c.CAFile) {
+		add("%s: ca_file %q must be an absolute path", name, c.CAFile)
+	} else if c.CAFile != "" {
 		if _, err := os.Stat(c.CAFile); err != nil {
 			add("%s: ca_file: %v", name, err)
 		}

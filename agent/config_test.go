@@ -122,6 +122,9 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		{"both tokens", base + "token_file: $DIR/token\n" + tmpl, []string{"set token_file or token, not both"}},
 		{"missing token file", base + "token_file: $DIR/nope\ntemplates:\n  - contents: x\n    destination: $DIR/a\n", []string{"token_file", "no such file"}},
 		{"no token", base + "templates:\n  - contents: x\n    destination: $DIR/a\n", []string{"token_file is required (or an inline token:)", "shoelace token create --appliance web"}},
+		// validate passed them when run beside them, and the service (run in /) did not find them.
+		{"relative token_file", "server: http://x:1\nappliance: web\ncache_dir: $DIR/cache\ntoken_file: token\ntemplates:\n  - contents: x\n    destination: $DIR/a\n", []string{`token_file "token" must be an absolute path`}},
+		{"relative ca_file", base + "ca_file: ca.pem\n" + tmpl, []string{`ca_file "ca.pem" must be an absolute path`}},
 		{"relative cache", "server: http://x:1\nappliance: web\ncache_dir: cache\n" + tmpl, []string{`cache_dir "cache" must be an absolute path`}},
 		{"cache dir others may write", "server: http://x:1\nappliance: web\ncache_dir: /tmp\n" + tmpl, []string{"cache_dir /tmp is writable by group or others", "chmod 700 /tmp"}},
 		{"wait min > max", base + "wait: {min: 5s, max: 1s}\n" + tmpl, []string{"wait: min 5s is greater than max 1s"}},
