@@ -279,7 +279,9 @@ func LoadConfigWith(path string, o Overrides) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.TemplatesDir != "" {
+	// A relative templates_dir is not read (Validate refuses it): read against the directory
+	// the agent runs in, its errors hid the one that matters.
+	if cfg.TemplatesDir != "" && filepath.IsAbs(cfg.TemplatesDir) {
 		if err := cfg.loadTemplatesDir(); err != nil {
 			return nil, err
 		}

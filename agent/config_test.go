@@ -340,6 +340,19 @@ func TestLoadConfig_TokenFileBytes(t *testing.T) {
 	}
 }
 
+// TestLoadConfig_RelativeTemplatesDir: a relative templates_dir is refused as such, and not read
+// against the working directory first (a broken file there was all the error said).
+func TestLoadConfig_RelativeTemplatesDir(t *testing.T) {
+	dir, path := writeConfig(t, "server: http://x:1\nappliance: web\ntoken_file: $DIR/token\ncache_dir: $DIR/cache\ntemplates_dir: templates.d\ntemplates:\n  - contents: x\n    destination: $DIR/a\n")
+	os.Mkdir(filepath.Join(dir, "templates.d"), 0o755)
+	os.WriteFile(filepath.Join(dir, "templates.d", "a.yaml"), []byte("- bogus: field\n"), 0o644)
+	t.Chdir(dir)
+	_, err := agent.LoadConfig(path)
+	if err == nil || !strings.Contains(err.Error(), `templates_dir "templates.d" must be an absolute path`) || strings.Contains(err.Error(), "bogus") {
+		t.Fatalf("err = %v; want only that templates_dir must be absolute", err)
+	}
+}
+
 func TestLoadConfig_TemplatesDir(t *testing.T) {
 	dir, path := writeConfig(t, "server: http://x:1\nappliance: web\ntoken: t\ntemplates_dir: $DIR/conf.d\ntemplates:\n  - contents: a\n    destination: $DIR/a\n")
 	confd := filepath.Join(dir, "conf.d")
