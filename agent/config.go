@@ -561,7 +561,7 @@ func (c *Config) Validate() error {
 		add("%s: templates_dir %q must be an absolute path", name, c.TemplatesDir)
 	}
 
-	seen := map[string]string{}
+	seen, seenReal := map[string]string{}, map[string]string{}
 	for i := range c.Templates {
 		t := &c.Templates[i]
 		if t.File == "" {
@@ -587,10 +587,19 @@ func (c *Config) Validate() error {
 		case t.Destination == "/":
 			add("%s: destination must be a file, not /", w)
 		default:
+			// The same file by another name (a directory on its way that is a symbolic link)
+			// too: the two templates overwrote each other at every pass, each reported in place.
+			real := resolveLinks(t.Destination)
+			if !unixModes {
+				real = strings.ToLower(real)
+			}
 			if prev, dup := seen[t.Destination]; dup {
 				add("%s: destination is also rendered by %s", w, prev)
+			} else if prev, dup := seenReal[real]; dup {
+				add("%s: destination is the file %s through a symbolic link, which %s also renders", w, real, prev)
 			}
 			seen[t.Destination] = w
+			seenReal[real] = w
 			if err := c.checkAllowed(t.Destination); err != nil {
 				add("%s: %v", w, err)
 			}

@@ -353,6 +353,23 @@ func TestLoadConfig_RelativeTemplatesDir(t *testing.T) {
 	}
 }
 
+// TestLoadConfig_SameFileThroughALink: two destinations that are one file, through a directory
+// that is a symbolic link, are refused as two equal destinations are (validate said ok, and once
+// wrote one file twice, the second template's content winning, and said both were in place).
+func TestLoadConfig_SameFileThroughALink(t *testing.T) {
+	dir, path := writeConfig(t, "server: http://x:1\nappliance: web\ntoken_file: $DIR/token\ncache_dir: $DIR/cache\ntemplates:\n  - contents: one\n    destination: $DIR/out/a.conf\n  - contents: two\n    destination: $DIR/link/a.conf\n")
+	os.Mkdir(filepath.Join(dir, "out"), 0o755)
+	if err := os.Symlink(filepath.Join(dir, "out"), filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := agent.LoadConfig(path)
+	real, _ := filepath.EvalSymlinks(filepath.Join(dir, "out"))
+	want := path + ":8: template " + filepath.Join(dir, "link/a.conf") + ": destination is the file " + filepath.Join(real, "a.conf") + " through a symbolic link, which " + path + ":6: template " + filepath.Join(dir, "out/a.conf") + " also renders"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v\nwant %s", err, want)
+	}
+}
+
 func TestLoadConfig_TemplatesDir(t *testing.T) {
 	dir, path := writeConfig(t, "server: http://x:1\nappliance: web\ntoken: t\ntemplates_dir: $DIR/conf.d\ntemplates:\n  - contents: a\n    destination: $DIR/a\n")
 	confd := filepath.Join(dir, "conf.d")
