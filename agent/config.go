@@ -362,6 +362,13 @@ func decodeStrict(name string, data []byte, out any) error {
 			}
 			return fmt.Errorf("%s", strings.Join(msgs, "; "))
 		}
+		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil && (strings.Contains(m[2], "cannot start any token") || strings.Contains(m[2], "tab character")) {
+			// yaml.v3's words for a tab in the indentation, at its line or the one before.
+			from, _ := strconv.Atoi(m[1])
+			if n := tabIndentedLine(data, from); n > 0 {
+				return fmt.Errorf("%s:%d: a tab indents this line: YAML indents with spaces only", name, n)
+			}
+		}
 		return errors.New(fileLine(name, err.Error()))
 	}
 	var extra yaml.Node
@@ -369,6 +376,21 @@ func decodeStrict(name string, data []byte, out any) error {
 		return fmt.Errorf("%s:%d: a second YAML document is not allowed", name, extra.Line)
 	}
 	return nil
+}
+
+// tabIndentedLine is the number of the first line of data from line from on whose indentation
+// holds a tab, or 0.
+func tabIndentedLine(data []byte, from int) int {
+	for i, line := range strings.Split(string(data), "\n") {
+		if i+1 < from {
+			continue
+		}
+		indent := line[:len(line)-len(strings.TrimLeft(line, " \t"))]
+		if strings.Contains(indent, "\t") && strings.TrimSpace(line) != "" {
+			return i + 1
+		}
+	}
+	return 0
 }
 
 func fileLine(name, msg string) string {

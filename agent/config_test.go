@@ -108,6 +108,9 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		{"unknown template field", base + tmpl + "    destinaton: /x\n", []string{"agent.yaml:8: unknown field \"destinaton\""}},
 		{"unknown wait field", base + "wait: {min: 1s, mx: 2s}\n" + tmpl, []string{"agent.yaml:4: unknown field \"mx\""}},
 		{"bad yaml", base + "templates: [\n", []string{"agent.yaml:"}},
+		// yaml.v3 says "found character that cannot start any token", or names the line before.
+		{"tab indentation", base + tok + "templates:\n\t- contents: x\n", []string{"agent.yaml:6: a tab indents this line: YAML indents with spaces only"}},
+		{"tab in an entry's indentation", base + tok + "templates:\n  - contents: x\n  \tdestination: /a\n", []string{"agent.yaml:7: a tab indents this line"}},
 		{"no server", "appliance: web\n" + tmpl, []string{"server is required"}},
 		{"bad server", "server: ftp://x\nappliance: web\n" + tmpl, []string{`server "ftp://x" must be an http:// or https:// URL`}},
 		// validate passed both, and once and run failed every request ("invalid port"; a path
