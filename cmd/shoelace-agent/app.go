@@ -40,7 +40,7 @@ func exitCode(err error) int {
 		return 0
 	}
 	var ue usageError
-	if errors.As(err, &ue) {
+	if errors.As(err, &ue) || errors.Is(err, complete.ErrUsage) {
 		return 2
 	}
 	return 1

@@ -50,6 +50,9 @@ func TestCLI_UsageErrors(t *testing.T) {
 		// A stray argument is refused: "once system" must not render every stage.
 		{[]string{"once", "system", "--config", "/nonexistent"}, `once takes no arguments, got "system --config /nonexistent"`},
 		{[]string{"validate", "--config", "/nonexistent", "extra"}, `validate takes no arguments, got "extra"`},
+		// Exit 1 before, where shoelace completion says 2.
+		{[]string{"completion", "tcsh"}, `unknown shell "tcsh": bash, zsh or fish`},
+		{[]string{"completion"}, "name one shell"},
 	}
 	for _, c := range cases {
 		err, _, _ := runCLI(t, c.args...)
