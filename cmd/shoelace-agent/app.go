@@ -306,6 +306,10 @@ EXIT CODES:
 // "once system" for "once --stage system") must not silently widen what a command does.
 func noArgs(name string, action cli.ActionFunc) cli.ActionFunc {
 	return func(c *cli.Context) error {
+		if name != "version" && c.IsSet("config") && c.String("config") == "" {
+			// It read "open : no such file or directory".
+			return usageError{fmt.Sprintf("--config is empty (or SHOELACE_AGENT_CONFIG is set but empty): name the agent's config file, or leave both out for %s", agent.DefaultConfigPath)}
+		}
 		if c.Args().Len() > 0 {
 			return usageError{fmt.Sprintf("%s takes no arguments, got %q (options are flags, such as --stage system; see shoelace-agent %s --help)",
 				name, strings.Join(c.Args().Slice(), " "), name)}

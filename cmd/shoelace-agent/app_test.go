@@ -50,6 +50,8 @@ func TestCLI_UsageErrors(t *testing.T) {
 		// A stray argument is refused: "once system" must not render every stage.
 		{[]string{"once", "system", "--config", "/nonexistent"}, `once takes no arguments, got "system --config /nonexistent"`},
 		{[]string{"validate", "--config", "/nonexistent", "extra"}, `validate takes no arguments, got "extra"`},
+		{[]string{"validate", "--config", ""}, "--config is empty (or SHOELACE_AGENT_CONFIG is set but empty)"},
+		{[]string{"status", "-c="}, "--config is empty"},
 		// Exit 1 before, where shoelace completion says 2.
 		{[]string{"completion", "tcsh"}, `unknown shell "tcsh": bash, zsh or fish`},
 		{[]string{"completion"}, "name one shell"},
@@ -59,6 +61,19 @@ func TestCLI_UsageErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) || exitCode(err) != 2 {
 			t.Errorf("%q: err = %v (exit %d), want a usage error with %q", c.args, err, exitCode(err), c.want)
 		}
+	}
+}
+
+// TestCLI_EmptyConfigEnv: SHOELACE_AGENT_CONFIG set but empty is a usage error saying so (it
+// read "open : no such file or directory", exit 1).
+func TestCLI_EmptyConfigEnv(t *testing.T) {
+	t.Setenv("SHOELACE_AGENT_CONFIG", "")
+	err, _, _ := runCLI(t, "once")
+	if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "SHOELACE_AGENT_CONFIG is set but empty") {
+		t.Fatalf("err = %v (exit %d)", err, exitCode(err))
+	}
+	if err, _, _ := runCLI(t, "version"); err != nil {
+		t.Fatalf("version: %v", err)
 	}
 }
 
