@@ -137,7 +137,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	confdFlag := &cli.StringFlag{Name: "confdir", EnvVars: []string{"SHOELACE_AGENT_CONFDIR"},
 		Usage: "render the confd resources of `DIR` (conf.d/*.toml, templates/) too, over the config's confd_dir"}
-	stageFlag := &cli.StringFlag{Name: "stage", Usage: "render only the templates of this stage: system or application (default: all)"}
+	stageFlag := &cli.StringFlag{Name: "stage", Usage: "render only the templates of this `STAGE`: system or application (default: all)"}
 
 	app := &cli.App{
 		Name:           "shoelace-agent",

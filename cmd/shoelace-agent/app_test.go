@@ -147,6 +147,10 @@ func TestCLI_Help(t *testing.T) {
 	if err != nil || !strings.Contains(stdout, "--no-commands") {
 		t.Errorf("help once: %v %q", err, stdout)
 	}
+	// The value is named (it read "--stage value").
+	if !strings.Contains(stdout, "--stage STAGE") {
+		t.Errorf("help once does not name --stage's value:\n%s", stdout)
+	}
 }
 
 func TestCLI_StatusJSON(t *testing.T) {
