@@ -38,7 +38,8 @@ const exitCodesHelp = `EXIT CODES:
       a write was not applied: retry it
    7  outcome unknown: etcd may have applied the write but did not confirm it (503
       outcome_unknown), or the write was sent and its answer never came (--timeout, a broken
-      connection): read the key (or the appliance) to check, then retry if needed;
+      connection, a proxy's 502 or 504): read the key (or the appliance) to check, then retry
+      if needed;
       or a write refused because a rollout of the appliance is in progress (409
       rollout_in_progress: retrying does not help until it ends); or, for appliance wait,
       a rollout that halted or was aborted`

@@ -189,8 +189,16 @@ func (c *Client) Do(ctx context.Context, r Request, out any) (Meta, error) {
 		}
 		apiErr := decodeError(meta.Status, body)
 		apiErr.RetryAfter = int(meta.RetryAfter / time.Second)
-		retryable := meta.Status == http.StatusTooManyRequests ||
-			meta.Status == http.StatusServiceUnavailable && meta.RetryAfter > 0 && apiErr.Code != api.CodeMaintenance
+		if isWrite(r.Method) && (meta.Status == http.StatusBadGateway || meta.Status == http.StatusGatewayTimeout) {
+			// Shoelace never answers 502 or 504: a proxy in front of it did, and it may have
+			// passed the write on before its upstream failed or timed out. Not "retry it".
+			apiErr.Code = api.CodeOutcomeUnknown
+			apiErr.Message = fmt.Sprintf("the write was sent but a proxy in front of the server answered %d (%s): it may have passed the write on, so its outcome is unknown; read the key or the appliance to check, then retry if needed",
+				meta.Status, strings.TrimPrefix(apiErr.Message, fmt.Sprintf("server answered %d: ", meta.Status)))
+		}
+		// A write whose outcome is unknown is never sent again blindly, whatever Retry-After says.
+		retryable := apiErr.Code != api.CodeOutcomeUnknown && (meta.Status == http.StatusTooManyRequests ||
+			meta.Status == http.StatusServiceUnavailable && meta.RetryAfter > 0 && apiErr.Code != api.CodeMaintenance)
 		if !retryable || attempt >= c.opts.Retries {
 			return meta, apiErr
 		}
@@ -210,7 +218,7 @@ func (c *Client) once(ctx context.Context, r Request) (Meta, []byte, error) {
 		return Meta{}, nil, err
 	}
 	var sent atomic.Bool
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+	if isWrite(r.Method) {
 		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
 			WroteRequest: func(i httptrace.WroteRequestInfo) { sent.Store(sent.Load() || i.Err == nil) },
 		}))
@@ -273,6 +281,9 @@ func (c *Client) newRequest(ctx context.Context, r Request) (*http.Request, erro
 	}
 	return req, nil
 }
+
+// isWrite reports whether a request of method may change the store (any method but GET and HEAD).
+func isWrite(method string) bool { return method != http.MethodGet && method != http.MethodHead }
 
 // TransportError is a failure to reach the server or read its answer (as opposed to an API error).
 type TransportError struct {

@@ -167,3 +167,54 @@ func TestDo_RetryOutOfTimeKeepsTheServersAnswer(t *testing.T) {
 		t.Fatalf("a Put canceled during its retry = %v; want context.Canceled", err)
 	}
 }
+
+// Shoelace never answers 502 or 504: a proxy in front of it does, and for a write it may have
+// passed the write on before its upstream failed or timed out. Such a write's outcome is
+// unknown (it exited 6, "not applied: retry it"); a read's 502 or 504 stays unavailable.
+func TestDo_GatewayErrorOnWriteIsOutcomeUnknown(t *testing.T) {
+	var calls atomic.Int32
+	status := atomic.Int32{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Header().Set("Retry-After", "0")
+		w.WriteHeader(int(status.Load()))
+		fmt.Fprint(w, "<html>upstream timed out</html>")
+	}))
+	defer srv.Close()
+	c, _ := New(srv.URL, Options{Retries: 2})
+	ctx := context.Background()
+	for _, st := range []int{502, 504} {
+		status.Store(int32(st))
+		calls.Store(0)
+		_, err := c.Put(ctx, "k", []byte("v"), NoCAS)
+		var ae *api.Error
+		if !errors.As(err, &ae) || ae.Code != api.CodeOutcomeUnknown || ae.Status != st ||
+			!strings.Contains(ae.Message, fmt.Sprintf("a proxy in front of the server answered %d (<html>upstream timed out</html>)", st)) {
+			t.Errorf("Put answered %d = %#v; want outcome_unknown naming the proxy's answer", st, err)
+		}
+		if calls.Load() != 1 {
+			t.Errorf("Put answered %d was sent %d times; a write of unknown outcome is never resent", st, calls.Load())
+		}
+		if _, _, err := c.Get(ctx, "k"); !errors.As(err, &ae) || ae.Code != api.CodeUnavailable || ae.Status != st {
+			t.Errorf("Get answered %d = %#v; want unavailable", st, err)
+		}
+	}
+}
+
+// A 503 outcome_unknown is not retried even when it carries Retry-After: the write may have
+// been applied, and a blind retry (a --cas one fails on its own write) is the caller's choice.
+func TestDo_OutcomeUnknownIsNeverRetried(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(503)
+		fmt.Fprint(w, `{"error":{"code":"outcome_unknown","message":"etcd did not confirm the write"}}`)
+	}))
+	defer srv.Close()
+	c, _ := New(srv.URL, Options{Retries: 2})
+	_, err := c.Put(context.Background(), "k", []byte("v"), NoCAS)
+	if !errors.Is(err, &api.Error{Code: api.CodeOutcomeUnknown}) || calls.Load() != 1 {
+		t.Fatalf("Put = %v after %d calls; want outcome_unknown after 1", err, calls.Load())
+	}
+}
