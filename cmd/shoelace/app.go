@@ -266,6 +266,10 @@ func (e *cliEnv) connectWith(ctx context.Context, c *cli.Context, withToken bool
 	if err != nil {
 		return nil, err
 	}
+	if d := c.Duration(flagTimeout); d < 0 {
+		// Not "never": a deadline computed in a script that ran out would wait forever.
+		return nil, usagef("--timeout %s: a timeout is 0 (never give up) or more", d)
+	}
 	token := ""
 	if withToken {
 		if token, err = e.token(c); err != nil {

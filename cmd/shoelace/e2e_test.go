@@ -1058,6 +1058,11 @@ func TestE2E_Timeout(t *testing.T) {
 	c.with("SHOELACE_TIMEOUT=300ms").fails(exitUnavailable, "no answer before the timeout", "appliance", "ls")
 	// A write that was sent and never answered may have been applied: exit 7, not 6 ("retry").
 	c.fails(exitUnknown, "the write was sent but not answered (no answer before the timeout (--timeout)): its outcome is unknown; read the key or the appliance to check", "kv", "put", "k", "v", "--timeout", "300ms")
+	// A negative timeout (a deadline a script computed, already past) is refused at once: it
+	// meant "never give up", and the CLI waited on this server for good.
+	c.fails(exitUsage, "--timeout -1s: a timeout is 0 (never give up) or more", "kv", "get", "k", "--timeout", "-1s")
+	c.with("SHOELACE_TIMEOUT=-5s").fails(exitUsage, "--timeout -5s: a timeout is 0", "health")
+	c.with("SHOELACE_TIMEOUT=-5s").fails(exitUsage, "--timeout -5s: a timeout is 0", "kv", "put", "k", "v")
 }
 
 func TestE2E_Help(t *testing.T) {
