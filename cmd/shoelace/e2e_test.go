@@ -994,6 +994,28 @@ func TestE2E_SnapshotRestore(t *testing.T) {
 
 	newDir := filepath.Join(t.TempDir(), "restored")
 	restore := &runner{t: t}
+	// A snapshot cut short, damaged or not a snapshot at all is refused before anything is
+	// created, in words that say so (etcd's named a flag of etcdutl's, "seek: invalid argument"
+	// or two byte arrays, and left the data dir behind).
+	whole, err := os.ReadFile(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	damaged := bytes.Clone(whole)
+	damaged[len(damaged)/2] ^= 0xff
+	for name, b := range map[string][]byte{"cut.db": whole[:len(whole)/3], "garbage.db": []byte("garbage"), "damaged.db": damaged} {
+		bad := filepath.Join(t.TempDir(), name)
+		writeFile(t, bad, string(b))
+		badDir := filepath.Join(t.TempDir(), "restored-"+name)
+		want := map[string]string{"cut.db": "it was cut short", "garbage.db": "it was cut short", "damaged.db": "does not match its content"}[name]
+		r := restore.fails(exitError, want, "snapshot", "restore", bad, "--data-dir", badDir)
+		if !strings.Contains(r.stderr, "nothing was restored") || strings.Contains(r.stderr, "skip-hash-check") {
+			t.Errorf("restore of %s: stderr %q", name, r.stderr)
+		}
+		if _, err := os.Stat(badDir); !os.IsNotExist(err) {
+			t.Errorf("a refused restore of %s left %s: %v", name, badDir, err)
+		}
+	}
 	r = restore.run("snapshot", "restore", snap, "--data-dir", newDir)
 	if r.code != 0 || !strings.Contains(r.stdout, "store id ") {
 		t.Fatalf("snapshot restore: %s", r)

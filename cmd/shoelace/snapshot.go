@@ -132,6 +132,11 @@ func (e *cliEnv) snapshotRestore(c *cli.Context) error {
 	if err != nil {
 		return usagef("snapshot restore: %v", err)
 	}
+	// The check save made, before anything is created: etcd's own words for a file cut short,
+	// damaged or not a snapshot at all name a flag of etcdutl's, a seek, or two byte arrays.
+	if err := checkSnapshotFile(a[0]); err != nil {
+		return fmt.Errorf("snapshot restore: %w", err)
+	}
 	logger := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 	id, err := store.Restore(c.Context, store.RestoreConfig{SnapshotPath: a[0], DataDir: dataDir, Root: c.String("root"), Logger: logger})
 	if err != nil {
@@ -144,6 +149,24 @@ func (e *cliEnv) snapshotRestore(c *cli.Context) error {
 	return err
 }
 
+// checkSnapshotFile runs verifySnapshot on the file at path, before a restore.
+func checkSnapshotFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil {
+		return err
+	} else if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	if err := verifySnapshot(f); err != nil {
+		return fmt.Errorf("%s: %w; nothing was restored (restore a file that \"shoelace snapshot save\" or \"etcdctl snapshot save\" wrote: a database followed by its SHA-256)", path, err)
+	}
+	return nil
+}
+
 // verifySnapshot checks the SHA-256 that etcd appends to a snapshot against the content before
 // it (etcdutl's restore makes the same check), so a snapshot cut short or damaged on the way is
 // caught when it is saved rather than when it is needed.
@@ -154,7 +177,7 @@ func verifySnapshot(f *os.File) error {
 	}
 	size := st.Size()
 	if size < sha256.Size || (size-sha256.Size)%512 != 0 {
-		return fmt.Errorf("the snapshot is %d bytes, not a database followed by its SHA-256: it was cut short", size)
+		return fmt.Errorf("the snapshot is %d bytes, not a database followed by its SHA-256: it was cut short (or is no etcd snapshot)", size)
 	}
 	h := sha256.New()
 	if _, err := io.Copy(h, io.NewSectionReader(f, 0, size-sha256.Size)); err != nil {
@@ -165,7 +188,7 @@ func verifySnapshot(f *os.File) error {
 		return fmt.Errorf("read the snapshot back: %w", err)
 	}
 	if !bytes.Equal(h.Sum(nil), sum) {
-		return errors.New("the snapshot's SHA-256 does not match its content: it was damaged on the way")
+		return errors.New("the snapshot's SHA-256 does not match its content: it was damaged on the way (or is no etcd snapshot)")
 	}
 	return nil
 }
