@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -393,10 +394,15 @@ func (e *cliEnv) readFileFlag(c *cli.Context, op string) (body []byte, name stri
 		if body, err = io.ReadAll(e.stdin); err != nil {
 			return nil, "", fmt.Errorf("%s: read stdin: %w", op, err)
 		}
-		return body, "stdin", nil
+		return withoutBOM(body), "stdin", nil
 	}
 	if body, err = os.ReadFile(name); err != nil {
 		return nil, "", fmt.Errorf("%s: %w", op, err)
 	}
-	return body, name, nil
+	return withoutBOM(body), name, nil
 }
+
+// withoutBOM drops the UTF-8 byte order mark that some editors (and Windows PowerShell's
+// Out-File) put at the start of a text file: it marks the encoding, it is not content. JSON
+// decoders refuse it ("invalid character 'ï'") where YAML's skips it.
+func withoutBOM(b []byte) []byte { return bytes.TrimPrefix(b, []byte("\ufeff")) }

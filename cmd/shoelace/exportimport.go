@@ -432,7 +432,7 @@ func (e *cliEnv) importKeys(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("import: %w", err)
 	}
-	d, err := parseDump(data)
+	d, err := parseDump(withoutBOM(data))
 	if err != nil {
 		return fmt.Errorf("import %s: %w", a[0], err)
 	}
