@@ -21,7 +21,8 @@ func tokenCommand(e *cliEnv) *cli.Command {
 				UsageText: "shoelace token create --name NAME (--appliance A | --read PREFIX… | --write PREFIX… | --admin)",
 				Description: `--appliance A grants exactly what an agent of appliance A needs: read A's view and report
 its status. --read and --write (repeatable, or comma-separated) grant key prefixes, by whole
-segments; --write also allows reading. --admin grants everything, tokens included.
+segments; --write also allows reading; "/" is every key (an empty prefix is refused).
+--admin grants everything, tokens included.
 Prints the revision of the write ("revision N"), then the secret once, as the last line of the
 output; store it with mode 0600. With --output json, prints {"name",…,"token","revision"}.
 
@@ -100,19 +101,22 @@ func tokenSpec(c *cli.Context) (api.TokenRequest, error) {
 	if kinds != 1 {
 		return spec, usagef("token create: give exactly one of --appliance, --read/--write or --admin")
 	}
-	for i, p := range spec.Read {
-		v, err := api.ValidatePrefix(p)
-		if err != nil {
-			return spec, fmt.Errorf("--read: %w", err)
+	for _, g := range []struct {
+		flag     string
+		prefixes []string
+	}{{"read", spec.Read}, {"write", spec.Write}} {
+		for i, p := range g.prefixes {
+			if strings.TrimSpace(p) == "" {
+				// The root prefix: every key. An unset variable (--write "$PREFIX") or a stray
+				// comma (--read shared,) must not grant it by accident.
+				return spec, usagef("token create: --%s %q: an empty prefix would grant every key; give --%s / to mean every key", g.flag, p, g.flag)
+			}
+			v, err := api.ValidatePrefix(p)
+			if err != nil {
+				return spec, fmt.Errorf("--%s: %w", g.flag, err)
+			}
+			g.prefixes[i] = v
 		}
-		spec.Read[i] = v
-	}
-	for i, p := range spec.Write {
-		v, err := api.ValidatePrefix(p)
-		if err != nil {
-			return spec, fmt.Errorf("--write: %w", err)
-		}
-		spec.Write[i] = v
 	}
 	return spec, nil
 }

@@ -1,0 +1,25 @@
+package main
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+// An empty --read or --write prefix (an unset variable, a stray comma) is refused: it granted
+// every key, so that "--write $APP_PREFIX" with the variable unset made a token that may write
+// any appliance. "/" still grants every key, said on purpose.
+func TestE2E_TokenCreateRefusesAnEmptyPrefix(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	c.fails(exitUsage, `--write "": an empty prefix would grant every key; give --write / to mean every key`,
+		"token", "create", "--name", "empty-write", "--read", "shared", "--write", "")
+	c.fails(exitUsage, `--read "": an empty prefix would grant every key`, "token", "create", "--name", "stray-comma", "--read", "shared,")
+	for _, name := range []string{"empty-write", "stray-comma"} {
+		c.fails(exitNotFound, "not found", "token", "revoke", name)
+	}
+	var tok struct{ Read []string }
+	if err := json.Unmarshal([]byte(c.ok("token", "create", "--name", "every-key-reader", "--read", "/", "-o", "json")), &tok); err != nil || len(tok.Read) != 1 {
+		t.Fatalf("token create --read /: %+v, %v", tok, err)
+	}
+	c.ok("token", "revoke", "every-key-reader")
+}
