@@ -452,3 +452,13 @@ func TestE2E_ImportGuards(t *testing.T) {
 		assertUnchanged(t, c, want, rev)
 	}
 }
+
+// A file that names "keys" twice is refused and nothing is written: encoding/json kept the
+// last one, and the import wrote its keys alone, dropping the first one's without a word.
+func TestE2E_ImportRefusesAMemberGivenTwice(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	f := writeTemp(t, `{"keys":{"shared/twice/a":"1"},"keys":{"shared/twice/b":"2"}}`)
+	c.fails(exitError, `member "keys" is given twice in one object`, "import", f)
+	c.fails(exitNotFound, "not found", "kv", "get", "shared/twice/b")
+}

@@ -202,6 +202,11 @@ func parseDump(data []byte) (dump, error) {
 	if err := api.CheckJSONText(data); err != nil {
 		return d, fmt.Errorf("%w (an export is UTF-8 JSON)", err)
 	}
+	// encoding/json keeps the last of a member given twice: a second "keys" would drop the
+	// first one's keys without a word, a second "omitted" the secrets --replace must keep.
+	if err := api.CheckJSONMembers(data); err != nil {
+		return d, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&d); err != nil {
