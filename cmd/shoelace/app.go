@@ -339,7 +339,8 @@ func readTokenFile(path string) (string, error) {
 	if err != nil {
 		return "", usagef("token file: %v", err)
 	}
-	tok := strings.TrimSpace(string(b))
+	// A BOM (Notepad's UTF-8) is no part of the token: sent, it made the token unknown (401).
+	tok := strings.TrimSpace(string(withoutBOM(b)))
 	if tok == "" {
 		return "", usagef("token file %s is empty", path)
 	}

@@ -2,6 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -22,4 +25,23 @@ func TestE2E_TokenCreateRefusesAnEmptyPrefix(t *testing.T) {
 		t.Fatalf("token create --read /: %+v, %v", tok, err)
 	}
 	c.ok("token", "revoke", "every-key-reader")
+}
+
+// A token file saved with a UTF-8 byte order mark and CRLF (Notepad) holds the token: the BOM
+// was sent as part of it, and the server answered "unknown or revoked token" (exit 5).
+func TestE2E_TokenFileWithByteOrderMark(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	c.ok("kv", "put", "shared/bomtoken", "v")
+	secret, err := os.ReadFile(s.adminTokenFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(f, []byte("\ufeff"+strings.TrimSpace(string(secret))+"\r\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.with("SHOELACE_TOKEN_FILE="+f).ok("kv", "get", "shared/bomtoken"); got != "v" {
+		t.Errorf("kv get with a BOM token file = %q", got)
+	}
 }
