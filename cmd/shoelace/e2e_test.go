@@ -984,6 +984,8 @@ func TestE2E_SnapshotRestore(t *testing.T) {
 	if leftovers, _ := filepath.Glob(filepath.Join(filepath.Dir(snap), ".*tmp*")); len(leftovers) != 0 {
 		t.Errorf("snapshot save left temporary files: %q", leftovers)
 	}
+	// "-" is not stdout here (it made a file named "-" in the working directory).
+	c.fails(exitUsage, `FILE is a file, not "-" (stdout)`, "snapshot", "save", "-")
 	newCLI(t, s).with("SHOELACE_TOKEN=x", "SHOELACE_TOKEN_FILE=").fails(exitAuth, "unknown or revoked token", "snapshot", "save", snap+".2")
 	if _, err := os.Stat(snap + ".2"); !os.IsNotExist(err) {
 		t.Errorf("a refused snapshot save wrote %s: %v", snap+".2", err)

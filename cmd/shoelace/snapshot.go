@@ -66,6 +66,11 @@ func (e *cliEnv) snapshotSave(c *cli.Context) error {
 		return err
 	}
 	path := a[0]
+	if path == "-" {
+		// Elsewhere "-" is stdin or stdout; here it made a file named "-". A snapshot is checked
+		// before it is renamed into place, which a pipe cannot be.
+		return usagef("snapshot save: FILE is a file, not \"-\" (stdout): the snapshot is checked before it is renamed into place; give a file name (./- for a file named -)")
+	}
 	s, err := e.connect(c)
 	if err != nil {
 		return err
