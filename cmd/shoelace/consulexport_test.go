@@ -51,6 +51,21 @@ func TestE2E_ImportFromConsulExport(t *testing.T) {
 	c.fails(exitError, "consul kv export", "import", "--from-consul-export", file, "--prefix", "web", "--appliance", "consul-web")
 }
 
+// A key given twice, or an entry naming its value twice, is refused and nothing is written:
+// the import took whichever came last (two exports joined into one file, a hand edit).
+func TestE2E_ImportFromConsulExportRefusesDuplicates(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	b64 := func(v string) string { return base64.StdEncoding.EncodeToString([]byte(v)) }
+	twice := writeTemp(t, fmt.Sprintf(`[{"key":"web/a","flags":0,"value":%q},{"key":"web/b","flags":0,"value":%q},{"key":"web/a","flags":0,"value":%q}]`, b64("old"), b64("b"), b64("new")))
+	c.fails(exitError, `entries 1 and 3 are both the key "web/a": give each key once`,
+		"import", "--from-consul-export", twice, "--prefix", "web", "--appliance", "consul-twice")
+	valueTwice := writeTemp(t, fmt.Sprintf(`[{"key":"web/a","flags":0,"value":%q,"value":%q}]`, b64("old"), b64("new")))
+	c.fails(exitError, `member "value" is given twice in one object`,
+		"import", "--from-consul-export", valueTwice, "--prefix", "web", "--appliance", "consul-twice")
+	c.fails(exitNotFound, "no keys", "appliance", "get", "consul-twice")
+}
+
 // TestReadConsulExport_Bounded: an export over the bound fails with a message before it is read
 // whole (a file or stdin).
 func TestReadConsulExport_Bounded(t *testing.T) {

@@ -290,12 +290,24 @@ func readConsulExport(e *cliEnv, file string) ([]store.ForeignKV, error) {
 	if len(data) > maxConsulExportBytes {
 		return nil, fmt.Errorf("%s is over %d bytes, more than one import can hold: export a narrower prefix (consul kv export web/db)", file, maxConsulExportBytes)
 	}
+	data = withoutBOM(data)
+	// encoding/json keeps the last of a member given twice ("value" twice in one entry).
+	if err := api.CheckJSONMembers(data); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
 	var entries []consulKV
 	if err := json.Unmarshal(data, &entries); err != nil {
 		return nil, fmt.Errorf("%s is not what consul kv export writes (a JSON list of {\"key\",\"flags\",\"value\"}): %w", file, err)
 	}
 	out := make([]store.ForeignKV, 0, len(entries))
+	first := make(map[string]int, len(entries))
 	for i, en := range entries {
+		// Consul never exports a key twice: a file that does (two exports joined, an edit)
+		// would import whichever came last.
+		if j, ok := first[en.Key]; ok {
+			return nil, fmt.Errorf("%s: entries %d and %d are both the key %q: give each key once", file, j+1, i+1, en.Key)
+		}
+		first[en.Key] = i
 		v, err := base64.StdEncoding.DecodeString(en.Value)
 		if err != nil {
 			return nil, fmt.Errorf("%s: entry %d (%q): the value is not base64: %w", file, i+1, en.Key, err)
