@@ -31,6 +31,14 @@ const schemaURL = "shoelace:schema.json"
 // with $schema), with format assertion on and the formats port, hostname and duration. A
 // schema may not load anything ($ref to files or URLs): only the drafts' own meta-schemas.
 func compileSchema(data []byte) (*jsonschema.Schema, error) {
+	// What the decoder would rewrite or drop without a word: a member given twice (it keeps the
+	// last), bytes that are not UTF-8 and lone surrogate escapes (U+FFFD).
+	if err := api.CheckJSONText(data); err != nil {
+		return nil, api.Errorf(api.CodeInvalidSchema, "invalid schema: %v", err)
+	}
+	if err := api.CheckJSONMembers(data); err != nil {
+		return nil, api.Errorf(api.CodeInvalidSchema, "invalid schema: %v", err)
+	}
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
 	if err != nil {
 		return nil, api.Errorf(api.CodeInvalidSchema, "invalid schema: not JSON: %s", jsonErrText(err))

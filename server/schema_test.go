@@ -85,6 +85,10 @@ func TestSchema_InvalidSchemaRefused(t *testing.T) {
 		{"bad required", `{"required": "a"}`, "required"},
 		{"ref to a file", `{"$ref": "file:///etc/passwd"}`, "may not refer"},
 		{"ref to a URL", `{"$ref": "https://example.com/s.json"}`, "may not refer"},
+		// The JSON decoder kept the last of a member given twice: the schema set required "b"
+		// alone, not what its author read in the file.
+		{"member twice", `{"type": "object", "required": ["a"], "required": ["b"]}`, `member "required" is given twice`},
+		{"lone surrogate", `{"properties": {"a": {"const": "\ud800"}}}`, "lone UTF-16 surrogate"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			f.mustErr(f.do("PUT", "/v1/appliances/web/schema", c.schema), 400, api.CodeInvalidSchema, "invalid schema", c.word)
