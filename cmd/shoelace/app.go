@@ -47,6 +47,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if e.noToken && errors.As(err, &ae) && ae.HTTPStatus() == http.StatusUnauthorized {
 		err = fmt.Errorf("%w (no token given: set --token-file or SHOELACE_TOKEN_FILE)", err)
 	}
+	var ans *client.AnswerError
+	if errors.As(err, &ans) {
+		// A Shoelace server answers JSON: this is another service at the address.
+		ct := ans.ContentType
+		if ct == "" {
+			ct = "no Content-Type"
+		}
+		err = &exitCodeError{code: exitError, err: fmt.Errorf(
+			"%s is not answering as a Shoelace server (%s answered %d with %s, not Shoelace's JSON: %v): check --addr (SHOELACE_ADDR), the server's base URL such as %s",
+			e.addr, ans.Op, ans.Status, ct, ans.Err, client.DefaultAddr)}
+	}
 	if ae, ok := foreignAnswer(err); ok {
 		// Not "not found" (exit 3) nor "forbidden": the address is wrong, not the key or token.
 		code := exitError

@@ -41,3 +41,21 @@ func TestE2E_GatewayTimeoutOnWriteIsOutcomeUnknown(t *testing.T) {
 	}
 	viaLB.fails(exitUnavailable, "server answered 504", "kv", "get", "shared/gateway/a")
 }
+
+// Another service at --addr that answers 200 with HTML to every path (a web UI on the port
+// given by mistake): the CLI says the address is not a Shoelace server; it said
+// "GET /v1/kv/k: decode answer: invalid character '<' looking for beginning of value".
+func TestE2E_AddrOfAnotherServiceThatAnswers200(t *testing.T) {
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		io.WriteString(w, "<!doctype html><title>Sign in</title>\n")
+	}))
+	defer other.Close()
+	c := &runner{t: t, env: []string{"SHOELACE_ADDR=" + other.URL, "SHOELACE_TOKEN=x"}}
+	for _, args := range [][]string{{"kv", "get", "shared/a"}, {"kv", "put", "shared/a", "v"}, {"appliance", "ls"}} {
+		r := c.fails(exitError, other.URL+" is not answering as a Shoelace server (", args...)
+		if !strings.Contains(r.stderr, "answered 200 with text/html; charset=utf-8, not Shoelace's JSON") || !strings.Contains(r.stderr, "check --addr (SHOELACE_ADDR)") {
+			t.Errorf("shoelace %q: stderr %q", args, r.stderr)
+		}
+	}
+}

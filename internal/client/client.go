@@ -71,6 +71,8 @@ type Meta struct {
 	Store string
 	// RetryAfter is the Retry-After of a 429 or 503, if any.
 	RetryAfter time.Duration
+	// ContentType is the answer's Content-Type.
+	ContentType string
 }
 
 // New returns a client of the server at addr ("http://host:port" or "https://…"; a bare host:port means http).
@@ -182,7 +184,7 @@ func (c *Client) Do(ctx context.Context, r Request, out any) (Meta, error) {
 					return meta, err
 				}
 				if err := json.Unmarshal(body, out); err != nil {
-					return meta, fmt.Errorf("%s %s: decode answer: %w", r.Method, r.Path, err)
+					return meta, &AnswerError{Op: r.Method + " " + r.Path, Status: meta.Status, ContentType: meta.ContentType, Err: err}
 				}
 			}
 			return meta, nil
@@ -282,6 +284,18 @@ func (c *Client) newRequest(ctx context.Context, r Request) (*http.Request, erro
 	return req, nil
 }
 
+// AnswerError is a 2xx answer whose body is not the JSON the route answers: what answered is
+// not a Shoelace server (another service at the address, a captive portal).
+type AnswerError struct {
+	Op          string
+	Status      int
+	ContentType string
+	Err         error
+}
+
+func (e *AnswerError) Error() string { return fmt.Sprintf("%s: decode answer: %v", e.Op, e.Err) }
+func (e *AnswerError) Unwrap() error { return e.Err }
+
 // isWrite reports whether a request of method may change the store (any method but GET and HEAD).
 func isWrite(method string) bool { return method != http.MethodGet && method != http.MethodHead }
 
@@ -306,7 +320,7 @@ func IsTransport(err error) bool {
 }
 
 func metaOf(resp *http.Response) Meta {
-	m := Meta{Status: resp.StatusCode, Store: resp.Header.Get(api.HeaderStore)}
+	m := Meta{Status: resp.StatusCode, Store: resp.Header.Get(api.HeaderStore), ContentType: resp.Header.Get("Content-Type")}
 	m.Index, _ = strconv.ParseInt(resp.Header.Get(api.HeaderIndex), 10, 64)
 	if ra := resp.Header.Get("Retry-After"); ra != "" {
 		if secs, err := strconv.Atoi(ra); err == nil && secs >= 0 {
