@@ -42,7 +42,9 @@ const exitCodesHelp = `EXIT CODES:
       if needed;
       or a write refused because a rollout of the appliance is in progress (409
       rollout_in_progress: retrying does not help until it ends); or, for appliance wait,
-      a rollout that halted or was aborted`
+      a rollout that halted or was aborted
+   130  interrupted (Ctrl-C, SIGTERM); a write interrupted after it was sent says that its
+      outcome is unknown: check it as after exit 7`
 
 // usageError is a mistake in the command line: exit code 2.
 type usageError struct{ msg string }
@@ -133,10 +135,14 @@ func foreignAnswer(err error) (*api.Error, bool) {
 // errorLine renders err as the one line written to stderr.
 func errorLine(err error) string {
 	msg := err.Error()
+	var te *client.TransportError
 	if errors.Is(err, context.Canceled) {
+		if errors.As(err, &te) && te.Sent {
+			// Ctrl-C, or a CI job's timeout, after the write left: the server may apply it.
+			return "shoelace: interrupted after the write was sent: its outcome is unknown; read the key or the appliance to check, then retry if needed"
+		}
 		return "shoelace: interrupted"
 	}
-	var te *client.TransportError
 	if errors.As(err, &te) {
 		var ue *url.Error
 		if errors.As(te.Err, &ue) {
