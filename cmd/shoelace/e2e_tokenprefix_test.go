@@ -45,3 +45,12 @@ func TestE2E_TokenFileWithByteOrderMark(t *testing.T) {
 		t.Errorf("kv get with a BOM token file = %q", got)
 	}
 }
+
+// The name of an instance token, as token ls --all prints it, given to token revoke is
+// answered with the command that frees it; it was refused as an invalid name ("has ':'").
+func TestE2E_TokenRevokeOfAnInstanceTokenNamesForget(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	c.fails(exitError, `token "instance:web:vm-1" is an instance token: free its instance with: shoelace appliance forget web vm-1`,
+		"token", "revoke", "instance:web:vm-1")
+}

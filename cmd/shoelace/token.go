@@ -232,6 +232,11 @@ func (e *cliEnv) tokenRevoke(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if parts := strings.Split(a[0], ":"); len(parts) == 3 && parts[0] == "instance" {
+		// A name token ls --all prints: not an invalid name, a token revoke does not take.
+		return &api.Error{Code: api.CodeInvalidName, Message: fmt.Sprintf(
+			"token %q is an instance token: free its instance with: shoelace appliance forget %s %s (which revokes the token too)", a[0], parts[1], parts[2])}
+	}
 	if err := api.ValidateSegment("token name", a[0]); err != nil {
 		return err
 	}
