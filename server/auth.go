@@ -114,6 +114,13 @@ func (p *principal) listFilter(prefix string) (func(string) bool, error) {
 		}
 	}
 	if len(grants) == 0 {
+		if prefix == "" { // the root: "under \"\"" said nothing
+			why := "it has no read or write grant"
+			if p.appliance != "" {
+				why += fmt.Sprintf("; as an agent token it reads the view of appliance %s (shoelace appliance get %s)", p.appliance, p.appliance)
+			}
+			return nil, forbidden("token %s may not read any key: %s", shorten(p.name), why)
+		}
 		return nil, forbidden("token %s may not read under %s", shorten(p.name), shorten(prefix))
 	}
 	return func(k string) bool { return covered(k, grants) }, nil

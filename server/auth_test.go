@@ -143,6 +143,9 @@ func TestAuth_ListingsAreFiltered(t *testing.T) {
 	if want := []string{"appliances/web/a", "appliances/web/b/c"}; !slices.Equal(got, want) {
 		t.Fatalf("writer sees %v, want %v", got, want)
 	}
+	// Listing every key with a token that may read none says so, not 'may not read under ""'.
+	f.mustErr(f.doToken(agent, "GET", "/v1/kv/?recurse", ""), 403, api.CodeForbidden,
+		`token "agent" may not read any key: it has no read or write grant; as an agent token it reads the view of appliance web-frontend (shoelace appliance get web-frontend)`)
 	for tok, want := range map[string][]string{
 		f.token: {"db", "web", "web-frontend"},
 		reader:  {"web"},
