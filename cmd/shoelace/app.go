@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -369,7 +370,21 @@ func wantArgs(c *cli.Context, min, max int, names string) ([]string, error) {
 		return nil, usagef("%smissing argument (usage: %s %s)", errPrefix(c), name, names)
 	}
 	if max >= 0 && n > max {
-		return nil, usagef("%stoo many arguments %q (usage: %s %s)", errPrefix(c), c.Args().Slice()[max:], name, names)
+		extra := c.Args().Slice()[max:]
+		hint := ""
+		for _, a := range extra {
+			if b, err := strconv.ParseBool(a); err == nil && (a == "true" || a == "false") {
+				// "--ui false": a flag that is on or off takes its value after '=' only.
+				for i := 1; i < len(os.Args); i++ {
+					if prev := os.Args[i-1]; os.Args[i] == a && len(prev) > 1 && prev[0] == '-' && prev != "--" && !strings.Contains(prev, "=") {
+						hint = fmt.Sprintf("; %q is not the value of the flag before it: write %s=%t", a, prev, b)
+						break
+					}
+				}
+				break
+			}
+		}
+		return nil, usagef("%stoo many arguments %q (usage: %s %s)%s", errPrefix(c), extra, name, names, hint)
 	}
 	return c.Args().Slice(), nil
 }
