@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -28,8 +30,9 @@ const (
 
 const exitCodesHelp = `EXIT CODES:
    0  success
-   1  other error, including a key, value or body the server refused (400, 413), or a write
-      that breaks the appliance's schema (422 schema_violation)
+   1  other error, including a key, value or body the server refused (400, 413), a write
+      that breaks the appliance's schema (422 schema_violation), or a server certificate that
+      does not verify (--ca-file) or an https:// --addr of a plain HTTP server
    2  usage error: unknown command or flag, wrong arguments, insecure token file
    3  not found: the key, appliance or token does not exist (404)
    4  conflict: a --cas guard did not hold (409)
@@ -102,6 +105,9 @@ func exitCode(err error) int {
 		if te.Sent {
 			return exitUnknown // a write that left and was not answered
 		}
+		if misconfigured(te) != "" {
+			return exitError // retrying cannot help: --addr or --ca-file must change
+		}
 		return exitUnavailable
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
@@ -153,6 +159,9 @@ func errorLine(err error) string {
 		} else {
 			msg = "cannot reach the server: " + te.Err.Error()
 		}
+		if hint := misconfigured(te); hint != "" && !te.Sent {
+			msg += ": " + hint
+		}
 		if te.Sent {
 			why := strings.TrimPrefix(msg, "cannot reach the server: ")
 			msg = "the write was sent but not answered (" + why + "): its outcome is unknown; read the key or the appliance to check, then retry if needed"
@@ -166,6 +175,27 @@ func errorLine(err error) string {
 		return msg
 	}
 	return "shoelace: " + msg
+}
+
+// misconfigured says what to change when the transport error te cannot go away by itself: the
+// server's certificate does not verify, or --addr says https to a plain HTTP server. "" when
+// it may (a refused connection, a timeout). Such errors exited 6, which retry loops retry.
+func misconfigured(te *client.TransportError) string {
+	var (
+		verify   *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+	)
+	switch {
+	case errors.As(te, &hostname):
+		return "the server's certificate does not name the host in --addr (SHOELACE_ADDR): use a name it does"
+	case errors.As(te, &verify), errors.As(te, &unknown), errors.As(te, &invalid):
+		return "the server's certificate does not verify: give --ca-file (SHOELACE_CA_FILE) the CA that signed it"
+	case strings.Contains(te.Error(), "server gave HTTP response to HTTPS client"):
+		return "the server speaks plain HTTP: use http:// in --addr (SHOELACE_ADDR)"
+	}
+	return ""
 }
 
 // counted is n and noun, plural unless n is 1: "1 key", "2 keys".

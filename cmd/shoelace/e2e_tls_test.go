@@ -1,0 +1,39 @@
+package main
+
+import (
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// A server certificate that does not verify, or https:// to a plain HTTP server, cannot go
+// away by retrying: exit 1 with what to change (--ca-file, the host, http://). They exited 6,
+// "unavailable: retry it", which a pipeline's retry loop retried for good.
+func TestE2E_TLSMisconfigurationIsNotUnavailable(t *testing.T) {
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"key":"shared/a","value":"v","mod_revision":1,"create_revision":1,"version":1}`))
+	}))
+	defer tlsSrv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tlsSrv.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := &runner{t: t, env: []string{"SHOELACE_ADDR=" + tlsSrv.URL, "SHOELACE_TOKEN=x"}}
+	c.fails(exitError, "the server's certificate does not verify: give --ca-file (SHOELACE_CA_FILE) the CA that signed it", "kv", "get", "shared/a")
+	c.fails(exitError, "the server's certificate does not verify", "kv", "put", "shared/a", "v")
+	if got := c.ok("kv", "get", "shared/a", "--ca-file", ca); got != "v" {
+		t.Errorf("with --ca-file: %q", got)
+	}
+	// httptest's certificate names 127.0.0.1 and example.com, not localhost.
+	byName := &runner{t: t, env: []string{"SHOELACE_ADDR=" + strings.Replace(tlsSrv.URL, "127.0.0.1", "localhost", 1), "SHOELACE_TOKEN=x", "SHOELACE_CA_FILE=" + ca}}
+	byName.fails(exitError, "the server's certificate does not name the host in --addr (SHOELACE_ADDR)", "kv", "get", "shared/a")
+
+	s := sharedServer(t)
+	plain := newCLI(t, s).with("SHOELACE_ADDR=https://" + s.addr)
+	plain.fails(exitError, "the server speaks plain HTTP: use http:// in --addr (SHOELACE_ADDR)", "kv", "get", "shared/a")
+}
