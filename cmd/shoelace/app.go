@@ -290,23 +290,27 @@ func (e *cliEnv) connectWith(ctx context.Context, c *cli.Context, withToken bool
 		}
 		e.noToken = token == ""
 	}
+	// --message and --source go with writes only: one a write cannot send (a multi-line commit
+	// message in SHOELACE_MESSAGE) refuses the command's writes, never its reads.
+	var refuseWrites error
 	for _, f := range []struct {
 		flag, header string
 		max          int
 	}{{flagMessage, api.HeaderMessage, api.MaxMessageBytes}, {flagSource, api.HeaderSource, api.MaxSourceBytes}} {
-		if err := api.CheckReleaseText(f.header, c.String(f.flag), f.max); err != nil {
-			return nil, usagef("--%s: %s (a release record keeps it on one line)", f.flag, api.AsError(err).Message)
+		if err := api.CheckReleaseText(f.header, c.String(f.flag), f.max); err != nil && refuseWrites == nil {
+			refuseWrites = usagef("--%s: %s (a release record keeps it on one line)", f.flag, api.AsError(err).Message)
 		}
 	}
 	e.addr = c.String(flagAddr)
 	cl, err := client.New(e.addr, client.Options{
-		Token:      token,
-		CAFile:     c.String(flagCAFile),
-		Retries:    2,
-		Message:    c.String(flagMessage),
-		Source:     c.String(flagSource),
-		UserAgent:  "shoelace/" + version,
-		WriteQuery: rolloutQuery(c),
+		Token:        token,
+		CAFile:       c.String(flagCAFile),
+		Retries:      2,
+		Message:      c.String(flagMessage),
+		Source:       c.String(flagSource),
+		UserAgent:    "shoelace/" + version,
+		WriteQuery:   rolloutQuery(c),
+		RefuseWrites: refuseWrites,
 	})
 	if err != nil {
 		return nil, usagef("--addr/--ca-file: %v", err)

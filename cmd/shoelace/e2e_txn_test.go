@@ -65,6 +65,17 @@ func TestE2E_Txn(t *testing.T) {
 	c.fails(exitUsage, "--message: header X-Shoelace-Message has the control character U+000A", "txn", "-f", file, "-m", "line1\nline2")
 	c.fails(exitUsage, "--source: header X-Shoelace-Source has the control character U+0007", "kv", "put", "appliances/e2etxn/port", "1", "--source", "a\x07")
 	c.fails(exitUsage, "--step needs --canary", "txn", "-f", file, "--step", "50%")
+	// Reads send no message: a pipeline that exports its commit message (several lines) in
+	// SHOELACE_MESSAGE can still read; only its writes are refused (its reads were too).
+	multi := c.with("SHOELACE_MESSAGE=fix: the port\n\nlonger body")
+	if got := multi.ok("kv", "get", "appliances/e2etxn/port"); got != "8081" {
+		t.Errorf("kv get with a multi-line SHOELACE_MESSAGE = %q", got)
+	}
+	multi.ok("appliance", "get", "e2etxn")
+	multi.fails(exitUsage, "--message: header X-Shoelace-Message has the control character U+000A", "kv", "put", "appliances/e2etxn/port", "9")
+	if got := c.ok("kv", "get", "appliances/e2etxn/port"); got != "8081" {
+		t.Errorf("a refused kv put changed port to %q", got)
+	}
 }
 
 // TestE2E_TxnCanary: shoelace txn --canary starts a rollout of the one appliance its ops are under

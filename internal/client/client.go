@@ -47,6 +47,10 @@ type Options struct {
 	// WriteQuery is added to the query of every write (not GET): a rollout's canary and
 	// strategy, or force.
 	WriteQuery url.Values
+	// RefuseWrites, when set, is what every write (any method but GET and HEAD) fails with,
+	// unsent: the CLI's --message or --source that a write could not carry, which reads do
+	// not send.
+	RefuseWrites error
 	// Wrap, when set, wraps the transport (after CAFile is applied): it sees every request and
 	// its answer, and may change a clone of the request (the agent swaps in its instance token).
 	Wrap func(http.RoundTripper) http.RoundTripper
@@ -157,6 +161,9 @@ func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
 // Do sends r and decodes a 2xx JSON answer into out (when out is not nil). A non-2xx answer other
 // than 304 is returned as an *api.Error with its Status set. A 304 returns no error and Meta.Status 304.
 func (c *Client) Do(ctx context.Context, r Request, out any) (Meta, error) {
+	if c.opts.RefuseWrites != nil && isWrite(r.Method) {
+		return Meta{}, c.opts.RefuseWrites
+	}
 	var lastErr *api.Error // the answer of the previous try, when this one is a retry
 	for attempt := 0; ; attempt++ {
 		meta, body, err := c.once(ctx, r)
