@@ -59,3 +59,17 @@ func TestE2E_AddrOfAnotherServiceThatAnswers200(t *testing.T) {
 		}
 	}
 }
+
+// --addr as a file or a CI variable gives it: "$BASE/" where BASE ends in '/', a CR at the
+// end. They named paths the server refuses ("//v1/kv/…": exit 1) or failed to parse (exit 2).
+func TestE2E_AddrWithDoubledSlashOrCR(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	for _, addr := range []string{s.url() + "//", s.url() + "/./", s.url() + "\r", " " + s.url() + "\n"} {
+		cc := c.with("SHOELACE_ADDR=" + addr)
+		cc.ok("kv", "put", "shared/addr/x", "v")
+		if got := cc.ok("kv", "get", "shared/addr/x"); got != "v" {
+			t.Errorf("--addr %q: kv get = %q", addr, got)
+		}
+	}
+}

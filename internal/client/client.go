@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -81,6 +82,8 @@ type Meta struct {
 
 // New returns a client of the server at addr ("http://host:port" or "https://…"; a bare host:port means http).
 func New(addr string, opts Options) (*Client, error) {
+	// A value read from a file or a CI variable may carry a newline or CR, or spaces.
+	addr = strings.TrimSpace(addr)
 	if addr == "" {
 		addr = DefaultAddr
 	}
@@ -97,7 +100,13 @@ func New(addr string, opts Options) (*Client, error) {
 	if u.Host == "" {
 		return nil, fmt.Errorf("server address %q: no host", addr)
 	}
-	u.Path = strings.TrimSuffix(u.Path, "/")
+	// The base path as written ("http://lb/shoelace//", "$BASE/" where BASE ends in '/', "/./")
+	// names one prefix: each request's path is this and "/v1/…", which the server refuses with
+	// an empty or '.' segment in it.
+	if u.Path != "" {
+		u.Path = strings.TrimRight(path.Clean(u.Path), "/")
+	}
+	u.RawPath = ""
 	hc := opts.HTTPClient
 	if hc == nil {
 		hc = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}

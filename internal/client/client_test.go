@@ -20,6 +20,11 @@ func TestNew_Addresses(t *testing.T) {
 		"127.0.0.1:7400":         "http://127.0.0.1:7400",
 		"https://shoelace:7400/": "https://shoelace:7400",
 		"http://lb/prefix/":      "http://lb/prefix",
+		// A doubled or '.' trailing slash, a CR or spaces from a file or CI variable.
+		"http://lb/prefix//":       "http://lb/prefix",
+		"http://127.0.0.1:7400//":  "http://127.0.0.1:7400",
+		"http://127.0.0.1:7400/./": "http://127.0.0.1:7400",
+		" http://h:1\r\n":          "http://h:1",
 	} {
 		c, err := New(addr, Options{})
 		if err != nil || c.Addr() != want {
