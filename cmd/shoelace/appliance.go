@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -503,6 +504,12 @@ func contentTypeOf(file string, body []byte) string {
 	trimmed := bytes.TrimLeft(body, " \t\r\n\ufeff")
 	trimmed = bytes.TrimPrefix(trimmed, []byte("\ufeff"))
 	if len(trimmed) > 0 && trimmed[0] == '{' {
+		// YAML's flow style starts with '{' too ({keys: {app: {port: 8080}}}): send it as
+		// YAML when it is not JSON and is YAML, else as JSON, whose errors fit JSON.
+		var doc any
+		if !json.Valid(trimmed) && yaml.Unmarshal(trimmed, &doc) == nil {
+			return api.ContentTypeYAML
+		}
 		return "application/json"
 	}
 	return api.ContentTypeYAML

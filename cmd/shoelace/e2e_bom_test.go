@@ -48,3 +48,19 @@ func TestE2E_JSONFilesWithByteOrderMark(t *testing.T) {
 		t.Errorf("a value with a BOM came back as %q", got)
 	}
 }
+
+// YAML's flow style on stdin ({keys: {app: {port: 8080}}}) starts with '{' as JSON does: it
+// is applied as the YAML it is; it was sent as JSON and refused ("not valid JSON: invalid
+// character … at byte 1").
+func TestE2E_ApplyFlowStyleYAMLFromStdin(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	if r := c.runStdin([]byte("{keys: {app: {port: 8080, name: web}}}\n"), "appliance", "apply", "flowyaml", "-f", "-"); r.code != 0 {
+		t.Fatalf("apply of flow-style YAML: %s", r)
+	}
+	if got := c.ok("kv", "get", "appliances/flowyaml/app/port"); got != "8080" {
+		t.Errorf("app/port = %q", got)
+	}
+	// Broken JSON is still answered as JSON.
+	checkFailure(t, c.runStdin([]byte(`{"keys": {"a": "b",}`), "appliance", "apply", "flowyaml", "-f", "-"), exitError, "not valid JSON", nil)
+}

@@ -59,6 +59,11 @@ func TestContentTypeOf(t *testing.T) {
 		{"stdin", "\ufeff{\"keys\":{}}", "application/json"},
 		{"stdin", "keys:\n  a: b\n", api.ContentTypeYAML},
 		{"web.conf", "# comment\nkeys: {}", api.ContentTypeYAML},
+		// YAML's flow style, which starts with '{' as JSON does.
+		{"stdin", "{keys: {app: {port: 8080}}}", api.ContentTypeYAML},
+		{"web.json", "{keys: {app: {port: 8080}}}", "application/json"},
+		// Broken JSON stays JSON, for the JSON error.
+		{"stdin", `{"keys": {"a": "b",}`, "application/json"},
 	}
 	for _, tt := range tests {
 		if got := contentTypeOf(tt.file, []byte(tt.body)); got != tt.want {
