@@ -986,6 +986,12 @@ func TestE2E_SnapshotRestore(t *testing.T) {
 	}
 	// "-" is not stdout here (it made a file named "-" in the working directory).
 	c.fails(exitUsage, `FILE is a file, not "-" (stdout)`, "snapshot", "save", "-")
+	// A directory is refused before the store is streamed (the rename at the end failed, "file exists").
+	dir := t.TempDir()
+	c.fails(exitUsage, "is a directory: give the name of the file to write, such as "+filepath.Join(dir, "shoelace.db"), "snapshot", "save", dir)
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Errorf("snapshot save into a directory left %v", left)
+	}
 	newCLI(t, s).with("SHOELACE_TOKEN=x", "SHOELACE_TOKEN_FILE=").fails(exitAuth, "unknown or revoked token", "snapshot", "save", snap+".2")
 	if _, err := os.Stat(snap + ".2"); !os.IsNotExist(err) {
 		t.Errorf("a refused snapshot save wrote %s: %v", snap+".2", err)

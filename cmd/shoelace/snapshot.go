@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -70,6 +71,10 @@ func (e *cliEnv) snapshotSave(c *cli.Context) error {
 		// Elsewhere "-" is stdin or stdout; here it made a file named "-". A snapshot is checked
 		// before it is renamed into place, which a pipe cannot be.
 		return usagef("snapshot save: FILE is a file, not \"-\" (stdout): the snapshot is checked before it is renamed into place; give a file name (./- for a file named -)")
+	}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() || strings.HasSuffix(path, "/") {
+		// Checked before the whole store is streamed: the rename at the end failed ("file exists").
+		return usagef("snapshot save: %s is a directory: give the name of the file to write, such as %s", path, filepath.Join(path, "shoelace.db"))
 	}
 	s, err := e.connect(c)
 	if err != nil {
