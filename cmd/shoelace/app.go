@@ -93,7 +93,8 @@ This binary is the server ("shoelace server") and the CLI that pipelines and ope
 
 Flags may come before or after positional arguments, and global flags may follow the
 command: "shoelace kv get shared/ntp --addr https://shoelace:7400 --output json".
-Every global flag also reads an environment variable (SHOELACE_ADDR, SHOELACE_TOKEN_FILE, …).
+Every global flag also reads an environment variable (SHOELACE_ADDR, SHOELACE_TOKEN_FILE, …);
+a flag on the command line wins over its variable.
 Errors are one line on stderr, "shoelace: <message>".
 
 EXAMPLES:
