@@ -602,6 +602,7 @@ func TestE2E_ExitCodes(t *testing.T) {
 	c.fails(exitNotFound, `key "e2eexit/missing" not found`, "kv", "get", "e2eexit/missing")
 	// The server's 400 message names the rule that was broken.
 	c.fails(exitError, `only letters, digits, '.', '_' and '-' are allowed`, "kv", "put", "e2eexit/bad key", "v")
+	c.fails(exitError, `segment 2 "été" has 'é', which is not ASCII`, "kv", "put", "e2eexit/été", "v")
 	c.fails(exitError, "longer than 128 bytes", "kv", "get", "e2eexit/"+strings.Repeat("x", 129))
 	c.fails(exitError, "segment 2 is empty", "kv", "get", "e2eexit//x")
 	big := bytes.Repeat([]byte("x"), 1<<20+1)

@@ -91,6 +91,10 @@ func validateSegment(s string) error {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if r, _ := utf8.DecodeRuneInString(s[i:]); c >= utf8.RuneSelf && r != utf8.RuneError {
+			// "é must start with a letter or digit" said é is no letter.
+			return segmentError(fmt.Sprintf("%q has %s, which is not ASCII; only letters, digits, '.', '_' and '-' (ASCII) are allowed", s, describeByte(s, i)))
+		}
 		if i == 0 && !alnum {
 			return segmentError(fmt.Sprintf("%q must start with a letter or digit", s))
 		}

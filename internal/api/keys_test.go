@@ -29,6 +29,8 @@ func TestValidateKey(t *testing.T) {
 		{"a b", `' '`},
 		{"a\x00b", `'\x00'`},
 		{"caf\u00e9", `'é'`},
+		// é is a letter, but not ASCII: the message says which rule it breaks.
+		{"shared/\u00e9t\u00e9", `segment 2 "été" has 'é', which is not ASCII; only letters, digits, '.', '_' and '-' (ASCII) are allowed`},
 		{"a\xffb", "byte 0xff"},
 		{long + "a", "longer than 128 bytes"},
 		{strings.Repeat("a/", 32) + "a", "more than 32 segments"},
