@@ -197,7 +197,10 @@ type hub struct {
 	// apps holds the last change per appliance; sweep drops those older than the previous
 	// sweep, and an appliance without an entry counts as changed at forgotten (a long-poll
 	// from before that is answered at once, which is safe).
-	apps       map[string]int64
+	apps map[string]int64
+	// touched holds the appliances whose views moved without a key of theirs changing (their
+	// rollout, see touch) in the event being applied, for apply to wake with its keys'.
+	touched    []string
 	forgotten  int64
 	sweptRev   int64                  // h.rev at the last sweep
 	waiters    map[string]*appWaiters // by appliance
@@ -216,6 +219,9 @@ type hub struct {
 	// beforeRegister, when set (by tests only), is called between a long-poll's check for a
 	// change and its registration, with mu held.
 	beforeRegister func()
+	// beforeSys, when set (by tests only), is called with a watch event that carries system
+	// keys just before they are handled.
+	beforeSys func(ev store.Event)
 
 	// fmu guards flights and deltas. Every woken long-poll looks its flight up at once
 	// (10,000 of them after one change): they read under RLock, and only the first of a
@@ -483,6 +489,17 @@ func (h *hub) open() int {
 // apply records one watch event and wakes the long-polls it concerns.
 func (h *hub) apply(ctx context.Context, ev store.Event) {
 	h.m.watchEvents.Inc()
+	// The event's system keys first (a rollout's record, a token, maintenance): until they are
+	// handled, nothing may be answered at the event's revision. A long-poll answered at it
+	// before its appliance's rollout was known (a 304 at the end of its wait, or a view of
+	// another appliance's change) got the live view's tree under that revision, and its next
+	// ask, from it, was not below the rollout's wake: a canary stayed on the live view.
+	if len(ev.Sys) > 0 && h.onSys != nil {
+		if h.beforeSys != nil {
+			h.beforeSys(ev)
+		}
+		h.onSys(ctx, ev)
+	}
 	h.mu.Lock()
 	prev := h.rev
 	if ev.Revision > h.rev {
@@ -512,6 +529,11 @@ func (h *hub) apply(ctx context.Context, ev store.Event) {
 				}
 			}
 		}
+		for _, name := range h.touched {
+			if !slices.Contains(apps, name) {
+				apps = append(apps, name)
+			}
+		}
 		var sets []*appWaiters
 		if shared {
 			sets = h.allApps()
@@ -526,10 +548,8 @@ func (h *hub) apply(ctx context.Context, ev store.Event) {
 		// it is woken whole when the event is above it, as the watch's events are.
 		h.wakeAppsLocked(sets, ev.Revision, ev.Revision > prev, wakeChanged, true)
 	}
+	h.touched = h.touched[:0]
 	h.mu.Unlock()
-	if len(ev.Sys) > 0 && h.onSys != nil {
-		h.onSys(ctx, ev)
-	}
 }
 
 // run keeps one watch over the whole root until ctx ends, re-watching from the last seen
@@ -1115,6 +1135,14 @@ func (h *hub) touch(app string, rev int64) {
 	defer h.mu.Unlock()
 	if rev > h.apps[app] {
 		h.apps[app] = rev
+	}
+	if rev > h.rev {
+		// The watch event being applied (see apply): it wakes app with its own keys' once
+		// the revision is the hub's.
+		if !slices.Contains(h.touched, app) {
+			h.touched = append(h.touched, app)
+		}
+		return
 	}
 	if aw := h.waiters[app]; aw != nil {
 		// Its generation's indexes are at most h.rev.
