@@ -314,6 +314,20 @@ func (a *authState) remove(name string, rev int64) bool {
 	return true
 }
 
+// forgetRevocationsAbove drops the revocations recorded at revisions above rev, which the
+// store's history no longer holds (it went back to rev): they must not keep out a token created
+// again under the same name at a revision below them. The tokens they revoked stay out of the
+// cache (and their secrets in gone) until the store says otherwise.
+func (a *authState) forgetRevocationsAbove(rev int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for name, r := range a.revoked {
+		if r > rev {
+			delete(a.revoked, name)
+		}
+	}
+}
+
 // replace caches exactly recs, read at revision rev, and returns the names that went or changed
 // secret. A token this replica revoked after rev stays out.
 func (a *authState) replace(recs []*tokenRecord, rev int64) (gone []string) {

@@ -186,8 +186,8 @@ type hub struct {
 	// maxPerToken caps one token's long-polls (0: only its fair share when the hub is full).
 	maxPerToken int
 	onSys       func(ctx context.Context, ev store.Event)
-	onReset     func(ctx context.Context) // after the hub lost track of changes (compaction)
-	onRewind    func(ctx context.Context) // the store's revision went back (see wentBack)
+	onReset     func(ctx context.Context)            // after the hub lost track of changes (compaction)
+	onRewind    func(ctx context.Context, rev int64) // the store's revision went back to rev (see wentBack)
 
 	mu     sync.Mutex
 	ready  bool
@@ -639,7 +639,7 @@ func (h *hub) wentBack(ctx context.Context, seen int64) bool {
 	clear(h.apps)
 	h.mu.Unlock()
 	if h.onRewind != nil {
-		h.onRewind(ctx) // before the watch resumes: its events are above what the server knew
+		h.onRewind(ctx, rev) // before the watch resumes: its events are above what the server knew
 	}
 	h.reset(rev)
 	return true

@@ -186,13 +186,16 @@ func (s *Server) onHubReset(ctx context.Context) {
 }
 
 // onStoreRewound forgets the revision tokens and settings were read at, since the store's
-// revisions went back below it (see hub.wentBack): the watch's events from now on, and a reload,
-// are at lower revisions and would otherwise be skipped as already applied (a token revoked
-// after the rewind would stay valid on this replica). It reloads them with the store id (a
-// store of another cluster may have none yet).
-func (s *Server) onStoreRewound(ctx context.Context) {
+// revisions went back below it, to rev (see hub.wentBack): the watch's events from now on, and
+// a reload, are at lower revisions and would otherwise be skipped as already applied (a token
+// revoked after the rewind would stay valid on this replica). So are the revisions of the
+// revocations made in the history that is gone: a token created again under such a name, at a
+// revision below its old revocation, would be kept out of the cache (see authState.set). It
+// reloads them with the store id (a store of another cluster may have none yet).
+func (s *Server) onStoreRewound(ctx context.Context, rev int64) {
 	s.sys.mu.Lock()
 	s.sys.rev = 0
+	s.auth.forgetRevocationsAbove(rev)
 	s.sys.mu.Unlock()
 	if err := s.reloadSys(ctx); err != nil {
 		s.reloadSysLater("reload tokens and settings after the store's revision went back", err)
