@@ -314,6 +314,33 @@ func (a *authState) remove(name string, rev int64) bool {
 	return true
 }
 
+// forgetStore forgets every token, revocation and revoked secret this replica knew of a store
+// it is no longer on (see Server.adoptStoreID), and returns the tokens it had cached. Until the
+// new store's tokens are loaded, every token is asked of that store (lookupFresh): none is
+// answered from what the old store held, and none is refused because the old store revoked it
+// (503 while the store cannot be asked, as for any token not known yet).
+func (a *authState) forgetStore() map[string]*tokenRecord {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := a.byName
+	a.byName, a.byHash = map[string]*tokenRecord{}, map[string]*tokenRecord{}
+	clear(a.revoked)
+	clear(a.gone)
+	return old
+}
+
+// goneUnlessHeld reports whether the cache holds token rec's name with rec's secret; when it
+// does not, rec's secret is recorded as gone (see wasRevoked).
+func (a *authState) goneUnlessHeld(rec *tokenRecord) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if cur := a.byName[rec.Name]; cur != nil && cur.Hash == rec.Hash {
+		return true
+	}
+	a.forgetLocked(rec.Hash)
+	return false
+}
+
 // forgetRevocationsAbove drops the revocations recorded at revisions above rev, which the
 // store's history no longer holds (it went back to rev): they must not keep out a token created
 // again under the same name at a revision below them. The tokens they revoked stay out of the

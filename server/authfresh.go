@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,7 +21,14 @@ type freshTokens struct {
 	// before it share that failure instead of each waiting for a read of its own in turn.
 	failed time.Time
 	err    error
+	// since is when this replica last found itself on another store (see Server.adoptStoreID):
+	// a read begun before it says nothing of the store it is on now.
+	// (Unix nanoseconds; set without mu, which a read holds.)
+	since atomic.Int64
 }
+
+// storeChanged makes the reads begun until now stale: the replica is on another store.
+func (f *freshTokens) storeChanged() { f.since.Store(time.Now().UnixNano()) }
 
 // lookupFresh finds secret's token in the store as it is now (after arrived).
 // An error says that the store could not be asked: the token may well exist.
@@ -53,6 +61,9 @@ func (s *Server) lookupFreshHash(ctx context.Context, name, hash string, arrived
 // and answers nil when f.byHash is such a read, else why none could be made; f.mu is held.
 func (s *Server) readFreshLocked(ctx context.Context, arrived time.Time) error {
 	f := &s.fresh
+	if since := time.Unix(0, f.since.Load()); since.After(arrived) {
+		arrived = since
+	}
 	if !f.started.After(arrived) {
 		if f.failed.After(arrived) {
 			return f.err

@@ -188,6 +188,9 @@ type hub struct {
 	onSys       func(ctx context.Context, ev store.Event)
 	onReset     func(ctx context.Context)            // after the hub lost track of changes (compaction)
 	onRewind    func(ctx context.Context, rev int64) // the store's revision went back to rev (see wentBack)
+	// onStoreCheck, after each broken watch, reports whether the endpoints lead to another
+	// store now (see otherStore), having reloaded what the server knows of it.
+	onStoreCheck func(ctx context.Context) bool
 
 	mu     sync.Mutex
 	ready  bool
@@ -588,7 +591,7 @@ func (h *hub) run(ctx context.Context) {
 		h.mu.Lock()
 		from := h.rev + 1
 		h.mu.Unlock()
-		if watched && h.wentBack(ctx, from-1) {
+		if watched && (h.wentBack(ctx, from-1) || h.otherStore(ctx)) {
 			continue
 		}
 		watched = true
@@ -643,6 +646,44 @@ func (h *hub) wentBack(ctx context.Context, seen int64) bool {
 	}
 	h.reset(rev)
 	return true
+}
+
+// startOver makes the hub know the store from revision rev on, as if it had just started there:
+// what it knew of changes at other revisions (of a history the store no longer has, or of
+// another store) is forgotten, and every long-poll is answered with a fresh view.
+func (h *hub) startOver(rev int64) {
+	h.mu.Lock()
+	h.rev, h.shared, h.forgotten, h.sweptRev = rev, 0, 0, 0
+	clear(h.apps)
+	h.mu.Unlock()
+	h.reset(rev)
+}
+
+// otherStore reports whether the endpoints now lead to another store than the one the watch
+// followed (its store id is another: another cluster, or this one restored from a snapshot,
+// even at a revision above what the watch saw), and if so makes the hub start over from that
+// store's revision, once the server has reloaded tokens and settings from it (onStoreCheck).
+// Re-watching from the revision after the last one seen would follow another history as if it
+// were the one before, and deliver none of what that store held already.
+func (h *hub) otherStore(ctx context.Context) bool {
+	if h.onStoreCheck == nil || !h.onStoreCheck(ctx) {
+		return false
+	}
+	backoff := 50 * time.Millisecond
+	for {
+		rev, err := h.st.Revision(ctx)
+		if err == nil {
+			h.log.Warn("the store watched is another store now (its id changed); answering every long-poll with a fresh view", "revision", rev)
+			h.startOver(rev)
+			return true
+		}
+		if ctx.Err() != nil {
+			return true
+		}
+		h.log.Warn("read store revision", "err", err, "retry_in", backoff)
+		sleep(ctx, jitter(backoff))
+		backoff = min(2*backoff, 5*time.Second)
+	}
 }
 
 // loadMirror loads the mirror whenever reset dropped it, until ctx ends. The watch goes on

@@ -112,6 +112,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	s.hub.onSys = s.onSysChange
 	s.hub.onReset = s.onHubReset
 	s.hub.onRewind = s.onStoreRewound
+	s.hub.onStoreCheck = s.onStoreCheck
 	s.storeID.Store(st.ID())
 	s.auth = newAuthState(cfg)
 	s.reports = newReporter(cfg.MaxInstances)

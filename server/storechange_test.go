@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -69,6 +71,8 @@ func TestAuth_TokenCreatedAgainAfterStoreWentBack(t *testing.T) {
 	if c.Revision >= del.Revision {
 		t.Fatalf("token created again at revision %d, want one below its revocation's, %d (the test needs it)", c.Revision, del.Revision)
 	}
+	// Once the watch delivered its creation, the reload after the rewind is done too.
+	waitFor(t, "the watch at the token's creation", func() bool { return f.s.hub.current() >= c.Revision })
 	if !within(5*time.Second, func() bool { return f.s.auth.lookup(c.Token) != nil }) {
 		t.Fatalf("the token created again at revision %d is not cached 5s later (revoked at %d in the lost history)", c.Revision, del.Revision)
 	}
@@ -76,5 +80,82 @@ func TestAuth_TokenCreatedAgainAfterStoreWentBack(t *testing.T) {
 	p.Down()
 	// Cached: answered without the store.
 	f.must(f.doToken(c.Token, "GET", "/v1/maintenance", ""), 200, nil)
+	p.Up()
+}
+
+// TestSys_AnotherStoreIsLoadedAfresh: a replica whose etcd endpoints come to lead to another
+// store (another cluster, or this one restored from a snapshot: its store id is another) reloads
+// tokens and settings from it and forgets what it cached of the store before, also when the
+// other store's revision is above what its watch saw (no rewind to notice). It kept the old
+// store's cache: after its endpoints led to an empty cluster and back, the admin token was 401
+// while etcd was away (recorded as revoked by the empty store), a token only the empty store held
+// was 200 on the store that does not hold it, and X-Shoelace-Store named the empty store's id.
+func TestSys_AnotherStoreIsLoadedAfresh(t *testing.T) {
+	epsA, _ := testutil.StartEtcd(t, t.TempDir())
+	epsB, _ := testutil.StartEtcd(t, t.TempDir())
+	p := faultproxy.Start(t, epsA[0])
+	cfg := testutil.StoreConfig(t)
+	f := newFixtureOn(t, throughProxy(t, cfg, p))
+	idA := f.st.ID()
+	reader := f.newToken(api.TokenRequest{Name: "reader", Read: []string{"shared"}})
+	revoked := f.newToken(api.TokenRequest{Name: "revoked", Read: []string{"shared"}})
+	f.must(f.do("DELETE", "/v1/tokens/revoked", ""), 200, nil)
+	for range 40 { // store A's revision well above store B's
+		f.put("shared/x", "a")
+	}
+
+	// Store B, under the same root, holds a token of its own.
+	cfgB := cfg
+	cfgB.Endpoints = epsB
+	stB := testutil.OpenStore(t, cfgB)
+	onlyB, err := newSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := json.Marshal(&tokenRecord{Name: "only-b", Hash: hashSecret(onlyB), Read: []string{"shared"}, Created: time.Now().UTC()})
+	if _, err := stB.SysPut(context.Background(), tokenPrefix+"only-b", rec, -1); err != nil {
+		t.Fatal(err)
+	}
+
+	p.Retarget(epsB[0])
+	if !within(10*time.Second, func() bool { return f.s.auth.lookup(onlyB) != nil }) {
+		t.Fatal("the replica did not load store B's token within 10s")
+	}
+	if r := f.do("GET", "/v1/maintenance", ""); r.StatusCode != 401 || r.Header.Get(api.HeaderStore) != stB.ID() {
+		t.Fatalf("admin token of store A on store B: %d, store %q; want 401 and %q", r.StatusCode, r.Header.Get(api.HeaderStore), stB.ID())
+	}
+
+	p.Retarget(epsA[0])
+	if !within(10*time.Second, func() bool { return f.s.auth.lookup(f.token) != nil }) {
+		t.Fatalf("back on store A, the replica did not load its admin token within 10s (store id %q, A's %q)", f.st.ID(), idA)
+	}
+	r := f.doToken(onlyB, "GET", "/v1/maintenance", "")
+	f.mustErr(r, 401, api.CodeUnauthorized)
+	if got := r.Header.Get(api.HeaderStore); got != idA {
+		t.Fatalf("X-Shoelace-Store back on store A: %q, want %q", got, idA)
+	}
+	f.must(f.doToken(reader, "GET", "/v1/kv/shared/x", ""), 200, nil)
+	f.mustErr(f.doToken(revoked, "GET", "/v1/maintenance", ""), 401, api.CodeUnauthorized)
+
+	// Etcd away: the tokens of the store the replica is on are answered from its cache, and
+	// store B's, which store A was read not to hold, are refused. What the replica knew of
+	// store A's revocations before it left went with the rest: such a token is asked of the
+	// store, as one not known yet is (503 while it is away), never answered 200.
+	p.Down()
+	f.must(f.do("GET", "/v1/maintenance", ""), 200, nil)
+	f.must(f.doToken(reader, "GET", "/v1/maintenance", ""), 200, nil)
+	f.mustErr(f.doToken(onlyB, "GET", "/v1/maintenance", ""), 401, api.CodeUnauthorized)
+	f.mustErr(f.doToken(revoked, "GET", "/v1/maintenance", ""), 503, api.CodeUnavailable)
+	p.Up()
+
+	// A broken watch on the same store forgets nothing: its revocations stand while it is away.
+	f.must(f.do("DELETE", "/v1/tokens/reader", ""), 200, nil)
+	waitFor(t, "the revocation applied", func() bool { return f.s.auth.lookup(reader) == nil })
+	p.Down()
+	time.Sleep(300 * time.Millisecond) // the watch breaks
+	p.Up()
+	f.must(f.do("GET", "/v1/kv/shared/x", ""), 200, nil)
+	p.Down()
+	f.mustErr(f.doToken(reader, "GET", "/v1/maintenance", ""), 401, api.CodeUnauthorized)
 	p.Up()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -27,6 +28,9 @@ const storeIDKey = "store-id"
 type sysState struct {
 	mu  sync.Mutex
 	rev int64
+	// oldTokens are the tokens cached of the store this replica was on before another (see
+	// adoptStoreID), until tokens are loaded from the new one (see afterStoreChange).
+	oldTokens map[string]*tokenRecord
 
 	retryMu sync.Mutex
 	running bool // reloadSysLater's loop is running
@@ -66,21 +70,101 @@ func (s *Server) loadSysOnce(ctx context.Context) error {
 	}
 }
 
-// reloadSys reloads tokens, maintenance mode and the store id (creating one if the store has none).
+// reloadSys reloads the store id (creating one if the store has none), then tokens and
+// maintenance mode. When the id is not the one this replica knew, what it cached of the old
+// store is forgotten first (see adoptStoreID).
 func (s *Server) reloadSys(ctx context.Context) error {
+	if _, err := s.checkStoreID(ctx); err != nil {
+		return err
+	}
 	if err := s.loadSysOnce(ctx); err != nil {
 		return err
 	}
+	s.afterStoreChange()
+	return nil
+}
+
+// checkStoreID reads the store id (creating one if the store has none) and makes it the one
+// this replica knows; changed says that it had known another (see adoptStoreID).
+func (s *Server) checkStoreID(ctx context.Context) (changed bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	id, err := s.st.ReloadID(ctx)
 	if err != nil {
-		return fmt.Errorf("reload the store id: %w", err)
+		return false, fmt.Errorf("reload the store id: %w", err)
 	}
 	s.sys.mu.Lock()
-	s.sawStoreID(id)
+	defer s.sys.mu.Unlock()
+	return s.adoptStoreID(id), nil
+}
+
+// adoptStoreID makes id, read from the store, the store id this replica knows. When it knew
+// another, its endpoints lead to another store now (another cluster, or this one restored
+// from a snapshot, which gets a new id), whose revisions have nothing to do with the old
+// one's: it forgets what it cached of the old store (tokens, the revisions of revocations,
+// revoked secrets, the revision tokens and settings were read at), keeps the tokens it had
+// cached in s.sys.oldTokens for afterStoreChange, and reports true; the caller then reloads
+// tokens and settings. Only a store id read from the store does this: one that a watch event
+// brings is a write to the store this replica follows (sawStoreID), whose revocations stand.
+// s.sys.mu must be held.
+func (s *Server) adoptStoreID(id string) bool {
+	s.st.SawID(id)
+	old, _ := s.storeID.Swap(id).(string)
+	switch {
+	case old == id:
+		return false
+	case old == "": // not known since the start, as when the store was away then
+		s.hub.reset(s.hub.current())
+		return false
+	}
+	s.log.Warn("store id changed: on another store (another cluster, or a restore); reloading tokens and settings from it", "old", old, "new", id)
+	s.sys.rev = 0
+	s.fresh.storeChanged()
+	forgotten := s.auth.forgetStore()
+	if s.sys.oldTokens == nil {
+		s.sys.oldTokens = forgotten
+	} else {
+		maps.Copy(s.sys.oldTokens, forgotten)
+	}
+	return true
+}
+
+// afterStoreChange, once tokens are loaded from the store the replica is on now, ends the
+// long-polls of the tokens it had cached of the store before (s.sys.oldTokens) that this one
+// does not hold (401, as a request with them gets now, also while the store is away), and
+// answers every other long-poll with the new store's view. It does nothing when the store did
+// not change.
+func (s *Server) afterStoreChange() {
+	s.sys.mu.Lock()
+	old := s.sys.oldTokens
+	s.sys.oldTokens = nil
 	s.sys.mu.Unlock()
-	return nil
+	if old == nil {
+		return
+	}
+	for name, rec := range old {
+		if !s.auth.goneUnlessHeld(rec) {
+			s.hub.revoke(name)
+		}
+	}
+	s.hub.reset(s.hub.current())
+}
+
+// onStoreCheck is called by the hub after each broken watch, before it watches again: it reads
+// the store id and, when the replica is on another store now, reloads tokens and settings from
+// it and reports true (the hub then starts over from that store's revision). A store that
+// cannot be read says nothing: the next break of the watch asks again.
+func (s *Server) onStoreCheck(ctx context.Context) bool {
+	changed, err := s.checkStoreID(ctx)
+	if err != nil || !changed {
+		return false
+	}
+	if err := s.loadSysOnce(ctx); err != nil {
+		s.reloadSysLater("reload tokens and settings from another store", err)
+		return true
+	}
+	s.afterStoreChange()
+	return true
 }
 
 // reloadSysLater reloads tokens, settings and the store id in the background, trying again with
@@ -137,8 +221,9 @@ func (s *Server) setMaintenance(on bool) {
 	}
 }
 
-// sawStoreID makes id the store id this replica knows; when it changed (the store was replaced
-// or restored), every agent must re-read its view. s.sys.mu must be held.
+// sawStoreID makes id, which a watch event of the store this replica follows brought, the
+// store id it knows; when it changed (the store was replaced or restored), every agent must
+// re-read its view. s.sys.mu must be held.
 func (s *Server) sawStoreID(id string) {
 	s.st.SawID(id)
 	if old, _ := s.storeID.Swap(id).(string); old != id {

@@ -109,6 +109,7 @@ func (s *Store) pumpChanges(ctx, wctx context.Context, wt clientv3.Watcher, open
 	defer quiet.Stop()
 	asked := false
 	var wch clientv3.WatchChan // nil until the watch is open
+	conns := s.connEnds.Load()
 	for {
 		var resp clientv3.WatchResponse
 		var ok bool
@@ -137,6 +138,14 @@ func (s *Store) pumpChanges(ctx, wctx context.Context, wt clientv3.Watcher, open
 				return errors.New("watch: the store is closed")
 			}
 			return errors.New("watch: closed by etcd")
+		}
+		// The etcd client resumes a watch whose connection broke on the next connection it
+		// opens, from the revision after the last it delivered: when the endpoints lead to
+		// another store now (another cluster, one restored from a snapshot), it would follow
+		// that store's history as if it were the one before, silently. It ends instead, for
+		// the caller to learn what store it is on (see ErrReconnected).
+		if s.connEnds.Load() != conns {
+			return ErrReconnected
 		}
 		if err := resp.Err(); err != nil {
 			if ctx.Err() != nil {

@@ -136,6 +136,12 @@ type SysChange struct {
 // ErrCompacted is returned by Watch when the start revision was compacted.
 var ErrCompacted = errors.New("revision compacted")
 
+// ErrReconnected is returned by Watch when a connection to etcd ended while it ran: the etcd
+// client would resume it on another connection, perhaps to another store (another cluster, or
+// one restored from a snapshot), whose history is not the one it followed. Checked before
+// each answer is delivered.
+var ErrReconnected = errors.New("watch: a connection to etcd ended and the watch would resume on another; watching again")
+
 // ErrWatchSilent is returned by Watch when it heard nothing from etcd for twice
 // WatchProgressInterval, not even the progress notification it asked for.
 var ErrWatchSilent = errors.New("watch: etcd sent nothing, not even the progress notification asked for; watching again")
@@ -173,6 +179,7 @@ type Store struct {
 	compacted compactedCache // what Compacted learnt of an external etcd's compaction
 
 	observer atomic.Pointer[Observer] // told of every unary etcd request (metrics)
+	connEnds atomic.Int64             // connections to etcd that ended (see ErrReconnected)
 
 	ctx       context.Context // ends on Close; bounds background work
 	cancel    context.CancelFunc
@@ -284,7 +291,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			MinConnectTimeout: cfg.DialTimeout,
 		}),
 			grpc.WithChainUnaryInterceptor(s.retryReads, s.observeUnary),
-			grpc.WithStatsHandler(sentTracker{})},
+			grpc.WithStatsHandler(sentTracker{connEnds: &s.connEnds})},
 	})
 	if err != nil {
 		s.cancel()
@@ -452,6 +459,14 @@ func (s *Store) loadID(ctx context.Context) (string, error) {
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	k := s.sysRoot + storeIDKey
+	// A read first: a store has its id but once, and a read is answered where a write is
+	// refused (etcd out of space refuses a transaction that may write, even one that would not).
+	if get, err := s.cli.Get(ctx, k); err != nil {
+		return "", s.etcdErr(ctx, "store id", err)
+	} else if len(get.Kvs) > 0 && len(get.Kvs[0].Value) > 0 {
+		s.SawID(string(get.Kvs[0].Value))
+		return string(get.Kvs[0].Value), nil
+	}
 	fresh := newID()
 	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).

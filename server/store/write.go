@@ -376,8 +376,11 @@ func withSent(ctx context.Context, sent *atomic.Bool) context.Context {
 }
 
 // sentTracker is a gRPC stats handler that tells whether a call's request left: gRPC reports a
-// client's OutPayload only after the message was queued on a connection's stream.
-type sentTracker struct{}
+// client's OutPayload only after the message was queued on a connection's stream. It also
+// counts the client's connections that end (see ErrReconnected).
+type sentTracker struct {
+	connEnds *atomic.Int64 // counts the client's connections that end
+}
 
 func (sentTracker) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
 
@@ -391,7 +394,11 @@ func (sentTracker) HandleRPC(ctx context.Context, st stats.RPCStats) {
 
 func (sentTracker) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
 
-func (sentTracker) HandleConn(context.Context, stats.ConnStats) {}
+func (t sentTracker) HandleConn(_ context.Context, st stats.ConnStats) {
+	if _, ok := st.(*stats.ConnEnd); ok && t.connEnds != nil {
+		t.connEnds.Add(1)
+	}
+}
 
 // retryReads bounds each try of a read (a Range, or a Txn of Ranges only) by the try's timeout
 // (see attemptCtx) and tries again while the call's ctx allows: the balancer sends the next try

@@ -34,7 +34,7 @@ const clientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 // Proxy forwards connections from its own loopback address to a target address.
 type Proxy struct {
 	tb     testing.TB
-	target string
+	target string // where new connections go (under mu: see Retarget)
 	ln     net.Listener
 
 	mu       sync.Mutex
@@ -120,6 +120,19 @@ func (p *Proxy) Down() {
 	}
 }
 
+// Retarget closes every open connection and forwards new ones to target (host:port or an etcd
+// endpoint's URL) from now on: the clients' endpoints lead to another server, as when a DNS name
+// or a load balancer is pointed at another cluster.
+func (p *Proxy) Retarget(target string) {
+	p.mu.Lock()
+	p.target = strings.TrimPrefix(strings.TrimPrefix(target, "http://"), "https://")
+	conns := p.takeConnsLocked()
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.close()
+	}
+}
+
 // Up undoes Down (and a CutBeforeRequest that went down).
 func (p *Proxy) Up() {
 	p.mu.Lock()
@@ -184,13 +197,13 @@ func (p *Proxy) accept() {
 			return
 		}
 		p.mu.Lock()
-		down := p.down
+		down, target := p.down, p.target
 		p.mu.Unlock()
 		if down {
 			cc.Close()
 			continue
 		}
-		sc, err := net.Dial("tcp", p.target)
+		sc, err := net.Dial("tcp", target)
 		if err != nil {
 			cc.Close()
 			continue
