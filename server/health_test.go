@@ -7,9 +7,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/testutil"
@@ -198,4 +202,63 @@ func TestAuth_IPv6RateLimitPerSlash64(t *testing.T) {
 	if code := get("[2001:db8:0:1::1]:40000"); code != http.StatusUnauthorized {
 		t.Errorf("a request from another /64 answered %d, want 401", code)
 	}
+}
+
+// TestHealth_DepsReportsNOSPACE: etcd out of space (the NOSPACE alarm) refuses every write while
+// it stays reachable with a leader. /health/deps said 200, reachable, leader, and nothing else;
+// it now says degraded, names the alarm and what it does (a fixed text without a token, which
+// names no address), and stays 200 (reads go on: a load balancer must not take every replica
+// out); /v1/status's etcd says the same. Disarmed, the report is clean again.
+func TestHealth_DepsReportsNOSPACE(t *testing.T) {
+	st, eps, _ := ownEtcdStore(t, t.TempDir())
+	f := newFixtureOn(t, st)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ms, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	member := ms.Members[0].ID
+	alarm := &etcdserverpb.AlarmRequest{Action: etcdserverpb.AlarmRequest_ACTIVATE, MemberID: member, Alarm: etcdserverpb.AlarmType_NOSPACE}
+	if _, err := etcdserverpb.NewMaintenanceClient(cli.ActiveConnection()).Alarm(ctx, alarm); err != nil {
+		t.Fatal(err)
+	}
+	f.mustErr(f.do("PUT", "/v1/kv/shared/x", "1"), 503, api.CodeUnavailable, "NOSPACE")
+
+	degraded := func(d DepsHealth) bool {
+		return d.Reachable && d.Leader && d.Degraded && slices.Equal(d.Alarms, []string{"NOSPACE"}) &&
+			strings.Contains(d.Error, "out of space") && strings.Contains(d.Error, "refuses every write")
+	}
+	var d DepsHealth
+	r := f.doToken("", "GET", "/health/deps", "")
+	f.must(r, 200, &d)
+	if !degraded(d) || len(d.Endpoints) != 0 || strings.Contains(string(r.body), "127.0.0.1") {
+		t.Fatalf("/health/deps without a token, etcd out of space: %s", r.body)
+	}
+	d = DepsHealth{}
+	r = f.do("GET", "/health/deps", "")
+	f.must(r, 200, &d)
+	if !degraded(d) || len(d.Endpoints) == 0 {
+		t.Fatalf("/health/deps with an admin token, etcd out of space: %s", r.body)
+	}
+	var status Status
+	f.must(f.do("GET", "/v1/status", ""), 200, &status)
+	if !degraded(status.Etcd) {
+		t.Fatalf("/v1/status's etcd, etcd out of space: %+v", status.Etcd)
+	}
+
+	if _, err := cli.AlarmDisarm(ctx, &clientv3.AlarmMember{MemberID: member, Alarm: etcdserverpb.AlarmType_NOSPACE}); err != nil {
+		t.Fatal(err)
+	}
+	d = DepsHealth{}
+	f.must(f.doToken("", "GET", "/health/deps", ""), 200, &d)
+	if !d.Reachable || !d.Leader || d.Degraded || len(d.Alarms) != 0 || d.Error != "" {
+		t.Fatalf("/health/deps once the alarm is disarmed: %+v", d)
+	}
+	f.put("shared/x", "2")
 }

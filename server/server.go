@@ -786,7 +786,11 @@ type DepsHealth struct {
 	Leader    bool     `json:"leader"`
 	LatencyMS float64  `json:"latency_ms"`
 	Endpoints []string `json:"endpoints,omitempty"`
-	Error     string   `json:"error,omitempty"`
+	// Degraded says that etcd serves but has raised Alarms (NOSPACE: every write is refused),
+	// which Error describes: the replica answers reads (200), and an operator must act.
+	Degraded bool     `json:"degraded,omitempty"`
+	Alarms   []string `json:"alarms,omitempty"`
+	Error    string   `json:"error,omitempty"`
 }
 
 // deps asks the store how it is, within depsTimeout; ok says whether it can serve.
@@ -799,6 +803,8 @@ func (s *Server) deps(ctx context.Context) (out DepsHealth, ok bool) {
 		Leader:    h.Leader,
 		LatencyMS: float64(h.Latency.Microseconds()) / 1000,
 		Endpoints: h.Endpoints,
+		Degraded:  err == nil && len(h.Alarms) > 0,
+		Alarms:    h.Alarms,
 		Error:     h.Error,
 	}
 	if err != nil && out.Error == "" {
@@ -810,7 +816,9 @@ func (s *Server) deps(ctx context.Context) (out DepsHealth, ok bool) {
 // handleHealthDeps answers etcd's health. Each answer costs a read through etcd's leader, so
 // a client without an operator's token is held to the rate limit of its address, and is not
 // told etcd's endpoints nor its errors (they name the cluster's addresses), only a fixed
-// reason: shoelace status sends its token and gets them.
+// reason: shoelace status sends its token and gets them. etcd's alarms (NOSPACE) leave it 200,
+// degraded: the replica serves reads, and a load balancer that took every replica out for
+// them would stop the agents' reads too; the answer names them and what they do.
 func (s *Server) handleHealthDeps(w http.ResponseWriter, r *http.Request) error {
 	operator := s.operatorToken(r)
 	if !operator {
@@ -829,7 +837,7 @@ func (s *Server) handleHealthDeps(w http.ResponseWriter, r *http.Request) error 
 	out.Endpoints = nil
 	switch {
 	case ok:
-		out.Error = ""
+		out.Error = store.AlarmsError(out.Alarms) // fixed texts, no address
 	case !out.Reachable:
 		out.Error = "etcd is unreachable"
 	case !out.Leader:

@@ -4,17 +4,23 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 )
 
-// Health checks etcd: reachable, has a leader, and how long a linearizable read took.
+// Health checks etcd: reachable, has a leader, how long a linearizable read took, and the
+// cluster's alarms (NOSPACE: its database reached --quota-backend-bytes and every write is
+// refused until an operator frees space and disarms it).
 //
 // The returned Health is filled in either way; the error is non-nil (an api.CodeUnavailable
-// error) exactly when etcd is unreachable or has no leader.
+// error) exactly when etcd is unreachable or has no leader. An alarm is no error (reads go on):
+// Alarms name it and Error says what it does.
 func (s *Store) Health(ctx context.Context) (Health, error) {
 	h := Health{Endpoints: s.cli.Endpoints()}
 	ctx, cancel := s.opCtx(ctx)
@@ -25,6 +31,16 @@ func (s *Store) Health(ctx context.Context) (Health, error) {
 	h.Latency = time.Since(start)
 	if err == nil {
 		h.Reachable, h.Leader = true, true
+		// A member that cannot be asked for its alarms says nothing of them: the read
+		// above is what health is.
+		if resp, aerr := s.cli.AlarmList(ctx); aerr == nil {
+			for _, a := range resp.Alarms {
+				if t := a.Alarm.String(); a.Alarm != etcdserverpb.AlarmType_NONE && !slices.Contains(h.Alarms, t) {
+					h.Alarms = append(h.Alarms, t)
+				}
+			}
+			h.Error = AlarmsError(h.Alarms)
+		}
 		return h, nil
 	}
 	err = s.etcdErr(ctx, "etcd health", err)
@@ -51,7 +67,25 @@ type Health struct {
 	Leader    bool          `json:"leader"`
 	Latency   time.Duration `json:"-"`
 	Endpoints []string      `json:"endpoints"`
-	Error     string        `json:"error,omitempty"`
+	// Alarms are the etcd cluster's alarms raised (NOSPACE, CORRUPT), none when it has none.
+	Alarms []string `json:"alarms,omitempty"`
+	Error  string   `json:"error,omitempty"`
+}
+
+// AlarmsError says what etcd's alarms do ("" when there are none); it names no address.
+func AlarmsError(alarms []string) string {
+	var parts []string
+	for _, a := range alarms {
+		switch a {
+		case etcdserverpb.AlarmType_NOSPACE.String():
+			parts = append(parts, "etcd is out of space (alarm NOSPACE: its database reached --quota-backend-bytes) and refuses every write until an operator compacts, defragments and runs 'etcdctl alarm disarm'; reads go on")
+		case etcdserverpb.AlarmType_CORRUPT.String():
+			parts = append(parts, "etcd found its data corrupt on a member (alarm CORRUPT): restore that member")
+		default:
+			parts = append(parts, "etcd raised alarm "+a)
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 // Snapshot streams an etcd snapshot of the whole store to w.
