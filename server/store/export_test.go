@@ -47,3 +47,6 @@ func BatchesRefused(s *Store) int {
 	defer s.batch.mu.Unlock()
 	return s.batch.refused
 }
+
+// CompactedProbes is how many times Compacted asked etcd.
+func CompactedProbes(s *Store) int64 { return s.compacted.probes.Load() }
