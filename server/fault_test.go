@@ -249,22 +249,7 @@ func TestStoreOutOfSpace_WritesSayNotApplied(t *testing.T) {
 	f := newFixtureOn(t, st)
 	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
 
-	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ms, err := cli.MemberList(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	alarm := &etcdserverpb.AlarmRequest{Action: etcdserverpb.AlarmRequest_ACTIVATE,
-		MemberID: ms.Members[0].ID, Alarm: etcdserverpb.AlarmType_NOSPACE}
-	if _, err := etcdserverpb.NewMaintenanceClient(cli.ActiveConnection()).Alarm(ctx, alarm); err != nil {
-		t.Fatal(err)
-	}
+	disarm := raiseNOSPACE(t, eps)
 
 	for _, w := range []struct{ method, path, body string }{
 		{"PUT", "/v1/kv/appliances/web/a", "2"},
@@ -284,8 +269,35 @@ func TestStoreOutOfSpace_WritesSayNotApplied(t *testing.T) {
 		t.Fatalf("view while etcd is out of space: %+v", v)
 	}
 
-	if _, err := cli.AlarmDisarm(ctx, &clientv3.AlarmMember{MemberID: ms.Members[0].ID, Alarm: etcdserverpb.AlarmType_NOSPACE}); err != nil {
+	disarm()
+	f.put("appliances/web/a", "4")
+}
+
+// raiseNOSPACE raises etcd's NOSPACE alarm on the etcd at eps (as its database reaching
+// --quota-backend-bytes does) and returns what disarms it.
+func raiseNOSPACE(t *testing.T, eps []string) (disarm func()) {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
+	if err != nil {
 		t.Fatal(err)
 	}
-	f.put("appliances/web/a", "4")
+	t.Cleanup(func() { cli.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ms, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	member := ms.Members[0].ID
+	alarm := &etcdserverpb.AlarmRequest{Action: etcdserverpb.AlarmRequest_ACTIVATE, MemberID: member, Alarm: etcdserverpb.AlarmType_NOSPACE}
+	if _, err := etcdserverpb.NewMaintenanceClient(cli.ActiveConnection()).Alarm(ctx, alarm); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := cli.AlarmDisarm(ctx, &clientv3.AlarmMember{MemberID: member, Alarm: etcdserverpb.AlarmType_NOSPACE}); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -12,9 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/etcdserverpb"
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/testutil"
 )
@@ -212,22 +209,7 @@ func TestAuth_IPv6RateLimitPerSlash64(t *testing.T) {
 func TestHealth_DepsReportsNOSPACE(t *testing.T) {
 	st, eps, _ := ownEtcdStore(t, t.TempDir())
 	f := newFixtureOn(t, st)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ms, err := cli.MemberList(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	member := ms.Members[0].ID
-	alarm := &etcdserverpb.AlarmRequest{Action: etcdserverpb.AlarmRequest_ACTIVATE, MemberID: member, Alarm: etcdserverpb.AlarmType_NOSPACE}
-	if _, err := etcdserverpb.NewMaintenanceClient(cli.ActiveConnection()).Alarm(ctx, alarm); err != nil {
-		t.Fatal(err)
-	}
+	disarm := raiseNOSPACE(t, eps)
 	f.mustErr(f.do("PUT", "/v1/kv/shared/x", "1"), 503, api.CodeUnavailable, "NOSPACE")
 
 	degraded := func(d DepsHealth) bool {
@@ -252,9 +234,7 @@ func TestHealth_DepsReportsNOSPACE(t *testing.T) {
 		t.Fatalf("/v1/status's etcd, etcd out of space: %+v", status.Etcd)
 	}
 
-	if _, err := cli.AlarmDisarm(ctx, &clientv3.AlarmMember{MemberID: member, Alarm: etcdserverpb.AlarmType_NOSPACE}); err != nil {
-		t.Fatal(err)
-	}
+	disarm()
 	d = DepsHealth{}
 	f.must(f.doToken("", "GET", "/health/deps", ""), 200, &d)
 	if !d.Reachable || !d.Leader || d.Degraded || len(d.Alarms) != 0 || d.Error != "" {
