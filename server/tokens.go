@@ -51,11 +51,6 @@ func validateTokenRequest(req *api.TokenRequest) error {
 			return bodyError("a token may hold at most 100 read and 100 write prefixes")
 		}
 		for i, p := range *list {
-			if p == "" {
-				// "/" is every key; "" is what a stray comma or an unset variable makes, and
-				// granting every key for it would be the costliest way to read it.
-				return api.Errorf(api.CodeInvalidKey, "invalid prefix \"\": is empty; give \"/\" for every key")
-			}
 			np, err := api.ValidatePrefix(p)
 			if err != nil {
 				return err
