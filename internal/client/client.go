@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
@@ -221,13 +222,22 @@ func (c *Client) Do(ctx context.Context, r Request, out any) (Meta, error) {
 			return meta, apiErr
 		}
 		lastErr = apiErr
-		wait := min(max(meta.RetryAfter, 100*time.Millisecond), maxRetryAfter)
+		wait := retryWait(meta.RetryAfter)
 		select {
 		case <-ctx.Done():
 			return meta, apiErr
 		case <-time.After(wait):
 		}
 	}
+}
+
+// retryWait is how long to wait before retrying an answer with Retry-After ra: ra (at least 100
+// ms, at most maxRetryAfter) and up to half as long again, at random. Retry-After is the earliest
+// time to come back; without the spread, the pipelines a 429 turned away together all came back
+// together and were turned away again (10 parallel puts at --rate-limit 1: 2 went through).
+func retryWait(ra time.Duration) time.Duration {
+	w := min(max(ra, 100*time.Millisecond), maxRetryAfter)
+	return min(w+rand.N(w/2+1), maxRetryAfter)
 }
 
 func (c *Client) once(ctx context.Context, r Request) (Meta, []byte, error) {

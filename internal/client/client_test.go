@@ -223,3 +223,25 @@ func TestDo_OutcomeUnknownIsNeverRetried(t *testing.T) {
 		t.Fatalf("Put = %v after %d calls; want outcome_unknown after 1", err, calls.Load())
 	}
 }
+
+// A retry waits Retry-After and up to half as long again, at random, within the cap: pipelines
+// turned away together (429) come back spread out, not together.
+func TestRetryWait_Spreads(t *testing.T) {
+	for _, c := range []struct{ ra, lo, hi time.Duration }{
+		{time.Second, time.Second, 1500 * time.Millisecond},
+		{0, 100 * time.Millisecond, 150 * time.Millisecond},
+		{time.Hour, maxRetryAfter, maxRetryAfter},
+	} {
+		seen := map[time.Duration]bool{}
+		for range 200 {
+			w := retryWait(c.ra)
+			if w < c.lo || w > c.hi {
+				t.Fatalf("Retry-After %s: waits %s, want %s to %s", c.ra, w, c.lo, c.hi)
+			}
+			seen[w] = true
+		}
+		if c.lo < c.hi && len(seen) < 50 {
+			t.Errorf("Retry-After %s: 200 waits took %d values", c.ra, len(seen))
+		}
+	}
+}
