@@ -65,7 +65,9 @@ EXAMPLES:
 				Description: `Prints a header line, then one line per agent that reported in the last 7 days, tab-separated:
 INSTANCE (its X-Shoelace-Instance, by default its hostname), APPLIED (the last revision at
 which all its templates were installed), LAST_SEEN (its last request, server time), REMOTE
-(the address it came from) and TOKEN (the token's name). Needs a token that may read the
+(the address it came from), TOKEN (the token's name), ENROLLED (yes when it reports with an
+instance token of its own) and LAST_ERROR (its pass's failure, "at revision N: …", or -). With
+no agent yet, the header alone, and a note on stderr. Needs a token that may read the
 appliance's keys. With --output json, prints {"appliance","instances":[…]}.
 
 EXAMPLES:
@@ -349,13 +351,12 @@ func (e *cliEnv) applianceInstances(c *cli.Context) error {
 		}
 		return printJSON(e.stdout, l)
 	}
-	if len(l.Instances) == 0 {
-		fmt.Fprintf(e.stderr, "no agent of %s has reported yet (agents report on every long-poll, with X-Shoelace-Instance)\n", name)
-		return nil
-	}
 	// Tab-separated columns under one header line (tail -n +2 drops it; -o json for scripts).
 	var b strings.Builder
 	b.WriteString("INSTANCE\tAPPLIED\tLAST_SEEN\tREMOTE\tTOKEN\tENROLLED\tLAST_ERROR\n")
+	if len(l.Instances) == 0 {
+		fmt.Fprintf(e.stderr, "no agent of %s has reported yet (agents report on every long-poll, with X-Shoelace-Instance)\n", name)
+	}
 	for _, in := range l.Instances {
 		enrolled, lastErr := "no", "-"
 		if in.Enrolled {
