@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -167,6 +168,11 @@ func (a *Agent) Warnings() []string {
 		}
 		for _, tw := range t.t.Warnings() {
 			w = append(w, fmt.Sprintf("%s: %s", t.cfg.where(), tw))
+		}
+		if fi, err := os.Stat(t.cfg.Destination); err == nil && !fi.Mode().IsRegular() {
+			// once and run fail on it at every pass (render --dry says so too).
+			w = append(w, fmt.Sprintf("%s: destination %s is %s, not a regular file: every render of it will fail until it is moved away",
+				t.cfg.where(), t.cfg.Destination, atomicfile.TypeName(fi.Mode())))
 		}
 		for _, fn := range t.t.Functions() {
 			if fn == "revision" {

@@ -116,7 +116,8 @@ func TestCLI_Version(t *testing.T) {
 }
 
 // TestCLI_ValidateWarnings: validate points out an inline token that others can read (token_file
-// must be 0600 or stricter; an inline token deserves the same) and a config without templates.
+// must be 0600 or stricter; an inline token deserves the same), a destination that is not a
+// regular file, and a config without templates.
 func TestCLI_ValidateWarnings(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "agent.yaml")
@@ -131,6 +132,13 @@ func TestCLI_ValidateWarnings(t *testing.T) {
 	os.Chmod(cfg, 0o600)
 	if err, stdout, _ = runCLI(t, "validate", "--config", cfg); err != nil || strings.Contains(stdout, "warning") {
 		t.Fatalf("validate of a 0600 config: %v %q", err, stdout)
+	}
+	// A destination that is a directory: once and run would fail on it at every pass.
+	if err := os.Mkdir(dir+"/x", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err, stdout, _ = runCLI(t, "validate", "--config", cfg); err != nil || !strings.Contains(stdout, "destination "+dir+"/x is a directory, not a regular file") {
+		t.Fatalf("validate of a destination that is a directory: %v %q", err, stdout)
 	}
 	os.WriteFile(cfg, []byte("server: http://127.0.0.1:1\nappliance: web\ntoken: t\n"), 0o600)
 	if err, stdout, _ = runCLI(t, "validate", "--config", cfg); err != nil || !strings.Contains(stdout, "warning: "+cfg+": no templates configured") {
