@@ -129,8 +129,9 @@ func TestValidate_CacheDirParentPrivateGroup(t *testing.T) {
 }
 
 // A sticky directory that others may write (as /tmp) may be on the way when the entry under it
-// is the agent's: others cannot rename it. One that does not exist yet is refused: whoever
-// makes it first owns it.
+// is the agent's: others cannot rename it. One that does not exist yet passes, and the agent
+// makes it and judges what it made: whoever makes it first owns it (another user's is refused
+// then; TestValidate_CacheDirParentOfAnotherUser, as root).
 func TestValidate_CacheDirUnderStickyDirectory(t *testing.T) {
 	tmp := mkdir(t, filepath.Join(t.TempDir(), "tmp"), 0o777|os.ModeSticky)
 	cache := mkdir(t, filepath.Join(tmp, "shoelace", "cache"), 0o700)
@@ -141,8 +142,23 @@ func TestValidate_CacheDirUnderStickyDirectory(t *testing.T) {
 		t.Fatalf("cache_dir itself in a sticky directory: %s", problem)
 	}
 	missing := filepath.Join(tmp, "later", "cache")
-	if _, problem := validateCacheDir(t, missing); !strings.Contains(problem, filepath.Join(tmp, "later")+" does not exist: whoever makes it first owns it") {
-		t.Fatalf("a cache_dir to be made in a sticky directory: got %q", problem)
+	if _, problem := validateCacheDir(t, missing); problem != "" {
+		t.Fatalf("a cache_dir to be made in a sticky directory: %s", problem)
+	}
+	if err := mkdirPrivate(missing); err != nil {
+		t.Fatalf("making it: %v", err)
+	}
+	if fi, err := os.Stat(missing); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("made %v, %v", fi, err)
+	}
+	// Something else put there in between (a file, a directory others may write): refused.
+	other := filepath.Join(tmp, "other", "cache")
+	if _, problem := validateCacheDir(t, other); problem != "" {
+		t.Fatalf("a cache_dir to be made in a sticky directory: %s", problem)
+	}
+	mkdir(t, filepath.Join(tmp, "other"), 0o777)
+	if err := mkdirPrivate(other); err == nil || !strings.Contains(err.Error(), "may be written by group or others") {
+		t.Fatalf("a cache_dir made under a directory others may write, put there after the check: %v", err)
 	}
 }
 

@@ -32,7 +32,8 @@ var (
 //   - owned by root or the agent's user (effective uid): its owner may do anything in it;
 //   - not writable by others, nor by its group, unless it has the sticky bit (as /tmp): then
 //     only the owner of an entry may rename or remove it, so the next directory on the way must
-//     exist (whoever makes it first owns it) and be owned by root or the agent's user.
+//     be owned by root or the agent's user — or not exist yet: the agent makes it, and whoever
+//     makes it first owns it, so what it made is judged again (mkdirPrivate).
 //
 // A directory its group may write is accepted when that group has no member but the
 // directory's owner: the user-private-group scheme (a group per user, named for it, alone in it)
@@ -105,8 +106,9 @@ func judgeParent(dir, next string, trusted func(int) bool) error {
 	if fi.Mode()&fs.ModeSticky != 0 {
 		nfi, err := os.Lstat(next)
 		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("%s, above it, may be written by group or others (mode %04o, sticky) and %s does not exist: whoever makes it first owns it; make it (mode 0700) as root or the agent's user before the agent starts",
-				dir, perm, next)
+			// The agent makes it, and judges what it made (mkdirPrivate): another user who
+			// made it first is found then.
+			return nil
 		}
 		if err != nil {
 			return err
