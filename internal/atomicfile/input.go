@@ -1,10 +1,9 @@
 package atomicfile
 
 import (
+	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
 )
 
 // ReadInput reads the regular file at path (symbolic links followed) of at most max bytes
@@ -13,27 +12,20 @@ import (
 // is refused at once instead of hanging the reader for good, SIGTERM included, and a device
 // such as /dev/zero is not read until memory runs out.
 func ReadInput(path string, max int64) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|nonBlock, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is %s, not a regular file", path, TypeName(fi.Mode()))
-	}
-	var r io.Reader = f
+	limit := int64(-1)
 	if max > 0 {
-		r = io.LimitReader(f, max+1)
+		limit = max + 1
 	}
-	b, err := io.ReadAll(r)
-	if err != nil {
+	b, fi, err := readRegular(nil, path, 0, limit, nil)
+	var nr *NotRegularError
+	switch {
+	case errors.As(err, &nr):
+		return nil, fmt.Errorf("%s is %s, not a regular file", path, TypeName(nr.Mode))
+	case err != nil && fi != nil:
 		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if max > 0 && int64(len(b)) > max {
+	case err != nil:
+		return nil, err
+	case max > 0 && int64(len(b)) > max:
 		return nil, &TooLargeError{Path: path, Max: max}
 	}
 	return b, nil

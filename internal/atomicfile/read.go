@@ -28,11 +28,16 @@ func (e *NotRegularError) Error() string {
 // regular as a *NotRegularError, and fi is nil with them; fi is set once the file passed, so
 // that an error with a fi is the read's.
 func ReadRegular(root *os.Root, name string, limit int64, check func(fs.FileInfo) error) (data []byte, fi fs.FileInfo, err error) {
+	return readRegular(root, name, noFollow, limit, check)
+}
+
+// readRegular is ReadRegular, a symbolic link at the name followed unless flags holds noFollow.
+func readRegular(root *os.Root, name string, flags int, limit int64, check func(fs.FileInfo) error) (data []byte, fi fs.FileInfo, err error) {
 	var f *os.File
 	if root != nil {
-		f, err = root.OpenFile(name, os.O_RDONLY|noFollow|nonBlock, 0)
+		f, err = root.OpenFile(name, os.O_RDONLY|flags|nonBlock, 0)
 	} else {
-		f, err = os.OpenFile(name, os.O_RDONLY|noFollow|nonBlock, 0)
+		f, err = os.OpenFile(name, os.O_RDONLY|flags|nonBlock, 0)
 	}
 	if err != nil {
 		return nil, nil, err
