@@ -637,10 +637,7 @@ func (h *hub) wentBack(ctx context.Context, seen int64) bool {
 	}
 	h.log.Warn("the store's revision went back (etcd restored without a revision bump, or another cluster); answering every long-poll with a fresh view",
 		"seen", seen, "revision", rev)
-	h.mu.Lock()
-	h.rev, h.shared, h.forgotten, h.sweptRev = rev, 0, 0, 0
-	clear(h.apps)
-	h.mu.Unlock()
+	h.forgetBefore(rev)
 	if h.onRewind != nil {
 		h.onRewind(ctx, rev) // before the watch resumes: its events are above what the server knew
 	}
@@ -652,11 +649,17 @@ func (h *hub) wentBack(ctx context.Context, seen int64) bool {
 // what it knew of changes at other revisions (of a history the store no longer has, or of
 // another store) is forgotten, and every long-poll is answered with a fresh view.
 func (h *hub) startOver(rev int64) {
+	h.forgetBefore(rev)
+	h.reset(rev)
+}
+
+// forgetBefore is startOver's first half: the hub's revision is rev, and what it knew of
+// changes is forgotten; long-polls are not woken yet.
+func (h *hub) forgetBefore(rev int64) {
 	h.mu.Lock()
 	h.rev, h.shared, h.forgotten, h.sweptRev = rev, 0, 0, 0
 	clear(h.apps)
 	h.mu.Unlock()
-	h.reset(rev)
 }
 
 // otherStore reports whether the endpoints now lead to another store than the one the watch
