@@ -2,7 +2,6 @@ package server
 
 import (
 	"maps"
-	"slices"
 	"strings"
 	"sync"
 
@@ -159,7 +158,12 @@ func (m *mirror) trimLocked() {
 		m.changesFrom = rev
 	}
 	if i > 0 {
-		m.changes = slices.Clone(m.changes[i:])
+		// In place: the array keeps its room for the changes to come (a copy of the exact
+		// length grew again at once, reallocating and copying megabytes under a stream of
+		// writes), and the moved-out tail lets go of its strings.
+		n := copy(m.changes, m.changes[i:])
+		clear(m.changes[n:])
+		m.changes = m.changes[:n]
 	}
 }
 
