@@ -42,3 +42,41 @@ func BenchmarkPutKV(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkTxn is POST /v1/txn of 10 puts through the server's handler, as BenchmarkPutKV is
+// PUT /v1/kv: the server's own work per transaction, which tests/bench's txn rows pay.
+func BenchmarkTxn(b *testing.B) {
+	cfg := testutil.StoreConfig(b)
+	cfg.Endpoints, cfg.DataDir = nil, b.TempDir()
+	f := newFixtureLog(b, testutil.OpenStore(b, cfg), NewLogger(io.Discard, slog.LevelWarn),
+		func(c *Config) { c.RateLimit = 1e6 })
+	h := f.s.Handler()
+	value := strings.Repeat("v", 48)
+	var writers atomic.Int64
+	b.SetParallelism(32)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		w := writers.Add(1)
+		var body strings.Builder
+		body.WriteString(`{"ops":[`)
+		for j := range 10 {
+			if j > 0 {
+				body.WriteByte(',')
+			}
+			fmt.Fprintf(&body, `{"op":"put","key":"appliances/txn%d/k%d","value":%q}`, w, j, value)
+		}
+		body.WriteString(`]}`)
+		for pb.Next() {
+			req := httptest.NewRequest("POST", "/v1/txn", strings.NewReader(body.String()))
+			req.Header.Set("Authorization", "Bearer "+f.token)
+			req.Header.Set("Content-Type", "application/json")
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusOK {
+				b.Errorf("POST /v1/txn: %d %s", rec.Code, rec.Body)
+				return
+			}
+		}
+	})
+}

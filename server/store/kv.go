@@ -254,9 +254,15 @@ func (s *Store) Txn(ctx context.Context, t api.Txn) (int64, error) {
 		cmps = append(cmps, compare(clientv3.ModRevision(k), "=", g.ModRevision))
 		reads = append(reads, clientv3.OpGet(k, clientv3.WithKeysOnly()))
 	}
-	var ops []clientv3.Op
-	e := edits{puts: map[string]string{}}
-	eff := &effect{puts: map[string]string{}}
+	n := len(t.Ops)
+	for _, op := range t.Ops {
+		if op.Recurse {
+			n++
+		}
+	}
+	ops := make([]clientv3.Op, 0, n)
+	e := edits{puts: make(map[string]string, len(t.Ops))}
+	eff := &effect{puts: make(map[string]string, len(t.Ops))}
 	for _, op := range t.Ops {
 		k := s.kvRoot + op.Key
 		switch op.Op {

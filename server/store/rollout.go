@@ -138,8 +138,8 @@ func (g rolloutGuard) wrap(parts txnParts) txnParts {
 		return parts
 	}
 	return func(m marker) ([]clientv3.Cmp, []clientv3.Op, []clientv3.Op) {
-		m.cmps = append(slices.Clip(m.cmps), g.cmps...)
-		m.ops = append(slices.Clip(m.ops), g.ops...)
+		m.cmps = joined(m.cmps, g.cmps)
+		m.ops = joined(m.ops, g.ops)
 		return parts(m)
 	}
 }
