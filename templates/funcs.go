@@ -289,7 +289,7 @@ func (s *state) key(p string) (string, error) {
 	}
 	v, ok := s.readKey(k)
 	if !ok {
-		return "", &MissingKeyError{Template: s.t.name, Key: k}
+		return "", &MissingKeyError{Template: s.t.name, Key: k, Mode: s.t.mode}
 	}
 	return v, nil
 }

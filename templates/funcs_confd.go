@@ -265,11 +265,36 @@ func (s *state) confdGetv(key string, def ...string) (string, error) {
 	return v, nil
 }
 
+// confdMissing is the error of reading the store path key, which confd would not find. It
+// says why when the key is written otherwise than confd's store has it ("db/host" or
+// "/db/host/" for "/db/host"), when the view holds it but the resource's keys do not load
+// it, or when it repeats the prefix that the path is already relative to; otherwise it names
+// the view key and the functions of confd that make it optional.
 func (s *state) confdMissing(key string) error {
-	if k, ok := confdKey(key); ok {
-		return &MissingKeyError{Template: s.t.name, Key: k}
+	e := &MissingKeyError{Template: s.t.name, Key: key, Mode: s.t.mode}
+	k, ok := confdKey(key)
+	if !ok {
+		if c := path.Clean("/" + key); c != key && c != "/" {
+			if _, ok := confdKey(c); ok {
+				e.Hint = fmt.Sprintf("confd finds a key only by its exact path, which starts with '/' and does not end with one: write %q", c)
+			}
+		}
+		return e
 	}
-	return &MissingKeyError{Template: s.t.name, Key: key}
+	e.Key = k
+	_, inView := s.d.Keys[k]
+	switch p := strings.TrimPrefix(s.t.opts.Prefix, "/"); {
+	case inView && !s.confdVisible(k):
+		e.Hint = fmt.Sprintf("the view holds it, but the resource's keys (%s) do not load it, and confd would not either: add %q (or a prefix of it) to keys",
+			strings.Join(s.t.confdKeys, ", "), "/"+k)
+	case !inView && p != "" && strings.HasPrefix(k, strings.TrimSuffix(p, "/")+"/"):
+		rest := strings.TrimPrefix(k, strings.TrimSuffix(p, "/")+"/")
+		if _, ok := s.d.Keys[rest]; ok {
+			e.Hint = fmt.Sprintf("paths are relative to the prefix %s, as in confd, which would read %s here: write %q",
+				path.Clean("/"+p), path.Join("/", p, key), "/"+rest)
+		}
+	}
+	return e
 }
 
 // confdCandidates returns the view keys a listing of the store path or pattern c (cleaned, or

@@ -842,7 +842,7 @@ func (s *state) ctKey(arg string) (string, error) {
 			return v, nil
 		}
 	}
-	return "", &MissingKeyError{Template: s.t.name, Key: k}
+	return "", &MissingKeyError{Template: s.t.name, Key: k, Mode: s.t.mode}
 }
 
 func (s *state) ctKeyExists(arg string) (bool, error) {

@@ -513,10 +513,25 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 type MissingKeyError struct {
 	Template string
 	Key      string
+	// Mode is the template's function set: the advice names functions it has.
+	Mode string
+	// Hint, when set, says why a key of the view was not found (confd mode: the path as
+	// written is not the key's, or the resource's keys do not load it); it replaces the advice.
+	Hint string
 }
 
 func (e *MissingKeyError) Error() string {
-	return fmt.Sprintf("key %q is not in the view (template %s); use keyOr, getv with a default or exists to make it optional", e.Key, e.Template)
+	if e.Hint != "" {
+		return fmt.Sprintf("key %q not found (template %s): %s", e.Key, e.Template, e.Hint)
+	}
+	advice := "use keyOr, getv with a default or exists"
+	switch e.Mode {
+	case ModeConfd:
+		advice = fmt.Sprintf("use getv with a default (getv %q \"DEFAULT\") or exists", "/"+e.Key)
+	case ModeConsulTemplate:
+		advice = "use keyOrDefault or keyExists"
+	}
+	return fmt.Sprintf("key %q is not in the view (template %s); %s to make it optional", e.Key, e.Template, advice)
 }
 
 // Changed reports whether the inputs r recorded differ between two views: a key it read was

@@ -1,0 +1,72 @@
+package templates
+
+import (
+	"errors"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// adviceFuncRE finds the function names a missing-key error advises.
+var adviceFuncRE = regexp.MustCompile(`\b(keyOrDefault|keyExists|keyOr|getv|exists)\b`)
+
+// TestMissingKeyError_ByMode: the error of a render that reads a missing key tells how to make
+// it optional with functions the template's mode has (a confd template told to use keyOr got
+// 'function "keyOr" not defined' for following the advice), and, in confd mode, why a key the
+// view holds was not found: a path written otherwise than confd's store has it, a key the
+// resource's keys do not load, a path that repeats the prefix. It never says "is not in the
+// view" of a key that is.
+func TestMissingKeyError_ByMode(t *testing.T) {
+	keys := map[string]string{"db/host": "h", "upstream/a": "1"}
+	for _, tc := range []struct {
+		name, mode, text string
+		opts             Options
+		key              string   // MissingKeyError.Key
+		want             []string // in the message
+	}{
+		{name: "native", mode: ModeNative, text: `{{key "db/port"}}`, key: "db/port",
+			want: []string{`key "db/port" is not in the view`, "keyOr"}},
+		{name: "confd absent", mode: ModeConfd, text: `{{getv "/db/port"}}`, key: "db/port",
+			want: []string{`key "db/port" is not in the view`, `getv "/db/port" "DEFAULT"`, "exists"}},
+		{name: "confd get absent", mode: ModeConfd, text: `{{(get "/db/port").Value}}`, key: "db/port",
+			want: []string{`key "db/port" is not in the view`}},
+		{name: "confd no leading slash", mode: ModeConfd, text: `{{getv "db/host"}}`, key: "db/host",
+			want: []string{`key "db/host" not found`, `write "/db/host"`}},
+		{name: "confd trailing slash", mode: ModeConfd, text: `{{getv "/db/host/"}}`, key: "/db/host/",
+			want: []string{`key "/db/host/" not found`, `write "/db/host"`}},
+		{name: "confd not loaded by keys", mode: ModeConfd, text: `{{getv "/upstream/a"}}`, opts: Options{ConfdKeys: []string{"/db"}}, key: "upstream/a",
+			want: []string{`key "upstream/a" not found`, "resource's keys (/db) do not load it", `add "/upstream/a"`}},
+		{name: "confd repeats the prefix", mode: ModeConfd, text: `{{getv "/production/web/db/host"}}`, opts: Options{Prefix: "/production/web"}, key: "production/web/db/host",
+			want: []string{"relative to the prefix /production/web", "/production/web/production/web/db/host", `write "/db/host"`}},
+		{name: "consul-template", mode: ModeConsulTemplate, text: `{{key "db/port"}}`, key: "db/port",
+			want: []string{`key "db/port" is not in the view`, "keyOrDefault", "keyExists"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := tc.opts
+			opts.Name, opts.Functions = "t.tmpl", tc.mode
+			_, err := mustParse(t, tc.text, opts).Execute(Data{Keys: keys})
+			var mk *MissingKeyError
+			if !errors.As(err, &mk) {
+				t.Fatalf("error %v, want a *MissingKeyError", err)
+			}
+			if mk.Key != tc.key {
+				t.Errorf("Key = %q, want %q", mk.Key, tc.key)
+			}
+			msg := mk.Error()
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("message %q does not say %q", msg, w)
+				}
+			}
+			if _, inView := keys[mk.Key]; inView && strings.Contains(msg, "is not in the view") {
+				t.Errorf("message %q says a key of the view is not in it", msg)
+			}
+			// Every function the message names is one the mode has.
+			for _, fn := range adviceFuncRE.FindAllString(msg, -1) {
+				if _, err := Parse(`{{if false}}{{`+fn+`}}{{end}}`, Options{Functions: tc.mode}); err != nil {
+					t.Errorf("message %q advises %s, which %s mode does not have: %v", msg, fn, tc.mode, err)
+				}
+			}
+		})
+	}
+}
