@@ -13,6 +13,7 @@ import (
 	"strings"
 	"text/template"
 	"text/template/parse"
+	"time"
 
 	"github.com/BurntSushi/toml"
 	"gopkg.in/yaml.v3"
@@ -58,6 +59,13 @@ type confdResource struct {
 		ReloadCmd string   `toml:"reload_cmd"`
 	} `toml:"template"`
 }
+
+// ConfdCommandTimeout bounds the check_cmd and reload_cmd of a confd resource. confd waits for
+// them without a bound, and the reload a resource runs is often a `systemctl restart`, which
+// waits for the service to stop and start again (90 s each by default): the 30 s of
+// DefaultCommandTimeout would kill a reload that worked under confd, fail it and roll it back.
+// A bound remains, so that a hung command cannot stop the agent for good.
+const ConfdCommandTimeout = 5 * time.Minute
 
 // confdConnectionSettings are confd.toml's settings for reaching its backend (and polling
 // it): the agent reaches the Shoelace server instead, so they are ignored.
@@ -324,6 +332,9 @@ func parseConfdResource(name string, data []byte, dir string, global confdSettin
 				errs = append(errs, fmt.Sprintf("%s: check_cmd: %v", where("check_cmd"), err))
 			}
 			t.Check = c
+		}
+		if t.Command != "" || t.Check != "" {
+			t.CommandTimeout = Duration(ConfdCommandTimeout)
 		}
 	}
 	// As confd loads them: the template sees only the keys at or below these (none without).

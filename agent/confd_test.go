@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shoelace-dev/shoelace/agent"
 )
@@ -220,5 +221,52 @@ func TestLoadConfig_ConfdDir(t *testing.T) {
 		if _, err := agent.LoadConfig(path); err == nil || !strings.Contains(err.Error(), "confd_dir: stat /nonexistent/confd: no such file") {
 			t.Fatalf("missing confd_dir: %v", err)
 		}
+	}
+}
+
+// TestReadConfdDir_CommandsWaitAsConfd: confd waits for a resource's check_cmd and reload_cmd
+// without a bound, so a reload such as `systemctl restart` of a slow service (90 s to stop and
+// 90 s to start by default) worked under confd; the agent's 30 s default killed it, failed the
+// reload and rolled the file back. A resource's commands run with ConfdCommandTimeout; a
+// resource without commands, or under sync-only, keeps the default.
+func TestReadConfdDir_CommandsWaitAsConfd(t *testing.T) {
+	for _, tc := range []struct {
+		name, confd, fields string
+		want                time.Duration
+	}{
+		{name: "reload_cmd", fields: "reload_cmd = \"systemctl restart app\"\n", want: agent.ConfdCommandTimeout},
+		{name: "check_cmd", fields: "check_cmd = \"app --check {{.src}}\"\n", want: agent.ConfdCommandTimeout},
+		{name: "none", want: agent.DefaultCommandTimeout},
+		{name: "sync-only", confd: "sync-only = true\n", fields: "reload_cmd = \"systemctl restart app\"\n", want: agent.DefaultCommandTimeout},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			files := map[string]string{
+				"conf.d/app.toml":    "[template]\nsrc = \"app.tmpl\"\ndest = \"$DIR/out/app.conf\"\nkeys = [\"/app\"]\n" + tc.fields,
+				"templates/app.tmpl": `{{getv "/app/port"}}`,
+			}
+			if tc.confd != "" {
+				files["confd.toml"] = tc.confd
+			}
+			dir := writeConfd(t, files)
+			r, err := agent.ReadConfdDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := r.Templates[0].Timeout(); got != tc.want {
+				t.Errorf("Timeout() = %v, want %v", got, tc.want)
+			}
+			// As the agent loads it (confd_dir in agent.yaml).
+			cfg := filepath.Join(dir, "agent.yaml")
+			if err := os.WriteFile(cfg, []byte("server: http://127.0.0.1:1\ntoken: t\nappliance: app\ncache_dir: "+filepath.Join(dir, "cache")+"\nconfd_dir: "+dir+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, err := agent.LoadConfig(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Templates[0].Timeout(); got != tc.want {
+				t.Errorf("loaded: Timeout() = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
