@@ -77,6 +77,11 @@ var confdConnectionSettings = map[string]bool{
 	"table": true, "separator": true, "file": true, "filter": true,
 	"watch": true, "interval": true, "log-level": true, "keep-stage-file": true,
 	"secret_keyring": true, // for cget…, which confd mode refuses at parse time
+	// The fields of confd's Config without a TOML name, which its decoder matches by field
+	// name: how it runs (onetime, keepstagefile), Vault's role, and what it sets itself
+	// (configdir and templatedir from confdir; configfile, printversion from its flags).
+	"role": true, "onetime": true, "keepstagefile": true, "configdir": true, "templatedir": true,
+	"configfile": true, "printversion": true,
 }
 
 // confdSettings is confd.toml as far as it matters to the agent.
@@ -208,11 +213,15 @@ func readConfdSettings(dir string) (confdSettings, []string, []string) {
 	if err != nil {
 		return s, nil, []string{tomlError(name, err)}
 	}
-	var errs, ignored, notes []string
+	var errs, ignored, notes, onetime []string
 	for _, k := range md.Undecoded() {
 		switch {
-		case len(k) == 1 && confdConnectionSettings[k[0]]:
+		case len(k) == 1 && confdConnectionSettings[strings.ToLower(k[0])]:
+			// Regardless of case, as confd's TOML decoder matches its fields.
 			ignored = append(ignored, k[0])
+			if strings.EqualFold(k[0], "onetime") {
+				onetime = append(onetime, fmt.Sprintf("%s: %s: for one pass, run shoelace-agent once --confdir %s", keyLine(name, data, k), k[0], dir))
+			}
 		default:
 			errs = append(errs, fmt.Sprintf("%s: unsupported setting %q: confd.toml may hold prefix, confdir, noop, sync-only and confd's connection settings (which are ignored)",
 				keyLine(name, data, k), k.String()))
@@ -222,6 +231,7 @@ func readConfdSettings(dir string) (confdSettings, []string, []string) {
 		notes = append(notes, fmt.Sprintf("%s: %s ignored: the agent reads its keys from the Shoelace server (server: and token_file: in its config) and re-renders on every change",
 			name, strings.Join(ignored, ", ")))
 	}
+	notes = append(notes, onetime...)
 	if s.Confdir != "" && filepath.Clean(s.Confdir) != dir {
 		errs = append(errs, fmt.Sprintf("%s: confdir = %q, but the agent reads %s: point confd_dir (or --confdir) at %s", keyLine(name, data, toml.Key{"confdir"}), s.Confdir, dir, s.Confdir))
 	}

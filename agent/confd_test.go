@@ -270,3 +270,47 @@ func TestReadConfdDir_CommandsWaitAsConfd(t *testing.T) {
 		})
 	}
 }
+
+// TestReadConfdDir_SettingsConfdReads: confd v0.16.0 decodes confd.toml into its Config, whose
+// untagged fields (OneTime, KeepStageFile, Role, …) its TOML decoder matches by name regardless
+// of case, as it does the tagged ones (Backend = "etcdv3"). A confd.toml confd runs with was
+// refused whole ("unsupported setting \"onetime\""), so that no resource rendered; these are
+// ignored with the connection settings now, onetime with how to run one pass. A name confd
+// does not read stays an error.
+func TestReadConfdDir_SettingsConfdReads(t *testing.T) {
+	dir := writeConfd(t, map[string]string{
+		"confd.toml": `Backend = "etcdv3"
+NODES = ["http://127.0.0.1:2379"]
+onetime = true
+keepstagefile = true
+role = "confd"
+Watch = false
+Prefix = "/production/web"
+`,
+		"conf.d/app.toml":    "[template]\nsrc = \"app.tmpl\"\ndest = \"$DIR/out/app.conf\"\nkeys = [\"/app\"]\n",
+		"templates/app.tmpl": `{{getv "/app/port"}}`,
+	})
+	r, err := agent.ReadConfdDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes := strings.Join(r.Notes, "\n")
+	for _, want := range []string{
+		"Backend, NODES, onetime, keepstagefile, role, Watch ignored",
+		"confd.toml:3: onetime: for one pass, run shoelace-agent once --confdir " + dir,
+		"prefix /production/web applies to every resource",
+	} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("notes do not say %q:\n%s", want, notes)
+		}
+	}
+	if len(r.Templates) != 1 || r.Templates[0].Prefix != "/production/web" {
+		t.Fatalf("templates = %+v", r.Templates)
+	}
+
+	bad := writeConfd(t, map[string]string{"confd.toml": "onetime = true\nbogus = 1\n"})
+	_, err = agent.ReadConfdDir(bad)
+	if err == nil || !strings.Contains(err.Error(), `confd.toml:2: unsupported setting "bogus"`) || strings.Contains(err.Error(), "onetime\"") {
+		t.Fatalf("error %v, want bogus (and only it) refused", err)
+	}
+}
