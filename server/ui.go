@@ -44,7 +44,7 @@ const (
 	// uiSessionTTL is how long a console session lasts from sign-in.
 	uiSessionTTL = 8 * time.Hour
 	// uiMaxSessions bounds the sessions a replica keeps; a sign-in over it ends the oldest
-	// session of the token that holds the most.
+	// session of the owner that holds the most (see uiSession.owner).
 	uiMaxSessions = 10000
 	// uiCookie holds the session id; uiSigninCookie the sign-in form's CSRF token.
 	uiCookie       = "shoelace_session"
@@ -65,7 +65,11 @@ const uiCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 
 
 // uiSession is one signed-in browser.
 type uiSession struct {
-	token   string // the token's name
+	token string // the token's name
+	// owner is who holds the token: the agent token that enrolled it for an instance token,
+	// else the token itself. Sessions are counted per owner at the cap: an agent token mints
+	// instance tokens at will, and each of them signing in once must not count as a stranger.
+	owner   string
 	hash    string // the token's hash at sign-in: a new secret under the name ends the session
 	csrf    string // carried by every form of the session
 	created time.Time
@@ -93,33 +97,38 @@ func randomID() string {
 // create starts a session for rec and returns its id.
 func (u *uiSessions) create(rec *tokenRecord, now time.Time) (string, *uiSession) {
 	id := randomID()
-	sess := &uiSession{token: rec.Name, hash: rec.Hash, csrf: randomID(), created: now, expires: now.Add(uiSessionTTL)}
+	owner := rec.Name
+	if rec.Parent != "" {
+		owner = rec.Parent
+	}
+	sess := &uiSession{token: rec.Name, owner: owner, hash: rec.Hash, csrf: randomID(), created: now, expires: now.Add(uiSessionTTL)}
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.m == nil {
 		u.m = map[string]*uiSession{}
 	}
 	if len(u.m) >= uiMaxSessions {
-		// Full: the expired go, then the oldest session of the token that holds the most. Any
-		// token may sign in over and over; it must not push other tokens' sessions out.
+		// Full: the expired go, then the oldest session of the owner that holds the most. Any
+		// token may sign in over and over, and an agent token's holder with as many instance
+		// tokens as it enrolls; neither must push other tokens' sessions out.
 		held := map[string]int{}
 		for k, s := range u.m {
 			if now.After(s.expires) {
 				delete(u.m, k)
 			} else {
-				held[s.token]++
+				held[s.owner]++
 			}
 		}
 		if len(u.m) >= uiMaxSessions {
 			most := ""
-			for tok, n := range held {
-				if n > held[most] || n == held[most] && tok < most {
-					most = tok
+			for owner, n := range held {
+				if n > held[most] || n == held[most] && owner < most {
+					most = owner
 				}
 			}
 			var oldest string
 			for k, s := range u.m {
-				if s.token == most && (oldest == "" || s.expires.Before(u.m[oldest].expires)) {
+				if s.owner == most && (oldest == "" || s.expires.Before(u.m[oldest].expires)) {
 					oldest = k
 				}
 			}
