@@ -362,17 +362,8 @@ func (s *Server) uiApplianceRead(r *http.Request, c *uiCtx, name string) (*uiApp
 	for _, in := range ins.Instances {
 		d.Instances = append(d.Instances, uiInstance{Instance: in, Current: in.Applied >= d.Latest && in.Rollout == ""})
 	}
-	rec, err = s.uiCall(r, s.handleGetRollout, http.MethodGet, map[string]string{"name": name}, nil, nil, nil, "")
-	switch {
-	case errors.Is(err, api.ErrNotFound):
-	case err != nil:
+	if d.Rollout, err = s.uiRollout(r, name); err != nil {
 		return nil, err
-	default:
-		var st api.RolloutStatus
-		if err := json.Unmarshal(rec.body.Bytes(), &st); err != nil {
-			return nil, fmt.Errorf("rollout of %s: %w", name, err)
-		}
-		d.Rollout = &st
 	}
 	rels, err := s.uiReleases(r, name, 5, 0)
 	if err != nil {
@@ -382,6 +373,23 @@ func (s *Server) uiApplianceRead(r *http.Request, c *uiCtx, name string) (*uiApp
 		d.Releases = append(d.Releases, toUIRelease(name, rel))
 	}
 	return d, nil
+}
+
+// uiRollout reads the appliance's current or last rollout through the API's handler; nil when
+// it never had one.
+func (s *Server) uiRollout(r *http.Request, name string) (*api.RolloutStatus, error) {
+	rec, err := s.uiCall(r, s.handleGetRollout, http.MethodGet, map[string]string{"name": name}, nil, nil, nil, "")
+	if errors.Is(err, api.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var st api.RolloutStatus
+	if err := json.Unmarshal(rec.body.Bytes(), &st); err != nil {
+		return nil, fmt.Errorf("rollout of %s: %w", name, err)
+	}
+	return &st, nil
 }
 
 // uiLiveAnswer is the live script's long-poll answer.
@@ -764,27 +772,48 @@ func (s *Server) uiRollback(w http.ResponseWriter, r *http.Request, c *uiCtx) er
 	return nil
 }
 
-// uiRolloutAction confirms, then asks, a rollout's promotion or abort (POST .../rollout).
+// uiRolloutAction confirms, then asks, a rollout's promotion or abort (POST .../rollout). The
+// forms name the rollout (field rollout) and, for a promotion, its step (field at) as the page
+// showed them: a rollout that ended and another that started since, or a step passed meanwhile,
+// is a conflict, as a key's cas is, rather than the abort of a rollout nobody saw or a promotion
+// that skips a step's bake (a confirmation left open, a button pressed twice).
 func (s *Server) uiRolloutAction(w http.ResponseWriter, r *http.Request, c *uiCtx) error {
 	name, err := uiName(r, c.p)
 	if err != nil {
 		return err
 	}
-	action := r.PostForm.Get("action")
+	f := r.PostForm
+	action := f.Get("action")
 	if action != "promote" && action != "abort" {
 		return api.Errorf(api.CodeInvalidRequest, "form field action must be promote or abort, not %s", shorten(action))
 	}
 	if err := c.p.mayWrite(api.ApplianceRoot(name)); err != nil {
 		return err
 	}
+	apply := f.Get("step") == "apply"
+	id, at := f.Get("rollout"), f.Get("at")
+	if apply && (id == "" || action == "promote" && at == "") {
+		return api.Errorf(api.CodeInvalidRequest, "the form does not say which rollout (and step) it confirms: %s it from the appliance's page", action)
+	}
+	cur, err := s.uiRollout(r, name)
+	if err != nil {
+		return err
+	}
+	if cur == nil || cur.State != api.RolloutRunning {
+		return api.Errorf(api.CodeConflict, "appliance %q has no rollout running: nothing to %s", name, action)
+	}
+	if id != "" && cur.ID != id || action == "promote" && at != "" && at != strconv.Itoa(cur.Step) {
+		return api.Errorf(api.CodeConflict, "the rollout of appliance %q changed since the page was shown (now rollout %s at step %d; the page showed %s at step %s): nothing was done; review it on the appliance's page",
+			name, cur.ID, cur.Step, shorten(id), shorten(at))
+	}
 	back := "/ui/appliances/" + url.PathEscape(name)
-	if r.PostForm.Get("step") != "apply" {
+	if !apply {
 		d := uiConfirmData{Name: name, Action: back + "/rollout", Heading: fmt.Sprintf("%s the rollout of %s?", strings.ToUpper(action[:1])+action[1:], name),
-			Fields: [][2]string{{"action", action}}, Back: back}
+			Fields: [][2]string{{"action", action}, {"rollout", cur.ID}, {"at", strconv.Itoa(cur.Step)}}, Back: back}
 		if action == "promote" {
-			d.What, d.Button = "The rollout moves to its next step now, without waiting for the current cohort to bake; after the last step the candidate becomes the live keys.", "Promote"
+			d.What, d.Button = fmt.Sprintf("Rollout %s is at step %d of %d. It moves to its next step now, without waiting for the current cohort to bake; after the last step the candidate becomes the live keys.", cur.ID, cur.Step, len(cur.Steps)), "Promote"
 		} else {
-			d.What, d.Button = "The rollout ends; the instances of its cohorts go back to the live keys.", "Abort the rollout"
+			d.What, d.Button = fmt.Sprintf("Rollout %s ends; the instances of its cohorts go back to the live keys.", cur.ID), "Abort the rollout"
 		}
 		return s.uiOK(w, r, c.page("Confirm", "appliances", d))
 	}

@@ -2,7 +2,10 @@ package server
 
 import (
 	"fmt"
+	"html"
 	"net/http"
+	"net/url"
+	"regexp"
 	"testing"
 	"time"
 
@@ -40,4 +43,65 @@ func TestUI_InstanceTokenFloodKeepsOthers(t *testing.T) {
 		t.Fatalf("%d sessions, want the cap %d", n, uiMaxSessions)
 	}
 	mustStatus(t, victim.get("/ui/store"), http.StatusOK)
+}
+
+var hiddenField = regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([^"]*)">`)
+
+// hiddenFields are the hidden fields of the forms of page body, as a browser sends them.
+func hiddenFields(body []byte) url.Values {
+	out := url.Values{}
+	for _, m := range hiddenField.FindAllSubmatch(body, -1) {
+		out.Set(html.UnescapeString(string(m[1])), html.UnescapeString(string(m[2])))
+	}
+	return out
+}
+
+// A rollout's promotion or abort confirmed on a page that is out of date does nothing: a
+// confirmation of a promotion whose step has passed meanwhile would skip the next step's bake
+// (the same button pressed twice, or a confirmation left open), and one of an abort whose
+// rollout ended, another one started since, would abort a rollout nobody reviewed.
+func TestUI_RolloutActionOfStalePage(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	enrollFleet(t, f, 4)
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/appliances/web?canary=25%25&manual", `{"keys":{"port":"8080"}}`), http.StatusAccepted, &st)
+	c := st.Cohort[0]
+	report(t, f, c, viewOf(t, f, c), "") // a promotion waits for the cohort, not for its bake
+	b := newUIBrowser(t, f.srv.URL, nil)
+	b.signIn(f.token)
+	page := b.get("/ui/appliances/web")
+	mustStatus(t, page, 200)
+	promote := hiddenFields(page.body)
+	promote.Set("action", "promote")
+	if promote.Get("rollout") != st.ID || promote.Get("at") != "0" {
+		t.Fatalf("the page's forms do not name the rollout and its step: %v", promote)
+	}
+	confirm := b.post("/ui/appliances/web/rollout", promote)
+	mustStatus(t, confirm, 200)
+	apply := hiddenFields(confirm.body)
+	mustStatus(t, b.post("/ui/appliances/web/rollout", apply), http.StatusSeeOther)
+	waitFor(t, "the second step", func() bool { return rolloutStatus(t, f).Step == 1 })
+	// The same confirmation again (pressed twice, or sent again from the history).
+	mustStatus(t, b.post("/ui/appliances/web/rollout", apply), http.StatusConflict)
+	// The appliance page shown before the promotion.
+	mustStatus(t, b.post("/ui/appliances/web/rollout", promote), http.StatusConflict)
+	time.Sleep(300 * time.Millisecond) // a promotion the leader had not taken yet would show now
+	if got := rolloutStatus(t, f); got.Step != 1 || got.State != api.RolloutRunning {
+		t.Fatalf("a stale confirmation moved the rollout: step %d, %s", got.Step, got.State)
+	}
+
+	// An abort confirmed for this rollout, sent after it ended and another one started.
+	page = b.get("/ui/appliances/web")
+	abort := hiddenFields(page.body)
+	abort.Set("action", "abort")
+	confirm = b.post("/ui/appliances/web/rollout", abort)
+	mustStatus(t, confirm, 200)
+	f.must(f.do("POST", "/v1/appliances/web/rollout", `{"action":"abort"}`, "Content-Type", "application/json"), 200, nil)
+	var next api.RolloutStatus
+	f.must(f.do("PUT", "/v1/appliances/web?canary=25%25&manual", `{"keys":{"port":"9090"}}`), http.StatusAccepted, &next)
+	mustStatus(t, b.post("/ui/appliances/web/rollout", hiddenFields(confirm.body)), http.StatusConflict)
+	if got := rolloutStatus(t, f); got.ID != next.ID || got.State != api.RolloutRunning {
+		t.Fatalf("the new rollout: %s %s, want %s running", got.ID, got.State, next.ID)
+	}
 }

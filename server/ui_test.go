@@ -480,11 +480,12 @@ func TestUI_RolloutAbort(t *testing.T) {
 	if list := b.get("/ui/"); !strings.Contains(string(list.body), "state-running") {
 		t.Fatalf("list lacks the rollout: %s", list.body)
 	}
-	mustStatus(t, b.post("/ui/appliances/web/rollout", url.Values{"csrf": {c}, "action": {"abort"}}), 200)
+	confirm := b.post("/ui/appliances/web/rollout", url.Values{"csrf": {c}, "action": {"abort"}, "rollout": {st.ID}, "at": {"0"}})
+	mustStatus(t, confirm, 200)
 	if rolloutStatus(t, f).State != api.RolloutRunning {
 		t.Fatal("the confirmation step aborted")
 	}
-	mustStatus(t, b.post("/ui/appliances/web/rollout", url.Values{"csrf": {c}, "action": {"abort"}, "step": {"apply"}}), http.StatusSeeOther)
+	mustStatus(t, b.post("/ui/appliances/web/rollout", hiddenFields(confirm.body)), http.StatusSeeOther)
 	if got := rolloutStatus(t, f).State; got != api.RolloutAborted {
 		t.Fatalf("state %s", got)
 	}
