@@ -308,7 +308,6 @@ func (s *Server) uiStatic(w http.ResponseWriter, r *http.Request) {
 	default:
 		w.Header().Set("Content-Type", "application/octet-stream")
 	}
-	w.Header().Set("Cache-Control", "no-cache")
 	_, _ = w.Write(data)
 }
 

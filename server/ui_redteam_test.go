@@ -105,3 +105,20 @@ func TestUI_RolloutActionOfStalePage(t *testing.T) {
 		t.Fatalf("the new rollout: %s %s, want %s running", got.ID, got.State, next.ID)
 	}
 }
+
+// The console's files are answered with the headers of every console answer, no-store
+// included, as DESIGN.md says of static files (they had no-cache).
+func TestUI_StaticFilesHeaders(t *testing.T) {
+	f := newFixture(t)
+	b := newUIBrowser(t, f.srv.URL, nil)
+	for _, p := range []string{"/ui/static/console.css", "/ui/static/console.js"} {
+		r := b.get(p)
+		mustStatus(t, r, http.StatusOK)
+		if got := r.Header.Get("Cache-Control"); got != "no-store" {
+			t.Errorf("%s: Cache-Control %q, want no-store", p, got)
+		}
+		if r.Header.Get("Content-Security-Policy") != uiCSP || r.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("%s: headers %v", p, r.Header)
+		}
+	}
+}
