@@ -484,8 +484,22 @@ func (s *Server) uiSignin(w http.ResponseWriter, r *http.Request) {
 	secret := strings.TrimSpace(r.PostForm.Get("token"))
 	var rec *tokenRecord
 	if secret != "" && len(secret) <= 512 {
-		if rec = s.auth.lookup(secret); rec == nil && s.auth.loaded.Load() {
-			rec, _ = s.lookupFresh(r.Context(), secret, arrived)
+		if rec = s.auth.lookup(secret); rec == nil {
+			// A token this replica does not know is not known to be unknown while the store
+			// cannot be asked (tokens not loaded since the start, or a read that failed): as
+			// the API, 503, never "revoked" to the holder of a valid token.
+			var err error
+			if s.auth.loaded.Load() {
+				rec, err = s.lookupFresh(r.Context(), secret, arrived)
+			}
+			if rec == nil && (!s.auth.loaded.Load() || err != nil && !s.auth.wasRevoked(secret)) {
+				if r.Context().Err() != nil {
+					return // the browser went away
+				}
+				w.Header().Set("Retry-After", "2")
+				s.uiSigninPage(w, r, http.StatusServiceUnavailable, "The token could not be checked: the store cannot be reached from this replica. Try again in a moment.", r.PostForm.Get("next"))
+				return
+			}
 		}
 	}
 	if rec == nil {

@@ -1,15 +1,20 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"html"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/testutil"
 )
 
 // The holder of an agent token (on every VM of a fleet, in its baked image) enrolls as many
@@ -121,4 +126,43 @@ func TestUI_StaticFilesHeaders(t *testing.T) {
 			t.Errorf("%s: headers %v", p, r.Header)
 		}
 	}
+}
+
+// While the store cannot be asked, a token this replica does not know is not known to be
+// revoked: the sign-in answers 503 with Retry-After, as the API does, not "Unknown or revoked
+// token" to the holder of a valid one; a replica started while the store was down included.
+func TestUI_SigninWhileStoreDown(t *testing.T) {
+	st, _, stop := ownEtcdStore(t, t.TempDir())
+	f := newFixtureOn(t, st)
+	uiSeed(f)
+	tok := f.newToken(api.TokenRequest{Name: "new-ops", Read: []string{"appliances", "shared"}})
+	waitFor(t, "the token in the cache", func() bool { return f.s.auth.byNameRecord("new-ops") != nil })
+	stop()
+	// As if created a moment ago through another replica, its watch event not come yet (after
+	// the store stopped: no watch event puts it back meanwhile).
+	f.s.auth.mu.Lock()
+	rec := f.s.auth.byName["new-ops"]
+	delete(f.s.auth.byName, "new-ops")
+	delete(f.s.auth.byHash, rec.Hash)
+	f.s.auth.mu.Unlock()
+	cfg := testConfig()
+	cfg.AdminTokenFile = filepath.Join(t.TempDir(), "admin.token")
+	g := New(st, cfg, testutil.Logger()) // started with the store down: no token loaded
+	gsrv := httptest.NewServer(g.Handler())
+	for _, c := range []struct{ name, base, token string }{{"not cached", f.srv.URL, tok}, {"not loaded", gsrv.URL, f.token}} {
+		b := newUIBrowser(t, c.base, nil)
+		form := b.get("/ui/")
+		r := b.post("/ui/signin", url.Values{"csrf": {csrf(t, form.body)}, "token": {c.token}})
+		if r.StatusCode != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" ||
+			strings.Contains(string(r.body), "revoked token") || !strings.Contains(string(r.body), `type="password"`) {
+			t.Errorf("%s: status %d, Retry-After %q; body %s", c.name, r.StatusCode, r.Header.Get("Retry-After"), r.body)
+		}
+	}
+	gsrv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := g.Close(ctx); err != nil {
+		t.Errorf("close server: %v", err)
+	}
+	closeBeforeEtcd(t, f)
 }
