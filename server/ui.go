@@ -436,9 +436,17 @@ func (s *Server) uiWrap(h uiHandler, post bool) http.Handler {
 	})
 }
 
-// uiSigninPage answers the sign-in form, with a fresh CSRF token in a cookie and the form.
+// uiSigninPage answers the sign-in form, with its CSRF token in a cookie and the form: the one
+// the browser holds, else a fresh one. Every page asked without a session answers the form (a
+// second tab, the appliance page's script after the session ended): a fresh token each time
+// made the form open in another tab answer "expired" when sent.
 func (s *Server) uiSigninPage(w http.ResponseWriter, r *http.Request, status int, notice, next string) {
 	tok := randomID()
+	if c, err := r.Cookie(uiSigninCookie); err == nil && len(c.Value) == len(tok) {
+		if _, err := base64.RawURLEncoding.DecodeString(c.Value); err == nil {
+			tok = c.Value
+		}
+	}
 	http.SetCookie(w, &http.Cookie{Name: uiSigninCookie, Value: tok, Path: "/ui/", HttpOnly: true, Secure: r.TLS != nil,
 		SameSite: http.SameSiteStrictMode, MaxAge: 3600})
 	s.uiRender(w, r, status, "signin", &uiPage{Title: "Sign in", CSRF: tok, Notice: notice, Data: struct{ Next string }{next}})

@@ -166,3 +166,27 @@ func TestUI_SigninWhileStoreDown(t *testing.T) {
 	}
 	closeBeforeEtcd(t, f)
 }
+
+// A sign-in form open in one tab still signs in after another console page was opened without
+// a session in the same browser (a second tab, or the script of a page whose session ended),
+// which answers the form too: it used to set a new sign-in cookie, and the first form then
+// answered "The sign-in form expired".
+func TestUI_SigninFormSurvivesAnotherTab(t *testing.T) {
+	f := newFixture(t)
+	uiSeed(f)
+	b := newUIBrowser(t, f.srv.URL, nil)
+	first := b.get("/ui/")
+	mustStatus(t, b.get("/ui/appliances/web-frontend"), http.StatusUnauthorized)
+	mustStatus(t, b.get("/ui/"), http.StatusOK)
+	r := b.post("/ui/signin", url.Values{"csrf": {csrf(t, first.body)}, "token": {f.token}})
+	if r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign-in from the first tab: status %d; body %s", r.StatusCode, r.body)
+	}
+	// A made-up sign-in cookie is never taken as the form's token.
+	c := newUIBrowser(t, f.srv.URL, nil)
+	u, _ := url.Parse(f.srv.URL + "/ui/")
+	c.c.Jar.SetCookies(u, []*http.Cookie{{Name: uiSigninCookie, Value: "planted", Path: "/ui/"}})
+	if form := c.get("/ui/"); csrf(t, form.body) == "planted" {
+		t.Fatal("the form took a planted sign-in cookie")
+	}
+}
