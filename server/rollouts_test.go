@@ -604,3 +604,40 @@ func TestRollout_ActionAnswerShowsTheReports(t *testing.T) {
 	}
 	check("abort", ans)
 }
+
+// GET /v1/status names the appliances with a rollout running only as far as the token may read
+// them: a token scoped to one appliance learned every other appliance's name there.
+func TestRollout_StatusShowsReadableOnly(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	f.put("appliances/db/port", "5432")
+	for _, app := range []string{"web", "db"} {
+		agent := f.newToken(api.TokenRequest{Name: "status-" + app + "-agent", Appliance: app})
+		f.enroll(agent, app, "vm-0")
+	}
+	time.Sleep(10 * time.Millisecond) // enrolled before the rollouts started, by the server's clock
+	for _, app := range []string{"web", "db"} {
+		f.must(f.do("PUT", "/v1/appliances/"+app+"?canary=50%25&bake=1h", `{"keys":{"port":"1"}}`), http.StatusAccepted, nil)
+	}
+	running := func(token string) []string {
+		t.Helper()
+		var st Status
+		f.must(f.doToken(token, "GET", "/v1/status", ""), http.StatusOK, &st)
+		return st.Rollouts.Running
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.Equal(running(f.adminToken()), []string{"db", "web"}) {
+		if time.Now().After(deadline) {
+			t.Fatalf("admin sees running rollouts %q, want db and web", running(f.adminToken()))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	web := f.newToken(api.TokenRequest{Name: "status-web-reader", Read: []string{"appliances/web"}})
+	if got := running(web); !slices.Equal(got, []string{"web"}) {
+		t.Errorf("a reader of appliances/web sees running rollouts %q, want only web", got)
+	}
+	shared := f.newToken(api.TokenRequest{Name: "status-shared-writer", Write: []string{"shared"}})
+	if got := running(shared); got == nil || len(got) != 0 {
+		t.Errorf("a writer of shared/ sees running rollouts %q, want [] (not null)", got)
+	}
+}

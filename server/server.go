@@ -743,8 +743,17 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
 	if _, err := query(r); err != nil {
 		return err
 	}
-	if p := principalOf(r); !p.admin && len(p.read) == 0 && len(p.write) == 0 {
+	p := principalOf(r)
+	if !p.admin && len(p.read) == 0 && len(p.write) == 0 {
 		return forbidden("token %s may not read the server's status: it needs a read, write or admin token", shorten(p.name))
+	}
+	// The appliances with a rollout running, as far as the token may read them: a token
+	// scoped to one appliance learns no other's name here, as nowhere else.
+	running := []string{}
+	for _, name := range s.rollouts.running() {
+		if p.mayRead(api.ApplianceRoot(name)) == nil {
+			running = append(running, name)
+		}
 	}
 	etcd, _ := s.deps(r.Context())
 	return writeJSON(w, http.StatusOK, 0, Status{
@@ -764,7 +773,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
 			MaxBytes:      s.cfg.ReleaseMaxBytes,
 			SecretsSealed: s.sealer != nil,
 		},
-		Rollouts: RolloutsStatus{Running: append([]string{}, s.rollouts.running()...), Leading: s.rollouts.leading.Load()},
+		Rollouts: RolloutsStatus{Running: running, Leading: s.rollouts.leading.Load()},
 	})
 }
 
