@@ -542,6 +542,13 @@ func (s *Server) limitAddr(r *http.Request) error {
 	return s.limit("addr " + addrKey(clientIP(r)))
 }
 
+// limitOpen applies the rate limit of a client address to a route that needs no token and costs
+// more than a refusal (/metrics, /v1/openapi.json). Its bucket is not limitAddr's: a scraper
+// that shares an address with clients failing to authenticate is not refused for them.
+func (s *Server) limitOpen(r *http.Request) error {
+	return s.limit("open " + addrKey(clientIP(r)))
+}
+
 func (s *Server) limit(key string) error {
 	ok, retry := s.auth.limits.allow(key, time.Now())
 	if ok {

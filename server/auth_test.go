@@ -503,3 +503,22 @@ func TestAuth_ConcurrentAdminRevocationsKeepOne(t *testing.T) {
 		}
 	}
 }
+
+// The routes that need no token and cost more than a refusal are held to the rate limit of the
+// client's address: a client fetching /metrics without pause took a core from the agents.
+func TestAuth_OpenRoutesLimitedPerAddress(t *testing.T) {
+	for _, path := range []string{"/metrics", "/v1/openapi.json"} {
+		t.Run(path, func(t *testing.T) {
+			f := newFixture(t, func(c *Config) { c.RateLimit = 0.001 }) // a burst of 1, then one per 1000 s
+			f.must(f.doToken("", "GET", path, ""), 200, nil)
+			r := f.doToken("", "GET", path, "")
+			f.mustErr(r, 429, api.CodeRateLimited, "--rate-limit")
+			if r.Header.Get("Retry-After") == "" {
+				t.Fatal("429 without Retry-After")
+			}
+			for i := 0; i < 3; i++ {
+				f.must(f.doToken("", "GET", "/health", ""), 200, nil)
+			}
+		})
+	}
+}

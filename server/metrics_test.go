@@ -96,7 +96,7 @@ func TestMetrics_MoveWithTraffic(t *testing.T) {
 	}
 
 	// Rate limiting is counted.
-	rl := newFixture(t, func(c *Config) { c.RateLimit = 1 })
+	rl := newFixture(t, func(c *Config) { c.RateLimit = 3 }) // a burst of 3: two scrapes get in
 	b := rl.scrape()
 	for range 5 {
 		rl.doToken("", "GET", "/v1/appliances", "")

@@ -63,8 +63,12 @@ func stringKeys(v any, at string) error {
 
 // handleOpenAPI answers the API's description. It needs no token: it is the same for every
 // server of a version, holds nothing of the store, and a client generator fetches it before it
-// has a token.
+// has a token. Like every request without a token, it is held to the rate limit of the
+// client's address: each answer is over 100 KiB.
 func (s *Server) handleOpenAPI(w http.ResponseWriter, r *http.Request) error {
+	if err := s.limitOpen(r); err != nil {
+		return err
+	}
 	if _, err := query(r); err != nil {
 		return err
 	}

@@ -212,7 +212,7 @@ func (s *Server) routes() {
 
 	open("GET /health", s.handleHealth)
 	open("GET /health/deps", s.handleHealthDeps)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{}))
+	open("GET /metrics", s.handleMetrics(promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{})))
 	open("GET /v1/openapi.json", s.handleOpenAPI) // the API's description (docs/openapi.yaml), no token
 
 	v1("GET /v1/kv", s.handleGetKV)
@@ -699,6 +699,20 @@ type Health struct {
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, 0, Health{Status: "ok", Maintenance: s.maintenance.Load()})
+}
+
+// handleMetrics answers Prometheus's scrape with metrics, held to the rate limit of the client's
+// address as requests without a valid token are: an answer costs milliseconds of CPU and tens
+// of KiB, and a client asking without pause took a core from the agents (a scrape every few
+// seconds is far under the limit). /health stays unlimited: its answer costs what a refusal does.
+func (s *Server) handleMetrics(metrics http.Handler) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := s.limitOpen(r); err != nil {
+			return err
+		}
+		metrics.ServeHTTP(w, r)
+		return nil
+	}
 }
 
 // Status is the body of GET /v1/status, what `shoelace status` shows.
