@@ -522,3 +522,26 @@ func TestAuth_OpenRoutesLimitedPerAddress(t *testing.T) {
 		})
 	}
 }
+
+// A method is any token net/http reads, up to the header limit: one of 60 KiB, sent without a
+// token to a route or to none, must not come back whole in the answer or in a log line.
+func TestServer_LongMethodCutInLogsAndAnswers(t *testing.T) {
+	var buf syncBuffer
+	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	f := newFixtureLog(t, testutil.Store(t), log)
+	method := strings.Repeat("M", 60<<10)
+	for _, path := range []string{"/v1/kv/shared/a", "/v1/nothing", "/ui/nothing"} {
+		r := f.doToken("", method, path, "")
+		if r.StatusCode < 400 {
+			t.Fatalf("%s with a 60 KiB method: %d, want a refusal", path, r.StatusCode)
+		}
+		if len(r.body) > 4096 {
+			t.Errorf("%s with a 60 KiB method: answer of %d bytes: %.120s…", path, len(r.body), r.body)
+		}
+	}
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if len(line) > 4096 {
+			t.Errorf("log line of %d bytes: %.200s…", len(line), line)
+		}
+	}
+}

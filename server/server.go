@@ -471,7 +471,7 @@ func (s *Server) end(sw *statusWriter, r *http.Request, start time.Time) {
 	}
 	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 		slog.String("request_id", sw.info.id),
-		slog.String("method", r.Method),
+		slog.String("method", methodText(r.Method)),
 		slog.String("route", route),
 		slog.String("path", cut(r.URL.Path, 512)),
 		slog.Int("status", status),
@@ -531,6 +531,11 @@ func cut(s string, n int) string {
 	}
 	return s
 }
+
+// methodText is a request's method as logs and messages show it: net/http takes any token of
+// up to the header limit (64 KiB) as a method, and each request made of one wrote that much
+// into the access log and the answer; the longest method in use is 16 bytes.
+func methodText(m string) string { return cut(m, 20) }
 
 // shorten quotes s for a message, cut so that a huge input cannot flood a log line.
 func shorten(s string) string {
@@ -652,9 +657,9 @@ func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) error {
 	}
 	if len(allowed) > 0 {
 		w.Header().Set("Allow", strings.Join(allowed, ", "))
-		return api.Errorf(api.CodeMethod, "method %s is not allowed on %s; allowed: %s", r.Method, shorten(r.URL.Path), strings.Join(allowed, ", "))
+		return api.Errorf(api.CodeMethod, "method %s is not allowed on %s; allowed: %s", methodText(r.Method), shorten(r.URL.Path), strings.Join(allowed, ", "))
 	}
-	return api.Errorf(api.CodeNotFound, "no such route: %s %s", r.Method, shorten(r.URL.Path))
+	return api.Errorf(api.CodeNotFound, "no such route: %s %s", methodText(r.Method), shorten(r.URL.Path))
 }
 
 // audit logs one line per write: who, from where, what, at which revision — never values. The

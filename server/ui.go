@@ -272,7 +272,7 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 	back("/ui/appliances/{name}/rollout", appliance(""))
 	back("/ui/store/maintenance", func(*http.Request) string { return "/ui/store" })
 	mux.Handle("/ui/", s.uiWrap(func(w http.ResponseWriter, r *http.Request, c *uiCtx) error {
-		return api.Errorf(api.CodeNotFound, "no such page: %s %s", r.Method, shorten(r.URL.Path))
+		return api.Errorf(api.CodeNotFound, "no such page: %s %s", methodText(r.Method), shorten(r.URL.Path))
 	}, false))
 }
 
