@@ -70,7 +70,8 @@ func (s *Server) handleGetAppliance(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
-	if report != nil {
+	if report != nil && principalOf(r).appliance == pr.name {
+		// Only an agent's report is taken (see handleReport): a read grant reads the view.
 		s.takeReport(r.Context(), report)
 	}
 	if pr.index < 0 {

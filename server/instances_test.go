@@ -203,3 +203,27 @@ func TestStoreRevCheck_BoundsReadsAndWarnings(t *testing.T) {
 		t.Fatal("warnings are not once per token and minute")
 	}
 }
+
+// Reports are an agent's: a token that may read the view without being the appliance's agent
+// token (a read grant, admin) is refused on POST …/report, and what its view requests say of
+// an instance is not recorded — else it listed made-up VMs as applied.
+func TestInstances_OnlyAgentsReport(t *testing.T) {
+	f := newFixture(t)
+	rev := f.put("appliances/web/a", "1")
+	reader := f.newToken(api.TokenRequest{Name: "reader", Read: []string{"shared", "appliances/web"}})
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	body := fmt.Sprintf(`{"instance":"forged","revision":%d,"applied":%d}`, rev, rev)
+	for _, tok := range []string{reader, f.token} {
+		f.mustErr(f.doToken(tok, "POST", "/v1/appliances/web/report", body, "Content-Type", "application/json"), 403, api.CodeForbidden, "agent token")
+		f.must(f.doToken(tok, "GET", "/v1/appliances/web", "", api.HeaderInstance, "forged-by-view", api.HeaderApplied, fmt.Sprint(rev)), 200, nil)
+	}
+	f.must(f.doToken(agent, "POST", "/v1/appliances/web/report", fmt.Sprintf(`{"instance":"vm-1","revision":%d,"applied":%d}`, rev, rev), "Content-Type", "application/json"), 200, nil)
+	var got map[string]api.Instance
+	waitFor(t, "the agent's report recorded", func() bool {
+		got = listRecords(t, f.st, "web")
+		return got["vm-1"].Applied == rev
+	})
+	if len(got) != 1 {
+		t.Fatalf("instance records %v, want the agent's vm-1 only", got)
+	}
+}

@@ -710,8 +710,11 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) error {
 	if err := api.ValidateSegment("appliance name", name); err != nil {
 		return err
 	}
-	if err := principalOf(r).mayReadView(name); err != nil {
-		return err
+	if p := principalOf(r); p.appliance != name {
+		// A report stands for a VM of the appliance: only its agent token and the instance
+		// tokens it enrolled make one. A read grant on the view (or admin) is no agent's, and
+		// its reports listed made-up instances as applied.
+		return forbidden("token %s may not report for appliance %s: reports are made with the appliance's agent token or an instance token", shorten(p.name), shorten(name))
 	}
 	if err := jsonContent(r); err != nil {
 		return err
