@@ -217,6 +217,11 @@ func (s *Server) answerView(w http.ResponseWriter, r *http.Request, name string)
 	if err != nil {
 		return err
 	}
+	release, err := holdAnswer(w, len(body)+1)
+	if err != nil {
+		return err
+	}
+	defer release()
 	return writeBody(w, r, append(body, '\n'), nil)
 }
 

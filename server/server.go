@@ -88,6 +88,7 @@ type Server struct {
 	pruneKick    chan struct{}             // wakes the release pruner before its next tick
 	sincePrune   atomic.Int64              // releases asked for since the last kick
 	ui           uiSessions                // the web console's sessions on this replica
+	answers      answerBudget              // answers made for one request, not yet taken (answers.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -546,16 +547,27 @@ func shorten(s string) string {
 	return strconv.Quote(s)
 }
 
-// writeJSON answers v with status; rev > 0 sets X-Shoelace-Index.
+// writeJSON answers v with status; rev > 0 sets X-Shoelace-Index. A large answer is charged to
+// its token's budget of answers not yet taken (holdAnswer) while it is written.
 func writeJSON(w http.ResponseWriter, status int, rev int64, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	body = append(body, '\n') // as json.Encoder writes it
+	release, err := holdAnswer(w, len(body))
+	if err != nil {
+		return err
+	}
+	defer release()
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	if rev > 0 {
 		h.Set(api.HeaderIndex, strconv.FormatInt(rev, 10))
 	}
 	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	return enc.Encode(v)
+	_, err = w.Write(body)
+	return err
 }
 
 // setIndex sets X-Shoelace-Index when rev is known.

@@ -1,0 +1,99 @@
+package server
+
+import (
+	"net/http"
+	"sync"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// Bounds of the answers made for one request (a listing, a history, a view read without an
+// index: not a long-poll's answer, which its waiters share) that their clients have not taken
+// yet. Such an answer stays in memory until the client has read it, for up to the write
+// deadline (a minute): a client that asks at its rate limit and reads nothing held a copy per
+// request (300 requests for an 8 MiB listing took the replica from 130 MiB to 2 GiB in three
+// seconds, on the way to being killed for memory).
+const (
+	// answerCounted is the least answer counted: smaller ones go to the socket's buffer at once.
+	answerCounted = 64 << 10
+	// answerPerToken is what one token's answers may hold; one answer always fits when its
+	// token holds none, however large.
+	answerPerToken = 64 << 20
+	// answerPerReplica is what every token's answers may hold together.
+	answerPerReplica = 512 << 20
+)
+
+// answerBudget counts the bytes of the answers being written, per token and in all.
+type answerBudget struct {
+	// perToken and perReplica are the bounds (0: answerPerToken and answerPerReplica).
+	perToken, perReplica int64
+
+	mu      sync.Mutex
+	total   int64
+	byToken map[string]int64
+}
+
+// held is what the answers being written hold, in all.
+func (b *answerBudget) held() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.total
+}
+
+// take charges an answer of n bytes to token, or refuses it: 429 when the token holds its
+// share, 503 when the replica holds its own.
+func (b *answerBudget) take(token string, n int64) error {
+	perToken, perReplica := b.perToken, b.perReplica
+	if perToken <= 0 {
+		perToken = answerPerToken
+	}
+	if perReplica <= 0 {
+		perReplica = answerPerReplica
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	held := b.byToken[token]
+	if held > 0 && held+n > perToken {
+		e := api.Errorf(api.CodeRateLimited, "the answers of token %s not yet read by its clients hold %d MiB on this replica, its share; read them, then retry", shorten(token), held>>20)
+		e.RetryAfter = 1
+		return e
+	}
+	if b.total > 0 && b.total+n > perReplica {
+		e := api.Errorf(api.CodeUnavailable, "the answers not yet read by their clients hold %d MiB on this replica; retry later", b.total>>20)
+		e.RetryAfter = 1
+		return e
+	}
+	if b.byToken == nil {
+		b.byToken = map[string]int64{}
+	}
+	b.byToken[token] = held + n
+	b.total += n
+	return nil
+}
+
+// give returns what take charged.
+func (b *answerBudget) give(token string, n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.total -= n
+	if left := b.byToken[token] - n; left > 0 {
+		b.byToken[token] = left
+	} else {
+		delete(b.byToken, token)
+	}
+}
+
+// holdAnswer charges an answer of n bytes, made for the request that w answers alone, to the
+// budget of its token; release gives it back once the answer is written. Answers under
+// answerCounted, and writers that are not a request's (the console's inner calls), are free.
+func holdAnswer(w http.ResponseWriter, n int) (release func(), err error) {
+	sw, ok := w.(*statusWriter)
+	if !ok || n < answerCounted {
+		return func() {}, nil
+	}
+	b, token := &sw.s.answers, sw.info.token
+	if err := b.take(token, int64(n)); err != nil {
+		return nil, err
+	}
+	return func() { b.give(token, int64(n)) }, nil
+}

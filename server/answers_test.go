@@ -1,0 +1,71 @@
+package server
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// stalledGet sends a GET with token and never reads its answer (a receive buffer of 4 KiB):
+// the server's write of a large answer blocks until the connection closes.
+func stalledGet(t *testing.T, f *fixture, token, path string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	c, err := d.Dial("tcp", strings.TrimPrefix(f.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", path, token)
+	return c
+}
+
+// Answers made for one request that their clients do not read are bounded per token and per
+// replica: a client asking at its rate limit and reading nothing held a copy of each (an 8 MiB
+// listing 300 times: 2 GiB in three seconds). Over a token's share its next large answer is
+// 429, over the replica's 503, both with Retry-After; once the clients go, answers flow again.
+func TestAnswers_UnreadAnswersBounded(t *testing.T) {
+	f := newFixture(t)
+	for i := range 6 {
+		f.put(fmt.Sprintf("appliances/web/big/%d", i), strings.Repeat("v", 1000<<10))
+	}
+	const size = 6 * 1000 << 10 // each answer: the six values
+	f.s.answers.perToken, f.s.answers.perReplica = 10<<20, 16<<20
+	reader := f.newToken(api.TokenRequest{Name: "reader", Read: []string{"appliances/web"}})
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	list := "/v1/kv/appliances/web?recurse"
+
+	stalledGet(t, f, reader, list)
+	waitFor(t, "the first stalled answer held", func() bool { return f.s.answers.held() >= size })
+	r := f.doToken(reader, "GET", list, "")
+	f.mustErr(r, 429, api.CodeRateLimited, "reader", "not yet read")
+	if r.Header.Get("Retry-After") == "" {
+		t.Fatal("429 without Retry-After")
+	}
+	// Another token has a share of its own, up to the replica's bound; a view read without an
+	// index is made for its request too.
+	c := stalledGet(t, f, agent, "/v1/appliances/web")
+	waitFor(t, "the agent's stalled view held", func() bool { return f.s.answers.held() >= 2*size })
+	r = f.doToken(f.token, "GET", list, "")
+	f.mustErr(r, 503, api.CodeUnavailable, "not yet read")
+	if r.Header.Get("Retry-After") == "" {
+		t.Fatal("503 without Retry-After")
+	}
+	// Small answers are not counted.
+	f.must(f.doToken(reader, "GET", "/v1/kv/appliances/web?recurse&keys", ""), 200, nil)
+
+	c.Close()
+	waitFor(t, "the closed client's answer given back", func() bool { return f.s.answers.held() < 2*size })
+	deadline := time.Now().Add(20 * time.Second)
+	for r = f.doToken(f.token, "GET", list, ""); r.StatusCode != 200 && time.Now().Before(deadline); r = f.doToken(f.token, "GET", list, "") {
+		time.Sleep(10 * time.Millisecond)
+	}
+	f.must(r, 200, nil)
+}
