@@ -3,6 +3,7 @@ package server
 import (
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 )
@@ -95,5 +96,24 @@ func holdAnswer(w http.ResponseWriter, n int) (release func(), err error) {
 	if err := b.take(token, int64(n)); err != nil {
 		return nil, err
 	}
+	sw.s.chargeAnswer(sw.info.p, n)
 	return func() { b.give(token, int64(n)) }, nil
+}
+
+// answerUnit is the bytes of a large answer that cost its token one more request of its rate
+// limit (chargeAnswer).
+const answerUnit = 64 << 10
+
+// chargeAnswer makes an operator's token (read, write or admin) pay for a large answer as for
+// a request per answerUnit of it beyond the first, up to one burst of its rate limit: the rate
+// limit counted requests, and one read token asking within it for an 8 MiB listing a hundred
+// times a second kept the store reading 800 MB/s, until its reads timed out for every client.
+// The answer is sent; the token's next requests wait for the limit to refill (the CLI retries
+// after Retry-After). Agents' tokens are not charged: a view is one appliance's, and its
+// long-polls share their answers.
+func (s *Server) chargeAnswer(p *principal, n int) {
+	if p == nil || p.appliance != "" || n < 2*answerUnit {
+		return
+	}
+	s.auth.limits.charge("token "+p.name, n/answerUnit-1, time.Now())
 }

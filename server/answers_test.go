@@ -69,3 +69,43 @@ func TestAnswers_UnreadAnswersBounded(t *testing.T) {
 	}
 	f.must(r, 200, nil)
 }
+
+// A large answer costs an operator's token a request of its rate limit per 64 KiB beyond the
+// first (up to one burst): within the limit of requests, one read token asking for a large
+// listing a hundred times a second kept the store reading hundreds of MB/s until its reads
+// timed out for everyone. Small answers and agents' views cost one request, as before.
+func TestAnswers_LargeAnswersCostRequests(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.RateLimit = 10 })
+	for i := range 4 {
+		f.put(fmt.Sprintf("appliances/web/big/%d", i), strings.Repeat("v", 200<<10))
+	}
+	reader := f.newToken(api.TokenRequest{Name: "cost-reader", Read: []string{"appliances/web"}})
+	list := "/v1/kv/appliances/web?recurse"
+	f.must(f.doToken(reader, "GET", list, ""), 200, nil) // 800 KiB: 12 more requests, the burst's 9 left
+	r := f.doToken(reader, "GET", "/v1/kv/appliances/web?recurse&keys", "")
+	f.mustErr(r, 429, api.CodeRateLimited)
+	if r.Header.Get("Retry-After") == "" {
+		t.Fatal("429 without Retry-After")
+	}
+	// The limit refills: a second later the token reads again.
+	deadline := time.Now().Add(10 * time.Second)
+	for r = f.doToken(reader, "GET", list+"&keys", ""); r.StatusCode == 429 && time.Now().Before(deadline); r = f.doToken(reader, "GET", list+"&keys", "") {
+		time.Sleep(100 * time.Millisecond)
+	}
+	f.must(r, 200, nil)
+
+	// Small answers cost one request each: the burst's ten go through.
+	small := f.newToken(api.TokenRequest{Name: "cost-small", Read: []string{"appliances/web"}})
+	for i := range 10 {
+		if r := f.doToken(small, "GET", list+"&keys", ""); r.StatusCode != 200 {
+			t.Fatalf("small answer %d: %d %s", i+1, r.StatusCode, r.body)
+		}
+	}
+	// An agent's view of the same size is not charged: its next request goes through.
+	agent := f.newToken(api.TokenRequest{Name: "cost-agent", Appliance: "web"})
+	for i := range 3 {
+		if r := f.doToken(agent, "GET", "/v1/appliances/web", ""); r.StatusCode != 200 {
+			t.Fatalf("agent's view read %d: %d %s", i+1, r.StatusCode, r.body)
+		}
+	}
+}

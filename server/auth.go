@@ -555,7 +555,7 @@ func (s *Server) limit(key string) error {
 		return nil
 	}
 	s.m.rateLimited.Inc()
-	e := api.Errorf(api.CodeRateLimited, "rate limit of %g requests/s exceeded (--rate-limit); retry later", s.cfg.RateLimit)
+	e := api.Errorf(api.CodeRateLimited, "rate limit of %g requests/s exceeded (--rate-limit; a large answer counts as a request per 64 KiB); retry later", s.cfg.RateLimit)
 	e.RetryAfter = retryAfter(retry)
 	return e
 }
@@ -708,6 +708,20 @@ func (l *limiterSet) allowOwned(key, owner string, maxKeys int, now time.Time) (
 		return false, d, false
 	}
 	return true, 0, false
+}
+
+// charge takes n more requests from key's limiter, at most one burst, whether or not they are
+// there: the key's next requests wait until the limiter has refilled. A key without a
+// limiter (none made, or swept) is not charged.
+func (l *limiterSet) charge(key string, n int, now time.Time) {
+	if l.limit <= 0 || n <= 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e := l.m[key]; e != nil {
+		e.lim.ReserveN(now, min(n, l.burst))
+	}
 }
 
 // sweepLocked forgets the limiters unused for limiterIdle; l.mu must be held.
