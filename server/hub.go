@@ -222,9 +222,9 @@ type hub struct {
 	// beforeRegister, when set (by tests only), is called between a long-poll's check for a
 	// change and its registration, with mu held.
 	beforeRegister func()
-	// beforeSys, when set (by tests only), is called with a watch event that carries system
-	// keys just before they are handled.
-	beforeSys func(ev store.Event)
+	// beforeSys, when set (by tests only, while the hub runs: hence atomic), is called with a
+	// watch event that carries system keys just before they are handled.
+	beforeSys atomic.Pointer[func(ev store.Event)]
 
 	// fmu guards flights and deltas. Every woken long-poll looks its flight up at once
 	// (10,000 of them after one change): they read under RLock, and only the first of a
@@ -498,8 +498,8 @@ func (h *hub) apply(ctx context.Context, ev store.Event) {
 	// another appliance's change) got the live view's tree under that revision, and its next
 	// ask, from it, was not below the rollout's wake: a canary stayed on the live view.
 	if len(ev.Sys) > 0 && h.onSys != nil {
-		if h.beforeSys != nil {
-			h.beforeSys(ev)
+		if before := h.beforeSys.Load(); before != nil {
+			(*before)(ev)
 		}
 		h.onSys(ctx, ev)
 	}

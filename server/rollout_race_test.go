@@ -23,7 +23,7 @@ func TestRollout_CanaryNotMissedByAnAnswerBeforeTheRecord(t *testing.T) {
 	live := viewOf(t, f, "vm-0")
 
 	paused, release := make(chan struct{}), make(chan struct{})
-	f.s.hub.beforeSys = func(ev store.Event) {
+	before := func(ev store.Event) {
 		for _, k := range ev.SysKeys {
 			if k == rollout.Prefix+"web" {
 				close(paused)
@@ -32,6 +32,7 @@ func TestRollout_CanaryNotMissedByAnAnswerBeforeTheRecord(t *testing.T) {
 			}
 		}
 	}
+	f.s.hub.beforeSys.Store(&before)
 	started := make(chan resp, 1)
 	go func() {
 		started <- f.do("PUT", "/v1/appliances/web?canary=100%25&manual", `{"keys":{"port":"8080"}}`)
