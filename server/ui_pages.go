@@ -643,6 +643,12 @@ func (s *Server) uiEditForm(w http.ResponseWriter, r *http.Request, c *uiCtx) er
 	if err != nil {
 		return err
 	}
+	if !q.Has("key") {
+		// The edit page's address without its key: what a sign-in leaves of a link to it (the
+		// form's next keeps no query). The appliance's page lists the keys to edit.
+		http.Redirect(w, r, "/ui/appliances/"+url.PathEscape(name), http.StatusSeeOther)
+		return nil
+	}
 	key := q.Get("key")
 	if err := uiEditKey(c.p, name, key); err != nil {
 		return err

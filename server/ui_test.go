@@ -684,6 +684,17 @@ func TestUI_SigninNext(t *testing.T) {
 	if !strings.Contains(string(form.body), `name="next" value="/ui/appliances/web-frontend/history"`) {
 		t.Fatalf("sign-in form: %s", form.body)
 	}
+	// A link to a key's edit page, followed without a session: the sign-in keeps the page but not
+	// its key (next has no query), and the key-less edit page is the appliance's, not a 400.
+	form = b.get("/ui/appliances/web-frontend/edit?key=appliances/web-frontend/port")
+	if !strings.Contains(string(form.body), `name="next" value="/ui/appliances/web-frontend/edit"`) {
+		t.Fatalf("sign-in form of the edit page: %s", form.body)
+	}
+	r := b.post("/ui/signin", url.Values{"csrf": {csrf(t, form.body)}, "token": {f.token}, "next": {"/ui/appliances/web-frontend/edit"}})
+	mustStatus(t, r, http.StatusSeeOther)
+	if r = b.get(r.Header.Get("Location")); r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/ui/appliances/web-frontend" {
+		t.Fatalf("the edit page without its key after sign-in: status %d, Location %q, want a redirect to the appliance's page", r.StatusCode, r.Header.Get("Location"))
+	}
 }
 
 // A sign-in ends the session the browser already held: a session id set in the browser by
