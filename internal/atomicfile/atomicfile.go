@@ -188,6 +188,8 @@ type Staged struct {
 	opts   Options
 	hadOld bool // a file was at path when it was staged
 	prev   *Previous
+	// written is the staged file's stamp once its bytes and attributes are in (Wrote).
+	written fileStamp
 }
 
 // Stage does the part of Write that leaves the destination as it is: it returns nil (and
@@ -291,6 +293,8 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 			return nil, fmt.Errorf("fsync %s: %w", d.join(staged), err)
 		}
 	}
+	// What the file is as staged, for Wrote (which says false when the stat failed).
+	s.written, _ = fstamp(tmp)
 	if err = tmp.Close(); err != nil {
 		return nil, fmt.Errorf("close %s: %w", d.join(staged), err)
 	}
