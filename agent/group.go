@@ -87,6 +87,12 @@ type member struct {
 	prev   *atomicfile.Previous // what the install replaced, once installed
 	err    error
 	stage  string
+	// stamp is the destination holding r: stamped before Stage found it so, or right after
+	// the install (tmpl.disk). Zero: not known.
+	stamp atomicfile.Stamp
+	// drift says how its file changed on disk since the agent left it ("edited", "deleted"),
+	// when that, not its inputs, is why it is rendered in this pass.
+	drift string
 }
 
 // installed lists the members whose file the pass replaced.
@@ -230,6 +236,34 @@ func (p *pass) needsRender(t *tmpl) bool {
 	}
 }
 
+// drifted says how t's file changed on disk since the agent installed it or last found it
+// holding t's output ("" when it did not): an lstat that differs from the one recorded then
+// (tmpl.disk), then a read that finds other bytes, mode or owner than t's output asks for, or
+// no file. A file whose lstat alone differs (touched, or the stamp unknown) is stamped again
+// and not rendered. Only for a template in place, not failed, whose inputs did not change.
+func (p *pass) drifted(t *tmpl) string {
+	if p.force || !t.inPlace || t.last == nil || t.failed != nil {
+		return ""
+	}
+	defer func(t0 time.Time) { p.res.render += time.Since(t0) }(time.Now())
+	dst := t.cfg.Destination
+	now, err := atomicfile.StampOf(dst)
+	if err == nil && now.Exists() && now == t.disk {
+		return ""
+	}
+	if err == nil && !now.Exists() {
+		p.a.log.Debug("destination deleted since the agent installed it", "template", t.name())
+		return "deleted"
+	}
+	same, rerr := atomicfile.Unchanged(dst, t.last.Output, t.installOptions())
+	if err == nil && rerr == nil && same {
+		t.disk = now // stamped before the read: a change since differs from it
+		return ""
+	}
+	p.a.log.Debug("destination changed on disk since the agent installed it", "template", t.name())
+	return "edited"
+}
+
 // unchanged records that t's file, in place, is what t renders from the pass's view too: what
 // it read is the same in both views. Its last render now stands for this view, so that the
 // next pass compares the next view with this one, which every template then shares.
@@ -251,26 +285,29 @@ func (p *pass) fail(t *tmpl, f failure) {
 }
 
 // stage renders and stages the members of g whose inputs changed (all of them when one
-// changed and another's reload failed before). It reports whether the whole group is staged;
-// when it is not, nothing of it is installed.
+// changed and another's reload failed before), and those whose file changed on disk since the
+// agent left it (drifted). It reports whether the whole group is staged; when it is not,
+// nothing of it is installed.
 func (p *pass) stage(ctx context.Context, g *group) bool {
 	changed := slices.ContainsFunc(g.tmpls, p.needsRender)
 	for _, t := range g.tmpls {
-		if !changed {
-			if t.failed != nil {
-				// The same inputs as the failed reload: not tried again, the failure stands.
-				p.fail(t, t.failed.failure)
-			} else {
+		var drift string
+		switch {
+		case !changed && t.failed != nil:
+			// The same inputs as the failed reload: not tried again, the failure stands (its
+			// file changed on disk or not).
+			p.fail(t, t.failed.failure)
+			continue
+		case !changed || len(g.tmpls) > 1 && !p.needsRender(t) && t.failed == nil:
+			// Its inputs did not change (a group of one that changed needs rendering, asked
+			// above already): its file holds what the view renders, unless it changed on
+			// disk since.
+			if drift = p.drifted(t); drift == "" {
 				p.unchanged(t)
+				continue
 			}
-			continue
 		}
-		// (A group of one changed: its template needs rendering, asked above already.)
-		if len(g.tmpls) > 1 && !p.needsRender(t) && t.failed == nil {
-			p.unchanged(t)
-			continue
-		}
-		m := &member{t: t}
+		m := &member{t: t, drift: drift}
 		g.members = append(g.members, m)
 		if ctx.Err() != nil {
 			// Stopping: leave the rest for the next start; the groups installed still reload.
@@ -368,10 +405,21 @@ func (p *pass) install(g *group) {
 			return
 		}
 		m.prev = prev
+		// The file just installed, unless it changed since the rename (then not known).
+		if st, err := atomicfile.StampOf(m.t.cfg.Destination); err == nil && m.staged.Wrote(st) {
+			m.stamp = st
+		} else {
+			m.stamp = atomicfile.Stamp{}
+		}
 		p.inPlace(m)
 		p.res.rendered = append(p.res.rendered, m.t.name())
 		p.a.metrics.renders.Add(1)
 		p.a.log.Info("rendered", "template", m.t.name(), "revision", p.v.Revision, "bytes", len(m.r.Output), "keys", len(m.r.Keys))
+		if m.drift != "" {
+			p.a.metrics.restores.Add(1)
+			p.a.log.Warn("file put back", "template", m.t.name(), "why", "changed on disk since the agent installed it", "change", m.drift,
+				"revision", p.v.Revision)
+		}
 	}
 }
 
@@ -379,6 +427,7 @@ func (p *pass) install(g *group) {
 func (p *pass) inPlace(m *member) {
 	t := m.t
 	t.last, t.lastData, t.inPlace, t.err, t.stage, t.failed, t.revision = m.r, p.data, true, nil, "", nil, p.v.Revision
+	t.disk = m.stamp
 }
 
 // reload runs g's command once (with the destinations a killed run owed it for), then its
@@ -660,7 +709,8 @@ func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data, re
 		return
 	}
 	m.r = r
-	opts := atomicfile.Options{Perm: t.cfg.Mode(), UID: t.cfg.UID(), GID: t.cfg.GID(), Backup: t.cfg.Backup, KeepPrevious: true, DirSyncs: a.dirSyncs}
+	opts := t.installOptions()
+	opts.Backup, opts.KeepPrevious, opts.DirSyncs = t.cfg.Backup, true, a.dirSyncs
 	if t.cfg.Check != "" {
 		opts.Check = func(staged string) error {
 			// A check in progress finishes even when the agent is stopping (bounded by its
@@ -695,6 +745,9 @@ func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data, re
 		m.err, m.stage = fmt.Errorf("install %s: %w", t.name(), err), api.StageRender
 		return
 	}
+	// Stamped before Stage compares it: when Stage finds it holding r, a change since the
+	// comparison differs from this stamp (tmpl.disk).
+	m.stamp, _ = atomicfile.StampOf(t.cfg.Destination)
 	s, err := atomicfile.Stage(t.cfg.Destination, r.Output, opts)
 	if err != nil {
 		var ce *atomicfile.CheckError

@@ -13,7 +13,7 @@ import (
 // They are written by hand to keep the agent's binary small.
 type metrics struct {
 	renders, renderFailures, checkFailures, commands, commandFailures, pollErrors atomic.Int64
-	healthFailures, rollbacks                                                     atomic.Int64
+	healthFailures, rollbacks, restores                                           atomic.Int64
 	viewRevision, lastSync                                                        atomic.Int64
 	fromCache                                                                     atomic.Bool
 }
@@ -43,6 +43,7 @@ func (h metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	counter("shoelace_agent_command_failures_total", "Commands that failed or timed out.", m.commandFailures.Load())
 	counter("shoelace_agent_health_failures_total", "Health commands that failed after their retries (the reload failed).", m.healthFailures.Load())
 	counter("shoelace_agent_rollbacks_total", "Failed reloads whose group got its previous files back.", m.rollbacks.Load())
+	counter("shoelace_agent_restores_total", "Files put back because they changed on disk since the agent installed them.", m.restores.Load())
 	counter("shoelace_agent_poll_errors_total", "Failed requests to the server.", m.pollErrors.Load())
 	gauge("shoelace_agent_applied_revision", "Last revision at which every template was in place.", h.applied.Load())
 	gauge("shoelace_agent_view_revision", "Revision of the view the agent renders from.", m.viewRevision.Load())

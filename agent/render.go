@@ -32,10 +32,20 @@ type tmpl struct {
 	// first failure of the last pass, not the first template (in config order) that failed,
 	// which may have failed only because another of its group did.
 	failedAt uint64
+	// disk is the destination as the agent left it holding last's output, stamped right after
+	// the install or before the comparison that found it so: while an lstat of the destination
+	// gives the same Stamp, the file is taken to hold it still. The zero Stamp: not known (the
+	// next pass reads the file).
+	disk atomicfile.Stamp
 }
 
 // name is how messages and logs name the template.
 func (t *tmpl) name() string { return t.cfg.Destination }
+
+// installOptions are the mode and owner t's file is installed with.
+func (t *tmpl) installOptions() atomicfile.Options {
+	return atomicfile.Options{Perm: t.cfg.Mode(), UID: t.cfg.UID(), GID: t.cfg.GID()}
+}
 
 // parseTemplate reads and parses one template entry.
 func parseTemplate(tc *Template) (*templates.Template, error) {

@@ -366,7 +366,7 @@ func (l *loop) renderSources() {
 			continue
 		}
 		a.log.Info("template source edited", "template", t.name(), "source", t.cfg.Source)
-		t.t, t.last, t.inPlace, t.failed = nt, nil, false, nil
+		t.t, t.last, t.inPlace, t.failed, t.disk = nt, nil, false, nil, atomicfile.Stamp{}
 		sel = append(sel, t)
 	}
 	if len(sel) == 0 || l.cur == nil {
