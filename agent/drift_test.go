@@ -5,7 +5,6 @@ package agent_test
 import (
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -226,28 +225,13 @@ func TestAgent_RunPutsBackFilesChangedOnDisk(t *testing.T) {
 // template reads.
 func TestAgent_RunFileChangedOnDiskFailedReloadStands(t *testing.T) {
 	srv := newViewServer(t, map[string]string{"a": "1", "other": "1"})
-	text := strings.ReplaceAll(header+`templates:
+	a, dir, logs := testAgent(t, srv, header+`templates:
   - contents: "a={{ key \"a\" }}\n"
     destination: $DIR/a
     command: echo ran >> $DIR/commands; test ! -e $DIR/broken
   - contents: "static\n"
     destination: $DIR/static
-`, "$URL", srv.URL)
-	dir, path := writeConfig(t, text)
-	cfg, err := agent.LoadConfig(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	a, err := agent.New(cfg, agent.Options{Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), ConfigPath: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("agent logs:\n%s", logs.String())
-		}
-	})
+`)
 	stop := runAgent(t, a)
 	defer stop()
 	syncLogged(t, logs, 10)
@@ -271,6 +255,7 @@ func TestAgent_RunFileChangedOnDiskFailedReloadStands(t *testing.T) {
 	}
 	var st *agent.Status
 	waitFor(t, "the status at revision 11", func() bool {
+		var err error
 		st, err = agent.LoadStatus(dir+"/cache", "web")
 		return err == nil && st.Revision == 11
 	})

@@ -13,16 +13,22 @@ import (
 	"github.com/shoelace-dev/shoelace/internal/testutil"
 )
 
+// writeBench is a fixture of the benchmarks below, on an embedded etcd in process (as `shoelace
+// server` runs by default) and a rate limit that refuses nothing, and its handler.
+func writeBench(b *testing.B) (*fixture, http.Handler) {
+	cfg := testutil.StoreConfig(b)
+	cfg.Endpoints, cfg.DataDir = nil, b.TempDir()
+	f := newFixtureLog(b, testutil.OpenStore(b, cfg), NewLogger(io.Discard, slog.LevelWarn),
+		func(c *Config) { c.RateLimit = 1e6 })
+	return f, f.s.Handler()
+}
+
 // BenchmarkPutKV is PUT /v1/kv through the server's handler (no socket) on an embedded etcd
 // in process, as `shoelace server` runs by default, by many writers at once, each on an
 // appliance of its own: the server's own work per write (auth, limiter, audit line, release
 // record, group commit) and its allocations, which tests/bench's throughput rows pay per put.
 func BenchmarkPutKV(b *testing.B) {
-	cfg := testutil.StoreConfig(b)
-	cfg.Endpoints, cfg.DataDir = nil, b.TempDir()
-	f := newFixtureLog(b, testutil.OpenStore(b, cfg), NewLogger(io.Discard, slog.LevelWarn),
-		func(c *Config) { c.RateLimit = 1e6 })
-	h := f.s.Handler()
+	f, h := writeBench(b)
 	value := strings.Repeat("v", 48)
 	var writers atomic.Int64
 	b.SetParallelism(32)
@@ -46,11 +52,7 @@ func BenchmarkPutKV(b *testing.B) {
 // BenchmarkTxn is POST /v1/txn of 10 puts through the server's handler, as BenchmarkPutKV is
 // PUT /v1/kv: the server's own work per transaction, which tests/bench's txn rows pay.
 func BenchmarkTxn(b *testing.B) {
-	cfg := testutil.StoreConfig(b)
-	cfg.Endpoints, cfg.DataDir = nil, b.TempDir()
-	f := newFixtureLog(b, testutil.OpenStore(b, cfg), NewLogger(io.Discard, slog.LevelWarn),
-		func(c *Config) { c.RateLimit = 1e6 })
-	h := f.s.Handler()
+	f, h := writeBench(b)
 	value := strings.Repeat("v", 48)
 	var writers atomic.Int64
 	b.SetParallelism(32)
