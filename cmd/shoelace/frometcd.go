@@ -200,6 +200,17 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 		source = "consul export " + fromConsul
 	}
 	fmt.Fprintf(e.stderr, "%s: %d keys under %s, %d refused\n", source, len(keys)+len(refused), prefix, len(refused))
+	if len(keys)+len(refused) == 0 {
+		// A mistyped prefix reads nothing: that is no import, whatever the appliance holds.
+		hint := "give the prefix as confd has it, such as /production/web (etcdctl get --prefix --keys-only PREFIX lists its keys)"
+		if fromConsul != "" {
+			hint = "give the prefix as consul kv export was given it, or / for every key of the file"
+			if tops := firstSegments(kvs, 5); len(tops) > 0 {
+				hint += "; the file's keys start with " + strings.Join(tops, ", ")
+			}
+		}
+		return &exitCodeError{code: exitNotFound, err: fmt.Errorf("import: no key under %s in the %s, nothing written: %s", prefix, source, hint)}
+	}
 	if len(refused) > 0 && !c.Bool("skip-refused") {
 		return fmt.Errorf("import: %d keys refused (listed above), nothing written: rename them in etcd, or give --skip-refused to import the %d others", len(refused), len(keys))
 	}
@@ -259,6 +270,28 @@ func planFromEtcd(keys map[string]string, current []api.KV, merge bool) (importP
 		p.Txn.Guards = append(p.Txn.Guards, api.Guard{Key: k, ModRevision: cur.ModRevision})
 	}
 	return p, conflicts
+}
+
+// firstSegments lists the distinct first segments of keys (each as "seg/", or the key itself when
+// it has one segment), sorted, at most n of them and "…" when there are more.
+func firstSegments(kvs []store.ForeignKV, n int) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, kv := range kvs {
+		k := strings.TrimPrefix(string(kv.Key), "/")
+		if i := strings.IndexByte(k, '/'); i >= 0 {
+			k = k[:i+1]
+		}
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	if len(out) > n {
+		out = append(out[:n], "…")
+	}
+	return out
 }
 
 // consulKV is one entry of `consul kv export`: the key, its flags, and its value in base64.

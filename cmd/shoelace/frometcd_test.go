@@ -228,3 +228,38 @@ func TestE2E_ImportFromEtcd_LeavesOutTheStore(t *testing.T) {
 		t.Fatalf("the store's keys were read as confd keys:\n%s", r.stderr)
 	}
 }
+
+// TestE2E_ImportFromEtcd_NoKeyUnderPrefix: a prefix under which the source holds nothing (a
+// typo, /prod/web for /production/web) exits 3 naming it, for etcd and for a Consul export,
+// with or without --dry-run. It exited 0 saying the appliance "holds every key already",
+// which a pipeline took for a finished migration.
+func TestE2E_ImportFromEtcd_NoKeyUnderPrefix(t *testing.T) {
+	endpoint, _ := confdEtcd(t, map[string]string{"/production/web/db/host": "db1"})
+	consul := writeTemp(t, `[{"key":"web/db/host","flags":0,"value":"ZGIx"},{"key":"other","flags":0,"value":"eA=="}]`)
+	c := newCLI(t, freshServer(t))
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"etcd", []string{"--from-etcd", endpoint, "--prefix", "/prod/web"}, "shoelace: import: no key under /prod/web in the etcd " + endpoint},
+		{"consul", []string{"--from-consul-export", consul, "--prefix", "wbe"}, "the file's keys start with other, web/"},
+	} {
+		for _, dry := range []bool{false, true} {
+			args := append([]string{"import", "--appliance", "web"}, tc.args...)
+			if dry {
+				args = append(args, "--dry-run")
+			}
+			r := c.run(args...)
+			if r.code != exitNotFound || !strings.Contains(r.stderr, tc.want) || !strings.Contains(r.stderr, "nothing written") {
+				t.Errorf("%s (dry run %t): %s; want exit %d saying %q", tc.name, dry, r, exitNotFound, tc.want)
+			}
+		}
+	}
+	c.fails(exitNotFound, "no keys", "appliance", "get", "web")
+	// The right prefix imports.
+	c.ok("import", "--appliance", "web", "--from-etcd", endpoint, "--prefix", "/production/web")
+	if v := c.ok("kv", "get", "appliances/web/db/host"); v != "db1" {
+		t.Fatalf("db/host = %q", v)
+	}
+}
