@@ -85,3 +85,40 @@ func TestReadConsulExport_Bounded(t *testing.T) {
 		t.Fatalf("within the bound: %v, %v", kvs, err)
 	}
 }
+
+// TestE2E_ImportFromConsulExportFolders: the folders of Consul's KV (keys ending in / with no
+// value, which its UI creates and consul kv export lists) are left out with one line naming
+// them, with --prefix web (the prefix's own folder) and with --prefix /. They were refused as
+// keys, with a rename "in etcd" that no Consul user could make, so that every export holding
+// a folder needed --skip-refused, which also hid the keys really refused.
+func TestE2E_ImportFromConsulExportFolders(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	b64 := func(v string) string { return base64.StdEncoding.EncodeToString([]byte(v)) }
+	file := writeTemp(t, fmt.Sprintf(`[
+ {"key":"web/","flags":0,"value":""},
+ {"key":"web/db/","flags":0,"value":""},
+ {"key":"web/db/host","flags":0,"value":%q},
+ {"key":"web/port","flags":0,"value":%q}
+]`, b64("db.internal"), b64("8080")))
+	for _, tc := range []struct{ prefix, appliance, key string }{
+		{"web", "consul-folders", "appliances/consul-folders/db/host"},
+		{"/", "consul-folders-paths", "appliances/consul-folders-paths/web/db/host"},
+	} {
+		r := c.run("import", "--from-consul-export", file, "--prefix", tc.prefix, "--appliance", tc.appliance)
+		if r.code != 0 || !strings.Contains(r.stderr, "left out 2 Consul folders") || !strings.Contains(r.stderr, "web/, web/db/") {
+			t.Fatalf("import --prefix %s: %s", tc.prefix, r)
+		}
+		if v := c.ok("kv", "get", tc.key); v != "db.internal" {
+			t.Fatalf("%s = %q", tc.key, v)
+		}
+		if out := c.ok("kv", "ls", "appliances/"+tc.appliance); strings.Count(out, "\n") != 2 {
+			t.Fatalf("--prefix %s imported:\n%s", tc.prefix, out)
+		}
+	}
+	// A key that ends in / and holds a value is no folder: refused, with the rename to make in Consul.
+	withValue := writeTemp(t, fmt.Sprintf(`[{"key":"web/dir/","flags":0,"value":%q},{"key":"web/a","flags":0,"value":%q}]`, b64("x"), b64("a")))
+	r := c.run("import", "--from-consul-export", withValue, "--prefix", "web", "--appliance", "consul-folders-value")
+	if r.code != 1 || !strings.Contains(r.stderr, `refused "/web/dir/"`) || !strings.Contains(r.stderr, "rename them in Consul, or give --skip-refused") {
+		t.Fatalf("a key ending in / with a value: %s", r)
+	}
+}

@@ -179,7 +179,13 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 	var kvs []store.ForeignKV
 	var etcdRev int64
 	if fromConsul != "" {
+		var folders []string
 		kvs, err = readConsulExport(e, fromConsul)
+		kvs, folders = withoutConsulFolders(kvs)
+		if len(folders) > 0 {
+			fmt.Fprintf(e.stderr, "left out %s, since a folder (a key ending in / with no value, as Consul's UI makes one) holds nothing: %s\n",
+				counted(len(folders), "Consul folder"), strings.Join(folders, ", "))
+		}
 	} else {
 		kvs, etcdRev, err = store.ReadForeign(s.ctx, store.ForeignEtcd{Endpoints: endpoints, CACert: c.String("etcd-cacert"),
 			Cert: c.String("etcd-cert"), Key: c.String("etcd-key")}, prefix)
@@ -212,7 +218,11 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 		return &exitCodeError{code: exitNotFound, err: fmt.Errorf("import: no key under %s in the %s, nothing written: %s", prefix, source, hint)}
 	}
 	if len(refused) > 0 && !c.Bool("skip-refused") {
-		return fmt.Errorf("import: %d keys refused (listed above), nothing written: rename them in etcd, or give --skip-refused to import the %d others", len(refused), len(keys))
+		where := "etcd"
+		if fromConsul != "" {
+			where = "Consul"
+		}
+		return fmt.Errorf("import: %d keys refused (listed above), nothing written: rename them in %s, or give --skip-refused to import the %d others", len(refused), where, len(keys))
 	}
 	root := api.ApplianceRoot(appliance)
 	l, _, err := s.client.List(s.ctx, root, false)
@@ -292,6 +302,23 @@ func firstSegments(kvs []store.ForeignKV, n int) []string {
 		out = append(out[:n], "…")
 	}
 	return out
+}
+
+// withoutConsulFolders leaves out of kvs (read by readConsulExport) the folders of Consul's KV:
+// keys that end in '/' with no value, which its UI creates and consul kv export lists like any
+// key. They hold nothing, so they are no key to refuse. It returns the rest and the folders'
+// names as Consul writes them.
+func withoutConsulFolders(kvs []store.ForeignKV) ([]store.ForeignKV, []string) {
+	out := kvs[:0:0]
+	var folders []string
+	for _, kv := range kvs {
+		if strings.HasSuffix(string(kv.Key), "/") && len(kv.Value) == 0 {
+			folders = append(folders, strings.TrimPrefix(string(kv.Key), "/"))
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out, folders
 }
 
 // consulKV is one entry of `consul kv export`: the key, its flags, and its value in base64.
