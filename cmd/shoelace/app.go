@@ -370,9 +370,12 @@ func readTokenFile(path string) (string, error) {
 // args checks that the command got between min and max positional arguments (max < 0: no limit).
 func wantArgs(c *cli.Context, min, max int, names string) ([]string, error) {
 	n := c.NArg()
-	name := commandName(c)
+	usage := commandName(c)
+	if names != "" {
+		usage += " " + names
+	}
 	if n < min {
-		return nil, usagef("%smissing argument (usage: %s %s)", errPrefix(c), name, names)
+		return nil, usagef("%smissing argument (usage: %s)", errPrefix(c), usage)
 	}
 	if max >= 0 && n > max {
 		extra := c.Args().Slice()[max:]
@@ -389,7 +392,7 @@ func wantArgs(c *cli.Context, min, max int, names string) ([]string, error) {
 				break
 			}
 		}
-		return nil, usagef("%stoo many arguments %q (usage: %s %s)%s", errPrefix(c), extra, name, names, hint)
+		return nil, usagef("%stoo many arguments %q (usage: %s)%s", errPrefix(c), extra, usage, hint)
 	}
 	return c.Args().Slice(), nil
 }
