@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -311,8 +312,17 @@ func noArgs(name string, action cli.ActionFunc) cli.ActionFunc {
 			return usageError{fmt.Sprintf("--config is empty (or SHOELACE_AGENT_CONFIG is set but empty): name the agent's config file, or leave both out for %s", agent.DefaultConfigPath)}
 		}
 		if c.Args().Len() > 0 {
-			return usageError{fmt.Sprintf("%s takes no arguments, got %q (options are flags, such as --stage system; see shoelace-agent %s --help)",
-				name, strings.Join(c.Args().Slice(), " "), name)}
+			got := strings.Join(c.Args().Slice(), " ")
+			if a := c.Args().First(); c.Args().Len() == 1 && (strings.HasSuffix(a, ".yaml") || strings.HasSuffix(a, ".yml")) {
+				// "validate agent.yaml", as nginx -t -c and most tools take a config.
+				return usageError{fmt.Sprintf("%s takes no arguments, got %q: give the config with --config %s", name, got, a)}
+			}
+			example := "--config FILE"
+			if slices.ContainsFunc(c.Command.Flags, func(f cli.Flag) bool { return slices.Contains(f.Names(), "stage") }) {
+				example = "--stage system"
+			}
+			return usageError{fmt.Sprintf("%s takes no arguments, got %q (options are flags, such as %s; see shoelace-agent %s --help)",
+				name, got, example, name)}
 		}
 		return action(c)
 	}

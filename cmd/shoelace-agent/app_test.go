@@ -50,6 +50,11 @@ func TestCLI_UsageErrors(t *testing.T) {
 		// A stray argument is refused: "once system" must not render every stage.
 		{[]string{"once", "system", "--config", "/nonexistent"}, `once takes no arguments, got "system --config /nonexistent"`},
 		{[]string{"validate", "--config", "/nonexistent", "extra"}, `validate takes no arguments, got "extra"`},
+		// The config given as an argument, as nginx -t -c takes it, is shown how to give it; the
+		// example flag is one the command takes (validate has no --stage).
+		{[]string{"validate", "/etc/shoelace/agent.yaml"}, `validate takes no arguments, got "/etc/shoelace/agent.yaml": give the config with --config /etc/shoelace/agent.yaml`},
+		{[]string{"status", "extra"}, `status takes no arguments, got "extra" (options are flags, such as --config FILE;`},
+		{[]string{"render", "system", "--config", "/nonexistent"}, `(options are flags, such as --stage system;`},
 		{[]string{"validate", "--config", ""}, "--config is empty (or SHOELACE_AGENT_CONFIG is set but empty)"},
 		{[]string{"status", "-c="}, "--config is empty"},
 		// Exit 1 before, where shoelace completion says 2.
