@@ -122,3 +122,16 @@ func TestE2E_ImportFromConsulExportFolders(t *testing.T) {
 		t.Fatalf("a key ending in / with a value: %s", r)
 	}
 }
+
+// TestE2E_ImportFromConsulExportAllRefused: when every key read is refused and --skip-refused
+// leaves them all out, the import says so; it said the appliance "holds every key already",
+// of an appliance that holds none.
+func TestE2E_ImportFromConsulExportAllRefused(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	file := writeTemp(t, `[{"key":"web/bad key","flags":0,"value":"eA=="}]`)
+	r := c.run("import", "--from-consul-export", file, "--prefix", "web", "--appliance", "consul-all-refused", "--skip-refused")
+	if r.code != 0 || !strings.Contains(r.stderr, "nothing to import: every key under /web was refused (listed above) and --skip-refused left it out") ||
+		strings.Contains(r.stderr, "holds every key already") {
+		t.Fatalf("import: %s", r)
+	}
+}

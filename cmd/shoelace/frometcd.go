@@ -239,7 +239,11 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 	if c.Bool("dry-run") {
 		return e.printDryRun(s.json, p, res, l.Revision, summary)
 	}
-	if _, err := e.commitImport(s, p, &res, l.Revision, summary, root+" holds every key already"); err != nil {
+	nothing := root + " holds every key already"
+	if len(keys) == 0 {
+		nothing = fmt.Sprintf("every key under %s was refused (listed above) and --skip-refused left it out", prefix)
+	}
+	if _, err := e.commitImport(s, p, &res, l.Revision, summary, nothing); err != nil {
 		return err
 	}
 	return e.printImport(s.json, res)
