@@ -78,6 +78,8 @@ func (s *Store) WatchChanges(ctx context.Context, from int64) (<-chan ChangeEven
 	} else {
 		wt = clientv3.NewWatcher(s.cli)
 	}
+	// Before the watch opens: a connection that ends once it is open may carry it.
+	ended := s.connEnds.next()
 	go func() {
 		defer close(out)
 		defer wt.Close()
@@ -86,16 +88,19 @@ func (s *Store) WatchChanges(ctx context.Context, from int64) (<-chan ChangeEven
 		// reachable: it is waited for like any other silence.
 		opened := make(chan clientv3.WatchChan, 1)
 		go func() { opened <- wt.Watch(wctx, s.root, opts...) }()
-		w.set(s.pumpChanges(ctx, wctx, wt, opened, out))
+		w.set(s.pumpChanges(ctx, wctx, wt, from, opened, ended, out))
 	}()
 	return out, w.get
 }
 
 // pumpChanges turns watch responses into ChangeEvents until ctx ends or the watch breaks. A
 // watch that hears nothing for WatchProgressInterval asks etcd for a progress notification;
-// one that still hears nothing for as long again ends with ErrWatchSilent (its member may be
-// frozen, or its connection dead without a close).
-func (s *Store) pumpChanges(ctx, wctx context.Context, wt clientv3.Watcher, opened <-chan clientv3.WatchChan, out chan<- ChangeEvent) error {
+// one that still hears nothing for as long again reads the store's revision (see idle): it ends
+// with ErrWatchSilent unless the store is idle at the revision the watch has reached (its
+// member may be frozen, or its connection dead without a close). from is the watch's first
+// revision (0: the next). A connection to etcd that ends (ended closes) ends it with
+// ErrReconnected.
+func (s *Store) pumpChanges(ctx, wctx context.Context, wt clientv3.Watcher, from int64, opened <-chan clientv3.WatchChan, ended <-chan struct{}, out chan<- ChangeEvent) error {
 	send := func(ev ChangeEvent) bool {
 		select {
 		case out <- ev:
@@ -108,8 +113,8 @@ func (s *Store) pumpChanges(ctx, wctx context.Context, wt clientv3.Watcher, open
 	quiet := time.NewTimer(every)
 	defer quiet.Stop()
 	asked := false
+	next := from               // the revision the watch waits for (0: not known yet)
 	var wch clientv3.WatchChan // nil until the watch is open
-	conns := s.connEnds.Load()
 	for {
 		var resp clientv3.WatchResponse
 		var ok bool
@@ -117,11 +122,20 @@ func (s *Store) pumpChanges(ctx, wctx context.Context, wt clientv3.Watcher, open
 		case wch = <-opened:
 			continue
 		case resp, ok = <-wch:
+		case <-ended:
+			// Not only at its next answer: etcd sends none to a watch resumed on a store that
+			// has not passed its revision, as after a restart on the same data (see idle).
+			return ErrReconnected
 		case <-ctx.Done():
 			return nil
 		case <-quiet.C:
 			if asked {
-				return fmt.Errorf("%w (%s)", ErrWatchSilent, 2*every)
+				if err := s.idle(wctx, next, every); err != nil {
+					return err
+				}
+				asked = false
+				quiet.Reset(every)
+				continue
 			}
 			rctx, cancel := context.WithTimeout(wctx, every)
 			_ = wt.RequestProgress(rctx) // a failure shows as silence
@@ -144,8 +158,10 @@ func (s *Store) pumpChanges(ctx, wctx context.Context, wt clientv3.Watcher, open
 		// another store now (another cluster, one restored from a snapshot), it would follow
 		// that store's history as if it were the one before, silently. It ends instead, for
 		// the caller to learn what store it is on (see ErrReconnected).
-		if s.connEnds.Load() != conns {
+		select {
+		case <-ended:
 			return ErrReconnected
+		default:
 		}
 		if err := resp.Err(); err != nil {
 			if ctx.Err() != nil {
@@ -156,6 +172,12 @@ func (s *Store) pumpChanges(ctx, wctx context.Context, wt clientv3.Watcher, open
 			}
 			return s.etcdErr(ctx, "watch", err)
 		}
+		switch {
+		case len(resp.Events) > 0:
+			next = resp.Events[len(resp.Events)-1].Kv.ModRevision + 1
+		case resp.IsProgressNotify():
+			next = max(next, resp.Header.Revision+1)
+		}
 		if !s.sendChanges(resp, send) {
 			return nil
 		}
@@ -163,6 +185,30 @@ func (s *Store) pumpChanges(ctx, wctx context.Context, wt clientv3.Watcher, open
 		asked = false
 		quiet.Reset(every)
 	}
+}
+
+// idle tells a watch that heard nothing, not even the progress notification it asked for,
+// from one that waits for a store that has nothing to send it: etcd sends no progress
+// notification to a watch whose next revision the store has not reached (next, the revision
+// after the last the watch heard of), as when nothing was written since the watch started or
+// since the etcd client resumed it. nil when the store is at next - 1; ErrWatchSilent when it
+// is past it (the watch's member may be frozen) or cannot be read within d; an error too when
+// it is below it (its history went back: the caller must learn where it is).
+func (s *Store) idle(ctx context.Context, next int64, d time.Duration) error {
+	silent := fmt.Errorf("%w (%s)", ErrWatchSilent, 2*d)
+	if next <= 0 {
+		return silent
+	}
+	rctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	rev, err := s.Revision(rctx)
+	switch {
+	case err != nil || rev >= next:
+		return silent
+	case rev < next-1:
+		return fmt.Errorf("watch: the store is at revision %d, below the %d the watch heard of (its history went back)", rev, next-1)
+	}
+	return nil
 }
 
 // sendChanges sends resp as ChangeEvents, one per revision; false when ctx ended.

@@ -56,7 +56,8 @@ const (
 	// DefaultAttemptTimeout bounds the first try of a call on one etcd member.
 	DefaultAttemptTimeout = 3 * time.Second
 	// DefaultWatchProgressInterval is how long a watch may hear nothing from etcd before the
-	// store asks for a progress notification; twice as long and the watch ends (see Watch).
+	// store asks for a progress notification; twice as long and the watch ends, unless the
+	// store is idle at the revision the watch reached (see Watch).
 	DefaultWatchProgressInterval = 2 * time.Second
 )
 
@@ -101,7 +102,9 @@ type Config struct {
 	AttemptTimeout time.Duration
 	// WatchProgressInterval: a watch that hears nothing from etcd for this long asks for a
 	// progress notification, and one that hears nothing for twice as long ends with an error
-	// so that its caller watches again (default DefaultWatchProgressInterval).
+	// so that its caller watches again (default DefaultWatchProgressInterval), unless the store
+	// is idle at the revision the watch reached: etcd sends no progress notification to a
+	// watch that waits for a revision the store has not reached.
 	WatchProgressInterval time.Duration
 	// ProgressNotifyInterval is the embedded etcd's watch progress interval
 	// (default DefaultProgressNotifyInterval).
@@ -138,12 +141,13 @@ var ErrCompacted = errors.New("revision compacted")
 
 // ErrReconnected is returned by Watch when a connection to etcd ended while it ran: the etcd
 // client would resume it on another connection, perhaps to another store (another cluster, or
-// one restored from a snapshot), whose history is not the one it followed. Checked before
-// each answer is delivered.
+// one restored from a snapshot), whose history is not the one it followed. It ends the watch
+// as soon as the connection ends, and is checked again before each answer is delivered.
 var ErrReconnected = errors.New("watch: a connection to etcd ended and the watch would resume on another; watching again")
 
 // ErrWatchSilent is returned by Watch when it heard nothing from etcd for twice
-// WatchProgressInterval, not even the progress notification it asked for.
+// WatchProgressInterval, not even the progress notification it asked for, while the store
+// is past the revision the watch reached (or cannot be read).
 var ErrWatchSilent = errors.New("watch: etcd sent nothing, not even the progress notification asked for; watching again")
 
 // Store is a handle on the store. It is safe for concurrent use.
@@ -179,7 +183,7 @@ type Store struct {
 	compacted compactedCache // what Compacted learnt of an external etcd's compaction
 
 	observer atomic.Pointer[Observer] // told of every unary etcd request (metrics)
-	connEnds atomic.Int64             // connections to etcd that ended (see ErrReconnected)
+	connEnds connEnds                 // connections to etcd that end (see ErrReconnected)
 
 	ctx       context.Context // ends on Close; bounds background work
 	cancel    context.CancelFunc

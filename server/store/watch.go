@@ -7,8 +7,9 @@ import (
 
 // Watch watches the whole root from revision from (inclusive) and sends one Event per revision
 // (and progress notifications). The channel closes when ctx ends or the watch breaks; the final
-// error, if any (ErrCompacted, a lost leader, etcd silent for twice WatchProgressInterval, ...),
-// is reported by the returned func after close.
+// error, if any (ErrCompacted, a lost leader, etcd silent for twice WatchProgressInterval while
+// the store moved on, a connection to etcd that ended, ...), is reported by the returned func
+// after close.
 //
 // from <= 0 watches from the next revision. The error func returns nil when the watch ended
 // because ctx did; errors.Is(err, ErrCompacted) when from was compacted (re-read, then watch

@@ -3,8 +3,10 @@ package store_test
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -165,5 +167,83 @@ func TestStore_WatchEndsOnClose(t *testing.T) {
 	}
 	if err := werr(); err == nil {
 		t.Error("a watch ended by Close reports no error")
+	}
+}
+
+// ownEtcd starts an etcd of the test's own in dir, on addr ("": a free loopback port), that
+// nothing else writes to, stopped when the test ends.
+func ownEtcd(t *testing.T, dir, addr string) *store.EmbeddedEtcd {
+	t.Helper()
+	e, err := store.StartEmbedded(ctxT(t), store.EmbedConfig{Dir: dir, ClientAddr: addr, Logger: quietLogger(),
+		LogLevel: "error", UnsafeFast: true, ProgressNotifyInterval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+// TestStore_WatchOfAnIdleStore: etcd sends no progress notification to a watch that waits for a
+// revision the store has not reached, requested or not. A watch of an idle store from its next
+// revision heard nothing, ended as a silent member's would (ErrWatchSilent), and was started
+// again, and again: it is open as long as the store is idle, and hears the next write.
+func TestStore_WatchOfAnIdleStore(t *testing.T) {
+	e := ownEtcd(t, filepath.Join(t.TempDir(), "etcd"), "")
+	s := openStore(t, func(c *store.Config) {
+		c.Endpoints = e.Endpoints()
+		c.WatchProgressInterval = 100 * time.Millisecond
+	})
+	ctx := ctxT(t)
+	rev, err := s.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, werr := s.Watch(ctx, rev+1)
+	select {
+	case ev, ok := <-ch:
+		if !ok {
+			t.Fatalf("the watch of an idle store ended: %v", werr())
+		}
+		t.Fatalf("the watch of an idle store sent %+v", ev)
+	case <-time.After(2 * time.Second): // ten times its progress interval
+	}
+	r := mustPut(t, s, "shared/a", "1")
+	if got := next(t, ch, true); got.Revision != r {
+		t.Fatalf("got %+v, want shared/a at %d", got, r)
+	}
+}
+
+// TestStore_WatchEndsWhenEtcdRestarts: the etcd client resumes a watch whose connection ended
+// on its next connection, from the revision after the last it heard of, which an etcd
+// restarted on the same data (or on older data, or another store on its address) has not
+// reached: etcd sent nothing, and the watch, which checked for an ended connection at each
+// answer, went on until the next write (or its silence), on a store it had not checked. It
+// ends with ErrReconnected when the connection ends.
+func TestStore_WatchEndsWhenEtcdRestarts(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "etcd")
+	e := ownEtcd(t, dir, "")
+	s := openStore(t, func(c *store.Config) {
+		c.Endpoints = e.Endpoints()
+		c.WatchProgressInterval = time.Minute // no silence within the test
+	})
+	ctx := ctxT(t)
+	ch, werr := s.Watch(ctx, mustPut(t, s, "shared/a", "1"))
+	next(t, ch, true) // open
+	e.Close()
+	ownEtcd(t, dir, strings.TrimPrefix(e.Endpoints()[0], "http://"))
+	deadline := time.After(10 * time.Second)
+	for open := true; open; {
+		select {
+		case ev, ok := <-ch:
+			if ok && !ev.Progress {
+				t.Fatalf("the watch sent %+v after etcd restarted", ev)
+			}
+			open = ok
+		case <-deadline:
+			t.Fatal("the watch is open 10s after etcd restarted")
+		}
+	}
+	if err := werr(); !errors.Is(err, store.ErrReconnected) {
+		t.Fatalf("the watch ended with %v, want ErrReconnected", err)
 	}
 }

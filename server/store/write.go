@@ -388,9 +388,9 @@ func withSent(ctx context.Context, sent *atomic.Bool) context.Context {
 
 // sentTracker is a gRPC stats handler that tells whether a call's request left: gRPC reports a
 // client's OutPayload only after the message was queued on a connection's stream. It also
-// counts the client's connections that end (see ErrReconnected).
+// tells connEnds of the client's connections that end (see ErrReconnected).
 type sentTracker struct {
-	connEnds *atomic.Int64 // counts the client's connections that end
+	connEnds *connEnds
 }
 
 func (sentTracker) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
@@ -407,7 +407,32 @@ func (sentTracker) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Co
 
 func (t sentTracker) HandleConn(_ context.Context, st stats.ConnStats) {
 	if _, ok := st.(*stats.ConnEnd); ok && t.connEnds != nil {
-		t.connEnds.Add(1)
+		t.connEnds.end()
+	}
+}
+
+// connEnds tells watches that a connection of the client to etcd ended (see ErrReconnected).
+type connEnds struct {
+	mu    sync.Mutex
+	ended chan struct{} // closed at the next end; nil until someone waits for it
+}
+
+// next returns a channel that is closed when a connection ends after this call.
+func (c *connEnds) next() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ended == nil {
+		c.ended = make(chan struct{})
+	}
+	return c.ended
+}
+
+func (c *connEnds) end() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ended != nil {
+		close(c.ended)
+		c.ended = nil
 	}
 }
 
