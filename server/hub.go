@@ -225,6 +225,9 @@ type hub struct {
 	// beforeSys, when set (by tests only, while the hub runs: hence atomic), is called with a
 	// watch event that carries system keys just before they are handled.
 	beforeSys atomic.Pointer[func(ev store.Event)]
+	// beforeRewatch, when set (by tests only, under mu), is called after a watch broke, before
+	// the hub looks at the store and watches again.
+	beforeRewatch func()
 
 	// fmu guards flights and deltas. Every woken long-poll looks its flight up at once
 	// (10,000 of them after one change): they read under RLock, and only the first of a
@@ -566,7 +569,7 @@ func (h *hub) run(ctx context.Context) {
 	watched := false // a watch ran before: the next one follows on from what it saw
 	for ctx.Err() == nil {
 		h.mu.Lock()
-		ready := h.ready
+		ready, hold := h.ready, h.beforeRewatch
 		h.mu.Unlock()
 		if !ready || needReset {
 			rev, err := h.st.Revision(ctx)
@@ -587,6 +590,9 @@ func (h *hub) run(ctx context.Context) {
 				h.onReset(ctx)
 			}
 			needReset = false
+		}
+		if watched && hold != nil {
+			hold()
 		}
 		h.mu.Lock()
 		from := h.rev + 1
@@ -623,14 +629,22 @@ func (h *hub) run(ctx context.Context) {
 }
 
 // wentBack reports whether the store's revision is now below seen, the highest revision the
-// watch saw, and if so makes the hub start over from the store's revision. That happens when etcd
-// was brought back from a copy of its data without a revision bump (a restore without
-// --bump-revision, a VM snapshot of the member) or the endpoints now lead to another cluster,
-// under the same store id or none: a watch from seen + 1 would wait, silent, for revisions the
-// store has not reached, while the writes made meanwhile (at revisions the hub had seen
-// already) wake nobody and long-polls are answered from the copy of a history that is gone.
+// watch saw, or below the highest that any answer of etcd to this replica carried
+// (store.Reached: its writes, its reads, the store checks of long-polls), and if so makes the
+// hub start over from the store's revision. That happens when etcd was brought back from a
+// copy of its data without a revision bump (a restore without --bump-revision, a VM snapshot
+// of the member) or the endpoints now lead to another cluster, under the same store id or
+// none: a watch from seen + 1 would wait, silent, for revisions the store has not reached,
+// while the writes made meanwhile (at revisions the hub had seen already) wake nobody and
+// long-polls are answered from the copy of a history that is gone. The watch's own revision
+// is not enough: after an etcd restart the watch may not have caught up with what the replica
+// wrote, read and answered by the time the store went back (the hub watched again after a
+// backoff, or etcd went away again first), and a store back at the revision the watch had
+// reached looked like the same history.
 // A store that cannot be read now says nothing: the next break of the watch asks again.
 func (h *hub) wentBack(ctx context.Context, seen int64) bool {
+	// Taken before the read: an answer that comes after it may carry a revision above it.
+	seen = max(seen, h.st.Reached())
 	rev, err := h.st.Revision(ctx)
 	if err != nil || rev >= seen {
 		return false
@@ -654,8 +668,9 @@ func (h *hub) startOver(rev int64) {
 }
 
 // forgetBefore is startOver's first half: the hub's revision is rev, and what it knew of
-// changes is forgotten; long-polls are not woken yet.
+// changes is forgotten (the store's Reached too); long-polls are not woken yet.
 func (h *hub) forgetBefore(rev int64) {
+	h.st.Rewound(rev)
 	h.mu.Lock()
 	h.rev, h.shared, h.forgotten, h.sweptRev = rev, 0, 0, 0
 	clear(h.apps)

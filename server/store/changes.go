@@ -172,6 +172,7 @@ func (s *Store) pumpChanges(ctx, wctx context.Context, wt clientv3.Watcher, from
 			}
 			return s.etcdErr(ctx, "watch", err)
 		}
+		s.sawRevision(resp.Header.Revision)
 		switch {
 		case len(resp.Events) > 0:
 			next = resp.Events[len(resp.Events)-1].Kv.ModRevision + 1
@@ -193,20 +194,22 @@ func (s *Store) pumpChanges(ctx, wctx context.Context, wt clientv3.Watcher, from
 // after the last the watch heard of), as when nothing was written since the watch started or
 // since the etcd client resumed it. nil when the store is at next - 1; ErrWatchSilent when it
 // is past it (the watch's member may be frozen) or cannot be read within d; an error too when
-// it is below it (its history went back: the caller must learn where it is).
+// it is below it, or below Reached (its history went back: the caller must learn where it is).
 func (s *Store) idle(ctx context.Context, next int64, d time.Duration) error {
 	silent := fmt.Errorf("%w (%s)", ErrWatchSilent, 2*d)
 	if next <= 0 {
 		return silent
 	}
+	// Taken before the read: an answer that comes after it may carry a revision above it.
+	reached := max(next-1, s.Reached())
 	rctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	rev, err := s.Revision(rctx)
 	switch {
 	case err != nil || rev >= next:
 		return silent
-	case rev < next-1:
-		return fmt.Errorf("watch: the store is at revision %d, below the %d the watch heard of (its history went back)", rev, next-1)
+	case rev < reached:
+		return fmt.Errorf("watch: the store is at revision %d, below the %d it reached (its history went back)", rev, reached)
 	}
 	return nil
 }

@@ -33,6 +33,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap/zapcore"
@@ -184,6 +185,7 @@ type Store struct {
 
 	observer atomic.Pointer[Observer] // told of every unary etcd request (metrics)
 	connEnds connEnds                 // connections to etcd that end (see ErrReconnected)
+	reached  atomic.Int64             // the highest revision an answer of etcd carried (see Reached)
 
 	ctx       context.Context // ends on Close; bounds background work
 	cancel    context.CancelFunc
@@ -518,7 +520,33 @@ func (s *Store) observeUnary(ctx context.Context, method string, req, reply any,
 	start := time.Now()
 	err := invoker(ctx, method, req, reply, cc, opts...)
 	s.observe(strings.TrimPrefix(strings.TrimPrefix(method, "/"), "etcdserverpb."), err, time.Since(start))
+	if r, ok := reply.(interface{ GetHeader() *pb.ResponseHeader }); ok && err == nil {
+		s.sawRevision(r.GetHeader().GetRevision())
+	}
 	return err
+}
+
+// Reached is the highest revision that an answer of etcd to this store carried (a write's, a
+// read's, a watch's) since Open or the last Rewound: the store's history reached it. etcd's
+// revisions never go back, but a store brought back from a copy of older data (a restore
+// without --bump-revision, a VM snapshot of a member) or another cluster behind the endpoints
+// is at a lower one: a revision read after Reached was taken that is below it says so, even
+// when a watch never heard of the revisions above it.
+func (s *Store) Reached() int64 { return s.reached.Load() }
+
+// Rewound makes rev the store's Reached, for a caller that found the store's history went back
+// to rev (or that the endpoints lead to another store, at rev): the revisions above it are of a
+// history the store no longer has.
+func (s *Store) Rewound(rev int64) { s.reached.Store(rev) }
+
+// sawRevision raises Reached to rev.
+func (s *Store) sawRevision(rev int64) {
+	for {
+		cur := s.reached.Load()
+		if rev <= cur || s.reached.CompareAndSwap(cur, rev) {
+			return
+		}
+	}
 }
 
 // observe reports one etcd call (method as "KV/Txn") to the observer, if any.

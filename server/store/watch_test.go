@@ -3,6 +3,8 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
@@ -245,5 +247,77 @@ func TestStore_WatchEndsWhenEtcdRestarts(t *testing.T) {
 	}
 	if err := werr(); !errors.Is(err, store.ErrReconnected) {
 		t.Fatalf("the watch ended with %v, want ErrReconnected", err)
+	}
+}
+
+// TestStore_WatchOfAStoreThatWentBack: etcd brought back from a copy of older data (a restore
+// without --bump-revision) is below the revisions the store's answers carried before (Reached),
+// even those no watch heard of. A watch from the revision after the store's own waited, idle, on
+// a history that was gone; it ends for its caller to look at the store, until the caller says
+// the store was rewound.
+func TestStore_WatchOfAStoreThatWentBack(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "etcd")
+	e := ownEtcd(t, dir, "")
+	addr := strings.TrimPrefix(e.Endpoints()[0], "http://")
+	s := openStore(t, func(c *store.Config) {
+		c.Endpoints = e.Endpoints()
+		c.WatchProgressInterval = 100 * time.Millisecond
+	})
+	ctx := ctxT(t)
+	old := mustPut(t, s, "shared/a", "old")
+	e.Close()
+	copyDir := filepath.Join(t.TempDir(), "copy")
+	if err := os.CopyFS(copyDir, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	e = ownEtcd(t, dir, addr)
+	var last int64
+	for i := range 5 {
+		last = mustPut(t, s, "shared/a", fmt.Sprint(i))
+	}
+	if got := s.Reached(); got < last {
+		t.Fatalf("Reached %d after a write at %d", got, last)
+	}
+	e.Close()
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(dir, os.DirFS(copyDir)); err != nil {
+		t.Fatal(err)
+	}
+	ownEtcd(t, dir, addr)
+	rev, err := s.Revision(ctx)
+	if err != nil || rev != old {
+		t.Fatalf("revision %d (%v) of the copy, want %d", rev, err, old)
+	}
+
+	ch, werr := s.Watch(ctx, rev+1)
+	select {
+	case ev, ok := <-ch:
+		if ok {
+			t.Fatalf("the watch of a store that went back sent %+v", ev)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watch of a store that went back is open after 5s")
+	}
+	if err := werr(); err == nil || errors.Is(err, store.ErrWatchSilent) || !strings.Contains(err.Error(), "went back") {
+		t.Fatalf("the watch ended with %v, want one that says the store went back", err)
+	}
+
+	s.Rewound(rev)
+	if got := s.Reached(); got != rev {
+		t.Fatalf("Reached %d after Rewound(%d)", got, rev)
+	}
+	ch, werr = s.Watch(ctx, rev+1)
+	select {
+	case _, ok := <-ch:
+		if !ok {
+			t.Fatalf("the watch of the rewound store ended: %v", werr())
+		}
+	case <-time.After(time.Second):
+	}
+	r := mustPut(t, s, "shared/a", "after")
+	if got := next(t, ch, true); got.Revision != r || r != rev+1 {
+		t.Fatalf("got %+v, want shared/a at %d (the revision after %d)", got, r, rev)
 	}
 }

@@ -246,6 +246,9 @@ func (s *Store) sendTxn(ctx context.Context, sent *atomic.Bool, t *txnSpec) (*cl
 	start := time.Now()
 	resp, err := s.local.txn(ctx, t)
 	s.observe("KV/Txn", err, time.Since(start))
+	if err == nil {
+		s.sawRevision(resp.Header.Revision)
+	}
 	return resp, err
 }
 
