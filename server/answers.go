@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -41,7 +42,8 @@ func (b *answerBudget) held() int64 {
 	return b.total
 }
 
-// take charges an answer of n bytes to token, or refuses it: 429 when the token holds its
+// take charges an answer of n bytes to token (a token's name, or "enrolled " and the name of
+// the agent token whose enrolled instance tokens share one share), or refuses it: 429 when the token holds its
 // share, 503 when the replica holds its own.
 func (b *answerBudget) take(token string, n int64) error {
 	perToken, perReplica := b.perToken, b.perReplica
@@ -55,7 +57,11 @@ func (b *answerBudget) take(token string, n int64) error {
 	defer b.mu.Unlock()
 	held := b.byToken[token]
 	if held > 0 && held+n > perToken {
-		e := api.Errorf(api.CodeRateLimited, "the answers of token %s not yet read by its clients hold %d MiB on this replica, its share; read them, then retry", shorten(token), held>>20)
+		whose := "token " + shorten(token)
+		if parent, ok := strings.CutPrefix(token, "enrolled "); ok {
+			whose = "the instance tokens that token " + shorten(parent) + " enrolled"
+		}
+		e := api.Errorf(api.CodeRateLimited, "the answers of %s not yet read by their clients hold %d MiB on this replica, its share; read them, then retry", whose, held>>20)
 		e.RetryAfter = 1
 		return e
 	}
@@ -93,6 +99,13 @@ func holdAnswer(w http.ResponseWriter, n int) (release func(), err error) {
 		return func() {}, nil
 	}
 	b, token := &sw.s.answers, sw.info.token
+	if p := sw.info.p; p != nil && p.parent != "" {
+		// The instance tokens an agent token enrolled share one share, apart from the agent
+		// token's own: each with a share of its own, one holder of the fleet's agent token
+		// enrolling a few and stalling a view with each filled the replica's bound, and every
+		// other token's large answers were 503.
+		token = "enrolled " + p.parent
+	}
 	if err := b.take(token, int64(n)); err != nil {
 		return nil, err
 	}

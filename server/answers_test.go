@@ -109,3 +109,33 @@ func TestAnswers_LargeAnswersCostRequests(t *testing.T) {
 		}
 	}
 }
+
+// The instance tokens one agent token enrolled share one budget of unread answers: each had a
+// share of its own, so that the holder of a fleet's agent token (on every VM), enrolling
+// instance tokens and stalling a view read with each, filled the replica's bound and the
+// admin's reads were 503. Their stalled answers are now 429 past one share, and the admin and
+// the shared agent token still read.
+func TestAnswers_EnrolledInstancesShareOneBudget(t *testing.T) {
+	f := newFixture(t)
+	for i := range 6 {
+		f.put(fmt.Sprintf("appliances/web/big/%d", i), strings.Repeat("v", 1000<<10))
+	}
+	const size = 6 * 1000 << 10 // each view: the six values
+	f.s.answers.perToken, f.s.answers.perReplica = 10<<20, 16<<20
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	var insts []string
+	for i := range 4 {
+		insts = append(insts, f.enroll(agent, "web", fmt.Sprintf("vm-%d", i)).Token)
+	}
+	stalledGet(t, f, insts[0], "/v1/appliances/web")
+	waitFor(t, "the first instance's stalled view held", func() bool { return f.s.answers.held() >= size })
+	for _, tok := range insts[1:] {
+		r := f.doToken(tok, "GET", "/v1/appliances/web", "")
+		f.mustErr(r, 429, api.CodeRateLimited, "agent-web", "not yet read")
+	}
+	if h := f.s.answers.held(); h >= 2*size {
+		t.Fatalf("the enrolled instances hold %d bytes of unread answers, over one share", h)
+	}
+	f.must(f.doToken(f.token, "GET", "/v1/kv/appliances/web?recurse", ""), 200, nil)
+	f.must(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-shared"), 200, nil)
+}

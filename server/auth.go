@@ -33,6 +33,7 @@ type principal struct {
 	admin     bool
 	appliance string // an agent token: read this appliance's view
 	instance  string // an instance token: the one instance of appliance it acts for
+	parent    string // an instance token: the agent token that enrolled it ("" when an admin did)
 	enrolled  time.Time
 	read      []string // prefixes it may read
 	write     []string // prefixes it may write (and read)
@@ -165,7 +166,7 @@ func (t *tokenRecord) principal() *principal {
 	}
 	p := &principal{name: t.Name, admin: t.Admin, appliance: t.Appliance, read: t.Read, write: t.Write}
 	if t.Instance != "" {
-		p.instance, p.enrolled = t.Instance, t.Created
+		p.instance, p.parent, p.enrolled = t.Instance, t.Parent, t.Created
 	}
 	// One principal per record, even when two requests make it at once: current compares them.
 	if !t.p.CompareAndSwap(nil, p) {
