@@ -227,6 +227,16 @@ func (a *Agent) fetch(ctx context.Context) (*view, error) {
 	return &view{Store: meta.Store, Revision: rev, Keys: v.Keys, Rollout: v.Rollout}, nil
 }
 
+// allInPlace reports whether every template of the config has its file in place.
+func (a *Agent) allInPlace() bool {
+	for _, t := range a.tmpls {
+		if !t.inPlace {
+			return false
+		}
+	}
+	return true
+}
+
 // Once fetches a fresh view (never the cache, and writes none), renders the templates of
 // stage ("" for all) and returns nil only when every one of them is in place. Selecting no
 // template is an error. A failed reload whose files were restored is an error; one whose new
@@ -244,8 +254,15 @@ func (a *Agent) Once(ctx context.Context, stage string, noCommands bool) error {
 	start := time.Now()
 	res := a.renderPass(ctx, v, sel, true, noCommands)
 	a.logPass(v, res, time.Since(start))
-	// What `status` shows; the view itself is never cached by once.
-	a.writeStatus(v, res)
+	// What `status` shows; the view itself is never cached by once. Its applied revision is the
+	// view's when every template of the config (not only those of stage) is in place and the pass
+	// failed nothing with its commands run, as run's is: status said "applied 0" after a once
+	// that installed everything (a VM image baked with once showed it as never applied).
+	applied := a.applied.Load()
+	if len(res.failures) == 0 && !noCommands && a.allInPlace() {
+		applied = v.Revision
+	}
+	a.putStatus(a.status(v, res, applied))
 	var missing []string
 	for _, f := range res.failures {
 		if !f.inPlace {

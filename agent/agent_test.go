@@ -260,8 +260,19 @@ func TestAgent_Once(t *testing.T) {
     command: echo app >> $DIR/commands
 `)
 	ctx := context.Background()
+	applied := func() int64 {
+		t.Helper()
+		st, err := agent.LoadStatus(dir+"/cache", "web")
+		if err != nil {
+			t.Fatalf("once recorded no status: %v", err)
+		}
+		return st.Applied
+	}
 	if err := a.Once(ctx, agent.StageSystem, false); err != nil {
 		t.Fatal(err)
+	}
+	if got := applied(); got != 0 {
+		t.Fatalf("status applied %d after once --stage system, want 0: the application templates are not in place", got)
 	}
 	if got := read(t, dir+"/ntp.conf"); got != "server pool.ntp.org\n" {
 		t.Fatalf("ntp.conf = %q", got)
@@ -278,6 +289,12 @@ func TestAgent_Once(t *testing.T) {
 	}
 	if got := lines(t, dir+"/commands"); strings.Join(got, ",") != "ntp,app" {
 		t.Fatalf("commands = %v, want ntp,app (the shared command once)", got)
+	}
+	srv.mu.Lock()
+	rev := srv.rev
+	srv.mu.Unlock()
+	if got := applied(); got != rev {
+		t.Fatalf("status applied %d after every template was installed by once, want the view's revision %d", got, rev)
 	}
 	if fi, _ := os.Stat(dir + "/app.conf"); fi.Mode().Perm() != 0o600 {
 		t.Fatalf("mode = %v", fi.Mode().Perm())
