@@ -160,6 +160,15 @@ type tokenRecord struct {
 	p atomic.Pointer[principal]
 }
 
+// holder is who holds t: the agent token that enrolled it, for an instance token, else t itself.
+// Limits and shares that one holder must not multiply by enrolling instances count by it.
+func (t *tokenRecord) holder() string {
+	if t.Parent != "" {
+		return t.Parent
+	}
+	return t.Name
+}
+
 func (t *tokenRecord) principal() *principal {
 	if p := t.p.Load(); p != nil {
 		return p
@@ -491,20 +500,13 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*http.Req
 		if err := s.limitAddr(r); err != nil {
 			return r, err
 		}
-		if !s.auth.loaded.Load() {
-			e := api.Errorf(api.CodeUnavailable, "tokens are not loaded yet: the store has not been reachable since this replica started")
-			e.RetryAfter = 2
-			return r, e
-		}
-		if ok {
+		if ok || !s.auth.loaded.Load() {
 			// Perhaps created through another replica a moment ago: ask the store. When it
 			// cannot be asked, the token is not known to be unknown: 503, never a 401 that
 			// makes an agent drop an instance token that may be valid.
 			var err error
-			if rec, err = s.lookupFresh(r.Context(), secret, arrived); err != nil && !s.auth.wasRevoked(secret) {
-				e := api.Errorf(api.CodeUnavailable, "the token is not known to this replica yet and the store could not be asked; retry later")
-				e.RetryAfter = 2
-				return r, e
+			if rec, err = s.lookupUnknown(r.Context(), secret, arrived); err != nil {
+				return r, err
 			}
 		}
 	}
@@ -594,10 +596,7 @@ func (s *Server) limitToken(rec *tokenRecord, instance string) error {
 		}
 		return nil
 	}
-	name := rec.Name
-	if rec.Parent != "" {
-		name = rec.Parent
-	}
+	name := rec.holder()
 	now := time.Now()
 	ok, retry, full := s.auth.limits.allowOwned("token "+name+" instance "+instance, name, s.cfg.MaxInstances, now)
 	if full || !ok {

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
 )
 
 // freshTokens answers the one question the token cache cannot: is a token this replica has not
@@ -40,6 +42,27 @@ func (s *Server) lookupFresh(ctx context.Context, secret string, arrived time.Ti
 		return nil, err
 	}
 	return findToken(f.byHash, secret), nil
+}
+
+// lookupUnknown asks the store about secret, which the token cache does not hold (a token
+// created a moment ago through another replica, or none): its record, or nil when the store has
+// no such token. While the store cannot tell — the tokens not loaded since this replica
+// started, or the read failed for a secret not known to be revoked — it is an unavailable error
+// with Retry-After: the token may well exist, and neither the API nor the console answers
+// "unknown or revoked" to its holder.
+func (s *Server) lookupUnknown(ctx context.Context, secret string, arrived time.Time) (*tokenRecord, error) {
+	if !s.auth.loaded.Load() {
+		e := api.Errorf(api.CodeUnavailable, "tokens are not loaded yet: the store has not been reachable since this replica started")
+		e.RetryAfter = 2
+		return nil, e
+	}
+	rec, err := s.lookupFresh(ctx, secret, arrived)
+	if err != nil && !s.auth.wasRevoked(secret) {
+		e := api.Errorf(api.CodeUnavailable, "the token is not known to this replica yet and the store could not be asked; retry later")
+		e.RetryAfter = 2
+		return nil, e
+	}
+	return rec, nil
 }
 
 // lookupFreshHash finds the token named name whose secret hashes to hash in the store as it is

@@ -97,11 +97,7 @@ func randomID() string {
 // create starts a session for rec and returns its id.
 func (u *uiSessions) create(rec *tokenRecord, now time.Time) (string, *uiSession) {
 	id := randomID()
-	owner := rec.Name
-	if rec.Parent != "" {
-		owner = rec.Parent
-	}
-	sess := &uiSession{token: rec.Name, owner: owner, hash: rec.Hash, csrf: randomID(), created: now, expires: now.Add(uiSessionTTL)}
+	sess := &uiSession{token: rec.Name, owner: rec.holder(), hash: rec.Hash, csrf: randomID(), created: now, expires: now.Add(uiSessionTTL)}
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.m == nil {
@@ -493,14 +489,10 @@ func (s *Server) uiSignin(w http.ResponseWriter, r *http.Request) {
 	var rec *tokenRecord
 	if secret != "" && len(secret) <= 512 {
 		if rec = s.auth.lookup(secret); rec == nil {
-			// A token this replica does not know is not known to be unknown while the store
-			// cannot be asked (tokens not loaded since the start, or a read that failed): as
-			// the API, 503, never "revoked" to the holder of a valid token.
+			// As the API: 503 while the store cannot tell, never "revoked" to the holder of
+			// a valid token.
 			var err error
-			if s.auth.loaded.Load() {
-				rec, err = s.lookupFresh(r.Context(), secret, arrived)
-			}
-			if rec == nil && (!s.auth.loaded.Load() || err != nil && !s.auth.wasRevoked(secret)) {
+			if rec, err = s.lookupUnknown(r.Context(), secret, arrived); err != nil {
 				if r.Context().Err() != nil {
 					return // the browser went away
 				}
