@@ -227,16 +227,6 @@ func (a *Agent) fetch(ctx context.Context) (*view, error) {
 	return &view{Store: meta.Store, Revision: rev, Keys: v.Keys, Rollout: v.Rollout}, nil
 }
 
-// allInPlace reports whether every template of the config has its file in place.
-func (a *Agent) allInPlace() bool {
-	for _, t := range a.tmpls {
-		if !t.inPlace {
-			return false
-		}
-	}
-	return true
-}
-
 // Once fetches a fresh view (never the cache, and writes none), renders the templates of
 // stage ("" for all) and returns nil only when every one of them is in place. Selecting no
 // template is an error. A failed reload whose files were restored is an error; one whose new
@@ -259,7 +249,7 @@ func (a *Agent) Once(ctx context.Context, stage string, noCommands bool) error {
 	// failed nothing with its commands run, as run's is: status said "applied 0" after a once
 	// that installed everything (a VM image baked with once showed it as never applied).
 	applied := a.applied.Load()
-	if len(res.failures) == 0 && !noCommands && a.allInPlace() {
+	if !noCommands && a.failing() == 0 {
 		applied = v.Revision
 	}
 	a.putStatus(a.status(v, res, applied))
