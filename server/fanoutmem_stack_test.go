@@ -28,7 +28,7 @@ func TestLongPoll_StackStaysSmall(t *testing.T) {
 	t.Run("rate-limit=default", func(t *testing.T) {
 		testLongPollStack(t, func(c *Config) {
 			c.RateLimit = DefaultConfig().RateLimit
-			c.MaxInstances = 1000
+			c.MaxInstances = 2000 // three rounds of 400 new instances
 		})
 	})
 	t.Run("rate-limit=0", func(t *testing.T) { testLongPollStack(t) })
@@ -49,36 +49,57 @@ func testLongPollStack(t *testing.T, opts ...func(*Config)) {
 	t.Cleanup(func() { _ = srv.Close() })
 
 	const n = 400
+	// StackInuse is the whole process's: the store's and the runtime's goroutines starting or
+	// growing meanwhile count too, and on a loaded machine they did in one run of many. So the
+	// long-polls are opened up to three times and the smallest figure is judged: a long-poll
+	// whose stack grew grows it in every round (each round's instances are new ones, whose
+	// first reports are taken as the first round's were).
+	best := -1.0
+	for round := 1; round <= 3; round++ {
+		per := longPollStacks(t, f, ln.Addr().String(), token, rev, n, round)
+		t.Logf("round %d: goroutine stacks: %.0f bytes per open long-poll", round, per)
+		if best < 0 || per < best {
+			best = per
+		}
+		// 6 KiB each when they stay small (a few others start meanwhile); 10 KiB when the
+		// connection's goroutine grew to 8 KiB. The limit leaves room for one in ten growing.
+		if best <= 6.5*1024 {
+			return
+		}
+	}
+	t.Fatalf("goroutine stacks take %.0f bytes per open long-poll, want about 6 KiB (4 KiB and the background reader's 2 KiB): a call before the long-poll waits went deeper than 3,168 bytes", best)
+}
+
+// longPollStacks opens n long-polls of token on addr, waits until the hub holds them all, and
+// returns the goroutine stack memory that grew meanwhile per long-poll; then closes them and
+// waits until the hub has let them go.
+func longPollStacks(t *testing.T, f *fixture, addr, token string, rev int64, n, round int) float64 {
+	t.Helper()
 	var ms runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
 	before := ms.StackInuse
 	conns := make([]net.Conn, 0, n)
-	t.Cleanup(func() {
+	defer func() {
 		for _, c := range conns {
 			_ = c.Close()
 		}
-	})
+		waitFor(t, "the long-polls let go", func() bool { return f.s.hub.open() == 0 })
+	}()
 	for i := range n {
-		c, err := net.Dial("tcp", ln.Addr().String())
+		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		conns = append(conns, c)
 		// As an agent asks: its index, a wait, its instance (a report to take).
 		req := fmt.Sprintf("GET /v1/appliances/web?index=%d&wait=5m HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"+
-			"X-Shoelace-Instance: vm-%d\r\nUser-Agent: shoelace-agent/test\r\n\r\n", rev, token, i)
+			"X-Shoelace-Instance: vm-%d-%d\r\nUser-Agent: shoelace-agent/test\r\n\r\n", rev, token, round, i)
 		if _, err := c.Write([]byte(req)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	waitFor(t, strconv.Itoa(n)+" long-polls open", func() bool { return f.s.hub.open() == n })
 	runtime.ReadMemStats(&ms)
-	per := float64(ms.StackInuse-before) / n
-	t.Logf("goroutine stacks: %.0f bytes per open long-poll", per)
-	// 6 KiB each when they stay small (a few others start meanwhile); 10 KiB when the
-	// connection's goroutine grew to 8 KiB. The limit leaves room for one in ten growing.
-	if per > 6.5*1024 {
-		t.Fatalf("goroutine stacks take %.0f bytes per open long-poll, want about 6 KiB (4 KiB and the background reader's 2 KiB): a call before the long-poll waits went deeper than 3,168 bytes", per)
-	}
+	return (float64(ms.StackInuse) - float64(before)) / float64(n)
 }
