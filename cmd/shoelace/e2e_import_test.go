@@ -70,6 +70,16 @@ func storeContent(t *testing.T, c *runner) (map[string]string, int64) {
 	return f.Keys, rels[0]
 }
 
+// modRevision is key's mod_revision, by kv get -o json.
+func modRevision(t *testing.T, c *runner, key string) int64 {
+	t.Helper()
+	var kv api.KV
+	if out := c.ok("kv", "get", key, "-o", "json"); json.Unmarshal([]byte(out), &kv) != nil || kv.ModRevision <= 0 {
+		t.Fatalf("kv get %s -o json = %q: no mod_revision", key, out)
+	}
+	return kv.ModRevision
+}
+
 // releasesOf is the revisions of the store's newest releases (at most limit), newest first,
 // by GET /v1/releases with the runner's address and token.
 func releasesOf(t *testing.T, c *runner, limit int) []int64 {
@@ -345,12 +355,38 @@ func TestE2E_ImportModes(t *testing.T) {
 		if got, _ := storeContent(t, c); !reflect.DeepEqual(got, want) {
 			t.Errorf("after the import store = %q, want %q", got, want)
 		}
-		// Again, with --merge said: the same keys, the same store.
-		if r := c.run("import", file, "--merge"); r.code != 0 || !strings.Contains(r.stderr, "imported 2 keys") {
-			t.Fatalf("import --merge: %s", r)
+		// Again, with --merge said: the store holds the file's values already, so nothing is
+		// written (no revision moves, no agent wakes) and the store stays as it is.
+		_, relBefore := storeContent(t, c)
+		aBefore := modRevision(t, c, "shared/a")
+		r = c.run("import", file, "--merge")
+		if r.code != 0 || !strings.Contains(r.stderr, "nothing to import: the store holds the file's 2 keys with the file's values already") {
+			t.Fatalf("import --merge of what the store holds: %s", r)
+		}
+		if got := revisionOf(t, r.stdout); got < aBefore {
+			t.Errorf("an import that wrote nothing printed revision %d, before the store's %d", got, aBefore)
+		}
+		if got, relAfter := storeContent(t, c); !reflect.DeepEqual(got, want) || relAfter != relBefore {
+			t.Errorf("after import --merge store = %q with newest release %d, want %q and %d (no write)", got, relAfter, want, relBefore)
+		}
+		// One key changed meanwhile: only it is written; the other keeps its revision.
+		c.ok("kv", "put", "shared/b", "drifted")
+		r = c.run("import", file, "-o", "json")
+		if r.code != 0 || !strings.Contains(r.stderr, "imported 2 keys (1 put, 0 deleted, 1 omitted secrets kept); 1 already held the file's value: not written") {
+			t.Fatalf("import over one changed key: %s", r)
+		}
+		var res struct {
+			Put       int `json:"put"`
+			Unchanged int `json:"unchanged"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.Put != 1 || res.Unchanged != 1 {
+			t.Errorf("import -o json = %s (%v), want put 1, unchanged 1", r.stdout, err)
+		}
+		if got := modRevision(t, c, "shared/a"); got != aBefore {
+			t.Errorf("shared/a, which held the file's value, was written again: mod revision %d, was %d", got, aBefore)
 		}
 		if got, _ := storeContent(t, c); !reflect.DeepEqual(got, want) {
-			t.Errorf("after import --merge store = %q, want %q", got, want)
+			t.Errorf("after the import store = %q, want %q", got, want)
 		}
 	})
 
@@ -361,14 +397,16 @@ func TestE2E_ImportModes(t *testing.T) {
 			t.Fatalf("import --replace: %s", r)
 		}
 		var res struct {
-			Revision int64  `json:"revision"`
-			Mode     string `json:"mode"`
-			Put      int    `json:"put"`
-			Deleted  int    `json:"deleted"`
-			Kept     int    `json:"kept"`
+			Revision  int64  `json:"revision"`
+			Mode      string `json:"mode"`
+			Put       int    `json:"put"`
+			Deleted   int    `json:"deleted"`
+			Kept      int    `json:"kept"`
+			Unchanged int    `json:"unchanged"`
 		}
+		// shared/a changed again is put; shared/b holds the file's value: guarded, not put.
 		if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.Revision <= 0 || res.Mode != "replace" ||
-			res.Put != 2 || res.Deleted != 2 || res.Kept != 1 {
+			res.Put != 1 || res.Unchanged != 1 || res.Deleted != 2 || res.Kept != 1 {
 			t.Errorf("import --replace -o json = %s (%v)", r.stdout, err)
 		}
 		if !strings.Contains(r.stderr, "kept 1 secret key of this store that the file omitted: secrets/pw") ||

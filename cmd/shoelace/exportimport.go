@@ -159,6 +159,8 @@ func importCommand(e *cliEnv) *cli.Command {
 transaction: all of it or nothing. Every key and value is checked before anything is written.
    (default) merge: puts every key of the file and leaves the store's other keys alone (into
                a store with no keys, each key is also guarded to be still absent);
+               a key that holds the file's value already is not written but guarded at
+               its revision, so that agents wake only for what changed;
    --replace   makes the store's keys exactly the file's: deletes every other key, except
                the secret keys the file lists as omitted, which are kept.
    --merge     the default, said explicitly.
@@ -267,13 +269,13 @@ const (
 // importPlan is what an import will do, as one transaction.
 type importPlan struct {
 	Mode    string
-	Put     []string // keys the transaction puts, sorted
+	Put     []string // keys the transaction puts, sorted: the file's keys the store lacks or holds with another value
 	Delete  []string // keys it deletes, sorted (replace only)
 	Kept    []string // keys of the store kept because the file omitted them, sorted
 	Missing []string // omitted keys the store does not have, sorted
 	Txn     api.Txn
-	// Of Put: the keys the store lacks, those whose value differs, and how many hold the
-	// file's value already (a dry run shows the first two as + and ~).
+	// Of the file's keys: those the store lacks and those whose value differs (Put, a dry run
+	// shows them as + and ~), and how many hold the file's value already (not put: guarded).
 	Created, Changed []string
 	Unchanged        int
 }
@@ -287,8 +289,11 @@ type importPlan struct {
 //   - no mode, empty store: every key of the file is guarded "must not exist" (mod_revision
 //     0), so that a key written by someone else since the listing is never overwritten; the
 //     user runs the import again, which then merges.
-//   - --merge: no guards; overwriting the file's keys and leaving the others is what was asked,
-//     whatever happened in between.
+//   - --merge: overwriting the file's keys and leaving the others is what was asked, whatever
+//     happened in between; only the keys that hold the file's value already, which are not
+//     written (a rewrite of an unchanged key would wake every agent that reads it for
+//     nothing), are guarded at the mod_revision they were listed with, so that the store still
+//     holds each of the file's keys with the file's value when the transaction commits.
 //   - --replace: every key the store had is guarded at the mod_revision it was listed with, and
 //     every key of the file the store did not have must still not exist. So a key deleted or
 //     changed since the listing (including one about to be deleted, or a kept omitted secret),
@@ -308,24 +313,29 @@ func planImport(d dump, current []api.KV, mode string) (importPlan, error) {
 	for _, kv := range current {
 		have[kv.Key] = kv.ModRevision
 	}
+	names := make([]string, 0, len(d.Keys))
 	for k := range d.Keys {
-		p.Put = append(p.Put, k)
+		names = append(names, k)
 	}
-	sort.Strings(p.Put)
+	sort.Strings(names)
 	values := make(map[string]string, len(current))
 	for _, kv := range current {
 		values[kv.Key] = kv.Value
 	}
-	for _, k := range p.Put {
+	var unchanged []string
+	for _, k := range names {
 		switch v, ok := values[k]; {
 		case !ok:
 			p.Created = append(p.Created, k)
 		case v != d.Keys[k]:
 			p.Changed = append(p.Changed, k)
 		default:
-			p.Unchanged++
+			unchanged = append(unchanged, k)
+			continue
 		}
+		p.Put = append(p.Put, k)
 	}
+	p.Unchanged = len(unchanged)
 	omitted := make(map[string]bool, len(d.Omitted))
 	for _, k := range d.Omitted {
 		omitted[k] = true
@@ -354,6 +364,10 @@ func planImport(d dump, current []api.KV, mode string) (importPlan, error) {
 		for _, k := range p.Put {
 			p.Txn.Guards = append(p.Txn.Guards, api.Guard{Key: k, ModRevision: 0})
 		}
+	case modeMerge:
+		for _, k := range unchanged {
+			p.Txn.Guards = append(p.Txn.Guards, api.Guard{Key: k, ModRevision: have[k]})
+		}
 	case modeReplace:
 		keys := make([]string, 0, len(current))
 		for _, kv := range current {
@@ -380,15 +394,16 @@ type importResult struct {
 	Deleted  int      `json:"deleted"`
 	Kept     int      `json:"kept"`    // omitted secret keys the store had, kept
 	Omitted  []string `json:"omitted"` // the secret keys the file left out
-	DryRun   bool     `json:"dry_run,omitempty"`
+	// Unchanged is how many of the keys to import held their value already: not put.
+	Unchanged int  `json:"unchanged,omitempty"`
+	DryRun    bool `json:"dry_run,omitempty"`
 	// With --dry-run, the keys themselves.
 	PutKeys     []string `json:"put_keys,omitempty"`
 	DeletedKeys []string `json:"deleted_keys,omitempty"`
 	KeptKeys    []string `json:"kept_keys,omitempty"`
-	// Of PutKeys: those the store lacks, those whose value differs, and how many are equal.
+	// PutKeys split: those the store lacks, and those whose value differs.
 	CreatedKeys []string `json:"created_keys,omitempty"`
 	ChangedKeys []string `json:"changed_keys,omitempty"`
-	Unchanged   int      `json:"unchanged,omitempty"`
 }
 
 // importMode reads --merge and --replace; both is a usage error.
@@ -467,12 +482,19 @@ func (e *cliEnv) importKeys(c *cli.Context) error {
 			fmt.Fprintf(e.stderr, "%d omitted secret keys are not in this store (set them yourself): %s\n", len(p.Missing), strings.Join(p.Missing, ", "))
 		}
 	}
-	res := importResult{Mode: p.Mode, Put: len(p.Put), Deleted: len(p.Delete), Kept: len(p.Kept), Omitted: d.Omitted}
-	summary := fmt.Sprintf("%d keys (%d put, %d deleted, %d omitted secrets kept)", len(p.Put), len(p.Put), len(p.Delete), len(p.Kept))
+	res := importResult{Mode: p.Mode, Put: len(p.Put), Deleted: len(p.Delete), Kept: len(p.Kept), Omitted: d.Omitted, Unchanged: p.Unchanged}
+	summary := fmt.Sprintf("%d keys (%d put, %d deleted, %d omitted secrets kept)", len(d.Keys), len(p.Put), len(p.Delete), len(p.Kept))
+	if p.Unchanged > 0 {
+		summary += fmt.Sprintf("; %d already held the file's value: not written", p.Unchanged)
+	}
 	if c.Bool("dry-run") {
 		return e.printDryRun(s.json, p, res, l.Revision, summary)
 	}
-	written, err := e.commitImport(s, p, &res, l.Revision, summary, "the file has no keys and nothing is to be deleted")
+	nothing := "the file has no keys and nothing is to be deleted"
+	if len(d.Keys) > 0 {
+		nothing = fmt.Sprintf("the store holds the file's %s with the file's values already and nothing is to be deleted", counted(len(d.Keys), "key"))
+	}
+	written, err := e.commitImport(s, p, &res, l.Revision, summary, nothing)
 	if err != nil {
 		return err
 	}

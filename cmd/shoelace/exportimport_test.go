@@ -146,7 +146,7 @@ func TestPlanImport(t *testing.T) {
 		}
 	})
 
-	t.Run("merge: puts only, no guards", func(t *testing.T) {
+	t.Run("merge: puts only, no guards when no key holds the file's value", func(t *testing.T) {
 		p, err := planImport(file, store, modeMerge)
 		if err != nil {
 			t.Fatal(err)
@@ -195,6 +195,59 @@ func TestPlanImport(t *testing.T) {
 		}
 		if !reflect.DeepEqual(p.Txn.Guards, wantGuards) {
 			t.Errorf("guards = %+v, want %+v", p.Txn.Guards, wantGuards)
+		}
+	})
+
+	// A key that holds the file's value already is not written (its revision stays, its agents
+	// sleep on) but guarded at the revision it was listed with: the store holds the file's
+	// values when the transaction commits, or nothing is written.
+	same := []api.KV{
+		{Key: "shared/a", Value: "1", ModRevision: 8},
+		{Key: "shared/b", Value: "old", ModRevision: 9},
+		{Key: "appliances/old/y", Value: "y", ModRevision: 6},
+	}
+	t.Run("merge: keys holding the file's value are guarded, not put", func(t *testing.T) {
+		p, err := planImport(file, same, modeMerge)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantOps := []api.Op{
+			{Op: api.OpPut, Key: "appliances/web/x", Value: "3"},
+			{Op: api.OpPut, Key: "shared/b", Value: "2"},
+		}
+		wantGuards := []api.Guard{{Key: "shared/a", ModRevision: 8}}
+		if !reflect.DeepEqual(p.Txn.Ops, wantOps) || !reflect.DeepEqual(p.Txn.Guards, wantGuards) {
+			t.Errorf("txn = %+v, want ops %+v guards %+v", p.Txn, wantOps, wantGuards)
+		}
+		if !reflect.DeepEqual(p.Put, []string{"appliances/web/x", "shared/b"}) || p.Unchanged != 1 ||
+			!reflect.DeepEqual(p.Created, []string{"appliances/web/x"}) || !reflect.DeepEqual(p.Changed, []string{"shared/b"}) {
+			t.Errorf("plan put %q created %q changed %q unchanged %d", p.Put, p.Created, p.Changed, p.Unchanged)
+		}
+	})
+	t.Run("replace: keys holding the file's value are not put", func(t *testing.T) {
+		p, err := planImport(file, same, modeReplace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantOps := []api.Op{
+			{Op: api.OpPut, Key: "appliances/web/x", Value: "3"},
+			{Op: api.OpPut, Key: "shared/b", Value: "2"},
+			{Op: api.OpDelete, Key: "appliances/old/y"},
+		}
+		if !reflect.DeepEqual(p.Txn.Ops, wantOps) {
+			t.Errorf("ops = %+v, want %+v", p.Txn.Ops, wantOps)
+		}
+		if g := p.Txn.Guards; len(g) != 4 || g[2] != (api.Guard{Key: "shared/a", ModRevision: 8}) {
+			t.Errorf("guards = %+v: every listed key and the created one, shared/a at 8", g)
+		}
+	})
+	t.Run("nothing to change: no ops", func(t *testing.T) {
+		p, err := planImport(dump{Keys: keyMap{"shared/a": "1"}}, same, modeMerge)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Txn.Ops) != 0 || p.Unchanged != 1 {
+			t.Errorf("plan = %+v, want no ops and one unchanged key", p)
 		}
 	})
 

@@ -234,7 +234,7 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 		return &exitCodeError{code: exitConflict, err: fmt.Errorf("import: %d keys of %s already hold other values, nothing written (give --merge to overwrite them): %s",
 			len(conflicts), root, strings.Join(conflicts, ", "))}
 	}
-	res := importResult{Mode: p.Mode, Put: len(p.Put), Omitted: []string{}}
+	res := importResult{Mode: p.Mode, Put: len(p.Put), Omitted: []string{}, Unchanged: p.Unchanged}
 	summary := fmt.Sprintf("%d keys from %s into %s (%d already there)", len(p.Put), prefix, root, p.Unchanged)
 	if c.Bool("dry-run") {
 		return e.printDryRun(s.json, p, res, l.Revision, summary)
