@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
@@ -19,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
@@ -31,6 +33,13 @@ const DefaultAddr = "http://127.0.0.1:7400"
 // maxRetryAfter caps how long one 429/503 makes the client wait before it retries.
 const maxRetryAfter = 30 * time.Second
 
+// A request whose connection failed is tried again after connRetryBase, doubling up to
+// connRetryMax (connRetryWait).
+const (
+	connRetryBase = 100 * time.Millisecond
+	connRetryMax  = 2 * time.Second
+)
+
 // Options configure a Client.
 type Options struct {
 	// Token is sent as "Authorization: Bearer <token>" when not empty.
@@ -41,6 +50,9 @@ type Options struct {
 	HTTPClient *http.Client
 	// Retries is how many times a request answered 429 (or 503 with Retry-After) is retried after
 	// waiting Retry-After. 0 means no retry.
+	// The same budget retries, after a short backoff, a request whose connection failed before
+	// any of it was sent, and a read whose connection was reset or closed before its answer
+	// (see Do); never a write that may have been sent.
 	Retries int
 	// Message and Source are sent with writes as X-Shoelace-Message and X-Shoelace-Source.
 	Message, Source string
@@ -170,11 +182,18 @@ func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
 
 // Do sends r and decodes a 2xx JSON answer into out (when out is not nil). A non-2xx answer other
 // than 304 is returned as an *api.Error with its Status set. A 304 returns no error and Meta.Status 304.
+//
+// Within Options.Retries tries and ctx's deadline, Do sends r again after a 429 (or a 503 with
+// Retry-After), and after a short backoff (connRetryWait) when its connection failed before any
+// of it was sent (refused, unreachable, a name the resolver could not look up for now, reset
+// during the TLS handshake), or, for a read (GET, HEAD), was reset or closed before the answer
+// came. A write that may have been sent is never sent again: its TransportError has Sent set.
 func (c *Client) Do(ctx context.Context, r Request, out any) (Meta, error) {
 	if c.opts.RefuseWrites != nil && isWrite(r.Method) {
 		return Meta{}, c.opts.RefuseWrites
 	}
 	var lastErr *api.Error // the answer of the previous try, when this one is a retry
+	connFailures := 0      // tries whose connection failed, for the backoff
 	for attempt := 0; ; attempt++ {
 		meta, body, err := c.once(ctx, r)
 		if err != nil {
@@ -186,6 +205,23 @@ func (c *Client) Do(ctx context.Context, r Request, out any) (Meta, error) {
 					te.Prior = lastErr.Message
 				}
 				return meta, te
+			}
+			if te != nil && attempt < c.opts.Retries && ctx.Err() == nil && te.retryable(r.Method) {
+				wait := connRetryWait(connFailures)
+				connFailures++
+				if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= wait {
+					return meta, te // no try could start before the caller gives up
+				}
+				lastErr = nil // the next try's "try before" had no answer
+				select {
+				case <-ctx.Done():
+					if errors.Is(ctx.Err(), context.Canceled) {
+						return meta, &TransportError{Op: te.Op, Err: ctx.Err()} // Ctrl-C: interrupted
+					}
+					return meta, te
+				case <-time.After(wait):
+				}
+				continue
 			}
 			if lastErr != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				// The retry ran out of time: the server's own answer (e.g. 503 unavailable) says
@@ -240,20 +276,30 @@ func retryWait(ra time.Duration) time.Duration {
 	return min(w+rand.N(w/2+1), maxRetryAfter)
 }
 
+// connRetryWait is how long to wait before retrying a request whose connection failed, after n
+// such failures before: 100 ms doubling up to 2 s, and up to half as long again at random, so
+// that the pipelines a restarting replica turned away together do not come back together.
+func connRetryWait(n int) time.Duration {
+	w := min(connRetryBase<<min(n, 8), connRetryMax)
+	return w + rand.N(w/2+1)
+}
+
 func (c *Client) once(ctx context.Context, r Request) (Meta, []byte, error) {
 	req, err := c.newRequest(ctx, r)
 	if err != nil {
 		return Meta{}, nil, err
 	}
-	var sent atomic.Bool
+	var sent, connected atomic.Bool
 	if isWrite(r.Method) {
 		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			GotConn:      func(httptrace.GotConnInfo) { connected.Store(true) },
 			WroteRequest: func(i httptrace.WroteRequestInfo) { sent.Store(sent.Load() || i.Err == nil) },
 		}))
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return Meta{}, nil, &TransportError{Op: r.Method + " " + r.Path, Err: err, Sent: sent.Load()}
+		return Meta{}, nil, &TransportError{Op: r.Method + " " + r.Path, Err: err, Sent: sent.Load(),
+			noConn: isWrite(r.Method) && !connected.Load()}
 	}
 	defer resp.Body.Close()
 	meta := metaOf(resp)
@@ -334,10 +380,46 @@ type TransportError struct {
 	Sent bool
 	// Prior is the server's answer to the try before this one, when this one was a retry.
 	Prior string
+	// noConn says that no connection was made for a write (the dial or the TLS handshake
+	// failed): nothing of it reached the server.
+	noConn bool
 }
 
 func (e *TransportError) Error() string { return fmt.Sprintf("%s: %v", e.Op, e.Err) }
 func (e *TransportError) Unwrap() error { return e.Err }
+
+// retryable reports whether the request of method that failed with e may be sent again: its
+// connection failed before any of it was sent, or it is a read (safe to repeat) whose
+// connection was reset or closed before the answer came.
+func (e *TransportError) retryable(method string) bool {
+	if e.Sent {
+		return false
+	}
+	return dialFailed(e.Err) || connLost(e.Err) && (!isWrite(method) || e.noConn)
+}
+
+// dialFailed reports whether err is a failed dial (refused, unreachable, timed out), which
+// sent nothing. A name the resolver says does not exist (a typo in the address) is not one
+// that a retry mends: only a temporary failure to look it up counts.
+func dialFailed(err error) bool {
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		return dns.IsTemporary || dns.IsTimeout
+	}
+	for ; err != nil; err = errors.Unwrap(err) { // through a proxy's "proxyconnect" to the dial
+		if oe, ok := err.(*net.OpError); ok && oe.Op == "dial" {
+			return true
+		}
+	}
+	return false
+}
+
+// connLost reports whether err says that the connection was reset or closed by the other end.
+func connLost(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		strings.Contains(err.Error(), "server closed idle connection") // net/http's errServerClosedIdle
+}
 
 // IsTransport reports whether err is a failure to reach the server.
 func IsTransport(err error) bool {
