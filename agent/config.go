@@ -39,6 +39,10 @@ const (
 	maxHealthRetries = 100
 	// DefaultPollWait is how long one long-poll may be held by the server.
 	DefaultPollWait = 55 * time.Second
+	// MaxWait bounds wait.min and wait.max, and the max that defaults to 4 × min: a change
+	// reaches the files at the latest this long after it, a third of a staged rollout's default
+	// deadline (30m), past which the rollout halts for a cohort that has not applied it.
+	MaxWait = 10 * time.Minute
 )
 
 // Stages of a template.
@@ -102,6 +106,17 @@ type Wait struct {
 
 // Enabled reports whether changes are coalesced.
 func (w Wait) Enabled() bool { return w.Min > 0 || w.Max > 0 }
+
+// bounds returns the quiet time and the latest render after a first change: Max, or when it
+// is not set, 4 × Min (a steady stream of changes must not postpone the render for ever), at
+// most MaxWait.
+func (w Wait) bounds() (quiet, latest time.Duration) {
+	quiet, latest = time.Duration(w.Min), time.Duration(w.Max)
+	if latest <= 0 && quiet > 0 {
+		latest = min(4*quiet, MaxWait)
+	}
+	return quiet, latest
+}
 
 // Template is one file the agent renders.
 type Template struct {
@@ -560,6 +575,17 @@ func (c *Config) Validate() error {
 			add("%s: cache_dir %s: %v", name, c.CacheDir, err)
 		} else {
 			c.cacheReal = real
+		}
+	}
+	for _, f := range []struct {
+		field string
+		d     time.Duration
+	}{{"min", time.Duration(c.Wait.Min)}, {"max", time.Duration(c.Wait.Max)}} {
+		switch {
+		case f.d < 0:
+			add("%s: wait: %s %s must not be negative", name, f.field, f.d)
+		case f.d > MaxWait:
+			add("%s: wait: %s %s is over %s, the longest a change may wait to be rendered (a staged rollout halts when its cohort has not applied within its deadline, 30m by default)", name, f.field, f.d, MaxWait)
 		}
 	}
 	if c.Wait.Min > 0 && c.Wait.Max > 0 && c.Wait.Min > c.Wait.Max {

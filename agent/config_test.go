@@ -131,6 +131,10 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		{"relative cache", "server: http://x:1\nappliance: web\ncache_dir: cache\n" + tmpl, []string{`cache_dir "cache" must be an absolute path`}},
 		{"cache dir others may write", "server: http://x:1\nappliance: web\ncache_dir: /tmp\n" + tmpl, []string{"cache_dir /tmp is writable by group or others", "chmod 700 /tmp"}},
 		{"wait min > max", base + "wait: {min: 5s, max: 1s}\n" + tmpl, []string{"wait: min 5s is greater than max 1s"}},
+		// A typo (100h for 100s) made an agent render a change days after it.
+		{"wait max over the bound", base + "wait: {min: 1s, max: 100h}\n" + tmpl, []string{"wait: max 100h0m0s is over 10m0s, the longest a change may wait to be rendered (a staged rollout halts when its cohort has not applied within its deadline, 30m by default)"}},
+		{"wait min over the bound", base + "wait: {min: 11m}\n" + tmpl, []string{"wait: min 11m0s is over 10m0s"}},
+		{"wait over the bound and min > max", base + "wait: {min: 2h, max: 1h}\n" + tmpl, []string{"3 problems", "wait: min 2h0m0s is over 10m0s", "wait: max 1h0m0s is over 10m0s", "wait: min 2h0m0s is greater than max 1h0m0s"}},
 		{"bad duration", base + "wait: {min: 5}\n" + tmpl, []string{`agent.yaml:4: invalid duration "5"`}},
 		{"bad metrics", base + "metrics_listen: nope\n" + tmpl, []string{`metrics_listen "nope"`}},
 		{"no template source", base + tok + "templates:\n  - destination: $DIR/a\n", []string{"agent.yaml:6: template $DIR/a: set exactly one of source and contents"}},
@@ -195,6 +199,27 @@ func TestLoadConfig_Invalid(t *testing.T) {
 				t.Errorf("error %q does not name the file %s", err, path)
 			}
 		})
+	}
+}
+
+// wait's bound is inclusive, and a negative wait set in code (the YAML decoder refuses one
+// already) is refused by Validate.
+func TestLoadConfig_WaitBounds(t *testing.T) {
+	_, path := writeConfig(t, "server: http://h:1\nappliance: a\ntoken: t\nwait: {min: 10m, max: 10m}\ntemplates:\n  - contents: x\n    destination: /tmp/x\n")
+	cfg, err := agent.LoadConfig(path)
+	if err != nil {
+		t.Fatalf("wait {10m, 10m}: %v", err)
+	}
+	if agent.MaxWait != 10*time.Minute {
+		t.Fatalf("MaxWait = %s", agent.MaxWait)
+	}
+	cfg.Wait = agent.Wait{Min: agent.Duration(-time.Second)}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "wait: min -1s must not be negative") {
+		t.Fatalf("a negative wait.min: %v", err)
+	}
+	cfg.Wait = agent.Wait{Max: agent.Duration(-time.Second)}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "wait: max -1s must not be negative") {
+		t.Fatalf("a negative wait.max: %v", err)
 	}
 }
 

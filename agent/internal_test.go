@@ -2,7 +2,10 @@
 
 package agent
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestInstanceFromHostname(t *testing.T) {
 	for in, want := range map[string]string{
@@ -56,6 +59,28 @@ func TestUnder_Windows(t *testing.T) {
 	} {
 		if got := trimDir(c.d, c.seps, c.vol); got != c.want {
 			t.Errorf("trimDir(%q) = %q, want %q", c.d, got, c.want)
+		}
+	}
+}
+
+// The latest render after a change is wait.max, or 4 × min when max is not set, at most
+// MaxWait: min: 5m alone waited up to 20 minutes.
+func TestWait_Bounds(t *testing.T) {
+	s, m := time.Second, time.Minute
+	for _, c := range []struct {
+		w             Wait
+		quiet, latest time.Duration
+	}{
+		{Wait{}, 0, 0},
+		{Wait{Min: Duration(s)}, s, 4 * s},
+		{Wait{Min: Duration(2 * s), Max: Duration(10 * s)}, 2 * s, 10 * s},
+		{Wait{Max: Duration(10 * s)}, 0, 10 * s},
+		{Wait{Min: Duration(2 * m)}, 2 * m, 8 * m},
+		{Wait{Min: Duration(5 * m)}, 5 * m, MaxWait},
+		{Wait{Min: Duration(MaxWait)}, MaxWait, MaxWait},
+	} {
+		if quiet, latest := c.w.bounds(); quiet != c.quiet || latest != c.latest {
+			t.Errorf("%+v: bounds %s, %s; want %s, %s", c.w, quiet, latest, c.quiet, c.latest)
 		}
 	}
 }

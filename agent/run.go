@@ -299,10 +299,7 @@ func mergeFetched(old *fetched, next fetched) *fetched {
 
 // deferPending (re)arms wait's timers for the pending view.
 func (l *loop) deferPending() {
-	minWait, maxWait := time.Duration(l.a.cfg.Wait.Min), time.Duration(l.a.cfg.Wait.Max)
-	if maxWait <= 0 && minWait > 0 {
-		maxWait = 4 * minWait // a steady stream of changes must not postpone the render for ever
-	}
+	minWait, maxWait := l.a.cfg.Wait.bounds()
 	if minWait > 0 {
 		stopTimer(l.quiet)
 		l.quiet = time.NewTimer(minWait)
