@@ -142,6 +142,11 @@ func convertConsulTemplate(name string, data []byte) (*ctConversion, error) {
 			tmplItems = append(tmplItems, item)
 		case key == "wait":
 			w, err := ctWait(item.Val)
+			if err == nil && time.Duration(w.Max) > agent.MaxWait {
+				// The agent would refuse the wait: say so here rather than print its config.
+				err = fmt.Errorf("max %s is over %s, the longest the agent lets a change wait to be rendered (consul-template's max is 4 × min when not given)",
+					time.Duration(w.Max), agent.MaxWait)
+			}
 			if err != nil {
 				errs = append(errs, fmt.Sprintf("%s: wait: %v", at, err))
 			} else {

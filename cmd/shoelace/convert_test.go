@@ -61,6 +61,9 @@ func TestConvertConsulTemplate_Invalid(t *testing.T) {
 		{"bad perms", "template {\n  destination = \"/a\"\n  perms = \"rw\"\n}\n", `c.hcl:3: template: perms: "rw" is not an octal mode`},
 		{"setuid perms", "template {\n  destination = \"/a\"\n  perms = \"4755\"\n}\n", "c.hcl:3: template: perms: mode 04755: setuid, setgid and sticky bits are not supported"},
 		{"bad wait", "wait = \"5s:1s\"\ntemplate {\n  destination = \"/a\"\n}\n", "c.hcl:1: wait: min 5s and max 1s: want 0 ≤ min ≤ max"},
+		// The agent refuses a wait over 10m: the conversion printed one that validate then refused.
+		{"wait over the agent's bound", "wait = \"1m:1h\"\ntemplate {\n  destination = \"/a\"\n}\n", "c.hcl:1: wait: max 1h0m0s is over 10m0s, the longest the agent lets a change wait to be rendered"},
+		{"implied max over the agent's bound", "wait {\n  min = \"5m\"\n}\ntemplate {\n  destination = \"/a\"\n}\n", "c.hcl:1: wait: max 20m0s is over 10m0s, the longest the agent lets a change wait to be rendered (consul-template's max is 4 × min when not given)"},
 		{"bad timeout", "template {\n  destination = \"/a\"\n  command_timeout = \"soon\"\n}\n", `c.hcl:3: template: command_timeout "soon" is not a duration`},
 		{"user and uid", "template {\n  destination = \"/a\"\n  user = \"root\"\n  uid = 0\n}\n", "c.hcl:4: template: set user or uid, not both"},
 		{"command not strings", "template {\n  destination = \"/a\"\n  command = [1, 2]\n}\n", "c.hcl:3: template: command: want a string or a list of strings"},
