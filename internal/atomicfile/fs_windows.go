@@ -31,29 +31,44 @@ func ownerOf(fs.FileInfo) (uid, gid int, ok bool) { return 0, 0, false }
 
 // rename replaces to with from, both names in d, with MoveFileEx: replace-existing, and
 // write-through, so that the move is on disk when it returns (a directory cannot be fsynced).
+// A long path is given in its \\?\ form, a read-only destination loses that attribute for the
+// move (the staged file has the one Stage gave it), and a file another process holds is tried
+// again for about two seconds, as Go's own tools do on Windows (see mover).
 func (d *dir) rename(from, to string) error {
-	src, err := windows.UTF16PtrFromString(d.join(from))
+	src, err := windows.UTF16PtrFromString(extendedPath(d.join(from)))
 	if err != nil {
 		return err
 	}
-	dst, err := windows.UTF16PtrFromString(d.join(to))
+	dst, err := windows.UTF16PtrFromString(extendedPath(d.join(to)))
 	if err != nil {
 		return err
 	}
-	// A file open without FILE_SHARE_DELETE (a virus scanner or indexer reading it a moment, a
-	// service that reads its config) makes the move fail until it is closed: try again for about
-	// two seconds before giving up, as Go's own tools do on Windows.
-	wait := 10 * time.Millisecond
-	for start := time.Now(); ; wait = min(2*wait, 200*time.Millisecond) {
-		err = windows.MoveFileEx(src, dst, windows.MOVEFILE_REPLACE_EXISTING|windows.MOVEFILE_WRITE_THROUGH)
-		if err == nil {
-			return nil
-		}
-		if !transient(err) || time.Since(start) > 2*time.Second {
-			return &os.LinkError{Op: "rename", Old: d.join(from), New: d.join(to), Err: err}
-		}
-		time.Sleep(wait)
+	err = mover{
+		move: func() error {
+			return windows.MoveFileEx(src, dst, windows.MOVEFILE_REPLACE_EXISTING|windows.MOVEFILE_WRITE_THROUGH)
+		},
+		transient: transient,
+		readOnly:  func() (func(), bool) { return clearReadOnly(dst) },
+		now:       time.Now,
+		sleep:     time.Sleep,
+	}.run()
+	if err != nil {
+		return &os.LinkError{Op: "rename", Old: d.join(from), New: d.join(to), Err: err}
 	}
+	return nil
+}
+
+// clearReadOnly clears the read-only attribute of the file name (not of a link's target) and
+// returns what sets it again; ok is false when it had none.
+func clearReadOnly(name *uint16) (restore func(), ok bool) {
+	attrs, err := windows.GetFileAttributes(name)
+	if err != nil || attrs&windows.FILE_ATTRIBUTE_READONLY == 0 || attrs&windows.FILE_ATTRIBUTE_REPARSE_POINT != 0 {
+		return nil, false
+	}
+	if windows.SetFileAttributes(name, attrs&^windows.FILE_ATTRIBUTE_READONLY) != nil {
+		return nil, false
+	}
+	return func() { _ = windows.SetFileAttributes(name, attrs) }, true
 }
 
 // transient reports whether a move failed because another process holds one of the files.

@@ -109,3 +109,62 @@ func TestWindowsInstallWaitsForAnOpenFile(t *testing.T) {
 		t.Fatalf("after install: %q", b)
 	}
 }
+
+// A read-only destination (a file unpacked from a zip, or marked so by hand) is replaced, and
+// stays read-only: MoveFileEx alone refused it ("Access is denied") after two seconds of tries.
+// Its .bak, a hard link that shares the attribute, is replaced at the next install too.
+func TestWindowsInstallReplacesReadOnly(t *testing.T) {
+	dst := filepath.Join(t.TempDir(), "app.conf")
+	if err := os.WriteFile(dst, []byte("one\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dst, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	opts := atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, Backup: true}
+	for _, want := range []string{"two\n", "three\n"} {
+		start := time.Now()
+		if _, err := atomicfile.Write(dst, []byte(want), opts); err != nil {
+			t.Fatalf("install %q over a read-only file: %v", want, err)
+		}
+		if took := time.Since(start); took > time.Second {
+			t.Errorf("install %q took %s", want, took)
+		}
+		if b, _ := os.ReadFile(dst); string(b) != want {
+			t.Fatalf("after install: %q, want %q", b, want)
+		}
+		if fi, err := os.Stat(dst); err != nil || fi.Mode().Perm()&0o200 != 0 {
+			t.Fatalf("the installed file is not read-only as the one it replaced: %v %v", fi.Mode(), err)
+		}
+	}
+	if b, _ := os.ReadFile(dst + ".bak"); string(b) != "two\n" {
+		t.Fatalf(".bak: %q", b)
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(dst)); len(ents) != 2 {
+		t.Fatalf("left in the directory: %v", ents)
+	}
+}
+
+// A destination whose path is longer than MAX_PATH is installed (the temp file beside it, longer
+// still, is renamed with the \\?\ form of its path).
+func TestWindowsInstallLongPath(t *testing.T) {
+	dir := t.TempDir()
+	for len(dir) < 280 {
+		dir = filepath.Join(dir, strings.Repeat("d", 40))
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if windows.NewLazySystemDLL("ntdll.dll").NewProc("wine_get_version").Find() == nil {
+		t.Skip("under Wine, whose GetFinalPathNameByHandle fails on a path over MAX_PATH (\"More data available\") and whose MoveFileEx takes one without \\\\?\\")
+	}
+	dst := filepath.Join(dir, "app.conf")
+	for _, want := range []string{"one\n", "two\n"} {
+		if _, err := atomicfile.Write(dst, []byte(want), atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep}); err != nil {
+			t.Fatalf("install at %d characters: %v", len(dst), err)
+		}
+		if b, _ := os.ReadFile(dst); string(b) != want {
+			t.Fatalf("after install: %q, want %q", b, want)
+		}
+	}
+}
