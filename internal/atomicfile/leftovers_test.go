@@ -18,7 +18,7 @@ func TestRemoveLeftovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What a run killed while its check ran leaves: the staged file.
-	st, err := Stage(dest, []byte("new\n"), Options{Perm: 0o644, KeepPrevious: true})
+	st, err := Stage(dest, []byte("new\n"), Options{Perm: 0o644, UID: Keep, GID: Keep, KeepPrevious: true})
 	if err != nil || st == nil {
 		t.Fatalf("stage: %v", err)
 	}
