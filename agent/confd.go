@@ -337,7 +337,7 @@ func parseConfdResource(name string, data []byte, dir string, global confdSettin
 	if !global.SyncOnly {
 		t.Command = rt.ReloadCmd
 		if rt.CheckCmd != "" {
-			c, err := confdCheckCommand(rt.CheckCmd)
+			c, err := confdCheckCommand(rt.CheckCmd, shells[0] == "cmd")
 			if err != nil {
 				errs = append(errs, fmt.Sprintf("%s: check_cmd: %v", where("check_cmd"), err))
 			}
@@ -373,7 +373,10 @@ const stagedMark = "\x01shoelace-staged\x01"
 // the agent's check, which finds the staged file in $SHOELACE_STAGED. Inside single quotes
 // the quotes are closed around the variable, so that the shell expands it as confd's
 // substitution did; inside double quotes it is left as it is; elsewhere it is double-quoted.
-func confdCheckCommand(cmd string) (string, error) {
+// With cmdExe (Windows, where confd ran check_cmd through cmd /C and the agent's default shell
+// is cmd) it is %SHOELACE_STAGED%, which cmd expands inside double quotes too: cmd passed
+// "$SHOELACE_STAGED" on as it is, so that every check failed.
+func confdCheckCommand(cmd string, cmdExe bool) (string, error) {
 	tm, err := template.New("check_cmd").Option("missingkey=error").Parse(cmd)
 	if err != nil {
 		return "", fmt.Errorf("%w", err)
@@ -396,6 +399,9 @@ func confdCheckCommand(cmd string) (string, error) {
 		return "", fmt.Errorf("%w", err)
 	}
 	s := b.String()
+	if cmdExe {
+		return cmdStaged(s), nil
+	}
 	var out strings.Builder
 	single, double := false, false
 	for i := 0; i < len(s); i++ {
@@ -427,6 +433,36 @@ func confdCheckCommand(cmd string) (string, error) {
 		out.WriteByte(c)
 	}
 	return out.String(), nil
+}
+
+// cmdStaged is confdCheckCommand's text s, stagedMark in it, for cmd.exe: %SHOELACE_STAGED%,
+// double-quoted outside double quotes (cmd knows no single quotes; ^ escapes the next
+// character outside double quotes, a quote too).
+func cmdStaged(s string) string {
+	var out strings.Builder
+	double := false
+	for i := 0; i < len(s); i++ {
+		if strings.HasPrefix(s[i:], stagedMark) {
+			if double {
+				out.WriteString("%SHOELACE_STAGED%")
+			} else {
+				out.WriteString(`"%SHOELACE_STAGED%"`)
+			}
+			i += len(stagedMark) - 1
+			continue
+		}
+		c := s[i]
+		switch {
+		case c == '^' && !double && i+1 < len(s) && !strings.HasPrefix(s[i+1:], stagedMark):
+			out.WriteByte(c)
+			i++
+			c = s[i]
+		case c == '"':
+			double = !double
+		}
+		out.WriteByte(c)
+	}
+	return out.String()
 }
 
 var tomlLineRE = regexp.MustCompile(`^toml: line (\d+)(?: \(last key "[^"]*"\))?: (.*)$`)

@@ -84,3 +84,25 @@ func TestWait_Bounds(t *testing.T) {
 		}
 	}
 }
+
+// On Windows confd ran check_cmd through cmd /C, and so does the agent: {{.src}} becomes
+// %SHOELACE_STAGED%, which cmd expands ("$SHOELACE_STAGED" reached the check as it is), quoted
+// unless it is inside double quotes already (a pure function: the Windows form is tested here).
+func TestConfdCheckCommand_Cmd(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{`nginx -t -c {{.src}}`, `nginx -t -c "%SHOELACE_STAGED%"`},
+		{`"C:\Program Files\nginx\nginx.exe" -t -c "{{ .src }}"`, `"C:\Program Files\nginx\nginx.exe" -t -c "%SHOELACE_STAGED%"`},
+		{`findstr /c:"listen" {{.src}} >nul`, `findstr /c:"listen" "%SHOELACE_STAGED%" >nul`},
+		{`type {{.src}} | find "'{{.src}}'"`, `type "%SHOELACE_STAGED%" | find "'%SHOELACE_STAGED%'"`},
+		{`echo ^"x {{.src}}`, `echo ^"x "%SHOELACE_STAGED%"`},
+		{`echo ^{{.src}}`, `echo ^"%SHOELACE_STAGED%"`},
+	} {
+		got, err := confdCheckCommand(c.in, true)
+		if err != nil || got != c.want {
+			t.Errorf("confdCheckCommand(%s, cmd) = %s, %v; want %s", c.in, got, err, c.want)
+		}
+	}
+	if got, err := confdCheckCommand(`nginx -t -c {{.src}}`, false); err != nil || got != `nginx -t -c "$SHOELACE_STAGED"` {
+		t.Errorf("confdCheckCommand(…, sh) = %s, %v", got, err)
+	}
+}
