@@ -634,6 +634,8 @@ func (c *Config) Validate() error {
 			add("%s: destination %q must be a clean path (no '..', '.', '//' or trailing '/'); did you mean %q?", w, t.Destination, filepath.Clean(t.Destination))
 		case t.Destination == "/":
 			add("%s: destination must be a file, not /", w)
+		case !unixModes && windowsNameProblem(t.Destination) != "":
+			add("%s: destination %s", w, windowsNameProblem(t.Destination))
 		default:
 			// The same file by another name (a directory on its way that is a symbolic link)
 			// too: the two templates overwrote each other at every pass, each reported in place.

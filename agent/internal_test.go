@@ -3,6 +3,7 @@
 package agent
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -104,5 +105,45 @@ func TestConfdCheckCommand_Cmd(t *testing.T) {
 	}
 	if got, err := confdCheckCommand(`nginx -t -c {{.src}}`, false); err != nil || got != `nginx -t -c "$SHOELACE_STAGED"` {
 		t.Errorf("confdCheckCommand(…, sh) = %s, %v", got, err)
+	}
+}
+
+// A destination Windows would not read as the file it names is refused there: a device name in
+// any component (with an extension too), a trailing dot or space, an alternate data stream, a
+// character Windows refuses (a pure function: the Windows form is tested here).
+func TestWindowsNameProblem(t *testing.T) {
+	for _, c := range []struct {
+		p    string
+		want string // a word of the reason; "" for none
+	}{
+		{`C:\App\app.conf`, ""},
+		{`C:\`, ""},
+		{`\\fs1\share\app\app.conf`, ""},
+		{`\\fs1\con\app.conf`, ""}, // a share's name is the server's
+		{`C:\App\console.conf`, ""},
+		{`C:\App\COM10`, ""},
+		{`C:\App\.auxiliary`, ""},
+		{`C:\App\CON`, "device"},
+		{`C:\App\nul`, "device"},
+		{`C:\App\aux.txt`, "device"},
+		{`C:\App\Com1.log`, "device"},
+		{`C:\App\lpt9`, "device"},
+		{`C:\App\COM²`, "device"},
+		{`C:\App\CONOUT$`, "device"},
+		{`C:\App\prn  .conf`, "device"},
+		{`C:\NUL\app.conf`, "device"},
+		{`\\fs1\share\aux\app.conf`, "device"},
+		{`C:\App\app.conf.`, "dot or a space"},
+		{`C:\App \app.conf`, "dot or a space"},
+		{`C:\App\app.conf:stream`, "alternate data stream"},
+		{`C:\App\app.conf::$DATA`, "alternate data stream"},
+		{`C:\App\a?.conf`, "does not allow"},
+		{`C:\App\a|b`, "does not allow"},
+		{"C:\\App\new.conf", "does not allow"}, // "C:\App\new.conf" in double quotes: a newline
+	} {
+		got := windowsNameProblem(c.p)
+		if c.want == "" && got != "" || c.want != "" && !strings.Contains(got, c.want) {
+			t.Errorf("windowsNameProblem(%q) = %q, want %q", c.p, got, c.want)
+		}
 	}
 }

@@ -1,0 +1,66 @@
+package agent
+
+import (
+	"fmt"
+	"strings"
+)
+
+// windowsNameProblem says what keeps p, an absolute clean Windows path, from naming the file it
+// seems to on Windows, "" when nothing does: a component that is a device (CON, NUL, COM1,
+// aux.txt: Windows opens the device, not a file), that ends in a dot or a space (Windows drops
+// them: a.conf. is a.conf, which another template may render), that names an alternate data
+// stream (file.txt:stream) or holds a character Windows refuses in a name. Such a destination
+// was written somewhere else than where status said, or failed at every pass with an error
+// that named neither cause. Pure, so that it is tested on every system.
+func windowsNameProblem(p string) string {
+	rest := p
+	switch {
+	case strings.HasPrefix(p, `\\`):
+		// \\server\share\…: the share is a name on the server, not a file here.
+		parts := strings.SplitN(strings.TrimPrefix(p, `\\`), `\`, 3)
+		if len(parts) < 3 {
+			return ""
+		}
+		rest = parts[2]
+	case len(p) >= 2 && p[1] == ':':
+		rest = p[2:]
+	}
+	for _, c := range strings.FieldsFunc(rest, func(r rune) bool { return r == '\\' || r == '/' }) {
+		if i := strings.IndexFunc(c, func(r rune) bool { return r < 0x20 || strings.ContainsRune(`<>:"|?*`, r) }); i >= 0 {
+			if c[i] == ':' {
+				return fmt.Sprintf("%q names an alternate data stream of a file (':'), not a file", c)
+			}
+			return fmt.Sprintf("%q holds %q, which Windows does not allow in a file name", c, c[i])
+		}
+		if strings.HasSuffix(c, ".") || strings.HasSuffix(c, " ") {
+			return fmt.Sprintf("%q ends in a dot or a space, which Windows drops (it names %q)", c, strings.TrimRight(c, ". "))
+		}
+		if reservedWindowsName(c) {
+			return fmt.Sprintf("%q is the name of a device on Windows (CON, PRN, AUX, NUL, COM1-9, LPT1-9, with any extension), not of a file", c)
+		}
+	}
+	return ""
+}
+
+// reservedWindowsName reports whether Windows reads the path component c as a device: CON,
+// PRN, AUX, NUL, COM0-9, LPT0-9 (and the superscript digits), CONIN$, CONOUT$, in any case,
+// followed by nothing, an extension or spaces (as Go's filepath.IsLocal judges them).
+func reservedWindowsName(c string) bool {
+	base, _, _ := strings.Cut(c, ".")
+	base = strings.TrimRight(base, " ")
+	switch strings.ToUpper(base) {
+	case "CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$":
+		return true
+	}
+	if len(base) < 4 {
+		return false
+	}
+	switch strings.ToUpper(base[:3]) {
+	case "COM", "LPT":
+		switch d := base[3:]; d {
+		case "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "¹", "²", "³":
+			return true
+		}
+	}
+	return false
+}
