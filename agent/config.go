@@ -640,16 +640,15 @@ func (c *Config) Validate() error {
 			// The same file by another name (a directory on its way that is a symbolic link)
 			// too: the two templates overwrote each other at every pass, each reported in place.
 			real := resolveLinks(t.Destination)
-			if !unixModes {
-				real = strings.ToLower(real)
-			}
-			if prev, dup := seen[t.Destination]; dup {
+			// Windows names files regardless of case: C:\App\a.conf and c:\app\A.conf are one.
+			key := destKey(t.Destination, !unixModes)
+			if prev, dup := seen[key]; dup {
 				add("%s: destination is also rendered by %s", w, prev)
-			} else if prev, dup := seenReal[real]; dup {
+			} else if prev, dup := seenReal[destKey(real, !unixModes)]; dup {
 				add("%s: destination is the file %s through a symbolic link, which %s also renders", w, real, prev)
 			}
-			seen[t.Destination] = w
-			seenReal[real] = w
+			seen[key] = w
+			seenReal[destKey(real, !unixModes)] = w
 			if err := c.checkAllowed(t.Destination); err != nil {
 				add("%s: %v", w, err)
 			}

@@ -147,3 +147,14 @@ func TestWindowsNameProblem(t *testing.T) {
 		}
 	}
 }
+
+// Two destinations that differ in case only are one file on Windows, and two on Unix (a pure
+// function: the Windows form is tested here).
+func TestDestKey_Windows(t *testing.T) {
+	if destKey(`C:\App\a.conf`, true) != destKey(`c:\app\A.conf`, true) {
+		t.Errorf(`C:\App\a.conf and c:\app\A.conf are two destinations on Windows`)
+	}
+	if destKey("/etc/App/a.conf", false) == destKey("/etc/app/A.conf", false) {
+		t.Errorf("/etc/App/a.conf and /etc/app/A.conf are one destination on Unix")
+	}
+}

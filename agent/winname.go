@@ -64,3 +64,13 @@ func reservedWindowsName(c string) bool {
 	}
 	return false
 }
+
+// destKey is the key by which two destinations are the same file: p itself, or with fold
+// (Windows, whose names match regardless of case) p in lower case. Pure, so that the Windows
+// form is tested on every system.
+func destKey(p string, fold bool) string {
+	if fold {
+		return strings.ToLower(p)
+	}
+	return p
+}
