@@ -19,8 +19,11 @@ import (
 // ACL, which lets every local user read its files and create new ones (plant a view).
 const privateDirSDDL = "D:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)(A;OICI;FA;;;OW)"
 
-// mkdirPrivate makes dir, and its missing parents as usual, the last one with privateDirSDDL.
-// An existing directory is left as it is (Validate says if others may write to it).
+// mkdirPrivate makes dir, and its missing parents as usual, the last one with privateDirSDDL,
+// owned by Administrators where the agent may give it that owner (as SYSTEM, or elevated), so
+// that the service finds a directory made by an administrator's once or run its own (Validate
+// refuses a cache_dir owned by another user). An existing directory is left as it is (Validate
+// says if others may write to it, or own it).
 func mkdirPrivate(dir string) error {
 	if fi, err := os.Stat(dir); err == nil {
 		if !fi.IsDir() {
@@ -31,7 +34,27 @@ func mkdirPrivate(dir string) error {
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return err
 	}
-	sd, err := windows.SecurityDescriptorFromString(privateDirSDDL)
+	err := createDirectory(dir, "O:BA"+privateDirSDDL)
+	if errors.Is(err, windows.ERROR_INVALID_OWNER) {
+		err = createDirectory(dir, privateDirSDDL) // not elevated: owned by the agent's user
+	}
+	if errors.Is(err, windows.ERROR_ALREADY_EXISTS) {
+		// Made since the Stat above, by the agent (another run) or by another user, who must
+		// not choose where the agent keeps its view.
+		if who, err := foreignOwner(dir); err != nil || who != "" {
+			if err != nil {
+				return err
+			}
+			return fmt.Errorf("%s is not the directory the agent made: %s owns it; remove it", dir, who)
+		}
+		return nil
+	}
+	return err
+}
+
+// createDirectory makes the directory dir with the security descriptor sddl.
+func createDirectory(dir, sddl string) error {
+	sd, err := windows.SecurityDescriptorFromString(sddl)
 	if err != nil {
 		return fmt.Errorf("mkdir %s: %w", dir, err)
 	}
@@ -40,10 +63,37 @@ func mkdirPrivate(dir string) error {
 		return err
 	}
 	sa := &windows.SecurityAttributes{Length: uint32(unsafe.Sizeof(windows.SecurityAttributes{})), SecurityDescriptor: sd}
-	if err := windows.CreateDirectory(name, sa); err != nil && !errors.Is(err, windows.ERROR_ALREADY_EXISTS) {
+	if err := windows.CreateDirectory(name, sa); err != nil {
 		return &os.PathError{Op: "mkdir", Path: dir, Err: err}
 	}
 	return nil
+}
+
+// foreignOwner names the owner of path when it is neither SYSTEM, Administrators nor the
+// agent's own user, "" when it is one of them: the check Unix makes of a file's uid. Any
+// local user may create a directory under %ProgramData%\shoelace (that folder passes on the
+// right to), give it an ACL of its own that names no broad group, and so read the view the
+// agent keeps there, or plant one.
+func foreignOwner(path string) (string, error) {
+	sd, err := windows.GetNamedSecurityInfo(path, windows.SE_FILE_OBJECT, windows.OWNER_SECURITY_INFORMATION)
+	if err != nil {
+		return "", fmt.Errorf("read the owner of %s: %w", path, err)
+	}
+	owner, _, err := sd.Owner()
+	if err != nil || owner == nil {
+		return "", fmt.Errorf("read the owner of %s: %v", path, err)
+	}
+	self := ""
+	if u, err := windows.GetCurrentProcessToken().GetTokenUser(); err == nil {
+		self = u.User.Sid.String()
+	}
+	if trustedOwner(owner.String(), self) {
+		return "", nil
+	}
+	if account, domain, _, err := owner.LookupAccount(""); err == nil {
+		return domain + `\` + account + " (" + owner.String() + ")", nil
+	}
+	return owner.String(), nil
 }
 
 // Rights that let whoever holds them read a file, or add or change files in a directory.

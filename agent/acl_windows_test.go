@@ -65,3 +65,17 @@ func TestMkdirPrivate(t *testing.T) {
 		t.Fatalf("again: %v", err)
 	}
 }
+
+// A directory the agent's user (or the agent, as SYSTEM or elevated) made is its own; the check
+// of cache_dir's owner passes it.
+func TestForeignOwner_OwnDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "cache")
+	if err := mkdirPrivate(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{filepath.Dir(dir), dir} {
+		if who, err := foreignOwner(p); err != nil || who != "" {
+			t.Errorf("foreignOwner(%s) = %q, %v; want none", p, who, err)
+		}
+	}
+}

@@ -567,6 +567,10 @@ func (c *Config) Validate() error {
 			add("%s: cache_dir: %v", name, err)
 		} else if who != "" {
 			add("%s: cache_dir %s may be read or written by %s: the agent keeps the view (secrets too) there and renders it when the server is away; remove it and let the agent make it (SYSTEM and Administrators only), or restrict its ACL", name, c.CacheDir, who)
+		} else if who, err := foreignOwner(c.CacheDir); err != nil {
+			add("%s: cache_dir: %v", name, err)
+		} else if who != "" {
+			add("%s: cache_dir %s is owned by %s, neither SYSTEM, Administrators nor the agent's user: its owner may read the view (secrets too) and plant one the agent renders when the server is away; remove it and let the agent make it", name, c.CacheDir, who)
 		}
 	}
 	c.cacheReal = ""

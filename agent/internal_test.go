@@ -158,3 +158,25 @@ func TestDestKey_Windows(t *testing.T) {
 		t.Errorf("/etc/App/a.conf and /etc/app/A.conf are one destination on Unix")
 	}
 }
+
+// On Windows the cache directory may be owned by SYSTEM, Administrators or the agent's own
+// user, not by another user (a pure function: the Windows form is tested here).
+func TestTrustedOwner_Windows(t *testing.T) {
+	const self, other = "S-1-5-21-1004336348-1177238915-682003330-1001", "S-1-5-21-1004336348-1177238915-682003330-1002"
+	for _, c := range []struct {
+		owner, self string
+		want        bool
+	}{
+		{"S-1-5-18", self, true},
+		{"S-1-5-32-544", self, true},
+		{self, self, true},
+		{other, self, false},
+		{"S-1-5-32-545", self, false}, // Users
+		{"S-1-1-0", self, false},      // Everyone
+		{"", "", false},
+	} {
+		if got := trustedOwner(c.owner, c.self); got != c.want {
+			t.Errorf("trustedOwner(%s, %s) = %v, want %v", c.owner, c.self, got, c.want)
+		}
+	}
+}

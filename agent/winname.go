@@ -74,3 +74,18 @@ func destKey(p string, fold bool) string {
 	}
 	return p
 }
+
+// Owners that may own the agent's cache directory on Windows besides the agent's own user:
+// LocalSystem (which the service runs as) and the Administrators group (the owner of what an
+// elevated administrator creates).
+const (
+	sidSystem         = "S-1-5-18"
+	sidAdministrators = "S-1-5-32-544"
+)
+
+// trustedOwner reports whether the owner owner (a SID, as S-1-5-18) of the cache directory is
+// SYSTEM, Administrators or self, the agent's own user. Pure, so that it is tested on every
+// system.
+func trustedOwner(owner, self string) bool {
+	return owner == sidSystem || owner == sidAdministrators || owner != "" && owner == self
+}
