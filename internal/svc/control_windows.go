@@ -3,10 +3,12 @@
 package svc
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"time"
 	"unsafe"
 
 	"github.com/kardianos/service"
@@ -15,9 +17,10 @@ import (
 	"golang.org/x/sys/windows/svc/mgr"
 )
 
-// control runs action against the Windows service manager through kardianos/service: install
-// registers u as an automatic service running the binary with ServiceArgs, restarted when it
-// fails; status prints what checkedStatus finds.
+// control runs action against the Windows service manager: install registers u through
+// kardianos/service as an automatic service running the binary with ServiceArgs, restarted
+// when it fails; the other actions are winOps's (uninstall and restart stop the service first);
+// status prints what checkedStatus finds.
 func (m *Manager) control(ctx context.Context, u Unit, action string, stdout io.Writer) error {
 	if action == "status" {
 		st, err := m.checkedStatus(ctx, u)
@@ -36,11 +39,69 @@ func (m *Manager) control(ctx context.Context, u Unit, action string, stdout io.
 	if err != nil {
 		return err
 	}
-	if err := service.Control(s, action); err != nil {
+	ops := winOps{
+		install:   s.Install,
+		uninstall: s.Uninstall,
+		start:     s.Start,
+		stop:      func() error { return stopService(ctx, u) },
+		stopped:   func(err error) bool { return errors.Is(err, windows.ERROR_SERVICE_NOT_ACTIVE) },
+		running:   func(err error) bool { return errors.Is(err, windows.ERROR_SERVICE_ALREADY_RUNNING) },
+		denied:    func(err error) bool { return errors.Is(err, windows.ERROR_ACCESS_DENIED) },
+	}
+	if err := ops.do(action); err != nil {
 		return err
 	}
-	past := map[string]string{"install": "installed", "uninstall": "uninstalled", "start": "started", "stop": "stopped", "restart": "restarted"}[action]
+	past := map[string]string{"install": "installed", "uninstall": "stopped and uninstalled", "start": "started", "stop": "stopped", "restart": "restarted"}[action]
 	fmt.Fprintf(stdout, "%s %s\n", past, u.Name)
+	return nil
+}
+
+// stopWait bounds how long stop waits for the service to stop.
+const stopWait = 30 * time.Second
+
+// stopService asks the service u to stop and waits until it has (kardianos's wait went on
+// polling for good when the service never stopped). A service not running is
+// ERROR_SERVICE_NOT_ACTIVE.
+func stopService(ctx context.Context, u Unit) error {
+	scm, err := windows.OpenSCManager(nil, nil, windows.SC_MANAGER_CONNECT)
+	if err != nil {
+		return fmt.Errorf("connect to the service manager: %w", err)
+	}
+	defer windows.CloseServiceHandle(scm)
+	name, err := windows.UTF16PtrFromString(u.Name)
+	if err != nil {
+		return err
+	}
+	h, err := windows.OpenService(scm, name, windows.SERVICE_STOP|windows.SERVICE_QUERY_STATUS)
+	if errors.Is(err, windows.ERROR_SERVICE_DOES_NOT_EXIST) {
+		return fmt.Errorf("%w; run `%s install` first", err, u.Command)
+	}
+	if err != nil {
+		return err
+	}
+	s := &mgr.Service{Name: u.Name, Handle: h}
+	defer s.Close()
+	st, err := s.Control(svc.Stop)
+	if errors.Is(err, windows.ERROR_SERVICE_CANNOT_ACCEPT_CTRL) {
+		st, err = s.Query() // stopping (or starting) already: wait for it
+	}
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(stopWait)
+	for st.State != svc.Stopped {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the service did not stop within %s (it is %s)", stopWait, cmp.Or(states[st.State], "in an unknown state"))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if st, err = s.Query(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
