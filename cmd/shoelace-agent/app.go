@@ -352,7 +352,7 @@ func serviceCommand(action string, stdout, stderr io.Writer) *cli.Command {
 					"put the config there, or override ExecStart in a drop-in (systemctl edit shoelace-agent)\n", agent.DefaultConfigPath, c.String("config"))
 			}
 			if action == "status" {
-				return printStatus(c.Context, c.String("config"), c.Bool("json"), stdout)
+				return printStatus(c.Context, c.String("config"), c.IsSet("config"), c.Bool("json"), stdout)
 			}
 			if cfg, err := filepath.Abs(c.String("config")); err == nil {
 				svc.ServiceArgs = []string{"run", "--config", cfg}
@@ -384,8 +384,9 @@ type serviceJSON struct {
 
 // printStatus prints the service's state and the agent's own record of its last sync, as text or
 // JSON. Either may be missing (no systemd here, nothing synced yet): that is said, not fatal; it
-// fails (exit 1) only when neither could be read.
-func printStatus(ctx context.Context, configPath string, asJSON bool, w io.Writer) error {
+// fails (exit 1) only when neither could be read. Where the service takes its config (Windows),
+// the record read is that of the config the service runs with, unless one is given (explicit).
+func printStatus(ctx context.Context, configPath string, explicit, asJSON bool, w io.Writer) error {
 	var out statusJSON
 	st, err := (&svc.Manager{}).CheckedStatus(ctx, svc.AgentUnit())
 	if err != nil {
@@ -393,6 +394,9 @@ func printStatus(ctx context.Context, configPath string, asJSON bool, w io.Write
 	} else {
 		out.Service = &serviceJSON{Name: st.Name, Installed: st.Installed(), Packaged: st.Packaged, Path: st.Path,
 			Enabled: st.Enabled, Active: st.Active, Running: st.Running()}
+		if p := configFromCommandLine(st.Path); serviceTakesConfig && !explicit && p != "" {
+			configPath = p
+		}
 	}
 	cfg, err := agent.ParseConfigFile(configPath)
 	if err == nil {

@@ -1,0 +1,39 @@
+package main
+
+import (
+	"slices"
+	"testing"
+)
+
+// status finds the config a Windows service runs with in the command line install registered
+// (a pure function: tested on every system).
+func TestConfigFromCommandLine(t *testing.T) {
+	for _, c := range []struct{ cmdline, want string }{
+		{`"C:\Program Files\shoelace\shoelace-agent.exe" run --config "D:\x y\agent.yaml"`, `D:\x y\agent.yaml`},
+		{`C:\shoelace\shoelace-agent.exe run --config C:\ProgramData\shoelace\agent.yaml`, `C:\ProgramData\shoelace\agent.yaml`},
+		{`C:\shoelace\shoelace-agent.exe run --config=C:\etc\agent.yaml`, `C:\etc\agent.yaml`},
+		{`C:\shoelace\shoelace-agent.exe run -c "\\fs1\share\a b\agent.yaml"`, `\\fs1\share\a b\agent.yaml`},
+		{`C:\shoelace\shoelace-agent.exe run`, ""},
+		{`C:\shoelace\shoelace-agent.exe run --config`, ""},
+		{"", ""},
+	} {
+		if got := configFromCommandLine(c.cmdline); got != c.want {
+			t.Errorf("configFromCommandLine(%s) = %q, want %q", c.cmdline, got, c.want)
+		}
+	}
+	for _, c := range []struct {
+		in   string
+		want []string
+	}{
+		{`a "b c" d`, []string{"a", "b c", "d"}},
+		{`"a\"b" c\\d`, []string{`a"b`, `c\\d`}},
+		{`"a\\" b`, []string{`a\`, "b"}},
+		{`"a\\\"b"`, []string{`a\"b`}},
+		{`""  "x""y"`, []string{"", `x"y`}},
+		{"a\tb  ", []string{"a", "b"}},
+	} {
+		if got := splitWindowsArgs(c.in); !slices.Equal(got, c.want) {
+			t.Errorf("splitWindowsArgs(%s) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
