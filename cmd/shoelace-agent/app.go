@@ -144,7 +144,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Name:           "shoelace-agent",
 		Usage:          "render an appliance's configuration from a Shoelace server into local files",
 		UsageText:      "shoelace-agent COMMAND [--config FILE] [command options]",
-		Description:    appDescription,
+		Description:    appDescription(agent.DefaultConfigPath),
 		Version:        version,
 		Writer:         stdout,
 		ErrWriter:      stderr,
@@ -287,9 +287,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return app.RunContext(ctx, moveCommonFlags(args))
 }
 
-// appDescription is the top-level help's description: where the config is read from, the
-// usual commands, and the exit codes.
-const appDescription = `Every command reads the agent config from --config FILE (default /etc/shoelace/agent.yaml,
+// appDescription is the top-level help's description: where the config is read from (by
+// default defaultConfig, which is this system's: on Windows under %ProgramData%), the usual
+// commands, and the exit codes.
+func appDescription(defaultConfig string) string {
+	return `Every command reads the agent config from --config FILE (default ` + defaultConfig + `,
 or $SHOELACE_AGENT_CONFIG); --config may come before or after the command.
 
 EXAMPLES:
@@ -302,6 +304,7 @@ EXIT CODES:
    0  success
    1  error (config, server, a template not in place)
    2  usage error (unknown command or flag, stray argument)`
+}
 
 // noArgs refuses positional arguments: no command takes any, and a mistyped flag value (such as
 // "once system" for "once --stage system") must not silently widen what a command does.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -35,5 +36,14 @@ func TestConfigFromCommandLine(t *testing.T) {
 		if got := splitWindowsArgs(c.in); !slices.Equal(got, c.want) {
 			t.Errorf("splitWindowsArgs(%s) = %q, want %q", c.in, got, c.want)
 		}
+	}
+}
+
+// The help names this system's default config: on Windows the one under %ProgramData% (it
+// said /etc/shoelace/agent.yaml there too).
+func TestAppDescription_DefaultConfig(t *testing.T) {
+	const win = `C:\ProgramData\shoelace\agent.yaml`
+	if d := appDescription(win); !strings.Contains(d, "(default "+win+",") || strings.Contains(d, "/etc/shoelace") {
+		t.Errorf("the help with the Windows default config reads:\n%s", d)
 	}
 }
