@@ -321,6 +321,10 @@ func LoadConfigWith(path string, o Overrides) (*Config, error) {
 // ParseConfig decodes a config file's content (name is used in messages) over DefaultConfig,
 // without reading templates_dir and without validating.
 func ParseConfig(name string, data []byte) (*Config, error) {
+	data, err := utf8Text(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s %w", name, err)
+	}
 	cfg := DefaultConfig()
 	if err := decodeStrict(name, data, cfg); err != nil {
 		return nil, err
@@ -384,7 +388,12 @@ func decodeStrict(name string, data []byte, out any) error {
 				return fmt.Errorf("%s:%d: a tab indents this line: YAML indents with spaces only", name, n)
 			}
 		}
-		return errors.New(fileLine(name, err.Error()))
+		msg := fileLine(name, err.Error())
+		if strings.Contains(msg, "unknown escape character") {
+			// "C:\ProgramData\shoelace": a Windows path in double quotes.
+			msg += `: in double quotes a backslash starts an escape (\n, \t); write a Windows path unquoted or in single quotes ('C:\ProgramData\shoelace'), or double each backslash`
+		}
+		return errors.New(msg)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
@@ -468,6 +477,9 @@ func (c *Config) loadTemplatesDir() error {
 		data, err := atomicfile.ReadInput(f, 0)
 		if err != nil {
 			return fmt.Errorf("%s: templates_dir: %w", c.Path, err)
+		}
+		if data, err = utf8Text(data); err != nil {
+			return fmt.Errorf("%s %w", f, err)
 		}
 		var list []Template
 		if err := decodeStrict(f, data, &list); err != nil {
@@ -1035,8 +1047,12 @@ func readTokenFile(path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("token_file: %w", err)
 	}
-	// A byte order mark (Notepad writes one) is no part of the token.
-	tok := strings.TrimSpace(strings.TrimPrefix(string(b), "\ufeff"))
+	// A byte order mark (Notepad writes one) is no part of the token; UTF-16 (PowerShell 5's
+	// > writes it) is read as the text it is.
+	if b, err = utf8Text(b); err != nil {
+		return "", fmt.Errorf("token_file %s %w", path, err)
+	}
+	tok := strings.TrimSpace(string(b))
 	if tok == "" {
 		return "", fmt.Errorf("token_file %s is empty", path)
 	}

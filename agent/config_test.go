@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf16"
 
 	"github.com/shoelace-dev/shoelace/agent"
 )
@@ -512,5 +513,73 @@ func TestLoadConfig_AllowedDirsRelativeLink(t *testing.T) {
 	_, err := agent.LoadConfig(path)
 	if want := "destination resolves to " + dir + "/outside/y through a symbolic link"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("err = %v, want %q", err, want)
+	}
+}
+
+// utf16 encodes s as UTF-16 little-endian (Notepad's "UTF-16 LE", PowerShell 5's >), with its
+// byte order mark when bom.
+func utf16LE(s string, bom bool) []byte {
+	var b []byte
+	if bom {
+		b = []byte{0xff, 0xfe}
+	}
+	for _, u := range utf16.Encode([]rune(s)) {
+		b = append(b, byte(u), byte(u>>8))
+	}
+	return b
+}
+
+// TestParseConfig_Encodings: a config saved as UTF-16 (Notepad, PowerShell 5's > or Out-File)
+// is read as the text it is, line numbers and all, as is one with a UTF-8 byte order mark; one
+// without its byte order mark (NUL bytes) says what it is, not "control characters are not
+// allowed"; a Windows path in double quotes says how to write it, not only "found unknown
+// escape character".
+func TestParseConfig_Encodings(t *testing.T) {
+	const text = "server: http://x:1\r\nappliance: web\r\ncache_dir: 'C:\\ProgramData\\shoelace\\cache'\r\n"
+	for name, data := range map[string][]byte{
+		"utf-16le": utf16LE(text, true),
+		"utf-16be": func() []byte {
+			b := utf16LE(text, true)
+			for i := 0; i < len(b); i += 2 {
+				b[i], b[i+1] = b[i+1], b[i]
+			}
+			return b
+		}(),
+		"utf-8 bom": append([]byte("\ufeff"), text...),
+	} {
+		cfg, err := agent.ParseConfig("agent.yaml", data)
+		if err != nil || cfg.Appliance != "web" || cfg.CacheDir != `C:\ProgramData\shoelace\cache` {
+			t.Errorf("%s: %+v, %v", name, cfg, err)
+		}
+	}
+	if _, err := agent.ParseConfig("agent.yaml", utf16LE(text+"bogus: 1\r\n", true)); err == nil || err.Error() != `agent.yaml:4: unknown field "bogus"` {
+		t.Errorf("utf-16 with an unknown field: %v", err)
+	}
+	if _, err := agent.ParseConfig("agent.yaml", utf16LE(text, false)); err == nil || !strings.Contains(err.Error(), "agent.yaml holds NUL bytes: it looks saved as UTF-16 without a byte order mark; save it as UTF-8") {
+		t.Errorf("utf-16 without a byte order mark: %v", err)
+	}
+	if _, err := agent.ParseConfig("agent.yaml", []byte("server: http://x:1\ncache_dir: \"C:\\ProgramData\\shoelace\"\n")); err == nil ||
+		!strings.Contains(err.Error(), "unknown escape character: in double quotes a backslash starts an escape") || !strings.Contains(err.Error(), "agent.yaml:2") {
+		t.Errorf("a Windows path in double quotes: %v", err)
+	}
+}
+
+// TestLoadConfig_TokenFileUTF16: a token file that PowerShell 5 wrote (echo $token > token: UTF-16
+// with a byte order mark, CRLF) holds the token; it was refused as "must hold one token on one
+// line".
+func TestLoadConfig_TokenFileUTF16(t *testing.T) {
+	dir, path := writeConfig(t, "server: http://x:1\nappliance: web\ntoken_file: $DIR/token\ntemplates:\n  - contents: x\n    destination: /tmp/x\n")
+	tok := filepath.Join(dir, "token")
+	os.WriteFile(tok, utf16LE("sl_abc-DEF_1\r\n", true), 0o600)
+	cfg, err := agent.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := cfg.LoadToken(); err != nil || got != "sl_abc-DEF_1" {
+		t.Fatalf("LoadToken = %q, %v; want the token", got, err)
+	}
+	os.WriteFile(tok, utf16LE("sl_abc-DEF_1\r\n", false), 0o600)
+	if _, err := agent.LoadConfig(path); err == nil || !strings.Contains(err.Error(), "token_file "+tok+" holds NUL bytes") {
+		t.Fatalf("UTF-16 without a byte order mark: %v", err)
 	}
 }

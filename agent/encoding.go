@@ -1,0 +1,45 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// utf8Text returns the bytes of a text file that people edit by hand (the config, a templates_dir
+// file, the token file) as UTF-8: one saved as UTF-16 with its byte order mark (Notepad's
+// "UTF-16", PowerShell 5's > and Out-File) is decoded, a UTF-8 byte order mark dropped. A file
+// that holds NUL bytes without a mark (UTF-16 all the same) is an error that says so: YAML read
+// it as "control characters are not allowed", and a token as a byte no token has.
+func utf8Text(b []byte) ([]byte, error) {
+	var order func([]byte) uint16
+	switch {
+	case bytes.HasPrefix(b, []byte{0xef, 0xbb, 0xbf}):
+		return b[3:], nil
+	case bytes.HasPrefix(b, []byte{0xff, 0xfe}):
+		order = func(p []byte) uint16 { return uint16(p[0]) | uint16(p[1])<<8 }
+	case bytes.HasPrefix(b, []byte{0xfe, 0xff}):
+		order = func(p []byte) uint16 { return uint16(p[1]) | uint16(p[0])<<8 }
+	case bytes.IndexByte(b, 0) >= 0:
+		return nil, errUTF16
+	default:
+		return b, nil
+	}
+	b = b[2:]
+	if len(b)%2 != 0 {
+		return nil, errors.New("is UTF-16 (it starts with a byte order mark) cut in the middle of a character: save it as UTF-8")
+	}
+	units := make([]uint16, len(b)/2)
+	for i := range units {
+		units[i] = order(b[2*i:])
+	}
+	out := make([]byte, 0, len(units))
+	for _, r := range utf16.Decode(units) {
+		out = utf8.AppendRune(out, r)
+	}
+	return out, nil
+}
+
+// errUTF16 is utf8Text's error for a file with NUL bytes and no byte order mark.
+var errUTF16 = errors.New("holds NUL bytes: it looks saved as UTF-16 without a byte order mark; save it as UTF-8 (in Notepad: Save as, Encoding UTF-8)")
