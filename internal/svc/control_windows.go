@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -34,6 +35,17 @@ func (m *Manager) control(ctx context.Context, u Unit, action string, stdout io.
 	if err != nil {
 		return err
 	}
+	if action == "install" {
+		// Installed already: as the same command, that is done (an install script run again);
+		// as another, say how to change it (kardianos said "service shoelace-agent already exists").
+		if st, err := m.checkedStatus(ctx, u); err == nil && st.Installed() {
+			if want := commandLine(self, ServiceArgs); st.Path != want {
+				return fmt.Errorf("installed already, running %s; to run %s instead, run `%s uninstall` first", st.Path, want, u.Command)
+			}
+			fmt.Fprintf(stdout, "%s is installed already, running %s\n", u.Name, st.Path)
+			return nil
+		}
+	}
 	s, err := service.New(noProgram{}, &service.Config{Name: u.Name, DisplayName: u.Name, Description: u.Description,
 		Executable: self, Arguments: ServiceArgs, Option: service.KeyValue{"StartType": "automatic", "OnFailure": "restart"}})
 	if err != nil {
@@ -54,6 +66,16 @@ func (m *Manager) control(ctx context.Context, u Unit, action string, stdout io.
 	past := map[string]string{"install": "installed", "uninstall": "stopped and uninstalled", "start": "started", "stop": "stopped", "restart": "restarted"}[action]
 	fmt.Fprintf(stdout, "%s %s\n", past, u.Name)
 	return nil
+}
+
+// commandLine is the command line the service manager keeps for exe run with args, as
+// mgr.CreateService writes it.
+func commandLine(exe string, args []string) string {
+	s := syscall.EscapeArg(exe)
+	for _, a := range args {
+		s += " " + syscall.EscapeArg(a)
+	}
+	return s
 }
 
 // stopWait bounds how long stop waits for the service to stop.
