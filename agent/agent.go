@@ -6,6 +6,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -173,6 +174,11 @@ func (a *Agent) Warnings() []string {
 			// once and run fail on it at every pass (render --dry says so too).
 			w = append(w, fmt.Sprintf("%s: destination %s is %s, not a regular file: every render of it will fail until it is moved away",
 				t.cfg.where(), t.cfg.Destination, atomicfile.TypeName(fi.Mode())))
+		}
+		for _, c := range []struct{ name, command string }{{"check", t.cfg.Check}, {"command", t.cfg.Command}, {"health", t.cfg.Health}} {
+			if p := shellVarProblem(cmp.Or(t.cfg.Shell, shells[0]), c.command); p != "" {
+				w = append(w, fmt.Sprintf("%s: %s: %s", t.cfg.where(), c.name, p))
+			}
 		}
 		for _, fn := range t.t.Functions() {
 			if fn == "revision" {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -151,4 +152,27 @@ func ValidShell(shell string) error {
 		return nil
 	}
 	return fmt.Errorf("shell %q is not one of this system's: %s (the default is %s)", shell, strings.Join(shells, ", "), shells[0])
+}
+
+// shellVarRE finds a SHOELACE_ variable written for sh ($SHOELACE_STAGED, ${SHOELACE_STAGED})
+// and for cmd (%SHOELACE_STAGED%).
+var shellVarRE = regexp.MustCompile(`\$\{?(SHOELACE_[A-Z_]+)|%(SHOELACE_[A-Z_]+)%`)
+
+// shellVarProblem says, "" when nothing, that command names one of the agent's variables
+// (SHOELACE_STAGED, …) as another shell than shell (sh, cmd or powershell) writes it: cmd hands
+// "$SHOELACE_STAGED" on as it is, and PowerShell reads it as a variable of its own, empty, so
+// that the check tested a file of that name, or none, and failed (or passed) every time; sh does
+// not expand %SHOELACE_STAGED%. Pure, so that it is tested on every system.
+func shellVarProblem(shell, command string) string {
+	for _, m := range shellVarRE.FindAllStringSubmatch(command, -1) {
+		switch {
+		case m[1] != "" && shell == "cmd":
+			return fmt.Sprintf("%s is how sh names a variable, which cmd does not expand: write %%%s%% (or $env:%s with shell: powershell)", strings.TrimSpace(m[0]), m[1], m[1])
+		case m[1] != "" && shell == "powershell":
+			return fmt.Sprintf("%s is a PowerShell variable of its own (empty), not the agent's: write $env:%s", strings.TrimSpace(m[0]), m[1])
+		case m[2] != "" && shell == "sh":
+			return fmt.Sprintf("%s is how cmd names a variable, which sh does not expand: write \"$%s\"", m[0], m[2])
+		}
+	}
+	return ""
 }

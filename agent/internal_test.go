@@ -180,3 +180,27 @@ func TestTrustedOwner_Windows(t *testing.T) {
 		}
 	}
 }
+
+// validate warns about a SHOELACE_ variable written as another shell than the template's writes
+// it: "$SHOELACE_STAGED" under cmd (Windows' default) or PowerShell, %SHOELACE_STAGED% under sh
+// (a pure function: the Windows forms are tested here).
+func TestShellVarProblem(t *testing.T) {
+	for _, c := range []struct {
+		shell, command, want string
+	}{
+		{"sh", `nginx -t -c "$SHOELACE_STAGED"`, ""},
+		{"cmd", `nginx -t -c "%SHOELACE_STAGED%"`, ""},
+		{"powershell", `nginx -t -c $env:SHOELACE_STAGED`, ""},
+		{"powershell", `nginx -t -c ${env:SHOELACE_STAGED}`, ""},
+		{"cmd", `nginx -t -c "$SHOELACE_STAGED"`, "write %SHOELACE_STAGED%"},
+		{"cmd", `echo ${SHOELACE_DESTINATIONS}`, "write %SHOELACE_DESTINATIONS%"},
+		{"powershell", `Test-Path $SHOELACE_STAGED`, "write $env:SHOELACE_STAGED"},
+		{"sh", `nginx -t -c %SHOELACE_STAGED%`, `write "$SHOELACE_STAGED"`},
+		{"cmd", `echo $HOME`, ""},
+	} {
+		got := shellVarProblem(c.shell, c.command)
+		if c.want == "" && got != "" || c.want != "" && !strings.Contains(got, c.want) {
+			t.Errorf("shellVarProblem(%s, %s) = %q, want %q", c.shell, c.command, got, c.want)
+		}
+	}
+}

@@ -149,6 +149,12 @@ func TestCLI_ValidateWarnings(t *testing.T) {
 	if err, stdout, _ = runCLI(t, "validate", "--config", cfg); err != nil || !strings.Contains(stdout, "warning: "+cfg+": no templates configured") {
 		t.Fatalf("validate without templates: %v %q", err, stdout)
 	}
+	// A check that names the staged file as cmd does (copied from a Windows config): sh hands
+	// %SHOELACE_STAGED% on as it is.
+	os.WriteFile(cfg, []byte(text+"    check: nginx -t -c %SHOELACE_STAGED%\n"), 0o600)
+	if err, stdout, _ = runCLI(t, "validate", "--config", cfg); err != nil || !strings.Contains(stdout, `check: %SHOELACE_STAGED% is how cmd names a variable, which sh does not expand: write "$SHOELACE_STAGED"`) {
+		t.Fatalf("validate of a check written for cmd: %v %q", err, stdout)
+	}
 }
 
 func TestCLI_Help(t *testing.T) {
