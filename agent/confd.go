@@ -101,7 +101,7 @@ type confdSettings struct {
 // problem is reported.
 func ReadConfdDir(dir string) (*ConfdResources, error) {
 	if !filepath.IsAbs(dir) {
-		return nil, fmt.Errorf("confd_dir %q must be an absolute path", dir)
+		return nil, fmt.Errorf("confd_dir %s must be an absolute path", quotePath(dir, !unixModes))
 	}
 	dir = filepath.Clean(dir) // "/etc/confd/" is /etc/confd, as confd.toml's confdir says it
 	fi, err := os.Stat(dir)

@@ -512,6 +512,10 @@ func (c *Config) Validate() error {
 	if name == "" {
 		name = "config"
 	}
+	if !unixModes {
+		c.windowsPaths()
+	}
+	qp := func(p string) string { return quotePath(p, !unixModes) }
 
 	if c.Server == "" {
 		add("%s: server is required (for example https://shoelace.internal:7400)", name)
@@ -551,14 +555,14 @@ func (c *Config) Validate() error {
 	// Relative paths are refused as cache_dir's are: read against the directory the agent runs
 	// in, one that validate finds beside the config is not there for the service (run in /).
 	if c.TokenFile != "" && !filepath.IsAbs(c.TokenFile) {
-		add("%s: token_file %q must be an absolute path", name, c.TokenFile)
+		add("%s: token_file %s must be an absolute path", name, qp(c.TokenFile))
 	} else if c.TokenFile != "" {
 		if _, err := readTokenFile(c.TokenFile); err != nil {
 			add("%s: %v", name, err)
 		}
 	}
 	if c.CAFile != "" && !filepath.IsAbs(c.CAFile) {
-		add("%s: ca_file %q must be an absolute path", name, c.CAFile)
+		add("%s: ca_file %s must be an absolute path", name, qp(c.CAFile))
 	} else if c.CAFile != "" {
 		if _, err := os.Stat(c.CAFile); err != nil {
 			add("%s: ca_file: %v", name, err)
@@ -567,7 +571,7 @@ func (c *Config) Validate() error {
 	if c.CacheDir == "" {
 		add("%s: cache_dir must not be empty", name)
 	} else if !filepath.IsAbs(c.CacheDir) {
-		add("%s: cache_dir %q must be an absolute path", name, c.CacheDir)
+		add("%s: cache_dir %s must be an absolute path", name, qp(c.CacheDir))
 	} else if fi, err := os.Stat(c.CacheDir); err == nil && unixModes && fi.Mode().Perm()&0o022 != 0 {
 		// Whoever can write there can plant a view the agent renders when the server is away.
 		add("%s: cache_dir %s is writable by group or others (mode %04o): the agent renders its cached view when the server is away; run chmod 700 %s", name, c.CacheDir, fi.Mode().Perm(), c.CacheDir)
@@ -617,12 +621,12 @@ func (c *Config) Validate() error {
 		d = trimDir(d, `/`+string(filepath.Separator), len(filepath.VolumeName(d)))
 		c.AllowedDirs[i] = d
 		if !filepath.IsAbs(d) || filepath.Clean(d) != d {
-			add("%s: allowed_dirs[%d] %q must be an absolute, clean path", name, i, d)
+			add("%s: allowed_dirs[%d] %s must be an absolute, clean path", name, i, qp(d))
 		}
 	}
 	c.allowedReal = resolveDirs(c.AllowedDirs)
 	if c.TemplatesDir != "" && !filepath.IsAbs(c.TemplatesDir) {
-		add("%s: templates_dir %q must be an absolute path", name, c.TemplatesDir)
+		add("%s: templates_dir %s must be an absolute path", name, qp(c.TemplatesDir))
 	}
 
 	seen, seenReal := map[string]string{}, map[string]string{}
@@ -637,7 +641,7 @@ func (c *Config) Validate() error {
 			add("%s: set exactly one of source and contents", w)
 		}
 		if t.Source != "" && !filepath.IsAbs(t.Source) {
-			add("%s: source %q must be an absolute path", w, t.Source)
+			add("%s: source %s must be an absolute path", w, qp(t.Source))
 		}
 		switch {
 		case strings.ContainsRune(t.Source, 0) || strings.ContainsRune(t.Destination, 0):
@@ -645,9 +649,10 @@ func (c *Config) Validate() error {
 		case t.Destination == "":
 			add("%s: destination is required", w)
 		case !filepath.IsAbs(t.Destination):
-			add("%s: destination %q must be an absolute path", w, t.Destination)
+			add("%s: destination %s must be an absolute path", w, qp(t.Destination))
 		case filepath.Clean(t.Destination) != t.Destination || strings.HasSuffix(t.Destination, "/"):
-			add("%s: destination %q must be a clean path (no '..', '.', '//' or trailing '/'); did you mean %q?", w, t.Destination, filepath.Clean(t.Destination))
+			sep := string(filepath.Separator)
+			add("%s: destination %s must be a clean path (no '..', '.', '%s%s' or trailing '%s'); did you mean %s?", w, qp(t.Destination), sep, sep, sep, qp(filepath.Clean(t.Destination)))
 		case t.Destination == "/":
 			add("%s: destination must be a file, not /", w)
 		case !unixModes && windowsNameProblem(t.Destination) != "":

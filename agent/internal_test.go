@@ -159,6 +159,51 @@ func TestDestKey_Windows(t *testing.T) {
 	}
 }
 
+// On Windows a path written with '/' is the one written with '\': C:/App/a.conf and
+// C:\App\a.conf are one destination (a pure method: the Windows form is tested here).
+func TestConfigWindowsPaths(t *testing.T) {
+	c := &Config{
+		TokenFile: "C:/ProgramData/shoelace/token", CAFile: "C:/ProgramData/shoelace/ca.pem",
+		CacheDir: "C:/ProgramData/shoelace/cache", TemplatesDir: "C:/ProgramData/shoelace/templates.d",
+		ConfdDir: "D:/confd", AllowedDirs: []string{"C:/App", `C:\Other`},
+		Templates: []Template{{Source: "C:/tmpl/a.tmpl", Destination: "C:/App/a.conf"}, {Destination: `\\fs1/share/b.conf`}},
+	}
+	c.windowsPaths()
+	for _, got := range []string{c.TokenFile, c.CAFile, c.CacheDir, c.TemplatesDir, c.ConfdDir, c.AllowedDirs[0], c.AllowedDirs[1],
+		c.Templates[0].Source, c.Templates[0].Destination, c.Templates[1].Destination} {
+		if strings.Contains(got, "/") {
+			t.Errorf("%s still holds '/'", got)
+		}
+	}
+	if got, want := c.Templates[0].Destination, `C:\App\a.conf`; got != want {
+		t.Errorf("destination = %s, want %s", got, want)
+	}
+	if got, want := c.Templates[1].Destination, `\\fs1\share\b.conf`; got != want {
+		t.Errorf("destination = %s, want %s", got, want)
+	}
+}
+
+// A path in a message reads as it is written on Windows (no doubled backslashes), and as %q
+// quotes it on Unix, or where it holds a character that would not read.
+func TestQuotePath(t *testing.T) {
+	for _, c := range []struct {
+		p    string
+		win  bool
+		want string
+	}{
+		{`C:\App\a.conf`, true, `"C:\App\a.conf"`},
+		{`C:\App\été.conf`, true, `"C:\App\été.conf"`},
+		{"C:\\App\new.conf", true, `"C:\\App\new.conf"`}, // a newline: %q's form
+		{`C:\App\"a".conf`, true, `"C:\\App\\\"a\".conf"`},
+		{"/etc/nginx/nginx.conf", false, `"/etc/nginx/nginx.conf"`},
+		{`/etc/a\b`, false, `"/etc/a\\b"`},
+	} {
+		if got := quotePath(c.p, c.win); got != c.want {
+			t.Errorf("quotePath(%q, %v) = %s, want %s", c.p, c.win, got, c.want)
+		}
+	}
+}
+
 // On Windows the cache directory may be owned by SYSTEM, Administrators or the agent's own
 // user, not by another user (a pure function: the Windows form is tested here).
 func TestTrustedOwner_Windows(t *testing.T) {

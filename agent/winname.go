@@ -2,8 +2,40 @@ package agent
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
+	"unicode"
 )
+
+// windowsPaths writes the config's paths as Windows opens them, with '\' for every '/' (Windows
+// takes either, and users write C:/App/a.conf as often as C:\App\a.conf): so that the two are one
+// destination to the duplicate check and to allowed_dirs, a path is not refused as unclean for
+// its slashes, and a source is the name the file watcher reports. Pure, so that it is tested on
+// every system.
+func (c *Config) windowsPaths() {
+	for _, p := range []*string{&c.TokenFile, &c.CAFile, &c.CacheDir, &c.TemplatesDir, &c.ConfdDir} {
+		*p = strings.ReplaceAll(*p, "/", `\`)
+	}
+	for i := range c.AllowedDirs {
+		c.AllowedDirs[i] = strings.ReplaceAll(c.AllowedDirs[i], "/", `\`)
+	}
+	for i := range c.Templates {
+		t := &c.Templates[i]
+		t.Source = strings.ReplaceAll(t.Source, "/", `\`)
+		t.Destination = strings.ReplaceAll(t.Destination, "/", `\`)
+	}
+}
+
+// quotePath quotes the path p for a message as %q does, except on Windows (win), where its
+// backslashes stay single: "C:\App\a.conf", not "C:\\App\\a.conf", which is no path a user can
+// copy. A path with a character that would not read (a control character, a quote) is quoted
+// as %q quotes it there too. Pure, so that it is tested on every system.
+func quotePath(p string, win bool) string {
+	if win && !strings.ContainsFunc(p, func(r rune) bool { return r == '"' || !unicode.IsPrint(r) }) {
+		return `"` + p + `"`
+	}
+	return strconv.Quote(p)
+}
 
 // windowsNameProblem says what keeps p, an absolute clean Windows path, from naming the file it
 // seems to on Windows, "" when nothing does: a component that is a device (CON, NUL, COM1,
