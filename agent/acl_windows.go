@@ -5,8 +5,10 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"unsafe"
 
 	"golang.org/x/sys/windows"
@@ -19,11 +21,13 @@ import (
 // ACL, which lets every local user read its files and create new ones (plant a view).
 const privateDirSDDL = "D:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)(A;OICI;FA;;;OW)"
 
-// mkdirPrivate makes dir, and its missing parents as usual, the last one with privateDirSDDL,
-// owned by Administrators where the agent may give it that owner (as SYSTEM, or elevated), so
-// that the service finds a directory made by an administrator's once or run its own (Validate
-// refuses a cache_dir owned by another user). An existing directory is left as it is (Validate
-// says if others may write to it, or own it).
+// mkdirPrivate makes dir, and its missing parents, with privateDirSDDL (as Unix makes them mode
+// 0700), owned by Administrators where the agent may give it that owner (as SYSTEM, or
+// elevated), so that the service finds a directory made by an administrator's once or run its
+// own (Validate refuses a cache_dir owned by another user). What it made is judged again as
+// Validate judges cache_dir (checkCacheParents, foreignOwner): a directory on the way that
+// another user made in between is found here, and nothing is written into it. An existing
+// directory is left as it is (Validate judged it).
 func mkdirPrivate(dir string) error {
 	if fi, err := os.Stat(dir); err == nil {
 		if !fi.IsDir() {
@@ -31,25 +35,34 @@ func mkdirPrivate(dir string) error {
 		}
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		return err
-	}
-	err := createDirectory(dir, "O:BA"+privateDirSDDL)
-	if errors.Is(err, windows.ERROR_INVALID_OWNER) {
-		err = createDirectory(dir, privateDirSDDL) // not elevated: owned by the agent's user
-	}
-	if errors.Is(err, windows.ERROR_ALREADY_EXISTS) {
-		// Made since the Stat above, by the agent (another run) or by another user, who must
-		// not choose where the agent keeps its view.
-		if who, err := foreignOwner(dir); err != nil || who != "" {
-			if err != nil {
-				return err
-			}
-			return fmt.Errorf("%s is not the directory the agent made: %s owns it; remove it", dir, who)
+	var missing []string
+	for p := dir; ; p = filepath.Dir(p) {
+		if _, err := os.Stat(p); err == nil || !errors.Is(err, fs.ErrNotExist) || filepath.Dir(p) == p {
+			break
 		}
-		return nil
+		missing = append(missing, p)
 	}
-	return err
+	for _, p := range slices.Backward(missing) {
+		err := createDirectory(p, "O:BA"+privateDirSDDL)
+		if errors.Is(err, windows.ERROR_INVALID_OWNER) {
+			err = createDirectory(p, privateDirSDDL) // not elevated: owned by the agent's user
+		}
+		if err != nil && !errors.Is(err, windows.ERROR_ALREADY_EXISTS) {
+			return err
+		}
+	}
+	// Made since the Stat above, by the agent (another run) or by another user, who must not
+	// choose where the agent keeps its view.
+	if _, err := checkCacheParents(dir); err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	if who, err := foreignOwner(dir); err != nil || who != "" {
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("%s is not the directory the agent made: %s owns it; remove it", dir, who)
+	}
+	return nil
 }
 
 // createDirectory makes the directory dir with the security descriptor sddl.
@@ -83,17 +96,21 @@ func foreignOwner(path string) (string, error) {
 	if err != nil || owner == nil {
 		return "", fmt.Errorf("read the owner of %s: %v", path, err)
 	}
-	self := ""
-	if u, err := windows.GetCurrentProcessToken().GetTokenUser(); err == nil {
-		self = u.User.Sid.String()
-	}
-	if trustedOwner(owner.String(), self) {
+	if trustedOwner(owner.String(), selfSID()) {
 		return "", nil
 	}
 	if account, domain, _, err := owner.LookupAccount(""); err == nil {
 		return domain + `\` + account + " (" + owner.String() + ")", nil
 	}
 	return owner.String(), nil
+}
+
+// selfSID is the SID of the user the agent runs as ("" when it cannot be read).
+func selfSID() string {
+	if u, err := windows.GetCurrentProcessToken().GetTokenUser(); err == nil {
+		return u.User.Sid.String()
+	}
+	return ""
 }
 
 // Rights that let whoever holds them read a file, or add or change files in a directory.

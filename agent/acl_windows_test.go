@@ -5,6 +5,7 @@ package agent
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/windows"
@@ -54,12 +55,15 @@ func TestMkdirPrivate(t *testing.T) {
 			t.Errorf("%s: %q may read or write it (%v)", p, who, err)
 		}
 	}
-	sd, err := windows.GetNamedSecurityInfo(dir, windows.SE_FILE_OBJECT, windows.DACL_SECURITY_INFORMATION)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ctl, _, err := sd.Control(); err != nil || ctl&windows.SE_DACL_PROTECTED == 0 {
-		t.Errorf("the cache directory's ACL inherits from its parent: %s", sd)
+	// The directory it made on the way too, as Unix makes it mode 0700.
+	for _, p := range []string{filepath.Dir(dir), dir} {
+		sd, err := windows.GetNamedSecurityInfo(p, windows.SE_FILE_OBJECT, windows.DACL_SECURITY_INFORMATION)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ctl, _, err := sd.Control(); err != nil || ctl&windows.SE_DACL_PROTECTED == 0 {
+			t.Errorf("the ACL of %s, which the agent made, inherits from its parent: %s", p, sd)
+		}
 	}
 	if err := mkdirPrivate(dir); err != nil {
 		t.Fatalf("again: %v", err)
@@ -77,5 +81,25 @@ func TestForeignOwner_OwnDirectory(t *testing.T) {
 		if who, err := foreignOwner(p); err != nil || who != "" {
 			t.Errorf("foreignOwner(%s) = %q, %v; want none", p, who, err)
 		}
+	}
+}
+
+// The directories above a cache_dir in the user's own temp directory pass; one on the way that
+// lets Users delete what it holds (FILE_DELETE_CHILD) is refused, named with the right.
+func TestCheckCacheParents_Windows(t *testing.T) {
+	base := t.TempDir()
+	if _, err := checkCacheParents(filepath.Join(base, "cache")); err != nil {
+		t.Fatalf("a cache_dir in the test's own directory: %v", err)
+	}
+	if windows.NewLazySystemDLL("ntdll.dll").NewProc("wine_get_version").Find() == nil {
+		t.Skip("under Wine, whose files carry ACLs made from their Unix modes, not the one CreateDirectory is given")
+	}
+	open := filepath.Join(base, "open")
+	if err := createDirectory(open, privateDirSDDL+"(A;;0x40;;;BU)"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := checkCacheParents(filepath.Join(open, "cache"))
+	if err == nil || !strings.Contains(err.Error(), "Users (S-1-5-32-545) delete or rename what it holds") {
+		t.Fatalf("checkCacheParents under a directory whose entries Users may delete = %v", err)
 	}
 }

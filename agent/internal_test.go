@@ -204,8 +204,9 @@ func TestQuotePath(t *testing.T) {
 	}
 }
 
-// On Windows the cache directory may be owned by SYSTEM, Administrators or the agent's own
-// user, not by another user (a pure function: the Windows form is tested here).
+// On Windows the cache directory (and those above it) may be owned by SYSTEM, Administrators,
+// TrustedInstaller or the agent's own user, not by another user (a pure function: the Windows
+// form is tested here).
 func TestTrustedOwner_Windows(t *testing.T) {
 	const self, other = "S-1-5-21-1004336348-1177238915-682003330-1001", "S-1-5-21-1004336348-1177238915-682003330-1002"
 	for _, c := range []struct {
@@ -214,6 +215,7 @@ func TestTrustedOwner_Windows(t *testing.T) {
 	}{
 		{"S-1-5-18", self, true},
 		{"S-1-5-32-544", self, true},
+		{"S-1-5-80-956008885-3418522649-1831038044-1853292631-2271478464", self, true}, // TrustedInstaller: C:\'s owner
 		{self, self, true},
 		{other, self, false},
 		{"S-1-5-32-545", self, false}, // Users

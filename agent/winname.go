@@ -115,9 +115,9 @@ const (
 	sidAdministrators = "S-1-5-32-544"
 )
 
-// trustedOwner reports whether the owner owner (a SID, as S-1-5-18) of the cache directory is
-// SYSTEM, Administrators or self, the agent's own user. Pure, so that it is tested on every
-// system.
+// trustedOwner reports whether the owner owner (a SID, as S-1-5-18) of the cache directory, or
+// of a directory above it, is SYSTEM, Administrators, TrustedInstaller (which owns C:\ and
+// C:\Windows) or self, the agent's own user. Pure, so that it is tested on every system.
 func trustedOwner(owner, self string) bool {
-	return owner == sidSystem || owner == sidAdministrators || owner != "" && owner == self
+	return owner == sidSystem || owner == sidAdministrators || owner == sidTrustedInstaller || owner != "" && owner == self
 }
