@@ -162,7 +162,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Commands: []*cli.Command{
 			{
 				Name:  "run",
-				Usage: "render, then watch the server and re-render on change until stopped (SIGHUP reloads the config)",
+				Usage: runUsage(runtime.GOOS == "windows"),
 				Flags: withCommon(confdFlag),
 				Action: func(c *cli.Context) error {
 					hup := make(chan os.Signal, 1)
@@ -285,6 +285,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return app.RunContext(ctx, moveCommonFlags(args))
+}
+
+// runUsage is run's help: how a changed config is loaded, by SIGHUP, or on Windows (win), which
+// has no SIGHUP, by a restart of the service (the help said SIGHUP there too).
+func runUsage(win bool) string {
+	if win {
+		return "render, then watch the server and re-render on change until stopped (Windows has no SIGHUP: shoelace-agent restart, as Administrator, loads a changed config; validate it first)"
+	}
+	return "render, then watch the server and re-render on change until stopped (SIGHUP reloads the config)"
 }
 
 // appDescription is the top-level help's description: where the config is read from (by

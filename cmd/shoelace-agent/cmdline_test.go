@@ -47,3 +47,14 @@ func TestAppDescription_DefaultConfig(t *testing.T) {
 		t.Errorf("the help with the Windows default config reads:\n%s", d)
 	}
 }
+
+// run's help says how a changed config is loaded: SIGHUP on Unix, a restart of the service on
+// Windows, which has no SIGHUP (the help said SIGHUP there too).
+func TestRunUsage(t *testing.T) {
+	if u := runUsage(false); !strings.Contains(u, "SIGHUP reloads the config") {
+		t.Errorf("run's help on Unix reads: %s", u)
+	}
+	if u := runUsage(true); !strings.Contains(u, "shoelace-agent restart") || strings.Contains(u, "SIGHUP reloads") {
+		t.Errorf("run's help on Windows reads: %s", u)
+	}
+}
