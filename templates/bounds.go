@@ -227,22 +227,51 @@ func readBounded(name string, max int) (string, error) {
 	return string(b), nil
 }
 
-// denied refuses name when it is, or lies below, one of Options.DenyFiles, links followed.
+// denied refuses name when it is, or lies below, one of Options.DenyFiles: by its path, links
+// followed, and by the file it names (os.SameFile, for name and each directory above it), since
+// a file has other names than its path: a hard link; on Windows, another case, a short (8.3)
+// name, the \\?\ form, a data stream (token::$DATA, cache::$INDEX_ALLOCATION\view.json),
+// which each read the token or the view though the path matched none of DenyFiles.
 func (s *state) denied(fn, name string) error {
 	if len(s.t.opts.DenyFiles) == 0 {
 		return nil
 	}
+	refused := fmt.Errorf("%s %q: the agent's own token and cache are not for templates", fn, name)
 	real := realPath(name)
+	var infos []os.FileInfo
 	for _, d := range s.t.opts.DenyFiles {
 		if d == "" {
 			continue
 		}
+		if fi, err := os.Stat(d); err == nil {
+			infos = append(infos, fi)
+		}
 		d = realPath(d)
 		if real == d || strings.HasPrefix(real, strings.TrimSuffix(d, string(filepath.Separator))+string(filepath.Separator)) {
-			return fmt.Errorf("%s %q: the agent's own token and cache are not for templates", fn, name)
+			return refused
 		}
 	}
-	return nil
+	if len(infos) == 0 {
+		return nil
+	}
+	p := name
+	if a, err := filepath.Abs(p); err == nil {
+		p = a
+	}
+	for {
+		if fi, err := os.Stat(p); err == nil {
+			for _, d := range infos {
+				if os.SameFile(fi, d) {
+					return refused
+				}
+			}
+		}
+		parent := filepath.Dir(p)
+		if parent == p {
+			return nil
+		}
+		p = parent
+	}
 }
 
 // realPath is p absolute with its links followed, as far as they exist.

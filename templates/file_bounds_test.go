@@ -77,3 +77,27 @@ func TestExecuteTemplate_NestedBuffersBounded(t *testing.T) {
 		t.Fatalf("2400: %v, %d bytes", err, len(res.Output))
 	}
 }
+
+// The agent's token is refused by another name of the same file (a hard link) too, as on Windows
+// by its other names (denied_windows_test.go): the path alone let it be read.
+func TestDenied_SameFile(t *testing.T) {
+	dir := t.TempDir()
+	token, alias := filepath.Join(dir, "token"), filepath.Join(dir, "alias")
+	if err := os.WriteFile(token, []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(token, alias); err != nil {
+		t.Skip(err)
+	}
+	other := filepath.Join(dir, "other")
+	if err := os.WriteFile(other, []byte("fine"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := &state{t: &Template{opts: Options{AllowFile: true, DenyFiles: []string{token, filepath.Join(dir, "cache")}}}}
+	if err := s.denied("file", alias); err == nil || !strings.Contains(err.Error(), "not for templates") {
+		t.Errorf("file %s, a hard link of the token: %v, want a refusal", alias, err)
+	}
+	if err := s.denied("file", other); err != nil {
+		t.Errorf("file %s: %v", other, err)
+	}
+}
