@@ -2,7 +2,10 @@ package server
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -298,6 +301,70 @@ func raiseNOSPACE(t *testing.T, eps []string) (disarm func()) {
 		defer cancel()
 		if _, err := cli.AlarmDisarm(ctx, &clientv3.AlarmMember{MemberID: member, Alarm: etcdserverpb.AlarmType_NOSPACE}); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// Long-polls that arrive while etcd is frozen are answered when their wait expires (304), and a
+// stream's first line comes within seconds. Their index is below what the replica saw, so each
+// asks etcd whether it was compacted, which a frozen etcd never answers: each long-poll waited
+// for the store's whole request timeout (10 s) before its wait began, one after another (those
+// that had waited for a failed probe probed again, each alone), so that twenty long-polls took
+// 200 s, the agents' 75 s request timed out, and a stream's first line came too late for the
+// agent (5 s), which gave up streams for 10 minutes.
+func TestLongPoll_FrozenStoreAnswersWithinWait(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	p := faultproxy.Start(t, cfg.Endpoints[0])
+	cfg.Endpoints = []string{p.URL()}
+	cfg.RequestTimeout = store.DefaultRequestTimeout
+	cfg.AttemptTimeout = store.DefaultAttemptTimeout
+	b := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	b.token = a.token
+	index := a.put("appliances/web/x", "1")
+	last := a.put("appliances/other/x", "1") // above the index, not in web's view
+	waitFor(t, "replica b's watch reaches the last write", func() bool { return b.s.hub.current() >= last })
+	time.Sleep(200 * time.Millisecond) // past what b's store last learnt of the compaction
+
+	p.Freeze()
+	defer p.Thaw()
+	const polls = 20
+	type result struct {
+		status int
+		body   string
+		took   time.Duration
+		err    error
+	}
+	results := make(chan result, polls+1)
+	get := func(path, instance string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", b.srv.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer "+b.token)
+		req.Header.Set(api.HeaderInstance, instance)
+		start := time.Now()
+		res, err := testClient.Do(req)
+		if err != nil {
+			results <- result{err: err, took: time.Since(start)}
+			return
+		}
+		defer res.Body.Close()
+		body, err := io.ReadAll(res.Body)
+		results <- result{status: res.StatusCode, body: string(body), took: time.Since(start), err: err}
+	}
+	for i := range polls {
+		go get(fmt.Sprintf("/v1/appliances/web?index=%d&wait=1s", index), fmt.Sprintf("vm-%d", i))
+	}
+	go get(fmt.Sprintf("/v1/appliances/web?index=%d&wait=1s&stream", index), "vm-stream")
+	for range polls + 1 {
+		r := <-results
+		switch {
+		case r.err != nil:
+			t.Errorf("a long-poll with wait=1s while etcd is frozen: %v after %s", r.err, r.took.Round(time.Millisecond))
+		case r.status == http.StatusNotModified:
+		case r.status == http.StatusOK && strings.Contains(r.body, `"heartbeat":true`):
+		default:
+			t.Errorf("a long-poll with wait=1s while etcd is frozen: %d %s after %s", r.status, r.body, r.took.Round(time.Millisecond))
 		}
 	}
 }

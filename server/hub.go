@@ -910,6 +910,7 @@ func (h *hub) wait(ctx context.Context, app string, after int64, token, instance
 //
 //go:noinline
 func (h *hub) register(ctx context.Context, app string, after int64, token, instance string, since uint64, d time.Duration) (*waiter, *generation, wake, error) {
+	began := time.Now()
 	checkedStore, checkedCompacted := false, false
 	h.mu.Lock()
 	for {
@@ -949,9 +950,11 @@ func (h *hub) register(ctx context.Context, app string, after int64, token, inst
 			// that kept such an index (an agent away for longer than the store keeps its
 			// history) gets the view it would get after a restore. A quiet agent's index is
 			// the revision of its last answer, within its wait, far above what etcd compacts.
-			// A store that cannot tell now says nothing: the long-poll waits.
+			// A store that cannot tell now says nothing: the long-poll waits. It cannot tell
+			// within compactedCheckWait (a frozen etcd, which takes the store's whole request
+			// timeout to give up) is as good as not at all: the time asked is the wait's own.
 			h.mu.Unlock()
-			if compacted, err := h.st.Compacted(ctx, after); err == nil && compacted {
+			if compacted, err := h.st.CompactedWithin(ctx, after, compactedCheckWait); err == nil && compacted {
 				return nil, nil, wake{kind: wakeChanged, rev: h.current()}, nil
 			}
 			checkedCompacted = true
@@ -960,7 +963,9 @@ func (h *hub) register(ctx context.Context, app string, after int64, token, inst
 		}
 		break
 	}
-	if d <= 0 {
+	// The wait counts from the request, not from the end of the checks above, which asked
+	// the store.
+	if d -= time.Since(began); d <= 0 {
 		r := h.rev
 		h.mu.Unlock()
 		return nil, nil, wake{kind: wakeTimeout, rev: r}, nil
@@ -980,6 +985,11 @@ func (h *hub) register(ctx context.Context, app string, after int64, token, inst
 	h.mu.Unlock()
 	return w, gen, wake{}, nil
 }
+
+// compactedCheckWait bounds how long a long-poll asks the store whether its index was
+// compacted (see register): under the first line a stream's client waits for (5 s), and never
+// the store's whole request timeout, which a frozen etcd takes.
+const compactedCheckWait = 2 * time.Second
 
 // armLocked sets the hub's expiry timer to fire at due; h.mu must be held.
 func (h *hub) armLocked(due time.Duration) {

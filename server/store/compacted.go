@@ -49,6 +49,13 @@ func (c *compactedCache) known(rev int64) (known, compacted bool) {
 // rev of an external one) and the others wait for its answer: 10,000 long-polls arriving
 // together ask once. A revision a lagging member has not reached yet is not compacted.
 func (s *Store) Compacted(ctx context.Context, rev int64) (bool, error) {
+	return s.CompactedWithin(ctx, rev, 0)
+}
+
+// CompactedWithin is Compacted asking etcd for at most d (0: the store's request timeout); an
+// error says that it could not tell in time. The bound is set on Compacted's own goroutine, where
+// it costs the caller's stack nothing.
+func (s *Store) CompactedWithin(ctx context.Context, rev int64, d time.Duration) (bool, error) {
 	if known, compacted := s.compacted.known(rev); known {
 		return compacted, nil
 	}
@@ -58,6 +65,11 @@ func (s *Store) Compacted(ctx context.Context, rev int64) (bool, error) {
 	}
 	ch := make(chan answer, 1)
 	go func() {
+		if d > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, d)
+			defer cancel()
+		}
 		compacted, err := s.compactedSlow(ctx, rev)
 		ch <- answer{compacted, err}
 	}()
