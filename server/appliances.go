@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -199,7 +198,9 @@ func pollQueryOf(vals url.Values) pollQuery {
 func (s *Server) answerView(w http.ResponseWriter, r *http.Request, name string) error {
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
-	v, err := s.hub.readView(ctx, name)
+	// One read of the store shared by the requests that arrive together (see freshFlight).
+	f := s.hub.freshFlight(name)
+	v, body, err := f.wait(ctx)
 	setIndex(w, v.Revision)
 	if err != nil {
 		return err
@@ -213,16 +214,12 @@ func (s *Server) answerView(w http.ResponseWriter, r *http.Request, name string)
 		setIndex(w, cv.Revision)
 		return writeBody(w, r, body, &cf.gz)
 	}
-	body, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	release, err := holdAnswer(w, len(body)+1)
+	release, err := holdAnswer(w, len(body))
 	if err != nil {
 		return err
 	}
 	defer release()
-	return writeBody(w, r, append(body, '\n'), nil)
+	return writeBody(w, r, body, &f.gz)
 }
 
 // pollOpts are what a long-poll opted in to.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -366,5 +367,119 @@ func TestLongPoll_FrozenStoreAnswersWithinWait(t *testing.T) {
 		default:
 			t.Errorf("a long-poll with wait=1s while etcd is frozen: %d %s after %s", r.status, r.body, r.took.Round(time.Millisecond))
 		}
+	}
+}
+
+// Views asked for without index by many clients at once (agents starting together, or asking
+// again as etcd comes back from a freeze) are read from the store once between them, not once
+// each: fifty agents of an appliance with a 9 MiB view each held a read of it, its JSON and its
+// gzip form, 2 GB of a replica's memory between them (before the bound on answers held, which
+// counts them only once read). Each still gets the view as it is after its request arrived: a
+// write acknowledged before gets in.
+func TestView_ReadOnceForClientsAskingTogether(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	p := faultproxy.Start(t, cfg.Endpoints[0])
+	cfg.Endpoints = []string{p.URL()}
+	cfg.RequestTimeout = store.DefaultRequestTimeout
+	cfg.AttemptTimeout = store.DefaultAttemptTimeout
+	b := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	b.token = a.token
+	a.put("appliances/web/x", "1")
+	agent := a.newToken(api.TokenRequest{Name: "agent", Appliance: "web"})
+	waitFor(t, "replica b knows the token", func() bool { return b.s.auth.lookup(agent) != nil })
+
+	type result struct {
+		status int
+		view   api.View
+		err    error
+	}
+	get := func(out chan<- result) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", b.srv.URL+"/v1/appliances/web", nil)
+		req.Header.Set("Authorization", "Bearer "+agent)
+		res, err := testClient.Do(req)
+		if err != nil {
+			out <- result{err: err}
+			return
+		}
+		defer res.Body.Close()
+		var r result
+		r.status = res.StatusCode
+		r.err = json.NewDecoder(res.Body).Decode(&r.view)
+		out <- r
+	}
+	before := b.s.hub.viewReads.Load()
+	// The first read reaches the store and waits there (frozen), as the write below is made.
+	p.Freeze()
+	first := make(chan result, 1)
+	go get(first)
+	waitFor(t, "the first read to start", func() bool { return b.s.hub.viewReads.Load() > before })
+	a.put("appliances/web/x", "2")
+	const n = 30
+	rest := make(chan result, n)
+	for range n {
+		go get(rest)
+	}
+	time.Sleep(300 * time.Millisecond) // every request has arrived
+	p.Thaw()
+	if r := <-first; r.err != nil || r.status != http.StatusOK {
+		t.Fatalf("the first view: %d %v", r.status, r.err)
+	}
+	for range n {
+		r := <-rest
+		if r.err != nil || r.status != http.StatusOK {
+			t.Fatalf("a view asked for together: %d %v", r.status, r.err)
+		}
+		if got := r.view.Keys["x"]; got != "2" {
+			t.Fatalf("a view asked for after the write of x=2 was acknowledged has x=%q", got)
+		}
+	}
+	if reads := b.s.hub.viewReads.Load() - before; reads > 2 {
+		t.Fatalf("%d views asked for together were read from the store %d times, want at most 2 (the read under way when they came, and one after it)", n+1, reads)
+	}
+}
+
+// Views asked for together while etcd does not answer are all answered 503 when the read under
+// way fails: those that came after it started do not wait for a read of their own to fail too.
+func TestView_ReadFailureAnswersClientsAskingTogether(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	p := faultproxy.Start(t, cfg.Endpoints[0])
+	b := newFixtureOn(t, throughProxy(t, cfg, p))
+	b.token = a.token
+	a.put("appliances/web/x", "1")
+	waitFor(t, "replica b's first beat", func() bool { return b.s.replicas.Load() != nil })
+
+	before := b.s.hub.viewReads.Load()
+	p.Freeze()
+	defer p.Thaw()
+	const n = 10
+	codes := make(chan string, n+1)
+	get := func() {
+		req, _ := http.NewRequest("GET", b.srv.URL+"/v1/appliances/web", nil)
+		req.Header.Set("Authorization", "Bearer "+b.token)
+		res, err := testClient.Do(req)
+		if err != nil {
+			codes <- err.Error()
+			return
+		}
+		defer res.Body.Close()
+		body, _ := io.ReadAll(res.Body)
+		codes <- resp{Response: res, body: body}.errCode()
+	}
+	go get()
+	waitFor(t, "the first read to start", func() bool { return b.s.hub.viewReads.Load() > before })
+	for range n {
+		go get()
+	}
+	for range n + 1 {
+		if code := <-codes; code != api.CodeUnavailable {
+			t.Fatalf("a view asked for while etcd is frozen: error code %q, want %s", code, api.CodeUnavailable)
+		}
+	}
+	if reads := b.s.hub.viewReads.Load() - before; reads != 1 {
+		t.Fatalf("%d views asked for while etcd is frozen were read %d times, want once (the read that failed answers all)", n+1, reads)
 	}
 }

@@ -235,6 +235,7 @@ type hub struct {
 	// woken one by one.
 	fmu     sync.RWMutex
 	flights map[string]*flight // latest view read per appliance
+	fresh   map[string]*freshReads
 	deltas  map[deltaKey]*deltaFlight
 	swept   time.Time
 	ctx     context.Context // bounds view reads, which outlive the request that started them
@@ -274,6 +275,7 @@ func newHub(ctx context.Context, st *store.Store, log *slog.Logger, m *metrics, 
 		byInstance: make(map[instanceKey]*waiter),
 		epoch:      time.Now(),
 		flights:    make(map[string]*flight),
+		fresh:      make(map[string]*freshReads),
 		deltas:     make(map[deltaKey]*deltaFlight),
 		ctx:        ctx,
 		reload:     make(chan struct{}, 1),
@@ -1125,12 +1127,7 @@ func (h *hub) read(f *flight, app string) {
 
 // readDone encodes f's view, forgets f if it failed, and tells its callers.
 func (h *hub) readDone(f *flight, app string) {
-	if f.err == nil {
-		// 10,000 long-polls woken by one change share these bytes instead of encoding 10,000 copies.
-		if f.body, f.err = json.Marshal(f.view); f.err == nil {
-			f.body = append(f.body, '\n')
-		}
-	}
+	f.encode()
 	if f.err != nil && !errors.Is(f.err, api.ErrNotFound) {
 		h.fmu.Lock()
 		if h.flights[app] == f {
@@ -1139,6 +1136,76 @@ func (h *hub) readDone(f *flight, app string) {
 		h.fmu.Unlock()
 	}
 	close(f.done)
+}
+
+// encode makes f's body of its view, once read.
+func (f *flight) encode() {
+	if f.err == nil {
+		// 10,000 long-polls woken by one change share these bytes instead of encoding 10,000 copies.
+		if f.body, f.err = json.Marshal(f.view); f.err == nil {
+			f.body = append(f.body, '\n')
+		}
+	}
+}
+
+// freshReads are one appliance's reads of its view for requests that need it as it is now (a
+// GET without index; see freshFlight): the read under way, and the one that follows it.
+type freshReads struct{ cur, next *flight }
+
+// freshFlight returns a read of app's view from the store (linearizable) that starts after the
+// call, shared by every caller that arrives before it starts: the read under way when none
+// started before the call, else the next one, which starts when the read under way ends. So
+// requests that arrive together read the view once or twice, not once each: fifty agents of
+// an appliance with a 9 MiB view, started together or asking again as etcd came back from a
+// freeze, each held a read of it, its JSON and its gzip form, 2 GB between them. The read
+// under way may miss a write acknowledged after it started, which a request that arrived after
+// that must see; when it fails, though (etcd away), so does the next one's callers' request,
+// at once: a failure after they arrived is their answer too, and they are not kept waiting for
+// a second failure.
+func (h *hub) freshFlight(app string) *flight {
+	h.fmu.Lock()
+	defer h.fmu.Unlock()
+	fr := h.fresh[app]
+	if fr == nil {
+		fr = &freshReads{}
+		h.fresh[app] = fr
+	}
+	switch {
+	case fr.cur == nil:
+		fr.cur = &flight{fresh: true, done: make(chan struct{})}
+		h.readFreshLocked(fr.cur, app)
+		return fr.cur
+	case fr.next == nil:
+		fr.next = &flight{fresh: true, done: make(chan struct{})}
+	}
+	return fr.next
+}
+
+// readFreshLocked reads f, app's fresh read under way, then starts the next one, if any (see
+// freshFlight); h.fmu is held.
+func (h *hub) readFreshLocked(f *flight, app string) {
+	f.started = time.Now()
+	go func() {
+		f.view, f.err = h.readView(h.ctx, app) // bounded by the store's request timeout
+		f.encode()
+		h.fmu.Lock()
+		fr := h.fresh[app]
+		next := fr.next
+		fr.cur, fr.next = next, nil
+		switch {
+		case next == nil:
+			delete(h.fresh, app)
+		case f.err != nil && !errors.Is(f.err, api.ErrNotFound):
+			fr.cur = nil
+			delete(h.fresh, app)
+			next.view, next.err = f.view, f.err
+			close(next.done)
+		default:
+			h.readFreshLocked(next, app)
+		}
+		h.fmu.Unlock()
+		close(f.done)
+	}()
 }
 
 // sweepFlightsLocked forgets the views of appliances nobody long-polled for a while; h.fmu must
