@@ -483,3 +483,38 @@ func TestView_ReadFailureAnswersClientsAskingTogether(t *testing.T) {
 		t.Fatalf("%d views asked for while etcd is frozen were read %d times, want once (the read that failed answers all)", n+1, reads)
 	}
 }
+
+// A request whose client gives up while etcd does not answer is counted and logged as 499 (the
+// client closed the request), never as 200: during an etcd freeze every read a client timed out
+// on showed as a success in shoelace_http_requests_total and the access log.
+func TestMetrics_ClientGoneWhileStoreFrozen(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	p := faultproxy.Start(t, cfg.Endpoints[0])
+	cfg.Endpoints = []string{p.URL()}
+	cfg.RequestTimeout = store.DefaultRequestTimeout
+	cfg.AttemptTimeout = store.DefaultAttemptTimeout
+	b := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	b.token = a.token
+	a.put("shared/x", "1")
+	const ok, gone = `shoelace_http_requests_total{code="200",route="GET /v1/kv/{key...}"}`, `shoelace_http_requests_total{code="499",route="GET /v1/kv/{key...}"}`
+	before := b.scrape()
+
+	p.Freeze()
+	defer p.Thaw()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", b.srv.URL+"/v1/kv/shared/x", nil)
+	req.Header.Set("Authorization", "Bearer "+b.token)
+	if res, err := testClient.Do(req); err == nil {
+		res.Body.Close()
+		t.Fatalf("a read while etcd is frozen was answered %d within 300ms", res.StatusCode)
+	}
+	waitFor(t, "the request gone to be counted", func() bool {
+		after := b.scrape()
+		if after[ok] > before[ok] {
+			t.Fatalf("a read whose client went away while etcd was frozen was counted as 200")
+		}
+		return after[gone] > before[gone]
+	})
+}

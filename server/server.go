@@ -381,6 +381,24 @@ func (w *statusWriter) Flush() {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// gone records on w's statusWriter, when nothing was written yet, that the client went away
+// before its answer: 499, as nginx logs it.
+func gone(w http.ResponseWriter) {
+	for {
+		switch x := w.(type) {
+		case *statusWriter:
+			if x.status == 0 {
+				x.status = 499
+			}
+			return
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = x.Unwrap()
+		default:
+			return
+		}
+	}
+}
+
 // outer runs around every request: request id, the protocol headers, path hygiene, metrics and
 // the access log. Its own frame is kept small (begin and end are not inlined): a long-poll
 // waits with it on its goroutine's stack, and a deeper stack costs every open long-poll.
@@ -611,6 +629,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		slog.String("err", err.Error()),
 	)
 	if status == 499 {
+		// Nothing is written, but the metrics and the access log say what happened: net/http's
+		// empty 200 to a connection already gone was counted as a success (every read a client
+		// gave up on while etcd was frozen).
+		gone(w)
 		return
 	}
 	msg, retry := publicError(r, e, status)
