@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -517,4 +518,54 @@ func TestMetrics_ClientGoneWhileStoreFrozen(t *testing.T) {
 		}
 		return after[gone] > before[gone]
 	})
+}
+
+// Agents whose applied revision is above what this replica has seen (served by a replica
+// ahead of it) keep their long-polls within their wait while etcd is frozen: the check of
+// their report against the store's revision held a lock across a read of the store that a
+// frozen etcd answers only at the request timeout, and did not remember its failure, so that
+// each long-poll asked in turn, 10 s each: five agents' long-polls with wait=2s were answered
+// after 12, 22, 32, 42 and 52 s.
+func TestReport_AboveReplicaWhileStoreFrozen(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	p := faultproxy.Start(t, cfg.Endpoints[0])
+	cfg.Endpoints = []string{p.URL()}
+	cfg.RequestTimeout = store.DefaultRequestTimeout
+	cfg.AttemptTimeout = store.DefaultAttemptTimeout
+	b := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	b.token = a.token
+	a.put("appliances/web/x", "1")
+	agent := a.newToken(api.TokenRequest{Name: "agent", Appliance: "web"})
+	waitFor(t, "replica b knows the token", func() bool { return b.s.auth.lookup(agent) != nil })
+	time.Sleep(2 * storeRevCheckEvery) // past what b last learnt of the store's revision
+	index := b.s.hub.current()
+
+	p.Freeze()
+	defer p.Thaw()
+	const polls = 5
+	errs := make(chan error, polls)
+	for i := range polls {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s/v1/appliances/web?index=%d&wait=1s", b.srv.URL, index), nil)
+			req.Header.Set("Authorization", "Bearer "+agent)
+			req.Header.Set(api.HeaderInstance, fmt.Sprintf("vm-%d", i))
+			req.Header.Set(api.HeaderApplied, strconv.FormatInt(index+5, 10))
+			res, err := testClient.Do(req)
+			if err == nil {
+				res.Body.Close()
+				if res.StatusCode != http.StatusNotModified {
+					err = fmt.Errorf("status %d", res.StatusCode)
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range polls {
+		if err := <-errs; err != nil {
+			t.Errorf("a long-poll with wait=1s reporting a revision above the replica's while etcd is frozen: %v", err)
+		}
+	}
 }

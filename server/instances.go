@@ -493,28 +493,43 @@ func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) error {
 // the warning about them is logged once per token and minute.
 type storeRevCheck struct {
 	mu     sync.Mutex
-	rev    int64     // the store's revision when last asked
-	asked  time.Time // when
+	rev    int64     // the store's revision when last read
+	asked  time.Time // when the store was last asked
+	err    error     // why it did not answer then; nil when it did
 	warned map[string]time.Time
 }
 
 const storeRevCheckEvery = time.Second
 
+// storeRevCheckWait bounds one read of the store's revision for revision. A report it cannot
+// judge is ignored, and the requests that carry reports wait for it (a long-poll before its
+// wait begins): a frozen etcd answers only at the store's request timeout.
+const storeRevCheckWait = time.Second
+
 // revision returns a store revision recent enough to judge applied: the one last read, if it
-// covers applied or was read within storeRevCheckEvery, else a fresh one from read.
+// covers applied or was read within storeRevCheckEvery, else a fresh one from read. When the
+// store did not answer within storeRevCheckWait, the error stands for storeRevCheckEvery too:
+// the requests that waited meanwhile (the lock is held across the read) do not each ask again,
+// one after another (five long-polls reporting while etcd was frozen were answered 10 s apart).
 func (c *storeRevCheck) revision(ctx context.Context, read func(context.Context) (int64, error), applied int64) (int64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if applied <= c.rev || time.Since(c.asked) < storeRevCheckEvery {
+	if applied <= c.rev {
 		return c.rev, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	if time.Since(c.asked) < storeRevCheckEvery {
+		return c.rev, c.err
+	}
+	rctx, cancel := context.WithTimeout(ctx, storeRevCheckWait)
 	defer cancel()
-	rev, err := read(ctx)
+	rev, err := read(rctx)
 	if err != nil {
+		if ctx.Err() == nil { // the store's failure, not this request's client gone
+			c.asked, c.err = time.Now(), err
+		}
 		return c.rev, err
 	}
-	c.rev, c.asked = rev, time.Now()
+	c.rev, c.asked, c.err = rev, time.Now(), nil
 	return rev, nil
 }
 
