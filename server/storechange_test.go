@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -158,4 +159,59 @@ func TestSys_AnotherStoreIsLoadedAfresh(t *testing.T) {
 	p.Down()
 	f.mustErr(f.doToken(reader, "GET", "/v1/maintenance", ""), 401, api.CodeUnauthorized)
 	p.Up()
+}
+
+// TestLongPoll_AgentAwayWhileStoreWentBack: an agent that was not waiting when etcd came back
+// from a copy of its data without a revision bump (between two long-polls, or in its backoff
+// while etcd was away) comes back with the index of a view of the history that is gone. Once
+// writes elsewhere took the store past that index, its long-poll waited for a change of its
+// view (304 after 304) and its files stayed those of the lost history until its appliance's
+// keys changed again. The replica that finds the store went back gives it a new store id, so
+// that such an agent's long-poll is answered at once with the view as it is.
+func TestLongPoll_AgentAwayWhileStoreWentBack(t *testing.T) {
+	dir := t.TempDir()
+	eps, stop := testutil.StartEtcd(t, dir)
+	p := faultproxy.Start(t, eps[0])
+	cfg := testutil.StoreConfig(t)
+	cfg.Endpoints, cfg.RequestTimeout = []string{p.URL()}, 2*time.Second
+	cfg.WatchProgressInterval = 300 * time.Millisecond
+	f := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	f.put("appliances/web/a", "old")
+
+	copyDir := filepath.Join(t.TempDir(), "copy")
+	p.Down()
+	stop()
+	if err := os.CopyFS(copyDir, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	_, stop = testutil.StartEtcd(t, dir)
+	p.Up()
+	waitFor(t, "etcd back", func() bool { return f.doToken("", "GET", "/health/deps", "").StatusCode == 200 })
+	f.put("appliances/web/a", "lost")
+	lost := f.view("web") // the agent's view, of the history about to be lost
+	store := f.st.ID()
+
+	restoreCopy(t, p, dir, copyDir, stop)
+	waitFor(t, "the replica on the store's revision", func() bool { return f.s.hub.current() < lost.Revision })
+	if !within(10*time.Second, func() bool { return f.st.ID() != store }) {
+		t.Fatalf("the store went back under store id %s, which is still its id 10s later", store)
+	}
+	for f.put("appliances/other/x", "1") <= lost.Revision+2 {
+	}
+	waitFor(t, "the replica's watch past the agent's index", func() bool { return f.s.hub.current() > lost.Revision })
+
+	var got api.View
+	r := f.do("GET", lp("web", lost.Revision, "2s"), "", api.HeaderStore, store)
+	if r.StatusCode != http.StatusOK {
+		t.Fatalf("the long-poll of an agent holding a=lost (revision %d, store %s) after the store went back and passed that revision: %d, want the view at once", lost.Revision, store, r.StatusCode)
+	}
+	f.must(r, 200, &got)
+	if got.Keys["a"] != "old" {
+		t.Fatalf("the long-poll of an agent holding a=lost after the store went back answered a=%q, want old", got.Keys["a"])
+	}
+	// From the view it got, the agent waits as any other.
+	r = f.do("GET", lp("web", got.Revision, "1s"), "", api.HeaderStore, r.Header.Get(api.HeaderStore))
+	if r.StatusCode != http.StatusNotModified {
+		t.Fatalf("the next long-poll from the view after the store went back: %d, want 304", r.StatusCode)
+	}
 }

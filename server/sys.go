@@ -278,6 +278,7 @@ func (s *Server) onHubReset(ctx context.Context) {
 // revision below its old revocation, would be kept out of the cache (see authState.set). It
 // reloads them with the store id (a store of another cluster may have none yet).
 func (s *Server) onStoreRewound(ctx context.Context, rev int64) {
+	s.renewStoreID(ctx)
 	s.sys.mu.Lock()
 	s.sys.rev = 0
 	s.auth.forgetRevocationsAbove(rev)
@@ -285,6 +286,29 @@ func (s *Server) onStoreRewound(ctx context.Context, rev int64) {
 	if err := s.reloadSys(ctx); err != nil {
 		s.reloadSysLater("reload tokens and settings after the store's revision went back", err)
 	}
+}
+
+// renewStoreID gives the store, whose revisions went back under the id this replica knows, a
+// new id (see store.RenewID): an agent that was not waiting when the store went back (between
+// long-polls, in its backoff while etcd was away) comes back with the index of a view of the
+// lost history, which the store's new writes soon pass; its long-poll then waited for a change
+// of its view, with the files of a history that is gone. With another id it is answered at once
+// with the view as it is, as after a restore. When another replica renewed it first (or the
+// store's id is another), the reload that follows reads it.
+func (s *Server) renewStoreID(ctx context.Context) {
+	old, _ := s.storeID.Load().(string)
+	id, renewed, err := s.st.RenewID(ctx, old)
+	if err != nil {
+		s.log.Warn("the store's revision went back: could not give it a new store id; agents that come back with an index of the lost history wait for their view's next change", "err", err)
+		return
+	}
+	if !renewed {
+		return
+	}
+	s.sys.mu.Lock()
+	s.storeID.Store(id)
+	s.sys.mu.Unlock()
+	s.log.Warn("the store's revision went back under the same store id (etcd brought back from older data without a revision bump): gave it a new store id, so that every agent reads its view again", "old", old, "new", id)
 }
 
 // writable refuses writes while maintenance is on.

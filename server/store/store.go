@@ -461,6 +461,35 @@ func (s *Store) ResetID(ctx context.Context) (string, error) {
 	return id, nil
 }
 
+// RenewID gives the store a new random id if its id is still old (compare-and-swap), for a
+// replica that found the store's revisions went back under the same id (etcd brought back from
+// a copy of older data without a revision bump): the revisions above the store's now are of a
+// history it lost, and agents holding views of it must read theirs again, as after a restore
+// (which gives the store a new id, see ResetID). Replicas that find it together make one new
+// id. renewed says whether this call made it; when not (another replica did, or the store's id
+// is not old), the caller reads the id as it reads any other.
+func (s *Store) RenewID(ctx context.Context, old string) (id string, renewed bool, err error) {
+	if old == "" {
+		return "", false, nil
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	k := s.sysRoot + storeIDKey
+	fresh := newID()
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.Value(k), "=", old)).
+		Then(clientv3.OpPut(k, fresh)).
+		Commit()
+	if err != nil {
+		return "", false, s.etcdErr(ctx, "renew the store id", err)
+	}
+	if !resp.Succeeded {
+		return "", false, nil
+	}
+	s.SawID(fresh)
+	return fresh, true, nil
+}
+
 func (s *Store) loadID(ctx context.Context) (string, error) {
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
