@@ -1,8 +1,10 @@
 package templates
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -199,8 +201,9 @@ func sprigSeq(params ...int) (string, error) {
 
 // readBounded reads the regular file name (file's argument, which may come from a key) of at
 // most max bytes (max <= 0: no bound): a device such as /dev/zero would fill memory, and a named
-// pipe or /dev/tty would block the render, and with it every render after it, for ever.
-func readBounded(name string, max int) (string, error) {
+// pipe or /dev/tty would block the render, and with it every render after it, for ever. check,
+// when set, judges the file opened, before anything of it is read.
+func readBounded(name string, max int, check func(os.FileInfo) error) (string, error) {
 	fi, err := os.Stat(name)
 	if err != nil {
 		return "", err
@@ -213,6 +216,19 @@ func readBounded(name string, max int) (string, error) {
 		return "", err
 	}
 	defer f.Close()
+	// What the name led to when it was looked at is not what it leads to now if someone who
+	// may write a directory on the way swapped another file in: judge the file opened.
+	if fi, err = f.Stat(); err != nil {
+		return "", err
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is not a regular file (%s): file reads regular files only", name, fi.Mode().Type())
+	}
+	if check != nil {
+		if err := check(fi); err != nil {
+			return "", err
+		}
+	}
 	var r io.Reader = f
 	if max > 0 {
 		r = io.LimitReader(f, int64(max)+1)
@@ -227,6 +243,55 @@ func readBounded(name string, max int) (string, error) {
 	return string(b), nil
 }
 
+// errAgentFile is what denied and deniedOpened refuse with.
+var errAgentFile = errors.New("the agent's own token and cache are not for templates")
+
+// maxDenyWalk bounds the entries deniedOpened compares below each directory of DenyFiles (the
+// agent's cache_dir holds a few files).
+const maxDenyWalk = 10000
+
+// deniedOpened refuses fi, the file that file opened for name, when it is one of
+// Options.DenyFiles or a file below one of them, whatever the name: denied judged the name
+// before the open, and a name someone swapped since (a symbolic link turned to the token
+// between the look and the open) or a hard link of a file in cache_dir has a path and
+// directories that match none of DenyFiles.
+func (s *state) deniedOpened(fn, name string, fi os.FileInfo) error {
+	refused := fmt.Errorf("%s %q: %w", fn, name, errAgentFile)
+	for _, d := range s.t.opts.DenyFiles {
+		if d == "" {
+			continue
+		}
+		di, err := os.Stat(d)
+		if err != nil {
+			continue
+		}
+		if os.SameFile(fi, di) {
+			return refused
+		}
+		if !di.IsDir() {
+			continue
+		}
+		found, n := false, 0
+		_ = filepath.WalkDir(realPath(d), func(_ string, e fs.DirEntry, err error) error {
+			if n++; n > maxDenyWalk {
+				return fs.SkipAll
+			}
+			if err != nil || !e.Type().IsRegular() {
+				return nil
+			}
+			if i, err := e.Info(); err == nil && os.SameFile(fi, i) {
+				found = true
+				return fs.SkipAll
+			}
+			return nil
+		})
+		if found {
+			return refused
+		}
+	}
+	return nil
+}
+
 // denied refuses name when it is, or lies below, one of Options.DenyFiles: by its path, links
 // followed, and by the file it names (os.SameFile, for name and each directory above it), since
 // a file has other names than its path: a hard link; on Windows, another case, a short (8.3)
@@ -236,7 +301,7 @@ func (s *state) denied(fn, name string) error {
 	if len(s.t.opts.DenyFiles) == 0 {
 		return nil
 	}
-	refused := fmt.Errorf("%s %q: the agent's own token and cache are not for templates", fn, name)
+	refused := fmt.Errorf("%s %q: %w", fn, name, errAgentFile)
 	real := realPath(name)
 	var infos []os.FileInfo
 	for _, d := range s.t.opts.DenyFiles {

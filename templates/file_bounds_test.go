@@ -101,3 +101,90 @@ func TestDenied_SameFile(t *testing.T) {
 		t.Errorf("file %s: %v", other, err)
 	}
 }
+
+// TestFile_DeniedByTheFileOpened: file judges the file it opened, not only the name it was
+// given. A local user who may write a directory that a template reads a file from swapped a
+// symbolic link there between the harmless file and the agent's token (or a file of its
+// cache): the name was looked at while it led to the harmless file and opened once it led to
+// the token, which the render then wrote out (150 of the 5000 renders of this loop); and a hard
+// link of a file in cache_dir, whose path and directories match neither, read the view.
+func TestFile_DeniedByTheFileOpened(t *testing.T) {
+	dir := t.TempDir()
+	token, cache := filepath.Join(dir, "token"), filepath.Join(dir, "cache")
+	if err := os.WriteFile(token, []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(cache, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	view := filepath.Join(cache, "web.json")
+	if err := os.WriteFile(view, []byte("view"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	harmless := filepath.Join(dir, "harmless")
+	if err := os.WriteFile(harmless, []byte("fine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{AllowFile: true, DenyFiles: []string{token, cache}}
+
+	hard := filepath.Join(dir, "view-link")
+	if err := os.Link(view, hard); err != nil {
+		t.Skip(err)
+	}
+	if res, err := mustParse(t, fmt.Sprintf("{{ file %q }}", hard), opts).Execute(Data{}); err == nil || !strings.Contains(err.Error(), "not for templates") {
+		t.Errorf("file %s, a hard link of a file in cache_dir: %q, %v; want a refusal", hard, res.Output, err)
+	}
+
+	users := filepath.Join(dir, "users")
+	if err := os.Mkdir(users, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(users, "app.conf")
+	if err := os.Symlink(harmless, link); err != nil {
+		t.Fatal(err)
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() { // the local user: the link leads to the harmless file, then to the token or the view
+		defer close(done)
+		tmp := filepath.Join(users, "tmp")
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, target := range []string{harmless, []string{token, view}[i%2]} {
+				_ = os.Remove(tmp)
+				_ = os.Symlink(target, tmp)
+				_ = os.Rename(tmp, link)
+			}
+		}
+	}()
+	tmpl := mustParse(t, fmt.Sprintf("{{ file %q }}", link), opts)
+	leaks, fine := 0, 0
+	for i := 0; i < 5000; i++ {
+		res, err := tmpl.Execute(Data{})
+		switch {
+		case err == nil && string(res.Output) == "fine":
+			fine++
+		case err == nil:
+			leaks++
+		case !strings.Contains(err.Error(), "not for templates") && !errors.Is(err, os.ErrNotExist):
+			t.Errorf("file %s: %v", link, err)
+		}
+	}
+	close(stop)
+	<-done
+	if leaks > 0 {
+		t.Errorf("%d of 5000 renders read the token or the view through a link swapped after the check (%d read the harmless file)", leaks, fine)
+	}
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(harmless, link); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := tmpl.Execute(Data{}); err != nil || string(res.Output) != "fine" {
+		t.Errorf("file %s, leading to a file of no one's: %q, %v", link, res.Output, err)
+	}
+}

@@ -564,7 +564,10 @@ func (s *state) file(name string) (string, error) {
 	if err := s.denied("file", name); err != nil {
 		return "", err
 	}
-	b, err := readBounded(name, s.t.maxOutput())
+	b, err := readBounded(name, s.t.maxOutput(), func(fi os.FileInfo) error { return s.deniedOpened("file", name, fi) })
+	if errors.Is(err, errAgentFile) {
+		return "", err
+	}
 	if err != nil {
 		return "", fmt.Errorf("file: %w", err)
 	}
