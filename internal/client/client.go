@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/textproto"
 	"net/url"
 	"path"
 	"strconv"
@@ -291,9 +292,40 @@ func (c *Client) once(ctx context.Context, r Request) (Meta, []byte, error) {
 	}
 	var sent, connected atomic.Bool
 	if isWrite(r.Method) {
+		// net/http sends a request again by itself after some failures, asking GetBody for its
+		// body anew: over HTTP/2, after the server reset the stream (PROTOCOL_ERROR,
+		// REFUSED_STREAM) or went away (GOAWAY), even once the whole request was written and may
+		// have been applied. A write written whole gets no second body until it is answered (a
+		// 307 or 308 is followed with one); its outcome is then unknown, as after any failure
+		// past that point.
+		var unanswered atomic.Bool
+		var informational atomic.Int32
+		if getBody := req.GetBody; getBody != nil {
+			req.GetBody = func() (io.ReadCloser, error) {
+				if unanswered.Load() {
+					return nil, errWrittenWhole
+				}
+				return getBody()
+			}
+		}
 		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
-			GotConn:      func(httptrace.GotConnInfo) { connected.Store(true) },
-			WroteRequest: func(i httptrace.WroteRequestInfo) { sent.Store(sent.Load() || i.Err == nil) },
+			GotConn: func(httptrace.GotConnInfo) { connected.Store(true) },
+			WroteRequest: func(i httptrace.WroteRequestInfo) {
+				if i.Err == nil {
+					sent.Store(true)
+					unanswered.Store(true)
+				}
+			},
+			GotFirstResponseByte: func() { unanswered.Store(false) },
+			// An informational answer (100, 103) is not the answer: it comes before it. With
+			// this hook set, net/http no longer bounds how many come: this does.
+			Got1xxResponse: func(int, textproto.MIMEHeader) error {
+				unanswered.Store(sent.Load())
+				if informational.Add(1) > max1xx {
+					return fmt.Errorf("more than %d informational (1xx) answers", max1xx)
+				}
+				return nil
+			},
 		}))
 	}
 	resp, err := c.http.Do(req)
@@ -370,6 +402,12 @@ func (e *AnswerError) Unwrap() error { return e.Err }
 
 // isWrite reports whether a request of method may change the store (any method but GET and HEAD).
 func isWrite(method string) bool { return method != http.MethodGet && method != http.MethodHead }
+
+// max1xx bounds the informational (1xx) answers that one request may get before its answer.
+const max1xx = 10
+
+// errWrittenWhole refuses net/http a second send of a write that was written whole.
+var errWrittenWhole = errors.New("the request was written whole and may have been applied: not sent again")
 
 // TransportError is a failure to reach the server or read its answer (as opposed to an API error).
 type TransportError struct {
