@@ -304,6 +304,7 @@ func (e *cliEnv) connectWith(ctx context.Context, c *cli.Context, withToken bool
 	}
 	e.addr = c.String(flagAddr)
 	cl, err := client.New(e.addr, client.Options{
+		HTTPClient:   &http.Client{Transport: http1Transport()},
 		Token:        token,
 		CAFile:       c.String(flagCAFile),
 		Retries:      2,
@@ -317,6 +318,19 @@ func (e *cliEnv) connectWith(ctx context.Context, c *cli.Context, withToken bool
 		return nil, usagef("--addr/--ca-file: %v", err)
 	}
 	return &session{ctx: ctx, cancel: func() {}, client: cl, json: asJSON}, nil
+}
+
+// http1Transport is the CLI's transport: net/http's default, speaking HTTP/1.1 only. Over
+// HTTP/2, net/http sends a request again by itself after a stream reset (PROTOCOL_ERROR,
+// REFUSED_STREAM) or a GOAWAY, and one without a body (kv rm, an empty kv put) without asking
+// for it anew, even once it was written whole: a write the server may have applied would go
+// twice. Over HTTP/1.1 it sends a write again only when none of it was written. One command
+// sends its requests one after another: HTTP/2 gains it nothing.
+func http1Transport() *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Protocols = new(http.Protocols)
+	tr.Protocols.SetHTTP1(true)
+	return tr
 }
 
 // token returns the API token from --token-file or --token. When both are set, the one given
