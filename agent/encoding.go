@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -30,12 +31,21 @@ func utf8Text(b []byte) ([]byte, error) {
 	if len(b)%2 != 0 {
 		return nil, errors.New("is UTF-16 (it starts with a byte order mark) cut in the middle of a character: save it as UTF-8")
 	}
-	units := make([]uint16, len(b)/2)
-	for i := range units {
-		units[i] = order(b[2*i:])
-	}
-	out := make([]byte, 0, len(units))
-	for _, r := range utf16.Decode(units) {
+	out := make([]byte, 0, len(b)/2)
+	for i := 0; i < len(b); i += 2 {
+		r := rune(order(b[i:]))
+		if utf16.IsSurrogate(r) {
+			// A surrogate stands for nothing alone: as an invalid byte of UTF-8, it is refused,
+			// not read as U+FFFD (yaml.v3, which read UTF-16 itself, refused it too).
+			r2 := rune(-1)
+			if i+2 < len(b) {
+				r2 = rune(order(b[i+2:]))
+			}
+			if r = utf16.DecodeRune(r, r2); r == utf8.RuneError {
+				return nil, fmt.Errorf("is UTF-16 (it starts with a byte order mark) with a broken character at byte %d (0x%04X, half of a surrogate pair): save it as UTF-8", i+2, order(b[i:]))
+			}
+			i += 2
+		}
 		out = utf8.AppendRune(out, r)
 	}
 	return out, nil
