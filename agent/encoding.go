@@ -18,6 +18,10 @@ func utf8Text(b []byte) ([]byte, error) {
 	switch {
 	case bytes.HasPrefix(b, []byte{0xef, 0xbb, 0xbf}):
 		return b[3:], nil
+	case bytes.HasPrefix(b, []byte{0xff, 0xfe, 0, 0}), bytes.HasPrefix(b, []byte{0, 0, 0xfe, 0xff}):
+		// UTF-32's marks (PowerShell's Out-File -Encoding utf32); read as UTF-16, the first
+		// one gave text with a NUL after every character.
+		return nil, errors.New("is UTF-32 (it starts with a UTF-32 byte order mark): save it as UTF-8")
 	case bytes.HasPrefix(b, []byte{0xff, 0xfe}):
 		order = func(p []byte) uint16 { return uint16(p[0]) | uint16(p[1])<<8 }
 	case bytes.HasPrefix(b, []byte{0xfe, 0xff}):

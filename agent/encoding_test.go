@@ -77,3 +77,20 @@ func TestUTF8Text_LoneSurrogate(t *testing.T) {
 		t.Errorf("a config with a lone surrogate: %v", err)
 	}
 }
+
+// A file saved as UTF-32 (PowerShell's Out-File -Encoding utf32) says so: read as UTF-16 by its
+// mark's first two bytes, it gave "control characters are not allowed" with no line, the
+// message that UTF-16 without its mark gave before utf8Text; big-endian said "UTF-16".
+func TestUTF8Text_UTF32(t *testing.T) {
+	const text = "server: http://x:1\n"
+	le, be := []byte{0xff, 0xfe, 0, 0}, []byte{0, 0, 0xfe, 0xff}
+	for _, r := range text {
+		le = append(le, byte(r), 0, 0, 0)
+		be = append(be, 0, 0, 0, byte(r))
+	}
+	for name, b := range map[string][]byte{"little-endian": le, "big-endian": be} {
+		if _, err := ParseConfig("agent.yaml", b); err == nil || err.Error() != "agent.yaml is UTF-32 (it starts with a UTF-32 byte order mark): save it as UTF-8" {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
