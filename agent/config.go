@@ -389,8 +389,10 @@ func decodeStrict(name string, data []byte, out any) error {
 			}
 		}
 		msg := fileLine(name, err.Error())
-		if strings.Contains(msg, "unknown escape character") {
-			// "C:\ProgramData\shoelace": a Windows path in double quotes.
+		if strings.Contains(msg, "unknown escape character") || strings.Contains(msg, "did not find expected hexdecimal number") ||
+			strings.Contains(msg, "found invalid Unicode character escape code") {
+			// "C:\ProgramData\shoelace": a Windows path in double quotes; "C:\Users\…" and
+			// "C:\xampp" start the escapes \U, \u and \x, which want hexadecimal digits.
 			msg += `: in double quotes a backslash starts an escape (\n, \t); write a Windows path unquoted or in single quotes ('C:\ProgramData\shoelace'), or double each backslash`
 		}
 		return errors.New(msg)

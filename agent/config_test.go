@@ -564,6 +564,18 @@ func TestParseConfig_Encodings(t *testing.T) {
 	}
 }
 
+// TestParseConfig_WindowsPathEscapes: a Windows path under C:\Users (the commonest) or C:\xampp in
+// double quotes said only "did not find expected hexdecimal number" (\U, \u and \x start escapes
+// that want hexadecimal digits), without the hint that "unknown escape character" got.
+func TestParseConfig_WindowsPathEscapes(t *testing.T) {
+	for _, path := range []string{`C:\Users\admin\token`, `C:\users\token`, `C:\xampp\token`, `C:\UFFFFFFFF`, `C:\ProgramData\shoelace\token`} {
+		_, err := agent.ParseConfig("agent.yaml", []byte("server: http://x:1\ntoken_file: \""+path+"\"\n"))
+		if err == nil || !strings.HasPrefix(err.Error(), "agent.yaml:2: ") || !strings.Contains(err.Error(), "write a Windows path unquoted or in single quotes") {
+			t.Errorf("token_file: %q: %v, want the line and how to write the path", path, err)
+		}
+	}
+}
+
 // TestLoadConfig_TokenFileUTF16: a token file that PowerShell 5 wrote (echo $token > token: UTF-16
 // with a byte order mark, CRLF) holds the token; it was refused as "must hold one token on one
 // line".
