@@ -460,6 +460,39 @@ func TestE2E_ImportGuards(t *testing.T) {
 	}
 	assertUnchanged(t, c, want, rev)
 
+	// Merge: a key that held the file's value is not written but guarded; changed or deleted
+	// since the listing, it makes the whole transaction fail (the file's other key is not
+	// written either), and the import run again writes it.
+	c.ok("kv", "rm", "shared/b")
+	for _, change := range [][]string{{"kv", "put", "shared/a", "theirs"}, {"kv", "rm", "shared/a"}} {
+		c.ok("kv", "put", "shared/a", "new")
+		c.ok("kv", "put", "shared/b", "old")
+		l, _, err := cl.List(ctx, "", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := planImport(file, l.Entries, modeMerge)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Txn.Ops) != 1 || p.Txn.Ops[0].Key != "shared/b" || len(p.Txn.Guards) != 1 || p.Txn.Guards[0].Key != "shared/a" {
+			t.Fatalf("merge plan = %+v, want shared/b put and shared/a guarded", p.Txn)
+		}
+		c.ok(change...)
+		want, rev := storeContent(t, c)
+		if _, err = cl.Txn(ctx, p.Txn); !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), "shared/a") {
+			t.Errorf("merge after %q: %v, want a conflict naming shared/a", change, err)
+		}
+		assertUnchanged(t, c, want, rev)
+		f := writeTemp(t, `{"keys":{"shared/a":"new","shared/b":"new"}}`)
+		if r := c.run("import", f); r.code != 0 || !strings.Contains(r.stderr, "imported 2 keys (2 put") {
+			t.Errorf("merge run again after %q: %s", change, r)
+		}
+		if got, _ := storeContent(t, c); got["shared/a"] != "new" || got["shared/b"] != "new" {
+			t.Errorf("after the merge run again: %q", got)
+		}
+	}
+
 	// --replace: a change to a key it would delete, to a kept omitted secret, or a new key of
 	// the file, each makes it fail.
 	c.ok("kv", "put", "other/x", "1")
