@@ -312,8 +312,11 @@ func TestE2E_ImportModes(t *testing.T) {
 		if want := "+ shared/b\n~ shared/a\n- appliances/web/secrets/tls\n= secrets/pw\n"; r.code != 0 || r.stdout != want {
 			t.Errorf("dry run printed %q (%s), want %q", r.stdout, r, want)
 		}
-		if !strings.Contains(r.stderr, "create 1, change 1, delete 1, leave 1 as they are") {
-			t.Errorf("dry run stderr %q", r.stderr)
+		// One line, which reads as it says: "…: not written in one transaction of 3 operations"
+		// said the keys left as they are were what the transaction would not write.
+		if want := "dry run: would import 3 keys (2 put, 1 deleted, 1 omitted secrets kept) in one transaction of 3 operations and 5 guards, against revision "; !strings.Contains(r.stderr, want) ||
+			!strings.Contains(r.stderr, "create 1, change 1, delete 1, leave 1 as they are; nothing written\n") {
+			t.Errorf("dry run stderr %q, want %q…", r.stderr, want)
 		}
 		assertUnchanged(t, c, initial, rev)
 	})

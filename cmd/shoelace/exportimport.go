@@ -484,11 +484,11 @@ func (e *cliEnv) importKeys(c *cli.Context) error {
 	}
 	res := importResult{Mode: p.Mode, Put: len(p.Put), Deleted: len(p.Delete), Kept: len(p.Kept), Omitted: d.Omitted, Unchanged: p.Unchanged}
 	summary := fmt.Sprintf("%d keys (%d put, %d deleted, %d omitted secrets kept)", len(d.Keys), len(p.Put), len(p.Delete), len(p.Kept))
+	if c.Bool("dry-run") { // its line says how many it would leave as they are
+		return e.printDryRun(s.json, p, res, l.Revision, summary)
+	}
 	if p.Unchanged > 0 {
 		summary += fmt.Sprintf("; %d already held the file's value: not written", p.Unchanged)
-	}
-	if c.Bool("dry-run") {
-		return e.printDryRun(s.json, p, res, l.Revision, summary)
 	}
 	nothing := "the file has no keys and nothing is to be deleted"
 	if len(d.Keys) > 0 {
