@@ -159,6 +159,42 @@ func TestLoadConfig_FileDeniesTokenAndCache(t *testing.T) {
 	}
 }
 
+// TestLoadConfig_FileDeniesConfigWithInlineToken: a config that holds the token inline (token:)
+// is refused to file and fileExists as token_file is, by its path or a link to it: a path taken
+// from a key copied the config, token and all, into a rendered file. A config without one
+// (token_file:) is a file like others.
+func TestLoadConfig_FileDeniesConfigWithInlineToken(t *testing.T) {
+	for _, inline := range []bool{true, false} {
+		tok := "token_file: $DIR/token\n"
+		if inline {
+			tok = "token: sl_inline-secret\n"
+		}
+		dir, path := writeConfig(t, "server: http://h:1\nappliance: a\n"+tok+"cache_dir: $DIR/cache\ntemplates:\n"+
+			"  - destination: $DIR/out\n    allow_file: true\n    contents: '{{ file (env \"P\") }}'\n")
+		if err := os.Symlink(path, filepath.Join(dir, "innocent")); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := agent.LoadConfig(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tm, err := agent.ParseTemplate(&cfg.Templates[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []string{path, filepath.Join(dir, "innocent")} {
+			res, err := tm.Execute(templates.Data{Env: func(string) string { return p }, LookupEnv: func(string) (string, bool) { return p, true }})
+			refused := err != nil && strings.Contains(err.Error(), "the agent's own token and cache are not for templates")
+			if inline && !refused {
+				t.Errorf("file %s, the config that holds the token: %q, %v; want a refusal", p, res.Output, err)
+			}
+			if !inline && (err != nil || !strings.Contains(string(res.Output), "token_file:")) {
+				t.Errorf("file %s, a config without a token: %v", p, err)
+			}
+		}
+	}
+}
+
 // TestReadConfdDir_LinkedConfD: a conf.d that is a symbolic link gives no resources, as in confd
 // (which does not follow it), and a note says why instead of silence.
 func TestReadConfdDir_LinkedConfD(t *testing.T) {

@@ -171,8 +171,8 @@ type Template struct {
 	Line int    `yaml:"-"`
 	// confdDir, for a resource of confd_dir, is that directory: a resource has no allow_file.
 	confdDir string
-	// denyFiles are the agent's token file and cache dir, which file and fileExists refuse
-	// (set by Validate).
+	// denyFiles are the agent's token file and cache dir, and the config when it holds the
+	// token inline, which file and fileExists refuse (set by Validate).
 	denyFiles []string
 
 	// Resolved by Validate.
@@ -740,6 +740,9 @@ func (c *Config) Validate() error {
 		}
 		c.validateFunctions(t, add)
 		t.denyFiles = []string{c.TokenFile, c.CacheDir}
+		if c.Token != "" && c.Path != "" {
+			t.denyFiles = append(t.denyFiles, c.Path) // the token is in it
+		}
 		// Read and parse the template too, so that a missing source or a syntax error is
 		// reported with the rest instead of after they are mended.
 		if before == len(errs) {
