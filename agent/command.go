@@ -156,7 +156,7 @@ func ValidShell(shell string) error {
 
 // shellVarRE finds a SHOELACE_ variable written for sh ($SHOELACE_STAGED, ${SHOELACE_STAGED})
 // and for cmd (%SHOELACE_STAGED%).
-var shellVarRE = regexp.MustCompile(`\$\{?(SHOELACE_[A-Z_]+)|%(SHOELACE_[A-Z_]+)%`)
+var shellVarRE = regexp.MustCompile(`\$\{(SHOELACE_[A-Z_]+)\}|\$(SHOELACE_[A-Z_]+)|%(SHOELACE_[A-Z_]+)%`)
 
 // shellVarProblem says, "" when nothing, that command names one of the agent's variables
 // (SHOELACE_STAGED, …) as another shell than shell (sh, cmd or powershell) writes it: cmd hands
@@ -165,13 +165,14 @@ var shellVarRE = regexp.MustCompile(`\$\{?(SHOELACE_[A-Z_]+)|%(SHOELACE_[A-Z_]+)
 // not expand %SHOELACE_STAGED%. Pure, so that it is tested on every system.
 func shellVarProblem(shell, command string) string {
 	for _, m := range shellVarRE.FindAllStringSubmatch(command, -1) {
+		sh, cmd := m[1]+m[2], m[3]
 		switch {
-		case m[1] != "" && shell == "cmd":
-			return fmt.Sprintf("%s is how sh names a variable, which cmd does not expand: write %%%s%% (or $env:%s with shell: powershell)", strings.TrimSpace(m[0]), m[1], m[1])
-		case m[1] != "" && shell == "powershell":
-			return fmt.Sprintf("%s is a PowerShell variable of its own (empty), not the agent's: write $env:%s", strings.TrimSpace(m[0]), m[1])
-		case m[2] != "" && shell == "sh":
-			return fmt.Sprintf("%s is how cmd names a variable, which sh does not expand: write \"$%s\"", m[0], m[2])
+		case sh != "" && shell == "cmd":
+			return fmt.Sprintf("%s is how sh names a variable, which cmd does not expand: write %%%s%% (or $env:%s with shell: powershell)", m[0], sh, sh)
+		case sh != "" && shell == "powershell":
+			return fmt.Sprintf("%s is a PowerShell variable of its own (empty), not the agent's: write $env:%s", m[0], sh)
+		case cmd != "" && shell == "sh":
+			return fmt.Sprintf("%s is how cmd names a variable, which sh does not expand: write \"$%s\"", m[0], cmd)
 		}
 	}
 	return ""

@@ -241,6 +241,9 @@ func TestShellVarProblem(t *testing.T) {
 		{"powershell", `nginx -t -c ${env:SHOELACE_STAGED}`, ""},
 		{"cmd", `nginx -t -c "$SHOELACE_STAGED"`, "write %SHOELACE_STAGED%"},
 		{"cmd", `echo ${SHOELACE_DESTINATIONS}`, "write %SHOELACE_DESTINATIONS%"},
+		// The warning quotes what the command says, braces and all ("${SHOELACE_STAGED is …").
+		{"cmd", `type "${SHOELACE_STAGED}"`, "${SHOELACE_STAGED} is how sh names a variable"},
+		{"powershell", `Get-Content ${SHOELACE_STAGED}`, "${SHOELACE_STAGED} is a PowerShell variable"},
 		{"powershell", `Test-Path $SHOELACE_STAGED`, "write $env:SHOELACE_STAGED"},
 		{"sh", `nginx -t -c %SHOELACE_STAGED%`, `write "$SHOELACE_STAGED"`},
 		{"cmd", `echo $HOME`, ""},
