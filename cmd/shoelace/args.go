@@ -25,6 +25,8 @@ type cmdNode struct {
 // and has none is a usage error. Everything after "--" stays
 // positional, after the other positionals, and the "--" moves in front of the positionals.
 // With -h or --help, the positional arguments are dropped: "kv put k v --help" shows kv put's help.
+// A repeatable flag (token create's --read and --write) also takes the words after its value,
+// up to the next flag: "--read a b" is "--read a --read b".
 func reorderArgs(root cmdNode, args []string) ([]string, error) {
 	if len(args) == 0 {
 		return args, nil
@@ -34,7 +36,8 @@ func reorderArgs(root cmdNode, args []string) ([]string, error) {
 	var groups [][]string // each flag with its value, in order
 	var positionals, afterDashes []string
 	dashes := false
-	descending := true // positionals may still name a subcommand
+	descending := true  // positionals may still name a subcommand
+	repeatable := false // a repeatable flag was given: it would take the positionals after it
 
 	rest := args[1:]
 	for i := 0; i < len(rest); i++ {
@@ -54,6 +57,17 @@ func reorderArgs(root cmdNode, args []string) ([]string, error) {
 				}
 				group = append(group, rest[i+1])
 				i++
+			}
+			if _, ok := f.(*cli.StringSliceFlag); ok {
+				// "--read PREFIX…", as the usage writes it: the words after a repeatable flag,
+				// up to the next flag, are more of its values ("--read a b" is "--read a
+				// --read b"). The one command with such flags (token create) takes no
+				// positionals: "--read a b" was a "too many arguments" error.
+				repeatable = true
+				for i+1 < len(rest) && rest[i+1] != "--" && (len(rest[i+1]) < 2 || rest[i+1][0] != '-') {
+					group = append(group, "--"+name, rest[i+1])
+					i++
+				}
 			}
 			groups = append(groups, group)
 			continue
@@ -92,8 +106,10 @@ func reorderArgs(root cmdNode, args []string) ([]string, error) {
 		out = append(out, n)
 		out = append(out, flagsAt[i+1]...)
 	}
-	if dashes {
+	if dashes || (repeatable && len(positionals) > 0) {
 		// Before every positional: the flag parser consumes a "--" only where a flag may stand.
+		// After a repeatable flag it also keeps the positionals its own (a stray word before
+		// "--read a" stays a stray word when the result is read again).
 		out = append(out, "--")
 	}
 	out = append(out, positionals...)

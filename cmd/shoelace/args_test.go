@@ -46,6 +46,12 @@ func TestReorderArgs(t *testing.T) {
 		{"server flag value with spaces", "shoelace server --data-dir=d --log-level debug", "shoelace server --data-dir=d --log-level debug"},
 		{"repeatable slice flag", "shoelace token create --read a --name n --read b",
 			"shoelace token create --read a --name n --read b"},
+		{"repeatable flag takes the words after it", "shoelace token create --name n --read a b --write c,d e --admin",
+			"shoelace token create --name n --read a --read b --write c,d --write e --admin"},
+		{"repeatable flag with = takes the words after it", "shoelace token create --read=a b -o json",
+			"shoelace -o json token create --read=a --read b"},
+		{"a word before a repeatable flag stays positional", "shoelace token create x --read a",
+			"shoelace token create --read a -- x"},
 		{"bool flag does not take the next argument", "shoelace kv rm --recurse x", "shoelace kv rm --recurse x"},
 	}
 	for _, tt := range tests {
@@ -84,6 +90,8 @@ func FuzzReorderArgs(f *testing.F) {
 	f.Add("kv get x --addr A -o json")
 	f.Add("appliance apply web -f - --cas 1 -- -x")
 	f.Add("--output kv kv get x")
+	f.Add("token create --name n --read a b --write c")
+	f.Add("token create 0 -read 00")
 	tree := testTree()
 	f.Fuzz(func(t *testing.T, s string) {
 		in := append([]string{"shoelace"}, strings.Fields(s)...)
@@ -96,7 +104,15 @@ func FuzzReorderArgs(f *testing.F) {
 			return len(a) > 1 && a[0] == '-' && (name == "help" || name == "h")
 		})
 		if !slices.Contains(in, "--") && !asksHelp {
-			a, b := slices.Clone(in), slices.Clone(out)
+			// The same arguments, but for the name of a repeatable flag, which "--read a b"
+			// repeats before each of its values, and the "--" that keeps the positionals
+			// after it.
+			repeated := func(a string) bool {
+				name, hasValue := flagName(a)
+				return a == "--" || len(a) > 1 && a[0] == '-' && !hasValue && (name == "read" || name == "write")
+			}
+			a := slices.DeleteFunc(slices.Clone(in), repeated)
+			b := slices.DeleteFunc(slices.Clone(out), repeated)
 			slices.Sort(a)
 			slices.Sort(b)
 			if !slices.Equal(a, b) {

@@ -27,6 +27,22 @@ func TestE2E_TokenCreateRefusesAnEmptyPrefix(t *testing.T) {
 	c.ok("token", "revoke", "every-key-reader")
 }
 
+// "--read PREFIX…", as DESIGN.md writes it, takes several prefixes after one flag: "token create
+// --name ci --read shared appliances/web" was refused with "too many arguments [\"appliances/web\"]".
+func TestE2E_TokenCreateTakesSeveralPrefixesAfterOneFlag(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	var tok struct{ Read, Write []string }
+	out := c.ok("token", "create", "--name", "several-prefixes", "--read", "shared", "appliances/db", "--write", "appliances/web", "appliances/api", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &tok); err != nil {
+		t.Fatalf("token create -o json = %q: %v", out, err)
+	}
+	if got, want := strings.Join(tok.Read, " ")+" | "+strings.Join(tok.Write, " "), "shared appliances/db | appliances/web appliances/api"; got != want {
+		t.Errorf("token create --read shared appliances/db --write appliances/web appliances/api granted %q, want %q", got, want)
+	}
+	c.ok("token", "revoke", "several-prefixes")
+}
+
 // A token file saved with a UTF-8 byte order mark and CRLF (Notepad) holds the token: the BOM
 // was sent as part of it, and the server answered "unknown or revoked token" (exit 5).
 func TestE2E_TokenFileWithByteOrderMark(t *testing.T) {

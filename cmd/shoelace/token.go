@@ -20,8 +20,9 @@ func tokenCommand(e *cliEnv) *cli.Command {
 				Usage:     "create a token and print its secret once, as the last line",
 				UsageText: "shoelace token create --name NAME (--appliance A | --read PREFIX… | --write PREFIX… | --admin)",
 				Description: `--appliance A grants exactly what an agent of appliance A needs: read A's view and report
-its status. --read and --write (repeatable, or comma-separated) grant key prefixes, by whole
-segments; --write also allows reading; "/" is every key (an empty prefix is refused).
+its status. --read and --write grant key prefixes, by whole segments, each one or more
+(--read a b, --read a --read b or --read a,b); --write also allows reading; "/" is every key
+(an empty prefix is refused).
 --admin grants everything, tokens included.
 Prints the revision of the write ("revision N"), then the secret once, as the last line of the
 output; store it with mode 0600. With --output json, prints {"name",…,"token","revision"}.
@@ -32,8 +33,8 @@ EXAMPLES:
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "name", Usage: "token `NAME`"},
 					&cli.StringFlag{Name: "appliance", Usage: "agent token for appliance `A`"},
-					&cli.StringSliceFlag{Name: "read", Usage: "key `PREFIX` the token may read (repeatable)"},
-					&cli.StringSliceFlag{Name: "write", Usage: "key `PREFIX` the token may read and write (repeatable)"},
+					&cli.StringSliceFlag{Name: "read", Usage: "key `PREFIX`es the token may read (--read a b, --read a --read b or --read a,b)"},
+					&cli.StringSliceFlag{Name: "write", Usage: "key `PREFIX`es the token may read and write (--write a b, --write a --write b or --write a,b)"},
 					&cli.BoolFlag{Name: "admin", Usage: "grant everything"},
 				},
 				Action: e.tokenCreate,
