@@ -8,6 +8,8 @@ package agent
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -218,6 +220,9 @@ func (a *Agent) fetch(ctx context.Context) (*view, error) {
 	defer cancel()
 	v, meta, err := a.client.View(ctx, a.cfg.Appliance)
 	if err != nil {
+		if hint := configHint(err); hint != "" {
+			return nil, fmt.Errorf("fetch view of %s from %s: %w: %s", a.cfg.Appliance, a.client.Addr(), err, hint)
+		}
 		return nil, fmt.Errorf("fetch view of %s from %s: %w", a.cfg.Appliance, a.client.Addr(), err)
 	}
 	if len(v.Keys) == 0 {
@@ -281,6 +286,9 @@ func describeFetchError(err error) (msg string, retryAfter time.Duration) {
 	var ae *api.Error
 	switch {
 	case client.IsTransport(err):
+		if hint := configHint(err); hint != "" {
+			return hint + "; keeping files", 0
+		}
 		return "server unreachable; keeping files", 0
 	case errors.As(err, &ae):
 		ra := time.Duration(ae.RetryAfter) * time.Second
@@ -295,4 +303,25 @@ func describeFetchError(err error) (msg string, retryAfter time.Duration) {
 		return "server refused the request; keeping files", ra
 	}
 	return "view request failed; keeping files", 0
+}
+
+// configHint says what to change in the config when the transport error err cannot go away
+// by itself, however long the agent retries: the server's certificate does not verify, or
+// server: says https to a plain HTTP server. "" when it may (a refused connection, a timeout).
+func configHint(err error) string {
+	var (
+		verify   *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+	)
+	switch {
+	case errors.As(err, &hostname):
+		return "the server's certificate does not name the host in server: use a name it does"
+	case errors.As(err, &verify), errors.As(err, &unknown), errors.As(err, &invalid):
+		return "the server's certificate does not verify: set ca_file in the agent's config to the CA that signed it"
+	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		return "the server speaks plain HTTP: write server: http://…"
+	}
+	return ""
 }
