@@ -283,12 +283,12 @@ func (a *Agent) Once(ctx context.Context, stage string, noCommands bool) error {
 
 // describeFetchError says what a failed request means for the log, and the Retry-After it carried.
 func describeFetchError(err error) (msg string, retryAfter time.Duration) {
+	if hint := configHint(err); hint != "" {
+		return hint + "; keeping files", 0
+	}
 	var ae *api.Error
 	switch {
 	case client.IsTransport(err):
-		if hint := configHint(err); hint != "" {
-			return hint + "; keeping files", 0
-		}
 		return "server unreachable; keeping files", 0
 	case errors.As(err, &ae):
 		ra := time.Duration(ae.RetryAfter) * time.Second
@@ -305,9 +305,9 @@ func describeFetchError(err error) (msg string, retryAfter time.Duration) {
 	return "view request failed; keeping files", 0
 }
 
-// configHint says what to change in the config when the transport error err cannot go away
-// by itself, however long the agent retries: the server's certificate does not verify, or
-// server: says https to a plain HTTP server. "" when it may (a refused connection, a timeout).
+// configHint says what to change in the config when err cannot go away by itself, however
+// long the agent retries: the server's certificate does not verify, or server: says https to a
+// plain HTTP server or http to an HTTPS one. "" when it may (a refused connection, a timeout).
 func configHint(err error) string {
 	var (
 		verify   *tls.CertificateVerificationError
@@ -322,6 +322,9 @@ func configHint(err error) string {
 		return "the server's certificate does not verify: set ca_file in the agent's config to the CA that signed it"
 	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
 		return "the server speaks plain HTTP: write server: http://…"
+	case strings.Contains(err.Error(), "Client sent an HTTP request to an HTTPS server"):
+		// Go's HTTPS server answers a plain request with 400 and this text.
+		return "the server speaks HTTPS: write server: https://…"
 	}
 	return ""
 }

@@ -66,9 +66,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		if errors.As(err, &ec) { // a command's own exit code (health: 6) stays
 			code = ec.code
 		}
-		err = &exitCodeError{code: code, err: fmt.Errorf(
-			"%s is not answering as a Shoelace server (%s): check --addr (SHOELACE_ADDR), the server's base URL such as %s",
-			e.addr, ae.Message, client.DefaultAddr)}
+		hint := "check --addr (SHOELACE_ADDR), the server's base URL such as " + client.DefaultAddr
+		if strings.Contains(ae.Message, "Client sent an HTTP request to an HTTPS server") && strings.HasPrefix(e.addr, "http://") {
+			// Go's HTTPS server answers a plain request with 400 and this text.
+			hint = "the server speaks HTTPS: use https://" + strings.TrimPrefix(e.addr, "http://") + " in --addr (SHOELACE_ADDR)"
+		}
+		err = &exitCodeError{code: code, err: fmt.Errorf("%s is not answering as a Shoelace server (%s): %s", e.addr, ae.Message, hint)}
 	}
 	return err
 }

@@ -73,3 +73,20 @@ func TestE2E_AddrWithDoubledSlashOrCR(t *testing.T) {
 		}
 	}
 }
+
+// --addr http:// of an HTTPS server (the scheme left out of a variable, or copied from a
+// plain dev server): Go's HTTPS server answers 400 "Client sent an HTTP request to an HTTPS
+// server.", and the CLI said only that the address "is not answering as a Shoelace server",
+// with http://127.0.0.1:7400 as the example of a base URL. It now says to use https://.
+func TestE2E_AddrHTTPOfAnHTTPSServer(t *testing.T) {
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	defer srv.Close()
+	plain := "http://" + strings.TrimPrefix(srv.URL, "https://")
+	c := &runner{t: t, env: []string{"SHOELACE_ADDR=" + plain, "SHOELACE_TOKEN=x"}}
+	for _, args := range [][]string{{"kv", "get", "shared/a"}, {"kv", "put", "shared/a", "v"}, {"health"}} {
+		r := c.run(args...)
+		if want := "the server speaks HTTPS: use " + srv.URL + " in --addr (SHOELACE_ADDR)"; r.code == 0 || !strings.Contains(r.stderr, want) {
+			t.Errorf("shoelace %q: exit %d, stderr %q; want it to say %q", args, r.code, r.stderr, want)
+		}
+	}
+}
