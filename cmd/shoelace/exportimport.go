@@ -485,7 +485,7 @@ func (e *cliEnv) importKeys(c *cli.Context) error {
 	res := importResult{Mode: p.Mode, Put: len(p.Put), Deleted: len(p.Delete), Kept: len(p.Kept), Omitted: d.Omitted, Unchanged: p.Unchanged}
 	summary := fmt.Sprintf("%d keys (%d put, %d deleted, %d omitted secrets kept)", len(d.Keys), len(p.Put), len(p.Delete), len(p.Kept))
 	if c.Bool("dry-run") { // its line says how many it would leave as they are
-		return e.printDryRun(s.json, p, res, l.Revision, summary)
+		return e.printDryRun(s.json, p, res, l.Revision, summary, "")
 	}
 	if p.Unchanged > 0 {
 		summary += fmt.Sprintf("; %d already held the file's value: not written", p.Unchanged)
@@ -592,9 +592,9 @@ func (e *cliEnv) printImport(asJSON bool, res importResult) error {
 // (changed) and "- KEY" (deleted) lines, then "= KEY" for omitted secrets kept (or JSON with
 // the keys), and a summary on stderr. Keys that already hold the file's value are counted, not
 // listed. Nothing is written.
-func (e *cliEnv) printDryRun(asJSON bool, p importPlan, res importResult, rev int64, summary string) error {
-	fmt.Fprintf(e.stderr, "dry run: would import %s in one transaction of %d operations and %d guards, against revision %d: create %d, change %d, delete %d, leave %d as they are; nothing written\n",
-		summary, len(p.Txn.Ops), len(p.Txn.Guards), rev, len(p.Created), len(p.Changed), len(p.Delete), p.Unchanged)
+func (e *cliEnv) printDryRun(asJSON bool, p importPlan, res importResult, rev int64, summary, after string) error {
+	fmt.Fprintf(e.stderr, "dry run: would import %s in one transaction of %d operations and %d guards, against revision %d: create %d, change %d, delete %d, leave %d as they are; nothing written%s\n",
+		summary, len(p.Txn.Ops), len(p.Txn.Guards), rev, len(p.Created), len(p.Changed), len(p.Delete), p.Unchanged, after)
 	if asJSON {
 		res.Revision, res.DryRun = rev, true
 		res.PutKeys, res.DeletedKeys, res.KeptKeys = p.Put, p.Delete, p.Kept

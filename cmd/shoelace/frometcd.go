@@ -217,12 +217,19 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 		}
 		return &exitCodeError{code: exitNotFound, err: fmt.Errorf("import: no key under %s in the %s, nothing written: %s", prefix, source, hint)}
 	}
+	// A dry run shows the plan of the keys it could write even when the import would be
+	// refused (keys refused, keys holding other values), then fails as the import would.
+	dry := c.Bool("dry-run")
+	var refusal error
 	if len(refused) > 0 && !c.Bool("skip-refused") {
 		where := "etcd"
 		if fromConsul != "" {
 			where = "Consul"
 		}
-		return fmt.Errorf("import: %d keys refused (listed above), nothing written: rename them in %s, or give --skip-refused to import the %d others", len(refused), where, len(keys))
+		refusal = fmt.Errorf("import: %s refused (listed above), nothing written: rename them in %s, or give --skip-refused to import the %d others", counted(len(refused), "key"), where, len(keys))
+		if !dry {
+			return refusal
+		}
 	}
 	root := api.ApplianceRoot(appliance)
 	l, _, err := s.client.List(s.ctx, root, false)
@@ -231,13 +238,32 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 	}
 	p, conflicts := planFromEtcd(keys, l.Entries, c.Bool("merge"))
 	if len(conflicts) > 0 {
-		return &exitCodeError{code: exitConflict, err: fmt.Errorf("import: %d keys of %s already hold other values, nothing written (give --merge to overwrite them): %s",
-			len(conflicts), root, strings.Join(conflicts, ", "))}
+		hold := "hold"
+		if len(conflicts) == 1 {
+			hold = "holds"
+		}
+		conflict := &exitCodeError{code: exitConflict, err: fmt.Errorf("import: %s of %s already %s other values, nothing written (give --merge to overwrite them): %s",
+			counted(len(conflicts), "key"), root, hold, strings.Join(conflicts, ", "))}
+		switch {
+		case !dry:
+			return conflict
+		case refusal == nil:
+			refusal = conflict
+		default: // a dry run names both
+			fmt.Fprintf(e.stderr, "%s\n", strings.TrimPrefix(errorLine(conflict), "shoelace: import: "))
+		}
 	}
 	res := importResult{Mode: p.Mode, Put: len(p.Put), Omitted: []string{}, Unchanged: p.Unchanged}
 	summary := fmt.Sprintf("%d keys from %s into %s (%d already there)", len(p.Put), prefix, root, p.Unchanged)
-	if c.Bool("dry-run") {
-		return e.printDryRun(s.json, p, res, l.Revision, summary)
+	if dry {
+		after := ""
+		if refusal != nil {
+			after = ", and the import is refused:"
+		}
+		if err := e.printDryRun(s.json, p, res, l.Revision, summary, after); err != nil {
+			return err
+		}
+		return refusal
 	}
 	nothing := root + " holds every key already"
 	if len(keys) == 0 {

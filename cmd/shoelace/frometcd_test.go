@@ -91,6 +91,17 @@ func TestE2E_ImportFromEtcd(t *testing.T) {
 	}
 	assertUnchanged(t, c, before, rev)
 
+	// --dry-run without --skip-refused: the refusals, and the plan of the keys it could
+	// write (it printed only the refusals, though the README says a dry run shows what it
+	// would write too), then the import's error and exit code; nothing written.
+	r = c.run(append(args, "--dry-run")...)
+	if r.code != 1 || !strings.Contains(r.stderr, `refused "/prefix/app//port"`) || !strings.Contains(r.stderr, "nothing written, and the import is refused:\n") ||
+		!strings.HasSuffix(r.stderr, "shoelace: import: 6 keys refused (listed above), nothing written: rename them in etcd, or give --skip-refused to import the 7 others\n") ||
+		!strings.Contains(r.stdout, "+ appliances/web/database/host\n") || strings.Count(r.stdout, "\n") != len(good) {
+		t.Fatalf("dry run with refused keys: %s", r)
+	}
+	assertUnchanged(t, c, before, rev)
+
 	// --dry-run --skip-refused: the plan, nothing written.
 	r = c.run(append(args, "--skip-refused", "--dry-run")...)
 	if r.code != 0 {
@@ -135,8 +146,13 @@ func TestE2E_ImportFromEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = c.run(append(args, "--skip-refused")...)
-	if r.code != 4 || !strings.Contains(r.stderr, "1 keys of appliances/web already hold other values, nothing written (give --merge to overwrite them): appliances/web/database/port") {
+	if r.code != 4 || !strings.Contains(r.stderr, "1 key of appliances/web already holds other values, nothing written (give --merge to overwrite them): appliances/web/database/port") {
 		t.Fatalf("import over a changed key: %s", r)
+	}
+	// A dry run shows the plan without the conflicting key, and fails as the import does.
+	r = c.run(append(args, "--skip-refused", "--dry-run")...)
+	if r.code != 4 || r.stdout != "" || !strings.Contains(r.stderr, "would import 0 keys") || !strings.Contains(r.stderr, "1 key of appliances/web already holds other values") {
+		t.Fatalf("dry run over a changed key: %s", r)
 	}
 	if r = c.run(append(args, "--skip-refused", "--merge")...); r.code != 0 {
 		t.Fatalf("import --merge: %s", r)
