@@ -483,7 +483,7 @@ func (e *cliEnv) importKeys(c *cli.Context) error {
 		}
 	}
 	res := importResult{Mode: p.Mode, Put: len(p.Put), Deleted: len(p.Delete), Kept: len(p.Kept), Omitted: d.Omitted, Unchanged: p.Unchanged}
-	summary := fmt.Sprintf("%d keys (%d put, %d deleted, %d omitted secrets kept)", len(d.Keys), len(p.Put), len(p.Delete), len(p.Kept))
+	summary := fmt.Sprintf("%s (%d put, %d deleted, %d omitted secrets kept)", counted(len(d.Keys), "key"), len(p.Put), len(p.Delete), len(p.Kept))
 	if c.Bool("dry-run") { // its line says how many it would leave as they are
 		return e.printDryRun(s.json, p, res, l.Revision, summary, "")
 	}
@@ -593,8 +593,8 @@ func (e *cliEnv) printImport(asJSON bool, res importResult) error {
 // the keys), and a summary on stderr. Keys that already hold the file's value are counted, not
 // listed. Nothing is written.
 func (e *cliEnv) printDryRun(asJSON bool, p importPlan, res importResult, rev int64, summary, after string) error {
-	fmt.Fprintf(e.stderr, "dry run: would import %s in one transaction of %d operations and %d guards, against revision %d: create %d, change %d, delete %d, leave %d as they are; nothing written%s\n",
-		summary, len(p.Txn.Ops), len(p.Txn.Guards), rev, len(p.Created), len(p.Changed), len(p.Delete), p.Unchanged, after)
+	fmt.Fprintf(e.stderr, "dry run: would import %s in one transaction of %s and %s, against revision %d: create %d, change %d, delete %d, leave %d as they are; nothing written%s\n",
+		summary, counted(len(p.Txn.Ops), "operation"), counted(len(p.Txn.Guards), "guard"), rev, len(p.Created), len(p.Changed), len(p.Delete), p.Unchanged, after)
 	if asJSON {
 		res.Revision, res.DryRun = rev, true
 		res.PutKeys, res.DeletedKeys, res.KeptKeys = p.Put, p.Delete, p.Kept

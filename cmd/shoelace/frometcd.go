@@ -205,7 +205,7 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 	if fromConsul != "" {
 		source = "consul export " + fromConsul
 	}
-	fmt.Fprintf(e.stderr, "%s: %d keys under %s, %d refused\n", source, len(keys)+len(refused), prefix, len(refused))
+	fmt.Fprintf(e.stderr, "%s: %s under %s, %d refused\n", source, counted(len(keys)+len(refused), "key"), prefix, len(refused))
 	if len(keys)+len(refused) == 0 {
 		// A mistyped prefix reads nothing: that is no import, whatever the appliance holds.
 		hint := "give the prefix as confd has it, such as /production/web (etcdctl get --prefix --keys-only PREFIX lists its keys)"
@@ -254,7 +254,7 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 		}
 	}
 	res := importResult{Mode: p.Mode, Put: len(p.Put), Omitted: []string{}, Unchanged: p.Unchanged}
-	summary := fmt.Sprintf("%d keys from %s into %s (%d already there)", len(p.Put), prefix, root, p.Unchanged)
+	summary := fmt.Sprintf("%s from %s into %s (%d already there)", counted(len(p.Put), "key"), prefix, root, p.Unchanged)
 	if dry {
 		after := ""
 		if refusal != nil {

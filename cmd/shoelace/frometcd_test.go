@@ -154,6 +154,10 @@ func TestE2E_ImportFromEtcd(t *testing.T) {
 	if r.code != 4 || r.stdout != "" || !strings.Contains(r.stderr, "would import 0 keys") || !strings.Contains(r.stderr, "1 key of appliances/web already holds other values") {
 		t.Fatalf("dry run over a changed key: %s", r)
 	}
+	r = c.run(append(args, "--skip-refused", "--merge", "--dry-run")...)
+	if want := "dry run: would import 1 key from /prefix into appliances/web (6 already there) in one transaction of 1 operation and 1 guard, against revision "; r.code != 0 || !strings.Contains(r.stderr, want) || r.stdout != "~ appliances/web/database/port\n" {
+		t.Fatalf("dry run --merge over a changed key: %s; want %q", r, want)
+	}
 	if r = c.run(append(args, "--skip-refused", "--merge")...); r.code != 0 {
 		t.Fatalf("import --merge: %s", r)
 	}
