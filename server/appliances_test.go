@@ -208,6 +208,32 @@ func TestAppliances_BadApplyChangesNothing(t *testing.T) {
 	}
 }
 
+// An apply body sent without a Content-Type that says JSON (curl -d) and that is not JSON may
+// be YAML: its error says YAML needs Content-Type: application/yaml. A body that is JSON and
+// breaks a rule (a null, an array, an empty name) said it too, pointing away from the problem.
+func TestAppliances_YAMLHintOnlyForABodyThatIsNotJSON(t *testing.T) {
+	f := newFixture(t)
+	const hint = "a YAML body needs Content-Type: application/yaml"
+	for _, c := range []struct {
+		body string
+		hint bool
+	}{
+		{"keys:\n  app:\n    port: 8080\n", true},
+		{`{"keys":{"a":"1"}`, true},
+		{`{"keys":{"a":null}}`, false},
+		{`{"keys":{"a":[1,2]}}`, false},
+		{`{"keys":{"":"x"}}`, false},
+		{`{"keys":{"a":"\ud800"}}`, false},
+	} {
+		for _, hdr := range [][]string{nil, {"Content-Type", "application/x-www-form-urlencoded"}} {
+			r := f.do("PUT", "/v1/appliances/hint", c.body, hdr...)
+			if r.StatusCode != 400 || strings.Contains(r.errMessage(), hint) != c.hint {
+				t.Errorf("apply %q (%v): %d %s; want 400 with the YAML hint %t", c.body, hdr, r.StatusCode, r.body, c.hint)
+			}
+		}
+	}
+}
+
 func TestAppliances_InstanceReports(t *testing.T) {
 	f := newFixture(t)
 	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)

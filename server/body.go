@@ -40,7 +40,7 @@ func mediaType(r *http.Request) string {
 const mediaFormDefault = "application/x-www-form-urlencoded"
 
 // withYAMLHint adds to an apply body's JSON error that YAML needs its Content-Type: the body
-// came without one that says JSON, so it may well be YAML.
+// came without one that says JSON and is not JSON, so it may well be YAML.
 func withYAMLHint(err error) error {
 	var e *api.Error
 	if !errors.As(err, &e) {
@@ -162,7 +162,9 @@ func applyBody(data []byte, media, name string, maxValue, maxOps int) (map[strin
 	switch media {
 	case "", "application/json", mediaFormDefault:
 		keys, err = parseApplyJSON(data)
-		if err != nil && media != "application/json" {
+		if err != nil && media != "application/json" && !json.Valid(data) {
+			// Only a body that is not JSON may be YAML: the error of a JSON body that breaks a
+			// rule (a null, an array, an empty name) said to send YAML's Content-Type too.
 			err = withYAMLHint(err)
 		}
 	case api.ContentTypeYAML, "application/x-yaml", "text/yaml", "text/x-yaml":
