@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -162,7 +163,7 @@ func (e *cliEnv) kvGet(c *cli.Context) error {
 	defer s.cancel()
 	kv, _, err := s.client.Get(s.ctx, a[0])
 	if err != nil {
-		return err
+		return withPrefixHint(s, a[0], err, "shoelace kv ls "+a[0]+" lists")
 	}
 	if s.json {
 		return printJSON(e.stdout, kv)
@@ -290,6 +291,9 @@ func (e *cliEnv) kvRemove(c *cli.Context) error {
 	recurse := c.Bool("recurse")
 	d, err := s.client.Delete(s.ctx, a[0], recurse)
 	if err != nil {
+		if !recurse {
+			return withPrefixHint(s, a[0], err, "shoelace kv rm "+a[0]+" --recurse deletes")
+		}
 		return err
 	}
 	if s.json {
@@ -299,6 +303,24 @@ func (e *cliEnv) kvRemove(c *cli.Context) error {
 		fmt.Fprintf(e.stderr, "deleted %s\n", counted(int(d.Deleted), "key"))
 	}
 	return printRevision(e.stdout, false, d.Revision)
+}
+
+// withPrefixHint adds to err, when it says that key is not found and key is the prefix of other
+// keys (a "directory", as kv get appliances/web names one), how many and the command that
+// reaches them (cmd lists, cmd deletes…): it said only that the key was not found.
+func withPrefixHint(s *session, key string, err error, cmd string) error {
+	if !errors.Is(err, api.ErrNotFound) {
+		return err
+	}
+	l, _, lerr := s.client.List(s.ctx, key, true)
+	if lerr != nil || len(l.Keys) == 0 {
+		return err
+	}
+	them := "them"
+	if len(l.Keys) == 1 {
+		them = "it"
+	}
+	return fmt.Errorf("%w; it is the prefix of %s: %s %s", err, counted(len(l.Keys), "key"), cmd, them)
 }
 
 // kvHistory prints a key's past values and the releases that changed it.
