@@ -81,7 +81,7 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger) e
 	}
 	st, err := store.Open(ctx, cfg.storeConfig(log))
 	if err != nil {
-		return fmt.Errorf("open store: %w", err)
+		return err // store.Open names its step ("open store: …")
 	}
 	defer st.Close()
 	if st.Embedded() {
