@@ -211,7 +211,7 @@ func readBounded(name string, max int, check func(os.FileInfo) error) (string, e
 	if !fi.Mode().IsRegular() {
 		return "", fmt.Errorf("%s is not a regular file (%s): file reads regular files only", name, fi.Mode().Type())
 	}
-	f, err := os.Open(name)
+	f, err := os.OpenFile(name, os.O_RDONLY|nonBlock, 0)
 	if err != nil {
 		return "", err
 	}

@@ -188,3 +188,66 @@ func TestFile_DeniedByTheFileOpened(t *testing.T) {
 		t.Errorf("file %s, leading to a file of no one's: %q, %v", link, res.Output, err)
 	}
 }
+
+// TestFile_FIFOSwappedInAfterTheLook: file looks at the name (a regular file) and then opens
+// it; a local user who may write the directory turned a link there to a named pipe in between,
+// and the open, which waits for a writer, held the render, and every render of the agent after
+// it, for ever (within a few hundred of these renders). It opens without blocking now, and the
+// pipe fails the render as not a regular file.
+func TestFile_FIFOSwappedInAfterTheLook(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	harmless := filepath.Join(dir, "harmless")
+	if err := os.WriteFile(harmless, []byte("fine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "app.conf")
+	if err := os.Symlink(harmless, link); err != nil {
+		t.Fatal(err)
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tmp := filepath.Join(dir, "tmp")
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, target := range []string{harmless, fifo} {
+				_ = os.Remove(tmp)
+				_ = os.Symlink(target, tmp)
+				_ = os.Rename(tmp, link)
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	tmpl := mustParse(t, fmt.Sprintf("{{ file %q }}", link), Options{AllowFile: true})
+	finished := make(chan error, 1)
+	go func() {
+		for i := 0; i < 5000; i++ {
+			res, err := tmpl.Execute(Data{})
+			if err != nil && !strings.Contains(err.Error(), "not a regular file") {
+				finished <- err
+				return
+			}
+			if err == nil && string(res.Output) != "fine" {
+				finished <- fmt.Errorf("read %q", res.Output)
+				return
+			}
+		}
+		finished <- nil
+	}()
+	select {
+	case err := <-finished:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a render still blocked after 30s")
+	}
+}
