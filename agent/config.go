@@ -64,6 +64,21 @@ const (
 // maxTokenBytes bounds a token file, which holds one line.
 const maxTokenBytes = 4096
 
+// maxConfigBytes bounds the config and each templates_dir file, which are read whole: they hold
+// settings and template entries (a large template goes in its source file), and a path given by
+// mistake to a log or a disk image must not take its size in memory before any error.
+const maxConfigBytes = 1 << 20
+
+// readConfigText reads a config or templates_dir file of at most maxConfigBytes.
+func readConfigText(path string) ([]byte, error) {
+	data, err := atomicfile.ReadInput(path, maxConfigBytes)
+	var tooLarge *atomicfile.TooLargeError
+	if errors.As(err, &tooLarge) {
+		return nil, fmt.Errorf("%s is over %d bytes (1 MiB), the limit of an agent config file: keep large templates in source files", path, maxConfigBytes)
+	}
+	return data, err
+}
+
 // Config is the agent's configuration file (DESIGN.md, "Agent").
 type Config struct {
 	Server        string   `yaml:"server"`
@@ -476,7 +491,7 @@ func (c *Config) loadTemplatesDir() error {
 		return err
 	}
 	for _, f := range files {
-		data, err := atomicfile.ReadInput(f, 0)
+		data, err := readConfigText(f)
 		if err != nil {
 			return fmt.Errorf("%s: templates_dir: %w", c.Path, err)
 		}
@@ -1170,7 +1185,7 @@ func ParseConfigFile(path string) (*Config, error) {
 
 // readConfigFile reads the config file; a missing one is explained with the ways to name another.
 func readConfigFile(path string) ([]byte, error) {
-	data, err := atomicfile.ReadInput(path, 0)
+	data, err := readConfigText(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("read config: %w (give the agent's config with --config FILE or SHOELACE_AGENT_CONFIG=FILE; the default is %s)", err, DefaultConfigPath)
 	}

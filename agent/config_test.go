@@ -595,3 +595,69 @@ func TestLoadConfig_TokenFileUTF16(t *testing.T) {
 		t.Fatalf("UTF-16 without a byte order mark: %v", err)
 	}
 }
+
+// TestLoadConfig_SizeLimit: the config and each templates_dir file are read whole, and had no
+// bound: a config path given by mistake to a large file (a log, a disk image) took its size in
+// memory before any error. Each is refused over 1 MiB, naming the file and the limit, unread.
+func TestLoadConfig_SizeLimit(t *testing.T) {
+	const limit = 1 << 20
+	dir, path := writeConfig(t, goodConfig)
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pad := func(b []byte, size int) []byte {
+		b = append([]byte(nil), b...)
+		b = append(b, '#')
+		for len(b) < size-1 {
+			b = append(b, 'x')
+		}
+		return append(b, '\n')
+	}
+	if err := os.WriteFile(path, pad(good, limit), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agent.LoadConfig(path); err != nil {
+		t.Fatalf("a config of 1 MiB: %v", err)
+	}
+	want := path + " is over 1048576 bytes (1 MiB)"
+	if err := os.WriteFile(path, pad(good, limit+1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agent.LoadConfig(path); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("a config of 1 MiB + 1 byte: %v, want %q", err, want)
+	}
+	if _, err := agent.ParseConfigFile(path); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("ParseConfigFile of 1 MiB + 1 byte: %v, want %q", err, want)
+	}
+	// A sparse file of 64 MiB is refused without being read.
+	if err := os.Truncate(path, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agent.LoadConfig(path); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("a config of 64 MiB: %v, want %q", err, want)
+	}
+
+	if err := os.WriteFile(path, append(good, []byte("templates_dir: "+dir+"/conf.d\n")...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	confd := filepath.Join(dir, "conf.d")
+	if err := os.Mkdir(confd, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	drop := filepath.Join(confd, "b.yaml")
+	entry := []byte("- contents: b\n  destination: " + dir + "/out/b.conf\n")
+	if err := os.WriteFile(drop, pad(entry, limit), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err := agent.LoadConfig(path); err != nil || len(cfg.Templates) != 2 {
+		t.Fatalf("a templates_dir file of 1 MiB: %v", err)
+	}
+	if err := os.WriteFile(drop, pad(entry, limit+1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want = drop + " is over 1048576 bytes (1 MiB)"
+	if _, err := agent.LoadConfig(path); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("a templates_dir file of 1 MiB + 1 byte: %v, want %q", err, want)
+	}
+}
