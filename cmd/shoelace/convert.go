@@ -141,10 +141,21 @@ func convertConsulTemplate(name string, data []byte) (*ctConversion, error) {
 		case key == "template":
 			tmplItems = append(tmplItems, item)
 		case key == "wait":
-			w, err := ctWait(item.Val)
-			if err == nil && time.Duration(w.Max) > agent.MaxWait {
+			w, implied, err := ctWait(item.Val)
+			switch {
+			case err != nil:
+			case time.Duration(w.Min) > agent.MaxWait:
 				// The agent would refuse the wait: say so here rather than print its config.
-				err = fmt.Errorf("max %s is over %s, the longest the agent lets a change wait to be rendered (consul-template's max is 4 × min when not given)",
+				err = fmt.Errorf("min %s is over %s, the longest the agent lets a change wait to be rendered",
+					time.Duration(w.Min), agent.MaxWait)
+			case time.Duration(w.Max) > agent.MaxWait && implied:
+				// consul-template's 4 × min, which the agent caps at MaxWait when it makes it
+				// itself (wait: {min: 5m}): print that cap, and say so.
+				conv.notes = append(conv.notes, fmt.Sprintf("%s: wait: consul-template's max is 4 × min, %s, when not given; the agent lets a change wait at most %s (as it caps 4 × min): max %s here",
+					at, time.Duration(w.Max), agent.MaxWait, agent.MaxWait))
+				w.Max = agent.Duration(agent.MaxWait)
+			case time.Duration(w.Max) > agent.MaxWait:
+				err = fmt.Errorf("max %s is over %s, the longest the agent lets a change wait to be rendered",
 					time.Duration(w.Max), agent.MaxWait)
 			}
 			if err != nil {
@@ -324,7 +335,7 @@ func ctTemplate(name, dir string, o *ast.ObjectType) (t agent.Template, wait str
 				}
 			}
 		case "wait":
-			w, err := ctWait(item.Val)
+			w, _, err := ctWait(item.Val)
 			if err != nil {
 				bad(err)
 				continue
@@ -556,11 +567,11 @@ func shellQuote(s string) string {
 }
 
 // ctWait reads a wait as consul-template does: "5s" (max 4 × min), "5s:10s", or a block
-// { min = "5s" max = "10s" }.
-func ctWait(n ast.Node) (agent.Wait, error) {
+// { min = "5s" max = "10s" }; implied is true when max was not given (4 × min).
+func ctWait(n ast.Node) (w agent.Wait, implied bool, err error) {
 	var v any
-	if err := hcl.DecodeObject(&v, n); err != nil {
-		return agent.Wait{}, err
+	if err = hcl.DecodeObject(&v, n); err != nil {
+		return agent.Wait{}, false, err
 	}
 	var minS, maxS string
 	if m, ok := v.(map[string]any); ok {
@@ -570,7 +581,7 @@ func ctWait(n ast.Node) (agent.Wait, error) {
 	case string:
 		parts := strings.Split(strings.TrimSpace(v), ":")
 		if len(parts) > 2 {
-			return agent.Wait{}, fmt.Errorf("%q: want \"MIN\" or \"MIN:MAX\"", v)
+			return agent.Wait{}, false, fmt.Errorf("%q: want \"MIN\" or \"MIN:MAX\"", v)
 		}
 		minS = parts[0]
 		if len(parts) == 2 {
@@ -587,25 +598,25 @@ func ctWait(n ast.Node) (agent.Wait, error) {
 					maxS = s
 				case "enabled":
 				default:
-					return agent.Wait{}, fmt.Errorf("unknown field %q (min, max)", k)
+					return agent.Wait{}, false, fmt.Errorf("unknown field %q (min, max)", k)
 				}
 			}
 		}
 	default:
-		return agent.Wait{}, errors.New("want \"MIN:MAX\" or { min = …, max = … }")
+		return agent.Wait{}, false, errors.New("want \"MIN:MAX\" or { min = …, max = … }")
 	}
 	lo, err := time.ParseDuration(strings.TrimSpace(minS))
 	if err != nil {
-		return agent.Wait{}, fmt.Errorf("min %q is not a duration such as \"5s\"", minS)
+		return agent.Wait{}, false, fmt.Errorf("min %q is not a duration such as \"5s\"", minS)
 	}
 	hi := 4 * lo
 	if maxS != "" {
 		if hi, err = time.ParseDuration(strings.TrimSpace(maxS)); err != nil {
-			return agent.Wait{}, fmt.Errorf("max %q is not a duration such as \"10s\"", maxS)
+			return agent.Wait{}, false, fmt.Errorf("max %q is not a duration such as \"10s\"", maxS)
 		}
 	}
 	if lo < 0 || hi < lo {
-		return agent.Wait{}, fmt.Errorf("min %s and max %s: want 0 ≤ min ≤ max", lo, hi)
+		return agent.Wait{}, false, fmt.Errorf("min %s and max %s: want 0 ≤ min ≤ max", lo, hi)
 	}
-	return agent.Wait{Min: agent.Duration(lo), Max: agent.Duration(hi)}, nil
+	return agent.Wait{Min: agent.Duration(lo), Max: agent.Duration(hi)}, maxS == "", nil
 }

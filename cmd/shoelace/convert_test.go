@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shoelace-dev/shoelace/agent"
 )
@@ -50,6 +51,46 @@ func TestConvertConsulTemplate_Golden(t *testing.T) {
 	}
 }
 
+// TestConvertConsulTemplate_ImpliedMaxCapped: wait = "5m" (or a block with min alone) is, in
+// consul-template, min 5m and max 4 × 5m = 20m, over the agent's 10m; the conversion refused it,
+// where the agent itself takes wait: {min: 5m} and caps its 4 × min at 10m. It converts now,
+// with max 10m and a note that says so; an explicit max over 10m is still refused, as the agent
+// refuses it.
+func TestConvertConsulTemplate_ImpliedMaxCapped(t *testing.T) {
+	for _, text := range []string{"wait = \"5m\"\n", "wait {\n  min = \"5m\"\n}\n", `{"wait": "5m",` + "\n"} {
+		p := filepath.Join(t.TempDir(), "c.hcl")
+		body := "template {\n  destination = \"/a\"\n}\n"
+		if strings.HasPrefix(text, "{") {
+			p = strings.TrimSuffix(p, ".hcl") + ".json"
+			body = `"template": {"destination": "/a"}}` + "\n"
+		}
+		if err := os.WriteFile(p, []byte(text+body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var stdout, stderr bytes.Buffer
+		if err := run(context.Background(), []string{"shoelace", "convert-consul-template", p}, strings.NewReader(""), &stdout, &stderr); err != nil {
+			t.Fatalf("%q: %v\n%s", text, err, stderr.String())
+		}
+		if !strings.Contains(stdout.String(), "wait: {min: 5m0s, max: 10m0s}\n") {
+			t.Errorf("%q printed:\n%s\nwant wait: {min: 5m0s, max: 10m0s}", text, stdout.String())
+		}
+		at := p + ":1"
+		if strings.HasSuffix(p, ".json") {
+			at = p // HCL's JSON parser gives no line
+		}
+		if want := at + ": wait: consul-template's max is 4 × min, 20m0s, when not given; the agent lets a change wait at most 10m0s (as it caps 4 × min): max 10m0s here\n"; !strings.Contains(stderr.String(), want) {
+			t.Errorf("%q: stderr:\n%s\nwant %q", text, stderr.String(), want)
+		}
+		cfg, err := agent.ParseConfig("agent.yaml", stdout.Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if time.Duration(cfg.Wait.Min) != 5*time.Minute || time.Duration(cfg.Wait.Max) != agent.MaxWait {
+			t.Errorf("%q: the agent reads wait %+v", text, cfg.Wait)
+		}
+	}
+}
+
 // TestConvertConsulTemplate_Invalid: what cannot be converted is an error naming the file, the
 // line and the rule.
 func TestConvertConsulTemplate_Invalid(t *testing.T) {
@@ -63,7 +104,7 @@ func TestConvertConsulTemplate_Invalid(t *testing.T) {
 		{"bad wait", "wait = \"5s:1s\"\ntemplate {\n  destination = \"/a\"\n}\n", "c.hcl:1: wait: min 5s and max 1s: want 0 ≤ min ≤ max"},
 		// The agent refuses a wait over 10m: the conversion printed one that validate then refused.
 		{"wait over the agent's bound", "wait = \"1m:1h\"\ntemplate {\n  destination = \"/a\"\n}\n", "c.hcl:1: wait: max 1h0m0s is over 10m0s, the longest the agent lets a change wait to be rendered"},
-		{"implied max over the agent's bound", "wait {\n  min = \"5m\"\n}\ntemplate {\n  destination = \"/a\"\n}\n", "c.hcl:1: wait: max 20m0s is over 10m0s, the longest the agent lets a change wait to be rendered (consul-template's max is 4 × min when not given)"},
+		{"min over the agent's bound", "wait = \"15m\"\ntemplate {\n  destination = \"/a\"\n}\n", "c.hcl:1: wait: min 15m0s is over 10m0s, the longest the agent lets a change wait to be rendered"},
 		{"bad timeout", "template {\n  destination = \"/a\"\n  command_timeout = \"soon\"\n}\n", `c.hcl:3: template: command_timeout "soon" is not a duration`},
 		{"user and uid", "template {\n  destination = \"/a\"\n  user = \"root\"\n  uid = 0\n}\n", "c.hcl:4: template: set user or uid, not both"},
 		{"command not strings", "template {\n  destination = \"/a\"\n  command = [1, 2]\n}\n", "c.hcl:3: template: command: want a string or a list of strings"},
