@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
 
@@ -245,10 +246,64 @@ func (t *Template) where() string {
 	if t.Line > 0 {
 		loc = fmt.Sprintf("%s:%d", t.File, t.Line)
 	}
+	if t.Destination != "" && controlChar(t.Destination) >= 0 {
+		return fmt.Sprintf("%s: template %q", loc, t.Destination)
+	}
 	if t.Destination != "" {
 		return fmt.Sprintf("%s: template %s", loc, t.Destination)
 	}
 	return fmt.Sprintf("%s: template", loc)
+}
+
+// controlChar returns the first control character of p (C0, DEL or C1), or -1.
+func controlChar(p string) rune {
+	for _, r := range p {
+		if unicode.IsControl(r) {
+			return r
+		}
+	}
+	return -1
+}
+
+// pathCharProblem says why the path p of field holds a control character, or "" when it holds
+// none. No file is meant to be named so: a Windows path in YAML (or TOML) double quotes
+// ("C:\new\table.conf") is read with \n and \t as a newline and a tab, and rendered or read
+// under that name without a word.
+func pathCharProblem(field, p string) string {
+	r := controlChar(p)
+	if r < 0 {
+		return ""
+	}
+	var what string
+	switch r {
+	case 0:
+		what = "a NUL byte"
+	case '\n':
+		what = `a newline (\n)`
+	case '\t':
+		what = `a tab (\t)`
+	case '\r':
+		what = `a carriage return (\r)`
+	default:
+		what = fmt.Sprintf("the control character %U", r)
+	}
+	// The path as it was written in double quotes: "C:\new\table.conf".
+	q := strconv.Quote(p)
+	written := q[1 : len(q)-1]
+	single := strings.ReplaceAll(written, `\\`, `\`)
+	slashes := strings.ReplaceAll(single, `\`, "/")
+	return fmt.Sprintf("%s %s holds %s: in double quotes (YAML, TOML) a backslash starts an escape (\\n is a newline, \\t a tab); write the path in single quotes ('%s') or with forward slashes (%s)",
+		field, q, what, single, slashes)
+}
+
+// pathFields are the config's own paths, by field name.
+func (c *Config) pathFields() []struct{ field, path string } {
+	fs := []struct{ field, path string }{{"token_file", c.TokenFile}, {"ca_file", c.CAFile}, {"cache_dir", c.CacheDir},
+		{"templates_dir", c.TemplatesDir}, {"confd_dir", c.ConfdDir}}
+	for i, d := range c.AllowedDirs {
+		fs = append(fs, struct{ field, path string }{fmt.Sprintf("allowed_dirs[%d]", i), d})
+	}
+	return fs
 }
 
 // Duration is a time.Duration written as "30s", "2m" in YAML.
@@ -309,15 +364,22 @@ func LoadConfigWith(path string, o Overrides) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.ConfdDir != "" {
+		cfg.ConfdDir = o.ConfdDir
+	}
+	// A directory named with a newline or a tab (a Windows path in double quotes) is not read:
+	// "no such file" would hide why.
+	for _, f := range []struct{ field, path string }{{"templates_dir", cfg.TemplatesDir}, {"confd_dir", cfg.ConfdDir}} {
+		if why := pathCharProblem(f.field, f.path); why != "" {
+			return nil, fmt.Errorf("%s: %s", path, why)
+		}
+	}
 	// A relative templates_dir is not read (Validate refuses it): read against the directory
 	// the agent runs in, its errors hid the one that matters.
 	if cfg.TemplatesDir != "" && filepath.IsAbs(cfg.TemplatesDir) {
 		if err := cfg.loadTemplatesDir(); err != nil {
 			return nil, err
 		}
-	}
-	if o.ConfdDir != "" {
-		cfg.ConfdDir = o.ConfdDir
 	}
 	if cfg.ConfdDir != "" {
 		r, err := ReadConfdDir(cfg.ConfdDir)
@@ -533,6 +595,15 @@ func (c *Config) Validate() error {
 		c.windowsPaths()
 	}
 	qp := func(p string) string { return quotePath(p, !unixModes) }
+	// A path with a control character is refused before anything else is said of it (it is not
+	// absolute, it does not exist: not why it is wrong).
+	bad := map[string]bool{}
+	for _, f := range c.pathFields() {
+		if why := pathCharProblem(f.field, f.path); why != "" {
+			add("%s: %s", name, why)
+			bad[f.field] = true
+		}
+	}
 
 	if c.Server == "" {
 		add("%s: server is required (for example https://shoelace.internal:7400)", name)
@@ -571,21 +642,24 @@ func (c *Config) Validate() error {
 	}
 	// Relative paths are refused as cache_dir's are: read against the directory the agent runs
 	// in, one that validate finds beside the config is not there for the service (run in /).
-	if c.TokenFile != "" && !filepath.IsAbs(c.TokenFile) {
+	if bad["token_file"] {
+	} else if c.TokenFile != "" && !filepath.IsAbs(c.TokenFile) {
 		add("%s: token_file %s must be an absolute path", name, qp(c.TokenFile))
 	} else if c.TokenFile != "" {
 		if _, err := readTokenFile(c.TokenFile); err != nil {
 			add("%s: %v", name, err)
 		}
 	}
-	if c.CAFile != "" && !filepath.IsAbs(c.CAFile) {
+	if bad["ca_file"] {
+	} else if c.CAFile != "" && !filepath.IsAbs(c.CAFile) {
 		add("%s: ca_file %s must be an absolute path", name, qp(c.CAFile))
 	} else if c.CAFile != "" {
 		if _, err := os.Stat(c.CAFile); err != nil {
 			add("%s: ca_file: %v", name, err)
 		}
 	}
-	if c.CacheDir == "" {
+	if bad["cache_dir"] {
+	} else if c.CacheDir == "" {
 		add("%s: cache_dir must not be empty", name)
 	} else if !filepath.IsAbs(c.CacheDir) {
 		add("%s: cache_dir %s must be an absolute path", name, qp(c.CacheDir))
@@ -607,7 +681,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.cacheReal = ""
-	if filepath.IsAbs(c.CacheDir) {
+	if filepath.IsAbs(c.CacheDir) && !bad["cache_dir"] {
 		if real, err := checkCacheParents(c.CacheDir); err != nil {
 			add("%s: cache_dir %s: %v", name, c.CacheDir, err)
 		} else {
@@ -637,12 +711,13 @@ func (c *Config) Validate() error {
 		// A trailing slash ("/etc/nginx/") names the same directory: accept it.
 		d = trimDir(d, `/`+string(filepath.Separator), len(filepath.VolumeName(d)))
 		c.AllowedDirs[i] = d
-		if !filepath.IsAbs(d) || filepath.Clean(d) != d {
+		if bad[fmt.Sprintf("allowed_dirs[%d]", i)] {
+		} else if !filepath.IsAbs(d) || filepath.Clean(d) != d {
 			add("%s: allowed_dirs[%d] %s must be an absolute, clean path", name, i, qp(d))
 		}
 	}
 	c.allowedReal = resolveDirs(c.AllowedDirs)
-	if c.TemplatesDir != "" && !filepath.IsAbs(c.TemplatesDir) {
+	if c.TemplatesDir != "" && !filepath.IsAbs(c.TemplatesDir) && !bad["templates_dir"] {
 		add("%s: templates_dir %s must be an absolute path", name, qp(c.TemplatesDir))
 	}
 
@@ -657,12 +732,14 @@ func (c *Config) Validate() error {
 		if (t.Source == "") == (t.Contents == "") {
 			add("%s: set exactly one of source and contents", w)
 		}
-		if t.Source != "" && !filepath.IsAbs(t.Source) {
+		if why := pathCharProblem("source", t.Source); why != "" {
+			add("%s: %s", w, why)
+		} else if t.Source != "" && !filepath.IsAbs(t.Source) {
 			add("%s: source %s must be an absolute path", w, qp(t.Source))
 		}
 		switch {
-		case strings.ContainsRune(t.Source, 0) || strings.ContainsRune(t.Destination, 0):
-			add("%s: source and destination must not contain NUL bytes", w)
+		case pathCharProblem("destination", t.Destination) != "":
+			add("%s: %s", w, pathCharProblem("destination", t.Destination))
 		case t.Destination == "":
 			add("%s: destination is required", w)
 		case !filepath.IsAbs(t.Destination):

@@ -155,7 +155,7 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		// chown takes 32-bit ids: 4294968296 would be cut to 1000, 4294967296 to root.
 		{"owner over 32 bits", base + tmpl + "    owner: \"4294968296\"\n", []string{`owner: id 4294968296 is over 4294967294, the largest user or group id`}},
 		{"group (uid_t)-1", base + tmpl + "    group: \"4294967295\"\n", []string{`group: id 4294967295 is over 4294967294`}},
-		{"NUL in destination", base + tok + "templates:\n  - contents: x\n    destination: \"$DIR/a\\0.conf\"\n", []string{"source and destination must not contain NUL bytes"}},
+		{"NUL in destination", base + tok + "templates:\n  - contents: x\n    destination: \"$DIR/a\\0.conf\"\n", []string{`destination "`, `.conf" holds a NUL byte`}},
 		{"equal delimiters", base + tmpl + "    left_delimiter: \"}}\"\n", []string{`left_delimiter and right_delimiter must differ (both are "}}")`}},
 		{"setuid perms", base + tmpl + "    perms: \"4755\"\n", []string{`perms "4755": setuid, setgid and sticky bits are not supported`}},
 		{"wait not a mapping", base + "wait: 5s\n" + tmpl, []string{"agent.yaml:4: want a mapping such as {min: 2s, max: 10s}, not a string `5s`"}},
@@ -659,5 +659,51 @@ func TestLoadConfig_SizeLimit(t *testing.T) {
 	want = drop + " is over 1048576 bytes (1 MiB)"
 	if _, err := agent.LoadConfig(path); err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("a templates_dir file of 1 MiB + 1 byte: %v, want %q", err, want)
+	}
+}
+
+// TestLoadConfig_ControlCharactersInPaths: a Windows path in YAML double quotes,
+// destination: "C:\new\table.conf", is read with \n a newline and \t a tab; it was taken without
+// a word (on Windows a file named so, on Linux "must be an absolute path", which does not say
+// why), and a Linux path written so ("/etc/app\new.conf") was rendered under a name with a
+// newline in it. Any path of the config holding a control character is refused now, on every
+// OS, showing the path as it was written and how to write it; nothing is rendered.
+func TestLoadConfig_ControlCharactersInPaths(t *testing.T) {
+	const hint = "in double quotes (YAML, TOML) a backslash starts an escape"
+	head := "server: http://127.0.0.1:7400\nappliance: web\ntoken_file: $DIR/token\ncache_dir: $DIR/cache\n"
+	for _, tc := range []struct{ name, text, want string }{
+		{"windows destination", head + "templates:\n  - contents: x\n    destination: \"C:\\new\\table.conf\"\n",
+			`agent.yaml:6: template "C:\new\table.conf": destination "C:\new\table.conf" holds a newline (\n): ` + hint + ` (\n is a newline, \t a tab); write the path in single quotes ('C:\new\table.conf') or with forward slashes (C:/new/table.conf)`},
+		{"unix destination", head + "templates:\n  - contents: x\n    destination: \"$DIR/out/app\\new.conf\"\n", `destination "$DIR/out/app\new.conf" holds a newline (\n): ` + hint},
+		{"source", head + "templates:\n  - source: \"$DIR/tmpl\\tx\"\n    destination: $DIR/out/a\n", `source "$DIR/tmpl\tx" holds a tab (\t): ` + hint},
+		{"token_file", "server: http://127.0.0.1:7400\nappliance: web\ntoken_file: \"C:\\tokens\\token\"\ncache_dir: $DIR/cache\ntemplates:\n  - contents: x\n    destination: $DIR/out/a\n",
+			`agent.yaml: token_file "C:\tokens\token" holds a tab (\t): ` + hint},
+		{"cache_dir", "server: http://127.0.0.1:7400\nappliance: web\ntoken_file: $DIR/token\ncache_dir: \"$DIR/c\\rache\"\ntemplates:\n  - contents: x\n    destination: $DIR/out/a\n",
+			`cache_dir "$DIR/c\rache" holds a carriage return (\r): ` + hint},
+		{"ca_file", head + "ca_file: \"$DIR/ca\\x01.pem\"\ntemplates:\n  - contents: x\n    destination: $DIR/out/a\n", `ca_file "$DIR/ca\x01.pem" holds the control character U+0001: ` + hint},
+		{"allowed_dirs", head + "allowed_dirs: [\"$DIR/out\\n\"]\ntemplates:\n  - contents: x\n    destination: $DIR/out/a\n", `allowed_dirs[0] "$DIR/out\n" holds a newline (\n): ` + hint},
+		{"templates_dir", head + "templates_dir: \"$DIR/t\\n.d\"\ntemplates:\n  - contents: x\n    destination: $DIR/out/a\n", `agent.yaml: templates_dir "$DIR/t\n.d" holds a newline (\n): ` + hint},
+		{"confd_dir", head + "confd_dir: \"$DIR/confd\\t\"\n", `agent.yaml: confd_dir "$DIR/confd\t" holds a tab (\t): ` + hint},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, path := writeConfig(t, tc.text)
+			os.Mkdir(filepath.Join(dir, "t\n.d"), 0o755)
+			os.Mkdir(filepath.Join(dir, "confd\t"), 0o755)
+			want := strings.ReplaceAll(tc.want, "$DIR", dir)
+			_, err := agent.LoadConfig(path)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("err = %v\nwant %q", err, want)
+			}
+			if strings.Contains(err.Error(), "must be an absolute path") || strings.Contains(err.Error(), "no such file") {
+				t.Errorf("err = %v: says more than why", err)
+			}
+		})
+	}
+	// Single quotes, forward slashes: one file, no problem.
+	for _, dst := range []string{`'$DIR/out/app\new.conf'`, `$DIR/out/app/new.conf`} {
+		_, path := writeConfig(t, head+"templates:\n  - contents: x\n    destination: "+dst+"\n")
+		if _, err := agent.LoadConfig(path); err != nil {
+			t.Errorf("destination: %s: %v", dst, err)
+		}
 	}
 }
