@@ -151,3 +151,33 @@ func TestE2E_WriteRetriedAfterRefusedConnection(t *testing.T) {
 		t.Errorf("kv put after a refusal: the key holds %q after %d puts; want applied after 1", got, puts.Load())
 	}
 }
+
+// A read answered 503 with Retry-After (etcd away), whose retries' connections were then reset
+// (the replica restarting), printed only "connection reset by peer": the server's answer, which
+// says why, was forgotten at the first connection retry. The line keeps it; the exit is 6.
+func TestE2E_ConnectionRetryKeepsTheServersAnswer(t *testing.T) {
+	const why = "etcd did not answer in time"
+	var calls atomic.Int32
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.Header().Set("Connection", "close") // the retries on connections of their own
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, `{"error":{"code":"unavailable","message":"`+why+`"}}`)
+			return
+		}
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		_ = conn.(*net.TCPConn).SetLinger(0)
+		conn.Close()
+	}))
+	t.Cleanup(front.Close)
+	c := &runner{t: t, env: []string{"SHOELACE_ADDR=" + front.URL, "SHOELACE_TOKEN=sl_test"}}
+	r := c.fails(exitUnavailable, "connection reset by peer", "kv", "get", "shared/connretry/a")
+	if !strings.Contains(r.stderr, "(the server's answer to an earlier try: "+why+")") || calls.Load() != 3 {
+		t.Errorf("kv get: %s after %d requests; want the 503's message beside the reset, after 3", r, calls.Load())
+	}
+}

@@ -165,9 +165,9 @@ func errorLine(err error) string {
 		if te.Sent {
 			why := strings.TrimPrefix(msg, "cannot reach the server: ")
 			msg = "the write was sent but not answered (" + why + "): its outcome is unknown; read the key or the appliance to check, then retry if needed"
-			if te.Prior != "" {
-				msg += " (the server's answer to the try before: " + te.Prior + ")"
-			}
+		}
+		if te.Prior != "" { // why it was retried, which the failure of the last try does not say
+			msg += " (the server's answer to an earlier try: " + te.Prior + ")"
 		}
 	}
 	msg = strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(strings.TrimSpace(msg))

@@ -193,18 +193,21 @@ func (c *Client) Do(ctx context.Context, r Request, out any) (Meta, error) {
 	if c.opts.RefuseWrites != nil && isWrite(r.Method) {
 		return Meta{}, c.opts.RefuseWrites
 	}
-	var lastErr *api.Error // the answer of the previous try, when this one is a retry
-	connFailures := 0      // tries whose connection failed, for the backoff
+	// lastErr is the server's last answer to a try before this one, kept across the retries of
+	// connections that failed since: it says why the request was retried, and more than the
+	// failure of a later try's connection ("reset", "no answer before the timeout").
+	var lastErr *api.Error
+	connFailures := 0 // tries whose connection failed, for the backoff
 	for attempt := 0; ; attempt++ {
 		meta, body, err := c.once(ctx, r)
 		if err != nil {
 			var te *TransportError
-			if errors.As(err, &te) && te.Sent {
+			if errors.As(err, &te) && lastErr != nil {
+				te.Prior = lastErr.Message // why it was retried
+			}
+			if te != nil && te.Sent {
 				// A write that left and was not answered: its outcome is unknown, whatever the
-				// server said to a try before it (kept as Prior: it tells why it was retried).
-				if lastErr != nil {
-					te.Prior = lastErr.Message
-				}
+				// server said to a try before it.
 				return meta, te
 			}
 			if te != nil && attempt < c.opts.Retries && ctx.Err() == nil && te.retryable(r.Method) {
@@ -213,7 +216,6 @@ func (c *Client) Do(ctx context.Context, r Request, out any) (Meta, error) {
 				if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= wait {
 					return meta, te // no try could start before the caller gives up
 				}
-				lastErr = nil // the next try's "try before" had no answer
 				select {
 				case <-ctx.Done():
 					if errors.Is(ctx.Err(), context.Canceled) {
@@ -416,7 +418,8 @@ type TransportError struct {
 	// Sent says that the request of a write (any method but GET and HEAD) was written whole
 	// before the failure: the server may have applied it, and its outcome is unknown.
 	Sent bool
-	// Prior is the server's answer to the try before this one, when this one was a retry.
+	// Prior is the server's last answer to a try before this one (its message), when this one
+	// was a retry after an answer.
 	Prior string
 	// noConn says that no connection was made for a write (the dial or the TLS handshake
 	// failed): nothing of it reached the server.

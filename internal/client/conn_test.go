@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
 )
 
 // resetConn hijacks w's connection and closes it with a TCP RST (linger 0): a replica that
@@ -313,5 +315,54 @@ func TestConnRetryWait_BacksOff(t *testing.T) {
 	}
 	if w := connRetryWait(1000); w < connRetryMax || w > connRetryMax*3/2 {
 		t.Errorf("after 1000 failures: waits %s", w)
+	}
+}
+
+// TestDo_ConnectionRetryKeepsTheServersAnswer: a read answered 503 (etcd away) with
+// Retry-After, whose retry's connection was then reset and retried in turn, forgot the 503:
+// cut off by the caller's deadline it said "no answer before the timeout", out of retries
+// "connection reset", where the server had said why. The last answer the server gave is kept
+// across connection retries: the deadline returns it, as it does when no connection failed in
+// between, and a transport error carries it as Prior.
+func TestDo_ConnectionRetryKeepsTheServersAnswer(t *testing.T) {
+	const why = "read the keys a write touches: etcd did not answer in time"
+	var calls atomic.Int32
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch calls.Add(1) {
+		case 1:
+			w.Header().Set("Retry-After", "1")
+			// A connection of its own for the retry: net/http sends a read again by itself
+			// when a connection it reused is reset.
+			w.Header().Set("Connection", "close")
+			w.WriteHeader(503)
+			fmt.Fprintf(w, `{"error":{"code":"unavailable","message":%q}}`, why)
+		case 2:
+			resetConn(t, w)
+		default:
+			select { // the server waits for etcd longer than the caller
+			case <-r.Context().Done():
+			case <-release:
+			}
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+
+	c, _ := New(srv.URL, Options{Retries: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_, _, err := c.Get(ctx, "k")
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code != api.CodeUnavailable || ae.Message != why || calls.Load() != 3 {
+		t.Fatalf("Get = %v after %d calls; want the first try's 503 (%q)", err, calls.Load(), why)
+	}
+
+	calls.Store(0)
+	c, _ = New(srv.URL, Options{Retries: 1})
+	_, _, err = c.Get(context.Background(), "k")
+	var te *TransportError
+	if !errors.As(err, &te) || te.Sent || te.Prior != why || calls.Load() != 2 {
+		t.Fatalf("Get = %v (%+v) after %d calls; want the reset, with the 503 before it as Prior", err, te, calls.Load())
 	}
 }
