@@ -70,9 +70,14 @@ const maxTokenBytes = 4096
 // mistake to a log or a disk image must not take its size in memory before any error.
 const maxConfigBytes = 1 << 20
 
-// readConfigText reads a config or templates_dir file of at most maxConfigBytes.
-func readConfigText(path string) ([]byte, error) {
-	data, err := atomicfile.ReadInput(path, maxConfigBytes)
+// readConfigText reads a config or templates_dir file of at most maxConfigBytes; with judge,
+// one that judgeCommandFile refuses is an error, unread.
+func readConfigText(path string, judge bool) ([]byte, error) {
+	var check func(fs.FileInfo) error
+	if judge {
+		check = func(fi fs.FileInfo) error { return judgeCommandFile(path, fi) }
+	}
+	data, err := atomicfile.ReadInputCheck(path, maxConfigBytes, check)
 	var tooLarge *atomicfile.TooLargeError
 	if errors.As(err, &tooLarge) {
 		return nil, fmt.Errorf("%s is over %d bytes (1 MiB), the limit of an agent config file: keep large templates in source files", path, maxConfigBytes)
@@ -356,7 +361,7 @@ func LoadConfig(path string) (*Config, error) { return LoadConfigWith(path, Over
 
 // LoadConfigWith is LoadConfig with the overrides o.
 func LoadConfigWith(path string, o Overrides) (*Config, error) {
-	data, err := readConfigFile(path)
+	data, err := readConfigFile(path, true)
 	if err != nil {
 		return nil, err
 	}
@@ -553,7 +558,7 @@ func (c *Config) loadTemplatesDir() error {
 		return err
 	}
 	for _, f := range files {
-		data, err := readConfigText(f)
+		data, err := readConfigText(f, true)
 		if err != nil {
 			return fmt.Errorf("%s: templates_dir: %w", c.Path, err)
 		}
@@ -1253,16 +1258,17 @@ func (c *Config) Select(stage string) []*Template {
 // ParseConfigFile reads and decodes a config file without validating it, for tools that only
 // need a few of its fields (such as `status`).
 func ParseConfigFile(path string) (*Config, error) {
-	data, err := readConfigFile(path)
+	data, err := readConfigFile(path, false)
 	if err != nil {
 		return nil, err
 	}
 	return ParseConfig(path, data)
 }
 
-// readConfigFile reads the config file; a missing one is explained with the ways to name another.
-func readConfigFile(path string) ([]byte, error) {
-	data, err := readConfigText(path)
+// readConfigFile reads the config file (judged by judgeCommandFile when judge is set); a missing
+// one is explained with the ways to name another.
+func readConfigFile(path string, judge bool) ([]byte, error) {
+	data, err := readConfigText(path, judge)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("read config: %w (give the agent's config with --config FILE or SHOELACE_AGENT_CONFIG=FILE; the default is %s)", err, DefaultConfigPath)
 	}

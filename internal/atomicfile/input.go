@@ -11,12 +11,16 @@ import (
 // so that a named pipe at the name (a config, a template source, a CA file given by mistake)
 // is refused at once instead of hanging the reader for good, SIGTERM included, and a device
 // such as /dev/zero is not read until memory runs out.
-func ReadInput(path string, max int64) ([]byte, error) {
+func ReadInput(path string, max int64) ([]byte, error) { return ReadInputCheck(path, max, nil) }
+
+// ReadInputCheck is ReadInput, with check (when not nil) asked about the file opened before
+// anything of it is read; its error comes as it is.
+func ReadInputCheck(path string, max int64, check func(fs.FileInfo) error) ([]byte, error) {
 	limit := int64(-1)
 	if max > 0 {
 		limit = max + 1
 	}
-	b, fi, err := readRegular(nil, path, 0, limit, nil)
+	b, fi, err := readRegular(nil, path, 0, limit, check)
 	var nr *NotRegularError
 	switch {
 	case errors.As(err, &nr):
