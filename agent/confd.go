@@ -99,7 +99,12 @@ type confdSettings struct {
 // the staged file ($SHOELACE_STAGED), reload_cmd as command. A field confd does not read, or
 // one the agent cannot honour, is an error naming the file, the line and the field; every
 // problem is reported.
-func ReadConfdDir(dir string) (*ConfdResources, error) {
+func ReadConfdDir(dir string) (*ConfdResources, error) { return readConfdDir(dir, false) }
+
+// readConfdDir is ReadConfdDir; with judge (the agent loading its config, not convert-confd,
+// which prints), a file that judgeCommandFile refuses is an error, unread: a resource names the
+// commands the agent runs.
+func readConfdDir(dir string, judge bool) (*ConfdResources, error) {
 	if !filepath.IsAbs(dir) {
 		return nil, fmt.Errorf("confd_dir %s must be an absolute path", quotePath(dir, !unixModes))
 	}
@@ -113,7 +118,7 @@ func ReadConfdDir(dir string) (*ConfdResources, error) {
 	}
 	out := &ConfdResources{Dir: dir}
 	var errs []string
-	global, notes, gerrs := readConfdSettings(dir)
+	global, notes, gerrs := readConfdSettings(dir, judge)
 	out.Notes, errs = notes, gerrs
 
 	confDir := filepath.Join(dir, "conf.d")
@@ -131,7 +136,7 @@ func ReadConfdDir(dir string) (*ConfdResources, error) {
 		out.Notes = append(out.Notes, fmt.Sprintf("%s: no resources (*toml files)%s", confDir, why))
 	}
 	for _, f := range files {
-		data, err := readConfdFile(f)
+		data, err := readConfdFile(f, judge)
 		if err != nil {
 			errs = append(errs, fmt.Sprintf("read %s: %v", f, err))
 			continue
@@ -188,9 +193,14 @@ func confdResourceFiles(confDir string) ([]string, error) {
 // stray large file whose name ends in "toml" must not take the VM's memory while it is read.
 const maxConfdFileBytes = 1 << 20
 
-// readConfdFile reads a resource or confd.toml of at most maxConfdFileBytes.
-func readConfdFile(name string) ([]byte, error) {
-	data, err := atomicfile.ReadInput(name, maxConfdFileBytes)
+// readConfdFile reads a resource or confd.toml of at most maxConfdFileBytes, judged by
+// judgeCommandFile when judge is set.
+func readConfdFile(name string, judge bool) ([]byte, error) {
+	var check func(fs.FileInfo) error
+	if judge {
+		check = func(fi fs.FileInfo) error { return judgeCommandFile(name, fi) }
+	}
+	data, err := atomicfile.ReadInputCheck(name, maxConfdFileBytes, check)
 	var tooLarge *atomicfile.TooLargeError
 	if errors.As(err, &tooLarge) {
 		return nil, fmt.Errorf("%s is over %d bytes: a confd resource holds a few settings", name, maxConfdFileBytes)
@@ -199,10 +209,10 @@ func readConfdFile(name string) ([]byte, error) {
 }
 
 // readConfdSettings reads dir/confd.toml, if there is one.
-func readConfdSettings(dir string) (confdSettings, []string, []string) {
+func readConfdSettings(dir string, judge bool) (confdSettings, []string, []string) {
 	var s confdSettings
 	name := filepath.Join(dir, "confd.toml")
-	data, err := readConfdFile(name)
+	data, err := readConfdFile(name, judge)
 	if errors.Is(err, os.ErrNotExist) {
 		return s, nil, nil
 	}

@@ -387,7 +387,7 @@ func LoadConfigWith(path string, o Overrides) (*Config, error) {
 		}
 	}
 	if cfg.ConfdDir != "" {
-		r, err := ReadConfdDir(cfg.ConfdDir)
+		r, err := readConfdDir(cfg.ConfdDir, true)
 		if err != nil {
 			return nil, fmt.Errorf("%s: confd_dir: %w", path, err)
 		}

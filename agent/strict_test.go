@@ -43,7 +43,7 @@ func TestLoadConfig_CommandFilesOthersMayWrite(t *testing.T) {
 		mode       os.FileMode
 		want       string
 	}{
-		{"templates_dir file others may write", drop, 0o666, drop + " may be written by others (mode 0666): it names the commands the agent runs"},
+		{"templates_dir file others may write", drop, 0o666, drop + " may be written by others (mode 0666): it tells the agent what to render and run"},
 		{"templates_dir file its group may write", drop, 0o664, drop + " may be written by its group (gid " + g + ", mode 0664), which has members other than its owner"},
 		{"config others may write", cfgPath, 0o646, cfgPath + " may be written by others (mode 0646)"},
 	} {
@@ -78,5 +78,32 @@ func TestLoadConfig_CommandFilesOthersMayWrite(t *testing.T) {
 	os.Chown(cfgPath, 4242, 4242)
 	if _, err := LoadConfig(cfgPath); err == nil || !strings.Contains(err.Error(), cfgPath+" is owned by uid 4242") {
 		t.Fatalf("a config of another user's: %v", err)
+	}
+}
+
+// TestLoadConfig_ConfdResourceOthersMayWrite: a confd_dir resource names the commands the agent
+// runs (check_cmd, reload_cmd) as a templates_dir file does, and is judged alike when the agent
+// loads its config; convert-confd, which only prints, reads it as it is.
+func TestLoadConfig_ConfdResourceOthersMayWrite(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "token"), []byte("tok\n"), 0o600)
+	confd := filepath.Join(dir, "confd")
+	os.MkdirAll(filepath.Join(confd, "conf.d"), 0o755)
+	os.MkdirAll(filepath.Join(confd, "templates"), 0o755)
+	os.WriteFile(filepath.Join(confd, "templates", "a.tmpl"), []byte(`{{ getv "/a" }}`), 0o644)
+	res := filepath.Join(confd, "conf.d", "a.toml")
+	os.WriteFile(res, []byte("[template]\nsrc = \"a.tmpl\"\ndest = \""+dir+"/a.conf\"\nkeys = [\"/a\"]\nreload_cmd = \"touch "+dir+"/ran\"\n"), 0o644)
+	cfgPath := filepath.Join(dir, "agent.yaml")
+	os.WriteFile(cfgPath, []byte("server: http://127.0.0.1:1\ntoken_file: "+dir+"/token\nappliance: web\ncache_dir: "+dir+"/cache\nconfd_dir: "+confd+"\n"), 0o644)
+	if cfg, err := LoadConfig(cfgPath); err != nil || len(cfg.Templates) != 1 {
+		t.Fatalf("a resource of the agent's user, mode 0644: %v", err)
+	}
+	os.Chmod(res, 0o666)
+	want := res + " may be written by others (mode 0666)"
+	if _, err := LoadConfig(cfgPath); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want %q", err, want)
+	}
+	if r, err := ReadConfdDir(confd); err != nil || len(r.Templates) != 1 {
+		t.Fatalf("convert-confd's read of it: %v", err)
 	}
 }

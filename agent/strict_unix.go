@@ -28,16 +28,16 @@ func judgeCommandFile(path string, fi fs.FileInfo) error {
 		name = fmt.Sprintf("%s (a link to %s)", path, real)
 	}
 	if uid != 0 && uid != euid {
-		return fmt.Errorf("%s is owned by uid %d, neither root nor the agent's user (uid %d): it names the commands the agent runs, so its owner could run any command as the agent; run chown root %s",
+		return fmt.Errorf("%s is owned by uid %d, neither root nor the agent's user (uid %d): it tells the agent what to render and run, so its owner could run any command as the agent; run chown root %s",
 			name, uid, euid, path)
 	}
 	perm := fi.Mode().Perm()
 	switch {
 	case perm&0o002 != 0:
-		return fmt.Errorf("%s may be written by others (mode %04o): it names the commands the agent runs, so anyone could run any command as the agent; run chmod go-w %s",
+		return fmt.Errorf("%s may be written by others (mode %04o): it tells the agent what to render and run, so anyone could run any command as the agent; run chmod go-w %s",
 			name, perm, path)
 	case perm&0o020 != 0 && !privateGroup(gid, uid):
-		return fmt.Errorf("%s may be written by its group (gid %d, mode %04o), which has members other than its owner: it names the commands the agent runs, so they could run any command as the agent; run chmod g-w %s",
+		return fmt.Errorf("%s may be written by its group (gid %d, mode %04o), which has members other than its owner: it tells the agent what to render and run, so they could run any command as the agent; run chmod g-w %s",
 			name, gid, perm, path)
 	}
 	return nil
