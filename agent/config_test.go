@@ -707,3 +707,24 @@ func TestLoadConfig_ControlCharactersInPaths(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadConfig_SourceSizeLimit: a template source was read whole with no bound: source: given
+// by mistake to a log or a disk image took its size in memory at every load. One larger than
+// what a render may write (64 MiB) is refused, unread, naming the file and the limit.
+func TestLoadConfig_SourceSizeLimit(t *testing.T) {
+	dir, path := writeConfig(t, "server: http://127.0.0.1:7400\ntoken_file: $DIR/token\nappliance: web\ncache_dir: $DIR/cache\ntemplates:\n  - source: $DIR/big.tmpl\n    destination: $DIR/out/a.conf\n")
+	src := filepath.Join(dir, "big.tmpl")
+	if err := os.WriteFile(src, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agent.LoadConfig(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(src, 64<<20+1); err != nil { // sparse: nothing of it is on the disk
+		t.Fatal(err)
+	}
+	want := "source " + src + " is over 67108864 bytes (64 MiB), the most a render may write"
+	if _, err := agent.LoadConfig(path); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want %q", err, want)
+	}
+}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -52,7 +53,13 @@ func parseTemplate(tc *Template) (*templates.Template, error) {
 	text := tc.Contents
 	name := tc.Destination
 	if tc.Source != "" {
-		b, err := atomicfile.ReadInput(tc.Source, 0)
+		// A source larger than what a render may write is a file named by mistake (a log, an
+		// image), not a template: it is not read into memory.
+		b, err := atomicfile.ReadInput(tc.Source, templates.DefaultMaxOutputBytes)
+		var tooLarge *atomicfile.TooLargeError
+		if errors.As(err, &tooLarge) {
+			return nil, fmt.Errorf("%s: source %s is over %d bytes (64 MiB), the most a render may write", tc.where(), tc.Source, templates.DefaultMaxOutputBytes)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: read source: %w", tc.where(), err)
 		}

@@ -153,8 +153,16 @@ func New(addr string, opts Options) (*Client, error) {
 	return &Client{base: u, http: hc, opts: opts}, nil
 }
 
+// maxCABytes bounds a CA file: a bundle of every public CA is some 200 KiB, and a path given by
+// mistake to a large file must not take its size in memory.
+const maxCABytes = 4 << 20
+
 func loadCA(path string) (*x509.CertPool, error) {
-	pem, err := atomicfile.ReadInput(path, 0)
+	pem, err := atomicfile.ReadInput(path, maxCABytes)
+	var tooLarge *atomicfile.TooLargeError
+	if errors.As(err, &tooLarge) {
+		return nil, fmt.Errorf("ca file %s is over %d bytes (4 MiB): a CA file holds PEM certificates", path, maxCABytes)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read ca file: %w", err)
 	}

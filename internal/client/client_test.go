@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -243,5 +245,21 @@ func TestRetryWait_Spreads(t *testing.T) {
 		if c.lo < c.hi && len(seen) < 50 {
 			t.Errorf("Retry-After %s: 200 waits took %d values", c.ra, len(seen))
 		}
+	}
+}
+
+// A CA file was read whole with no bound: --ca-file (or the agent's ca_file) given by mistake
+// to a large file took its size in memory. One over 4 MiB is refused, unread, naming the limit.
+func TestNew_CAFileSizeLimit(t *testing.T) {
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(ca, 4<<20+1); err != nil {
+		t.Fatal(err)
+	}
+	_, err := New("https://127.0.0.1:1", Options{CAFile: ca})
+	if want := "ca file " + ca + " is over 4194304 bytes (4 MiB)"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("New = %v, want %q", err, want)
 	}
 }
