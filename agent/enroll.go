@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
@@ -278,27 +278,34 @@ const maxInstanceTokenBytes = 4 << 10
 // 0600 or stricter (a token others could read, or plant, is not used); os.ErrNotExist when
 // there is none.
 func loadInstanceToken(path string) (*instanceToken, error) {
-	fi, err := os.Lstat(path)
-	if err != nil {
+	// A link is not the agent's file (Windows opens through one: look first), and then the file
+	// opened is judged (without following a link, nor blocking on a named pipe), not only the
+	// look at the name: something else renamed over it in between was read, a pipe blocked.
+	if fi, err := os.Lstat(path); err != nil {
 		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
+	} else if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("instance token file %s is not a regular file", path)
 	}
-	if unixModes && fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("instance token file %s has mode %04o: group and others must not have access (0600)", path, fi.Mode().Perm())
-	}
-	if uid, _, ok := atomicfile.Owner(fi); ok && uid != os.Getuid() {
-		return nil, fmt.Errorf("instance token file %s is owned by uid %d, not by the agent's user (uid %d)", path, uid, os.Getuid())
-	}
-	f, err := os.Open(path)
-	if err != nil {
+	data, _, err := atomicfile.ReadRegular(nil, path, maxInstanceTokenBytes+1, func(fi fs.FileInfo) error {
+		if unixModes && fi.Mode().Perm()&0o077 != 0 {
+			return fmt.Errorf("instance token file %s has mode %04o: group and others must not have access (0600)", path, fi.Mode().Perm())
+		}
+		if uid, _, ok := atomicfile.Owner(fi); ok && uid != os.Getuid() {
+			return fmt.Errorf("instance token file %s is owned by uid %d, not by the agent's user (uid %d)", path, uid, os.Getuid())
+		}
+		return nil
+	})
+	var nr *atomicfile.NotRegularError
+	switch {
+	case errors.As(err, &nr):
+		return nil, fmt.Errorf("instance token file %s is not a regular file", path)
+	case errors.Is(err, fs.ErrNotExist):
 		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxInstanceTokenBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("instance token file %s: %w", path, err)
+	case err != nil && errors.As(err, new(*fs.PathError)):
+		// A link at the name is not followed (ELOOP), as a link to another file is not taken.
+		return nil, fmt.Errorf("instance token file %s: %w (not the agent's regular file?)", path, err)
+	case err != nil:
+		return nil, err
 	}
 	if len(data) > maxInstanceTokenBytes {
 		return nil, fmt.Errorf("instance token file %s is over %d bytes", path, maxInstanceTokenBytes)
