@@ -112,9 +112,14 @@ type TemplateStatus struct {
 	Error       string `json:"error,omitempty"`
 }
 
+// maxStatusBytes bounds the status file that LoadStatus reads: a line per template.
+const maxStatusBytes = 16 << 20
+
 // LoadStatus reads the status file of appliance.
 func LoadStatus(cacheDir, appliance string) (*Status, error) {
-	data, err := os.ReadFile(StatusPath(cacheDir, appliance))
+	// status reads the config without judging it (it runs nothing): its cache_dir may be
+	// anyone's, and a named pipe or a device at the status file's name must not hang it.
+	data, err := atomicfile.ReadInput(StatusPath(cacheDir, appliance), maxStatusBytes)
 	if err != nil {
 		return nil, err
 	}

@@ -68,3 +68,29 @@ func TestLoadCache_FIFONotRead(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadStatus_NotARegularFile: status reads the status file at a name in cache_dir, which a
+// config that others may write (status judges none: it runs nothing) can point anywhere: a
+// named pipe there blocked status for good, a device such as /dev/zero filled memory. Either
+// is refused at once, naming what it is.
+func TestLoadStatus_NotARegularFile(t *testing.T) {
+	dir := t.TempDir()
+	if err := syscall.Mkfifo(StatusPath(dir, "web"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/dev/zero", StatusPath(dir, "zero")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ appliance, want string }{{"web", "a named pipe (FIFO), not a regular file"}, {"zero", "a character device, not a regular file"}} {
+		done := make(chan error, 1)
+		go func() { _, err := LoadStatus(dir, tc.appliance); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("LoadStatus of %s = %v, want %q", tc.appliance, err, tc.want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("LoadStatus of %s still reading after 10s", tc.appliance)
+		}
+	}
+}
