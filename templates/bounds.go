@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"text/template"
+	"time"
 )
 
 // The functions that build a list, a loop or a string from a number (seq, loop, until,
@@ -229,11 +230,7 @@ func readBounded(name string, max int, check func(os.FileInfo) error) (string, e
 			return "", err
 		}
 	}
-	var r io.Reader = f
-	if max > 0 {
-		r = io.LimitReader(f, int64(max)+1)
-	}
-	b, err := io.ReadAll(r)
+	b, err := readWithin(f, name, max)
 	if err != nil {
 		return "", err
 	}
@@ -241,6 +238,26 @@ func readBounded(name string, max int, check func(os.FileInfo) error) (string, e
 		return "", fmt.Errorf("%s is over %d bytes, the limit of a render's output", name, max)
 	}
 	return string(b), nil
+}
+
+// fileWaitLimit bounds how long file waits for the bytes of a file that waits for them.
+const fileWaitLimit = 2 * time.Second
+
+// readWithin reads f (named name) whole, at most max+1 bytes when max > 0. A file the kernel
+// calls regular may still wait for its bytes (/proc/kmsg, until the kernel logs something):
+// opened without blocking, its reads wait in Go's poller, which a deadline bounds. Files on a
+// disk are not polled (the deadline does not take) and never wait.
+func readWithin(f *os.File, name string, max int) ([]byte, error) {
+	_ = f.SetReadDeadline(time.Now().Add(fileWaitLimit))
+	var r io.Reader = f
+	if max > 0 {
+		r = io.LimitReader(f, int64(max)+1)
+	}
+	b, err := io.ReadAll(r)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil, fmt.Errorf("%s waited more than %s for its bytes: file reads files that hold them (not /proc/kmsg and the like)", name, fileWaitLimit)
+	}
+	return b, err
 }
 
 // errAgentFile is what denied and deniedOpened refuse with.

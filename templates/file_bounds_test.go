@@ -251,3 +251,45 @@ func TestFile_FIFOSwappedInAfterTheLook(t *testing.T) {
 		t.Fatal("a render still blocked after 30s")
 	}
 }
+
+// TestFile_ReadThatWaits: /proc/kmsg is a regular file to stat(2) whose read waits until the
+// kernel logs something; opened without blocking, file's read waited in Go's poller all the
+// same, and the render with it, for as long as the kernel was quiet (reproduced as root: a render
+// of {{ file "/proc/kmsg" }} still waiting when given up after 5 s). Reading it here would take the
+// kernel's messages from the system's logger, so the read is tried on the read end of a pipe,
+// which waits alike: it ends after a bounded wait, saying why.
+func TestFile_ReadThatWaits(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		_, err := readWithin(r, "/proc/kmsg", 100)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "/proc/kmsg waited more than 2s for its bytes") {
+			t.Fatalf("readWithin: %v", err)
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Fatalf("readWithin failed after %s", d)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("readWithin still reading after 30s")
+	}
+	// Bytes that come in time are read.
+	r2, w2, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	go func() { w2.Write([]byte("abc")); w2.Close() }()
+	if b, err := readWithin(r2, "pipe", 100); err != nil || string(b) != "abc" {
+		t.Fatalf("readWithin = %q, %v", b, err)
+	}
+}
