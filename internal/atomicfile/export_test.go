@@ -22,3 +22,6 @@ func SetFsync(f func(dir *os.File) error) (restore func()) {
 	fsync = f
 	return func() { fsync = old }
 }
+
+// ReadWithin is readWithin, for tests.
+var ReadWithin = readWithin

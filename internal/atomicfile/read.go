@@ -5,6 +5,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"time"
 )
 
 // NotRegularError is a file ReadRegular refused because it is not a regular file.
@@ -55,10 +56,23 @@ func readRegular(root *os.Root, name string, flags int, limit int64, check func(
 			return nil, nil, err
 		}
 	}
+	data, err = readWithin(f, limit)
+	return data, held, err
+}
+
+// waitLimit bounds how long a read waits for the bytes of a file that waits for them.
+const waitLimit = 2 * time.Second
+
+// readWithin reads f whole, at most limit bytes when limit is not negative. A file the kernel
+// calls regular may still wait for its bytes (/proc/kmsg, until the kernel logs something):
+// opened without blocking, its reads wait in Go's poller, which a deadline bounds (the error is
+// os.ErrDeadlineExceeded). Files on a disk are not polled (the deadline does not take) and never
+// wait.
+func readWithin(f *os.File, limit int64) ([]byte, error) {
+	_ = f.SetReadDeadline(time.Now().Add(waitLimit))
 	var r io.Reader = f
 	if limit >= 0 {
 		r = io.LimitReader(f, limit)
 	}
-	data, err = io.ReadAll(r)
-	return data, held, err
+	return io.ReadAll(r)
 }

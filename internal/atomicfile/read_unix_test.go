@@ -101,3 +101,37 @@ func TestReadRegular(t *testing.T) {
 		}
 	})
 }
+
+// TestReadWithin_Waits: a config, a template source or a CA file at /proc/kmsg (a regular file
+// to stat(2) whose read waits until the kernel logs something) held the agent's read, and its
+// start or SIGHUP with it, for as long as the kernel was quiet: opened without blocking, the
+// read waited in Go's poller. It ends after a bounded wait with os.ErrDeadlineExceeded. Reading
+// /proc/kmsg in a test would take the messages from the system's logger: the read end of a
+// pipe waits alike.
+func TestReadWithin_Waits(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	done := make(chan error, 1)
+	go func() { _, err := atomicfile.ReadWithin(r, 100); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("ReadWithin of a pipe no one writes: %v, want os.ErrDeadlineExceeded", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("ReadWithin still reading after 30s")
+	}
+	r2, w2, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	go func() { w2.Write([]byte("abc")); w2.Close() }()
+	if b, err := atomicfile.ReadWithin(r2, -1); err != nil || string(b) != "abc" {
+		t.Fatalf("ReadWithin = %q, %v", b, err)
+	}
+}
