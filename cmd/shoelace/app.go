@@ -316,6 +316,9 @@ func (e *cliEnv) connectWith(ctx context.Context, c *cli.Context, withToken bool
 		UserAgent:    "shoelace/" + version,
 		WriteQuery:   rolloutQuery(c),
 		RefuseWrites: refuseWrites,
+		// A write on a connection the server closes as idle as it goes out exited 7,
+		// outcome unknown, for a write the server never read.
+		FreshConnForWrites: true,
 	})
 	if err != nil {
 		return nil, usagef("--addr/--ca-file: %v", err)

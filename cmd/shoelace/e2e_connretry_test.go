@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -179,5 +180,43 @@ func TestE2E_ConnectionRetryKeepsTheServersAnswer(t *testing.T) {
 	r := c.fails(exitUnavailable, "connection reset by peer", "kv", "get", "shared/connretry/a")
 	if !strings.Contains(r.stderr, "(the server's answer to an earlier try: "+why+")") || calls.Load() != 3 {
 		t.Errorf("kv get: %s after %d requests; want the 503's message beside the reset, after 3", r, calls.Load())
+	}
+}
+
+// A write went out on the connection its command's read had left idle (import lists the store,
+// then writes): a replica closes such a connection without reading what arrives on it (its idle
+// timeout, or --max-conns making room for a new one), and a write that went out as it closed
+// exited 7, outcome unknown, though the server never read it. Each write has a connection of
+// its own now.
+func TestE2E_WriteOnAConnectionOfItsOwn(t *testing.T) {
+	s := sharedServer(t)
+	direct := newCLI(t, s)
+	upstream, err := url.Parse(s.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(upstream)
+	var mu sync.Mutex
+	var seen []string // method and client address of each request
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Method+" "+r.RemoteAddr)
+		mu.Unlock()
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	file := filepath.Join(t.TempDir(), "keys.json")
+	writeFile(t, file, `{"keys":{"shared/freshconn/a":"1"}}`)
+	direct.with("SHOELACE_ADDR="+front.URL).ok("import", file)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 2 || !strings.HasPrefix(seen[0], "GET ") || !strings.HasPrefix(seen[1], "POST ") {
+		t.Fatalf("import sent %q, want a GET and a POST", seen)
+	}
+	if addr := func(i int) string { return strings.SplitN(seen[i], " ", 2)[1] }; addr(0) == addr(1) {
+		t.Errorf("import's write went on its read's connection: %q", seen)
+	}
+	if got := direct.ok("kv", "get", "shared/freshconn/a"); got != "1" {
+		t.Errorf("shared/freshconn/a = %q", got)
 	}
 }

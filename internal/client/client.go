@@ -69,6 +69,11 @@ type Options struct {
 	// Wrap, when set, wraps the transport (after CAFile is applied): it sees every request and
 	// its answer, and may change a clone of the request (the agent swaps in its instance token).
 	Wrap func(http.RoundTripper) http.RoundTripper
+	// FreshConnForWrites sends each write on a connection of its own, never on one that sat
+	// idle: a server closes an idle connection (its idle timeout, or a replica at its
+	// connection cap making room) without reading what arrives on it, and a write that went
+	// out on it as it closed could only be reported as outcome unknown, though never applied.
+	FreshConnForWrites bool
 	// StreamFirstLine bounds StreamView's wait for a stream's first line (0:
 	// DefaultStreamFirstLine).
 	StreamFirstLine time.Duration
@@ -301,6 +306,9 @@ func (c *Client) once(ctx context.Context, r Request) (Meta, []byte, error) {
 		return Meta{}, nil, err
 	}
 	var sent, connected atomic.Bool
+	if isWrite(r.Method) && c.opts.FreshConnForWrites {
+		c.http.CloseIdleConnections()
+	}
 	if isWrite(r.Method) {
 		// net/http sends a request again by itself after some failures, asking GetBody for its
 		// body anew: over HTTP/2, after the server reset the stream (PROTOCOL_ERROR,

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -364,5 +365,53 @@ func TestDo_ConnectionRetryKeepsTheServersAnswer(t *testing.T) {
 	var te *TransportError
 	if !errors.As(err, &te) || te.Sent || te.Prior != why || calls.Load() != 2 {
 		t.Fatalf("Get = %v (%+v) after %d calls; want the reset, with the 503 before it as Prior", err, te, calls.Load())
+	}
+}
+
+// TestDo_FreshConnForWrites: a write went out on the connection that the request before it
+// left idle; a server closes such a connection (its idle timeout, or a replica at its
+// connection cap making room for a new one) without reading what arrives on it, and a write
+// that went out on it as it closed was sent and unanswered: outcome unknown (the CLI's exit 7)
+// for a write the server never read. With FreshConnForWrites each write has a connection of
+// its own; reads still share one.
+func TestDo_FreshConnForWrites(t *testing.T) {
+	var mu sync.Mutex
+	var conns []string // the client's address of each request, in order
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		conns = append(conns, r.Method+" "+r.RemoteAddr)
+		mu.Unlock()
+		io.Copy(io.Discard, r.Body)
+		fmt.Fprint(w, `{"key":"k","value":"v","revision":1}`)
+	}))
+	defer srv.Close()
+	for _, fresh := range []bool{false, true} {
+		mu.Lock()
+		conns = nil
+		mu.Unlock()
+		c, _ := New(srv.URL, Options{FreshConnForWrites: fresh})
+		ctx := context.Background()
+		if _, _, err := c.Get(ctx, "k"); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := c.Get(ctx, "k"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Put(ctx, "k", []byte("v"), NoCAS); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Put(ctx, "k", []byte("v"), NoCAS); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		seen := append([]string(nil), conns...)
+		mu.Unlock()
+		addr := func(i int) string { return seen[i][strings.Index(seen[i], " ")+1:] }
+		if addr(0) != addr(1) {
+			t.Errorf("fresh %v: two reads on two connections: %q", fresh, seen)
+		}
+		if reused := addr(2) == addr(1) || addr(3) == addr(2); reused == fresh {
+			t.Errorf("fresh %v: a write on the connection of the request before it: %v; requests %q", fresh, reused, seen)
+		}
 	}
 }
