@@ -195,6 +195,9 @@ type Template struct {
 	// denyFiles are the agent's token file and cache dir, and the config when it holds the
 	// token inline, which file and fileExists refuse (set by Validate).
 	denyFiles []string
+	// judge says that the source is judged by judgeCommandFile when it is read: set for the
+	// templates of a config the agent loads, not for those convert-confd only prints.
+	judge bool
 
 	// Resolved by Validate.
 	mode     os.FileMode
@@ -393,6 +396,9 @@ func LoadConfigWith(path string, o Overrides) (*Config, error) {
 		}
 		cfg.Templates = append(cfg.Templates, r.Templates...)
 		cfg.Notes = append(cfg.Notes, r.Notes...)
+	}
+	for i := range cfg.Templates {
+		cfg.Templates[i].judge = true
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err

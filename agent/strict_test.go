@@ -43,7 +43,7 @@ func TestLoadConfig_CommandFilesOthersMayWrite(t *testing.T) {
 		mode       os.FileMode
 		want       string
 	}{
-		{"templates_dir file others may write", drop, 0o666, drop + " may be written by others (mode 0666): it tells the agent what to render and run"},
+		{"templates_dir file others may write", drop, 0o666, drop + " may be written by others (mode 0666): it tells the agent what to write and run"},
 		{"templates_dir file its group may write", drop, 0o664, drop + " may be written by its group (gid " + g + ", mode 0664), which has members other than its owner"},
 		{"config others may write", cfgPath, 0o646, cfgPath + " may be written by others (mode 0646)"},
 	} {
@@ -105,5 +105,37 @@ func TestLoadConfig_ConfdResourceOthersMayWrite(t *testing.T) {
 	}
 	if r, err := ReadConfdDir(confd); err != nil || len(r.Templates) != 1 {
 		t.Fatalf("convert-confd's read of it: %v", err)
+	}
+}
+
+// TestLoadConfig_SourceOthersMayWrite: a template's source is what the agent writes, as root as
+// a rule, to its destination (a sudoers.d file, a unit, a crontab): one that others could write
+// let any local user choose that content. It is judged as the config is when the agent loads
+// it (validate, run, and the re-read after an edit, which keeps the previous version), not when
+// convert-confd only checks it.
+func TestLoadConfig_SourceOthersMayWrite(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "token"), []byte("tok\n"), 0o600)
+	src := filepath.Join(dir, "sudoers.tmpl")
+	os.WriteFile(src, []byte("app ALL=(root) NOPASSWD: /usr/bin/systemctl reload app\n"), 0o644)
+	cfgPath := filepath.Join(dir, "agent.yaml")
+	os.WriteFile(cfgPath, []byte("server: http://127.0.0.1:1\ntoken_file: "+dir+"/token\nappliance: web\ncache_dir: "+dir+"/cache\ntemplates:\n  - source: "+src+"\n    destination: "+dir+"/app.sudoers\n"), 0o644)
+	cfg, err := LoadConfig(cfgPath)
+	if err != nil {
+		t.Fatalf("a source of the agent's user, mode 0644: %v", err)
+	}
+	os.Chmod(src, 0o666)
+	want := "read source: " + src + " may be written by others (mode 0666): it tells the agent what to write and run"
+	if _, err := LoadConfig(cfgPath); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want %q", err, want)
+	}
+	if _, err := parseTemplate(&cfg.Templates[0]); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("the running agent's re-read after an edit: %v, want %q", err, want)
+	}
+	// convert-confd's check of an entry it prints: not judged.
+	check := Config{Server: "http://localhost", Appliance: "convert", Token: "-", CacheDir: filepath.Join(dir, "cache2"), Path: dir,
+		Templates: []Template{{Source: src, Destination: dir + "/x"}}}
+	if err := check.Validate(); err != nil {
+		t.Fatalf("a Config made in Go (convert-confd's check): %v", err)
 	}
 }

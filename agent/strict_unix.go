@@ -11,9 +11,10 @@ import (
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
 )
 
-// judgeCommandFile refuses a config or templates_dir file (fi, opened at path, links followed)
-// that someone other than root and the agent's user may write: it names the commands the agent
-// runs, as root as a rule, so whoever may write it may run anything as the agent. It must be
+// judgeCommandFile refuses a config, templates_dir file, confd resource or template source (fi,
+// opened at path, links followed) that someone other than root and the agent's user may write:
+// it names the commands the agent runs and what it writes, as root as a rule, so whoever may
+// write it may have the agent run or write anything. It must be
 // owned by root or the agent's user (effective uid), and not writable by others, nor by its
 // group unless the group has no member but the file's owner (a user private group: a checkout
 // under umask 002, as make run's), as cache_dir's parents are judged.
@@ -28,16 +29,16 @@ func judgeCommandFile(path string, fi fs.FileInfo) error {
 		name = fmt.Sprintf("%s (a link to %s)", path, real)
 	}
 	if uid != 0 && uid != euid {
-		return fmt.Errorf("%s is owned by uid %d, neither root nor the agent's user (uid %d): it tells the agent what to render and run, so its owner could run any command as the agent; run chown root %s",
+		return fmt.Errorf("%s is owned by uid %d, neither root nor the agent's user (uid %d): it tells the agent what to write and run, so its owner could have the agent write or run anything; run chown root %s",
 			name, uid, euid, path)
 	}
 	perm := fi.Mode().Perm()
 	switch {
 	case perm&0o002 != 0:
-		return fmt.Errorf("%s may be written by others (mode %04o): it tells the agent what to render and run, so anyone could run any command as the agent; run chmod go-w %s",
+		return fmt.Errorf("%s may be written by others (mode %04o): it tells the agent what to write and run, so anyone could have the agent write or run anything; run chmod go-w %s",
 			name, perm, path)
 	case perm&0o020 != 0 && !privateGroup(gid, uid):
-		return fmt.Errorf("%s may be written by its group (gid %d, mode %04o), which has members other than its owner: it tells the agent what to render and run, so they could run any command as the agent; run chmod g-w %s",
+		return fmt.Errorf("%s may be written by its group (gid %d, mode %04o), which has members other than its owner: it tells the agent what to write and run, so they could have the agent write or run anything; run chmod g-w %s",
 			name, gid, perm, path)
 	}
 	return nil
