@@ -8,8 +8,6 @@ package agent
 import (
 	"cmp"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -309,21 +307,14 @@ func describeFetchError(err error) (msg string, retryAfter time.Duration) {
 // long the agent retries: the server's certificate does not verify, or server: says https to a
 // plain HTTP server or http to an HTTPS one. "" when it may (a refused connection, a timeout).
 func configHint(err error) string {
-	var (
-		verify   *tls.CertificateVerificationError
-		unknown  x509.UnknownAuthorityError
-		hostname x509.HostnameError
-		invalid  x509.CertificateInvalidError
-	)
-	switch {
-	case errors.As(err, &hostname):
+	switch client.Misconfigured(err) {
+	case client.CertHostname:
 		return "the server's certificate does not name the host in server: use a name it does"
-	case errors.As(err, &verify), errors.As(err, &unknown), errors.As(err, &invalid):
+	case client.CertUntrusted:
 		return "the server's certificate does not verify: set ca_file in the agent's config to the CA that signed it"
-	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+	case client.PlainHTTPServer:
 		return "the server speaks plain HTTP: write server: http://…"
-	case strings.Contains(err.Error(), "Client sent an HTTP request to an HTTPS server"):
-		// Go's HTTPS server answers a plain request with 400 and this text.
+	case client.HTTPSServer:
 		return "the server speaks HTTPS: write server: https://…"
 	}
 	return ""

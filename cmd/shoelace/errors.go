@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -181,18 +179,12 @@ func errorLine(err error) string {
 // server's certificate does not verify, or --addr says https to a plain HTTP server. "" when
 // it may (a refused connection, a timeout). Such errors exited 6, which retry loops retry.
 func misconfigured(te *client.TransportError) string {
-	var (
-		verify   *tls.CertificateVerificationError
-		unknown  x509.UnknownAuthorityError
-		hostname x509.HostnameError
-		invalid  x509.CertificateInvalidError
-	)
-	switch {
-	case errors.As(te, &hostname):
+	switch client.Misconfigured(te) {
+	case client.CertHostname:
 		return "the server's certificate does not name the host in --addr (SHOELACE_ADDR): use a name it does"
-	case errors.As(te, &verify), errors.As(te, &unknown), errors.As(te, &invalid):
+	case client.CertUntrusted:
 		return "the server's certificate does not verify: give --ca-file (SHOELACE_CA_FILE) the CA that signed it"
-	case strings.Contains(te.Error(), "server gave HTTP response to HTTPS client"):
+	case client.PlainHTTPServer:
 		return "the server speaks plain HTTP: use http:// in --addr (SHOELACE_ADDR)"
 	}
 	return ""
