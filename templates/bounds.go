@@ -3,13 +3,13 @@ package templates
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"text/template"
-	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
 )
 
 // The functions that build a list, a loop or a string from a number (seq, loop, until,
@@ -202,62 +202,29 @@ func sprigSeq(params ...int) (string, error) {
 
 // readBounded reads the regular file name (file's argument, which may come from a key) of at
 // most max bytes (max <= 0: no bound): a device such as /dev/zero would fill memory, and a named
-// pipe or /dev/tty would block the render, and with it every render after it, for ever. check,
-// when set, judges the file opened, before anything of it is read.
+// pipe or /dev/tty would block the render, and with it every render after it, for ever. The
+// file is judged by its handle (someone who may write a directory on the way may swap another
+// file in at the name after a look), and check, when set, judges it too, before anything of it
+// is read. A file the kernel calls regular that waits for its bytes (/proc/kmsg) fails after a
+// bounded wait.
 func readBounded(name string, max int, check func(os.FileInfo) error) (string, error) {
-	fi, err := os.Stat(name)
-	if err != nil {
+	limit := int64(-1)
+	if max > 0 {
+		limit = int64(max) + 1
+	}
+	b, fi, err := atomicfile.ReadRegularFollow(name, limit, check)
+	var nr *atomicfile.NotRegularError
+	switch {
+	case errors.As(err, &nr):
+		return "", fmt.Errorf("%v: file reads regular files only", err)
+	case fi != nil && errors.Is(err, os.ErrDeadlineExceeded):
+		return "", fmt.Errorf("%s waited more than %s for its bytes: file reads files that hold them (not /proc/kmsg and the like)", name, atomicfile.WaitLimit)
+	case err != nil:
 		return "", err
-	}
-	if !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("%s is not a regular file (%s): file reads regular files only", name, fi.Mode().Type())
-	}
-	f, err := os.OpenFile(name, os.O_RDONLY|nonBlock, 0)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	// What the name led to when it was looked at is not what it leads to now if someone who
-	// may write a directory on the way swapped another file in: judge the file opened.
-	if fi, err = f.Stat(); err != nil {
-		return "", err
-	}
-	if !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("%s is not a regular file (%s): file reads regular files only", name, fi.Mode().Type())
-	}
-	if check != nil {
-		if err := check(fi); err != nil {
-			return "", err
-		}
-	}
-	b, err := readWithin(f, name, max)
-	if err != nil {
-		return "", err
-	}
-	if max > 0 && len(b) > max {
+	case max > 0 && len(b) > max:
 		return "", fmt.Errorf("%s is over %d bytes, the limit of a render's output", name, max)
 	}
 	return string(b), nil
-}
-
-// fileWaitLimit bounds how long file waits for the bytes of a file that waits for them.
-const fileWaitLimit = 2 * time.Second
-
-// readWithin reads f (named name) whole, at most max+1 bytes when max > 0. A file the kernel
-// calls regular may still wait for its bytes (/proc/kmsg, until the kernel logs something):
-// opened without blocking, its reads wait in Go's poller, which a deadline bounds. Files on a
-// disk are not polled (the deadline does not take) and never wait.
-func readWithin(f *os.File, name string, max int) ([]byte, error) {
-	_ = f.SetReadDeadline(time.Now().Add(fileWaitLimit))
-	var r io.Reader = f
-	if max > 0 {
-		r = io.LimitReader(f, int64(max)+1)
-	}
-	b, err := io.ReadAll(r)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return nil, fmt.Errorf("%s waited more than %s for its bytes: file reads files that hold them (not /proc/kmsg and the like)", name, fileWaitLimit)
-	}
-	return b, err
 }
 
 // errAgentFile is what denied and deniedOpened refuse with.

@@ -27,7 +27,7 @@ func ReadInputCheck(path string, max int64, check func(fs.FileInfo) error) ([]by
 	case errors.As(err, &nr):
 		return nil, fmt.Errorf("%s is %s, not a regular file", path, TypeName(nr.Mode))
 	case errors.Is(err, os.ErrDeadlineExceeded) && fi != nil:
-		return nil, fmt.Errorf("%s waited more than %s for its bytes (as /proc/kmsg does): not a file to read", path, waitLimit)
+		return nil, fmt.Errorf("%s waited more than %s for its bytes (as /proc/kmsg does): not a file to read", path, WaitLimit)
 	case err != nil && fi != nil:
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	case err != nil:

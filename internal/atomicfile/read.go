@@ -32,6 +32,13 @@ func ReadRegular(root *os.Root, name string, limit int64, check func(fs.FileInfo
 	return readRegular(root, name, noFollow, limit, check)
 }
 
+// ReadRegularFollow is ReadRegular of a path, a symbolic link at it followed: for a name whose
+// links are the user's to make (a template's file), the file the link leads to is judged by
+// its handle all the same.
+func ReadRegularFollow(name string, limit int64, check func(fs.FileInfo) error) (data []byte, fi fs.FileInfo, err error) {
+	return readRegular(nil, name, 0, limit, check)
+}
+
 // readRegular is ReadRegular, a symbolic link at the name followed unless flags holds noFollow.
 func readRegular(root *os.Root, name string, flags int, limit int64, check func(fs.FileInfo) error) (data []byte, fi fs.FileInfo, err error) {
 	var f *os.File
@@ -60,8 +67,8 @@ func readRegular(root *os.Root, name string, flags int, limit int64, check func(
 	return data, held, err
 }
 
-// waitLimit bounds how long a read waits for the bytes of a file that waits for them.
-const waitLimit = 2 * time.Second
+// WaitLimit bounds how long a read waits for the bytes of a file that waits for them.
+const WaitLimit = 2 * time.Second
 
 // readWithin reads f whole, at most limit bytes when limit is not negative. A file the kernel
 // calls regular may still wait for its bytes (/proc/kmsg, until the kernel logs something):
@@ -69,7 +76,7 @@ const waitLimit = 2 * time.Second
 // os.ErrDeadlineExceeded). Files on a disk are not polled (the deadline does not take) and never
 // wait.
 func readWithin(f *os.File, limit int64) ([]byte, error) {
-	_ = f.SetReadDeadline(time.Now().Add(waitLimit))
+	_ = f.SetReadDeadline(time.Now().Add(WaitLimit))
 	var r io.Reader = f
 	if limit >= 0 {
 		r = io.LimitReader(f, limit)

@@ -1,4 +1,0 @@
-package templates
-
-// nonBlock is 0: opening a file does not block on Windows.
-const nonBlock = 0
