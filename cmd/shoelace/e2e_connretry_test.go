@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/testutil/faultproxy"
 )
 
 // flakyFront is a load balancer in front of the server whose replica restarts: while resets
@@ -42,13 +44,7 @@ func newFlakyFront(t *testing.T, s *testServer) *flakyFront {
 		}
 		if f.resets.Add(-1) >= 0 {
 			_, _ = io.ReadAll(r.Body)
-			conn, _, err := w.(http.Hijacker).Hijack()
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			_ = conn.(*net.TCPConn).SetLinger(0)
-			conn.Close()
+			faultproxy.ResetRequest(t, w)
 			return
 		}
 		proxy.ServeHTTP(w, r)
@@ -167,13 +163,7 @@ func TestE2E_ConnectionRetryKeepsTheServersAnswer(t *testing.T) {
 			_, _ = io.WriteString(w, `{"error":{"code":"unavailable","message":"`+why+`"}}`)
 			return
 		}
-		conn, _, err := w.(http.Hijacker).Hijack()
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		_ = conn.(*net.TCPConn).SetLinger(0)
-		conn.Close()
+		faultproxy.ResetRequest(t, w)
 	}))
 	t.Cleanup(front.Close)
 	c := &runner{t: t, env: []string{"SHOELACE_ADDR=" + front.URL, "SHOELACE_TOKEN=sl_test"}}

@@ -18,20 +18,8 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/testutil/faultproxy"
 )
-
-// resetConn hijacks w's connection and closes it with a TCP RST (linger 0): a replica that
-// goes away mid-request, as the client sees it.
-func resetConn(t *testing.T, w http.ResponseWriter) {
-	t.Helper()
-	conn, _, err := w.(http.Hijacker).Hijack()
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	_ = conn.(*net.TCPConn).SetLinger(0)
-	conn.Close()
-}
 
 // closedAddr is a loopback address on which nothing listens: a dial is refused.
 func closedAddr(t *testing.T) string {
@@ -72,7 +60,7 @@ func TestDo_RetriesReadAfterConnectionLost(t *testing.T) {
 		name   string
 		break_ func(t *testing.T, w http.ResponseWriter)
 	}{
-		{"reset", resetConn},
+		{"reset", faultproxy.ResetRequest},
 		{"closed before the answer", func(t *testing.T, w http.ResponseWriter) {
 			conn, _, err := w.(http.Hijacker).Hijack()
 			if err != nil {
@@ -85,7 +73,7 @@ func TestDo_RetriesReadAfterConnectionLost(t *testing.T) {
 			w.Header().Set("Content-Length", "100")
 			fmt.Fprint(w, `{"key":"k",`)
 			w.(http.Flusher).Flush()
-			resetConn(t, w)
+			faultproxy.ResetRequest(t, w)
 		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -120,7 +108,7 @@ func TestDo_WriteResetAfterSentIsNotRetried(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		calls.Add(1)
 		_, _ = io.ReadAll(r.Body) // the whole write arrived
-		resetConn(t, w)
+		faultproxy.ResetRequest(t, w)
 	}))
 	defer srv.Close()
 	c, _ := New(srv.URL, Options{Retries: 2})
@@ -206,8 +194,7 @@ func (l *resetFirst) Accept() (net.Conn, error) {
 		if err != nil || l.accepted.Add(1) > 1 {
 			return conn, err
 		}
-		_ = conn.(*net.TCPConn).SetLinger(0)
-		conn.Close()
+		faultproxy.Reset(conn)
 	}
 }
 
@@ -339,7 +326,7 @@ func TestDo_ConnectionRetryKeepsTheServersAnswer(t *testing.T) {
 			w.WriteHeader(503)
 			fmt.Fprintf(w, `{"error":{"code":"unavailable","message":%q}}`, why)
 		case 2:
-			resetConn(t, w)
+			faultproxy.ResetRequest(t, w)
 		default:
 			select { // the server waits for etcd longer than the caller
 			case <-r.Context().Done():

@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -363,3 +364,24 @@ func Methods(names ...string) func(string) bool {
 
 // Writes matches the etcd KV methods that can write: Put, DeleteRange and Txn.
 var Writes = Methods("/etcdserverpb.KV/Put", "/etcdserverpb.KV/DeleteRange", "/etcdserverpb.KV/Txn")
+
+// Reset closes conn with a TCP RST (linger 0), as a peer that goes away mid-request does: the
+// other end reads "connection reset by peer", not an orderly end of the stream.
+func Reset(conn net.Conn) {
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	conn.Close()
+}
+
+// ResetRequest hijacks w's connection and resets it (see Reset): a replica that goes away while
+// it serves the request, as the client sees it.
+func ResetRequest(t *testing.T, w http.ResponseWriter) {
+	t.Helper()
+	conn, _, err := w.(http.Hijacker).Hijack()
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	Reset(conn)
+}
