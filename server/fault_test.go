@@ -569,3 +569,55 @@ func TestReport_AboveReplicaWhileStoreFrozen(t *testing.T) {
 		}
 	}
 }
+
+// Long-polls whose index is above what this replica has seen (an agent served before by a
+// replica ahead of it) keep within their wait while etcd is frozen: the hub asked the store
+// whether the index was ahead of it with the request's whole timeout, which a frozen etcd
+// takes (10 s), and answered 503 then; five long-polls with wait=1s each took 10 s.
+func TestLongPoll_IndexAheadWhileStoreFrozen(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	p := faultproxy.Start(t, cfg.Endpoints[0])
+	cfg.Endpoints = []string{p.URL()}
+	cfg.RequestTimeout = store.DefaultRequestTimeout
+	cfg.AttemptTimeout = store.DefaultAttemptTimeout
+	b := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	b.token = a.token
+	a.put("appliances/web/x", "1")
+	agent := a.newToken(api.TokenRequest{Name: "agent", Appliance: "web"})
+	waitFor(t, "replica b knows the token", func() bool { return b.s.auth.lookup(agent) != nil })
+	index := b.s.hub.current() + 5 // as if a replica ahead of b had answered at it
+
+	p.Freeze()
+	defer p.Thaw()
+	const polls = 5
+	type result struct {
+		status int
+		took   time.Duration
+		err    error
+	}
+	results := make(chan result, polls)
+	for i := range polls {
+		go func() {
+			began := time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s/v1/appliances/web?index=%d&wait=1s", b.srv.URL, index), nil)
+			req.Header.Set("Authorization", "Bearer "+agent)
+			req.Header.Set(api.HeaderInstance, fmt.Sprintf("vm-%d", i))
+			res, err := testClient.Do(req)
+			r := result{took: time.Since(began), err: err}
+			if err == nil {
+				r.status = res.StatusCode
+				res.Body.Close()
+			}
+			results <- r
+		}()
+	}
+	for range polls {
+		r := <-results
+		if r.err != nil || r.status != http.StatusNotModified || r.took > 4*time.Second {
+			t.Errorf("a long-poll with wait=1s and an index ahead of the replica while etcd is frozen: status %d after %v (%v), want 304 within 4s", r.status, r.took.Round(time.Millisecond), r.err)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"math"
@@ -191,6 +192,11 @@ type hub struct {
 	// onStoreCheck, after each broken watch, reports whether the endpoints lead to another
 	// store now (see otherStore), having reloaded what the server knows of it.
 	onStoreCheck func(ctx context.Context) bool
+
+	// aheadFailed is when the store last failed to say, within aheadCheckWait, whether an
+	// index ahead of the hub is ahead of the store too (see storeAhead).
+	aheadMu     sync.Mutex
+	aheadFailed time.Time
 
 	mu     sync.Mutex
 	ready  bool
@@ -934,12 +940,13 @@ func (h *hub) register(ctx context.Context, app string, after int64, token, inst
 		if after > h.rev && !checkedStore {
 			// The index is ahead of what this replica has seen: another replica answered at a
 			// newer revision, or the store went back (restored). Only the store can tell.
+			// A store that cannot tell within aheadCheckWait says nothing, as for a compacted
+			// index below: the long-poll waits (an index ahead of the store is answered when
+			// a later long-poll finds it so).
 			h.mu.Unlock()
-			rev, err := h.st.Revision(ctx)
-			if err != nil {
+			if ahead, err := h.storeAhead(ctx, after); err != nil && ctx.Err() != nil {
 				return nil, nil, wake{}, err
-			}
-			if after > rev {
+			} else if err == nil && ahead {
 				return nil, nil, wake{kind: wakeChanged, rev: h.current()}, nil
 			}
 			checkedStore = true
@@ -986,6 +993,37 @@ func (h *hub) register(ctx context.Context, app string, after int64, token, inst
 	gen := h.addLocked(w, app)
 	h.mu.Unlock()
 	return w, gen, wake{}, nil
+}
+
+// aheadCheckWait bounds how long a long-poll asks the store whether its index, ahead of the
+// hub, is ahead of the store too (see register), as compactedCheckWait bounds the other
+// question: a frozen etcd answers only at the store's request timeout (10 s), and each
+// long-poll that arrived meanwhile waited that long before its 503.
+const aheadCheckWait = time.Second
+
+// storeAhead reports whether index is ahead of the store's revision, asking the store for at
+// most aheadCheckWait. Its failure stands for aheadCheckWait: the long-polls that arrive
+// meanwhile do not each wait for a frozen etcd again; they are told at once that the store
+// cannot say.
+func (h *hub) storeAhead(ctx context.Context, index int64) (bool, error) {
+	h.aheadMu.Lock()
+	failed := h.aheadFailed
+	h.aheadMu.Unlock()
+	if since := time.Since(failed); since < aheadCheckWait {
+		return false, fmt.Errorf("read revision: the store did not answer within %v %v ago", aheadCheckWait, since.Round(time.Millisecond))
+	}
+	rctx, cancel := context.WithTimeout(ctx, aheadCheckWait)
+	defer cancel()
+	rev, err := h.st.Revision(rctx)
+	if err != nil {
+		if ctx.Err() == nil { // the store's failure, not this request's client gone
+			h.aheadMu.Lock()
+			h.aheadFailed = time.Now()
+			h.aheadMu.Unlock()
+		}
+		return false, err
+	}
+	return index > rev, nil
 }
 
 // compactedCheckWait bounds how long a long-poll asks the store whether its index was
