@@ -102,11 +102,11 @@ func (s *Server) handleGetKV(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := s.opCtx(r)
-	defer cancel()
 	p := principalOf(r)
 	raw := r.PathValue("key")
 	if !recurse {
+		ctx, cancel := s.opCtx(r)
+		defer cancel()
 		if keysOnly {
 			return api.Errorf(api.CodeInvalidRequest, "query parameter keys needs recurse")
 		}
@@ -131,29 +131,7 @@ func (s *Server) handleGetKV(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	entries, rev, err := s.st.List(ctx, prefix, keysOnly)
-	setIndex(w, rev)
-	if err != nil {
-		return err
-	}
-	out := listAnswer{Revision: rev}
-	names, kvs := []string{}, []api.KV{}
-	for _, e := range entries {
-		if filter != nil && !filter(e.Key) {
-			continue
-		}
-		if keysOnly {
-			names = append(names, e.Key)
-		} else {
-			kvs = append(kvs, e)
-		}
-	}
-	if keysOnly {
-		out.Keys = &names
-	} else {
-		out.Entries = &kvs
-	}
-	return writeJSON(w, http.StatusOK, rev, out)
+	return s.writeListing(w, r, prefix, keysOnly, filter)
 }
 
 // listAnswer is api.List as the wire carries it: "entries" (or with &keys, "keys") is always

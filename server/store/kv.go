@@ -100,6 +100,92 @@ func (s *Store) List(ctx context.Context, prefix string, keysOnly bool) ([]api.K
 	return out, resp.Header.Revision, nil
 }
 
+// Pages of ListPaged: a page asks etcd for listPageFirst keys, then for as many as would
+// make about listPageBytes of keys and values at the size of the page before (etcd bounds a
+// range by its number of keys only), from 1 to listPageMax.
+const (
+	listPageFirst = 16
+	listPageMax   = 4096
+	listPageBytes = 1 << 20
+)
+
+// ListPaged reads what List reads, in key order, a page at a time, every page at the
+// revision of the first: page gets each page with that revision and whether more follow, and
+// may end the read with an error, which ListPaged returns. A later page fails (an error
+// wrapping ErrCompacted) when etcd compacted the revision meanwhile. It holds one page at a
+// time: List holds etcd's answer and its copy whole, ten times the listing's size with its
+// JSON when a server answers it.
+func (s *Store) ListPaged(ctx context.Context, prefix string, keysOnly bool, page func(kvs []api.KV, rev int64, more bool) error) error {
+	p, err := api.ValidatePrefix(prefix)
+	if err != nil {
+		return err
+	}
+	var opts []clientv3.OpOption
+	if keysOnly {
+		opts = append(opts, clientv3.WithKeysOnly())
+	}
+	// The range [from, end): the prefix's subtree; a prefix's own key is read with the
+	// first page.
+	from := s.kvRoot
+	if p != "" {
+		from = s.kvRoot + p + "/"
+	}
+	end := clientv3.GetPrefixRangeEnd(from)
+	limit := int64(listPageFirst)
+	var rev int64
+	for first := true; ; first = false {
+		var kvs []*mvccpb.KeyValue
+		var more bool
+		pageOpts := append([]clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(limit)}, opts...)
+		cctx, cancel := s.opCtx(ctx)
+		if first {
+			ops := []clientv3.Op{clientv3.OpGet(from, pageOpts...)}
+			if p != "" {
+				ops = []clientv3.Op{clientv3.OpGet(s.kvRoot+p, opts...), ops[0]}
+			}
+			resp, err := s.cli.Txn(cctx).Then(ops...).Commit()
+			cancel()
+			if err != nil {
+				return s.etcdErr(ctx, "list "+p, err)
+			}
+			rev = resp.Header.Revision
+			for _, r := range resp.Responses {
+				rr := r.GetResponseRange()
+				kvs = append(kvs, rr.Kvs...)
+				more = rr.More
+			}
+		} else {
+			resp, err := s.cli.Get(cctx, from, append(pageOpts, clientv3.WithRev(rev))...)
+			cancel()
+			if errors.Is(err, rpctypes.ErrCompacted) {
+				return fmt.Errorf("list %s: %w (revision %d, while reading it)", p, ErrCompacted, rev)
+			}
+			if err != nil {
+				return s.etcdErr(ctx, "list "+p, err)
+			}
+			kvs, more = resp.Kvs, resp.More
+		}
+		out := make([]api.KV, 0, len(kvs))
+		bytes := 0
+		for _, kv := range kvs {
+			out = append(out, s.toKV(kv, keysOnly))
+			bytes += len(kv.Key) + len(kv.Value)
+		}
+		if more && len(kvs) > 0 {
+			// The next page starts just after the last key read.
+			from = string(kvs[len(kvs)-1].Key) + "\x00"
+			limit = min(listPageMax, max(1, limit*listPageBytes/int64(max(bytes, 1))))
+		}
+		more = more && len(kvs) > 0
+		if err := page(out, rev, more); err != nil {
+			return err
+		}
+		if !more {
+			return nil
+		}
+	}
+}
+
 // Put writes key. cas < 0 writes unconditionally; cas >= 0 writes only if the key's mod_revision
 // is cas (0: the key must not exist), else an api.ErrConflict error naming the key.
 func (s *Store) Put(ctx context.Context, key, value string, cas int64) (int64, error) {

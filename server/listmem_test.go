@@ -1,0 +1,236 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/testutil"
+	"github.com/shoelace-dev/shoelace/internal/testutil/faultproxy"
+)
+
+// seedRaw writes n keys of size bytes each under prefix straight into etcd (no release
+// records: the test is about reading them).
+func seedRaw(t *testing.T, cfg testutilConfig, prefix string, n, size int) {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	v := strings.Repeat("v", size)
+	for i := 0; i < n; {
+		var ops []clientv3.Op
+		for ; i < n && len(ops) < 64; i++ {
+			ops = append(ops, clientv3.OpPut(fmt.Sprintf("%skv/%s/%06d", cfg.root, prefix, i), v))
+		}
+		if _, err := cli.Txn(context.Background()).Then(ops...).Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+type testutilConfig struct {
+	endpoints []string
+	root      string
+}
+
+// peakHeap samples the heap every 2 ms until stop is called, and returns the highest
+// HeapAlloc seen above base.
+// The GC runs at 5% growth meanwhile, so that what the heap holds is what is live, not
+// garbage that the GC has not collected yet.
+func peakHeap() (stop func() (peak, base uint64)) {
+	gc := debug.SetGCPercent(5)
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapAlloc
+	var peak atomic.Uint64
+	done := make(chan struct{})
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			if ms.HeapAlloc > peak.Load() {
+				peak.Store(ms.HeapAlloc)
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+	return func() (uint64, uint64) {
+		close(done)
+		<-ended
+		debug.SetGCPercent(gc)
+		p := peak.Load()
+		if p < base {
+			p = base
+		}
+		return p - base, base
+	}
+}
+
+// A listing over a large key space is read from etcd and written a page at a time: the
+// replica read it whole (etcd's answer, its keys and values as strings, the JSON) before the
+// bound on answers counted it, so that one listing of 64 MiB took the heap up by ~400 MiB,
+// and the bound on answers, which lets a token hold one answer however large, never refused
+// it. The answer is the same, byte for byte, as the listing of a small key space reads.
+func TestKV_LargeListingIsPaged(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	f := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	const n, size = 4096, 16 << 10 // 64 MiB
+	seedRaw(t, testutilConfig{cfg.Endpoints, cfg.Root}, "appliances/big", n, size)
+	reader := f.newToken(api.TokenRequest{Name: "reader", Read: []string{"appliances/big"}})
+
+	stop := peakHeap()
+	req, _ := http.NewRequest("GET", f.srv.URL+"/v1/kv/appliances/big?recurse", nil)
+	req.Header.Set("Authorization", "Bearer "+reader)
+	res, err := testClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.New()
+	_, err = io.Copy(sum, res.Body) // what the client holds is not the replica's
+	res.Body.Close()
+	peak, base := stop()
+	t.Logf("listing of %d MiB: heap up by %d MiB at most (from %d MiB)", n*size>>20, peak>>20, base>>20)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("listing: %d %v", res.StatusCode, err)
+	}
+	if peak > 32<<20 {
+		t.Errorf("a listing of %d MiB took the heap up by %d MiB, want at most 32 MiB", n*size>>20, peak>>20)
+	}
+	rev, _ := strconv.ParseInt(res.Header.Get(api.HeaderIndex), 10, 64)
+	want := sha256.Sum256(wantListing(t, f, "appliances/big", false, nil, rev))
+	if !bytes.Equal(sum.Sum(nil), want[:]) {
+		t.Error("the paged listing differs from the listing read whole")
+	}
+}
+
+// wantListing is the answer to a listing of prefix read whole, at rev, as it was answered
+// before listings were paged.
+func wantListing(t *testing.T, f *fixture, prefix string, keysOnly bool, filter func(string) bool, rev int64) []byte {
+	t.Helper()
+	// Read now: only the server's own keys (a replica's beat) were written since rev.
+	kvs, _, err := f.st.List(context.Background(), prefix, keysOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := listAnswer{Revision: rev}
+	names, entries := []string{}, []api.KV{}
+	for _, kv := range kvs {
+		if filter != nil && !filter(kv.Key) {
+			continue
+		}
+		names, entries = append(names, kv.Key), append(entries, kv)
+	}
+	if keysOnly {
+		out.Keys = &names
+	} else {
+		out.Entries = &entries
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(b, '\n')
+}
+
+// Listings that take several pages are answered byte for byte as when they were read whole:
+// the values, the keys only, the root, a prefix's own key first, a token that reads only part
+// of what it lists (whole pages of keys it may not read left out), and none at all.
+func TestKV_PagedListingAsWhole(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	f := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	raw := testutilConfig{cfg.Endpoints, cfg.Root}
+	seedRaw(t, raw, "appliances/web", 300, 10)
+	seedRaw(t, raw, "appliances/web/sub", 40, 3000)
+	seedRaw(t, raw, "shared/x", 16, 1) // exactly one first page
+	f.put("appliances/web", "the prefix's own key")
+	f.put("appliances/web-frontend/a", "not under appliances/web")
+	part := f.newToken(api.TokenRequest{Name: "part", Read: []string{"appliances/web/sub", "shared/x/000003"}})
+	rev := f.st.Revision
+	for _, c := range []struct {
+		token, path, prefix string
+		keysOnly            bool
+		filter              func(string) bool
+	}{
+		{f.token, "/v1/kv/appliances/web?recurse", "appliances/web", false, nil},
+		{f.token, "/v1/kv/appliances/web?recurse&keys", "appliances/web", true, nil},
+		{f.token, "/v1/kv/?recurse", "", false, nil},
+		{f.token, "/v1/kv/shared/x?recurse", "shared/x", false, nil},
+		{f.token, "/v1/kv/appliances/web/sub?recurse", "appliances/web/sub", false, nil},
+		{part, "/v1/kv/appliances?recurse", "appliances", false, func(k string) bool { return strings.HasPrefix(k, "appliances/web/sub/") }},
+		{part, "/v1/kv/?recurse&keys", "", true, func(k string) bool {
+			return strings.HasPrefix(k, "appliances/web/sub/") || k == "shared/x/000003"
+		}},
+		{f.token, "/v1/kv/appliances/none?recurse", "appliances/none", false, nil},
+	} {
+		r := f.doToken(c.token, "GET", c.path, "")
+		if r.StatusCode != 200 {
+			t.Fatalf("GET %s: %d %s", c.path, r.StatusCode, r.body)
+		}
+		at, _ := strconv.ParseInt(r.Header.Get(api.HeaderIndex), 10, 64)
+		if cur, _ := rev(context.Background()); at > cur || at < cur-2 {
+			t.Errorf("GET %s: X-Shoelace-Index %d, want the store's revision %d", c.path, at, cur)
+		}
+		if want := wantListing(t, f, c.prefix, c.keysOnly, c.filter, at); string(r.body) != string(want) {
+			t.Errorf("GET %s: %d bytes, differing from the whole listing's %d:\n%.300s\nwant\n%.300s", c.path, len(r.body), len(want), r.body, want)
+		}
+	}
+}
+
+// A paged listing whose later page cannot be read (etcd went away after its first) is cut
+// off: the client reads an answer that does not end, never a JSON listing of the pages before.
+func TestKV_PagedListingCutOffOnFailure(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	seedRaw(t, testutilConfig{cfg.Endpoints, cfg.Root}, "appliances/big", 2048, 4<<10) // 8 MiB
+	p := faultproxy.Start(t, cfg.Endpoints[0])
+	f := newFixtureOn(t, throughProxy(t, cfg, p))
+	res, err := testClient.Do(mustRequest(t, f, "/v1/kv/appliances/big?recurse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("listing: %d", res.StatusCode)
+	}
+	p.Down() // the server is blocked writing a page the client has not read
+	defer p.Up()
+	body, err := io.ReadAll(res.Body)
+	if err == nil {
+		t.Fatalf("a listing whose later page failed read whole (%d bytes, ending %q)", len(body), body[max(0, len(body)-20):])
+	}
+	if json.Valid(body) {
+		t.Fatalf("the cut listing is valid JSON (%d bytes)", len(body))
+	}
+}
+
+func mustRequest(t *testing.T, f *fixture, path string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest("GET", f.srv.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+f.token)
+	return req
+}
