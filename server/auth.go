@@ -796,13 +796,19 @@ func (s *Server) tokenChanged(name string, c store.SysChange, rev int64) {
 // token (by compare-and-swap, so that replicas starting together make one) and writes it to
 // AdminTokenFile, mode 0600. When the store is away, it keeps trying in the background.
 func (s *Server) bootstrap(ctx context.Context) error {
-	err := s.createAdminToken(ctx)
-	if err == nil {
-		return nil
-	}
-	var e *api.Error
-	if !errors.As(err, &e) || (e.Code != api.CodeUnavailable && e.Code != api.CodeOutcomeUnknown) {
-		return err
+	var err error
+	if s.st.Answered() {
+		err = s.createAdminToken(ctx)
+		if err == nil {
+			return nil
+		}
+		var e *api.Error
+		if !errors.As(err, &e) || (e.Code != api.CodeUnavailable && e.Code != api.CodeOutcomeUnknown) {
+			return err
+		}
+	} else {
+		// Not asked on the way (see New): the first try took the store's request timeout.
+		err = errors.New("etcd has not answered since start")
 	}
 	s.log.Warn("store unavailable; will create the admin token when it is back", "err", err)
 	s.wg.Add(1)

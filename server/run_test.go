@@ -25,6 +25,7 @@ import (
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/testutil"
+	"github.com/shoelace-dev/shoelace/server/store"
 )
 
 // served is a server started with Serve on an embedded etcd.
@@ -364,5 +365,87 @@ func TestSnapshot(t *testing.T) {
 	// An etcd snapshot is a bbolt file holding the keys.
 	if len(r.body) < 4096 || !bytes.Contains(r.body, []byte(f.st.Root()+"kv/shared/a")) {
 		t.Fatalf("snapshot of %d bytes does not hold the key", len(r.body))
+	}
+}
+
+// A server whose external etcd is away at start serves within a second and a half (it started
+// after 20 s: a 5 s wait for the store id, 5 s for its revision, 10 s for the admin token):
+// /health is 200, /health/deps 503 saying etcd is unreachable, the API 503 with Retry-After.
+// Once etcd comes (an embedded etcd started after the server, on the address it was given),
+// the server makes the admin token and serves, without a restart.
+func TestServe_StartsPromptlyWhileExternalEtcdIsAway(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	etcdAddr := l.Addr().String()
+	l.Close()
+	cfg := testConfig()
+	cfg.EtcdEndpoints = []string{"http://" + etcdAddr}
+	cfg.DataDir = t.TempDir()
+	cfg.AdminTokenFile = filepath.Join(t.TempDir(), "admin.token")
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &served{url: "http://" + ln.Addr().String(), cancel: cancel, errc: make(chan error, 1)}
+	began := time.Now()
+	go func() { s.errc <- Serve(ctx, ln, cfg, testutil.Logger()) }()
+	t.Cleanup(func() { s.stop(t) })
+	hc := &http.Client{Timeout: 5 * time.Second}
+	res, err := hc.Get(s.url + "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if took := time.Since(began); res.StatusCode != 200 || took > 1500*time.Millisecond {
+		t.Fatalf("/health with etcd away at start: %d after %v, want 200 within 1.5s", res.StatusCode, took.Round(time.Millisecond))
+	}
+	res, err = hc.Get(s.url + "/health/deps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 503 || !strings.Contains(string(body), `"reachable":false`) || !strings.Contains(string(body), "unreachable") {
+		t.Fatalf("/health/deps with etcd away: %d %s", res.StatusCode, body)
+	}
+	res, body = s.req(t, "sl_whatever", "PUT", "/v1/kv/shared/a", "1")
+	if res.StatusCode != 503 || res.Header.Get("Retry-After") == "" || !strings.Contains(string(body), `"unavailable"`) {
+		t.Fatalf("a write with etcd away: %d %s %v", res.StatusCode, body, res.Header)
+	}
+	if _, err := os.Stat(cfg.AdminTokenFile); !os.IsNotExist(err) {
+		t.Fatalf("admin token file with etcd away: %v", err)
+	}
+
+	ectx, ecancel := context.WithTimeout(context.Background(), time.Minute)
+	defer ecancel()
+	e, err := store.StartEmbedded(ectx, store.EmbedConfig{Dir: filepath.Join(t.TempDir(), "etcd"), ClientAddr: etcdAddr,
+		Logger: testutil.Logger(), LogLevel: "error", UnsafeFast: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	came := time.Now()
+	var token string
+	waitFor(t, "the admin token made once etcd came", func() bool {
+		b, err := os.ReadFile(cfg.AdminTokenFile)
+		token = strings.TrimSpace(string(b))
+		return err == nil && token != ""
+	})
+	waitFor(t, "a write once etcd came", func() bool {
+		res, _ := s.req(t, token, "PUT", "/v1/kv/shared/a", "1")
+		return res.StatusCode == 200
+	})
+	t.Logf("etcd came %v after the server's start; the server wrote %v after it", came.Sub(began).Round(time.Millisecond), time.Since(came).Round(time.Millisecond))
+	res, body = s.req(t, token, "GET", "/v1/kv/shared/a", "")
+	if res.StatusCode != 200 || !strings.Contains(string(body), `"value":"1"`) || res.Header.Get(api.HeaderStore) == "" {
+		t.Fatalf("read once etcd came: %d %s %v", res.StatusCode, body, res.Header)
+	}
+	res, _ = s.req(t, "", "GET", "/health/deps", "")
+	if res.StatusCode != 200 {
+		t.Fatalf("/health/deps once etcd came: %d", res.StatusCode)
 	}
 }

@@ -128,14 +128,22 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	}
 	// Know the store's revision before serving, so that long-polls right after New are tracked;
 	// if the store is away, the hub keeps trying and answers long-polls at once meanwhile.
+	// A store that has not answered since it was opened (an external etcd away at start) is
+	// not asked on the way: each read waited for its timeout (5 s, 10 s) before the server
+	// served even /health; the hub and the reload of tokens and settings keep trying.
 	ictx, icancel := context.WithTimeout(ctx, 5*time.Second)
 	defer icancel()
-	if rev, err := st.Revision(ictx); err == nil {
-		s.hub.reset(rev)
+	if !st.Answered() {
+		log.Warn("etcd has not answered since start: serving; requests that need it are 503 until it does")
+		s.reloadSysLater("load tokens and settings", errors.New("etcd has not answered since start"))
 	} else {
-		log.Warn("read store revision at start", "err", err)
+		if rev, err := st.Revision(ictx); err == nil {
+			s.hub.reset(rev)
+		} else {
+			log.Warn("read store revision at start", "err", err)
+		}
+		s.loadSys(ictx)
 	}
-	s.loadSys(ictx)
 	s.routes()
 	s.wg.Add(5)
 	go func() {

@@ -310,7 +310,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	s.batch = newBatcher(s.sendTxn, s.etcdMaxRequestBytes)
 
-	idCtx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	// An external etcd is given startWait to answer: the server serves (its /health, and 503
+	// with Retry-After for what needs the store) while etcd is away, so that waiting here for
+	// the dial's whole timeout only kept /health down (the server started after 20 s).
+	wait := cfg.DialTimeout
+	if s.embed == nil {
+		wait = min(wait, startWait)
+	}
+	idCtx, cancel := context.WithTimeout(ctx, wait)
 	_, err = s.EnsureID(idCtx)
 	cancel()
 	if err != nil {
@@ -325,6 +332,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	return s, nil
 }
+
+// startWait bounds how long Open waits for an external etcd to answer before it reads the
+// store's id in the background (see Answered).
+const startWait = time.Second
+
+// Answered reports whether the store has answered since Open (its id is known): while it has
+// not, a caller at start reads nothing of it on the way, and leaves it to the background.
+func (s *Store) Answered() bool { return s.ID() != "" }
 
 // embeddedRequestBytes sizes the embedded etcd's request limit: two of the largest values plus
 // room for keys and overhead, and never under 10 MiB (etcd's recommended maximum) so that an apply of many keys fits.
