@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
 
@@ -122,6 +123,7 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*EmbeddedEtcd, error) 
 	}
 
 	zl, muted := newZapLogger(cfg.Logger, level, "etcd")
+	zl = zl.WithOptions(zap.WithFatalHook(etcdFatal{log: cfg.Logger, dir: cfg.Dir}))
 	ec := embed.NewConfig()
 	ec.Name = embeddedName
 	ec.Dir = cfg.Dir

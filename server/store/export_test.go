@@ -6,6 +6,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 // SetCopyLimit sets the largest release copy s keeps, in bytes.
@@ -50,3 +51,13 @@ func BatchesRefused(s *Store) int {
 
 // CompactedProbes is how many times Compacted asked etcd.
 func CompactedProbes(s *Store) int64 { return s.compacted.probes.Load() }
+
+// SetFatalExit makes the embedded etcd's fatal hook call exit instead of os.Exit, until restore.
+func SetFatalExit(exit func(int)) (restore func()) {
+	prev := fatalExit
+	fatalExit = exit
+	return func() { fatalExit = prev }
+}
+
+// EtcdLogger is the logger the embedded etcd e logs with (its fatal errors too).
+func EtcdLogger(e *EmbeddedEtcd) *zap.Logger { return e.e.Server.Logger() }

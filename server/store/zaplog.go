@@ -2,9 +2,14 @@ package store
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"os"
 	"sort"
+	"strings"
 	"sync/atomic"
+	"syscall"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -109,4 +114,40 @@ func fieldAttrs(fs []zapcore.Field) []slog.Attr {
 		attrs = append(attrs, slog.Any(k, enc.Fields[k]))
 	}
 	return attrs
+}
+
+// etcdFatal is the embedded etcd's fatal hook: etcd stops the process on an error it cannot go
+// on from (a write of its database or WAL that failed: bbolt's commit, raft's save), and
+// before, a full disk under --data-dir ended the server with etcd's own last line only ("failed
+// to commit tx", "no space left on device"), saying neither that the server stopped nor what to
+// do. It logs what happened and what to do, then exits with status 1 (systemd's
+// Restart=on-failure starts it again, and it serves once the cause is gone).
+type etcdFatal struct {
+	log *slog.Logger
+	dir string
+}
+
+// fatalExit is how etcdFatal exits: os.Exit, a test's own.
+var fatalExit = os.Exit
+
+// OnWrite implements zapcore.CheckWriteHook.
+func (f etcdFatal) OnWrite(ce *zapcore.CheckedEntry, fs []zapcore.Field) {
+	var cause error
+	for _, fd := range fs {
+		if err, ok := fd.Interface.(error); ok && fd.Type == zapcore.ErrorType {
+			cause = err
+		}
+	}
+	what := ce.Message
+	if cause != nil {
+		what += ": " + cause.Error()
+	}
+	action := "the server stops with it; see its error above, fix the cause, then start the server again"
+	if errors.Is(cause, syscall.ENOSPC) || strings.Contains(what, "no space left on device") {
+		action = fmt.Sprintf("the file system of %s is full: free space on it (or grow it), then start the server again; "+
+			"every write the server acknowledged is in etcd's WAL and is kept (RUNBOOK: Disk full under the embedded etcd)", f.dir)
+	}
+	f.log.Error("the embedded etcd stopped on an error it cannot go on from; the server exits",
+		slog.String("error", what), slog.String("data_dir", f.dir), slog.String("action", action))
+	fatalExit(1)
 }

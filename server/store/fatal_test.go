@@ -1,0 +1,67 @@
+package store_test
+
+import (
+	"context"
+	"encoding/json"
+	"io/fs"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/shoelace-dev/shoelace/internal/testbin"
+	"github.com/shoelace-dev/shoelace/server/store"
+)
+
+// A full disk under the embedded etcd stops the process (etcd exits on a write of its
+// database or WAL that failed: it cannot go on with what it acknowledged half written). Before,
+// the last line was etcd's own ("failed to commit tx", "no space left on device"), saying
+// neither that the server stopped nor what to do; now the server's line says both, naming the
+// data dir, and the process exits with status 1. (By hand, under a 150 MiB tmpfs: 32 puts of
+// 930 KB filled it, bbolt's commit failed with ENOSPC, and etcd's logger exited.)
+func TestEmbedded_FatalDiskFullSaysWhatToDo(t *testing.T) {
+	var logs testbin.Buffer
+	codes := make(chan int, 1)
+	defer store.SetFatalExit(func(code int) { codes <- code })()
+	dir := filepath.Join(t.TempDir(), "etcd")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e, err := store.StartEmbedded(ctx, store.EmbedConfig{Dir: dir, Logger: slog.New(slog.NewJSONHandler(&logs, nil)), LogLevel: "error", UnsafeFast: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+
+	// What etcd's backend logs when bbolt's commit meets a full disk (batch_tx.go).
+	full := &fs.PathError{Op: "write", Path: filepath.Join(dir, "member", "snap", "db"), Err: syscall.ENOSPC}
+	store.EtcdLogger(e).Fatal("failed to commit tx", zap.Error(full))
+	select {
+	case code := <-codes:
+		if code != 1 {
+			t.Errorf("exit status %d, want 1", code)
+		}
+	default:
+		t.Fatal("the process was not made to exit")
+	}
+	var line struct {
+		Level, Msg, Error, DataDir, Action string
+	}
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "the server exits") {
+			if err := json.Unmarshal([]byte(l), &line); err != nil {
+				t.Fatal(err)
+			}
+			var m map[string]any
+			json.Unmarshal([]byte(l), &m)
+			line.DataDir, _ = m["data_dir"].(string)
+		}
+	}
+	if line.Level != "ERROR" || line.DataDir != dir || !strings.Contains(line.Error, "no space left on device") ||
+		!strings.Contains(line.Action, "free space") || !strings.Contains(line.Action, dir) || !strings.Contains(line.Action, "RUNBOOK") {
+		t.Fatalf("the line that says why the server exits: %+v\nlogs:\n%s", line, logs.String())
+	}
+}
