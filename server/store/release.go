@@ -532,9 +532,73 @@ func releaseTime(id string) (time.Time, bool) {
 
 // Releases reads every release record, newest (highest revision) first, with the store's
 // revision.
+//
+// The callers that ask together share one read that starts after they asked (at once when
+// none is under way, else when the one under way ends), and its result: they must not change
+// it. Each read holds every record, up to
+// --release-max-bytes (256 MiB), decoded: a read token asking for key histories or release
+// pages (whose answers are small, not counted as large answers) made each request read and
+// decode them all, twenty at once twenty times.
 func (s *Store) Releases(ctx context.Context) ([]api.Release, int64, error) {
-	ctx, cancel := s.opCtx(ctx)
-	defer cancel()
+	f := s.releases.join(s)
+	select {
+	case <-f.done:
+		return f.out, f.rev, f.err
+	case <-ctx.Done():
+		return nil, 0, s.etcdErr(ctx, "read releases", ctx.Err())
+	}
+}
+
+// releasesReads is the read of every release record under way, and the next one, which the
+// callers that came after the one under way started wait for.
+type releasesReads struct {
+	mu        sync.Mutex
+	cur, next *releasesRead
+}
+
+type releasesRead struct {
+	done chan struct{}
+	out  []api.Release
+	rev  int64
+	err  error
+}
+
+// join returns the read a caller arriving now waits for: the next one, started at once when
+// none is under way.
+func (rr *releasesReads) join(s *Store) *releasesRead {
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	if rr.next == nil {
+		rr.next = &releasesRead{done: make(chan struct{})}
+	}
+	f := rr.next
+	if rr.cur == nil {
+		rr.startLocked(s)
+	}
+	return f
+}
+
+// startLocked starts the next read; rr.mu must be held.
+func (rr *releasesReads) startLocked(s *Store) {
+	f := rr.next
+	rr.cur, rr.next = f, nil
+	go func() {
+		// Not a caller's context: the read is everyone's who joined it.
+		ctx, cancel := s.opCtx(s.ctx)
+		f.out, f.rev, f.err = s.readReleases(ctx)
+		cancel()
+		close(f.done)
+		rr.mu.Lock()
+		rr.cur = nil
+		if rr.next != nil {
+			rr.startLocked(s)
+		}
+		rr.mu.Unlock()
+	}()
+}
+
+// readReleases is one read of every release record, newest first.
+func (s *Store) readReleases(ctx context.Context) ([]api.Release, int64, error) {
 	resp, err := s.cli.Get(ctx, s.sysRoot+releasePrefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, 0, s.etcdErr(ctx, "read releases", err)

@@ -178,6 +178,8 @@ type Store struct {
 	priors priorCache // what the keys written lately held, for releases (see release.go)
 	// metas is what PruneReleases decoded of the release records.
 	metas releaseMetaCache
+	// releases shares reads of every release record between the callers of Releases.
+	releases releasesReads
 
 	schemas schemaCache // the appliances' schemas, for write-time validation (see schema.go)
 

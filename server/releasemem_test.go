@@ -1,0 +1,76 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/testutil"
+)
+
+// Key histories (and release pages) asked for together share one read of the release
+// records: each request read and decoded every record (up to --release-max-bytes, 256 MiB),
+// though its answer is a few releases, too small for the bound on large answers to count:
+// twenty read tokens' histories over 15 MiB of records took the heap up by 670 MiB (49 MiB
+// shared).
+func TestReleases_ReadsShared(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	f := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	f.put("appliances/web/k0000", "v")
+	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	names := make([]string, 400)
+	for i := range names {
+		names[i] = fmt.Sprintf("appliances/web/some/rather/long/key/name/%04d", i)
+	}
+	const records = 800
+	var ops []clientv3.Op
+	for i := range records {
+		rec, _ := json.Marshal(api.Release{ID: fmt.Sprintf("%019d-%04d", time.Now().UnixNano(), i), Time: time.Now(), Token: "admin", Kind: api.KindTxn,
+			Changes: []api.ReleaseChange{{Scope: api.ScopeAppliance, Appliance: "web", Changed: names, ChangedCount: len(names)}}})
+		ops = append(ops, clientv3.OpPut(fmt.Sprintf("%ssys/releases/%019d-%04d", cfg.Root, time.Now().UnixNano(), i), string(rec)))
+		if len(ops) == 50 || i == records-1 {
+			if _, err := cli.Txn(context.Background()).Then(ops...).Commit(); err != nil {
+				t.Fatal(err)
+			}
+			ops = nil
+		}
+	}
+	const readers = 20
+	tokens := make([]string, readers)
+	for i := range tokens {
+		tokens[i] = f.newToken(api.TokenRequest{Name: fmt.Sprintf("reader-%d", i), Read: []string{"appliances/web"}})
+	}
+
+	stop := peakHeap()
+	var wg sync.WaitGroup
+	statuses := make(chan int, readers)
+	for _, tok := range tokens {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			statuses <- f.doToken(tok, "GET", "/v1/kv/appliances/web/k0000?history", "").StatusCode
+		}()
+	}
+	wg.Wait()
+	peak, base := stop()
+	close(statuses)
+	for st := range statuses {
+		if st != 200 {
+			t.Fatalf("a key history: %d", st)
+		}
+	}
+	t.Logf("%d key histories over %d release records (%d KiB each): heap up by %d MiB at most (from %d MiB)", readers, records, 20, peak>>20, base>>20)
+	if peak > 150<<20 {
+		t.Errorf("%d key histories took the heap up by %d MiB, want at most 150 MiB", readers, peak>>20)
+	}
+}
