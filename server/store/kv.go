@@ -430,26 +430,55 @@ func (s *Store) Appliances(ctx context.Context) ([]string, int64, error) {
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	root := s.kvRoot + api.AppliancesPrefix + "/"
-	resp, err := s.cli.Get(ctx, root, clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	if err != nil {
-		return nil, 0, s.etcdErr(ctx, "list appliances", err)
-	}
+	end := clientv3.GetPrefixRangeEnd(root)
 	names := []string{}
-	for _, kv := range resp.Kvs {
-		rest := strings.TrimPrefix(string(kv.Key), root)
-		name, _, under := strings.Cut(rest, "/")
-		if !under || name == "" {
-			continue // appliances/<name> itself is not a key of its own subtree
+	var rev int64
+	// A page of keys at a time, all at the first page's revision, and past the rest of each
+	// appliance's keys once its name is known: the whole subtree read at once, keys only, held
+	// every key of every appliance (a million keys, ~100 MB) for a list of names, on a request
+	// an agent's token may make.
+	for from := root; ; {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(appliancesPage)}
+		if rev > 0 {
+			opts = append(opts, clientv3.WithRev(rev))
 		}
-		if len(names) == 0 || names[len(names)-1] != name {
-			names = append(names, name)
+		resp, err := s.cli.Get(ctx, from, opts...)
+		if err != nil {
+			return nil, 0, s.etcdErr(ctx, "list appliances", err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		last := ""
+		for _, kv := range resp.Kvs {
+			rest := strings.TrimPrefix(string(kv.Key), root)
+			name, _, under := strings.Cut(rest, "/")
+			if !under || name == "" {
+				continue // appliances/<name> itself is not a key of its own subtree
+			}
+			if len(names) == 0 || names[len(names)-1] != name {
+				names = append(names, name)
+			}
+			last = name
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			break
+		}
+		// Past the last key read, and past the rest of the last name's subtree: a name that
+		// sorts between (web-x, web.x before web/) came before it.
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+		if last != "" {
+			from = max(from, clientv3.GetPrefixRangeEnd(root+last+"/"))
 		}
 	}
 	// Keys come sorted, but "web-x/..." sorts between "web" and "web/..."; sort to be sure.
 	sort.Strings(names)
 	names = compactStrings(names)
-	return names, resp.Header.Revision, nil
+	return names, rev, nil
 }
+
+// appliancesPage is how many keys Appliances asks etcd for at a time.
+const appliancesPage = 256
 
 func compactStrings(s []string) []string {
 	out := s[:0]
