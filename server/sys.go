@@ -318,6 +318,14 @@ func (s *Server) writable() error {
 		e.RetryAfter = 30
 		return e
 	}
+	if free, low := s.st.LowDisk(); low {
+		// etcd stops the process when a write of its data fails (a full disk ended the
+		// server): refused here, the write is not applied, and reads go on.
+		need, dir := s.st.MinFreeDisk()
+		e := api.Errorf(api.CodeUnavailable, "the file system of the embedded etcd's data (%s) has %d MiB free, under the %d MiB it must keep: writes are refused (not applied) until space is freed there; reads go on", dir, free>>20, need>>20)
+		e.RetryAfter = 30
+		return e
+	}
 	return nil
 }
 

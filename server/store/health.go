@@ -39,8 +39,11 @@ func (s *Store) Health(ctx context.Context) (Health, error) {
 					h.Alarms = append(h.Alarms, t)
 				}
 			}
-			h.Error = AlarmsError(h.Alarms)
 		}
+		if _, low := s.LowDisk(); low {
+			h.Alarms = append(h.Alarms, LowDiskAlarm)
+		}
+		h.Error = AlarmsError(h.Alarms)
 		return h, nil
 	}
 	err = s.etcdErr(ctx, "etcd health", err)
@@ -79,6 +82,8 @@ func AlarmsError(alarms []string) string {
 		switch a {
 		case etcdserverpb.AlarmType_NOSPACE.String():
 			parts = append(parts, "etcd is out of space (alarm NOSPACE: its database reached --quota-backend-bytes) and refuses every write until an operator compacts, defragments and runs 'etcdctl alarm disarm'; reads go on")
+		case LowDiskAlarm:
+			parts = append(parts, "the file system of the embedded etcd's data dir is nearly full (under 256 MiB free): writes are refused (not applied) until space is freed there, since etcd stops the server when a write of its data fails; reads go on")
 		case etcdserverpb.AlarmType_CORRUPT.String():
 			parts = append(parts, "etcd found its data corrupt on a member (alarm CORRUPT): restore that member")
 		default:

@@ -115,6 +115,12 @@ type Config struct {
 	EtcdListen string
 	// UnsafeFast is for tests only: the embedded etcd runs with 10 ms raft ticks and no fsync.
 	UnsafeFast bool
+	// DiskDir is the directory whose file system must keep MinFreeDisk free (see LowDisk):
+	// Open sets it to the embedded etcd's; empty, with an external etcd, checks nothing.
+	DiskDir string
+	// MinFreeDisk is the free space under DiskDir below which LowDisk says so (default
+	// DefaultMinFreeDisk).
+	MinFreeDisk int64
 }
 
 // Event is one batch of changes seen by Watch, at Revision.
@@ -180,6 +186,7 @@ type Store struct {
 	metas releaseMetaCache
 	// releases shares reads of every release record between the callers of Releases.
 	releases releasesReads
+	disk     diskCheck
 
 	schemas schemaCache // the appliances' schemas, for write-time validation (see schema.go)
 
@@ -234,6 +241,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.MinFreeDisk <= 0 {
+		cfg.MinFreeDisk = DefaultMinFreeDisk
+	}
+	if len(cfg.Endpoints) == 0 && cfg.DiskDir == "" {
+		cfg.DiskDir = EtcdDir(cfg.DataDir)
 	}
 	s := &Store{
 		cfg:     cfg,
