@@ -94,6 +94,12 @@ func (b *answerBudget) give(token string, n int64) {
 // budget of its token; release gives it back once the answer is written. Answers under
 // answerCounted, and writers that are not a request's (the console's inner calls), are free.
 func holdAnswer(w http.ResponseWriter, n int) (release func(), err error) {
+	return holdAnswerPart(w, n, true)
+}
+
+// holdAnswerPart is holdAnswer for a part of an answer written in parts (a paged listing),
+// which charges the token's rate limit for the whole once (charge false), as for one answer.
+func holdAnswerPart(w http.ResponseWriter, n int, charge bool) (release func(), err error) {
 	sw, ok := w.(*statusWriter)
 	if !ok || n < answerCounted {
 		return func() {}, nil
@@ -109,7 +115,9 @@ func holdAnswer(w http.ResponseWriter, n int) (release func(), err error) {
 	if err := b.take(token, int64(n)); err != nil {
 		return nil, err
 	}
-	sw.s.chargeAnswer(sw.info.p, n)
+	if charge {
+		sw.s.chargeAnswer(sw.info.p, n)
+	}
 	return func() { b.give(token, int64(n)) }, nil
 }
 

@@ -23,7 +23,8 @@ import (
 func (s *Server) writeListing(w http.ResponseWriter, r *http.Request, prefix string, keysOnly bool, filter func(string) bool) error {
 	var (
 		started bool
-		total   int
+		total   int // entries written
+		written int // bytes
 		buf     bytes.Buffer
 	)
 	err := s.st.ListPaged(r.Context(), prefix, keysOnly, func(kvs []api.KV, rev int64, more bool) error {
@@ -81,7 +82,7 @@ func (s *Server) writeListing(w http.ResponseWriter, r *http.Request, prefix str
 		if !more {
 			buf.WriteString("]}\n")
 		}
-		release, err := holdAnswer(w, buf.Len())
+		release, err := holdAnswerPart(w, buf.Len(), false)
 		if err != nil {
 			return err // once started, the bounds cut the listing off (the client asks again)
 		}
@@ -92,9 +93,15 @@ func (s *Server) writeListing(w http.ResponseWriter, r *http.Request, prefix str
 			w.WriteHeader(http.StatusOK)
 			started = true
 		}
+		written += buf.Len()
 		_, err = w.Write(buf.Bytes())
 		return err
 	})
+	if started {
+		// The rate limit is charged for the whole answer, once, as for an answer written
+		// whole (at most one burst), not for each page.
+		s.chargeAnswer(principalOf(r), written)
+	}
 	if err != nil && started {
 		// The answer's status is sent: cut it off, so that the client does not take what it
 		// got for the whole listing.

@@ -272,3 +272,26 @@ func TestAppliances_ListPaged(t *testing.T) {
 		t.Errorf("GET /v1/appliances took the heap up by %d MiB, want at most 16 MiB", peak>>20)
 	}
 }
+
+// A paged listing costs its token's rate limit once, for the whole answer (at most one burst,
+// as an answer written whole): charged for each page, an 8 MiB listing kept a token at 10
+// requests/s waiting 8 s for its next request.
+func TestKV_PagedListingChargedOnce(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	f := newFixtureOn(t, testutil.OpenStore(t, cfg), func(c *Config) { c.RateLimit = 10 })
+	seedRaw(t, testutilConfig{cfg.Endpoints, cfg.Root}, "appliances/big", 2048, 4<<10) // 8 MiB
+	reader := f.newToken(api.TokenRequest{Name: "charged-reader", Read: []string{"appliances/big"}})
+	if r := f.doToken(reader, "GET", "/v1/kv/appliances/big?recurse", ""); r.StatusCode != 200 || len(r.body) < 8<<20 {
+		t.Fatalf("listing: %d, %d bytes", r.StatusCode, len(r.body))
+	}
+	began := time.Now()
+	r := f.doToken(reader, "GET", "/v1/kv/appliances/big/000001", "")
+	f.mustErr(r, 429, api.CodeRateLimited) // charged
+	for r.StatusCode == 429 && time.Since(began) < 10*time.Second {
+		time.Sleep(50 * time.Millisecond)
+		r = f.doToken(reader, "GET", "/v1/kv/appliances/big/000001", "")
+	}
+	if took := time.Since(began); r.StatusCode != 200 || took > 3*time.Second {
+		t.Fatalf("the token's next request after an 8 MiB listing: %d after %v, want 200 within 3s (one burst at 10/s)", r.StatusCode, took.Round(time.Millisecond))
+	}
+}
