@@ -81,6 +81,7 @@ type Server struct {
 	reports      *reporter
 	rollouts     *rolloutSet
 	aboveStore   storeRevCheck             // reports applied above this replica's revision
+	depsProbe    depsProbe                 // /health/deps without an operator's token
 	self         Replica                   // this replica, as announced under sys/replicas/
 	replicas     atomic.Pointer[[]Replica] // the replicas seen at the last beat
 	schemas      schemas                   // compiled appliance schemas (write-time validation)
@@ -863,6 +864,52 @@ type DepsHealth struct {
 	Error    string   `json:"error,omitempty"`
 }
 
+// depsShareFor is how long a probe of etcd answers /health/deps for clients without an
+// operator's token.
+const depsShareFor = time.Second
+
+// depsProbe is the last probe of etcd made for /health/deps without an operator's token, and
+// the one under way.
+type depsProbe struct {
+	mu     sync.Mutex
+	at     time.Time // when the last one ended
+	out    DepsHealth
+	ok     bool
+	flight chan struct{} // closed when the one under way ends; nil: none
+}
+
+// depsShared is deps as a probe made within depsShareFor, or the next one, shared.
+func (s *Server) depsShared(ctx context.Context) (DepsHealth, bool, error) {
+	p := &s.depsProbe
+	for {
+		p.mu.Lock()
+		if !p.at.IsZero() && time.Since(p.at) < depsShareFor {
+			out, ok := p.out, p.ok
+			p.mu.Unlock()
+			return out, ok, nil
+		}
+		if f := p.flight; f != nil {
+			p.mu.Unlock()
+			select {
+			case <-f:
+				continue
+			case <-ctx.Done():
+				return DepsHealth{}, false, ctx.Err()
+			}
+		}
+		f := make(chan struct{})
+		p.flight = f
+		p.mu.Unlock()
+		// The probe is everyone's who waits for it: not this client's context.
+		out, ok := s.deps(context.WithoutCancel(ctx))
+		p.mu.Lock()
+		p.at, p.out, p.ok, p.flight = time.Now(), out, ok, nil
+		p.mu.Unlock()
+		close(f)
+		return out, ok, nil
+	}
+}
+
 // deps asks the store how it is, within depsTimeout; ok says whether it can serve.
 func (s *Server) deps(ctx context.Context) (out DepsHealth, ok bool) {
 	ctx, cancel := context.WithTimeout(ctx, depsTimeout)
@@ -889,14 +936,26 @@ func (s *Server) deps(ctx context.Context) (out DepsHealth, ok bool) {
 // reason: shoelace status sends its token and gets them. etcd's alarms (NOSPACE) leave it 200,
 // degraded: the replica serves reads, and a load balancer that took every replica out for
 // them would stop the agents' reads too; the answer names them and what they do.
+//
+// Without an operator's token it answers the replica's last probe of etcd when that is under
+// depsShareFor old (the callers that come meanwhile share the next one), and is held to no
+// rate limit: its cost is then a refusal's, as /health's. It was held to the rate limit of the
+// client's address, the bucket that requests with a bad token fill: behind the shipped TCP
+// load balancer every client has the balancer's address, and one client sending bad tokens
+// (or asking /health/deps) at the rate limit made the balancer's own checks 429, so that it
+// took every replica out.
 func (s *Server) handleHealthDeps(w http.ResponseWriter, r *http.Request) error {
 	operator := s.operatorToken(r)
-	if !operator {
-		if err := s.limitAddr(r); err != nil {
+	var out DepsHealth
+	var ok bool
+	if operator {
+		out, ok = s.deps(r.Context())
+	} else {
+		var err error
+		if out, ok, err = s.depsShared(r.Context()); err != nil {
 			return err
 		}
 	}
-	out, ok := s.deps(r.Context())
 	status := http.StatusOK
 	if !ok {
 		status = http.StatusServiceUnavailable
