@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -37,14 +38,38 @@ func (s *Server) handleApplianceAt(w http.ResponseWriter, r *http.Request) error
 	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
+	// A replica reads and encodes historyReadsAtOnce such trees at a time (each is read for
+	// its request alone: a past revision has no flight to share): twenty requests at once for
+	// an appliance of 8 MiB held twenty copies of its tree, decoded and encoded, before the
+	// bound on answers counted them. The slot is given back once the answer is encoded, before
+	// it is written, so that a client that reads slowly holds none (the bound counts it then).
+	select {
+	case s.historyReads <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("wait for a read of a past revision: %w", ctx.Err())
+	}
+	body, cur, err := s.applianceAtBody(ctx, name, rev)
+	<-s.historyReads
+	if err != nil {
+		return err
+	}
+	return writeEncoded(w, http.StatusOK, cur, body)
+}
+
+// historyReadsAtOnce is how many appliance trees at a past revision a replica reads at once.
+const historyReadsAtOnce = 4
+
+// applianceAtBody is the JSON of the appliance's own keys at rev, with the store's revision.
+func (s *Server) applianceAtBody(ctx context.Context, name string, rev int64) ([]byte, int64, error) {
 	keys, cur, err := s.st.ApplianceAt(ctx, name, rev)
 	if err != nil && api.AsError(err).Code == api.CodeCompacted {
 		keys, cur, err = s.applianceFromReleases(ctx, name, rev)
 	}
 	if err != nil {
-		return err
+		return nil, cur, err
 	}
-	return writeJSON(w, http.StatusOK, cur, ApplianceAt{Appliance: name, Revision: rev, Keys: keys})
+	body, err := json.Marshal(ApplianceAt{Appliance: name, Revision: rev, Keys: keys})
+	return append(body, '\n'), cur, err
 }
 
 // applianceFromReleases answers the appliance's own keys at a revision etcd has compacted from

@@ -82,6 +82,7 @@ type Server struct {
 	rollouts     *rolloutSet
 	aboveStore   storeRevCheck             // reports applied above this replica's revision
 	depsProbe    depsProbe                 // /health/deps without an operator's token
+	historyReads chan struct{}             // slots of reads of a past revision (historyReadsAtOnce)
 	self         Replica                   // this replica, as announced under sys/replicas/
 	replicas     atomic.Pointer[[]Replica] // the replicas seen at the last beat
 	schemas      schemas                   // compiled appliance schemas (write-time validation)
@@ -121,6 +122,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	s.rollouts = &rolloutSet{}
 	s.self = newReplica(cfg)
 	s.pruneKick = make(chan struct{}, 1)
+	s.historyReads = make(chan struct{}, historyReadsAtOnce)
 	if sl, err := loadSealer(cfg.SecretsKeyFile); err != nil {
 		// Serve refuses to start on this error; a caller of New alone gets copies without secrets.
 		log.Error("load the secrets key: release copies leave secret values out", "err", err.Error())
@@ -582,6 +584,11 @@ func writeJSON(w http.ResponseWriter, status int, rev int64, v any) error {
 		return err
 	}
 	body = append(body, '\n') // as json.Encoder writes it
+	return writeEncoded(w, status, rev, body)
+}
+
+// writeEncoded is writeJSON of a body encoded already, with its newline.
+func writeEncoded(w http.ResponseWriter, status int, rev int64, body []byte) error {
 	release, err := holdAnswer(w, len(body))
 	if err != nil {
 		return err
