@@ -139,6 +139,9 @@ type Config struct {
 	// ReleaseMaxBytes bounds the bytes of the releases kept, records and copies, newest first
 	// (0 = no byte limit).
 	ReleaseMaxBytes int64
+	// MinFreeDisk is the free space the embedded etcd's file system must keep for writes to
+	// be taken (0 = no check): etcd stops the server when a write of its data fails.
+	MinFreeDisk int64
 	// SecretsKeyFile holds the AES-256 key that seals secret values in release copies ("" =
 	// secret values are left out of the copies). Every replica must have the same key.
 	SecretsKeyFile string
@@ -173,6 +176,7 @@ func DefaultConfig() Config {
 		ReleaseRetention:  DefaultReleaseRetention,
 		ReleaseMaxAge:     DefaultReleaseMaxAge,
 		ReleaseMaxBytes:   DefaultReleaseMaxBytes,
+		MinFreeDisk:       store.DefaultMinFreeDisk,
 		UI:                DefaultUI,
 	}
 }
@@ -263,6 +267,9 @@ func (c Config) Validate() error {
 	if c.ReleaseMaxBytes < 0 {
 		errs = append(errs, fmt.Errorf("--release-max-bytes %d must be >= 0 (0 = no byte limit)", c.ReleaseMaxBytes))
 	}
+	if c.MinFreeDisk < 0 {
+		errs = append(errs, fmt.Errorf("--min-free-disk %d must be >= 0 (0 = no check)", c.MinFreeDisk))
+	}
 	if c.ReleaseMaxAge < 0 {
 		errs = append(errs, fmt.Errorf("--release-max-age %s must be >= 0 (0 = no age limit)", c.ReleaseMaxAge))
 	}
@@ -338,6 +345,10 @@ func (c Config) bodyLimit() string {
 }
 
 func (c Config) storeConfig(log *slog.Logger) store.Config {
+	minFree := c.MinFreeDisk
+	if minFree == 0 {
+		minFree = -1 // no check; the store's 0 is its default
+	}
 	return store.Config{
 		Endpoints:     c.EtcdEndpoints,
 		DataDir:       c.DataDir,
@@ -348,6 +359,7 @@ func (c Config) storeConfig(log *slog.Logger) store.Config {
 		Key:           c.EtcdKey,
 		MaxValueBytes: c.MaxValueBytes,
 		MaxTxnOps:     c.MaxTxnOps,
+		MinFreeDisk:   minFree,
 		Logger:        log,
 	}
 }

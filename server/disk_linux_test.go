@@ -77,3 +77,27 @@ func TestWrites_RefusedWhileDiskNearlyFull(t *testing.T) {
 		return !h.Degraded && len(h.Alarms) == 0 && f.do("PUT", "/v1/kv/shared/a", "3").StatusCode == 200
 	})
 }
+
+// --min-free-disk 0 turns the check off (the store's own 0 is its default, 256 MiB): a
+// server whose operator turned it off takes writes whatever the disk has free, and one whose
+// bound is above what any disk has refuses them.
+func TestMinFreeDisk_ZeroTurnsTheCheckOff(t *testing.T) {
+	if got := (Config{MinFreeDisk: 0}).storeConfig(nil).MinFreeDisk; got >= 0 {
+		t.Fatalf("--min-free-disk 0 gave the store MinFreeDisk %d, want a negative one (no check)", got)
+	}
+	if got := DefaultConfig().storeConfig(nil).MinFreeDisk; got != store.DefaultMinFreeDisk {
+		t.Fatalf("the default gave the store MinFreeDisk %d, want %d", got, store.DefaultMinFreeDisk)
+	}
+	for _, c := range []struct {
+		min  int64
+		code int
+	}{{-1, 200}, {1 << 62, 503}} {
+		cfg := testutil.StoreConfig(t)
+		cfg.DiskDir = t.TempDir()
+		cfg.MinFreeDisk = c.min
+		f := newFixtureOn(t, testutil.OpenStore(t, cfg))
+		if r := f.do("PUT", "/v1/kv/shared/min-free", "1"); r.StatusCode != c.code {
+			t.Errorf("MinFreeDisk %d: PUT %d %s, want %d", c.min, r.StatusCode, r.body, c.code)
+		}
+	}
+}

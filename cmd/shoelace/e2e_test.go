@@ -770,6 +770,7 @@ func TestE2E_ServerBadConfig(t *testing.T) {
 		{[]string{"server", "--max-conns", "-1"}, "--max-conns -1 must be >= 0"},
 		{[]string{"server", "--max-conns-per-addr", "-1"}, "--max-conns-per-addr -1 must be >= 0"},
 		{[]string{"server", "--unauth-idle-timeout", "-1s"}, "--unauth-idle-timeout -1s must be >= 0"},
+		{[]string{"server", "--min-free-disk", "-1"}, "--min-free-disk -1 must be >= 0"},
 		{[]string{"server", "--bogus"}, "flag provided but not defined: -bogus"},
 	}
 	c := &runner{t: t}

@@ -62,6 +62,7 @@ SERVICE (systemd, as root; the unit is the one the packages ship):
 			&cli.StringFlag{Name: "admin-token-file", EnvVars: env("admin-token-file"), Usage: "`FILE` that receives the first admin token (default: <data-dir>/admin.token)"},
 			&cli.IntFlag{Name: "release-retention", Value: def.ReleaseRetention, EnvVars: env("release-retention"), Usage: "release records kept per appliance (and for shared/), the newest; older ones are pruned in the background"},
 			&cli.StringFlag{Name: "release-max-age", Value: "90d", EnvVars: env("release-max-age"), Usage: "`AGE` after which a release record is pruned: days (90d) or a duration (720h); 0: no age limit"},
+			&cli.Int64Flag{Name: "min-free-disk", Value: def.MinFreeDisk, EnvVars: env("min-free-disk"), Usage: "free `BYTES` the embedded etcd's file system must keep: below it writes are refused (503, not applied) and reads go on, since etcd stops the server when a write of its data fails (0: no check; ignored with --etcd-endpoints)"},
 			&cli.Int64Flag{Name: "release-max-bytes", Value: def.ReleaseMaxBytes, EnvVars: env("release-max-bytes"), Usage: "bytes of release records and copies kept, newest first (0: no byte limit)"},
 			&cli.StringFlag{Name: "secrets-key-file", EnvVars: env("secrets-key-file"), Usage: "`FILE` (mode 0600) with a 32-byte key, 64 hex digits (openssl rand -hex 32), that seals secret values in release copies; the same on every replica. Further lines: older keys, which only open what they sealed (rotation). Without it, copies leave secret values out"},
 			&cli.BoolFlag{Name: "ui", Value: def.UI, EnvVars: env("ui"), Usage: "serve the web console at /ui/ (sign in with a token); --ui=false: /ui/ is 404"},
@@ -81,6 +82,7 @@ func serverConfigFrom(c *cli.Context) (server.Config, error) {
 	cfg.ReleaseMaxAge = age
 	cfg.ReleaseRetention = c.Int("release-retention")
 	cfg.ReleaseMaxBytes = c.Int64("release-max-bytes")
+	cfg.MinFreeDisk = c.Int64("min-free-disk")
 	cfg.SecretsKeyFile = c.String("secrets-key-file")
 	cfg.Listen = c.String("listen")
 	cfg.EtcdEndpoints = splitList(c.String("etcd-endpoints"))

@@ -27,9 +27,9 @@ type diskCheck struct {
 
 // LowDisk reports whether the file system under DiskDir (the embedded etcd's data) has less
 // than MinFreeDisk free, with what it has; false when there is nothing to check (an external
-// etcd) or the system cannot say. It asks the file system at most every 250 ms.
+// etcd, a negative MinFreeDisk) or the system cannot say. It asks the file system at most every 250 ms.
 func (s *Store) LowDisk() (free int64, low bool) {
-	if s.cfg.DiskDir == "" {
+	if s.cfg.DiskDir == "" || s.cfg.MinFreeDisk < 0 {
 		return 0, false
 	}
 	d := &s.disk

@@ -83,7 +83,7 @@ func AlarmsError(alarms []string) string {
 		case etcdserverpb.AlarmType_NOSPACE.String():
 			parts = append(parts, "etcd is out of space (alarm NOSPACE: its database reached --quota-backend-bytes) and refuses every write until an operator compacts, defragments and runs 'etcdctl alarm disarm'; reads go on")
 		case LowDiskAlarm:
-			parts = append(parts, "the file system of the embedded etcd's data dir is nearly full (under 256 MiB free): writes are refused (not applied) until space is freed there, since etcd stops the server when a write of its data fails; reads go on")
+			parts = append(parts, "the file system of the embedded etcd's data dir is nearly full (under the free space --min-free-disk keeps, 256 MiB by default): writes are refused (not applied) until space is freed there, since etcd stops the server when a write of its data fails; reads go on")
 		case etcdserverpb.AlarmType_CORRUPT.String():
 			parts = append(parts, "etcd found its data corrupt on a member (alarm CORRUPT): restore that member")
 		default:

@@ -118,8 +118,8 @@ type Config struct {
 	// DiskDir is the directory whose file system must keep MinFreeDisk free (see LowDisk):
 	// Open sets it to the embedded etcd's; empty, with an external etcd, checks nothing.
 	DiskDir string
-	// MinFreeDisk is the free space under DiskDir below which LowDisk says so (default
-	// DefaultMinFreeDisk).
+	// MinFreeDisk is the free space under DiskDir below which LowDisk says so (0:
+	// DefaultMinFreeDisk; negative: no check).
 	MinFreeDisk int64
 }
 
@@ -242,7 +242,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.MinFreeDisk <= 0 {
+	if cfg.MinFreeDisk == 0 {
 		cfg.MinFreeDisk = DefaultMinFreeDisk
 	}
 	if len(cfg.Endpoints) == 0 && cfg.DiskDir == "" {
