@@ -32,6 +32,30 @@ func throughProxy(t *testing.T, cfg store.Config, p *faultproxy.Proxy) *store.St
 	return testutil.OpenStore(t, cfg)
 }
 
+// replicaBehindProxy returns two replicas of one store with the same admin token: a, with the
+// store as it is, and b, whose store reaches etcd through p with the store's default timeouts,
+// those that a frozen etcd makes a replica wait for.
+func replicaBehindProxy(t *testing.T) (a, b *fixture, p *faultproxy.Proxy) {
+	t.Helper()
+	cfg := testutil.StoreConfig(t)
+	a = newFixtureOn(t, testutil.OpenStore(t, cfg))
+	p = faultproxy.Start(t, cfg.Endpoints[0])
+	cfg.Endpoints = []string{p.URL()}
+	cfg.RequestTimeout = store.DefaultRequestTimeout
+	cfg.AttemptTimeout = store.DefaultAttemptTimeout
+	b = newFixtureOn(t, testutil.OpenStore(t, cfg))
+	b.token = a.token
+	return a, b, p
+}
+
+// agentTokenKnownTo makes an agent token of appliance app on a, and waits until b knows it.
+func agentTokenKnownTo(t *testing.T, a, b *fixture, app string) string {
+	t.Helper()
+	agent := a.newToken(api.TokenRequest{Name: "agent", Appliance: app})
+	waitFor(t, "replica b knows the token", func() bool { return b.s.auth.lookup(agent) != nil })
+	return agent
+}
+
 // within polls cond until it holds or d has passed, and says whether it held.
 func within(d time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(d)
@@ -315,14 +339,7 @@ func raiseNOSPACE(t *testing.T, eps []string) (disarm func()) {
 // 200 s, the agents' 75 s request timed out, and a stream's first line came too late for the
 // agent (5 s), which gave up streams for 10 minutes.
 func TestLongPoll_FrozenStoreAnswersWithinWait(t *testing.T) {
-	cfg := testutil.StoreConfig(t)
-	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
-	p := faultproxy.Start(t, cfg.Endpoints[0])
-	cfg.Endpoints = []string{p.URL()}
-	cfg.RequestTimeout = store.DefaultRequestTimeout
-	cfg.AttemptTimeout = store.DefaultAttemptTimeout
-	b := newFixtureOn(t, testutil.OpenStore(t, cfg))
-	b.token = a.token
+	a, b, p := replicaBehindProxy(t)
 	index := a.put("appliances/web/x", "1")
 	last := a.put("appliances/other/x", "1") // above the index, not in web's view
 	waitFor(t, "replica b's watch reaches the last write", func() bool { return b.s.hub.current() >= last })
@@ -378,17 +395,9 @@ func TestLongPoll_FrozenStoreAnswersWithinWait(t *testing.T) {
 // counts them only once read). Each still gets the view as it is after its request arrived: a
 // write acknowledged before gets in.
 func TestView_ReadOnceForClientsAskingTogether(t *testing.T) {
-	cfg := testutil.StoreConfig(t)
-	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
-	p := faultproxy.Start(t, cfg.Endpoints[0])
-	cfg.Endpoints = []string{p.URL()}
-	cfg.RequestTimeout = store.DefaultRequestTimeout
-	cfg.AttemptTimeout = store.DefaultAttemptTimeout
-	b := newFixtureOn(t, testutil.OpenStore(t, cfg))
-	b.token = a.token
+	a, b, p := replicaBehindProxy(t)
 	a.put("appliances/web/x", "1")
-	agent := a.newToken(api.TokenRequest{Name: "agent", Appliance: "web"})
-	waitFor(t, "replica b knows the token", func() bool { return b.s.auth.lookup(agent) != nil })
+	agent := agentTokenKnownTo(t, a, b, "web")
 
 	type result struct {
 		status int
@@ -489,14 +498,7 @@ func TestView_ReadFailureAnswersClientsAskingTogether(t *testing.T) {
 // client closed the request), never as 200: during an etcd freeze every read a client timed out
 // on showed as a success in shoelace_http_requests_total and the access log.
 func TestMetrics_ClientGoneWhileStoreFrozen(t *testing.T) {
-	cfg := testutil.StoreConfig(t)
-	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
-	p := faultproxy.Start(t, cfg.Endpoints[0])
-	cfg.Endpoints = []string{p.URL()}
-	cfg.RequestTimeout = store.DefaultRequestTimeout
-	cfg.AttemptTimeout = store.DefaultAttemptTimeout
-	b := newFixtureOn(t, testutil.OpenStore(t, cfg))
-	b.token = a.token
+	a, b, p := replicaBehindProxy(t)
 	a.put("shared/x", "1")
 	const ok, gone = `shoelace_http_requests_total{code="200",route="GET /v1/kv/{key...}"}`, `shoelace_http_requests_total{code="499",route="GET /v1/kv/{key...}"}`
 	before := b.scrape()
@@ -527,17 +529,9 @@ func TestMetrics_ClientGoneWhileStoreFrozen(t *testing.T) {
 // each long-poll asked in turn, 10 s each: five agents' long-polls with wait=2s were answered
 // after 12, 22, 32, 42 and 52 s.
 func TestReport_AboveReplicaWhileStoreFrozen(t *testing.T) {
-	cfg := testutil.StoreConfig(t)
-	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
-	p := faultproxy.Start(t, cfg.Endpoints[0])
-	cfg.Endpoints = []string{p.URL()}
-	cfg.RequestTimeout = store.DefaultRequestTimeout
-	cfg.AttemptTimeout = store.DefaultAttemptTimeout
-	b := newFixtureOn(t, testutil.OpenStore(t, cfg))
-	b.token = a.token
+	a, b, p := replicaBehindProxy(t)
 	a.put("appliances/web/x", "1")
-	agent := a.newToken(api.TokenRequest{Name: "agent", Appliance: "web"})
-	waitFor(t, "replica b knows the token", func() bool { return b.s.auth.lookup(agent) != nil })
+	agent := agentTokenKnownTo(t, a, b, "web")
 	time.Sleep(2 * storeRevCheckEvery) // past what b last learnt of the store's revision
 	index := b.s.hub.current()
 
@@ -575,17 +569,9 @@ func TestReport_AboveReplicaWhileStoreFrozen(t *testing.T) {
 // whether the index was ahead of it with the request's whole timeout, which a frozen etcd
 // takes (10 s), and answered 503 then; five long-polls with wait=1s each took 10 s.
 func TestLongPoll_IndexAheadWhileStoreFrozen(t *testing.T) {
-	cfg := testutil.StoreConfig(t)
-	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
-	p := faultproxy.Start(t, cfg.Endpoints[0])
-	cfg.Endpoints = []string{p.URL()}
-	cfg.RequestTimeout = store.DefaultRequestTimeout
-	cfg.AttemptTimeout = store.DefaultAttemptTimeout
-	b := newFixtureOn(t, testutil.OpenStore(t, cfg))
-	b.token = a.token
+	a, b, p := replicaBehindProxy(t)
 	a.put("appliances/web/x", "1")
-	agent := a.newToken(api.TokenRequest{Name: "agent", Appliance: "web"})
-	waitFor(t, "replica b knows the token", func() bool { return b.s.auth.lookup(agent) != nil })
+	agent := agentTokenKnownTo(t, a, b, "web")
 	index := b.s.hub.current() + 5 // as if a replica ahead of b had answered at it
 
 	p.Freeze()

@@ -33,6 +33,23 @@ func restoreCopy(t *testing.T, p *faultproxy.Proxy, dir, copyDir string, stop fu
 	return stop
 }
 
+// copyData copies the data of the etcd in dir, stopped meanwhile (its clients, through p, cut
+// first), for restoreCopy to bring back later; it returns the copy and the stop of the etcd
+// started again, once f's replica reaches it.
+func copyData(t *testing.T, f *fixture, p *faultproxy.Proxy, dir string, stop func()) (string, func()) {
+	t.Helper()
+	copyDir := filepath.Join(t.TempDir(), "copy")
+	p.Down()
+	stop()
+	if err := os.CopyFS(copyDir, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	_, stop = testutil.StartEtcd(t, dir)
+	p.Up()
+	waitFor(t, "etcd back", func() bool { return f.doToken("", "GET", "/health/deps", "").StatusCode == 200 })
+	return copyDir, stop
+}
+
 // TestAuth_TokenCreatedAgainAfterStoreWentBack: a token revoked at a revision that the store's
 // history lost (etcd brought back from a copy of its data without a revision bump) and created
 // again under the same name, at a revision below that revocation, is a token like any other on
@@ -47,15 +64,7 @@ func TestAuth_TokenCreatedAgainAfterStoreWentBack(t *testing.T) {
 	f := newFixtureOn(t, throughProxy(t, cfg, p))
 	f.put("shared/x", "0")
 
-	copyDir := filepath.Join(t.TempDir(), "copy")
-	p.Down()
-	stop()
-	if err := os.CopyFS(copyDir, os.DirFS(dir)); err != nil {
-		t.Fatal(err)
-	}
-	_, stop = testutil.StartEtcd(t, dir)
-	p.Up()
-	waitFor(t, "etcd back", func() bool { return f.doToken("", "GET", "/health/deps", "").StatusCode == 200 })
+	copyDir, stop := copyData(t, f, p, dir, stop)
 	f.newToken(api.TokenRequest{Name: "ci", Read: []string{"shared"}})
 	for range 30 {
 		f.put("shared/x", "1")
@@ -178,15 +187,7 @@ func TestLongPoll_AgentAwayWhileStoreWentBack(t *testing.T) {
 	f := newFixtureOn(t, testutil.OpenStore(t, cfg))
 	f.put("appliances/web/a", "old")
 
-	copyDir := filepath.Join(t.TempDir(), "copy")
-	p.Down()
-	stop()
-	if err := os.CopyFS(copyDir, os.DirFS(dir)); err != nil {
-		t.Fatal(err)
-	}
-	_, stop = testutil.StartEtcd(t, dir)
-	p.Up()
-	waitFor(t, "etcd back", func() bool { return f.doToken("", "GET", "/health/deps", "").StatusCode == 200 })
+	copyDir, stop := copyData(t, f, p, dir, stop)
 	f.put("appliances/web/a", "lost")
 	lost := f.view("web") // the agent's view, of the history about to be lost
 	store := f.st.ID()
