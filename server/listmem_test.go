@@ -275,10 +275,14 @@ func TestAppliances_ListPaged(t *testing.T) {
 
 // A paged listing costs its token's rate limit once, for the whole answer (at most one burst,
 // as an answer written whole): charged for each page, an 8 MiB listing kept a token at 10
-// requests/s waiting 8 s for its next request.
+// requests/s waiting 8 s for its next request. The test's token may make one request every 2 s
+// (a burst of 1), so that the charge shows however long the listing took to arrive (under the
+// race detector the bucket refilled between a listing charged at 10/s and the next request):
+// the listing and its charge take 2 requests' worth, and the next request waits 4 s at most,
+// where a charge per page (8 pages) made it wait 18 s.
 func TestKV_PagedListingChargedOnce(t *testing.T) {
 	cfg := testutil.StoreConfig(t)
-	f := newFixtureOn(t, testutil.OpenStore(t, cfg), func(c *Config) { c.RateLimit = 10 })
+	f := newFixtureOn(t, testutil.OpenStore(t, cfg), func(c *Config) { c.RateLimit = 0.5 })
 	seedRaw(t, testutilConfig{cfg.Endpoints, cfg.Root}, "appliances/big", 2048, 4<<10) // 8 MiB
 	reader := f.newToken(api.TokenRequest{Name: "charged-reader", Read: []string{"appliances/big"}})
 	if r := f.doToken(reader, "GET", "/v1/kv/appliances/big?recurse", ""); r.StatusCode != 200 || len(r.body) < 8<<20 {
@@ -287,11 +291,11 @@ func TestKV_PagedListingChargedOnce(t *testing.T) {
 	began := time.Now()
 	r := f.doToken(reader, "GET", "/v1/kv/appliances/big/000001", "")
 	f.mustErr(r, 429, api.CodeRateLimited) // charged
-	for r.StatusCode == 429 && time.Since(began) < 10*time.Second {
-		time.Sleep(50 * time.Millisecond)
+	for r.StatusCode == 429 && time.Since(began) < 25*time.Second {
+		time.Sleep(100 * time.Millisecond)
 		r = f.doToken(reader, "GET", "/v1/kv/appliances/big/000001", "")
 	}
-	if took := time.Since(began); r.StatusCode != 200 || took > 3*time.Second {
-		t.Fatalf("the token's next request after an 8 MiB listing: %d after %v, want 200 within 3s (one burst at 10/s)", r.StatusCode, took.Round(time.Millisecond))
+	if took := time.Since(began); r.StatusCode != 200 || took > 8*time.Second {
+		t.Fatalf("the token's next request after an 8 MiB listing: %d after %v, want 200 within 8s (one burst at 0.5/s: 4s)", r.StatusCode, took.Round(time.Millisecond))
 	}
 }
