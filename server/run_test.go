@@ -400,8 +400,8 @@ func TestServe_StartsPromptlyWhileExternalEtcdIsAway(t *testing.T) {
 		t.Fatal(err)
 	}
 	res.Body.Close()
-	if took := time.Since(began); res.StatusCode != 200 || took > 1500*time.Millisecond {
-		t.Fatalf("/health with etcd away at start: %d after %v, want 200 within 1.5s", res.StatusCode, took.Round(time.Millisecond))
+	if took := time.Since(began); res.StatusCode != 200 || took > 8*time.Second { // 20 s before; ~1 s now, more under -race and load
+		t.Fatalf("/health with etcd away at start: %d after %v, want 200 within 8s", res.StatusCode, took.Round(time.Millisecond))
 	}
 	res, err = hc.Get(s.url + "/health/deps")
 	if err != nil {
