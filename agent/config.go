@@ -125,6 +125,41 @@ type Wait struct {
 	Max Duration `yaml:"max"`
 }
 
+// UnmarshalYAML reads a mapping {min: …, max: …}, or one duration, as consul-template reads
+// its wait = "5s": the min, with max 4 × min (at most MaxWait, see bounds).
+func (w *Wait) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		*w = Wait{}
+		return w.Min.UnmarshalYAML(n)
+	case yaml.MappingNode:
+	default:
+		return lineError(n, "wait must be a mapping such as {min: 2s, max: 10s}, or one duration such as 5s (the min; max 4 × min)")
+	}
+	*w = Wait{}
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if line, dup := seen[k.Value]; dup {
+			return lineError(k, fmt.Sprintf("mapping key %q already defined at line %d", k.Value, line))
+		}
+		seen[k.Value] = k.Line
+		var err error
+		switch k.Value {
+		case "min":
+			err = w.Min.UnmarshalYAML(v)
+		case "max":
+			err = w.Max.UnmarshalYAML(v)
+		default:
+			err = lineError(k, fmt.Sprintf("field %s not found in type agent.Wait", k.Value))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Enabled reports whether changes are coalesced.
 func (w Wait) Enabled() bool { return w.Min > 0 || w.Max > 0 }
 
@@ -443,7 +478,7 @@ var yamlTagNames = map[string]string{"str": "string", "map": "mapping", "seq": "
 var goTypeNames = map[string]string{
 	"[]agent.Template": "a list of template entries (each starting with \"- \")",
 	"agent.Template":   "a template entry (a mapping such as {destination: …, contents: …})",
-	"agent.Wait":       "a mapping such as {min: 2s, max: 10s}",
+	"agent.Wait":       "a mapping such as {min: 2s, max: 10s}, or one duration (the min)",
 	"agent.Config":     "a mapping of settings (server: …, appliance: …, templates: …)",
 	"[]string":         "a list such as [/etc/nginx]",
 	"string":           "a string",

@@ -158,7 +158,9 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		{"NUL in destination", base + tok + "templates:\n  - contents: x\n    destination: \"$DIR/a\\0.conf\"\n", []string{`destination "`, `.conf" holds a NUL byte`}},
 		{"equal delimiters", base + tmpl + "    left_delimiter: \"}}\"\n", []string{`left_delimiter and right_delimiter must differ (both are "}}")`}},
 		{"setuid perms", base + tmpl + "    perms: \"4755\"\n", []string{`perms "4755": setuid, setgid and sticky bits are not supported`}},
-		{"wait not a mapping", base + "wait: 5s\n" + tmpl, []string{"agent.yaml:4: want a mapping such as {min: 2s, max: 10s}, not a string `5s`"}},
+		{"wait a list", base + "wait: [1s, 2s]\n" + tmpl, []string{"agent.yaml:4: wait must be a mapping such as {min: 2s, max: 10s}, or one duration such as 5s"}},
+		{"wait a bad duration", base + "wait: 5\n" + tmpl, []string{`agent.yaml:4: invalid duration "5"`}},
+		{"wait key twice", base + "wait: {min: 1s, min: 2s}\n" + tmpl, []string{`agent.yaml:4: mapping key "min" already defined at line 4`}},
 		{"templates not a list", base + tok + "templates:\n  contents: x\n", []string{`agent.yaml:6: want a list of template entries (each starting with "- "), not a mapping`}},
 		{"tiny timeout", base + tmpl + "    command_timeout: 1ns\n", []string{"command_timeout 1ns is too short"}},
 		{"bad on_command_failure", base + tmpl + "    on_command_failure: retry\n", []string{`on_command_failure "retry" must be "rollback" (restore the previous files, the default) or "keep"`}},
@@ -221,6 +223,31 @@ func TestLoadConfig_WaitBounds(t *testing.T) {
 	cfg.Wait = agent.Wait{Max: agent.Duration(-time.Second)}
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "wait: max -1s must not be negative") {
 		t.Fatalf("a negative wait.max: %v", err)
+	}
+}
+
+// wait: 5s, one duration, is consul-template's form (wait = "5s"): the min, with max 4 × min,
+// at most 10m; it was refused as "want a mapping". Other forms mean what they meant.
+func TestLoadConfig_WaitOneDuration(t *testing.T) {
+	for _, c := range []struct {
+		wait     string
+		min, max time.Duration
+	}{
+		{"5s", 5 * time.Second, 0},
+		{"5m", 5 * time.Minute, 0},
+		{"{min: 2s}", 2 * time.Second, 0},
+		{"{min: 2s, max: 3s}", 2 * time.Second, 3 * time.Second},
+		{"{max: 3s}", 0, 3 * time.Second},
+		{"0", 0, 0},
+	} {
+		_, path := writeConfig(t, "server: http://h:1\nappliance: a\ntoken: t\nwait: "+c.wait+"\ntemplates:\n  - contents: x\n    destination: /tmp/x\n")
+		cfg, err := agent.LoadConfig(path)
+		if err != nil {
+			t.Fatalf("wait: %s: %v", c.wait, err)
+		}
+		if time.Duration(cfg.Wait.Min) != c.min || time.Duration(cfg.Wait.Max) != c.max {
+			t.Errorf("wait: %s read as {min: %s, max: %s}, want {min: %s, max: %s}", c.wait, time.Duration(cfg.Wait.Min), time.Duration(cfg.Wait.Max), c.min, c.max)
+		}
 	}
 }
 
