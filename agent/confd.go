@@ -196,11 +196,7 @@ const maxConfdFileBytes = 1 << 20
 // readConfdFile reads a resource or confd.toml of at most maxConfdFileBytes, judged by
 // judgeCommandFile when judge is set.
 func readConfdFile(name string, judge bool) ([]byte, error) {
-	var check func(fs.FileInfo) error
-	if judge {
-		check = func(fi fs.FileInfo) error { return judgeCommandFile(name, fi) }
-	}
-	data, err := atomicfile.ReadInputCheck(name, maxConfdFileBytes, check)
+	data, err := atomicfile.ReadInputCheck(name, maxConfdFileBytes, commandFileCheck(name, judge))
 	var tooLarge *atomicfile.TooLargeError
 	if errors.As(err, &tooLarge) {
 		return nil, fmt.Errorf("%s is over %d bytes: a confd resource holds a few settings", name, maxConfdFileBytes)

@@ -70,14 +70,20 @@ const maxTokenBytes = 4096
 // mistake to a log or a disk image must not take its size in memory before any error.
 const maxConfigBytes = 1 << 20
 
+// commandFileCheck is the check that atomicfile.ReadInputCheck makes of path's file opened:
+// judgeCommandFile's with judge (the agent loading its config), none without (convert-confd,
+// which only prints).
+func commandFileCheck(path string, judge bool) func(fs.FileInfo) error {
+	if !judge {
+		return nil
+	}
+	return func(fi fs.FileInfo) error { return judgeCommandFile(path, fi) }
+}
+
 // readConfigText reads a config or templates_dir file of at most maxConfigBytes; with judge,
 // one that judgeCommandFile refuses is an error, unread.
 func readConfigText(path string, judge bool) ([]byte, error) {
-	var check func(fs.FileInfo) error
-	if judge {
-		check = func(fi fs.FileInfo) error { return judgeCommandFile(path, fi) }
-	}
-	data, err := atomicfile.ReadInputCheck(path, maxConfigBytes, check)
+	data, err := atomicfile.ReadInputCheck(path, maxConfigBytes, commandFileCheck(path, judge))
 	var tooLarge *atomicfile.TooLargeError
 	if errors.As(err, &tooLarge) {
 		return nil, fmt.Errorf("%s is over %d bytes (1 MiB), the limit of an agent config file: keep large templates in source files", path, maxConfigBytes)
@@ -688,23 +694,26 @@ func (c *Config) Validate() error {
 	}
 	// Relative paths are refused as cache_dir's are: read against the directory the agent runs
 	// in, one that validate finds beside the config is not there for the service (run in /).
-	if bad["token_file"] {
-	} else if c.TokenFile != "" && !filepath.IsAbs(c.TokenFile) {
+	switch {
+	case bad["token_file"], c.TokenFile == "":
+	case !filepath.IsAbs(c.TokenFile):
 		add("%s: token_file %s must be an absolute path", name, qp(c.TokenFile))
-	} else if c.TokenFile != "" {
+	default:
 		if _, err := readTokenFile(c.TokenFile); err != nil {
 			add("%s: %v", name, err)
 		}
 	}
-	if bad["ca_file"] {
-	} else if c.CAFile != "" && !filepath.IsAbs(c.CAFile) {
+	switch {
+	case bad["ca_file"], c.CAFile == "":
+	case !filepath.IsAbs(c.CAFile):
 		add("%s: ca_file %s must be an absolute path", name, qp(c.CAFile))
-	} else if c.CAFile != "" {
+	default:
 		if _, err := os.Stat(c.CAFile); err != nil {
 			add("%s: ca_file: %v", name, err)
 		}
 	}
 	if bad["cache_dir"] {
+		// Said above: nothing else is judged of it.
 	} else if c.CacheDir == "" {
 		add("%s: cache_dir must not be empty", name)
 	} else if !filepath.IsAbs(c.CacheDir) {
@@ -757,8 +766,7 @@ func (c *Config) Validate() error {
 		// A trailing slash ("/etc/nginx/") names the same directory: accept it.
 		d = trimDir(d, `/`+string(filepath.Separator), len(filepath.VolumeName(d)))
 		c.AllowedDirs[i] = d
-		if bad[fmt.Sprintf("allowed_dirs[%d]", i)] {
-		} else if !filepath.IsAbs(d) || filepath.Clean(d) != d {
+		if !bad[fmt.Sprintf("allowed_dirs[%d]", i)] && (!filepath.IsAbs(d) || filepath.Clean(d) != d) {
 			add("%s: allowed_dirs[%d] %s must be an absolute, clean path", name, i, qp(d))
 		}
 	}
@@ -783,9 +791,9 @@ func (c *Config) Validate() error {
 		} else if t.Source != "" && !filepath.IsAbs(t.Source) {
 			add("%s: source %s must be an absolute path", w, qp(t.Source))
 		}
-		switch {
-		case pathCharProblem("destination", t.Destination) != "":
-			add("%s: %s", w, pathCharProblem("destination", t.Destination))
+		switch destProblem := pathCharProblem("destination", t.Destination); {
+		case destProblem != "":
+			add("%s: %s", w, destProblem)
 		case t.Destination == "":
 			add("%s: destination is required", w)
 		case !filepath.IsAbs(t.Destination):

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"slices"
 	"strconv"
@@ -57,11 +56,7 @@ func parseTemplate(tc *Template) (*templates.Template, error) {
 		// A source larger than what a render may write is a file named by mistake (a log, an
 		// image), not a template: it is not read into memory.
 		// What it holds is written as the agent (root as a rule): judged as the config is.
-		var check func(fs.FileInfo) error
-		if tc.judge {
-			check = func(fi fs.FileInfo) error { return judgeCommandFile(tc.Source, fi) }
-		}
-		b, err := atomicfile.ReadInputCheck(tc.Source, templates.DefaultMaxOutputBytes, check)
+		b, err := atomicfile.ReadInputCheck(tc.Source, templates.DefaultMaxOutputBytes, commandFileCheck(tc.Source, tc.judge))
 		var tooLarge *atomicfile.TooLargeError
 		if errors.As(err, &tooLarge) {
 			return nil, fmt.Errorf("%s: source %s is over %d bytes (64 MiB), the most a render may write", tc.where(), tc.Source, templates.DefaultMaxOutputBytes)
