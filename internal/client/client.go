@@ -306,10 +306,10 @@ func (c *Client) once(ctx context.Context, r Request) (Meta, []byte, error) {
 		return Meta{}, nil, err
 	}
 	var sent, connected atomic.Bool
-	if isWrite(r.Method) && c.opts.FreshConnForWrites {
-		c.http.CloseIdleConnections()
-	}
 	if isWrite(r.Method) {
+		if c.opts.FreshConnForWrites {
+			c.http.CloseIdleConnections()
+		}
 		// net/http sends a request again by itself after some failures, asking GetBody for its
 		// body anew: over HTTP/2, after the server reset the stream (PROTOCOL_ERROR,
 		// REFUSED_STREAM) or went away (GOAWAY), even once the whole request was written and may
