@@ -234,6 +234,9 @@ type hub struct {
 	// beforeRewatch, when set (by tests only, under mu), is called after a watch broke, before
 	// the hub looks at the store and watches again.
 	beforeRewatch func()
+	// beforeWatch, when set (by tests only, under mu), is called once the hub looked at the
+	// store, just before it opens a watch.
+	beforeWatch func()
 
 	// fmu guards flights and deltas. Every woken long-poll looks its flight up at once
 	// (10,000 of them after one change): they read under RLock, and only the first of a
@@ -576,6 +579,10 @@ func (h *hub) run(ctx context.Context) {
 	needReset := false
 	watched := false // a watch ran before: the next one follows on from what it saw
 	for ctx.Err() == nil {
+		// Before the store is looked at (its revision, its id): a connection to etcd that
+		// ends after the look, before the watch opens, may be replaced by one to another
+		// store, which the watch would follow from this one's revision (see WatchChangesSince).
+		ended := h.st.ConnEnds()
 		h.mu.Lock()
 		ready, hold := h.ready, h.beforeRewatch
 		h.mu.Unlock()
@@ -609,8 +616,14 @@ func (h *hub) run(ctx context.Context) {
 			continue
 		}
 		watched = true
+		h.mu.Lock()
+		opening := h.beforeWatch
+		h.mu.Unlock()
+		if opening != nil {
+			opening()
+		}
 		wctx, cancel := context.WithCancel(ctx)
-		events, errf := h.st.WatchChanges(wctx, from)
+		events, errf := h.st.WatchChangesSince(wctx, from, ended)
 		got := false
 		for ev := range events {
 			// The mirror first: a woken long-poll reads it.

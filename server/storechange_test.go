@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -168,6 +169,67 @@ func TestSys_AnotherStoreIsLoadedAfresh(t *testing.T) {
 	p.Down()
 	f.mustErr(f.doToken(reader, "GET", "/v1/maintenance", ""), 401, api.CodeUnauthorized)
 	p.Up()
+}
+
+// TestSys_AnotherStoreAsTheWatchOpens: the endpoints come to lead to another store just after
+// the replica looked at the store (its id, its revision) following a broken watch, before it
+// watched again. The watch opened on the other store from the revision after the one it had
+// seen of the first, and followed that store's history as if it were the first's: its token
+// writes were cached beside the first store's tokens, the first's admin token stayed 200 on a
+// store that does not hold it, and X-Shoelace-Store named the first store, until another
+// connection happened to end (seen once in CI, with the endpoints switched back).
+func TestSys_AnotherStoreAsTheWatchOpens(t *testing.T) {
+	epsA, _ := testutil.StartEtcd(t, t.TempDir())
+	epsB, _ := testutil.StartEtcd(t, t.TempDir())
+	p := faultproxy.Start(t, epsA[0])
+	cfg := testutil.StoreConfig(t)
+	f := newFixtureOn(t, throughProxy(t, cfg, p))
+	f.put("shared/x", "a")
+
+	// Store B, under the same root, is well past store A's revision, and its latest write is
+	// a token of its own: a watch from A's revision delivers it.
+	cfgB := cfg
+	cfgB.Endpoints = epsB
+	stB := testutil.OpenStore(t, cfgB)
+	for range 40 {
+		if _, err := stB.Put(context.Background(), "shared/x", "b", -1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	onlyB, err := newSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := json.Marshal(&tokenRecord{Name: "only-b", Hash: hashSecret(onlyB), Read: []string{"shared"}, Created: time.Now().UTC()})
+	if _, err := stB.SysPut(context.Background(), tokenPrefix+"only-b", rec, -1); err != nil {
+		t.Fatal(err)
+	}
+
+	var once sync.Once
+	switched := make(chan struct{})
+	f.s.hub.mu.Lock()
+	f.s.hub.beforeWatch = func() {
+		once.Do(func() {
+			ended := f.st.ConnEnds()
+			p.Retarget(epsB[0])
+			<-ended // the client saw its connection end before the watch opens
+			close(switched)
+		})
+	}
+	f.s.hub.mu.Unlock()
+	p.Retarget(epsA[0]) // the watch breaks; the replica looks at store A, then watches again
+
+	select {
+	case <-switched:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the replica did not watch again within 10s of its connection's end")
+	}
+	if !within(10*time.Second, func() bool { return f.s.auth.lookup(onlyB) != nil }) {
+		t.Fatal("the replica did not load store B's token within 10s")
+	}
+	if r := f.do("GET", "/v1/maintenance", ""); r.StatusCode != 401 || r.Header.Get(api.HeaderStore) != stB.ID() {
+		t.Fatalf("admin token of store A on store B: %d, store %q; want 401 and %q", r.StatusCode, r.Header.Get(api.HeaderStore), stB.ID())
+	}
 }
 
 // TestLongPoll_AgentAwayWhileStoreWentBack: an agent that was not waiting when etcd came back

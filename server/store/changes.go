@@ -63,6 +63,19 @@ func (s *Store) LoadViewKeys(ctx context.Context) (map[string]string, int64, err
 // WatchChanges is Watch whose events also carry the values of the view keys they changed
 // (ChangeEvent.Changes, in the order etcd applied them). Everything else is as Watch says.
 func (s *Store) WatchChanges(ctx context.Context, from int64) (<-chan ChangeEvent, func() error) {
+	return s.WatchChangesSince(ctx, from, s.connEnds.next())
+}
+
+// ConnEnds returns a channel that is closed when a connection of the client to etcd ends
+// after this call (see WatchChangesSince).
+func (s *Store) ConnEnds() <-chan struct{} { return s.connEnds.next() }
+
+// WatchChangesSince is WatchChanges that ends with ErrReconnected also when a connection to
+// etcd ended after ended was taken (from ConnEnds) but before the watch started. A caller
+// that looked at the store before it watches (its id, its revision) takes ended before it
+// looks: a connection that ended meanwhile may have been replaced by one to another store,
+// which the watch would follow from a revision of the store looked at.
+func (s *Store) WatchChangesSince(ctx context.Context, from int64, ended <-chan struct{}) (<-chan ChangeEvent, func() error) {
 	out := make(chan ChangeEvent, 16)
 	w := &watchResult{}
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
@@ -78,8 +91,6 @@ func (s *Store) WatchChanges(ctx context.Context, from int64) (<-chan ChangeEven
 	} else {
 		wt = clientv3.NewWatcher(s.cli)
 	}
-	// Before the watch opens: a connection that ends once it is open may carry it.
-	ended := s.connEnds.next()
 	go func() {
 		defer close(out)
 		defer wt.Close()

@@ -211,7 +211,9 @@ func (p *Proxy) accept() {
 		}
 		c := &conn{client: cc, server: sc, methods: map[uint32]string{}}
 		p.mu.Lock()
-		if p.down {
+		// Down or Retarget while it was being dialled: it is one of the connections they close
+		// (a connection kept to the old target would make a Retarget lead to two servers).
+		if p.down || p.target != target {
 			p.mu.Unlock()
 			c.close()
 			continue
