@@ -158,6 +158,10 @@ func TestSys_AnotherStoreIsLoadedAfresh(t *testing.T) {
 	f.mustErr(f.doToken(onlyB, "GET", "/v1/maintenance", ""), 401, api.CodeUnauthorized)
 	f.mustErr(f.doToken(revoked, "GET", "/v1/maintenance", ""), 503, api.CodeUnavailable)
 	p.Up()
+	// The etcd client reconnects after a backoff of its own, which a busy machine may stretch
+	// past a request's timeout.
+	back := func() bool { return f.do("GET", "/v1/kv/shared/x", "").StatusCode == 200 }
+	waitFor(t, "etcd reached again", back)
 
 	// A broken watch on the same store forgets nothing: its revocations stand while it is away.
 	f.must(f.do("DELETE", "/v1/tokens/reader", ""), 200, nil)
@@ -165,7 +169,7 @@ func TestSys_AnotherStoreIsLoadedAfresh(t *testing.T) {
 	p.Down()
 	time.Sleep(300 * time.Millisecond) // the watch breaks
 	p.Up()
-	f.must(f.do("GET", "/v1/kv/shared/x", ""), 200, nil)
+	waitFor(t, "etcd reached again", back)
 	p.Down()
 	f.mustErr(f.doToken(reader, "GET", "/v1/maintenance", ""), 401, api.CodeUnauthorized)
 	p.Up()
