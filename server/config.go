@@ -132,6 +132,10 @@ type Config struct {
 	// UnauthIdleTimeout closes an idle keep-alive connection that has not presented a valid
 	// token (0 = the same idle timeout as authenticated connections).
 	UnauthIdleTimeout time.Duration
+	// ProxyProtocolFrom are the load balancers whose connections may start with a PROXY
+	// protocol header (v1 or v2) naming the client (see proxyListener): the client's address
+	// is then the one rate limits, connection caps and logs use. Empty: no header is read.
+	ProxyProtocolFrom []netip.Prefix
 	// ReleaseRetention is how many releases are kept (the newest); ReleaseMaxAge how long at
 	// most (0 = no age limit). Pruning runs in the background, never in a write.
 	ReleaseRetention int

@@ -104,7 +104,15 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger) e
 	if useTLS {
 		srv.TLSConfig = certs.tlsConfig()
 	}
-	lim := newConnLimiter(ln, maxConns, cfg.MaxConnsPerAddr, cfg.UnauthIdleTimeout, !useTLS, log)
+	var inner net.Listener = ln
+	if len(cfg.ProxyProtocolFrom) > 0 {
+		log.Info("reading PROXY protocol headers from the load balancers of --proxy-protocol-from", "from", fmt.Sprint(cfg.ProxyProtocolFrom))
+		pl := newProxyListener(ln, cfg.ProxyProtocolFrom, log)
+		defer pl.Close()
+		s.m.reg.MustRegister(pl.errors)
+		inner = pl
+	}
+	lim := newConnLimiter(inner, maxConns, cfg.MaxConnsPerAddr, cfg.UnauthIdleTimeout, !useTLS, log)
 	srv.ConnState, srv.ConnContext = lim.connState, lim.connContext
 	s.m.reg.MustRegister(lim.collectors()...)
 	errc := make(chan error, 1)

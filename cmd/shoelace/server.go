@@ -59,6 +59,7 @@ SERVICE (systemd, as root; the unit is the one the packages ship):
 			&cli.IntFlag{Name: "max-conns", Value: def.MaxConns, EnvVars: env("max-conns"), Usage: fmt.Sprintf("open client connections at most; 0: %d, lowered to fit the open files limit less a reserve for etcd; at the cap a new connection takes the place of an idle one", server.DefaultMaxConns)},
 			&cli.IntFlag{Name: "max-conns-per-addr", Value: def.MaxConnsPerAddr, EnvVars: env("max-conns-per-addr"), Usage: "open connections without a valid token per client address (0: no cap)"},
 			&cli.DurationFlag{Name: "unauth-idle-timeout", Value: def.UnauthIdleTimeout, EnvVars: env("unauth-idle-timeout"), Usage: "close keep-alive connections without a valid token idle that long (0: as long as authenticated ones, 2m)"},
+			&cli.StringFlag{Name: "proxy-protocol-from", EnvVars: env("proxy-protocol-from"), Usage: "comma-separated `ADDRS` (addresses or CIDR prefixes) of TCP load balancers that open connections with a PROXY protocol header (HAProxy's send-proxy-v2 or send-proxy): the client it names is the address rate limits, --max-conns-per-addr and logs use; from those peers a header is taken but not required, from any other it is refused (default: none)"},
 			&cli.StringFlag{Name: "admin-token-file", EnvVars: env("admin-token-file"), Usage: "`FILE` that receives the first admin token (default: <data-dir>/admin.token)"},
 			&cli.IntFlag{Name: "release-retention", Value: def.ReleaseRetention, EnvVars: env("release-retention"), Usage: "release records kept per appliance (and for shared/), the newest; older ones are pruned in the background"},
 			&cli.StringFlag{Name: "release-max-age", Value: "90d", EnvVars: env("release-max-age"), Usage: "`AGE` after which a release record is pruned: days (90d) or a duration (720h); 0: no age limit"},
@@ -102,6 +103,9 @@ func serverConfigFrom(c *cli.Context) (server.Config, error) {
 	cfg.MaxConns = c.Int("max-conns")
 	cfg.MaxConnsPerAddr = c.Int("max-conns-per-addr")
 	cfg.UnauthIdleTimeout = c.Duration("unauth-idle-timeout")
+	if cfg.ProxyProtocolFrom, err = server.ParseProxyFrom(c.String("proxy-protocol-from")); err != nil {
+		return cfg, err
+	}
 	cfg.AdminTokenFile = c.String("admin-token-file")
 	cfg.LogLevel = c.String("log-level")
 	cfg.UI = c.Bool("ui")

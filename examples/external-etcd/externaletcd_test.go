@@ -8,11 +8,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/testbin"
+	"github.com/shoelace-dev/shoelace/server"
 )
 
 // envFile parses KEY=value lines, refusing anything else.
@@ -62,13 +64,34 @@ func TestEnvFile_Cluster(t *testing.T) {
 	}
 }
 
-// Behind the shipped TCP load balancer every client has the balancer's address: the cap per
-// address of connections without a token must be off, or one client holding idle connections
-// through the balancer makes the replicas refuse its health checks (tried with haproxy 2.6 and
-// 1,100 idle connections: the replica was marked down, then not once with the cap off).
-func TestEnvFile_NoCapPerAddressBehindTheBalancer(t *testing.T) {
-	if v, ok := envFile(t, "external-etcd.env")["SHOELACE_MAX_CONNS_PER_ADDR"]; !ok || v != "0" {
-		t.Errorf("SHOELACE_MAX_CONNS_PER_ADDR = %q (set: %v), want 0 behind the TCP load balancer", v, ok)
+// Behind the shipped TCP load balancer every client had the balancer's address: one client
+// holding idle connections through it counted against the per-address cap of connections
+// without a token, the balancer's health checks with it (tried with haproxy 2.6 and 1,100 idle
+// connections: the replica was marked down). The shipped haproxy.cfg sends the PROXY protocol
+// to every replica, and the env file takes it from the balancers, so that the cap (its
+// default) holds per client; neither may go without the other: a header the replica does not
+// take is a bad request, and a cap without it counts the whole fleet as one client.
+func TestEnvFile_ClientAddressesBehindTheBalancer(t *testing.T) {
+	vars := envFile(t, "external-etcd.env")
+	if v, ok := vars["SHOELACE_MAX_CONNS_PER_ADDR"]; ok {
+		t.Errorf("SHOELACE_MAX_CONNS_PER_ADDR = %q: with the PROXY protocol the per-address cap holds per client; leave it at its default", v)
+	}
+	from := vars["SHOELACE_PROXY_PROTOCOL_FROM"]
+	if from == "" {
+		t.Fatal("SHOELACE_PROXY_PROTOCOL_FROM not set: behind the shipped balancer (send-proxy-v2) every connection starts with a header")
+	}
+	if _, err := server.ParseProxyFrom(from); err != nil {
+		t.Errorf("SHOELACE_PROXY_PROTOCOL_FROM: %v", err)
+	}
+	cfg, err := os.ReadFile(filepath.Join("..", "..", "docs", "production", "haproxy.cfg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, line := range strings.Split(string(cfg), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 0 && f[0] == "default-server" && !slices.Contains(f, "send-proxy-v2") {
+			t.Errorf("haproxy.cfg:%d: default-server without send-proxy-v2: %s", n+1, line)
+		}
 	}
 }
 
