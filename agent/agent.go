@@ -286,6 +286,8 @@ func describeFetchError(err error) (msg string, retryAfter time.Duration) {
 	}
 	var ae *api.Error
 	switch {
+	case errors.Is(err, client.ErrAnswerTooLarge):
+		return "server sent an answer over the client's bound (256 MiB); keeping files", 0
 	case client.IsTransport(err):
 		return "server unreachable; keeping files", 0
 	case errors.As(err, &ae):

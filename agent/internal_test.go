@@ -3,9 +3,12 @@
 package agent
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/client"
 )
 
 func TestInstanceFromHostname(t *testing.T) {
@@ -252,5 +255,13 @@ func TestShellVarProblem(t *testing.T) {
 		if c.want == "" && got != "" || c.want != "" && !strings.Contains(got, c.want) {
 			t.Errorf("shellVarProblem(%s, %s) = %q, want %q", c.shell, c.command, got, c.want)
 		}
+	}
+}
+
+// An answer over the client's bound is said to be one, not "server unreachable" nor a refusal.
+func TestDescribeFetchError_AnswerTooLarge(t *testing.T) {
+	err := fmt.Errorf("GET /v1/appliances/web: answered 200: %w", client.ErrAnswerTooLarge)
+	if msg, ra := describeFetchError(err); !strings.Contains(msg, "over the client's bound (256 MiB); keeping files") || ra != 0 {
+		t.Fatalf("describeFetchError = %q, %s", msg, ra)
 	}
 }

@@ -31,6 +31,20 @@ import (
 // DefaultAddr is the server address used when none is given.
 const DefaultAddr = "http://127.0.0.1:7400"
 
+// MaxAnswerBytes bounds what the client reads of one answer, and of one line of a streaming
+// long-poll, counted as decoded (a gzip-compressed answer counts as it expands): a view may
+// legitimately be tens of MiB (values up to 1 MiB each, listings of 64 MiB), and what a broken
+// or hostile server, or a man in the middle, sends beyond it — an answer that never ends, a
+// few KiB of gzip that expand to GiBs — must not take a small VM's memory.
+const MaxAnswerBytes = 256 << 20
+
+// maxAnswer is MaxAnswerBytes, lowered by tests.
+var maxAnswer int64 = MaxAnswerBytes
+
+// ErrAnswerTooLarge says that an answer, or a line of a stream, was over MaxAnswerBytes: it
+// was not read further.
+var ErrAnswerTooLarge = errors.New("answer over 256 MiB (the client's bound on one answer, client.MaxAnswerBytes)")
+
 // maxRetryAfter caps how long one 429/503 makes the client wait before it retries.
 const maxRetryAfter = 30 * time.Second
 
@@ -353,9 +367,13 @@ func (c *Client) once(ctx context.Context, r Request) (Meta, []byte, error) {
 	}
 	defer resp.Body.Close()
 	meta := metaOf(resp)
-	data, err := io.ReadAll(resp.Body)
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
 	if err != nil {
 		return meta, nil, &TransportError{Op: r.Method + " " + r.Path, Err: err, Sent: sent.Load()}
+	}
+	if int64(len(data)) > maxAnswer {
+		// Not a TransportError: nothing is retried, and the server answered.
+		return meta, nil, fmt.Errorf("%s: answered %d: %w", r.Method+" "+r.Path, meta.Status, ErrAnswerTooLarge)
 	}
 	return meta, data, nil
 }

@@ -89,13 +89,17 @@ func (c *Client) StreamView(ctx context.Context, name string, p Poll, fn func(*a
 	if ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); ct != api.ContentTypeStream {
 		return meta, fmt.Errorf("%s: answer of type %q, not a stream: %w", op, ct, ErrNoStream)
 	}
-	dec := json.NewDecoder(resp.Body)
+	// Each line is bounded as an answer is: the decoder holds a line whole before decoding it.
+	body := &lineBound{r: resp.Body, left: maxAnswer}
+	dec := json.NewDecoder(body)
 	cur := p.Base
 	curSum := "" // cur's ViewSum once a delta made it (computed from cur's keys at the first delta)
 	for {
 		var u api.Update
 		if err := dec.Decode(&u); err != nil {
 			switch {
+			case errors.Is(err, ErrAnswerTooLarge):
+				return meta, fmt.Errorf("%s: a line of the stream: %w", op, err)
 			case errors.Is(err, io.EOF):
 				return meta, nil // the server ended the stream: reconnect from meta.Index
 			case noFirstLine():
@@ -107,6 +111,7 @@ func (c *Client) StreamView(ctx context.Context, name string, p Poll, fn func(*a
 		}
 		lines.Add(1)
 		watchdog.Reset(streamIdle)
+		body.left = maxAnswer // the next line's allowance, beyond what the decoder read ahead
 		if u.Heartbeat {
 			meta.Index = max(meta.Index, u.Revision)
 			continue
@@ -135,4 +140,24 @@ func (c *Client) StreamView(ctx context.Context, name string, p Poll, fn func(*a
 		}
 		cur = &v
 	}
+}
+
+// lineBound reads a stream for a json.Decoder, failing with ErrAnswerTooLarge once left bytes
+// were read since the last line was decoded: a line may then hold at most left bytes more than
+// the decoder had read ahead of it (itself bounded so).
+type lineBound struct {
+	r    io.Reader
+	left int64
+}
+
+func (b *lineBound) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, ErrAnswerTooLarge
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	return n, err
 }

@@ -1,0 +1,194 @@
+package client
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// lowerMaxAnswer sets the bound on one answer to n for a test.
+func lowerMaxAnswer(t *testing.T, n int64) {
+	old := maxAnswer
+	maxAnswer = n
+	t.Cleanup(func() { maxAnswer = old })
+}
+
+// endless writes the start of a JSON answer, then spaces until the client goes away (at most
+// limit bytes, so that a client that reads on does not keep the test for ever).
+func endless(w io.Writer, start string, limit int64) {
+	io.WriteString(w, start)
+	chunk := bytes.Repeat([]byte(" "), 64<<10)
+	for n := int64(0); n < limit; n += int64(len(chunk)) {
+		if _, err := w.Write(chunk); err != nil {
+			return
+		}
+	}
+}
+
+// gzipBomb is a gzip stream of `{"keys":{"a":"` followed by n spaces: a few KiB that expand to n bytes.
+func gzipBomb(t *testing.T, n int64) []byte {
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	endless(zw, `{"keys":{"a":"`, n)
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// An answer over the bound — one that never ends, or a few KiB of gzip that expand past it
+// (net/http gunzips answers by itself) — ends in ErrAnswerTooLarge, read no further than the
+// bound, and is not sent again; io.ReadAll read it whole before (the bomb: 8 MiB here, GiBs
+// from a hostile server, as the client's memory).
+func TestDo_AnswerBounded(t *testing.T) {
+	lowerMaxAnswer(t, 1<<20)
+	bomb := gzipBomb(t, 8<<20)
+	if len(bomb) > 64<<10 {
+		t.Fatalf("the bomb is %d bytes", len(bomb))
+	}
+	calls := 0
+	var sent int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls++
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/v1/appliances/endless":
+			cw := &countWriter{w: w}
+			endless(cw, `{"keys":{"a":"`, 64<<20)
+			sent = cw.n
+		case "/v1/appliances/bomb":
+			w.Header().Set("Content-Encoding", "gzip")
+			w.Write(bomb)
+		case "/v1/appliances/error":
+			w.WriteHeader(http.StatusServiceUnavailable)
+			endless(w, `{"error":{"code":"unavailable","message":"`, 64<<20)
+		}
+	}))
+	defer srv.Close()
+	c, _ := New(srv.URL, Options{Retries: 2})
+	for _, name := range []string{"endless", "bomb", "error"} {
+		calls = 0
+		_, _, err := c.View(context.Background(), name)
+		if !errors.Is(err, ErrAnswerTooLarge) || IsTransport(err) {
+			t.Fatalf("%s: View = %v; want ErrAnswerTooLarge", name, err)
+		}
+		if calls != 1 {
+			t.Fatalf("%s: asked %d times; an answer over the bound is not asked again", name, calls)
+		}
+	}
+	// The server could write what the socket buffers held beyond the bound, not the 64 MiB.
+	if sent > 16<<20 {
+		t.Fatalf("the server wrote %d bytes of the endless answer before the client went away", sent)
+	}
+	// An answer at the bound is read.
+	lowerMaxAnswer(t, int64(len(`{"keys":{"a":"b"}}`)))
+	srv2 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"keys":{"a":"b"}}`)
+	}))
+	defer srv2.Close()
+	c2, _ := New(srv2.URL, Options{})
+	if v, _, err := c2.View(context.Background(), "web"); err != nil || v.Keys["a"] != "b" {
+		t.Fatalf("an answer of the bound's size: %+v, %v", v, err)
+	}
+}
+
+// The bound on answers is the real one: a gzip bomb of a little over 256 MiB decoded (some
+// 260 KiB sent) ends in ErrAnswerTooLarge.
+func TestDo_GzipBombAtTheRealBound(t *testing.T) {
+	if maxAnswer != MaxAnswerBytes || MaxAnswerBytes != 256<<20 {
+		t.Fatalf("maxAnswer %d, MaxAnswerBytes %d", maxAnswer, MaxAnswerBytes)
+	}
+	// gzip members of 1 MiB of spaces each, one after another (a gzip reader reads them as one
+	// stream): compressing 256 MiB took 40 s under the race detector.
+	var member bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&member, gzip.BestCompression)
+	zw.Write(bytes.Repeat([]byte(" "), 1<<20))
+	zw.Close()
+	bomb := append(gzipBomb(t, 0), bytes.Repeat(member.Bytes(), MaxAnswerBytes>>20)...)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Encoding", "gzip")
+		w.Write(bomb)
+	}))
+	defer srv.Close()
+	c, _ := New(srv.URL, Options{})
+	if _, _, err := c.View(context.Background(), "web"); !errors.Is(err, ErrAnswerTooLarge) {
+		t.Fatalf("View = %v; want ErrAnswerTooLarge", err)
+	}
+}
+
+// An answer trickled a byte at a time, never ending, ends at the caller's deadline.
+func TestDo_TrickledAnswerEndsAtTheDeadline(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"keys":{"a":"`)
+		for r.Context().Err() == nil {
+			if _, err := w.Write([]byte(" ")); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			time.Sleep(10 * time.Millisecond)
+		}
+	}))
+	defer srv.Close()
+	c, _ := New(srv.URL, Options{Retries: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, _, err := c.View(ctx, "web"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("View = %v; want the deadline", err)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Fatalf("View returned after %s", d)
+	}
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// A line of a stream over the bound — a line that never ends — ends the stream with
+// ErrAnswerTooLarge once the bound is read, the lines before it given; json.Decoder held the
+// line whole in memory, however long, before. Lines adding up to more than the bound are fine.
+func TestStreamView_LineBounded(t *testing.T) {
+	lowerMaxAnswer(t, 1<<20)
+	line, _ := json.Marshal(api.View{Appliance: "web", Revision: 1, Keys: map[string]string{"a": strings.Repeat("x", 300<<10)}})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", api.ContentTypeStream)
+		for i := 0; i < 8; i++ { // 8 lines of 300 KiB: 2.4 MiB in all
+			fmt.Fprintf(w, "%s\n", line)
+		}
+		if r.URL.Path == "/v1/appliances/endless" {
+			endless(w, `{"appliance":"web","revision":9,"keys":{"a":"`, 64<<20)
+		}
+	}))
+	defer srv.Close()
+	c, _ := New(srv.URL, Options{})
+	views := 0
+	fn := func(v *api.View, _ Meta) error { views++; return nil }
+	if _, err := c.StreamView(context.Background(), "fine", Poll{Index: 1}, fn); err != nil || views != 8 {
+		t.Fatalf("8 lines under the bound: %d views, %v", views, err)
+	}
+	views = 0
+	_, err := c.StreamView(context.Background(), "endless", Poll{Index: 1}, fn)
+	if !errors.Is(err, ErrAnswerTooLarge) || IsTransport(err) || views != 8 {
+		t.Fatalf("endless line: %d views, %v; want 8 views, then ErrAnswerTooLarge", views, err)
+	}
+}
