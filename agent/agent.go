@@ -318,6 +318,8 @@ func configHint(err error) string {
 		return "the server speaks plain HTTP: write server: http://…"
 	case client.HTTPSServer:
 		return "the server speaks HTTPS: write server: https://…"
+	case client.Redirected:
+		return "the server redirects to another address, which the agent does not follow (its token would go there): if the server moved, write its new address in server:"
 	}
 	return ""
 }

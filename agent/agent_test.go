@@ -61,6 +61,8 @@ type viewServer struct {
 	closed         map[string]bool // the client addresses of the connections closed
 	instanceTokens map[string]bool
 	auth           string
+	// redirect, when set, answers every GET with a 307 to the same path under it.
+	redirect string
 }
 
 func newViewServer(t *testing.T, keys map[string]string) *viewServer {
@@ -115,6 +117,10 @@ func (s *viewServer) serve(w http.ResponseWriter, r *http.Request) {
 	s.auth = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/enroll") {
 		s.serveEnroll(w, r)
+		return
+	}
+	if s.redirect != "" && r.Method == http.MethodGet {
+		http.Redirect(w, r, s.redirect+r.URL.RequestURI(), http.StatusTemporaryRedirect)
 		return
 	}
 	if !s.instanceTokens[s.auth] && r.Header.Get("Authorization") != "Bearer secret-token" {

@@ -186,6 +186,8 @@ func misconfigured(te *client.TransportError) string {
 		return "the server's certificate does not verify: give --ca-file (SHOELACE_CA_FILE) the CA that signed it"
 	case client.PlainHTTPServer:
 		return "the server speaks plain HTTP: use http:// in --addr (SHOELACE_ADDR)"
+	case client.Redirected:
+		return "shoelace does not follow it (the token would go there): if the server moved, give its new address in --addr (SHOELACE_ADDR)"
 	}
 	return ""
 }

@@ -61,7 +61,9 @@ type Options struct {
 	Token string
 	// CAFile, when set, is the PEM bundle that verifies the server's certificate.
 	CAFile string
-	// HTTPClient replaces the default client (its transport still gets CAFile if set and not already configured).
+	// HTTPClient replaces the default client (its transport still gets CAFile if set and not
+	// already configured). Unless it has a CheckRedirect of its own, the client follows
+	// redirects within the server's address only (ErrRedirected).
 	HTTPClient *http.Client
 	// Retries is how many times a request answered 429 (or 503 with Retry-After) is retried after
 	// waiting Retry-After. 0 means no retry.
@@ -144,6 +146,11 @@ func New(addr string, opts Options) (*Client, error) {
 	if hc == nil {
 		hc = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	}
+	if hc.CheckRedirect == nil {
+		copied := *hc
+		copied.CheckRedirect = sameOrigin
+		hc = &copied
+	}
 	if opts.CAFile != "" {
 		pool, err := loadCA(opts.CAFile)
 		if err != nil {
@@ -190,6 +197,37 @@ func loadCA(path string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("ca file %s: no PEM certificate found", path)
 	}
 	return pool, nil
+}
+
+// ErrRedirected says that the server answered a request with a redirect to another address
+// (another scheme, host or port), which the client does not follow.
+var ErrRedirected = errors.New("the server redirected to another address: not followed, so that the token goes to no one else")
+
+// maxRedirects is how many redirects within the server's address one request follows
+// (net/http's own bound).
+const maxRedirects = 10
+
+// sameOrigin is the client's CheckRedirect: it follows a redirect within the address the
+// request went to, and refuses one to another, where net/http would follow it with the token
+// to another port of the same host or to a subdomain, and a Wrap (the agent's instance token)
+// sets the token again on every request it sends, wherever it goes.
+func sameOrigin(req *http.Request, via []*http.Request) error {
+	if len(via) >= maxRedirects {
+		return fmt.Errorf("stopped after %d redirects", maxRedirects)
+	}
+	if from, to := origin(via[0].URL), origin(req.URL); from != to {
+		return fmt.Errorf("%w: from %s to %s (if the server moved, give its new address)", ErrRedirected, from, to)
+	}
+	return nil
+}
+
+// origin is u's scheme, host and port, the port written out when it is the scheme's default.
+func origin(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	return u.Scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
 }
 
 // Addr returns the server address the client talks to.
@@ -362,7 +400,8 @@ func (c *Client) once(ctx context.Context, r Request) (Meta, []byte, error) {
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return Meta{}, nil, &TransportError{Op: r.Method + " " + r.Path, Err: err, Sent: sent.Load(),
+		// A write answered with a redirect that is not followed was answered: not applied.
+		return Meta{}, nil, &TransportError{Op: r.Method + " " + r.Path, Err: err, Sent: sent.Load() && !errors.Is(err, ErrRedirected),
 			noConn: isWrite(r.Method) && !connected.Load()}
 	}
 	defer resp.Body.Close()

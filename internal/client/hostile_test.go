@@ -192,3 +192,50 @@ func TestStreamView_LineBounded(t *testing.T) {
 		t.Fatalf("endless line: %d views, %v; want 8 views, then ErrAnswerTooLarge", views, err)
 	}
 }
+
+// A redirect to another address — another port of the same host, which net/http follows with
+// the Authorization header, or another host, to which a Wrap such as the agent's sets its
+// token again — is not followed: the other address sees no request, and the error says why.
+// A write so answered was not applied (not Sent). A redirect within the address is followed
+// (TestDo_WriteFollowsRedirect).
+func TestDo_RedirectToAnotherAddressNotFollowed(t *testing.T) {
+	var seen []string
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = append(seen, r.Method+" "+r.Host+" "+r.Header.Get("Authorization"))
+		io.WriteString(w, `{"appliance":"web","revision":3,"keys":{"a":"1"}}`)
+	}))
+	defer other.Close()
+	otherHost := strings.Replace(other.URL, "127.0.0.1", "localhost", 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		to := other.URL
+		if r.URL.Query().Has("host") {
+			to = otherHost
+		}
+		http.Redirect(w, r, to+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer srv.Close()
+	setToken := func(rt http.RoundTripper) http.RoundTripper { // as the agent's enroller does
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			r = r.Clone(r.Context())
+			r.Header.Set("Authorization", "Bearer instance-token")
+			return rt.RoundTrip(r)
+		})
+	}
+	for _, o := range []Options{{Token: "secret", Retries: 2}, {Token: "secret", Wrap: setToken}} {
+		c, _ := New(srv.URL, o)
+		for _, q := range []string{"", "host"} {
+			_, err := c.Do(context.Background(), Request{Method: http.MethodGet, Path: "/v1/appliances/web", Query: map[string][]string{q: {""}}}, nil)
+			if !errors.Is(err, ErrRedirected) || Misconfigured(err) != Redirected || !strings.Contains(err.Error(), "to http://") {
+				t.Fatalf("GET redirected to another address = %v; want ErrRedirected (the other address saw %q)", err, seen)
+			}
+		}
+		_, err := c.Put(context.Background(), "k", []byte("v"), NoCAS)
+		var te *TransportError
+		if !errors.As(err, &te) || te.Sent || !errors.Is(err, ErrRedirected) {
+			t.Fatalf("PUT redirected to another address = %v (%+v); want ErrRedirected, not sent", err, te)
+		}
+	}
+	if len(seen) > 0 {
+		t.Fatalf("the other address saw %q", seen)
+	}
+}

@@ -22,6 +22,8 @@ const (
 	PlainHTTPServer
 	// HTTPSServer: the address says http:// to a server that speaks HTTPS.
 	HTTPSServer
+	// Redirected: the server redirects to another address (ErrRedirected).
+	Redirected
 )
 
 // httpsServerAnswer is the text of the 400 that Go's HTTPS server answers a plain request with.
@@ -46,6 +48,8 @@ func Misconfigured(err error) Misconfig {
 		return PlainHTTPServer
 	case strings.Contains(err.Error(), httpsServerAnswer):
 		return HTTPSServer
+	case errors.Is(err, ErrRedirected):
+		return Redirected
 	}
 	return NotMisconfigured
 }

@@ -1,0 +1,73 @@
+//go:build !windows
+
+package agent_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/shoelace-dev/shoelace/agent"
+)
+
+// A server (or a man in the middle on plain http) that redirects the agent's requests to
+// another address gets no request there: the agent followed the redirect with its instance
+// token, which its client sets on every request wherever it goes, and rendered what the other
+// address answered. It keeps its files and cache, says what to change, and goes on once the
+// server answers again.
+func TestAgent_RunRedirectToAnotherAddressNotFollowed(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Method+" "+r.URL.Path+" "+r.Header.Get("Authorization"))
+		mu.Unlock()
+		io.WriteString(w, `{"appliance":"web","revision":99,"keys":{"a":"planted"}}`)
+	}))
+	defer other.Close()
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, logs := testAgent(t, srv, header+enrollTemplate)
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	srv.set(map[string]*string{"a": str("2")})
+	waitFor(t, "a re-rendered with the instance token", func() bool {
+		auth, _ := srv.lastAuth()
+		return fileIs(dir+"/a", "a=2")() && auth == "instance-token-1"
+	})
+	waitFor(t, "the cache at revision 11", func() bool { c, err := agent.LoadCache(dir+"/cache", "web"); return err == nil && c.Revision == 11 })
+
+	srv.mu.Lock()
+	srv.redirect = strings.Replace(other.URL, "127.0.0.1", "localhost", 1)
+	srv.mu.Unlock()
+	srv.set(map[string]*string{"a": str("3")}) // answers the long-poll waiting; the next one is redirected
+	waitFor(t, "a=3 (or what the other address planted)", func() bool {
+		return fileIs(dir+"/a", "a=3")() || fileIs(dir+"/a", "a=planted")()
+	})
+	waitFor(t, "the redirect refused (or followed)", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen) > 0 || strings.Contains(logs.String(), "the server redirects to another address, which the agent does not follow")
+	})
+	mu.Lock()
+	if len(seen) > 0 {
+		t.Errorf("the other address saw %d requests, the first %q", len(seen), seen[0])
+	}
+	mu.Unlock()
+	if got := read(t, dir+"/a"); got != "a=3" {
+		t.Fatalf("a = %q while the server redirects, want a=3 kept", got)
+	}
+	waitFor(t, "the cache at revision 12", func() bool { c, err := agent.LoadCache(dir+"/cache", "web"); return err == nil && c.Revision == 12 })
+	if c, err := agent.LoadCache(dir+"/cache", "web"); err != nil || c.Keys["a"] != "3" {
+		t.Fatalf("cache = %+v, %v; want revision 12 kept", c, err)
+	}
+
+	srv.mu.Lock()
+	srv.redirect = ""
+	srv.mu.Unlock()
+	srv.set(map[string]*string{"a": str("4")})
+	waitFor(t, "a re-rendered once the server answers", fileIs(dir+"/a", "a=4"))
+}
