@@ -3,6 +3,8 @@
 package agent_test
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -70,4 +72,46 @@ func TestAgent_RunRedirectToAnotherAddressNotFollowed(t *testing.T) {
 	srv.mu.Unlock()
 	srv.set(map[string]*string{"a": str("4")})
 	waitFor(t, "a re-rendered once the server answers", fileIs(dir+"/a", "a=4"))
+}
+
+// A view holding a key that breaks the key rules (DESIGN.md, "Key space") — a ".." segment, an
+// absolute path, a control character — is not the server's to send: the agent refuses it whole,
+// keeping its files and its cache, and takes the next good view. It rendered it and cached it
+// before, and the next start without the server found the cache unusable ("cached view
+// unusable"): the last-known-good view was lost.
+func TestAgent_RunRefusesViewWithInvalidKeys(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, logs := testAgent(t, srv, header+"templates:\n  - contents: \"a={{ key \\\"a\\\" }}{{ range tree \\\"\\\" }} {{ .Key }}{{ end }}\"\n    destination: $DIR/a\n")
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1 a"))
+	waitFor(t, "the cache at revision 10", func() bool { c, err := agent.LoadCache(dir+"/cache", "web"); return err == nil && c.Revision == 10 })
+	prev := ""
+	for i, bad := range []string{"../../etc/passwd", "/etc/shadow", "x\n/y", "a//b", "x/./y"} {
+		change := map[string]*string{bad: str("evil"), "a": str(fmt.Sprint(i + 2))}
+		if prev != "" {
+			change[prev] = nil
+		}
+		srv.set(change)
+		prev = bad
+		waitFor(t, fmt.Sprintf("the view with %q refused", bad), func() bool {
+			return strings.Count(logs.String(), "server sent a view holding a key that breaks the key rules; keeping files") > i
+		})
+		if got := read(t, dir+"/a"); got != "a=1 a" {
+			t.Fatalf("with %q: a = %q, want a=1 kept", bad, got)
+		}
+		if c, err := agent.LoadCache(dir+"/cache", "web"); err != nil || c.Revision != 10 {
+			t.Fatalf("with %q: cache = %+v, %v; want revision 10 kept", bad, c, err)
+		}
+	}
+	srv.set(map[string]*string{prev: nil, "a": str("9")})
+	waitFor(t, "the next good view rendered", fileIs(dir+"/a", "a=9 a"))
+	waitFor(t, "the cache at the good view", func() bool { c, err := agent.LoadCache(dir+"/cache", "web"); return err == nil && c.Keys["a"] == "9" })
+
+	// once refuses such a view too.
+	srv2 := newViewServer(t, map[string]string{"a": "1", "../b": "2"})
+	b, _, _ := testAgent(t, srv2, header+"templates:\n  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n")
+	if err := b.Once(context.Background(), "", false); err == nil || !strings.Contains(err.Error(), `invalid key "../b"`) {
+		t.Fatalf("once with an invalid key = %v", err)
+	}
 }

@@ -230,14 +230,32 @@ waiting:
 }
 
 // errBadView ends a stream whose view the agent does not take.
-var errBadView = errors.New("server sent an empty view or another appliance's")
+var errBadView = errors.New("server sent an empty view, another appliance's or an invalid key")
 
-// deliver sends v to the loop, unless it is empty or another appliance's (then it counts a
-// failure and returns errBadView: the caller waits a backoff step).
+// checkKeys returns the error of a key of keys that breaks the key rules (DESIGN.md, "Key
+// space"): no server sends one, and a view holding one would reach the templates and make the
+// cache, which LoadCache judges by the same rules, unusable when it is needed.
+func checkKeys(keys map[string]string) error {
+	for k := range keys {
+		if err := api.ValidateKey(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deliver sends v to the loop, unless it is empty, another appliance's or holds a key that
+// breaks the key rules (then it counts a failure and returns errBadView: the caller waits a
+// backoff step).
 func (f *follow) deliver(v *api.View, meta client.Meta, by string) error {
 	if len(v.Keys) == 0 || (v.Appliance != "" && v.Appliance != f.appliance) {
 		f.failures++
 		f.a.log.Error("server sent an empty view or another appliance's; keeping files", "revision", v.Revision, "appliance", v.Appliance)
+		return errBadView
+	}
+	if err := checkKeys(v.Keys); err != nil {
+		f.failures++
+		f.a.log.Error("server sent a view holding a key that breaks the key rules; keeping files", "revision", v.Revision, "error", err.Error())
 		return errBadView
 	}
 	rev := v.Revision
