@@ -63,6 +63,8 @@ type viewServer struct {
 	auth           string
 	// redirect, when set, answers every GET with a 307 to the same path under it.
 	redirect string
+	// hostile, when set, answers every request (s.mu held).
+	hostile http.HandlerFunc
 }
 
 func newViewServer(t *testing.T, keys map[string]string) *viewServer {
@@ -117,6 +119,10 @@ func (s *viewServer) serve(w http.ResponseWriter, r *http.Request) {
 	s.auth = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/enroll") {
 		s.serveEnroll(w, r)
+		return
+	}
+	if s.hostile != nil {
+		s.hostile(w, r)
 		return
 	}
 	if s.redirect != "" && r.Method == http.MethodGet {

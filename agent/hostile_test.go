@@ -11,8 +11,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/shoelace-dev/shoelace/agent"
+	"github.com/shoelace-dev/shoelace/internal/api"
 )
 
 // A server (or a man in the middle on plain http) that redirects the agent's requests to
@@ -113,5 +115,53 @@ func TestAgent_RunRefusesViewWithInvalidKeys(t *testing.T) {
 	b, _, _ := testAgent(t, srv2, header+"templates:\n  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n")
 	if err := b.Once(context.Background(), "", false); err == nil || !strings.Contains(err.Error(), `invalid key "../b"`) {
 		t.Fatalf("once with an invalid key = %v", err)
+	}
+}
+
+// A server that answers every long-poll 304 with another store id made the agent ask again at
+// once, each time from revision 0, with no pause: a busy loop of requests (thousands a second)
+// for as long as it went on. A store change is followed at once; one right after another is
+// paced by the backoff, and the files and cache stay as they are.
+func TestAgent_RunStoreChangingEveryAnswerIsPaced(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, logs := testAgent(t, srv, header+enrollTemplate)
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	waitFor(t, "the cache at revision 10", func() bool { c, err := agent.LoadCache(dir+"/cache", "web"); return err == nil && c.Revision == 10 })
+	var mu sync.Mutex
+	n := 0
+	srv.mu.Lock()
+	srv.hostile = func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		n++
+		w.Header().Set(api.HeaderStore, fmt.Sprintf("store-%d", 100+n))
+		mu.Unlock()
+		w.Header().Set(api.HeaderIndex, "10")
+		w.WriteHeader(http.StatusNotModified)
+	}
+	srv.cond.Broadcast()
+	srv.mu.Unlock()
+	srv.CloseClientConnections() // the long-poll waiting ends; the next one meets the handler
+	mu.Lock()
+	n = 0
+	mu.Unlock()
+	time.Sleep(3 * time.Second)
+	mu.Lock()
+	got := n
+	mu.Unlock()
+	// Paced from the second change in a row: 125–250 ms, then doubling, is at most some 15
+	// requests in 3 s; a busy loop made thousands.
+	if got > 30 {
+		t.Fatalf("%d requests in 3 s while the store changed at every answer", got)
+	}
+	if !strings.Contains(logs.String(), "the server answered with another store again") {
+		t.Fatalf("no log of the store changing again")
+	}
+	if got := read(t, dir+"/a"); got != "a=1" {
+		t.Fatalf("a = %q, want a=1 kept", got)
+	}
+	if c, err := agent.LoadCache(dir+"/cache", "web"); err != nil || c.Revision != 10 {
+		t.Fatalf("cache = %+v, %v; want revision 10 kept", c, err)
 	}
 }

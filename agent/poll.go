@@ -71,8 +71,12 @@ type follow struct {
 	noDelta       bool
 
 	failures, quick int
-	lastMsg         string // the failure last logged at warn
-	lastWarned      time.Time
+	// storeChanges counts the answers in a row that only said the store changed (newStore),
+	// last logged at warn at storeWarned.
+	storeChanges int
+	storeWarned  time.Time
+	lastMsg      string // the failure last logged at warn
+	lastWarned   time.Time
 }
 
 // poll follows the view from base (the view at idx of store; nil for none) until ctx ends,
@@ -144,7 +148,7 @@ func (f *follow) stream(ctx context.Context) {
 	if meta.Index > f.idx && f.store == meta.Store {
 		f.idx = meta.Index // heartbeats: nothing changed for this view up to there
 	}
-	if meta.Status == http.StatusNotModified && f.newStore(meta) {
+	if meta.Status == http.StatusNotModified && f.newStore(ctx, meta) {
 		return
 	}
 	if views == 0 {
@@ -204,7 +208,7 @@ waiting:
 	}
 	f.reachable()
 	if v == nil { // 304: nothing changed while we waited
-		if f.newStore(meta) {
+		if f.newStore(ctx, meta) {
 			return
 		}
 		// A 304 long before the wait (a draining server, a proxy with a short timeout)
@@ -258,6 +262,7 @@ func (f *follow) deliver(v *api.View, meta client.Meta, by string) error {
 		f.a.log.Error("server sent a view holding a key that breaks the key rules; keeping files", "revision", v.Revision, "error", err.Error())
 		return errBadView
 	}
+	f.storeChanges = 0
 	rev := v.Revision
 	if rev == 0 {
 		rev = meta.Index
@@ -284,12 +289,25 @@ func (f *follow) deliver(v *api.View, meta client.Meta, by string) error {
 	return nil
 }
 
-// newStore handles a 304 of another store: everything is read again.
-func (f *follow) newStore(meta client.Meta) bool {
+// newStore handles a 304 of another store: everything is read again, at once the first time.
+// A server answers the read from revision 0 with the view; one that answers it with another
+// store again, and again, is paced by the backoff, not asked again at once.
+func (f *follow) newStore(ctx context.Context, meta client.Meta) bool {
 	if f.store == "" || meta.Store == "" || meta.Store == f.store {
 		return false
 	}
 	f.idx, f.store, f.base, f.reset = 0, meta.Store, nil, true
+	f.storeChanges++
+	if f.storeChanges > 1 {
+		d := backoff(f.storeChanges-1, 0)
+		level := slog.LevelDebug
+		if f.storeChanges == 2 || time.Since(f.storeWarned) >= failureLogEvery {
+			level, f.storeWarned = slog.LevelWarn, time.Now()
+		}
+		f.a.log.Log(ctx, level, "the server answered with another store again, without a view; keeping files", "store", meta.Store,
+			"changes", f.storeChanges, "retry_in_ms", d.Milliseconds())
+		sleep(ctx, d)
+	}
 	return true
 }
 
