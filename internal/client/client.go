@@ -45,6 +45,10 @@ var maxAnswer int64 = MaxAnswerBytes
 // was not read further.
 var ErrAnswerTooLarge = errors.New("answer over 256 MiB (the client's bound on one answer, client.MaxAnswerBytes)")
 
+// maxRetryAfterHeader caps the Retry-After that Meta holds (a server's "years" stays a long
+// wait, not an overflow); the waits are capped further (maxRetryAfter, the agent's own cap).
+const maxRetryAfterHeader = 100 * 365 * 24 * time.Hour
+
 // maxRetryAfter caps how long one 429/503 makes the client wait before it retries.
 const maxRetryAfter = 30 * time.Second
 
@@ -546,9 +550,10 @@ func metaOf(resp *http.Response) Meta {
 	m.Index, _ = strconv.ParseInt(resp.Header.Get(api.HeaderIndex), 10, 64)
 	if ra := resp.Header.Get("Retry-After"); ra != "" {
 		if secs, err := strconv.Atoi(ra); err == nil && secs >= 0 {
-			m.RetryAfter = time.Duration(secs) * time.Second
+			// Past some 292 years the seconds overflow a Duration into a negative one.
+			m.RetryAfter = time.Duration(min(secs, int(maxRetryAfterHeader/time.Second))) * time.Second
 		} else if t, err := http.ParseTime(ra); err == nil {
-			m.RetryAfter = max(time.Until(t), 0)
+			m.RetryAfter = min(max(time.Until(t), 0), maxRetryAfterHeader)
 		}
 	}
 	return m

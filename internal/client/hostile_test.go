@@ -239,3 +239,42 @@ func TestDo_RedirectToAnotherAddressNotFollowed(t *testing.T) {
 		t.Fatalf("the other address saw %q", seen)
 	}
 }
+
+// A Retry-After of years is a long wait, capped: the seconds overflowed time.Duration
+// (past some 292 years) into a negative wait, which the client took for none and retried
+// after 100 ms. A negative Retry-After, or one that is not a number nor a date, is none.
+func TestMeta_RetryAfterBounded(t *testing.T) {
+	for _, c := range []struct {
+		header string
+		want   time.Duration
+	}{
+		{"1", time.Second},
+		{"31536000", 365 * 24 * time.Hour},
+		{"99999999999", maxRetryAfterHeader},
+		{"9223372036854775807", maxRetryAfterHeader},
+		{"99999999999999999999", 0}, // not an int: not a date either
+		{"-5", 0},
+		{"soon", 0},
+	} {
+		resp := &http.Response{StatusCode: 503, Header: http.Header{"Retry-After": {c.header}}}
+		if got := metaOf(resp).RetryAfter; got != c.want {
+			t.Errorf("Retry-After %s = %s, want %s", c.header, got, c.want)
+		}
+	}
+	calls := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls++
+		w.Header().Set("Retry-After", "9223372036854775807")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, `{"error":{"code":"unavailable","message":"down"}}`)
+	}))
+	defer srv.Close()
+	c, _ := New(srv.URL, Options{Retries: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, _, err := c.View(ctx, "web")
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.RetryAfter <= 0 || calls != 1 {
+		t.Fatalf("View = %v after %d calls; want the 503 with its Retry-After, not retried within the second", err, calls)
+	}
+}
