@@ -278,3 +278,71 @@ func TestMeta_RetryAfterBounded(t *testing.T) {
 		t.Fatalf("View = %v after %d calls; want the 503 with its Retry-After, not retried within the second", err, calls)
 	}
 }
+
+// hijack answers with raw bytes from write, on the connection itself.
+func hijack(t *testing.T, write func(w io.Writer) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		conn, buf, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		write(buf)
+		buf.Flush()
+	}
+}
+
+// Answers that no bound of the answer's body covers end in an error too, each a bound of
+// net/http's or of encoding/json's, which this test holds: headers that never end, and
+// informational (1xx) answers that never end (10 MiB of headers in all; a write: max1xx
+// answers), JSON nested past encoding/json's depth, as an answer and as a line of a stream.
+func TestDo_HostileAnswersEndInErrors(t *testing.T) {
+	nested := `{"keys":` + strings.Repeat("[", 200000)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/kv/headers":
+			hijack(t, func(w io.Writer) error {
+				io.WriteString(w, "HTTP/1.1 200 OK\r\n")
+				line := "X-A: " + strings.Repeat("a", 64<<10) + "\r\n"
+				for i := 0; i < 1024; i++ { // 64 MiB at most
+					if _, err := io.WriteString(w, line); err != nil {
+						return err
+					}
+				}
+				return nil
+			})(w, r)
+		case "/v1/kv/informational":
+			hijack(t, func(w io.Writer) error {
+				for i := 0; i < 2<<20; i++ { // 80 MiB at most
+					if _, err := io.WriteString(w, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"); err != nil {
+						return err
+					}
+				}
+				return nil
+			})(w, r)
+		case "/v1/kv/nested":
+			io.WriteString(w, nested)
+		case "/v1/appliances/nested":
+			w.Header().Set("Content-Type", api.ContentTypeStream)
+			io.WriteString(w, nested+"\n")
+		}
+	}))
+	defer srv.Close()
+	c, _ := New(srv.URL, Options{})
+	for _, key := range []string{"headers", "informational", "nested"} {
+		if _, _, err := c.Get(context.Background(), key); err == nil {
+			t.Errorf("GET %s: no error", key)
+		} else {
+			t.Logf("GET %s: %v", key, err)
+		}
+	}
+	if _, err := c.Put(context.Background(), "informational", []byte("v"), NoCAS); err == nil || !strings.Contains(err.Error(), "informational") {
+		t.Errorf("PUT after a flood of 1xx = %v", err)
+	}
+	if _, err := c.StreamView(context.Background(), "nested", Poll{Index: 1}, func(*api.View, Meta) error { return nil }); err == nil {
+		t.Errorf("stream of a nested line: no error")
+	} else {
+		t.Logf("stream: %v", err)
+	}
+}
