@@ -291,6 +291,8 @@ func describeFetchError(err error) (msg string, retryAfter time.Duration) {
 	switch {
 	case errors.Is(err, client.ErrAnswerTooLarge):
 		return "server sent an answer over the client's bound (256 MiB); keeping files", 0
+	case errors.As(err, new(*client.AnswerError)):
+		return "server answered what is not a Shoelace answer (another service at the address?); keeping files", 0
 	case client.IsTransport(err):
 		return "server unreachable; keeping files", 0
 	case errors.As(err, &ae):

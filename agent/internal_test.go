@@ -265,3 +265,12 @@ func TestDescribeFetchError_AnswerTooLarge(t *testing.T) {
 		t.Fatalf("describeFetchError = %q, %s", msg, ra)
 	}
 }
+
+// A stream line or an answer that is not Shoelace's JSON is said to be one, not "server
+// unreachable" (which a stream's bad line was).
+func TestDescribeFetchError_NotAShoelaceAnswer(t *testing.T) {
+	err := &client.AnswerError{Op: "GET /v1/appliances/web", Status: 200, Err: fmt.Errorf("invalid character '<'")}
+	if msg, _ := describeFetchError(err); !strings.Contains(msg, "not a Shoelace answer") {
+		t.Fatalf("describeFetchError = %q", msg)
+	}
+}

@@ -340,9 +340,34 @@ func TestDo_HostileAnswersEndInErrors(t *testing.T) {
 	if _, err := c.Put(context.Background(), "informational", []byte("v"), NoCAS); err == nil || !strings.Contains(err.Error(), "informational") {
 		t.Errorf("PUT after a flood of 1xx = %v", err)
 	}
-	if _, err := c.StreamView(context.Background(), "nested", Poll{Index: 1}, func(*api.View, Meta) error { return nil }); err == nil {
-		t.Errorf("stream of a nested line: no error")
+	// A line that is not an update is the server's answer, not a lost connection: it was
+	// reported as a TransportError, and the agent logged "server unreachable".
+	var ae *AnswerError
+	if _, err := c.StreamView(context.Background(), "nested", Poll{Index: 1}, func(*api.View, Meta) error { return nil }); !errors.As(err, &ae) || IsTransport(err) {
+		t.Errorf("stream of a nested line = %v; want an AnswerError", err)
 	} else {
 		t.Logf("stream: %v", err)
+	}
+}
+
+// A line of a stream that is not JSON, or not an update, is an AnswerError: the server
+// answered, and it is not a Shoelace server's answer.
+func TestStreamView_BadLineIsAnAnswerError(t *testing.T) {
+	for name, line := range map[string]string{
+		"not JSON":      "<html>",
+		"not an update": `{"keys":["a"]}`,
+		"two values":    `{"heartbeat":true} x`,
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", api.ContentTypeStream)
+			io.WriteString(w, line+"\n")
+		}))
+		c, _ := New(srv.URL, Options{})
+		_, err := c.StreamView(context.Background(), "web", Poll{Index: 1}, func(*api.View, Meta) error { return nil })
+		var ae *AnswerError
+		if !errors.As(err, &ae) || IsTransport(err) || ae.Status != http.StatusOK || ae.ContentType != api.ContentTypeStream {
+			t.Errorf("%s: %v; want an AnswerError", name, err)
+		}
+		srv.Close()
 	}
 }

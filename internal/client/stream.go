@@ -97,9 +97,14 @@ func (c *Client) StreamView(ctx context.Context, name string, p Poll, fn func(*a
 	for {
 		var u api.Update
 		if err := dec.Decode(&u); err != nil {
+			var syntax *json.SyntaxError
+			var typ *json.UnmarshalTypeError
 			switch {
 			case errors.Is(err, ErrAnswerTooLarge):
 				return meta, fmt.Errorf("%s: a line of the stream: %w", op, err)
+			case errors.As(err, &syntax), errors.As(err, &typ):
+				// The server answered, and not with an update: not a lost connection.
+				return meta, &AnswerError{Op: op, Status: meta.Status, ContentType: meta.ContentType, Err: err}
 			case errors.Is(err, io.EOF):
 				return meta, nil // the server ended the stream: reconnect from meta.Index
 			case noFirstLine():
