@@ -4,6 +4,7 @@ package agent_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -163,5 +164,46 @@ func TestAgent_RunStoreChangingEveryAnswerIsPaced(t *testing.T) {
 	}
 	if c, err := agent.LoadCache(dir+"/cache", "web"); err != nil || c.Revision != 10 {
 		t.Fatalf("cache = %+v, %v; want revision 10 kept", c, err)
+	}
+}
+
+// A server whose every stream line is a delta that does not apply (its sum wrong) makes the
+// agent read the full view and stream again: not at once, again and again.
+func TestAgent_RunDeltaThatNeverAppliesIsPaced(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, _ := testAgent(t, srv, header+enrollTemplate)
+	var mu sync.Mutex
+	streams := 0
+	srv.mu.Lock()
+	srv.hostile = func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		w.Header().Set(api.HeaderStore, "store-1")
+		w.Header().Set(api.HeaderIndex, "10")
+		if !r.URL.Query().Has("stream") {
+			json.NewEncoder(w).Encode(api.View{Appliance: "web", Revision: 10, Keys: map[string]string{"a": "1"}})
+			return
+		}
+		mu.Lock()
+		streams++
+		mu.Unlock()
+		w.Header().Set("Content-Type", api.ContentTypeStream)
+		json.NewEncoder(w).Encode(api.Update{Appliance: "web", Revision: 11, Base: 10, Set: map[string]string{"a": "2"}, Sum: api.ViewSum(map[string]string{"b": "x"})})
+	}
+	srv.mu.Unlock()
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	mu.Lock()
+	streams = 0
+	mu.Unlock()
+	time.Sleep(3 * time.Second)
+	mu.Lock()
+	got := streams
+	mu.Unlock()
+	if got > 30 {
+		t.Fatalf("%d streams in 3 s, each a delta that does not apply", got)
 	}
 }

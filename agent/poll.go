@@ -151,11 +151,10 @@ func (f *follow) stream(ctx context.Context) {
 	if meta.Status == http.StatusNotModified && f.newStore(ctx, meta) {
 		return
 	}
-	if views == 0 {
-		f.tooQuick(ctx, asked)
-	} else {
-		f.quick = 0
-	}
+	// A stream that ended within a second, with views or none, is paced like a quick 304: a
+	// server whose every stream is one delta that does not apply (then read whole) or one view
+	// was asked again at once, thousands of times a second.
+	f.tooQuick(ctx, asked)
 }
 
 // longPoll makes one plain long-poll.
