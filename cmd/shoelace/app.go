@@ -319,6 +319,9 @@ func (e *cliEnv) connectWith(ctx context.Context, c *cli.Context, withToken bool
 		// A write on a connection the server closes as idle as it goes out exited 7,
 		// outcome unknown, for a write the server never read.
 		FreshConnForWrites: true,
+		// An export or listing is as large as what the store holds: the operator's own
+		// command reads it whole, however large (the agent's bound is for small VMs).
+		MaxAnswerBytes: -1,
 	})
 	if err != nil {
 		return nil, usagef("--addr/--ca-file: %v", err)

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -97,6 +98,21 @@ type Options struct {
 	// StreamFirstLine bounds StreamView's wait for a stream's first line (0:
 	// DefaultStreamFirstLine).
 	StreamFirstLine time.Duration
+	// MaxAnswerBytes bounds what is read of one answer and of one line of a stream (0:
+	// MaxAnswerBytes; negative: no bound, for the CLI, whose export of a large store is as
+	// large as the store).
+	MaxAnswerBytes int64
+}
+
+// answerBound is what the client reads of one answer at most (see Options.MaxAnswerBytes).
+func (c *Client) answerBound() int64 {
+	switch n := c.opts.MaxAnswerBytes; {
+	case n < 0:
+		return math.MaxInt64 - 1
+	case n > 0:
+		return n
+	}
+	return maxAnswer
 }
 
 // Client talks to one Shoelace server. It is safe for concurrent use.
@@ -410,11 +426,12 @@ func (c *Client) once(ctx context.Context, r Request) (Meta, []byte, error) {
 	}
 	defer resp.Body.Close()
 	meta := metaOf(resp)
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
+	bound := c.answerBound()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, bound+1))
 	if err != nil {
 		return meta, nil, &TransportError{Op: r.Method + " " + r.Path, Err: err, Sent: sent.Load()}
 	}
-	if int64(len(data)) > maxAnswer {
+	if int64(len(data)) > bound {
 		// Not a TransportError: nothing is retried, and the server answered.
 		return meta, nil, fmt.Errorf("%s: answered %d: %w", r.Method+" "+r.Path, meta.Status, ErrAnswerTooLarge)
 	}

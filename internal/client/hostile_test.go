@@ -387,3 +387,25 @@ func TestStreamView_BadLineIsAnAnswerError(t *testing.T) {
 		srv.Close()
 	}
 }
+
+// The CLI reads an answer whole (Options.MaxAnswerBytes < 0): an export of a store over the
+// agent's bound is as large as the store. The same answer is over the bound of a client
+// without the option.
+func TestDo_AnswerUnboundedForTheCLI(t *testing.T) {
+	lowerMaxAnswer(t, 1<<10)
+	big := `{"keys":{"a":"` + strings.Repeat("v", 4<<10) + `"}}`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, big)
+	}))
+	defer srv.Close()
+	var v api.View
+	bounded, _ := New(srv.URL, Options{})
+	if _, err := bounded.Do(context.Background(), Request{Method: "GET", Path: "/v1/appliances/web"}, &v); !errors.Is(err, ErrAnswerTooLarge) {
+		t.Fatalf("a 4 KiB answer over a 1 KiB bound: %v, want ErrAnswerTooLarge", err)
+	}
+	whole, _ := New(srv.URL, Options{MaxAnswerBytes: -1})
+	if _, err := whole.Do(context.Background(), Request{Method: "GET", Path: "/v1/appliances/web"}, &v); err != nil || len(v.Keys["a"]) != 4<<10 {
+		t.Fatalf("unbounded: %v, %d bytes of the value, want all 4096", err, len(v.Keys["a"]))
+	}
+}

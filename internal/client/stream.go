@@ -90,7 +90,7 @@ func (c *Client) StreamView(ctx context.Context, name string, p Poll, fn func(*a
 		return meta, fmt.Errorf("%s: answer of type %q, not a stream: %w", op, ct, ErrNoStream)
 	}
 	// Each line is bounded as an answer is: the decoder holds a line whole before decoding it.
-	body := &lineBound{r: resp.Body, left: maxAnswer}
+	body := &lineBound{r: resp.Body, left: c.answerBound()}
 	dec := json.NewDecoder(body)
 	cur := p.Base
 	curSum := "" // cur's ViewSum once a delta made it (computed from cur's keys at the first delta)
@@ -116,7 +116,7 @@ func (c *Client) StreamView(ctx context.Context, name string, p Poll, fn func(*a
 		}
 		lines.Add(1)
 		watchdog.Reset(streamIdle)
-		body.left = maxAnswer // the next line's allowance, beyond what the decoder read ahead
+		body.left = c.answerBound() // the next line's allowance, beyond what the decoder read ahead
 		if u.Heartbeat {
 			meta.Index = max(meta.Index, u.Revision)
 			continue
