@@ -58,6 +58,8 @@ type viewServer struct {
 	enrollFail     int
 	enrolls        int
 	enrollAddrs    []string        // the client addresses of the enroll requests
+	enrollKeys     []string        // their enrollment keys (api.HeaderEnrollKey)
+	enrollLose     int             // enrollments whose answer is lost (the connection closed instead)
 	closed         map[string]bool // the client addresses of the connections closed
 	instanceTokens map[string]bool
 	auth           string

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,7 +34,7 @@ import (
 
 // enrollEvery is how often an agent that is not enrolled tries again (on a successful
 // long-poll answer, so never while the server is away).
-const enrollEvery = time.Minute
+var enrollEvery = time.Minute
 
 // enrollTimeout bounds one enrollment request; enrollStartTimeout the one made before the
 // first render, which must not hold the render up for long when the server is away.
@@ -44,6 +46,13 @@ const (
 // InstanceTokenPath is the file where `run` keeps the instance token of appliance.
 func InstanceTokenPath(cacheDir, appliance string) string {
 	return filepath.Join(cacheDir, appliance+".instance-token")
+}
+
+// EnrollKeyPath is the file where `run` keeps the enrollment key of appliance: a random
+// secret sent with each enrollment (api.HeaderEnrollKey), written before the first, so that an
+// enrollment whose answer was lost may be asked again and answered (see Server.enroll).
+func EnrollKeyPath(cacheDir, appliance string) string {
+	return filepath.Join(cacheDir, appliance+".enroll-key")
 }
 
 // instanceToken is the content of the instance token file: the token, and what it is bound
@@ -181,7 +190,7 @@ func (e *enroller) try(ctx context.Context) {
 	if e.enroll == nil {
 		return
 	}
-	got, err := e.enroll.Enroll(ctx, e.want.Appliance, e.want.Instance)
+	got, err := e.enroll.Enroll(ctx, e.want.Appliance, e.want.Instance, e.enrollKey())
 	// Enrolling is rare (at the first start, and when the token is lost): its connection would
 	// otherwise stay open beside the agent's own until it idles out, one more per agent on the
 	// server while a fleet starts.
@@ -204,6 +213,34 @@ func (e *enroller) try(ctx context.Context) {
 	e.lastWhy = ""
 	e.mu.Unlock()
 	e.log.Info("enrolled", "appliance", it.Appliance, "instance", it.Instance, "file", e.path)
+}
+
+// enrollKey is the agent's enrollment key, read from its file, or made and saved there before
+// it is first sent. "" (no key: a lost answer leaves the name held until --instance-stale) when
+// it cannot be saved.
+func (e *enroller) enrollKey() string {
+	path := EnrollKeyPath(filepath.Dir(e.path), e.want.Appliance)
+	data, err := readPrivateFile(path, "enrollment key file")
+	if key := strings.TrimSpace(string(data)); err == nil && len(key) == 64 && strings.Trim(key, "0123456789abcdef") == "" {
+		return key
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		e.log.Warn("enrollment key file not used: making a new key", "error", err.Error())
+	}
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return ""
+	}
+	key := hex.EncodeToString(b[:])
+	err = mkdirPrivate(filepath.Dir(path))
+	if err == nil {
+		_, err = atomicfile.Write(path, []byte(key+"\n"), ownFile(false))
+	}
+	if err != nil {
+		e.log.Warn("enrollment key not saved: enrolling without one", "file", path, "error", err.Error())
+		return ""
+	}
+	return key
 }
 
 // failed says why enrolling failed: at warn the first time and when the reason changes.
@@ -278,43 +315,54 @@ const maxInstanceTokenBytes = 4 << 10
 // 0600 or stricter (a token others could read, or plant, is not used); os.ErrNotExist when
 // there is none.
 func loadInstanceToken(path string) (*instanceToken, error) {
-	// A link is not the agent's file (Windows opens through one: look first), and then the file
-	// opened is judged (without following a link, nor blocking on a named pipe), not only the
-	// look at the name: something else renamed over it in between was read, a pipe blocked.
-	if fi, err := os.Lstat(path); err != nil {
+	data, err := readPrivateFile(path, "instance token file")
+	if err != nil {
 		return nil, err
-	} else if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("instance token file %s is not a regular file", path)
-	}
-	data, _, err := atomicfile.ReadRegular(nil, path, maxInstanceTokenBytes+1, func(fi fs.FileInfo) error {
-		if unixModes && fi.Mode().Perm()&0o077 != 0 {
-			return fmt.Errorf("instance token file %s has mode %04o: group and others must not have access (0600)", path, fi.Mode().Perm())
-		}
-		if uid, _, ok := atomicfile.Owner(fi); ok && uid != os.Getuid() {
-			return fmt.Errorf("instance token file %s is owned by uid %d, not by the agent's user (uid %d)", path, uid, os.Getuid())
-		}
-		return nil
-	})
-	var nr *atomicfile.NotRegularError
-	switch {
-	case errors.As(err, &nr):
-		return nil, fmt.Errorf("instance token file %s is not a regular file", path)
-	case errors.Is(err, fs.ErrNotExist):
-		return nil, err
-	case err != nil && errors.As(err, new(*fs.PathError)):
-		// A link at the name is not followed (ELOOP), as a link to another file is not taken.
-		return nil, fmt.Errorf("instance token file %s: %w (not the agent's regular file?)", path, err)
-	case err != nil:
-		return nil, err
-	}
-	if len(data) > maxInstanceTokenBytes {
-		return nil, fmt.Errorf("instance token file %s is over %d bytes", path, maxInstanceTokenBytes)
 	}
 	var it instanceToken
 	if err := json.Unmarshal(data, &it); err != nil || it.Token == "" {
 		return nil, fmt.Errorf("instance token file %s is not an instance token (%v)", path, err)
 	}
 	return &it, nil
+}
+
+// readPrivateFile reads one of the agent's own small files in cache_dir (what names it in
+// errors): a regular file of at most maxInstanceTokenBytes, owned by the agent's user, that
+// group and others have no access to.
+func readPrivateFile(path, what string) ([]byte, error) {
+	// A link is not the agent's file (Windows opens through one: look first), and then the file
+	// opened is judged (without following a link, nor blocking on a named pipe), not only the
+	// look at the name: something else renamed over it in between was read, a pipe blocked.
+	if fi, err := os.Lstat(path); err != nil {
+		return nil, err
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s %s is not a regular file", what, path)
+	}
+	data, _, err := atomicfile.ReadRegular(nil, path, maxInstanceTokenBytes+1, func(fi fs.FileInfo) error {
+		if unixModes && fi.Mode().Perm()&0o077 != 0 {
+			return fmt.Errorf("%s %s has mode %04o: group and others must not have access (0600)", what, path, fi.Mode().Perm())
+		}
+		if uid, _, ok := atomicfile.Owner(fi); ok && uid != os.Getuid() {
+			return fmt.Errorf("%s %s is owned by uid %d, not by the agent's user (uid %d)", what, path, uid, os.Getuid())
+		}
+		return nil
+	})
+	var nr *atomicfile.NotRegularError
+	switch {
+	case errors.As(err, &nr):
+		return nil, fmt.Errorf("%s %s is not a regular file", what, path)
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, err
+	case err != nil && errors.As(err, new(*fs.PathError)):
+		// A link at the name is not followed (ELOOP), as a link to another file is not taken.
+		return nil, fmt.Errorf("%s %s: %w (not the agent's regular file?)", what, path, err)
+	case err != nil:
+		return nil, err
+	}
+	if len(data) > maxInstanceTokenBytes {
+		return nil, fmt.Errorf("%s %s is over %d bytes", what, path, maxInstanceTokenBytes)
+	}
+	return data, nil
 }
 
 // saveInstanceToken writes the instance token file atomically, mode 0600.

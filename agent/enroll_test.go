@@ -36,11 +36,20 @@ func (s *viewServer) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	}
 	s.enrolls++
 	s.enrollAddrs = append(s.enrollAddrs, r.RemoteAddr)
+	s.enrollKeys = append(s.enrollKeys, r.Header.Get(api.HeaderEnrollKey))
 	tok := fmt.Sprintf("instance-token-%d", s.enrolls)
 	if s.instanceTokens == nil {
 		s.instanceTokens = map[string]bool{}
 	}
 	s.instanceTokens[tok] = true
+	if s.enrollLose > 0 {
+		s.enrollLose--
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close() // enrolled, but the answer never reaches the agent
+		}
+		return
+	}
 	w.WriteHeader(http.StatusCreated)
 	json.NewEncoder(w).Encode(api.Enrolled{Appliance: "web", Instance: req.Instance, Token: tok, Enrolled: time.Now().UTC()})
 }
@@ -196,4 +205,35 @@ func testAgentIn(t *testing.T, srv *viewServer, dir, text string) (*agent.Agent,
 		}
 	})
 	return a, dir, logs
+}
+
+// An enrollment whose answer is lost is asked again with the same enrollment key (saved, 0600,
+// before the first was sent), which the server takes for the holder of a token never used;
+// the agent then holds the second token.
+func TestAgent_RunEnrollAnswerLostAskedAgainWithItsKey(t *testing.T) {
+	defer agent.SetEnrollEvery(100 * time.Millisecond)()
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	srv.enrollLose = 1
+	a, dir, _ := testAgent(t, srv, header+enrollTemplate)
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	path := agent.InstanceTokenPath(dir+"/cache", "web")
+	waitFor(t, "the second enrollment saved", func() bool {
+		b, _ := os.ReadFile(path)
+		return strings.Contains(string(b), `"token":"instance-token-2"`)
+	})
+	srv.mu.Lock()
+	keys := append([]string(nil), srv.enrollKeys...)
+	srv.mu.Unlock()
+	if len(keys) != 2 || len(keys[0]) != 64 || keys[0] != keys[1] {
+		t.Fatalf("enrollment keys sent %q, want one 64-digit key twice", keys)
+	}
+	fi, err := os.Stat(agent.EnrollKeyPath(dir+"/cache", "web"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("enrollment key file: %v, mode %v, want 0600", err, fi)
+	}
+	if got := strings.TrimSpace(read(t, agent.EnrollKeyPath(dir+"/cache", "web"))); got != keys[0] {
+		t.Fatalf("enrollment key file holds %q, sent %q", got, keys[0])
+	}
 }

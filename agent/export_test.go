@@ -3,6 +3,8 @@
 package agent
 
 import (
+	"time"
+
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
 	"github.com/shoelace-dev/shoelace/templates"
 )
@@ -23,3 +25,10 @@ func SetSyncDirectories(f func(*atomicfile.DirSyncs) error) (restore func()) {
 
 // ParseTemplate parses a template entry of a loaded config as the agent does.
 func ParseTemplate(t *Template) (*templates.Template, error) { return parseTemplate(t) }
+
+// SetEnrollEvery sets how often an agent that is not enrolled tries again, for a test.
+func SetEnrollEvery(d time.Duration) (restore func()) {
+	old := enrollEvery
+	enrollEvery = d
+	return func() { enrollEvery = old }
+}

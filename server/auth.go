@@ -154,6 +154,10 @@ type tokenRecord struct {
 	// to, and Parent the agent token that enrolled it ("" when an admin did).
 	Instance string `json:"instance,omitempty"`
 	Parent   string `json:"parent,omitempty"`
+	// EnrollKey, for an instance token, is the hex SHA-256 of the enrollment key its agent
+	// sent (see Server.enroll): that key may enroll the instance again while this token was
+	// never used.
+	EnrollKey string `json:"enroll_key,omitempty"`
 
 	// p is principal's answer, made once: every request of the token shares it (an open
 	// long-poll holds it), and nothing changes a principal. A changed record is a new record.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -90,6 +91,10 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) error {
 	if err := api.ValidateSegment("instance name", req.Instance); err != nil {
 		return err
 	}
+	key, err := enrollKey(r)
+	if err != nil {
+		return err
+	}
 	tokName := instanceTokenName(name, req.Instance)
 	parent := ""
 	if !p.admin {
@@ -102,7 +107,7 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
 	for try := 1; ; try++ {
-		out, rev, err := s.enroll(ctx, r, name, req.Instance, parent)
+		out, rev, err := s.enroll(ctx, r, name, req.Instance, parent, key)
 		if errors.Is(err, api.ErrConflict) && !isEnrolledConflict(err) && try < enrollTries {
 			continue // the record or the token changed since read: read again
 		}
@@ -125,9 +130,46 @@ func isEnrolledConflict(err error) bool {
 	return errors.As(err, &e)
 }
 
+// enrollKey is the enrollment key of r (api.HeaderEnrollKey), "" when it has none: 32 to 256
+// characters of letters, digits, '-' and '_' (the agent sends 64 hex digits of a random key).
+func enrollKey(r *http.Request) (string, error) {
+	vs := r.Header.Values(api.HeaderEnrollKey)
+	switch {
+	case len(vs) == 0:
+		return "", nil
+	case len(vs) > 1:
+		return "", api.Errorf(api.CodeInvalidRequest, "more than one %s header", api.HeaderEnrollKey)
+	}
+	k := vs[0]
+	ok := len(k) >= 32 && len(k) <= 256
+	for i := 0; ok && i < len(k); i++ {
+		c := k[i]
+		ok = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
+	}
+	if !ok {
+		return "", api.Errorf(api.CodeInvalidRequest, "%s must be 32 to 256 letters, digits, '-' or '_' (%d characters given)", api.HeaderEnrollKey, len(k))
+	}
+	return k, nil
+}
+
+// retriedByHolder reports whether an enrollment with key is the holder of token old asking
+// again because the answer that carried old never reached it: old was made for the same key,
+// and the instance's record was not written since the enrollment wrote it with old (at
+// revision tokRev; recRev is the record's): only reports made with old write it, and a token
+// that reported got its answer. Another machine with a copy of the key (a clone of the VM)
+// cannot take over an instance that has reported.
+func retriedByHolder(old *tokenRecord, key string, recRev, tokRev int64) bool {
+	if key == "" || old == nil || old.EnrollKey == "" ||
+		subtle.ConstantTimeCompare([]byte(old.EnrollKey), []byte(hashSecret(key))) != 1 {
+		return false
+	}
+	return recRev == tokRev
+}
+
 // enroll reads the instance's record and token, and writes a new token and the record in one
-// transaction guarded by what it read, so that two replicas never enroll one name twice.
-func (s *Server) enroll(ctx context.Context, r *http.Request, appliance, instance, parent string) (api.Enrolled, int64, error) {
+// transaction guarded by what it read, so that two replicas never enroll one name twice. An
+// enrollment with the enrollment key of a token never used replaces it (see retriedByHolder).
+func (s *Server) enroll(ctx context.Context, r *http.Request, appliance, instance, parent, key string) (api.Enrolled, int64, error) {
 	tokName := instanceTokenName(appliance, instance)
 	recKey, tokKey := instanceRecordKey(appliance, instance), tokenPrefix+tokName
 	now := time.Now().UTC().Truncate(time.Second)
@@ -147,8 +189,10 @@ func (s *Server) enroll(ctx context.Context, r *http.Request, appliance, instanc
 	}
 	// The holder is fresh while seen, or enrolled, within InstanceStale.
 	var last time.Time
+	retried := false
 	if tokRev > 0 {
-		if old, err := decodeToken(tokKey, tokData); err == nil {
+		old, err := decodeToken(tokKey, tokData)
+		if err == nil {
 			last = old.Created
 		}
 		if in.Enrolled && in.LastSeen.After(last) {
@@ -157,7 +201,8 @@ func (s *Server) enroll(ctx context.Context, r *http.Request, appliance, instanc
 		if in.EnrolledAt != nil && in.EnrolledAt.After(last) {
 			last = *in.EnrolledAt
 		}
-		if free := last.Add(s.cfg.InstanceStale); now.Before(free) {
+		retried = err == nil && retriedByHolder(old, key, recRev, tokRev)
+		if free := last.Add(s.cfg.InstanceStale); now.Before(free) && !retried {
 			return api.Enrolled{}, 0, enrolledConflict{api.Errorf(api.CodeConflict,
 				"instance %s of appliance %s is enrolled already (last seen %s); it may be taken over from %s (--instance-stale %s), or freed now with shoelace appliance forget %s %s",
 				shorten(instance), shorten(appliance), last.Format(time.RFC3339), free.Format(time.RFC3339), s.cfg.InstanceStale, appliance, instance)}
@@ -168,6 +213,9 @@ func (s *Server) enroll(ctx context.Context, r *http.Request, appliance, instanc
 		return api.Enrolled{}, 0, err
 	}
 	tok := &tokenRecord{Name: tokName, Hash: hashSecret(secret), Appliance: appliance, Instance: instance, Parent: parent, Created: now}
+	if key != "" {
+		tok.EnrollKey = hashSecret(key)
+	}
 	// What the instance last reported stays; the record is now the enrolled holder's.
 	in.Appliance, in.Instance, in.LastSeen, in.Remote, in.Token = appliance, instance, now, clientIP(r), tokName
 	in.Enrolled, in.EnrolledAt = true, &now
@@ -187,7 +235,11 @@ func (s *Server) enroll(ctx context.Context, r *http.Request, appliance, instanc
 	}
 	if s.auth.set(tok, rev) {
 		s.hub.revoke(tokName) // taken over: the old holder's long-polls end
-		s.log.Info("instance taken over", "appliance", appliance, "instance", instance, "last_seen", last)
+		if retried {
+			s.log.Info("instance enrolled again by its holder (the answer with its token, never used, was lost)", "appliance", appliance, "instance", instance)
+		} else {
+			s.log.Info("instance taken over", "appliance", appliance, "instance", instance, "last_seen", last)
+		}
 	}
 	s.reports.forget(appliance, instance)
 	return api.Enrolled{Appliance: appliance, Instance: instance, Token: secret, Enrolled: now}, rev, nil

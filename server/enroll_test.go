@@ -347,3 +347,40 @@ func TestEnroll_FailureGoesWithTheRecord(t *testing.T) {
 	}
 	gone("expiry", "vm-3")
 }
+
+// An agent whose enrollment's answer was lost (the connection broke after the server wrote the
+// token) asked again and got 409 for --instance-stale (an hour), rendering meanwhile as an
+// instance that rollouts cannot draw. With the enrollment key it sent the first time, it is
+// given a new token while the first was never used; another key, none, or the same key once
+// the token reported (a clone of the VM holding a copy of the key) stay 409.
+func TestEnroll_LostAnswerEnrolledAgainWithItsKey(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	key, other := strings.Repeat("k", 64), strings.Repeat("o", 64)
+	enrollWith := func(key string) resp {
+		return f.doToken(agent, "POST", "/v1/appliances/web/enroll", `{"instance":"vm-1"}`, api.HeaderEnrollKey, key)
+	}
+
+	f.mustErr(enrollWith("short"), 400, api.CodeInvalidRequest, api.HeaderEnrollKey, "32 to 256")
+	f.mustErr(enrollWith(strings.Repeat("k", 63)+"!"), 400, api.CodeInvalidRequest, api.HeaderEnrollKey)
+	var lost, again api.Enrolled
+	f.must(enrollWith(key), 201, &lost) // its answer never reached the agent
+	f.mustErr(enrollWith(other), 409, api.CodeConflict, "enrolled already")
+	f.mustErr(f.doToken(agent, "POST", "/v1/appliances/web/enroll", `{"instance":"vm-1"}`), 409, api.CodeConflict)
+	f.must(enrollWith(key), 201, &again)
+	if again.Token == lost.Token {
+		t.Fatal("the same token given twice")
+	}
+	f.mustErr(f.doToken(lost.Token, "GET", "/v1/appliances/web", ""), 401, api.CodeUnauthorized)
+
+	// The agent has its token now and reports with it: its key no longer enrolls the name.
+	next := f.put("appliances/web/a", "2")
+	f.must(f.doToken(again.Token, "GET", "/v1/appliances/web", "", api.HeaderApplied, fmt.Sprint(next)), 200, nil)
+	waitFor(t, "the report recorded", func() bool {
+		in, _ := f.record("web", "vm-1")
+		return in.Applied == next
+	})
+	f.mustErr(enrollWith(key), 409, api.CodeConflict, "enrolled already")
+	f.must(f.doToken(again.Token, "GET", "/v1/appliances/web", ""), 200, nil)
+}

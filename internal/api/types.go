@@ -11,6 +11,10 @@ const (
 	HeaderMessage   = "X-Shoelace-Message"    // a write's message, for the release record
 	HeaderSource    = "X-Shoelace-Source"     // a write's source, such as a pipeline id
 	HeaderRequestID = "X-Shoelace-Request-Id" // request id, echoed and logged
+	// HeaderEnrollKey is an agent's enrollment key, sent with its enrollment: the same key may
+	// enroll its instance again while the instance token it got was never used (its answer
+	// was lost).
+	HeaderEnrollKey = "X-Shoelace-Enroll-Key"
 )
 
 // ContentTypeYAML is the content type of YAML appliance bodies.

@@ -16,15 +16,20 @@ func (c *Client) Instances(ctx context.Context, name string) (api.Instances, int
 }
 
 // Enroll obtains an instance token bound to instance of appliance name (with the appliance's
-// agent token): the secret is in the answer only.
-func (c *Client) Enroll(ctx context.Context, name, instance string) (api.Enrolled, error) {
+// agent token): the secret is in the answer only. key, when not empty, is the agent's
+// enrollment key (api.HeaderEnrollKey): the same key may enroll again while the token was
+// never used, as when this answer is lost.
+func (c *Client) Enroll(ctx context.Context, name, instance, key string) (api.Enrolled, error) {
 	body, err := jsonBody(api.Enroll{Instance: instance})
 	if err != nil {
 		return api.Enrolled{}, err
 	}
+	h := http.Header{"Content-Type": {"application/json"}, api.HeaderInstance: {instance}}
+	if key != "" {
+		h.Set(api.HeaderEnrollKey, key)
+	}
 	var e api.Enrolled
-	_, err = c.Do(ctx, Request{Method: http.MethodPost, Path: "/v1/appliances/" + name + "/enroll", Body: body,
-		Header: http.Header{"Content-Type": {"application/json"}, api.HeaderInstance: {instance}}}, &e)
+	_, err = c.Do(ctx, Request{Method: http.MethodPost, Path: "/v1/appliances/" + name + "/enroll", Body: body, Header: h}, &e)
 	return e, err
 }
 
