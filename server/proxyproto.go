@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"container/list"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -31,7 +32,7 @@ import (
 
 // proxyHeaderTimeout bounds how long a trusted peer's connection may take to send the first
 // bytes that show whether it starts with a header, and the header itself.
-const proxyHeaderTimeout = 5 * time.Second
+var proxyHeaderTimeout = 5 * time.Second
 
 // proxyV1Max is the longest v1 header, CRLF included (the protocol's own bound).
 const proxyV1Max = 107
@@ -83,19 +84,23 @@ type proxyListener struct {
 	log     *slog.Logger
 	errors  prometheus.Counter
 
-	conns   chan net.Conn
-	accErr  chan error
-	done    chan struct{}
-	pending chan struct{} // one token per header being read: at most cap(pending) at once
-	once    sync.Once
+	conns  chan net.Conn
+	accErr chan error
+	done   chan struct{}
+	once   sync.Once
+
+	mu         sync.Mutex
+	reading    *list.List // *headerRead of the connections whose header is being read, the oldest first
+	maxReading int
 
 	logMu    sync.Mutex
 	loggedAt time.Time
 }
 
-// proxyPending caps the headers read at once; the next connection from a trusted peer waits
-// in the kernel's backlog meanwhile.
-const proxyPending = 1024
+// proxyPending caps the headers read at once: over it, the connection that has waited longest
+// for its header is closed for the new one (see acceptLoop), so that the descriptors they take
+// are bounded and the listener never stops accepting.
+var proxyPending = 1024
 
 func newProxyListener(ln net.Listener, trusted []netip.Prefix, log *slog.Logger) *proxyListener {
 	l := &proxyListener{
@@ -105,7 +110,7 @@ func newProxyListener(ln net.Listener, trusted []netip.Prefix, log *slog.Logger)
 			Help: "Connections from --proxy-protocol-from peers closed because their PROXY protocol header was malformed or late.",
 		}),
 		conns: make(chan net.Conn), accErr: make(chan error), done: make(chan struct{}),
-		pending: make(chan struct{}, proxyPending),
+		reading: list.New(), maxReading: proxyPending,
 	}
 	go l.acceptLoop()
 	return l
@@ -130,26 +135,59 @@ func (l *proxyListener) acceptLoop() {
 			l.handOn(c)
 			continue
 		}
-		select {
-		case l.pending <- struct{}{}:
-		case <-l.done:
-			c.Close()
-			return
+		// Never wait here for a header to end: a balancer's connections that send nothing
+		// would stop the listener, and every client with it, those not behind the balancer
+		// too. At the cap, the oldest header read makes room: a balancer sends its header
+		// at once, and a connection still without one is the least likely to be a client's.
+		l.mu.Lock()
+		var oldest *list.Element
+		if l.reading.Len() >= l.maxReading {
+			oldest = l.reading.Front()
+			l.reading.Remove(oldest)
+			oldest.Value.(*headerRead).at = nil
 		}
-		go func() {
-			defer func() { <-l.pending }()
-			pc, err := readProxyHeader(c, l.timeout)
-			if err != nil {
-				if !errors.Is(err, errNothingSent) {
-					l.errors.Inc()
-					l.logRefusal(c.RemoteAddr(), err)
-				}
-				c.Close()
-				return
-			}
-			l.handOn(pc)
-		}()
+		r := &headerRead{c: c}
+		r.at = l.reading.PushBack(r)
+		l.mu.Unlock()
+		if oldest != nil {
+			old := oldest.Value.(*headerRead)
+			old.c.Close()
+			l.errors.Inc()
+			l.logRefusal(old.c.RemoteAddr(), fmt.Errorf("no header yet, closed for a newer connection: %d others were waiting for theirs", l.maxReading))
+		}
+		go l.readHeader(r)
 	}
+}
+
+// headerRead is a connection whose header is being read.
+type headerRead struct {
+	c  net.Conn
+	at *list.Element // in proxyListener.reading; nil once closed by the listener (under its mu)
+}
+
+// readHeader reads the header of r's connection and hands it on.
+func (l *proxyListener) readHeader(r *headerRead) {
+	c := r.c
+	pc, err := readProxyHeader(c, l.timeout)
+	l.mu.Lock()
+	closedByUs := r.at == nil
+	if !closedByUs {
+		l.reading.Remove(r.at)
+		r.at = nil
+	}
+	l.mu.Unlock()
+	if closedByUs {
+		return // for a newer connection (counted then), or by Close
+	}
+	if err != nil {
+		if !errors.Is(err, errNothingSent) {
+			l.errors.Inc()
+			l.logRefusal(c.RemoteAddr(), err)
+		}
+		c.Close()
+		return
+	}
+	l.handOn(pc)
 }
 
 func (l *proxyListener) handOn(c net.Conn) {
@@ -171,9 +209,18 @@ func (l *proxyListener) Accept() (net.Conn, error) {
 	}
 }
 
+// Close closes the listener and the connections whose header is still being read.
 func (l *proxyListener) Close() error {
 	err := l.Listener.Close()
 	l.once.Do(func() { close(l.done) })
+	l.mu.Lock()
+	for e := l.reading.Front(); e != nil; e = l.reading.Front() {
+		l.reading.Remove(e)
+		r := e.Value.(*headerRead)
+		r.at = nil
+		r.c.Close()
+	}
+	l.mu.Unlock()
 	return err
 }
 

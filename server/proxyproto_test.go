@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"net"
 	"net/http"
 	"net/netip"
@@ -258,4 +259,59 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// A balancer's connections that send nothing (a broken balancer, or one that opens a
+// connection before its client sends a byte) hold nobody else up: once proxyPending of them
+// wait for a header, a new one takes the place of the oldest, which is closed and counted,
+// and the listener goes on accepting. Before, the listener stopped accepting until one of
+// them timed out: every other client waited, those not behind the balancer too.
+func TestServe_ProxyProtocolSilentBalancerHoldsNobodyUp(t *testing.T) {
+	// A header timeout far beyond the test's waits: only the fix can make room. Put back
+	// once the server has stopped (cleanups run last registered first).
+	n, d := proxyPending, proxyHeaderTimeout
+	t.Cleanup(func() { proxyPending, proxyHeaderTimeout = n, d })
+	proxyPending, proxyHeaderTimeout = 8, 10*time.Minute
+	cfg := testConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	const lb = "127.0.0.3"
+	cfg.ProxyProtocolFrom = []netip.Prefix{netip.MustParsePrefix(lb + "/32")}
+	s := serve(t, cfg)
+	addr := strings.TrimPrefix(s.url, "http://")
+
+	var silent []net.Conn
+	for range proxyPending + 4 {
+		silent = append(silent, dialFrom(t, lb, addr))
+	}
+	// A client that is not behind the balancer is served.
+	if got := get(t, dialFrom(t, "127.0.0.2", addr), "/health"); got != 200 {
+		t.Fatalf("a client not behind the balancer, %d silent connections of the balancer open: %d, want 200", len(silent), got)
+	}
+	// So is one through the balancer, header and all.
+	c := dialFrom(t, lb, addr)
+	c.Write(proxyV2(1, 0x11, v2Addrs4("192.0.2.1", 40000)))
+	if got := get(t, c, "/health"); got != 200 {
+		t.Fatalf("a client through the balancer, %d silent connections of the balancer open: %d, want 200", len(silent), got)
+	}
+	// The oldest silent ones made room, closed; the newest still wait for their header.
+	if !closedByServer(silent[0]) {
+		t.Fatal("the oldest silent connection is still open")
+	}
+	if closedByServer(silent[len(silent)-1]) {
+		t.Fatal("the newest silent connection was closed")
+	}
+	res, body := s.req(t, "", "GET", "/metrics", "")
+	if res.StatusCode != 200 || !strings.Contains(string(body), "shoelace_proxy_protocol_errors_total 5") {
+		t.Fatalf("/metrics: %d, want shoelace_proxy_protocol_errors_total 5 (the silent connections closed to make room) in:\n%s", res.StatusCode, grepLines(string(body), "proxy_protocol"))
+	}
+}
+
+// closedByServer reports whether the server closed c: a read ends at once, with no bytes.
+// An open connection is given a second to show it.
+func closedByServer(c net.Conn) bool {
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	_, err := c.Read(make([]byte, 1))
+	var ne net.Error
+	return !(errors.As(err, &ne) && ne.Timeout())
 }
