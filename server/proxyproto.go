@@ -60,6 +60,11 @@ func ParseProxyFrom(s string) ([]netip.Prefix, error) {
 			if err != nil {
 				return nil, fmt.Errorf("--proxy-protocol-from: %q is not an address or a CIDR prefix (10.0.0.5, 10.0.0.0/24, fd00::/64)", f)
 			}
+			if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+				// ::ffff:10.0.0.0/120, as a dual-stack listener shows IPv4 peers: the
+				// peers are compared unmapped (isTrusted), so the prefix must be too.
+				p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+			}
 			out = append(out, p.Masked())
 			continue
 		}

@@ -138,11 +138,11 @@ func FuzzParseProxyHeader(f *testing.F) {
 }
 
 func TestParseProxyFrom(t *testing.T) {
-	got, err := ParseProxyFrom(" 10.0.0.5, 10.1.0.0/16 ,fd00::/64,::ffff:192.0.2.1,")
+	got, err := ParseProxyFrom(" 10.0.0.5, 10.1.0.0/16 ,fd00::/64,::ffff:192.0.2.1,::ffff:198.51.100.0/120,::ffff:0:0/96")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"10.0.0.5/32", "10.1.0.0/16", "fd00::/64", "192.0.2.1/32"}
+	want := []string{"10.0.0.5/32", "10.1.0.0/16", "fd00::/64", "192.0.2.1/32", "198.51.100.0/24", "0.0.0.0/0"}
 	if len(got) != len(want) {
 		t.Fatalf("%v, want %v", got, want)
 	}
@@ -314,4 +314,28 @@ func closedByServer(c net.Conn) bool {
 	_, err := c.Read(make([]byte, 1))
 	var ne net.Error
 	return !(errors.As(err, &ne) && ne.Timeout())
+}
+
+// A balancer listed as an IPv4-mapped prefix, the way a dual-stack listener shows IPv4 peers,
+// is the IPv4 balancer it names: its header is taken. Before, it was never trusted, and its
+// header was answered 400.
+func TestServe_ProxyProtocolFromMappedPrefix(t *testing.T) {
+	cfg := testConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	cfg.MaxConnsPerAddr = 1
+	from, err := ParseProxyFrom("::ffff:127.0.0.0/126")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ProxyProtocolFrom = from
+	s := serve(t, cfg)
+	addr := strings.TrimPrefix(s.url, "http://")
+	for _, client := range []string{"192.0.2.1", "192.0.2.2"} { // two clients: two addresses under the cap of 1
+		c := dialFrom(t, "127.0.0.3", addr)
+		c.Write([]byte("PROXY TCP4 " + client + " 127.0.0.1 40000 7400\r\n"))
+		if got := get(t, c, "/health"); got != 200 {
+			t.Fatalf("client %s through the balancer listed as ::ffff:127.0.0.0/126: %d, want 200", client, got)
+		}
+	}
 }
