@@ -152,7 +152,8 @@ func parseAll(cfg *Config) ([]*tmpl, error) {
 }
 
 // Warnings lists what `validate` should point out without failing: an inline token others can
-// read, no template at all, templates whose output changes on every render.
+// read, no template at all, files of templates_dir that are not read, templates whose output
+// changes on every render.
 func (a *Agent) Warnings() []string {
 	var w []string
 	if tw := a.cfg.TokenWarning(); tw != "" {
@@ -161,6 +162,7 @@ func (a *Agent) Warnings() []string {
 	if len(a.tmpls) == 0 {
 		w = append(w, fmt.Sprintf("%s: no templates configured (in templates:, in *.yaml files of templates_dir or in confd_dir's conf.d): once, run and render refuse to start", a.cfg.Path))
 	}
+	w = append(w, a.cfg.TemplatesDirWarnings()...)
 	w = append(w, a.cfg.Notes...)
 	for _, t := range a.tmpls {
 		if fns := t.t.Nondeterministic(); len(fns) > 0 {

@@ -589,6 +589,29 @@ func (c *Config) TemplateFiles() ([]string, error) {
 	return files, nil
 }
 
+// TemplatesDirWarnings names the files of templates_dir that look like lists of template
+// entries but are not read, since only *.yaml files are: an entry list saved as web.yml (the
+// other usual name) or WEB.YAML left its templates out without a word.
+func (c *Config) TemplatesDirWarnings() []string {
+	if c.TemplatesDir == "" || !filepath.IsAbs(c.TemplatesDir) {
+		return nil
+	}
+	entries, err := os.ReadDir(c.TemplatesDir)
+	if err != nil {
+		return nil // a missing drop-in directory is fine; another error is loadTemplatesDir's
+	}
+	var w []string
+	for _, e := range entries {
+		name, ext := e.Name(), filepath.Ext(e.Name())
+		if e.IsDir() || ext == ".yaml" || !(strings.EqualFold(ext, ".yaml") || strings.EqualFold(ext, ".yml")) {
+			continue
+		}
+		w = append(w, fmt.Sprintf("%s: templates_dir: %s is not read: only *.yaml files are (rename it %s)",
+			c.Path, filepath.Join(c.TemplatesDir, name), strings.TrimSuffix(name, ext)+".yaml"))
+	}
+	return w
+}
+
 func (c *Config) loadTemplatesDir() error {
 	fi, err := os.Stat(c.TemplatesDir)
 	if errors.Is(err, os.ErrNotExist) {

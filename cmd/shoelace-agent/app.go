@@ -120,6 +120,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			for _, n := range cfg.Notes {
 				log.Info("confd_dir", "note", n)
 			}
+			for _, w := range cfg.TemplatesDirWarnings() {
+				log.Warn("templates_dir file not read", "problem", w)
+			}
 		}
 		return cfg, log, nil
 	}

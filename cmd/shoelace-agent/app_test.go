@@ -234,3 +234,44 @@ func TestCLI_StatusJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestCLI_TemplatesDirYmlNotRead: templates_dir reads *.yaml files only; an entry list saved as
+// b.yml (or B.YAML) was skipped without a word, and validate said "ok" with its templates left
+// out. validate now names each such file and the name it would be read under, and once logs it.
+func TestCLI_TemplatesDirYmlNotRead(t *testing.T) {
+	dir := t.TempDir()
+	td := filepath.Join(dir, "templates.d")
+	if err := os.Mkdir(td, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	entry := func(name string) string { return "- contents: x\n  destination: " + filepath.Join(dir, name) + "\n" }
+	for name, text := range map[string]string{"a.yaml": entry("a"), "b.yml": entry("b"), "C.YAML": entry("c"), "notes.txt": "not a template list\n"} {
+		if err := os.WriteFile(filepath.Join(td, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := filepath.Join(dir, "agent.yaml")
+	if err := os.WriteFile(cfg, []byte("server: http://127.0.0.1:1\nappliance: web\ntoken: t\ntemplates_dir: "+td+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err, stdout, _ := runCLI(t, "validate", "--config", cfg)
+	if err != nil || !strings.Contains(stdout, "ok, 1 template") {
+		t.Fatalf("validate: %v %q", err, stdout)
+	}
+	for _, want := range []string{
+		"warning: " + cfg + ": templates_dir: " + filepath.Join(td, "b.yml") + " is not read: only *.yaml files are (rename it b.yaml)",
+		"warning: " + cfg + ": templates_dir: " + filepath.Join(td, "C.YAML") + " is not read: only *.yaml files are (rename it C.yaml)",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("validate does not say %q:\n%s", want, stdout)
+		}
+	}
+	if strings.Contains(stdout, "notes.txt") || strings.Contains(stdout, "a.yaml is not read") {
+		t.Errorf("validate warns about a file that is no template list, or one that is read:\n%s", stdout)
+	}
+	// The other commands log it: once fails on the unreachable server, after saying so.
+	_, _, stderr := runCLI(t, "once", "--config", cfg)
+	if !strings.Contains(stderr, `is not read: only *.yaml files are (rename it b.yaml)`) {
+		t.Errorf("once does not log the file it leaves out:\n%s", stderr)
+	}
+}
