@@ -370,6 +370,11 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 	if dry && q.Has("cas") {
 		return api.Errorf(api.CodeInvalidRequest, "dry_run answers with the revision it read: give that as cas to the apply itself, not to the dry run")
 	}
+	if dry && strat != nil {
+		// Its plan would be the plain apply's: a canary apply changes no live key, and may be
+		// refused (no enrolled instance, a rollout running) where the plan said nothing.
+		return api.Errorf(api.CodeInvalidRequest, "dry_run starts no rollout: it answers what an apply would change in the live keys, which an apply with canary leaves until its rollout is promoted; ask the dry run without canary (its changes are the rollout's), then apply with canary")
+	}
 	name := r.PathValue("name")
 	if err := api.ValidateSegment("appliance name", name); err != nil {
 		return err

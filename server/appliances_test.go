@@ -365,6 +365,9 @@ func TestAppliances_ApplyDryRun(t *testing.T) {
 	// The body is checked as for the apply itself; cas belongs to the apply.
 	f.mustErr(f.do("PUT", "/v1/appliances/web?dry_run", `{"keys":{"a":null}}`), 400, api.CodeInvalidBody)
 	f.mustErr(f.do("PUT", "/v1/appliances/web?dry_run&cas=5", `{"keys":{"a":"1"}}`), 400, api.CodeInvalidRequest, "give that as cas to the apply")
+	// A canary apply changes no live key (it starts a rollout, which may be refused): a dry run
+	// of one answered the plain apply's plan, as if canary had not been given.
+	f.mustErr(f.do("PUT", "/v1/appliances/web?dry_run&canary=10%25", `{"keys":{"a":"1"}}`), 400, api.CodeInvalidRequest, "starts no rollout")
 
 	// Read-only tokens and agents may not; maintenance does not stop a dry run.
 	reader := f.newToken(api.TokenRequest{Name: "reader", Read: []string{"appliances/web"}})

@@ -139,7 +139,8 @@ Prints the revision.
 key per line as "appliance diff" does ("+ key=value" created, "~ key=value (was old)" changed,
 "- key=old" deleted; secret values as (secret)),
 and on stderr a summary with the revision it read, to give as --cas to the apply itself so that
-it applies only onto the state that was reviewed.
+it applies only onto the state that was reviewed. It starts no rollout: review without --canary,
+then apply with it (the rollout's change is the one reviewed).
 
 EXAMPLES:
    shoelace appliance apply web-frontend -f web-frontend.yaml
@@ -445,6 +446,9 @@ func (e *cliEnv) applianceApply(c *cli.Context) error {
 	}
 	if c.Bool("dry-run") && c.IsSet("cas") {
 		return usagef("%s--dry-run reads the appliance as it is and prints the revision to give as --cas to the apply itself: give one of them", errPrefix(c))
+	}
+	if c.Bool("dry-run") && c.String("canary") != "" {
+		return usagef("%s--dry-run starts no rollout: it prints what the apply would change in the live keys, which --canary leaves as they are until its rollout is promoted; run the dry run without --canary and its rollout flags (its changes are the rollout's), then apply with them", errPrefix(c))
 	}
 	s, err := e.connect(c)
 	if err != nil {

@@ -1252,6 +1252,9 @@ func TestE2E_ApplyDryRun(t *testing.T) {
 		t.Errorf("dry run -o json = %+v, %v", plan, err)
 	}
 	c.fails(exitUsage, "give one of them", "appliance", "apply", "e2e-plan", "-f", next, "--dry-run", "--cas", m[1])
+	// --canary was dropped without a word: the dry run printed the plain apply's plan, exit 0,
+	// where the apply itself starts a rollout (refused, exit 4, without enrolled instances).
+	c.fails(exitUsage, "--dry-run starts no rollout", "appliance", "apply", "e2e-plan", "-f", next, "--dry-run", "--canary", "10%")
 
 	// The reviewed state, applied with its revision as --cas.
 	revisionOf(t, c.ok("appliance", "apply", "e2e-plan", "-f", next, "--cas", m[1]))
