@@ -953,3 +953,22 @@ func TestAgent_RunRemovesWhatAKilledRunLeft(t *testing.T) {
 		t.Errorf("the removal is not logged:\n%s", logs.String())
 	}
 }
+
+// A list of templates saved in templates_dir as c.yml is not read (only *.yaml files are): run
+// said nothing when one appeared, and its templates were simply never rendered. It logs the
+// file and the name to give it now.
+func TestAgent_RunTemplatesDirYmlLogged(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, logs := testAgent(t, srv, header+"templates_dir: $DIR/conf.d\ntemplates:\n  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n")
+	os.Mkdir(dir+"/conf.d", 0o755)
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	os.WriteFile(dir+"/conf.d/c.yml", []byte("- contents: c\n  destination: "+dir+"/c\n"), 0o644)
+	waitFor(t, "the .yml file named in the log", func() bool {
+		return strings.Contains(logs.String(), "conf.d/c.yml is not read: only *.yaml files are (rename it c.yaml)")
+	})
+	if _, err := os.Stat(dir + "/c"); err == nil {
+		t.Fatal("a template of the .yml file was rendered")
+	}
+}

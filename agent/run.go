@@ -527,6 +527,9 @@ func (l *loop) reload() {
 		a.log.Warn("metrics_listen changed: it takes effect at the next start", "serving", old.MetricsListen, "configured", cfg.MetricsListen)
 	}
 	a.log.Info("config reloaded", "templates", len(a.tmpls), "appliance", a.cfg.Appliance)
+	for _, w := range cfg.TemplatesDirWarnings() {
+		a.log.Warn("templates_dir file not read", "problem", w)
+	}
 	if l.cur != nil {
 		l.render(l.cur, true)
 	}
@@ -716,7 +719,9 @@ func (a *Agent) isConfigEvent(name string) bool {
 	if a.cfg.TemplatesDir == "" {
 		return false
 	}
-	return filepath.Dir(name) == filepath.Clean(a.cfg.TemplatesDir) && filepath.Ext(name) == ".yaml"
+	// A web.yml or WEB.YAML is not read, but a reload logs that it is not (TemplatesDirWarnings).
+	ext := filepath.Ext(name)
+	return filepath.Dir(name) == filepath.Clean(a.cfg.TemplatesDir) && (strings.EqualFold(ext, ".yaml") || strings.EqualFold(ext, ".yml"))
 }
 
 func (a *Agent) isSource(name string) bool {
