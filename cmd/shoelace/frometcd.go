@@ -199,6 +199,10 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 	}
 	keys, refused := mapConfdKeys(kvs, prefix, appliance)
 	for _, r := range refused {
+		if fromConsul != "" {
+			// As consul kv export wrote it, and as it is renamed in Consul: not as read, rooted at '/'.
+			r.Key = strings.TrimPrefix(r.Key, "/")
+		}
 		fmt.Fprintf(e.stderr, "%s\n", r)
 	}
 	source := fmt.Sprintf("etcd %s at revision %d", strings.Join(endpoints, ","), etcdRev)
