@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -277,8 +278,108 @@ func (e *cliEnv) connect(c *cli.Context) (*session, error) {
 	return s, nil
 }
 
+// connectStreaming is connect for a command whose answer may take longer than --timeout to
+// stream (snapshot save, export): --timeout bounds each wait for the server instead (the answer
+// to start, each pause in it), so that an answer that keeps coming is taken whole however long
+// it takes; a store of a few hundred MiB across a slow link took longer than 30 s, and the
+// runbook's hourly backups failed while the server was sending all along. The caller must call
+// s.cancel, and give the command's error to idle.explain.
+func (e *cliEnv) connectStreaming(c *cli.Context) (*session, *idleTimer, error) {
+	ctx, cancel := context.WithCancel(c.Context)
+	idle := newIdleTimer(c.Duration(flagTimeout), cancel)
+	s, err := e.connectVia(ctx, c, true, func(rt http.RoundTripper) http.RoundTripper {
+		return idleTransport{rt: rt, idle: idle}
+	})
+	if err != nil {
+		idle.stop()
+		cancel()
+		return nil, nil, err
+	}
+	s.cancel = func() {
+		idle.stop()
+		cancel()
+	}
+	return s, idle, nil
+}
+
+// idleTimer cancels a transfer that has made no progress for d (0: never), where a deadline
+// would end one that is slow but going on.
+type idleTimer struct {
+	d     time.Duration
+	t     *time.Timer
+	fired atomic.Bool
+}
+
+func newIdleTimer(d time.Duration, cancel context.CancelFunc) *idleTimer {
+	it := &idleTimer{d: d}
+	if d > 0 {
+		it.t = time.AfterFunc(d, func() {
+			it.fired.Store(true)
+			cancel()
+		})
+	}
+	return it
+}
+
+// touch starts the wait for the server again.
+func (it *idleTimer) touch() {
+	if it.t != nil && !it.fired.Load() {
+		it.t.Reset(it.d)
+	}
+}
+
+func (it *idleTimer) stop() {
+	if it.t != nil {
+		it.t.Stop()
+	}
+}
+
+// explain returns err, or, when the timer ended the transfer (which ends it as Ctrl-C would),
+// why: the server sent nothing for --timeout (exit 6).
+func (it *idleTimer) explain(err error) error {
+	if err == nil || !it.fired.Load() {
+		return err
+	}
+	return &exitCodeError{code: exitUnavailable, err: fmt.Errorf("the server sent nothing for %s (--timeout %s): gave up", it.d, it.d)}
+}
+
+// idleTransport passes requests on to rt and starts idle's wait again at each answer and at
+// each read of its body.
+type idleTransport struct {
+	rt   http.RoundTripper
+	idle *idleTimer
+}
+
+func (t idleTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.rt.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	t.idle.touch()
+	resp.Body = idleBody{ReadCloser: resp.Body, idle: t.idle}
+	return resp, nil
+}
+
+type idleBody struct {
+	io.ReadCloser
+	idle *idleTimer
+}
+
+func (b idleBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.idle.touch()
+	}
+	return n, err
+}
+
 // connectWith builds a session on ctx, with the token when withToken.
 func (e *cliEnv) connectWith(ctx context.Context, c *cli.Context, withToken bool) (*session, error) {
+	return e.connectVia(ctx, c, withToken, nil)
+}
+
+// connectVia is connectWith whose transport is wrap's (nil: the CLI's own).
+func (e *cliEnv) connectVia(ctx context.Context, c *cli.Context, withToken bool, wrap func(http.RoundTripper) http.RoundTripper) (*session, error) {
 	asJSON, err := jsonOutput(c)
 	if err != nil {
 		return nil, err
@@ -306,8 +407,12 @@ func (e *cliEnv) connectWith(ctx context.Context, c *cli.Context, withToken bool
 		}
 	}
 	e.addr = c.String(flagAddr)
+	var rt http.RoundTripper = http1Transport()
+	if wrap != nil {
+		rt = wrap(rt)
+	}
 	cl, err := client.New(e.addr, client.Options{
-		HTTPClient:   &http.Client{Transport: http1Transport()},
+		HTTPClient:   &http.Client{Transport: rt},
 		Token:        token,
 		CAFile:       c.String(flagCAFile),
 		Retries:      2,

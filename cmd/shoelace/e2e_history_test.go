@@ -140,7 +140,7 @@ func TestE2E_RollbackPreviousPastManyRollouts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cl.Enroll(context.Background(), name, "vm-1"); err != nil {
+	if _, err := cl.Enroll(context.Background(), name, "vm-1", ""); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.run("appliance", "forget", name, "vm-1") })

@@ -1193,7 +1193,7 @@ func TestE2E_ApplianceForget(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := agent.Enroll(ctx, "e2e-forget", "vm-1"); err != nil {
+	if _, err := agent.Enroll(ctx, "e2e-forget", "vm-1", ""); err != nil {
 		t.Fatal(err)
 	}
 	if ls := c.ok("token", "ls"); strings.Contains(ls, "instance:e2e-forget:vm-1") {
@@ -1203,14 +1203,14 @@ func TestE2E_ApplianceForget(t *testing.T) {
 		t.Errorf("token ls --all does not show the instance token:\n%s", ls)
 	}
 	var e *api.Error
-	if _, err := agent.Enroll(ctx, "e2e-forget", "vm-1"); !errors.As(err, &e) || e.Status != http.StatusConflict {
+	if _, err := agent.Enroll(ctx, "e2e-forget", "vm-1", ""); !errors.As(err, &e) || e.Status != http.StatusConflict {
 		t.Fatalf("second enrollment: %v, want 409", err)
 	}
 	c.fails(exitError, "has ':'", "token", "create", "--name", "instance:x:y", "--appliance", "x")
 	if got := c.ok("appliance", "forget", "e2e-forget", "vm-1"); !strings.HasPrefix(got, "revision ") {
 		t.Errorf("appliance forget = %q", got)
 	}
-	if _, err := agent.Enroll(ctx, "e2e-forget", "vm-1"); err != nil {
+	if _, err := agent.Enroll(ctx, "e2e-forget", "vm-1", ""); err != nil {
 		t.Fatalf("enrollment after forget: %v", err)
 	}
 	c.ok("appliance", "forget", "e2e-forget", "vm-1")

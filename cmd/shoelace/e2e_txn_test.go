@@ -98,7 +98,7 @@ func TestE2E_TxnCanary(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, vm := range []string{"vm-1", "vm-2"} {
-		if _, err := cl.Enroll(context.Background(), "e2etxnc", vm); err != nil {
+		if _, err := cl.Enroll(context.Background(), "e2etxnc", vm, ""); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -85,6 +85,8 @@ Values are kept byte for byte. Secret keys (a path segment "secrets") are left o
 --include-secrets is given (use an admin token): what was left out is listed under "omitted"
 and on stderr, what was included is listed on stderr. An export with omitted keys is partial,
 and "shoelace import" says so. The server's own records (tokens, settings) are never exported.
+--timeout bounds each wait for the server (the answer to start, each pause in it), not the
+whole answer, which may take minutes for a large store across a slow link.
 
 EXAMPLES:
    shoelace export > all.json
@@ -100,19 +102,19 @@ func (e *cliEnv) export(c *cli.Context) error {
 	if _, err := wantArgs(c, 0, 0, ""); err != nil {
 		return err
 	}
-	s, err := e.connect(c)
+	s, idle, err := e.connectStreaming(c)
 	if err != nil {
 		return err
 	}
 	defer s.cancel()
 	if c.Bool("include-secrets") {
 		if err := requireAdmin(s, "export --include-secrets"); err != nil {
-			return err
+			return idle.explain(err)
 		}
 	}
 	l, meta, err := s.client.List(s.ctx, "", false)
 	if err != nil {
-		return err
+		return idle.explain(err)
 	}
 	e.warnIfNotAdmin(s, "the export holds only the keys this token may read")
 	d, included := buildDump(l.Entries, c.Bool("include-secrets"))

@@ -32,7 +32,8 @@ func snapshotCommand(e *cliEnv) *cli.Command {
 0600 through a temporary file and a rename: the snapshot holds every secret. The snapshot's
 integrity is checked before the rename (etcd ends it with the SHA-256 of its content): a
 truncated or corrupted stream saves nothing. Prints the file, its size and the revision it was
-taken at.
+taken at. --timeout bounds each wait for the server (the answer to start, each pause in it),
+not the whole stream, which may take minutes for a large store across a slow link.
 
 EXAMPLES:
    shoelace snapshot save /var/backups/shoelace-$(date +%F).db`,
@@ -76,7 +77,7 @@ func (e *cliEnv) snapshotSave(c *cli.Context) error {
 		// Checked before the whole store is streamed: the rename at the end failed ("file exists").
 		return usagef("snapshot save: %s is a directory: give the name of the file to write, such as %s", path, filepath.Join(path, "shoelace.db"))
 	}
-	s, err := e.connect(c)
+	s, idle, err := e.connectStreaming(c)
 	if err != nil {
 		return err
 	}
@@ -94,6 +95,9 @@ func (e *cliEnv) snapshotSave(c *cli.Context) error {
 	meta, n, err := s.client.Snapshot(s.ctx, tmp)
 	if err != nil {
 		tmp.Close()
+		if idle.fired.Load() {
+			return fmt.Errorf("snapshot save: %w; nothing was saved", idle.explain(err))
+		}
 		return err
 	}
 	if n == 0 {
