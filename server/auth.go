@@ -780,9 +780,19 @@ func decodeToken(key string, data []byte) (*tokenRecord, error) {
 // store that fails reads cannot keep a revoked token valid). A record that does not decode is
 // refused like a revoked one.
 func (s *Server) tokenChanged(name string, c store.SysChange, rev int64) {
+	// An instance's token changed (enrolled, taken over, forgotten, expired), perhaps through
+	// another replica: what this one wrote of the previous token's reports is not the new
+	// holder's, whose first report must be written (it also tells an enrollment key that the
+	// token was used; see retriedByHolder). The reports share the token's name, not its secret.
+	if old := s.auth.byNameRecord(name); old != nil && old.Instance != "" {
+		s.reports.forget(old.Appliance, old.Instance)
+	}
 	if !c.Deleted {
 		rec, err := decodeToken(tokenPrefix+name, c.Value)
 		if err == nil {
+			if rec.Instance != "" {
+				s.reports.forget(rec.Appliance, rec.Instance)
+			}
 			if s.auth.set(rec, rev) {
 				s.hub.revoke(name)
 			}

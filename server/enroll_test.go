@@ -384,3 +384,43 @@ func TestEnroll_LostAnswerEnrolledAgainWithItsKey(t *testing.T) {
 	f.mustErr(enrollWith(key), 409, api.CodeConflict, "enrolled already")
 	f.must(f.doToken(again.Token, "GET", "/v1/appliances/web", ""), 200, nil)
 }
+
+// A replica that did not make an enrollment remembered the reports of the instance's previous
+// token (by its name, which every token of the instance shares) and, for a minute, took the
+// new token's report for one it had written: the record stayed as the enrollment wrote it, and
+// the enrollment key enrolled the name again (retriedByHolder) while the new token was in use.
+// Every replica now forgets what it wrote of an instance when its token changes.
+func TestEnroll_KeyRetryRefusedOnceReportedThroughAnotherReplica(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	b := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	b.token = a.token
+	a.must(a.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	agent := a.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	key := strings.Repeat("k", 64)
+	enrollWith := func() resp {
+		return a.doToken(agent, "POST", "/v1/appliances/web/enroll", `{"instance":"vm-1"}`, api.HeaderEnrollKey, key)
+	}
+	applied := a.put("appliances/web/a", "2")
+	// reportedVia reports through b with tok, and waits until the record is written after the
+	// instance token (revision tokRev).
+	reportedVia := func(tok string) {
+		t.Helper()
+		waitFor(t, "replica b knows the token", func() bool { return b.s.auth.lookup(tok) != nil })
+		b.must(b.doToken(tok, "GET", "/v1/appliances/web", "", api.HeaderApplied, fmt.Sprint(applied)), 200, nil)
+		waitFor(t, "the report recorded", func() bool {
+			_, recRev, _ := a.st.SysGet(context.Background(), instanceRecordKey("web", "vm-1"))
+			_, tokRev, _ := a.st.SysGet(context.Background(), tokenPrefix+instanceTokenName("web", "vm-1"))
+			return recRev > tokRev
+		})
+	}
+
+	var first, second api.Enrolled
+	a.must(enrollWith(), 201, &first)
+	reportedVia(first.Token)
+	a.must(a.do("DELETE", "/v1/appliances/web/instances/vm-1", ""), 200, nil)
+	a.must(enrollWith(), 201, &second) // the name is free again: a new enrollment
+	reportedVia(second.Token)
+	a.mustErr(enrollWith(), 409, api.CodeConflict, "enrolled already")
+	b.must(b.doToken(second.Token, "GET", "/v1/appliances/web", ""), 200, nil)
+}
