@@ -232,6 +232,11 @@ func (e *enroller) enrollKey() string {
 		return ""
 	}
 	key := hex.EncodeToString(b[:])
+	// A named pipe, socket or device at the key's name is not the agent's file, and atomicfile
+	// does not replace one: every enrollment would go without a key. Its name is the agent's.
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type()&(fs.ModeNamedPipe|fs.ModeSocket|fs.ModeDevice) != 0 {
+		_ = os.Remove(path)
+	}
 	err = mkdirPrivate(filepath.Dir(path))
 	if err == nil {
 		_, err = atomicfile.Write(path, []byte(key+"\n"), ownFile(false))
