@@ -58,6 +58,10 @@ func (a *authState) enrolledBy(parent, except string) int {
 	return n
 }
 
+// enrollRetryAge is how old a token never used must be for its enrollment key to enroll its
+// instance again (see retriedByHolder): agents ask again after enrollEvery, a minute.
+const enrollRetryAge = 10 * time.Second
+
 // enrollTries bounds the reads and guarded writes of one enrollment: a report of the instance
 // written between the two makes the write fail its guard and the enrollment read again.
 const enrollTries = 3
@@ -201,7 +205,11 @@ func (s *Server) enroll(ctx context.Context, r *http.Request, appliance, instanc
 		if in.EnrolledAt != nil && in.EnrolledAt.After(last) {
 			last = *in.EnrolledAt
 		}
-		retried = err == nil && retriedByHolder(old, key, recRev, tokRev)
+		// Not sooner than enrollRetryAge after the token it replaces (an agent asks again
+		// a minute later): a holder of the key enrolling again and again would cost a write,
+		// a revocation and an audit line each time, and a clone booted with a copy of the key
+		// gets 409 once the other has reported.
+		retried = err == nil && retriedByHolder(old, key, recRev, tokRev) && !now.Before(old.Created.Add(s.enrollRetryAge))
 		if free := last.Add(s.cfg.InstanceStale); now.Before(free) && !retried {
 			return api.Enrolled{}, 0, enrolledConflict{api.Errorf(api.CodeConflict,
 				"instance %s of appliance %s is enrolled already (last seen %s); it may be taken over from %s (--instance-stale %s), or freed now with shoelace appliance forget %s %s",

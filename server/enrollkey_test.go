@@ -44,6 +44,7 @@ func TestEnroll_SameKeyAtOnceOneTokenStands(t *testing.T) {
 	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
 	b := newFixtureOn(t, testutil.OpenStore(t, cfg))
 	b.token = a.token
+	a.s.enrollRetryAge, b.s.enrollRetryAge = 0, 0 // the key may enroll again at once
 	a.must(a.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
 	agent := a.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
 	waitFor(t, "replica b knows the token", func() bool { return b.s.auth.lookup(agent) != nil })
@@ -129,6 +130,7 @@ func TestEnroll_KeyRetryNotDeniedByOthers(t *testing.T) {
 	var logs syncBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	f := newFixtureLog(t, testutil.Store(t), log)
+	f.s.enrollRetryAge = 0 // the key may enroll again at once
 	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
 	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
 	key := "Kk_-" + strings.Repeat("7", 60)

@@ -61,8 +61,10 @@ const depsTimeout = 3 * time.Second
 // Server answers the HTTP API for one replica. Create it with New; Close stops it.
 type Server struct {
 	cfg Config
-	st  *store.Store
-	log *slog.Logger
+	// enrollRetryAge is enrollRetryAge (tests lower it).
+	enrollRetryAge time.Duration
+	st             *store.Store
+	log            *slog.Logger
 	// auditLog writes the audit lines whatever the log level.
 	auditLog auditLogger
 	m        *metrics
@@ -107,7 +109,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 		cfg.Version = "dev"
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, st: st, log: log, auditLog: newAuditLogger(log), m: newMetrics(cfg.Version), ctx: ctx, cancel: cancel}
+	s := &Server{cfg: cfg, st: st, log: log, auditLog: newAuditLogger(log), m: newMetrics(cfg.Version), ctx: ctx, cancel: cancel, enrollRetryAge: enrollRetryAge}
 	st.SetObserver(s.m.observeEtcd)
 	st.SetTreeCheck(s.checkTree)
 	s.hub = newHub(ctx, st, log, s.m, cfg.MaxWaiters)
