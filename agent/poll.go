@@ -256,10 +256,15 @@ func (f *follow) deliver(v *api.View, meta client.Meta, by string) error {
 		f.a.log.Error("server sent an empty view or another appliance's; keeping files", "revision", v.Revision, "appliance", v.Appliance)
 		return errBadView
 	}
-	if err := checkKeys(v.Keys); err != nil {
-		f.failures++
-		f.a.log.Error("server sent a view holding a key that breaks the key rules; keeping files", "revision", v.Revision, "error", err.Error())
-		return errBadView
+	// A view made of a delta holds the checked keys of the view before and those the delta
+	// set, which applying it checked: a one-key change to a 10,000-key view is not 10,000
+	// checks (2.3 ms).
+	if !meta.Delta {
+		if err := checkKeys(v.Keys); err != nil {
+			f.failures++
+			f.a.log.Error("server sent a view holding a key that breaks the key rules; keeping files", "revision", v.Revision, "error", err.Error())
+			return errBadView
+		}
 	}
 	f.storeChanges = 0
 	rev := v.Revision

@@ -185,6 +185,11 @@ func ApplyDeltaSum(base View, baseSum string, d Delta) (View, string, error) {
 		}
 	}
 	for k, v := range d.Set {
+		// The base's keys were checked when it was taken; a delta's new ones are checked
+		// here, so that a view made of deltas never needs checking whole.
+		if err := ValidateKey(k); err != nil {
+			return View{}, "", fmt.Errorf("delta from revision %d to %d sets %w", d.Base, d.Revision, err)
+		}
 		if old, ok := keys[k]; ok {
 			sum.sub(k, old)
 		}

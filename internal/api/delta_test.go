@@ -108,6 +108,18 @@ func TestApplyDelta(t *testing.T) {
 	}
 }
 
+// A delta that sets a key breaking the key rules does not apply (even with the right sum): a
+// view made of deltas is then never checked whole (the agent checks full views only).
+func TestApplyDelta_RefusesInvalidKeys(t *testing.T) {
+	base := View{Appliance: "web", Revision: 5, Keys: map[string]string{"a": "1"}}
+	for _, bad := range []string{"../etc/passwd", "/abs", "a//b", "x/./y", "a\nb"} {
+		now := View{Appliance: "web", Revision: 6, Keys: map[string]string{"a": "1", bad: "evil"}}
+		if _, err := ApplyDelta(base, Diff(base, now)); err == nil || !strings.Contains(err.Error(), "sets") {
+			t.Errorf("delta setting %q: err %v, want one naming the key", bad, err)
+		}
+	}
+}
+
 func TestUpdate_Decode(t *testing.T) {
 	for _, tc := range []struct {
 		line             string

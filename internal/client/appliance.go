@@ -111,6 +111,7 @@ func (c *Client) WatchView(ctx context.Context, name string, p Poll) (*api.View,
 	if err != nil {
 		return c.fullView(ctx, name, p)
 	}
+	m.Delta = true
 	return &v, m, nil
 }
 

@@ -133,6 +133,10 @@ type Meta struct {
 	RetryAfter time.Duration
 	// ContentType is the answer's Content-Type.
 	ContentType string
+	// Delta says that the view answered was made by applying a delta to the caller's base
+	// (Poll.Base): its keys are the base's and those the delta set, which api.ApplyDelta
+	// checked against the key rules.
+	Delta bool
 }
 
 // New returns a client of the server at addr ("http://host:port" or "https://…"; a bare host:port means http).

@@ -139,7 +139,7 @@ func (c *Client) StreamView(ctx context.Context, name string, p Poll, fn func(*a
 		} else {
 			v, curSum = u.View(), ""
 		}
-		meta.Index = v.Revision
+		meta.Index, meta.Delta = v.Revision, u.IsDelta()
 		if err := fn(&v, meta); err != nil {
 			return meta, err
 		}
