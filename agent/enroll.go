@@ -232,11 +232,8 @@ func (e *enroller) enrollKey() string {
 		return ""
 	}
 	key := hex.EncodeToString(b[:])
-	// A named pipe, socket or device at the key's name is not the agent's file, and atomicfile
-	// does not replace one: every enrollment would go without a key. Its name is the agent's.
-	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type()&(fs.ModeNamedPipe|fs.ModeSocket|fs.ModeDevice) != 0 {
-		_ = os.Remove(path)
-	}
+	// Every enrollment would go without a key otherwise.
+	removeSpecialFile(path)
 	err = mkdirPrivate(filepath.Dir(path))
 	if err == nil {
 		_, err = atomicfile.Write(path, []byte(key+"\n"), ownFile(false))
@@ -370,8 +367,20 @@ func readPrivateFile(path, what string) ([]byte, error) {
 	return data, nil
 }
 
+// removeSpecialFile removes a named pipe, socket or device at path, the name of one of the
+// agent's own files in cache_dir: it is not the agent's file, and atomicfile does not rename
+// over one, so that the file could never be saved.
+func removeSpecialFile(path string) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type()&(fs.ModeNamedPipe|fs.ModeSocket|fs.ModeDevice) != 0 {
+		_ = os.Remove(path)
+	}
+}
+
 // saveInstanceToken writes the instance token file atomically, mode 0600.
 func saveInstanceToken(path string, it instanceToken) error {
+	// A restart would not find the token otherwise, and the name stays held until
+	// --instance-stale.
+	removeSpecialFile(path)
 	if err := mkdirPrivate(filepath.Dir(path)); err != nil {
 		return fmt.Errorf("cache dir: %w", err)
 	}

@@ -93,3 +93,26 @@ func TestAgent_RunEnrollKeyFileNotItsOwnReplaced(t *testing.T) {
 		})
 	}
 }
+
+// A named pipe at the instance token's name is not read (it would block), and was not replaced
+// either (atomicfile does not rename over one): the token got was never saved, and after a
+// restart the name stayed held until --instance-stale. It is replaced by the token file.
+func TestAgent_RunInstanceTokenFifoReplaced(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, _ := testAgent(t, srv, header+enrollTemplate)
+	if err := os.MkdirAll(dir+"/cache", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := agent.InstanceTokenPath(dir+"/cache", "web")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	waitFor(t, "the token saved in a file of its own", func() bool {
+		fi, err := os.Lstat(path)
+		b, _ := os.ReadFile(path)
+		return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm() == 0o600 && strings.Contains(string(b), `"token":"instance-token-1"`)
+	})
+}
