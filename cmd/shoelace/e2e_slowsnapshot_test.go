@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -121,4 +122,27 @@ func TestE2E_ExportSlowerThanTimeout(t *testing.T) {
 	}
 	stalled := slowFront(t, s, 1024, 0, true)
 	c.with("SHOELACE_ADDR="+stalled.URL).fails(exitUnavailable, "(--timeout 1s)", "export", "--timeout", "1s")
+}
+
+// TestE2E_ListSlowerThanTimeout: kv ls of a large prefix is taken whole across a slow link, as
+// export is; a listing that stops coming is given up on after --timeout.
+func TestE2E_ListSlowerThanTimeout(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	for i := range 4 {
+		c.ok("kv", "put", fmt.Sprintf("e2eslowlist/k%d", i), strings.Repeat("x", 16<<10))
+	}
+	direct := c.ok("kv", "ls", "e2eslowlist", "-o", "json")
+	slow := slowFront(t, s, max(int64(len(direct))/20, 1024), 200*time.Millisecond, false)
+	start := time.Now()
+	r := c.with("SHOELACE_ADDR="+slow.URL).run("kv", "ls", "e2eslowlist", "-o", "json", "--timeout", "1s")
+	took := time.Since(start)
+	if r.code != 0 || !strings.Contains(r.stdout, `"e2eslowlist/k3"`) {
+		t.Fatalf("kv ls through a slow link: %s (after %s)", r, took)
+	}
+	if took < 2*time.Second {
+		t.Fatalf("the listing came in %s: the test did not slow it past --timeout", took)
+	}
+	stalled := slowFront(t, s, 1024, 0, true)
+	c.with("SHOELACE_ADDR="+stalled.URL).fails(exitUnavailable, "(--timeout 1s)", "kv", "ls", "e2eslowlist", "-o", "json", "--timeout", "1s")
 }

@@ -91,7 +91,9 @@ EXAMPLES:
 				UsageText: "shoelace kv ls [PREFIX] [--output json]",
 				Description: `Prints one key per line, every key under PREFIX (whole segments: "appliances/web" never
 lists appliances/web-frontend/…). Without PREFIX, every key. With --output json, prints
-{"revision","entries":[{"key","value",…}]}, values included.
+{"revision","entries":[{"key","value",…}]}, values included. --timeout bounds each wait for the
+server (the answer to start, each pause in it), not the whole listing, which may take long to cross
+a slow link.
 
 EXAMPLES:
    shoelace kv ls shared
@@ -241,14 +243,15 @@ func (e *cliEnv) kvList(c *cli.Context) error {
 			}
 		}
 	}
-	s, err := e.connect(c)
+	// A listing is as large as what is under the prefix: --timeout bounds each wait for it.
+	s, idle, err := e.connectStreaming(c)
 	if err != nil {
 		return err
 	}
 	defer s.cancel()
 	l, _, err := s.client.List(s.ctx, prefix, !s.json)
 	if err != nil {
-		return err
+		return idle.explain(err)
 	}
 	if s.json {
 		// As the API answers it: "entries" is there even when nothing is under the prefix.
