@@ -131,27 +131,17 @@ func TestAgent_RunStoreChangingEveryAnswerIsPaced(t *testing.T) {
 	defer stop()
 	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
 	waitFor(t, "the cache at revision 10", func() bool { c, err := agent.LoadCache(dir+"/cache", "web"); return err == nil && c.Revision == 10 })
-	var mu sync.Mutex
-	n := 0
+	var n atomic.Int64
 	srv.mu.Lock()
 	srv.hostile = func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		n++
-		w.Header().Set(api.HeaderStore, fmt.Sprintf("store-%d", 100+n))
-		mu.Unlock()
+		w.Header().Set(api.HeaderStore, fmt.Sprintf("store-%d", 100+n.Add(1)))
 		w.Header().Set(api.HeaderIndex, "10")
 		w.WriteHeader(http.StatusNotModified)
 	}
 	srv.cond.Broadcast()
 	srv.mu.Unlock()
 	srv.CloseClientConnections() // the long-poll waiting ends; the next one meets the handler
-	mu.Lock()
-	n = 0
-	mu.Unlock()
-	time.Sleep(3 * time.Second)
-	mu.Lock()
-	got := n
-	mu.Unlock()
+	got := countFor(3*time.Second, &n)
 	// Paced from the second change in a row: 125–250 ms, then doubling, is at most some 15
 	// requests in 3 s; a busy loop made thousands.
 	if got > 30 {
@@ -173,8 +163,7 @@ func TestAgent_RunStoreChangingEveryAnswerIsPaced(t *testing.T) {
 func TestAgent_RunDeltaThatNeverAppliesIsPaced(t *testing.T) {
 	srv := newViewServer(t, map[string]string{"a": "1"})
 	a, dir, _ := testAgent(t, srv, header+enrollTemplate)
-	var mu sync.Mutex
-	streams := 0
+	var streams atomic.Int64
 	srv.mu.Lock()
 	srv.hostile = func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet {
@@ -187,9 +176,7 @@ func TestAgent_RunDeltaThatNeverAppliesIsPaced(t *testing.T) {
 			json.NewEncoder(w).Encode(api.View{Appliance: "web", Revision: 10, Keys: map[string]string{"a": "1"}})
 			return
 		}
-		mu.Lock()
-		streams++
-		mu.Unlock()
+		streams.Add(1)
 		w.Header().Set("Content-Type", api.ContentTypeStream)
 		json.NewEncoder(w).Encode(api.Update{Appliance: "web", Revision: 11, Base: 10, Set: map[string]string{"a": "2"}, Sum: api.ViewSum(map[string]string{"b": "x"})})
 	}
@@ -197,16 +184,16 @@ func TestAgent_RunDeltaThatNeverAppliesIsPaced(t *testing.T) {
 	stop := runAgent(t, a)
 	defer stop()
 	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
-	mu.Lock()
-	streams = 0
-	mu.Unlock()
-	time.Sleep(3 * time.Second)
-	mu.Lock()
-	got := streams
-	mu.Unlock()
-	if got > 30 {
+	if got := countFor(3*time.Second, &streams); got > 30 {
 		t.Fatalf("%d streams in 3 s, each a delta that does not apply", got)
 	}
+}
+
+// countFor is how many times n is counted during d from now.
+func countFor(d time.Duration, n *atomic.Int64) int64 {
+	from := n.Load()
+	time.Sleep(d)
+	return n.Load() - from
 }
 
 // A stream's delta that sets a key breaking the key rules (its sum right) is not applied: the
