@@ -264,13 +264,17 @@ func TestEnroll_ConcurrentOneWins(t *testing.T) {
 	}
 }
 
-// doQuietMethod is doToken that may run off the test goroutine (failures are status 0).
-func (f *fixture) doQuietMethod(token, method, path, body string) resp {
+// doQuietMethod is doToken that may run off the test goroutine (failures are status 0); hdr
+// are header name and value pairs.
+func (f *fixture) doQuietMethod(token, method, path, body string, hdr ...string) resp {
 	req, err := http.NewRequest(method, f.srv.URL+path, strings.NewReader(body))
 	if err != nil {
 		return resp{Response: &http.Response{}, body: []byte(err.Error())}
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
 	res, err := testClient.Do(req)
 	if err != nil {
 		return resp{Response: &http.Response{Request: req}, body: []byte(err.Error())}

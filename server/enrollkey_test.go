@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -19,20 +18,8 @@ import (
 
 // enrollQuiet enrolls vm-1 of web with token and key; it may run off the test goroutine.
 func (f *fixture) enrollQuiet(token, key string) resp {
-	req, err := http.NewRequest("POST", f.srv.URL+"/v1/appliances/web/enroll", strings.NewReader(`{"instance":"vm-1"}`))
-	if err != nil {
-		return resp{Response: &http.Response{}, body: []byte(err.Error())}
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(api.HeaderEnrollKey, key)
-	res, err := testClient.Do(req)
-	if err != nil {
-		return resp{Response: &http.Response{Request: req}, body: []byte(err.Error())}
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return resp{Response: res, body: b}
+	return f.doQuietMethod(token, "POST", "/v1/appliances/web/enroll", `{"instance":"vm-1"}`,
+		"Content-Type", "application/json", api.HeaderEnrollKey, key)
 }
 
 // Many enrollments with one key at once, through two replicas (clones of a VM booting
