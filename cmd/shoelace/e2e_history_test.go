@@ -100,6 +100,10 @@ func TestE2E_ApplianceHistoryAndUndo(t *testing.T) {
 	if out := c.ok("kv", "history", "appliances/"+name+"/secrets/pw"); strings.Contains(out, "one") || strings.Contains(out, "two") || !strings.Contains(out, "\t(secret)\t") {
 		t.Errorf("kv history of a secret:\n%s", out)
 	}
+	// A key never written: said so, as appliance history says it, not an empty table.
+	if r := c.run("kv", "history", "appliances/"+name+"/never"); r.code != 0 || r.stdout != "" || !strings.Contains(r.stderr, "no version or release of appliances/"+name+"/never is kept") {
+		t.Errorf("kv history of a key never written: %s", r)
+	}
 }
 
 // Every key of an appliance named "secrets" is a secret (its path has a secrets segment): diff

@@ -373,6 +373,11 @@ func (e *cliEnv) kvHistory(c *cli.Context) error {
 			}
 		}
 	}
+	if len(revs) == 0 {
+		// As appliance history says it: an empty table read as a key that never changed.
+		fmt.Fprintf(e.stderr, "no version or release of %s is kept (never written, or older than etcd's history and the releases kept)\n", a[0])
+		return nil
+	}
 	slices.Sort(revs)
 	slices.Reverse(revs)
 	var b strings.Builder
