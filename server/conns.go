@@ -31,6 +31,15 @@ const (
 	minConns = 16
 )
 
+// fdReserve is the descriptors kept for the store and the process under the file limit nofile
+// (0: unknown, the most).
+func fdReserve(nofile uint64) uint64 {
+	if nofile == 0 {
+		return fdReserveMax
+	}
+	return min(max(nofile/4, fdReserveMin), fdReserveMax)
+}
+
 // connCap is the cap on open connections for a requested cap (0 = DefaultMaxConns) and a file
 // limit nofile (0 = unknown): the request, lowered to nofile less the reserve (never below
 // minConns). lowered says the request did not fit.
@@ -41,7 +50,7 @@ func connCap(want int, nofile uint64) (limit int, lowered bool) {
 	if nofile == 0 {
 		return want, false
 	}
-	reserve := min(max(nofile/4, fdReserveMin), fdReserveMax)
+	reserve := fdReserve(nofile)
 	fit := uint64(minConns)
 	if nofile > reserve+minConns {
 		fit = nofile - reserve

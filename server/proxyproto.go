@@ -104,10 +104,18 @@ type proxyListener struct {
 
 // proxyPending caps the headers read at once: over it, the connection that has waited longest
 // for its header is closed for the new one (see acceptLoop), so that the descriptors they take
-// are bounded and the listener never stops accepting.
+// are bounded and the listener never stops accepting. Serve lowers it to half the descriptors
+// kept for the store (fdReserve: 64 to 512), which the connection caps leave out.
 var proxyPending = 1024
 
-func newProxyListener(ln net.Listener, trusted []netip.Prefix, log *slog.Logger) *proxyListener {
+// proxyReadCap is how many headers are read at once with reserve descriptors kept for the
+// store (see fdReserve): the connections whose header is being read are not counted by the
+// connection caps, and take at most half of the reserve.
+func proxyReadCap(reserve uint64) int {
+	return min(proxyPending, max(int(reserve/2), 1))
+}
+
+func newProxyListener(ln net.Listener, trusted []netip.Prefix, maxReading int, log *slog.Logger) *proxyListener {
 	l := &proxyListener{
 		Listener: ln, trusted: trusted, timeout: proxyHeaderTimeout, log: log,
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
@@ -115,7 +123,7 @@ func newProxyListener(ln net.Listener, trusted []netip.Prefix, log *slog.Logger)
 			Help: "Connections from --proxy-protocol-from peers closed because their PROXY protocol header was malformed or late.",
 		}),
 		conns: make(chan net.Conn), accErr: make(chan error), done: make(chan struct{}),
-		reading: list.New(), maxReading: proxyPending,
+		reading: list.New(), maxReading: maxReading,
 	}
 	go l.acceptLoop()
 	return l

@@ -339,3 +339,20 @@ func TestServe_ProxyProtocolFromMappedPrefix(t *testing.T) {
 		}
 	}
 }
+
+// Header reads under way are outside the connection caps: they take at most half of the
+// descriptors kept for the store, whatever the file limit (before, 1,024 at any limit, the
+// whole reserve of the shipped unit's 65,536).
+func TestProxyReadCap_HalfTheReserve(t *testing.T) {
+	for _, c := range []struct {
+		nofile uint64
+		want   int
+	}{{256, 64}, {1024, 128}, {4096, 512}, {65536, 512}, {0, 512}} {
+		if got := proxyReadCap(fdReserve(c.nofile)); got != c.want {
+			t.Errorf("file limit %d: %d header reads at once, want %d", c.nofile, got, c.want)
+		}
+		if limit, _ := connCap(0, c.nofile); c.nofile > 0 && uint64(limit+proxyReadCap(fdReserve(c.nofile))) > c.nofile-fdReserve(c.nofile)/2 {
+			t.Errorf("file limit %d: %d connections and %d header reads leave less than half the reserve", c.nofile, limit, proxyReadCap(fdReserve(c.nofile)))
+		}
+	}
+}

@@ -69,7 +69,7 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger) e
 	if _, err := loadSealer(cfg.SecretsKeyFile); err != nil {
 		return err
 	}
-	maxConns := fitConnections(cfg, log)
+	maxConns, reserve := fitConnections(cfg, log)
 	cfg.MaxWaiters = fitLongPolls(cfg.MaxWaiters, maxConns, log)
 	useTLS := cfg.TLSCert != ""
 	var certs *certReloader
@@ -107,7 +107,7 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger) e
 	var inner net.Listener = ln
 	if len(cfg.ProxyProtocolFrom) > 0 {
 		log.Info("reading PROXY protocol headers from the load balancers of --proxy-protocol-from", "from", fmt.Sprint(cfg.ProxyProtocolFrom))
-		pl := newProxyListener(ln, cfg.ProxyProtocolFrom, log)
+		pl := newProxyListener(ln, cfg.ProxyProtocolFrom, proxyReadCap(reserve), log)
 		defer pl.Close()
 		s.m.reg.MustRegister(pl.errors)
 		inner = pl
@@ -173,12 +173,13 @@ func fitLongPolls(maxWaiters, maxConns int, log *slog.Logger) int {
 
 // fitConnections raises the open files limit to its hard limit and returns the cap on open
 // connections that fits under it (see connCap), saying so in the log.
-func fitConnections(cfg Config, log *slog.Logger) int {
+func fitConnections(cfg Config, log *slog.Logger) (maxConns int, reserve uint64) {
 	nofile, err := raiseFileLimit()
 	if err != nil {
 		log.Info("open files limit not raised", "err", err)
 	}
 	maxConns, lowered := connCap(cfg.MaxConns, nofile)
+	reserve = fdReserve(nofile)
 	if lowered && cfg.MaxConns > 0 {
 		log.Warn("--max-conns lowered to fit the open files limit, less a reserve for the store; raise the limit (LimitNOFILE) to allow more",
 			"max_conns", cfg.MaxConns, "lowered_to", maxConns, "open_files_limit", nofile)
@@ -189,7 +190,7 @@ func fitConnections(cfg Config, log *slog.Logger) int {
 	}
 	log.Info("connection limits", "max_conns", maxConns, "max_conns_per_addr", cfg.MaxConnsPerAddr,
 		"unauth_idle_timeout", cfg.UnauthIdleTimeout.String(), "open_files_limit", nofile)
-	return maxConns
+	return maxConns, reserve
 }
 
 // httpServer is the HTTP server of s, bounded against slow and hostile clients: headers must
