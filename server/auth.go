@@ -780,25 +780,30 @@ func decodeToken(key string, data []byte) (*tokenRecord, error) {
 // store that fails reads cannot keep a revoked token valid). A record that does not decode is
 // refused like a revoked one.
 func (s *Server) tokenChanged(name string, c store.SysChange, rev int64) {
+	var rec *tokenRecord
+	if !c.Deleted {
+		var err error
+		if rec, err = decodeToken(tokenPrefix+name, c.Value); err != nil {
+			s.log.Error("refusing a malformed token record", "token", name, "err", err)
+		}
+	}
 	// An instance's token changed (enrolled, taken over, forgotten, expired), perhaps through
 	// another replica: what this one wrote of the previous token's reports is not the new
 	// holder's, whose first report must be written (it also tells an enrollment key that the
-	// token was used; see retriedByHolder). The reports share the token's name, not its secret.
-	if old := s.auth.byNameRecord(name); old != nil && old.Instance != "" {
-		s.reports.forget(old.Appliance, old.Instance)
+	// token was used; see retriedByHolder). The reports share the token's name, not its secret:
+	// the record as it was or as it is now names the instance (the name is made of it).
+	inst := rec
+	if inst == nil {
+		inst = s.auth.byNameRecord(name)
 	}
-	if !c.Deleted {
-		rec, err := decodeToken(tokenPrefix+name, c.Value)
-		if err == nil {
-			if rec.Instance != "" {
-				s.reports.forget(rec.Appliance, rec.Instance)
-			}
-			if s.auth.set(rec, rev) {
-				s.hub.revoke(name)
-			}
-			return
+	if inst != nil && inst.Instance != "" {
+		s.reports.forget(inst.Appliance, inst.Instance)
+	}
+	if rec != nil {
+		if s.auth.set(rec, rev) {
+			s.hub.revoke(name)
 		}
-		s.log.Error("refusing a malformed token record", "token", name, "err", err)
+		return
 	}
 	if s.auth.remove(name, rev) {
 		s.log.Info("token revoked", "token", name)

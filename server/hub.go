@@ -584,7 +584,7 @@ func (h *hub) run(ctx context.Context) {
 		// store, which the watch would follow from this one's revision (see WatchChangesSince).
 		ended := h.st.ConnEnds()
 		h.mu.Lock()
-		ready, hold := h.ready, h.beforeRewatch
+		ready, hold, opening := h.ready, h.beforeRewatch, h.beforeWatch
 		h.mu.Unlock()
 		if !ready || needReset {
 			rev, err := h.st.Revision(ctx)
@@ -616,9 +616,6 @@ func (h *hub) run(ctx context.Context) {
 			continue
 		}
 		watched = true
-		h.mu.Lock()
-		opening := h.beforeWatch
-		h.mu.Unlock()
 		if opening != nil {
 			opening()
 		}

@@ -61,10 +61,8 @@ const depsTimeout = 3 * time.Second
 // Server answers the HTTP API for one replica. Create it with New; Close stops it.
 type Server struct {
 	cfg Config
-	// enrollRetryAge is enrollRetryAge (tests lower it).
-	enrollRetryAge time.Duration
-	st             *store.Store
-	log            *slog.Logger
+	st  *store.Store
+	log *slog.Logger
 	// auditLog writes the audit lines whatever the log level.
 	auditLog auditLogger
 	m        *metrics
@@ -81,18 +79,21 @@ type Server struct {
 	storeID      atomic.Value // the store id last seen, to notice when it changes
 	sys          sysState     // orders watch events and reloads of tokens and settings
 	reports      *reporter
-	rollouts     *rolloutSet
-	aboveStore   storeRevCheck             // reports applied above this replica's revision
-	depsProbe    depsProbe                 // /health/deps without an operator's token
-	historyReads chan struct{}             // slots of reads of a past revision (historyReadsAtOnce)
-	self         Replica                   // this replica, as announced under sys/replicas/
-	replicas     atomic.Pointer[[]Replica] // the replicas seen at the last beat
-	schemas      schemas                   // compiled appliance schemas (write-time validation)
-	sealer       *sealer                   // seals secret values in release copies; nil: left out
-	pruneKick    chan struct{}             // wakes the release pruner before its next tick
-	sincePrune   atomic.Int64              // releases asked for since the last kick
-	ui           uiSessions                // the web console's sessions on this replica
-	answers      answerBudget              // answers made for one request, not yet taken (answers.go)
+	// enrollRetryAge is how old a token never used must be for its enrollment key to enroll
+	// its instance again (enrollRetryAge; tests lower it).
+	enrollRetryAge time.Duration
+	rollouts       *rolloutSet
+	aboveStore     storeRevCheck             // reports applied above this replica's revision
+	depsProbe      depsProbe                 // /health/deps without an operator's token
+	historyReads   chan struct{}             // slots of reads of a past revision (historyReadsAtOnce)
+	self           Replica                   // this replica, as announced under sys/replicas/
+	replicas       atomic.Pointer[[]Replica] // the replicas seen at the last beat
+	schemas        schemas                   // compiled appliance schemas (write-time validation)
+	sealer         *sealer                   // seals secret values in release copies; nil: left out
+	pruneKick      chan struct{}             // wakes the release pruner before its next tick
+	sincePrune     atomic.Int64              // releases asked for since the last kick
+	ui             uiSessions                // the web console's sessions on this replica
+	answers        answerBudget              // answers made for one request, not yet taken (answers.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc
