@@ -603,13 +603,20 @@ func (c *Config) TemplatesDirWarnings() []string {
 	var w []string
 	for _, e := range entries {
 		name, ext := e.Name(), filepath.Ext(e.Name())
-		if e.IsDir() || ext == ".yaml" || !(strings.EqualFold(ext, ".yaml") || strings.EqualFold(ext, ".yml")) {
+		if e.IsDir() || ext == ".yaml" || !yamlName(name) {
 			continue
 		}
 		w = append(w, fmt.Sprintf("%s: templates_dir: %s is not read: only *.yaml files are (rename it %s)",
 			c.Path, filepath.Join(c.TemplatesDir, name), strings.TrimSuffix(name, ext)+".yaml"))
 	}
 	return w
+}
+
+// yamlName reports whether name ends in .yaml or .yml, in any case: a file of templates_dir
+// that a user meant as a list of template entries (only *.yaml ones are read).
+func yamlName(name string) bool {
+	ext := filepath.Ext(name)
+	return strings.EqualFold(ext, ".yaml") || strings.EqualFold(ext, ".yml")
 }
 
 func (c *Config) loadTemplatesDir() error {

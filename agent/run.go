@@ -720,8 +720,7 @@ func (a *Agent) isConfigEvent(name string) bool {
 		return false
 	}
 	// A web.yml or WEB.YAML is not read, but a reload logs that it is not (TemplatesDirWarnings).
-	ext := filepath.Ext(name)
-	return filepath.Dir(name) == filepath.Clean(a.cfg.TemplatesDir) && (strings.EqualFold(ext, ".yaml") || strings.EqualFold(ext, ".yml"))
+	return filepath.Dir(name) == filepath.Clean(a.cfg.TemplatesDir) && yamlName(name)
 }
 
 func (a *Agent) isSource(name string) bool {

@@ -279,7 +279,7 @@ func (e *cliEnv) connect(c *cli.Context) (*session, error) {
 }
 
 // connectStreaming is connect for a command whose answer may take longer than --timeout to
-// stream (snapshot save, export): --timeout bounds each wait for the server instead (the answer
+// stream (snapshot save, export, kv ls): --timeout bounds each wait for the server instead (the answer
 // to start, each pause in it), so that an answer that keeps coming is taken whole however long
 // it takes; a store of a few hundred MiB across a slow link took longer than 30 s, and the
 // runbook's hourly backups failed while the server was sending all along. The caller must call
