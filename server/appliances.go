@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -433,7 +434,8 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 			return err
 		}
 	}
-	rev, err := s.st.Apply(s.releaseCtx(ctx, r, kind, name, rollbackTo), name, keys, cas)
+	res, err := s.st.ApplyTree(s.releaseCtx(ctx, r, kind, name, rollbackTo), name, keys, cas)
+	rev := res.Revision
 	setIndex(w, rev)
 	if err != nil {
 		return err
@@ -444,8 +446,12 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		list = append(list, root+k)
 	}
 	slices.Sort(list)
-	s.audit(r, kind, list, rev)
-	return writeJSON(w, http.StatusOK, rev, api.WriteResult{Revision: rev})
+	if res.Unchanged {
+		s.audit(r, kind, list, rev, slog.Bool("unchanged", true))
+	} else {
+		s.audit(r, kind, list, rev)
+	}
+	return writeJSON(w, http.StatusOK, rev, api.WriteResult{Revision: rev, Unchanged: res.Unchanged})
 }
 
 // planApply answers an apply's dry run: what applying keys to appliance name would put, change

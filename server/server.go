@@ -718,11 +718,11 @@ func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) error {
 // audit logs one line per write: who, from where, what, at which revision — never values. The
 // lines are written at level INFO even when --log-level is higher: an audit trail does not
 // depend on how chatty the rest of the log is.
-func (s *Server) audit(r *http.Request, op string, keys []string, rev int64) {
+func (s *Server) audit(r *http.Request, op string, keys []string, rev int64, more ...slog.Attr) {
 	if keys == nil {
 		keys = []string{}
 	}
-	s.auditLog.LogAttrs(r.Context(), "write",
+	s.auditLog.LogAttrs(r.Context(), "write", append([]slog.Attr{
 		slog.Bool("audit", true),
 		slog.String("request_id", info(r).id),
 		slog.String("token", info(r).token),
@@ -732,7 +732,7 @@ func (s *Server) audit(r *http.Request, op string, keys []string, rev int64) {
 		slog.Int64("revision", rev),
 		slog.String("message", r.Header.Get(api.HeaderMessage)),
 		slog.String("source", r.Header.Get(api.HeaderSource)),
-	)
+	}, more...)...)
 }
 
 // alwaysEnabled passes every record to its handler, whatever the handler's level.

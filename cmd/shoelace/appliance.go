@@ -462,14 +462,20 @@ func (e *cliEnv) applianceApply(c *cli.Context) error {
 		}
 		return e.printPlan(s.json, name, p)
 	}
-	rev, err := s.client.Apply(s.ctx, name, body, contentTypeOf(file, body), cas)
+	res, err := s.client.ApplyResult(s.ctx, name, body, contentTypeOf(file, body), cas)
 	if err != nil {
 		return err
 	}
 	if c.String("canary") != "" {
 		return e.printRolloutStarted(s, name)
 	}
-	return printRevision(e.stdout, s.json, rev)
+	if s.json {
+		return printJSON(e.stdout, res)
+	}
+	if res.Unchanged {
+		fmt.Fprintf(e.stderr, "appliance %s already holds exactly these keys: nothing written, no release recorded\n", name)
+	}
+	return printRevision(e.stdout, false, res.Revision)
 }
 
 // printPlan prints an apply's dry run: the plan as JSON, or one line per key it would touch,

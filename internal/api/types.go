@@ -39,6 +39,9 @@ type List struct {
 // WriteResult answers a write.
 type WriteResult struct {
 	Revision int64 `json:"revision"`
+	// Unchanged: an apply found the appliance holding exactly its keys and wrote nothing;
+	// Revision is then the store's revision at which it did.
+	Unchanged bool `json:"unchanged,omitempty"`
 }
 
 // SchemaResult answers PUT /v1/appliances/{name}/schema. Warning, when set, says that the

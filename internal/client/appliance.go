@@ -141,11 +141,18 @@ func (c *Client) PlanApply(ctx context.Context, name string, body []byte, conten
 // Apply replaces an appliance's whole tree with body, JSON ({"keys":{…}}) or YAML
 // (contentType api.ContentTypeYAML). cas >= 0 guards it.
 func (c *Client) Apply(ctx context.Context, name string, body []byte, contentType string, cas int64) (int64, error) {
+	w, err := c.ApplyResult(ctx, name, body, contentType, cas)
+	return w.Revision, err
+}
+
+// ApplyResult is Apply, with the server's whole answer: Unchanged says that the appliance
+// already held exactly those keys, and nothing was written.
+func (c *Client) ApplyResult(ctx context.Context, name string, body []byte, contentType string, cas int64) (api.WriteResult, error) {
 	if contentType == "" {
 		contentType = "application/json"
 	}
 	var w api.WriteResult
 	_, err := c.Do(ctx, Request{Method: http.MethodPut, Path: "/v1/appliances/" + name, Query: casQuery(cas), Body: body,
 		Header: http.Header{"Content-Type": {contentType}}}, &w)
-	return w.Revision, err
+	return w, err
 }

@@ -540,54 +540,80 @@ func (s *Store) readView(ctx context.Context, name string, opts ...clientv3.OpOp
 // exactly as given. A key created concurrently makes it retry after a short random pause; a
 // failed cas is an api.ErrConflict error.
 func (s *Store) Apply(ctx context.Context, name string, keys map[string]string, cas int64) (int64, error) {
+	res, err := s.ApplyTree(ctx, name, keys, cas)
+	return res.Revision, err
+}
+
+// Applied is what ApplyTree did.
+type Applied struct {
+	// Revision is the apply's, or when Unchanged the store's at the read that found the
+	// appliance as it was asked to be.
+	Revision int64
+	// Unchanged: the appliance held exactly keys already, and nothing was written.
+	Unchanged bool
+}
+
+// ApplyTree is Apply, and says whether the appliance already held exactly keys. Such an apply
+// writes nothing: no revision, no release, no change for the appliance's agents to fetch and
+// render. It is refused as the write would be: keys that break the appliance's schema are 422,
+// a rollout running is rollout_in_progress, a cas that fails is 409.
+func (s *Store) ApplyTree(ctx context.Context, name string, keys map[string]string, cas int64) (Applied, error) {
 	if err := api.ValidateSegment("appliance name", name); err != nil {
-		return 0, err
+		return Applied{}, err
 	}
 	if len(keys) > s.cfg.MaxTxnOps {
-		return 0, tooManyOps(fmt.Sprintf("the apply of appliance %q", name), len(keys), s.cfg.MaxTxnOps)
+		return Applied{}, tooManyOps(fmt.Sprintf("the apply of appliance %q", name), len(keys), s.cfg.MaxTxnOps)
 	}
 	root := api.ApplianceRoot(name)
 	for k := range keys {
 		if err := api.ValidateKey(root + "/" + k); err != nil {
-			return 0, err
+			return Applied{}, err
 		}
 	}
 	const attempts = 20
 	for i := range attempts {
-		rev, done, err := s.applyOnce(ctx, name, keys, cas)
+		res, done, err := s.applyOnce(ctx, name, keys, cas)
 		if done || err != nil {
-			return rev, err
+			return res, err
 		}
 		pause := time.Duration(rand.Int64N(int64(min(time.Millisecond<<i, 50*time.Millisecond)) + 1))
 		select {
 		case <-time.After(pause):
 		case <-ctx.Done():
-			return 0, s.etcdErr(ctx, "apply "+name, ctx.Err())
+			return Applied{}, s.etcdErr(ctx, "apply "+name, ctx.Err())
 		}
 	}
-	return 0, api.Errorf(api.CodeConflict, "apply of appliance %q: the appliance kept changing during %d attempts", name, attempts)
+	return Applied{}, api.Errorf(api.CodeConflict, "apply of appliance %q: the appliance kept changing during %d attempts", name, attempts)
 }
 
 // applyOnce makes one attempt of Apply; done is false when a concurrent write got in between.
-func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]string, cas int64) (rev int64, done bool, err error) {
+func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]string, cas int64) (res Applied, done bool, err error) {
 	wctx := ctx // the write is bounded by commit
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	abs := s.kvRoot + api.ApplianceRoot(name) + "/"
-	cur, err := s.cli.Get(ctx, abs, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	cur, err := s.cli.Get(ctx, abs, clientv3.WithPrefix())
 	if err != nil {
-		return 0, false, s.etcdErr(ctx, "apply "+name, err)
+		return Applied{}, false, s.etcdErr(ctx, "apply "+name, err)
 	}
 	read := cur.Header.Revision
 	if cas >= 0 {
 		for _, kv := range cur.Kvs {
 			if kv.ModRevision > cas {
-				return read, true, ApplyConflict(name, cas, strings.TrimPrefix(string(kv.Key), abs), kv.ModRevision)
+				return Applied{Revision: read}, true, ApplyConflict(name, cas, strings.TrimPrefix(string(kv.Key), abs), kv.ModRevision)
 			}
 		}
 		if err := s.noneDeletedSince(ctx, name, abs, cas, cur.Kvs); err != nil {
-			return read, true, err
+			return Applied{Revision: read}, true, err
 		}
+	}
+	e := edits{applyName: name, apply: keys}
+	if holdsExactly(cur.Kvs, abs, keys) {
+		kept, err := s.keep(wctx, e, abs, read, len(keys))
+		if err != nil || kept {
+			return Applied{Revision: read, Unchanged: kept}, true, err
+		}
+		// Not as it was at the read any more, or a guard failed: the write says why.
 	}
 
 	// Every key in sorted order, old and new; a run of old keys with no new key among them
@@ -624,7 +650,7 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 		i = j
 	}
 	if len(ops) == 0 {
-		return read, true, nil // nothing there and nothing to write
+		return Applied{Revision: read}, true, nil // nothing there and nothing to write
 	}
 	// Keys changed or deleted since the read are harmless (each is put or deleted anyway); a key
 	// created since would survive the apply, so it makes the transaction fail and the apply retry.
@@ -637,7 +663,6 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 			cmps = append(cmps, compare(clientv3.CreateRevision(string(kv.Key)), "=", kv.CreateRevision))
 		}
 	}
-	e := edits{applyName: name, apply: keys}
 	eff := &effect{puts: make(map[string]string, len(keys)), tree: keys}
 	for k, v := range keys {
 		eff.puts[abs+k] = v
@@ -649,9 +674,55 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 	}
 	w, err := s.commitChecked(wctx, "apply "+name, e, eff, plainTxn(cmps, ops, nil))
 	if err != nil {
-		return 0, false, err
+		return Applied{}, false, err
 	}
-	return w.rev, w.succeeded, nil
+	return Applied{Revision: w.rev}, w.succeeded, nil
+}
+
+// holdsExactly reports whether kvs, the keys under abs, are keys (relative to abs) with their
+// values, no more and no fewer.
+func holdsExactly(kvs []*mvccpb.KeyValue, abs string, keys map[string]string) bool {
+	if len(kvs) != len(keys) || len(kvs) == 0 {
+		return false
+	}
+	for _, kv := range kvs {
+		v, ok := keys[strings.TrimPrefix(string(kv.Key), abs)]
+		if !ok || v != string(kv.Value) {
+			return false
+		}
+	}
+	return true
+}
+
+// keep settles an apply of e that found the appliance (abs) at revision read holding its n
+// keys as e would leave them: it checks e as its write would be checked (the schema, which may
+// refuse the keys), and reports whether, in one read-only transaction, nothing under abs was
+// put since read (nor deleted: n keys are still there) and the write's guards (no rollout
+// running, the schema as checked) hold. When they do not, the caller writes, and the write
+// refuses or applies as it would have.
+func (s *Store) keep(ctx context.Context, e edits, abs string, read int64, n int) (bool, error) {
+	rg := s.rolloutGuard(ctx, e)
+	if len(rg.ops) > 0 {
+		return false, nil // a promotion: it writes its rollout's end
+	}
+	g, err := s.guardFor(ctx, e)
+	if errors.Is(err, errStaleSchema) {
+		return false, nil // the write loads the schemas again
+	}
+	if err != nil {
+		return false, err
+	}
+	cmps := append([]clientv3.Cmp{
+		compare(clientv3.ModRevision(abs), "<", read+1).WithPrefix(),
+		compare(clientv3.CreateRevision(abs), "<", read+1).WithPrefix(),
+	}, rg.cmps...)
+	rctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Txn(rctx).If(append(cmps, g.cmps...)...).Then(clientv3.OpGet(abs, clientv3.WithPrefix(), clientv3.WithCountOnly())).Commit()
+	if err != nil {
+		return false, s.etcdErr(rctx, "apply "+e.applyName, err)
+	}
+	return resp.Succeeded && resp.Responses[0].GetResponseRange().Count == int64(n), nil
 }
 
 // ApplyConflict is the refusal of an apply guarded by cas when key (relative to the appliance)

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// An apply of the keys the appliance holds already writes nothing, prints the store's
+// revision as any apply does, and says so on stderr (-o json: "unchanged": true). Before,
+// every pipeline run put every key again: a release and a revision for nothing.
+func TestE2E_ApplyUnchanged(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	file := filepath.Join(t.TempDir(), "same.yaml")
+	writeFile(t, file, "keys:\n  app:\n    port: 8080\n")
+	first := revisionOf(t, c.ok("appliance", "apply", "sameapp", "-f", file))
+
+	r := c.run("appliance", "apply", "sameapp", "-f", file)
+	if r.code != 0 || !strings.Contains(r.stderr, "appliance sameapp already holds exactly these keys: nothing written") {
+		t.Fatalf("apply of the same keys: %s", r)
+	}
+	if rev := revisionOf(t, r.stdout); rev < first {
+		t.Fatalf("apply of the same keys printed revision %d, before the first apply's %d", rev, first)
+	}
+	var w struct {
+		Revision  int64 `json:"revision"`
+		Unchanged bool  `json:"unchanged"`
+	}
+	out := c.ok("appliance", "apply", "sameapp", "-f", file, "-o", "json")
+	if err := json.Unmarshal([]byte(out), &w); err != nil || !w.Unchanged || w.Revision < first {
+		t.Fatalf("-o json: %q (%v)", out, err)
+	}
+	if got := c.ok("appliance", "history", "sameapp"); strings.Count(got, "apply") != 1 {
+		t.Fatalf("history after one apply and two of the same keys:\n%s", got)
+	}
+
+	writeFile(t, file, "keys:\n  app:\n    port: 8081\n")
+	r = c.run("appliance", "apply", "sameapp", "-f", file)
+	if r.code != 0 || r.stderr != "" || revisionOf(t, r.stdout) <= first {
+		t.Fatalf("apply of a change: %s", r)
+	}
+}

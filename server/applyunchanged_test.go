@@ -1,0 +1,100 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// An apply of what the appliance already holds writes nothing: no revision, no release, no
+// change for its agents. Before, every such apply (a pipeline run with no change) put every
+// key again: a release in the history, a new revision on each key, a delta to every agent.
+func TestAppliances_ApplyUnchangedWritesNothing(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	var first api.WriteResult
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"nginx":{"port":8080,"host":"web"},"motd":"hi"}}`), 200, &first)
+	if first.Unchanged {
+		t.Fatalf("the first apply says unchanged: %+v", first)
+	}
+	releases := func() int {
+		var rs api.Releases
+		f.must(f.do("GET", "/v1/appliances/web/releases", ""), 200, &rs)
+		return len(rs.Releases)
+	}
+	before, err := f.st.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nrel := releases()
+
+	// The same keys, in another order and as YAML: unchanged.
+	for _, b := range []struct{ body, ct string }{
+		{`{"keys":{"motd":"hi","nginx":{"host":"web","port":"8080"}}}`, "application/json"},
+		{"keys:\n  nginx/port: 8080\n  nginx/host: web\n  motd: hi\n", "application/yaml"},
+	} {
+		var w api.WriteResult
+		r := f.do("PUT", "/v1/appliances/web", b.body, "Content-Type", b.ct)
+		f.must(r, 200, &w)
+		if !w.Unchanged || w.Revision != before || r.index() != before {
+			t.Fatalf("apply of the same keys (%s): %+v, index %d; want unchanged at the store's revision %d", b.ct, w, r.index(), before)
+		}
+	}
+	if now, _ := f.st.Revision(ctx); now != before {
+		t.Fatalf("the store went from revision %d to %d on applies of the same keys", before, now)
+	}
+	if n := releases(); n != nrel {
+		t.Fatalf("%d releases after the applies of the same keys, %d before", n, nrel)
+	}
+
+	// Anything else is a write: a value changed, a key fewer, a key more.
+	for i, body := range []string{
+		`{"keys":{"nginx":{"port":8081,"host":"web"},"motd":"hi"}}`,
+		`{"keys":{"nginx":{"port":8081,"host":"web"}}}`,
+		`{"keys":{"nginx":{"port":8081,"host":"web"},"extra":"x"}}`,
+	} {
+		var w api.WriteResult
+		f.must(f.do("PUT", "/v1/appliances/web", body), 200, &w)
+		if w.Unchanged || w.Revision <= before {
+			t.Fatalf("apply %d (%s): %+v; want a write after %d", i, body, w, before)
+		}
+		before = w.Revision
+	}
+	if n := releases(); n != nrel+3 {
+		t.Fatalf("%d releases after three changing applies, want %d", n, nrel+3)
+	}
+
+	// A cas that fails is refused as before, even when the keys are the same.
+	f.mustErr(f.do("PUT", fmt.Sprintf("/v1/appliances/web?cas=%d", first.Revision), `{"keys":{"nginx":{"port":8081,"host":"web"},"extra":"x"}}`),
+		http.StatusConflict, api.CodeConflict)
+	var w api.WriteResult
+	f.must(f.do("PUT", fmt.Sprintf("/v1/appliances/web?cas=%d", before), `{"keys":{"nginx":{"port":8081,"host":"web"},"extra":"x"}}`), 200, &w)
+	if !w.Unchanged {
+		t.Fatalf("apply of the same keys with a cas that holds: %+v", w)
+	}
+}
+
+// An unchanged apply is refused as its write would be: while a rollout runs (the pipeline's
+// keys are not the candidate the rollout may promote), and when the appliance's schema refuses
+// the keys it holds.
+func TestAppliances_ApplyUnchangedRefusedAsAWrite(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	enrollFleet(t, f, 3)
+	f.must(f.do("PUT", "/v1/appliances/web?canary=34%25&manual", `{"keys":{"port":"8080"}}`), http.StatusAccepted, nil)
+	f.mustErr(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"80"}}`), http.StatusConflict, api.CodeRolloutInProgress)
+	f.must(f.do("POST", "/v1/appliances/web/rollout", `{"action":"abort"}`, "Content-Type", "application/json"), 200, nil)
+	var w api.WriteResult
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"80"}}`), 200, &w)
+	if !w.Unchanged {
+		t.Fatalf("apply of the same keys after the rollout's abort: %+v", w)
+	}
+
+	// A schema set after the keys, which they break: the schema is set anyway (with a
+	// warning), and the next write must fix the keys; applying them again is refused.
+	f.must(f.do("PUT", "/v1/appliances/web/schema", `{"type":"object","properties":{"port":{"type":"string","pattern":"^[0-9]{4}$"}}}`), 200, nil)
+	f.mustErr(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"80"}}`), 422, api.CodeSchemaViolation, "port")
+}
