@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -336,8 +337,17 @@ func (s *Store) UpdateRollout(ctx context.Context, name string, record []byte, c
 }
 
 // CheckTree checks appliance name's own tree (relative keys) against its schema, as a write
-// that left it so would be checked; nil when it has none.
+// that left it so would be checked; nil when it has none. A rollout's start carries no schema
+// guard, as a write does, to catch a stale cache: it checks against the schemas read now.
 func (s *Store) CheckTree(ctx context.Context, name string, tree map[string]string) error {
-	_, err := s.guardFor(ctx, edits{applyName: name, apply: tree})
-	return err
+	for try := 0; ; try++ {
+		s.dropSchemas()
+		_, err := s.guardFor(ctx, edits{applyName: name, apply: tree})
+		if !errors.Is(err, errStaleSchema) {
+			return err
+		}
+		if try == 4 {
+			return api.Errorf(api.CodeConflict, "the schema of appliance %q kept changing during %d attempts; try again", name, try+1)
+		}
+	}
 }
