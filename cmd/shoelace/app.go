@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -520,9 +521,26 @@ func wantArgs(c *cli.Context, min, max int, names string) ([]string, error) {
 				break
 			}
 		}
+		if hint == "" && hasFlag(c, "file") && c.String("file") == "" {
+			// "shoelace txn change.json": the file of a command that reads one goes after -f.
+			hint = fmt.Sprintf("; give the file with -f: -f %s", extra[0])
+		}
 		return nil, usagef("%stoo many arguments %q (usage: %s)%s", errPrefix(c), extra, usage, hint)
 	}
 	return c.Args().Slice(), nil
+}
+
+// hasFlag says whether c's command has a flag named name.
+func hasFlag(c *cli.Context, name string) bool {
+	if c.Command == nil {
+		return false
+	}
+	for _, f := range c.Command.Flags {
+		if slices.Contains(f.Names(), name) {
+			return true
+		}
+	}
+	return false
 }
 
 // jsonEncoder returns an encoder that leaves <, > and & as they are.

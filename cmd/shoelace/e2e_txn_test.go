@@ -137,3 +137,35 @@ func TestE2E_TxnCanary(t *testing.T) {
 	two := `{"ops": [{"op": "put", "key": "appliances/e2etxnc/port", "value": "1"}, {"op": "put", "key": "appliances/other/port", "value": "1"}]}`
 	checkFailure(t, c.runStdin([]byte(two), "txn", "-f", "-", "--canary", "50%"), exitError, "one appliance", []string{"txn", "--canary", two})
 }
+
+// A txn op or guard key written the confd way (/app/db/host) is refused before any request with
+// how to write it here, as kv put refuses it; and a file given without -f (txn FILE, appliance
+// apply NAME FILE, schema set NAME FILE) is a usage error that says to give it with -f. Before,
+// the txn's key got the server's "segment 1 is empty (no leading, trailing or double '/')", and
+// a file without -f only "too many arguments [...] (usage: shoelace txn)".
+func TestE2E_TxnConfdKeyAndFileWithoutF(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	for _, body := range []string{
+		`{"ops": [{"op": "put", "key": "/app/db/host", "value": "db1"}]}`,
+		`{"ops": [{"op": "put", "key": "shared/e2etxn-confd", "value": "1"}], "guards": [{"key": "/app/db/host", "mod_revision": 0}]}`,
+	} {
+		r := c.runStdin([]byte(body), "txn", "-f", "-")
+		checkFailure(t, r, exitError, `invalid key "/app/db/host": a leading '/' is a confd-style path`, []string{"txn", "-f", "-", body})
+		if !strings.Contains(r.stderr, "appliances/NAME/app/db/host") || !strings.Contains(r.stderr, "shared/app/db/host") {
+			t.Errorf("txn with a confd key: %s; want it to say how to write the key", r)
+		}
+	}
+	c.fails(exitNotFound, "not found", "kv", "get", "shared/e2etxn-confd")
+
+	file := filepath.Join(t.TempDir(), "f.json")
+	writeFile(t, file, `{"ops": [{"op": "put", "key": "shared/e2etxn-confd", "value": "1"}]}`)
+	for _, args := range [][]string{
+		{"txn", file},
+		{"appliance", "apply", "e2etxn-confd", file},
+		{"appliance", "schema", "set", "e2etxn-confd", file},
+	} {
+		c.fails(exitUsage, "give the file with -f: -f "+file, args...)
+	}
+	c.fails(exitNotFound, "not found", "kv", "get", "shared/e2etxn-confd")
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -42,7 +43,7 @@ EXAMPLES:
 }
 
 func (e *cliEnv) txn(c *cli.Context) error {
-	if _, err := wantArgs(c, 0, 0, ""); err != nil {
+	if _, err := wantArgs(c, 0, 0, "-f FILE|-"); err != nil {
 		return err
 	}
 	if err := checkRolloutFlags(c); err != nil {
@@ -55,6 +56,9 @@ func (e *cliEnv) txn(c *cli.Context) error {
 	t, err := decodeTxn(body)
 	if err != nil {
 		return fmt.Errorf("txn: %s: %w", file, err)
+	}
+	if err := checkTxnKeys(t); err != nil {
+		return err
 	}
 	s, err := e.connect(c)
 	if err != nil {
@@ -106,6 +110,22 @@ func decodeTxn(body []byte) (api.Txn, error) {
 		return t, errors.New(`no ops: a transaction needs at least one {"op": "put"|"delete", "key": …}`)
 	}
 	return t, nil
+}
+
+// checkTxnKeys refuses an op or guard key written the confd way, with a leading '/', saying how
+// to write it here, as kv put does (the server would only say that its first segment is empty).
+func checkTxnKeys(t api.Txn) error {
+	for i, op := range t.Ops {
+		if rest, ok := strings.CutPrefix(op.Key, "/"); ok && rest != "" {
+			return fmt.Errorf("op %d: %w", i+1, confdKeyError(op.Key, strings.TrimLeft(rest, "/")))
+		}
+	}
+	for i, g := range t.Guards {
+		if rest, ok := strings.CutPrefix(g.Key, "/"); ok && rest != "" {
+			return fmt.Errorf("guard %d: %w", i+1, confdKeyError(g.Key, strings.TrimLeft(rest, "/")))
+		}
+	}
+	return nil
 }
 
 // txnAppliance is the one appliance every op of t is under, if there is one (the server refuses
