@@ -80,3 +80,24 @@ func TestRolloutFlagsChecked(t *testing.T) {
 		t.Errorf("good rollout flags: exit %d (%v), want %d", code, err, exitUnavailable)
 	}
 }
+
+// A running rollout's status says how many instances of the cohort applied the change, beside
+// how many get it: before, "1 of 1 instances have the change" stood above the one instance
+// listed pending, its applied revision the old one.
+func TestPrintRollout_CohortApplied(t *testing.T) {
+	st := api.RolloutStatus{Appliance: "web", ID: "r1", State: api.RolloutRunning, Step: 0, Steps: []int{2, 3},
+		Cohort: []string{"vm-1", "vm-2"},
+		Instances: []api.RolloutInstance{
+			{Instance: "vm-1", Cohort: 0, State: "applied", Applied: 90},
+			{Instance: "vm-2", Cohort: 0, State: "pending", Applied: 80},
+			{Instance: "vm-3", Cohort: -1, State: "waiting", Applied: 80},
+		}}
+	var b strings.Builder
+	if err := printRollout(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	first, _, _ := strings.Cut(b.String(), "\n")
+	if want := "rollout r1 of web: running, step 1 of 2 (2 of 3 instances get the change, 1 of them applied it)"; first != want {
+		t.Errorf("status line = %q, want %q", first, want)
+	}
+}

@@ -187,11 +187,23 @@ func (e *cliEnv) rolloutAction(action string) cli.ActionFunc {
 	}
 }
 
+// cohortProgress says how many of a running rollout's instances get the candidate (its cohort)
+// and how many of those applied it.
+func cohortProgress(st api.RolloutStatus) string {
+	applied := 0
+	for _, in := range st.Instances {
+		if in.Cohort >= 0 && in.State == "applied" {
+			applied++
+		}
+	}
+	return fmt.Sprintf("%d of %d instances get the change, %d of them applied it", len(st.Cohort), len(st.Instances), applied)
+}
+
 // printRollout prints a rollout's status for people.
 func printRollout(w io.Writer, st api.RolloutStatus) error {
 	fmt.Fprintf(w, "rollout %s of %s: %s", st.ID, st.Appliance, st.State)
 	if st.State == api.RolloutRunning {
-		fmt.Fprintf(w, ", step %d of %d (%d of %d instances have the change)", st.Step+1, len(st.Steps), len(st.Cohort), len(st.Instances))
+		fmt.Fprintf(w, ", step %d of %d (%s)", st.Step+1, len(st.Steps), cohortProgress(st))
 		if st.BakedSince != nil {
 			fmt.Fprintf(w, ", baking since %s", st.BakedSince.Local().Format(time.TimeOnly))
 		}
@@ -299,8 +311,8 @@ func (e *cliEnv) waitRollout(ctx context.Context, s *session, name string, rev i
 				return true, rolloutEnded(st)
 			}
 			if now := time.Now(); now.Sub(said) >= waitProgressEvery {
-				fmt.Fprintf(e.stderr, "appliance wait %s: rollout %s step %d of %d, %d of %d instances have the change; waiting\n",
-					name, st.ID, st.Step+1, len(st.Steps), len(st.Cohort), len(st.Instances))
+				fmt.Fprintf(e.stderr, "appliance wait %s: rollout %s step %d of %d, %s; waiting\n",
+					name, st.ID, st.Step+1, len(st.Steps), cohortProgress(st))
 				said = now
 			}
 		} else if exitCode(err) != exitUnavailable {
