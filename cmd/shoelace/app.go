@@ -32,6 +32,8 @@ type cliEnv struct {
 	noToken bool
 	// addr is the server address the command talked to ("" before it connected).
 	addr string
+	// helpErr is the usage error of "help NAME" for a NAME that is no command.
+	helpErr error
 }
 
 // run runs the shoelace command with args (args[0] is the program name).
@@ -46,6 +48,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	e.onCommandLine = flagsOnCommandLine(args)
 	err = app.RunContext(ctx, args)
+	if err == nil {
+		err = e.helpErr
+	}
 	var ae *api.Error
 	if e.noToken && errors.As(err, &ae) && ae.HTTPStatus() == http.StatusUnauthorized {
 		err = fmt.Errorf("%w (no token given: set --token-file or SHOELACE_TOKEN_FILE)", err)
@@ -142,6 +147,11 @@ func newApp(e *cliEnv) *cli.App {
 		},
 	}
 	app.Commands = append(app.Commands, complete.Commands(app, e.completeArgs)...)
+	// "help NAME" (or "kv help NAME") for no such command: a usage error, as "NAME" itself is
+	// (urfave/cli's own is exit 1, "No help topic for 'NAME'").
+	app.CommandNotFound = func(c *cli.Context, name string) {
+		e.helpErr = usagef("%sunknown command %q (see %s --help)", errPrefix(c), name, commandName(c))
+	}
 	app.Action = groupAction
 	app.OnUsageError = usageErrorHandler
 	walkCommands(app.Commands, func(c *cli.Command) {

@@ -1123,6 +1123,19 @@ func TestE2E_Help(t *testing.T) {
 	}
 }
 
+// help of a command that does not exist is a usage error (exit 2) in one "shoelace: …" line, as
+// the command itself is. Before, "shoelace help bogus" exited 1 with "shoelace: No help topic for
+// 'bogus'".
+func TestE2E_HelpUnknownCommand(t *testing.T) {
+	c := &runner{t: t}
+	c.fails(exitUsage, `unknown command "bogus" (see shoelace --help)`, "help", "bogus")
+	c.fails(exitUsage, `kv: unknown command "bogus" (see shoelace kv --help)`, "kv", "help", "bogus")
+	c.fails(exitUsage, `appliance: unknown command "nosuch" (see shoelace appliance --help)`, "appliance", "h", "nosuch")
+	if r := c.run("help", "kv"); r.code != 0 || !strings.Contains(r.stdout, "USAGE:") || r.stderr != "" {
+		t.Errorf("shoelace help kv: %s", r)
+	}
+}
+
 // The help names only flags that exist, and every kind of release history prints. (The exit
 // codes named "appliance rollout status --wait", which has no --wait; the history's KIND
 // column left out rollout, the kind of a staged rollout's start.)
