@@ -122,7 +122,9 @@ func (a *Agent) Render(ctx context.Context, w io.Writer, o DryOptions) error {
 	return nil
 }
 
-// Diff returns a unified-style line diff of old and new ("" when equal).
+// Diff returns a unified diff of old and new ("" when equal): one hunk with up to three lines
+// of context each side, whose header counts them as diff -u does, so that patch applies it;
+// a last line without a newline is marked "\ No newline at end of file", as diff marks it.
 func Diff(name, old, new string) string {
 	if old == new {
 		return ""
@@ -138,38 +140,60 @@ func Diff(name, old, new string) string {
 		s++
 	}
 	am, bm := a[p:len(a)-s], b[p:len(b)-s]
+	ctx := max(p-3, 0)
+	tail := a[len(a)-s : min(len(a)-s+3, len(a))]
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "--- %s\n+++ %s (rendered)\n", name, name)
-	fmt.Fprintf(&sb, "@@ -%d,%d +%d,%d @@\n", p+1, len(am), p+1, len(bm))
-	ctx := max(p-3, 0)
+	fmt.Fprintf(&sb, "@@ -%s +%s @@\n", hunkRange(ctx, p-ctx+len(am)+len(tail)), hunkRange(ctx, p-ctx+len(bm)+len(tail)))
 	for _, l := range a[ctx:p] {
-		sb.WriteString(" " + l + "\n")
+		writeLine(&sb, " ", l)
 	}
 	if len(am)*len(bm) <= 4_000_000 {
 		writeLCS(&sb, am, bm)
 	} else {
 		for _, l := range am {
-			sb.WriteString("-" + l + "\n")
+			writeLine(&sb, "-", l)
 		}
 		for _, l := range bm {
-			sb.WriteString("+" + l + "\n")
+			writeLine(&sb, "+", l)
 		}
 	}
-	for _, l := range a[len(a)-s : min(len(a)-s+3, len(a))] {
-		sb.WriteString(" " + l + "\n")
+	for _, l := range tail {
+		writeLine(&sb, " ", l)
 	}
 	return sb.String()
 }
 
+// hunkRange is a hunk header's range of n lines after the first skip lines of a file: the
+// first line's number, or the line before when n is 0, as diff -u writes it.
+func hunkRange(skip, n int) string {
+	if n == 0 {
+		return fmt.Sprintf("%d,0", skip)
+	}
+	return fmt.Sprintf("%d,%d", skip+1, n)
+}
+
+// splitLines splits s after each newline: the last line of a file that does not end in one
+// has none, so that it differs from the same text with its newline.
 func splitLines(s string) []string {
 	if s == "" {
 		return nil
 	}
-	l := strings.Split(s, "\n")
+	l := strings.SplitAfter(s, "\n")
 	if l[len(l)-1] == "" {
 		l = l[:len(l)-1]
 	}
 	return l
+}
+
+// writeLine writes one line of a hunk (l as splitLines gives it), and diff's mark after a last
+// line without a newline.
+func writeLine(sb *strings.Builder, prefix, l string) {
+	sb.WriteString(prefix)
+	sb.WriteString(l)
+	if !strings.HasSuffix(l, "\n") {
+		sb.WriteString("\n\\ No newline at end of file\n")
+	}
 }
 
 func writeLCS(sb *strings.Builder, a, b []string) {
@@ -191,14 +215,14 @@ func writeLCS(sb *strings.Builder, a, b []string) {
 	for i < n || j < m {
 		switch {
 		case i < n && j < m && a[i] == b[j]:
-			sb.WriteString(" " + a[i] + "\n")
+			writeLine(sb, " ", a[i])
 			i++
 			j++
 		case i < n && (j == m || t[i+1][j] >= t[i][j+1]):
-			sb.WriteString("-" + a[i] + "\n")
+			writeLine(sb, "-", a[i])
 			i++
 		default:
-			sb.WriteString("+" + b[j] + "\n")
+			writeLine(sb, "+", b[j])
 			j++
 		}
 	}

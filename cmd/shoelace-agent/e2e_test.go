@@ -488,6 +488,37 @@ func TestE2E_RenderDryWritesNothing(t *testing.T) {
 	}
 }
 
+// render --dry prints a unified diff whose hunk header counts its context lines as diff -u
+// does (before, "@@ -5,1 +5,1 @@" over seven lines, which patch refused as malformed), and
+// marks a last line without a newline (before, a file that lacked only its final newline
+// "would change" with a diff showing no change).
+func TestE2E_RenderDryDiffIsUnified(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/five", "X5")
+	e := newEnv(t, srv, "", `  - contents: "l1\nl2\nl3\nl4\n{{ key \"five\" }}\nl6\nl7\nl8\n"
+    destination: $DIR/mid.conf
+  - contents: "last\n"
+    destination: $DIR/eol.conf
+  - contents: "a\nb\n"
+    destination: $DIR/new.conf
+`)
+	os.WriteFile(e.path("mid.conf"), []byte("l1\nl2\nl3\nl4\nl5\nl6\nl7\nl8\n"), 0o644)
+	os.WriteFile(e.path("eol.conf"), []byte("last"), 0o644)
+	code, stdout, stderr := e.agentCmd("render", "--dry")
+	if code != 0 {
+		t.Fatalf("render --dry exited %d: %s", code, stderr)
+	}
+	for _, want := range []string{
+		"@@ -2,7 +2,7 @@\n l2\n l3\n l4\n-l5\n+X5\n l6\n l7\n l8\n",
+		"@@ -1,1 +1,1 @@\n-last\n\\ No newline at end of file\n+last\n",
+		"@@ -0,0 +1,2 @@\n+a\n+b\n",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout)
+		}
+	}
+}
+
 // TestE2E_DesignSchemaExample runs `once` with every field of DESIGN.md's config schema, written
 // as the example there writes them (left_delimiter alone, a trailing slash on allowed_dirs,
 // wait and metrics_listen at their defaults, a templates_dir drop-in).
