@@ -137,7 +137,7 @@ func (w *Wait) UnmarshalYAML(n *yaml.Node) error {
 	switch n.Kind {
 	case yaml.ScalarNode:
 		*w = Wait{}
-		return w.Min.UnmarshalYAML(n)
+		return w.Min.parse(n, "wait: ")
 	case yaml.MappingNode:
 	default:
 		return lineError(n, "wait must be a mapping such as {min: 2s, max: 10s}, or one duration such as 5s (the min; max 4 × min)")
@@ -153,9 +153,9 @@ func (w *Wait) UnmarshalYAML(n *yaml.Node) error {
 		var err error
 		switch k.Value {
 		case "min":
-			err = w.Min.UnmarshalYAML(v)
+			err = w.Min.parse(v, "wait: min: ")
 		case "max":
-			err = w.Max.UnmarshalYAML(v)
+			err = w.Max.parse(v, "wait: max: ")
 		default:
 			err = lineError(k, fmt.Sprintf("field %s not found in type agent.Wait", k.Value))
 		}
@@ -359,9 +359,13 @@ func (c *Config) pathFields() []struct{ field, path string } {
 type Duration time.Duration
 
 // UnmarshalYAML reads a Go duration string.
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error { return d.parse(n, "") }
+
+// parse reads a Go duration string; field ("wait: min: ") heads its errors, for a field
+// whose line alone does not name it (wait: {min: 1s, max: -1s}).
+func (d *Duration) parse(n *yaml.Node, field string) error {
 	if n.Kind != yaml.ScalarNode {
-		return lineError(n, "a duration must be a string like \"30s\"")
+		return lineError(n, field+"a duration must be a string like \"30s\"")
 	}
 	if n.Value == "0" {
 		*d = 0
@@ -369,10 +373,10 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	}
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
-		return lineError(n, fmt.Sprintf("invalid duration %q: use a number with a unit, like \"500ms\", \"30s\" or \"2m\"", n.Value))
+		return lineError(n, fmt.Sprintf("%sinvalid duration %q: use a number with a unit, like \"500ms\", \"30s\" or \"2m\"", field, n.Value))
 	}
 	if v < 0 {
-		return lineError(n, fmt.Sprintf("duration %q is negative", n.Value))
+		return lineError(n, fmt.Sprintf("%sduration %q is negative: it must be 0 or more", field, n.Value))
 	}
 	*d = Duration(v)
 	return nil
