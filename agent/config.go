@@ -1231,7 +1231,7 @@ func readTokenFile(path string) (string, error) {
 		return "", fmt.Errorf("token_file %s has mode %04o: group and others must not have access; run: chmod 600 %s", path, fi.Mode().Perm(), path)
 	}
 	if fi.Size() > maxTokenBytes {
-		return "", fmt.Errorf("token_file %s is %d bytes: a token file holds one token", path, fi.Size())
+		return "", fmt.Errorf("token_file %s is %d bytes, over %d (4 KiB), the limit of a token file: a token file holds one token", path, fi.Size(), maxTokenBytes)
 	}
 	b, err := atomicfile.ReadInput(path, maxTokenBytes)
 	if err != nil {

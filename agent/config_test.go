@@ -398,6 +398,17 @@ func TestLoadConfig_TokenFileBytes(t *testing.T) {
 			t.Errorf("token file %q: err = %v", bad, err)
 		}
 	}
+	// DESIGN.md: a token file of at most 4 KiB; over it, the error names the limit (before, it
+	// said only "is 4097 bytes").
+	os.WriteFile(tok, []byte(strings.Repeat("a", 4096)), 0o600)
+	if _, err := agent.LoadConfig(path); err != nil {
+		t.Fatalf("a token file of 4 KiB: %v", err)
+	}
+	os.WriteFile(tok, []byte(strings.Repeat("a", 4097)), 0o600)
+	want := "token_file " + tok + " is 4097 bytes, over 4096 (4 KiB), the limit of a token file"
+	if _, err := agent.LoadConfig(path); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("a token file of 4 KiB + 1 byte: %v, want %q", err, want)
+	}
 }
 
 // TestLoadConfig_RelativeTemplatesDir: a relative templates_dir is refused as such, and not read
