@@ -160,7 +160,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if c.Args().Len() > 0 {
 				return usageError{fmt.Sprintf("unknown command %q (see shoelace-agent --help)", c.Args().First())}
 			}
-			return usageError{"a command is required: run, once, render, validate, install, uninstall, start, stop, restart, status or version"}
+			return usageError{"a command is required: run, once, render, validate, convert-confd, install, uninstall, start, stop, restart, status, version or completion"}
 		},
 		Commands: []*cli.Command{
 			{

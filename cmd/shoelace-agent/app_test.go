@@ -69,6 +69,22 @@ func TestCLI_UsageErrors(t *testing.T) {
 	}
 }
 
+// TestCLI_CompletionHelpSaysWhatItCompletes: the agent's completion script completes commands
+// and flags (DESIGN.md: appliance names are shoelace's); its --help said "and, where the server
+// is reachable, appliance names", which it never completes. A missing command lists every one.
+func TestCLI_CompletionHelpSaysWhatItCompletes(t *testing.T) {
+	err, stdout, _ := runCLI(t, "completion", "--help")
+	if err != nil || !strings.Contains(stdout, "complete shoelace-agent's commands and flags.") || strings.Contains(stdout, "appliance names") {
+		t.Fatalf("completion --help: %v\n%s", err, stdout)
+	}
+	err, _, _ = runCLI(t)
+	for _, c := range []string{"convert-confd", "completion"} {
+		if err == nil || !strings.Contains(err.Error(), c) {
+			t.Errorf("no command: %v, want it to name %s", err, c)
+		}
+	}
+}
+
 // TestCLI_EmptyConfigEnv: SHOELACE_AGENT_CONFIG set but empty is a usage error saying so (it
 // read "open : no such file or directory", exit 1).
 func TestCLI_EmptyConfigEnv(t *testing.T) {

@@ -31,13 +31,12 @@ func Commands(app *cli.App, dynamic Dynamic) []*cli.Command {
 			Name:      "completion",
 			Usage:     "print the shell completion script for bash, zsh or fish",
 			ArgsUsage: "bash|zsh|fish",
-			Description: fmt.Sprintf(`Prints a script that makes the shell complete %[1]s's commands, flags and, where the
-server is reachable, appliance names. Load it for this shell, or install it:
+			Description: fmt.Sprintf(`Prints a script that makes the shell complete %[1]s's %[2]s:
    source <(%[1]s completion bash)          # bash, now
    %[1]s completion bash > /etc/bash_completion.d/%[1]s
    %[1]s completion zsh > "${fpath[1]}/_%[1]s"
    %[1]s completion fish > ~/.config/fish/completions/%[1]s.fish
-The .deb and .rpm packages install the bash and zsh scripts.`, app.Name),
+The .deb and .rpm packages install the bash and zsh scripts.`, app.Name, completes(dynamic)),
 			Action: func(c *cli.Context) error {
 				if c.NArg() != 1 {
 					return fmt.Errorf("%w: name one shell: bash, zsh or fish", ErrUsage)
@@ -63,6 +62,15 @@ The .deb and .rpm packages install the bash and zsh scripts.`, app.Name),
 			},
 		},
 	}
+}
+
+// completes says what the script completes (the description's first sentence): commands and flags, and the names dynamic gives
+// (appliance names from the server, for shoelace) when there is one.
+func completes(dynamic Dynamic) string {
+	if dynamic == nil {
+		return "commands and flags.\nLoad it for this shell, or install it"
+	}
+	return "commands, flags and, where the\nserver is reachable, appliance names. Load it for this shell, or install it"
 }
 
 // Candidates returns what may follow words (the words typed after the program, then "--" and
