@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -258,6 +259,9 @@ func (a *Agent) Once(ctx context.Context, stage string, noCommands bool) error {
 	start := time.Now()
 	res := a.renderPass(ctx, v, sel, true, noCommands)
 	a.logPass(v, res, time.Since(start))
+	if stage != "" {
+		a.confirmOthers(v, sel)
+	}
 	// What `status` shows; the view itself is never cached by once. Its applied revision is the
 	// view's when every template of the config (not only those of stage) is in place and the pass
 	// failed nothing with its commands run, as run's is: status said "applied 0" after a once
@@ -282,6 +286,26 @@ func (a *Agent) Once(ctx context.Context, stage string, noCommands bool) error {
 	}
 	a.log.Info("all templates in place", "templates", len(sel), "rendered", len(res.rendered), "revision", v.Revision, "stage", stage)
 	return nil
+}
+
+// confirmOthers records as in place at v the templates that once did not select (another
+// stage's) whose files already hold what they render from v, with the mode and owner they ask
+// for: installed by an earlier once of their stage (another process, which knew nothing of
+// them here), they are in place, and a bake of system then application applies the view.
+func (a *Agent) confirmOthers(v *view, sel []*tmpl) {
+	data := v.data(a)
+	for _, t := range a.tmpls {
+		if slices.Contains(sel, t) || t.inPlace {
+			continue
+		}
+		r, err := t.t.Execute(data)
+		if err != nil {
+			continue
+		}
+		if same, err := atomicfile.Unchanged(t.cfg.Destination, r.Output, t.installOptions()); err == nil && same {
+			t.inPlace, t.revision = true, v.Revision
+		}
+	}
 }
 
 // describeFetchError says what a failed request means for the log, and the Retry-After it carried.

@@ -8,6 +8,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -516,6 +517,55 @@ func TestE2E_RenderDryDiffIsUnified(t *testing.T) {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("output lacks %q:\n%s", want, stdout)
 		}
+	}
+}
+
+// A bake in two runs, once --stage system then (at first boot) once --stage application, each
+// its own process, records the view as applied once every template of the config is in place
+// (DESIGN.md). Before, each once counted the stage it did not select as missing, so status said
+// "applied 0" after both; a file of the other stage that does not hold its render still is.
+func TestE2E_OnceStagesInTwoRunsApply(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	rev := srv.put("appliances/web/port", "80")
+	e := newEnv(t, srv, "", `  - contents: "ntp\n"
+    destination: $DIR/ntp.conf
+    stage: system
+    perms: "0640"
+  - contents: "listen {{ key \"port\" }}\n"
+    destination: $DIR/app.conf
+`)
+	status := func() statusJSON {
+		t.Helper()
+		_, stdout, _ := e.agentCmd("status", "--json")
+		var st statusJSON
+		if err := json.Unmarshal([]byte(stdout), &st); err != nil || st.Agent == nil {
+			t.Fatalf("status --json: %v\n%s", err, stdout)
+		}
+		return st
+	}
+	if code, _, stderr := e.agentCmd("once", "--stage", "system", "--no-commands"); code != 0 {
+		t.Fatalf("once --stage system: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := e.agentCmd("once", "--stage", "application"); code != 0 {
+		t.Fatalf("once --stage application: exit %d: %s", code, stderr)
+	}
+	st := status()
+	if st.Agent.Applied < rev || st.Agent.Applied != st.Agent.Revision {
+		t.Fatalf("applied %d at revision %d after both stages were installed, want the view's revision", st.Agent.Applied, st.Agent.Revision)
+	}
+	for _, tp := range st.Agent.Templates {
+		if !tp.InPlace {
+			t.Fatalf("%s not in place: %+v", tp.Destination, st.Agent.Templates)
+		}
+	}
+	// The system file edited since: not in place, nothing applied.
+	os.WriteFile(e.path("ntp.conf"), []byte("edited\n"), 0o640)
+	srv.put("appliances/web/port", "81")
+	if code, _, stderr := e.agentCmd("once", "--stage", "application"); code != 0 {
+		t.Fatalf("once --stage application: exit %d: %s", code, stderr)
+	}
+	if st := status(); st.Agent.Applied != 0 {
+		t.Fatalf("applied %d with ntp.conf edited, want 0", st.Agent.Applied)
 	}
 }
 
