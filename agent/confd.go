@@ -629,7 +629,8 @@ func commentLines(lines []string) string {
 }
 
 // YAML prints r as the templates: block of an agent.yaml (convert-confd): the same templates
-// that confd_dir: r.Dir gives, each headed by the resource it comes from and its confd keys.
+// that confd_dir: r.Dir gives, each headed by the resource it comes from (its confd keys are
+// its keys:).
 func (r *ConfdResources) YAML() ([]byte, error) {
 	head := []string{
 		fmt.Sprintf("Converted from the confd resources of %s by shoelace-agent convert-confd.", r.Dir),
