@@ -143,6 +143,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Usage: "render the confd resources of `DIR` (conf.d/*.toml, templates/) too, over the config's confd_dir"}
 	stageFlag := &cli.StringFlag{Name: "stage", Usage: "render only the templates of this `STAGE`: system or application (default: all)"}
 
+	var helpErr error
 	app := &cli.App{
 		Name:           "shoelace-agent",
 		Usage:          "render an appliance's configuration from a Shoelace server into local files",
@@ -155,7 +156,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return usageError{err.Error()}
 		},
-		CommandNotFound: func(c *cli.Context, name string) {},
+		// "help NAME" for no such command: a usage error, as "NAME" itself is (it printed
+		// nothing and exited 0).
+		CommandNotFound: func(c *cli.Context, name string) {
+			helpErr = usageError{fmt.Sprintf("unknown command %q (see shoelace-agent --help)", name)}
+		},
 		Action: func(c *cli.Context) error {
 			if c.Args().Len() > 0 {
 				return usageError{fmt.Sprintf("unknown command %q (see shoelace-agent --help)", c.Args().First())}
@@ -287,7 +292,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			c.Action = noArgs(c.Name, c.Action)
 		}
 	}
-	return app.RunContext(ctx, moveCommonFlags(args))
+	if err := app.RunContext(ctx, moveCommonFlags(args)); err != nil {
+		return err
+	}
+	return helpErr
 }
 
 // runUsage is run's help: how a changed config is loaded, by SIGHUP, or on Windows (win), which

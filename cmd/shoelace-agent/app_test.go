@@ -60,6 +60,8 @@ func TestCLI_UsageErrors(t *testing.T) {
 		// Exit 1 before, where shoelace completion says 2.
 		{[]string{"completion", "tcsh"}, `unknown shell "tcsh": bash, zsh or fish`},
 		{[]string{"completion"}, "name one shell"},
+		// Printed nothing and exited 0 before.
+		{[]string{"help", "bogus"}, `unknown command "bogus" (see shoelace-agent --help)`},
 	}
 	for _, c := range cases {
 		err, _, _ := runCLI(t, c.args...)
