@@ -1,15 +1,11 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/shoelace-dev/shoelace/internal/client"
 )
 
 // A write with --canary checks its candidate against the appliance's schema as it is when the
@@ -23,19 +19,7 @@ func TestE2E_CanaryChecksTheCurrentSchema(t *testing.T) {
 	c := newCLI(t, s)
 	name := fmt.Sprintf("canary-schema-%d", time.Now().UnixNano())
 	c.ok("kv", "put", "appliances/"+name+"/app/port", "8080")
-	tok, err := os.ReadFile(s.adminTokenFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := client.New(s.url(), client.Options{Token: strings.TrimSpace(string(tok))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cl.Enroll(context.Background(), name, "vm-1", ""); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.run("appliance", "forget", name, "vm-1") })
-	time.Sleep(10 * time.Millisecond) // enrolled before the rollouts start, by the server's clock
+	enrollOne(t, s, c, name)
 
 	dir := t.TempDir()
 	good, bad, schema := filepath.Join(dir, "good.yaml"), filepath.Join(dir, "bad.yaml"), filepath.Join(dir, "schema.json")

@@ -136,19 +136,7 @@ func TestE2E_RollbackPreviousPastManyRollouts(t *testing.T) {
 	name := fmt.Sprintf("hist-ro-%d", time.Now().UnixNano())
 	c.ok("kv", "put", "appliances/"+name+"/port", "80")
 	c.ok("kv", "put", "appliances/"+name+"/port", "8080", "-m", "the change to undo")
-	tok, err := os.ReadFile(s.adminTokenFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := client.New(s.url(), client.Options{Token: strings.TrimSpace(string(tok))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cl.Enroll(context.Background(), name, "vm-1", ""); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.run("appliance", "forget", name, "vm-1") })
-	time.Sleep(10 * time.Millisecond) // enrolled before the rollouts start, by the server's clock
+	enrollOne(t, s, c, name)
 	for i := range 60 {
 		c.ok("kv", "put", "appliances/"+name+"/port", fmt.Sprint(9000+i), "--canary", "100%", "--manual")
 		c.ok("appliance", "rollout", "abort", name)
@@ -167,4 +155,23 @@ func TestE2E_RollbackPreviousPastManyRollouts(t *testing.T) {
 	if len(h.Releases) != 1 || !strings.Contains(h.Releases[0].Message, "the change to undo") {
 		t.Errorf("the undo's release: %+v, want it to name the put it undid", h.Releases)
 	}
+}
+
+// enrollOne enrolls instance vm-1 of appliance name with the admin token, and forgets it at the
+// test's end: a rollout of name then has an instance to draw.
+func enrollOne(t *testing.T, s *testServer, c *runner, name string) {
+	t.Helper()
+	tok, err := os.ReadFile(s.adminTokenFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := client.New(s.url(), client.Options{Token: strings.TrimSpace(string(tok))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Enroll(context.Background(), name, "vm-1", ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.run("appliance", "forget", name, "vm-1") })
+	time.Sleep(10 * time.Millisecond) // enrolled before the rollouts start, by the server's clock
 }
