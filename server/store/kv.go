@@ -534,10 +534,10 @@ func (s *Store) readView(ctx context.Context, name string, opts ...clientv3.OpOp
 // Apply replaces every key under appliances/<name>/ with keys (relative to that root) in one
 // transaction. cas >= 0 guards it: no key of the appliance may have changed after cas.
 //
-// It reads the appliance's key names first, then in one transaction guarded by "no key was
-// created under the appliance since that read" puts every key and deletes the runs of keys that
-// go (a put and a delete of one transaction must not overlap in etcd), so the appliance ends
-// exactly as given. A key created concurrently makes it retry after a short random pause; a
+// It reads the appliance's keys first (an apply that would change nothing writes nothing: see
+// ApplyTree), then in one transaction guarded by "no key was created under the appliance since
+// that read" puts every key and deletes the runs of keys that go (a put and a delete of one
+// transaction must not overlap in etcd), so the appliance ends exactly as given. A key created concurrently makes it retry after a short random pause; a
 // failed cas is an api.ErrConflict error.
 func (s *Store) Apply(ctx context.Context, name string, keys map[string]string, cas int64) (int64, error) {
 	res, err := s.ApplyTree(ctx, name, keys, cas)
