@@ -632,10 +632,24 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 		}
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].key < all[j].key })
-	var ops []clientv3.Op
+	// A key that holds its value already is not put again, when others change: a new version of
+	// every key for one changed grew etcd's history by the whole appliance, and gave each key's
+	// history a version that no release names. Those keys are guarded instead (below).
+	had := make(map[string]*mvccpb.KeyValue, len(cur.Kvs))
+	for _, kv := range cur.Kvs {
+		had[string(kv.Key)] = kv
+	}
+	var ops, sameOps []clientv3.Op
+	var same []*mvccpb.KeyValue
 	for i := 0; i < len(all); i++ {
 		if all[i].keep {
-			ops = append(ops, clientv3.OpPut(all[i].key, keys[strings.TrimPrefix(all[i].key, abs)]))
+			v := keys[strings.TrimPrefix(all[i].key, abs)]
+			if kv := had[all[i].key]; kv != nil && string(kv.Value) == v {
+				same = append(same, kv)
+				sameOps = append(sameOps, clientv3.OpPut(all[i].key, v))
+				continue
+			}
+			ops = append(ops, clientv3.OpPut(all[i].key, v))
 			continue
 		}
 		j := i
@@ -650,6 +664,11 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 		i = j
 	}
 	if len(ops) == 0 {
+		// Nothing changes: keep found the appliance changed since the read, or a guard of the
+		// write's failing. The write puts every key, and applies or refuses as a write does.
+		ops, same = sameOps, nil
+	}
+	if len(ops) == 0 {
 		return Applied{Revision: read}, true, nil // nothing there and nothing to write
 	}
 	// Keys changed or deleted since the read are harmless (each is put or deleted anyway); a key
@@ -661,6 +680,16 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 		cmps = append(cmps, compare(clientv3.ModRevision(abs), "<", cas+1).WithPrefix())
 		for _, kv := range cur.Kvs {
 			cmps = append(cmps, compare(clientv3.CreateRevision(string(kv.Key)), "=", kv.CreateRevision))
+		}
+	}
+	if len(same) > 0 {
+		// The keys not put must still hold what the read found: nothing under the appliance
+		// changed since, and each of them is still there (the cas guard has them already).
+		cmps = append(cmps, compare(clientv3.ModRevision(abs), "<", read+1).WithPrefix())
+		for _, kv := range same {
+			if cas < 0 {
+				cmps = append(cmps, compare(clientv3.CreateRevision(string(kv.Key)), "=", kv.CreateRevision))
+			}
 		}
 	}
 	eff := &effect{puts: make(map[string]string, len(keys)), tree: keys}
