@@ -110,7 +110,15 @@ rm -f "$run/token-check.err"
 bin/shoelace kv put shared/system/ntp/servers "0.pool.ntp.org 1.pool.ntp.org" >/dev/null
 bin/shoelace kv put shared/system/dns/nameservers "10.0.0.2 10.0.0.3" >/dev/null
 bin/shoelace kv put shared/system/dns/search "internal.example.com" >/dev/null
-bin/shoelace appliance apply "$appliance" -f "$example/appliance.yaml" >/dev/null
+# Its note that an unchanged appliance was not written again is for pipelines, not for this output:
+# say what apply said only when it failed.
+rc=0
+bin/shoelace appliance apply "$appliance" -f "$example/appliance.yaml" >/dev/null 2>"$run/seed.err" || rc=$?
+if [ $rc -ne 0 ]; then
+	echo "make run: seeding $appliance failed: $(cat "$run/seed.err")" >&2
+	exit 1
+fi
+rm -f "$run/seed.err"
 
 # An agent token for the example appliance (a fresh one each run; the old one is revoked).
 agent_token=$run/agent.token

@@ -271,6 +271,11 @@ func TestRun_MakeRun(t *testing.T) {
 	t.Run("make killed", func(t *testing.T) {
 		r := start(t, root, port, true)
 		waitFor(t, r, 2*time.Minute, "\"Shoelace is running\"", running(t, r))
+		// A third run on an appliance the second run left as the example has it: the seed's
+		// apply writes nothing, and its note saying so is not make run's output.
+		if out := r.out.String(); strings.Contains(out, "nothing written") {
+			t.Errorf("run.sh printed the seed apply's note; it printed:\n%s", out)
+		}
 		// SIGKILL to the parent alone passes nothing on: run.sh must notice by itself.
 		if err := r.cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
