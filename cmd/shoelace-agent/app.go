@@ -442,7 +442,9 @@ func printStatus(ctx context.Context, configPath string, explicit, asJSON bool, 
 		case out.Service != nil:
 			fmt.Fprintln(w, st.String())
 		default:
-			fmt.Fprintf(w, "service: not installed as a service here (%s)\n", out.ServiceError)
+			// Not known, which is not "not installed": a package may have installed and enabled
+			// the unit on a machine where systemd does not run (yet).
+			fmt.Fprintf(w, "service: state unknown: %s\n", strings.TrimPrefix(out.ServiceError, svc.AgentUnit().Command+" status: "))
 		}
 		printAgentStatus(w, out.Agent, out.AgentError)
 	}

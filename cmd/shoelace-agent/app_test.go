@@ -244,7 +244,11 @@ func TestCLI_StatusJSON(t *testing.T) {
 	}
 	wants := []string{"appliance web, instance vm1: revision 42", "applied 41", `last error: render /x: key "a" is not in the view`, "/x: NOT in place: missing key a"}
 	if got.Service == nil {
-		wants = append(wants, "not installed as a service here")
+		// Said as what it is (the state could not be read), once, without the command's name.
+		wants = append(wants, "service: state unknown: ")
+		if strings.Contains(stdout, "not installed") || strings.Contains(stdout, "shoelace-agent status:") {
+			t.Errorf("status without a readable service state printed:\n%s", stdout)
+		}
 	}
 	for _, want := range wants {
 		if !strings.Contains(stdout, want) {
