@@ -25,9 +25,18 @@ func TestAppliances_ApplyUnchangedWritesNothing(t *testing.T) {
 		f.must(f.do("GET", "/v1/appliances/web/releases", ""), 200, &rs)
 		return len(rs.Releases)
 	}
+	// Writes that do not touch the appliance's view move the store's revision on: the answer's
+	// revision stays that of the view's last change, which is what its agents report once they
+	// have it (appliance wait --revision R would wait for ever for a revision no agent reports).
+	f.put("appliances/other/x", "1")
+	f.do("GET", "/v1/appliances/web", "") // an agent's view read, with its report
+	view := first.Revision
 	before, err := f.st.Revision(ctx)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if before <= view {
+		t.Fatalf("the store is at revision %d, not past the view's %d", before, view)
 	}
 	nrel := releases()
 
@@ -39,13 +48,21 @@ func TestAppliances_ApplyUnchangedWritesNothing(t *testing.T) {
 		var w api.WriteResult
 		r := f.do("PUT", "/v1/appliances/web", b.body, "Content-Type", b.ct)
 		f.must(r, 200, &w)
-		if !w.Unchanged || w.Revision != before || r.index() != before {
-			t.Fatalf("apply of the same keys (%s): %+v, index %d; want unchanged at the store's revision %d", b.ct, w, r.index(), before)
+		if !w.Unchanged || w.Revision != view || r.index() != view {
+			t.Fatalf("apply of the same keys (%s): %+v, index %d; want unchanged at the view's revision %d (the store is at %d)", b.ct, w, r.index(), view, before)
 		}
 	}
 	if now, _ := f.st.Revision(ctx); now != before {
 		t.Fatalf("the store went from revision %d to %d on applies of the same keys", before, now)
 	}
+	// A change under shared/ is a change of the view.
+	shared := f.put("shared/ntp", "pool")
+	var w api.WriteResult
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"motd":"hi","nginx":{"host":"web","port":"8080"}}}`), 200, &w)
+	if !w.Unchanged || w.Revision != shared {
+		t.Fatalf("apply of the same keys after a shared/ change at %d: %+v", shared, w)
+	}
+	before, _ = f.st.Revision(ctx)
 	if n := releases(); n != nrel {
 		t.Fatalf("%d releases after the applies of the same keys, %d before", n, nrel)
 	}
@@ -70,7 +87,6 @@ func TestAppliances_ApplyUnchangedWritesNothing(t *testing.T) {
 	// A cas that fails is refused as before, even when the keys are the same.
 	f.mustErr(f.do("PUT", fmt.Sprintf("/v1/appliances/web?cas=%d", first.Revision), `{"keys":{"nginx":{"port":8081,"host":"web"},"extra":"x"}}`),
 		http.StatusConflict, api.CodeConflict)
-	var w api.WriteResult
 	f.must(f.do("PUT", fmt.Sprintf("/v1/appliances/web?cas=%d", before), `{"keys":{"nginx":{"port":8081,"host":"web"},"extra":"x"}}`), 200, &w)
 	if !w.Unchanged {
 		t.Fatalf("apply of the same keys with a cas that holds: %+v", w)

@@ -21,8 +21,15 @@ func TestE2E_ApplyUnchanged(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stderr, "appliance sameapp already holds exactly these keys: nothing written") {
 		t.Fatalf("apply of the same keys: %s", r)
 	}
-	if rev := revisionOf(t, r.stdout); rev < first {
-		t.Fatalf("apply of the same keys printed revision %d, before the first apply's %d", rev, first)
+	same := revisionOf(t, r.stdout)
+	if same < first {
+		t.Fatalf("apply of the same keys printed revision %d, before the first apply's %d", same, first)
+	}
+	// The revision is the appliance's view's, which its agents report (appliance wait
+	// --revision): a write elsewhere does not move it.
+	c.ok("kv", "put", "appliances/sameapp-other/x", "1")
+	if again := revisionOf(t, c.ok("appliance", "apply", "sameapp", "-f", file)); again != same {
+		t.Fatalf("apply of the same keys after a write to another appliance printed revision %d, %d before", again, same)
 	}
 	var w struct {
 		Revision  int64 `json:"revision"`

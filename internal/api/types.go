@@ -40,7 +40,8 @@ type List struct {
 type WriteResult struct {
 	Revision int64 `json:"revision"`
 	// Unchanged: an apply found the appliance holding exactly its keys and wrote nothing;
-	// Revision is then the store's revision at which it did.
+	// Revision is then the newest mod_revision among the keys of the appliance's view (what
+	// its agents report once they have it).
 	Unchanged bool `json:"unchanged,omitempty"`
 }
 

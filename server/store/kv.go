@@ -546,8 +546,8 @@ func (s *Store) Apply(ctx context.Context, name string, keys map[string]string, 
 
 // Applied is what ApplyTree did.
 type Applied struct {
-	// Revision is the apply's, or when Unchanged the store's at the read that found the
-	// appliance as it was asked to be.
+	// Revision is the apply's, or when Unchanged the newest mod_revision among the keys of
+	// the appliance's view (see keep).
 	Revision int64
 	// Unchanged: the appliance held exactly keys already, and nothing was written.
 	Unchanged bool
@@ -609,9 +609,9 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 	}
 	e := edits{applyName: name, apply: keys}
 	if holdsExactly(cur.Kvs, abs, keys) {
-		kept, err := s.keep(wctx, e, abs, read, len(keys))
+		at, kept, err := s.keep(wctx, e, abs, read, cur.Kvs)
 		if err != nil || kept {
-			return Applied{Revision: read, Unchanged: kept}, true, err
+			return Applied{Revision: at, Unchanged: kept}, true, err
 		}
 		// Not as it was at the read any more, or a guard failed: the write says why.
 	}
@@ -723,23 +723,28 @@ func holdsExactly(kvs []*mvccpb.KeyValue, abs string, keys map[string]string) bo
 	return true
 }
 
-// keep settles an apply of e that found the appliance (abs) at revision read holding its n
-// keys as e would leave them: it checks e as its write would be checked (the schema, which may
-// refuse the keys), and reports whether, in one read-only transaction, nothing under abs was
-// put since read (nor deleted: n keys are still there) and the write's guards (no rollout
-// running, the schema as checked) hold. When they do not, the caller writes, and the write
-// refuses or applies as it would have.
-func (s *Store) keep(ctx context.Context, e edits, abs string, read int64, n int) (bool, error) {
+// keep settles an apply of e that found the appliance (abs) at revision read holding kvs as e
+// would leave them: it checks e as its write would be checked (the schema, which may refuse the
+// keys), and reports whether, in one read-only transaction, nothing under abs was put since read
+// (nor deleted: as many keys are still there) and the write's guards (no rollout running, the
+// schema as checked) hold. When they do not, the caller writes, and the write refuses or applies
+// as it would have.
+//
+// at is the newest mod_revision among the keys of the appliance's view (its own and shared/'s):
+// the revision its agents report once they have the view (`appliance wait --revision`). The
+// store's revision would do for none of them: agents report the revision of their view's last
+// change, and reports, tokens and other appliances' writes move the store's on.
+func (s *Store) keep(ctx context.Context, e edits, abs string, read int64, kvs []*mvccpb.KeyValue) (at int64, kept bool, err error) {
 	rg := s.rolloutGuard(ctx, e)
 	if len(rg.ops) > 0 {
-		return false, nil // a promotion: it writes its rollout's end
+		return 0, false, nil // a promotion: it writes its rollout's end
 	}
 	g, err := s.guardFor(ctx, e)
 	if errors.Is(err, errStaleSchema) {
-		return false, nil // the write loads the schemas again
+		return 0, false, nil // the write loads the schemas again
 	}
 	if err != nil {
-		return false, err
+		return 0, false, err
 	}
 	cmps := append([]clientv3.Cmp{
 		compare(clientv3.ModRevision(abs), "<", read+1).WithPrefix(),
@@ -747,11 +752,24 @@ func (s *Store) keep(ctx context.Context, e edits, abs string, read int64, n int
 	}, rg.cmps...)
 	rctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	resp, err := s.cli.Txn(rctx).If(append(cmps, g.cmps...)...).Then(clientv3.OpGet(abs, clientv3.WithPrefix(), clientv3.WithCountOnly())).Commit()
+	resp, err := s.cli.Txn(rctx).If(append(cmps, g.cmps...)...).Then(
+		clientv3.OpGet(abs, clientv3.WithPrefix(), clientv3.WithCountOnly()),
+		clientv3.OpGet(s.kvRoot+api.SharedPrefix+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+			clientv3.WithSort(clientv3.SortByModRevision, clientv3.SortDescend), clientv3.WithLimit(1)),
+	).Commit()
 	if err != nil {
-		return false, s.etcdErr(rctx, "apply "+e.applyName, err)
+		return 0, false, s.etcdErr(rctx, "apply "+e.applyName, err)
 	}
-	return resp.Succeeded && resp.Responses[0].GetResponseRange().Count == int64(n), nil
+	if !resp.Succeeded || resp.Responses[0].GetResponseRange().Count != int64(len(kvs)) {
+		return 0, false, nil
+	}
+	for _, kv := range kvs {
+		at = max(at, kv.ModRevision)
+	}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		at = max(at, kv.ModRevision)
+	}
+	return at, true, nil
 }
 
 // ApplyConflict is the refusal of an apply guarded by cas when key (relative to the appliance)
