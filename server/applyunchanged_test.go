@@ -114,3 +114,33 @@ func TestAppliances_ApplyUnchangedRefusedAsAWrite(t *testing.T) {
 	f.must(f.do("PUT", "/v1/appliances/web/schema", `{"type":"object","properties":{"port":{"type":"string","pattern":"^[0-9]{4}$"}}}`), 200, nil)
 	f.mustErr(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"80"}}`), 422, api.CodeSchemaViolation, "port")
 }
+
+// An apply of the keys the appliance holds writes nothing just after its schema was set,
+// changed or removed, too. Before, the replica's cached schemas (the one it had before the
+// change) failed the read-only check's guard, and the apply went on to write: a new revision
+// and an apply release with no changes, once after each schema change.
+func TestAppliances_ApplyUnchangedAfterSchemaChange(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	var first api.WriteResult
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"80"}}`), 200, &first)
+	for i, step := range []struct{ method, body string }{
+		{"PUT", `{"type":"object"}`},
+		{"PUT", `{"type":"object","required":["port"]}`},
+		{"DELETE", ""},
+	} {
+		f.must(f.do(step.method, "/v1/appliances/web/schema", step.body), 200, nil)
+		before, err := f.st.Revision(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var w api.WriteResult
+		f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"80"}}`), 200, &w)
+		if !w.Unchanged || w.Revision != first.Revision {
+			t.Fatalf("schema change %d (%s %s): apply of the same keys answered %+v; want unchanged at the view's revision %d", i, step.method, step.body, w, first.Revision)
+		}
+		if now, _ := f.st.Revision(ctx); now != before {
+			t.Fatalf("schema change %d: the store went from revision %d to %d on an apply of the same keys", i, before, now)
+		}
+	}
+}

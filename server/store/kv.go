@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -739,37 +740,70 @@ func (s *Store) keep(ctx context.Context, e edits, abs string, read int64, kvs [
 	if len(rg.ops) > 0 {
 		return 0, false, nil // a promotion: it writes its rollout's end
 	}
-	g, err := s.guardFor(ctx, e)
-	if errors.Is(err, errStaleSchema) {
-		return 0, false, nil // the write loads the schemas again
-	}
-	if err != nil {
-		return 0, false, err
-	}
 	cmps := append([]clientv3.Cmp{
 		compare(clientv3.ModRevision(abs), "<", read+1).WithPrefix(),
 		compare(clientv3.CreateRevision(abs), "<", read+1).WithPrefix(),
 	}, rg.cmps...)
-	rctx, cancel := s.opCtx(ctx)
+	// A schema set, changed or removed since this replica cached the schemas fails the
+	// check's guard (or makes its refusal stale): load them again and check again, as the
+	// write would, rather than write the keys as they are. A few tries; then the write settles it.
+	const tries = 3
+	for try := 1; ; try++ {
+		g, err := s.guardFor(ctx, e)
+		if errors.Is(err, errStaleSchema) {
+			s.dropSchemas()
+			if try < tries {
+				continue
+			}
+			return 0, false, nil // the write loads the schemas again
+		}
+		if err != nil {
+			return 0, false, err
+		}
+		resp, err := s.keepTxn(ctx, e.applyName, append(slices.Clip(cmps), g.cmps...), abs)
+		if err != nil {
+			return 0, false, err
+		}
+		if resp.Succeeded {
+			if resp.Responses[0].GetResponseRange().Count != int64(len(kvs)) {
+				return 0, false, nil // a key went since the read
+			}
+			for _, kv := range kvs {
+				at = max(at, kv.ModRevision)
+			}
+			for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+				at = max(at, kv.ModRevision)
+			}
+			return at, true, nil
+		}
+		if len(g.cmps) == 0 || try >= tries {
+			return 0, false, nil
+		}
+		held, err := s.holds(ctx, g.cmps)
+		if err != nil {
+			return 0, false, s.etcdErr(ctx, "apply "+e.applyName, err)
+		}
+		if held {
+			return 0, false, nil // the keys changed, or a rollout started: the write says why
+		}
+		s.dropSchemas()
+	}
+}
+
+// keepTxn is keep's read-only transaction: if cmps hold, how many keys are under abs, and the
+// key under shared/ changed last.
+func (s *Store) keepTxn(ctx context.Context, name string, cmps []clientv3.Cmp, abs string) (*clientv3.TxnResponse, error) {
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	resp, err := s.cli.Txn(rctx).If(append(cmps, g.cmps...)...).Then(
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(
 		clientv3.OpGet(abs, clientv3.WithPrefix(), clientv3.WithCountOnly()),
 		clientv3.OpGet(s.kvRoot+api.SharedPrefix+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly(),
 			clientv3.WithSort(clientv3.SortByModRevision, clientv3.SortDescend), clientv3.WithLimit(1)),
 	).Commit()
 	if err != nil {
-		return 0, false, s.etcdErr(rctx, "apply "+e.applyName, err)
+		return nil, s.etcdErr(ctx, "apply "+name, err)
 	}
-	if !resp.Succeeded || resp.Responses[0].GetResponseRange().Count != int64(len(kvs)) {
-		return 0, false, nil
-	}
-	for _, kv := range kvs {
-		at = max(at, kv.ModRevision)
-	}
-	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-		at = max(at, kv.ModRevision)
-	}
-	return at, true, nil
+	return resp, nil
 }
 
 // ApplyConflict is the refusal of an apply guarded by cas when key (relative to the appliance)
