@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -99,6 +101,9 @@ func parseTxn(data []byte, maxValue, maxOps int) (api.Txn, error) {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return t, bodyError("txn body has data after the JSON object")
 	}
+	if err := txnNulls(data); err != nil {
+		return t, err
+	}
 	if len(t.Ops) == 0 {
 		return t, bodyError("txn has no ops: give at least one put or delete")
 	}
@@ -149,6 +154,37 @@ func parseTxn(data []byte, maxValue, maxOps int) (api.Txn, error) {
 		}
 	}
 	return t, nil
+}
+
+// txnNulls refuses a null member of an op or a guard of a txn body (data, already decoded
+// once). encoding/json leaves the field as it was, so {"op":"put","key":"k","value":null} put
+// "" and a guard's "mod_revision":null said "must not exist"; an apply refuses null the same way.
+func txnNulls(data []byte) error {
+	var raw struct {
+		Ops    []map[string]json.RawMessage `json:"ops"`
+		Guards []map[string]json.RawMessage `json:"guards"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil // the decode into api.Txn said what is wrong, or found nothing
+	}
+	for _, l := range []struct {
+		what string
+		list []map[string]json.RawMessage
+	}{{"op", raw.Ops}, {"guard", raw.Guards}} {
+		what := l.what
+		for i, m := range l.list {
+			for _, name := range slices.Sorted(maps.Keys(m)) {
+				if string(m[name]) == "null" {
+					hint := "give its value"
+					if what == "op" && name == "value" {
+						hint = `give a string ("" for empty), or a delete op`
+					}
+					return bodyError("%s %d: %s is null; null is refused: %s", what, i+1, name, hint)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // applyBody parses a PUT /v1/appliances/{name} body as JSON or YAML (by media type) into flat

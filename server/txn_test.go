@@ -71,6 +71,9 @@ func TestTxn_BadBodies(t *testing.T) {
 		{"key given twice", `{"ops":[{"op":"put","key":"shared/a","value":"1","key":"shared/b"}]}`, 400, api.CodeInvalidBody, []string{`member "key" is given twice`}},
 		{"value too large", `{"ops":[` + put("shared/a", strings.Repeat("v", 101)) + `]}`, 413, api.CodeValueTooLarge, []string{"--max-value-bytes"}},
 		{"too many ops", `{"ops":[` + put("shared/a", "1") + `,` + put("shared/b", "1") + `,` + put("shared/c", "1") + `,` + put("shared/d", "1") + `]}`, 413, api.CodeTooLarge, []string{"limit of 3"}},
+		{"null value", `{"ops":[{"op":"put","key":"shared/keep","value":null}]}`, 400, api.CodeInvalidBody, []string{"op 1", "value is null"}},
+		{"null recurse", `{"ops":[{"op":"delete","key":"shared/keep","recurse":null}]}`, 400, api.CodeInvalidBody, []string{"op 1", "recurse is null"}},
+		{"null guard revision", `{"ops":[` + put("shared/a", "1") + `],"guards":[{"key":"shared/b","mod_revision":null}]}`, 400, api.CodeInvalidBody, []string{"guard 1", "mod_revision is null"}},
 		{"body too large", `{"ops":[` + strings.Repeat(" ", 2000) + `]}`, 413, api.CodeBodyTooLarge, []string{"2000"}},
 	}
 	for _, c := range cases {
