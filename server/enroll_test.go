@@ -215,14 +215,28 @@ func TestEnroll_InstanceTokenNamesReserved(t *testing.T) {
 			t.Fatalf("token listing shows instance token %+v", ti)
 		}
 	}
-	f.must(f.do("GET", "/v1/tokens?all", ""), 200, &l)
-	found := false
-	for _, ti := range l.Tokens {
-		found = found || (ti.Name == "instance:web:vm-1" && ti.Instance == "vm-1" && ti.Appliance == "web")
+	for _, q := range []string{"all", "all=true", "all=1"} {
+		l = api.TokenList{}
+		f.must(f.do("GET", "/v1/tokens?"+q, ""), 200, &l)
+		found := false
+		for _, ti := range l.Tokens {
+			found = found || (ti.Name == "instance:web:vm-1" && ti.Instance == "vm-1" && ti.Appliance == "web")
+		}
+		if !found {
+			t.Fatalf("?%s does not list the instance token: %+v", q, l.Tokens)
+		}
 	}
-	if !found {
-		t.Fatalf("?all does not list the instance token: %+v", l.Tokens)
+	// all is a flag as every other: false leaves them out, anything else is refused.
+	for _, q := range []string{"all=false", "all=0"} {
+		l = api.TokenList{}
+		f.must(f.do("GET", "/v1/tokens?"+q, ""), 200, &l)
+		for _, ti := range l.Tokens {
+			if ti.Instance != "" || isInstanceToken(ti.Name) {
+				t.Fatalf("?%s lists instance token %+v", q, ti)
+			}
+		}
 	}
+	f.mustErr(f.do("GET", "/v1/tokens?all=maybe", ""), 400, api.CodeInvalidRequest, "all", "true or false")
 }
 
 // Two replicas enrolling one name at once: exactly one wins, the other is told it is enrolled.

@@ -115,7 +115,10 @@ func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	all := q.Has("all") // instance tokens too; one per enrolled VM, they would drown the rest
+	all, err := flag(q, "all") // instance tokens too; one per enrolled VM, they would drown the rest
+	if err != nil {
+		return err
+	}
 	if err := principalOf(r).mayAdmin(); err != nil {
 		return err
 	}
