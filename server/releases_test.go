@@ -4,7 +4,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -384,6 +386,25 @@ func TestReleases_MessageAndSourceChecked(t *testing.T) {
 		{api.HeaderMessage, "bad \xff utf-8", "UTF-8"},
 	} {
 		f.mustErr(f.do("PUT", "/v1/kv/shared/x", "1", c.header, c.value), 400, api.CodeInvalidRequest, c.header, c.words)
+	}
+	// Given twice (each fine alone): which one the release keeps would be a guess.
+	for _, h := range []string{api.HeaderMessage, api.HeaderSource} {
+		req, err := http.NewRequest("PUT", f.srv.URL+"/v1/kv/shared/x", strings.NewReader("1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+f.token)
+		req.Header.Add(h, "first")
+		req.Header.Add(h, "second")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 400 || !strings.Contains(string(body), api.CodeInvalidRequest) || !strings.Contains(string(body), "2 "+h+" headers") {
+			t.Fatalf("two %s headers: %d %s; want 400 invalid_request naming them", h, res.StatusCode, body)
+		}
 	}
 	if h := f.history("/v1/releases"); len(h.Releases) != 0 {
 		t.Fatalf("refused writes recorded releases: %+v", h.Releases)
