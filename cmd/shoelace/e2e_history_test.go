@@ -161,6 +161,17 @@ func TestE2E_RollbackPreviousPastManyRollouts(t *testing.T) {
 // test's end: a rollout of name then has an instance to draw.
 func enrollOne(t *testing.T, s *testServer, c *runner, name string) {
 	t.Helper()
+	cl := adminClient(t, s)
+	if _, err := cl.Enroll(context.Background(), name, "vm-1", ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.run("appliance", "forget", name, "vm-1") })
+	time.Sleep(10 * time.Millisecond) // enrolled before the rollouts start, by the server's clock
+}
+
+// adminClient is a client of s with its admin token.
+func adminClient(t *testing.T, s *testServer) *client.Client {
+	t.Helper()
 	tok, err := os.ReadFile(s.adminTokenFile())
 	if err != nil {
 		t.Fatal(err)
@@ -169,9 +180,5 @@ func enrollOne(t *testing.T, s *testServer, c *runner, name string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cl.Enroll(context.Background(), name, "vm-1", ""); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.run("appliance", "forget", name, "vm-1") })
-	time.Sleep(10 * time.Millisecond) // enrolled before the rollouts start, by the server's clock
+	return cl
 }

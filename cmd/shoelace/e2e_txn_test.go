@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/shoelace-dev/shoelace/internal/client"
 )
 
 // TestE2E_Txn: shoelace txn -f FILE|- writes every op or none, a guard that does not hold is exit 4
@@ -89,14 +87,7 @@ func TestE2E_TxnCanary(t *testing.T) {
 		c.run("kv", "rm", "shared/e2etxnc-ntp", "--force")
 	})
 	c.ok("kv", "put", "appliances/e2etxnc/port", "80")
-	tok, err := os.ReadFile(s.adminTokenFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := client.New(s.url(), client.Options{Token: strings.TrimSpace(string(tok))})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cl := adminClient(t, s)
 	for _, vm := range []string{"vm-1", "vm-2"} {
 		if _, err := cl.Enroll(context.Background(), "e2etxnc", vm, ""); err != nil {
 			t.Fatal(err)
