@@ -4,7 +4,9 @@ import (
 	"context"
 	"maps"
 	"strconv"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/shoelace-dev/shoelace/server/store"
 )
@@ -93,5 +95,100 @@ func TestStore_ApplyOfOthersGuardsTheKeysItLeaves(t *testing.T) {
 		if want := map[string]string{"appliances/web/a": "1", "appliances/web/b": strconv.Itoa(3 + i)}; !maps.Equal(got, want) {
 			t.Fatalf("case %d: the appliance after the apply is %v, want %v", i, got, want)
 		}
+	}
+}
+
+// An apply whose write another writer overtakes with the same change (here a put of the
+// value the apply puts, and a delete of the key the apply deletes) finds the appliance holding
+// its keys, and writes nothing: before, it wrote a revision of its own, with a release that
+// named no change, and answered that revision instead of unchanged.
+func TestStore_ApplyOvertakenBySameChangeWritesNothing(t *testing.T) {
+	cfg := testConfig(t)
+	open := func() *store.Store {
+		s, err := store.Open(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	s, other := open(), open()
+	ctx := withRel(ctxT(t))
+	for i, c := range []struct {
+		before, apply map[string]string
+		between       func() (int64, error)
+	}{
+		{map[string]string{"a": "1"}, map[string]string{"a": "2"},
+			func() (int64, error) { return other.Put(ctx, "appliances/web/a", "2", -1) }},
+		{map[string]string{"a": "1", "x": "1"}, map[string]string{"a": "1"},
+			func() (int64, error) { rev, _, err := other.Delete(ctx, "appliances/web/x", false); return rev, err }},
+	} {
+		first, err := s.Apply(ctx, "web", c.before, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held, release := store.HoldWrites(s)
+		type result struct {
+			res store.Applied
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			res, err := s.ApplyTree(ctx, "web", c.apply, -1)
+			done <- result{res, err}
+		}()
+		<-held
+		rev, err := c.between()
+		if err != nil {
+			t.Fatal(err)
+		}
+		release()
+		r := <-done
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		// The view's newest mod_revision: the put's, or the first apply's (a deletion has none).
+		want := store.Applied{Revision: rev, Unchanged: true}
+		if i == 1 {
+			want.Revision = first
+		}
+		if r.res != want {
+			t.Errorf("case %d: the apply answered %+v, want %+v", i, r.res, want)
+		}
+		for _, rel := range releases(t, s) {
+			if rel.Revision > rev {
+				t.Errorf("case %d: a release at revision %d, after the other writer's %d: %+v", i, rel.Revision, rev, rel.Changes)
+			}
+		}
+	}
+}
+
+// An apply that changes some keys leaves the prior cache (what the releases of later writes are
+// guarded on) as the keys are: before, it noted the keys it left as put at its revision, and the
+// next write of one of them failed its release's guard and was sent again.
+func TestStore_ApplyLeavesPriorsOfKeysItLeaves(t *testing.T) {
+	s := openStore(t)
+	ctx := withRel(ctxT(t))
+	if _, err := s.Apply(ctx, "web", map[string]string{"a": "1", "b": "1"}, -1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Apply(ctx, "web", map[string]string{"a": "1", "b": "2"}, -1); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var txns int
+	s.SetObserver(func(method, code string, d time.Duration) {
+		if method == "KV/Txn" {
+			mu.Lock()
+			txns++
+			mu.Unlock()
+		}
+	})
+	if _, err := s.Put(ctx, "appliances/web/a", "3", -1); err != nil {
+		t.Fatal(err)
+	}
+	s.SetObserver(nil)
+	if txns != 1 {
+		t.Fatalf("the put of a key the apply left sent %d transactions, want 1", txns)
 	}
 }

@@ -536,10 +536,11 @@ func (s *Store) readView(ctx context.Context, name string, opts ...clientv3.OpOp
 // transaction. cas >= 0 guards it: no key of the appliance may have changed after cas.
 //
 // It reads the appliance's keys first (an apply that would change nothing writes nothing: see
-// ApplyTree), then in one transaction guarded by "no key was created under the appliance since
-// that read" puts every key and deletes the runs of keys that go (a put and a delete of one
-// transaction must not overlap in etcd), so the appliance ends exactly as given. A key created concurrently makes it retry after a short random pause; a
-// failed cas is an api.ErrConflict error.
+// ApplyTree), then in one transaction guarded by "the appliance is still exactly as read" puts
+// the keys whose value changes and deletes the runs of keys that go (a put and a delete of one
+// transaction must not overlap in etcd), so the appliance ends exactly as given. A key created,
+// changed or deleted concurrently makes it retry after a short random pause; a failed cas is an
+// api.ErrConflict error.
 func (s *Store) Apply(ctx context.Context, name string, keys map[string]string, cas int64) (int64, error) {
 	res, err := s.ApplyTree(ctx, name, keys, cas)
 	return res.Revision, err
@@ -665,37 +666,36 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 		i = j
 	}
 	if len(ops) == 0 {
-		// Nothing changes: keep found the appliance changed since the read, or a guard of the
-		// write's failing. The write puts every key, and applies or refuses as a write does.
-		ops, same = sameOps, nil
+		// Nothing changes: keep found a guard of the write's failing (a rollout, a schema), or
+		// this apply promotes a rollout. The write puts every key, and applies or refuses as a
+		// write does; the guards below make it retry instead when the appliance changed since
+		// the read.
+		ops = sameOps
 	}
 	if len(ops) == 0 {
 		return Applied{Revision: read}, true, nil // nothing there and nothing to write
 	}
-	// Keys changed or deleted since the read are harmless (each is put or deleted anyway); a key
-	// created since would survive the apply, so it makes the transaction fail and the apply retry.
-	cmps := []clientv3.Cmp{compare(clientv3.CreateRevision(abs), "<", read+1).WithPrefix()}
+	// The write is what changes from the read, so it applies only while the appliance is still
+	// exactly as read: nothing put under it since (no key created or changed), and every key
+	// read still there (a deletion leaves no mod_revision to compare). Else it retries and reads
+	// again. Keys created, changed or deleted in between would otherwise be left or undone
+	// unseen; and an apply that raced a write of the same values (the same apply twice, or a
+	// put of a key's own value) wrote a revision, a new version of every key and a release that
+	// names no change, where it holds its keys and writes nothing.
+	cmps := []clientv3.Cmp{compare(clientv3.ModRevision(abs), "<", read+1).WithPrefix()}
 	if cas >= 0 {
-		// Guarded: nothing changed after cas, and every key that was there at the read is still
-		// there (a deletion leaves no mod_revision to compare).
+		// Guarded: nothing changed after cas either.
 		cmps = append(cmps, compare(clientv3.ModRevision(abs), "<", cas+1).WithPrefix())
-		for _, kv := range cur.Kvs {
-			cmps = append(cmps, compare(clientv3.CreateRevision(string(kv.Key)), "=", kv.CreateRevision))
-		}
 	}
-	if len(same) > 0 {
-		// The keys not put must still hold what the read found: nothing under the appliance
-		// changed since, and each of them is still there (the cas guard has them already).
-		cmps = append(cmps, compare(clientv3.ModRevision(abs), "<", read+1).WithPrefix())
-		for _, kv := range same {
-			if cas < 0 {
-				cmps = append(cmps, compare(clientv3.CreateRevision(string(kv.Key)), "=", kv.CreateRevision))
-			}
-		}
+	for _, kv := range cur.Kvs {
+		cmps = append(cmps, compare(clientv3.CreateRevision(string(kv.Key)), "=", kv.CreateRevision))
 	}
-	eff := &effect{puts: make(map[string]string, len(keys)), tree: keys}
-	for k, v := range keys {
-		eff.puts[abs+k] = v
+	// The release names, and the prior cache keeps, the keys put: not those left as they are.
+	eff := &effect{puts: make(map[string]string, len(keys)-len(same)), tree: keys}
+	for _, op := range ops {
+		if op.IsPut() {
+			eff.puts[string(op.KeyBytes())] = string(op.ValueBytes())
+		}
 	}
 	for _, kv := range cur.Kvs {
 		if _, keep := keys[strings.TrimPrefix(string(kv.Key), abs)]; !keep {
