@@ -504,6 +504,9 @@ func jsonErrText(err error) string {
 	}
 	var ue *json.UnmarshalTypeError
 	if errors.As(err, &ue) {
+		if ue.Field == "" {
+			return fmt.Sprintf("the body must be a JSON object, not a JSON %s (at byte %d)", ue.Value, ue.Offset)
+		}
 		return fmt.Sprintf("field %s must not be a JSON %s (at byte %d)", ue.Field, ue.Value, ue.Offset)
 	}
 	msg := err.Error()

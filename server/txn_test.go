@@ -53,6 +53,7 @@ func TestTxn_BadBodies(t *testing.T) {
 	}{
 		{"empty", ``, 400, api.CodeInvalidBody, []string{"empty"}},
 		{"not json", `ops`, 400, api.CodeInvalidBody, nil},
+		{"array body", `[1]`, 400, api.CodeInvalidBody, []string{"the body must be a JSON object, not a JSON array"}},
 		{"no ops", `{"ops":[]}`, 400, api.CodeInvalidBody, []string{"no ops"}},
 		{"null ops", `{"ops":null}`, 400, api.CodeInvalidBody, []string{"no ops"}},
 		{"unknown field", `{"ops":[` + put("shared/a", "1") + `],"extra":1}`, 400, api.CodeInvalidBody, []string{"extra"}},
