@@ -260,9 +260,9 @@ func TestStore_ApplyStress(t *testing.T) {
 		if got := treeAt(rev); !maps.Equal(got, op.keys) {
 			t.Errorf("%s %v answered revision %d, where the appliance held %v", op.who, op.keys, rev, got)
 		}
-		// Not checked here: that the appliance did not hold exactly op.keys just before rev (an
-		// apply that changes nothing writes nothing). It held once in 160 runs under -race,
-		// unexplained (the deterministic cases are TestStore_ApplyOvertakenBySameChangeWritesNothing).
+		if maps.Equal(treeAt(rev-1), op.keys) {
+			t.Errorf("%s %v wrote revision %d, but the appliance held exactly its keys just before: an apply that changes nothing writes nothing", op.who, op.keys, rev)
+		}
 		if op.who == "apply-cas" {
 			resp, err := cli.Get(ctx, abs, clientv3.WithPrefix(), clientv3.WithRev(rev-1))
 			if err != nil {

@@ -192,3 +192,64 @@ func TestStore_ApplyLeavesPriorsOfKeysItLeaves(t *testing.T) {
 		t.Fatalf("the put of a key the apply left sent %d transactions, want 1", txns)
 	}
 }
+
+// An apply of the keys the appliance holds, overtaken between its check and its write by a key
+// created and deleted again, writes nothing: it reads again and finds the keys as they were.
+// Before, the check failed on the key created, and the apply went on to put every key as it
+// was (the key gone by then, its guards held): a revision and a release for nothing.
+func TestStore_ApplyOfTheSameKeysOvertakenByAChangeUndone(t *testing.T) {
+	cfg := testConfig(t)
+	open := func() *store.Store {
+		s, err := store.Open(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	s, other := open(), open()
+	ctx := ctxT(t)
+	keys := map[string]string{"a": "1", "b": "2"}
+	first, err := s.Apply(ctx, "web", keys, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reads, checks int
+	store.SetApplyHook(s, func(stage string) {
+		var err error
+		switch {
+		case stage == "read" && reads == 0:
+			reads++
+			_, err = other.Put(ctx, "appliances/web/x", "new", -1)
+		case stage == "checked" && checks == 0:
+			checks++
+			_, _, err = other.Delete(ctx, "appliances/web/x", false)
+		}
+		if err != nil {
+			t.Error(err)
+		}
+	})
+	res, err := s.ApplyTree(ctx, "web", keys, -1)
+	store.SetApplyHook(s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reads != 1 || checks != 1 {
+		t.Fatalf("the hooks ran %d and %d times", reads, checks)
+	}
+	now, err := s.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The store moved by the put and the delete of x (and their releases), not by the apply.
+	if !res.Unchanged || res.Revision != first {
+		t.Fatalf("apply of the same keys after a change undone: %+v; want unchanged at %d (the store is at %d)", res, first, now)
+	}
+	kv, _, err := s.Get(ctx, "appliances/web/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kv.ModRevision != first {
+		t.Fatalf("key a was written again at %d (first apply %d)", kv.ModRevision, first)
+	}
+}

@@ -61,3 +61,6 @@ func SetFatalExit(exit func(int)) (restore func()) {
 
 // EtcdLogger is the logger the embedded etcd e logs with (its fatal errors too).
 func EtcdLogger(e *EmbeddedEtcd) *zap.Logger { return e.e.Server.Logger() }
+
+// SetApplyHook sets the func that s's applies call at their stages (see Store.applyHook).
+func SetApplyHook(s *Store, f func(stage string)) { s.applyHook = f }

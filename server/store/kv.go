@@ -611,11 +611,24 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 	}
 	e := edits{applyName: name, apply: keys}
 	if holdsExactly(cur.Kvs, abs, keys) {
-		at, kept, err := s.keep(wctx, e, abs, read, cur.Kvs)
+		if s.applyHook != nil {
+			s.applyHook("read")
+		}
+		at, kept, changed, err := s.keep(wctx, e, abs, read, cur.Kvs)
 		if err != nil || kept {
 			return Applied{Revision: at, Unchanged: kept}, true, err
 		}
-		// Not as it was at the read any more, or a guard failed: the write says why.
+		if s.applyHook != nil {
+			s.applyHook("checked")
+		}
+		if changed {
+			// Not as read any more: read again. Writing the keys as they are would write a
+			// revision for nothing where the change was undone meanwhile (a key created and
+			// deleted again).
+			return Applied{}, false, nil
+		}
+		// A guard of the write's failed (a rollout runs), or this apply promotes a rollout: the
+		// write refuses or applies as a write does.
 	}
 
 	// Every key in sorted order, old and new; a run of old keys with no new key among them
@@ -728,17 +741,18 @@ func holdsExactly(kvs []*mvccpb.KeyValue, abs string, keys map[string]string) bo
 // would leave them: it checks e as its write would be checked (the schema, which may refuse the
 // keys), and reports whether, in one read-only transaction, nothing under abs was put since read
 // (nor deleted: as many keys are still there) and the write's guards (no rollout running, the
-// schema as checked) hold. When they do not, the caller writes, and the write refuses or applies
-// as it would have.
+// schema as checked) hold: kept. Else changed says that the appliance is not as read any more
+// (the caller reads again); neither, that a guard of the write's failed, or that the apply
+// promotes a rollout (the caller writes, and the write refuses or applies as it would have).
 //
 // at is the newest mod_revision among the keys of the appliance's view (its own and shared/'s):
 // the revision its agents report once they have the view (`appliance wait --revision`). The
 // store's revision would do for none of them: agents report the revision of their view's last
 // change, and reports, tokens and other appliances' writes move the store's on.
-func (s *Store) keep(ctx context.Context, e edits, abs string, read int64, kvs []*mvccpb.KeyValue) (at int64, kept bool, err error) {
+func (s *Store) keep(ctx context.Context, e edits, abs string, read int64, kvs []*mvccpb.KeyValue) (at int64, kept, changed bool, err error) {
 	rg := s.rolloutGuard(ctx, e)
 	if len(rg.ops) > 0 {
-		return 0, false, nil // a promotion: it writes its rollout's end
+		return 0, false, false, nil // a promotion: it writes its rollout's end
 	}
 	cmps := append([]clientv3.Cmp{
 		compare(clientv3.ModRevision(abs), "<", read+1).WithPrefix(),
@@ -755,18 +769,18 @@ func (s *Store) keep(ctx context.Context, e edits, abs string, read int64, kvs [
 			if try < tries {
 				continue
 			}
-			return 0, false, nil // the write loads the schemas again
+			return 0, false, false, nil // the write loads the schemas again
 		}
 		if err != nil {
-			return 0, false, err
+			return 0, false, false, err
 		}
 		resp, err := s.keepTxn(ctx, e.applyName, append(slices.Clip(cmps), g.cmps...), abs)
 		if err != nil {
-			return 0, false, err
+			return 0, false, false, err
 		}
 		if resp.Succeeded {
 			if resp.Responses[0].GetResponseRange().Count != int64(len(kvs)) {
-				return 0, false, nil // a key went since the read
+				return 0, false, true, nil // a key went since the read
 			}
 			for _, kv := range kvs {
 				at = max(at, kv.ModRevision)
@@ -774,17 +788,21 @@ func (s *Store) keep(ctx context.Context, e edits, abs string, read int64, kvs [
 			for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
 				at = max(at, kv.ModRevision)
 			}
-			return at, true, nil
+			return at, true, false, nil
 		}
-		if len(g.cmps) == 0 || try >= tries {
-			return 0, false, nil
-		}
-		held, err := s.holds(ctx, g.cmps)
+		// Which guard failed: the appliance's own (it changed since the read), or the write's?
+		held, err := s.holds(ctx, append(slices.Clip(rg.cmps), g.cmps...))
 		if err != nil {
-			return 0, false, s.etcdErr(ctx, "apply "+e.applyName, err)
+			return 0, false, false, s.etcdErr(ctx, "apply "+e.applyName, err)
 		}
 		if held {
-			return 0, false, nil // the keys changed, or a rollout started: the write says why
+			return 0, false, true, nil
+		}
+		if len(g.cmps) == 0 || try >= tries {
+			return 0, false, false, nil // a rollout runs: the write says so
+		}
+		if held, err := s.holds(ctx, g.cmps); err != nil || held {
+			return 0, false, false, nil // a rollout runs: the write says so
 		}
 		s.dropSchemas()
 	}

@@ -159,6 +159,10 @@ var ErrWatchSilent = errors.New("watch: etcd sent nothing, not even the progress
 
 // Store is a handle on the store. It is safe for concurrent use.
 type Store struct {
+	// applyHook, when set (by tests only), is called by an apply that found the appliance as
+	// it asks: "read" after the read, "checked" once keep found it not so any more.
+	applyHook func(stage string)
+
 	local   *inProcess // the embedded etcd's in-process client (nil with an external etcd)
 	batch   *batcher   // commit's transactions, in batches (see batch.go)
 	trees   treeLocks  // writes to one appliance with a schema, one at a time (see lockTrees)
