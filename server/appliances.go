@@ -18,6 +18,11 @@ import (
 // drainJitter spreads the 304s answered to open long-polls when the server shuts down.
 const drainJitter = 1500 * time.Millisecond
 
+// viewChangedWait bounds how long an unchanged apply waits for the hub to see the revision it
+// was checked at (it usually has: the check writes nothing); past it the answer's revision is
+// that of the view's keys alone.
+const viewChangedWait = 2 * time.Second
+
 func (s *Server) handleAppliances(w http.ResponseWriter, r *http.Request) error {
 	if _, err := query(r); err != nil {
 		return err
@@ -390,8 +395,8 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		}
 	}
 	media := mediaType(r)
-	max := s.cfg.maxBodyBytes()
-	data, err := readBody(w, r, max, func() error {
+	limit := s.cfg.maxBodyBytes()
+	data, err := readBody(w, r, limit, func() error {
 		return api.Errorf(api.CodeBodyTooLarge, "apply body is over the limit of %s", s.cfg.bodyLimit())
 	})
 	if err != nil {
@@ -436,6 +441,11 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 	}
 	res, err := s.st.ApplyTree(s.releaseCtx(ctx, r, kind, name, rollbackTo), name, keys, cas)
 	rev := res.Revision
+	if res.Unchanged {
+		// The revision its agents report once they have the view: a deletion in it after its
+		// keys' newest mod_revision is known to the hub only.
+		rev = max(rev, s.hub.viewChanged(ctx, name, res.Checked, viewChangedWait))
+	}
 	setIndex(w, rev)
 	if err != nil {
 		return err

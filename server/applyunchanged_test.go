@@ -144,3 +144,41 @@ func TestAppliances_ApplyUnchangedAfterSchemaChange(t *testing.T) {
 		}
 	}
 }
+
+// The revision of an unchanged apply counts the view's deletions. Before, it was the newest
+// mod_revision among the view's keys: after a key was deleted (its own, one created and
+// deleted again, or one of shared/), `appliance wait --revision R` on it passed for agents
+// that had not applied the deletion.
+func TestAppliances_ApplyUnchangedAfterADeletion(t *testing.T) {
+	f := newFixture(t)
+	var w api.WriteResult
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1","b":"2"}}`), 200, &w)
+	f.put("shared/ntp", "pool")
+	f.put("shared/dns", "1.1.1.1")
+	deleted := func(key string) int64 {
+		var d api.WriteResult
+		f.must(f.do("DELETE", "/v1/kv/"+key, ""), 200, &d)
+		return d.Revision
+	}
+	apply := func(want int64, what string) {
+		t.Helper()
+		var u api.WriteResult
+		r := f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`)
+		f.must(r, 200, &u)
+		if !u.Unchanged || u.Revision != want || r.index() != want {
+			t.Fatalf("apply of the keys the appliance holds after %s: %+v, index %d; want unchanged at %d", what, u, r.index(), want)
+		}
+	}
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, &w)
+	if w.Unchanged {
+		t.Fatalf("the apply that deletes b says unchanged: %+v", w)
+	}
+	apply(w.Revision, "an apply that deleted a key")
+	f.put("appliances/web/tmp", "x")
+	apply(deleted("appliances/web/tmp"), "a key created and deleted")
+	apply(deleted("shared/dns"), "a deletion under shared/")
+	// Another appliance's deletion is not a change of this view.
+	f.put("appliances/other/x", "1")
+	last := deleted("appliances/other/x") - 2
+	apply(last, "another appliance's deletion")
+}

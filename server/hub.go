@@ -496,6 +496,23 @@ func (h *hub) reaches(ctx context.Context, rev int64, d time.Duration) bool {
 	return true
 }
 
+// viewChanged is the revision of appliance app's view's last change (its own keys, shared/'s,
+// its rollout's moves) as the hub knows it once it has seen revision rev, for at most d: 0
+// when it does not reach rev, or knows no change of the view (it forgot the appliance's in a
+// sweep, or started over since). Deletions are among the changes: no key is left to say when
+// they were.
+func (h *hub) viewChanged(ctx context.Context, app string, rev int64, d time.Duration) int64 {
+	if !h.reaches(ctx, rev, d) {
+		return 0
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.ready {
+		return 0
+	}
+	return max(h.shared, h.apps[app])
+}
+
 // open returns the number of open long-polls.
 func (h *hub) open() int {
 	h.mu.Lock()

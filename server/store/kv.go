@@ -553,6 +553,11 @@ type Applied struct {
 	Revision int64
 	// Unchanged: the appliance held exactly keys already, and nothing was written.
 	Unchanged bool
+	// Checked, when Unchanged, is the store's revision when the appliance was found unchanged.
+	// A deletion in the view (a key of its own or of shared/ deleted after the newest
+	// mod_revision) moves the view's revision on without leaving a key to say so: the server's
+	// hub, which saw it, knows it once it has seen Checked.
+	Checked int64
 }
 
 // ApplyTree is Apply, and says whether the appliance already held exactly keys. Such an apply
@@ -614,9 +619,9 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 		if s.applyHook != nil {
 			s.applyHook("read")
 		}
-		at, kept, changed, err := s.keep(wctx, e, abs, read, cur.Kvs)
+		at, checked, kept, changed, err := s.keep(wctx, e, abs, read, cur.Kvs)
 		if err != nil || kept {
-			return Applied{Revision: at, Unchanged: kept}, true, err
+			return Applied{Revision: at, Unchanged: kept, Checked: checked}, true, err
 		}
 		if s.applyHook != nil {
 			s.applyHook("checked")
@@ -748,11 +753,12 @@ func holdsExactly(kvs []*mvccpb.KeyValue, abs string, keys map[string]string) bo
 // at is the newest mod_revision among the keys of the appliance's view (its own and shared/'s):
 // the revision its agents report once they have the view (`appliance wait --revision`). The
 // store's revision would do for none of them: agents report the revision of their view's last
-// change, and reports, tokens and other appliances' writes move the store's on.
-func (s *Store) keep(ctx context.Context, e edits, abs string, read int64, kvs []*mvccpb.KeyValue) (at int64, kept, changed bool, err error) {
+// change, and reports, tokens and other appliances' writes move the store's on. checked is
+// the store's revision when kept was found.
+func (s *Store) keep(ctx context.Context, e edits, abs string, read int64, kvs []*mvccpb.KeyValue) (at, checked int64, kept, changed bool, err error) {
 	rg := s.rolloutGuard(ctx, e)
 	if len(rg.ops) > 0 {
-		return 0, false, false, nil // a promotion: it writes its rollout's end
+		return 0, 0, false, false, nil // a promotion: it writes its rollout's end
 	}
 	cmps := append([]clientv3.Cmp{
 		compare(clientv3.ModRevision(abs), "<", read+1).WithPrefix(),
@@ -769,18 +775,18 @@ func (s *Store) keep(ctx context.Context, e edits, abs string, read int64, kvs [
 			if try < tries {
 				continue
 			}
-			return 0, false, false, nil // the write loads the schemas again
+			return 0, 0, false, false, nil // the write loads the schemas again
 		}
 		if err != nil {
-			return 0, false, false, err
+			return 0, 0, false, false, err
 		}
 		resp, err := s.keepTxn(ctx, e.applyName, append(slices.Clip(cmps), g.cmps...), abs)
 		if err != nil {
-			return 0, false, false, err
+			return 0, 0, false, false, err
 		}
 		if resp.Succeeded {
 			if resp.Responses[0].GetResponseRange().Count != int64(len(kvs)) {
-				return 0, false, true, nil // a key went since the read
+				return 0, 0, false, true, nil // a key went since the read
 			}
 			for _, kv := range kvs {
 				at = max(at, kv.ModRevision)
@@ -788,21 +794,21 @@ func (s *Store) keep(ctx context.Context, e edits, abs string, read int64, kvs [
 			for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
 				at = max(at, kv.ModRevision)
 			}
-			return at, true, false, nil
+			return at, resp.Header.Revision, true, false, nil
 		}
 		// Which guard failed: the appliance's own (it changed since the read), or the write's?
 		held, err := s.holds(ctx, append(slices.Clip(rg.cmps), g.cmps...))
 		if err != nil {
-			return 0, false, false, s.etcdErr(ctx, "apply "+e.applyName, err)
+			return 0, 0, false, false, s.etcdErr(ctx, "apply "+e.applyName, err)
 		}
 		if held {
-			return 0, false, true, nil
+			return 0, 0, false, true, nil
 		}
 		if len(g.cmps) == 0 || try >= tries {
-			return 0, false, false, nil // a rollout runs: the write says so
+			return 0, 0, false, false, nil // a rollout runs: the write says so
 		}
 		if held, err := s.holds(ctx, g.cmps); err != nil || held {
-			return 0, false, false, nil // a rollout runs: the write says so
+			return 0, 0, false, false, nil // a rollout runs: the write says so
 		}
 		s.dropSchemas()
 	}
