@@ -63,6 +63,11 @@ type viewServer struct {
 	closed         map[string]bool // the client addresses of the connections closed
 	instanceTokens map[string]bool
 	auth           string
+	enrollTries    int // enroll requests, refused ones too
+	// replaced, when set, answers a report made with an instance token 401 with it, as the
+	// server answers a token whose instance was enrolled again: the token is revoked, and
+	// the name stays held (enrollFail becomes 409).
+	replaced string
 	// redirect, when set, answers every GET with a 307 to the same path under it.
 	redirect string
 	// hostile, when set, answers every request (s.mu held).
@@ -105,6 +110,14 @@ func (s *viewServer) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		var rep api.Report
 		tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if s.replaced != "" && s.instanceTokens[tok] {
+			delete(s.instanceTokens, tok)
+			s.enrollFail = http.StatusConflict
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			json.NewEncoder(w).Encode(api.ErrorBody{Error: &api.Error{Code: api.CodeUnauthorized, Message: s.replaced}})
+			return
+		}
 		if err := json.NewDecoder(r.Body).Decode(&rep); err != nil || (tok != "secret-token" && !s.instanceTokens[tok]) {
 			http.Error(w, `{"error":{"code":"invalid_body","message":"bad report"}}`, 400)
 			return

@@ -1,12 +1,14 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -268,8 +270,10 @@ func (e *enroller) failed(err error) {
 }
 
 // refused drops the instance token tok, refused by the server (revoked, forgotten, taken
-// over): back to the appliance token, and enroll again at once.
-func (e *enroller) refused(tok *string) {
+// over) for why (the server's word, "" when it gave none): back to the appliance token, and
+// enroll again at once. It logs once per token: the requests in flight with it (a long-poll,
+// a report) are refused too.
+func (e *enroller) refused(tok *string, why string) {
 	if !e.tok.CompareAndSwap(tok, nil) {
 		return
 	}
@@ -278,7 +282,10 @@ func (e *enroller) refused(tok *string) {
 			e.log.Warn("instance token file not removed", "error", err.Error())
 		}
 	}
-	e.log.Warn("instance token refused (forgotten, revoked or taken over): back to the appliance token; enrolling again", "instance", e.want.Instance)
+	if why == "" {
+		why = "forgotten, revoked or taken over"
+	}
+	e.log.Warn("instance token refused: back to the appliance token; enrolling again", "reason", why, "instance", e.want.Instance)
 	e.later(true)
 }
 
@@ -297,13 +304,36 @@ func (e *enroller) wrap(base http.RoundTripper) http.RoundTripper {
 		}
 		switch {
 		case tok != nil && res.StatusCode == http.StatusUnauthorized:
-			e.refused(tok)
+			e.refused(tok, refusal(res))
 		case tok == nil && req.Method == http.MethodGet && strings.HasPrefix(req.URL.Path, "/v1/appliances/") &&
 			(res.StatusCode == http.StatusOK || res.StatusCode == http.StatusNotModified):
 			e.later(false)
 		}
 		return res, nil
 	})
+}
+
+// refusal is the message of the error answer res (at most maxRefusalBytes of it are read), ""
+// when it has none; res's body still reads whole after it.
+func refusal(res *http.Response) string {
+	if res.Body == nil {
+		return ""
+	}
+	head, err := io.ReadAll(io.LimitReader(res.Body, maxRefusalBytes))
+	res.Body = readCloser{io.MultiReader(bytes.NewReader(head), res.Body), res.Body}
+	var eb api.ErrorBody
+	if err != nil || json.Unmarshal(head, &eb) != nil || eb.Error == nil {
+		return ""
+	}
+	return eb.Error.Message
+}
+
+// maxRefusalBytes bounds what refusal reads of an answer: the server's errors are short.
+const maxRefusalBytes = 4 << 10
+
+type readCloser struct {
+	io.Reader
+	io.Closer
 }
 
 type roundTripper func(*http.Request) (*http.Response, error)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ import (
 // serveEnroll answers POST /v1/appliances/{name}/enroll as the server does: with the
 // appliance token, a new instance token (s.mu held).
 func (s *viewServer) serveEnroll(w http.ResponseWriter, r *http.Request) {
+	s.enrollTries++
 	if s.auth != "secret-token" {
 		http.Error(w, `{"error":{"code":"forbidden","message":"not the appliance token"}}`, 403)
 		return
@@ -147,6 +149,49 @@ func TestAgent_RunInstanceTokenRefusedEnrollsAgain(t *testing.T) {
 	waitFor(t, "a re-rendered", fileIs(dir+"/a", "a=3"))
 	if auth, n := srv.lastAuth(); auth != "instance-token-2" || n != 2 {
 		t.Fatalf("requests carry %q after %d enrollments, want the new token after 2", auth, n)
+	}
+}
+
+// A report refused 401 because the instance was enrolled again by another holder (the server
+// names it) drops the instance token: the agent says why once, with the server's words, enrolls
+// again once, is refused (409: the name is held) and goes on with the appliance token, trying
+// again only after enrollEvery, not at each report or view.
+func TestAgent_RunReportOfAReplacedTokenEnrollsOnce(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	why := `the instance token of instance "vm-1" of appliance "web" was replaced: the instance was enrolled again since`
+	srv.mu.Lock()
+	srv.replaced = why
+	srv.mu.Unlock()
+	a, dir, logs := testAgent(t, srv, header+enrollTemplate)
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	waitFor(t, "the refused enrollment logged", func() bool {
+		return strings.Contains(logs.String(), `"msg":"not enrolled: rendering with the appliance token; will try again"`)
+	})
+	for i := 2; i <= 6; i++ {
+		srv.set(map[string]*string{"a": str(fmt.Sprint(i))})
+		waitFor(t, "a re-rendered", fileIs(dir+"/a", fmt.Sprintf("a=%d", i)))
+	}
+	waitFor(t, "a report with the appliance token", func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return len(srv.reports) > 0 && srv.reports[len(srv.reports)-1].Applied > 0
+	})
+	srv.mu.Lock()
+	tries, auth := srv.enrollTries, srv.auth
+	srv.mu.Unlock()
+	if tries != 2 || auth != "secret-token" {
+		t.Fatalf("%d enrollments, requests with %q; want 2 (the first, and once after the refusal) and the appliance token", tries, auth)
+	}
+	if n := strings.Count(logs.String(), `"msg":"instance token refused: back to the appliance token; enrolling again","reason":`+strconv.Quote(why)); n != 1 {
+		t.Fatalf("the refusal logged %d times with the server's reason, want once:\n%s", n, logs.String())
+	}
+	if n := strings.Count(logs.String(), `"level":"WARN","msg":"not enrolled`); n != 1 {
+		t.Fatalf("the failed enrollment logged %d times at warn, want once", n)
+	}
+	if _, err := os.Stat(agent.InstanceTokenPath(dir+"/cache", "web")); !os.IsNotExist(err) {
+		t.Fatalf("the refused token's file: %v", err)
 	}
 }
 

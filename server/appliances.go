@@ -75,9 +75,9 @@ func (s *Server) handleGetAppliance(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
-	if report != nil && principalOf(r).appliance == pr.name {
+	if p := principalOf(r); report != nil && p.appliance == pr.name {
 		// Only an agent's report is taken (see handleReport): a read grant reads the view.
-		s.takeReport(r.Context(), report)
+		s.takeReport(r.Context(), report, p)
 	}
 	if pr.index < 0 {
 		return s.answerView(w, r, pr.name)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -35,8 +36,11 @@ type principal struct {
 	instance  string // an instance token: the one instance of appliance it acts for
 	parent    string // an instance token: the agent token that enrolled it ("" when an admin did)
 	enrolled  time.Time
-	read      []string // prefixes it may read
-	write     []string // prefixes it may write (and read)
+	// record, for an instance token, is its token record as read from the store: what guards the
+	// writes of its reports (see pendingReport).
+	record []byte
+	read   []string // prefixes it may read
+	write  []string // prefixes it may write (and read)
 }
 
 type principalKey struct{}
@@ -158,6 +162,8 @@ type tokenRecord struct {
 	// sent (see Server.enroll): that key may enroll the instance again while this token was
 	// never used.
 	EnrollKey string `json:"enroll_key,omitempty"`
+	// raw, for an instance token, is the record as stored (see principal.record).
+	raw []byte
 
 	// p is principal's answer, made once: every request of the token shares it (an open
 	// long-poll holds it), and nothing changes a principal. A changed record is a new record.
@@ -179,7 +185,7 @@ func (t *tokenRecord) principal() *principal {
 	}
 	p := &principal{name: t.Name, admin: t.Admin, appliance: t.Appliance, read: t.Read, write: t.Write}
 	if t.Instance != "" {
-		p.instance, p.parent, p.enrolled = t.Instance, t.Parent, t.Created
+		p.instance, p.parent, p.enrolled, p.record = t.Instance, t.Parent, t.Created, t.raw
 	}
 	// One principal per record, even when two requests make it at once: current compares them.
 	if !t.p.CompareAndSwap(nil, p) {
@@ -195,7 +201,8 @@ func (t *tokenRecord) principal() *principal {
 func sameGrant(a, b *tokenRecord) bool {
 	return a.Name == b.Name && a.Hash == b.Hash && a.Appliance == b.Appliance && a.Admin == b.Admin &&
 		slices.Equal(a.Read, b.Read) && slices.Equal(a.Write, b.Write) &&
-		a.Instance == b.Instance && a.Parent == b.Parent && a.Created.Equal(b.Created)
+		a.Instance == b.Instance && a.Parent == b.Parent && a.Created.Equal(b.Created) &&
+		bytes.Equal(a.raw, b.raw)
 }
 
 // newSecret returns a new token secret: 256 random bits.
@@ -221,9 +228,10 @@ type authState struct {
 	// revoked holds the revision at which this replica revoked a token: a record read before
 	// it (a watch event's reload that raced the revocation) must not bring the token back.
 	revoked map[string]int64
-	// gone holds the hashes of the secrets of tokens this replica saw go (revoked, replaced):
-	// such a secret is answered 401 while the store cannot be asked.
-	gone     map[string]struct{}
+	// gone holds the hashes of the secrets of tokens this replica saw go (revoked, replaced),
+	// with the token's name: such a secret is answered 401 while the store cannot be asked, and
+	// an instance token's holder is told what became of its instance (see goneAnswer).
+	gone     map[string]string
 	lastUsed map[string]time.Time
 	limits   *limiterSet // per token, per token and instance (agents), per client address
 	ceilings *limiterSet // per agent token, across its instances
@@ -235,7 +243,7 @@ func newAuthState(cfg Config) *authState {
 		byHash:   map[string]*tokenRecord{},
 		byName:   map[string]*tokenRecord{},
 		revoked:  map[string]int64{},
-		gone:     map[string]struct{}{},
+		gone:     map[string]string{},
 		lastUsed: map[string]time.Time{},
 		limits:   newLimiterSet(cfg.RateLimit, int(math.Ceil(cfg.RateLimit))),
 		// A burst of 10 seconds' worth: a change wakes a whole fleet at once.
@@ -265,12 +273,12 @@ func findToken(byHash map[string]*tokenRecord, secret string) *tokenRecord {
 // asked of the store, as any unknown one).
 const maxGone = 1 << 16
 
-// forgetLocked records that the secret hashed to hash no longer stands; a.mu is held.
-func (a *authState) forgetLocked(hash string) {
+// forgetLocked records that the secret of token rec no longer stands; a.mu is held.
+func (a *authState) forgetLocked(rec *tokenRecord) {
 	if len(a.gone) >= maxGone {
 		clear(a.gone)
 	}
-	a.gone[hash] = struct{}{}
+	a.gone[rec.Hash] = rec.Name
 }
 
 // wasRevoked reports whether secret is one of a token this replica saw go.
@@ -280,6 +288,65 @@ func (a *authState) wasRevoked(secret string) bool {
 	defer a.mu.RUnlock()
 	_, ok := a.gone[h]
 	return ok
+}
+
+// goneAnswer is the 401 of secret when it is an instance token's that this replica saw go:
+// its holder (an agent whose report was queued before, or a VM suspended meanwhile) learns
+// whether its instance was enrolled again by another token or forgotten. nil otherwise.
+func (a *authState) goneAnswer(secret string) error {
+	h := hashSecret(secret)
+	a.mu.RLock()
+	name, ok := a.gone[h]
+	held := a.byName[name] != nil
+	a.mu.RUnlock()
+	if !ok || !isInstanceToken(name) {
+		return nil
+	}
+	if held {
+		return instanceTokenGone(name, tokenGoneReplaced)
+	}
+	return instanceTokenGone(name, tokenGoneRevoked)
+}
+
+// replacedAnswer is the 401 of a request of instance token p that this replica authenticated
+// before it learned that another token holds p's instance now (enrolled again); nil otherwise.
+// A token merely gone from the cache (forgotten, or the store changed) is not answered here:
+// its next request is, and its writes are guarded (heldGuard).
+func (a *authState) replacedAnswer(p *principal) error {
+	if p.instance == "" {
+		return nil
+	}
+	a.mu.RLock()
+	cur := a.byName[p.name]
+	a.mu.RUnlock()
+	if cur == nil || bytes.Equal(cur.raw, p.record) {
+		return nil
+	}
+	return instanceTokenGone(p.name, tokenGoneReplaced)
+}
+
+// How an instance token went, as instanceTokenGone tells its holder.
+const (
+	tokenGoneUnknown  = iota // enrolled again or forgotten: this replica does not know yet
+	tokenGoneReplaced        // another token holds its instance now
+	tokenGoneRevoked         // forgotten or expired
+)
+
+// instanceTokenGone is the 401 of instance token name, which no longer stands (how: tokenGone*).
+func instanceTokenGone(name string, how int) error {
+	app, instance, _ := strings.Cut(strings.TrimPrefix(name, "instance:"), ":")
+	switch how {
+	case tokenGoneReplaced:
+		return unauthorized("the instance token of instance %s of appliance %s was replaced: the instance was enrolled again since "+
+			"(by another machine with the same instance name, or after shoelace appliance forget %s %s), and only its new token reports for it; "+
+			"enroll again once the name is free (409 while its holder is fresh), or give this machine an instance name of its own",
+			shorten(instance), shorten(app), app, instance)
+	case tokenGoneRevoked:
+		return unauthorized("the instance token of instance %s of appliance %s was revoked: the instance was forgotten (shoelace appliance forget) or expired; enroll again",
+			shorten(instance), shorten(app))
+	}
+	return unauthorized("the instance token of instance %s of appliance %s no longer stands: the instance was enrolled again or forgotten since; enroll again",
+		shorten(instance), shorten(app))
 }
 
 // set caches rec, written at revision rev (0: unknown); it reports whether a token of that name
@@ -301,7 +368,7 @@ func (a *authState) set(rec *tokenRecord, rev int64) (replaced bool) {
 		delete(a.byHash, old.Hash)
 		replaced = old.Hash != rec.Hash
 		if replaced {
-			a.forgetLocked(old.Hash)
+			a.forgetLocked(old)
 		}
 	}
 	delete(a.gone, rec.Hash)
@@ -324,7 +391,7 @@ func (a *authState) remove(name string, rev int64) bool {
 	}
 	delete(a.byName, name)
 	delete(a.byHash, old.Hash)
-	a.forgetLocked(old.Hash)
+	a.forgetLocked(old)
 	return true
 }
 
@@ -351,7 +418,7 @@ func (a *authState) goneUnlessHeld(rec *tokenRecord) bool {
 	if cur := a.byName[rec.Name]; cur != nil && cur.Hash == rec.Hash {
 		return true
 	}
-	a.forgetLocked(rec.Hash)
+	a.forgetLocked(rec)
 	return false
 }
 
@@ -392,7 +459,7 @@ func (a *authState) replace(recs []*tokenRecord, rev int64) (gone []string) {
 	for name, old := range a.byName {
 		if n := next[name]; n == nil || n.Hash != old.Hash {
 			gone = append(gone, name)
-			a.forgetLocked(old.Hash)
+			a.forgetLocked(old)
 		}
 	}
 	for _, r := range next {
@@ -518,6 +585,9 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*http.Req
 		w.Header().Set("WWW-Authenticate", `Bearer realm="shoelace"`)
 		if !ok {
 			return r, unauthorized("missing token: send Authorization: Bearer <token>")
+		}
+		if err := s.auth.goneAnswer(secret); err != nil {
+			return r, err
 		}
 		return r, unauthorized("unknown or revoked token")
 	}
@@ -771,6 +841,9 @@ func decodeToken(key string, data []byte) (*tokenRecord, error) {
 	}
 	if rec.Name != strings.TrimPrefix(key, tokenPrefix) || len(rec.Hash) != sha256.Size*2 {
 		return nil, fmt.Errorf("decode token %s: name or hash does not fit", key)
+	}
+	if rec.Instance != "" {
+		rec.raw = data
 	}
 	return &rec, nil
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -231,6 +232,7 @@ func (s *Server) enroll(ctx context.Context, r *http.Request, appliance, instanc
 	if err != nil {
 		return api.Enrolled{}, 0, err
 	}
+	tok.raw = tokBody
 	recBody, err := json.Marshal(in)
 	if err != nil {
 		return api.Enrolled{}, 0, err
@@ -289,6 +291,38 @@ func (s *Server) handleForgetInstance(w http.ResponseWriter, r *http.Request) er
 	s.reports.forget(name, instance)
 	s.audit(r, "instance-forget", []string{name + "/" + instance}, rev)
 	return writeJSON(w, http.StatusOK, rev, api.WriteResult{Revision: rev})
+}
+
+// heldGuard holds while the store holds the token record of instance token p as p was read
+// from it: not once the instance was enrolled again (another secret under the same name) or
+// forgotten.
+func heldGuard(p *principal) store.SysGuard {
+	return store.SysGuard{Key: tokenPrefix + p.name, Value: heldRecord(p)}
+}
+
+// heldRecord is the token record that instance token p was read from, which its writes are
+// guarded on. Another principal (or none) has none, and gets an empty value, which is no
+// token record: its guard never holds.
+func heldRecord(p *principal) []byte {
+	if p == nil || p.record == nil {
+		return []byte{}
+	}
+	return p.record
+}
+
+// heldRefusal is the answer to instance token p whose write failed with err: 401 when
+// heldGuard failed (its token is no longer the instance's), else err.
+func (s *Server) heldRefusal(p *principal, err error) error {
+	if !errors.Is(err, api.ErrConflict) {
+		return err
+	}
+	switch cur := s.auth.byNameRecord(p.name); {
+	case cur == nil:
+		return instanceTokenGone(p.name, tokenGoneRevoked)
+	case !bytes.Equal(cur.raw, p.record):
+		return instanceTokenGone(p.name, tokenGoneReplaced)
+	}
+	return instanceTokenGone(p.name, tokenGoneUnknown) // this replica has not seen it go yet
 }
 
 // reportAs makes in a report made by p: its token, and for an instance token its enrollment,

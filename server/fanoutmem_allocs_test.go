@@ -10,15 +10,16 @@ import "testing"
 // back at random: encoding/json's buffers then allocate.)
 func TestReportBatcher_ReusesItsMemory(t *testing.T) {
 	names := reportNames()
+	holders := reportHolders(names)
 	var b reportBatcher
-	fillReports(&b, names, 0)
+	fillReportsBy(&b, names, holders, 0)
 	b.puts()
 	// Every batch after the first allocates only each report's key and guard (two strings),
 	// and what encoding/json allocates for the time in each (time.Time's MarshalJSON).
 	round := 0
 	n := testing.AllocsPerRun(5, func() {
 		round++
-		fillReports(&b, names, round)
+		fillReportsBy(&b, names, holders, round)
 		b.puts()
 	})
 	if per := n / reportBatch; per > 3.2 {

@@ -39,7 +39,7 @@ type reporter struct {
 	mu      sync.Mutex
 	written map[string]reported
 	swept   time.Time
-	ch      chan api.Instance
+	ch      chan pendingReport
 	window  time.Duration // reportWindow; tests make it longer
 
 	// max caps the records per token. owner (appliance/instance → token) and held (records
@@ -57,19 +57,32 @@ type reported struct {
 	applied int64
 	rollout string
 	at      time.Time
-	token   string // a report of another token is written again: its write may be guarded out
+	token   string     // a report of another token is written again: its write may be guarded out
+	by      *principal // and so is one of another holder of the instance token's name
+}
+
+// pendingReport is a report queued for writing, made by by. A report made with an instance
+// token is written only while the store still holds exactly the token record by was read from
+// (principal.record), so that a report of a token replaced meanwhile (the instance enrolled
+// again: taken over, or forgotten and enrolled) never overwrites the new holder's record,
+// whichever replica took it and however late.
+type pendingReport struct {
+	in api.Instance
+	by *principal
 }
 
 func newReporter(max int) *reporter {
-	return &reporter{written: map[string]reported{}, ch: make(chan api.Instance, 1024), window: reportWindow,
+	return &reporter{written: map[string]reported{}, ch: make(chan pendingReport, 1024), window: reportWindow,
 		max: max, owner: map[string]string{}, held: map[string]int{}}
 }
 
-// note queues in for writing when it says something new. It reports false, and records
-// nothing, when in is an instance its token has no record of and the token has max records.
+// note queues in, made by by (see pendingReport), for writing when it says something new. It
+// reports false, and records nothing, when in is an instance its token has no record of and
+// the token has max records. A report of another holder of the instance's token name (the
+// instance enrolled again) is written even when it says what the last one said.
 // It runs inside every long-poll that carries a report (as the agents' do), whose stack it
 // must not deepen: in is not copied, and its rare paths are not inlined.
-func (r *reporter) note(in *api.Instance) bool {
+func (r *reporter) note(in *api.Instance, by *principal) bool {
 	key := in.Appliance + "/" + in.Instance
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -79,21 +92,22 @@ func (r *reporter) note(in *api.Instance) bool {
 	if now := in.LastSeen; now.Sub(r.swept) > time.Hour {
 		r.sweepLocked(now)
 	}
-	if w, ok := r.written[key]; ok && w.applied == in.Applied && w.rollout == in.Rollout && w.token == in.Token && in.LastSeen.Sub(w.at) < instanceRefresh {
+	if w, ok := r.written[key]; ok && w.applied == in.Applied && w.rollout == in.Rollout && w.token == in.Token &&
+		w.by == by && in.LastSeen.Sub(w.at) < instanceRefresh {
 		return true
 	}
-	r.queueLocked(key, in)
+	r.queueLocked(key, in, by)
 	return true
 }
 
-// queueLocked queues in for writing, unless the queue is full (the next request reports
-// again); r.mu must be held.
+// queueLocked queues in, made by by, for writing, unless the queue is full (the next request
+// reports again); r.mu must be held.
 //
 //go:noinline
-func (r *reporter) queueLocked(key string, in *api.Instance) {
+func (r *reporter) queueLocked(key string, in *api.Instance, by *principal) {
 	select {
-	case r.ch <- *in:
-		r.written[key] = reported{applied: in.Applied, rollout: in.Rollout, at: in.LastSeen, token: in.Token}
+	case r.ch <- pendingReport{in: *in, by: by}:
+		r.written[key] = reported{applied: in.Applied, rollout: in.Rollout, at: in.LastSeen, token: in.Token, by: by}
 		r.ownLocked(key, in.Token)
 	default: // full: the next request reports again
 	}
@@ -245,20 +259,20 @@ func (s *Server) runReporter(ctx context.Context) {
 	}()
 	var b reportBatcher
 	for {
-		var in api.Instance
+		var p pendingReport
 		select {
 		case <-ctx.Done():
 			return
-		case in = <-s.reports.ch:
+		case p = <-s.reports.ch:
 		}
 		b.reset()
-		b.add(in)
+		b.add(&p)
 		window := time.NewTimer(s.reports.window)
 	more:
 		for b.len() < reportBatch {
 			select {
-			case in = <-s.reports.ch:
-				b.add(in)
+			case p = <-s.reports.ch:
+				b.add(&p)
 			case <-window.C:
 				break more
 			case <-ctx.Done():
@@ -271,7 +285,8 @@ func (s *Server) runReporter(ctx context.Context) {
 		if err := s.putReports(wctx, b.puts()); err != nil && ctx.Err() == nil {
 			s.log.Warn("record instance reports", "reports", b.len(), "err", err)
 			s.reports.mu.Lock()
-			for _, in := range b.reports {
+			for i := range b.reports {
+				in := &b.reports[i].in
 				delete(s.reports.written, in.Appliance+"/"+in.Instance) // the next request reports again
 			}
 			s.reports.mu.Unlock()
@@ -303,9 +318,9 @@ func (s *Server) putReports(ctx context.Context, puts []store.SysPutIf) error {
 // agents connecting at once report together, while their long-polls open (BENCHMARKS.md,
 // fan-out memory per waiter).
 type reportBatcher struct {
-	at      map[string]int // record key → index in reports
-	keys    []string       // record keys, by index
-	reports []api.Instance // the later report of an instance wins
+	at      map[string]int  // record key → index in reports
+	keys    []string        // record keys, by index
+	reports []pendingReport // the later report of an instance wins
 	ps      []store.SysPutIf
 	values  bytes.Buffer
 	enc     *json.Encoder
@@ -322,36 +337,41 @@ func (b *reportBatcher) reset() {
 	b.values.Reset()
 }
 
-func (b *reportBatcher) add(in api.Instance) {
+func (b *reportBatcher) add(p *pendingReport) {
 	if b.at == nil {
 		b.at = make(map[string]int)
 	}
-	k := instancePrefix + in.Appliance + "/" + in.Instance
+	k := instancePrefix + p.in.Appliance + "/" + p.in.Instance
 	if i, ok := b.at[k]; ok {
-		b.reports[i] = in
+		b.reports[i] = *p
 		return
 	}
 	b.at[k] = len(b.reports)
 	b.keys = append(b.keys, k)
-	b.reports = append(b.reports, in)
+	b.reports = append(b.reports, *p)
 }
 
 func (b *reportBatcher) len() int { return len(b.reports) }
 
 // puts are the batch's writes, valid until the next reset. A report is written only while the
-// instance is enrolled as it was when taken: a report of its instance token while that token
-// exists, any other while none does (enrollment or forget may have come in between).
+// instance is enrolled as it was when taken: a report of its instance token while the store
+// holds that very token's record (not another holder's, of the same name), any other while no
+// instance token exists (enrollment or forget may have come in between).
 func (b *reportBatcher) puts() []store.SysPutIf {
 	if b.enc == nil {
 		b.enc = json.NewEncoder(&b.values) // as json.Marshal, with a newline after each value
 	}
 	for i := range b.reports {
-		in := &b.reports[i]
+		p := &b.reports[i]
 		start := b.values.Len()
-		_ = b.enc.Encode(in)
+		_ = b.enc.Encode(&p.in)
 		// The slice stays valid if values grows meanwhile (it keeps the older array).
 		v := b.values.Bytes()[start : b.values.Len()-1]
-		b.ps = append(b.ps, store.SysPutIf{Key: b.keys[i], Value: v, Guard: tokenPrefix + instanceTokenName(in.Appliance, in.Instance), Exists: in.Enrolled})
+		put := store.SysPutIf{Key: b.keys[i], Value: v, Guard: tokenPrefix + instanceTokenName(p.in.Appliance, p.in.Instance)}
+		if p.in.Enrolled {
+			put.Is = heldRecord(p.by)
+		}
+		b.ps = append(b.ps, put)
 	}
 	return b.ps
 }
@@ -403,12 +423,13 @@ func agentReport(r *http.Request, name string) (*api.Instance, error) {
 // takeReport records an agent's report, unless its applied revision is above the store's: the
 // replica's own revision may lag behind the store, so the store is asked before the report is
 // ignored. A report of an enrolled instance made with another token than its instance token is
-// ignored too. A report ignored or refused by the cap never fails the request.
+// ignored too. A report ignored or refused by the cap never fails the request. p made it: a
+// report of an instance token is written only while the store holds that token's record.
 //
 // It runs inside every long-poll that carries a report (as the agents' do): its rare paths are
 // functions of their own, not inlined, so that its frame does not deepen every open long-poll's
 // stack.
-func (s *Server) takeReport(ctx context.Context, in *api.Instance) {
+func (s *Server) takeReport(ctx context.Context, in *api.Instance, p *principal) {
 	if cur := s.hub.current(); in.Applied > cur && s.aboveStoreRevision(ctx, in, cur) {
 		return
 	}
@@ -416,7 +437,7 @@ func (s *Server) takeReport(ctx context.Context, in *api.Instance) {
 		s.reportIgnored(in, "ignoring a report of an enrolled instance not made with its instance token")
 		return
 	}
-	if !s.reports.note(in) {
+	if !s.reports.note(in, p) {
 		s.reportIgnored(in, "not recording an instance over its token's cap")
 	}
 }

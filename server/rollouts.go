@@ -710,7 +710,8 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) error {
 	if err := api.ValidateSegment("appliance name", name); err != nil {
 		return err
 	}
-	if p := principalOf(r); p.appliance != name {
+	p := principalOf(r)
+	if p.appliance != name {
 		// A report stands for a VM of the appliance: only its agent token and the instance
 		// tokens it enrolled make one. A read grant on the view (or admin) is no agent's, and
 		// its reports listed made-up instances as applied.
@@ -751,30 +752,38 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) error {
 	// failure is kept (it halts a rollout), its control characters are not.
 	rep.Error, rep.Template, rep.Version = cut(showable(rep.Error), maxReportError), showable(rep.Template), showable(rep.Version)
 	now := time.Now().UTC().Truncate(time.Second)
+	// An instance token replaced since it was read (its instance enrolled again) is told so,
+	// as its next request would be; the report's writes are guarded anyway (see heldGuard).
+	if err := s.auth.replacedAnswer(p); err != nil {
+		return err
+	}
 	in := api.Instance{Appliance: name, Instance: rep.Instance, Applied: rep.Applied, LastSeen: now, Remote: clientIP(r),
 		Rollout: rep.Rollout, Version: rep.Version}
-	principalOf(r).reportAs(&in)
-	s.takeReport(r.Context(), &in)
+	p.reportAs(&in)
+	s.takeReport(r.Context(), &in, p)
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
-	if err := s.recordFailure(ctx, name, rep, in); err != nil {
+	if err := s.recordFailure(ctx, name, rep, in, p); err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, s.hub.current(), struct{}{})
 }
 
 // recordFailure keeps (or clears) the failure an enrolled instance reported with its instance
-// token, and halts the rollout whose candidate failed. Failures only gate rollouts, which count
+// token p, and halts the rollout whose candidate failed. Failures only gate rollouts, which count
 // enrolled instances only; reports of other tokens keep no failure (they could name any instance).
-func (s *Server) recordFailure(ctx context.Context, name string, rep api.Report, in api.Instance) error {
+// Its writes are guarded on p's token record: a token replaced meanwhile neither clears nor
+// records a failure of the instance's new holder, nor halts a rollout for it (401).
+func (s *Server) recordFailure(ctx context.Context, name string, rep api.Report, in api.Instance, p *principal) error {
 	if !in.Enrolled {
 		return nil
 	}
 	key := instanceErrorKey(name, rep.Instance)
 	if rep.Error == "" {
 		if s.reports.failureCleared(name + "/" + rep.Instance) {
-			if _, err := s.st.SysDelete(ctx, key); err != nil && !errors.Is(err, api.ErrNotFound) {
-				return err
+			if _, err := s.st.SysApply(ctx, []store.SysGuard{heldGuard(p)}, nil, []string{key}); err != nil {
+				s.reports.failureNoted(name + "/" + rep.Instance) // still there, for the holder's next report
+				return s.heldRefusal(p, err)
 			}
 		}
 		return nil
@@ -784,8 +793,8 @@ func (s *Server) recordFailure(ctx context.Context, name string, rep api.Report,
 		in.Error = rep.Template + ": " + rep.Error
 	}
 	data, _ := json.Marshal(in)
-	if _, err := s.st.SysPut(ctx, key, data, -1); err != nil {
-		return err
+	if _, err := s.st.SysApply(ctx, []store.SysGuard{heldGuard(p)}, map[string][]byte{key: data}, nil); err != nil {
+		return s.heldRefusal(p, err)
 	}
 	s.reports.failureNoted(name + "/" + rep.Instance)
 	rec := s.rollouts.get(name)

@@ -133,10 +133,12 @@ func (s *Store) SysPutAll(ctx context.Context, kvs map[string][]byte) (int64, er
 	return w.rev, nil
 }
 
-// SysGuard holds when system key Key has mod_revision Rev (0: the key is absent).
+// SysGuard holds when system key Key has mod_revision Rev (0: the key is absent), or, when
+// Value is not nil, when Key holds exactly Value (whatever its mod_revision).
 type SysGuard struct {
-	Key string
-	Rev int64
+	Key   string
+	Rev   int64
+	Value []byte
 }
 
 // SysApply writes puts and deletes deletes (system keys) in one transaction, only while every
@@ -150,6 +152,11 @@ func (s *Store) SysApply(ctx context.Context, guards []SysGuard, puts map[string
 	for _, g := range guards {
 		if err := sysKey(g.Key); err != nil {
 			return 0, err
+		}
+		if g.Value != nil {
+			cmps = append(cmps, compare(clientv3.Value(s.sysRoot+g.Key), "=", string(g.Value)))
+			els = append(els, clientv3.OpGet(s.sysRoot+g.Key))
+			continue
 		}
 		cmps = append(cmps, compare(clientv3.ModRevision(s.sysRoot+g.Key), "=", g.Rev))
 		els = append(els, clientv3.OpGet(s.sysRoot+g.Key, clientv3.WithKeysOnly()))
@@ -172,6 +179,12 @@ func (s *Store) SysApply(ctx context.Context, guards []SysGuard, puts map[string
 	}
 	if !w.succeeded {
 		for i, g := range guards {
+			if g.Value != nil {
+				if kvs := w.resp.Responses[i].GetResponseRange().GetKvs(); len(kvs) == 0 || string(kvs[0].Value) != string(g.Value) {
+					return w.rev, api.Errorf(api.CodeConflict, "conflict on key %q: it no longer holds the value expected", g.Key)
+				}
+				continue
+			}
 			if got := modRevision(w.resp.Responses[i]); got != g.Rev {
 				return w.rev, conflict(g.Key, g.Rev, got)
 			}
@@ -181,13 +194,14 @@ func (s *Store) SysApply(ctx context.Context, guards []SysGuard, puts map[string
 	return w.rev, nil
 }
 
-// SysPutIf is one put of SysPutEach: Key is written only while system key Guard exists (Exists)
-// or is absent (!Exists).
+// SysPutIf is one put of SysPutEach: Key is written only while system key Guard holds exactly
+// Is (when Is is not nil), else while Guard exists (Exists) or is absent (!Exists).
 type SysPutIf struct {
 	Key    string
 	Value  []byte
 	Guard  string
 	Exists bool
+	Is     []byte
 }
 
 // SysPutEach writes each of puts, in one transaction, where its own guard holds; the others are
@@ -210,7 +224,10 @@ func (s *Store) SysPutEach(ctx context.Context, puts []SysPutIf) (int64, error) 
 			return 0, err
 		}
 		cmp := compare(clientv3.Version(s.sysRoot+p.Guard), "=", 0)
-		if p.Exists {
+		switch {
+		case p.Is != nil:
+			cmp = compare(clientv3.Value(s.sysRoot+p.Guard), "=", string(p.Is))
+		case p.Exists:
 			cmp = compare(clientv3.Version(s.sysRoot+p.Guard), ">", 0)
 		}
 		ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{cmp}, []clientv3.Op{put}, nil))
