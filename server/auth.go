@@ -162,6 +162,10 @@ type tokenRecord struct {
 	// sent (see Server.enroll): that key may enroll the instance again while this token was
 	// never used.
 	EnrollKey string `json:"enroll_key,omitempty"`
+	// Enrolled, for an instance token, is when its instance was enrolled, when that was before
+	// Created: the enrollment's holder asked again with its key (its answer lost) and got this
+	// token, which keeps the instance's enrollment time (see Server.enroll).
+	Enrolled time.Time `json:"enrolled,omitzero"`
 	// raw, for an instance token, is the record as stored (see principal.record).
 	raw []byte
 
@@ -185,13 +189,21 @@ func (t *tokenRecord) principal() *principal {
 	}
 	p := &principal{name: t.Name, admin: t.Admin, appliance: t.Appliance, read: t.Read, write: t.Write}
 	if t.Instance != "" {
-		p.instance, p.parent, p.enrolled, p.record = t.Instance, t.Parent, t.Created, t.raw
+		p.instance, p.parent, p.enrolled, p.record = t.Instance, t.Parent, t.enrolledAt(), t.raw
 	}
 	// One principal per record, even when two requests make it at once: current compares them.
 	if !t.p.CompareAndSwap(nil, p) {
 		return t.p.Load()
 	}
 	return p
+}
+
+// enrolledAt is when the instance of instance token t was enrolled.
+func (t *tokenRecord) enrolledAt() time.Time {
+	if !t.Enrolled.IsZero() && t.Enrolled.Before(t.Created) {
+		return t.Enrolled
+	}
+	return t.Created
 }
 
 // sameGrant reports whether records a and b (of one name) grant the same: the same secret and
@@ -202,7 +214,7 @@ func sameGrant(a, b *tokenRecord) bool {
 	return a.Name == b.Name && a.Hash == b.Hash && a.Appliance == b.Appliance && a.Admin == b.Admin &&
 		slices.Equal(a.Read, b.Read) && slices.Equal(a.Write, b.Write) &&
 		a.Instance == b.Instance && a.Parent == b.Parent && a.Created.Equal(b.Created) &&
-		bytes.Equal(a.raw, b.raw)
+		a.Enrolled.Equal(b.Enrolled) && bytes.Equal(a.raw, b.raw)
 }
 
 // newSecret returns a new token secret: 256 random bits.

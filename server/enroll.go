@@ -195,6 +195,7 @@ func (s *Server) enroll(ctx context.Context, r *http.Request, appliance, instanc
 	// The holder is fresh while seen, or enrolled, within InstanceStale.
 	var last time.Time
 	retried := false
+	enrolled := now // when the instance was enrolled: now, unless its holder asks again
 	if tokRev > 0 {
 		old, err := decodeToken(tokKey, tokData)
 		if err == nil {
@@ -211,6 +212,11 @@ func (s *Server) enroll(ctx context.Context, r *http.Request, appliance, instanc
 		// a revocation and an audit line each time, and a clone booted with a copy of the key
 		// gets 409 once the other has reported.
 		retried = err == nil && retriedByHolder(old, key, recRev, tokRev) && !now.Before(old.Created.Add(s.enrollRetryAge))
+		if retried {
+			// The same holder, enrolled when its lost answer was made: a rollout that drew the
+			// instance since still counts it.
+			enrolled = old.enrolledAt()
+		}
 		if free := last.Add(s.cfg.InstanceStale); now.Before(free) && !retried {
 			return api.Enrolled{}, 0, enrolledConflict{api.Errorf(api.CodeConflict,
 				"instance %s of appliance %s is enrolled already (last seen %s); it may be taken over from %s (--instance-stale %s), or freed now with shoelace appliance forget %s %s",
@@ -222,12 +228,15 @@ func (s *Server) enroll(ctx context.Context, r *http.Request, appliance, instanc
 		return api.Enrolled{}, 0, err
 	}
 	tok := &tokenRecord{Name: tokName, Hash: hashSecret(secret), Appliance: appliance, Instance: instance, Parent: parent, Created: now}
+	if enrolled.Before(now) {
+		tok.Enrolled = enrolled
+	}
 	if key != "" {
 		tok.EnrollKey = hashSecret(key)
 	}
 	// What the instance last reported stays; the record is now the enrolled holder's.
 	in.Appliance, in.Instance, in.LastSeen, in.Remote, in.Token = appliance, instance, now, clientIP(r), tokName
-	in.Enrolled, in.EnrolledAt = true, &now
+	in.Enrolled, in.EnrolledAt = true, &enrolled
 	tokBody, err := json.Marshal(tok)
 	if err != nil {
 		return api.Enrolled{}, 0, err
@@ -252,7 +261,7 @@ func (s *Server) enroll(ctx context.Context, r *http.Request, appliance, instanc
 		}
 	}
 	s.reports.forget(appliance, instance)
-	return api.Enrolled{Appliance: appliance, Instance: instance, Token: secret, Enrolled: now}, rev, nil
+	return api.Enrolled{Appliance: appliance, Instance: instance, Token: secret, Enrolled: enrolled}, rev, nil
 }
 
 func (s *Server) handleForgetInstance(w http.ResponseWriter, r *http.Request) error {

@@ -171,3 +171,42 @@ func TestEnroll_KeyRetryNotDeniedByOthers(t *testing.T) {
 		t.Fatal("the logs hold the enrollment key or its hash")
 	}
 }
+
+// An enrollment asked again with its key after its answer was lost gave the instance a new
+// enrolled_at: a rollout that drew the instance in between (it was enrolled before the start)
+// stopped counting it, though it is the same VM. The holder's retry keeps the instance's first
+// enrollment time, in the answer, the record and the reports of the new token, on every replica.
+func TestEnroll_KeyRetryKeepsEnrolledAt(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	b := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	b.token = a.token
+	a.s.enrollRetryAge = 0 // the key may enroll again at once
+	a.must(a.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	agent := a.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	key := strings.Repeat("k", 64)
+	var lost, again api.Enrolled
+	a.must(a.enrollQuiet(agent, key), 201, &lost)
+	// Records hold whole seconds: the retry comes a second later.
+	waitFor(t, "the enrollment a second old", func() bool { return time.Now().UTC().Truncate(time.Second).After(lost.Enrolled) })
+	a.must(a.enrollQuiet(agent, key), 201, &again)
+	if !again.Enrolled.Equal(lost.Enrolled) {
+		t.Fatalf("the retry answered enrolled %s, want the first enrollment's %s", again.Enrolled, lost.Enrolled)
+	}
+	if in, _ := a.record("web", "vm-1"); !in.Enrolled || in.EnrolledAt == nil || !in.EnrolledAt.Equal(lost.Enrolled) {
+		t.Fatalf("record %+v after the retry, want enrolled_at %s", in, lost.Enrolled)
+	}
+	applied := a.put("appliances/web/a", "2")
+	waitFor(t, "replica b knows the new token", func() bool { return b.s.auth.lookup(again.Token) != nil })
+	b.must(b.doToken(again.Token, "GET", "/v1/appliances/web", "", api.HeaderApplied, fmt.Sprint(applied)), 200, nil)
+	waitFor(t, "the report recorded", func() bool { in, _ := a.record("web", "vm-1"); return in.Applied == applied })
+	if in, _ := a.record("web", "vm-1"); !in.EnrolledAt.Equal(lost.Enrolled) {
+		t.Fatalf("record %+v after a report of the new token, want enrolled_at %s", in, lost.Enrolled)
+	}
+	// Forgotten and enrolled again, the name has a new enrollment time.
+	a.must(a.do("DELETE", "/v1/appliances/web/instances/vm-1", ""), 200, nil)
+	fresh := a.enroll(agent, "web", "vm-1")
+	if in, _ := a.record("web", "vm-1"); !in.EnrolledAt.Equal(fresh.Enrolled) || !fresh.Enrolled.After(lost.Enrolled) {
+		t.Fatalf("record %+v after a new enrollment at %s", in, fresh.Enrolled)
+	}
+}
