@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -164,11 +165,37 @@ func enrollKey(r *http.Request) (string, error) {
 // that reported got its answer. Another machine with a copy of the key (a clone of the VM)
 // cannot take over an instance that has reported.
 func retriedByHolder(old *tokenRecord, key string, recRev, tokRev int64) bool {
-	if key == "" || old == nil || old.EnrollKey == "" ||
-		subtle.ConstantTimeCompare([]byte(old.EnrollKey), []byte(hashSecret(key))) != 1 {
-		return false
+	return sameEnrollKey(old, key) && recRev == tokRev
+}
+
+// sameEnrollKey reports whether token old was enrolled with enrollment key key.
+func sameEnrollKey(old *tokenRecord, key string) bool {
+	return key != "" && old != nil && old.EnrollKey != "" &&
+		subtle.ConstantTimeCompare([]byte(old.EnrollKey), []byte(hashSecret(key))) == 1
+}
+
+// cloneConflict refuses an enrollment made with the enrollment key of instance's holder, token
+// old, that is not its holder asking again (see retriedByHolder): another machine with a copy
+// of the key file (a clone of the VM, or an image made after the agent's first start) and the
+// same instance name. It says so, and what to do, rather than that the name may be taken over
+// once stale: forgetting it would only hand the name from one clone to the other. used: old has
+// reported; else it is younger than enrollRetryAge (until then its holder is not answered).
+func (s *Server) cloneConflict(appliance, instance string, old *tokenRecord, used bool, now time.Time) error {
+	s.log.Warn("enrollment refused: another machine has the enrollment key of the instance's holder (a clone?)",
+		"appliance", appliance, "instance", shorten(instance), "enrolled", old.Created)
+	fix := fmt.Sprintf("give this machine an instance name of its own (instance in the agent's config; the default is its hostname) "+
+		"and remove its enrollment key file (%s.enroll-key in the agent's cache_dir)", appliance)
+	if !used {
+		return enrolledConflict{api.Errorf(api.CodeConflict,
+			"instance %s of appliance %s is enrolled already, %s ago with this same enrollment key, and its token has not been used yet: "+
+				"if this is that agent asking again (its answer lost), it is answered from %s; if it is another machine with a copy of the key "+
+				"(a clone of the VM, or of an image made after the agent's first start), %s",
+			shorten(instance), shorten(appliance), now.Sub(old.Created).Round(time.Second), old.Created.Add(s.enrollRetryAge).Format(time.RFC3339), fix)}
 	}
-	return recRev == tokRev
+	return enrolledConflict{api.Errorf(api.CodeConflict,
+		"instance %s of appliance %s is enrolled already, by another machine with this same enrollment key (at %s): one of the two is a clone of the other "+
+			"(a copy of the VM, or of an image made after the agent's first start); %s; if the other machine is gone, free the name with shoelace appliance forget %s %s",
+		shorten(instance), shorten(appliance), old.Created.Format(time.RFC3339), fix, appliance, instance)}
 }
 
 // enroll reads the instance's record and token, and writes a new token and the record in one
@@ -218,6 +245,9 @@ func (s *Server) enroll(ctx context.Context, r *http.Request, appliance, instanc
 			enrolled = old.enrolledAt()
 		}
 		if free := last.Add(s.cfg.InstanceStale); now.Before(free) && !retried {
+			if err == nil && sameEnrollKey(old, key) {
+				return api.Enrolled{}, 0, s.cloneConflict(appliance, instance, old, recRev != tokRev, now)
+			}
 			return api.Enrolled{}, 0, enrolledConflict{api.Errorf(api.CodeConflict,
 				"instance %s of appliance %s is enrolled already (last seen %s); it may be taken over from %s (--instance-stale %s), or freed now with shoelace appliance forget %s %s",
 				shorten(instance), shorten(appliance), last.Format(time.RFC3339), free.Format(time.RFC3339), s.cfg.InstanceStale, appliance, instance)}
