@@ -369,6 +369,7 @@ func (a *authState) set(rec *tokenRecord, rev int64) (replaced bool) {
 	defer a.mu.Unlock()
 	if gone, ok := a.revoked[rec.Name]; ok {
 		if rev > 0 && rev < gone {
+			a.forgetLocked(rec) // gone before this replica cached it: its holder is told so
 			return false
 		}
 		delete(a.revoked, rec.Name) // created again since

@@ -2,8 +2,11 @@ package server
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -128,4 +131,116 @@ func storedInstanceToken(t *testing.T, f *fixture, instance string) *tokenRecord
 		t.Fatal(err)
 	}
 	return rec
+}
+
+// Enrollments of one name racing through two replicas (two agents with keys of their own and a
+// clone of the first with its key, all asking again at once), an admin forgetting the name
+// between them, and every token ever issued for it reporting through both replicas all along
+// (applied revisions and failures, each token's marked with a rollout id of its own): once the
+// name's last enrollment is made, in the middle of it all, nothing but that enrollment is in its
+// record, no failure is recorded, and only its token stands, in the store and on both replicas.
+func TestEnroll_HostileRaceLeavesOneHolder(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	b := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	b.token = a.token
+	a.must(a.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	agent := a.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	waitFor(t, "replica b knows the token", func() bool { return b.s.auth.lookup(agent) != nil })
+	a.s.enrollRetryAge, b.s.enrollRetryAge = 0, 0 // an unused token's key enrolls again at once
+	reps := []*fixture{a, b}
+
+	var mu sync.Mutex
+	var tokens []string // every token answered; a token's reports carry its index as rollout
+	stop, stopReports := make(chan struct{}), make(chan struct{})
+	var churn, reports sync.WaitGroup
+	for i, key := range []string{strings.Repeat("a", 64), strings.Repeat("b", 64), strings.Repeat("a", 64)} {
+		churn.Add(1)
+		go func() {
+			defer churn.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if r := reps[(i+n)%2].enrollQuiet(agent, key); r.StatusCode == 201 {
+					var e api.Enrolled
+					if json.Unmarshal(r.body, &e) == nil {
+						mu.Lock()
+						tokens = append(tokens, e.Token)
+						mu.Unlock()
+					}
+				}
+				time.Sleep(3 * time.Millisecond)
+			}
+		}()
+	}
+	churn.Add(1)
+	go func() {
+		defer churn.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(30 * time.Millisecond):
+			}
+			a.doQuietMethod(a.token, "DELETE", "/v1/appliances/web/instances/vm-1", "")
+		}
+	}()
+	for _, f := range reps {
+		reports.Add(1)
+		go func() {
+			defer reports.Done()
+			for {
+				select {
+				case <-stopReports:
+					return
+				default:
+				}
+				mu.Lock()
+				toks := slices.Clone(tokens)
+				mu.Unlock()
+				for id, tok := range toks {
+					mark := fmt.Sprintf("%x", id+1)
+					f.doQuietMethod(tok, "GET", "/v1/appliances/web", "", api.HeaderApplied, "1", api.HeaderRollout, mark)
+					f.doQuietMethod(tok, "POST", "/v1/appliances/web/report", `{"instance":"vm-1","applied":1,"rollout":"`+mark+`","error":"boom","stage":"command"}`,
+						"Content-Type", "application/json")
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}()
+	}
+	time.Sleep(time.Second)
+	close(stop)
+	churn.Wait()
+	if r := a.do("DELETE", "/v1/appliances/web/instances/vm-1", ""); r.StatusCode != 200 && r.StatusCode != 404 { // 404: forgotten already
+		t.Fatalf("forget: %d %s", r.StatusCode, r.body)
+	}
+	last := a.enroll(agent, "web", "vm-1") // never reports
+	time.Sleep(200 * time.Millisecond)     // the old tokens go on reporting meanwhile
+	close(stopReports)
+	reports.Wait()
+	for _, f := range reps {
+		f.reportedAfter(agent, 1)
+	}
+
+	if in, ok := a.record("web", "vm-1"); !ok || in.Rollout != "" || in.Applied != 0 || !in.EnrolledAt.Equal(last.Enrolled) {
+		t.Fatalf("after %d tokens raced, the record of the last enrollment (at %s) is %+v", len(tokens), last.Enrolled, in)
+	}
+	if _, _, err := a.st.SysGet(context.Background(), instanceErrorKey("web", "vm-1")); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("a failure recorded for the last enrollment, which never reported one: %v", err)
+	}
+	if storedInstanceToken(t, a, "vm-1").Hash != hashSecret(last.Token) {
+		t.Fatal("the stored instance token is not the last enrollment's")
+	}
+	for _, f := range reps {
+		waitFor(t, "the replica holds the last token only", func() bool {
+			return f.s.auth.lookup(last.Token) != nil && !slices.ContainsFunc(tokens, func(tok string) bool { return f.s.auth.lookup(tok) != nil })
+		})
+		for _, tok := range tokens {
+			f.mustErr(f.doToken(tok, "GET", "/v1/appliances/web", ""), 401, api.CodeUnauthorized, `"vm-1"`)
+		}
+	}
+	t.Logf("%d tokens raced", len(tokens))
 }

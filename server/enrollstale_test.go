@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -98,5 +99,35 @@ func TestEnroll_StaleTokenGuardedInTheStore(t *testing.T) {
 	f.reportedAfter(agent, 1)
 	if got, _ := f.record("web", "vm-1"); got.Applied != 0 || got.Remote == "192.0.2.1" || !got.EnrolledAt.Equal(second.Enrolled) {
 		t.Fatalf("the new holder's record %+v after the old token's report", got)
+	}
+}
+
+// A failure of a running rollout's candidate, reported with the token of an instance drawn into
+// its cohort, halts it at once. The instance's old token, replaced since (forgotten and enrolled
+// by another agent) but still held by a replica that has not learned it, named the instance and
+// an enrollment before the start: its failure halted the rollout for a machine that no longer
+// holds the name. It is refused (401) and the rollout runs on.
+func TestEnroll_StaleTokenFailureHaltsNoRollout(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	enrollFleet(t, f, 5)
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=10%25&bake=1h", "bad"), 202, &st)
+	canary := st.Cohort[0]
+	v := viewOf(t, f, canary)
+	old := f.s.auth.lookup(instanceToken(t, f, canary)).principal()
+	f.must(f.do("DELETE", "/v1/appliances/web/instances/"+canary, ""), 200, nil)
+	f.enroll(f.token, "web", canary)
+
+	in := api.Instance{Appliance: "web", Instance: canary, LastSeen: time.Now().UTC(), Remote: "192.0.2.1", Rollout: v.Rollout}
+	old.reportAs(&in)
+	rep := api.Report{Instance: canary, Revision: v.Revision, Rollout: v.Rollout, Error: "exit status 1", Stage: api.StageCommand}
+	err := f.s.recordFailure(context.Background(), "web", rep, in, old)
+	var e *api.Error
+	if !errors.As(err, &e) || e.HTTPStatus() != 401 || !strings.Contains(e.Message, "enrolled again") {
+		t.Fatalf("the old token's failure: %v, want 401 saying the instance was enrolled again", err)
+	}
+	if st := rolloutStatus(t, f); st.State != api.RolloutRunning {
+		t.Fatalf("the old token's failure ended the rollout: %+v", st)
 	}
 }
