@@ -415,6 +415,18 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
+	if kind == api.KindRollback {
+		// A release naming a revision the store never had would say it restored a state that
+		// never was (the cas of an apply ahead of the store is refused alike).
+		cur, err := s.st.Revision(ctx)
+		if err != nil {
+			return err
+		}
+		if rollbackTo > cur {
+			return api.Errorf(api.CodeInvalidRequest, "header %s: revision %d is ahead of the store (at revision %d): a rollback restores a revision the store has had",
+				api.HeaderRollback, rollbackTo, cur)
+		}
+	}
 	if dry {
 		if err := s.checkSchema(ctx, name, keys); err != nil {
 			return err

@@ -438,3 +438,32 @@ func TestReleases_WriteStreamWakesPruner(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// X-Shoelace-Rollback names the revision a rollback restores. One ahead of the store was
+// taken: the release said "rollback of web to revision R" of a state the store never had.
+// It is refused as an apply's cas ahead of the store is, naming both revisions, with nothing
+// written.
+func TestReleases_RollbackAheadOfStore(t *testing.T) {
+	f := newFixture(t)
+	var w api.WriteResult
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"80"}}`), 200, &w)
+	future := w.Revision + 1000
+	before := len(f.history("/v1/releases").Releases)
+	for _, path := range []string{"/v1/appliances/web", "/v1/appliances/web?dry_run", fmt.Sprintf("/v1/appliances/web?cas=%d", w.Revision)} {
+		r := f.do("PUT", path, `{"keys":{"port":"81"}}`, api.HeaderRollback, fmt.Sprint(future))
+		f.mustErr(r, 400, api.CodeInvalidRequest, api.HeaderRollback, fmt.Sprintf("revision %d is ahead of the store (at revision %d)", future, r.index()))
+	}
+	var v api.View
+	f.must(f.do("GET", "/v1/appliances/web", ""), 200, &v)
+	if v.Keys["port"] != "80" {
+		t.Errorf("port = %q after the refused rollbacks, want 80", v.Keys["port"])
+	}
+	if n := len(f.history("/v1/releases").Releases); n != before {
+		t.Errorf("%d releases after the refused rollbacks, %d before", n, before)
+	}
+	// The store's own revision may be restored (nothing changes), as any revision up to it.
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"80"}}`, api.HeaderRollback, fmt.Sprint(w.Revision)), 200, &w)
+	if !w.Unchanged {
+		t.Errorf("rollback to the current revision: %+v, want unchanged", w)
+	}
+}

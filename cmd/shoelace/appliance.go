@@ -669,6 +669,10 @@ func (e *cliEnv) applianceRollback(c *cli.Context) error {
 	if errors.Is(err, api.ErrConflict) {
 		return fmt.Errorf("rollback %s: the appliance changed while rolling back; nothing was written (run it again): %w", name, err)
 	}
+	if ae := (*api.Error)(nil); errors.As(err, &ae) && ae.Code == api.CodeInvalidRequest {
+		// A --to ahead of the store, as a rule: say which command and where to find revisions.
+		return fmt.Errorf("rollback %s: %w; nothing was written (shoelace appliance history %s lists its revisions)", name, err, name)
+	}
 	if err != nil {
 		return err
 	}

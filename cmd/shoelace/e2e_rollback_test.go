@@ -63,3 +63,21 @@ func TestE2E_ApplianceRollback(t *testing.T) {
 		}
 	}
 }
+
+// appliance rollback --to a revision the store has not reached: one line that names the
+// command, the appliance, the revision and the store's, and says that nothing was written
+// (exit 1, as other requests the server refuses with 400). It said only "revision R is ahead
+// of the store"; and a rollback sent straight to the API with such an X-Shoelace-Rollback was
+// applied (TestReleases_RollbackAheadOfStore).
+func TestE2E_RollbackToFutureRevision(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	rev := revisionOf(t, c.ok("kv", "put", "appliances/rb-future/port", "80"))
+	future := strconv.FormatInt(rev+1_000_000, 10)
+	r := c.fails(exitError, "rollback rb-future: revision "+future+" is ahead of the store (at revision ", "appliance", "rollback", "rb-future", "--to", future)
+	if !strings.Contains(r.stderr, "nothing was written") || !strings.Contains(r.stderr, "shoelace appliance history rb-future") {
+		t.Errorf("stderr %q: want it to say nothing was written and where to find revisions", r.stderr)
+	}
+	if got := c.ok("appliance", "history", "rb-future", "-o", "json"); strings.Count(got, `"revision":`) != 2 { // the listing's and one release
+		t.Errorf("history after the refused rollback: %s", got)
+	}
+}

@@ -31,7 +31,11 @@ func (s *Store) ApplianceAt(ctx context.Context, name string, rev int64) (map[st
 		return nil, 0, api.Errorf(api.CodeCompacted,
 			"revision %d of appliance %q is compacted: the store keeps %s; restore an older state from a backup", rev, name, s.historyKept())
 	case errors.Is(err, rpctypes.ErrFutureRev):
-		return nil, 0, api.Errorf(api.CodeInvalidRequest, "revision %d is ahead of the store", rev)
+		cur, cerr := s.Revision(ctx)
+		if cerr != nil {
+			return nil, 0, api.Errorf(api.CodeInvalidRequest, "revision %d is ahead of the store", rev)
+		}
+		return nil, cur, api.Errorf(api.CodeInvalidRequest, "revision %d is ahead of the store (at revision %d)", rev, cur)
 	case err != nil:
 		return nil, 0, s.etcdErr(ctx, "read appliance "+name+" at a revision", err)
 	}
