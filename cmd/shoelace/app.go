@@ -77,6 +77,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		if strings.Contains(ae.Message, "Client sent an HTTP request to an HTTPS server") && strings.HasPrefix(e.addr, "http://") {
 			// Go's HTTPS server answers a plain request with 400 and this text.
 			hint = "the server speaks HTTPS: use https://" + strings.TrimPrefix(e.addr, "http://") + " in --addr (SHOELACE_ADDR)"
+			code = exitError // a wrong scheme, not an outage: health too
 		}
 		err = &exitCodeError{code: code, err: fmt.Errorf("%s is not answering as a Shoelace server (%s): %s", e.addr, ae.Message, hint)}
 	}

@@ -37,3 +37,23 @@ func TestE2E_TLSMisconfigurationIsNotUnavailable(t *testing.T) {
 	plain := newCLI(t, s).with("SHOELACE_ADDR=https://" + s.addr)
 	plain.fails(exitError, "the server speaks plain HTTP: use http:// in --addr (SHOELACE_ADDR)", "kv", "get", "shared/a")
 }
+
+// shoelace health with --addr or --ca-file wrong exits 1 with what to change, as every other
+// command does: it exited 6 ("unavailable"), so a container's health check or a script that
+// retries on 6 waited for an outage to end where the address had to change. A server that is
+// down stays exit 6 (TestE2E_HealthStatusVersion).
+func TestE2E_HealthTLSMisconfigurationIsNotUnavailable(t *testing.T) {
+	s := sharedServer(t)
+	plain := newCLI(t, s).with("SHOELACE_ADDR=https://" + s.addr)
+	want := plain.fails(exitError, "the server speaks plain HTTP: use http:// in --addr (SHOELACE_ADDR)", "kv", "get", "shared/a")
+	if got := plain.fails(exitError, "the server speaks plain HTTP: use http:// in --addr (SHOELACE_ADDR)", "health"); got.stderr != want.stderr {
+		t.Errorf("health says %q; kv get says %q", got.stderr, want.stderr)
+	}
+
+	tlsSrv := httptest.NewTLSServer(http.NotFoundHandler())
+	defer tlsSrv.Close()
+	untrusted := &runner{t: t, env: []string{"SHOELACE_ADDR=" + tlsSrv.URL}}
+	untrusted.fails(exitError, "the server's certificate does not verify: give --ca-file (SHOELACE_CA_FILE) the CA that signed it", "health")
+	scheme := &runner{t: t, env: []string{"SHOELACE_ADDR=http://" + strings.TrimPrefix(tlsSrv.URL, "https://")}}
+	scheme.fails(exitError, "the server speaks HTTPS: use "+tlsSrv.URL+" in --addr (SHOELACE_ADDR)", "health")
+}

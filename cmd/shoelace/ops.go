@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/client"
 	"github.com/shoelace-dev/shoelace/server"
 )
 
@@ -96,9 +98,10 @@ func healthCommand(e *cliEnv) *cli.Command {
 		Usage:     "check that the server answers /health (exit 0 when it answers 200)",
 		UsageText: "shoelace health [--addr URL] [--timeout 5s] [--output json]",
 		Description: `Asks GET /health, which needs no token: exit 0 when the server answers 200, 6 when it is
-unreachable or unavailable. Gives up after 5s unless --timeout says otherwise. Prints "ok",
-or the server's JSON answer ({"status","maintenance"}) with --output json. For container
-health checks:
+unreachable or unavailable, 1 when --addr or --ca-file is wrong (https:// of a plain HTTP
+server, http:// of an HTTPS one, a certificate that does not verify). Gives up after 5s unless
+--timeout says otherwise. Prints "ok", or the server's JSON answer ({"status","maintenance"})
+with --output json. For container health checks:
 
    HEALTHCHECK CMD ["shoelace", "health", "--addr", "http://127.0.0.1:7400"]`,
 		Action: e.health,
@@ -140,6 +143,12 @@ func (e *cliEnv) health(c *cli.Context) error {
 	}
 	defer s.cancel()
 	raw, err := s.client.Health(s.ctx, false)
+	var te *client.TransportError
+	if errors.As(err, &te) && !te.Sent && misconfigured(te) != "" {
+		// https:// of a plain HTTP server, a certificate that does not verify: not an outage
+		// that retrying outlives but --addr or --ca-file to change, exit 1 as for every command.
+		return err
+	}
 	if err != nil {
 		return &exitCodeError{code: exitUnavailable, err: fmt.Errorf("health of %s: %w", s.client.Addr(), err)}
 	}
