@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/rollout"
 	"github.com/shoelace-dev/shoelace/server/store"
 )
 
@@ -517,6 +518,27 @@ func (s *Server) planApply(ctx context.Context, w http.ResponseWriter, name stri
 	slices.Sort(plan.Changed)
 	slices.Sort(plan.Deleted)
 	return writeJSON(w, http.StatusOK, rev, plan)
+}
+
+// applianceUnknown is the 404 of a read about appliance name when the store holds nothing of
+// it: no key of its own, no release that changed it, no instance record, no schema and no
+// rollout record. Such a name is mistyped, and an empty answer (no releases, no agents) would
+// pass for an appliance that has none yet. nil when it has any of them. rels are the releases
+// when the caller has read them (nil: read here, when nothing else is found).
+func (s *Server) applianceUnknown(ctx context.Context, name string, rels []api.Release) error {
+	held, _, err := s.st.Holds(ctx, api.ApplianceRoot(name), instancePrefix+name+"/", reportErrorPrefix+name+"/", store.SchemaPrefix+name, rollout.Prefix+name)
+	if err != nil || held {
+		return err
+	}
+	if rels == nil {
+		if rels, _, err = s.st.Releases(ctx); err != nil {
+			return err
+		}
+	}
+	if slices.ContainsFunc(rels, func(r api.Release) bool { return r.Touches(name, false) }) {
+		return nil
+	}
+	return api.Errorf(api.CodeNotFound, "appliance %q not found: it has no keys, releases, instances, schema or rollout", name)
 }
 
 // ownTree reads appliance name's own keys as they are now, relative to appliances/<name>/.

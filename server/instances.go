@@ -495,6 +495,11 @@ func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if len(m) == 0 {
+		if err := s.applianceUnknown(ctx, name, nil); err != nil {
+			return err
+		}
+	}
 	out := api.Instances{Appliance: name, Instances: []api.Instance{}}
 	now := time.Now()
 	for n, in := range m {

@@ -273,6 +273,12 @@ func (s *Server) handleApplianceReleases(w http.ResponseWriter, r *http.Request)
 		rel.Changes = keep
 		return true
 	})
+	if !slices.ContainsFunc(out.Releases, func(rel api.Release) bool { return rel.Touches(name, false) }) {
+		// None of its own on this page (shared/'s may be): a mistyped name is 404.
+		if err := s.applianceUnknown(ctx, name, all); err != nil {
+			return err
+		}
+	}
 	return writeJSON(w, http.StatusOK, rev, out)
 }
 

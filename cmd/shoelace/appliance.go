@@ -67,8 +67,9 @@ INSTANCE (its X-Shoelace-Instance, by default its hostname), APPLIED (the last r
 which all its templates were installed), LAST_SEEN (its last request, server time), REMOTE
 (the address it came from), TOKEN (the token's name), ENROLLED (yes when it reports with an
 instance token of its own) and LAST_ERROR (its pass's failure, "at revision N: …", or -). With
-no agent yet, the header alone, and a note on stderr. Needs a token that may read the
-appliance's keys. With --output json, prints {"appliance","instances":[…]}.
+no agent yet, the header alone, and a note on stderr; exit 3 when the server holds nothing of
+NAME (no key, release, instance, schema or rollout: a mistyped name). Needs a token that may
+read the appliance's keys. With --output json, prints {"appliance","instances":[…]}.
 
 EXAMPLES:
    rev=$(shoelace appliance apply web -f web.yaml | cut -d' ' -f2)
@@ -197,7 +198,8 @@ appliance and at most
 --release-max-age, long after etcd compacted their revisions; "shoelace appliance rollback
 NAME --to REVISION" restores the state a release left. With more releases than --limit, the
 last line on stderr gives the --before of the next page. With --output json, prints
-{"revision","releases":[…],"next"} (key names per release, never values).
+{"revision","releases":[…],"next"} (key names per release, never values). Exit 3 when the
+server holds nothing of NAME (no key, release, instance, schema or rollout: a mistyped name).
 
 EXAMPLES:
    shoelace appliance history web-frontend
@@ -219,7 +221,7 @@ per line: "+ key=value" added, "~ key=value (was old)" changed, "- key=value" re
 keys at a revision come from the store's history, or once compacted from the release copies
 (see "shoelace appliance rollback"). The values of secret keys are printed as "(secret)" unless
 --show-secrets is given (with an admin token). With --output json, prints {"appliance","from","to","added","changed",
-"removed"}.
+"removed"}. Exit 3 when the server holds nothing of NAME (a mistyped name).
 
 EXAMPLES:
    shoelace appliance diff web-frontend --from 42
@@ -715,11 +717,20 @@ func (e *cliEnv) applianceDiff(c *cli.Context) error {
 			return err
 		}
 	}
+	known := false // the appliance exists: it had keys at a revision, or has releases
 	at := func(rev int64) (map[string]string, int64, error) {
 		keys, m, err := s.client.ApplianceAt(s.ctx, name, rev)
 		if errors.Is(err, api.ErrNotFound) {
+			if !known {
+				// No keys then, or no such appliance (a mistyped name): its history says which.
+				if _, err := s.client.ApplianceReleases(s.ctx, name, 1, 0, false); err != nil {
+					return nil, 0, err
+				}
+				known = true
+			}
 			return map[string]string{}, m.Index, nil // no keys then
 		}
+		known = known || err == nil
 		return keys, m.Index, err
 	}
 	old, now, err := at(from)

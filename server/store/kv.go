@@ -426,6 +426,33 @@ func checkTxn(t api.Txn) error {
 	return nil
 }
 
+// Holds reports whether the store holds a user key under prefix (by whole segments, as List)
+// or a system key under one of sysPrefixes (as SysList reads them), at one revision. It reads
+// at most one key name of each, whatever their number.
+func (s *Store) Holds(ctx context.Context, prefix string, sysPrefixes ...string) (bool, int64, error) {
+	p, err := api.ValidatePrefix(prefix)
+	if err != nil {
+		return false, 0, err
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	one := []clientv3.OpOption{clientv3.WithKeysOnly(), clientv3.WithLimit(1)}
+	ops := subtreeGets(s.kvRoot+p, one...)
+	for _, sp := range sysPrefixes {
+		ops = append(ops, s.sysGets(sp, one...)...)
+	}
+	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return false, 0, s.etcdErr(ctx, "look under "+prefix, err)
+	}
+	for _, r := range resp.Responses {
+		if len(r.GetResponseRange().Kvs) > 0 {
+			return true, resp.Header.Revision, nil
+		}
+	}
+	return false, resp.Header.Revision, nil
+}
+
 // Appliances lists the names of appliances that have at least one key, sorted.
 func (s *Store) Appliances(ctx context.Context) ([]string, int64, error) {
 	ctx, cancel := s.opCtx(ctx)

@@ -41,11 +41,7 @@ func (s *Store) SysList(ctx context.Context, prefixes ...string) (map[string][]b
 	defer cancel()
 	var ops []clientv3.Op
 	for _, prefix := range prefixes {
-		if prefix == "" || strings.HasSuffix(prefix, "/") {
-			ops = append(ops, clientv3.OpGet(s.sysRoot+prefix, clientv3.WithPrefix()))
-		} else {
-			ops = append(ops, subtreeGets(s.sysRoot+prefix)...)
-		}
+		ops = append(ops, s.sysGets(prefix)...)
 	}
 	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
@@ -58,6 +54,14 @@ func (s *Store) SysList(ctx context.Context, prefixes ...string) (map[string][]b
 		}
 	}
 	return out, resp.Header.Revision, nil
+}
+
+// sysGets are the reads of the system keys under prefix, as SysList takes it.
+func (s *Store) sysGets(prefix string, opts ...clientv3.OpOption) []clientv3.Op {
+	if prefix == "" || strings.HasSuffix(prefix, "/") {
+		return []clientv3.Op{clientv3.OpGet(s.sysRoot+prefix, append([]clientv3.OpOption{clientv3.WithPrefix()}, opts...)...)}
+	}
+	return subtreeGets(s.sysRoot+prefix, opts...)
 }
 
 // SysPut writes a system key. cas as in Put.
