@@ -657,7 +657,7 @@ func (s *Server) handlePostRollout(w http.ResponseWriter, r *http.Request) error
 	case "abort":
 		st, err := s.endRollout(ctx, name, "", api.RolloutAborted, fmt.Sprintf("aborted by token %s", info(r).token), "")
 		if errors.Is(err, errRolloutNotRunning) {
-			return api.Errorf(api.CodeConflict, "appliance %q has no rollout running: nothing to abort", name)
+			return s.noRollout(ctx, name, "abort")
 		}
 		if err != nil {
 			return err
@@ -668,7 +668,7 @@ func (s *Server) handlePostRollout(w http.ResponseWriter, r *http.Request) error
 		for try := 0; ; try++ {
 			rec, rev, err := s.readRollout(ctx, name)
 			if errors.Is(err, api.ErrNotFound) {
-				return api.Errorf(api.CodeConflict, "appliance %q has no rollout running: nothing to promote", name)
+				return s.noRollout(ctx, name, "promote")
 			}
 			if err != nil {
 				return err
@@ -691,6 +691,15 @@ func (s *Server) handlePostRollout(w http.ResponseWriter, r *http.Request) error
 		}
 	}
 	return api.Errorf(api.CodeInvalidRequest, "rollout action must be \"promote\" or \"abort\", not %s", shorten(act.Action))
+}
+
+// noRollout is the answer to a promote or abort (action) of appliance name when no rollout of it
+// runs: 409, or 404 when the store holds nothing of the appliance (a mistyped name).
+func (s *Server) noRollout(ctx context.Context, name, action string) error {
+	if err := s.applianceUnknown(ctx, name, nil); err != nil {
+		return err
+	}
+	return api.Errorf(api.CodeConflict, "appliance %q has no rollout running: nothing to %s", name, action)
 }
 
 // Limits of a report's text fields.

@@ -54,3 +54,23 @@ func TestAppliances_UnknownNameIsNotFound(t *testing.T) {
 		t.Errorf("web before revision 1: %+v", got)
 	}
 }
+
+// A rollout's promote or abort of an appliance the store holds nothing of answered 409 "no
+// rollout running" (CLI exit 4, as for an appliance between rollouts): it is 404 not_found now.
+// An appliance with keys, or with a rollout that ended, still answers 409.
+func TestRollouts_ActionOnUnknownApplianceIsNotFound(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"80"}}`), 200, nil)
+	if _, err := f.st.SysPut(context.Background(), rollout.Prefix+"ended", []byte(`{"id":"r1","state":"aborted"}`), -1); err != nil {
+		t.Fatal(err)
+	}
+	act := func(name, action string) resp {
+		return f.do("POST", "/v1/appliances/"+name+"/rollout", `{"action":"`+action+`"}`, "Content-Type", "application/json")
+	}
+	for _, action := range []string{"promote", "abort"} {
+		f.mustErr(act("nope", action), 404, api.CodeNotFound, `appliance "nope" not found`)
+		f.mustErr(act("we", action), 404, api.CodeNotFound, `appliance "we" not found`)
+		f.mustErr(act("web", action), 409, api.CodeConflict, "nothing to "+action)
+		f.mustErr(act("ended", action), 409, api.CodeConflict, "nothing to "+action)
+	}
+}

@@ -110,7 +110,8 @@ and exits 0; after --for, exits 1 naming the agents still behind.
 When the appliance's rollout started at or after REV (a write with --canary printed its
 revision), or runs and --revision is left out, it waits for the rollout to end instead: exit 0
 when it was promoted to every instance, exit 7 when it halted or was aborted, naming the
-instance and its error.
+instance and its error. Exit 3 when the server holds nothing of NAME (no key, release,
+instance, schema or rollout: a mistyped name).
 
 EXAMPLES:
    rev=$(shoelace appliance apply web -f web.yaml | cut -d' ' -f2)
@@ -881,6 +882,9 @@ func (e *cliEnv) applianceWait(c *cli.Context) error {
 		return err
 	}
 	if rev == 0 {
+		if _, _, err := s.client.Instances(s.ctx, name); errors.Is(err, api.ErrNotFound) {
+			return err // a mistyped name: no --revision would help
+		}
 		return usagef("%s--revision REV is required when no rollout of %s runs: the revision a write printed (revision 42)", errPrefix(c), name)
 	}
 	failing := false

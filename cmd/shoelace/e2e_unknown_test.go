@@ -41,3 +41,19 @@ func TestE2E_ApplianceUnknownNameNotFound(t *testing.T) {
 		t.Errorf("diff of e2e-unk-web from before its keys to after = %q", out)
 	}
 }
+
+// appliance rollout promote|abort of a mistyped name exited 4 ("no rollout running"), and
+// appliance wait of one without --revision exited 2 (asking for --revision): both exit 3 now,
+// naming the appliance. An appliance that exists answers as before.
+func TestE2E_RolloutOfUnknownApplianceNotFound(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	const typo = "e2e-unk-dbb"
+	want := `appliance "` + typo + `" not found`
+	c.fails(exitNotFound, want, "appliance", "rollout", "promote", typo)
+	c.fails(exitNotFound, want, "appliance", "rollout", "abort", typo)
+	c.fails(exitNotFound, want, "appliance", "wait", typo, "--for", "30s")
+
+	c.ok("kv", "put", "appliances/e2e-unk-db/port", "5432")
+	c.fails(exitConflict, "has no rollout running", "appliance", "rollout", "abort", "e2e-unk-db")
+	c.fails(exitUsage, "--revision REV is required", "appliance", "wait", "e2e-unk-db", "--for", "30s")
+}

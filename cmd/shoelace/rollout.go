@@ -140,6 +140,10 @@ kv put shared/KEY VALUE --canary starts one rollout per appliance with enrolled 
 of one group (status shows it): an appliance done with its last step waits for the others, and
 shared/KEY is written when all are done; a halt or abort of any ends every one of them.
 
+promote and abort exit 4 when no rollout of the appliance runs, and 3 when the server holds
+nothing of it (no key, release, instance, schema or rollout: a mistyped name); status exits 3
+when the appliance never had a rollout.
+
 EXAMPLES:
    shoelace appliance apply web -f web.yaml --canary 10% --step 25% --bake 5m
    shoelace appliance rollout status web
