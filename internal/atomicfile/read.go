@@ -63,7 +63,7 @@ func readRegular(root *os.Root, name string, flags int, limit int64, check func(
 			return nil, nil, err
 		}
 	}
-	data, err = readWithin(f, limit)
+	data, err = readSized(f, held.Size(), limit)
 	return data, held, err
 }
 
@@ -75,11 +75,40 @@ const WaitLimit = 2 * time.Second
 // opened without blocking, its reads wait in Go's poller, which a deadline bounds (the error is
 // os.ErrDeadlineExceeded). Files on a disk are not polled (the deadline does not take) and never
 // wait.
-func readWithin(f *os.File, limit int64) ([]byte, error) {
+func readWithin(f *os.File, limit int64) ([]byte, error) { return readSized(f, 0, limit) }
+
+// maxSizeHint bounds the buffer readSized makes from a file's size before reading: a sparse
+// file claiming terabytes is read as it comes, not given the memory at once.
+const maxSizeHint = 1 << 20
+
+// readSized is readWithin of a file whose stat said it holds size bytes: one read of them
+// and one that finds the end, where io.ReadAll's doubling buffer takes eight reads for 4 KiB
+// (proc files say 0 and are read as they come).
+func readSized(f *os.File, size, limit int64) ([]byte, error) {
 	_ = f.SetReadDeadline(time.Now().Add(WaitLimit))
-	var r io.Reader = f
+	n := min(max(size, 0), maxSizeHint) + 1 // one byte more, to find the end in the same read
 	if limit >= 0 {
-		r = io.LimitReader(f, limit)
+		n = min(n, limit)
 	}
-	return io.ReadAll(r)
+	buf := make([]byte, 0, max(n, 512))
+	for {
+		if limit >= 0 && int64(len(buf)) >= limit {
+			return buf, nil
+		}
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)] // room to read more
+		}
+		room := buf[len(buf):cap(buf)]
+		if limit >= 0 {
+			room = room[:min(int64(len(room)), limit-int64(len(buf)))]
+		}
+		m, err := f.Read(room)
+		buf = buf[:len(buf)+m]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -133,5 +134,35 @@ func TestReadWithin_Waits(t *testing.T) {
 	go func() { w2.Write([]byte("abc")); w2.Close() }()
 	if b, err := atomicfile.ReadWithin(r2, -1); err != nil || string(b) != "abc" {
 		t.Fatalf("ReadWithin = %q, %v", b, err)
+	}
+}
+
+// ReadRegular reads a file in one read of the size its stat says and one that finds the end,
+// and still reads all of a file that says less than it holds (a proc file says 0) and no more
+// than its limit.
+func TestReadRegular_Sizes(t *testing.T) {
+	dir := t.TempDir()
+	big := make([]byte, 70000)
+	for i := range big {
+		big[i] = byte('a' + i%26)
+	}
+	file := filepath.Join(dir, "big")
+	if err := os.WriteFile(file, big, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, limit := range []int64{-1, 0, 1, 511, 512, 513, 69999, 70000, 70001, 1 << 20} {
+		data, _, err := atomicfile.ReadRegular(nil, file, limit, nil)
+		want := big
+		if limit >= 0 && limit < int64(len(big)) {
+			want = big[:limit]
+		}
+		if err != nil || string(data) != string(want) {
+			t.Fatalf("limit %d: %d bytes, %v; want %d", limit, len(data), err, len(want))
+		}
+	}
+	// /proc/self/status says 0 bytes and holds hundreds.
+	data, fi, err := atomicfile.ReadRegular(nil, "/proc/self/status", -1, nil)
+	if err == nil && fi.Size() == 0 && !strings.Contains(string(data), "\nPid:") {
+		t.Fatalf("a file whose stat says 0 bytes read as %q", data)
 	}
 }
