@@ -61,7 +61,8 @@ type Options struct {
 	// directory leads.
 	NoFollow bool
 	// KeepPrevious has Stage keep what the destination holds (bytes, mode, owner; or that it
-	// does not exist), so that Staged.Previous().Restore can put it back after the install.
+	// does not exist), so that Staged.Previous().Restore can put it back after the install. A
+	// file another user planted there, in a directory others may write, is kept as no file.
 	KeepPrevious bool
 }
 
@@ -241,6 +242,12 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 	case !old.Mode().IsRegular():
 		return nil, fmt.Errorf("%s is %s, not a regular file", path, TypeName(old.Mode()))
 	}
+	if old != nil && plantable(d, old) {
+		// Another user's file in a directory where others than its owner may create files (/tmp,
+		// a group's directory): whoever planted it must not choose the owner and mode of what is
+		// installed in its place, nor what an undo puts back. It is treated as no file.
+		old = nil
+	}
 	s := &Staged{d: d, base: base, path: path, opts: opts, hadOld: old != nil}
 	if opts.KeepPrevious {
 		if s.prev, err = readPrevious(d, base, path, old); err != nil {
@@ -249,13 +256,6 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 	}
 
 	perm, uid, gid := opts.Perm.Perm(), opts.UID, opts.GID
-	if old != nil && plantable(d, old) {
-		// Another user's file in a directory where others than its owner may create files (/tmp,
-		// a group's directory): whoever planted it must not choose the owner and mode of what is
-		// installed in its place. It is treated as no file.
-		old = nil
-		s.hadOld = false
-	}
 	if old != nil {
 		if opts.Perm == 0 {
 			perm = old.Mode().Perm()

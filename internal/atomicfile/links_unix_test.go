@@ -4,6 +4,7 @@ package atomicfile
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -95,6 +96,32 @@ func TestWrite_PlantedFileGivesNoOwnerOrMode(t *testing.T) {
 	uid, _, _ := ownerOf(fi)
 	if uid != 0 || fi.Mode().Perm()&0o022 != 0 {
 		t.Fatalf("installed over a planted file: owner %d, mode %04o; want root's, not writable by others", uid, fi.Mode().Perm())
+	}
+	// Nor is it what an undo puts back (Previous): that would give the planter's file, owner
+	// and mode, back to root's destination. Undone, the destination has no file, as before.
+	if err := os.WriteFile(dest+".new", []byte("planted\n"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dest+".new", 0o666)
+	os.Chown(dest+".new", 4242, 4242)
+	if err := os.Rename(dest+".new", dest); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Stage(dest, []byte("rendered\n"), Options{UID: Keep, GID: Keep, KeepPrevious: true})
+	if err != nil || s == nil {
+		t.Fatalf("Stage = %v, %v", s, err)
+	}
+	if err := s.Install(); err != nil {
+		t.Fatal(err)
+	}
+	if prev := s.Previous(); prev.Existed() {
+		t.Fatalf("a planted file kept as the previous content (%q, owner %d, mode %04o)", prev.data, prev.uid, prev.perm)
+	}
+	if _, err := s.Previous().Restore(Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(dest); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("undone: %v, want no file", err)
 	}
 	// In a directory only its owner writes, a file of another user keeps its owner and mode
 	// (a service's own config that root renders).
