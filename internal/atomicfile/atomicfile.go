@@ -81,84 +81,109 @@ func (e *CheckError) Unwrap() error { return e.Err }
 // Unchanged reports whether path already holds data with the mode and owner opts ask for,
 // in which case Write does nothing.
 func Unchanged(path string, data []byte, opts Options) (bool, error) {
-	path, err := resolve(path)
+	path, fi, err := resolve(path)
 	if err != nil {
 		return false, err
 	}
-	return unchanged(path, data, opts)
+	same, _, err := unchanged(path, fi, data, opts)
+	return same, err
 }
 
-// unchanged is Unchanged of a resolved path.
-func unchanged(path string, data []byte, opts Options) (bool, error) {
-	stat := os.Stat
-	if opts.NoFollow {
-		stat = os.Lstat
-	}
-	fi, err := stat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("stat %s: %w", path, err)
+// seen is the file at a destination as unchanged read it, by name, to compare it with what is
+// to be installed: Stage keeps it as the previous content when the file it then finds in the
+// directory it holds is that very one (same device and inode), instead of reading it again.
+type seen struct {
+	data  []byte
+	fi    fs.FileInfo // the stat of the handle read
+	whole bool        // data is all the file held: the read ended before its bound
+}
+
+// unchanged is Unchanged of a resolved path; fi is the Lstat of path when the caller has it
+// (nil: unchanged stats path itself). When it had to read the file and found other bytes, it
+// returns what it read.
+func unchanged(path string, fi fs.FileInfo, data []byte, opts Options) (bool, *seen, error) {
+	if fi == nil {
+		stat := os.Stat
+		if opts.NoFollow {
+			stat = os.Lstat
+		}
+		var err error
+		fi, err = stat(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, nil, nil
+		}
+		if err != nil {
+			return false, nil, fmt.Errorf("stat %s: %w", path, err)
+		}
 	}
 	if fi.Mode()&fs.ModeSymlink != 0 {
-		return false, nil // NoFollow: the link is replaced
+		return false, nil, nil // NoFollow: the link is replaced
 	}
 	return sameFile(path, fi, data, opts)
 }
 
-func sameFile(path string, fi fs.FileInfo, data []byte, opts Options) (bool, error) {
+func sameFile(path string, fi fs.FileInfo, data []byte, opts Options) (bool, *seen, error) {
 	if !fi.Mode().IsRegular() {
-		return false, fmt.Errorf("%s is %s, not a regular file", path, TypeName(fi.Mode()))
+		return false, nil, fmt.Errorf("%s is %s, not a regular file", path, TypeName(fi.Mode()))
 	}
 	if fi.Size() != int64(len(data)) {
-		return false, nil
+		return false, nil, nil
 	}
 	if opts.Perm != 0 && fi.Mode().Perm() != opts.Perm.Perm() {
-		return false, nil
+		return false, nil, nil
 	}
 	if uid, gid, ok := ownerOf(fi); ok {
 		if opts.UID >= 0 && uid != opts.UID || opts.GID >= 0 && gid != opts.GID {
-			return false, nil
+			return false, nil, nil
 		}
 	}
 	// Read by ReadRegular, and the handle checked to be the file stat found: whoever may write
 	// the directory can swap a FIFO (or a link) in at the name after the stat, and a blocking
 	// open of a FIFO hangs the agent for good (SIGTERM included).
-	old, held, err := ReadRegular(nil, path, int64(len(data))+1, func(now fs.FileInfo) error {
+	limit := int64(len(data)) + 1
+	between("stat")
+	old, held, err := ReadRegular(nil, path, limit, func(now fs.FileInfo) error {
 		if !os.SameFile(fi, now) {
 			return errReplaced
 		}
 		return nil
 	})
 	if err != nil && held == nil {
-		return false, nil // gone or replaced since: not the same; Stage looks again in the directory
+		return false, nil, nil // gone or replaced since: not the same; Stage looks again in the directory
 	}
 	if err != nil {
-		return false, fmt.Errorf("read %s: %w", path, err)
+		return false, nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	return bytes.Equal(old, data), nil
+	if bytes.Equal(old, data) {
+		return true, nil, nil
+	}
+	return false, &seen{data: old, fi: held, whole: int64(len(old)) < limit}, nil
 }
 
 // resolve follows a symbolic link at path, so that the link's target is replaced and the
-// link stays (as with /etc/resolv.conf). A missing path is returned as it is.
-func resolve(path string) (string, error) {
+// link stays (as with /etc/resolv.conf). A missing path is returned as it is. fi is the Lstat
+// of path when path is returned as it is and something is there (nil otherwise), so that
+// Stage need not stat it again.
+func resolve(path string) (real string, fi fs.FileInfo, err error) {
 	if !filepath.IsAbs(path) {
 		abs, err := filepath.Abs(path)
 		if err != nil {
-			return "", fmt.Errorf("resolve %s: %w", path, err)
+			return "", nil, fmt.Errorf("resolve %s: %w", path, err)
 		}
 		path = abs
 	}
-	fi, err := os.Lstat(path)
-	if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
-		return path, nil
+	fi, err = os.Lstat(path)
+	if err != nil {
+		return path, nil, nil // unchanged stats it again and says why
+	}
+	if fi.Mode()&fs.ModeSymlink == 0 {
+		return path, fi, nil
 	}
 	target, err := evalLinks(path)
 	if err != nil {
-		return "", fmt.Errorf("resolve symlink %s: %w", path, err)
+		return "", nil, fmt.Errorf("resolve symlink %s: %w", path, err)
 	}
-	return target, nil
+	return target, nil, nil
 }
 
 // Write installs data at path as Options say: Stage, then Install. It returns changed=false,
@@ -205,15 +230,18 @@ type Staged struct {
 // name that may already exist: the temp files are created with O_EXCL and renamed over the
 // destination and the .bak.
 func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
+	var fi fs.FileInfo
 	if !opts.NoFollow {
-		if path, err = resolve(path); err != nil {
+		if path, fi, err = resolve(path); err != nil {
 			return nil, err
 		}
 	}
 	// Most calls change nothing: answer those by name, without opening the directory.
-	if same, err := unchanged(path, data, opts); err != nil || same {
+	same, read, err := unchanged(path, fi, data, opts)
+	if err != nil || same {
 		return nil, err
 	}
+	between("compared")
 	d, err := openDir(filepath.Dir(path))
 	if err != nil {
 		return nil, fmt.Errorf("install %s: %w", path, err)
@@ -248,11 +276,22 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 		// installed in its place, nor what an undo puts back. It is treated as no file.
 		old = nil
 	}
-	s := &Staged{d: d, base: base, path: path, opts: opts, hadOld: old != nil}
-	if opts.KeepPrevious {
-		if s.prev, err = readPrevious(d, base, path, old); err != nil {
+	between("lstat")
+	var prev []byte
+	if opts.KeepPrevious && old != nil {
+		// The file the rename replaces, read once: what unchanged read when it is the file found
+		// here, else read now. old becomes the file read, judged again: it may have been swapped
+		// in since the Lstat.
+		if prev, old, err = readPrevious(d, base, path, old, read); err != nil {
 			return nil, err
 		}
+		if plantable(d, old) {
+			old = nil
+		}
+	}
+	s := &Staged{d: d, base: base, path: path, opts: opts, hadOld: old != nil}
+	if opts.KeepPrevious {
+		s.prev = previous(path, old, prev)
 	}
 
 	perm, uid, gid := opts.Perm.Perm(), opts.UID, opts.GID
@@ -440,25 +479,37 @@ func (p *Previous) Existed() bool { return p.existed }
 // Path is the destination (its links resolved).
 func (p *Previous) Path() string { return p.path }
 
-func readPrevious(d *dir, base, path string, old fs.FileInfo) (*Previous, error) {
-	p := &Previous{path: path, uid: Keep, gid: Keep}
-	if old == nil {
-		return p, nil
+// readPrevious reads old, the file at base in d (its Lstat), for Previous: it is what
+// unchanged read (r) when r is whole and of the same file, else it is read through d, not
+// following a link nor blocking on a FIFO swapped in since. It returns the stat of the file
+// read, which Stage goes on with: the bytes kept and the mode and owner given to the new file
+// are then of the same file.
+func readPrevious(d *dir, base, path string, old fs.FileInfo, r *seen) ([]byte, fs.FileInfo, error) {
+	if r != nil && r.whole && os.SameFile(r.fi, old) {
+		return r.data, old, nil
 	}
-	// Not followed: the file Lstat saw, not where a link swapped in since leads.
 	data, fi, err := ReadRegular(d.root, base, -1, nil)
 	if nr := (*NotRegularError)(nil); errors.As(err, &nr) {
-		return nil, fmt.Errorf("keep previous %s: not a regular file (%s)", path, nr.Mode.Type())
+		return nil, nil, fmt.Errorf("keep previous %s: not a regular file (%s)", path, nr.Mode.Type())
 	}
 	if err != nil {
-		return nil, fmt.Errorf("keep previous %s: %w", path, err)
+		return nil, nil, fmt.Errorf("keep previous %s: %w", path, err)
+	}
+	return data, fi, nil
+}
+
+// previous is what Previous keeps of old, the file at path that data was read from (nil: none).
+func previous(path string, old fs.FileInfo, data []byte) *Previous {
+	p := &Previous{path: path, uid: Keep, gid: Keep}
+	if old == nil {
+		return p
 	}
 	p.data = data
-	p.existed, p.perm = true, fi.Mode().Perm()
-	if uid, gid, ok := ownerOf(fi); ok {
+	p.existed, p.perm = true, old.Mode().Perm()
+	if uid, gid, ok := ownerOf(old); ok {
 		p.uid, p.gid = uid, gid
 	}
-	return p, nil
+	return p
 }
 
 // Restore puts back what the destination held: the same bytes, mode and owner, installed as
@@ -551,6 +602,10 @@ var (
 	fchown = func(f *os.File, uid, gid int) error { return f.Chown(uid, gid) }
 	link   = func(r *os.Root, oldname, newname string) error { return r.Link(oldname, newname) }
 	fsync  = func(f *os.File) error { return f.Sync() }
+	// between runs between two looks at the destination, for a test to change it there:
+	// "stat" (unchanged stat it, before it reads it), "compared" (read, before the directory
+	// is opened), "lstat" (looked at in the directory, before it is read for Previous).
+	between = func(step string) {}
 )
 
 // dir is a directory held open: names in it are resolved from the handle, not from its path.

@@ -25,3 +25,13 @@ func SetFsync(f func(dir *os.File) error) (restore func()) {
 
 // ReadWithin is readWithin, for tests.
 var ReadWithin = readWithin
+
+// SetBetween sets the hook Stage calls between two looks at the destination (see between).
+func SetBetween(f func(step string)) (restore func()) {
+	old := between
+	between = f
+	return func() { between = old }
+}
+
+// PreviousData is the content p keeps.
+func PreviousData(p *Previous) []byte { return p.data }

@@ -19,7 +19,7 @@ import (
 // Links in path are followed as Stage follows them; names are removed in the directory held
 // open, never through a link.
 func RemoveLeftovers(path string, before time.Time) ([]string, error) {
-	real, err := resolve(path)
+	real, _, err := resolve(path)
 	if err != nil {
 		return nil, err
 	}
