@@ -437,7 +437,7 @@ func (s *DirSyncs) Sync() error {
 	// between two installs is another one, and each rename is in the directory it was made in.
 	var done []os.FileInfo
 	for _, d := range s.dirs {
-		fi, err := d.root.Stat(".")
+		fi, err := d.identity()
 		seen := err == nil && slices.ContainsFunc(done, func(o os.FileInfo) bool { return os.SameFile(o, fi) })
 		if !seen {
 			if err == nil {
@@ -611,8 +611,18 @@ var (
 // dir is a directory held open: names in it are resolved from the handle, not from its path.
 type dir struct {
 	root *os.Root
-	path string   // where it was when it was opened, free of symbolic links
-	f    *os.File // the same directory opened for reading, to fsync (nil: opened by sync)
+	path string      // where it was when it was opened, free of symbolic links
+	f    *os.File    // the same directory opened for reading, to fsync (nil: opened by sync)
+	id   fs.FileInfo // its stat when it was opened, for its identity (nil: not taken)
+}
+
+// identity is a stat of the directory held that tells it from another (os.SameFile): a
+// handle's device and inode do not change, so the one taken when it was opened serves.
+func (d *dir) identity() (fs.FileInfo, error) {
+	if d.id != nil {
+		return d.id, nil
+	}
+	return d.root.Stat(".")
 }
 
 // close releases the directory.
@@ -630,7 +640,7 @@ func (d *dir) join(name string) string { return filepath.Join(d.path, name) }
 func (d *dir) createTemp(base string) (*os.File, string, error) {
 	for range 100 {
 		name := "." + base + ".shoelace-" + strconv.FormatUint(uint64(rand.Uint32()), 10)
-		f, err := d.root.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		f, err := d.root.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL|createFlags, 0o600)
 		if errors.Is(err, fs.ErrExist) {
 			continue
 		}

@@ -8,6 +8,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// createFlags open a temp file without blocking: Linux ignores it for a regular file, and Go,
+// finding a descriptor already non-blocking, spares the four fcntl calls it makes on its way
+// to finding that a regular file cannot be polled.
+const createFlags = unix.O_NONBLOCK
+
 // openNoLinks opens the directory at p, an absolute clean path, when no component of it is a
 // symbolic link, and returns nil otherwise (then openDir walks it, which also says why it
 // fails) or where openat2 is missing (Linux before 5.6, a seccomp filter). The kernel refuses
@@ -36,5 +41,5 @@ func openNoLinks(p string) *dir {
 		f.Close()
 		return nil
 	}
-	return &dir{root: r, path: p, f: f}
+	return &dir{root: r, path: p, f: f, id: held}
 }

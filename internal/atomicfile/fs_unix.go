@@ -62,6 +62,7 @@ func openDir(p string) (*dir, error) {
 		return nil, fmt.Errorf("directory: %w", err)
 	}
 	at := "/"
+	var id fs.FileInfo
 	for _, c := range strings.Split(real, "/") {
 		if c == "" {
 			continue
@@ -80,6 +81,7 @@ func openDir(p string) (*dir, error) {
 			if now, err = next.Stat("."); err == nil && !os.SameFile(fi, now) {
 				err = errors.New("it changed while it was opened")
 			}
+			id = now
 			if err != nil {
 				next.Close()
 			}
@@ -90,5 +92,5 @@ func openDir(p string) (*dir, error) {
 		}
 		r = next
 	}
-	return &dir{root: r, path: real}, nil
+	return &dir{root: r, path: real, id: id}, nil
 }

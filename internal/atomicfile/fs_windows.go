@@ -20,6 +20,9 @@ const (
 	nonBlock = 0
 )
 
+// createFlags add nothing to the open of a temp file (see fs_openat2.go).
+const createFlags = 0
+
 // dirSync is false: Windows cannot fsync a directory (FlushFileBuffers needs a handle open for
 // writing, which a directory's is not: "Access is denied"). The rename is MoveFileEx's with
 // write-through instead, on disk when it returns.

@@ -3,6 +3,7 @@
 package atomicfile_test
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"testing"
@@ -143,5 +144,21 @@ func TestStage_RestoreNewFileAndPlantedLink(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(dst); string(b) != "old\n" {
 		t.Fatalf("restored = %q", b)
+	}
+}
+
+// A large file is installed whole: the temp file is opened non-blocking on Linux (see
+// createFlags), which a regular file's writes ignore.
+func TestStage_LargeFileWrittenWhole(t *testing.T) {
+	dst := filepath.Join(t.TempDir(), "big.conf")
+	data := make([]byte, 8<<20+7)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	if _, err := atomicfile.Write(dst, data, keep()); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(dst); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("installed %d bytes (%v), want %d", len(got), err, len(data))
 	}
 }
