@@ -526,7 +526,7 @@ func (s *Server) planApply(ctx context.Context, w http.ResponseWriter, name stri
 // pass for an appliance that has none yet. nil when it has any of them. rels are the releases
 // when the caller has read them (nil: read here, when nothing else is found).
 func (s *Server) applianceUnknown(ctx context.Context, name string, rels []api.Release) error {
-	held, _, err := s.st.Holds(ctx, api.ApplianceRoot(name), instancePrefix+name+"/", reportErrorPrefix+name+"/", store.SchemaPrefix+name, rollout.Prefix+name)
+	held, err := s.st.Holds(ctx, api.ApplianceRoot(name), instancePrefix+name+"/", reportErrorPrefix+name+"/", store.SchemaPrefix+name, rollout.Prefix+name)
 	if err != nil || held {
 		return err
 	}

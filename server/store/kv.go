@@ -427,12 +427,12 @@ func checkTxn(t api.Txn) error {
 }
 
 // Holds reports whether the store holds a user key under prefix (by whole segments, as List)
-// or a system key under one of sysPrefixes (as SysList reads them), at one revision. It reads
+// or a system key under one of sysPrefixes (as SysList reads them), in one read. It reads
 // at most one key name of each, whatever their number.
-func (s *Store) Holds(ctx context.Context, prefix string, sysPrefixes ...string) (bool, int64, error) {
+func (s *Store) Holds(ctx context.Context, prefix string, sysPrefixes ...string) (bool, error) {
 	p, err := api.ValidatePrefix(prefix)
 	if err != nil {
-		return false, 0, err
+		return false, err
 	}
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
@@ -443,14 +443,14 @@ func (s *Store) Holds(ctx context.Context, prefix string, sysPrefixes ...string)
 	}
 	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
-		return false, 0, s.etcdErr(ctx, "look under "+prefix, err)
+		return false, s.etcdErr(ctx, "look under "+prefix, err)
 	}
 	for _, r := range resp.Responses {
 		if len(r.GetResponseRange().Kvs) > 0 {
-			return true, resp.Header.Revision, nil
+			return true, nil
 		}
 	}
-	return false, resp.Header.Revision, nil
+	return false, nil
 }
 
 // Appliances lists the names of appliances that have at least one key, sorted.
