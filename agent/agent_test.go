@@ -64,6 +64,9 @@ type viewServer struct {
 	instanceTokens map[string]bool
 	auth           string
 	enrollTries    int // enroll requests, refused ones too
+	// enrollFailSeen adds to each refusal the holder's "last seen" time, a minute later each
+	// time, as the server's 409 for a held name does.
+	enrollFailSeen bool
 	// replaced, when set, answers a report made with an instance token 401 with it, as the
 	// server answers a token whose instance was enrolled again: the token is revoked, and
 	// the name stays held (enrollFail becomes 409).

@@ -261,12 +261,23 @@ func (e *enroller) failed(err error) {
 	}
 	e.mu.Lock()
 	level := slog.LevelDebug
-	if why != e.lastWhy {
-		level, e.lastWhy = slog.LevelWarn, why
+	if kind := reasonKind(why); kind != e.lastWhy {
+		level, e.lastWhy = slog.LevelWarn, kind
 	}
 	e.mu.Unlock()
 	e.log.Log(context.Background(), level, "not enrolled: rendering with the appliance token; will try again", "reason", why,
 		"instance", e.want.Instance, "retry_every", enrollEvery.String())
+}
+
+// reasonKind is why without its digits: a reason that differs only in its times or counts
+// (the holder's "last seen", "enrolled 3m0s ago") is the same reason, warned about once.
+func reasonKind(why string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' {
+			return -1
+		}
+		return r
+	}, why)
 }
 
 // refused drops the instance token tok, refused by the server (revoked, forgotten, taken

@@ -28,7 +28,11 @@ func (s *viewServer) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.enrollFail != 0 {
 		w.WriteHeader(s.enrollFail)
-		fmt.Fprintf(w, `{"error":{"code":"conflict","message":"instance \"vm-1\" of appliance \"web\" is enrolled already"}}`)
+		seen := ""
+		if s.enrollFailSeen {
+			seen = fmt.Sprintf(" (last seen 2026-12-04T%02d:%02d:00Z)", 10+s.enrollTries/60, s.enrollTries%60)
+		}
+		fmt.Fprintf(w, `{"error":{"code":"conflict","message":"instance \"vm-1\" of appliance \"web\" is enrolled already%s"}}`, seen)
 		return
 	}
 	var req api.Enroll
@@ -124,6 +128,35 @@ func TestAgent_RunEnrollRefusedStillRenders(t *testing.T) {
 	})
 	if _, err := os.Stat(agent.InstanceTokenPath(dir+"/cache", "web")); !os.IsNotExist(err) {
 		t.Fatalf("an instance token file without enrollment: %v", err)
+	}
+}
+
+// A refusal that names the holder's last report differs at each try only in that time: it is
+// one reason, said at warn once, and at debug after that.
+func TestAgent_RunEnrollRefusedWarnedOnce(t *testing.T) {
+	defer agent.SetEnrollEvery(20 * time.Millisecond)()
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	srv.enrollFail, srv.enrollFailSeen = http.StatusConflict, true
+	a, dir, logs := testAgent(t, srv, header+enrollTemplate)
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	for i := 2; i <= 8; i++ { // each view answered lets the agent try to enroll again
+		srv.set(map[string]*string{"a": str(fmt.Sprint(i))})
+		waitFor(t, "a re-rendered", fileIs(dir+"/a", fmt.Sprintf("a=%d", i)))
+		time.Sleep(30 * time.Millisecond)
+	}
+	srv.mu.Lock()
+	tries := srv.enrollTries
+	srv.mu.Unlock()
+	if tries < 3 {
+		t.Fatalf("%d enrollment tries, want at least 3 for the test to tell", tries)
+	}
+	if n := strings.Count(logs.String(), `"level":"WARN","msg":"not enrolled`); n != 1 {
+		t.Fatalf("%d refusals that differ only in the holder's last report logged %d times at warn, want once:\n%s", tries, n, logs.String())
+	}
+	if n := strings.Count(logs.String(), `"level":"DEBUG","msg":"not enrolled`); n == 0 {
+		t.Errorf("%d tries, none logged at debug after the first", tries)
 	}
 }
 
