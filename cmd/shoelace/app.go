@@ -70,7 +70,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		// Not "not found" (exit 3) nor "forbidden": the address is wrong, not the key or token.
 		code := exitError
 		var ec *exitCodeError
-		if errors.As(err, &ec) { // a command's own exit code (health: 6) stays
+		if errors.As(err, &ec) && ae.HTTPStatus() >= 500 {
+			// A command's own exit code (health: 6) stays for a proxy's 5xx page; a 4xx
+			// (a wrong path such as --addr …/v1, another service) is the address to change.
 			code = ec.code
 		}
 		hint := "check --addr (SHOELACE_ADDR), the server's base URL such as " + client.DefaultAddr

@@ -638,7 +638,14 @@ func TestE2E_ExitCodes(t *testing.T) {
 	}))
 	defer forbidden.Close()
 	c.fails(exitError, "check --addr", "kv", "put", "e2eexit/x", "1", "--addr", forbidden.URL)
-	c.fails(exitUnavailable, "check --addr", "health", "--addr", s.url()+"/v1")
+	c.fails(exitError, "check --addr", "health", "--addr", s.url()+"/v1")
+	c.fails(exitError, "check --addr", "health", "--addr", other.URL)
+	c.fails(exitError, "check --addr", "health", "--addr", forbidden.URL)
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "<html>backend down</html>", http.StatusInternalServerError)
+	}))
+	defer down.Close()
+	c.fails(exitUnavailable, "", "health", "--addr", down.URL) // a proxy's error page: unavailable
 
 	// An insecure token file is refused before any request, with the fix in the message.
 	tok := filepath.Join(t.TempDir(), "token")

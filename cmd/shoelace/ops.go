@@ -99,7 +99,8 @@ func healthCommand(e *cliEnv) *cli.Command {
 		UsageText: "shoelace health [--addr URL] [--timeout 5s] [--output json]",
 		Description: `Asks GET /health, which needs no token: exit 0 when the server answers 200, 6 when it is
 unreachable or unavailable, 1 when --addr or --ca-file is wrong (https:// of a plain HTTP
-server, http:// of an HTTPS one, a certificate that does not verify). Gives up after 5s unless
+server, http:// of an HTTPS one, a certificate that does not verify, an address whose /health
+is another service's 4xx, such as a path after the host). Gives up after 5s unless
 --timeout says otherwise. Prints "ok", or the server's JSON answer ({"status","maintenance"})
 with --output json. For container health checks:
 
