@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -481,4 +482,119 @@ func TestSchema_SizeLimit(t *testing.T) {
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "--max-schema-bytes") {
 		t.Errorf("--max-schema-bytes 0: %v", err)
 	}
+}
+
+// webSchemaYAML is webSchema as a pipeline's repository may keep it.
+const webSchemaYAML = `# the web appliance's keys
+type: object
+required: [nginx]
+properties:
+  nginx:
+    type: object
+    required: [port]
+    properties:
+      port: {type: string, format: port}
+      host: {type: string, format: hostname}
+      timeout: {type: string, format: duration}
+      mode: {enum: [a, b]}
+  env:
+    type: string
+    pattern: ^(prod|dev)$
+`
+
+// A schema sent as YAML is set as the JSON it says, its members in the order written, and
+// checks writes as the JSON one does.
+func TestSchema_YAMLBody(t *testing.T) {
+	f := newFixture(t)
+	for _, ct := range []string{api.ContentTypeYAML, "application/x-yaml", "text/yaml; charset=utf-8"} {
+		f.must(f.do("PUT", "/v1/appliances/web/schema", webSchemaYAML, "Content-Type", ct), 200, nil)
+		r := f.do("GET", "/v1/appliances/web/schema", "")
+		f.must(r, 200, nil)
+		var got, want any
+		if err := json.Unmarshal(r.body, &got); err != nil {
+			t.Fatalf("%s: the schema read back is not JSON: %v\n%s", ct, err, r.body)
+		}
+		if err := json.Unmarshal([]byte(webSchema), &want); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: the schema read back is\n%s\nwant what webSchema says", ct, r.body)
+		}
+		if i, j := strings.Index(string(r.body), `"required"`), strings.Index(string(r.body), `"properties"`); i < 0 || j < i {
+			t.Fatalf("%s: members out of the order written:\n%s", ct, r.body)
+		}
+	}
+	f.mustErr(f.do("PUT", "/v1/appliances/web", `{"keys":{"nginx":{"port":"0"}}}`), 422, api.CodeSchemaViolation, "nginx/port")
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"nginx":{"port":"8080"},"env":"prod"}}`), 200, nil)
+
+	// YAML's scalars keep their meaning: a quoted 8080 is a string, an unquoted one a number,
+	// a date the text written.
+	f.must(f.do("PUT", "/v1/appliances/db/schema", "properties:\n  port: {const: \"8080\"}\n  day: {const: 2026-12-04}\n  n: {maximum: 0x10}\n",
+		"Content-Type", api.ContentTypeYAML), 200, nil)
+	r := f.do("GET", "/v1/appliances/db/schema", "")
+	for _, want := range []string{`"const": "8080"`, `"const": "2026-12-04"`, `"maximum": 16`} {
+		if !strings.Contains(string(r.body), want) {
+			t.Errorf("YAML schema read back without %s:\n%s", want, r.body)
+		}
+	}
+	f.must(f.do("PUT", "/v1/appliances/db", `{"keys":{"port":"8080","day":"2026-12-04"}}`), 200, nil)
+	f.mustErr(f.do("PUT", "/v1/appliances/db", `{"keys":{"port":"8081"}}`), 422, api.CodeSchemaViolation, "port")
+}
+
+// What JSON cannot say is refused, naming the line, and nothing is set.
+func TestSchema_YAMLBodyRefused(t *testing.T) {
+	f := newFixture(t)
+	bomb := "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+	for i, prev := 0, "a"; i < 8; i++ {
+		name := fmt.Sprintf("b%d", i)
+		bomb += fmt.Sprintf("%s: &%s [*%s, *%s, *%s, *%s, *%s, *%s, *%s, *%s, *%s, *%s]\n", name, name, prev, prev, prev, prev, prev, prev, prev, prev, prev, prev)
+		prev = name
+	}
+	for _, c := range []struct{ name, body, want string }{
+		{"not YAML", "type: [object\n", "not valid YAML"},
+		{"empty", "# nothing\n", "empty"},
+		{"two documents", "type: object\n---\ntype: string\n", "more than one YAML document"},
+		{"key not a string", "properties:\n  200: {type: string}\n", `line 2: key "200" at /properties is not a string`},
+		{"merge key", "base: &b {type: string}\nproperties:\n  a:\n    <<: *b\n", "merge keys"},
+		{"key twice", "type: object\ntype: string\n", `key "type"`},
+		{"infinity", "maximum: .inf\n", "not a number JSON can hold"},
+		{"binary", "const: !!binary aGVsbG8=\n", "!!binary"},
+		{"alias bomb", bomb, "aliases"},
+		{"not a schema", "type: 12\n", "type"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f.mustErr(f.do("PUT", "/v1/appliances/web/schema", c.body, "Content-Type", api.ContentTypeYAML), 400, api.CodeInvalidSchema, "invalid schema", c.want)
+		})
+	}
+	// Under the limit as YAML, over it as JSON (an alias used many times).
+	big := "defs: &d {type: string, pattern: \"^[a-z]+$\", description: \"" + strings.Repeat("x", 1000) + "\"}\nproperties:\n"
+	for i := range 80 {
+		big += fmt.Sprintf("  k%d: *d\n", i)
+	}
+	f.mustErr(f.do("PUT", "/v1/appliances/web/schema", big, "Content-Type", api.ContentTypeYAML), 413, api.CodeValueTooLarge, "as JSON")
+	f.mustErr(f.do("PUT", "/v1/appliances/web/schema", webSchema, "Content-Type", "text/plain"), 415, api.CodeUnsupportedType, "application/yaml")
+	f.mustErr(f.do("GET", "/v1/appliances/web/schema", ""), 404, api.CodeNotFound)
+}
+
+// A YAML schema converts to valid JSON that says the same as the YAML (a decoder's view of
+// it), or is refused with an error; never a panic, never JSON that does not parse.
+func FuzzSchema_YAMLToJSON(f *testing.F) {
+	f.Add([]byte(webSchemaYAML))
+	f.Add([]byte("a: &x {b: [1, 2.5, true, null, ~, 2026-12-04, \"s\"]}\nc: *x\n"))
+	f.Add([]byte("<<: {a: 1}\n"))
+	f.Add([]byte("? [a]\n: b\n"))
+	f.Add([]byte("a: !!binary aGk=\nb: .nan\n"))
+	f.Add([]byte("- 0x1F\n- 0o17\n- 1_000\n- -.inf\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		out, err := yamlSchemaToJSON(data)
+		if err != nil {
+			return
+		}
+		if !json.Valid(out) {
+			t.Fatalf("YAML %q converted to JSON that does not parse: %s", data, out)
+		}
+		if len(out) > 64<<20 {
+			t.Fatalf("YAML of %d bytes became %d bytes of JSON", len(data), len(out))
+		}
+	})
 }

@@ -71,3 +71,34 @@ func TestE2E_ApplianceSchema(t *testing.T) {
 		t.Fatalf("schema --help: %s", r)
 	}
 }
+
+// A schema kept in YAML is set from a .yaml file or from stdin, kept as JSON (which schema get
+// prints), and checks writes as the same schema in JSON does; a bad one exits 1 naming its line.
+func TestE2E_ApplianceSchemaYAML(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	dir := t.TempDir()
+	file := func(name, data string) string {
+		p := filepath.Join(dir, name)
+		writeFile(t, p, data)
+		return p
+	}
+	yml := "# web\ntype: object\nrequired: [nginx]\nproperties:\n  nginx:\n    required: [port]\n    properties:\n      port: {type: string, format: port}\n      mode: {enum: [a, b]}\n"
+	sfile := filepath.Join(dir, "web.schema.yaml")
+	writeFile(t, sfile, yml)
+	revisionOf(t, c.ok("appliance", "schema", "set", "sc-yaml", "-f", sfile))
+	got := c.ok("appliance", "schema", "get", "sc-yaml")
+	if !strings.Contains(got, `"required": [`) || !strings.Contains(got, `"format": "port"`) || strings.Contains(got, "#") {
+		t.Fatalf("schema get after a YAML set = %q, want the schema as JSON", got)
+	}
+	c.fails(exitError, `appliance "sc-yaml" breaks its schema: key nginx/mode: enum`,
+		"appliance", "apply", "sc-yaml", "-f", file("v.yaml", "keys:\n  nginx: {port: 80, mode: z}\n"))
+	c.ok("appliance", "apply", "sc-yaml", "-f", file("v.yaml", "keys:\n  nginx: {port: 80, mode: a}\n"))
+
+	// From stdin: YAML when it does not start with "{".
+	revisionOf(t, string(c.runStdin([]byte("required: [env]\n"), "appliance", "schema", "set", "sc-yaml2", "-f", "-").stdout))
+	if got := c.ok("appliance", "schema", "get", "sc-yaml2"); !strings.Contains(got, `"required": [`) || !strings.Contains(got, `"env"`) {
+		t.Fatalf("schema get after a YAML set from stdin = %q", got)
+	}
+	c.fails(exitError, `line 2: key "200" at /properties is not a string`,
+		"appliance", "schema", "set", "sc-yaml2", "-f", file("bad.yml", "properties:\n  200: {type: string}\n"))
+}

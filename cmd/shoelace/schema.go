@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
 )
 
 func applianceSchemaCommand(e *cliEnv) *cli.Command {
@@ -26,16 +28,21 @@ Keys under shared/ are not checked.`,
 				Usage:     "set an appliance's schema from a file",
 				ArgsUsage: "NAME",
 				UsageText: "shoelace appliance schema set NAME -f FILE|-",
-				Description: `Sets the schema of NAME to FILE's ("-f -" reads stdin), replacing any. A schema that is not
-valid JSON Schema is refused, naming the problem; a schema may not $ref files or URLs.
+				Description: `Sets the schema of NAME to FILE's ("-f -" reads stdin), replacing any. The schema may be
+written in JSON or in YAML (a .yaml or .yml file, or content that does not start with "{"):
+the server keeps it as JSON, which "schema get" prints. In YAML, quote what must stay a
+string ("8080"; an unquoted 8080 is a number, which no value matches: values are strings).
+A schema that is not valid JSON Schema is refused, naming the problem; a schema may not $ref
+files or URLs.
 The schema is set even when the appliance's current keys break it: then a warning on stderr
 says how (with --output json, in "warning"), and its next write must fix them. Needs an admin
 token or one that may write appliances/NAME. Prints the revision.
 
 EXAMPLES:
-   shoelace appliance schema set web-frontend -f web-frontend.schema.json`,
+   shoelace appliance schema set web-frontend -f web-frontend.schema.json
+   shoelace appliance schema set web-frontend -f web-frontend.schema.yaml`,
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "`FILE` with the JSON Schema (- for stdin)"},
+					&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "`FILE` with the JSON Schema, in JSON or YAML (- for stdin)"},
 				},
 				Action: e.schemaSet,
 			},
@@ -80,7 +87,11 @@ func (e *cliEnv) schemaSet(c *cli.Context) error {
 		return err
 	}
 	defer s.cancel()
-	res, err := s.client.SetSchema(s.ctx, name, body)
+	ct := contentTypeOf(file, body)
+	if ct != api.ContentTypeYAML {
+		ct = "application/schema+json"
+	}
+	res, err := s.client.SetSchema(s.ctx, name, body, ct)
 	if err != nil {
 		return err
 	}

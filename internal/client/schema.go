@@ -8,12 +8,16 @@ import (
 	"github.com/shoelace-dev/shoelace/internal/api"
 )
 
-// SetSchema sets appliance name's JSON Schema (PUT /v1/appliances/{name}/schema). A schema that
-// does not compile is refused (400 invalid_schema).
-func (c *Client) SetSchema(ctx context.Context, name string, schema []byte) (api.SchemaResult, error) {
+// SetSchema sets appliance name's JSON Schema (PUT /v1/appliances/{name}/schema), sent as
+// contentType: application/schema+json when "", or api.ContentTypeYAML for a schema written in
+// YAML. A schema that does not compile is refused (400 invalid_schema).
+func (c *Client) SetSchema(ctx context.Context, name string, schema []byte, contentType string) (api.SchemaResult, error) {
+	if contentType == "" {
+		contentType = "application/schema+json"
+	}
 	var res api.SchemaResult
 	_, err := c.Do(ctx, Request{Method: http.MethodPut, Path: "/v1/appliances/" + name + "/schema", Body: schema,
-		Header: http.Header{"Content-Type": {"application/schema+json"}}}, &res)
+		Header: http.Header{"Content-Type": {contentType}}}, &res)
 	return res, err
 }
 

@@ -1,0 +1,187 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"unicode/utf8"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// yamlSchemaNodes bounds the nodes a YAML schema may expand to: aliases can make a small body
+// stand for a huge tree.
+const yamlSchemaNodes = 100_000
+
+// yamlSchemaDepth bounds a YAML schema's nesting (aliases count as a level), far above any
+// schema's and below what the conversion's recursion could not afford.
+const yamlSchemaDepth = 1000
+
+// schemaJSON is a PUT …/schema body as JSON: as sent when its media type is JSON's (or none),
+// converted when it is YAML's, for schemas kept as YAML in a pipeline's repository.
+func schemaJSON(data []byte, media string) ([]byte, error) {
+	switch media {
+	case "", "application/json", "application/schema+json", mediaFormDefault:
+		return data, nil
+	case api.ContentTypeYAML, "application/x-yaml", "text/yaml", "text/x-yaml":
+	default:
+		return nil, api.Errorf(api.CodeUnsupportedType, "content type %s is not supported for a schema: send application/schema+json, application/json or %s",
+			shorten(media), api.ContentTypeYAML)
+	}
+	out, err := yamlSchemaToJSON(data)
+	if err != nil {
+		return nil, api.Errorf(api.CodeInvalidSchema, "invalid schema: %v", err)
+	}
+	return out, nil
+}
+
+// yamlSchemaToJSON converts one YAML document to indented JSON, keeping its keys' order and
+// what YAML says of each scalar: an unquoted 8080 is a number, true a boolean, and a date or
+// a time stays the text it was written as. What JSON cannot hold is refused, saying where: a key
+// that is not a string (an unquoted 200, true or null), a merge key, a binary, infinity.
+func yamlSchemaToJSON(data []byte) ([]byte, error) {
+	if !utf8.Valid(data) {
+		return nil, errors.New("not valid UTF-8")
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("the YAML document is empty")
+		}
+		return nil, fmt.Errorf("not valid YAML: %s", yamlErrText(err))
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, errors.New("more than one YAML document (a second ---): send one schema")
+	}
+	var b bytes.Buffer
+	c := yamlConv{out: &b, budget: yamlSchemaNodes}
+	if err := c.value(&doc, "", 0); err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, b.Bytes(), "", "  "); err != nil {
+		return nil, err
+	}
+	out.WriteByte('\n')
+	return out.Bytes(), nil
+}
+
+// yamlConv writes YAML nodes as JSON into out; budget is the nodes it may still write.
+type yamlConv struct {
+	out    *bytes.Buffer
+	budget int
+}
+
+func (c *yamlConv) value(n *yaml.Node, at string, depth int) error {
+	if c.budget--; c.budget < 0 {
+		return fmt.Errorf("over %d nodes once its aliases are expanded", yamlSchemaNodes)
+	}
+	if depth > yamlSchemaDepth {
+		return fmt.Errorf("nested deeper than %d levels at %s", yamlSchemaDepth, schemaPath(at))
+	}
+	switch n.Kind {
+	case yaml.DocumentNode:
+		if len(n.Content) != 1 {
+			return errors.New("the YAML document is empty")
+		}
+		return c.value(n.Content[0], at, depth)
+	case yaml.AliasNode:
+		return c.value(n.Alias, at, depth+1)
+	case yaml.SequenceNode:
+		c.out.WriteByte('[')
+		for i, e := range n.Content {
+			if i > 0 {
+				c.out.WriteByte(',')
+			}
+			if err := c.value(e, fmt.Sprintf("%s/%d", at, i), depth+1); err != nil {
+				return err
+			}
+		}
+		c.out.WriteByte(']')
+		return nil
+	case yaml.MappingNode:
+		c.out.WriteByte('{')
+		seen := make(map[string]bool, len(n.Content)/2)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			for k.Kind == yaml.AliasNode {
+				k = k.Alias
+			}
+			if k.Kind != yaml.ScalarNode || k.ShortTag() != "!!str" {
+				if k.ShortTag() == "!!merge" {
+					return fmt.Errorf("line %d: merge keys (<<) are not supported: write the members out", k.Line)
+				}
+				return fmt.Errorf("line %d: key %q at %s is not a string (JSON keys are): quote it", k.Line, k.Value, schemaPath(at))
+			}
+			if seen[k.Value] {
+				return fmt.Errorf("line %d: key %q at %s is given twice", k.Line, k.Value, schemaPath(at))
+			}
+			seen[k.Value] = true
+			if i > 0 {
+				c.out.WriteByte(',')
+			}
+			c.str(k.Value)
+			c.out.WriteByte(':')
+			if err := c.value(n.Content[i+1], at+"/"+k.Value, depth+1); err != nil {
+				return err
+			}
+		}
+		c.out.WriteByte('}')
+		return nil
+	case yaml.ScalarNode:
+		return c.scalar(n, at)
+	}
+	return fmt.Errorf("line %d: a YAML node of kind %d at %s", n.Line, n.Kind, schemaPath(at))
+}
+
+func (c *yamlConv) scalar(n *yaml.Node, at string) error {
+	switch tag := n.ShortTag(); tag {
+	case "!!str", "!!timestamp":
+		c.str(n.Value) // a date stays as written: JSON has no dates
+	case "!!null":
+		c.out.WriteString("null")
+	case "!!bool":
+		var v bool
+		if err := n.Decode(&v); err != nil {
+			return fmt.Errorf("line %d: %s", n.Line, yamlErrText(err))
+		}
+		c.out.WriteString(strconv.FormatBool(v))
+	case "!!int", "!!float":
+		var v any
+		if err := n.Decode(&v); err != nil {
+			return fmt.Errorf("line %d: %s", n.Line, yamlErrText(err))
+		}
+		if f, ok := v.(float64); ok && (math.IsInf(f, 0) || math.IsNaN(f)) {
+			return fmt.Errorf("line %d: %s at %s is not a number JSON can hold: quote it for a string", n.Line, n.Value, schemaPath(at))
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			return fmt.Errorf("line %d: %v", n.Line, err)
+		}
+		c.out.Write(b)
+	default:
+		return fmt.Errorf("line %d: the YAML tag %s at %s has no JSON equivalent", n.Line, tag, schemaPath(at))
+	}
+	return nil
+}
+
+func (c *yamlConv) str(s string) {
+	b, _ := json.Marshal(s) // a string always encodes
+	c.out.Write(b)
+}
+
+// schemaPath names a position in the schema for a message: its path, or "the top".
+func schemaPath(at string) string {
+	if at == "" {
+		return "the top"
+	}
+	return at
+}
