@@ -335,11 +335,11 @@ func (s *Server) handlePutSchema(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if data, err = schemaJSON(data, mediaType(r)); err != nil {
+	if data, err = schemaJSON(data, mediaType(r), max); errors.Is(err, errSchemaYAMLTooLarge) {
+		// a YAML schema whose JSON, its aliases expanded, is the larger
+		return api.Errorf(api.CodeValueTooLarge, "schema of appliance %q is over the limit of %d bytes (--max-schema-bytes) as JSON", name, max)
+	} else if err != nil {
 		return err
-	}
-	if len(data) > max { // a YAML schema whose JSON, its aliases expanded, is the larger
-		return api.Errorf(api.CodeValueTooLarge, "schema of appliance %q is over the limit of %d bytes (--max-schema-bytes) as JSON (%d bytes)", name, max, len(data))
 	}
 	sch, err := compileSchema(data)
 	if err != nil {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"maps"
 	"net/http"
 	"reflect"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -559,12 +561,17 @@ func TestSchema_YAMLBodyRefused(t *testing.T) {
 		{"key twice", "type: object\ntype: string\n", `key "type"`},
 		{"infinity", "maximum: .inf\n", "not a number JSON can hold"},
 		{"binary", "const: !!binary aGVsbG8=\n", "!!binary"},
-		{"alias bomb", bomb, "aliases"},
 		{"not a schema", "type: 12\n", "type"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			f.mustErr(f.do("PUT", "/v1/appliances/web/schema", c.body, "Content-Type", api.ContentTypeYAML), 400, api.CodeInvalidSchema, "invalid schema", c.want)
 		})
+	}
+	// A billion laughs is over the limit as JSON long before its nodes are all written.
+	f.mustErr(f.do("PUT", "/v1/appliances/web/schema", bomb, "Content-Type", api.ContentTypeYAML), 413, api.CodeValueTooLarge, "as JSON")
+	// Under a limit far larger, its nodes are bounded.
+	if _, err := yamlSchemaToJSON([]byte(bomb), 1<<30); err == nil || !strings.Contains(err.Error(), "aliases are expanded") {
+		t.Errorf("a billion laughs under a limit of 1 GiB: %v, want over %d nodes", err, yamlSchemaNodes)
 	}
 	// Under the limit as YAML, over it as JSON (an alias used many times).
 	big := "defs: &d {type: string, pattern: \"^[a-z]+$\", description: \"" + strings.Repeat("x", 1000) + "\"}\nproperties:\n"
@@ -573,6 +580,38 @@ func TestSchema_YAMLBodyRefused(t *testing.T) {
 	}
 	f.mustErr(f.do("PUT", "/v1/appliances/web/schema", big, "Content-Type", api.ContentTypeYAML), 413, api.CodeValueTooLarge, "as JSON")
 	f.mustErr(f.do("PUT", "/v1/appliances/web/schema", webSchema, "Content-Type", "text/plain"), 415, api.CodeUnsupportedType, "application/yaml")
+	f.mustErr(f.do("GET", "/v1/appliances/web/schema", ""), 404, api.CodeNotFound)
+}
+
+// A YAML schema whose aliases make a small body stand for a huge JSON one is refused as it is
+// converted, once the JSON is over --max-schema-bytes: before, the whole JSON was built and
+// indented first, and a string of the body's size used by 100,000 aliases held gigabytes.
+func TestSchema_YAMLAliasesOfALongStringStopAtTheLimit(t *testing.T) {
+	f := newFixture(t)
+	body := "l0: &l0 \"" + strings.Repeat("x", 5000) + "\"\n"
+	for i := 1; i <= 4; i++ { // 10,000 uses of the string: 50 MB of JSON
+		body += fmt.Sprintf("l%d: &l%d [%s]\n", i, i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*l%d,", i-1), 10), ","))
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	r := f.do("PUT", "/v1/appliances/web/schema", body, "Content-Type", api.ContentTypeYAML)
+	runtime.ReadMemStats(&after)
+	f.mustErr(r, 413, api.CodeValueTooLarge, "--max-schema-bytes", "as JSON")
+	if got := after.TotalAlloc - before.TotalAlloc; got > 8<<20 {
+		t.Errorf("refusing a YAML schema of %d bytes allocated %d MiB; want the conversion to stop near the limit of %d bytes", len(body), got>>20, DefaultMaxSchemaBytes)
+	}
+	// A long key used at every level of a deep nesting is refused too (a key's path was built
+	// at each level and held until the end: depth × path bytes).
+	deep := "k: &k \"" + strings.Repeat("y", 2000) + "\"\nv: " + strings.Repeat("{*k: ", 300) + "1" + strings.Repeat("}", 300) + "\n"
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	r = f.do("PUT", "/v1/appliances/web/schema", deep, "Content-Type", api.ContentTypeYAML)
+	runtime.ReadMemStats(&after)
+	f.mustErr(r, 413, api.CodeValueTooLarge, "as JSON")
+	if got := after.TotalAlloc - before.TotalAlloc; got > 8<<20 {
+		t.Errorf("refusing a deep YAML schema of %d bytes allocated %d MiB", len(deep), got>>20)
+	}
 	f.mustErr(f.do("GET", "/v1/appliances/web/schema", ""), 404, api.CodeNotFound)
 }
 
@@ -586,15 +625,19 @@ func FuzzSchema_YAMLToJSON(f *testing.F) {
 	f.Add([]byte("a: !!binary aGk=\nb: .nan\n"))
 	f.Add([]byte("- 0x1F\n- 0o17\n- 1_000\n- -.inf\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		out, err := yamlSchemaToJSON(data)
+		out, err := yamlSchemaToJSON(data, DefaultMaxSchemaBytes)
 		if err != nil {
 			return
 		}
 		if !json.Valid(out) {
 			t.Fatalf("YAML %q converted to JSON that does not parse: %s", data, out)
 		}
-		if len(out) > 64<<20 {
-			t.Fatalf("YAML of %d bytes became %d bytes of JSON", len(data), len(out))
+		if len(out) > DefaultMaxSchemaBytes {
+			t.Fatalf("YAML of %d bytes became %d bytes of JSON, over the limit of %d", len(data), len(out), DefaultMaxSchemaBytes)
+		}
+		var indented bytes.Buffer
+		if err := json.Indent(&indented, out, "", "  "); err != nil || !bytes.Equal(indented.Bytes(), out) {
+			t.Fatalf("YAML %q converted to JSON not indented as json.Indent would: %s", data, out)
 		}
 	})
 }
