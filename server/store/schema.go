@@ -61,6 +61,11 @@ type schemaCache struct {
 	loaded bool
 	rev    int64 // the revision they were read at
 	m      map[string]schemaEntry
+	// reading is the read in flight, which the writes that need the schemas meanwhile wait
+	// for and share, its failure too: read one after the other while etcd did not answer,
+	// each waited out the request timeout in turn, and the writes queued behind them
+	// answered many timeouts late. dropSchemas forgets it: a read begun before is not kept.
+	reading *schemaRead
 }
 
 type schemaEntry struct {
@@ -68,35 +73,79 @@ type schemaEntry struct {
 	rev  int64 // mod_revision
 }
 
-// loadSchemas returns the cached schemas, reading them when the cache was dropped.
+// schemaRead is one read of the schemas; done is closed once m, rev and err are set.
+type schemaRead struct {
+	done chan struct{}
+	m    map[string]schemaEntry
+	rev  int64
+	err  error
+}
+
+// loadSchemas returns the cached schemas, reading them when the cache was dropped. A read
+// already in flight is waited for (until ctx ends) rather than made again.
 func (s *Store) loadSchemas(ctx context.Context) (map[string]schemaEntry, int64, TreeCheck, error) {
 	c := &s.schemas
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.check == nil {
+	check := c.check
+	if check == nil {
+		c.mu.Unlock()
 		return nil, 0, nil, nil
 	}
 	if c.loaded {
-		return c.m, c.rev, c.check, nil
+		defer c.mu.Unlock()
+		return c.m, c.rev, check, nil
 	}
-	rctx, cancel := s.opCtx(ctx)
+	rd := c.reading
+	if rd == nil {
+		rd = &schemaRead{done: make(chan struct{})}
+		c.reading = rd
+		// Not a caller's context: the read is everyone's who joined it.
+		go s.readSchemas(rd)
+	}
+	c.mu.Unlock()
+	select {
+	case <-rd.done:
+	case <-ctx.Done():
+		return nil, 0, nil, s.etcdErr(ctx, "read appliance schemas", ctx.Err())
+	}
+	if rd.err != nil {
+		return nil, 0, nil, rd.err
+	}
+	return rd.m, rd.rev, check, nil
+}
+
+// readSchemas makes read rd, and keeps what it read unless the cache was dropped meanwhile.
+func (s *Store) readSchemas(rd *schemaRead) {
+	c := &s.schemas
+	defer close(rd.done)
+	rctx, cancel := s.opCtx(s.ctx)
 	defer cancel()
 	resp, err := s.cli.Get(rctx, s.sysRoot+SchemaPrefix, clientv3.WithPrefix())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	kept := c.reading == rd
+	if kept {
+		c.reading = nil
+	}
 	if err != nil {
-		return nil, 0, nil, s.etcdErr(rctx, "read appliance schemas", err)
+		rd.err = s.etcdErr(rctx, "read appliance schemas", err)
+		return
 	}
-	m := make(map[string]schemaEntry, len(resp.Kvs))
+	rd.m = make(map[string]schemaEntry, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		m[strings.TrimPrefix(string(kv.Key), s.sysRoot+SchemaPrefix)] = schemaEntry{data: kv.Value, rev: kv.ModRevision}
+		rd.m[strings.TrimPrefix(string(kv.Key), s.sysRoot+SchemaPrefix)] = schemaEntry{data: kv.Value, rev: kv.ModRevision}
 	}
-	c.m, c.rev, c.loaded = m, resp.Header.Revision, true
-	return m, c.rev, c.check, nil
+	rd.rev = resp.Header.Revision
+	if kept {
+		c.m, c.rev, c.loaded = rd.m, rd.rev, true
+	}
 }
 
 // dropSchemas makes the next write read the schemas again.
 func (s *Store) dropSchemas() {
 	s.schemas.mu.Lock()
 	s.schemas.loaded = false
+	s.schemas.reading = nil
 	s.schemas.mu.Unlock()
 }
 
@@ -288,8 +337,11 @@ func (s *Store) commitChecked(ctx context.Context, op string, e edits, eff *effe
 	deadline := time.Now().Add(s.cfg.RequestTimeout)
 	var lctx context.Context
 	unlock, err := s.lockTrees(ctx, e, deadline)
-	if err != nil {
+	if errors.Is(err, errTreeLockWait) {
 		return written{}, api.Errorf(api.CodeConflict, "%s: waited for the other writes to the appliance on this replica until the request timed out", op)
+	}
+	if err != nil {
+		return written{}, err
 	}
 	defer unlock()
 	rg := s.rolloutGuard(ctx, e)
@@ -341,6 +393,9 @@ func (s *Store) commitChecked(ctx context.Context, op string, e edits, eff *effe
 	}
 }
 
+// errTreeLockWait is lockTrees' wait for another write's lock that outlasted the deadline.
+var errTreeLockWait = errors.New("waited for another write to the appliance until the deadline")
+
 // treeLocks holds, per appliance with a schema, a lock (a channel of one) that this store's
 // writes to that appliance take in turn: each such write bumps the appliance's tree version, so
 // concurrent writes to it through one replica would mostly fail each other's guard and retry,
@@ -352,15 +407,19 @@ type treeLocks struct {
 }
 
 // lockTrees takes the locks of the appliances with a schema that e touches, in name order,
-// waiting at most until deadline (or until ctx ends), and returns what releases them.
+// waiting at most until deadline (or until ctx ends: errTreeLockWait either way), and returns
+// what releases them. A failed read of the schemas is returned as it is.
 func (s *Store) lockTrees(ctx context.Context, e edits, deadline time.Time) (func(), error) {
 	names, all := appliancesOf(e)
 	if len(names) == 0 || all {
 		return func() {}, nil
 	}
 	schemas, _, check, err := s.loadSchemas(ctx)
-	if err != nil || check == nil {
-		return func() {}, nil // the write's own schema check says what is wrong
+	if err != nil {
+		return nil, err // not read again by the write's check: a second wait for etcd
+	}
+	if check == nil {
+		return func() {}, nil
 	}
 	var held []chan struct{}
 	var wctx context.Context
@@ -393,7 +452,7 @@ func (s *Store) lockTrees(ctx context.Context, e edits, deadline time.Time) (fun
 			held = append(held, l)
 		case <-wctx.Done():
 			unlock()
-			return nil, wctx.Err()
+			return nil, errTreeLockWait
 		}
 	}
 	return unlock, nil
