@@ -655,3 +655,41 @@ func TestKV_WritesWhileStoreFrozenShareOneSchemaRead(t *testing.T) {
 	a.must(a.do("PUT", "/v1/appliances/web/schema", `{"type":"object","properties":{"k0":{"enum":["1"]}}}`), 200, nil)
 	b.mustErr(b.do("PUT", "/v1/kv/appliances/web/k0", "2"), 422, api.CodeSchemaViolation, "k0")
 }
+
+// Release listings asked for while etcd does not answer are each answered 503 within the
+// store's request timeout. Before, those that came while a read was under way waited for it,
+// then for a read of their own to fail too: twice the timeout (20 s by default).
+func TestReleases_ReadFailureAnswersClientsAskingTogether(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	a.put("appliances/web/x", "1")
+	p := faultproxy.Start(t, cfg.Endpoints[0])
+	b := newFixtureOn(t, throughProxy(t, cfg, p)) // its request timeout is 1 s
+	b.token = a.token
+	waitFor(t, "replica b's first beat", func() bool { return b.s.replicas.Load() != nil })
+
+	p.Freeze()
+	defer p.Thaw()
+	const n = 4
+	start := time.Now()
+	done := make(chan resp, n+1)
+	go func() { done <- b.do("GET", "/v1/releases", "") }()
+	time.Sleep(300 * time.Millisecond) // the first read is under way
+	for i := range n {
+		go func() {
+			path := "/v1/releases"
+			if i%2 == 1 {
+				path = "/v1/appliances/web/releases"
+			}
+			done <- b.do("GET", path, "")
+		}()
+	}
+	for range n + 1 {
+		b.mustErr(<-done, 503, api.CodeUnavailable, "read releases")
+	}
+	if took := time.Since(start); took > 1800*time.Millisecond {
+		t.Errorf("release listings asked for while etcd is frozen were answered after %s, want within the request timeout of 1s", took.Round(10*time.Millisecond))
+	}
+	p.Thaw()
+	b.must(b.do("GET", "/v1/releases", ""), 200, nil)
+}

@@ -550,7 +550,8 @@ func (s *Store) Releases(ctx context.Context) ([]api.Release, int64, error) {
 }
 
 // releasesReads is the read of every release record under way, and the next one, which the
-// callers that came after the one under way started wait for.
+// callers that came after the one under way started wait for (or, when it fails, share its
+// failure).
 type releasesReads struct {
 	mu        sync.Mutex
 	cur, next *releasesRead
@@ -590,7 +591,14 @@ func (rr *releasesReads) startLocked(s *Store) {
 		close(f.done)
 		rr.mu.Lock()
 		rr.cur = nil
-		if rr.next != nil {
+		if n := rr.next; n != nil && f.err != nil {
+			// Those who came while this read failed are answered its failure (etcd did not
+			// answer while they waited either), not made to wait for a read of their own to
+			// fail too: twice the request timeout while etcd did not answer.
+			rr.next = nil
+			n.err = f.err
+			close(n.done)
+		} else if n != nil {
 			rr.startLocked(s)
 		}
 		rr.mu.Unlock()
