@@ -398,7 +398,25 @@ func ctTemplate(name, dir string, o *ast.ObjectType) (t agent.Template, wait str
 	}
 	t.Owner = owner("user", user, uid)
 	t.Group = owner("group", group, gid)
+	errs = append(errs, ctTemplateIncomplete(ctAt(name, o.Pos().Line), t)...)
 	return t, wait, errs, notes
+}
+
+// ctTemplateIncomplete names what a template stanza lacks that consul-template v0.41.1 fails on
+// when it runs it (its config parser takes template {} whole), and the agent's validate refuses:
+// neither source nor contents, both, or no destination.
+func ctTemplateIncomplete(at string, t agent.Template) []string {
+	var errs []string
+	switch {
+	case t.Source == "" && t.Contents == "":
+		errs = append(errs, at+": template: neither source nor contents: give one (consul-template v0.41.1 refuses it too: \"must specify exactly one of 'source' or 'contents'\")")
+	case t.Source != "" && t.Contents != "":
+		errs = append(errs, at+": template: both source and contents: give one (consul-template v0.41.1 refuses it too: \"cannot specify both 'source' and 'contents'\")")
+	}
+	if t.Destination == "" {
+		errs = append(errs, at+": template: no destination: give the file to render (consul-template v0.41.1 fails too: \"missing destination\")")
+	}
+	return errs
 }
 
 // ctEmpty reports whether a value is an empty string or list.

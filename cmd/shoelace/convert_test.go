@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +18,10 @@ var update = flag.Bool("update", false, "rewrite the golden files of testdata")
 
 // TestConvertConsulTemplate_Golden converts consul-template's own documented configuration
 // (every HCL block of its docs/configuration.md) and ours, in HCL and JSON: stdout and stderr
-// are compared with the golden files.
+// are compared with the golden files. The documentation's template block lists every field,
+// source and contents both, which consul-template refuses in one template ("cannot specify both
+// 'source' and 'contents'"), and so does the conversion: it is converted with its contents line
+// commented out (the lines stay where they are).
 func TestConvertConsulTemplate_Golden(t *testing.T) {
 	dir, err := filepath.Abs("testdata/consul-template")
 	if err != nil {
@@ -25,15 +29,19 @@ func TestConvertConsulTemplate_Golden(t *testing.T) {
 	}
 	for _, name := range []string{"example.hcl", "configuration.hcl", "web.hcl", "web.json"} {
 		t.Run(name, func(t *testing.T) {
+			file := filepath.Join(dir, name)
+			if name == "configuration.hcl" {
+				file = configurationWithoutContents(t, file)
+			}
 			var stdout, stderr bytes.Buffer
-			if err := run(context.Background(), []string{"shoelace", "convert-consul-template", filepath.Join(dir, name)}, strings.NewReader(""), &stdout, &stderr); err != nil {
+			if err := run(context.Background(), []string{"shoelace", "convert-consul-template", file}, strings.NewReader(""), &stdout, &stderr); err != nil {
 				t.Fatalf("convert-consul-template %s: %v\n%s", name, err, stderr.String())
 			}
 			// What it prints is agent.yaml: every field is one the agent knows.
 			if _, err := agent.ParseConfig(name+".yaml", stdout.Bytes()); err != nil {
 				t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
 			}
-			got := strings.ReplaceAll(stdout.String()+"---- stderr ----\n"+stderr.String(), dir, "$DIR")
+			got := strings.ReplaceAll(stdout.String()+"---- stderr ----\n"+stderr.String(), filepath.Dir(file), "$DIR")
 			golden := filepath.Join("testdata/consul-template", name+".golden")
 			if *update {
 				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
@@ -51,6 +59,31 @@ func TestConvertConsulTemplate_Golden(t *testing.T) {
 	}
 }
 
+// configurationWithoutContents copies consul-template's documented configuration into a
+// temporary directory with the template's contents line commented out, and checks that the
+// file as documented (source and contents both) is refused as consul-template refuses it.
+func configurationWithoutContents(t *testing.T, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const line = "\n  contents = "
+	if bytes.Count(b, []byte(line)) != 1 {
+		t.Fatalf("%s: want one %q line", file, strings.TrimSpace(line))
+	}
+	var stdout, stderr bytes.Buffer
+	err = run(context.Background(), []string{"shoelace", "convert-consul-template", file}, strings.NewReader(""), &stdout, &stderr)
+	if want := file + ":343: template: both source and contents: give one (consul-template v0.41.1 refuses it too: \"cannot specify both 'source' and 'contents'\")"; exitCode(err) != 1 || !strings.Contains(err.Error(), want) || stdout.Len() > 0 {
+		t.Fatalf("convert-consul-template of the documented configuration: %v (exit %d), want exit 1 and %q, nothing printed\n%s", err, exitCode(err), want, stdout.String())
+	}
+	p := filepath.Join(t.TempDir(), filepath.Base(file))
+	if err := os.WriteFile(p, bytes.Replace(b, []byte(line), []byte("\n  # contents = "), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // TestConvertConsulTemplate_ImpliedMaxCapped: wait = "5m" (or a block with min alone) is, in
 // consul-template, min 5m and max 4 × 5m = 20m, over the agent's 10m; the conversion refused it,
 // where the agent itself takes wait: {min: 5m} and caps its 4 × min at 10m. It converts now,
@@ -59,10 +92,10 @@ func TestConvertConsulTemplate_Golden(t *testing.T) {
 func TestConvertConsulTemplate_ImpliedMaxCapped(t *testing.T) {
 	for _, text := range []string{"wait = \"5m\"\n", "wait {\n  min = \"5m\"\n}\n", `{"wait": "5m",` + "\n"} {
 		p := filepath.Join(t.TempDir(), "c.hcl")
-		body := "template {\n  destination = \"/a\"\n}\n"
+		body := "template {\n  destination = \"/a\"\n  contents = \"x\"\n}\n"
 		if strings.HasPrefix(text, "{") {
 			p = strings.TrimSuffix(p, ".hcl") + ".json"
-			body = `"template": {"destination": "/a"}}` + "\n"
+			body = `"template": {"destination": "/a", "contents": "x"}}` + "\n"
 		}
 		if err := os.WriteFile(p, []byte(text+body), 0o644); err != nil {
 			t.Fatal(err)
@@ -111,17 +144,59 @@ func TestConvertConsulTemplate_Invalid(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p := filepath.Join(t.TempDir(), "c.hcl")
-			if err := os.WriteFile(p, []byte(tc.text), 0o644); err != nil {
-				t.Fatal(err)
+			if msg := convertFails(t, tc.text); !strings.Contains(msg, tc.want) {
+				t.Fatalf("convert-consul-template: %s, want %q", msg, tc.want)
 			}
-			var stdout, stderr bytes.Buffer
-			err := run(context.Background(), []string{"shoelace", "convert-consul-template", p}, strings.NewReader(""), &stdout, &stderr)
-			if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("convert-consul-template: %v (exit %d), want exit 1 and %q", err, exitCode(err), tc.want)
-			}
-			if stdout.Len() > 0 {
-				t.Fatalf("printed a conversion although it failed:\n%s", stdout.String())
+		})
+	}
+}
+
+// convertFails converts text, as the file c.hcl of a temporary directory, and returns the
+// error, without the directory and the command's name; it fails the test unless the conversion
+// exits 1 with nothing printed.
+func convertFails(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "c.hcl")
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"shoelace", "convert-consul-template", p}, strings.NewReader(""), &stdout, &stderr)
+	if exitCode(err) != 1 || stdout.Len() > 0 {
+		t.Fatalf("convert-consul-template: %v (exit %d), want exit 1 and nothing printed\n%s", err, exitCode(err), stdout.String())
+	}
+	msg := strings.ReplaceAll(err.Error(), filepath.Dir(p)+string(filepath.Separator), "")
+	return strings.TrimPrefix(msg, "convert-consul-template: ")
+}
+
+// TestConvertConsulTemplate_IncompleteTemplate: consul-template's own config tests parse
+// template {} (TestParse "template", "template_multi"), a template with contents and no
+// destination ("template_contents"), one with a destination alone ("template_destination"), and
+// its template tests refuse source and contents both (TestNewTemplate "source_and_contents").
+// consul-template v0.41.1 takes those files and then fails to run them (exit 14: "template: must
+// specify exactly one of 'source' or 'contents'", "cannot specify both 'source' and 'contents'",
+// "failed writing file: missing destination"). The conversion printed each as agent.yaml
+// (destination: "", or source and contents both), which shoelace-agent validate then refused;
+// now it fails, naming the stanza's line and the rule.
+func TestConvertConsulTemplate_IncompleteTemplate(t *testing.T) {
+	neither := `template: neither source nor contents: give one (consul-template v0.41.1 refuses it too: "must specify exactly one of 'source' or 'contents'")`
+	both := `template: both source and contents: give one (consul-template v0.41.1 refuses it too: "cannot specify both 'source' and 'contents'")`
+	noDest := `template: no destination: give the file to render (consul-template v0.41.1 fails too: "missing destination")`
+	cases := []struct {
+		name, text string
+		want       []string
+	}{
+		{"TestParse template", "template {}", []string{"c.hcl:1: " + neither, "c.hcl:1: " + noDest}},
+		{"TestParse template_multi", "template {}\n\t\t\ttemplate {}", []string{"c.hcl:1: " + neither, "c.hcl:1: " + noDest, "c.hcl:2: " + neither, "c.hcl:2: " + noDest}},
+		{"TestParse template_contents", "template {\n\t\t\t\tcontents = \"contents\"\n\t\t\t}", []string{"c.hcl:1: " + noDest}},
+		{"TestParse template_destination", "template {\n\t\t\t\tdestination = \"destination\"\n\t\t\t}", []string{"c.hcl:1: " + neither}},
+		{"TestNewTemplate source_and_contents", "template {\n  source = \"source\"\n  contents = \"contents\"\n  destination = \"/a\"\n}", []string{"c.hcl:1: " + both}},
+		{"JSON, neither", `{"template": [{"destination": "/a"}, {"destination": "/b", "contents": "x"}]}`, []string{"c.hcl: " + neither}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := strings.Split(convertFails(t, tc.text), "\n"); !slices.Equal(got, tc.want) {
+				t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
 			}
 		})
 	}
