@@ -550,24 +550,40 @@ func matchLen(have []string, want toml.Key) int {
 // convertedTemplate is a template entry as convert-confd and convert-consul-template print it:
 // the fields of Template that are set, in the order of DESIGN.md's schema.
 type convertedTemplate struct {
-	Source            string    `yaml:"source,omitempty"`
-	Contents          string    `yaml:"contents,omitempty"`
-	Destination       string    `yaml:"destination"`
+	Source            yamlText  `yaml:"source,omitempty"`
+	Contents          yamlText  `yaml:"contents,omitempty"`
+	Destination       yamlText  `yaml:"destination"`
 	Functions         string    `yaml:"functions,omitempty"`
-	Prefix            string    `yaml:"prefix,omitempty"`
+	Prefix            yamlText  `yaml:"prefix,omitempty"`
 	Keys              *[]string `yaml:"keys,omitempty"`
 	ErrorOnMissingKey bool      `yaml:"error_on_missing_key,omitempty"`
 	AllowFile         bool      `yaml:"allow_file,omitempty"`
 	FunctionDenylist  []string  `yaml:"function_denylist,flow,omitempty"`
 	Perms             string    `yaml:"perms,omitempty"`
-	Owner             string    `yaml:"owner,omitempty"`
-	Group             string    `yaml:"group,omitempty"`
+	Owner             yamlText  `yaml:"owner,omitempty"`
+	Group             yamlText  `yaml:"group,omitempty"`
 	Backup            bool      `yaml:"backup,omitempty"`
-	LeftDelimiter     string    `yaml:"left_delimiter,omitempty"`
-	RightDelimiter    string    `yaml:"right_delimiter,omitempty"`
-	Check             string    `yaml:"check,omitempty"`
-	Command           string    `yaml:"command,omitempty"`
+	LeftDelimiter     yamlText  `yaml:"left_delimiter,omitempty"`
+	RightDelimiter    yamlText  `yaml:"right_delimiter,omitempty"`
+	Check             yamlText  `yaml:"check,omitempty"`
+	Command           yamlText  `yaml:"command,omitempty"`
 	CommandTimeout    Duration  `yaml:"command_timeout,omitempty"`
+}
+
+// yamlText is a string a conversion prints that agent.yaml must read back as it is. yaml.v3
+// writes a string of several lines as a block (contents: |), which is what a template should
+// look like, but it drops the blank lines a block starts with and cannot read back one whose
+// first line starts with a tab: such a string is written double-quoted, with escapes.
+type yamlText string
+
+func (s yamlText) MarshalYAML() (any, error) {
+	n := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: string(s)}
+	var back struct{ S []map[string]string }
+	b, err := yaml.Marshal(struct{ S []map[string]*yaml.Node }{[]map[string]*yaml.Node{{"s": n}}})
+	if err != nil || yaml.Unmarshal(b, &back) != nil || len(back.S) != 1 || back.S[0]["s"] != n.Value {
+		n.Style = yaml.DoubleQuotedStyle
+	}
+	return n, nil
 }
 
 // TemplatesYAML writes templates as the templates: block of an agent.yaml (after wait:, when it
@@ -577,10 +593,11 @@ func TemplatesYAML(head []string, wait Wait, tmpls []Template, comments [][]stri
 	list := &yaml.Node{Kind: yaml.SequenceNode}
 	for i, t := range tmpls {
 		var n yaml.Node
-		ct := convertedTemplate{Source: t.Source, Contents: t.Contents, Destination: t.Destination, Functions: t.Functions, Prefix: t.Prefix,
-			ErrorOnMissingKey: t.ErrorOnMissingKey, AllowFile: t.AllowFile, Perms: t.Perms, Owner: t.Owner, Group: t.Group, Backup: t.Backup,
-			LeftDelimiter: t.LeftDelimiter, RightDelimiter: t.RightDelimiter, Check: t.Check, Command: t.Command, CommandTimeout: t.CommandTimeout,
-			FunctionDenylist: t.FunctionDenylist}
+		ct := convertedTemplate{Source: yamlText(t.Source), Contents: yamlText(t.Contents), Destination: yamlText(t.Destination),
+			Functions: t.Functions, Prefix: yamlText(t.Prefix), ErrorOnMissingKey: t.ErrorOnMissingKey, AllowFile: t.AllowFile,
+			Perms: t.Perms, Owner: yamlText(t.Owner), Group: yamlText(t.Group), Backup: t.Backup,
+			LeftDelimiter: yamlText(t.LeftDelimiter), RightDelimiter: yamlText(t.RightDelimiter), Check: yamlText(t.Check),
+			Command: yamlText(t.Command), CommandTimeout: t.CommandTimeout, FunctionDenylist: t.FunctionDenylist}
 		if t.Keys != nil {
 			ct.Keys = &t.Keys
 		}

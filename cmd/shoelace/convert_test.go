@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
@@ -199,6 +200,61 @@ func TestConvertConsulTemplate_IncompleteTemplate(t *testing.T) {
 				t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
 			}
 		})
+	}
+}
+
+// TestConvertConsulTemplate_ContentsAsWritten: every template of the peers' own tests
+// (../../templates/testdata/peers/cases: confd's template_test.go and integration templates,
+// consul-template's TestTemplate_Execute, and the probes), given as a template's contents in a
+// consul-template configuration, converts to an agent.yaml whose contents the agent reads back
+// byte for byte, and so do a few of ours. Before, yaml.v3 printed contents of several lines as a
+// block that dropped its leading blank lines (each of confd's template_test.go templates starts
+// with a newline: the rendered file lost its first line), and a conversion whose contents began
+// with a tab failed ("found a tab character where an indentation space is expected").
+func TestConvertConsulTemplate_ContentsAsWritten(t *testing.T) {
+	files, err := filepath.Glob("../../templates/testdata/peers/cases/*/*.json")
+	if err != nil || len(files) < 100 {
+		t.Fatalf("the peers' cases: %d files, %v", len(files), err)
+	}
+	texts := map[string]string{
+		"leading tab": "\tindented {{ key \"a\" }}\n", "blank lines first": "\n\n\nx\n", "CRLF": "a\r\nb\r\n",
+		"spaces first and last": "  x\n  ", "no trailing newline": "a\nb", "blank lines last": "a\n\n\n",
+		"document markers": "---\na\n...\n", "unicode line separators": "a\u2028b\u0085c\n", "tab after a newline": "a\n\tb\n",
+	}
+	for _, f := range files {
+		var c struct{ Template string }
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &c); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		texts[strings.TrimPrefix(f, "../../templates/testdata/peers/cases/")] = c.Template
+	}
+	for name, text := range texts {
+		// JSON, which consul-template reads as it reads HCL, holds any bytes as they are.
+		conf, err := json.Marshal(map[string]any{"template": []map[string]string{{"destination": "/a", "contents": text}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(t.TempDir(), "c.json")
+		if err := os.WriteFile(p, conf, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var stdout, stderr bytes.Buffer
+		if err := run(context.Background(), []string{"shoelace", "convert-consul-template", p}, strings.NewReader(""), &stdout, &stderr); err != nil {
+			t.Errorf("%s: convert-consul-template: %v", name, err)
+			continue
+		}
+		cfg, err := agent.ParseConfig("agent.yaml", stdout.Bytes())
+		if err != nil {
+			t.Errorf("%s: the agent refuses the conversion: %v\n%s", name, err, stdout.String())
+			continue
+		}
+		if got := cfg.Templates[0].Contents; got != text {
+			t.Errorf("%s: contents %q, the agent reads %q from\n%s", name, text, got, stdout.String())
+		}
 	}
 }
 
