@@ -550,24 +550,24 @@ func matchLen(have []string, want toml.Key) int {
 // convertedTemplate is a template entry as convert-confd and convert-consul-template print it:
 // the fields of Template that are set, in the order of DESIGN.md's schema.
 type convertedTemplate struct {
-	Source            yamlText  `yaml:"source,omitempty"`
-	Contents          yamlText  `yaml:"contents,omitempty"`
-	Destination       yamlText  `yaml:"destination"`
-	Functions         string    `yaml:"functions,omitempty"`
-	Prefix            yamlText  `yaml:"prefix,omitempty"`
-	Keys              *[]string `yaml:"keys,omitempty"`
-	ErrorOnMissingKey bool      `yaml:"error_on_missing_key,omitempty"`
-	AllowFile         bool      `yaml:"allow_file,omitempty"`
-	FunctionDenylist  []string  `yaml:"function_denylist,flow,omitempty"`
-	Perms             string    `yaml:"perms,omitempty"`
-	Owner             yamlText  `yaml:"owner,omitempty"`
-	Group             yamlText  `yaml:"group,omitempty"`
-	Backup            bool      `yaml:"backup,omitempty"`
-	LeftDelimiter     yamlText  `yaml:"left_delimiter,omitempty"`
-	RightDelimiter    yamlText  `yaml:"right_delimiter,omitempty"`
-	Check             yamlText  `yaml:"check,omitempty"`
-	Command           yamlText  `yaml:"command,omitempty"`
-	CommandTimeout    Duration  `yaml:"command_timeout,omitempty"`
+	Source            yamlText    `yaml:"source,omitempty"`
+	Contents          yamlText    `yaml:"contents,omitempty"`
+	Destination       yamlText    `yaml:"destination"`
+	Functions         string      `yaml:"functions,omitempty"`
+	Prefix            yamlText    `yaml:"prefix,omitempty"`
+	Keys              *[]yamlText `yaml:"keys,omitempty"`
+	ErrorOnMissingKey bool        `yaml:"error_on_missing_key,omitempty"`
+	AllowFile         bool        `yaml:"allow_file,omitempty"`
+	FunctionDenylist  []string    `yaml:"function_denylist,flow,omitempty"`
+	Perms             string      `yaml:"perms,omitempty"`
+	Owner             yamlText    `yaml:"owner,omitempty"`
+	Group             yamlText    `yaml:"group,omitempty"`
+	Backup            bool        `yaml:"backup,omitempty"`
+	LeftDelimiter     yamlText    `yaml:"left_delimiter,omitempty"`
+	RightDelimiter    yamlText    `yaml:"right_delimiter,omitempty"`
+	Check             yamlText    `yaml:"check,omitempty"`
+	Command           yamlText    `yaml:"command,omitempty"`
+	CommandTimeout    Duration    `yaml:"command_timeout,omitempty"`
 }
 
 // yamlText is a string a conversion prints that agent.yaml must read back as it is. yaml.v3
@@ -599,7 +599,11 @@ func TemplatesYAML(head []string, wait Wait, tmpls []Template, comments [][]stri
 			LeftDelimiter: yamlText(t.LeftDelimiter), RightDelimiter: yamlText(t.RightDelimiter), Check: yamlText(t.Check),
 			Command: yamlText(t.Command), CommandTimeout: t.CommandTimeout, FunctionDenylist: t.FunctionDenylist}
 		if t.Keys != nil {
-			ct.Keys = &t.Keys
+			keys := make([]yamlText, len(t.Keys))
+			for i, k := range t.Keys {
+				keys[i] = yamlText(k)
+			}
+			ct.Keys = &keys
 		}
 		if err := n.Encode(ct); err != nil {
 			return nil, err
