@@ -2,7 +2,7 @@
 # Builds the Shoelace packages:
 #   $DIST/shoelace-agent_<version>_<arch>.deb and .rpm
 #   $DIST/shoelace-server_<version>_<arch>.deb and .rpm
-# with nfpm (a go tool in go.mod) from binaries it builds itself.
+# with nfpm (a go tool of packaging/nfpm.mod) from binaries it builds itself.
 #
 # Usage: bash packaging/package.sh           build the packages
 #        bash packaging/package.sh version   print the package version only
@@ -99,7 +99,7 @@ mkdir -p "$DIST"
 for pkg in agent server; do
 	for format in $FORMATS; do
 		target="$DIST/shoelace-${pkg}_${PKG_VERSION}_${ARCH}.$format"
-		go tool nfpm package --config "packaging/nfpm-$pkg.yaml" \
+		go tool -modfile=packaging/nfpm.mod nfpm package --config "packaging/nfpm-$pkg.yaml" \
 			--packager "$format" --target "$target" >&2
 		echo "$target"
 	done

@@ -21,7 +21,6 @@ import (
 
 	"dario.cat/mergo"
 	"github.com/BurntSushi/toml"
-	sprigsemver "github.com/Masterminds/semver/v3"
 	"github.com/Masterminds/sprig/v3"
 	"golang.org/x/text/cases"
 	"golang.org/x/text/language"
@@ -117,81 +116,8 @@ var ctSprig = func() template.FuncMap {
 	for k, v := range sprig.HermeticTxtFuncMap() {
 		m["sprig_"+k] = v
 	}
-	// consul-template v0.41.1 links Masterminds/semver v3.3.0; this build has v3.4.0 (another
-	// dependency needs it), which matches prerelease versions otherwise ("1.2.3-beta.1" against
-	// "!=1.2.3") and coerces odd versions. Release versions compare the same: others fail.
-	compare := m["sprig_semverCompare"].(func(string, string) (bool, error))
-	m["sprig_semverCompare"] = func(constraint, version string) (bool, error) {
-		if !ctReleaseVersion.MatchString(version) || strings.Contains(constraint, "-") || strings.Contains(constraint, "+") {
-			return false, fmt.Errorf("sprig_semverCompare %q %q is not supported in Shoelace: with a prerelease, build metadata or a version that is not plain MAJOR[.MINOR[.PATCH]], its semver library (v3.4.0) gives other results than consul-template v0.41.1's (v3.3.0)", constraint, version)
-		}
-		return compare(constraint, version)
-	}
-	semver := m["sprig_semver"].(func(string) (*sprigsemver.Version, error))
-	m["sprig_semver"] = func(version string) (*sprigsemver.Version, error) {
-		if !ctReleaseVersion.MatchString(version) {
-			return nil, fmt.Errorf("sprig_semver %q is not supported in Shoelace: with a prerelease, build metadata or a version that is not plain MAJOR[.MINOR[.PATCH]], its semver library (v3.4.0) parses it otherwise than consul-template v0.41.1's (v3.3.0)", version)
-		}
-		return semver(version)
-	}
-	// consul-template v0.41.1 links spf13/cast v1.7.0, which reads a string with a fractional
-	// part as no integer (0); this build has v1.10.0 (another dependency needs it), which cuts
-	// the fraction ("1.9" is 1). sprig's integer functions fail on such a string instead.
-	for _, name := range []string{"int", "int64", "add1", "add", "sub", "div", "mod", "mul", "max", "min", "biggest", "slice"} {
-		m["sprig_"+name] = ctCastGuard("sprig_"+name, m["sprig_"+name])
-	}
 	return boundedSprig(m, "sprig_")
 }()
-
-// ctCastGuard wraps a sprig function whose arguments spf13/cast reads as integers: a string
-// argument with a fractional part other than zeros fails the call.
-func ctCastGuard(name string, f any) any {
-	fv := reflect.ValueOf(f)
-	ft := fv.Type()
-	in := make([]reflect.Type, ft.NumIn())
-	for i := range in {
-		in[i] = ft.In(i)
-	}
-	errType := reflect.TypeFor[error]()
-	wrapped := reflect.FuncOf(in, []reflect.Type{ft.Out(0), errType}, ft.IsVariadic())
-	return reflect.MakeFunc(wrapped, func(args []reflect.Value) []reflect.Value {
-		var vals []any
-		for i, a := range args {
-			if ft.IsVariadic() && i == len(args)-1 {
-				for j := range a.Len() {
-					vals = append(vals, a.Index(j).Interface())
-				}
-				continue
-			}
-			vals = append(vals, a.Interface())
-		}
-		for _, v := range vals {
-			if str, ok := v.(string); ok && strings.Contains(ctTrimZeroDecimal(str), ".") {
-				err := fmt.Errorf("%s of %q is not supported in Shoelace: its spf13/cast (v1.10.0) reads the string as %s, consul-template v0.41.1's (v1.7.0) as 0; convert it with parseFloat or parseInt first", name, str, "its integer part")
-				return []reflect.Value{reflect.Zero(ft.Out(0)), reflect.ValueOf(&err).Elem()}
-			}
-		}
-		var out []reflect.Value
-		if ft.IsVariadic() {
-			out = fv.CallSlice(args)
-		} else {
-			out = fv.Call(args)
-		}
-		return []reflect.Value{out[0], reflect.Zero(errType)}
-	}).Interface()
-}
-
-// ctTrimZeroDecimal drops a fractional part of zeros ("10.00" is "10"), as spf13/cast v1.7.0
-// does before it parses an integer.
-func ctTrimZeroDecimal(s string) string {
-	if i := strings.LastIndexByte(s, '.'); i >= 0 && strings.Trim(s[i+1:], "0") == "" && i+1 < len(s) {
-		return s[:i]
-	}
-	return s
-}
-
-// ctReleaseVersion is a version both semver v3.3.0 and v3.4.0 read the same way.
-var ctReleaseVersion = regexp.MustCompile(`^v?(0|[1-9][0-9]{0,8})(\.(0|[1-9][0-9]{0,8})){0,2}$`)
 
 // ctKeyPair is one item of consul-template's ls and tree (its dependency.KeyPair). Consul's
 // indexes, flags and sessions have no equivalent here: they are zero, and a template that names
