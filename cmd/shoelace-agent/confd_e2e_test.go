@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/agent"
+	"github.com/shoelace-dev/shoelace/internal/testbin"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files of testdata")
@@ -206,20 +207,12 @@ func TestConvertConfd_Golden(t *testing.T) {
 // which the agent then accepts; the others do not get it.
 func TestConvertConfd_FileExists(t *testing.T) {
 	dir := t.TempDir()
-	for name, text := range map[string]string{
+	testbin.WriteFiles(t, dir, map[string]string{
 		"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"" + dir + "/a.conf\"\nkeys = [\"/a\"]\n",
 		"conf.d/b.toml":    "[template]\nsrc = \"b.tmpl\"\ndest = \"" + dir + "/b.conf\"\nkeys = [\"/b\"]\n",
 		"templates/a.tmpl": "{{ if fileExists \"/etc/hostname\" }}y{{ end }}\n",
 		"templates/b.tmpl": "{{ getv \"/b\" }}\n",
-	} {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	})
 	var stdout, stderr bytes.Buffer
 	if err := run(context.Background(), []string{"shoelace-agent", "convert-confd", dir}, &stdout, &stderr); err != nil {
 		t.Fatalf("convert-confd: %v\n%s", err, stderr.String())

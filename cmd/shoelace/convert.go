@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,23 +24,21 @@ import (
 func convertConsulTemplateCommand(e *cliEnv) *cli.Command {
 	return &cli.Command{
 		Name:      "convert-consul-template",
-		Usage:     "print the agent.yaml equivalent to a consul-template configuration file (HCL or JSON)",
-		UsageText: "shoelace convert-consul-template FILE.hcl",
-		Description: `Reads a consul-template v0.41.1 configuration file and prints, on stdout, the agent.yaml
+		Usage:     "print the agent.yaml equivalent to a consul-template configuration file or directory (HCL or JSON)",
+		UsageText: "shoelace convert-consul-template FILE.hcl|DIR",
+		Description: `Reads a consul-template v0.41.1 configuration, a file or, as consul-template -config DIR
+does, every file below a directory (merged in lexical order: every file's templates, the last
+wait and default_delimiters), and prints, on stdout, the agent.yaml
 wait: and templates: that do the same here, each template in functions: consul-template.
 On stderr it names, with its line, every stanza and field that has no equivalent here (consul,
 vault, nomad, exec, syslog, …). Relative source and destination paths are taken relative to
 the file's directory. Exit 1 when the file cannot be read or holds no template.`,
 		Action: func(c *cli.Context) error {
-			args, err := wantArgs(c, 1, 1, "FILE.hcl")
+			args, err := wantArgs(c, 1, 1, "FILE.hcl|DIR")
 			if err != nil {
 				return err
 			}
-			data, err := readConsulTemplateConfig(args[0])
-			if err != nil {
-				return fmt.Errorf("convert-consul-template: %w", err)
-			}
-			conv, err := convertConsulTemplate(args[0], data)
+			conv, err := convertConsulTemplatePath(args[0])
 			if err != nil {
 				return fmt.Errorf("convert-consul-template: %w", err)
 			}
@@ -81,9 +80,82 @@ func readConsulTemplateConfig(name string) ([]byte, error) {
 // and what has no equivalent here (one line each, naming file and line).
 type ctConversion struct {
 	wait     agent.Wait
+	waitSet  bool
 	tmpls    []agent.Template
 	comments [][]string
 	notes    []string
+	// left and right are default_delimiters' fields, where the configuration sets them.
+	left, right *string
+}
+
+// convertConsulTemplatePath converts what consul-template -config PATH reads: a file, or every
+// file below a directory (in lexical order, subdirectories included), merged as consul-template
+// merges them: the templates of all, the last wait and default_delimiters set, the latter
+// applied to the templates of every file.
+func convertConsulTemplatePath(path string) (*ctConversion, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	files := []string{path}
+	if fi.IsDir() {
+		files = nil
+		err := filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				files = append(files, p)
+			}
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	all := &ctConversion{}
+	var errs []string
+	for _, name := range files {
+		data, err := readConsulTemplateConfig(name)
+		if err == nil {
+			var c *ctConversion
+			if c, err = convertConsulTemplate(name, data); err == nil {
+				all.merge(c)
+			}
+		}
+		if err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.New(strings.Join(errs, "\n"))
+	}
+	if len(all.tmpls) == 0 {
+		return nil, fmt.Errorf("%s: no template stanza to convert", path)
+	}
+	for i := range all.tmpls {
+		t := &all.tmpls[i]
+		if t.LeftDelimiter == "" && all.left != nil {
+			t.LeftDelimiter = *all.left
+		}
+		if t.RightDelimiter == "" && all.right != nil {
+			t.RightDelimiter = *all.right
+		}
+	}
+	return all, nil
+}
+
+// merge adds the conversion of a later file of a configuration directory to c.
+func (c *ctConversion) merge(o *ctConversion) {
+	c.tmpls = append(c.tmpls, o.tmpls...)
+	c.comments = append(c.comments, o.comments...)
+	c.notes = append(c.notes, o.notes...)
+	if o.waitSet {
+		c.wait, c.waitSet = o.wait, true
+	}
+	if o.left != nil {
+		c.left = o.left
+	}
+	if o.right != nil {
+		c.right = o.right
+	}
 }
 
 // ctNoEquivalent says, for each top-level setting of consul-template v0.41.1 that the agent has
@@ -115,8 +187,9 @@ var ctTemplateNoEquivalent = map[string]string{
 	"sandbox_path": "the template functions that read local files (file) are off unless allow_file: true, and then unrestricted",
 }
 
-// convertConsulTemplate converts a consul-template configuration (HCL or JSON, as consul-template
-// reads it with hashicorp/hcl v1).
+// convertConsulTemplate converts a consul-template configuration file (HCL or JSON, as
+// consul-template reads it with hashicorp/hcl v1); its default_delimiters are left to
+// convertConsulTemplatePath to apply.
 func convertConsulTemplate(name string, data []byte) (*ctConversion, error) {
 	f, err := hcl.ParseBytes(data)
 	if err != nil {
@@ -132,7 +205,6 @@ func convertConsulTemplate(name string, data []byte) (*ctConversion, error) {
 		dir = abs
 	}
 	var errs []string
-	var delims struct{ left, right string }
 	var tmplItems []*ast.ObjectItem
 	for _, item := range root.Items {
 		key := itemKey(item)
@@ -161,7 +233,7 @@ func convertConsulTemplate(name string, data []byte) (*ctConversion, error) {
 			if err != nil {
 				errs = append(errs, fmt.Sprintf("%s: wait: %v", at, err))
 			} else {
-				conv.wait = w
+				conv.wait, conv.waitSet = w, true
 			}
 		case key == "default_delimiters":
 			m, err := ctObject(item.Val)
@@ -173,9 +245,9 @@ func convertConsulTemplate(name string, data []byte) (*ctConversion, error) {
 				s, _ := v.(string)
 				switch k {
 				case "left":
-					delims.left = s
+					conv.left = &s
 				case "right":
-					delims.right = s
+					conv.right = &s
 				default:
 					errs = append(errs, fmt.Sprintf("%s: default_delimiters: unknown field %q (left, right)", at, k))
 				}
@@ -197,12 +269,6 @@ func convertConsulTemplate(name string, data []byte) (*ctConversion, error) {
 			t, w, terrs, notes := ctTemplate(name, dir, o)
 			errs = append(errs, terrs...)
 			conv.notes = append(conv.notes, notes...)
-			if t.LeftDelimiter == "" {
-				t.LeftDelimiter = delims.left
-			}
-			if t.RightDelimiter == "" {
-				t.RightDelimiter = delims.right
-			}
 			if w != "" {
 				waits = append(waits, w)
 			}
@@ -212,9 +278,6 @@ func convertConsulTemplate(name string, data []byte) (*ctConversion, error) {
 	}
 	if len(errs) > 0 {
 		return nil, errors.New(strings.Join(errs, "\n"))
-	}
-	if len(conv.tmpls) == 0 {
-		return nil, fmt.Errorf("%s: no template stanza to convert", name)
 	}
 	for _, w := range waits {
 		conv.notes = append(conv.notes, w)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/agent"
+	"github.com/shoelace-dev/shoelace/internal/testbin"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files of testdata")
@@ -254,6 +255,59 @@ func TestConvertConsulTemplate_ContentsAsWritten(t *testing.T) {
 		}
 		if got := cfg.Templates[0].Contents; got != text {
 			t.Errorf("%s: contents %q, the agent reads %q from\n%s", name, text, got, stdout.String())
+		}
+	}
+}
+
+// TestConvertConsulTemplate_Directory: consul-template -config DIR reads every file below DIR
+// and merges them (its TestFromPath "config_dir": one file's consul { address }, another's
+// consul { token }); the conversion refused a directory ("read DIR: is a directory"). Now it
+// converts every file in lexical order, subdirectories included: the templates of all, the last
+// wait, and the last default_delimiters applied to the templates of every file, as
+// consul-template applies them once merged. A directory without templates, or one that does
+// not exist, is an error.
+func TestConvertConsulTemplate_Directory(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{
+		"a.hcl":     "consul {\n  address = \"1.2.3.4\"\n}\nwait = \"1s:2s\"\ntemplate {\n  contents = \"a\"\n  destination = \"/a\"\n}\n",
+		"b":         "consul {\n  token = \"token\"\n}\n",
+		"c/d.json":  `{"wait": "3s:4s", "default_delimiters": {"left": "[[", "right": "]]"}, "template": [{"contents": "d", "destination": "/d", "left_delimiter": "<<"}]}`,
+		"e/f/g.hcl": "template {\n  contents = \"g\"\n  destination = \"/g\"\n}\n",
+	}
+	testbin.WriteFiles(t, dir, files)
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"shoelace", "convert-consul-template", dir}, strings.NewReader(""), &stdout, &stderr); err != nil {
+		t.Fatalf("convert-consul-template DIR: %v\n%s", err, stderr.String())
+	}
+	cfg, err := agent.ParseConfig("agent.yaml", stdout.Bytes())
+	if err != nil {
+		t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
+	}
+	if time.Duration(cfg.Wait.Min) != 3*time.Second || time.Duration(cfg.Wait.Max) != 4*time.Second {
+		t.Errorf("wait %+v, want the last file's, 3s:4s", cfg.Wait)
+	}
+	var got []string
+	for _, tm := range cfg.Templates {
+		got = append(got, tm.Destination+" "+tm.LeftDelimiter+" "+tm.RightDelimiter)
+	}
+	if want := []string{"/a [[ ]]", "/d << ]]", "/g [[ ]]"}; !slices.Equal(got, want) {
+		t.Errorf("templates (destination, delimiters): %q, want %q\n%s", got, want, stdout.String())
+	}
+	for _, want := range []string{dir + "/a.hcl:1: consul has no equivalent here", dir + "/b:1: consul has no equivalent here"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+		}
+	}
+
+	empty := t.TempDir()
+	if err := os.WriteFile(filepath.Join(empty, "consul.hcl"), []byte("consul {\n  token = \"t\"\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{empty, filepath.Join(empty, "nope")} {
+		stdout.Reset()
+		err := run(context.Background(), []string{"shoelace", "convert-consul-template", p}, strings.NewReader(""), &stdout, &stderr)
+		if exitCode(err) != 1 || stdout.Len() > 0 {
+			t.Errorf("convert-consul-template %s: %v (exit %d), want exit 1 and nothing printed", p, err, exitCode(err))
 		}
 	}
 }
