@@ -403,6 +403,9 @@ func ctTemplate(name, dir string, o *ast.ObjectType) (t agent.Template, wait str
 				bad(err)
 				continue
 			}
+			if !w.Enabled() {
+				continue // not enabled: the global wait applies, as in consul-template
+			}
 			wait = fmt.Sprintf("%s: template wait {min = %s, max = %s} has no per-template equivalent here: the agent's wait: applies to every template", at,
 				time.Duration(w.Min), time.Duration(w.Max))
 		default:
@@ -648,13 +651,18 @@ func shellQuote(s string) string {
 }
 
 // ctWait reads a wait as consul-template does: "5s" (max 4 × min), "5s:10s", or a block
-// { min = "5s" max = "10s" }; implied is true when max was not given (4 × min).
+// { min = "5s" max = "10s" enabled = … }; implied is true when max was not given (4 × min). As
+// in consul-template (WaitConfig.Finalize), a block's enabled decides, else a min other than 0:
+// a wait that is not enabled (enabled = false, a min of 0, a block without min) is none, the
+// zero Wait.
 func ctWait(n ast.Node) (w agent.Wait, implied bool, err error) {
 	var v any
 	if err = hcl.DecodeObject(&v, n); err != nil {
 		return agent.Wait{}, false, err
 	}
 	var minS, maxS string
+	var enabled *bool
+	block := false
 	if m, ok := v.(map[string]any); ok {
 		v = []map[string]any{m}
 	}
@@ -669,6 +677,7 @@ func ctWait(n ast.Node) (w agent.Wait, implied bool, err error) {
 			maxS = parts[1]
 		}
 	case []map[string]any:
+		block = true
 		for _, m := range v {
 			for k, val := range m {
 				s, _ := val.(string)
@@ -678,17 +687,24 @@ func ctWait(n ast.Node) (w agent.Wait, implied bool, err error) {
 				case "max":
 					maxS = s
 				case "enabled":
+					b, ok := val.(bool)
+					if !ok {
+						return agent.Wait{}, false, errors.New("enabled: want true or false")
+					}
+					enabled = &b
 				default:
-					return agent.Wait{}, false, fmt.Errorf("unknown field %q (min, max)", k)
+					return agent.Wait{}, false, fmt.Errorf("unknown field %q (min, max, enabled)", k)
 				}
 			}
 		}
 	default:
 		return agent.Wait{}, false, errors.New("want \"MIN:MAX\" or { min = …, max = … }")
 	}
-	lo, err := time.ParseDuration(strings.TrimSpace(minS))
-	if err != nil {
-		return agent.Wait{}, false, fmt.Errorf("min %q is not a duration such as \"5s\"", minS)
+	var lo time.Duration
+	if !block || minS != "" {
+		if lo, err = time.ParseDuration(strings.TrimSpace(minS)); err != nil {
+			return agent.Wait{}, false, fmt.Errorf("min %q is not a duration such as \"5s\"", minS)
+		}
 	}
 	hi := 4 * lo
 	if maxS != "" {
@@ -698,6 +714,9 @@ func ctWait(n ast.Node) (w agent.Wait, implied bool, err error) {
 	}
 	if lo < 0 || hi < lo {
 		return agent.Wait{}, false, fmt.Errorf("min %s and max %s: want 0 ≤ min ≤ max", lo, hi)
+	}
+	if enabled != nil && !*enabled || enabled == nil && lo == 0 {
+		return agent.Wait{}, false, nil
 	}
 	return agent.Wait{Min: agent.Duration(lo), Max: agent.Duration(hi)}, maxS == "", nil
 }

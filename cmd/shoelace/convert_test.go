@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -309,6 +310,50 @@ func TestConvertConsulTemplate_Directory(t *testing.T) {
 		if exitCode(err) != 1 || stdout.Len() > 0 {
 			t.Errorf("convert-consul-template %s: %v (exit %d), want exit 1 and nothing printed", p, err, exitCode(err))
 		}
+	}
+}
+
+// TestConvertConsulTemplate_WaitEnabledAsConsulTemplate: consul-template enables a wait when its
+// block says enabled = true, or else when its min is not 0 (WaitConfig.Finalize, and its test
+// TestWaitConfig_Finalize: an empty wait is Enabled false, min and max 0; a min of 10s is
+// Enabled true, max 40s). The conversion ignored enabled = false and printed the wait, printed
+// {min: 0s, max: 10s} for "0s:10s", and refused a block without min ("min \"\" is not a
+// duration"); each is now no wait, as in consul-template. A template's wait that is not
+// enabled gets no note (consul-template takes the global wait for it).
+func TestConvertConsulTemplate_WaitEnabledAsConsulTemplate(t *testing.T) {
+	tmpl := "template {\n  contents = \"x\"\n  destination = \"/a\"\n%s}\n"
+	cases := []struct{ name, top, inTemplate, want string }{
+		{"TestWaitConfig_Finalize with_min", "wait {\n  min = \"10s\"\n}\n", "", "wait: {min: 10s, max: 40s}\n"},
+		{"TestWaitConfig_Finalize empty", "wait {\n}\n", "", ""},
+		{"enabled = false", "wait {\n  min = \"5s\"\n  max = \"10s\"\n  enabled = false\n}\n", "", ""},
+		{"enabled = true", "wait {\n  min = \"2s\"\n  enabled = true\n}\n", "", "wait: {min: 2s, max: 8s}\n"},
+		{"max without min", "wait {\n  max = \"10s\"\n}\n", "", ""},
+		{"min 0", "wait = \"0s:10s\"\n", "", ""},
+		{"a template's wait not enabled", "wait = \"1s:2s\"\n", "  wait {\n    min = \"3s\"\n    enabled = false\n  }\n", "wait: {min: 1s, max: 2s}\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "c.hcl")
+			if err := os.WriteFile(p, []byte(tc.top+fmt.Sprintf(tmpl, tc.inTemplate)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var stdout, stderr bytes.Buffer
+			if err := run(context.Background(), []string{"shoelace", "convert-consul-template", p}, strings.NewReader(""), &stdout, &stderr); err != nil {
+				t.Fatalf("convert-consul-template: %v\n%s", err, stderr.String())
+			}
+			var got string
+			for _, line := range strings.SplitAfter(stdout.String(), "\n") {
+				if strings.HasPrefix(line, "wait:") {
+					got = line
+				}
+			}
+			if got != tc.want {
+				t.Errorf("wait line %q, want %q\n%s", got, tc.want, stdout.String())
+			}
+			if strings.Contains(stderr.String(), "template wait") {
+				t.Errorf("a note on a template's wait that is not enabled: %s", stderr.String())
+			}
+		})
 	}
 }
 
