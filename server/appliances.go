@@ -403,6 +403,13 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
+	if isYAMLMedia(media) {
+		release, err := s.yamlBudget.take(r, len(data))
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
 	keys, err := applyBody(data, media, name, s.cfg.MaxValueBytes, s.cfg.MaxTxnOps)
 	if err != nil {
 		return err

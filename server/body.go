@@ -199,14 +199,14 @@ func applyBody(data []byte, media, name string, maxValue, maxOps int) (map[strin
 	var err error
 	switch media {
 	case "", "application/json", mediaFormDefault:
-		keys, err = parseApplyJSON(data)
+		keys, err = parseApplyJSON(data, maxOps)
 		if err != nil && media != "application/json" && !json.Valid(data) {
 			// Only a body that is not JSON may be YAML: the error of a JSON body that breaks a
 			// rule (a null, an array, an empty name) said to send YAML's Content-Type too.
 			err = withYAMLHint(err)
 		}
 	case api.ContentTypeYAML, "application/x-yaml", "text/yaml", "text/x-yaml":
-		keys, err = parseApplyYAML(data)
+		keys, err = parseApplyYAML(data, maxOps)
 	default:
 		return nil, api.Errorf(api.CodeUnsupportedType, "content type %s is not supported: send application/json or %s", shorten(media), api.ContentTypeYAML)
 	}
@@ -215,9 +215,6 @@ func applyBody(data []byte, media, name string, maxValue, maxOps int) (map[strin
 	}
 	if len(keys) == 0 {
 		return nil, bodyError("apply body has no keys; to delete appliance %s, delete the prefix %s recursively", name, api.ApplianceRoot(name))
-	}
-	if len(keys) > maxOps {
-		return nil, api.Errorf(api.CodeTooLarge, "apply has %d keys, over the limit of %d", len(keys), maxOps)
 	}
 	root := api.ApplianceRoot(name)
 	for k, v := range keys {
@@ -235,14 +232,24 @@ func applyBody(data []byte, media, name string, maxValue, maxOps int) (map[strin
 	return keys, nil
 }
 
-// flat collects flattened keys and refuses duplicates.
-type flat map[string]string
+// flat collects flattened keys and refuses duplicates, and more than max keys as soon as
+// they are read: a body of many tiny keys would otherwise fill a map of hundreds of thousands
+// before it was refused.
+type flat struct {
+	m   map[string]string
+	max int // 0: no bound
+}
+
+func newFlat(max int) flat { return flat{m: map[string]string{}, max: max} }
 
 func (f flat) add(key, value string) error {
-	if _, dup := f[key]; dup {
+	if _, dup := f.m[key]; dup {
 		return bodyError("key %s is given twice (after flattening nested maps)", api.KeyText(key))
 	}
-	f[key] = value
+	if f.max > 0 && len(f.m) >= f.max {
+		return api.Errorf(api.CodeTooLarge, "apply has more keys than the limit of %d", f.max)
+	}
+	f.m[key] = value
 	return nil
 }
 
@@ -265,7 +272,7 @@ func join(prefix, k string) string {
 
 // parseApplyJSON parses {"keys":{…}} with a token decoder, so that numbers keep their text and
 // duplicate names are seen.
-func parseApplyJSON(data []byte) (map[string]string, error) {
+func parseApplyJSON(data []byte, maxKeys int) (map[string]string, error) {
 	if err := checkJSONText("apply body", data); err != nil {
 		return nil, err
 	}
@@ -281,7 +288,7 @@ func parseApplyJSON(data []byte) (map[string]string, error) {
 	if d, ok := tok.(json.Delim); !ok || d != '{' {
 		return nil, bodyError("apply body must be a JSON object {\"keys\":{…}}")
 	}
-	out := flat{}
+	out := newFlat(maxKeys)
 	seen := false
 	for dec.More() {
 		tok, err := dec.Token()
@@ -316,7 +323,7 @@ func parseApplyJSON(data []byte) (map[string]string, error) {
 	if !seen {
 		return nil, bodyError("apply body has no \"keys\" field: send {\"keys\":{…}}")
 	}
-	return out, nil
+	return out.m, nil
 }
 
 // flattenJSON reads the members of an object whose '{' was read, up to its '}'.
@@ -376,7 +383,7 @@ func flattenJSON(dec *json.Decoder, prefix string, depth int, out flat) error {
 }
 
 // parseApplyYAML parses "keys: {…}" from one YAML document; scalars keep their source text.
-func parseApplyYAML(data []byte) (map[string]string, error) {
+func parseApplyYAML(data []byte, maxKeys int) (map[string]string, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
@@ -396,7 +403,7 @@ func parseApplyYAML(data []byte) (map[string]string, error) {
 	if root.Kind != yaml.MappingNode {
 		return nil, bodyError("apply body must be a YAML map with the field \"keys\"")
 	}
-	out := flat{}
+	out := newFlat(maxKeys)
 	seen := false
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
@@ -417,7 +424,7 @@ func parseApplyYAML(data []byte) (map[string]string, error) {
 	if !seen {
 		return nil, bodyError("apply body has no \"keys\" field: send keys: {…}")
 	}
-	return out, nil
+	return out.m, nil
 }
 
 func flattenYAML(n *yaml.Node, prefix string, depth int, out flat) error {

@@ -68,7 +68,9 @@ type Server struct {
 	m        *metrics
 	hub      *hub
 	mux      *http.ServeMux
-	h        http.Handler
+	// yamlBudget bounds the YAML apply bodies parsed at once (see yamlBudget).
+	yamlBudget *yamlBudget
+	h          http.Handler
 
 	auth  *authState
 	fresh freshTokens // the store's tokens, read when the cache misses
@@ -110,7 +112,8 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 		cfg.Version = "dev"
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, st: st, log: log, auditLog: newAuditLogger(log), m: newMetrics(cfg.Version), ctx: ctx, cancel: cancel, enrollRetryAge: enrollRetryAge}
+	s := &Server{cfg: cfg, st: st, log: log, auditLog: newAuditLogger(log), m: newMetrics(cfg.Version), ctx: ctx, cancel: cancel, enrollRetryAge: enrollRetryAge,
+		yamlBudget: newYAMLBudget(cfg.maxBodyBytes())}
 	st.SetObserver(s.m.observeEtcd)
 	st.SetTreeCheck(s.checkTree)
 	s.hub = newHub(ctx, st, log, s.m, cfg.MaxWaiters)
