@@ -69,8 +69,11 @@ type viewServer struct {
 	enrollFailSeen bool
 	// replaced, when set, answers a report made with an instance token 401 with it, as the
 	// server answers a token whose instance was enrolled again: the token is revoked, and
-	// the name stays held (enrollFail becomes 409).
-	replaced string
+	// the name stays held (enrollFail becomes 409). Every later request with that token (a
+	// long-poll sent before the agent read the report's answer) is answered 401 with it too,
+	// as the server's instanceTokenGone answers it.
+	replaced       string
+	replacedTokens map[string]bool
 	// redirect, when set, answers every GET with a 307 to the same path under it.
 	redirect string
 	// hostile, when set, answers every request (s.mu held).
@@ -102,6 +105,14 @@ func newViewServer(t *testing.T, keys map[string]string) *viewServer {
 	return s
 }
 
+// answerReplaced answers a request with a replaced instance token 401 with the server's
+// reason (s.mu held).
+func (s *viewServer) answerReplaced(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusUnauthorized)
+	json.NewEncoder(w).Encode(api.ErrorBody{Error: &api.Error{Code: api.CodeUnauthorized, Message: s.replaced}})
+}
+
 func (s *viewServer) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -115,10 +126,14 @@ func (s *viewServer) serve(w http.ResponseWriter, r *http.Request) {
 		tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if s.replaced != "" && s.instanceTokens[tok] {
 			delete(s.instanceTokens, tok)
+			if s.replacedTokens == nil {
+				s.replacedTokens = map[string]bool{}
+			}
+			s.replacedTokens[tok] = true
 			s.enrollFail = http.StatusConflict
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusUnauthorized)
-			json.NewEncoder(w).Encode(api.ErrorBody{Error: &api.Error{Code: api.CodeUnauthorized, Message: s.replaced}})
+		}
+		if s.replacedTokens[tok] {
+			s.answerReplaced(w)
 			return
 		}
 		if err := json.NewDecoder(r.Body).Decode(&rep); err != nil || (tok != "secret-token" && !s.instanceTokens[tok]) {
@@ -145,6 +160,10 @@ func (s *viewServer) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.redirect != "" && r.Method == http.MethodGet {
 		http.Redirect(w, r, s.redirect+r.URL.RequestURI(), http.StatusTemporaryRedirect)
+		return
+	}
+	if s.replacedTokens[s.auth] {
+		s.answerReplaced(w)
 		return
 	}
 	if !s.instanceTokens[s.auth] && r.Header.Get("Authorization") != "Bearer secret-token" {
