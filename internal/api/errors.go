@@ -3,7 +3,9 @@ package api
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 )
 
 // Error codes carried in {"error":{"code","message"}}. Each maps to one HTTP status.
@@ -61,6 +63,9 @@ var codeStatus = map[string]int{
 	CodeSchemaViolation:   http.StatusUnprocessableEntity,
 	CodeRolloutInProgress: http.StatusConflict,
 }
+
+// Codes returns every error code, sorted: what the docs' tables of codes must cover.
+func Codes() []string { return slices.Sorted(maps.Keys(codeStatus)) }
 
 // Sentinel errors; match them with errors.Is, which compares codes.
 var (
