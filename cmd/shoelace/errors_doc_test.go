@@ -54,3 +54,48 @@ func TestRunbookErrorTable_EveryCodeWithItsExit(t *testing.T) {
 		}
 	}
 }
+
+// README's table of exit codes names every API error code that --help names for the same exit:
+// its row 7 said nothing of rollout_in_progress (a write refused while a rollout runs) nor of
+// appliance wait's halted rollout, which --help and DESIGN.md put under exit 7.
+func TestReadmeExitTable_NamesTheCodesHelpNames(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readmeRow, helpEntry := regexp.MustCompile(`^\| (\d+) \| (.*) \|$`), regexp.MustCompile(`^   (\d+)  (.*)$`)
+	readme := map[int]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if m := readmeRow.FindStringSubmatch(line); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			readme[n] = m[2]
+		}
+	}
+	help := map[int]string{}
+	exit := -1
+	for _, line := range strings.Split(exitCodesHelp, "\n")[1:] {
+		if m := helpEntry.FindStringSubmatch(line); m != nil {
+			exit, _ = strconv.Atoi(m[1])
+			line = m[2]
+		}
+		help[exit] += " " + strings.TrimSpace(line)
+	}
+	if len(help) < 9 {
+		t.Fatalf("read %d exit codes from exitCodesHelp, want 9", len(help))
+	}
+	for n, text := range help {
+		row, ok := readme[n]
+		if !ok {
+			t.Errorf("README's exit table has no row for %d", n)
+			continue
+		}
+		for _, c := range api.Codes() {
+			if strings.Contains(text, c) && !strings.Contains(row, c) {
+				t.Errorf("--help puts %s under exit %d; README's row %d does not name it: %s", c, n, n, row)
+			}
+		}
+		if strings.Contains(text, "appliance wait") && !strings.Contains(row, "appliance wait") {
+			t.Errorf("--help puts appliance wait's halted rollout under exit %d; README's row does not", n)
+		}
+	}
+}
