@@ -169,9 +169,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		},
 		Commands: []*cli.Command{
 			{
-				Name:  "run",
-				Usage: runUsage(runtime.GOOS == "windows"),
-				Flags: withCommon(confdFlag),
+				Name:        "run",
+				Usage:       runUsage(runtime.GOOS == "windows"),
+				Description: runDescription,
+				Flags:       withCommon(confdFlag),
 				Action: func(c *cli.Context) error {
 					hup := make(chan os.Signal, 1)
 					signal.Notify(hup, syscall.SIGHUP)
@@ -204,9 +205,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				},
 			},
 			{
-				Name:  "once",
-				Usage: "fetch a fresh view, render the selected templates and exit 0 only when every one is in place",
-				Flags: withCommon(stageFlag, confdFlag, &cli.BoolFlag{Name: "no-commands", Usage: "do not run the templates' commands (checks still run)"}),
+				Name:        "once",
+				Usage:       "fetch a fresh view, render the selected templates and exit 0 only when every one is in place",
+				Description: onceDescription,
+				Flags:       withCommon(stageFlag, confdFlag, &cli.BoolFlag{Name: "no-commands", Usage: "do not run the templates' commands (checks still run)"}),
 				Action: func(c *cli.Context) error {
 					if err := checkStage(c.String("stage")); err != nil {
 						return err
@@ -219,8 +221,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				},
 			},
 			{
-				Name:  "render",
-				Usage: "print what would be written (a diff against each current file) and which commands would run; writes nothing",
+				Name:        "render",
+				Usage:       "print what would be written (a diff against each current file) and which commands would run; writes nothing",
+				Description: renderDescription,
 				Flags: withCommon(stageFlag, confdFlag,
 					&cli.BoolFlag{Name: "dry", Value: true, Usage: "print only (render never writes)"},
 					&cli.BoolFlag{Name: "show-secrets", Usage: "show the diff of templates that read secrets"}),
@@ -239,9 +242,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				},
 			},
 			{
-				Name:  "validate",
-				Usage: "check the config and parse every template (like nginx -t)",
-				Flags: withCommon(confdFlag),
+				Name:        "validate",
+				Usage:       "check the config and parse every template (like nginx -t)",
+				Description: validateDescription,
+				Flags:       withCommon(confdFlag),
 				Action: func(c *cli.Context) error {
 					a, err := newAgent(c, agent.Options{})
 					if err != nil {
@@ -256,10 +260,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				},
 			},
 			{
-				Name:      "convert-confd",
-				Usage:     "print the agent.yaml templates equivalent to a confd directory's resources (functions: confd)",
-				ArgsUsage: "DIR",
-				Flags:     commonFlags(), // accepted and ignored, as by version
+				Name:        "convert-confd",
+				Usage:       "print the agent.yaml templates equivalent to a confd directory's resources (functions: confd)",
+				Description: convertConfdDescription,
+				ArgsUsage:   "DIR",
+				Flags:       commonFlags(), // accepted and ignored, as by version
 				Action: func(c *cli.Context) error {
 					if c.Args().Len() != 1 {
 						return usageError{"convert-confd takes one argument, the confd directory (such as /etc/confd)"}
@@ -272,9 +277,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				},
 			},
 			{
-				Name:  "version",
-				Usage: "print the version",
-				Flags: commonFlags(), // accepted and ignored: DESIGN.md's synopsis gives every command --config
+				Name:        "version",
+				Usage:       "print the version",
+				Description: versionDescription,
+				Flags:       commonFlags(), // accepted and ignored: DESIGN.md's synopsis gives every command --config
 				Action: func(c *cli.Context) error {
 					fmt.Fprintf(stdout, "shoelace-agent %s %s %s/%s\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 					return nil
@@ -297,6 +303,60 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	return helpErr
 }
+
+// The help of each command: what it does, then EXAMPLES (the commands' help said only their
+// one-line usage and flags). The service commands' are serviceDescription, per OS.
+const (
+	runDescription = `Renders every template from the appliance's view, then long-polls the server and renders
+again whenever what a template reads changes: each changed file is checked, installed, and its
+command and health run. The last-known-good view is kept in cache_dir and rendered from at
+start when the server is unreachable. Enrolls the instance once (an instance token in
+cache_dir). This is what the service runs; SIGTERM or Ctrl-C stops it.
+
+EXAMPLES:
+   shoelace-agent run --config /etc/shoelace/agent.yaml
+   shoelace-agent run --config ./agent.yaml --log-level debug`
+
+	onceDescription = `Fetches a fresh view from the server (never the cache, and writes none), renders the
+selected templates (every one, or those of --stage) with their checks and commands, and exits
+0 when every selected template is in place, 1 naming those that are not. Selecting no template
+is an error. Never enrolls. Bake and first-boot scripts rely on it.
+
+EXAMPLES:
+   shoelace-agent once --stage system --no-commands     # bake a VM template
+   shoelace-agent once --config /etc/shoelace/agent.yaml`
+
+	renderDescription = `Fetches the view and prints, for each selected template, whether its file would change
+and the diff against the file on disk, then the commands that would run. Writes nothing: use
+once or run to install. The diff of a template that reads secrets is left out unless
+--show-secrets.
+
+EXAMPLES:
+   shoelace-agent render --dry
+   shoelace-agent render --stage application --config ./agent.yaml`
+
+	validateDescription = `Loads the config (with templates_dir and confd_dir), checks every field and parses every
+template, as nginx -t does. Prints warnings (an inline token others can read, no templates,
+functions whose output changes on every render, …), then "FILE: ok, N templates"; exits 1
+naming the file and line of an error.
+
+EXAMPLES:
+   shoelace-agent validate
+   shoelace-agent validate --config ./agent.yaml && systemctl reload shoelace-agent`
+
+	convertConfdDescription = `Reads DIR as confd does (confd.toml, conf.d/*.toml, templates/) and prints the templates:
+entries of agent.yaml that render the same files, each with functions: confd and its
+resource's keys, headed by the resource it comes from; notes on what has no equivalent are
+comments. (Or set confd_dir: DIR in agent.yaml to read the resources as they are.)
+
+EXAMPLES:
+   shoelace-agent convert-confd /etc/confd > confd-templates.yaml`
+
+	versionDescription = `Prints the agent's version, the Go version it was built with, and its OS and architecture.
+
+EXAMPLES:
+   shoelace-agent version`
+)
 
 // runUsage is run's help: how a changed config is loaded, by SIGHUP, or on Windows (win), which
 // has no SIGHUP, by a restart of the service (the help said SIGHUP there too).
@@ -365,9 +425,10 @@ func serviceCommand(action string, stdout, stderr io.Writer) *cli.Command {
 		flags = append(flags, &cli.BoolFlag{Name: "json", Usage: "print the service state and what the agent last recorded as one JSON object"})
 	}
 	return &cli.Command{
-		Name:  action,
-		Usage: usage,
-		Flags: flags,
+		Name:        action,
+		Usage:       usage,
+		Description: serviceDescription[action],
+		Flags:       flags,
 		Action: func(c *cli.Context) error {
 			if action == "install" && !serviceTakesConfig && c.String("config") != agent.DefaultConfigPath {
 				// The unit is the packaged one: it always runs with the default config.

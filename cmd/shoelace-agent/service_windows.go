@@ -90,6 +90,43 @@ var serviceUsage = map[string]string{
 	"status":    "show whether the service is registered, its start type and state, and what the agent last rendered",
 }
 
+// serviceDescription is the help's description of each service command, with EXAMPLES.
+var serviceDescription = map[string]string{
+	"install": `Registers the Windows service shoelace-agent (automatic start, restarted a second after it
+fails) running shoelace-agent run --config FILE, the --config given here, and the event log
+source shoelace-agent. Run as Administrator. Running it again with the same --config does
+nothing.
+
+EXAMPLES:
+   shoelace-agent install --config C:/ProgramData/shoelace/agent.yaml
+   shoelace-agent start`,
+	"uninstall": `Stops the service and removes it.
+
+EXAMPLES:
+   shoelace-agent uninstall`,
+	"start": `Starts the service.
+
+EXAMPLES:
+   shoelace-agent start`,
+	"stop": `Stops the service and waits for it to stop; the files it rendered stay.
+
+EXAMPLES:
+   shoelace-agent stop`,
+	"restart": `Restarts the service, which loads a changed config (Windows has no SIGHUP): validate it
+first, since a service whose config does not load fails at every start.
+
+EXAMPLES:
+   shoelace-agent validate
+   shoelace-agent restart`,
+	"status": `Prints whether the service is registered, its start type and state, then what the agent
+last recorded in cache_dir: the revision from the server and the one applied, the last sync,
+each template's state and the last error. --json prints it all as one object.
+
+EXAMPLES:
+   shoelace-agent status
+   shoelace-agent status --json`,
+}
+
 // logWriter is where the agent's JSON log lines go: stderr, or, when the service manager started
 // the agent (which gives a service no stderr anyone reads), the Application event log, under the
 // source shoelace-agent that install registers, each line as one event of its level.
