@@ -33,7 +33,11 @@ to those roots; the appliance's own value wins.`,
 				Usage:     "list the appliances the token may read",
 				UsageText: "shoelace appliance ls [--output json]",
 				Description: `Prints one appliance name per line: those with at least one key of their own that the
-token may read. With --output json, prints {"appliances":[…]}.`,
+token may read. With --output json, prints {"appliances":[…]}.
+
+EXAMPLES:
+   shoelace appliance ls
+   shoelace appliance ls -o json | jq -r '.appliances[]'`,
 				Action: e.applianceList,
 			},
 			{

@@ -32,7 +32,11 @@ wait and default_delimiters), and prints, on stdout, the agent.yaml
 wait: and templates: that do the same here, each template in functions: consul-template.
 On stderr it names, with its line, every stanza and field that has no equivalent here (consul,
 vault, nomad, exec, syslog, …). Relative source and destination paths are taken relative to
-the file's directory. Exit 1 when the file cannot be read or holds no template.`,
+the file's directory. Exit 1 when the file cannot be read or holds no template.
+
+EXAMPLES:
+   shoelace convert-consul-template /etc/consul-template/config.hcl >> /etc/shoelace/agent.yaml
+   shoelace convert-consul-template /etc/consul-template.d > converted.yaml`,
 		Action: func(c *cli.Context) error {
 			args, err := wantArgs(c, 1, 1, "FILE.hcl|DIR")
 			if err != nil {

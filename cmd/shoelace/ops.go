@@ -102,9 +102,11 @@ unreachable or unavailable, 1 when --addr or --ca-file is wrong (https:// of a p
 server, http:// of an HTTPS one, a certificate that does not verify, an address whose /health
 is another service's 4xx, such as a path after the host). Gives up after 5s unless
 --timeout says otherwise. Prints "ok", or the server's JSON answer ({"status","maintenance"})
-with --output json. For container health checks:
+with --output json.
 
-   HEALTHCHECK CMD ["shoelace", "health", "--addr", "http://127.0.0.1:7400"]`,
+EXAMPLES:
+   shoelace health --addr http://127.0.0.1:7400 || echo "not healthy: exit $?"
+   HEALTHCHECK CMD ["shoelace", "health", "--addr", "http://127.0.0.1:7400"]     # a Dockerfile's check`,
 		Action: e.health,
 	}
 }
@@ -169,7 +171,11 @@ func statusCommand(e *cliEnv) *cli.Command {
 replicas sharing the store, the release limits, and etcd's reachability, leader, latency and endpoints; it needs a
 read, write or admin token, not an agent's) as "name: value" lines, or as
 {"addr","health","deps"} with --output json ("health" holds the /v1/status answer, "deps"
-its etcd part). Exit 6 when the server or its etcd is unavailable.`,
+its etcd part). Exit 6 when the server or its etcd is unavailable.
+
+EXAMPLES:
+   shoelace status
+   shoelace status -o json | jq '.health.replicas'`,
 		Action: e.status,
 	}
 }
@@ -243,6 +249,11 @@ func versionCommand(e *cliEnv) *cli.Command {
 		Name:      "version",
 		Usage:     "print the version of this binary",
 		UsageText: "shoelace version [--output json]",
+		Description: `Prints the version of this binary (the server's own is in shoelace status). With
+--output json, prints {"version"}.
+
+EXAMPLES:
+   shoelace version`,
 		Action: func(c *cli.Context) error {
 			if _, err := wantArgs(c, 0, 0, ""); err != nil {
 				return err

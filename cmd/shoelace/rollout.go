@@ -121,8 +121,9 @@ func (e *cliEnv) printSharedRolloutStarted(s *session, g api.SharedRolloutStatus
 }
 
 func rolloutCommand(e *cliEnv) *cli.Command {
-	sub := func(name, usage string, action cli.ActionFunc, flags ...cli.Flag) *cli.Command {
-		return &cli.Command{Name: name, Usage: usage, ArgsUsage: "NAME", Action: action, Flags: flags}
+	sub := func(name, usage, description string, action cli.ActionFunc) *cli.Command {
+		return &cli.Command{Name: name, Usage: usage, ArgsUsage: "NAME", Action: action,
+			Description: description + "\n\nEXAMPLES:\n   shoelace appliance rollout " + name + " web-frontend"}
 	}
 	return &cli.Command{
 		Name:  "rollout",
@@ -150,9 +151,18 @@ EXAMPLES:
    shoelace appliance rollout promote web     # the next step now (manual rollouts wait for it)
    shoelace appliance rollout abort web       # every instance back on the live keys`,
 		Subcommands: []*cli.Command{
-			sub("status", "print the appliance's current or last rollout: state, step, cohort, each instance", e.rolloutStatus),
-			sub("promote", "move a running rollout to its next step now, without waiting for the bake", e.rolloutAction("promote")),
-			sub("abort", "end a running rollout: every instance goes back to the live keys", e.rolloutAction("abort")),
+			sub("status", "print the appliance's current or last rollout: state, step, cohort, each instance",
+				`Prints the running rollout of NAME, or its last one: its state, step and cohort, then each
+instance drawn, with its state and error. With --output json, the rollout as the API answers it.
+Exit 3 when the appliance never had a rollout.`, e.rolloutStatus),
+			sub("promote", "move a running rollout to its next step now, without waiting for the bake",
+				`Moves the running rollout of NAME to its next step at once, without waiting for the cohort's
+bake (a --manual rollout waits for it at every step); after the last step the change is written
+to the live keys. Exit 4 when no rollout of NAME runs.`, e.rolloutAction("promote")),
+			sub("abort", "end a running rollout: every instance goes back to the live keys",
+				`Ends the running rollout of NAME: nothing is written to the live keys, and every instance that
+had the change goes back to them (their agents restore the previous files). For a rollout of a
+shared rollout group, the whole group ends. Exit 4 when no rollout of NAME runs.`, e.rolloutAction("abort")),
 		},
 	}
 }

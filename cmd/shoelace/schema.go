@@ -63,7 +63,10 @@ EXAMPLES:
 				ArgsUsage: "NAME",
 				UsageText: "shoelace appliance schema rm NAME",
 				Description: `Removes the schema of NAME: its writes are no longer checked. An appliance with no schema
-exits 3. Prints the revision.`,
+exits 3. Prints the revision.
+
+EXAMPLES:
+   shoelace appliance schema rm web-frontend`,
 				Action: e.schemaRemove,
 			},
 		},

@@ -154,6 +154,18 @@ func (e *cliEnv) server(c *cli.Context) error {
 	return nil
 }
 
+// serviceNotes are the service commands' descriptions, before their example.
+var serviceNotes = map[string]string{
+	"install": `Writes shoelace-server.service, the systemd unit the packages ship (its settings in
+/etc/shoelace/server.env, its store in /var/lib/shoelace-server), and enables it; start it with
+shoelace server start. Needs root.`,
+	"uninstall": "Stops and disables the shoelace-server service and removes the unit that install wrote.",
+	"start":     "Starts the shoelace-server service (systemctl start shoelace-server).",
+	"stop":      "Stops the shoelace-server service: it drains its long-polls first.",
+	"restart":   "Restarts the shoelace-server service, which reads /etc/shoelace/server.env again.",
+	"status":    "Prints whether the shoelace-server service is installed, enabled and running.",
+}
+
 // serviceCommands manage the server's systemd service: install|uninstall|start|stop|restart|status.
 func serviceCommands(e *cliEnv) []*cli.Command {
 	usage := map[string]string{
@@ -167,9 +179,10 @@ func serviceCommands(e *cliEnv) []*cli.Command {
 	var cmds []*cli.Command
 	for _, action := range svc.Actions {
 		cmds = append(cmds, &cli.Command{
-			Name:      action,
-			Usage:     usage[action],
-			UsageText: "shoelace server " + action,
+			Name:        action,
+			Usage:       usage[action],
+			UsageText:   "shoelace server " + action,
+			Description: serviceNotes[action] + "\n\nEXAMPLES:\n   sudo shoelace server " + action,
 			Action: func(c *cli.Context) error {
 				if c.NArg() > 0 {
 					return &usageError{fmt.Sprintf("server %s takes no arguments", action)}

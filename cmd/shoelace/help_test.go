@@ -1,0 +1,58 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// Every command's --help says what it does and shows it run: an example line that runs that
+// very command. Before, appliance ls, rollout status|promote|abort, schema rm, status, version,
+// convert-consul-template and server install|…|status gave their one line and flags only.
+func TestHelp_EveryCommandDescribedWithAnExample(t *testing.T) {
+	help := func(path []string) string {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		args := append(append([]string{"shoelace"}, path...), "--help")
+		if err := run(context.Background(), args, strings.NewReader(""), &stdout, &stderr); err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+		}
+		return stdout.String()
+	}
+	listed := regexp.MustCompile(`(?m)^   ([a-z-]+)(?:, [a-z]+)?\s{2,}`)
+	leaves := 0
+	var walk func(path []string)
+	walk = func(path []string) {
+		out := help(path)
+		_, list, group := strings.Cut(out, "COMMANDS:\n")
+		if group {
+			list, _, _ = strings.Cut(list, "\n\n")
+			for _, m := range listed.FindAllStringSubmatch(list, -1) {
+				if m[1] != "help" {
+					walk(append(append([]string{}, path...), m[1]))
+				}
+			}
+		}
+		// A group only lists its commands; "server" is a command with commands of its own.
+		if group && strings.Join(path, " ") != "server" {
+			return
+		}
+		leaves++
+		name := "shoelace " + strings.Join(path, " ")
+		i := strings.Index(out, "DESCRIPTION:")
+		if i < 0 {
+			t.Errorf("%s --help says only its one line and flags:\n%s", name, out)
+			return
+		}
+		ran := regexp.MustCompile(`(?m)^\s+(sudo )?` + regexp.QuoteMeta(name) + `\b`)
+		if !ran.MatchString(out[i:]) {
+			t.Errorf("%s --help shows no example of %s:\n%s", name, name, out)
+		}
+	}
+	walk(nil)
+	if leaves < 40 {
+		t.Fatalf("walked %d commands, want every one", leaves)
+	}
+}
