@@ -708,8 +708,13 @@ func (e *cliEnv) applianceDiff(c *cli.Context) error {
 		return err
 	}
 	from, to := c.Int64("from"), c.Int64("to")
-	if from <= 0 || c.IsSet("to") && to <= from {
-		return usagef("%s--from REVISION is required, and --to must be after it", errPrefix(c))
+	switch {
+	case !c.IsSet("from"):
+		return usagef("%s--from REVISION is required", errPrefix(c))
+	case from <= 0:
+		return usagef("%s--from %d: a revision is 1 or more", errPrefix(c), from)
+	case c.IsSet("to") && to <= from:
+		return usagef("%s--to %d must be after --from %d", errPrefix(c), to, from)
 	}
 	s, err := e.connect(c)
 	if err != nil {
