@@ -878,8 +878,11 @@ func (e *cliEnv) applianceWait(c *cli.Context) error {
 		return usagef("%s--revision REV must be the revision a write printed (revision 42)", errPrefix(c))
 	case min < 1:
 		return usagef("%s--min must be at least 1", errPrefix(c))
-	case seen <= 0 || wait <= 0 || every <= 0:
-		return usagef("%s--seen-within, --for and --interval must be more than 0", errPrefix(c))
+	}
+	for _, f := range []string{"seen-within", "for", "interval"} {
+		if d := c.Duration(f); d <= 0 {
+			return usagef("%s--%s %s: must be more than 0", errPrefix(c), f, d)
+		}
 	}
 	s, err := e.connectWith(c.Context, c, true)
 	if err != nil {

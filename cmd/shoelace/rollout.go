@@ -78,8 +78,11 @@ func checkRolloutFlags(c *cli.Context) error {
 			}
 		}
 	}
-	if c.Duration("bake") < 0 || c.Duration("deadline") <= 0 {
-		return usagef("%s--bake must not be negative and --deadline must be above 0 (a silent canary must not stall a rollout for ever)", errPrefix(c))
+	if d := c.Duration("bake"); d < 0 {
+		return usagef("%s--bake %s: must not be negative", errPrefix(c), d)
+	}
+	if d := c.Duration("deadline"); d <= 0 {
+		return usagef("%s--deadline %s: must be above 0 (a silent canary must not stall a rollout for ever)", errPrefix(c), d)
 	}
 	return nil
 }
