@@ -298,7 +298,9 @@ func TestE2E_ImportModes(t *testing.T) {
 		if r.code != 0 {
 			t.Fatalf("dry run: %s", r)
 		}
-		want := "+ shared/b\n~ shared/a\n- appliances/web/secrets/tls\n- other/x\n= secrets/pw\n"
+		// Each key with its value, as appliance apply --dry-run prints them: it printed
+		// the names alone, though its help says "as appliance apply --dry-run does".
+		want := "+ shared/b=\"2\\n\"\n~ shared/a=new (was old)\n- appliances/web/secrets/tls=(secret)\n- other/x=keep me?\n= secrets/pw\n"
 		if r.stdout != want {
 			t.Errorf("dry run printed %q, want %q", r.stdout, want)
 		}
@@ -309,7 +311,7 @@ func TestE2E_ImportModes(t *testing.T) {
 		same := filepath.Join(dir, "same.json")
 		writeFile(t, same, `{"omitted":["secrets/pw"],"keys":{"shared/a":"new","shared/b":"2\n","other/x":"keep me?"}}`)
 		r = c.run("import", same, "--replace", "--dry-run")
-		if want := "+ shared/b\n~ shared/a\n- appliances/web/secrets/tls\n= secrets/pw\n"; r.code != 0 || r.stdout != want {
+		if want := "+ shared/b=\"2\\n\"\n~ shared/a=new (was old)\n- appliances/web/secrets/tls=(secret)\n= secrets/pw\n"; r.code != 0 || r.stdout != want {
 			t.Errorf("dry run printed %q (%s), want %q", r.stdout, r, want)
 		}
 		// One line, which reads as it says: "…: not written in one transaction of 3 operations"

@@ -280,6 +280,9 @@ type importPlan struct {
 	// shows them as + and ~), and how many hold the file's value already (not put: guarded).
 	Created, Changed []string
 	Unchanged        int
+	// New and Old are the values the keys would get and the ones the store holds, by key, for
+	// a dry run's "+ KEY=new", "~ KEY=new (was old)" and "- KEY=old" lines.
+	New, Old map[string]string
 }
 
 // planImport decides what importing d into a store that holds current (read at one revision,
@@ -310,7 +313,7 @@ func planImport(d dump, current []api.KV, mode string) (importPlan, error) {
 			mode = modeEmpty
 		}
 	}
-	p := importPlan{Mode: mode}
+	p := importPlan{Mode: mode, New: d.Keys}
 	have := make(map[string]int64, len(current))
 	for _, kv := range current {
 		have[kv.Key] = kv.ModRevision
@@ -324,6 +327,7 @@ func planImport(d dump, current []api.KV, mode string) (importPlan, error) {
 	for _, kv := range current {
 		values[kv.Key] = kv.Value
 	}
+	p.Old = values
 	var unchanged []string
 	for _, k := range names {
 		switch v, ok := values[k]; {
@@ -590,10 +594,10 @@ func (e *cliEnv) printImport(asJSON bool, res importResult) error {
 	return printRevision(e.stdout, false, res.Revision)
 }
 
-// printDryRun prints the plan as appliance apply --dry-run does: "+ KEY" (created), "~ KEY"
-// (changed) and "- KEY" (deleted) lines, then "= KEY" for omitted secrets kept (or JSON with
-// the keys), and a summary on stderr. Keys that already hold the file's value are counted, not
-// listed. Nothing is written.
+// printDryRun prints the plan as appliance apply --dry-run does: "+ KEY=new" (created),
+// "~ KEY=new (was old)" (changed) and "- KEY=old" (deleted) lines, secret values as (secret),
+// then "= KEY" for omitted secrets kept (or JSON with the keys), and a summary on stderr. Keys
+// that already hold the file's value are counted, not listed. Nothing is written.
 func (e *cliEnv) printDryRun(asJSON bool, p importPlan, res importResult, rev int64, summary, after string) error {
 	fmt.Fprintf(e.stderr, "dry run: would import %s in one transaction of %s and %s, against revision %d: create %d, change %d, delete %d, leave %d as they are; nothing written%s\n",
 		summary, counted(len(p.Txn.Ops), "operation"), counted(len(p.Txn.Guards), "guard"), rev, len(p.Created), len(p.Changed), len(p.Delete), p.Unchanged, after)
@@ -604,13 +608,23 @@ func (e *cliEnv) printDryRun(asJSON bool, p importPlan, res importResult, rev in
 		return printJSON(e.stdout, res)
 	}
 	var b strings.Builder
-	for _, set := range []struct {
-		mark string
-		keys []string
-	}{{"+", p.Created}, {"~", p.Changed}, {"-", p.Delete}, {"=", p.Kept}} {
-		for _, k := range set.keys {
-			fmt.Fprintf(&b, "%s %s\n", set.mark, k)
+	value := func(k string, values map[string]string) string {
+		if api.IsSecret(k) {
+			return "(secret)"
 		}
+		return quoteIfNeeded(values[k])
+	}
+	for _, k := range p.Created {
+		fmt.Fprintf(&b, "+ %s=%s\n", k, value(k, p.New))
+	}
+	for _, k := range p.Changed {
+		fmt.Fprintf(&b, "~ %s=%s (was %s)\n", k, value(k, p.New), value(k, p.Old))
+	}
+	for _, k := range p.Delete {
+		fmt.Fprintf(&b, "- %s=%s\n", k, value(k, p.Old))
+	}
+	for _, k := range p.Kept {
+		fmt.Fprintf(&b, "= %s\n", k)
 	}
 	_, err := io.WriteString(e.stdout, b.String())
 	return err

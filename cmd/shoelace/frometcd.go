@@ -284,10 +284,11 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 // is put, guarded to be still absent; one that holds another value is a conflict, or with merge
 // is put, guarded at the revision it was read at.
 func planFromEtcd(keys map[string]string, current []api.KV, merge bool) (importPlan, []string) {
-	p := importPlan{Mode: modeMerge}
+	p := importPlan{Mode: modeMerge, New: keys, Old: make(map[string]string, len(current))}
 	have := make(map[string]api.KV, len(current))
 	for _, kv := range current {
 		have[kv.Key] = kv
+		p.Old[kv.Key] = kv.Value
 	}
 	names := make([]string, 0, len(keys))
 	for k := range keys {

@@ -97,7 +97,7 @@ func TestE2E_ImportFromEtcd(t *testing.T) {
 	r = c.run(append(args, "--dry-run")...)
 	if r.code != 1 || !strings.Contains(r.stderr, `refused "/prefix/app//port"`) || !strings.Contains(r.stderr, "nothing written, and the import is refused:\n") ||
 		!strings.HasSuffix(r.stderr, "shoelace: import: 6 keys refused (listed above), nothing written: rename them in etcd, or give --skip-refused to import the 7 others\n") ||
-		!strings.Contains(r.stdout, "+ appliances/web/database/host\n") || strings.Count(r.stdout, "\n") != len(good) {
+		!strings.Contains(r.stdout, "+ appliances/web/database/host=127.0.0.1\n") || strings.Count(r.stdout, "\n") != len(good) {
 		t.Fatalf("dry run with refused keys: %s", r)
 	}
 	assertUnchanged(t, c, before, rev)
@@ -107,9 +107,13 @@ func TestE2E_ImportFromEtcd(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("dry run: %s", r)
 	}
+	// Each with its value, as appliance apply --dry-run prints them; a secret's masked.
 	var want []string
-	for k := range good {
-		want = append(want, "+ appliances/web"+strings.TrimPrefix(k, "/prefix"))
+	for k, v := range good {
+		if strings.Contains(k, "/secrets/") {
+			v = "(secret)"
+		}
+		want = append(want, "+ appliances/web"+strings.TrimPrefix(k, "/prefix")+"="+quoteIfNeeded(v))
 	}
 	if got := strings.Count(r.stdout, "\n"); got != len(want) {
 		t.Fatalf("dry run printed:\n%s\nwant %d keys created", r.stdout, len(want))
@@ -155,7 +159,7 @@ func TestE2E_ImportFromEtcd(t *testing.T) {
 		t.Fatalf("dry run over a changed key: %s", r)
 	}
 	r = c.run(append(args, "--skip-refused", "--merge", "--dry-run")...)
-	if want := "dry run: would import 1 key from /prefix into appliances/web (6 already there) in one transaction of 1 operation and 1 guard, against revision "; r.code != 0 || !strings.Contains(r.stderr, want) || r.stdout != "~ appliances/web/database/port\n" {
+	if want := "dry run: would import 1 key from /prefix into appliances/web (6 already there) in one transaction of 1 operation and 1 guard, against revision "; r.code != 0 || !strings.Contains(r.stderr, want) || r.stdout != "~ appliances/web/database/port=3307 (was 3306)\n" {
 		t.Fatalf("dry run --merge over a changed key: %s; want %q", r, want)
 	}
 	if r = c.run(append(args, "--skip-refused", "--merge")...); r.code != 0 {
@@ -241,7 +245,7 @@ func TestE2E_ImportFromEtcd_LeavesOutTheStore(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stderr, "left out the keys under /cfg/: a Shoelace store's own keys") {
 		t.Fatalf("import: %s", r)
 	}
-	if want := "+ appliances/emb/database/host\n+ appliances/emb/key\n"; r.stdout != want {
+	if want := "+ appliances/emb/database/host=127.0.0.1\n+ appliances/emb/key=foobar\n"; r.stdout != want {
 		t.Fatalf("import planned:\n%s\nwant:\n%s", r.stdout, want)
 	}
 	if strings.Contains(r.stderr, "/cfg/kv") || strings.Contains(r.stderr, "/cfg/sys") {
