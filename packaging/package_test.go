@@ -514,6 +514,33 @@ func TestMaintainerScripts_Syntax(t *testing.T) {
 	}
 }
 
+// The README moves consul-template over with "shoelace convert-consul-template config.hcl >>
+// /etc/shoelace/agent.yaml" (and convert-confd prints the same top-level keys): the packaged
+// config must take that output appended. It held "templates: []", so the agent then refused
+// the file: "mapping key "templates" already defined".
+func TestAgentYAML_TakesAConvertersOutputAppended(t *testing.T) {
+	raw, err := os.ReadFile("agent.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	converted := `# Converted from the consul-template configuration config.hcl by shoelace convert-consul-template.
+wait: {min: 2s, max: 10s}
+templates:
+  # from config.hcl:3
+  - source: /etc/consul-template/in.ctmpl
+    destination: /etc/app/app.conf
+    functions: consul-template
+    command: systemctl reload app
+`
+	cfg, err := agent.ParseConfig("packaging/agent.yaml", append(raw, converted...))
+	if err != nil {
+		t.Fatalf("the packaged agent.yaml with a converter's output appended: %v", err)
+	}
+	if len(cfg.Templates) != 1 || cfg.Templates[0].Destination != "/etc/app/app.conf" {
+		t.Fatalf("templates %+v, want the one appended", cfg.Templates)
+	}
+}
+
 // TestAgentYAML checks the packaged default config with the agent's own
 // parser (unknown fields are errors) and validation.
 func TestAgentYAML(t *testing.T) {
