@@ -541,6 +541,31 @@ templates:
 	}
 }
 
+// The packaged server runs as the unit's User=, and refuses a --secrets-key-file that group or
+// others may read: the key file must be that user's. The README's recipe and server.env say
+// so; the README's made a root-owned 0600 file, which the service could not read and so did not
+// start ("--secrets-key-file: open /etc/shoelace/secrets.key: permission denied").
+func TestServerEnv_SecretsKeyFileOwnedByTheServiceUser(t *testing.T) {
+	unit, err := os.ReadFile(filepath.Join("..", "systemd", "shoelace-server.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^User=(\S+)$`).FindSubmatch(unit)
+	if m == nil {
+		t.Fatal("shoelace-server.service sets no User=")
+	}
+	chown := "chown " + string(m[1]) + ": /etc/shoelace/secrets.key"
+	for _, doc := range []string{"server.env", filepath.Join("..", "README.md")} {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(b, []byte("secrets.key")) || !bytes.Contains(b, []byte(chown)) {
+			t.Errorf("%s makes the secrets key file without %q: the service, user %s, cannot read it", doc, chown, m[1])
+		}
+	}
+}
+
 // TestAgentYAML checks the packaged default config with the agent's own
 // parser (unknown fields are errors) and validation.
 func TestAgentYAML(t *testing.T) {
