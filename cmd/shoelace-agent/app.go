@@ -153,7 +153,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Writer:         stdout,
 		ErrWriter:      stderr,
 		ExitErrHandler: func(*cli.Context, error) {},
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+		// A flag error names the command and where its flags are, as shoelace's do.
+		OnUsageError: func(c *cli.Context, err error, _ bool) error {
+			if c != nil && c.Command != nil && c.Command.Name != "" && c.Command.Name != c.App.Name {
+				return usageError{fmt.Sprintf("%s: %v (see shoelace-agent %s --help)", c.Command.Name, err, c.Command.Name)}
+			}
 			return usageError{err.Error()}
 		},
 		// "help NAME" for no such command: a usage error, as "NAME" itself is (it printed

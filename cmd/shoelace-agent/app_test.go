@@ -44,7 +44,9 @@ func TestCLI_UsageErrors(t *testing.T) {
 		{nil, "a command is required"},
 		{[]string{"bogus"}, `unknown command "bogus"`},
 		{[]string{"once", "--stage", "bake", "--config", "/nonexistent"}, `--stage "bake": use system or application`},
-		{[]string{"once", "--frobnicate"}, "flag provided but not defined: -frobnicate"},
+		// Which command, and where its flags are, as shoelace says them (it said the flag alone).
+		{[]string{"once", "--frobnicate"}, "once: flag provided but not defined: -frobnicate (see shoelace-agent once --help)"},
+		{[]string{"status", "--jsn"}, "status: flag provided but not defined: -jsn (see shoelace-agent status --help)"},
 		{[]string{"validate", "--log-level", "loud"}, `--log-level "loud"`},
 		{[]string{"render", "--dry=false"}, "render only prints"},
 		// A stray argument is refused: "once system" must not render every stage.
