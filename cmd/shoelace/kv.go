@@ -44,7 +44,9 @@ tab-separated: REVISION, TIME, KIND, TOKEN, SOURCE (of the release that wrote it
 MESSAGE. Values come from etcd's history while it has them (1 h on the embedded store); older
 changes come from the release records, which keep no values: their VALUE is "?" ("(deleted)" for
 a delete). A secret key's values are printed as (secret) unless --show-secrets is given. With
---output json, prints {"key","revision","versions":[…],"compacted","releases":[…]}.
+--output json, prints {"key","revision","versions":[…],"compacted","releases":[…]}. A key of
+which nothing is kept (never written, or older than etcd's history and the releases kept)
+exits 3, as kv get of a missing key does.
 
 EXAMPLES:
    shoelace kv history appliances/web/app/port
@@ -347,6 +349,11 @@ func (e *cliEnv) kvHistory(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if len(h.Versions) == 0 && len(h.Releases) == 0 {
+		// Nothing kept of the key: exit 3, as kv get of a key that does not exist, so that a
+		// script's mistyped key is not read as one that never changed.
+		return &exitCodeError{code: exitNotFound, err: fmt.Errorf("no version or release of %s is kept (never written, or older than etcd's history and the releases kept)", a[0])}
+	}
 	mask := api.IsSecret(a[0]) && !c.Bool("show-secrets")
 	if mask {
 		for i := range h.Versions {
@@ -372,11 +379,6 @@ func (e *cliEnv) kvHistory(c *cli.Context) error {
 				values[r.Revision] = "(deleted)"
 			}
 		}
-	}
-	if len(revs) == 0 {
-		// As appliance history says it: an empty table read as a key that never changed.
-		fmt.Fprintf(e.stderr, "no version or release of %s is kept (never written, or older than etcd's history and the releases kept)\n", a[0])
-		return nil
 	}
 	slices.Sort(revs)
 	slices.Reverse(revs)
