@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -25,7 +26,7 @@ func convertConsulTemplateCommand(e *cliEnv) *cli.Command {
 	return &cli.Command{
 		Name:      "convert-consul-template",
 		Usage:     "print the agent.yaml equivalent to a consul-template configuration file or directory (HCL or JSON)",
-		UsageText: "shoelace convert-consul-template FILE.hcl|DIR",
+		UsageText: "shoelace convert-consul-template [FILE.hcl|DIR] [--template SRC:DEST[:COMMAND] …] [--wait MIN[:MAX]]",
 		Description: `Reads a consul-template v0.41.1 configuration, a file or, as consul-template -config DIR
 does, every file below a directory (merged in lexical order: every file's templates, the last
 wait and default_delimiters), and prints, on stdout, the agent.yaml
@@ -34,22 +35,60 @@ On stderr it names, with its line, every stanza and field that has no equivalent
 vault, nomad, exec, syslog, …). Relative source and destination paths are taken relative to
 the file's directory. Exit 1 when the file cannot be read or holds no template.
 
+consul-template's command-line flags convert too, as consul-template reads them after its
+configuration: each --template (or -template) "SOURCE:DESTINATION[:COMMAND]" is one more
+template (a Windows drive letter such as C: is part of its path; the command is what follows
+the second colon, colons included), and --wait (-wait) "MIN[:MAX]" replaces the configuration's
+wait. Relative paths in flags are taken relative to the current directory: run the conversion
+where consul-template ran (its service's WorkingDirectory), or give absolute paths. FILE may
+then be left out.
+
 EXAMPLES:
    shoelace convert-consul-template /etc/consul-template/config.hcl >> /etc/shoelace/agent.yaml
-   shoelace convert-consul-template /etc/consul-template.d > converted.yaml`,
+   shoelace convert-consul-template /etc/consul-template.d > converted.yaml
+   shoelace convert-consul-template -template "/etc/ct/nginx.ctmpl:/etc/nginx/nginx.conf:systemctl reload nginx" -wait 5s:10s`,
+		Flags: []cli.Flag{
+			&cli.GenericFlag{Name: "template", Value: &repeatedFlag{}, Usage: "consul-template's -template `SRC:DEST[:COMMAND]` (repeatable)"},
+			&cli.StringFlag{Name: "wait", Usage: "consul-template's -wait `MIN[:MAX]`"},
+		},
 		Action: func(c *cli.Context) error {
-			args, err := wantArgs(c, 1, 1, "FILE.hcl|DIR")
+			flags := []string(*c.Generic("template").(*repeatedFlag))
+			min := 1
+			if len(flags) > 0 || c.IsSet("wait") {
+				min = 0
+			}
+			args, err := wantArgs(c, min, 1, "FILE.hcl|DIR (or --template)")
 			if err != nil {
 				return err
 			}
-			conv, err := convertConsulTemplatePath(args[0])
-			if err != nil {
-				return fmt.Errorf("convert-consul-template: %w", err)
+			conv, name := &ctConversion{}, "command-line flags"
+			if len(args) == 1 {
+				if conv, err = convertConsulTemplatePath(args[0]); err != nil {
+					return fmt.Errorf("convert-consul-template: %w", err)
+				}
+				name = args[0]
+				if len(flags) > 0 || c.IsSet("wait") {
+					name += " and command-line flags"
+				}
+			}
+			if len(flags) > 0 || c.IsSet("wait") {
+				cwd, err := os.Getwd()
+				if err != nil {
+					return err
+				}
+				fc, err := convertConsulTemplateFlags(flags, c.String("wait"), c.IsSet("wait"), cwd)
+				if err != nil {
+					return fmt.Errorf("convert-consul-template: %w", err)
+				}
+				conv.merge(fc)
+			}
+			if len(conv.tmpls) == 0 {
+				return fmt.Errorf("convert-consul-template: no template to convert: give a configuration with a template stanza, or --template")
 			}
 			for _, n := range conv.notes {
 				fmt.Fprintf(e.stderr, "shoelace: %s\n", n)
 			}
-			out, err := conv.yaml(args[0])
+			out, err := conv.yaml(name)
 			if err != nil {
 				return err
 			}
@@ -57,6 +96,80 @@ EXAMPLES:
 			return err
 		},
 	}
+}
+
+// repeatedFlag is a flag given any number of times, each value whole: urfave's string slices
+// split values at commas, which a template's command may hold.
+type repeatedFlag []string
+
+func (f *repeatedFlag) Set(v string) error { *f = append(*f, v); return nil }
+func (f *repeatedFlag) String() string     { return strings.Join(*f, " ") }
+
+// ctTemplateFlag splits consul-template's -template flag as it does: runs of characters other
+// than ':', each of which may start with a drive letter and its colon (C:\in.tmpl); the first
+// is the source, the second the destination, and the rest, joined by ':' again, the command.
+var ctTemplateFlag = regexp.MustCompile(`([a-zA-Z]:)?([^:]+)`)
+
+// convertConsulTemplateFlags converts consul-template's command-line -template flags and its
+// -wait (when waitSet) as the configuration they stand for, relative paths taken from cwd.
+func convertConsulTemplateFlags(specs []string, wait string, waitSet bool, cwd string) (*ctConversion, error) {
+	all := &ctConversion{}
+	var errs []string
+	q := strconv.Quote
+	if waitSet {
+		name := "-wait " + q(wait)
+		c, err := convertConsulTemplateIn(name, cwd, cwdNote, []byte("wait = "+q(wait)+"\n"))
+		if err != nil {
+			errs = append(errs, flagLine(name, err.Error()))
+		} else {
+			all.merge(c.flag(name))
+		}
+	}
+	for _, spec := range specs {
+		name := "-template " + q(spec)
+		if strings.TrimSpace(spec) == "" {
+			errs = append(errs, name+": empty (consul-template v0.41.1 refuses it too)")
+			continue
+		}
+		parts := ctTemplateFlag.FindAllString(spec, -1)
+		fields := []string{"source = " + q(parts[0])}
+		if len(parts) > 1 {
+			fields = append(fields, "destination = "+q(parts[1]))
+		}
+		if len(parts) > 2 {
+			fields = append(fields, "command = "+q(strings.Join(parts[2:], ":")))
+		}
+		c, err := convertConsulTemplateIn(name, cwd, cwdNote, []byte("template { "+strings.Join(fields, ", ")+" }\n"))
+		if err != nil {
+			errs = append(errs, flagLine(name, err.Error()))
+			continue
+		}
+		all.merge(c.flag(name))
+	}
+	if len(errs) > 0 {
+		return nil, errors.New(strings.Join(errs, "\n"))
+	}
+	return all, nil
+}
+
+// cwdNote says where relative paths of command-line flags were taken from.
+const cwdNote = "the current directory, where the conversion ran"
+
+// flagLine drops the line number of the one-line configuration a flag stands for from text.
+func flagLine(name, text string) string { return strings.ReplaceAll(text, name+":1", name) }
+
+// flag drops the line number of the one-line configuration flag name stands for from c's
+// notes and comments.
+func (c *ctConversion) flag(name string) *ctConversion {
+	for i, n := range c.notes {
+		c.notes[i] = flagLine(name, n)
+	}
+	for _, cs := range c.comments {
+		for i, n := range cs {
+			cs[i] = flagLine(name, n)
+		}
+	}
+	return c
 }
 
 // maxConsulTemplateConfigBytes bounds a configuration file: the HCL parser takes about a hundred
@@ -195,6 +308,12 @@ var ctTemplateNoEquivalent = map[string]string{
 // consul-template reads it with hashicorp/hcl v1); its default_delimiters are left to
 // convertConsulTemplatePath to apply.
 func convertConsulTemplate(name string, data []byte) (*ctConversion, error) {
+	return convertConsulTemplateIn(name, filepath.Dir(name), "the file's directory", data)
+}
+
+// convertConsulTemplateIn is convertConsulTemplate with relative paths taken from dir, which
+// the notes call from.
+func convertConsulTemplateIn(name, dir, from string, data []byte) (*ctConversion, error) {
 	f, err := hcl.ParseBytes(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -204,7 +323,6 @@ func convertConsulTemplate(name string, data []byte) (*ctConversion, error) {
 		return nil, fmt.Errorf("%s: not a consul-template configuration (a list of settings and stanzas)", name)
 	}
 	conv := &ctConversion{}
-	dir := filepath.Dir(name)
 	if abs, err := filepath.Abs(dir); err == nil {
 		dir = abs
 	}
@@ -270,7 +388,7 @@ func convertConsulTemplate(name string, data []byte) (*ctConversion, error) {
 			continue
 		}
 		for _, o := range objs {
-			t, w, terrs, notes := ctTemplate(name, dir, o)
+			t, w, terrs, notes := ctTemplate(name, dir, from, o)
 			errs = append(errs, terrs...)
 			conv.notes = append(conv.notes, notes...)
 			if w != "" {
@@ -300,7 +418,7 @@ func (c *ctConversion) yaml(name string) ([]byte, error) {
 
 // ctTemplate converts one template stanza. wait is a note when the stanza has its own wait,
 // which the agent has only for all its templates.
-func ctTemplate(name, dir string, o *ast.ObjectType) (t agent.Template, wait string, errs, notes []string) {
+func ctTemplate(name, dir, from string, o *ast.ObjectType) (t agent.Template, wait string, errs, notes []string) {
 	t.Functions = templates.ModeConsulTemplate
 	var execCmd, execTimeout *ast.ObjectItem
 	var command, commandTimeout *ast.ObjectItem
@@ -317,7 +435,7 @@ func ctTemplate(name, dir string, o *ast.ObjectType) (t agent.Template, wait str
 			}
 			p := ctPath(dir, s)
 			if p != s {
-				notes = append(notes, fmt.Sprintf("%s: template %s %q is relative: converted to %s, from the file's directory (consul-template took it from its working directory)", at, key, s, p))
+				notes = append(notes, fmt.Sprintf("%s: template %s %q is relative: converted to %s, from %s (consul-template took it from its working directory)", at, key, s, p, from))
 			}
 			return p
 		}

@@ -371,3 +371,72 @@ func TestConvertConsulTemplate_Large(t *testing.T) {
 		t.Fatalf("convert-consul-template of %d bytes: %v\n%s", len(text), err, stderr.String())
 	}
 }
+
+// TestConvertConsulTemplate_CommandLineFlags: consul-template is often run with its templates on
+// the command line (consul-template -template "in:out:cmd" -wait 5s:10s, its
+// TestParseTemplateConfig's forms), which the conversion could not take. --template and --wait
+// (also written -template and -wait, as consul-template spells them) now convert as
+// consul-template reads them: after the configuration's templates, the flag's wait over the
+// configuration's; the command is all that follows the second colon, a drive letter is part of
+// its path; relative paths are taken from the current directory.
+func TestConvertConsulTemplate_CommandLineFlags(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	conf := filepath.Join(dir, "ct.hcl")
+	writeFile(t, conf, "wait = \"1s:2s\"\ntemplate {\n  contents = \"a\"\n  destination = \"/a\"\n}\n")
+	convert := func(args ...string) (string, string, error) {
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), append([]string{"shoelace", "convert-consul-template"}, args...), strings.NewReader(""), &stdout, &stderr)
+		return stdout.String(), stderr.String(), err
+	}
+	out, stderr, err := convert(conf, "-template", "/etc/ct/nginx.ctmpl:/etc/nginx/nginx.conf:systemctl reload nginx",
+		"--template", "in.tmpl:out.conf:sh -c 'echo a:b,c'", "-template", `C:\ct\in.tmpl:C:\out\x.conf`, "-wait", "5s:10s")
+	if err != nil {
+		t.Fatalf("convert-consul-template FILE with flags: %v\n%s", err, stderr)
+	}
+	cfg, err := agent.ParseConfig("agent.yaml", []byte(out))
+	if err != nil {
+		t.Fatalf("the agent refuses the conversion: %v\n%s", err, out)
+	}
+	if time.Duration(cfg.Wait.Min) != 5*time.Second || time.Duration(cfg.Wait.Max) != 10*time.Second {
+		t.Errorf("wait %+v, want the flag's 5s:10s over the file's", cfg.Wait)
+	}
+	var got []string
+	for _, tm := range cfg.Templates {
+		got = append(got, tm.Source+"|"+tm.Destination+"|"+tm.Command)
+	}
+	want := []string{"|/a|", "/etc/ct/nginx.ctmpl|/etc/nginx/nginx.conf|systemctl reload nginx",
+		filepath.Join(dir, "in.tmpl") + "|" + filepath.Join(dir, "out.conf") + "|sh -c 'echo a:b,c'"}
+	if !slices.Equal(got[:3], want) || len(got) != 4 || !strings.HasSuffix(got[3], `C:\ct\in.tmpl|`+filepath.Join(dir, `C:\out\x.conf`)+"|") {
+		t.Errorf("templates (source|destination|command):\n%q\nwant\n%q and the drive-letter one\n%s", got, want, out)
+	}
+	if !strings.Contains(out, "and command-line flags") || !strings.Contains(out, `# from -template "in.tmpl:out.conf:sh -c 'echo a:b,c'"`+"\n") {
+		t.Errorf("the output does not say where each template came from:\n%s", out)
+	}
+	if !strings.Contains(stderr, `-template "in.tmpl:out.conf:sh -c 'echo a:b,c'": template source "in.tmpl" is relative: converted to `+filepath.Join(dir, "in.tmpl")+", from the current directory") {
+		t.Errorf("stderr does not say where a relative path was taken from:\n%s", stderr)
+	}
+
+	// Flags alone.
+	if out, _, err := convert("-template", "/in:/out"); err != nil || !strings.Contains(out, "destination: /out") || strings.Contains(out, "wait:") {
+		t.Errorf("--template alone: %v\n%s", err, out)
+	}
+	// What consul-template refuses, refused, naming the flag; nothing printed.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-template", "/in"}, `-template "/in": template: no destination`},
+		{[]string{"-template", " "}, `-template " ": empty`},
+		{[]string{"-template", "/in:/out", "-wait", "5s:1s"}, `-wait "5s:1s": wait:`},
+		{[]string{"-wait", "5s"}, "no template to convert"},
+	} {
+		out, _, err := convert(c.args...)
+		if exitCode(err) != 1 || out != "" || err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v (exit %d), stdout %q; want exit 1 naming %q", c.args, err, exitCode(err), out, c.want)
+		}
+	}
+	if _, _, err := convert(); exitCode(err) != exitUsage {
+		t.Errorf("no FILE and no --template: %v (exit %d), want a usage error", err, exitCode(err))
+	}
+}
