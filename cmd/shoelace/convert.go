@@ -411,7 +411,8 @@ func convertConsulTemplateIn(name, dir, from string, data []byte) (*ctConversion
 func (c *ctConversion) yaml(name string) ([]byte, error) {
 	head := []string{
 		fmt.Sprintf("Converted from the consul-template configuration %s by shoelace convert-consul-template.", name),
-		"Add server:, token_file: and appliance: (see DESIGN.md, \"Agent\"), then check it with shoelace-agent validate.",
+		"Append it to agent.yaml, which holds server:, token_file: and appliance: (the packaged /etc/shoelace/agent.yaml does),",
+		"then check it with shoelace-agent validate --config FILE.",
 	}
 	return agent.TemplatesYAML(head, c.wait, c.tmpls, c.comments)
 }
