@@ -9,13 +9,15 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/shoelace-dev/shoelace/server/store"
 )
 
 // Replicas announce themselves under sys/replicas/<id> so that `shoelace status` (through
 // /v1/status) can say which replicas share the store. A record is refreshed every replicaBeat; one
 // not refreshed for replicaTTL is not listed, and one silent for replicaForget is deleted.
 const (
-	replicaPrefix = "replicas/"
+	replicaPrefix = store.ReplicaPrefix
 	replicaBeat   = 15 * time.Second
 	replicaTTL    = 3 * replicaBeat
 	replicaForget = time.Hour

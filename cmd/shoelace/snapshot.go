@@ -46,7 +46,8 @@ EXAMPLES:
 				UsageText: "shoelace snapshot restore FILE --data-dir DIR [--root PREFIX]",
 				Description: `Creates the embedded etcd of a new data dir from FILE, offline (no server runs on DIR).
 Revisions are moved forward by 1,000,000,000 and marked compacted, and the store gets a new id,
-so every agent re-reads everything. Then start "shoelace server --data-dir DIR".
+so every agent re-reads everything; the records of the replicas that shared the snapshot's store
+are dropped (status lists the restored store's own). Then start "shoelace server --data-dir DIR".
 Prints the new store id.
 
 EXAMPLES:

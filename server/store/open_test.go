@@ -208,6 +208,7 @@ func TestStore_CanceledContext(t *testing.T) {
 }
 
 func TestStore_SnapshotRestore(t *testing.T) {
+	const replicas = "replicas/" // store.ReplicaPrefix, where the server's replicas announce themselves
 	ctx := ctxT(t)
 	s, err := store.Open(ctx, embeddedConfig(t.TempDir()))
 	if err != nil {
@@ -216,6 +217,12 @@ func TestStore_SnapshotRestore(t *testing.T) {
 	defer s.Close()
 	mustPut(t, s, "shared/a", "1")
 	rev := mustPut(t, s, "appliances/web/x", "2")
+	// The replicas of the deployment the snapshot is taken from, and a record that stays.
+	for _, key := range []string{replicas + "r-1", replicas + "r-2", "settings/kept"} {
+		if _, err := s.SysPut(ctx, key, []byte(`{"id":"x"}`), -1); err != nil {
+			t.Fatal(err)
+		}
+	}
 	snap := filepath.Join(t.TempDir(), "snap.db")
 	var buf bytes.Buffer
 	if _, err := s.Snapshot(ctx, &buf); err != nil {
@@ -250,6 +257,13 @@ func TestStore_SnapshotRestore(t *testing.T) {
 	v, err := r.View(ctx, "web")
 	if err != nil || v.Keys["x"] != "2" || v.Keys["a"] != "1" || len(v.Keys) != 2 {
 		t.Fatalf("restored view %+v %v", v, err)
+	}
+	// The old deployment's replicas are forgotten (status listed them until they aged out).
+	if recs, _, err := r.SysList(ctx, replicas); err != nil || len(recs) != 0 {
+		t.Errorf("replica records after the restore: %v %v, want none", recs, err)
+	}
+	if _, _, err := r.SysGet(ctx, "settings/kept"); err != nil {
+		t.Errorf("another system record after the restore: %v", err)
 	}
 	if v.Revision < store.RestoreRevisionBump+rev {
 		t.Errorf("restored revision %d, want >= %d", v.Revision, store.RestoreRevisionBump+rev)

@@ -10,6 +10,8 @@ import (
 
 	"go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
 )
 
 // RestoreRevisionBump is how far Restore moves revisions forward: beyond any index an agent
@@ -76,5 +78,20 @@ func Restore(ctx context.Context, cfg RestoreConfig) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("restore: %w", err)
 	}
+	// The replicas that shared the store when the snapshot was taken are not this deployment's:
+	// /v1/status would list them until their records aged out. The restored store's servers
+	// announce themselves when they start.
+	recs, _, err := s.SysList(ctx, ReplicaPrefix)
+	if err != nil {
+		return "", fmt.Errorf("restore: %w", err)
+	}
+	for key := range recs {
+		if _, err := s.SysDelete(ctx, key); err != nil && !errors.Is(err, api.ErrNotFound) {
+			return "", fmt.Errorf("restore: forget replica record %s: %w", key, err)
+		}
+	}
 	return id, nil
 }
+
+// ReplicaPrefix is where, under the system root, each replica announces itself.
+const ReplicaPrefix = "replicas/"
