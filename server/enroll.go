@@ -206,18 +206,17 @@ func (s *Server) enroll(ctx context.Context, r *http.Request, appliance, instanc
 	recKey, tokKey := instanceRecordKey(appliance, instance), tokenPrefix+tokName
 	now := time.Now().UTC().Truncate(time.Second)
 	var in api.Instance
-	recData, recRev, err := s.st.SysGet(ctx, recKey)
-	if err != nil && !errors.Is(err, api.ErrNotFound) {
+	// One read of both: an enrollment through another replica writes them together, and a
+	// record read before it beside a token read after it looked like a token already used.
+	both, err := s.st.SysGets(ctx, recKey, tokKey)
+	if err != nil {
 		return api.Enrolled{}, 0, err
 	}
+	recData, recRev, tokData, tokRev := both[0].Data, both[0].Rev, both[1].Data, both[1].Rev
 	if recRev > 0 {
 		if err := json.Unmarshal(recData, &in); err != nil {
 			in = api.Instance{}
 		}
-	}
-	tokData, tokRev, err := s.st.SysGet(ctx, tokKey)
-	if err != nil && !errors.Is(err, api.ErrNotFound) {
-		return api.Enrolled{}, 0, err
 	}
 	// The holder is fresh while seen, or enrolled, within InstanceStale.
 	var last time.Time

@@ -331,3 +331,46 @@ func TestSysDeleteIfPresent(t *testing.T) {
 		t.Fatalf("delete of an absent key = %v, want not found", err)
 	}
 }
+
+// SysGets reads keys written together as they were written, at one revision: a reader racing
+// a writer that puts two keys in one transaction sees both or neither, never one of them (two
+// SysGet calls could fall on either side of the write).
+func TestSysGets_KeysWrittenTogetherSeenTogether(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	got, err := s.SysGets(ctx, "instances/x", "tokens/x")
+	if err != nil || len(got) != 2 || got[0].Rev != 0 || got[1].Rev != 0 || got[0].Data != nil {
+		t.Fatalf("absent keys: %+v %v, want two zero values", got, err)
+	}
+	if _, err := s.SysGets(ctx, "tokens/x", ""); api.AsError(err).Code != api.CodeInvalidKey {
+		t.Fatalf("an empty key: %v, want invalid_key", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 200 {
+			v := []byte(fmt.Sprint(i))
+			if _, err := s.SysPutAll(ctx, map[string][]byte{"instances/x": v, "tokens/x": v}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for reads := 0; ; reads++ {
+		select {
+		case <-done:
+			if reads == 0 {
+				t.Fatal("no read raced the writes")
+			}
+			return
+		default:
+		}
+		got, err := s.SysGets(ctx, "instances/x", "tokens/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[0].Rev != got[1].Rev || string(got[0].Data) != string(got[1].Data) {
+			t.Fatalf("read %d: %q at %d beside %q at %d, written together", reads, got[0].Data, got[0].Rev, got[1].Data, got[1].Rev)
+		}
+	}
+}

@@ -31,6 +31,38 @@ func (s *Store) SysGet(ctx context.Context, key string) ([]byte, int64, error) {
 	return resp.Kvs[0].Value, resp.Kvs[0].ModRevision, nil
 }
 
+// SysValue is a system key's value and mod_revision, as SysGets reads it.
+type SysValue struct {
+	Data []byte
+	Rev  int64 // mod_revision; 0 when the key is absent
+}
+
+// SysGets reads system keys at one revision, so that keys written together are seen together
+// (two SysGets could fall on either side of a write): each key's value and mod_revision, the
+// zero SysValue for one that is absent.
+func (s *Store) SysGets(ctx context.Context, keys ...string) ([]SysValue, error) {
+	ops := make([]clientv3.Op, len(keys))
+	for i, key := range keys {
+		if err := sysKey(key); err != nil {
+			return nil, err
+		}
+		ops[i] = clientv3.OpGet(s.sysRoot + key)
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return nil, s.etcdErr(ctx, "get system keys "+strings.Join(keys, ", "), err)
+	}
+	out := make([]SysValue, len(keys))
+	for i, r := range resp.Responses {
+		if kvs := r.GetResponseRange().Kvs; len(kvs) > 0 {
+			out[i] = SysValue{Data: kvs[0].Value, Rev: kvs[0].ModRevision}
+		}
+	}
+	return out, nil
+}
+
 // SysList reads every system key under each of prefixes (relative key → value) at one
 // revision.
 //
