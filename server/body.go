@@ -197,15 +197,15 @@ func applyBody(data []byte, media, name string, maxValue, maxOps int) (map[strin
 	}
 	var keys map[string]string
 	var err error
-	switch media {
-	case "", "application/json", mediaFormDefault:
+	switch {
+	case media == "" || media == "application/json" || media == mediaFormDefault:
 		keys, err = parseApplyJSON(data, maxOps)
 		if err != nil && media != "application/json" && !json.Valid(data) {
 			// Only a body that is not JSON may be YAML: the error of a JSON body that breaks a
 			// rule (a null, an array, an empty name) said to send YAML's Content-Type too.
 			err = withYAMLHint(err)
 		}
-	case api.ContentTypeYAML, "application/x-yaml", "text/yaml", "text/x-yaml":
+	case isYAMLMedia(media):
 		keys, err = parseApplyYAML(data, maxOps)
 	default:
 		return nil, api.Errorf(api.CodeUnsupportedType, "content type %s is not supported: send application/json or %s", shorten(media), api.ContentTypeYAML)

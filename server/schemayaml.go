@@ -32,10 +32,10 @@ var errSchemaYAMLTooLarge = errors.New("over the limit as JSON")
 // converted when it is YAML's, for schemas kept as YAML in a pipeline's repository. A YAML
 // body whose JSON would be over max bytes is errSchemaYAMLTooLarge.
 func schemaJSON(data []byte, media string, max int) ([]byte, error) {
-	switch media {
-	case "", "application/json", "application/schema+json", mediaFormDefault:
+	switch {
+	case media == "" || media == "application/json" || media == "application/schema+json" || media == mediaFormDefault:
 		return data, nil
-	case api.ContentTypeYAML, "application/x-yaml", "text/yaml", "text/x-yaml":
+	case isYAMLMedia(media):
 	default:
 		return nil, api.Errorf(api.CodeUnsupportedType, "content type %s is not supported for a schema: send application/schema+json, application/json or %s",
 			shorten(media), api.ContentTypeYAML)

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"net/http"
+	"slices"
 	"time"
 
 	"golang.org/x/sync/semaphore"
@@ -43,11 +44,8 @@ func (b *yamlBudget) take(r *http.Request, n int) (release func(), err error) {
 	return func() { b.sem.Release(w) }, nil
 }
 
+// yamlMedia are the media types a YAML body may be sent with.
+var yamlMedia = [...]string{api.ContentTypeYAML, "application/x-yaml", "text/yaml", "text/x-yaml"}
+
 // isYAMLMedia says whether media type m is one of YAML's.
-func isYAMLMedia(m string) bool {
-	switch m {
-	case api.ContentTypeYAML, "application/x-yaml", "text/yaml", "text/x-yaml":
-		return true
-	}
-	return false
-}
+func isYAMLMedia(m string) bool { return slices.Contains(yamlMedia[:], m) }
