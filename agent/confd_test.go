@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/agent"
+	"github.com/shoelace-dev/shoelace/internal/testbin"
 )
 
 // writeConfd writes files (path relative to a new confd dir -> content; "$DIR" is the dir) and
@@ -18,15 +19,11 @@ import (
 func writeConfd(t testing.TB, files map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
+	withDir := make(map[string]string, len(files))
 	for name, text := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(strings.ReplaceAll(text, "$DIR", dir)), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		withDir[name] = strings.ReplaceAll(text, "$DIR", dir)
 	}
+	testbin.WriteFiles(t, dir, withDir)
 	return dir
 }
 

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/shoelace-dev/shoelace/internal/testbin"
 )
 
 // module writes a Go module with three packages into a temporary directory and makes it the
@@ -57,15 +59,7 @@ func TestMain(m *testing.M) {
 func TestQuiet(t *testing.T) { t.Log("a clue from a passing test") }
 `,
 	}
-	for name, body := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testbin.WriteFiles(t, dir, files)
 	t.Chdir(dir)
 	t.Setenv("GOWORK", "off")
 	t.Setenv("GOFLAGS", "")
