@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 
 	"go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.uber.org/zap/zapcore"
-
-	"github.com/shoelace-dev/shoelace/internal/api"
 )
 
 // RestoreRevisionBump is how far Restore moves revisions forward: beyond any index an agent
@@ -85,9 +85,9 @@ func Restore(ctx context.Context, cfg RestoreConfig) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("restore: %w", err)
 	}
-	for key := range recs {
-		if _, err := s.SysDelete(ctx, key); err != nil && !errors.Is(err, api.ErrNotFound) {
-			return "", fmt.Errorf("restore: forget replica record %s: %w", key, err)
+	if len(recs) > 0 {
+		if _, err := s.SysApply(ctx, nil, nil, slices.Collect(maps.Keys(recs))); err != nil {
+			return "", fmt.Errorf("restore: forget the snapshot's replica records: %w", err)
 		}
 	}
 	return id, nil
