@@ -485,6 +485,17 @@ func (e *cliEnv) applianceApply(c *cli.Context) error {
 	return printRevision(e.stdout, false, res.Revision)
 }
 
+// changeLine writes one key of a plan or a diff as the dry runs and appliance diff print it:
+// mark '+' "+ KEY=value" (created), '~' "~ KEY=value (was was)" (changed), '-' "- KEY=value"
+// (deleted: value is the old one). Values come rendered (quoted, masked).
+func changeLine(b *strings.Builder, mark byte, key, value, was string) {
+	if mark == '~' {
+		fmt.Fprintf(b, "~ %s=%s (was %s)\n", key, value, was)
+		return
+	}
+	fmt.Fprintf(b, "%c %s=%s\n", mark, key, value)
+}
+
 // printPlan prints an apply's dry run: the plan as JSON, or one line per key it would touch,
 // in the format of appliance diff ("+ key=new", "~ key=new (was old)", "- key=old"; secret
 // values masked), and a summary on stderr.
@@ -494,13 +505,13 @@ func (e *cliEnv) printPlan(asJSON bool, name string, p api.ApplyPlan) error {
 	}
 	var b strings.Builder
 	for _, k := range p.Put {
-		fmt.Fprintf(&b, "+ %s=%s\n", k, quoteIfNeeded(p.New[k]))
+		changeLine(&b, '+', k, quoteIfNeeded(p.New[k]), "")
 	}
 	for _, k := range p.Changed {
-		fmt.Fprintf(&b, "~ %s=%s (was %s)\n", k, quoteIfNeeded(p.New[k]), quoteIfNeeded(p.Old[k]))
+		changeLine(&b, '~', k, quoteIfNeeded(p.New[k]), quoteIfNeeded(p.Old[k]))
 	}
 	for _, k := range p.Deleted {
-		fmt.Fprintf(&b, "- %s=%s\n", k, quoteIfNeeded(p.Old[k]))
+		changeLine(&b, '-', k, quoteIfNeeded(p.Old[k]), "")
 	}
 	if _, err := io.WriteString(e.stdout, b.String()); err != nil {
 		return err
@@ -791,11 +802,11 @@ func (e *cliEnv) applianceDiff(c *cli.Context) error {
 	var b strings.Builder
 	for _, k := range keys {
 		if v, ok := d.Added[k]; ok {
-			fmt.Fprintf(&b, "+ %s=%s\n", k, quoteIfNeeded(v))
+			changeLine(&b, '+', k, quoteIfNeeded(v), "")
 		} else if ch, ok := d.Changed[k]; ok {
-			fmt.Fprintf(&b, "~ %s=%s (was %s)\n", k, quoteIfNeeded(ch["to"]), quoteIfNeeded(ch["from"]))
+			changeLine(&b, '~', k, quoteIfNeeded(ch["to"]), quoteIfNeeded(ch["from"]))
 		} else {
-			fmt.Fprintf(&b, "- %s=%s\n", k, quoteIfNeeded(d.Removed[k]))
+			changeLine(&b, '-', k, quoteIfNeeded(d.Removed[k]), "")
 		}
 	}
 	fmt.Fprintf(e.stderr, "%s from revision %d to %d: %d added, %d changed, %d removed\n", name, from, to, len(d.Added), len(d.Changed), len(d.Removed))

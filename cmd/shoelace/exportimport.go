@@ -615,13 +615,13 @@ func (e *cliEnv) printDryRun(asJSON bool, p importPlan, res importResult, rev in
 		return quoteIfNeeded(values[k])
 	}
 	for _, k := range p.Created {
-		fmt.Fprintf(&b, "+ %s=%s\n", k, value(k, p.New))
+		changeLine(&b, '+', k, value(k, p.New), "")
 	}
 	for _, k := range p.Changed {
-		fmt.Fprintf(&b, "~ %s=%s (was %s)\n", k, value(k, p.New), value(k, p.Old))
+		changeLine(&b, '~', k, value(k, p.New), value(k, p.Old))
 	}
 	for _, k := range p.Delete {
-		fmt.Fprintf(&b, "- %s=%s\n", k, value(k, p.Old))
+		changeLine(&b, '-', k, value(k, p.Old), "")
 	}
 	for _, k := range p.Kept {
 		fmt.Fprintf(&b, "= %s\n", k)
