@@ -121,7 +121,7 @@ EXAMPLES:
    rev=$(shoelace appliance apply web -f web.yaml | cut -d' ' -f2)
    shoelace appliance wait web --revision "$rev" --min 3 --for 5m`,
 				Flags: []cli.Flag{
-					&cli.Int64Flag{Name: "revision", Usage: "the `REVISION` every agent must have applied (required unless a rollout runs)"},
+					&cli.Int64Flag{Name: "revision", DefaultText: "the running rollout", Usage: "the `REVISION` every agent must have applied (required unless a rollout runs)"},
 					&cli.IntFlag{Name: "min", Value: 1, Usage: "at least `N` agents must have applied it"},
 					&cli.DurationFlag{Name: "seen-within", Value: 5 * time.Minute, Usage: "agents that reported within this of the newest report count"},
 					&cli.DurationFlag{Name: "for", Value: 10 * time.Minute, Usage: "give up after this long (exit 1)"},
@@ -211,7 +211,7 @@ EXAMPLES:
    shoelace appliance history web-frontend -o json | jq -r '.releases[] | select(.source == "deploy-web") | .revision'`,
 				Flags: []cli.Flag{
 					&cli.IntFlag{Name: "limit", Value: 50, Usage: "releases per page (1 to 1000)"},
-					&cli.Int64Flag{Name: "before", Usage: "list releases older than `REVISION` (the next page)"},
+					&cli.Int64Flag{Name: "before", DefaultText: "the newest first", Usage: "list releases older than `REVISION` (the next page)"},
 					&cli.BoolFlag{Name: "include-shared", Usage: "also list the releases that changed shared/"},
 				},
 				Action: e.applianceHistory,
@@ -232,7 +232,7 @@ EXAMPLES:
    shoelace appliance diff web-frontend --from 42
    shoelace appliance diff web-frontend --from 42 --to 57 -o json | jq '.changed'`,
 				Flags: []cli.Flag{
-					&cli.Int64Flag{Name: "from", Usage: "the older `REVISION` (required)"},
+					requiredInt64Flag{&cli.Int64Flag{Name: "from", Usage: "the older `REVISION` (required)"}},
 					&cli.Int64Flag{Name: "to", DefaultText: "now", Usage: "the newer `REVISION`"},
 					&cli.BoolFlag{Name: "show-secrets", Usage: "print the values of secret keys instead of (secret)"},
 				},

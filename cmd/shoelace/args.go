@@ -179,3 +179,11 @@ func findCommand(cmds []*cli.Command, name string) *cli.Command {
 	}
 	return nil
 }
+
+// requiredInt64Flag is an Int64Flag that a command requires, so --help shows no default for it
+// (urfave would print its zero value as "(default: 0)", which no user can rely on).
+type requiredInt64Flag struct{ *cli.Int64Flag }
+
+func (requiredInt64Flag) GetDefaultText() string { return "" }
+
+func (f requiredInt64Flag) String() string { return cli.FlagStringer(f) }

@@ -41,6 +41,12 @@ func TestHelp_EveryCommandDescribedWithAnExample(t *testing.T) {
 		}
 		leaves++
 		name := "shoelace " + strings.Join(path, " ")
+		// A default no one can rely on: a required flag's, or a revision's zero.
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "(default:") && (strings.Contains(line, "(required)") || strings.Contains(line, "REVISION  ") && strings.HasSuffix(line, "(default: 0)")) {
+				t.Errorf("%s --help gives a flag a default it does not have:\n%s", name, line)
+			}
+		}
 		i := strings.Index(out, "DESCRIPTION:")
 		if i < 0 {
 			t.Errorf("%s --help says only its one line and flags:\n%s", name, out)
