@@ -85,12 +85,12 @@ EXAMPLES:
 			if len(conv.tmpls) == 0 {
 				return fmt.Errorf("convert-consul-template: no template to convert: give a configuration with a template stanza, or --template")
 			}
-			for _, n := range conv.notes {
-				fmt.Fprintf(e.stderr, "shoelace: %s\n", n)
-			}
-			out, err := conv.yaml(name)
+			out, waitNotes, err := conv.yaml(name)
 			if err != nil {
-				return err
+				return fmt.Errorf("convert-consul-template: %w", err)
+			}
+			for _, n := range append(conv.notes, waitNotes...) {
+				fmt.Fprintf(e.stderr, "shoelace: %s\n", n)
 			}
 			_, err = e.stdout.Write(out)
 			return err
@@ -159,8 +159,9 @@ const cwdNote = "the current directory, where the conversion ran"
 func flagLine(name, text string) string { return strings.ReplaceAll(text, name+":1", name) }
 
 // flag drops the line number of the one-line configuration flag name stands for from c's
-// notes and comments.
+// notes, comments and wait.
 func (c *ctConversion) flag(name string) *ctConversion {
+	c.wait.at = flagLine(name, c.wait.at)
 	for i, n := range c.notes {
 		c.notes[i] = flagLine(name, n)
 	}
@@ -196,8 +197,7 @@ func readConsulTemplateConfig(name string) ([]byte, error) {
 // ctConversion is a consul-template configuration converted: the agent's wait and templates,
 // and what has no equivalent here (one line each, naming file and line).
 type ctConversion struct {
-	wait     agent.Wait
-	waitSet  bool
+	wait     ctWaitConfig
 	tmpls    []agent.Template
 	comments [][]string
 	notes    []string
@@ -207,8 +207,8 @@ type ctConversion struct {
 
 // convertConsulTemplatePath converts what consul-template -config PATH reads: a file, or every
 // file below a directory (in lexical order, subdirectories included), merged as consul-template
-// merges them: the templates of all, the last wait and default_delimiters set, the latter
-// applied to the templates of every file.
+// merges them: the templates of all, each field of wait and default_delimiters from the last
+// file that sets it, the latter applied to the templates of every file.
 func convertConsulTemplatePath(path string) (*ctConversion, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -264,9 +264,7 @@ func (c *ctConversion) merge(o *ctConversion) {
 	c.tmpls = append(c.tmpls, o.tmpls...)
 	c.comments = append(c.comments, o.comments...)
 	c.notes = append(c.notes, o.notes...)
-	if o.waitSet {
-		c.wait, c.waitSet = o.wait, true
-	}
+	c.wait.merge(o.wait)
 	if o.left != nil {
 		c.left = o.left
 	}
@@ -335,28 +333,13 @@ func convertConsulTemplateIn(name, dir, from string, data []byte) (*ctConversion
 		case key == "template":
 			tmplItems = append(tmplItems, item)
 		case key == "wait":
-			w, implied, err := ctWait(item.Val)
-			switch {
-			case err != nil:
-			case time.Duration(w.Min) > agent.MaxWait:
-				// The agent would refuse the wait: say so here rather than print its config.
-				err = fmt.Errorf("min %s is over %s, the longest the agent lets a change wait to be rendered",
-					time.Duration(w.Min), agent.MaxWait)
-			case time.Duration(w.Max) > agent.MaxWait && implied:
-				// consul-template's 4 × min, which the agent caps at MaxWait when it makes it
-				// itself (wait: {min: 5m}): print that cap, and say so.
-				conv.notes = append(conv.notes, fmt.Sprintf("%s: wait: consul-template's max is 4 × min, %s, when not given; the agent lets a change wait at most %s (as it caps 4 × min): max %s here",
-					at, time.Duration(w.Max), agent.MaxWait, agent.MaxWait))
-				w.Max = agent.Duration(agent.MaxWait)
-			case time.Duration(w.Max) > agent.MaxWait:
-				err = fmt.Errorf("max %s is over %s, the longest the agent lets a change wait to be rendered",
-					time.Duration(w.Max), agent.MaxWait)
-			}
+			w, err := ctWait(item.Val)
 			if err != nil {
 				errs = append(errs, fmt.Sprintf("%s: wait: %v", at, err))
-			} else {
-				conv.wait, conv.waitSet = w, true
+				continue
 			}
+			w.at = at
+			conv.wait.merge(w)
 		case key == "default_delimiters":
 			m, err := ctObject(item.Val)
 			if err != nil {
@@ -407,14 +390,20 @@ func convertConsulTemplateIn(name, dir, from string, data []byte) (*ctConversion
 	return conv, nil
 }
 
-// yaml prints the conversion as agent.yaml's wait: and templates:.
-func (c *ctConversion) yaml(name string) ([]byte, error) {
+// yaml prints the conversion as agent.yaml's wait: and templates:, and returns the notes on
+// its wait with it.
+func (c *ctConversion) yaml(name string) (out []byte, notes []string, err error) {
 	head := []string{
 		fmt.Sprintf("Converted from the consul-template configuration %s by shoelace convert-consul-template.", name),
 		"Append it to agent.yaml, which holds server:, token_file: and appliance: (the packaged /etc/shoelace/agent.yaml does),",
 		"then check it with shoelace-agent validate --config FILE.",
 	}
-	return agent.TemplatesYAML(head, c.wait, c.tmpls, c.comments)
+	w, notes, err := c.wait.finalize()
+	if err != nil {
+		return nil, nil, err
+	}
+	out, err = agent.TemplatesYAML(head, w, c.tmpls, c.comments)
+	return out, notes, err
 }
 
 // ctTemplate converts one template stanza. wait is a note when the stanza has its own wait,
@@ -521,16 +510,16 @@ func ctTemplate(name, dir, from string, o *ast.ObjectType) (t agent.Template, wa
 				}
 			}
 		case "wait":
-			w, _, err := ctWait(item.Val)
+			w, err := ctWait(item.Val)
 			if err != nil {
 				bad(err)
 				continue
 			}
-			if !w.Enabled() {
+			on, lo, hi := w.final()
+			if !on || lo == 0 {
 				continue // not enabled: the global wait applies, as in consul-template
 			}
-			wait = fmt.Sprintf("%s: template wait {min = %s, max = %s} has no per-template equivalent here: the agent's wait: applies to every template", at,
-				time.Duration(w.Min), time.Duration(w.Max))
+			wait = fmt.Sprintf("%s: template wait {min = %s, max = %s} has no per-template equivalent here: the agent's wait: applies to every template", at, lo, hi)
 		default:
 			if why := ctTemplateNoEquivalent[key]; why != "" {
 				if ctEmpty(item.Val) {
@@ -773,19 +762,94 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'"'"'`) + "'"
 }
 
-// ctWait reads a wait as consul-template does: "5s" (max 4 × min), "5s:10s", or a block
-// { min = "5s" max = "10s" enabled = … }; implied is true when max was not given (4 × min). As
-// in consul-template (WaitConfig.Finalize), a block's enabled decides, else a min other than 0:
-// a wait that is not enabled (enabled = false, a min of 0, a block without min) is none, the
-// zero Wait.
-func ctWait(n ast.Node) (w agent.Wait, implied bool, err error) {
+// ctWaitConfig is a wait as consul-template reads it (its WaitConfig before Finalize): each
+// field nil until a file or -wait sets it, so that a later one replaces only the fields it gives.
+// at is where the last of them was set; fourMin, that max is the 4 × min of a "MIN" string.
+type ctWaitConfig struct {
+	enabled  *bool
+	min, max *time.Duration
+	fourMin  bool
+	at       string
+}
+
+// merge sets the fields o gives over w's, as consul-template's WaitConfig.Merge does.
+func (w *ctWaitConfig) merge(o ctWaitConfig) {
+	if o.enabled == nil && o.min == nil && o.max == nil {
+		return
+	}
+	if o.enabled != nil {
+		w.enabled = o.enabled
+	}
+	if o.min != nil {
+		w.min = o.min
+	}
+	if o.max != nil {
+		w.max, w.fourMin = o.max, o.fourMin
+	}
+	w.at = o.at
+}
+
+// final is the wait consul-template runs with (WaitConfig.Finalize): enabled when bool says so,
+// else when min is given and not 0; min 0 when not given; max 4 × min when not given.
+func (w ctWaitConfig) final() (enabled bool, lo, hi time.Duration) {
+	if w.min != nil {
+		lo = *w.min
+	}
+	hi = 4 * lo
+	if w.max != nil {
+		hi = *w.max
+	}
+	enabled = lo != 0
+	if w.enabled != nil {
+		enabled = *w.enabled
+	}
+	return enabled, lo, hi
+}
+
+// finalize turns w into the agent's wait. A wait consul-template does not enable, or one with a
+// min of 0 (consul-template renders at once then), is none, the zero Wait. A min or a given max
+// over agent.MaxWait is an error, as the agent would refuse it; consul-template's 4 × min over it
+// is capped, as the agent caps it, with a note that says so.
+func (w ctWaitConfig) finalize() (agent.Wait, []string, error) {
+	on, lo, hi := w.final()
+	if !on || lo == 0 {
+		return agent.Wait{}, nil, nil
+	}
+	var notes []string
+	switch {
+	case lo > agent.MaxWait:
+		return agent.Wait{}, nil, fmt.Errorf("%s: wait: min %s is over %s, the longest the agent lets a change wait to be rendered", w.at, lo, agent.MaxWait)
+	case hi > agent.MaxWait && (w.max == nil || w.fourMin):
+		notes = append(notes, fmt.Sprintf("%s: wait: consul-template's max is 4 × min, %s, when not given; the agent lets a change wait at most %s (as it caps 4 × min): max %s here",
+			w.at, hi, agent.MaxWait, agent.MaxWait))
+		hi = agent.MaxWait
+	case hi > agent.MaxWait:
+		return agent.Wait{}, nil, fmt.Errorf("%s: wait: max %s is over %s, the longest the agent lets a change wait to be rendered", w.at, hi, agent.MaxWait)
+	case hi < lo:
+		// Fields from two files, each within the rule alone.
+		return agent.Wait{}, nil, fmt.Errorf("%s: wait: min %s and max %s (a max set before it): want min ≤ max", w.at, lo, hi)
+	}
+	return agent.Wait{Min: agent.Duration(lo), Max: agent.Duration(hi)}, notes, nil
+}
+
+// ctWait reads a wait as consul-template does: "5s" (min, and max 4 × min), "5s:10s" (both), or
+// a block { min = "5s" max = "10s" bool = … } that sets the fields it gives. consul-template's
+// switch is named bool (its mapstructure tag): it refuses enabled, and so does the conversion.
+func ctWait(n ast.Node) (w ctWaitConfig, err error) {
 	var v any
 	if err = hcl.DecodeObject(&v, n); err != nil {
-		return agent.Wait{}, false, err
+		return w, err
 	}
-	var minS, maxS string
-	var enabled *bool
-	block := false
+	dur := func(field, s, example string) (*time.Duration, error) {
+		d, err := time.ParseDuration(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("%s %q is not a duration such as %q", field, s, example)
+		}
+		if d < 0 {
+			return nil, fmt.Errorf("%s %s: want 0 or more", field, d)
+		}
+		return &d, nil
+	}
 	if m, ok := v.(map[string]any); ok {
 		v = []map[string]any{m}
 	}
@@ -793,53 +857,49 @@ func ctWait(n ast.Node) (w agent.Wait, implied bool, err error) {
 	case string:
 		parts := strings.Split(strings.TrimSpace(v), ":")
 		if len(parts) > 2 {
-			return agent.Wait{}, false, fmt.Errorf("%q: want \"MIN\" or \"MIN:MAX\"", v)
+			return w, fmt.Errorf("%q: want \"MIN\" or \"MIN:MAX\"", v)
 		}
-		minS = parts[0]
+		if w.min, err = dur("min", parts[0], "5s"); err != nil {
+			return w, err
+		}
+		hi := 4 * *w.min
+		w.max, w.fourMin = &hi, true
 		if len(parts) == 2 {
-			maxS = parts[1]
+			w.fourMin = false
+			if w.max, err = dur("max", parts[1], "10s"); err != nil {
+				return w, err
+			}
 		}
 	case []map[string]any:
-		block = true
 		for _, m := range v {
 			for k, val := range m {
 				s, _ := val.(string)
 				switch k {
 				case "min":
-					minS = s
+					w.min, err = dur("min", s, "5s")
 				case "max":
-					maxS = s
-				case "enabled":
+					w.max, err = dur("max", s, "10s")
+				case "bool":
 					b, ok := val.(bool)
 					if !ok {
-						return agent.Wait{}, false, errors.New("enabled: want true or false")
+						return w, errors.New("bool: want true or false")
 					}
-					enabled = &b
+					w.enabled = &b
+				case "enabled":
+					return w, errors.New(`unknown field "enabled" (consul-template v0.41.1 refuses it too: its switch is bool = true or false)`)
 				default:
-					return agent.Wait{}, false, fmt.Errorf("unknown field %q (min, max, enabled)", k)
+					return w, fmt.Errorf("unknown field %q (min, max, bool)", k)
+				}
+				if err != nil {
+					return w, err
 				}
 			}
 		}
 	default:
-		return agent.Wait{}, false, errors.New("want \"MIN:MAX\" or { min = …, max = … }")
+		return w, errors.New("want \"MIN:MAX\" or { min = …, max = … }")
 	}
-	var lo time.Duration
-	if !block || minS != "" {
-		if lo, err = time.ParseDuration(strings.TrimSpace(minS)); err != nil {
-			return agent.Wait{}, false, fmt.Errorf("min %q is not a duration such as \"5s\"", minS)
-		}
+	if w.min != nil && w.max != nil && *w.max < *w.min {
+		return w, fmt.Errorf("min %s and max %s: want 0 ≤ min ≤ max", *w.min, *w.max)
 	}
-	hi := 4 * lo
-	if maxS != "" {
-		if hi, err = time.ParseDuration(strings.TrimSpace(maxS)); err != nil {
-			return agent.Wait{}, false, fmt.Errorf("max %q is not a duration such as \"10s\"", maxS)
-		}
-	}
-	if lo < 0 || hi < lo {
-		return agent.Wait{}, false, fmt.Errorf("min %s and max %s: want 0 ≤ min ≤ max", lo, hi)
-	}
-	if enabled != nil && !*enabled || enabled == nil && lo == 0 {
-		return agent.Wait{}, false, nil
-	}
-	return agent.Wait{Min: agent.Duration(lo), Max: agent.Duration(hi)}, maxS == "", nil
+	return w, nil
 }

@@ -137,10 +137,10 @@ func TestConvertConsulTemplate_Invalid(t *testing.T) {
 		{"no template", "consul {\n}\n", "c.hcl: no template stanza to convert"},
 		{"bad perms", "template {\n  destination = \"/a\"\n  perms = \"rw\"\n}\n", `c.hcl:3: template: perms: "rw" is not an octal mode`},
 		{"setuid perms", "template {\n  destination = \"/a\"\n  perms = \"4755\"\n}\n", "c.hcl:3: template: perms: mode 04755: setuid, setgid and sticky bits are not supported"},
-		{"bad wait", "wait = \"5s:1s\"\ntemplate {\n  destination = \"/a\"\n}\n", "c.hcl:1: wait: min 5s and max 1s: want 0 ≤ min ≤ max"},
+		{"bad wait", "wait = \"5s:1s\"\ntemplate {\n  destination = \"/a\"\n  contents = \"x\"\n}\n", "c.hcl:1: wait: min 5s and max 1s: want 0 ≤ min ≤ max"},
 		// The agent refuses a wait over 10m: the conversion printed one that validate then refused.
-		{"wait over the agent's bound", "wait = \"1m:1h\"\ntemplate {\n  destination = \"/a\"\n}\n", "c.hcl:1: wait: max 1h0m0s is over 10m0s, the longest the agent lets a change wait to be rendered"},
-		{"min over the agent's bound", "wait = \"15m\"\ntemplate {\n  destination = \"/a\"\n}\n", "c.hcl:1: wait: min 15m0s is over 10m0s, the longest the agent lets a change wait to be rendered"},
+		{"wait over the agent's bound", "wait = \"1m:1h\"\ntemplate {\n  destination = \"/a\"\n  contents = \"x\"\n}\n", "c.hcl:1: wait: max 1h0m0s is over 10m0s, the longest the agent lets a change wait to be rendered"},
+		{"min over the agent's bound", "wait = \"15m\"\ntemplate {\n  destination = \"/a\"\n  contents = \"x\"\n}\n", "c.hcl:1: wait: min 15m0s is over 10m0s, the longest the agent lets a change wait to be rendered"},
 		{"bad timeout", "template {\n  destination = \"/a\"\n  command_timeout = \"soon\"\n}\n", `c.hcl:3: template: command_timeout "soon" is not a duration`},
 		{"user and uid", "template {\n  destination = \"/a\"\n  user = \"root\"\n  uid = 0\n}\n", "c.hcl:4: template: set user or uid, not both"},
 		{"command not strings", "template {\n  destination = \"/a\"\n  command = [1, 2]\n}\n", "c.hcl:3: template: command: want a string or a list of strings"},
@@ -313,32 +313,57 @@ func TestConvertConsulTemplate_Directory(t *testing.T) {
 	}
 }
 
-// TestConvertConsulTemplate_WaitEnabledAsConsulTemplate: consul-template enables a wait when its
-// block says enabled = true, or else when its min is not 0 (WaitConfig.Finalize, and its test
-// TestWaitConfig_Finalize: an empty wait is Enabled false, min and max 0; a min of 10s is
-// Enabled true, max 40s). The conversion ignored enabled = false and printed the wait, printed
-// {min: 0s, max: 10s} for "0s:10s", and refused a block without min ("min \"\" is not a
-// duration"); each is now no wait, as in consul-template. A template's wait that is not
-// enabled gets no note (consul-template takes the global wait for it).
-func TestConvertConsulTemplate_WaitEnabledAsConsulTemplate(t *testing.T) {
+// TestConvertConsulTemplate_WaitAsConsulTemplate: the wait of each case is the one consul-template
+// v0.41.1 ran with (its final config, printed by -dry -log-level=debug without -once, for the
+// same files): a wait is enabled when its block's bool says so (consul-template's WaitConfig
+// names its switch bool, and refuses enabled), else when its min is given and not 0; "MIN" sets
+// max to 4 × min. The files of a directory set the fields they give over the earlier files'
+// (WaitConfig.Merge). Before, the conversion took enabled for the switch and refused bool, and
+// took a later file's wait whole: {min: 5s} after {min: 2s, max: 10s} was max 20s, not 10s. A
+// template's wait that is not enabled gets no note (consul-template takes the global wait for it).
+func TestConvertConsulTemplate_WaitAsConsulTemplate(t *testing.T) {
 	tmpl := "template {\n  contents = \"x\"\n  destination = \"/a\"\n%s}\n"
-	cases := []struct{ name, top, inTemplate, want string }{
-		{"TestWaitConfig_Finalize with_min", "wait {\n  min = \"10s\"\n}\n", "", "wait: {min: 10s, max: 40s}\n"},
-		{"TestWaitConfig_Finalize empty", "wait {\n}\n", "", ""},
-		{"enabled = false", "wait {\n  min = \"5s\"\n  max = \"10s\"\n  enabled = false\n}\n", "", ""},
-		{"enabled = true", "wait {\n  min = \"2s\"\n  enabled = true\n}\n", "", "wait: {min: 2s, max: 8s}\n"},
-		{"max without min", "wait {\n  max = \"10s\"\n}\n", "", ""},
-		{"min 0", "wait = \"0s:10s\"\n", "", ""},
-		{"a template's wait not enabled", "wait = \"1s:2s\"\n", "  wait {\n    min = \"3s\"\n    enabled = false\n  }\n", "wait: {min: 1s, max: 2s}\n"},
+	cases := []struct {
+		name       string
+		top        []string // the directory's files, in order; the last one holds the template
+		inTemplate string
+		want       string // the wait line, or the error
+	}{
+		{"MIN", []string{`wait = "5s"`}, "", "wait: {min: 5s, max: 20s}\n"},
+		{"MIN:MAX", []string{`wait = "5s:7s"`}, "", "wait: {min: 5s, max: 7s}\n"},
+		{"block", []string{"wait {\n  min = \"5s\"\n  max = \"9s\"\n}"}, "", "wait: {min: 5s, max: 9s}\n"},
+		{"TestWaitConfig_Finalize with_min", []string{"wait {\n  min = \"10s\"\n}"}, "", "wait: {min: 10s, max: 40s}\n"},
+		{"TestWaitConfig_Finalize empty", []string{"wait {\n}"}, "", ""},
+		{"bool = false", []string{"wait {\n  min = \"5s\"\n  bool = false\n}"}, "", ""},
+		{"bool = true without min", []string{"wait {\n  bool = true\n}"}, "", ""},
+		{"max without min", []string{"wait {\n  max = \"9s\"\n}"}, "", ""},
+		{"min 0", []string{`wait = "0s:10s"`}, "", ""},
+		{"enabled refused", []string{"wait {\n  min = \"5s\"\n  enabled = false\n}"}, "",
+			`c.hcl:1: wait: unknown field "enabled" (consul-template v0.41.1 refuses it too: its switch is bool = true or false)`},
+		{"a later file's min over an earlier max", []string{"wait {\n  min = \"2s\"\n  max = \"10s\"\n}", "wait {\n  min = \"5s\"\n}"}, "", "wait: {min: 5s, max: 10s}\n"},
+		{"a later file's bool", []string{"wait {\n  min = \"2s\"\n  max = \"10s\"\n}", "wait {\n  bool = false\n}"}, "", ""},
+		{"a later file's MIN", []string{"wait {\n  min = \"2s\"\n  max = \"10s\"\n}", `wait = "3s"`}, "", "wait: {min: 3s, max: 12s}\n"},
+		{"a template's wait not enabled", []string{`wait = "1s:2s"`}, "  wait {\n    min = \"3s\"\n    bool = false\n  }\n", "wait: {min: 1s, max: 2s}\n"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p := filepath.Join(t.TempDir(), "c.hcl")
-			if err := os.WriteFile(p, []byte(tc.top+fmt.Sprintf(tmpl, tc.inTemplate)), 0o644); err != nil {
-				t.Fatal(err)
+			dir := t.TempDir()
+			files := map[string]string{}
+			for i, top := range tc.top {
+				files[fmt.Sprintf("%c.hcl", 'a'+i)] = top + "\n"
 			}
+			last := fmt.Sprintf("%c.hcl", 'a'+len(tc.top)-1)
+			files[last] += fmt.Sprintf(tmpl, tc.inTemplate)
+			testbin.WriteFiles(t, dir, files)
 			var stdout, stderr bytes.Buffer
-			if err := run(context.Background(), []string{"shoelace", "convert-consul-template", p}, strings.NewReader(""), &stdout, &stderr); err != nil {
+			err := run(context.Background(), []string{"shoelace", "convert-consul-template", dir}, strings.NewReader(""), &stdout, &stderr)
+			if strings.HasPrefix(tc.want, "c.hcl") {
+				if want := filepath.Join(dir, "a.hcl") + tc.want[len("c.hcl"):]; exitCode(err) != 1 || !strings.Contains(fmt.Sprint(err), want) || stdout.Len() > 0 {
+					t.Fatalf("convert-consul-template: %v (exit %d), want exit 1 saying %q and nothing printed\n%s%s", err, exitCode(err), want, stderr.String(), stdout.String())
+				}
+				return
+			}
+			if err != nil {
 				t.Fatalf("convert-consul-template: %v\n%s", err, stderr.String())
 			}
 			var got string
