@@ -1294,12 +1294,14 @@ func TestE2E_ApplianceWait(t *testing.T) {
 	report := agentReporter(t, c, s, "e2e-wait")
 	r := strconv.FormatInt(rev, 10)
 	c.fails(exitUsage, "--revision REV is required", "appliance", "wait", "e2e-wait")
-	// A server that is away is asked again until --for ends.
+	// A server that is away is asked again until --for ends. (A --for of 1s was too short on a
+	// loaded host: the first request came too late to be followed by another, and the wait gave
+	// up without saying it would ask again.)
 	dead, err := freeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := c.run("appliance", "wait", "e2e-wait", "--revision", r, "--for", "1s", "--interval", "100ms", "--addr", "http://"+dead)
+	res := c.run("appliance", "wait", "e2e-wait", "--revision", r, "--for", "3s", "--interval", "100ms", "--addr", "http://"+dead)
 	if res.code != exitUnavailable || strings.Count(res.stderr, "asking again until") != 1 || !strings.Contains(res.stderr, "cannot reach the server") {
 		t.Fatalf("wait with the server away: %s", res)
 	}
