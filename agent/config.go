@@ -122,6 +122,17 @@ type Config struct {
 	// directories above it (checkCacheParents): the agent reads and writes there, so that a link
 	// on the way swapped afterwards cannot lead it elsewhere.
 	cacheReal string
+	// own are the agent's own files, which no template may render (ownFileProblem), each by
+	// its name and with its symbolic links resolved, as Validate found them.
+	own []agentFile
+}
+
+// agentFile is one of the agent's own files: what it is, its names (as written and resolved),
+// and whether it is a directory whose whole content is the agent's (cache_dir).
+type agentFile struct {
+	what  string
+	names []string
+	dir   bool
 }
 
 // Wait coalesces bursts of changes: render once the view has been quiet for Min, and at
@@ -805,6 +816,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.allowedReal = resolveDirs(c.AllowedDirs)
+	c.own = c.ownFiles()
 	if c.TemplatesDir != "" && !filepath.IsAbs(c.TemplatesDir) && !bad["templates_dir"] {
 		add("%s: templates_dir %s must be an absolute path", name, qp(c.TemplatesDir))
 	}
@@ -852,6 +864,9 @@ func (c *Config) Validate() error {
 			}
 			seen[key] = w
 			seenReal[destKey(real, !unixModes)] = w
+			if why := c.ownFileProblem(t.Destination, real); why != "" {
+				add("%s: %s", w, why)
+			}
 			if err := c.checkAllowed(t.Destination); err != nil {
 				add("%s: %v", w, err)
 			}
@@ -1055,6 +1070,83 @@ func trimDir(d string, seps string, volume int) string {
 		return d[:min(len(d), volume+1)]
 	}
 	return t
+}
+
+// ownFiles lists the agent's own files for ownFileProblem: its config (which names what it
+// runs), its token file, and cache_dir (its view, status, instance token, enrollment key and
+// owed commands).
+func (c *Config) ownFiles() []agentFile {
+	var own []agentFile
+	names := func(p string, resolved ...string) []string {
+		ns := []string{p, resolveLinks(p)}
+		for _, r := range resolved {
+			if r != "" {
+				ns = append(ns, r)
+			}
+		}
+		return ns
+	}
+	if c.Path != "" {
+		if abs, err := filepath.Abs(c.Path); err == nil {
+			own = append(own, agentFile{what: "the agent's config file", names: names(abs)})
+		}
+	}
+	if c.TokenFile != "" && filepath.IsAbs(c.TokenFile) {
+		own = append(own, agentFile{what: "the agent's token_file", names: names(c.TokenFile)})
+	}
+	if c.CacheDir != "" && filepath.IsAbs(c.CacheDir) {
+		own = append(own, agentFile{what: "cache_dir", names: names(c.CacheDir, c.cacheReal), dir: true})
+	}
+	return own
+}
+
+// ownFileProblem says why a template must not render p (real: p with its symbolic links
+// resolved, or "" when p is resolved already), or "": p is one of the agent's own files. A render
+// there would replace the agent's token (every request after it refused), its config, or
+// what it keeps in cache_dir, which the agent writes back at every pass.
+func (c *Config) ownFileProblem(p, real string) string {
+	fold := !unixModes
+	own := c.own
+	if own == nil { // a Config that never went through Validate
+		own = c.ownFiles()
+	}
+	for _, q := range []string{p, real} {
+		if q == "" {
+			continue
+		}
+		what := ""
+		for _, o := range own {
+			for _, n := range o.names {
+				switch {
+				case !o.dir && destKey(q, fold) == destKey(n, fold):
+					what = o.what
+				case o.dir && (destKey(q, fold) == destKey(n, fold) || under(q, n, filepath.Separator, fold)):
+					what = fmt.Sprintf("in cache_dir %s, where the agent keeps its own files (its view, status and instance token)", o.names[0])
+				}
+			}
+			if what != "" {
+				break
+			}
+		}
+		switch {
+		case what == "":
+		case q == p:
+			return fmt.Sprintf("destination %s is %s: a template must not replace it; render another file", p, what)
+		default:
+			return fmt.Sprintf("destination %s leads through a symbolic link to %s, which is %s: a template must not replace it; render another file", p, q, what)
+		}
+	}
+	return ""
+}
+
+// checkInstall says whether the install may replace p, a path whose links are resolved (see
+// checkReal): neither one of the agent's own files nor outside allowed_dirs. A link planted at
+// a destination after the config was loaded must not lead a render over the token.
+func (c *Config) checkInstall(p string) error {
+	if why := c.ownFileProblem(p, ""); why != "" {
+		return errors.New(why)
+	}
+	return c.checkReal(p)
 }
 
 // checkAllowed says whether dest lies under allowed_dirs (anywhere when there are none), by

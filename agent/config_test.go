@@ -167,6 +167,11 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		{"wait key twice", base + "wait: {min: 1s, min: 2s}\n" + tmpl, []string{`agent.yaml:4: mapping key "min" already defined at line 4`}},
 		{"templates not a list", base + tok + "templates:\n  contents: x\n", []string{`agent.yaml:6: want a list of template entries (each starting with "- "), not a mapping`}},
 		{"tiny timeout", base + tmpl + "    command_timeout: 1ns\n", []string{"command_timeout 1ns is too short"}},
+		// once replaced the token with the rendered bytes (every request after it refused), or
+		// fought the agent over its cache at every pass.
+		{"destination is the token file", base + "token_file: $DIR/token\ntemplates:\n  - contents: x\n    destination: $DIR/token\n", []string{"agent.yaml:6: template $DIR/token: destination $DIR/token is the agent's token_file: a template must not replace it"}},
+		{"destination is the config", base + tok + "templates:\n  - contents: x\n    destination: $DIR/agent.yaml\n", []string{"destination $DIR/agent.yaml is the agent's config file"}},
+		{"destination in cache_dir", base + tok + "templates:\n  - contents: x\n    destination: $DIR/cache/web.json\n", []string{"destination $DIR/cache/web.json is in cache_dir $DIR/cache, where the agent keeps its own files"}},
 		{"bad on_command_failure", base + tmpl + "    on_command_failure: retry\n", []string{`on_command_failure "retry" must be "rollback" (restore the previous files, the default) or "keep"`}},
 		{"group disagrees on on_command_failure", base + tok + "templates:\n  - contents: x\n    destination: $DIR/a\n    command: reload\n  - contents: y\n    destination: $DIR/b\n    command: reload\n    on_command_failure: keep\n",
 			[]string{"agent.yaml:9: template $DIR/b: on_command_failure keep differs from rollback of", "agent.yaml:6: template $DIR/a, which shares its command \"reload\""}},
@@ -427,6 +432,22 @@ func TestLoadConfig_RelativeTemplatesDir(t *testing.T) {
 // TestLoadConfig_SameFileThroughALink: two destinations that are one file, through a directory
 // that is a symbolic link, are refused as two equal destinations are (validate said ok, and once
 // wrote one file twice, the second template's content winning, and said both were in place).
+// A destination that leads to the token file through a symbolic link is refused as the token
+// file is, naming the link and where it leads.
+func TestLoadConfig_DestinationLinkToTheToken(t *testing.T) {
+	dir, path := writeConfig(t, "server: http://x:1\nappliance: web\ntoken_file: $DIR/token\ncache_dir: $DIR/cache\ntemplates:\n  - contents: one\n    destination: $DIR/out/a.conf\n")
+	os.Mkdir(filepath.Join(dir, "out"), 0o755)
+	if err := os.Symlink(filepath.Join(dir, "token"), filepath.Join(dir, "out", "a.conf")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := agent.LoadConfig(path)
+	real, _ := filepath.EvalSymlinks(filepath.Join(dir, "token"))
+	want := "destination " + filepath.Join(dir, "out/a.conf") + " leads through a symbolic link to " + real + ", which is the agent's token_file"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v\nwant %s", err, want)
+	}
+}
+
 func TestLoadConfig_SameFileThroughALink(t *testing.T) {
 	dir, path := writeConfig(t, "server: http://x:1\nappliance: web\ntoken_file: $DIR/token\ncache_dir: $DIR/cache\ntemplates:\n  - contents: one\n    destination: $DIR/out/a.conf\n  - contents: two\n    destination: $DIR/link/a.conf\n")
 	os.Mkdir(filepath.Join(dir, "out"), 0o755)

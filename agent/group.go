@@ -621,10 +621,7 @@ func boolRank(b bool) int {
 
 // restore puts back what m's install replaced.
 func (p *pass) restore(m *member) error {
-	opts := atomicfile.Options{}
-	if len(p.a.cfg.AllowedDirs) > 0 {
-		opts.Allowed = p.a.cfg.checkReal
-	}
+	opts := atomicfile.Options{Allowed: p.a.cfg.checkInstall}
 	_, err := restoreFile(m.prev, opts)
 	var se *atomicfile.SyncDirError
 	if errors.As(err, &se) {
@@ -736,11 +733,11 @@ func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data, re
 		m.err, m.stage = fmt.Errorf("install %s: %w; old file kept", t.name(), err), api.StageRender
 		return
 	}
-	if len(a.cfg.AllowedDirs) > 0 {
-		// Again on the path the install really replaces, resolved by the install itself: no
-		// link is left on it to follow (one at the .bak name is replaced by the rename).
-		opts.Allowed = a.cfg.checkReal
-	}
+	// Again on the path the install really replaces, resolved by the install itself: no link
+	// is left on it to follow (one at the .bak name is replaced by the rename). It is neither
+	// one of the agent's own files (a link planted at the destination since the config was
+	// loaded) nor outside allowed_dirs.
+	opts.Allowed = a.cfg.checkInstall
 	if err := ensureDir(filepath.Dir(t.cfg.Destination)); err != nil {
 		m.err, m.stage = fmt.Errorf("install %s: %w", t.name(), err), api.StageRender
 		return
