@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -177,6 +178,11 @@ func (a *Agent) Warnings() []string {
 			// once and run fail on it at every pass (render --dry says so too).
 			w = append(w, fmt.Sprintf("%s: destination %s is %s, not a regular file: every render of it will fail until it is moved away",
 				t.cfg.where(), t.cfg.Destination, atomicfile.TypeName(fi.Mode())))
+		} else if err := linkOnTheWay(t.cfg.Destination); err != nil {
+			// A link another user owns, at the destination or on its way: the install refuses
+			// to follow it at every pass.
+			w = append(w, fmt.Sprintf("%s: destination %s: %v: every render of it will fail until then",
+				t.cfg.where(), t.cfg.Destination, err))
 		}
 		for _, c := range []struct{ name, command string }{{"check", t.cfg.Check}, {"command", t.cfg.Command}, {"health", t.cfg.Health}} {
 			if p := shellVarProblem(cmp.Or(t.cfg.Shell, shells[0]), c.command); p != "" {
@@ -191,6 +197,21 @@ func (a *Agent) Warnings() []string {
 		}
 	}
 	return w
+}
+
+// linkOnTheWay is the error of following the symbolic links of p, or of the longest part of it
+// that exists, as an install of p follows them (atomicfile.EvalLinks: on Unix, only links owned
+// by root or the agent's user), or nil.
+func linkOnTheWay(p string) error {
+	for q := p; ; q = filepath.Dir(q) {
+		if _, err := os.Lstat(q); err == nil {
+			_, err := atomicfile.EvalLinks(q)
+			return err
+		}
+		if filepath.Dir(q) == q {
+			return nil
+		}
+	}
 }
 
 // Templates returns the number of parsed templates.

@@ -1149,6 +1149,20 @@ func (c *Config) checkInstall(p string) error {
 	return c.checkReal(p)
 }
 
+// installProblem says why an install of dest would be refused as things are on disk now, or
+// nil: a symbolic link on its way that the install does not follow, or one that leads to one
+// of the agent's own files or outside allowed_dirs. render --dry asks it, so that it does not
+// promise (nor read through a link) what once and run refuse.
+func (c *Config) installProblem(dest string) error {
+	if err := linkOnTheWay(dest); err != nil {
+		return err
+	}
+	if why := c.ownFileProblem(dest, resolveLinks(dest)); why != "" {
+		return errors.New(why)
+	}
+	return c.checkAllowed(dest)
+}
+
 // checkAllowed says whether dest lies under allowed_dirs (anywhere when there are none), by
 // its name and once symbolic links are followed: those of its directories, and a link at dest
 // itself, which the install replaces the target of (as with /etc/resolv.conf). The agent checks
