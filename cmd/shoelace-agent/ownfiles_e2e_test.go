@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // A template never renders over the agent's own files. validate refuses a destination that
@@ -57,4 +59,52 @@ func TestE2E_RunNeverRendersOverItsOwnFiles(t *testing.T) {
 	}
 	srv.put("appliances/web/a", "3")
 	waitFor(t, "the next change rendered", fileIs(e.path("out/a.conf"), "a=3\n"))
+}
+
+// A named pipe at the name of one of the agent's own files in cache_dir (its view, status or
+// owed commands) is replaced, as a link there is, never opened. Before, run refused to save
+// over it at every pass ("cache not saved", "status not saved", "owed command not recorded"):
+// no last-known-good view for a start with the server away, no status, no owed commands.
+func TestE2E_RunReplacesAPipeAtItsOwnFiles(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/a", "1")
+	e := newEnv(t, srv, "", `  - contents: "a={{ key \"a\" }}\n"
+    destination: $DIR/out/a.conf
+    command: echo ran >> $DIR/commands
+`)
+	if err := os.Mkdir(e.path("cache"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"web.json", "web.status.json", "web.owed.json"} {
+		if err := unix.Mkfifo(e.path("cache/"+name), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ag := e.startAgent()
+	waitFor(t, "first render", fileIs(e.path("out/a.conf"), "a=1\n"))
+	waitFor(t, "the cache saved", func() bool { return strings.Contains(readIfRegular(e.path("cache/web.json")), `"a":"1"`) })
+	waitFor(t, "the status saved", func() bool {
+		return strings.Contains(readIfRegular(e.path("cache/web.status.json")), e.path("out/a.conf"))
+	})
+	srv.put("appliances/web/a", "2")
+	waitFor(t, "the next change", fileIs(e.path("out/a.conf"), "a=2\n"))
+	waitFor(t, "its command", func() bool { return len(commandLines(t, e.path("commands"))) == 2 })
+	for _, bad := range []string{"cache not saved", "status not saved", "owed command not recorded"} {
+		if logs := ag.logs.String(); strings.Contains(logs, bad) {
+			t.Fatalf("run logged %q:\n%s", bad, logs)
+		}
+	}
+	if code, stdout, stderr := e.agentCmd("status"); code != 0 || !strings.Contains(stdout, e.path("out/a.conf")+": in place") {
+		t.Fatalf("status: exit %d\n%s%s", code, stdout, stderr)
+	}
+}
+
+// readIfRegular is the content of path when it is a regular file, else "".
+func readIfRegular(path string) string {
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.Mode().IsRegular() {
+		return ""
+	}
+	b, _ := os.ReadFile(path)
+	return string(b)
 }

@@ -58,12 +58,19 @@ type Options struct {
 	NoSync bool
 	// NoFollow replaces a symbolic link at path instead of following it: for a program's own
 	// files (its cache, its state), which must never be written where a link planted in their
-	// directory leads.
+	// directory leads. A named pipe, socket or device at path is replaced too (never opened),
+	// rather than refused at every write: nothing the program keeps there could be saved again.
 	NoFollow bool
 	// KeepPrevious has Stage keep what the destination holds (bytes, mode, owner; or that it
 	// does not exist), so that Staged.Previous().Restore can put it back after the install. A
 	// file another user planted there, in a directory others may write, is kept as no file.
 	KeepPrevious bool
+}
+
+// replaceable reports whether a file of mode m is neither a regular file, a directory nor a
+// symbolic link (a named pipe, a socket, a device): what NoFollow replaces by name.
+func replaceable(m fs.FileMode) bool {
+	return m.Type()&(fs.ModeNamedPipe|fs.ModeSocket|fs.ModeDevice|fs.ModeCharDevice) != 0
 }
 
 // errReplaced is sameFile's answer when the file opened is not the one stat found.
@@ -116,8 +123,8 @@ func unchanged(path string, fi fs.FileInfo, data []byte, opts Options) (bool, *s
 			return false, nil, fmt.Errorf("stat %s: %w", path, err)
 		}
 	}
-	if fi.Mode()&fs.ModeSymlink != 0 {
-		return false, nil, nil // NoFollow: the link is replaced
+	if fi.Mode()&fs.ModeSymlink != 0 || opts.NoFollow && replaceable(fi.Mode()) {
+		return false, nil, nil // NoFollow: the link (or pipe, socket, device) is replaced
 	}
 	return sameFile(path, fi, data, opts)
 }
@@ -263,8 +270,8 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		old = nil
-	case err == nil && opts.NoFollow && old.Mode()&fs.ModeSymlink != 0:
-		old = nil // the rename replaces the link
+	case err == nil && opts.NoFollow && (old.Mode()&fs.ModeSymlink != 0 || replaceable(old.Mode())):
+		old = nil // the rename replaces the link, pipe, socket or device, never opened
 	case err != nil:
 		return nil, fmt.Errorf("stat %s: %w", path, err)
 	case !old.Mode().IsRegular():

@@ -588,6 +588,35 @@ func TestWrite_TempNameIsNeverFollowed(t *testing.T) {
 	}
 }
 
+// With NoFollow a named pipe at the destination is replaced, never opened (an open would block
+// until a writer came), as a link there is; without it, it is refused as before.
+func TestWrite_NoFollowReplacesFIFO(t *testing.T) {
+	dst := filepath.Join(t.TempDir(), "state.json")
+	if err := syscall.Mkfifo(dst, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := atomicfile.Write(dst, []byte("new\n"), atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep}); err == nil || !strings.Contains(err.Error(), "named pipe") {
+		t.Fatalf("Write over a pipe without NoFollow: err %v; want it refused", err)
+	}
+	opts := atomicfile.Options{Perm: 0o600, UID: atomicfile.Keep, GID: atomicfile.Keep, NoFollow: true}
+	done := make(chan error, 1)
+	go func() { _, err := atomicfile.Write(dst, []byte("new\n"), opts); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Write over a pipe with NoFollow: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Write over a pipe with NoFollow blocked")
+	}
+	if fi, err := os.Lstat(dst); err != nil || !fi.Mode().IsRegular() {
+		t.Fatalf("destination after Write: %v, %v; want a regular file", fi, err)
+	}
+	if b, _ := os.ReadFile(dst); string(b) != "new\n" {
+		t.Fatalf("destination holds %q", b)
+	}
+}
+
 // With NoFollow a link at the destination is replaced by the file, its target left alone, and
 // an unchanged write to the same name changes nothing.
 func TestWrite_NoFollowReplacesLink(t *testing.T) {
