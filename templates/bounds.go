@@ -6,8 +6,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"text/template"
+	"unicode/utf8"
 
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
 )
@@ -91,7 +94,8 @@ func indentedSize(fn string, spaces int, s string) error {
 
 // boundedNames are the sprig functions boundedSprig replaces; TestTemplates_BoundedSprigSameResults
 // shows that they give sprig's results within the bounds.
-var boundedNames = []string{"until", "untilStep", "seq", "repeat", "indent", "nindent", "randAlphaNum", "randAlpha", "randAscii", "randNumeric", "randBytes"}
+var boundedNames = []string{"until", "untilStep", "seq", "repeat", "indent", "nindent", "randAlphaNum", "randAlpha", "randAscii", "randNumeric", "randBytes",
+	"replace", "join", "regexReplaceAll", "regexReplaceAllLiteral", "mustRegexReplaceAll", "mustRegexReplaceAllLiteral"}
 
 // boundedSprig returns sprig's functions m (named prefix+name) with those that build from a
 // count replaced by bounded ones with the same results.
@@ -149,6 +153,30 @@ func boundedSprig(m template.FuncMap, prefix string) template.FuncMap {
 				return "", err
 			}
 			return f(count), nil
+		})
+	}
+	set("replace", func(old, new, src string) (string, error) {
+		return boundedReplace("replace", src, old, new, -1)
+	})
+	if toStrings, ok := m[prefix+"toStrings"].(func(any) []string); ok {
+		set("join", func(sep string, v any) (string, error) {
+			return boundedJoin("join", toStrings(v), sep)
+		})
+	}
+	for _, name := range []string{"regexReplaceAll", "regexReplaceAllLiteral", "mustRegexReplaceAll", "mustRegexReplaceAllLiteral"} {
+		orig := m[prefix+name]
+		literal := strings.HasSuffix(name, "Literal")
+		set(name, func(regex, s, repl string) (string, error) {
+			re, err := regexp.Compile(regex)
+			if err != nil {
+				// sprig's own answer: a panic (regexReplaceAll) or the error (must…).
+				res := reflect.ValueOf(orig).Call([]reflect.Value{reflect.ValueOf(regex), reflect.ValueOf(s), reflect.ValueOf(repl)})
+				if len(res) == 2 && !res[1].IsNil() {
+					return "", res[1].Interface().(error)
+				}
+				return res[0].String(), nil
+			}
+			return boundedRegexReplace(name, re, s, repl, literal)
 		})
 	}
 	if f, ok := m[prefix+"randBytes"].(func(int) (string, error)); ok {
@@ -332,4 +360,126 @@ func realPath(p string) string {
 		return r
 	}
 	return filepath.Clean(p)
+}
+
+// The functions that multiply strings they are given are bounded as those that build from a
+// count: replace (and replaceAll), regexReplaceAll (and its Literal form) and join. Their
+// inputs are often keys' values, and `replace (key "a") "x" (key "b") -1` of two 1 MiB values
+// asks for a terabyte, which Go's runtime refuses with a fatal error (the agent dies at every
+// start on that view) rather than a panic the render recovers from. Their results are computed
+// only once their size is known to be within maxBuilt; within it they are their peers' results.
+
+// overLimit is the error of a function whose result would be over maxBuilt.
+func overLimit(fn string) error {
+	return fmt.Errorf("%s: the result would be over %d bytes, the limit of a render's output", fn, maxBuilt)
+}
+
+// checkReplace refuses strings.Replace(s, old, new, n) when its result would be over maxBuilt.
+func checkReplace(fn, s, old, new string, n int) error {
+	if len(new) <= len(old) {
+		return nil // never longer than s
+	}
+	var count int
+	if old == "" {
+		count = utf8.RuneCountInString(s) + 1
+	} else {
+		count = strings.Count(s, old)
+	}
+	if n >= 0 && n < count {
+		count = n
+	}
+	if count == 0 {
+		return nil
+	}
+	if int64(len(new)-len(old)) > (maxBuilt-int64(len(s)))/int64(count) {
+		return overLimit(fn)
+	}
+	return nil
+}
+
+// boundedReplace is strings.Replace(s, old, new, n), bounded.
+func boundedReplace(fn, s, old, new string, n int) (string, error) {
+	if err := checkReplace(fn, s, old, new, n); err != nil {
+		return "", err
+	}
+	return strings.Replace(s, old, new, n), nil
+}
+
+// checkJoin refuses strings.Join(parts, sep) when its result would be over maxBuilt (a list
+// may hold one long value many times: it is not as long as the bytes it stands for).
+func checkJoin(fn string, parts []string, sep string) error {
+	if len(parts) == 0 {
+		return nil
+	}
+	n := int64(len(parts) - 1)
+	if n > 0 && int64(len(sep)) > maxBuilt/n {
+		return overLimit(fn)
+	}
+	total := n * int64(len(sep))
+	for _, p := range parts {
+		if total += int64(len(p)); total > maxBuilt {
+			return overLimit(fn)
+		}
+	}
+	return nil
+}
+
+// boundedJoin is strings.Join(parts, sep), bounded.
+func boundedJoin(fn string, parts []string, sep string) (string, error) {
+	if err := checkJoin(fn, parts, sep); err != nil {
+		return "", err
+	}
+	return strings.Join(parts, sep), nil
+}
+
+// checkRegexReplace refuses re.ReplaceAllString(s, repl) (ReplaceAllLiteralString when
+// literal) when its result would be over maxBuilt. Each match's expansion is computed only once
+// its bound (repl, plus its longest submatch for each '$' of repl) fits what is left.
+func checkRegexReplace(fn string, re *regexp.Regexp, s, repl string, literal bool) error {
+	dollars := int64(strings.Count(repl, "$"))
+	var total int64
+	var buf []byte
+	last := 0
+	for _, m := range re.FindAllStringSubmatchIndex(s, -1) {
+		total += int64(m[0] - last)
+		last = m[1]
+		if literal {
+			total += int64(len(repl))
+		} else {
+			longest := 0
+			for i := 0; i+1 < len(m); i += 2 {
+				if m[i] >= 0 && m[i+1]-m[i] > longest {
+					longest = m[i+1] - m[i]
+				}
+			}
+			if dollars > 0 && int64(longest) > (maxBuilt-total)/dollars {
+				return overLimit(fn)
+			}
+			if bound := int64(len(repl)) + dollars*int64(longest); total+bound <= maxBuilt {
+				buf = re.ExpandString(buf[:0], repl, s, m)
+				total += int64(len(buf))
+			} else {
+				return overLimit(fn)
+			}
+		}
+		if total > maxBuilt {
+			return overLimit(fn)
+		}
+	}
+	if total+int64(len(s)-last) > maxBuilt {
+		return overLimit(fn)
+	}
+	return nil
+}
+
+// boundedRegexReplace is re.ReplaceAllString(s, repl) (ReplaceAllLiteralString when
+// literal), bounded.
+func boundedRegexReplace(fn string, re *regexp.Regexp, s, repl string, literal bool) (string, error) {
+	if err := checkRegexReplace(fn, re, s, repl, literal); err != nil {
+		return "", err
+	}
+	if literal {
+		return re.ReplaceAllLiteralString(s, repl), nil
+	}
+	return re.ReplaceAllString(s, repl), nil
 }

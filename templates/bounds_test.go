@@ -48,6 +48,47 @@ func TestTemplates_CountFromKeyBounded(t *testing.T) {
 	}
 }
 
+// A function that multiplies the strings it is given (a key's value replacing each match in
+// another's, a list holding one value many times joined) fails the render past the bound of a
+// render's output. Before, it built the whole result: two 1 MiB values asked for a terabyte, a
+// fatal error of Go's runtime that no render recovers from (the agent died at every start).
+func TestTemplates_StringProductBounded(t *testing.T) {
+	keys := map[string]string{"a": strings.Repeat("x", 64<<10), "b": strings.Repeat("y", 2<<10)}
+	list := `{{$l := list}}{{range until 1100}}{{$l = append $l (key "a")}}{{end}}`
+	for _, c := range []struct {
+		name, mode, text string
+	}{
+		{"native replace (sprig)", ModeNative, `{{replace "x" (key "b") (key "a") | len}}`},
+		{"native replace (confd)", ModeNative, `{{replace (key "a") "x" (key "b") -1 | len}}`},
+		{"native replaceAll", ModeNative, `{{replaceAll "x" (key "b") (key "a") | len}}`},
+		{"native regexReplaceAll", ModeNative, `{{regexReplaceAll "x" (key "b") (key "a") | len}}`},
+		{"native regexReplaceAll with a group", ModeNative, `{{regexReplaceAll "(x)" (print (key "b") "$1") (key "a") | len}}`},
+		{"native regexReplaceAllLiteral", ModeNative, `{{regexReplaceAllLiteral "x" (key "a") (key "b") | len}}`},
+		{"native mustRegexReplaceAll", ModeNative, `{{mustRegexReplaceAll "x" (key "a") (key "b") | len}}`},
+		{"native join", ModeNative, list + `{{join "," $l | len}}`},
+		{"native join (confd)", ModeNative, `{{join (splitList "x" (key "a")) (key "b") | len}}`},
+		{"confd replace", ModeConfd, `{{replace (getv "/a") "x" (getv "/b") -1 | len}}`},
+		{"confd join", ModeConfd, `{{join (split (getv "/a") "") (getv "/b") | len}}`},
+		{"consul-template replaceAll", ModeConsulTemplate, `{{key "a" | replaceAll "x" (key "b") | len}}`},
+		{"consul-template regexReplaceAll", ModeConsulTemplate, `{{key "a" | regexReplaceAll "x" (key "b") | len}}`},
+		{"consul-template join", ModeConsulTemplate, `{{key "a" | split "" | join (key "b") | len}}`},
+		{"consul-template sprig_replace", ModeConsulTemplate, `{{sprig_replace "x" (key "b") (key "a") | len}}`},
+		{"consul-template sprig_regexReplaceAll", ModeConsulTemplate, `{{sprig_regexReplaceAll "x" (key "a") (key "b") | len}}`},
+		{"consul-template sprig_join", ModeConsulTemplate, `{{$l := sprig_list}}{{range loop 1100}}{{$l = sprig_append $l (key "a")}}{{end}}{{sprig_join "" $l | len}}`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tmpl := mustParse(t, c.text, Options{Functions: c.mode})
+			res, err := tmpl.Execute(Data{Keys: keys})
+			if err == nil {
+				t.Fatalf("rendered %.40q, want an error", res.Output)
+			}
+			if !strings.Contains(err.Error(), "the limit of a render's output") {
+				t.Fatalf("error %v does not name the limit", err)
+			}
+		})
+	}
+}
+
 // Counts that would loop forever or ask for all memory fail at once; within the bounds the
 // functions give their peers' results.
 func TestTemplates_CountBoundsExtreme(t *testing.T) {
@@ -110,6 +151,9 @@ func TestTemplates_BoundedSprigSameResults(t *testing.T) {
 		if want == "panic" {
 			want = "error" // a panic fails the render as an error does
 		}
+		if got == "panic" {
+			got = "error"
+		}
 		if got != want {
 			t.Errorf("%s%v: got %s, sprig gives %s", name, args, got, want)
 		}
@@ -131,6 +175,22 @@ func TestTemplates_BoundedSprigSameResults(t *testing.T) {
 				check("seq", a, step, b)
 			}
 		}
+	}
+	for _, in := range []string{"", "a", "aaa", "xay", "日本a語", "a-b-a"} {
+		for _, o := range []string{"", "a", "-", "aa", "語"} {
+			for _, n := range []string{"", "b", "bb", "$0", "${1}", "$x"} {
+				check("replace", o, n, in)
+				for _, re := range []string{"a", "(a)", "a*", "x?", "(", "[語]"} {
+					for _, name := range []string{"regexReplaceAll", "regexReplaceAllLiteral", "mustRegexReplaceAll", "mustRegexReplaceAllLiteral"} {
+						check(name, re, in, n)
+					}
+				}
+			}
+		}
+		check("join", in, []string{"x", "", "y"})
+		check("join", in, []any{1, "b", nil})
+		check("join", in, "one")
+		check("join", in, nil)
 	}
 	for _, name := range boundedNames {
 		if reflect.ValueOf(orig[name]).Pointer() == reflect.ValueOf(bounded[name]).Pointer() {

@@ -684,20 +684,20 @@ func joinDispatch(a, b any) (string, error) {
 	if sep, ok := b.(string); ok {
 		switch l := a.(type) {
 		case []string:
-			return strings.Join(l, sep), nil
+			return boundedJoin("join", l, sep)
 		case []any:
 			parts := make([]string, 0, len(l))
 			for _, v := range l {
 				parts = append(parts, fmt.Sprint(v))
 			}
-			return strings.Join(parts, sep), nil
+			return boundedJoin("join", parts, sep)
 		}
 	}
 	sep, ok := a.(string)
 	if !ok {
 		return "", fmt.Errorf("join: want a separator and a list (sprig) or a list and a separator (confd); got %T and %T", a, b)
 	}
-	return sprigFuncs["join"].(func(string, any) string)(sep, b), nil
+	return sprigFuncs["join"].(func(string, any) (string, error))(sep, b)
 }
 
 // replaceDispatch is sprig's replace OLD NEW SRC (three arguments) or confd's
@@ -724,13 +724,13 @@ func replaceDispatch(args ...any) (string, error) {
 		return "", fmt.Errorf("replace: want 3 arguments (sprig: old new src) or 4 (confd: s old new n); got %d", len(args))
 	}
 	if len(args) == 3 {
-		return strings.ReplaceAll(ss[2], ss[0], ss[1]), nil
+		return boundedReplace("replace", ss[2], ss[0], ss[1], -1)
 	}
 	n, err := toInt(args[3])
 	if err != nil {
 		return "", fmt.Errorf("replace: argument 4: %w", err)
 	}
-	return strings.Replace(ss[0], ss[1], ss[2], n), nil
+	return boundedReplace("replace", ss[0], ss[1], ss[2], n)
 }
 
 func toInt(v any) (int, error) {

@@ -43,12 +43,12 @@ var confdStatic = template.FuncMap{
 	"jsonArray":  confdJSON[[]any],
 	"dir":        path.Dir,
 	"map":        confdMap,
-	"join":       strings.Join,
+	"join":       func(l []string, sep string) (string, error) { return boundedJoin("join", l, sep) },
 	"datetime":   time.Now,
 	"toUpper":    strings.ToUpper,
 	"toLower":    strings.ToLower,
 	"contains":   strings.Contains,
-	"replace":    strings.Replace,
+	"replace":    func(s, old, new string, n int) (string, error) { return boundedReplace("replace", s, old, new, n) },
 	"trimSuffix": strings.TrimSuffix,
 	"base64Encode": func(s string) string {
 		return base64.StdEncoding.EncodeToString([]byte(s))

@@ -47,7 +47,7 @@ var ctHelpers = template.FuncMap{
 	"mergeMapWithOverride":  func(dst, src map[string]any) (map[string]any, error) { return ctMergeMap(dst, src, mergo.WithOverride) },
 	"in":                    ctIn,
 	"indent":                ctIndent,
-	"join":                  func(sep string, a []string) (string, error) { return strings.Join(a, sep), nil },
+	"join":                  func(sep string, a []string) (string, error) { return boundedJoin("join", a, sep) },
 	"trim":                  func(cutset, s string) (string, error) { return strings.Trim(s, cutset), nil },
 	"trimPrefix":            func(prefix, s string) (string, error) { return strings.TrimPrefix(s, prefix), nil },
 	"trimSuffix":            func(suffix, s string) (string, error) { return strings.TrimSuffix(s, suffix), nil },
@@ -60,7 +60,7 @@ var ctHelpers = template.FuncMap{
 	"parseYAML":             ctParseYAML,
 	"regexReplaceAll":       ctRegexReplaceAll,
 	"regexMatch":            ctRegexMatch,
-	"replaceAll":            func(from, to, s string) (string, error) { return strings.ReplaceAll(s, from, to), nil },
+	"replaceAll":            func(from, to, s string) (string, error) { return boundedReplace("replaceAll", s, from, to, -1) },
 	"sha256Hex":             func(s string) (string, error) { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]), nil },
 	"md5sum":                func(s string) (string, error) { return fmt.Sprintf("%x", md5.Sum([]byte(s))), nil },
 	"hmacSHA256Hex":         ctHMACSHA256Hex,
@@ -372,7 +372,7 @@ func ctRegexReplaceAll(re, repl, s string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return r.ReplaceAllString(s, repl), nil
+	return boundedRegexReplace("regexReplaceAll", r, s, repl, false)
 }
 
 func ctRegexMatch(re, s string) (bool, error) {
