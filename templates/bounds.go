@@ -95,7 +95,7 @@ func indentedSize(fn string, spaces int, s string) error {
 // boundedNames are the sprig functions boundedSprig replaces; TestTemplates_BoundedSprigSameResults
 // shows that they give sprig's results within the bounds.
 var boundedNames = []string{"until", "untilStep", "seq", "repeat", "indent", "nindent", "randAlphaNum", "randAlpha", "randAscii", "randNumeric", "randBytes",
-	"replace", "join", "regexReplaceAll", "regexReplaceAllLiteral", "mustRegexReplaceAll", "mustRegexReplaceAllLiteral"}
+	"replace", "join", "regexReplaceAll", "regexReplaceAllLiteral", "mustRegexReplaceAll", "mustRegexReplaceAllLiteral", "wrapWith"}
 
 // boundedSprig returns sprig's functions m (named prefix+name) with those that build from a
 // count replaced by bounded ones with the same results.
@@ -177,6 +177,14 @@ func boundedSprig(m template.FuncMap, prefix string) template.FuncMap {
 				return res[0].String(), nil
 			}
 			return boundedRegexReplace(name, re, s, repl, literal)
+		})
+	}
+	if f, ok := m[prefix+"wrapWith"].(func(int, string, string) string); ok {
+		set("wrapWith", func(l int, sep, str string) (string, error) {
+			if err := checkWrap("wrapWith", l, sep, str); err != nil {
+				return "", err
+			}
+			return f(l, sep, str), nil
 		})
 	}
 	if f, ok := m[prefix+"randBytes"].(func(int) (string, error)); ok {
@@ -467,6 +475,20 @@ func checkRegexReplace(fn string, re *regexp.Regexp, s, repl string, literal boo
 		}
 	}
 	if total+int64(len(s)-last) > maxBuilt {
+		return overLimit(fn)
+	}
+	return nil
+}
+
+// checkWrap refuses sprig's wrapWith l sep str when its result could be over maxBuilt: each
+// sep it puts in takes the place of a space of str or follows l bytes of it (l < 1 is 1).
+func checkWrap(fn string, l int, sep, str string) error {
+	if sep == "" {
+		sep = "\n"
+	}
+	l = max(l, 1)
+	breaks := min(int64(len(str)), int64(strings.Count(str, " "))+int64(len(str)/l)+1)
+	if int64(len(sep)) > (maxBuilt-int64(len(str)))/max(breaks, 1) {
 		return overLimit(fn)
 	}
 	return nil

@@ -74,6 +74,8 @@ func TestTemplates_StringProductBounded(t *testing.T) {
 		{"consul-template join", ModeConsulTemplate, `{{key "a" | split "" | join (key "b") | len}}`},
 		{"consul-template sprig_replace", ModeConsulTemplate, `{{sprig_replace "x" (key "b") (key "a") | len}}`},
 		{"consul-template sprig_regexReplaceAll", ModeConsulTemplate, `{{sprig_regexReplaceAll "x" (key "a") (key "b") | len}}`},
+		{"native wrapWith", ModeNative, `{{wrapWith 1 (key "b") (key "a") | len}}`},
+		{"consul-template sprig_wrapWith", ModeConsulTemplate, `{{sprig_wrapWith 1 (key "b") (key "a") | len}}`},
 		{"consul-template sprig_join", ModeConsulTemplate, `{{$l := sprig_list}}{{range loop 1100}}{{$l = sprig_append $l (key "a")}}{{end}}{{sprig_join "" $l | len}}`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -189,6 +191,10 @@ func TestTemplates_BoundedSprigSameResults(t *testing.T) {
 		}
 		check("join", in, []string{"x", "", "y"})
 		check("join", in, []any{1, "b", nil})
+		for l := -1; l <= 4; l++ {
+			check("wrapWith", l, "<br>", in+" "+in+"  xyzzy")
+			check("wrapWith", l, "", in)
+		}
 		check("join", in, "one")
 		check("join", in, nil)
 	}
