@@ -449,10 +449,11 @@ func (s *Server) uiSigninPage(w http.ResponseWriter, r *http.Request, status int
 }
 
 // uiNext is where a sign-in goes on to: a clean console path of printable ASCII, else the
-// appliances. (Browsers drop tabs and newlines from a Location, and read a backslash as a
-// slash: "/ui/\t/evil" or "/ui/\\evil" must not become another path than the one checked.)
+// appliances. (Browsers drop tabs and newlines from a Location, read a backslash as a slash
+// and "%2e" as a dot: "/ui/\t/evil", "/ui/\\evil" or "/ui/%2e%2e/v1" must not become another
+// path than the one checked. No console path holds a '%'.)
 func uiNext(next string) string {
-	if next == "" || next == "/ui/signin" || next == "/ui/signout" || len(next) > 1024 || !strings.HasPrefix(next, "/ui/") || strings.ContainsAny(next, "\\?#") || strings.Contains(next, "//") || next != cleanPath(next) {
+	if next == "" || next == "/ui/signin" || next == "/ui/signout" || len(next) > 1024 || !strings.HasPrefix(next, "/ui/") || strings.ContainsAny(next, "\\?#%") || strings.Contains(next, "//") || next != cleanPath(next) {
 		return "/ui/"
 	}
 	for i := 0; i < len(next); i++ {

@@ -652,6 +652,9 @@ func TestUI_SigninNext(t *testing.T) {
 		"/ui/\t/evil.example":         "/ui/",
 		"/ui/\n/evil.example":         "/ui/",
 		"/ui/x/../../v1/status":       "/ui/",
+		"/ui/%2e%2e/v1/tokens":        "/ui/", // a browser reads %2e as a dot: /v1/tokens
+		"/ui/x/.%2E/%2e./v1/status":   "/ui/",
+		"/ui/appliances/a%2fb":        "/ui/",
 		"/ui/store?x=1":               "/ui/",
 		"/ui/é":                       "/ui/",
 		"/ui/signin":                  "/ui/",
