@@ -546,6 +546,16 @@ func bearer(r *http.Request) (string, bool, error) {
 	return tok, tok != "" && len(tok) <= 512, nil
 }
 
+// oneInstance refuses a request with more than one X-Shoelace-Instance header: every check and
+// record reads the first, and a proxy in front may have gone by another, so which instance the
+// request speaks for would be a guess (as with two Authorization headers).
+func oneInstance(r *http.Request) error {
+	if n := len(r.Header.Values(api.HeaderInstance)); n > 1 {
+		return api.Errorf(api.CodeInvalidRequest, "the request has %d %s headers: send at most one", n, api.HeaderInstance)
+	}
+	return nil
+}
+
 // clientIP is the address a request came from (proxies' headers are not trusted).
 func clientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
@@ -570,6 +580,9 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*http.Req
 	arrived := time.Now()
 	info(r).revocation = s.hub.revocation()
 	secret, ok, err := bearer(r)
+	if err == nil {
+		err = oneInstance(r)
+	}
 	if err != nil {
 		if lerr := s.limitAddr(r); lerr != nil {
 			return r, lerr

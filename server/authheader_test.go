@@ -47,3 +47,55 @@ func TestAuth_TwoAuthorizationHeadersRefused(t *testing.T) {
 	// One header still works.
 	f.must(f.do("GET", "/v1/kv/shared/a", ""), 200, nil)
 }
+
+// TestAuth_TwoInstanceHeadersRefused: a request with two X-Shoelace-Instance headers is refused
+// (400, naming the rule), whatever the token: before, the first counted and the other was
+// ignored unseen, so an instance token sent with its own name and another's was answered and
+// its report recorded, as what a proxy in front may have checked was the other.
+func TestAuth_TwoInstanceHeadersRefused(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	agent := f.newToken(api.TokenRequest{Name: "web-agent", Appliance: "web"})
+	inst := f.enroll(agent, "web", "vm-1").Token
+	report := `{"instance":"vm-1","applied":1}`
+	for name, c := range map[string]struct {
+		token, method, path, body string
+		instances                 []string
+	}{
+		"instance token, own first":    {inst, "GET", "/v1/appliances/web", "", []string{"vm-1", "vm-2"}},
+		"instance token, own second":   {inst, "GET", "/v1/appliances/web", "", []string{"vm-2", "vm-1"}},
+		"instance token, twice itself": {inst, "GET", "/v1/appliances/web", "", []string{"vm-1", "vm-1"}},
+		"agent token":                  {agent, "GET", "/v1/appliances/web", "", []string{"vm-3", "vm-4"}},
+		"instance token report":        {inst, "POST", "/v1/appliances/web/report", report, []string{"vm-1", "vm-2"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			req, err := http.NewRequest(c.method, f.srv.URL+c.path, strings.NewReader(c.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer "+c.token)
+			req.Header.Set("Content-Type", "application/json")
+			for _, in := range c.instances {
+				req.Header.Add(api.HeaderInstance, in)
+			}
+			res, err := f.srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			r := resp{Response: res, body: body}
+			if res.StatusCode != http.StatusBadRequest || r.errCode() != api.CodeInvalidRequest ||
+				!strings.Contains(r.errMessage(), "2 X-Shoelace-Instance headers: send at most one") {
+				t.Fatalf("got %d %s, want 400 %s naming the rule", res.StatusCode, body, api.CodeInvalidRequest)
+			}
+		})
+	}
+	if rec, ok := f.record("web", "vm-1"); ok && rec.Applied != 0 {
+		t.Fatalf("the refused report was recorded: %+v", rec)
+	}
+	// One header still works, as does none for an instance token.
+	f.must(f.doToken(inst, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-1"), 200, nil)
+	f.must(f.doToken(inst, "GET", "/v1/appliances/web", ""), 200, nil)
+	f.must(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-3"), 200, nil)
+}
