@@ -316,9 +316,10 @@ func (l *connLimiter) dropUnauth(addr string) {
 }
 
 // connState (http.Server.ConnState) arms the short idle timeout of an unauthenticated
-// connection that goes idle. HTTP/1 reads the next request under a read deadline that the
-// server sets right after the idle hook, which trackedConn shortens; HTTP/2 keeps its own idle
-// timer, so a timer of ours closes the connection instead.
+// connection that is new or goes idle. HTTP/1 reads the next request under a read deadline
+// that the server sets right after the idle hook, which trackedConn shortens; HTTP/2 keeps its
+// own idle timer, so a timer of ours closes the connection instead (and a new connection's,
+// until its first request).
 func (l *connLimiter) connState(nc net.Conn, st http.ConnState) {
 	c := trackedOf(nc)
 	if c == nil {
@@ -334,6 +335,11 @@ func (l *connLimiter) connState(nc net.Conn, st http.ConnState) {
 		return
 	}
 	switch st {
+	case http.StateNew:
+		// A connection that has sent no request yet is as idle as one between requests: it
+		// has --unauth-idle-timeout to send its first (its TLS handshake included), not the
+		// headers' timeout, so that silent connections cannot hold an address's places.
+		l.armIdleTimer(c)
 	case http.StateIdle:
 		if c.authed.Load() {
 			return
