@@ -23,10 +23,18 @@ import (
 
 func applianceCommand(e *cliEnv) *cli.Command {
 	return &cli.Command{
-		Name:  "appliance",
-		Usage: "list, read, apply, export, roll back and wait for appliances; set their schemas",
+		Name:      "appliance",
+		Usage:     "list, read, apply, export, roll back and wait for appliances; set their schemas",
+		UsageText: "shoelace appliance COMMAND NAME [arguments] [flags]",
 		Description: `An appliance's view is shared/ overlaid by appliances/NAME/, addressed by paths relative
-to those roots; the appliance's own value wins.`,
+to those roots; the appliance's own value wins. Run "shoelace appliance COMMAND --help" for
+each command's flags.
+
+EXAMPLES:
+   shoelace appliance ls
+   shoelace appliance get web-frontend
+   shoelace appliance apply web-frontend -f web-frontend.yaml
+   shoelace appliance history web-frontend`,
 		Subcommands: []*cli.Command{
 			{
 				Name:      "ls",

@@ -16,10 +16,18 @@ import (
 
 func kvCommand(e *cliEnv) *cli.Command {
 	return &cli.Command{
-		Name:  "kv",
-		Usage: "read and write single keys",
+		Name:      "kv",
+		Usage:     "read and write single keys",
+		UsageText: "shoelace kv get|put|ls|rm|history [arguments] [flags]",
 		Description: `Keys are relative paths such as shared/system/ntp or appliances/web/port: 1–32 segments of
-[A-Za-z0-9][A-Za-z0-9._-]* joined by '/'. Values are UTF-8 text, stored byte for byte.`,
+[A-Za-z0-9][A-Za-z0-9._-]* joined by '/'. Values are UTF-8 text, stored byte for byte.
+Run "shoelace kv COMMAND --help" for each command's flags.
+
+EXAMPLES:
+   shoelace kv put shared/system/ntp pool.ntp.org
+   shoelace kv get shared/system/ntp
+   shoelace kv ls appliances/web
+   shoelace kv rm appliances/web/old-setting`,
 		Subcommands: []*cli.Command{
 			{
 				Name:      "get",

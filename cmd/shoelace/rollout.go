@@ -129,8 +129,9 @@ func rolloutCommand(e *cliEnv) *cli.Command {
 			Description: description + "\n\nEXAMPLES:\n   shoelace appliance rollout " + name + " web-frontend"}
 	}
 	return &cli.Command{
-		Name:  "rollout",
-		Usage: "follow, promote or abort an appliance's staged rollout",
+		Name:      "rollout",
+		Usage:     "follow, promote or abort an appliance's staged rollout",
+		UsageText: "shoelace appliance rollout status|promote|abort NAME [flags]",
 		Description: `A write with --canary (appliance apply, appliance rollback, kv put, txn) starts a rollout: the
 appliance's live keys stay as they are, a share of its enrolled instances (in an order drawn
 from their names, so a VM keeps its place) gets the new keys first, then more at each --step

@@ -11,8 +11,9 @@ import (
 
 func applianceSchemaCommand(e *cliEnv) *cli.Command {
 	return &cli.Command{
-		Name:  "schema",
-		Usage: "set, print or remove the JSON Schema that writes to an appliance must pass",
+		Name:      "schema",
+		Usage:     "set, print or remove the JSON Schema that writes to an appliance must pass",
+		UsageText: "shoelace appliance schema set|get|rm NAME [-f FILE|-]",
 		Description: `An appliance may have a JSON Schema (draft 2020-12 unless the schema names its draft in
 $schema). Every write that touches the appliance's own keys (appliance apply and rollback,
 kv put, kv rm, txn, import) is then checked against the appliance's tree as the write would
@@ -21,7 +22,12 @@ are strings: use "pattern", "enum", "required", "format" rather than "type": "in
 Formats are asserted: "port" (1-65535, digits), "hostname", "duration" (Go: 30s, 1h30m) and the
 standard ones. A write that breaks the schema is refused with 422 schema_violation, naming the
 key and the rule, and changes nothing (exit code 1); "appliance apply --dry-run" checks it too.
-Keys under shared/ are not checked.`,
+Keys under shared/ are not checked.
+
+EXAMPLES:
+   shoelace appliance schema set web-frontend -f web-frontend.schema.yaml
+   shoelace appliance schema get web-frontend
+   shoelace appliance schema rm web-frontend`,
 		Subcommands: []*cli.Command{
 			{
 				Name:      "set",

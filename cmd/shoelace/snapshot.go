@@ -20,8 +20,16 @@ import (
 func snapshotCommand(e *cliEnv) *cli.Command {
 	def := server.DefaultConfig()
 	return &cli.Command{
-		Name:  "snapshot",
-		Usage: "save an etcd snapshot of the store, or restore one into a new data dir",
+		Name:      "snapshot",
+		Usage:     "save an etcd snapshot of the store, or restore one into a new data dir",
+		UsageText: "shoelace snapshot save FILE | shoelace snapshot restore FILE --data-dir DIR",
+		Description: `"snapshot save" asks the server for an etcd snapshot of the whole store (an admin token);
+"snapshot restore" makes a new embedded store from one, for a server started on its data dir.
+Run "shoelace snapshot COMMAND --help" for each command's flags.
+
+EXAMPLES:
+   shoelace snapshot save /var/backups/shoelace.db
+   shoelace snapshot restore /var/backups/shoelace.db --data-dir /var/lib/shoelace-restored`,
 		Subcommands: []*cli.Command{
 			{
 				Name:      "save",

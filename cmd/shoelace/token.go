@@ -12,8 +12,18 @@ import (
 
 func tokenCommand(e *cliEnv) *cli.Command {
 	return &cli.Command{
-		Name:  "token",
-		Usage: "create, list and revoke API tokens (admin only)",
+		Name:      "token",
+		Usage:     "create, list and revoke API tokens (admin only)",
+		UsageText: "shoelace token create|ls|revoke [arguments] [flags]",
+		Description: `Tokens are what every /v1 request and the web console's sign-in present: an admin token, a
+read or write token of key prefixes, or an appliance's agent token. Their secrets are shown
+once, at creation, and stored only as hashes. Run "shoelace token COMMAND --help" for each
+command's flags.
+
+EXAMPLES:
+   shoelace token create --name deploy --write appliances/web-frontend --read shared
+   shoelace token ls
+   shoelace token revoke deploy`,
 		Subcommands: []*cli.Command{
 			{
 				Name:      "create",
