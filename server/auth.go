@@ -621,6 +621,16 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*http.Req
 	inst := instanceOf(r)
 	if rec.Instance != "" {
 		inst = rec.Instance
+	} else if h := r.Header.Get(api.HeaderInstance); h != "" && rec.Appliance != "" {
+		// A name that is no instance name is refused before it takes one of the token's
+		// --max-instances places (a name keeps its place 10 minutes), under the token's
+		// ceiling only.
+		if err := api.ValidateSegment("instance name ("+api.HeaderInstance+")", h); err != nil {
+			if ok, retry := s.auth.ceilings.allow("token "+rec.holder(), time.Now()); !ok {
+				return r, s.tokenOverCeiling(rec.holder(), retry)
+			}
+			return r, err
+		}
 	}
 	if err := s.limitToken(rec, inst); err != nil {
 		return r, err

@@ -3,6 +3,7 @@ package server
 import (
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -98,4 +99,23 @@ func TestAuth_TwoInstanceHeadersRefused(t *testing.T) {
 	f.must(f.doToken(inst, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-1"), 200, nil)
 	f.must(f.doToken(inst, "GET", "/v1/appliances/web", ""), 200, nil)
 	f.must(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-3"), 200, nil)
+}
+
+// TestAuth_InvalidInstanceNamesTakeNoPlace: a request of an agent token whose
+// X-Shoelace-Instance is no instance name is refused (400, naming the rule) without taking one
+// of the token's --max-instances places. Before, each such name took a place for 10 minutes
+// before the handler refused it, so that three bad names (a hostname with a '/' or an accent,
+// a name over 128 bytes) left a token with --max-instances 3 answered 429 for its real agents.
+func TestAuth_InvalidInstanceNamesTakeNoPlace(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.RateLimit = 1000; c.MaxInstances = 3 })
+	f.put("appliances/web/a", "1")
+	agent := f.s.testToken(t, api.TokenRequest{Name: "agent", Appliance: "web"})
+	for _, bad := range []string{"bad/name", "é", "<script>", "..", "-x", strings.Repeat("x", 200)} {
+		f.mustErr(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, bad), 400, api.CodeInvalidName, "X-Shoelace-Instance")
+	}
+	for i := 1; i <= 3; i++ {
+		f.must(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-"+strconv.Itoa(i)), 200, nil)
+	}
+	// The cap still holds for real names.
+	f.mustErr(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-4"), 429, api.CodeRateLimited, "--max-instances")
 }
