@@ -538,3 +538,14 @@ func TestE2E_ImportRefusesAMemberGivenTwice(t *testing.T) {
 	c.fails(exitError, `member "keys" is given twice in one object`, "import", f)
 	c.fails(exitNotFound, "not found", "kv", "get", "shared/twice/b")
 }
+
+// A file whose keys are confd's paths (/app/db/host) is refused with where such keys go here,
+// as kv and txn say it, and nothing is written. Before, import said only "segment 1 is empty".
+func TestE2E_ImportConfdKeyNamesWhereItGoes(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	f := writeTemp(t, `{"keys":{"shared/confd/ok":"1","/app/db/host":"db1"}}`)
+	c.fails(exitError, `a leading '/' is a confd-style path; keys here have none and live under an appliance or shared/: write appliances/NAME/app/db/host (one appliance's view) or shared/app/db/host`, "import", f)
+	c.fails(exitError, `keys have no leading '/': did you mean shared/x?`, "import", writeTemp(t, `{"keys":{"/shared/x":"1"}}`))
+	c.fails(exitNotFound, "not found", "kv", "get", "shared/confd/ok")
+}

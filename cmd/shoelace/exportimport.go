@@ -231,6 +231,10 @@ func parseDump(data []byte) (dump, error) {
 		}
 	}
 	for k, v := range d.Keys {
+		if rest, ok := strings.CutPrefix(k, "/"); ok && rest != "" {
+			// A confd keyspace written out by hand: say where its keys go here, as kv does.
+			return d, confdKeyError(k, strings.TrimLeft(rest, "/"))
+		}
 		if err := api.ValidateKey(k); err != nil {
 			return d, err
 		}
