@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -421,6 +422,9 @@ func (e *cliEnv) connectVia(ctx context.Context, c *cli.Context, withToken bool,
 		}
 	}
 	e.addr = c.String(flagAddr)
+	if err := checkAddr(e.addr); err != nil {
+		return nil, usagef("--addr: %v", err)
+	}
 	var rt http.RoundTripper = http1Transport()
 	if wrap != nil {
 		rt = wrap(rt)
@@ -600,3 +604,37 @@ func (e *cliEnv) readFileFlag(c *cli.Context, op string) (body []byte, name stri
 // Out-File) put at the start of a text file: it marks the encoding, it is not content. JSON
 // decoders refuse it ("invalid character 'ï'") where YAML's skips it.
 func withoutBOM(b []byte) []byte { return bytes.TrimPrefix(b, []byte("\ufeff")) }
+
+// checkAddr refuses an --addr that can only be a mistake, as a usage error: a query or a
+// fragment (the query went out with every request, refused as an unknown parameter; the
+// fragment was dropped), a user or password (the token goes in --token-file, and the address
+// is printed in errors), or a port that is no port (which failed as "cannot reach the
+// server", exit 6, as if retrying could help). client.New says what else is wrong.
+func checkAddr(addr string) error {
+	a := strings.TrimSpace(addr)
+	if a == "" {
+		return nil
+	}
+	if !strings.Contains(a, "://") {
+		a = "http://" + a
+	}
+	u, err := url.Parse(a)
+	if err != nil {
+		return nil
+	}
+	const want = "give scheme://host:port, and a base path only if a proxy serves Shoelace under one"
+	switch {
+	case u.User != nil:
+		return fmt.Errorf("server address %q holds a user or password: give the token with --token-file (SHOELACE_TOKEN_FILE); %s", u.Redacted(), want)
+	case u.RawQuery != "" || u.ForceQuery:
+		return fmt.Errorf("server address %q has a query (?%s): %s", addr, u.RawQuery, want)
+	case u.Fragment != "" || strings.HasSuffix(a, "#"):
+		return fmt.Errorf("server address %q has a fragment (#%s): %s", addr, u.Fragment, want)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("server address %q: port %s is not a port (1 to 65535)", addr, p)
+		}
+	}
+	return nil
+}
