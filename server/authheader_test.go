@@ -1,7 +1,6 @@
 package server
 
 import (
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -29,13 +28,8 @@ func TestAuth_TwoAuthorizationHeadersRefused(t *testing.T) {
 			for _, h := range headers {
 				req.Header.Add("Authorization", h)
 			}
-			res, err := f.srv.Client().Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(res.Body)
-			res.Body.Close()
-			r := resp{Response: res, body: body}
+			r := f.send(req)
+			res, body := r.Response, r.body
 			if res.StatusCode != http.StatusBadRequest || r.errCode() != api.CodeInvalidRequest ||
 				!strings.Contains(r.errMessage(), "2 Authorization headers: send exactly one") {
 				t.Fatalf("got %d %s, want 400 %s naming the rule", res.StatusCode, body, api.CodeInvalidRequest)
@@ -79,13 +73,8 @@ func TestAuth_TwoInstanceHeadersRefused(t *testing.T) {
 			for _, in := range c.instances {
 				req.Header.Add(api.HeaderInstance, in)
 			}
-			res, err := f.srv.Client().Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(res.Body)
-			res.Body.Close()
-			r := resp{Response: res, body: body}
+			r := f.send(req)
+			res, body := r.Response, r.body
 			if res.StatusCode != http.StatusBadRequest || r.errCode() != api.CodeInvalidRequest ||
 				!strings.Contains(r.errMessage(), "2 X-Shoelace-Instance headers: send at most one") {
 				t.Fatalf("got %d %s, want 400 %s naming the rule", res.StatusCode, body, api.CodeInvalidRequest)

@@ -133,14 +133,20 @@ func (f *fixture) doCtx(ctx context.Context, token, method, path, body string, h
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
+	return f.send(req)
+}
+
+// send sends req as it is (headers given twice, say) and reads its answer whole.
+func (f *fixture) send(req *http.Request) resp {
+	f.t.Helper()
 	res, err := testClient.Do(req)
 	if err != nil {
-		f.t.Fatalf("%s %s: %v", method, path, err)
+		f.t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
-		f.t.Fatalf("%s %s: read body: %v", method, path, err)
+		f.t.Fatalf("%s %s: read body: %v", req.Method, req.URL.Path, err)
 	}
 	return resp{Response: res, body: b}
 }
