@@ -334,11 +334,12 @@ func (s *Server) handleReleases(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, rev, out)
 }
 
-// under keeps the keys under prefix (by whole segments).
+// under keeps the keys under prefix by whole segments, the key prefix names included, as listings
+// and grants cover it.
 func under(keys []string, prefix string) []string {
 	var out []string
 	for _, k := range keys {
-		if api.Under(k, prefix) {
+		if api.HasPrefix(k, prefix) {
 			out = append(out, k)
 		}
 	}

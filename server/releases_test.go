@@ -473,3 +473,28 @@ func TestReleases_RollbackAheadOfStore(t *testing.T) {
 		t.Errorf("rollback to the current revision: %+v, want unchanged", w)
 	}
 }
+
+// A prefix covers the key it names, as in listings and grants: ?prefix=KEY lists the releases
+// that wrote KEY itself, also to a token whose grant is that one key.
+func TestReleases_PrefixNamesOneKey(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	f.put("appliances/web/port-alt", "81")
+	f.put("appliances/web/port/x", "82") // a key below the key: also under the prefix
+	key := f.as(f.newToken(api.TokenRequest{Name: "ci-port", Read: []string{"appliances/web/port"}}))
+	for _, c := range []*fixture{f, key} {
+		got := c.history("/v1/releases?prefix=appliances/web/port").Releases
+		if len(got) != 2 {
+			t.Fatalf("releases under appliances/web/port: %+v, want the two that wrote it and below it", got)
+		}
+		var names []string
+		for _, r := range got {
+			for _, ch := range r.Changes {
+				names = append(names, ch.Created...)
+			}
+		}
+		if want := []string{"appliances/web/port/x", "appliances/web/port"}; fmt.Sprint(names) != fmt.Sprint(want) {
+			t.Errorf("keys shown: %v, want %v (never appliances/web/port-alt)", names, want)
+		}
+	}
+}
