@@ -167,9 +167,10 @@ func (s *Server) releaseCtx(ctx context.Context, r *http.Request, kind, applianc
 // checkReleaseHeaders refuses an X-Shoelace-Message or X-Shoelace-Source that a history listing
 // could not show as it is: past its limit, not UTF-8, or with a control character (C0, DEL, C1
 // such as the CSI of terminal escape sequences; a tab is allowed) or a bidi control.
-// Each may be given once: of two, the release would keep the first and drop the other unseen.
+// Each may be given once, as X-Shoelace-Rollback and X-Shoelace-Import, which set the release's
+// kind: of two, the release would keep the first and drop the other unseen.
 func checkReleaseHeaders(r *http.Request) error {
-	for _, h := range []string{api.HeaderMessage, api.HeaderSource} {
+	for _, h := range []string{api.HeaderMessage, api.HeaderSource, api.HeaderRollback, api.HeaderImport} {
 		if n := len(r.Header.Values(h)); n > 1 {
 			return api.Errorf(api.CodeInvalidRequest, "the request has %d %s headers: send at most one", n, h)
 		}

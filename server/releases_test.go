@@ -498,3 +498,39 @@ func TestReleases_PrefixNamesOneKey(t *testing.T) {
 		}
 	}
 }
+
+// Two X-Shoelace-Rollback (or X-Shoelace-Import) headers are refused as two messages are: the
+// release would name the first revision and drop the other unseen. Nothing is written.
+func TestReleases_KindHeadersOnce(t *testing.T) {
+	f := newFixture(t)
+	var w api.WriteResult
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"80"}}`), 200, &w)
+	before := len(f.history("/v1/releases").Releases)
+	for _, c := range []struct{ method, path, body, header string }{
+		{"PUT", "/v1/appliances/web", `{"keys":{"port":"81"}}`, api.HeaderRollback},
+		{"POST", "/v1/txn", `{"ops":[{"op":"put","key":"appliances/web/port","value":"81"}]}`, api.HeaderImport},
+	} {
+		req, err := http.NewRequest(c.method, f.srv.URL+c.path, strings.NewReader(c.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+f.token)
+		req.Header.Add(c.header, fmt.Sprint(w.Revision))
+		req.Header.Add(c.header, fmt.Sprint(w.Revision-1))
+		res, err := testClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		f.mustErr(resp{Response: res, body: b}, 400, api.CodeInvalidRequest, "2 "+c.header+" headers")
+	}
+	var v api.View
+	f.must(f.do("GET", "/v1/appliances/web", ""), 200, &v)
+	if v.Keys["port"] != "80" {
+		t.Errorf("port = %q after the refused writes, want 80", v.Keys["port"])
+	}
+	if n := len(f.history("/v1/releases").Releases); n != before {
+		t.Errorf("%d releases after the refused writes, %d before", n, before)
+	}
+}
