@@ -442,15 +442,12 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		return s.planApply(ctx, w, name, keys)
 	}
 	if strat != nil {
-		kvs, _, err := s.st.List(ctx, api.ApplianceRoot(name), false)
+		// The rollout starts only from the state the caller read (a rollback reads it): its
+		// cas is refused as the apply's would be (a key changed or deleted since, 409; a
+		// revision ahead of the store, 400).
+		kvs, _, err := s.st.ApplyBase(ctx, name, cas)
 		if err != nil {
 			return err
-		}
-		// The rollout starts only from the state the caller read (a rollback reads it).
-		for _, kv := range kvs {
-			if cas >= 0 && kv.ModRevision > cas {
-				return store.ApplyConflict(name, cas, strings.TrimPrefix(kv.Key, api.ApplianceRoot(name)+"/"), kv.ModRevision)
-			}
 		}
 		return s.startRollout(ctx, w, r, name, treeOf(name, kvs), keys, strat, kind, rollbackTo, nil)
 	}

@@ -641,3 +641,34 @@ func TestRollout_StatusShowsReadableOnly(t *testing.T) {
 		t.Errorf("a writer of shared/ sees running rollouts %q, want [] (not null)", got)
 	}
 }
+
+// An apply's cas with canary is refused as the apply's is: a key deleted since cas (409) or a
+// cas ahead of the store (400) starts no rollout.
+func TestRollout_CasRefusedAsTheApplys(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	base := f.put("appliances/web/tls", "on")
+	enrollFleet(t, f, 1)
+	f.must(f.do("DELETE", "/v1/kv/appliances/web/tls", ""), http.StatusOK, nil)
+	var cur api.View
+	f.must(f.do("GET", "/v1/appliances/web", ""), 200, &cur)
+	body := `{"keys":{"port":"81"}}`
+	for _, c := range []struct {
+		cas    int64
+		status int
+		code   string
+		words  string
+	}{
+		{base, http.StatusConflict, api.CodeConflict, "tls"},
+		{cur.Revision + 1000, http.StatusBadRequest, api.CodeInvalidRequest, fmt.Sprintf("ahead of the store (at revision %d", cur.Revision)},
+	} {
+		for _, q := range []string{"", "&canary=100%25"} {
+			path := fmt.Sprintf("/v1/appliances/web?cas=%d%s", c.cas, q)
+			f.mustErr(f.do("PUT", path, body, "Content-Type", "application/json"), c.status, c.code, c.words)
+		}
+	}
+	f.mustErr(f.do("GET", "/v1/appliances/web/rollout", ""), http.StatusNotFound, api.CodeNotFound)
+	if v := viewOf(t, f, ""); v.Keys["port"] != "80" {
+		t.Errorf("port = %q after the refused writes, want 80", v.Keys["port"])
+	}
+}

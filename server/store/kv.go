@@ -631,15 +631,8 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 		return Applied{}, false, s.etcdErr(ctx, "apply "+name, err)
 	}
 	read := cur.Header.Revision
-	if cas >= 0 {
-		for _, kv := range cur.Kvs {
-			if kv.ModRevision > cas {
-				return Applied{Revision: read}, true, ApplyConflict(name, cas, strings.TrimPrefix(string(kv.Key), abs), kv.ModRevision)
-			}
-		}
-		if err := s.noneDeletedSince(ctx, name, abs, cas, cur.Kvs); err != nil {
-			return Applied{Revision: read}, true, err
-		}
+	if err := s.casHolds(ctx, name, abs, cas, read, cur.Kvs); err != nil {
+		return Applied{Revision: read}, true, err
 	}
 	e := edits{applyName: name, apply: keys}
 	if holdsExactly(cur.Kvs, abs, keys) {
@@ -857,25 +850,73 @@ func (s *Store) keepTxn(ctx context.Context, name string, cmps []clientv3.Cmp, a
 	return resp, nil
 }
 
+// casAhead is the refusal of an apply whose cas is a revision the store never had.
+func casAhead(name string, cas, read int64) error {
+	return api.Errorf(api.CodeInvalidRequest, "cas revision %d of appliance %q is ahead of the store (at revision %d): give a revision the store has had, such as the one a read or dry run answered", cas, name, read)
+}
+
 // ApplyConflict is the refusal of an apply guarded by cas when key (relative to the appliance)
 // changed at revision got, after cas.
 func ApplyConflict(name string, cas int64, key string, got int64) error {
 	return api.Errorf(api.CodeConflict, "conflict on appliance %q: key %s changed at revision %d, after the expected revision %d", name, api.KeyText(api.ApplianceRoot(name)+"/"+key), got, cas)
 }
 
+// ApplyBase reads appliance name's own keys as an apply guarded by cas (-1: none) starts from,
+// and the revision read; with the refusals of that apply: 409 when a key changed after cas or one
+// it had at cas is gone, 400 when cas is ahead of the store. A write with canary starts its
+// rollout from it, so that its cas holds as the apply's would.
+func (s *Store) ApplyBase(ctx context.Context, name string, cas int64) ([]api.KV, int64, error) {
+	if err := api.ValidateSegment("appliance name", name); err != nil {
+		return nil, 0, err
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	abs := s.kvRoot + api.ApplianceRoot(name) + "/"
+	cur, err := s.cli.Get(ctx, abs, clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, s.etcdErr(ctx, "read appliance "+name, err)
+	}
+	read := cur.Header.Revision
+	if err := s.casHolds(ctx, name, abs, cas, read, cur.Kvs); err != nil {
+		return nil, read, err
+	}
+	out := make([]api.KV, 0, len(cur.Kvs))
+	for _, kv := range cur.Kvs {
+		out = append(out, s.toKV(kv, false))
+	}
+	return out, read, nil
+}
+
+// casHolds refuses an apply guarded by cas (-1: none) of appliance name, whose keys under abs
+// were now at revision read: 409 when one changed after cas, or one it had at cas is gone.
+func (s *Store) casHolds(ctx context.Context, name, abs string, cas, read int64, now []*mvccpb.KeyValue) error {
+	if cas < 0 {
+		return nil
+	}
+	for _, kv := range now {
+		if kv.ModRevision > cas {
+			return ApplyConflict(name, cas, strings.TrimPrefix(string(kv.Key), abs), kv.ModRevision)
+		}
+	}
+	return s.noneDeletedSince(ctx, name, abs, cas, read, now)
+}
+
 // noneDeletedSince refuses (409) an apply guarded by cas when a key that the appliance had at
-// revision cas is not among now (its keys at the read). When etcd no longer keeps revision cas
-// (compacted), only the mod_revision guard holds.
-func (s *Store) noneDeletedSince(ctx context.Context, name, abs string, cas int64, now []*mvccpb.KeyValue) error {
+// revision cas is not among now (its keys at the read, at revision read). When etcd no longer
+// keeps revision cas (compacted), only the mod_revision guard holds.
+func (s *Store) noneDeletedSince(ctx context.Context, name, abs string, cas, read int64, now []*mvccpb.KeyValue) error {
 	if cas == 0 {
 		return nil // the appliance must not exist: the mod_revision guard says it all
+	}
+	if cas > read {
+		return casAhead(name, cas, read)
 	}
 	then, err := s.cli.Get(ctx, abs, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithRev(cas))
 	switch {
 	case errors.Is(err, rpctypes.ErrCompacted):
 		return nil
 	case errors.Is(err, rpctypes.ErrFutureRev):
-		return api.Errorf(api.CodeInvalidRequest, "cas revision %d of appliance %q is ahead of the store", cas, name)
+		return casAhead(name, cas, read)
 	case err != nil:
 		return s.etcdErr(ctx, "apply "+name, err)
 	}
