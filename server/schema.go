@@ -302,7 +302,9 @@ func (s *Server) handleGetSchema(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
-	data, rev, err := s.st.SysGet(ctx, store.SchemaPrefix+name)
+	// X-Shoelace-Index is the revision read at, as for every answer, not the schema's own.
+	v, rev, err := s.st.SysRead(ctx, store.SchemaPrefix+name)
+	setIndex(w, rev)
 	if errors.Is(err, api.ErrNotFound) {
 		return api.Errorf(api.CodeNotFound, "appliance %q has no schema", name)
 	}
@@ -311,9 +313,8 @@ func (s *Server) handleGetSchema(w http.ResponseWriter, r *http.Request) error {
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/schema+json")
-	setIndex(w, rev)
 	w.WriteHeader(http.StatusOK)
-	_, err = w.Write(data)
+	_, err = w.Write(v.Data)
 	return err
 }
 

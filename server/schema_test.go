@@ -641,3 +641,21 @@ func FuzzSchema_YAMLToJSON(f *testing.F) {
 		}
 	})
 }
+
+// GET …/schema carries X-Shoelace-Index as every answer does: the revision it was read at, not
+// the schema's own mod_revision, which is older once anything else was written.
+func TestSchema_GetIndexIsTheReadRevision(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web/schema", `{"type":"object"}`, "Content-Type", "application/json"), 200, nil)
+	after := f.put("shared/ntp", "pool.ntp.org")
+	r := f.do("GET", "/v1/appliances/web/schema", "")
+	f.must(r, 200, nil)
+	if r.index() < after {
+		t.Errorf("X-Shoelace-Index %d of the schema read, want at least %d (a write made before the read)", r.index(), after)
+	}
+	r = f.do("GET", "/v1/appliances/db/schema", "")
+	f.mustErr(r, 404, api.CodeNotFound)
+	if r.index() < after {
+		t.Errorf("X-Shoelace-Index %d of the 404, want at least %d", r.index(), after)
+	}
+}

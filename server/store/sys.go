@@ -31,6 +31,23 @@ func (s *Store) SysGet(ctx context.Context, key string) ([]byte, int64, error) {
 	return resp.Kvs[0].Value, resp.Kvs[0].ModRevision, nil
 }
 
+// SysRead is SysGet that also answers the revision it read at (the store's, not the key's).
+func (s *Store) SysRead(ctx context.Context, key string) (SysValue, int64, error) {
+	if err := sysKey(key); err != nil {
+		return SysValue{}, 0, err
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.sysRoot+key)
+	if err != nil {
+		return SysValue{}, 0, s.etcdErr(ctx, "get system key "+key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return SysValue{}, resp.Header.Revision, api.Errorf(api.CodeNotFound, "system key %q not found", key)
+	}
+	return SysValue{Data: resp.Kvs[0].Value, Rev: resp.Kvs[0].ModRevision}, resp.Header.Revision, nil
+}
+
 // SysValue is a system key's value and mod_revision, as SysGets reads it.
 type SysValue struct {
 	Data []byte
