@@ -590,13 +590,14 @@ func (s *Server) handleGetRollout(w http.ResponseWriter, r *http.Request) error 
 }
 
 // rolloutStatus is appliance name's current or last rollout as p is shown it, with each
-// instance's state from its reports, and the record's revision.
+// instance's state from its reports, and the revision the reports were read at (after the
+// record's: the answer's X-Shoelace-Index, as every answer's is the revision read at).
 func (s *Server) rolloutStatus(ctx context.Context, name string, p *principal) (api.RolloutStatus, int64, error) {
 	rec, rev, err := s.readRollout(ctx, name)
 	if err != nil {
 		return api.RolloutStatus{}, 0, err
 	}
-	reports, _, err := s.instanceReports(ctx, name)
+	reports, read, err := s.instanceReports(ctx, name)
 	if err != nil {
 		return api.RolloutStatus{}, 0, err
 	}
@@ -607,7 +608,7 @@ func (s *Server) rolloutStatus(ctx context.Context, name string, p *principal) (
 	if rec.State == api.RolloutPromoted {
 		st.Release = rev
 	}
-	return st, rev, nil
+	return st, max(rev, read), nil
 }
 
 // actionAnswer is the answer to a promote or abort that left st: the rollout as a status

@@ -672,3 +672,22 @@ func TestRollout_CasRefusedAsTheApplys(t *testing.T) {
 		t.Errorf("port = %q after the refused writes, want 80", v.Keys["port"])
 	}
 }
+
+// GET …/rollout carries X-Shoelace-Index as every answer does: the revision it was read at,
+// not the rollout record's, which is older once anything else was written.
+func TestRollout_StatusIndexIsTheReadRevision(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	enrollFleet(t, f, 1)
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=100%25", "81"), http.StatusAccepted, &st)
+	after := f.put("shared/ntp", "pool.ntp.org")
+	r := f.do("GET", "/v1/appliances/web/rollout", "")
+	f.must(r, 200, &st)
+	if r.index() < after {
+		t.Errorf("X-Shoelace-Index %d of the rollout read, want at least %d (a write made before the read)", r.index(), after)
+	}
+	if st.Revision >= after {
+		t.Errorf("status revision %d, want the record's, before %d", st.Revision, after)
+	}
+}
