@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -397,9 +398,13 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 	}
 	media := mediaType(r)
 	limit := s.cfg.maxBodyBytes()
-	data, err := readBody(w, r, limit, func() error {
+	var watch func(io.Reader) error
+	if media == "" || media == "application/json" || media == mediaFormDefault {
+		watch = countJSONKeys(s.cfg.MaxTxnOps) // refused as soon as its keys pass the limit
+	}
+	data, err := readBodyWatched(w, r, limit, func() error {
 		return api.Errorf(api.CodeBodyTooLarge, "apply body is over the limit of %s", s.cfg.bodyLimit())
-	})
+	}, watch)
 	if err != nil {
 		return err
 	}

@@ -232,6 +232,51 @@ func applyBody(data []byte, media, name string, maxValue, maxOps int) (map[strin
 	return keys, nil
 }
 
+// countJSONKeys answers a watch for readBodyWatched that reads a JSON apply body as it arrives
+// and refuses it (413 too_large) as soon as it holds more than max values, before the rest is
+// read: a client must not make a replica hold a body that can only be refused. It stops without
+// a word at anything else (a syntax error, the body's end), which parseApplyJSON judges whole.
+func countJSONKeys(max int) func(io.Reader) error {
+	return func(r io.Reader) error {
+		dec := json.NewDecoder(r)
+		dec.UseNumber()
+		type frame struct{ obj, name bool } // name: an object's next token is a member name
+		var stack []frame
+		n := 0
+		for {
+			tok, err := dec.Token()
+			if err != nil {
+				return err
+			}
+			top := len(stack) - 1
+			switch d, delim := tok.(json.Delim); {
+			case delim && (d == '}' || d == ']'):
+				stack = stack[:top]
+				if len(stack) == 0 {
+					return nil
+				}
+				if p := &stack[len(stack)-1]; p.obj {
+					p.name = true
+				}
+			case top >= 0 && stack[top].obj && stack[top].name:
+				stack[top].name = false
+			case delim:
+				stack = append(stack, frame{obj: d == '{', name: true})
+			default:
+				if top < 0 {
+					return nil
+				}
+				if stack[top].obj {
+					if n++; n > max {
+						return api.Errorf(api.CodeTooLarge, "apply has more keys than the limit of %d", max)
+					}
+					stack[top].name = true
+				}
+			}
+		}
+	}
+}
+
 // flat collects flattened keys and refuses duplicates, and more than max keys as soon as
 // they are read: a body of many tiny keys would otherwise fill a map of hundreds of thousands
 // before it was refused.

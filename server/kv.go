@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -144,10 +145,32 @@ type listAnswer struct {
 
 // readBody reads a request body of at most max bytes; over it is a 413 error made by tooBig.
 func readBody(w http.ResponseWriter, r *http.Request, max int64, tooBig func() error) ([]byte, error) {
+	return readBodyWatched(w, r, max, tooBig, nil)
+}
+
+// readBodyWatched is readBody that lets watch (when not nil) read the body as it arrives: an
+// *api.Error of watch refuses the request at once, before the rest is read; any other error of
+// it is left to whoever parses the whole body, which is read on.
+func readBodyWatched(w http.ResponseWriter, r *http.Request, max int64, tooBig func() error, watch func(io.Reader) error) ([]byte, error) {
 	if r.ContentLength > max {
 		return nil, tooBig()
 	}
-	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	body := http.MaxBytesReader(w, r.Body, max)
+	var data []byte
+	var err error
+	if watch == nil {
+		data, err = io.ReadAll(body)
+	} else {
+		var buf bytes.Buffer
+		tee := io.TeeReader(body, &buf)
+		var e *api.Error
+		if werr := watch(tee); errors.As(werr, &e) {
+			return nil, werr
+		}
+		// What watch left unread, into buf too; a read error it met comes again here.
+		_, err = io.Copy(io.Discard, tee)
+		data = buf.Bytes()
+	}
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
