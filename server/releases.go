@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"slices"
@@ -42,6 +43,11 @@ func ParseAge(s string) (time.Duration, error) {
 		n, err := strconv.Atoi(d)
 		if err != nil || n < 0 {
 			return 0, fmt.Errorf("age %q: want a number of days such as 90d, or a duration such as 720h", s)
+		}
+		// More days than a time.Duration holds would wrap around to a short age (213504d is
+		// 25 minutes) and prune nearly every release.
+		if maxDays := int(math.MaxInt64 / int64(24*time.Hour)); n > maxDays {
+			return 0, fmt.Errorf("age %q: at most %dd (about 292 years); 0 keeps releases of any age", s, maxDays)
 		}
 		return time.Duration(n) * 24 * time.Hour, nil
 	}

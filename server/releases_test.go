@@ -534,3 +534,16 @@ func TestReleases_KindHeadersOnce(t *testing.T) {
 		t.Errorf("%d releases after the refused writes, %d before", n, before)
 	}
 }
+
+// --release-max-age in days beyond what a time.Duration holds is refused: it wrapped around to
+// a short age (213504d was 25 minutes, 106752d a negative one) that pruned nearly every release.
+func TestReleases_MaxAgeDaysOverflowRefused(t *testing.T) {
+	for _, in := range []string{"106752d", "213504d", "99999999d"} {
+		if got, err := ParseAge(in); err == nil || !strings.Contains(err.Error(), "at most 106751d") {
+			t.Errorf("ParseAge(%q) = %s, %v; want refused naming the most days", in, got, err)
+		}
+	}
+	if got, err := ParseAge("106751d"); err != nil || got != 106751*24*time.Hour {
+		t.Errorf("ParseAge(106751d) = %s, %v", got, err)
+	}
+}
