@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -220,11 +221,13 @@ func (c Config) Validate() error {
 	if len(c.EtcdEndpoints) == 0 && (c.EtcdCACert != "" || c.EtcdCert != "") {
 		errs = append(errs, errors.New("--etcd-cacert/--etcd-cert/--etcd-key need --etcd-endpoints"))
 	}
-	if c.RateLimit < 0 {
-		errs = append(errs, fmt.Errorf("--rate-limit %v must be >= 0 (0 = off)", c.RateLimit))
+	// Written so that NaN fails too (every comparison with it is false: it passed "< 0" and
+	// turned every rate limit off), and an infinity, which is no rate.
+	if !(c.RateLimit >= 0) || math.IsInf(c.RateLimit, 1) {
+		errs = append(errs, fmt.Errorf("--rate-limit %v must be a number >= 0 (0 = off)", c.RateLimit))
 	}
-	if c.TokenRateLimit < 0 {
-		errs = append(errs, fmt.Errorf("--token-rate-limit %v must be >= 0 (0 = max(10 × --rate-limit, 1000))", c.TokenRateLimit))
+	if !(c.TokenRateLimit >= 0) || math.IsInf(c.TokenRateLimit, 1) {
+		errs = append(errs, fmt.Errorf("--token-rate-limit %v must be a number >= 0 (0 = max(10 × --rate-limit, 1000))", c.TokenRateLimit))
 	}
 	if c.MaxInstances <= 0 {
 		errs = append(errs, fmt.Errorf("--max-instances %d must be > 0", c.MaxInstances))

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"testing"
@@ -49,6 +50,9 @@ func TestConfig_LimitDefaultsFitAFleet(t *testing.T) {
 	}
 	for _, bad := range []func(*Config){
 		func(c *Config) { c.TokenRateLimit = -1 },
+		func(c *Config) { c.RateLimit = math.NaN() }, // passed "< 0" and turned every rate limit off
+		func(c *Config) { c.RateLimit = math.Inf(1) },
+		func(c *Config) { c.TokenRateLimit = math.NaN() },
 		func(c *Config) { c.MaxInstances = 0 },
 		func(c *Config) { c.MaxWaiters = 0 },
 		func(c *Config) { c.MaxWaitersPerToken = -1 },
