@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -132,20 +133,38 @@ func (s *Server) checkTree(name string, data []byte, rev int64, tree map[string]
 		// Stored before it was checked, or by another version: refuse rather than skip.
 		return api.Errorf(api.CodeSchemaViolation, "appliance %q: its stored schema does not compile (%s): set a valid one or remove it", name, err.Error())
 	}
-	return validateTree(name, sch, tree)
+	return validateTree(name, sch, data, tree)
 }
 
-// validateTree checks appliance name's tree (relative keys) against sch: nil, or the 422 error
-// that names the broken rules.
-func validateTree(name string, sch *jsonschema.Schema, tree map[string]string) error {
+// validateTree checks appliance name's tree (relative keys) against sch, compiled from the JSON
+// data: nil, or the 422 error that names the broken rules.
+func validateTree(name string, sch *jsonschema.Schema, data []byte, tree map[string]string) error {
 	doc, err := nestTree(tree)
 	if err != nil {
 		return api.Errorf(api.CodeSchemaViolation, "appliance %q breaks its schema: %s", name, err.Error())
 	}
 	if err := sch.Validate(doc); err != nil {
-		return violation(name, err)
+		return violation(name, err, schemaWords(data))
 	}
 	return nil
+}
+
+// schemaWords are the member names and strings of a schema's JSON: a key's name under a secrets
+// segment is shown in a violation only when the schema itself holds it (as in
+// "properties":{"secrets":{"properties":{"db":…}}}), never when the writer typed it (which may be
+// a value typed where a name belongs).
+func schemaWords(data []byte) map[string]bool {
+	words := map[string]bool{}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return words
+		}
+		if w, ok := tok.(string); ok {
+			words[w] = true
+		}
+	}
 }
 
 func (c *schemas) get(name string, data []byte, rev int64) (*jsonschema.Schema, error) {
@@ -187,12 +206,12 @@ func nestTree(tree map[string]string) (map[string]any, error) {
 			case map[string]any:
 				m = next
 			default:
-				return nil, fmt.Errorf("key %s has a value and also keys under it (%s), which a schema cannot describe", strings.Join(segs[:i+1], "/"), k)
+				return nil, fmt.Errorf("key %s has a value and also keys under it (%s), which a schema cannot describe", shownKey(segs[:i+1], nil), shownKey(segs, nil))
 			}
 		}
 		last := segs[len(segs)-1]
 		if _, ok := m[last].(map[string]any); ok {
-			return nil, fmt.Errorf("key %s has a value and also keys under it, which a schema cannot describe", k)
+			return nil, fmt.Errorf("key %s has a value and also keys under it, which a schema cannot describe", shownKey(segs, nil))
 		}
 		m[last] = tree[k]
 	}
@@ -200,8 +219,9 @@ func nestTree(tree map[string]string) (map[string]any, error) {
 }
 
 // violation is the 422 error of a tree that breaks its schema: the first broken rules, each
-// with the key (path in the tree) and the rule's keyword.
-func violation(name string, err error) error {
+// with the key (path in the tree) and the rule's keyword; names under a secrets segment that
+// are not among known (the schema's words) are left out.
+func violation(name string, err error, known map[string]bool) error {
 	var ve *jsonschema.ValidationError
 	if !errors.As(err, &ve) {
 		return api.Errorf(api.CodeSchemaViolation, "appliance %q breaks its schema: %s", name, err.Error())
@@ -210,7 +230,7 @@ func violation(name string, err error) error {
 	const shown = 3
 	var parts []string
 	for _, l := range leaves[:min(len(leaves), shown)] {
-		parts = append(parts, describeViolation(l))
+		parts = append(parts, describeViolation(l, known))
 	}
 	more := ""
 	if len(leaves) > shown {
@@ -231,14 +251,38 @@ func leaves(e *jsonschema.ValidationError) []*jsonschema.ValidationError {
 	return out
 }
 
+// shownKey is the key path segs as a violation names it: cut before the first name under a
+// "secrets" segment that known (the schema's words; nil: none) does not hold, since the names
+// under one are not shown (a value typed where a name belongs becomes part of a key; see
+// api.KeyText) unless the schema names them itself.
+func shownKey(segs []string, known map[string]bool) string {
+	secret := false
+	for i, seg := range segs {
+		if secret && !known[seg] {
+			return strings.Join(segs[:i], "/") + "/…"
+		}
+		secret = secret || seg == api.SecretSegment
+	}
+	return strings.Join(segs, "/")
+}
+
+// secretNames is the note of a violation that leaves out names under a secrets segment.
+const secretNames = "names under a secrets segment are not shown"
+
 // describeViolation says one broken rule: "key nginx/port: format: …".
-func describeViolation(e *jsonschema.ValidationError) string {
-	key := strings.Join(e.InstanceLocation, "/")
+func describeViolation(e *jsonschema.ValidationError, known map[string]bool) string {
+	loc := e.InstanceLocation
+	key := shownKey(loc, known)
+	// The names of loc's members are secret when loc has a secrets segment.
+	namesHidden := slices.Contains(loc, api.SecretSegment)
 	if r, ok := e.ErrorKind.(*kind.Required); ok && len(r.Missing) > 0 {
-		// Name the missing key itself, not its parent.
-		missing := make([]string, len(r.Missing))
-		for i, m := range r.Missing {
-			missing[i] = strings.TrimPrefix(key+"/"+m, "/")
+		// Name the missing key itself, not its parent. Its name comes from the schema, but a
+		// path above it under a secrets segment may not.
+		var missing []string
+		for _, m := range r.Missing {
+			if shown := shownKey(append(slices.Clip(loc), m), known); !slices.Contains(missing, shown) {
+				missing = append(missing, shown)
+			}
 		}
 		return fmt.Sprintf("key %s: required, missing", strings.Join(missing, ", "))
 	}
@@ -257,6 +301,16 @@ func describeViolation(e *jsonschema.ValidationError) string {
 		msg = "the value is not valid " + k.Want
 		if k.Want == "port" || k.Want == "duration" { // ours, which do not quote the value
 			msg += ": " + k.Err.Error()
+		}
+	case *kind.AdditionalProperties:
+		msg = e.ErrorKind.LocalizedString(printer)
+		if namesHidden {
+			msg = fmt.Sprintf("%d additional properties not allowed (%s)", len(k.Properties), secretNames)
+		}
+	case *kind.PropertyNames:
+		msg = e.ErrorKind.LocalizedString(printer)
+		if namesHidden {
+			msg = "invalid property name (" + secretNames + ")"
 		}
 	default:
 		msg = e.ErrorKind.LocalizedString(printer)
@@ -353,12 +407,12 @@ func (s *Server) handlePutSchema(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.audit(r, "schema-set", []string{api.ApplianceRoot(name)}, rev)
-	return writeJSON(w, http.StatusOK, rev, api.SchemaResult{Revision: rev, Warning: s.currentViolation(ctx, name, sch)})
+	return writeJSON(w, http.StatusOK, rev, api.SchemaResult{Revision: rev, Warning: s.currentViolation(ctx, name, sch, data)})
 }
 
 // currentViolation says how appliance name's keys as they are break sch; "" when they do not,
 // when it has none, or when they cannot be read (the schema is set either way).
-func (s *Server) currentViolation(ctx context.Context, name string, sch *jsonschema.Schema) string {
+func (s *Server) currentViolation(ctx context.Context, name string, sch *jsonschema.Schema, data []byte) string {
 	tree, err := s.ownTree(ctx, name)
 	if err != nil {
 		return ""
@@ -366,7 +420,7 @@ func (s *Server) currentViolation(ctx context.Context, name string, sch *jsonsch
 	if len(tree) == 0 {
 		return ""
 	}
-	if err := validateTree(name, sch, tree); err != nil {
+	if err := validateTree(name, sch, data, tree); err != nil {
 		return "the keys it has now break it, so its next write must fix them: " + err.Error()
 	}
 	return ""

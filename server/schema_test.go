@@ -361,7 +361,7 @@ func FuzzSchema_Compile(f *testing.F) {
 			return
 		}
 		if err := sch.Validate(doc); err != nil {
-			if e := violation("web", err); api.AsError(e).Code != api.CodeSchemaViolation {
+			if e := violation("web", err, schemaWords(data)); api.AsError(e).Code != api.CodeSchemaViolation {
 				t.Fatalf("violation %v", e)
 			}
 		}
@@ -657,5 +657,34 @@ func TestSchema_GetIndexIsTheReadRevision(t *testing.T) {
 	f.mustErr(r, 404, api.CodeNotFound)
 	if r.index() < after {
 		t.Errorf("X-Shoelace-Index %d of the 404, want at least %d", r.index(), after)
+	}
+}
+
+// A violation names no key under a secrets segment that the writer typed and the schema does
+// not hold (a value typed where a name belongs becomes part of a key): additionalProperties
+// listed them, and a location reached through patternProperties named them. Names the schema
+// holds itself are named as before.
+func TestSchema_ViolationHidesTypedSecretNames(t *testing.T) {
+	f := newFixture(t)
+	schema := `{"properties": {"secrets": {"type": "object", "properties": {"db": {"pattern": "^[0-9]+$"}},
+		"patternProperties": {"^x": {"pattern": "^[0-9]+$"}}, "additionalProperties": false}}}`
+	f.must(f.do("PUT", "/v1/appliances/sec/schema", schema, "Content-Type", "application/json"), 200, nil)
+	for _, c := range []struct{ body, want string }{
+		{`{"keys":{"secrets":{"db":"1","Hunter2Password":"v"}}}`, "key secrets: additionalProperties: 1 additional properties not allowed (names under a secrets segment are not shown)"},
+		{`{"keys":{"secrets":{"db":"1","xHunter2Password":"v"}}}`, "key secrets/…: pattern"},
+		{`{"keys":{"secrets":{"db":"v"}}}`, "key secrets/db: pattern"},
+	} {
+		r := f.do("PUT", "/v1/appliances/sec", c.body, "Content-Type", "application/json")
+		f.mustErr(r, 422, api.CodeSchemaViolation, c.want)
+		if strings.Contains(string(r.body), "Hunter2") {
+			t.Errorf("%s: the violation names a secret key the writer typed: %s", c.body, r.body)
+		}
+	}
+	// The warning of a schema set over such keys alike.
+	f.must(f.do("PUT", "/v1/kv/appliances/sec2/secrets/Hunter2Password", "v"), 200, nil)
+	var res api.SchemaResult
+	f.must(f.do("PUT", "/v1/appliances/sec2/schema", schema, "Content-Type", "application/json"), 200, &res)
+	if res.Warning == "" || strings.Contains(res.Warning, "Hunter2") {
+		t.Errorf("warning %q: want one that names no secret key the writer typed", res.Warning)
 	}
 }
