@@ -7,10 +7,12 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/server/store"
@@ -207,6 +209,8 @@ func (c Config) Validate() error {
 	for _, e := range c.EtcdEndpoints {
 		if strings.TrimSpace(e) == "" {
 			errs = append(errs, errors.New("--etcd-endpoints has an empty entry"))
+		} else if err := checkEtcdEndpoint(e); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if c.Root == "" || !strings.HasPrefix(c.Root, "/") || !strings.HasSuffix(c.Root, "/") {
@@ -384,6 +388,39 @@ func checkEtcdListen(addr string) error {
 	}
 	if ip, err := netip.ParseAddr(host); err != nil || !ip.IsLoopback() {
 		return fmt.Errorf("--etcd-listen %q must be a loopback address such as 127.0.0.1:2379: the embedded etcd has no access control of its own", addr)
+	}
+	return nil
+}
+
+// checkEtcdEndpoint refuses an --etcd-endpoints entry that etcd's client can never dial: the
+// server would start, retry it for ever and answer 503 to every request that needs the store,
+// a typo seen only in its logs. Taken: http(s)://host[:port], host:port, unix(s)://path.
+func checkEtcdEndpoint(e string) error {
+	bad := func(why string) error {
+		return fmt.Errorf("--etcd-endpoints entry %q %s: give URLs such as https://etcd-1.internal:2379, comma-separated", e, why)
+	}
+	if strings.ContainsFunc(e, unicode.IsSpace) {
+		return bad("has white space")
+	}
+	scheme, rest, ok := strings.Cut(e, "://")
+	if !ok {
+		if host, port, err := net.SplitHostPort(e); err != nil || host == "" || port == "" {
+			return bad("is neither a URL nor host:port")
+		}
+		return nil
+	}
+	switch scheme {
+	case "unix", "unixs":
+		if rest == "" {
+			return bad("names no socket")
+		}
+		return nil
+	case "http", "https":
+	default:
+		return bad("has the scheme " + strconv.Quote(scheme) + ", not http or https")
+	}
+	if u, err := url.Parse(e); err != nil || u.Hostname() == "" {
+		return bad("names no host")
 	}
 	return nil
 }

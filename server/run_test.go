@@ -210,6 +210,12 @@ func TestConfig_Validate(t *testing.T) {
 		{func(c *Config) { c.EtcdListen = "localhost" }, "host:port"},
 		{func(c *Config) { c.EtcdListen = "127.0.0.1:http" }, "port"},
 		{func(c *Config) { c.EtcdListen = "127.0.0.1:2379"; c.EtcdEndpoints = []string{"http://127.0.0.1:2379"} }, "--etcd-endpoints"},
+		// Endpoints etcd's client can never dial: the server served 503 for ever, the typo seen
+		// only in its logs.
+		{func(c *Config) { c.EtcdEndpoints = []string{"not a url"} }, `--etcd-endpoints entry "not a url" has white space`},
+		{func(c *Config) { c.EtcdEndpoints = []string{"ftp://etcd-1:2379"} }, `the scheme "ftp", not http or https`},
+		{func(c *Config) { c.EtcdEndpoints = []string{"http://:2379"} }, "names no host"},
+		{func(c *Config) { c.EtcdEndpoints = []string{"https://etcd-1:2379", "etcd-2"} }, `"etcd-2" is neither a URL nor host:port`},
 	} {
 		cfg := DefaultConfig()
 		c.mod(&cfg)
@@ -223,6 +229,10 @@ func TestConfig_Validate(t *testing.T) {
 	cfg.DataDir = ""
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("external etcd without data dir: %v", err)
+	}
+	cfg.EtcdEndpoints = []string{"https://etcd-1.internal:2379", "127.0.0.1:2379", "[::1]:2379", "unix:///run/etcd.sock", "http://etcd-2"}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("endpoints etcd's client takes: %v", err)
 	}
 	if got := DefaultConfig().adminTokenFile(); got != filepath.Join("shoelace-data", "admin.token") {
 		t.Fatalf("default admin token file %s", got)
