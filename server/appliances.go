@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -450,11 +451,18 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		// The rollout starts only from the state the caller read (a rollback reads it): its
 		// cas is refused as the apply's would be (a key changed or deleted since, 409; a
 		// revision ahead of the store, 400).
-		kvs, _, err := s.st.ApplyBase(ctx, name, cas)
+		kvs, read, err := s.st.ApplyBase(ctx, name, cas)
 		if err != nil {
 			return err
 		}
-		return s.startRollout(ctx, w, r, name, treeOf(name, kvs), keys, strat, kind, rollbackTo, nil)
+		if live := treeOf(name, kvs); !maps.Equal(live, keys) {
+			return s.startRollout(ctx, w, r, name, live, keys, strat, kind, rollbackTo, nil)
+		}
+		// An apply that changes nothing writes nothing, with canary too: no rollout of the
+		// live tree (whose cohort would re-render for nothing and whose other writes would wait
+		// for it), answered as the plain apply is. Guarded on the read: a change since is 409,
+		// never a write of these keys without a rollout.
+		cas = read
 	}
 	if force {
 		if err := s.abortForForce(ctx, r, name); err != nil {

@@ -182,3 +182,33 @@ func TestAppliances_ApplyUnchangedAfterADeletion(t *testing.T) {
 	last := deleted("appliances/other/x") - 2
 	apply(last, "another appliance's deletion")
 }
+
+// An apply with canary of the keys the appliance holds already writes nothing either: no
+// rollout (its cohort would re-render the live tree, and the appliance's other writes would wait
+// for it, or it would halt at its deadline for nothing), no release; 200 unchanged, as without
+// canary. A rollback to the current state alike. A change still starts a rollout.
+func TestAppliances_ApplyUnchangedWithCanaryStartsNoRollout(t *testing.T) {
+	f := newFixture(t)
+	var first api.WriteResult
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"80"}}`), 200, &first)
+	enrollFleet(t, f, 2)
+	before := len(f.history("/v1/appliances/web/releases").Releases)
+	for _, hdr := range [][]string{nil, {api.HeaderRollback, fmt.Sprint(first.Revision)}} {
+		var w api.WriteResult
+		f.must(f.do("PUT", "/v1/appliances/web?canary=50%25", `{"keys":{"port":"80"}}`, hdr...), 200, &w)
+		if !w.Unchanged {
+			t.Fatalf("apply with canary of the keys held (%v): %+v, want unchanged", hdr, w)
+		}
+	}
+	f.mustErr(f.do("GET", "/v1/appliances/web/rollout", ""), http.StatusNotFound, api.CodeNotFound)
+	if n := len(f.history("/v1/appliances/web/releases").Releases); n != before {
+		t.Errorf("%d releases after the unchanged applies with canary, %d before", n, before)
+	}
+	// A cas ahead of what the apply read is still refused, unchanged or not.
+	f.mustErr(f.do("PUT", fmt.Sprintf("/v1/appliances/web?canary=50%%25&cas=%d", first.Revision-1), `{"keys":{"port":"80"}}`), http.StatusConflict, api.CodeConflict)
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/appliances/web?canary=50%25", `{"keys":{"port":"81"}}`), http.StatusAccepted, &st)
+	if st.State != api.RolloutRunning {
+		t.Fatalf("apply with canary of a change: %+v", st)
+	}
+}

@@ -481,14 +481,14 @@ func (e *cliEnv) applianceApply(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.String("canary") != "" {
+	if c.String("canary") != "" && !res.Unchanged {
 		return e.printRolloutStarted(s, name)
 	}
 	if s.json {
 		return printJSON(e.stdout, res)
 	}
 	if res.Unchanged {
-		fmt.Fprintf(e.stderr, "appliance %s already holds exactly these keys: nothing written, no release recorded\n", name)
+		fmt.Fprintf(e.stderr, "appliance %s already holds exactly these keys: nothing written, no release recorded%s\n", name, noRollout(c))
 	}
 	return printRevision(e.stdout, false, res.Revision)
 }
@@ -691,7 +691,7 @@ func (e *cliEnv) applianceRollback(c *cli.Context) error {
 		}
 		note += ")"
 	}
-	rev, n, err := s.client.Rollback(s.ctx, name, to, note)
+	res, n, err := s.client.Rollback(s.ctx, name, to, note)
 	if errors.Is(err, api.ErrConflict) {
 		return fmt.Errorf("rollback %s: the appliance changed while rolling back; nothing was written (run it again): %w", name, err)
 	}
@@ -702,12 +702,16 @@ func (e *cliEnv) applianceRollback(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.String("canary") != "" {
+	if c.String("canary") != "" && !res.Unchanged {
 		fmt.Fprintf(e.stderr, "rolling %s back to its %d keys at revision %d, as a staged rollout\n", name, n, to)
 		return e.printRolloutStarted(s, name)
 	}
+	if res.Unchanged {
+		fmt.Fprintf(e.stderr, "appliance %s already holds exactly its %d keys of revision %d: nothing written, no release recorded%s\n", name, n, to, noRollout(c))
+		return printRevision(e.stdout, s.json, res.Revision)
+	}
 	fmt.Fprintf(e.stderr, "rolled %s back to its %d keys at revision %d\n", name, n, to)
-	return printRevision(e.stdout, s.json, rev)
+	return printRevision(e.stdout, s.json, res.Revision)
 }
 
 // applianceDiff is the body of `appliance diff -o json`.
@@ -1028,4 +1032,13 @@ func rolloutState(all []api.Instance, rev int64, seen time.Duration) (alive, beh
 		}
 	}
 	return alive, behind
+}
+
+// noRollout is what an unchanged apply's note adds when it was sent with --canary: the server
+// starts no rollout of the tree the appliance already holds.
+func noRollout(c *cli.Context) string {
+	if c.String("canary") != "" {
+		return ", no rollout started"
+	}
+	return ""
 }

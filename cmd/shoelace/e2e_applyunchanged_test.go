@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -48,4 +49,31 @@ func TestE2E_ApplyUnchanged(t *testing.T) {
 	if r.code != 0 || r.stderr != "" || revisionOf(t, r.stdout) <= first {
 		t.Fatalf("apply of a change: %s", r)
 	}
+}
+
+// appliance apply --canary (and rollback --canary) of the keys the appliance holds already
+// starts no rollout: it prints the revision and says on stderr that nothing was written and no
+// rollout started. Before, it started a rollout of the live tree, which held the appliance's
+// other writes (exit 7) until every instance had re-rendered it, or halted at its deadline.
+func TestE2E_ApplyUnchangedWithCanary(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	file := filepath.Join(t.TempDir(), "same.yaml")
+	writeFile(t, file, "keys:\n  port: \"8080\"\n")
+	first := revisionOf(t, c.ok("appliance", "apply", "samecanary", "-f", file))
+	enrollOne(t, s, c, "samecanary")
+
+	r := c.run("appliance", "apply", "samecanary", "-f", file, "--canary", "50%")
+	if r.code != 0 || !strings.Contains(r.stderr, "already holds exactly these keys: nothing written, no release recorded, no rollout started") || revisionOf(t, r.stdout) < first {
+		t.Fatalf("apply --canary of the same keys: %s", r)
+	}
+	r = c.run("appliance", "rollback", "samecanary", "--to", strconv.FormatInt(first, 10), "--canary", "50%")
+	if r.code != 0 || !strings.Contains(r.stderr, "nothing written, no release recorded, no rollout started") {
+		t.Fatalf("rollback --canary to the state the appliance holds: %s", r)
+	}
+	if r := c.run("appliance", "rollout", "status", "samecanary"); r.code != 3 {
+		t.Fatalf("rollout status after the unchanged applies with --canary: %s, want exit 3 (none)", r)
+	}
+	// Plain writes go on at once: no rollout holds them.
+	c.ok("kv", "put", "appliances/samecanary/port", "8081")
 }

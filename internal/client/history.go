@@ -22,16 +22,17 @@ func (c *Client) ApplianceAt(ctx context.Context, name string, rev int64) (map[s
 // Rollback sets an appliance's own keys back to what they were at revision rev (from etcd's
 // history, or once compacted from the release copies), in one transaction guarded so that a
 // change made since they were read fails it (api.ErrConflict). The write is a release of kind
-// rollback; note, when not empty, is added to its message. It returns the revision written and
-// how many keys the appliance now has.
-func (c *Client) Rollback(ctx context.Context, name string, rev int64, note string) (int64, int, error) {
+// rollback; note, when not empty, is added to its message. It returns the server's answer (the
+// revision written; Unchanged when the appliance held those keys already and nothing was
+// written) and how many keys the appliance now has.
+func (c *Client) Rollback(ctx context.Context, name string, rev int64, note string) (api.WriteResult, int, error) {
 	keys, m, err := c.ApplianceAt(ctx, name, rev)
 	if err != nil {
-		return 0, 0, err
+		return api.WriteResult{}, 0, err
 	}
 	body, err := jsonBody(api.Apply{Keys: keys})
 	if err != nil {
-		return 0, 0, err
+		return api.WriteResult{}, 0, err
 	}
 	h := http.Header{"Content-Type": {"application/json"}, api.HeaderRollback: {strconv.FormatInt(rev, 10)}}
 	if note != "" {
@@ -43,7 +44,7 @@ func (c *Client) Rollback(ctx context.Context, name string, rev int64, note stri
 	}
 	var w api.WriteResult
 	_, err = c.Do(ctx, Request{Method: http.MethodPut, Path: "/v1/appliances/" + name, Query: casQuery(m.Index), Body: body, Header: h}, &w)
-	return w.Revision, len(keys), err
+	return w, len(keys), err
 }
 
 // ApplianceReleases reads a page of the releases that changed an appliance, newest first:
