@@ -517,13 +517,7 @@ func TestReleases_KindHeadersOnce(t *testing.T) {
 		req.Header.Set("Authorization", "Bearer "+f.token)
 		req.Header.Add(c.header, fmt.Sprint(w.Revision))
 		req.Header.Add(c.header, fmt.Sprint(w.Revision-1))
-		res, err := testClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		f.mustErr(resp{Response: res, body: b}, 400, api.CodeInvalidRequest, "2 "+c.header+" headers")
+		f.mustErr(f.send(req), 400, api.CodeInvalidRequest, "2 "+c.header+" headers")
 	}
 	var v api.View
 	f.must(f.do("GET", "/v1/appliances/web", ""), 200, &v)
