@@ -176,6 +176,8 @@ var uiTemplates = func() map[string]*template.Template {
 		"ago":  uiAgo,
 		"when": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
 		"join": strings.Join,
+		// stepNo is a rollout's step as people count it, and as the CLI prints it: 1 for the first.
+		"stepNo": func(step int) int { return step + 1 },
 		"pathEscape": func(s string) string {
 			return url.PathEscape(s)
 		},

@@ -809,15 +809,19 @@ func (s *Server) uiRolloutAction(w http.ResponseWriter, r *http.Request, c *uiCt
 		return api.Errorf(api.CodeConflict, "appliance %q has no rollout running: nothing to %s", name, action)
 	}
 	if id != "" && cur.ID != id || action == "promote" && at != "" && at != strconv.Itoa(cur.Step) {
-		return api.Errorf(api.CodeConflict, "the rollout of appliance %q changed since the page was shown (now rollout %s at step %d; the page showed %s at step %s): nothing was done; review it on the appliance's page",
-			name, cur.ID, cur.Step, shorten(id), shorten(at))
+		shown := shorten(at)
+		if n, err := strconv.Atoi(at); err == nil {
+			shown = strconv.Itoa(n + 1) // as the page and the CLI count steps
+		}
+		return api.Errorf(api.CodeConflict, "the rollout of appliance %q changed since the page was shown (now rollout %s at step %d of %d; the page showed %s at step %s): nothing was done; review it on the appliance's page",
+			name, cur.ID, cur.Step+1, len(cur.Steps), shorten(id), shown)
 	}
 	back := "/ui/appliances/" + url.PathEscape(name)
 	if !apply {
 		d := uiConfirmData{Name: name, Action: back + "/rollout", Heading: fmt.Sprintf("%s the rollout of %s?", strings.ToUpper(action[:1])+action[1:], name),
 			Fields: [][2]string{{"action", action}, {"rollout", cur.ID}, {"at", strconv.Itoa(cur.Step)}}, Back: back}
 		if action == "promote" {
-			d.What, d.Button = fmt.Sprintf("Rollout %s is at step %d of %d. It moves to its next step now, without waiting for the current cohort to bake; after the last step the candidate becomes the live keys.", cur.ID, cur.Step, len(cur.Steps)), "Promote"
+			d.What, d.Button = fmt.Sprintf("Rollout %s is at step %d of %d. It moves to its next step now, without waiting for the current cohort to bake; after the last step the candidate becomes the live keys.", cur.ID, cur.Step+1, len(cur.Steps)), "Promote"
 		} else {
 			d.What, d.Button = fmt.Sprintf("Rollout %s ends; the instances of its cohorts go back to the live keys.", cur.ID), "Abort the rollout"
 		}

@@ -82,13 +82,24 @@ func TestUI_RolloutActionOfStalePage(t *testing.T) {
 	if promote.Get("rollout") != st.ID || promote.Get("at") != "0" {
 		t.Fatalf("the page's forms do not name the rollout and its step: %v", promote)
 	}
+	// Steps are counted from 1, as the CLI's rollout status counts them (the page said "step 0").
+	if want := fmt.Sprintf("step 1 of %d", len(st.Steps)); !strings.Contains(string(page.body), want) {
+		t.Fatalf("the page does not say %q: %s", want, page.body)
+	}
 	confirm := b.post("/ui/appliances/web/rollout", promote)
 	mustStatus(t, confirm, 200)
+	if want := fmt.Sprintf("is at step 1 of %d.", len(st.Steps)); !strings.Contains(string(confirm.body), want) {
+		t.Fatalf("the confirmation does not say %q: %s", want, confirm.body)
+	}
 	apply := hiddenFields(confirm.body)
 	mustStatus(t, b.post("/ui/appliances/web/rollout", apply), http.StatusSeeOther)
 	waitFor(t, "the second step", func() bool { return rolloutStatus(t, f).Step == 1 })
 	// The same confirmation again (pressed twice, or sent again from the history).
-	mustStatus(t, b.post("/ui/appliances/web/rollout", apply), http.StatusConflict)
+	again := b.post("/ui/appliances/web/rollout", apply)
+	mustStatus(t, again, http.StatusConflict)
+	if want := html.EscapeString(fmt.Sprintf("at step 2 of %d; the page showed %q at step 1)", len(st.Steps), st.ID)); !strings.Contains(string(again.body), want) {
+		t.Fatalf("the refusal does not say %q: %s", want, again.body)
+	}
 	// The appliance page shown before the promotion.
 	mustStatus(t, b.post("/ui/appliances/web/rollout", promote), http.StatusConflict)
 	time.Sleep(300 * time.Millisecond) // a promotion the leader had not taken yet would show now
