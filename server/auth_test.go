@@ -163,7 +163,8 @@ func TestAuth_ListingsAreFiltered(t *testing.T) {
 func TestAuth_TokenLifecycle(t *testing.T) {
 	f := newFixture(t)
 	f.put("shared/a", "1")
-	tok := f.newToken(api.TokenRequest{Name: "ci", Read: []string{"shared/"}, Write: []string{"appliances/web"}})
+	// A prefix given twice, or with and without its '/', is kept once (it was listed twice).
+	tok := f.newToken(api.TokenRequest{Name: "ci", Read: []string{"shared/", "shared"}, Write: []string{"appliances/web", "appliances/web"}})
 	f.must(f.doToken(tok, "GET", "/v1/kv/shared/a", ""), 200, nil)
 
 	var list api.TokenList

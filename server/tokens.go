@@ -50,13 +50,18 @@ func validateTokenRequest(req *api.TokenRequest) error {
 		if len(*list) > 100 {
 			return bodyError("a token may hold at most 100 read and 100 write prefixes")
 		}
-		for i, p := range *list {
+		kept := (*list)[:0]
+		for _, p := range *list {
 			np, err := api.ValidatePrefix(p)
 			if err != nil {
 				return err
 			}
-			(*list)[i] = np
+			// "shared", "shared/" and "shared" again grant one prefix: keep it once.
+			if !slices.Contains(kept, np) {
+				kept = append(kept, np)
+			}
 		}
+		*list = kept
 	}
 	return nil
 }
