@@ -486,9 +486,13 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		list = append(list, root+k)
 	}
 	slices.Sort(list)
-	if res.Unchanged {
+	switch {
+	case res.Unchanged:
 		s.audit(r, kind, list, rev, slog.Bool("unchanged", true))
-	} else {
+	case len(res.Deleted) > 0:
+		// The keys of the appliance the apply left out are gone: the trail names them too.
+		s.audit(r, kind, list, rev, slog.Any("deleted", res.Deleted))
+	default:
 		s.audit(r, kind, list, rev)
 	}
 	return writeJSON(w, http.StatusOK, rev, api.WriteResult{Revision: rev, Unchanged: res.Unchanged})

@@ -43,19 +43,21 @@ func TestAudit_OneLinePerWrite(t *testing.T) {
 	type write struct {
 		op, method, path, body string
 		status                 int
-		keys                   []string
+		keys, deleted          []string
 	}
 	writes := []write{
-		{"put", "PUT", "/v1/kv/appliances/web/secrets/pw", value, 200, []string{"appliances/web/secrets/pw"}},
-		{"delete", "DELETE", "/v1/kv/appliances/web/secrets/pw", "", 200, []string{"appliances/web/secrets/pw"}},
-		{"delete-recurse", "DELETE", "/v1/kv/appliances/web/b?recurse", "", 200, []string{"appliances/web/b"}},
-		{"txn", "POST", "/v1/txn", `{"ops":[{"op":"put","key":"shared/x","value":"` + value + `"},{"op":"put","key":"shared/y","value":"1"}]}`, 200, []string{"shared/x", "shared/y"}},
-		{"apply", "PUT", "/v1/appliances/web", `{"keys":{"a":"` + value + `","s":{"t":"1"}}}`, 200, []string{"appliances/web/a", "appliances/web/s/t"}},
-		{"token-create", "POST", "/v1/tokens", `{"name":"ci","read":["shared"]}`, 201, []string{"ci"}},
-		{"token-revoke", "DELETE", "/v1/tokens/ci", "", 200, []string{"ci"}},
-		{"maintenance-on", "PUT", "/v1/maintenance", `{"on":true}`, 200, []string{}},
-		{"maintenance-off", "PUT", "/v1/maintenance", `{"on":false}`, 200, []string{}},
-		{"snapshot", "GET", "/v1/snapshot", "", 200, []string{}},
+		{"put", "PUT", "/v1/kv/appliances/web/secrets/pw", value, 200, []string{"appliances/web/secrets/pw"}, nil},
+		{"delete", "DELETE", "/v1/kv/appliances/web/secrets/pw", "", 200, []string{"appliances/web/secrets/pw"}, nil},
+		{"delete-recurse", "DELETE", "/v1/kv/appliances/web/b?recurse", "", 200, []string{"appliances/web/b"}, nil},
+		{"txn", "POST", "/v1/txn", `{"ops":[{"op":"put","key":"shared/x","value":"` + value + `"},{"op":"put","key":"shared/y","value":"1"}]}`, 200, []string{"shared/x", "shared/y"}, nil},
+		{"apply", "PUT", "/v1/appliances/web", `{"keys":{"a":"` + value + `","s":{"t":"1"}}}`, 200, []string{"appliances/web/a", "appliances/web/s/t"}, nil},
+		// An apply deletes the keys it leaves out: its line names them (it named only the body's).
+		{"apply", "PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`, 200, []string{"appliances/web/a"}, []string{"appliances/web/s/t"}},
+		{"token-create", "POST", "/v1/tokens", `{"name":"ci","read":["shared"]}`, 201, []string{"ci"}, nil},
+		{"token-revoke", "DELETE", "/v1/tokens/ci", "", 200, []string{"ci"}, nil},
+		{"maintenance-on", "PUT", "/v1/maintenance", `{"on":true}`, 200, []string{}, nil},
+		{"maintenance-off", "PUT", "/v1/maintenance", `{"on":false}`, 200, []string{}, nil},
+		{"snapshot", "GET", "/v1/snapshot", "", 200, []string{}, nil},
 	}
 	for _, w := range writes {
 		start := time.Now().Add(-time.Second)
@@ -83,6 +85,10 @@ func TestAudit_OneLinePerWrite(t *testing.T) {
 		want, _ := json.Marshal(w.keys)
 		if string(keys) != string(want) {
 			t.Errorf("%s: audit keys %s, want %s", w.op, keys, want)
+		}
+		deleted, _ := json.Marshal(m["deleted"])
+		if want, _ := json.Marshal(w.deleted); string(deleted) != string(want) {
+			t.Errorf("%s: audit deleted %s, want %s", w.op, deleted, want)
 		}
 	}
 	// Refused writes are not audited: they changed nothing.

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"maps"
+	"reflect"
 	"strconv"
 	"sync"
 	"testing"
@@ -157,7 +158,7 @@ func TestStore_ApplyOvertakenBySameChangeWritesNothing(t *testing.T) {
 		}
 		got := r.res
 		got.Checked = 0
-		if got != want {
+		if !reflect.DeepEqual(got, want) {
 			t.Errorf("case %d: the apply answered %+v, want %+v", i, got, want)
 		}
 		for _, rel := range releases(t, s) {

@@ -585,6 +585,9 @@ type Applied struct {
 	// mod_revision) moves the view's revision on without leaving a key to say so: the server's
 	// hub, which saw it, knows it once it has seen Checked.
 	Checked int64
+	// Deleted are the keys the apply deleted (those of the appliance it did not name), for the
+	// audit line; relative to the store's root, sorted.
+	Deleted []string
 }
 
 // ApplyTree is Apply, and says whether the appliance already held exactly keys. Such an apply
@@ -744,7 +747,12 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 	if err != nil {
 		return Applied{}, false, err
 	}
-	return Applied{Revision: w.rev}, w.succeeded, nil
+	res = Applied{Revision: w.rev}
+	for _, k := range eff.dels {
+		res.Deleted = append(res.Deleted, strings.TrimPrefix(k, s.kvRoot))
+	}
+	slices.Sort(res.Deleted)
+	return res, w.succeeded, nil
 }
 
 // holdsExactly reports whether kvs, the keys under abs, are keys (relative to abs) with their
