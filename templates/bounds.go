@@ -445,6 +445,15 @@ func boundedJoin(fn string, parts []string, sep string) (string, error) {
 // its bound (repl, plus its longest submatch for each '$' of repl) fits what is left.
 func checkRegexReplace(fn string, re *regexp.Regexp, s, repl string, literal bool) error {
 	dollars := int64(strings.Count(repl, "$"))
+	if literal {
+		dollars = 0
+	}
+	// Most calls cannot come near the bound whatever matches: at most len(s)+1 matches, each
+	// replaced by repl with a submatch (at most s) for each '$'. Those need no second run of the
+	// regular expression, which would double the function's cost at every render.
+	if n, per := int64(len(s)), int64(len(repl))+dollars*int64(len(s)); n <= maxBuilt && per <= (maxBuilt-n)/(n+1) {
+		return nil
+	}
 	var total int64
 	var buf []byte
 	last := 0

@@ -3,6 +3,7 @@ package templates
 import (
 	"fmt"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -88,6 +89,33 @@ func TestTemplates_StringProductBounded(t *testing.T) {
 				t.Fatalf("error %v does not name the limit", err)
 			}
 		})
+	}
+}
+
+// regexReplaceAll far within the bound (a value of a few KiB, as templates use it) costs what the
+// replacement itself costs: the exact bound, which runs the regular expression a second time and
+// allocates for every match, is computed only near the limit.
+func TestTemplates_RegexReplaceBoundCostsNothingWithin(t *testing.T) {
+	re := regexp.MustCompile(`([a-z]+)-([0-9]+)`)
+	s := strings.Repeat("host-1.example.com,", 50)
+	for _, literal := range []bool{false, true} {
+		plain := testing.AllocsPerRun(50, func() {
+			if literal {
+				re.ReplaceAllLiteralString(s, "${2}_$1")
+			} else {
+				re.ReplaceAllString(s, "${2}_$1")
+			}
+		})
+		bounded := testing.AllocsPerRun(50, func() {
+			if _, err := boundedRegexReplace("regexReplaceAll", re, s, "${2}_$1", literal); err != nil {
+				t.Fatal(err)
+			}
+		})
+		// The exact bound allocates for each of the 50 matches; the margin allows for the
+		// race detector, under which sync.Pool (the regexp's machines) drops what it holds.
+		if bounded >= plain+25 {
+			t.Errorf("literal %v: %v allocations per call, the replacement alone %v", literal, bounded, plain)
+		}
 	}
 }
 
