@@ -145,7 +145,7 @@ func parseAll(cfg *Config) ([]*tmpl, error) {
 			errs = append(errs, err.Error())
 			continue
 		}
-		out = append(out, &tmpl{cfg: tc, t: t})
+		out = append(out, &tmpl{cfg: tc, t: t, allowed: cfg.checkInstall})
 	}
 	if len(errs) > 0 {
 		return nil, &ConfigError{Problems: errs}

@@ -621,7 +621,7 @@ func boolRank(b bool) int {
 
 // restore puts back what m's install replaced.
 func (p *pass) restore(m *member) error {
-	opts := atomicfile.Options{Allowed: p.a.cfg.checkInstall}
+	opts := atomicfile.Options{Allowed: m.t.allowed}
 	_, err := restoreFile(m.prev, opts)
 	var se *atomicfile.SyncDirError
 	if errors.As(err, &se) {
@@ -737,7 +737,7 @@ func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data, re
 	// is left on it to follow (one at the .bak name is replaced by the rename). It is neither
 	// one of the agent's own files (a link planted at the destination since the config was
 	// loaded) nor outside allowed_dirs.
-	opts.Allowed = a.cfg.checkInstall
+	opts.Allowed = t.allowed
 	if err := ensureDir(filepath.Dir(t.cfg.Destination)); err != nil {
 		m.err, m.stage = fmt.Errorf("install %s: %w", t.name(), err), api.StageRender
 		return

@@ -19,6 +19,9 @@ import (
 type tmpl struct {
 	cfg *Template
 	t   *templates.Template
+	// allowed is its config's checkInstall, bound once here: a method value made at each
+	// install would be allocated at each one.
+	allowed func(resolved string) error
 
 	last     *templates.Result // last successful render; nil before one
 	lastData templates.Data    // the view last rendered from, or found to render the same (pass.unchanged)
