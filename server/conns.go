@@ -317,8 +317,8 @@ func (l *connLimiter) dropUnauth(addr string) {
 
 // connState (http.Server.ConnState) arms the short idle timeout of an unauthenticated
 // connection that is new or goes idle. HTTP/1 reads the next request under a read deadline
-// that the server sets right after the idle hook, which trackedConn shortens; HTTP/2 keeps its
-// own idle timer, so a timer of ours closes the connection instead (and a new connection's,
+// that the server sets right after the hook, which trackedConn shortens; HTTP/2 keeps its own
+// idle timer, so a timer of ours closes the connection instead (and a new TLS connection's,
 // until its first request).
 func (l *connLimiter) connState(nc net.Conn, st http.ConnState) {
 	c := trackedOf(nc)
@@ -338,7 +338,15 @@ func (l *connLimiter) connState(nc net.Conn, st http.ConnState) {
 	case http.StateNew:
 		// A connection that has sent no request yet is as idle as one between requests: it
 		// has --unauth-idle-timeout to send its first (its TLS handshake included), not the
-		// headers' timeout, so that silent connections cannot hold an address's places.
+		// headers' timeout, so that silent connections cannot hold an address's places. On
+		// plain HTTP/1 the first request is read under the read deadline that trackedConn
+		// shortens, as the next one is: no timer per connection. Over TLS the handshake's
+		// deadline is lifted before the first request is read (and HTTP/2 reads none of
+		// ours), so a timer closes it.
+		if _, ok := nc.(*tls.Conn); !ok {
+			c.idleWait.Store(true)
+			return
+		}
 		l.armIdleTimer(c)
 	case http.StateIdle:
 		if c.authed.Load() {

@@ -651,3 +651,58 @@ func TestServe_SilentConnectionClosedAfterUnauthIdleTimeout(t *testing.T) {
 	}
 	res.Body.Close()
 }
+
+// TestConnLimiter_NewConnectionWithoutARequestClosed: a new connection that sends no request
+// is closed after the unauthenticated idle timeout, over plain HTTP and TLS alike: one that
+// sends nothing (over TLS: not even its handshake), and one over TLS that completes its
+// handshake and then sends nothing. Plain HTTP/1 does it with the read deadline that
+// trackedConn shortens, as between requests, so no timer is armed for each new connection; TLS
+// lifts the handshake's deadline before the first request is read, so a timer does it there.
+func TestConnLimiter_NewConnectionWithoutARequestClosed(t *testing.T) {
+	// Deterministic: what the hook arms for a new plain connection.
+	l := newConnLimiter(nil, 100, 100, time.Minute, true, testutil.Logger())
+	server, client := net.Pipe()
+	defer client.Close()
+	tc := l.admit(server)
+	l.connState(tc, http.StateNew)
+	l.mu.Lock()
+	armed := tc.timer != nil
+	l.mu.Unlock()
+	if armed || !tc.idleWait.Load() {
+		t.Errorf("new plain connection: timer armed %v, read deadline shortened %v; want no timer, the deadline shortened", armed, tc.idleWait.Load())
+	}
+	tc.Close()
+
+	certFile, keyFile, pool := selfSigned(t, t.TempDir())
+	for _, c := range []struct {
+		name      string
+		tls       bool
+		handshake bool
+	}{{"plain, silent", false, false}, {"TLS, silent", true, false}, {"TLS, handshake then silent", true, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			// Long enough for a handshake on a loaded machine, far below the header timeout.
+			var ls *limitedServer
+			if c.tls {
+				ls = serveLimited(t, 100, 100, 2*time.Second, certFile, keyFile)
+			} else {
+				ls = serveLimited(t, 100, 100, 2*time.Second)
+			}
+			conn := dialFrom(t, "127.0.0.1", ls.addr)
+			if c.handshake {
+				tc := tls.Client(conn, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+				tc.SetDeadline(time.Now().Add(10 * time.Second))
+				if err := tc.Handshake(); err != nil {
+					t.Fatal(err)
+				}
+				conn = tc
+			}
+			// The server's header timeout is a minute: only the idle timeout closes it.
+			start := time.Now()
+			conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+			_, err := io.Copy(io.Discard, conn)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("still open after %s, want it closed after about 2 s", time.Since(start).Round(time.Second))
+			}
+		})
+	}
+}
