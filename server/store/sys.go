@@ -16,22 +16,12 @@ import (
 // SysGet reads a system key; api.ErrNotFound when absent. The int64 is the key's mod_revision
 // (0 when absent), ready to pass as SysPut's cas.
 func (s *Store) SysGet(ctx context.Context, key string) ([]byte, int64, error) {
-	if err := sysKey(key); err != nil {
-		return nil, 0, err
-	}
-	ctx, cancel := s.opCtx(ctx)
-	defer cancel()
-	resp, err := s.cli.Get(ctx, s.sysRoot+key)
-	if err != nil {
-		return nil, 0, s.etcdErr(ctx, "get system key "+key, err)
-	}
-	if len(resp.Kvs) == 0 {
-		return nil, 0, api.Errorf(api.CodeNotFound, "system key %q not found", key)
-	}
-	return resp.Kvs[0].Value, resp.Kvs[0].ModRevision, nil
+	v, _, err := s.SysRead(ctx, key)
+	return v.Data, v.Rev, err
 }
 
-// SysRead is SysGet that also answers the revision it read at (the store's, not the key's).
+// SysRead is SysGet that also answers the revision it read at (the store's, not the key's;
+// also when the key is absent).
 func (s *Store) SysRead(ctx context.Context, key string) (SysValue, int64, error) {
 	if err := sysKey(key); err != nil {
 		return SysValue{}, 0, err
