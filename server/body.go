@@ -236,42 +236,106 @@ func applyBody(data []byte, media, name string, maxValue, maxOps int) (map[strin
 // and refuses it (413 too_large) as soon as it holds more than max values, before the rest is
 // read: a client must not make a replica hold a body that can only be refused. It stops without
 // a word at anything else (a syntax error, the body's end), which parseApplyJSON judges whole.
+//
+// It counts what the flattening keeps, a value in an object that is not an object or an array,
+// with a scanner of its own rather than json.Decoder.Token, which allocates for every name and
+// value: every apply body goes through it before it is parsed.
 func countJSONKeys(max int) func(io.Reader) error {
 	return func(r io.Reader) error {
-		dec := json.NewDecoder(r)
-		dec.UseNumber()
-		type frame struct{ obj, name bool } // name: an object's next token is a member name
-		var stack []frame
-		n := 0
+		const (
+			value = iota // a value comes next: at the top, after '[', ':' or ',' in an array
+			name         // a member name comes next: after '{' or ',' in an object
+			colon        // the ':' after a member name
+			more         // ',' or the end of the container
+		)
+		var (
+			buf        [4096]byte
+			stack      []bool // the open containers, true for an object
+			next       = value
+			empty      bool // the innermost container was just opened
+			inStr, esc bool
+			strName    bool // the string being read is a member name
+			inLit      bool // in true, false, null or a number
+			n          int
+		)
 		for {
-			tok, err := dec.Token()
+			m, err := r.Read(buf[:])
+			for _, c := range buf[:m] {
+				if inStr {
+					switch {
+					case esc:
+						esc = false
+					case c == '\\':
+						esc = true
+					case c == '"':
+						inStr = false
+						if next = more; strName {
+							next = colon
+						}
+					}
+					continue
+				}
+				if inLit {
+					if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '+' || c == '-' || c == '.' {
+						continue
+					}
+					inLit, next = false, more
+				}
+				switch c {
+				case ' ', '\t', '\n', '\r':
+				case ':':
+					if next != colon {
+						return nil
+					}
+					next = value
+				case ',':
+					if next != more || len(stack) == 0 {
+						return nil
+					}
+					if next = value; stack[len(stack)-1] {
+						next = name
+					}
+				case '{', '[':
+					if next != value {
+						return nil
+					}
+					stack = append(stack, c == '{')
+					if next, empty = value, true; c == '{' {
+						next = name
+					}
+				case '}', ']':
+					if len(stack) == 0 || stack[len(stack)-1] != (c == '}') || next != more && !(empty && next != colon) {
+						return nil
+					}
+					if stack = stack[:len(stack)-1]; len(stack) == 0 {
+						return nil // the body's value ends here
+					}
+					next, empty = more, false
+				default:
+					switch {
+					case c == '"' && next == name:
+						inStr, strName, empty = true, true, false
+						continue
+					case next != value:
+						return nil
+					case len(stack) == 0:
+						return nil // not an object: parseApplyJSON says so
+					}
+					if stack[len(stack)-1] {
+						if n++; n > max {
+							return api.Errorf(api.CodeTooLarge, "apply has more keys than the limit of %d", max)
+						}
+					}
+					empty = false
+					if c == '"' {
+						inStr, strName = true, false
+					} else {
+						inLit = true
+					}
+				}
+			}
 			if err != nil {
 				return err
-			}
-			top := len(stack) - 1
-			switch d, delim := tok.(json.Delim); {
-			case delim && (d == '}' || d == ']'):
-				stack = stack[:top]
-				if len(stack) == 0 {
-					return nil
-				}
-				if p := &stack[len(stack)-1]; p.obj {
-					p.name = true
-				}
-			case top >= 0 && stack[top].obj && stack[top].name:
-				stack[top].name = false
-			case delim:
-				stack = append(stack, frame{obj: d == '{', name: true})
-			default:
-				if top < 0 {
-					return nil
-				}
-				if stack[top].obj {
-					if n++; n > max {
-						return api.Errorf(api.CodeTooLarge, "apply has more keys than the limit of %d", max)
-					}
-					stack[top].name = true
-				}
 			}
 		}
 	}
