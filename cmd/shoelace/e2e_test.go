@@ -1294,14 +1294,15 @@ func TestE2E_ApplianceWait(t *testing.T) {
 	report := agentReporter(t, c, s, "e2e-wait")
 	r := strconv.FormatInt(rev, 10)
 	c.fails(exitUsage, "--revision REV is required", "appliance", "wait", "e2e-wait")
-	// A server that is away is asked again until --for ends. (A --for of 1s was too short on a
-	// loaded host: the first request came too late to be followed by another, and the wait gave
-	// up without saying it would ask again.)
+	// A server that is away is asked again until --for ends. (A --for of 1s, then 3s, left the
+	// test racing the clock: the wait says it asks again only when its first failed request, after
+	// the process starts and the client's own retries, leaves time for another, which a loaded
+	// host may not. 10s leaves it several seconds.)
 	dead, err := freeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := c.run("appliance", "wait", "e2e-wait", "--revision", r, "--for", "3s", "--interval", "100ms", "--addr", "http://"+dead)
+	res := c.run("appliance", "wait", "e2e-wait", "--revision", r, "--for", "10s", "--interval", "100ms", "--addr", "http://"+dead)
 	if res.code != exitUnavailable || strings.Count(res.stderr, "asking again until") != 1 || !strings.Contains(res.stderr, "cannot reach the server") {
 		t.Fatalf("wait with the server away: %s", res)
 	}
