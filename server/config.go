@@ -402,12 +402,19 @@ func checkEtcdEndpoint(e string) error {
 	if strings.ContainsFunc(e, unicode.IsSpace) {
 		return bad("has white space")
 	}
-	scheme, rest, ok := strings.Cut(e, "://")
-	if !ok {
-		if host, port, err := net.SplitHostPort(e); err != nil || host == "" || port == "" {
-			return bad("is neither a URL nor host:port")
+	badPort := func(port string) error {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return bad("has the port " + strconv.Quote(port) + ", not a number from 1 to 65535")
 		}
 		return nil
+	}
+	scheme, rest, ok := strings.Cut(e, "://")
+	if !ok {
+		host, port, err := net.SplitHostPort(e)
+		if err != nil || host == "" || port == "" {
+			return bad("is neither a URL nor host:port")
+		}
+		return badPort(port)
 	}
 	switch scheme {
 	case "unix", "unixs":
@@ -419,8 +426,12 @@ func checkEtcdEndpoint(e string) error {
 	default:
 		return bad("has the scheme " + strconv.Quote(scheme) + ", not http or https")
 	}
-	if u, err := url.Parse(e); err != nil || u.Hostname() == "" {
+	u, err := url.Parse(e)
+	if err != nil || u.Hostname() == "" {
 		return bad("names no host")
+	}
+	if u.Port() != "" || strings.HasSuffix(u.Host, ":") {
+		return badPort(u.Port())
 	}
 	return nil
 }

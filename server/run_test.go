@@ -216,6 +216,11 @@ func TestConfig_Validate(t *testing.T) {
 		{func(c *Config) { c.EtcdEndpoints = []string{"ftp://etcd-1:2379"} }, `the scheme "ftp", not http or https`},
 		{func(c *Config) { c.EtcdEndpoints = []string{"http://:2379"} }, "names no host"},
 		{func(c *Config) { c.EtcdEndpoints = []string{"https://etcd-1:2379", "etcd-2"} }, `"etcd-2" is neither a URL nor host:port`},
+		// A port no dial reaches: 503 for ever, as above.
+		{func(c *Config) { c.EtcdEndpoints = []string{"etcd-1:abc"} }, `"etcd-1:abc" has the port "abc", not a number from 1 to 65535`},
+		{func(c *Config) { c.EtcdEndpoints = []string{"etcd-1:0"} }, `has the port "0"`},
+		{func(c *Config) { c.EtcdEndpoints = []string{"http://etcd-1:99999"} }, `has the port "99999"`},
+		{func(c *Config) { c.EtcdEndpoints = []string{"https://etcd-1:"} }, `has the port ""`},
 	} {
 		cfg := DefaultConfig()
 		c.mod(&cfg)
