@@ -232,3 +232,44 @@ func TestTemplates_BoundedSprigSameResults(t *testing.T) {
 		}
 	}
 }
+
+// A template that multiplies by calling (a loop that doubles a string or encodes it again, a
+// list that collects a value a key's count of times, a list that holds one value many times
+// formatted whole) fails the render past the bound of a render's output, in each mode.
+// Before, each built what the keys asked: here 128 MiB; with a count from a key, gigabytes,
+// and Go's runtime ended the agent with a fatal out-of-memory error. Within the bound the
+// same templates render as before.
+func TestTemplates_GrowthByCallsBounded(t *testing.T) {
+	keys := map[string]string{"a": strings.Repeat("x", 1<<20), "k": "7", "n": "128", "small": "ab"}
+	refs := `{{$l := list (key "a")}}{{range until (key "k" | atoi)}}{{$l = concat $l $l}}{{end}}`
+	for _, c := range []struct {
+		name, mode, text string
+	}{
+		{"native printf doubling", ModeNative, `{{$s := key "a"}}{{range until (key "k" | atoi)}}{{$s = printf "%s%s" $s $s}}{{end}}{{len $s}}`},
+		{"native cat doubling", ModeNative, `{{$s := key "a"}}{{range until (key "k" | atoi)}}{{$s = cat $s $s}}{{end}}{{len $s}}`},
+		{"native b64enc again and again", ModeNative, `{{$s := key "a"}}{{range until 15}}{{$s = b64enc $s}}{{end}}{{len $s}}`},
+		{"native append collects", ModeNative, `{{$l := list}}{{range until (key "n" | atoi)}}{{$l = append $l (printf "%s-%d" (key "a") .)}}{{end}}{{len $l}}`},
+		{"native set collects", ModeNative, `{{$d := dict}}{{range until (key "n" | atoi)}}{{$_ := set $d (toString .) (print (key "a") .)}}{{end}}{{len $d}}`},
+		{"native toJson of one value many times", ModeNative, refs + `{{toJson $l | len}}`},
+		{"native printf %v of one value many times", ModeNative, refs + `{{printf "%v" $l | len}}`},
+		{"consul-template print doubling", ModeConsulTemplate, `{{$s := key "a"}}{{range loop (key "k" | parseInt)}}{{$s = print $s $s}}{{end}}{{len $s}}`},
+		{"consul-template toJSON of one value many times", ModeConsulTemplate,
+			`{{$l := sprig_list (key "a")}}{{range loop (key "k" | parseInt)}}{{$l = sprig_concat $l $l}}{{end}}{{toJSON $l | len}}`},
+		{"confd printf doubling", ModeConfd, `{{$s := getv "/a"}}{{range seq 1 (atoi (getv "/k"))}}{{$s = printf "%s%s" $s $s}}{{end}}{{len $s}}`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tmpl := mustParse(t, c.text, Options{Functions: c.mode})
+			res, err := tmpl.Execute(Data{Keys: keys})
+			if err == nil {
+				t.Fatalf("rendered %.40q, want an error", res.Output)
+			}
+			if !strings.Contains(err.Error(), "limit") {
+				t.Fatalf("error %v does not name the limit", err)
+			}
+			small := map[string]string{"a": "x", "k": "3", "n": "3"}
+			if res, err := tmpl.Execute(Data{Keys: small}); err != nil || len(res.Output) == 0 {
+				t.Fatalf("with small values: %v", err)
+			}
+		})
+	}
+}

@@ -241,7 +241,7 @@ func Parse(text string, opts Options) (*Template, error) {
 		return nil, err
 	}
 	t.used = usedFuncs(maps.Values(trees))
-	tmpl, err := parseText(t, text, parseFuncMap(t, st, t.used))
+	tmpl, err := parseText(t, text, st.bounded(parseFuncMap(t, st, t.used)))
 	if err != nil {
 		return nil, err
 	}
@@ -450,7 +450,8 @@ func (t *Template) Execute(d Data) (*Result, error) {
 		}
 		// The functions close over st, not over its fields: each execution resets *st.
 		e = &execution{tmpl: tmpl, st: &state{t: t}}
-		tmpl.Funcs(t.onlyUsed(t.deny(e.st.funcs())))
+		// Every function again, not only the execution's own: bounded ties each to its execution.
+		tmpl.Funcs(e.st.bounded(parseFuncMap(t, e.st, t.used)))
 	}
 	st := e.st
 	*st = *newState(t, d)
@@ -624,6 +625,7 @@ type state struct {
 	done      chan struct{}      // closed when the execution ends (loop's feeders stop)
 	depth     int                // executeTemplate nesting
 	held      int                // bytes in the output buffers of this execution (nested executeTemplate ones too)
+	collected int64              // bytes of strings handed to functions that return lists and maps (growth.go)
 	scratch   *ctScratch
 	sorted    []string // the view's keys, sorted; built on the first listing
 	keys      map[string]struct{}

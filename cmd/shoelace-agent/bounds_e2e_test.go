@@ -38,3 +38,27 @@ func TestE2E_RunRefusesAValueThatMultipliesAnother(t *testing.T) {
 		t.Fatalf("the agent crashed:\n%s", ag.logs.String())
 	}
 }
+
+// A template that doubles a key's value as many times as another key says fails the render,
+// naming the limit, and the agent lives on to render the next good view. Before, a count of 40
+// asked for a terabyte: Go's runtime ended the agent with a fatal out-of-memory error.
+func TestE2E_RunRefusesALoopThatDoublesAValue(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/v", "ab")
+	srv.put("appliances/web/times", "1")
+	e := newEnv(t, srv, "", `  - contents: "{{ $s := key \"v\" }}{{ range until (key \"times\" | atoi) }}{{ $s = printf \"%s%s\" $s $s }}{{ end }}{{ $s }}\n"
+    destination: $DIR/out/doubled.conf
+`)
+	ag := e.startAgent()
+	waitFor(t, "first render", fileIs(e.path("out/doubled.conf"), "abab\n"))
+	srv.put("appliances/web/times", "27")
+	waitFor(t, "the render refused", func() bool { return strings.Contains(ag.logs.String(), "the limit of a render's output") })
+	if code, _, stderr := e.agentCmd("once"); code != 1 || !strings.Contains(stderr, "printf: the result would be over 67108864 bytes") {
+		t.Fatalf("once: exit %d, stderr:\n%s", code, stderr)
+	}
+	srv.put("appliances/web/times", "2")
+	waitFor(t, "the next good view", fileIs(e.path("out/doubled.conf"), "abababab\n"))
+	if strings.Contains(ag.logs.String(), "fatal error") {
+		t.Fatalf("the agent crashed:\n%s", ag.logs.String())
+	}
+}
