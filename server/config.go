@@ -30,6 +30,10 @@ const (
 	DefaultMaxSchemaBytes = 64 << 10
 	// DefaultMaxBodyExtra is added to MaxValueBytes to bound txn and apply bodies by default.
 	DefaultMaxBodyExtra = 4 << 20
+	// MaxMaxValueBytes is the most --max-value-bytes may be: a value etcd can store (bbolt holds
+	// less than 2 GiB), and the sizes derived from it (a body, the embedded etcd's request
+	// limit, twice the value and more) within an int.
+	MaxMaxValueBytes = 1 << 30
 	// DefaultHeaderTimeout bounds reading a request's headers (slow clients are cut off).
 	DefaultHeaderTimeout = 10 * time.Second
 	// DefaultBodyTimeout bounds reading a request's body.
@@ -242,8 +246,8 @@ func (c Config) Validate() error {
 	if c.MaxSchemaBytes <= 0 {
 		errs = append(errs, fmt.Errorf("--max-schema-bytes %d must be > 0", c.MaxSchemaBytes))
 	}
-	if c.MaxValueBytes <= 0 {
-		errs = append(errs, fmt.Errorf("--max-value-bytes %d must be > 0", c.MaxValueBytes))
+	if c.MaxValueBytes <= 0 || c.MaxValueBytes > MaxMaxValueBytes {
+		errs = append(errs, fmt.Errorf("--max-value-bytes %d must be > 0 and at most %d (1 GiB)", c.MaxValueBytes, MaxMaxValueBytes))
 	}
 	if c.MaxBodyBytes < 0 {
 		errs = append(errs, fmt.Errorf("max body bytes %d must be >= 0", c.MaxBodyBytes))

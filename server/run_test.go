@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"io"
+	"math"
 	"math/big"
 	"net"
 	"net/http"
@@ -215,6 +216,10 @@ func TestConfig_Validate(t *testing.T) {
 		{func(c *Config) { c.EtcdEndpoints = []string{"not a url"} }, `--etcd-endpoints entry "not a url" has white space`},
 		{func(c *Config) { c.EtcdEndpoints = []string{"ftp://etcd-1:2379"} }, `the scheme "ftp", not http or https`},
 		{func(c *Config) { c.EtcdEndpoints = []string{"http://:2379"} }, "names no host"},
+		// Past what etcd stores, and where the body and request limits derived from it wrapped
+		// around: the server panicked at start (semaphore: size < 0).
+		{func(c *Config) { c.MaxValueBytes = math.MaxInt }, "at most 1073741824"},
+		{func(c *Config) { c.MaxValueBytes = MaxMaxValueBytes + 1 }, "at most 1073741824"},
 		{func(c *Config) { c.EtcdEndpoints = []string{"https://etcd-1:2379", "etcd-2"} }, `"etcd-2" is neither a URL nor host:port`},
 		// A port no dial reaches: 503 for ever, as above.
 		{func(c *Config) { c.EtcdEndpoints = []string{"etcd-1:abc"} }, `"etcd-1:abc" has the port "abc", not a number from 1 to 65535`},
