@@ -316,10 +316,12 @@ func (l *connLimiter) dropUnauth(addr string) {
 }
 
 // connState (http.Server.ConnState) arms the short idle timeout of an unauthenticated
-// connection that is new or goes idle. HTTP/1 reads the next request under a read deadline
-// that the server sets right after the hook, which trackedConn shortens; HTTP/2 keeps its own
-// idle timer, so a timer of ours closes the connection instead (and a new TLS connection's,
-// until its first request).
+// connection that is new or goes idle: it is closed unless a whole request's headers arrive
+// within --unauth-idle-timeout. HTTP/1 reads a new connection's first request under a read
+// deadline that the server sets right after the hook, which trackedConn shortens; a kept-alive
+// connection's wait for its next request too, but not the rest of that request's headers, so a
+// timer of ours bounds those; HTTP/2 keeps its own idle timer, so a timer of ours closes the
+// connection instead (and a new TLS connection's, until its first request).
 func (l *connLimiter) connState(nc net.Conn, st http.ConnState) {
 	c := trackedOf(nc)
 	if c == nil {
@@ -352,8 +354,12 @@ func (l *connLimiter) connState(nc net.Conn, st http.ConnState) {
 		if c.authed.Load() {
 			return
 		}
+		// The timer bounds the wait and the next request's headers together, as a new
+		// connection's first request is bounded: a client that sends one byte of its next
+		// request within the timeout and the rest over the headers' timeout would otherwise
+		// hold its address's place for as long as it likes, a request at a time.
+		l.armIdleTimer(c)
 		if tc, ok := nc.(*tls.Conn); ok && tc.ConnectionState().NegotiatedProtocol == "h2" {
-			l.armIdleTimer(c)
 			return
 		}
 		c.idleWait.Store(true)

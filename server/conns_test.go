@@ -706,3 +706,55 @@ func TestConnLimiter_NewConnectionWithoutARequestClosed(t *testing.T) {
 		})
 	}
 }
+
+// TestServe_PartialRequestAfterIdleClosedAfterUnauthIdleTimeout: a connection without a token
+// that was served a request and then sends only part of its next one is closed after
+// --unauth-idle-timeout, as a new connection that sends part of its first is. Before, the
+// timeout bounded only the wait for the next request's first byte: one byte within it, and the
+// rest had the headers' timeout (10 s by default), so a client could hold its address's
+// --max-conns-per-addr places for as long as it liked, one cheap request at a time.
+func TestServe_PartialRequestAfterIdleClosedAfterUnauthIdleTimeout(t *testing.T) {
+	e := serveExternal(t, func(c *Config) {
+		c.UnauthIdleTimeout = 300 * time.Millisecond
+		c.HeaderTimeout = time.Minute
+	}, "http", nil)
+	for name, sent := range map[string]string{
+		"one byte":        "G",
+		"half a request":  "GET /health HTTP/1.1\r\n",
+		"a token, no end": "GET /v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + e.token + "\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := rawConn(t, e.addr)
+			br := bufio.NewReader(c)
+			io.WriteString(c, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+			res, err := http.ReadResponse(br, nil)
+			if err != nil || res.StatusCode != 200 {
+				t.Fatalf("health: %v %v", res, err)
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			start := time.Now()
+			if _, err := io.WriteString(c, sent); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(6 * time.Second))
+			io.Copy(io.Discard, br)
+			if took := time.Since(start); took > 5*time.Second {
+				t.Fatalf("closed after %s, want about the 300 ms of --unauth-idle-timeout", took)
+			}
+		})
+	}
+	// A request sent at once on a kept-alive connection is still served.
+	c := rawConn(t, e.addr)
+	br := bufio.NewReader(c)
+	for i := 0; i < 3; i++ {
+		io.WriteString(c, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+		res, err := http.ReadResponse(br, nil)
+		if err != nil || res.StatusCode != 200 {
+			t.Fatalf("health %d: %v %v", i, res, err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		time.Sleep(100 * time.Millisecond)
+	}
+}
