@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -76,5 +77,26 @@ func TestAppliances_TooManyKeysRefusedBeforeTheBodyEnds(t *testing.T) {
 	f.must(f.do("PUT", "/v1/appliances/web", b.String(), "Content-Type", "application/json"), 200, nil)
 	if n := len(f.keys()) - len(before) + 1; n != 50 {
 		t.Errorf("%d keys of web after the apply at the limit, want 50", n)
+	}
+}
+
+// A JSON apply body nested deeper than encoding/json parses is refused (400) without the watch
+// that counts its keys holding memory for each level: before, a 4 MiB body of '[' made the
+// replica allocate some 250 MB to follow its nesting (a frame of its own and one of the JSON
+// decoder per byte), before the whole-body parse refused it at depth 10,001; a few writers
+// sending such bodies at once could exhaust the replica's memory.
+func TestAppliances_DeepJSONBodyWatchBounded(t *testing.T) {
+	f := newFixture(t)
+	body := `{"keys":{"a":` + strings.Repeat("[", 4<<20)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	res := f.do("PUT", "/v1/appliances/deep", body, "Content-Type", "application/json")
+	runtime.ReadMemStats(&after)
+	if res.StatusCode != http.StatusBadRequest {
+		t.Fatalf("status %d %s, want 400", res.StatusCode, res.body)
+	}
+	if got := (after.TotalAlloc - before.TotalAlloc) >> 20; got > 100 {
+		t.Fatalf("the replica allocated %d MiB for a 4 MiB body", got)
 	}
 }

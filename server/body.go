@@ -232,6 +232,9 @@ func applyBody(data []byte, media, name string, maxValue, maxOps int) (map[strin
 	return keys, nil
 }
 
+// maxJSONDepth is the deepest nesting encoding/json parses: countJSONKeys stops watching there.
+const maxJSONDepth = 10000
+
 // countJSONKeys answers a watch for readBodyWatched that reads a JSON apply body as it arrives
 // and refuses it (413 too_large) as soon as it holds more than max values, before the rest is
 // read: a client must not make a replica hold a body that can only be refused. It stops without
@@ -297,6 +300,11 @@ func countJSONKeys(max int) func(io.Reader) error {
 					}
 				case '{', '[':
 					if next != value {
+						return nil
+					}
+					if len(stack) >= maxJSONDepth {
+						// encoding/json refuses deeper documents; the whole-body parse says
+						// so. Past here the watch would only hold a level for each byte.
 						return nil
 					}
 					stack = append(stack, c == '{')
