@@ -431,6 +431,10 @@ func checkEtcdEndpoint(e string) error {
 		return bad("has the scheme " + strconv.Quote(scheme) + ", not http or https")
 	}
 	u, err := url.Parse(e)
+	if err == nil && u.User != nil {
+		// Not e itself: the error is printed, and the password must not be.
+		return fmt.Errorf("--etcd-endpoints entry %q has a user or password, which etcd's client does not send (it authenticates with --etcd-cert/--etcd-key) and the server would log: leave them out", u.Redacted())
+	}
 	if err != nil || u.Hostname() == "" {
 		return bad("names no host")
 	}

@@ -216,6 +216,12 @@ func TestConfig_Validate(t *testing.T) {
 		{func(c *Config) { c.EtcdEndpoints = []string{"not a url"} }, `--etcd-endpoints entry "not a url" has white space`},
 		{func(c *Config) { c.EtcdEndpoints = []string{"ftp://etcd-1:2379"} }, `the scheme "ftp", not http or https`},
 		{func(c *Config) { c.EtcdEndpoints = []string{"http://:2379"} }, "names no host"},
+		// Ports etcd's client dials for ever, and a password it never sends but the server logged.
+		{func(c *Config) { c.EtcdEndpoints = []string{"https://etcd-1:99999"} }, `has the port "99999", not a number from 1 to 65535`},
+		{func(c *Config) { c.EtcdEndpoints = []string{"etcd-1:abc"} }, `has the port "abc"`},
+		{func(c *Config) { c.EtcdEndpoints = []string{"etcd-1:0"} }, `has the port "0"`},
+		{func(c *Config) { c.EtcdEndpoints = []string{"http://etcd-1:"} }, `has the port ""`},
+		{func(c *Config) { c.EtcdEndpoints = []string{"https://root:hunter2@etcd-1:2379"} }, `"https://root:xxxxx@etcd-1:2379" has a user or password`},
 		// Past what etcd stores, and where the body and request limits derived from it wrapped
 		// around: the server panicked at start (semaphore: size < 0).
 		{func(c *Config) { c.MaxValueBytes = math.MaxInt }, "at most 1073741824"},
