@@ -556,6 +556,13 @@ func oneInstance(r *http.Request) error {
 	return nil
 }
 
+// validInstanceHeader checks an X-Shoelace-Instance header's name: nil, or the 400 naming the
+// rule it breaks. Authentication checks it before an agent token's name takes a place, and a
+// report before it is recorded.
+func validInstanceHeader(h string) error {
+	return api.ValidateSegment("instance name ("+api.HeaderInstance+")", h)
+}
+
 // clientIP is the address a request came from (proxies' headers are not trusted).
 func clientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
@@ -625,7 +632,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*http.Req
 		// A name that is no instance name is refused before it takes one of the token's
 		// --max-instances places (a name keeps its place 10 minutes), under the token's
 		// ceiling only.
-		if err := api.ValidateSegment("instance name ("+api.HeaderInstance+")", h); err != nil {
+		if err := validInstanceHeader(h); err != nil {
 			if ok, retry := s.auth.ceilings.allow("token "+rec.holder(), time.Now()); !ok {
 				return r, s.tokenOverCeiling(rec.holder(), retry)
 			}

@@ -401,7 +401,7 @@ func agentReport(r *http.Request, name string) (*api.Instance, error) {
 		}
 		return nil, nil
 	}
-	if err := api.ValidateSegment("instance name (X-Shoelace-Instance)", inst); err != nil {
+	if err := validInstanceHeader(inst); err != nil {
 		return nil, err
 	}
 	in := &api.Instance{Appliance: name, Instance: inst, LastSeen: time.Now().UTC().Truncate(time.Second), Remote: clientIP(r),
