@@ -708,7 +708,7 @@ func (c *Config) Validate() error {
 		add("%s: server %q must be an http:// or https:// URL with a host", name, c.Server)
 	} else if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 		add("%s: server %q must not carry user info, a query or a fragment", name, c.Server)
-	} else if port := u.Port(); port != "" && !validPort(port) {
+	} else if port := u.Port(); port != "" && !api.ValidPort(port) {
 		add("%s: server %q: port %q must be a number from 1 to 65535", name, c.Server, port)
 	} else if p := strings.TrimSuffix(u.Path, "/"); p != "" && (path.Clean(p) != p || strings.HasSuffix(p, "/")) {
 		// A path prefix (a proxy's) is joined to every request: "//" or "/./" in it is a
@@ -1263,12 +1263,6 @@ func resolveDirs(dirs []string) []string {
 		out = append(out, resolvePath(d))
 	}
 	return out
-}
-
-// validPort says whether a URL's port is a TCP port a server can listen on (1 to 65535).
-func validPort(s string) bool {
-	n, err := strconv.Atoi(s)
-	return err == nil && n >= 1 && n <= 65535
 }
 
 func splitHostPort(s string) (string, int, error) {

@@ -407,7 +407,7 @@ func checkEtcdEndpoint(e string) error {
 		return bad("has white space")
 	}
 	badPort := func(port string) error {
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		if !api.ValidPort(port) {
 			return bad("has the port " + strconv.Quote(port) + ", not a number from 1 to 65535")
 		}
 		return nil

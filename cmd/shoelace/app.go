@@ -632,7 +632,7 @@ func checkAddr(addr string) error {
 		return fmt.Errorf("server address %q has a fragment (#%s): %s", addr, u.Fragment, want)
 	}
 	if p := u.Port(); p != "" {
-		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+		if !api.ValidPort(p) {
 			return fmt.Errorf("server address %q: port %s is not a port (1 to 65535)", addr, p)
 		}
 	}
