@@ -400,7 +400,7 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 	media := mediaType(r)
 	limit := s.cfg.maxBodyBytes()
 	var watch func(io.Reader) error
-	if media == "" || media == "application/json" || media == mediaFormDefault {
+	if isJSONMedia(media) {
 		watch = countJSONKeys(s.cfg.MaxTxnOps) // refused as soon as its keys pass the limit
 	}
 	data, err := readBodyWatched(w, r, limit, func() error {

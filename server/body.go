@@ -41,6 +41,12 @@ func mediaType(r *http.Request) string {
 // curl -d '{"ops":[…]}' works like curl --json.
 const mediaFormDefault = "application/x-www-form-urlencoded"
 
+// isJSONMedia says whether a body of media type m is read as JSON: none given,
+// application/json, or curl's form default (see mediaFormDefault).
+func isJSONMedia(m string) bool {
+	return m == "" || m == "application/json" || m == mediaFormDefault
+}
+
 // withYAMLHint adds to an apply body's JSON error that YAML needs its Content-Type: the body
 // came without one that says JSON and is not JSON, so it may well be YAML.
 func withYAMLHint(err error) error {
@@ -198,7 +204,7 @@ func applyBody(data []byte, media, name string, maxValue, maxOps int) (map[strin
 	var keys map[string]string
 	var err error
 	switch {
-	case media == "" || media == "application/json" || media == mediaFormDefault:
+	case isJSONMedia(media):
 		keys, err = parseApplyJSON(data, maxOps)
 		if err != nil && media != "application/json" && !json.Valid(data) {
 			// Only a body that is not JSON may be YAML: the error of a JSON body that breaks a

@@ -350,8 +350,7 @@ func (s *Server) handleTxn(w http.ResponseWriter, r *http.Request) error {
 
 // jsonContent refuses a body that says it is not JSON (curl's default form type is read as JSON).
 func jsonContent(r *http.Request) error {
-	switch mediaType(r) {
-	case "", "application/json", mediaFormDefault:
+	if isJSONMedia(mediaType(r)) {
 		return nil
 	}
 	return api.Errorf(api.CodeUnsupportedType, "content type %s is not supported: send application/json", shorten(r.Header.Get("Content-Type")))

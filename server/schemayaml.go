@@ -33,7 +33,7 @@ var errSchemaYAMLTooLarge = errors.New("over the limit as JSON")
 // body whose JSON would be over max bytes is errSchemaYAMLTooLarge.
 func schemaJSON(data []byte, media string, max int) ([]byte, error) {
 	switch {
-	case media == "" || media == "application/json" || media == "application/schema+json" || media == mediaFormDefault:
+	case isJSONMedia(media) || media == "application/schema+json":
 		return data, nil
 	case isYAMLMedia(media):
 	default:
