@@ -866,6 +866,12 @@ func (c *Config) Validate() error {
 			seenReal[destKey(real, !unixModes)] = w
 			if why := c.ownFileProblem(t.Destination, real); why != "" {
 				add("%s: %s", w, why)
+			} else if t.Backup {
+				// The install would refuse the .bak at every pass: validate says so first.
+				bak := t.Destination + ".bak"
+				if what := cmp.Or(c.ownFile(bak), c.ownFile(resolveLinks(bak))); what != "" {
+					add("%s: backup keeps the previous content as %s, which is %s: it must not be replaced; render another file or leave backup out", w, bak, what)
+				}
 			}
 			if err := c.checkAllowed(t.Destination); err != nil {
 				add("%s: %v", w, err)
@@ -1105,35 +1111,36 @@ func (c *Config) ownFiles() []agentFile {
 // there would replace the agent's token (every request after it refused), its config, or
 // what it keeps in cache_dir, which the agent writes back at every pass.
 func (c *Config) ownFileProblem(p, real string) string {
-	fold := !unixModes
-	own := c.own
-	if own == nil { // a Config that never went through Validate
-		own = c.ownFiles()
-	}
 	for _, q := range []string{p, real} {
-		if q == "" {
-			continue
-		}
-		what := ""
-		for _, o := range own {
-			for _, n := range o.names {
-				switch {
-				case !o.dir && destKey(q, fold) == destKey(n, fold):
-					what = o.what
-				case o.dir && (destKey(q, fold) == destKey(n, fold) || under(q, n, filepath.Separator, fold)):
-					what = fmt.Sprintf("in cache_dir %s, where the agent keeps its own files (its view, status and instance token)", o.names[0])
-				}
-			}
-			if what != "" {
-				break
-			}
-		}
-		switch {
+		switch what := c.ownFile(q); {
 		case what == "":
 		case q == p:
 			return fmt.Sprintf("destination %s is %s: a template must not replace it; render another file", p, what)
 		default:
 			return fmt.Sprintf("destination %s leads through a symbolic link to %s, which is %s: a template must not replace it; render another file", p, q, what)
+		}
+	}
+	return ""
+}
+
+// ownFile says which of the agent's own files q is ("the agent's token_file", …), or "".
+func (c *Config) ownFile(q string) string {
+	if q == "" {
+		return ""
+	}
+	fold := !unixModes
+	own := c.own
+	if own == nil { // a Config that never went through Validate
+		own = c.ownFiles()
+	}
+	for _, o := range own {
+		for _, n := range o.names {
+			switch {
+			case !o.dir && destKey(q, fold) == destKey(n, fold):
+				return o.what
+			case o.dir && (destKey(q, fold) == destKey(n, fold) || under(q, n, filepath.Separator, fold)):
+				return fmt.Sprintf("in cache_dir %s, where the agent keeps its own files (its view, status and instance token)", o.names[0])
+			}
 		}
 	}
 	return ""

@@ -171,6 +171,8 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		// fought the agent over its cache at every pass.
 		{"destination is the token file", base + "token_file: $DIR/token\ntemplates:\n  - contents: x\n    destination: $DIR/token\n", []string{"agent.yaml:6: template $DIR/token: destination $DIR/token is the agent's token_file: a template must not replace it"}},
 		{"destination is the config", base + tok + "templates:\n  - contents: x\n    destination: $DIR/agent.yaml\n", []string{"destination $DIR/agent.yaml is the agent's config file"}},
+		// validate passed it, and every install was then refused.
+		{"backup over cache_dir", "server: http://127.0.0.1:7400\nappliance: web\ncache_dir: $DIR/a.bak\n" + tmpl + "    backup: true\n", []string{"agent.yaml:6: template $DIR/a: backup keeps the previous content as $DIR/a.bak, which is in cache_dir $DIR/a.bak, where the agent keeps its own files"}},
 		{"destination in cache_dir", base + tok + "templates:\n  - contents: x\n    destination: $DIR/cache/web.json\n", []string{"destination $DIR/cache/web.json is in cache_dir $DIR/cache, where the agent keeps its own files"}},
 		{"bad on_command_failure", base + tmpl + "    on_command_failure: retry\n", []string{`on_command_failure "retry" must be "rollback" (restore the previous files, the default) or "keep"`}},
 		{"group disagrees on on_command_failure", base + tok + "templates:\n  - contents: x\n    destination: $DIR/a\n    command: reload\n  - contents: y\n    destination: $DIR/b\n    command: reload\n    on_command_failure: keep\n",
