@@ -139,3 +139,26 @@ func TestCountJSONKeys_AllocatesNothingPerKey(t *testing.T) {
 		t.Fatalf("%v allocations to count a body of 1,000 keys", allocs)
 	}
 }
+
+// FuzzCountJSONKeys: on any body that is one JSON value, countJSONKeys refuses exactly when it
+// holds more values in objects than max (as tokenCount counts them), so no apply body a client
+// may send is ever refused as too large while it arrives. Its only answer readBodyWatched acts
+// on is an *api.Error, and that must be too_large (a read error, io.EOF at the end, is read again
+// by the copy after it).
+func FuzzCountJSONKeys(f *testing.F) {
+	for _, s := range []string{`{"keys":{"a":"1","b":{"c":"2","d":[1,{"e":3}]}}}`, `{"a":1e5,"b":-0.5E-3,"c":[true,false,null]}`, `{"\"":"\\","{":"}"}`, `[{"a":1},{"b":2}]`, `{"a":tru}`, `{"a":1}{"b":2}`} {
+		f.Add(s, 1)
+	}
+	f.Fuzz(func(t *testing.T, body string, max int) {
+		max = max & 7
+		err := countJSONKeys(max)(strings.NewReader(body))
+		var e *api.Error
+		refused := errors.As(err, &e) && e.Code == api.CodeTooLarge
+		if errors.As(err, &e) && !refused {
+			t.Fatalf("body %q, max %d: %v", body, max, err)
+		}
+		if want := tokenCount(body); want >= 0 && refused != (want > max) {
+			t.Fatalf("body %q, max %d: refused %v, want %v (%d values in objects)", body, max, refused, want > max, want)
+		}
+	})
+}
