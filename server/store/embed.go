@@ -123,7 +123,8 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*EmbeddedEtcd, error) 
 	}
 
 	zl, muted := newZapLogger(cfg.Logger, level, "etcd")
-	zl = zl.WithOptions(zap.WithFatalHook(etcdFatal{log: cfg.Logger, dir: cfg.Dir}))
+	hook := etcdFatal{log: cfg.Logger, dir: cfg.Dir}
+	zl = zl.WithOptions(zap.WithFatalHook(hook), zap.WithPanicHook(hook))
 	ec := embed.NewConfig()
 	ec.Name = embeddedName
 	ec.Dir = cfg.Dir

@@ -65,3 +65,47 @@ func TestEmbedded_FatalDiskFullSaysWhatToDo(t *testing.T) {
 		t.Fatalf("the line that says why the server exits: %+v\nlogs:\n%s", line, logs.String())
 	}
 }
+
+// etcd panics when it cannot open its database (storage/backend: "failed to open database"):
+// with the packaged unit, after `etcdutl defrag` or a snapshot restore run as root, the db is
+// root's and the service's user gets "permission denied". The server printed a Go panic and a
+// goroutine dump; now it says that it stops, why, and to give the data dir back to its user.
+func TestEmbedded_PanicOnAFileItMayNotOpenSaysWhatToDo(t *testing.T) {
+	var logs testbin.Buffer
+	codes := make(chan int, 1)
+	defer store.SetFatalExit(func(code int) { codes <- code })()
+	dir := filepath.Join(t.TempDir(), "etcd")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e, err := store.StartEmbedded(ctx, store.EmbedConfig{Dir: dir, Logger: slog.New(slog.NewJSONHandler(&logs, nil)), LogLevel: "error", UnsafeFast: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+
+	db := filepath.Join(dir, "member", "snap", "db")
+	denied := &fs.PathError{Op: "open", Path: db, Err: syscall.EACCES}
+	store.EtcdLogger(e).Panic("failed to open database", zap.String("path", db), zap.Error(denied))
+	select {
+	case code := <-codes:
+		if code != 1 {
+			t.Errorf("exit status %d, want 1", code)
+		}
+	default:
+		t.Fatal("the process was not made to exit")
+	}
+	var line map[string]any
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "the server exits") {
+			if err := json.Unmarshal([]byte(l), &line); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	errText, _ := line["error"].(string)
+	action, _ := line["action"].(string)
+	if line["data_dir"] != dir || !strings.Contains(errText, "failed to open database") || !strings.Contains(errText, "permission denied") ||
+		!strings.Contains(action, "chown -R") || !strings.Contains(action, dir) {
+		t.Fatalf("the line that says why the server exits: %v\nlogs:\n%s", line, logs.String())
+	}
+}

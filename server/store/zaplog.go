@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -116,11 +117,12 @@ func fieldAttrs(fs []zapcore.Field) []slog.Attr {
 	return attrs
 }
 
-// etcdFatal is the embedded etcd's fatal hook: etcd stops the process on an error it cannot go
-// on from (a write of its database or WAL that failed: bbolt's commit, raft's save), and
-// before, a full disk under --data-dir ended the server with etcd's own last line only ("failed
-// to commit tx", "no space left on device"), saying neither that the server stopped nor what to
-// do. It logs what happened and what to do, then exits with status 1 (systemd's
+// etcdFatal is the embedded etcd's fatal and panic hook: etcd stops the process on an error it
+// cannot go on from (a write of its database or WAL that failed: bbolt's commit, raft's save;
+// a database it cannot open), and before, a full disk under --data-dir ended the server with
+// etcd's own last line only ("failed to commit tx", "no space left on device"), and a database
+// the server's user may not open with a Go panic, saying neither that the server stopped nor
+// what to do. It logs what happened and what to do, then exits with status 1 (systemd's
 // Restart=on-failure starts it again, and it serves once the cause is gone).
 type etcdFatal struct {
 	log *slog.Logger
@@ -146,6 +148,10 @@ func (f etcdFatal) OnWrite(ce *zapcore.CheckedEntry, fs []zapcore.Field) {
 	if errors.Is(cause, syscall.ENOSPC) || strings.Contains(what, "no space left on device") {
 		action = fmt.Sprintf("the file system of %s is full: free space on it (or grow it), then start the server again; "+
 			"every write the server acknowledged is in etcd's WAL and is kept (RUNBOOK: Disk full under the embedded etcd)", f.dir)
+	} else if errors.Is(cause, os.ErrPermission) || strings.Contains(what, "permission denied") {
+		action = fmt.Sprintf("the server's user (uid %d) may not open a file under %s, as after etcdutl or a snapshot restore run as root: "+
+			"give the data dir back to that user (chown -R --reference=%s %s; for the packaged service chown -R shoelace:shoelace on the data dir), then start the server again",
+			os.Geteuid(), f.dir, filepath.Dir(f.dir), f.dir)
 	}
 	f.log.Error("the embedded etcd stopped on an error it cannot go on from; the server exits",
 		slog.String("error", what), slog.String("data_dir", f.dir), slog.String("action", action))
