@@ -31,7 +31,9 @@ ENV SHOELACE_LISTEN=0.0.0.0:7400 \
 VOLUME /var/lib/shoelace
 EXPOSE 7400
 # No curl in this image: the binary checks its own /health. With TLS on,
-# also set SHOELACE_ADDR=https://127.0.0.1:7400 for the check.
+# also set SHOELACE_ADDR=https://127.0.0.1:7400 and SHOELACE_CA_FILE (the CA
+# of the server's certificate, which must name IP 127.0.0.1) for the check:
+# a certificate that does not verify for that address fails every check.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD ["/usr/bin/shoelace", "health"]
 ENTRYPOINT ["/usr/bin/shoelace", "server"]
