@@ -45,9 +45,15 @@ vet-all:
 		GOOS=$$os GOARCH=$$arch $(GO) vet $$($(GO) list -deps ./cmd/shoelace-agent | grep '^github.com/shoelace-dev/shoelace/') ./cmd/shoelace-agent; \
 	done
 
-## install: copy both binaries into $(PREFIX)/bin (default /usr/local/bin; PREFIX=$$HOME/.local for yours)
+## install: copy both binaries into $(PREFIX)/bin (default /usr/local/bin; PREFIX=$$HOME/.local for yours),
+## built first when go is on the PATH; `sudo make install` has no go on sudo's PATH, and copies
+## what `make build` left in bin/
 PREFIX ?= /usr/local
-install: build
+install:
+	@if command -v $(GO) >/dev/null 2>&1; then $(MAKE) --no-print-directory build; \
+	elif [ ! -x bin/shoelace ] || [ ! -x bin/shoelace-agent ]; then \
+		echo "make install: $(GO) is not on the PATH (sudo resets it) and bin/ does not hold both binaries: run make build first, as yourself, then sudo make install" >&2; exit 1; \
+	fi
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 bin/shoelace bin/shoelace-agent $(DESTDIR)$(PREFIX)/bin/
 
