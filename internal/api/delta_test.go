@@ -139,11 +139,12 @@ func TestUpdate_Decode(t *testing.T) {
 	}
 }
 
-// parseKeys reads "k=v" lines into a view's keys (a fuzz input).
+// parseKeys reads "k=v" lines into a view's keys (a fuzz input), keeping the keys that keep the
+// key rules, as a view's do (ApplyDelta refuses a delta that sets another).
 func parseKeys(s string) map[string]string {
 	keys := map[string]string{}
 	for _, line := range strings.Split(s, "\n") {
-		if k, v, ok := strings.Cut(line, "="); ok && k != "" {
+		if k, v, ok := strings.Cut(line, "="); ok && ValidateKey(k) == nil {
 			keys[k] = v
 		}
 	}
