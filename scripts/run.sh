@@ -67,6 +67,8 @@ server_exited() {
 	log=$(tail -c "+$logstart" "$run/server.log")
 	if grep -q 'data dir is in use by another process' <<<"$log"; then
 		echo "make run: the store in $run is in use by another make run of this checkout; stop that one, or give this one a directory and a port of its own: SHOELACE_RUN_DIR=/tmp/shoelace-run2 SHOELACE_RUN_PORT=7401 make run" >&2
+	elif grep -q 'address already in use' <<<"$log"; then
+		echo "make run: another program listens on $addr; stop it, or give make run a port of its own: SHOELACE_RUN_PORT=7401 make run" >&2
 	else
 		echo "make run: the server exited; its last lines ($run/server.log):" >&2
 		tail -n 20 <<<"$log" >&2

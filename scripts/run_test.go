@@ -301,6 +301,21 @@ func TestRun_MakeRun(t *testing.T) {
 		first.stopped(t, 130)
 	})
 
+	// Another program on the port (not a Shoelace server, which the health check finds): the
+	// server cannot bind it. Before, run.sh printed the server's bind error alone.
+	t.Run("port taken by another program", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:"+port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		r := start(t, root, port, false)
+		r.stopped(t, 1)
+		if out := r.out.String(); !strings.Contains(out, "another program listens on 127.0.0.1:"+port) || !strings.Contains(out, "SHOELACE_RUN_PORT=") {
+			t.Errorf("run.sh did not name the cause and the way out; it printed:\n%s", out)
+		}
+	})
+
 	t.Run("admin token rotated", func(t *testing.T) {
 		path := filepath.Join(run, "admin.token")
 		old, err := os.ReadFile(path)
