@@ -239,6 +239,11 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 		uiHeaders(w)
 		http.Redirect(w, r, "/ui/", http.StatusSeeOther)
 	})
+	// The server's address opened in a browser: its console, not the API's JSON 404.
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		uiHeaders(w)
+		http.Redirect(w, r, "/ui/", http.StatusFound)
+	})
 	mux.HandleFunc("GET /ui", func(w http.ResponseWriter, r *http.Request) {
 		uiHeaders(w)
 		http.Redirect(w, r, "/ui/", http.StatusMovedPermanently)

@@ -545,12 +545,36 @@ func TestUI_SigninRateLimited(t *testing.T) {
 	}
 }
 
-// With --ui=false, /ui/ is 404.
+// With --ui=false, /ui/ is 404, and so is / (the API has no route there).
 func TestUI_Off(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.UI = false })
-	for _, p := range []string{"/ui/", "/ui/static/console.css", "/ui/appliances/x"} {
+	for _, p := range []string{"/ui/", "/ui/static/console.css", "/ui/appliances/x", "/"} {
 		if r := f.doCtx(context.Background(), "", "GET", p, ""); r.StatusCode != http.StatusNotFound {
 			t.Fatalf("%s: status %d", p, r.StatusCode)
+		}
+	}
+}
+
+// The server's address opened in a browser leads to the console. Before, / answered the API's
+// JSON 404 "no such route", with no word of /ui/.
+func TestUI_RootLeadsToTheConsole(t *testing.T) {
+	f := newFixture(t)
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, method := range []string{"GET", "HEAD"} {
+		req, _ := http.NewRequest(method, f.srv.URL+"/", nil)
+		r, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		if r.StatusCode != http.StatusFound || r.Header.Get("Location") != "/ui/" {
+			t.Errorf("%s /: %d, Location %q; want 302 to /ui/", method, r.StatusCode, r.Header.Get("Location"))
+		}
+	}
+	// Only / itself: another path is still the API's 404, and another method too.
+	for _, mp := range [][2]string{{"GET", "/x"}, {"POST", "/"}} {
+		if r := f.doCtx(context.Background(), "", mp[0], mp[1], ""); r.StatusCode != http.StatusNotFound && r.StatusCode != http.StatusMethodNotAllowed {
+			t.Errorf("%s %s: status %d", mp[0], mp[1], r.StatusCode)
 		}
 	}
 }
