@@ -214,7 +214,7 @@ func TestExecuteTemplate_NestingBounded(t *testing.T) {
 // TestWarnings_NativeNamesWithConfdMeaning: validate's warnings name each function whose native
 // meaning differs from confd's, with both meanings; peer modes have none.
 func TestWarnings_NativeNamesWithConfdMeaning(t *testing.T) {
-	text := `{{range ls "/a"}}{{.Key}}{{end}}{{contains "x" "y"}}{{split "," "a,b"}}{{seq 3}}{{trimSuffix "a" "b"}}{{getv "/a" "d"}}` +
+	text := `{{range ls "/a"}}{{.}}{{end}}{{contains "x" "y"}}{{split "," "a,b"}}{{seq 3}}{{trimSuffix "a" "b"}}{{getv "/a" "d"}}` +
 		`{{lsdir "/"}}{{get "/a"}}{{gets "/a/*"}}`
 	got := mustParse(t, text, Options{}).Warnings()
 	wantFns := []string{"contains", "get", "gets", "ls", "lsdir", "seq", "split", "trimSuffix"}
@@ -228,6 +228,19 @@ func TestWarnings_NativeNamesWithConfdMeaning(t *testing.T) {
 	}
 	if w := mustParse(t, `{{getv "/a" "d"}}{{keys "/a"}}`, Options{}).Warnings(); len(w) != 0 {
 		t.Errorf("Warnings = %q for functions that mean the same", w)
+	}
+	// A range over ls that reads its items' .Key, .Value or .Path was written for the native
+	// ls (confd's gives names): the README's own nginx template warned.
+	for _, text := range []string{`{{range ls "app/upstreams"}}server {{.Value}}; # {{.Key}}{{end}}`, `{{range $i, $kv := ls "a"}}{{$kv.Path}}{{end}}`} {
+		if w := mustParse(t, text, Options{}).Warnings(); len(w) != 0 {
+			t.Errorf("%s: Warnings = %q, want none", text, w)
+		}
+	}
+	// One use without them is enough to warn: a confd template may hold it.
+	for _, text := range []string{`{{range ls "a"}}{{.Value}}{{end}}{{range ls "b"}}{{.}}{{end}}`, `{{range ls "a"}}{{.Value}}{{end}}{{len (ls "b")}}`, `{{range ls "a"}}{{getv (printf "/a/%s" .)}}{{end}}`} {
+		if w := mustParse(t, text, Options{}).Warnings(); len(w) != 1 || !strings.HasPrefix(w[0], "ls: native") {
+			t.Errorf("%s: Warnings = %q, want ls's", text, w)
+		}
 	}
 	for _, mode := range []string{ModeConfd, ModeConsulTemplate} {
 		if w := mustParse(t, `{{len (ls "/a")}}{{contains "a" "b"}}`, Options{Functions: mode}).Warnings(); w != nil {

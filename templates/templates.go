@@ -868,9 +868,51 @@ func (t *Template) Warnings() []string {
 	}
 	var out []string
 	for _, fn := range sortedNames(t.used) {
+		if fn == "ls" && t.rangesReadingItems(fn) {
+			continue
+		}
 		if m, ok := confdMeanings[fn]; ok {
 			out = append(out, fmt.Sprintf("%s: %s; or set functions: confd on this template", fn, m))
 		}
 	}
 	return out
 }
+
+// rangesReadingItems reports whether every call of fn is a range over its result whose body
+// reads .Key, .Value or .Path of the items (`{{range ls "app"}}{{.Value}}{{end}}`, or through
+// the range's variable): confd's `ls` gives names, which have none of them, so such a template
+// was written for the native meaning and needs no warning about confd's.
+func (t *Template) rangesReadingItems(fn string) bool {
+	items := map[parse.Node]bool{} // fn's identifiers that such a range calls
+	for tr := range templateTrees(t.tmpl) {
+		if tr == nil || tr.Root == nil {
+			continue
+		}
+		walk(tr.Root, func(n parse.Node) {
+			r, ok := n.(*parse.RangeNode)
+			if !ok || r.Pipe == nil || len(r.Pipe.Cmds) == 0 || len(r.Pipe.Cmds[0].Args) == 0 || r.List == nil {
+				return
+			}
+			id, ok := r.Pipe.Cmds[0].Args[0].(*parse.IdentifierNode)
+			if !ok || id.Ident != fn {
+				return
+			}
+			walk(r.List, func(n parse.Node) {
+				switch n := n.(type) {
+				case *parse.FieldNode:
+					items[id] = items[id] || itemField(n.Ident[0])
+				case *parse.VariableNode:
+					items[id] = items[id] || len(n.Ident) > 1 && itemField(n.Ident[1])
+				}
+			})
+		})
+	}
+	for _, n := range t.used[fn] {
+		if !items[n] {
+			return false
+		}
+	}
+	return true
+}
+
+func itemField(name string) bool { return name == "Key" || name == "Value" || name == "Path" }
