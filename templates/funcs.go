@@ -37,7 +37,7 @@ var nondeterministic = map[string]bool{
 	"bcrypt": true, "htpasswd": true, "encryptAES": true,
 	"genPrivateKey": true, "genCA": true, "genCAWithKey": true, "genSelfSignedCert": true,
 	"genSelfSignedCertWithKey": true, "genSignedCert": true, "genSignedCertWithKey": true,
-	"getHostByName": true,
+	"getHostByName": true, "lookupIP": true, "lookupIPV4": true, "lookupIPV6": true, "lookupSRV": true,
 }
 
 // fileFuncsIn are the functions of a mode that read the local file system; they need
@@ -64,7 +64,7 @@ func refusedIn(mode string) map[string]string {
 	return nativeRefused
 }
 
-var nativeRefused = mergeReasons(ctRefused, confdRefused)
+var nativeRefused = mergeReasons(ctRefused, confdRefused, nativeDNSRefused)
 
 func mergeReasons(maps ...map[string]string) map[string]string {
 	out := map[string]string{}

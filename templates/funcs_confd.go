@@ -1,10 +1,12 @@
 package templates
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path"
 	"sort"
@@ -50,6 +52,10 @@ var confdStatic = template.FuncMap{
 	"contains":   strings.Contains,
 	"replace":    func(s, old, new string, n int) (string, error) { return boundedReplace("replace", s, old, new, n) },
 	"trimSuffix": strings.TrimSuffix,
+	"lookupIP":   confdLookupIP,
+	"lookupIPV4": func(host string) []string { return confdLookupFamily(host, ".") },
+	"lookupIPV6": func(host string) []string { return confdLookupFamily(host, ":") },
+	"lookupSRV":  confdLookupSRV,
 	"base64Encode": func(s string) string {
 		return base64.StdEncoding.EncodeToString([]byte(s))
 	},
@@ -72,17 +78,75 @@ var confdStatic = template.FuncMap{
 
 // confdRefused are confd's functions that confd mode refuses at parse time, with the reason.
 var confdRefused = map[string]string{
+	"cget":   "confd's PGP-encrypted values are not supported; store the value under a path with a `secrets` segment and use getv",
+	"cgets":  "confd's PGP-encrypted values are not supported; store the values under a path with a `secrets` segment and use gets",
+	"cgetv":  "confd's PGP-encrypted values are not supported; store the value under a path with a `secrets` segment and use getv",
+	"cgetvs": "confd's PGP-encrypted values are not supported; store the values under a path with a `secrets` segment and use getvs",
+}
+
+// nativeDNSRefused are confd's DNS lookups, which native mode refuses: it has no confd
+// semantics to give them.
+var nativeDNSRefused = map[string]string{
 	"lookupIP":   dnsRefusal,
 	"lookupIPV4": dnsRefusal,
 	"lookupIPV6": dnsRefusal,
 	"lookupSRV":  dnsRefusal,
-	"cget":       "confd's PGP-encrypted values are not supported; store the value under a path with a `secrets` segment and use getv",
-	"cgets":      "confd's PGP-encrypted values are not supported; store the values under a path with a `secrets` segment and use gets",
-	"cgetv":      "confd's PGP-encrypted values are not supported; store the value under a path with a `secrets` segment and use getv",
-	"cgetvs":     "confd's PGP-encrypted values are not supported; store the values under a path with a `secrets` segment and use getvs",
 }
 
-const dnsRefusal = "DNS lookups at render time make the output depend on the network, not on the view, and Shoelace re-renders only when the view changes; put the addresses in keys"
+const dnsRefusal = "DNS lookups at render time make the output depend on the network, not on the view, and Shoelace re-renders only when the view changes; put the addresses in keys, or set functions: confd, where they behave as in confd"
+
+// confdResolver answers confd mode's lookups (a variable so that tests need no network).
+var confdResolver = net.DefaultResolver
+
+// confdLookupIP is confd's lookupIP: the host's addresses as strings, sorted, nil when the
+// lookup fails.
+func confdLookupIP(host string) []string {
+	ips, err := confdResolver.LookupIP(context.Background(), "ip", host)
+	if err != nil {
+		return nil
+	}
+	out := make([]string, len(ips))
+	for i, ip := range ips {
+		out[i] = ip.String()
+	}
+	sort.Strings(out)
+	return out
+}
+
+// confdLookupFamily is confd's lookupIPV4 (sep ".") and lookupIPV6 (sep ":"): the addresses of
+// lookupIP whose text holds sep.
+func confdLookupFamily(host, sep string) []string {
+	var out []string
+	for _, ip := range confdLookupIP(host) {
+		if strings.Contains(ip, sep) {
+			out = append(out, ip)
+		}
+	}
+	return out
+}
+
+// confdLookupSRV is confd's lookupSRV: the records sorted by target, port, priority and weight
+// written one after the other, as text; empty (not nil) when the lookup fails.
+func confdLookupSRV(service, proto, name string) []*net.SRV {
+	_, addrs, err := confdResolver.LookupSRV(context.Background(), service, proto, name)
+	if err != nil {
+		return []*net.SRV{}
+	}
+	sort.Sort(confdSRVs(addrs))
+	return addrs
+}
+
+// confdSRVs sorts as confd's sortSRV does, with sort.Sort, so that records whose text is the
+// same end up in confd's order.
+type confdSRVs []*net.SRV
+
+func (s confdSRVs) Len() int           { return len(s) }
+func (s confdSRVs) Less(i, j int) bool { return srvText(s[i]) < srvText(s[j]) }
+func (s confdSRVs) Swap(i, j int)      { s[i], s[j] = s[j], s[i] }
+
+func srvText(s *net.SRV) string {
+	return fmt.Sprintf("%s%d%d%d", s.Target, s.Port, s.Priority, s.Weight)
+}
 
 func confdJSON[T any](data string) (T, error) {
 	var v T

@@ -31,8 +31,7 @@ func TestParse_RefusedNamesFunctionAndReason(t *testing.T) {
 		mode, text string
 		want       []string
 	}{
-		{ModeConfd, `{{range lookupIPV4 "db"}}{{.}}{{end}}`, []string{`"lookupIPV4"`, "confd functions", "DNS", "t.tmpl:1"}},
-		{ModeConfd, `{{cget "/a"}}`, []string{`"cget"`, "PGP"}},
+		{ModeConfd, `{{cget "/a"}}`, []string{`"cget"`, "PGP", "confd functions", "t.tmpl:1"}},
 		{ModeConfd, `{{fileExists "/etc/passwd"}}`, []string{`"fileExists" is disabled`, "allow_file"}},
 		{ModeConsulTemplate, `{{range service "web"}}{{.Address}}{{end}}`, []string{`"service"`, "consul-template functions", "catalog"}},
 		{ModeConsulTemplate, `{{with secret "kv/x"}}{{.Data}}{{end}}`, []string{`"secret"`, "Vault"}},
@@ -45,7 +44,7 @@ func TestParse_RefusedNamesFunctionAndReason(t *testing.T) {
 		{ModeConsulTemplate, `{{range ls "a"}}{{.ModifyIndex}}{{end}}`, []string{"field .ModifyIndex", "Consul indexes"}},
 		{ModeConsulTemplate, `{{$p := index (tree "a") 0}}{{$p.Session}}`, []string{"field .Session"}},
 		{ModeNative, `{{range service "web"}}{{end}}`, []string{`"service"`, "native functions", "catalog"}},
-		{ModeNative, `{{lookupSRV "a" "b" "c"}}`, []string{`"lookupSRV"`, "DNS"}},
+		{ModeNative, `{{lookupSRV "a" "b" "c"}}`, []string{`"lookupSRV"`, "DNS", "functions: confd"}},
 	} {
 		t.Run(tc.mode+" "+tc.text, func(t *testing.T) {
 			_, err := Parse(tc.text, Options{Name: "t.tmpl", Functions: tc.mode})
