@@ -335,7 +335,7 @@ func (s *state) confdGetv(key string, def ...string) (string, error) {
 // it, or when it repeats the prefix that the path is already relative to; otherwise it names
 // the view key and the functions of confd that make it optional.
 func (s *state) confdMissing(key string) error {
-	e := &MissingKeyError{Template: s.t.name, Key: key, Mode: s.t.mode}
+	e := &MissingKeyError{Template: s.t.name, Key: key, Mode: s.t.mode, Path: key}
 	k, ok := confdKey(key)
 	if !ok {
 		if c := path.Clean("/" + key); c != key && c != "/" {

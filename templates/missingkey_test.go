@@ -2,6 +2,7 @@ package templates
 
 import (
 	"errors"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -68,5 +69,39 @@ func TestMissingKeyError_ByMode(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestMissingKeyError_ConfdWords: in confd mode a render that reads a missing key fails with
+// confd's own words, so that what watched confd's logs still finds them: for every confd case
+// that confd v0.16.0 failed with "key does not exist", Shoelace's error holds confd's message
+// from the template's name on, byte for byte (testdata/peers/cases/confd/*.err).
+func TestMissingKeyError_ConfdWords(t *testing.T) {
+	checked := 0
+	for _, c := range loadPeerCases(t, "confd") {
+		b, err := os.ReadFile(casePath("confd", c.name, ".err"))
+		if err != nil || !strings.Contains(string(b), "key does not exist") {
+			continue
+		}
+		_, want, ok := strings.Cut(strings.TrimSpace(string(b)), "FATAL ")
+		if !ok {
+			t.Fatalf("%s.err: no FATAL line: %s", c.name, b)
+		}
+		t.Run(c.name, func(t *testing.T) {
+			opts := c.options("confd")
+			opts.Name = "t.tmpl" // the name confd's run gave it
+			tmpl, err := Parse(c.Template, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = tmpl.Execute(c.data())
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("error %v\ndoes not hold confd's %q", err, want)
+			}
+		})
+		checked++
+	}
+	if checked < 4 {
+		t.Fatalf("%d confd cases fail with \"key does not exist\": the cases are not where they were", checked)
 	}
 }

@@ -519,11 +519,18 @@ type MissingKeyError struct {
 	// Hint, when set, says why a key of the view was not found (confd mode: the path as
 	// written is not the key's, or the resource's keys do not load it); it replaces the advice.
 	Hint string
+	// Path (confd mode) is the path as the template wrote it: the message starts with confd's
+	// own "key does not exist: PATH", so that what watched confd's logs still finds it.
+	Path string
 }
 
 func (e *MissingKeyError) Error() string {
+	confd := ""
+	if e.Path != "" {
+		confd = "key does not exist: " + e.Path + ": "
+	}
 	if e.Hint != "" {
-		return fmt.Sprintf("key %q not found (template %s): %s", e.Key, e.Template, e.Hint)
+		return fmt.Sprintf("%skey %q not found (template %s): %s", confd, e.Key, e.Template, e.Hint)
 	}
 	advice := "use keyOr, getv with a default or exists"
 	switch e.Mode {
@@ -532,7 +539,7 @@ func (e *MissingKeyError) Error() string {
 	case ModeConsulTemplate:
 		advice = "use keyOrDefault or keyExists"
 	}
-	return fmt.Sprintf("key %q is not in the view (template %s); %s to make it optional", e.Key, e.Template, advice)
+	return fmt.Sprintf("%skey %q is not in the view (template %s); %s to make it optional", confd, e.Key, e.Template, advice)
 }
 
 // Changed reports whether the inputs r recorded differ between two views: a key it read was
