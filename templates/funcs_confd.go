@@ -74,6 +74,8 @@ var confdStatic = template.FuncMap{
 	"mul":            func(a, b int) int { return a * b },
 	"seq":            confdSeq,
 	"atoi":           strconv.Atoi,
+	// Not confd's: appended to each printing action (confdCheckPrinted).
+	confdPrintedName: confdPrinted,
 }
 
 // confdRefused are confd's functions that confd mode refuses at parse time, with the reason.

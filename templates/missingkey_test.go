@@ -105,3 +105,37 @@ func TestMissingKeyError_ConfdWords(t *testing.T) {
 		t.Fatalf("%d confd cases fail with \"key does not exist\": the cases are not where they were", checked)
 	}
 }
+
+// TestConfd_MissingKeyTested: in confd mode a missing map key that is only tested (if, with,
+// not, and, or, a variable, a range, a sub-template's condition) behaves as in confd, the idiom
+// of optional JSON fields; only printing one (or a JSON null) fails the render, naming the
+// action, instead of writing confd's "<no value>". The expected bytes are what the real confd
+// v0.16.0 rendered from the same template and value.
+func TestConfd_MissingKeyTested(t *testing.T) {
+	view := Data{Keys: map[string]string{"s": `{"host":"a","n":null,"w":0}`}}
+	text := `{{$d := json (getv "/s")}}server {{$d.host}}{{if $d.backup}} backup{{end}}{{with $d.weight}} weight={{.}}{{end}}{{if not $d.down}} up{{end}}{{if and $d.host $d.x}}!{{end}}{{if or $d.x $d.host}} or{{end}};
+{{$x := $d.nope}}{{if $x}}y{{else}}n{{end}} {{if eq (printf "%v" $d.nope) "<nil>"}}nil{{end}} {{range $d.list}}{{.}}{{else}}empty{{end}} {{if $d.n}}{{else}}null{{end}} {{if $d.w}}{{else}}zero{{end}}
+{{define "sub"}}[{{if .missing}}m{{else}}-{{end}}]{{end}}{{template "sub" $d}}
+`
+	res, err := mustParse(t, text, Options{Name: "t.tmpl", Functions: ModeConfd}).Execute(view)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(res.Output), "server a up or;\nn nil empty null zero\n[-]\n"; got != want {
+		t.Errorf("got %q, want confd's %q", got, want)
+	}
+
+	for _, text := range []string{
+		`{{$d := json (getv "/s")}}port {{$d.port}}`,
+		`{{$d := json (getv "/s")}}{{$p := $d.port}}port {{$p}}`,
+		`{{define "sub"}}{{.port}}{{end}}{{template "sub" json (getv "/s")}}`,
+		`{{.Foo}}`,
+		`{{$d := json (getv "/s")}}n={{$d.n}}`,
+		`{{$d := json (getv "/s")}}{{index $d "port"}}`,
+	} {
+		_, err := mustParse(t, text, Options{Name: "t.tmpl", Functions: ModeConfd}).Execute(view)
+		if err == nil || !strings.Contains(err.Error(), "t.tmpl:1:") || !strings.Contains(err.Error(), "<no value>") {
+			t.Errorf("%s: error %v, want the render to fail at the action, saying confd would write <no value>", text, err)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -245,6 +246,10 @@ func Parse(text string, opts Options) (*Template, error) {
 	if err != nil {
 		return nil, err
 	}
+	if mode == ModeConfd {
+		confdCheckPrinted(tmpl)
+		tmpl.Funcs(template.FuncMap{confdPrintedName: st.boundFunc(confdPrintedName, confdPrinted)})
+	}
 	t.tmpl = tmpl
 	t.own.Store(&execution{tmpl: tmpl, st: st})
 	t.used = usedFuncs(templateTrees(tmpl)) // the same names, at the nodes of the template kept
@@ -284,11 +289,14 @@ func skim(t *Template, text string) (map[string]*parse.Tree, error) {
 // parseText parses text as t's text/template with the functions funcs.
 func parseText(t *Template, text string, funcs template.FuncMap) (*template.Template, error) {
 	tmpl := template.New(t.name).Delims(t.opts.LeftDelim, t.opts.RightDelim).Funcs(funcs)
-	// Native and confd modes fail on a missing map key or field; consul-template mode prints
-	// "<no value>" (its missingkey=zero) unless error_on_missing_key.
-	if t.mode != ModeConsulTemplate || t.opts.ErrorOnMissingKey {
+	// Native mode fails on a missing map key or field; consul-template mode prints "<no value>"
+	// (its missingkey=zero) unless error_on_missing_key; confd mode tests one as confd does
+	// (its missingkey=default) and fails only where it is printed (confdCheckPrinted).
+	switch {
+	case t.mode == ModeConfd:
+	case t.mode != ModeConsulTemplate || t.opts.ErrorOnMissingKey:
 		tmpl.Option("missingkey=error")
-	} else {
+	default:
 		tmpl.Option("missingkey=zero")
 	}
 	if _, err := tmpl.Parse(text); err != nil {
@@ -756,6 +764,42 @@ func templateTrees(tmpl *template.Template) iter.Seq[*parse.Tree] {
 			}
 		}
 	}
+}
+
+// confdPrintedName is the function confd mode appends to the pipeline of every action that
+// prints (confdCheckPrinted).
+const confdPrintedName = "shoelaceConfdPrinted"
+
+// confdCheckPrinted makes every action of tmpl's trees that prints a value (not one that only
+// declares or assigns a variable) pass it through confdPrinted first: confd mode tests a
+// missing map key or field as confd does ({{if $d.opt}} is false), and fails only where confd
+// would write "<no value>" into the file.
+func confdCheckPrinted(tmpl *template.Template) {
+	for tr := range templateTrees(tmpl) {
+		if tr == nil || tr.Root == nil {
+			continue
+		}
+		walk(tr.Root, func(n parse.Node) {
+			a, ok := n.(*parse.ActionNode)
+			if !ok || a.Pipe == nil || len(a.Pipe.Decl) > 0 {
+				return
+			}
+			text := a.String()
+			a.Pipe.Cmds = append(a.Pipe.Cmds, &parse.CommandNode{NodeType: parse.NodeCommand, Pos: a.Pos, Args: []parse.Node{
+				parse.NewIdentifier(confdPrintedName).SetTree(tr).SetPos(a.Pos),
+				&parse.StringNode{NodeType: parse.NodeString, Pos: a.Pos, Quoted: strconv.Quote(text), Text: text},
+			}})
+		})
+	}
+}
+
+// confdPrinted passes on v, the value the action printed, or fails when it is no value at all:
+// a missing map key or field, or a JSON null, which confd prints as "<no value>".
+func confdPrinted(action string, v reflect.Value) (reflect.Value, error) {
+	if !v.IsValid() {
+		return v, fmt.Errorf("%s prints no value (a missing map key or field, or a JSON null), which confd would write as \"<no value>\": test it first ({{if ...}}, {{with ...}})", action)
+	}
+	return v, nil
 }
 
 // usedFuncs walks every tree and collects the identifiers it calls.
