@@ -40,8 +40,8 @@ type ConfdResources struct {
 	Notes []string
 }
 
-// confdResourceFields lists the [template] fields confd v0.16.0 reads (owner is an addition:
-// confd itself has only uid).
+// confdResourceFields lists the [template] fields confd v0.16.0 reads (and owner, which its docs
+// show and it ignores).
 const confdResourceFields = "src, dest, keys, prefix, owner, uid, gid, mode, check_cmd, reload_cmd"
 
 // confdResource is one conf.d file as decoded.
@@ -141,7 +141,8 @@ func readConfdDir(dir string, judge bool) (*ConfdResources, error) {
 			errs = append(errs, fmt.Sprintf("read %s: %v", f, err))
 			continue
 		}
-		t, keys, ferrs := parseConfdResource(f, data, dir, global)
+		t, keys, fnotes, ferrs := parseConfdResource(f, data, dir, global)
+		out.Notes = append(out.Notes, fnotes...)
 		if len(ferrs) > 0 {
 			errs = append(errs, ferrs...)
 			continue
@@ -259,12 +260,12 @@ func readConfdSettings(dir string, judge bool) (confdSettings, []string, []strin
 }
 
 // parseConfdResource decodes one conf.d file into a template in confd mode, and returns the
-// resource's keys.
-func parseConfdResource(name string, data []byte, dir string, global confdSettings) (Template, []string, []string) {
+// resource's keys, notes on what it ignores as confd does, and its problems.
+func parseConfdResource(name string, data []byte, dir string, global confdSettings) (Template, []string, []string, []string) {
 	var r confdResource
 	md, err := toml.Decode(string(data), &r)
 	if err != nil {
-		return Template{}, nil, []string{tomlError(name, err)}
+		return Template{}, nil, nil, []string{tomlError(name, err)}
 	}
 	var errs []string
 	for _, k := range md.Undecoded() {
@@ -278,7 +279,7 @@ func parseConfdResource(name string, data []byte, dir string, global confdSettin
 		if len(errs) == 0 {
 			errs = append(errs, fmt.Sprintf("%s: no [template] table: a confd resource holds one, with src, dest and keys", name))
 		}
-		return Template{}, nil, errs
+		return Template{}, nil, nil, errs
 	}
 	rt := r.Template
 	line := keyLine(name, data, toml.Key{"template"})
@@ -330,10 +331,12 @@ func parseConfdResource(name string, data []byte, dir string, global confdSettin
 			t.Perms = fmt.Sprintf("%04o", m)
 		}
 	}
-	if rt.Owner != "" && rt.UID != nil {
-		errs = append(errs, fmt.Sprintf("%s: set owner or uid, not both", where("owner")))
+	var notes []string
+	if rt.Owner != "" {
+		// confd's quick-start guide writes owner = "nginx", but confd v0.16.0 has no such
+		// field and leaves the file to its own user: so does the agent.
+		notes = append(notes, fmt.Sprintf("%s: owner %q ignored, as confd v0.16.0 ignores it (its docs show owner, it reads only uid): the file belongs to the agent's user, as it did to confd's; give uid = N to set its owner", where("owner"), rt.Owner))
 	}
-	t.Owner = rt.Owner
 	if rt.UID != nil {
 		t.Owner = strconv.FormatInt(*rt.UID, 10)
 	}
@@ -362,7 +365,7 @@ func parseConfdResource(name string, data []byte, dir string, global confdSettin
 			t.Keys = append(t.Keys, k)
 		}
 	}
-	return t, rt.Keys, errs
+	return t, rt.Keys, notes, errs
 }
 
 // octalPerms reports whether s read as octal is a mode of permission bits only ("644", not

@@ -26,7 +26,7 @@ func FuzzConfdResource(f *testing.F) {
 	perms := regexp.MustCompile(`^0[0-7]{3}$`)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		const dir = "/etc/confd"
-		tm, _, errs := parseConfdResource("/etc/confd/conf.d/f.toml", data, dir, confdSettings{})
+		tm, _, _, errs := parseConfdResource("/etc/confd/conf.d/f.toml", data, dir, confdSettings{})
 		if len(errs) > 0 {
 			for _, e := range errs {
 				if !strings.HasPrefix(e, "/etc/confd/conf.d/f.toml") {

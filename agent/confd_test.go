@@ -112,6 +112,31 @@ func TestReadConfdDir_GlobalPrefixAndSyncOnly(t *testing.T) {
 	}
 }
 
+// TestReadConfdDir_OwnerIgnoredAsConfd: confd's quick-start guide writes owner = "nginx", a field
+// confd v0.16.0 does not have: confd loads the resource and leaves the file to its own user.
+// So does the agent, saying so, instead of refusing the directory when no such user exists (or
+// giving the file an owner confd never gave it); uid still sets the owner, as in confd.
+func TestReadConfdDir_OwnerIgnoredAsConfd(t *testing.T) {
+	dir := writeConfd(t, map[string]string{
+		"conf.d/myapp-nginx.toml": "[template]\nprefix = \"/myapp\"\nsrc = \"nginx.tmpl\"\ndest = \"/tmp/myapp.conf\"\nowner = \"no-such-user-shoelace\"\nmode = \"0644\"\nkeys = [\n  \"/subdomain\",\n  \"/upstream\",\n]\n",
+		"conf.d/uid.toml":         "[template]\nsrc = \"nginx.tmpl\"\ndest = \"/tmp/uid.conf\"\nuid = 0\nowner = \"nobody\"\n",
+		"templates/nginx.tmpl":    "x",
+	})
+	r, err := agent.ReadConfdDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Templates) != 2 || r.Templates[0].Owner != "" || r.Templates[1].Owner != "0" {
+		t.Fatalf("templates = %+v, want myapp-nginx without an owner and uid's owner 0", r.Templates)
+	}
+	notes := strings.Join(r.Notes, "\n")
+	for _, want := range []string{`conf.d/myapp-nginx.toml:5: owner "no-such-user-shoelace" ignored`, `conf.d/uid.toml:5: owner "nobody" ignored`, "uid"} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("notes %q do not say %q", notes, want)
+		}
+	}
+}
+
 // TestReadConfdDir_Invalid: every problem names the file, the line and the field or rule.
 func TestReadConfdDir_Invalid(t *testing.T) {
 	res := func(body string) map[string]string {
@@ -133,7 +158,6 @@ func TestReadConfdDir_Invalid(t *testing.T) {
 		{"decimal mode", res("[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\nmode = \"644\"\n"), []string{`conf.d/r.toml:4: mode "644" is decimal to confd (mode 01204`, `write "0644"`}},
 		{"setuid mode", res("[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\nmode = \"04755\"\n"), []string{`conf.d/r.toml:4: mode "04755": setuid, setgid and sticky bits are not supported`}},
 		{"mode not a number", res("[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\nmode = \"rw\"\n"), []string{`conf.d/r.toml:4: mode "rw" is not a number`}},
-		{"owner and uid", res("[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\nuid = 0\nowner = \"root\"\n"), []string{"conf.d/r.toml:5: set owner or uid, not both"}},
 		{"uid a string", res("[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\nuid = \"0\"\n"), []string{"conf.d/r.toml:4: incompatible types"}},
 		{"syntax error", res("[template]\nsrc = \"a.tmpl\ndest = \"/tmp/a\"\n"), []string{"conf.d/r.toml:2: strings cannot contain newlines"}},
 		{"check_cmd other field", res("[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\ncheck_cmd = \"test {{.dest}}\"\n"),
