@@ -229,7 +229,8 @@ type Template struct {
 	ErrorOnMissingKey bool `yaml:"error_on_missing_key"`
 	// Prefix, with functions: confd, is confd's prefix, the confd keyspace the appliance's view
 	// stands for (templates.Options.Prefix): as in confd, the template reads "/db/host" for the
-	// etcd key PREFIX/db/host. It changes no result.
+	// etcd key PREFIX/db/host, from the view's db/host or, when the view lacks that, from
+	// PREFIX/db/host (a view imported with --prefix /).
 	Prefix string `yaml:"prefix"`
 	// Keys, with functions: confd, are a confd resource's keys: the template sees only the
 	// keys at or below them, as confd loads them (templates.Options.ConfdKeys). Unset: every

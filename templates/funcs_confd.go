@@ -274,19 +274,32 @@ func (s *state) confdAny() bool {
 	return false
 }
 
-// confdBelow is below for confd's listings: the view keys below prefix that the template sees.
-func (s *state) confdBelow(prefix string) []string {
-	ks := s.below(prefix)
-	if s.t.confdKeys == nil {
+// confdBelow is below for confd's listings: the keys below base+prefix that the template sees,
+// relative to base (a view path ending in '/', or "": see confdPrefixView).
+func (s *state) confdBelow(base, prefix string) []string {
+	ks := s.below(strings.TrimSuffix(base+prefix, "/"))
+	if base == "" && s.t.confdKeys == nil {
 		return ks
 	}
 	out := make([]string, 0, len(ks))
 	for _, k := range ks {
-		if s.confdVisible(k) {
+		if k = strings.TrimPrefix(k, base); s.confdVisible(k) {
 			out = append(out, k)
 		}
 	}
 	return out
+}
+
+// confdPrefixView is where a view imported with --prefix / (whole etcd paths) holds the keys of
+// the template's confd prefix: "myapp/" for prefix /myapp, "" without a prefix. A path the
+// prefix-relative view (import --prefix PREFIX) lacks is read there, so that one appliance
+// holds the keys of resources with different prefixes, as one etcd did for confd.
+func (s *state) confdPrefixView() string {
+	p := strings.Trim(path.Clean("/"+s.t.opts.Prefix), "/")
+	if p == "" || api.ValidateKey(p) != nil {
+		return ""
+	}
+	return p + "/"
 }
 
 // confdKey returns the view key of a store key ("/db/host" → "db/host"), if it can be one.
@@ -298,13 +311,20 @@ func confdKey(k string) (string, bool) {
 	return rest, true
 }
 
-// confdLookup is memkv's Get: an exact store key.
+// confdLookup is memkv's Get: an exact store key, in the prefix-relative view or else below
+// the prefix (confdPrefixView).
 func (s *state) confdLookup(arg string) (string, bool) {
 	k, ok := confdKey(arg)
 	if !ok || !s.confdVisible(k) {
 		return "", false
 	}
-	return s.readKey(k)
+	if v, ok := s.readKey(k); ok {
+		return v, true
+	}
+	if pv := s.confdPrefixView(); pv != "" {
+		return s.readKey(pv + k)
+	}
+	return "", false
 }
 
 func (s *state) confdExists(key string) bool {
@@ -363,21 +383,32 @@ func (s *state) confdMissing(key string) error {
 	return e
 }
 
-// confdCandidates returns the view keys a listing of the store path or pattern c (cleaned, or
-// the literal part of a pattern) can see, recording the prefix it lists: the keys below c, or
-// the whole view when c is the root or no view prefix.
-func (s *state) confdCandidates(c string) []string {
+// confdCandidates returns the keys a listing of the store path or pattern c (cleaned, or the
+// literal part of a pattern) can see, recording the prefix it lists: the keys below c, or the
+// whole view when c is the root or no view prefix; relative to the base it returns (""; or,
+// when the prefix-relative view has none, confdPrefixView's, if it has some there).
+func (s *state) confdCandidates(c string) ([]string, string) {
+	ks := s.confdCandidatesIn("", c)
+	if pv := s.confdPrefixView(); len(ks) == 0 && pv != "" {
+		if pks := s.confdCandidatesIn(pv, c); len(pks) > 0 {
+			return pks, pv
+		}
+	}
+	return ks, ""
+}
+
+func (s *state) confdCandidatesIn(base, c string) []string {
 	if p, ok := strings.CutPrefix(c, "/"); ok {
 		if p == "" {
-			return s.confdBelow("")
+			return s.confdBelow(base, "")
 		}
 		if vp, err := api.ValidatePrefix(p); err == nil && vp == p {
-			return s.confdBelow(p)
+			return s.confdBelow(base, p)
 		}
 		// No view key can be below a path that is not a valid prefix.
 		return nil
 	}
-	return s.confdBelow("")
+	return s.confdBelow(base, "")
 }
 
 func terms(p string) []string { return strings.Split(path.Clean(p), "/") }
@@ -405,13 +436,14 @@ func (s *state) confdLs(fp string) []string {
 		set[path.Base(fp)] = true
 	}
 	prefix := terms(fp)
-	for _, k := range s.confdCandidates(path.Clean(fp)) {
+	ks, base := s.confdCandidates(path.Clean(fp))
+	for _, k := range ks {
 		sk := "/" + k
 		if sk == fp {
 			continue
 		}
 		if hasTerms(prefix, terms(path.Dir(sk))) {
-			s.seen(k)
+			s.seen(base + k)
 			set[strings.Split(strings.TrimPrefix(strings.TrimPrefix(sk, fp), "/"), "/")[0]] = true
 		}
 	}
@@ -426,14 +458,15 @@ func (s *state) confdLsdir(fp string) []string {
 		return []string{}
 	}
 	prefix := terms(fp)
-	for _, k := range s.confdCandidates(path.Clean(fp)) {
+	ks, base := s.confdCandidates(path.Clean(fp))
+	for _, k := range ks {
 		sk := "/" + k
 		if !strings.HasPrefix(sk, fp) {
 			continue
 		}
 		items := terms(path.Dir(sk))
 		if hasTerms(prefix, items) && len(items) > len(prefix) {
-			s.seen(k)
+			s.seen(base + k)
 			set[items[len(prefix)]] = true
 		}
 	}
@@ -460,11 +493,12 @@ func (s *state) confdGets(pat string) (confdPairs, error) {
 		}
 		return out, nil
 	}
-	for _, k := range s.confdCandidates(globLiteral(pat)) {
+	ks, base := s.confdCandidates(globLiteral(pat))
+	for _, k := range ks {
 		sk := "/" + k
 		if ok, _ := path.Match(pat, sk); ok {
-			s.seen(k)
-			out = append(out, confdPair{Key: sk, Value: s.d.Keys[k]})
+			s.seen(base + k)
+			out = append(out, confdPair{Key: sk, Value: s.d.Keys[base+k]})
 		}
 	}
 	sort.Sort(out)

@@ -91,7 +91,7 @@ func TestMissingKeyOrField(t *testing.T) {
 }
 
 // TestConfd_Prefix: Options.Prefix is confd's prefix, which the view already stands for: the
-// template's paths are relative to it as in confd, so it changes no result; a path that repeats
+// template's paths are relative to it as in confd; a path that repeats
 // the prefix reads a key below the view's production/web, as confd reads the prefix twice
 // (testdata/peers/cases/confd/probe-prefix-* show confd doing so).
 func TestConfd_Prefix(t *testing.T) {

@@ -52,7 +52,8 @@ type Options struct {
 	// the etcd key "/production/web/db/host" as db/host (import --from-etcd --prefix strips it),
 	// which the template reads as "/db/host"; "/production/web/db/host" reads the view's
 	// production/web/db/host, as confd would read "/production/web/production/web/db/host".
-	// It changes no result; it is kept for messages. Leading and trailing '/' do not matter.
+	// A path the view lacks (a listing that finds nothing) is read below the prefix instead,
+	// where a view imported with --prefix / holds it. Leading and trailing '/' do not matter.
 	Prefix string
 	// ConfdKeys, in confd mode, are a confd resource's keys ("/db", "/upstream"): as confd loads
 	// only the keys at or below them, the template sees only those ("/db" sees db and db/…,

@@ -229,3 +229,70 @@ func TestConvertConfd_FileExists(t *testing.T) {
 		t.Fatalf("the agent refuses the conversion: %v\n%s", err, cfg)
 	}
 }
+
+// TestE2E_ConfdQuickStartAdvanced runs confd's quick-start guide's "Advanced Example" as the
+// guide writes it (two resources, prefixes /myapp and /yourapp, one nginx.tmpl, owner = "nginx",
+// mode, check_cmd with {{.src}}, reload_cmd) against its keys as import --from-etcd --prefix /
+// leaves them: once --confdir writes the bytes, modes and owners the real confd v0.16.0 wrote
+// (which ignores owner: on a host without an nginx user it still renders) and runs each reload once; a change below one prefix
+// re-renders and reloads that resource alone.
+func TestE2E_ConfdQuickStartAdvanced(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	for k, v := range map[string]string{
+		"myapp/subdomain": "myapp", "myapp/upstream/app2": "10.0.1.100:80", "myapp/upstream/app1": "10.0.1.101:80",
+		"yourapp/subdomain": "yourapp", "yourapp/upstream/app2": "10.0.1.102:80", "yourapp/upstream/app1": "10.0.1.103:80",
+	} {
+		srv.put("appliances/web/"+k, v)
+	}
+	e := newEnv(t, srv, "", "")
+	confd := filepath.Join(e.dir, "confd")
+	files := map[string]string{"templates/nginx.tmpl": "upstream {{getv \"/subdomain\"}} {\n{{range getvs \"/upstream/*\"}}\n    server {{.}};\n{{end}}\n}\n\nserver {\n    server_name  {{getv \"/subdomain\"}}.example.com;\n}\n"}
+	for _, app := range []string{"myapp", "yourapp"} {
+		files["conf.d/"+app+"-nginx.toml"] = fmt.Sprintf("[template]\nprefix = \"/%s\"\nsrc = \"nginx.tmpl\"\ndest = \"%s/out/%s.conf\"\nowner = \"nginx\"\nmode = \"0644\"\nkeys = [\n  \"/subdomain\",\n  \"/upstream\",\n]\ncheck_cmd = \"grep -q server_name {{.src}}\"\nreload_cmd = \"echo reload %s >> %s/reloads\"\n",
+			app, e.dir, app, app, e.dir)
+	}
+	testbin.WriteFiles(t, confd, files)
+	if err := os.MkdirAll(e.path("out"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	once := func() {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, filepath.Join(binDir, "shoelace-agent"), "once", "--config", e.config, "--confdir", confd).CombinedOutput()
+		if err != nil {
+			t.Fatalf("once --confdir: %v\n%s", err, out)
+		}
+	}
+	once()
+	// What confd v0.16.0 wrote from the same directory and keys (etcd v3 backend).
+	want := map[string]string{
+		"myapp.conf":   "upstream myapp {\n\n    server 10.0.1.100:80;\n\n    server 10.0.1.101:80;\n\n}\n\nserver {\n    server_name  myapp.example.com;\n}\n",
+		"yourapp.conf": "upstream yourapp {\n\n    server 10.0.1.102:80;\n\n    server 10.0.1.103:80;\n\n}\n\nserver {\n    server_name  yourapp.example.com;\n}\n",
+	}
+	for name, w := range want {
+		p := e.path("out/" + name)
+		if got := readFile(t, p); got != w {
+			t.Errorf("%s: %q, want confd's %q", name, got, w)
+		}
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); fi.Mode().Perm() != 0o644 || int(st.Uid) != os.Geteuid() {
+			t.Errorf("%s: mode %v owner %d, want 0644 and the agent's user %d, as confd left it", name, fi.Mode().Perm(), st.Uid, os.Geteuid())
+		}
+	}
+	if got := readFile(t, e.path("reloads")); got != "reload myapp\nreload yourapp\n" {
+		t.Errorf("reloads %q, want each resource's reload_cmd once", got)
+	}
+
+	srv.put("appliances/web/yourapp/upstream/app3", "10.0.1.104:80")
+	once()
+	if got := readFile(t, e.path("reloads")); got != "reload myapp\nreload yourapp\nreload yourapp\n" {
+		t.Errorf("after a change below /yourapp, reloads %q, want yourapp's once more", got)
+	}
+	if got := readFile(t, e.path("out/myapp.conf")); got != want["myapp.conf"] {
+		t.Errorf("myapp.conf changed: %q", got)
+	}
+}

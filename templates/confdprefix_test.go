@@ -1,0 +1,54 @@
+package templates
+
+import (
+	"slices"
+	"testing"
+)
+
+// TestConfd_PrefixedView: one confd directory whose resources have different prefixes (confd's
+// quick-start "Advanced Example": /myapp and /yourapp, one template) moves over in one
+// appliance imported with --prefix /, which keeps whole paths: a path the prefix-relative view
+// lacks is read below the prefix, each resource renders the bytes the real confd v0.16.0
+// wrote, and a change below the prefix re-renders it. A view imported with --prefix PREFIX
+// (relative paths) still wins.
+func TestConfd_PrefixedView(t *testing.T) {
+	text := "upstream {{getv \"/subdomain\"}} {\n{{range getvs \"/upstream/*\"}}\n    server {{.}};\n{{end}}\n}\n\nserver {\n    server_name  {{getv \"/subdomain\"}}.example.com;\n}\n"
+	view := Data{Keys: map[string]string{
+		"myapp/subdomain": "myapp", "myapp/upstream/app2": "10.0.1.100:80", "myapp/upstream/app1": "10.0.1.101:80",
+		"yourapp/subdomain": "yourapp", "yourapp/upstream/app2": "10.0.1.102:80", "yourapp/upstream/app1": "10.0.1.103:80",
+	}}
+	for prefix, want := range map[string]string{
+		"/myapp":   "upstream myapp {\n\n    server 10.0.1.100:80;\n\n    server 10.0.1.101:80;\n\n}\n\nserver {\n    server_name  myapp.example.com;\n}\n",
+		"/yourapp": "upstream yourapp {\n\n    server 10.0.1.102:80;\n\n    server 10.0.1.103:80;\n\n}\n\nserver {\n    server_name  yourapp.example.com;\n}\n",
+	} {
+		opts := Options{Name: "nginx.tmpl", Functions: ModeConfd, Prefix: prefix, ConfdKeys: []string{"/subdomain", "/upstream"}}
+		res, err := mustParse(t, text, opts).Execute(view)
+		if err != nil {
+			t.Fatalf("prefix %s: %v", prefix, err)
+		}
+		if got := string(res.Output); got != want {
+			t.Errorf("prefix %s: %q, want confd's %q", prefix, got, want)
+		}
+		p := prefix[1:]
+		if !slices.Contains(res.Keys, p+"/subdomain") || !slices.Contains(res.Prefixes, p+"/upstream") {
+			t.Errorf("prefix %s: read keys %v, prefixes %v: a change below the prefix would not re-render", prefix, res.Keys, res.Prefixes)
+		}
+	}
+
+	// ls, lsdir, gets and exists read below the prefix too, with confd's prefix-relative paths.
+	res, err := mustParse(t, `{{ls "/upstream"}} {{lsdir "/"}} {{range gets "/upstream/*"}}{{.Key}} {{end}}{{exists "/subdomain"}} {{exists "/yourapp/subdomain"}}`,
+		Options{Functions: ModeConfd, Prefix: "/myapp", ConfdKeys: []string{"/subdomain", "/upstream"}}).Execute(view)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(res.Output), "[app1 app2] [] /upstream/app1 /upstream/app2 true false"; got != want {
+		t.Errorf("listings: %q, want %q", got, want)
+	}
+
+	// A view that holds the prefix-relative path reads it, not the one below the prefix.
+	view.Keys["subdomain"] = "relative"
+	res, err = mustParse(t, `{{getv "/subdomain"}}`, Options{Functions: ModeConfd, Prefix: "/myapp"}).Execute(view)
+	if err != nil || string(res.Output) != "relative" {
+		t.Errorf("relative view: %q, %v; want \"relative\"", res.Output, err)
+	}
+}
