@@ -100,10 +100,17 @@ const dnsRefusal = "DNS lookups at render time make the output depend on the net
 // confdResolver answers confd mode's lookups (a variable so that tests need no network).
 var confdResolver = net.DefaultResolver
 
+// confdLookupTimeout bounds one lookup: a render waits for it, and a DNS server that does not
+// answer must not hold the agent's pass for the resolver's own retries (5 s per try and
+// server). A lookup that takes longer fails, as one refused does: no address.
+var confdLookupTimeout = 5 * time.Second
+
 // confdLookupIP is confd's lookupIP: the host's addresses as strings, sorted, nil when the
 // lookup fails.
 func confdLookupIP(host string) []string {
-	ips, err := confdResolver.LookupIP(context.Background(), "ip", host)
+	ctx, cancel := context.WithTimeout(context.Background(), confdLookupTimeout)
+	defer cancel()
+	ips, err := confdResolver.LookupIP(ctx, "ip", host)
 	if err != nil {
 		return nil
 	}
@@ -130,7 +137,9 @@ func confdLookupFamily(host, sep string) []string {
 // confdLookupSRV is confd's lookupSRV: the records sorted by target, port, priority and weight
 // written one after the other, as text; empty (not nil) when the lookup fails.
 func confdLookupSRV(service, proto, name string) []*net.SRV {
-	_, addrs, err := confdResolver.LookupSRV(context.Background(), service, proto, name)
+	ctx, cancel := context.WithTimeout(context.Background(), confdLookupTimeout)
+	defer cancel()
+	_, addrs, err := confdResolver.LookupSRV(ctx, service, proto, name)
 	if err != nil {
 		return []*net.SRV{}
 	}

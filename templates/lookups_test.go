@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"testing"
+	"time"
 )
 
 // TestConfd_Lookups: confd mode has confd's DNS functions with confd's results: confd's own
@@ -47,6 +48,22 @@ func TestConfd_Lookups(t *testing.T) {
 	}}
 	if got, want := render(t, `[{{lookupIP "db.example.invalid"}}][{{range lookupIPV4 "db.example.invalid"}}x{{end}}][{{len (lookupSRV "ldap" "tcp" "example.invalid")}}]`), "[[]][][0]"; got != want {
 		t.Errorf("failed lookups: %q, want %q", got, want)
+	}
+
+	// A DNS server that never answers: the lookup gives up at confdLookupTimeout, not after the
+	// resolver's own tries (5 s each).
+	defer func(d time.Duration) { confdLookupTimeout = d }(confdLookupTimeout)
+	confdLookupTimeout = 50 * time.Millisecond
+	confdResolver = &net.Resolver{PreferGo: true, Dial: func(context.Context, string, string) (net.Conn, error) {
+		c, _ := net.Pipe() // nobody reads the query
+		return c, nil
+	}}
+	start := time.Now()
+	if got, want := render(t, `[{{lookupIP "db.example.invalid"}}][{{len (lookupSRV "ldap" "tcp" "example.invalid")}}]`), "[[]][0]"; got != want {
+		t.Errorf("lookups of a silent server: %q, want %q", got, want)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("lookups of a silent server took %v, want them given up at %v", d, confdLookupTimeout)
 	}
 
 	// confd sorts records by their fields written as one text: port 10 before port 2.
