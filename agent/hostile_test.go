@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -241,4 +242,76 @@ func TestAgent_RunDeltaSettingAnInvalidKeyRefused(t *testing.T) {
 		c, err := agent.LoadCache(dir+"/cache", "web")
 		return err == nil && c.Revision == 10 && c.Keys["a"] == "1"
 	})
+}
+
+// A server that answers every long-poll at once with a view no newer than the one the agent
+// holds — the same view again (a caching proxy, a server that ignores index), or one revision
+// further back each time — made the agent ask again at once: some 5,000 requests a second, and
+// with views going back a render at each; a stream of such lines was read as fast as it came.
+// Such answers are paced by the backoff, as quick 304s are; each is still taken (a server whose
+// store went back answers the view at its lower revision once, and it is rendered).
+func TestAgent_RunAnswersNoNewerThanHeldArePaced(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		stream, back bool
+	}{
+		{"same view, long-polls", false, false},
+		{"same view, stream lines", true, false},
+		{"going back, long-polls", false, true},
+		{"going back, stream lines", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newViewServer(t, map[string]string{"a": "1"})
+			a, dir, _ := testAgent(t, srv, header+enrollTemplate)
+			var answers, rev atomic.Int64
+			rev.Store(10)
+			// Each answer is the view at 10 again, or one revision further back; a line of a
+			// stream carries 64 KiB, so that what the agent has not read fills the connection's
+			// buffers and the lines written count the lines read.
+			next := func() api.View {
+				answers.Add(1)
+				r := rev.Load()
+				if tc.back {
+					r = rev.Add(-1)
+				}
+				return api.View{Appliance: "web", Revision: r, Keys: map[string]string{"a": fmt.Sprint(min(r, 10) % 10), "pad": strings.Repeat("x", 64<<10)}}
+			}
+			srv.mu.Lock()
+			srv.hostile = func(w http.ResponseWriter, r *http.Request) {
+				if r.Method != http.MethodGet {
+					w.WriteHeader(http.StatusNoContent)
+					return
+				}
+				w.Header().Set(api.HeaderStore, "store-1")
+				w.Header().Set(api.HeaderIndex, "10")
+				q := r.URL.Query()
+				switch {
+				case !q.Has("index"):
+					json.NewEncoder(w).Encode(api.View{Appliance: "web", Revision: 10, Keys: map[string]string{"a": "0", "pad": strings.Repeat("x", 64<<10)}})
+				case q.Has("stream") && !tc.stream:
+					w.WriteHeader(http.StatusBadRequest)
+					json.NewEncoder(w).Encode(api.ErrorBody{Error: &api.Error{Code: api.CodeInvalidRequest, Message: "unknown parameter stream"}})
+				case q.Has("stream"):
+					w.Header().Set("Content-Type", api.ContentTypeStream)
+					for r.Context().Err() == nil {
+						if err := json.NewEncoder(w).Encode(next()); err != nil {
+							return
+						}
+						w.(http.Flusher).Flush()
+					}
+				default:
+					json.NewEncoder(w).Encode(next())
+				}
+			}
+			srv.mu.Unlock()
+			stop := runAgent(t, a)
+			defer stop()
+			waitFor(t, "first render", func() bool { _, err := os.Stat(dir + "/a"); return err == nil })
+			time.Sleep(2 * time.Second) // a stream's buffers fill
+			// Paced: 125–250 ms, then doubling, is a few answers in 3 s; unpaced, thousands.
+			if got := countFor(3*time.Second, &answers); got > 30 {
+				t.Fatalf("%d answers taken in 3 s, none newer than the view held", got)
+			}
+		})
+	}
 }

@@ -123,7 +123,7 @@ func (f *follow) stream(ctx context.Context) {
 	meta, err := f.c.StreamView(ctx, f.appliance, f.query(), func(v *api.View, m client.Meta) error {
 		views++
 		f.reachable()
-		return f.deliver(v, m, "stream")
+		return f.deliver(ctx, v, m, "stream")
 	})
 	if ctx.Err() != nil {
 		return
@@ -215,8 +215,7 @@ waiting:
 		f.tooQuick(ctx, asked)
 		return
 	}
-	f.quick = 0
-	if err := f.deliver(v, meta, "long-poll"); err != nil {
+	if err := f.deliver(ctx, v, meta, "long-poll"); err != nil {
 		sleep(ctx, backoff(f.failures, 0))
 		return
 	}
@@ -249,8 +248,11 @@ func checkKeys(keys map[string]string) error {
 
 // deliver sends v to the loop, unless it is empty, another appliance's or holds a key that
 // breaks the key rules (then it counts a failure and returns errBadView: the caller waits a
-// backoff step).
-func (f *follow) deliver(v *api.View, meta client.Meta, by string) error {
+// backoff step). A view no newer than the one held (same store) is sent, then paced like a
+// quick 304: a server answers one such view once (its store went back, its index is ahead),
+// and one that answers every long-poll or stream line with one (the same view again, or views
+// going back) was asked or read at once, thousands of times a second.
+func (f *follow) deliver(ctx context.Context, v *api.View, meta client.Meta, by string) error {
 	if len(v.Keys) == 0 || (v.Appliance != "" && v.Appliance != f.appliance) {
 		f.failures++
 		f.a.log.Error("server sent an empty view or another appliance's; keeping files", "revision", v.Revision, "appliance", v.Appliance)
@@ -274,7 +276,8 @@ func (f *follow) deliver(v *api.View, meta client.Meta, by string) error {
 	if f.store != "" && meta.Store != "" && meta.Store != f.store {
 		f.reset = true
 	}
-	f.a.log.Debug("new view", "revision", rev, "by", by)
+	stale := f.base != nil && meta.Store == f.store && rev <= f.idx
+	f.a.log.Debug("new view", "revision", rev, "by", by, "no_newer", stale)
 	f.idx, f.store = rev, meta.Store
 	f.base = &api.View{Appliance: f.appliance, Revision: rev, Keys: v.Keys, Rollout: v.Rollout}
 	u := fetched{view: &view{Store: meta.Store, Revision: rev, Keys: v.Keys, Rollout: v.Rollout}, reset: f.reset}
@@ -290,6 +293,12 @@ func (f *follow) deliver(v *api.View, meta client.Meta, by string) error {
 		}
 		f.p.updates <- u
 	}
+	if !stale {
+		f.quick = 0
+		return nil
+	}
+	f.quick++
+	sleep(ctx, backoff(f.quick, 0))
 	return nil
 }
 
