@@ -246,19 +246,21 @@ func TestAgent_RunDeltaSettingAnInvalidKeyRefused(t *testing.T) {
 
 // A server that answers every long-poll at once with a view no newer than the one the agent
 // holds — the same view again (a caching proxy, a server that ignores index), or one revision
-// further back each time — made the agent ask again at once: some 5,000 requests a second, and
-// with views going back a render at each; a stream of such lines was read as fast as it came.
-// Such answers are paced by the backoff, as quick 304s are; each is still taken (a server whose
-// store went back answers the view at its lower revision once, and it is rendered).
+// further back each time — or with a view of another store each time, made the agent ask again
+// at once: some 5,000 requests a second, and with views going back a render at each (with
+// another store, a full re-render and an info line at each); a stream of such lines was read as
+// fast as it came. Such answers are paced by the backoff, as quick 304s are; each is still taken
+// (a server whose store went back, or was restored, answers such a view once, and it is rendered).
 func TestAgent_RunAnswersNoNewerThanHeldArePaced(t *testing.T) {
 	for _, tc := range []struct {
-		name         string
-		stream, back bool
+		name               string
+		stream, back, flip bool
 	}{
-		{"same view, long-polls", false, false},
-		{"same view, stream lines", true, false},
-		{"going back, long-polls", false, true},
-		{"going back, stream lines", true, true},
+		{"same view, long-polls", false, false, false},
+		{"same view, stream lines", true, false, false},
+		{"going back, long-polls", false, true, false},
+		{"going back, stream lines", true, true, false},
+		{"another store each time, long-polls", false, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newViewServer(t, map[string]string{"a": "1"})
@@ -285,6 +287,9 @@ func TestAgent_RunAnswersNoNewerThanHeldArePaced(t *testing.T) {
 				w.Header().Set(api.HeaderStore, "store-1")
 				w.Header().Set(api.HeaderIndex, "10")
 				q := r.URL.Query()
+				if tc.flip && q.Has("index") {
+					w.Header().Set(api.HeaderStore, fmt.Sprintf("store-%d", answers.Load()+2))
+				}
 				switch {
 				case !q.Has("index"):
 					json.NewEncoder(w).Encode(api.View{Appliance: "web", Revision: 10, Keys: map[string]string{"a": "0", "pad": strings.Repeat("x", 64<<10)}})
@@ -310,7 +315,7 @@ func TestAgent_RunAnswersNoNewerThanHeldArePaced(t *testing.T) {
 			time.Sleep(2 * time.Second) // a stream's buffers fill
 			// Paced: 125–250 ms, then doubling, is a few answers in 3 s; unpaced, thousands.
 			if got := countFor(3*time.Second, &answers); got > 30 {
-				t.Fatalf("%d answers taken in 3 s, none newer than the view held", got)
+				t.Fatalf("%d answers taken in 3 s (%s)", got, tc.name)
 			}
 		})
 	}

@@ -268,13 +268,16 @@ func (f *follow) deliver(ctx context.Context, v *api.View, meta client.Meta, by 
 			return errBadView
 		}
 	}
-	f.storeChanges = 0
 	rev := v.Revision
 	if rev == 0 {
 		rev = meta.Index
 	}
-	if f.store != "" && meta.Store != "" && meta.Store != f.store {
+	newStore := f.store != "" && meta.Store != "" && meta.Store != f.store
+	if newStore {
 		f.reset = true
+		f.storeChanges++
+	} else {
+		f.storeChanges = 0
 	}
 	stale := f.base != nil && meta.Store == f.store && rev <= f.idx
 	f.a.log.Debug("new view", "revision", rev, "by", by, "no_newer", stale)
@@ -293,12 +296,15 @@ func (f *follow) deliver(ctx context.Context, v *api.View, meta client.Meta, by 
 		}
 		f.p.updates <- u
 	}
-	if !stale {
+	switch {
+	case newStore:
+		f.storeAgain(ctx, meta.Store, "the server answered with another store again; its view is rendered")
+	case stale:
+		f.quick++
+		sleep(ctx, backoff(f.quick, 0))
+	default:
 		f.quick = 0
-		return nil
 	}
-	f.quick++
-	sleep(ctx, backoff(f.quick, 0))
 	return nil
 }
 
@@ -311,17 +317,23 @@ func (f *follow) newStore(ctx context.Context, meta client.Meta) bool {
 	}
 	f.idx, f.store, f.base, f.reset = 0, meta.Store, nil, true
 	f.storeChanges++
-	if f.storeChanges > 1 {
-		d := backoff(f.storeChanges-1, 0)
-		level := slog.LevelDebug
-		if f.storeChanges == 2 || time.Since(f.storeWarned) >= failureLogEvery {
-			level, f.storeWarned = slog.LevelWarn, time.Now()
-		}
-		f.a.log.Log(ctx, level, "the server answered with another store again, without a view; keeping files", "store", meta.Store,
-			"changes", f.storeChanges, "retry_in_ms", d.Milliseconds())
-		sleep(ctx, d)
-	}
+	f.storeAgain(ctx, meta.Store, "the server answered with another store again, without a view; keeping files")
 	return true
+}
+
+// storeAgain paces the answers of another store from the second in a row (f.storeChanges),
+// logging msg: a store change is followed at once, one right after another after the backoff.
+func (f *follow) storeAgain(ctx context.Context, store, msg string) {
+	if f.storeChanges < 2 {
+		return
+	}
+	d := backoff(f.storeChanges-1, 0)
+	level := slog.LevelDebug
+	if f.storeChanges == 2 || time.Since(f.storeWarned) >= failureLogEvery {
+		level, f.storeWarned = slog.LevelWarn, time.Now()
+	}
+	f.a.log.Log(ctx, level, msg, "store", store, "changes", f.storeChanges, "retry_in_ms", d.Milliseconds())
+	sleep(ctx, d)
 }
 
 // tooQuick pauses when an answer without a view came long before the wait.
