@@ -202,6 +202,34 @@ func TestStreamView_LineBounded(t *testing.T) {
 	}
 }
 
+// A server writes a stream's heartbeats one at once and then one every 20 s; one that writes
+// them as fast as it can (broken, or hostile) had them read as fast as they came: a core of the
+// VM's CPU for as long as the stream lasted. They are read one a second at most (the server's
+// writes then wait for the connection), and the stream goes on.
+func TestStreamView_HeartbeatFloodPaced(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", api.ContentTypeStream)
+		for rev := int64(1); r.Context().Err() == nil; rev++ {
+			if _, err := fmt.Fprintf(w, `{"heartbeat":true,"revision":%d}`+"\n", rev); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+		}
+	}))
+	defer srv.Close()
+	c, _ := New(srv.URL, Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	meta, err := c.StreamView(ctx, "web", Poll{Index: 1}, func(*api.View, Meta) error { return nil })
+	if err == nil {
+		t.Fatalf("the stream ended without an error before the caller gave up")
+	}
+	// meta.Index is the revision of the last heartbeat read: how many were read in 3 s.
+	if meta.Index > 10 {
+		t.Fatalf("%d heartbeats read in 3 s", meta.Index)
+	}
+}
+
 // A redirect to another address — another port of the same host, which net/http follows with
 // the Authorization header, or another host, to which a Wrap such as the agent's sets its
 // token again — is not followed: the other address sees no request, and the error says why.

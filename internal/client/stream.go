@@ -31,6 +31,11 @@ var errSilent = errors.New("stream silent")
 // heartbeat every 20 s, so a longer silence means the connection is dead.
 const streamIdle = 65 * time.Second
 
+// heartbeatPace is the least time between two heartbeats read: the server writes one at once
+// and then one every 20 s, and one that writes them as fast as it can (broken, or hostile) is
+// read at this pace, not with a core of the VM's CPU.
+const heartbeatPace = time.Second
+
 // StreamView opens a streaming long-poll of appliance name's view from p.Index
 // (`?index=R&stream`) and calls fn with the whole view each time it changes, with the Meta of
 // that view (Index is its revision), in order, until the server ends the stream (its wait
@@ -94,6 +99,7 @@ func (c *Client) StreamView(ctx context.Context, name string, p Poll, fn func(*a
 	dec := json.NewDecoder(body)
 	cur := p.Base
 	curSum := "" // cur's ViewSum once a delta made it (computed from cur's keys at the first delta)
+	var lastBeat time.Time
 	for {
 		var u api.Update
 		if err := dec.Decode(&u); err != nil {
@@ -119,6 +125,16 @@ func (c *Client) StreamView(ctx context.Context, name string, p Poll, fn func(*a
 		body.left = c.answerBound() // the next line's allowance, beyond what the decoder read ahead
 		if u.Heartbeat {
 			meta.Index = max(meta.Index, u.Revision)
+			if wait := heartbeatPace - time.Since(lastBeat); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return meta, &TransportError{Op: op, Err: ctx.Err()}
+				case <-t.C:
+				}
+			}
+			lastBeat = time.Now()
 			continue
 		}
 		var v api.View
