@@ -9,12 +9,33 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 )
 
 // uiMaxAppliances bounds the appliances the list page summarizes (each costs a few reads).
 const uiMaxAppliances = 500
+
+// A page shows at most uiValueShown bytes of each value, and at most uiPageValues bytes of
+// values in all (the tree's, or a diff's): values of up to --max-value-bytes each, which HTML
+// escapes to up to six times their size, made pages of hundreds of megabytes, rendered whole in
+// the server's memory. The edit form holds its one value whole.
+const (
+	uiValueShown = 4 << 10
+	uiPageValues = 512 << 10
+)
+
+// uiClip returns what a page shows of v, cut at a UTF-8 boundary within uiValueShown and what is
+// left of *budget, and how many bytes it leaves out; it takes what it shows from *budget.
+func uiClip(v string, budget *int) (string, int) {
+	n := min(len(v), uiValueShown, max(*budget, 0))
+	for n < len(v) && n > 0 && !utf8.RuneStart(v[n]) {
+		n--
+	}
+	*budget -= n
+	return v[:n], len(v) - n
+}
 
 // uiVisible says whether p may see appliance name in the console: its view, or its own keys.
 func uiVisible(p *principal, name string) bool {
@@ -156,7 +177,8 @@ type uiNode struct {
 	Name      string
 	Key       string // the full key, when the node is a key
 	HasValue  bool
-	Value     string // never a secret's value
+	Value     string // never a secret's value; its start only, when Cut
+	Cut       int    // bytes of the value not shown (see uiClip)
 	Secret    bool
 	Shared    bool   // from shared/
 	Overrides bool   // an own key that overrides a shared one
@@ -210,10 +232,12 @@ func uiTree(p *principal, name string, own, shared []api.KV) []*uiNode {
 			put(rel, kv, false, sharedRel[rel])
 		}
 	}
+	budget := uiPageValues
 	var sortTree func(ns []*uiNode)
 	sortTree = func(ns []*uiNode) {
 		slices.SortFunc(ns, func(a, b *uiNode) int { return strings.Compare(a.Name, b.Name) })
 		for _, n := range ns {
+			n.Value, n.Cut = uiClip(n.Value, &budget) // in the page's order
 			sortTree(n.Children)
 		}
 	}
@@ -481,7 +505,9 @@ type uiDiffLine struct {
 	Key      string
 	Op       string // added, changed, removed
 	Old, New string
-	Secret   bool
+	// OldCut and NewCut are the bytes of Old and New not shown (see uiClip).
+	OldCut, NewCut int
+	Secret         bool
 }
 
 // uiDiff compares appliance name's own keys before and after (relative keys), masking secrets:
@@ -509,6 +535,11 @@ func uiDiff(name string, before, after map[string]string) []uiDiffLine {
 		}
 	}
 	slices.SortFunc(out, func(a, b uiDiffLine) int { return strings.Compare(a.Key, b.Key) })
+	budget := uiPageValues
+	for i := range out {
+		out[i].Old, out[i].OldCut = uiClip(out[i].Old, &budget)
+		out[i].New, out[i].NewCut = uiClip(out[i].New, &budget)
+	}
 	return out
 }
 
