@@ -1,9 +1,13 @@
 package server
 
 import (
+	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
 )
 
 // A view of big values (each up to --max-value-bytes, of characters that HTML escapes to five
@@ -49,5 +53,48 @@ func TestUI_BigValuesMakeBoundedPages(t *testing.T) {
 	mustStatus(t, form, 200)
 	if n := strings.Count(string(form.body), "&lt;"); n < 1<<20-64 {
 		t.Errorf("the edit form holds %d of the value's characters, want all %d", n, 1<<20-64)
+	}
+}
+
+// An appliance page lists at most uiMaxInstances instances, failing ones first, and says how
+// many it leaves out: it listed every instance, with its error, and the holder of an agent token
+// reports as many instance names as --max-instances allows (20,000 by default, each with an error
+// of 2 KiB that HTML escapes to up to 12 KiB: a page of hundreds of megabytes).
+func TestUI_ManyInstancesMakeBoundedPage(t *testing.T) {
+	f := newFixture(t)
+	rev := f.put("appliances/web/port", "8080")
+	agent := f.newToken(api.TokenRequest{Name: "web-agent", Appliance: "web"})
+	n := uiMaxInstances + 30
+	for i := range n {
+		rep := api.Report{Instance: fmt.Sprintf("vm-%04d", i), Revision: rev, Applied: rev, Version: "1.0"}
+		tok := agent
+		if i == n-1 { // failures are kept for enrolled instances
+			rep.Applied, rep.Error, rep.Stage = 0, "the-last-one-failed "+strings.Repeat(`"`, 1500), api.StageRender
+			tok = f.enroll(agent, "web", rep.Instance).Token
+		}
+		body, _ := json.Marshal(rep)
+		f.must(f.doToken(tok, "POST", "/v1/appliances/web/report", string(body), "Content-Type", "application/json"), 200, nil)
+	}
+	waitFor(t, "the reports' records", func() bool {
+		var ins api.Instances
+		f.must(f.do("GET", "/v1/appliances/web/instances", ""), 200, &ins)
+		return len(ins.Instances) == n && ins.Instances[n-1].Error != ""
+	})
+	b := newUIBrowser(t, f.srv.URL, nil)
+	b.signIn(f.token)
+	page := b.get("/ui/appliances/web")
+	mustStatus(t, page, 200)
+	body := string(page.body)
+	if rows := strings.Count(body, `<th scope="row">vm-`); rows != uiMaxInstances {
+		t.Errorf("the page lists %d instances, want %d", rows, uiMaxInstances)
+	}
+	if !strings.Contains(body, "the-last-one-failed") {
+		t.Errorf("the failing instance is not among those listed")
+	}
+	if !strings.Contains(body, fmt.Sprintf("%d more instances", 30)) {
+		t.Errorf("the page does not say how many instances it leaves out")
+	}
+	if !strings.Contains(body, fmt.Sprintf("(%d VMs, %d on the latest revision, 1 failing)", n, n-1)) {
+		t.Errorf("the page's counts are not of every instance")
 	}
 }

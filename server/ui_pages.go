@@ -26,6 +26,11 @@ const (
 	uiPageValues = 512 << 10
 )
 
+// uiMaxInstances bounds the instances an appliance page lists (its counts are of all): the
+// holder of an agent token reports as many instance names as --max-instances allows, each with
+// an error.
+const uiMaxInstances = 200
+
 // uiClip returns what a page shows of v, cut at a UTF-8 boundary within uiValueShown and what is
 // left of *budget, and how many bytes it leaves out; it takes what it shows from *budget.
 func uiClip(v string, budget *int) (string, int) {
@@ -256,13 +261,16 @@ type uiApplianceData struct {
 	Keys       int
 	Fleet      bool
 	Instances  []uiInstance
-	VMs        int
-	Current    int
-	Failing    int
-	Rollout    *api.RolloutStatus
-	Releases   []uiRelease
-	CanWrite   bool
-	Done       string
+	More       int // instances not listed (see uiMaxInstances)
+	// MoreRollout is the rollout's instances not listed.
+	MoreRollout int
+	VMs         int
+	Current     int
+	Failing     int
+	Rollout     *api.RolloutStatus
+	Releases    []uiRelease
+	CanWrite    bool
+	Done        string
 }
 
 func (uiApplianceData) pageName() string { return "appliance" }
@@ -383,11 +391,24 @@ func (s *Server) uiApplianceRead(r *http.Request, c *uiCtx, name string) (*uiApp
 		return nil, fmt.Errorf("instances of %s: %w", name, err)
 	}
 	d.VMs, d.Current, d.Failing = fleet(ins.Instances, d.Latest)
+	if len(ins.Instances) > uiMaxInstances {
+		// The failing ones first, then in the API's order.
+		slices.SortStableFunc(ins.Instances, func(a, b api.Instance) int { return uiFailingFirst(a.Error != "", b.Error != "") })
+		d.More = len(ins.Instances) - uiMaxInstances
+		ins.Instances = ins.Instances[:uiMaxInstances]
+	}
 	for _, in := range ins.Instances {
 		d.Instances = append(d.Instances, uiInstance{Instance: in, Current: in.Applied >= d.Latest && in.Rollout == ""})
 	}
 	if d.Rollout, err = s.uiRollout(r, name); err != nil {
 		return nil, err
+	}
+	if ro := d.Rollout; ro != nil && len(ro.Instances) > uiMaxInstances {
+		slices.SortStableFunc(ro.Instances, func(a, b api.RolloutInstance) int {
+			return uiFailingFirst(a.State == "failed" || a.Error != "", b.State == "failed" || b.Error != "")
+		})
+		d.MoreRollout = len(ro.Instances) - uiMaxInstances
+		ro.Instances = ro.Instances[:uiMaxInstances]
 	}
 	rels, err := s.uiReleases(r, name, 5, 0)
 	if err != nil {
@@ -397,6 +418,17 @@ func (s *Server) uiApplianceRead(r *http.Request, c *uiCtx, name string) (*uiApp
 		d.Releases = append(d.Releases, toUIRelease(name, rel))
 	}
 	return d, nil
+}
+
+// uiFailingFirst orders failing before the rest.
+func uiFailingFirst(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return -1
+	}
+	return 1
 }
 
 // uiRollout reads the appliance's current or last rollout through the API's handler; nil when
