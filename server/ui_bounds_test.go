@@ -98,3 +98,45 @@ func TestUI_ManyInstancesMakeBoundedPage(t *testing.T) {
 		t.Errorf("the page's counts are not of every instance")
 	}
 }
+
+// The history and the appliance page name at most uiReleaseNames keys of each release (a
+// release's page names them all): they named the first 1000 of each of its created, changed and
+// deleted keys, each up to 512 bytes, and 50 releases of 2000 long names made a history page of
+// 45 MB.
+func TestUI_ReleaseListsNameFewKeys(t *testing.T) {
+	f := newFixture(t)
+	long := strings.Repeat("s", 60) + "/" + strings.Repeat("t", 60)
+	var last int64
+	for i := range 3 {
+		keys := map[string]string{}
+		for k := range 100 {
+			keys[fmt.Sprintf("r%d-%03d/%s", i, k, long)] = "v"
+		}
+		body, _ := json.Marshal(api.Apply{Keys: keys})
+		var out struct{ Revision int64 }
+		f.must(f.do("PUT", "/v1/appliances/web", string(body), "Content-Type", "application/json"), 200, &out)
+		last = out.Revision
+	}
+	b := newUIBrowser(t, f.srv.URL, nil)
+	b.signIn(f.token)
+	for _, p := range []string{"/ui/appliances/web/history", "/ui/appliances/web"} {
+		page := b.get(p)
+		mustStatus(t, page, 200)
+		body := string(page.body)
+		if i := strings.Index(body, `id="releases"`); i >= 0 {
+			body = body[i:] // the appliance page's tree names every key
+		}
+		if n := strings.Count(body, "r2-"); n > uiReleaseNames {
+			t.Errorf("%s names %d keys of the last release, want at most %d", p, n, uiReleaseNames)
+		}
+		if want := fmt.Sprintf("and %d more", 200-uiReleaseNames); !strings.Contains(body, want) {
+			t.Errorf("%s does not say %q", p, want)
+		}
+	}
+	// The release's own page lists every key it changed.
+	page := b.get("/ui/appliances/web/releases/" + strconv.FormatInt(last, 10))
+	mustStatus(t, page, 200)
+	if n := strings.Count(string(page.body), "r2-"); n < 100 {
+		t.Errorf("the release page names %d of its 100 new keys", n)
+	}
+}

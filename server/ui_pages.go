@@ -290,13 +290,26 @@ type uiRelease struct {
 	Restorable                bool
 }
 
-func toUIRelease(app string, rel api.Release) uiRelease {
+// uiReleaseNames bounds the keys a list of releases (the history, the appliance page) names per
+// release: a release record names up to 1000 keys of each kind of change, of up to 512 bytes
+// each. A release's own page names all of them.
+const uiReleaseNames = 20
+
+// toUIRelease is rel as the console shows it, naming at most names keys (0: all the record names).
+func toUIRelease(app string, rel api.Release, names int) uiRelease {
 	out := uiRelease{Release: rel, App: app}
 	for _, c := range rel.Changes {
 		out.Created = append(out.Created, c.Created...)
 		out.Changed = append(out.Changed, c.Changed...)
 		out.Deleted = append(out.Deleted, c.Deleted...)
 		out.More += c.CreatedCount + c.ChangedCount + c.DeletedCount - len(c.Created) - len(c.Changed) - len(c.Deleted)
+	}
+	if names > 0 {
+		for _, l := range []*[]string{&out.Created, &out.Changed, &out.Deleted} {
+			n := min(len(*l), names)
+			out.More += len(*l) - n
+			*l, names = (*l)[:n], names-n
+		}
 	}
 	return out
 }
@@ -415,7 +428,7 @@ func (s *Server) uiApplianceRead(r *http.Request, c *uiCtx, name string) (*uiApp
 		return nil, err
 	}
 	for _, rel := range rels.Releases {
-		d.Releases = append(d.Releases, toUIRelease(name, rel))
+		d.Releases = append(d.Releases, toUIRelease(name, rel, uiReleaseNames))
 	}
 	return d, nil
 }
@@ -521,7 +534,7 @@ func (s *Server) uiHistory(w http.ResponseWriter, r *http.Request, c *uiCtx) err
 	d := uiHistoryData{Name: name, Next: rels.Next, CanWrite: c.p.mayWrite(api.ApplianceRoot(name)) == nil}
 	newest := true
 	for _, rel := range rels.Releases {
-		ur := toUIRelease(name, rel)
+		ur := toUIRelease(name, rel, uiReleaseNames)
 		if rel.Kind != api.KindRollout {
 			// Rolling back to the newest live release would change nothing.
 			ur.Restorable = !(newest && before <= 0)
@@ -619,7 +632,7 @@ func (s *Server) uiRelease(w http.ResponseWriter, r *http.Request, c *uiCtx) err
 	if len(rels.Releases) == 0 || rels.Releases[0].Revision != rev {
 		return api.Errorf(api.CodeNotFound, "appliance %q has no release at revision %d (pruned, or of another appliance)", name, rev)
 	}
-	d := uiReleaseData{Name: name, Release: toUIRelease(name, rels.Releases[0])}
+	d := uiReleaseData{Name: name, Release: toUIRelease(name, rels.Releases[0], 0)}
 	if d.Release.Kind == api.KindRollout {
 		d.NoDiff = "The start of a rollout leaves the live keys as they are: its promotion is a release of its own."
 	} else {
