@@ -140,3 +140,38 @@ func TestUI_ReleaseListsNameFewKeys(t *testing.T) {
 		t.Errorf("the release page names %d of its 100 new keys", n)
 	}
 }
+
+// An appliance page shows at most uiMaxKeys keys of the view, the first ones in the tree's order,
+// and says how many it leaves out: it showed every key (an appliance holds as many as writes give
+// it, 10,000 a write), each a few hundred bytes of the page, and found each key's place in the
+// tree by a scan of its directory (60,000 keys of one directory took 14 s to show).
+func TestUI_ManyKeysMakeBoundedPage(t *testing.T) {
+	f := newFixture(t)
+	n := uiMaxKeys + 1500
+	for start := 0; start < n; start += 5000 {
+		var txn api.Txn
+		for i := start; i < min(n, start+5000); i++ {
+			txn.Ops = append(txn.Ops, api.Op{Op: "put", Key: fmt.Sprintf("appliances/wide/k/%05d", i), Value: "v"})
+		}
+		body, _ := json.Marshal(txn)
+		f.must(f.do("POST", "/v1/txn", string(body), "Content-Type", "application/json"), 200, nil)
+	}
+	f.put("shared/a-first", "from-shared") // sorts before "k/" segment by segment
+	b := newUIBrowser(t, f.srv.URL, nil)
+	b.signIn(f.token)
+	page := b.get("/ui/appliances/wide")
+	mustStatus(t, page, 200)
+	body := string(page.body)
+	if got := strings.Count(body, `<span class="seg">`); got > uiMaxKeys+2 { // and the k/ directory
+		t.Errorf("the page shows %d tree entries, want at most %d", got, uiMaxKeys+2)
+	}
+	if !strings.Contains(body, "from-shared") || !strings.Contains(body, fmt.Sprintf(">%05d<", uiMaxKeys-2)) || strings.Contains(body, fmt.Sprintf(">%05d<", uiMaxKeys)) {
+		t.Errorf("the page does not show the first keys of the view, in order")
+	}
+	if want := fmt.Sprintf("and %d more keys", n+1-uiMaxKeys); !strings.Contains(body, want) {
+		t.Errorf("the page does not say %q", want)
+	}
+	if !strings.Contains(body, fmt.Sprintf("(%d keys of its own", n)) {
+		t.Errorf("the page's count of keys is not of all")
+	}
+}
