@@ -43,13 +43,12 @@ func (s *Server) handleApplianceAt(w http.ResponseWriter, r *http.Request) error
 	// an appliance of 8 MiB held twenty copies of its tree, decoded and encoded, before the
 	// bound on answers counted them. The slot is given back once the answer is encoded, before
 	// it is written, so that a client that reads slowly holds none (the bound counts it then).
-	select {
-	case s.historyReads <- struct{}{}:
-	case <-ctx.Done():
-		return fmt.Errorf("wait for a read of a past revision: %w", ctx.Err())
+	done, err := s.historySlot(ctx)
+	if err != nil {
+		return err
 	}
 	body, cur, err := s.applianceAtBody(ctx, name, rev)
-	<-s.historyReads
+	done()
 	if err != nil {
 		return err
 	}
@@ -61,15 +60,33 @@ const historyReadsAtOnce = 4
 
 // applianceAtBody is the JSON of the appliance's own keys at rev, with the store's revision.
 func (s *Server) applianceAtBody(ctx context.Context, name string, rev int64) ([]byte, int64, error) {
-	keys, cur, err := s.st.ApplianceAt(ctx, name, rev)
-	if err != nil && api.AsError(err).Code == api.CodeCompacted {
-		keys, cur, err = s.applianceFromReleases(ctx, name, rev)
-	}
+	keys, cur, err := s.applianceAtKeys(ctx, name, rev)
 	if err != nil {
 		return nil, cur, err
 	}
 	body, err := json.Marshal(ApplianceAt{Appliance: name, Revision: rev, Keys: keys})
 	return append(body, '\n'), cur, err
+}
+
+// applianceAtKeys is the appliance's own keys at rev (from the release copies once etcd compacted
+// it), with the store's revision.
+func (s *Server) applianceAtKeys(ctx context.Context, name string, rev int64) (map[string]string, int64, error) {
+	keys, cur, err := s.st.ApplianceAt(ctx, name, rev)
+	if err != nil && api.AsError(err).Code == api.CodeCompacted {
+		keys, cur, err = s.applianceFromReleases(ctx, name, rev)
+	}
+	return keys, cur, err
+}
+
+// historySlot takes one of the replica's slots of reads of a past revision (historyReadsAtOnce),
+// and returns the function that gives it back.
+func (s *Server) historySlot(ctx context.Context) (func(), error) {
+	select {
+	case s.historyReads <- struct{}{}:
+		return func() { <-s.historyReads }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for a read of a past revision: %w", ctx.Err())
+	}
 }
 
 // applianceFromReleases answers the appliance's own keys at a revision etcd has compacted from

@@ -3,8 +3,10 @@ package server
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
@@ -173,5 +175,54 @@ func TestUI_ManyKeysMakeBoundedPage(t *testing.T) {
 	}
 	if !strings.Contains(body, fmt.Sprintf("(%d keys of its own", n)) {
 		t.Errorf("the page's count of keys is not of all")
+	}
+}
+
+// Release pages (and rollback confirmations) asked for together read the appliance's trees at
+// past revisions within the replica's bound on such reads (historyReadsAtOnce), as the API's
+// GET …/at/{revision} does: each called that handler twice and decoded its JSON answers after the
+// handler gave its slot back, so that any number of them held two decoded trees, and their JSON,
+// at once: 24 release pages of an appliance of 8 values of 1 MiB took the heap up by 300 MiB
+// (now 85 MiB).
+func TestUI_ReleasePagesShareHistoryReads(t *testing.T) {
+	f := newFixture(t)
+	var rev int64
+	for _, v := range []string{`"`, `\`} {
+		for i := range 8 {
+			rev = f.put("appliances/big/k"+strconv.Itoa(i), strings.Repeat(v, 1<<20-64))
+		}
+	}
+	b := newUIBrowser(t, f.srv.URL, nil)
+	b.signIn(f.token)
+	page := "/ui/appliances/big/releases/" + strconv.FormatInt(rev, 10)
+	mustStatus(t, b.get(page), 200)
+	stop := peakHeap()
+	var wg sync.WaitGroup
+	statuses := make(chan int, 24)
+	for range 24 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := b.c.Get(f.srv.URL + page)
+			if err != nil {
+				statuses <- 0
+				return
+			}
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			statuses <- res.StatusCode
+		}()
+	}
+	wg.Wait()
+	peak, base := stop()
+	close(statuses)
+	for st := range statuses {
+		if st != 200 {
+			t.Fatalf("GET %s: %d", page, st)
+		}
+	}
+	t.Logf("24 release pages: heap up by %d MiB at most (from %d MiB)", peak>>20, base>>20)
+	if peak > 160<<20 {
+		t.Errorf("24 release pages took the heap up by %d MiB, want at most 160 MiB", peak>>20)
 	}
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -613,22 +614,24 @@ func uiDiff(name string, before, after map[string]string) []uiDiffLine {
 	return out
 }
 
-// uiAt reads the appliance's own keys at rev through the API's handler, with the revision of the
-// store when read; no keys then is an empty tree.
-func (s *Server) uiAt(r *http.Request, name string, rev int64) (map[string]string, int64, error) {
-	rec, err := s.uiCall(r, s.handleApplianceAt, http.MethodGet, map[string]string{"name": name, "revision": strconv.FormatInt(rev, 10)}, nil, nil, nil, "")
-	cur, _ := strconv.ParseInt(rec.h.Get(api.HeaderIndex), 10, 64)
-	if errors.Is(err, api.ErrNotFound) && rev > 0 {
+// uiAt reads the appliance's own keys at rev as GET /v1/appliances/{name}/at/{revision} does,
+// with the revision of the store when read; no keys then is an empty tree. Its caller holds a slot
+// of historySlot until it no longer holds the keys: they are read whole, and are not the page.
+func (s *Server) uiAt(ctx context.Context, p *principal, name string, rev int64) (map[string]string, int64, error) {
+	if rev <= 0 {
+		return nil, 0, api.Errorf(api.CodeInvalidRequest, "revision %d: a revision is a positive number", rev)
+	}
+	if err := p.mayRead(api.ApplianceRoot(name)); err != nil {
+		return nil, 0, err
+	}
+	keys, cur, err := s.applianceAtKeys(ctx, name, rev)
+	if errors.Is(err, api.ErrNotFound) {
 		return map[string]string{}, cur, nil
 	}
 	if err != nil {
 		return nil, 0, err
 	}
-	var at ApplianceAt
-	if err := json.Unmarshal(rec.body.Bytes(), &at); err != nil {
-		return nil, 0, fmt.Errorf("appliance %s at %d: %w", name, rev, err)
-	}
-	return at.Keys, cur, nil
+	return keys, cur, nil
 }
 
 // uiReleaseData is the release page's data.
@@ -661,13 +664,20 @@ func (s *Server) uiRelease(w http.ResponseWriter, r *http.Request, c *uiCtx) err
 	if d.Release.Kind == api.KindRollout {
 		d.NoDiff = "The start of a rollout leaves the live keys as they are: its promotion is a release of its own."
 	} else {
-		before, _, err := s.uiAt(r, name, rev-1)
+		ctx, cancel := s.opCtx(r)
+		defer cancel()
+		done, err := s.historySlot(ctx)
+		if err != nil {
+			return err
+		}
+		before, _, err := s.uiAt(ctx, c.p, name, rev-1)
 		if err == nil {
 			var after map[string]string
-			if after, _, err = s.uiAt(r, name, rev); err == nil {
+			if after, _, err = s.uiAt(ctx, c.p, name, rev); err == nil {
 				d.Diff = uiDiff(name, before, after)
 			}
 		}
+		done()
 		if err != nil {
 			d.NoDiff = "The values are no longer known: " + api.AsError(err).Message
 		}
@@ -835,7 +845,14 @@ func (s *Server) uiRollback(w http.ResponseWriter, r *http.Request, c *uiCtx) er
 		return err
 	}
 	back := "/ui/appliances/" + url.PathEscape(name)
-	keys, cur, err := s.uiAt(r, name, to)
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	done, err := s.historySlot(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	keys, cur, err := s.uiAt(ctx, c.p, name, to)
 	if err != nil {
 		return err
 	}
@@ -843,8 +860,6 @@ func (s *Server) uiRollback(w http.ResponseWriter, r *http.Request, c *uiCtx) er
 		return api.Errorf(api.CodeInvalidRequest, "appliance %q had no keys at revision %d: there is nothing to roll back to (delete it with the CLI)", name, to)
 	}
 	if f.Get("step") != "apply" {
-		ctx, cancel := s.opCtx(r)
-		defer cancel()
 		now, err := s.ownTree(ctx, name)
 		if err != nil {
 			return err
