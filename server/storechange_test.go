@@ -74,8 +74,12 @@ func TestAuth_TokenCreatedAgainAfterStoreWentBack(t *testing.T) {
 	f.must(f.do("DELETE", "/v1/tokens/ci", ""), 200, &del)
 	waitFor(t, "the replica's watch at the revocation", func() bool { return f.s.hub.current() >= del.Revision })
 
+	oldID := f.st.ID()
 	restoreCopy(t, p, dir, copyDir, stop)
 	waitFor(t, "the replica on the store's revision", func() bool { return f.s.hub.current() < del.Revision })
+	// The replica gives the store a new id once it saw the rewind, after the hub did: an answer
+	// in between carries the old one, which f.must would take for another store's.
+	waitFor(t, "a new store id", func() bool { return f.st.ID() != oldID })
 
 	var c api.TokenCreated
 	f.must(f.do("POST", "/v1/tokens", `{"name":"ci","read":["shared"]}`), 201, &c)
