@@ -597,6 +597,13 @@ func TestRollout_ActionAnswerShowsTheReports(t *testing.T) {
 	var ans api.RolloutStatus
 	f.must(f.do("POST", "/v1/appliances/web/rollout", `{"action":"promote"}`, "Content-Type", "application/json"), 200, &ans)
 	check("promote", ans)
+	// The promote rewrote the record, not what the canary applied: it is still applied (it
+	// was shown pending, as if it had never applied the candidate, until the next step).
+	for _, in := range ans.Instances {
+		if in.Instance == c && in.State != "applied" {
+			t.Fatalf("promote answered the canary %+v, want applied", in)
+		}
+	}
 	waitFor(t, "the second step", func() bool { return rolloutStatus(t, f).Step == 1 })
 	f.must(f.do("POST", "/v1/appliances/web/rollout", `{"action":"abort"}`, "Content-Type", "application/json"), 200, &ans)
 	if ans.State != api.RolloutAborted {

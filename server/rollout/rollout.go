@@ -334,6 +334,10 @@ func (r *Record) Status(reports map[string]api.Instance, rev int64, bakedSince t
 			if !r.Running() && r.State == api.RolloutPromoted {
 				ri.State = "promoted"
 			}
+		case seen && r.State != api.RolloutPromoted && r.applied(in, 1):
+			// As the gates judge it (Evaluate): rev is the record's revision, which a
+			// promote or a step rewrites without changing what the instance applied.
+			ri.State = "applied"
 		case seen && r.applied(in, rev):
 			ri.State = "applied"
 		case seen && r.State == api.RolloutPromoted && in.Applied >= rev:
