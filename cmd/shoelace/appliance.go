@@ -482,7 +482,7 @@ func (e *cliEnv) applianceApply(c *cli.Context) error {
 		return err
 	}
 	if c.String("canary") != "" && !res.Unchanged {
-		return e.printRolloutStarted(s, name)
+		return e.printRolloutStarted(s, name, res.Revision)
 	}
 	if s.json {
 		return printJSON(e.stdout, res)
@@ -704,7 +704,7 @@ func (e *cliEnv) applianceRollback(c *cli.Context) error {
 	}
 	if c.String("canary") != "" && !res.Unchanged {
 		fmt.Fprintf(e.stderr, "rolling %s back to its %d keys at revision %d, as a staged rollout\n", name, n, to)
-		return e.printRolloutStarted(s, name)
+		return e.printRolloutStarted(s, name, res.Revision)
 	}
 	if res.Unchanged {
 		fmt.Fprintf(e.stderr, "appliance %s already holds exactly its %d keys of revision %d: nothing written, no release recorded%s\n", name, n, to, noRollout(c))

@@ -222,7 +222,7 @@ func (e *cliEnv) kvPut(c *cli.Context) error {
 		return err
 	}
 	if name, ok := api.ApplianceOf(a[0]); ok && c.String("canary") != "" {
-		return e.printRolloutStarted(s, name)
+		return e.printRolloutStarted(s, name, rev)
 	}
 	return printRevision(e.stdout, s.json, rev)
 }

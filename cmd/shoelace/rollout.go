@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -87,9 +88,9 @@ func checkRolloutFlags(c *cli.Context) error {
 	return nil
 }
 
-// printRolloutStarted tells that a write started a rollout of appliance name instead of
-// changing the live keys.
-func (e *cliEnv) printRolloutStarted(s *session, name string) error {
+// printRolloutStarted tells that a write, answered at revision rev (the rollout's start),
+// started a rollout of appliance name instead of changing the live keys.
+func (e *cliEnv) printRolloutStarted(s *session, name string, rev int64) error {
 	st, _, err := s.client.Rollout(s.ctx, name)
 	if err != nil {
 		return err
@@ -97,9 +98,16 @@ func (e *cliEnv) printRolloutStarted(s *session, name string) error {
 	if s.json {
 		return printJSON(e.stdout, st)
 	}
-	fmt.Fprintf(e.stderr, "rollout %s of %s started: %d of %d instances get the change first (%s); follow it with: shoelace appliance rollout status %s\n",
-		st.ID, name, len(st.Cohort), len(st.Instances), strings.Join(st.Cohort, ", "), name)
-	return printRevision(e.stdout, false, st.Revision)
+	if st.State != api.RolloutRunning {
+		// It ended (a canary that failed at once, an abort) before this asked: say so, and
+		// print the write's revision, not the end's.
+		fmt.Fprintf(e.stderr, "rollout %s of %s started and has %s already: %s; see shoelace appliance rollout status %s\n",
+			st.ID, name, st.State, cmp.Or(st.Reason, "promoted"), name)
+	} else {
+		fmt.Fprintf(e.stderr, "rollout %s of %s started: %d of %d instances get the change first (%s); follow it with: shoelace appliance rollout status %s\n",
+			st.ID, name, len(st.Cohort), len(st.Instances), strings.Join(st.Cohort, ", "), name)
+	}
+	return printRevision(e.stdout, false, rev)
 }
 
 // printSharedRolloutStarted tells that a change to shared/ started a group of rollouts, one

@@ -78,7 +78,7 @@ func (e *cliEnv) txn(c *cli.Context) error {
 		return err
 	}
 	if name, ok := txnAppliance(t); ok && c.String("canary") != "" {
-		return e.printRolloutStarted(s, name)
+		return e.printRolloutStarted(s, name, rev)
 	}
 	return printRevision(e.stdout, s.json, rev)
 }
