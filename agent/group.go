@@ -567,12 +567,14 @@ func (p *pass) health(ctx context.Context, g *group) *failure {
 }
 
 // undo handles g's failed reload f: with on_command_failure rollback and a previous file to go
-// back to, it restores every file the pass installed and runs the command again; otherwise
-// the new files stay. Either way the inputs are remembered as failed.
+// back to, or a rollout's candidate (whose failure halts the rollout, and the halt undoes the
+// candidate's files: a file it created is removed), it restores every file the pass installed
+// and runs the command again; otherwise the new files stay. Either way the inputs are
+// remembered as failed.
 func (p *pass) undo(ctx context.Context, g *group, f failure) {
 	installed := g.installed()
 	existed := slices.ContainsFunc(installed, func(m *member) bool { return m.prev != nil && m.prev.Existed() })
-	rollback := g.policy() == OnFailureRollback && existed
+	rollback := g.policy() == OnFailureRollback && (existed || p.v.Rollout != "")
 	what := "the new files are kept (on_command_failure: keep)"
 	if !rollback && g.policy() == OnFailureRollback {
 		what = "the new files are kept (a first install: no previous file to go back to)"

@@ -560,3 +560,64 @@ func TestE2E_RolloutCanaryKilledInItsReloadHalts(t *testing.T) {
 	waitFor(t, "the canary back on the live keys", fileIs(canary.conf(), "port=80\n"))
 	waitFor(t, "the canary's reload of the live keys", func() bool { return len(commandLines(t, canary.env.path("commands"))) >= 4 })
 }
+
+// A candidate that gives a canary a file it did not have (a key that a template needs appears),
+// whose reload then fails, halts the rollout and leaves no file of the candidate behind: the
+// canary removes the file it created and runs the command again, as it restores a file that
+// existed. (Before, a first install kept its new file, so the halted canary, back on the live
+// view, which cannot render that template, kept the candidate's file for good.)
+func TestE2E_RolloutCanaryFirstInstallUndone(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/port", "80")
+	fleet := startFleetWith(t, srv, 2, `  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/out/app.conf
+  - contents: "feature={{ key \"feature\" }}\n"
+    destination: $DIR/out/feature.conf
+    command: echo "$SHOELACE_REVISION" >> $DIR/commands; ! grep -q feature=bad $DIR/out/feature.conf
+`)
+	waitAll(t, fleet, "renders", "port=80\n")
+	// feature.conf cannot render yet: no instance has applied a revision, but each enrolled.
+	waitFor(t, "every agent enrolled", func() bool {
+		l, _, err := srv.client.Instances(context.Background(), "web")
+		if err != nil {
+			return false
+		}
+		n := 0
+		for _, in := range l.Instances {
+			if in.Enrolled && in.Error != "" {
+				n++
+			}
+		}
+		return n == len(fleet)
+	})
+
+	code, out, errOut := srv.shoelace(t, "kv", "put", "appliances/web/feature", "bad", "--canary", "50%", "--bake", "1h")
+	if code != 0 {
+		t.Fatalf("kv put --canary: exit %d\n%s\n%s", code, out, errOut)
+	}
+	rev := strings.TrimSpace(strings.TrimPrefix(out, "revision "))
+	st := srv.rollout(t)
+	if len(st.Cohort) != 1 {
+		t.Fatalf("cohort: %v", st.Cohort)
+	}
+	canary := st.Cohort[0]
+	code, out, errOut = srv.shoelace(t, "appliance", "wait", "web", "--revision", rev, "--interval", "200ms", "--for", "2m")
+	if code != 7 || !strings.Contains(errOut, canary) || !strings.Contains(errOut, "(command)") {
+		t.Fatalf("appliance wait: exit %d\n%s\n%s", code, out, errOut)
+	}
+	for _, a := range fleet {
+		if _, err := os.Stat(a.env.path("out/feature.conf")); !os.IsNotExist(err) {
+			t.Fatalf("%s has the candidate's feature.conf after the halt: %v", a.name, err)
+		}
+		if got := readFile(t, a.conf()); got != "port=80\n" {
+			t.Fatalf("%s has %q", a.name, got)
+		}
+		want := 0
+		if a.name == canary {
+			want = 2 // for the candidate, and again once its file is gone
+		}
+		if b, _ := os.ReadFile(a.env.path("commands")); strings.Count(string(b), "\n") != want {
+			t.Fatalf("%s ran its command: %q, want %d times", a.name, b, want)
+		}
+	}
+}
