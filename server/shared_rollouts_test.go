@@ -207,7 +207,10 @@ func TestSharedRollout_PromotesWhenEveryApplianceHas(t *testing.T) {
 		t.Fatalf("the group's start: %+v", s)
 	}
 	// The canary, from the candidate it had, to the live view with the change: nothing of the
-	// change differs (shared/dns was written since), and the sum is the live view's.
+	// change differs (shared/dns was written since), and the sum is the live view's. The view is
+	// the replica's as its watch has it: once the watch delivered the promotion (under load it
+	// answered the view before it, with the change not yet live).
+	waitFor(t, "the replica's watch at the promotion", func() bool { return f.s.hub.current() >= r.Revision })
 	var back api.Delta
 	f.must(f.doToken(instanceToken(t, f, canary), "GET", fmt.Sprintf("/v1/appliances/web?index=%d&delta&base_rollout=%s&wait=1s", full.Revision, sts["web"].ID), "", api.HeaderInstance, canary), 200, &back)
 	live := appViewOf(t, f, "web", canary)
