@@ -103,6 +103,28 @@ func (s *server) shoelace(t *testing.T, args ...string) (int, string, string) {
 	return code, stdout.String(), stderr.String()
 }
 
+// canaryHalts writes key=value with --canary share, baking for an hour (only a failure ends
+// it), and returns the one instance of its cohort once `appliance wait` exited 7 naming it and
+// want.
+func (s *server) canaryHalts(t *testing.T, key, value, share, want string) string {
+	t.Helper()
+	code, out, errOut := s.shoelace(t, "kv", "put", key, value, "--canary", share, "--bake", "1h")
+	if code != 0 {
+		t.Fatalf("kv put --canary: exit %d\n%s\n%s", code, out, errOut)
+	}
+	rev := strings.TrimSpace(strings.TrimPrefix(out, "revision "))
+	st := s.rollout(t)
+	if len(st.Cohort) != 1 {
+		t.Fatalf("cohort: %v", st.Cohort)
+	}
+	canary := st.Cohort[0]
+	code, out, errOut = s.shoelace(t, "appliance", "wait", "web", "--revision", rev, "--interval", "200ms", "--for", "2m")
+	if code != 7 || !strings.Contains(errOut, canary) || !strings.Contains(errOut, want) {
+		t.Fatalf("appliance wait: exit %d\n%s\n%s", code, out, errOut)
+	}
+	return canary
+}
+
 func (s *server) rollout(t *testing.T) api.RolloutStatus {
 	t.Helper()
 	code, out, errOut := s.shoelace(t, "appliance", "rollout", "status", "web", "-o", "json")
@@ -214,20 +236,7 @@ func TestE2E_RolloutBadChangeHaltsAtTheCanary(t *testing.T) {
 	fleet := startFleet(t, srv, 5)
 	before := rendered(t, srv, fleet, "port=80\n")
 
-	code, out, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "bad", "--canary", "10%", "--bake", "1h")
-	if code != 0 {
-		t.Fatalf("kv put --canary: exit %d\n%s\n%s", code, out, errOut)
-	}
-	rev := strings.TrimSpace(strings.TrimPrefix(out, "revision "))
-	st := srv.rollout(t)
-	if len(st.Cohort) != 1 {
-		t.Fatalf("cohort: %v", st.Cohort)
-	}
-	canary := st.Cohort[0]
-	code, out, errOut = srv.shoelace(t, "appliance", "wait", "web", "--revision", rev, "--interval", "200ms", "--for", "2m")
-	if code != 7 || !strings.Contains(errOut, canary) || !strings.Contains(errOut, "halted") {
-		t.Fatalf("appliance wait: exit %d\n%s\n%s", code, out, errOut)
-	}
+	canary := srv.canaryHalts(t, "appliances/web/port", "bad", "10%", "halted")
 	for _, a := range fleet {
 		if a.name == canary {
 			waitFor(t, "the canary restores its previous file", fileIs(a.conf(), before[a.name]))
@@ -244,12 +253,12 @@ func TestE2E_RolloutBadChangeHaltsAtTheCanary(t *testing.T) {
 			t.Fatalf("%s ran its command %d times: %v", a.name, n, commandLines(t, a.env.path("commands")))
 		}
 	}
-	if st = srv.rollout(t); st.State != api.RolloutHalted || st.Instance != canary {
+	if st := srv.rollout(t); st.State != api.RolloutHalted || st.Instance != canary {
 		t.Fatalf("after the failure: %+v", st)
 	}
 	// A pipeline that runs appliance wait after its write without --revision (as the README
 	// does) learns the same, even though the rollout halted before it asked.
-	code, out, errOut = srv.shoelace(t, "appliance", "wait", "web", "--for", "1m")
+	code, out, errOut := srv.shoelace(t, "appliance", "wait", "web", "--for", "1m")
 	if code != 7 || !strings.Contains(errOut, canary) || !strings.Contains(errOut, "halted") || !strings.Contains(errOut, "exited with status 1") {
 		t.Fatalf("appliance wait without --revision after the halt: exit %d\n%s\n%s", code, out, errOut)
 	}
@@ -591,20 +600,7 @@ func TestE2E_RolloutCanaryFirstInstallUndone(t *testing.T) {
 		return n == len(fleet)
 	})
 
-	code, out, errOut := srv.shoelace(t, "kv", "put", "appliances/web/feature", "bad", "--canary", "50%", "--bake", "1h")
-	if code != 0 {
-		t.Fatalf("kv put --canary: exit %d\n%s\n%s", code, out, errOut)
-	}
-	rev := strings.TrimSpace(strings.TrimPrefix(out, "revision "))
-	st := srv.rollout(t)
-	if len(st.Cohort) != 1 {
-		t.Fatalf("cohort: %v", st.Cohort)
-	}
-	canary := st.Cohort[0]
-	code, out, errOut = srv.shoelace(t, "appliance", "wait", "web", "--revision", rev, "--interval", "200ms", "--for", "2m")
-	if code != 7 || !strings.Contains(errOut, canary) || !strings.Contains(errOut, "(command)") {
-		t.Fatalf("appliance wait: exit %d\n%s\n%s", code, out, errOut)
-	}
+	canary := srv.canaryHalts(t, "appliances/web/feature", "bad", "50%", "(command)")
 	for _, a := range fleet {
 		if _, err := os.Stat(a.env.path("out/feature.conf")); !os.IsNotExist(err) {
 			t.Fatalf("%s has the candidate's feature.conf after the halt: %v", a.name, err)
