@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -99,8 +100,8 @@ func (s *Server) applianceFromReleases(ctx context.Context, name string, rev int
 		return nil, 0, err
 	}
 	var found *api.Release
-	oldest := int64(0)
-	for i := range all { // newest first
+	var copies []*api.Release // newest first
+	for i := range all {      // newest first
 		r := &all[i]
 		if !r.Touches(name, false) || r.Kind == api.KindRollout { // a rollout's start leaves the live tree
 			continue
@@ -109,8 +110,16 @@ func (s *Server) applianceFromReleases(ctx context.Context, name string, rev int
 			found = r
 		}
 		if r.Copy == name {
-			oldest = r.Revision
+			copies = append(copies, r)
 		}
+	}
+	oldest, err := s.oldestRestorable(ctx, copies)
+	if err != nil {
+		return nil, 0, err
+	}
+	restorable := "no retained release can restore it: restore an older state from a backup"
+	if oldest != 0 {
+		restorable = fmt.Sprintf("the oldest revision that can be restored is %d", oldest)
 	}
 	if found == nil || found.Copy != name {
 		why := "no retained release of it is that old"
@@ -120,18 +129,19 @@ func (s *Server) applianceFromReleases(ctx context.Context, name string, rev int
 				why += " (" + found.CopySkipped + ")"
 			}
 		}
+		sep := ": "
 		if oldest == 0 {
-			return nil, 0, api.Errorf(api.CodeCompacted, "revision %d of appliance %q is compacted and %s; no retained release can restore it: restore an older state from a backup", rev, name, why)
+			sep = "; "
 		}
-		return nil, 0, api.Errorf(api.CodeCompacted, "revision %d of appliance %q is compacted and %s: the oldest revision that can be restored is %d", rev, name, why, oldest)
+		return nil, 0, api.Errorf(api.CodeCompacted, "revision %d of appliance %q is compacted and %s%s%s", rev, name, why, sep, restorable)
 	}
 	cp, err := s.st.ReleaseCopy(ctx, found.ID)
 	if err != nil {
 		return nil, 0, err
 	}
 	if len(cp.Omitted) > 0 {
-		return nil, 0, api.Errorf(api.CodeCompacted, "revision %d of appliance %q is compacted, and its release (revision %d) left out the values of %d secret keys, %s: it was written without --secrets-key-file; put them back by hand after restoring an older backup",
-			rev, name, found.Revision, len(cp.Omitted), api.KeyText(api.ApplianceRoot(name)+"/"+cp.Omitted[0]))
+		return nil, 0, api.Errorf(api.CodeCompacted, "revision %d of appliance %q is compacted, and its release (revision %d) left out the values of %d secret keys, %s: it was written without --secrets-key-file; %s",
+			rev, name, found.Revision, len(cp.Omitted), api.KeyText(api.ApplianceRoot(name)+"/"+cp.Omitted[0]), restorable)
 	}
 	keys := make(map[string]string, len(cp.Keys)+len(cp.Sealed))
 	for k, v := range cp.Keys {
@@ -145,8 +155,8 @@ func (s *Server) applianceFromReleases(ctx context.Context, name string, rev int
 	for _, k := range sealed {
 		plain, err := s.sealer.open(cp.KeyID, cp.Sealed[k])
 		if err != nil {
-			return nil, 0, api.Errorf(api.CodeCompacted, "revision %d of appliance %q is compacted, and the secret %s in its release (revision %d) cannot be opened: %s",
-				rev, name, api.KeyText(api.ApplianceRoot(name)+"/"+k), found.Revision, strings.TrimSpace(err.Error()))
+			return nil, 0, api.Errorf(api.CodeCompacted, "revision %d of appliance %q is compacted, and the secret %s in its release (revision %d) cannot be opened: %s; %s",
+				rev, name, api.KeyText(api.ApplianceRoot(name)+"/"+k), found.Revision, strings.TrimSpace(err.Error()), restorable)
 		}
 		keys[k] = string(plain)
 	}
@@ -154,4 +164,39 @@ func (s *Server) applianceFromReleases(ctx context.Context, name string, rev int
 		return nil, cur, api.Errorf(api.CodeNotFound, "appliance %q had no keys at revision %d", name, rev)
 	}
 	return keys, cur, nil
+}
+
+// oldestRestorable is the revision of the oldest of copies (the appliance's releases that kept
+// one, newest first) that this server can restore whole: none of its secret values left out,
+// each sealed one under a key this server has; 0 when none can. It reads at most
+// oldestRestorableReads copies, oldest first, then the newest one, so that a refusal costs a few
+// reads of the thousands of copies a store may keep; the revision it names always restores.
+func (s *Server) oldestRestorable(ctx context.Context, copies []*api.Release) (int64, error) {
+	for n, i := 0, len(copies)-1; i >= 0; n, i = n+1, i-1 {
+		if n == oldestRestorableReads {
+			i = 0 // the newest
+		}
+		cp, err := s.st.ReleaseCopy(ctx, copies[i].ID)
+		if errors.Is(err, api.ErrNotFound) {
+			continue // pruned since the records were listed
+		}
+		if err != nil {
+			return 0, err
+		}
+		if s.copyRestorable(cp) {
+			return copies[i].Revision, nil
+		}
+	}
+	return 0, nil
+}
+
+// oldestRestorableReads bounds the copies a refusal reads to name the oldest restorable revision.
+const oldestRestorableReads = 64
+
+// copyRestorable reports whether cp gives every value of the tree it kept with this server's keys.
+func (s *Server) copyRestorable(cp api.ReleaseCopy) bool {
+	if len(cp.Omitted) > 0 {
+		return false
+	}
+	return len(cp.Sealed) == 0 || (s.sealer != nil && s.sealer.old[cp.KeyID] != nil)
 }

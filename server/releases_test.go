@@ -186,6 +186,29 @@ func TestReleases_RollbackWithoutSecretsKey(t *testing.T) {
 		fmt.Sprintf("the oldest revision that can be restored is %d", a.Revision))
 }
 
+// The oldest revision a refusal names is one whose copy can be restored: not a copy that left
+// out its secret values (or sealed them with a key this server lacks), and a refusal for such a
+// copy names it too, so that the revision it points to restores.
+func TestReleases_OldestRestorableSkipsCopiesWithoutSecrets(t *testing.T) {
+	f := newFixture(t)
+	var a, b, c api.WriteResult
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"80","secrets":{"db":"hunter2"}}}`), 200, &a)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"81"}}`), 200, &b)
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port", "82"), 200, &c)
+	if err := f.st.Compact(t.Context(), f.put("shared/x", "1")); err != nil {
+		t.Fatal(err)
+	}
+	oldest := fmt.Sprintf("the oldest revision that can be restored is %d", b.Revision)
+	f.mustErr(f.do("GET", fmt.Sprintf("/v1/appliances/web/at/%d", a.Revision-1), ""), 410, api.CodeCompacted, oldest)
+	f.mustErr(f.do("GET", fmt.Sprintf("/v1/appliances/web/at/%d", a.Revision), ""), 410, api.CodeCompacted, "left out the values of 1 secret key", oldest)
+	f.mustErr(f.do("GET", fmt.Sprintf("/v1/appliances/web/at/%d", c.Revision), ""), 410, api.CodeCompacted, "kind put) kept no copy", oldest)
+	f.must(f.do("GET", fmt.Sprintf("/v1/appliances/web/at/%d", b.Revision), ""), 200, nil)
+	r := f.do("GET", fmt.Sprintf("/v1/appliances/web/at/%d", a.Revision), "")
+	if strings.Contains(string(r.body), "hunter2") {
+		t.Errorf("refusal shows a secret: %s", r.body)
+	}
+}
+
 // Pruning while writes stream keeps the newest --release-retention releases: none inside the
 // window is lost, whatever the pruner read.
 func TestReleases_PruneUnderWriteStream(t *testing.T) {
