@@ -117,6 +117,14 @@ func (s *Server) applianceFromReleases(ctx context.Context, name string, rev int
 	if err != nil {
 		return nil, 0, err
 	}
+	// etcd's own history restores every revision from its compaction on.
+	compacted, err := s.st.CompactRevision(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	if compacted > rev && (oldest == 0 || compacted < oldest) {
+		oldest = compacted
+	}
 	restorable := "no retained release can restore it: restore an older state from a backup"
 	if oldest != 0 {
 		restorable = fmt.Sprintf("the oldest revision that can be restored is %d", oldest)

@@ -209,6 +209,32 @@ func TestReleases_OldestRestorableSkipsCopiesWithoutSecrets(t *testing.T) {
 	}
 }
 
+// A revision etcd compacted, of an appliance whose releases kept no copy (kv puts), names
+// etcd's own oldest revision, which still restores, not "restore a backup"; and an older copy
+// than that revision is still the one named.
+func TestReleases_OldestRestorableFromEtcdHistory(t *testing.T) {
+	f := newFixture(t)
+	a := f.put("appliances/db/port", "1")
+	b := f.put("appliances/db/port", "2")
+	f.put("appliances/db/port", "3")
+	if err := f.st.Compact(t.Context(), b); err != nil {
+		t.Fatal(err)
+	}
+	f.mustErr(f.do("GET", fmt.Sprintf("/v1/appliances/db/at/%d", a), ""), 410, api.CodeCompacted,
+		fmt.Sprintf("the oldest revision that can be restored is %d", b))
+	f.must(f.do("GET", fmt.Sprintf("/v1/appliances/db/at/%d", b), ""), 200, nil)
+
+	var w api.WriteResult
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"80"}}`), 200, &w)
+	f.put("appliances/web/port", "81")
+	last := f.put("appliances/web/port", "82")
+	if err := f.st.Compact(t.Context(), last); err != nil {
+		t.Fatal(err)
+	}
+	f.mustErr(f.do("GET", fmt.Sprintf("/v1/appliances/web/at/%d", w.Revision+1), ""), 410, api.CodeCompacted,
+		fmt.Sprintf("the oldest revision that can be restored is %d", w.Revision))
+}
+
 // Pruning while writes stream keeps the newest --release-retention releases: none inside the
 // window is lost, whatever the pruner read.
 func TestReleases_PruneUnderWriteStream(t *testing.T) {

@@ -55,3 +55,24 @@ func (s *Store) historyKept() string {
 	}
 	return "the history its etcd cluster's --auto-compaction-retention allows"
 }
+
+// CompactRevision is the oldest revision etcd's history still holds (the revision of its last
+// compaction), as a watch from revision 1 learns it; 0 when nothing is compacted or etcd did not
+// say within the request timeout. It is for messages that name what can still be read.
+func (s *Store) CompactRevision(ctx context.Context) (int64, error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	for resp := range s.cli.Watch(ctx, s.sysRoot+storeIDKey, clientv3.WithRev(1)) {
+		if resp.CompactRevision != 0 {
+			return resp.CompactRevision, nil
+		}
+		if err := resp.Err(); err != nil {
+			return 0, s.etcdErr(ctx, "watch for the compacted revision", err)
+		}
+		return 0, nil // events from revision 1: nothing compacted
+	}
+	if ctx.Err() != nil && context.Cause(ctx) == context.DeadlineExceeded {
+		return 0, nil
+	}
+	return 0, ctx.Err()
+}
