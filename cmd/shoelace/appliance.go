@@ -848,7 +848,11 @@ func (e *cliEnv) applianceHistory(c *cli.Context) error {
 		return printJSON(e.stdout, h)
 	}
 	if len(h.Releases) == 0 {
-		fmt.Fprintf(e.stderr, "no release of %s is kept\n", name)
+		if before := c.Int64("before"); before > 0 {
+			fmt.Fprintf(e.stderr, "no release of %s older than revision %d is kept\n", name, before)
+		} else {
+			fmt.Fprintf(e.stderr, "no release of %s is kept\n", name)
+		}
 		return nil
 	}
 	var b strings.Builder

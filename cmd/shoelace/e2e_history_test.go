@@ -185,3 +185,18 @@ func adminClient(t *testing.T, s *testServer) *client.Client {
 	}
 	return cl
 }
+
+// A page past the oldest release (--before at or below it) says that none is older, not that
+// the appliance has no release kept.
+func TestE2E_ApplianceHistoryPastTheOldest(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	name := fmt.Sprintf("hist-end-%d", time.Now().UnixNano())
+	rev := revisionOf(t, c.ok("kv", "put", "appliances/"+name+"/port", "80"))
+	r := c.run("appliance", "history", name, "--before", fmt.Sprint(rev))
+	if want := fmt.Sprintf("no release of %s older than revision %d is kept\n", name, rev); r.code != 0 || r.stdout != "" || r.stderr != want {
+		t.Errorf("history --before %d: exit %d, stdout %q, stderr %q; want stderr %q", rev, r.code, r.stdout, r.stderr, want)
+	}
+	if r := c.run("appliance", "history", name); r.code != 0 || !strings.Contains(r.stdout, fmt.Sprintf("%d\t", rev)) {
+		t.Errorf("history: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+}
