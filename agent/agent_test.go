@@ -1007,3 +1007,21 @@ func TestAgent_RunTemplatesDirYmlLogged(t *testing.T) {
 		t.Fatal("a template of the .yml file was rendered")
 	}
 }
+
+func TestAgent_SilentCheckFailureEndsCleanly(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"conf": "bad"})
+	a, dir, _ := testAgent(t, srv, header+`templates:
+  - contents: "{{ key \"conf\" }}"
+    destination: $DIR/x
+    check: 'exit 1'
+`)
+	os.WriteFile(dir+"/x", []byte("old"), 0o644)
+	err := a.Once(context.Background(), "", false)
+	// The check printed nothing: no colon is left hanging after its exit status.
+	if err == nil || !strings.Contains(err.Error(), `"exit 1" exited with status 1`) || strings.Contains(err.Error(), "status 1:") {
+		t.Fatalf("err = %v, want the check's exit status without a dangling colon", err)
+	}
+	if got := read(t, dir+"/x"); got != "old" {
+		t.Fatalf("x = %q, want the old file", got)
+	}
+}

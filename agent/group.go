@@ -723,6 +723,10 @@ func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data, re
 			})
 			if err != nil {
 				out := cr.Output
+				if strings.TrimSpace(out) == "" {
+					// It printed nothing: no colon left hanging after its status.
+					return fmt.Errorf("%q %w", t.cfg.Check, err)
+				}
 				if r.Secret {
 					out = "(hidden: the template reads secrets)"
 				}
