@@ -512,9 +512,12 @@ func (l *loop) reload() {
 		a.log.Error("config not reloaded; keeping the running one", "error", err.Error())
 		return
 	}
+	// The applied revision was the old config's: as at a start, none is applied until every
+	// template of this one is in place (the render below records it then). A template added
+	// that cannot render must not leave a report claiming a revision applied.
+	a.applied.Store(0)
+	a.appliedRollout = ""
 	if cfg.Appliance != old.Appliance || cfg.Server != old.Server {
-		a.applied.Store(0)
-		a.appliedRollout = ""
 		l.cur = nil
 		if v, err := a.fetch(l.ctx); err == nil {
 			l.cur = v
