@@ -415,8 +415,7 @@ func (s *Server) endRollout(ctx context.Context, name, id, state, reason, instan
 			reason = fmt.Sprintf("appliance %s: %s", name, reason)
 			return s.endGroup(ctx, rec.Group, name, state, reason, instance)
 		}
-		now := time.Now().UTC()
-		rec.State, rec.Reason, rec.Instance, rec.Ended = state, reason, instance, &now
+		rec.End(state, reason, instance, time.Now().UTC(), s.endReports(ctx, name))
 		out, _ := json.Marshal(rec)
 		nrev, err := s.st.UpdateRollout(ctx, name, out, rev, false)
 		if errors.Is(err, api.ErrConflict) && try < 5 {
@@ -429,6 +428,17 @@ func (s *Server) endRollout(ctx context.Context, name, id, state, reason, instan
 		s.log.Warn("rollout ended", "appliance", name, "rollout", rec.ID, "state", state, "reason", reason)
 		return rec.Status(nil, nrev, time.Time{}), nil
 	}
+}
+
+// endReports are appliance name's instance reports as a rollout of it ends, to keep which
+// instances of its cohort had applied the candidate; none when they cannot be read (the end
+// goes on: its status then shows those instances pending).
+func (s *Server) endReports(ctx context.Context, name string) map[string]api.Instance {
+	reports, _, err := s.instanceReports(ctx, name)
+	if err != nil {
+		s.log.Warn("rollout ends without knowing which instances applied it", "appliance", name, "error", err.Error())
+	}
+	return reports
 }
 
 // runRollouts moves the running rollouts while this replica is the elected one, until ctx ends.

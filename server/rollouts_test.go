@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -696,5 +697,67 @@ func TestRollout_StatusIndexIsTheReadRevision(t *testing.T) {
 	}
 	if st.Revision >= after {
 		t.Errorf("status revision %d, want the record's, before %d", st.Revision, after)
+	}
+}
+
+// After a rollout halted or was aborted, the instances of its cohort that had applied the
+// candidate are shown applied, though their agents went back to the live view since (before,
+// they were listed pending, as if the ended rollout still waited for them); one that never
+// applied it stays pending, the one that halted it failed.
+func TestRollout_EndedShowsWhoAppliedTheCandidate(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	fleet := enrollFleet(t, f, 3)
+	states := func(st api.RolloutStatus) map[string]string {
+		m := map[string]string{}
+		for _, in := range st.Instances {
+			m[in.Instance] = in.State
+		}
+		return m
+	}
+	for _, end := range []string{api.RolloutHalted, api.RolloutAborted} {
+		var st api.RolloutStatus
+		f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=100%25&manual&deadline=3s", "8"+end), http.StatusAccepted, &st)
+		silent := fleet[2]
+		for _, n := range fleet[:2] {
+			report(t, f, n, viewOf(t, f, n), "")
+		}
+		waitFor(t, "two of the cohort applied", func() bool {
+			m := states(rolloutStatus(t, f))
+			return m[fleet[0]] == "applied" && m[fleet[1]] == "applied"
+		})
+		if end == api.RolloutAborted {
+			f.must(f.do("POST", "/v1/appliances/web/rollout", `{"action":"abort"}`, "Content-Type", "application/json"), 200, nil)
+		}
+		waitFor(t, "the rollout to end "+end, func() bool { return rolloutStatus(t, f).State == end })
+		// The cohort goes back to the live view, and its agents report it.
+		for _, n := range fleet {
+			if n == silent {
+				continue
+			}
+			v := viewOf(t, f, n)
+			if v.Rollout != "" {
+				t.Fatalf("%s still gets the candidate after the end: %+v", n, v)
+			}
+			report(t, f, n, v, "")
+		}
+		want := map[string]string{fleet[0]: "applied", fleet[1]: "applied", silent: "pending"}
+		if end == api.RolloutHalted {
+			want[silent] = "failed" // it halted the rollout (the deadline)
+		}
+		waitFor(t, "the live view's reports recorded", func() bool {
+			var ins api.Instances
+			f.must(f.do("GET", "/v1/appliances/web/instances", ""), 200, &ins)
+			back := 0
+			for _, in := range ins.Instances {
+				if in.Instance != silent && in.Rollout == "" {
+					back++
+				}
+			}
+			return back == 2
+		})
+		if got := states(rolloutStatus(t, f)); !maps.Equal(got, want) {
+			t.Fatalf("%s rollout's instances = %v, want %v", end, got, want)
+		}
 	}
 }

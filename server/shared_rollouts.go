@@ -332,11 +332,12 @@ func (s *Server) endGroup(ctx context.Context, group, first, state, reason, inst
 			if !rec.Running() {
 				continue
 			}
-			rec.State, rec.Ended, rec.Ready, rec.Promote = state, &now, false, false
+			rec.Ready, rec.Promote = false, false
 			if name == first || first == "" {
-				rec.Reason, rec.Instance = reason, instance
+				rec.End(state, reason, instance, now, s.endReports(ctx, name))
 			} else {
-				rec.Reason, rec.Cause = fmt.Sprintf("the shared rollout group %s ended: %s", group, reason), first
+				rec.End(state, fmt.Sprintf("the shared rollout group %s ended: %s", group, reason), "", now, s.endReports(ctx, name))
+				rec.Cause = first
 			}
 			data, _ := json.Marshal(rec)
 			out[name] = store.GroupRecord{Record: data, Cas: revs[name]}

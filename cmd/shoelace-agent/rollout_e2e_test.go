@@ -617,3 +617,57 @@ func TestE2E_RolloutCanaryFirstInstallUndone(t *testing.T) {
 		}
 	}
 }
+
+// A rollout halted by its deadline (one VM of the cohort is down) lists the VMs that had
+// applied the candidate, and are back on the live view, as applied, in the CLI's text and
+// JSON: before, they were listed pending, as if the halted rollout still waited for them.
+func TestE2E_RolloutHaltedStatusShowsWhoApplied(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/port", "80")
+	fleet := startFleet(t, srv, 3)
+	rendered(t, srv, fleet, "port=80\n")
+	down := fleet[2]
+	down.run.cmd.Process.Kill()
+	down.run.cmd.Wait()
+
+	code, out, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "8080", "--canary", "100%", "--deadline", "5s")
+	if code != 0 {
+		t.Fatalf("kv put --canary: exit %d\n%s\n%s", code, out, errOut)
+	}
+	waitAll(t, fleet[:2], "renders the candidate", "port=8080\n")
+	waitFor(t, "the deadline to halt the rollout", func() bool { return srv.rollout(t).State == api.RolloutHalted })
+	waitAll(t, fleet[:2], "goes back to the live view", "port=80\n")
+	waitFor(t, "the reports of the live view", func() bool {
+		l, _, err := srv.client.Instances(context.Background(), "web")
+		if err != nil {
+			return false
+		}
+		back := 0
+		for _, in := range l.Instances {
+			if in.Instance != down.name && in.Rollout == "" && in.Applied > 0 {
+				back++
+			}
+		}
+		return back == 2
+	})
+
+	st := srv.rollout(t)
+	for _, in := range st.Instances {
+		want := "applied"
+		if in.Instance == down.name {
+			want = "failed"
+		}
+		if in.State != want {
+			t.Fatalf("halted rollout: %s is %s, want %s: %+v", in.Instance, in.State, want, st.Instances)
+		}
+	}
+	code, out, errOut = srv.shoelace(t, "appliance", "rollout", "status", "web")
+	if code != 0 || !strings.Contains(out, "halted, its cohort is back on the live view") || strings.Contains(out, "pending") {
+		t.Fatalf("rollout status: exit %d\n%s\n%s", code, out, errOut)
+	}
+	for _, a := range fleet[:2] {
+		if !strings.Contains(out, fmt.Sprintf("  %-24s %-8s %-11s", a.name, "canary", "applied")) {
+			t.Fatalf("rollout status does not list %s applied:\n%s", a.name, out)
+		}
+	}
+}

@@ -101,3 +101,32 @@ func TestPrintRollout_CohortApplied(t *testing.T) {
 		t.Errorf("status line = %q, want %q", first, want)
 	}
 }
+
+// A halted or aborted rollout's status says nothing waits any more: its cohort is back on the
+// live view, an instance that had applied the candidate is listed applied, one that had not
+// "not applied" (before: "pending", as if the ended rollout still waited for it).
+func TestPrintRollout_Ended(t *testing.T) {
+	st := api.RolloutStatus{Appliance: "web", ID: "r1", State: api.RolloutHalted, Steps: []int{2, 3},
+		Cohort: []string{"vm-1", "vm-2"}, Reason: "instance vm-2 has not reported the candidate within the deadline of 5s",
+		Instances: []api.RolloutInstance{
+			{Instance: "vm-1", Cohort: 0, State: "applied", Applied: 57},
+			{Instance: "vm-2", Cohort: 0, State: "pending", Applied: 50},
+			{Instance: "vm-3", Cohort: -1, State: "waiting", Applied: 50},
+		}}
+	var b strings.Builder
+	if err := printRollout(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"rollout r1 of web: halted, its cohort is back on the live view\n",
+		"  vm-1                     canary   applied     applied 57\n",
+		"  vm-2                     canary   not applied applied 50\n",
+		"  vm-3                     -        not reached applied 50\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "pending") || strings.Contains(out, "waiting") {
+		t.Errorf("an ended rollout's status says something is still waited for:\n%s", out)
+	}
+}

@@ -228,6 +228,10 @@ func cohortProgress(st api.RolloutStatus) string {
 // printRollout prints a rollout's status for people.
 func printRollout(w io.Writer, st api.RolloutStatus) error {
 	fmt.Fprintf(w, "rollout %s of %s: %s", st.ID, st.Appliance, st.State)
+	ended := st.State == api.RolloutHalted || st.State == api.RolloutAborted
+	if ended {
+		fmt.Fprint(w, ", its cohort is back on the live view")
+	}
 	if st.State == api.RolloutRunning {
 		fmt.Fprintf(w, ", step %d of %d (%s)", st.Step+1, len(st.Steps), cohortProgress(st))
 		if st.BakedSince != nil {
@@ -270,7 +274,14 @@ func printRollout(w io.Writer, st api.RolloutStatus) error {
 		case in.Cohort > 0:
 			cohort = fmt.Sprintf("step %d", in.Cohort+1)
 		}
-		line := fmt.Sprintf("  %-24s %-8s %-8s applied %d", in.Instance, cohort, in.State, in.Applied)
+		state := in.State
+		switch {
+		case ended && state == "pending":
+			state = "not applied" // nothing waits for it any more
+		case ended && state == "waiting":
+			state = "not reached"
+		}
+		line := fmt.Sprintf("  %-24s %-8s %-11s applied %d", in.Instance, cohort, state, in.Applied)
 		switch {
 		case in.Error != "" && in.Error == st.Reason:
 			line += "  (the reason above)"

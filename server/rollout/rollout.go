@@ -76,6 +76,22 @@ type Record struct {
 	// group halted or was aborted, that appliance: its Reason carries the other's reason,
 	// which only readers of that appliance are shown.
 	Cause string `json:"cause,omitempty"`
+	// AppliedBy are, for a rollout that halted or was aborted, the instances of its cohort
+	// that had applied the candidate when it ended: their agents go back to the live view,
+	// and their reports then no longer say so.
+	AppliedBy []string `json:"applied_by,omitempty"`
+}
+
+// End ends r in state (halted or aborted) at now for reason, naming instance, and keeps
+// which instances of its cohort had applied the candidate, from their reports.
+func (r *Record) End(state, reason, instance string, now time.Time, reports map[string]api.Instance) {
+	r.State, r.Reason, r.Instance, r.Ended = state, reason, instance, &now
+	r.AppliedBy = nil
+	for _, name := range r.Cohort() {
+		if in, ok := reports[name]; ok && r.applied(in, 1) {
+			r.AppliedBy = append(r.AppliedBy, name)
+		}
+	}
 }
 
 // SharedChange is a change to shared/ that a group of rollouts brings: keys put (with their
@@ -337,6 +353,9 @@ func (r *Record) Status(reports map[string]api.Instance, rev int64, bakedSince t
 		case seen && r.State != api.RolloutPromoted && r.applied(in, 1):
 			// As the gates judge it (Evaluate): rev is the record's revision, which a
 			// promote or a step rewrites without changing what the instance applied.
+			ri.State = "applied"
+		case slices.Contains(r.AppliedBy, name):
+			// Halted or aborted: it had applied the candidate, and is back on the live view.
 			ri.State = "applied"
 		case seen && r.applied(in, rev):
 			ri.State = "applied"
