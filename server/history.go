@@ -148,8 +148,8 @@ func (s *Server) applianceFromReleases(ctx context.Context, name string, rev int
 		return nil, 0, err
 	}
 	if len(cp.Omitted) > 0 {
-		return nil, 0, api.Errorf(api.CodeCompacted, "revision %d of appliance %q is compacted, and its release (revision %d) left out the values of %d secret keys, %s: it was written without --secrets-key-file; %s",
-			rev, name, found.Revision, len(cp.Omitted), api.KeyText(api.ApplianceRoot(name)+"/"+cp.Omitted[0]), restorable)
+		return nil, 0, api.Errorf(api.CodeCompacted, "revision %d of appliance %q is compacted, and its release (revision %d) left out the values of %d secret %s, %s: it was written without --secrets-key-file; %s",
+			rev, name, found.Revision, len(cp.Omitted), plural(len(cp.Omitted), "key", "keys"), api.KeyText(api.ApplianceRoot(name)+"/"+cp.Omitted[0]), restorable)
 	}
 	keys := make(map[string]string, len(cp.Keys)+len(cp.Sealed))
 	for k, v := range cp.Keys {
@@ -207,4 +207,12 @@ func (s *Server) copyRestorable(cp api.ReleaseCopy) bool {
 		return false
 	}
 	return len(cp.Sealed) == 0 || (s.sealer != nil && s.sealer.old[cp.KeyID] != nil)
+}
+
+// plural picks the word that fits n.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

@@ -170,16 +170,18 @@ func TestReleases_RollbackAfterCompaction(t *testing.T) {
 // a revision older than every copy is refused with the oldest that can be restored.
 func TestReleases_RollbackWithoutSecretsKey(t *testing.T) {
 	f := newFixture(t)
-	var a, b, c api.WriteResult
+	var a, b, c, d api.WriteResult
 	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"80"}}`), 200, &a)
 	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"81","secrets":{"db":"hunter2"}}}`), 200, &b)
+	f.must(f.do("PUT", "/v1/appliances/db", `{"keys":{"secrets":{"a":"1","b":"2"}}}`), 200, &d)
 	f.must(f.do("PUT", "/v1/kv/appliances/web/port", "82"), 200, &c)
 	last := f.put("shared/x", "1")
 	if err := f.st.Compact(t.Context(), last); err != nil {
 		t.Fatal(err)
 	}
 	f.must(f.do("GET", fmt.Sprintf("/v1/appliances/web/at/%d", a.Revision), ""), 200, nil)
-	f.mustErr(f.do("GET", fmt.Sprintf("/v1/appliances/web/at/%d", b.Revision), ""), 410, api.CodeCompacted, "left out the values of 1 secret keys", "--secrets-key-file")
+	f.mustErr(f.do("GET", fmt.Sprintf("/v1/appliances/web/at/%d", b.Revision), ""), 410, api.CodeCompacted, "left out the values of 1 secret key,", "--secrets-key-file")
+	f.mustErr(f.do("GET", fmt.Sprintf("/v1/appliances/db/at/%d", d.Revision), ""), 410, api.CodeCompacted, "left out the values of 2 secret keys,", "--secrets-key-file")
 	f.mustErr(f.do("GET", fmt.Sprintf("/v1/appliances/web/at/%d", c.Revision), ""), 410, api.CodeCompacted,
 		fmt.Sprintf("last release at or before it (revision %d, kind put) kept no copy", c.Revision), fmt.Sprintf("the oldest revision that can be restored is %d", a.Revision))
 	f.mustErr(f.do("GET", fmt.Sprintf("/v1/appliances/web/at/%d", a.Revision-1), ""), 410, api.CodeCompacted,
