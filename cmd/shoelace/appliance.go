@@ -835,6 +835,9 @@ func (e *cliEnv) applianceHistory(c *cli.Context) error {
 	if err := historyLimit(c); err != nil {
 		return err
 	}
+	if before := c.Int64("before"); c.IsSet("before") && before < 1 {
+		return usagef("%s--before %d: a revision is 1 or more", errPrefix(c), before)
+	}
 	s, err := e.connect(c)
 	if err != nil {
 		return err

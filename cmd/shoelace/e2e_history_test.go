@@ -199,4 +199,10 @@ func TestE2E_ApplianceHistoryPastTheOldest(t *testing.T) {
 	if r := c.run("appliance", "history", name); r.code != 0 || !strings.Contains(r.stdout, fmt.Sprintf("%d\t", rev)) {
 		t.Errorf("history: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
+	// A revision is 1 or more: --before 0 is refused, not taken as the first page.
+	for _, b := range []string{"0", "-1"} {
+		if r := c.fails(exitUsage, "--before "+b+": a revision is 1 or more", "appliance", "history", name, "--before", b); r.stdout != "" {
+			t.Errorf("history --before %s: stdout %q, want nothing", b, r.stdout)
+		}
+	}
 }
