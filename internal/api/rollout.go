@@ -78,7 +78,7 @@ type Duration time.Duration
 type RolloutInstance struct {
 	Instance string     `json:"instance"`
 	Cohort   int        `json:"cohort"` // the step that brought it the candidate (0: the canary); -1: not yet
-	State    string     `json:"state"`  // waiting (not in a cohort yet), pending, applied, failed, silent
+	State    string     `json:"state"`  // waiting (not in a cohort yet), pending, applied, failed
 	Applied  int64      `json:"applied"`
 	Error    string     `json:"error,omitempty"`
 	LastSeen *time.Time `json:"last_seen,omitempty"`

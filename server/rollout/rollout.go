@@ -346,10 +346,9 @@ func (r *Record) Status(reports map[string]api.Instance, rev int64, bakedSince t
 		switch {
 		case ri.Error != "":
 			ri.State = "failed"
-		case !slices.Contains(cohort, name):
-			if !r.Running() && r.State == api.RolloutPromoted {
-				ri.State = "promoted"
-			}
+		case !slices.Contains(cohort, name) && r.State != api.RolloutPromoted:
+			// Not drawn (yet): it stays waiting. Once promoted, the candidate is the live tree,
+			// which every instance gets: applied or pending as below.
 		case seen && r.State != api.RolloutPromoted && r.applied(in, 1):
 			// As the gates judge it (Evaluate): rev is the record's revision, which a
 			// promote or a step rewrites without changing what the instance applied.

@@ -197,6 +197,28 @@ func TestStatus_Promoted(t *testing.T) {
 	}
 }
 
+// An instance outside a promoted rollout's cohort gets the live tree, the candidate: it shows
+// applied once it reported the promotion's revision, else pending; never a state DESIGN.md
+// does not list for an instance.
+func TestStatus_PromotedOutsideTheCohort(t *testing.T) {
+	r := rec(5)
+	r.State, r.Step = api.RolloutPromoted, 0
+	out := r.Instances[len(r.Cohort()):]
+	if len(out) < 2 {
+		t.Fatalf("cohort %v leaves fewer than 2 of %v out", r.Cohort(), r.Instances)
+	}
+	st := r.Status(map[string]api.Instance{out[0]: enrolled(r, api.Instance{Instance: out[0], Applied: 20})}, 20, time.Time{})
+	want := map[string]string{out[0]: "applied", out[1]: "pending"}
+	for _, ri := range st.Instances {
+		if w, ok := want[ri.Instance]; ok && ri.State != w {
+			t.Errorf("instance %s outside the cohort: state %q, want %q", ri.Instance, ri.State, w)
+		}
+		if !slices.Contains([]string{"waiting", "pending", "applied", "failed"}, ri.State) {
+			t.Errorf("instance %s: state %q is not one DESIGN.md lists", ri.Instance, ri.State)
+		}
+	}
+}
+
 // A shared change gives shared/ as it leaves it: puts win, deletes go, the rest stays; a nil
 // change is no change.
 func TestSharedChange(t *testing.T) {
