@@ -329,20 +329,20 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 		}
 	}()
 	if _, err = tmp.Write(data); err != nil {
-		return nil, fmt.Errorf("write %s: %w", d.join(staged), err)
+		return nil, named("write", d.join(staged), err)
 	}
 	if err = attributes(tmp, perm, uid, gid); err != nil {
 		return nil, fmt.Errorf("%s: %w", d.join(staged), err)
 	}
 	if !opts.NoSync {
 		if err = tmp.Sync(); err != nil {
-			return nil, fmt.Errorf("fsync %s: %w", d.join(staged), err)
+			return nil, named("fsync", d.join(staged), err)
 		}
 	}
 	// What the file is as staged, for Wrote (which says false when the stat failed).
 	s.written, _ = fstamp(tmp)
 	if err = tmp.Close(); err != nil {
-		return nil, fmt.Errorf("close %s: %w", d.join(staged), err)
+		return nil, named("close", d.join(staged), err)
 	}
 	if opts.Check != nil {
 		if cerr := opts.Check(d.join(staged)); cerr != nil {
@@ -641,6 +641,15 @@ func (d *dir) close() {
 }
 
 func (d *dir) join(name string) string { return filepath.Join(d.path, name) }
+
+// named is err of op on path: err itself when it names path already (an *fs.PathError of the
+// file, such as "write P: no space left on device"), else "op path: err".
+func named(op, path string, err error) error {
+	if pe := (*fs.PathError)(nil); errors.As(err, &pe) && pe.Path == path {
+		return err
+	}
+	return fmt.Errorf("%s %s: %w", op, path, err)
+}
 
 // createTemp creates a new file for base in d, named .<base>.shoelace-<random>, with
 // O_EXCL (so never through an existing name or link) and mode 0600.
