@@ -776,22 +776,17 @@ const confdPrintedName = "shoelaceConfdPrinted"
 // missing map key or field as confd does ({{if $d.opt}} is false), and fails only where confd
 // would write "<no value>" into the file.
 func confdCheckPrinted(tmpl *template.Template) {
-	for tr := range templateTrees(tmpl) {
-		if tr == nil || tr.Root == nil {
-			continue
+	walkTrees(templateTrees(tmpl), func(tr *parse.Tree, n parse.Node) {
+		a, ok := n.(*parse.ActionNode)
+		if !ok || a.Pipe == nil || len(a.Pipe.Decl) > 0 {
+			return
 		}
-		walk(tr.Root, func(n parse.Node) {
-			a, ok := n.(*parse.ActionNode)
-			if !ok || a.Pipe == nil || len(a.Pipe.Decl) > 0 {
-				return
-			}
-			text := a.String()
-			a.Pipe.Cmds = append(a.Pipe.Cmds, &parse.CommandNode{NodeType: parse.NodeCommand, Pos: a.Pos, Args: []parse.Node{
-				parse.NewIdentifier(confdPrintedName).SetTree(tr).SetPos(a.Pos),
-				&parse.StringNode{NodeType: parse.NodeString, Pos: a.Pos, Quoted: strconv.Quote(text), Text: text},
-			}})
-		})
-	}
+		text := a.String()
+		a.Pipe.Cmds = append(a.Pipe.Cmds, &parse.CommandNode{NodeType: parse.NodeCommand, Pos: a.Pos, Args: []parse.Node{
+			parse.NewIdentifier(confdPrintedName).SetTree(tr).SetPos(a.Pos),
+			&parse.StringNode{NodeType: parse.NodeString, Pos: a.Pos, Quoted: strconv.Quote(text), Text: text},
+		}})
+	})
 }
 
 // confdPrinted passes on v, the value the action printed, or fails when it is no value at all:
@@ -806,17 +801,22 @@ func confdPrinted(action string, v reflect.Value) (reflect.Value, error) {
 // usedFuncs walks every tree and collects the identifiers it calls.
 func usedFuncs(trees iter.Seq[*parse.Tree]) map[string][]parse.Node {
 	used := map[string][]parse.Node{}
+	walkTrees(trees, func(_ *parse.Tree, n parse.Node) {
+		if id, ok := n.(*parse.IdentifierNode); ok {
+			used[id.Ident] = append(used[id.Ident], id)
+		}
+	})
+	return used
+}
+
+// walkTrees walks every node of trees (those with a body), telling fn the tree it is in.
+func walkTrees(trees iter.Seq[*parse.Tree], fn func(tr *parse.Tree, n parse.Node)) {
 	for tr := range trees {
 		if tr == nil || tr.Root == nil {
 			continue
 		}
-		walk(tr.Root, func(n parse.Node) {
-			if id, ok := n.(*parse.IdentifierNode); ok {
-				used[id.Ident] = append(used[id.Ident], id)
-			}
-		})
+		walk(tr.Root, func(n parse.Node) { fn(tr, n) })
 	}
-	return used
 }
 
 func treeHas(root parse.Node, target parse.Node) bool {
@@ -936,29 +936,24 @@ func (t *Template) Warnings() []string {
 // was written for the native meaning and needs no warning about confd's.
 func (t *Template) rangesReadingItems(fn string) bool {
 	items := map[parse.Node]bool{} // fn's identifiers that such a range calls
-	for tr := range templateTrees(t.tmpl) {
-		if tr == nil || tr.Root == nil {
-			continue
+	walkTrees(templateTrees(t.tmpl), func(_ *parse.Tree, n parse.Node) {
+		r, ok := n.(*parse.RangeNode)
+		if !ok || r.Pipe == nil || len(r.Pipe.Cmds) == 0 || len(r.Pipe.Cmds[0].Args) == 0 || r.List == nil {
+			return
 		}
-		walk(tr.Root, func(n parse.Node) {
-			r, ok := n.(*parse.RangeNode)
-			if !ok || r.Pipe == nil || len(r.Pipe.Cmds) == 0 || len(r.Pipe.Cmds[0].Args) == 0 || r.List == nil {
-				return
+		id, ok := r.Pipe.Cmds[0].Args[0].(*parse.IdentifierNode)
+		if !ok || id.Ident != fn {
+			return
+		}
+		walk(r.List, func(n parse.Node) {
+			switch n := n.(type) {
+			case *parse.FieldNode:
+				items[id] = items[id] || itemField(n.Ident[0])
+			case *parse.VariableNode:
+				items[id] = items[id] || len(n.Ident) > 1 && itemField(n.Ident[1])
 			}
-			id, ok := r.Pipe.Cmds[0].Args[0].(*parse.IdentifierNode)
-			if !ok || id.Ident != fn {
-				return
-			}
-			walk(r.List, func(n parse.Node) {
-				switch n := n.(type) {
-				case *parse.FieldNode:
-					items[id] = items[id] || itemField(n.Ident[0])
-				case *parse.VariableNode:
-					items[id] = items[id] || len(n.Ident) > 1 && itemField(n.Ident[1])
-				}
-			})
 		})
-	}
+	})
 	for _, n := range t.used[fn] {
 		if !items[n] {
 			return false
