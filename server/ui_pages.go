@@ -430,24 +430,15 @@ func (s *Server) uiApplianceRead(r *http.Request, c *uiCtx, name string) (*uiApp
 		return nil, fmt.Errorf("instances of %s: %w", name, err)
 	}
 	d.VMs, d.Current, d.Failing = fleet(ins.Instances, d.Latest)
-	if len(ins.Instances) > uiMaxInstances {
-		// The failing ones first, then in the API's order.
-		slices.SortStableFunc(ins.Instances, func(a, b api.Instance) int { return uiFailingFirst(a.Error != "", b.Error != "") })
-		d.More = len(ins.Instances) - uiMaxInstances
-		ins.Instances = ins.Instances[:uiMaxInstances]
-	}
+	ins.Instances, d.More = uiFirstInstances(ins.Instances, func(in api.Instance) bool { return in.Error != "" })
 	for _, in := range ins.Instances {
 		d.Instances = append(d.Instances, uiInstance{Instance: in, Current: in.Applied >= d.Latest && in.Rollout == ""})
 	}
 	if d.Rollout, err = s.uiRollout(r, name); err != nil {
 		return nil, err
 	}
-	if ro := d.Rollout; ro != nil && len(ro.Instances) > uiMaxInstances {
-		slices.SortStableFunc(ro.Instances, func(a, b api.RolloutInstance) int {
-			return uiFailingFirst(a.State == "failed" || a.Error != "", b.State == "failed" || b.Error != "")
-		})
-		d.MoreRollout = len(ro.Instances) - uiMaxInstances
-		ro.Instances = ro.Instances[:uiMaxInstances]
+	if ro := d.Rollout; ro != nil {
+		ro.Instances, d.MoreRollout = uiFirstInstances(ro.Instances, func(in api.RolloutInstance) bool { return in.State == "failed" || in.Error != "" })
 	}
 	rels, err := s.uiReleases(r, name, 5, 0)
 	if err != nil {
@@ -459,15 +450,22 @@ func (s *Server) uiApplianceRead(r *http.Request, c *uiCtx, name string) (*uiApp
 	return d, nil
 }
 
-// uiFailingFirst orders failing before the rest.
-func uiFailingFirst(a, b bool) int {
-	switch {
-	case a == b:
-		return 0
-	case a:
-		return -1
+// uiFirstInstances keeps the first uiMaxInstances of a list of instances, the failing ones first
+// and the rest in the list's order, and says how many it leaves out.
+func uiFirstInstances[T any](list []T, failing func(T) bool) ([]T, int) {
+	if len(list) <= uiMaxInstances {
+		return list, 0
 	}
-	return 1
+	slices.SortStableFunc(list, func(a, b T) int {
+		switch fa, fb := failing(a), failing(b); {
+		case fa == fb:
+			return 0
+		case fa:
+			return -1
+		}
+		return 1
+	})
+	return list[:uiMaxInstances], len(list) - uiMaxInstances
 }
 
 // uiRollout reads the appliance's current or last rollout through the API's handler; nil when
