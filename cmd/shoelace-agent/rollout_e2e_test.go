@@ -141,14 +141,20 @@ func (s *server) rollout(t *testing.T) api.RolloutStatus {
 // waitEnrolled waits until every agent of the fleet has enrolled and reported.
 func waitEnrolled(t *testing.T, srv *server, fleet []*fleetAgent) {
 	t.Helper()
-	waitFor(t, "every agent enrolled", func() bool {
+	waitInstances(t, srv, fleet, "every agent enrolled", func(in api.Instance) bool { return in.Enrolled && in.Applied > 0 })
+}
+
+// waitInstances waits until as many of web's instances as the fleet has agents are ok.
+func waitInstances(t *testing.T, srv *server, fleet []*fleetAgent, what string, ok func(api.Instance) bool) {
+	t.Helper()
+	waitFor(t, what, func() bool {
 		l, _, err := srv.client.Instances(context.Background(), "web")
 		if err != nil {
 			return false
 		}
 		n := 0
 		for _, in := range l.Instances {
-			if in.Enrolled && in.Applied > 0 {
+			if ok(in) {
 				n++
 			}
 		}
@@ -586,19 +592,7 @@ func TestE2E_RolloutCanaryFirstInstallUndone(t *testing.T) {
 `)
 	waitAll(t, fleet, "renders", "port=80\n")
 	// feature.conf cannot render yet: no instance has applied a revision, but each enrolled.
-	waitFor(t, "every agent enrolled", func() bool {
-		l, _, err := srv.client.Instances(context.Background(), "web")
-		if err != nil {
-			return false
-		}
-		n := 0
-		for _, in := range l.Instances {
-			if in.Enrolled && in.Error != "" {
-				n++
-			}
-		}
-		return n == len(fleet)
-	})
+	waitInstances(t, srv, fleet, "every agent enrolled", func(in api.Instance) bool { return in.Enrolled && in.Error != "" })
 
 	canary := srv.canaryHalts(t, "appliances/web/feature", "bad", "50%", "(command)")
 	for _, a := range fleet {
