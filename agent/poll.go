@@ -300,8 +300,7 @@ func (f *follow) deliver(ctx context.Context, v *api.View, meta client.Meta, by 
 	case newStore:
 		f.storeAgain(ctx, meta.Store, "the server answered with another store again; its view is rendered")
 	case stale:
-		f.quick++
-		sleep(ctx, backoff(f.quick, 0))
+		f.paceQuick(ctx)
 	default:
 		f.quick = 0
 	}
@@ -342,6 +341,11 @@ func (f *follow) tooQuick(ctx context.Context, asked time.Time) {
 		f.quick = 0
 		return
 	}
+	f.paceQuick(ctx)
+}
+
+// paceQuick waits the next backoff step of the answers that came too quick in a row (f.quick).
+func (f *follow) paceQuick(ctx context.Context) {
 	f.quick++
 	sleep(ctx, backoff(f.quick, 0))
 }
