@@ -64,3 +64,20 @@ func EtcdLogger(e *EmbeddedEtcd) *zap.Logger { return e.e.Server.Logger() }
 
 // SetApplyHook sets the func that s's applies call at their stages (see Store.applyHook).
 func SetApplyHook(s *Store, f func(stage string)) { s.applyHook = f }
+
+// ReleasesDecoded is how many release records s's reads of every record decoded.
+func ReleasesDecoded(s *Store) int64 { return s.releases.decoded.Load() }
+
+// ReleasesHeld is how many decoded release records s holds for its next read.
+func ReleasesHeld(s *Store) int {
+	s.releases.mu.Lock()
+	defer s.releases.mu.Unlock()
+	return len(s.releases.held)
+}
+
+// SetReleasesHeldIdle sets how long s keeps the decoded release records after its last read.
+func SetReleasesHeldIdle(s *Store, d time.Duration) {
+	s.releases.mu.Lock()
+	defer s.releases.mu.Unlock()
+	s.releases.idle = d
+}
