@@ -81,3 +81,10 @@ func SetReleasesHeldIdle(s *Store, d time.Duration) {
 	defer s.releases.mu.Unlock()
 	s.releases.idle = d
 }
+
+// DropHeldReleases lets go of the release records s decoded, as an idle server does.
+func DropHeldReleases(s *Store) {
+	s.releases.mu.Lock()
+	defer s.releases.mu.Unlock()
+	s.releases.held, s.releases.order, s.releases.out = nil, nil, nil
+}
