@@ -3,7 +3,9 @@
 package main
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -28,4 +30,34 @@ func TestAgentLinksNoEtcdNorGRPC(t *testing.T) {
 	if !own {
 		t.Fatal("the dependency list lacks the agent package: the check would prove nothing")
 	}
+}
+
+// The agent is baked into every VM template: built as `make build` builds it, it stays within
+// issue 20's 12 MiB (BENCHMARKS.md, row 4), with little to spare, so that a change that pulls
+// in a heavy package fails here rather than in the next benchmark run.
+func TestAgentBinaryWithin12MiB(t *testing.T) {
+	const flags = `-trimpath -tags urfave_cli_no_docs -ldflags "$(LDFLAGS)"`
+	const ldflags = `-s -w -X main.version=$(VERSION)`
+	mk, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(mk), "GOFLAGS_BUILD := "+flags) || !strings.Contains(string(mk), "LDFLAGS   := "+ldflags) {
+		t.Fatalf("the Makefile no longer builds with %s and LDFLAGS %s: make this test build as it does", flags, ldflags)
+	}
+	bin := filepath.Join(t.TempDir(), "shoelace-agent")
+	cmd := exec.Command("go", "build", "-trimpath", "-tags", "urfave_cli_no_docs", "-ldflags", "-s -w -X main.version=v1.2.3-size-check", "-o", bin, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	fi, err := os.Stat(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const limit = 12 << 20
+	if fi.Size() > limit {
+		t.Fatalf("shoelace-agent (linux/amd64, as make build builds it) is %d bytes, over the 12 MiB limit (%d) by %d", fi.Size(), limit, fi.Size()-limit)
+	}
+	t.Logf("shoelace-agent: %d bytes, %d under 12 MiB", fi.Size(), limit-fi.Size())
 }
