@@ -3,7 +3,10 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,5 +72,41 @@ func TestStatus_ListsReplicasSharingTheStore(t *testing.T) {
 		if r.ID == crashed.ID && !r.Started.Equal(c.s.self.Started) {
 			t.Fatalf("the restarted replica is listed with its old start %s, want %s", r.Started, c.s.self.Started)
 		}
+	}
+}
+
+// Two replicas started with --listen 127.0.0.1:0 (the port the system picks) on one host are two
+// replicas in /v1/status, each with the address it really listens on. Before, both were recorded
+// under the id of "127.0.0.1:0", one record written over the other's, and listed as one replica
+// that listens on port 0.
+func TestStatus_ReplicasOnPortZeroAreListedApart(t *testing.T) {
+	cfg := testConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	cfg.EtcdListen = freeLoopback(t)
+	a := serve(t, cfg)
+	data, err := os.ReadFile(filepath.Join(cfg.DataDir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSpace(string(data))
+	cfgB := testConfig()
+	cfgB.Listen = "127.0.0.1:0"
+	cfgB.EtcdEndpoints = []string{"http://" + cfg.EtcdListen}
+	cfgB.AdminTokenFile = filepath.Join(t.TempDir(), "admin.token")
+	b := serve(t, cfgB)
+
+	var st Status
+	waitFor(t, "both replicas in b's status", func() bool {
+		res, body := b.req(t, token, "GET", "/v1/status", "")
+		st = Status{}
+		return res.StatusCode == 200 && json.Unmarshal(body, &st) == nil && len(st.Replicas) == 2
+	})
+	listens := []string{st.Replicas[0].Listen, st.Replicas[1].Listen}
+	slices.Sort(listens)
+	want := []string{strings.TrimPrefix(a.url, "http://"), strings.TrimPrefix(b.url, "http://")}
+	slices.Sort(want)
+	if !slices.Equal(listens, want) || st.Replicas[0].ID == st.Replicas[1].ID {
+		t.Fatalf("replicas %+v, want two ids listening on %v", st.Replicas, want)
 	}
 }

@@ -93,6 +93,11 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger) e
 	if !useTLS && !isLoopback(ln.Addr()) {
 		log.Warn("serving plain HTTP on a non-loopback address: tokens cross the network in clear text; give --tls-cert and --tls-key", "addr", ln.Addr().String())
 	}
+	if _, port, err := net.SplitHostPort(cfg.Listen); err == nil && port == "0" {
+		// The port the system picked: the replica's record (its id, the address /v1/status
+		// shows) names it, so that two such replicas on one host are two.
+		cfg.Listen = ln.Addr().String()
+	}
 	s := New(st, cfg, log)
 	if err := s.bootstrap(ctx); err != nil {
 		cctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
