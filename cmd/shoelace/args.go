@@ -38,6 +38,7 @@ func reorderArgs(root cmdNode, args []string) ([]string, error) {
 	dashes := false
 	descending := true  // positionals may still name a subcommand
 	repeatable := false // a repeatable flag was given: it would take the positionals after it
+	helpTopic := false  // "help" (or "h") before the command names: "help kv put" is "kv put --help"
 
 	rest := args[1:]
 	for i := 0; i < len(rest); i++ {
@@ -73,6 +74,12 @@ func reorderArgs(root cmdNode, args []string) ([]string, error) {
 			continue
 		}
 		if descending {
+			if subs := path[len(path)-1].subs; !helpTopic && (a == "help" || a == "h") && len(subs) > 0 && findCommand(subs, a) == nil {
+				// urfave/cli's help takes one word as its topic ("help kv put" showed kv's help):
+				// the words after it name the command whose help to show.
+				helpTopic = true
+				continue
+			}
 			if sub := findCommand(path[len(path)-1].subs, a); sub != nil {
 				path = append(path, cmdNode{flags: sub.Flags, subs: sub.Subcommands})
 				names = append(names, a)
@@ -83,6 +90,15 @@ func reorderArgs(root cmdNode, args []string) ([]string, error) {
 		positionals = append(positionals, a)
 	}
 
+	if helpTopic {
+		if len(positionals) > 0 && len(path[len(path)-1].subs) > 0 {
+			// No such command in the group: its help command says so (a usage error).
+			names = append(names, "help")
+			path = append(path, cmdNode{})
+		} else {
+			groups = append(groups, []string{"--help"})
+		}
+	}
 	flagsAt := make([][]string, len(path))
 	for _, g := range groups {
 		name, _ := flagName(g[0])

@@ -1130,6 +1130,31 @@ func TestE2E_Help(t *testing.T) {
 	}
 }
 
+// "shoelace help kv put" shows kv put's help, as "shoelace kv put --help" does, at any depth and
+// with "h" too. Before, help took its first word only: "help kv put" printed kv's help and "help
+// appliance schema set" appliance's, and "help kv bogus" printed kv's help and exit 0.
+func TestE2E_HelpOfASubcommand(t *testing.T) {
+	c := &runner{t: t}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"help", "kv", "put"}, "shoelace kv put - write a key's value"},
+		{[]string{"help", "appliance", "apply"}, "shoelace appliance apply - "},
+		{[]string{"h", "appliance", "schema", "set"}, "shoelace appliance schema set - "},
+		{[]string{"help", "appliance", "rollout", "status"}, "shoelace appliance rollout status - "},
+		{[]string{"--addr", "http://127.0.0.1:9", "help", "snapshot", "restore"}, "shoelace snapshot restore - "},
+		{[]string{"help", "kv"}, "shoelace kv - read and write single keys"},
+	} {
+		r := c.run(tt.args...)
+		if r.code != 0 || !strings.Contains(r.stdout, tt.want) || r.stderr != "" {
+			t.Errorf("shoelace %s: want %q in its help: %s", strings.Join(tt.args, " "), tt.want, r)
+		}
+	}
+	c.fails(exitUsage, `kv: unknown command "bogus" (see shoelace kv --help)`, "help", "kv", "bogus")
+	c.fails(exitUsage, `schema: unknown command "bogus" (see shoelace appliance schema --help)`, "help", "appliance", "schema", "bogus")
+}
+
 // help of a command that does not exist is a usage error (exit 2) in one "shoelace: …" line, as
 // the command itself is. Before, "shoelace help bogus" exited 1 with "shoelace: No help topic for
 // 'bogus'".
