@@ -160,6 +160,9 @@ func newApp(e *cliEnv) *cli.App {
 	app.OnUsageError = usageErrorHandler
 	walkCommands(app.Commands, func(c *cli.Command) {
 		c.OnUsageError = usageErrorHandler
+		// urfave/cli gives every command a "help" (and "h") subcommand: on a command without
+		// subcommands it took an argument so named ("kv get help", "appliance get h").
+		c.HideHelpCommand = len(c.Subcommands) == 0
 		if len(c.Subcommands) > 0 && c.Action == nil {
 			c.Action = groupAction
 		}

@@ -1155,6 +1155,31 @@ func TestE2E_HelpOfASubcommand(t *testing.T) {
 	c.fails(exitUsage, `schema: unknown command "bogus" (see shoelace appliance schema --help)`, "help", "appliance", "schema", "bogus")
 }
 
+// A key, appliance, token or instance named "help" or "h" is an argument like any other: "kv
+// get help" reads the key help. Before, urfave/cli's help subcommand, which it gives every
+// command, took the word: "kv get help" printed kv get's help (exit 0, no read), "kv put help
+// x" said "unknown command "x"" (exit 2), and an appliance named h could not be applied or read.
+func TestE2E_ArgumentNamedHelp(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	c.ok("kv", "put", "help", "v1")
+	if got := c.ok("kv", "get", "help"); got != "v1" {
+		t.Fatalf("kv get help = %q, want v1", got)
+	}
+	if r := c.runStdin([]byte("keys: {port: \"1\"}\n"), "appliance", "apply", "h", "-f", "-"); r.code != 0 {
+		t.Fatalf("appliance apply h: %s", r)
+	}
+	if got := c.ok("appliance", "get", "h"); !strings.Contains(got, "port=1\n") {
+		t.Fatalf("appliance get h = %q, want its port=1", got)
+	}
+	c.ok("kv", "rm", "help")
+	c.fails(exitNotFound, `key "help" not found`, "kv", "get", "help")
+	c.ok("kv", "rm", "appliances/h", "--recurse")
+	// --help and -h still show the help.
+	if r := c.run("kv", "get", "--help"); r.code != 0 || !strings.Contains(r.stdout, "shoelace kv get - ") {
+		t.Errorf("kv get --help: %s", r)
+	}
+}
+
 // help of a command that does not exist is a usage error (exit 2) in one "shoelace: …" line, as
 // the command itself is. Before, "shoelace help bogus" exited 1 with "shoelace: No help topic for
 // 'bogus'".
