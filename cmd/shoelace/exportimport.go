@@ -156,7 +156,7 @@ func importCommand(e *cliEnv) *cli.Command {
 		Name:      "import",
 		Usage:     "write an export into the store in one all-or-nothing transaction",
 		ArgsUsage: "FILE",
-		UsageText: "shoelace import FILE|- [--merge | --replace] [--dry-run]\n   shoelace import --from-etcd URL --prefix PREFIX --appliance NAME [--etcd-cacert FILE --etcd-cert FILE --etcd-key FILE] [--merge] [--skip-refused] [--dry-run]",
+		UsageText: "shoelace import FILE|- [--merge | --replace] [--dry-run]\n   shoelace import --from-etcd URL --prefix PREFIX --appliance NAME [--etcd-cacert FILE --etcd-cert FILE --etcd-key FILE] [--merge] [--skip-refused] [--dry-run]\n   shoelace import --from-consul-export FILE --prefix PREFIX --appliance NAME [--merge] [--skip-refused] [--dry-run]",
 		Description: `Writes the keys of FILE (as "shoelace export" prints it; "-" reads stdin) in ONE
 transaction: all of it or nothing. Every key and value is checked before anything is written.
    (default) merge: puts every key of the file and leaves the store's other keys alone (into
@@ -181,13 +181,16 @@ prefix PREFIX does), in one transaction in which each key it creates must still 
 there with another value stops the import (exit 4) unless --merge. Keys that cannot be keys
 here are listed with the reason and the name they could have (an empty segment, a trailing
 '/', a value that is not UTF-8, a character outside the key rules); then nothing is written,
-unless --skip-refused.
+unless --skip-refused. --from-consul-export reads what "consul kv export PREFIX" wrote (- for
+stdin) the same way, --prefix being the Consul prefix (/ keeps whole paths: web/a becomes
+appliances/NAME/web/a, which templates reading key "web/a" need); Consul's folders are left out.
 
 EXAMPLES:
    shoelace import all.json
    shoelace import all.json --replace --dry-run
    shoelace export --addr https://old:7400 | shoelace import - --addr https://new:7400 --merge
-   shoelace import --from-etcd https://etcd:2379 --prefix /production/web --appliance web --etcd-cacert ca.pem --dry-run`,
+   shoelace import --from-etcd https://etcd:2379 --prefix /production/web --appliance web --etcd-cacert ca.pem --dry-run
+   shoelace import --from-consul-export web.json --prefix / --appliance web --dry-run`,
 		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "merge", Usage: "put the file's keys, leave the store's others (the default)"},
 			&cli.BoolFlag{Name: "replace", Usage: "make the store's keys exactly the file's: delete the others (omitted secrets are kept)"},

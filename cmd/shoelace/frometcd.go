@@ -24,12 +24,12 @@ import (
 func fromEtcdFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "from-etcd", Usage: "copy a confd keyspace from this etcd v3 (`URL`s, comma-separated) instead of reading FILE"},
-		&cli.StringFlag{Name: "prefix", Usage: "with --from-etcd: the confd prefix whose keys are copied (confd's prefix, such as /production/web)"},
-		&cli.StringFlag{Name: "appliance", Usage: "with --from-etcd: the appliance whose keys they become (appliances/`NAME`/…)"},
+		&cli.StringFlag{Name: "prefix", Usage: "with --from-etcd or --from-consul-export: the prefix whose keys are copied (confd's prefix, such as /production/web; the Consul prefix, or / for whole paths)"},
+		&cli.StringFlag{Name: "appliance", Usage: "with --from-etcd or --from-consul-export: the appliance whose keys they become (appliances/`NAME`/…)"},
 		&cli.StringFlag{Name: "etcd-cacert", Usage: "with --from-etcd: PEM `FILE` of the CA that signs etcd's certificate"},
 		&cli.StringFlag{Name: "etcd-cert", Usage: "with --from-etcd: client certificate PEM `FILE`"},
 		&cli.StringFlag{Name: "etcd-key", Usage: "with --from-etcd: client key PEM `FILE`"},
-		&cli.BoolFlag{Name: "skip-refused", Usage: "with --from-etcd: import the other keys when some are refused (they are listed)"},
+		&cli.BoolFlag{Name: "skip-refused", Usage: "with --from-etcd or --from-consul-export: import the other keys when some are refused (they are listed)"},
 		&cli.StringFlag{Name: "from-consul-export", Usage: "copy the keys of a `FILE` written by `consul kv export PREFIX` (- for stdin), as --from-etcd does; --prefix is the Consul prefix (web: web/a becomes appliances/NAME/a; /: every key keeps its path, appliances/NAME/web/a, which templates reading key \"web/a\" need)"},
 	}
 }

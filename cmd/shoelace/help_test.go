@@ -62,3 +62,29 @@ func TestHelp_EveryCommandDescribedWithAnExample(t *testing.T) {
 		t.Fatalf("walked %d commands, want every one", leaves)
 	}
 }
+
+// import --help shows the --from-consul-export form as it shows --from-etcd's: in its usage, its
+// description and an example, and --prefix, --appliance and --skip-refused say that they go with
+// either. Before, only the options' list named --from-consul-export, and those three said "with
+// --from-etcd" alone.
+func TestHelp_ImportShowsFromConsulExport(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"shoelace", "import", "--help"}, strings.NewReader(""), &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	out := stdout.String()
+	usage, rest, _ := strings.Cut(out, "DESCRIPTION:")
+	desc, opts, _ := strings.Cut(rest, "OPTIONS:")
+	if !strings.Contains(usage, "shoelace import --from-consul-export FILE --prefix PREFIX --appliance NAME") {
+		t.Errorf("import --help's USAGE lacks the --from-consul-export form:\n%s", usage)
+	}
+	if !regexp.MustCompile(`(?m)^\s+shoelace import --from-consul-export `).MatchString(desc) {
+		t.Errorf("import --help shows no --from-consul-export example:\n%s", desc)
+	}
+	for _, flag := range []string{"--prefix", "--appliance", "--skip-refused"} {
+		line := regexp.MustCompile(`(?m)^\s+` + flag + `\b.*$`).FindString(opts)
+		if !strings.Contains(line, "--from-consul-export") {
+			t.Errorf("import --help: %s does not say it goes with --from-consul-export: %q", flag, line)
+		}
+	}
+}
