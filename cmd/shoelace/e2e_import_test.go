@@ -549,3 +549,37 @@ func TestE2E_ImportConfdKeyNamesWhereItGoes(t *testing.T) {
 	c.fails(exitError, `keys have no leading '/': did you mean shared/x?`, "import", writeTemp(t, `{"keys":{"/shared/x":"1"}}`))
 	c.fails(exitNotFound, "not found", "kv", "get", "shared/confd/ok")
 }
+
+// An appliance's export (shoelace appliance export NAME: its keys relative to the appliance,
+// {"keys":{"app/port":…}}) given to import --replace is not taken for an export of the store:
+// it is refused, saying how to apply it, and nothing is deleted. Before, "import web.json
+// --replace" deleted every key of the store but app/port, which it wrote at the top of the key
+// space, where no appliance sees it, and exited 0.
+func TestE2E_ImportOfAnApplianceExport(t *testing.T) {
+	s := freshServer(t)
+	c := newCLI(t, s)
+	c.ok("kv", "put", "appliances/web/app/port", "8080")
+	c.ok("kv", "put", "shared/ntp", "pool")
+	web := writeTemp(t, c.ok("appliance", "export", "web"))
+	r := c.fails(exitError, "it looks like an appliance's export (shoelace appliance export NAME)", "import", web, "--replace")
+	if !strings.Contains(r.stderr, "shoelace appliance apply NAME -f "+web) {
+		t.Errorf("the refusal does not say how to apply the file: %s", r)
+	}
+	c.fails(exitError, "it looks like an appliance's export", "import", web, "--replace", "--dry-run")
+	for k, want := range map[string]string{"appliances/web/app/port": "8080", "shared/ntp": "pool"} {
+		if got := c.ok("kv", "get", k); got != want {
+			t.Errorf("after the refused import, %s = %q, want %q", k, got, want)
+		}
+	}
+	c.fails(exitNotFound, "not found", "kv", "get", "app/port")
+
+	// Merged, its keys are written where the file says (keys outside shared/ and appliances/ are
+	// keys too), and an export of the store holding only such keys replaces it as before.
+	c.ok("import", web)
+	c.ok("kv", "rm", "appliances", "--recurse")
+	c.ok("kv", "rm", "shared", "--recurse")
+	all := writeTemp(t, c.ok("export"))
+	if r := c.run("import", all, "--replace"); r.code != 0 || strings.Contains(r.stderr, "appliance export") {
+		t.Errorf("import of the store's export: %s", r)
+	}
+}

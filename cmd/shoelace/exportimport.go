@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -268,6 +269,25 @@ func parseDump(data []byte) (dump, error) {
 	return d, nil
 }
 
+// applianceExport reports whether d looks like what "shoelace appliance export NAME" writes: keys
+// but none under shared/ or appliances/, and no store named (as "shoelace export" names it).
+func applianceExport(d dump) bool {
+	if d.Store != "" || d.Exported != "" || len(d.Keys) == 0 {
+		return false
+	}
+	for k := range d.Keys {
+		if isViewKey(k) {
+			return false
+		}
+	}
+	return true
+}
+
+// isViewKey reports whether key k is under shared/ or appliances/, the keys views are made of.
+func isViewKey(k string) bool {
+	return strings.HasPrefix(k, "shared/") || strings.HasPrefix(k, "appliances/")
+}
+
 // Import modes.
 const (
 	modeEmpty   = "empty"   // no flag: the store must hold no keys
@@ -484,6 +504,11 @@ func (e *cliEnv) importKeys(c *cli.Context) error {
 	p, err := planImport(d, l.Entries, mode)
 	if err != nil {
 		return err
+	}
+	if applianceExport(d) && slices.ContainsFunc(p.Delete, isViewKey) {
+		// "shoelace appliance export NAME" writes {"keys":{…}} too, its keys relative to the
+		// appliance: replacing the store with it would delete every appliance.
+		return fmt.Errorf("import %s: no key of the file is under shared/ or appliances/ and it names no store: it looks like an appliance's export (shoelace appliance export NAME), whose keys are relative to the appliance, and --replace would delete every key of shared/ and appliances/; nothing written: apply it with shoelace appliance apply NAME -f %s", a[0], a[0])
 	}
 	if len(d.Omitted) > 0 {
 		fmt.Fprintf(e.stderr, "the file is partial: its export left out %s, so this is not a whole copy: %s\n",
