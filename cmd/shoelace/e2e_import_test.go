@@ -575,7 +575,14 @@ func TestE2E_ImportOfAnApplianceExport(t *testing.T) {
 
 	// Merged, its keys are written where the file says (keys outside shared/ and appliances/ are
 	// keys too), and an export of the store holding only such keys replaces it as before.
-	c.ok("import", web)
+	r = c.run("import", web)
+	if r.code != 0 || !strings.Contains(r.stderr, "warning: no key of "+web+" is under shared/ or appliances/, so no appliance sees them") ||
+		!strings.Contains(r.stderr, "apply it with shoelace appliance apply NAME -f "+web) {
+		t.Errorf("a merge of an appliance's export: %s; want exit 0 and a warning saying where its keys go and how to apply it", r)
+	}
+	if got := c.ok("kv", "get", "app/port"); got != "8080" {
+		t.Errorf("after the merge, app/port = %q, want 8080", got)
+	}
 	c.ok("kv", "rm", "appliances", "--recurse")
 	c.ok("kv", "rm", "shared", "--recurse")
 	all := writeTemp(t, c.ok("export"))

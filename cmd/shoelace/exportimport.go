@@ -510,6 +510,13 @@ func (e *cliEnv) importKeys(c *cli.Context) error {
 		// appliance: replacing the store with it would delete every appliance.
 		return fmt.Errorf("import %s: no key of the file is under shared/ or appliances/ and it names no store: it looks like an appliance's export (shoelace appliance export NAME), whose keys are relative to the appliance, and --replace would delete every key of shared/ and appliances/; nothing written: apply it with shoelace appliance apply NAME -f %s", a[0], a[0])
 	}
+	// Keys outside shared/ and appliances/ are keys too, but no view holds them: said once the
+	// import did (or would) write them.
+	warnNoView := func() {
+		if applianceExport(d) && len(p.Put) > 0 {
+			fmt.Fprintf(e.stderr, "warning: no key of %s is under shared/ or appliances/, so no appliance sees them; if it is an appliance's export (shoelace appliance export NAME), apply it with shoelace appliance apply NAME -f %s\n", a[0], a[0])
+		}
+	}
 	if len(d.Omitted) > 0 {
 		fmt.Fprintf(e.stderr, "the file is partial: its export left out %s, so this is not a whole copy: %s\n",
 			counted(len(d.Omitted), "secret key"), strings.Join(d.Omitted, ", "))
@@ -523,6 +530,7 @@ func (e *cliEnv) importKeys(c *cli.Context) error {
 	res := importResult{Mode: p.Mode, Put: len(p.Put), Deleted: len(p.Delete), Kept: len(p.Kept), Omitted: d.Omitted, Unchanged: p.Unchanged}
 	summary := fmt.Sprintf("%s (%d put, %d deleted, %d omitted secrets kept)", counted(len(d.Keys), "key"), len(p.Put), len(p.Delete), len(p.Kept))
 	if c.Bool("dry-run") { // its line says how many it would leave as they are
+		warnNoView()
 		return e.printDryRun(s.json, p, res, l.Revision, summary, "")
 	}
 	if p.Unchanged > 0 {
@@ -535,6 +543,9 @@ func (e *cliEnv) importKeys(c *cli.Context) error {
 	written, err := e.commitImport(s, p, &res, l.Revision, summary, nothing)
 	if err != nil {
 		return err
+	}
+	if written {
+		warnNoView()
 	}
 	if written && p.Mode == modeReplace {
 		e.reportStrays(s, d, p)
