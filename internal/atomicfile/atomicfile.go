@@ -65,6 +65,9 @@ type Options struct {
 	// does not exist), so that Staged.Previous().Restore can put it back after the install. A
 	// file another user planted there, in a directory others may write, is kept as no file.
 	KeepPrevious bool
+	// exactPerm makes Perm the mode even when it is 0 (Restore of a file of mode 0000), not
+	// "keep the current mode".
+	exactPerm bool
 }
 
 // replaceable reports whether a file of mode m is neither a regular file, a directory nor a
@@ -136,7 +139,7 @@ func sameFile(path string, fi fs.FileInfo, data []byte, opts Options) (bool, *se
 	if fi.Size() != int64(len(data)) {
 		return false, nil, nil
 	}
-	if opts.Perm != 0 && fi.Mode().Perm() != opts.Perm.Perm() {
+	if (opts.Perm != 0 || opts.exactPerm) && fi.Mode().Perm() != opts.Perm.Perm() {
 		return false, nil, nil
 	}
 	if uid, gid, ok := ownerOf(fi); ok {
@@ -303,7 +306,7 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 
 	perm, uid, gid := opts.Perm.Perm(), opts.UID, opts.GID
 	if old != nil {
-		if opts.Perm == 0 {
+		if opts.Perm == 0 && !opts.exactPerm {
 			perm = old.Mode().Perm()
 		}
 		if ouid, ogid, ok := ownerOf(old); ok {
@@ -314,7 +317,7 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 				gid = ogid
 			}
 		}
-	} else if perm == 0 {
+	} else if perm == 0 && !opts.exactPerm {
 		perm = DefaultPerm
 	}
 
@@ -527,7 +530,7 @@ func previous(path string, old fs.FileInfo, data []byte) *Previous {
 func (p *Previous) Restore(opts Options) (bool, error) {
 	if p.existed {
 		return Write(p.path, p.data, Options{Perm: p.perm, UID: p.uid, GID: p.gid, NoSync: opts.NoSync,
-			NoFollow: true, Allowed: opts.Allowed})
+			NoFollow: true, Allowed: opts.Allowed, exactPerm: true})
 	}
 	d, err := openDir(filepath.Dir(p.path))
 	if err != nil {

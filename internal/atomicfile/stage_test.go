@@ -162,3 +162,37 @@ func TestStage_LargeFileWrittenWhole(t *testing.T) {
 		t.Fatalf("installed %d bytes (%v), want %d", len(got), err, len(data))
 	}
 }
+
+// Restore of a file whose mode was 0000 (as /etc/shadow is on Fedora and RHEL) gives it that
+// mode again. Before, a mode of 0 was read as "keep the current mode", and the restored file
+// kept the mode of the file it replaced (0644 here: readable by everyone).
+func TestStage_RestoreModeZero(t *testing.T) {
+	dir := t.TempDir()
+	dst := filepath.Join(dir, "shadow")
+	os.WriteFile(dst, []byte("root:$6$secret\n"), 0o600)
+	os.Chmod(dst, 0)
+	s, err := atomicfile.Stage(dst, []byte("new\n"), atomicfile.Options{Perm: 0o644, UID: atomicfile.Keep, GID: atomicfile.Keep, KeepPrevious: true})
+	if err != nil || s == nil {
+		t.Fatalf("Stage = %v, %v", s, err)
+	}
+	if err := s.Install(); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := s.Previous().Restore(atomicfile.Options{}); err != nil || !changed {
+		t.Fatalf("Restore = %v, %v", changed, err)
+	}
+	if b, _ := os.ReadFile(dst); string(b) != "root:$6$secret\n" {
+		t.Fatalf("restored content = %q", b)
+	}
+	if fi, _ := stat(t, dst); fi.Mode().Perm() != 0 {
+		t.Fatalf("restored mode %04o, want 0000", fi.Mode().Perm())
+	}
+	// Restored again over a file of the same bytes but another mode: the mode is still put back.
+	os.Chmod(dst, 0o644)
+	if changed, err := s.Previous().Restore(atomicfile.Options{}); err != nil || !changed {
+		t.Fatalf("second Restore = %v, %v", changed, err)
+	}
+	if fi, _ := stat(t, dst); fi.Mode().Perm() != 0 {
+		t.Fatalf("restored mode %04o after a second Restore, want 0000", fi.Mode().Perm())
+	}
+}
