@@ -13,6 +13,10 @@ const (
 	// persistMax bounds how long a snapshot waits during a steady stream of changes: the
 	// cache lags the installed files by at most this much.
 	persistMax = 500 * time.Millisecond
+	// persistRetryMin and persistRetryMax bound the pause before a write that failed (a full
+	// disk, a read-only file system) is tried again; it doubles while the writes keep failing.
+	persistRetryMin = time.Second
+	persistRetryMax = time.Minute
 )
 
 // persister writes the cache and the status file off the render path: the loop hands it the
@@ -29,6 +33,10 @@ type persister struct {
 	done   chan struct{}
 	quiet  time.Duration
 	max    time.Duration
+	// retry is the pause before the next try of a write that failed (0: none failed); closed
+	// says that close has begun, after which nothing wakes the writer.
+	retry  time.Duration
+	closed bool
 	// flushes counts the flushes that wrote something (for tests).
 	flushes int
 }
@@ -103,20 +111,65 @@ func (p *persister) flush() {
 		p.flushes++
 	}
 	p.mu.Unlock()
+	failed := false
 	if c != nil {
 		if err := SaveCache(c.dir, c.c); err != nil {
 			p.log.Error("cache not saved", "error", err.Error())
+			failed = true
+			p.keep(c, nil)
 		}
 	}
 	if s != nil {
 		if err := saveStatus(s.dir, s.s); err != nil {
 			p.log.Warn("status not saved", "error", err.Error())
+			failed = true
+			p.keep(nil, s)
 		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !failed {
+		p.retry = 0
+		return
+	}
+	// Not written: tried again after a pause (unless a newer snapshot comes first), so that the
+	// cache does not keep an older view until the next change once the disk has room again.
+	p.retry = min(max(2*p.retry, persistRetryMin), persistRetryMax)
+	if !p.closed {
+		time.AfterFunc(p.retry, p.poke)
+	}
+}
+
+// keep puts back a snapshot that was not written, unless a newer one is pending.
+func (p *persister) keep(c *cacheJob, s *statusJob) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c != nil && p.cache == nil {
+		p.cache = c
+	}
+	if s != nil && p.status == nil {
+		p.status = s
+	}
+}
+
+// poke wakes the writer to try again what it could not write, unless it is closing.
+func (p *persister) poke() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	select {
+	case p.wake <- struct{}{}:
+	default:
 	}
 }
 
 // close writes what is pending and stops the writer. No put may follow.
 func (p *persister) close() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
 	close(p.wake)
 	<-p.done
 	p.flush()
