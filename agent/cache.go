@@ -11,6 +11,7 @@ import (
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
+	"github.com/shoelace-dev/shoelace/internal/client"
 )
 
 // Cached is the last-known-good view kept in cache_dir.
@@ -62,6 +63,12 @@ func SaveCache(cacheDir string, c Cached) error {
 	}
 	return nil
 }
+
+// maxCacheBytes bounds the agent's own files in cache_dir that LoadCache and loadOwed read:
+// a view is at most what one answer of the server holds (client.MaxAnswerBytes, 256 MiB), and
+// the cache encodes it as the server did; a larger file is not one the agent wrote (a corrupted
+// or sparse file), and is refused by its size, unread.
+const maxCacheBytes = 2 * client.MaxAnswerBytes
 
 // LoadCache reads the cached view of appliance; os.ErrNotExist when there is none.
 // A cache that is unreadable, for another appliance or without keys is an error.
@@ -151,12 +158,15 @@ func saveStatus(cacheDir string, s *Status) error {
 func readOwnFile(path string) ([]byte, error) {
 	// Read by atomicfile.ReadRegular, and judged by its handle: a file swapped in at the name
 	// after a by-name check would be read instead.
-	data, _, err := atomicfile.ReadRegular(nil, path, -1, func(fi fs.FileInfo) error {
+	data, _, err := atomicfile.ReadRegular(nil, path, maxCacheBytes+1, func(fi fs.FileInfo) error {
 		if unixModes && fi.Mode().Perm()&0o022 != 0 {
 			return fmt.Errorf("%s has mode %04o: group or others may write it", path, fi.Mode().Perm())
 		}
 		if uid, _, ok := atomicfile.Owner(fi); ok && uid != os.Getuid() {
 			return fmt.Errorf("%s is owned by uid %d, not by the agent's user (uid %d)", path, uid, os.Getuid())
+		}
+		if fi.Size() > maxCacheBytes {
+			return fmt.Errorf("%s holds %d bytes, over %d MiB: not a file the agent wrote", path, fi.Size(), maxCacheBytes>>20)
 		}
 		return nil
 	})

@@ -5,6 +5,7 @@ package agent
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -92,5 +93,31 @@ func TestLoadStatus_NotARegularFile(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("LoadStatus of %s still reading after 10s", tc.appliance)
 		}
+	}
+}
+
+// A cache file larger than any view the agent could have saved (a corrupted file, a sparse
+// one) is refused by its size, unread. Before, it was read whole: a 3 GiB sparse cache took
+// the agent 10 GiB of memory and a minute, at a start while the server was away.
+func TestLoadCache_HugeFileRefusedUnread(t *testing.T) {
+	dir := t.TempDir()
+	path := CachePath(dir, "web")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(maxCacheBytes + 1); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err = LoadCache(dir, "web")
+	runtime.ReadMemStats(&after)
+	if err == nil || !strings.Contains(err.Error(), "over 512 MiB") {
+		t.Fatalf("LoadCache of a cache over the limit = %v, want an error naming the limit", err)
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > 16<<20 {
+		t.Fatalf("LoadCache allocated %d MiB for a cache it refuses", got>>20)
 	}
 }
