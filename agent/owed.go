@@ -101,7 +101,8 @@ func (a *Agent) loadOwedAtStart() {
 // removeLeftovers removes the temp files that a killed run left next to the destinations (a
 // file staged while its check or its group's command ran, a backup's temp): they would stay for
 // good, and a service that reads every file of its directory would read them. Only files
-// older than before (this run's start) go: another process's install in progress stays.
+// older than before (this run's start) go: another process's install in progress stays. So do
+// those of the agent's own files in cache_dir, which hold the view's secrets or a token.
 func (a *Agent) removeLeftovers(before time.Time) {
 	done := map[string]bool{}
 	for _, t := range a.tmpls {
@@ -116,6 +117,16 @@ func (a *Agent) removeLeftovers(before time.Time) {
 		}
 		if err != nil {
 			a.log.Warn("temp files a killed run left not removed", "template", dest, "error", err.Error())
+		}
+	}
+	dir, app := a.cfg.cacheDir(), a.cfg.Appliance
+	for _, own := range []string{CachePath(dir, app), StatusPath(dir, app), OwedPath(dir, app), InstanceTokenPath(dir, app), EnrollKeyPath(dir, app)} {
+		removed, err := atomicfile.RemoveLeftovers(own, before)
+		if len(removed) > 0 {
+			a.log.Warn("removed temp files a killed run left", "file", own, "files", removed)
+		}
+		if err != nil {
+			a.log.Warn("temp files a killed run left not removed", "file", own, "error", err.Error())
 		}
 	}
 }
