@@ -181,12 +181,13 @@ func redactOutput(r CommandResult, keys map[string]string, all bool, before ...m
 // installStaged is Staged.Install; tests replace it to inject a fault at one step.
 var installStaged = (*atomicfile.Staged).Install
 
-// ensureDir creates a destination's missing parent directories, mode 0755.
+// ensureDir creates a destination's missing parent directories, mode 0755, following only the
+// symbolic links an install follows (not another user's).
 func ensureDir(dir string) error {
 	if _, err := os.Stat(dir); err == nil {
 		return nil
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := atomicfile.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create directory: %w", err)
 	}
 	return nil
