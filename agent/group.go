@@ -77,6 +77,9 @@ type group struct {
 	command string
 	tmpls   []*tmpl   // the group's templates among those selected, in config order
 	members []*member // those rendered in this pass
+	// undone are the destinations whose rollout's candidate file the pass put back
+	// (undoCandidate): the command runs for them.
+	undone []string
 }
 
 // member is a template of a group rendered in this pass.
@@ -190,6 +193,8 @@ func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noC
 	for _, g := range groups {
 		if p.stage(ctx, g) {
 			p.install(g)
+		} else if ctx.Err() == nil {
+			p.undoCandidate(g)
 		}
 	}
 	for _, g := range groups {
@@ -269,6 +274,9 @@ func (p *pass) drifted(t *tmpl) string {
 // next pass compares the next view with this one, which every template then shares.
 func (p *pass) unchanged(t *tmpl) {
 	t.revision = p.v.Revision
+	if t.cand != nil && t.cand.rollout != p.v.Rollout {
+		t.cand = nil // the file holds what this view renders, nothing of the candidate's
+	}
 	if t.inPlace && t.last != nil {
 		t.lastData = p.data
 	}
@@ -405,6 +413,12 @@ func (p *pass) install(g *group) {
 			return
 		}
 		m.prev = prev
+		switch {
+		case p.v.Rollout == "":
+			m.t.cand = nil
+		case m.t.cand == nil || m.t.cand.rollout != p.v.Rollout:
+			m.t.cand = &candidateFile{rollout: p.v.Rollout, prev: prev}
+		}
 		// The file just installed, unless it changed since the rename (then not known).
 		if st, err := atomicfile.StampOf(m.t.cfg.Destination); err == nil && m.staged.Wrote(st) {
 			m.stamp = st
@@ -433,6 +447,10 @@ func (p *pass) inPlace(m *member) {
 // reload runs g's command once (with the destinations a killed run owed it for), then its
 // health commands, when the pass replaced a file of g; a failure undoes g.
 func (p *pass) reload(ctx context.Context, g *group) {
+	if len(g.undone) > 0 && g.command != "" && !p.noCommands {
+		p.a.syncDirs()
+		p.command(ctx, g.command, maxTimeout(g), g.undone, p.v.Revision)
+	}
 	installed := g.installed()
 	owed := p.takeOwed(g.command)
 	if len(installed) == 0 && owed == nil {
@@ -605,6 +623,9 @@ func (p *pass) undo(ctx context.Context, g *group, f failure) {
 		return boolRank(x.t.name() != f.template) - boolRank(y.t.name() != f.template)
 	})
 	for _, m := range installed {
+		if rollback && m.t.cand != nil && m.t.cand.prev == m.prev {
+			m.t.cand = nil // what the candidate replaced is back
+		}
 		mf := failure{template: m.t.name(), stage: f.stage, err: fmt.Errorf("reload of %s at revision %d failed, %s: %w", strings.Join(g.names(), ", "), p.v.Revision, what, f.err), inPlace: !rollback}
 		p.fail(m.t, mf)
 		m.t.failed = &reloadFailure{result: m.r, data: p.data, failure: mf}
@@ -636,6 +657,37 @@ func (p *pass) restore(m *member) error {
 	}
 	p.a.log.Info("previous file restored", "template", m.t.name(), "existed", m.prev.Existed())
 	return nil
+}
+
+// undoCandidate puts back what a rollout's candidate replaced in g's files when g could not be
+// installed from a view of no rollout, or of another (the live view after the rollout halted
+// or was aborted, which cannot render a key the candidate added): the halt undoes the
+// candidate's files, and they must not keep its content. A file the candidate created is
+// removed. The group's command runs for them (reload).
+func (p *pass) undoCandidate(g *group) {
+	for _, t := range g.tmpls {
+		c := t.cand
+		if c == nil || c.rollout == p.v.Rollout {
+			continue
+		}
+		changed, err := restoreFile(c.prev, atomicfile.Options{Allowed: t.allowed})
+		if se := (*atomicfile.SyncDirError)(nil); errors.As(err, &se) {
+			p.a.log.Warn("restored, but its directory was not fsynced", "template", t.name(), "error", err.Error())
+			err = nil
+		}
+		if err != nil {
+			// Kept: the next pass that cannot install the group tries again.
+			p.a.log.Error("file of the rollout's candidate not undone", "template", t.name(), "rollout", c.rollout, "error", err.Error())
+			continue
+		}
+		t.cand, t.last, t.inPlace = nil, nil, false
+		if !changed {
+			continue // it holds what the candidate replaced already
+		}
+		g.undone = append(g.undone, t.name())
+		p.a.log.Warn("file of the rollout's candidate undone: the view after the rollout does not render it", "template", t.name(),
+			"rollout", c.rollout, "existed", c.prev.Existed(), "revision", p.v.Revision)
+	}
 }
 
 // restoreFile is Previous.Restore; tests replace it to inject a fault.

@@ -41,6 +41,16 @@ type tmpl struct {
 	// gives the same Stamp, the file is taken to hold it still. The zero Stamp: not known (the
 	// next pass reads the file).
 	disk atomicfile.Stamp
+	// cand is what the install of a rollout's candidate replaced at the destination, kept
+	// while the file may hold the candidate's content: a view of no rollout (or of another)
+	// that cannot render the template puts it back (pass.undoCandidate).
+	cand *candidateFile
+}
+
+// candidateFile is what the first install of a rollout's candidate replaced at a destination.
+type candidateFile struct {
+	rollout string
+	prev    *atomicfile.Previous
 }
 
 // name is how messages and logs name the template.
