@@ -1318,7 +1318,8 @@ func lookupID(s string, group bool) (int, error) {
 	return strconv.Atoi(u.Uid)
 }
 
-// readTokenFile reads a token file, refusing one that group or others may read.
+// readTokenFile reads a token file, refusing one that group or others may read, or that
+// another user than root or the agent's owns.
 func readTokenFile(path string) (string, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -1337,6 +1338,10 @@ func readTokenFile(path string) (string, error) {
 	}
 	if unixModes && fi.Mode().Perm()&0o077 != 0 {
 		return "", fmt.Errorf("token_file %s has mode %04o: group and others must not have access; run: chmod 600 %s", path, fi.Mode().Perm(), path)
+	}
+	if uid, _, ok := atomicfile.Owner(fi); ok && uid != 0 && uid != os.Geteuid() {
+		return "", fmt.Errorf("token_file %s is owned by uid %d, neither root nor the agent's user (uid %d): its owner can read the token, which reads the appliance's view (secrets too), and put another in its place; run chown root %s",
+			path, uid, os.Geteuid(), path)
 	}
 	if fi.Size() > maxTokenBytes {
 		return "", fmt.Errorf("token_file %s is %d bytes, over %d (4 KiB), the limit of a token file: a token file holds one token", path, fi.Size(), maxTokenBytes)

@@ -385,6 +385,28 @@ func TestLoadConfig_TokenFileMode(t *testing.T) {
 	}
 }
 
+// A token file of another user's (mode 0600 or not) is refused: its owner can read the token,
+// which reads the appliance's view and its secrets, and can put another token in its place.
+// Before, only its mode was judged, and a file that a service user owned was used.
+func TestLoadConfig_TokenFileOwner(t *testing.T) {
+	dir, path := writeConfig(t, "server: http://x:1\nappliance: web\ntoken_file: $DIR/token\ntemplates:\n  - contents: x\n    destination: /tmp/x\n")
+	tok := filepath.Join(dir, "token")
+	if _, err := agent.LoadConfig(path); err != nil {
+		t.Fatalf("the agent's own token file refused: %v", err)
+	}
+	if os.Geteuid() != 0 {
+		t.Log("not root: the token file cannot be given to another user; that part is not checked")
+		return
+	}
+	if err := os.Chown(tok, 4242, 4242); err != nil {
+		t.Fatal(err)
+	}
+	_, err := agent.LoadConfig(path)
+	if err == nil || !strings.Contains(err.Error(), "owned by uid 4242") || !strings.Contains(err.Error(), "chown root "+tok) {
+		t.Fatalf("err = %v; want the owner and a chown hint", err)
+	}
+}
+
 // TestLoadConfig_TokenFileBytes: a token file saved by Notepad (a byte order mark, CRLF) holds
 // the token; one with a byte no token has is refused by name. Both passed validate, and the
 // server then answered "unknown or revoked token", or Go's client refused the header.
