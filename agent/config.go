@@ -754,8 +754,10 @@ func (c *Config) Validate() error {
 	case !filepath.IsAbs(c.CAFile):
 		add("%s: ca_file %s must be an absolute path", name, qp(c.CAFile))
 	default:
-		if _, err := os.Stat(c.CAFile); err != nil {
+		if fi, err := os.Stat(c.CAFile); err != nil {
 			add("%s: ca_file: %v", name, err)
+		} else if err := judgeTrustedFile(c.CAFile, fi, "it says which server the agent trusts, so %s could have the agent take what it writes and runs from another server"); err != nil {
+			add("%s: ca_file %v", name, err)
 		}
 	}
 	if bad["cache_dir"] {

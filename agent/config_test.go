@@ -407,6 +407,33 @@ func TestLoadConfig_TokenFileOwner(t *testing.T) {
 	}
 }
 
+// A ca_file that another user may write is refused, as a config file is: whoever may write it
+// chooses the server the agent trusts, so what root writes and runs. Before, it was only
+// stat'ed.
+func TestLoadConfig_CAFileWritableByOthers(t *testing.T) {
+	dir, path := writeConfig(t, "server: https://x:1\nappliance: web\ntoken_file: $DIR/token\nca_file: $DIR/ca.pem\ntemplates:\n  - contents: x\n    destination: /tmp/x\n")
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, []byte("not read here\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agent.LoadConfig(path); err != nil {
+		t.Fatalf("a ca_file of mode 0644 refused: %v", err)
+	}
+	os.Chmod(ca, 0o666)
+	if _, err := agent.LoadConfig(path); err == nil || !strings.Contains(err.Error(), "ca_file") || !strings.Contains(err.Error(), "chmod go-w "+ca) {
+		t.Fatalf("err = %v; want the ca_file others may write refused, with a chmod hint", err)
+	}
+	os.Chmod(ca, 0o644)
+	if os.Geteuid() != 0 {
+		t.Log("not root: the ca_file cannot be given to another user; that part is not checked")
+		return
+	}
+	os.Chown(ca, 4242, 4242)
+	if _, err := agent.LoadConfig(path); err == nil || !strings.Contains(err.Error(), "owned by uid 4242") {
+		t.Fatalf("err = %v; want the ca_file of another user refused", err)
+	}
+}
+
 // TestLoadConfig_TokenFileBytes: a token file saved by Notepad (a byte order mark, CRLF) holds
 // the token; one with a byte no token has is refused by name. Both passed validate, and the
 // server then answered "unknown or revoked token", or Go's client refused the header.

@@ -19,6 +19,12 @@ import (
 // group unless the group has no member but the file's owner (a user private group: a checkout
 // under umask 002, as make run's), as cache_dir's parents are judged.
 func judgeCommandFile(path string, fi fs.FileInfo) error {
+	return judgeTrustedFile(path, fi, "it tells the agent what to write and run, so %s could have the agent write or run anything")
+}
+
+// judgeTrustedFile is judgeCommandFile of a file the agent trusts for another reason: why says
+// what its writer could do, %s naming them ("its owner", "anyone", "they").
+func judgeTrustedFile(path string, fi fs.FileInfo, why string) error {
 	uid, gid, ok := atomicfile.Owner(fi)
 	if !ok {
 		return nil
@@ -29,17 +35,17 @@ func judgeCommandFile(path string, fi fs.FileInfo) error {
 		name = fmt.Sprintf("%s (a link to %s)", path, real)
 	}
 	if uid != 0 && uid != euid {
-		return fmt.Errorf("%s is owned by uid %d, neither root nor the agent's user (uid %d): it tells the agent what to write and run, so its owner could have the agent write or run anything; run chown root %s",
-			name, uid, euid, path)
+		return fmt.Errorf("%s is owned by uid %d, neither root nor the agent's user (uid %d): %s; run chown root %s",
+			name, uid, euid, fmt.Sprintf(why, "its owner"), path)
 	}
 	perm := fi.Mode().Perm()
 	switch {
 	case perm&0o002 != 0:
-		return fmt.Errorf("%s may be written by others (mode %04o): it tells the agent what to write and run, so anyone could have the agent write or run anything; run chmod go-w %s",
-			name, perm, path)
+		return fmt.Errorf("%s may be written by others (mode %04o): %s; run chmod go-w %s",
+			name, perm, fmt.Sprintf(why, "anyone"), path)
 	case perm&0o020 != 0 && !privateGroup(gid, uid):
-		return fmt.Errorf("%s may be written by its group (gid %d, mode %04o), which has members other than its owner: it tells the agent what to write and run, so they could have the agent write or run anything; run chmod g-w %s",
-			name, gid, perm, path)
+		return fmt.Errorf("%s may be written by its group (gid %d, mode %04o), which has members other than its owner: %s; run chmod g-w %s",
+			name, gid, perm, fmt.Sprintf(why, "they"), path)
 	}
 	return nil
 }
