@@ -19,7 +19,8 @@ import (
 const unixModes = false
 
 // processGroup is the job object a command runs in: killing the job kills the shell and every
-// process it started, and closing it (kill-on-close) does too.
+// process it started, and so does the agent's end while the command runs (kill-on-close, lifted
+// once the command returned).
 type processGroup struct {
 	mu  sync.Mutex // started and close run in RunCommand, kill also from ctx's cancel
 	job windows.Handle
@@ -134,6 +135,12 @@ func (g *processGroup) close() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.job != 0 {
+		// What the command started and left running (a program it launched with start) outlives
+		// it, as a background process does on Unix: the kill-on-close limit is lifted before the
+		// handle is closed. A timeout (kill) ended the job already.
+		info := windows.JOBOBJECT_EXTENDED_LIMIT_INFORMATION{}
+		_, _ = windows.SetInformationJobObject(g.job, windows.JobObjectExtendedLimitInformation,
+			uintptr(unsafe.Pointer(&info)), uint32(unsafe.Sizeof(info)))
 		windows.CloseHandle(g.job)
 		g.job = 0
 	}

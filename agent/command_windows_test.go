@@ -63,14 +63,55 @@ func TestRunCommandWindows_KillsTree(t *testing.T) {
 	}
 }
 
+// A program that a command starts and leaves running (`start "" /b app.exe`, how a reload
+// relaunches an application that is not a service) outlives the command that succeeded, as a
+// background process does on Unix: only a timeout kills what the command started. Before, the
+// job object was closed with kill-on-close set, which ended it as soon as the command returned.
+func TestRunCommandWindows_StartedProgramOutlivesCommand(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "ticks")
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		os.WriteFile(out+".stop", nil, 0o644) // the ticker ends at its next tick
+		time.Sleep(500 * time.Millisecond)
+	}()
+	r, err := agent.RunCommand(context.Background(), `start "" /b "`+self+`" -test.run=^TestHelperTicker$`, 30*time.Second,
+		[]string{"SHOELACE_TEST_TICKS=" + out})
+	if err != nil {
+		t.Fatalf("command: %+v %v", r, err)
+	}
+	size := func() int64 {
+		fi, err := os.Stat(out)
+		if err != nil {
+			return 0
+		}
+		return fi.Size()
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for size() == 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	before := size()
+	time.Sleep(2 * time.Second) // the ticker writes every 100 ms
+	if after := size(); after == before {
+		t.Fatalf("the program the command started did not outlive it: %s stayed at %d bytes", out, before)
+	}
+}
+
 // TestHelperTicker is the child of TestRunCommandWindows_KillsTree: it appends to a file every
-// 100 ms for a minute (and does nothing when not run as that child).
+// 100 ms for a minute, or until the file's name with .stop exists (and does nothing when not
+// run as that child).
 func TestHelperTicker(t *testing.T) {
 	out := os.Getenv("SHOELACE_TEST_TICKS")
 	if out == "" {
 		return
 	}
 	for range 600 {
+		if _, err := os.Stat(out + ".stop"); err == nil {
+			return
+		}
 		f, err := os.OpenFile(out, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 		if err != nil {
 			t.Fatal(err)
