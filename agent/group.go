@@ -742,7 +742,31 @@ func outputTail(out string) string {
 	if len(out) > keep {
 		out = "…" + out[len(out)-keep:]
 	}
-	return ": " + out
+	return ": " + printable(out)
+}
+
+// printable is a command's output for an error message (which once prints, and status and the
+// report show): its control characters but newline and tab escaped (\x1b), so that what a
+// check printed (a line of a file another user controls) cannot drive the terminal it is read
+// on.
+func printable(s string) string {
+	if !strings.ContainsFunc(s, isControl) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if isControl(r) {
+			fmt.Fprintf(&b, `\x%02x`, r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// isControl reports whether r is a control character (C0, DEL or C1) other than newline and tab.
+func isControl(r rune) bool {
+	return r != '\n' && r != '\t' && (r < 0x20 || r >= 0x7f && r < 0xa0)
 }
 
 // stageOne renders m's template and stages its file (checked), adding the time each step
@@ -782,7 +806,7 @@ func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data, re
 				if r.Secret {
 					out = "(hidden: the template reads secrets)"
 				}
-				return fmt.Errorf("%q %w: %s", t.cfg.Check, err, redact(out, data.Keys, a.allSecret()))
+				return fmt.Errorf("%q %w: %s", t.cfg.Check, err, printable(redact(out, data.Keys, a.allSecret())))
 			}
 			return nil
 		}
