@@ -367,7 +367,7 @@ func (c Config) storeConfig(log *slog.Logger) store.Config {
 	return store.Config{
 		Endpoints:     c.EtcdEndpoints,
 		DataDir:       c.DataDir,
-		EtcdListen:    c.EtcdListen,
+		EtcdListen:    etcdListenAddr(c.EtcdListen),
 		Root:          c.Root,
 		CACert:        c.EtcdCACert,
 		Cert:          c.EtcdCert,
@@ -390,10 +390,19 @@ func checkEtcdListen(addr string) error {
 	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
 		return fmt.Errorf("--etcd-listen %q: port %q is not a number from 0 to 65535", addr, port)
 	}
-	if ip, err := netip.ParseAddr(host); err != nil || !ip.IsLoopback() {
+	if ip, err := netip.ParseAddr(host); (err != nil || !ip.IsLoopback()) && !strings.EqualFold(host, "localhost") {
 		return fmt.Errorf("--etcd-listen %q must be a loopback address such as 127.0.0.1:2379: the embedded etcd has no access control of its own", addr)
 	}
 	return nil
+}
+
+// etcdListenAddr is the address --etcd-listen addr (checked) has etcd listen on: localhost's is
+// 127.0.0.1, not whatever the name resolves to.
+func etcdListenAddr(addr string) string {
+	if host, port, err := net.SplitHostPort(addr); err == nil && strings.EqualFold(host, "localhost") {
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return addr
 }
 
 // checkEtcdEndpoint refuses an --etcd-endpoints entry that etcd's client can never dial: the

@@ -152,28 +152,34 @@ func TestServe_RestartKeepsDataAndDrains(t *testing.T) {
 
 // --etcd-listen serves the embedded etcd's client API on the loopback address given, where
 // etcdctl and tools that read etcd (confd) reach it; the store's keys are there, under --root.
+// "localhost" is taken for 127.0.0.1 (before, it was refused as not a loopback address).
 func TestServe_EtcdListen(t *testing.T) {
-	dir := t.TempDir()
-	cfg := testConfig()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.DataDir = dir
-	cfg.EtcdListen = freeLoopback(t)
-	s := serve(t, cfg)
-	defer s.stop(t)
-	data, _ := os.ReadFile(filepath.Join(dir, "admin.token"))
-	if res, body := s.req(t, strings.TrimSpace(string(data)), "PUT", "/v1/kv/shared/dns", "10.0.0.53"); res.StatusCode != 200 {
-		t.Fatalf("put: %d %s", res.StatusCode, body)
-	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + cfg.EtcdListen}, DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := cli.Get(ctx, cfg.Root+"kv/shared/dns")
-	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "10.0.0.53" {
-		t.Fatalf("the embedded etcd on --etcd-listen %s: %v %v", cfg.EtcdListen, resp, err)
+	for _, host := range []string{"127.0.0.1", "localhost"} {
+		t.Run(host, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := testConfig()
+			cfg.Listen = "127.0.0.1:0"
+			cfg.DataDir = dir
+			_, port, _ := net.SplitHostPort(freeLoopback(t))
+			cfg.EtcdListen = net.JoinHostPort(host, port)
+			s := serve(t, cfg)
+			defer s.stop(t)
+			data, _ := os.ReadFile(filepath.Join(dir, "admin.token"))
+			if res, body := s.req(t, strings.TrimSpace(string(data)), "PUT", "/v1/kv/shared/dns", "10.0.0.53"); res.StatusCode != 200 {
+				t.Fatalf("put: %d %s", res.StatusCode, body)
+			}
+			cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://127.0.0.1:" + port}, DialTimeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cli.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			resp, err := cli.Get(ctx, cfg.Root+"kv/shared/dns")
+			if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "10.0.0.53" {
+				t.Fatalf("the embedded etcd on --etcd-listen %s: %v %v", cfg.EtcdListen, resp, err)
+			}
+		})
 	}
 }
 
