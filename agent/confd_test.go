@@ -239,7 +239,8 @@ func TestLoadConfig_ConfdDir(t *testing.T) {
 		}
 	}
 	if _, path := writeConfig(t, "server: http://h:1\nappliance: a\ntoken: t\nconfd_dir: /nonexistent/confd\n"); true {
-		if _, err := agent.LoadConfig(path); err == nil || !strings.Contains(err.Error(), "confd_dir: stat /nonexistent/confd: no such file") {
+		if _, err := agent.LoadConfig(path); err == nil || !strings.Contains(err.Error(), "confd_dir: stat /nonexistent/confd: no such file") ||
+			strings.Contains(err.Error(), "confd_dir: confd_dir") {
 			t.Fatalf("missing confd_dir: %v", err)
 		}
 	}

@@ -449,6 +449,9 @@ func LoadConfigWith(path string, o Overrides) (*Config, error) {
 	if cfg.ConfdDir != "" {
 		r, err := readConfdDir(cfg.ConfdDir, true)
 		if err != nil {
+			if strings.HasPrefix(err.Error(), "confd_dir") { // it names the setting already
+				return nil, fmt.Errorf("%s: %w", path, err)
+			}
 			return nil, fmt.Errorf("%s: confd_dir: %w", path, err)
 		}
 		cfg.Templates = append(cfg.Templates, r.Templates...)
