@@ -160,6 +160,8 @@ func TestRun_UsageErrors(t *testing.T) {
 		{"shoelace token create --name n", exitUsage, `exactly one of --appliance, --read/--write or --admin`},
 		{"shoelace token create --name n --admin --read x", exitUsage, `exactly one of`},
 		{"shoelace token create --name n --read a//b", exitError, `--read: invalid prefix "a//b"`},
+		{"shoelace token create --name n --read /shared", exitError, `--read: invalid prefix "/shared": prefixes, like keys, have no leading '/': did you mean --read shared?`},
+		{"shoelace token create --name n --write /appliances/web/", exitError, `did you mean --write appliances/web?`},
 		{"shoelace maintenance maybe", exitUsage, `maintenance: "maybe" is not on, off or status`},
 		{"shoelace import", exitUsage, `import: missing argument (usage: shoelace import FILE|-)`},
 		{"shoelace import /nonexistent/x.json", exitError, `import: open /nonexistent/x.json: no such file`},

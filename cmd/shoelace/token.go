@@ -124,6 +124,12 @@ func tokenSpec(c *cli.Context) (api.TokenRequest, error) {
 			}
 			v, err := api.ValidatePrefix(p)
 			if err != nil {
+				if rest, ok := strings.CutPrefix(p, "/"); ok && rest != "" {
+					if r, err2 := api.ValidatePrefix(rest); err2 == nil {
+						// confd's way of writing keys: what was meant is plain.
+						return spec, fmt.Errorf("--%s: invalid prefix %q: prefixes, like keys, have no leading '/': did you mean --%s %s?", g.flag, p, g.flag, r)
+					}
+				}
 				return spec, fmt.Errorf("--%s: %w", g.flag, err)
 			}
 			g.prefixes[i] = v
