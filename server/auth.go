@@ -530,6 +530,9 @@ func unauthorized(format string, args ...any) error {
 	return api.Errorf(api.CodeUnauthorized, format, args...)
 }
 
+// maxTokenBytes bounds a bearer token that is looked up; a longer one is none of ours.
+const maxTokenBytes = 512
+
 // bearer returns the token of an "Authorization: Bearer <token>" header. A request with more
 // than one Authorization header is an error: which one counts would be a guess (net/http reads
 // the first, a proxy in front may have checked another).
@@ -543,7 +546,7 @@ func bearer(r *http.Request) (string, bool, error) {
 		return "", false, nil
 	}
 	tok = strings.TrimSpace(tok)
-	return tok, tok != "" && len(tok) <= 512, nil
+	return tok, tok != "" && len(tok) <= maxTokenBytes, nil
 }
 
 // oneInstance refuses a request with more than one X-Shoelace-Instance header: every check and
@@ -617,6 +620,9 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*http.Req
 	if rec == nil {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="shoelace"`)
 		if !ok {
+			if _, tok, _ := strings.Cut(r.Header.Get("Authorization"), " "); len(strings.TrimSpace(tok)) > maxTokenBytes {
+				return r, unauthorized("the bearer token is %d bytes, over the %d a token may have: it is not a token of this server (is it the right token file?)", len(strings.TrimSpace(tok)), maxTokenBytes)
+			}
 			return r, unauthorized("missing token: send Authorization: Bearer <token>")
 		}
 		if err := s.auth.goneAnswer(secret); err != nil {

@@ -108,3 +108,23 @@ func TestAuth_InvalidInstanceNamesTakeNoPlace(t *testing.T) {
 	// The cap still holds for real names.
 	f.mustErr(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-4"), 429, api.CodeRateLimited, "--max-instances")
 }
+
+// A bearer token over 512 bytes (the limit of what is looked up) is refused as too long, not
+// as missing: before, "missing token: send Authorization: Bearer <token>" to a client that
+// sent one, such as a CLI given the wrong file. The answer does not repeat it.
+func TestAuth_OverlongTokenSaysSo(t *testing.T) {
+	f := newFixture(t)
+	long := "sl_" + strings.Repeat("x", 600)
+	req, err := http.NewRequest("GET", f.srv.URL+"/v1/kv/shared/a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+long)
+	r := f.send(req)
+	if r.StatusCode != http.StatusUnauthorized || !strings.Contains(r.errMessage(), "the bearer token is 603 bytes, over the 512 a token may have") {
+		t.Fatalf("got %d %s, want 401 saying the token is too long", r.StatusCode, r.body)
+	}
+	if strings.Contains(string(r.body), long) {
+		t.Fatalf("the answer repeats the token: %s", r.body)
+	}
+}
