@@ -81,8 +81,9 @@ func (s *Server) opCtx(r *http.Request) (context.Context, context.CancelFunc) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		// A write is not cut short when its client goes away: once sent to etcd it may apply,
 		// and the server must learn whether it did, to write its audit line (and settle it,
-		// see store.commit) even though nobody reads the answer.
-		ctx = context.WithoutCancel(ctx)
+		// see store.commit) even though nobody reads the answer. It ends, as at its
+		// deadline, when the shutdown grace does (see graceCtx).
+		ctx = withValues{Context: s.reqBase, vals: context.WithoutCancel(ctx)}
 	}
 	return context.WithTimeout(ctx, opTimeout)
 }

@@ -19,6 +19,11 @@ import (
 // shutdownTimeout bounds draining after ctx ends, so that the process exits within 10 s.
 const shutdownTimeout = 7 * time.Second
 
+// shutdownAnswer is how long before the end of shutdownTimeout the requests still running
+// (waiting for a frozen etcd) reach their deadline, so that they are answered (503) before
+// their connections are closed.
+const shutdownAnswer = 2 * time.Second
+
 // Run opens the store, listens on cfg.Listen and serves until ctx ends, then drains: open
 // long-polls are answered 304 and the server exits within 10 seconds. SIGHUP reloads the TLS
 // certificate (unless cfg.Reload is set), and systemd is told of readiness, reloads and
@@ -148,6 +153,8 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger) e
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	s.Drain()
+	over := time.AfterFunc(shutdownTimeout-shutdownAnswer, s.grace.end)
+	defer over.Stop()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown: closing remaining connections", "err", err)
 		_ = srv.Close()
@@ -160,6 +167,55 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger) e
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// graceCtx is the root of the requests' contexts: it ends as a deadline does when the shutdown
+// grace is over (end), so that a request still waiting for the store then answers as at its
+// own deadline: 503 unavailable, or outcome_unknown for a write etcd may have applied. (A
+// canceled one would be taken for a request whose client went away, and answered nothing.)
+// It has Background's values and no deadline. base, a context.WithCancel of it, stands
+// between it and the connections, whose contexts then join base's children: no goroutine per
+// connection waits for the grace.
+type graceCtx struct {
+	context.Context
+	inner context.Context
+	end   context.CancelFunc
+	base  context.Context
+	// stopBase is never called: base ends with the grace, as a deadline (a cancel would race
+	// the AfterFunc that ends it so).
+	stopBase context.CancelFunc
+}
+
+func newGraceCtx() *graceCtx {
+	inner, end := context.WithCancel(context.Background())
+	g := &graceCtx{Context: context.Background(), inner: inner, end: end}
+	g.base, g.stopBase = context.WithCancel(g)
+	return g
+}
+
+func (g *graceCtx) Done() <-chan struct{} { return g.inner.Done() }
+
+func (g *graceCtx) Err() error {
+	if g.inner.Err() != nil {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// AfterFunc lets context.WithCancel(g) wait for g without a goroutine.
+func (g *graceCtx) AfterFunc(f func()) (stop func() bool) { return context.AfterFunc(g.inner, f) }
+
+// withValues is a context that ends as its Context does, with the values of vals.
+type withValues struct {
+	context.Context
+	vals context.Context
+}
+
+func (c withValues) Value(key any) any {
+	if v := c.Context.Value(key); v != nil {
+		return v
+	}
+	return c.vals.Value(key)
 }
 
 // fitLongPolls is the cap on long-polls that leaves a fifth of maxConns to other requests: a
@@ -207,6 +263,7 @@ func (s *Server) httpServer() *http.Server {
 		ReadHeaderTimeout: s.cfg.headerTimeout(),
 		IdleTimeout:       DefaultIdleTimeout,
 		MaxHeaderBytes:    MaxHeaderBytes,
+		BaseContext:       func(net.Listener) context.Context { return s.reqBase },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 }

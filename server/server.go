@@ -100,6 +100,10 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// grace ends when the shutdown grace is over (see Serve), and with it reqBase (its base),
+	// the base of the requests' contexts (http.Server.BaseContext) and of the writes' (opCtx).
+	grace   *graceCtx
+	reqBase context.Context
 }
 
 // New returns a server over st and starts its store watch. cfg should have passed Validate.
@@ -113,7 +117,8 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, st: st, log: log, auditLog: newAuditLogger(log), m: newMetrics(cfg.Version), ctx: ctx, cancel: cancel, enrollRetryAge: enrollRetryAge,
-		yamlBudget: newYAMLBudget(cfg.maxBodyBytes())}
+		yamlBudget: newYAMLBudget(cfg.maxBodyBytes()), grace: newGraceCtx()}
+	s.reqBase = s.grace.base
 	st.SetObserver(s.m.observeEtcd)
 	st.SetTreeCheck(s.checkTree)
 	s.hub = newHub(ctx, st, log, s.m, cfg.MaxWaiters)
