@@ -80,7 +80,7 @@ func (s *Server) handleGetAppliance(w http.ResponseWriter, r *http.Request) erro
 	}
 	if p := principalOf(r); report != nil && p.appliance == pr.name {
 		// Only an agent's report is taken (see handleReport): a read grant reads the view.
-		s.takeReport(r.Context(), report, p)
+		s.takeReport(r.Context(), report, p, report.Rollout) // what it applied, as it says
 	}
 	if pr.index < 0 {
 		return s.answerView(w, r, pr.name)

@@ -279,7 +279,7 @@ func TestAppliances_InstanceReportsInBatches(t *testing.T) {
 	const fleet = reportBatch + 44
 	now := time.Now().UTC()
 	for i := range fleet {
-		f.s.reports.note(&api.Instance{Appliance: "web", Instance: fmt.Sprintf("vm-%03d", i), Applied: start, LastSeen: now}, nil)
+		f.s.reports.note(&api.Instance{Appliance: "web", Instance: fmt.Sprintf("vm-%03d", i), Applied: start, LastSeen: now}, nil, "")
 	}
 	var got api.Instances
 	waitFor(t, "every report recorded", func() bool {
@@ -307,9 +307,9 @@ func TestAppliances_InstanceReportsWithinAWindow(t *testing.T) {
 	now := time.Now().UTC()
 	// The reporter takes the first report and then waits out its window, collecting the rest:
 	// whether it has taken the first before the others are queued makes no difference.
-	f.s.reports.note(&api.Instance{Appliance: "web", Instance: "vm-1", Applied: 1, LastSeen: now}, nil)
+	f.s.reports.note(&api.Instance{Appliance: "web", Instance: "vm-1", Applied: 1, LastSeen: now}, nil, "")
 	for applied := int64(2); applied <= 20; applied++ {
-		f.s.reports.note(&api.Instance{Appliance: "web", Instance: "vm-1", Applied: applied, LastSeen: now}, nil)
+		f.s.reports.note(&api.Instance{Appliance: "web", Instance: "vm-1", Applied: applied, LastSeen: now}, nil, "")
 	}
 	var got api.Instances
 	waitFor(t, "the report recorded", func() bool {

@@ -153,7 +153,7 @@ func TestEnroll_ForgedReportIgnored(t *testing.T) {
 	next := f.put("appliances/web/a", "2")
 	f.must(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-1", api.HeaderApplied, fmt.Sprint(next)), 200, nil)
 	// Past the first layer: a forged report queued as if taken before the enrollment.
-	f.s.reports.note(&api.Instance{Appliance: "web", Instance: "vm-1", Applied: next, LastSeen: time.Now().UTC(), Token: "agent-web"}, nil)
+	f.s.reports.note(&api.Instance{Appliance: "web", Instance: "vm-1", Applied: next, LastSeen: time.Now().UTC(), Token: "agent-web"}, nil, "")
 	// A report of another instance, queued after them, marks when they have been written.
 	f.must(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-2", api.HeaderApplied, fmt.Sprint(next)), 200, nil)
 	waitFor(t, "the later report recorded", func() bool {

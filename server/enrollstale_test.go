@@ -72,7 +72,7 @@ func TestEnroll_StaleTokenGuardedInTheStore(t *testing.T) {
 
 	in := api.Instance{Appliance: "web", Instance: "vm-1", Applied: 1, LastSeen: time.Now().UTC(), Remote: "192.0.2.1"}
 	old.reportAs(&in)
-	f.s.takeReport(ctx, &in, old)
+	f.s.takeReport(ctx, &in, old, "")
 	rep := api.Report{Instance: "vm-1", Revision: 1, Error: "boom", Stage: api.StageCommand}
 	err := f.s.recordFailure(ctx, "web", rep, in, old)
 	var e *api.Error

@@ -61,14 +61,17 @@ type reported struct {
 	by      *principal // and so is one of another holder of the instance token's name
 }
 
-// pendingReport is a report queued for writing, made by by. A report made with an instance
+// pendingReport is a report queued for writing, made by by; candidate is the rollout whose
+// candidate it says was applied ("" for none), kept when a later report replaces it in a batch
+// (see reportBatcher.add and lateApplied). A report made with an instance
 // token is written only while the store still holds exactly the token record by was read from
 // (principal.record), so that a report of a token replaced meanwhile (the instance enrolled
 // again: taken over, or forgotten and enrolled) never overwrites the new holder's record,
 // whichever replica took it and however late.
 type pendingReport struct {
-	in api.Instance
-	by *principal
+	in        api.Instance
+	by        *principal
+	candidate string
 }
 
 func newReporter(max int) *reporter {
@@ -82,7 +85,7 @@ func newReporter(max int) *reporter {
 // instance enrolled again) is written even when it says what the last one said.
 // It runs inside every long-poll that carries a report (as the agents' do), whose stack it
 // must not deepen: in is not copied, and its rare paths are not inlined.
-func (r *reporter) note(in *api.Instance, by *principal) bool {
+func (r *reporter) note(in *api.Instance, by *principal, candidate string) bool {
 	key := in.Appliance + "/" + in.Instance
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -96,7 +99,7 @@ func (r *reporter) note(in *api.Instance, by *principal) bool {
 		w.by == by && in.LastSeen.Sub(w.at) < instanceRefresh {
 		return true
 	}
-	r.queueLocked(key, in, by)
+	r.queueLocked(key, in, by, candidate)
 	return true
 }
 
@@ -104,9 +107,9 @@ func (r *reporter) note(in *api.Instance, by *principal) bool {
 // reports again); r.mu must be held.
 //
 //go:noinline
-func (r *reporter) queueLocked(key string, in *api.Instance, by *principal) {
+func (r *reporter) queueLocked(key string, in *api.Instance, by *principal, candidate string) {
 	select {
-	case r.ch <- pendingReport{in: *in, by: by}:
+	case r.ch <- pendingReport{in: *in, by: by, candidate: candidate}:
 		r.written[key] = reported{applied: in.Applied, rollout: in.Rollout, at: in.LastSeen, token: in.Token, by: by}
 		r.ownLocked(key, in.Token)
 	default: // full: the next request reports again
@@ -282,7 +285,11 @@ func (s *Server) runReporter(ctx context.Context) {
 		}
 		window.Stop()
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		if err := s.putReports(wctx, b.puts()); err != nil && ctx.Err() == nil {
+		err := s.putReports(wctx, b.puts())
+		if err == nil {
+			s.lateApplied(wctx, b.reports)
+		}
+		if err != nil && ctx.Err() == nil {
 			s.log.Warn("record instance reports", "reports", b.len(), "err", err)
 			s.reports.mu.Lock()
 			for i := range b.reports {
@@ -292,6 +299,32 @@ func (s *Server) runReporter(ctx context.Context) {
 			s.reports.mu.Unlock()
 		}
 		cancel()
+	}
+}
+
+// lateApplied gives the rollouts whose candidate reports (just written) say was applied the
+// instances that their end, if they ended meanwhile, did not count (see countLate). It reads
+// the store only for a batch with such reports: those of a rollout's cohort.
+func (s *Server) lateApplied(ctx context.Context, reports []pendingReport) {
+	var late map[[2]string]map[string]api.Instance // appliance, rollout → reports by instance
+	for i := range reports {
+		p := &reports[i]
+		if p.candidate == "" {
+			continue
+		}
+		if late == nil {
+			late = map[[2]string]map[string]api.Instance{}
+		}
+		k := [2]string{p.in.Appliance, p.candidate}
+		if late[k] == nil {
+			late[k] = map[string]api.Instance{}
+		}
+		in := p.in
+		in.Rollout = p.candidate // a later report of the batch may have replaced it
+		late[k][in.Instance] = in
+	}
+	for k, m := range late {
+		s.countLate(ctx, k[0], k[1], m)
 	}
 }
 
@@ -343,7 +376,11 @@ func (b *reportBatcher) add(p *pendingReport) {
 	}
 	k := instancePrefix + p.in.Appliance + "/" + p.in.Instance
 	if i, ok := b.at[k]; ok {
+		candidate := b.reports[i].candidate
 		b.reports[i] = *p
+		if p.candidate == "" {
+			b.reports[i].candidate = candidate // the candidate was applied, whatever came next
+		}
 		return
 	}
 	b.at[k] = len(b.reports)
@@ -429,7 +466,7 @@ func agentReport(r *http.Request, name string) (*api.Instance, error) {
 // It runs inside every long-poll that carries a report (as the agents' do): its rare paths are
 // functions of their own, not inlined, so that its frame does not deepen every open long-poll's
 // stack.
-func (s *Server) takeReport(ctx context.Context, in *api.Instance, p *principal) {
+func (s *Server) takeReport(ctx context.Context, in *api.Instance, p *principal, candidate string) {
 	if cur := s.hub.current(); in.Applied > cur && s.aboveStoreRevision(ctx, in, cur) {
 		return
 	}
@@ -437,7 +474,7 @@ func (s *Server) takeReport(ctx context.Context, in *api.Instance, p *principal)
 		s.reportIgnored(in, "ignoring a report of an enrolled instance not made with its instance token")
 		return
 	}
-	if !s.reports.note(in, p) {
+	if !s.reports.note(in, p, candidate) {
 		s.reportIgnored(in, "not recording an instance over its token's cap")
 	}
 }

@@ -81,10 +81,10 @@ func TestInstances_CapCountsStoredRecords(t *testing.T) {
 		defer f.s.reports.mu.Unlock()
 		return f.s.reports.held["agent-web"] == 2
 	})
-	if f.s.reports.note(&api.Instance{Appliance: "web", Instance: "new", Token: "agent-web", LastSeen: now}, nil) {
+	if f.s.reports.note(&api.Instance{Appliance: "web", Instance: "new", Token: "agent-web", LastSeen: now}, nil, "") {
 		t.Fatal("a report over the cap counted from the store was taken")
 	}
-	if !f.s.reports.note(&api.Instance{Appliance: "web", Instance: "old-1", Token: "agent-web", LastSeen: now, Applied: 1}, nil) {
+	if !f.s.reports.note(&api.Instance{Appliance: "web", Instance: "old-1", Token: "agent-web", LastSeen: now, Applied: 1}, nil, "") {
 		t.Fatal("a report of a recorded instance was refused")
 	}
 }

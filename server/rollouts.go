@@ -426,7 +426,48 @@ func (s *Server) endRollout(ctx context.Context, name, id, state, reason, instan
 		}
 		s.rollouts.set(name, &rec)
 		s.log.Warn("rollout ended", "appliance", name, "rollout", rec.ID, "state", state, "reason", reason)
+		s.countLate(ctx, name, rec.ID, nil)
 		return rec.Status(nil, nrev, time.Time{}), nil
+	}
+}
+
+// countLate adds to the AppliedBy of appliance name's rollout id, once it has ended, the
+// instances that reports (by instance; nil: those in the store now) say applied its candidate
+// and that its end did not count: their reports reached the store after the end read them.
+// An end reads the store again once written, and the reporter calls it after writing reports
+// of a candidate applied; between them, no report of one written before the end is missed.
+// Errors are logged: the end stands, and its status shows such an instance pending.
+func (s *Server) countLate(ctx context.Context, name, id string, reports map[string]api.Instance) {
+	for try := 0; try < 5; try++ {
+		rec, rev, err := s.readRollout(ctx, name)
+		if errors.Is(err, api.ErrNotFound) {
+			return
+		}
+		if err == nil && (rec.ID != id || rec.Running()) {
+			return
+		}
+		if err == nil && reports == nil {
+			reports, _, err = s.instanceReports(ctx, name)
+		}
+		if err != nil {
+			s.log.Warn("rollout ended: instances that applied it meanwhile not counted", "appliance", name, "rollout", id, "error", err.Error())
+			return
+		}
+		if !rec.AddApplied(reports) {
+			return
+		}
+		out, _ := json.Marshal(rec)
+		_, err = s.st.UpdateRollout(ctx, name, out, rev, false)
+		if errors.Is(err, api.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			s.log.Warn("rollout ended: instances that applied it meanwhile not counted", "appliance", name, "rollout", id, "error", err.Error())
+			return
+		}
+		s.rollouts.set(name, &rec)
+		s.log.Info("rollout ended: instances counted that applied it meanwhile", "appliance", name, "rollout", id, "applied_by", len(rec.AppliedBy))
+		return
 	}
 }
 
@@ -780,7 +821,11 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) error {
 	in := api.Instance{Appliance: name, Instance: rep.Instance, Applied: rep.Applied, LastSeen: now, Remote: clientIP(r),
 		Rollout: rep.Rollout, Version: rep.Version}
 	p.reportAs(&in)
-	s.takeReport(r.Context(), &in, p)
+	candidate := rep.Rollout // its candidate applied: the pass left no failure
+	if rep.Error != "" {
+		candidate = ""
+	}
+	s.takeReport(r.Context(), &in, p, candidate)
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
 	if err := s.recordFailure(ctx, name, rep, in, p); err != nil {

@@ -761,3 +761,68 @@ func TestRollout_EndedShowsWhoAppliedTheCandidate(t *testing.T) {
 		}
 	}
 }
+
+// A report answered just before the rollout is aborted, which the server had not yet written
+// when the abort read the reports, still counts the instance among those that applied the
+// candidate: once its agent is back on the live view, the ended rollout shows it applied
+// (before, pending: the abort kept only the reports already in the store). So too when the
+// reports reach another replica than the abort.
+func TestRollout_ReportRacingTheEndCounts(t *testing.T) {
+	a := newFixture(t)
+	b := newFixtureOn(t, a.st)
+	b.token = a.token
+	a.put("appliances/web/port", "80")
+	fleet := enrollFleet(t, a, 2)
+	waitFor(t, "replica b knows the instance tokens", func() bool {
+		for _, n := range fleet {
+			if b.s.auth.lookup(instanceToken(t, a, n)) == nil {
+				return false
+			}
+		}
+		return true
+	})
+	for i, to := range []*fixture{a, b} {
+		var st api.RolloutStatus
+		a.must(a.do("PUT", "/v1/kv/appliances/web/port?canary=100%25&manual", fmt.Sprint(81+i)), http.StatusAccepted, &st)
+		waitFor(t, "the candidate on the reports' replica", func() bool { return viewOf(t, to, fleet[0]).Rollout == st.ID })
+		for _, n := range fleet {
+			report(t, to, n, viewOf(t, to, n), "")
+		}
+		a.must(a.do("POST", "/v1/appliances/web/rollout", `{"action":"abort"}`, "Content-Type", "application/json"), 200, nil)
+		waitFor(t, "the live view on the reports' replica", func() bool { return viewOf(t, to, fleet[0]).Rollout == "" })
+		for _, n := range fleet {
+			v := viewOf(t, to, n)
+			if v.Rollout != "" {
+				t.Fatalf("%s still gets the candidate after the abort: %+v", n, v)
+			}
+			report(t, to, n, v, "")
+		}
+		waitFor(t, "the live view's reports recorded", func() bool {
+			var ins api.Instances
+			a.must(a.do("GET", "/v1/appliances/web/instances", ""), 200, &ins)
+			back := 0
+			for _, in := range ins.Instances {
+				if in.Rollout == "" && in.Applied > st.Revision {
+					back++
+				}
+			}
+			return back == len(fleet)
+		})
+		// The reporter counts them right after it writes their reports, maybe with the last.
+		allApplied := func() bool {
+			for _, in := range rolloutStatus(t, a).Instances {
+				if in.State != "applied" {
+					return false
+				}
+			}
+			return true
+		}
+		if !within(10*time.Second, allApplied) {
+			for _, in := range rolloutStatus(t, a).Instances {
+				if in.State != "applied" {
+					t.Errorf("replica %d: aborted rollout: %s is %s, want applied (it reported the candidate before the abort)", i, in.Instance, in.State)
+				}
+			}
+		}
+	}
+}

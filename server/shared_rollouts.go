@@ -354,6 +354,9 @@ func (s *Server) endGroup(ctx context.Context, group, first, state, reason, inst
 			s.rollouts.set(name, rec)
 		}
 		s.log.Warn("shared rollout group ended", "group", group, "state", state, "reason", reason)
+		for name, rec := range ended {
+			s.countLate(ctx, name, rec.ID, nil)
+		}
 		if rec, ok := ended[first]; ok {
 			return rec.Status(nil, nrev, time.Time{}), nil
 		}

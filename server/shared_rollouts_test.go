@@ -402,3 +402,67 @@ func TestSharedRollout_DeadlineAndManual(t *testing.T) {
 		t.Fatal("promoted but shared/ was not written")
 	}
 }
+
+// The instances that reported a shared change applied just before its group was aborted are
+// shown applied in each appliance's ended rollout, though the abort read the reports before
+// the server had written them (see TestRollout_ReportRacingTheEndCounts).
+func TestSharedRollout_ReportRacingTheEndCounts(t *testing.T) {
+	f := newFixture(t)
+	web, apis := webAndAPI(t, f, 2, 2)
+	fleets := map[string][]string{"web": web, "api": apis}
+	var g api.SharedRolloutStatus
+	f.must(f.do("PUT", "/v1/kv/shared/ntp?canary=100%25&manual", "new"), http.StatusAccepted, &g)
+	for app, fleet := range fleets {
+		for _, n := range fleet {
+			appReport(t, f, app, n, appViewOf(t, f, app, n), "")
+		}
+	}
+	f.must(f.do("POST", "/v1/appliances/api/rollout", `{"action":"abort"}`, "Content-Type", "application/json"), 200, nil)
+	for app, fleet := range fleets {
+		for _, n := range fleet {
+			v := appViewOf(t, f, app, n)
+			if v.Rollout != "" || v.Keys["ntp"] != "pool" {
+				t.Fatalf("%s after the abort: %+v", n, v)
+			}
+			appReport(t, f, app, n, v, "")
+		}
+	}
+	waitFor(t, "the live view's reports recorded", func() bool {
+		back := 0
+		for app := range fleets {
+			var ins api.Instances
+			f.must(f.do("GET", "/v1/appliances/"+app+"/instances", ""), 200, &ins)
+			for _, in := range ins.Instances {
+				if in.Rollout == "" && in.Applied > 0 {
+					back++
+				}
+			}
+		}
+		return back == len(web)+len(apis)
+	})
+	// The reporter counts them right after it writes their reports, maybe with the last.
+	allApplied := func() bool {
+		for app := range fleets {
+			for _, in := range appRollout(t, f, app).Instances {
+				if in.State != "applied" {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	if within(10*time.Second, allApplied) {
+		return
+	}
+	for app := range fleets {
+		st := appRollout(t, f, app)
+		if st.State != api.RolloutAborted {
+			t.Fatalf("%s: %+v", app, st)
+		}
+		for _, in := range st.Instances {
+			if in.State != "applied" {
+				t.Errorf("%s's aborted rollout: %s is %s, want applied (it reported the candidate before the abort)", app, in.Instance, in.State)
+			}
+		}
+	}
+}

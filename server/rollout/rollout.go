@@ -87,11 +87,26 @@ type Record struct {
 func (r *Record) End(state, reason, instance string, now time.Time, reports map[string]api.Instance) {
 	r.State, r.Reason, r.Instance, r.Ended = state, reason, instance, &now
 	r.AppliedBy = nil
+	r.AddApplied(reports)
+}
+
+// AddApplied adds to AppliedBy the instances of r's cohort that reports say applied the
+// candidate and that it does not hold yet, and reports whether it added any. A report may
+// reach the store after the reports were read for End (taken by a replica meanwhile, or
+// written after the end by an agent that had applied the candidate before it learnt of it).
+// Only a rollout that halted or was aborted keeps AppliedBy.
+func (r *Record) AddApplied(reports map[string]api.Instance) bool {
+	if r.State != api.RolloutHalted && r.State != api.RolloutAborted {
+		return false
+	}
+	added := false
 	for _, name := range r.Cohort() {
-		if in, ok := reports[name]; ok && r.applied(in, 1) {
+		if in, ok := reports[name]; ok && r.applied(in, 1) && !slices.Contains(r.AppliedBy, name) {
 			r.AppliedBy = append(r.AppliedBy, name)
+			added = true
 		}
 	}
+	return added
 }
 
 // SharedChange is a change to shared/ that a group of rollouts brings: keys put (with their
