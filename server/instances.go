@@ -265,6 +265,8 @@ func (s *Server) runReporter(ctx context.Context) {
 		var p pendingReport
 		select {
 		case <-ctx.Done():
+			b.reset()
+			s.flushReports(ctx, &b)
 			return
 		case p = <-s.reports.ch:
 		}
@@ -280,7 +282,8 @@ func (s *Server) runReporter(ctx context.Context) {
 				break more
 			case <-ctx.Done():
 				window.Stop()
-				return // agents report again to the replica they reach next
+				s.flushReports(ctx, &b)
+				return
 			}
 		}
 		window.Stop()
@@ -299,6 +302,38 @@ func (s *Server) runReporter(ctx context.Context) {
 			s.reports.mu.Unlock()
 		}
 		cancel()
+	}
+}
+
+// reportFlushWait bounds the writes of the reports queued when the server stops.
+const reportFlushWait = 2 * time.Second
+
+// flushReports writes, as the server stops (ctx ended), b's reports and those still queued, in
+// batches: each was answered 200, and an agent reports again only with its next request, so
+// its record would stay at what it applied before (and a rollout's gate wait for it) until
+// then. It gives up after reportFlushWait (a store that is away).
+func (s *Server) flushReports(ctx context.Context, b *reportBatcher) {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reportFlushWait)
+	defer cancel()
+	for {
+	fill:
+		for b.len() < reportBatch {
+			select {
+			case p := <-s.reports.ch:
+				b.add(&p)
+			default:
+				break fill
+			}
+		}
+		if b.len() == 0 {
+			return
+		}
+		if err := s.putReports(wctx, b.puts()); err != nil {
+			s.log.Warn("record instance reports as the server stops; their agents report again to the replica they reach next", "reports", b.len(), "err", err)
+			return
+		}
+		s.lateApplied(wctx, b.reports)
+		b.reset()
 	}
 }
 

@@ -227,3 +227,29 @@ func TestInstances_OnlyAgentsReport(t *testing.T) {
 		t.Fatalf("instance records %v, want the agent's vm-1 only", got)
 	}
 }
+
+// Reports queued when the server stops are written before it does: each was answered 200, and
+// an agent is not asked again until its next change or long-poll, so the record stayed at what
+// it applied before (a rollout's gate waited on it). Before, the reporter returned at once.
+func TestReports_QueuedAtCloseAreWritten(t *testing.T) {
+	st := testutil.OpenStore(t, testutil.StoreConfig(t))
+	f := newFixtureOn(t, st)
+	f.s.reports.window = time.Minute // still queued when Close comes, whatever the machine
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	now := time.Now().UTC()
+	for i := range 300 { // more than one batch (reportBatch)
+		f.s.reports.note(&api.Instance{Appliance: "web", Instance: fmt.Sprintf("vm-%03d", i), Applied: 7, LastSeen: now}, nil, "")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := f.s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	kvs, _, err := st.SysList(ctx, instancePrefix+"web/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kvs) != 300 {
+		t.Fatalf("%d of 300 queued reports recorded after Close, want all", len(kvs))
+	}
+}
