@@ -38,6 +38,7 @@ type failure struct {
 	stage    string // api.StageRender, StageCheck, StageCommand, StageHealth
 	err      error
 	inPlace  bool // the new file stays (on_command_failure: keep, or a first install)
+	retry    bool // the install failed, not the render or the check: tried again on a timer
 }
 
 func (f failure) String() string { return f.err.Error() }
@@ -90,6 +91,7 @@ type member struct {
 	prev   *atomicfile.Previous // what the install replaced, once installed
 	err    error
 	stage  string
+	retry  bool // err is the install's, not the render's or the check's
 	// stamp is the destination holding r: stamped before Stage found it so, or right after
 	// the install (tmpl.disk). Zero: not known.
 	stamp atomicfile.Stamp
@@ -285,7 +287,7 @@ func (p *pass) unchanged(t *tmpl) {
 // fail records f for t.
 func (p *pass) fail(t *tmpl, f failure) {
 	p.a.failures++
-	t.err, t.stage, t.failedAt = f.err, f.stage, p.a.failures
+	t.err, t.stage, t.failedAt, t.retry = f.err, f.stage, p.a.failures, f.retry
 	if !f.inPlace {
 		t.inPlace = false
 	}
@@ -328,13 +330,13 @@ func (p *pass) stage(ctx context.Context, g *group) bool {
 		}
 		p.a.stageOne(ctx, m, p.data, &p.res)
 	}
-	ok := true
+	ok, retry := true, true
 	for _, m := range g.members {
 		if m.err != nil {
-			ok = false
+			ok, retry = false, retry && m.retry
 			p.a.metrics.renderFailures.Add(1)
 			p.a.log.Error("template not installed", "template", m.t.name(), "revision", p.v.Revision, "error", m.err.Error())
-			p.fail(m.t, failure{template: m.t.name(), stage: m.stage, err: m.err})
+			p.fail(m.t, failure{template: m.t.name(), stage: m.stage, err: m.err, retry: m.retry})
 		}
 	}
 	if ok {
@@ -351,7 +353,7 @@ func (p *pass) stage(ctx context.Context, g *group) bool {
 			m.staged.Discard()
 			m.staged = nil
 			err := fmt.Errorf("%s not installed: %s of its group (command %q) failed; old file kept", m.t.name(), strings.Join(bad, ", "), g.command)
-			p.fail(m.t, failure{template: m.t.name(), stage: api.StageRender, err: err})
+			p.fail(m.t, failure{template: m.t.name(), stage: api.StageRender, err: err, retry: retry})
 			p.a.log.Error("template not installed", "template", m.t.name(), "revision", p.v.Revision, "error", err.Error())
 		} else if m.err == nil {
 			p.inPlace(m) // its file holds its output already
@@ -391,11 +393,12 @@ func (p *pass) install(g *group) {
 			err = fmt.Errorf("install %s: %w", m.t.name(), err)
 			p.a.log.Error("template not installed", "template", m.t.name(), "revision", p.v.Revision, "error", err.Error())
 			p.a.metrics.renderFailures.Add(1)
-			p.fail(m.t, failure{template: m.t.name(), stage: api.StageRender, err: err})
+			p.fail(m.t, failure{template: m.t.name(), stage: api.StageRender, err: err, retry: true})
 			for _, o := range g.members[i+1:] {
 				if o.staged != nil {
 					o.staged.Discard()
-					p.fail(o.t, failure{template: o.t.name(), stage: api.StageRender, err: fmt.Errorf("%s not installed: the install of %s of its group failed", o.t.name(), m.t.name())})
+					p.fail(o.t, failure{template: o.t.name(), stage: api.StageRender, retry: true,
+						err: fmt.Errorf("%s not installed: the install of %s of its group failed", o.t.name(), m.t.name())})
 				}
 			}
 			for _, o := range slices.Backward(g.members[:i]) {
@@ -406,7 +409,7 @@ func (p *pass) install(g *group) {
 						msg += "; " + rerr.Error()
 					}
 					o.t.last = nil
-					p.fail(o.t, failure{template: o.t.name(), stage: api.StageRender, err: errors.New(msg)})
+					p.fail(o.t, failure{template: o.t.name(), stage: api.StageRender, err: errors.New(msg), retry: true})
 				}
 				o.prev = nil
 			}
@@ -441,6 +444,7 @@ func (p *pass) install(g *group) {
 func (p *pass) inPlace(m *member) {
 	t := m.t
 	t.last, t.lastData, t.inPlace, t.err, t.stage, t.failed, t.revision = m.r, p.data, true, nil, "", nil, p.v.Revision
+	t.retry = false
 	t.disk = m.stamp
 }
 
@@ -821,7 +825,7 @@ func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data, re
 	// loaded) nor outside allowed_dirs.
 	opts.Allowed = t.allowed
 	if err := ensureDir(filepath.Dir(t.cfg.Destination)); err != nil {
-		m.err, m.stage = fmt.Errorf("install %s: %w", t.name(), err), api.StageRender
+		m.err, m.stage, m.retry = fmt.Errorf("install %s: %w", t.name(), err), api.StageRender, true
 		return
 	}
 	// Stamped before Stage compares it: when Stage finds it holding r, a change since the
@@ -835,7 +839,7 @@ func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data, re
 			m.err, m.stage = fmt.Errorf("check of %s failed, old file kept: %w", t.name(), ce.Err), api.StageCheck
 			return
 		}
-		m.err, m.stage = fmt.Errorf("install %s: %w", t.name(), err), api.StageRender
+		m.err, m.stage, m.retry = fmt.Errorf("install %s: %w", t.name(), err), api.StageRender, true
 		return
 	}
 	m.staged = s

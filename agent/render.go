@@ -29,6 +29,9 @@ type tmpl struct {
 	err      error             // the last failure, if any
 	revision int64             // revision the destination was last confirmed at
 	stage    string            // where err happened: api.StageRender, StageCheck, StageCommand, StageHealth
+	// retry says that err is the file system's refusal of a rendered file (a full disk): the
+	// loop tries the install again after a pause (loop.retryInstalls).
+	retry bool
 	// failed remembers the inputs whose reload failed: they are not tried again until the
 	// group's inputs change, its source is edited or the config is reloaded.
 	failed *reloadFailure

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,6 +32,10 @@ const (
 	// dirSyncDelay bounds how long the fsync of the directories of installed files (and with
 	// it the record of what is applied) waits, so that a burst of changes pays one.
 	dirSyncDelay = 20 * time.Millisecond
+	// installRetryMin and installRetryMax bound the pause before an install that the file
+	// system refused (a full disk) is tried again; it doubles while the installs keep failing.
+	installRetryMin = time.Second
+	installRetryMax = time.Minute
 )
 
 // fetched is a view the poller got from the server.
@@ -112,6 +117,10 @@ type loop struct {
 	syncing *dirBatch
 	synced  chan *dirBatch
 	syncDue bool
+
+	// retryTimer tries again the installs that failed (tmpl.retry) after retryWait.
+	retryTimer *time.Timer
+	retryWait  time.Duration
 }
 
 // dirBatch is the directories of the installs of one or more passes, fsynced beside the loop,
@@ -143,6 +152,7 @@ const (
 	evReload                        // SIGHUP
 	evDirSync                       // dirSyncDelay passed since a deferred directory fsync
 	evDirsSynced                    // the batch syncing has its directories fsynced
+	evRetry                         // retryWait passed since a pass whose installs failed
 )
 
 // step moves the loop's state for one event: every transition of Run is here.
@@ -197,6 +207,9 @@ func (l *loop) step(ev event) {
 		l.startSync()
 	case evDirsSynced:
 		l.doneSync(ev.batch)
+	case evRetry:
+		l.retryTimer = nil
+		l.retryInstalls()
 	}
 }
 
@@ -228,6 +241,8 @@ func (l *loop) wait() event {
 		return event{kind: evDirSync}
 	case b := <-l.synced:
 		return event{kind: evDirsSynced, batch: b}
+	case <-timerC(l.retryTimer):
+		return event{kind: evRetry}
 	}
 }
 
@@ -278,6 +293,7 @@ func (l *loop) close() {
 	stopTimer(l.quiet)
 	stopTimer(l.deadline)
 	stopTimer(l.fsTimer)
+	stopTimer(l.retryTimer)
 	if l.watcher != nil {
 		l.watcher.Close()
 	}
@@ -395,6 +411,7 @@ func (l *loop) pass(v *view, sel []*tmpl, force bool) {
 		l.reporter.put(a.client, a.cfg.Appliance, rep)
 	})
 	l.next = &k
+	l.armRetry()
 	if !a.reportsTaken.Load() || !a.dirSyncs.Pending() && l.syncing == nil {
 		// A server that takes no reports, told by the long-polls, which are not to wait for
 		// the fsync; or nothing to wait for (or a command made them durable already).
@@ -406,6 +423,46 @@ func (l *loop) pass(v *view, sel []*tmpl, force bool) {
 	}
 	// Else the batch syncing is older than this pass: its end records this pass's outcome
 	// (doneSync) after its own.
+}
+
+// armRetry arms retryTimer when an install failed (tmpl.retry), the pause doubling from
+// installRetryMin to installRetryMax while they keep failing, and forgets the pause when none
+// did. A render error or a failed check is not tried again on a timer: it depends on the view
+// or the config, and their changes render it again.
+func (l *loop) armRetry() {
+	if !slices.ContainsFunc(l.a.tmpls, func(t *tmpl) bool { return t.retry }) {
+		stopTimer(l.retryTimer)
+		l.retryTimer, l.retryWait = nil, 0
+		return
+	}
+	if l.retryTimer == nil {
+		l.retryWait = min(max(2*l.retryWait, installRetryMin), installRetryMax)
+		l.retryTimer = time.NewTimer(l.retryWait)
+	}
+}
+
+// retryInstalls renders again from the current view the templates whose install failed, with
+// the others of their groups (a group is installed whole); what is in place stays, and the
+// group's command runs when a file is installed.
+func (l *loop) retryInstalls() {
+	cmds := map[string]bool{}
+	for _, t := range l.a.tmpls {
+		if t.retry && t.cfg.Command != "" {
+			cmds[t.cfg.Command] = true
+		}
+	}
+	var sel []*tmpl
+	for _, t := range l.a.tmpls {
+		if t.retry || cmds[t.cfg.Command] {
+			sel = append(sel, t)
+		}
+	}
+	if len(sel) == 0 || l.cur == nil {
+		return
+	}
+	l.a.log.Info("trying again the installs that failed", "templates", len(sel), "after", l.retryWait.String())
+	l.pass(l.cur, sel, false)
+	l.ackPoller()
 }
 
 // applied is what is applied once the pending outcomes are recorded.
