@@ -1324,36 +1324,45 @@ func lookupID(s string, group bool) (int, error) {
 }
 
 // readTokenFile reads a token file, refusing one that group or others may read, or that
-// another user than root or the agent's owns.
+// another user than root or the agent's owns. Links on the way are followed only when root or
+// the agent's user owns them, and the file is opened once (a link at its name not followed)
+// and judged by what was opened, not by name: what is checked is what is read.
 func readTokenFile(path string) (string, error) {
-	fi, err := os.Stat(path)
+	real, err := atomicfile.EvalLinks(path)
 	if err != nil {
 		return "", fmt.Errorf("token_file: %w", err)
 	}
-	if !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("token_file %s is not a regular file", path)
-	}
 	if !unixModes {
-		if who, err := othersMay(path, readRights); err != nil || who != "" {
+		if who, err := othersMay(real, readRights); err != nil || who != "" {
 			if err != nil {
 				return "", fmt.Errorf("token_file: %w", err)
 			}
 			return "", fmt.Errorf("token_file %s may be read by %s: only SYSTEM and Administrators may; keep it in a directory the agent made (its cache_dir) or remove that entry of its ACL (icacls)", path, who)
 		}
 	}
-	if unixModes && fi.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("token_file %s has mode %04o: group and others must not have access; run: chmod 600 %s", path, fi.Mode().Perm(), path)
-	}
-	if uid, _, ok := atomicfile.Owner(fi); ok && uid != 0 && uid != os.Geteuid() {
-		return "", fmt.Errorf("token_file %s is owned by uid %d, neither root nor the agent's user (uid %d): its owner can read the token, which reads the appliance's view (secrets too), and put another in its place; run chown root %s",
-			path, uid, os.Geteuid(), path)
-	}
-	if fi.Size() > maxTokenBytes {
-		return "", fmt.Errorf("token_file %s is %d bytes, over %d (4 KiB), the limit of a token file: a token file holds one token", path, fi.Size(), maxTokenBytes)
-	}
-	b, err := atomicfile.ReadInput(path, maxTokenBytes)
-	if err != nil {
+	var judged error // what the check below found wrong with the file opened
+	b, _, err := atomicfile.ReadRegular(nil, real, maxTokenBytes+1, func(fi fs.FileInfo) error {
+		switch uid, _, ok := atomicfile.Owner(fi); {
+		case unixModes && fi.Mode().Perm()&0o077 != 0:
+			judged = fmt.Errorf("token_file %s has mode %04o: group and others must not have access; run: chmod 600 %s", path, fi.Mode().Perm(), path)
+		case ok && uid != 0 && uid != os.Geteuid():
+			judged = fmt.Errorf("token_file %s is owned by uid %d, neither root nor the agent's user (uid %d): its owner can read the token, which reads the appliance's view (secrets too), and put another in its place; run chown root %s",
+				path, uid, os.Geteuid(), path)
+		case fi.Size() > maxTokenBytes:
+			judged = fmt.Errorf("token_file %s is %d bytes, over %d (4 KiB), the limit of a token file: a token file holds one token", path, fi.Size(), maxTokenBytes)
+		}
+		return judged
+	})
+	switch nr := (*atomicfile.NotRegularError)(nil); {
+	case judged != nil:
+		return "", judged
+	case errors.As(err, &nr):
+		return "", fmt.Errorf("token_file %s is not a regular file", path)
+	case err != nil:
 		return "", fmt.Errorf("token_file: %w", err)
+	}
+	if len(b) > maxTokenBytes {
+		return "", fmt.Errorf("token_file %s is over %d bytes (4 KiB), the limit of a token file: a token file holds one token", path, maxTokenBytes)
 	}
 	// A byte order mark (Notepad writes one) is no part of the token; UTF-16 (PowerShell 5's
 	// > writes it) is read as the text it is.
