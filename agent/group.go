@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
@@ -390,7 +391,7 @@ func (p *pass) install(g *group) {
 			err = nil
 		}
 		if err != nil {
-			err = fmt.Errorf("install %s: %w", m.t.name(), err)
+			err = installError(m.t.name(), err)
 			p.a.log.Error("template not installed", "template", m.t.name(), "revision", p.v.Revision, "error", err.Error())
 			p.a.metrics.renderFailures.Add(1)
 			p.fail(m.t, failure{template: m.t.name(), stage: api.StageRender, err: err, retry: true})
@@ -744,7 +745,11 @@ func outputTail(out string) string {
 		return ""
 	}
 	if len(out) > keep {
-		out = "…" + out[len(out)-keep:]
+		i := len(out) - keep
+		for i < len(out) && !utf8.RuneStart(out[i]) {
+			i++ // not inside a character
+		}
+		out = "…" + out[i:]
 	}
 	return ": " + printable(out)
 }
@@ -839,10 +844,19 @@ func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data, re
 			m.err, m.stage = fmt.Errorf("check of %s failed, old file kept: %w", t.name(), ce.Err), api.StageCheck
 			return
 		}
-		m.err, m.stage, m.retry = fmt.Errorf("install %s: %w", t.name(), err), api.StageRender, true
+		m.err, m.stage, m.retry = installError(t.name(), err), api.StageRender, true
 		return
 	}
 	m.staged = s
+}
+
+// installError is err of the install of name's file, saying "install name" once: Stage's
+// error says it already when the directory could not be opened.
+func installError(name string, err error) error {
+	if strings.HasPrefix(err.Error(), "install "+name+": ") {
+		return err
+	}
+	return fmt.Errorf("install %s: %w", name, err)
 }
 
 // logPass logs a summary of a pass when something happened.
