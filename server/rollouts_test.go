@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/rollout"
 )
 
 // fleetTokens are the instance tokens of the fleets enrollFleet enrolled, by instance name.
@@ -439,6 +440,63 @@ func TestRollout_GateReadsSpacedBySize(t *testing.T) {
 	for i := 1; i < len(reads); i++ {
 		if gap := reads[i].Sub(reads[i-1]); gap < 2*rolloutTick {
 			t.Errorf("the gate read 1001 records again after %s (reads at %v)", gap, reads)
+		}
+	}
+}
+
+// The gates of many running rollouts (a shared rollout group over a fleet of appliances) share
+// one budget of reads: each appliance's records, and its rollout's record, are read every few
+// ticks, not each of them every tick while the cohorts apply or bake.
+func TestRollout_GatesShareOneReadBudget(t *testing.T) {
+	const apps = 20 // their gates cost 20 × gateCost(1): a read every third tick
+	var mu sync.Mutex
+	reads := map[string][]time.Time{}
+	note := func(what, name string) {
+		if strings.HasPrefix(name, "gate-") {
+			mu.Lock()
+			reads[what+" "+name] = append(reads[what+" "+name], time.Now())
+			mu.Unlock()
+		}
+	}
+	readReports, readRecord := readGateReports, readStepRecord
+	readGateReports = func(s *Server, ctx context.Context, name string) (map[string]api.Instance, int64, error) {
+		note("reports", name)
+		return readReports(s, ctx, name)
+	}
+	readStepRecord = func(s *Server, ctx context.Context, name string) (rollout.Record, int64, error) {
+		note("record", name)
+		return readRecord(s, ctx, name)
+	}
+	t.Cleanup(func() { readGateReports, readStepRecord = readReports, readRecord })
+	f := newFixture(t)
+	for i := range apps {
+		name := fmt.Sprintf("gate-%d", i)
+		f.put("appliances/"+name+"/port", "80")
+		var tok api.TokenCreated
+		f.must(f.do("POST", "/v1/tokens", `{"name":"`+name+`-agent","appliance":"`+name+`"}`, "Content-Type", "application/json"), 201, &tok)
+		f.enroll(tok.Token, name, "vm-0")
+	}
+	time.Sleep(10 * time.Millisecond)
+	for i := range apps {
+		f.must(f.do("PUT", fmt.Sprintf("/v1/kv/appliances/gate-%d/port?canary=100%%25&bake=1h", i), "8080"), http.StatusAccepted, nil)
+	}
+	waitFor(t, "four reads of every gate", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for i := range apps {
+			if len(reads[fmt.Sprintf("reports gate-%d", i)]) < 4 {
+				return false
+			}
+		}
+		return true
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for what, at := range reads {
+		for i := 1; i < len(at); i++ {
+			if gap := at[i].Sub(at[i-1]); gap < 2*rolloutTick {
+				t.Errorf("%s read again after %s, with %d rollouts running", what, gap, apps)
+			}
 		}
 	}
 }

@@ -259,6 +259,19 @@ func sharedRolloutRelease(group string, recs map[string]*rollout.Record, c *roll
 		Kind: api.KindRollout, Rollout: group, Changes: []api.ReleaseChange{ch}}
 }
 
+// groupReady reports whether every running rollout of group that this replica knows of has
+// passed its last step.
+func (rs *rolloutSet) groupReady(group string) bool {
+	rs.mu.RLock()
+	defer rs.mu.RUnlock()
+	for _, r := range rs.m {
+		if r.Group == group && r.Running() && !r.Ready {
+			return false
+		}
+	}
+	return true
+}
+
 // groupRecords reads the rollout records of shared rollout group group from the store, by
 // appliance, with the mod_revision each was read at.
 func (s *Server) groupRecords(ctx context.Context, group string) (map[string]rollout.Record, map[string]int64, error) {
@@ -379,14 +392,9 @@ func (s *Server) groupStepDone(ctx context.Context, name string, rec rollout.Rec
 		s.log.Info("shared rollout ready", "appliance", name, "rollout", rec.ID, "group", rec.Group)
 	}
 	// What this replica knows first: the store is read only once the others look ready.
-	s.rollouts.mu.RLock()
-	for _, r := range s.rollouts.m {
-		if r.Group == rec.Group && r.Running() && !r.Ready {
-			s.rollouts.mu.RUnlock()
-			return nil
-		}
+	if !s.rollouts.groupReady(rec.Group) {
+		return nil
 	}
-	s.rollouts.mu.RUnlock()
 	recs, revs, err := s.groupRecords(ctx, rec.Group)
 	if err != nil {
 		return err
