@@ -39,8 +39,16 @@ type reporter struct {
 	mu      sync.Mutex
 	written map[string]reported
 	swept   time.Time
-	ch      chan pendingReport
 	window  time.Duration // reportWindow; tests make it longer
+
+	// pending holds the reports queued for writing, the latest of each instance (by record
+	// key, appliance/instance), and order their keys as they were first queued: the writer
+	// takes them oldest first. A report of an instance already queued takes its place, so a
+	// flood of reports of a few instances (or a fleet reporting together) waits as one report
+	// per instance: none crowds out another's. wake tells the writer that there are some.
+	pending map[string]pendingReport
+	order   []string
+	wake    chan struct{}
 
 	// max caps the records per token. owner (appliance/instance → token) and held (records
 	// per token) are what this replica knows of the records: read from the store by each
@@ -75,7 +83,7 @@ type pendingReport struct {
 }
 
 func newReporter(max int) *reporter {
-	return &reporter{written: map[string]reported{}, ch: make(chan pendingReport, 1024), window: reportWindow,
+	return &reporter{written: map[string]reported{}, window: reportWindow, pending: map[string]pendingReport{}, wake: make(chan struct{}, 1),
 		max: max, owner: map[string]string{}, held: map[string]int{}}
 }
 
@@ -103,17 +111,66 @@ func (r *reporter) note(in *api.Instance, by *principal, candidate string) bool 
 	return true
 }
 
-// queueLocked queues in, made by by, for writing, unless the queue is full (the next request
-// reports again); r.mu must be held.
+// maxPendingReports bounds the instances whose reports wait to be written (about 300 bytes
+// each): past it a report of one more instance is not queued (the next request reports again).
+// Each token's instance records are capped (--max-instances), so only many tokens reach it.
+const maxPendingReports = 1 << 17
+
+// queueLocked queues in, made by by, for writing, in the place of a report of the same
+// instance still queued; r.mu must be held.
+//
+// Before, reports waited in a channel of 1024: a fleet of 12,000 agents reporting a shared/
+// change together filled it within a second, and the rest were dropped, though POST …/report
+// answered 200 (agents following a stream report only then: 411 of 2,000 were recorded), and
+// one token's flood of reports could keep every other agent's out.
 //
 //go:noinline
 func (r *reporter) queueLocked(key string, in *api.Instance, by *principal, candidate string) {
-	select {
-	case r.ch <- pendingReport{in: *in, by: by, candidate: candidate}:
-		r.written[key] = reported{applied: in.Applied, rollout: in.Rollout, at: in.LastSeen, token: in.Token, by: by}
-		r.ownLocked(key, in.Token)
-	default: // full: the next request reports again
+	p := pendingReport{in: *in, by: by, candidate: candidate}
+	if old, ok := r.pending[key]; ok {
+		if candidate == "" {
+			p.candidate = old.candidate // the candidate was applied, whatever came next
+		}
+	} else {
+		if len(r.pending) >= maxPendingReports {
+			return // the next request reports again
+		}
+		r.order = append(r.order, key)
 	}
+	r.pending[key] = p
+	r.written[key] = reported{applied: in.Applied, rollout: in.Rollout, at: in.LastSeen, token: in.Token, by: by}
+	r.ownLocked(key, in.Token)
+	select {
+	case r.wake <- struct{}{}:
+	default: // the writer was told already
+	}
+}
+
+// take moves up to reportBatch queued reports, the oldest first, into b (reset first), and
+// says how many.
+func (r *reporter) take(b *reportBatcher) int {
+	b.reset()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := min(len(r.order), reportBatch)
+	for _, key := range r.order[:n] {
+		p := r.pending[key]
+		b.add(&p)
+		delete(r.pending, key)
+	}
+	clear(r.order[:n])
+	r.order = r.order[n:]
+	if len(r.order) == 0 {
+		r.order = r.order[:0:0] // let a burst's array go
+	}
+	return n
+}
+
+// queued says how many reports wait to be written.
+func (r *reporter) queued() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.order)
 }
 
 // sweepLocked forgets what was written over an hour before now; r.mu must be held.
@@ -253,7 +310,8 @@ const reportBatch = 256
 const reportWindow = 100 * time.Millisecond
 
 // runReporter writes queued reports until ctx ends: those that arrive within reportWindow of the
-// first (up to reportBatch) go into one transaction, the latest report of an instance winning.
+// first go into one transaction (up to reportBatch; more wait for the next), the latest report
+// of an instance winning.
 func (s *Server) runReporter(ctx context.Context) {
 	s.wg.Add(1)
 	go func() {
@@ -262,78 +320,64 @@ func (s *Server) runReporter(ctx context.Context) {
 	}()
 	var b reportBatcher
 	for {
-		var p pendingReport
 		select {
 		case <-ctx.Done():
-			b.reset()
 			s.flushReports(ctx, &b)
 			return
-		case p = <-s.reports.ch:
+		case <-s.reports.wake:
 		}
-		b.reset()
-		b.add(&p)
-		window := time.NewTimer(s.reports.window)
-	more:
-		for b.len() < reportBatch {
+		if s.reports.queued() < reportBatch {
+			window := time.NewTimer(s.reports.window)
 			select {
-			case p = <-s.reports.ch:
-				b.add(&p)
 			case <-window.C:
-				break more
 			case <-ctx.Done():
 				window.Stop()
 				s.flushReports(ctx, &b)
 				return
 			}
 		}
-		window.Stop()
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := s.putReports(wctx, b.puts())
-		if err == nil {
-			s.lateApplied(wctx, b.reports)
+		for ctx.Err() == nil && s.reports.take(&b) > 0 {
+			s.writeReports(ctx, &b)
 		}
-		if err != nil && ctx.Err() == nil {
-			s.log.Warn("record instance reports", "reports", b.len(), "err", err)
-			s.reports.mu.Lock()
-			for i := range b.reports {
-				in := &b.reports[i].in
-				delete(s.reports.written, in.Appliance+"/"+in.Instance) // the next request reports again
-			}
-			s.reports.mu.Unlock()
+	}
+}
+
+// writeReports writes the batch b; when that fails, its instances report again with their next
+// request.
+func (s *Server) writeReports(ctx context.Context, b *reportBatcher) {
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err := s.putReports(wctx, b.puts())
+	if err == nil {
+		s.lateApplied(wctx, b.reports)
+	}
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("record instance reports", "reports", b.len(), "err", err)
+		s.reports.mu.Lock()
+		for i := range b.reports {
+			in := &b.reports[i].in
+			delete(s.reports.written, in.Appliance+"/"+in.Instance) // the next request reports again
 		}
-		cancel()
+		s.reports.mu.Unlock()
 	}
 }
 
 // reportFlushWait bounds the writes of the reports queued when the server stops.
 const reportFlushWait = 2 * time.Second
 
-// flushReports writes, as the server stops (ctx ended), b's reports and those still queued, in
-// batches: each was answered 200, and an agent reports again only with its next request, so
+// flushReports writes, as the server stops (ctx ended), the reports still queued, in batches
+// (through b): each was answered 200, and an agent reports again only with its next request, so
 // its record would stay at what it applied before (and a rollout's gate wait for it) until
 // then. It gives up after reportFlushWait (a store that is away).
 func (s *Server) flushReports(ctx context.Context, b *reportBatcher) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reportFlushWait)
 	defer cancel()
-	for {
-	fill:
-		for b.len() < reportBatch {
-			select {
-			case p := <-s.reports.ch:
-				b.add(&p)
-			default:
-				break fill
-			}
-		}
-		if b.len() == 0 {
-			return
-		}
+	for s.reports.take(b) > 0 {
 		if err := s.putReports(wctx, b.puts()); err != nil {
 			s.log.Warn("record instance reports as the server stops; their agents report again to the replica they reach next", "reports", b.len(), "err", err)
 			return
 		}
 		s.lateApplied(wctx, b.reports)
-		b.reset()
 	}
 }
 
