@@ -237,6 +237,9 @@ type authState struct {
 	mu     sync.RWMutex
 	byHash map[string]*tokenRecord
 	byName map[string]*tokenRecord
+	// children counts the records of byName by Parent (instance tokens by the agent token that
+	// enrolled them), so that an enrollment's cap is checked without a walk over every token.
+	children map[string]int
 	// revoked holds the revision at which this replica revoked a token: a record read before
 	// it (a watch event's reload that raced the revocation) must not bring the token back.
 	revoked map[string]int64
@@ -254,6 +257,7 @@ func newAuthState(cfg Config) *authState {
 	return &authState{
 		byHash:   map[string]*tokenRecord{},
 		byName:   map[string]*tokenRecord{},
+		children: map[string]int{},
 		revoked:  map[string]int64{},
 		gone:     map[string]string{},
 		lastUsed: map[string]time.Time{},
@@ -379,6 +383,7 @@ func (a *authState) set(rec *tokenRecord, rev int64) (replaced bool) {
 			return false
 		}
 		delete(a.byHash, old.Hash)
+		a.countChildLocked(old, -1)
 		replaced = old.Hash != rec.Hash
 		if replaced {
 			a.forgetLocked(old)
@@ -387,6 +392,7 @@ func (a *authState) set(rec *tokenRecord, rev int64) (replaced bool) {
 	delete(a.gone, rec.Hash)
 	a.byName[rec.Name] = rec
 	a.byHash[rec.Hash] = rec
+	a.countChildLocked(rec, 1)
 	return replaced
 }
 
@@ -404,8 +410,19 @@ func (a *authState) remove(name string, rev int64) bool {
 	}
 	delete(a.byName, name)
 	delete(a.byHash, old.Hash)
+	a.countChildLocked(old, -1)
 	a.forgetLocked(old)
 	return true
+}
+
+// countChildLocked adds d to the count of rec's parent's instance tokens; a.mu is held.
+func (a *authState) countChildLocked(rec *tokenRecord, d int) {
+	if rec.Parent == "" {
+		return
+	}
+	if a.children[rec.Parent] += d; a.children[rec.Parent] <= 0 {
+		delete(a.children, rec.Parent)
+	}
 }
 
 // forgetStore forgets every token, revocation and revoked secret this replica knew of a store
@@ -418,6 +435,7 @@ func (a *authState) forgetStore() map[string]*tokenRecord {
 	defer a.mu.Unlock()
 	old := a.byName
 	a.byName, a.byHash = map[string]*tokenRecord{}, map[string]*tokenRecord{}
+	clear(a.children)
 	clear(a.revoked)
 	clear(a.gone)
 	return old
@@ -480,8 +498,10 @@ func (a *authState) replace(recs []*tokenRecord, rev int64) (gone []string) {
 	}
 	a.byName = next
 	a.byHash = map[string]*tokenRecord{}
+	clear(a.children)
 	for _, r := range next {
 		a.byHash[r.Hash] = r
+		a.countChildLocked(r, 1)
 	}
 	return gone
 }
