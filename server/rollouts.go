@@ -378,26 +378,44 @@ func (s *Server) instanceReports(ctx context.Context, name string) (map[string]a
 	if err != nil {
 		return nil, 0, err
 	}
-	out := map[string]api.Instance{}
-	errs := map[string]api.Instance{}
+	out := instancesOf(m)[name]
+	if out == nil {
+		out = map[string]api.Instance{}
+	}
+	return out, rev, nil
+}
+
+// instancesOf sorts the instance records and failure reports of m (system keys under
+// instancePrefix and reportErrorPrefix, of one appliance or all) by appliance and instance, each
+// record with its last reported failure.
+func instancesOf(m map[string][]byte) map[string]map[string]api.Instance {
+	out := map[string]map[string]api.Instance{}
+	errs := map[[2]string]api.Instance{}
 	for k, v := range m {
 		var in api.Instance
 		if json.Unmarshal(v, &in) != nil {
 			continue
 		}
-		if n, ok := strings.CutPrefix(k, instancePrefix+name+"/"); ok {
-			out[n] = in
-		} else if n, ok := strings.CutPrefix(k, reportErrorPrefix+name+"/"); ok {
-			errs[n] = in
+		if rest, ok := strings.CutPrefix(k, instancePrefix); ok {
+			if app, n, ok := strings.Cut(rest, "/"); ok {
+				if out[app] == nil {
+					out[app] = map[string]api.Instance{}
+				}
+				out[app][n] = in
+			}
+		} else if rest, ok := strings.CutPrefix(k, reportErrorPrefix); ok {
+			if app, n, ok := strings.Cut(rest, "/"); ok {
+				errs[[2]string{app, n}] = in
+			}
 		}
 	}
-	for n, e := range errs {
-		if in, ok := out[n]; ok && (e.Token == in.Token || !in.Enrolled) {
+	for k, e := range errs {
+		if in, ok := out[k[0]][k[1]]; ok && (e.Token == in.Token || !in.Enrolled) {
 			in.Error, in.ErrorRevision, in.ErrorStage, in.ErrorRollout = e.Error, e.ErrorRevision, e.ErrorStage, e.ErrorRollout
-			out[n] = in
+			out[k[0]][k[1]] = in
 		}
 	}
-	return out, rev, nil
+	return out
 }
 
 var errRolloutNotRunning = errors.New("no rollout runs")

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
@@ -130,6 +131,16 @@ func (s *Server) uiAppliances(w http.ResponseWriter, r *http.Request, c *uiCtx) 
 	}
 	var latest map[string]int64
 	var sharedKVs []api.KV
+	var fleets []string // the appliances whose instances the token may list
+	for _, n := range names {
+		if c.p.mayRead(api.ApplianceRoot(n)) == nil {
+			fleets = append(fleets, n)
+		}
+	}
+	instances, err := s.uiInstances(ctx, fleets)
+	if err != nil {
+		return err
+	}
 	var rows []uiSummary
 	for _, n := range names {
 		row := uiSummary{Name: n}
@@ -151,15 +162,7 @@ func (s *Server) uiAppliances(w http.ResponseWriter, r *http.Request, c *uiCtx) 
 				}
 			}
 			last := max(latest[n], latest[""], maxMod(own), maxMod(sharedKVs))
-			rec, err := s.uiCall(r, s.handleInstances, http.MethodGet, map[string]string{"name": n}, nil, nil, nil, "")
-			if err != nil {
-				return err
-			}
-			var ins api.Instances
-			if err := json.Unmarshal(rec.body.Bytes(), &ins); err != nil {
-				return fmt.Errorf("instances of %s: %w", n, err)
-			}
-			row.VMs, row.Current, row.Failing = fleet(ins.Instances, last)
+			row.VMs, row.Current, row.Failing = fleet(instances[n], last)
 			if ro := s.rollouts.get(n); ro != nil {
 				row.Rollout = ro.State
 			}
@@ -170,6 +173,37 @@ func (s *Server) uiAppliances(w http.ResponseWriter, r *http.Request, c *uiCtx) 
 		Appliances []uiSummary
 		More       int
 	}{rows, more}))
+}
+
+// uiAppliancesPerRead is how many appliances' instance records one read of the appliances
+// page asks for (two ranges each: an external etcd takes 128 operations a transaction).
+const uiAppliancesPerRead = 50
+
+// uiInstances reads the instance records of the appliances names, with their last failures,
+// as the instances API lists them (expired records left out): a few appliances per etcd
+// request. Each appliance through the API's handler (its JSON written and read back) made the
+// page of a fleet of 10,000 VMs over 200 appliances 418 etcd requests and 61 MB.
+func (s *Server) uiInstances(ctx context.Context, names []string) (map[string][]api.Instance, error) {
+	out := map[string][]api.Instance{}
+	now := time.Now()
+	for chunk := range slices.Chunk(names, uiAppliancesPerRead) {
+		var prefixes []string
+		for _, n := range chunk {
+			prefixes = append(prefixes, instancePrefix+n+"/", reportErrorPrefix+n+"/")
+		}
+		m, _, err := s.st.SysList(ctx, prefixes...)
+		if err != nil {
+			return nil, err
+		}
+		for app, ins := range instancesOf(m) {
+			for _, in := range ins {
+				if now.Sub(in.LastSeen) <= instanceExpiry {
+					out[app] = append(out[app], in)
+				}
+			}
+		}
+	}
+	return out, nil
 }
 
 // uiOK answers a page with 200.
