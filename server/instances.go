@@ -46,7 +46,7 @@ type reporter struct {
 	// takes them oldest first. A report of an instance already queued takes its place, so a
 	// flood of reports of a few instances (or a fleet reporting together) waits as one report
 	// per instance: none crowds out another's. wake tells the writer that there are some.
-	pending map[string]pendingReport
+	pending map[string]*pendingReport
 	order   []string
 	wake    chan struct{}
 
@@ -83,7 +83,7 @@ type pendingReport struct {
 }
 
 func newReporter(max int) *reporter {
-	return &reporter{written: map[string]reported{}, window: reportWindow, pending: map[string]pendingReport{}, wake: make(chan struct{}, 1),
+	return &reporter{written: map[string]reported{}, window: reportWindow, pending: map[string]*pendingReport{}, wake: make(chan struct{}, 1),
 		max: max, owner: map[string]string{}, held: map[string]int{}}
 }
 
@@ -126,18 +126,21 @@ const maxPendingReports = 1 << 17
 //
 //go:noinline
 func (r *reporter) queueLocked(key string, in *api.Instance, by *principal, candidate string) {
-	p := pendingReport{in: *in, by: by, candidate: candidate}
-	if old, ok := r.pending[key]; ok {
+	// Kept by pointer and filled in place: a long-poll that carries a report calls this before
+	// it waits, and a pendingReport on its stack (two, with the one it replaces) grew every
+	// waiting long-poll's stack (TestLongPoll_StackStaysSmall).
+	if old := r.pending[key]; old != nil {
 		if candidate == "" {
-			p.candidate = old.candidate // the candidate was applied, whatever came next
+			candidate = old.candidate // the candidate was applied, whatever came next
 		}
+		old.in, old.by, old.candidate = *in, by, candidate
 	} else {
 		if len(r.pending) >= maxPendingReports {
 			return // the next request reports again
 		}
 		r.order = append(r.order, key)
+		r.pending[key] = &pendingReport{in: *in, by: by, candidate: candidate}
 	}
-	r.pending[key] = p
 	r.written[key] = reported{applied: in.Applied, rollout: in.Rollout, at: in.LastSeen, token: in.Token, by: by}
 	r.ownLocked(key, in.Token)
 	select {
@@ -154,8 +157,7 @@ func (r *reporter) take(b *reportBatcher) int {
 	defer r.mu.Unlock()
 	n := min(len(r.order), reportBatch)
 	for _, key := range r.order[:n] {
-		p := r.pending[key]
-		b.add(&p)
+		b.add(r.pending[key])
 		delete(r.pending, key)
 	}
 	clear(r.order[:n])
