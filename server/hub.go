@@ -847,7 +847,7 @@ func (h *hub) admitLocked(w *waiter, app string) error {
 		tokens++
 	}
 	fair := h.maxWaiters / tokens
-	if held >= fair {
+	if held >= max(fair, 1) {
 		return errTooManyWaiters(h.maxWaiters, w.token, held, fair)
 	}
 	var most map[*waiter]struct{}
@@ -855,6 +855,14 @@ func (h *hub) admitLocked(w *waiter, app string) error {
 		if len(ws) > len(most) {
 			most = ws
 		}
+	}
+	if fair == 0 && len(most) <= 1 {
+		// More tokens wait than there are places (an instance token per VM), each holding
+		// one: none gives way (the one refused would take another's place in turn).
+		e := api.Errorf(api.CodeTooManyWaiters, "too many open long-polls on this replica (limit %d, --max-long-polls): every place is held by a token of its own (%d tokens wait); retry later (a long-poll whose view changed is answered at once all the same); add replicas or raise --max-long-polls",
+			h.maxWaiters, len(h.byToken))
+		e.RetryAfter = 1 + rand.IntN(5)
+		return e
 	}
 	for v := range most {
 		h.wakeLocked(v, wakeReplaced, false)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -261,5 +262,34 @@ func TestHub_RevokedBeforeRegisterIsRefused(t *testing.T) {
 	h.revoke("other")
 	if wk, err = h.wait(ctx, "web", rev, "agent", "vm-1", since, 10*time.Millisecond); err != nil || wk.kind != wakeTimeout {
 		t.Fatalf("long-poll after another token's revocation: %+v, %v; want it to wait", wk, err)
+	}
+}
+
+// A fleet of more instance tokens than places (each holds one long-poll) is refused with what
+// to do about it, not with a fair share of 0: before, "token … holds 0, at least its fair share
+// of 0". A refused agent's view is answered at once when it changed, as before the cap.
+func TestLongPoll_MoreTokensThanPlaces(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MaxWaiters = 2 })
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	web := f.view("web")
+	var polls []*poll
+	for i := range 2 {
+		a := f.as(f.newToken(api.TokenRequest{Name: fmt.Sprintf("vm-%d", i), Appliance: "web"}))
+		polls = append(polls, a.startPoll(lp("web", web.Revision, "30s")))
+	}
+	f.waitOpen(2)
+	third := f.as(f.newToken(api.TokenRequest{Name: "vm-2", Appliance: "web"}))
+	r := third.doToken(third.token, "GET", lp("web", web.Revision, "30s"), "")
+	f.mustErr(r, 503, api.CodeTooManyWaiters, "every place is held by a token of its own (2 tokens wait)", "add replicas or raise --max-long-polls")
+	if strings.Contains(r.errMessage(), "fair share of 0") {
+		t.Errorf("refusal: %s", r.errMessage())
+	}
+	mustRetryAfter(t, r)
+	rev := f.put("appliances/web/a", "2")
+	for _, p := range polls {
+		f.must(p.wait(t), 200, nil)
+	}
+	if r := third.doToken(third.token, "GET", lp("web", web.Revision, "30s"), ""); r.StatusCode != 200 || r.index() < rev {
+		t.Fatalf("the refused agent's next long-poll after a change: %d (index %d), want 200 at %d or later", r.StatusCode, r.index(), rev)
 	}
 }
