@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"strings"
 	"sync"
@@ -163,17 +164,22 @@ type Store struct {
 	// it asks: "read" after the read, "checked" once keep found it not so any more.
 	applyHook func(stage string)
 
-	local   *inProcess // the embedded etcd's in-process client (nil with an external etcd)
-	batch   *batcher   // commit's transactions, in batches (see batch.go)
-	trees   treeLocks  // writes to one appliance with a schema, one at a time (see lockTrees)
-	cfg     Config
-	log     *slog.Logger
-	cli     *clientv3.Client
-	embed   *EmbeddedEtcd
-	root    string // <root>
-	kvRoot  string // <root>kv/
-	sysRoot string // <root>sys/
-	reqRoot string // <root>req/: write markers (see commit)
+	local *inProcess // the embedded etcd's in-process client (nil with an external etcd)
+	// remoteKV calls an external etcd's KV service on cli's connection (its interceptors,
+	// credentials and stats handler), with remoteOpts, the call options client/v3 gives its
+	// calls: commit's transactions are sent as built (see sendTxn).
+	remoteKV   pb.KVClient
+	remoteOpts []grpc.CallOption
+	batch      *batcher  // commit's transactions, in batches (see batch.go)
+	trees      treeLocks // writes to one appliance with a schema, one at a time (see lockTrees)
+	cfg        Config
+	log        *slog.Logger
+	cli        *clientv3.Client
+	embed      *EmbeddedEtcd
+	root       string // <root>
+	kvRoot     string // <root>kv/
+	sysRoot    string // <root>sys/
+	reqRoot    string // <root>req/: write markers (see commit)
 	// etcdMaxRequestBytes and etcdMaxTxnOps are the embedded etcd's limits; 0 when external.
 	etcdMaxRequestBytes int
 	// copyLimitBytes, when > 0, overrides copyLimit (tests).
@@ -326,6 +332,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s.cli = cli
 	if s.embed != nil {
 		s.local = newInProcess(s.embed)
+	} else {
+		s.remoteKV = pb.NewKVClient(cli.ActiveConnection())
+		s.remoteOpts = []grpc.CallOption{grpc.WaitForReady(true), grpc.MaxCallSendMsgSize(maxSend(s.etcdMaxRequestBytes)), grpc.MaxCallRecvMsgSize(math.MaxInt32)}
 	}
 	s.batch = newBatcher(s.sendTxn, s.etcdMaxRequestBytes)
 
