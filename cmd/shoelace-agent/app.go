@@ -298,6 +298,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	for _, c := range app.Commands {
 		c.OnUsageError = app.OnUsageError // urfave/cli does not pass the app's down
+		// urfave/cli gives every command a "help" (and "h") subcommand: on a command without
+		// subcommands it took an argument so named ("convert-confd help" for ./help).
+		c.HideHelpCommand = len(c.Subcommands) == 0
 		if c.ArgsUsage == "" {
 			c.Action = noArgs(c.Name, c.Action)
 		}

@@ -296,3 +296,23 @@ func TestE2E_ConfdQuickStartAdvanced(t *testing.T) {
 		t.Errorf("myapp.conf changed: %q", got)
 	}
 }
+
+// A confd directory named "help" (or "h") converts like any other: urfave/cli's help subcommand,
+// which it gives every command, took the word, and "convert-confd help" printed convert-confd's
+// help (exit 0) instead of converting ./help. --help still shows the help.
+func TestConvertConfd_DirectoryNamedHelp(t *testing.T) {
+	dir := t.TempDir()
+	testbin.WriteFiles(t, filepath.Join(dir, "help"), map[string]string{
+		"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"" + dir + "/a.conf\"\nkeys = [\"/a\"]\n",
+		"templates/a.tmpl": "{{ getv \"/a\" }}\n",
+	})
+	t.Chdir(dir)
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"shoelace-agent", "convert-confd", "help"}, &stdout, &stderr); err != nil || !strings.Contains(stdout.String(), "destination: "+dir+"/a.conf") {
+		t.Fatalf("convert-confd help: %v\nstdout: %s\nstderr: %s", err, stdout.String(), stderr.String())
+	}
+	stdout.Reset()
+	if err := run(context.Background(), []string{"shoelace-agent", "convert-confd", "--help"}, &stdout, &stderr); err != nil || !strings.Contains(stdout.String(), "convert-confd") || strings.Contains(stdout.String(), "destination:") {
+		t.Fatalf("convert-confd --help: %v\n%s", err, stdout.String())
+	}
+}
