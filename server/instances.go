@@ -339,14 +339,14 @@ func (s *Server) runReporter(ctx context.Context) {
 			}
 		}
 		for ctx.Err() == nil && s.reports.take(&b) > 0 {
-			s.writeReports(ctx, &b)
+			_ = s.writeReports(ctx, &b) // logged; its instances report again
 		}
 	}
 }
 
 // writeReports writes the batch b; when that fails, its instances report again with their next
-// request.
-func (s *Server) writeReports(ctx context.Context, b *reportBatcher) {
+// request, and the error is returned.
+func (s *Server) writeReports(ctx context.Context, b *reportBatcher) error {
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	err := s.putReports(wctx, b.puts())
@@ -362,6 +362,7 @@ func (s *Server) writeReports(ctx context.Context, b *reportBatcher) {
 		}
 		s.reports.mu.Unlock()
 	}
+	return err
 }
 
 // reportFlushWait bounds the writes of the reports queued when the server stops.
@@ -375,11 +376,9 @@ func (s *Server) flushReports(ctx context.Context, b *reportBatcher) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reportFlushWait)
 	defer cancel()
 	for s.reports.take(b) > 0 {
-		if err := s.putReports(wctx, b.puts()); err != nil {
-			s.log.Warn("record instance reports as the server stops; their agents report again to the replica they reach next", "reports", b.len(), "err", err)
-			return
+		if s.writeReports(wctx, b) != nil {
+			return // logged; their agents report again to the replica they reach next
 		}
-		s.lateApplied(wctx, b.reports)
 	}
 }
 
