@@ -13,11 +13,14 @@ const (
 	// persistMax bounds how long a snapshot waits during a steady stream of changes: the
 	// cache lags the installed files by at most this much.
 	persistMax = 500 * time.Millisecond
-	// persistRetryMin and persistRetryMax bound the pause before a write that failed (a full
-	// disk, a read-only file system) is tried again; it doubles while the writes keep failing.
-	persistRetryMin = time.Second
-	persistRetryMax = time.Minute
 )
+
+// retryPause is the pause before a write to disk that failed (a full disk, a read-only file
+// system: the cache and status files, an install) is tried again, after a pause of prev (0:
+// the first try failed): 1 s, doubling while the writes keep failing, at most a minute.
+func retryPause(prev time.Duration) time.Duration {
+	return min(max(2*prev, time.Second), time.Minute)
+}
 
 // persister writes the cache and the status file off the render path: the loop hands it the
 // latest snapshot and goes on. Snapshots are written once puts pause for persistQuiet (at the
@@ -134,7 +137,7 @@ func (p *persister) flush() {
 	}
 	// Not written: tried again after a pause (unless a newer snapshot comes first), so that the
 	// cache does not keep an older view until the next change once the disk has room again.
-	p.retry = min(max(2*p.retry, persistRetryMin), persistRetryMax)
+	p.retry = retryPause(p.retry)
 	if !p.closed {
 		time.AfterFunc(p.retry, p.poke)
 	}

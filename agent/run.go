@@ -32,10 +32,6 @@ const (
 	// dirSyncDelay bounds how long the fsync of the directories of installed files (and with
 	// it the record of what is applied) waits, so that a burst of changes pays one.
 	dirSyncDelay = 20 * time.Millisecond
-	// installRetryMin and installRetryMax bound the pause before an install that the file
-	// system refused (a full disk) is tried again; it doubles while the installs keep failing.
-	installRetryMin = time.Second
-	installRetryMax = time.Minute
 )
 
 // fetched is a view the poller got from the server.
@@ -425,10 +421,10 @@ func (l *loop) pass(v *view, sel []*tmpl, force bool) {
 	// (doneSync) after its own.
 }
 
-// armRetry arms retryTimer when an install failed (tmpl.retry), the pause doubling from
-// installRetryMin to installRetryMax while they keep failing, and forgets the pause when none
-// did. A render error or a failed check is not tried again on a timer: it depends on the view
-// or the config, and their changes render it again.
+// armRetry arms retryTimer when an install failed (tmpl.retry), after retryPause of the
+// last pause, and forgets the pause when none did. A render error or a failed check is not
+// tried again on a timer: it depends on the view or the config, and their changes render it
+// again.
 func (l *loop) armRetry() {
 	if !slices.ContainsFunc(l.a.tmpls, func(t *tmpl) bool { return t.retry }) {
 		stopTimer(l.retryTimer)
@@ -436,7 +432,7 @@ func (l *loop) armRetry() {
 		return
 	}
 	if l.retryTimer == nil {
-		l.retryWait = min(max(2*l.retryWait, installRetryMin), installRetryMax)
+		l.retryWait = retryPause(l.retryWait)
 		l.retryTimer = time.NewTimer(l.retryWait)
 	}
 }
