@@ -43,6 +43,12 @@ const reportErrorPrefix = "instance-errors/"
 type rolloutSet struct {
 	mu sync.RWMutex
 	m  map[string]*rollout.Record // by appliance
+	// at is the revision of the record m holds of each appliance (or of its deletion), and
+	// floor that of the last load: a record written here is set once its write returns, which
+	// can be after the watch brought a later one (another write, here or elsewhere); it must
+	// not take that one's place.
+	at    map[string]int64
+	floor int64
 	// baked is, on the elected replica, when each running rollout's cohort was first seen
 	// all applied (by rollout id); a new leader lets the cohort bake again.
 	baked map[string]time.Time
@@ -151,13 +157,18 @@ func (rs *rolloutSet) running() []string {
 	return out
 }
 
-// set records appliance name's rollout record as of a watch event or a load (nil: none).
-func (rs *rolloutSet) set(name string, rec *rollout.Record) {
+// set records appliance name's rollout record as written at revision rev, by a watch event or
+// a write of this replica (nil: none), unless a later one is known.
+func (rs *rolloutSet) set(name string, rec *rollout.Record, rev int64) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
-	if rs.m == nil {
-		rs.m = map[string]*rollout.Record{}
+	if rev < rs.floor || rev < rs.at[name] {
+		return
 	}
+	if rs.m == nil {
+		rs.m, rs.at = map[string]*rollout.Record{}, map[string]int64{}
+	}
+	rs.at[name] = rev
 	if rec == nil {
 		delete(rs.m, name)
 		return
@@ -165,8 +176,18 @@ func (rs *rolloutSet) set(name string, rec *rollout.Record) {
 	rs.m[name] = rec
 }
 
-// load replaces what is known with the records of m (system keys under rollout.Prefix).
-func (s *Server) loadRollouts(m map[string][]byte) {
+// replace makes recs, read at revision rev, all that is known, and returns what was.
+func (rs *rolloutSet) replace(recs map[string]*rollout.Record, rev int64) map[string]*rollout.Record {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	old := rs.m
+	rs.m, rs.at, rs.floor = recs, map[string]int64{}, rev
+	return old
+}
+
+// load replaces what is known with the records of m (system keys under rollout.Prefix), read
+// at revision rev.
+func (s *Server) loadRollouts(m map[string][]byte, rev int64) {
 	recs := map[string]*rollout.Record{}
 	for k, v := range m {
 		name, ok := strings.CutPrefix(k, rollout.Prefix)
@@ -180,10 +201,7 @@ func (s *Server) loadRollouts(m map[string][]byte) {
 		}
 		recs[name] = &rec
 	}
-	s.rollouts.mu.Lock()
-	old := s.rollouts.m
-	s.rollouts.m = recs
-	s.rollouts.mu.Unlock()
+	old := s.rollouts.replace(recs, rev)
 	for name := range recs {
 		if !sameRollout(old[name], recs[name]) {
 			s.hub.touch(name, s.hub.current())
@@ -199,14 +217,14 @@ func sameRollout(a, b *rollout.Record) bool {
 // appliance's long-polls: the cohort's view changed (the record is known before they wake).
 func (s *Server) rolloutChanged(name string, c store.SysChange, rev int64) {
 	if c.Deleted {
-		s.rollouts.set(name, nil)
+		s.rollouts.set(name, nil, rev)
 	} else {
 		var rec rollout.Record
 		if err := json.Unmarshal(c.Value, &rec); err != nil {
 			s.log.Warn("unreadable rollout record", "appliance", name, "err", err)
 			return
 		}
-		s.rollouts.set(name, &rec)
+		s.rollouts.set(name, &rec, rev)
 	}
 	s.hub.touch(name, rev)
 }
@@ -333,7 +351,7 @@ func (s *Server) startRollout(ctx context.Context, w http.ResponseWriter, r *htt
 	if err != nil {
 		return err
 	}
-	s.rollouts.set(name, &rec)
+	s.rollouts.set(name, &rec, rev)
 	if edit != nil {
 		if own, err := s.ownTree(ctx, name); err != nil {
 			s.log.Warn("rollout: could not read the tree as the rollout started", "appliance", name, "err", err)
@@ -465,7 +483,7 @@ func (s *Server) endRollout(ctx context.Context, name, id, state, reason, instan
 		if err != nil {
 			return api.RolloutStatus{}, err
 		}
-		s.rollouts.set(name, &rec)
+		s.rollouts.set(name, &rec, nrev)
 		s.log.Warn("rollout ended", "appliance", name, "rollout", rec.ID, "state", state, "reason", reason)
 		s.countLate(ctx, name, rec.ID, nil)
 		return rec.Status(nil, nrev, time.Time{}), nil
@@ -498,7 +516,7 @@ func (s *Server) countLate(ctx context.Context, name, id string, reports map[str
 			return
 		}
 		out, _ := json.Marshal(rec)
-		_, err = s.st.UpdateRollout(ctx, name, out, rev, false)
+		nrev, err := s.st.UpdateRollout(ctx, name, out, rev, false)
 		if errors.Is(err, api.ErrConflict) {
 			continue
 		}
@@ -506,7 +524,7 @@ func (s *Server) countLate(ctx context.Context, name, id string, reports map[str
 			s.log.Warn("rollout ended: instances that applied it meanwhile not counted", "appliance", name, "rollout", id, "error", err.Error())
 			return
 		}
-		s.rollouts.set(name, &rec)
+		s.rollouts.set(name, &rec, nrev)
 		s.log.Info("rollout ended: instances counted that applied it meanwhile", "appliance", name, "rollout", id, "applied_by", len(rec.AppliedBy))
 		return
 	}
@@ -650,10 +668,11 @@ func (s *Server) stepRollout(ctx context.Context, name string) error {
 		rec.Step++
 		rec.StepStarted, rec.Promote = now, false
 		out, _ := json.Marshal(rec)
-		if _, err := s.st.UpdateRollout(ctx, name, out, rev, true); err != nil {
+		nrev, err := s.st.UpdateRollout(ctx, name, out, rev, true)
+		if err != nil {
 			return err
 		}
-		s.rollouts.set(name, &rec)
+		s.rollouts.set(name, &rec, nrev)
 		s.log.Info("rollout advanced", "appliance", name, "rollout", rec.ID, "step", rec.Step, "cohort", rec.Steps[rec.Step], "of", len(rec.Instances))
 		return nil
 	}
@@ -697,7 +716,7 @@ func (s *Server) promote(ctx context.Context, name string, rec rollout.Record, r
 		return fmt.Errorf("promote rollout %s: %w", rec.ID, err)
 	}
 	s.kickPruner()
-	s.rollouts.set(name, &rec)
+	s.rollouts.set(name, &rec, lrev)
 	s.auditLog.Info("audit", "audit", true, "token", rec.Token, "remote", "rollout "+rec.ID, "op", "rollout-promote", "keys", []string{api.ApplianceRoot(name)}, "revision", lrev)
 	s.log.Info("rollout promoted", "appliance", name, "rollout", rec.ID, "revision", lrev)
 	return nil
@@ -820,7 +839,7 @@ func (s *Server) handlePostRollout(w http.ResponseWriter, r *http.Request) error
 			if err != nil {
 				return err
 			}
-			s.rollouts.set(name, &rec)
+			s.rollouts.set(name, &rec, nrev)
 			s.audit(r, "rollout-promote", []string{api.ApplianceRoot(name)}, nrev)
 			return writeJSON(w, http.StatusOK, nrev, s.actionAnswer(ctx, name, shownStatus(rec.Status(nil, nrev, time.Time{}), rec.Cause, principalOf(r)), principalOf(r)))
 		}

@@ -119,10 +119,15 @@ func TestRollout_StepsThenPromotes(t *testing.T) {
 		st = rolloutStatus(t, f)
 		for _, n := range st.Cohort {
 			if !done[n] {
-				v := viewOf(t, f, n)
-				if v.Rollout != st.ID && st.State == api.RolloutRunning {
-					t.Fatalf("%s in the cohort without the candidate: %+v", n, v)
-				}
+				// The status reads the record from etcd; the views are served from what the
+				// replica holds of it, which the step's write (or the watch) sets a moment
+				// later. The cohort's views change then, and the rollout cannot move on
+				// without their reports.
+				var v api.View
+				waitFor(t, n+" in the cohort to get the candidate", func() bool {
+					v = viewOf(t, f, n)
+					return v.Rollout == st.ID || st.State != api.RolloutRunning
+				})
 				report(t, f, n, v, "")
 				done[n] = true
 			}

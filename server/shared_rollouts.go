@@ -148,7 +148,7 @@ func (s *Server) startSharedRollout(ctx context.Context, w http.ResponseWriter, 
 	}
 	apps := slices.Sorted(maps.Keys(recs))
 	for _, n := range apps {
-		s.rollouts.set(n, recs[n])
+		s.rollouts.set(n, recs[n], rev)
 	}
 	for _, n := range apps {
 		if err := s.catchUpCandidate(ctx, n, recs[n]); err != nil {
@@ -209,14 +209,14 @@ func (s *Server) setCandidate(ctx context.Context, name, id string, cand map[str
 		}
 		cur.Candidate = cand
 		data, _ := json.Marshal(cur)
-		_, err = s.st.UpdateRollout(ctx, name, data, rev, true)
+		nrev, err := s.st.UpdateRollout(ctx, name, data, rev, true)
 		if errors.Is(err, api.ErrConflict) && try < 5 {
 			continue
 		}
 		if err != nil {
 			return err
 		}
-		s.rollouts.set(name, &cur)
+		s.rollouts.set(name, &cur, nrev)
 		return nil
 	}
 }
@@ -364,7 +364,7 @@ func (s *Server) endGroup(ctx context.Context, group, first, state, reason, inst
 			return api.RolloutStatus{}, err
 		}
 		for name, rec := range ended {
-			s.rollouts.set(name, rec)
+			s.rollouts.set(name, rec, nrev)
 		}
 		s.log.Warn("shared rollout group ended", "group", group, "state", state, "reason", reason)
 		for name, rec := range ended {
@@ -385,10 +385,11 @@ func (s *Server) groupStepDone(ctx context.Context, name string, rec rollout.Rec
 	if !rec.Ready {
 		rec.Ready, rec.Promote = true, false
 		out, _ := json.Marshal(rec)
-		if _, err := s.st.UpdateRollout(ctx, name, out, rev, true); err != nil {
+		nrev, err := s.st.UpdateRollout(ctx, name, out, rev, true)
+		if err != nil {
 			return err
 		}
-		s.rollouts.set(name, &rec)
+		s.rollouts.set(name, &rec, nrev)
 		s.log.Info("shared rollout ready", "appliance", name, "rollout", rec.ID, "group", rec.Group)
 	}
 	// What this replica knows first: the store is read only once the others look ready.
@@ -456,7 +457,7 @@ func (s *Server) promoteGroup(ctx context.Context, group string, recs map[string
 	}
 	s.kickPruner()
 	for name, rec := range final {
-		s.rollouts.set(name, &rec)
+		s.rollouts.set(name, &rec, lrev)
 	}
 	s.auditLog.Info("audit", "audit", true, "token", first.Token, "remote", "rollout group "+group, "op", "rollout-promote", "keys", lockedKeys(change), "revision", lrev)
 	s.log.Info("shared rollout group promoted", "group", group, "revision", lrev)

@@ -64,7 +64,7 @@ func (s *Server) loadSysOnce(ctx context.Context) error {
 		s.sys.rev = rev
 		s.loadTokens(m, rev)
 		s.setMaintenance(string(m[maintenanceKey]) == "on")
-		s.loadRollouts(m)
+		s.loadRollouts(m, rev)
 		s.sys.mu.Unlock()
 		return nil
 	}
