@@ -11,6 +11,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/pkg/v3/traceutil"
 	"go.etcd.io/etcd/server/v3/storage/mvcc"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
 )
 
 // compactedProbeFresh is how long an answer that a revision is kept holds for it and every later
@@ -19,12 +21,33 @@ const compactedProbeFresh = 100 * time.Millisecond
 
 // compactedCache is what Compacted learnt of etcd's compaction, which only moves forward: every
 // revision below below is compacted; from kept on none was, at keptAt (unix nanoseconds). Read
-// without a lock (see Compacted); mu orders the probes' updates and guards flight.
+// without a lock (see Compacted); mu orders the probes' updates.
 type compactedCache struct {
 	below, kept, keptAt atomic.Int64
 	mu                  sync.Mutex
-	flight              chan struct{} // closed when the probe under way ends; nil: none
-	probes              atomic.Int64  // etcd asked, all told (for tests)
+	flight              atomic.Pointer[compactedProbe] // the probe under way; nil: none
+	probes              atomic.Int64                   // etcd asked, all told (for tests)
+}
+
+// compactedProbe is one question to etcd, of revision rev, and its answer once done is closed.
+type compactedProbe struct {
+	rev       int64
+	done      chan struct{}
+	compacted bool
+	err       error
+}
+
+// answers reports whether p's answer (p done) answers the question of rev: compacted when rev is
+// no later than a revision found compacted, kept when no earlier than one found kept.
+func (p *compactedProbe) answers(rev int64) (ok, compacted bool, err error) {
+	switch {
+	case p.err != nil:
+		return true, false, p.err
+	case p.compacted:
+		return rev <= p.rev, true, nil
+	default:
+		return rev >= p.rev, false, nil
+	}
 }
 
 // known answers from what the cache holds, when it can.
@@ -44,67 +67,67 @@ func (c *compactedCache) known(rev int64) (known, compacted bool) {
 // calls goes deep — a contended lock or a call to etcd would grow it to 8 KiB for as long as the
 // long-poll waits, 40 MB for 10,000 (measured: 19.5 → 25–35 KiB per waiter). So answers are
 // reused, read from atomics: a revision found compacted, for good; one found kept (and every
-// later one), for compactedProbeFresh. Otherwise the question goes to a goroutine of its own,
-// where one probe at a time asks etcd (in process of an embedded etcd, by a serializable read at
-// rev of an external one) and the others wait for its answer: 10,000 long-polls arriving
-// together ask once. A revision a lagging member has not reached yet is not compacted.
+// later one), for compactedProbeFresh. Otherwise one probe at a time, on a goroutine of its own,
+// asks etcd (in process of an embedded etcd, by a serializable read at rev of an external one),
+// and the questions that arrive meanwhile wait for its answer where they are: 10,000 long-polls
+// arriving together ask once and start one goroutine between them. A revision a lagging member
+// has not reached yet is not compacted.
+//
+// Before, each question the cache could not answer started a goroutine to wait on; a probe that
+// took longer than compactedProbeFresh (an external etcd busy with writes) answered only the
+// question that started it, and the others asked again one by one: 10,000 long-polls opening
+// while 10,000 first reports were written left 10,000 goroutines' descriptors and stacks behind
+// (the runtime keeps them for reuse), 1–1.5 KiB per waiter.
 func (s *Store) Compacted(ctx context.Context, rev int64) (bool, error) {
 	return s.CompactedWithin(ctx, rev, 0)
 }
 
-// CompactedWithin is Compacted asking etcd for at most d (0: the store's request timeout); an
-// error says that it could not tell in time. The bound is set on Compacted's own goroutine, where
-// it costs the caller's stack nothing.
+// CompactedWithin is Compacted waiting for at most d (0: the store's request timeout); an error
+// says that it could not tell in time.
 func (s *Store) CompactedWithin(ctx context.Context, rev int64, d time.Duration) (bool, error) {
 	if known, compacted := s.compacted.known(rev); known {
 		return compacted, nil
 	}
-	type answer struct {
-		compacted bool
-		err       error
+	if d <= 0 {
+		d = s.cfg.RequestTimeout
 	}
-	ch := make(chan answer, 1)
-	go func() {
-		if d > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, d)
-			defer cancel()
-		}
-		compacted, err := s.compactedSlow(ctx, rev)
-		ch <- answer{compacted, err}
-	}()
-	a := <-ch
-	return a.compacted, a.err
-}
-
-// compactedSlow is Compacted when the cache cannot answer: it joins the probe under way, and
-// probes itself when that one's answer does not cover rev.
-func (s *Store) compactedSlow(ctx context.Context, rev int64) (bool, error) {
+	timeout := time.NewTimer(d)
+	defer timeout.Stop()
 	c := &s.compacted
 	for {
+		p := c.flight.Load()
+		if p == nil {
+			p = &compactedProbe{rev: rev, done: make(chan struct{})}
+			if !c.flight.CompareAndSwap(nil, p) {
+				continue
+			}
+			go s.runCompactedProbe(p, d)
+		}
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-timeout.C:
+			return false, api.Errorf(api.CodeUnavailable, "read at a revision: etcd did not answer within %v", d)
+		}
+		if ok, compacted, err := p.answers(rev); ok {
+			return compacted, err
+		}
 		if known, compacted := c.known(rev); known {
 			return compacted, nil
 		}
-		c.mu.Lock()
-		if f := c.flight; f != nil {
-			c.mu.Unlock()
-			select {
-			case <-f:
-				continue
-			case <-ctx.Done():
-				return false, ctx.Err()
-			}
-		}
-		f := make(chan struct{})
-		c.flight = f
-		c.mu.Unlock()
-		compacted, err := s.probeCompacted(ctx, rev)
-		c.mu.Lock()
-		c.flight = nil
-		c.mu.Unlock()
-		close(f)
-		return compacted, err
+		// That probe asked of another revision: ask of this one.
 	}
+}
+
+// runCompactedProbe asks etcd p's question for at most d, while the store is open, then lets the
+// questions waiting for it go.
+func (s *Store) runCompactedProbe(p *compactedProbe, d time.Duration) {
+	ctx, cancel := context.WithTimeout(s.ctx, d)
+	defer cancel()
+	p.compacted, p.err = s.probeCompacted(ctx, p.rev)
+	s.compacted.flight.CompareAndSwap(p, nil) // before done: a question woken asks anew
+	close(p.done)
 }
 
 // probeCompacted asks etcd whether rev is compacted and records the answer (see Compacted).

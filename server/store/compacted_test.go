@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"runtime/metrics"
 	"sync"
 	"testing"
 	"time"
@@ -24,7 +25,8 @@ func TestCompacted(t *testing.T) {
 	if c, err := s.Compacted(ctx, old); err != nil || c {
 		t.Fatalf("before a compaction: compacted %v, %v", c, err)
 	}
-	before := store.CompactedProbes(s)
+	time.Sleep(150 * time.Millisecond) // the answer above is no longer reused: the 500 ask
+	before, created := store.CompactedProbes(s), goroutinesCreated()
 	var wg sync.WaitGroup
 	for range 500 {
 		wg.Add(1)
@@ -38,6 +40,11 @@ func TestCompacted(t *testing.T) {
 	wg.Wait()
 	if n := store.CompactedProbes(s) - before; n > 3 {
 		t.Errorf("500 questions together asked etcd %d times", n)
+	}
+	// Each question waits where it is asked: only the probes start goroutines (before, each
+	// question did, and the runtime keeps every goroutine's descriptor and stack for reuse).
+	if n := goroutinesCreated() - created - 500; n > 20 {
+		t.Errorf("500 questions together started %d goroutines besides their own", n)
 	}
 	if err := s.Compact(ctx, last); err != nil {
 		t.Fatal(err)
@@ -59,4 +66,11 @@ func TestCompacted(t *testing.T) {
 	if c, err := s.Compacted(ctx, last); err != nil || c {
 		t.Fatalf("the compaction's own revision: compacted %v, %v", c, err)
 	}
+}
+
+// goroutinesCreated is how many goroutines the process has started.
+func goroutinesCreated() int64 {
+	m := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+	metrics.Read(m)
+	return int64(m[0].Value.Uint64())
 }
