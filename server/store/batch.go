@@ -3,12 +3,14 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -63,18 +65,24 @@ type txnSpec struct {
 	cmps      []clientv3.Cmp
 	nested    []*txnSpec
 	then, els []clientv3.Op
+	// raw are the last ops of Then, built as etcd takes them (see SysPutEach).
+	raw []*pb.RequestOp
 }
 
 // thenOps is t's Then as client/v3's ops.
 func (t *txnSpec) thenOps() []clientv3.Op {
-	if len(t.nested) == 0 {
+	if len(t.nested) == 0 && len(t.raw) == 0 {
 		return t.then
 	}
-	ops := make([]clientv3.Op, 0, len(t.nested)+len(t.then))
+	ops := make([]clientv3.Op, 0, len(t.nested)+len(t.then)+len(t.raw))
 	for _, n := range t.nested {
 		ops = append(ops, clientv3.OpTxn(n.cmps, n.thenOps(), n.els))
 	}
-	return append(ops, t.then...)
+	ops = append(ops, t.then...)
+	for _, r := range t.raw {
+		ops = append(ops, clientOp(r))
+	}
+	return ops
 }
 
 // batchWrite is one write waiting in a batcher.
@@ -528,7 +536,30 @@ func footprint(w *batchWrite, t *txnSpec) int {
 	for _, n := range t.nested {
 		size += footprint(w, n) + 16
 	}
-	return size + opsFootprint(w, t.then) + opsFootprint(w, t.els)
+	return size + opsFootprint(w, t.then) + opsFootprint(w, t.els) + rawFootprint(w, t.raw)
+}
+
+// rawFootprint is opsFootprint of ops built as etcd takes them.
+func rawFootprint(w *batchWrite, ops []*pb.RequestOp) int {
+	size := 0
+	for _, op := range ops {
+		switch r := op.Request.(type) {
+		case *pb.RequestOp_RequestPut:
+			k := string(r.RequestPut.Key)
+			w.writes = append(w.writes, span{key: k})
+			size += len(k) + len(r.RequestPut.Value) + 16
+		case *pb.RequestOp_RequestTxn:
+			t := r.RequestTxn
+			for _, c := range t.Compare {
+				w.reads = append(w.reads, span{string(c.Key), string(c.RangeEnd)})
+				size += len(c.Key) + len(c.RangeEnd) + len(c.GetValue()) + 16
+			}
+			size += rawFootprint(w, t.Success) + rawFootprint(w, t.Failure) + 16
+		default:
+			panic(fmt.Sprintf("rawFootprint: %T", r))
+		}
+	}
+	return size
 }
 
 func opsFootprint(w *batchWrite, ops []clientv3.Op) int {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"time"
 
@@ -94,7 +95,7 @@ func txnRequest(c []clientv3.Cmp, t, e []clientv3.Op) (*pb.TxnRequest, bool) {
 // specRequest is the etcd request of t (see txnRequest), its nested transactions first in Then.
 func specRequest(t *txnSpec) (*pb.TxnRequest, bool) {
 	c, n := t.cmps, len(t.nested)
-	r := &pb.TxnRequest{Compare: make([]*pb.Compare, len(c)), Success: make([]*pb.RequestOp, n+len(t.then)), Failure: make([]*pb.RequestOp, len(t.els))}
+	r := &pb.TxnRequest{Compare: make([]*pb.Compare, len(c)), Success: make([]*pb.RequestOp, n+len(t.then), n+len(t.then)+len(t.raw)), Failure: make([]*pb.RequestOp, len(t.els))}
 	for i := range c {
 		r.Compare[i] = c[i].GetCompare()
 	}
@@ -117,7 +118,41 @@ func specRequest(t *txnSpec) (*pb.TxnRequest, bool) {
 			ops.to[i] = ro
 		}
 	}
+	r.Success = append(r.Success, t.raw...)
 	return r, true
+}
+
+// clientOp is op, built as etcd takes it, as a client/v3 op (for a transaction specRequest
+// cannot build): a put, or a transaction of compares of a key's version or value and puts, as
+// SysPutEach builds them.
+func clientOp(op *pb.RequestOp) clientv3.Op {
+	switch r := op.Request.(type) {
+	case *pb.RequestOp_RequestPut:
+		return clientv3.OpPut(string(r.RequestPut.Key), string(r.RequestPut.Value))
+	case *pb.RequestOp_RequestTxn:
+		t := r.RequestTxn
+		cmps := make([]clientv3.Cmp, len(t.Compare))
+		for i, c := range t.Compare {
+			result := map[pb.Compare_CompareResult]string{pb.Compare_EQUAL: "=", pb.Compare_NOT_EQUAL: "!=", pb.Compare_GREATER: ">", pb.Compare_LESS: "<"}[c.Result]
+			switch c.Target {
+			case pb.Compare_VERSION:
+				cmps[i] = compare(clientv3.Version(string(c.Key)), result, c.GetVersion())
+			case pb.Compare_VALUE:
+				cmps[i] = compare(clientv3.Value(string(c.Key)), result, string(c.GetValue()))
+			default:
+				panic(fmt.Sprintf("clientOp: compare of %v", c.Target))
+			}
+		}
+		then, els := make([]clientv3.Op, len(t.Success)), make([]clientv3.Op, len(t.Failure))
+		for i, o := range t.Success {
+			then[i] = clientOp(o)
+		}
+		for i, o := range t.Failure {
+			els[i] = clientOp(o)
+		}
+		return clientv3.OpTxn(cmps, then, els)
+	}
+	panic(fmt.Sprintf("clientOp: %T", op.Request))
 }
 
 // putFields are the indexes of the fields of clientv3.Op that a put request needs and that Op

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
@@ -248,36 +249,91 @@ type SysPutIf struct {
 }
 
 // SysPutEach writes each of puts, in one transaction, where its own guard holds; the others are
-// left out without failing the rest. Keys must be distinct.
+// left out without failing the rest. Keys must be distinct. A put's Value (and Is) is sent as it
+// is, not copied: the caller leaves it alone until SysPutEach returns.
+//
+// The ops are built as etcd takes them, each kind in one array for the whole transaction: made
+// as client/v3 ops and converted, a batch of agents' reports (10,000 arrive together when a
+// fleet's agents start) made 2.9 KB of garbage per report, as much again as the report.
 func (s *Store) SysPutEach(ctx context.Context, puts []SysPutIf) (int64, error) {
 	if len(puts) > s.MaxTxnOps()-2 {
 		return 0, api.Errorf(api.CodeTooLarge, "%d guarded system keys in one transaction, over the limit of %d", len(puts), s.MaxTxnOps()-2)
 	}
-	ops := make([]clientv3.Op, 0, len(puts))
+	guarded := 0
 	for _, p := range puts {
 		if err := sysKey(p.Key); err != nil {
 			return 0, err
 		}
-		put := clientv3.OpPut(s.sysRoot+p.Key, string(p.Value))
-		if p.Guard == "" {
-			ops = append(ops, put)
-			continue
+		if p.Guard != "" {
+			if err := sysKey(p.Guard); err != nil {
+				return 0, err
+			}
+			guarded++
 		}
-		if err := sysKey(p.Guard); err != nil {
-			return 0, err
-		}
-		cmp := compare(clientv3.Version(s.sysRoot+p.Guard), "=", 0)
-		switch {
-		case p.Is != nil:
-			cmp = compare(clientv3.Value(s.sysRoot+p.Guard), "=", string(p.Is))
-		case p.Exists:
-			cmp = compare(clientv3.Version(s.sysRoot+p.Guard), ">", 0)
-		}
-		ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{cmp}, []clientv3.Op{put}, nil))
 	}
-	w, err := s.commit(ctx, "write system keys", nil, plainTxn(nil, ops, nil))
+	w, err := s.commitRaw(ctx, "write system keys", nil, plainTxn(nil, nil, nil), s.sysPutOps(puts, guarded))
 	if err != nil {
 		return 0, err
 	}
 	return w.rev, nil
+}
+
+// sysPutOps are SysPutEach's ops for puts, guarded of which have a guard.
+func (s *Store) sysPutOps(puts []SysPutIf, guarded int) []*pb.RequestOp {
+	var (
+		ops      = make([]*pb.RequestOp, len(puts))
+		putOps   = make([]pb.RequestOp, len(puts))
+		putReqs  = make([]pb.PutRequest, len(puts))
+		putsOf   = make([]pb.RequestOp_RequestPut, len(puts))
+		txnOps   = make([]pb.RequestOp, guarded)
+		txnReqs  = make([]pb.TxnRequest, guarded)
+		txnsOf   = make([]pb.RequestOp_RequestTxn, guarded)
+		cmps     = make([]pb.Compare, guarded)
+		cmpPtrs  = make([]*pb.Compare, guarded)
+		thenPtrs = make([]*pb.RequestOp, guarded)
+		keys     = make([]byte, 0, sysKeysLen(s.sysRoot, puts))
+		g        = 0
+	)
+	key := func(k string) []byte {
+		keys = append(append(keys, s.sysRoot...), k...)
+		return keys[len(keys)-len(s.sysRoot)-len(k) : len(keys) : len(keys)]
+	}
+	for i, p := range puts {
+		putReqs[i].Key, putReqs[i].Value = key(p.Key), p.Value
+		putsOf[i].RequestPut = &putReqs[i]
+		putOps[i].Request = &putsOf[i]
+		ops[i] = &putOps[i]
+		if p.Guard == "" {
+			continue
+		}
+		c := &cmps[g]
+		c.Key, c.Target, c.Result = key(p.Guard), pb.Compare_VERSION, pb.Compare_EQUAL
+		switch {
+		case p.Is != nil:
+			c.Target, c.TargetUnion = pb.Compare_VALUE, &pb.Compare_Value{Value: p.Is}
+		case p.Exists:
+			c.Result, c.TargetUnion = pb.Compare_GREATER, &pb.Compare_Version{Version: 0}
+		default:
+			c.TargetUnion = &pb.Compare_Version{Version: 0}
+		}
+		cmpPtrs[g], thenPtrs[g] = c, ops[i]
+		txnReqs[g].Compare, txnReqs[g].Success = cmpPtrs[g:g+1:g+1], thenPtrs[g:g+1:g+1]
+		txnsOf[g].RequestTxn = &txnReqs[g]
+		txnOps[g].Request = &txnsOf[g]
+		ops[i] = &txnOps[g]
+		g++
+	}
+	return ops
+}
+
+// sysKeysLen is the length of the system keys of puts and of their guards, with root.
+func sysKeysLen(root string, puts []SysPutIf) int {
+	n := 0
+	for _, p := range puts {
+		n += len(root) + len(p.Key)
+		if p.Guard != "" {
+			n += len(root) + len(p.Guard)
+		}
+	}
+	return n
 }

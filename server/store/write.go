@@ -133,6 +133,11 @@ func joined[T any](a, b []T) []T {
 //
 // With eff, and a ctx from WithRelease, the write also records its release (see release.go).
 func (s *Store) commit(ctx context.Context, op string, eff *effect, parts txnParts) (written, error) {
+	return s.commitRaw(ctx, op, eff, parts, nil)
+}
+
+// commitRaw is commit whose transaction's Then ends with raw, ops built as etcd takes them.
+func (s *Store) commitRaw(ctx context.Context, op string, eff *effect, parts txnParts, raw []*pb.RequestOp) (written, error) {
 	wctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	leaseMissing, stale := 0, 0
@@ -159,7 +164,7 @@ func (s *Store) commit(ctx context.Context, op string, eff *effect, parts txnPar
 			m.ops = append(m.ops, rel.ops...)
 		}
 		c, t, e := parts(m)
-		spec := &txnSpec{cmps: c, then: t, els: e}
+		spec := &txnSpec{cmps: c, then: t, els: e, raw: raw}
 		if rel != nil {
 			spec = &txnSpec{cmps: rel.guards, nested: []*txnSpec{spec}, els: rel.reads}
 		}
