@@ -23,8 +23,6 @@ const instancePrefix = "instances/"
 
 // Timings of instance reports.
 const (
-	// instanceRefresh is how often an unchanged report is written again (last_seen).
-	instanceRefresh = time.Minute
 	// instanceExpiry is how long a silent instance stays listed; older reports are removed.
 	instanceExpiry = 7 * 24 * time.Hour
 	// instanceSweep is how often a replica removes expired records (and learns how many
@@ -40,6 +38,7 @@ type reporter struct {
 	written map[string]reported
 	swept   time.Time
 	window  time.Duration // reportWindow; tests make it longer
+	refresh time.Duration // how often an unchanged report is written again (reportRefresh)
 
 	// pending holds the reports queued for writing, the latest of each instance (by record
 	// key, appliance/instance), and order their keys as they were first queued: the writer
@@ -82,9 +81,20 @@ type pendingReport struct {
 	candidate string
 }
 
-func newReporter(max int) *reporter {
-	return &reporter{written: map[string]reported{}, window: reportWindow, pending: map[string]*pendingReport{}, wake: make(chan struct{}, 1),
+func newReporter(max int, refresh time.Duration) *reporter {
+	return &reporter{written: map[string]reported{}, window: reportWindow, refresh: refresh, pending: map[string]*pendingReport{}, wake: make(chan struct{}, 1),
 		max: max, owner: map[string]string{}, held: map[string]int{}}
+}
+
+// reportRefresh is how often an unchanged report is written again (its last_seen) when an
+// instance counts as part of the fleet while seen within stale (--instance-stale): a twelfth of
+// it, at least a minute and at most five.
+//
+// Each write of a record stays in etcd's history until the compaction (an hour for the
+// embedded etcd): written every minute, 12,000 agents' records added 250 MB an hour to the
+// database with nothing changed; every five minutes (the default, --instance-stale 1h), 50 MB.
+func reportRefresh(stale time.Duration) time.Duration {
+	return min(max(stale/12, time.Minute), 5*time.Minute)
 }
 
 // note queues in, made by by (see pendingReport), for writing when it says something new. It
@@ -104,7 +114,7 @@ func (r *reporter) note(in *api.Instance, by *principal, candidate string) bool 
 		r.sweepLocked(now)
 	}
 	if w, ok := r.written[key]; ok && w.applied == in.Applied && w.rollout == in.Rollout && w.token == in.Token &&
-		w.by == by && in.LastSeen.Sub(w.at) < instanceRefresh {
+		w.by == by && in.LastSeen.Sub(w.at) < r.refresh {
 		return true
 	}
 	r.queueLocked(key, in, by, candidate)

@@ -253,3 +253,38 @@ func TestReports_QueuedAtCloseAreWritten(t *testing.T) {
 		t.Fatalf("%d of 300 queued reports recorded after Close, want all", len(kvs))
 	}
 }
+
+// An unchanged report is written again every reportRefresh (a twelfth of --instance-stale, from
+// one minute to five), not every minute: each write stays in etcd's history until compaction.
+// A report that says something new is written at once.
+func TestReporter_UnchangedReportWrittenAgainAfterRefresh(t *testing.T) {
+	for stale, want := range map[time.Duration]time.Duration{time.Hour: 5 * time.Minute, 30 * time.Minute: 150 * time.Second,
+		10 * time.Minute: time.Minute, time.Minute: time.Minute, 24 * time.Hour: 5 * time.Minute} {
+		if got := reportRefresh(stale); got != want {
+			t.Errorf("reportRefresh(%v) = %v, want %v", stale, got, want)
+		}
+	}
+	r := newReporter(100, reportRefresh(DefaultInstanceStale))
+	t0 := time.Now().UTC().Truncate(time.Second)
+	var b reportBatcher
+	written := func(at time.Duration, applied int64) int {
+		r.note(&api.Instance{Appliance: "web", Instance: "vm-1", Token: "agent-web", Applied: applied, LastSeen: t0.Add(at)}, nil, "")
+		return r.take(&b)
+	}
+	for _, c := range []struct {
+		at      time.Duration
+		applied int64
+		want    int
+	}{
+		{0, 5, 1},
+		{time.Minute, 5, 0},
+		{4*time.Minute + 59*time.Second, 5, 0},
+		{5 * time.Minute, 5, 1},
+		{5*time.Minute + time.Second, 6, 1}, // applied another revision
+		{6 * time.Minute, 6, 0},
+	} {
+		if got := written(c.at, c.applied); got != c.want {
+			t.Errorf("report of revision %d at +%v: %d written, want %d", c.applied, c.at, got, c.want)
+		}
+	}
+}

@@ -129,7 +129,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	s.hub.onStoreCheck = s.onStoreCheck
 	s.storeID.Store(st.ID())
 	s.auth = newAuthState(cfg)
-	s.reports = newReporter(cfg.MaxInstances)
+	s.reports = newReporter(cfg.MaxInstances, reportRefresh(cfg.instanceStale()))
 	s.rollouts = &rolloutSet{}
 	s.self = newReplica(cfg)
 	s.pruneKick = make(chan struct{}, 1)
