@@ -155,18 +155,21 @@ func saveStatus(cacheDir string, s *Status) error {
 // at its name is not followed), owned by the agent's user and not writable by group or others.
 // Another user's file there is not the agent's: a view planted by whoever could write there
 // would be rendered, as root, when the server is away.
-func readOwnFile(path string) ([]byte, error) {
+func readOwnFile(path string) ([]byte, error) { return readOwnFileMax(path, maxCacheBytes) }
+
+// readOwnFileMax is readOwnFile of a file of at most limit bytes.
+func readOwnFileMax(path string, limit int64) ([]byte, error) {
 	// Read by atomicfile.ReadRegular, and judged by its handle: a file swapped in at the name
 	// after a by-name check would be read instead.
-	data, _, err := atomicfile.ReadRegular(nil, path, maxCacheBytes+1, func(fi fs.FileInfo) error {
+	data, _, err := atomicfile.ReadRegular(nil, path, limit+1, func(fi fs.FileInfo) error {
 		if unixModes && fi.Mode().Perm()&0o022 != 0 {
 			return fmt.Errorf("%s has mode %04o: group or others may write it", path, fi.Mode().Perm())
 		}
 		if uid, _, ok := atomicfile.Owner(fi); ok && uid != os.Getuid() {
 			return fmt.Errorf("%s is owned by uid %d, not by the agent's user (uid %d)", path, uid, os.Getuid())
 		}
-		if fi.Size() > maxCacheBytes {
-			return fmt.Errorf("%s holds %d bytes, over %d MiB: not a file the agent wrote", path, fi.Size(), maxCacheBytes>>20)
+		if fi.Size() > limit {
+			return fmt.Errorf("%s holds %d bytes, over %d MiB: not a file the agent wrote", path, fi.Size(), limit>>20)
 		}
 		return nil
 	})

@@ -3,9 +3,15 @@
 package agent_test
 
 import (
+	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/shoelace-dev/shoelace/agent"
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
 )
 
 // When a rollout halts or is aborted, its cohort gets the live view again and the agent undoes
@@ -59,4 +65,221 @@ func TestAgent_RunUndoesCandidateFilesTheLiveViewCannotRender(t *testing.T) {
 	if !strings.Contains(logs.String(), "undone") {
 		t.Fatalf("the undo is not logged:\n%s", logs.String())
 	}
+}
+
+// What a candidate replaced is kept in cache_dir (mode 0600) while its files may hold the
+// candidate's content, so that the undo survives a restart of the agent: after the halt, a live
+// view that cannot render a template puts back what the candidate replaced, removes a file it
+// created and runs the command, whether the halt came while the agent was stopped or after it
+// started again. Before, the undo was kept in memory only: after a restart the candidate's
+// content stayed in the file for good.
+func TestAgent_RunUndoesCandidateFilesAfterARestart(t *testing.T) {
+	for _, haltWhileStopped := range []bool{false, true} {
+		t.Run(map[bool]string{false: "halted after the start", true: "halted while stopped"}[haltWhileStopped], func(t *testing.T) {
+			srv := newViewServer(t, map[string]string{"port": "80"})
+			const config = header + `templates:
+  - contents: "feature={{ key \"feature\" }}\n"
+    destination: $DIR/feat.conf
+    command: echo feat >> $DIR/ran
+  - contents: "flag={{ key \"flag\" }}\n"
+    destination: $DIR/flag.conf
+    perms: "0644"
+  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/port.conf
+`
+			a, dir, _ := testAgent(t, srv, config)
+			if err := os.WriteFile(dir+"/flag.conf", []byte("old\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			os.Chmod(dir+"/flag.conf", 0o640)
+			view := func(rollout string, kv map[string]string) {
+				srv.mu.Lock()
+				srv.rollout, srv.keys = rollout, kv
+				srv.rev++
+				srv.cond.Broadcast()
+				srv.mu.Unlock()
+			}
+			record := dir + "/cache/web.candidate.json"
+			// Which candidate files the record named when they were renamed into place: it is
+			// written first, so that an agent killed right after the rename still undoes them.
+			var mu sync.Mutex
+			recorded := map[string]bool{}
+			defer agent.SetInstallStaged(func(s *atomicfile.Staged) error {
+				b, _ := os.ReadFile(record)
+				mu.Lock()
+				recorded[filepath.Base(s.Previous().Path())] = strings.Contains(string(b), s.Previous().Path())
+				mu.Unlock()
+				return s.Install()
+			})()
+			stop := runAgent(t, a)
+			waitFor(t, "the live view rendered", fileIs(dir+"/port.conf", "port=80\n"))
+			view("ro-1", map[string]string{"port": "80", "feature": "on", "flag": "x"})
+			waitFor(t, "the candidate's files", func() bool {
+				return fileIs(dir+"/feat.conf", "feature=on\n")() && fileIs(dir+"/flag.conf", "flag=x\n")()
+			})
+			waitFor(t, "the command run on the candidate's file", func() bool { return len(lines(t, dir+"/ran")) == 1 })
+			stop()
+			mu.Lock()
+			if !recorded["feat.conf"] || !recorded["flag.conf"] || recorded["port.conf"] {
+				t.Errorf("named in the record when renamed into place: %v; want the candidate's files, and only them", recorded)
+			}
+			mu.Unlock()
+			if fi, err := os.Stat(record); err != nil || fi.Mode().Perm() != 0o600 {
+				t.Fatalf("the candidate's undo record: %v, %v; want a file of mode 0600", fi, err)
+			}
+
+			// Aborted: the live view again, which has neither key.
+			if haltWhileStopped {
+				view("", map[string]string{"port": "80"})
+			}
+			a2, _, logs := testAgentIn(t, srv, dir, config)
+			stop2 := runAgent(t, a2)
+			defer stop2()
+			if !haltWhileStopped {
+				waitFor(t, "the first pass of the agent started again", func() bool { return strings.Contains(logs.String(), `"nothing changed"`) })
+				if !fileIs(dir+"/feat.conf", "feature=on\n")() || !fileIs(dir+"/flag.conf", "flag=x\n")() {
+					t.Fatal("the candidate's files changed while the rollout runs")
+				}
+				view("", map[string]string{"port": "80"})
+			}
+			waitFor(t, "the candidate's files undone", func() bool {
+				_, err := os.Lstat(dir + "/feat.conf")
+				return os.IsNotExist(err) && fileIs(dir+"/flag.conf", "old\n")()
+			})
+			if fi, err := os.Stat(dir + "/flag.conf"); err != nil || fi.Mode().Perm() != 0o640 {
+				t.Fatalf("flag.conf restored with %v (%v), want mode 0640", fi.Mode().Perm(), err)
+			}
+			waitFor(t, "the command run on the undone file", func() bool { return len(lines(t, dir+"/ran")) == 2 })
+			waitFor(t, "the undo record removed", func() bool { _, err := os.Lstat(record); return os.IsNotExist(err) })
+			if strings.Contains(logs.String(), "old\\n") {
+				t.Fatalf("the previous content is logged:\n%s", logs.String())
+			}
+			if got := lines(t, dir+"/ran"); len(got) != 2 {
+				t.Fatalf("the command ran %d times, want 2 (the candidate, the undo)", len(got))
+			}
+		})
+	}
+}
+
+// A record of candidate files that the agent cannot take (unreadable, or for a destination no
+// template has any more) is logged once and ignored: the agent starts and renders, and touches
+// no file the record names.
+func TestAgent_RunIgnoresAnUnusableCandidateRecord(t *testing.T) {
+	for name, c := range map[string]struct{ record, log string }{
+		"corrupt":              {`{"appliance":"web","files":[`, "undo record of the rollout's candidate unreadable"},
+		"another appliance's":  {`{"appliance":"db","files":[{"destination":"$DIR/gone.conf","rollout":"ro-1","path":"$DIR/gone.conf","existed":false}]}`, "undo record of the rollout's candidate unreadable"},
+		"a template not there": {`{"appliance":"web","files":[{"destination":"$DIR/gone.conf","rollout":"ro-1","path":"$DIR/gone.conf","existed":false}]}`, "no template has its destination any more"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv := newViewServer(t, map[string]string{"port": "80"})
+			a, dir, logs := testAgent(t, srv, header+`templates:
+  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/port.conf
+`)
+			if err := os.WriteFile(dir+"/gone.conf", []byte("kept\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.MkdirAll(dir+"/cache", 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(dir+"/cache/web.candidate.json", []byte(strings.ReplaceAll(c.record, "$DIR", dir)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			stop := runAgent(t, a)
+			defer stop()
+			waitFor(t, "the live view rendered", fileIs(dir+"/port.conf", "port=80\n"))
+			srv.set(map[string]*string{"port": str("81")})
+			waitFor(t, "the next view rendered", fileIs(dir+"/port.conf", "port=81\n"))
+			if n := strings.Count(logs.String(), c.log); n != 1 {
+				t.Fatalf("%q logged %d times, want once:\n%s", c.log, n, logs.String())
+			}
+			if !fileIs(dir+"/gone.conf", "kept\n")() {
+				t.Fatal("a file the record names, of no template, was changed")
+			}
+		})
+	}
+}
+
+// A candidate that replaced a file over 16 MiB is undone all the same while the agent runs, but
+// what it replaced is not written to cache_dir (logged, not an error).
+func TestAgent_RunDoesNotRecordAHugePreviousFile(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"port": "80"})
+	a, dir, logs := testAgent(t, srv, header+`templates:
+  - contents: "flag={{ key \"flag\" }}\n"
+    destination: $DIR/flag.conf
+  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/port.conf
+`)
+	old := strings.Repeat("x", 16<<20+1)
+	if err := os.WriteFile(dir+"/flag.conf", []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "the live view rendered", fileIs(dir+"/port.conf", "port=80\n"))
+	srv.mu.Lock()
+	srv.rollout, srv.keys = "ro-1", map[string]string{"port": "80", "flag": "x"}
+	srv.rev++
+	srv.cond.Broadcast()
+	srv.mu.Unlock()
+	waitFor(t, "the candidate's file", fileIs(dir+"/flag.conf", "flag=x\n"))
+	if _, err := os.Lstat(dir + "/cache/web.candidate.json"); !os.IsNotExist(err) {
+		t.Fatalf("a record of a previous file over 16 MiB was written (%v)", err)
+	}
+	if !strings.Contains(logs.String(), "over 16 MiB") {
+		t.Fatalf("not recording it is not logged:\n%s", logs.String())
+	}
+	srv.mu.Lock()
+	srv.rollout, srv.keys = "", map[string]string{"port": "80"}
+	srv.rev++
+	srv.cond.Broadcast()
+	srv.mu.Unlock()
+	waitFor(t, "the candidate's file undone", fileIs(dir+"/flag.conf", old))
+}
+
+// The undo of a candidate's files survives a config reload (SIGHUP) too, for the templates that
+// keep their destination. Before, the reload dropped it as a restart did.
+func TestAgent_RunUndoesCandidateFilesAfterAReload(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"port": "80"})
+	dir, path := writeConfig(t, strings.ReplaceAll(header+`templates:
+  - contents: "flag={{ key \"flag\" }}\n"
+    destination: $DIR/flag.conf
+  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/port.conf
+`, "$URL", srv.URL))
+	cfg, err := agent.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	reload := make(chan struct{}, 1)
+	a, err := agent.New(cfg, agent.Options{Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), ConfigPath: path, Reload: reload})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("agent logs:\n%s", logs.String())
+		}
+	})
+	if err := os.WriteFile(dir+"/flag.conf", []byte("old\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "the live view rendered", fileIs(dir+"/port.conf", "port=80\n"))
+	srv.mu.Lock()
+	srv.rollout, srv.keys = "ro-1", map[string]string{"port": "80", "flag": "x"}
+	srv.rev++
+	srv.cond.Broadcast()
+	srv.mu.Unlock()
+	waitFor(t, "the candidate's file", fileIs(dir+"/flag.conf", "flag=x\n"))
+	reload <- struct{}{}
+	waitFor(t, "the config reloaded", func() bool { return strings.Contains(logs.String(), `"config reloaded"`) })
+	srv.mu.Lock()
+	srv.rollout, srv.keys = "", map[string]string{"port": "80"}
+	srv.rev++
+	srv.cond.Broadcast()
+	srv.mu.Unlock()
+	waitFor(t, "the candidate's file undone", fileIs(dir+"/flag.conf", "old\n"))
 }

@@ -278,7 +278,7 @@ func (p *pass) drifted(t *tmpl) string {
 func (p *pass) unchanged(t *tmpl) {
 	t.revision = p.v.Revision
 	if t.cand != nil && t.cand.rollout != p.v.Rollout {
-		t.cand = nil // the file holds what this view renders, nothing of the candidate's
+		p.a.setCandidate(t, nil) // the file holds what this view renders, nothing of the candidate's
 	}
 	if t.inPlace && t.last != nil {
 		t.lastData = p.data
@@ -376,6 +376,21 @@ func (p *pass) install(g *group) {
 	if len(dests) > 0 && g.command != "" && p.a.recordOwed {
 		p.a.owe(g.command, maxTimeout(g), dests, p.v.Revision)
 	}
+	// What a rollout's candidate replaces is recorded before any of its files is renamed into
+	// place: an agent killed right after the rename still undoes it.
+	var was map[*tmpl]*candidateFile
+	for _, m := range g.members {
+		if c := m.t.cand; m.staged != nil && p.v.Rollout != "" && (c == nil || c.rollout != p.v.Rollout) {
+			if was == nil {
+				was = map[*tmpl]*candidateFile{}
+			}
+			was[m.t] = c
+			m.t.cand = &candidateFile{rollout: p.v.Rollout, prev: m.staged.Previous()}
+		}
+	}
+	if was != nil {
+		p.a.recordCandidates()
+	}
 	for i, m := range g.members {
 		if m.staged == nil {
 			p.inPlace(m)
@@ -395,6 +410,14 @@ func (p *pass) install(g *group) {
 			p.a.log.Error("template not installed", "template", m.t.name(), "revision", p.v.Revision, "error", err.Error())
 			p.a.metrics.renderFailures.Add(1)
 			p.fail(m.t, failure{template: m.t.name(), stage: api.StageRender, err: err, retry: true})
+			for _, o := range g.members[i:] {
+				if c, ok := was[o.t]; ok {
+					o.t.cand = c // not replaced
+				}
+			}
+			if was != nil {
+				p.a.recordCandidates()
+			}
 			for _, o := range g.members[i+1:] {
 				if o.staged != nil {
 					o.staged.Discard()
@@ -417,11 +440,8 @@ func (p *pass) install(g *group) {
 			return
 		}
 		m.prev = prev
-		switch {
-		case p.v.Rollout == "":
-			m.t.cand = nil
-		case m.t.cand == nil || m.t.cand.rollout != p.v.Rollout:
-			m.t.cand = &candidateFile{rollout: p.v.Rollout, prev: prev}
+		if p.v.Rollout == "" {
+			p.a.setCandidate(m.t, nil)
 		}
 		// The file just installed, unless it changed since the rename (then not known).
 		if st, err := atomicfile.StampOf(m.t.cfg.Destination); err == nil && m.staged.Wrote(st) {
@@ -629,7 +649,7 @@ func (p *pass) undo(ctx context.Context, g *group, f failure) {
 	})
 	for _, m := range installed {
 		if rollback && m.t.cand != nil && m.t.cand.prev == m.prev {
-			m.t.cand = nil // what the candidate replaced is back
+			p.a.setCandidate(m.t, nil) // what the candidate replaced is back
 		}
 		mf := failure{template: m.t.name(), stage: f.stage, err: fmt.Errorf("reload of %s at revision %d failed, %s: %w", strings.Join(g.names(), ", "), p.v.Revision, what, f.err), inPlace: !rollback}
 		p.fail(m.t, mf)
@@ -685,7 +705,8 @@ func (p *pass) undoCandidate(g *group) {
 			p.a.log.Error("file of the rollout's candidate not undone", "template", t.name(), "rollout", c.rollout, "error", err.Error())
 			continue
 		}
-		t.cand, t.last, t.inPlace = nil, nil, false
+		p.a.setCandidate(t, nil)
+		t.last, t.inPlace = nil, false
 		if !changed {
 			continue // it holds what the candidate replaced already
 		}

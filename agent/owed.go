@@ -120,7 +120,7 @@ func (a *Agent) removeLeftovers(before time.Time) {
 		}
 	}
 	dir, app := a.cfg.cacheDir(), a.cfg.Appliance
-	for _, own := range []string{CachePath(dir, app), StatusPath(dir, app), OwedPath(dir, app), InstanceTokenPath(dir, app), EnrollKeyPath(dir, app)} {
+	for _, own := range []string{CachePath(dir, app), StatusPath(dir, app), OwedPath(dir, app), CandidatePath(dir, app), InstanceTokenPath(dir, app), EnrollKeyPath(dir, app)} {
 		removed, err := atomicfile.RemoveLeftovers(own, before)
 		if len(removed) > 0 {
 			a.log.Warn("removed temp files a killed run left", "file", own, "files", removed)

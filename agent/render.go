@@ -54,6 +54,8 @@ type tmpl struct {
 type candidateFile struct {
 	rollout string
 	prev    *atomicfile.Previous
+	// unrecorded says that prev is not in cache_dir's record (candidate.go): too large.
+	unrecorded bool
 }
 
 // name is how messages and logs name the template.

@@ -248,6 +248,7 @@ func (l *loop) start() {
 	a := l.a
 	// Commands a killed run owed join the first pass; from now on what is owed is recorded.
 	a.loadOwedAtStart()
+	a.loadCandidatesAtStart()
 	a.removeLeftovers(time.Now())
 	l.stopEnroll = a.startEnrollment(l.ctx) // enroll.go: the instance token, from cache_dir or obtained now
 	a.recordOwed = true
@@ -570,6 +571,7 @@ func (l *loop) reload() {
 	// that cannot render must not leave a report claiming a revision applied.
 	a.applied.Store(0)
 	a.appliedRollout = ""
+	a.keepCandidates(oldTmpls)
 	if cfg.Appliance != old.Appliance || cfg.Server != old.Server {
 		l.cur = nil
 		if v, err := a.fetch(l.ctx); err == nil {

@@ -489,6 +489,22 @@ func (p *Previous) Existed() bool { return p.existed }
 // Path is the destination (its links resolved).
 func (p *Previous) Path() string { return p.path }
 
+// Kept returns what p keeps of the file: its bytes, mode and owner (Keep: not known); nil and
+// zeros when there was none. With Path and Existed it is what NewPrevious takes back.
+func (p *Previous) Kept() (data []byte, perm os.FileMode, uid, gid int) {
+	return p.data, p.perm, p.uid, p.gid
+}
+
+// NewPrevious is the Previous that Kept (with Path and Existed) described, read back from
+// where its holder stored it (an agent restarted): existed false means there was no file at
+// path (data, perm and the owner are then ignored).
+func NewPrevious(path string, existed bool, data []byte, perm os.FileMode, uid, gid int) *Previous {
+	if !existed {
+		return &Previous{path: path, uid: Keep, gid: Keep}
+	}
+	return &Previous{path: path, existed: true, data: data, perm: perm.Perm(), uid: uid, gid: gid}
+}
+
 // readPrevious reads old, the file at base in d (its Lstat), for Previous: it is what
 // unchanged read (r) when r is whole and of the same file, else it is read through d, not
 // following a link nor blocking on a FIFO swapped in since. It returns the stat of the file

@@ -644,3 +644,47 @@ func TestWrite_NoFollowReplacesLink(t *testing.T) {
 		t.Fatalf("second Write = %v, %v; want unchanged", changed, err)
 	}
 }
+
+// What Kept (with Path and Existed) describes, NewPrevious takes back: its Restore puts back the
+// bytes and mode of the file the install replaced, and removes a file that was not there.
+func TestNewPrevious_RestoresWhatKeptDescribes(t *testing.T) {
+	dir := t.TempDir()
+	for _, existed := range []bool{true, false} {
+		dest := filepath.Join(dir, fmt.Sprint("f-", existed))
+		if existed {
+			if err := os.WriteFile(dest, []byte("old\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			os.Chmod(dest, 0o640)
+		}
+		s, err := atomicfile.Stage(dest, []byte("new\n"), atomicfile.Options{Perm: 0o644, UID: atomicfile.Keep, GID: atomicfile.Keep, KeepPrevious: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := s.Previous()
+		if err := s.Install(); err != nil {
+			t.Fatal(err)
+		}
+		data, perm, uid, gid := p.Kept()
+		back := atomicfile.NewPrevious(p.Path(), p.Existed(), bytes.Clone(data), perm, uid, gid)
+		if changed, err := back.Restore(atomicfile.Options{}); err != nil || !changed {
+			t.Fatalf("existed %v: Restore = %v, %v; want it changed", existed, changed, err)
+		}
+		fi, err := os.Stat(dest)
+		switch {
+		case !existed && !os.IsNotExist(err):
+			t.Fatalf("a file that was not there is there after the restore (%v)", err)
+		case existed && (err != nil || fi.Mode().Perm() != 0o640 || string(mustRead(t, dest)) != "old\n"):
+			t.Fatalf("restored %v (%v), want old\\n with mode 0640", fi, err)
+		}
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

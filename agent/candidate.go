@@ -1,0 +1,198 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
+)
+
+// While a file may hold a rollout's candidate's content, what the candidate replaced there
+// (tmpl.cand) is kept in cache_dir too: `run` writes the record (fsynced, mode 0600) before the
+// candidate's file is renamed into place, updates it when a file no longer holds anything of
+// the candidate's, and reads it back at its next start, so that the halt of the rollout undoes
+// the candidate's files after a restart as it does without one. The previous bytes may be
+// secrets: they are in the agent's private cache_dir only, never logged.
+
+// maxCandidateBytes bounds the previous bytes the record keeps, all files together: a file
+// over it is undone only while the run that installed the candidate lasts.
+const maxCandidateBytes = 16 << 20
+
+// candidateEntry is what a candidate replaced at one template's destination.
+type candidateEntry struct {
+	Destination string `json:"destination"` // the template's
+	Rollout     string `json:"rollout"`
+	Path        string `json:"path"` // the file replaced (Previous.Path: links resolved)
+	Existed     bool   `json:"existed"`
+	Data        []byte `json:"data,omitempty"`
+	Mode        uint32 `json:"mode,omitempty"`
+	UID         int    `json:"uid"`
+	GID         int    `json:"gid"`
+}
+
+type candidateRecord struct {
+	Appliance string           `json:"appliance"`
+	Files     []candidateEntry `json:"files"`
+}
+
+// CandidatePath is the file holding what the files of a rollout's candidate replaced, for
+// appliance's templates.
+func CandidatePath(cacheDir, appliance string) string {
+	return filepath.Join(cacheDir, appliance+".candidate.json")
+}
+
+// setCandidate sets t.cand to c and records the change.
+func (a *Agent) setCandidate(t *tmpl, c *candidateFile) {
+	if t.cand == c {
+		return
+	}
+	t.cand = c
+	a.recordCandidates()
+}
+
+// recordCandidates records the cand of a's templates in cache_dir while Run runs. A record that
+// cannot be written is logged, not fatal: the undo is kept in memory.
+func (a *Agent) recordCandidates() {
+	if !a.recordOwed {
+		return
+	}
+	if err := a.saveCandidates(); err != nil {
+		a.log.Warn("undo of the rollout's candidate not recorded: if the agent restarts before the rollout ends, its files are not undone",
+			"error", err.Error())
+	}
+}
+
+// saveCandidates writes the record of a's templates' cand (none removes it). The removal is not
+// fsynced: a crash right after it may bring back an undo of what the file holds already.
+func (a *Agent) saveCandidates() error {
+	path := CandidatePath(a.cfg.cacheDir(), a.cfg.Appliance)
+	var files []candidateEntry
+	total := 0
+	for _, t := range a.tmpls {
+		c := t.cand
+		if c == nil {
+			continue
+		}
+		data, perm, uid, gid := c.prev.Kept()
+		if total+len(data) > maxCandidateBytes {
+			if !c.unrecorded {
+				c.unrecorded = true
+				a.log.Warn("undo of the rollout's candidate not recorded: the files it replaced are over 16 MiB; if the agent restarts before the rollout ends, this file is not undone",
+					"template", t.name(), "rollout", c.rollout, "bytes", len(data))
+			}
+			continue
+		}
+		total += len(data)
+		files = append(files, candidateEntry{Destination: t.cfg.Destination, Rollout: c.rollout, Path: c.prev.Path(), Existed: c.prev.Existed(),
+			Data: data, Mode: uint32(perm), UID: uid, GID: gid})
+	}
+	if len(files) == 0 {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("clear: %w", err)
+		}
+		return nil
+	}
+	if err := mkdirPrivate(a.cfg.cacheDir()); err != nil {
+		return fmt.Errorf("cache dir: %w", err)
+	}
+	data, err := json.Marshal(candidateRecord{Appliance: a.cfg.Appliance, Files: files})
+	if err != nil {
+		return fmt.Errorf("encode: %w", err)
+	}
+	if _, err := atomicfile.Write(path, data, ownFile(false)); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+// loadCandidates reads the record of appliance's candidate files; none when there is none.
+func loadCandidates(cacheDir, appliance string) ([]candidateEntry, error) {
+	path := CandidatePath(cacheDir, appliance)
+	// Base64 makes 4 bytes of 3, and each entry adds its names.
+	data, err := readOwnFileMax(path, 2*maxCandidateBytes)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var r candidateRecord
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if r.Appliance != appliance {
+		return nil, fmt.Errorf("%s is appliance %q's, not %q", path, r.Appliance, appliance)
+	}
+	total := 0
+	for _, f := range r.Files {
+		if total += len(f.Data); total > maxCandidateBytes {
+			return nil, fmt.Errorf("%s holds over %d MiB of files: not a record the agent wrote", path, maxCandidateBytes>>20)
+		}
+	}
+	return r.Files, nil
+}
+
+// loadCandidatesAtStart takes over the undo of a rollout's candidate files that a previous run
+// recorded. Only a configured template's destination is undone, and only the file it names.
+func (a *Agent) loadCandidatesAtStart() {
+	files, err := loadCandidates(a.cfg.cacheDir(), a.cfg.Appliance)
+	if err != nil {
+		a.log.Error("undo record of the rollout's candidate unreadable; its files are not undone", "error", err.Error())
+		return
+	}
+	for _, f := range files {
+		var t *tmpl
+		for _, c := range a.tmpls {
+			if c.cfg.Destination == f.Destination {
+				t = c
+				break
+			}
+		}
+		if t == nil {
+			a.log.Warn("undo of the rollout's candidate dropped: no template has its destination any more", "template", f.Destination, "rollout", f.Rollout)
+			continue
+		}
+		if !sameFile(f.Path, f.Destination) {
+			a.log.Warn("undo of the rollout's candidate dropped: its destination leads to another file now", "template", f.Destination, "rollout", f.Rollout)
+			continue
+		}
+		t.cand = &candidateFile{rollout: f.Rollout, prev: atomicfile.NewPrevious(f.Path, f.Existed, f.Data, os.FileMode(f.Mode), f.UID, f.GID)}
+		a.log.Info("undo of the rollout's candidate kept from the last run", "template", t.name(), "rollout", f.Rollout, "existed", f.Existed)
+	}
+}
+
+// keepCandidates hands the undo of a rollout's candidate files that old (the templates before
+// a config reload) held to the templates that have their destination now, and records what is
+// left: the undo survives a reload as it survives a restart.
+func (a *Agent) keepCandidates(old []*tmpl) {
+	kept := false
+	for _, o := range old {
+		if o.cand == nil {
+			continue
+		}
+		kept = true
+		i := slices.IndexFunc(a.tmpls, func(t *tmpl) bool { return t.cfg.Destination == o.cfg.Destination })
+		if i < 0 {
+			a.log.Warn("undo of the rollout's candidate dropped: no template has its destination any more", "template", o.name(), "rollout", o.cand.rollout)
+			continue
+		}
+		a.tmpls[i].cand = o.cand
+	}
+	if kept {
+		a.recordCandidates()
+	}
+}
+
+// sameFile says whether path is dest, or where dest's links lead now.
+func sameFile(path, dest string) bool {
+	if path == dest {
+		return true
+	}
+	r, err := filepath.EvalSymlinks(dest)
+	return err == nil && r == path
+}
