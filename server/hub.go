@@ -478,7 +478,7 @@ func (h *hub) current() int64 {
 }
 
 // reaches reports whether the hub sees revision rev within d; false too when ctx ends first.
-// It looks every 10 ms: it is for reports ahead of this replica (see aboveStoreRevision), rare.
+// It looks every 10 ms: it is for reports ahead of this replica (see judgeReport), rare.
 func (h *hub) reaches(ctx context.Context, rev int64, d time.Duration) bool {
 	deadline := time.Now().Add(d)
 	for h.current() < rev {

@@ -79,6 +79,9 @@ type pendingReport struct {
 	in        api.Instance
 	by        *principal
 	candidate string
+	// unjudged says that in's applied revision is above the replica's and that the store could
+	// not be asked whether it is above the store's too: the writer asks (judgeReports).
+	unjudged bool
 }
 
 func newReporter(max int, refresh time.Duration) *reporter {
@@ -104,6 +107,11 @@ func reportRefresh(stale time.Duration) time.Duration {
 // It runs inside every long-poll that carries a report (as the agents' do), whose stack it
 // must not deepen: in is not copied, and its rare paths are not inlined.
 func (r *reporter) note(in *api.Instance, by *principal, candidate string) bool {
+	return r.noteAs(in, by, candidate, false)
+}
+
+// noteAs is note of a report that is unjudged (see pendingReport) or not.
+func (r *reporter) noteAs(in *api.Instance, by *principal, candidate string, unjudged bool) bool {
 	key := in.Appliance + "/" + in.Instance
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -117,7 +125,7 @@ func (r *reporter) note(in *api.Instance, by *principal, candidate string) bool 
 		w.by == by && in.LastSeen.Sub(w.at) < r.refresh {
 		return true
 	}
-	r.queueLocked(key, in, by, candidate)
+	r.queueLocked(key, in, by, candidate, unjudged)
 	return true
 }
 
@@ -135,7 +143,7 @@ const maxPendingReports = 1 << 17
 // one token's flood of reports could keep every other agent's out.
 //
 //go:noinline
-func (r *reporter) queueLocked(key string, in *api.Instance, by *principal, candidate string) {
+func (r *reporter) queueLocked(key string, in *api.Instance, by *principal, candidate string, unjudged bool) {
 	// Kept by pointer and filled in place: a long-poll that carries a report calls this before
 	// it waits, and a pendingReport on its stack (two, with the one it replaces) grew every
 	// waiting long-poll's stack (TestLongPoll_StackStaysSmall).
@@ -143,13 +151,13 @@ func (r *reporter) queueLocked(key string, in *api.Instance, by *principal, cand
 		if candidate == "" {
 			candidate = old.candidate // the candidate was applied, whatever came next
 		}
-		old.in, old.by, old.candidate = *in, by, candidate
+		old.in, old.by, old.candidate, old.unjudged = *in, by, candidate, unjudged
 	} else {
 		if len(r.pending) >= maxPendingReports {
 			return // the next request reports again
 		}
 		r.order = append(r.order, key)
-		r.pending[key] = &pendingReport{in: *in, by: by, candidate: candidate}
+		r.pending[key] = &pendingReport{in: *in, by: by, candidate: candidate, unjudged: unjudged}
 	}
 	r.written[key] = reported{applied: in.Applied, rollout: in.Rollout, at: in.LastSeen, token: in.Token, by: by}
 	r.ownLocked(key, in.Token)
@@ -176,6 +184,34 @@ func (r *reporter) take(b *reportBatcher) int {
 		r.order = r.order[:0:0] // let a burst's array go
 	}
 	return n
+}
+
+// requeue puts back reports that could not be written, before those queued since (they are
+// older), except those of an instance whose later report is queued, which wins (keeping the
+// candidate, as queueLocked does). Past maxPendingReports a report is let go: its instance
+// reports again with its next request.
+func (r *reporter) requeue(reports []pendingReport) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	front := make([]string, 0, len(reports))
+	for i := range reports {
+		p := &reports[i]
+		key := p.in.Appliance + "/" + p.in.Instance
+		if later := r.pending[key]; later != nil {
+			if later.candidate == "" {
+				later.candidate = p.candidate
+			}
+			continue
+		}
+		if len(r.pending) >= maxPendingReports {
+			delete(r.written, key)
+			continue
+		}
+		kept := *p
+		r.pending[key] = &kept
+		front = append(front, key)
+	}
+	r.order = append(front, r.order...)
 }
 
 // queued says how many reports wait to be written.
@@ -348,31 +384,60 @@ func (s *Server) runReporter(ctx context.Context) {
 				return
 			}
 		}
-		for ctx.Err() == nil && s.reports.take(&b) > 0 {
-			_ = s.writeReports(ctx, &b) // logged; its instances report again
+		for failed := 0; ctx.Err() == nil && s.reports.take(&b) > 0; {
+			if s.writeReports(ctx, &b) == nil { // logged, and put back to be written again
+				failed = 0
+				continue
+			}
+			failed++
+			sleep(ctx, min(time.Second<<min(failed-1, 5), 30*time.Second))
 		}
 	}
 }
 
-// writeReports writes the batch b; when that fails, its instances report again with their next
-// request, and the error is returned.
+// writeReports writes the batch b, judging its unjudged reports first; when that fails, its
+// reports are queued again (the caller pauses before it takes them), and the error is returned.
+//
+// Before, a batch that failed (etcd busy or away for a moment) was dropped, for its instances
+// to report again with their next request: an agent that follows a stream reports only when
+// it applies a change, so its record stayed behind, and a rollout waiting on it halted at its
+// deadline.
 func (s *Server) writeReports(ctx context.Context, b *reportBatcher) error {
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	err := s.putReports(wctx, b.puts())
+	err := s.judgeReports(wctx, b)
+	if err == nil && b.len() > 0 {
+		err = s.putReports(wctx, b.puts())
+	}
 	if err == nil {
 		s.lateApplied(wctx, b.reports)
 	}
 	if err != nil && ctx.Err() == nil {
-		s.log.Warn("record instance reports", "reports", b.len(), "err", err)
-		s.reports.mu.Lock()
-		for i := range b.reports {
-			in := &b.reports[i].in
-			delete(s.reports.written, in.Appliance+"/"+in.Instance) // the next request reports again
-		}
-		s.reports.mu.Unlock()
+		s.log.Warn("record instance reports: they are tried again", "reports", b.len(), "err", err)
+		s.reports.requeue(b.reports)
 	}
 	return err
+}
+
+// judgeReports leaves out of b the reports that takeReport could not judge and whose applied
+// revision is above the store's, asking the store once for them all.
+func (s *Server) judgeReports(ctx context.Context, b *reportBatcher) error {
+	if !slices.ContainsFunc(b.reports, func(p pendingReport) bool { return p.unjudged }) {
+		return nil
+	}
+	rev, err := s.st.Revision(ctx)
+	if err != nil {
+		return fmt.Errorf("judge reports applied above the replica's revision: %w", err)
+	}
+	b.keep(func(p *pendingReport) bool {
+		if !p.unjudged || p.in.Applied <= rev {
+			p.unjudged = false
+			return true
+		}
+		s.warnAboveStore(&p.in, rev)
+		return false
+	})
+	return nil
 }
 
 // reportFlushWait bounds the writes of the reports queued when the server stops.
@@ -480,6 +545,22 @@ func (b *reportBatcher) add(p *pendingReport) {
 
 func (b *reportBatcher) len() int { return len(b.reports) }
 
+// keep leaves in b the reports that ok says to keep, in their order.
+func (b *reportBatcher) keep(ok func(*pendingReport) bool) {
+	n := 0
+	clear(b.at)
+	for i := range b.reports {
+		if ok(&b.reports[i]) {
+			b.reports[n], b.keys[n] = b.reports[i], b.keys[i]
+			b.at[b.keys[n]] = n
+			n++
+		}
+	}
+	clear(b.reports[n:])
+	clear(b.keys[n:])
+	b.reports, b.keys = b.reports[:n], b.keys[:n]
+}
+
 // puts are the batch's writes, valid until the next reset. A report is written only while the
 // instance is enrolled as it was when taken: a report of its instance token while the store
 // holds that very token's record (not another holder's, of the same name), any other while no
@@ -557,23 +638,39 @@ func agentReport(r *http.Request, name string) (*api.Instance, error) {
 // functions of their own, not inlined, so that its frame does not deepen every open long-poll's
 // stack.
 func (s *Server) takeReport(ctx context.Context, in *api.Instance, p *principal, candidate string) {
-	if cur := s.hub.current(); in.Applied > cur && s.aboveStoreRevision(ctx, in, cur) {
-		return
+	unjudged := false
+	if cur := s.hub.current(); in.Applied > cur {
+		switch s.judgeReport(ctx, in, cur) {
+		case reportAbove:
+			return
+		case reportUnjudged:
+			unjudged = true
+		}
 	}
 	if !in.Enrolled && s.auth.enrolled(in.Appliance, in.Instance) {
 		s.reportIgnored(in, "ignoring a report of an enrolled instance not made with its instance token")
 		return
 	}
-	if !s.reports.note(in, p, candidate) {
+	if !s.reports.noteAs(in, p, candidate, unjudged) {
 		s.reportIgnored(in, "not recording an instance over its token's cap")
 	}
 }
 
-// aboveStoreRevision says whether in was applied above the store's revision (warning, once per
-// token and minute), asking the store when cur, this replica's, is below it.
+// What judgeReport says of a report applied above the replica's revision.
+const (
+	reportBelow    = iota // at or below the store's revision
+	reportAbove           // above it: ignored
+	reportUnjudged        // the store could not be asked: the writer asks (judgeReports)
+)
+
+// judgeReport says whether in was applied above the store's revision (warning, once per token
+// and minute), asking the store when cur, this replica's, is below it. When the store cannot
+// be asked in time (busy, or away), the report is queued all the same, for the writer to ask:
+// ignored, it was lost for an agent that follows a stream, which reports only when it applies
+// a change (66 of 12,000 agents during an enrollment storm).
 //
 //go:noinline
-func (s *Server) aboveStoreRevision(ctx context.Context, in *api.Instance, cur int64) bool {
+func (s *Server) judgeReport(ctx context.Context, in *api.Instance, cur int64) int {
 	rev, err := s.aboveStore.revision(ctx, s.st.Revision, in.Applied)
 	if err == nil && in.Applied > rev {
 		// The store's revision known here may predate the write the agent applied (it was read
@@ -581,18 +678,27 @@ func (s *Server) aboveStoreRevision(ctx context.Context, in *api.Instance, cur i
 		// yet): a real report was then ignored, and an agent that reported once and waits was
 		// never counted by a rollout. Give the watch that long to reach it, then ask again.
 		if s.hub.reaches(ctx, in.Applied, storeRevCheckEvery) {
-			return false
+			return reportBelow
 		}
 		rev, err = s.aboveStore.revision(ctx, s.st.Revision, in.Applied)
 	}
-	if err != nil || in.Applied > rev {
-		if s.aboveStore.shouldWarn(in.Token, time.Now()) {
-			s.log.Warn("ignoring instance reports applied above the store's revision (one line per token and minute)", "appliance", in.Appliance,
-				"instance", shorten(in.Instance), "token", in.Token, "applied", in.Applied, "revision", max(rev, cur), "err", err)
-		}
-		return true
+	switch {
+	case err != nil:
+		return reportUnjudged
+	case in.Applied > rev:
+		s.warnAboveStore(in, max(rev, cur))
+		return reportAbove
 	}
-	return false
+	return reportBelow
+}
+
+// warnAboveStore logs that report in, applied above the store's revision rev, is ignored (one
+// line per token and minute).
+func (s *Server) warnAboveStore(in *api.Instance, rev int64) {
+	if s.aboveStore.shouldWarn(in.Token, time.Now()) {
+		s.log.Warn("ignoring instance reports applied above the store's revision (one line per token and minute)", "appliance", in.Appliance,
+			"instance", shorten(in.Instance), "token", in.Token, "applied", in.Applied, "revision", rev)
+	}
 }
 
 // reportIgnored logs, at debug level, why report in was not recorded.
@@ -655,7 +761,7 @@ type storeRevCheck struct {
 const storeRevCheckEvery = time.Second
 
 // storeRevCheckWait bounds one read of the store's revision for revision. A report it cannot
-// judge is ignored, and the requests that carry reports wait for it (a long-poll before its
+// judge is queued for the writer to judge, and the requests that carry reports wait for it (a long-poll before its
 // wait begins): a frozen etcd answers only at the store's request timeout.
 const storeRevCheckWait = time.Second
 
