@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/shoelace-dev/shoelace/agent"
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
@@ -282,4 +283,51 @@ func TestAgent_RunUndoesCandidateFilesAfterAReload(t *testing.T) {
 	srv.cond.Broadcast()
 	srv.mu.Unlock()
 	waitFor(t, "the candidate's file undone", fileIs(dir+"/flag.conf", "old\n"))
+}
+
+// A file that a live view renders to the bytes it holds (the candidate's) holds nothing of the
+// candidate's any more: a later live view that cannot render its template keeps it as it is,
+// and does not put back what the candidate replaced over what the live view rendered. Before,
+// such a render (its inputs changed, its output the same) kept the candidate's undo, and the
+// file went back to the content it had before the rollout.
+func TestAgent_RunLiveViewRenderingTheCandidatesBytesEndsItsUndo(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"port": "80"})
+	a, dir, logs := testAgent(t, srv, header+`templates:
+  - contents: "{{ $n := keyOrDefault \"note\" \"\" }}flag={{ key \"flag\" }}\n"
+    destination: $DIR/flag.conf
+    command: echo flag >> $DIR/ran
+`)
+	if err := os.WriteFile(dir+"/flag.conf", []byte("old\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	view := func(rollout string, kv map[string]string) {
+		srv.mu.Lock()
+		srv.rollout, srv.keys = rollout, kv
+		srv.rev++
+		srv.cond.Broadcast()
+		srv.mu.Unlock()
+	}
+	view("", map[string]string{"flag": "old-live", "note": "a"})
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "the live view rendered", fileIs(dir+"/flag.conf", "flag=old-live\n"))
+	view("ro-1", map[string]string{"flag": "x", "note": "a"})
+	waitFor(t, "the candidate's file", fileIs(dir+"/flag.conf", "flag=x\n"))
+	// Promoted, then another key the template reads changed: rendered again, the same bytes.
+	view("", map[string]string{"flag": "x", "note": "b"})
+	srv.mu.Lock()
+	rev := srv.rev
+	srv.mu.Unlock()
+	waitFor(t, "the live view applied", func() bool {
+		st, err := agent.LoadStatus(dir+"/cache", "web")
+		return err == nil && st.Applied == rev && st.Rollout == ""
+	})
+	// The flag key goes: the template cannot render, and its file stays as the live view left it.
+	view("", map[string]string{"note": "b"})
+	waitFor(t, "the render failure", func() bool { return strings.Contains(logs.String(), "template not installed") })
+	time.Sleep(300 * time.Millisecond) // an undo would have come with the failure
+	if !fileIs(dir+"/flag.conf", "flag=x\n")() {
+		b, _ := os.ReadFile(dir + "/flag.conf")
+		t.Fatalf("flag.conf holds %q after a live view that cannot render it; want what the live view rendered last, flag=x", b)
+	}
 }

@@ -464,6 +464,11 @@ func (p *pass) install(g *group) {
 // inPlace records that m's file holds its output.
 func (p *pass) inPlace(m *member) {
 	t := m.t
+	if t.cand != nil && t.cand.rollout != p.v.Rollout {
+		// The file holds what this view renders (the candidate's bytes, maybe), nothing that
+		// is only the candidate's: a later view that cannot render t leaves it as it is.
+		p.a.setCandidate(t, nil)
+	}
 	t.last, t.lastData, t.inPlace, t.err, t.stage, t.failed, t.revision = m.r, p.data, true, nil, "", nil, p.v.Revision
 	t.retry = false
 	t.disk = m.stamp
