@@ -138,13 +138,24 @@ func loadCandidates(cacheDir, appliance string) ([]candidateEntry, error) {
 }
 
 // loadCandidatesAtStart takes over the undo of a rollout's candidate files that a previous run
-// recorded. Only a configured template's destination is undone, and only the file it names.
+// recorded. Only a configured template's destination is undone, and only the file it names. An
+// entry dropped is dropped from the record too: a template given its destination again later
+// must not undo an old rollout over what the file holds by then.
 func (a *Agent) loadCandidatesAtStart() {
 	files, err := loadCandidates(a.cfg.cacheDir(), a.cfg.Appliance)
 	if err != nil {
 		a.log.Error("undo record of the rollout's candidate unreadable; its files are not undone", "error", err.Error())
 		return
 	}
+	dropped := false
+	defer func() {
+		if !dropped {
+			return
+		}
+		if err := a.saveCandidates(); err != nil {
+			a.log.Warn("undo record of the rollout's candidate not rewritten without what was dropped", "error", err.Error())
+		}
+	}()
 	for _, f := range files {
 		var t *tmpl
 		for _, c := range a.tmpls {
@@ -155,10 +166,12 @@ func (a *Agent) loadCandidatesAtStart() {
 		}
 		if t == nil {
 			a.log.Warn("undo of the rollout's candidate dropped: no template has its destination any more", "template", f.Destination, "rollout", f.Rollout)
+			dropped = true
 			continue
 		}
 		if !sameFile(f.Path, f.Destination) {
 			a.log.Warn("undo of the rollout's candidate dropped: its destination leads to another file now", "template", f.Destination, "rollout", f.Rollout)
+			dropped = true
 			continue
 		}
 		t.cand = &candidateFile{rollout: f.Rollout, prev: atomicfile.NewPrevious(f.Path, f.Existed, f.Data, os.FileMode(f.Mode), f.UID, f.GID)}

@@ -331,3 +331,49 @@ func TestAgent_RunLiveViewRenderingTheCandidatesBytesEndsItsUndo(t *testing.T) {
 		t.Fatalf("flag.conf holds %q after a live view that cannot render it; want what the live view rendered last, flag=x", b)
 	}
 }
+
+// An entry of the candidate record that no template takes at the start is dropped from the
+// record too, not only from the run: a template given that destination again in a later
+// config (restarted weeks after) must not have the old rollout's undo applied to what the file
+// holds by then. Before, the record kept the entry for good, and the first pass of that later
+// run that could not render the template removed the file (or put back content long stale).
+func TestAgent_RunForgetsACandidateRecordOfNoTemplate(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"port": "80"})
+	a, dir, logs := testAgent(t, srv, header+`templates:
+  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/port.conf
+`)
+	if err := os.MkdirAll(dir+"/cache", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	record := dir + "/cache/web.candidate.json"
+	if err := os.WriteFile(record, []byte(strings.ReplaceAll(`{"appliance":"web","files":[{"destination":"$DIR/gone.conf","rollout":"ro-1","path":"$DIR/gone.conf","existed":false}]}`, "$DIR", dir)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stop := runAgent(t, a)
+	waitFor(t, "the live view rendered", fileIs(dir+"/port.conf", "port=80\n"))
+	waitFor(t, "the entry dropped", func() bool { return strings.Contains(logs.String(), "no template has its destination any more") })
+	stop()
+	if _, err := os.Lstat(record); !os.IsNotExist(err) {
+		t.Errorf("the record of a dropped entry is still there (%v)", err)
+	}
+
+	// Later: the operator writes the file by hand and gives it a template again, which the
+	// live view cannot render (yet).
+	if err := os.WriteFile(dir+"/gone.conf", []byte("kept\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a2, _, logs2 := testAgentIn(t, srv, dir, header+`templates:
+  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/port.conf
+  - contents: "gone={{ key \"gone\" }}\n"
+    destination: $DIR/gone.conf
+`)
+	stop2 := runAgent(t, a2)
+	defer stop2()
+	srv.set(map[string]*string{"port": str("81")})
+	waitFor(t, "the next view rendered", fileIs(dir+"/port.conf", "port=81\n"))
+	if !fileIs(dir+"/gone.conf", "kept\n")() {
+		t.Fatalf("the file of a template given back was changed by an undo of an old rollout:\n%s", logs2.String())
+	}
+}
