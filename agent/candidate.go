@@ -181,8 +181,10 @@ func (a *Agent) loadCandidatesAtStart() {
 
 // keepCandidates hands the undo of a rollout's candidate files that old (the templates before
 // a config reload) held to the templates that have their destination now, and records what is
-// left: the undo survives a reload as it survives a restart.
-func (a *Agent) keepCandidates(old []*tmpl) {
+// left: the undo survives a reload as it survives a restart. A record moved (cache_dir or the
+// appliance changed) is removed at oldRecord, its name before: a later start there must not
+// take an undo that is done or kept elsewhere.
+func (a *Agent) keepCandidates(old []*tmpl, oldRecord string) {
 	kept := false
 	for _, o := range old {
 		if o.cand == nil {
@@ -196,8 +198,20 @@ func (a *Agent) keepCandidates(old []*tmpl) {
 		}
 		a.tmpls[i].cand = o.cand
 	}
-	if kept {
+	if !kept {
+		return
+	}
+	if oldRecord == CandidatePath(a.cfg.cacheDir(), a.cfg.Appliance) {
 		a.recordCandidates()
+		return
+	}
+	if err := a.saveCandidates(); err != nil {
+		a.log.Warn("undo of the rollout's candidate not recorded: if the agent restarts before the rollout ends, its files are not undone",
+			"error", err.Error())
+		return
+	}
+	if err := os.Remove(oldRecord); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		a.log.Warn("undo record of the rollout's candidate not removed from where the config had it before", "file", oldRecord, "error", err.Error())
 	}
 }
 

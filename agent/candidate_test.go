@@ -377,3 +377,79 @@ func TestAgent_RunForgetsACandidateRecordOfNoTemplate(t *testing.T) {
 		t.Fatalf("the file of a template given back was changed by an undo of an old rollout:\n%s", logs2.String())
 	}
 }
+
+// A reload that moves the record (cache_dir or appliance changed) writes it at its new name and
+// removes it at the old one. Before, the old record stayed: once the undo was done, a later
+// start with the old cache_dir took the old rollout's undo again and, in its first pass that
+// could not render the template, put back long stale content over the file.
+func TestAgent_RunMovesTheCandidateRecordOnAReload(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"port": "80"})
+	const config = header + `templates:
+  - contents: "flag={{ key \"flag\" }}\n"
+    destination: $DIR/flag.conf
+  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/port.conf
+`
+	dir, path := writeConfig(t, strings.ReplaceAll(config, "$URL", srv.URL))
+	cfg, err := agent.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	reload := make(chan struct{}, 1)
+	a, err := agent.New(cfg, agent.Options{Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), ConfigPath: path, Reload: reload})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("agent logs:\n%s", logs.String())
+		}
+	})
+	if err := os.WriteFile(dir+"/flag.conf", []byte("old\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stop := runAgent(t, a)
+	waitFor(t, "the live view rendered", fileIs(dir+"/port.conf", "port=80\n"))
+	srv.mu.Lock()
+	srv.rollout, srv.keys = "ro-1", map[string]string{"port": "80", "flag": "x"}
+	srv.rev++
+	srv.cond.Broadcast()
+	srv.mu.Unlock()
+	waitFor(t, "the candidate's file", fileIs(dir+"/flag.conf", "flag=x\n"))
+	text, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(string(text), "/cache\n", "/cache2\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reload <- struct{}{}
+	waitFor(t, "the config reloaded", func() bool { return strings.Contains(logs.String(), `"config reloaded"`) })
+	if _, err := os.Lstat(dir + "/cache2/web.candidate.json"); err != nil {
+		t.Fatalf("no record in the new cache_dir: %v", err)
+	}
+	if _, err := os.Lstat(dir + "/cache/web.candidate.json"); !os.IsNotExist(err) {
+		t.Errorf("the record is still in the old cache_dir (%v)", err)
+	}
+	srv.mu.Lock()
+	srv.rollout, srv.keys = "", map[string]string{"port": "80"}
+	srv.rev++
+	srv.cond.Broadcast()
+	srv.mu.Unlock()
+	waitFor(t, "the candidate's file undone", fileIs(dir+"/flag.conf", "old\n"))
+	stop()
+
+	// Later: the operator edits the file, and the agent starts with the old cache_dir.
+	if err := os.WriteFile(dir+"/flag.conf", []byte("hand\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a2, _, logs2 := testAgentIn(t, srv, dir, config)
+	stop2 := runAgent(t, a2)
+	defer stop2()
+	srv.set(map[string]*string{"port": str("81")})
+	waitFor(t, "the next view rendered", fileIs(dir+"/port.conf", "port=81\n"))
+	if !fileIs(dir+"/flag.conf", "hand\n")() {
+		t.Fatalf("the file was changed by the undo of a rollout that ended:\n%s", logs2.String())
+	}
+}

@@ -571,7 +571,7 @@ func (l *loop) reload() {
 	// that cannot render must not leave a report claiming a revision applied.
 	a.applied.Store(0)
 	a.appliedRollout = ""
-	a.keepCandidates(oldTmpls)
+	a.keepCandidates(oldTmpls, CandidatePath(old.cacheDir(), old.Appliance))
 	if cfg.Appliance != old.Appliance || cfg.Server != old.Server {
 		l.cur = nil
 		if v, err := a.fetch(l.ctx); err == nil {
