@@ -215,9 +215,10 @@ func (a *Agent) keepCandidates(old []*tmpl, oldRecord string) {
 	}
 }
 
-// sameFile says whether path is dest, or where dest's links lead now.
+// sameFile says whether path is dest, or where dest's links lead now. A link at dest's name
+// now leads elsewhere than a path recorded as dest itself: the link is not the file recorded.
 func sameFile(path, dest string) bool {
-	if path == dest {
+	if fi, err := os.Lstat(dest); path == dest && (err != nil || fi.Mode()&fs.ModeSymlink == 0) {
 		return true
 	}
 	r, err := filepath.EvalSymlinks(dest)

@@ -453,3 +453,54 @@ func TestAgent_RunMovesTheCandidateRecordOnAReload(t *testing.T) {
 		t.Fatalf("the file was changed by the undo of a rollout that ended:\n%s", logs2.String())
 	}
 }
+
+// A destination that was a file of its own when the candidate replaced it and is a symbolic
+// link now (the operator pointed it at another file while the agent was stopped) leads to
+// another file: the undo is dropped, and neither the link nor the file it leads to is touched.
+// Before, the undo took the destination's name as the file it recorded, replaced the link with
+// what the candidate had replaced there, and removed the link where the candidate had created
+// the file.
+func TestAgent_RunDropsTheCandidateUndoOfADestinationNowALink(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"port": "80"})
+	a, dir, logs := testAgent(t, srv, header+`templates:
+  - contents: "flag={{ key \"flag\" }}\n"
+    destination: $DIR/flag.conf
+  - contents: "feature={{ key \"feature\" }}\n"
+    destination: $DIR/feat.conf
+  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/port.conf
+`)
+	if err := os.WriteFile(dir+"/real.conf", []byte("real\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"flag.conf", "feat.conf"} {
+		if err := os.Symlink(dir+"/real.conf", dir+"/"+name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(dir+"/cache", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	record := `{"appliance":"web","files":[` +
+		`{"destination":"$DIR/flag.conf","rollout":"ro-1","path":"$DIR/flag.conf","existed":true,"data":"b2xkCg==","mode":420,"uid":-1,"gid":-1},` +
+		`{"destination":"$DIR/feat.conf","rollout":"ro-1","path":"$DIR/feat.conf","existed":false}]}`
+	if err := os.WriteFile(dir+"/cache/web.candidate.json", []byte(strings.ReplaceAll(record, "$DIR", dir)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "the live view rendered", fileIs(dir+"/port.conf", "port=80\n"))
+	srv.set(map[string]*string{"port": str("81")})
+	waitFor(t, "the next view rendered", fileIs(dir+"/port.conf", "port=81\n"))
+	for _, name := range []string{"flag.conf", "feat.conf"} {
+		if to, err := os.Readlink(dir + "/" + name); err != nil || to != dir+"/real.conf" {
+			t.Errorf("%s: link to %q (%v); want the operator's link to real.conf kept", name, to, err)
+		}
+	}
+	if !fileIs(dir+"/real.conf", "real\n")() {
+		t.Error("the file the link leads to was changed")
+	}
+	if n := strings.Count(logs.String(), "its destination leads to another file now"); n != 2 {
+		t.Errorf("the dropped undo logged %d times, want 2", n)
+	}
+}
