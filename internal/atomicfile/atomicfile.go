@@ -549,6 +549,9 @@ func (p *Previous) Restore(opts Options) (bool, error) {
 			NoFollow: true, Allowed: opts.Allowed, exactPerm: true})
 	}
 	d, err := openDir(filepath.Dir(p.path))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil // no directory, so no file to remove
+	}
 	if err != nil {
 		return false, fmt.Errorf("remove %s: %w", p.path, err)
 	}

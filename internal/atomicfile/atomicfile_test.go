@@ -688,3 +688,18 @@ func mustRead(t *testing.T, path string) []byte {
 	}
 	return b
 }
+
+// The Restore of a file that was not there, whose directory is gone too, has nothing to remove:
+// it changes nothing and is no error. Before, it failed ("remove ...: directory: ... no such
+// file or directory"), so that an agent's undo of a candidate's new file, in a directory
+// removed since, failed at every pass and was kept (and recorded) for good.
+func TestRestore_NoFileInAMissingDirectory(t *testing.T) {
+	dest := filepath.Join(t.TempDir(), "gone", "new.conf")
+	p := atomicfile.NewPrevious(dest, false, nil, 0, atomicfile.Keep, atomicfile.Keep)
+	if changed, err := p.Restore(atomicfile.Options{}); err != nil || changed {
+		t.Fatalf("Restore = %v, %v; want nothing changed, no error", changed, err)
+	}
+	if _, err := os.Lstat(filepath.Dir(dest)); !os.IsNotExist(err) {
+		t.Fatalf("the directory is there after the restore (%v)", err)
+	}
+}
