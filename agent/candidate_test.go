@@ -3,7 +3,6 @@
 package agent_test
 
 import (
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,13 +36,7 @@ func TestAgent_RunUndoesCandidateFilesTheLiveViewCannotRender(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Chmod(dir+"/flag.conf", 0o640)
-	view := func(rollout string, kv map[string]string) {
-		srv.mu.Lock()
-		srv.rollout, srv.keys = rollout, kv
-		srv.rev++
-		srv.cond.Broadcast()
-		srv.mu.Unlock()
-	}
+	view := func(rollout string, kv map[string]string) { srv.setView(rollout, kv) }
 	stop := runAgent(t, a)
 	defer stop()
 	waitFor(t, "the live view rendered", fileIs(dir+"/port.conf", "port=80\n"))
@@ -93,13 +86,7 @@ func TestAgent_RunUndoesCandidateFilesAfterARestart(t *testing.T) {
 				t.Fatal(err)
 			}
 			os.Chmod(dir+"/flag.conf", 0o640)
-			view := func(rollout string, kv map[string]string) {
-				srv.mu.Lock()
-				srv.rollout, srv.keys = rollout, kv
-				srv.rev++
-				srv.cond.Broadcast()
-				srv.mu.Unlock()
-			}
+			view := func(rollout string, kv map[string]string) { srv.setView(rollout, kv) }
 			record := dir + "/cache/web.candidate.json"
 			// Which candidate files the record named when they were renamed into place: it is
 			// written first, so that an agent killed right after the rename still undoes them.
@@ -218,11 +205,7 @@ func TestAgent_RunDoesNotRecordAHugePreviousFile(t *testing.T) {
 	stop := runAgent(t, a)
 	defer stop()
 	waitFor(t, "the live view rendered", fileIs(dir+"/port.conf", "port=80\n"))
-	srv.mu.Lock()
-	srv.rollout, srv.keys = "ro-1", map[string]string{"port": "80", "flag": "x"}
-	srv.rev++
-	srv.cond.Broadcast()
-	srv.mu.Unlock()
+	srv.setView("ro-1", map[string]string{"port": "80", "flag": "x"})
 	waitFor(t, "the candidate's file", fileIs(dir+"/flag.conf", "flag=x\n"))
 	if _, err := os.Lstat(dir + "/cache/web.candidate.json"); !os.IsNotExist(err) {
 		t.Fatalf("a record of a previous file over 16 MiB was written (%v)", err)
@@ -230,11 +213,7 @@ func TestAgent_RunDoesNotRecordAHugePreviousFile(t *testing.T) {
 	if !strings.Contains(logs.String(), "over 16 MiB") {
 		t.Fatalf("not recording it is not logged:\n%s", logs.String())
 	}
-	srv.mu.Lock()
-	srv.rollout, srv.keys = "", map[string]string{"port": "80"}
-	srv.rev++
-	srv.cond.Broadcast()
-	srv.mu.Unlock()
+	srv.setView("", map[string]string{"port": "80"})
 	waitFor(t, "the candidate's file undone", fileIs(dir+"/flag.conf", old))
 }
 
@@ -248,40 +227,18 @@ func TestAgent_RunUndoesCandidateFilesAfterAReload(t *testing.T) {
   - contents: "port={{ key \"port\" }}\n"
     destination: $DIR/port.conf
 `, "$URL", srv.URL))
-	cfg, err := agent.LoadConfig(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	reload := make(chan struct{}, 1)
-	a, err := agent.New(cfg, agent.Options{Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), ConfigPath: path, Reload: reload})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("agent logs:\n%s", logs.String())
-		}
-	})
+	a, logs, reload := reloadableAgent(t, path)
 	if err := os.WriteFile(dir+"/flag.conf", []byte("old\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	stop := runAgent(t, a)
 	defer stop()
 	waitFor(t, "the live view rendered", fileIs(dir+"/port.conf", "port=80\n"))
-	srv.mu.Lock()
-	srv.rollout, srv.keys = "ro-1", map[string]string{"port": "80", "flag": "x"}
-	srv.rev++
-	srv.cond.Broadcast()
-	srv.mu.Unlock()
+	srv.setView("ro-1", map[string]string{"port": "80", "flag": "x"})
 	waitFor(t, "the candidate's file", fileIs(dir+"/flag.conf", "flag=x\n"))
 	reload <- struct{}{}
 	waitFor(t, "the config reloaded", func() bool { return strings.Contains(logs.String(), `"config reloaded"`) })
-	srv.mu.Lock()
-	srv.rollout, srv.keys = "", map[string]string{"port": "80"}
-	srv.rev++
-	srv.cond.Broadcast()
-	srv.mu.Unlock()
+	srv.setView("", map[string]string{"port": "80"})
 	waitFor(t, "the candidate's file undone", fileIs(dir+"/flag.conf", "old\n"))
 }
 
@@ -300,13 +257,7 @@ func TestAgent_RunLiveViewRenderingTheCandidatesBytesEndsItsUndo(t *testing.T) {
 	if err := os.WriteFile(dir+"/flag.conf", []byte("old\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	view := func(rollout string, kv map[string]string) {
-		srv.mu.Lock()
-		srv.rollout, srv.keys = rollout, kv
-		srv.rev++
-		srv.cond.Broadcast()
-		srv.mu.Unlock()
-	}
+	view := func(rollout string, kv map[string]string) { srv.setView(rollout, kv) }
 	view("", map[string]string{"flag": "old-live", "note": "a"})
 	stop := runAgent(t, a)
 	defer stop()
@@ -363,19 +314,12 @@ func TestAgent_RunForgetsACandidateRecordOfNoTemplate(t *testing.T) {
 	if err := os.WriteFile(dir+"/gone.conf", []byte("kept\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a2, _, logs2 := testAgentIn(t, srv, dir, header+`templates:
+	startAgainKeeps(t, srv, dir, header+`templates:
   - contents: "port={{ key \"port\" }}\n"
     destination: $DIR/port.conf
   - contents: "gone={{ key \"gone\" }}\n"
     destination: $DIR/gone.conf
-`)
-	stop2 := runAgent(t, a2)
-	defer stop2()
-	srv.set(map[string]*string{"port": str("81")})
-	waitFor(t, "the next view rendered", fileIs(dir+"/port.conf", "port=81\n"))
-	if !fileIs(dir+"/gone.conf", "kept\n")() {
-		t.Fatalf("the file of a template given back was changed by an undo of an old rollout:\n%s", logs2.String())
-	}
+`, "gone.conf", "kept\n", "the file of a template given back was changed by an undo of an old rollout")
 }
 
 // A reload that moves the record (cache_dir or appliance changed) writes it at its new name and
@@ -391,31 +335,13 @@ func TestAgent_RunMovesTheCandidateRecordOnAReload(t *testing.T) {
     destination: $DIR/port.conf
 `
 	dir, path := writeConfig(t, strings.ReplaceAll(config, "$URL", srv.URL))
-	cfg, err := agent.LoadConfig(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	reload := make(chan struct{}, 1)
-	a, err := agent.New(cfg, agent.Options{Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), ConfigPath: path, Reload: reload})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("agent logs:\n%s", logs.String())
-		}
-	})
+	a, logs, reload := reloadableAgent(t, path)
 	if err := os.WriteFile(dir+"/flag.conf", []byte("old\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	stop := runAgent(t, a)
 	waitFor(t, "the live view rendered", fileIs(dir+"/port.conf", "port=80\n"))
-	srv.mu.Lock()
-	srv.rollout, srv.keys = "ro-1", map[string]string{"port": "80", "flag": "x"}
-	srv.rev++
-	srv.cond.Broadcast()
-	srv.mu.Unlock()
+	srv.setView("ro-1", map[string]string{"port": "80", "flag": "x"})
 	waitFor(t, "the candidate's file", fileIs(dir+"/flag.conf", "flag=x\n"))
 	text, err := os.ReadFile(path)
 	if err != nil {
@@ -432,11 +358,7 @@ func TestAgent_RunMovesTheCandidateRecordOnAReload(t *testing.T) {
 	if _, err := os.Lstat(dir + "/cache/web.candidate.json"); !os.IsNotExist(err) {
 		t.Errorf("the record is still in the old cache_dir (%v)", err)
 	}
-	srv.mu.Lock()
-	srv.rollout, srv.keys = "", map[string]string{"port": "80"}
-	srv.rev++
-	srv.cond.Broadcast()
-	srv.mu.Unlock()
+	srv.setView("", map[string]string{"port": "80"})
 	waitFor(t, "the candidate's file undone", fileIs(dir+"/flag.conf", "old\n"))
 	stop()
 
@@ -444,14 +366,7 @@ func TestAgent_RunMovesTheCandidateRecordOnAReload(t *testing.T) {
 	if err := os.WriteFile(dir+"/flag.conf", []byte("hand\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a2, _, logs2 := testAgentIn(t, srv, dir, config)
-	stop2 := runAgent(t, a2)
-	defer stop2()
-	srv.set(map[string]*string{"port": str("81")})
-	waitFor(t, "the next view rendered", fileIs(dir+"/port.conf", "port=81\n"))
-	if !fileIs(dir+"/flag.conf", "hand\n")() {
-		t.Fatalf("the file was changed by the undo of a rollout that ended:\n%s", logs2.String())
-	}
+	startAgainKeeps(t, srv, dir, config, "flag.conf", "hand\n", "the file was changed by the undo of a rollout that ended")
 }
 
 // A destination that was a file of its own when the candidate replaced it and is a symbolic
@@ -502,5 +417,28 @@ func TestAgent_RunDropsTheCandidateUndoOfADestinationNowALink(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "its destination leads to another file now"); n != 2 {
 		t.Errorf("the dropped undo logged %d times, want 2", n)
+	}
+}
+
+// setView makes the server answer the view of rollout (none: "") holding kv, at a new revision.
+func (s *viewServer) setView(rollout string, kv map[string]string) {
+	s.mu.Lock()
+	s.rollout, s.keys = rollout, kv
+	s.rev++
+	s.cond.Broadcast()
+	s.mu.Unlock()
+}
+
+// startAgainKeeps starts an agent of config on dir's cache, has it render a view of port 81, and
+// fails with why unless file (in dir) still holds want.
+func startAgainKeeps(t *testing.T, srv *viewServer, dir, config, file, want, why string) {
+	t.Helper()
+	a, _, logs := testAgentIn(t, srv, dir, config)
+	stop := runAgent(t, a)
+	defer stop()
+	srv.set(map[string]*string{"port": str("81")})
+	waitFor(t, "the next view rendered", fileIs(dir+"/port.conf", "port=81\n"))
+	if !fileIs(dir+"/"+file, want)() {
+		t.Fatalf("%s:\n%s", why, logs.String())
 	}
 }

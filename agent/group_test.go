@@ -194,21 +194,7 @@ func TestAgent_RunNoRetryOfFailedInputs(t *testing.T) {
     command: echo "reload $SHOELACE_REVISION" >> $DIR/commands; ! grep -q bad $DIR/a
 `, "$URL", srv.URL)
 	dir, path := writeConfig(t, text)
-	cfg, err := agent.LoadConfig(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	reload := make(chan struct{}, 1)
-	a, err := agent.New(cfg, agent.Options{Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), ConfigPath: path, Reload: reload})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("agent logs:\n%s", logs.String())
-		}
-	})
+	a, logs, reload := reloadableAgent(t, path)
 	stop := runAgent(t, a)
 	defer stop()
 	syncLogged(t, logs, 10)
@@ -389,4 +375,26 @@ func TestAgent_ReportNamesTheFailureNotTheTemplateItLeftOut(t *testing.T) {
 	if got := lines(t, dir+"/commands"); len(got) != 1 {
 		t.Fatalf("commands = %v, want only the first render's", got)
 	}
+}
+
+// reloadableAgent is the agent of the config at path, logging at debug level into logs (shown
+// when the test fails), reloading its config when reload is sent to.
+func reloadableAgent(t *testing.T, path string) (*agent.Agent, *syncBuffer, chan struct{}) {
+	t.Helper()
+	cfg, err := agent.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	reload := make(chan struct{}, 1)
+	a, err := agent.New(cfg, agent.Options{Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), ConfigPath: path, Reload: reload})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("agent logs:\n%s", logs.String())
+		}
+	})
+	return a, logs, reload
 }
