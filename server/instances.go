@@ -385,10 +385,11 @@ func (s *Server) runReporter(ctx context.Context) {
 			}
 		}
 		for failed := 0; ctx.Err() == nil && s.reports.take(&b) > 0; {
-			if s.writeReports(ctx, &b) == nil { // logged, and put back to be written again
+			if s.writeReports(ctx, &b) == nil {
 				failed = 0
 				continue
 			}
+			// Logged, and put back: tried again after a pause, from 1 s doubling to 30 s.
 			failed++
 			sleep(ctx, min(time.Second<<min(failed-1, 5), 30*time.Second))
 		}
