@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -91,42 +90,21 @@ func (a *Agent) saveCandidates() error {
 		files = append(files, candidateEntry{Destination: t.cfg.Destination, Rollout: c.rollout, Path: c.prev.Path(), Existed: c.prev.Existed(),
 			Data: data, Mode: uint32(perm), UID: uid, GID: gid})
 	}
-	if len(files) == 0 {
-		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("clear: %w", err)
-		}
-		return nil
-	}
-	if err := mkdirPrivate(a.cfg.cacheDir()); err != nil {
-		return fmt.Errorf("cache dir: %w", err)
-	}
-	data, err := json.Marshal(candidateRecord{Appliance: a.cfg.Appliance, Files: files})
-	if err != nil {
-		return fmt.Errorf("encode: %w", err)
-	}
-	if _, err := atomicfile.Write(path, data, ownFile(false)); err != nil {
-		return fmt.Errorf("write: %w", err)
-	}
-	return nil
+	return saveRecord(a.cfg.cacheDir(), path, candidateWhat, candidateRecord{Appliance: a.cfg.Appliance, Files: files}, len(files) > 0)
 }
+
+// candidateWhat names the record in errors.
+const candidateWhat = "undo records of the rollout's candidate files"
+
+func (r *candidateRecord) owner() string { return r.Appliance }
 
 // loadCandidates reads the record of appliance's candidate files; none when there is none.
 func loadCandidates(cacheDir, appliance string) ([]candidateEntry, error) {
 	path := CandidatePath(cacheDir, appliance)
-	// Base64 makes 4 bytes of 3, and each entry adds its names.
-	data, err := readOwnFileMax(path, 2*maxCandidateBytes)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
 	var r candidateRecord
-	if err := json.Unmarshal(data, &r); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if r.Appliance != appliance {
-		return nil, fmt.Errorf("%s is appliance %q's, not %q", path, r.Appliance, appliance)
+	// Base64 makes 4 bytes of 3, and each entry adds its names.
+	if err := loadRecord(path, 2*maxCandidateBytes, candidateWhat, appliance, &r); err != nil {
+		return nil, err
 	}
 	total := 0
 	for _, f := range r.Files {

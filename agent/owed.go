@@ -39,44 +39,60 @@ func OwedPath(cacheDir, appliance string) string {
 // saveOwed records cmds durably (mode 0600); none removes the record. The removal is not
 // fsynced: a crash right after it may run the commands once more, never lose one.
 func saveOwed(cacheDir, appliance string, cmds []owedCommand) error {
-	path := OwedPath(cacheDir, appliance)
-	if len(cmds) == 0 {
+	return saveRecord(cacheDir, OwedPath(cacheDir, appliance), "owed commands", owedRecord{Appliance: appliance, Commands: cmds}, len(cmds) > 0)
+}
+
+// loadOwed reads the commands a previous run owed; none when there is no record.
+func loadOwed(cacheDir, appliance string) ([]owedCommand, error) {
+	var r owedRecord
+	if err := loadRecord(OwedPath(cacheDir, appliance), maxCacheBytes, "owed commands", appliance, &r); err != nil {
+		return nil, err
+	}
+	return r.Commands, nil
+}
+
+func (r *owedRecord) owner() string { return r.Appliance }
+
+// saveRecord writes rec as JSON at path, a record of the agent's own in cacheDir, durably
+// (mode 0600, fsynced); with keep false it removes it instead (not fsynced). what names the
+// record in errors.
+func saveRecord(cacheDir, path, what string, rec any, keep bool) error {
+	if !keep {
 		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("clear owed commands: %w", err)
+			return fmt.Errorf("clear %s: %w", what, err)
 		}
 		return nil
 	}
 	if err := mkdirPrivate(cacheDir); err != nil {
 		return fmt.Errorf("cache dir: %w", err)
 	}
-	data, err := json.Marshal(owedRecord{Appliance: appliance, Commands: cmds})
+	data, err := json.Marshal(rec)
 	if err != nil {
-		return fmt.Errorf("encode owed commands: %w", err)
+		return fmt.Errorf("encode %s: %w", what, err)
 	}
 	if _, err := atomicfile.Write(path, data, ownFile(false)); err != nil {
-		return fmt.Errorf("record owed commands: %w", err)
+		return fmt.Errorf("record %s: %w", what, err)
 	}
 	return nil
 }
 
-// loadOwed reads the commands a previous run owed; none when there is no record.
-func loadOwed(cacheDir, appliance string) ([]owedCommand, error) {
-	path := OwedPath(cacheDir, appliance)
-	data, err := readOwnFile(path) // the agent's own regular file, as the cached view
+// loadRecord reads the record at path (the agent's own regular file, as the cached view, of at
+// most limit bytes) into rec, which must be appliance's; rec is left empty when there is none.
+func loadRecord(path string, limit int64, what, appliance string, rec interface{ owner() string }) error {
+	data, err := readOwnFileMax(path, limit)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return nil
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var r owedRecord
-	if err := json.Unmarshal(data, &r); err != nil {
-		return nil, fmt.Errorf("owed commands %s: %w", path, err)
+	if err := json.Unmarshal(data, rec); err != nil {
+		return fmt.Errorf("%s %s: %w", what, path, err)
 	}
-	if r.Appliance != appliance {
-		return nil, fmt.Errorf("owed commands %s are appliance %q's, not %q", path, r.Appliance, appliance)
+	if rec.owner() != appliance {
+		return fmt.Errorf("%s %s are appliance %q's, not %q", what, path, rec.owner(), appliance)
 	}
-	return r.Commands, nil
+	return nil
 }
 
 // loadOwedAtStart takes over what a previous run owed. Only commands that a configured
