@@ -36,6 +36,23 @@ type served struct {
 	errc   chan error
 }
 
+// firstWrite waits for the admin token the server makes in tokenFile, then until it writes
+// key (value 1) with it, and returns the token; when says when, in what the test waits for.
+func (s *served) firstWrite(t *testing.T, tokenFile, key, when string) string {
+	t.Helper()
+	var token string
+	waitFor(t, "the admin token made"+when, func() bool {
+		b, err := os.ReadFile(tokenFile)
+		token = strings.TrimSpace(string(b))
+		return err == nil && token != ""
+	})
+	waitFor(t, "a write"+when, func() bool {
+		res, _ := s.req(t, token, "PUT", "/v1/kv/"+key, "1")
+		return res.StatusCode == 200
+	})
+	return token
+}
+
 func serve(t *testing.T, cfg Config) *served {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -461,16 +478,7 @@ func TestServe_StartsPromptlyWhileExternalEtcdIsAway(t *testing.T) {
 	}
 	defer e.Close()
 	came := time.Now()
-	var token string
-	waitFor(t, "the admin token made once etcd came", func() bool {
-		b, err := os.ReadFile(cfg.AdminTokenFile)
-		token = strings.TrimSpace(string(b))
-		return err == nil && token != ""
-	})
-	waitFor(t, "a write once etcd came", func() bool {
-		res, _ := s.req(t, token, "PUT", "/v1/kv/shared/a", "1")
-		return res.StatusCode == 200
-	})
+	token := s.firstWrite(t, cfg.AdminTokenFile, "shared/a", " once etcd came")
 	t.Logf("etcd came %v after the server's start; the server wrote %v after it", came.Sub(began).Round(time.Millisecond), time.Since(came).Round(time.Millisecond))
 	res, body = s.req(t, token, "GET", "/v1/kv/shared/a", "")
 	if res.StatusCode != 200 || !strings.Contains(string(body), `"value":"1"`) || res.Header.Get(api.HeaderStore) == "" {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -43,16 +42,7 @@ func writesInFlightAtShutdown(t *testing.T, n int) {
 	s := &served{url: "http://" + ln.Addr().String(), cancel: cancel, errc: make(chan error, 1)}
 	go func() { s.errc <- Serve(ctx, ln, cfg, testutil.Logger()) }()
 	t.Cleanup(func() { p.Thaw(); s.stop(t) })
-	var token string
-	waitFor(t, "the admin token", func() bool {
-		b, err := os.ReadFile(cfg.AdminTokenFile)
-		token = strings.TrimSpace(string(b))
-		return err == nil && token != ""
-	})
-	waitFor(t, "a write", func() bool {
-		res, _ := s.req(t, token, "PUT", "/v1/kv/shared/k0", "1")
-		return res.StatusCode == 200
-	})
+	token := s.firstWrite(t, cfg.AdminTokenFile, "shared/k0", "")
 	for i := range n {
 		if res, body := s.req(t, token, "PUT", fmt.Sprintf("/v1/kv/shared/k%d", i), "1"); res.StatusCode != 200 {
 			t.Fatalf("put: %d %s", res.StatusCode, body)
