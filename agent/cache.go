@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -161,7 +162,7 @@ func readOwnFile(path string) ([]byte, error) { return readOwnFileMax(path, maxC
 func readOwnFileMax(path string, limit int64) ([]byte, error) {
 	// Read by atomicfile.ReadRegular, and judged by its handle: a file swapped in at the name
 	// after a by-name check would be read instead.
-	data, _, err := atomicfile.ReadRegular(nil, path, limit+1, func(fi fs.FileInfo) error {
+	data, fi, err := atomicfile.ReadRegular(nil, path, limit+1, func(fi fs.FileInfo) error {
 		if unixModes && fi.Mode().Perm()&0o022 != 0 {
 			return fmt.Errorf("%s has mode %04o: group or others may write it", path, fi.Mode().Perm())
 		}
@@ -175,6 +176,16 @@ func readOwnFileMax(path string, limit int64) ([]byte, error) {
 	})
 	if pe := (*fs.PathError)(nil); err != nil && !errors.Is(err, fs.ErrNotExist) && errors.As(err, &pe) && pe.Op == "open" {
 		return nil, fmt.Errorf("%s: %w (not the agent's regular file?)", path, err)
+	}
+	if err == nil && unixModes && fi.Mode().Perm()&0o077 != 0 {
+		// Readable by group or others (an older version's file, or one copied or restored by
+		// hand): what the agent keeps holds the appliance's secrets. An unchanged view is
+		// never written again, so it is set to 0600 now.
+		if changed, cerr := atomicfile.Restrict(path, fi, 0o600); cerr != nil {
+			slog.Warn("a file in cache_dir is readable by group or others and could not be set to 0600", "file", path, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()), "error", cerr.Error())
+		} else if changed {
+			slog.Warn("a file in cache_dir was readable by group or others: set to 0600", "file", path, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
+		}
 	}
 	return data, err
 }

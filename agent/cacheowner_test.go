@@ -121,3 +121,35 @@ func TestLoadCache_HugeFileRefusedUnread(t *testing.T) {
 		t.Fatalf("LoadCache allocated %d MiB for a cache it refuses", got>>20)
 	}
 }
+
+// A cached view or record that group or others may read (written by an older version, by hand,
+// or restored from a backup) holds the appliance's secrets: reading it sets it to 0600. Before,
+// it stayed readable until the agent next rewrote it, which an unchanged view never makes.
+func TestLoadCache_SetsAReadableFileTo0600(t *testing.T) {
+	dir := t.TempDir()
+	cache, owed := CachePath(dir, "web"), OwedPath(dir, "web")
+	if err := os.WriteFile(cache, []byte(`{"appliance":"web","revision":9,"store":"s","keys":{"a":"secret"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(owed, []byte(`{"appliance":"web","owed":[]}`), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(cache, 0o644) // whatever the umask
+	os.Chmod(owed, 0o640)
+	c, err := LoadCache(dir, "web")
+	if err != nil || c.Keys["a"] != "secret" {
+		t.Fatalf("a cache others may read but not write is the agent's own: %v %v", c, err)
+	}
+	if _, err := loadOwed(dir, "web"); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{cache, owed} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s left at mode %04o after it was read", filepath.Base(p), fi.Mode().Perm())
+		}
+	}
+}

@@ -112,3 +112,23 @@ func readSized(f *os.File, size, limit int64) ([]byte, error) {
 		}
 	}
 }
+
+// Restrict sets the file at name to perm when it is still the file read (same device and
+// inode), by a handle opened without following a symbolic link at the name: a file swapped in
+// at the name after it was read, or a link planted there, is left alone (false). It answers
+// whether the mode was changed.
+func Restrict(name string, read fs.FileInfo, perm fs.FileMode) (bool, error) {
+	f, err := os.OpenFile(name, os.O_RDONLY|noFollow|nonBlock, 0)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	held, err := f.Stat()
+	if err != nil || !os.SameFile(held, read) || held.Mode().Perm() == perm {
+		return false, err
+	}
+	if err := f.Chmod(perm); err != nil {
+		return false, err
+	}
+	return true, nil
+}

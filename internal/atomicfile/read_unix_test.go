@@ -166,3 +166,56 @@ func TestReadRegular_Sizes(t *testing.T) {
 		t.Fatalf("a file whose stat says 0 bytes read as %q", data)
 	}
 }
+
+// Restrict changes the file read, never one swapped in at its name since, nor what a link
+// planted there leads to.
+func TestRestrict_OnlyTheFileRead(t *testing.T) {
+	dir := t.TempDir()
+	name := filepath.Join(dir, "view.json")
+	if err := os.WriteFile(name, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(name, 0o644)
+	read, err := os.Stat(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mode := func(p string) os.FileMode {
+		t.Helper()
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Mode().Perm()
+	}
+
+	// Swapped: another file at the name.
+	other := filepath.Join(dir, "other")
+	os.WriteFile(other, []byte("y"), 0o644)
+	os.Chmod(other, 0o644)
+	if err := os.Rename(other, name); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := atomicfile.Restrict(name, read, 0o600); changed || err != nil || mode(name) != 0o644 {
+		t.Fatalf("a file swapped in was changed: %v %v %04o", changed, err, mode(name))
+	}
+
+	// A link at the name, to the file read.
+	read, _ = os.Stat(name)
+	target := filepath.Join(dir, "target")
+	os.Rename(name, target)
+	os.Symlink(target, name)
+	if changed, err := atomicfile.Restrict(name, read, 0o600); changed || err == nil || mode(target) != 0o644 {
+		t.Fatalf("a link was followed: %v %v %04o", changed, err, mode(target))
+	}
+
+	// The file read.
+	os.Remove(name)
+	os.Rename(target, name)
+	if changed, err := atomicfile.Restrict(name, read, 0o600); !changed || err != nil || mode(name) != 0o600 {
+		t.Fatalf("the file read was not set to 0600: %v %v %04o", changed, err, mode(name))
+	}
+	if changed, err := atomicfile.Restrict(name, read, 0o600); changed || err != nil {
+		t.Fatalf("a file already at 0600 changed again: %v %v", changed, err)
+	}
+}
