@@ -1,6 +1,9 @@
 package agent
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,6 +12,7 @@ import (
 	"slices"
 
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
+	"github.com/shoelace-dev/shoelace/templates"
 )
 
 // While a file may hold a rollout's candidate's content, what the candidate replaced there
@@ -16,7 +20,9 @@ import (
 // candidate's file is renamed into place, updates it when a file no longer holds anything of
 // the candidate's, and reads it back at its next start, so that the halt of the rollout undoes
 // the candidate's files after a restart as it does without one. The previous bytes may be
-// secrets: they are in the agent's private cache_dir only, never logged.
+// secrets: they are in the agent's private cache_dir only, never logged. With them go the
+// SHA-256s of what the candidate installed (candidateFile.sums): the undo puts a file back only
+// while it holds one of them, never over what an operator wrote there since.
 
 // maxCandidateBytes bounds the previous bytes the record keeps, all files together: a file
 // over it is undone only while the run that installed the candidate lasts.
@@ -32,6 +38,9 @@ type candidateEntry struct {
 	Mode        uint32 `json:"mode,omitempty"`
 	UID         int    `json:"uid"`
 	GID         int    `json:"gid"`
+	// Installed are the SHA-256s (hex) of what the candidate installed there (candidateFile.sums);
+	// a record of an agent before them has none.
+	Installed []string `json:"installed,omitempty"`
 }
 
 type candidateRecord struct {
@@ -88,7 +97,7 @@ func (a *Agent) saveCandidates() error {
 		}
 		total += len(data)
 		files = append(files, candidateEntry{Destination: t.cfg.Destination, Rollout: c.rollout, Path: c.prev.Path(), Existed: c.prev.Existed(),
-			Data: data, Mode: uint32(perm), UID: uid, GID: gid})
+			Data: data, Mode: uint32(perm), UID: uid, GID: gid, Installed: c.sums})
 	}
 	return saveRecord(a.cfg.cacheDir(), path, candidateWhat, candidateRecord{Appliance: a.cfg.Appliance, Files: files}, len(files) > 0)
 }
@@ -152,7 +161,8 @@ func (a *Agent) loadCandidatesAtStart() {
 			dropped = true
 			continue
 		}
-		t.cand = &candidateFile{rollout: f.Rollout, prev: atomicfile.NewPrevious(f.Path, f.Existed, f.Data, os.FileMode(f.Mode), f.UID, f.GID)}
+		t.cand = &candidateFile{rollout: f.Rollout, prev: atomicfile.NewPrevious(f.Path, f.Existed, f.Data, os.FileMode(f.Mode), f.UID, f.GID),
+			sums: f.Installed}
 		a.log.Info("undo of the rollout's candidate kept from the last run", "template", t.name(), "rollout", f.Rollout, "existed", f.Existed)
 	}
 }
@@ -201,4 +211,68 @@ func sameFile(path, dest string) bool {
 	}
 	r, err := filepath.EvalSymlinks(dest)
 	return err == nil && r == path
+}
+
+// maxCandidateSums bounds candidateFile.sums: a rollback of a failed reload puts back what the
+// candidate installed before, so a few of the latest are kept, not only the last.
+const maxCandidateSums = 8
+
+// candidateSum is the fingerprint of output, as candidateFile.sums keeps it.
+func candidateSum(output []byte) string {
+	s := sha256.Sum256(output)
+	return hex.EncodeToString(s[:])
+}
+
+// withSum returns c (nil: a new one of rollout and prev) holding sum as the latest of what its
+// candidate installed; c itself is left as it is, so that a caller may put it back.
+func withSum(c *candidateFile, rollout string, prev *atomicfile.Previous, sum string) *candidateFile {
+	n := &candidateFile{rollout: rollout, prev: prev}
+	if c != nil {
+		n.prev, n.unrecorded = c.prev, c.unrecorded
+		n.sums = slices.DeleteFunc(slices.Clone(c.sums), func(s string) bool { return s == sum })
+	}
+	n.sums = append(n.sums, sum)
+	if len(n.sums) > maxCandidateSums {
+		n.sums = n.sums[len(n.sums)-maxCandidateSums:]
+	}
+	return n
+}
+
+// What the destination of a candidate's undo holds now (candidateHeld).
+const (
+	heldCandidate = iota // what the candidate installed (or not known: a record without sums)
+	heldPrevious         // what the undo puts back already (a halt done before a crash)
+	heldOther            // anything else: the operator's
+)
+
+// candidateHeld says what c's file holds now: the file is read (never through a link), and
+// compared with what c's candidate installed there and with what it replaced.
+func candidateHeld(c *candidateFile) (int, error) {
+	if len(c.sums) == 0 {
+		return heldCandidate, nil
+	}
+	fi, err := os.Lstat(c.prev.Path())
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if !c.prev.Existed() {
+			return heldPrevious, nil
+		}
+		return heldOther, nil
+	case err != nil:
+		return 0, err
+	case !fi.Mode().IsRegular():
+		return heldOther, nil
+	}
+	// Never through a link (one swapped in since the Lstat fails the read: tried again later).
+	data, _, err := atomicfile.ReadRegular(nil, c.prev.Path(), templates.DefaultMaxOutputBytes+1, nil)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", c.prev.Path(), err)
+	}
+	if slices.Contains(c.sums, candidateSum(data)) {
+		return heldCandidate, nil
+	}
+	if prev, _, _, _ := c.prev.Kept(); c.prev.Existed() && bytes.Equal(data, prev) {
+		return heldPrevious, nil
+	}
+	return heldOther, nil
 }

@@ -442,3 +442,107 @@ func startAgainKeeps(t *testing.T, srv *viewServer, dir, config, file, want, why
 		t.Fatalf("%s:\n%s", why, logs.String())
 	}
 }
+
+// A file of the candidate's that the operator changed since the candidate installed it (a hand
+// edit while the agent ran, or while it was stopped and the rollout halted) is the operator's: the halt keeps it as it
+// is, drops its undo and logs a warning naming the destination (not its content). A file the
+// candidate created and the operator since edited is kept too; a file of the candidate's that
+// no one touched is undone as before. Before, the undo wrote what the candidate replaced over
+// the operator's edit (or removed the file the operator had edited).
+func TestAgent_RunKeepsAHandEditOfACandidateFile(t *testing.T) {
+	for _, restart := range []bool{false, true} {
+		t.Run(map[bool]string{false: "edited while running", true: "edited while stopped"}[restart], func(t *testing.T) {
+			srv := newViewServer(t, map[string]string{"port": "80"})
+			const config = header + `templates:
+  - contents: "flag={{ key \"flag\" }}\n"
+    destination: $DIR/flag.conf
+  - contents: "feature={{ key \"feature\" }}\n"
+    destination: $DIR/feat.conf
+  - contents: "more={{ key \"more\" }}\n"
+    destination: $DIR/more.conf
+  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/port.conf
+`
+			a, dir, logs := testAgent(t, srv, config)
+			if err := os.WriteFile(dir+"/flag.conf", []byte("old\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			stop := runAgent(t, a)
+			defer func() { stop() }()
+			waitFor(t, "the live view rendered", fileIs(dir+"/port.conf", "port=80\n"))
+			srv.setView("ro-1", map[string]string{"port": "80", "feature": "on", "flag": "x", "more": "y"})
+			waitFor(t, "the candidate's files", func() bool {
+				return fileIs(dir+"/feat.conf", "feature=on\n")() && fileIs(dir+"/flag.conf", "flag=x\n")() && fileIs(dir+"/more.conf", "more=y\n")()
+			})
+			if restart {
+				stop()
+			}
+			for name, text := range map[string]string{"flag.conf": "flag=by-hand\n", "feat.conf": "feature=by-hand\n"} {
+				if err := os.WriteFile(dir+"/"+name, []byte(text), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Halted (while stopped: the agent starts on the live view).
+			srv.setView("", map[string]string{"port": "80"})
+			if restart {
+				var a2 *agent.Agent
+				a2, _, logs = testAgentIn(t, srv, dir, config)
+				stop = runAgent(t, a2)
+			}
+			waitFor(t, "the untouched candidate file undone", func() bool { _, err := os.Lstat(dir + "/more.conf"); return os.IsNotExist(err) })
+			waitFor(t, "the undo record removed", func() bool { _, err := os.Lstat(dir + "/cache/web.candidate.json"); return os.IsNotExist(err) })
+			for name, want := range map[string]string{"flag.conf": "flag=by-hand\n", "feat.conf": "feature=by-hand\n"} {
+				if b, err := os.ReadFile(dir + "/" + name); err != nil || string(b) != want {
+					t.Errorf("%s holds %q (%v) after the halt; want the operator's edit %q kept", name, b, err, want)
+				}
+			}
+			for _, name := range []string{"flag.conf", "feat.conf"} {
+				if n := strings.Count(logs.String(), `"file of the rollout's candidate kept: changed since the candidate installed it","template":"`+dir+"/"+name+`"`); n != 1 {
+					t.Errorf("the kept %s logged %d times, want once:\n%s", name, n, logs.String())
+				}
+			}
+			if strings.Contains(logs.String(), "by-hand") {
+				t.Errorf("the operator's content is logged:\n%s", logs.String())
+			}
+		})
+	}
+}
+
+// A record written by the agent before it kept the fingerprint of what the candidate installed
+// (no "installed") is read and undone as before: what the candidate replaced is put back and a
+// file it created is removed, whatever they hold.
+func TestAgent_RunUndoesACandidateRecordWithoutFingerprints(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"port": "80"})
+	a, dir, _ := testAgent(t, srv, header+`templates:
+  - contents: "flag={{ key \"flag\" }}\n"
+    destination: $DIR/flag.conf
+  - contents: "feature={{ key \"feature\" }}\n"
+    destination: $DIR/feat.conf
+  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/port.conf
+`)
+	for name, text := range map[string]string{"flag.conf": "flag=x\n", "feat.conf": "feature=on\n"} {
+		if err := os.WriteFile(dir+"/"+name, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(dir+"/cache", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	record := `{"appliance":"web","files":[` +
+		`{"destination":"$DIR/flag.conf","rollout":"ro-1","path":"$DIR/flag.conf","existed":true,"data":"b2xkCg==","mode":416,"uid":-1,"gid":-1},` +
+		`{"destination":"$DIR/feat.conf","rollout":"ro-1","path":"$DIR/feat.conf","existed":false}]}`
+	if err := os.WriteFile(dir+"/cache/web.candidate.json", []byte(strings.ReplaceAll(record, "$DIR", dir)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "the candidate's files undone", func() bool {
+		_, err := os.Lstat(dir + "/feat.conf")
+		return os.IsNotExist(err) && fileIs(dir+"/flag.conf", "old\n")()
+	})
+	if fi, err := os.Stat(dir + "/flag.conf"); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Fatalf("flag.conf restored with %v (%v), want mode 0640", fi.Mode().Perm(), err)
+	}
+	waitFor(t, "the undo record removed", func() bool { _, err := os.Lstat(dir + "/cache/web.candidate.json"); return os.IsNotExist(err) })
+}

@@ -378,15 +378,28 @@ func (p *pass) install(g *group) {
 	}
 	// What a rollout's candidate replaces is recorded before any of its files is renamed into
 	// place: an agent killed right after the rename still undoes it.
+	// So is the fingerprint of each file of the rollout's candidate, so that the undo never
+	// puts the previous bytes back over an operator's edit since.
 	var was map[*tmpl]*candidateFile
 	for _, m := range g.members {
-		if c := m.t.cand; m.staged != nil && p.v.Rollout != "" && (c == nil || c.rollout != p.v.Rollout) {
-			if was == nil {
-				was = map[*tmpl]*candidateFile{}
-			}
-			was[m.t] = c
-			m.t.cand = &candidateFile{rollout: p.v.Rollout, prev: m.staged.Previous()}
+		c := m.t.cand
+		if m.staged == nil || p.v.Rollout == "" {
+			continue
 		}
+		var n *candidateFile
+		switch sum := candidateSum(m.r.Output); {
+		case c == nil || c.rollout != p.v.Rollout:
+			n = withSum(nil, p.v.Rollout, m.staged.Previous(), sum)
+		case len(c.sums) > 0 && !slices.Contains(c.sums, sum):
+			n = withSum(c, p.v.Rollout, nil, sum)
+		default:
+			continue // known already (or a record without fingerprints: undone as it is)
+		}
+		if was == nil {
+			was = map[*tmpl]*candidateFile{}
+		}
+		was[m.t] = c
+		m.t.cand = n
 	}
 	if was != nil {
 		p.a.recordCandidates()
@@ -698,6 +711,23 @@ func (p *pass) undoCandidate(g *group) {
 	for _, t := range g.tmpls {
 		c := t.cand
 		if c == nil || c.rollout == p.v.Rollout {
+			continue
+		}
+		held, err := candidateHeld(c)
+		if err != nil {
+			// Kept: the next pass that cannot install the group tries again.
+			p.a.log.Error("file of the rollout's candidate not undone", "template", t.name(), "rollout", c.rollout, "error", err.Error())
+			continue
+		}
+		if held != heldCandidate {
+			// Its file holds what the undo puts back already (a halt cut short by a crash), or
+			// what the operator put there since the candidate installed it: kept as it is.
+			p.a.setCandidate(t, nil)
+			t.last, t.inPlace = nil, false
+			if held == heldOther {
+				p.a.log.Warn("file of the rollout's candidate kept: changed since the candidate installed it", "template", t.name(),
+					"rollout", c.rollout, "revision", p.v.Revision)
+			}
 			continue
 		}
 		changed, err := restoreFile(c.prev, atomicfile.Options{Allowed: t.allowed})

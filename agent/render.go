@@ -54,6 +54,10 @@ type tmpl struct {
 type candidateFile struct {
 	rollout string
 	prev    *atomicfile.Previous
+	// sums are the SHA-256s (hex) of what the rollout's candidate installed at the destination,
+	// newest last (candidateSum): the undo puts prev back only over one of them, never over an
+	// operator's edit. None: not known (a record of an agent before them), undone as it is.
+	sums []string
 	// unrecorded says that prev is not in cache_dir's record (candidate.go): too large.
 	unrecorded bool
 }
