@@ -546,3 +546,109 @@ func TestAgent_RunUndoesACandidateRecordWithoutFingerprints(t *testing.T) {
 	}
 	waitFor(t, "the undo record removed", func() bool { _, err := os.Lstat(dir + "/cache/web.candidate.json"); return os.IsNotExist(err) })
 }
+
+// A destination that leads to another file at the halt than the one the candidate replaced (a
+// symbolic link planted there while the agent runs, or a link there re-pointed) has its undo
+// dropped while the agent runs too, as after a restart: neither the link nor a file it leads to
+// (now or before) is touched, and the drop is logged. Before, the undo in memory replaced the
+// planted link with what the candidate had replaced, removed it where the candidate had created
+// the file, and put the previous bytes back in the file a re-pointed link no longer led to.
+func TestAgent_RunDropsTheCandidateUndoOfADestinationLinkedWhileRunning(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"port": "80"})
+	a, dir, logs := testAgent(t, srv, header+`templates:
+  - contents: "flag={{ key \"flag\" }}\n"
+    destination: $DIR/flag.conf
+  - contents: "feature={{ key \"feature\" }}\n"
+    destination: $DIR/feat.conf
+  - contents: "via={{ key \"via\" }}\n"
+    destination: $DIR/via.conf
+  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/port.conf
+`)
+	for name, text := range map[string]string{"flag.conf": "old\n", "real.conf": "real\n", "a1.conf": "a1\n", "a2.conf": "a2\n"} {
+		if err := os.WriteFile(dir+"/"+name, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(dir+"/a1.conf", dir+"/via.conf"); err != nil {
+		t.Fatal(err)
+	}
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "the live view rendered", fileIs(dir+"/port.conf", "port=80\n"))
+	srv.setView("ro-1", map[string]string{"port": "80", "feature": "on", "flag": "x", "via": "y"})
+	waitFor(t, "the candidate's files", func() bool {
+		return fileIs(dir+"/feat.conf", "feature=on\n")() && fileIs(dir+"/flag.conf", "flag=x\n")() && fileIs(dir+"/a1.conf", "via=y\n")()
+	})
+	// The operator links the destinations elsewhere while the agent runs.
+	for name, to := range map[string]string{"flag.conf": "real.conf", "feat.conf": "real.conf", "via.conf": "a2.conf"} {
+		if err := os.Remove(dir + "/" + name); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(dir+"/"+to, dir+"/"+name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv.setView("", map[string]string{"port": "80"})
+	waitFor(t, "the undo record removed", func() bool { _, err := os.Lstat(dir + "/cache/web.candidate.json"); return os.IsNotExist(err) })
+	for name, to := range map[string]string{"flag.conf": "real.conf", "feat.conf": "real.conf", "via.conf": "a2.conf"} {
+		if got, err := os.Readlink(dir + "/" + name); err != nil || got != dir+"/"+to {
+			t.Errorf("%s: link to %q (%v); want the operator's link to %s kept", name, got, err, to)
+		}
+	}
+	for name, want := range map[string]string{"real.conf": "real\n", "a1.conf": "via=y\n", "a2.conf": "a2\n"} {
+		if b, err := os.ReadFile(dir + "/" + name); err != nil || string(b) != want {
+			t.Errorf("%s holds %q (%v); want %q, untouched", name, b, err, want)
+		}
+	}
+	if n := strings.Count(logs.String(), "its destination leads to another file now"); n != 3 {
+		t.Errorf("the dropped undo logged %d times, want 3:\n%s", n, logs.String())
+	}
+}
+
+// The same holds for the undo of a record without fingerprints (of an older agent), which the
+// undo cannot tell from an operator's edit: a link planted at its destination while the agent
+// runs is kept, and so is the file it leads to. Before, the link was replaced with what the
+// candidate had replaced there.
+func TestAgent_RunDropsTheUnfingerprintedUndoOfADestinationLinkedWhileRunning(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"port": "80"})
+	a, dir, logs := testAgent(t, srv, header+`templates:
+  - contents: "flag={{ key \"flag\" }}\n"
+    destination: $DIR/flag.conf
+  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/port.conf
+`)
+	for name, text := range map[string]string{"flag.conf": "flag=x\n", "real.conf": "real\n"} {
+		if err := os.WriteFile(dir+"/"+name, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(dir+"/cache", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	record := `{"appliance":"web","files":[{"destination":"$DIR/flag.conf","rollout":"ro-1","path":"$DIR/flag.conf","existed":true,"data":"b2xkCg==","mode":420,"uid":-1,"gid":-1}]}`
+	if err := os.WriteFile(dir+"/cache/web.candidate.json", []byte(strings.ReplaceAll(record, "$DIR", dir)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv.setView("ro-1", map[string]string{"port": "80", "flag": "x"})
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "the candidate view rendered", fileIs(dir+"/port.conf", "port=80\n"))
+	if err := os.Remove(dir + "/flag.conf"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(dir+"/real.conf", dir+"/flag.conf"); err != nil {
+		t.Fatal(err)
+	}
+	srv.setView("", map[string]string{"port": "81"})
+	waitFor(t, "the live view rendered", fileIs(dir+"/port.conf", "port=81\n"))
+	if got, err := os.Readlink(dir + "/flag.conf"); err != nil || got != dir+"/real.conf" {
+		t.Errorf("flag.conf: link to %q (%v); want the operator's link to real.conf kept", got, err)
+	}
+	if !fileIs(dir+"/real.conf", "real\n")() {
+		t.Error("the file the link leads to was changed")
+	}
+	if n := strings.Count(logs.String(), "its destination leads to another file now"); n != 1 {
+		t.Errorf("the dropped undo logged %d times, want once:\n%s", n, logs.String())
+	}
+}

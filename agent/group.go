@@ -713,6 +713,14 @@ func (p *pass) undoCandidate(g *group) {
 		if c == nil || c.rollout == p.v.Rollout {
 			continue
 		}
+		if !sameFile(c.prev.Path(), t.cfg.Destination) {
+			// A link put at the destination, or one there re-pointed, since the candidate's
+			// install: not the file recorded, whichever undo it would take (as at a start).
+			p.a.setCandidate(t, nil)
+			t.last, t.inPlace = nil, false
+			p.a.log.Warn("undo of the rollout's candidate dropped: its destination leads to another file now", "template", t.name(), "rollout", c.rollout)
+			continue
+		}
 		held, err := candidateHeld(c)
 		if err != nil {
 			// Kept: the next pass that cannot install the group tries again.
