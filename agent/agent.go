@@ -72,6 +72,9 @@ type Agent struct {
 	// recordOwed is set while Run runs: commands owed for installed files are recorded in
 	// cache_dir (owed.go), which owed mirrors.
 	recordOwed bool
+	// candidatesUnsaved says that a template's cand changed since the candidate record was
+	// last written (setCandidate): the pass writes it once (flushCandidates).
+	candidatesUnsaved bool
 	// failures counts the failures recorded by passes (tmpl.failedAt).
 	failures uint64
 	owed     []owedCommand

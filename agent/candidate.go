@@ -54,18 +54,30 @@ func CandidatePath(cacheDir, appliance string) string {
 	return filepath.Join(cacheDir, appliance+".candidate.json")
 }
 
-// setCandidate sets t.cand to c and records the change.
+// setCandidate sets t.cand to c (an undo done or no longer wanted); the pass records the
+// changes once, after its undos (flushCandidates), not one write and fsync per file. A crash
+// before that write leaves the entries of files undone already in the record: their
+// fingerprint (sums) no longer matches, and the next start drops them instead of undoing them
+// again.
 func (a *Agent) setCandidate(t *tmpl, c *candidateFile) {
 	if t.cand == c {
 		return
 	}
 	t.cand = c
-	a.recordCandidates()
+	a.candidatesUnsaved = true
+}
+
+// flushCandidates records the changes setCandidate made, if the record does not hold them yet.
+func (a *Agent) flushCandidates() {
+	if a.candidatesUnsaved {
+		a.recordCandidates()
+	}
 }
 
 // recordCandidates records the cand of a's templates in cache_dir while Run runs. A record that
 // cannot be written is logged, not fatal: the undo is kept in memory.
 func (a *Agent) recordCandidates() {
+	a.candidatesUnsaved = false
 	if !a.recordOwed {
 		return
 	}

@@ -652,3 +652,93 @@ func TestAgent_RunDropsTheUnfingerprintedUndoOfADestinationLinkedWhileRunning(t 
 		t.Errorf("the dropped undo logged %d times, want once:\n%s", n, logs.String())
 	}
 }
+
+// The halt of a rollout rewrites the candidate record once, after it undid every file of the
+// pass, not once per file (each an fsync of the file and of cache_dir). A crash in the middle
+// of the halt leaves the record as it was before the halt: at the next start, a file undone
+// already is not undone again (here the operator edited it after the crash: the edit stays),
+// and the files not undone yet are. Before, the record was rewritten and fsynced after each file
+// undone.
+func TestAgent_RunRecordsTheHaltOnce(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"port": "80"})
+	const config = header + `templates:
+  - contents: "a={{ key \"a\" }}\n"
+    destination: $DIR/a.conf
+  - contents: "b={{ key \"b\" }}\n"
+    destination: $DIR/b.conf
+  - contents: "c={{ key \"c\" }}\n"
+    destination: $DIR/c.conf
+  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/port.conf
+`
+	a, dir, _ := testAgent(t, srv, config)
+	for name, text := range map[string]string{"a.conf": "old-a\n", "c.conf": "old-c\n"} {
+		if err := os.WriteFile(dir+"/"+name, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	record := dir + "/cache/web.candidate.json"
+	type seen struct {
+		fi   os.FileInfo
+		data []byte
+	}
+	var mu sync.Mutex
+	var records []seen // the record as each undo of the halt found it
+	defer agent.SetRestoreFile(func(p *atomicfile.Previous, opts atomicfile.Options) (bool, error) {
+		fi, err := os.Stat(record)
+		data, _ := os.ReadFile(record)
+		if err != nil {
+			t.Errorf("no record when %s is undone: %v", p.Path(), err)
+		}
+		mu.Lock()
+		records = append(records, seen{fi, data})
+		mu.Unlock()
+		return p.Restore(opts)
+	})()
+	stop := runAgent(t, a)
+	waitFor(t, "the live view rendered", fileIs(dir+"/port.conf", "port=80\n"))
+	srv.setView("ro-1", map[string]string{"port": "80", "a": "1", "b": "2", "c": "3"})
+	waitFor(t, "the candidate's files", func() bool {
+		return fileIs(dir+"/a.conf", "a=1\n")() && fileIs(dir+"/b.conf", "b=2\n")() && fileIs(dir+"/c.conf", "c=3\n")()
+	})
+	srv.setView("", map[string]string{"port": "80"})
+	waitFor(t, "the candidate's files undone", func() bool {
+		_, err := os.Lstat(dir + "/b.conf")
+		return os.IsNotExist(err) && fileIs(dir+"/a.conf", "old-a\n")() && fileIs(dir+"/c.conf", "old-c\n")()
+	})
+	waitFor(t, "the undo record removed", func() bool { _, err := os.Lstat(record); return os.IsNotExist(err) })
+	stop()
+	mu.Lock()
+	if len(records) != 3 {
+		t.Fatalf("%d undos, want 3", len(records))
+	}
+	for i, r := range records[1:] {
+		if r.fi == nil || records[0].fi == nil || !os.SameFile(r.fi, records[0].fi) || string(r.data) != string(records[0].data) {
+			t.Errorf("undo %d of the halt found the record rewritten since the first: want one write, after the last undo", i+2)
+		}
+	}
+	crashed := records[1].data // a crash right after the first undo leaves this record
+	mu.Unlock()
+
+	// The crash: the record as it was then, b and c still the candidate's; since, the operator
+	// edited a.conf, which the halt had undone already.
+	if err := os.WriteFile(record, crashed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, text := range map[string]string{"a.conf": "a=by-hand\n", "b.conf": "b=2\n", "c.conf": "c=3\n"} {
+		if err := os.WriteFile(dir+"/"+name, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a2, _, _ := testAgentIn(t, srv, dir, config)
+	stop2 := runAgent(t, a2)
+	defer stop2()
+	waitFor(t, "the rest of the halt done", func() bool {
+		_, err := os.Lstat(dir + "/b.conf")
+		return os.IsNotExist(err) && fileIs(dir+"/c.conf", "old-c\n")()
+	})
+	waitFor(t, "the undo record removed", func() bool { _, err := os.Lstat(record); return os.IsNotExist(err) })
+	if b, _ := os.ReadFile(dir + "/a.conf"); string(b) != "a=by-hand\n" {
+		t.Fatalf("a.conf holds %q; want the operator's edit, not a second undo", b)
+	}
+}

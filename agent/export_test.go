@@ -32,3 +32,10 @@ func SetEnrollEvery(d time.Duration) (restore func()) {
 	enrollEvery = d
 	return func() { enrollEvery = old }
 }
+
+// SetRestoreFile replaces the restore of a previous file (an undo) for a test.
+func SetRestoreFile(f func(p *atomicfile.Previous, opts atomicfile.Options) (bool, error)) (restore func()) {
+	old := restoreFile
+	restoreFile = f
+	return func() { restoreFile = old }
+}

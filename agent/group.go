@@ -200,9 +200,11 @@ func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noC
 			p.undoCandidate(g)
 		}
 	}
+	a.flushCandidates() // before the commands: the undos of the pass, one write
 	for _, g := range groups {
 		p.reload(ctx, g)
 	}
+	a.flushCandidates() // the rollbacks of failed reloads
 	if !noCommands {
 		p.runOwed(ctx)
 		// Every command owed is run (a failed one too: it is logged, not retried).
