@@ -288,3 +288,14 @@ func candidateHeld(c *candidateFile) (int, error) {
 	}
 	return heldOther, nil
 }
+
+// candidateReplaced says whether was, what an install of another rollout's candidate replaces,
+// is what c's candidate installed (a record without fingerprints: taken to be): the file the
+// undo of c puts back, the same file.
+func candidateReplaced(c *candidateFile, was *atomicfile.Previous) bool {
+	if !was.Existed() || was.Path() != c.prev.Path() {
+		return false
+	}
+	data, _, _, _ := was.Kept()
+	return len(c.sums) == 0 || slices.Contains(c.sums, candidateSum(data))
+}

@@ -3,6 +3,7 @@
 package agent_test
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -740,5 +741,75 @@ func TestAgent_RunRecordsTheHaltOnce(t *testing.T) {
 	waitFor(t, "the undo record removed", func() bool { _, err := os.Lstat(record); return os.IsNotExist(err) })
 	if b, _ := os.ReadFile(dir + "/a.conf"); string(b) != "a=by-hand\n" {
 		t.Fatalf("a.conf holds %q; want the operator's edit, not a second undo", b)
+	}
+}
+
+// A rollout that follows another on the same canary directly (the agent never rendered the
+// live view between them: the first halted while a poll was away, or the view came in one
+// answer) undoes to what the files held before the first rollout: the candidate of the first
+// was never the live content. So it does when an install of the second rollout's failed in
+// between (a full disk), and for a file both candidates render the same. Before, the second
+// rollout's undo was what its install replaced (the first candidate's bytes), a failed install
+// left the first rollout's undo for those bytes as well, and a file the second candidate
+// rendered the same lost its undo: the halt left candidate content in all three.
+func TestAgent_RunUndoesBackToBeforeTheFirstOfTwoRollouts(t *testing.T) {
+	for _, failed := range []bool{false, true} {
+		t.Run(map[bool]string{false: "directly", true: "a failed install between"}[failed], func(t *testing.T) {
+			srv := newViewServer(t, map[string]string{"port": "80"})
+			a, dir, _ := testAgent(t, srv, header+`templates:
+  - contents: "flag={{ key \"flag\" }}\n"
+    destination: $DIR/flag.conf
+    command: echo g >> $DIR/ran
+  - contents: "other={{ key \"other\" }}\n"
+    destination: $DIR/other.conf
+    command: echo g >> $DIR/ran
+  - contents: "same={{ key \"same\" }}\n"
+    destination: $DIR/same.conf
+  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/port.conf
+`)
+			old := map[string]string{"flag.conf": "old-flag\n", "other.conf": "old-other\n", "same.conf": "old-same\n"}
+			for name, text := range old {
+				if err := os.WriteFile(dir+"/"+name, []byte(text), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var mu sync.Mutex
+			others := 0
+			defer agent.SetInstallStaged(func(s *atomicfile.Staged) error {
+				mu.Lock()
+				defer mu.Unlock()
+				if filepath.Base(s.Path()) == "other.conf" {
+					if others++; failed && others == 2 {
+						s.Discard()
+						return errors.New("no space left on device")
+					}
+				}
+				return s.Install()
+			})()
+			stop := runAgent(t, a)
+			defer stop()
+			waitFor(t, "the live view rendered", fileIs(dir+"/port.conf", "port=80\n"))
+			srv.setView("ro-1", map[string]string{"port": "80", "flag": "1", "other": "1", "same": "s"})
+			waitFor(t, "the first rollout's files", func() bool {
+				return fileIs(dir+"/flag.conf", "flag=1\n")() && fileIs(dir+"/other.conf", "other=1\n")() && fileIs(dir+"/same.conf", "same=s\n")()
+			})
+			srv.setView("ro-2", map[string]string{"port": "80", "flag": "2", "other": "2", "same": "s"})
+			waitFor(t, "the second rollout's files", func() bool {
+				return fileIs(dir+"/flag.conf", "flag=2\n")() && fileIs(dir+"/other.conf", "other=2\n")()
+			})
+			mu.Lock()
+			if failed && others != 3 {
+				t.Errorf("other.conf installed %d times, want 3 (ro-1, ro-2 failed, ro-2 again)", others)
+			}
+			mu.Unlock()
+			srv.setView("", map[string]string{"port": "80"})
+			waitFor(t, "the undo record removed", func() bool { _, err := os.Lstat(dir + "/cache/web.candidate.json"); return os.IsNotExist(err) })
+			for name, want := range old {
+				if b, err := os.ReadFile(dir + "/" + name); err != nil || string(b) != want {
+					t.Errorf("%s holds %q (%v) after the second rollout halted; want %q, what it held before the first", name, b, err, want)
+				}
+			}
+		})
 	}
 }

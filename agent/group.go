@@ -279,12 +279,29 @@ func (p *pass) drifted(t *tmpl) string {
 // next pass compares the next view with this one, which every template then shares.
 func (p *pass) unchanged(t *tmpl) {
 	t.revision = p.v.Revision
-	if t.cand != nil && t.cand.rollout != p.v.Rollout {
-		p.a.setCandidate(t, nil) // the file holds what this view renders, nothing of the candidate's
-	}
+	var out []byte // what the file holds, when known
 	if t.inPlace && t.last != nil {
+		out = t.last.Output
 		t.lastData = p.data
 	}
+	p.settleCandidate(t, out)
+}
+
+// settleCandidate ends the undo of t's candidate of another rollout than the pass's view, whose
+// render (out; nil: not known) t's file holds: that file holds nothing that is only the
+// candidate's, and a later view that cannot render t leaves it as it is. But when the view is
+// another rollout's candidate rendering what the last one installed (no live view rendered
+// between them), the file holds nothing live yet: the undo goes on, for the new rollout.
+func (p *pass) settleCandidate(t *tmpl, out []byte) {
+	c := t.cand
+	if c == nil || c.rollout == p.v.Rollout {
+		return
+	}
+	if p.v.Rollout != "" && out != nil && (len(c.sums) == 0 || slices.Contains(c.sums, candidateSum(out))) {
+		p.a.setCandidate(t, &candidateFile{rollout: p.v.Rollout, prev: c.prev, sums: c.sums, unrecorded: c.unrecorded})
+		return
+	}
+	p.a.setCandidate(t, nil)
 }
 
 // fail records f for t.
@@ -390,6 +407,11 @@ func (p *pass) install(g *group) {
 		}
 		var n *candidateFile
 		switch sum := candidateSum(m.r.Output); {
+		case c != nil && c.rollout != p.v.Rollout && candidateReplaced(c, m.staged.Previous()):
+			// Another rollout's candidate replaces the last one's (no live view rendered
+			// between them): its undo is still to what the file held before the first.
+			data, _, _, _ := m.staged.Previous().Kept()
+			n = withSum(withSum(c, p.v.Rollout, nil, candidateSum(data)), p.v.Rollout, nil, sum)
 		case c == nil || c.rollout != p.v.Rollout:
 			n = withSum(nil, p.v.Rollout, m.staged.Previous(), sum)
 		case len(c.sums) > 0 && !slices.Contains(c.sums, sum):
@@ -479,11 +501,7 @@ func (p *pass) install(g *group) {
 // inPlace records that m's file holds its output.
 func (p *pass) inPlace(m *member) {
 	t := m.t
-	if t.cand != nil && t.cand.rollout != p.v.Rollout {
-		// The file holds what this view renders (the candidate's bytes, maybe), nothing that
-		// is only the candidate's: a later view that cannot render t leaves it as it is.
-		p.a.setCandidate(t, nil)
-	}
+	p.settleCandidate(t, m.r.Output)
 	t.last, t.lastData, t.inPlace, t.err, t.stage, t.failed, t.revision = m.r, p.data, true, nil, "", nil, p.v.Revision
 	t.retry = false
 	t.disk = m.stamp
