@@ -272,8 +272,8 @@ func candidateHeld(c *candidateFile) (int, error) {
 		return heldOther, nil
 	case err != nil:
 		return 0, err
-	case !fi.Mode().IsRegular():
-		return heldOther, nil
+	case !fi.Mode().IsRegular() || fi.Size() > templates.DefaultMaxOutputBytes:
+		return heldOther, nil // no render writes it: not the candidate's
 	}
 	// Never through a link (one swapped in since the Lstat fails the read: tried again later).
 	data, _, err := atomicfile.ReadRegular(nil, c.prev.Path(), templates.DefaultMaxOutputBytes+1, nil)

@@ -168,12 +168,7 @@ func TestAgent_RunIgnoresAnUnusableCandidateRecord(t *testing.T) {
 			if err := os.WriteFile(dir+"/gone.conf", []byte("kept\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			if err := os.MkdirAll(dir+"/cache", 0o700); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(dir+"/cache/web.candidate.json", []byte(strings.ReplaceAll(c.record, "$DIR", dir)), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			plantCandidateRecord(t, dir, c.record)
 			stop := runAgent(t, a)
 			defer stop()
 			waitFor(t, "the live view rendered", fileIs(dir+"/port.conf", "port=80\n"))
@@ -394,15 +389,10 @@ func TestAgent_RunDropsTheCandidateUndoOfADestinationNowALink(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := os.MkdirAll(dir+"/cache", 0o700); err != nil {
-		t.Fatal(err)
-	}
 	record := `{"appliance":"web","files":[` +
 		`{"destination":"$DIR/flag.conf","rollout":"ro-1","path":"$DIR/flag.conf","existed":true,"data":"b2xkCg==","mode":420,"uid":-1,"gid":-1},` +
 		`{"destination":"$DIR/feat.conf","rollout":"ro-1","path":"$DIR/feat.conf","existed":false}]}`
-	if err := os.WriteFile(dir+"/cache/web.candidate.json", []byte(strings.ReplaceAll(record, "$DIR", dir)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	plantCandidateRecord(t, dir, record)
 	stop := runAgent(t, a)
 	defer stop()
 	waitFor(t, "the live view rendered", fileIs(dir+"/port.conf", "port=80\n"))
@@ -478,11 +468,7 @@ func TestAgent_RunKeepsAHandEditOfACandidateFile(t *testing.T) {
 			if restart {
 				stop()
 			}
-			for name, text := range map[string]string{"flag.conf": "flag=by-hand\n", "feat.conf": "feature=by-hand\n"} {
-				if err := os.WriteFile(dir+"/"+name, []byte(text), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
+			writeFiles(t, dir, map[string]string{"flag.conf": "flag=by-hand\n", "feat.conf": "feature=by-hand\n"})
 			// Halted (while stopped: the agent starts on the live view).
 			srv.setView("", map[string]string{"port": "80"})
 			if restart {
@@ -522,20 +508,11 @@ func TestAgent_RunUndoesACandidateRecordWithoutFingerprints(t *testing.T) {
   - contents: "port={{ key \"port\" }}\n"
     destination: $DIR/port.conf
 `)
-	for name, text := range map[string]string{"flag.conf": "flag=x\n", "feat.conf": "feature=on\n"} {
-		if err := os.WriteFile(dir+"/"+name, []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.MkdirAll(dir+"/cache", 0o700); err != nil {
-		t.Fatal(err)
-	}
+	writeFiles(t, dir, map[string]string{"flag.conf": "flag=x\n", "feat.conf": "feature=on\n"})
 	record := `{"appliance":"web","files":[` +
 		`{"destination":"$DIR/flag.conf","rollout":"ro-1","path":"$DIR/flag.conf","existed":true,"data":"b2xkCg==","mode":416,"uid":-1,"gid":-1},` +
 		`{"destination":"$DIR/feat.conf","rollout":"ro-1","path":"$DIR/feat.conf","existed":false}]}`
-	if err := os.WriteFile(dir+"/cache/web.candidate.json", []byte(strings.ReplaceAll(record, "$DIR", dir)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	plantCandidateRecord(t, dir, record)
 	stop := runAgent(t, a)
 	defer stop()
 	waitFor(t, "the candidate's files undone", func() bool {
@@ -566,11 +543,7 @@ func TestAgent_RunDropsTheCandidateUndoOfADestinationLinkedWhileRunning(t *testi
   - contents: "port={{ key \"port\" }}\n"
     destination: $DIR/port.conf
 `)
-	for name, text := range map[string]string{"flag.conf": "old\n", "real.conf": "real\n", "a1.conf": "a1\n", "a2.conf": "a2\n"} {
-		if err := os.WriteFile(dir+"/"+name, []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeFiles(t, dir, map[string]string{"flag.conf": "old\n", "real.conf": "real\n", "a1.conf": "a1\n", "a2.conf": "a2\n"})
 	if err := os.Symlink(dir+"/a1.conf", dir+"/via.conf"); err != nil {
 		t.Fatal(err)
 	}
@@ -619,18 +592,9 @@ func TestAgent_RunDropsTheUnfingerprintedUndoOfADestinationLinkedWhileRunning(t 
   - contents: "port={{ key \"port\" }}\n"
     destination: $DIR/port.conf
 `)
-	for name, text := range map[string]string{"flag.conf": "flag=x\n", "real.conf": "real\n"} {
-		if err := os.WriteFile(dir+"/"+name, []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.MkdirAll(dir+"/cache", 0o700); err != nil {
-		t.Fatal(err)
-	}
+	writeFiles(t, dir, map[string]string{"flag.conf": "flag=x\n", "real.conf": "real\n"})
 	record := `{"appliance":"web","files":[{"destination":"$DIR/flag.conf","rollout":"ro-1","path":"$DIR/flag.conf","existed":true,"data":"b2xkCg==","mode":420,"uid":-1,"gid":-1}]}`
-	if err := os.WriteFile(dir+"/cache/web.candidate.json", []byte(strings.ReplaceAll(record, "$DIR", dir)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	plantCandidateRecord(t, dir, record)
 	srv.setView("ro-1", map[string]string{"port": "80", "flag": "x"})
 	stop := runAgent(t, a)
 	defer stop()
@@ -673,11 +637,7 @@ func TestAgent_RunRecordsTheHaltOnce(t *testing.T) {
     destination: $DIR/port.conf
 `
 	a, dir, _ := testAgent(t, srv, config)
-	for name, text := range map[string]string{"a.conf": "old-a\n", "c.conf": "old-c\n"} {
-		if err := os.WriteFile(dir+"/"+name, []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeFiles(t, dir, map[string]string{"a.conf": "old-a\n", "c.conf": "old-c\n"})
 	record := dir + "/cache/web.candidate.json"
 	type seen struct {
 		fi   os.FileInfo
@@ -726,11 +686,7 @@ func TestAgent_RunRecordsTheHaltOnce(t *testing.T) {
 	if err := os.WriteFile(record, crashed, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for name, text := range map[string]string{"a.conf": "a=by-hand\n", "b.conf": "b=2\n", "c.conf": "c=3\n"} {
-		if err := os.WriteFile(dir+"/"+name, []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeFiles(t, dir, map[string]string{"a.conf": "a=by-hand\n", "b.conf": "b=2\n", "c.conf": "c=3\n"})
 	a2, _, _ := testAgentIn(t, srv, dir, config)
 	stop2 := runAgent(t, a2)
 	defer stop2()
@@ -811,5 +767,27 @@ func TestAgent_RunUndoesBackToBeforeTheFirstOfTwoRollouts(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// writeFiles writes each file of files (name → content) in dir, mode 0644.
+func writeFiles(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for name, text := range files {
+		if err := os.WriteFile(dir+"/"+name, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// plantCandidateRecord writes record, $DIR replaced by dir, as the agent's candidate record in
+// dir/cache (as a run before this one left it).
+func plantCandidateRecord(t *testing.T, dir, record string) {
+	t.Helper()
+	if err := os.MkdirAll(dir+"/cache", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir+"/cache/web.candidate.json", []byte(strings.ReplaceAll(record, "$DIR", dir)), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
