@@ -14,7 +14,7 @@
 //	GET    /v1/appliances/{name}/instances          Instances (agents' reports)
 //	DELETE /v1/appliances/{name}/instances/{instance}  forget an instance, revoke its token (admin)
 //	POST   /v1/appliances/{name}/enroll             api.Enroll → api.Enrolled (the agent token)
-//	POST   /v1/tokens, GET /v1/tokens [?all], DELETE /v1/tokens/{name}   admin only
+//	POST   /v1/tokens, GET /v1/tokens [?all&limit&after], DELETE /v1/tokens/{name}   admin only
 //	GET    /v1/maintenance, PUT /v1/maintenance     Maintenance (PUT admin only)
 //	GET    /v1/snapshot                             etcd snapshot stream (admin only)
 //	GET    /v1/status                               Status (read, write or admin token; not agents)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/store"
 )
 
 func (t *tokenRecord) info() api.TokenInfo {
@@ -115,8 +116,12 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) error
 	return writeJSON(w, http.StatusCreated, rev, api.TokenCreated{TokenInfo: rec.info(), Token: secret, Revision: rev})
 }
 
+// handleListTokens answers GET /v1/tokens[?all&limit&after]: a page of the tokens by name, as
+// the other lists page (limit as theirs; after, the next of the previous page, is where this
+// one starts). Only the page is read from etcd: with ?all, a fleet's instance tokens (one per
+// VM) would make every request read them all; without it, their span is not read at all.
 func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error {
-	q, err := query(r, "all")
+	q, err := query(r, "all", "limit", "after")
 	if err != nil {
 		return err
 	}
@@ -124,18 +129,35 @@ func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	if err := principalOf(r).mayAdmin(); err != nil {
-		return err
-	}
-	ctx, cancel := s.opCtx(r)
-	defer cancel()
-	m, rev, err := s.st.SysList(ctx, tokenPrefix)
+	limit, _, err := pageParams(q)
 	if err != nil {
 		return err
 	}
-	out := api.TokenList{Tokens: []api.TokenInfo{}}
-	for k, v := range m {
-		rec, err := decodeToken(k, v)
+	after := q.Get("after")
+	if after != "" && !tokenListName(after) {
+		return api.Errorf(api.CodeInvalidRequest, "query parameter after must be a token name (the next of the previous page), not %s", shorten(after))
+	}
+	if err := principalOf(r).mayAdmin(); err != nil {
+		return err
+	}
+	from, end := tokenPrefix, tokenPrefix[:len(tokenPrefix)-1]+string(tokenPrefix[len(tokenPrefix)-1]+1)
+	if after != "" {
+		from = tokenPrefix + after + "\x00"
+	}
+	spans := []store.SysSpan{{From: from, To: end}}
+	if !all {
+		// Instance tokens are the names under "instance:" (':' is refused in the others).
+		spans = []store.SysSpan{{From: from, To: tokenPrefix + "instance:"}, {From: max(from, tokenPrefix+"instance;"), To: end}}
+	}
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	kvs, rev, more, err := s.st.SysPage(ctx, limit, spans...)
+	if err != nil {
+		return err
+	}
+	out := api.TokenList{Revision: rev, Tokens: []api.TokenInfo{}}
+	for _, kv := range kvs {
+		rec, err := decodeToken(kv.Key, kv.Value)
 		if err != nil || (rec.Instance != "" && !all) {
 			continue
 		}
@@ -145,16 +167,23 @@ func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error 
 		}
 		out.Tokens = append(out.Tokens, ti)
 	}
-	slices.SortFunc(out.Tokens, func(a, b api.TokenInfo) int {
-		if a.Name < b.Name {
-			return -1
-		}
-		if a.Name > b.Name {
-			return 1
-		}
-		return 0
-	})
+	if more && len(kvs) > 0 {
+		// The last key read, listed or not (a record that does not decode is left out): the
+		// next page starts past it.
+		out.Next = strings.TrimPrefix(kvs[len(kvs)-1].Key, tokenPrefix)
+	}
 	return writeJSON(w, http.StatusOK, rev, out)
+}
+
+// tokenListName reports whether name may be a token's name as listings give it (a page's
+// next): a segment, or an instance token's segments joined by ':'.
+func tokenListName(name string) bool {
+	for part := range strings.SplitSeq(name, ":") {
+		if api.ValidateSegment("token name", part) != nil {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Server) handleDeleteToken(w http.ResponseWriter, r *http.Request) error {

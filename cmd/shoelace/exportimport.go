@@ -575,7 +575,7 @@ func (e *cliEnv) commitImport(s *session, p importPlan, res *importResult, readR
 // the root then holds only what the token's grants cover, with no sign of what it missed.
 // GET /v1/tokens answers only admins; any answer other than 403 is taken as no reason to warn.
 func (e *cliEnv) warnIfNotAdmin(s *session, consequence string) {
-	if _, err := s.client.Tokens(s.ctx); errors.Is(err, api.ErrForbidden) {
+	if _, err := s.client.TokensPage(s.ctx, false, 0, ""); errors.Is(err, api.ErrForbidden) {
 		fmt.Fprintf(e.stderr, "warning: not an admin token: %s\n", consequence)
 	}
 }
@@ -583,7 +583,7 @@ func (e *cliEnv) warnIfNotAdmin(s *session, consequence string) {
 // requireAdmin refuses what (exit 5) unless the session's token is an admin token; GET
 // /v1/tokens answers only admins.
 func requireAdmin(s *session, what string) error {
-	_, err := s.client.Tokens(s.ctx)
+	_, err := s.client.TokensPage(s.ctx, false, 0, "") // one page: the answer, not the tokens, tells
 	if errors.Is(err, api.ErrForbidden) {
 		return &api.Error{Code: api.CodeForbidden, Status: 403, Message: what + " needs an admin token"}
 	}

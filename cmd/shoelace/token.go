@@ -51,12 +51,15 @@ EXAMPLES:
 			},
 			{
 				Name:      "ls",
-				Usage:     "list tokens (never their secrets)",
+				Usage:     "list every token by name (never their secrets); --all: instance tokens too",
 				UsageText: "shoelace token ls [--all] [--output json]",
-				Description: `Prints one token per line: name, grants and creation time, tab-separated. With
+				Description: `Lists every token the server holds, by name: the admin, read, write and agent tokens
+users created. Prints one token per line: name, grants and creation time, tab-separated. With
 --output json, prints {"tokens":[{"name","appliance","read","write","admin","created",…}]}.
 The instance tokens of enrolled agents (one per VM, named instance:APPLIANCE:INSTANCE) are
 left out unless --all; free one with "shoelace appliance forget APPLIANCE INSTANCE".
+The server answers GET /v1/tokens a page at a time; token ls reads every page (at a fleet's
+scale, --all reads 1000 tokens a request) and prints them all.
 
 EXAMPLES:
    shoelace token ls | cut -f1`,

@@ -151,9 +151,12 @@ type TokenCreated struct {
 	Revision int64  `json:"revision"`
 }
 
-// TokenList answers GET /v1/tokens.
+// TokenList answers GET /v1/tokens: a page of the tokens by name. Next, when set, is the
+// after= of the next page (the name the page ended at).
 type TokenList struct {
-	Tokens []TokenInfo `json:"tokens"`
+	Revision int64       `json:"revision,omitempty"`
+	Tokens   []TokenInfo `json:"tokens"`
+	Next     string      `json:"next,omitempty"`
 }
 
 // Instance is what an agent last reported (X-Shoelace-Instance and X-Shoelace-Applied on its

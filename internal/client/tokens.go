@@ -2,8 +2,10 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 )
@@ -20,18 +22,57 @@ func (c *Client) CreateToken(ctx context.Context, spec api.TokenRequest) (api.To
 	return t, err
 }
 
-// Tokens lists the tokens (admin only), without their secrets.
+// Tokens lists the tokens (admin only), without their secrets: every page of GET /v1/tokens.
 func (c *Client) Tokens(ctx context.Context) ([]api.TokenInfo, error) {
-	var l api.TokenList
-	_, err := c.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/tokens"}, &l)
-	return l.Tokens, err
+	return c.tokenPages(ctx, false)
 }
 
 // AllTokens lists the tokens as Tokens does, and the instance tokens of enrolled agents too.
 func (c *Client) AllTokens(ctx context.Context) ([]api.TokenInfo, error) {
+	return c.tokenPages(ctx, true)
+}
+
+// maxTokenPage is the largest page GET /v1/tokens answers.
+const maxTokenPage = 1000
+
+// TokensPage reads a page of the tokens by name (admin only): limit of them (0: the server's
+// default) past the name after ("": from the first); with all, the instance tokens too. The
+// answer's Next, when set, is the after of the next page.
+func (c *Client) TokensPage(ctx context.Context, all bool, limit int, after string) (api.TokenList, error) {
+	q := url.Values{}
+	if all {
+		q.Set("all", "")
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	if after != "" {
+		q.Set("after", after)
+	}
 	var l api.TokenList
-	_, err := c.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/tokens", Query: url.Values{"all": {""}}}, &l)
-	return l.Tokens, err
+	_, err := c.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/tokens", Query: q}, &l)
+	return l, err
+}
+
+// tokenPages reads every page of the tokens. The first is asked for without a limit, as a
+// server that does not page answers every token; the others are as large as the server allows.
+func (c *Client) tokenPages(ctx context.Context, all bool) ([]api.TokenInfo, error) {
+	var out []api.TokenInfo
+	limit, after := 0, ""
+	for {
+		l, err := c.TokensPage(ctx, all, limit, after)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, l.Tokens...)
+		if l.Next == "" {
+			return out, nil
+		}
+		if l.Next <= after {
+			return nil, fmt.Errorf("GET /v1/tokens: the server's next page (after %q) does not start past the last one (after %q)", l.Next, after)
+		}
+		limit, after = maxTokenPage, l.Next
+	}
 }
 
 // RevokeToken deletes the token name (admin only), ending its open long-polls. It returns the

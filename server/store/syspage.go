@@ -1,0 +1,53 @@
+package store
+
+import (
+	"context"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// SysSpan is the system keys from From (included) to To (excluded), by byte order.
+type SysSpan struct{ From, To string }
+
+// SysKV is a system key (relative, as SysList names it) and its value.
+type SysKV struct {
+	Key   string
+	Value []byte
+}
+
+// SysPage reads, at one revision, the system keys of spans in the order given, at most limit
+// of them in all (each span sorted by key; a span whose From is not below its To holds none).
+// etcd is asked for at most limit keys of each span, never for the rest: a page costs what the
+// page holds, however many keys follow it. more says that keys past the page remain in spans.
+func (s *Store) SysPage(ctx context.Context, limit int, spans ...SysSpan) (kvs []SysKV, rev int64, more bool, err error) {
+	limit = max(limit, 1) // etcd takes 0 for no limit at all
+	var ops []clientv3.Op
+	var what []string
+	for _, sp := range spans {
+		if sp.From >= sp.To {
+			continue
+		}
+		ops = append(ops, clientv3.OpGet(s.sysRoot+sp.From, clientv3.WithRange(s.sysRoot+sp.To), clientv3.WithLimit(int64(limit))))
+		what = append(what, sp.From+".."+sp.To)
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return nil, 0, false, s.etcdErr(ctx, "list system keys "+strings.Join(what, ", "), err)
+	}
+	for _, r := range resp.Responses {
+		rr := r.GetResponseRange()
+		for _, kv := range rr.Kvs {
+			if len(kvs) == limit {
+				return kvs, resp.Header.Revision, true, nil
+			}
+			kvs = append(kvs, SysKV{Key: strings.TrimPrefix(string(kv.Key), s.sysRoot), Value: kv.Value})
+		}
+		if rr.More {
+			return kvs, resp.Header.Revision, true, nil
+		}
+	}
+	return kvs, resp.Header.Revision, false, nil
+}
