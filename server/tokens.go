@@ -116,9 +116,9 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) error
 	return writeJSON(w, http.StatusCreated, rev, api.TokenCreated{TokenInfo: rec.info(), Token: secret, Revision: rev})
 }
 
-// handleListTokens answers GET /v1/tokens[?all&limit&after]: a page of the tokens by name, as
-// the other lists page (limit as theirs; after, the next of the previous page, is where this
-// one starts). Only the page is read from etcd: with ?all, a fleet's instance tokens (one per
+// handleListTokens answers GET /v1/tokens[?all&limit&after]: the tokens by name, a page of
+// them with limit, as the other lists page (limit as theirs, but no limit is every token;
+// after, the next of the previous page, is where this one starts). Only the page is read from etcd: with ?all, a fleet's instance tokens (one per
 // VM) would make every request read them all; without it, their span is not read at all.
 func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error {
 	q, err := query(r, "all", "limit", "after")
@@ -132,6 +132,11 @@ func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error 
 	limit, _, err := pageParams(q)
 	if err != nil {
 		return err
+	}
+	if !q.Has("limit") {
+		// Every token, as before pages: a client that does not ask for a page gets them all,
+		// never a first page it takes for the whole list.
+		limit = 0
 	}
 	after := q.Get("after")
 	if after != "" && !tokenListName(after) {

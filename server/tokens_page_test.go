@@ -69,8 +69,8 @@ func (f *fixture) tokenNames(all bool) []string {
 	return names
 }
 
-// GET /v1/tokens pages as the other lists do (limit, default 50, at most 1000, and a next to
-// continue from): with a few hundred instance tokens enrolled, the pages of ?all list every
+// GET /v1/tokens pages as the other lists do (limit, at most 1000, and a next to continue
+// from; without limit, every token): with a few hundred instance tokens enrolled, the pages of ?all list every
 // token once, by name, whatever the limit; without all, the instance tokens are left out, the
 // user tokens on either side of their names all listed. It answered every record at once.
 func TestTokens_ListPages(t *testing.T) {
@@ -97,14 +97,17 @@ func TestTokens_ListPages(t *testing.T) {
 			t.Errorf("?limit=%d listed %v, want %v", limit, got, users)
 		}
 	}
-	// No limit: a page of 50 and a next, as the releases' lists answer; the pages hold them all.
+	// No limit: every token, and no next, as before pages (a client that does not page must
+	// not take a first page for the whole list); after it, every one past it.
 	var l api.TokenList
 	f.must(f.do("GET", "/v1/tokens?all", ""), 200, &l)
-	if len(l.Tokens) != 50 || l.Next != all[49] {
-		t.Errorf("?all without a limit: %d tokens, next %q; want 50 and %q", len(l.Tokens), l.Next, all[49])
+	if got := tokenInfoNames(l.Tokens); !slices.Equal(got, all) || l.Next != "" {
+		t.Errorf("?all without a limit: %d tokens, next %q; want all %d and none", len(l.Tokens), l.Next, len(all))
 	}
-	if got := f.tokenPages("all", 0, nil); !slices.Equal(got, all) {
-		t.Errorf("?all in default pages listed %d tokens, want %d", len(got), len(all))
+	l = api.TokenList{}
+	f.must(f.do("GET", "/v1/tokens?all&after="+all[9], ""), 200, &l)
+	if got := tokenInfoNames(l.Tokens); !slices.Equal(got, all[10:]) || l.Next != "" {
+		t.Errorf("?all&after=%s without a limit: %d tokens, next %q; want the %d after it", all[9], len(l.Tokens), l.Next, len(all)-10)
 	}
 	// A last page that ends the list exactly has no next.
 	l = api.TokenList{}
@@ -213,4 +216,13 @@ func TestTokens_ListPagesWhileTokensChange(t *testing.T) {
 	if step < 8 {
 		t.Fatalf("only %d pages", step+1)
 	}
+}
+
+// tokenInfoNames is the names of ts, in their order.
+func tokenInfoNames(ts []api.TokenInfo) []string {
+	var names []string
+	for _, ti := range ts {
+		names = append(names, ti.Name)
+	}
+	return names
 }

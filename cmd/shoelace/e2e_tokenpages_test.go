@@ -42,8 +42,11 @@ func TestE2E_TokenListReadsEveryPage(t *testing.T) {
 	}
 	slices.Sort(users)
 	slices.Sort(all)
-	if first, err := cl.TokensPage(ctx, true, 0, ""); err != nil || len(first.Tokens) != 50 || first.Next == "" {
-		t.Fatalf("GET /v1/tokens?all: %d tokens, next %q, %v; want a page of 50 and a next", len(first.Tokens), first.Next, err)
+	if first, err := cl.TokensPage(ctx, true, 50, ""); err != nil || len(first.Tokens) != 50 || first.Next == "" {
+		t.Fatalf("GET /v1/tokens?all&limit=50: %d tokens, next %q, %v; want a page of 50 and a next", len(first.Tokens), first.Next, err)
+	}
+	if whole, err := cl.TokensPage(ctx, true, 0, ""); err != nil || len(whole.Tokens) != len(all) || whole.Next != "" {
+		t.Fatalf("GET /v1/tokens?all: %d tokens, next %q, %v; want all %d, as before pages", len(whole.Tokens), whole.Next, err, len(all))
 	}
 	names := func(out string) []string {
 		var ns []string

@@ -583,7 +583,7 @@ func (e *cliEnv) warnIfNotAdmin(s *session, consequence string) {
 // requireAdmin refuses what (exit 5) unless the session's token is an admin token; GET
 // /v1/tokens answers only admins.
 func requireAdmin(s *session, what string) error {
-	_, err := s.client.TokensPage(s.ctx, false, 0, "") // one page: the answer, not the tokens, tells
+	_, err := s.client.TokensPage(s.ctx, false, 0, "") // the answer tells, not the tokens (without all: few)
 	if errors.Is(err, api.ErrForbidden) {
 		return &api.Error{Code: api.CodeForbidden, Status: 403, Message: what + " needs an admin token"}
 	}

@@ -58,7 +58,7 @@ users created. Prints one token per line: name, grants and creation time, tab-se
 --output json, prints {"tokens":[{"name","appliance","read","write","admin","created",…}]}.
 The instance tokens of enrolled agents (one per VM, named instance:APPLIANCE:INSTANCE) are
 left out unless --all; free one with "shoelace appliance forget APPLIANCE INSTANCE".
-The server answers GET /v1/tokens a page at a time; token ls reads every page (at a fleet's
+token ls reads every page of them from the server (at a fleet's
 scale, --all reads 1000 tokens a request) and prints them all.
 
 EXAMPLES:

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -35,8 +36,8 @@ func (c *Client) AllTokens(ctx context.Context) ([]api.TokenInfo, error) {
 // maxTokenPage is the largest page GET /v1/tokens answers.
 const maxTokenPage = 1000
 
-// TokensPage reads a page of the tokens by name (admin only): limit of them (0: the server's
-// default) past the name after ("": from the first); with all, the instance tokens too. The
+// TokensPage reads a page of the tokens by name (admin only): limit of them (0: every one)
+// past the name after ("": from the first); with all, the instance tokens too. The
 // answer's Next, when set, is the after of the next page.
 func (c *Client) TokensPage(ctx context.Context, all bool, limit int, after string) (api.TokenList, error) {
 	q := url.Values{}
@@ -54,13 +55,19 @@ func (c *Client) TokensPage(ctx context.Context, all bool, limit int, after stri
 	return l, err
 }
 
-// tokenPages reads every page of the tokens. The first is asked for without a limit, as a
-// server that does not page answers every token; the others are as large as the server allows.
+// tokenPages reads every page of the tokens, as large as the server allows. A server that
+// does not page (an older one: a replica not upgraded yet, behind the same load balancer)
+// refuses limit as an unknown parameter; the tokens are then asked for without it, which
+// every server answers whole.
 func (c *Client) tokenPages(ctx context.Context, all bool) ([]api.TokenInfo, error) {
 	var out []api.TokenInfo
-	limit, after := 0, ""
+	after := ""
 	for {
-		l, err := c.TokensPage(ctx, all, limit, after)
+		l, err := c.TokensPage(ctx, all, maxTokenPage, after)
+		if ae := (*api.Error)(nil); errors.As(err, &ae) && ae.Code == api.CodeInvalidRequest {
+			l, err = c.TokensPage(ctx, all, 0, "")
+			return l.Tokens, err
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -71,7 +78,7 @@ func (c *Client) tokenPages(ctx context.Context, all bool) ([]api.TokenInfo, err
 		if l.Next <= after {
 			return nil, fmt.Errorf("GET /v1/tokens: the server's next page (after %q) does not start past the last one (after %q)", l.Next, after)
 		}
-		limit, after = maxTokenPage, l.Next
+		after = l.Next
 	}
 }
 

@@ -20,8 +20,9 @@ type SysKV struct {
 // of them in all (each span sorted by key; a span whose From is not below its To holds none).
 // etcd is asked for at most limit keys of each span, never for the rest: a page costs what the
 // page holds, however many keys follow it. more says that keys past the page remain in spans.
+// A limit of 0 (or less) reads every key of spans.
 func (s *Store) SysPage(ctx context.Context, limit int, spans ...SysSpan) (kvs []SysKV, rev int64, more bool, err error) {
-	limit = max(limit, 1) // etcd takes 0 for no limit at all
+	limit = max(limit, 0) // etcd takes 0 for no limit at all, as this does
 	var ops []clientv3.Op
 	var what []string
 	for _, sp := range spans {
@@ -40,7 +41,7 @@ func (s *Store) SysPage(ctx context.Context, limit int, spans ...SysSpan) (kvs [
 	for _, r := range resp.Responses {
 		rr := r.GetResponseRange()
 		for _, kv := range rr.Kvs {
-			if len(kvs) == limit {
+			if limit > 0 && len(kvs) == limit {
 				return kvs, resp.Header.Revision, true, nil
 			}
 			kvs = append(kvs, SysKV{Key: strings.TrimPrefix(string(kv.Key), s.sysRoot), Value: kv.Value})
