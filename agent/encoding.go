@@ -12,11 +12,15 @@ import (
 // file, the token file) as UTF-8: one saved as UTF-16 with its byte order mark (Notepad's
 // "UTF-16", PowerShell 5's > and Out-File) is decoded, a UTF-8 byte order mark dropped. A file
 // that holds NUL bytes without a mark (UTF-16 all the same) is an error that says so: YAML read
-// it as "control characters are not allowed", and a token as a byte no token has.
+// it as "control characters are not allowed", and a token as a byte no token has. So is one that
+// is not UTF-8 (Latin-1's "é"), naming the line and the byte: yaml.v3 named neither.
 func utf8Text(b []byte) ([]byte, error) {
 	var order func([]byte) uint16
 	switch {
 	case bytes.HasPrefix(b, []byte{0xef, 0xbb, 0xbf}):
+		if err := checkUTF8(b, 3); err != nil {
+			return nil, err
+		}
 		return b[3:], nil
 	case bytes.HasPrefix(b, []byte{0xff, 0xfe, 0, 0}), bytes.HasPrefix(b, []byte{0, 0, 0xfe, 0xff}):
 		// UTF-32's marks (PowerShell's Out-File -Encoding utf32); read as UTF-16, the first
@@ -29,6 +33,9 @@ func utf8Text(b []byte) ([]byte, error) {
 	case bytes.IndexByte(b, 0) >= 0:
 		return nil, errUTF16
 	default:
+		if err := checkUTF8(b, 0); err != nil {
+			return nil, err
+		}
 		return b, nil
 	}
 	b = b[2:]
@@ -53,6 +60,23 @@ func utf8Text(b []byte) ([]byte, error) {
 		out = utf8.AppendRune(out, r)
 	}
 	return out, nil
+}
+
+// checkUTF8 says where b, from offset from on, first breaks UTF-8: the line, the byte and its
+// offset in the file.
+func checkUTF8(b []byte, from int) error {
+	if utf8.Valid(b[from:]) {
+		return nil
+	}
+	for i := from; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n == 1 {
+			return fmt.Errorf("is not UTF-8: line %d has the byte 0x%02X (at offset %d), which begins no valid UTF-8 character: save it as UTF-8",
+				1+bytes.Count(b[from:i], []byte{'\n'}), b[i], i)
+		}
+		i += n
+	}
+	return nil
 }
 
 // errUTF16 is utf8Text's error for a file with NUL bytes and no byte order mark.
