@@ -191,6 +191,9 @@ func (a *Agent) Warnings() []string {
 			if p := shellVarProblem(cmp.Or(t.cfg.Shell, shells[0]), c.command); p != "" {
 				w = append(w, fmt.Sprintf("%s: %s: %s", t.cfg.where(), c.name, p))
 			}
+			if p := unsetVarProblem(c.name, c.command); p != "" {
+				w = append(w, fmt.Sprintf("%s: %s: %s", t.cfg.where(), c.name, p))
+			}
 		}
 		for _, fn := range t.t.Functions() {
 			if fn == "revision" {

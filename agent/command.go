@@ -158,6 +158,39 @@ func ValidShell(shell string) error {
 // and for cmd (%SHOELACE_STAGED%).
 var shellVarRE = regexp.MustCompile(`\$\{(SHOELACE_[A-Z_]+)\}|\$(SHOELACE_[A-Z_]+)|%(SHOELACE_[A-Z_]+)%`)
 
+// agentVarRE finds a SHOELACE_ variable as sh ($X, ${X}), cmd (%X%) or PowerShell ($env:X)
+// reads it.
+var agentVarRE = regexp.MustCompile(`\$\{?(?:env:)?(SHOELACE_[A-Z0-9_]+)|%(SHOELACE_[A-Z0-9_]+)%`)
+
+// agentVars are the variables the agent sets for a check and for a command or health command
+// (commandEnv passes on none of its own SHOELACE_ variables).
+var agentVars = map[string][]string{
+	"check":   {"SHOELACE_STAGED", "SHOELACE_DESTINATION", "SHOELACE_APPLIANCE", "SHOELACE_INSTANCE", "SHOELACE_REVISION"},
+	"command": {"SHOELACE_APPLIANCE", "SHOELACE_INSTANCE", "SHOELACE_REVISION", "SHOELACE_DESTINATIONS"},
+}
+
+// unsetVarProblem says, "" when nothing, that command (of kind "check", "command" or "health")
+// names a SHOELACE_ variable that the agent does not set for it: a typo ($SHOELACE_STAGE) or
+// the staged file in a command, which runs once it is in place. The shell expands it to
+// nothing, so that `test -s "$SHOELACE_STAGE"` passes every file. Pure, as shellVarProblem.
+func unsetVarProblem(kind, command string) string {
+	set := agentVars[kind]
+	what := "a check"
+	if kind != "check" {
+		set, what = agentVars["command"], "a command"
+		if kind == "health" {
+			what = "a health command"
+		}
+	}
+	for _, m := range agentVarRE.FindAllStringSubmatch(command, -1) {
+		if name := m[1] + m[2]; !slices.Contains(set, name) {
+			return fmt.Sprintf("%s is not a variable the agent sets for %s, so it is empty there; the agent sets %s and %s",
+				name, what, strings.Join(set[:len(set)-1], ", "), set[len(set)-1])
+		}
+	}
+	return ""
+}
+
 // shellVarProblem says, "" when nothing, that command names one of the agent's variables
 // (SHOELACE_STAGED, …) as another shell than shell (sh, cmd or powershell) writes it: cmd hands
 // "$SHOELACE_STAGED" on as it is, and PowerShell reads it as a variable of its own, empty, so

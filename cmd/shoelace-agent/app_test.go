@@ -299,3 +299,42 @@ func TestCLI_TemplatesDirYmlNotRead(t *testing.T) {
 		t.Errorf("once does not log the file it leaves out:\n%s", stderr)
 	}
 }
+
+// TestCLI_ValidateWarnsUnsetVariable: a check that names a variable the agent does not set
+// ("$SHOELACE_STAGE", a typo of SHOELACE_STAGED; or SHOELACE_STAGED in a command, which runs
+// once the staged file is in place) got it empty, without a word: `test -s "$SHOELACE_STAGE"`
+// passed every file, and `cp "$SHOELACE_STAGED" …` copied nothing. validate now warns, naming
+// the variable, where it is written and the variables the agent sets there; the agent's own
+// variables, in each shell's syntax, are not warned about.
+func TestCLI_ValidateWarnsUnsetVariable(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "agent.yaml")
+	head := "server: http://127.0.0.1:1\nappliance: web\ntoken: t\ntemplates:\n  - contents: x\n    destination: " + dir + "/x\n"
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(cfg, []byte(head+s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`    check: test -s "$SHOELACE_STAGE"` + "\n")
+	err, stdout, _ := runCLI(t, "validate", "--config", cfg)
+	if want := `check: SHOELACE_STAGE is not a variable the agent sets for a check, so it is empty there; the agent sets SHOELACE_STAGED, SHOELACE_DESTINATION, SHOELACE_APPLIANCE, SHOELACE_INSTANCE and SHOELACE_REVISION`; err != nil || !strings.Contains(stdout, "warning: "+cfg+":5: template "+dir+"/x: "+want) {
+		t.Errorf("validate of a check naming $SHOELACE_STAGE: %v\n%s\nwant a warning %q", err, stdout, want)
+	}
+	write(`    command: cp "${SHOELACE_STAGED}" /tmp/copy; systemctl reload x` + "\n    health: test -n \"$SHOELACE_DESTINATION\"\n")
+	err, stdout, _ = runCLI(t, "validate", "--config", cfg)
+	for _, want := range []string{
+		`command: SHOELACE_STAGED is not a variable the agent sets for a command, so it is empty there; the agent sets SHOELACE_APPLIANCE, SHOELACE_INSTANCE, SHOELACE_REVISION and SHOELACE_DESTINATIONS`,
+		`health: SHOELACE_DESTINATION is not a variable the agent sets for a health command, so it is empty there; the agent sets SHOELACE_APPLIANCE, SHOELACE_INSTANCE, SHOELACE_REVISION and SHOELACE_DESTINATIONS`,
+	} {
+		if err != nil || !strings.Contains(stdout, want) {
+			t.Errorf("validate: %v\n%s\nwant a warning %q", err, stdout, want)
+		}
+	}
+	// What the agent sets, as sh writes it, is no warning.
+	write(`    check: test -s "$SHOELACE_STAGED" && test "${SHOELACE_DESTINATION}" != "" && echo $SHOELACE_APPLIANCE $SHOELACE_INSTANCE $SHOELACE_REVISION` +
+		"\n    command: echo $SHOELACE_DESTINATIONS $SHOELACE_REVISION\n    health: echo $SHOELACE_DESTINATIONS; grep SHOELACE_FOO /etc/x\n")
+	if err, stdout, _ = runCLI(t, "validate", "--config", cfg); err != nil || strings.Contains(stdout, "warning") {
+		t.Errorf("validate of checks and commands naming the agent's variables: %v\n%s", err, stdout)
+	}
+}
