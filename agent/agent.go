@@ -281,6 +281,7 @@ func (a *Agent) Once(ctx context.Context, stage string, noCommands bool) error {
 	}
 	v, err := a.fetch(ctx)
 	if err != nil {
+		a.putStatus(a.fetchFailedStatus(err))
 		return err
 	}
 	start := time.Now()
@@ -313,6 +314,21 @@ func (a *Agent) Once(ctx context.Context, stage string, noCommands bool) error {
 	}
 	a.log.Info("all templates in place", "templates", len(sel), "rendered", len(res.rendered), "revision", v.Revision, "stage", stage)
 	return nil
+}
+
+// fetchFailedStatus is what status shows after a once that could not fetch the view: the last
+// record (its files were left as they were) with err as its last error, so that a failed bake
+// step does not show as the success before it.
+func (a *Agent) fetchFailedStatus(err error) *Status {
+	s, lerr := LoadStatus(a.cfg.cacheDir(), a.cfg.Appliance)
+	if lerr != nil || s.Appliance != a.cfg.Appliance {
+		s = &Status{Appliance: a.cfg.Appliance}
+		for _, t := range a.tmpls {
+			s.Templates = append(s.Templates, TemplateStatus{Destination: t.name()})
+		}
+	}
+	s.Instance, s.Updated, s.LastError = a.instance, time.Now().UTC(), err.Error()
+	return s
 }
 
 // confirmOthers records as in place at v the templates that once did not select (another

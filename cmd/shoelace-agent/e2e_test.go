@@ -927,3 +927,55 @@ func TestE2E_RunServerGracefulRestart(t *testing.T) {
 	srv2.put("appliances/web/a", "2")
 	waitFor(t, "render after the restart", fileIs(e.path("a"), "a=2"))
 }
+
+// TestE2E_OnceFetchFailureInStatus: once records its result for status, but a once that could
+// not fetch the view (the server away) recorded nothing, so that status still showed the last
+// success, without an error, after the bake step had failed. Now status shows the failure as
+// the last error, with the files and revision of the last record, which are still in place.
+func TestE2E_OnceFetchFailureInStatus(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/conf", "v1")
+	e := newEnv(t, srv, "", "  - contents: \"{{ key \\\"conf\\\" }}\"\n    destination: $DIR/a.conf\n")
+	type status struct {
+		Agent *struct {
+			Revision  int64  `json:"revision"`
+			Applied   int64  `json:"applied"`
+			LastError string `json:"last_error"`
+			Templates []struct {
+				InPlace bool `json:"in_place"`
+			} `json:"templates"`
+		} `json:"agent"`
+	}
+	readStatus := func() status {
+		t.Helper()
+		var st status
+		code, stdout, stderr := e.agentCmd("status", "--json")
+		if err := json.Unmarshal([]byte(stdout), &st); err != nil || st.Agent == nil {
+			t.Fatalf("status --json: exit %d, %v: %s %s", code, err, stdout, stderr)
+		}
+		return st
+	}
+	if code, _, stderr := e.agentCmd("once"); code != 0 {
+		t.Fatalf("once: exit %d: %s", code, stderr)
+	}
+	before := readStatus()
+	if before.Agent.Applied == 0 || before.Agent.LastError != "" {
+		t.Fatalf("status after once: %+v", *before.Agent)
+	}
+	srv.kill()
+	code, _, stderr := e.agentCmd("once")
+	if code == 0 || !strings.Contains(stderr, "fetch view of web") {
+		t.Fatalf("once with the server away: exit %d: %s", code, stderr)
+	}
+	after := readStatus()
+	if a := after.Agent; !strings.Contains(a.LastError, "fetch view of web") || a.Revision != before.Agent.Revision ||
+		a.Applied != before.Agent.Applied || len(a.Templates) != 1 || !a.Templates[0].InPlace {
+		t.Errorf("status after a once that could not fetch: %+v", *a)
+	}
+	if code, stdout, _ := e.agentCmd("status"); !strings.Contains(stdout, "last error: fetch view of web") {
+		t.Errorf("status: exit %d:\n%s", code, stdout)
+	}
+	if readFile(t, e.path("a.conf")) != "v1" {
+		t.Error("the file changed")
+	}
+}
