@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -336,5 +337,26 @@ func TestCLI_ValidateWarnsUnsetVariable(t *testing.T) {
 		"\n    command: echo $SHOELACE_DESTINATIONS $SHOELACE_REVISION\n    health: echo $SHOELACE_DESTINATIONS; grep SHOELACE_FOO /etc/x\n")
 	if err, stdout, _ = runCLI(t, "validate", "--config", cfg); err != nil || strings.Contains(stdout, "warning") {
 		t.Errorf("validate of checks and commands naming the agent's variables: %v\n%s", err, stdout)
+	}
+}
+
+// TestCLI_CompletionOffersOnlyAcceptedFlags: the completion of a command's flags offered
+// --version, which only the program takes before a command (`shoelace-agent once --version`
+// is a usage error, exit 2). It is offered there only.
+func TestCLI_CompletionOffersOnlyAcceptedFlags(t *testing.T) {
+	err, stdout, _ := runCLI(t, "__complete", "--", "--")
+	if err != nil || !slices.Contains(strings.Fields(stdout), "--version") {
+		t.Errorf("shoelace-agent --<TAB>: %v %q; want --version among them", err, stdout)
+	}
+	for _, words := range [][]string{{"once"}, {"validate", "--config", "x"}, {"--config", "x", "status"}} {
+		err, stdout, _ := runCLI(t, append(append([]string{"__complete"}, words...), "--", "--")...)
+		got := strings.Fields(stdout)
+		if err != nil || slices.Contains(got, "--version") || !slices.Contains(got, "--config") {
+			t.Errorf("shoelace-agent %s --<TAB> = %q (%v); want the command's flags, without --version", strings.Join(words, " "), got, err)
+		}
+		args := append(append([]string{}, words...), "--version")
+		if err, _, _ := runCLI(t, args...); err == nil {
+			t.Errorf("shoelace-agent %s is taken: complete it", strings.Join(args, " "))
+		}
 	}
 }

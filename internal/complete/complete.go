@@ -92,6 +92,15 @@ func Candidates(c *cli.Context, app *cli.App, words []string, dynamic Dynamic) [
 		w := words[i]
 		if strings.HasPrefix(w, "-") {
 			f := findFlag(append(slices.Clone(flags), app.Flags...), w)
+			if f == nil && cmd == nil {
+				// A command's flag written before the command (shoelace-agent --config FILE
+				// status, which the agent takes): its value is no command.
+				for _, sc := range cmds {
+					if f = findFlag(sc.Flags, w); f != nil {
+						break
+					}
+				}
+			}
 			if f == nil || !takesValue(f) {
 				continue
 			}
@@ -123,6 +132,9 @@ func Candidates(c *cli.Context, app *cli.App, words []string, dynamic Dynamic) [
 	switch {
 	case strings.HasPrefix(cur, "-"):
 		for _, f := range append(slices.Clone(flags), app.Flags...) {
+			if cmd != nil && f == cli.VersionFlag {
+				continue // the program's --version is taken before a command only
+			}
 			for _, n := range f.Names() {
 				if len(n) == 1 {
 					add("-" + n)
