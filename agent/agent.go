@@ -316,15 +316,16 @@ func (a *Agent) Once(ctx context.Context, stage string, noCommands bool) error {
 	return nil
 }
 
-// fetchFailedStatus is what status shows after a once that could not fetch the view: the last
-// record (its files were left as they were) with err as its last error, so that a failed bake
-// step does not show as the success before it.
+// fetchFailedStatus is what status shows after a once that could not fetch the view, or a run
+// whose first sync failed with no cached view to render: the last record (its files were left
+// as they were) with err as its last error, so that a failed bake step does not show as the
+// success before it, nor a running agent as one that has not run.
 func (a *Agent) fetchFailedStatus(err error) *Status {
 	s, lerr := LoadStatus(a.cfg.cacheDir(), a.cfg.Appliance)
 	if lerr != nil || s.Appliance != a.cfg.Appliance {
 		s = &Status{Appliance: a.cfg.Appliance}
 		for _, t := range a.tmpls {
-			s.Templates = append(s.Templates, TemplateStatus{Destination: t.name()})
+			s.Templates = append(s.Templates, TemplateStatus{Destination: t.name(), Error: "no view to render it from yet"})
 		}
 	}
 	s.Instance, s.Updated, s.LastError = a.instance, time.Now().UTC(), err.Error()

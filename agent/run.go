@@ -273,8 +273,10 @@ func (l *loop) start() {
 			l.render(c.view(), true)
 		case errors.Is(cerr, os.ErrNotExist):
 			a.log.Error("no cached view to render from; files left as they are until the server answers", "cache_dir", a.cfg.CacheDir)
+			a.putStatus(a.fetchFailedStatus(err))
 		default:
 			a.log.Error("cached view unusable; files left as they are until the server answers", "error", cerr.Error())
+			a.putStatus(a.fetchFailedStatus(err))
 		}
 	}
 	a.notify(a.opts.Notify.Ready)

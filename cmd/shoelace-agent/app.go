@@ -533,8 +533,13 @@ func printAgentStatus(w io.Writer, s *agent.Status, loadErr string) {
 		src = "last-known-good cache (server unreachable)"
 	}
 	const stamp = "2006-01-02T15:04:05Z"
-	fmt.Fprintf(w, "appliance %s, instance %s: revision %d from the %s, applied %d, updated %s\n",
-		s.Appliance, s.Instance, s.Revision, src, s.Applied, s.Updated.Format(stamp))
+	if s.Revision == 0 {
+		// Recorded by a first sync that failed: no view came yet.
+		fmt.Fprintf(w, "appliance %s, instance %s: no view yet, updated %s\n", s.Appliance, s.Instance, s.Updated.Format(stamp))
+	} else {
+		fmt.Fprintf(w, "appliance %s, instance %s: revision %d from the %s, applied %d, updated %s\n",
+			s.Appliance, s.Instance, s.Revision, src, s.Applied, s.Updated.Format(stamp))
+	}
 	if !s.LastSync.IsZero() {
 		fmt.Fprintf(w, "  last sync with the server: %s (store %s)\n", s.LastSync.Format(stamp), s.Store)
 	}

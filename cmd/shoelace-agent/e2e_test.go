@@ -979,3 +979,26 @@ func TestE2E_OnceFetchFailureInStatus(t *testing.T) {
 		t.Error("the file changed")
 	}
 }
+
+// TestE2E_RunServerDownNoCacheInStatus: a run started with the server away and no cached view
+// recorded nothing, so that `status` said "the agent has not run (run or once) with this
+// config" about an agent that was running and failing. Now status shows the failed first sync
+// as its last error, every template not in place.
+func TestE2E_RunServerDownNoCacheInStatus(t *testing.T) {
+	e := newEnv(t, &server{addr: freePort(t)}, "", "  - contents: x\n    destination: $DIR/x\n")
+	ag := e.startAgent()
+	waitFor(t, "the first sync to fail", func() bool { return strings.Contains(ag.logs.String(), "no cached view to render from") })
+	var out string
+	waitFor(t, "status to show the failure", func() bool {
+		_, out, _ = e.agentCmd("status")
+		return strings.Contains(out, "last error: fetch view of web")
+	})
+	if !strings.Contains(out, "instance vm-e2e: no view yet") || !strings.Contains(out, e.path("x")+": NOT in place: no view to render it from yet") ||
+		strings.Contains(out, "has not run") {
+		t.Errorf("status:\n%s", out)
+	}
+	ag.stop(t)
+	if _, err := os.Stat(e.path("x")); !os.IsNotExist(err) {
+		t.Errorf("a file was written without a view: %v", err)
+	}
+}
