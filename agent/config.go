@@ -653,7 +653,13 @@ func (c *Config) loadTemplatesDir() error {
 	if err != nil {
 		return err
 	}
+	self, _ := os.Stat(c.Path)
 	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil && self != nil && os.SameFile(fi, self) {
+			// templates_dir: /etc/shoelace read agent.yaml as a list of entries ("want a list").
+			return fmt.Errorf("%s: templates_dir %s holds this config file: its *.yaml files are read as lists of template entries; give templates_dir a directory of its own, such as %s",
+				c.Path, c.TemplatesDir, filepath.Join(c.TemplatesDir, "templates.d"))
+		}
 		data, err := readConfigText(f, true)
 		if err != nil {
 			return fmt.Errorf("%s: templates_dir: %w", c.Path, err)

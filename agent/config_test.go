@@ -879,3 +879,25 @@ func TestLoadConfig_InvalidUTF8(t *testing.T) {
 		t.Errorf("UTF-8: %v", err)
 	}
 }
+
+// TestLoadConfig_TemplatesDirHoldsTheConfig: templates_dir set to the config's own directory
+// (templates_dir: /etc/shoelace) read agent.yaml as a list of template entries and said
+// "agent.yaml:1: want a list of template entries (each starting with "- "), not a mapping",
+// which sent the admin to rewrite a config that was right. Now the error says that
+// templates_dir holds the config itself, and to give it a directory of its own.
+func TestLoadConfig_TemplatesDirHoldsTheConfig(t *testing.T) {
+	dir, path := writeConfig(t, "server: http://x:1\nappliance: web\ntoken_file: $DIR/token\ntemplates_dir: $DIR\ntemplates:\n  - contents: a\n    destination: $DIR/a\n")
+	_, err := agent.LoadConfig(path)
+	if want := path + ": templates_dir " + dir + " holds this config file: its *.yaml files are read as lists of template entries; give templates_dir a directory of its own, such as " + filepath.Join(dir, "templates.d"); err == nil || err.Error() != want {
+		t.Errorf("templates_dir holding the config: %v\nwant %s", err, want)
+	}
+	// A config named otherwise (agent.conf) is not among the *.yaml files: the others are read.
+	conf := filepath.Join(dir, "agent.conf")
+	if err := os.Rename(path, conf); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "b.yaml"), []byte("- contents: b\n  destination: "+dir+"/b\n"), 0o644)
+	if cfg, err := agent.LoadConfig(conf); err != nil || len(cfg.Templates) != 2 {
+		t.Errorf("agent.conf with templates_dir beside it: %v", err)
+	}
+}
