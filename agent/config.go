@@ -13,6 +13,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -604,6 +605,10 @@ func (c *Config) TemplateFiles() ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("templates_dir %s: %w", c.TemplatesDir, err)
 	}
+	// Hidden files are left out, as the shell's *.yaml leaves them out and systemd skips them in
+	// drop-in directories: an editor's lock file (Emacs's .#web.yaml, a link to nowhere) or
+	// another tool's temp file (.ansible_tmp…web.yaml) is no list of entries.
+	files = slices.DeleteFunc(files, hiddenFile)
 	sort.Strings(files)
 	return files, nil
 }
@@ -622,7 +627,7 @@ func (c *Config) TemplatesDirWarnings() []string {
 	var w []string
 	for _, e := range entries {
 		name, ext := e.Name(), filepath.Ext(e.Name())
-		if e.IsDir() || ext == ".yaml" || !yamlName(name) {
+		if e.IsDir() || ext == ".yaml" || !yamlName(name) || hiddenFile(name) {
 			continue
 		}
 		w = append(w, fmt.Sprintf("%s: templates_dir: %s is not read: only *.yaml files are (rename it %s)",
@@ -630,6 +635,9 @@ func (c *Config) TemplatesDirWarnings() []string {
 	}
 	return w
 }
+
+// hiddenFile reports whether the base name of name starts with a dot.
+func hiddenFile(name string) bool { return strings.HasPrefix(filepath.Base(name), ".") }
 
 // yamlName reports whether name ends in .yaml or .yml, in any case: a file of templates_dir
 // that a user meant as a list of template entries (only *.yaml ones are read).

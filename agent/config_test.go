@@ -901,3 +901,32 @@ func TestLoadConfig_TemplatesDirHoldsTheConfig(t *testing.T) {
 		t.Errorf("agent.conf with templates_dir beside it: %v", err)
 	}
 }
+
+// TestLoadConfig_TemplatesDirSkipsHiddenFiles: templates_dir read every name matching
+// *.yaml, hidden ones too, which the shell's *.yaml leaves out: Emacs's lock file of b.yaml
+// (.#b.yaml, a symbolic link to nowhere while b.yaml is edited) made every load fail ("open
+// .#b.yaml: no such file or directory"), and another tool's hidden temp file (Ansible's
+// .ansible_tmp…b.yaml) was read as a second list, its destinations "also rendered by" b.yaml.
+// Hidden files are not read now, as systemd skips them in its drop-in directories.
+func TestLoadConfig_TemplatesDirSkipsHiddenFiles(t *testing.T) {
+	dir, path := writeConfig(t, "server: http://x:1\nappliance: web\ntoken_file: $DIR/token\ntemplates_dir: $DIR/conf.d\n")
+	confd := filepath.Join(dir, "conf.d")
+	os.Mkdir(confd, 0o755)
+	entry := []byte("- contents: b\n  destination: " + dir + "/b\n")
+	os.WriteFile(filepath.Join(confd, "b.yaml"), entry, 0o644)
+	if err := os.Symlink("root@vm.1234:1700000000", filepath.Join(confd, ".#b.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(confd, ".ansible_tmp1x2y3zb.yaml"), entry, 0o644)
+	os.WriteFile(filepath.Join(confd, ".c.yml"), []byte("not: read"), 0o644)
+	cfg, err := agent.LoadConfig(path)
+	if err != nil || len(cfg.Templates) != 1 || cfg.Templates[0].File != filepath.Join(confd, "b.yaml") {
+		t.Fatalf("templates_dir with hidden files: %v", err)
+	}
+	if files, err := cfg.TemplateFiles(); err != nil || len(files) != 1 {
+		t.Errorf("TemplateFiles = %q, %v; want b.yaml alone", files, err)
+	}
+	if w := cfg.TemplatesDirWarnings(); len(w) != 0 {
+		t.Errorf("warnings about hidden files: %q", w)
+	}
+}

@@ -780,7 +780,7 @@ func (a *Agent) isConfigEvent(name string) bool {
 		return false
 	}
 	// A web.yml or WEB.YAML is not read, but a reload logs that it is not (TemplatesDirWarnings).
-	return filepath.Dir(name) == filepath.Clean(a.cfg.TemplatesDir) && yamlName(name)
+	return filepath.Dir(name) == filepath.Clean(a.cfg.TemplatesDir) && yamlName(name) && !hiddenFile(name)
 }
 
 func (a *Agent) isSource(name string) bool {
