@@ -181,6 +181,10 @@ func (a *Agent) Warnings() []string {
 			// once and run fail on it at every pass (render --dry says so too).
 			w = append(w, fmt.Sprintf("%s: destination %s is %s, not a regular file: every render of it will fail until it is moved away",
 				t.cfg.where(), t.cfg.Destination, atomicfile.TypeName(fi.Mode())))
+		} else if p, fi := notADirOnTheWay(t.cfg.Destination); fi != nil {
+			// The install cannot make its directory there (a typo: /etc/app.conf/x).
+			w = append(w, fmt.Sprintf("%s: destination %s: %s is %s, not a directory: every render of it will fail until it is moved away",
+				t.cfg.where(), t.cfg.Destination, p, atomicfile.TypeName(fi.Mode())))
 		} else if err := linkOnTheWay(t.cfg.Destination); err != nil {
 			// A link another user owns, at the destination or on its way: the install refuses
 			// to follow it at every pass.
@@ -203,6 +207,22 @@ func (a *Agent) Warnings() []string {
 		}
 	}
 	return w
+}
+
+// notADirOnTheWay returns the nearest existing directory of p's way (links followed) when it is
+// not a directory, with what it is; nil when it is one (or nothing on the way exists).
+func notADirOnTheWay(p string) (string, os.FileInfo) {
+	for q := filepath.Dir(p); ; q = filepath.Dir(q) {
+		if fi, err := os.Stat(q); err == nil {
+			if fi.IsDir() {
+				return "", nil
+			}
+			return q, fi
+		}
+		if filepath.Dir(q) == q {
+			return "", nil
+		}
+	}
 }
 
 // linkOnTheWay is the error of following the symbolic links of p, or of the longest part of it

@@ -360,3 +360,29 @@ func TestCLI_CompletionOffersOnlyAcceptedFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestCLI_ValidateWarnsParentNotADirectory: a destination below a regular file
+// (/etc/app.conf/x, a typo for /etc/app.conf.d/x) failed at every once and run pass ("create
+// directory: … not a directory") while validate said ok. It warns now, as about a destination
+// that is a directory.
+func TestCLI_ValidateWarnsParentNotADirectory(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "agent.yaml")
+	if err := os.WriteFile(filepath.Join(dir, "app.conf"), []byte("a file\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	text := "server: http://127.0.0.1:1\nappliance: web\ntoken: t\ntemplates:\n  - contents: x\n    destination: " + dir + "/app.conf/sub/x\n"
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err, stdout, _ := runCLI(t, "validate", "--config", cfg)
+	want := "destination " + dir + "/app.conf/sub/x: " + dir + "/app.conf is a regular file, not a directory: every render of it will fail until it is moved away"
+	if err != nil || !strings.Contains(stdout, want) {
+		t.Errorf("validate: %v\n%s\nwant a warning %q", err, stdout, want)
+	}
+	// A directory not made yet is no warning: the install makes it.
+	os.WriteFile(cfg, []byte(strings.Replace(text, "/app.conf/sub/x", "/new/sub/x", 1)), 0o600)
+	if err, stdout, _ = runCLI(t, "validate", "--config", cfg); err != nil || strings.Contains(stdout, "warning") {
+		t.Errorf("validate of a destination whose directory is not made yet: %v\n%s", err, stdout)
+	}
+}
