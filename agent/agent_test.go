@@ -670,27 +670,33 @@ func TestAgent_RunStoreReplaced(t *testing.T) {
 	waitFor(t, "a after the store change", fileIs(dir+"/a", "a=10"))
 }
 
+// A burst of changes is rendered once, with a quiet time and a deadline, and with a deadline
+// alone ({max: D}: rendered D after the burst's first change).
 func TestAgent_RunWaitCoalesces(t *testing.T) {
-	srv := newViewServer(t, map[string]string{"a": "0"})
-	a, dir, _ := testAgent(t, srv, header+`wait: {min: 300ms, max: 2s}
+	for _, wait := range []string{"{min: 300ms, max: 2s}", "{max: 2s}"} {
+		t.Run(wait, func(t *testing.T) {
+			srv := newViewServer(t, map[string]string{"a": "0"})
+			a, dir, _ := testAgent(t, srv, header+`wait: `+wait+`
 templates:
   - contents: "a={{ key \"a\" }}"
     destination: $DIR/a
     command: cat $DIR/a >> $DIR/commands && echo >> $DIR/commands
 `)
-	stop := runAgent(t, a)
-	defer stop()
-	waitFor(t, "first render", fileIs(dir+"/a", "a=0"))
-	for i := 1; i <= 5; i++ {
-		srv.set(map[string]*string{"a": str(strconv.Itoa(i))})
-	}
-	waitFor(t, "coalesced render", fileIs(dir+"/a", "a=5"))
-	// A later change is the barrier: commands run in order, so once its command ran, every
-	// command of the burst has too.
-	srv.set(map[string]*string{"a": str("6")})
-	waitFor(t, "the command after the burst", func() bool { return slices.Contains(lines(t, dir+"/commands"), "a=6") })
-	if got := strings.Join(lines(t, dir+"/commands"), ","); got != "a=0,a=5,a=6" {
-		t.Fatalf("commands ran for %s, want a=0,a=5,a=6 (first render, one coalesced burst, the change after it)", got)
+			stop := runAgent(t, a)
+			defer stop()
+			waitFor(t, "first render", fileIs(dir+"/a", "a=0"))
+			for i := 1; i <= 5; i++ {
+				srv.set(map[string]*string{"a": str(strconv.Itoa(i))})
+			}
+			waitFor(t, "coalesced render", fileIs(dir+"/a", "a=5"))
+			// A later change is the barrier: commands run in order, so once its command ran,
+			// every command of the burst has too.
+			srv.set(map[string]*string{"a": str("6")})
+			waitFor(t, "the command after the burst", func() bool { return slices.Contains(lines(t, dir+"/commands"), "a=6") })
+			if got := strings.Join(lines(t, dir+"/commands"), ","); got != "a=0,a=5,a=6" {
+				t.Fatalf("commands ran for %s, want a=0,a=5,a=6 (first render, one coalesced burst, the change after it)", got)
+			}
+		})
 	}
 }
 
