@@ -191,6 +191,11 @@ func (a *Agent) Warnings() []string {
 			w = append(w, fmt.Sprintf("%s: destination %s: %v: every render of it will fail until then",
 				t.cfg.where(), t.cfg.Destination, err))
 		}
+		if fi, err := os.Lstat(t.cfg.Destination + ".bak"); t.cfg.Backup && err == nil && fi.IsDir() {
+			// The backup is renamed to that name: over a directory, every install fails.
+			w = append(w, fmt.Sprintf("%s: backup keeps the previous content as %s.bak, which is a directory: every install of it will fail until it is moved away",
+				t.cfg.where(), t.cfg.Destination))
+		}
 		for _, c := range []struct{ name, command string }{{"check", t.cfg.Check}, {"command", t.cfg.Command}, {"health", t.cfg.Health}} {
 			if p := shellVarProblem(cmp.Or(t.cfg.Shell, shells[0]), c.command); p != "" {
 				w = append(w, fmt.Sprintf("%s: %s: %s", t.cfg.where(), c.name, p))

@@ -386,3 +386,27 @@ func TestCLI_ValidateWarnsParentNotADirectory(t *testing.T) {
 		t.Errorf("validate of a destination whose directory is not made yet: %v\n%s", err, stdout)
 	}
 }
+
+// validate warns about a backup whose .bak name is a directory: the install renames the
+// previous content there, and fails at every pass. Before, validate said ok.
+func TestCLI_ValidateWarnsBackupOverADirectory(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "agent.yaml")
+	if err := os.Mkdir(filepath.Join(dir, "app.conf.bak"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	text := "server: http://127.0.0.1:1\nappliance: web\ntoken: t\ntemplates:\n  - contents: x\n    destination: " + dir + "/app.conf\n    backup: true\n"
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err, stdout, _ := runCLI(t, "validate", "--config", cfg)
+	want := "backup keeps the previous content as " + dir + "/app.conf.bak, which is a directory"
+	if err != nil || !strings.Contains(stdout, want) {
+		t.Errorf("validate: %v\n%s\nwant a warning %q", err, stdout, want)
+	}
+	// Without backup, the directory is nobody's business.
+	os.WriteFile(cfg, []byte(strings.Replace(text, "    backup: true\n", "", 1)), 0o600)
+	if err, stdout, _ = runCLI(t, "validate", "--config", cfg); err != nil || strings.Contains(stdout, "warning") {
+		t.Errorf("validate without backup: %v\n%s", err, stdout)
+	}
+}
