@@ -153,6 +153,11 @@ func parseTxn(data []byte, maxValue, maxOps int) (api.Txn, error) {
 			return t, bodyError("op %d: op must be %q or %q, not %s", i+1, api.OpPut, api.OpDelete, shorten(op.Op))
 		}
 	}
+	if len(t.Guards) > 0 {
+		if err := api.CheckGuardRevisions(data); err != nil {
+			return t, bodyError("%v", err)
+		}
+	}
 	for i, g := range t.Guards {
 		if err := checkKey(g.Key); err != nil {
 			return t, prefixErr(fmt.Sprintf("guard %d", i+1), err)

@@ -75,6 +75,7 @@ func TestTxn_BadBodies(t *testing.T) {
 		{"null value", `{"ops":[{"op":"put","key":"shared/keep","value":null}]}`, 400, api.CodeInvalidBody, []string{"op 1", "value is null"}},
 		{"null recurse", `{"ops":[{"op":"delete","key":"shared/keep","recurse":null}]}`, 400, api.CodeInvalidBody, []string{"op 1", "recurse is null"}},
 		{"null guard revision", `{"ops":[` + put("shared/a", "1") + `],"guards":[{"key":"shared/b","mod_revision":null}]}`, 400, api.CodeInvalidBody, []string{"guard 1", "mod_revision is null"}},
+		{"guard without revision", `{"ops":[` + put("shared/a", "1") + `],"guards":[{"key":"shared/b"}]}`, 400, api.CodeInvalidBody, []string{"guard 1", "mod_revision is missing", "0: the key must not exist"}},
 		{"body too large", `{"ops":[` + strings.Repeat(" ", 2000) + `]}`, 413, api.CodeBodyTooLarge, []string{"2000"}},
 	}
 	for _, c := range cases {

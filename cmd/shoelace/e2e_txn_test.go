@@ -51,6 +51,7 @@ func TestE2E_Txn(t *testing.T) {
 		{`{"ops": [{"op": "put", "key": "appliances/e2etxn/port", "value": "a\ud800b"}]}`, "is a lone UTF-16 surrogate"},
 		{"{\"ops\": [{\"op\": \"put\", \"key\": \"appliances/e2etxn/port\", \"value\": \"\xff\"}]}", "not valid UTF-8"},
 		{`{"ops": [{"op": "put", "key": "appliances/e2etxn/port", "value": "1", "value": "2"}]}`, `member "value" is given twice`},
+		{`{"ops": [{"op": "put", "key": "appliances/e2etxn/port", "value": "1"}], "guards": [{"key": "appliances/e2etxn/absent"}]}`, "guard 1: mod_revision is missing"},
 	} {
 		checkFailure(t, c.runStdin([]byte(bad.body), "txn", "-f", "-"), exitError, bad.want, []string{"txn", "-f", "-", bad.body})
 	}

@@ -106,6 +106,11 @@ func decodeTxn(body []byte) (api.Txn, error) {
 	if d.More() {
 		return t, errors.New("more than one JSON value: give one transaction")
 	}
+	if len(t.Guards) > 0 {
+		if err := api.CheckGuardRevisions(body); err != nil {
+			return t, err
+		}
+	}
 	if len(t.Ops) == 0 {
 		return t, errors.New(`no ops: a transaction needs at least one {"op": "put"|"delete", "key": …}`)
 	}

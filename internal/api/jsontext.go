@@ -263,3 +263,23 @@ func cut(s string, n int) string {
 	}
 	return s
 }
+
+// CheckGuardRevisions reports a guard of the txn body data that has no mod_revision: decoded
+// into a Guard it reads as 0, "the key must not exist", so {"key":"k"} written to mean "k as I
+// read it" would hold while k is absent. Malformed JSON is left to the decoder (nil is returned).
+func CheckGuardRevisions(data []byte) error {
+	var raw struct {
+		Guards []struct {
+			ModRevision *int64 `json:"mod_revision"`
+		} `json:"guards"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil
+	}
+	for i, g := range raw.Guards {
+		if g.ModRevision == nil {
+			return fmt.Errorf("guard %d: mod_revision is missing: give the key's mod_revision (0: the key must not exist)", i+1)
+		}
+	}
+	return nil
+}
