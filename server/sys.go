@@ -3,7 +3,9 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"strings"
@@ -354,10 +356,18 @@ func (s *Server) handlePutMaintenance(w http.ResponseWriter, r *http.Request) er
 	if err != nil {
 		return err
 	}
-	var m Maintenance
-	if err := strictJSON(data, &m); err != nil {
+	// On is a pointer so that a body without it ({} or "on":null) is refused: read as false,
+	// it turned maintenance off in the middle of a restore.
+	var req struct {
+		On *bool `json:"on"`
+	}
+	if err := strictJSON(data, &req); err != nil {
 		return err
 	}
+	if req.On == nil {
+		return bodyError(`maintenance body must say "on": send {"on":true} or {"on":false} (a missing or null "on" is refused)`)
+	}
+	m := Maintenance{On: *req.On}
 	value := "off"
 	if m.On {
 		value = "on"
@@ -383,7 +393,7 @@ func strictJSON(data []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return bodyError("body is not valid: %v", err)
 	}
-	if _, err := dec.Token(); err == nil {
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return bodyError("body has data after the JSON object")
 	}
 	return nil
