@@ -1056,12 +1056,43 @@ func (s *Server) createAdminToken(ctx context.Context) error {
 // installAdminToken moves the secret of rec, stored in the store, from tmp to the admin token file.
 func (s *Server) installAdminToken(rec *tokenRecord, tmp string) error {
 	path := s.cfg.adminTokenFile()
+	if err := s.keepOldAdminToken(path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("create admin token: %w", err)
+	}
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("create admin token: %w", err)
 	}
 	syncDir(filepath.Dir(path))
 	s.auth.set(rec, 0)
 	s.log.Info("created the admin token", "file", path)
+	return nil
+}
+
+// keepOldAdminToken moves an admin token file that holds something aside, to path.replaced-TIME,
+// before a new admin token takes its place: the store has no token, so the file belongs to
+// another store (another --root, etcd cluster or data dir given the same file), and its secret,
+// stored nowhere else, would be lost for good.
+func (s *Server) keepOldAdminToken(path string) error {
+	old, err := os.ReadFile(path)
+	if err != nil || len(bytes.TrimSpace(old)) == 0 {
+		return nil // nothing to keep (a missing file is the usual first start)
+	}
+	base := path + ".replaced-" + time.Now().UTC().Format("20060102T150405Z")
+	kept := base
+	for i := 2; ; i++ {
+		err = os.Link(path, kept)
+		if !errors.Is(err, os.ErrExist) {
+			break
+		}
+		kept = fmt.Sprintf("%s-%d", base, i)
+	}
+	if err != nil {
+		return fmt.Errorf("keep the token already in %s: %w", path, err)
+	}
+	syncDir(filepath.Dir(path))
+	s.log.Warn("the admin token file held a token this store does not know (another --root, etcd cluster or data dir?): kept it next to the new one",
+		"file", path, "kept", kept)
 	return nil
 }
 
