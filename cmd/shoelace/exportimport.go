@@ -30,6 +30,10 @@ type dump struct {
 	// Omitted lists the secret keys the export left out (no --include-secrets): a file with
 	// omitted keys is partial, and import never treats it as a whole copy.
 	Omitted []string `json:"omitted"`
+	// Scoped is set when the export was made with a token that is not an admin token: Keys
+	// hold only what that token could read, so a key missing from them may be a key it could
+	// not see, and import --replace, which deletes what the file lacks, refuses the file.
+	Scoped bool `json:"scoped,omitempty"`
 	// Keys maps every exported key to its value, byte for byte.
 	Keys keyMap `json:"keys"`
 }
@@ -85,7 +89,9 @@ func exportCommand(e *cliEnv) *cli.Command {
 Values are kept byte for byte. Secret keys (a path segment "secrets") are left out unless
 --include-secrets is given (use an admin token): what was left out is listed under "omitted"
 and on stderr, what was included is listed on stderr. An export with omitted keys is partial,
-and "shoelace import" says so. The server's own records (tokens, settings) are never exported.
+and "shoelace import" says so. With a token that is not an admin token the export holds only
+the keys that token may read and says "scoped": true (import --replace refuses it).
+The server's own records (tokens, settings) are never exported.
 --timeout bounds each wait for the server (the answer to start, each pause in it), not the
 whole answer, which may take minutes for a large store across a slow link.
 
@@ -117,8 +123,9 @@ func (e *cliEnv) export(c *cli.Context) error {
 	if err != nil {
 		return idle.explain(err)
 	}
-	e.warnIfNotAdmin(s, "the export holds only the keys this token may read")
+	scoped := e.warnIfNotAdmin(s, `the export holds only the keys this token may read (it says "scoped": true, and import --replace refuses it)`)
 	d, included := buildDump(l.Entries, c.Bool("include-secrets"))
+	d.Scoped = scoped
 	d.Revision, d.Store = l.Revision, meta.Store
 	d.Exported = time.Now().UTC().Format(time.RFC3339)
 	if len(d.Omitted) > 0 {
@@ -165,7 +172,8 @@ transaction: all of it or nothing. Every key and value is checked before anythin
                a key that holds the file's value already is not written but guarded at
                its revision, so that agents wake only for what changed;
    --replace   makes the store's keys exactly the file's: deletes every other key, except
-               the secret keys the file lists as omitted, which are kept.
+               the secret keys the file lists as omitted, which are kept; a file exported
+               with a token that is not an admin token ("scoped": true) is refused.
    --merge     the default, said explicitly.
 The transaction is guarded: if another writer changes a key the import relies on after it
 read the store, the server answers 409, nothing is written, and the import can be run again.
@@ -489,6 +497,9 @@ func (e *cliEnv) importKeys(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("import %s: %w", a[0], err)
 	}
+	if d.Scoped && mode == modeReplace {
+		return fmt.Errorf(`import %s: the file was exported with a token that is not an admin token ("scoped": true) and holds only the keys that token could read: --replace would delete every other key of the store; nothing written: import it with --merge, or export again with an admin token`, a[0])
+	}
 	s, err := e.connect(c)
 	if err != nil {
 		return err
@@ -574,10 +585,13 @@ func (e *cliEnv) commitImport(s *session, p importPlan, res *importResult, readR
 // warnIfNotAdmin warns on stderr when the session's token is not an admin token: a listing of
 // the root then holds only what the token's grants cover, with no sign of what it missed.
 // GET /v1/tokens answers only admins; any answer other than 403 is taken as no reason to warn.
-func (e *cliEnv) warnIfNotAdmin(s *session, consequence string) {
+// It reports whether it warned.
+func (e *cliEnv) warnIfNotAdmin(s *session, consequence string) bool {
 	if _, err := s.client.TokensPage(s.ctx, false, 0, ""); errors.Is(err, api.ErrForbidden) {
 		fmt.Fprintf(e.stderr, "warning: not an admin token: %s\n", consequence)
+		return true
 	}
+	return false
 }
 
 // requireAdmin refuses what (exit 5) unless the session's token is an admin token; GET
