@@ -51,3 +51,18 @@ func TestE2E_ImportReplaceOfAScopedExportIsRefused(t *testing.T) {
 		t.Fatalf("import --merge of a scoped export of the same store: %q, want %q", after, before)
 	}
 }
+
+// TestE2E_ImportOfAnEmptyFileSaysSo: import of an empty file or stdin said only
+// `not an export ({"keys":{…},"omitted":[…]}): EOF`; it now says that the input is empty, as
+// appliance apply, txn and schema set do, and writes nothing.
+func TestE2E_ImportOfAnEmptyFileSaysSo(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	empty := filepath.Join(t.TempDir(), "all.json")
+	writeFile(t, empty, "\n")
+	for _, r := range []result{c.runStdin(nil, "import", "-"), c.run("import", empty)} {
+		if r.code != exitError || r.stdout != "" || !strings.Contains(r.stderr, "is empty") || strings.Contains(r.stderr, "EOF") {
+			t.Errorf("import of nothing: %s; want exit %d saying the input is empty", r, exitError)
+		}
+	}
+}
