@@ -58,7 +58,8 @@ func ValidatePrefix(prefix string) (string, error) {
 	}
 	p := strings.TrimSuffix(prefix, "/")
 	if err := ValidateKey(p); err != nil {
-		return "", Errorf(CodeInvalidKey, "invalid prefix%s", strings.TrimPrefix(err.Error(), "invalid key"))
+		// Named as given: "bad//" said invalid prefix "bad/".
+		return "", Errorf(CodeInvalidKey, "invalid prefix %s%s", quote(prefix), strings.TrimPrefix(err.Error(), "invalid key "+quote(p)))
 	}
 	return p, nil
 }

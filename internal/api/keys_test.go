@@ -70,6 +70,10 @@ func TestValidatePrefix(t *testing.T) {
 			t.Errorf("ValidatePrefix(%q) = %v, want an invalid prefix error", in, err)
 		}
 	}
+	// The error names the prefix as given, not as trimmed of its last '/'.
+	if _, err := ValidatePrefix("bad//"); err == nil || !strings.HasPrefix(err.Error(), `invalid prefix "bad//": `) {
+		t.Errorf(`ValidatePrefix("bad//") = %v, want it named as given`, err)
+	}
 }
 
 func TestHasPrefix_WholeSegments(t *testing.T) {
