@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -210,11 +211,15 @@ func (c Config) Validate() error {
 			errs = append(errs, errors.New("--etcd-listen serves the embedded etcd: it cannot be used with --etcd-endpoints"))
 		}
 	}
+	if slices.ContainsFunc(c.EtcdEndpoints, func(e string) bool { return strings.TrimSpace(e) == "" }) {
+		// Once, however many (--etcd-endpoints , said it twice).
+		errs = append(errs, errors.New("--etcd-endpoints has an empty entry"))
+	}
 	for _, e := range c.EtcdEndpoints {
-		if strings.TrimSpace(e) == "" {
-			errs = append(errs, errors.New("--etcd-endpoints has an empty entry"))
-		} else if err := checkEtcdEndpoint(e); err != nil {
-			errs = append(errs, err)
+		if strings.TrimSpace(e) != "" {
+			if err := checkEtcdEndpoint(e); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if c.Root == "" || !strings.HasPrefix(c.Root, "/") || !strings.HasSuffix(c.Root, "/") {

@@ -263,7 +263,13 @@ func TestConfig_Validate(t *testing.T) {
 			t.Errorf("Validate() = %v, want an error naming %s", err, c.word)
 		}
 	}
+	// Empty entries (--etcd-endpoints , or a trailing comma) are one problem, said once.
 	cfg := DefaultConfig()
+	cfg.EtcdEndpoints = []string{"", " ", "http://etcd-1:2379"}
+	if err := cfg.Validate(); err == nil || strings.Count(err.Error(), "has an empty entry") != 1 {
+		t.Errorf("Validate() of two empty endpoints = %v, want the empty entry named once", err)
+	}
+	cfg = DefaultConfig()
 	cfg.EtcdEndpoints = []string{"http://127.0.0.1:2379"}
 	cfg.DataDir = ""
 	if err := cfg.Validate(); err != nil {
