@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
@@ -153,6 +154,11 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64, tooBig func() e
 // *api.Error of watch refuses the request at once, before the rest is read; any other error of
 // it is left to whoever parses the whole body, which is read on.
 func readBodyWatched(w http.ResponseWriter, r *http.Request, max int64, tooBig func() error, watch func(io.Reader) error) ([]byte, error) {
+	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		// Bodies are read as they are sent: a gzip body stored as its compressed bytes (or a
+		// plain one labelled gzip stored as if it were not) is refused rather than guessed at.
+		return nil, api.Errorf(api.CodeUnsupportedType, "request bodies are read as sent: Content-Encoding %s is not supported; send the body uncompressed, without Content-Encoding", shorten(ce))
+	}
 	if r.ContentLength > max {
 		return nil, tooBig()
 	}

@@ -1,0 +1,42 @@
+package server
+
+import (
+	"bytes"
+	"compress/gzip"
+	"testing"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// A request body sent with a Content-Encoding (gzip, say) is refused, 415, and nothing is
+// written: the server reads bodies as they are sent. Before, the encoding was ignored: the
+// compressed bytes were the value (refused only when they were not UTF-8 text, as "not valid
+// UTF-8"), and a body sent as it is but labelled gzip was stored as if unlabelled.
+func TestBodies_ContentEncodingRefused(t *testing.T) {
+	f := newFixture(t)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte("80"))
+	zw.Close()
+	for _, c := range []struct{ enc, body, path string }{
+		{"gzip", gz.String(), "/v1/kv/shared/gz"},
+		{"gzip", "80", "/v1/kv/shared/labelled"},
+		{"br", `{"ops":[{"op":"put","key":"shared/txn","value":"1"}]}`, "/v1/txn"},
+	} {
+		method := "PUT"
+		if c.path == "/v1/txn" {
+			method = "POST"
+		}
+		f.mustErr(f.do(method, c.path, c.body, "Content-Encoding", c.enc, "Content-Type", "application/json"), 415, api.CodeUnsupportedType, "Content-Encoding", c.enc)
+	}
+	for _, k := range []string{"shared/gz", "shared/labelled", "shared/txn"} {
+		f.mustErr(f.do("GET", "/v1/kv/"+k, ""), 404, api.CodeNotFound)
+	}
+	// identity is no encoding at all.
+	f.must(f.do("PUT", "/v1/kv/shared/id", "80", "Content-Encoding", "identity"), 200, nil)
+	var kv api.KV
+	f.must(f.do("GET", "/v1/kv/shared/id", ""), 200, &kv)
+	if kv.Value != "80" {
+		t.Fatalf("shared/id = %q, want 80", kv.Value)
+	}
+}
