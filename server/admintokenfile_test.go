@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/shoelace-dev/shoelace/internal/testutil"
@@ -14,6 +15,17 @@ import (
 // store: another --root, etcd cluster or data dir, given the same file by mistake), the old
 // token is kept next to it instead of being overwritten, since its secret exists nowhere else.
 func TestServe_AdminTokenFileInUseIsKept(t *testing.T) {
+	t.Run("hard link", func(t *testing.T) { testAdminTokenFileInUseIsKept(t) })
+	// On a file system without hard links the old token is copied: the server still starts.
+	t.Run("copy", func(t *testing.T) {
+		old := linkFile
+		linkFile = func(string, string) error { return syscall.EPERM }
+		defer func() { linkFile = old }()
+		testAdminTokenFileInUseIsKept(t)
+	})
+}
+
+func testAdminTokenFileInUseIsKept(t *testing.T) {
 	dir := t.TempDir()
 	const old = "sl_the-only-admin-token-of-another-store\n"
 	cfg := testConfig()

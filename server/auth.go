@@ -1081,7 +1081,11 @@ func (s *Server) keepOldAdminToken(path string) error {
 	base := path + ".replaced-" + time.Now().UTC().Format("20060102T150405Z")
 	kept := base
 	for i := 2; ; i++ {
-		err = os.Link(path, kept)
+		err = linkFile(path, kept)
+		if err != nil && !errors.Is(err, os.ErrExist) {
+			// A file system without hard links: a copy, as private as the file.
+			err = createPrivate(kept, old)
+		}
 		if !errors.Is(err, os.ErrExist) {
 			break
 		}
@@ -1094,6 +1098,29 @@ func (s *Server) keepOldAdminToken(path string) error {
 	s.log.Warn("the admin token file held a token this store does not know (another --root, etcd cluster or data dir?): kept it next to the new one",
 		"file", path, "kept", kept)
 	return nil
+}
+
+// linkFile is os.Link, replaced in tests by one that fails as a file system without hard
+// links does.
+var linkFile = os.Link
+
+// createPrivate creates the file name (never one that exists) holding data, mode 0600, synced.
+func createPrivate(name string, data []byte) error {
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(name)
+	}
+	return err
 }
 
 // writeSecretFile writes secret to a new temp file next to path, mode 0600, and returns its name.
