@@ -153,3 +153,29 @@ func TestLoadCache_SetsAReadableFileTo0600(t *testing.T) {
 		}
 	}
 }
+
+// A cached view that is a hard link of another file (an operator's cp -l or a backup tool's
+// restore) is read, but its mode, which is the other name's too, is left as it is: before,
+// reading cache_dir/web.json set the operator's file at the other name to 0600.
+func TestLoadCache_HardLinkedFileModeLeftAlone(t *testing.T) {
+	dir, elsewhere := t.TempDir(), t.TempDir()
+	theirs := filepath.Join(elsewhere, "web-backup.json")
+	if err := os.WriteFile(theirs, []byte(`{"appliance":"web","revision":9,"store":"s","keys":{"a":"v"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(theirs, 0o644)
+	if err := os.Link(theirs, CachePath(dir, "web")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadCache(dir, "web")
+	if err != nil || c.Keys["a"] != "v" {
+		t.Fatalf("the hard-linked cache was not read: %v %v", c, err)
+	}
+	fi, err := os.Stat(theirs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o644 {
+		t.Errorf("the file at the other name of a hard link was set to %04o by reading the cache", fi.Mode().Perm())
+	}
+}

@@ -35,6 +35,15 @@ func ownerOf(fi fs.FileInfo) (uid, gid int, ok bool) {
 	return int(st.Uid), int(st.Gid), true
 }
 
+// linksOf answers how many names (hard links) the file of fi has, when the system says.
+func linksOf(fi fs.FileInfo) (n uint64, ok bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return uint64(st.Nlink), true
+}
+
 // rename renames from over to, both names in d: rename(2) replaces to atomically.
 func (d *dir) rename(from, to string) error { return d.root.Rename(from, to) }
 

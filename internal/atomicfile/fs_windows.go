@@ -32,6 +32,9 @@ const dirSync = false
 // directory (the agent refuses owner and perms there).
 func ownerOf(fs.FileInfo) (uid, gid int, ok bool) { return 0, 0, false }
 
+// linksOf is not known from a FileInfo on Windows.
+func linksOf(fs.FileInfo) (n uint64, ok bool) { return 0, false }
+
 // rename replaces to with from, both names in d, with MoveFileEx: replace-existing, and
 // write-through, so that the move is on disk when it returns (a directory cannot be fsynced).
 // A long path is given in its \\?\ form, a read-only destination loses that attribute for the

@@ -116,7 +116,8 @@ func readSized(f *os.File, size, limit int64) ([]byte, error) {
 // Restrict sets the file at name to perm when it is still the file read (same device and
 // inode), by a handle opened without following a symbolic link at the name: a file swapped in
 // at the name after it was read, or a link planted there, is left alone (false). It answers
-// whether the mode was changed.
+// whether the mode was changed. A file of more than one name (a hard link) is left alone too,
+// with an error: its mode is the other names' as well, files this one was never asked about.
 func Restrict(name string, read fs.FileInfo, perm fs.FileMode) (bool, error) {
 	f, err := os.OpenFile(name, os.O_RDONLY|noFollow|nonBlock, 0)
 	if err != nil {
@@ -126,6 +127,9 @@ func Restrict(name string, read fs.FileInfo, perm fs.FileMode) (bool, error) {
 	held, err := f.Stat()
 	if err != nil || !os.SameFile(held, read) || held.Mode().Perm() == perm {
 		return false, err
+	}
+	if n, ok := linksOf(held); ok && n > 1 {
+		return false, fmt.Errorf("%s has %d hard links: its mode, the other names' too, is left as it is", name, n)
 	}
 	if err := f.Chmod(perm); err != nil {
 		return false, err
