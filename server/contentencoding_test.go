@@ -3,6 +3,8 @@ package server
 import (
 	"bytes"
 	"compress/gzip"
+	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
@@ -39,4 +41,30 @@ func TestBodies_ContentEncodingRefused(t *testing.T) {
 	if kv.Value != "80" {
 		t.Fatalf("shared/id = %q, want 80", kv.Value)
 	}
+}
+
+// Content-Encoding given twice, identity first, is refused as the encoding it ends with:
+// before, only the first header was looked at, and a body labelled identity then gzip was
+// stored as sent.
+func TestBodies_ContentEncodingGivenTwiceRefused(t *testing.T) {
+	f := newFixture(t)
+	for _, path := range []string{"/v1/kv/shared/twice", "/v1/txn"} {
+		method, body := "PUT", "80"
+		if path == "/v1/txn" {
+			method, body = "POST", `{"ops":[{"op":"put","key":"shared/twicetxn","value":"1"}]}`
+		}
+		req, err := http.NewRequest(method, f.srv.URL+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+f.token)
+		req.Header.Add("Content-Encoding", "identity")
+		req.Header.Add("Content-Encoding", "gzip")
+		f.mustErr(f.send(req), 415, api.CodeUnsupportedType, "gzip")
+	}
+	for _, k := range []string{"shared/twice", "shared/twicetxn"} {
+		f.mustErr(f.do("GET", "/v1/kv/"+k, ""), 404, api.CodeNotFound)
+	}
+	// identity said twice, or in a list, is still no encoding.
+	f.must(f.do("PUT", "/v1/kv/shared/idid", "80", "Content-Encoding", "identity, Identity"), 200, nil)
 }

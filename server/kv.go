@@ -145,6 +145,21 @@ type listAnswer struct {
 	Keys     *[]string `json:"keys,omitempty"`
 }
 
+// bodyEncoding answers the request's Content-Encoding when it is one other than identity, every
+// header of that name and every entry of their lists read ("identity" then "gzip" is gzip), or
+// "" when the body is as sent.
+func bodyEncoding(r *http.Request) string {
+	vs := r.Header.Values("Content-Encoding")
+	for _, v := range vs {
+		for e := range strings.SplitSeq(v, ",") {
+			if e = strings.TrimSpace(e); e != "" && !strings.EqualFold(e, "identity") {
+				return strings.Join(vs, ", ")
+			}
+		}
+	}
+	return ""
+}
+
 // readBody reads a request body of at most max bytes; over it is a 413 error made by tooBig.
 func readBody(w http.ResponseWriter, r *http.Request, max int64, tooBig func() error) ([]byte, error) {
 	return readBodyWatched(w, r, max, tooBig, nil)
@@ -154,7 +169,7 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64, tooBig func() e
 // *api.Error of watch refuses the request at once, before the rest is read; any other error of
 // it is left to whoever parses the whole body, which is read on.
 func readBodyWatched(w http.ResponseWriter, r *http.Request, max int64, tooBig func() error, watch func(io.Reader) error) ([]byte, error) {
-	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+	if ce := bodyEncoding(r); ce != "" {
 		// Bodies are read as they are sent: a gzip body stored as its compressed bytes (or a
 		// plain one labelled gzip stored as if it were not) is refused rather than guessed at.
 		return nil, api.Errorf(api.CodeUnsupportedType, "request bodies are read as sent: Content-Encoding %s is not supported; send the body uncompressed, without Content-Encoding", shorten(ce))
