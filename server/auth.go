@@ -25,6 +25,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
 	"github.com/shoelace-dev/shoelace/server/store"
 )
 
@@ -1074,7 +1075,9 @@ func (s *Server) installAdminToken(rec *tokenRecord, tmp string) error {
 // another store (another --root, etcd cluster or data dir given the same file), and its secret,
 // stored nowhere else, would be lost for good.
 func (s *Server) keepOldAdminToken(path string) error {
-	old, err := os.ReadFile(path)
+	// Read without blocking on a FIFO at the name (it would wait for a writer for good) and
+	// within a bound: what is not a regular file holds no token to keep.
+	old, _, err := atomicfile.ReadRegularFollow(path, 64<<10, nil)
 	if err != nil || len(bytes.TrimSpace(old)) == 0 {
 		return nil // nothing to keep (a missing file is the usual first start)
 	}
