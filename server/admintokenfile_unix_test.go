@@ -3,6 +3,8 @@
 package server
 
 import (
+	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,5 +63,54 @@ func TestServe_AdminTokenFileFIFONeverHangs(t *testing.T) {
 	}
 	if kept, _ := filepath.Glob(cfg.AdminTokenFile + ".replaced-*"); len(kept) != 0 {
 		t.Fatalf("a FIFO was kept as a token: %v", kept)
+	}
+}
+
+// An admin token file whose kept name cannot be made (here, one too long for the file system:
+// the name plus ".replaced-TIME" is over 255 bytes) stops the first start with an error that
+// names it, and the store is left without an admin token, so that the start after the operator
+// moved the file makes one. Before, the admin token was stored first and its secret then
+// thrown away: every later start found a token in the store and wrote none, locked out for good.
+func TestServe_AdminTokenFileNotKeptStoresNoToken(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig()
+	cfg.EtcdEndpoints = testutil.Etcd(t)
+	cfg.Root = testutil.Root(t)
+	cfg.DataDir = ""
+	cfg.AdminTokenFile = filepath.Join(dir, strings.Repeat("a", 235))
+	const old = "sl_the-only-admin-token-of-another-store\n"
+	if err := os.WriteFile(cfg.AdminTokenFile, []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- Serve(context.Background(), ln, cfg, testutil.Logger()) }()
+	select {
+	case err := <-errc:
+		if err == nil || !strings.Contains(err.Error(), "keep the token already in") {
+			t.Fatalf("first start: %v, want the error of keeping the old token", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the first start did not stop on the token file it could not keep")
+	}
+	if b, err := os.ReadFile(cfg.AdminTokenFile); err != nil || string(b) != old {
+		t.Fatalf("the old token file = %q, %v; want it as it was", b, err)
+	}
+	// The operator moves the old token away and starts again.
+	if err := os.Rename(cfg.AdminTokenFile, filepath.Join(dir, "old.token")); err != nil {
+		t.Fatal(err)
+	}
+	s := serve(t, cfg)
+	var token string
+	waitFor(t, "the admin token made at the second start", func() bool {
+		b, err := os.ReadFile(cfg.AdminTokenFile)
+		token = strings.TrimSpace(string(b))
+		return err == nil && token != ""
+	})
+	if res, body := s.req(t, token, "PUT", "/v1/kv/shared/a", "1"); res.StatusCode != 200 {
+		t.Fatalf("write with the new admin token: %d %s", res.StatusCode, body)
 	}
 }

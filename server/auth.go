@@ -1036,6 +1036,12 @@ func (s *Server) createAdminToken(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Before the record is stored: a token file that cannot be kept stops here, with no admin
+	// token in the store whose secret would then be thrown away (a lockout for good).
+	if err := s.keepOldAdminToken(path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("create admin token: %w", err)
+	}
 	rec := &tokenRecord{Name: adminTokenName, Hash: hashSecret(secret), Admin: true, Created: time.Now().UTC().Truncate(time.Second)}
 	data, _ := json.Marshal(rec)
 	if _, err := s.st.SysPut(ctx, tokenPrefix+adminTokenName, data, 0); err != nil {
@@ -1057,10 +1063,6 @@ func (s *Server) createAdminToken(ctx context.Context) error {
 // installAdminToken moves the secret of rec, stored in the store, from tmp to the admin token file.
 func (s *Server) installAdminToken(rec *tokenRecord, tmp string) error {
 	path := s.cfg.adminTokenFile()
-	if err := s.keepOldAdminToken(path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("create admin token: %w", err)
-	}
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("create admin token: %w", err)
 	}
