@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -67,4 +68,23 @@ func TestBodies_ContentEncodingGivenTwiceRefused(t *testing.T) {
 	}
 	// identity said twice, or in a list, is still no encoding.
 	f.must(f.do("PUT", "/v1/kv/shared/idid", "80", "Content-Encoding", "identity, Identity"), 200, nil)
+}
+
+// The console's forms are request bodies too: one labelled with a Content-Encoding is refused,
+// 415, and nothing written. Before, a plain form labelled gzip was read as if unlabelled and
+// its edit applied.
+func TestUI_FormContentEncodingRefused(t *testing.T) {
+	f := newFixture(t)
+	uiSeed(f)
+	b := newUIBrowser(t, f.srv.URL, nil)
+	tok := b.signIn(f.token)
+	var kv api.KV
+	f.must(f.do("GET", "/v1/kv/appliances/web-frontend/port", ""), 200, &kv)
+	r := b.post("/ui/appliances/web-frontend/edit", url.Values{"csrf": {tok}, "key": {"appliances/web-frontend/port"}, "value": {"81"}, "cas": {jsonNum(kv.ModRevision)}, "step": {"apply"}},
+		"Content-Encoding", "gzip")
+	mustStatus(t, r, http.StatusUnsupportedMediaType)
+	f.must(f.do("GET", "/v1/kv/appliances/web-frontend/port", ""), 200, &kv)
+	if kv.Value != "8080" {
+		t.Fatalf("a form labelled gzip was written: port = %q", kv.Value)
+	}
 }
