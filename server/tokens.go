@@ -133,7 +133,7 @@ func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	if !q.Has("limit") {
+	if q.Get("limit") == "" {
 		// Every token, as before pages: a client that does not ask for a page gets them all,
 		// never a first page it takes for the whole list.
 		limit = 0

@@ -105,6 +105,11 @@ func TestTokens_ListPages(t *testing.T) {
 		t.Errorf("?all without a limit: %d tokens, next %q; want all %d and none", len(l.Tokens), l.Next, len(all))
 	}
 	l = api.TokenList{}
+	f.must(f.do("GET", "/v1/tokens?all&limit=", ""), 200, &l)
+	if got := tokenInfoNames(l.Tokens); !slices.Equal(got, all) || l.Next != "" {
+		t.Errorf("?all&limit= (empty): %d tokens, next %q; want all %d, as without limit", len(l.Tokens), l.Next, len(all))
+	}
+	l = api.TokenList{}
 	f.must(f.do("GET", "/v1/tokens?all&after="+all[9], ""), 200, &l)
 	if got := tokenInfoNames(l.Tokens); !slices.Equal(got, all[10:]) || l.Next != "" {
 		t.Errorf("?all&after=%s without a limit: %d tokens, next %q; want the %d after it", all[9], len(l.Tokens), l.Next, len(all)-10)
