@@ -152,6 +152,7 @@ func TestRun_UsageErrors(t *testing.T) {
 		{"shoelace appliance wait web --seen-within 0", exitUsage, `appliance wait: --seen-within 0s: must be more than 0`},
 		{"shoelace kv put k v --canary 10% --bake -1s", exitUsage, `kv put: --bake -1s: must not be negative`},
 		{"shoelace kv put k v --canary 10% --deadline 0", exitUsage, `kv put: --deadline 0s: must be above 0`},
+		{"shoelace kv put appliances/web/p 1 --canary 10% --cas 5", exitUsage, `kv put: --cas and --canary do not go together`},
 		{"shoelace appliance diff web --from 0", exitUsage, `appliance diff: --from 0: a revision is 1 or more`},
 		{"shoelace appliance diff web --from -3 --to 5", exitUsage, `appliance diff: --from -3: a revision is 1 or more`},
 		{"shoelace appliance diff web --from 100 --to 90", exitUsage, `appliance diff: --to 90 must be after --from 100`},

@@ -199,6 +199,10 @@ func (e *cliEnv) kvPut(c *cli.Context) error {
 	if err := checkRolloutFlags(c); err != nil {
 		return err
 	}
+	if c.IsSet("cas") && c.String("canary") != "" {
+		// The server refuses them too (400, exit 1); a flag conflict is a usage error here.
+		return usagef("%s--cas and --canary do not go together: a rollout writes the live key only when it is promoted; give one of them", errPrefix(c))
+	}
 	value := []byte(a[1])
 	if a[1] == "-" {
 		if value, err = io.ReadAll(e.stdin); err != nil {
