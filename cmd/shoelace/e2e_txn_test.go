@@ -120,8 +120,9 @@ func TestE2E_TxnCanary(t *testing.T) {
 	c.fails(exitNotFound, "not found", "kv", "get", "shared/e2etxnc-ntp")
 	c.ok("appliance", "rollout", "abort", "e2etxnc")
 	c.fails(exitNotFound, "not found", "kv", "get", "shared/e2etxnc-ntp")
-	// --cas goes with the write to the server, which refuses it beside canary: no group starts.
-	c.fails(exitError, "cas", "kv", "put", "shared/e2etxnc-ntp", "x", "--canary", "50%", "--cas", "0")
+	// --cas beside --canary is a usage error before any request (the server refuses the pair
+	// too: TestRollout_BadInput): no group starts.
+	c.fails(exitUsage, "--cas and --canary do not go together", "kv", "put", "shared/e2etxnc-ntp", "x", "--canary", "50%", "--cas", "0")
 	if st := c.ok("appliance", "rollout", "status", "e2etxnc", "-o", "json"); !strings.Contains(st, `"state":"aborted"`) {
 		t.Errorf("a refused shared canary with --cas started a rollout: %s", st)
 	}
