@@ -165,6 +165,12 @@ func TestSharedRollout_PromotesWhenEveryApplianceHas(t *testing.T) {
 				if !done[n] {
 					v := appViewOf(t, f, app, n)
 					seen[n] = seen[n] || v.Keys["ntp"] == "new"
+					if v.Rollout != st.ID {
+						// The replica's copy of the rollout follows the record a moment
+						// later: this instance's view is still the live one. An agent
+						// would get the candidate on its next long-poll; ask again.
+						continue
+					}
 					appReport(t, f, app, n, v, "")
 					done[n] = true
 				}
