@@ -1115,7 +1115,13 @@ func createPrivate(name string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(data)
+	return writeSynced(f, data)
+}
+
+// writeSynced writes data to f, a file it has just created, syncs and closes it; on any failure
+// the file is removed, so no partial secret is left behind.
+func writeSynced(f *os.File, data []byte) error {
+	_, err := f.Write(data)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -1123,7 +1129,7 @@ func createPrivate(name string, data []byte) error {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(name)
+		os.Remove(f.Name())
 	}
 	return err
 }
@@ -1139,22 +1145,17 @@ func writeSecretFile(path, secret string) (string, error) {
 		return "", fmt.Errorf("admin token file %s: %w", path, err)
 	}
 	name := f.Name()
-	if err := f.Chmod(0o600); err == nil {
-		_, err = f.WriteString(secret + "\n")
-		if err == nil {
-			err = f.Sync()
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			return name, nil
-		}
+	err = f.Chmod(0o600)
+	if err == nil {
+		err = writeSynced(f, []byte(secret+"\n"))
 	} else {
 		f.Close()
+		os.Remove(name)
 	}
-	os.Remove(name)
-	return "", fmt.Errorf("admin token file %s: %w", path, err)
+	if err != nil {
+		return "", fmt.Errorf("admin token file %s: %w", path, err)
+	}
+	return name, nil
 }
 
 func syncDir(dir string) {

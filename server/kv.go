@@ -145,19 +145,20 @@ type listAnswer struct {
 	Keys     *[]string `json:"keys,omitempty"`
 }
 
-// bodyEncoding answers the request's Content-Encoding when it is one other than identity, every
-// header of that name and every entry of their lists read ("identity" then "gzip" is gzip), or
-// "" when the body is as sent.
-func bodyEncoding(r *http.Request) string {
+// checkBodyEncoding refuses (415) a body sent with a Content-Encoding other than identity: every
+// header of that name and every entry of their lists is read ("identity" then "gzip" is gzip).
+// Bodies are read as sent: a gzip body stored as its compressed bytes (or a plain one labelled
+// gzip stored as if it were not) is refused rather than guessed at. what names the body.
+func checkBodyEncoding(r *http.Request, what string) error {
 	vs := r.Header.Values("Content-Encoding")
 	for _, v := range vs {
 		for e := range strings.SplitSeq(v, ",") {
 			if e = strings.TrimSpace(e); e != "" && !strings.EqualFold(e, "identity") {
-				return strings.Join(vs, ", ")
+				return api.Errorf(api.CodeUnsupportedType, "%s is read as sent: Content-Encoding %s is not supported; send it uncompressed, without Content-Encoding", what, shorten(strings.Join(vs, ", ")))
 			}
 		}
 	}
-	return ""
+	return nil
 }
 
 // readBody reads a request body of at most max bytes; over it is a 413 error made by tooBig.
@@ -169,10 +170,8 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64, tooBig func() e
 // *api.Error of watch refuses the request at once, before the rest is read; any other error of
 // it is left to whoever parses the whole body, which is read on.
 func readBodyWatched(w http.ResponseWriter, r *http.Request, max int64, tooBig func() error, watch func(io.Reader) error) ([]byte, error) {
-	if ce := bodyEncoding(r); ce != "" {
-		// Bodies are read as they are sent: a gzip body stored as its compressed bytes (or a
-		// plain one labelled gzip stored as if it were not) is refused rather than guessed at.
-		return nil, api.Errorf(api.CodeUnsupportedType, "request bodies are read as sent: Content-Encoding %s is not supported; send the body uncompressed, without Content-Encoding", shorten(ce))
+	if err := checkBodyEncoding(r, "the request body"); err != nil {
+		return nil, err
 	}
 	if r.ContentLength > max {
 		return nil, tooBig()

@@ -341,8 +341,8 @@ func (s *Server) uiFormLimit() int64 { return 3*int64(s.cfg.MaxValueBytes) + 64<
 
 // parseForm reads a POST's form (its body only, not the query) within limit.
 func parseForm(w http.ResponseWriter, r *http.Request, limit int64) error {
-	if ce := bodyEncoding(r); ce != "" {
-		return api.Errorf(api.CodeUnsupportedType, "the form is read as sent: Content-Encoding %s is not supported", shorten(ce))
+	if err := checkBodyEncoding(r, "the form"); err != nil {
+		return err
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	if err := r.ParseForm(); err != nil {
