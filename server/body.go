@@ -6,11 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"mime"
 	"net/http"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -107,9 +105,9 @@ func parseTxn(data []byte, maxValue, maxOps int) (api.Txn, error) {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return t, bodyError("txn body has data after the JSON object")
 	}
-	if bytes.Contains(data, []byte("null")) { // a second decode only when there may be one
-		if err := txnNulls(data); err != nil {
-			return t, err
+	if len(t.Guards) > 0 || bytes.Contains(data, []byte("null")) { // a second decode only when there may be one
+		if err := api.CheckTxnMembers(data); err != nil {
+			return t, bodyError("%v", err)
 		}
 	}
 	if len(t.Ops) == 0 {
@@ -153,11 +151,6 @@ func parseTxn(data []byte, maxValue, maxOps int) (api.Txn, error) {
 			return t, bodyError("op %d: op must be %q or %q, not %s", i+1, api.OpPut, api.OpDelete, shorten(op.Op))
 		}
 	}
-	if len(t.Guards) > 0 {
-		if err := api.CheckGuardRevisions(data); err != nil {
-			return t, bodyError("%v", err)
-		}
-	}
 	for i, g := range t.Guards {
 		if err := checkKey(g.Key); err != nil {
 			return t, prefixErr(fmt.Sprintf("guard %d", i+1), err)
@@ -167,37 +160,6 @@ func parseTxn(data []byte, maxValue, maxOps int) (api.Txn, error) {
 		}
 	}
 	return t, nil
-}
-
-// txnNulls refuses a null member of an op or a guard of a txn body (data, already decoded
-// once). encoding/json leaves the field as it was, so {"op":"put","key":"k","value":null} put
-// "" and a guard's "mod_revision":null said "must not exist"; an apply refuses null the same way.
-func txnNulls(data []byte) error {
-	var raw struct {
-		Ops    []map[string]json.RawMessage `json:"ops"`
-		Guards []map[string]json.RawMessage `json:"guards"`
-	}
-	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil // the decode into api.Txn said what is wrong, or found nothing
-	}
-	for _, l := range []struct {
-		what string
-		list []map[string]json.RawMessage
-	}{{"op", raw.Ops}, {"guard", raw.Guards}} {
-		what := l.what
-		for i, m := range l.list {
-			for _, name := range slices.Sorted(maps.Keys(m)) {
-				if string(m[name]) == "null" {
-					hint := "give its value"
-					if what == "op" && name == "value" {
-						hint = `give a string ("" for empty), or a delete op`
-					}
-					return bodyError("%s %d: %s is null; null is refused: %s", what, i+1, name, hint)
-				}
-			}
-		}
-	}
-	return nil
 }
 
 // applyBody parses a PUT /v1/appliances/{name} body as JSON or YAML (by media type) into flat

@@ -106,8 +106,8 @@ func decodeTxn(body []byte) (api.Txn, error) {
 	if d.More() {
 		return t, errors.New("more than one JSON value: give one transaction")
 	}
-	if len(t.Guards) > 0 {
-		if err := api.CheckGuardRevisions(body); err != nil {
+	if len(t.Guards) > 0 || bytes.Contains(body, []byte("null")) {
+		if err := api.CheckTxnMembers(body); err != nil {
 			return t, err
 		}
 	}

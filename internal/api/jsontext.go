@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -264,20 +267,39 @@ func cut(s string, n int) string {
 	return s
 }
 
-// CheckGuardRevisions reports a guard of the txn body data that has no mod_revision: decoded
-// into a Guard it reads as 0, "the key must not exist", so {"key":"k"} written to mean "k as I
-// read it" would hold while k is absent. Malformed JSON is left to the decoder (nil is returned).
-func CheckGuardRevisions(data []byte) error {
+// CheckTxnMembers reports what decoding the txn body data into a Txn would let pass unseen: a
+// member of an op or a guard that is null (encoding/json leaves the field as it was, so
+// {"op":"put","key":"k","value":null} would put "" and a guard's "mod_revision":null would say
+// "must not exist"), or a guard without mod_revision (read as 0, "the key must not exist", so
+// {"key":"k"} written to mean "k as I read it" would hold while k is absent). Malformed JSON is
+// left to the decoder (nil is returned).
+func CheckTxnMembers(data []byte) error {
 	var raw struct {
-		Guards []struct {
-			ModRevision *int64 `json:"mod_revision"`
-		} `json:"guards"`
+		Ops    []map[string]json.RawMessage `json:"ops"`
+		Guards []map[string]json.RawMessage `json:"guards"`
 	}
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return nil
 	}
+	for _, l := range []struct {
+		what string
+		list []map[string]json.RawMessage
+	}{{"op", raw.Ops}, {"guard", raw.Guards}} {
+		for i, m := range l.list {
+			for _, name := range slices.Sorted(maps.Keys(m)) {
+				if string(m[name]) == "null" {
+					hint := "give its value"
+					if l.what == "op" && name == "value" {
+						hint = `give a string ("" for empty), or a delete op`
+					}
+					return fmt.Errorf("%s %d: %s is null; null is refused: %s", l.what, i+1, name, hint)
+				}
+			}
+		}
+	}
 	for i, g := range raw.Guards {
-		if g.ModRevision == nil {
+		// Named as the decoder matches it, in any case.
+		if !slices.ContainsFunc(slices.Collect(maps.Keys(g)), func(n string) bool { return strings.EqualFold(n, "mod_revision") }) {
 			return fmt.Errorf("guard %d: mod_revision is missing: give the key's mod_revision (0: the key must not exist)", i+1)
 		}
 	}

@@ -163,3 +163,27 @@ func FuzzCheckJSONMembers(f *testing.F) {
 		}
 	})
 }
+
+// CheckTxnMembers refuses what the decode into a Txn lets pass: null members of ops and guards,
+// and a guard without mod_revision (named in any case, as the decoder matches it).
+func TestCheckTxnMembers(t *testing.T) {
+	for _, c := range []struct {
+		body, want string
+	}{
+		{`{"ops":[{"op":"put","key":"k","value":"v"}]}`, ""},
+		{`{"ops":[{"op":"put","key":"k","value":"v"}],"guards":[{"key":"k","mod_revision":0}]}`, ""},
+		{`{"ops":[{"op":"put","key":"k","value":"v"}],"guards":[{"key":"k","Mod_Revision":3}]}`, ""},
+		{`{"ops":[{"op":"put","key":"k","value":null}]}`, `op 1: value is null; null is refused: give a string ("" for empty), or a delete op`},
+		{`{"ops":[{"op":"put","key":"k","value":"v"}],"guards":[{"key":"k","mod_revision":null}]}`, "guard 1: mod_revision is null; null is refused: give its value"},
+		{`{"ops":[{"op":"put","key":"k","value":"v"}],"guards":[{"key":"a","mod_revision":1},{"key":"k"}]}`, "guard 2: mod_revision is missing"},
+		{`{"ops":[`, ""}, // malformed: the decoder says what is wrong
+	} {
+		err := CheckTxnMembers([]byte(c.body))
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s: %v, want nil", c.body, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s: %v, want %q", c.body, err, c.want)
+		}
+	}
+}
