@@ -186,6 +186,32 @@ type pendingRelease struct {
 	meta releaseMeta
 }
 
+// flatMax bounds the compares, and the Else's ops, of a write whose release guards join its own
+// transaction (see flattens): etcd's default --max-txn-ops, which an external etcd may keep.
+const flatMax = 128
+
+// flattens reports whether the write whose transaction has the compares cmps and the Else els
+// takes p's guards into its own transaction (If(p.guards, cmps) Then(…) Else(p.reads, els))
+// rather than nested in one of p's (If(p.guards) Then(Txn(If(cmps)…)) Else(p.reads)). etcd
+// applies a nested transaction at about three times a flat one's cost (its request check builds
+// interval trees at each level), and a lone put is the write most made. It does when p deletes
+// no prefix (held tells the guards' outcome from the exact keys read) and both levels together
+// stay within flatMax; a failed flat transaction runs both Elses, which is how held knows.
+func (p *pendingRelease) flattens(cmps []clientv3.Cmp, els []clientv3.Op) bool {
+	return len(p.prefixes) == 0 && len(p.guards)+len(cmps) <= flatMax && len(p.reads)+len(els) <= flatMax
+}
+
+// held reports whether p's guards hold for the touched keys as read (a write without prefixes:
+// each exact key at the mod revision p saw).
+func (p *pendingRelease) held(now *touched) bool {
+	for _, k := range p.exact {
+		if now.exact[k].mod != p.state.exact[k].mod {
+			return false
+		}
+	}
+	return true
+}
+
 // prepareRelease builds the release of a write that does eff: the record, its guards, its ops.
 // The state of the touched keys is fresh when given (the Else of a failed try), else from the
 // prior cache and, for what it lacks, one read. nil when ctx asks for no release.

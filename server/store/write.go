@@ -165,7 +165,11 @@ func (s *Store) commitRaw(ctx context.Context, op string, eff *effect, parts txn
 		}
 		c, t, e := parts(m)
 		spec := &txnSpec{cmps: c, then: t, els: e, raw: raw}
-		if rel != nil {
+		flat := rel != nil && rel.flattens(c, e)
+		switch {
+		case flat:
+			spec = &txnSpec{cmps: joined(rel.guards, c), then: t, els: joined(rel.reads, e), raw: raw}
+		case rel != nil:
 			spec = &txnSpec{cmps: rel.guards, nested: []*txnSpec{spec}, els: rel.reads}
 		}
 		actx, acancel := s.attemptCtx(wctx, try)
@@ -173,11 +177,20 @@ func (s *Store) commitRaw(ctx context.Context, op string, eff *effect, parts txn
 		resp, err := s.batch.txn(actx, &sent, scopes, spec)
 		acancel()
 		if err == nil && rel != nil {
-			if !resp.Succeeded {
+			guarded, ok := resp, resp.Succeeded
+			if flat && !resp.Succeeded {
+				// The Else read the touched keys, then ran the write's own Else: the release's
+				// guards held when the keys are as it saw them (the write's own guards failed).
+				n := len(rel.reads)
+				guarded = &clientv3.TxnResponse{Header: resp.Header, Responses: resp.Responses[:n]}
+				ok = rel.held(readTouched(rel.exact, rel.prefixes, guarded.Responses, resp.Header.Revision))
+				resp = &clientv3.TxnResponse{Header: resp.Header, Responses: resp.Responses[n:]}
+			}
+			if !ok {
 				// A touched key is not as the release saw it: nothing was applied, and the
 				// Else read the keys again. Retry with that at once; pause from the second
 				// stale try on (another writer keeps changing them).
-				fresh = s.stale(rel, resp)
+				fresh = s.stale(rel, guarded)
 				if stale++; stale >= staleTries {
 					return written{}, api.Errorf(api.CodeConflict, "%s: the keys it touches kept changing during %d attempts", op, staleTries)
 				}
@@ -186,9 +199,11 @@ func (s *Store) commitRaw(ctx context.Context, op string, eff *effect, parts txn
 				}
 				continue
 			}
-			inner := resp.Responses[0].GetResponseTxn()
-			resp = &clientv3.TxnResponse{Header: resp.Header, Succeeded: inner.Succeeded, Responses: inner.Responses}
-			s.appliedRelease(rel, eff, inner.Succeeded, resp.Header.Revision)
+			if !flat {
+				inner := resp.Responses[0].GetResponseTxn()
+				resp = &clientv3.TxnResponse{Header: resp.Header, Succeeded: inner.Succeeded, Responses: inner.Responses}
+			}
+			s.appliedRelease(rel, eff, resp.Succeeded, resp.Header.Revision)
 		} else if rel != nil {
 			// Applied or not, maybe later: what the keys hold is not known here.
 			s.priors.forget(rel.exact)
