@@ -187,14 +187,7 @@ func TestStore_ApplyStress(t *testing.T) {
 	}
 	wg.Add(1)
 	go writer(100)
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
-		buf := make([]byte, 1<<20)
-		t.Fatalf("the writers did not end within a minute of their last start:\n%s", buf[:runtime.Stack(buf, true)])
-	}
+	waitAll(t, &wg, time.Minute, "the writers did not end within a minute of their last start")
 	if t.Failed() {
 		return
 	}
@@ -331,5 +324,18 @@ func TestStore_ApplyStress(t *testing.T) {
 		if !seen[rev] {
 			t.Errorf("%s answered revision %d, which has no release", w, rev)
 		}
+	}
+}
+
+// waitAll waits for wg, failing t with every goroutine's stack when it takes longer than d.
+func waitAll(t *testing.T, wg *sync.WaitGroup, d time.Duration, what string) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		buf := make([]byte, 1<<20)
+		t.Fatalf("%s:\n%s", what, buf[:runtime.Stack(buf, true)])
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -169,14 +168,7 @@ func TestStore_ReleaseFlatRace(t *testing.T) {
 	}
 	wg.Add(1)
 	go behind(100)
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
-		buf := make([]byte, 1<<20)
-		t.Fatalf("the writers did not end within a minute:\n%s", buf[:runtime.Stack(buf, true)])
-	}
+	waitAll(t, &wg, time.Minute, "the writers did not end within a minute")
 	if t.Failed() {
 		return
 	}
