@@ -211,7 +211,37 @@ func usageErrorHandler(c *cli.Context, err error, _ bool) error {
 		// A negative number such as -5 is a value, which goes after "--".
 		return usagef("%s%v (a VALUE that starts with '-' goes after \"--\": %s KEY -- %s)", errPrefix(c), err, commandName(c), flag)
 	}
+	if flag, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: "); ok {
+		if short, value, ok := gluedValue(c, flag); ok {
+			// kubectl's -ojson: the flag package reads it as a flag named "ojson".
+			return usagef("%s%v (a flag's value goes after a space: -%s %s)", errPrefix(c), err, short, value)
+		}
+	}
 	return usagef("%s%v (see %s --help)", errPrefix(c), err, commandName(c))
+}
+
+// gluedValue reads arg (-ojson) as a one-letter flag of the running command that takes a value,
+// and the value written against it (o, json); ok is false when arg is not one.
+func gluedValue(c *cli.Context, arg string) (short, value string, ok bool) {
+	name, _ := strings.CutPrefix(arg, "-")
+	if len(name) < 2 || strings.HasPrefix(name, "-") {
+		return "", "", false
+	}
+	flags := slices.Clone(c.App.Flags) // the global ones, which every command takes
+	for _, ctx := range c.Lineage() {
+		if ctx.Command != nil {
+			flags = append(flags, ctx.Command.Flags...)
+		}
+	}
+	for _, f := range flags {
+		if v, isValue := f.(cli.DocGenerationFlag); !isValue || !v.TakesValue() {
+			continue
+		}
+		if slices.Contains(f.Names(), name[:1]) {
+			return name[:1], name[1:], true
+		}
+	}
+	return "", "", false
 }
 
 // groupAction runs for a command that only groups subcommands: it refuses unknown ones.
