@@ -193,8 +193,8 @@ const flatMax = 128
 // flattens reports whether the write whose transaction has the compares cmps and the Else els
 // takes p's guards into its own transaction (If(p.guards, cmps) Then(…) Else(p.reads, els))
 // rather than nested in one of p's (If(p.guards) Then(Txn(If(cmps)…)) Else(p.reads)). etcd
-// applies a nested transaction at about three times a flat one's cost (its request check builds
-// interval trees at each level), and a lone put is the write most made. It does when p deletes
+// checks and applies each level of a nested transaction apart (its request check builds
+// interval trees at each), and a lone put is the write most made. It does when p deletes
 // no prefix (held tells the guards' outcome from the exact keys read) and both levels together
 // stay within flatMax; a failed flat transaction runs both Elses, which is how held knows.
 func (p *pendingRelease) flattens(cmps []clientv3.Cmp, els []clientv3.Op) bool {
