@@ -6,8 +6,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-
-	"github.com/shoelace-dev/shoelace/internal/testutil"
 )
 
 // TestServe_AdminTokenFileInUseIsKept: a first start against a store without tokens writes its
@@ -28,11 +26,7 @@ func TestServe_AdminTokenFileInUseIsKept(t *testing.T) {
 func testAdminTokenFileInUseIsKept(t *testing.T) {
 	dir := t.TempDir()
 	const old = "sl_the-only-admin-token-of-another-store\n"
-	cfg := testConfig()
-	cfg.EtcdEndpoints = testutil.Etcd(t)
-	cfg.Root = testutil.Root(t)
-	cfg.DataDir = ""
-	cfg.AdminTokenFile = filepath.Join(dir, "admin.token")
+	cfg := serveConfig(t, filepath.Join(dir, "admin.token"))
 	if err := os.WriteFile(cfg.AdminTokenFile, []byte(old), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -22,11 +22,7 @@ import (
 // and SIGTERM did not stop it.
 func TestServe_AdminTokenFileFIFONeverHangs(t *testing.T) {
 	dir := t.TempDir()
-	cfg := testConfig()
-	cfg.EtcdEndpoints = testutil.Etcd(t)
-	cfg.Root = testutil.Root(t)
-	cfg.DataDir = ""
-	cfg.AdminTokenFile = filepath.Join(dir, "admin.token")
+	cfg := serveConfig(t, filepath.Join(dir, "admin.token"))
 	if err := syscall.Mkfifo(cfg.AdminTokenFile, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -73,11 +69,7 @@ func TestServe_AdminTokenFileFIFONeverHangs(t *testing.T) {
 // thrown away: every later start found a token in the store and wrote none, locked out for good.
 func TestServe_AdminTokenFileNotKeptStoresNoToken(t *testing.T) {
 	dir := t.TempDir()
-	cfg := testConfig()
-	cfg.EtcdEndpoints = testutil.Etcd(t)
-	cfg.Root = testutil.Root(t)
-	cfg.DataDir = ""
-	cfg.AdminTokenFile = filepath.Join(dir, strings.Repeat("a", 235))
+	cfg := serveConfig(t, filepath.Join(dir, strings.Repeat("a", 235)))
 	const old = "sl_the-only-admin-token-of-another-store\n"
 	if err := os.WriteFile(cfg.AdminTokenFile, []byte(old), 0o600); err != nil {
 		t.Fatal(err)

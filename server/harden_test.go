@@ -39,11 +39,7 @@ type external struct {
 func serveExternal(t *testing.T, mod func(*Config), scheme string, client *http.Client) *external {
 	t.Helper()
 	dir := t.TempDir()
-	cfg := testConfig()
-	cfg.EtcdEndpoints = testutil.Etcd(t)
-	cfg.Root = testutil.Root(t)
-	cfg.DataDir = ""
-	cfg.AdminTokenFile = filepath.Join(dir, "admin.token")
+	cfg := serveConfig(t, filepath.Join(dir, "admin.token"))
 	if mod != nil {
 		mod(&cfg)
 	}

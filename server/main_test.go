@@ -43,6 +43,17 @@ func testConfig() Config {
 	return cfg
 }
 
+// serveConfig is testConfig for Serve on the package's shared etcd, under a root of the test's
+// own, without an embedded etcd, its admin token at tokenFile.
+func serveConfig(t testing.TB, tokenFile string) Config {
+	cfg := testConfig()
+	cfg.EtcdEndpoints = testutil.Etcd(t)
+	cfg.Root = testutil.Root(t)
+	cfg.DataDir = ""
+	cfg.AdminTokenFile = tokenFile
+	return cfg
+}
+
 func newFixture(t testing.TB, opts ...func(*Config)) *fixture {
 	t.Helper()
 	return newFixtureOn(t, testutil.Store(t), opts...)

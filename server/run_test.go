@@ -322,11 +322,7 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.
 func TestServe_TLS(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile, pool := selfSigned(t, dir)
-	cfg := testConfig()
-	cfg.EtcdEndpoints = testutil.Etcd(t)
-	cfg.Root = testutil.Root(t)
-	cfg.DataDir = ""
-	cfg.AdminTokenFile = filepath.Join(dir, "admin.token")
+	cfg := serveConfig(t, filepath.Join(dir, "admin.token"))
 	cfg.TLSCert, cfg.TLSKey = certFile, keyFile
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
