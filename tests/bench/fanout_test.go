@@ -290,7 +290,8 @@ func pids(gs []*loadgen) []int {
 
 // perfRecord records the processes pids with perf (kernel included: the answers' syscalls
 // and loopback TCP are most of their cost) into $SHOELACE_BENCH_PERF (a directory) until the
-// function it returns is called; a no-op when that is not set.
+// function it returns is called; a no-op when that is not set. It samples cpu-clock, or the
+// event in $SHOELACE_BENCH_PERF_EVENT (page-faults: where first touches of memory happen).
 func perfRecord(b *testing.B, pids []int, label string) func() {
 	dir := os.Getenv("SHOELACE_BENCH_PERF")
 	if dir == "" {
@@ -311,7 +312,7 @@ func perfRecord(b *testing.B, pids []int, label string) func() {
 		for _, p := range pids {
 			ps = append(ps, strconv.Itoa(p))
 		}
-		cmds = append(cmds, exec.Command("perf", "record", "-q", "-F", "4999", "-g", "-o", base+".perf.data", "-p", strings.Join(ps, ",")))
+		cmds = append(cmds, exec.Command("perf", "record", "-q", "-e", cmp.Or(os.Getenv("SHOELACE_BENCH_PERF_EVENT"), "cpu-clock"), "-F", "4999", "-g", "-o", base+".perf.data", "-p", strings.Join(ps, ",")))
 	}
 	for _, cmd := range cmds {
 		cmd.Stderr = os.Stderr
