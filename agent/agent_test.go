@@ -818,6 +818,25 @@ func TestAgent_RunTemplatesDirEdited(t *testing.T) {
 	waitFor(t, "both after a change", func() bool { return fileIs(dir+"/a", "a=2")() && fileIs(dir+"/b", "b=2")() })
 }
 
+// A templates_dir file added while the pass that follows a reload of the config runs (here: its
+// command, which takes a while) is loaded too. Before, the watcher was started again only after
+// that pass, and what changed during it waited for the next edit, SIGHUP or a restart.
+func TestAgent_RunTemplatesDirEditedDuringAReloadsPass(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, _ := testAgent(t, srv, header+"templates_dir: $DIR/conf.d\ntemplates:\n  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n")
+	os.Mkdir(dir+"/conf.d", 0o755)
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	// b's first install runs a command that holds the pass until the test lets it go.
+	os.WriteFile(dir+"/conf.d/b.yaml", []byte("- contents: \"b={{ key \\\"a\\\" }}\"\n  destination: "+dir+"/b\n  command: touch "+dir+"/started; while [ ! -e "+dir+"/go ]; do sleep 0.05; done\n"), 0o644)
+	waitFor(t, "the command of b's pass to start", func() bool { _, err := os.Stat(dir + "/started"); return err == nil })
+	os.WriteFile(dir+"/conf.d/c.yaml", []byte("- contents: \"c={{ key \\\"a\\\" }}\"\n  destination: "+dir+"/c\n"), 0o644)
+	time.Sleep(300 * time.Millisecond) // the watcher's events of c.yaml have come by now
+	os.WriteFile(dir+"/go", nil, 0o644)
+	waitFor(t, "c.yaml, added during b's pass, loaded", fileIs(dir+"/c", "c=1"))
+}
+
 // The applied revision reaches the server as soon as it advances, even while a long-poll is
 // open (here: a render deferred by wait, and a server that holds long-polls for a minute): by
 // a report, or, from a server that takes none, by cutting the long-poll short to ask again.

@@ -590,10 +590,12 @@ func (l *loop) reload() {
 	for _, w := range cfg.TemplatesDirWarnings() {
 		a.log.Warn("templates_dir file not read", "problem", w)
 	}
+	// Watch the new config's directories before its pass, as start does: an edit made while the
+	// pass runs (its commands may take minutes) is not missed.
+	l.rewatch()
 	if l.cur != nil {
 		l.render(l.cur, true)
 	}
-	l.rewatch()
 }
 
 // rewatch (re)starts the file watcher on the directories of the current templates.
