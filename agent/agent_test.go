@@ -837,6 +837,47 @@ func TestAgent_RunTemplatesDirEditedDuringAReloadsPass(t *testing.T) {
 	waitFor(t, "c.yaml, added during b's pass, loaded", fileIs(dir+"/c", "c=1"))
 }
 
+// confd_dir's resources are read from conf.d and below, as confd reads them: one added or edited
+// in a subdirectory of conf.d while run runs (or in a subdirectory made since) is loaded as one
+// in conf.d is. Before, only conf.d itself was watched: such an edit waited for SIGHUP or a
+// restart.
+func TestAgent_RunConfdSubdirectoryEdited(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/token", []byte("secret-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	resource := func(name, dest string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		body := "[template]\nsrc = \"a.tmpl\"\ndest = \"" + dest + "\"\nkeys = [\"/a\"]\n"
+		if err := os.WriteFile(name, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(dir+"/confd/templates", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir+"/confd/templates/a.tmpl", []byte(`a={{getv "/a"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	resource(dir+"/confd/conf.d/web/a.toml", dir+"/a")
+	a, _, _ := testAgentIn(t, srv, dir, header+"confd_dir: $DIR/confd\n")
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	resource(dir+"/confd/conf.d/web/b.toml", dir+"/b")
+	waitFor(t, "a resource added in conf.d/web", fileIs(dir+"/b", "a=1"))
+	resource(dir+"/confd/conf.d/web/a.toml", dir+"/a2")
+	waitFor(t, "a resource of conf.d/web edited", fileIs(dir+"/a2", "a=1"))
+	resource(dir+"/confd/conf.d/db/c.toml", dir+"/c")
+	waitFor(t, "a resource in a new subdirectory of conf.d", fileIs(dir+"/c", "a=1"))
+	resource(dir+"/confd/conf.d/db/deeper/d.toml", dir+"/d")
+	waitFor(t, "a resource two levels below conf.d", fileIs(dir+"/d", "a=1"))
+}
+
 // The applied revision reaches the server as soon as it advances, even while a long-poll is
 // open (here: a render deferred by wait, and a server that holds long-polls for a minute): by
 // a report, or, from a server that takes none, by cutting the long-poll short to ask again.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -745,7 +746,8 @@ func timerC(t *time.Timer) <-chan time.Time {
 	return t.C
 }
 
-// watchFiles watches the directories of the template sources and templates_dir.
+// watchFiles watches the directories of the template sources, templates_dir, and conf.d of
+// confd_dir with the directories below it.
 func (a *Agent) watchFiles() (*fsnotify.Watcher, error) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -761,7 +763,13 @@ func (a *Agent) watchFiles() (*fsnotify.Watcher, error) {
 		dirs[a.cfg.TemplatesDir] = true
 	}
 	if a.cfg.ConfdDir != "" && a.opts.ConfigPath != "" {
-		dirs[filepath.Join(a.cfg.ConfdDir, "conf.d")] = true
+		// conf.d and the directories below it, where confd finds resources too.
+		_ = filepath.WalkDir(filepath.Join(a.cfg.ConfdDir, "conf.d"), func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs[p] = true
+			}
+			return nil
+		})
 	}
 	for d := range dirs {
 		if err := w.Add(d); err != nil {
@@ -775,8 +783,15 @@ func (a *Agent) isConfigEvent(name string) bool {
 	if a.opts.ConfigPath == "" {
 		return false
 	}
-	if a.cfg.ConfdDir != "" && filepath.Dir(name) == filepath.Join(a.cfg.ConfdDir, "conf.d") && strings.HasSuffix(name, "toml") {
-		return true // a confd resource, as confd finds them
+	if a.cfg.ConfdDir != "" {
+		if rel, err := filepath.Rel(filepath.Join(a.cfg.ConfdDir, "conf.d"), name); err == nil && rel != "." && filepath.IsLocal(rel) {
+			if strings.HasSuffix(name, "toml") {
+				return true // a confd resource, as confd finds them (in conf.d and below)
+			}
+			if fi, err := os.Lstat(name); err == nil && fi.IsDir() {
+				return true // a directory made below conf.d: watched once the config is read again
+			}
+		}
 	}
 	if a.cfg.TemplatesDir == "" {
 		return false
