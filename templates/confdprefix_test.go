@@ -45,6 +45,22 @@ func TestConfd_PrefixedView(t *testing.T) {
 		t.Errorf("listings: %q, want %q", got, want)
 	}
 
+	// A resource whose keys are all of its prefix (keys = ["/"]) sees the whole view: a listing of
+	// the root that finds nothing there (the view's root holds only directories, myapp/ and
+	// yourapp/) is read below the prefix too, as the real confd v0.16.0 with prefix /myapp
+	// renders it. Before, the root listing found the whole view and looked no further: empty.
+	res, err = mustParse(t, `{{range gets "/*"}}{{.Key}}={{.Value}} {{end}}|{{range getvs "/*"}}{{.}} {{end}}|{{ls "/"}}|{{ls "/upstream"}}`,
+		Options{Functions: ModeConfd, Prefix: "/myapp", ConfdKeys: []string{"/"}}).Execute(view)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(res.Output), "/subdomain=myapp |myapp |[subdomain]|[app1 app2]"; got != want {
+		t.Errorf("root listings with keys [/]: %q, want confd's %q", got, want)
+	}
+	if !slices.Contains(res.Prefixes, "myapp") {
+		t.Errorf("listed prefixes %v: a change below myapp/ would not re-render", res.Prefixes)
+	}
+
 	// A view that holds the prefix-relative path reads it, not the one below the prefix.
 	view.Keys["subdomain"] = "relative"
 	res, err = mustParse(t, `{{getv "/subdomain"}}`, Options{Functions: ModeConfd, Prefix: "/myapp"}).Execute(view)

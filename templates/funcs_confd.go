@@ -392,20 +392,21 @@ func (s *state) confdMissing(key string) error {
 	return e
 }
 
-// confdCandidates returns the keys a listing of the store path or pattern c (cleaned, or the
-// literal part of a pattern) can see, recording the prefix it lists: the keys below c, or the
-// whole view when c is the root or no view prefix; relative to the base it returns (""; or,
-// when the prefix-relative view has none, confdPrefixView's, if it has some there).
-func (s *state) confdCandidates(c string) ([]string, string) {
-	ks := s.confdCandidatesIn("", c)
-	if pv := s.confdPrefixView(); len(ks) == 0 && pv != "" {
-		if pks := s.confdCandidatesIn(pv, c); len(pks) > 0 {
-			return pks, pv
-		}
+// confdBases are the view paths a listing reads in turn, until one finds something: the
+// prefix-relative view (""), then, for a template with a prefix, confdPrefixView's. A listing
+// that finds nothing in the first (the root of a view imported with --prefix / holds only
+// directories, such as myapp/, which a listing of "/*" does not match) is read below the
+// prefix, as a path the view lacks is.
+func (s *state) confdBases() []string {
+	if pv := s.confdPrefixView(); pv != "" {
+		return []string{"", pv}
 	}
-	return ks, ""
+	return []string{""}
 }
 
+// confdCandidatesIn returns the keys a listing of the store path or pattern c (cleaned, or the
+// literal part of a pattern) can see below base, recording the prefix it lists: the keys below
+// c, or the whole view (below base) when c is the root; relative to base.
 func (s *state) confdCandidatesIn(base, c string) []string {
 	if p, ok := strings.CutPrefix(c, "/"); ok {
 		if p == "" {
@@ -445,15 +446,21 @@ func (s *state) confdLs(fp string) []string {
 		set[path.Base(fp)] = true
 	}
 	prefix := terms(fp)
-	ks, base := s.confdCandidates(path.Clean(fp))
-	for _, k := range ks {
-		sk := "/" + k
-		if sk == fp {
-			continue
+	for _, base := range s.confdBases() {
+		found := false
+		for _, k := range s.confdCandidatesIn(base, path.Clean(fp)) {
+			sk := "/" + k
+			if sk == fp {
+				continue
+			}
+			if hasTerms(prefix, terms(path.Dir(sk))) {
+				s.seen(base + k)
+				set[strings.Split(strings.TrimPrefix(strings.TrimPrefix(sk, fp), "/"), "/")[0]] = true
+				found = true
+			}
 		}
-		if hasTerms(prefix, terms(path.Dir(sk))) {
-			s.seen(base + k)
-			set[strings.Split(strings.TrimPrefix(strings.TrimPrefix(sk, fp), "/"), "/")[0]] = true
+		if found {
+			break
 		}
 	}
 	return sortedNamesOf(set)
@@ -467,16 +474,20 @@ func (s *state) confdLsdir(fp string) []string {
 		return []string{}
 	}
 	prefix := terms(fp)
-	ks, base := s.confdCandidates(path.Clean(fp))
-	for _, k := range ks {
-		sk := "/" + k
-		if !strings.HasPrefix(sk, fp) {
-			continue
+	for _, base := range s.confdBases() {
+		for _, k := range s.confdCandidatesIn(base, path.Clean(fp)) {
+			sk := "/" + k
+			if !strings.HasPrefix(sk, fp) {
+				continue
+			}
+			items := terms(path.Dir(sk))
+			if hasTerms(prefix, items) && len(items) > len(prefix) {
+				s.seen(base + k)
+				set[items[len(prefix)]] = true
+			}
 		}
-		items := terms(path.Dir(sk))
-		if hasTerms(prefix, items) && len(items) > len(prefix) {
-			s.seen(base + k)
-			set[items[len(prefix)]] = true
+		if len(set) > 0 {
+			break
 		}
 	}
 	return sortedNamesOf(set)
@@ -502,12 +513,16 @@ func (s *state) confdGets(pat string) (confdPairs, error) {
 		}
 		return out, nil
 	}
-	ks, base := s.confdCandidates(globLiteral(pat))
-	for _, k := range ks {
-		sk := "/" + k
-		if ok, _ := path.Match(pat, sk); ok {
-			s.seen(base + k)
-			out = append(out, confdPair{Key: sk, Value: s.d.Keys[base+k]})
+	for _, base := range s.confdBases() {
+		for _, k := range s.confdCandidatesIn(base, globLiteral(pat)) {
+			sk := "/" + k
+			if ok, _ := path.Match(pat, sk); ok {
+				s.seen(base + k)
+				out = append(out, confdPair{Key: sk, Value: s.d.Keys[base+k]})
+			}
+		}
+		if len(out) > 0 {
+			break
 		}
 	}
 	sort.Sort(out)
