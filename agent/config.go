@@ -976,6 +976,20 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	// A template's .bak must not be another's destination: each pass would replace the backup
+	// with the other's content, and the other's file with a backup.
+	for i := range c.Templates {
+		t := &c.Templates[i]
+		if !t.Backup || t.Destination == "" {
+			continue
+		}
+		bak := t.Destination + ".bak"
+		if prev, dup := seen[destKey(bak, !unixModes)]; dup {
+			add("%s: backup keeps the previous content as %s, which is the destination of %s: render that file elsewhere or leave backup out", t.where(), bak, prev)
+		} else if prev, dup := seenReal[destKey(resolveLinks(bak), !unixModes)]; dup {
+			add("%s: backup keeps the previous content as %s, which is the destination of %s: render that file elsewhere or leave backup out", t.where(), bak, prev)
+		}
+	}
 	// Templates that share a command are one group: installed together and undone together.
 	byCommand := map[string]*Template{}
 	for i := range c.Templates {

@@ -150,6 +150,11 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		{"relative destination", base + tok + "templates:\n  - contents: x\n    destination: a.conf\n", []string{`destination "a.conf" must be an absolute path`}},
 		{"dotdot destination", base + tok + "templates:\n  - contents: x\n    destination: /etc/../a\n", []string{`destination "/etc/../a" must be a clean path`, `did you mean "/a"`}},
 		{"duplicate destination", base + tmpl + "  - contents: y\n    destination: $DIR/a\n", []string{"agent.yaml:8: template $DIR/a: destination is also rendered by", "agent.yaml:6"}},
+		// The .bak of one is the other's file: each pass replaced the backup with the other's
+		// content (the previous content lost) and the other's file with a backup (its command
+		// ran at every change of the first).
+		{"backup is another destination", base + tmpl + "    backup: true\n  - contents: y\n    destination: $DIR/a.bak\n", []string{"agent.yaml:6: template $DIR/a: backup keeps the previous content as $DIR/a.bak, which is the destination of $DIR/agent.yaml:9"}},
+		{"backup is an earlier destination", base + tok + "templates:\n  - contents: y\n    destination: $DIR/a.bak\n  - contents: x\n    destination: $DIR/a\n    backup: true\n", []string{"agent.yaml:8: template $DIR/a: backup keeps the previous content as $DIR/a.bak, which is the destination of $DIR/agent.yaml:6"}},
 		{"outside allowed_dirs", base + "allowed_dirs: [/srv/conf]\n" + tmpl, []string{"destination is outside allowed_dirs [/srv/conf]"}},
 		{"bad allowed dir", base + "allowed_dirs: [srv]\n" + tmpl, []string{`allowed_dirs[0] "srv" must be an absolute, clean path`}},
 		{"bad stage", base + tmpl + "    stage: bake\n", []string{`stage "bake" must be "application" or "system"`}},
