@@ -818,6 +818,25 @@ func TestAgent_RunTemplatesDirEdited(t *testing.T) {
 	waitFor(t, "both after a change", func() bool { return fileIs(dir+"/a", "a=2")() && fileIs(dir+"/b", "b=2")() })
 }
 
+// A templates_dir that does not exist yet when run starts (a package or cloud-init that makes
+// it comes later) is watched from the moment it is made: the files put in it are loaded as
+// they are in one that existed. Before, run logged "directory not watched" once and loaded
+// them only at SIGHUP or a restart.
+func TestAgent_RunTemplatesDirMadeLater(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, _ := testAgent(t, srv, header+"templates_dir: $DIR/conf.d\ntemplates:\n  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n")
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	if err := os.Mkdir(dir+"/conf.d", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(dir+"/conf.d/b.yaml", []byte("- contents: \"b={{ key \\\"a\\\" }}\"\n  destination: "+dir+"/b\n"), 0o644)
+	waitFor(t, "a template of the templates_dir made since the start", fileIs(dir+"/b", "b=1"))
+	os.WriteFile(dir+"/conf.d/c.yaml", []byte("- contents: \"c={{ key \\\"a\\\" }}\"\n  destination: "+dir+"/c\n"), 0o644)
+	waitFor(t, "a template added to it later", fileIs(dir+"/c", "c=1"))
+}
+
 // A templates_dir file added while the pass that follows a reload of the config runs (here: its
 // command, which takes a while) is loaded too. Before, the watcher was started again only after
 // that pass, and what changed during it waited for the next edit, SIGHUP or a restart.

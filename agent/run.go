@@ -761,6 +761,11 @@ func (a *Agent) watchFiles() (*fsnotify.Watcher, error) {
 	}
 	if a.cfg.TemplatesDir != "" && a.opts.ConfigPath != "" {
 		dirs[a.cfg.TemplatesDir] = true
+		if _, err := os.Stat(a.cfg.TemplatesDir); errors.Is(err, fs.ErrNotExist) {
+			// Not made yet: its directory tells when it is (isConfigEvent), and the reload
+			// that follows watches it.
+			dirs[filepath.Dir(a.cfg.TemplatesDir)] = true
+		}
 	}
 	if a.cfg.ConfdDir != "" && a.opts.ConfigPath != "" {
 		// conf.d and the directories below it, where confd finds resources too.
@@ -795,6 +800,9 @@ func (a *Agent) isConfigEvent(name string) bool {
 	}
 	if a.cfg.TemplatesDir == "" {
 		return false
+	}
+	if name == filepath.Clean(a.cfg.TemplatesDir) {
+		return true // made since the watch began (or gone)
 	}
 	// A web.yml or WEB.YAML is not read, but a reload logs that it is not (TemplatesDirWarnings).
 	return filepath.Dir(name) == filepath.Clean(a.cfg.TemplatesDir) && yamlName(name) && !hiddenFile(name)
