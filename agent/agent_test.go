@@ -897,6 +897,35 @@ func TestAgent_RunConfdSubdirectoryEdited(t *testing.T) {
 	waitFor(t, "a resource two levels below conf.d", fileIs(dir+"/d", "a=1"))
 }
 
+// A confd_dir without conf.d when run starts (confd finds no resources there) is watched for
+// one: the resources put in a conf.d made later are loaded as they are in one that existed.
+// Before, conf.d was not watched until SIGHUP or a restart.
+func TestAgent_RunConfdDirConfDMadeLater(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/token", []byte("secret-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir+"/confd/templates", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir+"/confd/templates/a.tmpl", []byte(`a={{getv "/a"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, _, _ := testAgentIn(t, srv, dir, header+"confd_dir: $DIR/confd\ntemplates:\n  - contents: \"x={{ key \\\"a\\\" }}\"\n    destination: $DIR/x\n")
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/x", "x=1"))
+	if err := os.Mkdir(dir+"/confd/conf.d", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	body := "[template]\nsrc = \"a.tmpl\"\ndest = \"" + dir + "/a\"\nkeys = [\"/a\"]\n"
+	if err := os.WriteFile(dir+"/confd/conf.d/a.toml", []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a resource of the conf.d made since the start", fileIs(dir+"/a", "a=1"))
+}
+
 // The applied revision reaches the server as soon as it advances, even while a long-poll is
 // open (here: a render deferred by wait, and a server that holds long-polls for a minute): by
 // a report, or, from a server that takes none, by cutting the long-poll short to ask again.

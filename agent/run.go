@@ -768,9 +768,15 @@ func (a *Agent) watchFiles() (*fsnotify.Watcher, error) {
 		}
 	}
 	if a.cfg.ConfdDir != "" && a.opts.ConfigPath != "" {
-		// conf.d and the directories below it, where confd finds resources too.
-		_ = filepath.WalkDir(filepath.Join(a.cfg.ConfdDir, "conf.d"), func(p string, d fs.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
+		// conf.d and the directories below it, where confd finds resources too; confd_dir
+		// while it has no conf.d, to learn when one is made.
+		confD := filepath.Join(a.cfg.ConfdDir, "conf.d")
+		dirs[confD] = true
+		_ = filepath.WalkDir(confD, func(p string, d fs.DirEntry, err error) error {
+			if err != nil && p == confD {
+				delete(dirs, confD)
+				dirs[a.cfg.ConfdDir] = true
+			} else if err == nil && d.IsDir() {
 				dirs[p] = true
 			}
 			return nil
@@ -789,6 +795,9 @@ func (a *Agent) isConfigEvent(name string) bool {
 		return false
 	}
 	if a.cfg.ConfdDir != "" {
+		if name == filepath.Join(a.cfg.ConfdDir, "conf.d") {
+			return true // made since the watch began (or gone)
+		}
 		if rel, err := filepath.Rel(filepath.Join(a.cfg.ConfdDir, "conf.d"), name); err == nil && rel != "." && filepath.IsLocal(rel) {
 			if strings.HasSuffix(name, "toml") {
 				return true // a confd resource, as confd finds them (in conf.d and below)
