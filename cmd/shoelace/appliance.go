@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -624,16 +625,15 @@ func exportKeys(root string, entries []api.KV, includeSecrets bool) (map[string]
 // encodeExport renders keys as apply's body: indented JSON, or YAML with flat quoted-as-needed keys.
 func encodeExport(keys map[string]string, format string) ([]byte, error) {
 	if format == "yaml" {
-		var buf bytes.Buffer
-		enc := yaml.NewEncoder(&buf)
-		enc.SetIndent(2)
-		if err := enc.Encode(api.Apply{Keys: keys}); err != nil {
-			return nil, fmt.Errorf("encode yaml: %w", err)
+		out, err := encodeYAML(api.Apply{Keys: keys})
+		if err != nil || readsBack(out, keys) {
+			return out, err
 		}
-		if err := enc.Close(); err != nil {
-			return nil, fmt.Errorf("encode yaml: %w", err)
+		m := &yaml.Node{Kind: yaml.MappingNode}
+		for _, k := range slices.Sorted(maps.Keys(keys)) {
+			m.Content = append(m.Content, yamlString(k), yamlString(keys[k]))
 		}
-		return buf.Bytes(), nil
+		return encodeYAML(&yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{{Kind: yaml.ScalarNode, Value: "keys"}, m}})
 	}
 	var buf bytes.Buffer
 	enc := jsonEncoder(&buf)
@@ -642,6 +642,42 @@ func encodeExport(keys map[string]string, format string) ([]byte, error) {
 		return nil, fmt.Errorf("encode json: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// encodeYAML writes v as the export prints it.
+func encodeYAML(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(v); err != nil {
+		return nil, fmt.Errorf("encode yaml: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("encode yaml: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// readsBack reports whether the apply body out holds keys exactly, as the server reads it.
+func readsBack(out []byte, keys map[string]string) bool {
+	var back api.Apply
+	return yaml.Unmarshal(out, &back) == nil && maps.Equal(back.Keys, keys)
+}
+
+// yamlString is s as a YAML string node: in the style yaml.v3 picks for it (plain, quoted, a
+// literal block) when yaml.v3 reads that back as s, else double-quoted. yaml.v3 writes a
+// string that starts with a newline, or whose first line starts with a tab, as a literal block
+// that it reads back without the leading newlines, or not at all (a tab where it expects
+// indentation).
+func yamlString(s string) *yaml.Node {
+	var n yaml.Node
+	if err := n.Encode(s); err == nil {
+		n.Tag = "!!str" // "<<" is a merge key's tag otherwise
+		if out, err := encodeYAML(map[string]*yaml.Node{"keys": {Kind: yaml.MappingNode, Content: []*yaml.Node{{Kind: yaml.ScalarNode, Value: "k"}, &n}}}); err == nil && readsBack(out, map[string]string{"k": s}) {
+			return &n
+		}
+	}
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: s, Style: yaml.DoubleQuotedStyle}
 }
 
 func (e *cliEnv) applianceRollback(c *cli.Context) error {
