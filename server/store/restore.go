@@ -9,7 +9,9 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strings"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.uber.org/zap/zapcore"
 )
@@ -40,6 +42,12 @@ func Restore(ctx context.Context, cfg RestoreConfig) (string, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Root == "" {
+		cfg.Root = DefaultRoot
+	}
+	if !strings.HasPrefix(cfg.Root, "/") || !strings.HasSuffix(cfg.Root, "/") {
+		return "", fmt.Errorf("restore: root %q must start and end with '/', such as %s", cfg.Root, DefaultRoot)
+	}
 	if _, err := os.Stat(cfg.SnapshotPath); err != nil {
 		return "", fmt.Errorf("restore: %w", err)
 	}
@@ -49,13 +57,30 @@ func Restore(ctx context.Context, cfg RestoreConfig) (string, error) {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("restore: %w", err)
 	}
+	zl, _ := newZapLogger(cfg.Logger, zapcore.WarnLevel, "etcd")
+	// The snapshot's revision: every key it holds was created at or before it, and a key
+	// created after the restore comes after the revision bump.
+	st, err := snapshot.NewV3(zl).Status(cfg.SnapshotPath)
+	if err != nil {
+		return "", fmt.Errorf("restore %s: %w", cfg.SnapshotPath, err)
+	}
+	_, statErr := os.Stat(cfg.DataDir)
+	madeDataDir := errors.Is(statErr, fs.ErrNotExist)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return "", fmt.Errorf("restore: %w", err)
 	}
-	zl, _ := newZapLogger(cfg.Logger, zapcore.WarnLevel, "etcd")
+	// undo removes what a refused restore made, so that it can be run again as it should be.
+	undo := func() {
+		if madeDataDir {
+			os.RemoveAll(cfg.DataDir)
+			return
+		}
+		os.RemoveAll(dir)
+		os.Remove(dir + ".lock")
+	}
 	// Name and peer URL as StartEmbedded gives them, so the restored member starts as one.
 	peer := "http://127.0.0.1:0"
-	err := snapshot.NewV3(zl).Restore(snapshot.RestoreConfig{
+	err = snapshot.NewV3(zl).Restore(snapshot.RestoreConfig{
 		SnapshotPath:        cfg.SnapshotPath,
 		Name:                embeddedName,
 		OutputDataDir:       dir,
@@ -66,7 +91,7 @@ func Restore(ctx context.Context, cfg RestoreConfig) (string, error) {
 		MarkCompacted:       true,
 	})
 	if err != nil {
-		os.RemoveAll(dir)
+		undo()
 		return "", fmt.Errorf("restore %s: %w", cfg.SnapshotPath, err)
 	}
 	s, err := Open(ctx, Config{DataDir: cfg.DataDir, Root: cfg.Root, Logger: cfg.Logger})
@@ -74,6 +99,14 @@ func Restore(ctx context.Context, cfg RestoreConfig) (string, error) {
 		return "", fmt.Errorf("restore: start the restored store: %w", err)
 	}
 	defer s.Close()
+	// Open gives a store without an id one: an id created now means that the snapshot holds
+	// no Shoelace store under this root (taken of a server with another --root, or of an etcd
+	// that no Shoelace server used), and a server on it would start empty.
+	if err := s.checkRestoredRoot(ctx, st.Revision); err != nil {
+		s.Close()
+		undo()
+		return "", fmt.Errorf("restore %s: %w; nothing was restored", cfg.SnapshotPath, err)
+	}
 	id, err := s.ResetID(ctx)
 	if err != nil {
 		return "", fmt.Errorf("restore: %w", err)
@@ -91,6 +124,37 @@ func Restore(ctx context.Context, cfg RestoreConfig) (string, error) {
 		}
 	}
 	return id, nil
+}
+
+// checkRestoredRoot fails when the store id under the store's root was created after the
+// snapshot's revision snapRev, naming the roots of the Shoelace stores the snapshot holds.
+func (s *Store) checkRestoredRoot(ctx context.Context, snapRev int64) error {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.sysRoot+storeIDKey)
+	if err != nil {
+		return s.etcdErr(ctx, "store id", err)
+	}
+	if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision <= snapRev {
+		return nil
+	}
+	keys, err := s.cli.Get(ctx, "\x00", clientv3.WithFromKey(), clientv3.WithKeysOnly())
+	if err != nil {
+		return s.etcdErr(ctx, "list the snapshot's keys", err)
+	}
+	var roots []string
+	for _, kv := range keys.Kvs {
+		if root, ok := strings.CutSuffix(string(kv.Key), "sys/"+storeIDKey); ok && strings.HasSuffix(root, "/") && root != s.root {
+			roots = append(roots, root)
+		}
+	}
+	switch len(roots) {
+	case 0:
+		return fmt.Errorf("the snapshot holds no Shoelace store (no key %s, nor any other root's): it is a snapshot of an etcd that no Shoelace server used", s.sysRoot+storeIDKey)
+	case 1:
+		return fmt.Errorf("the snapshot holds no Shoelace store under the root %s but one under %s: give --root %s", s.root, roots[0], roots[0])
+	}
+	return fmt.Errorf("the snapshot holds no Shoelace store under the root %s but some under %s: give --root with one of them", s.root, strings.Join(roots, ", "))
 }
 
 // ReplicaPrefix is where, under the system root, each replica announces itself.
