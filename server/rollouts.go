@@ -589,7 +589,9 @@ func (s *Server) idleStep(name string) bool {
 	s.rollouts.mu.RUnlock()
 	d := known.Evaluate(reports, 1, baked, now)
 	if d.Action != rollout.Wait || known.Ready && known.Group != "" && s.rollouts.groupReady(known.Group) {
-		return false
+		// A step or a promotion that maintenance holds (see stepRollout) is nothing to do
+		// either, until the reports are due to be read again.
+		return d.Action != rollout.Halt && s.writable() != nil
 	}
 	s.rollouts.mu.Lock()
 	if d.BakedSince.IsZero() {
@@ -662,6 +664,12 @@ func (s *Server) stepRollout(ctx context.Context, name string) error {
 			return nil
 		}
 		return err
+	}
+	if s.writable() != nil {
+		// Maintenance (or a disk short of space) holds what writes: the next step, which a
+		// promote by hand would take and which is refused meanwhile, and the promotion, which
+		// writes the live keys. Halts go on; the step is taken once writes are.
+		return nil
 	}
 	setBaked(time.Time{})
 	if rec.Step+1 < len(rec.Steps) {

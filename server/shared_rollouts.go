@@ -382,6 +382,9 @@ func (s *Server) endGroup(ctx context.Context, group, first, state, reason, inst
 // groupStepDone marks appliance name's rollout of a group (rec at record revision rev) as past
 // its last step, and promotes the group when all of its rollouts are.
 func (s *Server) groupStepDone(ctx context.Context, name string, rec rollout.Record, rev int64) error {
+	if s.writable() != nil {
+		return nil // held as stepRollout holds a step: the group's promotion writes shared/
+	}
 	if !rec.Ready {
 		rec.Ready, rec.Promote = true, false
 		out, _ := json.Marshal(rec)
