@@ -110,14 +110,16 @@ EXAMPLES:
 				Name:      "wait",
 				Usage:     "wait until an appliance's agents have applied a revision (the end of a rollout)",
 				ArgsUsage: "NAME",
-				UsageText: "shoelace appliance wait NAME [--revision REV] [--min N] [--seen-within 5m] [--for 10m] [--interval 2s] [--output json]",
+				UsageText: "shoelace appliance wait NAME [--revision REV] [--min N] [--seen-within 10m] [--for 10m] [--interval 2s] [--output json]",
 				Description: `Waits until every agent of NAME that is alive has applied REV or a later revision, and at
 least --min of them (default 1) have. REV is what a write printed ("revision 42"). An agent
 reports the revision it applied on each request for its view (see "shoelace appliance
 instances"); it counts as alive when it reported within --seen-within of the newest report
-(a running agent's report is refreshed at least every two minutes, so keep --seen-within above
-that; a VM that is gone drops out after it). Asks every --interval; the global --timeout bounds
-each request; a server that is away or answers 503/429 is asked again until --for ends.
+(the server writes an unchanged report again only after a twelfth of its --instance-stale, five
+minutes by default and at most, at the agent's next request for its view: a live agent with nothing new to
+report may have been seen six minutes before the others, so keep --seen-within above that; a
+VM that is gone drops out after it). Asks every --interval; the global --timeout bounds each
+request; a server that is away or answers 503/429 is asked again until --for ends.
 Prints "N agents applied revision REV" (with --output json {"appliance","revision","instances"})
 and exits 0; after --for, exits 1 naming the agents still behind.
 When the appliance's rollout started at or after REV (a write with --canary printed its
@@ -132,7 +134,7 @@ EXAMPLES:
 				Flags: []cli.Flag{
 					&cli.Int64Flag{Name: "revision", DefaultText: "the running rollout", Usage: "the `REVISION` every agent must have applied (required unless a rollout runs)"},
 					&cli.IntFlag{Name: "min", Value: 1, Usage: "at least `N` agents must have applied it"},
-					&cli.DurationFlag{Name: "seen-within", Value: 5 * time.Minute, Usage: "agents that reported within this of the newest report count"},
+					&cli.DurationFlag{Name: "seen-within", Value: 10 * time.Minute, Usage: "agents that reported within this of the newest report count (above the six minutes an idle agent's report may be old)"},
 					&cli.DurationFlag{Name: "for", Value: 10 * time.Minute, Usage: "give up after this long (exit 1)"},
 					&cli.DurationFlag{Name: "interval", Value: 2 * time.Second, Usage: "how often to ask"},
 				},
