@@ -225,8 +225,11 @@ func TestUI_ReleasePagesShareHistoryReads(t *testing.T) {
 		}
 	}
 	t.Logf("24 release pages: heap up by %d MiB at most (from %d MiB)", peak>>20, base>>20)
-	if peak > 160<<20 {
-		t.Errorf("24 release pages took the heap up by %d MiB, want at most 160 MiB", peak>>20)
+	// 85–121 MiB alone; 174 with the package's other tests' 191 MiB live and five processes
+	// on two cores, where the collector lags behind the pages' allocations. Without the bound
+	// it was 300 MiB alone.
+	if peak > 220<<20 {
+		t.Errorf("24 release pages took the heap up by %d MiB, want at most 220 MiB", peak>>20)
 	}
 }
 
