@@ -30,12 +30,15 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
+	"os"
 	"path"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -403,6 +406,27 @@ func (w *statusWriter) Flush() {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// answerBegan reports whether the answer on w has its status written.
+func answerBegan(w http.ResponseWriter) bool {
+	for {
+		switch x := w.(type) {
+		case *statusWriter:
+			return x.status != 0
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = x.Unwrap()
+		default:
+			return false
+		}
+	}
+}
+
+// clientGone reports whether err is a write to a client that went away (its connection reset
+// or closed) or that stopped reading (the write deadline passed).
+func clientGone(err error) bool {
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, os.ErrDeadlineExceeded)
+}
+
 // gone records on w's statusWriter, when nothing was written yet, that the client went away
 // before its answer: 499, as nginx logs it.
 func gone(w http.ResponseWriter) {
@@ -637,6 +661,21 @@ func apiError(err error) *api.Error {
 
 // writeError answers err as {"error":{"code","message"}} with its status, and logs it once.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if answerBegan(w) {
+		// Its header is out, and maybe part of its body: no error answer can follow (net/http
+		// would only log a superfluous WriteHeader, and the client reads a cut answer). Mostly
+		// the client went away mid-answer, which is no error of the server's.
+		level := slog.LevelError
+		if r.Context().Err() != nil || clientGone(err) {
+			level = slog.LevelDebug
+		}
+		s.log.LogAttrs(r.Context(), level, "request error",
+			slog.String("request_id", info(r).id),
+			slog.Bool("answer_began", true),
+			slog.String("err", err.Error()),
+		)
+		return
+	}
 	var e *api.Error
 	if !errors.As(err, &e) && errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		// The client went away; nobody reads the answer.
