@@ -524,6 +524,60 @@ func TestRunbook_Procedures(t *testing.T) {
 		}
 	})
 
+	// An agent that `run` enrolled sends its instance token, which outlives the appliance token:
+	// the procedure must stop it too, and leave its file as it was.
+	t.Run("stop an appliance's agents", func(t *testing.T) {
+		dir := t.TempDir()
+		tokFile := filepath.Join(dir, "agent.token")
+		cmd := exec.Command(shoelaceBin, "token", "create", "--name", "web-frontend-agents", "--appliance", "web-frontend")
+		cmd.Env = r.env
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("token create: %v", err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if err := os.WriteFile(tokFile, []byte(lines[len(lines)-1]+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		dst := filepath.Join(dir, "port.conf")
+		config := filepath.Join(dir, "agent.yaml")
+		if err := os.WriteFile(config, []byte(fmt.Sprintf(`server: %s
+token_file: %s
+appliance: web-frontend
+instance: vm-1
+cache_dir: %s
+templates:
+  - destination: %s
+    contents: "port={{ key \"port\" }}\n"
+`, r.vars["SHOELACE_ADDR"], tokFile, filepath.Join(dir, "cache"), dst)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		a := startAgent(t, config)
+		r.put("appliances/web-frontend/port", "8081")
+		a.waitRendered(t, dst, "port=8081\n", 30*time.Second)
+		if _, err := os.Stat(filepath.Join(dir, "cache", "web-frontend.instance-token")); err != nil {
+			t.Fatalf("the agent did not enroll: %v", err)
+		}
+
+		out2 := r.run("appliance-agents-stop", map[string]string{"APPLIANCE": "web-frontend", "AGENT_TOKEN": "web-frontend-agents"})
+		if strings.Contains(out2, "instance:web-frontend:vm-1") || strings.Contains(out2, "web-frontend-agents") {
+			t.Errorf("a token of the appliance's agents is still listed:\n%s", out2)
+		}
+		r.put("appliances/web-frontend/port", "8082")
+		deadline := time.Now().Add(30 * time.Second)
+		for !strings.Contains(a.stderr.String(), "server refused the token; keeping files") {
+			if time.Now().After(deadline) {
+				t.Fatalf("the agent was not refused after the procedure:\n%s", tail(a.stderr.String(), 3000))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		time.Sleep(2 * time.Second) // a change that got through would be rendered by now
+		if b, _ := os.ReadFile(dst); string(b) != "port=8081\n" {
+			t.Errorf("after the procedure the agent still rendered a change: %q", b)
+		}
+		r.put("appliances/web-frontend/port", "8080")
+	})
+
 	t.Run("snapshot backup and restore", func(t *testing.T) {
 		r.put("appliances/web-frontend/release", "before-snapshot")
 		r.run("backup-snapshot", nil)
