@@ -135,6 +135,11 @@ func FuzzParseRunbook(f *testing.F) {
 const systemctlStandIn = `#!/usr/bin/env bash
 set -euo pipefail
 verb=$1 unit=${2%.service}
+if [ "$unit" = shoelace-agent ] && [ "$verb" = reload ]; then
+	# The agent a test runs writes its pid here.
+	kill -HUP "$(cat "$RUNBOOK_STATE/agent.pid")"
+	exit 0
+fi
 [ "$unit" = shoelace-server ] || { echo "systemctl (runbook test): unknown unit $unit" >&2; exit 5; }
 pidfile=$RUNBOOK_STATE/server.pid
 alive() { [ -f "$pidfile" ] && [ -d /proc/$(cat "$pidfile") ] && ! grep -q ') Z' /proc/$(cat "$pidfile")/stat; }
@@ -575,6 +580,69 @@ templates:
 		if b, _ := os.ReadFile(dst); string(b) != "port=8081\n" {
 			t.Errorf("after the procedure the agent still rendered a change: %q", b)
 		}
+		r.put("appliances/web-frontend/port", "8080")
+	})
+
+	// An appliance token rotated as the runbook says: the agent, reloaded with the new token before
+	// the old one is revoked, enrolls again with it when its instance token is refused later.
+	t.Run("appliance token rotation", func(t *testing.T) {
+		dir := t.TempDir()
+		createToken := func(name, dst string) {
+			t.Helper()
+			cmd := exec.Command(shoelaceBin, "token", "create", "--name", name, "--appliance", "web-frontend")
+			cmd.Env = r.env
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("token create: %v", err)
+			}
+			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+			if err := os.WriteFile(dst, []byte(lines[len(lines)-1]+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		agentTok := filepath.Join(dir, "token")
+		createToken("web-frontend-fleet-1", agentTok)
+		dst := filepath.Join(dir, "port.conf")
+		config := filepath.Join(dir, "agent.yaml")
+		if err := os.WriteFile(config, []byte(fmt.Sprintf(`server: %s
+token_file: %s
+appliance: web-frontend
+instance: vm-2
+cache_dir: %s
+templates:
+  - destination: %s
+    contents: "port={{ key \"port\" }}\n"
+`, r.vars["SHOELACE_ADDR"], agentTok, filepath.Join(dir, "cache"), dst)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		a := startAgent(t, config)
+		if err := os.WriteFile(filepath.Join(r.vars["RUNBOOK_STATE"], "agent.pid"), []byte(fmt.Sprint(a.cmd.Process.Pid)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r.put("appliances/web-frontend/port", "8083")
+		a.waitRendered(t, dst, "port=8083\n", 30*time.Second)
+
+		copied := filepath.Join(dir, "fleet-2.token") // the new token as copied to the VM
+		createToken("web-frontend-fleet-2", copied)
+		r.run("agent-token-deploy", map[string]string{"NEW_TOKEN_FILE": copied, "AGENT_TOKEN_FILE": agentTok})
+		deadline := time.Now().Add(30 * time.Second)
+		for !strings.Contains(a.stderr.String(), "config reloaded") {
+			if time.Now().After(deadline) {
+				t.Fatalf("the agent did not reload:\n%s", tail(a.stderr.String(), 3000))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		wantMode(t, agentTok, 0o600)
+		for _, args := range [][]string{{"token", "revoke", "web-frontend-fleet-1"}, {"appliance", "forget", "web-frontend", "vm-2"}} {
+			cmd := exec.Command(shoelaceBin, args...)
+			cmd.Env = r.env
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("shoelace %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+		}
+		// The instance token is gone: the agent enrolls again, with the new appliance token.
+		r.put("appliances/web-frontend/port", "8084")
+		a.waitRendered(t, dst, "port=8084\n", 90*time.Second)
 		r.put("appliances/web-frontend/port", "8080")
 	})
 
