@@ -1,0 +1,145 @@
+package ha
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The runbook's "agent behind" alert, against a real server and agent: quiet while the agent is
+// up to date, however far other writes and the agents' reports move the store's revision, and
+// firing while a view the agent received is not applied.
+func TestRunbook_AgentBehindAlert(t *testing.T) {
+	skipShort(t)
+	const expr = "`shoelace_agent_view_revision > shoelace_agent_applied_revision`"
+	md, err := os.ReadFile(filepath.Join(repoRoot, "docs", "RUNBOOK.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, line := range strings.Split(string(md), "\n") {
+		if strings.HasPrefix(line, "| agent behind") {
+			found = strings.Contains(line, expr)
+			if !found {
+				t.Fatalf("docs/RUNBOOK.md's agent behind alert is not the one this test checks (%s):\n%s", expr, line)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("docs/RUNBOOK.md has no agent behind alert")
+	}
+
+	r := newRunbookEnv(t)
+	dir := t.TempDir()
+	cmd := exec.Command(shoelaceBin, "token", "create", "--name", "web-frontend-agents", "--appliance", "web-frontend")
+	cmd.Env = r.env
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("token create: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	tokFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokFile, []byte(lines[len(lines)-1]+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(dir, "port.conf")
+	config := filepath.Join(dir, "agent.yaml")
+	if err := os.WriteFile(config, []byte(fmt.Sprintf(`server: %s
+token_file: %s
+appliance: web-frontend
+instance: vm-1
+cache_dir: %s
+metrics_listen: %s
+templates:
+  - destination: %s
+    contents: "port={{ key \"port\" }}\n"
+`, r.vars["SHOELACE_ADDR"], tokFile, filepath.Join(dir, "cache"), metricsAddr, dst)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.put("appliances/web-frontend/port", "8080")
+	r.put("appliances/web-frontend/name", "web") // the appliance outlives the port's deletion
+	a := startAgent(t, config)
+	a.waitRendered(t, dst, "port=8080\n", 30*time.Second)
+
+	// Writes the agent's appliance does not see, and time for its reports.
+	for i := range 5 {
+		r.put("appliances/other/x", fmt.Sprint(i))
+	}
+	var agentM, serverM map[string]float64
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		agentM, serverM = scrape(t, "http://"+metricsAddr+"/metrics"), scrape(t, r.vars["SHOELACE_ADDR"]+"/metrics")
+		if serverM["shoelace_store_revision"] > agentM["shoelace_agent_applied_revision"]+4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the store's revision %v did not move past the agent's %v", serverM["shoelace_store_revision"], agentM["shoelace_agent_applied_revision"])
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if view, applied := agentM["shoelace_agent_view_revision"], agentM["shoelace_agent_applied_revision"]; view > applied {
+		t.Errorf("an agent up to date fires the alert: view revision %v > applied %v", view, applied)
+	}
+
+	// A view the agent cannot render: the alert fires, and the file stays.
+	if status, _, _, err := r.admin.do(t.Context(), http.MethodDelete, "/v1/kv/appliances/web-frontend/port", nil); err != nil || status != http.StatusOK {
+		t.Fatalf("delete: %d %v", status, err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		agentM = scrape(t, "http://"+metricsAddr+"/metrics")
+		if agentM["shoelace_agent_view_revision"] > agentM["shoelace_agent_applied_revision"] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a view the agent could not apply does not fire the alert: %v", agentM)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if b, _ := os.ReadFile(dst); string(b) != "port=8080\n" {
+		t.Errorf("the file after a failed render: %q", b)
+	}
+	r.put("appliances/web-frontend/port", "8081")
+	a.waitRendered(t, dst, "port=8081\n", 30*time.Second)
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		agentM = scrape(t, "http://"+metricsAddr+"/metrics")
+		if agentM["shoelace_agent_view_revision"] == agentM["shoelace_agent_applied_revision"] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the alert still fires after the agent applied the next view: %v", agentM)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// scrape reads the samples without labels of a Prometheus text page.
+func scrape(t *testing.T, url string) map[string]float64 {
+	t.Helper()
+	res, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	m := map[string]float64{}
+	for sc := bufio.NewScanner(res.Body); sc.Scan(); {
+		f := strings.Fields(sc.Text())
+		if len(f) != 2 || strings.HasPrefix(f[0], "#") || strings.Contains(f[0], "{") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(f[1], 64); err == nil {
+			m[f[0]] = v
+		}
+	}
+	return m
+}
