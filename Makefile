@@ -89,7 +89,8 @@ BENCH_RUN  = @mkdir -p bin; rm -f $(BENCH_ROWS); \
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count=1 -timeout 60m ./tests/bench; \
 	status=$$?; $(GO) run ./scripts/benchtable $(BENCH_ROWS) || exit 1; exit $$status
 
-## peers: build the real confd v0.16.0 and consul-template v0.41.1 the benchmarks compare against (once)
+## peers: build the real confd v0.16.0 and consul-template v0.41.1 the benchmarks compare against, and
+## etcd and etcdctl v3.7.3 that rewriting the templates' peer goldens runs confd against (once)
 peers:
 	bash scripts/peers/build.sh $(PEERS_DIR)
 

@@ -33,7 +33,7 @@ import (
 //
 //	go test ./templates -run TestPeerCases -args -peers DIR
 //
-// (DIR from /work/shared/peers/build-peers.sh); -cases REGEXP rewrites only the cases whose
+// (DIR: bin/peers, from `make peers`); -cases REGEXP rewrites only the cases whose
 // tool/name it matches. Cases Shoelace refuses at parse time are not run
 // through the peer: nothing can render from them here.
 

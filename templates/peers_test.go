@@ -21,7 +21,7 @@ import (
 // Parity with confd and consul-template is checked against what the real tools printed, stored
 // under testdata/peers/<tool>/<golden>: every `go test` compares Shoelace's output with those
 // bytes, and only rewriting them needs the tools. To rewrite them after changing a template or
-// testdata/view.json, build the tools with /work/shared/peers/build-peers.sh DIR (confd v0.16.0
+// testdata/view.json, build the tools with `make peers` into DIR=bin/peers (confd v0.16.0
 // with its etcd v3 backend, etcd, etcdctl, consul-template v0.41.1), then
 //
 //	go test ./templates -run TestPeerParity -args -peers DIR
