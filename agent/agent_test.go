@@ -60,6 +60,7 @@ type viewServer struct {
 	enrollAddrs    []string        // the client addresses of the enroll requests
 	enrollKeys     []string        // their enrollment keys (api.HeaderEnrollKey)
 	enrollLose     int             // enrollments whose answer is lost (the connection closed instead)
+	enrollToken    string          // when set, the token every enrollment answers (a broken server's)
 	closed         map[string]bool // the client addresses of the connections closed
 	instanceTokens map[string]bool
 	auth           string

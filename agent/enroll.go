@@ -193,6 +193,11 @@ func (e *enroller) try(ctx context.Context) {
 		return
 	}
 	got, err := e.enroll.Enroll(ctx, e.want.Appliance, e.want.Instance, e.enrollKey())
+	if err == nil {
+		// Sent as it came, a token with a line break or a control character failed every
+		// request in Go's client (read as a network failure), and the file kept it.
+		err = sendableToken(got.Token)
+	}
 	// Enrolling is rare (at the first start, and when the token is lost): its connection would
 	// otherwise stay open beside the agent's own until it idles out, one more per agent on the
 	// server while a fleet starts.
@@ -351,6 +356,18 @@ type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
+// sendableToken refuses an instance token the server answered that cannot be sent, or saved
+// and read back: none, one over 1 KiB, one with a byte outside printable ASCII.
+func sendableToken(tok string) error {
+	if tok == "" || len(tok) > maxInstanceTokenBytes/4 {
+		return fmt.Errorf("the server answered an instance token of %d bytes", len(tok))
+	}
+	if err := checkTokenChars(tok); err != nil {
+		return fmt.Errorf("the instance token the server answered %v", err)
+	}
+	return nil
+}
+
 // maxInstanceTokenBytes bounds the instance token file.
 const maxInstanceTokenBytes = 4 << 10
 
@@ -365,6 +382,9 @@ func loadInstanceToken(path string) (*instanceToken, error) {
 	var it instanceToken
 	if err := json.Unmarshal(data, &it); err != nil || it.Token == "" {
 		return nil, fmt.Errorf("instance token file %s is not an instance token (%v)", path, err)
+	}
+	if err := sendableToken(it.Token); err != nil {
+		return nil, fmt.Errorf("instance token file %s: %w", path, err)
 	}
 	return &it, nil
 }

@@ -44,6 +44,9 @@ func (s *viewServer) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	s.enrollAddrs = append(s.enrollAddrs, r.RemoteAddr)
 	s.enrollKeys = append(s.enrollKeys, r.Header.Get(api.HeaderEnrollKey))
 	tok := fmt.Sprintf("instance-token-%d", s.enrolls)
+	if s.enrollToken != "" {
+		tok = s.enrollToken
+	}
 	if s.instanceTokens == nil {
 		s.instanceTokens = map[string]bool{}
 	}

@@ -320,3 +320,34 @@ func TestAgent_RunAnswersNoNewerThanHeldArePaced(t *testing.T) {
 		})
 	}
 }
+
+// An enrollment answered with a token that cannot be sent (a line break, a control character,
+// none at all: a broken server or proxy) was taken and saved: every request after it failed
+// in Go's client ("invalid header field value"), which the agent read as a network failure,
+// so that no change reached the files again, across restarts too (the file kept it). Such a
+// token is refused as a failed enrollment: the agent goes on with the appliance token.
+func TestAgent_RunRefusesAnEnrolledTokenThatCannotBeSent(t *testing.T) {
+	for _, tok := range []string{"instance-token-1\r\nX-Evil: 1", "", "tok\x00en", "t\u00e9"} {
+		t.Run(fmt.Sprintf("%q", tok), func(t *testing.T) {
+			srv := newViewServer(t, map[string]string{"a": "1"})
+			srv.mu.Lock()
+			srv.enrollToken = tok
+			if tok == "" {
+				srv.enrollToken = "\t"
+			}
+			srv.mu.Unlock()
+			a, dir, logs := testAgent(t, srv, header+enrollTemplate)
+			stop := runAgent(t, a)
+			defer stop()
+			waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+			srv.set(map[string]*string{"a": str("2")})
+			waitFor(t, "the change rendered", fileIs(dir+"/a", "a=2"))
+			if _, err := os.Stat(agent.InstanceTokenPath(dir+"/cache", "web")); !os.IsNotExist(err) {
+				t.Errorf("instance token file saved: %v", err)
+			}
+			if !strings.Contains(logs.String(), "not enrolled") {
+				t.Errorf("no warning about the enrollment:\n%s", logs.String())
+			}
+		})
+	}
+}
