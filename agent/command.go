@@ -81,6 +81,9 @@ func RunShell(ctx context.Context, shell, command string, timeout time.Duration,
 	}
 	if err != nil {
 		var ee *exec.ExitError
+		if errors.As(err, &ee) && res.ExitCode < 0 {
+			return res, fmt.Errorf("ended by %s", ee.ProcessState) // "signal: killed"
+		}
 		if errors.As(err, &ee) {
 			return res, fmt.Errorf("exited with status %d", res.ExitCode)
 		}

@@ -90,3 +90,20 @@ func TestRunCommand_BackgroundDaemonDoesNotBlock(t *testing.T) {
 		t.Fatalf("waited %s for a background process", d)
 	}
 }
+
+// A check or command ended by a signal (a crash, an OOM kill) was said to have "exited with
+// status -1", a status no program exits with: the error names the signal.
+func TestRunCommand_EndedBySignalSaysSo(t *testing.T) {
+	for _, tc := range []struct{ command, want string }{
+		{`kill -SEGV $$`, "ended by signal: segmentation fault"},
+		{`kill -KILL $$`, "ended by signal: killed"},
+	} {
+		r, err := agent.RunCommand(context.Background(), tc.command, 5*time.Second, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "-1") {
+			t.Errorf("%s: err = %v, want it to say %q", tc.command, err, tc.want)
+		}
+		if r.ExitCode != -1 || r.TimedOut {
+			t.Errorf("%s: result %+v", tc.command, r)
+		}
+	}
+}
