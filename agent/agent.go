@@ -287,6 +287,9 @@ func (a *Agent) fetch(ctx context.Context) (*view, error) {
 	if err := checkKeys(v.Keys); err != nil {
 		return nil, fmt.Errorf("fetch view of %s from %s: the server answered a view holding a key that breaks the key rules: %w", a.cfg.Appliance, a.client.Addr(), err)
 	}
+	if err := checkRollout(v.Rollout); err != nil {
+		return nil, fmt.Errorf("fetch view of %s from %s: the server answered a view whose %w", a.cfg.Appliance, a.client.Addr(), err)
+	}
 	rev := v.Revision
 	if rev == 0 {
 		rev = meta.Index

@@ -94,6 +94,9 @@ func LoadCache(cacheDir, appliance string) (*Cached, error) {
 			return nil, fmt.Errorf("cache %s: %w", path, err)
 		}
 	}
+	if err := checkRollout(c.Rollout); err != nil {
+		return nil, fmt.Errorf("cache %s: %w", path, err)
+	}
 	return &c, nil
 }
 

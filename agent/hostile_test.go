@@ -351,3 +351,45 @@ func TestAgent_RunRefusesAnEnrolledTokenThatCannotBeSent(t *testing.T) {
 		})
 	}
 }
+
+// A view whose rollout id cannot be sent back in X-Shoelace-Rollout (a line break, a control
+// character: no server makes one) was rendered and cached: every long-poll after it carried the
+// id, which Go's client refused to send ("invalid header field value"), read as a network
+// failure, so that no later change reached the files, across restarts too (the cache kept it).
+// It is refused as a view with a bad key is: files and cache kept, the next good view taken.
+func TestAgent_RunRefusesViewWithABadRolloutID(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, logs := testAgent(t, srv, header+enrollTemplate)
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	waitFor(t, "the cache at revision 10", func() bool { c, err := agent.LoadCache(dir+"/cache", "web"); return err == nil && c.Revision == 10 })
+	for i, bad := range []string{"r1\r\nX-Evil: 1", "r\x00", "r 1", strings.Repeat("r", 300)} {
+		srv.mu.Lock()
+		srv.rollout = bad
+		srv.mu.Unlock()
+		srv.set(map[string]*string{"a": str(fmt.Sprint(i + 2))})
+		waitFor(t, fmt.Sprintf("the view with rollout %q refused", bad), func() bool {
+			return strings.Count(logs.String(), "rollout id") > i
+		})
+		if got := read(t, dir+"/a"); got != "a=1" {
+			t.Fatalf("with rollout %q: a = %q, want a=1 kept", bad, got)
+		}
+		if c, err := agent.LoadCache(dir+"/cache", "web"); err != nil || c.Revision != 10 {
+			t.Fatalf("with rollout %q: cache = %+v, %v; want revision 10 kept", bad, c, err)
+		}
+	}
+	srv.mu.Lock()
+	srv.rollout = "20261205-r2"
+	srv.mu.Unlock()
+	srv.set(map[string]*string{"a": str("9")})
+	waitFor(t, "the next good view rendered", fileIs(dir+"/a", "a=9"))
+
+	// once refuses such a view too.
+	srv2 := newViewServer(t, map[string]string{"a": "1"})
+	srv2.rollout = "r\n1"
+	b, _, _ := testAgent(t, srv2, header+enrollTemplate)
+	if err := b.Once(context.Background(), "", false); err == nil || !strings.Contains(err.Error(), "rollout id") {
+		t.Fatalf("once with a bad rollout id = %v", err)
+	}
+}

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -246,6 +247,21 @@ func checkKeys(keys map[string]string) error {
 	return nil
 }
 
+// checkRollout returns the error of a view's rollout id that no server makes: over 256 bytes,
+// or with a byte outside printable ASCII, which the next long-poll could not carry back in
+// X-Shoelace-Rollout (Go's client refuses such a header: every request would fail).
+func checkRollout(id string) error {
+	if len(id) > 256 {
+		return fmt.Errorf("rollout id of %d bytes", len(id))
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x21 || id[i] > 0x7e {
+			return fmt.Errorf("rollout id %q holds byte 0x%02x", id, id[i])
+		}
+	}
+	return nil
+}
+
 // deliver sends v to the loop, unless it is empty, another appliance's or holds a key that
 // breaks the key rules (then it counts a failure and returns errBadView: the caller waits a
 // backoff step). A view no newer than the one held (same store) is sent, then paced like a
@@ -267,6 +283,11 @@ func (f *follow) deliver(ctx context.Context, v *api.View, meta client.Meta, by 
 			f.a.log.Error("server sent a view holding a key that breaks the key rules; keeping files", "revision", v.Revision, "error", err.Error())
 			return errBadView
 		}
+	}
+	if err := checkRollout(v.Rollout); err != nil {
+		f.failures++
+		f.a.log.Error("server sent a view whose rollout id cannot be sent back; keeping files", "revision", v.Revision, "error", err.Error())
+		return errBadView
 	}
 	rev := v.Revision
 	if rev == 0 {
