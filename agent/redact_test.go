@@ -108,3 +108,26 @@ func TestAgent_ApplianceNamedSecretsRedacted(t *testing.T) {
 		t.Fatalf("the value of appliances/secrets/db/password reached the log unmasked:\n%s", got)
 	}
 }
+
+// A render error that quotes a part of a secret (a field split out of it, its start) as the
+// input it refused carried that part to the log, the status file, the report and once's error:
+// only whole values were masked. A quoted part of a secret is masked too.
+func TestAgent_RenderErrorQuotingPartOfASecretRedacted(t *testing.T) {
+	const dsn = "admin:Hunter2Pass@db.internal:5432"
+	srv := newViewServer(t, map[string]string{"db/secrets/dsn": dsn, "port": "80"})
+	a, dir, logs := testAgent(t, srv, header+`templates:
+  - contents: "user={{ key (printf \"%.15s\" (key \"db/secrets/dsn\")) }}\n"
+    destination: $DIR/db.conf
+`)
+	err := a.Once(context.Background(), "", false)
+	if err == nil || !strings.Contains(err.Error(), "render "+dir+"/db.conf") {
+		t.Fatalf("Once = %v, want the render of db.conf failed", err)
+	}
+	got := logs.String() + "\n" + err.Error() + "\n" + read(t, dir+"/cache/web.status.json")
+	if i := strings.Index(got, "Hunter2"); i >= 0 {
+		t.Errorf("a part of the secret reached the logs, the status or the error: …%s…", got[max(i-200, 0):min(i+200, len(got))])
+	}
+	if !strings.Contains(err.Error(), `"[redacted]"`) {
+		t.Errorf("Once = %v, want the quoted part masked", err)
+	}
+}

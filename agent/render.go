@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -162,11 +163,29 @@ func (a *Agent) allSecret() bool { return api.IsSecret(api.ApplianceRoot(a.cfg.A
 // redact replaces the values of secret keys found in s (an error message, a command's
 // output) with [redacted], so that logs never carry them.
 func redact(s string, keys map[string]string, all bool) string {
-	for _, v := range secretsIn(all, keys) {
+	secrets := secretsIn(all, keys)
+	for _, v := range secrets {
 		s = strings.ReplaceAll(s, v, redactMask)
 	}
-	return s
+	if len(secrets) == 0 {
+		return s
+	}
+	// A part of a secret (a field split out of it, its start) that an error quotes as the
+	// input it refused: `invalid key "admin:Hunter2Pa"`.
+	return quotedRE.ReplaceAllStringFunc(s, func(q string) string {
+		if u, err := strconv.Unquote(q); err == nil && len(u) >= redactMin {
+			for _, v := range secrets {
+				if strings.Contains(v, u) {
+					return `"` + redactMask + `"`
+				}
+			}
+		}
+		return q
+	})
 }
+
+// quotedRE finds a string as %q quotes it.
+var quotedRE = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
 
 // redactOutput is redact of a command's output, masking the secrets of keys and of the earlier
 // views in before. When the output was cut at maxOutputBytes, the start of a secret that the
