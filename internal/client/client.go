@@ -584,16 +584,32 @@ func decodeError(status int, body []byte) *api.Error {
 	var eb api.ErrorBody
 	if err := json.Unmarshal(body, &eb); err == nil && eb.Error != nil && eb.Error.Code != "" {
 		eb.Error.Status = status
+		eb.Error.Message = serverText(eb.Error.Message, 4<<10)
 		return eb.Error
 	}
-	msg := strings.TrimSpace(string(body))
-	if len(msg) > 200 {
-		msg = msg[:200] + "…"
-	}
+	msg := serverText(strings.TrimSpace(string(body)), 200)
 	if msg == "" {
 		msg = http.StatusText(status)
 	}
 	return &api.Error{Code: codeForStatus(status), Message: fmt.Sprintf("server answered %d: %s", status, msg), Status: status}
+}
+
+// serverText is a message the server answered, as the agent logs it at each retry and a
+// terminal shows it: cut to max bytes, its control characters but newline and tab escaped
+// (\x1b), so that a server or proxy can neither flood the logs nor drive the terminal.
+func serverText(s string, max int) string {
+	if len(s) > max {
+		s = strings.ToValidUTF8(s[:max], "") + "…"
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if r != '\n' && r != '\t' && (r < 0x20 || r >= 0x7f && r < 0xa0) {
+			fmt.Fprintf(&b, `\x%02x`, r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 func codeForStatus(status int) string {

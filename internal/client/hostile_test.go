@@ -437,3 +437,37 @@ func TestDo_AnswerUnboundedForTheCLI(t *testing.T) {
 		t.Fatalf("unbounded: %v, %d bytes of the value, want all 4096", err, len(v.Keys["a"]))
 	}
 }
+
+// The message of an error answer is the server's text, which the agent logs at each retry and
+// once prints on the operator's terminal: a server's (or a proxy's) message of megabytes was
+// logged whole at every retry, and its control characters (ESC, BEL) reached the terminal,
+// where they can set its title, clear it or worse. The message is cut to 4 KiB, its control
+// characters but newline and tab escaped, for a JSON error body as for a plain one.
+func TestDo_ErrorMessageBoundedAndPrintable(t *testing.T) {
+	evil := "\x1b]2;pwned\x07\x1b[2J\r" + strings.Repeat("a", 1<<20)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/kv/json" {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			json.NewEncoder(w).Encode(api.ErrorBody{Error: &api.Error{Code: api.CodeUnavailable, Message: evil}})
+			return
+		}
+		w.WriteHeader(http.StatusInternalServerError)
+		io.WriteString(w, "\x1b[2Jdown\x1b]2;pwned\x07")
+	}))
+	defer srv.Close()
+	c, _ := New(srv.URL, Options{})
+	for _, key := range []string{"json", "plain"} {
+		_, _, err := c.Get(context.Background(), key)
+		if err == nil {
+			t.Fatalf("GET %s: no error", key)
+		}
+		msg := err.Error()
+		if strings.ContainsAny(msg, "\x1b\x07\r") || len(msg) > 5<<10 {
+			t.Errorf("GET %s: error of %d bytes, %q…", key, len(msg), msg[:min(len(msg), 80)])
+		}
+		if !strings.Contains(msg, `\x1b`) {
+			t.Errorf("GET %s: %q does not show the escape", key, msg[:min(len(msg), 80)])
+		}
+	}
+}
