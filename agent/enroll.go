@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -116,7 +117,7 @@ type enroller struct {
 // of the config before a reload) or of the file when bound to the same server and instance.
 func (a *Agent) newEnroller(cfg *Config, opts client.Options, prev *enroller) *enroller {
 	e := &enroller{log: a.log, run: a.enrolling, path: InstanceTokenPath(cfg.cacheDir(), cfg.Appliance),
-		want: instanceToken{Server: cfg.Server, Appliance: cfg.Appliance, Instance: cfg.InstanceName()}}
+		want: instanceToken{Server: sameServer(cfg.Server), Appliance: cfg.Appliance, Instance: cfg.InstanceName()}}
 	c, err := client.New(cfg.Server, opts)
 	if err == nil {
 		e.enroll = c
@@ -136,7 +137,7 @@ func (a *Agent) newEnroller(cfg *Config, opts client.Options, prev *enroller) *e
 func (e *enroller) load() {
 	it, err := loadInstanceToken(e.path)
 	switch {
-	case err == nil && it.Server == e.want.Server && it.Appliance == e.want.Appliance && it.Instance == e.want.Instance:
+	case err == nil && sameServer(it.Server) == e.want.Server && it.Appliance == e.want.Appliance && it.Instance == e.want.Instance:
 		e.tok.Store(&it.Token)
 		e.log.Info("using the instance token", "file", e.path, "instance", it.Instance, "enrolled", it.Enrolled)
 	case err == nil:
@@ -355,6 +356,20 @@ type readCloser struct {
 type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// sameServer is server as the instance token is bound to it: written another way (a trailing
+// slash, the scheme or host in capitals, the scheme's own port) it is the same server.
+func sameServer(server string) string {
+	u, err := url.Parse(server)
+	if err != nil {
+		return server
+	}
+	host := strings.ToLower(u.Host)
+	if p := u.Port(); u.Scheme == "http" && p == "80" || u.Scheme == "https" && p == "443" {
+		host = strings.TrimSuffix(host, ":"+p)
+	}
+	return u.Scheme + "://" + host + strings.TrimRight(u.Path, "/")
+}
 
 // sendableToken refuses an instance token the server answered that cannot be sent, or saved
 // and read back: none, one over 1 KiB, one with a byte outside printable ASCII.

@@ -318,3 +318,31 @@ func TestAgent_RunEnrollAnswerLostAskedAgainWithItsKey(t *testing.T) {
 		t.Fatalf("enrollment key file holds %q, sent %q", got, keys[0])
 	}
 }
+
+// The instance token is bound to the server it came from, compared as the URL it is: the
+// config's server written again with a trailing slash, or its scheme or host in capitals,
+// named another server, so that the agent enrolled again, was refused (the name is held, 409)
+// and its reports were not taken until --instance-stale (1 h) let it take its own name over.
+func TestAgent_RunKeepsItsTokenForTheSameServerWrittenAnotherWay(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, _ := testAgent(t, srv, header+enrollTemplate)
+	stop := runAgent(t, a)
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	stop()
+	srv.mu.Lock()
+	srv.enrollFail = http.StatusConflict // the name is held from now on, as the server's is
+	srv.mu.Unlock()
+	for i, url := range []string{srv.URL + "/", strings.ToUpper(strings.TrimPrefix(srv.URL, "http://")), "HTTP://" + strings.TrimPrefix(srv.URL, "http://") + "/"} {
+		if i == 1 {
+			url = "http://" + url
+		}
+		b, _, _ := testAgentIn(t, srv, dir, strings.Replace(header, "$URL", url, 1)+enrollTemplate)
+		stop = runAgent(t, b)
+		srv.set(map[string]*string{"a": str(fmt.Sprint(i + 2))})
+		waitFor(t, "a re-rendered with server "+url, fileIs(dir+"/a", fmt.Sprintf("a=%d", i+2)))
+		stop()
+		if auth, n := srv.lastAuth(); auth != "instance-token-1" || n != 1 {
+			t.Fatalf("with server %s requests carry %q after %d enrollments, want the saved token and no new enrollment", url, auth, n)
+		}
+	}
+}
