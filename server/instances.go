@@ -56,7 +56,8 @@ type reporter struct {
 	max   int
 	owner map[string]string
 	held  map[string]int
-	// failed holds the instances whose failure this replica recorded (failureNoted).
+	// failed holds the instances whose failure is recorded: by this replica (failureNoted),
+	// or by any, as the store's watch and reloads tell (failureSeen, loadFailures).
 	failed map[string]bool
 }
 
@@ -818,9 +819,36 @@ func (r *reporter) failureNoted(key string) {
 	r.failed[key] = true
 }
 
-// failureCleared reports whether this replica recorded a failure of key, and forgets it. A
-// failure recorded by another replica stays until the instance fails again (a rollout's gate
-// only looks at failures of its own candidate, so an old one never halts a new rollout).
+// failureSeen records what the store's watch says of the failure record of instance key: put
+// (by any replica) or deleted.
+func (r *reporter) failureSeen(key string, there bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !there {
+		delete(r.failed, key)
+		return
+	}
+	if r.failed == nil {
+		r.failed = map[string]bool{}
+	}
+	r.failed[key] = true
+}
+
+// loadFailures makes the failure records in m (system keys, a reload's; those under
+// reportErrorPrefix) the failures known to this replica.
+func (r *reporter) loadFailures(m map[string][]byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.failed = map[string]bool{}
+	for k := range m {
+		if key, ok := strings.CutPrefix(k, reportErrorPrefix); ok {
+			r.failed[key] = true
+		}
+	}
+}
+
+// failureCleared reports whether a failure of key is recorded, as this replica knows (its
+// own, and those of every replica through the store's watch and reloads), and forgets it.
 func (r *reporter) failureCleared(key string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -53,7 +53,7 @@ func (s *Server) loadSysOnce(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for {
-		m, rev, err := s.st.SysList(ctx, tokenPrefix, maintenanceKey, rollout.Prefix)
+		m, rev, err := s.st.SysList(ctx, tokenPrefix, maintenanceKey, rollout.Prefix, reportErrorPrefix)
 		if err != nil {
 			return fmt.Errorf("load tokens and settings: %w", err)
 		}
@@ -67,6 +67,7 @@ func (s *Server) loadSysOnce(ctx context.Context) error {
 		s.loadTokens(m, rev)
 		s.setMaintenance(string(m[maintenanceKey]) == "on")
 		s.loadRollouts(m, rev)
+		s.reports.loadFailures(m)
 		s.sys.mu.Unlock()
 		return nil
 	}
@@ -255,6 +256,8 @@ func (s *Server) onSysChange(_ context.Context, ev store.Event) {
 			s.tokenChanged(strings.TrimPrefix(c.Key, tokenPrefix), c, ev.Revision)
 		case strings.HasPrefix(c.Key, rollout.Prefix):
 			s.rolloutChanged(strings.TrimPrefix(c.Key, rollout.Prefix), c, ev.Revision)
+		case strings.HasPrefix(c.Key, reportErrorPrefix):
+			s.reports.failureSeen(strings.TrimPrefix(c.Key, reportErrorPrefix), !c.Deleted)
 		case c.Key == maintenanceKey:
 			s.setMaintenance(!c.Deleted && string(c.Value) == "on")
 		case c.Key == storeIDKey && (c.Deleted || len(c.Value) == 0):
