@@ -138,7 +138,7 @@ func TestSys_FailedReloadIsTriedAgain(t *testing.T) {
 		t.Fatal("maintenance is on although the reload failed: the test proves nothing")
 	}
 	p.Up()
-	if !within(10*time.Second, b.s.maintenance.Load) {
+	if !within(30*time.Second, b.s.maintenance.Load) {
 		t.Fatal("replica b did not turn maintenance on within 10s of its store coming back")
 	}
 	b.mustErr(b.do("PUT", "/v1/kv/shared/x", "1"), 503, api.CodeMaintenance)

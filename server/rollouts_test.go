@@ -880,7 +880,7 @@ func TestRollout_ReportRacingTheEndCounts(t *testing.T) {
 			}
 			return true
 		}
-		if !within(10*time.Second, allApplied) {
+		if !within(30*time.Second, allApplied) {
 			for _, in := range rolloutStatus(t, a).Instances {
 				if in.State != "applied" {
 					t.Errorf("replica %d: aborted rollout: %s is %s, want applied (it reported the candidate before the abort)", i, in.Instance, in.State)

@@ -457,7 +457,7 @@ func TestSharedRollout_ReportRacingTheEndCounts(t *testing.T) {
 		}
 		return true
 	}
-	if within(10*time.Second, allApplied) {
+	if within(30*time.Second, allApplied) {
 		return
 	}
 	for app := range fleets {

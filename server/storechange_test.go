@@ -133,7 +133,7 @@ func TestSys_AnotherStoreIsLoadedAfresh(t *testing.T) {
 	}
 
 	p.Retarget(epsB[0])
-	if !within(10*time.Second, func() bool { return f.s.auth.lookup(onlyB) != nil }) {
+	if !within(30*time.Second, func() bool { return f.s.auth.lookup(onlyB) != nil }) {
 		t.Fatal("the replica did not load store B's token within 10s")
 	}
 	if r := f.do("GET", "/v1/maintenance", ""); r.StatusCode != 401 || r.Header.Get(api.HeaderStore) != stB.ID() {
@@ -141,7 +141,7 @@ func TestSys_AnotherStoreIsLoadedAfresh(t *testing.T) {
 	}
 
 	p.Retarget(epsA[0])
-	if !within(10*time.Second, func() bool { return f.s.auth.lookup(f.token) != nil }) {
+	if !within(30*time.Second, func() bool { return f.s.auth.lookup(f.token) != nil }) {
 		t.Fatalf("back on store A, the replica did not load its admin token within 10s (store id %q, A's %q)", f.st.ID(), idA)
 	}
 	r := f.doToken(onlyB, "GET", "/v1/maintenance", "")
@@ -232,7 +232,7 @@ func TestSys_AnotherStoreAsTheWatchOpens(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the replica did not watch again within 10s of its connection's end")
 	}
-	if !within(10*time.Second, func() bool { return f.s.auth.lookup(onlyB) != nil }) {
+	if !within(30*time.Second, func() bool { return f.s.auth.lookup(onlyB) != nil }) {
 		t.Fatal("the replica did not load store B's token within 10s")
 	}
 	if r := f.do("GET", "/v1/maintenance", ""); r.StatusCode != 401 || r.Header.Get(api.HeaderStore) != stB.ID() {
@@ -264,7 +264,7 @@ func TestLongPoll_AgentAwayWhileStoreWentBack(t *testing.T) {
 
 	restoreCopy(t, p, dir, copyDir, stop)
 	waitFor(t, "the replica on the store's revision", func() bool { return f.s.hub.current() < lost.Revision })
-	if !within(10*time.Second, func() bool { return f.st.ID() != store }) {
+	if !within(30*time.Second, func() bool { return f.st.ID() != store }) {
 		t.Fatalf("the store went back under store id %s, which is still its id 10s later", store)
 	}
 	for f.put("appliances/other/x", "1") <= lost.Revision+2 {
