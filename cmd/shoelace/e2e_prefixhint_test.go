@@ -26,3 +26,22 @@ func TestE2E_KVGetOrRemoveOfAPrefixNamesWhatLiesUnderIt(t *testing.T) {
 		t.Errorf("kv get of a key with nothing under it: %q", r.stderr)
 	}
 }
+
+// kv rm --recurse takes a prefix with a trailing '/', as kv ls does and as the API's recursive
+// DELETE does (shared/x/): it was refused as a key with an empty last segment. Without
+// --recurse it is still a key, and refused.
+func TestE2E_KVRemoveRecurseOfAPrefixWithATrailingSlash(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	c.ok("kv", "put", "appliances/slashrm/x/a", "1")
+	c.ok("kv", "put", "appliances/slashrm/x/b", "2")
+	c.ok("kv", "put", "appliances/slashrm/xy", "3")
+	c.fails(exitError, "empty", "kv", "rm", "appliances/slashrm/x/")
+	r := c.run("kv", "rm", "appliances/slashrm/x/", "--recurse")
+	if r.code != 0 || !strings.Contains(r.stderr, "deleted 2 keys") {
+		t.Fatalf("kv rm appliances/slashrm/x/ --recurse: %s; want exit 0 and deleted 2 keys", r)
+	}
+	if got := c.ok("kv", "ls", "appliances/slashrm/"); strings.TrimSpace(got) != "appliances/slashrm/xy" {
+		t.Errorf("after the recursive delete of x/, kv ls = %q, want only appliances/slashrm/xy", got)
+	}
+}

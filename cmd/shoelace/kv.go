@@ -116,7 +116,8 @@ EXAMPLES:
 				ArgsUsage: "KEY",
 				UsageText: "shoelace kv rm KEY [--recurse]",
 				Description: `Deletes KEY (exit code 3 when it does not exist). With --recurse, deletes KEY and every key
-under it (whole segments) and reports how many were deleted on stderr. Prints the revision.
+under it (whole segments; KEY may end in '/', as kv ls takes a prefix) and reports how many were
+deleted on stderr. Prints the revision.
 
 EXAMPLES:
    shoelace kv rm appliances/web/old-setting
@@ -297,6 +298,10 @@ func (e *cliEnv) kvRemove(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	recurse := c.Bool("recurse")
+	if recurse && strings.HasSuffix(a[0], "/") && len(a[0]) > 1 {
+		a[0] = a[0][:len(a[0])-1] // a prefix written as kv ls takes it (shared/x/)
+	}
 	if err := checkPathKey(a[0]); err != nil {
 		return err
 	}
@@ -305,7 +310,6 @@ func (e *cliEnv) kvRemove(c *cli.Context) error {
 		return err
 	}
 	defer s.cancel()
-	recurse := c.Bool("recurse")
 	d, err := s.client.Delete(s.ctx, a[0], recurse)
 	if err != nil {
 		if !recurse {
