@@ -129,6 +129,9 @@ type Config struct {
 	// HeaderTimeout and BodyTimeout bound reading a request's headers and its body
 	// (0 = DefaultHeaderTimeout, DefaultBodyTimeout).
 	HeaderTimeout, BodyTimeout time.Duration
+	// clientLines is how many log lines a second clients without a valid token or over a rate
+	// limit may make (0 = clientLinesPerSecond; see lineBudget). Tests lower it.
+	clientLines float64
 	// MaxConns caps open client connections (0 = DefaultMaxConns); it is lowered to fit under
 	// the process's file limit (RLIMIT_NOFILE) less a reserve of descriptors for the store, so
 	// that a flood of connections is refused instead of starving etcd. Over it, a new

@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -20,6 +21,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -400,4 +403,138 @@ func TestServe_SlowAndHostileClients(t *testing.T) {
 			t.Fatalf("long-poll of 3s with 1s timeouts: %d, want 304", res.StatusCode)
 		}
 	})
+}
+
+// Clients without a valid token, or over a rate limit, and connections that fail their TLS
+// handshake cannot flood the log: their lines are written at a budget a second at most, the
+// ones left out are counted in a line that says so, and the lines of a write made meanwhile (its
+// audit line, its request line) are all written. Before, each such request or connection wrote
+// a line of its own: one client wrote gigabytes an hour, and under journald's rate limit that
+// dropped the audit lines of every write too.
+func TestServe_ClientFloodCannotFloodTheLog(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t, "shoelace test CA")
+	certFile, keyFile := filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem")
+	ca.issue(t, 1, certFile, keyFile)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool}, MaxIdleConnsPerHost: 16}}
+	// A budget a slow host's flood still passes (the flood takes 3 s here, 50 s under -race on
+	// a loaded host).
+	const budget = 5
+	e := serveExternal(t, func(c *Config) {
+		c.TLSCert, c.TLSKey = certFile, keyFile
+		c.RateLimit = 20
+		c.clientLines = budget
+	}, "https", client)
+	url := "https://" + e.addr
+	call := func(token, method, path, body string) int {
+		req, err := http.NewRequest(method, url+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		res, err := client.Do(req)
+		if err != nil {
+			t.Errorf("%s %s: %v", method, path, err)
+			return 0
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res.StatusCode
+	}
+	var created struct{ Token string }
+	req, _ := http.NewRequest("POST", url+"/v1/tokens", strings.NewReader(`{"name":"flood","read":["shared"]}`))
+	req.Header.Set("Authorization", "Bearer "+e.token)
+	res, err := client.Do(req)
+	if err != nil || res.StatusCode != 201 {
+		t.Fatalf("create token: %v %v", res, err)
+	}
+	if err := json.NewDecoder(res.Body).Decode(&created); err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	offset := len(e.logs.String())
+
+	// The flood: requests without a token, with an unknown one, with a token over its rate
+	// limit, and plain HTTP sent to the HTTPS port.
+	// Lines within the budget: each such answer's request line, and its error line when it
+	// is an error (the log is at debug level); each connection's line.
+	var budgeted atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 300 {
+				token, path := "", "/health"
+				switch i % 3 {
+				case 1:
+					token, path = "sl_unknown", "/v1/kv/shared/x"
+				case 2:
+					token, path = created.Token, "/v1/kv/shared/x"
+				}
+				if w == 0 && i%50 == 0 {
+					c, err := net.Dial("tcp", e.addr)
+					if err != nil {
+						t.Error(err)
+						continue
+					}
+					_, _ = c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+					_, _ = io.Copy(io.Discard, c)
+					c.Close()
+					budgeted.Add(1)
+				}
+				if status := call(token, "GET", path, ""); token != created.Token || status == http.StatusTooManyRequests {
+					budgeted.Add(1)
+					if status >= 400 {
+						budgeted.Add(1)
+					}
+				}
+			}
+		}()
+	}
+	if status := call(e.token, "PUT", "/v1/kv/shared/during-the-flood", "v"); status != 200 {
+		t.Fatalf("a write during the flood: %d", status)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	time.Sleep(1100 * time.Millisecond) // a second's budget again
+	call("", "GET", "/health", "")
+	budgeted.Add(1)
+
+	var written, leftOut int64
+	var audit, writeLine bool
+	for _, line := range strings.Split(strings.TrimSpace(e.logs.String()[offset:]), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line is not JSON: %s", line)
+		}
+		msg, _ := m["msg"].(string)
+		switch {
+		case m["audit"] == true:
+			audit = audit || strings.Contains(fmt.Sprint(m["keys"]), "shared/during-the-flood")
+		case msg == "request" && m["token"] == "admin":
+			writeLine = writeLine || m["path"] == "/v1/kv/shared/during-the-flood"
+		case msg == "request" && (m["token"] == "" || m["status"] == float64(http.StatusTooManyRequests)),
+			msg == "request error" && (m["status"] == float64(http.StatusUnauthorized) || m["status"] == float64(http.StatusTooManyRequests)),
+			strings.Contains(msg, "TLS handshake error"):
+			written++
+		case strings.HasPrefix(msg, "log lines left out"):
+			n, _ := m["left_out"].(float64)
+			leftOut += int64(n)
+		}
+	}
+	// The budget: a second's lines at once, then budget a second (and one more second for the
+	// pause after the flood).
+	if most := int64(budget * (elapsed.Seconds() + 3)); written > most {
+		t.Errorf("the flood of %d requests and connections wrote %d lines in %v; want at most %d", budgeted.Load(), written, elapsed, most)
+	}
+	if leftOut == 0 || written+leftOut != budgeted.Load() {
+		t.Errorf("%d lines written and %d said left out; want %d together, some left out", written, leftOut, budgeted.Load())
+	}
+	if !audit || !writeLine {
+		t.Errorf("the write during the flood: audit line %v, request line %v; want both", audit, writeLine)
+	}
 }

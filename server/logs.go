@@ -3,8 +3,13 @@ package server
 import (
 	"context"
 	"io"
+	"log"
 	"log/slog"
+	"strings"
 	"sync"
+	"sync/atomic"
+
+	"golang.org/x/time/rate"
 )
 
 // NewLogger returns the server's logger: JSON lines to w from level on, through a lineWriter,
@@ -153,5 +158,58 @@ func (q queueOnly) Write(p []byte) (int, error) {
 	q.l.mu.Lock()
 	q.l.queueLocked(p)
 	q.l.mu.Unlock()
+	return len(p), nil
+}
+
+// clientLinesPerSecond bounds the log lines a replica writes for clients that presented no
+// valid token or went over a rate limit: request lines (and their errors) and net/http's lines
+// about connections (a failed TLS handshake). Such clients cost no more than a refusal each, so
+// one of them wrote 20,000 lines a second: gigabytes an hour, and under systemd, journald's rate
+// limit (10,000 lines in 30 s by default) then dropped every line of the service, the audit lines
+// of writes among them, for as long as the flood went on.
+const clientLinesPerSecond = 100
+
+// lineBudget is the replica's budget of such lines: at most clientLinesPerSecond (a second's
+// worth at once; Config.clientLines in tests); the lines over it are left out and counted, and the next one written is
+// preceded by a line that says how many were.
+type lineBudget struct {
+	lim  *rate.Limiter
+	left atomic.Int64 // lines left out since the last one written
+	log  *slog.Logger
+	// perSecond is the budget's rate, for the line that says what was left out.
+	perSecond float64
+}
+
+func newLineBudget(log *slog.Logger, perSecond float64) *lineBudget {
+	if perSecond <= 0 {
+		perSecond = clientLinesPerSecond
+	}
+	return &lineBudget{lim: rate.NewLimiter(rate.Limit(perSecond), max(1, int(perSecond))), log: log, perSecond: perSecond}
+}
+
+// take reports whether one more line may be written now.
+func (b *lineBudget) take() bool {
+	if !b.lim.Allow() {
+		b.left.Add(1)
+		return false
+	}
+	if n := b.left.Swap(0); n > 0 {
+		b.log.Warn("log lines left out: clients without a valid token or over a rate limit made more than the replica writes (the metrics count their requests)",
+			"left_out", n, "lines_per_second", b.perSecond)
+	}
+	return true
+}
+
+// errorLog is the http.Server's ErrorLog: its lines go to the log at Warn, within b, but for a
+// handler's panic, which is always written.
+func (b *lineBudget) errorLog() *log.Logger { return log.New(budgetedLog{b}, "", 0) }
+
+type budgetedLog struct{ b *lineBudget }
+
+func (w budgetedLog) Write(p []byte) (int, error) {
+	msg := strings.TrimSuffix(string(p), "\n")
+	if strings.Contains(msg, "panic") || w.b.take() {
+		w.b.log.Warn(msg)
+	}
 	return len(p), nil
 }

@@ -68,9 +68,11 @@ type Server struct {
 	log *slog.Logger
 	// auditLog writes the audit lines whatever the log level.
 	auditLog auditLogger
-	m        *metrics
-	hub      *hub
-	mux      *http.ServeMux
+	// clientLines bounds the lines of clients without a valid token or over a rate limit.
+	clientLines *lineBudget
+	m           *metrics
+	hub         *hub
+	mux         *http.ServeMux
 	// yamlBudget bounds the YAML apply bodies parsed at once (see yamlBudget).
 	yamlBudget *yamlBudget
 	h          http.Handler
@@ -119,7 +121,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 		cfg.Version = "dev"
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, st: st, log: log, auditLog: newAuditLogger(log), m: newMetrics(cfg.Version), ctx: ctx, cancel: cancel, enrollRetryAge: enrollRetryAge,
+	s := &Server{cfg: cfg, st: st, log: log, auditLog: newAuditLogger(log), clientLines: newLineBudget(log, cfg.clientLines), m: newMetrics(cfg.Version), ctx: ctx, cancel: cancel, enrollRetryAge: enrollRetryAge,
 		yamlBudget: newYAMLBudget(cfg.maxBodyBytes()), grace: newGraceCtx()}
 	s.reqBase = s.grace.base
 	st.SetObserver(s.m.observeEtcd)
@@ -531,7 +533,7 @@ func (s *Server) end(sw *statusWriter, r *http.Request, start time.Time) {
 	}
 	d := time.Since(start)
 	s.m.observe(route, status, d)
-	if !s.log.Enabled(r.Context(), slog.LevelInfo) {
+	if !s.log.Enabled(r.Context(), slog.LevelInfo) || !s.mayLog(sw.info.token, status) {
 		return
 	}
 	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
@@ -544,6 +546,13 @@ func (s *Server) end(sw *statusWriter, r *http.Request, start time.Time) {
 		slog.String("token", sw.info.token),
 		slog.String("remote", r.RemoteAddr),
 	)
+}
+
+// mayLog reports whether a request of token (none: "") answered with status may have its log
+// lines written: always with a valid token, within the replica's budget (clientLines) without
+// one or over a rate limit, which cost their client no more than a refusal.
+func (s *Server) mayLog(token string, status int) bool {
+	return token != "" && status != http.StatusTooManyRequests || s.clientLines.take()
 }
 
 func uncleanPathError(p string) error {
@@ -688,12 +697,14 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if status >= 500 {
 		level = slog.LevelError
 	}
-	s.log.LogAttrs(r.Context(), level, "request error",
-		slog.String("request_id", info(r).id),
-		slog.String("code", e.Code),
-		slog.Int("status", status),
-		slog.String("err", err.Error()),
-	)
+	if s.log.Enabled(r.Context(), level) && s.mayLog(info(r).token, status) {
+		s.log.LogAttrs(r.Context(), level, "request error",
+			slog.String("request_id", info(r).id),
+			slog.String("code", e.Code),
+			slog.Int("status", status),
+			slog.String("err", err.Error()),
+		)
+	}
 	if status == 499 {
 		// Nothing is written, but the metrics and the access log say what happened: net/http's
 		// empty 200 to a connection already gone was counted as a success (every read a client
