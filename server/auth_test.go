@@ -431,6 +431,34 @@ func TestAuth_LogsNeverHoldSecretsOrValues(t *testing.T) {
 	}
 }
 
+// A token's secret pasted where a name goes (shoelace token revoke SECRET, a key, a console
+// address) or sent as the request id is not written into the log: its requests' lines write
+// "sl_…" in its place. Before, the access line held the path whole, and the request id as sent.
+func TestAuth_SecretPastedInAPathIsNotLogged(t *testing.T) {
+	var buf syncBuffer
+	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	f := newFixtureLog(t, testutil.Store(t), log)
+	tok := f.newToken(api.TokenRequest{Name: "ci", Read: []string{"shared"}})
+	f.mustErr(f.do("DELETE", "/v1/tokens/"+tok, ""), 404, api.CodeNotFound)
+	f.mustErr(f.do("GET", "/v1/kv/shared/"+tok, ""), 404, api.CodeNotFound)
+	f.mustErr(f.do("GET", "/v1/kv/shared/a"+tok+"b/c", ""), 404, api.CodeNotFound)
+	f.mustErr(f.doToken(tok, "GET", "/v1/appliances/"+tok, ""), 403, api.CodeForbidden)
+	f.mustErr(f.do("GET", "/v1/kv/shared/x", "", api.HeaderRequestID, f.token), 404, api.CodeNotFound)
+	f.doToken("", "GET", "/ui/"+tok, "")                                 // the sign-in form
+	f.must(f.doToken(tok, "GET", "/v1/kv/shared?recurse", ""), 200, nil) // the token still stands
+	logs := buf.String()
+	for _, secret := range []string{tok, f.token, tok[:20], tok[len(tok)-20:]} {
+		if strings.Contains(logs, secret) {
+			t.Fatalf("logs hold a token's secret (or part of it) %q:\n%s", secret, logs)
+		}
+	}
+	for _, path := range []string{"/v1/tokens/sl_…", "/v1/kv/shared/sl_…", "/v1/kv/shared/asl_…/c", "/v1/appliances/sl_…", "/ui/sl_…"} {
+		if !strings.Contains(logs, `"path":"`+path+`"`) {
+			t.Errorf("no access line of %s:\n%s", path, logs)
+		}
+	}
+}
+
 // syncBuffer collects a child's (or a logger's) output while the test reads it.
 type syncBuffer = testbin.Buffer
 

@@ -540,7 +540,7 @@ func (s *Server) end(sw *statusWriter, r *http.Request, start time.Time) {
 		slog.String("request_id", sw.info.id),
 		slog.String("method", methodText(r.Method)),
 		slog.String("route", route),
-		slog.String("path", cut(r.URL.Path, 512)),
+		slog.String("path", cut(redactSecrets(r.URL.Path), 512)),
 		slog.Int("status", status),
 		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 		slog.String("token", sw.info.token),
@@ -579,9 +579,10 @@ func cleanPath(p string) string {
 	return np
 }
 
-// requestID returns the client's id when it is short and printable, else a new one.
+// requestID returns the client's id when it is short and printable (and holds nothing of the
+// form of a token's secret, which the log would show), else a new one.
 func requestID(in string) string {
-	if in != "" && len(in) <= 128 {
+	if in != "" && len(in) <= 128 && redactSecrets(in) == in {
 		ok := true
 		for i := 0; i < len(in); i++ {
 			if c := in[i]; c <= ' ' || c >= 0x7f || c == '"' {
@@ -702,7 +703,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 			slog.String("request_id", info(r).id),
 			slog.String("code", e.Code),
 			slog.Int("status", status),
-			slog.String("err", err.Error()),
+			slog.String("err", redactSecrets(err.Error())),
 		)
 	}
 	if status == 499 {
