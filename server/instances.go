@@ -59,6 +59,11 @@ type reporter struct {
 	// failed holds the instances whose failure is recorded: by this replica (failureNoted),
 	// or by any, as the store's watch and reloads tell (failureSeen, loadFailures).
 	failed map[string]bool
+	// wrote is when this replica last recorded a failure of an instance (failureNoted), and
+	// paced the latest failure write of an instance it recorded one of less than failureEvery
+	// ago, which a timer makes once the time is up (paceFailure).
+	wrote map[string]time.Time
+	paced map[string]func()
 }
 
 type reported struct {
@@ -817,6 +822,46 @@ func (r *reporter) failureNoted(key string) {
 		r.failed = map[string]bool{}
 	}
 	r.failed[key] = true
+	if r.wrote == nil {
+		r.wrote = map[string]time.Time{}
+	}
+	r.wrote[key] = time.Now()
+}
+
+// failureEvery is how often at most a replica writes the failure record of one instance (but
+// for the failure that halts a rollout; the latest of those reported meanwhile is written when
+// the time is up): each write is a revision that etcd keeps until it compacts, and an instance
+// reporting failures at its rate limit, each with another text, wrote 100 a second of up to
+// maxReportError bytes.
+const failureEvery = time.Second
+
+// paceFailure defers write, the recording of a failure of key, when this replica recorded one
+// less than failureEvery ago: it is made once the time is up, unless a later failure of key
+// took its place, or a report without failure cleared key meanwhile. It reports whether write
+// was deferred (else the caller makes it now).
+func (r *reporter) paceFailure(key string, write func()) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	at, ok := r.wrote[key]
+	if !ok || time.Since(at) >= failureEvery {
+		return false
+	}
+	if r.paced == nil {
+		r.paced = map[string]func(){}
+	}
+	if r.paced[key] == nil {
+		time.AfterFunc(failureEvery-time.Since(at), func() {
+			r.mu.Lock()
+			w := r.paced[key]
+			delete(r.paced, key)
+			r.mu.Unlock()
+			if w != nil {
+				w()
+			}
+		})
+	}
+	r.paced[key] = write
+	return true
 }
 
 // failureSeen records what the store's watch says of the failure record of instance key: put
@@ -825,7 +870,11 @@ func (r *reporter) failureSeen(key string, there bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !there {
+		// Cleared (by a report without failure, here or through another replica): a failure
+		// waiting to be written would bring back one older than that report.
 		delete(r.failed, key)
+		delete(r.paced, key)
+		delete(r.wrote, key)
 		return
 	}
 	if r.failed == nil {
@@ -852,6 +901,8 @@ func (r *reporter) loadFailures(m map[string][]byte) {
 func (r *reporter) failureCleared(key string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	delete(r.paced, key)
+	delete(r.wrote, key)
 	if !r.failed[key] {
 		return false
 	}

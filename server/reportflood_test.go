@@ -1,7 +1,11 @@
 package server
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,5 +43,71 @@ func TestReports_FloodOfOneTokenCrowdsOutNone(t *testing.T) {
 		if in.Token == "web-agent" && in.Applied != start || in.Token == "flooder" && in.Applied != int64(1+(rounds-1)%2) {
 			t.Fatalf("recorded %+v: not the instance's latest report", in)
 		}
+	}
+}
+
+// An enrolled instance that reports failures as fast as its rate limit lets it (each with
+// another text) has its failure record written once a second at most, not once per report:
+// each write is a revision that etcd keeps until it compacts (an hour), and one instance token
+// wrote 100 a second of up to 2 KiB each, a fleet's tokens together enough to fill etcd's
+// quota within the hour. The last failure is written when its second is up; a report without
+// failure still clears the record at once, and the next failure is written at once after it.
+func TestReports_FailureFloodOfOneInstanceIsPaced(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	tok := f.enroll(agent, "web", "vm-1").Token
+	report := func(text string) {
+		t.Helper()
+		f.must(f.doToken(tok, "POST", "/v1/appliances/web/report", fmt.Sprintf(`{"instance":"vm-1","revision":1,"applied":0,"error":%q,"stage":"command"}`, text), "Content-Type", "application/json"), 200, nil)
+	}
+	failure := func() string {
+		t.Helper()
+		data, _, err := f.st.SysGet(context.Background(), instanceErrorKey("web", "vm-1"))
+		if errors.Is(err, api.ErrNotFound) {
+			return ""
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var in api.Instance
+		if err := json.Unmarshal(data, &in); err != nil {
+			t.Fatal(err)
+		}
+		return in.Error
+	}
+	ctx := context.Background()
+	before, err := f.st.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	const reports = 200
+	for i := range reports {
+		report(fmt.Sprintf("boom %d %s", i, strings.Repeat("x", 1500)))
+	}
+	elapsed := time.Since(start)
+	after, err := f.st.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One failure write a second, and the instance record's own (the report writer's) beside it.
+	if most := 2*int64(elapsed/time.Second+1) + 2; after-before > most {
+		t.Errorf("%d failure reports in %v took %d revisions; want at most %d", reports, elapsed, after-before, most)
+	}
+	last := fmt.Sprintf("boom %d ", reports-1)
+	waitFor(t, "the last failure recorded", func() bool { return strings.HasPrefix(failure(), last) })
+	report("")
+	if got := failure(); got != "" {
+		t.Fatalf("after a report without failure, the record says %q", got)
+	}
+	report("boom again")
+	if got := failure(); got != "boom again" {
+		t.Fatalf("a failure right after the clear: recorded %q", got)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	report("boom last")
+	if got := failure(); got != "boom last" {
+		t.Fatalf("a failure a second later: recorded %q", got)
 	}
 }

@@ -967,14 +967,29 @@ func (s *Server) recordFailure(ctx context.Context, name string, rep api.Report,
 	if rep.Template != "" {
 		in.Error = rep.Template + ": " + rep.Error
 	}
-	data, _ := json.Marshal(in)
-	if _, err := s.st.SysApply(ctx, []store.SysGuard{heldGuard(p)}, map[string][]byte{key: data}, nil); err != nil {
-		return s.heldRefusal(p, err)
-	}
-	s.reports.failureNoted(name + "/" + rep.Instance)
 	rec := s.rollouts.get(name)
-	if !rec.Running() || rep.Rollout != rec.ID || !slices.Contains(rec.Cohort(), rep.Instance) || !rec.Counts(in) {
-		return nil // not a failure of the candidate by an instance drawn (enrolled before it started)
+	// A failure of the candidate by an instance drawn (enrolled before it started) halts the
+	// rollout: it is written at once. Another is written once a failureEvery at most.
+	halts := rec.Running() && rep.Rollout == rec.ID && slices.Contains(rec.Cohort(), rep.Instance) && rec.Counts(in)
+	data, _ := json.Marshal(in)
+	write := func(ctx context.Context) error {
+		if _, err := s.st.SysApply(ctx, []store.SysGuard{heldGuard(p)}, map[string][]byte{key: data}, nil); err != nil {
+			return s.heldRefusal(p, err)
+		}
+		s.reports.failureNoted(name + "/" + rep.Instance)
+		return nil
+	}
+	if !halts && s.reports.paceFailure(name+"/"+rep.Instance, func() {
+		ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+		defer cancel()
+		if err := write(ctx); err != nil && s.ctx.Err() == nil {
+			s.log.Warn("record an instance's failure", "appliance", name, "instance", shorten(rep.Instance), "err", err.Error())
+		}
+	}) {
+		return nil
+	}
+	if err := write(ctx); err != nil || !halts {
+		return err
 	}
 	// The instance's own record, not the appliance's every one: a failure storm of a large fleet
 	// must not read them all for each report.
