@@ -108,14 +108,12 @@ func (s *Store) Snapshot(ctx context.Context, w io.Writer) (int64, error) {
 	return n, nil
 }
 
-// Compact discards the store's history before rev (as etcd's auto-compaction does): once it
-// returns, reads, watches and long-polls from before rev see ErrCompacted. etcd frees the
-// space in the background; waiting for that (the whole history of a store that every test of a
-// package shares) took longer than the request timeout on a loaded machine.
+// Compact discards the store's history before rev (as etcd's auto-compaction does), waiting
+// until it is done. Watches and long-polls from before rev see ErrCompacted afterwards.
 func (s *Store) Compact(ctx context.Context, rev int64) error {
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	if _, err := s.cli.Compact(ctx, rev); err != nil {
+	if _, err := s.cli.Compact(ctx, rev, clientv3.WithCompactPhysical()); err != nil {
 		return s.etcdErr(ctx, fmt.Sprintf("compact to %d", rev), err)
 	}
 	return nil
