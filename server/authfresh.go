@@ -9,10 +9,6 @@ import (
 	"github.com/shoelace-dev/shoelace/internal/api"
 )
 
-// freshReadEvery is how often at most a replica reads every token record for a token its cache
-// does not hold (see readFreshLocked): the requests that arrive meanwhile share the next read.
-const freshReadEvery = 500 * time.Millisecond
-
 // freshTokens answers the one question the token cache cannot: is a token this replica has not
 // seen yet (created a moment ago through another replica, its watch event still on the way) in the
 // store? A miss reads every token record from the store, at most one read at a time; a request
@@ -94,18 +90,6 @@ func (s *Server) readFreshLocked(ctx context.Context, arrived time.Time) error {
 	if !f.started.After(arrived) {
 		if f.failed.After(arrived) {
 			return f.err
-		}
-		// One read every freshReadEvery at most: each reads and decodes every token record
-		// (20 ms of CPU for 2,300 tokens), and a client sending unknown tokens one after
-		// another, each arriving after the last read began, kept a core busy reading them.
-		if wait := freshReadEvery - time.Since(f.started); wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
-			case <-t.C:
-			}
 		}
 		started := time.Now()
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
