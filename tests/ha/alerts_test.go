@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -38,35 +37,13 @@ func TestRunbook_AgentBehindAlert(t *testing.T) {
 
 	r := newRunbookEnv(t)
 	dir := t.TempDir()
-	cmd := exec.Command(shoelaceBin, "token", "create", "--name", "web-frontend-agents", "--appliance", "web-frontend")
-	cmd.Env = r.env
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("token create: %v", err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	tokFile := filepath.Join(dir, "token")
-	if err := os.WriteFile(tokFile, []byte(lines[len(lines)-1]+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	r.agentToken(t, "web-frontend-agents", tokFile)
 	metricsAddr, err := freeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	dst := filepath.Join(dir, "port.conf")
-	config := filepath.Join(dir, "agent.yaml")
-	if err := os.WriteFile(config, []byte(fmt.Sprintf(`server: %s
-token_file: %s
-appliance: web-frontend
-instance: vm-1
-cache_dir: %s
-metrics_listen: %s
-templates:
-  - destination: %s
-    contents: "port={{ key \"port\" }}\n"
-`, r.vars["SHOELACE_ADDR"], tokFile, filepath.Join(dir, "cache"), metricsAddr, dst)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	config, dst := r.agentConfig(t, dir, tokFile, "vm-1", "metrics_listen: "+metricsAddr+"\n")
 	r.put("appliances/web-frontend/port", "8080")
 	r.put("appliances/web-frontend/name", "web") // the appliance outlives the port's deletion
 	a := startAgent(t, config)

@@ -346,6 +346,42 @@ func (r *runbookEnv) put(key, value string) int64 {
 	return rev
 }
 
+// agentToken creates an agent token of web-frontend named name, as the runbook's operator
+// does, and writes its secret to dst (mode 0600), as a token_file.
+func (r *runbookEnv) agentToken(t *testing.T, name, dst string) {
+	t.Helper()
+	cmd := exec.Command(shoelaceBin, "token", "create", "--name", name, "--appliance", "web-frontend")
+	cmd.Env = r.env
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("token create: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if err := os.WriteFile(dst, []byte(lines[len(lines)-1]+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// agentConfig writes dir/agent.yaml: an agent of web-frontend named instance on r's server,
+// with token_file tokFile and the config lines extra, rendering the key port into
+// dir/port.conf. It returns the config's path and the rendered file's.
+func (r *runbookEnv) agentConfig(t *testing.T, dir, tokFile, instance, extra string) (config, dst string) {
+	t.Helper()
+	dst, config = filepath.Join(dir, "port.conf"), filepath.Join(dir, "agent.yaml")
+	if err := os.WriteFile(config, []byte(fmt.Sprintf(`server: %s
+token_file: %s
+appliance: web-frontend
+instance: %s
+cache_dir: %s
+%stemplates:
+  - destination: %s
+    contents: "port={{ key \"port\" }}\n"
+`, r.vars["SHOELACE_ADDR"], tokFile, instance, filepath.Join(dir, "cache"), extra, dst)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return config, dst
+}
+
 // value reads key; "" with false when it is absent.
 func (r *runbookEnv) value(key string) (string, bool) {
 	r.t.Helper()
@@ -534,29 +570,8 @@ func TestRunbook_Procedures(t *testing.T) {
 	t.Run("stop an appliance's agents", func(t *testing.T) {
 		dir := t.TempDir()
 		tokFile := filepath.Join(dir, "agent.token")
-		cmd := exec.Command(shoelaceBin, "token", "create", "--name", "web-frontend-agents", "--appliance", "web-frontend")
-		cmd.Env = r.env
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("token create: %v", err)
-		}
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		if err := os.WriteFile(tokFile, []byte(lines[len(lines)-1]+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		dst := filepath.Join(dir, "port.conf")
-		config := filepath.Join(dir, "agent.yaml")
-		if err := os.WriteFile(config, []byte(fmt.Sprintf(`server: %s
-token_file: %s
-appliance: web-frontend
-instance: vm-1
-cache_dir: %s
-templates:
-  - destination: %s
-    contents: "port={{ key \"port\" }}\n"
-`, r.vars["SHOELACE_ADDR"], tokFile, filepath.Join(dir, "cache"), dst)), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		r.agentToken(t, "web-frontend-agents", tokFile)
+		config, dst := r.agentConfig(t, dir, tokFile, "vm-1", "")
 		a := startAgent(t, config)
 		r.put("appliances/web-frontend/port", "8081")
 		a.waitRendered(t, dst, "port=8081\n", 30*time.Second)
@@ -587,34 +602,9 @@ templates:
 	// the old one is revoked, enrolls again with it when its instance token is refused later.
 	t.Run("appliance token rotation", func(t *testing.T) {
 		dir := t.TempDir()
-		createToken := func(name, dst string) {
-			t.Helper()
-			cmd := exec.Command(shoelaceBin, "token", "create", "--name", name, "--appliance", "web-frontend")
-			cmd.Env = r.env
-			out, err := cmd.Output()
-			if err != nil {
-				t.Fatalf("token create: %v", err)
-			}
-			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-			if err := os.WriteFile(dst, []byte(lines[len(lines)-1]+"\n"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
 		agentTok := filepath.Join(dir, "token")
-		createToken("web-frontend-fleet-1", agentTok)
-		dst := filepath.Join(dir, "port.conf")
-		config := filepath.Join(dir, "agent.yaml")
-		if err := os.WriteFile(config, []byte(fmt.Sprintf(`server: %s
-token_file: %s
-appliance: web-frontend
-instance: vm-2
-cache_dir: %s
-templates:
-  - destination: %s
-    contents: "port={{ key \"port\" }}\n"
-`, r.vars["SHOELACE_ADDR"], agentTok, filepath.Join(dir, "cache"), dst)), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		r.agentToken(t, "web-frontend-fleet-1", agentTok)
+		config, dst := r.agentConfig(t, dir, agentTok, "vm-2", "")
 		a := startAgent(t, config)
 		if err := os.WriteFile(filepath.Join(r.vars["RUNBOOK_STATE"], "agent.pid"), []byte(fmt.Sprint(a.cmd.Process.Pid)), 0o600); err != nil {
 			t.Fatal(err)
@@ -623,7 +613,7 @@ templates:
 		a.waitRendered(t, dst, "port=8083\n", 30*time.Second)
 
 		copied := filepath.Join(dir, "fleet-2.token") // the new token as copied to the VM
-		createToken("web-frontend-fleet-2", copied)
+		r.agentToken(t, "web-frontend-fleet-2", copied)
 		r.run("agent-token-deploy", map[string]string{"NEW_TOKEN_FILE": copied, "AGENT_TOKEN_FILE": agentTok})
 		deadline := time.Now().Add(30 * time.Second)
 		for !strings.Contains(a.stderr.String(), "config reloaded") {
