@@ -80,11 +80,10 @@ func RunShell(ctx context.Context, shell, command string, timeout time.Duration,
 		err = nil
 	}
 	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) && res.ExitCode < 0 {
-			return res, fmt.Errorf("ended by %s", ee.ProcessState) // "signal: killed"
-		}
-		if errors.As(err, &ee) {
+		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+			if res.ExitCode < 0 {
+				return res, fmt.Errorf("ended by %s", ee.ProcessState) // "signal: killed"
+			}
 			return res, fmt.Errorf("exited with status %d", res.ExitCode)
 		}
 		return res, err

@@ -984,9 +984,11 @@ func (c *Config) Validate() error {
 			continue
 		}
 		bak := t.Destination + ".bak"
-		if prev, dup := seen[destKey(bak, !unixModes)]; dup {
-			add("%s: backup keeps the previous content as %s, which is the destination of %s: render that file elsewhere or leave backup out", t.where(), bak, prev)
-		} else if prev, dup := seenReal[destKey(resolveLinks(bak), !unixModes)]; dup {
+		prev, dup := seen[destKey(bak, !unixModes)]
+		if !dup {
+			prev, dup = seenReal[destKey(resolveLinks(bak), !unixModes)]
+		}
+		if dup {
 			add("%s: backup keeps the previous content as %s, which is the destination of %s: render that file elsewhere or leave backup out", t.where(), bak, prev)
 		}
 	}
@@ -1414,12 +1416,21 @@ func readTokenFile(path string) (string, error) {
 // anything outside printable ASCII): sent as it is, the server answered "unknown or revoked
 // token", or Go's client refused the header, which read as a network failure.
 func checkTokenChars(tok string) error {
-	for i := 0; i < len(tok); i++ {
-		if b := tok[i]; b < 0x21 || b > 0x7e {
-			return fmt.Errorf("holds byte 0x%02x at offset %d: a token is one word of printable ASCII, as `shoelace token create` prints it", b, i)
-		}
+	if i := unprintable(tok); i >= 0 {
+		return fmt.Errorf("holds byte 0x%02x at offset %d: a token is one word of printable ASCII, as `shoelace token create` prints it", tok[i], i)
 	}
 	return nil
+}
+
+// unprintable is the offset of the first byte of s that a header value of one word cannot hold
+// (outside printable ASCII, a space included), -1 when there is none.
+func unprintable(s string) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return i
+		}
+	}
+	return -1
 }
 
 // TokenWarning says, when the token is inline and the config file may be read by group or

@@ -254,10 +254,8 @@ func checkRollout(id string) error {
 	if len(id) > 256 {
 		return fmt.Errorf("rollout id of %d bytes", len(id))
 	}
-	for i := 0; i < len(id); i++ {
-		if id[i] < 0x21 || id[i] > 0x7e {
-			return fmt.Errorf("rollout id %q holds byte 0x%02x", id, id[i])
-		}
+	if i := unprintable(id); i >= 0 {
+		return fmt.Errorf("rollout id %q holds byte 0x%02x", id, id[i])
 	}
 	return nil
 }
