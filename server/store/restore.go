@@ -42,11 +42,9 @@ func Restore(ctx context.Context, cfg RestoreConfig) (string, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.Root == "" {
-		cfg.Root = DefaultRoot
-	}
-	if !strings.HasPrefix(cfg.Root, "/") || !strings.HasSuffix(cfg.Root, "/") {
-		return "", fmt.Errorf("restore: root %q must start and end with '/', such as %s", cfg.Root, DefaultRoot)
+	var err error
+	if cfg.Root, err = rootOf(cfg.Root); err != nil {
+		return "", fmt.Errorf("restore: %w", err)
 	}
 	if _, err := os.Stat(cfg.SnapshotPath); err != nil {
 		return "", fmt.Errorf("restore: %w", err)

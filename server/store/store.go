@@ -213,6 +213,18 @@ type Store struct {
 	closeErr  error
 }
 
+// rootOf is root as a store takes it: DefaultRoot when it is empty, and refused unless it starts
+// and ends with '/'.
+func rootOf(root string) (string, error) {
+	if root == "" {
+		return DefaultRoot, nil
+	}
+	if !strings.HasPrefix(root, "/") || !strings.HasSuffix(root, "/") {
+		return "", fmt.Errorf("root %q must start and end with '/', such as %s", root, DefaultRoot)
+	}
+	return root, nil
+}
+
 // Open opens the store described by cfg, starting the embedded etcd when cfg.Endpoints is empty,
 // and makes sure the store has an id.
 //
@@ -222,11 +234,9 @@ type Store struct {
 // background until it succeeds or the Store is closed. Until then ID() is "" and every call
 // fails with an api.CodeUnavailable error as long as the cluster is away.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
-	if cfg.Root == "" {
-		cfg.Root = DefaultRoot
-	}
-	if !strings.HasPrefix(cfg.Root, "/") || !strings.HasSuffix(cfg.Root, "/") {
-		return nil, fmt.Errorf("open store: root %q must start and end with '/'", cfg.Root)
+	var err error
+	if cfg.Root, err = rootOf(cfg.Root); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
 	}
 	if cfg.DataDir == "" {
 		cfg.DataDir = DefaultDataDir
