@@ -679,11 +679,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		if r.Context().Err() != nil || clientGone(err) {
 			level = slog.LevelDebug
 		}
-		s.log.LogAttrs(r.Context(), level, "request error",
-			slog.String("request_id", info(r).id),
-			slog.Bool("answer_began", true),
-			slog.String("err", err.Error()),
-		)
+		s.logRequestError(r, level, err, slog.Bool("answer_began", true))
 		return
 	}
 	var e *api.Error
@@ -699,12 +695,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		level = slog.LevelError
 	}
 	if s.log.Enabled(r.Context(), level) && s.mayLog(info(r).token, status) {
-		s.log.LogAttrs(r.Context(), level, "request error",
-			slog.String("request_id", info(r).id),
-			slog.String("code", e.Code),
-			slog.Int("status", status),
-			slog.String("err", redactSecrets(err.Error())),
-		)
+		s.logRequestError(r, level, err, slog.String("code", e.Code), slog.Int("status", status))
 	}
 	if status == 499 {
 		// Nothing is written, but the metrics and the access log say what happened: net/http's
@@ -724,6 +715,16 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("Connection", "close")
 	}
 	_ = writeJSON(w, status, 0, api.ErrorBody{Error: &api.Error{Code: e.Code, Message: msg}})
+}
+
+// logRequestError writes r's error line at level: its request id, attrs, and err's text with
+// what may be a token's secret masked.
+func (s *Server) logRequestError(r *http.Request, level slog.Level, err error, attrs ...slog.Attr) {
+	if !s.log.Enabled(r.Context(), level) {
+		return // a client gone mid-answer, at debug: nothing built for a line not written
+	}
+	attrs = append(append([]slog.Attr{slog.String("request_id", info(r).id)}, attrs...), slog.String("err", redactSecrets(err.Error())))
+	s.log.LogAttrs(r.Context(), level, "request error", attrs...)
 }
 
 // publicError is the message and Retry-After of e as the request's principal may see them.
