@@ -350,6 +350,9 @@ func (c *Client) Do(ctx context.Context, r Request, out any) (Meta, error) {
 			return meta, apiErr
 		}
 		lastErr = apiErr
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < meta.RetryAfter {
+			return meta, apiErr // the server asks for more time than the caller has left
+		}
 		wait := retryWait(meta.RetryAfter)
 		select {
 		case <-ctx.Done():

@@ -110,6 +110,31 @@ func TestDo_RetriesTooManyRequestsAfterRetryAfter(t *testing.T) {
 	}
 }
 
+// A Retry-After beyond the caller's deadline is answered at once with the server's answer:
+// waiting out the deadline for a try that could not start before it only delays the error.
+func TestDo_RetryAfterBeyondTheDeadlineAnswersAtOnce(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Header().Set("Retry-After", "60")
+		w.WriteHeader(429)
+		fmt.Fprint(w, `{"error":{"code":"rate_limited","message":"slow down"}}`)
+	}))
+	defer srv.Close()
+	c, _ := New(srv.URL, Options{Retries: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, _, err := c.Get(ctx, "k")
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code != api.CodeRateLimited || ae.RetryAfter != 60 || calls.Load() != 1 {
+		t.Fatalf("Get = %v after %d calls; want the 429 with its Retry-After after one", err, calls.Load())
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Fatalf("Get took %s: it waited for a retry that could not start before the deadline", d)
+	}
+}
+
 func TestDo_TransportError(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	addr := srv.URL
