@@ -307,6 +307,16 @@ func describeViolation(e *jsonschema.ValidationError, known map[string]bool) str
 		if namesHidden {
 			msg = fmt.Sprintf("%d additional properties not allowed (%s)", len(k.Properties), secretNames)
 		}
+	case *kind.MaxLength:
+		msg = e.ErrorKind.LocalizedString(printer)
+		if namesHidden { // a secret's length is a clue to it
+			msg = fmt.Sprintf("length must be <= %d (a secret's length is not shown)", k.Want)
+		}
+	case *kind.MinLength:
+		msg = e.ErrorKind.LocalizedString(printer)
+		if namesHidden {
+			msg = fmt.Sprintf("length must be >= %d (a secret's length is not shown)", k.Want)
+		}
 	case *kind.PropertyNames:
 		msg = e.ErrorKind.LocalizedString(printer)
 		if namesHidden {

@@ -464,6 +464,30 @@ func TestSchema_ViolationHidesValue(t *testing.T) {
 	}
 }
 
+// A secret's length is a clue to it: maxLength and minLength under a secrets segment say the
+// rule, not the length they found; elsewhere they say both.
+func TestSchema_ViolationHidesASecretsLength(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/kv/appliances/seclen/secrets/db", "hunter2-is-23-bytes-long"), 200, nil)
+	f.must(f.do("PUT", "/v1/kv/appliances/seclen/name", "nineteen-bytes-long"), 200, nil)
+	for _, rule := range []string{`{"maxLength": 4}`, `{"minLength": 40}`} {
+		schema := `{"properties": {"secrets": {"properties": {"db": ` + rule + `}}}}`
+		r := f.do("PUT", "/v1/appliances/seclen/schema", schema)
+		f.must(r, 200, nil)
+		if strings.Contains(string(r.body), "24") {
+			t.Errorf("schema %s: the warning shows the secret's length: %s", rule, r.body)
+		}
+		r = f.do("PUT", "/v1/kv/appliances/seclen/port", "80")
+		f.mustErr(r, 422, api.CodeSchemaViolation, "a secret's length is not shown")
+		if strings.Contains(string(r.body), "24") {
+			t.Errorf("schema %s: the violation shows the secret's length: %s", rule, r.body)
+		}
+		// Not a secret: the length found helps whoever mends it.
+		f.must(f.do("PUT", "/v1/appliances/seclen/schema", `{"properties": {"name": `+rule+`}}`), 200, nil)
+		f.mustErr(f.do("PUT", "/v1/kv/appliances/seclen/port", "80"), 422, api.CodeSchemaViolation, "19")
+	}
+}
+
 // A schema is bounded by --max-schema-bytes, not --max-value-bytes: compiling one takes time
 // that grows faster than its size (38000 properties, 1 MiB, took 12 s of CPU), and a write token
 // may set one as often as its rate limit lets it.
