@@ -192,6 +192,10 @@ type hub struct {
 	// onStoreCheck, after each broken watch, reports whether the endpoints lead to another
 	// store now (see otherStore), having reloaded what the server knows of it.
 	onStoreCheck func(ctx context.Context) bool
+	// onWatched is called after each event of a watch that started at revision from (its
+	// progress notifications too) has been applied, with the event's revision: every change
+	// from from to rev has been applied then.
+	onWatched func(from, rev int64)
 
 	// aheadFailed is when the store last failed to say, within aheadCheckWait, whether an
 	// index ahead of the hub is ahead of the store too (see storeAhead).
@@ -643,6 +647,9 @@ func (h *hub) run(ctx context.Context) {
 			// The mirror first: a woken long-poll reads it.
 			h.mir.apply(ev)
 			h.apply(ctx, ev.Event)
+			if h.onWatched != nil {
+				h.onWatched(from, ev.Revision)
+			}
 			got = true
 		}
 		cancel()

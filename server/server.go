@@ -132,6 +132,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	s.hub.onReset = s.onHubReset
 	s.hub.onRewind = s.onStoreRewound
 	s.hub.onStoreCheck = s.onStoreCheck
+	s.hub.onWatched = s.tokensWatched
 	s.storeID.Store(st.ID())
 	s.auth = newAuthState(cfg)
 	s.reports = newReporter(cfg.MaxInstances, reportRefresh(cfg.instanceStale()))

@@ -65,6 +65,7 @@ func (s *Server) loadSysOnce(ctx context.Context) error {
 		}
 		s.sys.rev = rev
 		s.loadTokens(m, rev)
+		s.fresh.reach.raise(rev)
 		s.setMaintenance(string(m[maintenanceKey]) == "on")
 		s.loadRollouts(m, rev)
 		s.reports.loadFailures(m)
@@ -122,6 +123,7 @@ func (s *Server) adoptStoreID(id string) bool {
 	}
 	s.log.Warn("store id changed: on another store (another cluster, or a restore); reloading tokens and settings from it", "old", old, "new", id)
 	s.sys.rev = 0
+	s.fresh.reach.reset() // first: a revision read after storeChanged never meets the old reach
 	s.fresh.storeChanged()
 	forgotten := s.auth.forgetStore()
 	if s.sys.oldTokens == nil {
@@ -286,6 +288,7 @@ func (s *Server) onStoreRewound(ctx context.Context, rev int64) {
 	s.renewStoreID(ctx)
 	s.sys.mu.Lock()
 	s.sys.rev = 0
+	s.fresh.reach.reset()
 	s.auth.forgetRevocationsAbove(rev)
 	s.sys.mu.Unlock()
 	if err := s.reloadSys(ctx); err != nil {

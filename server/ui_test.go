@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/testutil"
 )
 
 // uiBrowser is a console client: a cookie jar, and the Origin a browser sends with its forms.
@@ -894,16 +895,15 @@ func TestUI_MultiApplianceTxnScoped(t *testing.T) {
 // replica's cache has it: a sign-in with it works (as an API request would), and so do the
 // session's next pages, until its watch event comes; revoked meanwhile, the session ends.
 func TestUI_SessionOfTokenNotCachedYet(t *testing.T) {
-	f := newFixture(t)
+	cfg := testutil.StoreConfig(t)
+	f := newFixtureOn(t, testutil.OpenStore(t, cfg))
 	uiSeed(f)
-	tok := f.newToken(api.TokenRequest{Name: "new-ops", Read: []string{"appliances", "shared"}})
-	waitFor(t, "the token in the cache", func() bool { return f.s.auth.byNameRecord("new-ops") != nil })
-	// As if its watch event had not come yet.
-	f.s.auth.mu.Lock()
-	rec := f.s.auth.byName["new-ops"]
-	delete(f.s.auth.byName, "new-ops")
-	delete(f.s.auth.byHash, rec.Hash)
-	f.s.auth.mu.Unlock()
+	// Created through another replica; its watch event does not come to this one yet.
+	stalled, _ := stallWatch(t, f, "new-ops")
+	other := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	other.token = f.token
+	tok := other.newToken(api.TokenRequest{Name: "new-ops", Read: []string{"appliances", "shared"}})
+	<-stalled
 	b := newUIBrowser(t, f.srv.URL, nil)
 	b.signIn(tok)
 	mustStatus(t, b.get("/ui/appliances/web-frontend"), http.StatusOK)

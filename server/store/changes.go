@@ -70,6 +70,11 @@ func (s *Store) WatchChanges(ctx context.Context, from int64) (<-chan ChangeEven
 // after this call (see WatchChangesSince).
 func (s *Store) ConnEnds() <-chan struct{} { return s.connEnds.next() }
 
+// RequestProgress asks every open watch for a progress notification, without waiting: etcd sends
+// it, at the store's revision, once the watch has delivered every change up to it (a watch that
+// is behind gets its events first, or nothing). Its ChangeEvent has Progress set.
+func (s *Store) RequestProgress() { s.progress.end() }
+
 // WatchChangesSince is WatchChanges that ends with ErrReconnected also when a connection to
 // etcd ended after ended was taken (from ConnEnds) but before the watch started. A caller
 // that looked at the store before it watches (its id, its revision) takes ended before it
@@ -126,11 +131,20 @@ func (s *Store) pumpChanges(ctx, wctx context.Context, wt clientv3.Watcher, from
 	asked := false
 	next := from               // the revision the watch waits for (0: not known yet)
 	var wch clientv3.WatchChan // nil until the watch is open
+	asks := s.progress.next()  // closed by RequestProgress
 	for {
 		var resp clientv3.WatchResponse
 		var ok bool
 		select {
 		case wch = <-opened:
+			continue
+		case <-asks:
+			asks = s.progress.next()
+			if wch != nil {
+				rctx, cancel := context.WithTimeout(wctx, every)
+				_ = wt.RequestProgress(rctx) // a failure: the caller waits in vain, and reads instead
+				cancel()
+			}
 			continue
 		case resp, ok = <-wch:
 		case <-ended:

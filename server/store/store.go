@@ -204,6 +204,7 @@ type Store struct {
 
 	observer atomic.Pointer[Observer] // told of every unary etcd request (metrics)
 	connEnds connEnds                 // connections to etcd that end (see ErrReconnected)
+	progress connEnds                 // closed by RequestProgress (a signal like connEnds)
 	reached  atomic.Int64             // the highest revision an answer of etcd carried (see Reached)
 
 	ctx       context.Context // ends on Close; bounds background work
