@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net/http"
 	"net/url"
@@ -1099,10 +1100,11 @@ func (s *Server) rolloutWrite(ctx context.Context, w http.ResponseWriter, r *htt
 	if err != nil {
 		return err
 	}
-	live, err := s.ownTree(ctx, name)
+	kvs, read, err := s.st.ApplyBase(ctx, name, -1)
 	if err != nil {
 		return err
 	}
+	live := treeOf(name, kvs)
 	puts := map[string]string{}
 	var dels []api.Op
 	for _, op := range ops {
@@ -1117,7 +1119,27 @@ func (s *Server) rolloutWrite(ctx context.Context, w http.ResponseWriter, r *htt
 		store.EditTree(cand, name, puts, dels)
 		return cand
 	}
-	return s.startRollout(ctx, w, r, name, live, edit(live), strat, kind, 0, edit)
+	if cand := edit(live); len(live) == 0 || !maps.Equal(live, cand) {
+		return s.startRollout(ctx, w, r, name, live, cand, strat, kind, 0, edit)
+	}
+	// A write that changes nothing starts no rollout, as an apply with canary starts none: it
+	// is answered as an unchanged apply of the live tree, guarded on the read (a change since
+	// is 409, never a write of these keys without a rollout).
+	res, err := s.st.ApplyTree(s.releaseCtx(ctx, r, kind, name, 0), name, live, read)
+	rev := res.Revision
+	if res.Unchanged {
+		rev = max(rev, s.hub.viewChanged(ctx, name, res.Checked, viewChangedWait))
+	}
+	setIndex(w, rev)
+	if err != nil {
+		return err
+	}
+	keys := make([]string, 0, len(ops))
+	for _, op := range ops {
+		keys = append(keys, op.Key)
+	}
+	s.audit(r, kind, keys, rev, slog.Bool("unchanged", res.Unchanged))
+	return writeJSON(w, http.StatusOK, rev, api.WriteResult{Revision: rev, Unchanged: res.Unchanged})
 }
 
 // rolloutRelease is the release record of rec's start: kind rollout, its message saying so, and

@@ -77,3 +77,59 @@ func TestE2E_ApplyUnchangedWithCanary(t *testing.T) {
 	// Plain writes go on at once: no rollout holds them.
 	c.ok("kv", "put", "appliances/samecanary/port", "8081")
 }
+
+// kv put --canary and txn --canary of values an appliance holds already start no rollout, as
+// apply --canary does: the revision is printed, stderr says that nothing was written, and the
+// other keys keep their mod_revision (a pipeline's --cas on them still holds). Before, each run
+// of such a pipeline step started a rollout that changed nothing: it held the appliance's other
+// writes (exit 7) until every instance had re-rendered the same view, and its promotion put
+// every key of the appliance again.
+func TestE2E_KVPutAndTxnUnchangedWithCanary(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	file := filepath.Join(t.TempDir(), "same.yaml")
+	writeFile(t, file, "keys:\n  port: \"8080\"\n  color: blue\n")
+	first := revisionOf(t, c.ok("appliance", "apply", "samekvcanary", "-f", file))
+	enrollOne(t, s, c, "samekvcanary")
+	portRev := func() int64 {
+		t.Helper()
+		var kv struct {
+			ModRevision int64 `json:"mod_revision"`
+		}
+		if out := c.ok("kv", "get", "appliances/samekvcanary/port", "-o", "json"); json.Unmarshal([]byte(out), &kv) != nil {
+			t.Fatalf("kv get -o json: %q", out)
+		}
+		return kv.ModRevision
+	}
+	before := portRev()
+
+	r := c.run("kv", "put", "appliances/samekvcanary/color", "blue", "--canary", "50%")
+	if r.code != 0 || !strings.Contains(r.stderr, "nothing written, no release recorded, no rollout started") || revisionOf(t, r.stdout) < first {
+		t.Fatalf("kv put --canary of the value the key holds: %s", r)
+	}
+	txn := filepath.Join(t.TempDir(), "txn.json")
+	writeFile(t, txn, `{"ops":[{"op":"put","key":"appliances/samekvcanary/port","value":"8080"},{"op":"delete","key":"appliances/samekvcanary/gone"}]}`)
+	r = c.run("txn", "-f", txn, "--canary", "50%")
+	if r.code != 0 || !strings.Contains(r.stderr, "nothing written, no release recorded, no rollout started") || revisionOf(t, r.stdout) < first {
+		t.Fatalf("txn --canary that changes nothing: %s", r)
+	}
+	var w struct {
+		Revision  int64 `json:"revision"`
+		Unchanged bool  `json:"unchanged"`
+	}
+	out := c.ok("kv", "put", "appliances/samekvcanary/color", "blue", "--canary", "50%", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &w); err != nil || !w.Unchanged || w.Revision < first {
+		t.Fatalf("kv put --canary -o json of the value the key holds: %q (%v)", out, err)
+	}
+	if r := c.run("appliance", "rollout", "status", "samekvcanary"); r.code != 3 {
+		t.Fatalf("rollout status after the unchanged writes with --canary: %s, want exit 3 (none)", r)
+	}
+	if got := c.ok("appliance", "history", "samekvcanary"); strings.Count(got, "\n") != 2 {
+		t.Fatalf("history after one apply and unchanged writes with --canary:\n%s", got)
+	}
+	if now := portRev(); now != before {
+		t.Fatalf("port's mod_revision went from %d to %d: a write that changed nothing put it again", before, now)
+	}
+	// Plain writes go on at once: no rollout holds them.
+	c.ok("kv", "put", "appliances/samekvcanary/color", "green")
+}

@@ -81,7 +81,8 @@ after "--": shoelace kv put app/offset -- -5
 one rollout of that appliance; for a shared/ key, one rollout per appliance with enrolled
 instances, all of one group, and shared/ changes only when every one of them is promoted (a
 halt or abort of any ends the group). Without --canary, a shared/ key reaches every instance of
-every appliance at once.
+every appliance at once. A put --canary of the value an appliance's key holds already starts no
+rollout and writes nothing (stderr says so), as appliance apply --canary of the same keys.
 
 EXAMPLES:
    shoelace kv put shared/system/ntp pool.ntp.org
@@ -222,14 +223,14 @@ func (e *cliEnv) kvPut(c *cli.Context) error {
 		}
 		return e.printSharedRolloutStarted(s, g)
 	}
-	rev, err := s.client.Put(s.ctx, a[0], value, cas)
+	res, err := s.client.PutResult(s.ctx, a[0], value, cas)
 	if err != nil {
 		return err
 	}
 	if name, ok := api.ApplianceOf(a[0]); ok && c.String("canary") != "" {
-		return e.printRolloutStarted(s, name, rev)
+		return e.printCanaryWrite(s, c, name, res)
 	}
-	return printRevision(e.stdout, s.json, rev)
+	return printRevision(e.stdout, s.json, res.Revision)
 }
 
 // casFlag returns --cas, or client.NoCAS when it is not set.

@@ -110,6 +110,19 @@ func (e *cliEnv) printRolloutStarted(s *session, name string, rev int64) error {
 	return printRevision(e.stdout, false, rev)
 }
 
+// printCanaryWrite tells what a kv put or txn of appliance name's keys sent with --canary did:
+// started a rollout, or, when it changed nothing, wrote nothing and started none.
+func (e *cliEnv) printCanaryWrite(s *session, c *cli.Context, name string, res api.WriteResult) error {
+	if !res.Unchanged {
+		return e.printRolloutStarted(s, name, res.Revision)
+	}
+	if s.json {
+		return printJSON(e.stdout, res)
+	}
+	fmt.Fprintf(e.stderr, "appliance %s already holds these values: nothing written, no release recorded%s\n", name, noRollout(c))
+	return printRevision(e.stdout, false, res.Revision)
+}
+
 // printSharedRolloutStarted tells that a change to shared/ started a group of rollouts, one
 // per appliance with enrolled instances, instead of changing the live keys.
 func (e *cliEnv) printSharedRolloutStarted(s *session, g api.SharedRolloutStatus) error {

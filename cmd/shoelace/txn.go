@@ -29,7 +29,8 @@ Prints the revision of the write.
 With --canary (no guards) the transaction is staged instead of changing the live keys: every op
 under one appliance starts a rollout of that appliance; every op a single shared/ key starts a
 shared rollout group (one rollout per appliance with enrolled instances). See
-shoelace appliance rollout --help.
+shoelace appliance rollout --help. A transaction of an appliance's keys that changes nothing
+(values held already, keys deleted that are absent) starts no rollout and writes nothing.
 
 EXAMPLES:
    shoelace txn -f release.json -m "web: port 8081, drop old"
@@ -73,14 +74,14 @@ func (e *cliEnv) txn(c *cli.Context) error {
 		}
 		return e.printSharedRolloutStarted(s, g)
 	}
-	rev, err := s.client.Txn(s.ctx, t)
+	res, err := s.client.TxnResult(s.ctx, t)
 	if err != nil {
 		return err
 	}
 	if name, ok := txnAppliance(t); ok && c.String("canary") != "" {
-		return e.printRolloutStarted(s, name, rev)
+		return e.printCanaryWrite(s, c, name, res)
 	}
-	return printRevision(e.stdout, s.json, rev)
+	return printRevision(e.stdout, s.json, res.Revision)
 }
 
 // decodeTxn reads a transaction body strictly: one JSON object with the API's fields only, and at

@@ -39,9 +39,16 @@ func (c *Client) List(ctx context.Context, prefix string, keysOnly bool) (api.Li
 
 // Put writes value verbatim under key; cas >= 0 makes it conditional (0: the key must not exist).
 func (c *Client) Put(ctx context.Context, key string, value []byte, cas int64) (int64, error) {
+	w, err := c.PutResult(ctx, key, value, cas)
+	return w.Revision, err
+}
+
+// PutResult is Put, with the server's whole answer: Unchanged says that a put sent with canary
+// (Options.WriteQuery) changed nothing, so that no rollout started and nothing was written.
+func (c *Client) PutResult(ctx context.Context, key string, value []byte, cas int64) (api.WriteResult, error) {
 	var w api.WriteResult
 	_, err := c.Do(ctx, putRequest(key, value, cas), &w)
-	return w.Revision, err
+	return w, err
 }
 
 // PutSharedCanary is Put of a shared/ key written with the rollout flags (Options.WriteQuery
@@ -73,6 +80,14 @@ func (c *Client) Delete(ctx context.Context, key string, recurse bool) (api.Dele
 // Txn applies t all or nothing.
 func (c *Client) Txn(ctx context.Context, t api.Txn) (int64, error) {
 	return c.txn(ctx, t, http.Header{"Content-Type": {"application/json"}})
+}
+
+// TxnResult is Txn, with the server's whole answer: Unchanged says that a txn sent with canary
+// (Options.WriteQuery) changed nothing, so that no rollout started and nothing was written.
+func (c *Client) TxnResult(ctx context.Context, t api.Txn) (api.WriteResult, error) {
+	var w api.WriteResult
+	err := c.txnInto(ctx, t, http.Header{"Content-Type": {"application/json"}}, &w)
+	return w, err
 }
 
 // TxnSharedCanary is Txn of shared/ keys written with the rollout flags (Options.WriteQuery
