@@ -166,7 +166,7 @@ func TestSharedRollout_RacesThroughTwoReplicas(t *testing.T) {
 			path string
 		}{{a, "/v1/kv/shared/ntp?canary=50%25&bake=1h"}, {b, second}} {
 			go func() {
-				r := req.f.do("PUT", req.path, fmt.Sprint(i*10+j))
+				r := req.f.do("PUT", req.path, fmt.Sprint(1000+i*10+j)) // values no key holds: each write changes something
 				if r.StatusCode == http.StatusConflict && !strings.Contains(string(r.body), api.CodeRolloutInProgress) {
 					t.Errorf("409 of another kind: %s", r.body)
 				}

@@ -133,3 +133,44 @@ func TestE2E_KVPutAndTxnUnchangedWithCanary(t *testing.T) {
 	// Plain writes go on at once: no rollout holds them.
 	c.ok("kv", "put", "appliances/samekvcanary/color", "green")
 }
+
+// kv put --canary and txn --canary of shared/ values held already start no shared rollout
+// group: the revision is printed and stderr says that nothing was written. Before, each run
+// started a group over every appliance with enrolled instances that changed nothing, and held
+// every write to those appliances' keys (exit 7) until all of them had re-rendered the same
+// views.
+func TestE2E_SharedPutUnchangedWithCanary(t *testing.T) {
+	s := freshServer(t)
+	c := newCLI(t, s)
+	c.ok("kv", "put", "appliances/sharedsame/port", "80")
+	first := revisionOf(t, c.ok("kv", "put", "shared/ntp", "pool.example"))
+	enrollOne(t, s, c, "sharedsame")
+
+	r := c.run("kv", "put", "shared/ntp", "pool.example", "--canary", "50%")
+	if r.code != 0 || !strings.Contains(r.stderr, "nothing written, no release recorded, no rollout started") || revisionOf(t, r.stdout) < first {
+		t.Fatalf("kv put shared/ntp --canary of the value it holds: %s", r)
+	}
+	txn := filepath.Join(t.TempDir(), "txn.json")
+	writeFile(t, txn, `{"ops":[{"op":"put","key":"shared/ntp","value":"pool.example"},{"op":"delete","key":"shared/gone"}]}`)
+	r = c.run("txn", "-f", txn, "--canary", "50%")
+	if r.code != 0 || !strings.Contains(r.stderr, "nothing written, no release recorded, no rollout started") || revisionOf(t, r.stdout) < first {
+		t.Fatalf("txn --canary of shared/ that changes nothing: %s", r)
+	}
+	var w struct {
+		Revision  int64 `json:"revision"`
+		Unchanged bool  `json:"unchanged"`
+	}
+	out := c.ok("kv", "put", "shared/ntp", "pool.example", "--canary", "50%", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &w); err != nil || !w.Unchanged || w.Revision < first {
+		t.Fatalf("kv put shared/ntp --canary -o json of the value it holds: %q (%v)", out, err)
+	}
+	if r := c.run("appliance", "rollout", "status", "sharedsame"); r.code != 3 {
+		t.Fatalf("rollout status after the unchanged shared writes with --canary: %s, want exit 3 (none)", r)
+	}
+	// Writes go on at once: no group holds them.
+	c.ok("kv", "put", "appliances/sharedsame/port", "81")
+	// A change still starts a group.
+	if r := c.run("kv", "put", "shared/ntp", "pool2.example", "--canary", "50%"); r.code != 0 || !strings.Contains(r.stderr, "shared rollout group") {
+		t.Fatalf("kv put shared/ntp --canary of a new value: %s", r)
+	}
+}

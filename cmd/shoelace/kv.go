@@ -81,8 +81,8 @@ after "--": shoelace kv put app/offset -- -5
 one rollout of that appliance; for a shared/ key, one rollout per appliance with enrolled
 instances, all of one group, and shared/ changes only when every one of them is promoted (a
 halt or abort of any ends the group). Without --canary, a shared/ key reaches every instance of
-every appliance at once. A put --canary of the value an appliance's key holds already starts no
-rollout and writes nothing (stderr says so), as appliance apply --canary of the same keys.
+every appliance at once. A put --canary of the value a key holds already starts no rollout (nor
+group) and writes nothing (stderr says so), as appliance apply --canary of the same keys.
 
 EXAMPLES:
    shoelace kv put shared/system/ntp pool.ntp.org

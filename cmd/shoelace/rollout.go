@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/client"
 	"github.com/shoelace-dev/shoelace/server/rollout"
 )
 
@@ -125,9 +126,18 @@ func (e *cliEnv) printCanaryWrite(s *session, c *cli.Context, name string, res a
 
 // printSharedRolloutStarted tells that a change to shared/ started a group of rollouts, one
 // per appliance with enrolled instances, instead of changing the live keys.
-func (e *cliEnv) printSharedRolloutStarted(s *session, g api.SharedRolloutStatus) error {
+func (e *cliEnv) printSharedRolloutStarted(s *session, g client.SharedCanaryResult) error {
+	if g.Unchanged {
+		// shared/ held the change already: no group, nothing written.
+		res := api.WriteResult{Revision: g.Revision, Unchanged: true}
+		if s.json {
+			return printJSON(e.stdout, res)
+		}
+		fmt.Fprintln(e.stderr, "shared/ already holds these values: nothing written, no release recorded, no rollout started")
+		return printRevision(e.stdout, false, res.Revision)
+	}
 	if s.json {
-		return printJSON(e.stdout, g)
+		return printJSON(e.stdout, g.SharedRolloutStatus)
 	}
 	var names []string
 	for _, st := range g.Rollouts {

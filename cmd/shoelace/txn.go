@@ -29,8 +29,8 @@ Prints the revision of the write.
 With --canary (no guards) the transaction is staged instead of changing the live keys: every op
 under one appliance starts a rollout of that appliance; every op a single shared/ key starts a
 shared rollout group (one rollout per appliance with enrolled instances). See
-shoelace appliance rollout --help. A transaction of an appliance's keys that changes nothing
-(values held already, keys deleted that are absent) starts no rollout and writes nothing.
+shoelace appliance rollout --help. A transaction that changes nothing (values held already,
+keys deleted that are absent) starts no rollout (nor group) and writes nothing.
 
 EXAMPLES:
    shoelace txn -f release.json -m "web: port 8081, drop old"

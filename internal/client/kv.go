@@ -51,10 +51,18 @@ func (c *Client) PutResult(ctx context.Context, key string, value []byte, cas in
 	return w, err
 }
 
+// SharedCanaryResult is the answer to a write of shared/ keys with the rollout flags: the
+// shared rollout group it started, or, when shared/ held the change already, Unchanged and the
+// revision (no group started, nothing written).
+type SharedCanaryResult struct {
+	api.SharedRolloutStatus
+	Unchanged bool `json:"unchanged"`
+}
+
 // PutSharedCanary is Put of a shared/ key written with the rollout flags (Options.WriteQuery
 // holding canary): it answers the shared rollout group the write started.
-func (c *Client) PutSharedCanary(ctx context.Context, key string, value []byte, cas int64) (api.SharedRolloutStatus, error) {
-	var g api.SharedRolloutStatus
+func (c *Client) PutSharedCanary(ctx context.Context, key string, value []byte, cas int64) (SharedCanaryResult, error) {
+	var g SharedCanaryResult
 	_, err := c.Do(ctx, putRequest(key, value, cas), &g)
 	return g, err
 }
@@ -92,8 +100,8 @@ func (c *Client) TxnResult(ctx context.Context, t api.Txn) (api.WriteResult, err
 
 // TxnSharedCanary is Txn of shared/ keys written with the rollout flags (Options.WriteQuery
 // holding canary): it answers the shared rollout group the write started.
-func (c *Client) TxnSharedCanary(ctx context.Context, t api.Txn) (api.SharedRolloutStatus, error) {
-	var g api.SharedRolloutStatus
+func (c *Client) TxnSharedCanary(ctx context.Context, t api.Txn) (SharedCanaryResult, error) {
+	var g SharedCanaryResult
 	err := c.txnInto(ctx, t, http.Header{"Content-Type": {"application/json"}}, &g)
 	return g, err
 }
