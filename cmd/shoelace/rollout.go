@@ -336,6 +336,39 @@ func (e *cliEnv) lastChange(ctx context.Context, s *session, name string, st api
 		(st.Release > 0 && last.Revision == st.Release)
 }
 
+// startedBefore reports whether the ended rollout st of appliance name started before revision
+// rev: its start release (kind rollout, naming it or its group) is older than rev. The record's
+// own revision does not tell: its end, and a report racing the end, write it after the start,
+// and a write made after the end may print that very revision (an apply that changed nothing
+// prints the view's last change, which the end is). When the releases do not tell (not kept,
+// not readable), the record's revision decides, as it did.
+func (e *cliEnv) startedBefore(ctx context.Context, s *session, name string, st api.RolloutStatus, rev int64) bool {
+	if st.Revision < rev {
+		return true
+	}
+	id := cmp.Or(st.Group, st.ID)
+	before := st.Revision + 1 // the start is at or before the record's last write
+	for range 10 {
+		h, err := s.client.ApplianceReleases(ctx, name, 100, before, st.Group != "")
+		if err != nil {
+			return false
+		}
+		for _, r := range h.Releases {
+			if r.Kind == api.KindRollout && r.Rollout == id {
+				return r.Revision < rev
+			}
+			if r.Revision < rev {
+				return true // every release from rev on was seen: the start is older
+			}
+		}
+		if h.Next == 0 || len(h.Releases) == 0 {
+			return false
+		}
+		before = h.Next
+	}
+	return false
+}
+
 // waitRollout follows appliance name's rollout started at or after revision rev (when rev is 0,
 // the running one, or the ended one that is the appliance's last change) until it ends: nil when promoted, rolloutEnded when halted or aborted.
 // It reports false when there is no such rollout (the plain wait applies).
@@ -352,7 +385,7 @@ func (e *cliEnv) waitRollout(ctx context.Context, s *session, name string, rev i
 		if err == nil {
 			switch {
 			case st.State == api.RolloutRunning:
-			case rev > 0 && st.Revision < rev:
+			case rev > 0 && e.startedBefore(ctx, s, name, st, rev):
 				return false, nil // an older rollout: not the one this wait is about
 			case rev == 0 && !seen && !e.lastChange(ctx, s, name, st):
 				return false, nil // the appliance was written since: not the one this wait is about
