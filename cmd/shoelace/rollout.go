@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -193,7 +194,9 @@ Exit 3 when the appliance never had a rollout.`, e.rolloutStatus),
 			sub("promote", "move a running rollout to its next step now, without waiting for the bake",
 				`Moves the running rollout of NAME to its next step at once, without waiting for the cohort's
 bake (a --manual rollout waits for it at every step); after the last step the change is written
-to the live keys. Exit 4 when no rollout of NAME runs.`, e.rolloutAction("promote")),
+to the live keys. Prints the rollout once it has taken the step (within a few seconds); when
+the cohort has not all applied the change yet, the step waits for it, and stderr says so.
+Exit 4 when no rollout of NAME runs.`, e.rolloutAction("promote")),
 			sub("abort", "end a running rollout: every instance goes back to the live keys",
 				`Ends the running rollout of NAME: nothing is written to the live keys, and every instance that
 had the change goes back to them (their agents restore the previous files). For a rollout of a
@@ -229,11 +232,59 @@ func (e *cliEnv) rolloutAction(action string) cli.ActionFunc {
 		if err != nil {
 			return err
 		}
+		// (A rollout of a group that passed its last step waits for the others: no step to take.)
+		asked := action == "promote" && st.State == api.RolloutRunning && !st.GroupReady
+		if asked {
+			// The replica moving the rollouts takes the step within a moment: the answer
+			// shows the rollout before it. Print it once it moved (a short while at most).
+			st, asked = e.afterPromote(s, name, st)
+		}
 		if s.json {
 			return printJSON(e.stdout, st)
 		}
+		if asked {
+			fmt.Fprintf(e.stderr, "promote of rollout %s of %s recorded: its next step is taken once every instance of the cohort has applied the change\n", st.ID, name)
+			return printRolloutAs(e.stdout, st, false)
+		}
 		return printRollout(e.stdout, st)
 	}
+}
+
+// afterPromote reads rollout st of appliance name, just promoted, until it took its next step,
+// ended or, in a group, passed its last step (for up to 5 s): the rollout then, and whether it
+// still waits for the step.
+func (e *cliEnv) afterPromote(s *session, name string, st api.RolloutStatus) (api.RolloutStatus, bool) {
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); {
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-s.ctx.Done():
+			return st, true
+		}
+		now, _, err := s.client.Rollout(s.ctx, name)
+		if err != nil || now.ID != st.ID {
+			return st, true
+		}
+		if now.State != api.RolloutRunning || now.Step != st.Step || now.GroupReady {
+			return now, false
+		}
+		st = now
+	}
+	return st, true
+}
+
+// waitsForPromote says whether rollout st, a --manual one, waits for a promote by hand: it
+// runs and every instance of its cohort has applied the change.
+func waitsForPromote(st api.RolloutStatus) bool {
+	if st.State != api.RolloutRunning || !st.Strategy.Manual || st.GroupReady || len(st.Cohort) == 0 {
+		return false
+	}
+	applied := 0
+	for _, in := range st.Instances {
+		if slices.Contains(st.Cohort, in.Instance) && in.State == "applied" {
+			applied++
+		}
+	}
+	return applied == len(st.Cohort)
 }
 
 // cohortProgress says how many of a running rollout's instances get the candidate (its cohort)
@@ -250,6 +301,12 @@ func cohortProgress(st api.RolloutStatus) string {
 
 // printRollout prints a rollout's status for people.
 func printRollout(w io.Writer, st api.RolloutStatus) error {
+	return printRolloutAs(w, st, true)
+}
+
+// printRolloutAs is printRollout; hint says, of a --manual rollout whose cohort applied the
+// change, that it waits for a promote (not after one was just asked for).
+func printRolloutAs(w io.Writer, st api.RolloutStatus, hint bool) error {
 	fmt.Fprintf(w, "rollout %s of %s: %s", st.ID, st.Appliance, st.State)
 	ended := st.State == api.RolloutHalted || st.State == api.RolloutAborted
 	if ended {
@@ -259,6 +316,9 @@ func printRollout(w io.Writer, st api.RolloutStatus) error {
 		fmt.Fprintf(w, ", step %d of %d (%s)", st.Step+1, len(st.Steps), cohortProgress(st))
 		if st.BakedSince != nil {
 			fmt.Fprintf(w, ", baking since %s", st.BakedSince.Local().Format(time.TimeOnly))
+		}
+		if hint && waitsForPromote(st) {
+			fmt.Fprintf(w, ", waiting for shoelace appliance rollout promote %s", st.Appliance)
 		}
 	}
 	fmt.Fprintln(w)
@@ -314,6 +374,14 @@ func printRollout(w io.Writer, st api.RolloutStatus) error {
 		fmt.Fprintln(w, line)
 	}
 	return nil
+}
+
+// waitingFor says what appliance wait waits for while rollout st runs.
+func waitingFor(st api.RolloutStatus) string {
+	if waitsForPromote(st) {
+		return "waiting for shoelace appliance rollout promote " + st.Appliance
+	}
+	return "waiting"
 }
 
 // errRolloutEnded is how appliance wait reports a rollout that halted or was aborted (exit 7).
@@ -404,8 +472,8 @@ func (e *cliEnv) waitRollout(ctx context.Context, s *session, name string, rev i
 				return true, rolloutEnded(st)
 			}
 			if now := time.Now(); now.Sub(said) >= waitProgressEvery {
-				fmt.Fprintf(e.stderr, "appliance wait %s: rollout %s step %d of %d, %s; waiting\n",
-					name, st.ID, st.Step+1, len(st.Steps), cohortProgress(st))
+				fmt.Fprintf(e.stderr, "appliance wait %s: rollout %s step %d of %d, %s; %s\n",
+					name, st.ID, st.Step+1, len(st.Steps), cohortProgress(st), waitingFor(st))
 				said = now
 			}
 		} else if exitCode(err) != exitUnavailable {
@@ -414,6 +482,9 @@ func (e *cliEnv) waitRollout(ctx context.Context, s *session, name string, rev i
 		if !time.Now().Add(every).Before(deadline) {
 			if err != nil {
 				return true, fmt.Errorf("appliance wait %s: the server still fails: %w", name, err)
+			}
+			if waitsForPromote(st) {
+				return true, fmt.Errorf("appliance wait %s: the rollout has not ended after the time given with --for: it is --manual, %s", name, waitingFor(st))
 			}
 			return true, fmt.Errorf("appliance wait %s: the rollout has not ended after the time given with --for", name)
 		}
