@@ -119,8 +119,9 @@ EXAMPLES:
    shoelace-agent validate
    shoelace-agent restart`,
 	"status": `Prints whether the service is registered, its start type and state, then what the agent
-last recorded in cache_dir: the revision from the server and the one applied, the last sync,
-each template's state and the last error. --json prints it all as one object.
+last recorded in cache_dir: the revision from the server and the one applied, the staged
+rollout whose candidate it runs (on a VM of a rollout's cohort), the last sync, each template's
+state and the last error. --json prints it all as one object.
 
 EXAMPLES:
    shoelace-agent status
