@@ -39,6 +39,11 @@ func (a *Agent) Render(ctx context.Context, w io.Writer, o DryOptions) error {
 		v = &view{Store: c.Store, Revision: c.Revision, Keys: c.Keys, FromCache: true}
 	}
 	fmt.Fprintf(w, "# appliance %s, revision %d\n", a.cfg.Appliance, v.Revision)
+	if st, err := LoadStatus(a.cfg.cacheDir(), a.cfg.Appliance); err == nil && st.Rollout != "" && v.Rollout == "" {
+		// render sends no instance token: it gets the live view, not the candidate that run
+		// installed, and its diff is no change run would make.
+		fmt.Fprintf(w, "# this instance runs the candidate of rollout %s (shoelace-agent status): this is the live view, which its files go back to if the rollout is halted or aborted\n", st.Rollout)
+	}
 	var failed []string
 	var cmds []string
 	seenCmd := map[string]bool{}

@@ -336,7 +336,8 @@ EXAMPLES:
 	renderDescription = `Fetches the view and prints, for each selected template, whether its file would change
 and the diff against the file on disk, then the commands that would run. Writes nothing: use
 once or run to install. The diff of a template that reads secrets is left out unless
---show-secrets.
+--show-secrets. render gets the live view: on a VM that runs a staged rollout's candidate, a
+line above the diffs says so (the diffs are then what the files go back to if it ends unpromoted).
 
 EXAMPLES:
    shoelace-agent render --dry

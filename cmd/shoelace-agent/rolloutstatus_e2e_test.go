@@ -49,3 +49,33 @@ func TestE2E_StatusNamesTheRolloutOfACanary(t *testing.T) {
 		return strings.Contains(out, "applied") && !strings.Contains(out, "rollout")
 	})
 }
+
+// shoelace-agent render --dry on a VM that runs a rollout's candidate says so above the diff:
+// render fetches the live view (it sends no instance token), whose diff against the
+// candidate's files is not a change `run` would make. Before, it printed "would change" and
+// the commands that would run, with nothing to tell that the files hold a canary's change.
+func TestE2E_RenderDryOnACanarySaysItRunsTheCandidate(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/port", "80")
+	fleet := startFleet(t, srv, 1)
+	rendered(t, srv, fleet, "port=80\n")
+	if code, out, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "81", "--canary", "100%", "--manual"); code != 0 {
+		t.Fatalf("kv put --canary: exit %d\n%s\n%s", code, out, errOut)
+	}
+	st := srv.rollout(t)
+	vm := fleet[0]
+	waitFor(t, vm.name+" renders the candidate", fileIs(vm.conf(), "port=81\n"))
+	want := "runs the candidate of rollout " + st.ID
+	waitFor(t, vm.name+"'s render --dry names the rollout", func() bool {
+		_, out, _ := vm.env.agentCmd("render", "--dry")
+		return strings.Contains(out, want)
+	})
+	if code, out, errOut := srv.shoelace(t, "appliance", "rollout", "abort", "web"); code != 0 {
+		t.Fatalf("rollout abort: exit %d\n%s\n%s", code, out, errOut)
+	}
+	waitFor(t, vm.name+" back on the live view", fileIs(vm.conf(), "port=80\n"))
+	waitFor(t, vm.name+"'s render --dry names no rollout", func() bool {
+		code, out, _ := vm.env.agentCmd("render", "--dry")
+		return code == 0 && strings.Contains(out, "# appliance web") && !strings.Contains(out, "rollout")
+	})
+}
