@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -428,4 +429,55 @@ func (b *browserTab) checkStorage(secrets ...string) {
 			b.t.Errorf("the browser's page, URL, script-readable cookies or storage hold %q or something", s)
 		}
 	}
+}
+
+// A value that a browser's form cannot send back byte for byte (a NUL, which the HTML parser
+// turns into U+FFFD; a lone CR, or LF and CRLF line ends mixed, which the form sends as CRLF
+// throughout) is not offered for editing: written back through the form unchanged, it changed.
+// The appliance page has no edit link for it, and its edit page says why and what to use instead.
+func TestUIBrowser_EditRefusesValuesAFormWouldChange(t *testing.T) {
+	b := newBrowserTab(t)
+	f := newFixture(t)
+	f.put("appliances/web/plain", "line one\nline two\n")
+	values := map[string]string{"lone-cr": "a\rb", "mixed": "a\r\nb\nc", "nul": "a\x00b"}
+	for k, v := range values {
+		f.put("appliances/web/"+k, v)
+	}
+	b.signIn(f.srv.URL, f.token)
+	b.do("open the appliance", chromedp.Navigate(f.srv.URL+"/ui/appliances/web"), chromedp.WaitVisible(chromedp.CSS("#view")))
+	b.shot("edit-carry-01-appliance")
+	if !eval[bool](b, `!!document.querySelector('a[aria-label="Edit appliances/web/plain"]')`) {
+		t.Fatal("no edit link for a plain value")
+	}
+	for k, v := range values {
+		key := "appliances/web/" + k
+		if eval[bool](b, fmt.Sprintf(`!!document.querySelector('a[aria-label="Edit %s"]')`, key)) {
+			t.Errorf("the appliance page offers to edit %s (%q)", key, v)
+		}
+	}
+	for k, v := range values {
+		key := "appliances/web/" + k
+		// The edit page's address typed or bookmarked: written back unchanged, as a user who
+		// only looked would, the value must stay as it was.
+		b.do("open the edit page of "+key, chromedp.Navigate(f.srv.URL+"/ui/appliances/web/edit?key="+url.QueryEscape(key)), chromedp.WaitVisible(chromedp.CSS("main h1")))
+		if eval[bool](b, `!!document.getElementById("value")`) {
+			b.do("review and write "+key,
+				chromedp.Click(chromedp.CSS("button.primary")),
+				chromedp.WaitReady(chromedp.CSS(`input[name="step"]`)),
+				chromedp.Click(chromedp.CSS("button.primary")),
+				chromedp.WaitVisible(chromedp.CSS("#view")),
+			)
+		} else {
+			b.shot("edit-carry-02-" + k)
+			if msg := b.text("main"); !strings.Contains(msg, "shoelace kv put") {
+				t.Errorf("the edit page of %s does not say what to use instead: %s", key, msg)
+			}
+		}
+		var kv api.KV
+		f.must(f.do("GET", "/v1/kv/"+key, ""), 200, &kv)
+		if kv.Value != v {
+			t.Errorf("%s written back through the form unchanged: %q, was %q", key, kv.Value, v)
+		}
+	}
+	b.noViolations()
 }

@@ -256,7 +256,7 @@ func uiTree(p *principal, name string, own, shared []api.KV) (tree []*uiNode, mo
 		if !n.Secret {
 			n.Value = kv.Value
 		}
-		if !n.Secret && p.mayWrite(kv.Key) == nil {
+		if !n.Secret && p.mayWrite(kv.Key) == nil && uiFormChanges(kv.Value) == "" {
 			n.EditURL = "/ui/appliances/" + url.PathEscape(name) + "/edit?key=" + url.QueryEscape(kv.Key)
 		}
 	}
@@ -762,6 +762,21 @@ func uiFormValue(value, eol string) string {
 
 func (uiEditData) pageName() string { return "edit" }
 
+// uiFormChanges says why a browser's form would not send value back byte for byte ("" when it
+// would): the HTML parser turns a NUL into U+FFFD and a lone CR into LF, and the form sends every
+// line end as CRLF, which uiFormValue undoes only for a value whose line ends are all LF or all CRLF.
+func uiFormChanges(value string) string {
+	switch {
+	case strings.IndexByte(value, 0) >= 0:
+		return "holds a NUL character"
+	case strings.Count(value, "\r") != strings.Count(value, "\r\n"):
+		return "holds a CR that ends no line (CR without LF)"
+	case strings.Contains(value, "\r") && strings.Count(value, "\n") != strings.Count(value, "\r\n"):
+		return "mixes LF and CRLF line ends"
+	}
+	return ""
+}
+
 // uiEditKey reads and checks the key a console edit is about: one of the appliance's view, never
 // a secret (the console neither shows nor takes secret values).
 func uiEditKey(p *principal, name, key string) error {
@@ -775,6 +790,14 @@ func uiEditKey(p *principal, name, key string) error {
 		return api.Errorf(api.CodeInvalidRequest, "key %s is a secret: the console neither shows nor edits secret values (use shoelace kv put)", shorten(key))
 	}
 	return p.mayWrite(key)
+}
+
+// uiEditValue refuses to edit key's value when a browser's form would change it (uiFormChanges).
+func uiEditValue(key, value string) error {
+	if why := uiFormChanges(value); why != "" {
+		return api.Errorf(api.CodeInvalidRequest, "the value of key %s %s, which a browser's form would change when sent back: edit it with shoelace kv put", shorten(key), why)
+	}
+	return nil
 }
 
 func (s *Server) uiEditForm(w http.ResponseWriter, r *http.Request, c *uiCtx) error {
@@ -803,6 +826,9 @@ func (s *Server) uiEditForm(w http.ResponseWriter, r *http.Request, c *uiCtx) er
 	var kv api.KV
 	if err := json.Unmarshal(rec.body.Bytes(), &kv); err != nil {
 		return fmt.Errorf("key %s: %w", key, err)
+	}
+	if err := uiEditValue(key, kv.Value); err != nil {
+		return err
 	}
 	return s.uiOK(w, r, c.page("Edit "+key, "appliances", uiEditData{Name: name, Key: key, Value: kv.Value, Cas: kv.ModRevision,
 		Shared: api.Under(key, api.SharedPrefix), EOL: uiEOL(kv.Value)}))
@@ -836,6 +862,9 @@ func (s *Server) uiEdit(w http.ResponseWriter, r *http.Request, c *uiCtx) error 
 		var kv api.KV
 		if err := json.Unmarshal(rec.body.Bytes(), &kv); err != nil {
 			return fmt.Errorf("key %s: %w", key, err)
+		}
+		if err := uiEditValue(key, kv.Value); err != nil {
+			return err
 		}
 		d := uiConfirmData{Name: name, Action: back + "/edit", Heading: "Change " + key + "?", Button: "Write the new value", Back: back, Message: true,
 			What:   "This writes one key, as a release with source console.",
