@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"html"
 	"net/url"
 	"regexp"
@@ -71,5 +72,46 @@ func TestUI_EditKeepsLineEnds(t *testing.T) {
 	f.must(f.do("GET", "/v1/kv/appliances/web/script", ""), 200, &kv)
 	if kv.Value != "\n#!/bin/sh\necho hi\n" {
 		t.Errorf("value after an unchanged edit: %q", kv.Value)
+	}
+}
+
+// A VM that has not applied a change of shared/ is behind on its appliance's page also for a
+// token that may read the appliance but not shared/ (the VM's view holds shared/ all the same),
+// as the appliances page counts it: the appliance page counted it on the latest revision.
+func TestUI_FleetBehindSharedChangeWithoutSharedRead(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "8080")
+	f.put("shared/ntp", "pool1")
+	vm := f.enroll(f.newToken(api.TokenRequest{Name: "web-agent", Appliance: "web"}), "web", "vm-1")
+	var v api.View
+	f.must(f.doToken(vm.Token, "GET", "/v1/appliances/web", ""), 200, &v)
+	body, _ := json.Marshal(api.Report{Instance: "vm-1", Revision: v.Revision, Applied: v.Revision})
+	f.must(f.doToken(vm.Token, "POST", "/v1/appliances/web/report", string(body), "Content-Type", "application/json"), 200, nil)
+	waitFor(t, "the report's record", func() bool { in, ok := f.record("web", "vm-1"); return ok && in.Applied == v.Revision })
+	changed := f.put("shared/ntp", "pool2")
+
+	for _, who := range []struct{ name, token string }{
+		{"admin", f.token},
+		{"web team", f.newToken(api.TokenRequest{Name: "web-team", Write: []string{"appliances/web"}})},
+	} {
+		b := newUIBrowser(t, f.srv.URL, nil)
+		b.signIn(who.token)
+		list := b.get("/ui/")
+		mustStatus(t, list, 200)
+		if !regexp.MustCompile(`(?s)>web</a></th>\s*<td class="num">1</td>\s*<td class="num">1</td>\s*<td class="num">0</td>`).Match(list.body) {
+			t.Errorf("%s: the appliances page does not count vm-1 behind: %s", who.name, list.body)
+		}
+		page := b.get("/ui/appliances/web")
+		mustStatus(t, page, 200)
+		text := string(page.body)
+		if !strings.Contains(text, "1 VMs, 0 on the latest revision") || !strings.Contains(text, "behind") {
+			t.Errorf("%s: vm-1 applied %d, shared/ changed at %d: the appliance page shows it current: %s", who.name, v.Revision, changed, text)
+		}
+		if !strings.Contains(text, "last change at revision "+strconv.FormatInt(changed, 10)) {
+			t.Errorf("%s: the appliance page does not name the view's last change (%d): %s", who.name, changed, text)
+		}
+		if strings.Contains(text, "pool2") != (who.name == "admin") {
+			t.Errorf("%s: shared/ value shown %v", who.name, strings.Contains(text, "pool2"))
+		}
 	}
 }

@@ -451,10 +451,16 @@ func (s *Server) uiApplianceRead(r *http.Request, c *uiCtx, name string) (*uiApp
 		return nil, err
 	}
 	latest := latestChanges(all)
-	d.Latest = max(latest[name], maxMod(own))
-	if shared != nil {
-		d.Latest = max(d.Latest, latest[""], maxMod(shared))
+	sharedKVs := shared
+	if sharedKVs == nil {
+		// The VMs' views hold shared/ whether or not this token may read it: a VM that has not
+		// applied its last change is behind (the appliances page counts it so). Its keys'
+		// revisions only, never their values.
+		if sharedKVs, _, err = s.st.List(ctx, api.SharedPrefix, true); err != nil {
+			return nil, err
+		}
 	}
+	d.Latest = max(latest[name], maxMod(own), latest[""], maxMod(sharedKVs))
 	rec, err := s.uiCall(r, s.handleInstances, http.MethodGet, map[string]string{"name": name}, nil, nil, nil, "")
 	if err != nil {
 		return nil, err
