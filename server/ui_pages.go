@@ -884,6 +884,8 @@ func (s *Server) uiEdit(w http.ResponseWriter, r *http.Request, c *uiCtx) error 
 		}
 		if api.Under(key, api.SharedPrefix) {
 			d.Warning = strings.TrimSpace(d.Warning + " This is a shared key: it changes the view of every appliance.")
+		} else {
+			d.Warning = strings.TrimSpace(d.Warning + " " + s.uiRolloutWarning(name))
 		}
 		return s.uiOK(w, r, c.page("Confirm", "appliances", d))
 	}
@@ -893,6 +895,16 @@ func (s *Server) uiEdit(w http.ResponseWriter, r *http.Request, c *uiCtx) error 
 	}
 	http.Redirect(w, r, back+"?done="+rec.h.Get(api.HeaderIndex), http.StatusSeeOther)
 	return nil
+}
+
+// uiRolloutWarning is what the confirmation of a write to appliance name's own keys says while a
+// rollout of it runs ("" when none does, as this replica knows): the API refuses the write (409
+// rollout_in_progress), whose message names the CLI's ways around it, not the console's.
+func (s *Server) uiRolloutWarning(name string) string {
+	if ro := s.rollouts.get(name); ro.Running() {
+		return fmt.Sprintf("Rollout %s of %s is running: writes to its keys are refused until it is promoted, halted or aborted (abort it on the appliance's page to write now).", ro.ID, name)
+	}
+	return ""
 }
 
 // uiRollback confirms, then writes, the rollback of an appliance to the state of a revision, as
@@ -939,6 +951,7 @@ func (s *Server) uiRollback(w http.ResponseWriter, r *http.Request, c *uiCtx) er
 		if len(d.Diff) == 0 {
 			d.Warning = "The appliance's keys are already as they were then: the rollback changes nothing."
 		}
+		d.Warning = strings.TrimSpace(d.Warning + " " + s.uiRolloutWarning(name))
 		return s.uiOK(w, r, c.page("Confirm", "appliances", d))
 	}
 	cas := f.Get("cas")

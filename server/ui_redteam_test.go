@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -199,5 +200,46 @@ func TestUI_SigninFormSurvivesAnotherTab(t *testing.T) {
 	c.c.Jar.SetCookies(u, []*http.Cookie{{Name: uiSigninCookie, Value: "planted", Path: "/ui/"}})
 	if form := c.get("/ui/"); csrf(t, form.body) == "planted" {
 		t.Fatal("the form took a planted sign-in cookie")
+	}
+}
+
+// While a rollout of the appliance runs, the API refuses writes to its keys (409
+// rollout_in_progress): the confirmation of a key's edit or of a rollback says so before the
+// operator types a message and confirms, and what to do in the console (a shared key, which
+// the rollout does not hold, is not warned of).
+func TestUI_ConfirmationsWarnOfRunningRollout(t *testing.T) {
+	f := newFixture(t)
+	first := f.put("appliances/web/port", "80")
+	f.put("appliances/web/mode", "blue")
+	f.put("shared/ntp", "pool1")
+	enrollFleet(t, f, 2)
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/appliances/web?canary=50%25&manual", `{"keys":{"port":"8080","mode":"blue"}}`), http.StatusAccepted, &st)
+	b := newUIBrowser(t, f.srv.URL, nil)
+	tok := b.signIn(f.token)
+	warning := regexp.MustCompile(`(?s)<p class="warning" role="alert">(.*?)</p>`)
+	var kv api.KV
+	f.must(f.do("GET", "/v1/kv/appliances/web/mode", ""), 200, &kv)
+	edit := b.post("/ui/appliances/web/edit", url.Values{"csrf": {tok}, "key": {"appliances/web/mode"}, "value": {"green"}, "cas": {strconv.FormatInt(kv.ModRevision, 10)}})
+	mustStatus(t, edit, 200)
+	rollback := b.post("/ui/appliances/web/rollback", url.Values{"csrf": {tok}, "to": {strconv.FormatInt(first, 10)}})
+	mustStatus(t, rollback, 200)
+	for what, page := range map[string]resp{"edit": edit, "rollback": rollback} {
+		m := warning.FindSubmatch(page.body)
+		if m == nil || !strings.Contains(string(m[1]), st.ID) || !strings.Contains(string(m[1]), "abort") {
+			t.Errorf("the %s confirmation does not warn of rollout %s: %s", what, st.ID, page.body)
+		}
+	}
+	// What the warning says happens: the write is refused and nothing changes.
+	mustStatus(t, b.post("/ui/appliances/web/edit", hiddenFields(edit.body)), http.StatusConflict)
+	f.must(f.do("GET", "/v1/kv/appliances/web/mode", ""), 200, &kv)
+	if kv.Value != "blue" {
+		t.Fatalf("written during the rollout: %q", kv.Value)
+	}
+	f.must(f.do("GET", "/v1/kv/shared/ntp", ""), 200, &kv)
+	shared := b.post("/ui/appliances/web/edit", url.Values{"csrf": {tok}, "key": {"shared/ntp"}, "value": {"pool2"}, "cas": {strconv.FormatInt(kv.ModRevision, 10)}})
+	mustStatus(t, shared, 200)
+	if m := warning.FindSubmatch(shared.body); m != nil && strings.Contains(string(m[1]), "rollout") {
+		t.Errorf("a shared key's confirmation warns of the appliance's rollout: %s", m[1])
 	}
 }
