@@ -1017,7 +1017,7 @@ func (s *Server) uiRolloutAction(w http.ResponseWriter, r *http.Request, c *uiCt
 		d := uiConfirmData{Name: name, Action: back + "/rollout", Heading: fmt.Sprintf("%s the rollout of %s?", strings.ToUpper(action[:1])+action[1:], name),
 			Fields: [][2]string{{"action", action}, {"rollout", cur.ID}, {"at", strconv.Itoa(cur.Step)}}, Back: back}
 		if action == "promote" {
-			d.What, d.Button = fmt.Sprintf("Rollout %s is at step %d of %d. It moves to its next step now, without waiting for the current cohort to bake; after the last step the candidate becomes the live keys.", cur.ID, cur.Step+1, len(cur.Steps)), "Promote"
+			d.What, d.Button = fmt.Sprintf("Rollout %s is at step %d of %d. It moves to its next step as soon as every instance of the current cohort has applied the candidate (the appliance's page shows which have), without waiting for the bake; after the last step the candidate becomes the live keys.", cur.ID, cur.Step+1, len(cur.Steps)), "Promote"
 		} else {
 			d.What, d.Button = fmt.Sprintf("Rollout %s ends; the instances of its cohorts go back to the live keys.", cur.ID), "Abort the rollout"
 		}

@@ -243,3 +243,31 @@ func TestUI_ConfirmationsWarnOfRunningRollout(t *testing.T) {
 		t.Errorf("a shared key's confirmation warns of the appliance's rollout: %s", m[1])
 	}
 }
+
+// A promotion waits for every instance of the current cohort to apply the candidate (it skips
+// the bake only): the confirmation of a promotion says so, rather than that the rollout "moves
+// to its next step now", which it did not while the cohort had not applied.
+func TestUI_PromoteConfirmationSaysItWaitsForTheCohort(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	enrollFleet(t, f, 2)
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/appliances/web?canary=50%25&manual", `{"keys":{"port":"8080"}}`), http.StatusAccepted, &st)
+	b := newUIBrowser(t, f.srv.URL, nil)
+	b.signIn(f.token)
+	promote := hiddenFields(b.get("/ui/appliances/web").body)
+	promote.Set("action", "promote")
+	confirm := b.post("/ui/appliances/web/rollout", promote)
+	mustStatus(t, confirm, 200)
+	if body := string(confirm.body); strings.Contains(body, "next step now") || !strings.Contains(body, "as soon as every instance of the current cohort has applied the candidate") {
+		t.Errorf("the confirmation of a promotion whose cohort has not applied: %s", body)
+	}
+	mustStatus(t, b.post("/ui/appliances/web/rollout", hiddenFields(confirm.body)), http.StatusSeeOther)
+	time.Sleep(300 * time.Millisecond) // the leader's next ticks
+	if got := rolloutStatus(t, f); got.Step != 0 || got.State != api.RolloutRunning {
+		t.Fatalf("the promotion moved on without the cohort: step %d, %s", got.Step, got.State)
+	}
+	c := st.Cohort[0]
+	report(t, f, c, viewOf(t, f, c), "")
+	waitFor(t, "the promotion once the cohort applied", func() bool { return rolloutStatus(t, f).Step == 1 })
+}
