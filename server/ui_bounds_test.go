@@ -275,3 +275,31 @@ func TestUI_AppliancesPageReadsInstancesTogether(t *testing.T) {
 		t.Errorf("app-042's row does not show 1 key, 2 VMs (the expired one left out), 1 on the latest revision, 0 failing:\n%s", page.body)
 	}
 }
+
+// The confirmation of a key's edit shows the start of the old and new values, as the other
+// pages do, and carries the new value whole to the write: it showed both whole besides the
+// hidden field (a 1 MiB value of characters that HTML escapes to five bytes made a page of
+// 15 MiB, rendered whole in the server's memory).
+func TestUI_EditConfirmationOfBigValueIsBounded(t *testing.T) {
+	f := newFixture(t)
+	old := strings.Repeat(`"`, 1<<20-64)
+	rev := f.put("appliances/huge/big", old)
+	b := newUIBrowser(t, f.srv.URL, nil)
+	tok := b.signIn(f.token)
+	value := strings.Repeat(`<`, 1<<20-64)
+	confirm := b.post("/ui/appliances/huge/edit", map[string][]string{"csrf": {tok}, "key": {"appliances/huge/big"}, "value": {value}, "cas": {strconv.FormatInt(rev, 10)}})
+	mustStatus(t, confirm, 200)
+	const bound = 8 << 20
+	if len(confirm.body) > bound {
+		t.Errorf("the edit confirmation is %d bytes, want at most %d", len(confirm.body), bound)
+	}
+	if !strings.Contains(string(confirm.body), "bytes not shown") {
+		t.Errorf("the edit confirmation does not say that values were cut")
+	}
+	mustStatus(t, b.post("/ui/appliances/huge/edit", hiddenFields(confirm.body)), 303)
+	var kv api.KV
+	f.must(f.do("GET", "/v1/kv/appliances/huge/big", ""), 200, &kv)
+	if kv.Value != value {
+		t.Errorf("written: %d bytes, want the %d typed", len(kv.Value), len(value))
+	}
+}

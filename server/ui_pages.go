@@ -879,6 +879,11 @@ func (s *Server) uiEdit(w http.ResponseWriter, r *http.Request, c *uiCtx) error 
 		if kv.Value == value {
 			d.Diff[0].Op = "unchanged"
 		}
+		// The diff shows the values' starts, as the other pages do; the hidden field carries
+		// the new value whole.
+		budget, l := uiPageValues, &d.Diff[0]
+		l.Old, l.OldCut = uiClip(l.Old, &budget)
+		l.New, l.NewCut = uiClip(l.New, &budget)
 		if fmt.Sprint(kv.ModRevision) != cas {
 			d.Warning = fmt.Sprintf("The key changed since the form was shown (revision %d, the form had %s): writing will be refused; go back and edit again.", kv.ModRevision, cas)
 		}
