@@ -16,6 +16,7 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
+	cdppage "github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
@@ -478,6 +479,53 @@ func TestUIBrowser_EditRefusesValuesAFormWouldChange(t *testing.T) {
 		if kv.Value != v {
 			t.Errorf("%s written back through the form unchanged: %q, was %q", key, kv.Value, v)
 		}
+	}
+	b.noViolations()
+}
+
+// Appliance pages open in tabs of one window: only the tab in front follows its appliance. Each
+// page's script held a long-poll of up to 25 s, hidden or not, and a browser opens at most six
+// HTTP/1.1 connections to one server: with six appliance tabs open, the seventh page (or a form
+// sent from any tab) waited up to 25 s for a connection. A tab brought to the front reads its
+// page again at once and follows its appliance again.
+func TestUIBrowser_HiddenTabsHoldNoLongPoll(t *testing.T) {
+	b := newBrowserTab(t)
+	f := newFixture(t)
+	uiSeed(f)
+	b.signIn(f.srv.URL, f.token)
+	b.do("open the appliance", chromedp.Navigate(f.srv.URL+"/ui/appliances/web-frontend"), chromedp.WaitVisible(chromedp.CSS("#view")))
+	waitFor(t, "the first tab's long-poll", func() bool { return f.s.hub.open() == 1 })
+	for i := range 7 {
+		ctx, cancel := chromedp.NewContext(b.ctx, chromedp.WithNewWindow(false))
+		defer cancel()
+		if err := chromedp.Do(ctx, chromedp.Navigate(f.srv.URL+"/ui/appliances/billing-db"), chromedp.WaitReady(chromedp.CSS("#view"))); err != nil {
+			t.Fatalf("open tab %d: %v", i+2, err)
+		}
+		// Only the tab in front waits for changes: the hidden ones give their connections back.
+		waitFor(t, fmt.Sprintf("one long-poll with %d tabs open", i+2), func() bool { return f.s.hub.open() == 1 })
+	}
+	if got := eval[string](b, `document.visibilityState`); got != "hidden" {
+		t.Fatalf("the first tab is %s behind the others", got)
+	}
+	// A change while the first tab is hidden shows once it is in front again.
+	f.put("appliances/web-frontend/port", "9191")
+	b.do("bring the first tab to the front", chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, cdppage.BringToFront, cdp.Empty{})
+		return err
+	}))
+	if _, err := chromedp.Run(b.ctx, chromedp.Poll[bool](`document.getElementById("view").textContent.includes("9191")`, chromedp.WithPollingTimeout(20*time.Second))); err != nil {
+		b.shot("failed-hidden-tab")
+		t.Fatalf("the change made while the tab was hidden did not show: %v", err)
+	}
+	if got := b.text("#live-status"); got != "Live." {
+		t.Errorf("the tab back in front says %q, not Live.", got)
+	}
+	b.shot("11-tab-back-in-front")
+	waitFor(t, "the long-poll of the tab in front", func() bool { return f.s.hub.open() == 1 })
+	f.put("appliances/web-frontend/port", "9292")
+	if _, err := chromedp.Run(b.ctx, chromedp.Poll[bool](`document.getElementById("view").textContent.includes("9292")`, chromedp.WithPollingTimeout(20*time.Second))); err != nil {
+		b.shot("failed-hidden-tab-live")
+		t.Fatalf("the tab back in front does not follow its appliance: %v", err)
 	}
 	b.noViolations()
 }

@@ -101,9 +101,41 @@
     });
   }
 
+  // Only a page in front follows its appliance: a browser opens at most six HTTP/1.1
+  // connections to a server, and each page's long-poll holds one for up to 25 s, so that six
+  // appliance tabs made every other page and form wait. A hidden page ends its long-poll
+  // (paused) and, back in front, reads itself again and waits again (resume).
+  var ctl = null;
+  var paused = false;
+  var ended = false;
+
+  function resume() {
+    if (!paused || ended || document.hidden) {
+      return;
+    }
+    paused = false;
+    refresh().then(function () {
+      status("Live.");
+    }, function () {}).then(poll);
+  }
+
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden) {
+      resume();
+    } else if (ctl) {
+      ctl.abort();
+    }
+  });
+
   function poll() {
-    fetch(url + "?index=" + encodeURIComponent(index), { credentials: "same-origin", cache: "no-store" }).then(function (res) {
+    if (document.hidden) {
+      paused = true;
+      return;
+    }
+    ctl = window.AbortController ? new AbortController() : null;
+    fetch(url + "?index=" + encodeURIComponent(index), { credentials: "same-origin", cache: "no-store", signal: ctl ? ctl.signal : undefined }).then(function (res) {
       if (res.status === 401) {
+        ended = true;
         status("Session ended: reload to sign in again.");
         throw null;
       }
@@ -126,6 +158,11 @@
       });
     }).then(poll, function (err) {
       if (err === null) {
+        return;
+      }
+      if (document.hidden || (err && err.name === "AbortError")) {
+        paused = true;
+        resume(); // in front again already
         return;
       }
       status("Live updates paused; retrying…");
