@@ -529,3 +529,33 @@ func TestUIBrowser_HiddenTabsHoldNoLongPoll(t *testing.T) {
 	}
 	b.noViolations()
 }
+
+// An appliance whose keys are all deleted while its page is open: the page says that it has no
+// keys, as opening it again would, rather than showing the deleted keys with "Live updates
+// paused; retrying…" for as long as it stays open.
+func TestUIBrowser_DeletedApplianceLeavesNoStalePage(t *testing.T) {
+	b := newBrowserTab(t)
+	f := newFixture(t)
+	uiSeed(f)
+	b.signIn(f.srv.URL, f.token)
+	b.do("open the appliance", chromedp.Navigate(f.srv.URL+"/ui/appliances/billing-db"), chromedp.WaitVisible(chromedp.CSS("#view")))
+	waitFor(t, "the page's long-poll", func() bool { return f.s.hub.open() >= 1 })
+	f.must(f.do("DELETE", "/v1/kv/appliances/billing-db?recurse", ""), 200, nil)
+	// Evaluated again and again, not polled in the page: the page may be replaced meanwhile.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		said, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool](`document.querySelector("main").textContent.includes("has no keys")`))
+		if err == nil && said {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.shot("failed-deleted-appliance")
+			t.Fatalf("the page of the deleted appliance does not say so: it shows %q", b.text("main"))
+		}
+	}
+	b.do("wait for the page loaded again", chromedp.WaitVisible(chromedp.CSS("main h1")))
+	b.shot("12-deleted-appliance")
+	if eval[bool](b, `!!document.getElementById("view")`) {
+		t.Errorf("the deleted keys are still shown: %s", b.text("main"))
+	}
+	b.noViolations()
+}

@@ -57,11 +57,21 @@
   // <details> the user closed closed.
   function refresh() {
     return fetch(window.location.href, { credentials: "same-origin", cache: "no-store" }).then(function (res) {
+      if (res.status === 404 || res.status === 403) {
+        // The appliance is gone (its keys deleted): the page says so, as opened again, rather
+        // than go on showing what it was.
+        ended = true;
+        window.location.reload();
+        return null;
+      }
       if (!res.ok) {
         throw new Error("status " + res.status);
       }
       return res.text();
     }).then(function (html) {
+      if (html === null) {
+        return new Promise(function () {}); // the page is being loaded again: nothing follows
+      }
       var doc = new DOMParser().parseFromString(html, "text/html");
       var next = doc.getElementById("live");
       if (!next) {
@@ -128,6 +138,9 @@
   });
 
   function poll() {
+    if (ended) {
+      return;
+    }
     if (document.hidden) {
       paused = true;
       return;
