@@ -559,3 +559,36 @@ func TestUIBrowser_DeletedApplianceLeavesNoStalePage(t *testing.T) {
 	}
 	b.noViolations()
 }
+
+// A value's bidirectional formatting characters (U+202E RIGHT-TO-LEFT OVERRIDE and the like,
+// as the Trojan Source attacks use them) are shown as what they are: written by anyone who may
+// write a key, "safe \u202eftp.evil.example" showed as "safe elpmaxe.live.ptf", and reversed the
+// rest of its line (the edit link read "tide"), on the appliance page and in diffs alike.
+func TestUIBrowser_ValuesShowBidiControls(t *testing.T) {
+	b := newBrowserTab(t)
+	f := newFixture(t)
+	f.put("appliances/web/mirror", "ftp.example")
+	rev := f.put("appliances/web/mirror", "safe \u202eftp.evil.example")
+	f.put("appliances/web/greeting", "שלום") // right-to-left text without controls is left alone
+	b.signIn(f.srv.URL, f.token)
+	for _, c := range []struct{ path, sel, shot string }{
+		{"/ui/appliances/web", "#view", "13-bidi-appliance"},
+		{fmt.Sprintf("/ui/appliances/web/releases/%d", rev), "table.diff", "14-bidi-release"},
+	} {
+		b.do("open "+c.path, chromedp.Navigate(f.srv.URL+c.path), chromedp.WaitVisible(chromedp.CSS(c.sel)))
+		b.shot(c.shot)
+		text := b.text(c.sel)
+		if strings.ContainsRune(text, '\u202e') || !strings.Contains(text, "safe [U+202E]ftp.evil.example") {
+			t.Errorf("%s shows the override as a control, not as [U+202E]: %q", c.path, text)
+		}
+		if c.sel == "#view" && !strings.Contains(text, "שלום") {
+			t.Errorf("%s does not show right-to-left text as it is: %q", c.path, text)
+		}
+	}
+	var kv api.KV
+	f.must(f.do("GET", "/v1/kv/appliances/web/mirror", ""), 200, &kv)
+	if kv.Value != "safe \u202eftp.evil.example" {
+		t.Fatalf("the value changed: %q", kv.Value)
+	}
+	b.noViolations()
+}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
@@ -47,6 +48,26 @@ func uiClip(v string, budget *int) (string, int) {
 	*budget -= n
 	return v[:n], len(v) - n
 }
+
+// uiShown is value v as a page shows it: its bidirectional formatting characters (U+202E
+// RIGHT-TO-LEFT OVERRIDE and the like) written as [U+202E], never applied: a value with one
+// showed as another text (the Trojan Source attacks) and reordered the rest of its line.
+func uiShown(v string) string {
+	if !strings.ContainsFunc(v, uiBidi) {
+		return v
+	}
+	var b strings.Builder
+	for _, c := range v {
+		if uiBidi(c) {
+			fmt.Fprintf(&b, "[%U]", c)
+		} else {
+			b.WriteRune(c)
+		}
+	}
+	return b.String()
+}
+
+func uiBidi(c rune) bool { return unicode.Is(unicode.Bidi_Control, c) }
 
 // uiVisible says whether p may see appliance name in the console: its view, or its own keys.
 func uiVisible(p *principal, name string) bool {
@@ -254,7 +275,7 @@ func uiTree(p *principal, name string, own, shared []api.KV) (tree []*uiNode, mo
 		n.Secret = api.IsSecret(kv.Key)
 		n.Value = ""
 		if !n.Secret {
-			n.Value = kv.Value
+			n.Value = uiShown(kv.Value)
 		}
 		if !n.Secret && p.mayWrite(kv.Key) == nil && uiFormChanges(kv.Value) == "" {
 			n.EditURL = "/ui/appliances/" + url.PathEscape(name) + "/edit?key=" + url.QueryEscape(kv.Key)
@@ -642,6 +663,7 @@ func uiDiff(name string, before, after map[string]string) []uiDiffLine {
 		if api.IsSecret(api.ApplianceRoot(name) + "/" + out[i].Key) {
 			out[i].Secret, out[i].Old, out[i].New = true, "", ""
 		}
+		out[i].Old, out[i].New = uiShown(out[i].Old), uiShown(out[i].New)
 	}
 	slices.SortFunc(out, func(a, b uiDiffLine) int { return strings.Compare(a.Key, b.Key) })
 	budget := uiPageValues
@@ -882,6 +904,7 @@ func (s *Server) uiEdit(w http.ResponseWriter, r *http.Request, c *uiCtx) error 
 		// The diff shows the values' starts, as the other pages do; the hidden field carries
 		// the new value whole.
 		budget, l := uiPageValues, &d.Diff[0]
+		l.Old, l.New = uiShown(l.Old), uiShown(l.New)
 		l.Old, l.OldCut = uiClip(l.Old, &budget)
 		l.New, l.NewCut = uiClip(l.New, &budget)
 		if fmt.Sprint(kv.ModRevision) != cas {
