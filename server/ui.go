@@ -650,6 +650,12 @@ func (s *Server) uiCall(r *http.Request, h handlerFunc, method string, pathValue
 			ir.Header.Set(api.HeaderMessage, msg)
 		}
 		if err := checkReleaseHeaders(ir); err != nil {
+			// The message was typed in a form: its refusal names the form's field, not the
+			// header the console sends it in.
+			e := api.AsError(err)
+			if rest, ok := strings.CutPrefix(e.Message, "header "+api.HeaderMessage); ok {
+				return nil, api.Errorf(e.Code, "the release message%s", rest)
+			}
 			return nil, err
 		}
 	}

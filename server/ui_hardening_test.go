@@ -115,3 +115,28 @@ func TestUI_FleetBehindSharedChangeWithoutSharedRead(t *testing.T) {
 		}
 	}
 }
+
+// A release message typed on a confirmation page that the API refuses (a control or bidi
+// character, which a history listing cannot show, or over its size) is refused in the form's
+// words: the page named the header the console sends it in, which its user never saw.
+func TestUI_RefusedMessageNamedAsTheForm(t *testing.T) {
+	f := newFixture(t)
+	rev := f.put("appliances/web/port", "80")
+	b := newUIBrowser(t, f.srv.URL, nil)
+	tok := b.signIn(f.token)
+	for msg, want := range map[string]string{
+		"deploy \u202eevil":       "the release message has the control character U+202E",
+		strings.Repeat("é", 3000): "the release message is 6000 bytes, over the limit of 4096",
+	} {
+		r := b.post("/ui/appliances/web/edit", url.Values{"csrf": {tok}, "key": {"appliances/web/port"}, "value": {"81"}, "cas": {strconv.FormatInt(rev, 10)}, "step": {"apply"}, "message": {msg}})
+		mustStatus(t, r, 400)
+		if body := html.UnescapeString(string(r.body)); !strings.Contains(body, want) || strings.Contains(body, api.HeaderMessage) {
+			t.Errorf("the refusal does not say %q in the form's words: %s", want, body)
+		}
+	}
+	var kv api.KV
+	f.must(f.do("GET", "/v1/kv/appliances/web/port", ""), 200, &kv)
+	if kv.Value != "80" {
+		t.Fatalf("written: %q", kv.Value)
+	}
+}
