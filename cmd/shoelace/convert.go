@@ -26,7 +26,7 @@ func convertConsulTemplateCommand(e *cliEnv) *cli.Command {
 	return &cli.Command{
 		Name:      "convert-consul-template",
 		Usage:     "print the agent.yaml equivalent to a consul-template configuration file or directory (HCL or JSON)",
-		UsageText: "shoelace convert-consul-template [FILE.hcl|DIR] [--template SRC:DEST[:COMMAND] …] [--wait MIN[:MAX]]",
+		UsageText: "shoelace convert-consul-template [FILE.hcl|DIR] [--config FILE.hcl|DIR …] [--template SRC:DEST[:COMMAND] …] [--wait MIN[:MAX]]",
 		Description: `Reads a consul-template v0.41.1 configuration, a file or, as consul-template -config DIR
 does, every file below a directory (merged in lexical order: every file's templates, the last
 wait and default_delimiters), and prints, on stdout, the agent.yaml
@@ -36,7 +36,8 @@ vault, nomad, exec, syslog, …). Relative source and destination paths are take
 the file's directory. Exit 1 when the file cannot be read or holds no template.
 
 consul-template's command-line flags convert too, as consul-template reads them after its
-configuration: each --template (or -template) "SOURCE:DESTINATION[:COMMAND]" is one more
+configuration: --config (-config) FILE|DIR, repeatable, is read as FILE|DIR is, each in the order
+given (after FILE), merged as consul-template merges its -config flags; each --template (or -template) "SOURCE:DESTINATION[:COMMAND]" is one more
 template (a Windows drive letter such as C: is part of its path; the command is what follows
 the second colon, colons included), and --wait (-wait) "MIN[:MAX]" replaces the configuration's
 wait. Relative paths in flags are taken relative to the current directory: run the conversion
@@ -48,13 +49,15 @@ EXAMPLES:
    shoelace convert-consul-template /etc/consul-template.d > converted.yaml
    shoelace convert-consul-template -template "/etc/ct/nginx.ctmpl:/etc/nginx/nginx.conf:systemctl reload nginx" -wait 5s:10s`,
 		Flags: []cli.Flag{
+			&cli.GenericFlag{Name: "config", Value: &repeatedFlag{}, Usage: "consul-template's -config `FILE|DIR` (repeatable, merged in order)"},
 			&cli.GenericFlag{Name: "template", Value: &repeatedFlag{}, Usage: "consul-template's -template `SRC:DEST[:COMMAND]` (repeatable)"},
 			&cli.StringFlag{Name: "wait", Usage: "consul-template's -wait `MIN[:MAX]`"},
 		},
 		Action: func(c *cli.Context) error {
 			flags := []string(*c.Generic("template").(*repeatedFlag))
+			configs := []string(*c.Generic("config").(*repeatedFlag))
 			min := 1
-			if len(flags) > 0 || c.IsSet("wait") {
+			if len(flags) > 0 || c.IsSet("wait") || len(configs) > 0 {
 				min = 0
 			}
 			args, err := wantArgs(c, min, 1, "FILE.hcl|DIR (or --template)")
@@ -62,11 +65,11 @@ EXAMPLES:
 				return err
 			}
 			conv, name := &ctConversion{}, "command-line flags"
-			if len(args) == 1 {
-				if conv, err = convertConsulTemplatePath(args[0]); err != nil {
+			if paths := append(args, configs...); len(paths) > 0 {
+				if conv, err = convertConsulTemplatePath(paths...); err != nil {
 					return fmt.Errorf("convert-consul-template: %w", err)
 				}
-				name = args[0]
+				name = strings.Join(paths, ", ")
 				if len(flags) > 0 || c.IsSet("wait") {
 					name += " and command-line flags"
 				}
@@ -205,19 +208,23 @@ type ctConversion struct {
 	left, right *string
 }
 
-// convertConsulTemplatePath converts what consul-template -config PATH reads: a file, or every
-// file below a directory (in lexical order, subdirectories included), merged as consul-template
-// merges them: the templates of all, each field of wait and default_delimiters from the last
-// file that sets it, the latter applied to the templates of every file.
-func convertConsulTemplatePath(path string) (*ctConversion, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	files := []string{path}
-	if fi.IsDir() {
-		files = nil
-		err := filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+// convertConsulTemplatePath converts what consul-template -config PATH (given once for each
+// path, in order) reads: a file, or every file below a directory (in lexical order,
+// subdirectories included), merged as consul-template merges them: the templates of all, each
+// field of wait and default_delimiters from the last file that sets it, the latter applied to
+// the templates of every file.
+func convertConsulTemplatePath(paths ...string) (*ctConversion, error) {
+	var files []string
+	for _, path := range paths {
+		fi, err := os.Stat(path)
+		if err != nil {
+			return nil, err
+		}
+		if !fi.IsDir() {
+			files = append(files, path)
+			continue
+		}
+		err = filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
 			if err == nil && !d.IsDir() {
 				files = append(files, p)
 			}
@@ -245,7 +252,7 @@ func convertConsulTemplatePath(path string) (*ctConversion, error) {
 		return nil, errors.New(strings.Join(errs, "\n"))
 	}
 	if len(all.tmpls) == 0 {
-		return nil, fmt.Errorf("%s: no template stanza to convert", path)
+		return nil, fmt.Errorf("%s: no template stanza to convert", strings.Join(paths, ", "))
 	}
 	for i := range all.tmpls {
 		t := &all.tmpls[i]

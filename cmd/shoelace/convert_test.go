@@ -465,3 +465,56 @@ func TestConvertConsulTemplate_CommandLineFlags(t *testing.T) {
 		t.Errorf("no FILE and no --template: %v (exit %d), want a usage error", err, exitCode(err))
 	}
 }
+
+// TestConvertConsulTemplate_ConfigFlag: consul-template's service runs it as consul-template
+// -config /etc/consul-template.d (repeatable: -config base.hcl -config web.hcl, merged left to
+// right), and the README says to copy its flags from the unit. The conversion refused -config
+// ("flag provided but not defined"). Now --config (-config, -config=PATH) is read as the FILE|DIR
+// argument is, each in the order given, merged as consul-template merges them: the templates of
+// all, the last wait and default_delimiters over every file's templates; -template after them.
+func TestConvertConsulTemplate_ConfigFlag(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	base := filepath.Join(dir, "base.hcl")
+	writeFile(t, base, "wait = \"1s:2s\"\ndefault_delimiters {\n  left = \"[[\"\n  right = \"]]\"\n}\ntemplate {\n  contents = \"a\"\n  destination = \"/a\"\n}\n")
+	confd := filepath.Join(dir, "ct.d")
+	if err := os.Mkdir(confd, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(confd, "web.hcl"), "wait = \"3s:4s\"\ntemplate {\n  contents = \"b\"\n  destination = \"/b\"\n}\n")
+	convert := func(args ...string) (string, string, error) {
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), append([]string{"shoelace", "convert-consul-template"}, args...), strings.NewReader(""), &stdout, &stderr)
+		return stdout.String(), stderr.String(), err
+	}
+	for _, args := range [][]string{
+		{"-config", base, "-config=" + confd, "-template", "/in:/c"},
+		{base, "--config", confd, "-template", "/in:/c"},
+	} {
+		out, stderr, err := convert(args...)
+		if err != nil {
+			t.Fatalf("%q: %v\n%s", args, err, stderr)
+		}
+		cfg, err := agent.ParseConfig("agent.yaml", []byte(out))
+		if err != nil {
+			t.Fatalf("%q: the agent refuses the conversion: %v\n%s", args, err, out)
+		}
+		if time.Duration(cfg.Wait.Min) != 3*time.Second || time.Duration(cfg.Wait.Max) != 4*time.Second {
+			t.Errorf("%q: wait %+v, want the last file's 3s:4s", args, cfg.Wait)
+		}
+		var got []string
+		for _, tm := range cfg.Templates {
+			got = append(got, tm.Destination+"|"+tm.LeftDelimiter+tm.RightDelimiter)
+		}
+		if want := []string{"/a|[[]]", "/b|[[]]", "/c|"}; !slices.Equal(got, want) {
+			t.Errorf("%q: templates (destination|delimiters) %q, want %q\n%s", args, got, want, out)
+		}
+		if !strings.Contains(out, base+", "+confd+" and command-line flags") {
+			t.Errorf("%q: the head does not name both configurations:\n%s", args, out)
+		}
+	}
+	// A -config that cannot be read fails as the argument does, naming it; nothing printed.
+	if out, _, err := convert("-config", base, "-config", filepath.Join(dir, "nope.hcl")); exitCode(err) != 1 || out != "" || !strings.Contains(err.Error(), "nope.hcl") {
+		t.Errorf("-config of a missing file: %v (exit %d), stdout %q", err, exitCode(err), out)
+	}
+}
