@@ -129,6 +129,9 @@ func probeEndpoints(endpoints []string, tlsCfg *tls.Config, timeout time.Duratio
 				return fmt.Sprintf("%s: %v", e, err)
 			}
 			_ = c.Close()
+			if speaksTLS(d, u.Host) {
+				return fmt.Sprintf("%s: the endpoint speaks TLS: give it as https://%s (with --etcd-cacert, and --etcd-cert/--etcd-key when etcd asks for a client certificate)", e, u.Host)
+			}
 			continue
 		}
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
@@ -153,4 +156,16 @@ func probeEndpoints(endpoints []string, tlsCfg *tls.Config, timeout time.Duratio
 		_ = c.Close()
 	}
 	return ""
+}
+
+// speaksTLS reports whether host answers a TLS handshake (or a TLS alert): an etcd that serves
+// TLS, given as http://. Nothing is sent over the connection, so its certificate is not judged.
+func speaksTLS(d *net.Dialer, host string) bool {
+	c, err := (&tls.Dialer{NetDialer: d, Config: &tls.Config{InsecureSkipVerify: true}}).Dial("tcp", host) // #nosec G402 -- a probe: nothing is sent
+	if err == nil {
+		_ = c.Close()
+		return true
+	}
+	var alert tls.AlertError
+	return errors.As(err, &alert)
 }

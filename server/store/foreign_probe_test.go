@@ -18,7 +18,7 @@ import (
 
 // TestReadForeign_SaysWhy: when the foreign etcd cannot be read, the error says what its
 // endpoint answered (etcd's client only reports its deadline): a certificate from an unknown
-// CA, a client certificate it requires, a refused connection.
+// CA, a client certificate it requires, a refused connection, an http:// URL of a TLS endpoint.
 func TestReadForeign_SaysWhy(t *testing.T) {
 	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
 	srv.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert}
@@ -42,6 +42,8 @@ func TestReadForeign_SaysWhy(t *testing.T) {
 		{ForeignEtcd{Endpoints: []string{srv.URL}}, []string{"unknown authority", "--etcd-cacert"}},
 		{ForeignEtcd{Endpoints: []string{srv.URL}, CACert: ca}, []string{"certificate required", "--etcd-cert"}},
 		{ForeignEtcd{Endpoints: []string{closed}}, []string{"connection refused"}},
+		// http:// of an etcd that serves TLS: its client only timed out, saying nothing.
+		{ForeignEtcd{Endpoints: []string{"http://" + srv.Listener.Addr().String()}}, []string{"speaks TLS", "https://" + srv.Listener.Addr().String()}},
 	} {
 		tc.f.DialTimeout = time.Second
 		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
