@@ -239,7 +239,7 @@ func readConfdSettings(dir string, judge bool) (confdSettings, []string, []strin
 			name, strings.Join(ignored, ", ")))
 	}
 	notes = append(notes, onetime...)
-	if s.Confdir != "" && filepath.Clean(s.Confdir) != dir {
+	if s.Confdir != "" && filepath.Clean(s.Confdir) != dir && !sameDir(s.Confdir, dir) {
 		errs = append(errs, fmt.Sprintf("%s: confdir = %q, but the agent reads %s: point confd_dir (or --confdir) at %s", keyLine(name, data, toml.Key{"confdir"}), s.Confdir, dir, s.Confdir))
 	}
 	if s.Noop {
@@ -257,6 +257,17 @@ func readConfdSettings(dir string, judge bool) (confdSettings, []string, []strin
 		notes = append(notes, fmt.Sprintf("%s: sync-only = true: no resource's check_cmd or reload_cmd runs", name))
 	}
 	return s, notes, errs
+}
+
+// sameDir reports whether a and b name one directory (a link to it, another path): confd read
+// the files the agent reads.
+func sameDir(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
 }
 
 // parseConfdResource decodes one conf.d file into a template in confd mode, and returns the

@@ -336,3 +336,33 @@ Prefix = "/production/web"
 		t.Fatalf("error %v, want bogus (and only it) refused", err)
 	}
 }
+
+// TestReadConfdDir_ConfdirByAnotherName: confd.toml's confdir and confd_dir may name the same
+// directory by different paths (/etc/confd a link to /opt/app/confd, as configuration
+// management lays it out): confd read the same files, so the agent reads them too. It refused
+// them ("confdir = ..., but the agent reads ..."), pointing at the directory it was reading.
+func TestReadConfdDir_ConfdirByAnotherName(t *testing.T) {
+	dir := writeConfd(t, map[string]string{
+		"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a.conf\"\nkeys = [\"/a\"]\n",
+		"templates/a.tmpl": "{{ getv \"/a\" }}\n",
+	})
+	link := filepath.Join(t.TempDir(), "confd")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ confdir, read string }{{dir, link}, {link, dir}, {link + "/", link}} {
+		if err := os.WriteFile(filepath.Join(dir, "confd.toml"), []byte(fmt.Sprintf("confdir = %q\n", tc.confdir)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := agent.ReadConfdDir(tc.read); err != nil || len(r.Templates) != 1 {
+			t.Errorf("confdir %s, confd_dir %s: %v", tc.confdir, tc.read, err)
+		}
+	}
+	// Another directory is still refused.
+	if err := os.WriteFile(filepath.Join(dir, "confd.toml"), []byte(fmt.Sprintf("confdir = %q\n", t.TempDir())), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agent.ReadConfdDir(link); err == nil || !strings.Contains(err.Error(), "but the agent reads") {
+		t.Errorf("another confdir: %v", err)
+	}
+}
