@@ -853,6 +853,13 @@ type Status struct {
 	// Rollouts are the appliances whose staged rollout runs, and whether this replica is the
 	// one that moves them.
 	Rollouts RolloutsStatus `json:"rollouts"`
+	// Limits are this replica's bounds of a write, which an import checks before it sends one.
+	Limits WriteLimits `json:"limits"`
+}
+
+// WriteLimits are the bounds of a write that GET /v1/status shows.
+type WriteLimits struct {
+	MaxValueBytes int `json:"max_value_bytes"`
 }
 
 // RolloutsStatus is what GET /v1/status says of the staged rollouts.
@@ -907,6 +914,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
 			SecretsSealed: s.sealer != nil,
 		},
 		Rollouts: RolloutsStatus{Running: running, Leading: s.rollouts.leading.Load()},
+		Limits:   WriteLimits{MaxValueBytes: s.cfg.MaxValueBytes},
 	})
 }
 

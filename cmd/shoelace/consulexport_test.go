@@ -136,3 +136,32 @@ func TestE2E_ImportFromConsulExportAllRefused(t *testing.T) {
 		t.Fatalf("import: %s", r)
 	}
 }
+
+// TestE2E_ImportValueOverServerLimit: a value over the server's --max-value-bytes (1 MiB by
+// default; etcd and Consul hold larger ones) is listed as refused, with the limit, as a key
+// outside the rules is: the dry run fails as the import does, and --skip-refused imports the
+// others. Before, the dry run planned it (exit 0), the import failed on the server with nothing
+// to do but delete the key in the source, and --skip-refused did not help.
+func TestE2E_ImportValueOverServerLimit(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	b64 := func(v string) string { return base64.StdEncoding.EncodeToString([]byte(v)) }
+	big := strings.Repeat("x", 1<<20+1)
+	file := writeTemp(t, fmt.Sprintf(`[{"key":"web/cert","flags":0,"value":%q},{"key":"web/host","flags":0,"value":%q}]`, b64(big), b64("db")))
+	args := []string{"import", "--from-consul-export", file, "--prefix", "web", "--appliance", "consul-big"}
+	want := `refused "web/cert": the value is 1048577 bytes, over the server's limit of 1048576 bytes (--max-value-bytes)`
+	for _, extra := range [][]string{{"--dry-run"}, nil} {
+		r := c.run(append(args, extra...)...)
+		if r.code != exitError || !strings.Contains(r.stderr, want) || !strings.Contains(r.stderr, "give --skip-refused to import the 1 others") || strings.Contains(r.stdout, "xxxx") {
+			t.Fatalf("import %q of a value over the limit: %s", extra, r)
+		}
+	}
+	c.fails(exitNotFound, "no keys", "appliance", "get", "consul-big")
+	r := c.run(append(args, "--skip-refused")...)
+	if r.code != 0 || !strings.Contains(r.stderr, want) {
+		t.Fatalf("import --skip-refused: %s", r)
+	}
+	if v := c.ok("kv", "get", "appliances/consul-big/host"); v != "db" {
+		t.Fatalf("host = %q", v)
+	}
+	c.fails(exitNotFound, "", "kv", "get", "appliances/consul-big/cert")
+}

@@ -90,6 +90,32 @@ func mapConfdKeys(kvs []store.ForeignKV, prefix, appliance string) (map[string]s
 	return keys, refused
 }
 
+// overServerLimit takes out of keys those whose value is over the server's --max-value-bytes
+// (GET /v1/status; a server that does not say is not judged), which the server would refuse,
+// and lists them as refused under their names in the source.
+func overServerLimit(s *session, keys map[string]string, prefix, appliance string) []refusedKey {
+	raw, err := s.client.Status(s.ctx)
+	var st struct {
+		Limits struct {
+			MaxValueBytes int `json:"max_value_bytes"`
+		} `json:"limits"`
+	}
+	if err != nil || json.Unmarshal(raw, &st) != nil || st.Limits.MaxValueBytes <= 0 {
+		return nil
+	}
+	root := api.ApplianceRoot(appliance) + "/"
+	var refused []refusedKey
+	for k, v := range keys {
+		if len(v) > st.Limits.MaxValueBytes {
+			delete(keys, k)
+			refused = append(refused, refusedKey{Key: path.Join(prefix, strings.TrimPrefix(k, root)),
+				Reason: fmt.Sprintf("the value is %d bytes, over the server's limit of %d bytes (--max-value-bytes)", len(v), st.Limits.MaxValueBytes)})
+		}
+	}
+	sort.Slice(refused, func(i, j int) bool { return refused[i].Key < refused[j].Key })
+	return refused
+}
+
 // suggestKey makes rel a valid key under root: empty segments dropped, each byte outside
 // [A-Za-z0-9._-] replaced by '-', a segment that starts with neither a letter nor a digit
 // prefixed with "x", long segments cut; "" when nothing valid is left.
@@ -198,6 +224,7 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 		fmt.Fprintf(e.stderr, "left out the keys under %s: a Shoelace store's own keys (its tokens, releases and appliances), never a confd keyspace\n", r)
 	}
 	keys, refused := mapConfdKeys(kvs, prefix, appliance)
+	refused = append(refused, overServerLimit(s, keys, prefix, appliance)...)
 	for _, r := range refused {
 		if fromConsul != "" {
 			// As consul kv export wrote it, and as it is renamed in Consul: not as read, rooted at '/'.
