@@ -165,3 +165,23 @@ func TestE2E_ImportValueOverServerLimit(t *testing.T) {
 	}
 	c.fails(exitNotFound, "", "kv", "get", "appliances/consul-big/cert")
 }
+
+// TestE2E_ImportFromConsulExportOutsidePrefix: consul kv export web lists every key that starts
+// with "web" (webx/other too: Consul's prefixes are raw strings), and an export may hold more
+// than the prefix given to the import. The keys of the file outside PREFIX/ were left out
+// without a word; now one line names them.
+func TestE2E_ImportFromConsulExportOutsidePrefix(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	file := writeTemp(t, `[{"key":"other/x","flags":0,"value":"eA=="},{"key":"web/a","flags":0,"value":"YQ=="},{"key":"webx/other","flags":0,"value":"eQ=="}]`)
+	r := c.run("import", "--from-consul-export", file, "--prefix", "web", "--appliance", "consul-outside")
+	if r.code != 0 || !strings.Contains(r.stderr, "left out 2 keys of "+file+" outside web/") || !strings.Contains(r.stderr, ": other/x, webx/other\n") {
+		t.Fatalf("import --prefix web: %s", r)
+	}
+	if v := c.ok("kv", "get", "appliances/consul-outside/a"); v != "a" {
+		t.Fatalf("a = %q", v)
+	}
+	// --prefix / takes every key: no such line.
+	if r := c.run("import", "--from-consul-export", file, "--prefix", "/", "--appliance", "consul-outside-all"); r.code != 0 || strings.Contains(r.stderr, "left out") {
+		t.Fatalf("import --prefix /: %s", r)
+	}
+}

@@ -212,6 +212,21 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 			fmt.Fprintf(e.stderr, "left out %s, since a folder (a key ending in / with no value, as Consul's UI makes one) holds nothing: %s\n",
 				counted(len(folders), "Consul folder"), strings.Join(folders, ", "))
 		}
+		// consul kv export web lists webx/… too (Consul's prefixes are raw strings), and a file
+		// may hold more than the prefix: say what of it is not imported.
+		var outside []string
+		for _, kv := range kvs {
+			if k := string(kv.Key); prefix != "/" && k != prefix && !strings.HasPrefix(k, strings.TrimSuffix(prefix, "/")+"/") {
+				outside = append(outside, strings.TrimPrefix(k, "/"))
+			}
+		}
+		if n := len(outside); n > 0 {
+			if n > 10 {
+				outside = append(outside[:10], "…")
+			}
+			fmt.Fprintf(e.stderr, "left out %s of %s outside %s/ (consul kv export lists every key that starts alike): %s\n",
+				counted(n, "key"), fromConsul, strings.Trim(prefix, "/"), strings.Join(outside, ", "))
+		}
 	} else {
 		kvs, etcdRev, err = store.ReadForeign(s.ctx, store.ForeignEtcd{Endpoints: endpoints, CACert: c.String("etcd-cacert"),
 			Cert: c.String("etcd-cert"), Key: c.String("etcd-key")}, prefix)
