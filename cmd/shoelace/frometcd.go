@@ -171,6 +171,14 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 		return usagef("import: --appliance: %v", err)
 	}
 	fromConsul := c.String("from-consul-export")
+	for _, f := range []string{"etcd-cacert", "etcd-cert", "etcd-key"} {
+		if fromConsul != "" && c.IsSet(f) {
+			return usagef("import: --%s goes with --from-etcd: --from-consul-export reads a file", f)
+		}
+	}
+	if (c.String("etcd-cert") == "") != (c.String("etcd-key") == "") {
+		return usagef("import: --etcd-cert and --etcd-key must be given together: a client certificate that etcd trusts and its key")
+	}
 	if fromConsul != "" {
 		// Consul's keys have no leading '/': read them as a confd keyspace rooted at '/'.
 		prefix = "/" + strings.TrimPrefix(prefix, "/")

@@ -287,3 +287,20 @@ func TestE2E_ImportFromEtcd_NoKeyUnderPrefix(t *testing.T) {
 		t.Fatalf("db/host = %q", v)
 	}
 }
+
+// TestE2E_ImportFromEtcd_TLSFlagsUsage: --etcd-cert without --etcd-key (or the other way round)
+// is a usage error naming both flags, and the --etcd-* flags given with --from-consul-export,
+// which reads no etcd, are refused instead of ignored. The first failed with exit 1 and
+// "etcd client cert and key must be given together"; the second imported as if they were not
+// there.
+func TestE2E_ImportFromEtcd_TLSFlagsUsage(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	c.fails(exitUsage, "--etcd-cert and --etcd-key must be given together",
+		"import", "--from-etcd", "https://127.0.0.1:1", "--prefix", "/p", "--appliance", "tls-usage", "--etcd-cert", "client.pem")
+	c.fails(exitUsage, "--etcd-cert and --etcd-key must be given together",
+		"import", "--from-etcd", "https://127.0.0.1:1", "--prefix", "/p", "--appliance", "tls-usage", "--etcd-key", "client.key")
+	file := writeTemp(t, `[{"key":"web/a","flags":0,"value":"YQ=="}]`)
+	c.fails(exitUsage, "--etcd-cacert goes with --from-etcd",
+		"import", "--from-consul-export", file, "--prefix", "web", "--appliance", "tls-usage", "--etcd-cacert", "ca.pem")
+	c.fails(exitNotFound, "no keys", "appliance", "get", "tls-usage")
+}
