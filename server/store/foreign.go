@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -141,6 +142,11 @@ func probeEndpoints(endpoints []string, tlsCfg *tls.Config, timeout time.Duratio
 		cfg.ServerName = u.Hostname()
 		c, err := (&tls.Dialer{NetDialer: d, Config: cfg}).Dial("tcp", u.Host)
 		if err != nil {
+			var alert tls.AlertError
+			var cert *tls.CertificateVerificationError
+			if !errors.As(err, &alert) && !errors.As(err, &cert) && speaksHTTP(d, u.Host, timeout) {
+				return fmt.Sprintf("%s: the endpoint does not speak TLS: give it as http://%s", e, u.Host)
+			}
 			return fmt.Sprintf("%s: TLS: %v: check --etcd-cacert (the CA of etcd's certificate) and --etcd-cert/--etcd-key (a client certificate, when etcd asks for one)", e, err)
 		}
 		// A server that wants a client certificate says so after the handshake, on the
@@ -168,4 +174,21 @@ func speaksTLS(d *net.Dialer, host string) bool {
 	}
 	var alert tls.AlertError
 	return errors.As(err, &alert)
+}
+
+// speaksHTTP reports whether host answers a plain HTTP request (etcd serves GET /version on its
+// client port): an etcd without TLS, given as https://.
+func speaksHTTP(d *net.Dialer, host string, timeout time.Duration) bool {
+	c, err := d.Dial("tcp", host)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	if _, err := io.WriteString(c, "GET /version HTTP/1.0\r\n\r\n"); err != nil {
+		return false
+	}
+	b := make([]byte, 5)
+	_, err = io.ReadFull(c, b)
+	return err == nil && string(b) == "HTTP/"
 }

@@ -18,7 +18,7 @@ import (
 
 // TestReadForeign_SaysWhy: when the foreign etcd cannot be read, the error says what its
 // endpoint answered (etcd's client only reports its deadline): a certificate from an unknown
-// CA, a client certificate it requires, a refused connection, an http:// URL of a TLS endpoint.
+// CA, a client certificate it requires, a refused connection, an http:// URL of a TLS endpoint, an https:// URL of a plain one.
 func TestReadForeign_SaysWhy(t *testing.T) {
 	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
 	srv.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert}
@@ -29,6 +29,9 @@ func TestReadForeign_SaysWhy(t *testing.T) {
 	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	plain := httptest.NewServer(http.NotFoundHandler())
+	plain.Config.ErrorLog = log.New(io.Discard, "", 0)
+	defer plain.Close()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -42,6 +45,8 @@ func TestReadForeign_SaysWhy(t *testing.T) {
 		{ForeignEtcd{Endpoints: []string{srv.URL}}, []string{"unknown authority", "--etcd-cacert"}},
 		{ForeignEtcd{Endpoints: []string{srv.URL}, CACert: ca}, []string{"certificate required", "--etcd-cert"}},
 		{ForeignEtcd{Endpoints: []string{closed}}, []string{"connection refused"}},
+		// https:// of an etcd that serves plain HTTP: "TLS: EOF: check --etcd-cacert".
+		{ForeignEtcd{Endpoints: []string{"https://" + plain.Listener.Addr().String()}}, []string{"does not speak TLS", "http://" + plain.Listener.Addr().String()}},
 		// http:// of an etcd that serves TLS: its client only timed out, saying nothing.
 		{ForeignEtcd{Endpoints: []string{"http://" + srv.Listener.Addr().String()}}, []string{"speaks TLS", "https://" + srv.Listener.Addr().String()}},
 	} {
