@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -183,5 +184,29 @@ func TestE2E_ImportFromConsulExportOutsidePrefix(t *testing.T) {
 	// --prefix / takes every key: no such line.
 	if r := c.run("import", "--from-consul-export", file, "--prefix", "/", "--appliance", "consul-outside-all"); r.code != 0 || strings.Contains(r.stderr, "left out") {
 		t.Fatalf("import --prefix /: %s", r)
+	}
+}
+
+// TestE2E_ImportRefusedInJSON: with --output json, the keys an import refuses (and, with
+// --skip-refused, leaves out) are in the answer as {"key","reason","rename"}: a pipeline that
+// reads the JSON could not tell that keys were left out, which only stderr's text said.
+func TestE2E_ImportRefusedInJSON(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	file := writeTemp(t, `[{"key":"web/a","flags":0,"value":"YQ=="},{"key":"web/bad key","flags":0,"value":"eA=="}]`)
+	for _, extra := range [][]string{{"--dry-run"}, nil} {
+		out := c.ok(append([]string{"import", "--from-consul-export", file, "--prefix", "web", "--appliance", "consul-json", "--skip-refused", "--output", "json"}, extra...)...)
+		var res struct {
+			Put     int `json:"put"`
+			Refused []struct {
+				Key, Reason, Rename string
+			} `json:"refused"`
+		}
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			t.Fatalf("%q: %v\n%s", extra, err, out)
+		}
+		if res.Put != 1 || len(res.Refused) != 1 || res.Refused[0].Key != "web/bad key" || !strings.Contains(res.Refused[0].Reason, "only letters, digits") ||
+			res.Refused[0].Rename != "appliances/consul-json/bad-key" {
+			t.Fatalf("%q: %s", extra, out)
+		}
 	}
 }

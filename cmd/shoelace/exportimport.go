@@ -445,6 +445,8 @@ type importResult struct {
 	// PutKeys split: those the store lacks, and those whose value differs.
 	CreatedKeys []string `json:"created_keys,omitempty"`
 	ChangedKeys []string `json:"changed_keys,omitempty"`
+	// Refused are the keys of --from-etcd or --from-consul-export that cannot be keys here.
+	Refused []refusedKey `json:"refused,omitempty"`
 }
 
 // importMode reads --merge and --replace; both is a usage error.

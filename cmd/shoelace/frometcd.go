@@ -248,10 +248,11 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 	}
 	keys, refused := mapConfdKeys(kvs, prefix, appliance)
 	refused = append(refused, overServerLimit(s, keys, prefix, appliance)...)
-	for _, r := range refused {
+	for i, r := range refused {
 		if fromConsul != "" {
 			// As consul kv export wrote it, and as it is renamed in Consul: not as read, rooted at '/'.
 			r.Key = strings.TrimPrefix(r.Key, "/")
+			refused[i] = r
 		}
 		fmt.Fprintf(e.stderr, "%s\n", r)
 	}
@@ -307,7 +308,7 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 			fmt.Fprintf(e.stderr, "%s\n", strings.TrimPrefix(errorLine(conflict), "shoelace: import: "))
 		}
 	}
-	res := importResult{Mode: p.Mode, Put: len(p.Put), Omitted: []string{}, Unchanged: p.Unchanged}
+	res := importResult{Mode: p.Mode, Put: len(p.Put), Omitted: []string{}, Unchanged: p.Unchanged, Refused: refused}
 	summary := fmt.Sprintf("%s from %s into %s (%d already there)", counted(len(p.Put), "key"), prefix, root, p.Unchanged)
 	if dry {
 		after := ""
