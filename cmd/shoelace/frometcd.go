@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path"
 	"sort"
@@ -197,17 +198,21 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 	if _, err := jsonOutput(c); err != nil {
 		return err
 	}
+	var endpoints []string
+	for _, ep := range strings.Split(c.String("from-etcd"), ",") {
+		if ep = strings.TrimSpace(ep); ep != "" {
+			if u, err := url.Parse(ep); err == nil && u.User != nil {
+				// Not ep itself: the error is printed, and the password must not be.
+				return usagef("import: --from-etcd URL %q has a user or password, which the import does not send: an etcd with authentication on is read with a client certificate whose common name is an etcd user that may read the prefix (--etcd-cacert, --etcd-cert, --etcd-key); leave them out", u.Redacted())
+			}
+			endpoints = append(endpoints, ep)
+		}
+	}
 	s, err := e.connect(c)
 	if err != nil {
 		return err
 	}
 	defer s.cancel()
-	var endpoints []string
-	for _, ep := range strings.Split(c.String("from-etcd"), ",") {
-		if ep = strings.TrimSpace(ep); ep != "" {
-			endpoints = append(endpoints, ep)
-		}
-	}
 	// The range of the prefix as etcd reads it: the keys below it, the prefix itself, and
 	// siblings that start alike (/production/web-old), which mapConfdKeys leaves out.
 	var kvs []store.ForeignKV

@@ -304,3 +304,15 @@ func TestE2E_ImportFromEtcd_TLSFlagsUsage(t *testing.T) {
 		"import", "--from-consul-export", file, "--prefix", "web", "--appliance", "tls-usage", "--etcd-cacert", "ca.pem")
 	c.fails(exitNotFound, "no keys", "appliance", "get", "tls-usage")
 }
+
+// TestE2E_ImportFromEtcd_URLWithPassword: an --from-etcd URL with a user and password (how some
+// tools take etcd's credentials) is a usage error that names the URL without its password; the
+// import sent neither, failed with etcd's "user name is empty" and printed the URL whole,
+// password included, on stderr (a terminal, a CI log).
+func TestE2E_ImportFromEtcd_URLWithPassword(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	r := c.fails(exitUsage, "has a user or password", "import", "--from-etcd", "http://127.0.0.1:1,http://root:s3cret@127.0.0.1:2", "--prefix", "/p", "--appliance", "url-password")
+	if strings.Contains(r.stderr, "s3cret") || !strings.Contains(r.stderr, "--etcd-cert") {
+		t.Fatalf("the refusal shows the password or no way on: %s", r)
+	}
+}
