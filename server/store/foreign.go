@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
@@ -74,6 +75,10 @@ func ReadForeign(ctx context.Context, f ForeignEtcd, prefix string) ([]ForeignKV
 	if status.Code(err) == codes.ResourceExhausted {
 		return nil, 0, fmt.Errorf("etcd %s: the keys that start with %q are over %d bytes, more than one import can hold: import a narrower prefix (one subtree at a time)",
 			strings.Join(f.Endpoints, ","), prefix, maxBytes)
+	}
+	if errors.Is(err, rpctypes.ErrUserEmpty) || errors.Is(err, rpctypes.ErrPermissionDenied) {
+		return nil, 0, fmt.Errorf("etcd %s: read %q: %w (etcd has authentication on: the import reads it with a client certificate whose common name is an etcd user that may read the prefix, given with --etcd-cacert, --etcd-cert and --etcd-key; etcd takes it when it runs with --client-cert-auth)",
+			strings.Join(f.Endpoints, ","), prefix, err)
 	}
 	if err != nil {
 		err = clientv3.ContextError(ctx, err)
