@@ -469,14 +469,7 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 			return err
 		}
 	}
-	res, err := s.st.ApplyTree(s.releaseCtx(ctx, r, kind, name, rollbackTo), name, keys, cas)
-	rev := res.Revision
-	if res.Unchanged {
-		// The revision its agents report once they have the view: a deletion in it after its
-		// keys' newest mod_revision is known to the hub only.
-		rev = max(rev, s.hub.viewChanged(ctx, name, res.Checked, viewChangedWait))
-	}
-	setIndex(w, rev)
+	res, rev, err := s.applyTree(ctx, w, r, kind, name, rollbackTo, keys, cas)
 	if err != nil {
 		return err
 	}
@@ -582,3 +575,18 @@ func treeOf(name string, kvs []api.KV) map[string]string {
 	}
 	return tree
 }
+
+// applyTree makes appliance name's own keys keys (guarded on cas, as Store.ApplyTree) as a
+// release of kind, and sets the answer's index: the write's revision, or for a tree that was
+// already in place the revision its agents report once they have the view (a deletion in it
+// after its keys' newest mod_revision is known to the hub only).
+func (s *Server) applyTree(ctx context.Context, w http.ResponseWriter, r *http.Request, kind, name string, rollbackTo int64, keys map[string]string, cas int64) (store.Applied, int64, error) {
+	res, err := s.st.ApplyTree(s.releaseCtx(ctx, r, kind, name, rollbackTo), name, keys, cas)
+	rev := res.Revision
+	if res.Unchanged {
+		rev = max(rev, s.hub.viewChanged(ctx, name, res.Checked, viewChangedWait))
+	}
+	setIndex(w, rev)
+	return res, rev, err
+}
+

@@ -1125,12 +1125,7 @@ func (s *Server) rolloutWrite(ctx context.Context, w http.ResponseWriter, r *htt
 	// A write that changes nothing starts no rollout, as an apply with canary starts none: it
 	// is answered as an unchanged apply of the live tree, guarded on the read (a change since
 	// is 409, never a write of these keys without a rollout).
-	res, err := s.st.ApplyTree(s.releaseCtx(ctx, r, kind, name, 0), name, live, read)
-	rev := res.Revision
-	if res.Unchanged {
-		rev = max(rev, s.hub.viewChanged(ctx, name, res.Checked, viewChangedWait))
-	}
-	setIndex(w, rev)
+	res, rev, err := s.applyTree(ctx, w, r, kind, name, 0, live, read)
 	if err != nil {
 		return err
 	}
