@@ -2,12 +2,9 @@ package store
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // TestReadForeign_AuthOn: an etcd with authentication on answers an import's read with
@@ -17,16 +14,7 @@ import (
 func TestReadForeign_AuthOn(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	ee, err := StartEmbedded(ctx, EmbedConfig{Dir: filepath.Join(t.TempDir(), "etcd"), LogLevel: "error", UnsafeFast: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ee.Close()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: ee.Endpoints(), DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	ee, cli := foreignEtcd(ctx, t)
 	if _, err := cli.Put(ctx, "/p/a", "1"); err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +27,7 @@ func TestReadForeign_AuthOn(t *testing.T) {
 	if _, err := cli.AuthEnable(ctx); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err = ReadForeign(ctx, ForeignEtcd{Endpoints: ee.Endpoints()}, "/p")
+	_, _, err := ReadForeign(ctx, ForeignEtcd{Endpoints: ee.Endpoints()}, "/p")
 	for _, w := range []string{"user name is empty", "authentication on", "--etcd-cert"} {
 		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("read of an etcd with authentication on: %v, want it to say %q", err, w)

@@ -17,16 +17,7 @@ import (
 func TestReadForeign_Bounded(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	ee, err := StartEmbedded(ctx, EmbedConfig{Dir: filepath.Join(t.TempDir(), "etcd"), LogLevel: "error", UnsafeFast: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ee.Close()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: ee.Endpoints(), DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	ee, cli := foreignEtcd(ctx, t)
 	for i := range 20 {
 		if _, err := cli.Put(ctx, fmt.Sprintf("/big/k%02d", i), strings.Repeat("v", 1000)); err != nil {
 			t.Fatal(err)
@@ -42,3 +33,21 @@ func TestReadForeign_Bounded(t *testing.T) {
 		t.Fatalf("default bound: %d keys, %v", len(kvs), err)
 	}
 }
+
+// foreignEtcd starts an etcd of its own for a test of reads of a foreign etcd (an import's),
+// and a client of it; both end with the test.
+func foreignEtcd(ctx context.Context, t *testing.T) (*EmbeddedEtcd, *clientv3.Client) {
+	t.Helper()
+	ee, err := StartEmbedded(ctx, EmbedConfig{Dir: filepath.Join(t.TempDir(), "etcd"), LogLevel: "error", UnsafeFast: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ee.Close() })
+	cli, err := clientv3.New(clientv3.Config{Endpoints: ee.Endpoints(), DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return ee, cli
+}
+
