@@ -410,13 +410,53 @@ func loadTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
 		return nil, errors.New("etcd client cert and key must be given together")
 	}
 	if certFile != "" {
-		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
+		cp := &clientPair{certFile: certFile, keyFile: keyFile}
+		if err := cp.load(); err != nil {
 			return nil, fmt.Errorf("etcd client cert: %w", err)
 		}
-		c.Certificates = []tls.Certificate{pair}
+		c.GetClientCertificate = cp.get
 	}
 	return c, nil
+}
+
+// clientPair is the client certificate presented to etcd. Its files are read again at each new
+// connection when they changed, so that a renewed certificate is used without a restart (a
+// replica that kept the first one would be refused by etcd once it expired, at its next
+// reconnection); a pair that does not load (half written) keeps the one loaded before.
+type clientPair struct {
+	certFile, keyFile string
+	mu                sync.Mutex
+	pair              *tls.Certificate
+	stamp             string // the files' sizes and modification times when pair was read
+}
+
+func (p *clientPair) fileStamp() string {
+	var b strings.Builder
+	for _, f := range []string{p.certFile, p.keyFile} {
+		if fi, err := os.Stat(f); err == nil {
+			fmt.Fprintf(&b, "%d/%d;", fi.Size(), fi.ModTime().UnixNano())
+		}
+	}
+	return b.String()
+}
+
+func (p *clientPair) load() error {
+	stamp := p.fileStamp()
+	pair, err := tls.LoadX509KeyPair(p.certFile, p.keyFile)
+	if err != nil {
+		return err
+	}
+	p.pair, p.stamp = &pair, stamp
+	return nil
+}
+
+func (p *clientPair) get(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fileStamp() != p.stamp {
+		_ = p.load() // on error the previous pair stays, and the files are read again next time
+	}
+	return p.pair, nil
 }
 
 // loadIDLoop retries EnsureID with capped backoff until it succeeds or the store closes.

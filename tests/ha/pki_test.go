@@ -25,6 +25,7 @@ type pki struct {
 	serverCert, serverKey         string // shoelace replicas' HTTPS
 	etcdClientCert, etcdClientKey string // the replicas' client certificate for etcd
 	pool                          *x509.CertPool
+	issue                         func(name string, usage []x509.ExtKeyUsage, notAfter time.Time) (string, string)
 }
 
 func newPKI(t *testing.T, dir string) *pki {
@@ -55,7 +56,7 @@ func newPKI(t *testing.T, dir string) *pki {
 	p.pool.AddCert(ca)
 	writePEM(t, p.caFile, "CERTIFICATE", caDER)
 	serial := int64(2)
-	issue := func(name string, usage []x509.ExtKeyUsage) (string, string) {
+	p.issue = func(name string, usage []x509.ExtKeyUsage, notAfter time.Time) (string, string) {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
 			t.Fatal(err)
@@ -64,7 +65,7 @@ func newPKI(t *testing.T, dir string) *pki {
 			SerialNumber: big.NewInt(serial),
 			Subject:      pkix.Name{CommonName: name},
 			NotBefore:    now.Add(-time.Hour),
-			NotAfter:     now.Add(24 * time.Hour),
+			NotAfter:     notAfter,
 			KeyUsage:     x509.KeyUsageDigitalSignature,
 			ExtKeyUsage:  usage,
 			IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
@@ -85,9 +86,10 @@ func newPKI(t *testing.T, dir string) *pki {
 		return certFile, keyFile
 	}
 	both := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
-	p.nodeCert, p.nodeKey = issue("etcd-node", both)
-	p.serverCert, p.serverKey = issue("shoelace-server", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth})
-	p.etcdClientCert, p.etcdClientKey = issue("shoelace-etcd-client", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth})
+	day := now.Add(24 * time.Hour)
+	p.nodeCert, p.nodeKey = p.issue("etcd-node", both, day)
+	p.serverCert, p.serverKey = p.issue("shoelace-server", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, day)
+	p.etcdClientCert, p.etcdClientKey = p.issue("shoelace-etcd-client", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, day)
 	return p
 }
 
