@@ -366,6 +366,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		}
 		s.log.Warn("etcd not reachable yet; retrying in the background",
 			"endpoints", strings.Join(endpoints, ","), "error", err)
+		// "did not answer in time" is all the client says when etcd refuses the TLS
+		// handshake (no, or an untrusted or expired, client certificate): a probe of each
+		// endpoint names the cause and the flags to check.
+		go func() {
+			why := probeEndpoints(endpoints, tlsCfg, min(cfg.DialTimeout, 2*time.Second))
+			if why != "" && s.ctx.Err() == nil && !s.Answered() {
+				s.log.Warn("etcd endpoint check", "problem", why)
+			}
+		}()
 		s.wg.Add(1)
 		go s.loadIDLoop()
 	}
