@@ -589,4 +589,3 @@ func (s *Server) applyTree(ctx context.Context, w http.ResponseWriter, r *http.R
 	setIndex(w, rev)
 	return res, rev, err
 }
-

@@ -50,4 +50,3 @@ func foreignEtcd(ctx context.Context, t *testing.T) (*EmbeddedEtcd, *clientv3.Cl
 	t.Cleanup(func() { cli.Close() })
 	return ee, cli
 }
-
