@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -21,6 +22,13 @@ const streamHeartbeat = 20 * time.Second
 // any answer that does not long-poll (opTimeout + writeMargin). A variable for tests.
 var streamLineTimeout = opTimeout + writeMargin
 
+// streamFirstLine is how long a stream's first line may wait for a view the store must give
+// (etcd away, a large view read under load) before a heartbeat at the client's own index goes
+// out in its place: a client takes a stream silent for 5 s (client.DefaultStreamFirstLine) for
+// one behind a proxy that buffers answers, and leaves streaming for 10 minutes. A variable for
+// tests.
+var streamFirstLine = 2500 * time.Millisecond
+
 // streamView answers a streaming long-poll (`?index=R&stream`): 200 application/x-ndjson, then
 // one line per change of the view name gives the client after index, as a plain long-poll
 // would answer it (the full view, or with o.delta the difference from the previous line), each
@@ -37,6 +45,7 @@ var streamLineTimeout = opTimeout + writeMargin
 func (s *Server) streamView(w http.ResponseWriter, r *http.Request, pr *pollReq) error {
 	name, index, wait, o := pr.name, pr.index, pr.wait, pr.o
 	ctx := r.Context()
+	began := time.Now()
 	rc := http.NewResponseController(w)
 	store := s.st.ID()
 	p := principalOf(r)
@@ -67,7 +76,13 @@ func (s *Server) streamView(w http.ResponseWriter, r *http.Request, pr *pollReq)
 			if s.st.ID() != store && started {
 				return nil // restored or replaced: the client reconnects and gets the new store's view
 			}
-			a, err := s.changed(ctx, p, name, index, o, wk)
+			var a answer
+			var err error
+			if started {
+				a, err = s.changed(ctx, p, name, index, o, wk)
+			} else {
+				a, started, err = s.firstChanged(ctx, w, rc, began, p, name, index, o, wk, store)
+			}
 			if err != nil {
 				if started {
 					s.log.Debug("stream ends", "appliance", name, "err", err)
@@ -108,13 +123,7 @@ func (s *Server) streamView(w http.ResponseWriter, r *http.Request, pr *pollReq)
 			return nil
 		}
 		if !started {
-			h := w.Header()
-			h.Set("Content-Type", api.ContentTypeStream)
-			h.Set("Cache-Control", "no-cache")
-			h.Set("X-Accel-Buffering", "no") // nginx: pass the lines on as they come
-			h.Set(api.HeaderStore, store)
-			setIndex(w, index)
-			w.WriteHeader(http.StatusOK)
+			startStream(w, store, index)
 			started = true
 		}
 		_ = rc.SetWriteDeadline(time.Now().Add(streamLineTimeout))
@@ -136,4 +145,45 @@ func (s *Server) streamView(w http.ResponseWriter, r *http.Request, pr *pollReq)
 			return nil
 		}
 	}
+}
+
+// firstChanged is changed for the first line of streamView: when the view takes longer than
+// streamFirstLine from began, the stream starts with a heartbeat at index (nothing changed up to
+// the client's own index) and the view follows as its next line.
+func (s *Server) firstChanged(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, began time.Time, p *principal, name string, index int64, o pollOpts, wk wake, store string) (answer, bool, error) {
+	type result struct {
+		a   answer
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		a, err := s.changed(ctx, p, name, index, o, wk)
+		done <- result{a, err}
+	}()
+	t := time.NewTimer(max(0, streamFirstLine-time.Since(began)))
+	defer t.Stop()
+	select {
+	case r := <-done:
+		return r.a, false, r.err
+	case <-t.C:
+	}
+	startStream(w, store, index)
+	_ = rc.SetWriteDeadline(time.Now().Add(streamLineTimeout))
+	line := strconv.AppendInt([]byte(`{"heartbeat":true,"revision":`), index, 10)
+	if _, err := w.Write(append(line, "}\n"...)); err == nil {
+		_ = rc.Flush()
+	}
+	r := <-done
+	return r.a, true, r.err
+}
+
+// startStream writes the headers of a stream's answer.
+func startStream(w http.ResponseWriter, store string, index int64) {
+	h := w.Header()
+	h.Set("Content-Type", api.ContentTypeStream)
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // nginx: pass the lines on as they come
+	h.Set(api.HeaderStore, store)
+	setIndex(w, index)
+	w.WriteHeader(http.StatusOK)
 }
