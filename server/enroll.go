@@ -207,11 +207,16 @@ func (s *Server) enroll(ctx context.Context, r *http.Request, appliance, instanc
 	var in api.Instance
 	// One read of both: an enrollment through another replica writes them together, and a
 	// record read before it beside a token read after it looked like a token already used.
-	both, err := s.st.SysGets(ctx, recKey, tokKey)
+	both, err := s.st.SysGets(ctx, recKey, tokKey, store.IDKey)
 	if err != nil {
 		return api.Enrolled{}, 0, err
 	}
 	recData, recRev, tokData, tokRev := both[0].Data, both[0].Rev, both[1].Data, both[1].Rev
+	// Neither the record nor the token written since the store got its id: the store was
+	// restored from a snapshot (or its revision went back) since the holder last reported.
+	// The holder may have enrolled again after the snapshot; its newer token is lost with the
+	// history after it, and it asks again with its key: it is not a clone of itself.
+	restored := both[2].Rev > max(recRev, tokRev)
 	if recRev > 0 {
 		if err := json.Unmarshal(recData, &in); err != nil {
 			in = api.Instance{}
@@ -236,7 +241,8 @@ func (s *Server) enroll(ctx context.Context, r *http.Request, appliance, instanc
 		// a minute later): a holder of the key enrolling again and again would cost a write,
 		// a revocation and an audit line each time, and a clone booted with a copy of the key
 		// gets 409 once the other has reported.
-		retried = err == nil && retriedByHolder(old, key, recRev, tokRev) && !now.Before(old.Created.Add(s.enrollRetryAge))
+		retried = err == nil && (retriedByHolder(old, key, recRev, tokRev) && !now.Before(old.Created.Add(s.enrollRetryAge)) ||
+			restored && sameEnrollKey(old, key))
 		if retried {
 			// The same holder, enrolled when its lost answer was made: a rollout that drew the
 			// instance since still counts it.
@@ -282,7 +288,9 @@ func (s *Server) enroll(ctx context.Context, r *http.Request, appliance, instanc
 	}
 	if s.auth.set(tok, rev) {
 		s.hub.revoke(tokName) // taken over: the old holder's long-polls end
-		if retried {
+		if retried && restored {
+			s.log.Info("instance enrolled again by its holder (the store was restored since its last report)", "appliance", appliance, "instance", instance)
+		} else if retried {
 			s.log.Info("instance enrolled again by its holder (the answer with its token, never used, was lost)", "appliance", appliance, "instance", instance)
 		} else {
 			s.log.Info("instance taken over", "appliance", appliance, "instance", instance, "last_seen", last)

@@ -75,6 +75,10 @@ const (
 // storeIDKey is the system key holding the store id.
 const storeIDKey = "store-id"
 
+// IDKey is the system key (see SysGets) of the store's id. A restore writes it anew, so a
+// system key whose revision is below its own was last written before the store was restored.
+const IDKey = storeIDKey
+
 // Config says which etcd to use and how.
 type Config struct {
 	// Endpoints of an external cluster; empty means an embedded single-node etcd in DataDir.
