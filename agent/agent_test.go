@@ -49,8 +49,9 @@ type viewServer struct {
 	// reports are the bodies POSTed to /v1/appliances/{name}/report (the real server's route
 	// is another part's); rollouts the X-Shoelace-Rollout headers of the long-polls, with the
 	// applied revision ("applied/rollout").
-	reports  []api.Report
-	rollouts []string
+	reports      []api.Report
+	reportTokens []string // the token of each report
+	rollouts     []string
 	// noReports answers 404 to reports, as a server without the route does.
 	noReports bool
 	// Enrollment (POST .../enroll): enrollFail is the status to refuse it with (0: enroll);
@@ -142,6 +143,7 @@ func (s *viewServer) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.reports = append(s.reports, rep)
+		s.reportTokens = append(s.reportTokens, tok)
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}

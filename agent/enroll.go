@@ -72,14 +72,16 @@ type instanceToken struct {
 type enrollRun struct {
 	ctx context.Context
 	wg  sync.WaitGroup
+	// enrolled is called after each enrollment that succeeded (the reporter's resend).
+	enrolled func()
 }
 
 // startEnrollment makes the agent enroll (Run calls it once, before the first render): the
 // client is rebuilt to carry the instance token, read from cache_dir or obtained now. The
 // returned function ends the enrollments in flight; call it when Run returns.
-func (a *Agent) startEnrollment(ctx context.Context) (stop func()) {
+func (a *Agent) startEnrollment(ctx context.Context, enrolled func()) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
-	run := &enrollRun{ctx: ctx}
+	run := &enrollRun{ctx: ctx, enrolled: enrolled}
 	a.enrolling = run
 	stop = func() {
 		cancel()
@@ -221,6 +223,9 @@ func (e *enroller) try(ctx context.Context) {
 	e.lastWhy = ""
 	e.mu.Unlock()
 	e.log.Info("enrolled", "appliance", it.Appliance, "instance", it.Instance, "file", e.path)
+	if e.run.enrolled != nil {
+		e.run.enrolled()
+	}
 }
 
 // enrollKey is the agent's enrollment key, read from its file, or made and saved there before

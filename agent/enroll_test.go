@@ -134,6 +134,41 @@ func TestAgent_RunEnrollRefusedStillRenders(t *testing.T) {
 	}
 }
 
+// An agent refused enrollment renders and reports with the appliance token, which the server
+// does not record for an enrolled name; once it enrolls, its last report goes again with its
+// instance token, its outcome unchanged. Before, the agent waited for its next change to
+// report: `appliance wait` named it behind while its files were on disk.
+func TestAgent_RunEnrolledLateReportsAgain(t *testing.T) {
+	defer agent.SetEnrollEvery(50 * time.Millisecond)()
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	srv.enrollFail = http.StatusConflict
+	a, dir, _ := testAgent(t, srv, header+enrollTemplate)
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	reported := func(token string) func() bool {
+		return func() bool {
+			srv.mu.Lock()
+			defer srv.mu.Unlock()
+			for i, r := range srv.reports {
+				if srv.reportTokens[i] == token && r.Applied == 10 {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	waitFor(t, "revision 10 reported with the appliance token", reported("secret-token"))
+	srv.mu.Lock()
+	srv.enrollFail = 0
+	srv.mu.Unlock()
+	waitFor(t, "enrolled", func() bool { _, n := srv.lastAuth(); return n == 1 })
+	waitFor(t, "revision 10 reported again with the instance token", reported("instance-token-1"))
+	if _, err := os.Stat(dir + "/a"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A refusal that names the holder's last report differs at each try only in that time: it is
 // one reason, said at warn once, and at debug after that.
 func TestAgent_RunEnrollRefusedWarnedOnce(t *testing.T) {

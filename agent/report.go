@@ -49,6 +49,7 @@ type reporter struct {
 	every  time.Duration // reportEvery
 	mu     sync.Mutex
 	next   *reportJob
+	again  bool // send the last report taken once more, whatever its outcome (see resend)
 	wake   chan struct{}
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -83,13 +84,31 @@ func (p *reporter) put(c *client.Client, appliance string, r api.Report) {
 	}
 }
 
-// take returns the report waiting, if any.
-func (p *reporter) take() *reportJob {
+// resend makes the reporter send the report the server last took once more, even when no
+// newer one comes: the instance has just enrolled, and the server does not record for an
+// enrolled name what the appliance token reported of it before (an agent that enrolled late,
+// after a refusal, left its applied revision unreported until its next change).
+func (p *reporter) resend() {
+	p.mu.Lock()
+	p.again = true
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take returns the report waiting, else last when a resend was asked, and whether it goes
+// whatever its outcome.
+func (p *reporter) take(last *reportJob) (*reportJob, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	j := p.next
-	p.next = nil
-	return j
+	j, again := p.next, p.again
+	if j == nil && again {
+		j = last
+	}
+	p.next, p.again = nil, false
+	return j, again
 }
 
 // outcome is what decides whether a report is worth sending.
@@ -101,6 +120,7 @@ func (p *reporter) loop() {
 	defer close(p.done)
 	var sent *api.Report // the outcome the server last took
 	var last time.Time   // when the last report was sent
+	var taken *reportJob // the last report the server took
 	loggedFailure := ""
 	for {
 		select {
@@ -121,11 +141,11 @@ func (p *reporter) loop() {
 				case <-t.C:
 				}
 			}
-			j := p.take()
+			j, again := p.take(taken)
 			if j == nil {
 				break
 			}
-			if o := outcome(j.r); sent != nil && *sent == o {
+			if o := outcome(j.r); !again && sent != nil && *sent == o {
 				break
 			}
 			ctx, cancel := context.WithTimeout(p.ctx, reportTimeout)
@@ -137,7 +157,7 @@ func (p *reporter) loop() {
 			}
 			if err == nil {
 				o := outcome(j.r)
-				sent, failures, loggedFailure = &o, 0, ""
+				sent, taken, failures, loggedFailure = &o, j, 0, ""
 				p.taken.Store(true)
 				p.log.Debug("reported", "revision", j.r.Revision, "applied", j.r.Applied, "rollout", j.r.Rollout, "error", j.r.Error)
 				continue
@@ -162,6 +182,7 @@ func (p *reporter) loop() {
 			if p.next == nil {
 				p.next = j
 			}
+			p.again = p.again || again // a resend that failed is still owed
 			p.mu.Unlock()
 			t := time.NewTimer(backoff(failures, 0))
 			select {

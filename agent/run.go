@@ -251,13 +251,15 @@ func (l *loop) start() {
 	a.loadOwedAtStart()
 	a.loadCandidatesAtStart()
 	a.removeLeftovers(time.Now())
-	l.stopEnroll = a.startEnrollment(l.ctx) // enroll.go: the instance token, from cache_dir or obtained now
-	a.recordOwed = true
 	// The cache and status files are written off the render path, and so are reports.
+	l.reporter = startReporter(a.log, &a.reportsTaken)
+	// enroll.go: the instance token, from cache_dir or obtained now; once obtained, the last
+	// report goes again with it.
+	l.stopEnroll = a.startEnrollment(l.ctx, l.reporter.resend)
+	a.recordOwed = true
 	a.persist = startPersister(a.log)
 	a.dirSyncs = &atomicfile.DirSyncs{}
 	l.synced = make(chan *dirBatch, 1)
-	l.reporter = startReporter(a.log, &a.reportsTaken)
 	// Watch before the first render, so that an edit right after it is not missed.
 	l.rewatch()
 
