@@ -94,6 +94,17 @@ func (s *Server) sharedHolds(ctx context.Context, change *rollout.SharedChange) 
 	return max(rev, s.hub.viewChanged(ctx, "", read, viewChangedWait), 1), true, nil
 }
 
+// groupRunning is the refusal of a canary of shared/ while a shared rollout group runs (one at
+// a time), as this replica knows the rollouts; nil when none runs.
+func (s *Server) groupRunning() error {
+	for _, n := range s.rollouts.running() {
+		if cur := s.rollouts.get(n); cur != nil && cur.Group != "" {
+			return store.GroupInProgress(cur.Group)
+		}
+	}
+	return nil
+}
+
 // startSharedRollout starts the shared rollout group of change, for the write of kind that r
 // makes with strategy strat.
 func (s *Server) startSharedRollout(ctx context.Context, w http.ResponseWriter, r *http.Request, change *rollout.SharedChange, strat *api.RolloutStrategy, kind string) error {
@@ -102,10 +113,8 @@ func (s *Server) startSharedRollout(ctx context.Context, w http.ResponseWriter, 
 	} else if held {
 		// A change that shared/ holds already starts no group and writes nothing, as an apply
 		// that changes nothing: refused only as another canary of shared/ is, while a group runs.
-		for _, n := range s.rollouts.running() {
-			if cur := s.rollouts.get(n); cur != nil && cur.Group != "" {
-				return store.GroupInProgress(cur.Group)
-			}
+		if err := s.groupRunning(); err != nil {
+			return err
 		}
 		setIndex(w, rev)
 		s.audit(r, kind, lockedKeys(change), rev, slog.Bool("unchanged", true))
@@ -151,10 +160,8 @@ func (s *Server) startSharedRollout(ctx context.Context, w http.ResponseWriter, 
 	}
 	locked := lockedKeys(change)
 	p := principalOf(r)
-	for _, n := range s.rollouts.running() {
-		if cur := s.rollouts.get(n); cur != nil && cur.Group != "" {
-			return store.GroupInProgress(cur.Group)
-		}
+	if err := s.groupRunning(); err != nil {
+		return err
 	}
 	for _, n := range slices.Sorted(maps.Keys(recs)) {
 		if cur := s.rollouts.get(n); cur.Running() {
