@@ -487,11 +487,11 @@ func (e *cliEnv) applianceApply(c *cli.Context) error {
 	if c.String("canary") != "" && !res.Unchanged {
 		return e.printRolloutStarted(s, name, res.Revision)
 	}
+	if res.Unchanged {
+		return e.printUnchanged(s, res, "appliance "+name+" already holds exactly these keys", noRollout(c))
+	}
 	if s.json {
 		return printJSON(e.stdout, res)
-	}
-	if res.Unchanged {
-		fmt.Fprintf(e.stderr, "appliance %s already holds exactly these keys: nothing written, no release recorded%s\n", name, noRollout(c))
 	}
 	return printRevision(e.stdout, false, res.Revision)
 }

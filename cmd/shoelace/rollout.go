@@ -118,10 +118,17 @@ func (e *cliEnv) printCanaryWrite(s *session, c *cli.Context, name string, res a
 	if !res.Unchanged {
 		return e.printRolloutStarted(s, name, res.Revision)
 	}
+	return e.printUnchanged(s, res, "appliance "+name+" already holds these values", noRollout(c))
+}
+
+// printUnchanged tells that a write changed nothing (held: what held its values already):
+// nothing written, no release recorded (and, for one sent with --canary, noRollout says no
+// rollout started). It prints the revision, or res with --output json.
+func (e *cliEnv) printUnchanged(s *session, res api.WriteResult, held, noRollout string) error {
 	if s.json {
 		return printJSON(e.stdout, res)
 	}
-	fmt.Fprintf(e.stderr, "appliance %s already holds these values: nothing written, no release recorded%s\n", name, noRollout(c))
+	fmt.Fprintf(e.stderr, "%s: nothing written, no release recorded%s\n", held, noRollout)
 	return printRevision(e.stdout, false, res.Revision)
 }
 
@@ -130,12 +137,8 @@ func (e *cliEnv) printCanaryWrite(s *session, c *cli.Context, name string, res a
 func (e *cliEnv) printSharedRolloutStarted(s *session, g client.SharedCanaryResult) error {
 	if g.Unchanged {
 		// shared/ held the change already: no group, nothing written.
-		res := api.WriteResult{Revision: g.Revision, Unchanged: true}
-		if s.json {
-			return printJSON(e.stdout, res)
-		}
-		fmt.Fprintln(e.stderr, "shared/ already holds these values: nothing written, no release recorded, no rollout started")
-		return printRevision(e.stdout, false, res.Revision)
+		return e.printUnchanged(s, api.WriteResult{Revision: g.Revision, Unchanged: true},
+			"shared/ already holds these values", ", no rollout started")
 	}
 	if s.json {
 		return printJSON(e.stdout, g.SharedRolloutStatus)
