@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -44,10 +45,15 @@ func (s *Store) Health(ctx context.Context) (Health, error) {
 			h.Alarms = append(h.Alarms, LowDiskAlarm)
 		}
 		h.Error = AlarmsError(h.Alarms)
+		s.probe.answered()
 		return h, nil
 	}
 	err = s.etcdErr(ctx, "etcd health", err)
 	h.Error = err.Error()
+	var probed <-chan struct{}
+	if s.embed == nil {
+		probed = s.probe.start(s)
+	}
 	// Tell "no leader" from "unreachable": ask each endpoint for its status, briefly, even
 	// when ctx is spent by the read.
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), min(s.cfg.RequestTimeout, time.Second))
@@ -61,7 +67,76 @@ func (s *Store) Health(ctx context.Context) (Health, error) {
 		h.Leader = st.Leader != 0
 		break
 	}
+	if !h.Reachable && s.embed == nil {
+		// "did not answer in time" is all the client says when etcd refuses the TLS handshake
+		// (a client certificate that expired, a CA that changed): a probe of the endpoints,
+		// started with the status requests, names the cause, as at start.
+		if why := s.probe.result(probed, 500*time.Millisecond); why != "" {
+			h.Error += "; " + why
+		}
+	}
 	return h, api.Errorf(api.CodeUnavailable, "%s", h.Error)
+}
+
+// endpointProbe runs probeEndpoints for Health, one probe at a time and at most one a second,
+// and logs a problem it finds once, until the store answers again.
+type endpointProbe struct {
+	mu      sync.Mutex
+	running chan struct{} // closed when the probe in flight ends; nil when none is
+	at      time.Time     // when the last probe ended
+	why     string        // what it found ("" when nothing, or since the store answered)
+	logged  string        // the problem last logged
+}
+
+// start starts a probe unless one is in flight or one ended less than a second ago, and returns
+// what closes when the one in flight ends (nil when none is).
+func (p *endpointProbe) start(s *Store) <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.running != nil || time.Since(p.at) < time.Second {
+		return p.running
+	}
+	done := make(chan struct{})
+	p.running = done
+	go func() {
+		why := probeEndpoints(s.cli.Endpoints(), s.tlsCfg, min(s.cfg.DialTimeout, 2*time.Second))
+		p.mu.Lock()
+		p.why, p.at, p.running = why, time.Now(), nil
+		logIt := why != "" && why != p.logged && s.ctx.Err() == nil
+		if logIt {
+			p.logged = why
+		}
+		p.mu.Unlock()
+		close(done)
+		if logIt {
+			s.log.Warn("etcd endpoint check", "problem", why)
+		}
+	}()
+	return done
+}
+
+// result returns what the latest probe found, waiting up to wait for the one in flight (done):
+// a probe of endpoints that do not answer takes its dial timeouts, which are not Health's to
+// wait out; a later call gets what it found.
+func (p *endpointProbe) result(done <-chan struct{}, wait time.Duration) string {
+	if done != nil {
+		t := time.NewTimer(wait)
+		select {
+		case <-done:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.why
+}
+
+// answered forgets what the probes found: the store answers.
+func (p *endpointProbe) answered() {
+	p.mu.Lock()
+	p.why, p.logged = "", ""
+	p.mu.Unlock()
 }
 
 // Health is what Store.Health found.

@@ -206,6 +206,11 @@ type Store struct {
 
 	compacted compactedCache // what Compacted learnt of an external etcd's compaction
 
+	// tlsCfg is how the client speaks to an external etcd (nil for the embedded one or plain
+	// http): Health probes the endpoints with it when none answers (see probeEndpoints).
+	tlsCfg *tls.Config
+	probe  endpointProbe
+
 	observer atomic.Pointer[Observer] // told of every unary etcd request (metrics)
 	connEnds connEnds                 // connections to etcd that end (see ErrReconnected)
 	progress connEnds                 // closed by RequestProgress (a signal like connEnds)
@@ -315,6 +320,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			s.cancel()
 			return nil, fmt.Errorf("open store: %w", err)
 		}
+		s.tlsCfg = tlsCfg
 	}
 
 	zl, _ := newZapLogger(cfg.Logger, zapcore.ErrorLevel, "etcd-client")

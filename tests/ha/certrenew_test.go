@@ -22,47 +22,20 @@ import (
 // expired one: etcd refused every connection and the replica answered 503 until restarted.
 func TestHA_EtcdClientCertRenewal(t *testing.T) {
 	skipShort(t)
-	dir := t.TempDir()
-	p := newPKI(t, dir)
-	c := startClusterTLS(t, filepath.Join(dir, "etcd"), p)
-
 	// The replica's client certificate expires 20 s from now.
-	clientUsage := []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	expiry := time.Now().Add(20 * time.Second)
-	p.etcdClientCert, p.etcdClientKey = p.issue("shoelace-etcd-client", clientUsage, expiry)
-	tokenFile := filepath.Join(dir, "admin.token")
-	r := startReplicasTLS(t, dir, c.endpoints(), map[string]string{"a": tokenFile}, p)["a"]
-	cl := newClient(r.url(), waitAdminToken(t, map[string]string{"a": tokenFile}))
-	cl.hc = p.httpClient(15 * time.Second)
-	waitTokenAccepted(t, cl)
+	c, p, r, cl := replicaWithExpiringCert(t, expiry)
 	ctx := context.Background()
-	if status, _, err := cl.put(ctx, "shared/before", "1"); status != http.StatusOK {
-		t.Fatalf("put before the renewal: %d %v", status, err)
-	}
 
 	// Renewal, as the runbook has it: new pair in place of the old, then a reload.
-	p.issue("shoelace-etcd-client", clientUsage, time.Now().Add(24*time.Hour))
+	p.issue("shoelace-etcd-client", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, time.Now().Add(24*time.Hour))
 	if err := r.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Until(expiry) + time.Second)
 
 	// Rolling restart of the etcd members: the replica's connections are made again.
-	for _, m := range c.members {
-		m.kill()
-		<-m.closed
-		if err := c.startMember(m, c.initialCluster(), "existing"); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case <-m.etcd.Server.ReadyNotify():
-		case <-time.After(30 * time.Second):
-			t.Fatalf("member %s not ready after a restart", m.name)
-		}
-		if _, err := c.waitLeader(30 * time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.rollingRestart(t)
 
 	var last string
 	deadline := time.Now().Add(30 * time.Second)
@@ -81,4 +54,45 @@ func TestHA_EtcdClientCertRenewal(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	t.Fatalf("after the renewal and an etcd rolling restart the replica cannot reach etcd: %s", last)
+}
+
+// rollingRestart restarts the members one at a time, each back and the cluster with a leader
+// before the next (OS patching): every client's connections to etcd are made again.
+func (c *cluster) rollingRestart(t *testing.T) {
+	t.Helper()
+	for _, m := range c.members {
+		m.kill()
+		<-m.closed
+		if err := c.startMember(m, c.initialCluster(), "existing"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-m.etcd.Server.ReadyNotify():
+		case <-time.After(30 * time.Second):
+			t.Fatalf("member %s not ready after a restart", m.name)
+		}
+		if _, err := c.waitLeader(30 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// replicaWithExpiringCert starts a 3-member etcd cluster with TLS and one replica whose etcd
+// client certificate expires at expiry, and returns a client with the admin token that has
+// written through it.
+func replicaWithExpiringCert(t *testing.T, expiry time.Time) (*cluster, *pki, *replica, *apiClient) {
+	t.Helper()
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	c := startClusterTLS(t, filepath.Join(dir, "etcd"), p)
+	p.etcdClientCert, p.etcdClientKey = p.issue("shoelace-etcd-client", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, expiry)
+	tokenFile := filepath.Join(dir, "admin.token")
+	r := startReplicasTLS(t, dir, c.endpoints(), map[string]string{"a": tokenFile}, p)["a"]
+	cl := newClient(r.url(), waitAdminToken(t, map[string]string{"a": tokenFile}))
+	cl.hc = p.httpClient(15 * time.Second)
+	waitTokenAccepted(t, cl)
+	if status, _, err := cl.put(context.Background(), "shared/before", "1"); status != http.StatusOK {
+		t.Fatalf("put before the expiry: %d %v", status, err)
+	}
+	return c, p, r, cl
 }
