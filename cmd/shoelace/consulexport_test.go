@@ -78,11 +78,11 @@ func TestReadConsulExport_Bounded(t *testing.T) {
 	if err := os.WriteFile(file, []byte(`[{"key":"web/a","flags":0,"value":"`+strings.Repeat("QUFB", 30)+`"}]`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := readConsulExport(&cliEnv{}, file); err == nil || !strings.Contains(err.Error(), file+" is over 100 bytes") {
+	if _, _, err := readConsulExport(&cliEnv{}, file); err == nil || !strings.Contains(err.Error(), file+" is over 100 bytes") {
 		t.Fatalf("export of 140 bytes under a bound of 100: %v", err)
 	}
 	maxConsulExportBytes = 200
-	kvs, err := readConsulExport(&cliEnv{}, file)
+	kvs, _, err := readConsulExport(&cliEnv{}, file)
 	if err != nil || len(kvs) != 1 || len(kvs[0].Value) != 90 {
 		t.Fatalf("within the bound: %v, %v", kvs, err)
 	}
@@ -208,5 +208,33 @@ func TestE2E_ImportRefusedInJSON(t *testing.T) {
 			res.Refused[0].Rename != "appliances/consul-json/bad-key" {
 			t.Fatalf("%q: %s", extra, out)
 		}
+	}
+}
+
+// TestE2E_ImportFromConsulExportFlags: Consul's flags (a number an application keeps beside a
+// value: consul lock marks its lock keys with one) have no place in a Shoelace key. The import
+// names the keys whose flags it does not keep, and imports their values; it dropped them
+// without a word.
+func TestE2E_ImportFromConsulExportFlags(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	b64 := func(v string) string { return base64.StdEncoding.EncodeToString([]byte(v)) }
+	file := writeTemp(t, fmt.Sprintf(`[
+ {"key":"web/a","flags":0,"value":%q},
+ {"key":"web/b","flags":42,"value":%q},
+ {"key":"web/lock","flags":3304740253564472344,"value":""},
+ {"key":"webx/c","flags":7,"value":%q}
+]`, b64("a"), b64("b"), b64("c")))
+	r := c.run("import", "--from-consul-export", file, "--prefix", "web", "--appliance", "consul-flags")
+	if r.code != 0 || !strings.Contains(r.stderr, "2 keys have Consul flags, which a Shoelace key does not keep") ||
+		!strings.Contains(r.stderr, "web/b (flags 42), web/lock (flags 3304740253564472344)") || strings.Contains(r.stderr, "webx/c (flags") {
+		t.Fatalf("import: %s", r)
+	}
+	if v := c.ok("kv", "get", "appliances/consul-flags/b"); v != "b" {
+		t.Fatalf("b = %q", v)
+	}
+	// Said with --dry-run too, before anything is written.
+	r = c.run("import", "--from-consul-export", file, "--prefix", "web", "--appliance", "consul-flags-dry", "--dry-run")
+	if r.code != 0 || !strings.Contains(r.stderr, "2 keys have Consul flags") {
+		t.Fatalf("import --dry-run: %s", r)
 	}
 }

@@ -192,7 +192,8 @@ here are listed with the reason and the name they could have (an empty segment, 
 '/', a value that is not UTF-8, a character outside the key rules); then nothing is written,
 unless --skip-refused. --from-consul-export reads what "consul kv export PREFIX" wrote (- for
 stdin) the same way, --prefix being the Consul prefix (/ keeps whole paths: web/a becomes
-appliances/NAME/web/a, which templates reading key "web/a" need); Consul's folders are left out.
+appliances/NAME/web/a, which templates reading key "web/a" need); Consul's folders are left out,
+and Consul's flags are not kept (one line names the keys that had any).
 
 EXAMPLES:
    shoelace import all.json

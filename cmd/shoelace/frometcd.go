@@ -219,7 +219,8 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 	var etcdRev int64
 	if fromConsul != "" {
 		var folders []string
-		kvs, err = readConsulExport(e, fromConsul)
+		var flags map[string]uint64
+		kvs, flags, err = readConsulExport(e, fromConsul)
 		kvs, folders = withoutConsulFolders(kvs)
 		if len(folders) > 0 {
 			fmt.Fprintf(e.stderr, "left out %s, since a folder (a key ending in / with no value, as Consul's UI makes one) holds nothing: %s\n",
@@ -229,7 +230,7 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 		// may hold more than the prefix: say what of it is not imported.
 		var outside []string
 		for _, kv := range kvs {
-			if k := string(kv.Key); prefix != "/" && k != prefix && !strings.HasPrefix(k, strings.TrimSuffix(prefix, "/")+"/") {
+			if k := string(kv.Key); !inPrefix(k, prefix) {
 				outside = append(outside, strings.TrimPrefix(k, "/"))
 			}
 		}
@@ -239,6 +240,21 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 			}
 			fmt.Fprintf(e.stderr, "left out %s of %s outside %s/ (consul kv export lists every key that starts alike): %s\n",
 				counted(n, "key"), fromConsul, strings.Trim(prefix, "/"), strings.Join(outside, ", "))
+		}
+		// Consul's flags are a number an application keeps beside a value (consul lock marks its
+		// lock keys with one): a Shoelace key has none, so say whose are not kept.
+		var flagged []string
+		for _, kv := range kvs {
+			if k := string(kv.Key); flags[k] != 0 && inPrefix(k, prefix) {
+				flagged = append(flagged, fmt.Sprintf("%s (flags %d)", strings.TrimPrefix(k, "/"), flags[k]))
+			}
+		}
+		if n := len(flagged); n > 0 {
+			if n > 10 {
+				flagged = append(flagged[:10], "…")
+			}
+			fmt.Fprintf(e.stderr, "%s Consul flags, which a Shoelace key does not keep (their values are imported): %s\n",
+				counted(n, "key")+map[bool]string{true: " has", false: " have"}[n == 1], strings.Join(flagged, ", "))
 		}
 	} else {
 		kvs, etcdRev, err = store.ReadForeign(s.ctx, store.ForeignEtcd{Endpoints: endpoints, CACert: c.String("etcd-cacert"),
@@ -424,47 +440,60 @@ var maxConsulExportBytes = store.DefaultForeignMaxBytes
 
 // readConsulExport reads what `consul kv export` wrote (file, or stdin for "-") as keys rooted
 // at '/', so that they map onto an appliance as a confd keyspace does.
-func readConsulExport(e *cliEnv, file string) ([]store.ForeignKV, error) {
+func readConsulExport(e *cliEnv, file string) ([]store.ForeignKV, map[string]uint64, error) {
 	var r io.Reader = e.stdin
 	if file != "-" {
 		f, err := os.Open(file)
 		if err != nil {
-			return nil, fmt.Errorf("read the consul export: %w", err)
+			return nil, nil, fmt.Errorf("read the consul export: %w", err)
 		}
 		defer f.Close()
 		r = f
 	}
 	data, err := io.ReadAll(io.LimitReader(r, int64(maxConsulExportBytes)+1))
 	if err != nil {
-		return nil, fmt.Errorf("read the consul export: %w", err)
+		return nil, nil, fmt.Errorf("read the consul export: %w", err)
 	}
 	if len(data) > maxConsulExportBytes {
-		return nil, fmt.Errorf("%s is over %d bytes, more than one import can hold: export a narrower prefix (consul kv export web/db)", file, maxConsulExportBytes)
+		return nil, nil, fmt.Errorf("%s is over %d bytes, more than one import can hold: export a narrower prefix (consul kv export web/db)", file, maxConsulExportBytes)
 	}
 	data = withoutBOM(data)
 	// encoding/json keeps the last of a member given twice ("value" twice in one entry).
 	if err := api.CheckJSONMembers(data); err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
+		return nil, nil, fmt.Errorf("%s: %w", file, err)
 	}
 	var entries []consulKV
 	if err := json.Unmarshal(data, &entries); err != nil {
-		return nil, fmt.Errorf("%s is not what consul kv export writes (a JSON list of {\"key\",\"flags\",\"value\"}): %w", file, err)
+		return nil, nil, fmt.Errorf("%s is not what consul kv export writes (a JSON list of {\"key\",\"flags\",\"value\"}): %w", file, err)
 	}
 	out := make([]store.ForeignKV, 0, len(entries))
+	var flags map[string]uint64
 	first := make(map[string]int, len(entries))
 	for i, en := range entries {
 		// Consul never exports a key twice: a file that does (two exports joined, an edit)
 		// would import whichever came last.
 		if j, ok := first[en.Key]; ok {
-			return nil, fmt.Errorf("%s: entries %d and %d are both the key %q: give each key once", file, j+1, i+1, en.Key)
+			return nil, nil, fmt.Errorf("%s: entries %d and %d are both the key %q: give each key once", file, j+1, i+1, en.Key)
 		}
 		first[en.Key] = i
 		v, err := base64.StdEncoding.DecodeString(en.Value)
 		if err != nil {
-			return nil, fmt.Errorf("%s: entry %d (%q): the value is not base64: %w", file, i+1, en.Key, err)
+			return nil, nil, fmt.Errorf("%s: entry %d (%q): the value is not base64: %w", file, i+1, en.Key, err)
 		}
 		out = append(out, store.ForeignKV{Key: []byte("/" + en.Key), Value: v})
+		if en.Flags != 0 {
+			if flags == nil {
+				flags = map[string]uint64{}
+			}
+			flags["/"+en.Key] = en.Flags
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return string(out[i].Key) < string(out[j].Key) })
-	return out, nil
+	return out, flags, nil
+}
+
+// inPrefix reports whether key (rooted at '/') is prefix or below it, as an import of prefix
+// takes it.
+func inPrefix(key, prefix string) bool {
+	return prefix == "/" || key == prefix || strings.HasPrefix(key, strings.TrimSuffix(prefix, "/")+"/")
 }
