@@ -1036,7 +1036,9 @@ func (c *Config) validateFunctions(t *Template, add func(string, ...any)) {
 	if len(t.FunctionDenylist) > 0 && t.Functions != templates.ModeConsulTemplate {
 		add("%s: function_denylist is consul-template's option: it needs functions: %s", w, templates.ModeConsulTemplate)
 	}
-	if t.Keys != nil && t.Functions != templates.ModeConfd {
+	// An empty list outside confd mode selects nothing to change, as function_denylist: [] and
+	// prefix: "" do (DESIGN.md's schema writes all three so); in confd mode it means no key.
+	if len(t.Keys) > 0 && t.Functions != templates.ModeConfd {
 		add("%s: keys is confd's option: it needs functions: %s", w, templates.ModeConfd)
 	}
 	if t.Prefix == "" {

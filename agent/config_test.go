@@ -291,6 +291,37 @@ templates:
 	}
 }
 
+// TestLoadConfig_DesignSchemaAsWritten loads the config schema of docs/DESIGN.md ("This is the
+// whole schema") as it is written there, only its paths moved into the test dir: every field at
+// the value the schema gives it. Before, its keys: [] (a confd-only field left empty, as prefix: ""
+// and function_denylist: [] are) was refused on the native template: "keys is confd's option".
+func TestLoadConfig_DesignSchemaAsWritten(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "docs", "DESIGN.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "This is the whole schema:\n```yaml\n")
+	schema, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("no config schema in docs/DESIGN.md")
+	}
+	schema = strings.NewReplacer("/etc/shoelace/", "$DIR/", "/var/lib/shoelace", "$DIR/cache", "/etc/nginx/", "$DIR/etc/").Replace(schema)
+	dir, path := writeConfig(t, schema)
+	for _, f := range []string{"ca.pem", "templates/nginx.conf.tmpl"} {
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("x\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := agent.LoadConfig(path)
+	if err != nil {
+		t.Fatalf("DESIGN.md's config schema refused: %v\n%s", err, schema)
+	}
+	if len(cfg.Templates) != 1 || cfg.Templates[0].Keys != nil && len(cfg.Templates[0].Keys) != 0 {
+		t.Fatalf("templates = %+v", cfg.Templates)
+	}
+}
+
 // TestLoadConfig_DesignExample loads DESIGN.md's schema example as it is written there (only
 // the paths point into the test dir): every field is accepted, left_delimiter alone included
 // (right_delimiter keeps its default), and allowed_dirs may end with a slash.
