@@ -139,3 +139,49 @@ func TestConfd_MissingKeyTested(t *testing.T) {
 		}
 	}
 }
+
+// TestNative_NoValueFailsTheRender: native mode fails a render that reads a missing map key,
+// also through index, and one that prints a JSON null, instead of writing "<no value>" into the
+// file (DESIGN.md: a missing map key fails the render in native mode). Before, {{ .x }} and
+// {{ $m.x }} failed but {{ index $m "x" }} and a JSON null printed "<no value>". What tests a
+// value, or prints one through printf or a default, renders as before.
+func TestNative_NoValueFailsTheRender(t *testing.T) {
+	data := Data{Appliance: "web", Keys: map[string]string{"cfg": `{"a":null,"b":"x","l":[null]}`}}
+	for _, text := range []string{
+		`{{ index (fromJSON (key "cfg")) "port" }}`,
+		`{{ $m := fromJSON (key "cfg") }}{{ $m.a }}`,
+		`{{ range (fromJSON (key "cfg")).l }}{{ . }}{{ end }}`,
+		`{{ index (fromJSON (key "cfg")).l 0 }}`,
+		`{{ define "inner" }}{{ index . "port" }}{{ end }}{{ template "inner" (fromJSON (key "cfg")) }}`,
+	} {
+		tm, err := Parse(text, Options{Name: "t"})
+		if err != nil {
+			t.Fatalf("%s: %v", text, err)
+		}
+		res, err := tm.Execute(data)
+		if err == nil {
+			t.Errorf("%s rendered %q, want an error", text, res.Output)
+			continue
+		}
+		if !strings.Contains(err.Error(), "prints no value") {
+			t.Errorf("%s: error %q does not say why", text, err)
+		}
+	}
+	for text, want := range map[string]string{
+		`{{ with index (fromJSON (key "cfg")) "port" }}{{ . }}{{ else }}none{{ end }}`:  "none",
+		`{{ if (fromJSON (key "cfg")).a }}y{{ else }}n{{ end }}`:                        "n",
+		`{{ index (fromJSON (key "cfg")) "port" | default "80" }}`:                      "80",
+		`{{ printf "%v" (index (fromJSON (key "cfg")) "a") }}`:                          "<nil>",
+		`{{ $p := index (fromJSON (key "cfg")) "port" }}{{ (fromJSON (key "cfg")).b }}`: "x",
+		`[{{ index (dict "a" "") "a" }}]`:                                               "[]",
+	} {
+		tm, err := Parse(text, Options{Name: "t"})
+		if err != nil {
+			t.Fatalf("%s: %v", text, err)
+		}
+		res, err := tm.Execute(data)
+		if err != nil || string(res.Output) != want {
+			t.Errorf("%s = %q, %v; want %q", text, res.Output, err, want)
+		}
+	}
+}

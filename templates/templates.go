@@ -247,13 +247,20 @@ func Parse(text string, opts Options) (*Template, error) {
 	if err != nil {
 		return nil, err
 	}
-	if mode == ModeConfd {
+	switch mode {
+	case ModeConfd:
 		confdCheckPrinted(tmpl)
 		tmpl.Funcs(template.FuncMap{confdPrintedName: st.boundFunc(confdPrintedName, confdPrinted)})
+	case ModeNative:
+		// missingkey=error fails {{ .x }}; index of a missing map key and a JSON null are no
+		// value too, which text/template would print as "<no value>".
+		confdCheckPrinted(tmpl)
+		tmpl.Funcs(template.FuncMap{confdPrintedName: st.boundFunc(confdPrintedName, nativePrinted)})
 	}
 	t.tmpl = tmpl
 	t.own.Store(&execution{tmpl: tmpl, st: st})
 	t.used = usedFuncs(templateTrees(tmpl)) // the same names, at the nodes of the template kept
+	delete(t.used, confdPrintedName)        // Shoelace's own check of what an action prints
 	refused := refusedIn(mode)
 	for _, fn := range sortedNames(t.used) {
 		nodes := t.used[fn]
@@ -794,6 +801,14 @@ func confdCheckPrinted(tmpl *template.Template) {
 func confdPrinted(action string, v reflect.Value) (reflect.Value, error) {
 	if !v.IsValid() {
 		return v, fmt.Errorf("%s prints no value (a missing map key or field, or a JSON null), which confd would write as \"<no value>\": test it first ({{if ...}}, {{with ...}})", action)
+	}
+	return v, nil
+}
+
+// nativePrinted is confdPrinted's check in native mode, with native's advice.
+func nativePrinted(action string, v reflect.Value) (reflect.Value, error) {
+	if !v.IsValid() {
+		return v, fmt.Errorf("%s prints no value (a missing map key, or a JSON null), which would write \"<no value>\" into the file: test it first ({{if ...}}, {{with ...}}) or give a default (| default \"...\")", action)
 	}
 	return v, nil
 }
