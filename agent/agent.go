@@ -231,12 +231,13 @@ func notADirOnTheWay(p string) (string, os.FileInfo) {
 }
 
 // linkOnTheWay is the error of following the symbolic links of p, or of the longest part of it
-// that exists, as an install of p follows them (atomicfile.EvalLinks: on Unix, only links owned
-// by root or the agent's user), or nil.
+// that exists, as an install of p follows them (atomicfile.EvalLinksToCreate: on Unix, only links
+// owned by root or the agent's user; a link at p that leads to no file yet is followed to it),
+// or nil.
 func linkOnTheWay(p string) error {
 	for q := p; ; q = filepath.Dir(q) {
 		if _, err := os.Lstat(q); err == nil {
-			_, err := atomicfile.EvalLinks(q)
+			_, err := atomicfile.EvalLinksToCreate(q)
 			return err
 		}
 		if filepath.Dir(q) == q {

@@ -3,6 +3,7 @@
 package agent_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -324,6 +325,69 @@ func TestAgent_RunPutsBackFileALinkLeadsTo(t *testing.T) {
 	}
 	if got := len(lines(t, dir+"/commands")); got != 2 {
 		t.Fatalf("command ran %d times, want 2", got)
+	}
+}
+
+// A file that a destination's link leads to, deleted since the agent installed it, is put back
+// there at the next pass, the link kept, as a file deleted at its own name is. Before, every pass
+// failed ("resolve symlink …: no such file or directory") and the file stayed missing until one
+// was made by hand; likewise a first install through a link that led nowhere yet failed.
+func TestAgent_RunPutsBackDeletedFileALinkLeadsTo(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1", "other": "1"})
+	a, dir, logs := testAgent(t, srv, header+`templates:
+  - contents: "a={{ key \"a\" }}\n"
+    destination: $DIR/link
+    command: echo ran >> $DIR/commands
+  - contents: "b={{ key \"a\" }}\n"
+    destination: $DIR/dangling
+`)
+	if err := os.Mkdir(dir+"/real", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir+"/real/a", []byte("before\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(dir+"/real/a", dir+"/link"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("real/b", dir+"/dangling"); err != nil {
+		t.Fatal(err)
+	}
+	// validate and render --dry promise what once and run do: a file made where the link leads.
+	if w := strings.Join(a.Warnings(), "\n"); strings.Contains(w, "dangling") {
+		t.Fatalf("validate warns about the link: %s", w)
+	}
+	var dry strings.Builder
+	if err := a.Render(context.Background(), &dry, agent.DryOptions{}); err != nil || !strings.Contains(dry.String(), "dangling: would change (new file)") {
+		t.Fatalf("render --dry: %v\n%s", err, dry.String())
+	}
+	if _, err := os.Lstat(dir + "/real/b"); err == nil {
+		t.Fatal("render --dry wrote real/b")
+	}
+	stop := runAgent(t, a)
+	defer stop()
+	syncLogged(t, logs, 10)
+	if got := read(t, dir+"/real/b"); got != "b=1\n" {
+		t.Fatalf("real/b = %q, want it made where the link leads", got)
+	}
+	if err := os.Remove(dir + "/real/a"); err != nil {
+		t.Fatal(err)
+	}
+	srv.set(map[string]*string{"other": str("2")})
+	syncLogged(t, logs, 11)
+	if got := read(t, dir+"/real/a"); got != "a=1\n" {
+		t.Fatalf("real/a = %q, want it put back", got)
+	}
+	for _, l := range []string{"/link", "/dangling"} {
+		if fi, err := os.Lstat(dir + l); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+			t.Fatalf("%s: %v, %v, want it a link still", l, fi, err)
+		}
+	}
+	if got := len(lines(t, dir+"/commands")); got != 2 {
+		t.Fatalf("command ran %d times, want 2", got)
+	}
+	if strings.Contains(logs.String(), "template not installed") {
+		t.Fatalf("a template was not installed:\n%s", logs.String())
 	}
 }
 

@@ -171,7 +171,8 @@ func sameFile(path string, fi fs.FileInfo, data []byte, opts Options) (bool, *se
 }
 
 // resolve follows a symbolic link at path, so that the link's target is replaced and the
-// link stays (as with /etc/resolv.conf). A missing path is returned as it is. fi is the Lstat
+// link stays (as with /etc/resolv.conf); a target that does not exist is made, as a deleted
+// destination is. A missing path is returned as it is. fi is the Lstat
 // of path when path is returned as it is and something is there (nil otherwise), so that
 // Stage need not stat it again.
 func resolve(path string) (real string, fi fs.FileInfo, err error) {
@@ -189,7 +190,7 @@ func resolve(path string) (real string, fi fs.FileInfo, err error) {
 	if fi.Mode()&fs.ModeSymlink == 0 {
 		return path, fi, nil
 	}
-	target, err := evalLinks(path)
+	target, err := evalLinksToCreate(path)
 	if err != nil {
 		return "", nil, fmt.Errorf("resolve symlink %s: %w", path, err)
 	}
@@ -822,3 +823,7 @@ func Owner(fi fs.FileInfo) (uid, gid int, ok bool) { return ownerOf(fi) }
 // by this process's effective user, as Write does on the way to a destination: any other link
 // is an *UntrustedLinkError. Windows files carry ACLs instead: there it is filepath.EvalSymlinks.
 func EvalLinks(p string) (string, error) { return evalLinks(p) }
+
+// EvalLinksToCreate is EvalLinks as Write follows a link at its destination: a link that leads
+// to a file not there (deleted, or not made yet) gives the path of that file, which Write makes.
+func EvalLinksToCreate(p string) (string, error) { return evalLinksToCreate(p) }

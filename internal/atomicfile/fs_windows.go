@@ -143,3 +143,6 @@ func RealDir(p string) (string, error) {
 
 // evalLinks is filepath.EvalSymlinks (Windows files carry ACLs, not the owner checked on Unix).
 func evalLinks(p string) (string, error) { return filepath.EvalSymlinks(p) }
+
+// evalLinksToCreate is evalLinks: a link that leads nowhere is an error here, as before.
+func evalLinksToCreate(p string) (string, error) { return filepath.EvalSymlinks(p) }

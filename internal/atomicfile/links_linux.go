@@ -18,7 +18,13 @@ import (
 // is judged and read through that one handle (fstat, then readlinkat of the handle): whoever may
 // write a directory on the way cannot swap a trusted link for one of its own between the owner
 // check and the read of the target, nor swap a directory already walked for a link.
-func evalLinks(p string) (string, error) {
+func evalLinks(p string) (string, error) { return walkLinks(p, false) }
+
+// evalLinksToCreate is evalLinks, but a last component that does not exist (the file a link
+// leads to, deleted) is no error: the path to create is returned, as a shell's > would create it.
+func evalLinksToCreate(p string) (string, error) { return walkLinks(p, true) }
+
+func walkLinks(p string, missingLast bool) (string, error) {
 	rest, euid, err := walkStart(p)
 	if err != nil {
 		return "", err
@@ -49,6 +55,9 @@ func evalLinks(p string) (string, error) {
 		}
 		next := filepath.Join(resolved, c)
 		fd, err := unix.Openat(dirfd, c, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err == unix.ENOENT && missingLast && len(rest) == 0 {
+			return next, nil
+		}
 		if err != nil {
 			return "", &fs.PathError{Op: "open", Path: next, Err: err}
 		}

@@ -17,7 +17,13 @@ import (
 // Here a link is examined by name (Lstat, then Readlink): one swapped for another between the
 // two calls by whoever may write its directory is read as the first one's owner. Linux
 // (links_linux.go) reads the owner and the target of one opened link instead.
-func evalLinks(p string) (string, error) {
+func evalLinks(p string) (string, error) { return walkLinks(p, false) }
+
+// evalLinksToCreate is evalLinks, but a last component that does not exist (the file a link
+// leads to, deleted) is no error: the path to create is returned, as a shell's > would create it.
+func evalLinksToCreate(p string) (string, error) { return walkLinks(p, true) }
+
+func walkLinks(p string, missingLast bool) (string, error) {
 	rest, euid, err := walkStart(p)
 	if err != nil {
 		return "", err
@@ -35,6 +41,9 @@ func evalLinks(p string) (string, error) {
 		}
 		next := filepath.Join(resolved, c)
 		fi, err := os.Lstat(next)
+		if errors.Is(err, fs.ErrNotExist) && missingLast && len(rest) == 0 {
+			return next, nil
+		}
 		if err != nil {
 			return "", err
 		}
