@@ -574,3 +574,29 @@ func TestServer_LongMethodCutInLogsAndAnswers(t *testing.T) {
 		}
 	}
 }
+
+// An empty prefix in a token request is refused, as the CLI refuses it: a pipeline that fills
+// "read":["$PREFIX"] from an unset variable, or leaves a stray "" in a list, must not get a token
+// that reads (or writes) every key. "/" says every key on purpose.
+func TestAuth_EmptyTokenPrefixIsRefused(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/db/secrets/pw", "hunter2")
+	for _, body := range []string{
+		`{"name":"x","read":[""]}`,
+		`{"name":"x","write":[""]}`,
+		`{"name":"x","read":["shared",""]}`,
+		`{"name":"x","read":["shared"],"write":[""]}`,
+	} {
+		f.mustErr(f.do("POST", "/v1/tokens", body), 400, api.CodeInvalidKey, "empty prefix", `"/"`)
+	}
+	var list api.TokenList
+	f.must(f.do("GET", "/v1/tokens", ""), 200, &list)
+	for _, ti := range list.Tokens {
+		if ti.Name == "x" {
+			t.Fatalf("a refused token request made a token: %+v", ti)
+		}
+	}
+	// "/" is every key, given on purpose.
+	all := f.newToken(api.TokenRequest{Name: "all", Read: []string{"/"}})
+	f.must(f.doToken(all, "GET", "/v1/kv/appliances/db/secrets/pw", ""), 200, nil)
+}

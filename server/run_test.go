@@ -407,7 +407,7 @@ func TestServer_StartsWhileEtcdIsAway(t *testing.T) {
 func TestSnapshot(t *testing.T) {
 	f := newFixture(t)
 	f.put("shared/a", "1")
-	reader := f.newToken(api.TokenRequest{Name: "reader", Read: []string{""}})
+	reader := f.newToken(api.TokenRequest{Name: "reader", Read: []string{"/"}})
 	f.mustErr(f.doToken(reader, "GET", "/v1/snapshot", ""), 403, api.CodeForbidden)
 	r := f.do("GET", "/v1/snapshot", "")
 	if r.StatusCode != 200 || r.Header.Get("Content-Type") != "application/octet-stream" || r.index() <= 0 {

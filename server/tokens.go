@@ -47,12 +47,21 @@ func validateTokenRequest(req *api.TokenRequest) error {
 	if kinds != 1 {
 		return bodyError("a token needs exactly one kind of grant: appliance, read/write prefixes, or admin")
 	}
-	for _, list := range []*[]string{&req.Read, &req.Write} {
+	for _, g := range []struct {
+		field string
+		list  *[]string
+	}{{"read", &req.Read}, {"write", &req.Write}} {
+		list := g.list
 		if len(*list) > 100 {
 			return bodyError("a token may hold at most 100 read and 100 write prefixes")
 		}
 		kept := (*list)[:0]
 		for _, p := range *list {
+			if p == "" {
+				// The root: every key. An unset variable ("read":["$PREFIX"]) or a stray "" in a
+				// list must not grant it by accident, as the CLI's --read "" does not.
+				return api.Errorf(api.CodeInvalidKey, "%s prefix \"\" is an empty prefix, which would grant every key: give \"/\" to mean every key", g.field)
+			}
 			np, err := api.ValidatePrefix(p)
 			if err != nil {
 				return err
