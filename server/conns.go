@@ -78,6 +78,9 @@ type connLimiter struct {
 	unauthIdle time.Duration // 0: unauthenticated connections idle as long as the others
 	answer503  bool          // plain HTTP: answer a refused connection 503 before closing it
 	log        *slog.Logger
+	// stamp gives the X-Shoelace-Index and X-Shoelace-Store of a refusal's 503, as every
+	// answer carries them; nil: the answer goes without them.
+	stamp func() (index int64, store string)
 
 	openGauge prometheus.GaugeFunc
 	refused   *prometheus.CounterVec
@@ -145,16 +148,25 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 	}
 }
 
-// The answers of refused connections on plain HTTP, written before the request is read.
+// The bodies of the answers of refused connections on plain HTTP, written before the request is read.
 var (
-	refusedTotal = refusedAnswer("too many open connections on this replica (--max-conns); retry later")
-	refusedAddr  = refusedAnswer("too many connections without a valid token from this address (--max-conns-per-addr); retry later")
+	refusedTotal = refusedBody("too many open connections on this replica (--max-conns); retry later")
+	refusedAddr  = refusedBody("too many connections without a valid token from this address (--max-conns-per-addr); retry later")
 )
 
-func refusedAnswer(msg string) string {
+func refusedBody(msg string) []byte {
 	body, _ := json.Marshal(api.ErrorBody{Error: &api.Error{Code: api.CodeUnavailable, Message: msg}})
-	body = append(body, '\n')
-	return fmt.Sprintf("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	return append(body, '\n')
+}
+
+// refusedAnswer is the whole 503 of a refused connection, with the index and store id of stamp.
+func refusedAnswer(body []byte, stamp func() (int64, string)) string {
+	var ids string
+	if stamp != nil {
+		index, store := stamp()
+		ids = fmt.Sprintf("%s: %d\r\n%s: %s\r\n", api.HeaderIndex, index, api.HeaderStore, store)
+	}
+	return fmt.Sprintf("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n%sConnection: close\r\nContent-Length: %d\r\n\r\n%s", ids, len(body), body)
 }
 
 // admit counts c in, or refuses it and returns nil. At the total cap it makes room by closing
@@ -210,11 +222,11 @@ func (l *connLimiter) admit(c net.Conn) *trackedConn {
 	if l.answer503 {
 		// A fresh socket's send buffer is empty: this write does not wait for the client.
 		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
-		answer := refusedTotal
+		body := refusedTotal
 		if capName == "addr" {
-			answer = refusedAddr
+			body = refusedAddr
 		}
-		_, _ = io.WriteString(c, answer)
+		_, _ = io.WriteString(c, refusedAnswer(body, l.stamp))
 	}
 	_ = c.Close()
 	return nil

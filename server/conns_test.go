@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -759,5 +760,49 @@ func closedSoon(t *testing.T, c net.Conn, r io.Reader, start time.Time) {
 	io.Copy(io.Discard, r)
 	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("closed after %s, want about the 300 ms of --unauth-idle-timeout", took)
+	}
+}
+
+// TestServe_RefusedConnectionCarriesIndexAndStore: the 503 of a connection over a cap is an
+// answer like any other: it carries X-Shoelace-Index and X-Shoelace-Store, as every response
+// does, so that a client reading them (the CLI, a proxy's checks) finds them there too.
+func TestServe_RefusedConnectionCarriesIndexAndStore(t *testing.T) {
+	e := serveExternal(t, func(c *Config) {
+		c.MaxConnsPerAddr = 2
+		c.UnauthIdleTimeout = time.Minute // the two held connections stay while the test runs
+	}, "http", &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}})
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	res, err := client.Get("http://" + e.addr + "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	store, index := res.Header.Get("X-Shoelace-Store"), res.Header.Get("X-Shoelace-Index")
+	if store == "" || index == "" || index == "0" {
+		t.Fatalf("/health: store %q index %q", store, index)
+	}
+	// Two connections without a request hold the address's places; the /health connection
+	// may not be counted out yet: a third is refused within a few tries.
+	rawConn(t, e.addr)
+	rawConn(t, e.addr)
+	var got string
+	for i := 0; i < 50 && !strings.HasPrefix(got, "HTTP/1.1 503 "); i++ {
+		c := rawConn(t, e.addr)
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		b, _ := io.ReadAll(c)
+		got = string(b)
+		c.Close()
+	}
+	if !strings.HasPrefix(got, "HTTP/1.1 503 ") || !strings.Contains(got, "--max-conns-per-addr") {
+		t.Fatalf("no connection over --max-conns-per-addr 2 refused: %q", got)
+	}
+	r, err := http.ReadResponse(bufio.NewReader(strings.NewReader(got)), nil)
+	if err != nil {
+		t.Fatalf("the refusal is not an HTTP answer: %v: %q", err, got)
+	}
+	at, _ := strconv.ParseInt(index, 10, 64)
+	rev, err := strconv.ParseInt(r.Header.Get("X-Shoelace-Index"), 10, 64)
+	if r.Header.Get("Retry-After") == "" || r.Header.Get("X-Shoelace-Store") != store || err != nil || rev < at {
+		t.Fatalf("refusal headers %v; want Retry-After, X-Shoelace-Store %s and an X-Shoelace-Index of at least %s", r.Header, store, index)
 	}
 }

@@ -123,6 +123,7 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger) e
 		inner = pl
 	}
 	lim := newConnLimiter(inner, maxConns, cfg.MaxConnsPerAddr, cfg.UnauthIdleTimeout, !useTLS, log)
+	lim.stamp = func() (int64, string) { return s.hub.current(), s.st.ID() }
 	srv.ConnState, srv.ConnContext = lim.connState, lim.connContext
 	s.m.reg.MustRegister(lim.collectors()...)
 	errc := make(chan error, 1)
