@@ -600,3 +600,21 @@ func TestAuth_EmptyTokenPrefixIsRefused(t *testing.T) {
 	all := f.newToken(api.TokenRequest{Name: "all", Read: []string{"/"}})
 	f.must(f.doToken(all, "GET", "/v1/kv/appliances/db/secrets/pw", ""), 200, nil)
 }
+
+// TestAuth_SecretInAnErrorIsRedacted: a token's secret pasted where a name goes (DELETE
+// /v1/tokens/sl_…, as shoelace token revoke sl_… sent it) is not quoted back whole in the error,
+// which a pipeline's log prints; nor is one at the end of a long name that the error cuts.
+func TestAuth_SecretInAnErrorIsRedacted(t *testing.T) {
+	f := newFixture(t)
+	secret := f.newToken(api.TokenRequest{Name: "redact-me", Read: []string{"shared"}})
+	for _, name := range []string{secret, strings.Repeat("a", 60) + "-" + secret} {
+		r := f.do("DELETE", "/v1/tokens/"+name, "")
+		if r.StatusCode != 404 && r.StatusCode != 400 {
+			t.Fatalf("DELETE /v1/tokens/%s: %d %s", name, r.StatusCode, r.body)
+		}
+		if strings.Contains(string(r.body), secret[:12]) {
+			t.Errorf("DELETE /v1/tokens/<secret>: the answer quotes the secret: %s", r.body)
+		}
+	}
+	f.must(f.doToken(secret, "GET", "/v1/kv/shared?recurse", ""), 200, nil)
+}

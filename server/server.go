@@ -541,7 +541,7 @@ func (s *Server) end(sw *statusWriter, r *http.Request, start time.Time) {
 		slog.String("request_id", sw.info.id),
 		slog.String("method", methodText(r.Method)),
 		slog.String("route", route),
-		slog.String("path", cut(redactSecrets(r.URL.Path), 512)),
+		slog.String("path", cut(api.RedactSecrets(r.URL.Path), 512)),
 		slog.Int("status", status),
 		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 		slog.String("token", sw.info.token),
@@ -583,7 +583,7 @@ func cleanPath(p string) string {
 // requestID returns the client's id when it is short and printable (and holds nothing of the
 // form of a token's secret, which the log would show), else a new one.
 func requestID(in string) string {
-	if in != "" && len(in) <= 128 && redactSecrets(in) == in {
+	if in != "" && len(in) <= 128 && api.RedactSecrets(in) == in {
 		ok := true
 		for i := 0; i < len(in); i++ {
 			if c := in[i]; c <= ' ' || c >= 0x7f || c == '"' {
@@ -616,6 +616,7 @@ func methodText(m string) string { return cut(m, 20) }
 // shorten quotes s for a message, cut so that a huge input cannot flood a log line.
 func shorten(s string) string {
 	const max = 80
+	s = api.RedactSecrets(s) // before the cut, which could leave a secret's first 40 characters
 	if len(s) > max {
 		s = s[:max] + "…"
 	}
@@ -724,7 +725,7 @@ func (s *Server) logRequestError(r *http.Request, level slog.Level, err error, a
 	if !s.log.Enabled(r.Context(), level) {
 		return // a client gone mid-answer, at debug: nothing built for a line not written
 	}
-	attrs = append(append([]slog.Attr{slog.String("request_id", info(r).id)}, attrs...), slog.String("err", redactSecrets(err.Error())))
+	attrs = append(append([]slog.Attr{slog.String("request_id", info(r).id)}, attrs...), slog.String("err", api.RedactSecrets(err.Error())))
 	s.log.LogAttrs(r.Context(), level, "request error", attrs...)
 }
 
@@ -738,7 +739,9 @@ func (s *Server) logRequestError(r *http.Request, level slog.Level, err error, a
 // unavailable is worth retrying soon: Retry-After 1 when e gives none. The API and the
 // console answer errors through it.
 func publicError(r *http.Request, e *api.Error, status int) (string, int) {
-	msg, retry := e.Message, e.RetryAfter
+	// A secret pasted where a name goes (shoelace token revoke sl_…) is not written back
+	// whole into the CI log that prints the answer.
+	msg, retry := api.RedactSecrets(e.Message), e.RetryAfter
 	if e.Code == api.CodeUnavailable && retry == 0 {
 		retry = 1
 	}

@@ -923,6 +923,11 @@ func TestE2E_TokensAndMaintenance(t *testing.T) {
 	revisionOf(t, admin.ok("token", "revoke", "web-agent"))
 	agent.fails(exitAuth, "unknown or revoked token", "appliance", "get", "web")
 	admin.fails(exitNotFound, "not found", "token", "revoke", "web-agent")
+	// A secret pasted in place of the name is refused before it is sent, and not printed back
+	// into the CI log (it was sent, and the 404 quoted it whole).
+	if r := admin.fails(exitUsage, "a token's secret (sl_…), not its name", "token", "revoke", created.Token); strings.Contains(r.stdout+r.stderr, created.Token) {
+		t.Errorf("token revoke SECRET printed the secret: %s", r)
+	}
 
 	// Maintenance: writes refused with exit 6 and a message that says so; reads go on.
 	if got := admin.ok("maintenance"); got != "off\n" {

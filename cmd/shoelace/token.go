@@ -257,6 +257,11 @@ func (e *cliEnv) tokenRevoke(c *cli.Context) error {
 		return &api.Error{Code: api.CodeInvalidName, Message: fmt.Sprintf(
 			"token %q is an instance token: free its instance with: shoelace appliance forget %s %s (which revokes the token too)", a[0], parts[1], parts[2])}
 	}
+	if api.RedactSecrets(a[0]) != a[0] {
+		// Not sent, and not printed: a secret pasted here would go into the server's
+		// request path and the CI log.
+		return usagef("token revoke: the argument is a token's secret (sl_…), not its name: give the token's name (shoelace token ls lists them)")
+	}
 	if err := api.ValidateSegment("token name", a[0]); err != nil {
 		return err
 	}
