@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"strings"
 
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
@@ -19,6 +18,10 @@ type DryOptions struct {
 	// ShowSecrets shows the diff of templates that read secrets instead of masking it.
 	ShowSecrets bool
 }
+
+// dryChecked runs once Render has judged a destination, before it reads the file there: a
+// test plants a link at that moment.
+var dryChecked = func(dest string) {}
 
 // Render prints to w what rendering would change: for each selected template a diff against
 // the current file (or "unchanged"), mode and owner changes, and the commands that would run.
@@ -67,16 +70,18 @@ func (a *Agent) Render(ctx context.Context, w io.Writer, o DryOptions) error {
 			fmt.Fprintf(w, "\n!!! %s: %s\n", t.name(), msg)
 			continue
 		}
-		fi, statErr := os.Stat(t.cfg.Destination)
-		if statErr == nil && !fi.Mode().IsRegular() {
+		dryChecked(t.cfg.Destination)
+		// Read as the install reaches the file, not by name: a link that another user planted
+		// since the check above (where the destination's link leads to no file yet, in /tmp) is
+		// not followed, and what it leads to is not printed.
+		old, fi, oldErr := atomicfile.ReadDestination(t.cfg.Destination)
+		if nr := (*atomicfile.NotRegularError)(nil); errors.As(oldErr, &nr) {
 			// once and run refuse to install over it: say so here too, as a failure.
-			msg := fmt.Sprintf("%s is %s: a file cannot be installed there", t.cfg.Destination, atomicfile.TypeName(fi.Mode()))
+			msg := fmt.Sprintf("%s is %s: a file cannot be installed there", t.cfg.Destination, atomicfile.TypeName(nr.Mode))
 			failed = append(failed, msg)
 			fmt.Fprintf(w, "\n!!! %s: %s\n", t.name(), msg)
 			continue
 		}
-		// Not blocking: a named pipe swapped in since the stat must not hang the dry run.
-		old, oldErr := atomicfile.ReadInput(t.cfg.Destination, 0)
 		var notes []string
 		switch {
 		case errors.Is(oldErr, fs.ErrNotExist):
@@ -84,7 +89,7 @@ func (a *Agent) Render(ctx context.Context, w io.Writer, o DryOptions) error {
 		case oldErr != nil:
 			notes = append(notes, fmt.Sprintf("current file unreadable: %v", oldErr))
 		}
-		if statErr == nil {
+		if fi != nil {
 			if m := t.cfg.Mode(); m != 0 && fi.Mode().Perm() != m {
 				notes = append(notes, fmt.Sprintf("mode %04o -> %04o", fi.Mode().Perm(), m))
 			}

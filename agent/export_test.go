@@ -39,3 +39,11 @@ func SetRestoreFile(f func(p *atomicfile.Previous, opts atomicfile.Options) (boo
 	restoreFile = f
 	return func() { restoreFile = old }
 }
+
+// SetDryChecked replaces the hook that render --dry calls once it has judged a destination,
+// before it reads the file there, for a test; the returned func restores it.
+func SetDryChecked(f func(dest string)) (restore func()) {
+	old := dryChecked
+	dryChecked = f
+	return func() { dryChecked = old }
+}

@@ -827,3 +827,39 @@ func EvalLinks(p string) (string, error) { return evalLinks(p) }
 // EvalLinksToCreate is EvalLinks as Write follows a link at its destination: a link that leads
 // to a file not there (deleted, or not made yet) gives the path of that file, which Write makes.
 func EvalLinksToCreate(p string) (string, error) { return evalLinksToCreate(p) }
+
+// ReadDestination reads the file that Write would replace at path, reached as Write reaches it:
+// a link at path followed only as Write follows it (on Unix, root's or this process's user's; one
+// that leads to no file yet is no file, fs.ErrNotExist), its directory opened as Write opens it,
+// and the file read in it by its handle, no link at its name followed nor a FIFO opened; one that
+// is not a regular file is a *NotRegularError, not opened. fi is the stat of the file found there
+// (nil when none was, or it was replaced while it was read).
+func ReadDestination(path string) (data []byte, fi fs.FileInfo, err error) {
+	real, _, err := resolve(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	d, err := openDir(filepath.Dir(real))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer d.close()
+	base := filepath.Base(real)
+	found, err := d.root.Lstat(base)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !found.Mode().IsRegular() {
+		return nil, nil, &NotRegularError{Path: real, Mode: found.Mode()}
+	}
+	data, fi, err = ReadRegular(d.root, base, -1, func(now fs.FileInfo) error {
+		if !os.SameFile(found, now) {
+			return errReplaced
+		}
+		return nil
+	})
+	if fi == nil && err != nil && !errors.Is(err, errReplaced) {
+		fi = found // not opened (not readable by this process): its mode and owner are still known
+	}
+	return data, fi, err
+}
