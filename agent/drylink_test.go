@@ -71,3 +71,51 @@ func TestAgent_RenderDryReadsNothingThroughALinkPlantedAfterItsCheck(t *testing.
 		t.Fatalf("victim = %q, %v", got, err)
 	}
 }
+
+// render --dry shows a file that another user planted where a destination's link leads, in a
+// directory all may write (/tmp), as the install sees it: no file (the install replaces it with
+// a new one of its own, and never puts it back). Before, its bytes were printed as they were,
+// terminal escape sequences included, into the diff of a dry run by root.
+func TestAgent_RenderDryShowsAFilePlantedInASharedDirectoryAsNoFile(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, _ := testAgent(t, srv, header+`templates:
+  - contents: "a={{ key \"a\" }}\n"
+    destination: $DIR/app.conf
+`)
+	shared := filepath.Join(dir, "shared")
+	if err := os.Mkdir(shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(shared, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(shared, "app.conf"), filepath.Join(dir, "app.conf")); err != nil {
+		t.Fatal(err)
+	}
+	planted := filepath.Join(shared, "app.conf")
+	if err := os.WriteFile(planted, []byte("\x1b]0;title\x07planted-line\n"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	root := os.Geteuid() == 0
+	if !root {
+		t.Log("not root: a file of another user's cannot be made; the file is the agent's user's own")
+	} else if err := os.Chown(planted, 4242, 4242); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := a.Render(context.Background(), &out, agent.DryOptions{}); err != nil {
+		t.Fatalf("Render = %v\n%s", err, out.String())
+	}
+	if root && (strings.Contains(out.String(), "planted-line") || !strings.Contains(out.String(), "app.conf: would change (new file)")) {
+		t.Fatalf("render --dry shows the planted file, want it a new file as the install makes it:\n%q", out.String())
+	}
+	if !strings.Contains(out.String(), "+a=1") {
+		t.Fatalf("render --dry lacks the rendered line:\n%s", out.String())
+	}
+	if err := a.Once(context.Background(), "", false); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(planted); err != nil || read(t, planted) != "a=1\n" || root && fi.Mode().Perm() != 0o644 {
+		t.Fatalf("installed: %v, %v, want a=1 in a file of the agent's, mode 0644", fi, err)
+	}
+}

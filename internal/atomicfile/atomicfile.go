@@ -832,7 +832,9 @@ func EvalLinksToCreate(p string) (string, error) { return evalLinksToCreate(p) }
 // a link at path followed only as Write follows it (on Unix, root's or this process's user's; one
 // that leads to no file yet is no file, fs.ErrNotExist), its directory opened as Write opens it,
 // and the file read in it by its handle, no link at its name followed nor a FIFO opened; one that
-// is not a regular file is a *NotRegularError, not opened. fi is the stat of the file found there
+// is not a regular file is a *NotRegularError, not opened. A file that another user than root or
+// this process's planted in a directory others may write, which Write treats as no file, is no
+// file here too (fs.ErrNotExist), not read. fi is the stat of the file found there
 // (nil when none was, or it was replaced while it was read).
 func ReadDestination(path string) (data []byte, fi fs.FileInfo, err error) {
 	real, _, err := resolve(path)
@@ -851,6 +853,11 @@ func ReadDestination(path string) (data []byte, fi fs.FileInfo, err error) {
 	}
 	if !found.Mode().IsRegular() {
 		return nil, nil, &NotRegularError{Path: real, Mode: found.Mode()}
+	}
+	if plantable(d, found) {
+		// Another user's file where others may create files (/tmp): Stage treats it as no
+		// file, and what its owner wrote there is not for the caller to show.
+		return nil, nil, &fs.PathError{Op: "read", Path: real, Err: fs.ErrNotExist}
 	}
 	data, fi, err = ReadRegular(d.root, base, -1, func(now fs.FileInfo) error {
 		if !os.SameFile(found, now) {
