@@ -281,9 +281,9 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 	case !old.Mode().IsRegular():
 		return nil, fmt.Errorf("%s is %s, not a regular file", path, TypeName(old.Mode()))
 	}
-	if old != nil && plantable(d, old) {
-		// Another user's file in a directory where others than its owner may create files (/tmp,
-		// a group's directory): whoever planted it must not choose the owner and mode of what is
+	if old != nil && plantable(d, base, old) {
+		// Another user's file (or a hard link to root's) in a directory where others than its
+		// owner may create files (/tmp, a group's directory): whoever planted it must not choose the owner and mode of what is
 		// installed in its place, nor what an undo puts back. It is treated as no file.
 		old = nil
 	}
@@ -296,7 +296,7 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 		if prev, old, err = readPrevious(d, base, path, old, read); err != nil {
 			return nil, err
 		}
-		if plantable(d, old) {
+		if plantable(d, base, old) {
 			old = nil
 		}
 	}
@@ -358,12 +358,25 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 	return s, nil
 }
 
-// plantable reports whether old, a file in d, may have been put there by another user than the
-// installing process or root, in a directory that others than its owner may write.
-func plantable(d *dir, old fs.FileInfo) bool {
+// plantable reports whether old, the file at base in d, may have been put there by another user
+// than the installing process or root, in a directory that others than its owner may write: a
+// file of another user's, or a name of a file of root's (or of this process's user's) with
+// another name too, which whoever may write that file can make there as a hard link (the
+// kernel's protected_hardlinks allows it): its mode and owner are not the destination's to keep.
+// The .bak that Backup made of it is the one other name that is the install's own.
+func plantable(d *dir, base string, old fs.FileInfo) bool {
 	uid, _, ok := ownerOf(old)
-	if !ok || uid == 0 || uid == os.Geteuid() {
+	if !ok {
 		return false
+	}
+	if uid == 0 || uid == os.Geteuid() {
+		n, ok := linksOf(old)
+		if !ok || n <= 1 {
+			return false
+		}
+		if bak, err := d.root.Lstat(base + ".bak"); n == 2 && err == nil && os.SameFile(bak, old) {
+			return false
+		}
 	}
 	fi, err := d.root.Stat(".")
 	return err != nil || fi.Mode().Perm()&0o022 != 0
@@ -854,7 +867,7 @@ func ReadDestination(path string) (data []byte, fi fs.FileInfo, err error) {
 	if !found.Mode().IsRegular() {
 		return nil, nil, &NotRegularError{Path: real, Mode: found.Mode()}
 	}
-	if plantable(d, found) {
+	if plantable(d, base, found) {
 		// Another user's file where others may create files (/tmp): Stage treats it as no
 		// file, and what its owner wrote there is not for the caller to show.
 		return nil, nil, &fs.PathError{Op: "read", Path: real, Err: fs.ErrNotExist}

@@ -1,0 +1,58 @@
+//go:build !windows
+
+package agent_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// A hard link that another user made, where a destination's link leads, in a directory all may
+// write (/tmp), to a file of root's that all may write, does not give that file's mode to what
+// the install makes there: the new file is one of the agent's own, mode 0644, not writable by
+// the planter. Before, the install took the name for root's existing file and kept its mode
+// (0666): whoever made the hard link could then rewrite the service's config through it (tried
+// with a real agent as root: the rendered file was -rw-rw-rw-).
+func TestAgent_HardLinkPlantedWhereALinkLeadsGivesNoMode(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, _ := testAgent(t, srv, header+`templates:
+  - contents: "a={{ key \"a\" }}\n"
+    destination: $DIR/app.conf
+`)
+	shared := filepath.Join(dir, "shared")
+	if err := os.Mkdir(shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(shared, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	// A file all may write, of root's (of the agent's user when the test is not root).
+	open := filepath.Join(dir, "open")
+	if err := os.WriteFile(open, []byte("open\n"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	at := filepath.Join(shared, "app.conf")
+	if err := os.Link(open, at); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(at, filepath.Join(dir, "app.conf")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Once(context.Background(), "", false); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, at); got != "a=1\n" {
+		t.Fatalf("%s = %q, want a=1", at, got)
+	}
+	if fi, err := os.Stat(at); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Fatalf("installed: %v, %v, want mode 0644, not the hard-linked file's 0666", fi, err)
+	}
+	if got := read(t, open); got != "open\n" {
+		t.Fatalf("the hard-linked file = %q, want it untouched", got)
+	}
+}
