@@ -164,7 +164,7 @@ func sameFile(path string, fi fs.FileInfo, data []byte, opts Options) (bool, *se
 	if err != nil {
 		return false, nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	if bytes.Equal(old, data) {
+	if bytes.Equal(old, data) && !plantedAt(path, held) {
 		return true, nil, nil
 	}
 	return false, &seen{data: old, fi: held, whole: int64(len(old)) < limit}, nil
@@ -365,6 +365,24 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 // kernel's protected_hardlinks allows it): its mode and owner are not the destination's to keep.
 // The .bak that Backup made of it is the one other name that is the install's own.
 func plantable(d *dir, base string, old fs.FileInfo) bool {
+	return planted(d.root.Lstat, base, old)
+}
+
+// plantedAt is plantable of old, the file at path, looked at by name: what unchanged finds
+// holding the bytes to install is not left in place when it may have been planted.
+func plantedAt(path string, old fs.FileInfo) bool {
+	dir := filepath.Dir(path)
+	return planted(func(name string) (fs.FileInfo, error) {
+		if name == "." {
+			return os.Stat(dir)
+		}
+		return os.Lstat(filepath.Join(dir, name))
+	}, filepath.Base(path), old)
+}
+
+// planted is plantable of old, the file at base in the directory whose names lstat looks at
+// ("." the directory itself).
+func planted(lstat func(name string) (fs.FileInfo, error), base string, old fs.FileInfo) bool {
 	uid, _, ok := ownerOf(old)
 	if !ok {
 		return false
@@ -374,11 +392,11 @@ func plantable(d *dir, base string, old fs.FileInfo) bool {
 		if !ok || n <= 1 {
 			return false
 		}
-		if bak, err := d.root.Lstat(base + ".bak"); n == 2 && err == nil && os.SameFile(bak, old) {
+		if bak, err := lstat(base + ".bak"); n == 2 && err == nil && os.SameFile(bak, old) {
 			return false
 		}
 	}
-	fi, err := d.root.Stat(".")
+	fi, err := lstat(".")
 	return err != nil || fi.Mode().Perm()&0o022 != 0
 }
 
