@@ -17,6 +17,7 @@ import (
 )
 
 func TestHealth_EtcdStoppedAndRestarted(t *testing.T) {
+	parallelOwnEtcd(t)
 	dir := t.TempDir()
 	st, _, stop := ownEtcdStore(t, dir)
 	f := newFixtureOn(t, st, func(c *Config) { c.Version = "1.2.3" })

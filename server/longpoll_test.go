@@ -472,6 +472,7 @@ func TestLongPoll_StoreIDChangeWakesEveryone(t *testing.T) {
 }
 
 func TestLongPoll_SurvivesEtcdRestart(t *testing.T) {
+	parallelOwnEtcd(t)
 	dir := t.TempDir()
 	st, _, stop := ownEtcdStore(t, dir)
 	f := newFixtureOn(t, st)
@@ -512,6 +513,7 @@ func TestLongPoll_SurvivesEtcdRestart(t *testing.T) {
 // later writes (at revisions the replica had seen before) must wake them, and system keys written
 // then must take effect: the replica re-watched from its old revision and heard nothing for good.
 func TestLongPoll_StoreWentBack(t *testing.T) {
+	parallelOwnEtcd(t)
 	testStoreWentBack(t, false)
 }
 
@@ -523,6 +525,7 @@ func TestLongPoll_StoreWentBack(t *testing.T) {
 // writes at revisions below it woke nothing, and the token revoked in that history stayed revoked
 // on this replica alone. TestLongPoll_StoreWentBack failed so about 2 runs in 3.
 func TestLongPoll_StoreWentBackBeforeTheWatchCaughtUp(t *testing.T) {
+	parallelOwnEtcd(t)
 	testStoreWentBack(t, true)
 }
 

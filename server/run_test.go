@@ -369,6 +369,7 @@ func TestServe_TLS(t *testing.T) {
 }
 
 func TestServer_StartsWhileEtcdIsAway(t *testing.T) {
+	parallelOwnEtcd(t)
 	dir := t.TempDir()
 	st, _, stop := ownEtcdStore(t, dir)
 	// Make the admin token while etcd is up, through a first replica.

@@ -106,6 +106,7 @@ func TestAuth_TokenCreatedAgainAfterStoreWentBack(t *testing.T) {
 // while etcd was away (recorded as revoked by the empty store), a token only the empty store held
 // was 200 on the store that does not hold it, and X-Shoelace-Store named the empty store's id.
 func TestSys_AnotherStoreIsLoadedAfresh(t *testing.T) {
+	parallelOwnEtcd(t)
 	epsA, _ := testutil.StartEtcd(t, t.TempDir())
 	epsB, _ := testutil.StartEtcd(t, t.TempDir())
 	p := faultproxy.Start(t, epsA[0])
@@ -248,6 +249,7 @@ func TestSys_AnotherStoreAsTheWatchOpens(t *testing.T) {
 // keys changed again. The replica that finds the store went back gives it a new store id, so
 // that such an agent's long-poll is answered at once with the view as it is.
 func TestLongPoll_AgentAwayWhileStoreWentBack(t *testing.T) {
+	parallelOwnEtcd(t)
 	dir := t.TempDir()
 	eps, stop := testutil.StartEtcd(t, dir)
 	p := faultproxy.Start(t, eps[0])

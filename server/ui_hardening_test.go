@@ -15,6 +15,7 @@ import (
 // An agent token signed in to the console is not shown etcd's error (its endpoints) when the
 // store fails, as the API does not show it either.
 func TestUI_StoreFailureHidesEtcdFromAgents(t *testing.T) {
+	parallelOwnEtcd(t)
 	dir := t.TempDir()
 	st, eps, stop := ownEtcdStore(t, dir)
 	f := newFixtureOn(t, st)

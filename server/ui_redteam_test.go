@@ -144,6 +144,7 @@ func TestUI_StaticFilesHeaders(t *testing.T) {
 // revoked: the sign-in answers 503 with Retry-After, as the API does, not "Unknown or revoked
 // token" to the holder of a valid one; a replica started while the store was down included.
 func TestUI_SigninWhileStoreDown(t *testing.T) {
+	parallelOwnEtcd(t)
 	st, _, stop := ownEtcdStore(t, t.TempDir())
 	f := newFixtureOn(t, st)
 	uiSeed(f)
