@@ -32,7 +32,7 @@ func (f *fixture) newToken(req api.TokenRequest) string {
 }
 
 func TestAuth_RoutePrincipalTable(t *testing.T) {
-	f := newFixture(t)
+	f := newOwnEtcdFixture(t)
 	f.put("shared/dns", "1.1.1.1")
 	webRev := f.put("appliances/web/a", "1")
 	frontRev := f.put("appliances/web-frontend/a", "2")

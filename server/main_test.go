@@ -59,6 +59,17 @@ func newFixture(t testing.TB, opts ...func(*Config)) *fixture {
 	return newFixtureOn(t, testutil.Store(t), opts...)
 }
 
+// newOwnEtcdFixture is newFixture on an etcd of the test's own, for tests that read a snapshot:
+// one holds the whole etcd, and the shared one holds the keys and history of every test before
+// (hundreds of MiB after the paged listings' tests), which took over 10 s to stream.
+func newOwnEtcdFixture(t *testing.T) *fixture {
+	t.Helper()
+	eps, _ := testutil.StartEtcd(t, t.TempDir())
+	cfg := testutil.StoreConfig(t)
+	cfg.Endpoints = eps
+	return newFixtureOn(t, testutil.OpenStore(t, cfg))
+}
+
 func newFixtureOn(t testing.TB, st *store.Store, opts ...func(*Config)) *fixture {
 	t.Helper()
 	return newFixtureLog(t, st, testutil.Logger(), opts...)

@@ -406,7 +406,7 @@ func TestServer_StartsWhileEtcdIsAway(t *testing.T) {
 }
 
 func TestSnapshot(t *testing.T) {
-	f := newFixture(t)
+	f := newOwnEtcdFixture(t)
 	f.put("shared/a", "1")
 	reader := f.newToken(api.TokenRequest{Name: "reader", Read: []string{"/"}})
 	f.mustErr(f.doToken(reader, "GET", "/v1/snapshot", ""), 403, api.CodeForbidden)
