@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -74,8 +75,17 @@ func TestAnswers_UnreadAnswersBounded(t *testing.T) {
 // first (up to one burst): within the limit of requests, one read token asking for a large
 // listing a hundred times a second kept the store reading hundreds of MB/s until its reads
 // timed out for everyone. Small answers and agents' views cost one request, as before.
+//
+// The limiters' clock stands still until the test moves it: at 10 requests/s the charge left
+// the token one request short, which the real clock refilled in 0.2 s, before the next request
+// under -race on a busy machine.
 func TestAnswers_LargeAnswersCostRequests(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.RateLimit = 10 })
+	var ahead atomic.Int64
+	start := time.Now()
+	f.s.auth.limits.mu.Lock()
+	f.s.auth.limits.clock = func() time.Time { return start.Add(time.Duration(ahead.Load())) }
+	f.s.auth.limits.mu.Unlock()
 	for i := range 4 {
 		f.put(fmt.Sprintf("appliances/web/big/%d", i), strings.Repeat("v", 200<<10))
 	}
@@ -88,6 +98,7 @@ func TestAnswers_LargeAnswersCostRequests(t *testing.T) {
 		t.Fatal("429 without Retry-After")
 	}
 	// The limit refills: a second later the token reads again.
+	ahead.Store(int64(time.Second))
 	deadline := time.Now().Add(10 * time.Second)
 	for r = f.doToken(reader, "GET", list+"&keys", ""); r.StatusCode == 429 && time.Now().Before(deadline); r = f.doToken(reader, "GET", list+"&keys", "") {
 		time.Sleep(100 * time.Millisecond)

@@ -797,6 +797,8 @@ type limiterSet struct {
 	m     map[string]*limiterEntry
 	owned map[string]int // keys held per owner
 	swept time.Time
+	// clock, set by tests only, gives the time of every call instead of the one passed in.
+	clock func() time.Time
 }
 
 type limiterEntry struct {
@@ -831,6 +833,9 @@ func (l *limiterSet) allowOwned(key, owner string, maxKeys int, now time.Time) (
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.clock != nil {
+		now = l.clock()
+	}
 	if now.Sub(l.swept) > limiterSweep {
 		l.sweepLocked(now)
 	}
@@ -863,6 +868,9 @@ func (l *limiterSet) charge(key string, n int, now time.Time) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.clock != nil {
+		now = l.clock()
+	}
 	if e := l.m[key]; e != nil {
 		e.lim.ReserveN(now, min(n, l.burst))
 	}
