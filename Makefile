@@ -12,7 +12,7 @@ FUZZTIME  ?= 30s
 # The timeout of one test package under `make test`.
 TESTTIMEOUT ?= 15m
 
-.PHONY: all build build-all vet-all install run test test-short lint peers bench bench-quick bench-micro fuzz package release clean
+.PHONY: all build build-all vet-all install run test test-race test-short lint peers bench bench-quick bench-micro fuzz package release clean
 
 # Targets of build-all: the agent runs on every one, the server on Linux.
 AGENT_TARGETS  := linux/amd64 linux/arm64 windows/amd64 darwin/arm64
@@ -67,13 +67,16 @@ run: build
 TESTREPORT := $(GO) run ./scripts/testreport --
 
 ## test: vet (for every target too), format check, every cross-build, then every test with the
-## race detector; skipped tests listed at the end
+## race detector; skipped tests listed at the end (.ci/run runs the checks and test-race at once)
+test: lint vet-all build-all test-race
+
+## test-race: every test with the race detector, without the checks; skipped tests listed at the end
 # ./server comes first: go test starts packages in the order given, and the server's tests take
 # longer than any three others together; started after the others (in ./...'s order), they ran
 # alone for minutes at the end. Three packages at a time: the tests wait on timeouts, restarts
 # and child processes more than they compute (two kept the two cores half busy).
 TESTP ?= 3
-test: lint vet-all build-all
+test-race:
 	$(TESTREPORT) $(GO) test -json -race -count=1 -p $(TESTP) -timeout $(TESTTIMEOUT) ./server ./...
 
 ## test-short: the quick local loop (skips the slowest end-to-end cases)
