@@ -419,8 +419,11 @@ func (s *Server) writeReports(ctx context.Context, b *reportBatcher) error {
 	if err == nil {
 		s.lateApplied(wctx, b.reports)
 	}
-	if err != nil && ctx.Err() == nil {
-		s.log.Warn("record instance reports: they are tried again", "reports", b.len(), "err", err)
+	if err != nil {
+		// Put back also when the server stops meanwhile: flushReports writes them then.
+		if ctx.Err() == nil {
+			s.log.Warn("record instance reports: they are tried again", "reports", b.len(), "err", err)
+		}
 		s.reports.requeue(b.reports)
 	}
 	return err
