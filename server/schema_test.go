@@ -472,14 +472,16 @@ func TestSchema_ViolationHidesASecretsLength(t *testing.T) {
 	f.must(f.do("PUT", "/v1/kv/appliances/seclen/name", "nineteen-bytes-long"), 200, nil)
 	for _, rule := range []string{`{"maxLength": 4}`, `{"minLength": 40}`} {
 		schema := `{"properties": {"secrets": {"properties": {"db": ` + rule + `}}}}`
+		// The warning and the message, not the whole body: its revision (4244 once) may hold 24.
 		r := f.do("PUT", "/v1/appliances/seclen/schema", schema)
-		f.must(r, 200, nil)
-		if strings.Contains(string(r.body), "24") {
-			t.Errorf("schema %s: the warning shows the secret's length: %s", rule, r.body)
+		var res api.SchemaResult
+		f.must(r, 200, &res)
+		if res.Warning == "" || strings.Contains(res.Warning, "24") {
+			t.Errorf("schema %s: no warning, or the warning shows the secret's length: %s", rule, r.body)
 		}
 		r = f.do("PUT", "/v1/kv/appliances/seclen/port", "80")
 		f.mustErr(r, 422, api.CodeSchemaViolation, "a secret's length is not shown")
-		if strings.Contains(string(r.body), "24") {
+		if strings.Contains(r.errMessage(), "24") {
 			t.Errorf("schema %s: the violation shows the secret's length: %s", rule, r.body)
 		}
 		// Not a secret: the length found helps whoever mends it.
