@@ -66,9 +66,15 @@ run: build
 # (.ci/run sets it) a skip not named in .ci/skips-allowed fails the run.
 TESTREPORT := $(GO) run ./scripts/testreport --
 
-## test: vet (for every target too), format check, every cross-build, then every test with the
-## race detector; skipped tests listed at the end (.ci/run runs the checks and test-race at once)
-test: lint vet-all build-all test-race
+## test: vet (for every target too), format check and every cross-build, while every test runs
+## with the race detector; skipped tests listed at the end; fails when either fails
+# The checks (minutes of compiling on a fresh clone) run beside the tests at a lower priority:
+# the tests mostly wait, and what they wait for is timed.
+test:
+	@nice -n 10 $(MAKE) --no-print-directory lint vet-all build-all & checks=$$!; \
+	status=0; $(MAKE) --no-print-directory test-race || status=$$?; \
+	wait $$checks || { echo "make test: the checks (lint vet-all build-all) failed"; status=1; }; \
+	exit $$status
 
 ## test-race: every test with the race detector, without the checks; skipped tests listed at the end
 # ./server comes first: go test starts packages in the order given, and the server's tests take
