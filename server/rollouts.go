@@ -476,6 +476,9 @@ func (s *Server) endRollout(ctx context.Context, name, id, state, reason, instan
 			return s.endGroup(ctx, rec.Group, name, state, reason, instance)
 		}
 		rec.End(state, reason, instance, time.Now().UTC(), s.endReports(ctx, name))
+		if s.endHook != nil {
+			s.endHook(name, false)
+		}
 		out, _ := json.Marshal(rec)
 		nrev, err := s.st.UpdateRollout(ctx, name, out, rev, false)
 		if errors.Is(err, api.ErrConflict) && try < 5 {
@@ -486,7 +489,10 @@ func (s *Server) endRollout(ctx context.Context, name, id, state, reason, instan
 		}
 		s.rollouts.set(name, &rec, nrev)
 		s.log.Warn("rollout ended", "appliance", name, "rollout", rec.ID, "state", state, "reason", reason)
-		s.countLate(ctx, name, rec.ID, nil)
+		if s.endHook != nil {
+			s.endHook(name, true)
+		}
+		s.countLate(ctx, name, rec.ID, s.reportsAtEnd(ctx, name, nrev))
 		return rec.Status(nil, nrev, time.Time{}), nil
 	}
 }
@@ -494,8 +500,8 @@ func (s *Server) endRollout(ctx context.Context, name, id, state, reason, instan
 // countLate adds to the AppliedBy of appliance name's rollout id, once it has ended, the
 // instances that reports (by instance; nil: those in the store now) say applied its candidate
 // and that its end did not count: their reports reached the store after the end read them.
-// An end reads the store again once written, and the reporter calls it after writing reports
-// of a candidate applied; between them, no report of one written before the end is missed.
+// An end calls it with the reports as they were at its write (reportsAtEnd), and the reporter
+// after writing reports of a candidate applied; between them, no report is missed.
 // Errors are logged: the end stands, and its status shows such an instance pending.
 func (s *Server) countLate(ctx context.Context, name, id string, reports map[string]api.Instance) {
 	for try := 0; try < 5; try++ {
@@ -529,6 +535,25 @@ func (s *Server) countLate(ctx context.Context, name, id string, reports map[str
 		s.log.Info("rollout ended: instances counted that applied it meanwhile", "appliance", name, "rollout", id, "applied_by", len(rec.AppliedBy))
 		return
 	}
+}
+
+// reportsAtEnd are appliance name's instance reports as they were when its rollout's end was
+// written, at revision rev, for countLate: each report written before the end, those written
+// after endReports read them too. The reports as they are by then would miss an instance that
+// went back to the live view meanwhile and reported it: its report of the candidate had found
+// the rollout running (the reporter did not count it), and the live view's no longer says the
+// candidate was applied. nil (countLate reads them as they are now) when rev cannot be read.
+func (s *Server) reportsAtEnd(ctx context.Context, name string, rev int64) map[string]api.Instance {
+	m, err := s.st.SysListAt(ctx, rev, instancePrefix+name+"/", reportErrorPrefix+name+"/")
+	if err != nil {
+		s.log.Warn("rollout ended: the reports at its end cannot be read; the reports now are", "appliance", name, "revision", rev, "error", err.Error())
+		return nil
+	}
+	out := instancesOf(m)[name]
+	if out == nil {
+		out = map[string]api.Instance{}
+	}
+	return out
 }
 
 // endReports are appliance name's instance reports as a rollout of it ends, to keep which

@@ -101,6 +101,9 @@ type Server struct {
 	sincePrune     atomic.Int64              // releases asked for since the last kick
 	ui             uiSessions                // the web console's sessions on this replica
 	answers        answerBudget              // answers made for one request, not yet taken (answers.go)
+	// endHook, when set (tests), is called as a rollout of appliance name ends: before its end
+	// is written (written false) and once it is, before its late reports are counted.
+	endHook func(name string, written bool)
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -417,7 +417,7 @@ func (s *Server) endGroup(ctx context.Context, group, first, state, reason, inst
 		}
 		s.log.Warn("shared rollout group ended", "group", group, "state", state, "reason", reason)
 		for name, rec := range ended {
-			s.countLate(ctx, name, rec.ID, nil)
+			s.countLate(ctx, name, rec.ID, s.reportsAtEnd(ctx, name, nrev))
 		}
 		if rec, ok := ended[first]; ok {
 			return rec.Status(nil, nrev, time.Time{}), nil

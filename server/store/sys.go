@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"errors"
 	"strings"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
@@ -94,6 +96,31 @@ func (s *Store) SysList(ctx context.Context, prefixes ...string) (map[string][]b
 		}
 	}
 	return out, resp.Header.Revision, nil
+}
+
+// SysListAt is SysList as the keys were at revision rev, from etcd's history: a revision older
+// than the history kept is an api.CodeCompacted error.
+func (s *Store) SysListAt(ctx context.Context, rev int64, prefixes ...string) (map[string][]byte, error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	var ops []clientv3.Op
+	for _, prefix := range prefixes {
+		ops = append(ops, s.sysGets(prefix, clientv3.WithRev(rev))...)
+	}
+	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if errors.Is(err, rpctypes.ErrCompacted) {
+		return nil, api.Errorf(api.CodeCompacted, "revision %d is compacted: the store keeps %s", rev, s.historyKept())
+	}
+	if err != nil {
+		return nil, s.etcdErr(ctx, "list system keys "+strings.Join(prefixes, ", ")+" at a revision", err)
+	}
+	out := map[string][]byte{}
+	for _, r := range resp.Responses {
+		for _, kv := range r.GetResponseRange().Kvs {
+			out[strings.TrimPrefix(string(kv.Key), s.sysRoot)] = kv.Value
+		}
+	}
+	return out, nil
 }
 
 // sysGets are the reads of the system keys under prefix, as SysList takes it.
