@@ -75,8 +75,9 @@ type reported struct {
 }
 
 // pendingReport is a report queued for writing, made by by; candidate is the rollout whose
-// candidate it says was applied ("" for none), kept when a later report replaces it in a batch
-// (see reportBatcher.add and lateApplied). A report made with an instance
+// candidate it says was applied ("" for none), kept with the revision it said was applied
+// (candidateApplied) when a later report replaces it in a batch (see reportBatcher.add and
+// lateApplied). A report made with an instance
 // token is written only while the store still holds exactly the token record by was read from
 // (principal.record), so that a report of a token replaced meanwhile (the instance enrolled
 // again: taken over, or forgotten and enrolled) never overwrites the new holder's record,
@@ -85,6 +86,9 @@ type pendingReport struct {
 	in        api.Instance
 	by        *principal
 	candidate string
+	// candidateApplied is the revision the report of candidate said was applied: a later report
+	// may say less (a view read with X-Shoelace-Instance and no X-Shoelace-Applied says 0).
+	candidateApplied int64
 	// unjudged says that in's applied revision is above the replica's and that the store could
 	// not be asked whether it is above the store's too: the writer asks (judgeReports).
 	unjudged bool
@@ -153,17 +157,19 @@ func (r *reporter) queueLocked(key string, in *api.Instance, by *principal, cand
 	// Kept by pointer and filled in place: a long-poll that carries a report calls this before
 	// it waits, and a pendingReport on its stack (two, with the one it replaces) grew every
 	// waiting long-poll's stack (TestLongPoll_StackStaysSmall).
+	applied := in.Applied
 	if old := r.pending[key]; old != nil {
 		if candidate == "" {
-			candidate = old.candidate // the candidate was applied, whatever came next
+			// the candidate was applied, whatever came next
+			candidate, applied = old.candidate, old.candidateApplied
 		}
-		old.in, old.by, old.candidate, old.unjudged = *in, by, candidate, unjudged
+		old.in, old.by, old.candidate, old.candidateApplied, old.unjudged = *in, by, candidate, applied, unjudged
 	} else {
 		if len(r.pending) >= maxPendingReports {
 			return // the next request reports again
 		}
 		r.order = append(r.order, key)
-		r.pending[key] = &pendingReport{in: *in, by: by, candidate: candidate, unjudged: unjudged}
+		r.pending[key] = &pendingReport{in: *in, by: by, candidate: candidate, candidateApplied: applied, unjudged: unjudged}
 	}
 	r.written[key] = reported{applied: in.Applied, rollout: in.Rollout, at: in.LastSeen, token: in.Token, by: by}
 	r.ownLocked(key, in.Token)
@@ -205,7 +211,7 @@ func (r *reporter) requeue(reports []pendingReport) {
 		key := p.in.Appliance + "/" + p.in.Instance
 		if later := r.pending[key]; later != nil {
 			if later.candidate == "" {
-				later.candidate = p.candidate
+				later.candidate, later.candidateApplied = p.candidate, p.candidateApplied
 			}
 			continue
 		}
@@ -485,7 +491,8 @@ func (s *Server) lateApplied(ctx context.Context, reports []pendingReport) {
 			late[k] = map[string]api.Instance{}
 		}
 		in := p.in
-		in.Rollout = p.candidate // a later report of the batch may have replaced it
+		// A later report of the batch may have replaced it.
+		in.Rollout, in.Applied = p.candidate, p.candidateApplied
 		late[k][in.Instance] = in
 	}
 	for k, m := range late {
@@ -541,10 +548,11 @@ func (b *reportBatcher) add(p *pendingReport) {
 	}
 	k := instancePrefix + p.in.Appliance + "/" + p.in.Instance
 	if i, ok := b.at[k]; ok {
-		candidate := b.reports[i].candidate
+		candidate, applied := b.reports[i].candidate, b.reports[i].candidateApplied
 		b.reports[i] = *p
 		if p.candidate == "" {
-			b.reports[i].candidate = candidate // the candidate was applied, whatever came next
+			// the candidate was applied, whatever came next
+			b.reports[i].candidate, b.reports[i].candidateApplied = candidate, applied
 		}
 		return
 	}

@@ -1,11 +1,13 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 )
@@ -84,5 +86,44 @@ func TestRollout_ReportWrittenWhileTheEndIsWrittenCounts(t *testing.T) {
 	got := rolloutStatus(t, f)
 	if got.State != api.RolloutAborted || len(got.Instances) != 1 || got.Instances[0].State != "applied" {
 		t.Fatalf("aborted rollout: %+v, want %s applied (it reported the candidate before the abort)", got, n)
+	}
+}
+
+// An instance whose report of the candidate and a later report of it that says less (a view
+// read with X-Shoelace-Instance alone says it applied revision 0) reach the reporter before it
+// writes either, after the rollout was aborted, is shown applied by the aborted rollout: the
+// batch keeps the revision the candidate's report said it applied (before, it kept the
+// candidate with the later report's revision, 0, and the instance stayed pending). A loaded
+// machine made this batch now and then in TestRollout_ReportRacingTheEndCounts.
+func TestRollout_LaterReportInTheBatchKeepsTheCandidateApplied(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	n := enrollFleet(t, f, 1)[0]
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=100%25&manual", "81"), http.StatusAccepted, &st)
+	waitFor(t, "the candidate", func() bool { return viewOf(t, f, n).Rollout == st.ID })
+	candidate := viewOf(t, f, n)
+	f.must(f.do("POST", "/v1/appliances/web/rollout", `{"action":"abort"}`, "Content-Type", "application/json"), 200, nil)
+
+	// The reports as takeReport queues them (a reporter of the test's own: the server's writes
+	// its batches when it will), then written and counted as the server's reporter does.
+	enrolled := st.Started.Add(-time.Second)
+	in := func(applied int64, rollout string) *api.Instance {
+		return &api.Instance{Appliance: "web", Instance: n, Applied: applied, Rollout: rollout, LastSeen: time.Now().UTC(),
+			Token: "instance:web:" + n, Enrolled: true, EnrolledAt: &enrolled}
+	}
+	r := newReporter(100, time.Minute)
+	r.note(in(candidate.Revision, st.ID), nil, st.ID)
+	r.note(in(0, ""), nil, "")
+	var b reportBatcher
+	if got := r.take(&b); got != 1 {
+		t.Fatalf("took %d reports, want 1", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	f.s.lateApplied(ctx, b.reports)
+	got := rolloutStatus(t, f)
+	if got.State != api.RolloutAborted || len(got.Instances) != 1 || got.Instances[0].State != "applied" {
+		t.Fatalf("aborted rollout: %+v, want %s applied (it reported the candidate applied)", got, n)
 	}
 }
