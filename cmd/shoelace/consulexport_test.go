@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // A consul-template user's keys come from `consul kv export web`: import --from-consul-export
@@ -144,11 +145,12 @@ func TestE2E_ImportFromConsulExportAllRefused(t *testing.T) {
 // others. Before, the dry run planned it (exit 0), the import failed on the server with nothing
 // to do but delete the key in the source, and --skip-refused did not help.
 func TestE2E_ImportValueOverServerLimit(t *testing.T) {
+	name := fmt.Sprintf("consul-big-%d", time.Now().UnixNano()) // each run its own: go test -count runs it again on the same server
 	c := newCLI(t, sharedServer(t))
 	b64 := func(v string) string { return base64.StdEncoding.EncodeToString([]byte(v)) }
 	big := strings.Repeat("x", 1<<20+1)
 	file := writeTemp(t, fmt.Sprintf(`[{"key":"web/cert","flags":0,"value":%q},{"key":"web/host","flags":0,"value":%q}]`, b64(big), b64("db")))
-	args := []string{"import", "--from-consul-export", file, "--prefix", "web", "--appliance", "consul-big"}
+	args := []string{"import", "--from-consul-export", file, "--prefix", "web", "--appliance", name}
 	want := `refused "web/cert": the value is 1048577 bytes, over the server's limit of 1048576 bytes (--max-value-bytes)`
 	for _, extra := range [][]string{{"--dry-run"}, nil} {
 		r := c.run(append(args, extra...)...)
@@ -156,15 +158,15 @@ func TestE2E_ImportValueOverServerLimit(t *testing.T) {
 			t.Fatalf("import %q of a value over the limit: %s", extra, r)
 		}
 	}
-	c.fails(exitNotFound, "no keys", "appliance", "get", "consul-big")
+	c.fails(exitNotFound, "no keys", "appliance", "get", name)
 	r := c.run(append(args, "--skip-refused")...)
 	if r.code != 0 || !strings.Contains(r.stderr, want) {
 		t.Fatalf("import --skip-refused: %s", r)
 	}
-	if v := c.ok("kv", "get", "appliances/consul-big/host"); v != "db" {
+	if v := c.ok("kv", "get", "appliances/"+name+"/host"); v != "db" {
 		t.Fatalf("host = %q", v)
 	}
-	c.fails(exitNotFound, "", "kv", "get", "appliances/consul-big/cert")
+	c.fails(exitNotFound, "", "kv", "get", "appliances/"+name+"/cert")
 }
 
 // TestE2E_ImportFromConsulExportOutsidePrefix: consul kv export web lists every key that starts
@@ -191,10 +193,11 @@ func TestE2E_ImportFromConsulExportOutsidePrefix(t *testing.T) {
 // --skip-refused, leaves out) are in the answer as {"key","reason","rename"}: a pipeline that
 // reads the JSON could not tell that keys were left out, which only stderr's text said.
 func TestE2E_ImportRefusedInJSON(t *testing.T) {
+	name := fmt.Sprintf("consul-json-%d", time.Now().UnixNano()) // each run its own: go test -count runs it again on the same server
 	c := newCLI(t, sharedServer(t))
 	file := writeTemp(t, `[{"key":"web/a","flags":0,"value":"YQ=="},{"key":"web/bad key","flags":0,"value":"eA=="}]`)
 	for _, extra := range [][]string{{"--dry-run"}, nil} {
-		out := c.ok(append([]string{"import", "--from-consul-export", file, "--prefix", "web", "--appliance", "consul-json", "--skip-refused", "--output", "json"}, extra...)...)
+		out := c.ok(append([]string{"import", "--from-consul-export", file, "--prefix", "web", "--appliance", name, "--skip-refused", "--output", "json"}, extra...)...)
 		var res struct {
 			Put     int `json:"put"`
 			Refused []struct {
@@ -205,7 +208,7 @@ func TestE2E_ImportRefusedInJSON(t *testing.T) {
 			t.Fatalf("%q: %v\n%s", extra, err, out)
 		}
 		if res.Put != 1 || len(res.Refused) != 1 || res.Refused[0].Key != "web/bad key" || !strings.Contains(res.Refused[0].Reason, "only letters, digits") ||
-			res.Refused[0].Rename != "appliances/consul-json/bad-key" {
+			res.Refused[0].Rename != "appliances/"+name+"/bad-key" {
 			t.Fatalf("%q: %s", extra, out)
 		}
 	}

@@ -2,24 +2,27 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // An apply of the keys the appliance holds already writes nothing, prints the store's
 // revision as any apply does, and says so on stderr (-o json: "unchanged": true). Before,
 // every pipeline run put every key again: a release and a revision for nothing.
 func TestE2E_ApplyUnchanged(t *testing.T) {
+	name := fmt.Sprintf("sameapp-%d", time.Now().UnixNano()) // each run its own: go test -count runs it again on the same server
 	s := sharedServer(t)
 	c := newCLI(t, s)
 	file := filepath.Join(t.TempDir(), "same.yaml")
 	writeFile(t, file, "keys:\n  app:\n    port: 8080\n")
-	first := revisionOf(t, c.ok("appliance", "apply", "sameapp", "-f", file))
+	first := revisionOf(t, c.ok("appliance", "apply", name, "-f", file))
 
-	r := c.run("appliance", "apply", "sameapp", "-f", file)
-	if r.code != 0 || !strings.Contains(r.stderr, "appliance sameapp already holds exactly these keys: nothing written") {
+	r := c.run("appliance", "apply", name, "-f", file)
+	if r.code != 0 || !strings.Contains(r.stderr, "appliance "+name+" already holds exactly these keys: nothing written") {
 		t.Fatalf("apply of the same keys: %s", r)
 	}
 	same := revisionOf(t, r.stdout)
@@ -28,24 +31,24 @@ func TestE2E_ApplyUnchanged(t *testing.T) {
 	}
 	// The revision is the appliance's view's, which its agents report (appliance wait
 	// --revision): a write elsewhere does not move it.
-	c.ok("kv", "put", "appliances/sameapp-other/x", "1")
-	if again := revisionOf(t, c.ok("appliance", "apply", "sameapp", "-f", file)); again != same {
+	c.ok("kv", "put", "appliances/"+name+"-other/x", "1")
+	if again := revisionOf(t, c.ok("appliance", "apply", name, "-f", file)); again != same {
 		t.Fatalf("apply of the same keys after a write to another appliance printed revision %d, %d before", again, same)
 	}
 	var w struct {
 		Revision  int64 `json:"revision"`
 		Unchanged bool  `json:"unchanged"`
 	}
-	out := c.ok("appliance", "apply", "sameapp", "-f", file, "-o", "json")
+	out := c.ok("appliance", "apply", name, "-f", file, "-o", "json")
 	if err := json.Unmarshal([]byte(out), &w); err != nil || !w.Unchanged || w.Revision < first {
 		t.Fatalf("-o json: %q (%v)", out, err)
 	}
-	if got := c.ok("appliance", "history", "sameapp"); strings.Count(got, "apply") != 1 {
+	if got := c.ok("appliance", "history", name); strings.Count(got, "apply") != 1 {
 		t.Fatalf("history after one apply and two of the same keys:\n%s", got)
 	}
 
 	writeFile(t, file, "keys:\n  app:\n    port: 8081\n")
-	r = c.run("appliance", "apply", "sameapp", "-f", file)
+	r = c.run("appliance", "apply", name, "-f", file)
 	if r.code != 0 || r.stderr != "" || revisionOf(t, r.stdout) <= first {
 		t.Fatalf("apply of a change: %s", r)
 	}
@@ -85,30 +88,31 @@ func TestE2E_ApplyUnchangedWithCanary(t *testing.T) {
 // writes (exit 7) until every instance had re-rendered the same view, and its promotion put
 // every key of the appliance again.
 func TestE2E_KVPutAndTxnUnchangedWithCanary(t *testing.T) {
+	name := fmt.Sprintf("samekvcanary-%d", time.Now().UnixNano()) // each run its own: go test -count runs it again on the same server
 	s := sharedServer(t)
 	c := newCLI(t, s)
 	file := filepath.Join(t.TempDir(), "same.yaml")
 	writeFile(t, file, "keys:\n  port: \"8080\"\n  color: blue\n")
-	first := revisionOf(t, c.ok("appliance", "apply", "samekvcanary", "-f", file))
-	enrollOne(t, s, c, "samekvcanary")
+	first := revisionOf(t, c.ok("appliance", "apply", name, "-f", file))
+	enrollOne(t, s, c, name)
 	portRev := func() int64 {
 		t.Helper()
 		var kv struct {
 			ModRevision int64 `json:"mod_revision"`
 		}
-		if out := c.ok("kv", "get", "appliances/samekvcanary/port", "-o", "json"); json.Unmarshal([]byte(out), &kv) != nil {
+		if out := c.ok("kv", "get", "appliances/"+name+"/port", "-o", "json"); json.Unmarshal([]byte(out), &kv) != nil {
 			t.Fatalf("kv get -o json: %q", out)
 		}
 		return kv.ModRevision
 	}
 	before := portRev()
 
-	r := c.run("kv", "put", "appliances/samekvcanary/color", "blue", "--canary", "50%")
+	r := c.run("kv", "put", "appliances/"+name+"/color", "blue", "--canary", "50%")
 	if r.code != 0 || !strings.Contains(r.stderr, "nothing written, no release recorded, no rollout started") || revisionOf(t, r.stdout) < first {
 		t.Fatalf("kv put --canary of the value the key holds: %s", r)
 	}
 	txn := filepath.Join(t.TempDir(), "txn.json")
-	writeFile(t, txn, `{"ops":[{"op":"put","key":"appliances/samekvcanary/port","value":"8080"},{"op":"delete","key":"appliances/samekvcanary/gone"}]}`)
+	writeFile(t, txn, `{"ops":[{"op":"put","key":"appliances/`+name+`/port","value":"8080"},{"op":"delete","key":"appliances/`+name+`/gone"}]}`)
 	r = c.run("txn", "-f", txn, "--canary", "50%")
 	if r.code != 0 || !strings.Contains(r.stderr, "nothing written, no release recorded, no rollout started") || revisionOf(t, r.stdout) < first {
 		t.Fatalf("txn --canary that changes nothing: %s", r)
@@ -117,21 +121,21 @@ func TestE2E_KVPutAndTxnUnchangedWithCanary(t *testing.T) {
 		Revision  int64 `json:"revision"`
 		Unchanged bool  `json:"unchanged"`
 	}
-	out := c.ok("kv", "put", "appliances/samekvcanary/color", "blue", "--canary", "50%", "-o", "json")
+	out := c.ok("kv", "put", "appliances/"+name+"/color", "blue", "--canary", "50%", "-o", "json")
 	if err := json.Unmarshal([]byte(out), &w); err != nil || !w.Unchanged || w.Revision < first {
 		t.Fatalf("kv put --canary -o json of the value the key holds: %q (%v)", out, err)
 	}
-	if r := c.run("appliance", "rollout", "status", "samekvcanary"); r.code != 3 {
+	if r := c.run("appliance", "rollout", "status", name); r.code != 3 {
 		t.Fatalf("rollout status after the unchanged writes with --canary: %s, want exit 3 (none)", r)
 	}
-	if got := c.ok("appliance", "history", "samekvcanary"); strings.Count(got, "\n") != 2 {
+	if got := c.ok("appliance", "history", name); strings.Count(got, "\n") != 2 {
 		t.Fatalf("history after one apply and unchanged writes with --canary:\n%s", got)
 	}
 	if now := portRev(); now != before {
 		t.Fatalf("port's mod_revision went from %d to %d: a write that changed nothing put it again", before, now)
 	}
 	// Plain writes go on at once: no rollout holds them.
-	c.ok("kv", "put", "appliances/samekvcanary/color", "green")
+	c.ok("kv", "put", "appliances/"+name+"/color", "green")
 }
 
 // kv put --canary and txn --canary of shared/ values held already start no shared rollout

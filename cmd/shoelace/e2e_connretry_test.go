@@ -9,6 +9,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -196,7 +197,8 @@ func TestE2E_WriteOnAConnectionOfItsOwn(t *testing.T) {
 	}))
 	t.Cleanup(front.Close)
 	file := filepath.Join(t.TempDir(), "keys.json")
-	writeFile(t, file, `{"keys":{"shared/freshconn/a":"1"}}`)
+	v := strconv.FormatInt(time.Now().UnixNano(), 10) // each run a change: go test -count runs it again on the same server
+	writeFile(t, file, `{"keys":{"shared/freshconn/a":"`+v+`"}}`)
 	direct.with("SHOELACE_ADDR="+front.URL).ok("import", file)
 	mu.Lock()
 	defer mu.Unlock()
@@ -206,7 +208,7 @@ func TestE2E_WriteOnAConnectionOfItsOwn(t *testing.T) {
 	if addr := func(i int) string { return strings.SplitN(seen[i], " ", 2)[1] }; addr(0) == addr(1) {
 		t.Errorf("import's write went on its read's connection: %q", seen)
 	}
-	if got := direct.ok("kv", "get", "shared/freshconn/a"); got != "1" {
+	if got := direct.ok("kv", "get", "shared/freshconn/a"); got != v {
 		t.Errorf("shared/freshconn/a = %q", got)
 	}
 }

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestE2E_Txn: shoelace txn -f FILE|- writes every op or none, a guard that does not hold is exit 4
@@ -80,54 +82,55 @@ func TestE2E_Txn(t *testing.T) {
 // TestE2E_TxnCanary: shoelace txn --canary starts a rollout of the one appliance its ops are under
 // instead of writing its live keys; a txn over two appliances with --canary is refused by the server.
 func TestE2E_TxnCanary(t *testing.T) {
+	name := fmt.Sprintf("e2etxnc-%d", time.Now().UnixNano()) // each run its own: go test -count runs it again on the same server
 	s := sharedServer(t)
 	c := newCLI(t, s)
 	t.Cleanup(func() {
-		c.run("appliance", "rollout", "abort", "e2etxnc")
-		c.run("kv", "rm", "appliances/e2etxnc", "--recurse", "--force")
-		c.run("kv", "rm", "shared/e2etxnc-ntp", "--force")
+		c.run("appliance", "rollout", "abort", name)
+		c.run("kv", "rm", "appliances/"+name, "--recurse", "--force")
+		c.run("kv", "rm", "shared/"+name+"-ntp", "--force")
 	})
-	c.ok("kv", "put", "appliances/e2etxnc/port", "80")
+	c.ok("kv", "put", "appliances/"+name+"/port", "80")
 	cl := adminClient(t, s)
 	for _, vm := range []string{"vm-1", "vm-2"} {
-		if _, err := cl.Enroll(context.Background(), "e2etxnc", vm, ""); err != nil {
+		if _, err := cl.Enroll(context.Background(), name, vm, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
-	change := `{"ops": [{"op": "put", "key": "appliances/e2etxnc/port", "value": "8081"}]}`
+	change := `{"ops": [{"op": "put", "key": "appliances/` + name + `/port", "value": "8081"}]}`
 	r := c.runStdin([]byte(change), "txn", "-f", "-", "--canary", "50%", "--manual")
 	if r.code != 0 || !strings.Contains(r.stderr, "rollout ") || !strings.Contains(r.stderr, "1 of 2 instances") {
 		t.Fatalf("txn --canary: %s; want a rollout started for 1 of 2 instances", r)
 	}
 	revisionOf(t, r.stdout)
-	if got := c.ok("kv", "get", "appliances/e2etxnc/port"); got != "80" {
+	if got := c.ok("kv", "get", "appliances/"+name+"/port"); got != "80" {
 		t.Errorf("txn --canary changed the live key to %q before any promotion", got)
 	}
-	if st := c.ok("appliance", "rollout", "status", "e2etxnc", "-o", "json"); !strings.Contains(st, `"state":"running"`) || !strings.Contains(st, `"kind":"txn"`) {
+	if st := c.ok("appliance", "rollout", "status", name, "-o", "json"); !strings.Contains(st, `"state":"running"`) || !strings.Contains(st, `"kind":"txn"`) {
 		t.Errorf("rollout status after txn --canary: %s", st)
 	}
 	// A staged shared/ change while the appliance's rollout runs: refused (one rollout per
 	// appliance at a time); once it ended, the txn starts a shared group, nothing is written to
 	// shared/ yet, and aborting the appliance's rollout ends the group without writing it.
-	shared := `{"ops": [{"op": "put", "key": "shared/e2etxnc-ntp", "value": "time.example"}]}`
+	shared := `{"ops": [{"op": "put", "key": "shared/` + name + `-ntp", "value": "time.example"}]}`
 	checkFailure(t, c.runStdin([]byte(shared), "txn", "-f", "-", "--canary", "50%"), exitUnknown, "rollout", []string{"txn", "--canary", shared})
-	c.ok("appliance", "rollout", "abort", "e2etxnc")
+	c.ok("appliance", "rollout", "abort", name)
 	r = c.runStdin([]byte(shared), "txn", "-f", "-", "--canary", "50%", "--manual")
-	if r.code != 0 || !strings.Contains(r.stderr, "shared rollout group") || !strings.Contains(r.stderr, "of e2etxnc started") {
-		t.Fatalf("shared txn --canary: %s; want a shared rollout group with e2etxnc in it", r)
+	if r.code != 0 || !strings.Contains(r.stderr, "shared rollout group") || !strings.Contains(r.stderr, "of "+name+" started") {
+		t.Fatalf("shared txn --canary: %s; want a shared rollout group with %s in it", r, name)
 	}
 	revisionOf(t, r.stdout)
-	c.fails(exitNotFound, "not found", "kv", "get", "shared/e2etxnc-ntp")
-	c.ok("appliance", "rollout", "abort", "e2etxnc")
-	c.fails(exitNotFound, "not found", "kv", "get", "shared/e2etxnc-ntp")
+	c.fails(exitNotFound, "not found", "kv", "get", "shared/"+name+"-ntp")
+	c.ok("appliance", "rollout", "abort", name)
+	c.fails(exitNotFound, "not found", "kv", "get", "shared/"+name+"-ntp")
 	// --cas beside --canary is a usage error before any request (the server refuses the pair
 	// too: TestRollout_BadInput): no group starts.
-	c.fails(exitUsage, "--cas and --canary do not go together", "kv", "put", "shared/e2etxnc-ntp", "x", "--canary", "50%", "--cas", "0")
-	if st := c.ok("appliance", "rollout", "status", "e2etxnc", "-o", "json"); !strings.Contains(st, `"state":"aborted"`) {
+	c.fails(exitUsage, "--cas and --canary do not go together", "kv", "put", "shared/"+name+"-ntp", "x", "--canary", "50%", "--cas", "0")
+	if st := c.ok("appliance", "rollout", "status", name, "-o", "json"); !strings.Contains(st, `"state":"aborted"`) {
 		t.Errorf("a refused shared canary with --cas started a rollout: %s", st)
 	}
 
-	two := `{"ops": [{"op": "put", "key": "appliances/e2etxnc/port", "value": "1"}, {"op": "put", "key": "appliances/other/port", "value": "1"}]}`
+	two := `{"ops": [{"op": "put", "key": "appliances/` + name + `/port", "value": "1"}, {"op": "put", "key": "appliances/other/port", "value": "1"}]}`
 	checkFailure(t, c.runStdin([]byte(two), "txn", "-f", "-", "--canary", "50%"), exitError, "one appliance", []string{"txn", "--canary", two})
 }
 
