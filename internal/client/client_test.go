@@ -169,7 +169,10 @@ func TestDo_RetryOutOfTimeKeepsTheServersAnswer(t *testing.T) {
 	defer close(release)
 	c, _ := New(srv.URL, Options{Retries: 2})
 
-	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond) // the retry comes after 1 s
+	// The retry comes 1 to 1.5 s after the 503 (retryWait's spread of Retry-After: 1), and must
+	// have left before the deadline (a deadline of 1.5 s failed about 1 run in 6).
+	const deadline = 3 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
 	_, _, err := c.Get(ctx, "k")
 	var ae *api.Error
@@ -179,7 +182,7 @@ func TestDo_RetryOutOfTimeKeepsTheServersAnswer(t *testing.T) {
 	// A write whose retry left and was not answered: its outcome is unknown (Sent), and the
 	// server's answer to the try before is kept beside it.
 	calls.Store(0)
-	ctx, cancel = context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	ctx, cancel = context.WithTimeout(context.Background(), deadline)
 	defer cancel()
 	_, err = c.Put(ctx, "k", []byte("v"), NoCAS)
 	var te *TransportError
