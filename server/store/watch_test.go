@@ -193,7 +193,10 @@ func TestStore_WatchOfAnIdleStore(t *testing.T) {
 	e := ownEtcd(t, filepath.Join(t.TempDir(), "etcd"), "")
 	s := openStore(t, func(c *store.Config) {
 		c.Endpoints = e.Endpoints()
-		c.WatchProgressInterval = 100 * time.Millisecond
+		// Each silence check reads the store's revision within the interval: at 100 ms, a loaded
+		// machine under the race detector missed it now and then (the watch ended, 4 runs in 24
+		// with GOMAXPROCS=1 beside other processes).
+		c.WatchProgressInterval = time.Second
 	})
 	ctx := ctxT(t)
 	rev, err := s.Revision(ctx)
@@ -207,7 +210,7 @@ func TestStore_WatchOfAnIdleStore(t *testing.T) {
 			t.Fatalf("the watch of an idle store ended: %v", werr())
 		}
 		t.Fatalf("the watch of an idle store sent %+v", ev)
-	case <-time.After(2 * time.Second): // ten times its progress interval
+	case <-time.After(5 * time.Second): // two silence checks and more
 	}
 	r := mustPut(t, s, "shared/a", "1")
 	if got := next(t, ch, true); got.Revision != r {
