@@ -265,6 +265,16 @@ func (f *fixture) adminToken() string {
 	return strings.TrimSpace(string(data))
 }
 
+// longerOpTimeout sets opTimeout to d for the test, and back at its end: call it before the
+// test's server starts, so that the server has stopped when it is set back. It is for tests that
+// load the store with many heavy reads at once, which a loaded machine answers more slowly
+// than a request waits in production; never in a parallel test.
+func longerOpTimeout(t *testing.T, d time.Duration) {
+	old := opTimeout
+	opTimeout = d
+	t.Cleanup(func() { opTimeout = old })
+}
+
 // parallelOwnEtcd runs the test in parallel with the others that call it, after the package's
 // other tests: each spends most of its time waiting out an etcd of its own that is away
 // (stopped, restarted, brought back from a copy), and shares nothing else (no package

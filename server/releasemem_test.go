@@ -66,6 +66,7 @@ func TestReleases_ReadsShared(t *testing.T) {
 // too) the twenty reads of 8 MiB took long enough that the last in line waited past its
 // request's timeout; 2 MiB take ~8 s there.
 func TestApplianceAt_ReadsBounded(t *testing.T) {
+	longerOpTimeout(t, 2*time.Minute) // 20 reads of 2 MiB each through a few slots, on a loaded machine
 	cfg := testutil.StoreConfig(t)
 	cfg.RequestTimeout = opTimeout // the store's reads wait no less than the requests do
 	f := newFixtureOn(t, testutil.OpenStore(t, cfg))

@@ -47,8 +47,9 @@ import (
 	"github.com/shoelace-dev/shoelace/server/store"
 )
 
-// opTimeout bounds one store operation of a request that does not long-poll.
-const opTimeout = 30 * time.Second
+// opTimeout bounds one store operation of a request that does not long-poll. A variable for
+// tests (longerOpTimeout), set before their server starts.
+var opTimeout = 30 * time.Second
 
 // writeMargin is added to the time a handler may take to make the write deadline of its answer.
 const writeMargin = 30 * time.Second

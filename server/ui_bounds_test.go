@@ -188,6 +188,9 @@ func TestUI_ManyKeysMakeBoundedPage(t *testing.T) {
 // at once: 24 release pages of an appliance of 8 values of 1 MiB took the heap up by 300 MiB
 // (now 85 MiB).
 func TestUI_ReleasePagesShareHistoryReads(t *testing.T) {
+	// 24 pages of 16 MiB of history each wait for a few slots: on a loaded machine the last
+	// waited more than 30 s.
+	longerOpTimeout(t, 2*time.Minute)
 	f := newFixture(t)
 	var rev int64
 	for _, v := range []string{`"`, `\`} {
