@@ -135,6 +135,9 @@ func tokenSpec(c *cli.Context) (api.TokenRequest, error) {
 				}
 				return spec, fmt.Errorf("--%s: %w", g.flag, err)
 			}
+			if v == "" {
+				v = "/" // the root, as the API takes it on purpose: an empty prefix it refuses
+			}
 			g.prefixes[i] = v
 		}
 	}
