@@ -21,23 +21,11 @@ import (
 // whatever link was there by then, and printed that file's lines.
 func TestAgent_RenderDryReadsNothingThroughALinkPlantedAfterItsCheck(t *testing.T) {
 	srv := newViewServer(t, map[string]string{"a": "1"})
-	a, dir, _ := testAgent(t, srv, header+`templates:
-  - contents: "a={{ key \"a\" }}\n"
-    destination: $DIR/app.conf
-`)
-	shared := filepath.Join(dir, "shared")
-	if err := os.Mkdir(shared, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(shared, 0o1777); err != nil {
-		t.Fatal(err)
-	}
+	a, dir, _ := testAgent(t, srv, oneAppConf)
+	// The destination is the agent's link to a file not made yet in the shared directory.
+	shared := linkedIntoShared(t, dir, "app.conf")
 	victim := filepath.Join(dir, "victim")
 	if err := os.WriteFile(victim, []byte("root-only-line\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// The destination is the agent's link to a file not made yet in the shared directory.
-	if err := os.Symlink(filepath.Join(shared, "app.conf"), filepath.Join(dir, "app.conf")); err != nil {
 		t.Fatal(err)
 	}
 	planted := false
@@ -78,20 +66,8 @@ func TestAgent_RenderDryReadsNothingThroughALinkPlantedAfterItsCheck(t *testing.
 // terminal escape sequences included, into the diff of a dry run by root.
 func TestAgent_RenderDryShowsAFilePlantedInASharedDirectoryAsNoFile(t *testing.T) {
 	srv := newViewServer(t, map[string]string{"a": "1"})
-	a, dir, _ := testAgent(t, srv, header+`templates:
-  - contents: "a={{ key \"a\" }}\n"
-    destination: $DIR/app.conf
-`)
-	shared := filepath.Join(dir, "shared")
-	if err := os.Mkdir(shared, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(shared, 0o1777); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(filepath.Join(shared, "app.conf"), filepath.Join(dir, "app.conf")); err != nil {
-		t.Fatal(err)
-	}
+	a, dir, _ := testAgent(t, srv, oneAppConf)
+	shared := linkedIntoShared(t, dir, "app.conf")
 	planted := filepath.Join(shared, "app.conf")
 	if err := os.WriteFile(planted, []byte("\x1b]0;title\x07planted-line\n"), 0o666); err != nil {
 		t.Fatal(err)
@@ -118,4 +94,30 @@ func TestAgent_RenderDryShowsAFilePlantedInASharedDirectoryAsNoFile(t *testing.T
 	if fi, err := os.Stat(planted); err != nil || read(t, planted) != "a=1\n" || root && fi.Mode().Perm() != 0o644 {
 		t.Fatalf("installed: %v, %v, want a=1 in a file of the agent's, mode 0644", fi, err)
 	}
+}
+
+// oneAppConf is an agent config with one template, destination $DIR/app.conf.
+const oneAppConf = header + `templates:
+  - contents: "a={{ key \"a\" }}\n"
+    destination: $DIR/app.conf
+`
+
+// linkedIntoShared makes dir/shared, a directory all may write, with the sticky bit (as /tmp
+// is), and for each name a link dir/name that leads to shared/name, not made yet: the agent's
+// destination links of the tests here. It returns the shared directory.
+func linkedIntoShared(t *testing.T, dir string, names ...string) string {
+	t.Helper()
+	shared := filepath.Join(dir, "shared")
+	if err := os.Mkdir(shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(shared, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if err := os.Symlink(filepath.Join(shared, n), filepath.Join(dir, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return shared
 }

@@ -19,17 +19,8 @@ import (
 // with a real agent as root: the rendered file was -rw-rw-rw-).
 func TestAgent_HardLinkPlantedWhereALinkLeadsGivesNoMode(t *testing.T) {
 	srv := newViewServer(t, map[string]string{"a": "1"})
-	a, dir, _ := testAgent(t, srv, header+`templates:
-  - contents: "a={{ key \"a\" }}\n"
-    destination: $DIR/app.conf
-`)
-	shared := filepath.Join(dir, "shared")
-	if err := os.Mkdir(shared, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(shared, 0o1777); err != nil {
-		t.Fatal(err)
-	}
+	a, dir, _ := testAgent(t, srv, oneAppConf)
+	shared := linkedIntoShared(t, dir, "app.conf")
 	// A file all may write, of root's (of the agent's user when the test is not root).
 	open := filepath.Join(dir, "open")
 	if err := os.WriteFile(open, []byte("open\n"), 0o666); err != nil {
@@ -40,9 +31,6 @@ func TestAgent_HardLinkPlantedWhereALinkLeadsGivesNoMode(t *testing.T) {
 	}
 	at := filepath.Join(shared, "app.conf")
 	if err := os.Link(open, at); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(at, filepath.Join(dir, "app.conf")); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Once(context.Background(), "", false); err != nil {
@@ -74,13 +62,7 @@ func TestAgent_PlantedFileHoldingTheOutputIsReplaced(t *testing.T) {
     destination: $DIR/other.conf
     perms: "0644"
 `)
-	shared := filepath.Join(dir, "shared")
-	if err := os.Mkdir(shared, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(shared, 0o1777); err != nil {
-		t.Fatal(err)
-	}
+	shared := linkedIntoShared(t, dir, "app.conf", "other.conf")
 	open := filepath.Join(dir, "open")
 	if err := os.WriteFile(open, []byte("a=1\n"), 0o666); err != nil {
 		t.Fatal(err)
@@ -100,11 +82,6 @@ func TestAgent_PlantedFileHoldingTheOutputIsReplaced(t *testing.T) {
 		t.Log("not root: a file of another user's cannot be made; only the hard link is checked")
 	} else if err := os.Chown(theirs, 4242, 4242); err != nil {
 		t.Fatal(err)
-	}
-	for _, n := range []string{"app.conf", "other.conf"} {
-		if err := os.Symlink(filepath.Join(shared, n), filepath.Join(dir, n)); err != nil {
-			t.Fatal(err)
-		}
 	}
 	if err := a.Once(context.Background(), "", false); err != nil {
 		t.Fatal(err)
