@@ -21,12 +21,7 @@ import (
 // TestRollout_ReportRacingTheEndCounts.
 func TestRollout_ReportWrittenWhileTheEndIsWrittenCounts(t *testing.T) {
 	f := newFixture(t)
-	f.put("appliances/web/port", "80")
-	n := enrollFleet(t, f, 1)[0]
-	var st api.RolloutStatus
-	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=100%25&manual", "81"), http.StatusAccepted, &st)
-	waitFor(t, "the candidate", func() bool { return viewOf(t, f, n).Rollout == st.ID })
-	candidate := viewOf(t, f, n)
+	n, st, candidate := candidateOnOneVM(t, f)
 
 	reached, goOn, stop := make(chan bool), make(chan struct{}), make(chan struct{})
 	t.Cleanup(func() { close(stop) })
@@ -97,12 +92,7 @@ func TestRollout_ReportWrittenWhileTheEndIsWrittenCounts(t *testing.T) {
 // machine made this batch now and then in TestRollout_ReportRacingTheEndCounts.
 func TestRollout_LaterReportInTheBatchKeepsTheCandidateApplied(t *testing.T) {
 	f := newFixture(t)
-	f.put("appliances/web/port", "80")
-	n := enrollFleet(t, f, 1)[0]
-	var st api.RolloutStatus
-	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=100%25&manual", "81"), http.StatusAccepted, &st)
-	waitFor(t, "the candidate", func() bool { return viewOf(t, f, n).Rollout == st.ID })
-	candidate := viewOf(t, f, n)
+	n, st, candidate := candidateOnOneVM(t, f)
 	f.must(f.do("POST", "/v1/appliances/web/rollout", `{"action":"abort"}`, "Content-Type", "application/json"), 200, nil)
 
 	// The reports as takeReport queues them (a reporter of the test's own: the server's writes
@@ -126,4 +116,16 @@ func TestRollout_LaterReportInTheBatchKeepsTheCandidateApplied(t *testing.T) {
 	if got.State != api.RolloutAborted || len(got.Instances) != 1 || got.Instances[0].State != "applied" {
 		t.Fatalf("aborted rollout: %+v, want %s applied (it reported the candidate applied)", got, n)
 	}
+}
+
+// candidateOnOneVM starts a manual rollout of appliance web to all of one enrolled instance,
+// and returns the instance, the rollout and the candidate's view once the instance is given it.
+func candidateOnOneVM(t *testing.T, f *fixture) (string, api.RolloutStatus, api.View) {
+	t.Helper()
+	f.put("appliances/web/port", "80")
+	n := enrollFleet(t, f, 1)[0]
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=100%25&manual", "81"), http.StatusAccepted, &st)
+	waitFor(t, "the candidate", func() bool { return viewOf(t, f, n).Rollout == st.ID })
+	return n, st, viewOf(t, f, n)
 }
