@@ -146,7 +146,7 @@ func TestConfd_MissingKeyTested(t *testing.T) {
 // {{ $m.x }} failed but {{ index $m "x" }} and a JSON null printed "<no value>". What tests a
 // value, or prints one through printf or a default, renders as before.
 func TestNative_NoValueFailsTheRender(t *testing.T) {
-	data := Data{Appliance: "web", Keys: map[string]string{"cfg": `{"a":null,"b":"x","l":[null]}`}}
+	data := Data{Appliance: "web", Keys: map[string]string{"cfg": `{"a":null,"b":"x","l":[null]}`, "lit": "<no value>"}}
 	for _, text := range []string{
 		`{{ index (fromJSON (key "cfg")) "port" }}`,
 		`{{ $m := fromJSON (key "cfg") }}{{ $m.a }}`,
@@ -174,6 +174,8 @@ func TestNative_NoValueFailsTheRender(t *testing.T) {
 		`{{ printf "%v" (index (fromJSON (key "cfg")) "a") }}`:                          "<nil>",
 		`{{ $p := index (fromJSON (key "cfg")) "port" }}{{ (fromJSON (key "cfg")).b }}`: "x",
 		`[{{ index (dict "a" "") "a" }}]`:                                               "[]",
+		// A value that holds the text is no missing value: the output that has it stands.
+		`{{ key "lit" }}`: "<no value>",
 	} {
 		tm, err := Parse(text, Options{Name: "t"})
 		if err != nil {
