@@ -416,6 +416,31 @@ func TestAgent_OnceMissingKeyKeepsOldFile(t *testing.T) {
 	}
 }
 
+// A template whose file was never made, refused by its check or with its group, says that no
+// file was made: "old file kept" of a file that did not exist sent the operator looking for it.
+func TestAgent_OnceFailingCheckOfANewFileSaysNoFile(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"conf": "bad"})
+	a, dir, _ := testAgent(t, srv, header+`templates:
+  - contents: "{{ key \"conf\" }}"
+    destination: $DIR/x
+    check: grep -q good "$SHOELACE_STAGED"
+    command: touch $DIR/ran
+  - contents: "y"
+    destination: $DIR/y
+    command: touch $DIR/ran
+`)
+	err := a.Once(context.Background(), "", false)
+	if err == nil || !strings.Contains(err.Error(), "check of "+dir+"/x failed, no file made") ||
+		!strings.Contains(err.Error(), "(command \"touch "+dir+"/ran\") failed; no file made") || strings.Contains(err.Error(), "old file kept") {
+		t.Fatalf("err = %v", err)
+	}
+	for _, n := range []string{"x", "y", "ran"} {
+		if _, err := os.Lstat(filepath.Join(dir, n)); !os.IsNotExist(err) {
+			t.Errorf("%s made: %v", n, err)
+		}
+	}
+}
+
 func TestAgent_OnceFailingCheck(t *testing.T) {
 	srv := newViewServer(t, map[string]string{"conf": "bad"})
 	a, dir, _ := testAgent(t, srv, header+`templates:

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"runtime/debug"
 	"slices"
@@ -372,7 +374,7 @@ func (p *pass) stage(ctx context.Context, g *group) bool {
 		if m.staged != nil {
 			m.staged.Discard()
 			m.staged = nil
-			err := fmt.Errorf("%s not installed: %s of its group (command %q) failed; old file kept", m.t.name(), strings.Join(bad, ", "), g.command)
+			err := fmt.Errorf("%s not installed: %s of its group (command %q) failed; %s", m.t.name(), strings.Join(bad, ", "), g.command, keptText(m.t.cfg.Destination))
 			p.fail(m.t, failure{template: m.t.name(), stage: api.StageRender, err: err, retry: retry})
 			p.a.log.Error("template not installed", "template", m.t.name(), "revision", p.v.Revision, "error", err.Error())
 		} else if m.err == nil {
@@ -905,7 +907,7 @@ func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data, re
 		}
 	}
 	if err := a.cfg.checkAllowed(t.cfg.Destination); err != nil {
-		m.err, m.stage = fmt.Errorf("install %s: %w; old file kept", t.name(), err), api.StageRender
+		m.err, m.stage = fmt.Errorf("install %s: %w; %s", t.name(), err, keptText(t.cfg.Destination)), api.StageRender
 		return
 	}
 	// Again on the path the install really replaces, resolved by the install itself: no link
@@ -925,7 +927,7 @@ func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data, re
 		var ce *atomicfile.CheckError
 		if errors.As(err, &ce) {
 			a.metrics.checkFailures.Add(1)
-			m.err, m.stage = fmt.Errorf("check of %s failed, old file kept: %w", t.name(), ce.Err), api.StageCheck
+			m.err, m.stage = fmt.Errorf("check of %s failed, %s: %w", t.name(), keptText(t.cfg.Destination), ce.Err), api.StageCheck
 			return
 		}
 		m.err, m.stage, m.retry = installError(t.name(), err), api.StageRender, true
@@ -967,4 +969,13 @@ func (a *Agent) shellOf(command string) string {
 		}
 	}
 	return ""
+}
+
+// keptText says what a template that is not installed leaves at its destination: the old file,
+// or none, when there was no file yet ("old file kept" of a file never made misled).
+func keptText(dest string) string {
+	if _, err := os.Lstat(dest); errors.Is(err, fs.ErrNotExist) {
+		return "no file made"
+	}
+	return "old file kept"
 }
