@@ -184,13 +184,22 @@ func unsetVarProblem(kind, command string) string {
 			what = "a health command"
 		}
 	}
+	var unset []string
 	for _, m := range agentVarRE.FindAllStringSubmatch(command, -1) {
-		if name := m[1] + m[2]; !slices.Contains(set, name) {
-			return fmt.Sprintf("%s is not a variable the agent sets for %s, so it is empty there; the agent sets %s and %s",
-				name, what, strings.Join(set[:len(set)-1], ", "), set[len(set)-1])
+		if name := m[1] + m[2]; !slices.Contains(set, name) && !slices.Contains(unset, name) {
+			unset = append(unset, name)
 		}
 	}
-	return ""
+	sets := strings.Join(set[:len(set)-1], ", ") + " and " + set[len(set)-1]
+	switch len(unset) {
+	case 0:
+		return ""
+	case 1:
+		return fmt.Sprintf("%s is not a variable the agent sets for %s, so it is empty there; the agent sets %s", unset[0], what, sets)
+	}
+	// Every one: warned of the first alone, the next went unseen until the command misbehaved.
+	return fmt.Sprintf("%s and %s are not variables the agent sets for %s, so they are empty there; the agent sets %s",
+		strings.Join(unset[:len(unset)-1], ", "), unset[len(unset)-1], what, sets)
 }
 
 // shellVarProblem says, "" when nothing, that command names one of the agent's variables

@@ -274,3 +274,20 @@ func TestDescribeFetchError_NotAShoelaceAnswer(t *testing.T) {
 		t.Fatalf("describeFetchError = %q", msg)
 	}
 }
+
+// unsetVarProblem names every SHOELACE_ variable that the agent does not set, once each: it
+// named the first alone, so that a command with two typos was warned of one.
+func TestUnsetVarProblem_NamesEvery(t *testing.T) {
+	for command, want := range map[string]string{
+		`test -s "$SHOELACE_STAGED"`: "",
+		`echo $SHOELACE_STAGE`:       "SHOELACE_STAGE is not a variable the agent sets for a check, so it is empty there; the agent sets SHOELACE_STAGED, SHOELACE_DESTINATION, SHOELACE_APPLIANCE, SHOELACE_INSTANCE and SHOELACE_REVISION",
+		`echo $SHOELACE_STAGED $SHOELACE_STAGE ${SHOELACE_DEST} $SHOELACE_STAGE`: "SHOELACE_STAGE and SHOELACE_DEST are not variables the agent sets for a check, so they are empty there; the agent sets SHOELACE_STAGED, SHOELACE_DESTINATION, SHOELACE_APPLIANCE, SHOELACE_INSTANCE and SHOELACE_REVISION",
+	} {
+		if got := unsetVarProblem("check", command); got != want {
+			t.Errorf("unsetVarProblem(check, %q) = %q, want %q", command, got, want)
+		}
+	}
+	if got, want := unsetVarProblem("command", `echo %SHOELACE_STAGED% $SHOELACE_X $env:SHOELACE_Y`), "SHOELACE_STAGED, SHOELACE_X and SHOELACE_Y are not variables the agent sets for a command, so they are empty there; the agent sets SHOELACE_APPLIANCE, SHOELACE_INSTANCE, SHOELACE_REVISION and SHOELACE_DESTINATIONS"; got != want {
+		t.Errorf("command: %q, want %q", got, want)
+	}
+}
