@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"sort"
@@ -243,17 +244,39 @@ func parseDump(data []byte) (dump, error) {
 			return d, fmt.Errorf("exported %q: not an RFC 3339 time", d.Exported)
 		}
 	}
-	for k, v := range d.Keys {
+	// Every key refused is named, in order: the first alone (and a random one, in a map's
+	// order) made a file with several mistakes take as many runs.
+	var refused []error
+	for _, k := range slices.Sorted(maps.Keys(d.Keys)) {
+		var err error
 		if rest, ok := strings.CutPrefix(k, "/"); ok && rest != "" {
 			// A confd keyspace written out by hand: say where its keys go here, as kv does.
-			return d, confdKeyError(k, strings.TrimLeft(rest, "/"))
+			err = confdKeyError(k, strings.TrimLeft(rest, "/"))
+		} else if err = api.ValidateKey(k); err == nil {
+			err = api.ValidateValue(k, []byte(d.Keys[k]), 0)
 		}
-		if err := api.ValidateKey(k); err != nil {
-			return d, err
+		if err != nil {
+			refused = append(refused, err)
 		}
-		if err := api.ValidateValue(k, []byte(v), 0); err != nil {
-			return d, err
+	}
+	if len(refused) == 1 {
+		return d, refused[0]
+	}
+	if len(refused) > 1 {
+		lines := make([]string, 0, min(len(refused), 20)+1)
+		for i, err := range refused {
+			if i == 20 {
+				lines = append(lines, fmt.Sprintf("… and %d more", len(refused)-i))
+				break
+			}
+			lines = append(lines, fmt.Sprintf("[%d] %s", i+1, err))
 		}
+		code := api.CodeInvalidKey
+		var ae *api.Error
+		if errors.As(refused[0], &ae) {
+			code = ae.Code
+		}
+		return d, api.Errorf(code, "%d keys refused, nothing written: %s", len(refused), strings.Join(lines, " "))
 	}
 	seen := make(map[string]bool, len(d.Omitted))
 	for _, k := range d.Omitted {

@@ -47,6 +47,11 @@ func TestParseDump(t *testing.T) {
 		{"lone surrogate", `{"keys":{"a":"\ud800"}}`, `the string escape \ud800 at byte 14 is a lone UTF-16 surrogate`},
 		{"lone surrogate in a key", `{"keys":{"a/\udbff":"1"}}`, `lone UTF-16 surrogate`},
 		{"empty key", `{"keys":{"":"1"}}`, `invalid key: a key must not be empty`},
+		// Every key refused, in order (it named one, a random one in the map's order).
+		{"several refused", `{"keys":{"shared/z z":"1","shared/ok":"2","/web/a":"3","shared/.x":"4"}}`,
+			`3 keys refused, nothing written: [1] invalid key "/web/a": a leading '/' is a confd-style path`},
+		{"several refused, the last", `{"keys":{"shared/z z":"1","shared/ok":"2","/web/a":"3","shared/.x":"4"}}`,
+			`[2] invalid key "shared/.x": segment 2 ".x" must start with a letter or digit [3] invalid key "shared/z z"`},
 		{"negative revision", `{"revision":-1,"keys":{}}`, "revision -1: must be >= 0"},
 		{"bad time", `{"exported":"yesterday","keys":{}}`, `exported "yesterday": not an RFC 3339 time`},
 		{"omitted not secret", `{"omitted":["shared/a"],"keys":{}}`, `omitted key "shared/a" is not a secret key`},
