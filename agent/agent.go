@@ -261,7 +261,7 @@ func (a *Agent) selectStage(stage string) ([]*tmpl, error) {
 	}
 	if len(sel) == 0 {
 		if stage == "" {
-			return nil, fmt.Errorf("%s: no templates configured", a.cfg.Path)
+			return nil, a.noTemplates()
 		}
 		return nil, fmt.Errorf("%s: no templates with stage %q (of %d configured)", a.cfg.Path, stage, len(a.tmpls))
 	}
@@ -426,4 +426,21 @@ func configHint(err error) string {
 		return "the server redirects to another address, which the agent does not follow (its token would go there): if the server moved, write its new address in server:"
 	}
 	return ""
+}
+
+// noTemplates is the error of once, run and render without a template: it says where the
+// agent looked, templates_dir and confd_dir included, set or not.
+func (a *Agent) noTemplates() error {
+	where := []string{"templates: is empty"}
+	for _, d := range []struct{ name, dir, holds string }{
+		{"templates_dir", a.cfg.TemplatesDir, "*.yaml file"},
+		{"confd_dir", a.cfg.ConfdDir, "conf.d/*.toml resource"},
+	} {
+		if d.dir == "" {
+			where = append(where, d.name+" is not set")
+		} else {
+			where = append(where, fmt.Sprintf("%s %q holds no %s", d.name, d.dir, d.holds))
+		}
+	}
+	return fmt.Errorf("%s: no templates configured: %s", a.cfg.Path, strings.Join(where, ", "))
 }

@@ -391,6 +391,21 @@ func TestAgent_OnceNoTemplateSelected(t *testing.T) {
 	}
 }
 
+// once and run without a template say where the agent looked: templates_dir and confd_dir,
+// set or not. once said only "no templates configured", and run named templates_dir but not
+// confd_dir, whose conf.d may be empty or misnamed.
+func TestAgent_NoTemplatesSaysWhereItLooked(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, _ := testAgent(t, srv, header+"templates_dir: $DIR/tpl\n")
+	want := `: no templates configured: templates: is empty, templates_dir "` + dir + `/tpl" holds no *.yaml file, confd_dir is not set`
+	if err := a.Once(context.Background(), "", false); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("once: %v, want %q", err, want)
+	}
+	if err := a.Run(context.Background()); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("run: %v, want %q", err, want)
+	}
+}
+
 func TestAgent_OnceMissingKeyKeepsOldFile(t *testing.T) {
 	srv := newViewServer(t, map[string]string{"a": "1"})
 	a, dir, _ := testAgent(t, srv, header+`templates:

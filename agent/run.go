@@ -53,7 +53,7 @@ type ack struct {
 // last-known-good view from cache_dir. It returns nil when ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
 	if len(a.tmpls) == 0 {
-		return fmt.Errorf("%s: no templates configured (in templates: or in *.yaml files of templates_dir %q)", a.cfg.Path, a.cfg.TemplatesDir)
+		return a.noTemplates()
 	}
 	if a.cfg.MetricsListen != "" {
 		stopMetrics, err := a.serveMetrics(ctx, a.cfg.MetricsListen)
