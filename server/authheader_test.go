@@ -90,6 +90,34 @@ func TestAuth_TwoInstanceHeadersRefused(t *testing.T) {
 	f.must(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-3"), 200, nil)
 }
 
+// A report's X-Shoelace-Applied or X-Shoelace-Rollout given twice is refused (400, naming the
+// rule), as a second X-Shoelace-Instance is: the first counted and the second was ignored
+// unseen, though a proxy in front may have judged it.
+func TestAuth_TwoReportHeadersRefused(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	inst := f.enroll(f.newToken(api.TokenRequest{Name: "web-agent", Appliance: "web"}), "web", "vm-1").Token
+	for _, h := range []string{api.HeaderApplied, api.HeaderRollout} {
+		req, err := http.NewRequest("GET", f.srv.URL+"/v1/appliances/web", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+inst)
+		req.Header.Set(api.HeaderInstance, "vm-1")
+		req.Header.Add(h, "1")
+		req.Header.Add(h, "2")
+		r := f.send(req)
+		if r.StatusCode != http.StatusBadRequest || r.errCode() != api.CodeInvalidRequest ||
+			!strings.Contains(r.errMessage(), "2 "+h+" headers: send at most one") {
+			t.Fatalf("two %s headers: %d %s, want 400 naming the rule", h, r.StatusCode, r.body)
+		}
+	}
+	if rec, ok := f.record("web", "vm-1"); ok && rec.Applied != 0 {
+		t.Fatalf("the refused report was recorded: %+v", rec)
+	}
+	f.must(f.doToken(inst, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-1", api.HeaderApplied, "1"), 200, nil)
+}
+
 // TestAuth_InvalidInstanceNamesTakeNoPlace: a request of an agent token whose
 // X-Shoelace-Instance is no instance name is refused (400, naming the rule) without taking one
 // of the token's --max-instances places. Before, each such name took a place for 10 minutes
