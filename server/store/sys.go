@@ -79,15 +79,35 @@ func (s *Store) SysGets(ctx context.Context, keys ...string) ([]SysValue, error)
 // A prefix ending in '/' (or "") is a plain string prefix; any other prefix is by whole
 // segments, as in List: "tokens" covers "tokens" and "tokens/...", never "tokens-old".
 func (s *Store) SysList(ctx context.Context, prefixes ...string) (map[string][]byte, int64, error) {
+	return s.sysListAt(ctx, 0, prefixes)
+}
+
+// SysListAt is SysList as the keys were at revision rev, from etcd's history: a revision older
+// than the history kept is an api.CodeCompacted error.
+func (s *Store) SysListAt(ctx context.Context, rev int64, prefixes ...string) (map[string][]byte, error) {
+	out, _, err := s.sysListAt(ctx, rev, prefixes)
+	return out, err
+}
+
+// sysListAt reads the system keys under prefixes at rev (0: now), and the revision read at.
+func (s *Store) sysListAt(ctx context.Context, rev int64, prefixes []string) (map[string][]byte, int64, error) {
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
+	var opts []clientv3.OpOption
+	what := "list system keys " + strings.Join(prefixes, ", ")
+	if rev > 0 {
+		opts, what = append(opts, clientv3.WithRev(rev)), what+" at a revision"
+	}
 	var ops []clientv3.Op
 	for _, prefix := range prefixes {
-		ops = append(ops, s.sysGets(prefix)...)
+		ops = append(ops, s.sysGets(prefix, opts...)...)
 	}
 	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if rev > 0 && errors.Is(err, rpctypes.ErrCompacted) {
+		return nil, 0, api.Errorf(api.CodeCompacted, "revision %d is compacted: the store keeps %s", rev, s.historyKept())
+	}
 	if err != nil {
-		return nil, 0, s.etcdErr(ctx, "list system keys "+strings.Join(prefixes, ", "), err)
+		return nil, 0, s.etcdErr(ctx, what, err)
 	}
 	out := map[string][]byte{}
 	for _, r := range resp.Responses {
@@ -96,31 +116,6 @@ func (s *Store) SysList(ctx context.Context, prefixes ...string) (map[string][]b
 		}
 	}
 	return out, resp.Header.Revision, nil
-}
-
-// SysListAt is SysList as the keys were at revision rev, from etcd's history: a revision older
-// than the history kept is an api.CodeCompacted error.
-func (s *Store) SysListAt(ctx context.Context, rev int64, prefixes ...string) (map[string][]byte, error) {
-	ctx, cancel := s.opCtx(ctx)
-	defer cancel()
-	var ops []clientv3.Op
-	for _, prefix := range prefixes {
-		ops = append(ops, s.sysGets(prefix, clientv3.WithRev(rev))...)
-	}
-	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
-	if errors.Is(err, rpctypes.ErrCompacted) {
-		return nil, api.Errorf(api.CodeCompacted, "revision %d is compacted: the store keeps %s", rev, s.historyKept())
-	}
-	if err != nil {
-		return nil, s.etcdErr(ctx, "list system keys "+strings.Join(prefixes, ", ")+" at a revision", err)
-	}
-	out := map[string][]byte{}
-	for _, r := range resp.Responses {
-		for _, kv := range r.GetResponseRange().Kvs {
-			out[strings.TrimPrefix(string(kv.Key), s.sysRoot)] = kv.Value
-		}
-	}
-	return out, nil
 }
 
 // sysGets are the reads of the system keys under prefix, as SysList takes it.
