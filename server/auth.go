@@ -570,12 +570,15 @@ func bearer(r *http.Request) (string, bool, error) {
 	return tok, tok != "" && len(tok) <= maxTokenBytes, nil
 }
 
-// oneInstance refuses a request with more than one X-Shoelace-Instance header: every check and
-// record reads the first, and a proxy in front may have gone by another, so which instance the
-// request speaks for would be a guess (as with two Authorization headers).
-func oneInstance(r *http.Request) error {
-	if n := len(r.Header.Values(api.HeaderInstance)); n > 1 {
-		return api.Errorf(api.CodeInvalidRequest, "the request has %d %s headers: send at most one", n, api.HeaderInstance)
+// atMostOne refuses a request with more than one of any of headers (X-Shoelace-Instance, a
+// report's X-Shoelace-Applied and X-Shoelace-Rollout): every check and record reads the first,
+// and a proxy in front may have gone by another, so which instance the request speaks for, or
+// what it says it applied, would be a guess (as with two Authorization headers).
+func atMostOne(r *http.Request, headers ...string) error {
+	for _, h := range headers {
+		if n := len(r.Header.Values(h)); n > 1 {
+			return api.Errorf(api.CodeInvalidRequest, "the request has %d %s headers: send at most one", n, h)
+		}
 	}
 	return nil
 }
@@ -612,7 +615,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*http.Req
 	info(r).revocation = s.hub.revocation()
 	secret, ok, err := bearer(r)
 	if err == nil {
-		err = oneInstance(r)
+		err = atMostOne(r, api.HeaderInstance)
 	}
 	if err != nil {
 		if lerr := s.limitAddr(r); lerr != nil {

@@ -619,12 +619,8 @@ func agentVersion(r *http.Request) string {
 
 // agentReport reads an agent's X-Shoelace-Instance and X-Shoelace-Applied, if sent.
 func agentReport(r *http.Request, name string) (*api.Instance, error) {
-	// Each read by its first value: a second, which a proxy may have judged instead, is
-	// refused as a second X-Shoelace-Instance is (oneInstance).
-	for _, h := range []string{api.HeaderApplied, api.HeaderRollout} {
-		if n := len(r.Header.Values(h)); n > 1 {
-			return nil, api.Errorf(api.CodeInvalidRequest, "the request has %d %s headers: send at most one", n, h)
-		}
+	if err := atMostOne(r, api.HeaderApplied, api.HeaderRollout); err != nil {
+		return nil, err
 	}
 	inst := r.Header.Get(api.HeaderInstance)
 	applied := r.Header.Get(api.HeaderApplied)
