@@ -97,8 +97,7 @@ func (s *Server) streamView(w http.ResponseWriter, r *http.Request, pr *pollReq)
 				return nil
 			}
 			index = max(index, wk.rev)
-			line = strconv.AppendInt([]byte(`{"heartbeat":true,"revision":`), index, 10)
-			line = append(line, "}\n"...)
+			line = heartbeatLine(index)
 		case wakeRevoked:
 			if !started {
 				return api.Errorf(api.CodeUnauthorized, "token revoked")
@@ -169,8 +168,7 @@ func (s *Server) firstChanged(ctx context.Context, w http.ResponseWriter, rc *ht
 	}
 	startStream(w, store, index)
 	_ = rc.SetWriteDeadline(time.Now().Add(streamLineTimeout))
-	line := strconv.AppendInt([]byte(`{"heartbeat":true,"revision":`), index, 10)
-	if _, err := w.Write(append(line, "}\n"...)); err == nil {
+	if _, err := w.Write(heartbeatLine(index)); err == nil {
 		_ = rc.Flush()
 	}
 	r := <-done
@@ -186,4 +184,9 @@ func startStream(w http.ResponseWriter, store string, index int64) {
 	h.Set(api.HeaderStore, store)
 	setIndex(w, index)
 	w.WriteHeader(http.StatusOK)
+}
+
+// heartbeatLine is a stream's line that says nothing changed up to revision index.
+func heartbeatLine(index int64) []byte {
+	return append(strconv.AppendInt([]byte(`{"heartbeat":true,"revision":`), index, 10), "}\n"...)
 }
