@@ -663,15 +663,21 @@ func uiDiff(name string, before, after map[string]string) []uiDiffLine {
 		if api.IsSecret(api.ApplianceRoot(name) + "/" + out[i].Key) {
 			out[i].Secret, out[i].Old, out[i].New = true, "", ""
 		}
-		out[i].Old, out[i].New = uiShown(out[i].Old), uiShown(out[i].New)
 	}
 	slices.SortFunc(out, func(a, b uiDiffLine) int { return strings.Compare(a.Key, b.Key) })
-	budget := uiPageValues
-	for i := range out {
-		out[i].Old, out[i].OldCut = uiClip(out[i].Old, &budget)
-		out[i].New, out[i].NewCut = uiClip(out[i].New, &budget)
-	}
+	uiShowDiff(out)
 	return out
+}
+
+// uiShowDiff makes lines' values as a page shows them (uiShown), their starts within the
+// page's budget of values (uiClip), in order.
+func uiShowDiff(lines []uiDiffLine) {
+	budget := uiPageValues
+	for i := range lines {
+		l := &lines[i]
+		l.Old, l.OldCut = uiClip(uiShown(l.Old), &budget)
+		l.New, l.NewCut = uiClip(uiShown(l.New), &budget)
+	}
 }
 
 // uiAt reads the appliance's own keys at rev as GET /v1/appliances/{name}/at/{revision} does,
@@ -903,10 +909,7 @@ func (s *Server) uiEdit(w http.ResponseWriter, r *http.Request, c *uiCtx) error 
 		}
 		// The diff shows the values' starts, as the other pages do; the hidden field carries
 		// the new value whole.
-		budget, l := uiPageValues, &d.Diff[0]
-		l.Old, l.New = uiShown(l.Old), uiShown(l.New)
-		l.Old, l.OldCut = uiClip(l.Old, &budget)
-		l.New, l.NewCut = uiClip(l.New, &budget)
+		uiShowDiff(d.Diff)
 		if fmt.Sprint(kv.ModRevision) != cas {
 			d.Warning = fmt.Sprintf("The key changed since the form was shown (revision %d, the form had %s): writing will be refused; go back and edit again.", kv.ModRevision, cas)
 		}
