@@ -227,34 +227,29 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 				counted(len(folders), "Consul folder"), strings.Join(folders, ", "))
 		}
 		// consul kv export web lists webx/… too (Consul's prefixes are raw strings), and a file
-		// may hold more than the prefix: say what of it is not imported.
-		var outside []string
+		// may hold more than the prefix: say what of it is not imported. Consul's flags are a
+		// number an application keeps beside a value (consul lock marks its lock keys with one):
+		// a Shoelace key has none, so say whose are not kept.
+		var outside, flagged []string
 		for _, kv := range kvs {
-			if k := string(kv.Key); !inPrefix(k, prefix) {
+			switch k := string(kv.Key); {
+			case !inPrefix(k, prefix):
 				outside = append(outside, strings.TrimPrefix(k, "/"))
-			}
-		}
-		if n := len(outside); n > 0 {
-			if n > 10 {
-				outside = append(outside[:10], "…")
-			}
-			fmt.Fprintf(e.stderr, "left out %s of %s outside %s/ (consul kv export lists every key that starts alike): %s\n",
-				counted(n, "key"), fromConsul, strings.Trim(prefix, "/"), strings.Join(outside, ", "))
-		}
-		// Consul's flags are a number an application keeps beside a value (consul lock marks its
-		// lock keys with one): a Shoelace key has none, so say whose are not kept.
-		var flagged []string
-		for _, kv := range kvs {
-			if k := string(kv.Key); flags[k] != 0 && inPrefix(k, prefix) {
+			case flags[k] != 0:
 				flagged = append(flagged, fmt.Sprintf("%s (flags %d)", strings.TrimPrefix(k, "/"), flags[k]))
 			}
 		}
+		if n := len(outside); n > 0 {
+			fmt.Fprintf(e.stderr, "left out %s of %s outside %s/ (consul kv export lists every key that starts alike): %s\n",
+				counted(n, "key"), fromConsul, strings.Trim(prefix, "/"), strings.Join(capped(outside, 10), ", "))
+		}
 		if n := len(flagged); n > 0 {
-			if n > 10 {
-				flagged = append(flagged[:10], "…")
+			have := " have"
+			if n == 1 {
+				have = " has"
 			}
 			fmt.Fprintf(e.stderr, "%s Consul flags, which a Shoelace key does not keep (their values are imported): %s\n",
-				counted(n, "key")+map[bool]string{true: " has", false: " have"}[n == 1], strings.Join(flagged, ", "))
+				counted(n, "key")+have, strings.Join(capped(flagged, 10), ", "))
 		}
 	} else {
 		kvs, etcdRev, err = store.ReadForeign(s.ctx, store.ForeignEtcd{Endpoints: endpoints, CACert: c.String("etcd-cacert"),
@@ -405,10 +400,15 @@ func firstSegments(kvs []store.ForeignKV, n int) []string {
 		}
 	}
 	sort.Strings(out)
-	if len(out) > n {
-		out = append(out[:n], "…")
+	return capped(out, n)
+}
+
+// capped is list with at most n of its names, "…" after them when it had more.
+func capped(list []string, n int) []string {
+	if len(list) > n {
+		return append(list[:n:n], "…")
 	}
-	return out
+	return list
 }
 
 // withoutConsulFolders leaves out of kvs (read by readConsulExport) the folders of Consul's KV:
