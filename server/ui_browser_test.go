@@ -139,6 +139,16 @@ func (b *browserTab) do(what string, actions ...chromedp.Action[chromedp.Void]) 
 	}
 }
 
+// until waits up to 20 s for the JavaScript expression js to be true in the page, failing the
+// test (what: what did not happen) with a screenshot named shot when it is not.
+func (b *browserTab) until(what, js, shot string) {
+	b.t.Helper()
+	if _, err := chromedp.Run(b.ctx, chromedp.Poll[bool](js, chromedp.WithPollingTimeout(20*time.Second))); err != nil {
+		b.shot(shot)
+		b.t.Fatalf("%s: %v", what, err)
+	}
+}
+
 // text returns the text of the element sel.
 func (b *browserTab) text(sel string) string {
 	b.t.Helper()
@@ -278,10 +288,7 @@ func TestUIBrowser_Console(t *testing.T) {
 	waitFor(t, "the page's long-poll", func() bool { return f.s.hub.open() >= 1 })
 	start := time.Now()
 	changed := g.as(f.token).put("appliances/web-frontend/port", "9191")
-	if _, err := chromedp.Run(b.ctx, chromedp.Poll[bool](`document.getElementById("view").textContent.includes("9191")`, chromedp.WithPollingTimeout(20*time.Second))); err != nil {
-		b.shot("failed-live")
-		t.Fatalf("the change did not show: %v", err)
-	}
+	b.until("the change did not show", `document.getElementById("view").textContent.includes("9191")`, "failed-live")
 	took := time.Since(start)
 	t.Logf("the change showed %s after the write", took.Round(time.Millisecond))
 	if !eval[bool](b, `window.__notReloaded === true`) {
@@ -304,10 +311,7 @@ func TestUIBrowser_Console(t *testing.T) {
 	reported := time.Now()
 	// 20 s: the follow-up reads come 2 and 8 s after the change; the long-poll's own quiet
 	// answer, without them, not before 22.5 s.
-	if _, err := chromedp.Run(b.ctx, chromedp.Poll[bool](`!document.querySelector("#instances tbody").textContent.includes("behind")`, chromedp.WithPollingTimeout(20*time.Second))); err != nil {
-		b.shot("failed-instances")
-		t.Fatalf("the VM's report did not show: %v", err)
-	}
+	b.until("the VM's report did not show", `!document.querySelector("#instances tbody").textContent.includes("behind")`, "failed-instances")
 	t.Logf("the VM's report showed %s after it was recorded", time.Since(reported).Round(time.Millisecond))
 	b.shot("05b-vm-applied")
 
@@ -513,20 +517,14 @@ func TestUIBrowser_HiddenTabsHoldNoLongPoll(t *testing.T) {
 		_, err := cdp.Call(ctx, tg, cdppage.BringToFront, cdp.Empty{})
 		return err
 	}))
-	if _, err := chromedp.Run(b.ctx, chromedp.Poll[bool](`document.getElementById("view").textContent.includes("9191")`, chromedp.WithPollingTimeout(20*time.Second))); err != nil {
-		b.shot("failed-hidden-tab")
-		t.Fatalf("the change made while the tab was hidden did not show: %v", err)
-	}
+	b.until("the change made while the tab was hidden did not show", `document.getElementById("view").textContent.includes("9191")`, "failed-hidden-tab")
 	if got := b.text("#live-status"); got != "Live." {
 		t.Errorf("the tab back in front says %q, not Live.", got)
 	}
 	b.shot("11-tab-back-in-front")
 	waitFor(t, "the long-poll of the tab in front", func() bool { return f.s.hub.open() == 1 })
 	f.put("appliances/web-frontend/port", "9292")
-	if _, err := chromedp.Run(b.ctx, chromedp.Poll[bool](`document.getElementById("view").textContent.includes("9292")`, chromedp.WithPollingTimeout(20*time.Second))); err != nil {
-		b.shot("failed-hidden-tab-live")
-		t.Fatalf("the tab back in front does not follow its appliance: %v", err)
-	}
+	b.until("the tab back in front does not follow its appliance", `document.getElementById("view").textContent.includes("9292")`, "failed-hidden-tab-live")
 	b.noViolations()
 }
 

@@ -530,14 +530,7 @@ func TestE2E_RolloutCanaryKilledInItsReloadHalts(t *testing.T) {
 	if len(st.Cohort) != 1 {
 		t.Fatalf("cohort: %v", st.Cohort)
 	}
-	var canary, other *fleetAgent
-	for _, a := range fleet {
-		if a.name == st.Cohort[0] {
-			canary = a
-		} else {
-			other = a
-		}
-	}
+	canary, other := canaryOfTwo(fleet, st)
 	done := make(chan error, 1)
 	go func() { done <- canary.run.cmd.Wait() }()
 	select {
@@ -664,4 +657,16 @@ func TestE2E_RolloutHaltedStatusShowsWhoApplied(t *testing.T) {
 			t.Fatalf("rollout status does not list %s applied:\n%s", a.name, out)
 		}
 	}
+}
+
+// canaryOfTwo is, of a fleet of two whose rollout st drew one, the agent drawn and the other.
+func canaryOfTwo(fleet []*fleetAgent, st api.RolloutStatus) (canary, other *fleetAgent) {
+	for _, a := range fleet {
+		if a.name == st.Cohort[0] {
+			canary = a
+		} else {
+			other = a
+		}
+	}
+	return canary, other
 }

@@ -23,14 +23,7 @@ func TestE2E_StatusNamesTheRolloutOfACanary(t *testing.T) {
 	if len(st.Cohort) != 1 {
 		t.Fatalf("cohort: %v", st.Cohort)
 	}
-	var canary, other *fleetAgent
-	for _, a := range fleet {
-		if a.name == st.Cohort[0] {
-			canary = a
-		} else {
-			other = a
-		}
-	}
+	canary, other := canaryOfTwo(fleet, st)
 	waitFor(t, canary.name+" renders the candidate", fileIs(canary.conf(), "port=81\n"))
 	want := "rollout " + st.ID
 	waitFor(t, canary.name+"'s status names the rollout", func() bool {

@@ -172,30 +172,15 @@ func TestMeasure_Resources(t *testing.T) {
 	}
 }
 
-// startEmbeddedServer starts "shoelace server" on an embedded etcd in dir/data.
+// startEmbeddedServer starts "shoelace server" on an embedded etcd in dir/data, its log in
+// dir/server.log.
 func startEmbeddedServer(t *testing.T, dir string, args ...string) *replica {
 	t.Helper()
 	addr, err := freeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &replica{name: "embedded", addr: addr, scheme: "http", hc: &http.Client{Timeout: 2 * time.Second}, stderr: &syncBuffer{}, done: make(chan error, 1)}
-	r.cmd = exec.Command(shoelaceBin, append([]string{"server", "--listen", addr, "--data-dir", filepath.Join(dir, "data")}, args...)...)
-	r.cmd.Env = cleanEnv()
-	logf, err := os.Create(filepath.Join(dir, "server.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.cmd.Stdout, r.cmd.Stderr = logf, logf
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { r.done <- r.cmd.Wait(); logf.Close() }()
-	if err := waitHealthy(r.hc, r.url(), r.done, 60*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.terminate)
-	return r
+	return startServerAt(t, addr, filepath.Join(dir, "data"), filepath.Join(dir, "server.log"), args...)
 }
 
 // createAgentTokenFor is createAgentToken for another appliance.
