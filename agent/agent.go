@@ -186,8 +186,8 @@ func (a *Agent) Warnings() []string {
 			w = append(w, fmt.Sprintf("%s: destination %s: %s is %s, not a directory: every render of it will fail until it is moved away",
 				t.cfg.where(), t.cfg.Destination, p, atomicfile.TypeName(fi.Mode())))
 		} else if err := linkOnTheWay(t.cfg.Destination); err != nil {
-			// A link another user owns, at the destination or on its way: the install refuses
-			// to follow it at every pass.
+			// A link another user owns, at the destination or on its way, or another user's
+			// directory on its way where others may write: the install refuses it at every pass.
 			w = append(w, fmt.Sprintf("%s: destination %s: %v: every render of it will fail until then",
 				t.cfg.where(), t.cfg.Destination, err))
 		}
@@ -233,7 +233,8 @@ func notADirOnTheWay(p string) (string, os.FileInfo) {
 // linkOnTheWay is the error of following the symbolic links of p, or of the longest part of it
 // that exists, as an install of p follows them (atomicfile.EvalLinksToCreate: on Unix, only links
 // owned by root or the agent's user; a link at p that leads to no file yet is followed to it),
-// or nil.
+// or of a directory on that way that the install refuses (on Unix, another user's in one others
+// may write: *atomicfile.ForeignDirError), or nil.
 func linkOnTheWay(p string) error {
 	for q := p; ; q = filepath.Dir(q) {
 		if _, err := os.Lstat(q); err == nil {

@@ -1196,7 +1196,8 @@ func (c *Config) checkInstall(p string) error {
 
 // installProblem says why an install of dest would be refused as things are on disk now, or
 // nil: a symbolic link on its way that the install does not follow, or one that leads to one
-// of the agent's own files or outside allowed_dirs. render --dry asks it, so that it does not
+// of the agent's own files or outside allowed_dirs, or another user's directory on its way where
+// others may write. render --dry asks it, so that it does not
 // promise (nor read through a link) what once and run refuse.
 func (c *Config) installProblem(dest string) error {
 	if err := linkOnTheWay(dest); err != nil {

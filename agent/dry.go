@@ -63,8 +63,8 @@ func (a *Agent) Render(ctx context.Context, w io.Writer, o DryOptions) error {
 		}
 		if err := a.cfg.installProblem(t.cfg.Destination); err != nil {
 			// once and run refuse this install (a link another user owns on the way, one
-			// planted to the agent's token, outside allowed_dirs): say so, and read nothing
-			// through the link.
+			// planted to the agent's token, outside allowed_dirs, another user's directory
+			// where others may write): say so, and read nothing through the link.
 			msg := fmt.Sprintf("%s: %v: a file cannot be installed there", t.cfg.Destination, err)
 			failed = append(failed, msg)
 			fmt.Fprintf(w, "\n!!! %s: %s\n", t.name(), msg)

@@ -165,6 +165,11 @@ func sameFile(path string, fi fs.FileInfo, data []byte, opts Options) (bool, *se
 		return false, nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	if bytes.Equal(old, data) && !plantedAt(path, held) {
+		// Left as it is only where an install could be made: not in another user's directory
+		// that others may write (the file there is whoever made the directory's to change).
+		if err := wayProblem(filepath.Dir(path)); err != nil {
+			return false, nil, fmt.Errorf("install %s: directory: %w", path, err)
+		}
 		return true, nil, nil
 	}
 	return false, &seen{data: old, fi: held, whole: int64(len(old)) < limit}, nil
@@ -239,7 +244,9 @@ type Staged struct {
 // file, the backup, the rename, the fsync) happens in the directory so held: a symbolic
 // link put on its path meanwhile cannot move them elsewhere. Nothing is written through a
 // name that may already exist: the temp files are created with O_EXCL and renamed over the
-// destination and the .bak.
+// destination and the .bak. On Unix a directory on the way that another user than root or this
+// process's owns, in a directory others than its owner may write, is refused
+// (*ForeignDirError), with the file there left as it is, even when it holds data already.
 func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 	var fi fs.FileInfo
 	if !opts.NoFollow {
@@ -665,7 +672,8 @@ var (
 	fsync  = func(f *os.File) error { return f.Sync() }
 	// between runs between two looks at the destination, for a test to change it there:
 	// "stat" (unchanged stat it, before it reads it), "compared" (read, before the directory
-	// is opened), "lstat" (looked at in the directory, before it is read for Previous).
+	// is opened), "lstat" (looked at in the directory, before it is read for Previous);
+	// MkdirAll's "mkdir" (a directory held open, before the next is made in it).
 	between = func(step string) {}
 )
 

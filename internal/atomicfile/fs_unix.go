@@ -47,25 +47,35 @@ func linksOf(fi fs.FileInfo) (n uint64, ok bool) {
 // rename renames from over to, both names in d: rename(2) replaces to atomically.
 func (d *dir) rename(from, to string) error { return d.root.Rename(from, to) }
 
-// openDir opens the directory at p: its symbolic links are resolved first, then the real
-// path is opened from / one component at a time, each checked to be the very directory
-// (device and inode) that was there without a link, so that the handle is the directory at
-// that real path even if a component is swapped for a link meanwhile. Where the kernel can
-// refuse links itself (openNoLinks), a path without any is opened in a few calls instead of
-// a few per component.
+// openDir opens the directory at p: its symbolic links are resolved first, following only
+// those of root's and of this process's user (another's is an *UntrustedLinkError), and each
+// directory on the way is judged (a *ForeignDirError: another user's directory where others may
+// write, which its owner may have made there first). Then the real path is opened from / one
+// component at a time, each checked to be the very directory (device and inode) that was there
+// without a link, so that the handle is the directory at that real path even if a component is
+// swapped for a link meanwhile; and the directory opened is checked to be the one judged. Where
+// the kernel can refuse links itself (openNoLinks), the real path is opened in a few calls
+// instead of a few per component.
 func openDir(p string) (*dir, error) {
-	if filepath.IsAbs(p) {
-		if d := openNoLinks(filepath.Clean(p)); d != nil {
-			return d, nil
-		}
-	}
-	real, err := evalLinks(p)
+	real, judged, err := walkLinks(p, false, true)
 	if err != nil {
 		return nil, fmt.Errorf("directory: %w", err)
 	}
-	if d := openNoLinks(real); d != nil {
-		return d, nil
+	d := openNoLinks(real)
+	if d == nil {
+		if d, err = walkDir(real); err != nil {
+			return nil, err
+		}
 	}
+	if id, err := d.identity(); err != nil || idOf(id) != judged {
+		d.close()
+		return nil, fmt.Errorf("directory %s: it changed while it was opened", real)
+	}
+	return d, nil
+}
+
+// walkDir opens the directory at real, a path free of links, from / one component at a time.
+func walkDir(real string) (*dir, error) {
 	r, err := os.OpenRoot("/")
 	if err != nil {
 		return nil, fmt.Errorf("directory: %w", err)
@@ -102,4 +112,21 @@ func openDir(p string) (*dir, error) {
 		r = next
 	}
 	return &dir{root: r, path: real, id: id}, nil
+}
+
+// wayProblem is the error of the way to directory p as openDir judges it (a link another user
+// owns, another user's directory where others may write), or nil, without opening p: for an
+// answer given by name (unchanged).
+func wayProblem(p string) error {
+	_, _, err := walkLinks(p, false, true)
+	return err
+}
+
+// foreignMade is foreignDir of the directory at, found (fi) in the directory parent (its stat).
+func foreignMade(at string, fi, parent fs.FileInfo) error {
+	uid, _, ok := ownerOf(fi)
+	if !ok {
+		return nil
+	}
+	return foreignDir(at, uid, os.Geteuid(), parent.Mode())
 }

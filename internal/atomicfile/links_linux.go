@@ -18,23 +18,47 @@ import (
 // is judged and read through that one handle (fstat, then readlinkat of the handle): whoever may
 // write a directory on the way cannot swap a trusted link for one of its own between the owner
 // check and the read of the target, nor swap a directory already walked for a link.
-func evalLinks(p string) (string, error) { return walkLinks(p, false) }
+func evalLinks(p string) (string, error) {
+	real, _, err := walkLinks(p, false, false)
+	return real, err
+}
 
 // evalLinksToCreate is evalLinks, but a last component that does not exist (the file a link
 // leads to, deleted) is no error: the path to create is returned, as a shell's > would create it.
-func evalLinksToCreate(p string) (string, error) { return walkLinks(p, true) }
+// As on the way to an install, a directory of another user's on the way is judged (see walkLinks).
+func evalLinksToCreate(p string) (string, error) {
+	real, _, err := walkLinks(p, true, true)
+	return real, err
+}
 
-func walkLinks(p string, missingLast bool) (string, error) {
+// walkLinks is evalLinks (evalLinksToCreate with missingLast). With judge, each directory it
+// walks through (where its links lead, p's last component too when it is one) is judged by its
+// owner and the mode of the directory held before it, by the handles walked (foreignDir): a
+// *ForeignDirError names the first refused. id is the identity of the last component walked
+// (zero when missingLast found none), so that a directory opened later by the path returned can
+// be checked to be the one judged.
+func walkLinks(p string, missingLast, judge bool) (real string, id fileID, err error) {
 	rest, euid, err := walkStart(p)
 	if err != nil {
-		return "", err
+		return "", id, err
 	}
 	dirfd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return "", &fs.PathError{Op: "open", Path: "/", Err: err}
+		return "", id, &fs.PathError{Op: "open", Path: "/", Err: err}
 	}
 	defer func() { unix.Close(dirfd) }()
+	var held unix.Stat_t // dirfd's stat, to judge the directory under it
 	setDir := func(fd int) { unix.Close(dirfd); dirfd = fd }
+	statHeld := func(name string) error {
+		if err := unix.Fstat(dirfd, &held); err != nil {
+			return &fs.PathError{Op: "fstat", Path: name, Err: err}
+		}
+		return nil
+	}
+	if err := statHeld("/"); err != nil {
+		return "", id, err
+	}
+	id = fileID{uint64(held.Dev), held.Ino}
 	resolved := "/"
 	for links := 0; len(rest) > 0; {
 		c := rest[0]
@@ -48,57 +72,81 @@ func walkLinks(p string, missingLast bool) (string, error) {
 			resolved = filepath.Dir(resolved)
 			fd, err := openWalk(resolved)
 			if err != nil {
-				return "", err
+				return "", id, err
 			}
 			setDir(fd)
+			if err := statHeld(resolved); err != nil {
+				return "", id, err
+			}
+			id = fileID{uint64(held.Dev), held.Ino}
 			continue
 		}
 		next := filepath.Join(resolved, c)
 		fd, err := unix.Openat(dirfd, c, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err == unix.ENOENT && missingLast && len(rest) == 0 {
-			return next, nil
+			return next, fileID{}, nil
 		}
 		if err != nil {
-			return "", &fs.PathError{Op: "open", Path: next, Err: err}
+			return "", id, &fs.PathError{Op: "open", Path: next, Err: err}
 		}
 		var st unix.Stat_t
 		if err := unix.Fstat(fd, &st); err != nil {
 			unix.Close(fd)
-			return "", &fs.PathError{Op: "fstat", Path: next, Err: err}
+			return "", id, &fs.PathError{Op: "fstat", Path: next, Err: err}
 		}
 		if st.Mode&unix.S_IFMT != unix.S_IFLNK {
-			if len(rest) > 0 && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+			if len(rest) > 0 && !isDir {
 				unix.Close(fd)
-				return "", &fs.PathError{Op: "lstat", Path: next, Err: unix.ENOTDIR}
+				return "", id, &fs.PathError{Op: "lstat", Path: next, Err: unix.ENOTDIR}
+			}
+			if judge && isDir {
+				if err := foreignDir(next, int(st.Uid), euid, unixMode(held.Mode)); err != nil {
+					unix.Close(fd)
+					return "", id, err
+				}
 			}
 			setDir(fd)
-			resolved = next
+			held, id, resolved = st, fileID{uint64(st.Dev), st.Ino}, next
 			continue
 		}
 		if st.Uid != 0 && int(st.Uid) != euid {
 			unix.Close(fd)
-			return "", &UntrustedLinkError{Link: next, UID: int(st.Uid)}
+			return "", id, &UntrustedLinkError{Link: next, UID: int(st.Uid)}
 		}
 		if links++; links > 255 {
 			unix.Close(fd)
-			return "", errors.New("EvalSymlinks: too many links")
+			return "", id, errors.New("EvalSymlinks: too many links")
 		}
 		target, err := readlinkFd(fd)
 		unix.Close(fd)
 		if err != nil {
-			return "", &fs.PathError{Op: "readlink", Path: next, Err: err}
+			return "", id, &fs.PathError{Op: "readlink", Path: next, Err: err}
 		}
 		if filepath.IsAbs(target) {
 			fd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 			if err != nil {
-				return "", &fs.PathError{Op: "open", Path: "/", Err: err}
+				return "", id, &fs.PathError{Op: "open", Path: "/", Err: err}
 			}
 			setDir(fd)
+			if err := statHeld("/"); err != nil {
+				return "", id, err
+			}
+			id = fileID{uint64(held.Dev), held.Ino}
 			resolved = "/"
 		}
 		rest = append(strings.Split(target, "/"), rest...)
 	}
-	return resolved, nil
+	return resolved, id, nil
+}
+
+// unixMode is the permission and sticky bits of a raw st_mode as an fs.FileMode.
+func unixMode(m uint32) fs.FileMode {
+	mode := fs.FileMode(m & 0o777)
+	if m&unix.S_ISVTX != 0 {
+		mode |= fs.ModeSticky
+	}
+	return mode
 }
 
 // openWalk opens directory p, an absolute path free of links, one component at a time

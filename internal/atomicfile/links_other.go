@@ -17,17 +17,35 @@ import (
 // Here a link is examined by name (Lstat, then Readlink): one swapped for another between the
 // two calls by whoever may write its directory is read as the first one's owner. Linux
 // (links_linux.go) reads the owner and the target of one opened link instead.
-func evalLinks(p string) (string, error) { return walkLinks(p, false) }
+func evalLinks(p string) (string, error) {
+	real, _, err := walkLinks(p, false, false)
+	return real, err
+}
 
 // evalLinksToCreate is evalLinks, but a last component that does not exist (the file a link
 // leads to, deleted) is no error: the path to create is returned, as a shell's > would create it.
-func evalLinksToCreate(p string) (string, error) { return walkLinks(p, true) }
+// As on the way to an install, a directory of another user's on the way is judged (see walkLinks).
+func evalLinksToCreate(p string) (string, error) {
+	real, _, err := walkLinks(p, true, true)
+	return real, err
+}
 
-func walkLinks(p string, missingLast bool) (string, error) {
+// walkLinks is evalLinks (evalLinksToCreate with missingLast). With judge, each directory it
+// walks through (where its links lead, p's last component too when it is one) is judged by its
+// owner and the mode of the directory before it (foreignDir), by name here: a *ForeignDirError
+// names the first refused. id is the identity of the last component walked (zero when
+// missingLast found none), so that a directory opened later by the path returned can be checked
+// to be the one judged.
+func walkLinks(p string, missingLast, judge bool) (real string, id fileID, err error) {
 	rest, euid, err := walkStart(p)
 	if err != nil {
-		return "", err
+		return "", id, err
 	}
+	held, err := os.Stat("/") // the directory walked last, to judge the one under it
+	if err != nil {
+		return "", id, err
+	}
+	id = idOf(held)
 	resolved := "/"
 	for links := 0; len(rest) > 0; {
 		c := rest[0]
@@ -37,41 +55,56 @@ func walkLinks(p string, missingLast bool) (string, error) {
 			continue
 		case "..":
 			resolved = filepath.Dir(resolved)
+			if held, err = os.Stat(resolved); err != nil {
+				return "", id, err
+			}
+			id = idOf(held)
 			continue
 		}
 		next := filepath.Join(resolved, c)
 		fi, err := os.Lstat(next)
 		if errors.Is(err, fs.ErrNotExist) && missingLast && len(rest) == 0 {
-			return next, nil
+			return next, fileID{}, nil
 		}
 		if err != nil {
-			return "", err
+			return "", id, err
 		}
 		if fi.Mode()&fs.ModeSymlink == 0 {
 			if len(rest) > 0 && !fi.IsDir() {
-				return "", &fs.PathError{Op: "lstat", Path: next, Err: syscall.ENOTDIR}
+				return "", id, &fs.PathError{Op: "lstat", Path: next, Err: syscall.ENOTDIR}
 			}
-			resolved = next
+			if judge && fi.IsDir() {
+				if uid, _, ok := ownerOf(fi); ok {
+					if err := foreignDir(next, uid, euid, held.Mode()); err != nil {
+						return "", id, err
+					}
+				}
+			}
+			held, id, resolved = fi, idOf(fi), next
 			continue
 		}
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != euid {
-			return "", &UntrustedLinkError{Link: next, UID: int(st.Uid)}
+			return "", id, &UntrustedLinkError{Link: next, UID: int(st.Uid)}
 		}
 		if links++; links > 255 {
-			return "", errors.New("EvalSymlinks: too many links")
+			return "", id, errors.New("EvalSymlinks: too many links")
 		}
 		target, err := os.Readlink(next)
 		if err != nil {
-			return "", err
+			return "", id, err
 		}
 		// The same link still there (as far as a second look can tell).
 		if again, err := os.Lstat(next); err != nil || !os.SameFile(fi, again) {
-			return "", &fs.PathError{Op: "readlink", Path: next, Err: errors.New("the link changed while it was read")}
+			return "", id, &fs.PathError{Op: "readlink", Path: next, Err: errors.New("the link changed while it was read")}
 		}
 		if filepath.IsAbs(target) {
 			resolved = "/"
+			if held, err = os.Stat("/"); err != nil {
+				return "", id, err
+			}
+			id = idOf(held)
 		}
 		rest = append(strings.Split(target, "/"), rest...)
 	}
-	return resolved, nil
+	return resolved, id, nil
 }

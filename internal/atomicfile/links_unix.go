@@ -4,9 +4,11 @@ package atomicfile
 
 import (
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // walkStart is where evalLinks starts: p made absolute and split into its components, and the
@@ -33,4 +35,49 @@ type UntrustedLinkError struct {
 func (e *UntrustedLinkError) Error() string {
 	return fmt.Sprintf("refusing to follow the symbolic link %s: it is owned by uid %d, neither root nor this process's user (uid %d); remove it or make it root's",
 		e.Link, e.UID, os.Geteuid())
+}
+
+// ForeignDirError is an install refused because a directory on the way to its file (links
+// followed) is owned by neither root nor the installing user, in a directory that others than
+// its owner may write (/tmp, a group's directory): whoever made it there first, not root, chose
+// to own it, and may rename it, put another in its place or fill it with links between the
+// checks of an install and its rename, and keep a file of theirs at the destination. A
+// directory given to an application's user in one only root may write (/etc/app owned by
+// appuser) is that user's by root's choice, and is no such error.
+type ForeignDirError struct {
+	Dir    string
+	UID    int
+	Parent string
+	Mode   fs.FileMode // Parent's permission bits, fs.ModeSticky included
+}
+
+func (e *ForeignDirError) Error() string {
+	sticky := "no sticky bit"
+	if e.Mode&fs.ModeSticky != 0 {
+		sticky = "sticky"
+	}
+	return fmt.Sprintf("%s is owned by uid %d, neither root nor this process's user (uid %d), in %s, which others may write (mode %04o, %s): its owner could put another directory in its place, or links in it, while the file is installed; run chown root %s, or move the destination out of it",
+		e.Dir, e.UID, os.Geteuid(), e.Parent, e.Mode.Perm(), sticky, e.Dir)
+}
+
+// foreignDir is the *ForeignDirError of directory dir, owned by uid, whose parent directory
+// (of mode parentMode, fs.ModeSticky included) others than its owner may write; nil when uid is
+// root's or euid's, or when only the parent's owner may write it.
+func foreignDir(dir string, uid, euid int, parentMode fs.FileMode) error {
+	if uid == 0 || uid == euid || parentMode.Perm()&0o022 == 0 {
+		return nil
+	}
+	return &ForeignDirError{Dir: dir, UID: uid, Parent: filepath.Dir(dir), Mode: parentMode & (fs.ModePerm | fs.ModeSticky)}
+}
+
+// fileID tells a file from another: its device and inode (zero: none).
+type fileID struct{ dev, ino uint64 }
+
+// idOf is the identity of the file of fi (zero where the system does not say).
+func idOf(fi fs.FileInfo) fileID {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}
+	}
+	return fileID{uint64(st.Dev), uint64(st.Ino)}
 }
