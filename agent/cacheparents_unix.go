@@ -16,6 +16,10 @@ import (
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
 )
 
+// A directory on a destination's way is judged as cache_dir's parents are: one written by its
+// owner's private group alone is written by its owner alone (atomicfile.PrivateGroup).
+func init() { atomicfile.PrivateGroup = privateGroup }
+
 // The account files privateGroup reads (tests point them elsewhere).
 var (
 	passwdFile = "/etc/passwd"

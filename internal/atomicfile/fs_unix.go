@@ -128,5 +128,6 @@ func foreignMade(at string, fi, parent fs.FileInfo) error {
 	if !ok {
 		return nil
 	}
-	return foreignDir(at, uid, os.Geteuid(), parent.Mode())
+	puid, pgid, _ := ownerOf(parent)
+	return foreignDir(at, uid, os.Geteuid(), parent.Mode(), puid, pgid)
 }

@@ -101,7 +101,7 @@ func walkLinks(p string, missingLast, judge bool) (real string, id fileID, err e
 				return "", id, &fs.PathError{Op: "lstat", Path: next, Err: unix.ENOTDIR}
 			}
 			if judge && isDir {
-				if err := foreignDir(next, int(st.Uid), euid, unixMode(held.Mode)); err != nil {
+				if err := foreignDir(next, int(st.Uid), euid, unixMode(held.Mode), int(held.Uid), int(held.Gid)); err != nil {
 					unix.Close(fd)
 					return "", id, err
 				}

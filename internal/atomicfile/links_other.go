@@ -74,8 +74,10 @@ func walkLinks(p string, missingLast, judge bool) (real string, id fileID, err e
 				return "", id, &fs.PathError{Op: "lstat", Path: next, Err: syscall.ENOTDIR}
 			}
 			if judge && fi.IsDir() {
-				if uid, _, ok := ownerOf(fi); ok {
-					if err := foreignDir(next, uid, euid, held.Mode()); err != nil {
+				uid, _, ok := ownerOf(fi)
+				puid, pgid, _ := ownerOf(held)
+				if ok {
+					if err := foreignDir(next, uid, euid, held.Mode(), puid, pgid); err != nil {
 						return "", id, err
 					}
 				}

@@ -56,15 +56,32 @@ func (e *ForeignDirError) Error() string {
 	if e.Mode&fs.ModeSticky != 0 {
 		sticky = "sticky"
 	}
-	return fmt.Sprintf("%s is owned by uid %d, neither root nor this process's user (uid %d), in %s, which others may write (mode %04o, %s): its owner could put another directory in its place, or links in it, while the file is installed; run chown root %s, or move the destination out of it",
-		e.Dir, e.UID, os.Geteuid(), e.Parent, e.Mode.Perm(), sticky, e.Dir)
+	who := "others"
+	if e.Mode&0o002 == 0 {
+		who = "its group" // and no private group of its owner's (PrivateGroup)
+	}
+	return fmt.Sprintf("%s is owned by uid %d, neither root nor this process's user (uid %d), in %s, which %s may write (mode %04o, %s): its owner could put another directory in its place, or links in it, while the file is installed; run chown root %s, or move the destination out of it",
+		e.Dir, e.UID, os.Geteuid(), e.Parent, who, e.Mode.Perm(), sticky, e.Dir)
 }
 
+// PrivateGroup, when set, reports whether group gid has no member but user uid: a user private
+// group, under which distributions give users umask 002 (a directory of theirs is then 0775). A
+// directory that only its owner and such a group of its owner's may write is written by no one
+// else, as the agent judges cache_dir's parents. Unset, any group is others. The agent sets it.
+var PrivateGroup func(gid, uid int) bool
+
 // foreignDir is the *ForeignDirError of directory dir, owned by uid, whose parent directory
-// (of mode parentMode, fs.ModeSticky included) others than its owner may write; nil when uid is
-// root's or euid's, or when only the parent's owner may write it.
-func foreignDir(dir string, uid, euid int, parentMode fs.FileMode) error {
-	if uid == 0 || uid == euid || parentMode.Perm()&0o022 == 0 {
+// (of mode parentMode, fs.ModeSticky included, owned by puid and group pgid) others than its
+// owner may write; nil when uid is root's or euid's, or when only the parent's owner may write it
+// (its group too, when that is the owner's private group).
+func foreignDir(dir string, uid, euid int, parentMode fs.FileMode, puid, pgid int) error {
+	if uid == 0 || uid == euid {
+		return nil
+	}
+	switch perm := parentMode.Perm(); {
+	case perm&0o022 == 0:
+		return nil
+	case perm&0o002 == 0 && PrivateGroup != nil && PrivateGroup(pgid, puid):
 		return nil
 	}
 	return &ForeignDirError{Dir: dir, UID: uid, Parent: filepath.Dir(dir), Mode: parentMode & (fs.ModePerm | fs.ModeSticky)}
