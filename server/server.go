@@ -469,12 +469,15 @@ func (o *outerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sw, r, clean := o.s.begin(w, r, start)
 	if clean {
 		o.next.ServeHTTP(sw, r)
+	} else if r.URL.Path == kvRootPath {
+		r = kvSlashKey(r) // its Pattern, set by ServeMux, names the route in end
+		o.next.ServeHTTP(sw, r)
 	} else {
 		// ServeMux would redirect to the cleaned path; a key must never be rewritten.
 		if o.s.cfg.UI && uiPath(r.URL.Path) {
 			uiHeaders(sw) // a console answer, error or not, has the console's headers
 		}
-		o.s.writeError(sw, r, uncleanPathError(r.URL.Path))
+		o.s.writeError(sw, r, uncleanPathError(r.URL.Path, r.URL.Query().Has("recurse")))
 	}
 	o.s.end(sw, r, start)
 }
@@ -560,9 +563,29 @@ func (s *Server) mayLog(token string, status int) bool {
 	return token != "" && status != http.StatusTooManyRequests || s.clientLines.take()
 }
 
-func uncleanPathError(p string) error {
+// kvRootPath is the KV path of the key "/" ("/v1/kv/%2F" or "/v1/kv//" as sent): with ?recurse,
+// the prefix "/", which is the root as a grant's "/" is.
+const kvRootPath = "/v1/kv//"
+
+// kvSlashKey returns r with its path escaped as "/v1/kv/%2F", which ServeMux takes as clean and
+// routes with the key "/" for the KV handler to judge (ServeMux would redirect "/v1/kv//").
+func kvSlashKey(r *http.Request) *http.Request {
+	r2 := *r
+	u := *r.URL
+	u.RawPath = "/v1/kv/%2F"
+	r2.URL = &u
+	return &r2
+}
+
+// uncleanPathError is the answer to a path ServeMux would rewrite: for a KV path, the rule its
+// key (or with recurse, its prefix) breaks.
+func uncleanPathError(p string, recurse bool) error {
 	if key, ok := strings.CutPrefix(p, "/v1/kv/"); ok {
-		if err := api.ValidateKey(key); err != nil {
+		if recurse {
+			if _, err := api.ValidatePrefix(key); err != nil {
+				return err
+			}
+		} else if err := api.ValidateKey(key); err != nil {
 			return err
 		}
 	}
