@@ -141,6 +141,10 @@ type agentFile struct {
 type Wait struct {
 	Min Duration `yaml:"min"`
 	Max Duration `yaml:"max"`
+
+	// minLine and maxLine are where min and max were written (0: not in a file), for Validate's
+	// messages.
+	minLine, maxLine int
 }
 
 // UnmarshalYAML reads a mapping {min: …, max: …}, or one duration, as consul-template reads
@@ -148,7 +152,7 @@ type Wait struct {
 func (w *Wait) UnmarshalYAML(n *yaml.Node) error {
 	switch n.Kind {
 	case yaml.ScalarNode:
-		*w = Wait{}
+		*w = Wait{minLine: n.Line}
 		return w.Min.parse(n, "wait: ")
 	case yaml.MappingNode:
 	default:
@@ -165,8 +169,10 @@ func (w *Wait) UnmarshalYAML(n *yaml.Node) error {
 		var err error
 		switch k.Value {
 		case "min":
+			w.minLine = v.Line
 			err = w.Min.parse(v, "wait: min: ")
 		case "max":
+			w.maxLine = v.Line
 			err = w.Max.parse(v, "wait: max: ")
 		default:
 			err = lineError(k, fmt.Sprintf("field %s not found in type agent.Wait", k.Value))
@@ -808,19 +814,28 @@ func (c *Config) Validate() error {
 			c.cacheReal = real
 		}
 	}
+	// Each bound names its line, as a decoding error would.
+	atLine := func(line int) string {
+		if line > 0 && c.Path != "" {
+			return fmt.Sprintf("%s:%d", name, line)
+		}
+		return name
+	}
 	for _, f := range []struct {
 		field string
 		d     time.Duration
-	}{{"min", time.Duration(c.Wait.Min)}, {"max", time.Duration(c.Wait.Max)}} {
+		line  int
+	}{{"min", time.Duration(c.Wait.Min), c.Wait.minLine}, {"max", time.Duration(c.Wait.Max), c.Wait.maxLine}} {
 		switch {
 		case f.d < 0:
-			add("%s: wait: %s %s must not be negative", name, f.field, f.d)
+			add("%s: wait: %s %s must not be negative", atLine(f.line), f.field, f.d)
 		case f.d > MaxWait:
-			add("%s: wait: %s %s is over %s, the longest a change may wait to be rendered (a staged rollout halts when its cohort has not applied within its deadline, 30m by default)", name, f.field, f.d, MaxWait)
+			add("%s: wait: %s %s is over %s, the longest a change may wait to be rendered (a staged rollout halts when its cohort has not applied within its deadline, 30m by default)", atLine(f.line), f.field, f.d, MaxWait)
 		}
 	}
 	if c.Wait.Min > 0 && c.Wait.Max > 0 && c.Wait.Min > c.Wait.Max {
-		add("%s: wait: min %s is greater than max %s", name, time.Duration(c.Wait.Min), time.Duration(c.Wait.Max))
+		// The later of the two lines, where the pair stopped making sense.
+		add("%s: wait: min %s is greater than max %s", atLine(max(c.Wait.minLine, c.Wait.maxLine)), time.Duration(c.Wait.Min), time.Duration(c.Wait.Max))
 	}
 	if c.MetricsListen != "" {
 		if _, _, err := splitHostPort(c.MetricsListen); err != nil {
