@@ -292,7 +292,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			},
 		},
 	}
-	app.Commands = append(app.Commands, complete.Commands(app, nil)...)
+	app.Commands = append(app.Commands, complete.Commands(app, nil, complete.Values{
+		"stage":     {agent.StageSystem, agent.StageApplication},
+		"log-level": {"debug", "info", "warn", "error"},
+	})...)
 	for _, action := range svc.Actions {
 		app.Commands = append(app.Commands, serviceCommand(action, stdout, stderr))
 	}

@@ -150,7 +150,10 @@ func newApp(e *cliEnv) *cli.App {
 			snapshotCommand(e),
 		},
 	}
-	app.Commands = append(app.Commands, complete.Commands(app, e.completeArgs)...)
+	app.Commands = append(app.Commands, complete.Commands(app, e.completeArgs, complete.Values{
+		"log-level": {"debug", "info", "warn", "error"},
+		"format":    {"json", "yaml"},
+	})...)
 	// "help NAME" (or "kv help NAME") for no such command: a usage error, as "NAME" itself is
 	// (urfave/cli's own is exit 1, "No help topic for 'NAME'").
 	app.CommandNotFound = func(c *cli.Context, name string) {

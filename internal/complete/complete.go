@@ -24,8 +24,12 @@ const Command = "__complete"
 // the program's context; nil when it has none.
 type Dynamic func(c *cli.Context, path string, args []string) []string
 
+// Values are the fixed choices of flags, by flag name (stage: system, application): what
+// completes the value of such a flag in any command.
+type Values map[string][]string
+
 // Commands returns the `completion` and hidden `__complete` commands for app.
-func Commands(app *cli.App, dynamic Dynamic) []*cli.Command {
+func Commands(app *cli.App, dynamic Dynamic, values Values) []*cli.Command {
 	return []*cli.Command{
 		{
 			Name:      "completion",
@@ -55,7 +59,7 @@ The .deb and .rpm packages install the bash and zsh scripts.`, app.Name, complet
 			Hidden:          true,
 			SkipFlagParsing: true,
 			Action: func(c *cli.Context) error {
-				for _, s := range Candidates(c, app, c.Args().Slice(), dynamic) {
+				for _, s := range Candidates(c, app, c.Args().Slice(), dynamic, values) {
 					fmt.Fprintln(c.App.Writer, s)
 				}
 				return nil
@@ -75,8 +79,9 @@ func completes(dynamic Dynamic) string {
 
 // Candidates returns what may follow words (the words typed after the program, then "--" and
 // the word being typed): the subcommands of the command they name, its flags when the word
-// starts with '-', or its dynamic arguments.
-func Candidates(c *cli.Context, app *cli.App, words []string, dynamic Dynamic) []string {
+// starts with '-', or its dynamic arguments; after a flag that takes a value, that flag's values
+// (none for a flag without fixed ones: the shell then completes a file).
+func Candidates(c *cli.Context, app *cli.App, words []string, dynamic Dynamic, values Values) []string {
 	cur := ""
 	if i := slices.Index(words, "--"); i >= 0 {
 		if i+1 < len(words) {
@@ -88,6 +93,7 @@ func Candidates(c *cli.Context, app *cli.App, words []string, dynamic Dynamic) [
 	var path []string
 	var args []string
 	var cmd *cli.Command
+	var pending cli.Flag // a flag whose value is the word being typed
 	for i := 0; i < len(words); i++ {
 		w := words[i]
 		if strings.HasPrefix(w, "-") {
@@ -108,6 +114,8 @@ func Candidates(c *cli.Context, app *cli.App, words []string, dynamic Dynamic) [
 			if !inline && i+1 < len(words) {
 				i++ // the flag's value
 				value = words[i]
+			} else if !inline {
+				pending = f
 			}
 			// A program-wide flag typed on the line (--addr, --token-file) applies to the
 			// dynamic candidates, as it would to the command.
@@ -130,6 +138,10 @@ func Candidates(c *cli.Context, app *cli.App, words []string, dynamic Dynamic) [
 		}
 	}
 	switch {
+	case pending != nil:
+		for _, v := range values[pending.Names()[0]] {
+			add(v)
+		}
 	case strings.HasPrefix(cur, "-"):
 		for _, f := range append(slices.Clone(flags), app.Flags...) {
 			if cmd != nil && f == cli.VersionFlag {
