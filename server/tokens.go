@@ -169,6 +169,28 @@ func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
+	// A page must not end on a record whose key is no token name (only a direct etcd write
+	// makes one): its next would be refused as after. Read on past such records, up to a
+	// token's, which the page then ends on (it held fewer than limit tokens).
+	for more && len(kvs) > 0 && !tokenListName(strings.TrimPrefix(kvs[len(kvs)-1].Key, tokenPrefix)) {
+		past := kvs[len(kvs)-1].Key + "\x00"
+		var rest []store.SysSpan
+		for _, sp := range spans {
+			rest = append(rest, store.SysSpan{From: max(sp.From, past), To: sp.To})
+		}
+		next, _, nextMore, err := s.st.SysPage(ctx, limit, rest...)
+		if err != nil {
+			return err
+		}
+		more = nextMore
+		for i, kv := range next {
+			kvs = append(kvs, kv)
+			if tokenListName(strings.TrimPrefix(kv.Key, tokenPrefix)) {
+				more = more || i < len(next)-1
+				break
+			}
+		}
+	}
 	out := api.TokenList{Revision: rev, Tokens: []api.TokenInfo{}}
 	for _, kv := range kvs {
 		rec, err := decodeToken(kv.Key, kv.Value)
