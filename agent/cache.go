@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
@@ -47,6 +49,38 @@ func CachePath(cacheDir, appliance string) string {
 // StatusPath is the file where `run` records its state for `status`.
 func StatusPath(cacheDir, appliance string) string {
 	return filepath.Join(cacheDir, appliance+".status.json")
+}
+
+// cacheNames are the names of an appliance's files in cache_dir after its own name; the
+// first three's stems are names after another appliance's (web.status.json is web's status).
+var cacheNames = []string{".status.json", ".candidate.json", ".owed.json", ".json", ".instance-token", ".enroll-key"}
+
+// cacheClash returns why appliance's agent may not keep its files in cacheDir: it holds a file
+// of another appliance whose files there share names with appliance's (web.status keeps its view
+// as web.status.json, web's status; web.candidate and web.owed alike), and the two agents would
+// overwrite each other's. Both names are valid appliance names, so only the files tell.
+func cacheClash(cacheDir, appliance string) error {
+	var others []string
+	for _, n := range cacheNames[:3] {
+		stem := strings.TrimSuffix(n, ".json")
+		others = append(others, appliance+stem)
+		if o, ok := strings.CutSuffix(appliance, stem); ok && api.ValidateSegment("appliance name", o) == nil {
+			others = append(others, o)
+		}
+	}
+	for _, o := range others {
+		shared := max(o, appliance) + ".json" // one is the other's prefix: the longer's view
+		for _, n := range cacheNames {
+			f := o + n
+			if rest, ok := strings.CutPrefix(f, appliance); ok && slices.Contains(cacheNames, rest) {
+				continue // appliance's own
+			}
+			if _, err := os.Lstat(filepath.Join(cacheDir, f)); err == nil {
+				return fmt.Errorf("holds %s, a file of appliance %s, whose files there share names with appliance %s's (%s would be both's): the agents of two such appliances need a cache_dir each (when no agent of %s runs here any more, remove its files)", f, o, appliance, shared, o)
+			}
+		}
+	}
+	return nil
 }
 
 // SaveCache writes the view atomically, mode 0600 (it may hold secrets).

@@ -812,6 +812,11 @@ func (c *Config) Validate() error {
 			add("%s: cache_dir %s: %v", name, c.CacheDir, err)
 		} else {
 			c.cacheReal = real
+			if api.ValidateSegment("appliance name", c.Appliance) == nil {
+				if err := cacheClash(real, c.Appliance); err != nil {
+					add("%s: cache_dir %s %v", name, c.CacheDir, err)
+				}
+			}
 		}
 	}
 	// Each bound names its line, as a decoding error would.
