@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -60,27 +59,34 @@ var cacheNames = []string{".status.json", ".candidate.json", ".owed.json", ".jso
 // as web.status.json, web's status; web.candidate and web.owed alike), and the two agents would
 // overwrite each other's. Both names are valid appliance names, so only the files tell.
 func cacheClash(cacheDir, appliance string) error {
-	var others []string
+	if api.ValidateSegment("appliance name", appliance) != nil {
+		return nil // said apart
+	}
 	for _, n := range cacheNames[:3] {
 		stem := strings.TrimSuffix(n, ".json")
-		others = append(others, appliance+stem)
-		if o, ok := strings.CutSuffix(appliance, stem); ok && api.ValidateSegment("appliance name", o) == nil {
-			others = append(others, o)
-		}
-	}
-	for _, o := range others {
-		shared := max(o, appliance) + ".json" // one is the other's prefix: the longer's view
-		for _, n := range cacheNames {
-			f := o + n
-			if rest, ok := strings.CutPrefix(f, appliance); ok && slices.Contains(cacheNames, rest) {
-				continue // appliance's own
-			}
-			if _, err := os.Lstat(filepath.Join(cacheDir, f)); err == nil {
-				return fmt.Errorf("holds %s, a file of appliance %s, whose files there share names with appliance %s's (%s would be both's): the agents of two such appliances need a cache_dir each (when no agent of %s runs here any more, remove its files)", f, o, appliance, shared, o)
+		for _, other := range [2]string{appliance + stem, strings.TrimSuffix(appliance, stem)} {
+			for _, m := range cacheNames {
+				f := other + m
+				if other == appliance || own(f, appliance) {
+					continue // appliance does not end in stem; appliance's own file
+				}
+				if _, err := os.Lstat(cacheDir + "/" + f); err == nil {
+					return fmt.Errorf("holds %s, a file of appliance %s, whose files there would share names with this one's (one's view is the other's status, candidate or owed record): the agents of two such appliances need a cache_dir each (or remove %[2]s's files if its agent is gone)", f, other)
+				}
 			}
 		}
 	}
 	return nil
+}
+
+// own says that f is the name of one of appliance's files in cache_dir.
+func own(f, appliance string) bool {
+	for _, n := range cacheNames {
+		if f == appliance+n {
+			return true
+		}
+	}
+	return false
 }
 
 // SaveCache writes the view atomically, mode 0600 (it may hold secrets).

@@ -808,15 +808,13 @@ func (c *Config) Validate() error {
 	}
 	c.cacheReal = ""
 	if filepath.IsAbs(c.CacheDir) && !bad["cache_dir"] {
-		if real, err := checkCacheParents(c.CacheDir); err != nil {
-			add("%s: cache_dir %s: %v", name, c.CacheDir, err)
-		} else {
+		real, err := checkCacheParents(c.CacheDir)
+		if err == nil {
 			c.cacheReal = real
-			if api.ValidateSegment("appliance name", c.Appliance) == nil {
-				if err := cacheClash(real, c.Appliance); err != nil {
-					add("%s: cache_dir %s %v", name, c.CacheDir, err)
-				}
-			}
+			err = cacheClash(real, c.Appliance)
+		}
+		if err != nil {
+			add("%s: cache_dir %s: %v", name, c.CacheDir, err)
 		}
 	}
 	// Each bound names its line, as a decoding error would.
@@ -1514,17 +1512,6 @@ func instanceFromHostname(h string) string {
 		return "unknown"
 	}
 	return s
-}
-
-// Select returns the templates of a stage ("" selects every template).
-func (c *Config) Select(stage string) []*Template {
-	var out []*Template
-	for i := range c.Templates {
-		if stage == "" || c.Templates[i].Stage == stage {
-			out = append(out, &c.Templates[i])
-		}
-	}
-	return out
 }
 
 // ParseConfigFile reads and decodes a config file without validating it, for tools that only

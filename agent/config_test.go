@@ -65,9 +65,6 @@ func TestLoadConfig_Good(t *testing.T) {
 	if err != nil || tok != "secret-token" {
 		t.Fatalf("token = %q, %v", tok, err)
 	}
-	if got := cfg.Select(agent.StageApplication); len(got) != 0 {
-		t.Fatalf("Select(application) = %d templates", len(got))
-	}
 	_ = dir
 }
 

@@ -63,7 +63,7 @@ func TestAgent_AnotherUsersDirectoryWhereOthersMayWriteIsRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	wants := []string{d + " is owned by uid 4242", "in " + shared + ",", "sticky", "chown root " + d, "move the destination"}
+	wants := []string{d + " is owned by uid 4242", "in " + shared + ",", "(mode 1777)", "chown root " + d, "move the destination"}
 	err := a.Once(context.Background(), "", false)
 	if err == nil || !strings.Contains(err.Error(), "1 of 1 templates not in place") {
 		t.Fatalf("Once = %v, want the template not in place", err)

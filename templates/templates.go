@@ -610,16 +610,11 @@ func (r *Result) Changed(old, new map[string]string) bool {
 	return r.ReadAny(Diff(old, new))
 }
 
-// NeedsRender is Changed for whole views: it also reports a change of revision when the
-// template read it, and of appliance or instance.
-func (r *Result) NeedsRender(old, new Data) bool {
-	return r.NeedsRenderChanged(old, new, Diff(old.Keys, new.Keys))
-}
-
-// NeedsRenderChanged is NeedsRender given changed = Diff(old.Keys, new.Keys): a caller that
-// checks many templates rendered from the same old view compares the two views once (the
-// agent does, for each view its long-poll brings), and each check then costs what the
-// template read, not the size of the view.
+// NeedsRenderChanged is Changed for whole views, given changed = Diff(old.Keys, new.Keys): it
+// also reports a change of revision when the template read it, and of appliance or instance.
+// A caller that checks many templates rendered from the same old view compares the two views
+// once (the agent does, for each view its long-poll brings), and each check then costs what
+// the template read, not the size of the view.
 func (r *Result) NeedsRenderChanged(old, new Data, changed []string) bool {
 	if old.Appliance != new.Appliance || old.Instance != new.Instance {
 		return true

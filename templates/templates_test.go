@@ -246,18 +246,18 @@ func TestResult_NeedsRenderRevision(t *testing.T) {
 	next := old
 	next.Revision = 6
 	plain := render(t, `{{key "a"}}`, keys)
-	if plain.Revision || plain.NeedsRender(old, next) {
-		t.Errorf("template without revision: Revision=%v NeedsRender=%v, want false", plain.Revision, plain.NeedsRender(old, next))
+	if plain.Revision || plain.needsRender(old, next) {
+		t.Errorf("template without revision: Revision=%v NeedsRender=%v, want false", plain.Revision, plain.needsRender(old, next))
 	}
 	withRev, err := mustParse(t, `{{key "a"}} at {{revision}}`, Options{}).Execute(old)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(withRev.Output) != "1 at 5" || !withRev.Revision || !withRev.NeedsRender(old, next) {
-		t.Errorf("template with revision: output %q Revision=%v NeedsRender=%v", withRev.Output, withRev.Revision, withRev.NeedsRender(old, next))
+	if string(withRev.Output) != "1 at 5" || !withRev.Revision || !withRev.needsRender(old, next) {
+		t.Errorf("template with revision: output %q Revision=%v NeedsRender=%v", withRev.Output, withRev.Revision, withRev.needsRender(old, next))
 	}
-	if withRev.NeedsRender(old, old) {
-		t.Error("NeedsRender(old, old) = true")
+	if withRev.needsRender(old, old) {
+		t.Error("needsRender(old, old) = true")
 	}
 }
 
@@ -557,7 +557,7 @@ func TestResult_NeedsRenderSorted(t *testing.T) {
 			}
 			next := Data{Keys: tc.next, Sorted: NewSorted(tc.next)}
 			next.Sorted.names() // as a render from the new view would have sorted them
-			if got := r.NeedsRender(old, next); got != tc.want {
+			if got := r.needsRender(old, next); got != tc.want {
 				t.Errorf("NeedsRender with sorted views = %v, want %v", got, tc.want)
 			}
 			if got := r.NeedsRenderChanged(old, next, Diff(base, tc.next)); got != tc.want {
@@ -602,7 +602,7 @@ func BenchmarkNeedsRenderTenTemplates(b *testing.B) {
 					if once {
 						needs = r.NeedsRenderChanged(old, nd, changed)
 					} else {
-						needs = r.NeedsRender(old, nd)
+						needs = r.needsRender(old, nd)
 					}
 					if needs {
 						b.Fatal("an unrelated change needs a render")
@@ -739,4 +739,9 @@ server {{ .Key }} {{ .Value | upper }}
 			b.Fatal(err)
 		}
 	}
+}
+
+// needsRender is NeedsRenderChanged of the two views' difference.
+func (r *Result) needsRender(old, new Data) bool {
+	return r.NeedsRenderChanged(old, new, Diff(old.Keys, new.Keys))
 }

@@ -52,16 +52,16 @@ type ForeignDirError struct {
 }
 
 func (e *ForeignDirError) Error() string {
-	sticky := "no sticky bit"
-	if e.Mode&fs.ModeSticky != 0 {
-		sticky = "sticky"
-	}
 	who := "others"
 	if e.Mode&0o002 == 0 {
 		who = "its group" // and no private group of its owner's (PrivateGroup)
 	}
-	return fmt.Sprintf("%s is owned by uid %d, neither root nor this process's user (uid %d), in %s, which %s may write (mode %04o, %s): its owner could put another directory in its place, or links in it, while the file is installed; run chown root %s, or move the destination out of it",
-		e.Dir, e.UID, os.Geteuid(), e.Parent, who, e.Mode.Perm(), sticky, e.Dir)
+	mode := e.Mode.Perm() // as chmod takes it: 1777 for /tmp's, sticky
+	if e.Mode&fs.ModeSticky != 0 {
+		mode |= 0o1000
+	}
+	return fmt.Sprintf("%s is owned by uid %d, neither root nor this process's user, in %s, which %s may write (mode %04o): its owner could put another directory in its place, or links in it, while the file is installed; run chown root %[1]s, or move the destination out of it",
+		e.Dir, e.UID, e.Parent, who, uint32(mode))
 }
 
 // PrivateGroup, when set, reports whether group gid has no member but user uid: a user private
