@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"container/heap"
 	"context"
 	"encoding/json"
@@ -105,9 +106,10 @@ func (g *generation) leave() {
 type generation struct {
 	aw   *appWaiters
 	done chan struct{}
-	n    int  // waiters that joined it
-	live int  // those of them registered still
-	wk   wake // why, set before done is closed
+	seq  uint64 // the hub's count of generations made when it was (see wakeAppsLocked)
+	n    int    // waiters that joined it
+	live int    // those of them registered still
+	wk   wake   // why, set before done is closed
 	// batch is the generations woken with it (a shared/ change wakes every appliance's),
 	// set before done is closed: nil when alone.
 	batch *wakeBatch
@@ -115,8 +117,14 @@ type generation struct {
 
 // genSize is the most waiters of one generation. Its channel's close readies them one by one
 // in the runtime, a loop that the scheduler may also preempt, and those left wait for the hub:
-// small generations, closed by whoever runs first, leave few behind.
-const genSize = 64
+// small generations, closed by whoever runs first, leave few behind. And the long-polls of a
+// change are answered in the order of their generations (see wakeAppsLocked): with several
+// appliances' long-polls arriving in turn, a generation of 64 spans 640 arrivals of 10
+// appliances, whose connections the answers then visit ten times over, in strides. Of 8, the
+// server answered 10,000 such long-polls with three quarters of the CPU, and the clients read
+// them with five sixths (BENCHMARKS.md, "Nineteenth round"); a generation costs about 170
+// bytes, 21 per waiter.
+const genSize = 8
 
 // wakeBatch is generations woken by one change. The hub closes them one after the other, and
 // each long-poll woken by one helps close the rest: the hub's goroutine may be preempted
@@ -221,6 +229,7 @@ type hub struct {
 	byInstance map[instanceKey]*waiter
 	due        dueHeap     // open long-polls by expiry
 	epoch      time.Time   // origin of waiter.due
+	gens       uint64      // generations made so far (generation.seq)
 	expiry     *time.Timer // fires at due[0]'s expiry (nil until the first long-poll)
 	n          int
 	draining   bool
@@ -354,6 +363,15 @@ func (h *hub) wakeAppsLocked(apps []*appWaiters, before int64, whole bool, kind 
 				gens = append(gens, g)
 			}
 			aw.gens = nil
+		}
+		if len(apps) > 1 {
+			// In the order they were made, which is the order their long-polls came, whatever
+			// their appliance: first come, first answered, and each connection's memory visited
+			// near its neighbours'. Appliance by appliance (the appliances in the map's order),
+			// agents of several appliances asking in turn had their answers sweep every
+			// connection's memory once per appliance, each time over cold pages (BENCHMARKS.md,
+			// "Nineteenth round").
+			slices.SortFunc(gens, func(a, b *generation) int { return cmp.Compare(a.seq, b.seq) })
 		}
 		switch len(gens) {
 		case 0:
@@ -892,7 +910,8 @@ func (h *hub) addLocked(w *waiter, app string) *generation {
 	if w.after <= h.rev {
 		// It waits for the appliance's next change, as the rest of its generation.
 		if n := len(aw.gens); n == 0 || aw.gens[n-1].n >= genSize {
-			aw.gens = append(aw.gens, &generation{aw: aw, done: make(chan struct{})})
+			h.gens++
+			aw.gens = append(aw.gens, &generation{aw: aw, done: make(chan struct{}), seq: h.gens})
 		}
 		w.gen = aw.gens[len(aw.gens)-1]
 		w.gen.n++

@@ -106,9 +106,9 @@ func TestHub_GenerationWokenWhole(t *testing.T) {
 	db := registerN(t, ctx, h, "db", rev, 30, tok)
 	checkHub(t, h)
 	for _, ws := range [][]registered{web, db} {
-		for _, w := range ws {
-			if w.gen == nil || w.gen != ws[0].gen {
-				t.Fatal("waiters of one appliance at the hub's revision are not in one generation")
+		for i, w := range ws {
+			if w.gen == nil || w.gen != ws[i/genSize*genSize].gen || i >= genSize && w.gen == ws[i-genSize].gen {
+				t.Fatalf("waiters of one appliance at the hub's revision are not in generations of %d in turn", genSize)
 			}
 		}
 	}
@@ -126,10 +126,17 @@ func TestHub_GenerationWokenWhole(t *testing.T) {
 	}
 	checkHub(t, h)
 
-	// A change of db only: db's generation, not web's.
+	// A change of db only: db's generations, not web's.
 	h.apply(ctx, store.Event{Revision: ahead - 1, Keys: []string{"appliances/db/k"}})
-	if !isClosed(db[0].gen.done) || isClosed(web[0].gen.done) {
-		t.Fatal("a change of db did not close db's generation alone")
+	for _, w := range db {
+		if !isClosed(w.gen.done) {
+			t.Fatal("a change of db did not close db's generations")
+		}
+	}
+	for _, w := range web {
+		if isClosed(w.gen.done) {
+			t.Fatal("a change of db closed a generation of web")
+		}
 	}
 	for _, w := range db {
 		if wk := w.woken(); wk.kind != wakeChanged || !wk.known || wk.rev != ahead-1 {
@@ -382,5 +389,55 @@ func TestHub_GenerationsOfLongPollsGoneAreForgotten(t *testing.T) {
 	h.mu.Unlock()
 	if gens != 0 || isClosed(aw.ch) {
 		t.Fatalf("%d generations kept with only a long-poll ahead of the hub open (woken: %v)", gens, isClosed(aw.ch))
+	}
+}
+
+// A change that wakes several appliances' long-polls wakes their generations in the order the
+// generations were made, which is the order their long-polls came, whatever their appliance:
+// the agents that asked first are answered first. Every long-poll is woken, once, with the
+// change, as before.
+func TestHub_SharedChangeWakesInArrivalOrder(t *testing.T) {
+	ctx, h, rev := bareHub(t, 1000)
+	apps := []string{"web", "db", "cache", "queue", "mail"}
+	first := map[*generation]int{} // a generation's first long-poll, by arrival
+	var all []registered
+	for i := range 5 * 3 * genSize { // agents of the appliances asking in turn
+		app := apps[i%len(apps)]
+		wt, gen, wk, err := h.register(ctx, app, rev, "tok-"+app, fmt.Sprintf("vm-%d", i), 0, time.Hour)
+		if wt == nil || gen == nil {
+			t.Fatalf("register #%d of %s: in no generation (%+v, %v)", i, app, wk, err)
+		}
+		w := registered{wt, gen}
+		if _, ok := first[w.gen]; !ok {
+			first[w.gen] = i
+		}
+		all = append(all, w)
+	}
+	checkHub(t, h)
+	if len(first) != len(apps)*3 {
+		t.Fatalf("%d generations, want %d of %d waiters", len(first), len(apps)*3, genSize)
+	}
+	h.apply(ctx, store.Event{Revision: rev + 1, Keys: []string{"shared/x"}})
+	b := all[0].gen.batch
+	if b == nil || len(b.gens) != len(first) {
+		t.Fatalf("the change's batch holds %v generations, want %d", b, len(first))
+	}
+	for i, g := range b.gens {
+		if !isClosed(g.done) {
+			t.Fatalf("generation %d of the batch not closed", i)
+		}
+		if i > 0 && first[g] < first[b.gens[i-1]] {
+			t.Fatalf("generation %d of the batch (first long-poll #%d, %s) woken after #%d's (%s)",
+				i, first[g], g.aw.app, first[b.gens[i-1]], b.gens[i-1].aw.app)
+		}
+	}
+	for i, w := range all {
+		if wk := w.woken(); wk.kind != wakeChanged || !wk.known || wk.rev != rev+1 {
+			t.Fatalf("long-poll #%d woken with %+v", i, wk)
+		}
+	}
+	checkHub(t, h)
+	if h.open() != 0 {
+		t.Fatalf("%d long-polls open after the change", h.open())
 	}
 }
