@@ -196,6 +196,9 @@ func drive(b *testing.B, t target, n, gens int, instance string) fanRun {
 		b.Fatal(err)
 	}
 	run.trigger = time.Since(t0)
+	if os.Getenv("SHOELACE_BENCH_LOGS") != "" {
+		b.Logf("%s: wake at %.3f s of the server's life (GODEBUG=gctrace=1 times)", instance, sinceStart(b, t.pid, t0).Seconds())
+	}
 	for _, g := range gs {
 		r := g.report(b)
 		run.answered += r.Answered
@@ -376,6 +379,7 @@ func fanServer(b *testing.B, extra ...string) (target, answerShape) {
 	if v := os.Getenv("SHOELACE_BENCH_FANOUT_BIN"); v != "" { // another build, to compare
 		exe = v
 	}
+	keepLog(b, filepath.Join(dir, "server.log"), "shoelace")
 	cmd := start(b, exe, args, filepath.Join(dir, "server.log"), env...)
 	cl := adminClient(b, addr, tokenFile, nil)
 	if _, err := cl.Put(ctx, "shared/wake", []byte("0"), client.NoCAS); err != nil {
@@ -443,6 +447,7 @@ func bareServer(b *testing.B, shape answerShape) target {
 		pp = freeAddr(b)
 		args = append(args, "-pprof", pp)
 	}
+	keepLog(b, filepath.Join(dir, "bare.log"), "bare")
 	cmd := start(b, fanBin(b, 1), args, filepath.Join(dir, "bare.log"))
 	get := func(method, path string) (string, error) {
 		req, _ := http.NewRequest(method, "http://"+addr+path, nil)
@@ -606,3 +611,41 @@ func metric(b *testing.B, addr, name string) float64 {
 
 // ms is d in milliseconds.
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// keepLog copies a server's log (path) into $SHOELACE_BENCH_LOGS (a directory), when set, once
+// the server stopped: with GODEBUG=gctrace=1 in the benchmark's environment, its GC cycles.
+func keepLog(b *testing.B, path, label string) {
+	dir := os.Getenv("SHOELACE_BENCH_LOGS")
+	if dir == "" {
+		return
+	}
+	b.Cleanup(func() { // registered before the server's start: runs after its stop
+		data, err := os.ReadFile(path)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		name := filepath.Join(dir, strings.ReplaceAll(b.Name(), "/", "_")+"."+label+".log")
+		if err := os.WriteFile(name, data, 0o644); err != nil {
+			b.Error(err)
+		}
+	})
+}
+
+// sinceStart is how long process pid had run at t (from /proc/<pid>/stat's start time, in
+// clock ticks of 1/100 s since boot).
+func sinceStart(b *testing.B, pid int, t time.Time) time.Duration {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	uptime, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
+	startTicks, _ := strconv.ParseInt(f[19], 10, 64) // field 22 of the whole line
+	up, _ := strconv.ParseFloat(strings.Fields(string(uptime))[0], 64)
+	now := time.Duration(up * float64(time.Second))
+	return now - time.Duration(startTicks)*10*time.Millisecond - time.Since(t)
+}
