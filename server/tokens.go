@@ -170,31 +170,44 @@ func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	// A page must not end on a record whose key is no token name (only a direct etcd write
-	// makes one): its next would be refused as after. Read on past such records, up to a
-	// token's, which the page then ends on (it held fewer than limit tokens).
+	// makes one): its next would be refused as after. Read on past such records, by their keys
+	// only (never their values, which no answer shows) and many to a read, at the page's
+	// revision, up to a token's record, which the page then ends on (it held fewer than limit
+	// tokens): a run of thousands of them costs a few reads, not one each.
 	for more && len(kvs) > 0 && !tokenListName(strings.TrimPrefix(kvs[len(kvs)-1].Key, tokenPrefix)) {
 		past := kvs[len(kvs)-1].Key + "\x00"
 		var rest []store.SysSpan
 		for _, sp := range spans {
 			rest = append(rest, store.SysSpan{From: max(sp.From, past), To: sp.To})
 		}
-		next, _, nextMore, err := s.st.SysPage(ctx, limit, rest...)
+		keys, keysMore, err := s.st.SysPageAt(ctx, rev, strayReadKeys, true, rest...)
 		if err != nil {
 			return err
 		}
-		more = nextMore
-		for i, kv := range next {
-			kvs = append(kvs, kv)
-			if tokenListName(strings.TrimPrefix(kv.Key, tokenPrefix)) {
-				more = more || i < len(next)-1
+		more = keysMore
+		if len(keys) == 0 {
+			break
+		}
+		// Past no token's record, only the last key read is kept: the next read starts there.
+		next := keys[len(keys)-1:]
+		for i, k := range keys {
+			if tokenListName(strings.TrimPrefix(k.Key, tokenPrefix)) {
+				if next, _, err = s.st.SysPageAt(ctx, rev, 1, false, store.SysSpan{From: k.Key, To: k.Key + "\x00"}); err != nil {
+					return err
+				}
+				if len(next) == 0 {
+					next = keys[i : i+1] // not there at rev after all: the page ends on its name
+				}
+				more = more || i < len(keys)-1
 				break
 			}
 		}
+		kvs[len(kvs)-1] = next[0] // in place of the record read before, no token's either
 	}
 	out := api.TokenList{Revision: rev, Tokens: []api.TokenInfo{}}
 	for _, kv := range kvs {
 		rec, err := decodeToken(kv.Key, kv.Value)
-		if err != nil || (rec.Instance != "" && !all) {
+		if err != nil || (rec.Instance != "" && !all) || !tokenListName(rec.Name) {
 			continue
 		}
 		ti := rec.info()
@@ -210,6 +223,9 @@ func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error 
 	}
 	return writeJSON(w, http.StatusOK, rev, out)
 }
+
+// strayReadKeys is how many keys a read past records that are no token's takes at once.
+const strayReadKeys = 1000
 
 // tokenListName reports whether name may be a token's name as listings give it (a page's
 // next): a segment, or an instance token's segments joined by ':'.
