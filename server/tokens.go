@@ -169,12 +169,13 @@ func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	// A page must not end on a record whose key is no token name (only a direct etcd write
-	// makes one): its next would be refused as after. Read on past such records, by their keys
-	// only (never their values, which no answer shows) and many to a read, at the page's
-	// revision, up to a token's record, which the page then ends on (it held fewer than limit
-	// tokens): a run of thousands of them costs a few reads, not one each.
-	for more && len(kvs) > 0 && !tokenListName(strings.TrimPrefix(kvs[len(kvs)-1].Key, tokenPrefix)) {
+	// A page must not end on a record it does not list (whose key is no token name, or that
+	// is no token's record: only a direct etcd write makes one): its next would be refused as
+	// after, or name nothing listed. Read on past such records, at the page's revision, up to
+	// a token's record, which the page then ends on (it held fewer than limit tokens): by keys,
+	// many to a read, and with one more read for the values of the keys named as tokens, so
+	// that a run of thousands of them costs a few reads, not one each.
+	for more && len(kvs) > 0 && !listedToken(kvs[len(kvs)-1], all) {
 		past := kvs[len(kvs)-1].Key + "\x00"
 		var rest []store.SysSpan
 		for _, sp := range spans {
@@ -188,28 +189,36 @@ func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error 
 		if len(keys) == 0 {
 			break
 		}
-		// Past no token's record, only the last key read is kept: the next read starts there.
-		next := keys[len(keys)-1:]
-		for i, k := range keys {
-			if tokenListName(strings.TrimPrefix(k.Key, tokenPrefix)) {
-				if next, _, err = s.st.SysPageAt(ctx, rev, 1, false, store.SysSpan{From: k.Key, To: k.Key + "\x00"}); err != nil {
-					return err
+		last := keys[len(keys)-1]
+		next := last // only the last key read is kept: the next read starts past it
+		first := slices.IndexFunc(keys, func(kv store.SysKV) bool {
+			return tokenListName(strings.TrimPrefix(kv.Key, tokenPrefix))
+		})
+		if first >= 0 {
+			var named []store.SysSpan
+			for _, sp := range rest {
+				named = append(named, store.SysSpan{From: max(sp.From, keys[first].Key), To: min(sp.To, last.Key+"\x00")})
+			}
+			recs, _, err := s.st.SysPageAt(ctx, rev, len(keys)-first, false, named...)
+			if err != nil {
+				return err
+			}
+			for _, kv := range recs {
+				if listedToken(kv, all) {
+					next = kv
+					more = more || kv.Key != last.Key
+					break
 				}
-				if len(next) == 0 {
-					next = keys[i : i+1] // not there at rev after all: the page ends on its name
-				}
-				more = more || i < len(keys)-1
-				break
 			}
 		}
-		kvs[len(kvs)-1] = next[0] // in place of the record read before, no token's either
+		kvs[len(kvs)-1] = next // in place of the record read before, which is not listed either
 	}
 	out := api.TokenList{Revision: rev, Tokens: []api.TokenInfo{}}
 	for _, kv := range kvs {
-		rec, err := decodeToken(kv.Key, kv.Value)
-		if err != nil || (rec.Instance != "" && !all) || !tokenListName(rec.Name) {
+		if !listedToken(kv, all) {
 			continue
 		}
+		rec, _ := decodeToken(kv.Key, kv.Value)
 		ti := rec.info()
 		if t, ok := s.auth.used(rec.Name); ok {
 			ti.LastUsed = &t
@@ -226,6 +235,13 @@ func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error 
 
 // strayReadKeys is how many keys a read past records that are no token's takes at once.
 const strayReadKeys = 1000
+
+// listedToken reports whether kv is a record GET /v1/tokens lists (with all, instance tokens'
+// too): a token's record under its name.
+func listedToken(kv store.SysKV, all bool) bool {
+	rec, err := decodeToken(kv.Key, kv.Value)
+	return err == nil && (rec.Instance == "" || all) && tokenListName(rec.Name)
+}
 
 // tokenListName reports whether name may be a token's name as listings give it (a page's
 // next): a segment, or an instance token's segments joined by ':'.

@@ -37,7 +37,9 @@ func etcdRanges(t *testing.T) float64 {
 // record's value held until the answer was written), and those records' values were read
 // though never listed. Now the run is read past by names only, many to a read: a page costs a
 // few reads whatever the run's length, and every token is still listed once, no stray value
-// in any answer (nor a record that decodes as a token's under such a key).
+// in any answer (nor a record that decodes as a token's under such a key). So do records under
+// a token's name that are no token's: a page ended on one (no token listed, a next naming
+// nothing listed), at one read each.
 func TestTokens_ListPagesPastARunOfStrayRecordsCheaply(t *testing.T) {
 	f := newFixture(t)
 	for _, name := range []string{"a", "b", "zz"} {
@@ -57,6 +59,16 @@ func TestTokens_ListPagesPastARunOfStrayRecordsCheaply(t *testing.T) {
 			ops = append(ops, clientv3.OpPut(fmt.Sprintf("%sa/%05d", base, j), "STRAY-VALUE"))
 		}
 		ops = append(ops, clientv3.OpPut(fmt.Sprintf("%szz x%05d", base, i), strings.Repeat("STRAY-VALUE", 100)))
+		if i < run/2 {
+			// Token names whose records are no token's: between b and zz, and before and
+			// after every token.
+			for j := i; j < i+100; j++ {
+				ops = append(ops, clientv3.OpPut(fmt.Sprintf("%sb%05d", base, j), "STRAY-VALUE"))
+			}
+		}
+		if i == 0 {
+			ops = append(ops, clientv3.OpPut(base+"0first", "STRAY-VALUE"), clientv3.OpPut(base+"zzz", "STRAY-VALUE"))
+		}
 		if _, err := cli.Txn(context.Background()).Then(ops...).Commit(); err != nil {
 			t.Fatal(err)
 		}
@@ -67,7 +79,7 @@ func TestTokens_ListPagesPastARunOfStrayRecordsCheaply(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"a", "admin", "b", "zz"}
-	if got := f.tokenNames(false); len(got) != len(want)+run+run/100+1 {
+	if got := f.tokenNames(false); len(got) != len(want)+run+run/100+run/2+3 {
 		t.Fatalf("the store holds %d token records", len(got))
 	}
 	for _, limit := range []int{1, 2, 1000} {
@@ -75,7 +87,7 @@ func TestTokens_ListPagesPastARunOfStrayRecordsCheaply(t *testing.T) {
 			t.Errorf("?limit=%d listed %v, want %v", limit, got, want)
 		}
 	}
-	for _, q := range []string{"limit=1&after=a", "limit=1&after=admin", "limit=1&after=zz", "all&limit=1&after=a", "limit=1000&after=a", "all"} {
+	for _, q := range []string{"limit=1&after=a", "limit=1&after=admin", "limit=1&after=zz", "limit=1&after=b", "all&limit=1&after=a", "all&limit=2&after=b", "limit=1000&after=a", "all"} {
 		before := etcdRanges(t)
 		r := f.do("GET", "/v1/tokens?"+q, "")
 		reads := etcdRanges(t) - before
