@@ -76,3 +76,28 @@ func TestKV_EscapedSlashInPath(t *testing.T) {
 		t.Fatalf("keys now %v", got)
 	}
 }
+
+// An unclean KV path (one ServeMux would rewrite: "//", "." or "..", plain or escaped) is refused
+// with the rule its key breaks, and with the prefix rule only where the path names a prefix: a
+// recursive GET or DELETE. A PUT, a ?history read or ?recurse=false names a key, as the same
+// request on a clean path does; it was called an invalid prefix whenever ?recurse was there.
+func TestKV_UncleanPathNamesTheKeyRuleUnlessRecursive(t *testing.T) {
+	f := newFixture(t)
+	f.put("shared/a", "1")
+	for _, c := range []struct{ method, path, rule string }{
+		{"GET", "/v1/kv/shared//a?recurse", `invalid prefix "shared//a"`},
+		{"GET", "/v1/kv/shared%2F%2Fa?recurse=true", `invalid prefix "shared//a"`},
+		{"DELETE", "/v1/kv/shared/%2E%2E/a?recurse", `invalid prefix "shared/../a"`},
+		{"GET", "/v1/kv/shared//a?recurse=false", `invalid key "shared//a"`},
+		{"GET", "/v1/kv/shared//a?history&recurse", `invalid key "shared//a"`},
+		{"PUT", "/v1/kv/shared//a?recurse", `invalid key "shared//a"`},
+		{"PUT", "/v1/kv/shared%2F..%2Fa?recurse", `invalid key "shared/../a"`},
+		{"DELETE", "/v1/kv/shared//a?recurse=0", `invalid key "shared//a"`},
+		{"GET", "/v1/kv/shared//a", `invalid key "shared//a"`},
+	} {
+		f.mustErr(f.do(c.method, c.path, "v"), 400, api.CodeInvalidKey, c.rule)
+	}
+	if got := f.keys(); !slices.Equal(got, []string{"shared/a"}) {
+		t.Fatalf("keys now %v", got)
+	}
+}

@@ -477,7 +477,7 @@ func (o *outerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if o.s.cfg.UI && uiPath(r.URL.Path) {
 			uiHeaders(sw) // a console answer, error or not, has the console's headers
 		}
-		o.s.writeError(sw, r, uncleanPathError(r.URL.Path, r.URL.Query().Has("recurse")))
+		o.s.writeError(sw, r, uncleanPathError(r.URL.Path, kvPrefixRequest(r)))
 	}
 	o.s.end(sw, r, start)
 }
@@ -575,6 +575,17 @@ func kvSlashKey(r *http.Request) *http.Request {
 	u.RawPath = "/v1/kv/%2F"
 	r2.URL = &u
 	return &r2
+}
+
+// kvPrefixRequest reports whether r, a KV request, names a prefix rather than a key: a GET
+// (without ?history) or DELETE with ?recurse true, as its handler reads it.
+func kvPrefixRequest(r *http.Request) bool {
+	q := r.URL.Query()
+	if q.Has("history") || r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodDelete {
+		return false
+	}
+	on, err := flag(q, "recurse")
+	return err == nil && on
 }
 
 // uncleanPathError is the answer to a path ServeMux would rewrite: for a KV path, the rule its
