@@ -216,6 +216,9 @@ func TestKV_Values(t *testing.T) {
 func TestRoutes_NotFoundAndMethod(t *testing.T) {
 	f := newFixture(t)
 	f.mustErr(f.do("GET", "/v2/nothing", ""), 404, api.CodeNotFound, "no such route")
+	// The path as sent: decoded, /v1%2Fkv/shared would name /v1/kv/shared, a route that is.
+	r404 := f.do("GET", "/v1%2Fkv/shared", "")
+	f.mustErr(r404, 404, api.CodeNotFound, `no such route: GET "/v1%2Fkv/shared"`)
 	f.mustErr(f.do("GET", "/v1/appliances/web/extra", ""), 404, api.CodeNotFound)
 	r := f.do("POST", "/v1/kv/shared/x", "v")
 	f.mustErr(r, 405, api.CodeMethod, "POST")

@@ -812,9 +812,10 @@ func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) error {
 	}
 	if len(allowed) > 0 {
 		w.Header().Set("Allow", strings.Join(allowed, ", "))
-		return api.Errorf(api.CodeMethod, "method %s is not allowed on %s; allowed: %s", methodText(r.Method), shorten(r.URL.Path), strings.Join(allowed, ", "))
+		return api.Errorf(api.CodeMethod, "method %s is not allowed on %s; allowed: %s", methodText(r.Method), shorten(r.URL.EscapedPath()), strings.Join(allowed, ", "))
 	}
-	return api.Errorf(api.CodeNotFound, "no such route: %s %s", methodText(r.Method), shorten(r.URL.Path))
+	// The path as sent: decoded, /v1%2Fkv/x would name /v1/kv/x, a route that is.
+	return api.Errorf(api.CodeNotFound, "no such route: %s %s", methodText(r.Method), shorten(r.URL.EscapedPath()))
 }
 
 // audit logs one line per write: who, from where, what, at which revision — never values. The
