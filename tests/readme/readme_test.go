@@ -217,6 +217,28 @@ func TestReadme_Blocks(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(work, "web.json")); err != nil || !strings.Contains(string(got), `"app/port": "8080"`) {
 		t.Errorf("the export after the rollback = %q (%v), want the applied port 8080", got, err)
 	}
+	// The transaction whose guard does not hold: exit 4, and shared/motd keeps the curl's value.
+	shoelace := func(args ...string) (string, int) {
+		cmd := exec.Command(filepath.Join(bin, "shoelace"), args...)
+		cmd.Dir, cmd.Env = work, env
+		out, err := cmd.Output()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatalf("shoelace %v: %v", args, err)
+		}
+		return string(out), code
+	}
+	if out, code := shoelace("txn", "-f", "change.json"); code != 4 || out != "" {
+		t.Errorf("shoelace txn -f change.json again: exit %d, printed %q; want exit 4 and nothing on stdout", code, out)
+	}
+	if got, code := shoelace("kv", "get", "shared/motd"); code != 0 || got != "hello" {
+		t.Errorf("shared/motd after the refused txn = %q (exit %d), want hello", got, code)
+	}
+	if got, err := os.ReadFile(filepath.Join(work, "all.json")); err != nil || !strings.Contains(string(got), `"shared/motd": "hello"`) {
+		t.Errorf("the export of the backup block = %q (%v), want shared/motd in it", got, err)
+	}
 }
 
 // startServer runs `shoelace server` on a free loopback port with its data in dir until the
