@@ -288,6 +288,7 @@ func (c *Client) Do(ctx context.Context, r Request, out any) (Meta, error) {
 	var lastErr *api.Error
 	connFailures := 0 // tries whose connection failed, for the backoff
 	for attempt := 0; ; attempt++ {
+		start := time.Now()
 		meta, body, err := c.once(ctx, r)
 		if err != nil {
 			var te *TransportError
@@ -350,10 +351,14 @@ func (c *Client) Do(ctx context.Context, r Request, out any) (Meta, error) {
 			return meta, apiErr
 		}
 		lastErr = apiErr
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < meta.RetryAfter {
-			return meta, apiErr // the server asks for more time than the caller has left
-		}
 		wait := retryWait(meta.RetryAfter)
+		if dl, ok := ctx.Deadline(); ok && (time.Until(dl) < meta.RetryAfter ||
+			isWrite(r.Method) && time.Until(dl) < wait+time.Since(start)) {
+			// The server asks for more time than the caller has left, or a write's retry would
+			// likely be cut off as this try's answer took: a write cut off is an outcome unknown,
+			// where this answer says "not applied".
+			return meta, apiErr
+		}
 		select {
 		case <-ctx.Done():
 			return meta, apiErr

@@ -291,3 +291,42 @@ func TestNew_CAFileSizeLimit(t *testing.T) {
 		t.Fatalf("New = %v, want %q", err, want)
 	}
 }
+
+// A write answered 503 "not applied" (etcd without quorum: the server answers after its own
+// request timeout) is not sent again when less time is left than the answer took: that retry
+// would be cut off by the caller's deadline and turn a clean "not applied" (exit 6) into an
+// outcome unknown (exit 7). A write answered at once is still retried.
+func TestDo_WriteNotRetriedWhenItsRetryCannotFinish(t *testing.T) {
+	var calls atomic.Int32
+	var delay atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(time.Duration(delay.Load())):
+		}
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(503)
+		fmt.Fprint(w, `{"error":{"code":"unavailable","message":"read the keys a write touches: etcd did not answer in time"}}`)
+	}))
+	defer srv.Close()
+	c, _ := New(srv.URL, Options{Retries: 2})
+
+	delay.Store(int64(1500 * time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_, err := c.Put(ctx, "k", []byte("v"), NoCAS)
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code != api.CodeUnavailable || calls.Load() != 1 {
+		t.Fatalf("Put = %v after %d calls; want the 503 (not applied) of the one try", err, calls.Load())
+	}
+
+	calls.Store(0)
+	delay.Store(0)
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.Put(ctx, "k", []byte("v"), NoCAS); !errors.As(err, &ae) || ae.Code != api.CodeUnavailable || calls.Load() != 3 {
+		t.Fatalf("Put = %v after %d calls; want the 503 after 3 tries", err, calls.Load())
+	}
+}
