@@ -38,7 +38,7 @@ func (a *Agent) Render(ctx context.Context, w io.Writer, o DryOptions) error {
 		if cerr != nil {
 			return err
 		}
-		fmt.Fprintf(w, "# server unreachable (%v): using the cached view at revision %d\n", err, c.Revision)
+		fmt.Fprintf(w, "# no view from the server (%v): using the cached view at revision %d\n", err, c.Revision)
 		v = &view{Store: c.Store, Revision: c.Revision, Keys: c.Keys, FromCache: true}
 	}
 	fmt.Fprintf(w, "# appliance %s, revision %d\n", a.cfg.Appliance, v.Revision)

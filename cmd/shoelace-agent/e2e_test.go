@@ -489,6 +489,33 @@ func TestE2E_RenderDryWritesNothing(t *testing.T) {
 	}
 }
 
+// render --dry with a token the server refuses renders the cached view, as run would, and
+// its first line says why without calling the server unreachable (it answered: 401).
+func TestE2E_RenderDryWithARefusedTokenSaysSo(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/port", "80")
+	e := newEnv(t, srv, "", `  - contents: "listen {{ key \"port\" }}\n"
+    destination: $DIR/app.conf
+`)
+	ag := e.startAgent() // run keeps the view in cache_dir (once does not)
+	waitFor(t, "the view cached", func() bool {
+		_, err := os.Stat(filepath.Join(e.dir, "cache", "web.json"))
+		return err == nil
+	})
+	ag.stop(t)
+	if err := os.WriteFile(filepath.Join(e.dir, "token"), []byte("sl_"+strings.Repeat("0", 40)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := e.agentCmd("render", "--dry")
+	if code != 0 {
+		t.Fatalf("render --dry exited %d: %s", code, stderr)
+	}
+	first, _, _ := strings.Cut(stdout, "\n")
+	if !strings.HasPrefix(first, "# no view from the server (") || !strings.Contains(first, "using the cached view at revision") || strings.Contains(first, "unreachable") {
+		t.Fatalf("first line %q, want the cached view and why, not \"unreachable\"", first)
+	}
+}
+
 // render --dry prints a unified diff whose hunk header counts its context lines as diff -u
 // does (before, "@@ -5,1 +5,1 @@" over seven lines, which patch refused as malformed), and
 // marks a last line without a newline (before, a file that lacked only its final newline
