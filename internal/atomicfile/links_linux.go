@@ -66,19 +66,24 @@ func walkLinks(p string, missingLast, judge bool) (real string, id fileID, err e
 		switch c {
 		case "", ".":
 			continue
-		case "..":
-			// resolved is free of links: walk it again from / (rare; keeps the handle and the
-			// name the same directory).
-			resolved = filepath.Dir(resolved)
-			fd, err := openWalk(resolved)
+		case "/": // (no name) the walk goes on from /: an absolute link's target, or ".."
+			fd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 			if err != nil {
-				return "", id, err
+				return "", id, &fs.PathError{Op: "open", Path: "/", Err: err}
 			}
 			setDir(fd)
-			if err := statHeld(resolved); err != nil {
+			if err := statHeld("/"); err != nil {
 				return "", id, err
 			}
-			id = fileID{uint64(held.Dev), held.Ino}
+			id, resolved = fileID{uint64(held.Dev), held.Ino}, "/"
+			continue
+		case "..":
+			// resolved is free of links: its parent is walked again from / (rare), each
+			// directory judged again as on the way down: one passed since may have been swapped
+			// for another user's.
+			between("..")
+			rest = append(strings.Split(filepath.Dir(resolved), "/"), rest...)
+			rest[0] = "/" // the "" before the first "/"
 			continue
 		}
 		next := filepath.Join(resolved, c)
@@ -123,19 +128,10 @@ func walkLinks(p string, missingLast, judge bool) (real string, id fileID, err e
 		if err != nil {
 			return "", id, &fs.PathError{Op: "readlink", Path: next, Err: err}
 		}
-		if filepath.IsAbs(target) {
-			fd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return "", id, &fs.PathError{Op: "open", Path: "/", Err: err}
-			}
-			setDir(fd)
-			if err := statHeld("/"); err != nil {
-				return "", id, err
-			}
-			id = fileID{uint64(held.Dev), held.Ino}
-			resolved = "/"
-		}
 		rest = append(strings.Split(target, "/"), rest...)
+		if filepath.IsAbs(target) {
+			rest[0] = "/" // the "" before the first "/"
+		}
 	}
 	return resolved, id, nil
 }
@@ -147,27 +143,6 @@ func unixMode(m uint32) fs.FileMode {
 		mode |= fs.ModeSticky
 	}
 	return mode
-}
-
-// openWalk opens directory p, an absolute path free of links, one component at a time
-// without following any link.
-func openWalk(p string) (int, error) {
-	fd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, &fs.PathError{Op: "open", Path: "/", Err: err}
-	}
-	for _, c := range strings.Split(p, "/") {
-		if c == "" {
-			continue
-		}
-		next, err := unix.Openat(fd, c, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		unix.Close(fd)
-		if err != nil {
-			return -1, &fs.PathError{Op: "open", Path: p, Err: err}
-		}
-		fd = next
-	}
-	return fd, nil
 }
 
 // readlinkFd reads the target of the link opened (O_PATH|O_NOFOLLOW) as fd.
