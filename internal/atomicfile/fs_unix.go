@@ -123,11 +123,13 @@ func wayProblem(p string) error {
 }
 
 // foreignMade is foreignDir of the directory at, found (fi) in the directory parent (its stat).
+// An ACL of parent's is not read: the install that follows walks the path again and judges it
+// (walkLinks), so that nothing is written in a directory that a user the ACL names made there.
 func foreignMade(at string, fi, parent fs.FileInfo) error {
 	uid, _, ok := ownerOf(fi)
 	if !ok {
 		return nil
 	}
 	puid, pgid, _ := ownerOf(parent)
-	return foreignDir(at, uid, os.Geteuid(), parent.Mode(), puid, pgid)
+	return foreignDir(at, uid, os.Geteuid(), parent.Mode(), puid, pgid, nil)
 }

@@ -6,7 +6,10 @@ import (
 	"errors"
 	"io/fs"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -106,7 +109,8 @@ func walkLinks(p string, missingLast, judge bool) (real string, id fileID, err e
 				return "", id, &fs.PathError{Op: "lstat", Path: next, Err: unix.ENOTDIR}
 			}
 			if judge && isDir {
-				if err := foreignDir(next, int(st.Uid), euid, unixMode(held.Mode), int(held.Uid), int(held.Gid)); err != nil {
+				parentACL := func() bool { return aclOn(dirfd) }
+				if err := foreignDir(next, int(st.Uid), euid, unixMode(held.Mode), int(held.Uid), int(held.Gid), parentACL); err != nil {
 					unix.Close(fd)
 					return "", id, err
 				}
@@ -134,6 +138,27 @@ func walkLinks(p string, missingLast, judge bool) (real string, id fileID, err e
 		}
 	}
 	return resolved, id, nil
+}
+
+// aclOn reports whether the file opened as fd (O_PATH too) has a POSIX access ACL beyond its
+// mode bits (see HasACL), reached through /proc. Any doubt (no /proc) is yes.
+func aclOn(fd int) bool {
+	return HasACL("/proc/self/fd/" + strconv.Itoa(fd))
+}
+
+// aclName is the extended attribute of a POSIX access ACL, NUL-terminated for getxattr(2).
+var aclName = []byte("system.posix_acl_access\x00")
+
+// HasACL reports whether the file at path has a POSIX access ACL beyond its mode bits: its
+// group bits are then the ACL's mask, which a user or group it names may be granted, not its
+// group's permission. Any doubt is yes. (Where ACLs are not read, false: see links_other.go.)
+func HasACL(path string) bool {
+	p, err := syscall.BytePtrFromString(path)
+	if err != nil {
+		return true
+	}
+	_, _, errno := unix.Syscall6(unix.SYS_GETXATTR, uintptr(unsafe.Pointer(p)), uintptr(unsafe.Pointer(&aclName[0])), 0, 0, 0, 0)
+	return errno != unix.ENODATA && errno != unix.EOPNOTSUPP
 }
 
 // unixMode is the permission and sticky bits of a raw st_mode as an fs.FileMode.

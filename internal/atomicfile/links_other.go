@@ -77,7 +77,7 @@ func walkLinks(p string, missingLast, judge bool) (real string, id fileID, err e
 				uid, _, ok := ownerOf(fi)
 				puid, pgid, _ := ownerOf(held)
 				if ok {
-					if err := foreignDir(next, uid, euid, held.Mode(), puid, pgid); err != nil {
+					if err := foreignDir(next, uid, euid, held.Mode(), puid, pgid, nil); err != nil {
 						return "", id, err
 					}
 				}
@@ -110,3 +110,6 @@ func walkLinks(p string, missingLast, judge bool) (real string, id fileID, err e
 	}
 	return resolved, id, nil
 }
+
+// HasACL is false: POSIX ACLs are read on Linux alone.
+func HasACL(string) bool { return false }

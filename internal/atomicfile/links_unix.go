@@ -73,15 +73,17 @@ var PrivateGroup func(gid, uid int) bool
 // foreignDir is the *ForeignDirError of directory dir, owned by uid, whose parent directory
 // (of mode parentMode, fs.ModeSticky included, owned by puid and group pgid) others than its
 // owner may write; nil when uid is root's or euid's, or when only the parent's owner may write it
-// (its group too, when that is the owner's private group).
-func foreignDir(dir string, uid, euid int, parentMode fs.FileMode, puid, pgid int) error {
+// (its group too, when that is the owner's private group and parentACL, asked then, says the
+// parent has no ACL: with one, the group bits are its mask, what a user or group it names may
+// be granted, not the group's).
+func foreignDir(dir string, uid, euid int, parentMode fs.FileMode, puid, pgid int, parentACL func() bool) error {
 	if uid == 0 || uid == euid {
 		return nil
 	}
 	switch perm := parentMode.Perm(); {
 	case perm&0o022 == 0:
 		return nil
-	case perm&0o002 == 0 && PrivateGroup != nil && PrivateGroup(pgid, puid):
+	case perm&0o002 == 0 && PrivateGroup != nil && PrivateGroup(pgid, puid) && (parentACL == nil || !parentACL()):
 		return nil
 	}
 	return &ForeignDirError{Dir: dir, UID: uid, Parent: filepath.Dir(dir), Mode: parentMode & (fs.ModePerm | fs.ModeSticky)}

@@ -1,0 +1,71 @@
+//go:build linux
+
+package agent
+
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
+	"golang.org/x/sys/unix"
+)
+
+// posixACL is the system.posix_acl_access value of mode 0755 that also lets user uid write:
+// its group bits (what stat shows) are then the ACL's mask, rwx, not its group's permission.
+func posixACL(uid uint32) []byte {
+	const undefined = 0xffffffff
+	b := binary.LittleEndian.AppendUint32(nil, 2)
+	for _, e := range []struct {
+		tag, perm uint16
+		id        uint32
+	}{{0x01, 7, undefined}, {0x02, 7, uid}, {0x04, 5, undefined}, {0x10, 7, undefined}, {0x20, 5, undefined}} {
+		b = binary.LittleEndian.AppendUint16(b, e.tag)
+		b = binary.LittleEndian.AppendUint16(b, e.perm)
+		b = binary.LittleEndian.AppendUint32(b, e.id)
+	}
+	return b
+}
+
+// A directory of root's (root:root, 0755) with an ACL that lets mallory write it shows mode
+// 0775: its group bits are the ACL's mask, and root's group has no member but root. Mallory made
+// conf in it and owns it: she may rename it, or fill it with links, while root's agent installs
+// there. The install is refused, as in a directory a group of two may write; before, the mask was
+// read as root's private group's permission and the file was installed in mallory's directory.
+func TestInstall_DirectoryAnACLLetsAnotherWriteIsNotPrivate(t *testing.T) {
+	if _, err := exec.LookPath("runuser"); os.Geteuid() != 0 || err != nil {
+		t.Log("not root (or no runuser): mallory cannot be made to own a directory")
+		return
+	}
+	top := t.TempDir()
+	for p := top; p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
+		os.Chmod(p, 0o755) // for mallory to reach srv
+	}
+	srv := mkdir(t, filepath.Join(top, "srv"), 0o755)
+	if err := unix.Setxattr(srv, "system.posix_acl_access", posixACL(1001), 0); err != nil {
+		t.Logf("no POSIX ACLs here: %v", err)
+		return
+	}
+	if fi, _ := os.Stat(srv); fi.Mode().Perm() != 0o775 {
+		t.Fatalf("srv mode %v, want the mask in the group bits", fi.Mode())
+	}
+	conf := filepath.Join(srv, "conf")
+	// mallory makes it herself, through the ACL.
+	if out, err := exec.Command("runuser", "-u", "mallory", "--", "mkdir", conf).CombinedOutput(); err != nil {
+		t.Fatalf("mallory cannot make a directory through the ACL (%v): %s", err, out)
+	}
+	accountFiles(t, "root:x:0:0:root:/root:/bin/bash\nmallory:x:1001:1001::/:/bin/sh\n", "root:x:0:\nmallory:x:1001:\n")
+	x := filepath.Join(conf, "x")
+	_, err := atomicfile.Write(x, []byte("secret\n"), atomicfile.Options{Perm: 0o600, UID: 0, GID: 0})
+	var fe *atomicfile.ForeignDirError
+	if !errors.As(err, &fe) || fe.Dir != conf || !strings.Contains(err.Error(), "may write (mode 0775)") {
+		t.Fatalf("install in mallory's directory, in one an ACL lets her write: %v, want it refused naming %s", err, conf)
+	}
+	if names, _ := os.ReadDir(conf); len(names) != 0 {
+		t.Fatalf("written in mallory's directory: %v", names)
+	}
+}
