@@ -123,7 +123,8 @@ func judgeParent(dir, next string, trusted func(int) bool) error {
 		}
 		return nil
 	}
-	if perm&0o002 == 0 && privateGroup(gid, uid) {
+	// With an ACL, the group bits are its mask: a user or group it names may write it.
+	if perm&0o002 == 0 && privateGroup(gid, uid) && !atomicfile.HasACL(dir) {
 		return nil
 	}
 	return fmt.Errorf("%s, above it, may be written by group or others (mode %04o, no sticky bit): whoever may write it could put another directory in cache_dir's place, whose view the agent would render when the server is away; run chmod go-w %s, or move cache_dir",

@@ -69,3 +69,24 @@ func TestInstall_DirectoryAnACLLetsAnotherWriteIsNotPrivate(t *testing.T) {
 		t.Fatalf("written in mallory's directory: %v", names)
 	}
 }
+
+// The same for cache_dir: a directory above it of root's with an ACL that lets mallory write
+// it (shown 0775, root's group private to root) is one others may write, and Validate refuses
+// it (she could swap cache_dir for a directory of hers). Before, it was taken as written by root
+// alone.
+func TestValidate_CacheDirParentWithAnACLLettingAnotherWrite(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Log("not root: the ACL of a directory of root's cannot be set")
+		return
+	}
+	srv := mkdir(t, filepath.Join(t.TempDir(), "srv"), 0o755)
+	if err := unix.Setxattr(srv, "system.posix_acl_access", posixACL(1001), 0); err != nil {
+		t.Logf("no POSIX ACLs here: %v", err)
+		return
+	}
+	cache := mkdir(t, filepath.Join(srv, "cache"), 0o700)
+	accountFiles(t, "root:x:0:0:root:/root:/bin/bash\nmallory:x:1001:1001::/:/bin/sh\n", "root:x:0:\nmallory:x:1001:\n")
+	if _, problem := validateCacheDir(t, cache); !strings.Contains(problem, srv+", above it, may be written by group or others (mode 0775") {
+		t.Fatalf("cache_dir under a directory an ACL lets mallory write: got %q", problem)
+	}
+}
