@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/testutil"
+	"github.com/shoelace-dev/shoelace/internal/testutil/faultproxy"
 	"github.com/shoelace-dev/shoelace/server/store"
 )
 
@@ -73,4 +74,64 @@ func goroutinesCreated() int64 {
 	m := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
 	metrics.Read(m)
 	return int64(m[0].Value.Uint64())
+}
+
+// While etcd is frozen, every question ends with an error by its own time: those asked while a
+// probe that ends before them is under way wait for that probe (without a timer of their own),
+// one with less time than the probe has left ends at its own time, before the probe.
+func TestCompactedWithin_FrozenEtcdEndsEachQuestionInItsTime(t *testing.T) {
+	direct := openStore(t)
+	p := faultproxy.Start(t, etcd(t).Endpoints()[0])
+	s := proxied(t, direct, func(c *store.Config) { c.RequestTimeout = 30 * time.Second }, p)
+	ctx := ctxT(t)
+	rev, err := s.Put(ctx, "shared/a", "1", -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Put(ctx, "shared/a", "2", -1); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(150 * time.Millisecond) // no answer is reused: each question waits for a probe
+	p.Freeze()
+	defer p.Thaw()
+	type result struct {
+		err error
+		at  time.Duration
+	}
+	start := time.Now()
+	ask := func(d time.Duration, out chan<- result) {
+		_, err := s.CompactedWithin(ctx, rev, d)
+		out <- result{err, time.Since(start)}
+	}
+	first := make(chan result, 1)
+	go ask(3*time.Second, first) // starts the probe, which ends in 3 s
+	time.Sleep(100 * time.Millisecond)
+	later := make(chan result, 50)
+	for range 50 {
+		go ask(3*time.Second, later) // the probe ends before them
+	}
+	short := make(chan result, 1)
+	go ask(300*time.Millisecond, short) // it ends before the probe
+	s1 := <-short
+	if s1.err == nil {
+		t.Fatal("a question of a frozen etcd answered")
+	}
+	f := <-first
+	if f.err == nil {
+		t.Fatal("the first question of a frozen etcd answered")
+	}
+	if s1.at >= f.at {
+		t.Errorf("a question of 300 ms ended at %v, after the probe of 3 s (%v)", s1.at, f.at)
+	}
+	for range 50 {
+		select {
+		case r := <-later:
+			if r.err == nil {
+				t.Fatal("a question of a frozen etcd answered")
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("questions asked during a probe never ended")
+		}
+	}
+	t.Logf("short question ended at %v, the probe at %v", s1.at, f.at)
 }
