@@ -247,7 +247,11 @@ type authState struct {
 	// gone holds the hashes of the secrets of tokens this replica saw go (revoked, replaced),
 	// with the token's name: such a secret is answered 401 while the store cannot be asked, and
 	// an instance token's holder is told what became of its instance (see goneAnswer).
-	gone     map[string]string
+	gone map[string]string
+	// at holds the revision of each record of byName, as set learned it (a reload's: its read's):
+	// a record of an older write, set late (an enrollment's own answer, after the watch brought
+	// the write that replaced it), must not bring back a secret that no longer stands.
+	at       map[string]int64
 	lastUsed map[string]time.Time
 	limits   *limiterSet // per token, per token and instance (agents), per client address
 	ceilings *limiterSet // per agent token, across its instances
@@ -261,6 +265,7 @@ func newAuthState(cfg Config) *authState {
 		children: map[string]int{},
 		revoked:  map[string]int64{},
 		gone:     map[string]string{},
+		at:       map[string]int64{},
 		lastUsed: map[string]time.Time{},
 		limits:   newLimiterSet(cfg.RateLimit, int(math.Ceil(cfg.RateLimit))),
 		// A burst of 10 seconds' worth: a change wakes a whole fleet at once.
@@ -379,6 +384,16 @@ func (a *authState) set(rec *tokenRecord, rev int64) (replaced bool) {
 		}
 		delete(a.revoked, rec.Name) // created again since
 	}
+	if rev > 0 && rev < a.at[rec.Name] {
+		// Written before the record held, which replaced it: its secret no longer stands.
+		if old := a.byName[rec.Name]; old == nil || old.Hash != rec.Hash {
+			a.forgetLocked(rec)
+		}
+		return false
+	}
+	if rev > a.at[rec.Name] {
+		a.at[rec.Name] = rev
+	}
 	if old := a.byName[rec.Name]; old != nil {
 		if sameGrant(old, rec) {
 			return false
@@ -405,6 +420,7 @@ func (a *authState) remove(name string, rev int64) bool {
 	if rev > a.revoked[name] {
 		a.revoked[name] = rev
 	}
+	delete(a.at, name) // revoked says what comes before
 	old := a.byName[name]
 	if old == nil {
 		return false
@@ -500,9 +516,16 @@ func (a *authState) replace(recs []*tokenRecord, rev int64) (gone []string) {
 	a.byName = next
 	a.byHash = map[string]*tokenRecord{}
 	clear(a.children)
+	clear(a.at)
 	for _, r := range next {
 		a.byHash[r.Hash] = r
 		a.countChildLocked(r, 1)
+		a.at[r.Name] = rev
+	}
+	for _, name := range gone {
+		if next[name] == nil {
+			a.at[name] = rev // gone as of rev: an older record set late stays out
+		}
 	}
 	return gone
 }

@@ -618,3 +618,41 @@ func TestAuth_SecretInAnErrorIsRedacted(t *testing.T) {
 	}
 	f.must(f.doToken(secret, "GET", "/v1/kv/shared?recurse", ""), 200, nil)
 }
+
+// An instance token's record set late with the revision of its write (an enrollment's own
+// answer), after the watch brought a newer write of the same name (another replica's
+// enrollment of the same instance), does not replace it: before, the older secret stood on
+// this replica and the newer one was refused until the next event of that token (seen as
+// TestEnroll_SameKeyAtOnceOneTokenStands timing out on a loaded machine). A reload read at a
+// revision keeps out the records of older writes in the same way, for tokens gone too.
+func TestAuthState_OlderRecordSetLateStaysOut(t *testing.T) {
+	a := newAuthState(Config{})
+	name := "instance:web:vm-1"
+	older := &tokenRecord{Name: name, Hash: hashSecret("older"), Appliance: "web", Instance: "vm-1"}
+	newer := &tokenRecord{Name: name, Hash: hashSecret("newer"), Appliance: "web", Instance: "vm-1"}
+	a.set(older, 10) // the watch: the first enrollment's write
+	a.set(newer, 11) // the watch: the second's, which replaced it
+	a.set(older, 10) // the first enrollment's own answer, late
+	if a.lookup("older") != nil || a.lookup("newer") == nil {
+		t.Fatalf("older stands: %v, newer stands: %v; want only the newer", a.lookup("older") != nil, a.lookup("newer") != nil)
+	}
+	if !a.wasRevoked("older") {
+		t.Error("the older secret is not known as gone: its holder is not told that its instance was enrolled again")
+	}
+	a.set(newer, 11) // the same write again changes nothing
+	if a.lookup("newer") == nil {
+		t.Fatal("the newer record set twice no longer stands")
+	}
+
+	// A reload at revision 20 that finds the token gone keeps out a record of revision 15.
+	a.replace(nil, 20)
+	a.set(&tokenRecord{Name: name, Hash: hashSecret("late"), Appliance: "web", Instance: "vm-1"}, 15)
+	if a.lookup("late") != nil {
+		t.Fatal("a record written before the reload that found its token gone stands")
+	}
+	// A record written after the reload stands.
+	a.set(&tokenRecord{Name: name, Hash: hashSecret("later"), Appliance: "web", Instance: "vm-1"}, 21)
+	if a.lookup("later") == nil {
+		t.Fatal("a record written after the reload does not stand")
+	}
+}
