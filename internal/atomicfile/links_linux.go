@@ -14,26 +14,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// evalLinks is filepath.EvalSymlinks of an absolute path that follows only links owned by root
-// or by this process's effective user; any other link on the way is an *UntrustedLinkError.
+// walkLinks, on Linux: each component is opened (O_PATH|O_NOFOLLOW) in the directory held open
+// before it, and a link is judged and read through that one handle (fstat, then readlinkat of
+// the handle): whoever may write a directory on the way cannot swap a trusted link for one of
+// its own between the owner check and the read of the target, nor swap a directory already
+// walked for a link.
 //
-// Each component is opened (O_PATH|O_NOFOLLOW) in the directory held open before it, and a link
-// is judged and read through that one handle (fstat, then readlinkat of the handle): whoever may
-// write a directory on the way cannot swap a trusted link for one of its own between the owner
-// check and the read of the target, nor swap a directory already walked for a link.
-func evalLinks(p string) (string, error) {
-	real, _, err := walkLinks(p, false, false)
-	return real, err
-}
-
-// evalLinksToCreate is evalLinks, but a last component that does not exist (the file a link
-// leads to, deleted) is no error: the path to create is returned, as a shell's > would create it.
-// As on the way to an install, a directory of another user's on the way is judged (see walkLinks).
-func evalLinksToCreate(p string) (string, error) {
-	real, _, err := walkLinks(p, true, true)
-	return real, err
-}
-
 // walkLinks is evalLinks (evalLinksToCreate with missingLast). With judge, each directory it
 // walks through (where its links lead, p's last component too when it is one) is judged by its
 // owner and the mode of the directory held before it, by the handles walked (foreignDir): a

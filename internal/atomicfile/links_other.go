@@ -11,25 +11,10 @@ import (
 	"syscall"
 )
 
-// evalLinks is filepath.EvalSymlinks of an absolute path that follows only links owned by root
-// or by this process's effective user; any other link on the way is an *UntrustedLinkError.
+// walkLinks, on Unix but Linux: a link is examined by name (Lstat, then Readlink): one swapped
+// for another between the two calls by whoever may write its directory is read as the first
+// one's owner. Linux (links_linux.go) reads the owner and the target of one opened link instead.
 //
-// Here a link is examined by name (Lstat, then Readlink): one swapped for another between the
-// two calls by whoever may write its directory is read as the first one's owner. Linux
-// (links_linux.go) reads the owner and the target of one opened link instead.
-func evalLinks(p string) (string, error) {
-	real, _, err := walkLinks(p, false, false)
-	return real, err
-}
-
-// evalLinksToCreate is evalLinks, but a last component that does not exist (the file a link
-// leads to, deleted) is no error: the path to create is returned, as a shell's > would create it.
-// As on the way to an install, a directory of another user's on the way is judged (see walkLinks).
-func evalLinksToCreate(p string) (string, error) {
-	real, _, err := walkLinks(p, true, true)
-	return real, err
-}
-
 // walkLinks is evalLinks (evalLinksToCreate with missingLast). With judge, each directory it
 // walks through (where its links lead, p's last component too when it is one) is judged by its
 // owner and the mode of the directory before it (foreignDir), by name here: a *ForeignDirError

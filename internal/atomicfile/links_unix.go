@@ -22,6 +22,21 @@ func walkStart(p string) (components []string, euid int, err error) {
 	return strings.Split(p, "/"), os.Geteuid(), nil
 }
 
+// evalLinks is filepath.EvalSymlinks of an absolute path that follows only links owned by root
+// or by this process's effective user; any other link on the way is an *UntrustedLinkError.
+func evalLinks(p string) (string, error) {
+	real, _, err := walkLinks(p, false, false)
+	return real, err
+}
+
+// evalLinksToCreate is evalLinks, but a last component that does not exist (the file a link
+// leads to, deleted) is no error: the path to create is returned, as a shell's > would create it.
+// As on the way to an install, a directory of another user's on the way is judged (see walkLinks).
+func evalLinksToCreate(p string) (string, error) {
+	real, _, err := walkLinks(p, true, true)
+	return real, err
+}
+
 // UntrustedLinkError is an install refused because the way to its file goes through a
 // symbolic link that neither root nor the installing user owns: whoever made it may write the
 // directory that holds it, and must not choose where a file of root's goes (a link planted at
