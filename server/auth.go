@@ -470,16 +470,22 @@ func (a *authState) goneUnlessHeld(rec *tokenRecord) bool {
 	return false
 }
 
-// forgetRevocationsAbove drops the revocations recorded at revisions above rev, which the
-// store's history no longer holds (it went back to rev): they must not keep out a token created
-// again under the same name at a revision below them. The tokens they revoked stay out of the
-// cache (and their secrets in gone) until the store says otherwise.
+// forgetRevocationsAbove drops the revocations (and the records' revisions, see at) recorded at
+// revisions above rev, which the store's history no longer holds (it went back to rev): they
+// must not keep out a token created again under the same name at a revision below them. The
+// tokens they revoked stay out of the cache (and their secrets in gone) until the store says
+// otherwise.
 func (a *authState) forgetRevocationsAbove(rev int64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for name, r := range a.revoked {
 		if r > rev {
 			delete(a.revoked, name)
+		}
+	}
+	for name, r := range a.at {
+		if r > rev {
+			delete(a.at, name) // nor keep out a record written again below it
 		}
 	}
 }

@@ -655,4 +655,10 @@ func TestAuthState_OlderRecordSetLateStaysOut(t *testing.T) {
 	if a.lookup("later") == nil {
 		t.Fatal("a record written after the reload does not stand")
 	}
+	// The store went back to revision 5 (restored): a record written there again, at 8, stands.
+	a.forgetRevocationsAbove(5)
+	a.set(&tokenRecord{Name: name, Hash: hashSecret("rewound"), Appliance: "web", Instance: "vm-1"}, 8)
+	if a.lookup("rewound") == nil {
+		t.Fatal("a record written after the store went back, below the revisions of the history that is gone, does not stand")
+	}
 }
