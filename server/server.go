@@ -474,10 +474,12 @@ func (o *outerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		o.next.ServeHTTP(sw, r)
 	} else {
 		// ServeMux would redirect to the cleaned path; a key must never be rewritten.
-		if o.s.cfg.UI && uiPath(r.URL.Path) {
+		if err := uncleanPathError(r.URL.Path, kvPrefixRequest(r)); o.s.cfg.UI && uiPath(r.URL.Path) {
 			uiHeaders(sw) // a console answer, error or not, has the console's headers
+			o.s.uiError(sw, r, nil, err)
+		} else {
+			o.s.writeError(sw, r, err)
 		}
-		o.s.writeError(sw, r, uncleanPathError(r.URL.Path, kvPrefixRequest(r)))
 	}
 	o.s.end(sw, r, start)
 }

@@ -649,9 +649,14 @@ func TestUI_HeadersOnEveryAnswer(t *testing.T) {
 		if err != nil {
 			t.Fatalf("GET %s: %v", p, err)
 		}
+		body, _ := io.ReadAll(res.Body)
 		res.Body.Close()
 		if res.StatusCode < 300 {
 			t.Errorf("GET %s: status %d", p, res.StatusCode)
+		}
+		if res.StatusCode == http.StatusBadRequest && (!strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") || !strings.Contains(string(body), "has an empty, &#39;.&#39; or &#39;..&#39; segment")) {
+			// The console's error page, as for any other refusal under /ui, not the API's JSON.
+			t.Errorf("GET %s (%d): %s %q", p, res.StatusCode, res.Header.Get("Content-Type"), body)
 		}
 		if csp := res.Header.Get("Content-Security-Policy"); csp != uiCSP {
 			t.Errorf("GET %s (%d): CSP %q", p, res.StatusCode, csp)
