@@ -175,7 +175,7 @@ func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error 
 	// a token's record, which the page then ends on (it held fewer than limit tokens): by keys,
 	// many to a read, and with one more read for the values of the keys named as tokens, so
 	// that a run of thousands of them costs a few reads, not one each.
-	for more && len(kvs) > 0 && !listedToken(kvs[len(kvs)-1], all) {
+	for more && len(kvs) > 0 && !listed(kvs[len(kvs)-1], all) {
 		past := kvs[len(kvs)-1].Key + "\x00"
 		var rest []store.SysSpan
 		for _, sp := range spans {
@@ -204,7 +204,7 @@ func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error 
 				return err
 			}
 			for _, kv := range recs {
-				if listedToken(kv, all) {
+				if listed(kv, all) {
 					next = kv
 					more = more || kv.Key != last.Key
 					break
@@ -215,10 +215,10 @@ func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error 
 	}
 	out := api.TokenList{Revision: rev, Tokens: []api.TokenInfo{}}
 	for _, kv := range kvs {
-		if !listedToken(kv, all) {
+		rec, ok := listedToken(kv, all)
+		if !ok {
 			continue
 		}
-		rec, _ := decodeToken(kv.Key, kv.Value)
 		ti := rec.info()
 		if t, ok := s.auth.used(rec.Name); ok {
 			ti.LastUsed = &t
@@ -236,11 +236,17 @@ func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) error 
 // strayReadKeys is how many keys a read past records that are no token's takes at once.
 const strayReadKeys = 1000
 
-// listedToken reports whether kv is a record GET /v1/tokens lists (with all, instance tokens'
-// too): a token's record under its name.
-func listedToken(kv store.SysKV, all bool) bool {
+// listedToken returns the token of kv, when kv is a record GET /v1/tokens lists (with all,
+// instance tokens' too): a token's record under its name.
+func listedToken(kv store.SysKV, all bool) (*tokenRecord, bool) {
 	rec, err := decodeToken(kv.Key, kv.Value)
-	return err == nil && (rec.Instance == "" || all) && tokenListName(rec.Name)
+	return rec, err == nil && (rec.Instance == "" || all) && tokenListName(rec.Name)
+}
+
+// listed reports whether kv is a record GET /v1/tokens lists (see listedToken).
+func listed(kv store.SysKV, all bool) bool {
+	_, ok := listedToken(kv, all)
+	return ok
 }
 
 // tokenListName reports whether name may be a token's name as listings give it (a page's
