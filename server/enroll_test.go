@@ -361,13 +361,20 @@ func TestEnroll_FailureGoesWithTheRecord(t *testing.T) {
 	f.enroll(agent, "web", "vm-2")
 	gone("a takeover", "vm-2")
 
-	f.s.reports.forget("web", "vm-3") // as if its report were queued long ago
-	in, _ = f.record("web", "vm-3")
-	in.LastSeen = in.LastSeen.Add(-instanceExpiry - time.Hour)
-	putRecord(t, f.st, in)
-	if err := f.s.sweepInstances(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	// Expire vm-3 as if its report were queued long ago. On a loaded host the batch that writes
+	// its report may still be under way, and write its record (and what the replica noted of
+	// it) after the expiry's: make it again until it holds.
+	waitFor(t, "vm-3's record expired", func() bool {
+		f.s.reports.forget("web", "vm-3")
+		in, _ = f.record("web", "vm-3")
+		in.LastSeen = in.LastSeen.Add(-instanceExpiry - time.Hour)
+		putRecord(t, f.st, in)
+		if err := f.s.sweepInstances(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		_, ok := f.record("web", "vm-3")
+		return !ok
+	})
 	gone("expiry", "vm-3")
 }
 
