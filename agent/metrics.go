@@ -30,34 +30,36 @@ func (h metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	counter := func(name, help string, v int64) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", name, help, name, name, v)
-	}
-	gauge := func(name, help string, v int64) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n%s %d\n", name, help, name, name, v)
-	}
-	counter("shoelace_agent_renders_total", "Templates written because their output changed.", m.renders.Load())
-	counter("shoelace_agent_render_failures_total", "Templates not installed (render error, failed check, write error).", m.renderFailures.Load())
-	counter("shoelace_agent_check_failures_total", "Staged files a check refused (the old file was kept).", m.checkFailures.Load())
-	counter("shoelace_agent_commands_total", "Commands run.", m.commands.Load())
-	counter("shoelace_agent_command_failures_total", "Commands that failed or timed out.", m.commandFailures.Load())
-	counter("shoelace_agent_health_failures_total", "Health commands that failed after their retries (the reload failed).", m.healthFailures.Load())
-	counter("shoelace_agent_rollbacks_total", "Failed reloads whose group got its previous files back.", m.rollbacks.Load())
-	counter("shoelace_agent_restores_total", "Files put back because they changed on disk since the agent installed them.", m.restores.Load())
-	counter("shoelace_agent_poll_errors_total", "Failed requests to the server.", m.pollErrors.Load())
-	gauge("shoelace_agent_applied_revision", "Last revision at which every template was in place.", h.applied.Load())
-	gauge("shoelace_agent_view_revision", "Revision of the view the agent renders from.", m.viewRevision.Load())
-	gauge("shoelace_agent_last_sync_timestamp_seconds", "When the agent last received a view from the server.", m.lastSync.Load())
 	since := int64(-1) // never synced
 	if last := m.lastSync.Load(); last > 0 {
 		since = max(time.Now().Unix()-last, 0)
 	}
-	gauge("shoelace_agent_seconds_since_last_sync", "Seconds since the agent last received a view from the server (-1: never).", since)
-	var c int64
+	var fromCache int64
 	if m.fromCache.Load() {
-		c = 1
+		fromCache = 1
 	}
-	gauge("shoelace_agent_from_cache", "1 while the agent renders from its cached view.", c)
+	// One loop over a table, not a call per metric: the agent's binary is kept small.
+	for _, s := range [...]struct {
+		name, kind, help string
+		v                int64
+	}{
+		{"shoelace_agent_renders_total", "counter", "Templates written because their output changed.", m.renders.Load()},
+		{"shoelace_agent_render_failures_total", "counter", "Templates not installed (render error, failed check, write error).", m.renderFailures.Load()},
+		{"shoelace_agent_check_failures_total", "counter", "Staged files a check refused (the old file was kept).", m.checkFailures.Load()},
+		{"shoelace_agent_commands_total", "counter", "Commands run.", m.commands.Load()},
+		{"shoelace_agent_command_failures_total", "counter", "Commands that failed or timed out.", m.commandFailures.Load()},
+		{"shoelace_agent_health_failures_total", "counter", "Health commands that failed after their retries (the reload failed).", m.healthFailures.Load()},
+		{"shoelace_agent_rollbacks_total", "counter", "Failed reloads whose group got its previous files back.", m.rollbacks.Load()},
+		{"shoelace_agent_restores_total", "counter", "Files put back because they changed on disk since the agent installed them.", m.restores.Load()},
+		{"shoelace_agent_poll_errors_total", "counter", "Failed requests to the server.", m.pollErrors.Load()},
+		{"shoelace_agent_applied_revision", "gauge", "Last revision at which every template was in place.", h.applied.Load()},
+		{"shoelace_agent_view_revision", "gauge", "Revision of the view the agent renders from.", m.viewRevision.Load()},
+		{"shoelace_agent_last_sync_timestamp_seconds", "gauge", "When the agent last received a view from the server.", m.lastSync.Load()},
+		{"shoelace_agent_seconds_since_last_sync", "gauge", "Seconds since the agent last received a view from the server (-1: never).", since},
+		{"shoelace_agent_from_cache", "gauge", "1 while the agent renders from its cached view.", fromCache},
+	} {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", s.name, s.help, s.name, s.kind, s.name, s.v)
+	}
 }
 
 // serveMetrics serves /metrics on addr until ctx ends.
