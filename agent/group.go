@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -217,18 +216,18 @@ func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noC
 }
 
 // releaseDelay is how long after a render pass the agent gives back to the system the memory
-// the pass used and freed (the old view, the executions): a burst of changes, each a pass,
-// costs one release once it is over.
+// the pass used and freed (the old view, the executions) and the pages of its code it made
+// resident: a burst of changes, each a pass, costs one release once it is over.
 const releaseDelay = 2 * time.Second
 
-// releaseMemory schedules debug.FreeOSMemory for releaseDelay from now, or postpones the one
+// releaseMemory schedules freeMemory for releaseDelay from now, or postpones the one
 // scheduled. Idle on its long-poll, the agent then holds what it needs, not the heap's
-// high-water mark.
+// high-water mark nor every page of code that ran once.
 func (a *Agent) releaseMemory() {
 	a.releaseMu.Lock()
 	defer a.releaseMu.Unlock()
 	if a.release == nil {
-		a.release = time.AfterFunc(releaseDelay, debug.FreeOSMemory)
+		a.release = time.AfterFunc(releaseDelay, freeMemory)
 		return
 	}
 	a.release.Reset(releaseDelay)

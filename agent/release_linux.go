@@ -1,0 +1,39 @@
+package agent
+
+import (
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// freeMemory gives back what a render pass used: the heap it freed, then the pages of read-only
+// file mappings (the agent's code and read-only data) that the pass made resident. Those pages
+// stay in the page cache and are mapped again on their next use, from memory; until then the
+// idle agent's resident set holds what its long-poll touches, not every page of code that ran
+// once (start-up, the first render). A mapping with a page of its own, resident or swapped out
+// (one written since it was mapped, like relocated data), is left alone: dropping it would
+// lose the write.
+func freeMemory() {
+	debug.FreeOSMemory()
+	smaps, _ := os.ReadFile("/proc/self/smaps")
+	var lo, hi uint64 // the mapping being read; hi is 0 when it is not to be dropped
+	for _, l := range strings.Split(string(smaps), "\n") {
+		// A mapping's first line is "lo-hi perms offset dev inode [path]"; the lines after it
+		// are "Name: value [kB]", VmFlags last.
+		switch f := strings.Fields(l); {
+		case len(f) >= 5 && !strings.HasSuffix(f[0], ":"):
+			a, b, _ := strings.Cut(f[0], "-")
+			lo, _ = strconv.ParseUint(a, 16, 64)
+			hi, _ = strconv.ParseUint(b, 16, 64)
+			if len(f) == 5 || len(f[1]) < 4 || f[1][1] != '-' || f[1][3] != 'p' || f[5][0] != '/' {
+				hi = 0 // writable, shared, or not a file's
+			}
+		case len(f) > 1 && (f[0] == "Anonymous:" || f[0] == "Swap:") && f[1] != "0":
+			hi = 0
+		case len(f) > 0 && f[0] == "VmFlags:" && hi > lo:
+			syscall.Syscall(syscall.SYS_MADVISE, uintptr(lo), uintptr(hi-lo), syscall.MADV_DONTNEED)
+		}
+	}
+}
