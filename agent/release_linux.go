@@ -16,7 +16,8 @@ import (
 // (one written since it was mapped, like relocated data), is left alone: dropping it would
 // lose the write.
 func freeMemory() {
-	debug.FreeOSMemory()
+	// Read first, so that the garbage of the reading goes back with the heap.
+	var drop [][2]uint64
 	smaps, _ := os.ReadFile("/proc/self/smaps")
 	var lo, hi uint64 // the mapping being read; hi is 0 when it is not to be dropped
 	for _, l := range strings.Split(string(smaps), "\n") {
@@ -33,7 +34,11 @@ func freeMemory() {
 		case len(f) > 1 && (f[0] == "Anonymous:" || f[0] == "Swap:") && f[1] != "0":
 			hi = 0
 		case len(f) > 0 && f[0] == "VmFlags:" && hi > lo:
-			syscall.Syscall(syscall.SYS_MADVISE, uintptr(lo), uintptr(hi-lo), syscall.MADV_DONTNEED)
+			drop = append(drop, [2]uint64{lo, hi})
 		}
+	}
+	debug.FreeOSMemory()
+	for _, m := range drop {
+		syscall.Syscall(syscall.SYS_MADVISE, uintptr(m[0]), uintptr(m[1]-m[0]), syscall.MADV_DONTNEED)
 	}
 }
