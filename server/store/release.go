@@ -287,10 +287,12 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect, fresh *touched)
 		c.Created, c.Changed, c.Deleted = firstNames(c.Created), firstNames(c.Changed), firstNames(c.Deleted)
 		rec.Changes = append(rec.Changes, *c)
 	}
-	sort.Slice(rec.Changes, func(i, j int) bool {
-		a, b := rec.Changes[i], rec.Changes[j]
-		return a.Scope+"/"+a.Appliance < b.Scope+"/"+b.Appliance
-	})
+	if len(rec.Changes) > 1 { // most writes touch one scope: nothing to sort, nor to box for sort.Slice
+		sort.Slice(rec.Changes, func(i, j int) bool {
+			a, b := rec.Changes[i], rec.Changes[j]
+			return a.Scope+"/"+a.Appliance < b.Scope+"/"+b.Appliance
+		})
+	}
 	if ri.Appliance != "" && eff.tree != nil {
 		cp, err := copyOf(ri, eff.tree)
 		if err != nil {
@@ -309,7 +311,7 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect, fresh *touched)
 			p.ops = append(p.ops, clientv3.OpPut(s.sysRoot+copyPrefix+id, string(data)))
 		}
 	}
-	data, err := json.Marshal(rec)
+	data, err := encodeRelease(&rec)
 	if err != nil {
 		return nil, fmt.Errorf("encode release: %w", err)
 	}
