@@ -210,8 +210,11 @@ func readBodyWatched(w http.ResponseWriter, r *http.Request, max int64, tooBig f
 	return data, nil
 }
 
+// putKVQuery is what PUT /v1/kv/{key} takes in its query.
+var putKVQuery = append([]string{"cas"}, rolloutQuery...)
+
 func (s *Server) handlePutKV(w http.ResponseWriter, r *http.Request) error {
-	q, err := query(r, append([]string{"cas"}, rolloutQuery...)...)
+	q, err := query(r, putKVQuery...)
 	if err != nil {
 		return err
 	}
@@ -257,7 +260,7 @@ func (s *Server) handlePutKV(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.audit(r, "put", []string{key}, rev)
-	return writeJSON(w, http.StatusOK, rev, api.WriteResult{Revision: rev})
+	return writeRevision(w, rev)
 }
 
 func (s *Server) handleDeleteKV(w http.ResponseWriter, r *http.Request) error {
@@ -366,7 +369,7 @@ func (s *Server) handleTxn(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.audit(r, "txn", keys, rev)
-	return writeJSON(w, http.StatusOK, rev, api.WriteResult{Revision: rev})
+	return writeRevision(w, rev)
 }
 
 // jsonContent refuses a body that says it is not JSON (curl's default form type is read as JSON).

@@ -674,6 +674,14 @@ func writeJSON(w http.ResponseWriter, status int, rev int64, v any) error {
 	return writeEncoded(w, status, rev, body)
 }
 
+// writeRevision answers api.WriteResult{Revision: rev} as writeJSON would, without its
+// reflection (the answer of every plain write).
+func writeRevision(w http.ResponseWriter, rev int64) error {
+	var buf [48]byte
+	body := strconv.AppendInt(append(buf[:0], `{"revision":`...), rev, 10)
+	return writeEncoded(w, http.StatusOK, rev, append(body, "}\n"...))
+}
+
 // writeEncoded is writeJSON of a body encoded already, with its newline.
 func writeEncoded(w http.ResponseWriter, status int, rev int64, body []byte) error {
 	release, err := holdAnswer(w, len(body))
