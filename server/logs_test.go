@@ -209,3 +209,42 @@ func TestNewLogger_AuditLinesBeforeTheAnswer(t *testing.T) {
 		}
 	}
 }
+
+// An audit line that NewLogger's audit logger writes itself (without the caller's pc) is the
+// line slog.Logger writes of the same record: every key and value, in the same order.
+func TestAuditLogger_LineAsSlogWritesIt(t *testing.T) {
+	var buf bytes.Buffer
+	a := newAuditLogger(NewLogger(&buf, slog.LevelWarn))
+	if a.noSource == nil {
+		t.Fatal("NewLogger's audit logger goes through slog.Logger")
+	}
+	attrs := []slog.Attr{slog.Bool("audit", true), slog.String("request_id", "r1"), slog.String("token", "t<&>"),
+		slog.Any("keys", []string{"a/b", "c\"d"}), slog.Int64("revision", 42), slog.String("message", "héllo\n")}
+	a.LogAttrs(t.Context(), "write", attrs...)
+	a.l.LogAttrs(t.Context(), slog.LevelInfo, "write", attrs...)
+	a.sync()
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("lines: %q", lines)
+	}
+	var got, want []string
+	for i, into := range []*[]string{&got, &want} {
+		dec := json.NewDecoder(strings.NewReader(lines[i]))
+		for {
+			tok, err := dec.Token()
+			if err != nil {
+				break
+			}
+			if s, ok := tok.(string); ok && len(*into) > 0 && (*into)[len(*into)-1] == "time" {
+				if _, err := time.Parse(time.RFC3339Nano, s); err != nil {
+					t.Errorf("time %q: %v", s, err)
+				}
+				tok = "<time>"
+			}
+			*into = append(*into, fmt.Sprint(tok))
+		}
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("audit line\n got %s\nwant %s", lines[0], lines[1])
+	}
+}

@@ -835,17 +835,23 @@ func (s *Server) audit(r *http.Request, op string, keys []string, rev int64, mor
 	if keys == nil {
 		keys = []string{}
 	}
-	s.auditLog.LogAttrs(r.Context(), "write", append([]slog.Attr{
+	i := info(r)
+	attrs := [...]slog.Attr{
 		slog.Bool("audit", true),
-		slog.String("request_id", info(r).id),
-		slog.String("token", info(r).token),
+		slog.String("request_id", i.id),
+		slog.String("token", i.token),
 		slog.String("remote", r.RemoteAddr),
 		slog.String("op", op),
 		slog.Any("keys", keys),
 		slog.Int64("revision", rev),
 		slog.String("message", r.Header.Get(api.HeaderMessage)),
 		slog.String("source", r.Header.Get(api.HeaderSource)),
-	}, more...)...)
+	}
+	if len(more) == 0 {
+		s.auditLog.LogAttrs(r.Context(), "write", attrs[:]...)
+		return
+	}
+	s.auditLog.LogAttrs(r.Context(), "write", append(attrs[:], more...)...)
 }
 
 // alwaysEnabled passes every record to its handler, whatever the handler's level.
