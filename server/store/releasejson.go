@@ -11,12 +11,16 @@ import (
 // encodeRelease is json.Marshal(rec), byte for byte, written without reflection: every API
 // write encodes its release record, and json.Marshal's walk of the struct (with time.Time's
 // MarshalJSON and the check of its output) was ~2% of the server's CPU under 64 writers. A
-// string that needs escaping, or a time json.Marshal refuses, is left to encoding/json.
+// string that needs escaping, or a time json.Marshal refuses (a year outside [0,9999], a
+// zone's hour outside [0,23]), is left to encoding/json.
 // TestEncodeRelease_AsJSONMarshal compares the two, and fails when api.Release or
 // api.ReleaseChange gains a field this does not write.
 func encodeRelease(rec *api.Release) ([]byte, error) {
 	if y := rec.Time.Year(); y < 0 || y > 9999 {
 		return json.Marshal(rec)
+	}
+	if _, off := rec.Time.Zone(); off <= -24*3600 || off >= 24*3600 {
+		return json.Marshal(rec) // a zone's hour outside [0,23]: json.Marshal refuses it
 	}
 	b := make([]byte, 0, 256)
 	b = append(b, `{"revision":`...)
