@@ -1,0 +1,65 @@
+package store_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/testutil/faultproxy"
+	"github.com/shoelace-dev/shoelace/server/store"
+)
+
+// A write to an etcd that answers nothing (its only member frozen) ends by its call's
+// deadline, RequestTimeout, with or without a release record to read the keys for, and at
+// once when its caller goes away; the store keeps working once etcd answers again.
+func TestStore_WriteToFrozenEtcdEndsByItsDeadline(t *testing.T) {
+	direct := openStore(t)
+	p := faultproxy.Start(t, etcd(t).Endpoints()[0])
+	const request, try = 1500 * time.Millisecond, 200 * time.Millisecond
+	s := proxied(t, direct, func(c *store.Config) {
+		c.RequestTimeout = request
+		c.AttemptTimeout = try
+	}, p)
+	for i := range 3 { // connected, and the marker lease granted
+		mustPut(t, s, "shared/warm", string(rune('a'+i)))
+	}
+	writes := []struct {
+		name string
+		do   func(ctx context.Context) error
+	}{
+		{"put", func(ctx context.Context) error { _, err := s.Put(ctx, "shared/f", "1", -1); return err }},
+		{"put-release", func(ctx context.Context) error { _, err := s.Put(withRel(ctx), "shared/g", "1", -1); return err }},
+		{"txn-release", func(ctx context.Context) error {
+			_, err := s.Txn(withRel(ctx), api.Txn{Ops: []api.Op{{Op: api.OpPut, Key: "shared/h", Value: "1"}}})
+			return err
+		}},
+		{"apply-release", func(ctx context.Context) error {
+			_, err := s.Apply(withRel(ctx), "frozen", map[string]string{"a": "1"}, -1)
+			return err
+		}},
+	}
+	p.Freeze()
+	for _, w := range writes {
+		start := time.Now()
+		err := w.do(ctxT(t))
+		// The bound is loose (a slow machine): what it catches is a write that waits for
+		// etcd past its deadline, which it would until the test's own 30 s.
+		if took := time.Since(start); err == nil || took > request+4*try {
+			t.Errorf("%s to a frozen etcd: %v after %s, want an error by %s", w.name, err, took, request)
+		}
+		ctx, cancel := context.WithCancel(ctxT(t))
+		time.AfterFunc(try/2, cancel)
+		start = time.Now()
+		err = w.do(ctx)
+		if took := time.Since(start); err == nil || took > request/2 {
+			t.Errorf("%s to a frozen etcd, its caller gone: %v after %s, want an error at once", w.name, err, took)
+		}
+	}
+	p.Thaw()
+	for _, w := range writes {
+		if err := w.do(ctxT(t)); err != nil {
+			t.Errorf("%s once etcd answers again: %v", w.name, err)
+		}
+	}
+}
