@@ -12,7 +12,7 @@ import (
 )
 
 // TestFreeMemory_DropsCleanFilePagesOnly maps a file three ways, reads or writes every page,
-// and has freeMemory give back what it can: the pages of the read-only private mapping leave
+// and has freeMappingsOf give back what it can: the pages of the read-only private mapping leave
 // the resident set and read the same after; a private mapping with a page written since it was
 // mapped (as relocated data is, before it is made read-only) keeps that page; a shared one is
 // left as it is.
@@ -55,7 +55,7 @@ func TestFreeMemory_DropsCleanFilePagesOnly(t *testing.T) {
 		}
 	}
 
-	freeMemory()
+	freeMappingsOf(path)
 
 	if rss := residentKiB(t, clean); rss != 0 {
 		t.Errorf("the read-only private mapping keeps %d KiB resident, want 0", rss)
@@ -92,4 +92,37 @@ func residentKiB(t *testing.T, m []byte) int {
 		t.Fatalf("Rss of the mapping at %s: %v", start, err)
 	}
 	return kib
+}
+
+// freeMemory gives back the pages of the agent's own executable (here the test binary): its
+// read-only mappings hold fewer resident pages after it than before.
+func TestFreeMemory_DropsTheExecutablesPages(t *testing.T) {
+	var st syscall.Stat_t
+	if err := syscall.Stat("/proc/self/exe", &st); err != nil {
+		t.Fatal(err)
+	}
+	resident := func() int {
+		smaps, err := os.ReadFile("/proc/self/smaps")
+		if err != nil {
+			t.Fatal(err)
+		}
+		kib, ours := 0, false
+		for _, l := range strings.Split(string(smaps), "\n") {
+			f := strings.Fields(l)
+			switch {
+			case len(f) >= 5 && !strings.HasSuffix(f[0], ":"):
+				ours = f[1] == "r--p" && f[4] == fmt.Sprint(st.Ino)
+			case ours && len(f) > 1 && f[0] == "Rss:":
+				var n int
+				fmt.Sscan(f[1], &n)
+				kib += n
+			}
+		}
+		return kib
+	}
+	before := resident()
+	freeMemory()
+	if after := resident(); before == 0 || after >= before {
+		t.Errorf("the executable's read-only data: %d KiB resident before freeMemory, %d KiB after", before, after)
+	}
 }
