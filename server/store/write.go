@@ -58,8 +58,9 @@ type markerLease struct {
 }
 
 // markerLease returns the lease for new markers, granting a new one every markerRenew; 0 when
-// none can be had (the write then goes without a marker).
-func (s *Store) markerLease(ctx context.Context) clientv3.LeaseID {
+// none can be had (the write then goes without a marker). A grant goes within ctx(), the
+// call's context, made only then.
+func (s *Store) markerLease(ctx func() context.Context) clientv3.LeaseID {
 	l := &s.lease
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -67,7 +68,7 @@ func (s *Store) markerLease(ctx context.Context) clientv3.LeaseID {
 		return l.id
 	}
 	start := time.Now()
-	gctx, cancel := context.WithTimeout(ctx, s.cfg.AttemptTimeout)
+	gctx, cancel := context.WithTimeout(ctx(), s.cfg.AttemptTimeout)
 	resp, err := s.cli.Grant(gctx, int64(markerTTL/time.Second))
 	cancel()
 	if err != nil {
@@ -155,7 +156,7 @@ func (s *Store) commitRaw(ctx context.Context, op string, eff *effect, parts txn
 			return written{}, fmt.Errorf("%s: %w", op, err)
 		}
 		fresh = nil
-		lease := s.markerLease(wctx)
+		lease := s.markerLease(d.context)
 		mk := ""
 		var m marker
 		if lease != 0 {
