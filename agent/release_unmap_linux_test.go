@@ -8,15 +8,14 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestFreeMemory_LeavesMemoryMappedWhereAFileWas has freeMemory run while another thread maps a
 // file, unmaps it and maps anonymous memory at the same address (as C's malloc may, in a cgo
 // build, after the resolver's dlclose): the range freeMemory read as a file's, and drops
 // after the heap went back, may by then hold writes, which MADV_DONTNEED would zero.
-// mapFixedNoReplace is MAP_FIXED_NOREPLACE (Linux 4.17): this address or none.
-const mapFixedNoReplace = 0x100000
-
 func TestFreeMemory_LeavesMemoryMappedWhereAFileWas(t *testing.T) {
 	const size = 64 * 4096
 	path := filepath.Join(t.TempDir(), "f")
@@ -50,7 +49,7 @@ func TestFreeMemory_LeavesMemoryMappedWhereAFileWas(t *testing.T) {
 			syscall.Munmap(m)
 			// As malloc may: anonymous memory where the file was, written.
 			p, _, e := syscall.Syscall6(syscall.SYS_MMAP, addr, size, syscall.PROT_READ|syscall.PROT_WRITE,
-				syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS|mapFixedNoReplace, ^uintptr(0), 0)
+				syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS|unix.MAP_FIXED_NOREPLACE, ^uintptr(0), 0)
 			if e != 0 || p != addr {
 				if e == 0 { // a kernel before 4.17 took the address as a hint
 					syscall.Syscall(syscall.SYS_MUNMAP, p, size, 0)
