@@ -23,12 +23,13 @@ func freeMemory() { freeMappingsOf("/proc/self/exe") }
 // data), is left alone too: dropping it would lose the write.
 func freeMappingsOf(path string) {
 	// Read first, so that the garbage of the reading goes back with the heap.
-	var drop [][2]uint64
 	var st syscall.Stat_t
-	smaps, _ := os.ReadFile("/proc/self/smaps")
 	if syscall.Stat(path, &st) != nil {
-		smaps = nil
+		debug.FreeOSMemory()
+		return
 	}
+	var drop [][2]uint64
+	smaps, _ := os.ReadFile("/proc/self/smaps")
 	// The file by its inode only: in a container, smaps names the device of the file under
 	// the overlay, stat the overlay's.
 	ino := strconv.FormatUint(st.Ino, 10)
