@@ -847,11 +847,7 @@ func (s *Server) audit(r *http.Request, op string, keys []string, rev int64, mor
 		slog.String("message", r.Header.Get(api.HeaderMessage)),
 		slog.String("source", r.Header.Get(api.HeaderSource)),
 	}
-	if len(more) == 0 {
-		s.auditLog.LogAttrs(r.Context(), "write", attrs[:]...)
-		return
-	}
-	s.auditLog.LogAttrs(r.Context(), "write", append(attrs[:], more...)...)
+	s.auditLog.LogAttrs(r.Context(), "write", append(attrs[:], more...)...) // no copy without more
 }
 
 // alwaysEnabled passes every record to its handler, whatever the handler's level.
