@@ -56,6 +56,16 @@ func agentTokenKnownTo(t *testing.T, a, b *fixture, app string) string {
 	return agent
 }
 
+// settled waits until the replica's own first requests are done: its first replica beat (a
+// write and a read; the next is replicaBeat away) and its mirror's first load (a transaction
+// of reads, which a fault would make it try again). A fault armed after this meets only the
+// requests the test makes the replica send, not a start-up request still in flight or retried.
+func (f *fixture) settled() {
+	f.t.Helper()
+	waitFor(f.t, "the replica's first beat", func() bool { return f.s.replicas.Load() != nil })
+	f.mirrorAt(0)
+}
+
 // within polls cond until it holds or d has passed, and says whether it held.
 func within(d time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(d)
@@ -79,9 +89,8 @@ func TestSys_EventsApplyWhileReadsFail(t *testing.T) {
 	b.token = a.token
 	agent := a.newToken(api.TokenRequest{Name: "agent", Read: []string{"shared"}})
 	waitFor(t, "replica b knows the token", func() bool { return b.s.auth.lookup(agent) != nil })
-	// b's first replica beat is done (the next is replicaBeat away), so that the fault below
-	// meets nothing but what the events make b do.
-	waitFor(t, "replica b's first beat", func() bool { return b.s.replicas.Load() != nil })
+	// The fault below meets nothing but what the events make b do.
+	b.settled()
 
 	// From now on the first request b's store sends cuts its connection, and etcd stays away.
 	p.CutBeforeRequest(func(string) bool { return true }, true)
@@ -110,9 +119,9 @@ func TestSys_FailedReloadIsTriedAgain(t *testing.T) {
 	b := newFixtureLog(t, throughProxy(t, cfg, p), log)
 	b.token = a.token
 	ctx := context.Background()
-	// b's first replica beat (a write and a read) is done, and the next is replicaBeat away: no
-	// request of b's own trips the fault below.
-	waitFor(t, "replica b's first beat", func() bool { return b.s.replicas.Load() != nil })
+	// No start-up request of b's own trips the fault below (a mirror load still being tried
+	// when etcd came back took the cut, and etcd stayed away before b could watch again).
+	b.settled()
 
 	p.Down() // b's watch breaks
 	a.must(a.do("PUT", "/v1/maintenance", `{"on":true}`), 200, nil)
@@ -127,8 +136,9 @@ func TestSys_FailedReloadIsTriedAgain(t *testing.T) {
 	if err := a.st.Compact(ctx, rev); err != nil {
 		t.Fatal(err)
 	}
-	// b watches again from a compacted revision, resets, and reloads (a transaction of reads):
-	// that request cuts its connection and etcd stays away, so the reload fails.
+	// b watches again from a compacted revision, resets, and reloads tokens and settings and its
+	// mirror (a transaction of reads each): the first of the two cuts its connection and etcd
+	// stays away, so the reload of tokens and settings fails whichever went first.
 	p.CutBeforeRequest(faultproxy.Methods("/etcdserverpb.KV/Txn"), true)
 	p.Up()
 	if !within(20*time.Second, func() bool { return strings.Contains(logs.String(), "after a watch reset") }) {
@@ -139,7 +149,7 @@ func TestSys_FailedReloadIsTriedAgain(t *testing.T) {
 	}
 	p.Up()
 	if !within(30*time.Second, b.s.maintenance.Load) {
-		t.Fatal("replica b did not turn maintenance on within 10s of its store coming back")
+		t.Fatal("replica b did not turn maintenance on within 30s of its store coming back")
 	}
 	b.mustErr(b.do("PUT", "/v1/kv/shared/x", "1"), 503, api.CodeMaintenance)
 }
@@ -194,7 +204,7 @@ func TestBootstrap_AdminTokenOutcomeUnknown(t *testing.T) {
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "replica b's first beat", func() bool { return b.s.replicas.Load() != nil })
+	b.settled()
 
 	// Once bootstrap has found no token, its write of one is applied, the answer lost, and etcd
 	// stays away.
@@ -230,7 +240,7 @@ func TestAuth_UnknownTokenWhileStoreAway(t *testing.T) {
 	cfg := testutil.StoreConfig(t)
 	p := faultproxy.Start(t, cfg.Endpoints[0])
 	b := newFixtureOn(t, throughProxy(t, cfg, p))
-	waitFor(t, "replica b's first beat", func() bool { return b.s.replicas.Load() != nil })
+	b.settled()
 	p.CutBeforeRequest(func(string) bool { return true }, true)
 	start := time.Now()
 	done := make(chan resp, 4)
@@ -256,7 +266,7 @@ func TestStoreFailure_AgentNotToldEtcdEndpoints(t *testing.T) {
 	b := newFixtureOn(t, throughProxy(t, cfg, p))
 	b.put("appliances/web/a", "1")
 	agent := b.s.testToken(t, api.TokenRequest{Name: "agent", Appliance: "web"})
-	waitFor(t, "replica b's first beat", func() bool { return b.s.replicas.Load() != nil })
+	b.settled()
 	p.CutBeforeRequest(func(string) bool { return true }, true)
 	r := b.doToken(agent, "GET", "/v1/appliances/web", "")
 	b.mustErr(r, 503, api.CodeUnavailable)
@@ -460,7 +470,7 @@ func TestView_ReadFailureAnswersClientsAskingTogether(t *testing.T) {
 	b := newFixtureOn(t, throughProxy(t, cfg, p))
 	b.token = a.token
 	a.put("appliances/web/x", "1")
-	waitFor(t, "replica b's first beat", func() bool { return b.s.replicas.Load() != nil })
+	b.settled()
 
 	before := b.s.hub.viewReads.Load()
 	p.Freeze()
@@ -621,7 +631,7 @@ func TestKV_WritesWhileStoreFrozenShareOneSchemaRead(t *testing.T) {
 	p := faultproxy.Start(t, cfg.Endpoints[0])
 	b := newFixtureOn(t, throughProxy(t, cfg, p)) // its request timeout is 1 s
 	b.token = a.token
-	waitFor(t, "replica b's first beat", func() bool { return b.s.replicas.Load() != nil })
+	b.settled()
 
 	p.Freeze()
 	const writes = 4
@@ -666,7 +676,7 @@ func TestReleases_ReadFailureAnswersClientsAskingTogether(t *testing.T) {
 	p := faultproxy.Start(t, cfg.Endpoints[0])
 	b := newFixtureOn(t, throughProxy(t, cfg, p)) // its request timeout is 1 s
 	b.token = a.token
-	waitFor(t, "replica b's first beat", func() bool { return b.s.replicas.Load() != nil })
+	b.settled()
 
 	p.Freeze()
 	defer p.Thaw()
