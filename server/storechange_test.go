@@ -88,8 +88,8 @@ func TestAuth_TokenCreatedAgainAfterStoreWentBack(t *testing.T) {
 	}
 	// Once the watch delivered its creation, the reload after the rewind is done too.
 	waitFor(t, "the watch at the token's creation", func() bool { return f.s.hub.current() >= c.Revision })
-	if !within(5*time.Second, func() bool { return f.s.auth.lookup(c.Token) != nil }) {
-		t.Fatalf("the token created again at revision %d is not cached 5s later (revoked at %d in the lost history)", c.Revision, del.Revision)
+	if !within(20*time.Second, func() bool { return f.s.auth.lookup(c.Token) != nil }) {
+		t.Fatalf("the token created again at revision %d is not cached 20s later (revoked at %d in the lost history)", c.Revision, del.Revision)
 	}
 	f.must(f.doToken(c.Token, "GET", "/v1/kv/shared/x", ""), 200, nil)
 	p.Down()
