@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -54,8 +56,8 @@ type EmbedConfig struct {
 	// Dir is etcd's data dir; it is created (mode 0700) if missing, and Dir+".lock" guards it
 	// against a second process.
 	Dir string
-	// ClientAddr is the host:port to serve clients on (default 127.0.0.1:0: a free port that the
-	// kernel picks). Tests that restart an etcd pass its previous address so clients reconnect.
+	// ClientAddr is the host:port to serve clients on (default: a free 127.0.0.1 port, picked
+	// before etcd starts so that etcd knows its number). Tests that restart an etcd pass its previous address so clients reconnect.
 	ClientAddr string
 	// MaxRequestBytes and MaxTxnOps are etcd's limits (defaults: 10 MiB and 2*DefaultMaxTxnOps+1).
 	MaxRequestBytes uint
@@ -85,7 +87,7 @@ type EmbeddedEtcd struct {
 }
 
 // StartEmbedded starts a single-node etcd in cfg.Dir and waits until it serves. It listens on
-// 127.0.0.1 ports that the kernel picks (port 0), so any number of them can run on one machine.
+// free 127.0.0.1 ports (the peer's is port 0), so any number of them can run on one machine.
 // The advertised peer URL stays http://127.0.0.1:0 (no peer ever dials a single node), which
 // keeps the member identity the same across restarts.
 func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*EmbeddedEtcd, error) {
@@ -134,36 +136,54 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*EmbeddedEtcd, error) 
 	zl, muted := newZapLogger(cfg.Logger, level, "etcd")
 	hook := etcdFatal{log: cfg.Logger, dir: cfg.Dir}
 	zl = zl.WithOptions(zap.WithFatalHook(hook), zap.WithPanicHook(hook))
-	ec := embed.NewConfig()
-	ec.Name = embeddedName
-	ec.Dir = cfg.Dir
-	loop := url.URL{Scheme: "http", Host: "127.0.0.1:0"}
-	client := loop
-	if cfg.ClientAddr != "" {
-		client.Host = cfg.ClientAddr
-	}
-	ec.ListenClientUrls = []url.URL{client}
-	ec.AdvertiseClientUrls = []url.URL{client}
-	ec.ListenPeerUrls = []url.URL{loop}
-	ec.AdvertisePeerUrls = []url.URL{loop}
-	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
-	ec.MaxRequestBytes = cfg.MaxRequestBytes
-	ec.MaxTxnOps = cfg.MaxTxnOps
-	ec.AutoCompactionMode = embed.CompactorModePeriodic
-	ec.AutoCompactionRetention = DefaultAutoCompaction
-	ec.SnapshotCatchUpEntries = EmbeddedCatchUpEntries
-	ec.SnapshotCount = EmbeddedSnapshotCount
-	ec.WatchProgressNotifyInterval = cfg.ProgressNotifyInterval
-	ec.LogLevel = level.String()
-	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zl)
-	if cfg.UnsafeFast {
-		ec.TickMs = 10
-		ec.ElectionMs = 50
-		ec.UnsafeNoFsync = true
+	newConfig := func(client url.URL) *embed.Config {
+		ec := embed.NewConfig()
+		ec.Name = embeddedName
+		ec.Dir = cfg.Dir
+		loop := url.URL{Scheme: "http", Host: "127.0.0.1:0"}
+		ec.ListenClientUrls = []url.URL{client}
+		ec.AdvertiseClientUrls = []url.URL{client}
+		ec.ListenPeerUrls = []url.URL{loop}
+		ec.AdvertisePeerUrls = []url.URL{loop}
+		ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
+		ec.MaxRequestBytes = cfg.MaxRequestBytes
+		ec.MaxTxnOps = cfg.MaxTxnOps
+		ec.AutoCompactionMode = embed.CompactorModePeriodic
+		ec.AutoCompactionRetention = DefaultAutoCompaction
+		ec.SnapshotCatchUpEntries = EmbeddedCatchUpEntries
+		ec.SnapshotCount = EmbeddedSnapshotCount
+		ec.WatchProgressNotifyInterval = cfg.ProgressNotifyInterval
+		ec.LogLevel = level.String()
+		ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zl)
+		if cfg.UnsafeFast {
+			ec.TickMs = 10
+			ec.ElectionMs = 50
+			ec.UnsafeNoFsync = true
+		}
+		return ec
 	}
 
-	e, err := embed.StartEtcd(ec)
-	if err != nil {
+	var e *embed.Etcd
+	for try := 1; ; try++ {
+		client := url.URL{Scheme: "http", Host: cfg.ClientAddr}
+		if cfg.ClientAddr == "" {
+			// etcd's HTTP/JSON gateway (/v3/…) dials the client address etcd was configured
+			// with, and the member advertises it: with port 0 both would name no port. Take a
+			// free one first; another process may bind it before etcd does, hence the retries.
+			addr, err := freeLoopbackAddr()
+			if err != nil {
+				unlock()
+				return nil, fmt.Errorf("start embedded etcd in %s: %w", cfg.Dir, err)
+			}
+			client.Host = addr
+		}
+		e, err = embed.StartEtcd(newConfig(client))
+		if err == nil {
+			break
+		}
+		if cfg.ClientAddr == "" && try < 5 && errors.Is(err, syscall.EADDRINUSE) {
+			continue
+		}
 		unlock()
 		return nil, fmt.Errorf("start embedded etcd in %s: %w", cfg.Dir, err)
 	}
@@ -190,6 +210,16 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*EmbeddedEtcd, error) 
 		return nil, fmt.Errorf("start embedded etcd in %s: no client listener", cfg.Dir)
 	}
 	return ee, nil
+}
+
+// freeLoopbackAddr is a 127.0.0.1 host:port that the kernel had free a moment ago.
+func freeLoopbackAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("pick a client port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }
 
 // Endpoints are the client URLs the etcd serves on.

@@ -3,7 +3,10 @@ package store_test
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,5 +60,41 @@ func TestEmbedded_CloseWithinAClientsWatch(t *testing.T) {
 	}
 	if err := e.Close(); err != nil { // idempotent, and done by now
 		t.Fatal(err)
+	}
+}
+
+// An embedded etcd started on a port the kernel picks serves its whole client API there, as
+// with --etcd-listen: its HTTP/JSON gateway (/v3/…, what curl and tools without gRPC read etcd
+// through) answers, and the member advertises that port. The gateway dials the address etcd was
+// configured with, so port 0 left it answering every request with a dial error of 127.0.0.1:0.
+func TestEmbedded_PickedPortServesTheJSONGateway(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "etcd")
+	e, err := store.StartEmbedded(context.Background(), store.EmbedConfig{Dir: dir, Logger: quietLogger(), LogLevel: "error", UnsafeFast: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ep := e.Endpoints()[0]
+	post := func(path, body string) string {
+		t.Helper()
+		resp, err := http.Post(ep+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("POST %s%s: %d %s, want 200", ep, path, resp.StatusCode, b)
+		}
+		return string(b)
+	}
+	if got := post("/v3/kv/range", `{"key":"eA=="}`); !strings.Contains(got, `"revision"`) {
+		t.Fatalf("range through the gateway answered %s, want a header with the revision", got)
+	}
+	if got := post("/v3/cluster/member/list", `{}`); !strings.Contains(got, `"`+ep+`"`) {
+		t.Fatalf("member list answered %s, want the client URL %s advertised", got, ep)
 	}
 }
