@@ -714,3 +714,29 @@ func TestSchema_ViolationHidesTypedSecretNames(t *testing.T) {
 		t.Errorf("warning %q: want one that names no secret key the writer typed", res.Warning)
 	}
 }
+
+// A delete that removes none of an appliance's keys is no write to the appliance, so its schema
+// does not judge it, even where the appliance's tree breaks it (a schema set over it, or before
+// any key): a key it lacks is 404, as without a schema, and a recursive delete of appliances
+// deletes the others' keys instead of being refused in the name of one it leaves as it is.
+func TestSchema_DeleteOfNothingIsNotChecked(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web/schema", webSchema), 200, nil) // web has no key yet
+	f.mustErr(f.do("DELETE", "/v1/kv/appliances/web/nginx/port", ""), 404, api.CodeNotFound)
+	f.mustErr(f.do("DELETE", "/v1/kv/appliances/web?recurse", ""), 404, api.CodeNotFound)
+	f.must(f.do("PUT", "/v1/kv/appliances/db/port", "1"), 200, nil)
+	f.must(f.do("DELETE", "/v1/kv/appliances?recurse", ""), 200, nil)
+	if _, _, err := f.st.Get(context.Background(), "appliances/db/port"); err == nil {
+		t.Fatal("appliances/db/port is still there after the recursive delete of appliances")
+	}
+
+	// Keys that break the schema set over them: a delete of a key web lacks is still 404, and
+	// one of its keys is checked whole, as any write to it.
+	f.must(f.do("DELETE", "/v1/appliances/web/schema", ""), 200, nil)
+	f.must(f.do("PUT", "/v1/kv/appliances/web/env", "qa"), 200, nil)
+	f.must(f.do("PUT", "/v1/appliances/web/schema", webSchema), 200, nil)
+	f.mustErr(f.do("DELETE", "/v1/kv/appliances/web/nginx/port", ""), 404, api.CodeNotFound)
+	f.mustErr(f.do("DELETE", "/v1/kv/appliances/web/env", ""), 422, api.CodeSchemaViolation, `appliance "web"`, "key nginx", "required")
+	f.mustErr(f.do("PUT", "/v1/kv/appliances/web/env", "qa"), 422, api.CodeSchemaViolation, `appliance "web"`, "key env", "pattern")
+	f.mustErr(f.do("DELETE", "/v1/kv/appliances?recurse", ""), 422, api.CodeSchemaViolation, `appliance "web"`, "key nginx", "required")
+}

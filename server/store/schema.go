@@ -298,12 +298,31 @@ func (s *Store) guardFor(ctx context.Context, e edits) (schemaGuard, error) {
 		}
 		g.cmps = append(g.cmps, compare(clientv3.ModRevision(s.sysRoot+treePrefix+n), "=", modRevision(resp.Responses[2*i+1])))
 		g.trees++
+		had := len(tree)
 		EditTree(tree, n, e.puts, e.dels)
+		if len(tree) == had && !putsUnder(e.puts, n) {
+			// Deletes that remove none of its keys (a key it lacks, a recursive delete of
+			// appliances when it has none) are no write to it: its schema does not judge
+			// them, even where its tree breaks it, so a delete of nothing is still 404. The
+			// tree version's guard above checks again should keys come meanwhile.
+			continue
+		}
 		if err := check(n, schemas[n].data, schemas[n].rev, tree); err != nil {
 			return g, s.refusal(ctx, n, schemas[n].rev, err)
 		}
 	}
 	return g, nil
+}
+
+// putsUnder reports whether puts holds a key of appliance name's own tree.
+func putsUnder(puts map[string]string, name string) bool {
+	root := api.ApplianceRoot(name) + "/"
+	for k := range puts {
+		if strings.HasPrefix(k, root) {
+			return true
+		}
+	}
+	return false
 }
 
 // errStaleSchema is a check's refusal made with a schema that has changed since it was cached.
