@@ -323,17 +323,19 @@ func (d *callDeadline) context() context.Context {
 	return d.ctx
 }
 
-// attempt bounds try number n (see attemptCtx) within the call: as attemptCtx of context(),
-// without making context() when it was not made yet.
+// attempt bounds try number n (see attemptCtx) within the call: by the earlier of the try's
+// deadline and the call's, under context() once it was made, else under the caller's context
+// (without making context()).
 func (d *callDeadline) attempt(n int) (context.Context, context.CancelFunc) {
+	parent := d.parent
 	if d.ctx != nil {
-		return d.s.attemptCtx(d.ctx, n)
+		parent = d.ctx
 	}
 	end := time.Now().Add(d.s.attemptTimeout(n))
 	if d.deadline.Before(end) {
 		end = d.deadline
 	}
-	return context.WithDeadline(d.parent, end)
+	return context.WithDeadline(parent, end)
 }
 
 // stop releases the call's context, if it was made.
