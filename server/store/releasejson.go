@@ -26,7 +26,7 @@ func encodeRelease(rec *api.Release) ([]byte, error) {
 	b = append(b, `{"revision":`...)
 	b = strconv.AppendInt(b, rec.Revision, 10)
 	b = appendMember(b, "id", rec.ID)
-	b = append(b, `,"time":"`...)
+	b = append(appendName(b, "time"), '"')
 	b = rec.Time.AppendFormat(b, time.RFC3339Nano)
 	b = append(b, '"')
 	b = appendMember(b, "token", rec.Token)
@@ -35,8 +35,7 @@ func encodeRelease(rec *api.Release) ([]byte, error) {
 	b = appendOmitEmpty(b, "source", rec.Source)
 	b = appendMember(b, "kind", rec.Kind)
 	if rec.RollbackTo != 0 {
-		b = append(b, `,"rollback_to":`...)
-		b = strconv.AppendInt(b, rec.RollbackTo, 10)
+		b = appendInt(b, "rollback_to", rec.RollbackTo)
 	}
 	b = appendOmitEmpty(b, "rollout", rec.Rollout)
 	b = append(b, `,"changes":`...)
@@ -54,8 +53,7 @@ func encodeRelease(rec *api.Release) ([]byte, error) {
 	}
 	b = appendOmitEmpty(b, "copy", rec.Copy)
 	if rec.CopyBytes != 0 {
-		b = append(b, `,"copy_bytes":`...)
-		b = strconv.AppendInt(b, rec.CopyBytes, 10)
+		b = appendInt(b, "copy_bytes", rec.CopyBytes)
 	}
 	b = appendOmitEmpty(b, "copy_skipped", rec.CopySkipped)
 	return append(b, '}'), nil
@@ -72,9 +70,7 @@ func appendChange(b []byte, c *api.ReleaseChange) []byte {
 		if len(l.names) == 0 {
 			continue
 		}
-		b = append(b, `,"`...)
-		b = append(b, l.name...)
-		b = append(b, `":[`...)
+		b = append(appendName(b, l.name), '[')
 		for i, n := range l.names {
 			if i > 0 {
 				b = append(b, ',')
@@ -83,21 +79,25 @@ func appendChange(b []byte, c *api.ReleaseChange) []byte {
 		}
 		b = append(b, ']')
 	}
-	b = append(b, `,"created_count":`...)
-	b = strconv.AppendInt(b, int64(c.CreatedCount), 10)
-	b = append(b, `,"changed_count":`...)
-	b = strconv.AppendInt(b, int64(c.ChangedCount), 10)
-	b = append(b, `,"deleted_count":`...)
-	b = strconv.AppendInt(b, int64(c.DeletedCount), 10)
+	b = appendInt(b, "created_count", int64(c.CreatedCount))
+	b = appendInt(b, "changed_count", int64(c.ChangedCount))
+	b = appendInt(b, "deleted_count", int64(c.DeletedCount))
 	return append(b, '}')
 }
 
-// appendMember appends ,"name":s.
-func appendMember(b []byte, name, s string) []byte {
+// appendName appends ,"name": (name needs no escape).
+func appendName(b []byte, name string) []byte {
 	b = append(b, `,"`...)
 	b = append(b, name...)
-	b = append(b, `":`...)
-	return appendString(b, s)
+	return append(b, `":`...)
+}
+
+// appendMember appends ,"name":s.
+func appendMember(b []byte, name, s string) []byte { return appendString(appendName(b, name), s) }
+
+// appendInt appends ,"name":n.
+func appendInt(b []byte, name string, n int64) []byte {
+	return strconv.AppendInt(appendName(b, name), n, 10)
 }
 
 // appendOmitEmpty is appendMember, nothing for an empty s (omitempty).
