@@ -298,9 +298,7 @@ func (s *Store) guardFor(ctx context.Context, e edits) (schemaGuard, error) {
 		}
 		g.cmps = append(g.cmps, compare(clientv3.ModRevision(s.sysRoot+treePrefix+n), "=", modRevision(resp.Responses[2*i+1])))
 		g.trees++
-		had := len(tree)
-		EditTree(tree, n, e.puts, e.dels)
-		if len(tree) == had && !putsUnder(e.puts, n) {
+		if !EditTree(tree, n, e.puts, e.dels) {
 			// Deletes that remove none of its keys (a key it lacks, a recursive delete of
 			// appliances when it has none) are no write to it: its schema does not judge
 			// them, even where its tree breaks it, so a delete of nothing is still 404. The
@@ -312,17 +310,6 @@ func (s *Store) guardFor(ctx context.Context, e edits) (schemaGuard, error) {
 		}
 	}
 	return g, nil
-}
-
-// putsUnder reports whether puts holds a key of appliance name's own tree.
-func putsUnder(puts map[string]string, name string) bool {
-	root := api.ApplianceRoot(name) + "/"
-	for k := range puts {
-		if strings.HasPrefix(k, root) {
-			return true
-		}
-	}
-	return false
 }
 
 // errStaleSchema is a check's refusal made with a schema that has changed since it was cached.
@@ -528,9 +515,11 @@ func applied(w written) bool {
 
 // EditTree makes tree, appliance name's own tree (keys relative to appliances/<name>/), what a
 // write of puts and dels (KV keys; the deletes first, as one etcd transaction cannot put and
-// delete one key) leaves it. Keys of other appliances are ignored.
-func EditTree(tree map[string]string, name string, puts map[string]string, dels []api.Op) {
+// delete one key) leaves it. Keys of other appliances are ignored. touched says whether the
+// write is one to the appliance: it removed one of its keys, or puts one under it.
+func EditTree(tree map[string]string, name string, puts map[string]string, dels []api.Op) (touched bool) {
 	root := api.ApplianceRoot(name) + "/"
+	had := len(tree)
 	for _, d := range dels {
 		switch {
 		case d.Recurse && (d.Key == api.AppliancesPrefix || d.Key+"/" == root):
@@ -547,9 +536,12 @@ func EditTree(tree map[string]string, name string, puts map[string]string, dels 
 			}
 		}
 	}
+	touched = len(tree) < had
 	for k, v := range puts {
 		if rel, ok := strings.CutPrefix(k, root); ok {
 			tree[rel] = v
+			touched = true
 		}
 	}
+	return touched
 }
