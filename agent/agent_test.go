@@ -1128,9 +1128,15 @@ func TestAgent_RunRemovesWhatAKilledRunLeft(t *testing.T) {
 	}
 	left := []string{plant(".a.conf.shoelace-1234567", time.Minute), plant(".a.conf.bak.shoelace-42", time.Hour)}
 	kept := []string{plant(".a.conf.shoelace-99", -time.Minute), plant(".b.conf.shoelace-1", time.Hour), plant("notes", time.Hour)}
+	// A spare a killed run was filling: removed, and made again, empty, after the install.
+	spare := plant(".a.conf.shoelace-spare", time.Minute)
 	stop := runAgent(t, a)
 	defer stop()
 	waitFor(t, "first render", fileIs(dir+"/out/a.conf", "a=1"))
+	waitFor(t, "an empty spare", fileIs(spare, ""))
+	if !strings.Contains(logs.String(), ".a.conf.shoelace-spare") {
+		t.Errorf("the spare's removal is not logged:\n%s", logs.String())
+	}
 	for _, p := range left {
 		if _, err := os.Lstat(p); !os.IsNotExist(err) {
 			t.Errorf("%s left by a killed run is still there (%v)", p, err)
@@ -1144,6 +1150,43 @@ func TestAgent_RunRemovesWhatAKilledRunLeft(t *testing.T) {
 	if !strings.Contains(logs.String(), "removed temp files a killed run left") || !strings.Contains(logs.String(), ".a.conf.shoelace-1234567") {
 		t.Errorf("the removal is not logged:\n%s", logs.String())
 	}
+}
+
+// The next change to a file is written into the spare that its install left beside it (the
+// file installed is the spare's inode), and a new spare is left, empty.
+func TestAgent_RunFillsTheSpare(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, _ := testAgent(t, srv, header+`templates:
+  - contents: "a={{ key \"a\" }}"
+    destination: $DIR/out/a.conf
+    perms: "0640"
+`)
+	if err := os.MkdirAll(dir+"/out", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spare := dir + "/out/.a.conf.shoelace-spare"
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/out/a.conf", "a=1"))
+	waitFor(t, "a spare", fileIs(spare, ""))
+	fi, err := os.Lstat(spare)
+	if err != nil {
+		t.Fatal(err)
+	}
+	two := "2"
+	srv.set(map[string]*string{"a": &two})
+	waitFor(t, "second render", fileIs(dir+"/out/a.conf", "a=2"))
+	got, err := os.Lstat(dir + "/out/a.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(fi, got) || got.Mode().Perm() != 0o640 {
+		t.Fatalf("a.conf is %v (mode %v), want the spare filled, mode 0640", got.Sys(), got.Mode())
+	}
+	waitFor(t, "a new spare", func() bool {
+		now, err := os.Lstat(spare)
+		return err == nil && now.Size() == 0 && !os.SameFile(now, got)
+	})
 }
 
 // A list of templates saved in templates_dir as c.yml is not read (only *.yaml files are): run

@@ -133,3 +133,6 @@ func foreignMade(at string, fi, parent fs.FileInfo) error {
 	puid, pgid, _ := ownerOf(parent)
 	return foreignDir(at, uid, os.Geteuid(), parent.Mode(), puid, pgid, nil)
 }
+
+// spares is true: Options.Spare keeps a spare file beside a destination (see spare.go).
+const spares = true

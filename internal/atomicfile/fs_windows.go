@@ -152,3 +152,6 @@ func wayProblem(string) error { return nil }
 
 // foreignMade is nil: see wayProblem.
 func foreignMade(string, fs.FileInfo, fs.FileInfo) error { return nil }
+
+// spares is false: Options.Spare keeps nothing on Windows, whose installs go on as without it.
+const spares = false
