@@ -62,9 +62,9 @@ type Options struct {
 	// rather than refused at every write: nothing the program keeps there could be saved again.
 	NoFollow bool
 	// Spare keeps an empty file ready beside the destination, .<base>.shoelace-spare, for the
-	// next install to fill instead of creating its temp file: it is made and fsynced after the
-	// rename (in DirSyncs.Sync when the directory's fsync is deferred), so that the cost of a
-	// new file is off the next change's way. Only on Unix, never with NoSync, and only in a
+	// next install to fill instead of creating its temp file: it is made right after the rename
+	// (before the directory's fsync), so that the cost of a new file is off the way of the next
+	// change, which its install's fsync makes durable. Only on Unix, never with NoSync, and only in a
 	// directory that no one but its owner (root or this process's user) may write; a file at
 	// that name is used only when it is a regular file of this process's user, empty, with one
 	// name and mode 0600 (see openSpare). Anything else there is left alone and a temp file is
@@ -460,17 +460,15 @@ func (s *Staged) Install() (err error) {
 	if s.opts.NoSync {
 		return nil
 	}
-	spare := ""
 	if s.opts.Spare {
-		spare = s.base
+		// Now, for a change that follows at once; before the directory's fsync, which makes its
+		// name durable too.
+		s.d.makeSpare(s.base)
 	}
 	if s.opts.DirSyncs != nil {
-		s.opts.DirSyncs.dirs = append(s.opts.DirSyncs.dirs, pendingDir{d: s.d, spare: spare})
+		s.opts.DirSyncs.dirs = append(s.opts.DirSyncs.dirs, s.d)
 		deferred = true
 		return nil
-	}
-	if spare != "" {
-		s.d.makeSpare(spare) // before the fsync, which makes its name durable too
 	}
 	if err := s.d.sync(); err != nil {
 		// The file is in place: a reader sees it and the caller must count it as installed.
@@ -485,14 +483,7 @@ func (s *Staged) Install() (err error) {
 // Sync, a crash may bring the previous files back (whole: each was fsynced before its rename).
 // It is not safe for concurrent use.
 type DirSyncs struct {
-	dirs []pendingDir
-}
-
-// pendingDir is the directory of an install whose fsync is deferred, and the base of its
-// destination when it keeps a spare (Options.Spare), made before the directory's fsync.
-type pendingDir struct {
-	d     *dir
-	spare string
+	dirs []*dir
 }
 
 // Pending reports whether an install waits for its directory's fsync.
@@ -504,17 +495,11 @@ func (s *DirSyncs) Sync() error {
 	if s == nil {
 		return nil
 	}
-	for _, p := range s.dirs {
-		if p.spare != "" {
-			p.d.makeSpare(p.spare)
-		}
-	}
 	var first error
 	// Once per directory, told by its identity, not its path: a directory replaced at its path
 	// between two installs is another one, and each rename is in the directory it was made in.
 	var done []os.FileInfo
-	for _, p := range s.dirs {
-		d := p.d
+	for _, d := range s.dirs {
 		fi, err := d.identity()
 		seen := err == nil && slices.ContainsFunc(done, func(o os.FileInfo) bool { return os.SameFile(o, fi) })
 		if !seen {

@@ -52,11 +52,11 @@ func (d *dir) openSpare(base string) *os.File {
 	return nil
 }
 
-// makeSpare creates the spare for base in d, empty, mode 0600 and fsynced, when d may hold
-// one and none is there. It is made with O_EXCL, so never through a name that exists: a file
-// there (the spare an install is filling, or anything planted) is left as it is. A failure
-// costs only the spare: the next install creates a temp file. A spare whose fsync failed is
-// kept: it is empty either way, and an install may have opened it meanwhile.
+// makeSpare creates the spare for base in d, empty and mode 0600, when d may hold one and none
+// is there. It is made with O_EXCL, so never through a name that exists: a file there (anything
+// planted, or left) is left as it is. A failure costs only the spare: the next install creates
+// a temp file. It is not fsynced: whether or not it survives a crash, the install that fills it
+// fsyncs it, as it does a temp file.
 func (d *dir) makeSpare(base string) {
 	if !spares || !d.ownersOnly() {
 		return
@@ -65,7 +65,6 @@ func (d *dir) makeSpare(base string) {
 	if err != nil {
 		return
 	}
-	f.Sync()
 	f.Close()
 }
 

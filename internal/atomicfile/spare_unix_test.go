@@ -61,7 +61,7 @@ func wantContent(t *testing.T, path, want string, perm os.FileMode) {
 // An install with Spare leaves an empty spare beside the destination, and the next install
 // fills that very file (its inode becomes the destination's) and leaves a new spare; the file
 // installed has the mode asked, not the spare's. With the directory's fsync deferred, the spare
-// is made by DirSyncs.Sync, before the fsync.
+// is there before the fsync, for a change that follows at once.
 func TestSpare_NextInstallFillsIt(t *testing.T) {
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
@@ -85,7 +85,7 @@ func TestSpare_NextInstallFillsIt(t *testing.T) {
 		t.Fatal("the new spare is the file installed")
 	}
 
-	// Deferred: no spare until Sync.
+	// Deferred: the spare is made before Sync.
 	spare = inode(t, spareOf(path))
 	ds := &atomicfile.DirSyncs{}
 	opts.DirSyncs = ds
@@ -96,7 +96,15 @@ func TestSpare_NextInstallFillsIt(t *testing.T) {
 	if inode(t, path) != spare {
 		t.Fatal("a deferred install did not fill the spare")
 	}
-	wantNoSpare(t, path)
+	wantSpare(t, path)
+	spare = inode(t, spareOf(path))
+	if _, err := atomicfile.Write(path, []byte("four\n"), opts); err != nil {
+		t.Fatal(err)
+	}
+	wantContent(t, path, "four\n", 0o644)
+	if inode(t, path) != spare {
+		t.Fatal("the next install before the fsync did not fill the spare")
+	}
 	if err := ds.Sync(); err != nil {
 		t.Fatal(err)
 	}
