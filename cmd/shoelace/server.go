@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/shoelace-dev/shoelace/internal/heapfloor"
 	"github.com/shoelace-dev/shoelace/internal/svc"
 	"github.com/shoelace-dev/shoelace/server"
 	"github.com/shoelace-dev/shoelace/server/store"
@@ -127,6 +128,12 @@ func splitList(s string) []string {
 
 var routeGRPCLogs sync.Once
 
+// serverHeapFloor is the Go heap a server lets grow before it collects (unless GOGC is set): a
+// few MiB are live in a replica with no long-polls, and collecting every few MiB allocated
+// put a collection beside about one write in forty under load, and among a third of the
+// slowest (BENCHMARKS.md, "Twenty-fourth round"). Above it GOGC's rule is unchanged.
+const serverHeapFloor = 64 << 20
+
 func (e *cliEnv) server(c *cli.Context) error {
 	if _, err := wantArgs(c, 0, 0, "[flags]"); err != nil {
 		return err
@@ -148,6 +155,7 @@ func (e *cliEnv) server(c *cli.Context) error {
 	slog.SetDefault(logger)
 	routeGRPCLogs.Do(func() { store.RouteGRPCLogs(logger) })
 	debugPprof(logger)
+	heapfloor.Set(serverHeapFloor)
 	if err := server.Run(c.Context, cfg, logger); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
