@@ -64,11 +64,12 @@ type Options struct {
 	// Spare keeps an empty file ready beside the destination, .<base>.shoelace-spare, for the
 	// next install to fill instead of creating its temp file: it is made right after the rename
 	// (before the directory's fsync), so that the cost of a new file is off the way of the next
-	// change, which its install's fsync makes durable. Only on Unix, never with NoSync, and only in a
+	// change, which its install's fsync makes durable; the install claims it by renaming it to
+	// a temp name of its own (see claimSpare). Only on Unix, never with NoSync, and only in a
 	// directory that no one but its owner (root or this process's user) may write; a file at
 	// that name is used only when it is a regular file of this process's user, empty, with one
-	// name and mode 0600 (see openSpare). Anything else there is left alone and a temp file is
-	// created as without Spare.
+	// name and mode 0600. Anything else there is left alone and a temp file is created as
+	// without Spare.
 	Spare bool
 	// KeepPrevious has Stage keep what the destination holds (bytes, mode, owner; or that it
 	// does not exist), so that Staged.Previous().Restore can put it back after the install. A

@@ -13,10 +13,9 @@ import (
 // killed between staging and renaming (a check or a reload running, a crash): the names
 // Stage and the backup make, .<base>.shoelace-N and .<base>.bak.shoelace-N, in path's
 // directory, regular files last modified before before (the start of the process that calls
-// it, so that another process's install in progress is left alone), and a spare
-// (Options.Spare) that holds anything, which an install was filling (an empty one stays, for
-// the next install). Left there they would stay for good, and a service that reads every file
-// of its directory (logrotate.d, cron.d) would read a half-made one. It returns the names it removed; a missing directory is no error.
+// it, so that another process's install in progress is left alone). Left there they would stay
+// for good, and a service that reads every file of its directory (logrotate.d, cron.d) would
+// read a half-made one. It returns the names it removed; a missing directory is no error.
 // Links in path are followed as Stage follows them; names are removed in the directory held
 // open, never through a link.
 func RemoveLeftovers(path string, before time.Time) ([]string, error) {
@@ -45,12 +44,11 @@ func RemoveLeftovers(path string, before time.Time) ([]string, error) {
 	var removed []string
 	var errs []error
 	for _, name := range names {
-		spare := isSpare(name, base)
-		if !spare && !isTempOf(name, base) {
+		if !isTempOf(name, base) {
 			continue
 		}
 		fi, err := d.root.Lstat(name)
-		if err != nil || !fi.Mode().IsRegular() || !fi.ModTime().Before(before) || spare && fi.Size() == 0 {
+		if err != nil || !fi.Mode().IsRegular() || !fi.ModTime().Before(before) {
 			continue
 		}
 		if err := d.root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -1,55 +1,68 @@
 package atomicfile
 
 import (
+	"io/fs"
+	"math/rand/v2"
 	"os"
-	"strings"
+	"strconv"
 )
 
-// spareSuffix ends the name of a destination's spare file (Options.Spare): .<base>.shoelace-spare.
-const spareSuffix = ".shoelace-spare"
+// spareName is the name of the spare file kept for base (Options.Spare): .<base>.shoelace-spare.
+func spareName(base string) string { return "." + base + ".shoelace-spare" }
 
-// spareName is the name of the spare file kept for base.
-func spareName(base string) string { return "." + base + spareSuffix }
-
-// isSpare reports whether name is the spare of a destination named base.
-func isSpare(name, base string) bool {
-	rest, ok := strings.CutPrefix(name, "."+base)
-	return ok && rest == spareSuffix
-}
-
-// stageFile opens the file that Stage writes base's new content to: the spare kept for base
-// when spare is set and one is there to use (see openSpare), else a new temp file.
+// stageFile opens the file that Stage writes base's new content to, and returns its name in d:
+// the spare kept for base, claimed (see claimSpare), when spare is set and one is there to use,
+// else a new temp file.
 func (d *dir) stageFile(base string, spare bool) (*os.File, string, error) {
 	if spare && spares && d.ownersOnly() {
-		if f := d.openSpare(base); f != nil {
-			return f, spareName(base), nil
+		if f, name := d.claimSpare(base); f != nil {
+			return f, name, nil
 		}
 	}
 	return d.createTemp(base)
 }
 
-// openSpare opens the spare kept for base in d, and returns it when it is what makeSpare
-// leaves: a regular file of this process's user, empty, with one name and mode 0600. The open
-// follows no link and does not block on a FIFO, and it is the file opened that is judged, so
-// that nothing planted at the name (a link, another user's file, a hard link to a file kept
-// elsewhere, a file with content) is ever written to. Anything else is nil: it is left as it
-// is and Stage creates a temp file, as without a spare.
-func (d *dir) openSpare(base string) *os.File {
-	f, err := d.root.OpenFile(spareName(base), os.O_RDWR|noFollow|nonBlock, 0)
+// claimSpare takes the spare kept for base in d for one install: it renames it to a temp name
+// of its own (.<base>.shoelace-N, as createTemp names them, N of 64 bits) and opens it there.
+// The rename is the claim: another install of the same destination (`once` beside `run`) that
+// looks at the spare at once finds the name gone and creates a temp file, so that two
+// installs never write into one file, and what an install renames over the destination is
+// the file it wrote. Once claimed, it is a temp file like any other: removed if the install
+// fails, and by RemoveLeftovers if its process is killed.
+//
+// Only a file that is what makeSpare leaves is claimed: a regular file of this process's user,
+// empty, with one name and mode 0600, judged by its Lstat before the rename and by the handle
+// opened after it (no link followed, no FIFO waited on), which must be the same file. Anything
+// else at the spare's name is left as it is, and nil is returned: Stage creates a temp file.
+func (d *dir) claimSpare(base string) (*os.File, string) {
+	spare := spareName(base)
+	fi, err := d.root.Lstat(spare)
+	if err != nil || !asMade(fi) {
+		return nil, ""
+	}
+	name := "." + base + ".shoelace-" + strconv.FormatUint(rand.Uint64(), 10)
+	if err := d.root.Rename(spare, name); err != nil {
+		return nil, "" // taken by another install since the look
+	}
+	f, err := d.root.OpenFile(name, os.O_RDWR|noFollow|nonBlock, 0)
 	if err != nil {
-		return nil
+		return nil, ""
 	}
-	fi, err := f.Stat()
-	if err == nil {
-		uid, _, owned := ownerOf(fi)
-		n, counted := linksOf(fi)
-		if fi.Mode().IsRegular() && owned && uid == os.Geteuid() && counted && n == 1 &&
-			fi.Size() == 0 && fi.Mode().Perm() == 0o600 {
-			return f
-		}
+	if now, err := f.Stat(); err != nil || !os.SameFile(fi, now) || !asMade(now) {
+		// Replaced between the look and the rename, which only root or this process's user
+		// can do here: left under the temp name, for RemoveLeftovers.
+		f.Close()
+		return nil, ""
 	}
-	f.Close()
-	return nil
+	return f, name
+}
+
+// asMade reports whether fi is of a spare as makeSpare makes it.
+func asMade(fi fs.FileInfo) bool {
+	uid, _, owned := ownerOf(fi)
+	n, counted := linksOf(fi)
+	return fi.Mode().IsRegular() && fi.Mode().Perm() == 0o600 && fi.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) == 0 &&
+		owned && uid == os.Geteuid() && counted && n == 1 && fi.Size() == 0
 }
 
 // makeSpare creates the spare for base in d, empty and mode 0600, when d may hold one and none

@@ -160,7 +160,7 @@ func TestSpare_NotMadeWhereOthersMayWrite(t *testing.T) {
 // but each would write where the destination's bytes must not go.
 func TestSpare_AnythingElseAtItsNameIsLeftAlone(t *testing.T) {
 	kinds := []string{"link to an empty file", "link to nowhere", "file with content", "hard link to an empty file",
-		"fifo", "directory", "mode 0644"}
+		"fifo", "directory", "mode 0644", "mode 0600 with setuid"}
 	if os.Geteuid() == 0 {
 		kinds = append(kinds, "another user's empty file")
 	}
@@ -194,6 +194,10 @@ func TestSpare_AnythingElseAtItsNameIsLeftAlone(t *testing.T) {
 			case "mode 0644":
 				if err = os.WriteFile(spare, nil, 0o600); err == nil {
 					err = os.Chmod(spare, 0o644)
+				}
+			case "mode 0600 with setuid":
+				if err = os.WriteFile(spare, nil, 0o600); err == nil {
+					err = os.Chmod(spare, 0o600|os.ModeSetuid)
 				}
 			case "another user's empty file":
 				if err = os.WriteFile(spare, nil, 0o600); err == nil {
@@ -250,7 +254,7 @@ func mustLstat(t *testing.T, p string) os.FileInfo {
 	return fi
 }
 
-// A spare filled by an install that failed its check is removed with it, not left holding the
+// A spare claimed by an install that failed its check is removed with it, not left holding the
 // refused content; the next install creates its file and makes a spare again.
 func TestSpare_FailedCheckLeavesNothing(t *testing.T) {
 	dir := t.TempDir()
@@ -260,20 +264,23 @@ func TestSpare_FailedCheckLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantSpare(t, path)
+	spare := inode(t, spareOf(path))
 	bad := opts
-	var staged string
+	var staged uint64
 	bad.Check = func(p string) error {
-		staged = p
+		staged = inode(t, p)
 		return errors.New("refused")
 	}
 	if _, err := atomicfile.Write(path, []byte("bad\n"), bad); err == nil {
 		t.Fatal("the check's error was not returned")
 	}
-	if staged != spareOf(path) {
-		t.Fatalf("the check saw %s, want the spare filled", staged)
+	if staged != spare {
+		t.Fatalf("the check saw inode %d, want the spare filled (%d)", staged, spare)
 	}
 	wantContent(t, path, "good\n", atomicfile.DefaultPerm)
-	wantNoSpare(t, path)
+	if names, _ := os.ReadDir(dir); len(names) != 1 {
+		t.Fatalf("directory holds %v, want app.conf alone", names)
+	}
 	if _, err := atomicfile.Write(path, []byte("better\n"), opts); err != nil {
 		t.Fatal(err)
 	}
@@ -281,46 +288,31 @@ func TestSpare_FailedCheckLeavesNothing(t *testing.T) {
 	wantSpare(t, path)
 }
 
-// RemoveLeftovers removes a spare that holds anything, from before the run (an install was
-// filling it when its process was killed), and keeps an empty one, and one written since.
+// RemoveLeftovers leaves a spare alone: it is never written under its name (an install renames
+// it to a temp name of its own first). A spare that a killed run had claimed is a temp file, and
+// goes as one when it is older than the run.
 func TestRemoveLeftovers_Spares(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "app.conf")
 	old := time.Now().Add(-time.Hour)
-	for _, c := range []struct {
-		data  string
-		mtime time.Time
-		gone  bool
-	}{
-		{"half a file", old, true},
-		{"", old, false},
-		{"being filled now", time.Now().Add(time.Hour), false},
-	} {
-		if err := os.WriteFile(spareOf(path), []byte(c.data), 0o600); err != nil {
+	for _, data := range []string{"", "something"} {
+		if err := os.WriteFile(spareOf(path), []byte(data), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Chtimes(spareOf(path), c.mtime, c.mtime); err != nil {
-			t.Fatal(err)
-		}
-		removed, err := atomicfile.RemoveLeftovers(path, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, statErr := os.Lstat(spareOf(path))
-		if gone := errors.Is(statErr, os.ErrNotExist); gone != c.gone || len(removed) != map[bool]int{true: 1}[c.gone] {
-			t.Fatalf("spare %q: removed %v (gone %v), want gone %v", c.data, removed, gone, c.gone)
+		os.Chtimes(spareOf(path), old, old)
+		if removed, err := atomicfile.RemoveLeftovers(path, time.Now()); err != nil || len(removed) != 0 {
+			t.Fatalf("spare %q: removed %v (%v), want it left", data, removed, err)
 		}
 	}
-	// Not a spare: a name that only begins like one.
-	other := spareOf(path) + "x"
-	if err := os.WriteFile(other, []byte("x"), 0o600); err != nil {
+	claimed := filepath.Join(dir, ".app.conf.shoelace-12345678901234567890")
+	if err := os.WriteFile(claimed, []byte("half"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	os.Chtimes(other, old, old)
-	if removed, _ := atomicfile.RemoveLeftovers(path, time.Now()); len(removed) != 0 {
-		t.Fatalf("removed %v", removed)
+	os.Chtimes(claimed, old, old)
+	if removed, err := atomicfile.RemoveLeftovers(path, time.Now()); err != nil || len(removed) != 1 || removed[0] != claimed {
+		t.Fatalf("removed %v (%v), want the claimed spare a killed run left", removed, err)
 	}
-	if b, _ := os.ReadFile(other); !bytes.Equal(b, []byte("x")) {
-		t.Fatal("a file not the spare's was touched")
+	if b, _ := os.ReadFile(spareOf(path)); !bytes.Equal(b, []byte("something")) {
+		t.Fatal("the spare was touched")
 	}
 }
