@@ -69,6 +69,10 @@ type Agent struct {
 	// dirSyncs, while Run runs, holds the directories of installed files whose fsync waits
 	// (run.go: pass); nil: each install fsyncs its directory.
 	dirSyncs *atomicfile.DirSyncs
+	// spares is set while Run runs: each file installed keeps a spare beside it for the next
+	// change (atomicfile.Options.Spare). once has no next change, and leaves none (a template's
+	// image baked with once stays as its files).
+	spares bool
 	// recordOwed is set while Run runs: commands owed for installed files are recorded in
 	// cache_dir (owed.go), which owed mirrors.
 	recordOwed bool

@@ -1183,6 +1183,31 @@ func TestAgent_RunFillsTheSpare(t *testing.T) {
 	})
 }
 
+// once leaves no spare beside the files it installs: it has no next change to fill one, and a
+// VM template baked with it holds its files alone.
+func TestAgent_OnceLeavesNoSpare(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, _ := testAgent(t, srv, header+`templates:
+  - contents: "a={{ key \"a\" }}"
+    destination: $DIR/out/a.conf
+`)
+	if err := os.MkdirAll(dir+"/out", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"1", "2"} {
+		srv.set(map[string]*string{"a": &v})
+		if err := a.Once(context.Background(), "", false); err != nil {
+			t.Fatal(err)
+		}
+		if !fileIs(dir+"/out/a.conf", "a="+v)() {
+			t.Fatalf("a.conf is not a=%s", v)
+		}
+		if names, _ := os.ReadDir(dir + "/out"); len(names) != 1 {
+			t.Fatalf("out holds %v, want a.conf alone", names)
+		}
+	}
+}
+
 // A list of templates saved in templates_dir as c.yml is not read (only *.yaml files are): run
 // said nothing when one appeared, and its templates were simply never rendered. It logs the
 // file and the name to give it now.

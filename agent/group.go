@@ -879,7 +879,7 @@ func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data, re
 	}
 	m.r = r
 	opts := t.installOptions()
-	opts.Backup, opts.KeepPrevious, opts.DirSyncs, opts.Spare = t.cfg.Backup, true, a.dirSyncs, true
+	opts.Backup, opts.KeepPrevious, opts.DirSyncs, opts.Spare = t.cfg.Backup, true, a.dirSyncs, a.spares
 	if t.cfg.Check != "" {
 		opts.Check = func(staged string) error {
 			// A check in progress finishes even when the agent is stopping (bounded by its

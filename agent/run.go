@@ -258,7 +258,7 @@ func (l *loop) start() {
 	l.stopEnroll = a.startEnrollment(l.ctx, l.reporter.resend)
 	a.recordOwed = true
 	a.persist = startPersister(a.log)
-	a.dirSyncs = &atomicfile.DirSyncs{}
+	a.dirSyncs, a.spares = &atomicfile.DirSyncs{}, true
 	l.synced = make(chan *dirBatch, 1)
 	// Watch before the first render, so that an edit right after it is not missed.
 	l.rewatch()
@@ -300,7 +300,7 @@ func (l *loop) close() {
 		l.watcher.Close()
 	}
 	l.flushDirs() // the outcomes are recorded (the status written), the last report dropped
-	l.a.dirSyncs = nil
+	l.a.dirSyncs, l.a.spares = nil, false
 	l.reporter.close()
 	l.a.persist.close()
 	l.a.persist = nil
