@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"time"
 )
 
 // spareName is the name of the spare file kept for base (Options.Spare): .<base>.shoelace-spare.
@@ -52,6 +53,15 @@ func (d *dir) claimSpare(base string) (*os.File, string) {
 		// Replaced between the look and the rename, which only root or this process's user
 		// can do here: left under the temp name, for RemoveLeftovers.
 		f.Close()
+		return nil, ""
+	}
+	// Its times are now the claim's, as a temp file's are its creation's: the spare's are those
+	// of the install before. An install with nothing to write would keep them: the file
+	// installed would look older than the change (to a program that reloads when the time
+	// moves), and a run started since would count it, in its check, as a killed run's leftover.
+	if now := time.Now(); d.root.Chtimes(name, now, now) != nil {
+		f.Close()
+		d.root.Remove(name)
 		return nil, ""
 	}
 	return f, name

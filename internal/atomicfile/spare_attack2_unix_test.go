@@ -1,0 +1,97 @@
+//go:build !windows
+
+package atomicfile_test
+
+import (
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
+)
+
+// long ago is when the spare of these tests was made: the install before the one they look at
+// was a day ago, as it is for most files.
+var longAgo = time.Now().Add(-24 * time.Hour)
+
+// An empty file installed from the spare is a new file like one installed from a temp file: its
+// modification time is the install's, not the spare's (made after the install before, a day
+// ago). A program that reloads its configuration when the file's time changes would miss the
+// change to an empty file: the spare's time is the previous install's, to the clock's tick.
+func TestSpare_EmptyInstallHasItsOwnTime(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "allow.list")
+	opts := atomicfile.Options{Perm: 0o644, UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
+	if _, err := atomicfile.Write(path, []byte("10.0.0.1\n"), opts); err != nil {
+		t.Fatal(err)
+	}
+	wantSpare(t, path)
+	if err := os.Chtimes(spareOf(path), longAgo, longAgo); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now().Add(-time.Minute)
+	if _, err := atomicfile.Write(path, nil, opts); err != nil {
+		t.Fatal(err)
+	}
+	wantContent(t, path, "", 0o644)
+	if mt := mustLstat(t, path).ModTime(); mt.Before(start) {
+		t.Errorf("the empty file installed has the time %v, the spare's, not the install's", mt)
+	}
+}
+
+// TestSpare_EmptyCheckingHelper stages an empty file with Spare and blocks in its check until
+// killed: the other process of TestSpare_LeftoversLeaveAnEmptyInstall.
+func TestSpare_EmptyCheckingHelper(t *testing.T) {
+	path := os.Getenv("SHOELACE_SPARE_EMPTY_PATH")
+	if path == "" {
+		t.Skip("run by TestSpare_LeftoversLeaveAnEmptyInstall")
+	}
+	opts := atomicfile.Options{Perm: 0o644, UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
+	opts.Check = func(string) error {
+		os.Stdout.WriteString("checking\n")
+		select {} // until killed
+	}
+	atomicfile.Write(path, nil, opts)
+}
+
+// An agent starting (RemoveLeftovers with its start) while another process (`once`, started
+// after it) checks an empty file it staged leaves that file alone, as it leaves a temp file
+// that the other process created after its start: the claimed spare, made a day ago and not
+// written to (nothing to write), must not count as a day old. Removed, the other install fails
+// at its rename after a check that passed.
+func TestSpare_LeftoversLeaveAnEmptyInstall(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "allow.list")
+	opts := atomicfile.Options{Perm: 0o644, UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
+	if _, err := atomicfile.Write(path, []byte("10.0.0.1\n"), opts); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(spareOf(path), longAgo, longAgo); err != nil {
+		t.Fatal(err)
+	}
+	agentStart := time.Now()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSpare_EmptyCheckingHelper$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "SHOELACE_SPARE_EMPTY_PATH="+path)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	line := make([]byte, len("checking\n"))
+	if _, err := io.ReadFull(out, line); err != nil || string(line) != "checking\n" {
+		t.Fatalf("helper said %q (%v)", line, err)
+	}
+	wantNoSpare(t, path)
+	if removed, err := atomicfile.RemoveLeftovers(path, agentStart); err != nil || len(removed) > 0 {
+		t.Fatalf("removed %v (%v): the install of a process started after this one, in its check", removed, err)
+	}
+}
