@@ -33,8 +33,10 @@ func (d *dir) stageFile(base string, spare bool) (*os.File, string, error) {
 //
 // Only a file that is what makeSpare leaves is claimed: a regular file of this process's user,
 // empty, with one name and mode 0600, judged by its Lstat before the rename and by the handle
-// opened after it (no link followed, no FIFO waited on), which must be the same file. Anything
-// else at the spare's name is left as it is, and nil is returned: Stage creates a temp file.
+// opened after it (no link followed, no FIFO waited on). The file renamed may be another than
+// the one looked at: a new spare, which another install claimed the first and made after its
+// rename; as made too, it is as good. Anything else at the spare's name is left as it is, and
+// nil is returned: Stage creates a temp file.
 func (d *dir) claimSpare(base string) (*os.File, string) {
 	spare := spareName(base)
 	fi, err := d.root.Lstat(spare)
@@ -49,9 +51,9 @@ func (d *dir) claimSpare(base string) (*os.File, string) {
 	if err != nil {
 		return nil, ""
 	}
-	if now, err := f.Stat(); err != nil || !os.SameFile(fi, now) || !asMade(now) {
-		// Replaced between the look and the rename, which only root or this process's user
-		// can do here: left under the temp name, for RemoveLeftovers.
+	if now, err := f.Stat(); err != nil || !asMade(now) {
+		// Replaced between the look and the rename by something else, which only root or this
+		// process's user can do here: left under the temp name, for RemoveLeftovers.
 		f.Close()
 		return nil, ""
 	}

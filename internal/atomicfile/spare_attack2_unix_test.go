@@ -3,10 +3,12 @@
 package atomicfile_test
 
 import (
+	"bytes"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -94,4 +96,39 @@ func TestSpare_LeftoversLeaveAnEmptyInstall(t *testing.T) {
 	if removed, err := atomicfile.RemoveLeftovers(path, agentStart); err != nil || len(removed) > 0 {
 		t.Fatalf("removed %v (%v): the install of a process started after this one, in its check", removed, err)
 	}
+}
+
+// Four processes install the same file at once (the run, `once` by hand, a timer's): besides
+// each install reaching the file whole, none leaves a file behind. One that looks at the spare,
+// finds it as made, and renames it once another install has claimed it and made a new one
+// (right after its rename) holds that new spare: as made too, only not the file it looked at.
+// It is as good a spare as the one it looked at, and was left under its temp name, empty, until
+// the next start of the agent removed it: dozens of them for 1600 installs.
+func TestSpare_InstallsAtOnceLeaveNoTempFile(t *testing.T) {
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	path := filepath.Join(dir, "app.conf")
+	var cmds []*exec.Cmd
+	var outs []*bytes.Buffer
+	for p := 1; p < 4; p++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestSpare_AttackHelper$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "SHOELACE_SPARE_ATTACK_PATH="+path, "SHOELACE_SPARE_ATTACK_P="+strconv.Itoa(p))
+		out := &bytes.Buffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds, outs = append(cmds, cmd), append(outs, out)
+	}
+	spareInstalls(t, path, 0)
+	for i, cmd := range cmds {
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("helper %d: %v\n%s", i+1, err, outs[i])
+		}
+	}
+	left, err := filepath.Glob(filepath.Join(dir, ".app.conf.shoelace-[0-9]*"))
+	if err != nil || len(left) > 0 {
+		t.Errorf("%d temp files left (%v), want none", len(left), err)
+	}
+	wantSpare(t, path)
 }
