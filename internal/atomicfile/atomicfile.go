@@ -782,8 +782,11 @@ func backup(d *dir, base string, opts Options) (err error) {
 			return fmt.Errorf("backup %s: %w", path, err)
 		}
 	}
-	if err := d.rename(tmp, bak); err != nil {
-		d.root.Remove(tmp)
+	err = d.rename(tmp, bak)
+	// Removed after a rename too: when the .bak is the file already (an install stopped before
+	// its rename, or another process's backup of it), rename(2) does nothing and tmp stays.
+	d.root.Remove(tmp)
+	if err != nil {
 		return fmt.Errorf("backup %s: %w", path, err)
 	}
 	return nil

@@ -132,3 +132,35 @@ func TestSpare_InstallsAtOnceLeaveNoTempFile(t *testing.T) {
 	}
 	wantSpare(t, path)
 }
+
+// A backup made when the .bak is already the destination's file (a hard link to it: the
+// install that made it stopped before its rename, as one whose BeforeRename failed, or was
+// killed there; or another process backed up the same file a moment before) leaves no temp
+// file. rename(2) of one name of a file over another name of the same file does nothing and
+// says it succeeded: the backup's temp link stayed, a name of the destination's previous
+// content, until the agent's next start (from four processes installing with Backup, dozens).
+func TestBackup_BakAlreadyTheFileLeavesNoTempFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.conf")
+	opts := atomicfile.Options{Perm: 0o644, UID: atomicfile.Keep, GID: atomicfile.Keep, Backup: true, Spare: true}
+	if _, err := atomicfile.Write(path, []byte("one\n"), opts); err != nil {
+		t.Fatal(err)
+	}
+	failing := opts
+	failing.BeforeRename = func() error { return io.ErrUnexpectedEOF }
+	if _, err := atomicfile.Write(path, []byte("two\n"), failing); err == nil {
+		t.Fatal("the install whose BeforeRename failed said it succeeded")
+	}
+	if !os.SameFile(mustLstat(t, path), mustLstat(t, path+".bak")) {
+		t.Fatal("the .bak is not the file: this test no longer makes the case it is about")
+	}
+	if _, err := atomicfile.Write(path, []byte("three\n"), opts); err != nil {
+		t.Fatal(err)
+	}
+	wantContent(t, path, "three\n", 0o644)
+	wantContent(t, path+".bak", "one\n", 0o644)
+	left, err := filepath.Glob(filepath.Join(dir, ".app.conf.*shoelace-[0-9]*"))
+	if err != nil || len(left) > 0 {
+		t.Errorf("temp files left: %v (%v), want none", left, err)
+	}
+}
