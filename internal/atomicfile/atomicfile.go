@@ -339,7 +339,7 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 		perm = DefaultPerm
 	}
 
-	tmp, staged, err := d.stageFile(base, opts.Spare && !opts.NoSync)
+	tmp, staged, err := d.stageFile(base, opts.Spare && !opts.NoSync, len(data) == 0)
 	if err != nil {
 		return nil, fmt.Errorf("create temp file for %s: %w", path, err)
 	}

@@ -13,10 +13,10 @@ func spareName(base string) string { return "." + base + ".shoelace-spare" }
 
 // stageFile opens the file that Stage writes base's new content to, and returns its name in d:
 // the spare kept for base, claimed (see claimSpare), when spare is set and one is there to use,
-// else a new temp file.
-func (d *dir) stageFile(base string, spare bool) (*os.File, string, error) {
+// else a new temp file. empty says that nothing will be written to it.
+func (d *dir) stageFile(base string, spare, empty bool) (*os.File, string, error) {
 	if spare && spares && d.ownersOnly() {
-		if f, name := d.claimSpare(base); f != nil {
+		if f, name := d.claimSpare(base, empty); f != nil {
 			return f, name, nil
 		}
 	}
@@ -37,7 +37,12 @@ func (d *dir) stageFile(base string, spare bool) (*os.File, string, error) {
 // the one looked at: a new spare, which another install claimed the first and made after its
 // rename; as made too, it is as good. Anything else at the spare's name is left as it is, and
 // nil is returned: Stage creates a temp file.
-func (d *dir) claimSpare(base string) (*os.File, string) {
+//
+// With empty (nothing to write), its times are set to now, as a temp file's are those of its
+// creation: the spare's are those of the install before, which the file installed would keep
+// and so look older than the change (to a program that reloads when the time moves), and a run
+// started since would count it, in its check, as a killed run's leftover. A write sets them.
+func (d *dir) claimSpare(base string, empty bool) (*os.File, string) {
 	spare := spareName(base)
 	fi, err := d.root.Lstat(spare)
 	if err != nil || !asMade(fi) {
@@ -57,11 +62,7 @@ func (d *dir) claimSpare(base string) (*os.File, string) {
 		f.Close()
 		return nil, ""
 	}
-	// Its times are now the claim's, as a temp file's are its creation's: the spare's are those
-	// of the install before. An install with nothing to write would keep them: the file
-	// installed would look older than the change (to a program that reloads when the time
-	// moves), and a run started since would count it, in its check, as a killed run's leftover.
-	if now := time.Now(); d.root.Chtimes(name, now, now) != nil {
+	if now := time.Now(); empty && d.root.Chtimes(name, now, now) != nil {
 		f.Close()
 		d.root.Remove(name)
 		return nil, ""
