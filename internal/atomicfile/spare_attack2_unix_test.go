@@ -44,21 +44,6 @@ func TestSpare_EmptyInstallHasItsOwnTime(t *testing.T) {
 	}
 }
 
-// TestSpare_EmptyCheckingHelper stages an empty file with Spare and blocks in its check until
-// killed: the other process of TestSpare_LeftoversLeaveAnEmptyInstall.
-func TestSpare_EmptyCheckingHelper(t *testing.T) {
-	path := os.Getenv("SHOELACE_SPARE_EMPTY_PATH")
-	if path == "" {
-		return // only as the other process of TestSpare_LeftoversLeaveAnEmptyInstall
-	}
-	opts := atomicfile.Options{Perm: 0o644, UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
-	opts.Check = func(string) error {
-		os.Stdout.WriteString("checking\n")
-		select {} // until killed
-	}
-	atomicfile.Write(path, nil, opts)
-}
-
 // An agent starting (RemoveLeftovers with its start) while another process (`once`, started
 // after it) checks an empty file it staged leaves that file alone, as it leaves a temp file
 // that the other process created after its start: the claimed spare, made a day ago and not
@@ -75,23 +60,7 @@ func TestSpare_LeftoversLeaveAnEmptyInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	agentStart := time.Now()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestSpare_EmptyCheckingHelper$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "SHOELACE_SPARE_EMPTY_PATH="+path)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	}()
-	line := make([]byte, len("checking\n"))
-	if _, err := io.ReadFull(out, line); err != nil || string(line) != "checking\n" {
-		t.Fatalf("helper said %q (%v)", line, err)
-	}
+	checking(t, path, "")
 	wantNoSpare(t, path)
 	if removed, err := atomicfile.RemoveLeftovers(path, agentStart); err != nil || len(removed) > 0 {
 		t.Fatalf("removed %v (%v): the install of a process started after this one, in its check", removed, err)

@@ -189,19 +189,44 @@ func TestSpare_LeftoversTakeTheClaimedSpare(t *testing.T) {
 	wantSpare(t, path)
 }
 
-// TestSpare_CheckingHelper stages a file with Spare and blocks in its check until killed: the
-// other process of TestSpare_KilledInItsCheck.
+// TestSpare_CheckingHelper stages a file with Spare, holding $SHOELACE_SPARE_CHECKING_DATA, and
+// blocks in its check until killed: the other process of the tests that start it (checking).
 func TestSpare_CheckingHelper(t *testing.T) {
 	path := os.Getenv("SHOELACE_SPARE_CHECKING_PATH")
 	if path == "" {
-		return // only as the other process of TestSpare_KilledInItsCheck
+		return // only as the other process of a test, started by checking
 	}
 	opts := atomicfile.Options{Perm: 0o644, UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
 	opts.Check = func(string) error {
 		os.Stdout.WriteString("checking\n")
 		select {} // until killed
 	}
-	atomicfile.Write(path, []byte("half done\n"), opts)
+	atomicfile.Write(path, []byte(os.Getenv("SHOELACE_SPARE_CHECKING_DATA")), opts)
+}
+
+// checking starts TestSpare_CheckingHelper installing data at path and returns once its install
+// is in its check; kill ends it (and is run at the test's end too).
+func checking(t *testing.T, path, data string) (kill func()) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSpare_CheckingHelper$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "SHOELACE_SPARE_CHECKING_PATH="+path, "SHOELACE_SPARE_CHECKING_DATA="+data)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	kill = sync.OnceFunc(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	t.Cleanup(kill)
+	line := make([]byte, len("checking\n"))
+	if _, err := io.ReadFull(out, line); err != nil || string(line) != "checking\n" {
+		t.Fatalf("helper said %q (%v)", line, err)
+	}
+	return kill
 }
 
 // A process killed while its install's check runs leaves the spare it claimed, under its temp
@@ -215,26 +240,12 @@ func TestSpare_KilledInItsCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := time.Now().Add(-time.Minute)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestSpare_CheckingHelper$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "SHOELACE_SPARE_CHECKING_PATH="+path)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	line := make([]byte, len("checking\n"))
-	if _, err := io.ReadFull(out, line); err != nil || string(line) != "checking\n" {
-		t.Fatalf("helper said %q (%v)", line, err)
-	}
+	kill := checking(t, path, "half done\n")
 	wantNoSpare(t, path)
 	if removed, err := atomicfile.RemoveLeftovers(path, before); err != nil || len(removed) > 0 {
 		t.Fatalf("removed %v (%v) while the other process checks it", removed, err)
 	}
-	cmd.Process.Kill()
-	cmd.Wait()
+	kill()
 	claimed, _ := filepath.Glob(filepath.Join(dir, ".app.conf.shoelace-[0-9]*"))
 	if len(claimed) != 1 {
 		t.Fatalf("temp files %v, want the claimed spare", claimed)
