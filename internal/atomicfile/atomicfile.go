@@ -16,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"syscall"
 )
 
@@ -732,7 +731,7 @@ func named(op, path string, err error) error {
 // O_EXCL (so never through an existing name or link) and mode 0600.
 func (d *dir) createTemp(base string) (*os.File, string, error) {
 	for range 100 {
-		name := "." + base + ".shoelace-" + strconv.FormatUint(uint64(rand.Uint32()), 10)
+		name := tempName(base, uint64(rand.Uint32()))
 		f, err := d.root.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL|createFlags, 0o600)
 		if errors.Is(err, fs.ErrExist) {
 			continue
@@ -795,7 +794,7 @@ func backup(d *dir, base string, opts Options) (err error) {
 // linkTemp hard-links base to a new temp name in d and returns the name.
 func linkTemp(d *dir, base string) (string, error) {
 	for range 100 {
-		name := "." + base + ".bak.shoelace-" + strconv.FormatUint(uint64(rand.Uint32()), 10)
+		name := tempName(base+".bak", uint64(rand.Uint32()))
 		err := link(d.root, base, name)
 		if errors.Is(err, fs.ErrExist) {
 			continue

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -58,6 +59,12 @@ func RemoveLeftovers(path string, before time.Time) ([]string, error) {
 		removed = append(removed, d.join(name))
 	}
 	return removed, errors.Join(errs...)
+}
+
+// tempName is the temp name numbered n made for base: .<base>.shoelace-N (createTemp,
+// claimSpare; linkTemp's .<base>.bak.shoelace-N is that of base+".bak"), as isTempOf reads it.
+func tempName(base string, n uint64) string {
+	return "." + base + ".shoelace-" + strconv.FormatUint(n, 10)
 }
 
 // isTempOf reports whether name is one of the temp names made for base (see createTemp and

@@ -4,7 +4,6 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
-	"strconv"
 	"time"
 )
 
@@ -48,7 +47,7 @@ func (d *dir) claimSpare(base string, empty bool) (*os.File, string) {
 	if err != nil || !asMade(fi) {
 		return nil, ""
 	}
-	name := "." + base + ".shoelace-" + strconv.FormatUint(rand.Uint64(), 10)
+	name := tempName(base, rand.Uint64())
 	if err := d.root.Rename(spare, name); err != nil {
 		return nil, "" // taken by another install since the look
 	}
@@ -62,10 +61,12 @@ func (d *dir) claimSpare(base string, empty bool) (*os.File, string) {
 		f.Close()
 		return nil, ""
 	}
-	if now := time.Now(); empty && d.root.Chtimes(name, now, now) != nil {
-		f.Close()
-		d.root.Remove(name)
-		return nil, ""
+	if empty {
+		if now := time.Now(); d.root.Chtimes(name, now, now) != nil {
+			f.Close()
+			d.root.Remove(name)
+			return nil, ""
+		}
 	}
 	return f, name
 }
