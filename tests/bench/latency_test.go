@@ -40,9 +40,12 @@ func TestMain(m *testing.M) {
 // bin returns the path of a freshly built binary of ./cmd/<name>; they are built once, on first use,
 // so that `go test ./...` without -bench builds nothing. SHOELACE_BENCH_AGENT names another
 // agent executable for the latency benchmarks (an older build to alternate with, or a wrapper
-// that traces it).
+// that traces it); SHOELACE_BENCH_SERVER names another server executable, for every benchmark.
 func bin(tb testing.TB, name string) string {
 	if p := os.Getenv("SHOELACE_BENCH_AGENT"); name == "shoelace-agent" && p != "" {
+		return p
+	}
+	if p := os.Getenv("SHOELACE_BENCH_SERVER"); name == "shoelace" && p != "" {
 		return p
 	}
 	binOnce.Do(func() {
