@@ -625,7 +625,7 @@ func (e *cliEnv) readFileFlag(c *cli.Context, op string) (body []byte, name stri
 	case "":
 		return nil, "", usagef("%smissing -f FILE (or -f - for stdin)", errPrefix(c))
 	case "-":
-		if body, err = io.ReadAll(e.stdin); err != nil {
+		if body, err = readAll(c.Context, e.stdin); err != nil {
 			return nil, "", fmt.Errorf("%s: read stdin: %w", op, err)
 		}
 		return withoutBOM(body), "stdin", nil
@@ -634,6 +634,27 @@ func (e *cliEnv) readFileFlag(c *cli.Context, op string) (body []byte, name stri
 		return nil, "", fmt.Errorf("%s: %w", op, err)
 	}
 	return withoutBOM(body), name, nil
+}
+
+// readAll reads r (stdin) to its end, or until ctx ends: a read of a terminal, or of a pipe
+// whose writer lives on, blocks in the kernel, where Ctrl-C's cancellation does not reach it.
+// The read left behind ends with the process.
+func readAll(ctx context.Context, r io.Reader) ([]byte, error) {
+	type result struct {
+		data []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		data, err := io.ReadAll(r)
+		done <- result{data, err}
+	}()
+	select {
+	case res := <-done:
+		return res.data, res.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // withoutBOM drops the UTF-8 byte order mark that some editors (and Windows PowerShell's

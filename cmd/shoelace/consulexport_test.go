@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -79,11 +80,11 @@ func TestReadConsulExport_Bounded(t *testing.T) {
 	if err := os.WriteFile(file, []byte(`[{"key":"web/a","flags":0,"value":"`+strings.Repeat("QUFB", 30)+`"}]`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := readConsulExport(&cliEnv{}, file); err == nil || !strings.Contains(err.Error(), file+" is over 100 bytes") {
+	if _, _, err := readConsulExport(context.Background(), &cliEnv{}, file); err == nil || !strings.Contains(err.Error(), file+" is over 100 bytes") {
 		t.Fatalf("export of 140 bytes under a bound of 100: %v", err)
 	}
 	maxConsulExportBytes = 200
-	kvs, _, err := readConsulExport(&cliEnv{}, file)
+	kvs, _, err := readConsulExport(context.Background(), &cliEnv{}, file)
 	if err != nil || len(kvs) != 1 || len(kvs[0].Value) != 90 {
 		t.Fatalf("within the bound: %v, %v", kvs, err)
 	}

@@ -512,7 +512,7 @@ func (e *cliEnv) importKeys(c *cli.Context) error {
 	}
 	var data []byte
 	if a[0] == "-" {
-		data, err = io.ReadAll(e.stdin)
+		data, err = readAll(c.Context, e.stdin)
 	} else {
 		data, err = os.ReadFile(a[0])
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -220,7 +221,7 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 	if fromConsul != "" {
 		var folders []string
 		var flags map[string]uint64
-		kvs, flags, err = readConsulExport(e, fromConsul)
+		kvs, flags, err = readConsulExport(c.Context, e, fromConsul)
 		kvs, folders = withoutConsulFolders(kvs)
 		if len(folders) > 0 {
 			fmt.Fprintf(e.stderr, "left out %s, since a folder (a key ending in / with no value, as Consul's UI makes one) holds nothing: %s\n",
@@ -440,7 +441,7 @@ var maxConsulExportBytes = store.DefaultForeignMaxBytes
 
 // readConsulExport reads what `consul kv export` wrote (file, or stdin for "-") as keys rooted
 // at '/', so that they map onto an appliance as a confd keyspace does.
-func readConsulExport(e *cliEnv, file string) ([]store.ForeignKV, map[string]uint64, error) {
+func readConsulExport(ctx context.Context, e *cliEnv, file string) ([]store.ForeignKV, map[string]uint64, error) {
 	var r io.Reader = e.stdin
 	if file != "-" {
 		f, err := os.Open(file)
@@ -450,7 +451,7 @@ func readConsulExport(e *cliEnv, file string) ([]store.ForeignKV, map[string]uin
 		defer f.Close()
 		r = f
 	}
-	data, err := io.ReadAll(io.LimitReader(r, int64(maxConsulExportBytes)+1))
+	data, err := readAll(ctx, io.LimitReader(r, int64(maxConsulExportBytes)+1))
 	if err != nil {
 		return nil, nil, fmt.Errorf("read the consul export: %w", err)
 	}

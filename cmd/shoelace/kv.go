@@ -207,7 +207,7 @@ func (e *cliEnv) kvPut(c *cli.Context) error {
 	}
 	value := []byte(a[1])
 	if a[1] == "-" {
-		if value, err = io.ReadAll(e.stdin); err != nil {
+		if value, err = readAll(c.Context, e.stdin); err != nil {
 			return fmt.Errorf("read value from stdin: %w", err)
 		}
 	}
