@@ -271,7 +271,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				Flags:       commonFlags(), // accepted and ignored, as by version
 				Action: func(c *cli.Context) error {
 					if c.Args().Len() != 1 {
-						return usageError{"convert-confd takes one argument, the confd directory (such as /etc/confd)"}
+						msg := "convert-confd takes one argument, the confd directory (such as /etc/confd)"
+						if strings.HasPrefix(c.Args().Get(1), "-") {
+							msg += "; flags go before the directory"
+						}
+						return usageError{msg}
 					}
 					dir, err := filepath.Abs(c.Args().First())
 					if err != nil {
@@ -571,6 +575,14 @@ func printAgentStatus(w io.Writer, s *agent.Status, loadErr string) {
 // entries are checked as the agent would check them (their templates parsed in confd mode),
 // so that a function confd mode refuses is said now.
 func convertConfd(dir string, w io.Writer) error {
+	// Said of the argument: confd_dir, which ReadConfdDir's errors name, is not in play here.
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("convert-confd: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("convert-confd: %s is not a directory", dir)
+	}
 	r, err := agent.ReadConfdDir(dir)
 	if err != nil {
 		return err

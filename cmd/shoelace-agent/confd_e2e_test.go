@@ -316,3 +316,30 @@ func TestConvertConfd_DirectoryNamedHelp(t *testing.T) {
 		t.Fatalf("convert-confd --help: %v\n%s", err, stdout.String())
 	}
 }
+
+// convert-confd of a directory that is not there, or of a file, says so of the directory given,
+// not of confd_dir, a setting of agent.yaml that the command line did not use; a flag written
+// after the directory is named as misplaced, not counted as a second directory (found by a CLI
+// walk: "confd_dir: stat …", and "takes one argument" for "convert-confd DIR --log-level warn").
+func TestConvertConfd_ErrorsNameTheArgument(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "confd.toml")
+	if err := os.WriteFile(file, []byte("prefix = \"/web\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{filepath.Join(dir, "nope")}, 1, "convert-confd: stat " + filepath.Join(dir, "nope") + ": no such file or directory"},
+		{[]string{file}, 1, "convert-confd: " + file + " is not a directory"},
+		{[]string{dir, "--log-level", "warn"}, 2, "flags go before the directory"},
+	} {
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), append([]string{"shoelace-agent", "convert-confd"}, tc.args...), &stdout, &stderr)
+		if exitCode(err) != tc.code || err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "confd_dir") {
+			t.Errorf("convert-confd %q: %v (exit %d); want exit %d and %q, without confd_dir", tc.args, err, exitCode(err), tc.code, tc.want)
+		}
+	}
+}
