@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -220,7 +221,53 @@ func usageErrorHandler(c *cli.Context, err error, _ bool) error {
 			return usagef("%s%v (a flag's value goes after a space: -%s %s)", errPrefix(c), err, short, value)
 		}
 	}
+	if m := invalidFlagValue.FindStringSubmatch(err.Error()); m != nil {
+		if what := flagValueProblem(c, m[2], m[3]); what != "" {
+			name := "--" + m[2]
+			if len(m[2]) == 1 {
+				name = "-" + m[2]
+			}
+			return usagef("%s%s %q %s (see %s --help)", errPrefix(c), name, m[1], what, commandName(c))
+		}
+	}
 	return usagef("%s%v (see %s --help)", errPrefix(c), err, commandName(c))
+}
+
+// invalidFlagValue matches the flag package's error for a value of the wrong kind, which names
+// the flag with one dash and says only "parse error": `invalid value "5" for flag -interval:
+// parse error`, `invalid boolean value "maybe" for -recurse: parse error`.
+var invalidFlagValue = regexp.MustCompile(`^invalid (?:boolean )?value "(.*)" for (?:flag )?-([A-Za-z0-9-]+): (.*)$`)
+
+// flagValueProblem says what is wrong with a value given to the running command's flag name,
+// whose parse failed with problem: what the flag takes, or that the number is out of range;
+// "" when the flag is not one of those kinds.
+func flagValueProblem(c *cli.Context, name, problem string) string {
+	flags := slices.Clone(c.App.Flags)
+	for _, ctx := range c.Lineage() {
+		if ctx.Command != nil {
+			flags = append(flags, ctx.Command.Flags...)
+		}
+	}
+	for _, f := range flags {
+		if !slices.Contains(f.Names(), name) {
+			continue
+		}
+		if strings.Contains(problem, "out of range") {
+			return "is out of range"
+		}
+		switch f.(type) {
+		case *cli.DurationFlag:
+			return "is not a duration: give its unit, such as 30s or 5m"
+		case *cli.IntFlag, *cli.Int64Flag, *cli.UintFlag, *cli.Uint64Flag:
+			return "is not a whole number"
+		case *cli.Float64Flag:
+			return "is not a number"
+		case *cli.BoolFlag:
+			return "is not true or false"
+		}
+		return ""
+	}
+	return ""
 }
 
 // gluedValue reads arg (-ojson) as a one-letter flag of the running command that takes a value,

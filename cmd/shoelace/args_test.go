@@ -142,7 +142,7 @@ func TestRun_UsageErrors(t *testing.T) {
 		{"shoelace kv get a b", exitUsage, `kv get: too many arguments ["b"]`},
 		{"shoelace kv put k", exitUsage, `kv put: missing argument (usage: shoelace kv put KEY VALUE|-)`},
 		{"shoelace kv put k v --cas -1", exitUsage, `--cas -1: a revision is 0 or more`},
-		{"shoelace kv put k v --cas x", exitUsage, `kv put: invalid value "x" for flag -cas`},
+		{"shoelace kv put k v --cas x", exitUsage, `kv put: --cas "x" is not a whole number`},
 		{"shoelace kv get x --output yaml", exitUsage, `--output "yaml": must be text or json`},
 		{"shoelace kv get a//b", exitError, `invalid key "a//b": segment 2 is empty`},
 		{"shoelace kv get ../etc", exitError, `invalid key "../etc": segment 1 is ".."`},
