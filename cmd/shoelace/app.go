@@ -221,6 +221,12 @@ func usageErrorHandler(c *cli.Context, err error, _ bool) error {
 			return usagef("%s%v (a flag's value goes after a space: -%s %s)", errPrefix(c), err, short, value)
 		}
 	}
+	if flag, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: "); ok && commandPath(c) == "kv put" &&
+		strings.ContainsFunc(strings.TrimLeft(flag, "-"), func(r rune) bool { return (r < 'a' || r > 'z') && r != '-' }) {
+		// No flag name here has more than lower-case letters and '-': -Xmx512m, "--verbose --port 80"
+		// and -Djava.awt.headless=true are values.
+		return usagef("%s%v (a VALUE that starts with '-' goes after \"--\": %s KEY -- VALUE)", errPrefix(c), err, commandName(c))
+	}
 	if m := invalidFlagValue.FindStringSubmatch(err.Error()); m != nil {
 		if what := flagValueProblem(c, m[2], m[3]); what != "" {
 			name := "--" + m[2]
