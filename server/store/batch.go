@@ -480,24 +480,44 @@ func (b *batcher) commit(batch []*batchWrite) {
 		return
 	}
 	all := &txnSpec{nested: make([]*txnSpec, len(batch))}
-	deadline := time.Time{}
+	var earliest, latest time.Time
 	for i, w := range batch {
 		all.nested[i] = w.spec
-		if d, ok := w.ctx.Deadline(); ok && d.After(deadline) {
-			deadline = d
+		if d, ok := w.ctx.Deadline(); ok {
+			if d.After(latest) {
+				latest = d
+			}
+			if earliest.IsZero() || d.Before(earliest) {
+				earliest = d
+			}
 		}
 	}
 	// The batch is everyone's: it is not cancelled with any one caller, and runs until the
-	// latest of their deadlines.
-	ctx, cancel := context.Background(), context.CancelFunc(func() {})
-	if !deadline.IsZero() {
-		ctx, cancel = context.WithDeadline(ctx, deadline)
+	// latest of their deadlines once its request has left. Until then it ends at the earliest:
+	// while etcd cannot be reached the request waits for a connection, and a write whose
+	// deadline passed would wait for another's (up to a request timeout more); unsent, nothing
+	// was applied, and the writes go on their own below.
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if latest.IsZero() {
+		ctx, cancel = context.WithCancel(context.Background())
+	} else {
+		ctx, cancel = context.WithDeadline(context.Background(), latest)
 	}
 	var sent atomic.Bool
+	if earliest.Before(latest) {
+		unsent := time.AfterFunc(time.Until(earliest), func() {
+			if !sent.Load() {
+				cancel()
+			}
+		})
+		defer unsent.Stop()
+	}
 	resp, err := b.send(ctx, &sent, all)
 	cancel()
 	if err != nil && (!sent.Load() || refusedUnapplied(err)) {
-		// Not applied: each on its own, where a write's own refusal is its.
+		// Not applied: each on its own, where a write's own refusal is its, and at once, so
+		// that none waits for another's connection or deadline.
 		b.mu.Lock()
 		b.refused++
 		switch {
@@ -507,10 +527,16 @@ func (b *batcher) commit(batch []*batchWrite) {
 			b.maxBytes = max(b.maxBytes/2, 1024)
 		}
 		b.mu.Unlock()
+		var wg sync.WaitGroup
 		for _, w := range batch {
-			w.resp, w.err = b.send(w.ctx, w.sent, w.spec)
-			close(w.done)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				w.resp, w.err = b.send(w.ctx, w.sent, w.spec)
+				close(w.done)
+			}()
 		}
+		wg.Wait()
 		return
 	}
 	for i, w := range batch {
