@@ -63,3 +63,35 @@ func TestStore_WriteToFrozenEtcdEndsByItsDeadline(t *testing.T) {
 		}
 	}
 }
+
+// A write sent to an etcd that then answers nothing is settled within the call's deadline, not
+// a whole request timeout after its try ended: the fence of a write sent at once to a frozen
+// etcd took the try's time and then a request timeout of its own (13 s for the 10 s request
+// timeout of a real server). Once etcd answers, the write is there at most once.
+func TestStore_WriteToFrozenEtcdSettledWithinItsDeadline(t *testing.T) {
+	direct := openStore(t)
+	p := faultproxy.Start(t, etcd(t).Endpoints()[0])
+	const request, try = 2 * time.Second, 800 * time.Millisecond
+	s := proxied(t, direct, func(c *store.Config) {
+		c.RequestTimeout = request
+		c.AttemptTimeout = try
+	}, p)
+	for i := range 3 { // connected, and the marker lease granted
+		mustPut(t, s, "shared/warm", string(rune('a'+i)))
+	}
+	p.Freeze()
+	start := time.Now()
+	_, err := s.Put(ctxT(t), "shared/frozen-fence", "1", -1)
+	took := time.Since(start)
+	p.Thaw()
+	wantCode(t, err, api.CodeOutcomeUnknown, "outcome is unknown")
+	// The bound is loose (a slow machine): what it catches is a fence that starts a request
+	// timeout of its own after the try.
+	if took > request+try/2 {
+		t.Errorf("a write to a frozen etcd answered after %s, want by its request timeout, %s", took, request)
+	}
+	mustPut(t, s, "shared/warm", "thawed")
+	if kv, _, err := direct.Get(ctxT(t), "shared/frozen-fence"); err == nil && kv.Version != 1 {
+		t.Errorf("the write is there %d times", kv.Version)
+	}
+}

@@ -245,7 +245,11 @@ func (s *Store) commitRaw(ctx context.Context, op string, eff *effect, parts txn
 		if rel != nil {
 			proof = rel.key
 		}
-		rev, applied, ferr := s.fence(ctx, mk, lease, proof)
+		// The fence goes within the call's deadline, as the tries did, but has one try's time
+		// at least: a write sent at the end of its call is still settled when etcd answers.
+		fctx, fcancel := context.WithDeadline(ctx, later(d.deadline, time.Now().Add(s.cfg.AttemptTimeout)))
+		rev, applied, ferr := s.fence(fctx, mk, lease, proof)
+		fcancel()
 		switch {
 		case ferr != nil:
 			s.log.Warn("settle a write whose answer was lost", "op", op, "err", err.Error(), "fence_err", ferr.Error())
@@ -345,6 +349,14 @@ func (d *callDeadline) stop() {
 	}
 }
 
+// later is the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // pause waits a little before another try.
 func pause(ctx context.Context) {
 	t := time.NewTimer(time.Duration(20+rand.IntN(80)) * time.Millisecond)
@@ -357,11 +369,8 @@ func pause(ctx context.Context) {
 
 // fence settles a write whose marker is mk (see above): applied (at rev) or not, in which case
 // it never will be. proof is the key that the write created when it applied (its release
-// record), or "" when the marker itself holds the write's value. It tries until ctx or
-// RequestTimeout ends.
+// record), or "" when the marker itself holds the write's value. It tries until ctx ends.
 func (s *Store) fence(ctx context.Context, mk string, lease clientv3.LeaseID, proof string) (rev int64, applied bool, err error) {
-	ctx, cancel := s.opCtx(ctx)
-	defer cancel()
 	fenced := clientv3.OpPut(mk, markerFenced, clientv3.WithLease(lease))
 	then, els := []clientv3.Op{fenced}, []clientv3.Op{clientv3.OpGet(mk)}
 	if proof != "" {
