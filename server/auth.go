@@ -998,6 +998,7 @@ func (s *Server) tokenChanged(name string, c store.SysChange, rev int64) {
 // token (by compare-and-swap, so that replicas starting together make one) and writes it to
 // AdminTokenFile, mode 0600. When the store is away, it keeps trying in the background.
 func (s *Server) bootstrap(ctx context.Context) error {
+	s.bootstrapped.Store(true)
 	var err error
 	if s.st.Answered() {
 		err = s.createAdminToken(ctx)
@@ -1033,6 +1034,24 @@ func (s *Server) bootstrap(ctx context.Context) error {
 	return nil
 }
 
+// bootstrapAgain does bootstrap's work, in the background, on the store this replica found
+// itself on instead of the one it knew (see afterStoreChange), when it keeps the admin token
+// file: on a store with no token at all (etcd wiped and started afresh) it creates the admin
+// token as at a first start, where every request would otherwise be refused (401) until the
+// replica restarted. A store that holds tokens (another cluster, a restore) is left as it is.
+func (s *Server) bootstrapAgain() {
+	if !s.bootstrapped.Load() {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.bootstrap(s.ctx); err != nil && s.ctx.Err() == nil {
+			s.log.Error("create the admin token on the store this replica is on now", "err", err.Error())
+		}
+	}()
+}
+
 // pendingAdmin is an admin token whose creation may have been applied without the server
 // learning it (outcome_unknown): its secret waits in a temp file until the store says.
 type pendingAdmin struct {
@@ -1045,6 +1064,8 @@ type pendingAdmin struct {
 var afterAdminTokenList func()
 
 func (s *Server) createAdminToken(ctx context.Context) error {
+	s.adminMu.Lock()
+	defer s.adminMu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	existing, _, err := s.st.SysList(ctx, tokenPrefix)

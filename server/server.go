@@ -80,9 +80,13 @@ type Server struct {
 
 	auth  *authState
 	fresh freshTokens // the store's tokens, read when the cache misses
-	// adminPending is the first admin token while its creation's outcome is unknown; only
-	// bootstrap's (sequential) tries use it.
+	// adminMu orders the tries of createAdminToken (bootstrap's at start, and again on a store
+	// that replaced the one this replica was on: see bootstrapAgain); adminPending is the first
+	// admin token while its creation's outcome is unknown.
+	adminMu      sync.Mutex
 	adminPending *pendingAdmin
+	// bootstrapped says that bootstrap ran: this replica keeps the admin token file.
+	bootstrapped atomic.Bool
 	maintenance  atomic.Bool
 	storeID      atomic.Value // the store id last seen, to notice when it changes
 	sys          sysState     // orders watch events and reloads of tokens and settings

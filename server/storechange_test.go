@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -286,5 +287,47 @@ func TestLongPoll_AgentAwayWhileStoreWentBack(t *testing.T) {
 	r = f.do("GET", lp("web", got.Revision, "1s"), "", api.HeaderStore, r.Header.Get(api.HeaderStore))
 	if r.StatusCode != http.StatusNotModified {
 		t.Fatalf("the next long-poll from the view after the store went back: %d, want 304", r.StatusCode)
+	}
+}
+
+// TestSys_AdminTokenMadeOnAnEmptyStore: a replica whose etcd endpoints come to lead to a store
+// with no token at all (etcd wiped and started afresh) makes the admin token there, as a first
+// start does, and keeps the token its file held beside it; until then every request was 401
+// until the replica restarted. A store that holds tokens gets none (TestSys_AnotherStoreIsLoadedAfresh).
+func TestSys_AdminTokenMadeOnAnEmptyStore(t *testing.T) {
+	parallelOwnEtcd(t)
+	epsA, _ := testutil.StartEtcd(t, t.TempDir())
+	epsB, _ := testutil.StartEtcd(t, t.TempDir())
+	p := faultproxy.Start(t, epsA[0])
+	f := newFixtureOn(t, throughProxy(t, testutil.StoreConfig(t), p))
+	idA, old := f.st.ID(), f.token
+	file := f.s.cfg.adminTokenFile()
+
+	p.Retarget(epsB[0])
+	waitFor(t, "the replica on the empty store", func() bool { return f.st.ID() != idA })
+	var now string
+	if !within(30*time.Second, func() bool {
+		data, err := os.ReadFile(file)
+		now = strings.TrimSpace(string(data))
+		return err == nil && now != "" && now != old
+	}) {
+		t.Fatalf("%s still holds the old store's admin token 30s after the replica found the empty store", file)
+	}
+	f.must(f.doToken(now, "GET", "/v1/tokens", ""), 200, nil)
+	if r := f.doToken(old, "GET", "/v1/tokens", ""); r.StatusCode != 401 {
+		t.Errorf("the old store's admin token on the empty one: %d %s, want 401", r.StatusCode, r.body)
+	}
+	kept, err := filepath.Glob(file + ".replaced-*")
+	if err != nil || len(kept) != 1 {
+		t.Fatalf("the old token kept beside the file: %v %v, want one file", kept, err)
+	}
+	if data, err := os.ReadFile(kept[0]); err != nil || strings.TrimSpace(string(data)) != old {
+		t.Errorf("%s holds %q (%v), want the old admin token", kept[0], data, err)
+	}
+	// Made once, by compare-and-swap: one admin token on the store.
+	var list api.TokenList
+	f.must(f.doToken(now, "GET", "/v1/tokens", ""), 200, &list)
+	if len(list.Tokens) != 1 || list.Tokens[0].Name != adminTokenName {
+		t.Errorf("tokens on the empty store: %+v, want the admin token alone", list.Tokens)
 	}
 }

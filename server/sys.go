@@ -137,8 +137,8 @@ func (s *Server) adoptStoreID(id string) bool {
 // afterStoreChange, once tokens are loaded from the store the replica is on now, ends the
 // long-polls of the tokens it had cached of the store before (s.sys.oldTokens) that this one
 // does not hold (401, as a request with them gets now, also while the store is away), and
-// answers every other long-poll with the new store's view. It does nothing when the store did
-// not change.
+// answers every other long-poll with the new store's view, and makes the admin token on a store
+// with no token (see bootstrapAgain). It does nothing when the store did not change.
 func (s *Server) afterStoreChange() {
 	s.sys.mu.Lock()
 	old := s.sys.oldTokens
@@ -153,6 +153,7 @@ func (s *Server) afterStoreChange() {
 		}
 	}
 	s.hub.reset(s.hub.current())
+	s.bootstrapAgain()
 }
 
 // onStoreCheck is called by the hub after each broken watch, before it watches again: it reads
