@@ -1055,8 +1055,9 @@ func (s *Server) bootstrapAgain() {
 // pendingAdmin is an admin token whose creation may have been applied without the server
 // learning it (outcome_unknown): its secret waits in a temp file until the store says.
 type pendingAdmin struct {
-	rec *tokenRecord
-	tmp string
+	rec     *tokenRecord
+	tmp     string
+	storeID []byte // the id of the store it was sent to
 }
 
 // afterAdminTokenList, when set (by tests), runs after createAdminToken found no token and before
@@ -1068,11 +1069,21 @@ func (s *Server) createAdminToken(ctx context.Context) error {
 	defer s.adminMu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	existing, _, err := s.st.SysList(ctx, tokenPrefix)
+	// The store id is read with the tokens, and the admin token written only while it is still
+	// that: the endpoints may lead to another store between the two (etcd's endpoints flapping
+	// between two clusters), one that holds tokens.
+	existing, _, err := s.st.SysList(ctx, tokenPrefix, storeIDKey)
 	if err != nil {
 		return fmt.Errorf("read tokens: %w", err)
 	}
+	storeID := existing[storeIDKey]
+	delete(existing, storeIDKey)
 	if p := s.adminPending; p != nil {
+		if !bytes.Equal(p.storeID, storeID) && len(existing) > 0 {
+			// Read from another store, one that holds tokens: the last try's outcome is learnt
+			// once the endpoints lead back to the store it was sent to (see bootstrapAgain).
+			return nil
+		}
 		// The last try's outcome is learnt now: its record is there (ours), or it never was.
 		s.adminPending = nil
 		if data, ok := existing[tokenPrefix+adminTokenName]; ok {
@@ -1105,16 +1116,25 @@ func (s *Server) createAdminToken(ctx context.Context) error {
 	}
 	rec := &tokenRecord{Name: adminTokenName, Hash: hashSecret(secret), Admin: true, Created: time.Now().UTC().Truncate(time.Second)}
 	data, _ := json.Marshal(rec)
-	if _, err := s.st.SysPut(ctx, tokenPrefix+adminTokenName, data, 0); err != nil {
+	guards := []store.SysGuard{{Key: tokenPrefix + adminTokenName}}
+	if storeID != nil {
+		guards = append(guards, store.SysGuard{Key: storeIDKey, Value: storeID})
+	}
+	if _, err := s.st.SysApply(ctx, guards, map[string][]byte{tokenPrefix + adminTokenName: data}, nil); err != nil {
 		var e *api.Error
 		if errors.As(err, &e) && e.Code == api.CodeOutcomeUnknown {
 			// Perhaps applied: keep the secret until the next try can tell.
-			s.adminPending = &pendingAdmin{rec: rec, tmp: tmp}
+			s.adminPending = &pendingAdmin{rec: rec, tmp: tmp, storeID: storeID}
 			return fmt.Errorf("create admin token: %w", err)
 		}
 		os.Remove(tmp)
 		if errors.Is(err, api.ErrConflict) {
-			return nil // another replica made it
+			if _, _, gerr := s.st.SysGet(ctx, tokenPrefix+adminTokenName); !errors.Is(gerr, api.ErrNotFound) {
+				return nil // another replica made it
+			}
+			// The endpoints led to another store meanwhile (its id failed the guard): the next
+			// try reads the tokens of the store they lead to now.
+			return api.Errorf(api.CodeUnavailable, "create admin token: the store changed while it was written")
 		}
 		return fmt.Errorf("create admin token: %w", err)
 	}

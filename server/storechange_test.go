@@ -331,3 +331,100 @@ func TestSys_AdminTokenMadeOnAnEmptyStore(t *testing.T) {
 		t.Errorf("tokens on the empty store: %+v, want the admin token alone", list.Tokens)
 	}
 }
+
+// TestSys_AdminTokenNotMadeOnAStoreWithTokens: a replica that found a store with no token, and
+// whose endpoints lead back to one that holds tokens before it writes the admin token, makes
+// none there: the store whose tokens it read is not the one it would write to. Operators who
+// made their own admin token and revoked the first one would otherwise see "admin" come back,
+// its secret in the file, after etcd's endpoints flapped between two clusters.
+func TestSys_AdminTokenNotMadeOnAStoreWithTokens(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	epsA, _ := testutil.StartEtcd(t, t.TempDir())
+	epsB, _ := testutil.StartEtcd(t, t.TempDir())
+	p := faultproxy.Start(t, epsA[0])
+	f := newFixtureOn(t, throughProxy(t, cfg, p))
+	cfg.Endpoints = epsA
+	directA := testutil.OpenStore(t, cfg)
+	idA := f.st.ID()
+	// The operators' own admin token, and the first one revoked.
+	var made api.TokenCreated
+	f.must(f.do("POST", "/v1/tokens", `{"name":"ops","admin":true}`), 201, &made)
+	f.must(f.doToken(made.Token, "DELETE", "/v1/tokens/"+adminTokenName, ""), 200, nil)
+	ctx := context.Background()
+
+	// Once the replica has read B's (no) tokens, its endpoints lead back to A.
+	var once sync.Once
+	listed := make(chan struct{})
+	afterAdminTokenList = func() {
+		once.Do(func() { p.Retarget(epsA[0]); close(listed) })
+	}
+	defer func() { afterAdminTokenList = nil }()
+	p.Retarget(epsB[0])
+	select {
+	case <-listed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the replica did not look for tokens on the empty store within 30s")
+	}
+	waitFor(t, "the replica back on A", func() bool { return f.st.ID() == idA })
+	// createAdminToken's tries are one at a time: this one waits for the one on its way.
+	if err := f.s.createAdminToken(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if data, _, err := directA.SysGet(ctx, tokenPrefix+adminTokenName); err == nil {
+		t.Fatalf("an admin token was made on A, which holds tokens: %s", data)
+	}
+}
+
+// TestSys_AdminTokenOfAnEmptyStoreLearntBackThere: the admin token written to a store with no
+// token, whose answer was lost (the write applied), is not thrown away when the next try reads
+// the tokens of another store (the endpoints flapped back to A): once they lead to that store
+// again, the replica finds its record there and puts the secret in the file. Thrown away, the
+// store would hold an admin token whose secret nobody has, and no replica would make another.
+func TestSys_AdminTokenOfAnEmptyStoreLearntBackThere(t *testing.T) {
+	parallelOwnEtcd(t)
+	cfg := testutil.StoreConfig(t)
+	epsA, _ := testutil.StartEtcd(t, t.TempDir())
+	epsB, _ := testutil.StartEtcd(t, t.TempDir())
+	p := faultproxy.Start(t, epsA[0])
+	f := newFixtureOn(t, throughProxy(t, cfg, p))
+	cfg.Endpoints = epsB
+	directB := testutil.OpenStore(t, cfg)
+	idA, file := f.st.ID(), f.s.cfg.adminTokenFile()
+	ctx := context.Background()
+	idB, err := directB.EnsureID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A try on B whose write was applied and its answer lost (as TestBootstrap_AdminTokenOutcomeUnknown
+	// makes one, here without the other requests a cut may hit instead).
+	secret, err := newSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &tokenRecord{Name: adminTokenName, Hash: hashSecret(secret), Admin: true, Created: time.Now().UTC().Truncate(time.Second)}
+	data, _ := json.Marshal(rec)
+	if _, err := directB.SysPut(ctx, tokenPrefix+adminTokenName, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	tmp, err := writeSecretFile(file, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.s.adminMu.Lock()
+	f.s.adminPending = &pendingAdmin{rec: rec, tmp: tmp, storeID: []byte(idB)}
+	f.s.adminMu.Unlock()
+
+	// The next try reads A's tokens; then the endpoints lead to B.
+	if err := f.s.createAdminToken(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p.Retarget(epsB[0])
+	waitFor(t, "the replica on B", func() bool { return f.st.ID() != idA })
+	if !within(30*time.Second, func() bool {
+		data, err := os.ReadFile(file)
+		return err == nil && hashSecret(strings.TrimSpace(string(data))) == rec.Hash
+	}) {
+		t.Fatalf("%s does not hold the secret of B's admin token 30s after the replica was on B", file)
+	}
+}
