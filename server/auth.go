@@ -1057,6 +1057,7 @@ func (s *Server) bootstrapAgain() {
 type pendingAdmin struct {
 	rec     *tokenRecord
 	tmp     string
+	kept    string // what the admin token file held, kept beside it
 	storeID []byte // the id of the store it was sent to
 }
 
@@ -1088,10 +1089,11 @@ func (s *Server) createAdminToken(ctx context.Context) error {
 		s.adminPending = nil
 		if data, ok := existing[tokenPrefix+adminTokenName]; ok {
 			if rec, err := decodeToken(tokenPrefix+adminTokenName, data); err == nil && rec.Hash == p.rec.Hash {
-				return s.installAdminToken(p.rec, p.tmp)
+				return s.installAdminToken(p.rec, p.tmp, p.kept)
 			}
 		}
 		os.Remove(p.tmp)
+		dropKept(s.cfg.adminTokenFile(), p.kept)
 	}
 	if len(existing) > 0 {
 		return nil
@@ -1110,7 +1112,8 @@ func (s *Server) createAdminToken(ctx context.Context) error {
 	}
 	// Before the record is stored: a token file that cannot be kept stops here, with no admin
 	// token in the store whose secret would then be thrown away (a lockout for good).
-	if err := s.keepOldAdminToken(path); err != nil {
+	kept, err := keepOldAdminToken(path)
+	if err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("create admin token: %w", err)
 	}
@@ -1124,10 +1127,13 @@ func (s *Server) createAdminToken(ctx context.Context) error {
 		var e *api.Error
 		if errors.As(err, &e) && e.Code == api.CodeOutcomeUnknown {
 			// Perhaps applied: keep the secret until the next try can tell.
-			s.adminPending = &pendingAdmin{rec: rec, tmp: tmp, storeID: storeID}
+			s.adminPending = &pendingAdmin{rec: rec, tmp: tmp, kept: kept, storeID: storeID}
 			return fmt.Errorf("create admin token: %w", err)
 		}
 		os.Remove(tmp)
+		// The file stays as it is: what was kept of it is not needed (another replica made the
+		// token, and this one's file is not replaced).
+		dropKept(path, kept)
 		if errors.Is(err, api.ErrConflict) {
 			if _, _, gerr := s.st.SysGet(ctx, tokenPrefix+adminTokenName); !errors.Is(gerr, api.ErrNotFound) {
 				return nil // another replica made it
@@ -1138,31 +1144,40 @@ func (s *Server) createAdminToken(ctx context.Context) error {
 		}
 		return fmt.Errorf("create admin token: %w", err)
 	}
-	return s.installAdminToken(rec, tmp)
+	return s.installAdminToken(rec, tmp, kept)
 }
 
-// installAdminToken moves the secret of rec, stored in the store, from tmp to the admin token file.
-func (s *Server) installAdminToken(rec *tokenRecord, tmp string) error {
+// installAdminToken moves the secret of rec, stored in the store, from tmp to the admin token
+// file; kept is where the token the file held was kept ("" if none).
+func (s *Server) installAdminToken(rec *tokenRecord, tmp, kept string) error {
 	path := s.cfg.adminTokenFile()
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("create admin token: %w", err)
 	}
 	syncDir(filepath.Dir(path))
 	s.auth.set(rec, 0)
+	if kept != "" {
+		s.log.Warn("the admin token file held a token this store does not know (another --root, etcd cluster or data dir?): kept it next to the new one",
+			"file", path, "kept", kept)
+	}
 	s.log.Info("created the admin token", "file", path)
 	return nil
 }
 
-// keepOldAdminToken moves an admin token file that holds something aside, to path.replaced-TIME,
-// before a new admin token takes its place: the store has no token, so the file belongs to
-// another store (another --root, etcd cluster or data dir given the same file), and its secret,
-// stored nowhere else, would be lost for good.
-func (s *Server) keepOldAdminToken(path string) error {
+// keepOldAdminToken keeps what an admin token file holds beside it, as path.replaced-TIME (the
+// name it returns; "" when there is nothing to keep, or it was kept already), before a new admin
+// token takes its place: the store has no token, so the file belongs to another store (another
+// --root, etcd cluster or data dir given the same file), and its secret, stored nowhere else,
+// would be lost for good.
+func keepOldAdminToken(path string) (string, error) {
 	// Read without blocking on a FIFO at the name (it would wait for a writer for good) and
 	// within a bound: what is not a regular file holds no token to keep.
 	old, _, err := atomicfile.ReadRegularFollow(path, 64<<10, nil)
 	if err != nil || len(bytes.TrimSpace(old)) == 0 {
-		return nil // nothing to keep (a missing file is the usual first start)
+		return "", nil // nothing to keep (a missing file is the usual first start)
+	}
+	if keptAlready(path) {
+		return "", nil // by an earlier try, whose write of the new token is not known to have failed
 	}
 	base := path + ".replaced-" + time.Now().UTC().Format("20060102T150405Z")
 	kept := base
@@ -1178,12 +1193,62 @@ func (s *Server) keepOldAdminToken(path string) error {
 		kept = fmt.Sprintf("%s-%d", base, i)
 	}
 	if err != nil {
-		return fmt.Errorf("keep the token already in %s: %w", path, err)
+		return "", fmt.Errorf("keep the token already in %s: %w", path, err)
 	}
 	syncDir(filepath.Dir(path))
-	s.log.Warn("the admin token file held a token this store does not know (another --root, etcd cluster or data dir?): kept it next to the new one",
-		"file", path, "kept", kept)
-	return nil
+	return kept, nil
+}
+
+// dropKept removes kept, what keepOldAdminToken kept of path for a new admin token that did not
+// take its place after all, while path still holds the same.
+func dropKept(path, kept string) {
+	if kept == "" {
+		return
+	}
+	if sameContent(path, kept) {
+		os.Remove(kept)
+	}
+}
+
+// sameContent says whether kept, a regular file, is path (a hard link) or holds what path holds.
+func sameContent(path, kept string) bool {
+	ki, err := os.Lstat(kept)
+	if err != nil || !ki.Mode().IsRegular() {
+		return false
+	}
+	if fi, err := os.Lstat(path); err == nil && os.SameFile(fi, ki) {
+		return true
+	}
+	data, _, err := atomicfile.ReadRegularFollow(path, 64<<10, nil)
+	if err != nil {
+		return false
+	}
+	b, _, err := atomicfile.ReadRegularFollow(kept, 64<<10, nil)
+	return err == nil && bytes.Equal(b, data)
+}
+
+// keptAlready says whether a file path.replaced-* is path itself (a hard link) or holds what
+// path holds.
+func keptAlready(path string) bool {
+	kept, _ := filepath.Glob(globEscape(path) + ".replaced-*")
+	for _, k := range kept {
+		if sameContent(path, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// globEscape quotes the characters filepath.Match takes as a pattern.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // linkFile is os.Link, replaced in tests by one that fails as a file system without hard

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -702,4 +703,39 @@ func TestReleases_ReadFailureAnswersClientsAskingTogether(t *testing.T) {
 	}
 	p.Thaw()
 	b.must(b.do("GET", "/v1/releases", ""), 200, nil)
+}
+
+// TestBootstrap_OldAdminTokenKeptOnce: the token a file held, kept beside it before each try to
+// make the admin token on a store with no token, is kept once at most however many tries fail
+// after that step (etcd going away after each read of the tokens, a store that refuses writes),
+// and the file is left as it was: every try made another copy, one every 10 s for as long as
+// the writes failed.
+func TestBootstrap_OldAdminTokenKeptOnce(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	direct := testutil.OpenStore(t, cfg)
+	p := faultproxy.Start(t, cfg.Endpoints[0])
+	b := newFixtureOn(t, throughProxy(t, cfg, p))
+	ctx := context.Background()
+	if _, err := direct.SysDelete(ctx, tokenPrefix+adminTokenName); err != nil {
+		t.Fatal(err)
+	}
+	b.settled()
+	path := b.s.cfg.adminTokenFile()
+
+	afterAdminTokenList = p.Down
+	defer func() { afterAdminTokenList = nil }()
+	for range 3 {
+		p.Up()
+		if err := b.s.createAdminToken(ctx); err == nil {
+			t.Fatal("the admin token was made with etcd away")
+		}
+	}
+	p.Up()
+	kept, err := filepath.Glob(path + ".replaced-*")
+	if err != nil || len(kept) > 1 {
+		t.Errorf("the old admin token kept as %v (%v), want one file at most", kept, err)
+	}
+	if data, err := os.ReadFile(path); err != nil || strings.TrimSpace(string(data)) != b.token {
+		t.Errorf("%s after the failed tries: %q (%v), want the old admin token", path, data, err)
+	}
 }

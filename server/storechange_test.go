@@ -428,3 +428,73 @@ func TestSys_AdminTokenOfAnEmptyStoreLearntBackThere(t *testing.T) {
 		t.Fatalf("%s does not hold the secret of B's admin token 30s after the replica was on B", file)
 	}
 }
+
+// TestSys_AdminTokenMadeOnceByReplicasTogether: three replicas that find themselves together on
+// a store with no token make one admin token there; the winner's file holds it (the token it
+// held kept beside it), the others' files are left as they were, with nothing kept beside them.
+func TestSys_AdminTokenMadeOnceByReplicasTogether(t *testing.T) {
+	parallelOwnEtcd(t)
+	cfg := testutil.StoreConfig(t)
+	epsA, _ := testutil.StartEtcd(t, t.TempDir())
+	epsB, _ := testutil.StartEtcd(t, t.TempDir())
+	var fs []*fixture
+	var ps []*faultproxy.Proxy
+	for range 3 {
+		p := faultproxy.Start(t, epsA[0])
+		ps, fs = append(ps, p), append(fs, newFixtureOn(t, throughProxy(t, cfg, p)))
+	}
+	old := fs[0].token
+	for _, f := range fs[1:] {
+		if err := os.WriteFile(f.s.cfg.adminTokenFile(), []byte(old+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idA := fs[0].st.ID()
+	cfg.Endpoints = epsB
+	directB := testutil.OpenStore(t, cfg)
+	ctx := context.Background()
+
+	for _, p := range ps {
+		p.Retarget(epsB[0])
+	}
+	for _, f := range fs {
+		waitFor(t, "the replica on B", func() bool { id := f.st.ID(); return id != "" && id != idA })
+		// Its tries are one at a time: this one ends after the one its move to B began.
+		if err := f.s.createAdminToken(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tokens, _, err := directB.SysList(ctx, tokenPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := decodeToken(tokenPrefix+adminTokenName, tokens[tokenPrefix+adminTokenName])
+	if len(tokens) != 1 || err != nil {
+		t.Fatalf("tokens on B: %d (%v), want the admin token alone", len(tokens), err)
+	}
+	winners := 0
+	for i, f := range fs {
+		file := f.s.cfg.adminTokenFile()
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept, _ := filepath.Glob(file + ".replaced-*")
+		switch got := strings.TrimSpace(string(data)); {
+		case hashSecret(got) == rec.Hash:
+			winners++
+			if len(kept) != 1 {
+				t.Errorf("replica %d made the admin token and kept %v, want the old token's file", i, kept)
+			}
+		case got == old:
+			if len(kept) != 0 {
+				t.Errorf("replica %d left its file as it was and kept %v beside it, want nothing", i, kept)
+			}
+		default:
+			t.Errorf("replica %d's file holds neither the new admin token nor the old", i)
+		}
+	}
+	if winners != 1 {
+		t.Errorf("%d replicas' files hold the new admin token, want 1", winners)
+	}
+}
