@@ -204,8 +204,10 @@ func TestAuth_NewTokenWorksWhileTheStoreIsBelowTheCache(t *testing.T) {
 // read every token record.
 func TestAuth_UnknownTokensOnEmbeddedEtcdWrittenUnderAnotherRoot(t *testing.T) {
 	cfg := testutil.StoreConfig(t)
-	cfg.Endpoints, cfg.DataDir, cfg.EtcdListen = nil, t.TempDir(), freeLoopback(t)
-	f := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	cfg.Endpoints, cfg.DataDir = nil, t.TempDir()
+	st, listen := testutil.OpenEmbeddedListening(t, cfg)
+	cfg.EtcdListen = listen
+	f := newFixtureOn(t, st)
 	ocfg := testutil.StoreConfig(t)
 	ocfg.Endpoints = []string{"http://" + cfg.EtcdListen}
 	other := testutil.OpenStore(t, ocfg)
