@@ -1176,7 +1176,7 @@ func keepOldAdminToken(path string) (string, error) {
 	if err != nil || len(bytes.TrimSpace(old)) == 0 {
 		return "", nil // nothing to keep (a missing file is the usual first start)
 	}
-	if keptAlready(path) {
+	if keptAlready(path, old) {
 		return "", nil // by an earlier try, whose write of the new token is not known to have failed
 	}
 	base := path + ".replaced-" + time.Now().UTC().Format("20060102T150405Z")
@@ -1205,13 +1205,14 @@ func dropKept(path, kept string) {
 	if kept == "" {
 		return
 	}
-	if sameContent(path, kept) {
+	data, _, err := atomicfile.ReadRegularFollow(path, 64<<10, nil)
+	if err == nil && holds(kept, path, data) {
 		os.Remove(kept)
 	}
 }
 
-// sameContent says whether kept, a regular file, is path (a hard link) or holds what path holds.
-func sameContent(path, kept string) bool {
+// holds says whether kept, a regular file, is path (a hard link) or holds data, what path holds.
+func holds(kept, path string, data []byte) bool {
 	ki, err := os.Lstat(kept)
 	if err != nil || !ki.Mode().IsRegular() {
 		return false
@@ -1219,36 +1220,22 @@ func sameContent(path, kept string) bool {
 	if fi, err := os.Lstat(path); err == nil && os.SameFile(fi, ki) {
 		return true
 	}
-	data, _, err := atomicfile.ReadRegularFollow(path, 64<<10, nil)
-	if err != nil {
-		return false
-	}
 	b, _, err := atomicfile.ReadRegularFollow(kept, 64<<10, nil)
 	return err == nil && bytes.Equal(b, data)
 }
 
-// keptAlready says whether a file path.replaced-* is path itself (a hard link) or holds what
-// path holds.
-func keptAlready(path string) bool {
-	kept, _ := filepath.Glob(globEscape(path) + ".replaced-*")
-	for _, k := range kept {
-		if sameContent(path, k) {
+// keptAlready says whether a file path.replaced-* is path itself (a hard link) or holds data,
+// what path holds. The directory is listed rather than globbed: path may hold characters a
+// pattern reads as wildcards, and on Windows a pattern cannot escape them.
+func keptAlready(path string, data []byte) bool {
+	entries, _ := os.ReadDir(filepath.Dir(path))
+	prefix := filepath.Base(path) + ".replaced-"
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) && holds(filepath.Join(filepath.Dir(path), e.Name()), path, data) {
 			return true
 		}
 	}
 	return false
-}
-
-// globEscape quotes the characters filepath.Match takes as a pattern.
-func globEscape(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		if strings.ContainsRune(`*?[\`, r) {
-			b.WriteByte('\\')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }
 
 // linkFile is os.Link, replaced in tests by one that fails as a file system without hard
