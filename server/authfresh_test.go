@@ -205,11 +205,12 @@ func TestAuth_NewTokenWorksWhileTheStoreIsBelowTheCache(t *testing.T) {
 func TestAuth_UnknownTokensOnEmbeddedEtcdWrittenUnderAnotherRoot(t *testing.T) {
 	cfg := testutil.StoreConfig(t)
 	cfg.Endpoints, cfg.DataDir = nil, t.TempDir()
-	st, listen := testutil.OpenEmbeddedListening(t, cfg)
-	cfg.EtcdListen = listen
+	// The embedded etcd's client address is the one the store picked (trying another when it
+	// was taken meanwhile): the other store reaches it there.
+	st := testutil.OpenStore(t, cfg)
 	f := newFixtureOn(t, st)
 	ocfg := testutil.StoreConfig(t)
-	ocfg.Endpoints = []string{"http://" + cfg.EtcdListen}
+	ocfg.Endpoints = st.Endpoints()
 	other := testutil.OpenStore(t, ocfg)
 	before := f.s.fresh.reads.Load()
 	for i := range 20 {

@@ -10,17 +10,14 @@ package testutil
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -151,34 +148,6 @@ func OpenStore(tb testing.TB, cfg store.Config) *store.Store {
 	}
 	tb.Cleanup(func() { s.Close() })
 	return s
-}
-
-// OpenEmbeddedListening opens cfg's store, an embedded etcd, with its client API (EtcdListen)
-// on a free loopback address, and returns it with that address. The address is found free, then
-// handed to etcd, and another process may take it in between (any outgoing connection can get
-// it as its own port): a bind refused so is tried again on another address, as the store does
-// for the address it picks itself.
-func OpenEmbeddedListening(tb testing.TB, cfg store.Config) (*store.Store, string) {
-	tb.Helper()
-	for try := 1; ; try++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		cfg.EtcdListen = l.Addr().String()
-		l.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		s, err := store.Open(ctx, cfg)
-		cancel()
-		if err == nil {
-			tb.Cleanup(func() { s.Close() })
-			return s, cfg.EtcdListen
-		}
-		if try < 5 && errors.Is(err, syscall.EADDRINUSE) {
-			continue
-		}
-		tb.Fatalf("open store: %v", err)
-	}
 }
 
 // Store opens a store on the shared etcd under a root of the test's own, closed when the test
