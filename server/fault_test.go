@@ -187,20 +187,27 @@ func TestKV_WriteAnswerLost(t *testing.T) {
 	p.Up()
 }
 
+// tokenlessReplica is a replica whose etcd is reached through p, on a store whose admin token
+// (its only token) was deleted again through direct, as a store is at a first start.
+func tokenlessReplica(t *testing.T) (b *fixture, direct *store.Store, p *faultproxy.Proxy) {
+	t.Helper()
+	cfg := testutil.StoreConfig(t)
+	direct = testutil.OpenStore(t, cfg)
+	p = faultproxy.Start(t, cfg.Endpoints[0])
+	b = newFixtureOn(t, throughProxy(t, cfg, p))
+	if _, err := direct.SysDelete(context.Background(), tokenPrefix+adminTokenName); err != nil {
+		t.Fatal(err)
+	}
+	return b, direct, p
+}
+
 // The first admin token's write, when its outcome cannot be learnt (the answer lost, then etcd
 // away), keeps its secret until the store can tell: the server keeps trying, and installs the
 // admin token file once it sees its own record — it neither exits nor loses the secret of a
 // token that was created.
 func TestBootstrap_AdminTokenOutcomeUnknown(t *testing.T) {
-	cfg := testutil.StoreConfig(t)
-	direct := testutil.OpenStore(t, cfg)
-	p := faultproxy.Start(t, cfg.Endpoints[0])
-	b := newFixtureOn(t, throughProxy(t, cfg, p))
+	b, direct, p := tokenlessReplica(t)
 	ctx := context.Background()
-	// A store without tokens again, as at a first start.
-	if _, err := direct.SysDelete(ctx, tokenPrefix+adminTokenName); err != nil {
-		t.Fatal(err)
-	}
 	path := b.s.cfg.adminTokenFile()
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
@@ -711,14 +718,8 @@ func TestReleases_ReadFailureAnswersClientsAskingTogether(t *testing.T) {
 // and the file is left as it was: every try made another copy, one every 10 s for as long as
 // the writes failed.
 func TestBootstrap_OldAdminTokenKeptOnce(t *testing.T) {
-	cfg := testutil.StoreConfig(t)
-	direct := testutil.OpenStore(t, cfg)
-	p := faultproxy.Start(t, cfg.Endpoints[0])
-	b := newFixtureOn(t, throughProxy(t, cfg, p))
+	b, _, p := tokenlessReplica(t)
 	ctx := context.Background()
-	if _, err := direct.SysDelete(ctx, tokenPrefix+adminTokenName); err != nil {
-		t.Fatal(err)
-	}
 	b.settled()
 	path := b.s.cfg.adminTokenFile()
 

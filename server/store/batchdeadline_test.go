@@ -5,9 +5,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/shoelace-dev/shoelace/internal/testutil/faultproxy"
-	"github.com/shoelace-dev/shoelace/server/store"
 )
 
 // Writes that queue together while etcd cannot be reached (every connection refused, so that
@@ -15,16 +12,8 @@ import (
 // later one waited for the latest deadline of the batch, 15 s for a 10 s request timeout in a
 // real server whose etcd was down while writes kept coming.
 func TestStore_BatchedWritesToDownEtcdEndByTheirOwnDeadline(t *testing.T) {
-	direct := openStore(t)
-	p := faultproxy.Start(t, etcd(t).Endpoints()[0])
 	const request, try = 2 * time.Second, 700 * time.Millisecond
-	s := proxied(t, direct, func(c *store.Config) {
-		c.RequestTimeout = request
-		c.AttemptTimeout = try
-	}, p)
-	for i := range 3 { // connected, and the marker lease granted
-		mustPut(t, s, "shared/warm", string(rune('a'+i)))
-	}
+	s, _, p := warmProxied(t, request, try)
 	p.Down()
 	var (
 		mu    sync.Mutex

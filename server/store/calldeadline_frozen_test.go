@@ -14,16 +14,8 @@ import (
 // deadline, RequestTimeout, with or without a release record to read the keys for, and at
 // once when its caller goes away; the store keeps working once etcd answers again.
 func TestStore_WriteToFrozenEtcdEndsByItsDeadline(t *testing.T) {
-	direct := openStore(t)
-	p := faultproxy.Start(t, etcd(t).Endpoints()[0])
 	const request, try = 1500 * time.Millisecond, 200 * time.Millisecond
-	s := proxied(t, direct, func(c *store.Config) {
-		c.RequestTimeout = request
-		c.AttemptTimeout = try
-	}, p)
-	for i := range 3 { // connected, and the marker lease granted
-		mustPut(t, s, "shared/warm", string(rune('a'+i)))
-	}
+	s, _, p := warmProxied(t, request, try)
 	writes := []struct {
 		name string
 		do   func(ctx context.Context) error
@@ -69,16 +61,8 @@ func TestStore_WriteToFrozenEtcdEndsByItsDeadline(t *testing.T) {
 // etcd took the try's time and then a request timeout of its own (13 s for the 10 s request
 // timeout of a real server). Once etcd answers, the write is there at most once.
 func TestStore_WriteToFrozenEtcdSettledWithinItsDeadline(t *testing.T) {
-	direct := openStore(t)
-	p := faultproxy.Start(t, etcd(t).Endpoints()[0])
 	const request, try = 2 * time.Second, 800 * time.Millisecond
-	s := proxied(t, direct, func(c *store.Config) {
-		c.RequestTimeout = request
-		c.AttemptTimeout = try
-	}, p)
-	for i := range 3 { // connected, and the marker lease granted
-		mustPut(t, s, "shared/warm", string(rune('a'+i)))
-	}
+	s, direct, p := warmProxied(t, request, try)
 	p.Freeze()
 	start := time.Now()
 	_, err := s.Put(ctxT(t), "shared/frozen-fence", "1", -1)
@@ -94,4 +78,21 @@ func TestStore_WriteToFrozenEtcdSettledWithinItsDeadline(t *testing.T) {
 	if kv, _, err := direct.Get(ctxT(t), "shared/frozen-fence"); err == nil && kv.Version != 1 {
 		t.Errorf("the write is there %d times", kv.Version)
 	}
+}
+
+// warmProxied is a store whose etcd is reached through a fault proxy of its own, with the given
+// request and attempt timeouts, connected and its marker lease granted by a few writes; direct
+// is a store of the same root that reaches etcd without the proxy.
+func warmProxied(t *testing.T, request, try time.Duration) (s, direct *store.Store, p *faultproxy.Proxy) {
+	t.Helper()
+	direct = openStore(t)
+	p = faultproxy.Start(t, etcd(t).Endpoints()[0])
+	s = proxied(t, direct, func(c *store.Config) {
+		c.RequestTimeout = request
+		c.AttemptTimeout = try
+	}, p)
+	for i := range 3 {
+		mustPut(t, s, "shared/warm", string(rune('a'+i)))
+	}
+	return s, direct, p
 }
