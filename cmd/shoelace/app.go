@@ -248,13 +248,7 @@ var invalidFlagValue = regexp.MustCompile(`^invalid (?:boolean )?value "(.*)" fo
 // whose parse failed with problem: what the flag takes, or that the number is out of range;
 // "" when the flag is not one of those kinds.
 func flagValueProblem(c *cli.Context, name, problem string) string {
-	flags := slices.Clone(c.App.Flags)
-	for _, ctx := range c.Lineage() {
-		if ctx.Command != nil {
-			flags = append(flags, ctx.Command.Flags...)
-		}
-	}
-	for _, f := range flags {
+	for _, f := range runningFlags(c) {
 		if !slices.Contains(f.Names(), name) {
 			continue
 		}
@@ -283,13 +277,7 @@ func gluedValue(c *cli.Context, arg string) (short, value string, ok bool) {
 	if len(name) < 2 || strings.HasPrefix(name, "-") {
 		return "", "", false
 	}
-	flags := slices.Clone(c.App.Flags) // the global ones, which every command takes
-	for _, ctx := range c.Lineage() {
-		if ctx.Command != nil {
-			flags = append(flags, ctx.Command.Flags...)
-		}
-	}
-	for _, f := range flags {
+	for _, f := range runningFlags(c) {
 		if v, isValue := f.(cli.DocGenerationFlag); !isValue || !v.TakesValue() {
 			continue
 		}
@@ -298,6 +286,18 @@ func gluedValue(c *cli.Context, arg string) (short, value string, ok bool) {
 		}
 	}
 	return "", "", false
+}
+
+// runningFlags are the flags the running command takes: the global ones, which every command
+// takes, and those of the command and the commands above it.
+func runningFlags(c *cli.Context) []cli.Flag {
+	flags := slices.Clone(c.App.Flags)
+	for _, ctx := range c.Lineage() {
+		if ctx.Command != nil {
+			flags = append(flags, ctx.Command.Flags...)
+		}
+	}
+	return flags
 }
 
 // groupAction runs for a command that only groups subcommands: it refuses unknown ones.
