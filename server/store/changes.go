@@ -113,7 +113,9 @@ func (s *Store) WatchChangesSince(ctx context.Context, from int64, ended <-chan 
 // watch that hears nothing for WatchProgressInterval asks etcd for a progress notification;
 // one that still hears nothing for as long again reads the store's revision (see idle): it ends
 // with ErrWatchSilent unless the store is idle at the revision the watch has reached (its
-// member may be frozen, or its connection dead without a close). from is the watch's first
+// member may be frozen, or its connection dead without a close); a store past that revision
+// gets one more interval for its change to come, as a write that landed while the watch
+// looked is on its way. from is the watch's first
 // revision (0: the next). A connection to etcd that ends (ended closes) ends it with
 // ErrReconnected.
 func (s *Store) pumpChanges(ctx, wctx context.Context, wt clientv3.Watcher, from int64, opened <-chan clientv3.WatchChan, ended <-chan struct{}, out chan<- ChangeEvent) error {
@@ -129,6 +131,7 @@ func (s *Store) pumpChanges(ctx, wctx context.Context, wt clientv3.Watcher, from
 	quiet := time.NewTimer(every)
 	defer quiet.Stop()
 	asked := false
+	var passed error           // idle found the store past next; reset by every answer
 	next := from               // the revision the watch waits for (0: not known yet)
 	var wch clientv3.WatchChan // nil until the watch is open
 	asks := s.progress.next()  // closed by RequestProgress
@@ -154,8 +157,21 @@ func (s *Store) pumpChanges(ctx, wctx context.Context, wt clientv3.Watcher, from
 		case <-ctx.Done():
 			return nil
 		case <-quiet.C:
+			if passed != nil {
+				return passed // what the store was past of did not come either
+			}
 			if asked {
-				if err := s.idle(wctx, next, every); err != nil {
+				err := s.idle(wctx, next, every)
+				if errors.Is(err, errPassed) {
+					// A write that landed while the watch looked may be on its way to it: it
+					// gets one more interval to come before the watch counts as silent. Not
+					// read again: each read takes a turn of the balancer, and with a second
+					// one every re-watch on three members landed on the member it left.
+					passed = err
+					quiet.Reset(every)
+					continue
+				}
+				if err != nil {
 					return err
 				}
 				asked = false
@@ -208,7 +224,7 @@ func (s *Store) pumpChanges(ctx, wctx context.Context, wt clientv3.Watcher, from
 			return nil
 		}
 		// Counted from here: time spent waiting for the reader is not etcd's silence.
-		asked = false
+		asked, passed = false, nil
 		quiet.Reset(every)
 	}
 }
@@ -218,7 +234,8 @@ func (s *Store) pumpChanges(ctx, wctx context.Context, wt clientv3.Watcher, from
 // notification to a watch whose next revision the store has not reached (next, the revision
 // after the last the watch heard of), as when nothing was written since the watch started or
 // since the etcd client resumed it. nil when the store is at next - 1; ErrWatchSilent when it
-// is past it (the watch's member may be frozen) or cannot be read within d; an error too when
+// cannot be read within d, and ErrWatchSilent wrapping errPassed when it is past next - 1 (the
+// watch's member may be frozen, or the change is on its way); an error too when
 // it is below it, or below Reached (its history went back: the caller must learn where it is).
 func (s *Store) idle(ctx context.Context, next int64, d time.Duration) error {
 	silent := fmt.Errorf("%w (%s)", ErrWatchSilent, 2*d)
@@ -229,15 +246,24 @@ func (s *Store) idle(ctx context.Context, next int64, d time.Duration) error {
 	reached := max(next-1, s.Reached())
 	rctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
+	if s.idleHook != nil {
+		s.idleHook()
+	}
 	rev, err := s.Revision(rctx)
 	switch {
-	case err != nil || rev >= next:
+	case err != nil:
 		return silent
+	case rev >= next:
+		return fmt.Errorf("%w: %w, at revision %d", ErrWatchSilent, errPassed, rev)
 	case rev < reached:
 		return fmt.Errorf("watch: the store is at revision %d, below the %d it reached (its history went back)", rev, reached)
 	}
 	return nil
 }
+
+// errPassed is idle's answer when the store is past the revision the watch waits for: the
+// watch's member may be frozen, or a write landed while the watch was looking (see pumpChanges).
+var errPassed = errors.New("the store is past the revision the watch waits for")
 
 // sendChanges sends resp as ChangeEvents, one per revision; false when ctx ended.
 func (s *Store) sendChanges(resp clientv3.WatchResponse, send func(ChangeEvent) bool) bool {

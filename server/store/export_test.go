@@ -65,6 +65,10 @@ func EtcdLogger(e *EmbeddedEtcd) *zap.Logger { return e.e.Server.Logger() }
 // SetApplyHook sets the func that s's applies call at their stages (see Store.applyHook).
 func SetApplyHook(s *Store, f func(stage string)) { s.applyHook = f }
 
+// SetIdleHook sets the func that s's silent watches call right before they read the store's
+// revision (see Store.idleHook).
+func SetIdleHook(s *Store, f func()) { s.idleHook = f }
+
 // ReleasesDecoded is how many release records s's reads of every record decoded.
 func ReleasesDecoded(s *Store) int64 { return s.releases.decoded.Load() }
 

@@ -271,8 +271,8 @@ func TestStore_FrozenMemberCostsOneTry(t *testing.T) {
 	}
 }
 
-// A watch whose member freezes hears nothing: it asks for progress, ends after twice
-// WatchProgressInterval, and watching again (as the hub does) goes through another member, so
+// A watch whose member freezes hears nothing: it asks for progress, ends after three times
+// WatchProgressInterval (the store is past it), and watching again (as the hub does) goes through another member, so
 // changes keep coming while the member is frozen.
 func TestStore_WatchOnFrozenMemberMovesOn(t *testing.T) {
 	direct := openStore(t)

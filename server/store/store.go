@@ -159,7 +159,8 @@ var ErrReconnected = errors.New("watch: a connection to etcd ended and the watch
 
 // ErrWatchSilent is returned by Watch when it heard nothing from etcd for twice
 // WatchProgressInterval, not even the progress notification it asked for, while the store
-// is past the revision the watch reached (or cannot be read).
+// cannot be read, or for three times that while the store is past the revision the watch
+// reached.
 var ErrWatchSilent = errors.New("watch: etcd sent nothing, not even the progress notification asked for; watching again")
 
 // Store is a handle on the store. It is safe for concurrent use.
@@ -167,6 +168,9 @@ type Store struct {
 	// applyHook, when set (by tests only), is called by an apply that found the appliance as
 	// it asks: "read" after the read, "checked" once keep found it not so any more.
 	applyHook func(stage string)
+	// idleHook, when set (by tests only), is called by a silent watch's look at the store
+	// right before it reads the store's revision (see idle).
+	idleHook func()
 
 	local *inProcess // the embedded etcd's in-process client (nil with an external etcd)
 	// remoteKV calls an external etcd's KV service on cli's connection (its interceptors,

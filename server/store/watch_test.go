@@ -218,6 +218,39 @@ func TestStore_WatchOfAnIdleStore(t *testing.T) {
 	}
 }
 
+// TestStore_WatchOfAWriteThatLandsWhileItLooks: a watch that heard nothing reads the store's
+// revision; a write that lands meanwhile is past the revision the watch waits for before its
+// event reaches the watch. The watch ended as a frozen member's would (ErrWatchSilent, the
+// caller watching again after a backoff, the write's wake-up late); it waits one more interval
+// for the event, and sends it.
+func TestStore_WatchOfAWriteThatLandsWhileItLooks(t *testing.T) {
+	e := ownEtcd(t, filepath.Join(t.TempDir(), "etcd"), "")
+	s := openStore(t, func(c *store.Config) {
+		c.Endpoints = e.Endpoints()
+		c.WatchProgressInterval = time.Second // as in TestStore_WatchOfAnIdleStore
+	})
+	ctx := ctxT(t)
+	rev, err := s.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	landed := make(chan int64, 1)
+	store.SetIdleHook(s, func() {
+		select {
+		case landed <- mustPut(t, s, "shared/a", "1"):
+		default: // once
+		}
+	})
+	ch, werr := s.Watch(ctx, rev+1)
+	ev, ok := <-ch
+	if !ok {
+		t.Fatalf("the watch ended: %v", werr())
+	}
+	if r := <-landed; ev.Revision != r || ev.Progress {
+		t.Fatalf("got %+v, want shared/a at %d", ev, r)
+	}
+}
+
 // TestStore_WatchEndsWhenEtcdRestarts: the etcd client resumes a watch whose connection ended
 // on its next connection, from the revision after the last it heard of, which an etcd
 // restarted on the same data (or on older data, or another store on its address) has not
@@ -320,7 +353,14 @@ func TestStore_WatchOfAStoreThatWentBack(t *testing.T) {
 	case <-time.After(time.Second):
 	}
 	r := mustPut(t, s, "shared/a", "after")
-	if got := next(t, ch, true); got.Revision != r || r != rev+1 {
+	got, ok := <-ch
+	for ok && got.Progress {
+		got, ok = <-ch
+	}
+	if !ok {
+		t.Fatalf("the watch of the rewound store ended: %v", werr())
+	}
+	if got.Revision != r || r != rev+1 {
 		t.Fatalf("got %+v, want shared/a at %d (the revision after %d)", got, r, rev)
 	}
 }
