@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"net"
 	"net/http"
@@ -1095,6 +1096,10 @@ func (s *Server) createAdminToken(ctx context.Context) error {
 		os.Remove(p.tmp)
 		dropKept(s.cfg.adminTokenFile(), p.kept)
 	}
+	if !s.leftChecked {
+		s.leftChecked = true
+		s.adoptLeftAdminToken(existing[tokenPrefix+adminTokenName])
+	}
 	if len(existing) > 0 {
 		return nil
 	}
@@ -1147,11 +1152,60 @@ func (s *Server) createAdminToken(ctx context.Context) error {
 	return s.installAdminToken(rec, tmp, kept)
 }
 
+// leftSecretAge is how old a temp file of the admin token's secret must be before a replica
+// that starts removes it as an earlier run's: younger, it may be another replica's, given the
+// same file, on its way to the store.
+const leftSecretAge = 2 * time.Minute
+
+// adoptLeftAdminToken deals with the temp files (.NAME.tmp*) an earlier run left beside the
+// admin token file, at the first look at the store's tokens since this run started; stored is
+// the store's admin token record (nil if none). A run that stopped while its admin token's write
+// had an unknown outcome left the token's secret there: the one whose secret is the store's admin
+// token is installed as the file, as that run would have once it learnt that the write applied,
+// or the store's only admin token would be one whose secret nobody has. The others hold secrets
+// no store holds (their writes never applied), and are removed once they are leftSecretAge old.
+func (s *Server) adoptLeftAdminToken(stored []byte) {
+	path := s.cfg.adminTokenFile()
+	dir, prefix := filepath.Dir(path), "."+filepath.Base(path)+".tmp"
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	var rec *tokenRecord
+	if stored != nil {
+		rec, _ = decodeToken(tokenPrefix+adminTokenName, stored)
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), prefix) || !e.Type().IsRegular() {
+			continue
+		}
+		tmp := filepath.Join(dir, e.Name())
+		if rec != nil && holdsSecretOf(tmp, rec) {
+			s.log.Warn("found the admin token's secret where an earlier run left it, stopped before it learnt that the token was stored; installing it",
+				"file", path, "found", tmp)
+			kept, err := keepOldAdminToken(path)
+			if err == nil {
+				err = s.installAdminToken(rec, tmp, kept)
+			}
+			if err != nil {
+				s.log.Error("install the admin token an earlier run left", "file", path, "found", tmp, "err", err.Error())
+			}
+			rec = nil // one is the store's
+			continue
+		}
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > leftSecretAge {
+			os.Remove(tmp)
+		}
+	}
+}
+
 // installAdminToken moves the secret of rec, stored in the store, from tmp to the admin token
 // file; kept is where the token the file held was kept ("" if none).
 func (s *Server) installAdminToken(rec *tokenRecord, tmp, kept string) error {
 	path := s.cfg.adminTokenFile()
-	if err := os.Rename(tmp, path); err != nil {
+	if err := os.Rename(tmp, path); err != nil && !(errors.Is(err, fs.ErrNotExist) && holdsSecretOf(path, rec)) {
+		// (Gone, with the file holding it: another replica given the same file installed it,
+		// as an earlier run's, see adoptLeftAdminToken.)
 		return fmt.Errorf("create admin token: %w", err)
 	}
 	syncDir(filepath.Dir(path))
@@ -1162,6 +1216,12 @@ func (s *Server) installAdminToken(rec *tokenRecord, tmp, kept string) error {
 	}
 	s.log.Info("created the admin token", "file", path)
 	return nil
+}
+
+// holdsSecretOf says whether the file path holds the secret of rec.
+func holdsSecretOf(path string, rec *tokenRecord) bool {
+	data, _, err := atomicfile.ReadRegularFollow(path, 64<<10, nil)
+	return err == nil && hashSecret(string(bytes.TrimSpace(data))) == rec.Hash
 }
 
 // keepOldAdminToken keeps what an admin token file holds beside it, as path.replaced-TIME (the

@@ -240,6 +240,80 @@ func TestBootstrap_AdminTokenOutcomeUnknown(t *testing.T) {
 	}
 }
 
+// TestBootstrap_AdminTokenLeftByAnEarlierRun: a server that stopped while its first admin
+// token's write had an unknown outcome (TestBootstrap_AdminTokenOutcomeUnknown's case, stopped
+// before etcd came back) left the secret in a temp file beside the admin token file. The write
+// had applied: the next run found a token in the store, made none, and nobody had the secret
+// of the only admin token (a lockout the RUNBOOK can only mend with etcd client certificates).
+// The next run installs it; the temp files of secrets no store holds are removed once they are
+// old enough not to be another replica's on its way.
+func TestBootstrap_AdminTokenLeftByAnEarlierRun(t *testing.T) {
+	first := newFixture(t)
+	file := filepath.Join(t.TempDir(), "admin.token")
+	other := "sl_a-token-of-another-store"
+	if err := os.WriteFile(file, []byte(other+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	left, err := writeSecretFile(file, first.token) // the stored admin token's secret
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale, young := leftSecret(t, file), leftSecret(t, file)
+	old := time.Now().Add(-2 * leftSecretAge)
+	if err := os.Chtimes(stale, old, old); err != nil {
+		t.Fatal(err)
+	}
+
+	next := newFixtureOn(t, first.st, func(c *Config) { c.AdminTokenFile = file })
+	if next.token != first.token {
+		t.Fatalf("%s holds %q after the next start, want the stored admin token's secret", file, next.token)
+	}
+	next.must(next.do("GET", "/v1/tokens", ""), 200, nil)
+	for name, want := range map[string]bool{left: false, stale: false, young: true} {
+		if _, err := os.Lstat(name); (err == nil) != want {
+			t.Errorf("%s there: %v, want %v", filepath.Base(name), err == nil, want)
+		}
+	}
+	kept, _ := filepath.Glob(file + ".replaced-*")
+	if len(kept) != 1 {
+		t.Fatalf("kept beside the file: %v, want the other store's token once", kept)
+	}
+	if data, err := os.ReadFile(kept[0]); err != nil || strings.TrimSpace(string(data)) != other {
+		t.Errorf("%s holds %q (%v), want the token the file held", kept[0], data, err)
+	}
+
+	// Another replica given the same file, which installed the secret first, leaves this one's
+	// rename nothing to move: done all the same, as long as the file holds it.
+	rec := next.s.auth.lookup(first.token)
+	if rec == nil {
+		t.Fatal("the admin token is not known")
+	}
+	if err := next.s.installAdminToken(rec, left, ""); err != nil {
+		t.Errorf("install of a secret already installed: %v", err)
+	}
+	if err := os.WriteFile(file, []byte(other+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := next.s.installAdminToken(rec, left, ""); err == nil {
+		t.Error("install of a secret gone, with the file not holding it, did not fail")
+	}
+}
+
+// leftSecret writes a secret no store holds to a temp file beside file, as a run whose admin
+// token's write never applied left it.
+func leftSecret(t *testing.T, file string) string {
+	t.Helper()
+	secret, err := newSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, err := writeSecretFile(file, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
 // A token this replica does not know, asked while the store cannot be reached, is 503 with
 // Retry-After, not 401: it may have been created through another replica a moment ago (an
 // agent drops an instance token answered 401). Requests that arrived together share one

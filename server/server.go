@@ -85,6 +85,9 @@ type Server struct {
 	// admin token while its creation's outcome is unknown.
 	adminMu      sync.Mutex
 	adminPending *pendingAdmin
+	// leftChecked says that createAdminToken looked for the secrets an earlier run left
+	// beside the admin token file (see adoptLeftAdminToken); under adminMu.
+	leftChecked bool
 	// bootstrapped says that bootstrap ran: this replica keeps the admin token file.
 	bootstrapped atomic.Bool
 	maintenance  atomic.Bool
