@@ -54,7 +54,12 @@ func reorderArgs(root cmdNode, args []string) ([]string, error) {
 			group := []string{a}
 			if !hasValue && takesValue(f, name, root) {
 				if i+1 >= len(rest) {
-					return nil, usagef("flag needs a value: %s", a)
+					// As the other usage errors say it: the command, then where to look.
+					prefix, help := "", "shoelace"
+					if len(names) > 0 {
+						prefix, help = strings.Join(names, " ")+": ", help+" "+strings.Join(names, " ")
+					}
+					return nil, usagef("%sflag needs a value: %s (see %s --help)", prefix, a, help)
 				}
 				group = append(group, rest[i+1])
 				i++

@@ -38,3 +38,23 @@ func TestE2E_KvPutDashValueSaysWhereItGoes(t *testing.T) {
 		t.Errorf("kv put … --cass 0: %s; want exit 2 without the VALUE hint", r)
 	}
 }
+
+// A flag that takes a value given none, as the last word, points to the command's help as the
+// other usage errors do: "flag needs a value: --cas" said neither the command nor where to look
+// (found by a CLI walk).
+func TestE2E_FlagWithoutValueSaysSeeHelp(t *testing.T) {
+	c := &runner{t: t, env: []string{"SHOELACE_ADDR=http://127.0.0.1:1", "SHOELACE_TOKEN=x"}}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"kv", "put", "shared/a", "1", "--cas"}, "shoelace: kv put: flag needs a value: --cas (see shoelace kv put --help)\n"},
+		{[]string{"kv", "get", "shared/a", "--addr"}, "shoelace: kv get: flag needs a value: --addr (see shoelace kv get --help)\n"},
+		{[]string{"appliance", "--output"}, "shoelace: appliance: flag needs a value: --output (see shoelace appliance --help)\n"},
+		{[]string{"-o"}, "shoelace: flag needs a value: -o (see shoelace --help)\n"},
+	} {
+		if r := c.run(tc.args...); r.code != 2 || r.stderr != tc.want {
+			t.Errorf("%q: %s; want exit 2 and stderr %q", tc.args, r, tc.want)
+		}
+	}
+}
