@@ -734,10 +734,10 @@ func (c *Config) Validate() error {
 		add("%s: server %q must not carry user info, a query or a fragment", name, c.Server)
 	} else if port := u.Port(); port != "" && !api.ValidPort(port) {
 		add("%s: server %q: port %q must be a number from 1 to 65535", name, c.Server, port)
-	} else if p := strings.TrimSuffix(u.Path, "/"); p != "" && (path.Clean(p) != p || strings.HasSuffix(p, "/")) {
+	} else if p := strings.TrimSuffix(u.Path, "/"); p != "" && (path.Clean(p) != p || strings.HasSuffix(p, "/") || path.Base(p) == "v1") {
 		// A path prefix (a proxy's) is joined to every request: "//" or "/./" in it is a
-		// request the server refuses, every time.
-		add("%s: server %q: its path %q must be clean (no '//', '.' or '..'); did you mean %q?", name, c.Server, u.Path, u.Scheme+"://"+u.Host+strings.TrimSuffix(path.Clean(p), "/"))
+		// request the server refuses, every time, and so is /v1, which the agent adds itself.
+		add("%s: server %q: its path %q must be clean (no '//', '.' or '..') and not end in /v1, which the agent adds to every request; did you mean %q?", name, c.Server, u.Path, u.Scheme+"://"+u.Host+strings.TrimSuffix(strings.TrimSuffix(path.Clean(p), "/"), "/v1"))
 	}
 	if c.Appliance == "" {
 		add("%s: appliance is required", name)

@@ -117,6 +117,9 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		{"server port out of range", "server: http://x:99999\nappliance: web\n" + tmpl, []string{`server "http://x:99999": port "99999" must be a number from 1 to 65535`}},
 		{"server path not clean", "server: http://x:1//\nappliance: web\n" + tmpl, []string{`server "http://x:1//": its path "//" must be clean`, `did you mean "http://x:1"`}},
 		{"server path with dotdot", "server: https://x/a/../b/\nappliance: web\n" + tmpl, []string{`its path "/a/../b/" must be clean`, `did you mean "https://x/b"`}},
+		// The agent adds /v1/… to server: with it in server, every request was "no such route".
+		{"server ends in /v1", "server: http://127.0.0.1:8080/v1\nappliance: web\n" + tmpl, []string{`server "http://127.0.0.1:8080/v1": its path "/v1" must be clean (no '//', '.' or '..') and not end in /v1, which the agent adds to every request; did you mean "http://127.0.0.1:8080"?`}},
+		{"server behind a proxy path ends in /v1/", "server: https://x/shoelace/v1/\nappliance: web\n" + tmpl, []string{`its path "/shoelace/v1/" must be clean (no '//', '.' or '..') and not end in /v1`, `did you mean "https://x/shoelace"?`}},
 		{"inline token with a control character", "server: http://x:1\nappliance: web\ntoken: \"ab\\x01c\"\ntemplates:\n  - contents: x\n    destination: $DIR/a\n", []string{"token holds byte 0x01 at offset 2: a token is one word of printable ASCII"}},
 		{"no appliance", "server: http://x:1\n" + tmpl, []string{"appliance is required"}},
 		{"bad appliance", "server: http://x:1\nappliance: web/x\n" + tmpl, []string{`invalid appliance name "web/x"`}},
