@@ -564,6 +564,11 @@ func (e *cliEnv) applianceExport(c *cli.Context) error {
 	if format != "json" && format != "yaml" {
 		return usagef("--format %q: must be json or yaml", format)
 	}
+	if format == "yaml" && (e.onCommandLine[flagOutput] || e.onCommandLine["o"]) && c.String(flagOutput) == "json" {
+		// Not from SHOELACE_OUTPUT, which a pipeline sets for all its commands: this command's
+		// --format is the word for this one.
+		return usagef("%s--format yaml and --output json ask for two formats: the export's is set by --format (json or yaml); drop --output json, or give --format json (see %s --help)", errPrefix(c), commandName(c))
+	}
 	s, err := e.connect(c)
 	if err != nil {
 		return err

@@ -51,3 +51,23 @@ func TestE2E_ExportYAMLKeepsEveryValue(t *testing.T) {
 		t.Errorf("apply of the YAML export onto its own appliance: %s", a)
 	}
 }
+
+// --format yaml with -o json asks for two formats: a usage error that names both and says which
+// flag sets the export's format, before any request (it printed YAML and said nothing; found by
+// a CLI walk). -o json alone, or with --format json, is the JSON export; SHOELACE_OUTPUT=json
+// set for a whole pipeline does not override a --format yaml given on the command line.
+func TestE2E_ExportFormatAndOutputDisagree(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	c.ok("kv", "put", "appliances/e2e-fmt/port", "80")
+	const want = `appliance export: --format yaml and --output json ask for two formats: the export's is set by --format (json or yaml); drop --output json, or give --format json (see shoelace appliance export --help)`
+	c.fails(exitUsage, want, "appliance", "export", "e2e-fmt", "--format", "yaml", "-o", "json")
+	c.fails(exitUsage, want, "--output=json", "appliance", "export", "e2e-fmt", "--format=yaml")
+	for _, args := range [][]string{{"-o", "json"}, {"-o", "json", "--format", "json"}} {
+		if got := c.ok(append([]string{"appliance", "export", "e2e-fmt"}, args...)...); !strings.HasPrefix(got, "{") {
+			t.Errorf("export %q = %q, want JSON", args, got)
+		}
+	}
+	if got := c.with("SHOELACE_OUTPUT=json").ok("appliance", "export", "e2e-fmt", "--format", "yaml"); got != "keys:\n  port: \"80\"\n" {
+		t.Errorf("export --format yaml with SHOELACE_OUTPUT=json = %q, want YAML", got)
+	}
+}
