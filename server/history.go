@@ -51,6 +51,14 @@ func (s *Server) handleApplianceAt(w http.ResponseWriter, r *http.Request) error
 	body, cur, err := s.applianceAtBody(ctx, name, rev)
 	done()
 	if err != nil {
+		if code := api.AsError(err).Code; code == api.CodeNotFound || code == api.CodeCompacted {
+			// No keys then, or none kept: of a name the store holds nothing of (a mistyped
+			// one), say that instead, as its releases do (a rollback of it said "no keys at
+			// revision R", or that R was compacted).
+			if uerr := s.applianceUnknown(ctx, name, nil); uerr != nil {
+				return uerr
+			}
+		}
 		return err
 	}
 	return writeEncoded(w, http.StatusOK, cur, body)

@@ -50,3 +50,21 @@ func TestApplianceAt_PastRevisions(t *testing.T) {
 	f.mustErr(f.do("GET", fmt.Sprintf("/v1/appliances/web/at/%d", before), ""), 410, api.CodeCompacted, "compacted",
 		fmt.Sprintf("the oldest revision that can be restored is %d", w1.Revision))
 }
+
+// A name the store holds nothing of (a mistyped one) is not found at any revision, as its
+// releases are, not "no keys at revision R" (or compacted) as of an appliance that had none
+// then: `appliance rollback --to R` of such a name said so, as if it existed.
+func TestApplianceAt_UnknownName(t *testing.T) {
+	f := newFixture(t)
+	var w api.WriteResult
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"80"}}`), 200, &w)
+	const unknown = `appliance "webb" not found: it has no keys, releases, instances, schema or rollout`
+	f.mustErr(f.do("GET", fmt.Sprintf("/v1/appliances/webb/at/%d", w.Revision), ""), 404, api.CodeNotFound, unknown)
+	// web itself had no keys before its apply: that is still what it says.
+	f.mustErr(f.do("GET", fmt.Sprintf("/v1/appliances/web/at/%d", w.Revision-1), ""), 404, api.CodeNotFound, fmt.Sprintf(`appliance "web" had no keys at revision %d`, w.Revision-1))
+	f.put("shared/x", "1")
+	if err := f.st.Compact(t.Context(), w.Revision+1); err != nil {
+		t.Fatal(err)
+	}
+	f.mustErr(f.do("GET", fmt.Sprintf("/v1/appliances/webb/at/%d", w.Revision), ""), 404, api.CodeNotFound, unknown)
+}

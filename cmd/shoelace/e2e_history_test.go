@@ -206,3 +206,26 @@ func TestE2E_ApplianceHistoryPastTheOldest(t *testing.T) {
 		}
 	}
 }
+
+// A rollback of a name the store holds nothing of (a mistyped one) exits 3 naming it, as its
+// history does, and writes nothing: --to R said "had no keys at revision R", as if it existed.
+// A known appliance without releases keeps its answer.
+func TestE2E_RollbackOfUnknownName(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	name := fmt.Sprintf("hist-typo-%d", time.Now().UnixNano())
+	rev := revisionOf(t, c.ok("kv", "put", "appliances/"+name+"/port", "80"))
+	typo := name + "x"
+	want := fmt.Sprintf("appliance %q not found: it has no keys, releases, instances, schema or rollout", typo)
+	c.fails(exitNotFound, want, "appliance", "rollback", typo, "--to", "previous")
+	c.fails(exitNotFound, want, "appliance", "rollback", typo, "--to", fmt.Sprint(rev))
+	c.fails(exitNotFound, want, "appliance", "history", typo)
+	if r := c.run("kv", "ls", "appliances/"+typo); r.stdout != "" {
+		t.Errorf("rollbacks of %s wrote keys: %s", typo, r)
+	}
+
+	// Known from an instance record only: nothing to undo, as before.
+	enrolled := name + "-vm"
+	enrollOne(t, s, c, enrolled)
+	c.fails(exitError, "it has no release to undo", "appliance", "rollback", enrolled, "--to", "previous")
+}
