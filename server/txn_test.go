@@ -121,3 +121,17 @@ func TestJSONBodies_CurlDefaultContentType(t *testing.T) {
 		t.Fatalf("refused bodies changed keys: %v", f.keys())
 	}
 }
+
+// A put op without "value" puts the empty value, as "value":"" does (DESIGN.md, shoelace txn):
+// older clients left an empty string out of their JSON.
+func TestTxn_PutWithoutValueIsEmpty(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("POST", "/v1/txn", `{"ops":[{"op":"put","key":"shared/empty"},{"op":"put","key":"shared/also","value":""}]}`), 200, nil)
+	for _, k := range []string{"shared/empty", "shared/also"} {
+		var kv api.KV
+		f.must(f.do("GET", "/v1/kv/"+k, ""), 200, &kv)
+		if kv.Value != "" || kv.Version != 1 {
+			t.Errorf("%s: %+v, want the empty value, version 1", k, kv)
+		}
+	}
+}
