@@ -1098,7 +1098,7 @@ func (s *Server) createAdminToken(ctx context.Context) error {
 	}
 	if !s.leftChecked {
 		s.leftChecked = true
-		s.adoptLeftAdminToken(existing[tokenPrefix+adminTokenName])
+		s.adoptLeftAdminToken(existing[tokenPrefix+adminTokenName], storeID)
 	}
 	if len(existing) > 0 {
 		return nil
@@ -1111,7 +1111,7 @@ func (s *Server) createAdminToken(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := writeSecretFile(path, secret)
+	tmp, err := writeSecretFile(path, secret, storeID)
 	if err != nil {
 		return err
 	}
@@ -1162,11 +1162,14 @@ const leftSecretAge = 2 * time.Minute
 // the store's admin token record (nil if none). A run that stopped while its admin token's write
 // had an unknown outcome left the token's secret there: the one whose secret is the store's admin
 // token is installed as the file, as that run would have once it learnt that the write applied,
-// or the store's only admin token would be one whose secret nobody has. The others hold secrets
-// no store holds (their writes never applied), and are removed once they are leftSecretAge old.
-func (s *Server) adoptLeftAdminToken(stored []byte) {
+// or the store's only admin token would be one whose secret nobody has. The others written for
+// this store (storeID, see secretTempPattern) hold secrets it does not hold (their writes never
+// applied), and are removed once they are leftSecretAge old; those written for another store
+// (another --root, cluster or data dir given the same file) are left be: that store may hold
+// the secret, and its next start installs it.
+func (s *Server) adoptLeftAdminToken(stored, storeID []byte) {
 	path := s.cfg.adminTokenFile()
-	dir, prefix := filepath.Dir(path), "."+filepath.Base(path)+".tmp"
+	dir := filepath.Dir(path)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return
@@ -1175,8 +1178,10 @@ func (s *Server) adoptLeftAdminToken(stored []byte) {
 	if stored != nil {
 		rec, _ = decodeToken(tokenPrefix+adminTokenName, stored)
 	}
+	ours := storeTag(storeID)
 	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), prefix) || !e.Type().IsRegular() {
+		tag, ok := leftSecretTag(path, e.Name())
+		if !ok || !e.Type().IsRegular() {
 			continue
 		}
 		tmp := filepath.Join(dir, e.Name())
@@ -1193,10 +1198,56 @@ func (s *Server) adoptLeftAdminToken(stored []byte) {
 			rec = nil // one is the store's
 			continue
 		}
-		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > leftSecretAge {
-			os.Remove(tmp)
+		if tag == ours && tag != "" {
+			if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > leftSecretAge {
+				os.Remove(tmp)
+			}
 		}
 	}
+}
+
+// secretTempPattern is the pattern (os.CreateTemp's) of the name of a temp file beside the admin
+// token file path that holds the secret of an admin token on its way to the store whose id is
+// storeID: .NAME.tmpTAG-*, TAG naming the store (see storeTag), or .NAME.tmp* when its id is not
+// known. A server of another store given the same file leaves it be (see adoptLeftAdminToken).
+func secretTempPattern(path string, storeID []byte) string {
+	if tag := storeTag(storeID); tag != "" {
+		return "." + filepath.Base(path) + ".tmp" + tag + "-*"
+	}
+	return "." + filepath.Base(path) + ".tmp*"
+}
+
+// leftSecretTag says whether name is one secretTempPattern(path, ...) makes, and the tag of the
+// store it names ("" for none). Names of other files that begin the same (the temp files of an
+// admin token file named NAME.tmp2 in the same directory) are not.
+func leftSecretTag(path, name string) (tag string, ok bool) {
+	rest, ok := strings.CutPrefix(name, "."+filepath.Base(path)+".tmp")
+	if !ok {
+		return "", false
+	}
+	if t, r, found := strings.Cut(rest, "-"); found {
+		if len(t) != storeTagLen || strings.Trim(t, "0123456789abcdef") != "" {
+			return "", false
+		}
+		tag, rest = t, r
+	}
+	return tag, rest != "" && strings.Trim(rest, "0123456789") == ""
+}
+
+// storeTagLen is the length of storeTag's tags: short, so that a temp file's name (NAME and 20
+// bytes) fits wherever the name the file is kept as does (NAME.replaced-TIME, NAME and 26 bytes;
+// see TestServe_AdminTokenFileNotKeptStoresNoToken). Two stores share a tag once in 65536: their
+// servers remove each other's old temp files, as all did before the tag.
+const storeTagLen = 4
+
+// storeTag names the store whose id is storeID in the names of temp files ("" when its id is
+// not known): a hash, of a fixed length and safe in a name whatever the id holds.
+func storeTag(storeID []byte) string {
+	if len(storeID) == 0 {
+		return ""
+	}
+	h := sha256.Sum256(storeID)
+	return hex.EncodeToString(h[:storeTagLen/2])
 }
 
 // installAdminToken moves the secret of rec, stored in the store, from tmp to the admin token
@@ -1327,13 +1378,14 @@ func writeSynced(f *os.File, data []byte) error {
 	return err
 }
 
-// writeSecretFile writes secret to a new temp file next to path, mode 0600, and returns its name.
-func writeSecretFile(path, secret string) (string, error) {
+// writeSecretFile writes secret, that of an admin token on its way to the store whose id is
+// storeID, to a new temp file next to path (see secretTempPattern), mode 0600, and returns its name.
+func writeSecretFile(path, secret string, storeID []byte) (string, error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("admin token file %s: %w", path, err)
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	f, err := os.CreateTemp(dir, secretTempPattern(path, storeID))
 	if err != nil {
 		return "", fmt.Errorf("admin token file %s: %w", path, err)
 	}

@@ -254,11 +254,12 @@ func TestBootstrap_AdminTokenLeftByAnEarlierRun(t *testing.T) {
 	if err := os.WriteFile(file, []byte(other+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	left, err := writeSecretFile(file, first.token) // the stored admin token's secret
+	id := []byte(first.st.ID())
+	left, err := writeSecretFile(file, first.token, id) // the stored admin token's secret
 	if err != nil {
 		t.Fatal(err)
 	}
-	stale, young := leftSecret(t, file), leftSecret(t, file)
+	stale, young := leftSecret(t, file, id), leftSecret(t, file, id)
 	old := time.Now().Add(-2 * leftSecretAge)
 	if err := os.Chtimes(stale, old, old); err != nil {
 		t.Fatal(err)
@@ -299,15 +300,57 @@ func TestBootstrap_AdminTokenLeftByAnEarlierRun(t *testing.T) {
 	}
 }
 
+// TestBootstrap_AdminTokenLeftForAnotherStore: a temp file of the admin token's secret that an
+// earlier run against one store left beside the file (its write applied, the answer lost) stays
+// there when a server of another store given the same file (another --root, etcd cluster or data
+// dir) starts, however old: that server does not hold the secret, and was removing it as one no
+// store holds, so that the next start against the first store found nothing to install (the
+// lockout TestBootstrap_AdminTokenLeftByAnEarlierRun mends).
+func TestBootstrap_AdminTokenLeftForAnotherStore(t *testing.T) {
+	first := newFixture(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "admin.token")
+	id := []byte(first.st.ID())
+	left, err := writeSecretFile(file, first.token, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// And the temp file of another admin token file of the first store, whose name begins as
+	// this file's temp files do.
+	beside := leftSecret(t, filepath.Join(dir, "admin.token.tmp2"), id)
+	old := time.Now().Add(-2 * leftSecretAge)
+	for _, name := range []string{left, beside} {
+		if err := os.Chtimes(name, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	other := newFixture(t, func(c *Config) { c.AdminTokenFile = file }) // a store of its own
+	if _, err := os.Lstat(left); err != nil {
+		t.Fatalf("the secret of another store's admin token, left beside the file, is gone after a start on a store of its own: %v", err)
+	}
+	next := newFixtureOn(t, first.st, func(c *Config) { c.AdminTokenFile = file })
+	if next.token != first.token {
+		t.Fatalf("%s holds %q after the next start on the first store, want its admin token's secret", file, next.token)
+	}
+	if kept, _ := filepath.Glob(file + ".replaced-*"); len(kept) != 1 {
+		t.Errorf("kept beside the file: %v, want the other store's token once", kept)
+	}
+	if _, err := os.Lstat(beside); err != nil {
+		t.Errorf("the temp file of another admin token file is gone: %v", err)
+	}
+	other.must(other.doToken(other.token, "GET", "/v1/tokens", ""), 200, nil)
+}
+
 // leftSecret writes a secret no store holds to a temp file beside file, as a run whose admin
-// token's write never applied left it.
-func leftSecret(t *testing.T, file string) string {
+// token's write to the store whose id is storeID never applied left it.
+func leftSecret(t *testing.T, file string, storeID []byte) string {
 	t.Helper()
 	secret, err := newSecret()
 	if err != nil {
 		t.Fatal(err)
 	}
-	name, err := writeSecretFile(file, secret)
+	name, err := writeSecretFile(file, secret, storeID)
 	if err != nil {
 		t.Fatal(err)
 	}

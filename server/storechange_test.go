@@ -407,7 +407,7 @@ func TestSys_AdminTokenOfAnEmptyStoreLearntBackThere(t *testing.T) {
 	if _, err := directB.SysPut(ctx, tokenPrefix+adminTokenName, data, 0); err != nil {
 		t.Fatal(err)
 	}
-	tmp, err := writeSecretFile(file, secret)
+	tmp, err := writeSecretFile(file, secret, []byte(idB))
 	if err != nil {
 		t.Fatal(err)
 	}
