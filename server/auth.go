@@ -1186,6 +1186,12 @@ func (s *Server) adoptLeftAdminToken(stored, storeID []byte) {
 		}
 		tmp := filepath.Join(dir, e.Name())
 		if rec != nil && holdsSecretOf(tmp, rec) {
+			if holdsSecretOf(path, rec) {
+				// A copy of what the file holds: another replica given the same file installed it.
+				os.Remove(tmp)
+				rec = nil
+				continue
+			}
 			s.log.Warn("found the admin token's secret where an earlier run left it, stopped before it learnt that the token was stored; installing it",
 				"file", path, "found", tmp)
 			kept, err := keepOldAdminToken(path)
@@ -1254,10 +1260,17 @@ func storeTag(storeID []byte) string {
 // file; kept is where the token the file held was kept ("" if none).
 func (s *Server) installAdminToken(rec *tokenRecord, tmp, kept string) error {
 	path := s.cfg.adminTokenFile()
-	if err := os.Rename(tmp, path); err != nil && !(errors.Is(err, fs.ErrNotExist) && holdsSecretOf(path, rec)) {
-		// (Gone, with the file holding it: another replica given the same file installed it,
-		// as an earlier run's, see adoptLeftAdminToken.)
-		return fmt.Errorf("create admin token: %w", err)
+	if err := os.Rename(tmp, path); err != nil {
+		if !errors.Is(err, fs.ErrNotExist) || !holdsSecretOf(path, rec) {
+			return fmt.Errorf("create admin token: %w", err)
+		}
+		// Gone, with the file holding it: another replica given the same file installed it, as
+		// an earlier run's (see adoptLeftAdminToken). What this one kept of the file once that
+		// one had is the secret itself, not a token of another store.
+		if kept != "" && holdsSecretOf(kept, rec) {
+			os.Remove(kept)
+			kept = ""
+		}
 	}
 	syncDir(filepath.Dir(path))
 	s.auth.set(rec, 0)

@@ -342,6 +342,47 @@ func TestBootstrap_AdminTokenLeftForAnotherStore(t *testing.T) {
 	other.must(other.doToken(other.token, "GET", "/v1/tokens", ""), 200, nil)
 }
 
+// TestBootstrap_AdminTokenLeftWhereTheFileHoldsIt: a temp file of the admin token's secret found
+// where the admin token file holds that secret already (another replica given the same file
+// installed it a moment before: both found it at their start) is a copy of it. It was installed
+// again, the file first kept beside it as a token of another store, with a warning saying so: a
+// live admin token's secret in a file the operator is told holds a token this store does not know.
+func TestBootstrap_AdminTokenLeftWhereTheFileHoldsIt(t *testing.T) {
+	first := newFixture(t)
+	file := first.s.cfg.adminTokenFile()
+	left, err := writeSecretFile(file, first.token, []byte(first.st.ID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := newFixtureOn(t, first.st, func(c *Config) { c.AdminTokenFile = file })
+	if next.token != first.token {
+		t.Fatalf("%s holds %q after the next start, want the stored admin token's secret", file, next.token)
+	}
+	if kept, _ := filepath.Glob(file + ".replaced-*"); len(kept) != 0 {
+		t.Errorf("kept beside the file, which held the admin token's secret: %v", kept)
+	}
+	if _, err := os.Lstat(left); err == nil {
+		t.Errorf("the copy of the admin token's secret is still there")
+	}
+
+	// The other replica installed it between this one's read of the temp file and its rename:
+	// what this one kept of the file (the secret itself) is dropped.
+	rec := next.s.auth.lookup(first.token)
+	if rec == nil {
+		t.Fatal("the admin token is not known")
+	}
+	kept, err := keepOldAdminToken(file)
+	if err != nil || kept == "" {
+		t.Fatalf("keep %s: %q, %v", file, kept, err)
+	}
+	if err := next.s.installAdminToken(rec, left, kept); err != nil {
+		t.Fatalf("install of a secret already installed: %v", err)
+	}
+	if _, err := os.Lstat(kept); err == nil {
+		t.Errorf("%s, the admin token's secret kept as another store's token, is still there", filepath.Base(kept))
+	}
+}
+
 // leftSecret writes a secret no store holds to a temp file beside file, as a run whose admin
 // token's write to the store whose id is storeID never applied left it.
 func leftSecret(t *testing.T, file string, storeID []byte) string {
