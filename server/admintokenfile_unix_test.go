@@ -106,3 +106,49 @@ func TestServe_AdminTokenFileNotKeptStoresNoToken(t *testing.T) {
 		t.Fatalf("write with the new admin token: %d %s", res.StatusCode, body)
 	}
 }
+
+// TestBootstrap_AdminTokenLeftSwappedForALink: whoever may write the directory of the admin token
+// file (one shared, or /tmp on a system that follows anyone's links there) may swap a symbolic
+// link in for a file named as a temp file of the admin token's secret once a starting server
+// listed them. The link, leading to the temp file an earlier run left, was followed, found to
+// hold the admin token's secret and renamed over the admin token file; that temp file, old, was
+// then removed as a secret the store does not hold (the one the store holds was installed),
+// leaving the admin token file a link, someone else's, to nothing: nobody had the secret.
+func TestBootstrap_AdminTokenLeftSwappedForALink(t *testing.T) {
+	first := newFixture(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "admin.token")
+	id := []byte(first.st.ID())
+	left, err := writeSecretFile(file, first.token, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * leftSecretAge)
+	if err := os.Chtimes(left, old, old); err != nil {
+		t.Fatal(err)
+	}
+	// Named as a temp file of the same store, listed before the one left.
+	planted := filepath.Join(dir, "."+filepath.Base(file)+".tmp"+storeTag(id)+"-0")
+	if err := os.WriteFile(planted, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	afterLeftSecretsList = func() {
+		if err := os.Remove(planted); err != nil {
+			t.Error(err)
+		}
+		if err := os.Symlink(left, planted); err != nil {
+			t.Error(err)
+		}
+	}
+	defer func() { afterLeftSecretsList = nil }()
+
+	next := newFixtureOn(t, first.st, func(c *Config) { c.AdminTokenFile = file })
+	if fi, err := os.Lstat(file); err != nil {
+		t.Fatal(err)
+	} else if !fi.Mode().IsRegular() {
+		t.Fatalf("%s after the next start is %s, want a regular file", file, fi.Mode().Type())
+	}
+	if next.token != first.token {
+		t.Fatalf("%s holds %q after the next start, want the stored admin token's secret", file, next.token)
+	}
+}

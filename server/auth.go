@@ -1152,6 +1152,10 @@ func (s *Server) createAdminToken(ctx context.Context) error {
 	return s.installAdminToken(rec, tmp, kept)
 }
 
+// afterLeftSecretsList, when set (by tests), runs after adoptLeftAdminToken listed the directory
+// of the admin token file and before it looks at what it found.
+var afterLeftSecretsList func()
+
 // leftSecretAge is how old a temp file of the admin token's secret must be before a replica
 // that starts removes it as an earlier run's: younger, it may be another replica's, given the
 // same file, on its way to the store.
@@ -1174,6 +1178,9 @@ func (s *Server) adoptLeftAdminToken(stored, storeID []byte) {
 	if err != nil {
 		return
 	}
+	if afterLeftSecretsList != nil {
+		afterLeftSecretsList()
+	}
 	var rec *tokenRecord
 	if stored != nil {
 		rec, _ = decodeToken(tokenPrefix+adminTokenName, stored)
@@ -1185,7 +1192,7 @@ func (s *Server) adoptLeftAdminToken(stored, storeID []byte) {
 			continue
 		}
 		tmp := filepath.Join(dir, e.Name())
-		if rec != nil && holdsSecretOf(tmp, rec) {
+		if rec != nil && leftHoldsSecretOf(tmp, rec) {
 			if holdsSecretOf(path, rec) {
 				// A copy of what the file holds: another replica given the same file installed it.
 				os.Remove(tmp)
@@ -1285,6 +1292,14 @@ func (s *Server) installAdminToken(rec *tokenRecord, tmp, kept string) error {
 // holdsSecretOf says whether the file path holds the secret of rec.
 func holdsSecretOf(path string, rec *tokenRecord) bool {
 	data, _, err := atomicfile.ReadRegularFollow(path, 64<<10, nil)
+	return err == nil && hashSecret(string(bytes.TrimSpace(data))) == rec.Hash
+}
+
+// leftHoldsSecretOf is holdsSecretOf of a temp file beside the admin token file, a symbolic link
+// at its name not followed: whoever may write the directory may have swapped one in since the
+// directory was listed, and a link that leads to the secret would be renamed over the file.
+func leftHoldsSecretOf(tmp string, rec *tokenRecord) bool {
+	data, _, err := atomicfile.ReadRegular(nil, tmp, 64<<10, nil)
 	return err == nil && hashSecret(string(bytes.TrimSpace(data))) == rec.Hash
 }
 
