@@ -1192,7 +1192,14 @@ func (s *Server) adoptLeftAdminToken(stored, storeID []byte) {
 			continue
 		}
 		tmp := filepath.Join(dir, e.Name())
-		if rec != nil && leftHoldsSecretOf(tmp, rec) {
+		// Read without following a symbolic link at its name: whoever may write the directory
+		// may have swapped one in since it was listed, and a link that leads to the secret
+		// would be renamed over the file.
+		secret, _, err := atomicfile.ReadRegular(nil, tmp, 64<<10, nil)
+		if err != nil {
+			continue // unread, it may hold a secret: left as it is
+		}
+		if rec != nil && hashSecret(string(bytes.TrimSpace(secret))) == rec.Hash {
 			if holdsSecretOf(path, rec) {
 				// A copy of what the file holds: another replica given the same file installed it.
 				os.Remove(tmp)
@@ -1292,14 +1299,6 @@ func (s *Server) installAdminToken(rec *tokenRecord, tmp, kept string) error {
 // holdsSecretOf says whether the file path holds the secret of rec.
 func holdsSecretOf(path string, rec *tokenRecord) bool {
 	data, _, err := atomicfile.ReadRegularFollow(path, 64<<10, nil)
-	return err == nil && hashSecret(string(bytes.TrimSpace(data))) == rec.Hash
-}
-
-// leftHoldsSecretOf is holdsSecretOf of a temp file beside the admin token file, a symbolic link
-// at its name not followed: whoever may write the directory may have swapped one in since the
-// directory was listed, and a link that leads to the secret would be renamed over the file.
-func leftHoldsSecretOf(tmp string, rec *tokenRecord) bool {
-	data, _, err := atomicfile.ReadRegular(nil, tmp, 64<<10, nil)
 	return err == nil && hashSecret(string(bytes.TrimSpace(data))) == rec.Hash
 }
 
