@@ -119,14 +119,7 @@ func TestBootstrap_AdminTokenLeftSwappedForALink(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "admin.token")
 	id := []byte(first.st.ID())
-	left, err := writeSecretFile(file, first.token, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := time.Now().Add(-2 * leftSecretAge)
-	if err := os.Chtimes(left, old, old); err != nil {
-		t.Fatal(err)
-	}
+	left := leftSecret(t, file, first.token, id, true)
 	// Named as a temp file of the same store, listed before the one left.
 	planted := filepath.Join(dir, "."+filepath.Base(file)+".tmp"+storeTag(id)+"-0")
 	if err := os.WriteFile(planted, nil, 0o600); err != nil {

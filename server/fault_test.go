@@ -255,15 +255,8 @@ func TestBootstrap_AdminTokenLeftByAnEarlierRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := []byte(first.st.ID())
-	left, err := writeSecretFile(file, first.token, id) // the stored admin token's secret
-	if err != nil {
-		t.Fatal(err)
-	}
-	stale, young := leftSecret(t, file, id), leftSecret(t, file, id)
-	old := time.Now().Add(-2 * leftSecretAge)
-	if err := os.Chtimes(stale, old, old); err != nil {
-		t.Fatal(err)
-	}
+	left := leftSecret(t, file, first.token, id, false) // the stored admin token's secret
+	stale, young := leftSecret(t, file, "", id, true), leftSecret(t, file, "", id, false)
 
 	next := newFixtureOn(t, first.st, func(c *Config) { c.AdminTokenFile = file })
 	if next.token != first.token {
@@ -311,19 +304,10 @@ func TestBootstrap_AdminTokenLeftForAnotherStore(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "admin.token")
 	id := []byte(first.st.ID())
-	left, err := writeSecretFile(file, first.token, id)
-	if err != nil {
-		t.Fatal(err)
-	}
+	left := leftSecret(t, file, first.token, id, true)
 	// And the temp file of another admin token file of the first store, whose name begins as
 	// this file's temp files do.
-	beside := leftSecret(t, filepath.Join(dir, "admin.token.tmp2"), id)
-	old := time.Now().Add(-2 * leftSecretAge)
-	for _, name := range []string{left, beside} {
-		if err := os.Chtimes(name, old, old); err != nil {
-			t.Fatal(err)
-		}
-	}
+	beside := leftSecret(t, filepath.Join(dir, "admin.token.tmp2"), "", id, true)
 
 	other := newFixture(t, func(c *Config) { c.AdminTokenFile = file }) // a store of its own
 	if _, err := os.Lstat(left); err != nil {
@@ -350,10 +334,7 @@ func TestBootstrap_AdminTokenLeftForAnotherStore(t *testing.T) {
 func TestBootstrap_AdminTokenLeftWhereTheFileHoldsIt(t *testing.T) {
 	first := newFixture(t)
 	file := first.s.cfg.adminTokenFile()
-	left, err := writeSecretFile(file, first.token, []byte(first.st.ID()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	left := leftSecret(t, file, first.token, []byte(first.st.ID()), false)
 	next := newFixtureOn(t, first.st, func(c *Config) { c.AdminTokenFile = file })
 	if next.token != first.token {
 		t.Fatalf("%s holds %q after the next start, want the stored admin token's secret", file, next.token)
@@ -383,17 +364,25 @@ func TestBootstrap_AdminTokenLeftWhereTheFileHoldsIt(t *testing.T) {
 	}
 }
 
-// leftSecret writes a secret no store holds to a temp file beside file, as a run whose admin
-// token's write to the store whose id is storeID never applied left it.
-func leftSecret(t *testing.T, file string, storeID []byte) string {
+// leftSecret writes secret (a new one, which no store holds, when "") to a temp file beside
+// file, as a run against the store storeID left it; aged, it is older than leftSecretAge.
+func leftSecret(t *testing.T, file, secret string, storeID []byte, aged bool) string {
 	t.Helper()
-	secret, err := newSecret()
-	if err != nil {
-		t.Fatal(err)
+	if secret == "" {
+		var err error
+		if secret, err = newSecret(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	name, err := writeSecretFile(file, secret, storeID)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if aged {
+		old := time.Now().Add(-2 * leftSecretAge)
+		if err := os.Chtimes(name, old, old); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return name
 }

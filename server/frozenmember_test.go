@@ -54,28 +54,11 @@ func TestLongPoll_WatchMovesOffAFrozenMember(t *testing.T) {
 	wake("k0", 20*time.Second)
 	// The proxy carrying b's watch is the one that forwards the next event while nothing else
 	// is asked of b (keepalives on the others can share the moment: try again).
-	carrier := -1
-	for try := 0; carrier < 0; try++ {
-		if try == 20 {
-			t.Fatal("no single proxy carried the watch's events")
-		}
+	carrier := faultproxy.Carrier(t, ps, func(try int) {
 		time.Sleep(300 * time.Millisecond) // b's own reads of the wake above are done
-		before := make([]int64, len(ps))
-		for i, p := range ps {
-			before[i] = p.FromServer()
-		}
 		rev := a.put(fmt.Sprintf("appliances/web/probe-%d", try), "x")
 		b.must(b.doToken(a.token, "GET", fmt.Sprintf("/v1/appliances/web?index=%d&wait=30s", rev-1), ""), 200, nil)
-		var moved []int
-		for i, p := range ps {
-			if p.FromServer() > before[i] {
-				moved = append(moved, i)
-			}
-		}
-		if len(moved) == 1 {
-			carrier = moved[0]
-		}
-	}
+	})
 	ps[carrier].Freeze()
 	defer ps[carrier].Thaw()
 	for i := range 4 {

@@ -328,28 +328,11 @@ func TestStore_WatchOnFrozenMemberMovesOn(t *testing.T) {
 	wait("shared/k0", 10*time.Second)
 	// The proxy carrying the watch is the one that forwards its next event: the only one that
 	// carried bytes while it came (keepalives on the others can share the moment: try again).
-	carrier := -1
-	for try := 0; carrier < 0; try++ {
-		if try == 20 {
-			t.Fatal("no single proxy carried the watch's events")
-		}
-		before := make([]int64, len(ps))
-		for i, p := range ps {
-			before[i] = p.FromServer()
-		}
+	carrier := faultproxy.Carrier(t, ps, func(try int) {
 		k := fmt.Sprintf("shared/k1-%d", try)
 		mustPut(t, direct, k, "x")
 		wait(k, 10*time.Second)
-		var moved []int
-		for i, p := range ps {
-			if p.FromServer() > before[i] {
-				moved = append(moved, i)
-			}
-		}
-		if len(moved) == 1 {
-			carrier = moved[0]
-		}
-	}
+	})
 	ps[carrier].Freeze()
 	defer ps[carrier].Thaw()
 	for _, k := range []string{"shared/k2", "shared/k3"} {

@@ -352,6 +352,37 @@ func decodeMethod(dec *hpack.Decoder, block []byte) string {
 	return path
 }
 
+// Carrier returns the index of the one proxy of ps that forwards bytes from etcd while probe
+// runs: with the proxies leading to one etcd as its "members", the one carrying a watch is the
+// one that forwards the event a write makes while nothing else is asked. probe(try) makes such
+// a write and waits for the watch to hear it; keepalives on the others can share the moment,
+// so it is tried again, up to 20 times.
+func Carrier(tb testing.TB, ps []*Proxy, probe func(try int)) int {
+	tb.Helper()
+	for try := range 20 {
+		before := make([]int64, len(ps))
+		for i, p := range ps {
+			before[i] = p.FromServer()
+		}
+		probe(try)
+		carrier := -1
+		for i, p := range ps {
+			if p.FromServer() > before[i] {
+				if carrier >= 0 {
+					carrier = -2
+					break
+				}
+				carrier = i
+			}
+		}
+		if carrier >= 0 {
+			return carrier
+		}
+	}
+	tb.Fatal("no single proxy carried the watch's events")
+	return -1
+}
+
 // Methods is a match for CutAfterReply and CutBeforeRequest: any of the given gRPC methods.
 func Methods(names ...string) func(string) bool {
 	return func(m string) bool {
