@@ -1035,3 +1035,35 @@ func TestE2E_RunServerDownNoCacheInStatus(t *testing.T) {
 		t.Errorf("a file was written without a view: %v", err)
 	}
 }
+
+// TestE2E_OnceInterruptedReloadsWhatItInstalled: Ctrl-C (SIGINT) while once runs a reload command
+// lets that command finish (the file is already in place: a service must not be left on the
+// old config with the new file) and once exits as its files say (0: every one in place).
+func TestE2E_OnceInterruptedReloadsWhatItInstalled(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/port", "8080")
+	e := newEnv(t, srv, "", `  - contents: "port {{ key \"port\" }}\n"
+    destination: $DIR/port.conf
+    command: touch $DIR/reloading; sleep 2; echo done > $DIR/reloaded
+`)
+	cmd := exec.Command(filepath.Join(binDir, "shoelace-agent"), "once", "--config", e.config)
+	logs := &syncBuf{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the reload command to start", func() bool { _, err := os.Stat(e.path("reloading")); return err == nil })
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	if err != nil {
+		t.Fatalf("once interrupted while every file was in place: %v\n%s", err, logs.String())
+	}
+	if got := readFile(t, e.path("reloaded")); got != "done\n" {
+		t.Errorf("the reload command started before the interrupt wrote %q, want it to have finished", got)
+	}
+	if got := readFile(t, e.path("port.conf")); got != "port 8080\n" {
+		t.Errorf("port.conf holds %q", got)
+	}
+}
