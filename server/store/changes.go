@@ -115,9 +115,8 @@ func (s *Store) WatchChangesSince(ctx context.Context, from int64, ended <-chan 
 // with ErrWatchSilent unless the store is idle at the revision the watch has reached (its
 // member may be frozen, or its connection dead without a close); a store past that revision
 // gets one more interval for its change to come, as a write that landed while the watch
-// looked is on its way. from is the watch's first
-// revision (0: the next). A connection to etcd that ends (ended closes) ends it with
-// ErrReconnected.
+// looked is on its way. from is the watch's first revision (0: the next). A connection to
+// etcd that ends (ended closes) ends it with ErrReconnected.
 func (s *Store) pumpChanges(ctx, wctx context.Context, wt clientv3.Watcher, from int64, opened <-chan clientv3.WatchChan, ended <-chan struct{}, out chan<- ChangeEvent) error {
 	send := func(ev ChangeEvent) bool {
 		select {
@@ -235,8 +234,8 @@ func (s *Store) pumpChanges(ctx, wctx context.Context, wt clientv3.Watcher, from
 // after the last the watch heard of), as when nothing was written since the watch started or
 // since the etcd client resumed it. nil when the store is at next - 1; ErrWatchSilent when it
 // cannot be read within d, and ErrWatchSilent wrapping errPassed when it is past next - 1 (the
-// watch's member may be frozen, or the change is on its way); an error too when
-// it is below it, or below Reached (its history went back: the caller must learn where it is).
+// watch's member may be frozen, or the change is on its way); an error too when it is below
+// it, or below Reached (its history went back: the caller must learn where it is).
 func (s *Store) idle(ctx context.Context, next int64, d time.Duration) error {
 	silent := fmt.Errorf("%w (%s)", ErrWatchSilent, 2*d)
 	if next <= 0 {
