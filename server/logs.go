@@ -183,7 +183,7 @@ const clientLinesPerSecond = 100
 
 // lineBudget is the replica's budget of such lines: at most clientLinesPerSecond (a second's
 // worth at once; Config.clientLines in tests); the lines over it are left out and counted, and the next one written is
-// preceded by a line that says how many were.
+// preceded by a line that says how many were, a line of the budget too.
 type lineBudget struct {
 	lim  *rate.Limiter
 	left atomic.Int64 // lines left out since the last one written
@@ -196,16 +196,27 @@ func newLineBudget(log *slog.Logger, perSecond float64) *lineBudget {
 	if perSecond <= 0 {
 		perSecond = clientLinesPerSecond
 	}
-	return &lineBudget{lim: rate.NewLimiter(rate.Limit(perSecond), max(1, int(perSecond))), log: log, perSecond: perSecond}
+	// A burst of 2 at least: a line after some were left out takes two, with the one saying so.
+	return &lineBudget{lim: rate.NewLimiter(rate.Limit(perSecond), max(2, int(perSecond))), log: log, perSecond: perSecond}
 }
 
-// take reports whether one more line may be written now.
+// take reports whether one more line may be written now, and writes the line that says how
+// many were left out before it: both within the budget.
 func (b *lineBudget) take() bool {
-	if !b.lim.Allow() {
+	need := 1
+	if b.left.Load() > 0 {
+		need = 2
+	}
+	if !b.lim.AllowN(time.Now(), need) {
 		b.left.Add(1)
 		return false
 	}
 	if n := b.left.Swap(0); n > 0 {
+		// Left out since this one looked (rare): the line saying so needs one more.
+		if need == 1 && !b.lim.Allow() {
+			b.left.Add(n + 1)
+			return false
+		}
 		b.log.Warn("log lines left out: clients without a valid token or over a rate limit made more than the replica writes (the metrics count their requests)",
 			"left_out", n, "lines_per_second", b.perSecond)
 	}

@@ -248,3 +248,30 @@ func TestAuditLogger_LineAsSlogWritesIt(t *testing.T) {
 		t.Errorf("audit line\n got %s\nwant %s", lines[0], lines[1])
 	}
 }
+
+// The lines that say how many lines were left out are lines of the budget too: a client that
+// floods the log gets the budget's lines a second in all, those included. They came on top of
+// it, one before nearly every line written: twice the budget.
+func TestLineBudget_LeftOutLinesWithinTheBudget(t *testing.T) {
+	const perSecond = 5
+	var buf bytes.Buffer
+	b := newLineBudget(slog.New(slog.NewJSONHandler(&buf, nil)), perSecond)
+	start := time.Now()
+	var written, tries int
+	for time.Since(start) < 2*time.Second {
+		tries++
+		if b.take() {
+			written++
+		}
+		time.Sleep(time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	counts := strings.Count(buf.String(), "log lines left out")
+	// A second's lines at once, then perSecond a second.
+	if most := int(perSecond * (elapsed.Seconds() + 1)); written+counts > most {
+		t.Errorf("%d lines asked for in %v: %d written and %d saying what was left out; want at most %d in all", tries, elapsed, written, counts, most)
+	}
+	if written == 0 || counts == 0 {
+		t.Errorf("%d lines written and %d saying what was left out; want some of both", written, counts)
+	}
+}
