@@ -239,14 +239,24 @@ func violation(name string, err error, known map[string]bool) error {
 	return api.Errorf(api.CodeSchemaViolation, "appliance %q breaks its schema: %s%s", name, strings.Join(parts, "; "), more)
 }
 
-// leaves returns the rules that broke: the errors of e's tree that have no causes.
+// leaves returns the rules that broke: the errors of e's tree that have no causes. The rules a
+// property name broke are placed where the name is, in the object that holds it: the library
+// checks a name as an instance of its own, at the root, which named no key and showed the
+// length of a name under a secrets segment.
 func leaves(e *jsonschema.ValidationError) []*jsonschema.ValidationError {
 	if len(e.Causes) == 0 {
 		return []*jsonschema.ValidationError{e}
 	}
+	_, names := e.ErrorKind.(*kind.PropertyNames)
 	var out []*jsonschema.ValidationError
 	for _, c := range e.Causes {
-		out = append(out, leaves(c)...)
+		ls := leaves(c)
+		if names {
+			for _, l := range ls {
+				l.InstanceLocation = e.InstanceLocation
+			}
+		}
+		out = append(out, ls...)
 	}
 	return out
 }

@@ -490,6 +490,23 @@ func TestSchema_ViolationHidesASecretsLength(t *testing.T) {
 	}
 }
 
+// The names under a secrets segment are not shown, nor their lengths: a propertyNames rule that
+// one breaks is named at the key that holds the names, with its limit, not the length found. The
+// library checks a name as an instance of its own: its violation was named at "the appliance's
+// tree" and said the name's length.
+func TestSchema_ViolationHidesASecretNamesLength(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/kv/appliances/secname/secrets/hunter2-is-24-bytes-long", "x"), 200, nil)
+	for _, rule := range []string{`{"maxLength": 4}`, `{"minLength": 40}`} {
+		f.must(f.do("PUT", "/v1/appliances/secname/schema", `{"properties": {"secrets": {"propertyNames": `+rule+`}}}`), 200, nil)
+		r := f.do("PUT", "/v1/kv/appliances/secname/port", "80")
+		f.mustErr(r, 422, api.CodeSchemaViolation, "key secrets:", "a secret's length is not shown")
+		if strings.Contains(r.errMessage(), "24") {
+			t.Errorf("schema %s: the violation shows the length of a name under secrets: %s", rule, r.body)
+		}
+	}
+}
+
 // A schema is bounded by --max-schema-bytes, not --max-value-bytes: compiling one takes time
 // that grows faster than its size (38000 properties, 1 MiB, took 12 s of CPU), and a write token
 // may set one as often as its rate limit lets it.
