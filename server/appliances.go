@@ -484,7 +484,7 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		s.audit(r, kind, list, rev, slog.Bool("unchanged", true))
 	case len(res.Deleted) > 0:
 		// The keys of the appliance the apply left out are gone: the trail names them too.
-		s.audit(r, kind, list, rev, slog.Any("deleted", res.Deleted))
+		s.audit(r, kind, list, rev, slog.Any("deleted", redactKeys(res.Deleted)))
 	default:
 		s.audit(r, kind, list, rev)
 	}

@@ -459,6 +459,34 @@ func TestAuth_SecretPastedInAPathIsNotLogged(t *testing.T) {
 	}
 }
 
+// Nor is a secret pasted into a write written into its audit line: the keys it writes (a kv put,
+// a txn, an apply), the message and the source; nor is a token named after one (the lines of its
+// requests write its name). Before, the request line wrote "sl_…" and the audit line after it
+// the secret whole.
+func TestAuth_SecretPastedInAWriteIsNotLogged(t *testing.T) {
+	var buf syncBuffer
+	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	f := newFixtureLog(t, testutil.Store(t), log)
+	tok := f.newToken(api.TokenRequest{Name: "ci", Read: []string{"shared"}})
+	f.must(f.do("PUT", "/v1/kv/shared/"+tok, "v"), 200, nil)
+	f.must(f.do("POST", "/v1/txn", `{"ops":[{"op":"put","key":"shared/a/`+tok+`","value":"v"}]}`), 200, nil)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"`+tok+`":"v"}}`), 200, nil)
+	f.must(f.do("PUT", "/v1/kv/shared/m", "v", api.HeaderMessage, "rotate "+tok, api.HeaderSource, tok), 200, nil)
+	// A token named so would have the secret written in every line of its requests.
+	f.mustErr(f.do("POST", "/v1/tokens", `{"name":"`+f.token+`","read":["shared"]}`), 400, api.CodeInvalidName, "looks like a token's secret")
+	logs := buf.String()
+	for _, secret := range []string{tok, f.token, tok[:20], tok[len(tok)-20:], f.token[len(f.token)-20:]} {
+		if strings.Contains(logs, secret) {
+			t.Fatalf("logs hold a token's secret (or part of it) %q:\n%s", secret, logs)
+		}
+	}
+	for _, keys := range []string{`"keys":["shared/sl_…"]`, `"keys":["shared/a/sl_…"]`, `"keys":["appliances/web/sl_…"]`, `"message":"rotate sl_…","source":"sl_…"`} {
+		if !strings.Contains(logs, keys) {
+			t.Errorf("no audit line with %s:\n%s", keys, logs)
+		}
+	}
+}
+
 // syncBuffer collects a child's (or a logger's) output while the test reads it.
 type syncBuffer = testbin.Buffer
 

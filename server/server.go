@@ -34,6 +34,7 @@ import (
 	"net/http"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -837,7 +838,8 @@ func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) error {
 
 // audit logs one line per write: who, from where, what, at which revision — never values. The
 // lines are written at level INFO even when --log-level is higher: an audit trail does not
-// depend on how chatty the rest of the log is.
+// depend on how chatty the rest of the log is. What may be a token's secret pasted into a key,
+// the message or the source is written "sl_…", as in the request's line.
 func (s *Server) audit(r *http.Request, op string, keys []string, rev int64, more ...slog.Attr) {
 	if keys == nil {
 		keys = []string{}
@@ -849,12 +851,27 @@ func (s *Server) audit(r *http.Request, op string, keys []string, rev int64, mor
 		slog.String("token", i.token),
 		slog.String("remote", r.RemoteAddr),
 		slog.String("op", op),
-		slog.Any("keys", keys),
+		slog.Any("keys", redactKeys(keys)),
 		slog.Int64("revision", rev),
-		slog.String("message", r.Header.Get(api.HeaderMessage)),
-		slog.String("source", r.Header.Get(api.HeaderSource)),
+		slog.String("message", api.RedactSecrets(r.Header.Get(api.HeaderMessage))),
+		slog.String("source", api.RedactSecrets(r.Header.Get(api.HeaderSource))),
 	}
 	s.auditLog.LogAttrs(r.Context(), "write", append(attrs[:], more...)...) // no copy without more
+}
+
+// redactKeys is keys with what may be a token's secret written "sl_…" (api.RedactSecrets): keys
+// itself when none holds one, as nearly always.
+func redactKeys(keys []string) []string {
+	for i, k := range keys {
+		if api.RedactSecrets(k) != k {
+			out := slices.Clone(keys)
+			for j := i; j < len(out); j++ {
+				out[j] = api.RedactSecrets(out[j])
+			}
+			return out
+		}
+	}
+	return keys
 }
 
 // alwaysEnabled passes every record to its handler, whatever the handler's level.

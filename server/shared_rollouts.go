@@ -511,7 +511,7 @@ func (s *Server) promoteGroup(ctx context.Context, group string, recs map[string
 	for name, rec := range final {
 		s.rollouts.set(name, &rec, lrev)
 	}
-	s.auditLog.Info("audit", "audit", true, "token", first.Token, "remote", "rollout group "+group, "op", "rollout-promote", "keys", lockedKeys(change), "revision", lrev)
+	s.auditLog.Info("audit", "audit", true, "token", first.Token, "remote", "rollout group "+group, "op", "rollout-promote", "keys", redactKeys(lockedKeys(change)), "revision", lrev)
 	s.log.Info("shared rollout group promoted", "group", group, "revision", lrev)
 	return nil
 }

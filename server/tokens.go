@@ -17,11 +17,15 @@ func (t *tokenRecord) info() api.TokenInfo {
 	return api.TokenInfo{TokenRequest: api.TokenRequest{Name: t.Name, Appliance: t.Appliance, Read: t.Read, Write: t.Write, Admin: t.Admin}, Created: t.Created, Instance: t.Instance}
 }
 
-// validateTokenName checks the name of a user's token: a segment, and never an instance
-// token's reserved name (which has ':').
+// validateTokenName checks the name of a user's token: a segment, never an instance token's
+// reserved name (which has ':'), and never what may be a token's secret pasted where the name
+// goes: the log writes a token's name in the lines of its requests and writes.
 func validateTokenName(name string) error {
 	if isInstanceToken(name) || strings.Contains(name, ":") {
 		return api.Errorf(api.CodeInvalidName, "invalid token name %s: names with ':' are reserved for instance tokens (shoelace-agent run enrolls; shoelace appliance forget frees one)", shorten(name))
+	}
+	if api.RedactSecrets(name) != name {
+		return api.Errorf(api.CodeInvalidName, "invalid token name %s: it holds what looks like a token's secret (sl_ and 43 base64url characters), which the log never writes; choose a name", shorten(name))
 	}
 	return api.ValidateSegment("token name", name)
 }
