@@ -22,6 +22,12 @@ func TestMaintenance_BadBodiesLeaveItOn(t *testing.T) {
 		{"null", `{"on":null}`, []string{`"on"`, "null"}},
 		{"data after the object", `{"on":false} off`, []string{"after the JSON object"}},
 		{"two objects", `{"on":false}{"on":false}`, []string{"after the JSON object"}},
+		// Said in the body's words, not Go's ("EOF", "into Go value of type struct { On *bool … }").
+		{"empty", ``, []string{"body is empty: send a JSON object"}},
+		{"cut short", `{"on":`, []string{"ends before it is complete"}},
+		{"an array", `[]`, []string{"must be a JSON object, not an array"}},
+		{"a string for on", `{"on":"off"}`, []string{`"on" must be true or false, not a string`}},
+		{"unknown field", `{"enabled":false}`, []string{`unknown field "enabled"`}},
 	}
 	for _, c := range cases {
 		f.mustErr(f.do("PUT", "/v1/maintenance", c.body), 400, api.CodeInvalidBody, c.words...)
