@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -604,13 +605,39 @@ func jsonErrText(err error) string {
 		if ue.Field == "" {
 			return fmt.Sprintf("the body must be a JSON object, not a JSON %s (at byte %d)", ue.Value, ue.Offset)
 		}
-		return fmt.Sprintf("field %s must not be a JSON %s (at byte %d)", ue.Field, ue.Value, ue.Offset)
+		return fmt.Sprintf("field %q must be %s, not a JSON %s (at byte %d)", ue.Field, jsonKindOf(ue.Type), ue.Value, ue.Offset)
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return "its JSON ends before it is complete"
 	}
 	msg := err.Error()
 	if strings.HasPrefix(msg, "json: unknown field ") {
 		return msg // a field name of the request's own structure
 	}
 	return quoted.ReplaceAllString(msg, "…")
+}
+
+// jsonKindOf names the JSON value that decodes into t.
+func jsonKindOf(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Bool:
+		return "true or false"
+	case reflect.String:
+		return "a string"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	}
+	return "another JSON value"
 }
 
 // yamlErrText describes a YAML parse error by line without the input text it may quote.

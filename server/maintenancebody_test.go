@@ -25,8 +25,8 @@ func TestMaintenance_BadBodiesLeaveItOn(t *testing.T) {
 		// Said in the body's words, not Go's ("EOF", "into Go value of type struct { On *bool … }").
 		{"empty", ``, []string{"body is empty: send a JSON object"}},
 		{"cut short", `{"on":`, []string{"ends before it is complete"}},
-		{"an array", `[]`, []string{"must be a JSON object, not an array"}},
-		{"a string for on", `{"on":"off"}`, []string{`"on" must be true or false, not a string`}},
+		{"an array", `[]`, []string{"must be a JSON object, not a JSON array"}},
+		{"a string for on", `{"on":"off"}`, []string{`"on" must be true or false, not a JSON string`}},
 		{"unknown field", `{"enabled":false}`, []string{`unknown field "enabled"`}},
 	}
 	for _, c := range cases {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"maps"
 	"net/http"
-	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -402,56 +401,10 @@ func strictJSON(data []byte, v any) error {
 	dec := json.NewDecoder(strings.NewReader(string(data)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return bodyError("body is not valid: %s", jsonProblem(err))
+		return bodyError("body is not valid: %s", jsonErrText(err))
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return bodyError("body has data after the JSON object")
 	}
 	return nil
-}
-
-// jsonProblem says what encoding/json's err found in a body, in the body's words rather than
-// Go's ("cannot unmarshal array into Go value of type struct { On *bool … }").
-func jsonProblem(err error) string {
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return "its JSON ends before it is complete"
-	case errors.As(err, &te) && te.Field == "":
-		return fmt.Sprintf("it must be a JSON object, not %s", jsonValueKind(te.Value))
-	case errors.As(err, &te):
-		return fmt.Sprintf("%q must be %s, not %s", te.Field, jsonKindOf(te.Type), jsonValueKind(te.Value))
-	}
-	return strings.TrimPrefix(err.Error(), "json: ")
-}
-
-// jsonValueKind names the JSON value an UnmarshalTypeError found ("array", "number 1e3").
-func jsonValueKind(v string) string {
-	if strings.HasPrefix(v, "array") || strings.HasPrefix(v, "object") {
-		return "an " + v
-	}
-	return "a " + v
-}
-
-// jsonKindOf names the JSON value that decodes into t.
-func jsonKindOf(t reflect.Type) string {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	switch t.Kind() {
-	case reflect.Bool:
-		return "true or false"
-	case reflect.String:
-		return "a string"
-	case reflect.Struct, reflect.Map:
-		return "an object"
-	case reflect.Slice, reflect.Array:
-		return "an array"
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		return "a whole number"
-	case reflect.Float32, reflect.Float64:
-		return "a number"
-	}
-	return "another JSON value"
 }
