@@ -14,6 +14,7 @@ import (
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/testutil"
 	"github.com/shoelace-dev/shoelace/internal/testutil/faultproxy"
+	"github.com/shoelace-dev/shoelace/server/store"
 )
 
 // restoreCopy brings the etcd in dir back from the copy of its data in copyDir, as etcd brought
@@ -50,6 +51,19 @@ func copyData(t *testing.T, f *fixture, p *faultproxy.Proxy, dir string, stop fu
 	p.Up()
 	waitFor(t, "etcd back", func() bool { return f.doToken("", "GET", "/health/deps", "").StatusCode == 200 })
 	return copyDir, stop
+}
+
+// twoStores starts two etcds of the test's own, A and B, and a replica whose endpoint is a proxy
+// to A (retarget it to B to move the replica); cfg is the replica's store config, its root the
+// one to open either etcd at.
+func twoStores(t *testing.T) (cfg store.Config, epsA, epsB []string, p *faultproxy.Proxy, f *fixture) {
+	t.Helper()
+	cfg = testutil.StoreConfig(t)
+	epsA, _ = testutil.StartEtcd(t, t.TempDir())
+	epsB, _ = testutil.StartEtcd(t, t.TempDir())
+	p = faultproxy.Start(t, epsA[0])
+	f = newFixtureOn(t, throughProxy(t, cfg, p))
+	return cfg, epsA, epsB, p, f
 }
 
 // TestAuth_TokenCreatedAgainAfterStoreWentBack: a token revoked at a revision that the store's
@@ -108,11 +122,7 @@ func TestAuth_TokenCreatedAgainAfterStoreWentBack(t *testing.T) {
 // was 200 on the store that does not hold it, and X-Shoelace-Store named the empty store's id.
 func TestSys_AnotherStoreIsLoadedAfresh(t *testing.T) {
 	parallelOwnEtcd(t)
-	epsA, _ := testutil.StartEtcd(t, t.TempDir())
-	epsB, _ := testutil.StartEtcd(t, t.TempDir())
-	p := faultproxy.Start(t, epsA[0])
-	cfg := testutil.StoreConfig(t)
-	f := newFixtureOn(t, throughProxy(t, cfg, p))
+	cfg, epsA, epsB, p, f := twoStores(t)
 	idA := f.st.ID()
 	reader := f.newToken(api.TokenRequest{Name: "reader", Read: []string{"shared"}})
 	revoked := f.newToken(api.TokenRequest{Name: "revoked", Read: []string{"shared"}})
@@ -189,11 +199,7 @@ func TestSys_AnotherStoreIsLoadedAfresh(t *testing.T) {
 // store that does not hold it, and X-Shoelace-Store named the first store, until another
 // connection happened to end (seen once in CI, with the endpoints switched back).
 func TestSys_AnotherStoreAsTheWatchOpens(t *testing.T) {
-	epsA, _ := testutil.StartEtcd(t, t.TempDir())
-	epsB, _ := testutil.StartEtcd(t, t.TempDir())
-	p := faultproxy.Start(t, epsA[0])
-	cfg := testutil.StoreConfig(t)
-	f := newFixtureOn(t, throughProxy(t, cfg, p))
+	cfg, epsA, epsB, p, f := twoStores(t)
 	f.put("shared/x", "a")
 
 	// Store B, under the same root, is well past store A's revision, and its latest write is
@@ -296,10 +302,7 @@ func TestLongPoll_AgentAwayWhileStoreWentBack(t *testing.T) {
 // until the replica restarted. A store that holds tokens gets none (TestSys_AnotherStoreIsLoadedAfresh).
 func TestSys_AdminTokenMadeOnAnEmptyStore(t *testing.T) {
 	parallelOwnEtcd(t)
-	epsA, _ := testutil.StartEtcd(t, t.TempDir())
-	epsB, _ := testutil.StartEtcd(t, t.TempDir())
-	p := faultproxy.Start(t, epsA[0])
-	f := newFixtureOn(t, throughProxy(t, testutil.StoreConfig(t), p))
+	_, _, epsB, p, f := twoStores(t)
 	idA, old := f.st.ID(), f.token
 	file := f.s.cfg.adminTokenFile()
 
@@ -338,11 +341,7 @@ func TestSys_AdminTokenMadeOnAnEmptyStore(t *testing.T) {
 // made their own admin token and revoked the first one would otherwise see "admin" come back,
 // its secret in the file, after etcd's endpoints flapped between two clusters.
 func TestSys_AdminTokenNotMadeOnAStoreWithTokens(t *testing.T) {
-	cfg := testutil.StoreConfig(t)
-	epsA, _ := testutil.StartEtcd(t, t.TempDir())
-	epsB, _ := testutil.StartEtcd(t, t.TempDir())
-	p := faultproxy.Start(t, epsA[0])
-	f := newFixtureOn(t, throughProxy(t, cfg, p))
+	cfg, epsA, epsB, p, f := twoStores(t)
 	cfg.Endpoints = epsA
 	directA := testutil.OpenStore(t, cfg)
 	idA := f.st.ID()
@@ -382,11 +381,7 @@ func TestSys_AdminTokenNotMadeOnAStoreWithTokens(t *testing.T) {
 // store would hold an admin token whose secret nobody has, and no replica would make another.
 func TestSys_AdminTokenOfAnEmptyStoreLearntBackThere(t *testing.T) {
 	parallelOwnEtcd(t)
-	cfg := testutil.StoreConfig(t)
-	epsA, _ := testutil.StartEtcd(t, t.TempDir())
-	epsB, _ := testutil.StartEtcd(t, t.TempDir())
-	p := faultproxy.Start(t, epsA[0])
-	f := newFixtureOn(t, throughProxy(t, cfg, p))
+	cfg, _, epsB, p, f := twoStores(t)
 	cfg.Endpoints = epsB
 	directB := testutil.OpenStore(t, cfg)
 	idA, file := f.st.ID(), f.s.cfg.adminTokenFile()
