@@ -1199,7 +1199,7 @@ func (s *Server) adoptLeftAdminToken(stored, storeID []byte) {
 		if err != nil {
 			continue // unread, it may hold a secret: left as it is
 		}
-		if rec != nil && hashSecret(string(bytes.TrimSpace(secret))) == rec.Hash {
+		if rec != nil && isSecretOf(secret, rec) {
 			if holdsSecretOf(path, rec) {
 				// A copy of what the file holds: another replica given the same file installed it.
 				os.Remove(tmp)
@@ -1299,7 +1299,12 @@ func (s *Server) installAdminToken(rec *tokenRecord, tmp, kept string) error {
 // holdsSecretOf says whether the file path holds the secret of rec.
 func holdsSecretOf(path string, rec *tokenRecord) bool {
 	data, _, err := atomicfile.ReadRegularFollow(path, 64<<10, nil)
-	return err == nil && hashSecret(string(bytes.TrimSpace(data))) == rec.Hash
+	return err == nil && isSecretOf(data, rec)
+}
+
+// isSecretOf says whether data, a secret file's content, is the secret of rec.
+func isSecretOf(data []byte, rec *tokenRecord) bool {
+	return hashSecret(string(bytes.TrimSpace(data))) == rec.Hash
 }
 
 // keepOldAdminToken keeps what an admin token file holds beside it, as path.replaced-TIME (the
