@@ -82,12 +82,22 @@ else
 	STAGE="$(mktemp -d)"
 	CLEANUP+=("$STAGE")
 	echo "building shoelace and shoelace-agent $VERSION for linux/$ARCH" >&2
-	if ! CGO_ENABLED=0 GOOS=linux GOARCH="$ARCH" go build -trimpath -tags urfave_cli_no_docs \
-		-ldflags "-s -w -X main.version=$VERSION" \
-		-o "$STAGE/" ./cmd/shoelace ./cmd/shoelace-agent; then
-		echo "package.sh: building cmd/shoelace and cmd/shoelace-agent failed" >&2
-		exit 3 # the tests tell this apart from a packaging failure
-	fi
+	# The agent's cold packages are compiled without inlining, as make build does: the file says why.
+	noinline="$(grep '^[[:alnum:]]' cmd/shoelace-agent/noinline.txt)"
+	agent_gcflags=()
+	for p in $noinline; do agent_gcflags+=("-gcflags=$p=-l"); done
+	for cmd in shoelace shoelace-agent; do
+		flags=()
+		if [[ $cmd == shoelace-agent ]]; then
+			flags=("${agent_gcflags[@]}")
+		fi
+		if ! CGO_ENABLED=0 GOOS=linux GOARCH="$ARCH" go build -trimpath -tags urfave_cli_no_docs \
+			-ldflags "-s -w -X main.version=$VERSION" "${flags[@]}" \
+			-o "$STAGE/" "./cmd/$cmd"; then
+			echo "package.sh: building cmd/$cmd failed" >&2
+			exit 3 # the tests tell this apart from a packaging failure
+		fi
+	done
 fi
 # The shell completion scripts (what `shoelace completion bash` prints), from the host.
 COMPLETIONS="$(mktemp -d)"

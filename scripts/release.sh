@@ -17,14 +17,21 @@ VERSION="${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo 0
 OUT="${OUT:-dist/release/$VERSION}"
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
 LDFLAGS="-s -w -buildid= -X main.version=$VERSION"
+# The agent's cold packages are compiled without inlining, as make build does: the file says why.
+noinline="$(grep '^[[:alnum:]]' cmd/shoelace-agent/noinline.txt)"
+AGENT_GCFLAGS=()
+for p in $noinline; do AGENT_GCFLAGS+=("-gcflags=$p=-l"); done
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
 build() { # build OS ARCH PKG NAME
-	local ext=""
+	local ext="" flags=()
 	[[ $1 == windows ]] && ext=.exe
+	if [[ $3 == shoelace-agent ]]; then
+		flags=("${AGENT_GCFLAGS[@]}")
+	fi
 	echo "building $4 $VERSION for $1/$2" >&2
-	CGO_ENABLED=0 GOOS=$1 GOARCH=$2 go build -trimpath -tags urfave_cli_no_docs -ldflags "$LDFLAGS" -o "$OUT/${4}_${VERSION}_$1_$2$ext" "./cmd/$3"
+	CGO_ENABLED=0 GOOS=$1 GOARCH=$2 go build -trimpath -tags urfave_cli_no_docs -ldflags "$LDFLAGS" "${flags[@]}" -o "$OUT/${4}_${VERSION}_$1_$2$ext" "./cmd/$3"
 }
 for t in linux/amd64 linux/arm64 windows/amd64 darwin/arm64; do
 	build "${t%/*}" "${t#*/}" shoelace-agent shoelace-agent

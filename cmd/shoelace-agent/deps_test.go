@@ -6,8 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/shoelace-dev/shoelace/internal/testbin"
 )
 
 // The agent runs on every VM: it must talk HTTP only and link neither etcd nor gRPC.
@@ -41,7 +44,9 @@ func TestAgentLinksNoEtcdNorGRPC(t *testing.T) {
 // how close each section's end is to the next page). To make room: text/template's
 // MethodByName makes the linker keep every exported method of the types it may reach, so an
 // exported method that only tests call still costs its code (unexport it or move it into a
-// _test.go file); an error line with fewer arguments costs less code.
+// _test.go file); an error line with fewer arguments costs less code. The cold packages of
+// noinline.txt are compiled without inlining (that took 229 KB off); a package that only runs at
+// start or through a template function may join them.
 func TestAgentBinaryWithin12MiB(t *testing.T) {
 	const flags = `-trimpath -tags urfave_cli_no_docs -ldflags "$(LDFLAGS)"`
 	const ldflags = `-s -w -X main.version=$(VERSION)`
@@ -52,11 +57,18 @@ func TestAgentBinaryWithin12MiB(t *testing.T) {
 	if !strings.Contains(string(mk), "GOFLAGS_BUILD := "+flags) || !strings.Contains(string(mk), "LDFLAGS   := "+ldflags) {
 		t.Fatalf("the Makefile no longer builds with %s and LDFLAGS %s: make this test build as it does", flags, ldflags)
 	}
+	// As the Makefile: -trimpath, the tag and noinline.txt's -gcflags (scripts'
+	// TestAgentBuilds_TakeTheNoInlineFlags holds make build to the same file), then -ldflags.
+	agentFlags, err := testbin.AgentFlags()
+	if err != nil {
+		t.Fatal(err)
+	}
 	bin := filepath.Join(t.TempDir(), "shoelace-agent")
-	cmd := exec.Command("go", "build", "-trimpath", "-tags", "urfave_cli_no_docs", "-ldflags", "-s -w -X main.version=v1.2.3-size-check", "-o", bin, ".")
+	args := append(append([]string{"build"}, agentFlags...), "-ldflags", "-s -w -X main.version=v1.2.3-size-check", "-o", bin, ".")
+	cmd := exec.Command("go", args...)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	fi, err := os.Stat(bin)
 	if err != nil {
@@ -67,4 +79,54 @@ func TestAgentBinaryWithin12MiB(t *testing.T) {
 		t.Fatalf("shoelace-agent (linux/amd64, as make build builds it) is %d bytes, over the 12 MiB limit (%d) by %d", fi.Size(), limit, fi.Size()-limit)
 	}
 	t.Logf("shoelace-agent: %d bytes, %d under 12 MiB", fi.Size(), limit-fi.Size())
+}
+
+// noinline.txt names the agent's cold packages, compiled without inlining to keep it small: each
+// of its patterns must match a package the agent links (for some target; a stale line would hide
+// that the list no longer does what its comment says) and none may match what the agent runs on
+// each change: the standard library, this module, fsnotify and x/sys.
+func TestAgentNoInline_ColdPackagesOnly(t *testing.T) {
+	patterns, err := testbin.NoInline("noinline.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	matched := map[string]bool{}
+	for _, target := range []string{"linux/amd64", "windows/amd64", "darwin/arm64"} {
+		cmd := exec.Command("go", "list", "-deps", "-tags", "urfave_cli_no_docs", "-f", "{{.ImportPath}} {{.Standard}}", ".")
+		goos, goarch, _ := strings.Cut(target, "/")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+goos, "GOARCH="+goarch)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("go list for %s: %v", target, err)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			pkg, std, _ := strings.Cut(line, " ")
+			hot := std == "true" || strings.HasPrefix(pkg, "github.com/shoelace-dev/shoelace/") ||
+				strings.HasPrefix(pkg, "github.com/fsnotify/") || strings.HasPrefix(pkg, "golang.org/x/sys/")
+			for _, p := range patterns {
+				if !matchPattern(p, pkg) {
+					continue
+				}
+				matched[p] = true
+				if hot {
+					t.Errorf("noinline.txt's %s matches %s (%s), which the agent runs on each change: it must keep its inlining", p, pkg, target)
+				}
+			}
+		}
+	}
+	for _, p := range patterns {
+		if !matched[p] {
+			t.Errorf("noinline.txt's %s matches no package the agent links", p)
+		}
+	}
+}
+
+// matchPattern is go's rule for an import path pattern (go help packages): "..." matches any
+// string, and a pattern ending in /... also matches the path before it.
+func matchPattern(pattern, pkg string) bool {
+	if base, ok := strings.CutSuffix(pattern, "/..."); ok && pkg == base {
+		return true
+	}
+	re := "^" + strings.ReplaceAll(regexp.QuoteMeta(pattern), `\.\.\.`, ".*") + "$"
+	return regexp.MustCompile(re).MatchString(pkg)
 }

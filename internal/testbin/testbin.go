@@ -38,6 +38,55 @@ func Build(dir string, extra []string, pkgs ...string) ([]string, error) {
 	return bins, nil
 }
 
+// AgentFlags are the go build flags `make build` builds the agent with, less -ldflags:
+// -trimpath, the urfave_cli_no_docs tag and -gcflags=PATTERN=-l for each package pattern of
+// cmd/shoelace-agent/noinline.txt (the agent's cold packages, compiled without inlining).
+func AgentFlags() ([]string, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return nil, err
+	}
+	patterns, err := NoInline(filepath.Join(root, "cmd", "shoelace-agent", "noinline.txt"))
+	if err != nil {
+		return nil, err
+	}
+	flags := []string{"-trimpath", "-tags", "urfave_cli_no_docs"}
+	for _, p := range patterns {
+		flags = append(flags, "-gcflags="+p+"=-l")
+	}
+	return flags, nil
+}
+
+// NoInline reads the package patterns of a noinline.txt, as the Makefile and the scripts do: a
+// line that starts with a letter or digit is a pattern; lines starting with # and blank lines
+// are not. Any other line, or a pattern line with more than one field, is an error, so that
+// what a shell or make would read differently is caught.
+func NoInline(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var patterns []string
+	for i, line := range strings.Split(string(b), "\n") {
+		fields := strings.Fields(line)
+		switch {
+		case len(fields) == 0 || line[0] == '#':
+		case isAlnum(line[0]) && len(fields) == 1:
+			patterns = append(patterns, fields[0])
+		default:
+			return nil, fmt.Errorf("%s:%d: %q is neither a comment nor one package pattern at the line's start", path, i+1, line)
+		}
+	}
+	if len(patterns) == 0 {
+		return nil, fmt.Errorf("%s lists no package", path)
+	}
+	return patterns, nil
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
 // binaryName is the name go build gives a package's binary: its last element, less a
 // major-version suffix ("go.etcd.io/etcd/etcdutl/v3" → "etcdutl").
 func binaryName(pkg string) string {

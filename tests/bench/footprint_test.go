@@ -121,15 +121,20 @@ func saveSmaps(b *testing.B, pid int) {
 	}
 }
 
-// strippedAgent builds ./cmd/shoelace-agent as `make build` does (GOFLAGS_BUILD), into a
-// directory of its own; SHOELACE_BENCH_AGENT names another executable, built so, to measure
-// instead (an older build to alternate with).
+// strippedAgent builds ./cmd/shoelace-agent as `make build` does (GOFLAGS_BUILD and the
+// -gcflags of cmd/shoelace-agent/noinline.txt), into a directory of its own;
+// SHOELACE_BENCH_AGENT names another executable, built so, to measure instead (an older build to
+// alternate with).
 func strippedAgent(b *testing.B) string {
 	if p := os.Getenv("SHOELACE_BENCH_AGENT"); p != "" {
 		return p
 	}
+	flags, err := testbin.AgentFlags()
+	if err != nil {
+		b.Fatal(err)
+	}
 	dir := b.TempDir()
-	bins, err := testbin.Build(dir, []string{"-trimpath", "-tags", "urfave_cli_no_docs", "-ldflags", "-s -w"}, "./cmd/shoelace-agent")
+	bins, err := testbin.Build(dir, append(flags, "-ldflags", "-s -w"), "./cmd/shoelace-agent")
 	if err != nil {
 		b.Fatal(err)
 	}
