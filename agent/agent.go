@@ -319,7 +319,16 @@ func (a *Agent) Once(ctx context.Context, stage string, noCommands bool) error {
 		return err
 	}
 	start := time.Now()
+	// Said when it comes, since the reloads it lets finish may take their whole timeouts.
+	said := context.AfterFunc(ctx, func() {
+		msg := "interrupted: no more templates are rendered; the files already installed still get their reload commands, each within its timeout"
+		if noCommands {
+			msg = "interrupted: no more templates are rendered"
+		}
+		a.log.Warn(msg)
+	})
 	res := a.renderPass(ctx, v, sel, true, noCommands)
+	said()
 	a.logPass(v, res, time.Since(start))
 	if stage != "" {
 		a.confirmOthers(v, sel)

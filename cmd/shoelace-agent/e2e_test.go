@@ -1063,6 +1063,9 @@ func TestE2E_OnceInterruptedReloadsWhatItInstalled(t *testing.T) {
 	if got := readFile(t, e.path("reloaded")); got != "done\n" {
 		t.Errorf("the reload command started before the interrupt wrote %q, want it to have finished", got)
 	}
+	if !strings.Contains(logs.String(), "interrupted: no more templates are rendered; the files already installed still get their reload commands") {
+		t.Errorf("once did not say what an interrupt does while a reload runs:\n%s", logs.String())
+	}
 	if got := readFile(t, e.path("port.conf")); got != "port 8080\n" {
 		t.Errorf("port.conf holds %q", got)
 	}
