@@ -102,17 +102,26 @@ func (p *endpointProbe) start(s *Store) <-chan struct{} {
 		why := probeEndpoints(s.cli.Endpoints(), s.tlsCfg, min(s.cfg.DialTimeout, 2*time.Second))
 		p.mu.Lock()
 		p.why, p.at, p.running = why, time.Now(), nil
-		logIt := why != "" && why != p.logged && s.ctx.Err() == nil
-		if logIt {
-			p.logged = why
-		}
 		p.mu.Unlock()
+		p.report(s, why)
 		close(done)
-		if logIt {
-			s.log.Warn("etcd endpoint check", "problem", why)
-		}
 	}()
 	return done
+}
+
+// report logs what a probe found (the one at start as those of Health) unless it is what was
+// logged last since the store last answered: an outage is logged once, not once at start and
+// again at the first health check.
+func (p *endpointProbe) report(s *Store, why string) {
+	p.mu.Lock()
+	logIt := why != "" && why != p.logged && s.ctx.Err() == nil
+	if logIt {
+		p.logged = why
+	}
+	p.mu.Unlock()
+	if logIt {
+		s.log.Warn("etcd endpoint check", "problem", why)
+	}
 }
 
 // result returns what the latest probe found, waiting up to wait for the one in flight (done):

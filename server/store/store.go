@@ -385,8 +385,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		// endpoint names the cause and the flags to check.
 		go func() {
 			why := probeEndpoints(endpoints, tlsCfg, min(cfg.DialTimeout, 2*time.Second))
-			if why != "" && s.ctx.Err() == nil && !s.Answered() {
-				s.log.Warn("etcd endpoint check", "problem", why)
+			if !s.Answered() {
+				s.probe.report(s, why)
 			}
 		}()
 		s.wg.Add(1)
