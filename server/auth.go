@@ -103,10 +103,26 @@ func (p *principal) mayReadView(name string) error {
 	if p.admin || p.appliance == name {
 		return nil
 	}
-	if p.mayRead(api.SharedPrefix) == nil && p.mayRead(api.ApplianceRoot(name)) == nil {
+	shared, own := p.mayRead(api.SharedPrefix), p.mayRead(api.ApplianceRoot(name))
+	if shared == nil && own == nil {
 		return nil
 	}
-	return forbidden("token %s may not read the view of appliance %s", shorten(p.name), shorten(name))
+	if p.appliance != "" || api.ValidateSegment("appliance name", name) != nil {
+		// An agent token reads its own appliance's view only; no grant is to be added to it.
+		return forbidden("token %s may not read the view of appliance %s", shorten(p.name), shorten(name))
+	}
+	// Say which of the two the token lacks: a pipeline token that writes appliances/NAME (and
+	// reads its keys one by one) is refused the view for want of shared/.
+	var lacks []string
+	if shared != nil {
+		lacks = append(lacks, api.SharedPrefix)
+	}
+	if own != nil {
+		lacks = append(lacks, api.ApplianceRoot(name))
+	}
+	return forbidden("token %s may not read the view of appliance %s: a view is %s/ overlaid by %s/, and the token may not read %s/ (give it --read %s as well, or use the appliance's agent token)",
+		shorten(p.name), shorten(name), api.SharedPrefix, api.ApplianceRoot(name),
+		strings.Join(lacks, "/ nor "), strings.Join(lacks, " "))
 }
 
 // listFilter says which keys under prefix p may see: nil when all of them; 403 when none can be.
