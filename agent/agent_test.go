@@ -651,7 +651,19 @@ func TestAgent_RunOutageKeepsFilesAndRecovers(t *testing.T) {
 	waitFor(t, "render after the outage", fileIs(dir+"/a", "a=2"))
 }
 
+// TestAgent_RunStartsFromCache: a server unavailable (503) or refusing the agent's token (401)
+// at start, the agent renders from its cache and says why: not "unreachable" for a server that
+// answered.
 func TestAgent_RunStartsFromCache(t *testing.T) {
+	for _, c := range []struct {
+		status int
+		reason string
+	}{{503, "server unavailable"}, {401, "server refused the token"}} {
+		t.Run(strconv.Itoa(c.status), func(t *testing.T) { testRunStartsFromCache(t, c.status, c.reason) })
+	}
+}
+
+func testRunStartsFromCache(t *testing.T, status int, reason string) {
 	srv := newViewServer(t, map[string]string{"a": "1"})
 	cfg := header + "templates:\n  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n"
 	a, dir, _ := testAgent(t, srv, cfg)
@@ -661,8 +673,8 @@ func TestAgent_RunStartsFromCache(t *testing.T) {
 	stop()
 	os.Remove(dir + "/a")
 
-	// The server is down: a new agent on the same cache dir renders from the cache.
-	srv.setFail(503, "")
+	// The server is down, or refuses: a new agent on the same cache dir renders from the cache.
+	srv.setFail(status, "")
 	text := strings.ReplaceAll(cfg, "$URL", srv.URL)
 	text = strings.ReplaceAll(text, "$DIR", dir)
 	os.WriteFile(dir+"/agent.yaml", []byte(text), 0o644)
@@ -678,8 +690,12 @@ func TestAgent_RunStartsFromCache(t *testing.T) {
 	stop2 := runAgent(t, a2)
 	defer stop2()
 	waitFor(t, "render from cache", fileIs(dir+"/a", "a=1"))
-	if !strings.Contains(logs.String(), "rendering from cache") {
+	line := lineOf(logs.String(), "rendering from cache")
+	if line == "" {
 		t.Fatalf("no log says the cache was used:\n%s", logs.String())
+	}
+	if !strings.Contains(line, reason) {
+		t.Errorf("the line that says the cache was used gives another reason than %q for a %d:\n%s", reason, status, line)
 	}
 	srv.setFail(0, "")
 	srv.set(map[string]*string{"a": str("3")})
@@ -1243,4 +1259,14 @@ func TestAgent_SilentCheckFailureEndsCleanly(t *testing.T) {
 	if got := read(t, dir+"/x"); got != "old" {
 		t.Fatalf("x = %q, want the old file", got)
 	}
+}
+
+// lineOf is the first line of logs that holds s, or "".
+func lineOf(logs, s string) string {
+	for line := range strings.Lines(logs) {
+		if strings.Contains(line, s) {
+			return line
+		}
+	}
+	return ""
 }

@@ -271,7 +271,8 @@ func (l *loop) start() {
 		c, cerr := LoadCache(a.cfg.cacheDir(), a.cfg.Appliance)
 		switch {
 		case cerr == nil:
-			a.log.Warn("rendering from cache: server unreachable at start", "cache", CachePath(a.cfg.CacheDir, a.cfg.Appliance),
+			// Not only an unreachable server: one that refuses the token or the view ends here too.
+			a.log.Warn("rendering from cache: no view from the server at start", "reason", msg, "cache", CachePath(a.cfg.CacheDir, a.cfg.Appliance),
 				"revision", c.Revision, "store", c.Store, "saved", c.Saved)
 			l.render(c.view(), true)
 		case errors.Is(cerr, os.ErrNotExist):
