@@ -26,7 +26,8 @@ func TestE2E_RedirectToAnotherAddressNotFollowed(t *testing.T) {
 	}))
 	defer srv.Close()
 	c := &runner{t: t, env: []string{"SHOELACE_ADDR=" + srv.URL, "SHOELACE_TOKEN=secret"}}
-	want := "the server redirected to another address: not followed, so that the token goes to no one else: from " + srv.URL
+	want := "shoelace: the server redirected to another address: not followed, so that the token goes to no one else: from " + srv.URL +
+		" to " + other.URL + ": if the server moved, give its new address in --addr (SHOELACE_ADDR)"
 	c.fails(exitError, want, "kv", "get", "shared/a")
 	c.fails(exitError, "give its new address in --addr (SHOELACE_ADDR)", "kv", "put", "shared/a", "v")
 	mu.Lock()

@@ -158,6 +158,9 @@ func errorLine(err error) string {
 			msg = "cannot reach the server: " + te.Err.Error()
 		}
 		if hint := misconfigured(te); hint != "" && !te.Sent {
+			if client.Misconfigured(te) == client.Redirected { // the server answered: with a redirect
+				msg = strings.TrimPrefix(msg, "cannot reach the server: ")
+			}
 			msg += ": " + hint
 		}
 		if te.Sent {
@@ -187,7 +190,7 @@ func misconfigured(te *client.TransportError) string {
 	case client.PlainHTTPServer:
 		return "the server speaks plain HTTP: use http:// in --addr (SHOELACE_ADDR)"
 	case client.Redirected:
-		return "shoelace does not follow it (the token would go there): if the server moved, give its new address in --addr (SHOELACE_ADDR)"
+		return "if the server moved, give its new address in --addr (SHOELACE_ADDR)"
 	}
 	return ""
 }

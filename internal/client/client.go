@@ -240,7 +240,7 @@ func sameOrigin(req *http.Request, via []*http.Request) error {
 		return fmt.Errorf("stopped after %d redirects", maxRedirects)
 	}
 	if from, to := origin(via[0].URL), origin(req.URL); from != to {
-		return fmt.Errorf("%w: from %s to %s (if the server moved, give its new address)", ErrRedirected, from, to)
+		return fmt.Errorf("%w: from %s to %s", ErrRedirected, from, to) // the CLI and the agent say what to do
 	}
 	return nil
 }
