@@ -1,34 +1,15 @@
 package store_test
 
 import (
-	"bytes"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/shoelace-dev/shoelace/internal/testbin"
 	"github.com/shoelace-dev/shoelace/server/store"
 )
-
-// lockedBuffer is a bytes.Buffer that a logger's goroutines may write while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // A replica started while its etcd refuses connections says why once (the runbook: "the replica
 // logs it once (etcd endpoint check)"): the probe at start and the probes of the health checks
@@ -42,7 +23,7 @@ func TestStore_EndpointProblemLoggedOnce(t *testing.T) {
 	endpoint := "http://" + l.Addr().String()
 	l.Close() // nothing listens there: every connection is refused
 
-	var logs lockedBuffer
+	var logs testbin.Buffer
 	ctx := ctxT(t)
 	s, err := store.Open(ctx, store.Config{
 		Endpoints:      []string{endpoint},
