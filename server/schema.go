@@ -226,34 +226,44 @@ func violation(name string, err error, known map[string]bool) error {
 	if !errors.As(err, &ve) {
 		return api.Errorf(api.CodeSchemaViolation, "appliance %q breaks its schema: %s", name, err.Error())
 	}
-	leaves := leaves(ve)
-	const shown = 3
-	var parts []string
-	for _, l := range leaves[:min(len(leaves), shown)] {
-		parts = append(parts, describeViolation(l, known))
+	// Rules broken alike are said once: two names of one object that break its propertyNames
+	// rule are the same line (a name is never shown).
+	var all []string
+	for _, l := range leaves(ve) {
+		if d := describeViolation(l, known); !slices.Contains(all, d) {
+			all = append(all, d)
+		}
 	}
+	const shown = 3
+	parts := all[:min(len(all), shown)]
 	more := ""
-	if len(leaves) > shown {
-		more = fmt.Sprintf(" (and %d more)", len(leaves)-shown)
+	if len(all) > shown {
+		more = fmt.Sprintf(" (and %d more)", len(all)-shown)
 	}
 	return api.Errorf(api.CodeSchemaViolation, "appliance %q breaks its schema: %s%s", name, strings.Join(parts, "; "), more)
+}
+
+// leaf is a rule that broke; name says that a property name broke it, not a value.
+type leaf struct {
+	*jsonschema.ValidationError
+	name bool
 }
 
 // leaves returns the rules that broke: the errors of e's tree that have no causes. The rules a
 // property name broke are placed where the name is, in the object that holds it: the library
 // checks a name as an instance of its own, at the root, which named no key and showed the
 // length of a name under a secrets segment.
-func leaves(e *jsonschema.ValidationError) []*jsonschema.ValidationError {
+func leaves(e *jsonschema.ValidationError) []leaf {
 	if len(e.Causes) == 0 {
-		return []*jsonschema.ValidationError{e}
+		return []leaf{{ValidationError: e}}
 	}
 	_, names := e.ErrorKind.(*kind.PropertyNames)
-	var out []*jsonschema.ValidationError
+	var out []leaf
 	for _, c := range e.Causes {
 		ls := leaves(c)
 		if names {
-			for _, l := range ls {
-				l.InstanceLocation = e.InstanceLocation
+			for i := range ls {
+				ls[i].InstanceLocation, ls[i].name = e.InstanceLocation, true
 			}
 		}
 		out = append(out, ls...)
@@ -279,8 +289,10 @@ func shownKey(segs []string, known map[string]bool) string {
 // secretNames is the note of a violation that leaves out names under a secrets segment.
 const secretNames = "names under a secrets segment are not shown"
 
-// describeViolation says one broken rule: "key nginx/port: format: …".
-func describeViolation(e *jsonschema.ValidationError, known map[string]bool) string {
+// describeViolation says one broken rule: "key nginx/port: format: …", or for a rule that a
+// name broke, "key hosts: propertyNames/pattern: a name does not match …".
+func describeViolation(l leaf, known map[string]bool) string {
+	e := l.ValidationError
 	loc := e.InstanceLocation
 	key := shownKey(loc, known)
 	// The names of loc's members are secret when loc has a secrets segment.
@@ -297,6 +309,10 @@ func describeViolation(e *jsonschema.ValidationError, known map[string]bool) str
 		return fmt.Sprintf("key %s: required, missing", strings.Join(missing, ", "))
 	}
 	rule := strings.Join(e.ErrorKind.KeywordPath(), "/")
+	subject := "the value"
+	if l.name {
+		rule, subject = "propertyNames/"+rule, "a name"
+	}
 	where := "the appliance's tree"
 	if key != "" {
 		where = "key " + key
@@ -306,9 +322,9 @@ func describeViolation(e *jsonschema.ValidationError, known map[string]bool) str
 	var msg string
 	switch k := e.ErrorKind.(type) {
 	case *kind.Pattern:
-		msg = fmt.Sprintf("the value does not match pattern %s", strconv.Quote(k.Want))
+		msg = fmt.Sprintf("%s does not match pattern %s", subject, strconv.Quote(k.Want))
 	case *kind.Format:
-		msg = "the value is not valid " + k.Want
+		msg = subject + " is not valid " + k.Want
 		if k.Want == "port" || k.Want == "duration" { // ours, which do not quote the value
 			msg += ": " + k.Err.Error()
 		}

@@ -507,6 +507,20 @@ func TestSchema_ViolationHidesASecretNamesLength(t *testing.T) {
 	}
 }
 
+// Two names of one object that break its propertyNames rule are one broken rule, said once, as
+// a name's (never which): the library reports each name apart, and the violation listed the
+// same line twice, as "the value does not match".
+func TestSchema_BrokenNamesSaidOnce(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/names/schema", `{"properties": {"hosts": {"propertyNames": {"pattern": "^[a-z]+$"}}}}`), 200, nil)
+	f.must(f.do("PUT", "/v1/kv/appliances/names/port", "80"), 200, nil)
+	r := f.do("PUT", "/v1/appliances/names", `{"keys": {"port": "80", "hosts/A1": "x", "hosts/B2": "y"}}`)
+	f.mustErr(r, 422, api.CodeSchemaViolation, `key hosts: propertyNames/pattern: a name does not match pattern "^[a-z]+$"`)
+	if n := strings.Count(r.errMessage(), "pattern:"); n != 1 {
+		t.Errorf("the broken propertyNames rule is said %d times: %s", n, r.errMessage())
+	}
+}
+
 // A schema is bounded by --max-schema-bytes, not --max-value-bytes: compiling one takes time
 // that grows faster than its size (38000 properties, 1 MiB, took 12 s of CPU), and a write token
 // may set one as often as its rate limit lets it.
