@@ -198,8 +198,9 @@ type hub struct {
 	onReset     func(ctx context.Context)            // after the hub lost track of changes (compaction)
 	onRewind    func(ctx context.Context, rev int64) // the store's revision went back to rev (see wentBack)
 	// onStoreCheck, after each broken watch, reports whether the endpoints lead to another
-	// store now (see otherStore), having reloaded what the server knows of it.
-	onStoreCheck func(ctx context.Context) bool
+	// store now (see otherStore), having reloaded what the server knows of it; an error when
+	// the store could not be asked.
+	onStoreCheck func(ctx context.Context) (bool, error)
 	// onWatched is called after each event of a watch that started at revision from (its
 	// progress notifications too) has been applied, with the event's revision: every change
 	// from from to rev has been applied then.
@@ -651,8 +652,23 @@ func (h *hub) run(ctx context.Context) {
 		h.mu.Lock()
 		from := h.rev + 1
 		h.mu.Unlock()
-		if watched && (h.wentBack(ctx, from-1) || h.otherStore(ctx)) {
-			continue
+		if watched {
+			// Not watched again before the store was looked at: a watch opened on another store
+			// (or one that went back) without the look would follow it silently, the replica's
+			// tokens those of the store before, until the watch broke again.
+			moved, err := h.movedOn(ctx, from-1)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				h.log.Warn("look at the store before watching it again", "err", err, "retry_in", backoff)
+				sleep(ctx, jitter(backoff))
+				backoff = min(2*backoff, maxBackoff)
+				continue
+			}
+			if moved {
+				continue
+			}
 		}
 		watched = true
 		if opening != nil {
@@ -701,13 +717,13 @@ func (h *hub) run(ctx context.Context) {
 // wrote, read and answered by the time the store went back (the hub watched again after a
 // backoff, or etcd went away again first), and a store back at the revision the watch had
 // reached looked like the same history.
-// A store that cannot be read now says nothing: the next break of the watch asks again.
-func (h *hub) wentBack(ctx context.Context, seen int64) bool {
+// A store that cannot be read now is an error.
+func (h *hub) wentBack(ctx context.Context, seen int64) (bool, error) {
 	// Taken before the read: an answer that comes after it may carry a revision above it.
 	seen = max(seen, h.st.Reached())
 	rev, err := h.st.Revision(ctx)
 	if err != nil || rev >= seen {
-		return false
+		return false, err
 	}
 	h.log.Warn("the store's revision went back (etcd restored without a revision bump, or another cluster); answering every long-poll with a fresh view",
 		"seen", seen, "revision", rev)
@@ -716,7 +732,16 @@ func (h *hub) wentBack(ctx context.Context, seen int64) bool {
 		h.onRewind(ctx, rev) // before the watch resumes: its events are above what the server knew
 	}
 	h.reset(rev)
-	return true
+	return true, nil
+}
+
+// movedOn reports whether the store the hub watches went back (wentBack) or is another store
+// (otherStore) since the watch that broke; an error when it could not be looked at.
+func (h *hub) movedOn(ctx context.Context, seen int64) (bool, error) {
+	if back, err := h.wentBack(ctx, seen); back || err != nil {
+		return back, err
+	}
+	return h.otherStore(ctx)
 }
 
 // startOver makes the hub know the store from revision rev on, as if it had just started there:
@@ -743,9 +768,12 @@ func (h *hub) forgetBefore(rev int64) {
 // store's revision, once the server has reloaded tokens and settings from it (onStoreCheck).
 // Re-watching from the revision after the last one seen would follow another history as if it
 // were the one before, and deliver none of what that store held already.
-func (h *hub) otherStore(ctx context.Context) bool {
-	if h.onStoreCheck == nil || !h.onStoreCheck(ctx) {
-		return false
+func (h *hub) otherStore(ctx context.Context) (bool, error) {
+	if h.onStoreCheck == nil {
+		return false, nil
+	}
+	if other, err := h.onStoreCheck(ctx); !other || err != nil {
+		return false, err
 	}
 	backoff := 50 * time.Millisecond
 	for {
@@ -753,10 +781,10 @@ func (h *hub) otherStore(ctx context.Context) bool {
 		if err == nil {
 			h.log.Warn("the store watched is another store now (its id changed); answering every long-poll with a fresh view", "revision", rev)
 			h.startOver(rev)
-			return true
+			return true, nil
 		}
 		if ctx.Err() != nil {
-			return true
+			return true, nil
 		}
 		h.log.Warn("read store revision", "err", err, "retry_in", backoff)
 		sleep(ctx, jitter(backoff))

@@ -110,6 +110,9 @@ type Server struct {
 	sincePrune     atomic.Int64              // releases asked for since the last kick
 	ui             uiSessions                // the web console's sessions on this replica
 	answers        answerBudget              // answers made for one request, not yet taken (answers.go)
+	// storeCheckHook, when set (tests, while the hub runs), is called as the hub looks at the
+	// store after a broken watch; its error is that look's.
+	storeCheckHook atomic.Pointer[func() error]
 	// endHook, when set (tests), is called as a rollout of appliance name ends: before its end
 	// is written (written false) and once it is, before its late reports are counted.
 	endHook func(name string, written bool)

@@ -3,11 +3,13 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -491,5 +493,46 @@ func TestSys_AdminTokenMadeOnceByReplicasTogether(t *testing.T) {
 	}
 	if winners != 1 {
 		t.Errorf("%d replicas' files hold the new admin token, want 1", winners)
+	}
+}
+
+// TestSys_StoreLookedAtAgainBeforeTheWatch: a replica whose look at the store after a broken
+// watch fails (the store unreadable for a moment as its endpoints move) looks again before it
+// watches. It watched at once, and followed the other store silently, with the tokens of the
+// one before, until the watch broke again.
+func TestSys_StoreLookedAtAgainBeforeTheWatch(t *testing.T) {
+	parallelOwnEtcd(t)
+	cfg := testutil.StoreConfig(t)
+	epsA, _ := testutil.StartEtcd(t, t.TempDir())
+	epsB, _ := testutil.StartEtcd(t, t.TempDir())
+	p := faultproxy.Start(t, epsA[0])
+	f := newFixtureOn(t, throughProxy(t, cfg, p))
+	idA := f.st.ID()
+	// B ahead of A: the watch from A's next revision finds B's history there, and only the
+	// store id tells the stores apart (one behind is found by its revision, see wentBack).
+	ctx := context.Background()
+	revA, err := f.st.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Endpoints = epsB
+	directB := testutil.OpenStore(t, cfg)
+	for rev := int64(0); rev <= revA+5; {
+		if rev, err = directB.SysPut(ctx, "filler", []byte("x"), -1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var looks atomic.Int32
+	fail := func() error {
+		if looks.Add(1) == 1 {
+			return errors.New("the store cannot be read (test)")
+		}
+		return nil
+	}
+	f.s.storeCheckHook.Store(&fail)
+	p.Retarget(epsB[0])
+	waitFor(t, "the replica to find itself on B", func() bool { id, _ := f.s.storeID.Load().(string); return id != "" && id != idA })
+	if looks.Load() < 2 {
+		t.Errorf("the store was looked at %d times, want again after the look that failed", looks.Load())
 	}
 }

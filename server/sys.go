@@ -158,19 +158,24 @@ func (s *Server) afterStoreChange() {
 
 // onStoreCheck is called by the hub after each broken watch, before it watches again: it reads
 // the store id and, when the replica is on another store now, reloads tokens and settings from
-// it and reports true (the hub then starts over from that store's revision). A store that
-// cannot be read says nothing: the next break of the watch asks again.
-func (s *Server) onStoreCheck(ctx context.Context) bool {
+// it and reports true (the hub then starts over from that store's revision). A store whose id
+// cannot be read is an error: the hub asks again before it watches.
+func (s *Server) onStoreCheck(ctx context.Context) (bool, error) {
+	if hook := s.storeCheckHook.Load(); hook != nil {
+		if err := (*hook)(); err != nil {
+			return false, err
+		}
+	}
 	changed, err := s.checkStoreID(ctx)
 	if err != nil || !changed {
-		return false
+		return false, err
 	}
 	if err := s.loadSysOnce(ctx); err != nil {
 		s.reloadSysLater("reload tokens and settings from another store", err)
-		return true
+		return true, nil
 	}
 	s.afterStoreChange()
-	return true
+	return true, nil
 }
 
 // reloadSysLater reloads tokens, settings and the store id in the background, trying again with
