@@ -616,6 +616,12 @@ func (h *hub) run(ctx context.Context) {
 	go h.sweepEvery(ctx, hubSweep)
 	const minBackoff, maxBackoff = 50 * time.Millisecond, 5 * time.Second
 	backoff := minBackoff
+	// pause logs msg (with err and the wait) and waits the backoff, which it doubles.
+	pause := func(msg string, err error, attrs ...any) {
+		h.log.Warn(msg, append([]any{"err", err}, append(attrs, "retry_in", backoff)...)...)
+		sleep(ctx, jitter(backoff))
+		backoff = min(2*backoff, maxBackoff)
+	}
 	needReset := false
 	watched := false // a watch ran before: the next one follows on from what it saw
 	for ctx.Err() == nil {
@@ -632,9 +638,7 @@ func (h *hub) run(ctx context.Context) {
 				if ctx.Err() != nil {
 					return
 				}
-				h.log.Warn("read store revision", "err", err, "retry_in", backoff)
-				sleep(ctx, jitter(backoff))
-				backoff = min(2*backoff, maxBackoff)
+				pause("read store revision", err)
 				continue
 			}
 			if needReset {
@@ -661,9 +665,7 @@ func (h *hub) run(ctx context.Context) {
 				if ctx.Err() != nil {
 					return
 				}
-				h.log.Warn("look at the store before watching it again", "err", err, "retry_in", backoff)
-				sleep(ctx, jitter(backoff))
-				backoff = min(2*backoff, maxBackoff)
+				pause("look at the store before watching it again", err)
 				continue
 			}
 			if moved {
@@ -698,9 +700,7 @@ func (h *hub) run(ctx context.Context) {
 		if got {
 			backoff = minBackoff
 		}
-		h.log.Warn("store watch broken; re-watching", "err", err, "from", h.current()+1, "retry_in", backoff)
-		sleep(ctx, jitter(backoff))
-		backoff = min(2*backoff, maxBackoff)
+		pause("store watch broken; re-watching", err, "from", h.current()+1)
 	}
 }
 
