@@ -61,12 +61,6 @@ func withYAMLHint(err error) error {
 // keysUnder tells where an apply body's keys go, for a body that gives them at the top level.
 const keysUnder = `the appliance's keys go under a top-level "keys:", {"keys":{…}} in JSON`
 
-// withoutBOM is a JSON or YAML body without the UTF-8 byte order mark that Windows editors and
-// PowerShell's UTF-8 files begin with (RFC 8259 lets a parser ignore it): it was refused as "not
-// valid JSON … (a YAML body needs Content-Type: application/yaml)". The CLI drops it from the
-// files it sends already. A kv value is never read through it: a value is its bytes.
-func withoutBOM(data []byte) []byte { return bytes.TrimPrefix(data, []byte("\ufeff")) }
-
 func bodyError(format string, args ...any) error {
 	return api.Errorf(api.CodeInvalidBody, format, args...)
 }
@@ -98,7 +92,7 @@ func checkJSONText(what string, data []byte) error {
 // data), ops "put" or "delete" on valid keys, valid values, at least one op, at most maxOps.
 func parseTxn(data []byte, maxValue, maxOps int) (api.Txn, error) {
 	var t api.Txn
-	data = withoutBOM(data)
+	data = api.WithoutBOM(data)
 	if err := checkJSONBody("txn body", data); err != nil {
 		return t, err
 	}
@@ -173,7 +167,7 @@ func parseTxn(data []byte, maxValue, maxOps int) (api.Txn, error) {
 // applyBody parses a PUT /v1/appliances/{name} body as JSON or YAML (by media type) into flat
 // keys relative to the appliance root, and validates every key and value against the rules.
 func applyBody(data []byte, media, name string, maxValue, maxOps int) (map[string]string, error) {
-	data = withoutBOM(data)
+	data = api.WithoutBOM(data)
 	if !utf8.Valid(data) {
 		return nil, bodyError("apply body is not valid UTF-8")
 	}

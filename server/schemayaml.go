@@ -32,7 +32,7 @@ var errSchemaYAMLTooLarge = errors.New("over the limit as JSON")
 // converted when it is YAML's, for schemas kept as YAML in a pipeline's repository. A YAML
 // body whose JSON would be over max bytes is errSchemaYAMLTooLarge.
 func schemaJSON(data []byte, media string, max int) ([]byte, error) {
-	data = withoutBOM(data)
+	data = api.WithoutBOM(data)
 	switch {
 	case isJSONMedia(media) || media == "application/schema+json":
 		return data, nil

@@ -397,7 +397,7 @@ func (s *Server) handlePutMaintenance(w http.ResponseWriter, r *http.Request) er
 
 // strictJSON decodes one JSON value into v, refusing unknown fields and trailing data.
 func strictJSON(data []byte, v any) error {
-	data = withoutBOM(data)
+	data = api.WithoutBOM(data)
 	if strings.TrimSpace(string(data)) == "" {
 		return bodyError("body is empty: send a JSON object")
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -592,7 +591,7 @@ func readTokenFile(path string) (string, error) {
 		return "", usagef("token file: %v", err)
 	}
 	// A BOM (Notepad's UTF-8) is no part of the token: sent, it made the token unknown (401).
-	tok := strings.TrimSpace(string(withoutBOM(b)))
+	tok := strings.TrimSpace(string(api.WithoutBOM(b)))
 	if tok == "" {
 		return "", usagef("token file %s is empty", path)
 	}
@@ -681,12 +680,12 @@ func (e *cliEnv) readFileFlag(c *cli.Context, op string) (body []byte, name stri
 		if body, err = readAll(c.Context, e.stdin); err != nil {
 			return nil, "", fmt.Errorf("%s: read stdin: %w", op, err)
 		}
-		return withoutBOM(body), "stdin", nil
+		return api.WithoutBOM(body), "stdin", nil
 	}
 	if body, err = os.ReadFile(name); err != nil {
 		return nil, "", fmt.Errorf("%s: %w", op, err)
 	}
-	return withoutBOM(body), name, nil
+	return api.WithoutBOM(body), name, nil
 }
 
 // readAll reads r (stdin) to its end, or until ctx ends: a read of a terminal, or of a pipe
@@ -709,11 +708,6 @@ func readAll(ctx context.Context, r io.Reader) ([]byte, error) {
 		return nil, ctx.Err()
 	}
 }
-
-// withoutBOM drops the UTF-8 byte order mark that some editors (and Windows PowerShell's
-// Out-File) put at the start of a text file: it marks the encoding, it is not content. JSON
-// decoders refuse it ("invalid character 'ï'") where YAML's skips it.
-func withoutBOM(b []byte) []byte { return bytes.TrimPrefix(b, []byte("\ufeff")) }
 
 // checkAddr refuses an --addr that can only be a mistake, as a usage error: a query or a
 // fragment (the query went out with every request, refused as an unknown parameter; the

@@ -519,14 +519,14 @@ func (e *cliEnv) importKeys(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("import: %w", err)
 	}
-	if len(bytes.TrimSpace(withoutBOM(data))) == 0 {
+	if len(bytes.TrimSpace(api.WithoutBOM(data))) == 0 {
 		what := a[0]
 		if what == "-" {
 			what = "stdin"
 		}
 		return fmt.Errorf(`import: %s is empty: want an export as "shoelace export" prints it ({"keys":{…}}); nothing written`, what)
 	}
-	d, err := parseDump(withoutBOM(data))
+	d, err := parseDump(api.WithoutBOM(data))
 	if err != nil {
 		return fmt.Errorf("import %s: %w", a[0], err)
 	}

@@ -458,7 +458,7 @@ func readConsulExport(ctx context.Context, e *cliEnv, file string) ([]store.Fore
 	if len(data) > maxConsulExportBytes {
 		return nil, nil, fmt.Errorf("%s is over %d bytes, more than one import can hold: export a narrower prefix (consul kv export web/db)", file, maxConsulExportBytes)
 	}
-	data = withoutBOM(data)
+	data = api.WithoutBOM(data)
 	// encoding/json keeps the last of a member given twice ("value" twice in one entry).
 	if err := api.CheckJSONMembers(data); err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", file, err)

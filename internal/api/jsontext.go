@@ -11,6 +11,13 @@ import (
 	"unicode/utf8"
 )
 
+// WithoutBOM is data without the UTF-8 byte order mark that some editors (Notepad) and Windows
+// PowerShell put at the start of a text file: it marks the encoding, it is not content. JSON
+// decoders refuse it ("invalid character 'ï'"), where RFC 8259 lets a parser ignore it. The CLI
+// drops it from the files it reads, the server from the JSON and YAML bodies it parses; a kv
+// value is never passed through it: a value is its bytes.
+func WithoutBOM(data []byte) []byte { return bytes.TrimPrefix(data, []byte("\ufeff")) }
+
 // CheckJSONText reports what encoding/json would silently rewrite in data: bytes that are not
 // UTF-8, and \u escapes of UTF-16 surrogates (\uD800–\uDFFF) that do not form a high-low pair.
 // encoding/json turns both into U+FFFD, so a body holding them would store a character nobody
