@@ -109,17 +109,20 @@ fi
 rm -f "$run/token-check.err"
 
 # The example keys: shared ones through kv put, the appliance's own through a whole-appliance apply.
-bin/shoelace kv put shared/system/ntp/servers "0.pool.ntp.org 1.pool.ntp.org" >/dev/null
-bin/shoelace kv put shared/system/dns/nameservers "10.0.0.2 10.0.0.3" >/dev/null
-bin/shoelace kv put shared/system/dns/search "internal.example.com" >/dev/null
-# Its note that an unchanged appliance was not written again is for pipelines, not for this output:
-# say what apply said only when it failed.
-rc=0
-bin/shoelace appliance apply "$appliance" -f "$example/appliance.yaml" >/dev/null 2>"$run/seed.err" || rc=$?
-if [ $rc -ne 0 ]; then
-	echo "make run: seeding $appliance failed: $(cat "$run/seed.err")" >&2
-	exit 1
-fi
+# A write of what the store holds already (a run after the first) notes on stderr that it wrote
+# nothing: a note for pipelines, not for this output. Say what a write said only when it failed.
+seed() {
+	local rc=0
+	"$@" >/dev/null 2>"$run/seed.err" || rc=$?
+	if [ $rc -ne 0 ]; then
+		echo "make run: seeding $appliance failed ($2 $3 $4): $(cat "$run/seed.err")" >&2
+		exit 1
+	fi
+}
+seed bin/shoelace kv put shared/system/ntp/servers "0.pool.ntp.org 1.pool.ntp.org"
+seed bin/shoelace kv put shared/system/dns/nameservers "10.0.0.2 10.0.0.3"
+seed bin/shoelace kv put shared/system/dns/search "internal.example.com"
+seed bin/shoelace appliance apply "$appliance" -f "$example/appliance.yaml"
 rm -f "$run/seed.err"
 
 # An agent token for the example appliance (a fresh one each run; the old one is revoked).

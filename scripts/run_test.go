@@ -271,8 +271,8 @@ func TestRun_MakeRun(t *testing.T) {
 	t.Run("make killed", func(t *testing.T) {
 		r := start(t, root, port, true)
 		waitFor(t, r, 2*time.Minute, "\"Shoelace is running\"", running(t, r))
-		// A third run on an appliance the second run left as the example has it: the seed's
-		// apply writes nothing, and its note saying so is not make run's output.
+		// A third run on a store the second run left as the example has it: the seed's puts
+		// and apply write nothing, and their notes saying so are not make run's output.
 		if out := r.out.String(); strings.Contains(out, "nothing written") {
 			t.Errorf("run.sh printed the seed apply's note; it printed:\n%s", out)
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/store"
 )
 
 // query checks that q holds only the allowed parameters.
@@ -255,12 +257,22 @@ func (s *Server) handlePutKV(w http.ResponseWriter, r *http.Request) error {
 	if err := s.rolloutWrite(ctx, w, r, strat, force, []api.Op{{Op: api.OpPut, Key: key, Value: string(value)}}, api.KindPut); err != errPlainWrite {
 		return err
 	}
-	rev, err := s.st.Put(s.releaseCtx(ctx, r, api.KindPut, "", 0), key, string(value), cas)
+	res, err := s.st.PutResult(s.releaseCtx(ctx, r, api.KindPut, "", 0), key, string(value), cas)
 	if err != nil {
 		return err
 	}
-	s.audit(r, "put", []string{key}, rev)
-	return writeRevision(w, rev)
+	return s.wrote(w, r, "put", []string{key}, res)
+}
+
+// wrote answers a write of keys that succeeded: its audit line and {"revision"}; for one that
+// changed nothing (and wrote nothing), {"revision","unchanged":true}.
+func (s *Server) wrote(w http.ResponseWriter, r *http.Request, op string, keys []string, res store.Applied) error {
+	if res.Unchanged {
+		s.audit(r, op, keys, res.Revision, slog.Bool("unchanged", true))
+		return writeJSON(w, http.StatusOK, res.Revision, api.WriteResult{Revision: res.Revision, Unchanged: true})
+	}
+	s.audit(r, op, keys, res.Revision)
+	return writeRevision(w, res.Revision)
 }
 
 func (s *Server) handleDeleteKV(w http.ResponseWriter, r *http.Request) error {
@@ -363,13 +375,12 @@ func (s *Server) handleTxn(w http.ResponseWriter, r *http.Request) error {
 	if err := s.rolloutWrite(ctx, w, r, strat, force, t.Ops, kind); err != errPlainWrite {
 		return err
 	}
-	rev, err := s.st.Txn(s.releaseCtx(ctx, r, kind, "", 0), t)
-	setIndex(w, rev)
+	res, err := s.st.TxnResult(s.releaseCtx(ctx, r, kind, "", 0), t)
+	setIndex(w, res.Revision)
 	if err != nil {
 		return err
 	}
-	s.audit(r, "txn", keys, rev)
-	return writeRevision(w, rev)
+	return s.wrote(w, r, "txn", keys, res)
 }
 
 // jsonContent refuses a body that says it is not JSON (curl's default form type is read as JSON).

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -278,7 +279,7 @@ func TestLongPoll_AgentAwayWhileStoreWentBack(t *testing.T) {
 	if !within(30*time.Second, func() bool { return f.st.ID() != store }) {
 		t.Fatalf("the store went back under store id %s, which is still its id 10s later", store)
 	}
-	for f.put("appliances/other/x", "1") <= lost.Revision+2 {
+	for i := 0; f.put("appliances/other/x", strconv.Itoa(i)) <= lost.Revision+2; i++ { // a put of the value held writes nothing
 	}
 	waitFor(t, "the replica's watch past the agent's index", func() bool { return f.s.hub.current() > lost.Revision })
 

@@ -178,3 +178,41 @@ func TestE2E_SharedPutUnchangedWithCanary(t *testing.T) {
 		t.Fatalf("kv put shared/ntp --canary of a new value: %s", r)
 	}
 }
+
+// kv put and txn of what the store holds already write nothing: each prints the revision at
+// which the keys got their values and says on stderr that nothing was written (-o json:
+// "unchanged": true). A value that differs is written as ever.
+func TestE2E_PutAndTxnUnchanged(t *testing.T) {
+	name := fmt.Sprintf("sameput-%d", time.Now().UnixNano())
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	key := "appliances/" + name + "/port"
+	first := revisionOf(t, c.ok("kv", "put", key, "80"))
+
+	r := c.run("kv", "put", key, "80")
+	if r.code != 0 || r.stderr != "key "+key+" already holds this value: nothing written, no release recorded\n" || revisionOf(t, r.stdout) != first {
+		t.Fatalf("kv put of the value held (first at %d): %s", first, r)
+	}
+	var w struct {
+		Revision  int64 `json:"revision"`
+		Unchanged bool  `json:"unchanged"`
+	}
+	out := c.ok("kv", "put", key, "80", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &w); err != nil || !w.Unchanged || w.Revision != first {
+		t.Fatalf("kv put -o json of the value held: %q (%v)", out, err)
+	}
+	txn := filepath.Join(t.TempDir(), "txn.json")
+	writeFile(t, txn, `{"ops":[{"op":"put","key":"`+key+`","value":"80"},{"op":"delete","key":"appliances/`+name+`/gone"}]}`)
+	r = c.run("txn", "-f", txn)
+	if r.code != 0 || !strings.Contains(r.stderr, "the store already holds what the transaction writes: nothing written") || revisionOf(t, r.stdout) != first {
+		t.Fatalf("txn of the value held: %s", r)
+	}
+	if got := c.ok("appliance", "history", name); strings.Count(got, "put") != 1 || strings.Contains(got, "txn") {
+		t.Fatalf("history after one put and three writes of the same value:\n%s", got)
+	}
+
+	r = c.run("kv", "put", key, "81")
+	if r.code != 0 || r.stderr != "" || revisionOf(t, r.stdout) <= first {
+		t.Fatalf("kv put of another value: %s", r)
+	}
+}

@@ -230,6 +230,9 @@ func (e *cliEnv) kvPut(c *cli.Context) error {
 	if name, ok := api.ApplianceOf(a[0]); ok && c.String("canary") != "" {
 		return e.printCanaryWrite(s, c, name, res)
 	}
+	if res.Unchanged {
+		return e.printUnchanged(s, res, "key "+a[0]+" already holds this value", "")
+	}
 	return printRevision(e.stdout, s.json, res.Revision)
 }
 

@@ -81,6 +81,9 @@ func (e *cliEnv) txn(c *cli.Context) error {
 	if name, ok := txnAppliance(t); ok && c.String("canary") != "" {
 		return e.printCanaryWrite(s, c, name, res)
 	}
+	if res.Unchanged {
+		return e.printUnchanged(s, res, "the store already holds what the transaction writes", "")
+	}
 	return printRevision(e.stdout, s.json, res.Revision)
 }
 

@@ -26,6 +26,7 @@ type stressOp struct {
 	who   string // "apply", "apply-cas", "put", "delete"
 	keys  map[string]string
 	key   string
+	val   string // a put's
 	cas   int64
 	res   store.Applied
 	rev   int64
@@ -174,8 +175,9 @@ func TestStore_ApplyStress(t *testing.T) {
 				op.who = "delete"
 				op.rev, _, op.err = st.Delete(relCtx(ctx, api.KindDelete), api.ApplianceRoot(name)+"/"+k, false)
 			} else {
-				op.who = "put"
-				op.rev, op.err = st.Put(relCtx(ctx, api.KindPut), api.ApplianceRoot(name)+"/"+k, value(r), -1)
+				op.who, op.val = "put", value(r)
+				op.res, op.err = st.PutResult(relCtx(ctx, api.KindPut), api.ApplianceRoot(name)+"/"+k, op.val, -1)
+				op.rev = op.res.Revision
 			}
 			record(st, op)
 			time.Sleep(time.Duration(r.IntN(3)) * time.Millisecond)
@@ -219,6 +221,12 @@ func TestStore_ApplyStress(t *testing.T) {
 			case ok && ae.Code == api.CodeConflict && strings.Contains(ae.Message, "kept changing"):
 			default:
 				t.Errorf("%s %v: %v", op.who, op.keys, op.err)
+			}
+			continue
+		case op.who == "put" && op.res.Unchanged: // the key held the value at that revision
+			counts[op.who+" unchanged"]++
+			if got, ok := treeAt(op.rev)[op.key]; !ok || got != op.val {
+				t.Errorf("unchanged put %s=%s answered revision %d, where the key held %q (%v)", op.key, op.val, op.rev, got, ok)
 			}
 			continue
 		case op.who == "put" || op.who == "delete":

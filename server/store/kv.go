@@ -190,13 +190,23 @@ func (s *Store) ListPaged(ctx context.Context, prefix string, keysOnly bool, pag
 // Put writes key. cas < 0 writes unconditionally; cas >= 0 writes only if the key's mod_revision
 // is cas (0: the key must not exist), else an api.ErrConflict error naming the key.
 func (s *Store) Put(ctx context.Context, key, value string, cas int64) (int64, error) {
-	if err := api.ValidateKey(key); err != nil {
-		return 0, err
-	}
-	return s.put(ctx, s.kvRoot, key, value, cas)
+	res, err := s.PutResult(ctx, key, value, cas)
+	return res.Revision, err
 }
 
-func (s *Store) put(ctx context.Context, root, key, value string, cas int64) (int64, error) {
+// PutResult is Put, and says whether the key held value already. A put that records a release
+// (see WithRelease) then writes nothing (no revision, no release, nothing for the key's
+// readers to fetch) and answers the key's mod_revision; its cas, the key's schema and a
+// rollout running refuse it as they would the write.
+func (s *Store) PutResult(ctx context.Context, key, value string, cas int64) (Applied, error) {
+	if err := api.ValidateKey(key); err != nil {
+		return Applied{}, err
+	}
+	w, err := s.put(ctx, s.kvRoot, key, value, cas)
+	return Applied{Revision: w.rev, Unchanged: w.unchanged}, err
+}
+
+func (s *Store) put(ctx context.Context, root, key, value string, cas int64) (written, error) {
 	k := root + key
 	var cmps []clientv3.Cmp
 	var els []clientv3.Op
@@ -211,15 +221,15 @@ func (s *Store) put(ctx context.Context, root, key, value string, cas int64) (in
 	}
 	w, err := s.commitChecked(ctx, "put "+key, e, eff, plainTxn(cmps, []clientv3.Op{clientv3.OpPut(k, value)}, els))
 	if err != nil {
-		return 0, err
+		return written{}, err
 	}
 	if !w.succeeded {
 		if cas < 0 {
-			return w.rev, fmt.Errorf("put %s: etcd did not apply an unconditional put", key)
+			return w, fmt.Errorf("put %s: etcd did not apply an unconditional put", key)
 		}
-		return w.rev, conflict(key, cas, modRevision(w.resp.Responses[0]))
+		return w, conflict(key, cas, modRevision(w.resp.Responses[0]))
 	}
-	return w.rev, nil
+	return w, nil
 }
 
 func modRevision(r *pb.ResponseOp) int64 {
@@ -322,17 +332,28 @@ func (s *Store) countBefore(ctx context.Context, abs string, rev int64) int64 {
 // twice: two puts of one key, or a put of a key that a delete of the same transaction covers,
 // are refused with api.CodeInvalidRequest. A delete of an absent key is no error in a Txn.
 func (s *Store) Txn(ctx context.Context, t api.Txn) (int64, error) {
+	res, err := s.TxnResult(ctx, t)
+	return res.Revision, err
+}
+
+// TxnResult is Txn, and says whether t changed no key: with a release (see WithRelease), a
+// transaction whose puts all hold their values and whose deletes find nothing writes nothing,
+// and answers the newest mod_revision of the keys it puts (the store's revision when it puts
+// none); its guards refuse it as they would the write. Of a transaction that changes some
+// keys, the puts of keys that hold their value already are left out (the keys keep their
+// version), guarded on those keys as read.
+func (s *Store) TxnResult(ctx context.Context, t api.Txn) (Applied, error) {
 	if len(t.Ops) == 0 {
-		return 0, api.Errorf(api.CodeInvalidRequest, "invalid transaction: no ops")
+		return Applied{}, api.Errorf(api.CodeInvalidRequest, "invalid transaction: no ops")
 	}
 	if len(t.Ops) > s.cfg.MaxTxnOps {
-		return 0, tooManyOps("the transaction", len(t.Ops), s.cfg.MaxTxnOps)
+		return Applied{}, tooManyOps("the transaction", len(t.Ops), s.cfg.MaxTxnOps)
 	}
 	if len(t.Guards) > s.cfg.MaxTxnOps {
-		return 0, api.Errorf(api.CodeTooLarge, "the transaction has %d guards, more than the limit of %d", len(t.Guards), s.cfg.MaxTxnOps)
+		return Applied{}, api.Errorf(api.CodeTooLarge, "the transaction has %d guards, more than the limit of %d", len(t.Guards), s.cfg.MaxTxnOps)
 	}
 	if err := checkTxn(t); err != nil {
-		return 0, err
+		return Applied{}, err
 	}
 	var cmps []clientv3.Cmp
 	var reads []clientv3.Op
@@ -369,17 +390,18 @@ func (s *Store) Txn(ctx context.Context, t api.Txn) (int64, error) {
 	}
 	w, err := s.commitChecked(ctx, "transaction", e, eff, plainTxn(cmps, ops, reads))
 	if err != nil {
-		return 0, err
+		return Applied{}, err
 	}
+	res := Applied{Revision: w.rev, Unchanged: w.unchanged}
 	if !w.succeeded {
 		for i, g := range t.Guards {
 			if got := modRevision(w.resp.Responses[i]); got != g.ModRevision {
-				return w.rev, conflict(g.Key, g.ModRevision, got)
+				return res, conflict(g.Key, g.ModRevision, got)
 			}
 		}
-		return w.rev, api.Errorf(api.CodeConflict, "conflict: a guard of the transaction failed")
+		return res, api.Errorf(api.CodeConflict, "conflict: a guard of the transaction failed")
 	}
-	return w.rev, nil
+	return res, nil
 }
 
 // checkTxn re-checks what etcd would refuse with a vague message: unknown op kinds, bad keys,

@@ -82,6 +82,9 @@ type effect struct {
 	dels     []string
 	prefixes []string
 	tree     map[string]string
+	// promotes: the write ends a rollout (its records are written with it), and is written
+	// even when it changes no key.
+	promotes bool
 }
 
 // exact returns the keys eff puts or deletes, sorted, each once.
@@ -184,6 +187,10 @@ type pendingRelease struct {
 	key string
 	// meta is what pruning needs of the record (its mod revision is the write's).
 	meta releaseMeta
+	// same are the keys put with the value they hold (not put again: see commitRaw);
+	// unchanged says that the write changes no key at all, and writes nothing.
+	same      map[string]bool
+	unchanged bool
 }
 
 // flatMax bounds the compares, and the Else's ops, of a write whose release guards join its own
@@ -250,6 +257,11 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect, fresh *touched)
 			note(k, func(c *api.ReleaseChange) *[]string { return &c.Created })
 		case b.sum != sha256.Sum256([]byte(v)):
 			note(k, func(c *api.ReleaseChange) *[]string { return &c.Changed })
+		default:
+			if p.same == nil {
+				p.same = map[string]bool{}
+			}
+			p.same[k] = true
 		}
 	}
 	gone := map[string]bool{}
@@ -276,6 +288,11 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect, fresh *touched)
 				note(kc.key, func(c *api.ReleaseChange) *[]string { return &c.Deleted })
 			}
 		}
+	}
+
+	if len(changes) == 0 && !eff.promotes {
+		p.unchanged = true
+		return p, nil // no record: nothing is written
 	}
 
 	now := time.Now().UTC()
@@ -356,6 +373,9 @@ func (s *Store) appliedRelease(p *pendingRelease, eff *effect, ok bool, rev int6
 	after := p.state.exact // p's own (lookup and readTouched make a new map), and p is done
 	if ok {
 		for k, v := range eff.puts {
+			if p.same[k] {
+				continue // not put: it keeps its revisions
+			}
 			b := after[k]
 			create := b.create
 			if b.mod == 0 {

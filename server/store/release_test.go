@@ -393,8 +393,13 @@ func TestStore_ReleaseStaleCache(t *testing.T) {
 		return c
 	}
 	one("a creates", put(a, "1"), shared("created"))
-	one("b changes", put(b, "2"), shared("changed"))
-	one("a writes what b wrote (a's cache says 1)", put(a, "2"))
+	bRev := put(b, "2")
+	one("b changes", bRev, shared("changed"))
+	// a's cache says 1: its guard fails, it reads the key again, finds its own value, and
+	// writes nothing, answering b's revision.
+	if res, err := a.PutResult(relCtx(t, api.KindPut), "shared/k", "2", -1); err != nil || !res.Unchanged || res.Revision != bRev.Revision {
+		t.Fatalf("a writes what b wrote (a's cache says 1): %+v, %v; want unchanged at %d", res, err, bRev.Revision)
+	}
 	rev, _, err := b.Delete(relCtx(t, api.KindDelete), "shared/k", false)
 	if err != nil {
 		t.Fatal(err)
@@ -408,10 +413,12 @@ func TestStore_ReleaseStaleCache(t *testing.T) {
 	if _, err := a.Put(ctxT(t), "shared/k", "4", -1); err != nil { // no release: the cache is not told
 		t.Fatal(err)
 	}
-	one("a writes 4 over its own unrecorded 4", put(a, "4"))
+	if res, err := a.PutResult(relCtx(t, api.KindPut), "shared/k", "4", -1); err != nil || !res.Unchanged {
+		t.Fatalf("a writes 4 over its own unrecorded 4: %+v, %v; want unchanged", res, err)
+	}
 	one("a changes", put(a, "5"), shared("changed"))
-	if n := len(releases(t, a)); n != 7 {
-		t.Errorf("%d releases for 7 recorded writes", n)
+	if n := len(releases(t, a)); n != 5 {
+		t.Errorf("%d releases for 5 writes that changed the key", n)
 	}
 }
 

@@ -25,6 +25,8 @@ type flatOp struct {
 	guards map[string]int64 // key: the mod_revision the write expected (a cas put's, a txn's guards)
 	rev    int64
 	err    error
+	// unchanged: the write changed no key (a txn deleting absent keys only), and wrote nothing.
+	unchanged bool
 	// span is the store's revisions when the call began and when it returned.
 	span [2]int64
 }
@@ -117,7 +119,9 @@ func TestStore_ReleaseFlatRace(t *testing.T) {
 					op.guards[keys[j]] = expect(keys[j])
 					txn.Guards = append(txn.Guards, api.Guard{Key: keys[j], ModRevision: op.guards[keys[j]]})
 				}
-				op.rev, op.err = st.Txn(store.WithRelease(ctx, store.ReleaseInfo{Token: "ci", Message: op.id, Kind: api.KindTxn}), txn)
+				var res store.Applied
+				res, op.err = st.TxnResult(store.WithRelease(ctx, store.ReleaseInfo{Token: "ci", Message: op.id, Kind: api.KindTxn}), txn)
+				op.rev, op.unchanged = res.Revision, res.Unchanged
 			}
 			op.span[1], _ = st.Revision(ctx)
 			mu.Lock()
@@ -244,6 +248,28 @@ func TestStore_ReleaseFlatRace(t *testing.T) {
 	counts := map[string]int{}
 	for _, op := range ops {
 		switch {
+		case op.err == nil && op.unchanged:
+			// Its keys were as it writes them, and its guards held, at the revision it answered.
+			counts[op.kind+" unchanged"]++
+			for k, v := range op.puts {
+				if st := at(k, op.rev); !st.exists || st.value != v {
+					t.Errorf("unchanged %s %s answered %d, where %s is %+v", op.kind, op.id, op.rev, k, st)
+				}
+			}
+			for _, k := range op.dels {
+				if at(k, op.rev).exists {
+					t.Errorf("unchanged %s %s answered %d, where the key %s it deletes is there", op.kind, op.id, op.rev, k)
+				}
+			}
+			for k, want := range op.guards {
+				if got := mod(k, op.rev); got != want {
+					t.Errorf("unchanged %s %s answered %d with %s at %d, guarded on %d", op.kind, op.id, op.rev, k, got, want)
+				}
+			}
+			if len(rels[op.id]) > 0 {
+				t.Errorf("unchanged %s %s has a release at %d", op.kind, op.id, rels[op.id][0].Revision)
+			}
+			continue
 		case op.err == nil:
 			counts[op.kind]++
 			claimed[op.rev] = append(claimed[op.rev], op)

@@ -352,6 +352,11 @@ func (s *Store) commitChecked(ctx context.Context, op string, e edits, eff *effe
 	defer unlock()
 	rg := s.rolloutGuard(ctx, e)
 	parts = rg.wrap(parts)
+	if len(rg.ops) > 0 && eff != nil {
+		promotion := *eff
+		promotion.promotes = true
+		eff = &promotion
+	}
 	for try := 0; ; try++ {
 		g, err := s.guardFor(ctx, e)
 		if err == nil {

@@ -131,7 +131,8 @@ func (s *Store) SysPut(ctx context.Context, key string, value []byte, cas int64)
 	if err := sysKey(key); err != nil {
 		return 0, err
 	}
-	return s.put(ctx, s.sysRoot, key, string(value), cas)
+	w, err := s.put(ctx, s.sysRoot, key, string(value), cas)
+	return w.rev, err
 }
 
 // SysDelete deletes a system key; api.ErrNotFound when absent.

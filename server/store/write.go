@@ -97,6 +97,9 @@ type written struct {
 	// resp is etcd's answer; nil when fence learnt that the write was applied (the guards held:
 	// succeeded is true, and the responses of the ops are not known).
 	resp *clientv3.TxnResponse
+	// unchanged: the write changed no key and wrote nothing (its guards held); rev is then
+	// that of the keys as they are (see kept).
+	unchanged bool
 }
 
 // marker is what a write adds to its transaction (see above): a guard and an op, both empty
@@ -156,7 +159,13 @@ func (s *Store) commitRaw(ctx context.Context, op string, eff *effect, parts txn
 			return written{}, fmt.Errorf("%s: %w", op, err)
 		}
 		fresh = nil
-		lease := s.markerLease(d.context)
+		// A write that changes no key (every put holds its value already, nothing to delete)
+		// writes nothing: its transaction only checks its guards, the touched keys' too.
+		keep := rel != nil && rel.unchanged
+		var lease clientv3.LeaseID
+		if !keep {
+			lease = s.markerLease(d.context)
+		}
 		mk := ""
 		var m marker
 		if lease != 0 {
@@ -171,6 +180,16 @@ func (s *Store) commitRaw(ctx context.Context, op string, eff *effect, parts txn
 			m.ops = append(m.ops, rel.ops...)
 		}
 		c, t, e := parts(m)
+		switch {
+		case keep:
+			// Nor the ops that guards add (a tree version), which go with a change. Ops in
+			// the Else (a recursive delete's nested one) run only where the touched keys are
+			// not as read: never, while the release's guards hold.
+			t, raw = nil, nil
+		case rel != nil && len(rel.same) > 0 && !eff.promotes:
+			// A promotion (eff.promotes) puts every key it names, as it did before.
+			t = withoutPuts(t, rel.same)
+		}
 		spec := &txnSpec{cmps: c, then: t, els: e, raw: raw}
 		flat := rel != nil && rel.flattens(c, e)
 		switch {
@@ -181,7 +200,12 @@ func (s *Store) commitRaw(ctx context.Context, op string, eff *effect, parts txn
 		}
 		actx, acancel := d.attempt(try)
 		var sent atomic.Bool
-		resp, err := s.batch.txn(actx, &sent, scopes, spec)
+		var resp *clientv3.TxnResponse
+		if keep {
+			resp, err = s.sendTxn(actx, &sent, spec) // a read: no batch to share a revision
+		} else {
+			resp, err = s.batch.txn(actx, &sent, scopes, spec)
+		}
 		acancel()
 		if err == nil && rel != nil {
 			guarded, ok := resp, resp.Succeeded
@@ -210,6 +234,10 @@ func (s *Store) commitRaw(ctx context.Context, op string, eff *effect, parts txn
 				inner := resp.Responses[0].GetResponseTxn()
 				resp = &clientv3.TxnResponse{Header: resp.Header, Succeeded: inner.Succeeded, Responses: inner.Responses}
 			}
+			if keep {
+				s.appliedRelease(rel, eff, false, resp.Header.Revision) // the keys as read
+				return kept(rel, eff, resp), nil
+			}
 			s.appliedRelease(rel, eff, resp.Succeeded, resp.Header.Revision)
 		} else if rel != nil {
 			// Applied or not, maybe later: what the keys hold is not known here.
@@ -222,6 +250,14 @@ func (s *Store) commitRaw(ctx context.Context, op string, eff *effect, parts txn
 		if errors.Is(ctx.Err(), context.Canceled) {
 			// The caller went away: nobody reads the answer, whatever it is.
 			return written{}, fmt.Errorf("%s: %w", op, ctx.Err())
+		}
+		if keep {
+			// Nothing to apply, so nothing applied, whatever the error.
+			if retryable(err) && d.context().Err() == nil {
+				pause(d.context())
+				continue
+			}
+			return written{}, s.notApplied(op, err)
 		}
 		if lease != 0 && errors.Is(err, rpctypes.ErrLeaseNotFound) && leaseMissing < 2 {
 			leaseMissing++
@@ -264,6 +300,37 @@ func (s *Store) commitRaw(ctx context.Context, op string, eff *effect, parts txn
 		}
 		pause(d.context())
 	}
+}
+
+// withoutPuts returns ops without the puts of keys in same, in a new array (parts runs again at
+// every try: its arrays are never written to).
+func withoutPuts(ops []clientv3.Op, same map[string]bool) []clientv3.Op {
+	out := make([]clientv3.Op, 0, len(ops))
+	for _, op := range ops {
+		if !op.IsPut() || !same[string(op.KeyBytes())] {
+			out = append(out, op)
+		}
+	}
+	return out
+}
+
+// kept is the outcome of a write that changed no key, as its check answered (resp, the write's
+// own if the release's guards held): not applied when the write's own guards failed. Its
+// revision is the newest mod_revision among the keys it puts, which the key's readers (the
+// agents of its appliances) have seen once they hold its value; or, without one (deletes of
+// absent keys only), the store's.
+func kept(rel *pendingRelease, eff *effect, resp *clientv3.TxnResponse) written {
+	if !resp.Succeeded {
+		return written{rev: resp.Header.Revision, resp: resp}
+	}
+	rev := int64(0)
+	for k := range eff.puts {
+		rev = max(rev, rel.state.exact[k].mod)
+	}
+	if rev == 0 {
+		rev = resp.Header.Revision
+	}
+	return written{rev: rev, succeeded: true, resp: resp, unchanged: true}
 }
 
 // sendTxn sends one write's transaction (or a batch's, see batch.go): in process to an

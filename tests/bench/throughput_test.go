@@ -45,7 +45,12 @@ func BenchmarkWriteThroughput(b *testing.B) {
 	}
 	c := etcdClient(b, eps)
 	raw := root + "raw/"
-	value := strings.Repeat("v", 48)
+	// Every value is new (48 bytes, a counter at its end), for both writers: a write of the
+	// value a key holds writes nothing through the API (no revision, no release), so the same
+	// value each time would measure a read against etcd's writes.
+	var seq atomic.Int64
+	prefix := strings.Repeat("v", 36)
+	value := func() string { return fmt.Sprintf("%s%012d", prefix, seq.Add(1)) }
 	round := 1500 * time.Millisecond
 	if quick() {
 		round = 250 * time.Millisecond
@@ -60,18 +65,18 @@ func BenchmarkWriteThroughput(b *testing.B) {
 	}{
 		{"put", "PUT /v1/kv", 1,
 			func(ctx context.Context, w, i int) error {
-				_, err := cl.Put(ctx, key(w, i), []byte(value), client.NoCAS)
+				_, err := cl.Put(ctx, key(w, i), []byte(value()), client.NoCAS)
 				return err
 			},
 			func(ctx context.Context, w, i int) error {
-				_, err := c.Put(ctx, raw+key(w, i), value)
+				_, err := c.Put(ctx, raw+key(w, i), value())
 				return err
 			}},
 		{"txn", "POST /v1/txn (10 puts)", txnOps,
 			func(ctx context.Context, w, i int) error {
 				t := api.Txn{Ops: make([]api.Op, txnOps)}
 				for j := range t.Ops {
-					t.Ops[j] = api.Op{Op: api.OpPut, Key: key(w, j), Value: value}
+					t.Ops[j] = api.Op{Op: api.OpPut, Key: key(w, j), Value: value()}
 				}
 				_, err := cl.Txn(ctx, t)
 				return err
@@ -79,7 +84,7 @@ func BenchmarkWriteThroughput(b *testing.B) {
 			func(ctx context.Context, w, i int) error {
 				ops := make([]clientv3.Op, txnOps)
 				for j := range ops {
-					ops[j] = clientv3.OpPut(raw+key(w, j), value)
+					ops[j] = clientv3.OpPut(raw+key(w, j), value())
 				}
 				_, err := c.Txn(ctx).Then(ops...).Commit()
 				return err
