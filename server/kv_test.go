@@ -227,6 +227,18 @@ func TestRoutes_NotFoundAndMethod(t *testing.T) {
 	}
 	f.mustErr(f.do("DELETE", "/v1/txn", ""), 405, api.CodeMethod)
 	f.mustErr(f.do("GET", "/v1/appliances/../kv/x", ""), 400, api.CodeInvalidRequest)
+	f.mustErr(f.do("GET", "/v1/nothing", ""), 404, api.CodeNotFound, "no such route")
+	f.mustErr(f.do("GET", "/v1", ""), 404, api.CodeNotFound, "no such route")
+
+	// Without a token, every /v1 request is 401, a route that is not there too (before, it was
+	// 404, outside the unauthenticated rate limit); elsewhere an unknown route is 404.
+	for _, rq := range []struct{ method, path string }{
+		{"GET", "/v1/nothing"}, {"GET", "/v1"}, {"POST", "/v1/kv/shared/x"}, {"PATCH", "/v1/txn"}, {"GET", "/v1/kv/shared/x"},
+	} {
+		f.mustErr(f.doToken("", rq.method, rq.path, ""), 401, api.CodeUnauthorized)
+	}
+	f.mustErr(f.doToken("", "GET", "/v2/nothing", ""), 404, api.CodeNotFound, "no such route")
+	f.must(f.doToken("", "GET", "/v1/openapi.json", ""), 200, nil)
 }
 
 func TestHealthAndMetrics(t *testing.T) {

@@ -290,6 +290,10 @@ func (s *Server) routes() {
 	v1("GET /v1/status", s.handleStatus)
 	s.uiRoutes(mux) // the web console, /ui/ (ui.go)
 
+	// Unknown routes: under /v1 only with a token (401 without one, as every /v1 request, and
+	// under the unauthenticated rate limit); elsewhere without.
+	v1("/v1/", s.handleNotFound)
+	v1("/v1", s.handleNotFound)
 	open("/", s.handleNotFound)
 	s.h = s.outer(mux)
 }
@@ -821,13 +825,16 @@ func publicError(r *http.Request, e *api.Error, status int) (string, int) {
 	return msg, retry
 }
 
+// notFoundPatterns are the mux's patterns that handleNotFound answers ("": none matched).
+var notFoundPatterns = map[string]bool{"": true, "/": true, "/v1/": true, "/v1": true}
+
 // handleNotFound answers unknown routes with 404, and known paths with a wrong method with 405.
 func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) error {
 	var allowed []string
 	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodPost, http.MethodDelete} {
 		r2 := r.Clone(r.Context())
 		r2.Method = m
-		if _, p := s.mux.Handler(r2); p != "" && p != "/" {
+		if _, p := s.mux.Handler(r2); !notFoundPatterns[p] {
 			allowed = append(allowed, m)
 		}
 	}
