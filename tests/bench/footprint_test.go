@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/client"
-	"github.com/shoelace-dev/shoelace/internal/testbin"
 	"github.com/shoelace-dev/shoelace/internal/testutil"
 )
 
@@ -33,7 +32,7 @@ const footprintTemplates = 20
 //   - the CPU time (utime+stime, in clock ticks) both spend while idle on that long-poll.
 func BenchmarkAgentFootprint(b *testing.B) {
 	peers := os.Getenv("SHOELACE_PEERS_DIR")
-	agentBin := strippedAgent(b)
+	agentBin := bin(b, "shoelace-agent") // stripped, as make build builds it
 
 	var confdSize, ctSize float64
 	var notes []string
@@ -119,26 +118,6 @@ func saveSmaps(b *testing.B, pid int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-}
-
-// strippedAgent builds ./cmd/shoelace-agent as `make build` does (GOFLAGS_BUILD and the
-// -gcflags of cmd/shoelace-agent/noinline.txt), into a directory of its own;
-// SHOELACE_BENCH_AGENT names another executable, built so, to measure instead (an older build to
-// alternate with).
-func strippedAgent(b *testing.B) string {
-	if p := os.Getenv("SHOELACE_BENCH_AGENT"); p != "" {
-		return p
-	}
-	flags, err := testbin.AgentFlags()
-	if err != nil {
-		b.Fatal(err)
-	}
-	dir := b.TempDir()
-	bins, err := testbin.Build(dir, append(flags, "-ldflags", "-s -w"), "./cmd/shoelace-agent")
-	if err != nil {
-		b.Fatal(err)
-	}
-	return bins[0]
 }
 
 // stripped says whether an ELF binary has no symbol table.

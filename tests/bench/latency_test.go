@@ -37,10 +37,12 @@ func TestMain(m *testing.M) {
 	})
 }
 
-// bin returns the path of a freshly built binary of ./cmd/<name>; they are built once, on first use,
-// so that `go test ./...` without -bench builds nothing. SHOELACE_BENCH_AGENT names another
-// agent executable for the latency benchmarks (an older build to alternate with, or a wrapper
-// that traces it); SHOELACE_BENCH_SERVER names another server executable, for every benchmark.
+// bin returns the path of a freshly built binary of ./cmd/<name>, built as `make build` builds
+// it (stripped, -trimpath, and the agent's cold packages not inlined: cmd/shoelace-agent/noinline.txt),
+// so that the benchmarks measure what ships; they are built once, on first use, so that
+// `go test ./...` without -bench builds nothing. SHOELACE_BENCH_AGENT names another agent
+// executable (an older build to alternate with, or a wrapper that traces it);
+// SHOELACE_BENCH_SERVER names another server executable, for every benchmark.
 func bin(tb testing.TB, name string) string {
 	if p := os.Getenv("SHOELACE_BENCH_AGENT"); name == "shoelace-agent" && p != "" {
 		return p
@@ -49,8 +51,16 @@ func bin(tb testing.TB, name string) string {
 		return p
 	}
 	binOnce.Do(func() {
-		if binDir, binErr = os.MkdirTemp("", "shoelace-bench-bin-"); binErr == nil {
-			_, binErr = testbin.Build(binDir, nil, "./cmd/shoelace", "./cmd/shoelace-agent")
+		var agent []string
+		if agent, binErr = testbin.AgentFlags(); binErr != nil {
+			return
+		}
+		if binDir, binErr = os.MkdirTemp("", "shoelace-bench-bin-"); binErr != nil {
+			return
+		}
+		strip := []string{"-ldflags", "-s -w"}
+		if _, binErr = testbin.Build(binDir, append([]string{"-trimpath", "-tags", "urfave_cli_no_docs"}, strip...), "./cmd/shoelace"); binErr == nil {
+			_, binErr = testbin.Build(binDir, append(agent, strip...), "./cmd/shoelace-agent")
 		}
 	})
 	if binErr != nil {
