@@ -438,6 +438,11 @@ func (s *Server) uiAppliance(w http.ResponseWriter, r *http.Request, c *uiCtx) e
 			d.Done = fmt.Sprintf("Written at revision %d.", n)
 		}
 	}
+	if v := r.URL.Query().Get("unchanged"); v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 {
+			d.Done = fmt.Sprintf("Nothing written: the store held this already (since revision %d).", n)
+		}
+	}
 	return s.uiOK(w, r, c.page(name, "appliances", d))
 }
 
@@ -924,8 +929,19 @@ func (s *Server) uiEdit(w http.ResponseWriter, r *http.Request, c *uiCtx) error 
 	if err != nil {
 		return err
 	}
-	http.Redirect(w, r, back+"?done="+rec.h.Get(api.HeaderIndex), http.StatusSeeOther)
+	uiWritten(w, r, back, rec)
 	return nil
+}
+
+// uiWritten sends the browser back to the appliance's page after a write, which says at which
+// revision it was written, or that nothing was (the store held it already, at that revision).
+func uiWritten(w http.ResponseWriter, r *http.Request, back string, rec *uiRecorder) {
+	var res api.WriteResult
+	done := "?done="
+	if json.Unmarshal(rec.body.Bytes(), &res) == nil && res.Unchanged {
+		done = "?unchanged="
+	}
+	http.Redirect(w, r, back+done+rec.h.Get(api.HeaderIndex), http.StatusSeeOther)
 }
 
 // uiRolloutWarning is what the confirmation of a write to appliance name's own keys says while a
@@ -1001,7 +1017,7 @@ func (s *Server) uiRollback(w http.ResponseWriter, r *http.Request, c *uiCtx) er
 	if err != nil {
 		return err
 	}
-	http.Redirect(w, r, back+"?done="+rec.h.Get(api.HeaderIndex), http.StatusSeeOther)
+	uiWritten(w, r, back, rec)
 	return nil
 }
 

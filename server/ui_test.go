@@ -381,6 +381,19 @@ func TestUI_EditKey(t *testing.T) {
 	}
 	// The same form again: the key changed since its cas.
 	mustStatus(t, b.post("/ui/appliances/web-frontend/edit", fields), http.StatusConflict)
+
+	// The value the key holds, at its revision: nothing is written, and the page says so
+	// (it said "Written at revision R", R being the key's old one).
+	fields.Set("cas", jsonNum(kv.ModRevision))
+	r = b.post("/ui/appliances/web-frontend/edit", fields)
+	mustStatus(t, r, http.StatusSeeOther)
+	loc := r.Header.Get("Location")
+	if want := "/ui/appliances/web-frontend?unchanged=" + jsonNum(kv.ModRevision); loc != want {
+		t.Fatalf("after writing the value held: Location %q, want %q", loc, want)
+	}
+	if page := b.get(loc); !strings.Contains(string(page.body), "Nothing written: the store held this already (since revision "+jsonNum(kv.ModRevision)+").") {
+		t.Fatalf("the appliance's page after writing the value held: %s", page.body)
+	}
 }
 
 // Rolling back from the history page restores the appliance's keys as they were, secrets
