@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"sync/atomic"
 	"time"
 
@@ -91,4 +92,18 @@ func DropHeldReleases(s *Store) {
 	s.releases.mu.Lock()
 	defer s.releases.mu.Unlock()
 	s.releases.held, s.releases.order, s.releases.out = nil, nil, nil
+}
+
+// PlantPrior makes s's prior cache say that key (absolute) held value at mod, as known at at:
+// a memory that etcd's history may not share (another store's, after the endpoints moved).
+func PlantPrior(s *Store, key, value string, mod, at int64) {
+	s.priors.store(map[string]prior{key: {mod: mod, create: mod, sum: sha256.Sum256([]byte(value))}}, at)
+}
+
+// PriorKnown says whether s's prior cache holds key (absolute).
+func PriorKnown(s *Store, key string) bool {
+	s.priors.mu.Lock()
+	defer s.priors.mu.Unlock()
+	_, ok := s.priors.m[key]
+	return ok
 }

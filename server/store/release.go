@@ -209,10 +209,10 @@ func (p *pendingRelease) flattens(cmps []clientv3.Cmp, els []clientv3.Op) bool {
 }
 
 // held reports whether p's guards hold for the touched keys as read (a write without prefixes:
-// each exact key at the mod revision p saw).
+// each exact key at the mod revision p saw, and a key p leaves as it is with its value).
 func (p *pendingRelease) held(now *touched) bool {
 	for _, k := range p.exact {
-		if now.exact[k].mod != p.state.exact[k].mod {
+		if b := now.exact[k]; b.mod != p.state.exact[k].mod || p.same[k] && b.sum != p.state.exact[k].sum {
 			return false
 		}
 	}
@@ -290,6 +290,13 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect, fresh *touched)
 		}
 	}
 
+	// A key left as it is, is left so only while it holds the value: its mod_revision alone
+	// (what the guards above compare) names a value within one store's history, and the state
+	// may be the prior cache's of another (the endpoints moved, a restore took the revisions
+	// back) until the replica learns it.
+	for _, k := range slices.Sorted(maps.Keys(p.same)) {
+		p.guards = append(p.guards, compare(clientv3.Value(k), "=", eff.puts[k]))
+	}
 	if len(changes) == 0 && !eff.promotes {
 		p.unchanged = true
 		return p, nil // no record: nothing is written

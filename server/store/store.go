@@ -560,9 +560,18 @@ func (s *Store) SawID(id string) {
 	if id == "" {
 		return
 	}
+	s.setID(id)
+}
+
+// setID makes id the store's id. Another id than a known one is another store (another cluster,
+// a restore): what the prior cache holds of keys, by their revisions, was of the store before.
+func (s *Store) setID(id string) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.id != "" && s.id != id {
+		s.priors.clear()
+	}
 	s.id = id
-	s.mu.Unlock()
 }
 
 // ResetID gives the store a new random id unconditionally, as after restoring a snapshot, so
@@ -572,9 +581,7 @@ func (s *Store) ResetID(ctx context.Context) (string, error) {
 	if _, err := s.SysPut(ctx, storeIDKey, []byte(id), -1); err != nil {
 		return "", fmt.Errorf("reset store id: %w", err)
 	}
-	s.mu.Lock()
-	s.id = id
-	s.mu.Unlock()
+	s.setID(id)
 	return id, nil
 }
 
@@ -636,9 +643,7 @@ func (s *Store) loadID(ctx context.Context) (string, error) {
 		}
 		id = string(kvs[0].Value)
 	}
-	s.mu.Lock()
-	s.id = id
-	s.mu.Unlock()
+	s.setID(id)
 	return id, nil
 }
 

@@ -148,3 +148,52 @@ func TestStore_PutWithoutReleaseWritesItsOwnValue(t *testing.T) {
 		t.Errorf("put without a release of the value held: %+v, %v; want a write after %d", res, err, first)
 	}
 }
+
+// What the store's prior cache remembers of a key never makes a write of it "unchanged": a key
+// at the mod_revision the cache knows but holding another value (another store's history, as
+// after the endpoints moved to another cluster or a restore took the revisions back, until the
+// replica learns it) is written, by a put and by a txn that changes another key beside it.
+func TestStore_WriteOfWhatTheCacheWronglyRemembers(t *testing.T) {
+	s := openStore(t)
+	ntp := s.Root() + "kv/shared/ntp"
+	rev, err := s.Put(relCtx(t, api.KindPut), "shared/ntp", "b", -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.PlantPrior(s, ntp, "a", rev, storeRev(t, s))
+	res, err := s.PutResult(relCtx(t, api.KindPut), "shared/ntp", "a", -1)
+	if err != nil || res.Unchanged {
+		t.Fatalf("put of the value the cache wrongly remembers: %+v, %v; want a write", res, err)
+	}
+	store.PlantPrior(s, ntp, "c", res.Revision, storeRev(t, s))
+	put := func(k, v string) api.Op { return api.Op{Op: api.OpPut, Key: k, Value: v} }
+	if _, err := s.TxnResult(relCtx(t, api.KindTxn), api.Txn{Ops: []api.Op{put("shared/ntp", "c"), put("shared/dns", "1")}}); err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]string{"shared/ntp": "c", "shared/dns": "1"} {
+		if kv, _, err := s.Get(ctxT(t), k); err != nil || kv.Value != want {
+			t.Errorf("%s after the txn: %+v, %v; want %q", k, kv, err, want)
+		}
+	}
+}
+
+// Another store id (the endpoints lead to another store, or it was restored) makes the store
+// forget what its prior cache held: revisions of one store's history say nothing of another's.
+func TestStore_AnotherStoreIDForgetsThePriorCache(t *testing.T) {
+	s := openStore(t)
+	if _, err := s.Put(relCtx(t, api.KindPut), "shared/ntp", "a", -1); err != nil {
+		t.Fatal(err)
+	}
+	ntp := s.Root() + "kv/shared/ntp"
+	if !store.PriorKnown(s, ntp) {
+		t.Fatal("the cache does not hold the key just written")
+	}
+	s.SawID(s.ID())
+	if !store.PriorKnown(s, ntp) {
+		t.Fatal("the same store id made the cache forget")
+	}
+	s.SawID("another-store")
+	if store.PriorKnown(s, ntp) {
+		t.Fatal("another store id left the cache as it was")
+	}
+}
