@@ -343,6 +343,13 @@ func TestAuth_RateLimits(t *testing.T) {
 	// Requests without a valid token are limited per client address.
 	f.mustErr(f.doToken("", "GET", "/v1/appliances", ""), 401, api.CodeUnauthorized)
 	f.mustErr(f.doToken("sl_wrong", "GET", "/v1/appliances", ""), 429, api.CodeRateLimited)
+	// So are unknown routes under /v1 (401 without a token), and paths refused as unclean
+	// before any token is read (400): before, both were answered without a limit.
+	f.mustErr(f.doToken("", "GET", "/v1/nothing", ""), 429, api.CodeRateLimited)
+	for _, p := range []string{"/v1//kv/x", "//v1/x", "/v1/./kv/x", "/v1/kv/a//b"} {
+		f.mustErr(f.doToken("", "GET", p, ""), 429, api.CodeRateLimited)
+		f.mustErr(f.do("GET", p, ""), 429, api.CodeRateLimited) // refused before the token is read
+	}
 	// Health and metrics are not limited.
 	for i := 0; i < 3; i++ {
 		f.must(f.doToken("", "GET", "/health", ""), 200, nil)

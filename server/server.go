@@ -488,8 +488,14 @@ func (o *outerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r = kvSlashKey(r) // its Pattern, set by ServeMux, names the route in end
 		o.next.ServeHTTP(sw, r)
 	} else {
-		// ServeMux would redirect to the cleaned path; a key must never be rewritten.
-		if err := uncleanPathError(r.URL.Path, kvPrefixRequest(r)); o.s.cfg.UI && uiPath(r.URL.Path) {
+		// ServeMux would redirect to the cleaned path; a key must never be rewritten. The
+		// refusal comes before any token is read: it counts against the client address's rate
+		// limit, as a request without a token does (a flood of them was answered unlimited).
+		err := o.s.limitAddr(r)
+		if err == nil {
+			err = uncleanPathError(r.URL.Path, kvPrefixRequest(r))
+		}
+		if o.s.cfg.UI && uiPath(r.URL.Path) {
 			uiHeaders(sw) // a console answer, error or not, has the console's headers
 			o.s.uiError(sw, r, nil, err)
 		} else {
