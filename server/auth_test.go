@@ -343,10 +343,11 @@ func TestAuth_RateLimits(t *testing.T) {
 	// Requests without a valid token are limited per client address.
 	f.mustErr(f.doToken("", "GET", "/v1/appliances", ""), 401, api.CodeUnauthorized)
 	f.mustErr(f.doToken("sl_wrong", "GET", "/v1/appliances", ""), 429, api.CodeRateLimited)
-	// So are unknown routes under /v1 (401 without a token), and paths refused as unclean
-	// before any token is read (400): before, both were answered without a limit.
+	// So are unknown routes under /v1 (401 without a token), paths refused as unclean before
+	// any token is read (400), and unknown paths outside /v1 (404): before, they were answered
+	// without a limit.
 	f.mustErr(f.doToken("", "GET", "/v1/nothing", ""), 429, api.CodeRateLimited)
-	for _, p := range []string{"/v1//kv/x", "//v1/x", "/v1/./kv/x", "/v1/kv/a//b"} {
+	for _, p := range []string{"/v1//kv/x", "//v1/x", "/v1/./kv/x", "/v1/kv/a//b", "/nothing", "/V1/x"} {
 		f.mustErr(f.doToken("", "GET", p, ""), 429, api.CodeRateLimited)
 		f.mustErr(f.do("GET", p, ""), 429, api.CodeRateLimited) // refused before the token is read
 	}

@@ -291,10 +291,10 @@ func (s *Server) routes() {
 	s.uiRoutes(mux) // the web console, /ui/ (ui.go)
 
 	// Unknown routes: under /v1 only with a token (401 without one, as every /v1 request, and
-	// under the unauthenticated rate limit); elsewhere without.
+	// under the unauthenticated rate limit); elsewhere without one, under that limit too.
 	v1("/v1/", s.handleNotFound)
 	v1("/v1", s.handleNotFound)
-	open("/", s.handleNotFound)
+	open("/", s.handleUnknownPath)
 	s.h = s.outer(mux)
 }
 
@@ -833,6 +833,16 @@ func publicError(r *http.Request, e *api.Error, status int) (string, int) {
 
 // notFoundPatterns are the mux's patterns that handleNotFound answers ("": none matched).
 var notFoundPatterns = map[string]bool{"": true, "/": true, "/v1/": true, "/v1": true}
+
+// handleUnknownPath is handleNotFound for paths outside /v1, which no token is asked for: under
+// the client address's rate limit, as a request without a token (a flood of them was answered
+// without a limit).
+func (s *Server) handleUnknownPath(w http.ResponseWriter, r *http.Request) error {
+	if err := s.limitAddr(r); err != nil {
+		return err
+	}
+	return s.handleNotFound(w, r)
+}
 
 // handleNotFound answers unknown routes with 404, and known paths with a wrong method with 405.
 func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) error {
