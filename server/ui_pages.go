@@ -433,14 +433,13 @@ func (s *Server) uiAppliance(w http.ResponseWriter, r *http.Request, c *uiCtx) e
 	if err != nil {
 		return err
 	}
-	if v := r.URL.Query().Get("done"); v != "" {
-		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 {
-			d.Done = fmt.Sprintf("Written at revision %d.", n)
-		}
-	}
-	if v := r.URL.Query().Get("unchanged"); v != "" {
-		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 {
-			d.Done = fmt.Sprintf("Nothing written: the store held this already (since revision %d).", n)
+	// After a write (see uiWritten): at which revision, or that nothing was written.
+	for _, q := range [...]struct{ param, text string }{
+		{"done", "Written at revision %d."},
+		{"unchanged", "Nothing written: the store held this already (since revision %d)."},
+	} {
+		if n, err := strconv.ParseInt(r.URL.Query().Get(q.param), 10, 64); err == nil && n > 0 {
+			d.Done = fmt.Sprintf(q.text, n)
 		}
 	}
 	return s.uiOK(w, r, c.page(name, "appliances", d))
