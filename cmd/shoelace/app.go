@@ -37,6 +37,10 @@ type cliEnv struct {
 	helpErr error
 }
 
+// addrHint is the hint of an error that says the address answered, but not as a Shoelace
+// server's base URL does.
+const addrHint = "check --addr (SHOELACE_ADDR), the server's base URL such as " + client.DefaultAddr
+
 // run runs the shoelace command with args (args[0] is the program name).
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	e := &cliEnv{stdin: stdin, stdout: stdout, stderr: stderr}
@@ -64,8 +68,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			ct = "no Content-Type"
 		}
 		err = &exitCodeError{code: exitError, err: fmt.Errorf(
-			"%s is not answering as a Shoelace server (%s answered %d with %s, not Shoelace's JSON: %v): check --addr (SHOELACE_ADDR), the server's base URL such as %s",
-			e.addr, ans.Op, ans.Status, ct, ans.Err, client.DefaultAddr)}
+			"%s is not answering as a Shoelace server (%s answered %d with %s, not Shoelace's JSON: %v): %s",
+			e.addr, ans.Op, ans.Status, ct, ans.Err, addrHint)}
 	}
 	if ae, ok := foreignAnswer(err); ok {
 		// Not "not found" (exit 3) nor "forbidden": the address is wrong, not the key or token.
@@ -76,7 +80,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			// (a wrong path such as --addr …/v1, another service) is the address to change.
 			code = ec.code
 		}
-		hint := "check --addr (SHOELACE_ADDR), the server's base URL such as " + client.DefaultAddr
+		hint := addrHint
 		if strings.Contains(ae.Message, "Client sent an HTTP request to an HTTPS server") && strings.HasPrefix(e.addr, "http://") {
 			// Go's HTTPS server answers a plain request with 400 and this text.
 			hint = "the server speaks HTTPS: use https://" + strings.TrimPrefix(e.addr, "http://") + " in --addr (SHOELACE_ADDR)"

@@ -152,6 +152,11 @@ func (e *cliEnv) health(c *cli.Context) error {
 		// that retrying outlives but --addr or --ca-file to change, exit 1 as for every command.
 		return err
 	}
+	if ae := (*api.Error)(nil); errors.As(err, &ae) && ae.HTTPStatus() == http.StatusUnauthorized {
+		// /health needs no token: a 401 is a path under /v1 (--addr …/v1), where every request
+		// without a token is refused, or another service's.
+		return &exitCodeError{code: exitError, err: fmt.Errorf("%s is not answering as a Shoelace server (GET /health answered 401: %s): %s", s.client.Addr(), ae.Message, addrHint)}
+	}
 	if err != nil {
 		return &exitCodeError{code: exitUnavailable, err: fmt.Errorf("health of %s: %w", s.client.Addr(), err)}
 	}
