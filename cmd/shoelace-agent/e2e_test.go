@@ -742,9 +742,7 @@ func TestE2E_RunServerKilledAndRestarted(t *testing.T) {
 	srv2 := startServer(t, srv.addr, data)
 	srv2.put("appliances/web/a", "3")
 	waitFor(t, "render after the restart", fileIs(e.path("a"), "a=3"))
-	if !strings.Contains(ag.logs.String(), "server reachable again") {
-		t.Fatal("no log of the recovery")
-	}
+	waitFor(t, "a log of the recovery", func() bool { return strings.Contains(ag.logs.String(), "server reachable again") })
 }
 
 // With the server down at start, the agent renders from its cache and says so.
@@ -766,9 +764,9 @@ func TestE2E_RunStartsFromCacheWithServerDown(t *testing.T) {
 
 	ag2 := e.startAgent()
 	waitFor(t, "render from the cache", fileIs(e.path("a"), "a=1"))
-	if !strings.Contains(ag2.logs.String(), "rendering from cache") {
-		t.Fatalf("no log says the cache was used:\n%s", ag2.logs.String())
-	}
+	// The agent's stderr is read as it comes: the line logged before the render may be read
+	// after the file is seen.
+	waitFor(t, "a log line saying the cache was used", func() bool { return strings.Contains(ag2.logs.String(), "rendering from cache") })
 	srv2 := startServer(t, srv.addr, data)
 	srv2.put("appliances/web/a", "2")
 	waitFor(t, "render once the server is up", fileIs(e.path("a"), "a=2"))
@@ -822,9 +820,7 @@ func TestE2E_RunStoreReplaced(t *testing.T) {
 	srv2.put("appliances/web/a", "new")
 	waitFor(t, "a from the new store", fileIs(e.path("a"), "a=new"))
 	waitFor(t, "b re-rendered in full", fileIs(e.path("b"), "b=1"))
-	if !strings.Contains(ag.logs.String(), "store changed") {
-		t.Fatal("no log of the store change")
-	}
+	waitFor(t, "a log of the store change", func() bool { return strings.Contains(ag.logs.String(), "store changed") })
 }
 
 // A reader that keeps reading a destination while 1,000 changes are rendered never sees a

@@ -67,9 +67,7 @@ func TestE2E_RunKilledBetweenInstallAndCommand(t *testing.T) {
 	if got, want := strings.Join(commandLines(t, e.path("commands")), " "), "reload "+m[1]; got != want {
 		t.Fatalf("commands after the restart = %q, want the owed reload once: %q", got, want)
 	}
-	if !strings.Contains(a2.logs.String(), "command owed by the last run") {
-		t.Fatalf("the restarted agent did not log the owed command:\n%s", a2.logs.String())
-	}
+	waitFor(t, "the restarted agent's log of the owed command", func() bool { return strings.Contains(a2.logs.String(), "command owed by the last run") })
 	a2.stop(t)
 
 	// A third start owes nothing.
