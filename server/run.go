@@ -266,6 +266,9 @@ func (s *Server) httpServer() *http.Server {
 		MaxHeaderBytes:    MaxHeaderBytes,
 		BaseContext:       func(net.Listener) context.Context { return s.reqBase },
 		ErrorLog:          s.clientLines.errorLog(),
+		// "OPTIONS *" reaches the handler, which refuses its path and counts it against the
+		// client address's rate limit; net/http answered it 200 by itself, unlimited.
+		DisableGeneralOptionsHandler: true,
 	}
 }
 
