@@ -616,8 +616,12 @@ func (h *hub) run(ctx context.Context) {
 	go h.sweepEvery(ctx, hubSweep)
 	const minBackoff, maxBackoff = 50 * time.Millisecond, 5 * time.Second
 	backoff := minBackoff
-	// pause logs msg (with err and the wait) and waits the backoff, which it doubles.
+	// pause logs msg (with err and the wait) and waits the backoff, which it doubles; once ctx
+	// ended it says nothing (the error is the end's), and the loop ends.
 	pause := func(msg string, err error, attrs ...any) {
+		if ctx.Err() != nil {
+			return
+		}
 		h.log.Warn(msg, append([]any{"err", err}, append(attrs, "retry_in", backoff)...)...)
 		sleep(ctx, jitter(backoff))
 		backoff = min(2*backoff, maxBackoff)
@@ -635,9 +639,6 @@ func (h *hub) run(ctx context.Context) {
 		if !ready || needReset {
 			rev, err := h.st.Revision(ctx)
 			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
 				pause("read store revision", err)
 				continue
 			}
@@ -662,9 +663,6 @@ func (h *hub) run(ctx context.Context) {
 			// tokens those of the store before, until the watch broke again.
 			moved, err := h.movedOn(ctx, from-1)
 			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
 				pause("look at the store before watching it again", err)
 				continue
 			}
