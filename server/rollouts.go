@@ -1188,10 +1188,7 @@ func rolloutRelease(rec *rollout.Record, live map[string]string, remote string) 
 	ch.Created = ch.Created[:min(len(ch.Created), api.MaxReleaseNames)]
 	ch.Changed = ch.Changed[:min(len(ch.Changed), api.MaxReleaseNames)]
 	ch.Deleted = ch.Deleted[:min(len(ch.Deleted), api.MaxReleaseNames)]
-	msg := fmt.Sprintf("rollout %s started: canary %g%%", rec.ID, rec.Strategy.Canary*100)
-	if rec.Strategy.Step > 0 {
-		msg += fmt.Sprintf(", step %g%%", rec.Strategy.Step*100)
-	}
+	msg := fmt.Sprintf("rollout %s started: %s", rec.ID, rec.Strategy.Shares())
 	if rec.Message != "" {
 		msg += ": " + rec.Message
 	}

@@ -297,10 +297,7 @@ func sharedRolloutRelease(group string, recs map[string]*rollout.Record, c *roll
 		st = rec.Strategy
 		break
 	}
-	msg := fmt.Sprintf("shared rollout group %s started on %s: canary %g%%", group, appliancesText(len(recs)), st.Canary*100)
-	if st.Step > 0 {
-		msg += fmt.Sprintf(", step %g%%", st.Step*100)
-	}
+	msg := fmt.Sprintf("shared rollout group %s started on %s: %s", group, appliancesText(len(recs)), st.Shares())
 	if m := r.Header.Get(api.HeaderMessage); m != "" {
 		msg += ": " + m
 	}

@@ -339,11 +339,7 @@ func printRolloutAs(w io.Writer, st api.RolloutStatus, hint bool) error {
 	if st.Reason != "" {
 		fmt.Fprintf(w, "  reason: %s\n", oneLine(st.Reason))
 	}
-	strat := fmt.Sprintf("canary %g%%", st.Strategy.Canary*100)
-	if st.Strategy.Step > 0 {
-		strat += fmt.Sprintf(", step %g%%", st.Strategy.Step*100)
-	}
-	strat += fmt.Sprintf(", bake %s, deadline %s", time.Duration(st.Strategy.Bake), time.Duration(st.Strategy.Deadline))
+	strat := st.Strategy.Shares() + fmt.Sprintf(", bake %s, deadline %s", time.Duration(st.Strategy.Bake), time.Duration(st.Strategy.Deadline))
 	if st.Strategy.Manual {
 		strat += ", manual"
 	}

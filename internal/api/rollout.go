@@ -1,6 +1,10 @@
 package api
 
-import "time"
+import (
+	"math"
+	"strconv"
+	"time"
+)
 
 // Rollouts, reports and enrollment: how a change reaches a share of an appliance's fleet first.
 const (
@@ -69,6 +73,22 @@ type RolloutStrategy struct {
 	Bake     Duration `json:"bake"`
 	Deadline Duration `json:"deadline"`
 	Manual   bool     `json:"manual,omitempty"`
+}
+
+// Shares says the strategy's canary and step as percentages ("canary 7%, step 20%"), as
+// operators wrote them: a share's float, 0.07 from 7%, times 100 is 7.000000000000001.
+func (st RolloutStrategy) Shares() string {
+	s := "canary " + Percent(st.Canary)
+	if st.Step > 0 {
+		s += ", step " + Percent(st.Step)
+	}
+	return s
+}
+
+// Percent writes share (1 = 100%) as a percentage to at most six decimals, without a float's
+// artefacts of binary fractions: 0.07 is "7%", 0.29 "29%", 0.123456789 "12.345679%".
+func Percent(share float64) string {
+	return strconv.FormatFloat(math.Round(share*100e6)/1e6, 'f', -1, 64) + "%"
 }
 
 // Duration is a time.Duration that JSON writes as a Go duration string ("5m0s").
