@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -751,7 +752,7 @@ func (s *Server) limit(key string) error {
 		return nil
 	}
 	s.m.rateLimited.Inc()
-	e := api.Errorf(api.CodeRateLimited, "rate limit of %g requests/s exceeded (--rate-limit; a large answer counts as a request per 64 KiB); retry later", s.cfg.RateLimit)
+	e := api.Errorf(api.CodeRateLimited, "rate limit of %s requests/s exceeded (--rate-limit; a large answer counts as a request per 64 KiB); retry later", perSecond(s.cfg.RateLimit))
 	e.RetryAfter = retryAfter(retry)
 	return e
 }
@@ -816,7 +817,7 @@ func (s *Server) tokenLimited(name string, full bool, retry time.Duration) error
 		e.RetryAfter = int(limiterSweep.Seconds())
 		return e
 	}
-	e := api.Errorf(api.CodeRateLimited, "rate limit of %g requests/s per instance exceeded (--rate-limit); retry later", s.cfg.RateLimit)
+	e := api.Errorf(api.CodeRateLimited, "rate limit of %s requests/s per instance exceeded (--rate-limit); retry later", perSecond(s.cfg.RateLimit))
 	e.RetryAfter = retryAfter(retry)
 	return e
 }
@@ -826,11 +827,14 @@ func (s *Server) tokenLimited(name string, full bool, retry time.Duration) error
 //go:noinline
 func (s *Server) tokenOverCeiling(name string, retry time.Duration) error {
 	s.m.rateLimited.Inc()
-	e := api.Errorf(api.CodeRateLimited, "token %s is over its ceiling of %g requests/s, all its instances together (--token-rate-limit); retry later",
-		shorten(name), s.cfg.tokenRateLimit())
+	e := api.Errorf(api.CodeRateLimited, "token %s is over its ceiling of %s requests/s, all its instances together (--token-rate-limit); retry later",
+		shorten(name), perSecond(s.cfg.tokenRateLimit()))
 	e.RetryAfter = retryAfter(retry)
 	return e
 }
+
+// perSecond writes a rate as the flag took it: 1000000, where %g writes 1e+06.
+func perSecond(rate float64) string { return strconv.FormatFloat(rate, 'f', -1, 64) }
 
 // retryAfter is a Retry-After in whole seconds, at least 1.
 func retryAfter(d time.Duration) int {

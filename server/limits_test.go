@@ -213,3 +213,12 @@ func TestAuth_EnrolledInstancesShareACeiling(t *testing.T) {
 		t.Fatalf("4 instance tokens of one agent token were served %d requests at once, over the ceiling's burst of 5", served)
 	}
 }
+
+// A refusal names the rate as the flag took it: %g wrote --rate-limit 1000000 as 1e+06.
+func TestPerSecond(t *testing.T) {
+	for rate, want := range map[float64]string{100: "100", 1e6: "1000000", 2.5e6: "2500000", 0.5: "0.5", 1000: "1000"} {
+		if got := perSecond(rate); got != want {
+			t.Errorf("perSecond(%v) = %q, want %q", rate, got, want)
+		}
+	}
+}
