@@ -151,7 +151,10 @@ JSON ({"keys":{"path":"value",…}}) or YAML (keys: with nested maps that flatte
 paths; scalars keep their text, so port: 8080 is "8080"). YAML is recognized by a .yaml or
 .yml name, otherwise by content (JSON starts with '{'). "-f -" reads stdin.
 --cas R applies only if nothing under the appliance changed after revision R (exit code 4).
-Prints the revision.
+Prints the revision. An apply of exactly the keys the appliance holds writes nothing (no
+revision, no release, no agent woken): it prints the revision of the last change of the
+appliance's view, which appliance wait --revision takes as after a write, and stderr says so;
+an apply that changes some keys puts only those (the others keep their version).
 --dry-run writes nothing: it prints what the apply would do to the appliance as it is now, one
 key per line as "appliance diff" does ("+ key=value" created, "~ key=value (was old)" changed,
 "- key=old" deleted; secret values as (secret)),
@@ -179,7 +182,9 @@ EXAMPLES:
 				Description: `Reads the keys under appliances/NAME/ as they were at REVISION and applies them, all or
 nothing: keys added since are deleted, changed ones restored. The apply is guarded: if the
 appliance changes between the read and the write, nothing is written (exit 4). Secrets are
-restored too, and never printed. Prints the revision.
+restored too, and never printed. Prints the revision. A rollback to the keys the appliance
+holds already writes nothing (no revision, no release, no agent woken): it prints the revision
+of the last change of the appliance's view, and stderr says so.
 --to previous undoes the appliance's last release (see "shoelace appliance history"): it
 restores the state just before it.
 The keys at REVISION come from the store's history while it has them (1 h for the embedded

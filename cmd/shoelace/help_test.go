@@ -88,3 +88,33 @@ func TestHelp_ImportShowsFromConsulExport(t *testing.T) {
 		}
 	}
 }
+
+// kv put, txn, appliance apply and rollback --help say what a write of what the store holds already does
+// without --canary: it writes nothing and prints the revision DESIGN.md names. Before, kv put and
+// txn said so only of a write with --canary (so a plain one seemed to write), and apply and rollback
+// not at all, each saying that it prints the revision of the write.
+func TestHelp_WriteOfWhatTheStoreHoldsSaysNothingIsWritten(t *testing.T) {
+	for _, c := range []struct {
+		path []string
+		want []string
+	}{
+		{[]string{"kv", "put"}, []string{"A put of the value the key holds already writes nothing", "its mod_revision"}},
+		{[]string{"txn"}, []string{"whose puts all hold their values and whose deletes find nothing writes nothing", "writes only those"}},
+		{[]string{"appliance", "apply"}, []string{"An apply of exactly the keys the appliance holds writes nothing", "appliance wait --revision", "puts only those"}},
+		{[]string{"appliance", "rollback"}, []string{"A rollback to the keys the appliance holds already writes nothing"}},
+	} {
+		var stdout, stderr bytes.Buffer
+		args := append(append([]string{"shoelace"}, c.path...), "--help")
+		if err := run(context.Background(), args, strings.NewReader(""), &stdout, &stderr); err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+		}
+		_, desc, _ := strings.Cut(stdout.String(), "DESCRIPTION:")
+		desc, _, _ = strings.Cut(desc, "OPTIONS:")
+		flat := strings.Join(strings.Fields(desc), " ")
+		for _, w := range c.want {
+			if !strings.Contains(flat, w) {
+				t.Errorf("shoelace %s --help does not say %q:\n%s", strings.Join(c.path, " "), w, desc)
+			}
+		}
+	}
+}

@@ -71,7 +71,9 @@ EXAMPLES:
 				ArgsUsage: "KEY VALUE|-",
 				UsageText: "shoelace kv put KEY VALUE|- [--cas REVISION]",
 				Description: `Writes VALUE as given, or stdin as read (with "-"; a trailing newline is kept).
-Prints the revision of the write.
+Prints the revision of the write. A put of the value the key holds already writes nothing (no
+revision, no release, no agent woken): it prints the revision at which the key got that value
+(its mod_revision), and stderr says that nothing was written.
 
 --cas N writes only while the key's mod_revision is N (0: only if the key does not exist);
 otherwise nothing is written and the exit code is 4. A VALUE that starts with '-' goes

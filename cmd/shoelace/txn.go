@@ -24,7 +24,10 @@ func txnCommand(e *cliEnv) *cli.Command {
     "guards": [{"key": "appliances/web/port", "mod_revision": 42}]}
 Every op applies in one etcd transaction, or none does: a guard that does not hold (the key's
 mod_revision is not the one given; 0: the key must not exist) writes nothing and exits 4.
-Prints the revision of the write.
+Prints the revision of the write. A transaction whose puts all hold their values and whose deletes
+find nothing writes nothing (no revision, no release, no agent woken): it prints the newest
+mod_revision of the keys it puts (the store's revision when it only deletes absent keys), and
+stderr says so; one that changes some keys writes only those.
 
 With --canary (no guards) the transaction is staged instead of changing the live keys: every op
 under one appliance starts a rollout of that appliance; every op a single shared/ key starts a
