@@ -656,6 +656,22 @@ func TestE2E_ExitCodes(t *testing.T) {
 	c.with("SHOELACE_TOKEN_FILE="+tok).fails(exitUsage, "chmod 600 "+tok, "kv", "get", "x")
 }
 
+// kv rm / --recurse (or //, or "") is refused as the root's recursive delete, as the server
+// refuses /v1/kv/%2F?recurse, and nothing is deleted; kv ls / lists the root. Before, the CLI
+// judged "/" as a key and said that its segment 1 is empty.
+func TestE2E_KvRmOfTheRootSaysItIsTheRoot(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	c.ok("kv", "put", "e2erootrm/a", "1")
+	for _, root := range []string{"/", "//", ""} {
+		c.fails(exitError, "refusing to delete the root recursively: name a prefix", "kv", "rm", root, "--recurse")
+	}
+	c.fails(exitError, "segment 1 is empty", "kv", "rm", "/") // without --recurse, a key
+	if out := c.ok("kv", "get", "e2erootrm/a"); out != "1" {
+		t.Fatalf("kv get after the refused deletes: %q", out)
+	}
+}
+
 func TestE2E_HealthStatusVersion(t *testing.T) {
 	s := sharedServer(t)
 	c := newCLI(t, s)

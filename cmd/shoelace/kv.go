@@ -305,6 +305,11 @@ func (e *cliEnv) kvRemove(c *cli.Context) error {
 		return err
 	}
 	recurse := c.Bool("recurse")
+	if recurse && strings.Trim(a[0], "/") == "" {
+		// The root, as kv ls / lists it: its recursive delete is refused, as the server refuses
+		// it. It was judged as a key first, and refused for an empty segment.
+		return api.Errorf(api.CodeInvalidKey, "refusing to delete the root recursively: name a prefix")
+	}
 	if recurse && strings.HasSuffix(a[0], "/") && len(a[0]) > 1 {
 		a[0] = a[0][:len(a[0])-1] // a prefix written as kv ls takes it (shared/x/)
 	}
