@@ -62,6 +62,9 @@ func cacheClash(cacheDir, appliance string) error {
 	if api.ValidateSegment("appliance name", appliance) != nil {
 		return nil // said apart
 	}
+	clash := func(f, other string) error {
+		return fmt.Errorf("holds %s, a file of appliance %s, whose files there would share names with this one's (one's view is the other's status, candidate or owed record): the agents of two such appliances need a cache_dir each (or remove %[2]s's files if its agent is gone)", f, other)
+	}
 	for _, n := range cacheNames[:3] {
 		stem := strings.TrimSuffix(n, ".json")
 		for _, other := range [2]string{appliance + stem, strings.TrimSuffix(appliance, stem)} {
@@ -71,12 +74,43 @@ func cacheClash(cacheDir, appliance string) error {
 					continue // appliance does not end in stem; appliance's own file
 				}
 				if _, err := os.Lstat(cacheDir + "/" + f); err == nil {
-					return fmt.Errorf("holds %s, a file of appliance %s, whose files there would share names with this one's (one's view is the other's status, candidate or owed record): the agents of two such appliances need a cache_dir each (or remove %[2]s's files if its agent is gone)", f, other)
+					return clash(f, other)
 				}
+			}
+		}
+		// One name is both the view of the longer of the two and the status (candidate, owed)
+		// record of the shorter: what it holds tells whose it is, when it is the only file of
+		// the other there (once leaves its status alone).
+		for _, other := range [2]string{appliance + stem, strings.TrimSuffix(appliance, stem)} {
+			f := max(other, appliance) + ".json" // the longer: one is the other and stem
+			if other != appliance && recordOf(cacheDir+"/"+f) == other {
+				return clash(f, other)
 			}
 		}
 	}
 	return nil
+}
+
+// recordOf returns the appliance that the record (view, status, candidate, owed) at path names
+// in its first member, as the agent writes them; "" for none.
+func recordOf(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	var name string
+	d := json.NewDecoder(f)
+	if t, err := d.Token(); err != nil || t != json.Delim('{') {
+		return ""
+	}
+	if t, err := d.Token(); err != nil || t != "appliance" {
+		return ""
+	}
+	if d.Decode(&name) != nil {
+		return ""
+	}
+	return name
 }
 
 // own says that f is the name of one of appliance's files in cache_dir.

@@ -82,8 +82,37 @@ func TestLoadConfig_CacheDirNameClash(t *testing.T) {
 			t.Errorf("appliance web, cache_dir holding %s: %v", f, err)
 		}
 	}
+	// web's status (or candidate record, or owed commands) alone, as once leaves its status: the
+	// name is also web.status's view (web.candidate's, web.owed's), and what it holds tells whose
+	// it is. Before, it was taken for the agent's own view, which run then wrote over web's status.
+	for _, c := range []struct{ other, file string }{{"web.status", "web.status.json"}, {"web.candidate", "web.candidate.json"}, {"web.owed", "web.owed.json"}} {
+		d := newCache(t)
+		if err := os.WriteFile(filepath.Join(d, c.file), []byte(`{"appliance":"web","instance":"vm-1","revision":3}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		err := config(t, d, c.other)
+		if err == nil || !strings.Contains(err.Error(), "holds "+c.file+", a file of appliance web,") {
+			t.Errorf("appliance %s, cache_dir holding web's %s: %v", c.other, c.file, err)
+		}
+	}
+	// The other way: web.status's view alone in web's cache_dir, at the name of web's status.
+	d := newCache(t)
+	if err := agent.SaveCache(d, agent.Cached{Appliance: "web.status", Revision: 3, Keys: map[string]string{"a": "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := config(t, d, "web"); err == nil || !strings.Contains(err.Error(), "holds web.status.json, a file of appliance web.status,") {
+		t.Errorf("appliance web, cache_dir holding web.status's view: %v", err)
+	}
+	// Its own view at that name is its own.
+	ownView := newCache(t)
+	if err := agent.SaveCache(ownView, agent.Cached{Appliance: "web.status", Revision: 3, Keys: map[string]string{"a": "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := config(t, ownView, "web.status"); err != nil {
+		t.Errorf("appliance web.status beside its own view: %v", err)
+	}
 	// Its own files, other appliances' and other files: no clash.
-	d := newCache(t, "web.json", "web.status.json", "web.candidate.json", "web.owed.json", "web.instance-token", "web.enroll-key",
+	d = newCache(t, "web.json", "web.status.json", "web.candidate.json", "web.owed.json", "web.instance-token", "web.enroll-key",
 		"db.json", "db.status.json", "web-frontend.json", "web-frontend.status.json", "webx.status.json", "web.status.txt", "web.status.json.bak")
 	if err := config(t, d, "web"); err != nil {
 		t.Errorf("appliance web beside other appliances' files: %v", err)
