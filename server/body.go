@@ -65,16 +65,17 @@ func bodyError(format string, args ...any) error {
 	return api.Errorf(api.CodeInvalidBody, format, args...)
 }
 
-// checkJSONBody refuses, before decoding, what encoding/json would silently rewrite to U+FFFD:
-// bytes that are not UTF-8 and lone surrogate escapes (\ud800); and an object that names a
-// member twice, of which encoding/json keeps the last. Every JSON body decoded into a struct
-// goes through it; the apply body, read with a token decoder that sees duplicate names itself,
-// takes only checkJSONText.
-func checkJSONBody(what string, data []byte) error {
+// checkJSONBody refuses, before decoding into v, what encoding/json would silently rewrite to
+// U+FFFD: bytes that are not UTF-8 and lone surrogate escapes (\ud800); an object that names a
+// member twice, of which encoding/json keeps the last; and a member named as a field of v in
+// another case ("Key" for "key"), which encoding/json takes for it. Every JSON body decoded
+// into a struct goes through it; the apply body, read with a token decoder that sees duplicate
+// names itself and matches them as written, takes only checkJSONText.
+func checkJSONBody(what string, data []byte, v any) error {
 	if err := checkJSONText(what, data); err != nil {
 		return err
 	}
-	if err := api.CheckJSONMembers(data); err != nil {
+	if err := api.CheckJSONMembersOf(data, v); err != nil {
 		return bodyError("%s: %v", what, err)
 	}
 	return nil
@@ -93,7 +94,7 @@ func checkJSONText(what string, data []byte) error {
 func parseTxn(data []byte, maxValue, maxOps int) (api.Txn, error) {
 	var t api.Txn
 	data = api.WithoutBOM(data)
-	if err := checkJSONBody("txn body", data); err != nil {
+	if err := checkJSONBody("txn body", data, &t); err != nil {
 		return t, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))

@@ -28,6 +28,8 @@ func TestMaintenance_BadBodiesLeaveItOn(t *testing.T) {
 		{"an array", `[]`, []string{"must be a JSON object, not a JSON array"}},
 		{"a string for on", `{"on":"off"}`, []string{`"on" must be true or false, not a JSON string`}},
 		{"unknown field", `{"enabled":false}`, []string{`unknown field "enabled"`}},
+		// Taken for "on" by encoding/json, which matches names regardless of case.
+		{"on in another case", `{"on":true,"ON":false}`, []string{`member "ON"`, `is not "on"`}},
 	}
 	for _, c := range cases {
 		f.mustErr(f.do("PUT", "/v1/maintenance", c.body), 400, api.CodeInvalidBody, c.words...)

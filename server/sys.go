@@ -401,7 +401,7 @@ func strictJSON(data []byte, v any) error {
 	if strings.TrimSpace(string(data)) == "" {
 		return bodyError("body is empty: send a JSON object")
 	}
-	if err := checkJSONBody("body", data); err != nil {
+	if err := checkJSONBody("body", data, v); err != nil {
 		return err
 	}
 	dec := json.NewDecoder(strings.NewReader(string(data)))

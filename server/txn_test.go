@@ -70,6 +70,13 @@ func TestTxn_BadBodies(t *testing.T) {
 		{"lone surrogate value", `{"ops":[{"op":"put","key":"shared/a","value":"\ud800"}]}`, 400, api.CodeInvalidBody, []string{`\ud800`, "lone UTF-16 surrogate", "UTF-8 text"}},
 		{"lone surrogate key", `{"ops":[{"op":"delete","key":"shared/\udfff"}]}`, 400, api.CodeInvalidBody, []string{"lone UTF-16 surrogate"}},
 		{"key given twice", `{"ops":[{"op":"put","key":"shared/a","value":"1","key":"shared/b"}]}`, 400, api.CodeInvalidBody, []string{`member "key" is given twice`}},
+		// encoding/json matches a member to a field regardless of case: "Key" was taken for
+		// "key" and put shared/b, where every other reader of the body sees a put of shared/a.
+		{"key given twice in another case", `{"ops":[{"op":"put","key":"shared/a","value":"1","Key":"shared/b"}]}`, 400, api.CodeInvalidBody, []string{`member "Key"`, `is not "key"`, "case-sensitive"}},
+		{"ops with a long s", `{"opſ":[` + put("shared/a", "1") + `]}`, 400, api.CodeInvalidBody, []string{`member "opſ"`, `is not "ops"`}},
+		{"value in capitals", `{"ops":[{"op":"put","key":"shared/a","VALUE":"1"}]}`, 400, api.CodeInvalidBody, []string{`member "VALUE"`, `is not "value"`}},
+		{"ops in another case", `{"Ops":[` + put("shared/a", "1") + `]}`, 400, api.CodeInvalidBody, []string{`member "Ops"`, `is not "ops"`}},
+		{"guard revision in another case", `{"ops":[` + put("shared/a", "1") + `],"guards":[{"key":"shared/keep","Mod_Revision":0}]}`, 400, api.CodeInvalidBody, []string{`member "Mod_Revision"`, `is not "mod_revision"`}},
 		{"value too large", `{"ops":[` + put("shared/a", strings.Repeat("v", 101)) + `]}`, 413, api.CodeValueTooLarge, []string{"--max-value-bytes"}},
 		{"too many ops", `{"ops":[` + put("shared/a", "1") + `,` + put("shared/b", "1") + `,` + put("shared/c", "1") + `,` + put("shared/d", "1") + `]}`, 413, api.CodeTooLarge, []string{"limit of 3"}},
 		{"null value", `{"ops":[{"op":"put","key":"shared/keep","value":null}]}`, 400, api.CodeInvalidBody, []string{"op 1", "value is null"}},

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
+	"sync"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -103,6 +106,101 @@ func CheckJSONMembers(data []byte) error {
 	return nil
 }
 
+// CheckJSONMembersOf is CheckJSONMembers for a body decoded into v, a pointer to a type of
+// structs, slices and scalars without a map, so that every member of data's objects names a
+// field. It also refuses a member whose name is not a field's json name as written but that
+// encoding/json takes for one, as it matches names regardless of case ("Key", "KEY", "kſy"
+// with a long s are "key" to it): {"op":"put","key":"shared/a","Key":"appliances/db/x"} put
+// appliances/db/x, where any other reader of the body (a review, a policy check, the sender's
+// own tools) sees a put of shared/a, and no duplicate was seen.
+func CheckJSONMembersOf(data []byte, v any) error {
+	s := memberScan{data: data, fields: fieldNamesOf(reflect.TypeOf(v))}
+	if err := s.value(0); err != nil && err != errMalformed {
+		return err
+	}
+	return nil
+}
+
+// fieldNames caches fieldNamesOf by type.
+var fieldNames sync.Map // reflect.Type → *fieldSet
+
+// fieldSet is the json names of a type's struct fields: as written, and by their folded form
+// (see foldName).
+type fieldSet struct {
+	exact  map[string]bool
+	folded map[string]string
+}
+
+// fieldNamesOf is the json names of the struct fields found in t (through pointers, slices
+// and arrays). A map or an interface in t panics: the names of its members are not fields, so
+// a member that folds to a field's name is no mistake there.
+func fieldNamesOf(t reflect.Type) *fieldSet {
+	if m, ok := fieldNames.Load(t); ok {
+		return m.(*fieldSet)
+	}
+	names := &fieldSet{exact: map[string]bool{}, folded: map[string]string{}}
+	var walk func(t reflect.Type, seen map[reflect.Type]bool)
+	walk = func(t reflect.Type, seen map[reflect.Type]bool) {
+		if seen[t] {
+			return
+		}
+		seen[t] = true
+		if t.Implements(reflect.TypeFor[json.Unmarshaler]()) || reflect.PointerTo(t).Implements(reflect.TypeFor[json.Unmarshaler]()) {
+			return // decodes itself, from a string or a number here
+		}
+		switch t.Kind() {
+		case reflect.Pointer, reflect.Slice, reflect.Array:
+			walk(t.Elem(), seen)
+		case reflect.Map, reflect.Interface:
+			panic(fmt.Sprintf("api: CheckJSONMembersOf of %v, which holds a %v", t, t.Kind()))
+		case reflect.Struct:
+			for f := range t.Fields() {
+				if !f.IsExported() && !f.Anonymous {
+					continue
+				}
+				tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+				if tag == "-" {
+					continue
+				}
+				if f.Anonymous && tag == "" && f.Type.Kind() == reflect.Struct {
+					walk(f.Type, seen) // its fields are the outer struct's
+					continue
+				}
+				if tag == "" {
+					tag = f.Name
+				}
+				names.exact[tag] = true
+				names.folded[string(foldName([]byte(tag)))] = tag
+				walk(f.Type, seen)
+			}
+		}
+	}
+	walk(t, map[reflect.Type]bool{})
+	fieldNames.Store(t, names)
+	return names
+}
+
+// foldName is name as encoding/json compares it when no field has it exactly: each letter
+// upper case, each other rune as unicode.ToUpper(unicode.ToLower(r)) makes it (ſ is S, the
+// Kelvin sign K).
+func foldName(name []byte) []byte {
+	out := make([]byte, 0, len(name))
+	for i := 0; i < len(name); {
+		if c := name[i]; c < utf8.RuneSelf {
+			if 'a' <= c && c <= 'z' {
+				c -= 'a' - 'A'
+			}
+			out = append(out, c)
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(name[i:])
+		out = utf8.AppendRune(out, unicode.ToUpper(unicode.ToLower(r)))
+		i += n
+	}
+	return out
+}
+
 // maxMemberDepth bounds the nesting CheckJSONMembers follows; encoding/json refuses deeper
 // nesting than this anyway.
 const maxMemberDepth = 10000
@@ -114,6 +212,9 @@ const smallObject = 16
 type memberScan struct {
 	data []byte
 	i    int
+	// fields, when set, are the json names of the fields every member names (see
+	// CheckJSONMembersOf).
+	fields *fieldSet
 }
 
 func (s *memberScan) space() {
@@ -248,6 +349,11 @@ func (s *memberScan) object(depth int) error {
 		}
 		if twice {
 			return fmt.Errorf("member %q is given twice in one object (at byte %d): give each once", cut(string(name), 64), at)
+		}
+		if s.fields != nil && !s.fields.exact[string(name)] {
+			if field, ok := s.fields.folded[string(foldName(name))]; ok {
+				return fmt.Errorf("member %q (at byte %d) is not %q: names are case-sensitive, write %q", cut(string(name), 64), at, field, field)
+			}
 		}
 		s.space()
 		if s.i >= len(s.data) || s.data[s.i] != ':' {

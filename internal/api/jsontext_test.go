@@ -103,6 +103,48 @@ func TestCheckJSONMembers(t *testing.T) {
 	}
 }
 
+// TestCheckJSONMembersOf: a member named as a field in another case is refused, since
+// encoding/json takes it for the field; as written, or another name (left to the decoder's
+// unknown-field check), it passes.
+func TestCheckJSONMembersOf(t *testing.T) {
+	type op struct {
+		Op      string `json:"op"`
+		Key     string `json:"key"`
+		Ignored string `json:"-"`
+		Plain   string
+	}
+	type body struct {
+		Ops  []op `json:"ops"`
+		Flag *bool
+	}
+	for _, ok := range []string{`{"ops":[{"op":"put","key":"a"}]}`, `{"ops":[{"Plain":"x"}],"Flag":true}`, `{"ops":[{"ttl":1}]}`, `{"ops":[{"k\u0065y":"a"}]}`, `{"ops":[{"Ignored":"x"}]}`} {
+		if err := CheckJSONMembersOf([]byte(ok), &body{}); err != nil {
+			t.Errorf("CheckJSONMembersOf(%s) = %v", ok, err)
+		}
+	}
+	for bad, want := range map[string]string{
+		`{"ops":[{"op":"put","key":"a","Key":"b"}]}`: `member "Key" (at byte 30) is not "key"`,
+		`{"OPS":[]}`:                           `member "OPS" (at byte 1) is not "ops"`,
+		`{"opſ":[]}`:                           `member "opſ" (at byte 1) is not "ops"`, // ſ: a long s
+		`{"ops":[{"\u004bey":"a"}]}`:           `member "Key" (at byte 9) is not "key"`, // as decoded
+		`{"ops":[{"plain":"x"}]}`:              `member "plain" (at byte 9) is not "Plain"`,
+		`{"flag":true}`:                        `member "flag" (at byte 1) is not "Flag"`,
+		`{"ops":[{"op":"put","OP":"delete"}]}`: `names are case-sensitive, write "op"`,
+	} {
+		if err := CheckJSONMembersOf([]byte(bad), &body{}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckJSONMembersOf(%s) = %v, want %s", bad, err, want)
+		}
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("CheckJSONMembersOf of a type with a map did not panic")
+		}
+	}()
+	CheckJSONMembersOf([]byte(`{}`), &struct {
+		M map[string]string `json:"m"`
+	}{})
+}
+
 // manyMembers is an object of n members m0…, the last one named again when twice.
 func manyMembers(n int, twice bool) string {
 	var b strings.Builder
