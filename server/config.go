@@ -81,7 +81,8 @@ type Config struct {
 	// DataDir holds the embedded etcd's data.
 	DataDir string
 	// EtcdListen, when set, is the loopback host:port where the embedded etcd serves its client
-	// API (for etcdctl and tools that read etcd); empty: a random loopback port.
+	// API (for etcdctl and tools that read etcd); empty: a unix socket only the server's user may
+	// reach (see store.EmbedConfig.PrivateSocket).
 	EtcdListen string
 	// Root is the etcd prefix of all of Shoelace's keys.
 	Root string

@@ -42,7 +42,7 @@ SERVICE (systemd, as root; the unit is the one the packages ship):
 			&cli.StringFlag{Name: "listen", Value: def.Listen, EnvVars: env("listen"), Usage: "`ADDR` (host:port) to serve on"},
 			&cli.StringFlag{Name: "etcd-endpoints", EnvVars: env("etcd-endpoints"), Usage: "comma-separated etcd `URLS`; empty: embedded etcd"},
 			&cli.StringFlag{Name: "data-dir", Value: def.DataDir, EnvVars: env("data-dir"), Usage: "`DIR` of the embedded etcd's data"},
-			&cli.StringFlag{Name: "etcd-listen", EnvVars: env("etcd-listen"), Usage: "serve the embedded etcd's client API on loopback `ADDR` (such as 127.0.0.1:2379) for etcdctl and tools that read etcd; it has no access control of its own, so only loopback addresses are accepted (default: a random loopback port)"},
+			&cli.StringFlag{Name: "etcd-listen", EnvVars: env("etcd-listen"), Usage: "serve the embedded etcd's client API on loopback `ADDR` (such as 127.0.0.1:2379) for etcdctl and tools that read etcd; it has no access control of its own, so only loopback addresses are accepted (default: a unix socket in a directory of mode 0700, which only the server's user may reach)"},
 			&cli.StringFlag{Name: "root", Value: def.Root, EnvVars: env("root"), Usage: "etcd key `PREFIX` of all of Shoelace's keys"},
 			&cli.StringFlag{Name: "tls-cert", EnvVars: env("tls-cert"), Usage: "serve HTTPS with this certificate `FILE` (with --tls-key)"},
 			&cli.StringFlag{Name: "tls-key", EnvVars: env("tls-key"), Usage: "private key `FILE` of --tls-cert"},

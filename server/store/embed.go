@@ -59,6 +59,12 @@ type EmbedConfig struct {
 	// ClientAddr is the host:port to serve clients on (default: a free 127.0.0.1 port, picked
 	// before etcd starts so that etcd knows its number). Tests that restart an etcd pass its previous address so clients reconnect.
 	ClientAddr string
+	// PrivateSocket, without ClientAddr, serves the client API (and the peer listener) on unix
+	// sockets in a directory of mode 0700 made for them (and removed with them), instead of
+	// 127.0.0.1 ports: etcd has no access control of its own, and any local user (nobody,
+	// another service's) could reach a loopback port, read every secret and write itself an
+	// admin token record.
+	PrivateSocket bool
 	// MaxRequestBytes and MaxTxnOps are etcd's limits (defaults: 10 MiB and 2*DefaultMaxTxnOps+1).
 	MaxRequestBytes uint
 	MaxTxnOps       uint
@@ -75,10 +81,12 @@ type EmbedConfig struct {
 	UnsafeFast bool
 }
 
-// EmbeddedEtcd is a running single-node etcd serving on a loopback port of its own.
+// EmbeddedEtcd is a running single-node etcd serving on a loopback port, or a private unix
+// socket, of its own.
 type EmbeddedEtcd struct {
 	e         *embed.Etcd
 	dir       string
+	sockDir   string // the private directory of the client socket; "" on a port
 	endpoints []string
 	muted     *atomic.Bool
 	unlock    func()
@@ -144,6 +152,11 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*EmbeddedEtcd, error) 
 		ec.ListenClientUrls = []url.URL{client}
 		ec.AdvertiseClientUrls = []url.URL{client}
 		ec.ListenPeerUrls = []url.URL{loop}
+		if client.Scheme == "unix" {
+			// Its peer port too: it serves raft and lease renewals to whoever connects. etcd
+			// listens on a peer URL's host, the socket's path here; no peer ever dials it.
+			ec.ListenPeerUrls = []url.URL{{Scheme: "unix", Host: filepath.Join(filepath.Dir(client.Path), "peer.sock")}}
+		}
 		ec.AdvertisePeerUrls = []url.URL{loop}
 		ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
 		ec.MaxRequestBytes = cfg.MaxRequestBytes
@@ -164,9 +177,16 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*EmbeddedEtcd, error) 
 	}
 
 	var e *embed.Etcd
+	var sockDir string
 	for try := 1; ; try++ {
 		client := url.URL{Scheme: "http", Host: cfg.ClientAddr}
-		if cfg.ClientAddr == "" {
+		if cfg.ClientAddr == "" && cfg.PrivateSocket {
+			if sockDir, err = privateSocketDir(cfg.Dir); err != nil {
+				unlock()
+				return nil, fmt.Errorf("start embedded etcd in %s: %w", cfg.Dir, err)
+			}
+			client = url.URL{Scheme: "unix", Path: filepath.Join(sockDir, "etcd.sock")}
+		} else if cfg.ClientAddr == "" {
 			// etcd's HTTP/JSON gateway (/v3/…) dials the client address etcd was configured
 			// with, and the member advertises it: with port 0 both would name no port. Take a
 			// free one first; another process may bind it before etcd does, hence the retries.
@@ -181,13 +201,16 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*EmbeddedEtcd, error) 
 		if err == nil {
 			break
 		}
-		if cfg.ClientAddr == "" && try < 5 && errors.Is(err, syscall.EADDRINUSE) {
+		if sockDir != "" {
+			os.RemoveAll(sockDir)
+		}
+		if cfg.ClientAddr == "" && !cfg.PrivateSocket && try < 5 && errors.Is(err, syscall.EADDRINUSE) {
 			continue
 		}
 		unlock()
 		return nil, fmt.Errorf("start embedded etcd in %s: %w", cfg.Dir, err)
 	}
-	ee := &EmbeddedEtcd{e: e, dir: cfg.Dir, muted: muted, unlock: unlock}
+	ee := &EmbeddedEtcd{e: e, dir: cfg.Dir, sockDir: sockDir, muted: muted, unlock: unlock}
 	timer := time.NewTimer(cfg.ReadyTimeout)
 	defer timer.Stop()
 	select {
@@ -203,6 +226,10 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*EmbeddedEtcd, error) 
 		return nil, fmt.Errorf("start embedded etcd in %s: %w", cfg.Dir, ctx.Err())
 	}
 	for _, l := range e.Clients {
+		if sockDir != "" {
+			ee.endpoints = append(ee.endpoints, "unix://"+l.Addr().String()) // unix:///…: an absolute path
+			continue
+		}
 		ee.endpoints = append(ee.endpoints, "http://"+l.Addr().String())
 	}
 	if len(ee.endpoints) == 0 {
@@ -210,6 +237,24 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*EmbeddedEtcd, error) 
 		return nil, fmt.Errorf("start embedded etcd in %s: no client listener", cfg.Dir)
 	}
 	return ee, nil
+}
+
+// privateSocketDir makes a directory of mode 0700 for the embedded etcd's client socket: under
+// the temp dir (or /tmp, when that path would make the socket's too long for a unix socket),
+// else, where no temp dir may be written (a read-only container), beside etcd's data dir.
+func privateSocketDir(etcdDir string) (string, error) {
+	var errs []error
+	for _, parent := range []string{os.TempDir(), "/tmp", filepath.Dir(etcdDir)} {
+		if len(parent) > 64 { // the socket's path must fit a sockaddr_un's 108 bytes
+			continue
+		}
+		dir, err := os.MkdirTemp(parent, "shoelace-etcd-socket-") // mode 0700
+		if err == nil {
+			return dir, nil
+		}
+		errs = append(errs, err)
+	}
+	return "", fmt.Errorf("make a directory for the client socket: %w (give --etcd-listen to serve it on a loopback port instead)", errors.Join(errs...))
 }
 
 // freeLoopbackAddr is a 127.0.0.1 host:port that the kernel had free a moment ago.
@@ -266,6 +311,9 @@ func (ee *EmbeddedEtcd) startClose() <-chan struct{} {
 		closing.Store(ee.dir, ee.done)
 		go func() {
 			ee.e.Close()
+			if ee.sockDir != "" {
+				os.RemoveAll(ee.sockDir)
+			}
 			ee.unlock()
 			closing.CompareAndDelete(ee.dir, ee.done)
 			close(ee.done)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/server/store"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func embeddedConfig(dir string) store.Config {
@@ -274,5 +276,60 @@ func TestStore_SnapshotRestore(t *testing.T) {
 	}
 	if err := werr(); !errors.Is(err, store.ErrCompacted) {
 		t.Errorf("watch from a pre-restore revision: %v", err)
+	}
+}
+
+// TestStore_EmbeddedClientAPIOnlyForItsUser: without --etcd-listen the embedded etcd serves its
+// client API (and its peer listener) on unix sockets in a directory of mode 0700, removed at
+// Close. It served on random 127.0.0.1 ports, and etcd has no access control of its own: any
+// local user (nobody, another service's) found the port (ss -ltn) and read every secret with
+// etcdctl, or wrote a token record of its own under sys/tokens/ and was admin.
+func TestStore_EmbeddedClientAPIOnlyForItsUser(t *testing.T) {
+	s, err := store.Open(ctxT(t), embeddedConfig(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, s, "shared/secrets/pw", "hunter2")
+	eps := s.Endpoints()
+	if len(eps) != 1 || !strings.HasPrefix(eps[0], "unix:///") {
+		s.Close()
+		t.Fatalf("the embedded etcd serves its client API at %v, want one unix socket", eps)
+	}
+	sock := strings.TrimPrefix(eps[0], "unix://")
+	dir := filepath.Dir(sock)
+	fi, err := os.Stat(dir)
+	if err != nil {
+		s.Close()
+		t.Fatal(err)
+	}
+	if runtime.GOOS != "windows" && fi.Mode().Perm() != 0o700 {
+		t.Errorf("the client socket's directory %s has mode %v, want 0700", dir, fi.Mode().Perm())
+	}
+	// Its peer port too serves whoever connects (raft, lease renewals): a socket beside it.
+	if _, err := os.Stat(filepath.Join(dir, "peer.sock")); err != nil {
+		t.Errorf("the embedded etcd's peer listener is not a socket in %s: %v", dir, err)
+	}
+	// The socket serves etcd (the store's own client goes through it).
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
+	if err != nil {
+		s.Close()
+		t.Fatal(err)
+	}
+	resp, err := cli.Get(ctxT(t), "/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	cli.Close()
+	if err != nil || resp.Count == 0 {
+		t.Errorf("read through the socket: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Removed once etcd has stopped, which Close may leave to the background.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the client socket's directory %s is still there after Close", dir)
+		}
 	}
 }

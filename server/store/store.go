@@ -115,8 +115,8 @@ type Config struct {
 	// ProgressNotifyInterval is the embedded etcd's watch progress interval
 	// (default DefaultProgressNotifyInterval).
 	ProgressNotifyInterval time.Duration
-	// EtcdListen is the loopback host:port of the embedded etcd's client API (empty: a random
-	// loopback port).
+	// EtcdListen is the loopback host:port of the embedded etcd's client API (empty: a unix
+	// socket in a directory only the server's user may enter, see EmbedConfig.PrivateSocket).
 	EtcdListen string
 	// UnsafeFast is for tests only: the embedded etcd runs with 10 ms raft ticks and no fsync.
 	UnsafeFast bool
@@ -311,6 +311,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			ProgressNotifyInterval: cfg.ProgressNotifyInterval,
 			UnsafeFast:             cfg.UnsafeFast,
 			ClientAddr:             cfg.EtcdListen,
+			PrivateSocket:          cfg.EtcdListen == "",
 		})
 		if err != nil {
 			s.cancel()
