@@ -214,10 +214,10 @@ func (s *Store) put(ctx context.Context, root, key, value string, cas int64) (wr
 		cmps = []clientv3.Cmp{compare(clientv3.ModRevision(k), "=", cas)}
 		els = []clientv3.Op{clientv3.OpGet(k, clientv3.WithKeysOnly())}
 	}
-	e := s.kvEdits(root, edits{puts: map[string]string{key: value}})
+	e := s.kvEdits(root, edits{puts: []keyValue{{key, value}}})
 	var eff *effect
 	if root == s.kvRoot {
-		eff = &effect{puts: map[string]string{k: value}}
+		eff = &effect{puts: []keyValue{{k, value}}}
 	}
 	w, err := s.commitChecked(ctx, "put "+key, e, eff, plainTxn(cmps, []clientv3.Op{clientv3.OpPut(k, value)}, els))
 	if err != nil {
@@ -369,15 +369,15 @@ func (s *Store) TxnResult(ctx context.Context, t api.Txn) (Applied, error) {
 		}
 	}
 	ops := make([]clientv3.Op, 0, n)
-	e := edits{puts: make(map[string]string, len(t.Ops))}
-	eff := &effect{puts: make(map[string]string, len(t.Ops))}
+	e := edits{puts: make([]keyValue, 0, len(t.Ops))}
+	eff := &effect{puts: make([]keyValue, 0, len(t.Ops))}
 	for _, op := range t.Ops {
 		k := s.kvRoot + op.Key
 		switch op.Op {
 		case api.OpPut:
 			ops = append(ops, clientv3.OpPut(k, op.Value))
-			e.puts[op.Key] = op.Value
-			eff.puts[k] = op.Value
+			e.puts = append(e.puts, keyValue{op.Key, op.Value})
+			eff.puts = append(eff.puts, keyValue{k, op.Value})
 		case api.OpDelete:
 			ops = append(ops, clientv3.OpDelete(k))
 			e.dels = append(e.dels, op)
@@ -754,10 +754,10 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 		cmps = append(cmps, compare(clientv3.CreateRevision(string(kv.Key)), "=", kv.CreateRevision))
 	}
 	// The release names, and the prior cache keeps, the keys put: not those left as they are.
-	eff := &effect{puts: make(map[string]string, len(keys)-len(same)), tree: keys}
+	eff := &effect{puts: make([]keyValue, 0, len(keys)-len(same)), tree: keys}
 	for _, op := range ops {
 		if op.IsPut() {
-			eff.puts[string(op.KeyBytes())] = string(op.ValueBytes())
+			eff.puts = append(eff.puts, keyValue{string(op.KeyBytes()), string(op.ValueBytes())})
 		}
 	}
 	for _, kv := range cur.Kvs {

@@ -74,11 +74,11 @@ func WithRelease(ctx context.Context, ri ReleaseInfo) context.Context {
 	return context.WithValue(ctx, releaseKey{}, ri)
 }
 
-// effect is what a write will do to user keys (absolute names): keys put with their values,
-// keys deleted, and prefixes (ending in '/') whose subtree is deleted. tree, for an apply, is
+// effect is what a write will do to user keys (absolute names): keys put with their values
+// (each once), keys deleted, and prefixes (ending in '/') whose subtree is deleted. tree, for an apply, is
 // the appliance's whole tree as applied (relative names).
 type effect struct {
-	puts     map[string]string
+	puts     []keyValue
 	dels     []string
 	prefixes []string
 	tree     map[string]string
@@ -90,8 +90,8 @@ type effect struct {
 // exact returns the keys eff puts or deletes, sorted, each once.
 func (eff *effect) exact() []string {
 	keys := make([]string, 0, len(eff.puts)+len(eff.dels))
-	for k := range eff.puts {
-		keys = append(keys, k)
+	for _, p := range eff.puts {
+		keys = append(keys, p.key)
 	}
 	keys = append(keys, eff.dels...)
 	slices.Sort(keys)
@@ -251,17 +251,19 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect, fresh *touched)
 	for _, k := range exact {
 		p.guards = append(p.guards, compare(clientv3.ModRevision(k), "=", st.exact[k].mod))
 	}
-	for k, v := range eff.puts {
-		switch b := st.exact[k]; {
+	var same []keyValue
+	for _, kv := range eff.puts {
+		switch b := st.exact[kv.key]; {
 		case b.mod == 0:
-			note(k, func(c *api.ReleaseChange) *[]string { return &c.Created })
-		case b.sum != sha256.Sum256([]byte(v)):
-			note(k, func(c *api.ReleaseChange) *[]string { return &c.Changed })
+			note(kv.key, func(c *api.ReleaseChange) *[]string { return &c.Created })
+		case b.sum != sha256.Sum256([]byte(kv.value)):
+			note(kv.key, func(c *api.ReleaseChange) *[]string { return &c.Changed })
 		default:
 			if p.same == nil {
 				p.same = map[string]bool{}
 			}
-			p.same[k] = true
+			p.same[kv.key] = true
+			same = append(same, kv)
 		}
 	}
 	gone := map[string]bool{}
@@ -294,8 +296,9 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect, fresh *touched)
 	// (what the guards above compare) names a value within one store's history, and the state
 	// may be the prior cache's of another (the endpoints moved, a restore took the revisions
 	// back) until the replica learns it.
-	for _, k := range slices.Sorted(maps.Keys(p.same)) {
-		p.guards = append(p.guards, compare(clientv3.Value(k), "=", eff.puts[k]))
+	slices.SortFunc(same, func(a, b keyValue) int { return strings.Compare(a.key, b.key) })
+	for _, kv := range same {
+		p.guards = append(p.guards, compare(clientv3.Value(kv.key), "=", kv.value))
 	}
 	if len(changes) == 0 && !eff.promotes {
 		p.unchanged = true
@@ -379,16 +382,16 @@ func (s *Store) stale(p *pendingRelease, resp *clientv3.TxnResponse) *touched {
 func (s *Store) appliedRelease(p *pendingRelease, eff *effect, ok bool, rev int64) {
 	after := p.state.exact // p's own (lookup and readTouched make a new map), and p is done
 	if ok {
-		for k, v := range eff.puts {
-			if p.same[k] {
+		for _, kv := range eff.puts {
+			if p.same[kv.key] {
 				continue // not put: it keeps its revisions
 			}
-			b := after[k]
+			b := after[kv.key]
 			create := b.create
 			if b.mod == 0 {
 				create = rev
 			}
-			after[k] = prior{mod: rev, create: create, sum: sha256.Sum256([]byte(v))}
+			after[kv.key] = prior{mod: rev, create: create, sum: sha256.Sum256([]byte(kv.value))}
 		}
 		for _, k := range eff.dels {
 			after[k] = prior{}

@@ -78,9 +78,9 @@ type rolloutGuard struct {
 // in '/') below the key.
 func sharedOf(e edits) []string {
 	var out []string
-	for k := range e.puts {
-		if api.Under(k, api.SharedPrefix) {
-			out = append(out, k)
+	for _, p := range e.puts {
+		if api.Under(p.key, api.SharedPrefix) {
+			out = append(out, p.key)
 		}
 	}
 	for _, d := range e.dels {

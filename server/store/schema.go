@@ -152,10 +152,24 @@ func (s *Store) dropSchemas() {
 // edits is what a write does to the KV space, for the schema check: keys relative to the KV
 // root. apply, when set, replaces appliance applyName's whole tree.
 type edits struct {
-	puts      map[string]string
+	puts      []keyValue
 	dels      []api.Op
 	applyName string
 	apply     map[string]string
+}
+
+// keyValue is a key and the value a write puts there. A write's puts are a slice of them, not a
+// map: most writes put one key, and a map of one entry (its group of eight slots) was ~370
+// bytes, made twice per put (its edits and its effect).
+type keyValue struct{ key, value string }
+
+// putMap is e's puts as a map (keys are unique in a write's puts).
+func (e edits) putMap() map[string]string {
+	m := make(map[string]string, len(e.puts))
+	for _, p := range e.puts {
+		m[p.key] = p.value
+	}
+	return m
 }
 
 // kvEdits returns e when root is the KV root, else nothing (system keys are not checked).
@@ -225,8 +239,8 @@ func appliancesOf(e edits) (names []string, all bool) {
 			found(name)
 		}
 	}
-	for k := range e.puts {
-		add(k, false)
+	for _, p := range e.puts {
+		add(p.key, false)
 	}
 	for _, d := range e.dels {
 		add(d.Key, d.Recurse)
@@ -298,7 +312,7 @@ func (s *Store) guardFor(ctx context.Context, e edits) (schemaGuard, error) {
 		}
 		g.cmps = append(g.cmps, compare(clientv3.ModRevision(s.sysRoot+treePrefix+n), "=", modRevision(resp.Responses[2*i+1])))
 		g.trees++
-		if !EditTree(tree, n, e.puts, e.dels) {
+		if !EditTree(tree, n, e.putMap(), e.dels) {
 			// Deletes that remove none of its keys (a key it lacks, a recursive delete of
 			// appliances when it has none) are no write to it: its schema does not judge
 			// them, even where its tree breaks it, so a delete of nothing is still 404. The

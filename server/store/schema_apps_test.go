@@ -15,7 +15,7 @@ import (
 func TestAppliancesOf_AsASet(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for n := range 300 {
-		e := edits{puts: map[string]string{}}
+		e := edits{}
 		want := map[string]bool{}
 		wantAll := false
 		apps := 1 + r.IntN(1+n/8) // up to 38 appliances
@@ -23,9 +23,9 @@ func TestAppliancesOf_AsASet(t *testing.T) {
 			app := fmt.Sprintf("a%d", r.IntN(apps))
 			switch r.IntN(6) {
 			case 0:
-				e.puts["shared/"+app] = "v" // not an appliance's
+				e.puts = append(e.puts, keyValue{"shared/" + app, "v"}) // not an appliance's
 			case 1:
-				e.puts["appliances/"+app] = "v" // the appliance's name as a key: not its tree
+				e.puts = append(e.puts, keyValue{"appliances/" + app, "v"}) // the appliance's name as a key: not its tree
 			case 2:
 				e.dels = append(e.dels, api.Op{Key: "appliances/" + app, Recurse: true})
 				want[app] = true
@@ -35,7 +35,7 @@ func TestAppliancesOf_AsASet(t *testing.T) {
 					wantAll = true
 				}
 			default:
-				e.puts["appliances/"+app+"/k/"+fmt.Sprint(r.IntN(5))] = "v"
+				e.puts = append(e.puts, keyValue{"appliances/" + app + "/k/" + fmt.Sprint(r.IntN(5)), "v"})
 				want[app] = true
 			}
 		}
@@ -52,8 +52,8 @@ func TestAppliancesOf_AsASet(t *testing.T) {
 		if !slices.Equal(names, wantNames) || all != wantAll {
 			t.Fatalf("case %d: %v %v, want %v %v (puts %v, dels %v, apply %q)", n, names, all, wantNames, wantAll,
 				strings.Join(slices.Sorted(func(y func(string) bool) {
-					for k := range e.puts {
-						if !y(k) {
+					for _, p := range e.puts {
+						if !y(p.key) {
 							return
 						}
 					}

@@ -324,8 +324,8 @@ func kept(rel *pendingRelease, eff *effect, resp *clientv3.TxnResponse) written 
 		return written{rev: resp.Header.Revision, resp: resp}
 	}
 	rev := int64(0)
-	for k := range eff.puts {
-		rev = max(rev, rel.state.exact[k].mod)
+	for _, p := range eff.puts {
+		rev = max(rev, rel.state.exact[p.key].mod)
 	}
 	if rev == 0 {
 		rev = resp.Header.Revision
