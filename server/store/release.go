@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -306,7 +307,8 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect, fresh *touched)
 	}
 
 	now := time.Now().UTC()
-	id := releaseID(now)
+	p.key = releaseKeyAt(s.sysRoot+releasePrefix, now)
+	id := p.key[len(s.sysRoot+releasePrefix):]
 	rec := api.Release{ID: id, Time: now, Token: ri.Token, Remote: ri.Remote, Message: ri.Message,
 		Source: ri.Source, Kind: ri.Kind, RollbackTo: ri.RollbackTo, Changes: []api.ReleaseChange{}}
 	for _, c := range changes {
@@ -338,15 +340,29 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect, fresh *touched)
 			p.ops = append(p.ops, clientv3.OpPut(s.sysRoot+copyPrefix+id, string(data)))
 		}
 	}
-	data, err := encodeRelease(&rec)
+	buf := recordBufs.Get().(*[]byte)
+	data, err := appendRelease((*buf)[:0], &rec)
 	if err != nil {
+		recordBufs.Put(buf)
 		return nil, fmt.Errorf("encode release: %w", err)
 	}
-	p.key = s.sysRoot + releasePrefix + id
-	p.ops = append(p.ops, clientv3.OpPut(p.key, string(data)))
+	// OpPut copies the value into the op it makes (string to []byte), so the buffer is free
+	// again once it returns: the record is copied once, where string(data) copied it twice.
+	p.ops = append(p.ops, clientv3.OpPut(p.key, unsafe.String(unsafe.SliceData(data), len(data))))
 	p.meta = metaOf(p.key, rec, len(data))
+	if cap(data) <= maxRecordBuf {
+		*buf = data
+		recordBufs.Put(buf)
+	}
 	return p, nil
 }
+
+// recordBufs are buffers that release records are encoded into (see prepareRelease), kept
+// while they are at most maxRecordBuf bytes (a record's names are bounded, but a message or
+// a source may be long).
+var recordBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+const maxRecordBuf = 16 << 10
 
 // readOnce runs ops, all reads, at one revision: one range as it is, more as a transaction.
 func (s *Store) readOnce(ctx context.Context, ops []clientv3.Op) ([]*pb.ResponseOp, int64, error) {
@@ -575,8 +591,34 @@ func copyOf(ri ReleaseInfo, tree map[string]string) (api.ReleaseCopy, error) {
 // NewReleaseID returns a new id of the kind releases have (sortable by t, unique).
 func NewReleaseID(t time.Time) string { return releaseID(t) }
 
-func releaseID(t time.Time) string {
-	return fmt.Sprintf("%020d-%08x", t.UnixNano(), rand.Uint32())
+func releaseID(t time.Time) string { return releaseKeyAt("", t) }
+
+// releaseKeyAt is prefix followed by a new release id of time t, as one string (the record's
+// key, of which the id is the end).
+func releaseKeyAt(prefix string, t time.Time) string {
+	b := make([]byte, 0, len(prefix)+29)
+	b = append(b, prefix...)
+	ns := t.UnixNano()
+	u := uint64(ns)
+	if ns < 0 {
+		// fmt's %020d of a negative number: '-', then the digits zero-padded to 19.
+		b = append(b, '-')
+		u = -u
+	}
+	var d [20]byte
+	digits := strconv.AppendUint(d[:0], u, 10)
+	for range len(prefix) + 20 - len(b) - len(digits) {
+		b = append(b, '0')
+	}
+	b = append(b, digits...)
+	b = append(b, '-')
+	var x [8]byte
+	hex := strconv.AppendUint(x[:0], uint64(rand.Uint32()), 16)
+	for range 8 - len(hex) {
+		b = append(b, '0')
+	}
+	b = append(b, hex...)
+	return string(b)
 }
 
 // releaseTime reads the time back from a release id.

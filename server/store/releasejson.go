@@ -15,14 +15,16 @@ import (
 // zone's hour outside [0,23]), is left to encoding/json.
 // TestEncodeRelease_AsJSONMarshal compares the two, and fails when api.Release or
 // api.ReleaseChange gains a field this does not write.
-func encodeRelease(rec *api.Release) ([]byte, error) {
+func encodeRelease(rec *api.Release) ([]byte, error) { return appendRelease(nil, rec) }
+
+// appendRelease is encodeRelease appending to b.
+func appendRelease(b []byte, rec *api.Release) ([]byte, error) {
 	if y := rec.Time.Year(); y < 0 || y > 9999 {
-		return json.Marshal(rec)
+		return marshalRelease(b, rec)
 	}
 	if _, off := rec.Time.Zone(); off <= -24*3600 || off >= 24*3600 {
-		return json.Marshal(rec) // a zone's hour outside [0,23]: json.Marshal refuses it
+		return marshalRelease(b, rec) // a zone's hour outside [0,23]: json.Marshal refuses it
 	}
-	b := make([]byte, 0, 256)
 	b = append(b, `{"revision":`...)
 	b = strconv.AppendInt(b, rec.Revision, 10)
 	b = appendMember(b, "id", rec.ID)
@@ -57,6 +59,16 @@ func encodeRelease(rec *api.Release) ([]byte, error) {
 	}
 	b = appendOmitEmpty(b, "copy_skipped", rec.CopySkipped)
 	return append(b, '}'), nil
+}
+
+// marshalRelease appends json.Marshal's encoding of rec to b. It marshals a copy, so that rec
+// (made on its caller's stack) does not escape to the heap on the common path.
+func marshalRelease(b []byte, rec *api.Release) ([]byte, error) {
+	data, err := json.Marshal(*rec)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, data...), nil
 }
 
 func appendChange(b []byte, c *api.ReleaseChange) []byte {
