@@ -182,7 +182,7 @@ func readBodyWatched(w http.ResponseWriter, r *http.Request, max int64, tooBig f
 	var data []byte
 	var err error
 	if watch == nil {
-		data, err = io.ReadAll(body)
+		data, err = readAll(body, r.ContentLength)
 	} else {
 		var buf bytes.Buffer
 		tee := io.TeeReader(body, &buf)
@@ -210,6 +210,29 @@ func readBodyWatched(w http.ResponseWriter, r *http.Request, max int64, tooBig f
 	// (net/http watches the idle connection for the client going away).
 	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	return data, nil
+}
+
+// readAll is io.ReadAll of a body of size bytes (-1: not known), in a buffer of that size: a
+// body with a Content-Length (a value of a few dozen bytes, as most are) took io.ReadAll's
+// first 512 bytes.
+func readAll(r io.Reader, size int64) ([]byte, error) {
+	if size < 0 {
+		return io.ReadAll(r)
+	}
+	b := make([]byte, 0, size+1) // one more: the read that finds the end finds it in place
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // longer than it said: grow as io.ReadAll does
+		}
+	}
 }
 
 // putKVQuery is what PUT /v1/kv/{key} takes in its query.
@@ -254,10 +277,11 @@ func (s *Server) handlePutKV(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
-	if err := s.rolloutWrite(ctx, w, r, strat, force, []api.Op{{Op: api.OpPut, Key: key, Value: string(value)}}, api.KindPut); err != errPlainWrite {
+	v := string(value)
+	if err := s.rolloutWrite(ctx, w, r, strat, force, []api.Op{{Op: api.OpPut, Key: key, Value: v}}, api.KindPut); err != errPlainWrite {
 		return err
 	}
-	res, err := s.st.PutResult(s.releaseCtx(ctx, r, api.KindPut, "", 0), key, string(value), cas)
+	res, err := s.st.PutResult(s.releaseCtx(ctx, r, api.KindPut, "", 0), key, v, cas)
 	if err != nil {
 		return err
 	}
