@@ -97,7 +97,9 @@ func DropHeldReleases(s *Store) {
 // PlantPrior makes s's prior cache say that key (absolute) held value at mod, as known at at:
 // a memory that etcd's history may not share (another store's, after the endpoints moved).
 func PlantPrior(s *Store, key, value string, mod, at int64) {
-	s.priors.store(map[string]prior{key: {mod: mod, create: mod, sum: sha256.Sum256([]byte(value))}}, at)
+	t := newTouched([]string{key})
+	t.state[0] = prior{mod: mod, create: mod, sum: sha256.Sum256([]byte(value))}
+	s.priors.store(t, at)
 }
 
 // PriorKnown says whether s's prior cache holds key (absolute).

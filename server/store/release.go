@@ -110,12 +110,35 @@ func priorOf(kv *mvccpb.KeyValue) prior {
 	return prior{mod: kv.ModRevision, create: kv.CreateRevision, sum: sha256.Sum256(kv.Value)}
 }
 
-// touched is the state of the keys a write touches: every exact key (absent ones with mod 0),
-// and the keys under each deleted prefix (with their create revisions) as read at rev.
+// touched is the state of the keys a write touches: every exact key (keys, sorted, each once;
+// state[i] is that of keys[i], mod 0 when absent), and the keys under each deleted prefix (with
+// their create revisions) as read at rev. Slices, not a map: most writes touch one key, and a
+// map of one (a group of eight slots) was ~570 bytes per write.
 type touched struct {
-	exact map[string]prior
+	keys  []string
+	state []prior
 	under [][]keyCreated
 	rev   int64 // the prefixes' read; 0 without prefixes
+}
+
+// newTouched is the state of keys (sorted, each once), every one absent until set.
+func newTouched(keys []string) *touched {
+	return &touched{keys: keys, state: make([]prior, len(keys))}
+}
+
+// at is the state of k, one of t's keys.
+func (t *touched) at(k string) prior {
+	if i, ok := slices.BinarySearch(t.keys, k); ok {
+		return t.state[i]
+	}
+	return prior{}
+}
+
+// set makes p the state of k, one of t's keys.
+func (t *touched) set(k string, p prior) {
+	if i, ok := slices.BinarySearch(t.keys, k); ok {
+		t.state[i] = p
+	}
 }
 
 type keyCreated struct {
@@ -148,21 +171,14 @@ func touchedReads(exact, prefixes []string) []clientv3.Op {
 
 // readTouched turns the answers to touchedReads(exact, prefixes), read at rev, into a touched.
 func readTouched(exact, prefixes []string, resps []*pb.ResponseOp, rev int64) *touched {
-	t := &touched{exact: make(map[string]prior, len(exact)), rev: rev}
+	t := newTouched(exact)
+	t.rev = rev
 	nExact := len(resps) - len(prefixes)
 	for _, r := range resps[:nExact] {
 		for _, kv := range r.GetResponseRange().GetKvs() {
-			t.exact[string(kv.Key)] = priorOf(kv)
-		}
-	}
-	for _, k := range exact {
-		if _, ok := t.exact[k]; !ok {
-			t.exact[k] = prior{} // absent
-		}
-	}
-	for k := range t.exact {
-		if _, ok := slices.BinarySearch(exact, k); !ok {
-			delete(t.exact, k) // read only because it sorts between two touched keys
+			// A key that is not one of exact was read only because it sorts between two
+			// touched keys: set leaves it out.
+			t.set(string(kv.Key), priorOf(kv))
 		}
 	}
 	for _, r := range resps[nExact:] {
@@ -213,7 +229,7 @@ func (p *pendingRelease) flattens(cmps []clientv3.Cmp, els []clientv3.Op) bool {
 // each exact key at the mod revision p saw, and a key p leaves as it is with its value).
 func (p *pendingRelease) held(now *touched) bool {
 	for _, k := range p.exact {
-		if b := now.exact[k]; b.mod != p.state.exact[k].mod || p.same[k] && b.sum != p.state.exact[k].sum {
+		if b, a := now.at(k), p.state.at(k); b.mod != a.mod || p.same[k] && b.sum != a.sum {
 			return false
 		}
 	}
@@ -239,7 +255,7 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect, fresh *touched)
 			return nil, s.etcdErr(ctx, "read the keys a write touches", err)
 		}
 		st = readTouched(exact, eff.prefixes, resps, rev)
-		s.priors.store(st.exact, rev)
+		s.priors.store(st, rev)
 	}
 
 	p := &pendingRelease{exact: exact, prefixes: eff.prefixes, state: st, reads: touchedReads(exact, eff.prefixes)}
@@ -250,11 +266,11 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect, fresh *touched)
 		*list(c) = append(*list(c), key)
 	}
 	for _, k := range exact {
-		p.guards = append(p.guards, compare(clientv3.ModRevision(k), "=", st.exact[k].mod))
+		p.guards = append(p.guards, compare(clientv3.ModRevision(k), "=", st.at(k).mod))
 	}
 	var same []keyValue
 	for _, kv := range eff.puts {
-		switch b := st.exact[kv.key]; {
+		switch b := st.at(kv.key); {
 		case b.mod == 0:
 			note(kv.key, func(c *api.ReleaseChange) *[]string { return &c.Created })
 		case b.sum != sha256.Sum256([]byte(kv.value)):
@@ -269,7 +285,7 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect, fresh *touched)
 	}
 	gone := map[string]bool{}
 	for _, k := range eff.dels {
-		if st.exact[k].mod != 0 && !gone[k] {
+		if st.at(k).mod != 0 && !gone[k] {
 			gone[k] = true
 			note(k, func(c *api.ReleaseChange) *[]string { return &c.Deleted })
 		}
@@ -387,7 +403,7 @@ func (s *Store) readOnce(ctx context.Context, ops []clientv3.Op) ([]*pb.Response
 // failed (its Else read them), and keeps it in the prior cache.
 func (s *Store) stale(p *pendingRelease, resp *clientv3.TxnResponse) *touched {
 	st := readTouched(p.exact, p.prefixes, resp.Responses, resp.Header.Revision)
-	s.priors.store(st.exact, resp.Header.Revision)
+	s.priors.store(st, resp.Header.Revision)
 	return st
 }
 
@@ -396,21 +412,21 @@ func (s *Store) stale(p *pendingRelease, resp *clientv3.TxnResponse) *touched {
 // confirmed. Keys under a deleted prefix are forgotten either way (a recursive delete's nested
 // transaction may have applied).
 func (s *Store) appliedRelease(p *pendingRelease, eff *effect, ok bool, rev int64) {
-	after := p.state.exact // p's own (lookup and readTouched make a new map), and p is done
+	after := p.state // p's own (lookup and readTouched make a new one), and p is done
 	if ok {
 		for _, kv := range eff.puts {
 			if p.same[kv.key] {
 				continue // not put: it keeps its revisions
 			}
-			b := after[kv.key]
+			b := after.at(kv.key)
 			create := b.create
 			if b.mod == 0 {
 				create = rev
 			}
-			after[kv.key] = prior{mod: rev, create: create, sum: sha256.Sum256([]byte(kv.value))}
+			after.set(kv.key, prior{mod: rev, create: create, sum: sha256.Sum256([]byte(kv.value))})
 		}
 		for _, k := range eff.dels {
-			after[k] = prior{}
+			after.set(k, prior{})
 		}
 	}
 	s.priors.store(after, rev)
@@ -441,25 +457,26 @@ const maxPriors = 100_000
 func (c *priorCache) lookup(exact []string) *touched {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	t := &touched{exact: make(map[string]prior, len(exact))}
-	for _, k := range exact {
+	t := newTouched(exact)
+	for i, k := range exact {
 		e, ok := c.m[k]
 		if !ok {
 			return nil
 		}
-		t.exact[k] = e.prior
+		t.state[i] = e.prior
 	}
 	return t
 }
 
-// store keeps the state of keys known at revision at, unless newer state is kept already.
-func (c *priorCache) store(keys map[string]prior, at int64) {
+// store keeps the state of t's keys known at revision at, unless newer state is kept already.
+func (c *priorCache) store(t *touched, at int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
 		c.m = make(map[string]cachedPrior)
 	}
-	for k, p := range keys {
+	for i, k := range t.keys {
+		p := t.state[i]
 		if e, ok := c.m[k]; ok && e.at > at {
 			continue
 		}

@@ -325,7 +325,7 @@ func kept(rel *pendingRelease, eff *effect, resp *clientv3.TxnResponse) written 
 	}
 	rev := int64(0)
 	for _, p := range eff.puts {
-		rev = max(rev, rel.state.exact[p.key].mod)
+		rev = max(rev, rel.state.at(p.key).mod)
 	}
 	if rev == 0 {
 		rev = resp.Header.Revision
