@@ -912,8 +912,9 @@ func (s *Store) PruneReleases(ctx context.Context, ret Retention, now time.Time)
 	pruned := 0
 	var bytes int64
 	perScope := map[string]int{} // releases kept so far, newest first, by scope
+	prefix := s.sysRoot + releasePrefix
 	for i, m := range metas {
-		id := strings.TrimPrefix(m.key, s.sysRoot+releasePrefix)
+		id := strings.TrimPrefix(m.key, prefix)
 		bytes += m.bytes
 		t, ok := releaseTime(id)
 		old := ret.MaxAge > 0 && ok && now.Sub(t) > ret.MaxAge
@@ -1012,6 +1013,9 @@ func (s *Store) releaseMetas(ctx context.Context) ([]releaseMeta, error) {
 			c.m[m.key] = m
 		}
 	}
+	c.reuse(made)
+	// Not kept for the next pass: a slice of every record, live between passes, is more for
+	// the collector to mark at each cycle than its allocation once a pass costs.
 	out := make([]releaseMeta, 0, len(c.m))
 	c.newest = releaseMeta{}
 	for _, m := range c.m {
@@ -1097,6 +1101,9 @@ type releaseMetaCache struct {
 	freshMod int64
 	// jumped says that a write's revision jumped ahead by half of RestoreRevisionBump.
 	jumped atomic.Bool
+	// spare is an empty fresh that a pass is done with, for the next (under newMu): fresh grew
+	// from nothing to the records of a pass at every pass.
+	spare []releaseMeta
 }
 
 // made notes a record this replica's write created.
@@ -1126,8 +1133,21 @@ func (c *releaseMetaCache) takeMade() []releaseMeta {
 	c.newMu.Lock()
 	defer c.newMu.Unlock()
 	out := c.fresh
-	c.fresh = nil
+	c.fresh, c.spare = c.spare, nil
 	return out
+}
+
+// reuse keeps ms, records taken by a pass and now in c.m, for fresh to fill again.
+func (c *releaseMetaCache) reuse(ms []releaseMeta) {
+	if cap(ms) == 0 || cap(ms) > maxMadeMetas {
+		return
+	}
+	clear(ms[:cap(ms)])
+	c.newMu.Lock()
+	if c.spare == nil {
+		c.spare = ms[:0]
+	}
+	c.newMu.Unlock()
 }
 
 // forget drops keys (records a pass deleted) from the cache.
