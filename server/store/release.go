@@ -245,12 +245,13 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect, fresh *touched)
 		return nil, nil
 	}
 	exact := eff.exact()
+	reads := touchedReads(exact, eff.prefixes) // the ops are only read, here and in the Else
 	st := fresh
 	if st == nil {
 		st = s.priors.lookup(exact)
 	}
 	if st == nil || len(eff.prefixes) > 0 && st.rev == 0 {
-		resps, rev, err := s.readOnce(ctx, touchedReads(exact, eff.prefixes))
+		resps, rev, err := s.readOnce(ctx, reads)
 		if err != nil {
 			return nil, s.etcdErr(ctx, "read the keys a write touches", err)
 		}
@@ -258,7 +259,7 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect, fresh *touched)
 		s.priors.store(st, rev)
 	}
 
-	p := &pendingRelease{exact: exact, prefixes: eff.prefixes, state: st, reads: touchedReads(exact, eff.prefixes)}
+	p := &pendingRelease{exact: exact, prefixes: eff.prefixes, state: st, reads: reads}
 	changes := map[string]*api.ReleaseChange{}
 	note := func(abs string, list func(c *api.ReleaseChange) *[]string) {
 		key := strings.TrimPrefix(abs, s.kvRoot)

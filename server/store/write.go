@@ -176,8 +176,10 @@ func (s *Store) commitRaw(ctx context.Context, op string, eff *effect, parts txn
 			}
 		}
 		if rel != nil {
-			// The release is put wherever the marker is: exactly when the write applies.
-			m.ops = append(m.ops, rel.ops...)
+			// The release is put wherever the marker is: exactly when the write applies. Its
+			// ops as they are (the marker's are none): parts only reads them, and appends to
+			// a clipped slice do not write into its array.
+			m.ops = slices.Clip(rel.ops)
 		}
 		c, t, e := parts(m)
 		switch {
