@@ -94,17 +94,29 @@ func txnRequest(c []clientv3.Cmp, t, e []clientv3.Op) (*pb.TxnRequest, bool) {
 
 // specRequest is the etcd request of t (see txnRequest), its nested transactions first in Then.
 func specRequest(t *txnSpec) (*pb.TxnRequest, bool) {
+	r := &pb.TxnRequest{}
+	if !fillTxn(r, t) {
+		return nil, false
+	}
+	return r, true
+}
+
+// fillTxn makes r the request of t (see specRequest). Success and Failure share one array.
+func fillTxn(r *pb.TxnRequest, t *txnSpec) bool {
 	c, n := t.cmps, len(t.nested)
-	r := &pb.TxnRequest{Compare: make([]*pb.Compare, len(c)), Success: make([]*pb.RequestOp, n+len(t.then), n+len(t.then)+len(t.raw)), Failure: make([]*pb.RequestOp, len(t.els))}
+	r.Compare = make([]*pb.Compare, len(c))
+	nt := n + len(t.then)
+	ops := make([]*pb.RequestOp, nt+len(t.raw)+len(t.els))
+	r.Success, r.Failure = ops[:nt:nt+len(t.raw)], ops[nt+len(t.raw):]
 	for i := range c {
 		r.Compare[i] = c[i].GetCompare()
 	}
 	for i, nt := range t.nested {
-		nr, ok := specRequest(nt)
-		if !ok {
-			return nil, false
+		o := new(txnOp)
+		if !fillTxn(&o.r, nt) {
+			return false
 		}
-		r.Success[i] = &pb.RequestOp{Request: &pb.RequestOp_RequestTxn{RequestTxn: nr}}
+		r.Success[i] = o.op()
 	}
 	for _, ops := range []struct {
 		from []clientv3.Op
@@ -113,13 +125,58 @@ func specRequest(t *txnSpec) (*pb.TxnRequest, bool) {
 		for i, op := range ops.from {
 			ro, ok := requestOp(op)
 			if !ok {
-				return nil, false
+				return false
 			}
 			ops.to[i] = ro
 		}
 	}
 	r.Success = append(r.Success, t.raw...)
-	return r, true
+	return true
+}
+
+// An etcd request op and what it holds, in one allocation: made apart, a request op was three
+// (the op, its oneof's wrapper, the request), and a put makes four or five.
+type (
+	txnOp struct {
+		o pb.RequestOp
+		w pb.RequestOp_RequestTxn
+		r pb.TxnRequest
+	}
+	putOp struct {
+		o pb.RequestOp
+		w pb.RequestOp_RequestPut
+		r pb.PutRequest
+	}
+	rangeOp struct {
+		o pb.RequestOp
+		w pb.RequestOp_RequestRange
+		r pb.RangeRequest
+	}
+	deleteOp struct {
+		o pb.RequestOp
+		w pb.RequestOp_RequestDeleteRange
+		r pb.DeleteRangeRequest
+	}
+)
+
+func (x *txnOp) op() *pb.RequestOp {
+	x.w.RequestTxn, x.o.Request = &x.r, &x.w
+	return &x.o
+}
+
+func (x *putOp) op() *pb.RequestOp {
+	x.w.RequestPut, x.o.Request = &x.r, &x.w
+	return &x.o
+}
+
+func (x *rangeOp) op() *pb.RequestOp {
+	x.w.RequestRange, x.o.Request = &x.r, &x.w
+	return &x.o
+}
+
+func (x *deleteOp) op() *pb.RequestOp {
+	x.w.RequestDeleteRange, x.o.Request = &x.r, &x.w
+	return &x.o
 }
 
 // clientOp is op, built as etcd takes it, as a client/v3 op (for a transaction specRequest
@@ -179,29 +236,33 @@ func requestOp(op clientv3.Op) (*pb.RequestOp, bool) {
 			return nil, false
 		}
 		v := reflect.ValueOf(&op).Elem()
-		r := &pb.PutRequest{Key: op.KeyBytes(), Value: op.ValueBytes(), PrevKv: op.IsPrevKV(),
-			Lease:       v.FieldByIndex(putFields.lease).Int(),
-			IgnoreValue: v.FieldByIndex(putFields.ignoreValue).Bool(),
-			IgnoreLease: v.FieldByIndex(putFields.ignoreLease).Bool()}
-		return &pb.RequestOp{Request: &pb.RequestOp_RequestPut{RequestPut: r}}, true
+		x := new(putOp)
+		x.r.Key, x.r.Value, x.r.PrevKv = op.KeyBytes(), op.ValueBytes(), op.IsPrevKV()
+		x.r.Lease = v.FieldByIndex(putFields.lease).Int()
+		x.r.IgnoreValue = v.FieldByIndex(putFields.ignoreValue).Bool()
+		x.r.IgnoreLease = v.FieldByIndex(putFields.ignoreLease).Bool()
+		return x.op(), true
 	case op.IsDelete():
-		r := &pb.DeleteRangeRequest{Key: op.KeyBytes(), RangeEnd: op.RangeBytes(), PrevKv: op.IsPrevKV()}
-		return &pb.RequestOp{Request: &pb.RequestOp_RequestDeleteRange{RequestDeleteRange: r}}, true
+		x := new(deleteOp)
+		x.r.Key, x.r.RangeEnd, x.r.PrevKv = op.KeyBytes(), op.RangeBytes(), op.IsPrevKV()
+		return x.op(), true
 	case op.IsGet():
 		if op.IsSortSet() {
 			return nil, false
 		}
-		r := &pb.RangeRequest{Key: op.KeyBytes(), RangeEnd: op.RangeBytes(), Limit: op.Limit(), Revision: op.Rev(),
-			Serializable: op.IsSerializable(), KeysOnly: op.IsKeysOnly(), CountOnly: op.IsCountOnly(),
-			MinModRevision: op.MinModRev(), MaxModRevision: op.MaxModRev(),
-			MinCreateRevision: op.MinCreateRev(), MaxCreateRevision: op.MaxCreateRev()}
-		return &pb.RequestOp{Request: &pb.RequestOp_RequestRange{RequestRange: r}}, true
+		x := new(rangeOp)
+		x.r.Key, x.r.RangeEnd, x.r.Limit, x.r.Revision = op.KeyBytes(), op.RangeBytes(), op.Limit(), op.Rev()
+		x.r.Serializable, x.r.KeysOnly, x.r.CountOnly = op.IsSerializable(), op.IsKeysOnly(), op.IsCountOnly()
+		x.r.MinModRevision, x.r.MaxModRevision = op.MinModRev(), op.MaxModRev()
+		x.r.MinCreateRevision, x.r.MaxCreateRevision = op.MinCreateRev(), op.MaxCreateRev()
+		return x.op(), true
 	case op.IsTxn():
-		r, ok := txnRequest(op.Txn())
-		if !ok {
+		c, t, e := op.Txn()
+		x := new(txnOp)
+		if !fillTxn(&x.r, &txnSpec{cmps: c, then: t, els: e}) {
 			return nil, false
 		}
-		return &pb.RequestOp{Request: &pb.RequestOp_RequestTxn{RequestTxn: r}}, true
+		return x.op(), true
 	}
 	return nil, false
 }
