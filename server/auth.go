@@ -246,8 +246,16 @@ func newSecret() (string, error) {
 }
 
 func hashSecret(secret string) string {
-	h := sha256.Sum256([]byte(secret))
-	return hex.EncodeToString(h[:])
+	h := hashSecretHex(secret)
+	return string(h[:])
+}
+
+// hashSecretHex is hashSecret in an array: findToken, on every request, looks it up without
+// making a string of it.
+func hashSecretHex(secret string) (h [2 * sha256.Size]byte) {
+	sum := sha256.Sum256([]byte(secret))
+	hex.Encode(h[:], sum[:])
+	return h
 }
 
 // authState holds the tokens known to this replica (a cache kept current by the store watch),
@@ -301,9 +309,9 @@ func (a *authState) lookup(secret string) *tokenRecord {
 // findToken finds secret's token among records keyed by their hash, comparing the hash in
 // constant time.
 func findToken(byHash map[string]*tokenRecord, secret string) *tokenRecord {
-	h := hashSecret(secret)
-	rec := byHash[h]
-	if rec == nil || subtle.ConstantTimeCompare([]byte(rec.Hash), []byte(h)) != 1 {
+	h := hashSecretHex(secret)
+	rec := byHash[string(h[:])]
+	if rec == nil || subtle.ConstantTimeCompare([]byte(rec.Hash), h[:]) != 1 {
 		return nil
 	}
 	return rec
