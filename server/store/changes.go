@@ -260,6 +260,44 @@ func (s *Store) idle(ctx context.Context, next int64, d time.Duration) error {
 	return nil
 }
 
+// sizeLists gives cur's lists the room of the events of its revision, evs from its first on:
+// appended one at a time they grew again and again, a batch's revision holding each of its
+// writes' keys and release records.
+func (s *Store) sizeLists(cur *ChangeEvent, evs []*clientv3.Event) {
+	user, view, sys := 0, 0, 0
+	for _, e := range evs {
+		if e.Kv.ModRevision != cur.Revision {
+			break
+		}
+		switch k := e.Kv.Key; {
+		case hasPrefix(k, s.kvRoot):
+			user++
+			for _, p := range viewPrefixes {
+				if hasPrefix(k[len(s.kvRoot):], p) {
+					view++
+					break
+				}
+			}
+		case hasPrefix(k, s.sysRoot):
+			sys++
+		}
+	}
+	if user > 0 {
+		cur.Keys = make([]string, 0, user)
+	}
+	if view > 0 {
+		cur.Changes = make([]Change, 0, view)
+	}
+	if sys > 0 {
+		cur.SysKeys, cur.Sys = make([]string, 0, sys), make([]SysChange, 0, sys)
+	}
+}
+
+// hasPrefix is strings.HasPrefix of b's bytes, without making a string of them.
+func hasPrefix(b []byte, prefix string) bool {
+	return len(b) >= len(prefix) && string(b[:len(prefix)]) == prefix
+}
+
 // errPassed is idle's answer when the store is past the revision the watch waits for: the
 // watch's member may be frozen, or a write landed while the watch was looking (see pumpChanges).
 var errPassed = errors.New("the store is past the revision the watch waits for")
@@ -270,7 +308,7 @@ func (s *Store) sendChanges(resp clientv3.WatchResponse, send func(ChangeEvent) 
 		return send(ChangeEvent{Event: Event{Revision: resp.Header.Revision, Progress: true}})
 	}
 	var cur *ChangeEvent
-	for _, e := range resp.Events {
+	for i, e := range resp.Events {
 		rev := e.Kv.ModRevision
 		if cur != nil && cur.Revision != rev {
 			if !send(*cur) {
@@ -286,6 +324,7 @@ func (s *Store) sendChanges(resp clientv3.WatchResponse, send func(ChangeEvent) 
 		}
 		if cur == nil {
 			cur = &ChangeEvent{Event: Event{Revision: rev}}
+			s.sizeLists(cur, resp.Events[i:])
 		}
 		deleted := e.Type == clientv3.EventTypeDelete
 		if !isUser {
