@@ -260,10 +260,10 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect, fresh *touched)
 	}
 
 	p := &pendingRelease{exact: exact, prefixes: eff.prefixes, state: st, reads: reads}
-	changes := map[string]*api.ReleaseChange{}
+	var changes releaseChanges
 	note := func(abs string, list func(c *api.ReleaseChange) *[]string) {
 		key := strings.TrimPrefix(abs, s.kvRoot)
-		c := scopeOf(changes, key)
+		c := &changes.list[changes.of(key)]
 		*list(c) = append(*list(c), key)
 	}
 	for _, k := range exact {
@@ -318,7 +318,7 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect, fresh *touched)
 	for _, kv := range same {
 		p.guards = append(p.guards, compare(clientv3.Value(kv.key), "=", kv.value))
 	}
-	if len(changes) == 0 && !eff.promotes {
+	if len(changes.list) == 0 && !eff.promotes {
 		p.unchanged = true
 		return p, nil // no record: nothing is written
 	}
@@ -327,11 +327,14 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect, fresh *touched)
 	p.key = releaseKeyAt(s.sysRoot+releasePrefix, now)
 	id := p.key[len(s.sysRoot+releasePrefix):]
 	rec := api.Release{ID: id, Time: now, Token: ri.Token, Remote: ri.Remote, Message: ri.Message,
-		Source: ri.Source, Kind: ri.Kind, RollbackTo: ri.RollbackTo, Changes: []api.ReleaseChange{}}
-	for _, c := range changes {
+		Source: ri.Source, Kind: ri.Kind, RollbackTo: ri.RollbackTo, Changes: changes.list}
+	if rec.Changes == nil {
+		rec.Changes = []api.ReleaseChange{}
+	}
+	for i := range rec.Changes {
+		c := &rec.Changes[i]
 		c.CreatedCount, c.ChangedCount, c.DeletedCount = len(c.Created), len(c.Changed), len(c.Deleted)
 		c.Created, c.Changed, c.Deleted = firstNames(c.Created), firstNames(c.Changed), firstNames(c.Deleted)
-		rec.Changes = append(rec.Changes, *c)
 	}
 	if len(rec.Changes) > 1 { // most writes touch one scope: nothing to sort, nor to box for sort.Slice
 		sort.Slice(rec.Changes, func(i, j int) bool {
@@ -557,8 +560,20 @@ func parent(key string) string {
 	return key[:strings.LastIndexByte(key, '/')+1]
 }
 
-// scopeOf returns the change entry of key's scope, adding it to changes.
-func scopeOf(changes map[string]*api.ReleaseChange, key string) *api.ReleaseChange {
+// releaseChanges are a release's changes by scope, in the order their scopes came. Most writes
+// touch one scope, found by a look at each; past releaseScopesScanned, a map indexes them. A
+// map of the scopes and an entry made apart for each were ~500 bytes of every write.
+type releaseChanges struct {
+	list  []api.ReleaseChange
+	index map[scopeID]int
+}
+
+type scopeID struct{ scope, appliance string }
+
+const releaseScopesScanned = 8
+
+// of returns the index in list of the change entry of key's scope, adding it.
+func (rc *releaseChanges) of(key string) int {
 	scope, name := api.ScopeOther, ""
 	if rest, ok := strings.CutPrefix(key, api.AppliancesPrefix+"/"); ok {
 		if n, _, under := strings.Cut(rest, "/"); under {
@@ -567,13 +582,28 @@ func scopeOf(changes map[string]*api.ReleaseChange, key string) *api.ReleaseChan
 	} else if strings.HasPrefix(key, api.SharedPrefix+"/") {
 		scope = api.ScopeShared
 	}
-	id := scope + "/" + name
-	c := changes[id]
-	if c == nil {
-		c = &api.ReleaseChange{Scope: scope, Appliance: name}
-		changes[id] = c
+	if rc.index != nil {
+		if i, ok := rc.index[scopeID{scope, name}]; ok {
+			return i
+		}
+	} else {
+		for i := range rc.list {
+			if c := &rc.list[i]; c.Scope == scope && c.Appliance == name {
+				return i
+			}
+		}
 	}
-	return c
+	rc.list = append(rc.list, api.ReleaseChange{Scope: scope, Appliance: name})
+	switch n := len(rc.list); {
+	case rc.index != nil:
+		rc.index[scopeID{scope, name}] = n - 1
+	case n > releaseScopesScanned:
+		rc.index = make(map[scopeID]int, 2*n)
+		for i, c := range rc.list {
+			rc.index[scopeID{c.Scope, c.Appliance}] = i
+		}
+	}
+	return len(rc.list) - 1
 }
 
 // copyOf is the copy of an appliance's tree kept with its release: secret values sealed, or
@@ -1066,12 +1096,14 @@ func (s *Store) listReleaseMetas(ctx context.Context, c *releaseMetaCache) (int6
 
 // metaOf is the releaseMeta of the record rec at key, size bytes long (its mod revision unset).
 func metaOf(key string, rec api.Release, size int) releaseMeta {
-	m := releaseMeta{key: key, scopes: []string{""}, bytes: int64(size) + rec.CopyBytes, noCopy: rec.Copy == ""}
-	if len(rec.Changes) > 0 {
-		m.scopes = m.scopes[:0]
-		for _, ch := range rec.Changes {
-			m.scopes = append(m.scopes, ch.Scope+"/"+ch.Appliance)
-		}
+	m := releaseMeta{key: key, bytes: int64(size) + rec.CopyBytes, noCopy: rec.Copy == ""}
+	if len(rec.Changes) == 0 {
+		m.scopes = []string{""}
+		return m
+	}
+	m.scopes = make([]string, len(rec.Changes))
+	for i, ch := range rec.Changes {
+		m.scopes[i] = ch.Scope + "/" + ch.Appliance
 	}
 	return m
 }
