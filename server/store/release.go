@@ -156,11 +156,12 @@ func touchedReads(exact, prefixes []string) []clientv3.Op {
 		for j+1 < len(exact) && parent(exact[j+1]) == parent(exact[i]) {
 			j++
 		}
-		if i == j {
-			ops = append(ops, clientv3.OpGet(exact[i]))
-		} else {
-			ops = append(ops, clientv3.OpGet(exact[i], clientv3.WithRange(exact[j]+"\x00")))
+		op := getOp
+		op.WithKeyBytes([]byte(exact[i]))
+		if i != j {
+			op.WithRangeBytes([]byte(exact[j] + "\x00"))
 		}
+		ops = append(ops, op)
 		i = j + 1
 	}
 	for _, p := range prefixes {
@@ -168,6 +169,11 @@ func touchedReads(exact, prefixes []string) []clientv3.Op {
 	}
 	return ops
 }
+
+// getOp is clientv3.OpGet(""), from which touchedReads makes its reads by setting their keys
+// (and a range's end), as OpGet(key) and OpGet(key, WithRange(end)) make them: OpGet makes and
+// drops an Op of its own (248 bytes) to check its options, for every read of every write.
+var getOp = clientv3.OpGet("")
 
 // readTouched turns the answers to touchedReads(exact, prefixes), read at rev, into a touched.
 func readTouched(exact, prefixes []string, resps []*pb.ResponseOp, rev int64) *touched {
