@@ -628,18 +628,35 @@ func (s *Store) scopes(eff *effect) []span {
 	}
 	var out []span
 	add := func(prefix string) {
-		sp := span{prefix, clientv3.GetPrefixRangeEnd(prefix)}
-		if !slices.Contains(out, sp) {
-			out = append(out, sp)
+		for _, sp := range out {
+			if sp.key == prefix {
+				return
+			}
+		}
+		out = append(out, span{prefix, clientv3.GetPrefixRangeEnd(prefix)})
+	}
+	each := func(k string) {
+		key := strings.TrimSuffix(strings.TrimPrefix(k, s.kvRoot), "/")
+		name, ok := api.ApplianceOf(key)
+		if !ok {
+			add(s.kvRoot) // shared/ is in every appliance's view
+			return
+		}
+		// The appliance's prefix is mostly the beginning of k itself: no string to make.
+		if n := len(s.kvRoot) + len(api.AppliancesPrefix) + len(name) + 2; len(k) >= n && k[n-1] == '/' && strings.HasPrefix(k, s.kvRoot) {
+			add(k[:n])
+		} else {
+			add(s.kvRoot + api.ApplianceRoot(name) + "/")
 		}
 	}
-	for _, k := range append(eff.exact(), eff.prefixes...) {
-		key := strings.TrimSuffix(strings.TrimPrefix(k, s.kvRoot), "/")
-		if name, ok := api.ApplianceOf(key); ok {
-			add(s.kvRoot + api.ApplianceRoot(name) + "/")
-		} else {
-			add(s.kvRoot) // shared/ is in every appliance's view
-		}
+	for _, kv := range eff.puts {
+		each(kv.key)
+	}
+	for _, k := range eff.dels {
+		each(k)
+	}
+	for _, p := range eff.prefixes {
+		each(p)
 	}
 	return out
 }
