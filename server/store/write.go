@@ -192,13 +192,15 @@ func (s *Store) commitRaw(ctx context.Context, op string, eff *effect, parts txn
 			// A promotion (eff.promotes) puts every key it names, as it did before.
 			t = withoutPuts(t, rel.same)
 		}
-		spec := &txnSpec{cmps: c, then: t, els: e, raw: raw}
+		var spec *txnSpec
 		flat := rel != nil && rel.flattens(c, e)
 		switch {
 		case flat:
 			spec = &txnSpec{cmps: joined(rel.guards, c), then: t, els: joined(rel.reads, e), raw: raw}
 		case rel != nil:
-			spec = &txnSpec{cmps: rel.guards, nested: []*txnSpec{spec}, els: rel.reads}
+			spec = &txnSpec{cmps: rel.guards, nested: []*txnSpec{{cmps: c, then: t, els: e, raw: raw}}, els: rel.reads}
+		default:
+			spec = &txnSpec{cmps: c, then: t, els: e, raw: raw}
 		}
 		actx, acancel := d.attempt(try)
 		var sent atomic.Bool
