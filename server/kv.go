@@ -212,14 +212,16 @@ func readBodyWatched(w http.ResponseWriter, r *http.Request, max int64, tooBig f
 	return data, nil
 }
 
-// readAll is io.ReadAll of a body of size bytes (-1: not known), in a buffer of that size: a
-// body with a Content-Length (a value of a few dozen bytes, as most are) took io.ReadAll's
-// first 512 bytes.
+// readAll is io.ReadAll of a body of size bytes (-1: not known), in a buffer of that size up to
+// readAllAhead: a body with a Content-Length (a value of a few dozen bytes, as most are) took
+// io.ReadAll's first 512 bytes. A larger body grows the buffer as its bytes come: a
+// Content-Length is the client's word, and a client that claims a large body and sends none
+// must not hold that much of the server's memory per connection.
 func readAll(r io.Reader, size int64) ([]byte, error) {
 	if size < 0 {
 		return io.ReadAll(r)
 	}
-	b := make([]byte, 0, size+1) // one more: the read that finds the end finds it in place
+	b := make([]byte, 0, min(size, readAllAhead)+1) // one more: the read that finds the end finds it in place
 	for {
 		n, err := r.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
@@ -234,6 +236,9 @@ func readAll(r io.Reader, size int64) ([]byte, error) {
 		}
 	}
 }
+
+// readAllAhead is the most that readAll takes for a body before its bytes come.
+const readAllAhead = 64 << 10
 
 // putKVQuery is what PUT /v1/kv/{key} takes in its query.
 var putKVQuery = append([]string{"cas"}, rolloutQuery...)
