@@ -260,11 +260,12 @@ func (s *Store) idle(ctx context.Context, next int64, d time.Duration) error {
 	return nil
 }
 
-// sizeLists gives cur's lists the room of the events of its revision, evs from its first on:
-// appended one at a time they grew again and again, a batch's revision holding each of its
-// writes' keys and release records.
+// sizeLists gives cur's lists the room of the events of its revision, evs from its first on
+// (its changes as many as its user keys, of which they are the views'): appended one at a time
+// they grew again and again, a batch's revision holding each of its writes' keys and release
+// records.
 func (s *Store) sizeLists(cur *ChangeEvent, evs []*clientv3.Event) {
-	user, view, sys := 0, 0, 0
+	user, sys := 0, 0
 	for _, e := range evs {
 		if e.Kv.ModRevision != cur.Revision {
 			break
@@ -272,21 +273,12 @@ func (s *Store) sizeLists(cur *ChangeEvent, evs []*clientv3.Event) {
 		switch k := e.Kv.Key; {
 		case hasPrefix(k, s.kvRoot):
 			user++
-			for _, p := range viewPrefixes {
-				if hasPrefix(k[len(s.kvRoot):], p) {
-					view++
-					break
-				}
-			}
 		case hasPrefix(k, s.sysRoot):
 			sys++
 		}
 	}
 	if user > 0 {
-		cur.Keys = make([]string, 0, user)
-	}
-	if view > 0 {
-		cur.Changes = make([]Change, 0, view)
+		cur.Keys, cur.Changes = make([]string, 0, user), make([]Change, 0, user)
 	}
 	if sys > 0 {
 		cur.SysKeys, cur.Sys = make([]string, 0, sys), make([]SysChange, 0, sys)
