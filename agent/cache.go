@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -92,15 +93,16 @@ func cacheClash(cacheDir, appliance string) error {
 }
 
 // recordOf returns the appliance that the record (view, status, candidate, owed) at path names
-// in its first member, as the agent writes them; "" for none.
+// in its first member, as the agent writes them; "" for none. Only a regular file is read, and
+// only its beginning: a FIFO planted at the name (which the agent replaces when it saves there)
+// would block an open that waits for a writer, and the agent would never start.
 func recordOf(path string) string {
-	f, err := os.Open(path)
+	data, _, err := atomicfile.ReadRegular(nil, path, recordHead, nil)
 	if err != nil {
 		return ""
 	}
-	defer f.Close()
 	var name string
-	d := json.NewDecoder(f)
+	d := json.NewDecoder(bytes.NewReader(data))
 	if t, err := d.Token(); err != nil || t != json.Delim('{') {
 		return ""
 	}
@@ -112,6 +114,10 @@ func recordOf(path string) string {
 	}
 	return name
 }
+
+// recordHead is how much of a record recordOf reads: its first member, an appliance's name,
+// is within it.
+const recordHead = 4096
 
 // own says that f is the name of one of appliance's files in cache_dir.
 func own(f, appliance string) bool {
