@@ -245,6 +245,20 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*EmbeddedEtcd, error) 
 func privateSocketDir(etcdDir string) (string, error) {
 	var errs []error
 	for _, parent := range []string{os.TempDir(), "/tmp", filepath.Dir(etcdDir)} {
+		// The socket's path is dialed again at each reconnection: it must name the directory
+		// made here then, through no link another user may point elsewhere, and in no
+		// directory where another user may rename it and put one of theirs in its place.
+		parent, err := filepath.Abs(parent)
+		if err == nil {
+			parent, err = filepath.EvalSymlinks(parent)
+		}
+		if err == nil {
+			err = onlyOursToRename(parent)
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		if len(parent) > 64 { // the socket's path must fit a sockaddr_un's 108 bytes
 			continue
 		}

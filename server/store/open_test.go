@@ -333,3 +333,42 @@ func TestStore_EmbeddedClientAPIOnlyForItsUser(t *testing.T) {
 		}
 	}
 }
+
+// TestStore_ClientSocketNotWhereOthersMayRenameIt: a TMPDIR that others may write without the
+// sticky bit (or a link to one) is passed over for the client socket's directory. There any
+// user renamed the server's private directory away and made one of theirs at its name (mode
+// 0777), where the server's next dial of its etcd would find their socket.
+func TestStore_ClientSocketNotWhereOthersMayRenameIt(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("no unix modes")
+	}
+	// Short names: a TMPDIR too long for a socket's path is passed over anyway.
+	open, err := os.MkdirTemp("", "sl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(open) })
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	link := open + ".link"
+	if err := os.Symlink(open, link); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(link) })
+	for _, tmp := range []string{open, link} {
+		t.Setenv("TMPDIR", tmp)
+		s, err := store.Open(ctxT(t), embeddedConfig(t.TempDir()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		eps := s.Endpoints()
+		s.Close()
+		if len(eps) != 1 || !strings.HasPrefix(eps[0], "unix:///") {
+			t.Fatalf("TMPDIR %s: the embedded etcd serves its client API at %v, want one unix socket", tmp, eps)
+		}
+		if dir := filepath.Dir(filepath.Dir(strings.TrimPrefix(eps[0], "unix://"))); dir == open || dir == link {
+			t.Errorf("TMPDIR %s: the client socket is at %s, in a directory of mode 0777 without the sticky bit", tmp, eps[0])
+		}
+	}
+}
