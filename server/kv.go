@@ -238,7 +238,7 @@ func readAll(r io.Reader, size int64) ([]byte, error) {
 }
 
 // readAllAhead is the most that readAll takes for a body before its bytes come.
-const readAllAhead = 64 << 10
+const readAllAhead = 4 << 10
 
 // putKVQuery is what PUT /v1/kv/{key} takes in its query.
 var putKVQuery = append([]string{"cas"}, rolloutQuery...)
