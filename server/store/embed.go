@@ -239,30 +239,37 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*EmbeddedEtcd, error) 
 	return ee, nil
 }
 
-// privateSocketDir makes a directory of mode 0700 for the embedded etcd's client socket: under
-// the temp dir (or /tmp, when that path would make the socket's too long for a unix socket),
-// else, where no temp dir may be written (a read-only container), beside etcd's data dir.
+// privateSocketDir makes a directory of mode 0700 for the embedded etcd's sockets: etcdDir's
+// own, etcdDir + ".socket", under the lock on etcdDir (so that one left by a process killed
+// before it could remove it is stale, and goes); else, when that path would make the sockets'
+// too long for a unix socket or is in a directory another user may rename in, a new one in the
+// temp dir (or /tmp), which a killed process leaves behind.
 func privateSocketDir(etcdDir string) (string, error) {
 	var errs []error
-	for _, parent := range []string{os.TempDir(), "/tmp", filepath.Dir(etcdDir)} {
-		// The socket's path is dialed again at each reconnection: it must name the directory
-		// made here then, through no link another user may point elsewhere, and in no
-		// directory where another user may rename it and put one of theirs in its place.
-		parent, err := filepath.Abs(parent)
-		if err == nil {
-			parent, err = filepath.EvalSymlinks(parent)
+	own := etcdDir + ".socket"
+	parent, err := placeForSocket(filepath.Dir(own))
+	if err == nil {
+		dir := filepath.Join(parent, filepath.Base(own))
+		if !socketPathFits(dir) {
+			err = fmt.Errorf("%s: too long a path for a unix socket", dir)
+		} else if err = os.RemoveAll(dir); err == nil {
+			if err = os.Mkdir(dir, 0o700); err == nil {
+				return dir, nil
+			}
 		}
-		if err == nil {
-			err = onlyOursToRename(parent)
-		}
+	}
+	errs = append(errs, err)
+	for _, parent := range []string{os.TempDir(), "/tmp"} {
+		parent, err := placeForSocket(parent)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if len(parent) > 64 { // the socket's path must fit a sockaddr_un's 108 bytes
-			continue
-		}
 		dir, err := os.MkdirTemp(parent, "shoelace-etcd-socket-") // mode 0700
+		if err == nil && !socketPathFits(dir) {
+			os.Remove(dir)
+			err = fmt.Errorf("%s: too long a path for a unix socket", dir)
+		}
 		if err == nil {
 			return dir, nil
 		}
@@ -270,6 +277,24 @@ func privateSocketDir(etcdDir string) (string, error) {
 	}
 	return "", fmt.Errorf("make a directory for the client socket: %w (give --etcd-listen to serve it on a loopback port instead)", errors.Join(errs...))
 }
+
+// placeForSocket returns dir, absolute and its links resolved, when the sockets may go there.
+// Their path is dialed again at each reconnection: it must name the directory made there then,
+// through no link another user may point elsewhere (hence resolved once, here), and in no
+// directory where another user may rename it and put one of theirs in its place.
+func placeForSocket(dir string) (string, error) {
+	dir, err := filepath.Abs(dir)
+	if err == nil {
+		dir, err = filepath.EvalSymlinks(dir)
+	}
+	if err == nil {
+		err = onlyOursToRename(dir)
+	}
+	return dir, err
+}
+
+// socketPathFits says that the sockets in dir fit a sockaddr_un's 108 bytes.
+func socketPathFits(dir string) bool { return len(filepath.Join(dir, "peer.sock")) < 100 }
 
 // freeLoopbackAddr is a 127.0.0.1 host:port that the kernel had free a moment ago.
 func freeLoopbackAddr() (string, error) {

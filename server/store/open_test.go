@@ -356,9 +356,12 @@ func TestStore_ClientSocketNotWhereOthersMayRenameIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.Remove(link) })
+	// A data dir whose own socket directory would be too long a path for a socket: the sockets
+	// go to the temp dir.
+	long := filepath.Join(t.TempDir(), strings.Repeat("d", 100))
 	for _, tmp := range []string{open, link} {
 		t.Setenv("TMPDIR", tmp)
-		s, err := store.Open(ctxT(t), embeddedConfig(t.TempDir()))
+		s, err := store.Open(ctxT(t), embeddedConfig(long))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -369,6 +372,56 @@ func TestStore_ClientSocketNotWhereOthersMayRenameIt(t *testing.T) {
 		}
 		if dir := filepath.Dir(filepath.Dir(strings.TrimPrefix(eps[0], "unix://"))); dir == open || dir == link {
 			t.Errorf("TMPDIR %s: the client socket is at %s, in a directory of mode 0777 without the sticky bit", tmp, eps[0])
+		}
+	}
+}
+
+// The sockets are in a directory of the data dir's own, <data-dir>/etcd.socket, made under the
+// data dir's lock: one left by a server killed before it could remove it (its socket file still
+// there) is taken over at the next start, where a new one in the temp dir at every start left
+// them piling up there.
+func TestStore_ClientSocketBesideTheDataLeftByAKilledServer(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("no unix sockets for etcd")
+	}
+	data, err := os.MkdirTemp("", "sl") // short: the socket's path must fit
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(data) })
+	own := filepath.Join(data, "etcd.socket")
+	// What a killed server leaves: the directory, its sockets' files.
+	if err := os.Mkdir(own, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"etcd.sock", "peer.sock"} {
+		if err := os.WriteFile(filepath.Join(own, f), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	s, err := store.Open(ctxT(t), embeddedConfig(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, s, "shared/a", "1")
+	eps := s.Endpoints()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if want := "unix://" + filepath.Join(own, "etcd.sock"); len(eps) != 1 || eps[0] != want {
+		t.Fatalf("the embedded etcd serves its client API at %v, want %s", eps, want)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("the temp dir holds %v", left)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := os.Stat(own); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is still there after Close", own)
 		}
 	}
 }
