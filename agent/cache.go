@@ -69,22 +69,22 @@ func cacheClash(cacheDir, appliance string) error {
 	for _, n := range cacheNames[:3] {
 		stem := strings.TrimSuffix(n, ".json")
 		for _, other := range [2]string{appliance + stem, strings.TrimSuffix(appliance, stem)} {
+			if other == appliance {
+				continue // appliance does not end in stem
+			}
 			for _, m := range cacheNames {
 				f := other + m
-				if other == appliance || own(f, appliance) {
-					continue // appliance does not end in stem; appliance's own file
+				if own(f, appliance) {
+					continue // appliance's own file
 				}
 				if _, err := os.Lstat(cacheDir + "/" + f); err == nil {
 					return clash(f, other)
 				}
 			}
-		}
-		// One name is both the view of the longer of the two and the status (candidate, owed)
-		// record of the shorter: what it holds tells whose it is, when it is the only file of
-		// the other there (once leaves its status alone).
-		for _, other := range [2]string{appliance + stem, strings.TrimSuffix(appliance, stem)} {
-			f := max(other, appliance) + ".json" // the longer: one is the other and stem
-			if other != appliance && recordOf(cacheDir+"/"+f) == other {
+			// One name is both the view of the longer of the two and the status (candidate,
+			// owed) record of the shorter: what it holds tells whose it is, when it is the
+			// only file of the other there (once leaves its status alone).
+			if f := max(other, appliance) + ".json"; recordOf(cacheDir+"/"+f) == other { // the longer: one is the other and stem
 				return clash(f, other)
 			}
 		}
