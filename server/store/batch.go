@@ -563,7 +563,7 @@ func (b *batcher) commit(batch []*batchWrite) {
 func footprint(w *batchWrite, t *txnSpec) int {
 	size := 0
 	for _, c := range t.cmps {
-		w.reads = append(w.reads, span{keyString(c.KeyBytes()), keyString(c.GetCompare().GetRangeEnd())})
+		w.reads = append(w.reads, span{unsafeString(c.KeyBytes()), unsafeString(c.GetCompare().GetRangeEnd())})
 		size += len(c.KeyBytes()) + len(c.GetCompare().GetRangeEnd()) + len(c.ValueBytes()) + 16
 	}
 	for _, n := range t.nested {
@@ -572,11 +572,12 @@ func footprint(w *batchWrite, t *txnSpec) int {
 	return size + opsFootprint(w, t.then) + opsFootprint(w, t.els) + rawFootprint(w, t.raw)
 }
 
-// keyString is b as a string, without a copy. A queued write's spans are made of its request's
-// keys and range ends, which nothing changes once made (client/v3 and this package make them
-// from strings, and etcd only reads a request), and which live as long as the spans that name
-// them: copied, they were about eight strings per put.
-func keyString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+// unsafeString is b as a string, without a copy: for bytes that nothing changes while the
+// string is in use. A queued write's spans are made so of its request's keys and range ends,
+// which nothing changes once made (client/v3 and this package make them from strings, and etcd
+// only reads a request), and which live as long as the spans that name them: copied, they were
+// about eight strings per put. A release record's buffer is handed so to OpPut, which copies it.
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // rawFootprint is opsFootprint of ops built as etcd takes them.
 func rawFootprint(w *batchWrite, ops []*pb.RequestOp) int {
@@ -584,13 +585,13 @@ func rawFootprint(w *batchWrite, ops []*pb.RequestOp) int {
 	for _, op := range ops {
 		switch r := op.Request.(type) {
 		case *pb.RequestOp_RequestPut:
-			k := keyString(r.RequestPut.Key)
+			k := unsafeString(r.RequestPut.Key)
 			w.writes = append(w.writes, span{key: k})
 			size += len(k) + len(r.RequestPut.Value) + 16
 		case *pb.RequestOp_RequestTxn:
 			t := r.RequestTxn
 			for _, c := range t.Compare {
-				w.reads = append(w.reads, span{keyString(c.Key), keyString(c.RangeEnd)})
+				w.reads = append(w.reads, span{unsafeString(c.Key), unsafeString(c.RangeEnd)})
 				size += len(c.Key) + len(c.RangeEnd) + len(c.GetValue()) + 16
 			}
 			size += rawFootprint(w, t.Success) + rawFootprint(w, t.Failure) + 16
@@ -604,7 +605,7 @@ func rawFootprint(w *batchWrite, ops []*pb.RequestOp) int {
 func opsFootprint(w *batchWrite, ops []clientv3.Op) int {
 	size := 0
 	for _, op := range ops {
-		s := span{keyString(op.KeyBytes()), keyString(op.RangeBytes())}
+		s := span{unsafeString(op.KeyBytes()), unsafeString(op.RangeBytes())}
 		size += len(s.key) + len(s.end) + len(op.ValueBytes()) + 16
 		switch {
 		case op.IsTxn():

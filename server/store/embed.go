@@ -250,12 +250,13 @@ func privateSocketDir(etcdDir string) (string, error) {
 	parent, err := placeForSocket(filepath.Dir(own))
 	if err == nil {
 		dir := filepath.Join(parent, filepath.Base(own))
-		if !socketPathFits(dir) {
-			err = fmt.Errorf("%s: too long a path for a unix socket", dir)
-		} else if err = os.RemoveAll(dir); err == nil {
-			if err = os.Mkdir(dir, 0o700); err == nil {
-				return dir, nil
+		if err = socketPathFits(dir); err == nil {
+			if err = os.RemoveAll(dir); err == nil {
+				err = os.Mkdir(dir, 0o700)
 			}
+		}
+		if err == nil {
+			return dir, nil
 		}
 	}
 	errs = append(errs, err)
@@ -266,9 +267,10 @@ func privateSocketDir(etcdDir string) (string, error) {
 			continue
 		}
 		dir, err := os.MkdirTemp(parent, "shoelace-etcd-socket-") // mode 0700
-		if err == nil && !socketPathFits(dir) {
-			os.Remove(dir)
-			err = fmt.Errorf("%s: too long a path for a unix socket", dir)
+		if err == nil {
+			if err = socketPathFits(dir); err != nil {
+				os.Remove(dir)
+			}
 		}
 		if err == nil {
 			return dir, nil
@@ -293,8 +295,13 @@ func placeForSocket(dir string) (string, error) {
 	return dir, err
 }
 
-// socketPathFits says that the sockets in dir fit a sockaddr_un's 108 bytes.
-func socketPathFits(dir string) bool { return len(filepath.Join(dir, "peer.sock")) < 100 }
+// socketPathFits refuses a dir whose sockets' paths would not fit a sockaddr_un's 108 bytes.
+func socketPathFits(dir string) error {
+	if len(filepath.Join(dir, "peer.sock")) >= 100 {
+		return fmt.Errorf("%s: too long a path for a unix socket", dir)
+	}
+	return nil
+}
 
 // freeLoopbackAddr is a 127.0.0.1 host:port that the kernel had free a moment ago.
 func freeLoopbackAddr() (string, error) {

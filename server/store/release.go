@@ -16,7 +16,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -374,7 +373,7 @@ func (s *Store) prepareRelease(ctx context.Context, eff *effect, fresh *touched)
 	}
 	// OpPut copies the value into the op it makes (string to []byte), so the buffer is free
 	// again once it returns: the record is copied once, where string(data) copied it twice.
-	p.ops = append(p.ops, clientv3.OpPut(p.key, unsafe.String(unsafe.SliceData(data), len(data))))
+	p.ops = append(p.ops, clientv3.OpPut(p.key, unsafeString(data)))
 	p.meta = metaOf(p.key, rec, len(data))
 	if cap(data) <= maxRecordBuf {
 		*buf = data
