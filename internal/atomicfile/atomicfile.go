@@ -455,8 +455,10 @@ func (s *Staged) Install() (err error) {
 			return err
 		}
 	}
-	if s.hadOld && !s.opts.Backup {
-		s.d.hold(s.base) // the .bak, a second name, keeps it otherwise
+	if s.hadOld && !s.opts.Backup && !s.opts.NoSync {
+		// Without NoSync: with it, the directory is released as soon as the rename is made. With
+		// Backup, the .bak keeps the file.
+		s.d.hold(s.base)
 	}
 	if err = s.d.rename(s.tmp, s.base); err != nil {
 		return fmt.Errorf("rename %s: %w", s.d.join(s.tmp), err)
