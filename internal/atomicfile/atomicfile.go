@@ -16,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sync/atomic"
 	"syscall"
 )
 
@@ -455,11 +454,6 @@ func (s *Staged) Install() (err error) {
 			return err
 		}
 	}
-	if s.hadOld && !s.opts.Backup && !s.opts.NoSync {
-		// Without NoSync: with it, the directory is released as soon as the rename is made. With
-		// Backup, the .bak keeps the file.
-		s.d.hold(s.base)
-	}
 	if err = s.d.rename(s.tmp, s.base); err != nil {
 		return fmt.Errorf("rename %s: %w", s.d.join(s.tmp), err)
 	}
@@ -703,9 +697,6 @@ type dir struct {
 	path string      // where it was when it was opened, free of symbolic links
 	f    *os.File    // the same directory opened for reading, to fsync (nil: opened by sync)
 	id   fs.FileInfo // its stat when it was opened, for its identity (nil: not taken)
-	// held are the files whose last name a rename in the directory replaced, held open until
-	// the directory is released (see hold).
-	held []*os.File
 }
 
 // identity is a stat of the directory held that tells it from another (os.SameFile): a
@@ -717,51 +708,13 @@ func (d *dir) identity() (fs.FileInfo, error) {
 	return d.root.Stat(".")
 }
 
-// close releases the directory, and then the files it held (see hold).
+// close releases the directory.
 func (d *dir) close() {
 	d.root.Close()
 	if d.f != nil {
 		d.f.Close()
 	}
-	for _, f := range d.held {
-		f.Close()
-		heldFiles.Add(-1)
-	}
-	d.held = nil
 }
-
-// hold keeps the file at name in d open until d is released, for a rename that is about to
-// replace its last name: the rename then only takes the name away, and the file's blocks are
-// freed when d is released, after the directory's fsync (with DirSyncs, where the caller makes
-// it: off the install's way). Freeing them is most of what a rename over a file costs where the
-// file system discards freed blocks as it frees them (ext4 mounted with discard, without a
-// journal: 0.14 ms of a rename's 0.15 on this project's test machines), and the new file is
-// in place, for every reader, as soon as the rename returns. The handle is opened without
-// following a link and cannot read or write (O_PATH); where there is no such open (holdFlags
-// is 0), or it fails, nothing is held and the rename frees the file.
-//
-// At most maxHeld files are held at once in the process, so that a burst of installs whose
-// directories' fsyncs are deferred does not take the descriptors its next files need.
-func (d *dir) hold(name string) {
-	if holdFlags == 0 {
-		return
-	}
-	if heldFiles.Add(1) > maxHeld {
-		heldFiles.Add(-1)
-		return
-	}
-	f, err := d.root.OpenFile(name, holdFlags|noFollow, 0)
-	if err != nil {
-		heldFiles.Add(-1)
-		return
-	}
-	d.held = append(d.held, f)
-}
-
-// maxHeld bounds the files held open at once (dir.hold); heldFiles counts them.
-const maxHeld = 64
-
-var heldFiles atomic.Int32
 
 func (d *dir) join(name string) string { return filepath.Join(d.path, name) }
 
@@ -828,7 +781,6 @@ func backup(d *dir, base string, opts Options) (err error) {
 			return fmt.Errorf("backup %s: %w", path, err)
 		}
 	}
-	d.hold(bak)
 	err = d.rename(tmp, bak)
 	// Removed after a rename too: when the .bak is the file already (an install stopped before
 	// its rename, or another process's backup of it), rename(2) does nothing and tmp stays.

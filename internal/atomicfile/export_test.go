@@ -35,6 +35,3 @@ func SetBetween(f func(step string)) (restore func()) {
 
 // PreviousData is the content p keeps.
 func PreviousData(p *Previous) []byte { return p.data }
-
-// MaxHeld is how many replaced files are held at once, at most (dir.hold).
-const MaxHeld = maxHeld

@@ -7,6 +7,3 @@ func openNoLinks(string) *dir { return nil }
 
 // createFlags add nothing to the open of a temp file (see fs_openat2.go).
 const createFlags = 0
-
-// holdFlags is 0: without Linux's O_PATH, a file is not opened to be held (see dir.hold).
-const holdFlags = 0

@@ -13,10 +13,6 @@ import (
 // to finding that a regular file cannot be polled.
 const createFlags = unix.O_NONBLOCK
 
-// holdFlags open a file to hold it (dir.hold) without reading or writing it: opening it cannot
-// block, nor do what opening a device does, whatever is at the name by then.
-const holdFlags = unix.O_PATH
-
 // openNoLinks opens the directory at p, an absolute clean path, when no component of it is a
 // symbolic link, and returns nil otherwise (then openDir walks it, which also says why it
 // fails) or where openat2 is missing (Linux before 5.6, a seccomp filter). The kernel refuses

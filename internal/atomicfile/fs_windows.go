@@ -23,10 +23,6 @@ const (
 // createFlags add nothing to the open of a temp file (see fs_openat2.go).
 const createFlags = 0
 
-// holdFlags is 0: a file is not opened to be held (see dir.hold); an open handle would make
-// the rename over it fail.
-const holdFlags = 0
-
 // dirSync is false: Windows cannot fsync a directory (FlushFileBuffers needs a handle open for
 // writing, which a directory's is not: "Access is denied"). The rename is MoveFileEx's with
 // write-through instead, on disk when it returns.
