@@ -15,6 +15,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,6 +28,7 @@ import (
 	"github.com/shoelace-dev/shoelace/internal/api"
 
 	"github.com/shoelace-dev/shoelace/internal/testbin"
+	"github.com/shoelace-dev/shoelace/internal/testutil/openfiles"
 )
 
 // viewServer is a small HTTP server speaking the view part of the API (GET
@@ -1162,9 +1164,13 @@ func TestAgent_RunRemovesWhatAKilledRunLeft(t *testing.T) {
 	}
 }
 
-// The next change to a file is written into the spare that its install left beside it (the
-// file installed is the spare's inode), and a new spare is left, empty.
+// The next change to a file is written into the spare its install kept (on Linux a file without
+// a name that the agent holds open in the file's directory: the file installed is the spare's
+// inode), and a new spare is kept; nothing is left beside the file.
 func TestAgent_RunFillsTheSpare(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("unnamed spares are Linux's; elsewhere the spare is a file, which internal/atomicfile's tests cover")
+	}
 	srv := newViewServer(t, map[string]string{"a": "1"})
 	a, dir, _ := testAgent(t, srv, header+`templates:
   - contents: "a={{ key \"a\" }}"
@@ -1174,15 +1180,21 @@ func TestAgent_RunFillsTheSpare(t *testing.T) {
 	if err := os.MkdirAll(dir+"/out", 0o755); err != nil {
 		t.Fatal(err)
 	}
-	spare := dir + "/out/.a.conf.shoelace-spare"
-	stop := runAgent(t, a)
-	defer stop()
-	waitFor(t, "first render", fileIs(dir+"/out/a.conf", "a=1"))
-	waitFor(t, "a spare", fileIs(spare, ""))
-	fi, err := os.Lstat(spare)
+	out, err := filepath.EvalSymlinks(dir + "/out")
 	if err != nil {
 		t.Fatal(err)
 	}
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/out/a.conf", "a=1"))
+	var spare uint64
+	waitFor(t, "a spare", func() bool {
+		s := openfiles.Unnamed(t, out)
+		if len(s) == 1 {
+			spare = s[0]
+		}
+		return len(s) == 1
+	})
 	two := "2"
 	srv.set(map[string]*string{"a": &two})
 	waitFor(t, "second render", fileIs(dir+"/out/a.conf", "a=2"))
@@ -1190,13 +1202,16 @@ func TestAgent_RunFillsTheSpare(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !os.SameFile(fi, got) || got.Mode().Perm() != 0o640 {
-		t.Fatalf("a.conf is %v (mode %v), want the spare filled, mode 0640", got.Sys(), got.Mode())
+	if got.Sys().(*syscall.Stat_t).Ino != spare || got.Mode().Perm() != 0o640 {
+		t.Fatalf("a.conf is %v (mode %v), want the spare (inode %d) filled, mode 0640", got.Sys(), got.Mode(), spare)
 	}
 	waitFor(t, "a new spare", func() bool {
-		now, err := os.Lstat(spare)
-		return err == nil && now.Size() == 0 && !os.SameFile(now, got)
+		s := openfiles.Unnamed(t, out)
+		return len(s) == 1 && s[0] != spare
 	})
+	if ents, _ := os.ReadDir(out); len(ents) != 1 {
+		t.Fatalf("%s holds %d files, want a.conf alone", out, len(ents))
+	}
 }
 
 // once leaves no spare beside the files it installs: it has no next change to fill one, and a

@@ -60,15 +60,17 @@ type Options struct {
 	// directory leads. A named pipe, socket or device at path is replaced too (never opened),
 	// rather than refused at every write: nothing the program keeps there could be saved again.
 	NoFollow bool
-	// Spare keeps an empty file ready beside the destination, .<base>.shoelace-spare, for the
-	// next install to fill instead of creating its temp file: it is made right after the rename
-	// (before the directory's fsync), so that the cost of a new file is off the way of the next
-	// change, which its install's fsync makes durable; the install claims it by renaming it to
-	// a temp name of its own (see claimSpare). Only on Unix, never with NoSync, and only in a
-	// directory that no one but its owner (root or this process's user) may write; a file at
-	// that name is used only when it is a regular file of this process's user, empty, with one
-	// name and mode 0600. Anything else there is left alone and a temp file is created as
-	// without Spare.
+	// Spare keeps an empty file ready for the next install of the destination to fill instead
+	// of creating its temp file: it is made right after the rename (before the directory's
+	// fsync), so that the cost of a new file is off the way of the next change. On Linux it is
+	// a file without a name, held open by this process (see unnamed_linux.go), which the
+	// install names once it is written and fsynced. Elsewhere on Unix, and where Linux cannot
+	// make one, it is a file beside the destination, .<base>.shoelace-spare, which the install
+	// claims by renaming it to a temp name of its own (see claimSpare), only in a directory
+	// that no one but its owner (root or this process's user) may write; a file at that name is
+	// used only when it is a regular file of this process's user, empty, with one name and mode
+	// 0600. Anything else there is left alone and a temp file is created as without Spare.
+	// Never with NoSync; none on Windows.
 	Spare bool
 	// KeepPrevious has Stage keep what the destination holds (bytes, mode, owner; or that it
 	// does not exist), so that Staged.Previous().Restore can put it back after the install. A
@@ -345,7 +347,9 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 	defer func() {
 		if err != nil {
 			tmp.Close()
-			d.root.Remove(staged)
+			if staged != "" {
+				d.root.Remove(staged)
+			}
 		}
 	}()
 	if _, err = tmp.Write(data); err != nil {
@@ -357,6 +361,11 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 	if !opts.NoSync {
 		if err = tmp.Sync(); err != nil {
 			return nil, named("fsync", d.join(staged), err)
+		}
+	}
+	if staged == "" { // an unnamed spare: named now, written and fsynced
+		if staged, err = d.linkUnnamed(tmp, base); err != nil {
+			return nil, fmt.Errorf("link temp file for %s: %w", path, err)
 		}
 	}
 	// What the file is as staged, for Wrote (which says false when the stat failed).

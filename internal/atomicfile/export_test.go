@@ -35,3 +35,10 @@ func SetBetween(f func(step string)) (restore func()) {
 
 // PreviousData is the content p keeps.
 func PreviousData(p *Previous) []byte { return p.data }
+
+// FileSpares has spares made as files beside their destinations, as where Linux cannot make
+// unnamed ones (and on other systems), for a test of those; the returned func restores it.
+func FileSpares() (restore func()) {
+	old := noUnnamed.Swap(true)
+	return func() { noUnnamed.Store(old) }
+}

@@ -4,16 +4,28 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
+	"sync/atomic"
 	"time"
 )
+
+// noUnnamed is set once an unnamed spare could not be named (unnamed_linux.go): no unnamed
+// spare is made or taken after it, and the spares are files with a name.
+var noUnnamed atomic.Bool
 
 // spareName is the name of the spare file kept for base (Options.Spare): .<base>.shoelace-spare.
 func spareName(base string) string { return "." + base + ".shoelace-spare" }
 
 // stageFile opens the file that Stage writes base's new content to, and returns its name in d:
-// the spare kept for base, claimed (see claimSpare), when spare is set and one is there to use,
-// else a new temp file. empty says that nothing will be written to it.
+// when spare is set, the spare kept for base, if one is there to use: an unnamed one (name "":
+// Stage names it once it is written) or the file beside the destination, claimed (see
+// claimSpare); else a new temp file. empty says that nothing will be written to it: an unnamed
+// spare, whose times are those of its making, is not used for it.
 func (d *dir) stageFile(base string, spare, empty bool) (*os.File, string, error) {
+	if spare && !empty {
+		if f := d.takeUnnamed(base); f != nil {
+			return f, "", nil
+		}
+	}
 	if spare && spares && d.ownersOnly() {
 		if f, name := d.claimSpare(base, empty); f != nil {
 			return f, name, nil
@@ -79,12 +91,16 @@ func asMade(fi fs.FileInfo) bool {
 		owned && uid == os.Geteuid() && counted && n == 1 && fi.Size() == 0
 }
 
-// makeSpare creates the spare for base in d, empty and mode 0600, when d may hold one and none
-// is there. It is made with O_EXCL, so never through a name that exists: a file there (anything
+// makeSpare makes the spare for base in d: an unnamed one where it can (see makeUnnamed), else
+// the file beside the destination, empty and mode 0600, when d may hold one and none is there.
+// That file is made with O_EXCL, so never through a name that exists: a file there (anything
 // planted, or left) is left as it is. A failure costs only the spare: the next install creates
 // a temp file. It is not fsynced: whether or not it survives a crash, the install that fills it
 // fsyncs it, as it does a temp file.
 func (d *dir) makeSpare(base string) {
+	if d.makeUnnamed(base) {
+		return
+	}
 	if !spares || !d.ownersOnly() {
 		return
 	}

@@ -24,6 +24,7 @@ var longAgo = time.Now().Add(-24 * time.Hour)
 // ago). A program that reloads its configuration when the file's time changes would miss the
 // change to an empty file: the spare's time is the previous install's, to the clock's tick.
 func TestSpare_EmptyInstallHasItsOwnTime(t *testing.T) {
+	defer atomicfile.FileSpares()()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "allow.list")
 	opts := atomicfile.Options{Perm: 0o644, UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
@@ -50,6 +51,7 @@ func TestSpare_EmptyInstallHasItsOwnTime(t *testing.T) {
 // written to (nothing to write), must not count as a day old. Removed, the other install fails
 // at its rename after a check that passed.
 func TestSpare_LeftoversLeaveAnEmptyInstall(t *testing.T) {
+	defer atomicfile.FileSpares()()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "allow.list")
 	opts := atomicfile.Options{Perm: 0o644, UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
@@ -74,6 +76,7 @@ func TestSpare_LeftoversLeaveAnEmptyInstall(t *testing.T) {
 // It is as good a spare as the one it looked at, and was left under its temp name, empty, until
 // the next start of the agent removed it: dozens of them for 1600 installs.
 func TestSpare_InstallsAtOnceLeaveNoTempFile(t *testing.T) {
+	defer atomicfile.FileSpares()()
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	path := filepath.Join(dir, "app.conf")
@@ -109,6 +112,7 @@ func TestSpare_InstallsAtOnceLeaveNoTempFile(t *testing.T) {
 // says it succeeded: the backup's temp link stayed, a name of the destination's previous
 // content, until the agent's next start (from four processes installing with Backup, dozens).
 func TestBackup_BakAlreadyTheFileLeavesNoTempFile(t *testing.T) {
+	defer atomicfile.FileSpares()()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "app.conf")
 	opts := atomicfile.Options{Perm: 0o644, UID: atomicfile.Keep, GID: atomicfile.Keep, Backup: true, Spare: true}

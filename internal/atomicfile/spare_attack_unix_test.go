@@ -26,6 +26,7 @@ func spareRacer(p, i int) []byte {
 
 // TestSpare_AttackHelper is the other process of TestSpare_TwoProcessesInstallOneFile.
 func TestSpare_AttackHelper(t *testing.T) {
+	defer atomicfile.FileSpares()()
 	path := os.Getenv("SHOELACE_SPARE_ATTACK_PATH")
 	if path == "" {
 		return // only as the other process of TestSpare_TwoProcessesInstallOneFile
@@ -51,6 +52,7 @@ func spareInstalls(t *testing.T, path string, p int) {
 // name; one may write into the file the other has just renamed into place, or rename the new
 // empty spare the other made there.
 func TestSpare_TwoProcessesInstallOneFile(t *testing.T) {
+	defer atomicfile.FileSpares()()
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	path := filepath.Join(dir, "app.conf")
@@ -121,6 +123,7 @@ func summary(b []byte) string {
 // (DirSyncs): no handle open for writing may be left on it, or the kernel refuses to run it
 // (ETXTBSY), as a temp file, closed before the check, runs.
 func TestSpare_CheckRunsTheStagedFile(t *testing.T) {
+	defer atomicfile.FileSpares()()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "hook.sh")
 	opts := atomicfile.Options{Perm: 0o755, UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
@@ -154,6 +157,7 @@ func TestSpare_CheckRunsTheStagedFile(t *testing.T) {
 // with another's content, nor an empty file. Before the spare was claimed by a rename, the
 // install renamed whatever was at the spare's name: the run's new spare, empty.
 func TestSpare_LeftoversTakeTheClaimedSpare(t *testing.T) {
+	defer atomicfile.FileSpares()()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "app.conf")
 	opts := atomicfile.Options{Perm: 0o644, UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
@@ -192,6 +196,7 @@ func TestSpare_LeftoversTakeTheClaimedSpare(t *testing.T) {
 // TestSpare_CheckingHelper stages a file with Spare, holding $SHOELACE_SPARE_CHECKING_DATA, and
 // blocks in its check until killed: the other process of the tests that start it (checking).
 func TestSpare_CheckingHelper(t *testing.T) {
+	defer atomicfile.FileSpares()()
 	path := os.Getenv("SHOELACE_SPARE_CHECKING_PATH")
 	if path == "" {
 		return // only as the other process of a test, started by checking
@@ -233,6 +238,7 @@ func checking(t *testing.T, path, data string) (kill func()) {
 // name, holding what it wrote: another process's RemoveLeftovers leaves it while it is newer
 // than that process's start, removes it once older, and the next install makes a spare again.
 func TestSpare_KilledInItsCheck(t *testing.T) {
+	defer atomicfile.FileSpares()()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "app.conf")
 	opts := atomicfile.Options{Perm: 0o644, UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}

@@ -63,6 +63,7 @@ func wantContent(t *testing.T, path, want string, perm os.FileMode) {
 // installed has the mode asked, not the spare's. With the directory's fsync deferred, the spare
 // is there before the fsync, for a change that follows at once.
 func TestSpare_NextInstallFillsIt(t *testing.T) {
+	defer atomicfile.FileSpares()()
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	path := filepath.Join(dir, "app.conf")
@@ -121,6 +122,7 @@ func TestSpare_NextInstallFillsIt(t *testing.T) {
 // owner may write (a group's, a world-writable one, /tmp's kind); the installs there go on as
 // without Spare.
 func TestSpare_NotMadeWhereOthersMayWrite(t *testing.T) {
+	defer atomicfile.FileSpares()()
 	for _, c := range []struct {
 		name string
 		mode os.FileMode
@@ -159,6 +161,7 @@ func TestSpare_NotMadeWhereOthersMayWrite(t *testing.T) {
 // that keeps spares, so these are its own mistakes or a race with another of its processes,
 // but each would write where the destination's bytes must not go.
 func TestSpare_AnythingElseAtItsNameIsLeftAlone(t *testing.T) {
+	defer atomicfile.FileSpares()()
 	kinds := []string{"link to an empty file", "link to nowhere", "file with content", "hard link to an empty file",
 		"fifo", "directory", "mode 0644", "mode 0600 with setuid"}
 	if os.Geteuid() == 0 {
@@ -257,6 +260,7 @@ func mustLstat(t *testing.T, p string) os.FileInfo {
 // A spare claimed by an install that failed its check is removed with it, not left holding the
 // refused content; the next install creates its file and makes a spare again.
 func TestSpare_FailedCheckLeavesNothing(t *testing.T) {
+	defer atomicfile.FileSpares()()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "app.conf")
 	opts := atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
@@ -292,6 +296,7 @@ func TestSpare_FailedCheckLeavesNothing(t *testing.T) {
 // it to a temp name of its own first). A spare that a killed run had claimed is a temp file, and
 // goes as one when it is older than the run.
 func TestRemoveLeftovers_Spares(t *testing.T) {
+	defer atomicfile.FileSpares()()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "app.conf")
 	old := time.Now().Add(-time.Hour)

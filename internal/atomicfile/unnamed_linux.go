@@ -1,0 +1,137 @@
+package atomicfile
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Unnamed spares (Linux): the spare kept for a destination (Options.Spare) is a file made in
+// its directory without a name (O_TMPFILE) and held open by this process, instead of the file
+// .<base>.shoelace-spare beside the destination (spare.go). Nothing is left in the directory,
+// no other process can claim it, take it or put something in its place, and a process that
+// ends takes its spares with it. The install that takes one writes and fsyncs it, then gives
+// it a temp name (linkat), from which it goes on as a temp file does: checked, renamed over
+// the destination, removed when the install fails. Its fsync writes the file alone: a file
+// created with a name, on a file system without a journal (ext4), also has its directory
+// written at its first fsync.
+//
+// The spares are kept by directory (its device and inode: a directory made anew at the same
+// path is another one) and base name, at most maxUnnamed at once. Where one cannot be made (a
+// file system without O_TMPFILE, the directory not opened by openat2, the limit reached) or
+// named (neither linkat's AT_EMPTY_PATH, which needs CAP_DAC_READ_SEARCH, nor /proc/self/fd),
+// the spare is the file beside the destination, as on other systems.
+
+// maxUnnamed bounds the unnamed spares held at once: each is an open descriptor.
+const maxUnnamed = 128
+
+type unnamedKey struct {
+	dir  fileID
+	base string
+}
+
+var unnamed struct {
+	sync.Mutex
+	spares map[unnamedKey]*os.File
+}
+
+// unnamedKeyOf is the key of base's spare in d.
+func (d *dir) unnamedKeyOf(base string) (unnamedKey, bool) {
+	fi, err := d.identity()
+	if err != nil || d.f == nil {
+		return unnamedKey{}, false
+	}
+	return unnamedKey{idOf(fi), base}, true
+}
+
+// takeUnnamed returns the unnamed spare kept for base in d, which is the caller's from then
+// on (nil: none).
+func (d *dir) takeUnnamed(base string) *os.File {
+	k, ok := d.unnamedKeyOf(base)
+	if !ok || noUnnamed.Load() {
+		return nil
+	}
+	unnamed.Lock()
+	defer unnamed.Unlock()
+	f := unnamed.spares[k]
+	delete(unnamed.spares, k)
+	return f
+}
+
+// makeUnnamed makes sure an unnamed spare is kept for base in d, and reports whether one is.
+func (d *dir) makeUnnamed(base string) bool {
+	k, ok := d.unnamedKeyOf(base)
+	if !ok || noUnnamed.Load() {
+		return false
+	}
+	unnamed.Lock()
+	defer unnamed.Unlock()
+	if unnamed.spares[k] != nil {
+		return true
+	}
+	if len(unnamed.spares) >= maxUnnamed {
+		return false
+	}
+	var fd int
+	err := withFD(d.f, func(dirfd int) (err error) {
+		fd, err = unix.Openat(dirfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0o600)
+		return err
+	})
+	if err != nil {
+		return false // no O_TMPFILE here: the spare is a file with a name
+	}
+	if unnamed.spares == nil {
+		unnamed.spares = map[unnamedKey]*os.File{}
+	}
+	unnamed.spares[k] = os.NewFile(uintptr(fd), d.join(spareName(base)))
+	return true
+}
+
+// linkUnnamed gives f, an unnamed spare of d, a new temp name for base in d, and returns it.
+// A name that exists is never replaced (linkat fails): another is tried.
+func (d *dir) linkUnnamed(f *os.File, base string) (string, error) {
+	for range 100 {
+		name := tempName(base, rand.Uint64())
+		err := withFD(d.f, func(dirfd int) error {
+			return withFD(f, func(fd int) error { return linkFD(fd, dirfd, name) })
+		})
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			noUnnamed.Store(true)
+			return "", err
+		}
+		return name, nil
+	}
+	return "", fmt.Errorf("no free temp name for %s in %s", base, d.path)
+}
+
+// linkFD links the file open at fd to name in the directory open at dirfd (a test hook).
+var linkFD = func(fd, dirfd int, name string) error {
+	err := unix.Linkat(fd, "", dirfd, name, unix.AT_EMPTY_PATH)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EPERM) {
+		// Without CAP_DAC_READ_SEARCH: through the descriptor's link in /proc.
+		err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), dirfd, name, unix.AT_SYMLINK_FOLLOW)
+	}
+	return err
+}
+
+// withFD runs fn with f's descriptor, which stays f's.
+func withFD(f *os.File, fn func(fd int) error) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
+}

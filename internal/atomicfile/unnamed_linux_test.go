@@ -1,0 +1,184 @@
+package atomicfile_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
+	"github.com/shoelace-dev/shoelace/internal/testutil/openfiles"
+)
+
+// wantOnly fails unless dir holds exactly the names given: no spare, no temp file beside them.
+func wantOnly(t *testing.T, dir string, names ...string) {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range ents {
+		got = append(got, e.Name())
+	}
+	if strings.Join(got, " ") != strings.Join(names, " ") {
+		t.Fatalf("%s holds %q, want %q", dir, got, names)
+	}
+}
+
+func unnamedDir(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// On Linux an install with Spare keeps its spare as a file without a name, held open: nothing is
+// left beside the destination. The next install fills that very file (its inode becomes the
+// destination's) with the mode asked, and keeps a new one.
+func TestUnnamedSpare_NextInstallFillsIt(t *testing.T) {
+	dir := unnamedDir(t)
+	path := filepath.Join(dir, "app.conf")
+	opts := atomicfile.Options{Perm: 0o640, UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
+	if _, err := atomicfile.Write(path, []byte("one\n"), opts); err != nil {
+		t.Fatal(err)
+	}
+	wantContent(t, path, "one\n", 0o640)
+	wantOnly(t, dir, "app.conf")
+	spares := openfiles.Unnamed(t, dir)
+	if len(spares) != 1 {
+		t.Fatalf("%d unnamed files held in the directory, want the spare", len(spares))
+	}
+	if _, err := atomicfile.Write(path, []byte("two\n"), opts); err != nil {
+		t.Fatal(err)
+	}
+	wantContent(t, path, "two\n", 0o640)
+	wantOnly(t, dir, "app.conf")
+	if got := inode(t, path); got != spares[0] {
+		t.Fatalf("installed inode %d, want the spare's %d", got, spares[0])
+	}
+	now := openfiles.Unnamed(t, dir)
+	if len(now) != 1 || now[0] == spares[0] {
+		t.Fatalf("unnamed files held after the second install: %v, want one new spare", now)
+	}
+}
+
+// The check runs on the spare once named, in the destination's directory; a failed check
+// leaves the destination as it was and nothing in the directory, and the spare is spent.
+func TestUnnamedSpare_CheckRunsTheNamedFile(t *testing.T) {
+	dir := unnamedDir(t)
+	path := filepath.Join(dir, "app.conf")
+	opts := atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
+	if _, err := atomicfile.Write(path, []byte("one\n"), opts); err != nil {
+		t.Fatal(err)
+	}
+	spares := openfiles.Unnamed(t, dir)
+	var checked string
+	opts.Check = func(staged string) error {
+		b, _ := os.ReadFile(staged)
+		checked = string(b)
+		if filepath.Dir(staged) != dir || inode(t, staged) != spares[0] {
+			t.Errorf("check of %s, want the spare named in %s", staged, dir)
+		}
+		return errors.New("refused")
+	}
+	_, err := atomicfile.Write(path, []byte("two\n"), opts)
+	var ce *atomicfile.CheckError
+	if !errors.As(err, &ce) {
+		t.Fatalf("error %v, want the check's", err)
+	}
+	if checked != "two\n" {
+		t.Fatalf("the check read %q, want the new content", checked)
+	}
+	wantContent(t, path, "one\n", 0o644)
+	wantOnly(t, dir, "app.conf")
+	if now := openfiles.Unnamed(t, dir); len(now) != 0 {
+		t.Fatalf("unnamed files held after a failed install: %v, want none (the spare spent)", now)
+	}
+}
+
+// Where an unnamed spare cannot be named (no CAP_DAC_READ_SEARCH and no /proc), its install
+// fails saying so, leaving the destination as it was and nothing beside it; from then on the
+// spares are files with a name, and the installs succeed.
+func TestUnnamedSpare_NotNamedThenFileSpares(t *testing.T) {
+	dir := unnamedDir(t)
+	path := filepath.Join(dir, "app.conf")
+	opts := atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
+	if _, err := atomicfile.Write(path, []byte("one\n"), opts); err != nil {
+		t.Fatal(err)
+	}
+	defer atomicfile.SetLinkUnnamed(func(int, int, string) error { return syscall.EPERM })()
+	_, err := atomicfile.Write(path, []byte("two\n"), opts)
+	if err == nil || !strings.Contains(err.Error(), "link temp file for "+path) || !errors.Is(err, syscall.EPERM) {
+		t.Fatalf("error %v, want the link's, naming the destination", err)
+	}
+	wantContent(t, path, "one\n", 0o644)
+	wantOnly(t, dir, "app.conf")
+	for _, content := range []string{"two\n", "three\n"} {
+		if _, err := atomicfile.Write(path, []byte(content), opts); err != nil {
+			t.Fatal(err)
+		}
+		wantContent(t, path, content, 0o644)
+		wantSpare(t, path)
+	}
+}
+
+// A spare is kept for its directory, not its path: a directory made anew at the path is
+// another one, whose install makes a temp file there (never the old directory's spare).
+func TestUnnamedSpare_OfItsDirectoryOnly(t *testing.T) {
+	parent := unnamedDir(t)
+	dir := filepath.Join(parent, "d")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "app.conf")
+	opts := atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
+	if _, err := atomicfile.Write(path, []byte("one\n"), opts); err != nil {
+		t.Fatal(err)
+	}
+	old := openfiles.Unnamed(t, dir)
+	if len(old) != 1 {
+		t.Fatalf("%d unnamed files held, want the spare", len(old))
+	}
+	if err := os.Rename(dir, filepath.Join(parent, "moved")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := atomicfile.Write(path, []byte("two\n"), opts); err != nil {
+		t.Fatal(err)
+	}
+	wantContent(t, path, "two\n", 0o644)
+	if got := inode(t, path); got == old[0] {
+		t.Fatal("the new directory's file is the old directory's spare")
+	}
+	wantOnly(t, dir, "app.conf")
+}
+
+// An empty file installed is as new as its install, not as old as the spare made before it.
+func TestUnnamedSpare_EmptyInstallHasItsOwnTime(t *testing.T) {
+	dir := unnamedDir(t)
+	path := filepath.Join(dir, "app.conf")
+	opts := atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
+	if _, err := atomicfile.Write(path, []byte("one\n"), opts); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	before := time.Now()
+	if _, err := atomicfile.Write(path, nil, opts); err != nil {
+		t.Fatal(err)
+	}
+	if fi := mustLstat(t, path); fi.Size() != 0 || fi.ModTime().Before(before.Add(-5*time.Millisecond)) {
+		t.Fatalf("empty install: size %d, time %v, want empty and no older than %v", fi.Size(), fi.ModTime(), before)
+	}
+	wantOnly(t, dir, "app.conf")
+}
