@@ -363,14 +363,17 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 			return nil, named("fsync", d.join(staged), err)
 		}
 	}
-	if staged == "" { // an unnamed spare: named now, written and fsynced
+	linked := staged == "" // an unnamed spare: named now, written and fsynced
+	if linked {
 		if staged, err = d.linkUnnamed(tmp, base); err != nil {
 			return nil, fmt.Errorf("link temp file for %s: %w", path, err)
 		}
 	}
 	// What the file is as staged, for Wrote (which says false when the stat failed).
 	s.written, _ = fstamp(tmp)
-	if err = tmp.Close(); err != nil {
+	if linked {
+		d.linked = append(d.linked, tmp) // d's sync fsyncs it again, for its link
+	} else if err = tmp.Close(); err != nil {
 		return nil, named("close", d.join(staged), err)
 	}
 	if opts.Check != nil {
@@ -505,6 +508,17 @@ func (s *DirSyncs) Sync() error {
 		return nil
 	}
 	var first error
+	// The files named that need it first, in every directory: a directory's fsync may make the
+	// entries of several installs durable.
+	for _, d := range s.dirs {
+		if err := d.syncLinked(); err != nil && first == nil {
+			first = &SyncDirError{Path: d.path, Err: err}
+		}
+		for _, f := range d.linked {
+			f.Close()
+		}
+		d.linked = nil
+	}
 	// Once per directory, told by its identity, not its path: a directory replaced at its path
 	// between two installs is another one, and each rename is in the directory it was made in.
 	var done []os.FileInfo
@@ -706,6 +720,11 @@ type dir struct {
 	path string      // where it was when it was opened, free of symbolic links
 	f    *os.File    // the same directory opened for reading, to fsync (nil: opened by sync)
 	id   fs.FileInfo // its stat when it was opened, for its identity (nil: not taken)
+	// linked are the unnamed spares named in the directory (see unnamed_linux.go): fsynced
+	// while they had no name, so that their link count on disk is still 0. sync fsyncs them
+	// again before the directory, so that the directory's entry never names a file whose link
+	// is not on disk (on a file system without a journal, fsck would clear the entry).
+	linked []*os.File
 }
 
 // identity is a stat of the directory held that tells it from another (os.SameFile): a
@@ -723,6 +742,10 @@ func (d *dir) close() {
 	if d.f != nil {
 		d.f.Close()
 	}
+	for _, f := range d.linked {
+		f.Close()
+	}
+	d.linked = nil
 }
 
 func (d *dir) join(name string) string { return filepath.Join(d.path, name) }
@@ -750,8 +773,23 @@ func (d *dir) createTemp(base string) (*os.File, string, error) {
 	return nil, "", fmt.Errorf("no free temp name for %s in %s", base, d.path)
 }
 
-// sync fsyncs the directory held (where directories can be fsynced: see dirSync).
+// syncLinked fsyncs the files named in the directory that need it before the directory's
+// fsync (d.linked).
+func (d *dir) syncLinked() error {
+	for _, f := range d.linked {
+		if err := fsync(f); err != nil {
+			return named("fsync", f.Name(), err)
+		}
+	}
+	return nil
+}
+
+// sync fsyncs the directory held (where directories can be fsynced: see dirSync), after
+// syncLinked.
 func (d *dir) sync() error {
+	if err := d.syncLinked(); err != nil {
+		return err
+	}
 	if !dirSync {
 		return nil
 	}

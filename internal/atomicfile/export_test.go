@@ -16,7 +16,8 @@ func SetLink(f func(r *os.Root, oldname, newname string) error) (restore func())
 	return func() { link = old }
 }
 
-// SetFsync replaces the fsync of the directory for a test.
+// SetFsync replaces the fsync of the directory (and of a file named after its own fsync) for a
+// test.
 func SetFsync(f func(dir *os.File) error) (restore func()) {
 	old := fsync
 	fsync = f

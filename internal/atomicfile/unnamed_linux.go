@@ -22,11 +22,23 @@ import (
 // created with a name, on a file system without a journal (ext4), also has its directory
 // written at its first fsync.
 //
+// Its link count on disk is 0 until the file is fsynced again once named (its fsync made it
+// durable before it had a name: a fsync after the name would write the directory too). The
+// directory's sync does that first (dir.linked), so that the directory's entry is never on disk
+// before the link it names; a crash between the two leaves the file without an entry (fsck's
+// lost+found, on a file system without a journal) and the destination as it was.
+//
 // The spares are kept by directory (its device and inode: a directory made anew at the same
-// path is another one) and base name, at most maxUnnamed at once. Where one cannot be made (a
-// file system without O_TMPFILE, the directory not opened by openat2, the limit reached) or
-// named (neither linkat's AT_EMPTY_PATH, which needs CAP_DAC_READ_SEARCH, nor /proc/self/fd),
-// the spare is the file beside the destination, as on other systems.
+// path is another one) and base name, at most maxUnnamed at once, only in a directory that no
+// one but its owner (root or this process's user) may write, as the files beside their
+// destinations are: a file takes the group and default ACL of its directory when it is made,
+// and those of a shared directory may change between the making and the use. Where one cannot
+// be made (a file system without O_TMPFILE, the directory not opened by openat2, the limit
+// reached) the spare is the file beside the destination, as on other systems; where one cannot
+// be named (neither linkat's AT_EMPTY_PATH, which needs CAP_DAC_READ_SEARCH, nor /proc/self/fd)
+// the install that finds it fails, those held are closed and none is made again. A held spare
+// keeps its file system busy: it cannot be unmounted or remounted read-only while the process
+// runs.
 
 // maxUnnamed bounds the unnamed spares held at once: each is an open descriptor.
 const maxUnnamed = 128
@@ -67,7 +79,7 @@ func (d *dir) takeUnnamed(base string) *os.File {
 // makeUnnamed makes sure an unnamed spare is kept for base in d, and reports whether one is.
 func (d *dir) makeUnnamed(base string) bool {
 	k, ok := d.unnamedKeyOf(base)
-	if !ok || noUnnamed.Load() {
+	if !ok || noUnnamed.Load() || !d.ownersOnly() {
 		return false
 	}
 	unnamed.Lock()
@@ -89,7 +101,7 @@ func (d *dir) makeUnnamed(base string) bool {
 	if unnamed.spares == nil {
 		unnamed.spares = map[unnamedKey]*os.File{}
 	}
-	unnamed.spares[k] = os.NewFile(uintptr(fd), d.join(spareName(base)))
+	unnamed.spares[k] = os.NewFile(uintptr(fd), d.join(base)) // named for errors: the file it becomes
 	return true
 }
 
@@ -104,13 +116,26 @@ func (d *dir) linkUnnamed(f *os.File, base string) (string, error) {
 		if errors.Is(err, fs.ErrExist) {
 			continue
 		}
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.ENOENT) {
+			dropUnnamed() // this process cannot name them: spares with a name from now on
+		}
 		if err != nil {
-			noUnnamed.Store(true)
 			return "", err
 		}
 		return name, nil
 	}
 	return "", fmt.Errorf("no free temp name for %s in %s", base, d.path)
+}
+
+// dropUnnamed makes no unnamed spare from now on, and closes those held.
+func dropUnnamed() {
+	noUnnamed.Store(true)
+	unnamed.Lock()
+	defer unnamed.Unlock()
+	for k, f := range unnamed.spares {
+		f.Close()
+		delete(unnamed.spares, k)
+	}
 }
 
 // linkFD links the file open at fd to name in the directory open at dirfd (a test hook).

@@ -122,12 +122,114 @@ func TestUnnamedSpare_NotNamedThenFileSpares(t *testing.T) {
 	}
 	wantContent(t, path, "one\n", 0o644)
 	wantOnly(t, dir, "app.conf")
+	if held := openfiles.Unnamed(t, dir); len(held) != 0 {
+		t.Fatalf("%d unnamed spares still held once they cannot be named, want none", len(held))
+	}
 	for _, content := range []string{"two\n", "three\n"} {
 		if _, err := atomicfile.Write(path, []byte(content), opts); err != nil {
 			t.Fatal(err)
 		}
 		wantContent(t, path, content, 0o644)
 		wantSpare(t, path)
+	}
+}
+
+// A link that fails for a passing reason (no space for the name) fails that install alone: the
+// next one makes and uses unnamed spares again.
+func TestUnnamedSpare_PassingLinkErrorFailsOneInstall(t *testing.T) {
+	dir := unnamedDir(t)
+	path := filepath.Join(dir, "app.conf")
+	opts := atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
+	if _, err := atomicfile.Write(path, []byte("one\n"), opts); err != nil {
+		t.Fatal(err)
+	}
+	failed := false
+	defer atomicfile.SetLinkUnnamed(func(int, int, string) error {
+		if !failed {
+			failed = true
+			return syscall.ENOSPC
+		}
+		return syscall.EXDEV // never asked: the install that follows has no unnamed spare
+	})()
+	if _, err := atomicfile.Write(path, []byte("two\n"), opts); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("error %v, want the link's", err)
+	}
+	wantContent(t, path, "one\n", 0o644)
+	if _, err := atomicfile.Write(path, []byte("two\n"), opts); err != nil {
+		t.Fatal(err)
+	}
+	wantContent(t, path, "two\n", 0o644)
+	wantOnly(t, dir, "app.conf")
+	if held := openfiles.Unnamed(t, dir); len(held) != 1 {
+		t.Fatalf("%d unnamed spares held, want a new one", len(held))
+	}
+}
+
+// The file named is fsynced again before the directory is (its first fsync was before it had a
+// name: its link count on disk was 0), so that the directory's entry is never on disk before
+// the link it names.
+func TestUnnamedSpare_LinkDurableBeforeTheDirectory(t *testing.T) {
+	dir := unnamedDir(t)
+	path := filepath.Join(dir, "app.conf")
+	for _, deferred := range []bool{false, true} {
+		ds := &atomicfile.DirSyncs{}
+		opts := atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
+		if deferred {
+			opts.DirSyncs = ds
+		}
+		if _, err := atomicfile.Write(path, []byte("one\n"), opts); err != nil {
+			t.Fatal(err)
+		}
+		if err := ds.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		spares := openfiles.Unnamed(t, dir)
+		if len(spares) != 1 {
+			t.Fatalf("%d unnamed spares held, want one", len(spares))
+		}
+		var order []string
+		restore := atomicfile.SetFsync(func(f *os.File) error {
+			if fi, err := f.Stat(); err == nil && fi.IsDir() {
+				order = append(order, "directory")
+			} else if err == nil && fi.Sys().(*syscall.Stat_t).Ino == spares[0] {
+				order = append(order, "the spare, named")
+			}
+			return f.Sync()
+		})
+		_, err := atomicfile.Write(path, []byte("two\n"), opts)
+		if err == nil {
+			err = ds.Sync()
+		}
+		restore()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Join(order, ", ") != "the spare, named, directory" {
+			t.Fatalf("deferred %v: fsyncs %q, want the spare named, then the directory", deferred, order)
+		}
+		wantContent(t, path, "two\n", 0o644)
+	}
+}
+
+// No unnamed spare is kept in a directory that others than its owner may write (a group's, or
+// /tmp), as no spare file is: a file takes its directory's group and default ACL when it is
+// made, and those may change before it is used.
+func TestUnnamedSpare_NoneWhereOthersMayWrite(t *testing.T) {
+	dir := unnamedDir(t)
+	if err := os.Chmod(dir, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "app.conf")
+	opts := atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
+	for _, content := range []string{"one\n", "two\n"} {
+		if _, err := atomicfile.Write(path, []byte(content), opts); err != nil {
+			t.Fatal(err)
+		}
+		wantContent(t, path, content, 0o644)
+		if held := openfiles.Unnamed(t, dir); len(held) != 0 {
+			t.Fatalf("%d unnamed spares held for a directory others may write, want none", len(held))
+		}
+		wantOnly(t, dir, "app.conf")
 	}
 }
 
