@@ -352,28 +352,37 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 			}
 		}
 	}()
+	at := d.join(staged) // the staged file, for errors
+	if staged == "" {
+		at = tmp.Name()
+	}
 	if _, err = tmp.Write(data); err != nil {
-		return nil, named("write", d.join(staged), err)
+		return nil, named("write", at, err)
 	}
 	if err = attributes(tmp, perm, uid, gid); err != nil {
-		return nil, fmt.Errorf("%s: %w", d.join(staged), err)
+		return nil, fmt.Errorf("%s: %w", at, err)
 	}
 	if !opts.NoSync {
 		if err = tmp.Sync(); err != nil {
-			return nil, named("fsync", d.join(staged), err)
+			return nil, named("fsync", at, err)
 		}
 	}
-	linked := staged == "" // an unnamed spare: named now, written and fsynced
-	if linked {
+	if staged == "" { // an unnamed spare: named now, written and fsynced
 		if staged, err = d.linkUnnamed(tmp, base); err != nil {
-			return nil, fmt.Errorf("link temp file for %s: %w", path, err)
+			return nil, fmt.Errorf("name the staged file for %s: %w", path, err)
 		}
+		// Held, read-only, for d's sync to fsync it again for its link (see dir.linked): a
+		// handle open for writing would keep the file from being run (ETXTBSY), by the check or,
+		// once installed, by anyone.
+		var ro *os.File
+		if ro, err = d.reopen(tmp, staged); err != nil {
+			return nil, err
+		}
+		d.linked = append(d.linked, ro)
 	}
 	// What the file is as staged, for Wrote (which says false when the stat failed).
 	s.written, _ = fstamp(tmp)
-	if linked {
-		d.linked = append(d.linked, tmp) // d's sync fsyncs it again, for its link
-	} else if err = tmp.Close(); err != nil {
+	if err = tmp.Close(); err != nil {
 		return nil, named("close", d.join(staged), err)
 	}
 	if opts.Check != nil {
@@ -508,20 +517,21 @@ func (s *DirSyncs) Sync() error {
 		return nil
 	}
 	var first error
-	// The files named that need it first, in every directory: a directory's fsync may make the
-	// entries of several installs durable.
-	for _, d := range s.dirs {
-		if err := d.syncLinked(); err != nil && first == nil {
-			first = &SyncDirError{Path: d.path, Err: err}
-		}
-		for _, f := range d.linked {
-			f.Close()
-		}
-		d.linked = nil
-	}
 	// Once per directory, told by its identity, not its path: a directory replaced at its path
 	// between two installs is another one, and each rename is in the directory it was made in.
 	var done []os.FileInfo
+	// The files named that need it first, in every directory: a directory's fsync may make the
+	// entries of several installs durable. A directory whose file failed is not fsynced.
+	for _, d := range s.dirs {
+		if err := d.syncLinked(); err != nil {
+			if first == nil {
+				first = &SyncDirError{Path: d.path, Err: err}
+			}
+			if fi, ierr := d.identity(); ierr == nil {
+				done = append(done, fi)
+			}
+		}
+	}
 	for _, d := range s.dirs {
 		fi, err := d.identity()
 		seen := err == nil && slices.ContainsFunc(done, func(o os.FileInfo) bool { return os.SameFile(o, fi) })
@@ -722,8 +732,8 @@ type dir struct {
 	id   fs.FileInfo // its stat when it was opened, for its identity (nil: not taken)
 	// linked are the unnamed spares named in the directory (see unnamed_linux.go): fsynced
 	// while they had no name, so that their link count on disk is still 0. sync fsyncs them
-	// again before the directory, so that the directory's entry never names a file whose link
-	// is not on disk (on a file system without a journal, fsck would clear the entry).
+	// again before the directory, so that its fsync never makes an entry durable before the
+	// link it names (on a file system without a journal, fsck would clear the entry).
 	linked []*os.File
 }
 
@@ -762,26 +772,53 @@ func named(op, path string, err error) error {
 // createTemp creates a new file for base in d, named .<base>.shoelace-<random>, with
 // O_EXCL (so never through an existing name or link) and mode 0600.
 func (d *dir) createTemp(base string) (*os.File, string, error) {
+	var f *os.File
+	name, err := d.freeTemp(base, func(n string) (err error) {
+		f, err = d.root.OpenFile(n, os.O_RDWR|os.O_CREATE|os.O_EXCL|createFlags, 0o600)
+		return err
+	})
+	return f, name, err
+}
+
+// freeTemp calls try with new temp names for base (tempName, N random) until one does not find
+// its name taken (fs.ErrExist), at most 100 times, and returns that name and try's error.
+func (d *dir) freeTemp(base string, try func(name string) error) (string, error) {
 	for range 100 {
-		name := tempName(base, uint64(rand.Uint32()))
-		f, err := d.root.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL|createFlags, 0o600)
-		if errors.Is(err, fs.ErrExist) {
-			continue
+		name := tempName(base, rand.Uint64())
+		if err := try(name); !errors.Is(err, fs.ErrExist) {
+			return name, err
 		}
-		return f, name, err
 	}
-	return nil, "", fmt.Errorf("no free temp name for %s in %s", base, d.path)
+	return "", fmt.Errorf("no free temp name for %s in %s", base, d.path)
+}
+
+// reopen opens name in d, which f was just given, read-only, and checks that it is f's file.
+func (d *dir) reopen(f *os.File, name string) (*os.File, error) {
+	ro, err := d.root.OpenFile(name, os.O_RDONLY|noFollow|nonBlock, 0)
+	if err != nil {
+		return nil, named("open", d.join(name), err)
+	}
+	was, err1 := f.Stat()
+	is, err2 := ro.Stat()
+	if err1 != nil || err2 != nil || !os.SameFile(was, is) {
+		ro.Close()
+		return nil, fmt.Errorf("%s: replaced as soon as it was named", d.join(name))
+	}
+	return ro, nil
 }
 
 // syncLinked fsyncs the files named in the directory that need it before the directory's
-// fsync (d.linked).
+// fsync (d.linked), and lets them go.
 func (d *dir) syncLinked() error {
+	var err error
 	for _, f := range d.linked {
-		if err := fsync(f); err != nil {
-			return named("fsync", f.Name(), err)
+		if e := fsync(f); e != nil && err == nil {
+			err = named("fsync", f.Name(), e)
 		}
+		f.Close()
 	}
-	return nil
+	d.linked = nil
+	return err
 }
 
 // sync fsyncs the directory held (where directories can be fsynced: see dirSync), after
@@ -840,15 +877,7 @@ func backup(d *dir, base string, opts Options) (err error) {
 
 // linkTemp hard-links base to a new temp name in d and returns the name.
 func linkTemp(d *dir, base string) (string, error) {
-	for range 100 {
-		name := tempName(base+".bak", uint64(rand.Uint32()))
-		err := link(d.root, base, name)
-		if errors.Is(err, fs.ErrExist) {
-			continue
-		}
-		return name, err
-	}
-	return "", fmt.Errorf("no free temp name for %s.bak in %s", base, d.path)
+	return d.freeTemp(base+".bak", func(name string) error { return link(d.root, base, name) })
 }
 
 // copyTemp copies base to a new temp file in d, with base's owner (where the process may

@@ -7,3 +7,17 @@ func SetLinkUnnamed(f func(fd, dirfd int, name string) error) (restore func()) {
 	linkFD = f
 	return func() { linkFD = old; noUnnamed.Store(was) }
 }
+
+// MaxUnnamed is how many unnamed spares are held at most.
+const MaxUnnamed = maxUnnamed
+
+// DropUnnamedSpares closes the unnamed spares held, for a test's cleanup (without turning them
+// off, as dropUnnamed does).
+func DropUnnamedSpares() {
+	unnamed.Lock()
+	defer unnamed.Unlock()
+	for k, sp := range unnamed.spares {
+		sp.f.Close()
+		delete(unnamed.spares, k)
+	}
+}

@@ -2,9 +2,6 @@ package atomicfile
 
 import (
 	"errors"
-	"fmt"
-	"io/fs"
-	"math/rand/v2"
 	"os"
 	"strconv"
 	"sync"
@@ -24,21 +21,23 @@ import (
 //
 // Its link count on disk is 0 until the file is fsynced again once named (its fsync made it
 // durable before it had a name: a fsync after the name would write the directory too). The
-// directory's sync does that first (dir.linked), so that the directory's entry is never on disk
-// before the link it names; a crash between the two leaves the file without an entry (fsck's
-// lost+found, on a file system without a journal) and the destination as it was.
+// directory's sync does that first (dir.linked), so that its fsync never makes the entry
+// durable before the link it names (the kernel's writeback may still, without a journal, until
+// then); a crash between the two leaves the file without an entry (fsck's lost+found, on a file
+// system without a journal) and the destination as it was. The file is held for that second
+// fsync read-only: a handle open for writing would keep it from being run (ETXTBSY).
 //
 // The spares are kept by directory (its device and inode: a directory made anew at the same
-// path is another one) and base name, at most maxUnnamed at once, only in a directory that no
-// one but its owner (root or this process's user) may write, as the files beside their
-// destinations are: a file takes the group and default ACL of its directory when it is made,
-// and those of a shared directory may change between the making and the use. Where one cannot
-// be made (a file system without O_TMPFILE, the directory not opened by openat2, the limit
-// reached) the spare is the file beside the destination, as on other systems; where one cannot
-// be named (neither linkat's AT_EMPTY_PATH, which needs CAP_DAC_READ_SEARCH, nor /proc/self/fd)
-// the install that finds it fails, those held are closed and none is made again. A held spare
-// keeps its file system busy: it cannot be unmounted or remounted read-only while the process
-// runs.
+// path is another one; a spare holds its directory, whose inode is not reused while it is) and
+// base name, only in a directory that no one but its owner (root or this process's user) may
+// write, as the files beside their destinations are: a file takes the group and default ACL of
+// its directory when it is made, and those of a shared directory may change between the making
+// and the use. At most maxUnnamed are held: past that, the one made longest ago goes. Where one
+// cannot be made (a file system without O_TMPFILE, the directory not opened by openat2) the
+// spare is the file beside the destination, as on other systems; where one cannot be named
+// (neither linkat's AT_EMPTY_PATH, which needs CAP_DAC_READ_SEARCH, nor /proc/self/fd) the
+// install that finds it fails, those held are closed and none is made again. A held spare keeps
+// its file system busy: it cannot be unmounted or remounted read-only while the process runs.
 
 // maxUnnamed bounds the unnamed spares held at once: each is an open descriptor.
 const maxUnnamed = 128
@@ -50,7 +49,14 @@ type unnamedKey struct {
 
 var unnamed struct {
 	sync.Mutex
-	spares map[unnamedKey]*os.File
+	spares map[unnamedKey]unnamedSpare
+	made   uint64 // spares made so far, for their order
+}
+
+// unnamedSpare is a spare held, and when it was made (the number of spares made before it).
+type unnamedSpare struct {
+	f    *os.File
+	made uint64
 }
 
 // unnamedKeyOf is the key of base's spare in d.
@@ -71,24 +77,37 @@ func (d *dir) takeUnnamed(base string) *os.File {
 	}
 	unnamed.Lock()
 	defer unnamed.Unlock()
-	f := unnamed.spares[k]
+	sp := unnamed.spares[k]
 	delete(unnamed.spares, k)
-	return f
+	return sp.f
 }
 
 // makeUnnamed makes sure an unnamed spare is kept for base in d, and reports whether one is.
 func (d *dir) makeUnnamed(base string) bool {
 	k, ok := d.unnamedKeyOf(base)
-	if !ok || noUnnamed.Load() || !d.ownersOnly() {
+	if !ok || !d.ownersOnly() {
 		return false
 	}
 	unnamed.Lock()
 	defer unnamed.Unlock()
-	if unnamed.spares[k] != nil {
+	if noUnnamed.Load() { // under the lock: dropUnnamed empties the map under it
+		return false
+	}
+	if unnamed.spares[k].f != nil {
 		return true
 	}
 	if len(unnamed.spares) >= maxUnnamed {
-		return false
+		// The one made longest ago goes: of a template taken out of the config, a directory
+		// removed or replaced, or a file that changes least.
+		var oldest unnamedKey
+		first := true
+		for k, sp := range unnamed.spares {
+			if first || sp.made < unnamed.spares[oldest].made {
+				oldest, first = k, false
+			}
+		}
+		unnamed.spares[oldest].f.Close()
+		delete(unnamed.spares, oldest)
 	}
 	var fd int
 	err := withFD(d.f, func(dirfd int) (err error) {
@@ -99,32 +118,44 @@ func (d *dir) makeUnnamed(base string) bool {
 		return false // no O_TMPFILE here: the spare is a file with a name
 	}
 	if unnamed.spares == nil {
-		unnamed.spares = map[unnamedKey]*os.File{}
+		unnamed.spares = map[unnamedKey]unnamedSpare{}
 	}
-	unnamed.spares[k] = os.NewFile(uintptr(fd), d.join(base)) // named for errors: the file it becomes
+	unnamed.made++
+	unnamed.spares[k] = unnamedSpare{os.NewFile(uintptr(fd), d.join(base)+" (its unnamed spare)"), unnamed.made}
 	return true
 }
 
 // linkUnnamed gives f, an unnamed spare of d, a new temp name for base in d, and returns it.
 // A name that exists is never replaced (linkat fails): another is tried.
 func (d *dir) linkUnnamed(f *os.File, base string) (string, error) {
-	for range 100 {
-		name := tempName(base, rand.Uint64())
-		err := withFD(d.f, func(dirfd int) error {
+	name, err := d.freeTemp(base, func(name string) error {
+		return withFD(d.f, func(dirfd int) error {
 			return withFD(f, func(fd int) error { return linkFD(fd, dirfd, name) })
 		})
-		if errors.Is(err, fs.ErrExist) {
-			continue
-		}
-		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.ENOENT) {
+	})
+	if err != nil {
+		if cannotName(err) && !d.removed() {
 			dropUnnamed() // this process cannot name them: spares with a name from now on
 		}
-		if err != nil {
-			return "", err
-		}
-		return name, nil
+		return "", err
 	}
-	return "", fmt.Errorf("no free temp name for %s in %s", base, d.path)
+	return name, nil
+}
+
+// cannotName reports whether err, of a link of an unnamed file, says that this process may
+// not make such links: without CAP_DAC_READ_SEARCH, and without /proc.
+func cannotName(err error) bool {
+	return errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.ENOENT)
+}
+
+// removed reports whether d was removed (no link left): then a link in it fails with ENOENT.
+func (d *dir) removed() bool {
+	fi, err := d.f.Stat()
+	if err != nil {
+		return false
+	}
+	n, ok := linksOf(fi)
+	return ok && n == 0
 }
 
 // dropUnnamed makes no unnamed spare from now on, and closes those held.
@@ -132,8 +163,8 @@ func dropUnnamed() {
 	noUnnamed.Store(true)
 	unnamed.Lock()
 	defer unnamed.Unlock()
-	for k, f := range unnamed.spares {
-		f.Close()
+	for k, sp := range unnamed.spares {
+		sp.f.Close()
 		delete(unnamed.spares, k)
 	}
 }

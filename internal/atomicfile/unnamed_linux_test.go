@@ -2,8 +2,11 @@ package atomicfile_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -31,6 +34,7 @@ func wantOnly(t *testing.T, dir string, names ...string) {
 
 func unnamedDir(t *testing.T) string {
 	t.Helper()
+	t.Cleanup(atomicfile.DropUnnamedSpares) // each test with its own: at most MaxUnnamed are held
 	dir, err := filepath.EvalSymlinks(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +121,7 @@ func TestUnnamedSpare_NotNamedThenFileSpares(t *testing.T) {
 	}
 	defer atomicfile.SetLinkUnnamed(func(int, int, string) error { return syscall.EPERM })()
 	_, err := atomicfile.Write(path, []byte("two\n"), opts)
-	if err == nil || !strings.Contains(err.Error(), "link temp file for "+path) || !errors.Is(err, syscall.EPERM) {
+	if err == nil || !strings.Contains(err.Error(), "name the staged file for "+path) || !errors.Is(err, syscall.EPERM) {
 		t.Fatalf("error %v, want the link's, naming the destination", err)
 	}
 	wantContent(t, path, "one\n", 0o644)
@@ -283,4 +287,75 @@ func TestUnnamedSpare_EmptyInstallHasItsOwnTime(t *testing.T) {
 		t.Fatalf("empty install: size %d, time %v, want empty and no older than %v", fi.Size(), fi.ModTime(), before)
 	}
 	wantOnly(t, dir, "app.conf")
+}
+
+// A file staged in an unnamed spare can be run by its check, and once installed, by anyone,
+// while its directory's fsync is deferred: the handle held for its second fsync is read-only
+// (one open for writing makes execve fail with ETXTBSY).
+func TestUnnamedSpare_StagedAndInstalledCanBeRun(t *testing.T) {
+	dir := unnamedDir(t)
+	path := filepath.Join(dir, "hook.sh")
+	ds := &atomicfile.DirSyncs{}
+	opts := atomicfile.Options{Perm: 0o755, UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true, DirSyncs: ds}
+	if _, err := atomicfile.Write(path, []byte("#!/bin/sh\necho one\n"), opts); err != nil {
+		t.Fatal(err)
+	}
+	if err := ds.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if len(openfiles.Unnamed(t, dir)) != 1 {
+		t.Fatal("no unnamed spare held")
+	}
+	opts.Check = func(staged string) error {
+		out, err := exec.Command(staged).CombinedOutput()
+		if err != nil || string(out) != "two\n" {
+			return fmt.Errorf("ran %s: %q, %v", staged, out, err)
+		}
+		return nil
+	}
+	if _, err := atomicfile.Write(path, []byte("#!/bin/sh\necho two\n"), opts); err != nil {
+		t.Fatal(err)
+	}
+	if !ds.Pending() {
+		t.Fatal("the directory's fsync is not deferred: the test proves nothing")
+	}
+	if out, err := exec.Command(path).CombinedOutput(); err != nil || string(out) != "two\n" {
+		t.Fatalf("ran the installed %s: %q, %v", path, out, err)
+	}
+	if err := ds.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// At most MaxUnnamed spares are held: past that, the one made longest ago goes, and the newest
+// is kept.
+func TestUnnamedSpare_AtMostMaxHeld(t *testing.T) {
+	dir := unnamedDir(t)
+	opts := atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
+	n := atomicfile.MaxUnnamed + 3
+	for i := range n {
+		if _, err := atomicfile.Write(filepath.Join(dir, fmt.Sprintf("f%03d", i)), []byte("x"), opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if held := len(openfiles.Unnamed(t, dir)); held != atomicfile.MaxUnnamed {
+		t.Fatalf("%d unnamed spares held after %d installs, want %d", held, n, atomicfile.MaxUnnamed)
+	}
+	// The newest is kept: the next install of the last file fills it.
+	held := openfiles.Unnamed(t, dir)
+	last := filepath.Join(dir, fmt.Sprintf("f%03d", n-1))
+	if _, err := atomicfile.Write(last, []byte("y"), opts); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(held, inode(t, last)) {
+		t.Fatal("the newest spare was not kept")
+	}
+	// The oldest went: the first file's next install is a new file.
+	first := filepath.Join(dir, "f000")
+	if _, err := atomicfile.Write(first, []byte("y"), opts); err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(held, inode(t, first)) {
+		t.Fatal("the oldest spare was kept")
+	}
 }

@@ -1,3 +1,5 @@
+//go:build !windows
+
 // Package openfiles tells tests what files their process holds open, from /proc/self/fd. Import
 // it only from _test files.
 package openfiles
