@@ -356,29 +356,38 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 	if staged == "" {
 		at = tmp.Name()
 	}
+	unnamed := staged == "" // an unnamed spare: named once written and fsynced
 	if _, err = tmp.Write(data); err != nil {
 		return nil, named("write", at, err)
 	}
-	if err = attributes(tmp, perm, uid, gid); err != nil {
-		return nil, fmt.Errorf("%s: %w", at, err)
+	if !unnamed {
+		if err = attributes(tmp, perm, uid, gid); err != nil {
+			return nil, fmt.Errorf("%s: %w", at, err)
+		}
 	}
 	if !opts.NoSync {
 		if err = tmp.Sync(); err != nil {
 			return nil, named("fsync", at, err)
 		}
 	}
-	if staged == "" { // an unnamed spare: named now, written and fsynced
+	if unnamed {
 		if staged, err = d.linkUnnamed(tmp, base); err != nil {
 			return nil, fmt.Errorf("name the staged file for %s: %w", path, err)
 		}
 		// Held, read-only, for d's sync to fsync it again for its link (see dir.linked): a
 		// handle open for writing would keep the file from being run (ETXTBSY), by the check or,
-		// once installed, by anyone.
+		// once installed, by anyone. Opened while the file is still this process's, mode 0600:
+		// its own mode and owner, given after, may not let this process read it. That fsync
+		// makes them durable too.
 		var ro *os.File
 		if ro, err = d.reopen(tmp, staged); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("install %s: %w", path, err)
 		}
 		d.linked = append(d.linked, ro)
+		between("named")
+		if err = attributes(tmp, perm, uid, gid); err != nil {
+			return nil, fmt.Errorf("%s: %w", d.join(staged), err)
+		}
 	}
 	// What the file is as staged, for Wrote (which says false when the stat failed).
 	s.written, _ = fstamp(tmp)

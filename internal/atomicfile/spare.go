@@ -21,14 +21,16 @@ func spareName(base string) string { return "." + base + ".shoelace-spare" }
 // claimSpare); else a new temp file. empty says that nothing will be written to it: an unnamed
 // spare, whose times are those of its making, is not used for it.
 func (d *dir) stageFile(base string, spare, empty bool) (*os.File, string, error) {
-	if spare && !empty {
-		if f := d.takeUnnamed(base); f != nil {
-			return f, "", nil
+	if spare && d.ownersOnly() {
+		if !empty {
+			if f := d.takeUnnamed(base); f != nil {
+				return f, "", nil
+			}
 		}
-	}
-	if spare && spares && d.ownersOnly() {
-		if f, name := d.claimSpare(base, empty); f != nil {
-			return f, name, nil
+		if spares {
+			if f, name := d.claimSpare(base, empty); f != nil {
+				return f, name, nil
+			}
 		}
 	}
 	return d.createTemp(base)
@@ -114,11 +116,13 @@ func (d *dir) makeSpare(base string) {
 // ownersOnly reports whether no one but d's owner may write in d, and that owner is root or
 // this process's user: no one else can put a file at a spare's name there. The mode says it: a
 // POSIX ACL that lets another user or group write shows its mask's write bit as the group's.
+// And d has no default ACL (see defaultACL): a spare takes it when it is made, and what it
+// grants may change before the spare is used.
 func (d *dir) ownersOnly() bool {
 	fi, err := d.identity()
 	if err != nil {
 		return false
 	}
 	uid, _, ok := ownerOf(fi)
-	return ok && (uid == 0 || uid == os.Geteuid()) && fi.Mode().Perm()&0o022 == 0
+	return ok && (uid == 0 || uid == os.Geteuid()) && fi.Mode().Perm()&0o022 == 0 && !d.defaultACL()
 }

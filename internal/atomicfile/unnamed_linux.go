@@ -191,3 +191,22 @@ func withFD(f *os.File, fn func(fd int) error) error {
 	}
 	return ferr
 }
+
+// defaultACL reports whether d has a default ACL, which a file made in it takes (or whether it
+// has cannot be told).
+func (d *dir) defaultACL() bool {
+	var n int
+	var err error
+	if d.f != nil {
+		err = withFD(d.f, func(fd int) (err error) {
+			n, err = unix.Fgetxattr(fd, "system.posix_acl_default", nil)
+			return err
+		})
+	} else {
+		n, err = unix.Getxattr(d.path, "system.posix_acl_default", nil)
+	}
+	if errors.Is(err, unix.ENODATA) || errors.Is(err, unix.EOPNOTSUPP) {
+		return false
+	}
+	return err != nil || n > 0
+}

@@ -1,6 +1,7 @@
 package atomicfile_test
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
 	"github.com/shoelace-dev/shoelace/internal/testutil/openfiles"
@@ -357,5 +360,109 @@ func TestUnnamedSpare_AtMostMaxHeld(t *testing.T) {
 	}
 	if slices.Contains(held, inode(t, first)) {
 		t.Fatal("the oldest spare was kept")
+	}
+}
+
+// The spare is named and reopened while it is still this process's, mode 0600, and only then
+// given its mode and owner: a mode without the owner's read bit (0200), or an owner that is not
+// this process's, would otherwise keep a process without CAP_DAC_OVERRIDE from reopening it.
+func TestUnnamedSpare_NamedWhileStillOurs(t *testing.T) {
+	dir := unnamedDir(t)
+	path := filepath.Join(dir, "secret.in")
+	opts := atomicfile.Options{Perm: 0o200, UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
+	if _, err := atomicfile.Write(path, []byte("one\n"), opts); err != nil {
+		t.Fatal(err)
+	}
+	var atNamed []os.FileMode
+	defer atomicfile.SetBetween(func(step string) {
+		if step != "named" {
+			return
+		}
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if strings.Contains(e.Name(), ".shoelace-") {
+				atNamed = append(atNamed, mustLstat(t, filepath.Join(dir, e.Name())).Mode().Perm())
+			}
+		}
+	})()
+	if _, err := atomicfile.Write(path, []byte("two\n"), opts); err != nil {
+		t.Fatal(err)
+	}
+	if len(atNamed) != 1 || atNamed[0] != 0o600 {
+		t.Fatalf("the staged file's mode when named and reopened: %v, want [-rw-------]", atNamed)
+	}
+	fi := mustLstat(t, path)
+	if b, _ := os.ReadFile(path); string(b) != "two\n" || fi.Mode().Perm() != 0o200 {
+		t.Fatalf("%s holds %q, mode %v; want the new content, mode 0200", path, b, fi.Mode())
+	}
+}
+
+// A spare made while the directory was its owner's alone is not taken once others may write
+// there: what it took from the directory when it was made is not the directory's now.
+func TestUnnamedSpare_NotTakenOnceTheDirectoryIsShared(t *testing.T) {
+	dir := unnamedDir(t)
+	path := filepath.Join(dir, "app.conf")
+	opts := atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
+	if _, err := atomicfile.Write(path, []byte("one\n"), opts); err != nil {
+		t.Fatal(err)
+	}
+	spares := openfiles.Unnamed(t, dir)
+	if len(spares) != 1 {
+		t.Fatalf("%d unnamed spares held, want one", len(spares))
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := atomicfile.Write(path, []byte("two\n"), opts); err != nil {
+		t.Fatal(err)
+	}
+	if inode(t, path) == spares[0] {
+		t.Fatal("the spare made before the directory was shared was taken")
+	}
+	wantContent(t, path, "two\n", 0o644)
+}
+
+// aclXattr is a POSIX ACL as Linux stores it in system.posix_acl_*: version 2, then each entry's
+// tag, permissions and id.
+func aclXattr(entries ...[3]uint32) []byte {
+	b := binary.LittleEndian.AppendUint32(nil, 2)
+	for _, e := range entries {
+		b = binary.LittleEndian.AppendUint16(b, uint16(e[0]))
+		b = binary.LittleEndian.AppendUint16(b, uint16(e[1]))
+		b = binary.LittleEndian.AppendUint32(b, e[2])
+	}
+	return b
+}
+
+// No spare, unnamed or a file, is kept in a directory with a default ACL, which its mode does
+// not show: a spare takes the ACL when it is made, and an entry removed from it before the
+// spare is used would still let its user read the next version.
+func TestSpare_NoneWhereTheDirectoryHasADefaultACL(t *testing.T) {
+	dir := unnamedDir(t)
+	const undef = 0xffffffff
+	acl := aclXattr([3]uint32{0x01, 7, undef}, [3]uint32{0x02, 6, 65534}, [3]uint32{0x04, 5, undef},
+		[3]uint32{0x10, 7, undef}, [3]uint32{0x20, 5, undef})
+	if err := unix.Setxattr(dir, "system.posix_acl_default", acl, 0); errors.Is(err, unix.EOPNOTSUPP) {
+		t.Skipf("no POSIX ACLs on this file system: %v", err)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "app.conf")
+	for _, files := range []bool{false, true} {
+		restore := func() {}
+		if files {
+			restore = atomicfile.FileSpares()
+		}
+		opts := atomicfile.Options{Perm: 0o640, UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
+		for _, content := range []string{"one\n", "two\n"} {
+			if _, err := atomicfile.Write(path, []byte(content), opts); err != nil {
+				t.Fatal(err)
+			}
+			if held := openfiles.Unnamed(t, dir); len(held) != 0 {
+				t.Fatalf("%d unnamed spares held in a directory with a default ACL, want none", len(held))
+			}
+			wantOnly(t, dir, "app.conf")
+		}
+		restore()
 	}
 }

@@ -16,3 +16,6 @@ func (d *dir) makeUnnamed(string) bool { return false }
 func (d *dir) linkUnnamed(*os.File, string) (string, error) {
 	return "", errors.New("unnamed files are Linux's")
 }
+
+// defaultACL is Linux's: elsewhere a default ACL is not looked for.
+func (d *dir) defaultACL() bool { return false }
