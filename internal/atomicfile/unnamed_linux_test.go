@@ -35,6 +35,16 @@ func wantOnly(t *testing.T, dir string, names ...string) {
 	}
 }
 
+// firstInstall installs "one\n" at path with a spare kept, and returns the options it used.
+func firstInstall(t *testing.T, path string) atomicfile.Options {
+	t.Helper()
+	opts := atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
+	if _, err := atomicfile.Write(path, []byte("one\n"), opts); err != nil {
+		t.Fatal(err)
+	}
+	return opts
+}
+
 func unnamedDir(t *testing.T) string {
 	t.Helper()
 	t.Cleanup(atomicfile.DropUnnamedSpares) // each test with its own: at most MaxUnnamed are held
@@ -83,10 +93,7 @@ func TestUnnamedSpare_NextInstallFillsIt(t *testing.T) {
 func TestUnnamedSpare_CheckRunsTheNamedFile(t *testing.T) {
 	dir := unnamedDir(t)
 	path := filepath.Join(dir, "app.conf")
-	opts := atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
-	if _, err := atomicfile.Write(path, []byte("one\n"), opts); err != nil {
-		t.Fatal(err)
-	}
+	opts := firstInstall(t, path)
 	spares := openfiles.Unnamed(t, dir)
 	var checked string
 	opts.Check = func(staged string) error {
@@ -118,10 +125,7 @@ func TestUnnamedSpare_CheckRunsTheNamedFile(t *testing.T) {
 func TestUnnamedSpare_NotNamedThenFileSpares(t *testing.T) {
 	dir := unnamedDir(t)
 	path := filepath.Join(dir, "app.conf")
-	opts := atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
-	if _, err := atomicfile.Write(path, []byte("one\n"), opts); err != nil {
-		t.Fatal(err)
-	}
+	opts := firstInstall(t, path)
 	defer atomicfile.SetLinkUnnamed(func(int, int, string) error { return syscall.EPERM })()
 	_, err := atomicfile.Write(path, []byte("two\n"), opts)
 	if err == nil || !strings.Contains(err.Error(), "name the staged file for "+path) || !errors.Is(err, syscall.EPERM) {
@@ -146,10 +150,7 @@ func TestUnnamedSpare_NotNamedThenFileSpares(t *testing.T) {
 func TestUnnamedSpare_PassingLinkErrorFailsOneInstall(t *testing.T) {
 	dir := unnamedDir(t)
 	path := filepath.Join(dir, "app.conf")
-	opts := atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
-	if _, err := atomicfile.Write(path, []byte("one\n"), opts); err != nil {
-		t.Fatal(err)
-	}
+	opts := firstInstall(t, path)
 	failed := false
 	defer atomicfile.SetLinkUnnamed(func(int, int, string) error {
 		if !failed {
@@ -249,10 +250,7 @@ func TestUnnamedSpare_OfItsDirectoryOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "app.conf")
-	opts := atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
-	if _, err := atomicfile.Write(path, []byte("one\n"), opts); err != nil {
-		t.Fatal(err)
-	}
+	opts := firstInstall(t, path)
 	old := openfiles.Unnamed(t, dir)
 	if len(old) != 1 {
 		t.Fatalf("%d unnamed files held, want the spare", len(old))
@@ -277,10 +275,7 @@ func TestUnnamedSpare_OfItsDirectoryOnly(t *testing.T) {
 func TestUnnamedSpare_EmptyInstallHasItsOwnTime(t *testing.T) {
 	dir := unnamedDir(t)
 	path := filepath.Join(dir, "app.conf")
-	opts := atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
-	if _, err := atomicfile.Write(path, []byte("one\n"), opts); err != nil {
-		t.Fatal(err)
-	}
+	opts := firstInstall(t, path)
 	time.Sleep(20 * time.Millisecond)
 	before := time.Now()
 	if _, err := atomicfile.Write(path, nil, opts); err != nil {
@@ -402,10 +397,7 @@ func TestUnnamedSpare_NamedWhileStillOurs(t *testing.T) {
 func TestUnnamedSpare_NotTakenOnceTheDirectoryIsShared(t *testing.T) {
 	dir := unnamedDir(t)
 	path := filepath.Join(dir, "app.conf")
-	opts := atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
-	if _, err := atomicfile.Write(path, []byte("one\n"), opts); err != nil {
-		t.Fatal(err)
-	}
+	opts := firstInstall(t, path)
 	spares := openfiles.Unnamed(t, dir)
 	if len(spares) != 1 {
 		t.Fatalf("%d unnamed spares held, want one", len(spares))
