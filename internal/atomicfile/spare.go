@@ -100,10 +100,7 @@ func asMade(fi fs.FileInfo) bool {
 // a temp file. It is not fsynced: whether or not it survives a crash, the install that fills it
 // fsyncs it, as it does a temp file.
 func (d *dir) makeSpare(base string) {
-	if d.makeUnnamed(base) {
-		return
-	}
-	if !spares || !d.ownersOnly() {
+	if !spares || !d.ownersOnly() || d.makeUnnamed(base) {
 		return
 	}
 	f, err := d.root.OpenFile(spareName(base), os.O_RDWR|os.O_CREATE|os.O_EXCL|createFlags, 0o600)

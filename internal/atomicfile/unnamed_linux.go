@@ -83,9 +83,10 @@ func (d *dir) takeUnnamed(base string) *os.File {
 }
 
 // makeUnnamed makes sure an unnamed spare is kept for base in d, and reports whether one is.
+// The caller has found d its owner's alone (ownersOnly).
 func (d *dir) makeUnnamed(base string) bool {
 	k, ok := d.unnamedKeyOf(base)
-	if !ok || !d.ownersOnly() {
+	if !ok {
 		return false
 	}
 	unnamed.Lock()
