@@ -383,7 +383,7 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 		if ro, err = d.reopen(tmp, staged); err != nil {
 			return nil, fmt.Errorf("install %s: %w", path, err)
 		}
-		d.linked = append(d.linked, ro)
+		d.linked = append(d.linked, linkedFile{ro, path})
 		between("named")
 		if err = attributes(tmp, perm, uid, gid); err != nil {
 			return nil, fmt.Errorf("%s: %w", d.join(staged), err)
@@ -743,7 +743,15 @@ type dir struct {
 	// while they had no name, so that their link count on disk is still 0. sync fsyncs them
 	// again before the directory, so that its fsync never makes an entry durable before the
 	// link it names (on a file system without a journal, fsck would clear the entry).
-	linked []*os.File
+	linked []linkedFile
+}
+
+// linkedFile is an unnamed spare named in its directory (dir.linked), held read-only, and the
+// destination it was staged for: its errors name the destination, as its temp name was replaced
+// by the rename.
+type linkedFile struct {
+	f    *os.File
+	dest string
 }
 
 // identity is a stat of the directory held that tells it from another (os.SameFile): a
@@ -761,8 +769,8 @@ func (d *dir) close() {
 	if d.f != nil {
 		d.f.Close()
 	}
-	for _, f := range d.linked {
-		f.Close()
+	for _, l := range d.linked {
+		l.f.Close()
 	}
 	d.linked = nil
 }
@@ -820,11 +828,14 @@ func (d *dir) reopen(f *os.File, name string) (*os.File, error) {
 // fsync (d.linked), and lets them go.
 func (d *dir) syncLinked() error {
 	var err error
-	for _, f := range d.linked {
-		if e := fsync(f); e != nil && err == nil {
-			err = named("fsync", f.Name(), e)
+	for _, l := range d.linked {
+		if e := fsync(l.f); e != nil && err == nil {
+			if pe := (*fs.PathError)(nil); errors.As(e, &pe) {
+				e = pe.Err // of the temp name, which is gone
+			}
+			err = fmt.Errorf("fsync the version of %s installed: %w", l.dest, e)
 		}
-		f.Close()
+		l.f.Close()
 	}
 	d.linked = nil
 	return err

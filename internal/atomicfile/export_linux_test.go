@@ -21,3 +21,16 @@ func DropUnnamedSpares() {
 		delete(unnamed.spares, k)
 	}
 }
+
+// SetOpenUnnamed replaces the open that makes an unnamed spare, for a test; the returned func
+// restores it, and forgets the devices found without unnamed files meanwhile.
+func SetOpenUnnamed(f func(dirfd int) (int, error)) (restore func()) {
+	old := openUnnamed
+	openUnnamed = f
+	return func() {
+		openUnnamed = old
+		unnamed.Lock()
+		unnamed.without = nil
+		unnamed.Unlock()
+	}
+}

@@ -36,7 +36,8 @@ import (
 // cannot be made (a file system without O_TMPFILE, the directory not opened by openat2) the
 // spare is the file beside the destination, as on other systems; where one cannot be named
 // (neither linkat's AT_EMPTY_PATH, which needs CAP_DAC_READ_SEARCH, nor /proc/self/fd) the
-// install that finds it fails, those held are closed and none is made again. A held spare keeps
+// install that finds it fails, those held are closed and none is made again. A file system
+// that has no O_TMPFILE is remembered by its device, and not asked again. A held spare keeps
 // its file system busy: it cannot be unmounted or remounted read-only while the process runs.
 
 // maxUnnamed bounds the unnamed spares held at once: each is an open descriptor.
@@ -51,6 +52,9 @@ var unnamed struct {
 	sync.Mutex
 	spares map[unnamedKey]unnamedSpare
 	made   uint64 // spares made so far, for their order
+	// without are the devices whose file system makes no file without a name (NFS, some FUSE
+	// file systems): no spare is tried there again, which cost each install a failed open.
+	without map[uint64]bool
 }
 
 // unnamedSpare is a spare held, and when it was made (the number of spares made before it).
@@ -97,6 +101,9 @@ func (d *dir) makeUnnamed(base string) bool {
 	if unnamed.spares[k].f != nil {
 		return true
 	}
+	if unnamed.without[k.dir.dev] {
+		return false
+	}
 	if len(unnamed.spares) >= maxUnnamed {
 		// The one made longest ago goes: of a template taken out of the config, a directory
 		// removed or replaced, or a file that changes least.
@@ -112,11 +119,19 @@ func (d *dir) makeUnnamed(base string) bool {
 	}
 	var fd int
 	err := withFD(d.f, func(dirfd int) (err error) {
-		fd, err = unix.Openat(dirfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0o600)
+		fd, err = openUnnamed(dirfd)
 		return err
 	})
 	if err != nil {
-		return false // no O_TMPFILE here: the spare is a file with a name
+		// The spare is a file with a name. A file system without O_TMPFILE says so for good
+		// (EOPNOTSUPP; EISDIR from a kernel that predates it); another error may pass.
+		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) {
+			if unnamed.without == nil {
+				unnamed.without = map[uint64]bool{}
+			}
+			unnamed.without[k.dir.dev] = true
+		}
+		return false
 	}
 	if unnamed.spares == nil {
 		unnamed.spares = map[unnamedKey]unnamedSpare{}
@@ -168,6 +183,12 @@ func dropUnnamed() {
 		sp.f.Close()
 		delete(unnamed.spares, k)
 	}
+}
+
+// openUnnamed makes a file without a name in the directory open at dirfd, mode 0600, and
+// returns its descriptor (a test hook).
+var openUnnamed = func(dirfd int) (int, error) {
+	return unix.Openat(dirfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0o600)
 }
 
 // linkFD links the file open at fd to name in the directory open at dirfd (a test hook).

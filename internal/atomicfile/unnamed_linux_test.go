@@ -458,3 +458,68 @@ func TestSpare_NoneWhereTheDirectoryHasADefaultACL(t *testing.T) {
 		restore()
 	}
 }
+
+// A failed fsync of a named spare, the second one that the directory's sync makes, names the
+// destination, not the temp name that the rename replaced.
+func TestUnnamedSpare_FailedSecondFsyncNamesTheDestination(t *testing.T) {
+	dir := unnamedDir(t)
+	path := filepath.Join(dir, "app.conf")
+	ds := &atomicfile.DirSyncs{}
+	opts := atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true, DirSyncs: ds}
+	if _, err := atomicfile.Write(path, []byte("one\n"), opts); err != nil {
+		t.Fatal(err)
+	}
+	if err := ds.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if held := openfiles.Unnamed(t, dir); len(held) != 1 {
+		t.Fatalf("%d unnamed spares held, want one", len(held))
+	}
+	if _, err := atomicfile.Write(path, []byte("two\n"), opts); err != nil {
+		t.Fatal(err)
+	}
+	restore := atomicfile.SetFsync(func(f *os.File) error {
+		if fi, err := f.Stat(); err == nil && !fi.IsDir() {
+			return &os.PathError{Op: "sync", Path: f.Name(), Err: syscall.EIO}
+		}
+		return f.Sync()
+	})
+	err := ds.Sync()
+	restore()
+	want := "fsync the version of " + path + " installed: input/output error"
+	if err == nil || !strings.HasSuffix(err.Error(), want) || strings.Contains(err.Error(), ".shoelace-") {
+		t.Fatalf("sync: %v, want it to end with %q and name no temp file", err, want)
+	}
+	wantContent(t, path, "two\n", 0o644)
+}
+
+// Where the file system makes no file without a name (NFS, some FUSE file systems: EOPNOTSUPP),
+// the spare is the file beside the destination, and O_TMPFILE is not tried there again; an
+// error that may pass (too many open files) is not remembered.
+func TestUnnamedSpare_FileSystemWithoutThemAskedOnce(t *testing.T) {
+	for _, c := range []struct {
+		err   error
+		tries int
+	}{{unix.EOPNOTSUPP, 1}, {unix.EMFILE, 3}} {
+		dir := unnamedDir(t)
+		path := filepath.Join(dir, "app.conf")
+		tries := 0
+		restore := atomicfile.SetOpenUnnamed(func(int) (int, error) {
+			tries++
+			return -1, c.err
+		})
+		opts := atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
+		for _, content := range []string{"one\n", "two\n", "three\n"} {
+			if _, err := atomicfile.Write(path, []byte(content), opts); err != nil {
+				restore()
+				t.Fatal(err)
+			}
+			wantContent(t, path, content, 0o644)
+			wantOnly(t, dir, ".app.conf.shoelace-spare", "app.conf")
+		}
+		restore()
+		if tries != c.tries {
+			t.Errorf("%v: O_TMPFILE tried %d times for three installs, want %d", c.err, tries, c.tries)
+		}
+	}
+}
