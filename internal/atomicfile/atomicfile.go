@@ -833,7 +833,7 @@ func (d *dir) syncLinked() error {
 			if pe := (*fs.PathError)(nil); errors.As(e, &pe) {
 				e = pe.Err // of the temp name, which is gone
 			}
-			err = fmt.Errorf("fsync the version of %s installed: %w", l.dest, e)
+			err = fmt.Errorf("fsync %s once named: %w", l.dest, e)
 		}
 		l.f.Close()
 	}

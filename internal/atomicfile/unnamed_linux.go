@@ -104,19 +104,6 @@ func (d *dir) makeUnnamed(base string) bool {
 	if unnamed.without[k.dir.dev] {
 		return false
 	}
-	if len(unnamed.spares) >= maxUnnamed {
-		// The one made longest ago goes: of a template taken out of the config, a directory
-		// removed or replaced, or a file that changes least.
-		var oldest unnamedKey
-		first := true
-		for k, sp := range unnamed.spares {
-			if first || sp.made < unnamed.spares[oldest].made {
-				oldest, first = k, false
-			}
-		}
-		unnamed.spares[oldest].f.Close()
-		delete(unnamed.spares, oldest)
-	}
 	var fd int
 	err := withFD(d.f, func(dirfd int) (err error) {
 		fd, err = openUnnamed(dirfd)
@@ -132,6 +119,20 @@ func (d *dir) makeUnnamed(base string) bool {
 			unnamed.without[k.dir.dev] = true
 		}
 		return false
+	}
+	if len(unnamed.spares) >= maxUnnamed {
+		// The one made longest ago goes, once this one is made (a failed make evicts none): of
+		// a template taken out of the config, a directory removed or replaced, or a file that
+		// changes least.
+		var oldest unnamedKey
+		first := true
+		for k, sp := range unnamed.spares {
+			if first || sp.made < unnamed.spares[oldest].made {
+				oldest, first = k, false
+			}
+		}
+		unnamed.spares[oldest].f.Close()
+		delete(unnamed.spares, oldest)
 	}
 	if unnamed.spares == nil {
 		unnamed.spares = map[unnamedKey]unnamedSpare{}

@@ -486,7 +486,7 @@ func TestUnnamedSpare_FailedSecondFsyncNamesTheDestination(t *testing.T) {
 	})
 	err := ds.Sync()
 	restore()
-	want := "fsync the version of " + path + " installed: input/output error"
+	want := "fsync " + path + " once named: input/output error"
 	if err == nil || !strings.HasSuffix(err.Error(), want) || strings.Contains(err.Error(), ".shoelace-") {
 		t.Fatalf("sync: %v, want it to end with %q and name no temp file", err, want)
 	}
@@ -508,10 +508,10 @@ func TestUnnamedSpare_FileSystemWithoutThemAskedOnce(t *testing.T) {
 			tries++
 			return -1, c.err
 		})
+		t.Cleanup(restore) // a failure below must not leave the open stubbed for later tests
 		opts := atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
 		for _, content := range []string{"one\n", "two\n", "three\n"} {
 			if _, err := atomicfile.Write(path, []byte(content), opts); err != nil {
-				restore()
 				t.Fatal(err)
 			}
 			wantContent(t, path, content, 0o644)
@@ -521,5 +521,25 @@ func TestUnnamedSpare_FileSystemWithoutThemAskedOnce(t *testing.T) {
 		if tries != c.tries {
 			t.Errorf("%v: O_TMPFILE tried %d times for three installs, want %d", c.err, tries, c.tries)
 		}
+	}
+}
+
+// At the cap, a spare that cannot be made (a transient error) evicts none of those held.
+func TestUnnamedSpare_FailedMakeAtTheCapEvictsNone(t *testing.T) {
+	dir := unnamedDir(t)
+	opts := atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true}
+	for i := range atomicfile.MaxUnnamed {
+		if _, err := atomicfile.Write(filepath.Join(dir, fmt.Sprintf("f%03d", i)), []byte("x"), opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	restore := atomicfile.SetOpenUnnamed(func(int) (int, error) { return -1, unix.EMFILE })
+	t.Cleanup(restore)
+	if _, err := atomicfile.Write(filepath.Join(dir, "late"), []byte("x"), opts); err != nil {
+		t.Fatal(err)
+	}
+	restore()
+	if held := len(openfiles.Unnamed(t, dir)); held != atomicfile.MaxUnnamed {
+		t.Fatalf("%d unnamed spares held after a spare that could not be made, want %d", held, atomicfile.MaxUnnamed)
 	}
 }
