@@ -13,14 +13,7 @@ const MaxUnnamed = maxUnnamed
 
 // DropUnnamedSpares closes the unnamed spares held, for a test's cleanup (without turning them
 // off, as dropUnnamed does).
-func DropUnnamedSpares() {
-	unnamed.Lock()
-	defer unnamed.Unlock()
-	for k, sp := range unnamed.spares {
-		sp.f.Close()
-		delete(unnamed.spares, k)
-	}
-}
+var DropUnnamedSpares = closeUnnamed
 
 // SetOpenUnnamed replaces the open that makes an unnamed spare, for a test; the returned func
 // restores it, and forgets the devices found without unnamed files meanwhile.

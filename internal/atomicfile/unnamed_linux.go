@@ -178,6 +178,11 @@ func (d *dir) removed() bool {
 // dropUnnamed makes no unnamed spare from now on, and closes those held.
 func dropUnnamed() {
 	noUnnamed.Store(true)
+	closeUnnamed()
+}
+
+// closeUnnamed closes the unnamed spares held.
+func closeUnnamed() {
 	unnamed.Lock()
 	defer unnamed.Unlock()
 	for k, sp := range unnamed.spares {
