@@ -12,6 +12,7 @@ import (
 	"os/user"
 	"path"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -359,9 +360,14 @@ func pathCharProblem(field, p string) string {
 	q := strconv.Quote(p)
 	written := q[1 : len(q)-1]
 	single := strings.ReplaceAll(written, `\\`, `\`)
-	slashes := strings.ReplaceAll(single, `\`, "/")
-	return fmt.Sprintf("%s %s holds %s: in double quotes (YAML, TOML) a backslash starts an escape (\\n is a newline, \\t a tab); write the path in single quotes ('%s') or with forward slashes (%s)",
-		field, q, what, single, slashes)
+	msg := fmt.Sprintf("%s %s holds %s: in double quotes (YAML, TOML) a backslash starts an escape (\\n is a newline, \\t a tab); write the path in single quotes ('%s')",
+		field, q, what, single)
+	// Forward slashes for backslashes, when that is a path the config takes ("C:/new/table.conf"):
+	// "/etc/app/\tx.conf" so written is "/etc/app//tx.conf", which the clean-path rule refuses.
+	if slashes := strings.ReplaceAll(single, `\`, "/"); path.Clean(slashes) == slashes {
+		msg += fmt.Sprintf(" or with forward slashes (%s)", slashes)
+	}
+	return msg
 }
 
 // pathFields are the config's own paths, by field name.
@@ -399,6 +405,54 @@ func (d *Duration) parse(n *yaml.Node, field string) error {
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// durationProblem is a Duration's error without its field's name ("line 9: invalid duration
+// \"abc\": …"): UnmarshalYAML sees the value alone, not the key that holds it.
+var durationProblem = regexp.MustCompile(`^line (\d+): ((?:invalid duration|duration |a duration must be).*)$`)
+
+// namedDuration puts the key of the mapping entry that holds a Duration's value at the head of
+// its error ("line 9: health_timeout: invalid duration \"abc\": …"); other errors, and one
+// whose key is not known for sure, are left as they are.
+func namedDuration(root *yaml.Node, msg string) string {
+	m := durationProblem.FindStringSubmatch(msg)
+	if m == nil {
+		return msg
+	}
+	line, _ := strconv.Atoi(m[1])
+	var keys []string
+	durationKeysAt(root, line, &keys)
+	if len(keys) == 1 {
+		return fmt.Sprintf("line %d: %s: %s", line, keys[0], m[2])
+	}
+	return msg
+}
+
+// durationFields are the YAML names of Template's Duration fields.
+var durationFields = func() map[string]bool {
+	f := map[string]bool{}
+	t := reflect.TypeFor[Template]()
+	for i := range t.NumField() {
+		if sf := t.Field(i); sf.Type == reflect.TypeFor[Duration]() {
+			f[strings.Split(sf.Tag.Get("yaml"), ",")[0]] = true
+		}
+	}
+	return f
+}()
+
+// durationKeysAt adds to keys those of the mapping entries under n that are Duration fields
+// with their value at line (one, unless a flow mapping holds several on one line).
+func durationKeysAt(n *yaml.Node, line int, keys *[]string) {
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if k := n.Content[i]; durationFields[k.Value] && n.Content[i+1].Line == line {
+				*keys = append(*keys, k.Value)
+			}
+		}
+	}
+	for _, c := range n.Content {
+		durationKeysAt(c, line, keys)
+	}
 }
 
 // lineError is a decoding error that yaml.v3 collects with the others, so that one run
@@ -530,11 +584,13 @@ func decodeStrict(name string, data []byte, out any) error {
 	if err != nil {
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
+			var root yaml.Node
+			_ = yaml.Unmarshal(data, &root) // it decoded as far as these errors: it parses
 			msgs := make([]string, len(te.Errors))
 			for i, m := range te.Errors {
-				msgs[i] = fileLine(name, m)
+				msgs[i] = fileLine(name, namedDuration(&root, m))
 			}
-			return fmt.Errorf("%s", strings.Join(msgs, "; "))
+			return &ConfigError{Problems: msgs}
 		}
 		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil && (strings.Contains(m[2], "cannot start any token") || strings.Contains(m[2], "tab character")) {
 			// yaml.v3's words for a tab in the indentation, at its line or the one before.

@@ -173,6 +173,12 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		{"wait key twice", base + "wait: {min: 1s, min: 2s}\n" + tmpl, []string{`agent.yaml:4: mapping key "min" already defined at line 4`}},
 		{"templates not a list", base + tok + "templates:\n  contents: x\n", []string{`agent.yaml:6: want a list of template entries (each starting with "- "), not a mapping`}},
 		{"tiny timeout", base + tmpl + "    command_timeout: 1ns\n", []string{"command_timeout 1ns is too short"}},
+		// A template's durations named no field ("agent.yaml:9: invalid duration"), and two such
+		// errors shared one line, joined by "; ".
+		{"bad template durations", base + tmpl + "    command: \"true\"\n    health: \"true\"\n    health_timeout: abc\n    command_timeout: 1x\n",
+			[]string{"2 problems:\n  ", `agent.yaml:10: health_timeout: invalid duration "abc"`, `agent.yaml:11: command_timeout: invalid duration "1x"`}},
+		{"negative health_interval", base + tmpl + "    health: \"true\"\n    health_interval: -1s\n", []string{`agent.yaml:9: health_interval: duration "-1s" is negative`}},
+		{"template duration in flow style", base + tok + "templates:\n  - {contents: x, destination: $DIR/a, command_timeout: [1s]}\n", []string{`agent.yaml:6: command_timeout: a duration must be a string like "30s"`}},
 		// once replaced the token with the rendered bytes (every request after it refused), or
 		// fought the agent over its cache at every pass.
 		{"destination is the token file", base + "token_file: $DIR/token\ntemplates:\n  - contents: x\n    destination: $DIR/token\n", []string{"agent.yaml:6: template $DIR/token: destination $DIR/token is the agent's token_file: a template must not replace it"}},
@@ -849,6 +855,14 @@ func TestLoadConfig_ControlCharactersInPaths(t *testing.T) {
 				t.Errorf("err = %v: says more than why", err)
 			}
 		})
+	}
+	// On a path with slashes already, backslashes made slashes would not be clean ("/out//tx"):
+	// only the single quotes are offered.
+	_, path := writeConfig(t, head+"templates:\n  - contents: x\n    destination: \"/etc/app/\\tx.conf\"\n")
+	_, err := agent.LoadConfig(path)
+	if want := `destination "/etc/app/\tx.conf" holds a tab (\t): ` + hint + ` (\n is a newline, \t a tab); write the path in single quotes ('/etc/app/\tx.conf')`; err == nil ||
+		!strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "forward slashes") {
+		t.Errorf("err = %v\nwant %q, and no forward slashes", err, want)
 	}
 	// Single quotes, forward slashes: one file, no problem.
 	for _, dst := range []string{`'$DIR/out/app\new.conf'`, `$DIR/out/app/new.conf`} {
