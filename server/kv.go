@@ -19,6 +19,12 @@ import (
 
 // query checks that q holds only the allowed parameters.
 func query(r *http.Request, allowed ...string) (url.Values, error) {
+	return queryAlso(r, "", allowed...)
+}
+
+// queryAlso is query, whose refusal of an unknown parameter ends with also: the route's other
+// parameters, which another handler reads.
+func queryAlso(r *http.Request, also string, allowed ...string) (url.Values, error) {
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
 		return nil, api.Errorf(api.CodeInvalidRequest, "malformed query string: %v", err)
@@ -33,7 +39,7 @@ outer:
 		if len(allowed) == 0 {
 			return nil, api.Errorf(api.CodeInvalidRequest, "unknown query parameter %s: this route takes none", shorten(k))
 		}
-		return nil, api.Errorf(api.CodeInvalidRequest, "unknown query parameter %s: this route takes %v", shorten(k), allowed)
+		return nil, api.Errorf(api.CodeInvalidRequest, "unknown query parameter %s: this route takes %v%s", shorten(k), allowed, also)
 	}
 	for k, v := range q {
 		if len(v) > 1 {
@@ -95,7 +101,7 @@ func (s *Server) handleGetKV(w http.ResponseWriter, r *http.Request) error {
 	if r.URL.Query().Has("history") {
 		return s.handleKeyHistory(w, r)
 	}
-	q, err := query(r, "recurse", "keys")
+	q, err := queryAlso(r, ", or history with limit (a key's history)", "recurse", "keys")
 	if err != nil {
 		return err
 	}

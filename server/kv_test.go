@@ -41,6 +41,15 @@ func TestKV_PutGetDelete(t *testing.T) {
 	}
 }
 
+// GET /v1/kv/{key} with an unknown parameter names every parameter of the route: it named
+// recurse and keys alone, and steered users away from ?history.
+func TestKV_UnknownQueryParameterNamesHistory(t *testing.T) {
+	f := newFixture(t)
+	f.put("shared/ntp", "pool")
+	f.mustErr(f.do("GET", "/v1/kv/shared/ntp?bogus=1", ""), 400, api.CodeInvalidRequest, `unknown query parameter "bogus"`, "[recurse keys], or history with limit")
+	f.must(f.do("GET", "/v1/kv/shared/ntp?history&limit=5", ""), 200, nil)
+}
+
 func TestKV_EmptyValue(t *testing.T) {
 	f := newFixture(t)
 	f.put("shared/empty", "")

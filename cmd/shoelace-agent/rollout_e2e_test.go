@@ -338,16 +338,14 @@ func (s *server) leads(t *testing.T) bool {
 		t.Fatalf("status of %s: exit %d: %s", s.addr, code, errOut)
 	}
 	var st struct {
-		Health struct {
-			Rollouts struct {
-				Leading bool `json:"leading"`
-			} `json:"rollouts"`
-		} `json:"health"`
+		Rollouts struct {
+			Leading bool `json:"leading"`
+		} `json:"rollouts"`
 	}
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status: %v: %s", err, out)
 	}
-	return st.Health.Rollouts.Leading
+	return st.Rollouts.Leading
 }
 
 // Two replicas of one etcd: the one moving a rollout is killed (SIGKILL) while its canary

@@ -755,8 +755,7 @@ func (e *cliEnv) applianceRollback(c *cli.Context) error {
 		return e.printRolloutStarted(s, name, res.Revision)
 	}
 	if res.Unchanged {
-		fmt.Fprintf(e.stderr, "appliance %s already holds exactly its %d keys of revision %d: nothing written, no release recorded%s\n", name, n, to, noRollout(c))
-		return printRevision(e.stdout, s.json, res.Revision)
+		return e.printUnchanged(s, res, fmt.Sprintf("appliance %s already holds exactly its %d keys of revision %d", name, n, to), noRollout(c))
 	}
 	fmt.Fprintf(e.stderr, "rolled %s back to its %d keys at revision %d\n", name, n, to)
 	return printRevision(e.stdout, s.json, res.Revision)

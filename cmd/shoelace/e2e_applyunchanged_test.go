@@ -46,6 +46,20 @@ func TestE2E_ApplyUnchanged(t *testing.T) {
 	if got := c.ok("appliance", "history", name); strings.Count(got, "apply") != 1 {
 		t.Fatalf("history after one apply and two of the same keys:\n%s", got)
 	}
+	// A rollback to the keys the appliance holds: the API's answer under -o json, as apply's
+	// (it printed {"revision":R} alone, and the stderr text besides).
+	rb := c.run("appliance", "rollback", name, "--to", strconv.FormatInt(first, 10), "-o", "json")
+	w = struct {
+		Revision  int64 `json:"revision"`
+		Unchanged bool  `json:"unchanged"`
+	}{}
+	if err := json.Unmarshal([]byte(rb.stdout), &w); rb.code != 0 || err != nil || !w.Unchanged || w.Revision < first || rb.stderr != "" {
+		t.Fatalf("rollback -o json to the keys held: %s (%v)", rb, err)
+	}
+	if r := c.run("appliance", "rollback", name, "--to", strconv.FormatInt(first, 10)); r.code != 0 ||
+		!strings.Contains(r.stderr, "appliance "+name+" already holds exactly its 1 keys of revision") || revisionOf(t, r.stdout) < first {
+		t.Fatalf("rollback to the keys held: %s", r)
+	}
 
 	writeFile(t, file, "keys:\n  app:\n    port: 8081\n")
 	r = c.run("appliance", "apply", name, "-f", file)

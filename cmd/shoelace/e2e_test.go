@@ -641,6 +641,19 @@ func TestE2E_ExitCodes(t *testing.T) {
 	c.fails(exitError, "check --addr", "health", "--addr", s.url()+"/v1")
 	c.fails(exitError, "check --addr", "health", "--addr", other.URL)
 	c.fails(exitError, "check --addr", "health", "--addr", forbidden.URL)
+	// Another service's 200 in JSON: health passed it, exit 0, with the other body under -o json.
+	for _, body := range []string{`{"status":"UP"}`, `{"hello":"world"}`, `{"status":"ok"}`, `[]`, `"ok"`} {
+		json200 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, body)
+		}))
+		for _, args := range [][]string{{"health", "--addr", json200.URL}, {"health", "-o", "json", "--addr", json200.URL}} {
+			if r := c.fails(exitError, "is not answering as a Shoelace server (GET /health answered 200 with", args...); r.stdout != "" {
+				t.Errorf("%v against %s: stdout %q", args, body, r.stdout)
+			}
+		}
+		json200.Close()
+	}
 	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "<html>backend down</html>", http.StatusInternalServerError)
 	}))
@@ -682,17 +695,22 @@ func TestE2E_HealthStatusVersion(t *testing.T) {
 	if got := c.ok("health", "-o", "json"); got != `{"status":"ok","maintenance":false}`+"\n" {
 		t.Errorf("health -o json = %q; want only status and maintenance", got)
 	}
+	// status -o json prints GET /v1/status's answer as it is, as curl gets it (it was wrapped in
+	// {"addr","health","deps"}, and .store_id read null).
 	var st struct {
-		Health struct {
-			Status  string `json:"status"`
-			Version string `json:"version"`
-		} `json:"health"`
+		Status  string `json:"status"`
+		Version string `json:"version"`
+		StoreID string `json:"store_id"`
+		Etcd    struct {
+			Reachable bool `json:"reachable"`
+		} `json:"etcd"`
+		Health *json.RawMessage `json:"health"`
 	}
-	if err := json.Unmarshal([]byte(c.ok("status", "-o", "json")), &st); err != nil || st.Health.Status != "ok" {
+	if err := json.Unmarshal([]byte(c.ok("status", "-o", "json")), &st); err != nil || st.Status != "ok" || st.StoreID == "" || !st.Etcd.Reachable || st.Health != nil {
 		t.Errorf("status -o json: %+v %v", st, err)
 	}
-	if st.Health.Version != e2eVersion {
-		t.Errorf("server reports version %q, want %q (main.version → server.Config.Version)", st.Health.Version, e2eVersion)
+	if st.Version != e2eVersion {
+		t.Errorf("server reports version %q, want %q (main.version → server.Config.Version)", st.Version, e2eVersion)
 	}
 	c.with("SHOELACE_TOKEN_FILE=", "SHOELACE_TOKEN=").fails(exitAuth, "missing token", "status")
 	// health needs no token, and an unusable token file does not stop it.
@@ -979,15 +997,13 @@ func writeTemp(t *testing.T, content string) string {
 func healthOf(t *testing.T, c *runner) (storeID string, revision int64) {
 	t.Helper()
 	var st struct {
-		Health struct {
-			StoreID  string `json:"store_id"`
-			Revision int64  `json:"revision"`
-		} `json:"health"`
+		StoreID  string `json:"store_id"`
+		Revision int64  `json:"revision"`
 	}
-	if err := json.Unmarshal([]byte(c.ok("status", "-o", "json")), &st); err != nil || st.Health.StoreID == "" {
+	if err := json.Unmarshal([]byte(c.ok("status", "-o", "json")), &st); err != nil || st.StoreID == "" {
 		t.Fatalf("status -o json: %+v, %v", st, err)
 	}
-	return st.Health.StoreID, st.Health.Revision
+	return st.StoreID, st.Revision
 }
 
 func TestE2E_SnapshotRestore(t *testing.T) {

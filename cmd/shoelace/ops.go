@@ -160,11 +160,26 @@ func (e *cliEnv) health(c *cli.Context) error {
 	if err != nil {
 		return &exitCodeError{code: exitUnavailable, err: fmt.Errorf("health of %s: %w", s.client.Addr(), err)}
 	}
+	if !shoelaceHealth(raw) {
+		// Another service's 200 in JSON ({"status":"UP"}): a probe must not pass against it.
+		return &exitCodeError{code: exitError, err: fmt.Errorf(`%s is not answering as a Shoelace server (GET /health answered 200 with %.100q, not {"status":"ok","maintenance":…}): %s`,
+			s.client.Addr(), raw, addrHint)}
+	}
 	if s.json {
 		return printJSON(e.stdout, raw)
 	}
 	_, err = fmt.Fprintln(e.stdout, "ok")
 	return err
+}
+
+// shoelaceHealth says whether raw is a Shoelace server's /health answer: status "ok" and a
+// maintenance flag.
+func shoelaceHealth(raw json.RawMessage) bool {
+	var h struct {
+		Status      *string `json:"status"`
+		Maintenance *bool   `json:"maintenance"`
+	}
+	return json.Unmarshal(raw, &h) == nil && h.Status != nil && *h.Status == "ok" && h.Maintenance != nil
 }
 
 func statusCommand(e *cliEnv) *cli.Command {
@@ -174,13 +189,13 @@ func statusCommand(e *cliEnv) *cli.Command {
 		UsageText: "shoelace status [--output json]",
 		Description: `Prints GET /v1/status (version, store id, revision, maintenance, open long-polls, the
 replicas sharing the store, the release limits, and etcd's reachability, leader, latency and endpoints; it needs a
-read, write or admin token, not an agent's) as "name: value" lines, or as
-{"addr","health","deps"} with --output json ("health" holds the /v1/status answer, "deps"
-its etcd part). Exit 6 when the server or its etcd is unavailable.
+read, write or admin token, not an agent's) as "name: value" lines, or, with --output json,
+the API's answer as it is (etcd's part under "etcd"). Exit 6 when the server or its etcd is
+unavailable.
 
 EXAMPLES:
    shoelace status
-   shoelace status -o json | jq '.health.replicas'`,
+   shoelace status -o json | jq '.replicas'`,
 		Action: e.status,
 	}
 }
@@ -203,7 +218,7 @@ func (e *cliEnv) status(c *cli.Context) error {
 	}
 	_ = json.Unmarshal(health, &etcd)
 	if s.json {
-		if err := printJSON(e.stdout, map[string]any{"addr": s.client.Addr(), "health": health, "deps": etcd.Etcd}); err != nil {
+		if err := printJSON(e.stdout, health); err != nil {
 			return err
 		}
 	} else {
