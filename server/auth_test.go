@@ -588,6 +588,23 @@ func TestAuth_OpenRoutesLimitedPerAddress(t *testing.T) {
 	}
 }
 
+// The console's static files, and a miss among them, are held to the client address's limits as
+// other requests without a token are: a flood of them was answered without a limit.
+func TestAuth_ConsoleStaticFilesLimitedPerAddress(t *testing.T) {
+	for _, tc := range []struct{ path, first string }{{"/ui/static/console.css", "200 OK"}, {"/ui/static/nonexistent.css", "404 Not Found"}} {
+		t.Run(tc.path, func(t *testing.T) {
+			f := newFixture(t, func(c *Config) { c.RateLimit = 0.001; c.UI = true })
+			if r := f.doToken("", "GET", tc.path, ""); r.Status != tc.first {
+				t.Fatalf("first GET %s: %s, want %s", tc.path, r.Status, tc.first)
+			}
+			r := f.doToken("", "GET", tc.path, "")
+			if r.StatusCode != 429 || r.Header.Get("Retry-After") == "" {
+				t.Fatalf("second GET %s: %s (Retry-After %q), want 429 with Retry-After", tc.path, r.Status, r.Header.Get("Retry-After"))
+			}
+		})
+	}
+}
+
 // A method is any token net/http reads, up to the header limit: one of 60 KiB, sent without a
 // token to a route or to none, must not come back whole in the answer or in a log line.
 func TestServer_LongMethodCutInLogsAndAnswers(t *testing.T) {

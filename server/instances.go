@@ -614,7 +614,7 @@ func agentVersion(r *http.Request) string {
 	if i := strings.IndexByte(v, ' '); i >= 0 {
 		v = v[:i]
 	}
-	return showable(v)
+	return versionText(v)
 }
 
 // agentReport reads an agent's X-Shoelace-Instance and X-Shoelace-Applied, if sent.

@@ -228,6 +228,31 @@ func TestInstances_OnlyAgentsReport(t *testing.T) {
 	}
 }
 
+// An agent's version, from a report or from its User-Agent, is kept on one line and without
+// what may be a token's secret: it is shown to every read token and in the console, and a
+// newline and a secret pasted as a version were kept as sent.
+func TestInstances_VersionOneLineWithoutSecrets(t *testing.T) {
+	f := newFixture(t)
+	rev := f.put("appliances/web/a", "1")
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	secret := "sl_" + strings.Repeat("A", 43)
+	body := fmt.Sprintf(`{"instance":"vm-1","revision":%d,"applied":%d,"version":"1.0\u001b[31m\r\nfake line\t%s"}`, rev, rev, secret)
+	f.must(f.doToken(agent, "POST", "/v1/appliances/web/report", body, "Content-Type", "application/json"), 200, nil)
+	f.must(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-2", api.HeaderApplied, fmt.Sprint(rev),
+		"User-Agent", "shoelace-agent/"+secret), 200, nil)
+	var got map[string]api.Instance
+	waitFor(t, "both records", func() bool {
+		got = listRecords(t, f.st, "web")
+		return got["vm-1"].Applied == rev && got["vm-2"].Applied == rev
+	})
+	for _, inst := range []string{"vm-1", "vm-2"} {
+		v := got[inst].Version
+		if strings.ContainsAny(v, "\n\r\t\x1b") || strings.Contains(v, secret) || !strings.Contains(v, "sl_…") {
+			t.Errorf("%s's version %q: want one line, the secret written sl_…", inst, v)
+		}
+	}
+}
+
 // Reports queued when the server stops are written before it does: each was answered 200, and
 // an agent is not asked again until its next change or long-poll, so the record stayed at what
 // it applied before (a rollout's gate waited on it). Before, the reporter returned at once.

@@ -44,6 +44,10 @@ func TestServe_OptionsStarRefusedAndLimited(t *testing.T) {
 		if res.StatusCode != want || !strings.Contains(body.String(), `"code"`) {
 			t.Fatalf("OPTIONS * number %d: %d %s, want %d with Shoelace's JSON error", i+1, res.StatusCode, body.String(), want)
 		}
+		// It said the path "*" had an empty, '.' or '..' segment.
+		if want == http.StatusBadRequest && !strings.Contains(body.String(), `request path \"*\" does not start with '/'`) {
+			t.Fatalf("OPTIONS *: %s", body.String())
+		}
 		if want == http.StatusTooManyRequests && !strings.Contains(body.String(), api.CodeRateLimited) {
 			t.Fatalf("OPTIONS * over the limit: %s", body.String())
 		}

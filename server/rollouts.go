@@ -947,7 +947,7 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) error {
 	}
 	// The agent's words end up in rollout status and appliance wait, read in terminals: a
 	// failure is kept (it halts a rollout), its control characters are not.
-	rep.Error, rep.Template, rep.Version = cut(showable(rep.Error), maxReportError), showable(rep.Template), showable(rep.Version)
+	rep.Error, rep.Template, rep.Version = cut(api.RedactSecrets(showable(rep.Error)), maxReportError), showable(rep.Template), versionText(rep.Version)
 	now := time.Now().UTC().Truncate(time.Second)
 	// An instance token replaced since it was read (its instance enrolled again) is told so,
 	// as its next request would be; the report's writes are guarded anyway (see heldGuard).
@@ -1057,6 +1057,18 @@ func showable(s string) string {
 		}
 		return c
 	}, s)
+}
+
+// versionText is an agent's version as an instance's record keeps it, shown to every read token
+// and in the console: one line (a newline or tab replaced too) without what may be a token's
+// secret ("sl_…"), which a version is never.
+func versionText(v string) string {
+	return api.RedactSecrets(strings.Map(func(c rune) rune {
+		if c == '\n' || c == '\t' {
+			return utf8.RuneError
+		}
+		return c
+	}, showable(v)))
 }
 
 // instanceStale is InstanceStale, or its default when unset.

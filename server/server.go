@@ -623,6 +623,10 @@ func uncleanPathError(p string, recurse bool) error {
 			return err
 		}
 	}
+	if !strings.HasPrefix(p, "/") {
+		// "OPTIONS *", or an absolute form's path: no route of the API is asked so.
+		return api.Errorf(api.CodeInvalidRequest, "request path %s does not start with '/': the API's routes are paths such as /v1/kv/KEY", shorten(p))
+	}
 	return api.Errorf(api.CodeInvalidRequest, "request path %s has an empty, '.' or '..' segment", shorten(p))
 }
 

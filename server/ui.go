@@ -299,7 +299,18 @@ func (s *Server) uiStatic(w http.ResponseWriter, r *http.Request) {
 	uiHeaders(w)
 	name := r.PathValue("file")
 	data, err := uiFiles.ReadFile("ui/static/" + name)
-	if err != nil || strings.Contains(name, "/") {
+	missing := err != nil || strings.Contains(name, "/")
+	// Under the client address's limits, as other requests without a token: a miss as an
+	// unknown path, a file as /metrics (both were answered without a limit).
+	limit := s.limitOpen
+	if missing {
+		limit = s.limitAddr
+	}
+	if err := limit(r); err != nil {
+		s.uiError(w, r, nil, err)
+		return
+	}
+	if missing {
 		http.NotFound(w, r)
 		return
 	}
