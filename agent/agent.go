@@ -293,6 +293,9 @@ func (a *Agent) fetch(ctx context.Context) (*view, error) {
 	if err := checkKeys(v.Keys); err != nil {
 		return nil, fmt.Errorf("fetch view of %s from %s: the server answered a view holding a key that breaks the key rules: %w", a.cfg.Appliance, a.client.Addr(), err)
 	}
+	if err := checkSize(&v); err != nil {
+		return nil, fmt.Errorf("fetch view of %s from %s: the server answered a view of %w", a.cfg.Appliance, a.client.Addr(), err)
+	}
 	if err := checkRollout(v.Rollout); err != nil {
 		return nil, fmt.Errorf("fetch view of %s from %s: the server answered a view whose %w", a.cfg.Appliance, a.client.Addr(), err)
 	}
@@ -404,6 +407,8 @@ func describeFetchError(err error) (msg string, retryAfter time.Duration) {
 	switch {
 	case errors.Is(err, client.ErrAnswerTooLarge):
 		return "server sent an answer over the client's bound (256 MiB); keeping files", 0
+	case errors.Is(err, client.ErrAnswerTooManyMembers):
+		return "server sent an answer over the client's bound (1,000,000 JSON members); keeping files", 0
 	case errors.As(err, new(*client.AnswerError)):
 		return "server answered what is not a Shoelace answer (another service at the address?); keeping files", 0
 	case client.IsTransport(err):

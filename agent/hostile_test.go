@@ -393,3 +393,51 @@ func TestAgent_RunRefusesViewWithABadRolloutID(t *testing.T) {
 		t.Fatalf("once with a bad rollout id = %v", err)
 	}
 }
+
+// A view with a negative revision is no server's: once refuses it, and run keeps its files and
+// cache and takes the next good view. It was rendered, cached and reported at revision -5.
+func TestAgent_NegativeRevisionRefused(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	negative := func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		w.Header().Set(api.HeaderStore, "store-1")
+		w.Header().Set(api.HeaderIndex, "10")
+		json.NewEncoder(w).Encode(api.View{Appliance: "web", Revision: -5, Keys: map[string]string{"a": "evil"}})
+	}
+	srv.mu.Lock()
+	srv.hostile = negative
+	srv.mu.Unlock()
+	b, bdir, _ := testAgent(t, srv, header+"templates:\n  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/a\n")
+	if err := b.Once(context.Background(), "", false); err == nil || !strings.Contains(err.Error(), "the server answered a view of revision -5") {
+		t.Fatalf("once with a negative revision = %v", err)
+	}
+	if _, err := os.Stat(bdir + "/a"); !os.IsNotExist(err) {
+		t.Fatalf("once rendered a view of a negative revision: %v", err)
+	}
+
+	srv.mu.Lock()
+	srv.hostile = nil
+	srv.mu.Unlock()
+	a, dir, logs := testAgent(t, srv, header+enrollTemplate)
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	waitFor(t, "the cache at revision 10", func() bool { c, err := agent.LoadCache(dir+"/cache", "web"); return err == nil && c.Revision == 10 })
+	srv.mu.Lock()
+	srv.hostile = negative
+	srv.cond.Broadcast()
+	srv.mu.Unlock()
+	srv.CloseClientConnections() // the long-poll waiting ends; the next one meets the handler
+	waitFor(t, "the view refused", func() bool {
+		return strings.Contains(logs.String(), "server sent a view that no server sends; keeping files")
+	})
+	if got := read(t, dir+"/a"); got != "a=1" {
+		t.Fatalf("a = %q, want a=1 kept", got)
+	}
+	if c, err := agent.LoadCache(dir+"/cache", "web"); err != nil || c.Revision != 10 {
+		t.Fatalf("cache = %+v, %v; want revision 10 kept", c, err)
+	}
+}

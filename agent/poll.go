@@ -247,6 +247,18 @@ func checkKeys(keys map[string]string) error {
 	return nil
 }
 
+// checkSize returns the error of a view that no server sends: a negative revision, or over
+// client.MaxAnswerMembers keys, which deltas could add up to though each answer is bounded.
+func checkSize(v *api.View) error {
+	if v.Revision < 0 {
+		return fmt.Errorf("revision %d", v.Revision)
+	}
+	if len(v.Keys) > client.MaxAnswerMembers {
+		return fmt.Errorf("%d keys, over the client's bound of %d (client.MaxAnswerMembers)", len(v.Keys), client.MaxAnswerMembers)
+	}
+	return nil
+}
+
 // checkRollout returns the error of a view's rollout id that no server makes: over 256 bytes,
 // or with a byte outside printable ASCII, which the next long-poll could not carry back in
 // X-Shoelace-Rollout (Go's client refuses such a header: every request would fail).
@@ -281,6 +293,11 @@ func (f *follow) deliver(ctx context.Context, v *api.View, meta client.Meta, by 
 			f.a.log.Error("server sent a view holding a key that breaks the key rules; keeping files", "revision", v.Revision, "error", err.Error())
 			return errBadView
 		}
+	}
+	if err := checkSize(v); err != nil {
+		f.failures++
+		f.a.log.Error("server sent a view that no server sends; keeping files", "revision", v.Revision, "error", err.Error())
+		return errBadView
 	}
 	if err := checkRollout(v.Rollout); err != nil {
 		f.failures++

@@ -131,3 +131,32 @@ func TestAgent_RenderErrorQuotingPartOfASecretRedacted(t *testing.T) {
 		t.Errorf("Once = %v, want the quoted part masked", err)
 	}
 }
+
+// A render error that quotes a secret as a template function changed it — upper- or lower-cased,
+// base64- or hex-encoded — carried it to the log, the status file and the error: only the value
+// as stored (and parts of it) were masked.
+func TestAgent_RenderErrorQuotingAnEncodedSecretRedacted(t *testing.T) {
+	const creds = "dbuser:Sup3rS3cretPw"
+	for _, fn := range []string{"upper", "lower", "b64enc", "base64Encode", "base64URLEncode"} {
+		t.Run(fn, func(t *testing.T) {
+			srv := newViewServer(t, map[string]string{"secrets/creds": creds, "port": "80"})
+			a, dir, logs := testAgent(t, srv, header+`templates:
+  - contents: "n={{ key \"secrets/creds\" | `+fn+` | parseInt }}\n"
+    destination: $DIR/n.conf
+`)
+			err := a.Once(context.Background(), "", false)
+			if err == nil || !strings.Contains(err.Error(), "render "+dir+"/n.conf") {
+				t.Fatalf("Once = %v, want the render of n.conf failed", err)
+			}
+			got := logs.String() + "\n" + err.Error() + "\n" + read(t, dir+"/cache/web.status.json")
+			for _, form := range []string{"S3cret", "S3CRET", "s3cret", "ZGJ1c2Vy", "64627573"} {
+				if i := strings.Index(got, form); i >= 0 {
+					t.Errorf("the secret as %s made it (%s) reached the logs, the status or the error: …%s…", fn, form, got[max(i-200, 0):min(i+200, len(got))])
+				}
+			}
+			if !strings.Contains(err.Error(), `parsing "[redacted]"`) {
+				t.Errorf("Once = %v, want the secret masked where parseInt quotes it", err)
+			}
+		})
+	}
+}

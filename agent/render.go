@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -142,6 +144,16 @@ func secretsIn(all bool, keys map[string]string, more ...map[string]string) []st
 			}
 			add(v)
 			add(strings.TrimSpace(v))
+			// As the template functions most often change it before an error quotes it
+			// (upper, lower, b64enc, base64Encode): `parsing "DBUSER:SUP3RS3CRETPW"`.
+			if t := strings.TrimSpace(v); len(t) >= redactMin {
+				add(strings.ToUpper(t))
+				add(strings.ToLower(t))
+				add(base64.StdEncoding.EncodeToString([]byte(t)))
+				add(base64.URLEncoding.EncodeToString([]byte(t)))
+				add(base64.RawStdEncoding.EncodeToString([]byte(t)))
+				add(hex.EncodeToString([]byte(t)))
+			}
 			if q := strconv.Quote(v); len(q) != len(v)+2 {
 				add(q[1 : len(q)-1]) // as an error message quotes it
 			}

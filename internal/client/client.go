@@ -46,6 +46,77 @@ var maxAnswer int64 = MaxAnswerBytes
 // was not read further.
 var ErrAnswerTooLarge = errors.New("answer over 256 MiB (the client's bound on one answer, client.MaxAnswerBytes)")
 
+// MaxAnswerMembers bounds the JSON object members (keys and fields) of one answer, and of one
+// line of a stream, wherever MaxAnswerBytes holds: decoded, a member costs about 50 bytes of
+// memory beyond its text, so that 256 MiB of tiny keys ({"k1":"",…}, 33 MB gzip-compressed)
+// took 2 GiB of an agent's memory. A view of 10,000 keys is a large one.
+const MaxAnswerMembers = 1_000_000
+
+// maxMembers is MaxAnswerMembers, lowered by tests.
+var maxMembers int64 = MaxAnswerMembers
+
+// ErrAnswerTooManyMembers says that an answer, or a line of a stream, held over
+// MaxAnswerMembers members: it was not decoded.
+var ErrAnswerTooManyMembers = errors.New("answer of over 1,000,000 JSON members (the client's bound on one answer, client.MaxAnswerMembers)")
+
+// members counts the members of each JSON value in the bytes it is shown (each ':' outside a
+// string), across calls, and says whether one held over limit, so that an answer, or a line of
+// a stream, is judged before it is decoded. A value ends where its outermost bracket closes,
+// whatever whitespace is around it.
+type members struct {
+	limit    int64
+	n        int64 // of the value being read
+	depth    int
+	inString bool
+	escaped  bool
+	over     bool // a value held over limit members
+}
+
+func (m *members) scan(p []byte) {
+	for len(p) > 0 {
+		switch {
+		case m.escaped:
+			m.escaped, p = false, p[1:]
+			continue
+		case m.inString:
+			i := bytes.IndexAny(p, `"\`)
+			if i < 0 {
+				return
+			}
+			m.inString, m.escaped = p[i] != '"', p[i] == '\\'
+			p = p[i+1:]
+			continue
+		}
+		i := bytes.IndexAny(p, `":{}[]`)
+		if i < 0 {
+			return
+		}
+		switch p[i] {
+		case '"':
+			m.inString = true
+		case ':':
+			if m.n++; m.n > m.limit {
+				m.over = true
+			}
+		case '{', '[':
+			m.depth++
+		default:
+			if m.depth--; m.depth <= 0 {
+				m.depth, m.n = 0, 0
+			}
+		}
+		p = p[i+1:]
+	}
+}
+
+// memberBound is MaxAnswerMembers where answers are bounded, else none (the CLI's).
+func (c *Client) memberBound() int64 {
+	if c.opts.MaxAnswerBytes < 0 {
+		return math.MaxInt64
+	}
+	return maxMembers
+}
+
 // maxRetryAfterHeader caps the Retry-After that Meta holds (a server's "years" stays a long
 // wait, not an overflow); the waits are capped further (maxRetryAfter, the agent's own cap).
 const maxRetryAfterHeader = 100 * 365 * 24 * time.Hour
@@ -447,6 +518,12 @@ func (c *Client) once(ctx context.Context, r Request) (Meta, []byte, error) {
 		// Not a TransportError: nothing is retried, and the server answered.
 		return meta, nil, fmt.Errorf("%s: answered %d: %w", r.Method+" "+r.Path, meta.Status, ErrAnswerTooLarge)
 	}
+	if mb := c.memberBound(); mb < math.MaxInt64 {
+		m := members{limit: mb}
+		if m.scan(data); m.over {
+			return meta, nil, fmt.Errorf("%s: answered %d: %w", r.Method+" "+r.Path, meta.Status, ErrAnswerTooManyMembers)
+		}
+	}
 	return meta, data, nil
 }
 
@@ -576,7 +653,9 @@ func IsTransport(err error) bool {
 
 func metaOf(resp *http.Response) Meta {
 	m := Meta{Status: resp.StatusCode, Store: resp.Header.Get(api.HeaderStore), ContentType: resp.Header.Get("Content-Type")}
-	m.Index, _ = strconv.ParseInt(resp.Header.Get(api.HeaderIndex), 10, 64)
+	if m.Index, _ = strconv.ParseInt(resp.Header.Get(api.HeaderIndex), 10, 64); m.Index < 0 {
+		m.Index = 0 // no server sends one: as if not sent
+	}
 	if ra := resp.Header.Get("Retry-After"); ra != "" {
 		if secs, err := strconv.Atoi(ra); err == nil && secs >= 0 {
 			// Past some 292 years the seconds overflow a Duration into a negative one.

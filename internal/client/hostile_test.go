@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -469,5 +470,94 @@ func TestDo_ErrorMessageBoundedAndPrintable(t *testing.T) {
 		if !strings.Contains(msg, `\x1b`) {
 			t.Errorf("GET %s: %q does not show the escape", key, msg[:min(len(msg), 80)])
 		}
+	}
+}
+
+// lowerMaxMembers sets the bound on one answer's JSON members to n for a test.
+func lowerMaxMembers(t *testing.T, n int64) {
+	old := maxMembers
+	maxMembers = n
+	t.Cleanup(func() { maxMembers = old })
+}
+
+// members counts object members, a ':' outside strings, whatever the strings hold and however
+// the bytes are split between calls.
+func TestMembers_CountsColonsOutsideStrings(t *testing.T) {
+	for _, tc := range []struct {
+		json string
+		want int64
+	}{
+		{`{}`, 0},
+		{`{"a":"b"}`, 1},
+		{`{"appliance":"web","revision":3,"keys":{"a":"1","b:c":"x:y","d":"{\"e\":1}"}}`, 6},
+		{`{"a\\":"b\":\\","c":[1,{"d":2}]}`, 3},
+		{`{"a":"\\\\\"::"}`, 1},
+		{`["x:y", "z"]`, 0},
+		{"{\n\"a\":\n1,\n\"b\":\n2}", 2}, // whitespace, newlines too, does not end a value
+	} {
+		for split := 0; split <= len(tc.json); split++ {
+			// At limit want-1 it is over; at want it is not; a second value counts afresh.
+			for _, limit := range []int64{max(tc.want-1, 0), tc.want} {
+				m := members{limit: limit}
+				m.scan([]byte(tc.json[:split]))
+				m.scan([]byte(tc.json[split:] + "\n" + tc.json))
+				if m.over != (limit < tc.want) || m.depth != 0 || m.n != 0 {
+					t.Fatalf("%s split at %d, limit %d: over %v, depth %d, n %d", tc.json, split, limit, m.over, m.depth, m.n)
+				}
+			}
+		}
+		var v any
+		if err := json.Unmarshal([]byte(tc.json), &v); err != nil {
+			t.Fatalf("%s is not JSON: %v", tc.json, err)
+		}
+	}
+}
+
+// An answer of many tiny keys, under the bound in bytes, ends in ErrAnswerTooManyMembers
+// before it is decoded, as a plain answer and as a stream's line: 256 MiB of them (33 MB
+// gzip-compressed) took 2 GiB of an agent's memory as a map. An answer at the bound is read;
+// the CLI (no bound on answers) reads any.
+func TestDo_AnswerMembersBounded(t *testing.T) {
+	view := func(keys int) []byte {
+		v := api.View{Appliance: "web", Revision: 1, Keys: map[string]string{}}
+		for i := range keys {
+			v.Keys[fmt.Sprint("k", i)] = ""
+		}
+		b, _ := json.Marshal(v)
+		return b
+	}
+	atBound, over := view(1000), view(1001)
+	m := members{limit: math.MaxInt64 - 1}
+	m.scan(atBound[:len(atBound)-1]) // the keys, and the view's own fields (all but its last '}')
+	lowerMaxMembers(t, m.n)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body := atBound
+		if r.URL.Path == "/v1/appliances/over" {
+			body = over
+		}
+		if r.URL.Query().Has("stream") {
+			w.Header().Set("Content-Type", api.ContentTypeStream)
+			fmt.Fprintf(w, "%s\n%s\n", atBound, body)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(body)
+	}))
+	defer srv.Close()
+	c, _ := New(srv.URL, Options{})
+	if v, _, err := c.View(context.Background(), "fine"); err != nil || len(v.Keys) != 1000 {
+		t.Fatalf("a view at the bound: %d keys, %v", len(v.Keys), err)
+	}
+	if _, _, err := c.View(context.Background(), "over"); !errors.Is(err, ErrAnswerTooManyMembers) || IsTransport(err) {
+		t.Fatalf("a view over the bound: %v; want ErrAnswerTooManyMembers", err)
+	}
+	views := 0
+	fn := func(*api.View, Meta) error { views++; return nil }
+	if _, err := c.StreamView(context.Background(), "over", Poll{Index: 1}, fn); !errors.Is(err, ErrAnswerTooManyMembers) || views != 1 {
+		t.Fatalf("a stream's line over the bound: %d views, %v; want 1 view, then ErrAnswerTooManyMembers", views, err)
+	}
+	cli, _ := New(srv.URL, Options{MaxAnswerBytes: -1})
+	if v, _, err := cli.View(context.Background(), "over"); err != nil || len(v.Keys) != 1001 {
+		t.Fatalf("the CLI's client (no bound): %d keys, %v", len(v.Keys), err)
 	}
 }
