@@ -407,8 +407,8 @@ func describeFetchError(err error) (msg string, retryAfter time.Duration) {
 	switch {
 	case errors.Is(err, client.ErrAnswerTooLarge):
 		return "server sent an answer over the client's bound (256 MiB); keeping files", 0
-	case errors.Is(err, client.ErrAnswerTooManyMembers):
-		return "server sent an answer over the client's bound (1,000,000 JSON members); keeping files", 0
+	case errors.Is(err, client.ErrAnswerTooManyEntries):
+		return "server sent an answer over the client's bound (1,000,000 JSON entries); keeping files", 0
 	case errors.As(err, new(*client.AnswerError)):
 		return "server answered what is not a Shoelace answer (another service at the address?); keeping files", 0
 	case client.IsTransport(err):

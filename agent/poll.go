@@ -248,13 +248,13 @@ func checkKeys(keys map[string]string) error {
 }
 
 // checkSize returns the error of a view that no server sends: a negative revision, or over
-// client.MaxAnswerMembers keys, which deltas could add up to though each answer is bounded.
+// client.MaxAnswerEntries keys, which deltas could add up to though each answer is bounded.
 func checkSize(v *api.View) error {
 	if v.Revision < 0 {
 		return fmt.Errorf("revision %d", v.Revision)
 	}
-	if len(v.Keys) > client.MaxAnswerMembers {
-		return fmt.Errorf("%d keys, over the client's bound of %d (client.MaxAnswerMembers)", len(v.Keys), client.MaxAnswerMembers)
+	if len(v.Keys) > client.MaxAnswerEntries {
+		return fmt.Errorf("%d keys, over the client's bound of %d (client.MaxAnswerEntries)", len(v.Keys), client.MaxAnswerEntries)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
@@ -130,11 +131,18 @@ const redactMask = "[redacted]"
 // white space around it (output trimmed of its last newline still holds it), the value as %q
 // quotes it, and each line of a multi-line value (a check that quotes one line of a key file);
 // longest first, so that a value holding another is masked whole. more are earlier views.
-func secretsIn(all bool, keys map[string]string, more ...map[string]string) []string {
-	var out []string
-	add := func(s string) {
-		if len(s) >= redactMin && !slices.Contains(out, s) {
-			out = append(out, s)
+// Encoded forms are added: the value as template functions most often change it before an error
+// quotes it (`parsing "DBUSER:SUP3RS3CRETPW"`): base64 and hex, and upper- or lower-cased
+// when it holds more than letters ("Production" lower-cased would mask every "production").
+// whole holds every form, to mask wherever found; exact the exact ones alone, whose parts an
+// error may quote (a word of a lower-cased key file is no part of the key).
+func secretsIn(all bool, keys map[string]string, more ...map[string]string) (whole, exact []string) {
+	var encoded []string
+	seen := map[*[]string]map[string]bool{&exact: {}, &encoded: {}} // a map: thousands of secrets were a quadratic search
+	add := func(to *[]string, s string) {
+		if len(s) >= redactMin && !seen[to][s] {
+			seen[to][s] = true
+			*to = append(*to, s)
 		}
 	}
 	for _, m := range append([]map[string]string{keys}, more...) {
@@ -142,30 +150,35 @@ func secretsIn(all bool, keys map[string]string, more ...map[string]string) []st
 			if !all && !api.IsSecret(k) {
 				continue
 			}
-			add(v)
-			add(strings.TrimSpace(v))
-			// As the template functions most often change it before an error quotes it
-			// (upper, lower, b64enc, base64Encode): `parsing "DBUSER:SUP3RS3CRETPW"`.
-			if t := strings.TrimSpace(v); len(t) >= redactMin {
-				add(strings.ToUpper(t))
-				add(strings.ToLower(t))
-				add(base64.StdEncoding.EncodeToString([]byte(t)))
-				add(base64.URLEncoding.EncodeToString([]byte(t)))
-				add(base64.RawStdEncoding.EncodeToString([]byte(t)))
-				add(hex.EncodeToString([]byte(t)))
-			}
+			t := strings.TrimSpace(v)
+			add(&exact, v)
+			add(&exact, t)
 			if q := strconv.Quote(v); len(q) != len(v)+2 {
-				add(q[1 : len(q)-1]) // as an error message quotes it
+				add(&exact, q[1:len(q)-1]) // as an error message quotes it
 			}
 			if strings.Contains(v, "\n") {
 				for _, line := range strings.Split(v, "\n") {
-					add(strings.TrimSpace(line))
+					add(&exact, strings.TrimSpace(line))
 				}
+			}
+			if len(t) < redactMin {
+				continue
+			}
+			if strings.ContainsFunc(t, func(r rune) bool { return !unicode.IsLetter(r) }) {
+				add(&encoded, strings.ToUpper(t))
+				add(&encoded, strings.ToLower(t))
+			}
+			for _, e := range []string{base64.StdEncoding.EncodeToString([]byte(t)), base64.URLEncoding.EncodeToString([]byte(t)),
+				base64.RawStdEncoding.EncodeToString([]byte(t)), hex.EncodeToString([]byte(t))} {
+				add(&encoded, e)
 			}
 		}
 	}
-	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
-	return out
+	longestFirst := func(a, b string) int { return len(b) - len(a) }
+	whole = append(slices.Clone(exact), encoded...)
+	slices.SortFunc(whole, longestFirst)
+	slices.SortFunc(exact, longestFirst)
+	return whole, exact
 }
 
 // allSecret reports whether every key of the agent's view is a secret: an appliance named
@@ -175,8 +188,8 @@ func (a *Agent) allSecret() bool { return api.IsSecret(api.ApplianceRoot(a.cfg.A
 // redact replaces the values of secret keys found in s (an error message, a command's
 // output) with [redacted], so that logs never carry them.
 func redact(s string, keys map[string]string, all bool) string {
-	secrets := secretsIn(all, keys)
-	for _, v := range secrets {
+	whole, secrets := secretsIn(all, keys)
+	for _, v := range whole {
 		s = strings.ReplaceAll(s, v, redactMask)
 	}
 	if len(secrets) == 0 {
@@ -203,7 +216,7 @@ var quotedRE = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
 // views in before. When the output was cut at maxOutputBytes, the start of a secret that the
 // cut split is masked too.
 func redactOutput(r CommandResult, keys map[string]string, all bool, before ...map[string]string) string {
-	secrets := secretsIn(all, keys, before...)
+	secrets, _ := secretsIn(all, keys, before...)
 	out, tail := r.Output, ""
 	if i := strings.LastIndex(out, cutNotePrefix); r.Dropped > 0 && i >= 0 {
 		out, tail = out[:i], out[i:]

@@ -46,60 +46,72 @@ var maxAnswer int64 = MaxAnswerBytes
 // was not read further.
 var ErrAnswerTooLarge = errors.New("answer over 256 MiB (the client's bound on one answer, client.MaxAnswerBytes)")
 
-// MaxAnswerMembers bounds the JSON object members (keys and fields) of one answer, and of one
-// line of a stream, wherever MaxAnswerBytes holds: decoded, a member costs about 50 bytes of
-// memory beyond its text, so that 256 MiB of tiny keys ({"k1":"",…}, 33 MB gzip-compressed)
-// took 2 GiB of an agent's memory. A view of 10,000 keys is a large one.
-const MaxAnswerMembers = 1_000_000
+// MaxAnswerEntries bounds the JSON entries, object members and array elements, of one answer
+// and of one line of a stream, wherever MaxAnswerBytes holds: decoded, an entry costs memory
+// beyond its text (16 bytes and more for 2 bytes of "0,"), so that 256 MiB of tiny keys
+// ({"k1":"",…}, 33 MB gzip-compressed) took 2 GiB of an agent's memory, and 128 MiB of a
+// delta's unset ([0,0,…]) 4.5 GB. A view of 10,000 keys is a large one.
+const MaxAnswerEntries = 1_000_000
 
-// maxMembers is MaxAnswerMembers, lowered by tests.
-var maxMembers int64 = MaxAnswerMembers
+// maxEntries is MaxAnswerEntries, lowered by tests.
+var maxEntries int64 = MaxAnswerEntries
 
-// ErrAnswerTooManyMembers says that an answer, or a line of a stream, held over
-// MaxAnswerMembers members: it was not decoded.
-var ErrAnswerTooManyMembers = errors.New("answer of over 1,000,000 JSON members (the client's bound on one answer, client.MaxAnswerMembers)")
+// ErrAnswerTooManyEntries says that an answer, or a line of a stream, held over
+// MaxAnswerEntries entries: it was not decoded.
+var ErrAnswerTooManyEntries = errors.New("answer of over 1,000,000 JSON entries, object members and array elements (the client's bound on one answer, client.MaxAnswerEntries)")
 
-// members counts the members of each JSON value in the bytes it is shown (each ':' outside a
-// string), across calls, and says whether one held over limit, so that an answer, or a line of
-// a stream, is judged before it is decoded. A value ends where its outermost bracket closes,
-// whatever whitespace is around it.
-type members struct {
+// entries counts the entries of each JSON value in the bytes it is shown, across calls, and
+// says whether one held over limit, so that an answer, or a line of a stream, is judged before
+// it is decoded: outside strings, each '{' or '[' opens a container of one entry or none (an
+// empty one is counted as one) and each ',' starts another. A value ends where its outermost
+// bracket closes, whatever whitespace is around it.
+type entries struct {
 	limit    int64
 	n        int64 // of the value being read
 	depth    int
 	inString bool
 	escaped  bool
-	over     bool // a value held over limit members
+	over     bool // a value held over limit entries
 }
 
-func (m *members) scan(p []byte) {
+func (m *entries) scan(p []byte) {
 	for len(p) > 0 {
 		switch {
 		case m.escaped:
 			m.escaped, p = false, p[1:]
 			continue
 		case m.inString:
-			i := bytes.IndexAny(p, `"\`)
-			if i < 0 {
-				return
+			// The string's end: the next '"' not escaped, found at IndexByte's speed (a
+			// view is mostly strings without escapes).
+			from := 0
+			for {
+				i := bytes.IndexByte(p[from:], '"')
+				if i < 0 {
+					m.escaped = oddBackslashes(p, len(p), from) // the next chunk's first byte is escaped
+					return
+				}
+				if i += from; !oddBackslashes(p, i, from) {
+					m.inString, p = false, p[i+1:]
+					break
+				}
+				from = i + 1
 			}
-			m.inString, m.escaped = p[i] != '"', p[i] == '\\'
-			p = p[i+1:]
 			continue
 		}
-		i := bytes.IndexAny(p, `":{}[]`)
+		i := bytes.IndexAny(p, `",{}[]`)
 		if i < 0 {
 			return
 		}
 		switch p[i] {
 		case '"':
 			m.inString = true
-		case ':':
+		case ',', '{', '[':
+			if p[i] != ',' {
+				m.depth++
+			}
 			if m.n++; m.n > m.limit {
 				m.over = true
 			}
-		case '{', '[':
-			m.depth++
 		default:
 			if m.depth--; m.depth <= 0 {
 				m.depth, m.n = 0, 0
@@ -109,12 +121,22 @@ func (m *members) scan(p []byte) {
 	}
 }
 
-// memberBound is MaxAnswerMembers where answers are bounded, else none (the CLI's).
-func (c *Client) memberBound() int64 {
+// oddBackslashes says whether the run of backslashes that ends at p[end-1], not before
+// p[from], is odd: then it escapes p[end].
+func oddBackslashes(p []byte, end, from int) bool {
+	n := 0
+	for i := end - 1; i >= from && p[i] == '\\'; i-- {
+		n++
+	}
+	return n%2 == 1
+}
+
+// entryBound is MaxAnswerEntries where answers are bounded, else none (the CLI's).
+func (c *Client) entryBound() int64 {
 	if c.opts.MaxAnswerBytes < 0 {
 		return math.MaxInt64
 	}
-	return maxMembers
+	return maxEntries
 }
 
 // maxRetryAfterHeader caps the Retry-After that Meta holds (a server's "years" stays a long
@@ -518,10 +540,10 @@ func (c *Client) once(ctx context.Context, r Request) (Meta, []byte, error) {
 		// Not a TransportError: nothing is retried, and the server answered.
 		return meta, nil, fmt.Errorf("%s: answered %d: %w", r.Method+" "+r.Path, meta.Status, ErrAnswerTooLarge)
 	}
-	if mb := c.memberBound(); mb < math.MaxInt64 {
-		m := members{limit: mb}
+	if mb := c.entryBound(); mb < math.MaxInt64 {
+		m := entries{limit: mb}
 		if m.scan(data); m.over {
-			return meta, nil, fmt.Errorf("%s: answered %d: %w", r.Method+" "+r.Path, meta.Status, ErrAnswerTooManyMembers)
+			return meta, nil, fmt.Errorf("%s: answered %d: %w", r.Method+" "+r.Path, meta.Status, ErrAnswerTooManyEntries)
 		}
 	}
 	return meta, data, nil

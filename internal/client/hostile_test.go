@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -473,32 +474,34 @@ func TestDo_ErrorMessageBoundedAndPrintable(t *testing.T) {
 	}
 }
 
-// lowerMaxMembers sets the bound on one answer's JSON members to n for a test.
-func lowerMaxMembers(t *testing.T, n int64) {
-	old := maxMembers
-	maxMembers = n
-	t.Cleanup(func() { maxMembers = old })
+// lowerMaxEntries sets the bound on one answer's JSON entries to n for a test.
+func lowerMaxEntries(t *testing.T, n int64) {
+	old := maxEntries
+	maxEntries = n
+	t.Cleanup(func() { maxEntries = old })
 }
 
-// members counts object members, a ':' outside strings, whatever the strings hold and however
-// the bytes are split between calls.
-func TestMembers_CountsColonsOutsideStrings(t *testing.T) {
+// entries counts object members and array elements outside strings, whatever the strings hold
+// and however the bytes are split between calls.
+func TestEntries_CountedOutsideStrings(t *testing.T) {
 	for _, tc := range []struct {
 		json string
 		want int64
 	}{
-		{`{}`, 0},
+		{`{}`, 1}, // an empty container counts as one
 		{`{"a":"b"}`, 1},
-		{`{"appliance":"web","revision":3,"keys":{"a":"1","b:c":"x:y","d":"{\"e\":1}"}}`, 6},
-		{`{"a\\":"b\":\\","c":[1,{"d":2}]}`, 3},
-		{`{"a":"\\\\\"::"}`, 1},
-		{`["x:y", "z"]`, 0},
+		{`{"appliance":"web","revision":3,"keys":{"a":"1","b:c":"x,y","d":"{\"e\":[1,2]}"}}`, 6},
+		{`{"a\\":"b\":\\","c":[1,{"d":2}]}`, 5},
+		{`{"a":"\\\\\",,[{"}`, 1},
+		{`["x:y", "z"]`, 2},
+		{`[0,0,0,0]`, 4}, // a delta's unset of numbers: 16 bytes each decoded, for 2 sent
+		{`{"unset":[]}`, 2},
 		{"{\n\"a\":\n1,\n\"b\":\n2}", 2}, // whitespace, newlines too, does not end a value
 	} {
 		for split := 0; split <= len(tc.json); split++ {
 			// At limit want-1 it is over; at want it is not; a second value counts afresh.
 			for _, limit := range []int64{max(tc.want-1, 0), tc.want} {
-				m := members{limit: limit}
+				m := entries{limit: limit}
 				m.scan([]byte(tc.json[:split]))
 				m.scan([]byte(tc.json[split:] + "\n" + tc.json))
 				if m.over != (limit < tc.want) || m.depth != 0 || m.n != 0 {
@@ -513,11 +516,12 @@ func TestMembers_CountsColonsOutsideStrings(t *testing.T) {
 	}
 }
 
-// An answer of many tiny keys, under the bound in bytes, ends in ErrAnswerTooManyMembers
+// An answer of many tiny keys, under the bound in bytes, ends in ErrAnswerTooManyEntries
 // before it is decoded, as a plain answer and as a stream's line: 256 MiB of them (33 MB
-// gzip-compressed) took 2 GiB of an agent's memory as a map. An answer at the bound is read;
+// gzip-compressed) took 2 GiB of an agent's memory as a map, and a delta's unset of numbers
+// more. An answer at the bound is read;
 // the CLI (no bound on answers) reads any.
-func TestDo_AnswerMembersBounded(t *testing.T) {
+func TestDo_AnswerEntriesBounded(t *testing.T) {
 	view := func(keys int) []byte {
 		v := api.View{Appliance: "web", Revision: 1, Keys: map[string]string{}}
 		for i := range keys {
@@ -527,13 +531,19 @@ func TestDo_AnswerMembersBounded(t *testing.T) {
 		return b
 	}
 	atBound, over := view(1000), view(1001)
-	m := members{limit: math.MaxInt64 - 1}
+	m := entries{limit: math.MaxInt64 - 1}
 	m.scan(atBound[:len(atBound)-1]) // the keys, and the view's own fields (all but its last '}')
-	lowerMaxMembers(t, m.n)
+	lowerMaxEntries(t, m.n)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body := atBound
 		if r.URL.Path == "/v1/appliances/over" {
 			body = over
+		}
+		if r.URL.Path == "/v1/appliances/unset" {
+			// A delta whose unset holds more numbers than the bound: 2 bytes each, 16 decoded.
+			w.Header().Set("Content-Type", api.ContentTypeStream)
+			fmt.Fprintf(w, "%s\n{\"appliance\":\"web\",\"revision\":3,\"base\":1,\"sum\":\"x\",\"unset\":[%s0]}\n", atBound, strings.Repeat("0,", int(maxEntries)))
+			return
 		}
 		if r.URL.Query().Has("stream") {
 			w.Header().Set("Content-Type", api.ContentTypeStream)
@@ -548,16 +558,87 @@ func TestDo_AnswerMembersBounded(t *testing.T) {
 	if v, _, err := c.View(context.Background(), "fine"); err != nil || len(v.Keys) != 1000 {
 		t.Fatalf("a view at the bound: %d keys, %v", len(v.Keys), err)
 	}
-	if _, _, err := c.View(context.Background(), "over"); !errors.Is(err, ErrAnswerTooManyMembers) || IsTransport(err) {
-		t.Fatalf("a view over the bound: %v; want ErrAnswerTooManyMembers", err)
+	if _, _, err := c.View(context.Background(), "over"); !errors.Is(err, ErrAnswerTooManyEntries) || IsTransport(err) {
+		t.Fatalf("a view over the bound: %v; want ErrAnswerTooManyEntries", err)
 	}
 	views := 0
 	fn := func(*api.View, Meta) error { views++; return nil }
-	if _, err := c.StreamView(context.Background(), "over", Poll{Index: 1}, fn); !errors.Is(err, ErrAnswerTooManyMembers) || views != 1 {
-		t.Fatalf("a stream's line over the bound: %d views, %v; want 1 view, then ErrAnswerTooManyMembers", views, err)
+	if _, err := c.StreamView(context.Background(), "over", Poll{Index: 1}, fn); !errors.Is(err, ErrAnswerTooManyEntries) || views > 1 {
+		// The line before it is read when it came in another read than the line over the bound.
+		t.Fatalf("a stream's line over the bound: %d views, %v; want 1 view at most, then ErrAnswerTooManyEntries", views, err)
+	}
+	views = 0
+	if _, err := c.StreamView(context.Background(), "unset", Poll{Index: 1}, fn); !errors.Is(err, ErrAnswerTooManyEntries) || views > 1 {
+		t.Fatalf("a delta's unset over the bound: %d views, %v; want 1 view at most, then ErrAnswerTooManyEntries", views, err)
 	}
 	cli, _ := New(srv.URL, Options{MaxAnswerBytes: -1})
 	if v, _, err := cli.View(context.Background(), "over"); err != nil || len(v.Keys) != 1001 {
 		t.Fatalf("the CLI's client (no bound): %d keys, %v", len(v.Keys), err)
+	}
+}
+
+// entries agrees with the decoder on random JSON (strings full of quotes and backslashes,
+// nested objects and arrays), split anywhere between calls.
+func TestEntries_MatchesDecoder(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	str := func() string {
+		var b strings.Builder
+		for range rng.IntN(8) {
+			b.WriteString([]string{`"`, `\`, `\\`, `\"`, `:`, `,`, `{`, `]`, "x", "é", "\n"}[rng.IntN(11)])
+		}
+		return b.String()
+	}
+	var value func(depth int) any
+	value = func(depth int) any {
+		switch k := rng.IntN(4); {
+		case depth > 3 || k == 0:
+			return str()
+		case k == 1:
+			return rng.IntN(100)
+		case k == 2:
+			a := make([]any, rng.IntN(4))
+			for i := range a {
+				a[i] = value(depth + 1)
+			}
+			return a
+		default:
+			m := map[string]any{}
+			for range rng.IntN(4) {
+				m[str()] = value(depth + 1)
+			}
+			return m
+		}
+	}
+	var count func(v any) int64
+	count = func(v any) int64 {
+		n := int64(0)
+		switch v := v.(type) {
+		case []any:
+			n = max(int64(len(v)), 1)
+			for _, e := range v {
+				n += count(e)
+			}
+		case map[string]any:
+			n = max(int64(len(v)), 1)
+			for _, e := range v {
+				n += count(e)
+			}
+		}
+		return n
+	}
+	for range 2000 {
+		v := map[string]any{"keys": value(0)}
+		data, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := count(v)
+		split := rng.IntN(len(data))
+		m := entries{limit: math.MaxInt64}
+		m.scan(data[:split])
+		m.scan(data[split : len(data)-1]) // all but the last '}', which ends the value
+		if m.n != want {
+			t.Fatalf("%s split at %d: %d entries, want %d", data, split, m.n, want)
+		}
 	}
 }

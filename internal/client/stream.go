@@ -96,7 +96,7 @@ func (c *Client) StreamView(ctx context.Context, name string, p Poll, fn func(*a
 		return meta, fmt.Errorf("%s: answer of type %q, not a stream: %w", op, ct, ErrNoStream)
 	}
 	// Each line is bounded as an answer is: the decoder holds a line whole before decoding it.
-	body := &lineBound{r: resp.Body, left: c.answerBound(), members: members{limit: c.memberBound()}}
+	body := &lineBound{r: resp.Body, left: c.answerBound(), entries: entries{limit: c.entryBound()}}
 	dec := json.NewDecoder(body)
 	cur := p.Base
 	curSum := "" // cur's ViewSum once a delta made it (computed from cur's keys at the first delta)
@@ -107,7 +107,7 @@ func (c *Client) StreamView(ctx context.Context, name string, p Poll, fn func(*a
 			var syntax *json.SyntaxError
 			var typ *json.UnmarshalTypeError
 			switch {
-			case errors.Is(err, ErrAnswerTooLarge), errors.Is(err, ErrAnswerTooManyMembers):
+			case errors.Is(err, ErrAnswerTooLarge), errors.Is(err, ErrAnswerTooManyEntries):
 				return meta, fmt.Errorf("%s: a line of the stream: %w", op, err)
 			case errors.As(err, &syntax), errors.As(err, &typ):
 				// The server answered, and not with an update: not a lost connection.
@@ -170,8 +170,8 @@ func (c *Client) StreamView(ctx context.Context, name string, p Poll, fn func(*a
 type lineBound struct {
 	r    io.Reader
 	left int64
-	// members counts each line's JSON members (none counted: limit math.MaxInt64).
-	members members
+	// entries counts each line's JSON entries (none counted: limit math.MaxInt64).
+	entries entries
 }
 
 func (b *lineBound) Read(p []byte) (int, error) {
@@ -183,10 +183,10 @@ func (b *lineBound) Read(p []byte) (int, error) {
 	}
 	n, err := b.r.Read(p)
 	b.left -= int64(n)
-	if b.members.limit < math.MaxInt64 {
+	if b.entries.limit < math.MaxInt64 {
 		// A line over the bound is not passed on, nor what came with it.
-		if b.members.scan(p[:n]); b.members.over {
-			return 0, ErrAnswerTooManyMembers
+		if b.entries.scan(p[:n]); b.entries.over {
+			return 0, ErrAnswerTooManyEntries
 		}
 	}
 	return n, err
