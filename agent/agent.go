@@ -407,6 +407,8 @@ func describeFetchError(err error) (msg string, retryAfter time.Duration) {
 	switch {
 	case errors.Is(err, client.ErrAnswerTooLarge):
 		return "server sent an answer over the client's bound (256 MiB); keeping files", 0
+	case errors.Is(err, client.ErrAnswerNotUTF8):
+		return "server sent an answer that is not UTF-8, which no Shoelace server sends; keeping files", 0
 	case errors.Is(err, client.ErrAnswerTooManyEntries):
 		return "server sent an answer over the client's bound (1,000,000 JSON entries); keeping files", 0
 	case errors.As(err, new(*client.AnswerError)):

@@ -7,27 +7,33 @@ import (
 	"testing"
 )
 
-// The encoded forms of a secret are masked whole, and only there: a secret made of letters
-// alone is not masked upper- or lower-cased (every "production" of a command's output was), and
-// a quoted word is masked as a part of a secret's exact forms only, not of its lower-cased or
-// encoded ones (a lower-cased key file held "private" and "begin").
-func TestRedact_EncodedFormsWholeOnly(t *testing.T) {
+// The encoded forms of a secret — upper- or lower-cased, base64 or hex — are masked whole, and
+// a quoted part of one of 8 bytes or more; a quoted word shorter than that is masked as a part of
+// a secret's exact forms only (a lower-cased key file holds "private" and "begin").
+func TestRedact_EncodedForms(t *testing.T) {
 	keys := map[string]string{
-		"secrets/env":  "Production",
-		"secrets/key":  "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----",
-		"secrets/dsn":  "dbuser:Sup3rS3cretPw",
-		"plain/region": "eu-west",
+		"secrets/env":   "Production",
+		"secrets/name":  "Hunter",
+		"secrets/horse": "correcthorsebatterystaple",
+		"secrets/key":   "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----",
+		"secrets/dsn":   "dbuser:Sup3rS3cretPw",
+		"secrets/multi": "user=admin\nP4ssw0rd!",
+		"plain/region":  "eu-west",
 	}
 	for _, tc := range []struct{ in, want string }{
-		{`nginx: [warn] conflicting server name "production"`, `nginx: [warn] conflicting server name "production"`},
-		{`env is Production`, `env is [redacted]`},
-		{`map has no entry for key "private"`, `map has no entry for key "private"`},
-		{`map has no entry for key "begin"`, `map has no entry for key "begin"`},
+		{`env is Production, or production`, `env is [redacted], or [redacted]`},
+		{`parsing "HUNTER"`, `parsing "[redacted]"`},
+		{`parsing "CORRECTHORSEBATTERYSTAPLE"`, `parsing "[redacted]"`},
+		{`parsing "USER=ADMIN"`, `parsing "[redacted]"`},
 		{`parsing "DBUSER:SUP3RS3CRETPW": invalid syntax`, `parsing "[redacted]": invalid syntax`},
 		{`parsing "dbuser:sup3rs3cretpw"`, `parsing "[redacted]"`},
+		{`parsing "SUP3RS3C"`, `parsing "[redacted]"`}, // a part of an upper-cased secret
 		{`parsing "` + base64.StdEncoding.EncodeToString([]byte("dbuser:Sup3rS3cretPw")) + `"`, `parsing "[redacted]"`},
+		{`parsing "` + base64.StdEncoding.EncodeToString([]byte("dbuser:Sup3rS3cretPw"))[:14] + `"`, `parsing "[redacted]"`},
 		{`parsing "` + fmt.Sprintf("%x", "dbuser:Sup3rS3cretPw") + `"`, `parsing "[redacted]"`},
 		{`invalid key "dbuser:Sup3"`, `invalid key "[redacted]"`}, // a part of the exact value, as before
+		{`map has no entry for key "private"`, `map has no entry for key "private"`},
+		{`map has no entry for key "begin"`, `map has no entry for key "begin"`},
 		{`region "eu-west"`, `region "eu-west"`},
 	} {
 		if got := redact(tc.in, keys, false); got != tc.want {
@@ -44,7 +50,7 @@ func TestRedact_ManySecretsListedOnce(t *testing.T) {
 	for i := range 10000 {
 		keys[fmt.Sprintf("k%d", i)] = fmt.Sprintf("value-%d-Abc", i)
 	}
-	whole, exact := secretsIn(true, keys)
+	whole, exact, _ := secretsIn(true, keys)
 	// Each value, upper- and lower-cased, in base64 and hex (a form equal to another counts once).
 	if len(exact) != 10000 || len(whole) < 10000*5 {
 		t.Fatalf("%d exact and %d whole forms of 10,000 secrets, want 10,000 and 50,000 or more", len(exact), len(whole))

@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
@@ -132,12 +131,10 @@ const redactMask = "[redacted]"
 // quotes it, and each line of a multi-line value (a check that quotes one line of a key file);
 // longest first, so that a value holding another is masked whole. more are earlier views.
 // Encoded forms are added: the value as template functions most often change it before an error
-// quotes it (`parsing "DBUSER:SUP3RS3CRETPW"`): base64 and hex, and upper- or lower-cased
-// when it holds more than letters ("Production" lower-cased would mask every "production").
-// whole holds every form, to mask wherever found; exact the exact ones alone, whose parts an
-// error may quote (a word of a lower-cased key file is no part of the key).
-func secretsIn(all bool, keys map[string]string, more ...map[string]string) (whole, exact []string) {
-	var encoded []string
+// quotes it (`parsing "DBUSER:SUP3RS3CRETPW"`): upper- and lower-cased, base64 and hex.
+// whole holds every form, to mask wherever found; exact the exact forms, and encoded the
+// others, whose parts an error may quote too (see redact).
+func secretsIn(all bool, keys map[string]string, more ...map[string]string) (whole, exact, encoded []string) {
 	seen := map[*[]string]map[string]bool{&exact: {}, &encoded: {}} // a map: thousands of secrets were a quadratic search
 	add := func(to *[]string, s string) {
 		if len(s) >= redactMin && !seen[to][s] {
@@ -164,11 +161,8 @@ func secretsIn(all bool, keys map[string]string, more ...map[string]string) (who
 			if len(t) < redactMin {
 				continue
 			}
-			if strings.ContainsFunc(t, func(r rune) bool { return !unicode.IsLetter(r) }) {
-				add(&encoded, strings.ToUpper(t))
-				add(&encoded, strings.ToLower(t))
-			}
-			for _, e := range []string{base64.StdEncoding.EncodeToString([]byte(t)), base64.URLEncoding.EncodeToString([]byte(t)),
+			for _, e := range []string{strings.ToUpper(t), strings.ToLower(t),
+				base64.StdEncoding.EncodeToString([]byte(t)), base64.URLEncoding.EncodeToString([]byte(t)),
 				base64.RawStdEncoding.EncodeToString([]byte(t)), hex.EncodeToString([]byte(t))} {
 				add(&encoded, e)
 			}
@@ -177,9 +171,12 @@ func secretsIn(all bool, keys map[string]string, more ...map[string]string) (who
 	longestFirst := func(a, b string) int { return len(b) - len(a) }
 	whole = append(slices.Clone(exact), encoded...)
 	slices.SortFunc(whole, longestFirst)
-	slices.SortFunc(exact, longestFirst)
-	return whole, exact
+	return whole, exact, encoded
 }
+
+// encodedPartMin is the length from which a quoted part of an encoded form of a secret is
+// masked: a lower-cased key file holds words ("private", "begin") that errors quote.
+const encodedPartMin = 8
 
 // allSecret reports whether every key of the agent's view is a secret: an appliance named
 // "secrets" has a secrets segment in every key's whole path (appliances/secrets/…).
@@ -188,22 +185,27 @@ func (a *Agent) allSecret() bool { return api.IsSecret(api.ApplianceRoot(a.cfg.A
 // redact replaces the values of secret keys found in s (an error message, a command's
 // output) with [redacted], so that logs never carry them.
 func redact(s string, keys map[string]string, all bool) string {
-	whole, secrets := secretsIn(all, keys)
+	whole, exact, encoded := secretsIn(all, keys)
 	for _, v := range whole {
 		s = strings.ReplaceAll(s, v, redactMask)
 	}
-	if len(secrets) == 0 {
+	if len(whole) == 0 {
 		return s
 	}
-	// A part of a secret (a field split out of it, its start) that an error quotes as the
-	// input it refused: `invalid key "admin:Hunter2Pa"`.
-	return quotedRE.ReplaceAllStringFunc(s, func(q string) string {
-		if u, err := strconv.Unquote(q); err == nil && len(u) >= redactMin {
-			for _, v := range secrets {
-				if strings.Contains(v, u) {
-					return `"` + redactMask + `"`
-				}
+	// A part of a secret (a field split out of it, its start), or of one of its encoded forms,
+	// that an error quotes as the input it refused: `invalid key "admin:Hunter2Pa"`.
+	partOf := func(u string, forms []string) bool {
+		for _, v := range forms {
+			if strings.Contains(v, u) {
+				return true
 			}
+		}
+		return false
+	}
+	return quotedRE.ReplaceAllStringFunc(s, func(q string) string {
+		if u, err := strconv.Unquote(q); err == nil && len(u) >= redactMin &&
+			(partOf(u, exact) || len(u) >= encodedPartMin && partOf(u, encoded)) {
+			return `"` + redactMask + `"`
 		}
 		return q
 	})
@@ -216,7 +218,7 @@ var quotedRE = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
 // views in before. When the output was cut at maxOutputBytes, the start of a secret that the
 // cut split is masked too.
 func redactOutput(r CommandResult, keys map[string]string, all bool, before ...map[string]string) string {
-	secrets, _ := secretsIn(all, keys, before...)
+	secrets, _, _ := secretsIn(all, keys, before...)
 	out, tail := r.Output, ""
 	if i := strings.LastIndex(out, cutNotePrefix); r.Dropped > 0 && i >= 0 {
 		out, tail = out[:i], out[i:]

@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
@@ -59,6 +60,40 @@ var maxEntries int64 = MaxAnswerEntries
 // ErrAnswerTooManyEntries says that an answer, or a line of a stream, held over
 // MaxAnswerEntries entries: it was not decoded.
 var ErrAnswerTooManyEntries = errors.New("answer of over 1,000,000 JSON entries, object members and array elements (the client's bound on one answer, client.MaxAnswerEntries)")
+
+// ErrAnswerNotUTF8 says that an answer, or a line of a stream, was not UTF-8, as a Shoelace
+// server's always is (keys and values are UTF-8, its JSON too): encoding/json reads each
+// invalid byte as U+FFFD, three bytes, so that 250 MiB of them took 3.7 GB of an agent's
+// memory, under the bound on bytes and entries. It was not decoded.
+var ErrAnswerNotUTF8 = errors.New("answer not UTF-8 (a Shoelace server's always is)")
+
+// utf8Check checks that the bytes it is shown, across calls, are UTF-8: a rune split between
+// two calls is held until the next.
+type utf8Check struct {
+	held []byte // the start of a rune the last call ended in
+	bad  bool
+}
+
+func (u *utf8Check) scan(p []byte) {
+	if len(u.held) > 0 {
+		p = append(u.held, p...)
+		u.held = nil
+	}
+	end := len(p)
+	// The last rune's start, at most utf8.UTFMax-1 bytes back: held when not whole.
+	for i := len(p) - 1; i >= 0 && i >= len(p)-utf8.UTFMax+1; i-- {
+		if utf8.RuneStart(p[i]) {
+			if !utf8.FullRune(p[i:]) {
+				end = i
+			}
+			break
+		}
+	}
+	if !utf8.Valid(p[:end]) {
+		u.bad = true
+	}
+	u.held = append([]byte(nil), p[end:]...)
+}
 
 // entries counts the entries of each JSON value in the bytes it is shown, across calls, and
 // says whether one held over limit, so that an answer, or a line of a stream, is judged before
@@ -423,7 +458,7 @@ func (c *Client) Do(ctx context.Context, r Request, out any) (Meta, error) {
 					return meta, err
 				}
 				if err := json.Unmarshal(body, out); err != nil {
-					return meta, &AnswerError{Op: r.Method + " " + r.Path, Status: meta.Status, ContentType: meta.ContentType, Err: err}
+					return meta, answerError(r.Method+" "+r.Path, meta, err)
 				}
 			}
 			return meta, nil
@@ -545,6 +580,9 @@ func (c *Client) once(ctx context.Context, r Request) (Meta, []byte, error) {
 		if m.scan(data); m.over {
 			return meta, nil, fmt.Errorf("%s: answered %d: %w", r.Method+" "+r.Path, meta.Status, ErrAnswerTooManyEntries)
 		}
+		if !utf8.Valid(data) {
+			return meta, nil, fmt.Errorf("%s: answered %d: %w", r.Method+" "+r.Path, meta.Status, ErrAnswerNotUTF8)
+		}
 	}
 	return meta, data, nil
 }
@@ -605,6 +643,33 @@ type AnswerError struct {
 }
 
 func (e *AnswerError) Error() string { return fmt.Sprintf("%s: decode answer: %v", e.Op, e.Err) }
+
+// maxDecodeErrText bounds the text of a decoding error that an AnswerError keeps.
+const maxDecodeErrText = 512
+
+// answerError is the AnswerError of an answer that did not decode, its error's text cut to
+// maxDecodeErrText bytes: encoding/json quotes what it refused (a number of 250 MiB whole), and
+// the agent logs its errors (a line of 262 MB each minute).
+func answerError(op string, meta Meta, err error) *AnswerError {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		err = fmt.Errorf("json: cannot unmarshal %s into Go value of type %s (field %s)", cutText(te.Value, 64), te.Type, cutText(te.Field, 128))
+	} else if t := err.Error(); len(t) > maxDecodeErrText {
+		err = errors.New(cutText(t, maxDecodeErrText))
+	}
+	return &AnswerError{Op: op, Status: meta.Status, ContentType: meta.ContentType, Err: err}
+}
+
+// cutText is s cut to at most n bytes, on a rune's start, with "…" when cut.
+func cutText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
 func (e *AnswerError) Unwrap() error { return e.Err }
 
 // isWrite reports whether a request of method may change the store (any method but GET and HEAD).

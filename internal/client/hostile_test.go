@@ -642,3 +642,64 @@ func TestEntries_MatchesDecoder(t *testing.T) {
 		}
 	}
 }
+
+// utf8Check finds bytes that are not UTF-8 however the bytes are split between calls, and takes
+// a rune split between two calls.
+func TestUTF8Check_Splits(t *testing.T) {
+	for _, tc := range []struct {
+		text string
+		bad  bool
+	}{
+		{`{"a":"héllo wörld €𝄞"}`, false},
+		{"{\"a\":\"\xff\"}", true},
+		{"{\"a\":\"\xe2\x82\"}", true},     // a rune cut short
+		{"{\"a\":\"\xed\xa0\x80\"}", true}, // a surrogate
+		{"{\"a\":\"€\"}\xe2", false},       // a rune the next call would end
+	} {
+		for split := 0; split <= len(tc.text); split++ {
+			var u utf8Check
+			u.scan([]byte(tc.text[:split]))
+			u.scan([]byte(tc.text[split:]))
+			if u.bad != tc.bad {
+				t.Fatalf("%q split at %d: bad %v, want %v", tc.text, split, u.bad, tc.bad)
+			}
+		}
+	}
+}
+
+// An answer that is not UTF-8 is refused before it is decoded (each invalid byte decoded as
+// U+FFFD, three bytes: 250 MiB of them took 3.7 GB of an agent's memory), as a plain answer and
+// as a stream's line; and a decoding error quotes at most a little of what it refused (a number
+// of 250 MiB made each of the agent's log lines as long).
+func TestDo_AnswerNotUTF8OrUndecodable(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body := "{\"appliance\":\"web\",\"revision\":1,\"keys\":{\"a\":\"" + strings.Repeat("\xff", 1<<20) + "\"}}"
+		if r.URL.Path == "/v1/appliances/number" {
+			body = `{"appliance":"web","keys":{"a":"b"},"revision":` + strings.Repeat("1", 1<<20) + `}`
+		}
+		if r.URL.Query().Has("stream") {
+			w.Header().Set("Content-Type", api.ContentTypeStream)
+			fmt.Fprintf(w, "%s\n", body)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, body)
+	}))
+	defer srv.Close()
+	c, _ := New(srv.URL, Options{})
+	if _, _, err := c.View(context.Background(), "web"); !errors.Is(err, ErrAnswerNotUTF8) || IsTransport(err) {
+		t.Fatalf("a view not UTF-8: %v; want ErrAnswerNotUTF8", err)
+	}
+	fn := func(*api.View, Meta) error { return nil }
+	if _, err := c.StreamView(context.Background(), "web", Poll{Index: 1}, fn); !errors.Is(err, ErrAnswerNotUTF8) {
+		t.Fatalf("a stream's line not UTF-8: %v; want ErrAnswerNotUTF8", err)
+	}
+	_, _, err := c.View(context.Background(), "number")
+	_, serr := c.StreamView(context.Background(), "number", Poll{Index: 1}, fn)
+	for _, err := range []error{err, serr} {
+		var ae *AnswerError
+		if !errors.As(err, &ae) || len(err.Error()) > 1024 || !strings.Contains(err.Error(), "cannot unmarshal number 1111") {
+			t.Fatalf("a revision of 1 MiB of digits: %.300v (%d bytes); want an AnswerError of 1 KiB at most", err, len(err.Error()))
+		}
+	}
+}

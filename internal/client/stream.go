@@ -107,11 +107,11 @@ func (c *Client) StreamView(ctx context.Context, name string, p Poll, fn func(*a
 			var syntax *json.SyntaxError
 			var typ *json.UnmarshalTypeError
 			switch {
-			case errors.Is(err, ErrAnswerTooLarge), errors.Is(err, ErrAnswerTooManyEntries):
+			case errors.Is(err, ErrAnswerTooLarge), errors.Is(err, ErrAnswerTooManyEntries), errors.Is(err, ErrAnswerNotUTF8):
 				return meta, fmt.Errorf("%s: a line of the stream: %w", op, err)
 			case errors.As(err, &syntax), errors.As(err, &typ):
 				// The server answered, and not with an update: not a lost connection.
-				return meta, &AnswerError{Op: op, Status: meta.Status, ContentType: meta.ContentType, Err: err}
+				return meta, answerError(op, meta, err)
 			case errors.Is(err, io.EOF):
 				return meta, nil // the server ended the stream: reconnect from meta.Index
 			case noFirstLine():
@@ -170,8 +170,10 @@ func (c *Client) StreamView(ctx context.Context, name string, p Poll, fn func(*a
 type lineBound struct {
 	r    io.Reader
 	left int64
-	// entries counts each line's JSON entries (none counted: limit math.MaxInt64).
+	// entries counts each line's JSON entries, and utf8 checks them (neither with limit
+	// math.MaxInt64: the CLI's).
 	entries entries
+	utf8    utf8Check
 }
 
 func (b *lineBound) Read(p []byte) (int, error) {
@@ -187,6 +189,9 @@ func (b *lineBound) Read(p []byte) (int, error) {
 		// A line over the bound is not passed on, nor what came with it.
 		if b.entries.scan(p[:n]); b.entries.over {
 			return 0, ErrAnswerTooManyEntries
+		}
+		if b.utf8.scan(p[:n]); b.utf8.bad {
+			return 0, ErrAnswerNotUTF8
 		}
 	}
 	return n, err
