@@ -62,3 +62,21 @@ func TestRedact_ManySecretsListedOnce(t *testing.T) {
 		t.Fatal("whole forms not longest first")
 	}
 }
+
+// maskAll masks the union of the places where forms are found: overlapping secrets whole
+// (masking the shorter first left the rest of the longer), adjacent ones, and none elsewhere.
+func TestMaskAll(t *testing.T) {
+	forms := []string{"abcdefgh", "Xabc", "zzzz"}
+	for _, tc := range []struct{ in, want string }{
+		{"Xabcdefgh!", "[redacted]!"},
+		{"1 abcdefgh 2 Xabc 3", "1 [redacted] 2 [redacted] 3"},
+		{"zzzzzzzz", "[redacted]"},
+		{"Xabczzzz.", "[redacted]."},
+		{"abc xab zzz", "abc xab zzz"},
+		{"", ""},
+	} {
+		if got := maskAll(tc.in, forms); got != tc.want {
+			t.Errorf("maskAll(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
