@@ -411,6 +411,8 @@ func describeFetchError(err error) (msg string, retryAfter time.Duration) {
 		return "server sent an answer that is not UTF-8, which no Shoelace server sends; keeping files", 0
 	case errors.Is(err, client.ErrAnswerTooManyEntries):
 		return "server sent an answer over the client's bound (1,000,000 JSON entries); keeping files", 0
+	case errors.Is(err, client.ErrViewTooLarge):
+		return "server sent a delta that would grow the view past the client's bound (1,000,000 keys); keeping files", 0
 	case errors.As(err, new(*client.AnswerError)):
 		return "server answered what is not a Shoelace answer (another service at the address?); keeping files", 0
 	case client.IsTransport(err):

@@ -248,7 +248,9 @@ func checkKeys(keys map[string]string) error {
 }
 
 // checkSize returns the error of a view that no server sends: a negative revision, or over
-// client.MaxAnswerEntries keys, which deltas could add up to though each answer is bounded.
+// client.MaxAnswerEntries keys, which deltas could add up to though each answer is bounded (the
+// client refuses such a delta before it builds the view, ErrViewTooLarge: this is the check
+// behind it).
 func checkSize(v *api.View) error {
 	if v.Revision < 0 {
 		return fmt.Errorf("revision %d", v.Revision)

@@ -107,6 +107,9 @@ func (c *Client) WatchView(ctx context.Context, name string, p Poll) (*api.View,
 	if p.Base == nil {
 		return nil, m, fmt.Errorf("GET /v1/appliances/%s: the server answered a delta to a long-poll without delta", name)
 	}
+	if err := c.checkGrowth(p.Base, u.Delta()); err != nil {
+		return nil, m, fmt.Errorf("GET /v1/appliances/%s: %w", name, err)
+	}
 	v, err := api.ApplyDelta(*p.Base, u.Delta())
 	if err != nil {
 		return c.fullView(ctx, name, p)

@@ -61,6 +61,11 @@ var maxEntries int64 = MaxAnswerEntries
 // MaxAnswerEntries entries: it was not decoded.
 var ErrAnswerTooManyEntries = errors.New("answer of over 1,000,000 JSON entries, object members and array elements (the client's bound on one answer, client.MaxAnswerEntries)")
 
+// ErrViewTooLarge says that a delta would have grown the view it applies to past
+// MaxAnswerEntries keys, which no one answer may hold: it was not applied. Each answer is
+// bounded, but deltas add up.
+var ErrViewTooLarge = errors.New("delta would grow the view past 1,000,000 keys (the client's bound, client.MaxAnswerEntries)")
+
 // ErrAnswerNotUTF8 says that an answer, or a line of a stream, was not UTF-8, as a Shoelace
 // server's always is (keys and values are UTF-8, its JSON too): encoding/json reads each
 // invalid byte as U+FFFD, three bytes, so that 250 MiB of them took 3.7 GB of an agent's

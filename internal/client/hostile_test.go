@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -701,5 +702,55 @@ func TestDo_AnswerNotUTF8OrUndecodable(t *testing.T) {
 		if !errors.As(err, &ae) || len(err.Error()) > 1024 || !strings.Contains(err.Error(), "cannot unmarshal number 1111") {
 			t.Fatalf("a revision of 1 MiB of digits: %.300v (%d bytes); want an AnswerError of 1 KiB at most", err, len(err.Error()))
 		}
+	}
+}
+
+// A delta that would grow the view past the bound on entries is refused before the view is
+// built (ErrViewTooLarge), on a stream and on a long-poll: each answer is bounded, but a
+// hostile server's deltas add up, and the agent's own check came only once the view was built.
+// A delta that changes keys of a view at the bound is applied; the CLI has no bound.
+func TestDeltas_GrowthBounded(t *testing.T) {
+	lowerMaxEntries(t, 10) // a view of 10 keys; a delta's line of a few keys
+	view := func(rev int64, n int, changed string) api.View {
+		v := api.View{Appliance: "web", Revision: rev, Keys: map[string]string{}}
+		for i := range n {
+			v.Keys[fmt.Sprint("k", i)] = "a"
+		}
+		if changed != "" {
+			v.Keys[changed] = "b"
+		}
+		return v
+	}
+	base, atBound, changed, over := view(1, 8, ""), view(2, 10, ""), view(3, 10, "k0"), view(4, 10, "k10")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Has("stream") {
+			w.Header().Set("Content-Type", api.ContentTypeStream)
+			enc := json.NewEncoder(w)
+			enc.Encode(api.Diff(base, atBound))
+			enc.Encode(api.Diff(atBound, changed))
+			enc.Encode(api.Diff(changed, over))
+			return
+		}
+		json.NewEncoder(w).Encode(api.Diff(base, view(5, 10, "k10")))
+	}))
+	defer srv.Close()
+	c, _ := New(srv.URL, Options{})
+	var got []int
+	_, err := c.StreamView(context.Background(), "web", Poll{Index: 1, Delta: true, Base: &base}, func(v *api.View, _ Meta) error {
+		got = append(got, len(v.Keys))
+		return nil
+	})
+	if !errors.Is(err, ErrViewTooLarge) || IsTransport(err) || !slices.Equal(got, []int{10, 10}) {
+		t.Fatalf("stream: views of %v keys, %v; want views of 10 and 10 keys, then ErrViewTooLarge", got, err)
+	}
+	if v, _, err := c.WatchView(context.Background(), "web", Poll{Index: 1, Delta: true, Base: &base}); !errors.Is(err, ErrViewTooLarge) || v != nil {
+		t.Fatalf("long-poll: %v, %v; want ErrViewTooLarge", v, err)
+	}
+	if len(base.Keys) != 8 {
+		t.Fatalf("the base changed: %d keys", len(base.Keys))
+	}
+	cli, _ := New(srv.URL, Options{MaxAnswerBytes: -1})
+	if v, _, err := cli.WatchView(context.Background(), "web", Poll{Index: 1, Delta: true, Base: &base}); err != nil || len(v.Keys) != 11 {
+		t.Fatalf("the CLI's client (no bound): %v, %v", v, err)
 	}
 }

@@ -143,6 +143,9 @@ func (c *Client) StreamView(ctx context.Context, name string, p Poll, fn func(*a
 			if cur == nil {
 				return meta, fmt.Errorf("%s: the server sent a delta to a stream without a base", op)
 			}
+			if err := c.checkGrowth(cur, u.Delta()); err != nil {
+				return meta, fmt.Errorf("%s: %w", op, err)
+			}
 			if v, curSum, err = api.ApplyDeltaSum(*cur, curSum, u.Delta()); err != nil {
 				// What the client built is not what the server has: read the view whole, and
 				// let the caller reconnect from it.
@@ -162,6 +165,27 @@ func (c *Client) StreamView(ctx context.Context, name string, p Poll, fn func(*a
 		}
 		cur = &v
 	}
+}
+
+// checkGrowth returns ErrViewTooLarge (wrapped) when applying d to base could make a view of
+// over MaxAnswerEntries keys, where answers are bounded: it is judged before the view is built
+// (a copy of base's keys, and d's new ones), which is what would take the memory. Keys that d
+// unsets are not counted off: a view at the bound is not one any server sends.
+func (c *Client) checkGrowth(base *api.View, d api.Delta) error {
+	limit := c.entryBound()
+	if limit == math.MaxInt64 {
+		return nil
+	}
+	n := int64(len(base.Keys))
+	for k := range d.Set {
+		if _, ok := base.Keys[k]; !ok {
+			n++
+		}
+	}
+	if n > limit {
+		return fmt.Errorf("delta from revision %d to %d to a view of %d keys: %w", d.Base, d.Revision, len(base.Keys), ErrViewTooLarge)
+	}
+	return nil
 }
 
 // lineBound reads a stream for a json.Decoder, failing with ErrAnswerTooLarge once left bytes
