@@ -531,6 +531,11 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request, start time.Time) 
 		// client sending it slowly would keep busy for the body timeout.
 		w.Header().Set("Connection", "close")
 	}
+	if r.URL.Path == "" && r.URL.Host != "" {
+		// An absolute form without a path ("GET http://host HTTP/1.1", as a proxy sends): its
+		// path is "/" (RFC 9112, 3.2.2), not one to refuse.
+		r.URL.Path = "/"
+	}
 	p := r.URL.Path
 	return sw, r, p == cleanPath(p)
 }
