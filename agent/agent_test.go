@@ -78,6 +78,9 @@ type viewServer struct {
 	// as the server's instanceTokenGone answers it.
 	replaced       string
 	replacedTokens map[string]bool
+	// appToken, when set, is the appliance token the server takes instead of "secret-token"
+	// (that one revoked).
+	appToken string
 	// redirect, when set, answers every GET with a 307 to the same path under it.
 	redirect string
 	// hostile, when set, answers every request (s.mu held).
@@ -107,6 +110,14 @@ func newViewServer(t *testing.T, keys map[string]string) *viewServer {
 		s.Close()
 	})
 	return s
+}
+
+// applianceToken is the appliance token the server takes (s.mu held).
+func (s *viewServer) applianceToken() string {
+	if s.appToken != "" {
+		return s.appToken
+	}
+	return "secret-token"
 }
 
 // answerReplaced answers a request with a replaced instance token 401 with the server's
@@ -140,7 +151,7 @@ func (s *viewServer) serve(w http.ResponseWriter, r *http.Request) {
 			s.answerReplaced(w)
 			return
 		}
-		if err := json.NewDecoder(r.Body).Decode(&rep); err != nil || (tok != "secret-token" && !s.instanceTokens[tok]) {
+		if err := json.NewDecoder(r.Body).Decode(&rep); err != nil || (tok != s.applianceToken() && !s.instanceTokens[tok]) {
 			http.Error(w, `{"error":{"code":"invalid_body","message":"bad report"}}`, 400)
 			return
 		}
@@ -171,7 +182,7 @@ func (s *viewServer) serve(w http.ResponseWriter, r *http.Request) {
 		s.answerReplaced(w)
 		return
 	}
-	if !s.instanceTokens[s.auth] && r.Header.Get("Authorization") != "Bearer secret-token" {
+	if !s.instanceTokens[s.auth] && r.Header.Get("Authorization") != "Bearer "+s.applianceToken() {
 		http.Error(w, `{"error":{"code":"unauthorized","message":"no token"}}`, 401)
 		return
 	}

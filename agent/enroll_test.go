@@ -22,7 +22,7 @@ import (
 // appliance token, a new instance token (s.mu held).
 func (s *viewServer) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	s.enrollTries++
-	if s.auth != "secret-token" {
+	if s.auth != s.applianceToken() {
 		http.Error(w, `{"error":{"code":"forbidden","message":"not the appliance token"}}`, 403)
 		return
 	}
@@ -167,6 +167,50 @@ func TestAgent_RunEnrolledLateReportsAgain(t *testing.T) {
 	if _, err := os.Stat(dir + "/a"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// An agent whose instance token was revoked (its instance forgotten) and whose config was then
+// reloaded (a new token file, SIGHUP, as the runbook's agent-token-deploy does) reports its
+// applied revision with its new instance token once it enrolls again, though nothing changed.
+// Before, the report sent again after the enrollment was the last one the server had taken,
+// with the client of the config before the reload and its revoked token: refused, so that the
+// server showed the instance at applied 0 until the appliance changed.
+func TestAgent_RunEnrolledAgainAfterAReloadReportsItsRevision(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	dir, path := writeConfig(t, strings.ReplaceAll(header+enrollTemplate, "$URL", srv.URL))
+	a, logs, reload := reloadableAgent(t, path)
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	reported := func(token string) func() bool {
+		return func() bool {
+			srv.mu.Lock()
+			defer srv.mu.Unlock()
+			for i, r := range srv.reports {
+				if srv.reportTokens[i] == token && r.Applied == 10 {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	waitFor(t, "revision 10 reported with the instance token", reported("instance-token-1"))
+	// The runbook's appliance-agents-stop: the appliance token revoked, the instance forgotten.
+	srv.mu.Lock()
+	srv.appToken = "new-token"
+	delete(srv.instanceTokens, "instance-token-1")
+	srv.maxWait = 50 * time.Millisecond // the next long-poll, refused, tells the agent
+	srv.mu.Unlock()
+	waitFor(t, "the instance token refused", func() bool {
+		return strings.Contains(logs.String(), `"msg":"instance token refused`)
+	})
+	// Then agent-token-deploy: the new appliance token in the token file, SIGHUP.
+	if err := os.WriteFile(dir+"/token", []byte("new-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reload <- struct{}{}
+	waitFor(t, "enrolled again", func() bool { _, n := srv.lastAuth(); return n == 2 })
+	waitFor(t, "revision 10 reported with the new instance token", reported("instance-token-2"))
 }
 
 // A refusal that names the holder's last report differs at each try only in that time: it is

@@ -49,7 +49,8 @@ type reporter struct {
 	every  time.Duration // reportEvery
 	mu     sync.Mutex
 	next   *reportJob
-	again  bool // send the last report taken once more, whatever its outcome (see resend)
+	latest *reportJob // the last report put, sent or not
+	again  bool       // send latest once more, whatever its outcome (see resend)
 	wake   chan struct{}
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -77,6 +78,7 @@ func startReporterEvery(log *slog.Logger, taken *atomic.Bool, every time.Duratio
 func (p *reporter) put(c *client.Client, appliance string, r api.Report) {
 	p.mu.Lock()
 	p.next = &reportJob{c: c, appliance: appliance, r: r}
+	p.latest = p.next
 	p.mu.Unlock()
 	select {
 	case p.wake <- struct{}{}:
@@ -84,10 +86,14 @@ func (p *reporter) put(c *client.Client, appliance string, r api.Report) {
 	}
 }
 
-// resend makes the reporter send the report the server last took once more, even when no
-// newer one comes: the instance has just enrolled, and the server does not record for an
-// enrolled name what the appliance token reported of it before (an agent that enrolled late,
-// after a refusal, left its applied revision unreported until its next change).
+// resend makes the reporter send the last report put once more, even when no newer one comes
+// and the server took it already: the instance has just enrolled, and the server does not
+// record for an enrolled name what the appliance token reported of it before (an agent that
+// enrolled late, after a refusal, left its applied revision unreported until its next change).
+// It is the last one put, with the client it was put with (the agent's at the time), not the
+// last one the server took: after a reload (a new client), or a report refused meanwhile
+// (its instance token revoked), the one taken went with an old client and its refused token,
+// and an instance enrolled again showed applied 0 until the appliance changed.
 func (p *reporter) resend() {
 	p.mu.Lock()
 	p.again = true
@@ -98,14 +104,14 @@ func (p *reporter) resend() {
 	}
 }
 
-// take returns the report waiting, else last when a resend was asked, and whether it goes
-// whatever its outcome.
-func (p *reporter) take(last *reportJob) (*reportJob, bool) {
+// take returns the report waiting, else the last one put when a resend was asked, and whether
+// it goes whatever its outcome.
+func (p *reporter) take() (*reportJob, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	j, again := p.next, p.again
 	if j == nil && again {
-		j = last
+		j = p.latest
 	}
 	p.next, p.again = nil, false
 	return j, again
@@ -120,7 +126,6 @@ func (p *reporter) loop() {
 	defer close(p.done)
 	var sent *api.Report // the outcome the server last took
 	var last time.Time   // when the last report was sent
-	var taken *reportJob // the last report the server took
 	loggedFailure := ""
 	for {
 		select {
@@ -141,7 +146,7 @@ func (p *reporter) loop() {
 				case <-t.C:
 				}
 			}
-			j, again := p.take(taken)
+			j, again := p.take()
 			if j == nil {
 				break
 			}
@@ -157,7 +162,7 @@ func (p *reporter) loop() {
 			}
 			if err == nil {
 				o := outcome(j.r)
-				sent, taken, failures, loggedFailure = &o, j, 0, ""
+				sent, failures, loggedFailure = &o, 0, ""
 				p.taken.Store(true)
 				p.log.Debug("reported", "revision", j.r.Revision, "applied", j.r.Applied, "rollout", j.r.Rollout, "error", j.r.Error)
 				continue
