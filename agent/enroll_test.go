@@ -63,6 +63,20 @@ func (s *viewServer) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(api.Enrolled{Appliance: "web", Instance: req.Instance, Token: tok, Enrolled: time.Now().UTC()})
 }
 
+// reported10 reports whether the server took a report of revision 10 applied, made with token.
+func (s *viewServer) reported10(token string) func() bool {
+	return func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for i, r := range s.reports {
+			if s.reportTokens[i] == token && r.Applied == 10 {
+				return true
+			}
+		}
+		return false
+	}
+}
+
 // lastAuth is the token of the server's last request, and how many enrollments it made.
 func (s *viewServer) lastAuth() (string, int) {
 	s.mu.Lock()
@@ -146,24 +160,12 @@ func TestAgent_RunEnrolledLateReportsAgain(t *testing.T) {
 	stop := runAgent(t, a)
 	defer stop()
 	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
-	reported := func(token string) func() bool {
-		return func() bool {
-			srv.mu.Lock()
-			defer srv.mu.Unlock()
-			for i, r := range srv.reports {
-				if srv.reportTokens[i] == token && r.Applied == 10 {
-					return true
-				}
-			}
-			return false
-		}
-	}
-	waitFor(t, "revision 10 reported with the appliance token", reported("secret-token"))
+	waitFor(t, "revision 10 reported with the appliance token", srv.reported10("secret-token"))
 	srv.mu.Lock()
 	srv.enrollFail = 0
 	srv.mu.Unlock()
 	waitFor(t, "enrolled", func() bool { _, n := srv.lastAuth(); return n == 1 })
-	waitFor(t, "revision 10 reported again with the instance token", reported("instance-token-1"))
+	waitFor(t, "revision 10 reported again with the instance token", srv.reported10("instance-token-1"))
 	if _, err := os.Stat(dir + "/a"); err != nil {
 		t.Fatal(err)
 	}
@@ -182,19 +184,7 @@ func TestAgent_RunEnrolledAgainAfterAReloadReportsItsRevision(t *testing.T) {
 	stop := runAgent(t, a)
 	defer stop()
 	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
-	reported := func(token string) func() bool {
-		return func() bool {
-			srv.mu.Lock()
-			defer srv.mu.Unlock()
-			for i, r := range srv.reports {
-				if srv.reportTokens[i] == token && r.Applied == 10 {
-					return true
-				}
-			}
-			return false
-		}
-	}
-	waitFor(t, "revision 10 reported with the instance token", reported("instance-token-1"))
+	waitFor(t, "revision 10 reported with the instance token", srv.reported10("instance-token-1"))
 	// The runbook's appliance-agents-stop: the appliance token revoked, the instance forgotten.
 	srv.mu.Lock()
 	srv.appToken = "new-token"
@@ -210,7 +200,7 @@ func TestAgent_RunEnrolledAgainAfterAReloadReportsItsRevision(t *testing.T) {
 	}
 	reload <- struct{}{}
 	waitFor(t, "enrolled again", func() bool { _, n := srv.lastAuth(); return n == 2 })
-	waitFor(t, "revision 10 reported with the new instance token", reported("instance-token-2"))
+	waitFor(t, "revision 10 reported with the new instance token", srv.reported10("instance-token-2"))
 }
 
 // A refusal that names the holder's last report differs at each try only in that time: it is
