@@ -4,11 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/testutil"
 )
 
@@ -154,4 +157,36 @@ func TestAudit_ClientGoneMidWrite(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d writes applied, all audited", len(applied), n)
+}
+
+// A rollout promoted at the end of its bake (a write the server makes by itself) logs the
+// audit line of a write, as documented: "msg":"write", with the token, message and source of
+// the request that started it, no remote address, and the rollout's id. It was "msg":"audit"
+// without message or source, and "rollout <id>" as its remote address.
+func TestAudit_PromotionAtTheEndOfItsBake(t *testing.T) {
+	var logs syncBuffer
+	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	f := newFixtureLog(t, testutil.Store(t), log)
+	f.put("appliances/web/port", "80")
+	fleet := enrollFleet(t, f, 1)
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/appliances/web?canary=100%25&bake=20ms", `{"keys":{"port":"8080"}}`, api.HeaderMessage, "new port", api.HeaderSource, "ci-42"), http.StatusAccepted, &st)
+	waitFor(t, "the canary to get the candidate", func() bool { return viewOf(t, f, fleet[0]).Rollout == st.ID })
+	report(t, f, fleet[0], viewOf(t, f, fleet[0]), "")
+	waitFor(t, "the rollout to be promoted", func() bool { return rolloutStatus(t, f).State == api.RolloutPromoted })
+	var promoted []map[string]any
+	waitFor(t, "the promotion's audit line", func() bool {
+		lines, _ := auditLines(t, &logs, 0)
+		promoted = slices.DeleteFunc(lines, func(m map[string]any) bool { return m["op"] != "rollout-promote" })
+		return len(promoted) > 0
+	})
+	m := promoted[0]
+	keys, _ := json.Marshal(m["keys"])
+	if len(promoted) != 1 || m["msg"] != "write" || m["token"] != "admin" || m["remote"] != "" || m["source"] != "ci-42" || m["rollout"] != st.ID ||
+		!strings.Contains(m["message"].(string), "new port") || string(keys) != `["appliances/web"]` {
+		t.Fatalf("the promotion's audit lines: %v", promoted)
+	}
+	if rev, _ := m["revision"].(float64); int64(rev) != viewOf(t, f, "").Revision {
+		t.Fatalf("audit revision %v, the live view's %d", m["revision"], viewOf(t, f, "").Revision)
+	}
 }

@@ -751,7 +751,7 @@ func (s *Server) promote(ctx context.Context, name string, rec rollout.Record, r
 	}
 	s.kickPruner()
 	s.rollouts.set(name, &rec, lrev)
-	s.auditLog.Info("audit", "audit", true, "token", rec.Token, "remote", "rollout "+rec.ID, "op", "rollout-promote", "keys", redactKeys([]string{api.ApplianceRoot(name)}), "revision", lrev)
+	s.auditLine(ctx, auditWho{token: rec.Token, message: msg, source: rec.Source}, "rollout-promote", []string{api.ApplianceRoot(name)}, lrev, slog.String("rollout", rec.ID))
 	s.log.Info("rollout promoted", "appliance", name, "rollout", rec.ID, "revision", lrev)
 	return nil
 }

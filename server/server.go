@@ -876,22 +876,33 @@ func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) error {
 // depend on how chatty the rest of the log is. What may be a token's secret pasted into a key,
 // the message or the source is written "sl_…", as in the request's line.
 func (s *Server) audit(r *http.Request, op string, keys []string, rev int64, more ...slog.Attr) {
+	i := info(r)
+	s.auditLine(r.Context(), auditWho{i.id, i.token, r.RemoteAddr, r.Header.Get(api.HeaderMessage), r.Header.Get(api.HeaderSource)}, op, keys, rev, more...)
+}
+
+// auditWho is who made a write, for its audit line: the request's id, token name and remote
+// address, and the message and source it sent. A write the server makes by itself (a rollout
+// promoted at the end of its bake) has no request: the token, message and source of the
+// request that started it, and no id or address.
+type auditWho struct{ id, token, remote, message, source string }
+
+// auditLine logs a write's audit line (see audit).
+func (s *Server) auditLine(ctx context.Context, who auditWho, op string, keys []string, rev int64, more ...slog.Attr) {
 	if keys == nil {
 		keys = []string{}
 	}
-	i := info(r)
 	attrs := [...]slog.Attr{
 		slog.Bool("audit", true),
-		slog.String("request_id", i.id),
-		slog.String("token", i.token),
-		slog.String("remote", r.RemoteAddr),
+		slog.String("request_id", who.id),
+		slog.String("token", who.token),
+		slog.String("remote", who.remote),
 		slog.String("op", op),
 		slog.Any("keys", redactKeys(keys)),
 		slog.Int64("revision", rev),
-		slog.String("message", api.RedactSecrets(r.Header.Get(api.HeaderMessage))),
-		slog.String("source", api.RedactSecrets(r.Header.Get(api.HeaderSource))),
+		slog.String("message", api.RedactSecrets(who.message)),
+		slog.String("source", api.RedactSecrets(who.source)),
 	}
-	s.auditLog.LogAttrs(r.Context(), "write", append(attrs[:], more...)...) // no copy without more
+	s.auditLog.LogAttrs(ctx, "write", append(attrs[:], more...)...) // no copy without more
 }
 
 // redactKeys is keys with what may be a token's secret written "sl_…" (api.RedactSecrets): keys

@@ -508,7 +508,7 @@ func (s *Server) promoteGroup(ctx context.Context, group string, recs map[string
 	for name, rec := range final {
 		s.rollouts.set(name, &rec, lrev)
 	}
-	s.auditLog.Info("audit", "audit", true, "token", first.Token, "remote", "rollout group "+group, "op", "rollout-promote", "keys", redactKeys(lockedKeys(change)), "revision", lrev)
+	s.auditLine(ctx, auditWho{token: first.Token, message: ri.Message, source: first.Source}, "rollout-promote", lockedKeys(change), lrev, slog.String("rollout_group", group))
 	s.log.Info("shared rollout group promoted", "group", group, "revision", lrev)
 	return nil
 }
