@@ -2,6 +2,7 @@ package templates
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -9,8 +10,9 @@ import (
 // quick-start "Advanced Example": /myapp and /yourapp, one template) moves over in one
 // appliance imported with --prefix /, which keeps whole paths: a path the prefix-relative view
 // lacks is read below the prefix, each resource renders the bytes the real confd v0.16.0
-// wrote, and a change below the prefix re-renders it. A view imported with --prefix PREFIX
-// (relative paths) still wins.
+// wrote, and a change below the prefix re-renders it. A path below the prefix is read first,
+// as confd reads PREFIX + path; a view imported with --prefix PREFIX (relative paths) is read
+// when the prefix holds none.
 func TestConfd_PrefixedView(t *testing.T) {
 	text := "upstream {{getv \"/subdomain\"}} {\n{{range getvs \"/upstream/*\"}}\n    server {{.}};\n{{end}}\n}\n\nserver {\n    server_name  {{getv \"/subdomain\"}}.example.com;\n}\n"
 	view := Data{Keys: map[string]string{
@@ -61,10 +63,28 @@ func TestConfd_PrefixedView(t *testing.T) {
 		t.Errorf("listed prefixes %v: a change below myapp/ would not re-render", res.Prefixes)
 	}
 
-	// A view that holds the prefix-relative path reads it, not the one below the prefix.
-	view.Keys["subdomain"] = "relative"
-	res, err = mustParse(t, `{{getv "/subdomain"}}`, Options{Functions: ModeConfd, Prefix: "/myapp"}).Execute(view)
-	if err != nil || string(res.Output) != "relative" {
-		t.Errorf("relative view: %q, %v; want \"relative\"", res.Output, err)
+	// Keys at the root of the view with the same paths (etcd's /subdomain, /upstream/…, beside
+	// /myapp/…) are not read in place of the prefix's, as confd reads PREFIX + path; they are
+	// read by a resource whose prefix holds none (a view imported with --prefix PREFIX, whose
+	// paths are relative). Before, the root's were read first: both resources rendered them,
+	// and validate said ok.
+	view.Keys["subdomain"], view.Keys["upstream/root"] = "root", "10.9.9.9:80"
+	const read = `{{getv "/subdomain"}} {{getvs "/upstream/*"}} {{ls "/upstream"}} {{exists "/upstream/root"}}`
+	for prefix, want := range map[string]string{
+		"/myapp":   "myapp [10.0.1.100:80 10.0.1.101:80] [app1 app2] false",
+		"/yourapp": "yourapp [10.0.1.102:80 10.0.1.103:80] [app1 app2] false",
+		"/other":   "root [10.9.9.9:80] [root] true", // nothing below other/: the relative view
+		"":         "root [10.9.9.9:80] [root] true",
+	} {
+		res, err = mustParse(t, read, Options{Functions: ModeConfd, Prefix: prefix}).Execute(view)
+		if err != nil || string(res.Output) != want {
+			t.Errorf("prefix %q beside root keys: %q, %v; want %q", prefix, res.Output, err, want)
+		}
+	}
+	// A path that repeats the prefix is missing, as confd finds nothing at /myapp/myapp/…, and
+	// the error says how to write it.
+	_, err = mustParse(t, `{{getv "/myapp/subdomain"}}`, Options{Functions: ModeConfd, Prefix: "/myapp"}).Execute(view)
+	if err == nil || !strings.Contains(err.Error(), `myapp/myapp/subdomain`) || !strings.Contains(err.Error(), `write "/subdomain"`) {
+		t.Errorf("a path that repeats the prefix: %v", err)
 	}
 }

@@ -300,15 +300,32 @@ func (s *state) confdBelow(base, prefix string) []string {
 }
 
 // confdPrefixView is where a view imported with --prefix / (whole etcd paths) holds the keys of
-// the template's confd prefix: "myapp/" for prefix /myapp, "" without a prefix. A path the
-// prefix-relative view (import --prefix PREFIX) lacks is read there, so that one appliance
-// holds the keys of resources with different prefixes, as one etcd did for confd.
+// the template's confd prefix: "myapp/" for prefix /myapp, "" without a prefix.
 func (s *state) confdPrefixView() string {
 	p := strings.Trim(path.Clean("/"+s.t.opts.Prefix), "/")
 	if p == "" || api.ValidateKey(p) != nil {
 		return ""
 	}
 	return p + "/"
+}
+
+// confdBase is the view path that confd's store of the template's resource is read below: its
+// prefix's (confdPrefixView) when the view holds any key there, as one imported with --prefix /
+// does, so that one appliance holds the keys of resources with different prefixes as one etcd
+// did for confd; else the view itself, imported with --prefix PREFIX (paths relative to it).
+// Every read of an execution is of the one store, as confd reads PREFIX + path: before, each
+// path the view lacked was read below the prefix, and a key at the root of a view imported
+// with --prefix / (/database/url beside /myapp/database/url) was read in place of the
+// prefix's. The listing of the prefix is recorded: a change there re-renders the template.
+func (s *state) confdBase() string {
+	if s.confdBaseOf == nil {
+		base := ""
+		if pv := s.confdPrefixView(); pv != "" && len(s.below(strings.TrimSuffix(pv, "/"))) > 0 {
+			base = pv
+		}
+		s.confdBaseOf = &base
+	}
+	return *s.confdBaseOf
 }
 
 // confdKey returns the view key of a store key ("/db/host" → "db/host"), if it can be one.
@@ -320,20 +337,13 @@ func confdKey(k string) (string, bool) {
 	return rest, true
 }
 
-// confdLookup is memkv's Get: an exact store key, in the prefix-relative view or else below
-// the prefix (confdPrefixView).
+// confdLookup is memkv's Get: an exact store key, read below confdBase.
 func (s *state) confdLookup(arg string) (string, bool) {
 	k, ok := confdKey(arg)
 	if !ok || !s.confdVisible(k) {
 		return "", false
 	}
-	if v, ok := s.readKey(k); ok {
-		return v, true
-	}
-	if pv := s.confdPrefixView(); pv != "" {
-		return s.readKey(pv + k)
-	}
-	return "", false
+	return s.readKey(s.confdBase() + k)
 }
 
 func (s *state) confdExists(key string) bool {
@@ -376,32 +386,21 @@ func (s *state) confdMissing(key string) error {
 		}
 		return e
 	}
-	e.Key = k
-	_, inView := s.d.Keys[k]
+	base := s.confdBase()
+	e.Key = base + k
+	_, inView := s.d.Keys[base+k]
 	switch p := strings.TrimPrefix(s.t.opts.Prefix, "/"); {
 	case inView && !s.confdVisible(k):
 		e.Hint = fmt.Sprintf("the view holds it, but the resource's keys (%s) do not load it, and confd would not either: add %q (or a prefix of it) to keys",
 			strings.Join(s.t.confdKeys, ", "), "/"+k)
 	case !inView && p != "" && strings.HasPrefix(k, strings.TrimSuffix(p, "/")+"/"):
 		rest := strings.TrimPrefix(k, strings.TrimSuffix(p, "/")+"/")
-		if _, ok := s.d.Keys[rest]; ok {
+		if _, ok := s.d.Keys[base+rest]; ok {
 			e.Hint = fmt.Sprintf("paths are relative to the prefix %s, as in confd, which would read %s here: write %q",
 				path.Clean("/"+p), path.Join("/", p, key), "/"+rest)
 		}
 	}
 	return e
-}
-
-// confdBases are the view paths a listing reads in turn, until one finds something: the
-// prefix-relative view (""), then, for a template with a prefix, confdPrefixView's. A listing
-// that finds nothing in the first (the root of a view imported with --prefix / holds only
-// directories, such as myapp/, which a listing of "/*" does not match) is read below the
-// prefix, as a path the view lacks is.
-func (s *state) confdBases() []string {
-	if pv := s.confdPrefixView(); pv != "" {
-		return []string{"", pv}
-	}
-	return []string{""}
 }
 
 // confdCandidatesIn returns the keys a listing of the store path or pattern c (cleaned, or the
@@ -445,22 +444,15 @@ func (s *state) confdLs(fp string) []string {
 	if _, ok := s.confdLookup(fp); ok {
 		set[path.Base(fp)] = true
 	}
-	prefix := terms(fp)
-	for _, base := range s.confdBases() {
-		found := false
-		for _, k := range s.confdCandidatesIn(base, path.Clean(fp)) {
-			sk := "/" + k
-			if sk == fp {
-				continue
-			}
-			if hasTerms(prefix, terms(path.Dir(sk))) {
-				s.seen(base + k)
-				set[strings.Split(strings.TrimPrefix(strings.TrimPrefix(sk, fp), "/"), "/")[0]] = true
-				found = true
-			}
+	prefix, base := terms(fp), s.confdBase()
+	for _, k := range s.confdCandidatesIn(base, path.Clean(fp)) {
+		sk := "/" + k
+		if sk == fp {
+			continue
 		}
-		if found {
-			break
+		if hasTerms(prefix, terms(path.Dir(sk))) {
+			s.seen(base + k)
+			set[strings.Split(strings.TrimPrefix(strings.TrimPrefix(sk, fp), "/"), "/")[0]] = true
 		}
 	}
 	return sortedNamesOf(set)
@@ -473,21 +465,16 @@ func (s *state) confdLsdir(fp string) []string {
 	if !strings.HasPrefix(path.Clean(fp), "/") {
 		return []string{}
 	}
-	prefix := terms(fp)
-	for _, base := range s.confdBases() {
-		for _, k := range s.confdCandidatesIn(base, path.Clean(fp)) {
-			sk := "/" + k
-			if !strings.HasPrefix(sk, fp) {
-				continue
-			}
-			items := terms(path.Dir(sk))
-			if hasTerms(prefix, items) && len(items) > len(prefix) {
-				s.seen(base + k)
-				set[items[len(prefix)]] = true
-			}
+	prefix, base := terms(fp), s.confdBase()
+	for _, k := range s.confdCandidatesIn(base, path.Clean(fp)) {
+		sk := "/" + k
+		if !strings.HasPrefix(sk, fp) {
+			continue
 		}
-		if len(set) > 0 {
-			break
+		items := terms(path.Dir(sk))
+		if hasTerms(prefix, items) && len(items) > len(prefix) {
+			s.seen(base + k)
+			set[items[len(prefix)]] = true
 		}
 	}
 	return sortedNamesOf(set)
@@ -513,16 +500,12 @@ func (s *state) confdGets(pat string) (confdPairs, error) {
 		}
 		return out, nil
 	}
-	for _, base := range s.confdBases() {
-		for _, k := range s.confdCandidatesIn(base, globLiteral(pat)) {
-			sk := "/" + k
-			if ok, _ := path.Match(pat, sk); ok {
-				s.seen(base + k)
-				out = append(out, confdPair{Key: sk, Value: s.d.Keys[base+k]})
-			}
-		}
-		if len(out) > 0 {
-			break
+	base := s.confdBase()
+	for _, k := range s.confdCandidatesIn(base, globLiteral(pat)) {
+		sk := "/" + k
+		if ok, _ := path.Match(pat, sk); ok {
+			s.seen(base + k)
+			out = append(out, confdPair{Key: sk, Value: s.d.Keys[base+k]})
 		}
 	}
 	sort.Sort(out)

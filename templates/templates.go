@@ -679,22 +679,23 @@ func SameKeys(a, b map[string]string) bool {
 
 // state is one execution: the view and what the template read from it.
 type state struct {
-	t         *Template
-	d         Data
-	env       func(string) string
-	lookupEnv func(string) (string, bool)
-	tmpl      *template.Template // the execution's clone, for executeTemplate
-	done      chan struct{}      // closed when the execution ends (loop's feeders stop)
-	depth     int                // executeTemplate nesting
-	held      int                // bytes in the output buffers of this execution (nested executeTemplate ones too)
-	collected int64              // bytes of strings handed to functions that return lists and maps (growth.go)
-	scratch   *ctScratch
-	sorted    []string // the view's keys, sorted; built on the first listing
-	keys      map[string]struct{}
-	prefixes  map[string]struct{}
-	files     map[string]struct{}
-	secret    bool
-	revision  bool
+	t           *Template
+	d           Data
+	env         func(string) string
+	lookupEnv   func(string) (string, bool)
+	tmpl        *template.Template // the execution's clone, for executeTemplate
+	done        chan struct{}      // closed when the execution ends (loop's feeders stop)
+	depth       int                // executeTemplate nesting
+	held        int                // bytes in the output buffers of this execution (nested executeTemplate ones too)
+	collected   int64              // bytes of strings handed to functions that return lists and maps (growth.go)
+	scratch     *ctScratch
+	sorted      []string // the view's keys, sorted; built on the first listing
+	confdBaseOf *string  // where confd mode reads the store (see confdBase); set on first use
+	keys        map[string]struct{}
+	prefixes    map[string]struct{}
+	files       map[string]struct{}
+	secret      bool
+	revision    bool
 }
 
 func newState(t *Template, d Data) *state {
