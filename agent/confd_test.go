@@ -3,7 +3,9 @@
 package agent_test
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -364,5 +366,30 @@ func TestReadConfdDir_ConfdirByAnotherName(t *testing.T) {
 	}
 	if _, err := agent.ReadConfdDir(link); err == nil || !strings.Contains(err.Error(), "but the agent reads") {
 		t.Errorf("another confdir: %v", err)
+	}
+}
+
+// A confd resource's template is named by its file's name, as confd names it: one that executes
+// itself by that name renders what confd renders. It was named by its whole path: "template
+// \"r.tmpl\" not defined".
+func TestConfd_TemplateNamedByItsFileName(t *testing.T) {
+	confd := writeConfd(t, map[string]string{
+		"conf.d/r.toml":    "[template]\nsrc = \"r.tmpl\"\ndest = \"$DIR/r.conf\"\nkeys = [\"/app\"]\n",
+		"templates/r.tmpl": "{{- if not . -}}top {{template \"r.tmpl\" (getv \"/app/name\")}}{{- else -}} inner {{.}}{{- end}}",
+	})
+	_, path := writeConfig(t, "server: http://h:1\nappliance: a\ntoken: t\nconfd_dir: "+confd+"\n")
+	cfg, err := agent.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := agent.New(cfg, agent.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := a.RenderView(context.Background(), 1, map[string]string{"app/name": "web"}); st.Failed != 0 || st.Rendered != 1 {
+		t.Fatalf("render: %+v", st)
+	}
+	if b, err := os.ReadFile(confd + "/r.conf"); err != nil || string(b) != "top inner web" {
+		t.Fatalf("r.conf: %q, %v; want confd's \"top inner web\"", b, err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -91,6 +92,12 @@ func parseTemplate(tc *Template) (*templates.Template, error) {
 		}
 		text = string(b)
 		name = tc.Source
+		if tc.Functions == templates.ModeConfd {
+			// confd names a resource's template by its file's name (template.New(filepath.Base(src))):
+			// a template that executes itself by that name ({{template "r.tmpl" .}}) works, and
+			// errors name it so. Where the template comes from is in tc.where().
+			name = filepath.Base(tc.Source)
+		}
 	}
 	t, err := templates.Parse(text, templates.Options{Name: name, LeftDelim: tc.LeftDelimiter, RightDelim: tc.RightDelimiter, AllowFile: tc.AllowFile, DenyFiles: tc.denyFiles,
 		Functions: tc.Functions, ErrorOnMissingKey: tc.ErrorOnMissingKey, Prefix: tc.Prefix, ConfdKeys: tc.Keys, FunctionDenylist: tc.FunctionDenylist})
