@@ -336,13 +336,18 @@ func parseConfdResource(name string, data []byte, dir string, global confdSettin
 			errs = append(errs, fmt.Sprintf("%s: mode %q is not a number: write an octal mode such as \"0644\"", where("mode"), rt.Mode))
 		case m&^0o777 != 0 && !strings.HasPrefix(rt.Mode, "0") && octalPerms(rt.Mode):
 			errs = append(errs, fmt.Sprintf("%s: mode %q is decimal to confd (mode %#o, with setuid/setgid/sticky or unknown bits): write %q", where("mode"), rt.Mode, m, "0"+rt.Mode))
-		case m&^0o777 != 0:
-			errs = append(errs, fmt.Sprintf("%s: mode %q: setuid, setgid and sticky bits are not supported; give the permission bits only, such as \"0755\"", where("mode"), rt.Mode))
+		case m&^0o7777 != 0:
+			errs = append(errs, fmt.Sprintf("%s: mode %q is %#o to confd, beyond a file's mode bits: write an octal mode such as \"0644\"", where("mode"), rt.Mode, m))
 		default:
-			t.Perms = fmt.Sprintf("%04o", m)
+			t.Perms = fmt.Sprintf("%04o", m&0o777)
 		}
 	}
 	var notes []string
+	if m, err := strconv.ParseUint(rt.Mode, 0, 32); err == nil && m&0o7000 != 0 && m&^0o7777 == 0 && t.Perms != "" {
+		// confd hands the number to os.FileMode, whose setuid, setgid and sticky bits are not
+		// these: its file got the permission bits alone.
+		notes = append(notes, fmt.Sprintf("%s: mode %q: setuid, setgid and sticky bits dropped, as confd drops them (Go's os.FileMode has them elsewhere): the file is installed %s, as confd installed it", where("mode"), rt.Mode, t.Perms))
+	}
 	if rt.Owner != "" {
 		// confd's quick-start guide writes owner = "nginx", but confd v0.16.0 has no such
 		// field and leaves the file to its own user: so does the agent.

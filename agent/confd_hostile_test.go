@@ -57,7 +57,7 @@ func TestReadConfdDir_ModeAdvice(t *testing.T) {
 		"templates/a.tmpl": "x",
 	})
 	_, err := agent.ReadConfdDir(dir)
-	if err == nil || strings.Contains(err.Error(), `write "07777"`) || !strings.Contains(err.Error(), "setuid, setgid and sticky bits are not supported") {
+	if err == nil || strings.Contains(err.Error(), `write "07777"`) || !strings.Contains(err.Error(), `mode "7777" is 017141 to confd, beyond a file's mode bits`) {
 		t.Fatalf("mode 7777: %v", err)
 	}
 }

@@ -158,7 +158,7 @@ func TestReadConfdDir_Invalid(t *testing.T) {
 		{"empty file", res(""), []string{"conf.d/r.toml: no [template] table"}},
 		{"no src", res("[template]\ndest = \"/tmp/a\"\n"), []string{"conf.d/r.toml:1: src is required"}},
 		{"decimal mode", res("[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\nmode = \"644\"\n"), []string{`conf.d/r.toml:4: mode "644" is decimal to confd (mode 01204`, `write "0644"`}},
-		{"setuid mode", res("[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\nmode = \"04755\"\n"), []string{`conf.d/r.toml:4: mode "04755": setuid, setgid and sticky bits are not supported`}},
+		{"mode beyond a file's", res("[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\nmode = \"0100644\"\n"), []string{`conf.d/r.toml:4: mode "0100644" is 0100644 to confd, beyond a file's mode bits`}},
 		{"mode not a number", res("[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\nmode = \"rw\"\n"), []string{`conf.d/r.toml:4: mode "rw" is not a number`}},
 		{"uid a string", res("[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\nuid = \"0\"\n"), []string{"conf.d/r.toml:4: incompatible types"}},
 		{"syntax error", res("[template]\nsrc = \"a.tmpl\ndest = \"/tmp/a\"\n"), []string{"conf.d/r.toml:2: strings cannot contain newlines"}},
@@ -391,5 +391,25 @@ func TestConfd_TemplateNamedByItsFileName(t *testing.T) {
 	}
 	if b, err := os.ReadFile(confd + "/r.conf"); err != nil || string(b) != "top inner web" {
 		t.Fatalf("r.conf: %q, %v; want confd's \"top inner web\"", b, err)
+	}
+}
+
+// A mode with setuid, setgid or sticky bits ("04755") is installed with its permission bits, as
+// confd installs it (it hands the number to os.FileMode, whose special bits are elsewhere), with
+// a note: it was refused, and with it the whole directory.
+func TestReadConfdDir_SpecialModeBitsDroppedAsConfd(t *testing.T) {
+	dir := writeConfd(t, map[string]string{
+		"conf.d/r.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"/tmp/a\"\nmode = \"04755\"\n",
+		"templates/a.tmpl": "x",
+	})
+	r, err := agent.ReadConfdDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Templates) != 1 || r.Templates[0].Perms != "0755" {
+		t.Fatalf("templates = %+v, want perms 0755", r.Templates)
+	}
+	if notes := strings.Join(r.Notes, "\n"); !strings.Contains(notes, `conf.d/r.toml:4: mode "04755": setuid, setgid and sticky bits dropped, as confd drops them`) {
+		t.Fatalf("notes %q", notes)
 	}
 }
