@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/templates/internal/memkv"
 )
 
 // confd mode: confd v0.16.0's function map (resource/template/template_funcs.go and memkv's
@@ -23,19 +24,11 @@ import (
 // arguments as confd does, and its results, edge cases included. confd's store holds every key
 // as "/" + its path ("/db/host"); the functions below read the view as that store.
 
-// confdPair is confd's memkv.KVPair: printing one gives "{/db/host 10.0.0.1}" as in confd.
-type confdPair struct {
-	Key   string
-	Value string
-}
-
-// confdPairs is memkv.KVPairs (what gets returns). It is a named type, as in confd, so that
-// reverse leaves it as it is (confd's reverse only knows []string and []KVPair).
-type confdPairs []confdPair
-
-func (p confdPairs) Len() int           { return len(p) }
-func (p confdPairs) Less(i, j int) bool { return p[i].Key < p[j].Key }
-func (p confdPairs) Swap(i, j int)      { p[i], p[j] = p[j], p[i] }
+// confdPair and confdPairs are confd's memkv.KVPair and KVPairs.
+type (
+	confdPair  = memkv.KVPair
+	confdPairs = memkv.KVPairs
+)
 
 // confdStatic are confd's functions that do not read the view.
 var confdStatic = template.FuncMap{
