@@ -91,6 +91,17 @@ func RunShell(ctx context.Context, shell, command string, timeout time.Duration,
 	return res, nil
 }
 
+// withEnv is env and the variables of the agent's environment that command_env names (those
+// set), for a check, command or health check.
+func (a *Agent) withEnv(env []string) []string {
+	for _, k := range a.cfg.CommandEnv {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}
+
 func commandEnv(extra []string) []string {
 	env := make([]string, 0, 8+len(extra))
 	path := os.Getenv("PATH")

@@ -107,3 +107,23 @@ func TestRunCommand_EndedBySignalSaysSo(t *testing.T) {
 		}
 	}
 }
+
+// command_env passes the variables it names from the agent's environment to checks, commands
+// and health checks (as the service's unit sets them); the others stay out, as before.
+func TestAgent_CommandEnvPassesNamedVariables(t *testing.T) {
+	t.Setenv("MY_PROXY", "http://proxy:3128")
+	t.Setenv("NOT_NAMED", "leaked")
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, _ := testAgent(t, srv, header+`command_env: [MY_PROXY, UNSET_ONE]
+templates:
+  - contents: "a={{ key \"a\" }}"
+    destination: $DIR/a
+    check: echo "check MY_PROXY=$MY_PROXY NOT_NAMED=$NOT_NAMED UNSET_ONE=${UNSET_ONE-unset}" >> $DIR/env
+    command: echo "command MY_PROXY=$MY_PROXY NOT_NAMED=$NOT_NAMED" >> $DIR/env
+    health: echo "health MY_PROXY=$MY_PROXY NOT_NAMED=$NOT_NAMED" >> $DIR/env
+`)
+	stop := runAgent(t, a)
+	defer stop()
+	want := "check MY_PROXY=http://proxy:3128 NOT_NAMED= UNSET_ONE=unset\ncommand MY_PROXY=http://proxy:3128 NOT_NAMED=\nhealth MY_PROXY=http://proxy:3128 NOT_NAMED=\n"
+	waitFor(t, "the check, command and health check", fileIs(dir+"/env", want))
+}

@@ -106,6 +106,11 @@ type Config struct {
 	MetricsListen string   `yaml:"metrics_listen"`
 	AllowedDirs   []string `yaml:"allowed_dirs"`
 	TemplatesDir  string   `yaml:"templates_dir"`
+	// CommandEnv names variables of the agent's environment that checks, commands and health
+	// checks get, beyond PATH, HOME, LANG, LC_ALL and TZ (and on Windows the variables its
+	// programs need): those that the service's unit sets for them (Environment=), as confd and
+	// consul-template passed theirs on whole.
+	CommandEnv []string `yaml:"command_env"`
 	// ConfdDir is a confd directory whose resources (conf.d/*.toml, templates/) are rendered
 	// as templates in confd mode, after those of templates and templates_dir (confd.go).
 	ConfdDir  string     `yaml:"confd_dir"`
@@ -756,6 +761,9 @@ func (c *Config) loadTemplatesDir() error {
 
 var permsRE = regexp.MustCompile(`^0?[0-7]{3}$`)
 
+// envNameRE matches an environment variable's name, as a shell takes one.
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
 // specialPermsRE matches a mode with setuid, setgid or sticky bits ("4755", "01777").
 var specialPermsRE = regexp.MustCompile(`^0?[1-7][0-7]{3}$`)
 
@@ -910,6 +918,14 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.allowedReal = resolveDirs(c.AllowedDirs)
+	for i, v := range c.CommandEnv {
+		switch {
+		case !envNameRE.MatchString(v):
+			add("%s: command_env[%d] %q is not a variable's name (letters, digits and '_', not starting with a digit)", name, i, v)
+		case strings.HasPrefix(strings.ToUpper(v), "SHOELACE_"):
+			add("%s: command_env[%d] %q: the agent sets the SHOELACE_ variables of a command itself, and its own (a token) are not passed on", name, i, v)
+		}
+	}
 	c.own = c.ownFiles()
 	if c.TemplatesDir != "" && !filepath.IsAbs(c.TemplatesDir) && !bad["templates_dir"] {
 		add("%s: templates_dir %s must be an absolute path", name, qp(c.TemplatesDir))

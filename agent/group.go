@@ -596,7 +596,7 @@ func (p *pass) command(ctx context.Context, command string, timeout time.Duratio
 	}
 	// A reload command started for a changed file finishes (within its timeout) even when the
 	// agent is stopping: the file is already in place.
-	r, err := RunShell(context.WithoutCancel(ctx), p.a.shellOf(command), command, timeout, env)
+	r, err := RunShell(context.WithoutCancel(ctx), p.a.shellOf(command), command, timeout, p.a.withEnv(env))
 	p.res.commands++
 	p.a.metrics.commands.Add(1)
 	out := redactOutput(r, p.v.Keys, p.a.allSecret(), p.before...)
@@ -629,7 +629,7 @@ func (p *pass) health(ctx context.Context, g *group) *failure {
 		seen[h] = true
 		for try := 0; ; try++ {
 			// Like the command: a health check started finishes even when the agent is stopping.
-			r, err := RunShell(context.WithoutCancel(ctx), t.cfg.Shell, h, t.cfg.HealthTimeoutOrDefault(), env)
+			r, err := RunShell(context.WithoutCancel(ctx), t.cfg.Shell, h, t.cfg.HealthTimeoutOrDefault(), p.a.withEnv(env))
 			if err == nil {
 				p.a.log.Info("health passed", "health", h, "templates", g.names(), "tries", try+1)
 				break
@@ -884,13 +884,13 @@ func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data, re
 		opts.Check = func(staged string) error {
 			// A check in progress finishes even when the agent is stopping (bounded by its
 			// timeout), so that the render it belongs to completes instead of being cut short.
-			cr, err := RunShell(context.WithoutCancel(ctx), t.cfg.Shell, t.cfg.Check, t.cfg.Timeout(), []string{
+			cr, err := RunShell(context.WithoutCancel(ctx), t.cfg.Shell, t.cfg.Check, t.cfg.Timeout(), a.withEnv([]string{
 				"SHOELACE_STAGED=" + staged,
 				"SHOELACE_DESTINATION=" + t.cfg.Destination,
 				"SHOELACE_APPLIANCE=" + a.cfg.Appliance,
 				"SHOELACE_INSTANCE=" + a.instance,
 				"SHOELACE_REVISION=" + strconv.FormatInt(data.Revision, 10),
-			})
+			}))
 			if err != nil {
 				out := cr.Output
 				if strings.TrimSpace(out) == "" {

@@ -394,8 +394,17 @@ func convertConsulTemplateIn(name, dir, from string, data []byte) (*ctConversion
 	for _, w := range waits {
 		conv.notes = append(conv.notes, w)
 	}
+	for _, t := range conv.tmpls {
+		if t.Command != "" {
+			conv.notes = append(conv.notes, name+": "+ctCommandNote)
+			break
+		}
+	}
 	return conv, nil
 }
+
+// ctCommandNote says how the agent runs a converted command otherwise than consul-template.
+const ctCommandNote = "consul-template ran commands with its own environment, in its working directory; the agent runs them from / with PATH, HOME, LANG, LC_ALL, TZ and its SHOELACE_ variables: write their paths absolute, and name the other variables they read in command_env"
 
 // yaml prints the conversion as agent.yaml's wait: and templates:, and returns the notes on
 // its wait with it.
