@@ -681,6 +681,14 @@ func (r *ConfdResources) YAML() ([]byte, error) {
 	for _, n := range r.Notes {
 		head = append(head, "note: "+n)
 	}
+	for _, t := range r.Templates {
+		if t.Command != "" || t.Check != "" {
+			head = append(head, "note: confd ran check_cmd and reload_cmd with its own environment, in its working directory; the agent runs",
+				"  them from / with PATH, HOME, LANG, LC_ALL, TZ and its SHOELACE_ variables: write their paths absolute,",
+				"  and name the other variables they read in command_env.")
+			break
+		}
+	}
 	comments := make([][]string, len(r.Templates))
 	for i, t := range r.Templates {
 		c := fmt.Sprintf("from %s", t.File)
