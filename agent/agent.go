@@ -23,6 +23,7 @@ import (
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
 	"github.com/shoelace-dev/shoelace/internal/client"
+	"github.com/shoelace-dev/shoelace/templates"
 )
 
 // Options are the agent's run-time settings that are not in its config file.
@@ -148,7 +149,11 @@ func parseAll(cfg *Config) ([]*tmpl, error) {
 	for i := range cfg.Templates {
 		tc := &cfg.Templates[i]
 		t, err := parseTemplate(tc)
-		if err != nil {
+		if err != nil && tc.confdDir != "" {
+			// A confd resource whose template cannot be read or parsed fails alone, as in confd
+			// (Config.Unparsed): at every render, with err.
+			t = templates.Unparsed(templates.Options{Name: tc.Source, Functions: tc.Functions}, err)
+		} else if err != nil {
 			errs = append(errs, err.Error())
 			continue
 		}
@@ -159,6 +164,14 @@ func parseAll(cfg *Config) ([]*tmpl, error) {
 	}
 	return out, nil
 }
+
+// UnparsedMessage is the log line of a confd resource whose template could not be read or
+// parsed (Config.Unparsed), at start and at each reload.
+const UnparsedMessage = "confd resource's template cannot be read or parsed: it fails at every render, and the other templates render, as in confd"
+
+// Unparsed lists the problems of confd resources whose template could not be read or parsed
+// (Config.Unparsed): `validate` fails on them; once and run render the other templates.
+func (a *Agent) Unparsed() []string { return slices.Clone(a.cfg.Unparsed) }
 
 // Warnings lists what `validate` should point out without failing: an inline token others can
 // read, no template at all, files of templates_dir that are not read, templates whose output

@@ -97,17 +97,18 @@ func TestReadConfdDir_CheckQuotesStaged(t *testing.T) {
 }
 
 // TestLoadConfig_ConfdFileExistsSaysHow: a confd resource whose template calls fileExists (off
-// without allow_file, which a resource cannot set) is refused with the way to turn it on.
+// without allow_file, which a resource cannot set) is a problem of the resource alone
+// (Unparsed, on which validate fails), with the way to turn it on.
 func TestLoadConfig_ConfdFileExistsSaysHow(t *testing.T) {
 	confd := writeConfd(t, map[string]string{
 		"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"$DIR/a.conf\"\nkeys = [\"/a\"]\n",
 		"templates/a.tmpl": "{{ if fileExists \"/etc/hostname\" }}y{{ end }}\n",
 	})
 	_, path := writeConfig(t, "server: http://h:1\nappliance: a\ntoken: t\nconfd_dir: "+confd+"\n")
-	_, err := agent.LoadConfig(path)
-	if err == nil || !strings.Contains(err.Error(), `"fileExists" is disabled`) ||
-		!strings.Contains(err.Error(), "a confd resource has no allow_file: shoelace-agent convert-confd "+confd+" prints its entry with allow_file: true") {
-		t.Fatalf("fileExists in a confd resource: %v", err)
+	cfg, err := agent.LoadConfig(path)
+	if err != nil || len(cfg.Unparsed) != 1 || !strings.Contains(cfg.Unparsed[0], `"fileExists" is disabled`) ||
+		!strings.Contains(cfg.Unparsed[0], "a confd resource has no allow_file: shoelace-agent convert-confd "+confd+" prints its entry with allow_file: true") {
+		t.Fatalf("fileExists in a confd resource: %v, %v", err, cfg)
 	}
 }
 

@@ -121,6 +121,11 @@ type Config struct {
 	// Notes say what loading confd_dir ignored or applied to every resource (for validate and
 	// the logs).
 	Notes []string `yaml:"-"`
+	// Unparsed are the problems of confd_dir's resources whose template could not be read or
+	// parsed, one each: Validate does not refuse the config for them. Each such template fails
+	// alone at every render and the others render, as in confd (whose templates are read at
+	// render time); `validate` fails on them.
+	Unparsed []string `yaml:"-"`
 
 	// allowedReal is AllowedDirs with their symbolic links resolved when Validate ran: an
 	// allowed directory swapped for a link afterwards must not take the installs with it.
@@ -771,6 +776,7 @@ var specialPermsRE = regexp.MustCompile(`^0?[1-7][0-7]{3}$`)
 // every problem found, one per line, each naming the file, the template and the rule.
 func (c *Config) Validate() error {
 	var errs []string
+	c.Unparsed = nil
 	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
 	name := c.Path
 	if name == "" {
@@ -1058,9 +1064,12 @@ func (c *Config) Validate() error {
 		// reported with the rest instead of after they are mended.
 		if before == len(errs) {
 			if _, err := parseTemplate(t); err != nil {
-				if t.confdDir != "" && !t.AllowFile && strings.Contains(err.Error(), "allow_file: true") {
-					add("%v (a confd resource has no allow_file: shoelace-agent convert-confd %s prints its entry with allow_file: true; put that in agent.yaml instead of confd_dir)", err, t.confdDir)
-				} else {
+				switch {
+				case t.confdDir != "" && !t.AllowFile && strings.Contains(err.Error(), "allow_file: true"):
+					c.Unparsed = append(c.Unparsed, fmt.Sprintf("%v (a confd resource has no allow_file: shoelace-agent convert-confd %s prints its entry with allow_file: true; put that in agent.yaml instead of confd_dir)", err, t.confdDir))
+				case t.confdDir != "":
+					c.Unparsed = append(c.Unparsed, err.Error())
+				default:
 					add("%v", err)
 				}
 			}

@@ -591,6 +591,9 @@ func (l *loop) reload() {
 		a.log.Warn("metrics_listen changed: it takes effect at the next start", "serving", old.MetricsListen, "configured", cfg.MetricsListen)
 	}
 	a.log.Info("config reloaded", "templates", len(a.tmpls), "appliance", a.cfg.Appliance)
+	for _, p := range cfg.Unparsed {
+		a.log.Error(UnparsedMessage, "problem", p)
+	}
 	for _, w := range cfg.TemplatesDirWarnings() {
 		a.log.Warn("templates_dir file not read", "problem", w)
 	}

@@ -178,6 +178,9 @@ type Template struct {
 	own   atomic.Pointer[execution]
 	execs sync.Pool
 
+	// unparsed is the error of a template that could not be parsed (see Unparsed).
+	unparsed error
+
 	// text is a native template's text, and checked its copy with every action checked for
 	// printing no value, parsed the first time an output holds "<no value>" (see noValue).
 	text    string
@@ -446,6 +449,22 @@ func wholePairPrinted(tmpl *template.Template) parse.Node {
 	return bad
 }
 
+// Unparsed returns a template that stands for one whose text could not be read or parsed
+// (err, which says why): its every Execute fails with err. A caller that renders several
+// templates renders the others, as confd renders its other resources when one's template is
+// broken.
+func Unparsed(opts Options, err error) *Template {
+	name := opts.Name
+	if name == "" {
+		name = "template"
+	}
+	mode := opts.Functions
+	if mode == "" {
+		mode = ModeNative
+	}
+	return &Template{name: name, opts: opts, mode: mode, unparsed: err}
+}
+
 // Mode returns the template's function set: ModeNative, ModeConfd or ModeConsulTemplate.
 func (t *Template) Mode() string { return t.mode }
 
@@ -475,6 +494,9 @@ func (t *Template) Functions() []string { return sortedNames(t.used) }
 // default) that is absent fails the whole render: no output is returned, and the error
 // names the key and the template (errors.As finds a *MissingKeyError).
 func (t *Template) Execute(d Data) (*Result, error) {
+	if t.unparsed != nil {
+		return nil, t.unparsed
+	}
 	e := t.own.Swap(nil)
 	if e == nil {
 		e, _ = t.execs.Get().(*execution)

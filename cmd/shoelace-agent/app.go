@@ -123,6 +123,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			for _, w := range cfg.TemplatesDirWarnings() {
 				log.Warn("templates_dir file not read", "problem", w)
 			}
+			for _, p := range cfg.Unparsed {
+				log.Error(agent.UnparsedMessage, "problem", p)
+			}
 		}
 		return cfg, log, nil
 	}
@@ -257,6 +260,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					}
 					for _, w := range a.Warnings() {
 						fmt.Fprintf(stdout, "warning: %s\n", w)
+					}
+					if u := a.Unparsed(); len(u) > 0 {
+						// once and run render the others, as confd did: not an error to them.
+						return &agent.ConfigError{Problems: u}
 					}
 					n := a.Templates()
 					fmt.Fprintf(stdout, "%s: ok, %d %s\n", c.String("config"), n, plural(n, "template", "templates"))
@@ -601,13 +608,16 @@ func convertConfd(dir string, w io.Writer) error {
 	// the templates that call it get.
 	for i := range r.Templates {
 		check.Templates = []agent.Template{r.Templates[i]}
-		if err := check.Validate(); err != nil && strings.Contains(err.Error(), "allow_file: true") {
+		if err := check.Validate(); err == nil && len(check.Unparsed) == 1 && strings.Contains(check.Unparsed[0], "allow_file: true") {
 			r.Templates[i].AllowFile = true
 		}
 	}
 	check.Templates = append([]agent.Template(nil), r.Templates...)
 	if err := check.Validate(); err != nil {
 		return err
+	}
+	if len(check.Unparsed) > 0 {
+		return &agent.ConfigError{Problems: check.Unparsed}
 	}
 	out, err := r.YAML()
 	if err != nil {

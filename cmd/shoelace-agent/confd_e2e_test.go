@@ -157,6 +157,33 @@ reload_cmd = "echo reloaded >> $DIR/reloads"
 		t.Errorf("reload_cmd ran %d times after a failed check, want still once", len(got))
 	}
 
+	// A resource whose template has a syntax error, and one whose src is missing, fail alone, as
+	// in confd: validate fails naming both; once renders the others, writes neither, and exits
+	// 1. They stopped every resource before.
+	srv.put("appliances/web/database/host", "10.8.8.8")
+	write("conf.d/zz-broken.toml", "[template]\nsrc = \"broken.tmpl\"\ndest = \"$DIR/out/broken.conf\"\n")
+	write("templates/broken.tmpl", "name={{getv \"/key\"}\n")
+	write("conf.d/zz-missing.toml", "[template]\nsrc = \"missing.tmpl\"\ndest = \"$DIR/out/missing.conf\"\n")
+	code, stdout, stderr = agentCmd("validate")
+	if code != 1 || !strings.Contains(stderr, "2 problems") || !strings.Contains(stderr, "broken.tmpl:1") || !strings.Contains(stderr, "missing.tmpl: no such file") {
+		t.Fatalf("validate with broken templates: exit %d, want 1 naming both\n%s%s", code, stdout, stderr)
+	}
+	code, _, stderr = agentCmd("once")
+	if code != 1 || !strings.Contains(stderr, "cannot be read or parsed: it fails at every render") {
+		t.Fatalf("once with broken templates: exit %d, want 1\n%s", code, stderr)
+	}
+	if got := readFile(t, e.path("out/confd-basic-test.conf")); !strings.Contains(got, "host=10.8.8.8\n") {
+		t.Errorf("basic not rendered beside the broken templates: %s", got)
+	}
+	for _, f := range []string{"out/broken.conf", "out/missing.conf"} {
+		if _, err := os.Stat(e.path(f)); !os.IsNotExist(err) {
+			t.Errorf("%s: %v, want none", f, err)
+		}
+	}
+	for _, f := range []string{"conf.d/zz-broken.toml", "conf.d/zz-missing.toml", "templates/broken.tmpl"} {
+		os.Remove(filepath.Join(confd, f))
+	}
+
 	// A field confd does not read is an error naming the file, the line and the field.
 	write("conf.d/bad.toml", "[template]\nsrc = \"basic.conf.tmpl\"\ndest = \"$DIR/out/bad.conf\"\nowner_name = \"nginx\"\n")
 	code, _, stderr = agentCmd("validate")
