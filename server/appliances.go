@@ -399,6 +399,11 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 	}
 	media := mediaType(r)
 	limit := s.cfg.maxBodyBytes()
+	release, err := s.bodyBudget.take(r)
+	if err != nil {
+		return err
+	}
+	defer release()
 	var watch func(io.Reader) error
 	if isJSONMedia(media) {
 		watch = countJSONKeys(s.cfg.MaxTxnOps) // refused as soon as its keys pass the limit

@@ -99,6 +99,14 @@ func (p *principal) mayWrite(key string) error {
 	return forbidden("token %s may not write %s", shorten(p.name), shorten(key))
 }
 
+// mayWriteAny reports whether p may write any key at all (a txn's keys are in its body).
+func (p *principal) mayWriteAny() error {
+	if p.admin || len(p.write) > 0 {
+		return nil
+	}
+	return forbidden("token %s may not write", shorten(p.name))
+}
+
 // mayReadView reports whether p may read appliance name's view: shared/ and appliances/<name>/.
 func (p *principal) mayReadView(name string) error {
 	if p.admin || p.appliance == name {

@@ -887,3 +887,42 @@ func TestBootstrap_OldAdminTokenKeptOnce(t *testing.T) {
 		t.Errorf("%s after the failed tries: %q (%v), want the old admin token", path, data, err)
 	}
 }
+
+// A write to an appliance with a schema that waited for the writes ahead of it on the replica
+// (stuck on an etcd that answers nothing) until the request timed out is answered 503 with
+// Retry-After, nothing written, as a write etcd did not answer is: it was 409 "conflict",
+// which a pipeline, and the CLI's exit 4, take for a failed --cas guard.
+func TestFault_SchemaLockWaitIs503(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	p := faultproxy.Start(t, cfg.Endpoints[0])
+	b := newFixtureOn(t, throughProxy(t, cfg, p))
+	b.token = a.token
+	a.must(a.do("PUT", "/v1/appliances/lw/schema", `{"type":"object","properties":{"bad":{"type":"string","pattern":"^x$"}}}`), 200, nil)
+	waitFor(t, "b checks lw's writes against its schema", func() bool {
+		return b.do("PUT", "/v1/kv/appliances/lw/bad", "1").StatusCode == http.StatusUnprocessableEntity
+	})
+	b.settled()
+	p.Freeze()
+	// Writers to lw go one at a time on a replica: each holds lw's lock while it waits for
+	// etcd, and those behind wait for it until their request times out.
+	const writers = 10
+	answers := make(chan resp, writers)
+	for i := range writers {
+		go func() { answers <- b.do("PUT", fmt.Sprintf("/v1/kv/appliances/lw/k%d", i), "1") }()
+	}
+	waited := 0
+	for range writers {
+		r := <-answers
+		if r.StatusCode != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" {
+			t.Fatalf("a write while etcd answers nothing: %d %s (Retry-After %q), want 503 with Retry-After", r.StatusCode, r.body, r.Header.Get("Retry-After"))
+		}
+		if strings.Contains(string(r.body), "waited for the other writes") {
+			waited++
+		}
+	}
+	p.Thaw()
+	if waited == 0 {
+		t.Fatalf("no write waited for the others until it timed out: the test does not tell")
+	}
+}

@@ -371,6 +371,17 @@ func (s *Server) handleTxn(w http.ResponseWriter, r *http.Request) error {
 	if err := jsonContent(r); err != nil {
 		return err
 	}
+	p := principalOf(r)
+	if err := p.mayWriteAny(); err != nil {
+		// Before the body is read: a token that may write nothing (an agent's) must not make
+		// the replica read and parse 5 MiB bodies, many at once.
+		return err
+	}
+	release, err := s.bodyBudget.take(r)
+	if err != nil {
+		return err
+	}
+	defer release()
 	max := s.cfg.maxBodyBytes()
 	data, err := readBody(w, r, max, func() error {
 		return api.Errorf(api.CodeBodyTooLarge, "txn body is over the limit of %s", s.cfg.bodyLimit())
@@ -382,7 +393,6 @@ func (s *Server) handleTxn(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	p := principalOf(r)
 	keys := make([]string, 0, len(t.Ops))
 	for _, op := range t.Ops {
 		if err := p.mayWrite(op.Key); err != nil {

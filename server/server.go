@@ -75,8 +75,10 @@ type Server struct {
 	m           *metrics
 	hub         *hub
 	mux         *http.ServeMux
-	// yamlBudget bounds the YAML apply bodies parsed at once (see yamlBudget).
+	// yamlBudget bounds the YAML apply bodies parsed at once (see yamlBudget); bodyBudget the
+	// large txn and apply bodies read and parsed at once.
 	yamlBudget *yamlBudget
+	bodyBudget *bodyBudget
 	h          http.Handler
 
 	auth  *authState
@@ -137,7 +139,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, st: st, log: log, auditLog: newAuditLogger(log), clientLines: newLineBudget(log, cfg.clientLines), m: newMetrics(cfg.Version), ctx: ctx, cancel: cancel, enrollRetryAge: enrollRetryAge,
-		yamlBudget: newYAMLBudget(cfg.maxBodyBytes()), grace: newGraceCtx()}
+		yamlBudget: newYAMLBudget(cfg.maxBodyBytes()), bodyBudget: newBodyBudget(cfg.maxBodyBytes()), grace: newGraceCtx()}
 	s.reqBase = s.grace.base
 	st.SetObserver(s.m.observeEtcd)
 	st.SetTreeCheck(s.checkTree)

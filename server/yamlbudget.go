@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"slices"
 	"time"
@@ -33,15 +34,60 @@ func newYAMLBudget(max int64) *yamlBudget {
 // take waits for n bytes of the budget (at most all of it) until r's client goes away or
 // b.wait passes, and returns what gives them back.
 func (b *yamlBudget) take(r *http.Request, n int) (release func(), err error) {
-	w := min(max(int64(n), 1), b.max)
-	ctx, cancel := context.WithTimeout(r.Context(), b.wait)
+	return takeBudget(r, b.sem, b.max, int64(n), b.wait, func() string {
+		return fmt.Sprintf("this replica is parsing other large YAML bodies (up to %d bytes at once); nothing was written: retry, or send the body as JSON", b.max)
+	})
+}
+
+// takeBudget waits for n units of sem (of size, n at least 1 and at most size) until r's client
+// goes away or wait passes, and returns what gives them back; else 503, with why's text.
+func takeBudget(r *http.Request, sem *semaphore.Weighted, size, n int64, wait time.Duration, why func() string) (release func(), err error) {
+	w := min(max(n, 1), size)
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
-	if err := b.sem.Acquire(ctx, w); err != nil {
-		e := api.Errorf(api.CodeUnavailable, "this replica is parsing other large YAML bodies (up to %d bytes at once); nothing was written: retry, or send the body as JSON", b.max)
+	if err := sem.Acquire(ctx, w); err != nil {
+		e := api.Errorf(api.CodeUnavailable, "%s", why())
 		e.RetryAfter = 1
 		return nil, e
 	}
-	return func() { b.sem.Release(w) }, nil
+	return func() { sem.Release(w) }, nil
+}
+
+// largeBody is the size from which a txn or apply body is read within the replica's
+// bodyBudget: pipelines' bodies are smaller, and read without it.
+const largeBody = 256 << 10
+
+// bodiesAtOnce is how many bodies at the limit a replica reads and parses at once: a JSON body
+// takes some 3 times its bytes in memory as it is parsed (a 4 MiB txn of tiny ops 11-18 MB),
+// and 300 of them sent at once took 5 GB.
+const bodiesAtOnce = 8
+
+// bodyBudget bounds the bytes of large txn and apply bodies a replica reads and parses at
+// once, weighed by their Content-Length (a body without one, by the limit), to bodiesAtOnce
+// bodies at the limit.
+type bodyBudget struct {
+	sem  *semaphore.Weighted
+	max  int64 // the limit of one body
+	wait time.Duration
+}
+
+func newBodyBudget(max int64) *bodyBudget {
+	return &bodyBudget{sem: semaphore.NewWeighted(bodiesAtOnce * max), max: max, wait: yamlParseWait}
+}
+
+// take waits for r's body's share of the budget when it is large, and returns what gives it
+// back (a no-op for a small body).
+func (b *bodyBudget) take(r *http.Request) (release func(), err error) {
+	n := r.ContentLength
+	switch {
+	case n < 0:
+		n = b.max // not known until read: at most the limit
+	case n < largeBody:
+		return func() {}, nil
+	}
+	return takeBudget(r, b.sem, bodiesAtOnce*b.max, min(n, b.max), b.wait, func() string {
+		return fmt.Sprintf("this replica is reading other large bodies (up to %d bytes at once); nothing was written: retry", bodiesAtOnce*b.max)
+	})
 }
 
 // yamlMedia are the media types a YAML body may be sent with.

@@ -358,7 +358,12 @@ func (s *Store) commitChecked(ctx context.Context, op string, e edits, eff *effe
 	var lctx context.Context
 	unlock, err := s.lockTrees(ctx, e, deadline)
 	if errors.Is(err, errTreeLockWait) {
-		return written{}, api.Errorf(api.CodeConflict, "%s: waited for the other writes to the appliance on this replica until the request timed out", op)
+		// The writes ahead of it are slow (etcd stalls, or answers slowly): the store's state,
+		// not a guard that failed, so 503 to retry, as a write etcd did not answer is. A 409 said
+		// "conflict", which pipelines (and the CLI's exit 4) take for a failed --cas guard.
+		e := api.Errorf(api.CodeUnavailable, "%s: waited for the other writes to the appliance on this replica until the request timed out; nothing was written: retry", op)
+		e.RetryAfter = 1
+		return written{}, e
 	}
 	if err != nil {
 		return written{}, err
