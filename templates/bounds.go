@@ -8,8 +8,10 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"text/template"
+	"text/template/parse"
 	"unicode/utf8"
 
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
@@ -48,6 +50,91 @@ func itemCount(start, stop, step int64) uint64 {
 		return n
 	}
 	return 0
+}
+
+// MaxRanged bounds the items that a render's ranges go through, all of them together, nested
+// ones at each of their evaluations: within MaxItems each, `{{range loop $n}}{{range loop
+// $n}}{{end}}{{end}}` with a key of 1048576 went through 2^40 items, writing nothing, and a
+// render that does not end holds the agent's loop (and its SIGTERM) for good. 4,194,304 empty
+// items take text/template under a second (1.4 s through loop's channel); a template over a
+// 10,000-key view ranges over a few tens of thousands.
+const MaxRanged = 1 << 22
+
+// rangedName is the function Parse appends to the pipeline of every range, and templateName
+// the one it calls for each {{template}} (boundExecution).
+const (
+	rangedName = "shoelaceRanged"
+	// templateName is the keyword's own name: an error in the template called reads
+	// `executing "r" at <template "r">: error calling template: …`. No template can call a
+	// function of that name (the parser reads the keyword), so it shadows none.
+	templateName = "template"
+)
+
+// boundExecution bounds what executing tmpl's trees may cost: the value of every range passes
+// through ranged first, and every {{template "name" pipeline}} becomes an action that calls
+// executeTemplate, whose nesting is bounded (maxTemplateDepth), with the same output.
+// text/template's own bound on {{template}} nesting is 100,000 deep, where a range at each
+// level (`{{define "r"}}{{range seq 1 10}}{{template "r"}}{{end}}{{end}}`) ran for minutes.
+func boundExecution(tmpl *template.Template) {
+	walkTrees(templateTrees(tmpl), func(tr *parse.Tree, n parse.Node) {
+		switch n := n.(type) {
+		case *parse.RangeNode:
+			if n.Pipe != nil {
+				n.Pipe.Cmds = append(n.Pipe.Cmds, &parse.CommandNode{NodeType: parse.NodeCommand, Pos: n.Pos, Args: []parse.Node{
+					parse.NewIdentifier(rangedName).SetTree(tr).SetPos(n.Pos),
+				}})
+			}
+		case *parse.ListNode:
+			for i, c := range n.Nodes {
+				tn, ok := c.(*parse.TemplateNode)
+				if !ok {
+					continue
+				}
+				args := []parse.Node{
+					parse.NewIdentifier(templateName).SetTree(tr).SetPos(tn.Pos),
+					&parse.StringNode{NodeType: parse.NodeString, Pos: tn.Pos, Quoted: strconv.Quote(tn.Name), Text: tn.Name},
+				}
+				if tn.Pipe != nil {
+					args = append(args, tn.Pipe)
+				}
+				n.Nodes[i] = &parse.ActionNode{NodeType: parse.NodeAction, Pos: tn.Pos, Line: tn.Line, Pipe: &parse.PipeNode{
+					NodeType: parse.NodePipe, Pos: tn.Pos, Line: tn.Line,
+					Cmds: []*parse.CommandNode{{NodeType: parse.NodeCommand, Pos: tn.Pos, Args: args}},
+				}}
+			}
+		}
+	})
+}
+
+// ranged counts the items a range is about to go through (a number's, a list's or a map's; a
+// channel's are counted where it is made: loop) against MaxRanged, and passes v on.
+func (s *state) ranged(v reflect.Value) (reflect.Value, error) {
+	u := v
+	for u.IsValid() && (u.Kind() == reflect.Interface || u.Kind() == reflect.Pointer) && !u.IsNil() {
+		u = u.Elem()
+	}
+	var n uint64
+	switch u.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		n = uint64(max(u.Int(), 0))
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		n = u.Uint()
+	case reflect.Slice, reflect.Array, reflect.Map:
+		n = uint64(u.Len())
+	}
+	if err := s.countRanged(n); err != nil {
+		return v, err
+	}
+	return v, nil
+}
+
+// countRanged adds n items to the render's ranges, and fails once they pass MaxRanged.
+func (s *state) countRanged(n uint64) error {
+	if n > MaxRanged || s.rangedItems+n > MaxRanged {
+		return fmt.Errorf("the render's ranges go through more than %d items in all (nested ones at each pass): is a key's value a count?", MaxRanged)
+	}
+	s.rangedItems += n
+	return nil
 }
 
 // checkItems refuses a list of n items over MaxItems.

@@ -123,6 +123,8 @@ func parseFuncMap(t *Template, st *state, only map[string][]parse.Node) template
 			m[k] = v
 		}
 	}
+	m[rangedName] = st.ranged // every range passes through it, and {{template}} calls this (boundExecution)
+	m[templateName] = st.templateCall
 	return t.deny(m)
 }
 

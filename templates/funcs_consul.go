@@ -880,7 +880,12 @@ func (s *state) loop(args ...any) (<-chan int64, error) {
 	if err := checkItems("loop", itemCount(start, stop, 1)); err != nil {
 		return nil, err
 	}
-	ch := make(chan int64)
+	// A channel's items are not known to ranged: they are counted here.
+	if err := s.countRanged(itemCount(start, stop, 1)); err != nil {
+		return nil, err
+	}
+	// Buffered: a range over it takes a goroutine switch per 256 items, not per item.
+	ch := make(chan int64, 256)
 	done := s.done
 	go func() {
 		defer close(ch)
@@ -901,16 +906,30 @@ const maxTemplateDepth = 100
 
 // executeTemplate runs a template defined in the same file, with the given dot (or none).
 func (s *state) executeTemplate(name string, data ...any) (string, error) {
+	return s.execNested("executeTemplate", name, data...)
+}
+
+// templateCall is {{template "name" pipeline}} (boundExecution): executeTemplate's nesting bound,
+// with the same output as text/template's own.
+func (s *state) templateCall(name string, data ...any) (string, error) {
+	return s.execNested("template", name, data...)
+}
+
+// execNested runs a template defined in the same file for fn (executeTemplate, or
+// {{template}}), with the given dot (or none), nested at most maxTemplateDepth deep. An error
+// is the deepest call's, as it came back from it: text/template wraps it once more at each
+// level it passes, which would say the same thing a hundred times.
+func (s *state) execNested(fn, name string, data ...any) (string, error) {
 	var dot any
 	switch len(data) {
 	case 0:
 	case 1:
 		dot = data[0]
 	default:
-		return "", fmt.Errorf("executeTemplate: wrong number of arguments, expected 1 or 2, but got %d", len(data)+1)
+		return "", fmt.Errorf("%s: wrong number of arguments, expected 1 or 2, but got %d", fn, len(data)+1)
 	}
 	if s.depth >= maxTemplateDepth {
-		return "", fmt.Errorf("executeTemplate %q: nested more than %d deep", name, maxTemplateDepth)
+		return "", fmt.Errorf("%s %q: nested more than %d deep", fn, name, maxTemplateDepth)
 	}
 	s.depth++
 	defer func() { s.depth-- }()
@@ -920,7 +939,10 @@ func (s *state) executeTemplate(name string, data ...any) (string, error) {
 	err := s.tmpl.ExecuteTemplate(b, name, dot)
 	s.held -= b.buf.Len() // handed to the caller, which writes it into its own buffer
 	if err != nil {
-		return "", err
+		if s.nestedErr == nil {
+			s.nestedErr = err
+		}
+		return "", s.nestedErr
 	}
 	return b.buf.String(), nil
 }

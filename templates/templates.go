@@ -302,6 +302,8 @@ func Parse(text string, opts Options) (*Template, error) {
 			return nil, err
 		}
 	}
+	// Last: what is judged above reads the template's pipelines as written.
+	boundExecution(tmpl)
 	return t, nil
 }
 
@@ -712,6 +714,8 @@ type state struct {
 	collected   int64              // bytes of strings handed to functions that return lists and maps (growth.go)
 	scratch     *ctScratch
 	sorted      []string // the view's keys, sorted; built on the first listing
+	rangedItems uint64   // the items the render's ranges went through (countRanged)
+	nestedErr   error    // the deepest error of a nested template call (execNested)
 	confdBaseOf *string  // where confd mode reads the store (see confdBase); set on first use
 	keys        map[string]struct{}
 	prefixes    map[string]struct{}
