@@ -15,6 +15,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"syscall"
 )
@@ -399,9 +400,37 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 			err = &CheckError{Path: path, Err: cerr}
 			return nil, err
 		}
+		if runtime.GOOS != "windows" && s.written != (fileStamp{}) {
+			// What is installed is what was rendered, given its mode and owner: a check that
+			// edited the staged file, changed its mode (setuid too) or put another file or a
+			// symbolic link at its name would have it installed instead.
+			if now, serr := d.stampEntry(staged); serr != nil || now != s.written {
+				err = &CheckError{Path: path, Err: errors.New("the check changed the staged file (its content, mode, owner or type), which is not installed: a check must only read it")}
+				return nil, err
+			}
+		}
 	}
 	s.tmp = staged
 	return s, nil
+}
+
+// stampEntry stamps the file named name in d, through d's handle (not a path that a link swapped
+// in since could lead elsewhere); a symbolic link there is an error (it is not followed).
+func (d *dir) stampEntry(name string) (fileStamp, error) {
+	f, err := d.root.OpenFile(name, os.O_RDONLY|noFollow|nonBlock, 0)
+	if errors.Is(err, fs.ErrPermission) {
+		// A mode that does not let this process read it (0200 for a user not root): by name.
+		st, isLink, err := lstamp(d.join(name))
+		if err == nil && isLink {
+			err = fmt.Errorf("%s is a symbolic link", d.join(name))
+		}
+		return st, err
+	}
+	if err != nil {
+		return fileStamp{}, err
+	}
+	defer f.Close()
+	return fstamp(f)
 }
 
 // plantable reports whether old, the file at base in d, may have been put there by another user

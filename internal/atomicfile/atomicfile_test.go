@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -701,5 +702,54 @@ func TestRestore_NoFileInAMissingDirectory(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Dir(dest)); !os.IsNotExist(err) {
 		t.Fatalf("the directory is there after the restore (%v)", err)
+	}
+}
+
+// What is installed is what was rendered: a check that edits the staged file, changes its mode
+// (setuid too), or puts a symbolic link at its name fails the install, and the destination
+// keeps its content. Before, the check's doing was installed, a link too, which the next
+// install then wrote through.
+func TestStage_CheckThatChangesTheStagedFileRefused(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("Unix modes and links")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.conf")
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("important\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, check := range map[string]func(staged string) error{
+		"edit": func(staged string) error { return os.WriteFile(staged, []byte("edited\n"), 0o644) },
+		"append": func(staged string) error {
+			f, _ := os.OpenFile(staged, os.O_WRONLY|os.O_APPEND, 0)
+			f.WriteString("x")
+			return f.Close()
+		},
+		"setuid":  func(staged string) error { return os.Chmod(staged, 0o4777) },
+		"symlink": func(staged string) error { os.Remove(staged); return os.Symlink(victim, staged) },
+		"read":    func(staged string) error { _, err := os.ReadFile(staged); return err },
+	} {
+		if err := os.WriteFile(path, []byte("old\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := atomicfile.Write(path, []byte("new\n"), atomicfile.Options{Perm: 0o644, UID: atomicfile.Keep, GID: atomicfile.Keep, Check: check})
+		got, _ := os.ReadFile(path)
+		if name == "read" {
+			if err != nil || string(got) != "new\n" {
+				t.Fatalf("a check that only reads: %v, file %q", err, got)
+			}
+			continue
+		}
+		var ce *atomicfile.CheckError
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), "the check changed the staged file") || string(got) != "old\n" {
+			t.Fatalf("%s: %v, file %q; want the install refused and the old file", name, err, got)
+		}
+		if fi, err := os.Lstat(path); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o644 {
+			t.Fatalf("%s: destination %v, %v", name, fi.Mode(), err)
+		}
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "important\n" {
+		t.Fatalf("the link's target: %q", b)
 	}
 }

@@ -181,11 +181,12 @@ func TestSpare_LeftoversTakeTheClaimedSpare(t *testing.T) {
 		wantSpare(t, path)
 		return nil
 	}
+	// The check moved the staged file's times: Stage refuses it (a check must only read the
+	// file), or, had it not, the install fails on the spare taken.
 	s, err := atomicfile.Stage(path, []byte("two\n"), checking)
-	if err != nil {
-		t.Fatal(err)
+	if err == nil {
+		err = s.Install()
 	}
-	err = s.Install()
 	got, rerr := os.ReadFile(path)
 	if rerr != nil || string(got) != map[bool]string{true: "two\n", false: "three\n"}[err == nil] {
 		t.Fatalf("after an install that said %v the file holds %q (%v)", err, got, rerr)
