@@ -116,6 +116,13 @@ func readConfdDir(dir string, judge bool) (*ConfdResources, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("confd_dir %s is not a directory", dir)
 	}
+	if judge {
+		for _, d := range []string{dir, filepath.Join(dir, "conf.d"), filepath.Join(dir, "templates")} {
+			if err := judgeCommandDir(d); err != nil {
+				return nil, fmt.Errorf("confd_dir: %w", err)
+			}
+		}
+	}
 	out := &ConfdResources{Dir: dir}
 	var errs []string
 	global, notes, gerrs := readConfdSettings(dir, judge)

@@ -668,6 +668,19 @@ func fileLine(name, msg string) string {
 	return fmt.Sprintf("%s:%s: %s", name, m[1], what)
 }
 
+// judgeCommandDir refuses a directory whose files tell the agent what to write and run
+// (templates_dir, confd_dir and its conf.d and templates) when someone other than root and the
+// agent's user may add files to it, as judgeCommandFile refuses such a file: a sticky /tmp
+// does not keep another user from planting a file there, or a link to one of root's. A
+// directory that is not there is not judged (whoever reads it says so).
+func judgeCommandDir(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil || !fi.IsDir() {
+		return nil
+	}
+	return judgeTrustedFile(path, fi, "whoever may add a file to it tells the agent what to write and run, so %s could have the agent write or run anything")
+}
+
 // TemplateFiles lists the *.yaml files of templates_dir in the order they are read.
 func (c *Config) TemplateFiles() ([]string, error) {
 	if c.TemplatesDir == "" {
@@ -728,6 +741,9 @@ func (c *Config) loadTemplatesDir() error {
 	}
 	if !fi.IsDir() {
 		return fmt.Errorf("%s: templates_dir %s is not a directory", c.Path, c.TemplatesDir)
+	}
+	if err := judgeCommandDir(c.TemplatesDir); err != nil {
+		return fmt.Errorf("%s: templates_dir: %w", c.Path, err)
 	}
 	files, err := c.TemplateFiles()
 	if err != nil {
