@@ -858,6 +858,11 @@ func printable(s string) string {
 	return b.String()
 }
 
+// oneLine is printable with newlines and tabs escaped too (\n, \t).
+func oneLine(s string) string {
+	return strings.NewReplacer("\n", `\n`, "\t", `\t`).Replace(printable(s))
+}
+
 // isControl reports whether r is a control character (C0, DEL or C1) other than newline and tab.
 func isControl(r rune) bool {
 	return r != '\n' && r != '\t' && (r < 0x20 || r >= 0x7f && r < 0xa0)
@@ -874,7 +879,9 @@ func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data, re
 	res.render += t1.Sub(t0)
 	defer func() { res.write += time.Since(t1) }()
 	if err != nil {
-		m.err, m.stage = fmt.Errorf("render %s: %s", t.name(), redact(err.Error(), data.Keys, a.allSecret())), api.StageRender
+		// On one line, its control characters escaped: what it quotes may be a key's value (fail,
+		// required), which a log read as text or a terminal would take for lines and escapes.
+		m.err, m.stage = fmt.Errorf("render %s: %s", t.name(), oneLine(redact(err.Error(), data.Keys, a.allSecret()))), api.StageRender
 		return
 	}
 	m.r = r

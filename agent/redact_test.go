@@ -160,3 +160,28 @@ func TestAgent_RenderErrorQuotingAnEncodedSecretRedacted(t *testing.T) {
 		})
 	}
 }
+
+// A render error that quotes a key's value (fail, required) is one line with its control
+// characters escaped, in once's error, the log and the status: a value holding a newline and
+// a terminal's escapes forged a second line ("…: all templates in place") and set the colours
+// and title of the terminal that showed once's error.
+func TestAgent_RenderErrorOfAValueOnOneLine(t *testing.T) {
+	msg := "x\n/etc/agent.yaml: all templates in place\x1b[31mRED\x1b[0m\x1b]0;TITLE\a"
+	srv := newViewServer(t, map[string]string{"msg": msg})
+	a, dir, _ := testAgent(t, srv, header+`templates:
+  - contents: '{{ fail (key "msg") }}'
+    destination: $DIR/i.conf
+`)
+	err := a.Once(context.Background(), "", false)
+	if err == nil || !strings.Contains(err.Error(), "render "+dir+"/i.conf") {
+		t.Fatalf("Once = %v, want the render failed", err)
+	}
+	line := err.Error()[strings.Index(err.Error(), "render "+dir+"/i.conf"):]
+	line = line[:strings.IndexByte(line+"\n", '\n')]
+	if !strings.Contains(line, `x\n/etc/agent.yaml: all templates in place\x1b[31mRED`) || strings.ContainsAny(err.Error(), "\x1b\a") {
+		t.Fatalf("Once = %q, want the value on the render's line, escaped", err)
+	}
+	if status := read(t, dir+"/cache/web.status.json"); strings.Contains(status, `\u001b`) || !strings.Contains(status, `x\\n/etc`) {
+		t.Fatalf("status: %s", status)
+	}
+}
