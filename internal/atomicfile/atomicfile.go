@@ -244,6 +244,18 @@ type Staged struct {
 	prev   *Previous
 	// written is the staged file's stamp once its bytes and attributes are in (Wrote).
 	written fileStamp
+	// hold is a read-only handle on the staged file that holds a lock on it (holdStaged) until
+	// it is installed or discarded: a run starting meanwhile (RemoveLeftovers) leaves it alone,
+	// though a long check made it older than that run's start. nil when none was taken.
+	hold *os.File
+}
+
+// release lets go of s's hold on its staged file.
+func (s *Staged) release() {
+	if s.hold != nil {
+		s.hold.Close()
+		s.hold = nil
+	}
 }
 
 // Stage does the part of Write that leaves the destination as it is: it returns nil (and
@@ -357,6 +369,18 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 	if staged == "" {
 		at = tmp.Name()
 	}
+	var hold *os.File // see Staged.hold; taken while the file is still this process's, mode 0600
+	if staged != "" {
+		if hold, err = d.reopen(tmp, staged); err != nil {
+			return nil, fmt.Errorf("stage %s: %w", path, err)
+		}
+		holdStaged(hold)
+		defer func() {
+			if err != nil {
+				hold.Close()
+			}
+		}()
+	}
 	unnamed := staged == "" // an unnamed spare: named once written and fsynced
 	if _, err = tmp.Write(data); err != nil {
 		return nil, named("write", at, err)
@@ -385,6 +409,7 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 			return nil, fmt.Errorf("install %s: %w", path, err)
 		}
 		d.linked = append(d.linked, linkedFile{ro, path})
+		holdStaged(ro) // held until the directory's sync closes it, after the install
 		between("named")
 		if err = attributes(tmp, perm, uid, gid); err != nil {
 			return nil, fmt.Errorf("%s: %w", d.join(staged), err)
@@ -410,7 +435,7 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 			}
 		}
 	}
-	s.tmp = staged
+	s.tmp, s.hold = staged, hold
 	return s, nil
 }
 
@@ -502,6 +527,7 @@ func (s *Staged) Install() (err error) {
 			s.d.root.Remove(s.tmp)
 		}
 		s.tmp = ""
+		s.release()
 	}()
 	if s.opts.Backup && s.hadOld {
 		if err = backup(s.d, s.base, s.opts); err != nil {
@@ -593,6 +619,7 @@ func (s *Staged) Discard() {
 		return
 	}
 	s.d.root.Remove(s.tmp)
+	s.release()
 	s.d.close()
 	s.tmp = ""
 }

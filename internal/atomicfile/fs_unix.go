@@ -136,3 +136,29 @@ func foreignMade(at string, fi, parent fs.FileInfo) error {
 
 // spares is true: Options.Spare keeps a spare file beside a destination (see spare.go).
 const spares = true
+
+// holdStaged takes a shared lock (flock) on f, a handle on a staged file, for as long as f is
+// open: RemoveLeftovers leaves a file so held alone, another process's install in progress.
+// A lock not taken costs only that protection.
+func holdStaged(f *os.File) {
+	_ = flockFile(f, syscall.LOCK_SH|syscall.LOCK_NB)
+}
+
+// heldByOther reports whether another open handle holds a lock on f's file (holdStaged).
+func heldByOther(f *os.File) bool {
+	return errors.Is(flockFile(f, syscall.LOCK_EX|syscall.LOCK_NB), syscall.EWOULDBLOCK)
+}
+
+func flockFile(f *os.File, how int) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) {
+		ferr = retryEINTR(func() error { return syscall.Flock(int(fd), how) })
+	}); err != nil {
+		return err
+	}
+	return ferr
+}

@@ -155,3 +155,9 @@ func foreignMade(string, fs.FileInfo, fs.FileInfo) error { return nil }
 
 // spares is false: Options.Spare keeps nothing on Windows, whose installs go on as without it.
 const spares = false
+
+// holdStaged takes no lock on Windows: RemoveLeftovers goes by the files' times alone.
+func holdStaged(*os.File) {}
+
+// heldByOther is false on Windows (see holdStaged).
+func heldByOther(*os.File) bool { return false }

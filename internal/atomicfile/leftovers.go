@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,7 +17,8 @@ import (
 // directory, regular files last modified before before (the start of the process that calls
 // it, so that another process's install in progress is left alone). Left there they would stay
 // for good, and a service that reads every file of its directory (logrotate.d, cron.d) would
-// read a half-made one. It returns the names it removed; a missing directory is no error.
+// read a half-made one. A file that an install in progress holds (Stage's lock on it) is left
+// alone, however old. It returns the names it removed; a missing directory is no error.
 // Links in path are followed as Stage follows them; names are removed in the directory held
 // open, never through a link.
 func RemoveLeftovers(path string, before time.Time) ([]string, error) {
@@ -51,6 +53,16 @@ func RemoveLeftovers(path string, before time.Time) ([]string, error) {
 		fi, err := d.root.Lstat(name)
 		if err != nil || !fi.Mode().IsRegular() || !fi.ModTime().Before(before) {
 			continue
+		}
+		if f, err := d.root.OpenFile(name, os.O_RDONLY|noFollow|nonBlock, 0); err == nil {
+			// An install in progress (a check running for longer than since this process
+			// started) holds its staged file: left alone. The lock taken here, if it was free,
+			// is let go with the name.
+			busy := heldByOther(f)
+			defer f.Close()
+			if busy {
+				continue
+			}
 		}
 		if err := d.root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)

@@ -23,7 +23,8 @@ func TestRemoveLeftovers(t *testing.T) {
 		t.Fatalf("stage: %v", err)
 	}
 	staged := st.d.join(st.tmp)
-	st.d.close() // killed: never installed nor discarded
+	st.d.close() // killed: never installed nor discarded, its handles gone
+	st.release()
 
 	old := time.Now().Add(-time.Hour)
 	write := func(name string, mtime time.Time) string {
@@ -80,5 +81,40 @@ func TestRemoveLeftovers(t *testing.T) {
 	// A directory that does not exist has nothing left in it.
 	if removed, err := RemoveLeftovers(filepath.Join(dir, "none", "x.conf"), time.Now()); err != nil || removed != nil {
 		t.Errorf("missing directory: %q, %v", removed, err)
+	}
+}
+
+// A run that starts while another process's install is in its check (a `once` beside a `run`
+// starting) leaves that install's staged file alone, however old: the install holds it. It
+// removed it, and the install failed (rename: no such file). A killed install's file, held by
+// no one, is still removed.
+func TestRemoveLeftovers_InstallInProgressLeftAlone(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("no flock: RemoveLeftovers goes by the files' times alone")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.conf")
+	var removed []string
+	opts := Options{Perm: 0o644, UID: Keep, GID: Keep, Check: func(staged string) error {
+		var err error
+		// As a run started an hour after this install began would see it.
+		removed, err = RemoveLeftovers(path, time.Now().Add(time.Hour))
+		return err
+	}}
+	if _, err := Write(path, []byte("new\n"), opts); err != nil {
+		t.Fatalf("the install whose staged file a starting run saw: %v", err)
+	}
+	if len(removed) != 0 {
+		t.Fatalf("removed %v", removed)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "new\n" {
+		t.Fatalf("file %q", b)
+	}
+	killed := filepath.Join(dir, ".app.conf.shoelace-12345")
+	if err := os.WriteFile(killed, []byte("half"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if removed, err := RemoveLeftovers(path, time.Now().Add(time.Hour)); err != nil || len(removed) != 1 || removed[0] != killed {
+		t.Fatalf("a killed install's file: removed %v, %v", removed, err)
 	}
 }
