@@ -421,17 +421,26 @@ func (d *Duration) parse(n *yaml.Node, field string) error {
 // \"abc\": …"): UnmarshalYAML sees the value alone, not the key that holds it.
 var durationProblem = regexp.MustCompile(`^line (\d+): ((?:invalid duration|duration |a duration must be).*)$`)
 
-// namedDuration puts the key of the mapping entry that holds a Duration's value at the head of
-// its error ("line 9: health_timeout: invalid duration \"abc\": …"); other errors, and one
-// whose key is not known for sure, are left as they are.
-func namedDuration(root *yaml.Node, msg string) string {
+// typeProblem is yaml.v3's error of a value of the wrong type, which names the line only.
+var typeProblem = regexp.MustCompile(`^line (\d+): (cannot unmarshal .*)$`)
+
+// namedField puts the key of the mapping entry whose value an error is about at the head of
+// the error, when one key's value is at its line: a Duration's ("line 9: health_timeout:
+// invalid duration \"abc\": …"; UnmarshalYAML sees the value alone), or one of the wrong type
+// ("line 9: backup: cannot unmarshal …", which fileLine words "backup: want true or false, not
+// a string"). Other errors, and one whose key is not known for sure, are left as they are.
+func namedField(root *yaml.Node, msg string) string {
+	field := func(k string) bool { return durationFields[k] }
 	m := durationProblem.FindStringSubmatch(msg)
 	if m == nil {
-		return msg
+		field = func(string) bool { return true }
+		if m = typeProblem.FindStringSubmatch(msg); m == nil {
+			return msg
+		}
 	}
 	line, _ := strconv.Atoi(m[1])
 	var keys []string
-	durationKeysAt(root, line, &keys)
+	keysAt(root, line, field, &keys)
 	if len(keys) == 1 {
 		return fmt.Sprintf("line %d: %s: %s", line, keys[0], m[2])
 	}
@@ -450,18 +459,18 @@ var durationFields = func() map[string]bool {
 	return f
 }()
 
-// durationKeysAt adds to keys those of the mapping entries under n that are Duration fields
-// with their value at line (one, unless a flow mapping holds several on one line).
-func durationKeysAt(n *yaml.Node, line int, keys *[]string) {
+// keysAt adds to keys those of the mapping entries under n that field accepts with their value
+// at line (one, unless a flow mapping holds several on one line).
+func keysAt(n *yaml.Node, line int, field func(string) bool, keys *[]string) {
 	if n.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			if k := n.Content[i]; durationFields[k.Value] && n.Content[i+1].Line == line {
+			if k := n.Content[i]; field(k.Value) && n.Content[i+1].Line == line {
 				*keys = append(*keys, k.Value)
 			}
 		}
 	}
 	for _, c := range n.Content {
-		durationKeysAt(c, line, keys)
+		keysAt(c, line, field, keys)
 	}
 }
 
@@ -565,7 +574,7 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 
 var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 var notFound = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
-var cannotUnmarshal = regexp.MustCompile("^cannot unmarshal (!!\\w+)(?: (`.*`))? into (\\S+)$")
+var cannotUnmarshal = regexp.MustCompile("^(?:([A-Za-z_][\\w-]*): )?cannot unmarshal (!!\\w+)(?: (`.*`))? into (\\S+)$")
 
 // yamlTagNames names yaml.v3's node tags in messages.
 var yamlTagNames = map[string]string{"str": "string", "map": "mapping", "seq": "list", "int": "number", "float": "number", "bool": "boolean", "null": "null"}
@@ -598,7 +607,7 @@ func decodeStrict(name string, data []byte, out any) error {
 			_ = yaml.Unmarshal(data, &root) // it decoded as far as these errors: it parses
 			msgs := make([]string, len(te.Errors))
 			for i, m := range te.Errors {
-				msgs[i] = fileLine(name, namedDuration(&root, m))
+				msgs[i] = fileLine(name, namedField(&root, m))
 			}
 			return &ConfigError{Problems: msgs}
 		}
@@ -650,15 +659,18 @@ func fileLine(name, msg string) string {
 		what = fmt.Sprintf("unknown field %q", f[1])
 	}
 	if u := cannotUnmarshal.FindStringSubmatch(what); u != nil {
-		if want, ok := goTypeNames[u[3]]; ok {
-			got := strings.TrimPrefix(u[1], "!!")
+		if want, ok := goTypeNames[u[4]]; ok {
+			got := strings.TrimPrefix(u[2], "!!")
 			if n, ok := yamlTagNames[got]; ok {
 				got = n
 			}
-			if u[2] != "" {
-				got += " " + u[2]
+			if u[3] != "" {
+				got += " " + u[3]
 			}
 			what = fmt.Sprintf("want %s, not a %s", want, got)
+			if u[1] != "" {
+				what = u[1] + ": " + what // the field, named by namedField
+			}
 		}
 	}
 	// Nested errors (from Duration.UnmarshalYAML) may carry their own line.
@@ -877,7 +889,12 @@ func (c *Config) Validate() error {
 		add("%s: cache_dir %s must be an absolute path", name, qp(c.CacheDir))
 	} else if fi, err := os.Stat(c.CacheDir); err == nil && unixModes && fi.Mode().Perm()&0o022 != 0 {
 		// Whoever can write there can plant a view the agent renders when the server is away.
-		add("%s: cache_dir %s is writable by group or others (mode %04o): the agent renders its cached view when the server is away; run chmod 700 %s", name, c.CacheDir, fi.Mode().Perm(), c.CacheDir)
+		if fi.Mode()&fs.ModeSticky != 0 {
+			// /tmp, /var/tmp: a directory everyone shares, whose mode is not to be changed.
+			add("%s: cache_dir %s is a directory that others share (mode %04o): the agent renders its cached view when the server is away; give cache_dir a directory of its own, such as %s", name, c.CacheDir, uint32(fi.Mode().Perm())|0o1000, DefaultCacheDir)
+		} else {
+			add("%s: cache_dir %s is writable by group or others (mode %04o): the agent renders its cached view when the server is away; run chmod 700 %s", name, c.CacheDir, fi.Mode().Perm(), c.CacheDir)
+		}
 	} else if uid := cacheDirOwner(fi, err); uid >= 0 && uid != os.Getuid() && uid != 0 {
 		// Its owner can plant a view (or replace the directory's files) as well.
 		add("%s: cache_dir %s is owned by uid %d, neither the agent's user (uid %d) nor root: its owner could plant a view the agent renders when the server is away; run chown %d %s", name, c.CacheDir, uid, os.Getuid(), os.Getuid(), c.CacheDir)

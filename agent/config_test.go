@@ -131,7 +131,9 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		{"relative token_file", "server: http://x:1\nappliance: web\ncache_dir: $DIR/cache\ntoken_file: token\ntemplates:\n  - contents: x\n    destination: $DIR/a\n", []string{`token_file "token" must be an absolute path`}},
 		{"relative ca_file", base + "ca_file: ca.pem\n" + tmpl, []string{`ca_file "ca.pem" must be an absolute path`}},
 		{"relative cache", "server: http://x:1\nappliance: web\ncache_dir: cache\n" + tmpl, []string{`cache_dir "cache" must be an absolute path`}},
-		{"cache dir others may write", "server: http://x:1\nappliance: web\ncache_dir: /tmp\n" + tmpl, []string{"cache_dir /tmp is writable by group or others", "chmod 700 /tmp"}},
+		// /tmp is shared: its mode is not to be changed (it said chmod 700 /tmp).
+		{"cache dir others share", "server: http://x:1\nappliance: web\ncache_dir: /tmp\n" + tmpl,
+			[]string{"cache_dir /tmp is a directory that others share (mode 1777)", "give cache_dir a directory of its own, such as /var/lib/shoelace"}},
 		{"wait min > max", base + "wait: {min: 5s, max: 1s}\n" + tmpl, []string{"wait: min 5s is greater than max 1s"}},
 		// A typo (100h for 100s) made an agent render a change days after it.
 		{"wait max over the bound", base + "wait: {min: 1s, max: 100h}\n" + tmpl, []string{"wait: max 100h0m0s is over 10m0s, the longest a change may wait to be rendered (a staged rollout halts when its cohort has not applied within its deadline, 30m by default)"}},
@@ -157,6 +159,8 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		{"backup is an earlier destination", base + tok + "templates:\n  - contents: y\n    destination: $DIR/a.bak\n  - contents: x\n    destination: $DIR/a\n    backup: true\n", []string{"agent.yaml:8: template $DIR/a: backup keeps the previous content as $DIR/a.bak, which is the destination of $DIR/agent.yaml:6"}},
 		{"outside allowed_dirs", base + "allowed_dirs: [/srv/conf]\n" + tmpl, []string{"destination is outside allowed_dirs [/srv/conf]"}},
 		{"bad allowed dir", base + "allowed_dirs: [srv]\n" + tmpl, []string{`allowed_dirs[0] "srv" must be an absolute, clean path`}},
+		{"wrong types name their fields", base + "templates:\n  - contents: x\n    destination: /tmp/x\n    backup: \"true\"\n    command: [a, b]\n",
+			[]string{`:7: backup: want true or false, not a string`, `:8: command: want a string, not a list`}},
 		{"command_env not a name", base + "command_env: [HTTP_PROXY, \"A-B\", 1X]\n" + tmpl,
 			[]string{`command_env[1] "A-B" is not a variable's name`, `command_env[2] "1X" is not a variable's name`}},
 		{"command_env of the agent's", base + "command_env: [shoelace_token]\n" + tmpl, []string{`command_env[0] "shoelace_token": the agent sets the SHOELACE_ variables`}},
