@@ -246,7 +246,8 @@ type Staged struct {
 	written fileStamp
 	// hold is a read-only handle on the staged file that holds a lock on it (holdStaged) until
 	// it is installed or discarded: a run starting meanwhile (RemoveLeftovers) leaves it alone,
-	// though a long check made it older than that run's start. nil when none was taken.
+	// though a long check made it older than that run's start. nil when none was taken (no
+	// check).
 	hold *os.File
 }
 
@@ -369,8 +370,11 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 	if staged == "" {
 		at = tmp.Name()
 	}
-	var hold *os.File // see Staged.hold; taken while the file is still this process's, mode 0600
-	if staged != "" {
+	// See Staged.hold: taken while the file is still this process's, mode 0600, when a check
+	// will run (the time a staged file waits, minutes at most; without one it is installed at
+	// once, and the open and lock would cost each change of the agent's two system calls).
+	var hold *os.File
+	if staged != "" && opts.Check != nil {
 		if hold, err = d.reopen(tmp, staged); err != nil {
 			return nil, fmt.Errorf("stage %s: %w", path, err)
 		}
@@ -409,7 +413,9 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 			return nil, fmt.Errorf("install %s: %w", path, err)
 		}
 		d.linked = append(d.linked, linkedFile{ro, path})
-		holdStaged(ro) // held until the directory's sync closes it, after the install
+		if opts.Check != nil {
+			holdStaged(ro) // held until the directory's sync closes it, after the install
+		}
 		between("named")
 		if err = attributes(tmp, perm, uid, gid); err != nil {
 			return nil, fmt.Errorf("%s: %w", d.join(staged), err)
