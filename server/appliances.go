@@ -399,7 +399,7 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 	}
 	media := mediaType(r)
 	limit := s.cfg.maxBodyBytes()
-	release, err := s.bodyBudget.take(r)
+	release, err := s.bodyBudget.take(r, limit)
 	if err != nil {
 		return err
 	}

@@ -34,7 +34,7 @@ func TestTxn_TokenThatWritesNothingRefusedBeforeTheBody(t *testing.T) {
 	}
 }
 
-// Large txn and apply bodies are read within the replica's budget: with bodiesAtOnce bodies at
+// Large kv, txn and apply bodies are read within the replica's budget: with bodiesAtOnce bodies at
 // the limit on their way, the next large one waits, then is answered 503 with Retry-After,
 // while small ones pass.
 func TestTxn_LargeBodiesWithinTheBudget(t *testing.T) {
@@ -57,5 +57,7 @@ func TestTxn_LargeBodiesWithinTheBudget(t *testing.T) {
 	big := `{"ops":[{"op":"put","key":"shared/x","value":"` + strings.Repeat("a", largeBody) + `"}]}`
 	f.mustErr(f.do("POST", "/v1/txn", big, "Content-Type", "application/json"), http.StatusServiceUnavailable, api.CodeUnavailable, "large bodies")
 	f.mustErr(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"`+strings.Repeat("a", largeBody)+`"}}`, "Content-Type", "application/json"), http.StatusServiceUnavailable, api.CodeUnavailable, "large bodies")
+	f.mustErr(f.do("PUT", "/v1/kv/shared/big", strings.Repeat("a", largeBody)), http.StatusServiceUnavailable, api.CodeUnavailable, "large bodies")
+	f.must(f.do("PUT", "/v1/kv/shared/small", "1"), 200, nil)
 	f.must(f.do("POST", "/v1/txn", `{"ops":[{"op":"put","key":"shared/y","value":"1"}]}`, "Content-Type", "application/json"), 200, nil)
 }

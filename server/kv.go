@@ -277,6 +277,11 @@ func (s *Server) handlePutKV(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	max := s.cfg.MaxValueBytes
+	release, err := s.bodyBudget.take(r, int64(max))
+	if err != nil {
+		return err
+	}
+	defer release()
 	value, err := readBody(w, r, int64(max), func() error {
 		return api.Errorf(api.CodeValueTooLarge, "value of %s is over the limit of %d bytes (--max-value-bytes)", shorten(key), max)
 	})
@@ -377,12 +382,12 @@ func (s *Server) handleTxn(w http.ResponseWriter, r *http.Request) error {
 		// the replica read and parse 5 MiB bodies, many at once.
 		return err
 	}
-	release, err := s.bodyBudget.take(r)
+	max := s.cfg.maxBodyBytes()
+	release, err := s.bodyBudget.take(r, max)
 	if err != nil {
 		return err
 	}
 	defer release()
-	max := s.cfg.maxBodyBytes()
 	data, err := readBody(w, r, max, func() error {
 		return api.Errorf(api.CodeBodyTooLarge, "txn body is over the limit of %s", s.cfg.bodyLimit())
 	})

@@ -53,7 +53,7 @@ func takeBudget(r *http.Request, sem *semaphore.Weighted, size, n int64, wait ti
 	return func() { sem.Release(w) }, nil
 }
 
-// largeBody is the size from which a txn or apply body is read within the replica's
+// largeBody is the size from which a kv, txn or apply body is read within the replica's
 // bodyBudget: pipelines' bodies are smaller, and read without it.
 const largeBody = 256 << 10
 
@@ -62,9 +62,9 @@ const largeBody = 256 << 10
 // and 300 of them sent at once took 5 GB.
 const bodiesAtOnce = 8
 
-// bodyBudget bounds the bytes of large txn and apply bodies a replica reads and parses at
-// once, weighed by their Content-Length (a body without one, by the limit), to bodiesAtOnce
-// bodies at the limit.
+// bodyBudget bounds the bytes of large kv, txn and apply bodies a replica reads and parses at
+// once, weighed by their Content-Length (a body without one, by its route's limit), to
+// bodiesAtOnce bodies at the txn limit: 2,500 kv PUTs of 1 MiB held open took 4.35 GB.
 type bodyBudget struct {
 	sem  *semaphore.Weighted
 	max  int64 // the limit of one body
@@ -76,16 +76,16 @@ func newBodyBudget(max int64) *bodyBudget {
 }
 
 // take waits for r's body's share of the budget when it is large, and returns what gives it
-// back (a no-op for a small body).
-func (b *bodyBudget) take(r *http.Request) (release func(), err error) {
+// back (a no-op for a small body); limit is the route's bound on the body.
+func (b *bodyBudget) take(r *http.Request, limit int64) (release func(), err error) {
 	n := r.ContentLength
 	switch {
 	case n < 0:
-		n = b.max // not known until read: at most the limit
+		n = limit // not known until read: at most the limit
 	case n < largeBody:
 		return func() {}, nil
 	}
-	return takeBudget(r, b.sem, bodiesAtOnce*b.max, min(n, b.max), b.wait, func() string {
+	return takeBudget(r, b.sem, bodiesAtOnce*b.max, min(n, limit, b.max), b.wait, func() string {
 		return fmt.Sprintf("this replica is reading other large bodies (up to %d bytes at once); nothing was written: retry", bodiesAtOnce*b.max)
 	})
 }
