@@ -12,6 +12,7 @@ import (
 	"strings"
 	"text/template"
 	"text/template/parse"
+	"time"
 	"unicode/utf8"
 
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
@@ -62,11 +63,12 @@ const MaxRanged = 1 << 22
 
 // rangedName is the function Parse appends to the pipeline of every range, and templateName
 // the one it calls for each {{template}} (boundExecution).
+// Each is its keyword's own name: no template can call a function of that name (the parser
+// reads the keyword), so they shadow none and no user can call them, and an error at one reads
+// as the template wrote it (`executing "r" at <template "r">: error calling template: …`, `at
+// <range>: can't use 3 to iterate …`).
 const (
-	rangedName = "shoelaceRanged"
-	// templateName is the keyword's own name: an error in the template called reads
-	// `executing "r" at <template "r">: error calling template: …`. No template can call a
-	// function of that name (the parser reads the keyword), so it shadows none.
+	rangedName   = "range"
 	templateName = "template"
 )
 
@@ -128,8 +130,38 @@ func (s *state) ranged(v reflect.Value) (reflect.Value, error) {
 	return v, nil
 }
 
+// MaxRenderTime bounds how long one render may run: within every other bound, work per item
+// (a printf of 100 KB at each of a million items, a template that calls itself twice at each
+// level) could still hold the agent's loop for hours. A render over it fails at its next
+// function call or range. A large template over a 10,000-key view renders in milliseconds.
+const MaxRenderTime = 30 * time.Second
+
+// maxRenderTime is MaxRenderTime, lowered by tests.
+var maxRenderTime = MaxRenderTime
+
+// maxBuiltInAll bounds the bytes of the strings that a render's function calls return, all
+// of them together (each is bounded by maxBuilt): made and dropped at each item of a range
+// (`{{$x := printf "%0100000d" 0}}`), they cost work, not output.
+const maxBuiltInAll = 16 * maxBuilt
+
+// checkWork fails a render that ran for MaxRenderTime, or whose function calls built more than
+// maxBuiltInAll bytes of strings (n more now).
+func (s *state) checkWork(n int) error {
+	s.built += int64(n)
+	switch {
+	case s.built > maxBuiltInAll:
+		return fmt.Errorf("the render's function calls built over %d bytes of strings in all: is a key's value a count?", maxBuiltInAll)
+	case !s.start.IsZero() && time.Since(s.start) > maxRenderTime:
+		return fmt.Errorf("the render ran for over %s: is a key's value a count?", maxRenderTime)
+	}
+	return nil
+}
+
 // countRanged adds n items to the render's ranges, and fails once they pass MaxRanged.
 func (s *state) countRanged(n uint64) error {
+	if err := s.checkWork(0); err != nil {
+		return err
+	}
 	if n > MaxRanged || s.rangedItems+n > MaxRanged {
 		return fmt.Errorf("the render's ranges go through more than %d items in all (nested ones at each pass): is a key's value a count?", MaxRanged)
 	}

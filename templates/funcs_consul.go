@@ -931,6 +931,9 @@ func (s *state) execNested(fn, name string, data ...any) (string, error) {
 	if s.depth >= maxTemplateDepth {
 		return "", fmt.Errorf("%s %q: nested more than %d deep", fn, name, maxTemplateDepth)
 	}
+	if s.tmpl.Lookup(name) == nil {
+		return "", fmt.Errorf("template %q not defined", name) // text/template's own words
+	}
 	s.depth++
 	defer func() { s.depth-- }()
 	// Its output is a string the caller writes, bounded as the render's own output is: a

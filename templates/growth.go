@@ -88,6 +88,13 @@ func (s *state) boundFunc(name string, f any) any {
 		for r.Kind() == reflect.Interface && !r.IsNil() {
 			r = r.Elem()
 		}
+		n := 0
+		if r.Kind() == reflect.String {
+			n = r.Len()
+		}
+		if err := s.checkWork(n); err != nil {
+			panic(fmt.Errorf("%s: %w", name, err))
+		}
 		switch r.Kind() {
 		case reflect.String:
 			if r.Len() > maxBuilt {

@@ -30,6 +30,22 @@ func TestExecute_RangesBoundedInAll(t *testing.T) {
 			t.Errorf("%s %s: took %s", tc.mode, tc.text, took)
 		}
 	}
+	// Work per item is bounded too: the strings a render's calls build, and its time.
+	start := time.Now()
+	_, err := mustParse(t, `{{range loop 1000}}{{range loop 40}}{{$x := printf "%0100000d" 0}}{{end}}{{end}}`, Options{Functions: ModeConsulTemplate}).Execute(Data{Keys: keys})
+	if err == nil || !strings.Contains(err.Error(), "function calls built over 1073741824 bytes of strings in all") {
+		t.Errorf("100 KB built at each of 40,000 items: %v", err)
+	}
+	if took := time.Since(start); took > time.Minute {
+		t.Errorf("100 KB built at each of 40,000 items: took %s", took)
+	}
+	defer func(d time.Duration) { maxRenderTime = d }(maxRenderTime)
+	maxRenderTime = 50 * time.Millisecond
+	if _, err := mustParse(t, `{{range loop 1000000}}{{$x := printf "%d" 1}}{{end}}`, Options{Functions: ModeConsulTemplate}).Execute(Data{Keys: keys}); err == nil ||
+		!strings.Contains(err.Error(), "the render ran for over 50ms") {
+		t.Errorf("a render past its time: %v", err)
+	}
+	maxRenderTime = MaxRenderTime
 	// {{template}} nests 100 deep at most (text/template's own bound is 100,000, where a range at
 	// each level ran for minutes), and its error is said once, not at each level.
 	for _, mode := range []string{ModeNative, ModeConfd, ModeConsulTemplate} {

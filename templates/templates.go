@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"text/template"
 	"text/template/parse"
+	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 )
@@ -713,10 +714,12 @@ type state struct {
 	held        int                // bytes in the output buffers of this execution (nested executeTemplate ones too)
 	collected   int64              // bytes of strings handed to functions that return lists and maps (growth.go)
 	scratch     *ctScratch
-	sorted      []string // the view's keys, sorted; built on the first listing
-	rangedItems uint64   // the items the render's ranges went through (countRanged)
-	nestedErr   error    // the deepest error of a nested template call (execNested)
-	confdBaseOf *string  // where confd mode reads the store (see confdBase); set on first use
+	sorted      []string  // the view's keys, sorted; built on the first listing
+	rangedItems uint64    // the items the render's ranges went through (countRanged)
+	start       time.Time // when the render began (checkWork)
+	built       int64     // bytes of the strings its function calls returned (checkWork)
+	nestedErr   error     // the deepest error of a nested template call (execNested)
+	confdBaseOf *string   // where confd mode reads the store (see confdBase); set on first use
 	keys        map[string]struct{}
 	prefixes    map[string]struct{}
 	files       map[string]struct{}
@@ -738,7 +741,7 @@ func newState(t *Template, d Data) *state {
 	// In an appliance named "secrets" every key's whole path has a secrets segment: whatever
 	// the template reads is a secret.
 	return &state{t: t, d: d, env: env, lookupEnv: lookup, scratch: &ctScratch{}, keys: map[string]struct{}{}, prefixes: map[string]struct{}{}, files: map[string]struct{}{},
-		secret: d.Appliance != "" && api.IsSecret(api.ApplianceRoot(d.Appliance))}
+		secret: d.Appliance != "" && api.IsSecret(api.ApplianceRoot(d.Appliance)), start: time.Now()}
 }
 
 func (s *state) result(out []byte) *Result {
