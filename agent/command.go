@@ -42,6 +42,14 @@ func RunCommand(ctx context.Context, command string, timeout time.Duration, env 
 // RunShell is RunCommand through shell: "" for the system's (sh; on Windows cmd), or one that
 // ValidShell accepts.
 func RunShell(ctx context.Context, shell, command string, timeout time.Duration, env []string) (CommandResult, error) {
+	return runShell(ctx, shell, command, timeout, env, false)
+}
+
+// runShell is RunShell; with check, what the command left running in its process group once
+// it exited is killed: a check that left a process holding the staged file open could write it
+// after the check was judged, and the file installed with it (a reload's command may start a
+// daemon there, which is left alone).
+func runShell(ctx context.Context, shell, command string, timeout time.Duration, env []string, check bool) (CommandResult, error) {
 	res := CommandResult{Command: command, ExitCode: -1}
 	if timeout <= 0 {
 		timeout = DefaultCommandTimeout
@@ -62,6 +70,9 @@ func RunShell(ctx context.Context, shell, command string, timeout time.Duration,
 			_ = cmd.Wait()
 		} else {
 			err = cmd.Wait()
+		}
+		if check {
+			group.kill()
 		}
 	}
 	defer group.close()

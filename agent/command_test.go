@@ -127,3 +127,21 @@ templates:
 	want := "check MY_PROXY=http://proxy:3128 NOT_NAMED= UNSET_ONE=unset\ncommand MY_PROXY=http://proxy:3128 NOT_NAMED=\nhealth MY_PROXY=http://proxy:3128 NOT_NAMED=\n"
 	waitFor(t, "the check, command and health check", fileIs(dir+"/env", want))
 }
+
+// What a check leaves running in its process group is killed once it exits: a process that kept
+// the staged file open wrote it after the check was judged, into the file installed.
+func TestAgent_CheckLeavesNothingRunning(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, _ := testAgent(t, srv, header+`templates:
+  - contents: "a={{ key \"a\" }}\n"
+    destination: $DIR/f.conf
+    check: exec 3>>"$SHOELACE_STAGED"; (sleep 0.3; echo evil >&3) >/dev/null 2>&1 &
+`)
+	if err := a.Once(context.Background(), "", false); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // what the check left would have written by now
+	if b, err := os.ReadFile(dir + "/f.conf"); err != nil || string(b) != "a=1\n" {
+		t.Fatalf("f.conf: %q, %v; want what was rendered", b, err)
+	}
+}

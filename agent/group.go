@@ -891,13 +891,13 @@ func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data, re
 		opts.Check = func(staged string) error {
 			// A check in progress finishes even when the agent is stopping (bounded by its
 			// timeout), so that the render it belongs to completes instead of being cut short.
-			cr, err := RunShell(context.WithoutCancel(ctx), t.cfg.Shell, t.cfg.Check, t.cfg.Timeout(), a.withEnv([]string{
+			cr, err := runShell(context.WithoutCancel(ctx), t.cfg.Shell, t.cfg.Check, t.cfg.Timeout(), a.withEnv([]string{
 				"SHOELACE_STAGED=" + staged,
 				"SHOELACE_DESTINATION=" + t.cfg.Destination,
 				"SHOELACE_APPLIANCE=" + a.cfg.Appliance,
 				"SHOELACE_INSTANCE=" + a.instance,
 				"SHOELACE_REVISION=" + strconv.FormatInt(data.Revision, 10),
-			}))
+			}), true)
 			if err != nil {
 				out := cr.Output
 				if strings.TrimSpace(out) == "" {
