@@ -143,6 +143,12 @@ func readConfdDir(dir string, judge bool) (*ConfdResources, error) {
 		out.Notes = append(out.Notes, fmt.Sprintf("%s: no resources (*toml files)%s", confDir, why))
 	}
 	for _, f := range files {
+		if judge {
+			if err := judgeLinkOwner(f); err != nil {
+				errs = append(errs, err.Error())
+				continue
+			}
+		}
 		data, err := readConfdFile(f, judge)
 		if err != nil {
 			errs = append(errs, fmt.Sprintf("read %s: %v", f, err))

@@ -763,6 +763,9 @@ func (c *Config) loadTemplatesDir() error {
 	}
 	self, _ := os.Stat(c.Path)
 	for _, f := range files {
+		if err := judgeLinkOwner(f); err != nil {
+			return fmt.Errorf("%s: templates_dir: %w", c.Path, err)
+		}
 		if fi, err := os.Stat(f); err == nil && self != nil && os.SameFile(fi, self) {
 			// templates_dir: /etc/shoelace read agent.yaml as a list of entries ("want a list").
 			return fmt.Errorf("%s: templates_dir %s holds this config file: its *.yaml files are read as lists of template entries; give templates_dir a directory of its own, such as %s",

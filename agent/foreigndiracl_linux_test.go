@@ -93,3 +93,52 @@ func TestValidate_CacheDirParentWithAnACLLettingAnotherWrite(t *testing.T) {
 		t.Fatalf("cache_dir under a directory an ACL lets mallory write: got %q", problem)
 	}
 }
+
+// A templates_dir whose POSIX ACL lets another user write it (its mode shows the mask, 0775,
+// root:root) is refused, as one others may write by its mode is; and a link there that another
+// user made, to a file of root's, is refused too. The ACL's mask was read as root's private
+// group's permission, and the planted link's templates and commands ran as root.
+func TestLoadConfig_TemplatesDirACLAndForeignLinkRefused(t *testing.T) {
+	dir := t.TempDir()
+	tdir := filepath.Join(dir, "templates.d")
+	if err := os.Mkdir(tdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(tdir, "system.posix_acl_access", posixACL(1001), 0); err != nil {
+		t.Logf("no POSIX ACLs here: %v", err)
+		return
+	}
+	path := filepath.Join(dir, "agent.yaml")
+	if err := os.WriteFile(path, []byte("server: http://h:1\nappliance: a\ntoken: t\ncache_dir: "+dir+"/cache\ntemplates_dir: "+tdir+"\ntemplates:\n  - {contents: x, destination: "+dir+"/out}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadConfig(path); err == nil || !strings.Contains(err.Error(), "has a POSIX ACL that may let other users write it") || !strings.Contains(err.Error(), "setfacl -b "+tdir) {
+		t.Fatalf("templates_dir with an ACL: %v", err)
+	}
+	if err := unix.Removexattr(tdir, "system.posix_acl_access"); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() != 0 {
+		return // a link of another user's cannot be made
+	}
+	other := filepath.Join(dir, "root-other.yaml")
+	if err := os.WriteFile(other, []byte("- {contents: y, destination: "+dir+"/planted}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(tdir, "evil.yaml")
+	if err := os.Symlink(other, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(link, 1001, 1001); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadConfig(path); err == nil || !strings.Contains(err.Error(), link+" is a symbolic link made by uid 1001") {
+		t.Fatalf("a link another user made: %v", err)
+	}
+	if err := os.Lchown(link, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err := LoadConfig(path); err != nil || len(cfg.Templates) != 2 {
+		t.Fatalf("root's own link: %v", err)
+	}
+}
