@@ -61,6 +61,9 @@ func itemCount(start, stop, step int64) uint64 {
 // 10,000-key view ranges over a few tens of thousands.
 const MaxRanged = 1 << 22
 
+// maxRanged is MaxRanged, lowered by tests.
+var maxRanged uint64 = MaxRanged
+
 // rangedName is the function Parse appends to the pipeline of every range, and templateName
 // the one it calls for each {{template}} (boundExecution).
 // Each is its keyword's own name: no template can call a function of that name (the parser
@@ -142,7 +145,7 @@ var maxRenderTime = MaxRenderTime
 // maxBuiltInAll bounds the bytes of the strings that a render's function calls return, all
 // of them together (each is bounded by maxBuilt): made and dropped at each item of a range
 // (`{{$x := printf "%0100000d" 0}}`), they cost work, not output.
-const maxBuiltInAll = 16 * maxBuilt
+var maxBuiltInAll int64 = 16 * maxBuilt // lowered by tests
 
 // checkWork fails a render that ran for MaxRenderTime, or whose function calls built more than
 // maxBuiltInAll bytes of strings (n more now).
@@ -162,8 +165,8 @@ func (s *state) countRanged(n uint64) error {
 	if err := s.checkWork(0); err != nil {
 		return err
 	}
-	if n > MaxRanged || s.rangedItems+n > MaxRanged {
-		return fmt.Errorf("the render's ranges go through more than %d items in all (nested ones at each pass): is a key's value a count?", MaxRanged)
+	if n > maxRanged || s.rangedItems+n > maxRanged {
+		return fmt.Errorf("the render's ranges go through more than %d items in all (nested ones at each pass): is a key's value a count?", maxRanged)
 	}
 	s.rangedItems += n
 	return nil
