@@ -341,6 +341,7 @@ func parseConfdResource(name string, data []byte, dir string, global confdSettin
 	if t.Prefix == "/" {
 		t.Prefix = ""
 	}
+	var notes []string
 	if rt.Mode != "" {
 		// confd parses mode with strconv.ParseUint(mode, 0, 32): "0644" is octal, "644" decimal.
 		m, err := strconv.ParseUint(rt.Mode, 0, 32)
@@ -353,13 +354,12 @@ func parseConfdResource(name string, data []byte, dir string, global confdSettin
 			errs = append(errs, fmt.Sprintf("%s: mode %q is %#o to confd, beyond a file's mode bits: write an octal mode such as \"0644\"", where("mode"), rt.Mode, m))
 		default:
 			t.Perms = fmt.Sprintf("%04o", m&0o777)
+			if m&0o7000 != 0 {
+				// confd hands the number to os.FileMode, whose setuid, setgid and sticky bits
+				// are not these: its file got the permission bits alone.
+				notes = append(notes, fmt.Sprintf("%s: mode %q: setuid, setgid and sticky bits dropped, as confd drops them (Go's os.FileMode has them elsewhere): the file is installed %s, as confd installed it", where("mode"), rt.Mode, t.Perms))
+			}
 		}
-	}
-	var notes []string
-	if m, err := strconv.ParseUint(rt.Mode, 0, 32); err == nil && m&0o7000 != 0 && m&^0o7777 == 0 && t.Perms != "" {
-		// confd hands the number to os.FileMode, whose setuid, setgid and sticky bits are not
-		// these: its file got the permission bits alone.
-		notes = append(notes, fmt.Sprintf("%s: mode %q: setuid, setgid and sticky bits dropped, as confd drops them (Go's os.FileMode has them elsewhere): the file is installed %s, as confd installed it", where("mode"), rt.Mode, t.Perms))
 	}
 	if rt.Owner != "" {
 		// confd's quick-start guide writes owner = "nginx", but confd v0.16.0 has no such

@@ -127,10 +127,7 @@ func (s *state) ranged(v reflect.Value) (reflect.Value, error) {
 	case reflect.Slice, reflect.Array, reflect.Map:
 		n = uint64(u.Len())
 	}
-	if err := s.countRanged(n); err != nil {
-		return v, err
-	}
-	return v, nil
+	return v, s.countRanged(n)
 }
 
 // MaxRenderTime bounds how long one render may run: within every other bound, work per item

@@ -54,18 +54,20 @@ func RemoveLeftovers(path string, before time.Time) ([]string, error) {
 		if err != nil || !fi.Mode().IsRegular() || !fi.ModTime().Before(before) {
 			continue
 		}
-		if f, err := d.root.OpenFile(name, os.O_RDONLY|noFollow|nonBlock, 0); err == nil {
-			// An install in progress (a check running for longer than since this process
-			// started) holds its staged file: left alone. The lock taken here, if it was free,
-			// is let go with the name.
-			busy := heldByOther(f)
-			defer f.Close()
-			if busy {
-				continue
-			}
+		// An install in progress (a check running for longer than since this process started)
+		// holds its staged file: left alone. The lock taken here, if it was free, is held until
+		// the name is removed.
+		f, err := d.root.OpenFile(name, os.O_RDONLY|noFollow|nonBlock, 0)
+		if err == nil && heldByOther(f) {
+			f.Close()
+			continue
 		}
-		if err := d.root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, err)
+		rerr := d.root.Remove(name)
+		if f != nil {
+			f.Close()
+		}
+		if rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			errs = append(errs, rerr)
 			continue
 		}
 		removed = append(removed, d.join(name))
