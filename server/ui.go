@@ -244,9 +244,15 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 		uiHeaders(w)
 		http.Redirect(w, r, "/ui/", http.StatusFound)
 	})
-	mux.HandleFunc("GET /ui", func(w http.ResponseWriter, r *http.Request) {
+	// /ui asked with any method: ServeMux's own redirect of the other methods to /ui/ (307) went
+	// out without the console's headers.
+	mux.HandleFunc("/ui", func(w http.ResponseWriter, r *http.Request) {
 		uiHeaders(w)
-		http.Redirect(w, r, "/ui/", http.StatusMovedPermanently)
+		code := http.StatusMovedPermanently
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			code = http.StatusTemporaryRedirect // as ServeMux answers them: the method is kept
+		}
+		http.Redirect(w, r, "/ui/", code)
 	})
 	get("/ui/{$}", s.uiAppliances)
 	post("/ui/signout", s.uiSignout)

@@ -655,27 +655,40 @@ func TestUI_LiveWhileDraining(t *testing.T) {
 func TestUI_HeadersOnEveryAnswer(t *testing.T) {
 	f := newFixture(t)
 	b := newUIBrowser(t, f.srv.URL, nil)
+	type ask struct{ method, path string }
+	var asks []ask
 	for _, p := range []string{"/ui", "/ui//x", "/ui/./store", "/ui/appliances/%2e%2e", "/ui/static/nope.css", "/ui/static/"} {
-		req, _ := http.NewRequest(http.MethodGet, f.srv.URL+p, nil)
+		asks = append(asks, ask{http.MethodGet, p})
+	}
+	// /ui asked with another method: ServeMux redirected it to /ui/ (307) without the headers.
+	for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodOptions} {
+		asks = append(asks, ask{m, "/ui"})
+	}
+	for _, a := range asks {
+		p := a.path
+		req, _ := http.NewRequest(a.method, f.srv.URL+p, nil)
 		req.URL.RawPath, req.URL.Opaque = "", "//"+req.URL.Host+p // the path as sent, uncleaned
 		res, err := b.c.Do(req)
 		if err != nil {
-			t.Fatalf("GET %s: %v", p, err)
+			t.Fatalf("%s %s: %v", a.method, p, err)
 		}
 		body, _ := io.ReadAll(res.Body)
 		res.Body.Close()
 		if res.StatusCode < 300 {
-			t.Errorf("GET %s: status %d", p, res.StatusCode)
+			t.Errorf("%s %s: status %d", a.method, p, res.StatusCode)
 		}
 		if res.StatusCode == http.StatusBadRequest && (!strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") || !strings.Contains(string(body), "has an empty, &#39;.&#39; or &#39;..&#39; segment")) {
 			// The console's error page, as for any other refusal under /ui, not the API's JSON.
 			t.Errorf("GET %s (%d): %s %q", p, res.StatusCode, res.Header.Get("Content-Type"), body)
 		}
 		if csp := res.Header.Get("Content-Security-Policy"); csp != uiCSP {
-			t.Errorf("GET %s (%d): CSP %q", p, res.StatusCode, csp)
+			t.Errorf("%s %s (%d): CSP %q", a.method, p, res.StatusCode, csp)
 		}
 		if res.Header.Get("X-Frame-Options") != "DENY" || res.Header.Get("Cache-Control") != "no-store" || res.Header.Get("X-Content-Type-Options") != "nosniff" {
-			t.Errorf("GET %s (%d): headers %v", p, res.StatusCode, res.Header)
+			t.Errorf("%s %s (%d): headers %v", a.method, p, res.StatusCode, res.Header)
+		}
+		if p == "/ui" && res.Header.Get("Location") != "/ui/" {
+			t.Errorf("%s %s (%d): location %q, want /ui/", a.method, p, res.StatusCode, res.Header.Get("Location"))
 		}
 	}
 }
