@@ -607,8 +607,10 @@ func (s *Server) uiError(w http.ResponseWriter, r *http.Request, c *uiCtx, err e
 	if status >= 500 {
 		level = slog.LevelError
 	}
+	// A token's secret pasted where a name goes (a console address, a key to edit) is written
+	// sl_…, as the API's error lines write it (logRequestError).
 	s.log.LogAttrs(r.Context(), level, "console error", slog.String("request_id", info(r).id), slog.String("code", e.Code),
-		slog.Int("status", status), slog.String("err", err.Error()))
+		slog.Int("status", status), slog.String("err", api.RedactSecrets(err.Error())))
 	msg, retry := publicError(r, e, status)
 	if retry > 0 {
 		w.Header().Set("Retry-After", fmt.Sprint(retry))

@@ -3,6 +3,8 @@ package server
 import (
 	"encoding/json"
 	"html"
+	"log/slog"
+	"net/http"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -10,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/testutil"
 )
 
 // An agent token signed in to the console is not shown etcd's error (its endpoints) when the
@@ -139,5 +142,31 @@ func TestUI_RefusedMessageNamedAsTheForm(t *testing.T) {
 	f.must(f.do("GET", "/v1/kv/appliances/web/port", ""), 200, &kv)
 	if kv.Value != "80" {
 		t.Fatalf("written: %q", kv.Value)
+	}
+}
+
+// A token's secret pasted into a console address (an appliance's name, a key to edit) is not
+// written into the log: the console's error line writes "sl_…" in its place, as the API's does.
+// Before, the access line wrote sl_… and the "console error" line after it the secret whole (at
+// error level, logged by default, when the store failed the read).
+func TestUI_SecretPastedInAConsoleAddressIsNotLogged(t *testing.T) {
+	var buf syncBuffer
+	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	f := newFixtureLog(t, testutil.Store(t), log)
+	f.put("appliances/web/port", "80")
+	tok := f.newToken(api.TokenRequest{Name: "ci", Read: []string{"shared"}})
+	b := newUIBrowser(t, f.srv.URL, nil)
+	b.signIn(f.token)
+	mustStatus(t, b.get("/ui/appliances/"+tok), http.StatusNotFound)
+	mustStatus(t, b.get("/ui/appliances/web/edit?key=appliances/web/"+tok), http.StatusNotFound)
+	mustStatus(t, b.get("/ui/appliances/"+tok+"/history"), http.StatusNotFound)
+	logs := buf.String()
+	for _, secret := range []string{tok, tok[:20], tok[len(tok)-20:]} {
+		if strings.Contains(logs, secret) {
+			t.Fatalf("logs hold a token's secret (or part of it) %q:\n%s", secret, logs)
+		}
+	}
+	if n := strings.Count(logs, `"msg":"console error"`); n < 3 || !strings.Contains(logs, `appliances/web/sl_…`) {
+		t.Errorf("%d console error lines, want 3 naming sl_…:\n%s", n, logs)
 	}
 }
