@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -304,5 +306,35 @@ func TestUI_EditConfirmationOfBigValueIsBounded(t *testing.T) {
 	f.must(f.do("GET", "/v1/kv/appliances/huge/big", ""), 200, &kv)
 	if kv.Value != value {
 		t.Errorf("written: %d bytes, want the %d typed", len(kv.Value), len(value))
+	}
+}
+
+// A new value over --max-value-bytes is refused at the edit's confirmation, as its write would
+// be (413), before a page is made of it: the form takes three times the limit (for a value's URL
+// encoding), and the confirmation carried the value whole in a hidden field, escaped (a value of
+// 3 MiB of quotes made a page of 16 MB, for a write refused whatever was confirmed).
+func TestUI_EditConfirmationRefusesValueOverTheLimit(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MaxValueBytes = 64 << 10 })
+	rev := f.put("appliances/huge/big", "small")
+	b := newUIBrowser(t, f.srv.URL, nil)
+	tok := b.signIn(f.token)
+	value := strings.Repeat("a", 2*(64<<10)) // within the form's limit (three times the value's)
+	confirm := b.post("/ui/appliances/huge/edit", url.Values{"csrf": {tok}, "key": {"appliances/huge/big"}, "value": {value}, "cas": {strconv.FormatInt(rev, 10)}})
+	mustStatus(t, confirm, http.StatusRequestEntityTooLarge)
+	if len(confirm.body) > 16<<10 {
+		t.Errorf("the refusal is %d bytes", len(confirm.body))
+	}
+	if !strings.Contains(string(confirm.body), "--max-value-bytes") {
+		t.Errorf("the refusal does not name the limit: %s", confirm.body)
+	}
+	// The value at the limit is confirmed, and written.
+	value = value[:64<<10]
+	confirm = b.post("/ui/appliances/huge/edit", url.Values{"csrf": {tok}, "key": {"appliances/huge/big"}, "value": {value}, "cas": {strconv.FormatInt(rev, 10)}})
+	mustStatus(t, confirm, 200)
+	mustStatus(t, b.post("/ui/appliances/huge/edit", hiddenFields(confirm.body)), 303)
+	var kv api.KV
+	f.must(f.do("GET", "/v1/kv/appliances/huge/big", ""), 200, &kv)
+	if kv.Value != value {
+		t.Errorf("written: %d bytes, want %d", len(kv.Value), len(value))
 	}
 }

@@ -888,6 +888,12 @@ func (s *Server) uiEdit(w http.ResponseWriter, r *http.Request, c *uiCtx) error 
 	if err := uiEditKey(c.p, name, key); err != nil {
 		return err
 	}
+	// The write would refuse it (413): its confirmation, which carries it whole in a hidden
+	// field, escaped to up to five times its size, is not made. (The form's limit is three times
+	// --max-value-bytes, for a value's URL encoding: a page of 16 MB for a value of 3 MiB.)
+	if err := api.ValidateValue(key, []byte(value), s.cfg.MaxValueBytes); err != nil {
+		return err
+	}
 	if _, err := strconv.ParseInt(cas, 10, 64); err != nil {
 		return api.Errorf(api.CodeInvalidRequest, "form field cas must be a revision, not %s", shorten(cas))
 	}
