@@ -154,6 +154,11 @@ func TestRunbook_EtcdProcedures(t *testing.T) {
 
 	// Whole-cluster restore: a snapshot taken through Shoelace, a write after it, the cluster
 	// lost, every member restored by the runbook's etcdutl procedure.
+	_, _, hdr, err := api.do(context.Background(), http.MethodGet, "/v1/kv/appliances/web/release", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	storeBefore := hdr.Get("X-Shoelace-Store")
 	run(t, "backup-snapshot", nil)
 	snap := newestFile(t, vars["BACKUP_DIR"], ".db")
 	put(api, "appliances/web/release", "after-snapshot")
@@ -170,6 +175,10 @@ func TestRunbook_EtcdProcedures(t *testing.T) {
 	if err := c.startAll(embed.ClusterStateFlagNew); err != nil {
 		t.Fatalf("start the restored cluster: %v", err)
 	}
+	// etcdutl keeps the snapshot's store id: the runbook gives the restored store a new one, as
+	// shoelace snapshot restore does, so that X-Shoelace-Store changes and an agent that enrolled
+	// again after the snapshot is not refused as a clone of itself.
+	run(t, "etcd-restore-id", nil)
 	rb := startReplicasTLS(t, dir, c.endpoints(), map[string]string{"b": filepath.Join(dir, "admin-b.token")}, p)["b"]
 	after := newClient(rb.url(), admin)
 	after.hc = p.httpClient(30 * time.Second)
@@ -177,9 +186,12 @@ func TestRunbook_EtcdProcedures(t *testing.T) {
 	if err != nil || status != http.StatusOK || e.Value != "before-snapshot" {
 		t.Errorf("after the restore: release = %q (status %d, err %v), want before-snapshot", e.Value, status, err)
 	}
-	_, _, hdr, err := after.do(context.Background(), http.MethodGet, "/v1/kv/appliances/web/release", nil)
+	_, _, hdr, err = after.do(context.Background(), http.MethodGet, "/v1/kv/appliances/web/release", nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if id := hdr.Get("X-Shoelace-Store"); storeBefore == "" || id == "" || id == storeBefore {
+		t.Errorf("after the restore: X-Shoelace-Store %q, before it %q: want a new store id", id, storeBefore)
 	}
 	if idx, _ := strconv.ParseInt(hdr.Get("X-Shoelace-Index"), 10, 64); idx < 1_000_000_000 {
 		t.Errorf("after the restore: X-Shoelace-Index %q, want the revision bumped by 1,000,000,000", hdr.Get("X-Shoelace-Index"))
