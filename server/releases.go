@@ -216,6 +216,12 @@ func first(q map[string][]string, k string) string {
 
 // page answers the releases that keep says to keep, newest first, a page of limit before
 // revision before (0: from the newest).
+//
+// Writes committed together (the store's group commit) share a revision, each with its own
+// release, and before= is a revision: a page never ends between two releases of one revision,
+// since the next page, before that revision, would leave out the rest of them. A page that
+// would end so ends before that revision's releases instead, its Next the revision above
+// them; one that holds nothing else holds them all, over limit.
 func page(all []api.Release, rev int64, limit int, before int64, keep func(*api.Release) bool) api.Releases {
 	out := api.Releases{Revision: rev, Releases: []api.Release{}}
 	for i := range all {
@@ -223,9 +229,17 @@ func page(all []api.Release, rev int64, limit int, before int64, keep func(*api.
 		if before > 0 && r.Revision >= before || !keep(&r) {
 			continue
 		}
-		if len(out.Releases) == limit {
-			out.Next = out.Releases[limit-1].Revision
-			break
+		if len(out.Releases) >= limit {
+			last := out.Releases[len(out.Releases)-1].Revision
+			if r.Revision != last {
+				out.Next = last
+				break
+			}
+			if j := slices.IndexFunc(out.Releases, func(p api.Release) bool { return p.Revision == last }); j > 0 {
+				out.Releases = out.Releases[:j]
+				out.Next = last + 1
+				break
+			}
 		}
 		out.Releases = append(out.Releases, r)
 	}
