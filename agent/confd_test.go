@@ -413,3 +413,32 @@ func TestReadConfdDir_SpecialModeBitsDroppedAsConfd(t *testing.T) {
 		t.Fatalf("notes %q", notes)
 	}
 }
+
+// TestLoadConfig_ConfdOwnerAsConfd: a confd resource without uid (gid) is installed owned by
+// the user (group) the agent runs as, since confd v0.16.0 sets them to its os.Geteuid() and
+// os.Getegid() and chowns every file it installs to them, an existing file of another owner
+// too (and installs again a file whose owner alone changed). The agent kept an existing
+// file's owner instead. A native template without owner still keeps it.
+func TestLoadConfig_ConfdOwnerAsConfd(t *testing.T) {
+	confd := writeConfd(t, map[string]string{
+		"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"$DIR/a.conf\"\nkeys = [\"/a\"]\n",
+		"conf.d/b.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"$DIR/b.conf\"\nuid = 7\nkeys = [\"/a\"]\n",
+		"conf.d/c.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"$DIR/c.conf\"\ngid = 8\nkeys = [\"/a\"]\n",
+		"templates/a.tmpl": "{{ getv \"/a\" }}\n",
+	})
+	_, path := writeConfig(t, "server: http://h:1\nappliance: a\ntoken: t\nconfd_dir: "+confd+"\ntemplates:\n  - {contents: x, destination: /tmp/own}\n")
+	cfg, err := agent.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Templates) != 4 {
+		t.Fatalf("templates = %+v", cfg.Templates)
+	}
+	euid, egid := os.Geteuid(), os.Getegid()
+	for i, want := range [][2]int{{-1, -1}, {euid, egid}, {7, egid}, {euid, 8}} {
+		tc := &cfg.Templates[i]
+		if tc.UID() != want[0] || tc.GID() != want[1] {
+			t.Errorf("%s: owner %d:%d, want %d:%d", tc.Destination, tc.UID(), tc.GID(), want[0], want[1])
+		}
+	}
+}

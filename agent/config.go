@@ -1060,6 +1060,18 @@ func (c *Config) Validate() error {
 		if t.gid, err = lookupID(t.Group, true); err != nil {
 			add("%s: group: %v", w, err)
 		}
+		if t.confdDir != "" && unixModes {
+			// A confd resource without uid or gid: confd v0.16.0 sets them to its own
+			// (os.Geteuid, os.Getegid) and chowns every file it installs to them, an existing
+			// file of another owner too, so the file belongs to the agent's user as it did to
+			// confd's.
+			if t.Owner == "" {
+				t.uid = os.Geteuid()
+			}
+			if t.Group == "" {
+				t.gid = os.Getegid()
+			}
+		}
 		// One delimiter may be set alone (DESIGN.md's example sets only left_delimiter): the
 		// other keeps its default, as text/template's Delims does.
 		if left, right := cmp.Or(t.LeftDelimiter, "{{"), cmp.Or(t.RightDelimiter, "}}"); left == right {
