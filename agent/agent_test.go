@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -1295,4 +1296,35 @@ func lineOf(logs, s string) string {
 		}
 	}
 	return ""
+}
+
+// A confd resource whose dest is in a directory that does not exist fails, as it failed confd
+// v0.16.0 (which creates its staged file in that directory and makes none): once exits with
+// an error naming the directory and the resource, and no directory is made, so that a
+// mistyped dest is not installed where no service reads it. A native template's missing
+// directories are still made.
+func TestAgent_OnceConfdDestDirNotMade(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/token", []byte("secret-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	testbin.WriteFiles(t, dir, map[string]string{
+		"confd/templates/a.tmpl": `a={{getv "/a"}}`,
+		"confd/conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"" + dir + "/missing/a.conf\"\nkeys = [\"/a\"]\n",
+		"confd/conf.d/b.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"" + dir + "/b.conf\"\nkeys = [\"/a\"]\n",
+	})
+	a, _, _ := testAgentIn(t, srv, dir, header+"confd_dir: $DIR/confd\ntemplates:\n  - contents: \"x={{ key \\\"a\\\" }}\"\n    destination: $DIR/made/x\n")
+	err := a.Once(context.Background(), "", false)
+	if err == nil || !strings.Contains(err.Error(), dir+"/missing: no such file or directory") || !strings.Contains(err.Error(), "confd/conf.d/a.toml:1") {
+		t.Fatalf("once = %v, want the missing directory of conf.d/a.toml's dest", err)
+	}
+	if _, err := os.Stat(dir + "/missing"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the directory of a confd dest was made: %v", err)
+	}
+	for name, want := range map[string]string{dir + "/b.conf": "a=1", dir + "/made/x": "x=1"} {
+		if b, err := os.ReadFile(name); err != nil || string(b) != want {
+			t.Errorf("%s = %q, %v; want %q", name, b, err, want)
+		}
+	}
 }

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -921,7 +920,7 @@ func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data, re
 	// one of the agent's own files (a link planted at the destination since the config was
 	// loaded) nor outside allowed_dirs.
 	opts.Allowed = t.allowed
-	if err := ensureDir(filepath.Dir(t.cfg.Destination)); err != nil {
+	if err := t.cfg.destDir(); err != nil {
 		m.err, m.stage, m.retry = fmt.Errorf("install %s: %w", t.name(), err), api.StageRender, true
 		return
 	}

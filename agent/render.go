@@ -288,6 +288,22 @@ func maskAll(s string, forms []string) string {
 // installStaged is Staged.Install; tests replace it to inject a fault at one step.
 var installStaged = (*atomicfile.Staged).Install
 
+// destDir makes sure the destination's directory is there: it creates the missing directories
+// (ensureDir), but for a resource of confd_dir, whose directory confd v0.16.0 never made (its
+// staged file is created in it, and a missing one fails the resource): there a missing
+// directory fails the install, as it failed confd's, so that a mistyped dest is not installed
+// into a new directory while the service reads the old file.
+func (t *Template) destDir() error {
+	dir := filepath.Dir(t.Destination)
+	if t.confdDir == "" {
+		return ensureDir(dir)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		return fmt.Errorf("the directory of dest: %w (confd makes no directory either: create it, or correct dest in %s:%d)", err, t.File, t.Line)
+	}
+	return nil
+}
+
 // ensureDir creates a destination's missing parent directories, mode 0755, following only the
 // symbolic links an install follows (not another user's).
 func ensureDir(dir string) error {
