@@ -202,6 +202,10 @@ func (a *Agent) Warnings() []string {
 			// The install cannot make its directory there (a typo: /etc/app.conf/x).
 			w = append(w, fmt.Sprintf("%s: destination %s: %s is %s, not a directory: every render of it will fail until it is moved away",
 				t.cfg.where(), t.cfg.Destination, p, atomicfile.TypeName(fi.Mode())))
+		} else if t.cfg.confdDirMissing() {
+			// A confd resource's directory is not made, as confd made none.
+			w = append(w, fmt.Sprintf("%s: the directory of dest %s does not exist, and confd makes none: every render of it will fail until it is created",
+				t.cfg.where(), t.cfg.Destination))
 		} else if err := linkOnTheWay(t.cfg.Destination); err != nil {
 			// A link another user owns, at the destination or on its way, or another user's
 			// directory on its way where others may write: the install refuses it at every pass.

@@ -1315,6 +1315,14 @@ func TestAgent_OnceConfdDestDirNotMade(t *testing.T) {
 		"confd/conf.d/b.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"" + dir + "/b.conf\"\nkeys = [\"/a\"]\n",
 	})
 	a, _, _ := testAgentIn(t, srv, dir, header+"confd_dir: $DIR/confd\ntemplates:\n  - contents: \"x={{ key \\\"a\\\" }}\"\n    destination: $DIR/made/x\n")
+	// validate warns, and render --dry fails it, as once does.
+	if w := strings.Join(a.Warnings(), "\n"); !strings.Contains(w, dir+"/missing/a.conf does not exist, and confd makes none") || strings.Contains(w, "b.conf") || strings.Contains(w, "made/x") {
+		t.Errorf("warnings %q do not name a.conf's missing directory alone", w)
+	}
+	var dry bytes.Buffer
+	if err := a.Render(context.Background(), &dry, agent.DryOptions{}); err == nil || !strings.Contains(err.Error(), dir+"/missing/a.conf: the directory of dest does not exist") {
+		t.Errorf("render --dry = %v, want a.conf's missing directory:\n%s", err, dry.String())
+	}
 	err := a.Once(context.Background(), "", false)
 	if err == nil || !strings.Contains(err.Error(), dir+"/missing: no such file or directory") || !strings.Contains(err.Error(), "confd/conf.d/a.toml:1") {
 		t.Fatalf("once = %v, want the missing directory of conf.d/a.toml's dest", err)

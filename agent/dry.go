@@ -70,6 +70,13 @@ func (a *Agent) Render(ctx context.Context, w io.Writer, o DryOptions) error {
 			fmt.Fprintf(w, "\n!!! %s: %s\n", t.name(), msg)
 			continue
 		}
+		if t.cfg.confdDirMissing() {
+			// once and run fail this install (confd makes no directory): say so here too.
+			msg := fmt.Sprintf("%s: the directory of dest does not exist, and confd makes none: a file cannot be installed there", t.cfg.Destination)
+			failed = append(failed, msg)
+			fmt.Fprintf(w, "\n!!! %s: %s\n", t.name(), msg)
+			continue
+		}
 		dryChecked(t.cfg.Destination)
 		// Read as the install reaches the file, not by name: a link that another user planted
 		// since the check above (where the destination's link leads to no file yet, in /tmp) is

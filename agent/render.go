@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -302,6 +303,16 @@ func (t *Template) destDir() error {
 		return fmt.Errorf("the directory of dest: %w (confd makes no directory either: create it, or correct dest in %s:%d)", err, t.File, t.Line)
 	}
 	return nil
+}
+
+// confdDirMissing reports whether t is a resource of confd_dir whose destination's directory
+// does not exist: its install fails (destDir), and validate and render --dry say so.
+func (t *Template) confdDirMissing() bool {
+	if t.confdDir == "" {
+		return false
+	}
+	_, err := os.Stat(filepath.Dir(t.Destination))
+	return errors.Is(err, fs.ErrNotExist)
 }
 
 // ensureDir creates a destination's missing parent directories, mode 0755, following only the
