@@ -744,14 +744,20 @@ func (s *state) consulFuncs() template.FuncMap {
 	}
 }
 
-// ctQuery splits consul-template's key or prefix argument: one leading '/' is dropped, and
-// a datacenter ("@dc") or query ("?ns=…") suffix has no equivalent here.
+// ctQuery splits consul-template's key or prefix argument: one leading '/' is dropped (its
+// query's regexp, `/?(?P<key>…)`), and a datacenter ("@dc") or query ("?ns=…") suffix has no
+// equivalent here. What Consul is asked for is ctConsulPath of it.
 func ctQuery(fn, arg string) (string, error) {
 	if strings.ContainsAny(arg, "@?") {
 		return "", fmt.Errorf("%s %q: Consul datacenter (@dc) and namespace/partition (?ns=) selectors have no equivalent in Shoelace: a view has one key space", fn, arg)
 	}
 	return strings.TrimPrefix(arg, "/"), nil
 }
+
+// ctConsulPath is the key or prefix that Consul's API client asks for a query q of ctQuery:
+// it drops one more leading '/' ("/v1/kv/" + strings.TrimPrefix(key, "/")), so that
+// consul-template's key "//a" reads a, and tree "//web" lists web/….
+func ctConsulPath(q string) string { return strings.TrimPrefix(q, "/") }
 
 // ctKey is consul-template's key: "" gives "", an absent key fails the render (consul-template
 // waits for it instead).
@@ -763,6 +769,7 @@ func (s *state) ctKey(arg string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	k = ctConsulPath(k)
 	if api.ValidateKey(k) == nil {
 		if v, ok := s.readKey(k); ok {
 			return v, nil
@@ -776,8 +783,11 @@ func (s *state) ctKeyExists(arg string) (bool, error) {
 		return false, nil
 	}
 	k, err := ctQuery("keyExists", arg)
-	if err != nil || api.ValidateKey(k) != nil {
+	if err != nil {
 		return false, err
+	}
+	if k = ctConsulPath(k); api.ValidateKey(k) != nil {
+		return false, nil
 	}
 	_, ok := s.readKey(k)
 	return ok, nil
@@ -791,6 +801,7 @@ func (s *state) ctKeyOrDefault(arg, def string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	k = ctConsulPath(k)
 	if api.ValidateKey(k) != nil {
 		return def, nil
 	}
@@ -812,7 +823,9 @@ func (s *state) ctList(arg, fn string, all bool) ([]*ctKeyPair, error) {
 	if err != nil {
 		return out, err
 	}
-	for _, k := range s.rawPrefix(p) {
+	// Consul lists the keys below ctConsulPath(p); consul-template takes its own prefix p off
+	// each (a p that still starts with '/' takes nothing off: Key is the whole path).
+	for _, k := range s.rawPrefix(ctConsulPath(p)) {
 		rel := strings.TrimLeft(strings.TrimPrefix(k, p), "/")
 		if rel == "" || !all && strings.Contains(rel, "/") {
 			continue
