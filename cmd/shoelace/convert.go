@@ -720,6 +720,7 @@ func ctPerms(n ast.Node) (string, error) {
 		return "", err
 	}
 	var m uint64
+	number := false
 	switch v := v.(type) {
 	case string:
 		p, err := strconv.ParseUint(v, 8, 32)
@@ -728,13 +729,18 @@ func ctPerms(n ast.Node) (string, error) {
 		}
 		m = p
 	case int:
-		m = uint64(v)
+		m, number = uint64(v), true
 	case int64:
-		m = uint64(v)
+		m, number = uint64(v), true
 	default:
 		return "", errors.New("want an octal mode such as \"0644\"")
 	}
 	if m&^0o777 != 0 {
+		if d := strconv.FormatUint(m, 10); number && strings.Trim(d, "01234567") == "" {
+			// perms = 640: HCL reads a number without a leading 0 as decimal, and so does
+			// consul-template (mode 01200: the file installed 0200), which is rarely what was meant.
+			return "", fmt.Errorf("perms = %s is the decimal number %s, mode %#o (consul-template installs such a file with mode %#o): write perms = 0%s (HCL's octal) or \"0%s\"", d, d, m, m&0o777, d, d)
+		}
 		return "", fmt.Errorf("mode %#o: setuid, setgid and sticky bits are not supported here", m)
 	}
 	return fmt.Sprintf("%04o", m), nil

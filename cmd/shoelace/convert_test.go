@@ -137,6 +137,7 @@ func TestConvertConsulTemplate_Invalid(t *testing.T) {
 		{"no template", "consul {\n}\n", "c.hcl: no template stanza to convert"},
 		{"bad perms", "template {\n  destination = \"/a\"\n  perms = \"rw\"\n}\n", `c.hcl:3: template: perms: "rw" is not an octal mode`},
 		{"setuid perms", "template {\n  destination = \"/a\"\n  perms = \"4755\"\n}\n", "c.hcl:3: template: perms: mode 04755: setuid, setgid and sticky bits are not supported"},
+		{"decimal perms", "template {\n  destination = \"/a\"\n  perms = 640\n}\n", "c.hcl:3: template: perms: perms = 640 is the decimal number 640, mode 01200 (consul-template installs such a file with mode 0200): write perms = 0640 (HCL's octal) or \"0640\""},
 		{"bad wait", "wait = \"5s:1s\"\ntemplate {\n  destination = \"/a\"\n  contents = \"x\"\n}\n", "c.hcl:1: wait: min 5s and max 1s: want 0 ≤ min ≤ max"},
 		// The agent refuses a wait over 10m: the conversion printed one that validate then refused.
 		{"wait over the agent's bound", "wait = \"1m:1h\"\ntemplate {\n  destination = \"/a\"\n  contents = \"x\"\n}\n", "c.hcl:1: wait: max 1h0m0s is over 10m0s, the longest the agent lets a change wait to be rendered"},

@@ -805,6 +805,7 @@ func TestE2E_ServerBadConfig(t *testing.T) {
 		{[]string{"server", "--token-rate-limit", "-1"}, "--token-rate-limit"},
 		{[]string{"server", "--max-instances", "0"}, "--max-instances"},
 		{[]string{"server", "--instance-stale", "0s"}, "--instance-stale 0s must be > 0"},
+		{[]string{"server", "--instance-stale", "90s"}, "--instance-stale 1m30s must be at least 5m0s"},
 		{[]string{"server", "--max-long-polls", "0"}, "--max-long-polls"},
 		{[]string{"server", "--max-long-polls-per-token", "-1"}, "--max-long-polls-per-token"},
 		{[]string{"server", "--max-value-bytes", "0"}, "--max-value-bytes"},

@@ -49,11 +49,14 @@ EXAMPLES:
 				UsageText: "shoelace kv history KEY [--limit 50] [--show-secrets] [--output json]",
 				Description: `Prints a header line, then one line per revision at which the key changed, newest first,
 tab-separated: REVISION, TIME, KIND, TOKEN, SOURCE (of the release that wrote it), VALUE and
-MESSAGE. Values come from etcd's history while it has them (1 h on the embedded store); older
-changes come from the release records, which keep no values: their VALUE is "?" ("(deleted)" for
-a delete). A secret key's values are printed as (secret) unless --show-secrets is given. With
---output json, prints {"key","revision","versions":[…],"compacted","releases":[…]}. A key of
-which nothing is kept (never written, or older than etcd's history and the releases kept)
+MESSAGE. Values come from etcd's history while it has them (1 h on the embedded store), walked
+back from the key's current value to when it was last created; changes before that (an earlier
+life of a key deleted and written again, or a key deleted now) and older ones come from the
+release records, which keep no values: their VALUE is "?" ("(deleted)" for a delete). The value a
+deleted key held is in its appliance's past state: shoelace appliance diff NAME --from REV.
+A secret key's values are printed as (secret) unless --show-secrets is given. With --output
+json, prints {"key","revision","versions":[…],"compacted","releases":[…]}. A key of which
+nothing is kept (never written, or older than etcd's history and the releases kept)
 exits 3, as kv get of a missing key does.
 
 EXAMPLES:

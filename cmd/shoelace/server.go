@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -52,7 +53,7 @@ SERVICE (systemd, as root; the unit is the one the packages ship):
 			&cli.Float64Flag{Name: "rate-limit", Value: def.RateLimit, EnvVars: env("rate-limit"), Usage: "requests/s per token and replica, per token and instance for agent tokens (0: every rate limit off)"},
 			&cli.Float64Flag{Name: "token-rate-limit", Value: def.TokenRateLimit, DefaultText: "max(10 × --rate-limit, 1000)", EnvVars: env("token-rate-limit"), Usage: "ceiling of an agent token's requests/s per replica, all its instances together (0: max(10 × --rate-limit, 1000))"},
 			&cli.IntFlag{Name: "max-instances", Value: def.MaxInstances, EnvVars: env("max-instances"), Usage: "instance names one token may use at once per replica, and instance records it may have"},
-			&cli.DurationFlag{Name: "instance-stale", Value: def.InstanceStale, EnvVars: env("instance-stale"), Usage: "an enrolled instance neither seen nor enrolled for that long may be enrolled again (taken over) by another agent; until then its name is refused (409)"},
+			&cli.DurationFlag{Name: "instance-stale", Value: def.InstanceStale, EnvVars: env("instance-stale"), Usage: "an enrolled instance neither seen nor enrolled for that long may be enrolled again (taken over) by another agent; until then its name is refused (409); at least 5m"},
 			&cli.IntFlag{Name: "max-long-polls", Value: def.MaxWaiters, EnvVars: env("max-long-polls"), Usage: "open long-polls per replica; when full, a token under its fair share takes the place of one of the token holding the most; at most four fifths of the connection cap"},
 			&cli.IntFlag{Name: "max-long-polls-per-token", Value: def.MaxWaitersPerToken, EnvVars: env("max-long-polls-per-token"), Usage: "open long-polls per token and replica (0: only the fair share when full)"},
 			&cli.IntFlag{Name: "max-value-bytes", Value: def.MaxValueBytes, EnvVars: env("max-value-bytes"), Usage: "largest value accepted, in bytes (at most 1 GiB)"},
@@ -97,6 +98,9 @@ func serverConfigFrom(c *cli.Context) (server.Config, error) {
 	cfg.TokenRateLimit = c.Float64("token-rate-limit")
 	cfg.MaxInstances = c.Int("max-instances")
 	cfg.InstanceStale = c.Duration("instance-stale")
+	if d := cfg.InstanceStale; d > 0 && d < minInstanceStale {
+		return cfg, fmt.Errorf("--instance-stale %s must be at least %s: an idle agent's last_seen is written again only every minute or so, at its next request for its view (one every 55 s), so a live agent would count as gone — drawn into no rollout, its name free to take over", d, minInstanceStale)
+	}
 	cfg.MaxWaiters = c.Int("max-long-polls")
 	cfg.MaxWaitersPerToken = c.Int("max-long-polls-per-token")
 	cfg.MaxValueBytes = c.Int("max-value-bytes")
@@ -113,6 +117,12 @@ func serverConfigFrom(c *cli.Context) (server.Config, error) {
 	cfg.Version = version
 	return cfg, nil
 }
+
+// minInstanceStale is the shortest --instance-stale: the server writes a live instance's
+// unchanged report (its last_seen) again every twelfth of it but at least a minute apart, at the
+// agent's next request for its view, which an idle agent makes every 55 s; its last_seen is up to
+// about two minutes old, with no sign that anything is wrong.
+const minInstanceStale = 5 * time.Minute
 
 // splitList splits a comma-separated list, trimming spaces; "" is an empty list.
 func splitList(s string) []string {
