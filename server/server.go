@@ -986,6 +986,10 @@ type Status struct {
 // WriteLimits are the bounds of a write that GET /v1/status shows.
 type WriteLimits struct {
 	MaxValueBytes int `json:"max_value_bytes"`
+	// MaxTxnOps is the most operations (and the most guards) one transaction, apply or import
+	// may hold; MaxBodyBytes the largest body of one, in bytes.
+	MaxTxnOps    int   `json:"max_txn_ops"`
+	MaxBodyBytes int64 `json:"max_body_bytes"`
 }
 
 // RolloutsStatus is what GET /v1/status says of the staged rollouts.
@@ -1040,7 +1044,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
 			SecretsSealed: s.sealer != nil,
 		},
 		Rollouts: RolloutsStatus{Running: running, Leading: s.rollouts.leading.Load()},
-		Limits:   WriteLimits{MaxValueBytes: s.cfg.MaxValueBytes},
+		Limits:   WriteLimits{MaxValueBytes: s.cfg.MaxValueBytes, MaxTxnOps: s.cfg.MaxTxnOps, MaxBodyBytes: s.cfg.maxBodyBytes()},
 	})
 }
 

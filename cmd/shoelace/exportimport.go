@@ -342,6 +342,9 @@ type importPlan struct {
 	// New and Old are the values the keys would get and the ones the store holds, by key, for
 	// a dry run's "+ KEY=new", "~ KEY=new (was old)" and "- KEY=old" lines.
 	New, Old map[string]string
+	// TooLarge says why the import is not split when its transaction is over the server's
+	// limits, and what may be done; "" for a file's, which may be split.
+	TooLarge string
 }
 
 // planImport decides what importing d into a store that holds current (read at one revision,
@@ -575,7 +578,15 @@ func (e *cliEnv) importKeys(c *cli.Context) error {
 	summary := fmt.Sprintf("%s (%d put, %d deleted, %d omitted secrets kept)", counted(len(d.Keys), "key"), len(p.Put), len(p.Delete), len(p.Kept))
 	if c.Bool("dry-run") { // its line says how many it would leave as they are
 		warnNoView()
-		return e.printDryRun(s.json, p, res, l.Revision, summary, "")
+		// Over the server's limits, the dry run fails as the import would.
+		tooLarge, after := overTxnLimits(p, writeLimits(s)), ""
+		if tooLarge != nil {
+			after = ", and the import is refused:"
+		}
+		if err := e.printDryRun(s.json, p, res, l.Revision, summary, after); err != nil {
+			return err
+		}
+		return tooLarge
 	}
 	if p.Unchanged > 0 {
 		summary += fmt.Sprintf("; %d already held the file's value: not written", p.Unchanged)
@@ -645,8 +656,12 @@ func importTxnError(p importPlan, err error) error {
 	}
 	switch ae.Code {
 	case api.CodeTooLarge, api.CodeBodyTooLarge:
-		return fmt.Errorf("import cannot be atomic: it needs one transaction of %d operations and %d guards, more than the server accepts; nothing was written and the import is not split (split the file yourself if separate transactions are acceptable): %w",
-			len(p.Txn.Ops), len(p.Txn.Guards), err)
+		why := p.TooLarge
+		if why == "" {
+			why = "split the file yourself if separate transactions are acceptable"
+		}
+		return fmt.Errorf("import cannot be atomic: it needs one transaction of %d operations and %d guards, more than the server accepts; nothing was written and the import is not split (%s): %w",
+			len(p.Txn.Ops), len(p.Txn.Guards), why, err)
 	case api.CodeConflict:
 		return fmt.Errorf("import: the store changed while importing, nothing was written (run the import again): %w", err)
 	}

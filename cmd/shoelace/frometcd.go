@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path"
@@ -92,26 +93,65 @@ func mapConfdKeys(kvs []store.ForeignKV, prefix, appliance string) (map[string]s
 	return keys, refused
 }
 
-// overServerLimit takes out of keys those whose value is over the server's --max-value-bytes
-// (GET /v1/status; a server that does not say is not judged), which the server would refuse,
-// and lists them as refused under their names in the source.
-func overServerLimit(s *session, keys map[string]string, prefix, appliance string) []refusedKey {
+// serverWriteLimits are the bounds of one write that GET /v1/status shows; each is 0 when the
+// server does not say (an older server, or an answer that could not be read): not judged.
+type serverWriteLimits struct {
+	MaxValueBytes int   `json:"max_value_bytes"`
+	MaxTxnOps     int   `json:"max_txn_ops"`
+	MaxBodyBytes  int64 `json:"max_body_bytes"`
+}
+
+func writeLimits(s *session) serverWriteLimits {
 	raw, err := s.client.Status(s.ctx)
 	var st struct {
-		Limits struct {
-			MaxValueBytes int `json:"max_value_bytes"`
-		} `json:"limits"`
+		Limits serverWriteLimits `json:"limits"`
 	}
-	if err != nil || json.Unmarshal(raw, &st) != nil || st.Limits.MaxValueBytes <= 0 {
+	if err != nil || json.Unmarshal(raw, &st) != nil {
+		return serverWriteLimits{}
+	}
+	return st.Limits
+}
+
+// overTxnLimits is the error the import of p gets when the server refuses its transaction as
+// too large (more operations or guards than lim.MaxTxnOps, a body over lim.MaxBodyBytes), so
+// that a dry run fails as the import would; nil when it fits or the server does not say, and
+// when it puts and deletes nothing (commitImport then sends nothing, whatever its guards).
+func overTxnLimits(p importPlan, lim serverWriteLimits) error {
+	if len(p.Txn.Ops) == 0 {
+		return nil
+	}
+	var msg string
+	switch {
+	case lim.MaxTxnOps > 0 && len(p.Txn.Ops) > lim.MaxTxnOps:
+		msg = fmt.Sprintf("txn has %d ops, over the limit of %d", len(p.Txn.Ops), lim.MaxTxnOps)
+	case lim.MaxTxnOps > 0 && len(p.Txn.Guards) > lim.MaxTxnOps:
+		msg = fmt.Sprintf("txn has %d guards, over the limit of %d", len(p.Txn.Guards), lim.MaxTxnOps)
+	case lim.MaxBodyBytes > 0:
+		// The body the import sends (the client's jsonBody).
+		if b, err := json.Marshal(p.Txn); err == nil && int64(len(b)) > lim.MaxBodyBytes {
+			msg = fmt.Sprintf("txn body is %d bytes, over the limit of %d bytes (--max-value-bytes plus 4 MiB)", len(b), lim.MaxBodyBytes)
+		}
+	}
+	if msg == "" {
+		return nil
+	}
+	return importTxnError(p, &api.Error{Code: api.CodeTooLarge, Status: http.StatusRequestEntityTooLarge, Message: msg})
+}
+
+// overServerLimit takes out of keys those whose value is over the server's --max-value-bytes
+// (lim; a server that does not say is not judged), which the server would refuse, and lists
+// them as refused under their names in the source.
+func overServerLimit(lim serverWriteLimits, keys map[string]string, prefix, appliance string) []refusedKey {
+	if lim.MaxValueBytes <= 0 {
 		return nil
 	}
 	root := api.ApplianceRoot(appliance) + "/"
 	var refused []refusedKey
 	for k, v := range keys {
-		if len(v) > st.Limits.MaxValueBytes {
+		if len(v) > lim.MaxValueBytes {
 			delete(keys, k)
 			refused = append(refused, refusedKey{Key: path.Join(prefix, strings.TrimPrefix(k, root)),
-				Reason: fmt.Sprintf("the value is %d bytes, over the server's limit of %d bytes (--max-value-bytes)", len(v), st.Limits.MaxValueBytes)})
+				Reason: fmt.Sprintf("the value is %d bytes, over the server's limit of %d bytes (--max-value-bytes)", len(v), lim.MaxValueBytes)})
 		}
 	}
 	sort.Slice(refused, func(i, j int) bool { return refused[i].Key < refused[j].Key })
@@ -264,7 +304,8 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 		fmt.Fprintf(e.stderr, "left out the keys under %s: a Shoelace store's own keys (its tokens, releases and appliances), never a confd keyspace\n", r)
 	}
 	keys, refused := mapConfdKeys(kvs, prefix, appliance)
-	refused = append(refused, overServerLimit(s, keys, prefix, appliance)...)
+	lim := writeLimits(s)
+	refused = append(refused, overServerLimit(lim, keys, prefix, appliance)...)
 	for i, r := range refused {
 		if fromConsul != "" {
 			// As consul kv export wrote it, and as it is renamed in Consul: not as read, rooted at '/'.
@@ -309,6 +350,9 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 		return fmt.Errorf("import: list %s: %w", root, err)
 	}
 	p, conflicts := planFromEtcd(keys, l.Entries, c.Bool("merge"))
+	// --prefix names the keys: a narrower one imports them under other names, so the import
+	// cannot be split as a file can.
+	p.TooLarge = "its keys are named by --prefix, so a narrower one would import them under other names; a server with a larger --max-value-bytes takes a larger body"
 	if len(conflicts) > 0 {
 		hold := "hold"
 		if len(conflicts) == 1 {
@@ -323,6 +367,16 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 			refusal = conflict
 		default: // a dry run names both
 			fmt.Fprintf(e.stderr, "%s\n", strings.TrimPrefix(errorLine(conflict), "shoelace: import: "))
+		}
+	}
+	if tooLarge := overTxnLimits(p, lim); tooLarge != nil {
+		switch {
+		case !dry:
+			return tooLarge
+		case refusal == nil:
+			refusal = tooLarge
+		default: // a dry run names each reason
+			fmt.Fprintf(e.stderr, "%s\n", strings.TrimPrefix(errorLine(tooLarge), "shoelace: "))
 		}
 	}
 	res := importResult{Mode: p.Mode, Put: len(p.Put), Omitted: []string{}, Unchanged: p.Unchanged, Refused: refused}
