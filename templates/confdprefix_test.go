@@ -88,3 +88,33 @@ func TestConfd_PrefixedView(t *testing.T) {
 		t.Errorf("a path that repeats the prefix: %v", err)
 	}
 }
+
+// TestConfd_PrefixOwnValue: a view imported with --prefix / holds the value etcd had at a confd
+// prefix itself (/production/web beside /production/web/db/host) as the prefix's key, and a
+// resource with that prefix whose keys load it (["/"]) reads it as confd's store holds it, "/":
+// the bytes the real confd v0.16.0 rendered from the same etcd keys. Before, getv "/" failed the
+// render.
+func TestConfd_PrefixOwnValue(t *testing.T) {
+	view := Data{Keys: map[string]string{"production/web": "pv", "production/web/db/host": "db1"}}
+	text := `[{{getv "/"}}] {{exists "/"}} {{getv "/db/host"}} gets:{{range gets "/*"}}{{.Key}}={{.Value}} {{end}} getvs:{{getvs "/*"}} ls:{{ls "/"}} lsdir:{{lsdir "/"}} all:{{range gets "/*/*"}}{{.Key}} {{end}}`
+	res, err := mustParse(t, text, Options{Functions: ModeConfd, Prefix: "/production/web", ConfdKeys: []string{"/"}}).Execute(view)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(res.Output), "[pv] true db1 gets:/=pv  getvs:[pv] ls:[/] lsdir:[] all:/db/host "; got != want {
+		t.Errorf("%q, want confd's %q", got, want)
+	}
+	if !slices.Contains(res.Keys, "production/web") {
+		t.Errorf("read keys %v: a change of the prefix's value would not re-render", res.Keys)
+	}
+	// Keys that do not load it ("/db"), as confd's, do not see it.
+	res, err = mustParse(t, `{{exists "/"}} {{getv "/" "none"}}`, Options{Functions: ModeConfd, Prefix: "/production/web", ConfdKeys: []string{"/db"}}).Execute(view)
+	if err != nil || string(res.Output) != "false none" {
+		t.Errorf("keys [/db]: %q, %v; want \"false none\"", res.Output, err)
+	}
+	// A view imported with --prefix PREFIX holds no such value: the error says where it went.
+	_, err = mustParse(t, `{{getv "/"}}`, Options{Functions: ModeConfd, Prefix: "/production/web", ConfdKeys: []string{"/"}}).Execute(Data{Keys: map[string]string{"db/host": "db1"}})
+	if err == nil || !strings.Contains(err.Error(), "the value at the prefix itself") || strings.Contains(err.Error(), `"//"`) {
+		t.Errorf("getv \"/\" of a relative view: %v", err)
+	}
+}

@@ -330,8 +330,16 @@ func confdKey(k string) (string, bool) {
 	return rest, true
 }
 
-// confdLookup is memkv's Get: an exact store key, read below confdBase.
+// confdLookup is memkv's Get: an exact store key, read below confdBase. "/" is the prefix's
+// own value, which a view imported with --prefix / holds as the prefix's key: confd's store
+// holds it as "/" (PREFIX with the prefix cut off), for a resource whose keys load it ("/").
 func (s *state) confdLookup(arg string) (string, bool) {
+	if arg == "/" {
+		if base := s.confdBase(); base != "" && s.confdVisible("") {
+			return s.readKey(strings.TrimSuffix(base, "/"))
+		}
+		return "", false
+	}
 	k, ok := confdKey(arg)
 	if !ok || !s.confdVisible(k) {
 		return "", false
@@ -370,6 +378,10 @@ func (s *state) confdGetv(key string, def ...string) (string, error) {
 // the view key and the functions of confd that make it optional.
 func (s *state) confdMissing(key string) error {
 	e := &MissingKeyError{Template: s.t.name, Key: key, Mode: s.t.mode, Path: key}
+	if key == "/" {
+		e.Hint = "it is the value at the prefix itself, which a view imported with --prefix PREFIX cannot hold: import with --prefix / to keep it (with keys = [\"/\"] to load it), or give a default (getv \"/\" \"DEFAULT\")"
+		return e
+	}
 	k, ok := confdKey(key)
 	if !ok {
 		if c := path.Clean("/" + key); c != key && c != "/" {
@@ -499,6 +511,11 @@ func (s *state) confdGets(pat string) (confdPairs, error) {
 		if ok, _ := path.Match(pat, sk); ok {
 			s.seen(base + k)
 			out = append(out, confdPair{Key: sk, Value: s.d.Keys[base+k]})
+		}
+	}
+	if ok, _ := path.Match(pat, "/"); ok {
+		if v, ok := s.confdLookup("/"); ok {
+			out = append(out, confdPair{Key: "/", Value: v})
 		}
 	}
 	sort.Sort(out)
