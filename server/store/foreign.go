@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -65,6 +66,9 @@ func ReadForeign(ctx context.Context, f ForeignEtcd, prefix string) ([]ForeignKV
 	if maxBytes <= 0 {
 		maxBytes = DefaultForeignMaxBytes
 	}
+	if why := misconfigured(f.Endpoints, tlsCfg, dial); why != "" {
+		return nil, 0, fmt.Errorf("etcd %s: %s", strings.Join(f.Endpoints, ","), why)
+	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: f.Endpoints, DialTimeout: dial, TLS: tlsCfg, Logger: zap.NewNop(), Context: ctx,
 		MaxCallRecvMsgSize: maxBytes})
 	if err != nil {
@@ -83,7 +87,10 @@ func ReadForeign(ctx context.Context, f ForeignEtcd, prefix string) ([]ForeignKV
 	if err != nil {
 		err = clientv3.ContextError(ctx, err)
 		// etcd's client retries and ends with its deadline: say what the endpoints answer.
-		if why := probeEndpoints(f.Endpoints, tlsCfg, dial); why != "" {
+		if why, config := probeEndpoints(f.Endpoints, tlsCfg, dial); config {
+			// Not unavailable: the settings must change.
+			return nil, 0, fmt.Errorf("etcd %s: read %q: %v (%s)", strings.Join(f.Endpoints, ","), prefix, err, why)
+		} else if why != "" {
 			return nil, 0, fmt.Errorf("etcd %s: read %q: %w (%s)", strings.Join(f.Endpoints, ","), prefix, err, why)
 		}
 		return nil, 0, fmt.Errorf("etcd %s: read %q: %w", strings.Join(f.Endpoints, ","), prefix, err)
@@ -121,52 +128,84 @@ func WithoutStoreKeys(kvs []ForeignKV) (kept []ForeignKV, roots []string) {
 }
 
 // probeEndpoints connects to each endpoint (with a TLS handshake for https) and returns what
-// the first that fails says, or "" when every one answers.
-func probeEndpoints(endpoints []string, tlsCfg *tls.Config, timeout time.Duration) string {
+// the first that fails says, or "" when every one answers; config says that its failure is one
+// of the import's settings (TLS where etcd serves none, or none where it serves TLS, a
+// certificate that does not verify, a client certificate refused), which retrying cannot help.
+func probeEndpoints(endpoints []string, tlsCfg *tls.Config, timeout time.Duration) (why string, config bool) {
 	for _, e := range endpoints {
-		u, err := url.Parse(e)
-		if err != nil || u.Host == "" {
-			continue
+		if why, config := probeEndpoint(e, tlsCfg, timeout, timeout); why != "" {
+			return why, config
 		}
-		d := &net.Dialer{Timeout: timeout}
-		if u.Scheme != "https" {
-			c, err := d.Dial("tcp", u.Host)
-			if err != nil {
-				return fmt.Sprintf("%s: %v", e, err)
-			}
-			_ = c.Close()
-			if speaksTLS(d, u.Host) {
-				return fmt.Sprintf("%s: the endpoint speaks TLS: give it as https://%s (with --etcd-cacert, and --etcd-cert/--etcd-key when etcd asks for a client certificate)", e, u.Host)
-			}
-			continue
+	}
+	return "", false
+}
+
+// misconfigured is what probeEndpoint says when every endpoint fails it with an error of the
+// import's settings, else "": the read would only retry until its deadline (30 s), and the
+// command would then say that etcd is unavailable. It waits at most half a second for a client
+// certificate's refusal, which comes after the handshake.
+func misconfigured(endpoints []string, tlsCfg *tls.Config, timeout time.Duration) string {
+	var whys []string
+	for _, e := range endpoints {
+		why, config := probeEndpoint(e, tlsCfg, timeout, min(timeout, 500*time.Millisecond))
+		if !config {
+			return ""
 		}
-		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-		if tlsCfg != nil {
-			cfg = tlsCfg.Clone()
-		}
-		cfg.ServerName = u.Hostname()
-		c, err := (&tls.Dialer{NetDialer: d, Config: cfg}).Dial("tcp", u.Host)
+		whys = append(whys, why)
+	}
+	return strings.Join(whys, "; ")
+}
+
+// probeEndpoint connects to endpoint e as probeEndpoints does; a client certificate's refusal
+// is waited for readWait.
+func probeEndpoint(e string, tlsCfg *tls.Config, timeout, readWait time.Duration) (why string, config bool) {
+	u, err := url.Parse(e)
+	if err != nil || u.Host == "" {
+		return "", false
+	}
+	d := &net.Dialer{Timeout: timeout}
+	if u.Scheme != "https" {
+		c, err := d.Dial("tcp", u.Host)
 		if err != nil {
-			var alert tls.AlertError
-			var cert *tls.CertificateVerificationError
-			if !errors.As(err, &alert) && !errors.As(err, &cert) && speaksHTTP(d, u.Host, timeout) {
-				return fmt.Sprintf("%s: the endpoint does not speak TLS: give it as http://%s", e, u.Host)
-			}
-			return fmt.Sprintf("%s: TLS: %v: check --etcd-cacert (the CA of etcd's certificate) and --etcd-cert/--etcd-key (a client certificate, when etcd asks for one)", e, err)
-		}
-		// A server that wants a client certificate says so after the handshake, on the
-		// first read.
-		_ = c.SetReadDeadline(time.Now().Add(timeout))
-		if _, err := c.Read(make([]byte, 1)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-			var ne net.Error
-			if !(errors.As(err, &ne) && ne.Timeout()) {
-				_ = c.Close()
-				return fmt.Sprintf("%s: TLS: %v: check --etcd-cert and --etcd-key (a client certificate that etcd trusts)", e, err)
-			}
+			return fmt.Sprintf("%s: %v", e, err), false
 		}
 		_ = c.Close()
+		if speaksTLS(d, u.Host) {
+			return fmt.Sprintf("%s: the endpoint speaks TLS: give it as https://%s (with --etcd-cacert, and --etcd-cert/--etcd-key when etcd asks for a client certificate)", e, u.Host), true
+		}
+		return "", false
 	}
-	return ""
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if tlsCfg != nil {
+		cfg = tlsCfg.Clone()
+	}
+	cfg.ServerName = u.Hostname()
+	c, err := (&tls.Dialer{NetDialer: d, Config: cfg}).Dial("tcp", u.Host)
+	if err != nil {
+		var alert tls.AlertError
+		var cert *tls.CertificateVerificationError
+		var unknown x509.UnknownAuthorityError
+		var host x509.HostnameError
+		var invalid x509.CertificateInvalidError
+		if !errors.As(err, &alert) && !errors.As(err, &cert) && speaksHTTP(d, u.Host, timeout) {
+			return fmt.Sprintf("%s: the endpoint does not speak TLS: give it as http://%s", e, u.Host), true
+		}
+		config := errors.As(err, &alert) || errors.As(err, &cert) || errors.As(err, &unknown) || errors.As(err, &host) || errors.As(err, &invalid) ||
+			strings.Contains(err.Error(), "remote error: tls:")
+		return fmt.Sprintf("%s: TLS: %v: check --etcd-cacert (the CA of etcd's certificate) and --etcd-cert/--etcd-key (a client certificate, when etcd asks for one)", e, err), config
+	}
+	defer c.Close()
+	// A server that wants a client certificate says so after the handshake, on the first read.
+	_ = c.SetReadDeadline(time.Now().Add(readWait))
+	if _, err := c.Read(make([]byte, 1)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		var ne net.Error
+		if !(errors.As(err, &ne) && ne.Timeout()) {
+			// The peer's alert ("remote error: tls: certificate required"), whose type
+			// crypto/tls does not export.
+			return fmt.Sprintf("%s: TLS: %v: check --etcd-cert and --etcd-key (a client certificate that etcd trusts)", e, err), strings.Contains(err.Error(), "remote error: tls:")
+		}
+	}
+	return "", false
 }
 
 // speaksTLS reports whether host answers a TLS handshake (or a TLS alert): an etcd that serves

@@ -99,7 +99,7 @@ func (p *endpointProbe) start(s *Store) <-chan struct{} {
 	done := make(chan struct{})
 	p.running = done
 	go func() {
-		why := probeEndpoints(s.cli.Endpoints(), s.tlsCfg, min(s.cfg.DialTimeout, 2*time.Second))
+		why, _ := probeEndpoints(s.cli.Endpoints(), s.tlsCfg, min(s.cfg.DialTimeout, 2*time.Second))
 		p.mu.Lock()
 		p.why, p.at, p.running = why, time.Now(), nil
 		p.mu.Unlock()

@@ -385,7 +385,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		// handshake (no, or an untrusted or expired, client certificate): a probe of each
 		// endpoint names the cause and the flags to check.
 		go func() {
-			why := probeEndpoints(endpoints, tlsCfg, min(cfg.DialTimeout, 2*time.Second))
+			why, _ := probeEndpoints(endpoints, tlsCfg, min(cfg.DialTimeout, 2*time.Second))
 			if !s.Answered() {
 				s.probe.report(s, why)
 			}
