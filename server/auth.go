@@ -928,6 +928,30 @@ func (l *limiterSet) allowOwned(key, owner string, maxKeys int, now time.Time) (
 	return true, 0, false
 }
 
+// reserve takes n (at most one burst) from key's limiter, making one for key when there is
+// none, and returns how long until they are there: the caller acts then, and the key's later
+// reservations wait behind it.
+func (l *limiterSet) reserve(key string, n int, now time.Time) time.Duration {
+	if l.limit <= 0 {
+		return 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.clock != nil {
+		now = l.clock()
+	}
+	if now.Sub(l.swept) > limiterSweep {
+		l.sweepLocked(now)
+	}
+	e := l.m[key]
+	if e == nil {
+		e = &limiterEntry{lim: rate.NewLimiter(l.limit, l.burst)}
+		l.m[key] = e
+	}
+	e.seen = now
+	return e.lim.ReserveN(now, min(max(n, 1), l.burst)).DelayFrom(now)
+}
+
 // charge takes n more requests from key's limiter, at most one burst, whether or not they are
 // there: the key's next requests wait until the limiter has refilled. A key without a
 // limiter (none made, or swept) is not charged.

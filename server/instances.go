@@ -64,6 +64,9 @@ type reporter struct {
 	// ago, which a timer makes once the time is up (paceFailure).
 	wrote map[string]time.Time
 	paced map[string]func()
+	// failureBytes is the budget of failure records' bytes this replica writes for the
+	// instances of one agent token together (see failureBudget).
+	failureBytes *limiterSet
 }
 
 type reported struct {
@@ -96,7 +99,7 @@ type pendingReport struct {
 
 func newReporter(max int, refresh time.Duration) *reporter {
 	return &reporter{written: map[string]reported{}, window: reportWindow, refresh: refresh, pending: map[string]*pendingReport{}, wake: make(chan struct{}, 1),
-		max: max, owner: map[string]string{}, held: map[string]int{}}
+		max: max, owner: map[string]string{}, held: map[string]int{}, failureBytes: newLimiterSet(failureBudget, failureBudgetBurst)}
 }
 
 // reportRefresh is how often an unchanged report is written again (its last_seen) when an
@@ -849,31 +852,54 @@ func (r *reporter) failureNoted(key string) {
 // maxReportError bytes.
 const failureEvery = time.Second
 
-// paceFailure defers write, the recording of a failure of key, when this replica recorded one
-// less than failureEvery ago: it is made once the time is up, unless a later failure of key
-// took its place, or a report without failure cleared key meanwhile. It reports whether write
-// was deferred (else the caller makes it now).
-func (r *reporter) paceFailure(key string, write func()) bool {
+// failureBudget is how many bytes of failure records a replica writes a second, at most, for
+// the instances of one agent token together (the instance tokens it enrolled; those an admin
+// enrolled, per appliance), after a burst of failureBudgetBurst. One instance is paced by
+// failureEvery, but one holder of the fleet's token can enroll --max-instances of them: 300
+// instance tokens reporting a new failure of 2 KB each second filled a 32 MiB etcd quota
+// (NOSPACE: every write refused) in 20 s, and 20,000 would fill the default 2 GiB in minutes,
+// each write kept until the compaction. At 32 KiB/s, an hour of it is 115 MB a replica; a
+// fleet that fails at once has its first megabyte of failures (thousands of instances)
+// recorded at once and the others within minutes. A failure that halts a rollout is written
+// at once, out of the budget.
+const (
+	failureBudget      = 32 << 10
+	failureBudgetBurst = 1 << 20
+)
+
+// paceFailure defers write, the recording of a failure of key (size bytes, for the instances
+// of owner), when this replica recorded one less than failureEvery ago, or when owner's
+// failures spent their budget (failureBudget): it is made once the time is up, unless a later
+// failure of key took its place, or a report without failure cleared key meanwhile. It reports
+// whether write was deferred (else the caller makes it now).
+func (r *reporter) paceFailure(key, owner string, size int, write func()) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	at, ok := r.wrote[key]
-	if !ok || time.Since(at) >= failureEvery {
+	if r.paced[key] != nil {
+		r.paced[key] = write // the later failure is written in its place, in its time
+		return true
+	}
+	now := time.Now()
+	var wait time.Duration
+	if at, ok := r.wrote[key]; ok {
+		wait = failureEvery - now.Sub(at)
+	}
+	wait = max(wait, r.failureBytes.reserve(owner, size, now))
+	if wait <= 0 {
 		return false
 	}
 	if r.paced == nil {
 		r.paced = map[string]func(){}
 	}
-	if r.paced[key] == nil {
-		time.AfterFunc(failureEvery-time.Since(at), func() {
-			r.mu.Lock()
-			w := r.paced[key]
-			delete(r.paced, key)
-			r.mu.Unlock()
-			if w != nil {
-				w()
-			}
-		})
-	}
+	time.AfterFunc(wait, func() {
+		r.mu.Lock()
+		w := r.paced[key]
+		delete(r.paced, key)
+		r.mu.Unlock()
+		if w != nil {
+			w()
+		}
+	})
 	r.paced[key] = write
 	return true
 }

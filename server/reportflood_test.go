@@ -111,3 +111,43 @@ func TestReports_FailureFloodOfOneInstanceIsPaced(t *testing.T) {
 		t.Fatalf("a failure a second later: recorded %q", got)
 	}
 }
+
+// The failure records of the instances of one agent token together are written within a
+// budget of bytes a second (failureBudget), the rest as it allows: one holder of the fleet's
+// token can enroll --max-instances instances, and each one's pacing (a write a second) then
+// multiplied. 300 instance tokens reporting a new 2 KB failure each second filled a 32 MiB
+// etcd quota in 20 s (NOSPACE: every write of the store refused). Every instance's latest
+// failure is still recorded, later.
+func TestReports_FailuresOfOneTokenWithinABudget(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	const instances = 10
+	toks := make([]string, instances)
+	for i := range toks {
+		toks[i] = f.enroll(agent, "web", fmt.Sprintf("vm-%d", i)).Token
+	}
+	// 4 KiB a second after a burst of 8 KiB: four records of 2 KB at once, the others over
+	// the next seconds.
+	f.s.reports.failureBytes = newLimiterSet(4<<10, 8<<10)
+	recorded := func() int {
+		t.Helper()
+		n := 0
+		for i := range instances {
+			if _, _, err := f.st.SysGet(context.Background(), instanceErrorKey("web", fmt.Sprintf("vm-%d", i))); err == nil {
+				n++
+			} else if !errors.Is(err, api.ErrNotFound) {
+				t.Fatal(err)
+			}
+		}
+		return n
+	}
+	for i, tok := range toks {
+		body := fmt.Sprintf(`{"instance":"vm-%d","revision":1,"applied":0,"error":%q,"stage":"command"}`, i, strings.Repeat("x", 1800))
+		f.must(f.doToken(tok, "POST", "/v1/appliances/web/report", body, "Content-Type", "application/json"), 200, nil)
+	}
+	if n := recorded(); n > 4 {
+		t.Errorf("%d failure records of 2 KB written at once, past a budget of 8 KiB", n)
+	}
+	waitFor(t, "every instance's failure recorded", func() bool { return recorded() == instances })
+}

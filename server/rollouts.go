@@ -1005,7 +1005,11 @@ func (s *Server) recordFailure(ctx context.Context, name string, rep api.Report,
 		s.reports.failureNoted(name + "/" + rep.Instance)
 		return nil
 	}
-	if !halts && s.reports.paceFailure(name+"/"+rep.Instance, func() {
+	owner := p.parent
+	if owner == "" {
+		owner = "appliance " + name // enrolled by an admin
+	}
+	if !halts && s.reports.paceFailure(name+"/"+rep.Instance, owner, len(data), func() {
 		ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
 		defer cancel()
 		if err := write(ctx); err != nil && s.ctx.Err() == nil {
