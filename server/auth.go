@@ -275,6 +275,10 @@ type authState struct {
 	// children counts the records of byName by Parent (instance tokens by the agent token that
 	// enrolled them), so that an enrollment's cap is checked without a walk over every token.
 	children map[string]int
+	// enrolling counts the enrollments of each agent token under way on this replica (checked
+	// against the cap, not yet written): with children, what the cap is checked against, so
+	// that enrollments arriving together cannot all pass a check made before any was written.
+	enrolling map[string]int
 	// revoked holds the revision at which this replica revoked a token: a record read before
 	// it (a watch event's reload that raced the revocation) must not bring the token back.
 	revoked map[string]int64
@@ -294,14 +298,15 @@ type authState struct {
 
 func newAuthState(cfg Config) *authState {
 	return &authState{
-		byHash:   map[string]*tokenRecord{},
-		byName:   map[string]*tokenRecord{},
-		children: map[string]int{},
-		revoked:  map[string]int64{},
-		gone:     map[string]string{},
-		at:       map[string]int64{},
-		lastUsed: map[string]time.Time{},
-		limits:   newLimiterSet(cfg.RateLimit, int(math.Ceil(cfg.RateLimit))),
+		byHash:    map[string]*tokenRecord{},
+		byName:    map[string]*tokenRecord{},
+		children:  map[string]int{},
+		enrolling: map[string]int{},
+		revoked:   map[string]int64{},
+		gone:      map[string]string{},
+		at:        map[string]int64{},
+		lastUsed:  map[string]time.Time{},
+		limits:    newLimiterSet(cfg.RateLimit, int(math.Ceil(cfg.RateLimit))),
 		// A burst of 10 seconds' worth: a change wakes a whole fleet at once.
 		ceilings: newLimiterSet(cfg.tokenRateLimit(), int(math.Ceil(10*cfg.tokenRateLimit()))),
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
@@ -59,6 +60,35 @@ func (a *authState) enrolledBy(parent, except string) int {
 	return n
 }
 
+// reserveEnrollment takes one of agent token parent's max places for an enrollment of the
+// instance token named except, unless the tokens it enrolled but except, with its enrollments
+// under way on this replica, fill them: then it reports how many those are and false. A place
+// taken is given back by release, once the enrollment wrote its token (and set it here) or
+// failed. Checked against the cache alone, enrollments sent together all passed the check before
+// any was written (48 at once under --max-instances 5).
+func (a *authState) reserveEnrollment(parent, except string, max int) (n int, release func(), ok bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n = a.children[parent] + a.enrolling[parent]
+	if rec := a.byName[except]; rec != nil && rec.Parent == parent {
+		n--
+	}
+	if n >= max {
+		return n, nil, false
+	}
+	a.enrolling[parent]++
+	var once sync.Once
+	return n, func() {
+		once.Do(func() {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			if a.enrolling[parent]--; a.enrolling[parent] <= 0 {
+				delete(a.enrolling, parent)
+			}
+		})
+	}, true
+}
+
 // enrollRetryAge is how old a token never used must be for its enrollment key to enroll its
 // instance again (see retriedByHolder): agents ask again after enrollEvery, a minute.
 const enrollRetryAge = 10 * time.Second
@@ -101,13 +131,16 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	tokName := instanceTokenName(name, req.Instance)
-	parent := ""
+	parent, release := "", func() {}
 	if !p.admin {
 		parent = p.name
-		if n := s.auth.enrolledBy(parent, tokName); n >= s.cfg.MaxInstances {
+		n, rel, ok := s.auth.reserveEnrollment(parent, tokName, s.cfg.MaxInstances)
+		if !ok {
 			return api.Errorf(api.CodeConflict, "token %s has enrolled %d instances, the limit (--max-instances): free some with shoelace appliance forget %s INSTANCE",
 				shorten(p.name), n, name)
 		}
+		release = rel
+		defer release()
 	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
@@ -116,6 +149,7 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) error {
 		if errors.Is(err, api.ErrConflict) && !isEnrolledConflict(err) && try < enrollTries {
 			continue // the record or the token changed since read: read again
 		}
+		release() // written (and counted in children by set) or not: the place goes back
 		if err != nil {
 			return err
 		}

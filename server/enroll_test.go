@@ -458,3 +458,42 @@ func TestEnroll_KeyRetryRefusedOnceReportedThroughAnotherReplica(t *testing.T) {
 	a.mustErr(enrollWith(), 409, api.CodeConflict, "enrolled already")
 	b.must(b.doToken(second.Token, "GET", "/v1/appliances/web", ""), 200, nil)
 }
+
+// Enrollments of one agent token arriving together are capped as one after another are: the
+// cap was checked against the tokens this replica had cached, before any of them was written,
+// so 40 at once under --max-instances 5 enrolled 11 (a holder of the fleet's agent token went
+// past the cap that bounds what it may mint).
+func TestEnroll_CapHoldsForEnrollmentsAtOnce(t *testing.T) {
+	const max, n = 5, 40
+	f := newFixture(t, func(c *Config) { c.MaxInstances = max; c.RateLimit = 1000 })
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	got := make([]resp, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			got[i] = f.doQuietMethod(agent, "POST", "/v1/appliances/web/enroll", fmt.Sprintf(`{"instance":"vm-%d"}`, i))
+		}()
+	}
+	close(start)
+	wg.Wait()
+	won := 0
+	for _, r := range got {
+		switch r.StatusCode {
+		case 201:
+			won++
+		case 409:
+		default:
+			t.Fatalf("enroll: %d %s", r.StatusCode, r.body)
+		}
+	}
+	if won != max {
+		t.Fatalf("%d enrollments at once under --max-instances %d: %d enrolled, want %d", n, max, won, max)
+	}
+	if got := f.s.auth.enrolledBy("agent-web", ""); got != max {
+		t.Fatalf("agent-web has %d instance tokens, want %d", got, max)
+	}
+}
