@@ -53,6 +53,11 @@ func (a *authState) enrolled(appliance, instance string) bool {
 func (a *authState) enrolledBy(parent, except string) int {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
+	return a.enrolledByLocked(parent, except)
+}
+
+// enrolledByLocked is enrolledBy with a.mu held.
+func (a *authState) enrolledByLocked(parent, except string) int {
 	n := a.children[parent]
 	if rec := a.byName[except]; rec != nil && rec.Parent == parent {
 		n--
@@ -69,10 +74,7 @@ func (a *authState) enrolledBy(parent, except string) int {
 func (a *authState) reserveEnrollment(parent, except string, max int) (n int, release func(), ok bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	n = a.children[parent] + a.enrolling[parent]
-	if rec := a.byName[except]; rec != nil && rec.Parent == parent {
-		n--
-	}
+	n = a.enrolledByLocked(parent, except) + a.enrolling[parent]
 	if n >= max {
 		return n, nil, false
 	}
