@@ -61,7 +61,8 @@ type reporter struct {
 	failed map[string]bool
 	// wrote is when this replica last recorded a failure of an instance (failureNoted), and
 	// paced the latest failure write of an instance it recorded one of less than failureEvery
-	// ago, which a timer makes once the time is up (paceFailure).
+	// ago, which a timer makes once the time is up (paceFailure); nil when a report without
+	// failure dropped it, the timer still under way.
 	wrote map[string]time.Time
 	paced map[string]func()
 	// failureBytes is the budget of failure records' bytes this replica writes for the
@@ -875,8 +876,12 @@ const (
 func (r *reporter) paceFailure(key, owner string, size int, write func()) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.paced[key] != nil {
-		r.paced[key] = write // the later failure is written in its place, in its time
+	if _, ok := r.paced[key]; ok {
+		// The later failure is written in its place, in its time. A timer of key still under
+		// way (its failure cleared since) takes it too: a new one would take another share of
+		// owner's budget at each failure of an instance alternating failures with reports
+		// without one, the budget's debt (and the timers) growing without bound.
+		r.paced[key] = write
 		return true
 	}
 	now := time.Now()
@@ -904,6 +909,14 @@ func (r *reporter) paceFailure(key, owner string, size int, write func()) bool {
 	return true
 }
 
+// unpaceLocked drops the failure of key waiting to be written, keeping its timer's place (see
+// paceFailure). r.mu is held.
+func (r *reporter) unpaceLocked(key string) {
+	if _, ok := r.paced[key]; ok {
+		r.paced[key] = nil
+	}
+}
+
 // failureSeen records what the store's watch says of the failure record of instance key: put
 // (by any replica) or deleted.
 func (r *reporter) failureSeen(key string, there bool) {
@@ -913,7 +926,7 @@ func (r *reporter) failureSeen(key string, there bool) {
 		// Cleared (by a report without failure, here or through another replica): a failure
 		// waiting to be written would bring back one older than that report.
 		delete(r.failed, key)
-		delete(r.paced, key)
+		r.unpaceLocked(key)
 		delete(r.wrote, key)
 		return
 	}
@@ -941,7 +954,7 @@ func (r *reporter) loadFailures(m map[string][]byte) {
 func (r *reporter) failureCleared(key string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.paced, key)
+	r.unpaceLocked(key)
 	delete(r.wrote, key)
 	if !r.failed[key] {
 		return false
