@@ -56,3 +56,40 @@ func TestReports_FailureClearCyclesDoNotRunUpTheBudget(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A failure that halts a rollout is written at once; a failure the same instance reported
+// before it, still waiting for the budget, was written when its time came, over it: the
+// instance listed an old failure in place of the one that halted the rollout.
+func TestReports_HaltingFailureIsNotOverwrittenByAnOlderOne(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	fleet := enrollFleet(t, f, 10)
+	// 2 KiB a second after a burst of 4 KiB: most of the fleet's failures below wait.
+	f.s.reports.failureBytes = newLimiterSet(2<<10, 4<<10)
+	for _, n := range fleet {
+		report(t, f, n, viewOf(t, f, n), "old failure of "+n+" "+strings.Repeat("x", 1000))
+	}
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=10%25&bake=1h", "bad"), 202, &st)
+	canary := st.Cohort[0]
+	report(t, f, canary, viewOf(t, f, canary), "candidate broke nginx")
+	if st = rolloutStatus(t, f); st.State != api.RolloutHalted {
+		t.Fatalf("a failure of the candidate did not halt the rollout: %+v", st)
+	}
+	// Until every failure waiting has had its time.
+	var wait time.Duration
+	l := f.s.reports.failureBytes
+	l.mu.Lock()
+	for _, e := range l.m {
+		wait = max(wait, e.lim.ReserveN(time.Now(), 1).DelayFrom(time.Now()))
+	}
+	l.mu.Unlock()
+	time.Sleep(wait + 500*time.Millisecond)
+	var list api.Instances
+	f.must(f.do("GET", "/v1/appliances/web/instances", ""), 200, &list)
+	for _, in := range list.Instances {
+		if in.Instance == canary && in.Error != "candidate broke nginx" {
+			t.Fatalf("%v after the halt, %s lists the failure %.40q, not the one that halted the rollout", wait.Round(time.Second), canary, in.Error)
+		}
+	}
+}

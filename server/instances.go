@@ -909,6 +909,13 @@ func (r *reporter) paceFailure(key, owner string, size int, write func()) bool {
 	return true
 }
 
+// unpace drops the failure of key waiting to be written (see unpaceLocked).
+func (r *reporter) unpace(key string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.unpaceLocked(key)
+}
+
 // unpaceLocked drops the failure of key waiting to be written, keeping its timer's place (see
 // paceFailure). r.mu is held.
 func (r *reporter) unpaceLocked(key string) {

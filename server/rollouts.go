@@ -1009,6 +1009,11 @@ func (s *Server) recordFailure(ctx context.Context, name string, rep api.Report,
 	if owner == "" {
 		owner = "appliance " + name // enrolled by an admin
 	}
+	if halts {
+		// Written now: a failure of the instance still waiting for its time (see paceFailure)
+		// is older, and must not take this one's place when its time comes.
+		s.reports.unpace(name + "/" + rep.Instance)
+	}
 	if !halts && s.reports.paceFailure(name+"/"+rep.Instance, owner, len(data), func() {
 		ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
 		defer cancel()
