@@ -276,9 +276,10 @@ type authState struct {
 	// enrolled them), so that an enrollment's cap is checked without a walk over every token.
 	children map[string]int
 	// enrolling counts the enrollments of each agent token under way on this replica (checked
-	// against the cap, not yet written): with children, what the cap is checked against, so
-	// that enrollments arriving together cannot all pass a check made before any was written.
-	enrolling map[string]int
+	// against the cap, not yet written), by instance token name: with children, what the cap
+	// is checked against, so that enrollments arriving together cannot all pass a check made
+	// before any was written.
+	enrolling map[string]map[string]int
 	// revoked holds the revision at which this replica revoked a token: a record read before
 	// it (a watch event's reload that raced the revocation) must not bring the token back.
 	revoked map[string]int64
@@ -301,7 +302,7 @@ func newAuthState(cfg Config) *authState {
 		byHash:    map[string]*tokenRecord{},
 		byName:    map[string]*tokenRecord{},
 		children:  map[string]int{},
-		enrolling: map[string]int{},
+		enrolling: map[string]map[string]int{},
 		revoked:   map[string]int64{},
 		gone:      map[string]string{},
 		at:        map[string]int64{},

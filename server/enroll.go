@@ -70,21 +70,36 @@ func (a *authState) enrolledByLocked(parent, except string) int {
 // under way on this replica, fill them: then it reports how many those are and false. A place
 // taken is given back by release, once the enrollment wrote its token (and set it here) or
 // failed. Checked against the cache alone, enrollments sent together all passed the check before
-// any was written (48 at once under --max-instances 5).
+// any was written (48 at once under --max-instances 5). An enrollment under way counts once per
+// name, and not at all for a name parent's tokens hold already: it adds no token (its holder
+// asking again, a new machine taking over a stale name), and those at the cap were refused as
+// over it when they came together.
 func (a *authState) reserveEnrollment(parent, except string, max int) (n int, release func(), ok bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	n = a.enrolledByLocked(parent, except) + a.enrolling[parent]
+	n = a.enrolledByLocked(parent, except)
+	for name := range a.enrolling[parent] {
+		if rec := a.byName[name]; name != except && (rec == nil || rec.Parent != parent) {
+			n++
+		}
+	}
 	if n >= max {
 		return n, nil, false
 	}
-	a.enrolling[parent]++
+	if a.enrolling[parent] == nil {
+		a.enrolling[parent] = map[string]int{}
+	}
+	a.enrolling[parent][except]++
 	var once sync.Once
 	return n, func() {
 		once.Do(func() {
 			a.mu.Lock()
 			defer a.mu.Unlock()
-			if a.enrolling[parent]--; a.enrolling[parent] <= 0 {
+			m := a.enrolling[parent]
+			if m[except]--; m[except] <= 0 {
+				delete(m, except)
+			}
+			if len(m) == 0 {
 				delete(a.enrolling, parent)
 			}
 		})
