@@ -118,3 +118,23 @@ func TestConfd_PrefixOwnValue(t *testing.T) {
 		t.Errorf("getv \"/\" of a relative view: %v", err)
 	}
 }
+
+// TestConfd_PrefixOwnValueAlone: a prefix that holds its own value and nothing below it (a
+// resource whose one setting is the prefix's value) reads it as "/" too, as the real confd
+// v0.16.0 renders it (its etcd read of the prefix finds the value). The view was read as one
+// imported with --prefix PREFIX, for want of a key below the prefix, and getv "/" failed the
+// render, saying to import with --prefix /, which it was.
+func TestConfd_PrefixOwnValueAlone(t *testing.T) {
+	view := Data{Keys: map[string]string{"production/web": "pv"}}
+	res, err := mustParse(t, `[{{getv "/"}}] {{exists "/"}} {{range gets "/*"}}{{.Key}}={{.Value}}{{end}}`,
+		Options{Functions: ModeConfd, Prefix: "/production/web", ConfdKeys: []string{"/"}}).Execute(view)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(res.Output), "[pv] true /=pv"; got != want {
+		t.Errorf("%q, want confd's %q", got, want)
+	}
+	if !slices.Contains(res.Keys, "production/web") {
+		t.Errorf("read keys %v: a change of the prefix's value would not re-render", res.Keys)
+	}
+}

@@ -1,6 +1,7 @@
 package templates
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -335,7 +336,13 @@ func confdKey(k string) (string, bool) {
 // holds it as "/" (PREFIX with the prefix cut off), for a resource whose keys load it ("/").
 func (s *state) confdLookup(arg string) (string, bool) {
 	if arg == "/" {
-		if base := s.confdBase(); base != "" && s.confdVisible("") {
+		if !s.confdVisible("") {
+			return "", false
+		}
+		// Read where a view imported with --prefix / holds it, also when nothing is below
+		// the prefix (confdBase then reads the view as relative): the real confd v0.16.0
+		// renders a prefix that holds its own value alone.
+		if base := cmp.Or(s.confdBase(), s.confdPrefixView()); base != "" {
 			return s.readKey(strings.TrimSuffix(base, "/"))
 		}
 		return "", false
