@@ -170,7 +170,9 @@ func probeEndpoint(e string, tlsCfg *tls.Config, timeout, readWait time.Duration
 			return fmt.Sprintf("%s: %v", e, err), false
 		}
 		_ = c.Close()
-		if speaksTLS(d, u.Host) {
+		// An etcd given both http:// and https:// listen URLs on one port serves both there:
+		// one that answers plain HTTP is not misread as wanting TLS.
+		if speaksTLS(d, u.Host) && !servesPlainHTTP(d, u.Host, timeout) {
 			return fmt.Sprintf("%s: the endpoint speaks TLS: give it as https://%s (with --etcd-cacert, and --etcd-cert/--etcd-key when etcd asks for a client certificate)", e, u.Host), true
 		}
 		return "", false
@@ -218,6 +220,24 @@ func speaksTLS(d *net.Dialer, host string) bool {
 	}
 	var alert tls.AlertError
 	return errors.As(err, &alert)
+}
+
+// servesPlainHTTP reports whether host answers etcd's GET /version without TLS with 200 OK, as
+// an etcd that serves plain HTTP on its client port does; a TLS server answers 400 (Go's "Client
+// sent an HTTP request to an HTTPS server") or nothing.
+func servesPlainHTTP(d *net.Dialer, host string, timeout time.Duration) bool {
+	c, err := d.Dial("tcp", host)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	if _, err := io.WriteString(c, "GET /version HTTP/1.0\r\n\r\n"); err != nil {
+		return false
+	}
+	b := make([]byte, 12)
+	_, err = io.ReadFull(c, b)
+	return err == nil && strings.HasPrefix(string(b), "HTTP/1.") && string(b[8:]) == " 200"
 }
 
 // speaksHTTP reports whether host answers a plain HTTP request (etcd serves GET /version on its
