@@ -145,13 +145,28 @@ func probeEndpoints(endpoints []string, tlsCfg *tls.Config, timeout time.Duratio
 // command would then say that etcd is unavailable. It waits at most half a second for a client
 // certificate's refusal, which comes after the handshake.
 func misconfigured(endpoints []string, tlsCfg *tls.Config, timeout time.Duration) string {
-	var whys []string
-	for _, e := range endpoints {
-		why, config := probeEndpoint(e, tlsCfg, timeout, min(timeout, 500*time.Millisecond))
-		if !config {
+	// Probed together, and answered as soon as one endpoint is not misconfigured: one by one,
+	// an endpoint that accepts connections and answers nothing (a frozen member) held the
+	// import for the whole timeout before its first read, though the others answer.
+	type probed struct {
+		i      int
+		why    string
+		config bool
+	}
+	ch := make(chan probed, len(endpoints))
+	for i, e := range endpoints {
+		go func() {
+			why, config := probeEndpoint(e, tlsCfg, timeout, min(timeout, 500*time.Millisecond))
+			ch <- probed{i, why, config}
+		}()
+	}
+	whys := make([]string, len(endpoints))
+	for range endpoints {
+		p := <-ch
+		if !p.config {
 			return ""
 		}
-		whys = append(whys, why)
+		whys[p.i] = p.why
 	}
 	return strings.Join(whys, "; ")
 }

@@ -93,3 +93,45 @@ func TestReadForeign_PlainAndTLSOnOnePort(t *testing.T) {
 		t.Fatalf("read %d keys, want 1", len(kvs))
 	}
 }
+
+// TestReadForeign_FrozenFirstEndpoint: an endpoint that accepts connections and answers nothing
+// (a frozen member: SIGSTOP, a hung host) first in the list does not hold the import for the
+// dial timeout before its read: the probe for settings that cannot work waited for it, one
+// endpoint after another, and the import of a cluster whose other members answer took 5 s
+// more (the read itself goes to the member that answers).
+func TestReadForeign_FrozenFirstEndpoint(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ee, cli := foreignEtcd(ctx, t)
+	if _, err := cli.Put(ctx, "/app/x", "1"); err != nil {
+		t.Fatal(err)
+	}
+	frozen, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer frozen.Close()
+	go func() {
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := frozen.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	start := time.Now()
+	kvs, _, err := ReadForeign(ctx, ForeignEtcd{Endpoints: append([]string{"http://" + frozen.Addr().String()}, ee.Endpoints()...), DialTimeout: 4 * time.Second}, "/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); len(kvs) != 1 || took > 2*time.Second {
+		t.Fatalf("read %d keys in %v with a frozen endpoint first; want 1, well within the dial timeout (4s)", len(kvs), took.Round(10*time.Millisecond))
+	}
+}
