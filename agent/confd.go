@@ -702,6 +702,15 @@ func (r *ConfdResources) YAML() ([]byte, error) {
 			break
 		}
 	}
+	for _, t := range r.Templates {
+		if t.Owner == "" || t.Group == "" {
+			head = append(head, "note: confd gave a file without uid or gid to its own user or group, and confd_dir does so with the",
+				"  agent's; these entries keep an existing file's owner and group instead: add owner: and group: (the",
+				"  agent's user) to have them changed as confd did. They also make a destination's missing directories,",
+				"  where confd and confd_dir fail the resource.")
+			break
+		}
+	}
 	comments := make([][]string, len(r.Templates))
 	for i, t := range r.Templates {
 		c := fmt.Sprintf("from %s", t.File)
