@@ -693,14 +693,26 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*http.Req
 		return r, err
 	}
 	var rec *tokenRecord
+	asked := false
 	if ok {
 		rec = s.auth.lookup(secret)
+		if rec != nil && s.fresh.reach.stale() {
+			// The cache may lack changes of the store's tokens (its watch lost events to a
+			// compaction, and the reload that follows is not done): a revocation among them
+			// would leave the token in it. The store is asked, as for a token the cache does
+			// not hold: a store that fails reads never keeps a revoked token valid.
+			var err error
+			if rec, err = s.lookupUnknown(r.Context(), secret, arrived); err != nil {
+				return r, err
+			}
+			asked = true
+		}
 	}
 	if rec == nil {
 		if err := s.limitAddr(r); err != nil {
 			return r, err
 		}
-		if ok || !s.auth.loaded.Load() {
+		if !asked && (ok || !s.auth.loaded.Load()) {
 			// Perhaps created through another replica a moment ago: ask the store. When it
 			// cannot be asked, the token is not known to be unknown: 503, never a 401 that
 			// makes an agent drop an instance token that may be valid.

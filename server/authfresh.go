@@ -59,6 +59,11 @@ type cacheReach struct {
 	// gapFrom is the first revision of the last watch that started past rev, which asked for a
 	// reload of the tokens (see Server.tokensWatched).
 	gapFrom int64
+	// at is rev, for stale without the lock (every request asks it). missed is a revision up
+	// to which the store's tokens changed in ways the cache may not hold: a watch started past
+	// rev (a compaction hid the changes between), or it was reset for one. While rev is below
+	// it, a revocation may be among those changes: the cache's tokens are asked of the store.
+	at, missed atomic.Int64
 }
 
 // raise records that the cache holds every change up to rev.
@@ -69,6 +74,7 @@ func (c *cacheReach) raise(rev int64) {
 		return
 	}
 	c.rev = rev
+	c.at.Store(rev)
 	if c.raised != nil {
 		close(c.raised)
 		c.raised = nil
@@ -80,6 +86,24 @@ func (c *cacheReach) reset() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.rev, c.gapFrom = 0, 0
+	c.at.Store(0)
+	c.missed.Store(0) // revisions of a store or history that is gone
+}
+
+// miss records that the cache may lack changes of the store's tokens up to rev (see missed).
+func (c *cacheReach) miss(rev int64) {
+	for {
+		m := c.missed.Load()
+		if rev <= m || c.missed.CompareAndSwap(m, rev) {
+			return
+		}
+	}
+}
+
+// stale reports whether the cache may lack changes of the store's tokens (a revocation among
+// them): a load of the tokens has not reached what the watch is known to have missed.
+func (c *cacheReach) stale() bool {
+	return c.at.Load() < c.missed.Load()
 }
 
 // get returns the revision.
@@ -143,6 +167,7 @@ func (s *Server) tokensWatched(from, rev int64) {
 	if !c.watched(from, rev) || !s.auth.loaded.Load() {
 		return // a load not done yet is being retried: the next event looks again once it is
 	}
+	c.miss(from - 1)
 	c.mu.Lock()
 	again := c.gapFrom != from
 	c.gapFrom = from

@@ -278,6 +278,9 @@ func (s *Server) onSysChange(_ context.Context, ev store.Event) {
 
 // onHubReset reloads what the watch may have missed while its history was compacted.
 func (s *Server) onHubReset(ctx context.Context) {
+	// The watch lost track of changes (a compaction): a token revoked among them is still in
+	// the cache, which is not trusted until a load reaches the store's revision of the reset.
+	s.fresh.reach.miss(s.hub.current())
 	if err := s.loadSysOnce(ctx); err != nil {
 		s.reloadSysLater("reload tokens and settings after a watch reset", err)
 	}

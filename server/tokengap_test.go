@@ -1,0 +1,90 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/testutil"
+	"github.com/shoelace-dev/shoelace/internal/testutil/faultproxy"
+)
+
+// A token revoked while a replica could not watch, its revocation then compacted away, is not
+// taken from the replica's cache while the reload that would learn of it fails: the replica
+// knows its cache misses changes, so it asks the store (503 while the token records cannot be
+// read), never answers 200 to the revoked token. Once the reload succeeds, the token is 401.
+func TestAuth_RevokedInCompactedGapWhileReloadFails(t *testing.T) {
+	var logs syncBuffer
+	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg := testutil.StoreConfig(t)
+	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	p := faultproxy.Start(t, cfg.Endpoints[0])
+	b := newFixtureLog(t, throughProxy(t, cfg, p), log)
+	b.token = a.token
+	ctx := context.Background()
+	victim := a.newToken(api.TokenRequest{Name: "victim", Read: []string{"shared"}})
+	waitFor(t, "replica b knows the token", func() bool { return b.s.auth.lookup(victim) != nil })
+	b.settled()
+
+	p.Down() // b's watch breaks: it does not see the revocation
+	a.must(a.do("DELETE", "/v1/tokens/victim", ""), 200, nil)
+	if _, err := a.st.Put(ctx, "shared/after", "1", -1); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := a.st.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.st.Compact(ctx, rev); err != nil { // the revocation is gone from history
+		t.Fatal(err)
+	}
+
+	// Every transaction (the token reads are) is cut before it reaches etcd; single-key reads
+	// (the kv GET below, the store's revision) go through.
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			p.CutBeforeRequest(faultproxy.Methods("/etcdserverpb.KV/Txn"), false)
+			select {
+			case <-stop:
+				p.Disarm()
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	p.Up()
+	if !within(20*time.Second, func() bool { return strings.Contains(logs.String(), "after a watch reset") }) {
+		close(stop)
+		wg.Wait()
+		t.Fatalf("the reload after the watch reset did not fail; logs:\n%s", logs.String())
+	}
+	for i := 0; i < 5; i++ {
+		r := b.doToken(victim, "GET", "/v1/kv/shared/after", "")
+		if r.StatusCode == 200 {
+			close(stop)
+			wg.Wait()
+			t.Fatalf("replica b answered 200 to a token revoked while it could not watch (its reload failing): %s", r.body)
+		}
+		if r.StatusCode != 503 && r.StatusCode != 401 {
+			close(stop)
+			wg.Wait()
+			t.Fatalf("status %d, want 503 or 401; body %s", r.StatusCode, r.body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	if !within(30*time.Second, func() bool { return b.s.auth.lookup(victim) == nil }) {
+		t.Fatal("replica b still holds the revoked token 30s after its store came back")
+	}
+	b.mustErr(b.doToken(victim, "GET", "/v1/kv/shared/after", ""), 401, api.CodeUnauthorized)
+	b.must(b.do("GET", "/v1/kv/shared/after", ""), 200, nil)
+}
