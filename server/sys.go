@@ -335,6 +335,13 @@ func (s *Server) writable() error {
 		e.RetryAfter = 30
 		return e
 	}
+	if s.fresh.reach.stale() {
+		// The watch lost changes of the settings to a compaction and the reload that follows
+		// is not done: maintenance may have been turned on among them.
+		e := api.Errorf(api.CodeUnavailable, "this replica has not read the store's settings again since its watch lost changes (history compacted while it could not watch), and maintenance may be on: writes are refused (not applied) until it has; retry")
+		e.RetryAfter = 2
+		return e
+	}
 	if free, low := s.st.LowDisk(); low {
 		// etcd stops the process when a write of its data fails (a full disk ended the
 		// server): refused here, the write is not applied, and reads go on.

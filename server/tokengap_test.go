@@ -88,3 +88,55 @@ func TestAuth_RevokedInCompactedGapWhileReloadFails(t *testing.T) {
 	b.mustErr(b.doToken(victim, "GET", "/v1/kv/shared/after", ""), 401, api.CodeUnauthorized)
 	b.must(b.do("GET", "/v1/kv/shared/after", ""), 200, nil)
 }
+
+// Maintenance turned on while a replica could not watch, the event then compacted away, holds
+// the replica's writes while the reload that would learn of it fails: writes are refused as
+// unavailable (not applied), never taken as if maintenance were off; once the reload succeeds,
+// they are refused for maintenance.
+func TestSys_WritesHeldWhileReloadAfterCompactionFails(t *testing.T) {
+	var logs syncBuffer
+	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg := testutil.StoreConfig(t)
+	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	p := faultproxy.Start(t, cfg.Endpoints[0])
+	b := newFixtureLog(t, throughProxy(t, cfg, p), log)
+	b.token = a.token
+	ctx := context.Background()
+	b.settled()
+	if err := b.s.writable(); err != nil {
+		t.Fatalf("writable before the fault: %v", err)
+	}
+
+	p.Down()
+	a.must(a.do("PUT", "/v1/maintenance", `{"on":true}`), 200, nil)
+	if _, err := a.st.Put(ctx, "shared/after", "1", -1); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := a.st.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.st.Compact(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	p.CutBeforeRequest(faultproxy.Methods("/etcdserverpb.KV/Txn"), true)
+	p.Up()
+	if !within(20*time.Second, func() bool { return strings.Contains(logs.String(), "after a watch reset") }) {
+		t.Fatalf("the reload after the watch reset did not fail; logs:\n%s", logs.String())
+	}
+	if b.s.maintenance.Load() {
+		t.Fatal("maintenance is on although the reload failed: the test proves nothing")
+	}
+	err = b.s.writable()
+	if err == nil {
+		t.Fatal("replica b takes writes while maintenance, turned on in the history it lost, is unknown to it")
+	}
+	if code := api.AsError(err).Code; code != api.CodeUnavailable {
+		t.Fatalf("writable: %v (code %s), want unavailable", err, code)
+	}
+	p.Up()
+	if !within(30*time.Second, b.s.maintenance.Load) {
+		t.Fatal("replica b did not turn maintenance on within 30s of its store coming back")
+	}
+	b.mustErr(b.do("PUT", "/v1/kv/shared/x", "1"), 503, api.CodeMaintenance)
+}
