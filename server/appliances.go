@@ -215,6 +215,9 @@ func (s *Server) answerView(w http.ResponseWriter, r *http.Request, name string)
 		return err
 	}
 	if rec := s.candidateFor(name, principalOf(r)); rec != nil {
+		if err := s.rolloutsKnown(); err != nil {
+			return err
+		}
 		cf := s.hub.candidateFlight(name, rec, v.Revision)
 		cv, body, err := cf.wait(ctx)
 		if err != nil {
@@ -277,6 +280,11 @@ type answer struct {
 // for each of 10,000 woken long-polls).
 func (s *Server) changed(ctx context.Context, p *principal, name string, index int64, o pollOpts, wk wake) (answer, error) {
 	rec := s.candidateFor(name, p)
+	if rec != nil {
+		if err := s.rolloutsKnown(); err != nil {
+			return answer{}, err
+		}
+	}
 	if o.delta && wk.known {
 		if from, ok := s.baseSide(name, p, o.baseRollout); ok {
 			if f := s.hub.delta(name, index, from, sideOf(rec), wk.rev); f.body != nil {

@@ -241,6 +241,18 @@ func (s *Server) candidateFor(name string, p *principal) *rollout.Record {
 	return nil
 }
 
+// rolloutsKnown is an unavailable error while this replica's records of the store (tokens,
+// settings, rollouts) may lack changes its watch lost to a compaction and are not read again:
+// a rollout ended among them would still give its cohort the candidate.
+func (s *Server) rolloutsKnown() error {
+	if !s.fresh.reach.stale() {
+		return nil
+	}
+	e := api.Errorf(api.CodeUnavailable, "this replica has not read the store's rollouts again since its watch lost changes (history compacted while it could not watch); retry")
+	e.RetryAfter = 2
+	return e
+}
+
 // rolloutParams reads a write's rollout query parameters: canary (a share) and with it step,
 // bake, deadline, manual. It returns nil when the write has no canary, and force, which lets a
 // plain write abort a rollout in progress.

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -139,4 +140,38 @@ func TestSys_WritesHeldWhileReloadAfterCompactionFails(t *testing.T) {
 		t.Fatal("replica b did not turn maintenance on within 30s of its store coming back")
 	}
 	b.mustErr(b.do("PUT", "/v1/kv/shared/x", "1"), 503, api.CodeMaintenance)
+}
+
+// While a replica's cache of the store's records may lack changes its watch lost (a rollout
+// aborted among them), an instance of a rollout's cohort is not given the candidate from that
+// cache: its view is 503 (retry) until the records are read again, never a candidate the rollout
+// may no longer have. (The gap is made here as the watch's reset makes it.)
+func TestRollout_CandidateNotGivenFromAStaleCache(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	agent := f.newToken(api.TokenRequest{Name: "web-fleet", Appliance: "web"})
+	e := f.enroll(agent, "web", "vm-0")
+	time.Sleep(10 * time.Millisecond) // enrolled before the rollout started, by the server's clock
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=100%25&manual", "8080"), http.StatusAccepted, nil)
+	var v api.View
+	f.must(f.doToken(e.Token, "GET", "/v1/appliances/web", ""), 200, &v)
+	if v.Keys["port"] != "8080" || v.Rollout == "" {
+		t.Fatalf("the instance's view: %+v", v)
+	}
+	f.s.fresh.reach.miss(1 << 40) // the watch missed changes up to there: not read again yet
+	for _, path := range []string{"/v1/appliances/web", "/v1/appliances/web?index=1&wait=5s"} {
+		r := f.doToken(e.Token, "GET", path, "")
+		if r.StatusCode == 200 {
+			t.Fatalf("GET %s: 200 from a cache that may lack the rollout's end: %s", path, r.body)
+		}
+		f.mustErr(r, 503, api.CodeUnavailable)
+		if r.Header.Get("Retry-After") == "" {
+			t.Fatalf("GET %s: 503 without Retry-After", path)
+		}
+	}
+	f.s.fresh.reach.raise(1 << 40) // read again
+	f.must(f.doToken(e.Token, "GET", "/v1/appliances/web", ""), 200, &v)
+	if v.Keys["port"] != "8080" || v.Rollout == "" {
+		t.Fatalf("the instance's view once the records were read again: %+v", v)
+	}
 }
