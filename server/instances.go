@@ -68,6 +68,19 @@ type reporter struct {
 	// failureBytes is the budget of failure records' bytes this replica writes for the
 	// instances of one agent token together (see failureBudget).
 	failureBytes *limiterSet
+	// cleanAt is when this replica last took a report without failure of an instance (by
+	// appliance/instance, an hour at most): a failure record written after it of a failure
+	// reported before it, by another replica whose write waited for its budget, is older than
+	// the instance's state (see staleFailure).
+	cleanAt map[string]time.Time
+}
+
+// failureRecord is what a failure record holds: the instance's report with its failure, and
+// when the replica took it, to the nanosecond (the report's last_seen is to the second), so
+// that a replica that took a later report without failure knows the record is stale.
+type failureRecord struct {
+	api.Instance
+	ReportedAt int64 `json:"reported_ns,omitempty"`
 }
 
 type reported struct {
@@ -244,6 +257,11 @@ func (r *reporter) sweepLocked(now time.Time) {
 	for k, w := range r.written {
 		if now.Sub(w.at) > time.Hour {
 			delete(r.written, k)
+		}
+	}
+	for k, at := range r.cleanAt {
+		if now.Sub(at) > time.Hour {
+			delete(r.cleanAt, k)
 		}
 	}
 	r.swept = now
@@ -922,6 +940,31 @@ func (r *reporter) unpaceLocked(key string) {
 	if _, ok := r.paced[key]; ok {
 		r.paced[key] = nil
 	}
+}
+
+// cleanTaken remembers that this replica took a report without failure of instance key now.
+func (r *reporter) cleanTaken(key string, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cleanAt == nil {
+		r.cleanAt = map[string]time.Time{}
+	}
+	r.cleanAt[key] = now
+}
+
+// staleFailure reports whether the failure record data of instance key, which the store's
+// watch brought, holds a failure reported before a report without failure that this replica
+// took: another replica took the failure and wrote it later (its budget made it wait), after
+// this replica's report without failure, which found no record to clear, had passed.
+func (r *reporter) staleFailure(key string, data []byte) bool {
+	var rec failureRecord
+	if json.Unmarshal(data, &rec) != nil || rec.ReportedAt == 0 {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	at, ok := r.cleanAt[key]
+	return ok && at.UnixNano() > rec.ReportedAt
 }
 
 // failureSeen records what the store's watch says of the failure record of instance key: put

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/testutil"
 )
 
 // Reports wait to be written as one per instance, the latest winning: a flood of reports from
@@ -150,4 +151,57 @@ func TestReports_FailuresOfOneTokenWithinABudget(t *testing.T) {
 		t.Errorf("%d failure records of 2 KB written at once, past a budget of 8 KiB", n)
 	}
 	waitFor(t, "every instance's failure recorded", func() bool { return recorded() == instances })
+}
+
+// A failure that one replica took and wrote late (its agent token's budget made it wait), after
+// the instance's next report, without failure, went to another replica, is cleared: that
+// replica found no record to clear when it took the report, and the stale failure stayed in
+// the instance's record until its next failure or change (appliance instances listed it).
+func TestReports_FailureWrittenLateAfterACleanReportElsewhereIsCleared(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	b := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	a.must(a.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	agent := a.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	const fill = 6
+	toks := make([]string, fill)
+	for i := range toks {
+		toks[i] = a.enroll(agent, "web", fmt.Sprintf("fill-%d", i)).Token
+	}
+	tok := a.enroll(agent, "web", "vm-1").Token
+	a.s.reports.failureBytes = newLimiterSet(4<<10, 8<<10)
+	report := func(f *fixture, tok, inst, text string) int {
+		t.Helper()
+		body := fmt.Sprintf(`{"instance":%q,"revision":1,"applied":0,"error":%q,"stage":"command"}`, inst, text)
+		if text == "" {
+			body = fmt.Sprintf(`{"instance":%q,"revision":1,"applied":1}`, inst)
+		}
+		r := f.doToken(tok, "POST", "/v1/appliances/web/report", body, "Content-Type", "application/json")
+		r.Body.Close()
+		return r.StatusCode
+	}
+	// The fleet fails on replica a, spending its budget: vm-1's failure waits for it.
+	for i, tk := range toks {
+		if code := report(a, tk, fmt.Sprintf("fill-%d", i), strings.Repeat("x", 1800)); code != 200 {
+			t.Fatalf("report: %d", code)
+		}
+	}
+	if code := report(a, tok, "vm-1", "vm-1 broken"); code != 200 {
+		t.Fatalf("report: %d", code)
+	}
+	// vm-1 is mended at once, and its report goes to replica b.
+	waitFor(t, "replica b takes vm-1's report", func() bool { return report(b, tok, "vm-1", "") == 200 })
+	waitFor(t, "replica a writes vm-1's failure, its budget's time up", func() bool {
+		a.s.reports.mu.Lock()
+		defer a.s.reports.mu.Unlock()
+		_, waiting := a.s.reports.paced["web/vm-1"]
+		return !waiting
+	})
+	waitFor(t, "vm-1's stale failure cleared", func() bool {
+		_, _, err := a.st.SysGet(context.Background(), instanceErrorKey("web", "vm-1"))
+		if err != nil && !errors.Is(err, api.ErrNotFound) {
+			t.Fatal(err)
+		}
+		return errors.Is(err, api.ErrNotFound)
+	})
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -265,7 +266,11 @@ func (s *Server) onSysChange(_ context.Context, ev store.Event) {
 		case strings.HasPrefix(c.Key, rollout.Prefix):
 			s.rolloutChanged(strings.TrimPrefix(c.Key, rollout.Prefix), c, ev.Revision)
 		case strings.HasPrefix(c.Key, reportErrorPrefix):
-			s.reports.failureSeen(strings.TrimPrefix(c.Key, reportErrorPrefix), !c.Deleted)
+			key := strings.TrimPrefix(c.Key, reportErrorPrefix)
+			s.reports.failureSeen(key, !c.Deleted)
+			if !c.Deleted && s.reports.staleFailure(key, c.Value) {
+				s.clearStaleFailure(c.Key, bytes.Clone(c.Value))
+			}
 		case c.Key == maintenanceKey:
 			s.setMaintenance(!c.Deleted && string(c.Value) == "on")
 		case c.Key == storeIDKey && (c.Deleted || len(c.Value) == 0):
@@ -274,6 +279,22 @@ func (s *Server) onSysChange(_ context.Context, ev store.Event) {
 			s.sawStoreID(string(c.Value))
 		}
 	}
+}
+
+// clearStaleFailure deletes the failure record key while it holds data, a failure reported
+// before a report without failure that this replica took (see reporter.staleFailure): the
+// instance's later report cleared it, and it would otherwise stay until the instance's next
+// failure or change. In the background: it runs in the watch's order.
+func (s *Server) clearStaleFailure(key string, data []byte) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+		defer cancel()
+		if _, err := s.st.SysApply(ctx, []store.SysGuard{{Key: key, Value: data}}, nil, []string{key}); err != nil && !errors.Is(err, api.ErrConflict) && s.ctx.Err() == nil {
+			s.log.Warn("clear a failure reported before the instance's later report without one", "key", key, "err", err.Error())
+		}
+	}()
 }
 
 // onHubReset reloads what the watch may have missed while its history was compacted.
