@@ -54,6 +54,10 @@ func TestE2E_Txn(t *testing.T) {
 		{"{\"ops\": [{\"op\": \"put\", \"key\": \"appliances/e2etxn/port\", \"value\": \"\xff\"}]}", "not valid UTF-8"},
 		{`{"ops": [{"op": "put", "key": "appliances/e2etxn/port", "value": "1", "value": "2"}]}`, `member "value" is given twice`},
 		{`{"ops": [{"op": "put", "key": "appliances/e2etxn/port", "value": "1"}], "guards": [{"key": "appliances/e2etxn/absent"}]}`, "guard 1: mod_revision is missing"},
+		// A member in another case is taken by encoding/json for the field: the server refuses it
+		// (400 invalid_body), so the CLI, which decodes and sends the body again, must too.
+		{`{"ops": [{"op": "put", "key": "appliances/e2etxn/port", "Key": "appliances/e2etxn/other", "value": "1"}]}`, `member "Key" (at byte 56) is not "key"`},
+		{`{"ops": [{"op": "put", "KEY": "appliances/e2etxn/other", "value": "1"}]}`, `is not "key"`},
 	} {
 		checkFailure(t, c.runStdin([]byte(bad.body), "txn", "-f", "-"), exitError, bad.want, []string{"txn", "-f", "-", bad.body})
 	}

@@ -102,7 +102,8 @@ func decodeTxn(body []byte) (api.Txn, error) {
 	if err := api.CheckJSONText(body); err != nil {
 		return t, err
 	}
-	if err := api.CheckJSONMembers(body); err != nil {
+	// ... and take a member named in another case ("Key") for the field, as the server refuses.
+	if err := api.CheckJSONMembersOf(body, &t); err != nil {
 		return t, err
 	}
 	d := json.NewDecoder(bytes.NewReader(body))
