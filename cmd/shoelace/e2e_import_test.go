@@ -539,6 +539,28 @@ func TestE2E_ImportRefusesAMemberGivenTwice(t *testing.T) {
 	c.fails(exitNotFound, "not found", "kv", "get", "shared/twice/b")
 }
 
+// A file that names "keys" in another case ("Keys") is refused and nothing is written:
+// encoding/json took it for "keys", the last one winning, so {"keys":{…},"Keys":{}} imported no
+// key, and with --replace deleted every key of the store. A key named so inside "keys" is a key.
+func TestE2E_ImportRefusesAMemberInAnotherCase(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	t.Cleanup(func() { c.run("kv", "rm", "shared/casefold", "--recurse") })
+	c.ok("kv", "put", "shared/casefold/keep", "1")
+	f := writeTemp(t, `{"keys":{"shared/casefold/keep":"1"},"Keys":{"shared/casefold/new":"2"}}`)
+	for _, args := range [][]string{{"import", f}, {"import", f, "--replace"}, {"import", f, "--dry-run"}} {
+		c.fails(exitError, `member "Keys" is not "keys"`, args...)
+	}
+	c.fails(exitNotFound, "not found", "kv", "get", "shared/casefold/new")
+	if got := c.ok("kv", "get", "shared/casefold/keep"); got != "1" {
+		t.Errorf("shared/casefold/keep = %q after refused imports", got)
+	}
+	c.ok("import", writeTemp(t, `{"keys":{"shared/casefold/keep":"1","shared/casefold/Keys":"3"}}`))
+	if got := c.ok("kv", "get", "shared/casefold/Keys"); got != "3" {
+		t.Errorf("shared/casefold/Keys = %q", got)
+	}
+}
+
 // A file whose keys are confd's paths (/app/db/host) is refused with where such keys go here,
 // as kv and txn say it, and nothing is written. Before, import said only "segment 1 is empty".
 func TestE2E_ImportConfdKeyNamesWhereItGoes(t *testing.T) {

@@ -39,6 +39,25 @@ type dump struct {
 	Keys keyMap `json:"keys"`
 }
 
+// checkDumpMemberNames refuses a top-level member of an export whose name is a field's in
+// another case, which encoding/json would take for that field. Malformed JSON is left to the
+// decoder.
+func checkDumpMemberNames(data []byte) error {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(data, &top) != nil {
+		return nil
+	}
+	fields := []string{"revision", "store", "exported", "omitted", "scoped", "keys"}
+	for _, name := range slices.Sorted(maps.Keys(top)) {
+		for _, f := range fields {
+			if name != f && strings.EqualFold(name, f) {
+				return fmt.Errorf("member %q is not %q: names are case-sensitive, write %q", name, f, f)
+			}
+		}
+	}
+	return nil
+}
+
 // keyMap is the "keys" object of an export. Decoding refuses a key that appears twice, which
 // encoding/json would otherwise settle silently by keeping the last one.
 type keyMap map[string]string
@@ -223,6 +242,12 @@ func parseDump(data []byte) (dump, error) {
 	// encoding/json keeps the last of a member given twice: a second "keys" would drop the
 	// first one's keys without a word, a second "omitted" the secrets --replace must keep.
 	if err := api.CheckJSONMembers(data); err != nil {
+		return d, err
+	}
+	// encoding/json also takes a member named in another case ("Keys") for the field, the
+	// last one winning: {"keys":{…},"Keys":{}} would import no key, and with --replace delete
+	// every one. Only the top level's names are fields (those of "keys" are the store's keys).
+	if err := checkDumpMemberNames(data); err != nil {
 		return d, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
