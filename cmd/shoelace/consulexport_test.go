@@ -67,6 +67,11 @@ func TestE2E_ImportFromConsulExportRefusesDuplicates(t *testing.T) {
 	valueTwice := writeTemp(t, fmt.Sprintf(`[{"key":"web/a","flags":0,"value":%q,"value":%q}]`, b64("old"), b64("new")))
 	c.fails(exitError, `member "value" is given twice in one object`,
 		"import", "--from-consul-export", valueTwice, "--prefix", "web", "--appliance", "consul-twice")
+	// A member named in another case is taken by encoding/json for the field: "Key" after
+	// "key" imported web/b where the entry says web/a.
+	keyCase := writeTemp(t, fmt.Sprintf(`[{"key":"web/a","Key":"web/b","flags":0,"value":%q}]`, b64("v")))
+	c.fails(exitError, `member "Key" (at byte 16) is not "key"`,
+		"import", "--from-consul-export", keyCase, "--prefix", "web", "--appliance", "consul-twice")
 	c.fails(exitNotFound, "no keys", "appliance", "get", "consul-twice")
 }
 

@@ -513,11 +513,12 @@ func readConsulExport(ctx context.Context, e *cliEnv, file string) ([]store.Fore
 		return nil, nil, fmt.Errorf("%s is over %d bytes, more than one import can hold: export a narrower prefix (consul kv export web/db)", file, maxConsulExportBytes)
 	}
 	data = api.WithoutBOM(data)
-	// encoding/json keeps the last of a member given twice ("value" twice in one entry).
-	if err := api.CheckJSONMembers(data); err != nil {
+	// encoding/json keeps the last of a member given twice ("value" twice in one entry), and
+	// takes a member named in another case ("Key") for the field.
+	var entries []consulKV
+	if err := api.CheckJSONMembersOf(data, &entries); err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", file, err)
 	}
-	var entries []consulKV
 	if err := json.Unmarshal(data, &entries); err != nil {
 		return nil, nil, fmt.Errorf("%s is not what consul kv export writes (a JSON list of {\"key\",\"flags\",\"value\"}): %w", file, err)
 	}
