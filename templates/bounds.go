@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"text/template"
@@ -214,7 +215,8 @@ func indentedSize(fn string, spaces int, s string) error {
 // boundedNames are the sprig functions boundedSprig replaces; TestTemplates_BoundedSprigSameResults
 // shows that they give sprig's results within the bounds.
 var boundedNames = []string{"until", "untilStep", "seq", "repeat", "indent", "nindent", "randAlphaNum", "randAlpha", "randAscii", "randNumeric", "randBytes",
-	"replace", "join", "regexReplaceAll", "regexReplaceAllLiteral", "mustRegexReplaceAll", "mustRegexReplaceAllLiteral", "wrapWith"}
+	"replace", "join", "regexReplaceAll", "regexReplaceAllLiteral", "mustRegexReplaceAll", "mustRegexReplaceAllLiteral", "wrapWith",
+	"uniq", "mustUniq"}
 
 // boundedSprig returns sprig's functions m (named prefix+name) with those that build from a
 // count replaced by bounded ones with the same results.
@@ -304,6 +306,25 @@ func boundedSprig(m template.FuncMap, prefix string) template.FuncMap {
 				return "", err
 			}
 			return f(l, sep, str), nil
+		})
+	}
+	// sprig's uniq compares each item with every one it kept (reflect.DeepEqual): quadratic, so
+	// that one call on a list within MaxItems (`uniq (until N)`, N from a key) ran for hours,
+	// which no bound of a render stops (MaxRenderTime is checked between calls).
+	if f, ok := m[prefix+"uniq"].(func(any) []any); ok {
+		set("uniq", func(list any) []any {
+			if l, ok := uniqItems(list); ok {
+				return l
+			}
+			return f(list)
+		})
+	}
+	if f, ok := m[prefix+"mustUniq"].(func(any) ([]any, error)); ok {
+		set("mustUniq", func(list any) ([]any, error) {
+			if l, ok := uniqItems(list); ok {
+				return l, nil
+			}
+			return f(list)
 		})
 	}
 	if f, ok := m[prefix+"randBytes"].(func(int) (string, error)); ok {
@@ -632,4 +653,45 @@ func boundedRegexReplace(fn string, re *regexp.Regexp, s, repl string, literal b
 		return re.ReplaceAllLiteralString(s, repl), nil
 	}
 	return re.ReplaceAllString(s, repl), nil
+}
+
+// uniqItems gives sprig's uniq of a list or array (false for another value, which sprig's own
+// answers): its items in order without those reflect.DeepEqual to one before, in time linear in
+// the list for items of a basic kind (a number, string or bool, which DeepEqual compares with ==,
+// as a map's key is: a NaN is kept each time), and nil; items of other kinds, which DeepEqual
+// never finds equal to these, are compared with the others kept, as sprig does.
+func uniqItems(list any) ([]any, bool) {
+	v := reflect.ValueOf(list)
+	if k := v.Kind(); k != reflect.Slice && k != reflect.Array {
+		return nil, false
+	}
+	dest := []any{}
+	seen := map[any]struct{}{}
+	var others []any
+	sawNil := false
+	for i := 0; i < v.Len(); i++ {
+		item := v.Index(i).Interface()
+		if item == nil {
+			if !sawNil {
+				sawNil = true
+				dest = append(dest, item)
+			}
+			continue
+		}
+		switch reflect.TypeOf(item).Kind() {
+		case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+			reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
+			reflect.Float32, reflect.Float64, reflect.Complex64, reflect.Complex128, reflect.String:
+			if _, ok := seen[item]; !ok {
+				seen[item] = struct{}{}
+				dest = append(dest, item)
+			}
+		default:
+			if !slices.ContainsFunc(others, func(o any) bool { return reflect.DeepEqual(o, item) }) {
+				others = append(others, item)
+				dest = append(dest, item)
+			}
+		}
+	}
+	return dest, true
 }

@@ -2,12 +2,14 @@ package templates
 
 import (
 	"fmt"
+	"math"
 	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"text/template"
+	"time"
 
 	"github.com/Masterminds/sprig/v3"
 )
@@ -226,6 +228,18 @@ func TestTemplates_BoundedSprigSameResults(t *testing.T) {
 		check("join", in, "one")
 		check("join", in, nil)
 	}
+	nan := math.NaN()
+	type named string
+	for _, l := range []any{
+		[]int{}, []int{1, 2, 1, 3, 2}, [2]string{"a", "a"}, []string{"b", "a", "b", ""},
+		[]any{1, int64(1), "1", 1.0, 1, nil, nil, true, true, named("1"), "1", named("1")},
+		[]any{nan, nan, 0.0, math.Copysign(0, -1), []int{1}, []int{1}, map[string]any{"a": 1}, map[string]any{"a": 1}, []any{nil}, []any{nil}},
+		[]any{&struct{}{}, &struct{}{}, []string{"x"}, "x"},
+		"abc", 3, map[string]int{"a": 1}, nil,
+	} {
+		check("uniq", l)
+		check("mustUniq", l)
+	}
 	for _, name := range boundedNames {
 		if reflect.ValueOf(orig[name]).Pointer() == reflect.ValueOf(bounded[name]).Pointer() {
 			t.Errorf("%s is not replaced", name)
@@ -269,6 +283,116 @@ func TestTemplates_GrowthByCallsBounded(t *testing.T) {
 			small := map[string]string{"a": "x", "k": "3", "n": "3"}
 			if res, err := tmpl.Execute(Data{Keys: small}); err != nil || len(res.Output) == 0 {
 				t.Fatalf("with small values: %v", err)
+			}
+		})
+	}
+}
+
+// uniq of a list within MaxItems (its length from a key) renders in linear time, in each mode.
+// Before, sprig's uniq compared each item with every one kept: `uniq (until 1048576)` ran for
+// hours in one call, which MaxRenderTime (checked between calls) did not stop, holding the
+// agent's loop.
+func TestTemplates_UniqLinear(t *testing.T) {
+	n := strconv.Itoa(MaxItems)
+	for _, c := range []struct{ name, mode, text string }{
+		{"native uniq", ModeNative, `{{uniq (until (key "n" | atoi)) | len}}`},
+		{"native mustUniq", ModeNative, `{{mustUniq (until (key "n" | atoi)) | len}}`},
+		{"native strings", ModeNative, `{{uniq (splitList "," (repeat 100000 "a,") | concat (until 1000 | toStrings)) | len}}`},
+		{"consul-template sprig_uniq", ModeConsulTemplate, `{{sprig_uniq (sprig_until (key "n" | sprig_atoi)) | len}}`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tmpl := mustParse(t, c.text, Options{Functions: c.mode})
+			done := make(chan struct{})
+			var out string
+			var err error
+			go func() {
+				defer close(done)
+				var res *Result
+				res, err = tmpl.Execute(Data{Keys: map[string]string{"n": n}})
+				if res != nil {
+					out = string(res.Output)
+				}
+			}()
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				t.Fatalf("uniq of %s items still running after 20s", n)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := n
+			if c.name == "native strings" {
+				want = "1002"
+			}
+			if out != want {
+				t.Fatalf("got %q, want %q", out, want)
+			}
+		})
+	}
+}
+
+// containsAll, containsAny, containsNone and containsNotAll answer as ctIn item by item does
+// (consul-template's containsSomeFunc), and in linear time for two lists of MaxItems.
+func TestTemplates_ContainsSomeLinear(t *testing.T) {
+	type named string
+	naive := func(whenNoneHit, invert bool, vs []any, l any) (out string) {
+		defer func() {
+			if r := recover(); r != nil {
+				out = "panic"
+			}
+		}()
+		for _, v := range vs {
+			if ok, _ := ctIn(l, v); ok != invert {
+				return fmt.Sprint(!whenNoneHit)
+			}
+		}
+		return fmt.Sprint(whenNoneHit)
+	}
+	fast := func(whenNoneHit, invert bool, vs []any, l any) (out string) {
+		defer func() {
+			if r := recover(); r != nil {
+				out = "panic"
+			}
+		}()
+		ok, _ := ctContainsSome(whenNoneHit, invert)(vs, l)
+		return fmt.Sprint(ok)
+	}
+	lists := []any{
+		[]any{}, []int{1, 2}, []int8{-1}, []uint{1}, []float32{1.5}, []float64{math.NaN(), 0},
+		[]string{"a", "b"}, []named{"a"}, []any{1, "a", 2.5, nil, named("b"), true, []int{1}},
+		[2]any{int64(3), "x"}, "abc", named("abc"), 7, nil, map[string]int{"a": 1},
+	}
+	values := []any{1, int8(2), int64(-1), uint(1), 1.5, float32(2.5), math.NaN(), math.Copysign(0, -1), 3,
+		"a", "b", named("a"), named("b"), "", "x", "bc", true, nil, []int{1}}
+	for _, l := range lists {
+		for _, v := range values {
+			for _, vs := range [][]any{{v}, {v, v}, {v, 1, "a"}, {1, "a", v}, {}} {
+				for _, c := range [][2]bool{{true, true}, {false, false}, {true, false}, {false, true}} {
+					if got, want := fast(c[0], c[1], vs, l), naive(c[0], c[1], vs, l); got != want {
+						t.Errorf("containsSome(%v, %v)(%#v, %#v) = %s, item by item %s", c[0], c[1], vs, l, got, want)
+					}
+				}
+			}
+		}
+	}
+	n := strconv.Itoa(MaxItems)
+	for _, name := range []string{"containsAll", "containsAny", "containsNone", "containsNotAll"} {
+		t.Run(name, func(t *testing.T) {
+			tmpl := mustParse(t, `{{`+name+` (concat (until (key "n" | atoi))) (until (key "n" | atoi))}}`, Options{Functions: ModeNative})
+			done := make(chan struct{})
+			var err error
+			go func() {
+				defer close(done)
+				_, err = tmpl.Execute(Data{Keys: map[string]string{"n": n}})
+			}()
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				t.Fatalf("%s of %s items still running after 20s", name, n)
+			}
+			if err != nil {
+				t.Fatal(err)
 			}
 		})
 	}

@@ -195,15 +195,88 @@ func isFloatKind(k reflect.Kind) bool { return k == reflect.Float32 || k == refl
 
 // ctContainsSome builds containsAll (true, true), containsAny (false, false), containsNone
 // (true, false) and containsNotAll (false, true).
+// A list l is indexed once, so that vs and l of MaxItems each (`containsAll (concat (until N))
+// (until N)`) take linear time: before, ctIn searched l for each of vs, hours in one call, which
+// MaxRenderTime (checked between calls) did not stop.
 func ctContainsSome(whenNoneHit, invert bool) func([]any, any) (bool, error) {
 	return func(vs []any, l any) (bool, error) {
+		if len(vs) == 0 {
+			return whenNoneHit, nil
+		}
+		in := func(v any) bool { ok, _ := ctIn(l, v); return ok }
+		if idx, ok := ctIndexList(l); ok { // as ctIn, panics on an array of interfaces
+			in = idx.has
+		}
 		for _, v := range vs {
-			if ok, _ := ctIn(l, v); ok != invert {
+			if in(v) != invert {
 				return !whenNoneHit, nil
 			}
 		}
 		return whenNoneHit, nil
 	}
+}
+
+// ctListIndex holds what ctIn finds in a list: its ints, floats and strings (by type and value).
+type ctListIndex struct {
+	l       any
+	ints    map[int64]bool
+	floats  map[float64]bool
+	strs    map[ctTypedString]bool
+	hasStrs bool
+}
+
+type ctTypedString struct {
+	t reflect.Type
+	s string
+}
+
+// ctIndexList indexes l when it is a list or array, as ctIn reads its items.
+func ctIndexList(l any) (*ctListIndex, bool) {
+	lv := reflect.ValueOf(l)
+	if k := lv.Kind(); k != reflect.Slice && k != reflect.Array {
+		return nil, false
+	}
+	var ifaces []any
+	if reflect.TypeOf(l).Elem().Kind() == reflect.Interface {
+		ifaces = l.([]any)
+	}
+	x := &ctListIndex{l: l, ints: map[int64]bool{}, floats: map[float64]bool{}, strs: map[ctTypedString]bool{}}
+	for i := 0; i < lv.Len(); i++ {
+		e := lv.Index(i)
+		if ifaces != nil {
+			e = reflect.ValueOf(ifaces[i])
+		}
+		switch {
+		case isIntKind(e.Kind()):
+			x.ints[e.Int()] = true
+		case isFloatKind(e.Kind()):
+			x.floats[e.Float()] = true
+		case e.Kind() == reflect.String:
+			x.hasStrs = true
+			x.strs[ctTypedString{e.Type(), e.String()}] = true
+		}
+	}
+	return x, true
+}
+
+// has answers ctIn(x.l, v).
+func (x *ctListIndex) has(v any) bool {
+	vv := reflect.ValueOf(v)
+	switch {
+	case !vv.IsValid():
+		if x.hasStrs { // ctIn's answer (it asks a string item for the type of nil)
+			ok, _ := ctIn(x.l, v)
+			return ok
+		}
+		return false
+	case isIntKind(vv.Kind()):
+		return x.ints[vv.Int()]
+	case isFloatKind(vv.Kind()):
+		return x.floats[vv.Float()]
+	case vv.Kind() == reflect.String:
+		return x.strs[ctTypedString{vv.Type(), vv.String()}]
+	}
+	return false
 }
 
 func ctMergeMap(dst, src map[string]any, opts ...func(*mergo.Config)) (map[string]any, error) {
