@@ -397,3 +397,31 @@ func TestTemplates_ContainsSomeLinear(t *testing.T) {
 		})
 	}
 }
+
+// A map cannot be made to hold itself (set, merge…, in each mode): printing one, {{ $d }},
+// recursed until Go's runtime ended the agent with a fatal stack overflow, which no render
+// recovers from. A map put in another, or the same values again, still is.
+func TestTemplates_MapHoldingItselfRefused(t *testing.T) {
+	for _, c := range []struct{ name, mode, text string }{
+		{"set", ModeNative, `{{$d := dict "a" (key "n")}}{{$_ := set $d "self" $d}}{{$d}}`},
+		{"set through another", ModeNative, `{{$a := dict}}{{$b := dict "a" $a}}{{$_ := set $a "b" (list $b)}}{{$a}}`},
+		{"merge", ModeNative, `{{$d := dict "a" 1}}{{$_ := merge $d (dict "x" $d)}}{{$d}}`},
+		{"mergeOverwrite", ModeNative, `{{$d := dict "a" 1}}{{$_ := mergeOverwrite $d (dict "x" (dict "y" $d))}}{{$d}}`},
+		{"consul-template mergeMap", ModeConsulTemplate, `{{$d := sprig_dict "a" 1}}{{$_ := mergeMap $d (sprig_dict "x" $d)}}{{$d}}`},
+		{"consul-template sprig_set", ModeConsulTemplate, `{{$d := sprig_dict "a" 1}}{{$_ := sprig_set $d "x" $d}}{{$d}}`},
+		{"consul-template scratch.MapSet", ModeConsulTemplate, `{{scratch.MapSet "m" "k" "v"}}{{scratch.MapSet "m" "self" (scratch.Get "m")}}{{scratch.Get "m"}}`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tmpl := mustParse(t, c.text, Options{Functions: c.mode})
+			_, err := tmpl.Execute(Data{Keys: map[string]string{"n": "1"}})
+			if err == nil || !strings.Contains(err.Error(), "hold itself") {
+				t.Fatalf("got %v, want the map holding itself refused", err)
+			}
+		})
+	}
+	tmpl := mustParse(t, `{{$a := dict "k" "v"}}{{$b := dict}}{{$_ := set $b "a" $a}}{{$_ := set $b "a2" $a}}{{$_ := merge $b (dict "c" (list $a $a))}}{{$_ := set $a "k" "w"}}{{len $b}} {{$b.a.k}}`, Options{Functions: ModeNative})
+	res, err := tmpl.Execute(Data{})
+	if err != nil || string(res.Output) != "3 w" {
+		t.Fatalf("got %v, %v", res, err)
+	}
+}

@@ -764,6 +764,9 @@ func (s *ctScratch) mapSet(k, mk string, v any, override bool) (string, error) {
 		return "", fmt.Errorf("%q is not a map", k)
 	}
 	if _, set := m[mk]; override || !set {
+		if reaches(reflect.ValueOf(v), reflect.ValueOf(m).Pointer()) {
+			return "", fmt.Errorf("scratch.MapSet: the map %q would hold itself, which no file can print (printing it would end the agent)", k)
+		}
 		m[mk] = v
 	}
 	return "", nil

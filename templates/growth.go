@@ -66,7 +66,17 @@ func (s *state) boundFunc(name string, f any) any {
 	}
 	ft := fv.Type()
 	formats := formatters[strings.TrimPrefix(name, "sprig_")]
+	inserts, putsIn := mapInserters[strings.TrimPrefix(name, "sprig_")]
 	return reflect.MakeFunc(ft, func(args []reflect.Value) []reflect.Value {
+		if putsIn && len(args) > inserts {
+			if dst := unwrap(args[0]); dst.Kind() == reflect.Map && !dst.IsNil() {
+				for _, a := range args[inserts:] {
+					if reaches(a, dst.Pointer()) {
+						panic(fmt.Errorf("%s: the map would hold itself, which no file can print (printing it would end the agent)", name))
+					}
+				}
+			}
+		}
 		if formats {
 			budget := int64(maxBuilt)
 			for _, a := range args {
@@ -168,4 +178,81 @@ func argSize(v reflect.Value, budget int64, depth int) int64 {
 		return -1
 	}
 	return budget
+}
+
+// mapInserters are the functions that put values into the map that is their first argument,
+// each with the index of its first argument put in: a map that came to hold itself (`set $d "x"
+// $d`) is one whose printing, {{ $d }}, recursed until Go's runtime ended the agent with a
+// fatal stack overflow that no render recovers from.
+var mapInserters = map[string]int{
+	"set": 2, "merge": 1, "mergeOverwrite": 1, "mustMerge": 1, "mustMergeOverwrite": 1,
+	"mergeMap": 1, "mergeMapWithOverride": 1,
+}
+
+func unwrap(v reflect.Value) reflect.Value {
+	for (v.Kind() == reflect.Interface || v.Kind() == reflect.Pointer) && !v.IsNil() {
+		v = v.Elem()
+	}
+	return v
+}
+
+// reaches tells whether the map at target is v or held in v, at any depth (each map and list
+// looked into once).
+func reaches(v reflect.Value, target uintptr) bool {
+	seen, seenPtr := map[[2]uintptr]bool{}, map[uintptr]bool{}
+	stack := []reflect.Value{v}
+	for len(stack) > 0 {
+		v := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		for (v.Kind() == reflect.Interface || v.Kind() == reflect.Pointer) && !v.IsNil() {
+			if v.Kind() == reflect.Pointer {
+				if seenPtr[v.Pointer()] {
+					v = reflect.Value{}
+					break
+				}
+				seenPtr[v.Pointer()] = true
+			}
+			v = v.Elem()
+		}
+		switch v.Kind() {
+		case reflect.Map:
+			if v.IsNil() {
+				continue
+			}
+			if v.Pointer() == target {
+				return true
+			}
+			k := [2]uintptr{v.Pointer(), 0}
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+			for it := v.MapRange(); it.Next(); {
+				stack = append(stack, it.Value())
+			}
+		case reflect.Slice:
+			if v.IsNil() || v.Type().Elem().Kind() == reflect.Uint8 {
+				continue
+			}
+			k := [2]uintptr{v.Pointer(), uintptr(v.Len())}
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+			for i := 0; i < v.Len(); i++ {
+				stack = append(stack, v.Index(i))
+			}
+		case reflect.Array:
+			for i := 0; i < v.Len(); i++ {
+				stack = append(stack, v.Index(i))
+			}
+		case reflect.Struct:
+			for i := 0; i < v.NumField(); i++ {
+				if v.Type().Field(i).IsExported() {
+					stack = append(stack, v.Field(i))
+				}
+			}
+		}
+	}
+	return false
 }
