@@ -72,7 +72,14 @@ type reporter struct {
 	// appliance/instance, an hour at most): a failure record written after it of a failure
 	// reported before it, by another replica whose write waited for its budget, is older than
 	// the instance's state (see staleFailure).
-	cleanAt map[string]time.Time
+	cleanAt map[string]cleanReport
+}
+
+// cleanReport is a report without failure this replica took: when, and the enrollment of the
+// token that made it (a failure of another holder of the name is not older than its state).
+type cleanReport struct {
+	at       time.Time
+	enrolled time.Time
 }
 
 // failureRecord is what a failure record holds: the instance's report with its failure, and
@@ -259,8 +266,8 @@ func (r *reporter) sweepLocked(now time.Time) {
 			delete(r.written, k)
 		}
 	}
-	for k, at := range r.cleanAt {
-		if now.Sub(at) > time.Hour {
+	for k, c := range r.cleanAt {
+		if now.Sub(c.at) > time.Hour {
 			delete(r.cleanAt, k)
 		}
 	}
@@ -942,14 +949,15 @@ func (r *reporter) unpaceLocked(key string) {
 	}
 }
 
-// cleanTaken remembers that this replica took a report without failure of instance key now.
-func (r *reporter) cleanTaken(key string, now time.Time) {
+// cleanTaken remembers that this replica took a report without failure of instance key now,
+// made with the instance token enrolled at enrolled.
+func (r *reporter) cleanTaken(key string, now, enrolled time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.cleanAt == nil {
-		r.cleanAt = map[string]time.Time{}
+		r.cleanAt = map[string]cleanReport{}
 	}
-	r.cleanAt[key] = now
+	r.cleanAt[key] = cleanReport{at: now, enrolled: enrolled}
 }
 
 // staleFailure reports whether the failure record data of instance key, which the store's
@@ -958,13 +966,15 @@ func (r *reporter) cleanTaken(key string, now time.Time) {
 // this replica's report without failure, which found no record to clear, had passed.
 func (r *reporter) staleFailure(key string, data []byte) bool {
 	var rec failureRecord
-	if json.Unmarshal(data, &rec) != nil || rec.ReportedAt == 0 {
+	if json.Unmarshal(data, &rec) != nil || rec.ReportedAt == 0 || rec.EnrolledAt == nil {
 		return false
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	at, ok := r.cleanAt[key]
-	return ok && at.UnixNano() > rec.ReportedAt
+	c, ok := r.cleanAt[key]
+	// Of the same holder only: a replica behind may take a report of a token replaced since
+	// (the name enrolled again), which says nothing of the new holder's failures.
+	return ok && c.enrolled.Equal(*rec.EnrolledAt) && c.at.UnixNano() > rec.ReportedAt
 }
 
 // failureSeen records what the store's watch says of the failure record of instance key: put

@@ -993,7 +993,7 @@ func (s *Server) recordFailure(ctx context.Context, name string, rep api.Report,
 	}
 	key := instanceErrorKey(name, rep.Instance)
 	if rep.Error == "" {
-		s.reports.cleanTaken(name+"/"+rep.Instance, time.Now())
+		s.reports.cleanTaken(name+"/"+rep.Instance, time.Now(), p.enrolled)
 		if s.reports.failureCleared(name + "/" + rep.Instance) {
 			if _, err := s.st.SysApply(ctx, []store.SysGuard{heldGuard(p)}, nil, []string{key}); err != nil {
 				s.reports.failureNoted(name + "/" + rep.Instance) // still there, for the holder's next report
