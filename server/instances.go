@@ -3,6 +3,8 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -78,8 +80,8 @@ type reporter struct {
 // cleanReport is a report without failure this replica took: when, and the enrollment of the
 // token that made it (a failure of another holder of the name is not older than its state).
 type cleanReport struct {
-	at       time.Time
-	enrolled time.Time
+	at     time.Time
+	holder string
 }
 
 // failureRecord is what a failure record holds: the instance's report with its failure, and
@@ -87,7 +89,15 @@ type cleanReport struct {
 // that a replica that took a later report without failure knows the record is stale.
 type failureRecord struct {
 	api.Instance
-	ReportedAt int64 `json:"reported_ns,omitempty"`
+	ReportedAt int64  `json:"reported_ns,omitempty"`
+	Holder     string `json:"holder,omitempty"` // holderOf the instance token that reported it
+}
+
+// holderOf names the token record of p, an instance token, as read: another enrollment of the
+// same name is another record.
+func holderOf(p *principal) string {
+	h := sha256.Sum256(p.record)
+	return hex.EncodeToString(h[:8])
 }
 
 type reported struct {
@@ -950,14 +960,14 @@ func (r *reporter) unpaceLocked(key string) {
 }
 
 // cleanTaken remembers that this replica took a report without failure of instance key now,
-// made with the instance token enrolled at enrolled.
-func (r *reporter) cleanTaken(key string, now, enrolled time.Time) {
+// made by holder (holderOf).
+func (r *reporter) cleanTaken(key string, now time.Time, holder string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.cleanAt == nil {
 		r.cleanAt = map[string]cleanReport{}
 	}
-	r.cleanAt[key] = cleanReport{at: now, enrolled: enrolled}
+	r.cleanAt[key] = cleanReport{at: now, holder: holder}
 }
 
 // staleFailure reports whether the failure record data of instance key, which the store's
@@ -966,7 +976,7 @@ func (r *reporter) cleanTaken(key string, now, enrolled time.Time) {
 // this replica's report without failure, which found no record to clear, had passed.
 func (r *reporter) staleFailure(key string, data []byte) bool {
 	var rec failureRecord
-	if json.Unmarshal(data, &rec) != nil || rec.ReportedAt == 0 || rec.EnrolledAt == nil {
+	if json.Unmarshal(data, &rec) != nil || rec.ReportedAt == 0 || rec.Holder == "" {
 		return false
 	}
 	r.mu.Lock()
@@ -974,7 +984,7 @@ func (r *reporter) staleFailure(key string, data []byte) bool {
 	c, ok := r.cleanAt[key]
 	// Of the same holder only: a replica behind may take a report of a token replaced since
 	// (the name enrolled again), which says nothing of the new holder's failures.
-	return ok && c.enrolled.Equal(*rec.EnrolledAt) && c.at.UnixNano() > rec.ReportedAt
+	return ok && c.holder == rec.Holder && c.at.UnixNano() > rec.ReportedAt
 }
 
 // failureSeen records what the store's watch says of the failure record of instance key: put

@@ -205,3 +205,25 @@ func TestReports_FailureWrittenLateAfterACleanReportElsewhereIsCleared(t *testin
 		return errors.Is(err, api.ErrNotFound)
 	})
 }
+
+// A report without failure says a failure reported before it is stale only when both came from
+// the same holder of the instance's name: a replica behind may take a report of a token
+// replaced since (the name enrolled again), which says nothing of the new holder's failure.
+// (Compared by enrollment time, the two holders of one second were one, and CI saw the new
+// holder's failure deleted.)
+func TestReports_StaleFailureOfItsOwnHolderOnly(t *testing.T) {
+	r := newReporter(10, time.Minute)
+	old, cur := &principal{record: []byte(`{"name":"instance:web:vm-1","hash":"aa"}`)}, &principal{record: []byte(`{"name":"instance:web:vm-1","hash":"bb"}`)}
+	data, err := json.Marshal(failureRecord{Instance: api.Instance{Instance: "vm-1", Error: "boom"}, ReportedAt: time.Now().UnixNano(), Holder: holderOf(cur)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.cleanTaken("web/vm-1", time.Now().Add(time.Second), holderOf(old))
+	if r.staleFailure("web/vm-1", data) {
+		t.Fatal("a clean report of the replaced token made the new holder's failure stale")
+	}
+	r.cleanTaken("web/vm-1", time.Now().Add(time.Second), holderOf(cur))
+	if !r.staleFailure("web/vm-1", data) {
+		t.Fatal("a later clean report of the same holder did not make its failure stale")
+	}
+}

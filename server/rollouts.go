@@ -993,7 +993,7 @@ func (s *Server) recordFailure(ctx context.Context, name string, rep api.Report,
 	}
 	key := instanceErrorKey(name, rep.Instance)
 	if rep.Error == "" {
-		s.reports.cleanTaken(name+"/"+rep.Instance, time.Now(), p.enrolled)
+		s.reports.cleanTaken(name+"/"+rep.Instance, time.Now(), holderOf(p))
 		if s.reports.failureCleared(name + "/" + rep.Instance) {
 			if _, err := s.st.SysApply(ctx, []store.SysGuard{heldGuard(p)}, nil, []string{key}); err != nil {
 				s.reports.failureNoted(name + "/" + rep.Instance) // still there, for the holder's next report
@@ -1010,7 +1010,7 @@ func (s *Server) recordFailure(ctx context.Context, name string, rep api.Report,
 	// A failure of the candidate by an instance drawn (enrolled before it started) halts the
 	// rollout: it is written at once. Another is written once a failureEvery at most.
 	halts := rec.Running() && rep.Rollout == rec.ID && slices.Contains(rec.Cohort(), rep.Instance) && rec.Counts(in)
-	data, _ := json.Marshal(failureRecord{Instance: in, ReportedAt: time.Now().UnixNano()})
+	data, _ := json.Marshal(failureRecord{Instance: in, ReportedAt: time.Now().UnixNano(), Holder: holderOf(p)})
 	write := func(ctx context.Context) error {
 		if _, err := s.st.SysApply(ctx, []store.SysGuard{heldGuard(p)}, map[string][]byte{key: data}, nil); err != nil {
 			return s.heldRefusal(p, err)
