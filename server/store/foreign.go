@@ -241,33 +241,31 @@ func speaksTLS(d *net.Dialer, host string) bool {
 // an etcd that serves plain HTTP on its client port does; a TLS server answers 400 (Go's "Client
 // sent an HTTP request to an HTTPS server") or nothing.
 func servesPlainHTTP(d *net.Dialer, host string, timeout time.Duration) bool {
-	c, err := d.Dial("tcp", host)
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(timeout))
-	if _, err := io.WriteString(c, "GET /version HTTP/1.0\r\n\r\n"); err != nil {
-		return false
-	}
-	b := make([]byte, 12)
-	_, err = io.ReadFull(c, b)
-	return err == nil && strings.HasPrefix(string(b), "HTTP/1.") && string(b[8:]) == " 200"
+	b := plainVersionAnswer(d, host, timeout, 12)
+	return b != nil && strings.HasPrefix(string(b), "HTTP/1.") && string(b[8:]) == " 200"
 }
 
 // speaksHTTP reports whether host answers a plain HTTP request (etcd serves GET /version on its
 // client port): an etcd without TLS, given as https://.
 func speaksHTTP(d *net.Dialer, host string, timeout time.Duration) bool {
+	return string(plainVersionAnswer(d, host, timeout, 5)) == "HTTP/"
+}
+
+// plainVersionAnswer is the first n bytes host answers GET /version sent without TLS, or nil
+// when it does not answer as many.
+func plainVersionAnswer(d *net.Dialer, host string, timeout time.Duration, n int) []byte {
 	c, err := d.Dial("tcp", host)
 	if err != nil {
-		return false
+		return nil
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(timeout))
 	if _, err := io.WriteString(c, "GET /version HTTP/1.0\r\n\r\n"); err != nil {
-		return false
+		return nil
 	}
-	b := make([]byte, 5)
-	_, err = io.ReadFull(c, b)
-	return err == nil && string(b) == "HTTP/"
+	b := make([]byte, n)
+	if _, err := io.ReadFull(c, b); err != nil {
+		return nil
+	}
+	return b
 }
