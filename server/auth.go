@@ -918,18 +918,41 @@ func (l *limiterSet) allowOwned(key, owner string, maxKeys int, now time.Time) (
 	if l.limit <= 0 {
 		return true, 0, false
 	}
-	l.mu.Lock()
+	now = l.lock(now)
 	defer l.mu.Unlock()
+	e := l.entryLocked(key, owner, maxKeys, now)
+	if e == nil {
+		return false, 0, true
+	}
+	res := e.lim.ReserveN(now, 1)
+	if d := res.DelayFrom(now); d > 0 {
+		res.CancelAt(now)
+		return false, d, false
+	}
+	return true, 0, false
+}
+
+// lock takes l.mu, sweeping the idle limiters when a sweep is due, and returns the time of
+// the call (the test clock's, when one is set); the caller unlocks.
+func (l *limiterSet) lock(now time.Time) time.Time {
+	l.mu.Lock()
 	if l.clock != nil {
 		now = l.clock()
 	}
 	if now.Sub(l.swept) > limiterSweep {
 		l.sweepLocked(now)
 	}
+	return now
+}
+
+// entryLocked returns key's limiter, seen now, making one for owner when there is none; nil
+// when key is new and owner holds maxKeys keys already (maxKeys 0: any number). l.mu must be
+// held.
+func (l *limiterSet) entryLocked(key, owner string, maxKeys int, now time.Time) *limiterEntry {
 	e := l.m[key]
 	if e == nil {
 		if owner != "" && maxKeys > 0 && l.owned[owner] >= maxKeys {
-			return false, 0, true
+			return nil
 		}
 		e = &limiterEntry{lim: rate.NewLimiter(l.limit, l.burst), owner: owner}
 		l.m[key] = e
@@ -938,12 +961,7 @@ func (l *limiterSet) allowOwned(key, owner string, maxKeys int, now time.Time) (
 		}
 	}
 	e.seen = now
-	res := e.lim.ReserveN(now, 1)
-	if d := res.DelayFrom(now); d > 0 {
-		res.CancelAt(now)
-		return false, d, false
-	}
-	return true, 0, false
+	return e
 }
 
 // reserve takes n (at most one burst) from key's limiter, making one for key when there is
@@ -953,21 +971,9 @@ func (l *limiterSet) reserve(key string, n int, now time.Time) time.Duration {
 	if l.limit <= 0 {
 		return 0
 	}
-	l.mu.Lock()
+	now = l.lock(now)
 	defer l.mu.Unlock()
-	if l.clock != nil {
-		now = l.clock()
-	}
-	if now.Sub(l.swept) > limiterSweep {
-		l.sweepLocked(now)
-	}
-	e := l.m[key]
-	if e == nil {
-		e = &limiterEntry{lim: rate.NewLimiter(l.limit, l.burst)}
-		l.m[key] = e
-	}
-	e.seen = now
-	return e.lim.ReserveN(now, min(max(n, 1), l.burst)).DelayFrom(now)
+	return l.entryLocked(key, "", 0, now).lim.ReserveN(now, min(max(n, 1), l.burst)).DelayFrom(now)
 }
 
 // charge takes n more requests from key's limiter, at most one burst, whether or not they are
