@@ -27,6 +27,9 @@ func TestEtcdErr_TransientIsUnavailable(t *testing.T) {
 		status.Error(codes.Unknown, "raft: stopped"),
 		status.Error(codes.Unknown, "raft proposal dropped"),
 		status.Error(codes.Unavailable, "connection refused"),
+		// gRPC's own, for an answer garbled or cut on its way: etcd gives no error of this code.
+		status.Error(codes.Internal, "grpc: failed to unmarshal the received message: proto: cannot parse invalid wire-format data"),
+		status.Error(codes.Internal, "server closed the stream without sending trailers"),
 	} {
 		err := s.etcdErr(ctx, "get", e)
 		var ae *api.Error

@@ -765,6 +765,12 @@ func (s *Store) etcdErr(ctx context.Context, op string, err error) error {
 	if msg, ok := transient(err); ok {
 		return api.Errorf(api.CodeUnavailable, "%s: etcd unavailable (%s); retry", op, msg)
 	}
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Internal {
+		// etcd answers no request with this code: it is gRPC's own, for an answer that could
+		// not be read (a message garbled on its way, a stream cut before its trailers). Nothing
+		// was read from it, and the next try may be answered whole.
+		return api.Errorf(api.CodeUnavailable, "%s: etcd's answer could not be read (%s); retry", op, st.Message())
+	}
 	var ee rpctypes.EtcdError
 	if errors.As(err, &ee) {
 		return fmt.Errorf("%s: %w", op, err)
