@@ -12,13 +12,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoelace-dev/shoelace/internal/testutil"
 	"github.com/shoelace-dev/shoelace/server/store"
 )
 
-// The store's own tests cannot use internal/testutil (it imports store), so they share one
-// embedded etcd through this small copy of it. It starts at the first test that asks for it,
-// not in TestMain: under go test -json, M.Run replaces os.Stderr, which etcd's serving
-// goroutines read, and a start before M.Run races with that write.
+// Most of the store's own tests share one embedded etcd through this small copy of
+// internal/testutil's, older than the tests that use testutil (which this external test package
+// may import). It starts at the first test that asks for it, not in TestMain: under go test
+// -json, M.Run replaces os.Stderr, which etcd's serving goroutines read, and a start before
+// M.Run races with that write.
 var (
 	etcdOnce   sync.Once
 	sharedEtcd *store.EmbeddedEtcd
@@ -48,15 +50,17 @@ func etcd(tb testing.TB) *store.EmbeddedEtcd {
 	return sharedEtcd
 }
 
+// TestMain stops both shared etcds at the end: this one, and internal/testutil's, which some of
+// the tests use (it left its data dir, 120 MB, in the temp dir at every run).
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if sharedEtcd != nil {
-		sharedEtcd.Close()
-	}
-	if etcdDir != "" {
-		os.RemoveAll(etcdDir)
-	}
-	os.Exit(code)
+	testutil.Main(m, func() {
+		if sharedEtcd != nil {
+			sharedEtcd.Close()
+		}
+		if etcdDir != "" {
+			os.RemoveAll(etcdDir)
+		}
+	})
 }
 
 func quietLogger() *slog.Logger {
