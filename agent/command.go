@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"regexp"
@@ -16,6 +17,10 @@ import (
 
 // maxOutputBytes bounds what the agent keeps of a command's output for its log.
 const maxOutputBytes = 16 << 10
+
+// outputWait is how long the agent reads a command's output once the command ended (what it
+// left running may hold the pipe open), and how long it waits for it to end once killed.
+const outputWait = time.Second
 
 // defaultPath is PATH for commands when the agent has none.
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -58,12 +63,27 @@ func runShell(ctx context.Context, shell, command string, timeout time.Duration,
 	defer cancel()
 	cmd, group := shellCommand(ctx, shell, command)
 	cmd.Env = commandEnv(env)
-	// A daemon started by the command may keep the output pipe open; stop waiting for it.
-	cmd.WaitDelay = time.Second
+	cmd.WaitDelay = outputWait
+	// The output pipe is the agent's own, read until its end by a goroutine of its own: a daemon
+	// the command started may keep it open and write to it long after (nohup app &). Closed
+	// once the command ended (what os/exec does after WaitDelay), its next write would kill it
+	// (SIGPIPE); it is read and dropped instead.
 	out := &limitedBuffer{max: maxOutputBytes}
-	cmd.Stdout, cmd.Stderr = out, out
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return res, fmt.Errorf("output pipe: %w", err)
+	}
+	read := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(out, pr)
+		pr.Close()
+		close(read)
+	}()
+	cmd.Stdout, cmd.Stderr = pw, pw
 	start := time.Now()
-	err := cmd.Start()
+	err = cmd.Start()
+	pw.Close() // the command's copy is all that holds it open now
+	timedOut := false
 	if err == nil {
 		if err = group.started(cmd); err != nil {
 			_ = cmd.Process.Kill()
@@ -71,24 +91,27 @@ func runShell(ctx context.Context, shell, command string, timeout time.Duration,
 		} else {
 			err = cmd.Wait()
 		}
-		if check {
+		timedOut = errors.Is(ctx.Err(), context.DeadlineExceeded)
+		if check || timedOut {
+			// Also reap anything of the group that outlived the shell.
 			group.kill()
 		}
 	}
 	defer group.close()
+	// What it wrote before it ended is in the pipe; what it left running may hold it open:
+	// stop waiting for that after outputWait.
+	select {
+	case <-read:
+	case <-time.After(outputWait):
+	}
 	res.Duration = time.Since(start)
 	res.Output, res.Dropped = out.String(), out.droppedBytes()
 	if cmd.ProcessState != nil {
 		res.ExitCode = cmd.ProcessState.ExitCode()
 	}
-	if ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	if timedOut {
 		res.TimedOut = true
-		// Also reap anything of the group that outlived the shell.
-		group.kill()
 		return res, fmt.Errorf("timed out after %s; its process group was killed", timeout)
-	}
-	if errors.Is(err, exec.ErrWaitDelay) && res.ExitCode == 0 {
-		err = nil
 	}
 	if err != nil {
 		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {

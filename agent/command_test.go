@@ -145,3 +145,29 @@ func TestAgent_CheckLeavesNothingRunning(t *testing.T) {
 		t.Fatalf("f.conf: %q, %v; want what was rendered", b, err)
 	}
 }
+
+// A program that a command leaves running with the command's output open (a daemon started
+// with `nohup app &`) outlives the command and may go on writing: the agent closed its end of
+// the pipe once the command ended, and the program's next write killed it (SIGPIPE).
+func TestRunCommand_DaemonWritingAfterTheCommandLives(t *testing.T) {
+	dir := t.TempDir()
+	// The daemon writes once the command has been judged (go), then says it lived.
+	daemon := `(while [ ! -e ` + dir + `/go ]; do sleep 0.05; done; echo daemon output; echo lived > ` + dir + `/lived) &`
+	r, err := agent.RunCommand(context.Background(), daemon+" echo started", 30*time.Second, nil)
+	if err != nil || r.Output != "started" {
+		t.Fatalf("RunCommand = %+v, %v", r, err)
+	}
+	if err := os.WriteFile(dir+"/go", nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if b, err := os.ReadFile(dir + "/lived"); err == nil && string(b) == "lived\n" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the program the command left running died when it wrote its output")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
