@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
+	"github.com/shoelace-dev/shoelace/templates"
 )
 
 // DryOptions configure Render.
@@ -81,12 +82,18 @@ func (a *Agent) Render(ctx context.Context, w io.Writer, o DryOptions) error {
 		// Read as the install reaches the file, not by name: a link that another user planted
 		// since the check above (where the destination's link leads to no file yet, in /tmp) is
 		// not followed, and what it leads to is not printed.
-		old, fi, oldErr := atomicfile.ReadDestination(t.cfg.Destination)
+		old, fi, oldErr := atomicfile.ReadDestination(t.cfg.Destination, templates.DefaultMaxOutputBytes)
 		if nr := (*atomicfile.NotRegularError)(nil); errors.As(oldErr, &nr) {
 			// once and run refuse to install over it: say so here too, as a failure.
 			msg := fmt.Sprintf("%s is %s: a file cannot be installed there", t.cfg.Destination, atomicfile.TypeName(nr.Mode))
 			failed = append(failed, msg)
 			fmt.Fprintf(w, "\n!!! %s: %s\n", t.name(), msg)
+			continue
+		}
+		if tl := (*atomicfile.PreviousTooLargeError)(nil); errors.As(oldErr, &tl) {
+			// once and run do not replace it either (see stageOne), and it is not diffed.
+			failed = append(failed, tl.Error())
+			fmt.Fprintf(w, "\n!!! %s: %s\n", t.name(), tl.Error())
 			continue
 		}
 		var notes []string

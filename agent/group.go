@@ -886,6 +886,9 @@ func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data, re
 	m.r = r
 	opts := t.installOptions()
 	opts.Backup, opts.KeepPrevious, opts.DirSyncs, opts.Spare = t.cfg.Backup, true, a.dirSyncs, a.spares
+	// What the agent renders is at most this: a larger file there is none of its own, and read
+	// whole to be put back it took the agent's memory (a sparse file of gigabytes).
+	opts.MaxPrevious = templates.DefaultMaxOutputBytes
 	if t.cfg.Check != "" {
 		opts.Check = func(staged string) error {
 			// A check in progress finishes even when the agent is stopping (bounded by its

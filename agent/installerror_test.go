@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/shoelace-dev/shoelace/agent"
+	"github.com/shoelace-dev/shoelace/templates"
 )
 
 // An install whose directory cannot be opened (another user's link on its way when the test is
@@ -77,5 +78,43 @@ func TestAgent_CommandOutputCutOnACharacter(t *testing.T) {
 	}
 	if got := read(t, filepath.Join(dir, "a")); got != "a=1" {
 		t.Fatalf("a = %q", got)
+	}
+}
+
+// A destination larger than any render (a sparse file of gigabytes; an existing file named by
+// mistake) is not replaced, as it could not be put back if the reload failed: the install
+// fails saying so, and leaves it as it was. Before, the agent read it whole into memory to
+// keep it for the undo (12 GB of memory for a sparse file of 4 GiB), and replaced it.
+func TestAgent_DestinationOverRenderLimitIsNotReplaced(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, _ := testAgent(t, srv, header+`templates:
+  - contents: "a={{ key \"a\" }}"
+    destination: $DIR/big.conf
+    command: echo ran >> $DIR/ran
+`)
+	big := filepath.Join(dir, "big.conf")
+	size := int64(templates.DefaultMaxOutputBytes) + 1
+	if err := os.WriteFile(big, []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(big, size); err != nil {
+		t.Fatal(err)
+	}
+	err := a.Once(context.Background(), "", false)
+	if err == nil || !strings.Contains(err.Error(), big+" holds 67108865 bytes, over the 67108864") || !strings.Contains(err.Error(), "not read nor replaced") {
+		t.Fatalf("Once = %v, want the install refused for the size of the file there", err)
+	}
+	fi, err := os.Stat(big)
+	if err != nil || fi.Size() != size {
+		t.Fatalf("big.conf: %v, %v; want it left as it was", fi, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ran")); !os.IsNotExist(err) {
+		t.Fatalf("the command ran: %v", err)
+	}
+	// render --dry fails it too, and prints no diff of it.
+	var out strings.Builder
+	err = a.Render(context.Background(), &out, agent.DryOptions{})
+	if err == nil || !strings.Contains(out.String(), "!!! "+big+": "+big+" holds 67108865 bytes") || len(out.String()) > 4096 {
+		t.Fatalf("Render = %v, printed %d bytes: %.400q; want it to fail the template", err, out.Len(), out.String())
 	}
 }

@@ -77,6 +77,9 @@ type Options struct {
 	// does not exist), so that Staged.Previous().Restore can put it back after the install. A
 	// file another user planted there, in a directory others may write, is kept as no file.
 	KeepPrevious bool
+	// MaxPrevious, when above 0, bounds what KeepPrevious keeps: a destination of more bytes is
+	// not replaced (a *PreviousTooLargeError), as it could not be put back, and is not read.
+	MaxPrevious int64
 	// exactPerm makes Perm the mode even when it is 0 (Restore of a file of mode 0000), not
 	// "keep the current mode".
 	exactPerm bool
@@ -325,7 +328,10 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 		// The file the rename replaces, read once: what unchanged read when it is the file found
 		// here, else read now. old becomes the file read, judged again: it may have been swapped
 		// in since the Lstat.
-		if prev, old, err = readPrevious(d, base, path, old, read); err != nil {
+		if opts.MaxPrevious > 0 && old.Size() > opts.MaxPrevious {
+			return nil, &PreviousTooLargeError{Path: path, Size: old.Size(), Max: opts.MaxPrevious}
+		}
+		if prev, old, err = readPrevious(d, base, path, old, read, opts.MaxPrevious); err != nil {
 			return nil, err
 		}
 		if plantable(d, base, old) {
@@ -667,18 +673,35 @@ func NewPrevious(path string, existed bool, data []byte, perm os.FileMode, uid, 
 // following a link nor blocking on a FIFO swapped in since. It returns the stat of the file
 // read, which Stage goes on with: the bytes kept and the mode and owner given to the new file
 // are then of the same file.
-func readPrevious(d *dir, base, path string, old fs.FileInfo, r *seen) ([]byte, fs.FileInfo, error) {
+func readPrevious(d *dir, base, path string, old fs.FileInfo, r *seen, limit int64) ([]byte, fs.FileInfo, error) {
 	if r != nil && r.whole && os.SameFile(r.fi, old) {
 		return r.data, old, nil
 	}
-	data, fi, err := ReadRegular(d.root, base, -1, nil)
+	read := int64(-1)
+	if limit > 0 {
+		read = limit + 1 // one byte more, to tell a file that grew past it since its stat
+	}
+	data, fi, err := ReadRegular(d.root, base, read, nil)
 	if nr := (*NotRegularError)(nil); errors.As(err, &nr) {
 		return nil, nil, fmt.Errorf("keep previous %s: not a regular file (%s)", path, nr.Mode.Type())
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("keep previous %s: %w", path, err)
 	}
+	if limit > 0 && int64(len(data)) > limit {
+		return nil, nil, &PreviousTooLargeError{Path: path, Size: fi.Size(), Max: limit}
+	}
 	return data, fi, nil
+}
+
+// PreviousTooLargeError is Stage's refusal of a destination over Options.MaxPrevious.
+type PreviousTooLargeError struct {
+	Path      string
+	Size, Max int64
+}
+
+func (e *PreviousTooLargeError) Error() string {
+	return fmt.Sprintf("%s holds %d bytes, over the %d that an install keeps to put back if its reload fails: it is left as it is, not read nor replaced; move it away if it is to be replaced", e.Path, e.Size, e.Max)
 }
 
 // previous is what Previous keeps of old, the file at path that data was read from (nil: none).
@@ -1048,9 +1071,11 @@ func EvalLinksToCreate(p string) (string, error) { return evalLinksToCreate(p) }
 // and the file read in it by its handle, no link at its name followed nor a FIFO opened; one that
 // is not a regular file is a *NotRegularError, not opened. A file that another user than root or
 // this process's planted in a directory others may write, which Write treats as no file, is no
-// file here too (fs.ErrNotExist), not read. fi is the stat of the file found there
-// (nil when none was, or it was replaced while it was read).
-func ReadDestination(path string) (data []byte, fi fs.FileInfo, err error) {
+// file here too (fs.ErrNotExist), not read. One of more than max bytes (when max is above 0),
+// which Stage with that Options.MaxPrevious does not replace, is a *PreviousTooLargeError, not
+// read. fi is the stat of the file found there (nil when none was, or it was replaced while it
+// was read).
+func ReadDestination(path string, max int64) (data []byte, fi fs.FileInfo, err error) {
 	real, _, err := resolve(path)
 	if err != nil {
 		return nil, nil, err
@@ -1073,7 +1098,14 @@ func ReadDestination(path string) (data []byte, fi fs.FileInfo, err error) {
 		// file, and what its owner wrote there is not for the caller to show.
 		return nil, nil, &fs.PathError{Op: "read", Path: real, Err: fs.ErrNotExist}
 	}
-	data, fi, err = ReadRegular(d.root, base, -1, func(now fs.FileInfo) error {
+	limit := int64(-1)
+	if max > 0 {
+		if found.Size() > max {
+			return nil, nil, &PreviousTooLargeError{Path: real, Size: found.Size(), Max: max}
+		}
+		limit = max
+	}
+	data, fi, err = ReadRegular(d.root, base, limit, func(now fs.FileInfo) error {
 		if !os.SameFile(found, now) {
 			return errReplaced
 		}

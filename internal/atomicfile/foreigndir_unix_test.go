@@ -121,7 +121,7 @@ func TestWrite_AnotherUsersDirectoryWhereOthersMayWriteRefused(t *testing.T) {
 			}
 			_, err := atomicfile.Unchanged(dest, []byte("rendered\n"), atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep})
 			wantForeign(t, c.name+": Unchanged "+dest, err, d)
-			_, _, err = atomicfile.ReadDestination(dest)
+			_, _, err = atomicfile.ReadDestination(dest, -1)
 			wantForeign(t, c.name+": ReadDestination "+dest, err, d)
 		}
 		_, err := atomicfile.NewPrevious(x, false, nil, 0, 0, 0).Restore(atomicfile.Options{})
