@@ -81,9 +81,14 @@ type Options struct {
 	// not replaced (a *PreviousTooLargeError), as it could not be put back, and is not read.
 	MaxPrevious int64
 	// exactPerm makes Perm the mode even when it is 0 (Restore of a file of mode 0000), not
-	// "keep the current mode".
+	// "keep the current mode", with its setuid, setgid and sticky bits (modeBits).
 	exactPerm bool
 }
+
+// modeBits are the bits of a mode that Restore puts back: the permission bits and the setuid,
+// setgid and sticky bits, which an install does not give (Options.Perm) but the file it replaced
+// may have had.
+const modeBits = fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
 
 // replaceable reports whether a file of mode m is neither a regular file, a directory nor a
 // symbolic link (a named pipe, a socket, a device): what NoFollow replaces by name.
@@ -154,7 +159,7 @@ func sameFile(path string, fi fs.FileInfo, data []byte, opts Options) (bool, *se
 	if fi.Size() != int64(len(data)) {
 		return false, nil, nil
 	}
-	if (opts.Perm != 0 || opts.exactPerm) && fi.Mode().Perm() != opts.Perm.Perm() {
+	if opts.exactPerm && fi.Mode()&modeBits != opts.Perm&modeBits || opts.Perm != 0 && fi.Mode().Perm() != opts.Perm.Perm() {
 		return false, nil, nil
 	}
 	if uid, gid, ok := ownerOf(fi); ok {
@@ -344,6 +349,9 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 	}
 
 	perm, uid, gid := opts.Perm.Perm(), opts.UID, opts.GID
+	if opts.exactPerm {
+		perm = opts.Perm & modeBits
+	}
 	if old != nil {
 		if opts.Perm == 0 && !opts.exactPerm {
 			perm = old.Mode().Perm()
@@ -652,8 +660,9 @@ func (p *Previous) Existed() bool { return p.existed }
 // Path is the destination (its links resolved).
 func (p *Previous) Path() string { return p.path }
 
-// Kept returns what p keeps of the file: its bytes, mode and owner (Keep: not known); nil and
-// zeros when there was none. With Path and Existed it is what NewPrevious takes back.
+// Kept returns what p keeps of the file: its bytes, mode (setuid, setgid and sticky bits too)
+// and owner (Keep: not known); nil and zeros when there was none. With Path and Existed it is
+// what NewPrevious takes back.
 func (p *Previous) Kept() (data []byte, perm os.FileMode, uid, gid int) {
 	return p.data, p.perm, p.uid, p.gid
 }
@@ -665,7 +674,7 @@ func NewPrevious(path string, existed bool, data []byte, perm os.FileMode, uid, 
 	if !existed {
 		return &Previous{path: path, uid: Keep, gid: Keep}
 	}
-	return &Previous{path: path, existed: true, data: data, perm: perm.Perm(), uid: uid, gid: gid}
+	return &Previous{path: path, existed: true, data: data, perm: perm & modeBits, uid: uid, gid: gid}
 }
 
 // readPrevious reads old, the file at base in d (its Lstat), for Previous: it is what
@@ -711,7 +720,7 @@ func previous(path string, old fs.FileInfo, data []byte) *Previous {
 		return p
 	}
 	p.data = data
-	p.existed, p.perm = true, old.Mode().Perm()
+	p.existed, p.perm = true, old.Mode()&modeBits
 	if uid, gid, ok := ownerOf(old); ok {
 		p.uid, p.gid = uid, gid
 	}

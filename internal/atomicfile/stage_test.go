@@ -196,3 +196,43 @@ func TestStage_RestoreModeZero(t *testing.T) {
 		t.Fatalf("restored mode %04o after a second Restore, want 0000", fi.Mode().Perm())
 	}
 }
+
+// Restore puts back the setuid, setgid and sticky bits the file had, with its permission bits,
+// also through what Kept records (NewPrevious: an agent restarted); an install does not give them.
+// Before, a file of mode 2755 came back as 0755.
+func TestStage_RestoreKeepsSpecialModeBits(t *testing.T) {
+	dir := t.TempDir()
+	for _, mode := range []os.FileMode{0o755 | os.ModeSetgid, 0o755 | os.ModeSetuid, 0o644 | os.ModeSticky} {
+		dst := filepath.Join(dir, "tool")
+		if err := os.WriteFile(dst, []byte("old\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dst, mode); err != nil {
+			t.Fatal(err)
+		}
+		if fi, _ := stat(t, dst); fi.Mode() != mode {
+			t.Skipf("this file system keeps mode %v as %v", mode, fi.Mode())
+		}
+		s, err := atomicfile.Stage(dst, []byte("new\n"), atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, KeepPrevious: true})
+		if err != nil || s == nil {
+			t.Fatalf("Stage = %v, %v", s, err)
+		}
+		if err := s.Install(); err != nil {
+			t.Fatal(err)
+		}
+		if fi, _ := stat(t, dst); fi.Mode() != mode.Perm() {
+			t.Fatalf("installed with mode %v, want %v: an install gives no special bits", fi.Mode(), mode.Perm())
+		}
+		data, perm, uid, gid := s.Previous().Kept()
+		for i, p := range []*atomicfile.Previous{s.Previous(), atomicfile.NewPrevious(dst, true, data, perm, uid, gid)} {
+			os.Chmod(dst, mode.Perm())
+			if changed, err := p.Restore(atomicfile.Options{}); err != nil || !changed {
+				t.Fatalf("Restore %d = %v, %v", i, changed, err)
+			}
+			if fi, _ := stat(t, dst); fi.Mode() != mode || string(mustRead(t, dst)) != "old\n" {
+				t.Fatalf("Restore %d: mode %v, want %v", i, fi.Mode(), mode)
+			}
+		}
+		os.Remove(dst)
+	}
+}
