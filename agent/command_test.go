@@ -171,3 +171,29 @@ func TestRunCommand_DaemonWritingAfterTheCommandLives(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A group whose files' names make SHOELACE_DESTINATIONS longer than a program's environment
+// may hold (128 KiB on Linux: 700 vhosts of one nginx) runs its command without the variable,
+// saying so. Before, the command and health checks could not start ("fork/exec /bin/sh:
+// argument list too long"): every reload of the group failed, and was rolled back.
+func TestAgent_CommandOfAGroupTooLargeForItsVariableRuns(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	var b strings.Builder
+	b.WriteString(header + "templates:\n")
+	long := strings.Repeat("v", 190)
+	for i := range 700 {
+		b.WriteString("  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/" + long + strconv.Itoa(i) + "\n")
+		b.WriteString("    command: echo \"command ${SHOELACE_DESTINATIONS-unset}\" >> $DIR/ran\n")
+		b.WriteString("    health: echo \"health ${SHOELACE_DESTINATIONS-unset}\" >> $DIR/ran\n")
+	}
+	a, dir, logs := testAgent(t, srv, b.String())
+	if err := a.Once(context.Background(), "", false); err != nil {
+		t.Fatalf("Once = %v, want the group installed and its command run", err)
+	}
+	if got := read(t, filepath.Join(dir, "ran")); got != "command unset\nhealth unset\n" {
+		t.Fatalf("ran: %q, want the command and health check run without SHOELACE_DESTINATIONS", got)
+	}
+	if !strings.Contains(logs.String(), "SHOELACE_DESTINATIONS not set for the command") {
+		t.Fatalf("no warning that SHOELACE_DESTINATIONS was not set:\n%.2000s", logs.String())
+	}
+}

@@ -19,6 +19,11 @@ type processGroup struct{ pid atomic.Int64 }
 // passEnv are the variables of the agent's environment that commands get, besides PATH.
 var passEnv = []string{"HOME", "LANG", "LC_ALL", "TZ"}
 
+// maxEnvVar bounds a variable the agent sets for a check, command or health check, "NAME=value":
+// Linux starts no program one of whose environment strings is over 128 KiB with its NUL
+// (MAX_ARG_STRLEN).
+const maxEnvVar = 128<<10 - 1
+
 // Shells a template may name (shell:); the first is the default.
 var shells = []string{"sh"}
 

@@ -34,6 +34,11 @@ var passEnv = []string{"SystemRoot", "SystemDrive", "windir", "ComSpec", "PATHEX
 	"ALLUSERSPROFILE", "USERPROFILE", "APPDATA", "LOCALAPPDATA", "PSModulePath", "COMPUTERNAME",
 	"NUMBER_OF_PROCESSORS", "PROCESSOR_ARCHITECTURE", "OS", "TZ"}
 
+// maxEnvVar bounds a variable the agent sets for a check, command or health check, "NAME=value":
+// Windows starts no program whose environment block is over 32,767 characters, and the other
+// variables (passEnv, command_env) take their share of it.
+const maxEnvVar = 16 << 10
+
 // Shells a template may name (shell:); the first is the default.
 var shells = []string{"cmd", "powershell"}
 

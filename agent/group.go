@@ -591,8 +591,8 @@ func (p *pass) command(ctx context.Context, command string, timeout time.Duratio
 		"SHOELACE_APPLIANCE=" + p.a.cfg.Appliance,
 		"SHOELACE_INSTANCE=" + p.a.instance,
 		"SHOELACE_REVISION=" + strconv.FormatInt(rev, 10),
-		"SHOELACE_DESTINATIONS=" + strings.Join(dests, " "),
 	}
+	env = p.withDestinations(env, fmt.Sprintf("command %q", command), dests)
 	// A reload command started for a changed file finishes (within its timeout) even when the
 	// agent is stopping: the file is already in place.
 	r, err := RunShell(context.WithoutCancel(ctx), p.a.shellOf(command), command, timeout, p.a.withEnv(env))
@@ -610,6 +610,20 @@ func (p *pass) command(ctx context.Context, command string, timeout time.Duratio
 	return nil
 }
 
+// withDestinations is env with SHOELACE_DESTINATIONS, dests separated by spaces, for what runs
+// for them (a command, health checks); without it, and a warning, when the variable would be
+// longer than the system starts a program with (maxEnvVar): nothing could run ("argument list
+// too long"), and every reload of so large a group would fail.
+func (p *pass) withDestinations(env []string, what string, dests []string) []string {
+	v := "SHOELACE_DESTINATIONS=" + strings.Join(dests, " ")
+	if len(v) <= maxEnvVar {
+		return append(env, v)
+	}
+	p.a.log.Warn("SHOELACE_DESTINATIONS not set for the "+what+": the names of its files are longer than an environment variable may be",
+		"destinations", len(dests), "bytes", len(v), "max", maxEnvVar)
+	return env
+}
+
 // health runs the distinct health commands of g's templates, each until it passes or its
 // retries are spent.
 func (p *pass) health(ctx context.Context, g *group) *failure {
@@ -618,12 +632,14 @@ func (p *pass) health(ctx context.Context, g *group) *failure {
 		"SHOELACE_APPLIANCE=" + p.a.cfg.Appliance,
 		"SHOELACE_INSTANCE=" + p.a.instance,
 		"SHOELACE_REVISION=" + strconv.FormatInt(p.v.Revision, 10),
-		"SHOELACE_DESTINATIONS=" + strings.Join(g.names(), " "),
 	}
 	for _, t := range g.tmpls {
 		h := t.cfg.Health
 		if h == "" || seen[h] {
 			continue
+		}
+		if len(seen) == 0 {
+			env = p.withDestinations(env, "health checks", g.names())
 		}
 		seen[h] = true
 		for try := 0; ; try++ {
