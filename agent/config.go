@@ -1003,6 +1003,14 @@ func (c *Config) Validate() error {
 			add("%s: destination must be a file, not /", w)
 		case !unixModes && windowsNameProblem(t.Destination) != "":
 			add("%s: destination %s", w, windowsNameProblem(t.Destination))
+		case atomicfile.TempNameLen(filepath.Base(t.Destination), t.Backup) > atomicfile.MaxNameLen:
+			// Its install could never stage it: say so now, not at every pass ("file name too long").
+			n, unit := atomicfile.TempNameLen(filepath.Base(t.Destination), t.Backup), "bytes"
+			if !unixModes {
+				unit = "characters"
+			}
+			add("%s: destination's file name is too long to be installed: the temp files made beside it (.NAME.shoelace-N; with backup, .NAME.bak.shoelace-N) would have names of up to %d %s, over the %d a file name may have; shorten it by %d",
+				w, n, unit, atomicfile.MaxNameLen, n-atomicfile.MaxNameLen)
 		default:
 			// The same file by another name (a directory on its way that is a symbolic link)
 			// too: the two templates overwrote each other at every pass, each reported in place.

@@ -987,3 +987,28 @@ func TestLoadConfig_TemplatesDirSkipsHiddenFiles(t *testing.T) {
 		t.Errorf("warnings about hidden files: %q", w)
 	}
 }
+
+// A destination whose name leaves no room for the temp names made beside it (over 224 bytes;
+// 220 with backup, whose temp file is .NAME.bak.shoelace-N) is a config error saying so. Before,
+// validate and render --dry passed it and every install failed ("file name too long"), or one
+// in two, as the temp name's number had 19 or 20 digits.
+func TestLoadConfig_DestinationNameTooLongForItsTempFile(t *testing.T) {
+	for _, tc := range []struct {
+		n      int
+		backup bool
+		ok     bool
+	}{{224, false, true}, {225, false, false}, {220, true, true}, {221, true, false}} {
+		text := "server: http://h:1\nappliance: a\ntoken: t\ncache_dir: $DIR/cache\ntemplates:\n  - contents: x\n    destination: $DIR/" + strings.Repeat("n", tc.n) + "\n"
+		if tc.backup {
+			text += "    backup: true\n"
+		}
+		_, path := writeConfig(t, text)
+		_, err := agent.LoadConfig(path)
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("name of %d bytes, backup %v: %v", tc.n, tc.backup, err)
+		case !tc.ok && (err == nil || !strings.Contains(err.Error(), "destination's file name is too long to be installed")):
+			t.Errorf("name of %d bytes, backup %v: err = %v, want it refused", tc.n, tc.backup, err)
+		}
+	}
+}

@@ -4,11 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf16"
 )
 
 // RemoveLeftovers removes the temp files that an install of path left when its process was
@@ -79,6 +82,24 @@ func RemoveLeftovers(path string, before time.Time) ([]string, error) {
 // claimSpare; linkTemp's .<base>.bak.shoelace-N is that of base+".bak"), as isTempOf reads it.
 func tempName(base string, n uint64) string {
 	return "." + base + ".shoelace-" + strconv.FormatUint(n, 10)
+}
+
+// MaxNameLen is the longest file name that the file systems the agent writes to take: 255 bytes
+// (ext4, XFS, btrfs, APFS) or, on Windows, 255 UTF-16 code units (NTFS).
+const MaxNameLen = 255
+
+// TempNameLen is the length of the longest name that an install of a file named base makes beside
+// it, with backup too (.<base>.bak.shoelace-N, N up to 20 digits), counted as MaxNameLen counts:
+// a base for which it is over MaxNameLen cannot be installed ("file name too long").
+func TempNameLen(base string, backup bool) int {
+	name := tempName(base, math.MaxUint64)
+	if backup {
+		name = tempName(base+".bak", math.MaxUint64)
+	}
+	if runtime.GOOS == "windows" {
+		return len(utf16.Encode([]rune(name)))
+	}
+	return len(name)
 }
 
 // isTempOf reports whether name is one of the temp names made for base (see createTemp and
