@@ -152,6 +152,9 @@ func (m *Manager) install(ctx context.Context, u Unit, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := hiddenFromService(u.Content, self); err != nil {
+		return err
+	}
 	content := UnitContent(u, self)
 	path := filepath.Join(m.unitDir(), u.Name+".service")
 	if target, err := os.Readlink(path); err == nil && target == "/dev/null" {
@@ -177,6 +180,44 @@ func (m *Manager) install(ctx context.Context, u Unit, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "note: ExecStart points at %s (the packages use %s)\n", self, u.Executable)
 	}
 	fmt.Fprintf(stdout, "installed %s and enabled it; start it with `%s start`\n", path, u.Command)
+	return nil
+}
+
+// hiddenFromService refuses a binary at self that the unit's own sandbox would hide from the service
+// it starts: PrivateTmp= gives the service its own empty /tmp and /var/tmp, and ProtectHome=yes (or
+// tmpfs) empties /home, /root and /run/user, so an ExecStart there fails at every start (status
+// 203/EXEC, "No such file or directory"), long after install said it was done.
+func hiddenFromService(unit []byte, self string) error {
+	type hiding struct {
+		directive string
+		dirs      []string
+	}
+	var hidings []hiding
+	section := ""
+	for _, line := range strings.Split(string(unit), "\n") {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "[") {
+			section = line
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || section != "[Service]" {
+			continue
+		}
+		switch {
+		case k == "PrivateTmp" && (v == "yes" || v == "true"):
+			hidings = append(hidings, hiding{line, []string{"/tmp", "/var/tmp"}})
+		case k == "ProtectHome" && (v == "yes" || v == "true" || v == "tmpfs"):
+			hidings = append(hidings, hiding{line, []string{"/home", "/root", "/run/user"}})
+		}
+	}
+	for _, h := range hidings {
+		for _, dir := range h.dirs {
+			if strings.HasPrefix(self, dir+"/") {
+				return fmt.Errorf("this binary is %s, under %s, which the unit's %s hides from the service: it would not start; copy it to /usr/local/bin first (sudo install -m 0755 %s /usr/local/bin/, or sudo make install) and run install from there", self, dir, h.directive, self)
+			}
+		}
+	}
 	return nil
 }
 

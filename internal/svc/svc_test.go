@@ -318,3 +318,48 @@ func TestControl_DetectsThisSystem(t *testing.T) {
 		t.Fatalf("error = %v", err)
 	}
 }
+
+// TestControl_InstallRefusesABinaryTheSandboxHides: both units have PrivateTmp=yes and the
+// server's ProtectHome=yes, so a unit whose ExecStart lies in /tmp, /var/tmp or (the server's)
+// /home or /root never starts; install refuses it and writes nothing. The agent's
+// ProtectHome=read-only leaves a binary in /home runnable.
+func TestControl_InstallRefusesABinaryTheSandboxHides(t *testing.T) {
+	tests := []struct {
+		unit Unit
+		self string
+		want string // "" = installed
+	}{
+		{AgentUnit(), "/tmp/shoelace-agent", "under /tmp, which the unit's PrivateTmp=yes hides"},
+		{AgentUnit(), "/var/tmp/dl/shoelace-agent", "under /var/tmp, which the unit's PrivateTmp=yes hides"},
+		{AgentUnit(), "/home/ops/bin/shoelace-agent", ""},
+		{AgentUnit(), "/tmpfoo/shoelace-agent", ""},
+		{ServerUnit(), "/tmp/x/shoelace", "under /tmp, which the unit's PrivateTmp=yes hides"},
+		{ServerUnit(), "/home/ops/bin/shoelace", "under /home, which the unit's ProtectHome=yes hides"},
+		{ServerUnit(), "/root/shoelace", "under /root, which the unit's ProtectHome=yes hides"},
+		{ServerUnit(), "/usr/local/bin/shoelace", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.unit.Name+tt.self, func(t *testing.T) {
+			m, log := newManager(t)
+			m.Self = tt.self
+			u := tt.unit
+			u.User = "" // the shoelace user need not exist here
+			err := m.Control(context.Background(), u, "install", &bytes.Buffer{})
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("install: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "it would not start") {
+				t.Fatalf("error = %v\nwant one saying %q", err, tt.want)
+			}
+			if entries, _ := os.ReadDir(m.UnitDir); len(entries) != 0 {
+				t.Errorf("wrote the unit")
+			}
+			if calls := readLog(t, log); len(calls) != 0 {
+				t.Errorf("ran systemctl %q", calls)
+			}
+		})
+	}
+}
