@@ -123,3 +123,27 @@ func TestUnits_SystemdAnalyzeVerify(t *testing.T) {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
+
+// TestAgentUnit_NoDeviceAllowList: the agent's checks and commands run in its unit, and a reload
+// may need a device (mount -a, swapon, losetup). ProtectClock=yes implies DeviceAllow=char-rtc r,
+// which before systemd v253 (systemd/systemd#18142; Ubuntu 20.04's 245, 22.04's 249) allowed the
+// unit no device but the pseudo devices; so do DeviceAllow= and DevicePolicy= themselves, and
+// PrivateDevices=. The clock stays protected: the capabilities and the system calls that set it
+// are taken away, as ProtectClock takes them (with EPERM, not a kill).
+func TestAgentUnit_NoDeviceAllowList(t *testing.T) {
+	svc := directives(t, AgentUnit)["Service"]
+	for _, k := range []string{"ProtectClock", "DeviceAllow", "DevicePolicy", "PrivateDevices"} {
+		if v, ok := svc[k]; ok {
+			t.Errorf("%s=%s: limits the devices the agent's commands may open", k, strings.Join(v, " "))
+		}
+	}
+	for k, want := range map[string]string{
+		"CapabilityBoundingSet": "~CAP_SYS_TIME CAP_WAKE_ALARM",
+		"SystemCallFilter":      "~@clock",
+		"SystemCallErrorNumber": "EPERM",
+	} {
+		if got := strings.Join(svc[k], "\n"); got != want {
+			t.Errorf("%s = %q, want %q (the clock protected without ProtectClock)", k, got, want)
+		}
+	}
+}
