@@ -36,7 +36,9 @@ EXAMPLES:
 
 EXAMPLES:
    sudo shoelace-agent uninstall`,
-	"start": `Starts the service (systemctl start shoelace-agent).
+	"start": `Starts the service (systemctl start shoelace-agent). Fails, naming what is missing, when
+systemd skips the start because /etc/shoelace/agent.yaml or /etc/shoelace/token does not exist yet
+(the unit's ConditionPathExists).
 
 EXAMPLES:
    sudo shoelace-agent start`,

@@ -25,8 +25,10 @@ is-active) if [ -f "$dir/active" ]; then echo active; else echo inactive; exit 3
 is-enabled) if [ -f "$dir/enabled" ]; then echo enabled; else echo disabled; exit 1; fi ;;
 enable) touch "$dir/enabled" ;;
 disable) rm -f "$dir/enabled"; if [ "$2" = --now ]; then rm -f "$dir/active"; fi ;;
-start|restart) if [ -f "$dir/fail" ]; then echo "Job for $2 failed because the control process exited with error code." >&2; exit 1; fi; touch "$dir/active" ;;
+start|restart) if [ -f "$dir/fail" ]; then echo "Job for $2 failed because the control process exited with error code." >&2; exit 1; fi
+	rm -f "$dir/active"; if [ ! -f "$dir/condfail" ]; then touch "$dir/active"; fi ;; # a condition not met: skipped, exit 0
 stop) rm -f "$dir/active" ;;
+show) if [ -f "$dir/condfail" ]; then echo no; else echo yes; fi ;;
 daemon-reload) ;;
 *) echo "fake systemctl: unknown command $1" >&2; exit 1 ;;
 esac
@@ -194,9 +196,9 @@ func TestControl_Lifecycle(t *testing.T) {
 	want := []string{
 		"daemon-reload", "enable shoelace-agent.service",
 		"is-enabled shoelace-agent.service", "is-active shoelace-agent.service",
-		"start shoelace-agent.service",
+		"start shoelace-agent.service", "is-active shoelace-agent.service",
 		"is-enabled shoelace-agent.service", "is-active shoelace-agent.service",
-		"restart shoelace-agent.service", "stop shoelace-agent.service",
+		"restart shoelace-agent.service", "is-active shoelace-agent.service", "stop shoelace-agent.service",
 		"daemon-reload", "enable shoelace-agent.service",
 		"disable --now shoelace-agent.service", "daemon-reload",
 	}
@@ -361,5 +363,55 @@ func TestControl_InstallRefusesABinaryTheSandboxHides(t *testing.T) {
 				t.Errorf("ran systemctl %q", calls)
 			}
 		})
+	}
+}
+
+// TestControl_StartSkippedByACondition: systemctl start exits 0 when the unit's Condition…= does
+// not hold (the agent's waits for its token), and the service does not run. start and restart
+// said "started shoelace-agent"; they fail, naming the missing paths.
+func TestControl_StartSkippedByACondition(t *testing.T) {
+	dir := t.TempDir()
+	config, token := filepath.Join(dir, "agent.yaml"), filepath.Join(dir, "token")
+	u := AgentUnit()
+	u.Content = bytes.ReplaceAll(u.Content, []byte("=/etc/shoelace/agent.yaml\n"), []byte("="+config+"\n"))
+	u.Content = bytes.ReplaceAll(u.Content, []byte("=/etc/shoelace/token\n"), []byte("="+token+"\n"))
+	if !bytes.Contains(u.Content, []byte("ConditionPathExists="+token+"\n")) {
+		t.Fatal("the agent's unit has no ConditionPathExists for the token")
+	}
+	m, _ := newManager(t)
+	ctx := context.Background()
+	if err := m.Control(ctx, u, "install", &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	condfail := filepath.Join(filepath.Dir(m.Systemctl), "condfail")
+	if err := os.WriteFile(condfail, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(config, nil, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	for _, action := range []string{"start", "restart"} {
+		var out bytes.Buffer
+		err := m.Control(ctx, u, action, &out)
+		want := "shoelace-agent " + action + ": systemd did not start shoelace-agent: its start condition does not hold: " + token +
+			" is missing (ConditionPathExists); see `systemctl status shoelace-agent`"
+		if err == nil || err.Error() != want {
+			t.Errorf("%s: error = %v\nwant %s", action, err, want)
+		}
+		if out.Len() != 0 {
+			t.Errorf("%s printed %q", action, out.String())
+		}
+	}
+	os.Remove(config)
+	err := m.Control(ctx, u, "start", &bytes.Buffer{})
+	if want := config + " and " + token + " are missing"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("start with neither file: error = %v, want one saying %q", err, want)
+	}
+
+	// The token written (the condition holds): started.
+	os.Remove(condfail)
+	var out bytes.Buffer
+	if err := m.Control(ctx, u, "start", &out); err != nil || out.String() != "started shoelace-agent\n" {
+		t.Errorf("start: %v, printed %q", err, out.String())
 	}
 }
