@@ -566,6 +566,29 @@ func TestServerEnv_SecretsKeyFileOwnedByTheServiceUser(t *testing.T) {
 	}
 }
 
+// The packaged server's unit has ProtectSystem=strict: the service writes only in its
+// StateDirectory. server.env named SHOELACE_DATA_DIR and SHOELACE_ADMIN_TOKEN_FILE as settings
+// to change, and a data dir moved to a larger disk (/srv/shoelace) failed at start with "mkdir
+// /srv/shoelace: read-only file system", a directory root could write from any shell.
+func TestServerEnv_SaysWhereTheServiceMayWrite(t *testing.T) {
+	unit, err := os.ReadFile(filepath.Join("..", "systemd", "shoelace-server.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^ProtectSystem=strict$`).Match(unit) {
+		t.Skip("the server's unit no longer has ProtectSystem=strict")
+	}
+	env, err := os.ReadFile("server.env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"SHOELACE_DATA_DIR", "ProtectSystem=strict", "ReadWritePaths=", "systemctl edit shoelace-server", "read-only file system"} {
+		if !bytes.Contains(env, []byte(want)) {
+			t.Errorf("server.env does not say %q: a data dir or admin token file outside the unit's StateDirectory is read-only to the service", want)
+		}
+	}
+}
+
 // TestAgentYAML checks the packaged default config with the agent's own
 // parser (unknown fields are errors) and validation.
 func TestAgentYAML(t *testing.T) {
