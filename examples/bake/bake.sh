@@ -17,7 +17,10 @@
 #   APPLIANCE                 required, the appliance to bake, e.g. web-frontend
 #   SHOELACE_BAKE_TOKEN       the bake token (or SHOELACE_BAKE_TOKEN_FILE); a
 #                             token made with `shoelace token create --appliance`
-#   SHOELACE_CA_FILE          optional CA file for the server's certificate
+#   SHOELACE_CA_FILE          optional CA file for the server's certificate;
+#                             copied into the image as $SHOELACE_CONFIG_DIR/ca.pem,
+#                             which the generated config names (an upload
+#                             directory such as /tmp is gone on the VM)
 #   SHOELACE_PACKAGE          optional .deb or .rpm to install first
 #   SHOELACE_AGENT_CONFIG     optional agent.yaml to install instead of the
 #                             generated one (its token_file must be the token
@@ -98,11 +101,18 @@ chmod 0600 "$token_file"
 if [[ -n ${SHOELACE_AGENT_CONFIG:-} ]]; then
 	install -m 0640 "$SHOELACE_AGENT_CONFIG" "$config_dir/agent.yaml"
 else
+	# The CA goes into the image with the config that names it: the VM made from the image
+	# starts the agent with this config, and the file given may lie in an upload directory
+	# (Packer's /tmp) that the VM does not have, nor the service (PrivateTmp).
+	ca_file="$config_dir/ca.pem"
+	if [[ -n ${SHOELACE_CA_FILE:-} && ! $SHOELACE_CA_FILE -ef $ca_file ]]; then
+		install -m 0644 "$SHOELACE_CA_FILE" "$ca_file"
+	fi
 	{
 		echo "# Written by the bake script; first-boot configuration may replace it."
 		echo "server: \"$server\""
 		if [[ -n ${SHOELACE_CA_FILE:-} ]]; then
-			echo "ca_file: \"$SHOELACE_CA_FILE\""
+			echo "ca_file: \"$ca_file\""
 		fi
 		echo "token_file: \"$token_file\""
 		echo "appliance: \"$appliance\""

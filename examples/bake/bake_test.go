@@ -3,9 +3,16 @@ package bake
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -262,6 +269,45 @@ func TestBake(t *testing.T) {
 		}
 	})
 
+	// Packer uploads files to /tmp, which the VM made from the image does not have (nor the
+	// service: PrivateTmp): the generated config named the CA where it was given, and on the VM
+	// the agent, given its token by first boot as the README says, stopped at "ca_file: stat
+	// /tmp/ca.pem: no such file or directory".
+	t.Run("the CA goes into the image with the config that names it", func(t *testing.T) {
+		root := newRoot(t)
+		upload := filepath.Join(t.TempDir(), "ca.pem")
+		caPEM := selfSignedCA(t)
+		if err := os.WriteFile(upload, caPEM, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		code, out := bake(t, append(rootEnv(root, agentBin), "SHOELACE_SERVER="+srv.addr, "SHOELACE_BAKE_TOKEN="+token, "SHOELACE_CA_FILE="+upload)...)
+		if code != 0 {
+			t.Fatalf("bake.sh exit %d:\n%s", code, out)
+		}
+		if err := os.Remove(upload); err != nil { // the build's upload directory is gone
+			t.Fatal(err)
+		}
+		inImage := filepath.Join(root, "etc/shoelace/ca.pem")
+		if b, err := os.ReadFile(inImage); err != nil || !bytes.Equal(b, caPEM) {
+			t.Fatalf("%s: %v; want the CA given", inImage, err)
+		}
+		if fi, _ := os.Stat(inImage); fi.Mode().Perm() != 0o644 {
+			t.Errorf("%s mode %v, want 0644", inImage, fi.Mode().Perm())
+		}
+		config := filepath.Join(root, "etc/shoelace/agent.yaml")
+		if cfg, _ := os.ReadFile(config); !bytes.Contains(cfg, []byte(`ca_file: "`+inImage+`"`)) {
+			t.Errorf("agent.yaml does not name %s:\n%s", inImage, cfg)
+		}
+		// First boot writes the token; the baked config works as it is.
+		if err := os.WriteFile(filepath.Join(root, "etc/shoelace/token"), []byte(token), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(agentBin, "once", "--config", config, "--stage", "system", "--no-commands")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("the agent with the baked config and a token: %v\n%s", err, out)
+		}
+	})
+
 	t.Run("installs a given agent config", func(t *testing.T) {
 		root := t.TempDir()
 		given := filepath.Join(t.TempDir(), "agent.yaml")
@@ -318,6 +364,29 @@ func TestBake(t *testing.T) {
 			t.Errorf("token left behind after a failed bake")
 		}
 	})
+}
+
+// selfSignedCA returns a CA certificate in PEM.
+func selfSignedCA(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "bake test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
 // TestBake_Refusals needs no server: bad input is refused before anything
