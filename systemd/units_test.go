@@ -147,3 +147,25 @@ func TestAgentUnit_NoDeviceAllowList(t *testing.T) {
 		}
 	}
 }
+
+// TestAgentUnit_CommandsLimitsDocumented: the agent's checks and commands run in its unit, so its
+// ProtectSystem=true and ProtectKernelModules=yes hold for them too. The unit and the README said
+// what a destination under /usr or /boot meets, not that a reload such as update-grub or modprobe
+// fails the same way (and rolls its group back), nor how to run one.
+func TestAgentUnit_CommandsLimitsDocumented(t *testing.T) {
+	svc := directives(t, AgentUnit)["Service"]
+	if strings.Join(svc["ProtectKernelModules"], "") != "yes" && strings.Join(svc["ProtectSystem"], "") == "" {
+		t.Skip("the agent's unit no longer limits its commands")
+	}
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, doc := range map[string][]byte{AgentUnitName: AgentUnit, "README.md": readme} {
+		for _, want := range []string{"update-grub", "modprobe", "systemctl start"} {
+			if !bytes.Contains(doc, []byte(want)) {
+				t.Errorf("%s does not say that a command such as %s meets the unit's limits, or how to run one outside them", name, want)
+			}
+		}
+	}
+}
