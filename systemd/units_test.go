@@ -169,3 +169,15 @@ func TestAgentUnit_CommandsLimitsDocumented(t *testing.T) {
 		}
 	}
 }
+
+// TestAgentUnit_StopSignalsTheAgentAlone: the agent lets a reload command it started for a file
+// already installed finish when it is told to stop. Under systemd's default KillMode
+// (control-group) a stop, a restart or a package upgrade's try-restart sent SIGTERM to that
+// command as well: "command failed … ended by signal: terminated", the new files rolled back and
+// the failure reported to the server (where it may halt a staged rollout). KillMode=mixed sends
+// SIGTERM to the agent only.
+func TestAgentUnit_StopSignalsTheAgentAlone(t *testing.T) {
+	if got := directives(t, AgentUnit)["Service"]["KillMode"]; strings.Join(got, "\n") != "mixed" {
+		t.Errorf("KillMode = %q, want mixed: a stop must not signal the commands the agent waits for", got)
+	}
+}
