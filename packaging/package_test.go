@@ -541,6 +541,35 @@ templates:
 	}
 }
 
+// The README's "Coming from confd" rendered confd's resources with once --confdir and said "then
+// install the agent as a service", which runs "run --config /etc/shoelace/agent.yaml" only: with
+// the packaged config the service found no templates and failed ("no templates configured").
+// The README now appends confd_dir to the config before it enables the service; the packaged
+// config must take that line.
+func TestAgentYAML_TakesTheREADMEsConfdDir(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(readme), "## Coming from confd")
+	section, _, _ = strings.Cut(section, "\n## ")
+	m := regexp.MustCompile(`(?m)^echo '(confd_dir: \S+)' >> /etc/shoelace/agent.yaml\nsystemctl enable --now shoelace-agent$`).FindStringSubmatch(section)
+	if m == nil {
+		t.Fatal("README's \"Coming from confd\" does not append confd_dir to /etc/shoelace/agent.yaml before it enables the service, which runs with --config only")
+	}
+	raw, err := os.ReadFile("agent.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := agent.ParseConfig("packaging/agent.yaml", append(raw, m[1]+"\n"...))
+	if err != nil {
+		t.Fatalf("the packaged agent.yaml with %q appended: %v", m[1], err)
+	}
+	if cfg.ConfdDir != "/etc/confd" {
+		t.Errorf("confd_dir = %q, want /etc/confd", cfg.ConfdDir)
+	}
+}
+
 // The packaged server runs as the unit's User=, and refuses a --secrets-key-file that group or
 // others may read: the key file must be that user's. The README's recipe and server.env say
 // so; the README's made a root-owned 0600 file, which the service could not read and so did not
