@@ -30,7 +30,10 @@ ENV SHOELACE_LISTEN=0.0.0.0:7400 \
     SHOELACE_DATA_DIR=/var/lib/shoelace
 VOLUME /var/lib/shoelace
 EXPOSE 7400
-# No curl in this image: the binary checks its own /health. With TLS on,
+# No curl in this image: the binary checks its own /health, at SHOELACE_ADDR
+# (default http://127.0.0.1:7400): a server given another port in
+# SHOELACE_LISTEN (docker run -e SHOELACE_LISTEN=0.0.0.0:8080) needs
+# SHOELACE_ADDR=http://127.0.0.1:8080 as well, or every check fails. With TLS on,
 # also set SHOELACE_ADDR=https://127.0.0.1:7400 and SHOELACE_CA_FILE (the CA
 # of the server's certificate, which must name IP 127.0.0.1) for the check:
 # a certificate that does not verify for that address fails every check.

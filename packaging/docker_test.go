@@ -133,6 +133,19 @@ func TestDockerfile(t *testing.T) {
 // environment and the volume as data directory — and runs the HEALTHCHECK
 // command against it. No Docker engine is needed. The port is a free one
 // instead of 7400, given to both the server and the check.
+// The health check asks SHOELACE_ADDR (default http://127.0.0.1:7400), not the port the server
+// listens on: `docker run -e SHOELACE_LISTEN=0.0.0.0:8080` made a container that served and was
+// marked unhealthy at every check. The Dockerfile says to set SHOELACE_ADDR with another port.
+func TestDockerfile_HealthCheckFollowsAnotherPort(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`SHOELACE_LISTEN=0\.0\.0\.0:(\d+)\)?\s*(#\s*)?needs\s+(#\s*)?SHOELACE_ADDR=http://127\.0\.0\.1:(\d+)`).Match(raw) {
+		t.Error("the Dockerfile does not say that a server on another port (SHOELACE_LISTEN) needs SHOELACE_ADDR for its health check")
+	}
+}
+
 func TestDockerfile_Runtime(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run as uid 65532")
