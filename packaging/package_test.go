@@ -502,6 +502,56 @@ func TestMaintainerScripts_ReinstallAfterRemove(t *testing.T) {
 	}
 }
 
+// A unit that `shoelace-agent install` (or `shoelace server install`) wrote before the package
+// was installed lies in /etc/systemd/system, which overrides the package's unit, and runs the
+// binary it was installed from (/usr/local/bin/…): the package installed and upgraded a binary
+// that never ran, and said nothing. postinstall now says so, naming the file and what it runs.
+func TestMaintainerScripts_OverrideOfAnInstall(t *testing.T) {
+	if _, err := os.Stat("/run/systemd/system"); err == nil {
+		t.Skip("systemd runs here: the scripts would act on the real service")
+	}
+	for _, pkg := range []string{"agent", "server"} {
+		unit := "shoelace-" + pkg + ".service"
+		for _, tt := range []struct {
+			name, execStart string
+			warn            bool
+		}{
+			{"installed from /usr/local/bin", "/usr/local/bin/shoelace-agent run", true},
+			{"the package's binary", "/usr/bin/shoelace-agent run", false},
+			{"none", "", false},
+		} {
+			t.Run(pkg+" "+tt.name, func(t *testing.T) {
+				bin, root := t.TempDir(), t.TempDir()
+				if err := os.WriteFile(filepath.Join(bin, "systemctl"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				override := filepath.Join(root, "etc/systemd/system", unit)
+				if tt.execStart != "" {
+					if err := os.MkdirAll(filepath.Dir(override), 0o755); err != nil {
+						t.Fatal(err)
+					}
+					if err := os.WriteFile(override, []byte("[Service]\nExecStart="+tt.execStart+"\n"), 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				for _, args := range [][]string{{"configure", ""}, {"configure", "0.1.0-1"}, {"1"}, {"2"}} {
+					cmd := exec.Command("sh", append([]string{filepath.Join("scripts", pkg, "postinstall.sh")}, args...)...)
+					cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "DPKG_ROOT="+root)
+					var stderr bytes.Buffer
+					cmd.Stderr = &stderr
+					if err := cmd.Run(); err != nil {
+						t.Fatalf("postinstall %v: %v\n%s", args, err, stderr.String())
+					}
+					want := override + " (written by `shoelace"
+					if got := stderr.String(); strings.Contains(got, want) != tt.warn || (tt.warn && !strings.Contains(got, "runs /usr/local/bin/shoelace-agent, not /usr/bin")) {
+						t.Errorf("postinstall %v: stderr %q; want a warning: %v", args, got, tt.warn)
+					}
+				}
+			})
+		}
+	}
+}
+
 func TestMaintainerScripts_Syntax(t *testing.T) {
 	scripts, err := filepath.Glob(filepath.Join("scripts", "*", "*.sh"))
 	if err != nil || len(scripts) != 7 {

@@ -25,6 +25,13 @@ if [ -d /var/lib/shoelace ]; then
 	chmod 0700 /var/lib/shoelace
 fi
 
+# A unit that `shoelace-agent install` wrote (without the package) overrides the package's,
+# and runs the binary it was installed from: this package's would never run.
+override="${DPKG_ROOT:-}/etc/systemd/system/$unit"
+if [ -f "$override" ] && ! grep -q '^ExecStart=/usr/bin/' "$override"; then
+	echo "shoelace-agent: $override (written by \`shoelace-agent install\`) overrides this package's unit and runs $(sed -n 's/^ExecStart=\([^ ]*\).*/\1/p' "$override"), not /usr/bin: remove it (rm $override; systemctl daemon-reload) to run the package's" >&2
+fi
+
 command -v systemctl >/dev/null 2>&1 || exit 0
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload || true
