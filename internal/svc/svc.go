@@ -229,6 +229,11 @@ func (m *Manager) uninstall(ctx context.Context, u Unit, stdout io.Writer) error
 	if packaged {
 		return fmt.Errorf("installed by a package (%s); remove the package instead", path)
 	}
+	// A mask is the administrator's, not a unit that install wrote: removing it would unmask the
+	// service (a packaged unit would run again), as install does not write over it.
+	if target, err := os.Readlink(path); err == nil && target == "/dev/null" {
+		return fmt.Errorf("%s is masked (%s → /dev/null), which uninstall leaves alone; run `systemctl unmask %s.service` first if you mean to remove it", u.Name, path, u.Name)
+	}
 	if _, err := m.systemctl(ctx, "disable", "--now", u.Name+".service"); err != nil {
 		return err
 	}

@@ -242,6 +242,36 @@ func TestControl_InstallMasked(t *testing.T) {
 	}
 }
 
+// TestControl_UninstallMasked: a masked unit (/etc/systemd/system/NAME.service → /dev/null) is
+// the administrator's. uninstall removed the mask as if install had written it and said
+// "stopped, disabled and removed", which unmasked the service: a packaged unit could start again.
+func TestControl_UninstallMasked(t *testing.T) {
+	m, log := newManager(t)
+	u := ServerUnit()
+	if err := os.WriteFile(filepath.Join(m.PackageDirs[0], "shoelace-server.service"), u.Content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(m.UnitDir, "shoelace-server.service")
+	if err := os.Symlink("/dev/null", path); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	err := m.Control(context.Background(), u, "uninstall", &out)
+	want := "shoelace server uninstall: shoelace-server is masked (" + path + " → /dev/null), which uninstall leaves alone; run `systemctl unmask shoelace-server.service` first if you mean to remove it"
+	if err == nil || err.Error() != want {
+		t.Fatalf("error = %v\nwant    %s", err, want)
+	}
+	if target, err := os.Readlink(path); err != nil || target != "/dev/null" {
+		t.Errorf("uninstall removed the mask: %q %v", target, err)
+	}
+	if calls := readLog(t, log); len(calls) != 0 {
+		t.Errorf("ran systemctl %q", calls)
+	}
+	if out.Len() != 0 {
+		t.Errorf("printed %q", out.String())
+	}
+}
+
 func TestControl_InstallNeedsUser(t *testing.T) {
 	m, log := newManager(t)
 	u := ServerUnit()
