@@ -713,7 +713,8 @@ func ctScalar(n ast.Node) (string, error) {
 }
 
 // ctPerms reads perms as consul-template does: a string is octal ("0644"); a number is taken as
-// written by HCL (0644 in HCL is octal).
+// written by HCL (0644 in HCL is octal). 0 is consul-template's "not set" (the existing file's
+// mode, 0644 for a new one), which is the agent's default too: it converts to no perms ("").
 func ctPerms(n ast.Node) (string, error) {
 	var v any
 	if err := hcl.DecodeObject(&v, n); err != nil {
@@ -734,6 +735,9 @@ func ctPerms(n ast.Node) (string, error) {
 		m, number = uint64(v), true
 	default:
 		return "", errors.New("want an octal mode such as \"0644\"")
+	}
+	if m == 0 {
+		return "", nil
 	}
 	if m&^0o777 != 0 {
 		if d := strconv.FormatUint(m, 10); number && strings.Trim(d, "01234567") == "" {

@@ -519,3 +519,40 @@ func TestConvertConsulTemplate_ConfigFlag(t *testing.T) {
 		t.Errorf("-config of a missing file: %v (exit %d), stdout %q", err, exitCode(err), out)
 	}
 }
+
+// TestConvertConsulTemplate_PermsZero: consul-template reads perms = 0 as not set (its renderer
+// gives the file the existing file's mode, 0644 for a new one). The conversion printed
+// perms: "0000", which the agent refuses ("would make the file unreadable even by its owner"),
+// so that the converted config did not run. Now it prints no perms, the agent's default, which
+// is consul-template's.
+func TestConvertConsulTemplate_PermsZero(t *testing.T) {
+	dir := t.TempDir()
+	for name, conf := range map[string]string{
+		"c.hcl":        "template {\n  contents = \"x\"\n  destination = \"/a\"\n  perms = 0\n}\n",
+		"string.hcl":   "template {\n  contents = \"x\"\n  destination = \"/a\"\n  perms = \"0\"\n}\n",
+		"octal.hcl":    "template {\n  contents = \"x\"\n  destination = \"/a\"\n  perms = \"0000\"\n}\n",
+		"c.json":       `{"template": [{"contents": "x", "destination": "/a", "perms": 0}]}`,
+		"string.json":  `{"template": [{"contents": "x", "destination": "/a", "perms": "0"}]}`,
+		"not-set.json": `{"template": [{"contents": "x", "destination": "/a"}]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(dir, name)
+			writeFile(t, p, conf)
+			var stdout, stderr bytes.Buffer
+			if err := run(context.Background(), []string{"shoelace", "convert-consul-template", p}, strings.NewReader(""), &stdout, &stderr); err != nil {
+				t.Fatalf("convert-consul-template: %v\n%s", err, stderr.String())
+			}
+			head := "server: http://127.0.0.1:7400\nappliance: web\ntoken: t0ken\ncache_dir: " + filepath.Join(t.TempDir(), "cache") + "\n"
+			cfg, err := agent.ParseConfig("agent.yaml", []byte(head+stdout.String()))
+			if err != nil {
+				t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
+			}
+			if err := cfg.Validate(); err != nil {
+				t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
+			}
+			if got := cfg.Templates[0].Perms; got != "" {
+				t.Errorf("perms %q, want none (consul-template's 0: the existing file's mode, or 0644)\n%s", got, stdout.String())
+			}
+		})
+	}
+}
