@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/shoelace-dev/shoelace/agent"
+	"github.com/shoelace-dev/shoelace/internal/atomicfile"
 	"github.com/shoelace-dev/shoelace/templates"
 )
 
@@ -418,8 +420,32 @@ func (c *ctConversion) yaml(name string) (out []byte, notes []string, err error)
 	if err != nil {
 		return nil, nil, err
 	}
+	c.allowFile()
 	out, err = agent.TemplatesYAML(head, w, c.tmpls, c.comments)
 	return out, notes, err
+}
+
+// allowFile sets allow_file on the templates that call file: consul-template's file reads local
+// files without being asked to, and the agent's only with allow_file: true (as convert-confd
+// sets it for confd's fileExists). A template whose source cannot be read or that does not
+// parse is left as it is, for the agent's validate to name what is wrong.
+func (c *ctConversion) allowFile() {
+	for i := range c.tmpls {
+		t := &c.tmpls[i]
+		text := t.Contents
+		if t.Source != "" {
+			b, err := atomicfile.ReadInput(t.Source, templates.DefaultMaxOutputBytes)
+			if err != nil {
+				continue
+			}
+			text = string(b)
+		}
+		p, err := templates.Parse(text, templates.Options{Name: t.Destination, LeftDelim: t.LeftDelimiter, RightDelim: t.RightDelimiter,
+			Functions: t.Functions, AllowFile: true, FunctionDenylist: t.FunctionDenylist})
+		if err == nil && slices.Contains(p.Functions(), "file") {
+			t.AllowFile = true
+		}
+	}
 }
 
 // ctTemplate converts one template stanza. wait is a note when the stanza has its own wait,

@@ -556,3 +556,58 @@ func TestConvertConsulTemplate_PermsZero(t *testing.T) {
 		})
 	}
 }
+
+// TestConvertConsulTemplate_FileAllowed: consul-template's file reads a local file without being
+// asked to; the agent's only with allow_file: true. The conversion left it out, so that a template
+// calling file (a certificate read from disk) was refused by the agent ("function "file" is
+// disabled"): the converted config did not run. Now a template whose source or contents call
+// file gets allow_file: true, as convert-confd gives it to the templates calling fileExists;
+// the others do not.
+func TestConvertConsulTemplate_FileAllowed(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "cert.pem"), "PEM\n")
+	writeFile(t, filepath.Join(dir, "cert.ctmpl"), `{{ file "`+filepath.Join(dir, "cert.pem")+`" }}{{ key "web/a" }}`)
+	writeFile(t, filepath.Join(dir, "plain.ctmpl"), `{{ key "web/a" }}`)
+	conf := filepath.Join(dir, "ct.hcl")
+	writeFile(t, conf, `template {
+  source = "cert.ctmpl"
+  destination = "/etc/app/cert.conf"
+}
+template {
+  contents = "[[ file \"/etc/hostname\" ]]"
+  destination = "/etc/app/host.conf"
+  left_delimiter = "[["
+  right_delimiter = "]]"
+}
+template {
+  contents = "{{ file \"/etc/hostname\" }}"
+  destination = "/etc/app/denied.conf"
+  function_denylist = ["file"]
+}
+template {
+  source = "plain.ctmpl"
+  destination = "/etc/app/plain.conf"
+}
+`)
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"shoelace", "convert-consul-template", conf}, strings.NewReader(""), &stdout, &stderr); err != nil {
+		t.Fatalf("convert-consul-template: %v\n%s", err, stderr.String())
+	}
+	head := "server: http://127.0.0.1:7400\nappliance: web\ntoken: t0ken\ncache_dir: " + filepath.Join(t.TempDir(), "cache") + "\n"
+	cfg, err := agent.ParseConfig("agent.yaml", []byte(head+stdout.String()))
+	if err != nil {
+		t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
+	}
+	if len(cfg.Unparsed) > 0 {
+		t.Fatalf("the agent cannot parse the converted templates: %q\n%s", cfg.Unparsed, stdout.String())
+	}
+	want := map[string]bool{"/etc/app/cert.conf": true, "/etc/app/host.conf": true, "/etc/app/denied.conf": true, "/etc/app/plain.conf": false}
+	for _, tm := range cfg.Templates {
+		if tm.AllowFile != want[tm.Destination] {
+			t.Errorf("%s: allow_file %v, want %v\n%s", tm.Destination, tm.AllowFile, want[tm.Destination], stdout.String())
+		}
+	}
+}
