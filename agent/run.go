@@ -62,7 +62,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		defer stopMetrics()
 	}
-	l := &loop{a: a, ctx: ctx, changedSources: map[string]bool{}}
+	l := &loop{a: a, ctx: ctx, changedSources: map[string]bool{}, changedReads: map[string]bool{}}
 	l.start()
 	defer l.close()
 	for {
@@ -96,6 +96,11 @@ type loop struct {
 	configChanged  bool
 	fsTimer        *time.Timer
 	watcher        *fsnotify.Watcher
+	// Local files that the templates' last renders read (file, fileExists), changed and
+	// waiting for the burst to settle too; readDirs are their directories that watcher
+	// watches (watchReads).
+	changedReads map[string]bool
+	readDirs     map[string]bool
 
 	// poller long-polls the server; its acks say what the agent applied.
 	poller *poller
@@ -173,6 +178,8 @@ func (l *loop) step(ev event) {
 			l.configChanged = true
 		case l.a.isSource(ev.file.Name):
 			l.changedSources[ev.file.Name] = true
+		case l.readDirs[filepath.Dir(ev.file.Name)] && l.a.isRead(ev.file.Name):
+			l.changedReads[ev.file.Name] = true
 		default:
 			return // another file in a watched directory, such as a rendered one
 		}
@@ -186,12 +193,14 @@ func (l *loop) step(ev event) {
 		if l.configChanged {
 			l.configChanged = false
 			clear(l.changedSources)
+			clear(l.changedReads)
 			l.a.log.Info("templates_dir changed: reloading config")
 			l.reload()
 			return
 		}
 		l.renderSources()
 		clear(l.changedSources)
+		clear(l.changedReads)
 	case evReload:
 		l.a.log.Info("reloading config (SIGHUP)")
 		l.reload()
@@ -385,6 +394,20 @@ func (l *loop) renderSources() {
 		t.t, t.last, t.inPlace, t.failed, t.disk = nt, nil, false, nil, atomicfile.Stamp{}
 		sel = append(sel, t)
 	}
+	// A local file that a template read changed: it is rendered again, as consul-template
+	// renders a template again when a file it reads with file changes.
+	for _, t := range a.tmpls {
+		if slices.Contains(sel, t) || t.last == nil {
+			continue
+		}
+		for _, f := range t.last.Files {
+			if l.changedReads[filepath.Clean(f)] {
+				a.log.Info("file read by the template changed", "template", t.name(), "file", f)
+				sel = append(sel, t)
+				break
+			}
+		}
+	}
 	if len(sel) == 0 || l.cur == nil {
 		return
 	}
@@ -402,6 +425,7 @@ func (l *loop) pass(v *view, sel []*tmpl, force bool) {
 	start := time.Now()
 	res := a.renderPass(l.ctx, v, sel, force, false)
 	a.logPass(v, res, time.Since(start))
+	l.watchReads()
 	k := l.applied()
 	if a.failing() == 0 {
 		k = ack{applied: v.Revision, rollout: v.Rollout}
@@ -617,6 +641,36 @@ func (l *loop) rewatch() {
 		return
 	}
 	l.watcher = w
+	l.readDirs = nil
+	l.watchReads()
+}
+
+// watchReads watches the directories of the local files that the templates' last renders read
+// (file, fileExists): a change to one renders them again. A template's own destination, or
+// another's, is not watched: a template that reads it would render again at each install.
+func (l *loop) watchReads() {
+	if l.watcher == nil {
+		return
+	}
+	if l.readDirs == nil {
+		l.readDirs = map[string]bool{}
+	}
+	for _, t := range l.a.tmpls {
+		if t.last == nil {
+			continue
+		}
+		for _, f := range t.last.Files {
+			d := filepath.Dir(filepath.Clean(f))
+			if !filepath.IsAbs(f) || l.readDirs[d] || !l.a.isRead(filepath.Clean(f)) {
+				continue
+			}
+			if err := l.watcher.Add(d); err != nil {
+				l.a.log.Debug("directory of a file read not watched", "dir", d, "error", err.Error())
+				continue
+			}
+			l.readDirs[d] = true
+		}
+	}
 }
 
 // startPoller follows the view from the current one (a cached one too: the server answers at
@@ -821,6 +875,21 @@ func (a *Agent) isConfigEvent(name string) bool {
 	}
 	// A web.yml or WEB.YAML is not read, but a reload logs that it is not (TemplatesDirWarnings).
 	return filepath.Dir(name) == filepath.Clean(a.cfg.TemplatesDir) && yamlName(name) && !hiddenFile(name)
+}
+
+// isRead reports whether name is a local file that a template's last render read, and no
+// template's destination.
+func (a *Agent) isRead(name string) bool {
+	read := false
+	for _, t := range a.tmpls {
+		if filepath.Clean(t.cfg.Destination) == name {
+			return false
+		}
+		if t.last != nil && !read {
+			read = slices.ContainsFunc(t.last.Files, func(f string) bool { return filepath.Clean(f) == name })
+		}
+	}
+	return read
 }
 
 func (a *Agent) isSource(name string) bool {

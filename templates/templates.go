@@ -216,7 +216,7 @@ type Result struct {
 	// whenever the revision does, even when no key it reads changed.
 	Revision bool
 	// Files are the local files read or tested by file and fileExists (sorted, deduplicated).
-	// They are read at render time only: a change to them alone does not re-render.
+	// They are read at render time; the agent's run watches them to render again.
 	Files []string
 }
 

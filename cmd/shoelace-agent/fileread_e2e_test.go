@@ -1,0 +1,49 @@
+//go:build !windows
+
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// A local file that a template reads with file (a certificate that is rotated) changes under a
+// running agent: consul-template renders the template again and runs its command, and the
+// agent did nothing until the view changed, leaving the old certificate in the file. Now the
+// agent watches the files its templates' last renders read and renders those templates again.
+func TestE2E_RunFileReadChanged(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/a", "1")
+	certDir := t.TempDir()
+	cert := filepath.Join(certDir, "cert.pem")
+	if err := os.WriteFile(cert, []byte("v1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, srv, "", `  - contents: "{{ file \"`+cert+`\" }} {{ key \"a\" }}"
+    destination: $DIR/a
+    functions: consul-template
+    allow_file: true
+    command: echo x >> $DIR/commands
+`)
+	e.startAgent()
+	waitFor(t, "first render", fileIs(e.path("a"), "v1 1"))
+	waitFor(t, "its command", func() bool { return len(commandLines(t, e.path("commands"))) == 1 })
+	// A rotation: the new file written beside the old and renamed over it.
+	if err := os.WriteFile(cert+".new", []byte("v2"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(cert+".new", cert); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "render of the changed file", fileIs(e.path("a"), "v2 1"))
+	waitFor(t, "its command again", func() bool { return len(commandLines(t, e.path("commands"))) == 2 })
+	// Written in place, as an editor may.
+	if err := os.WriteFile(cert, []byte("v3"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "render of the file edited in place", fileIs(e.path("a"), "v3 1"))
+	// The view still renders it, with the file's latest bytes.
+	srv.put("appliances/web/a", "2")
+	waitFor(t, "render of a change of the view", fileIs(e.path("a"), "v3 2"))
+}
