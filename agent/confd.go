@@ -318,7 +318,7 @@ func parseConfdResource(name string, data []byte, dir string, global confdSettin
 		if err != nil {
 			errs = append(errs, fmt.Sprintf("%s: dest %q: %v", where("dest"), rt.Dest, err))
 		} else {
-			t.Destination = abs
+			t.Destination, t.confdDest = abs, rt.Dest
 		}
 	}
 	if rt.Src == "" {
@@ -709,6 +709,18 @@ func (r *ConfdResources) YAML() ([]byte, error) {
 				"  agent's user) to have them changed as confd did. They also make a destination's missing directories,",
 				"  where confd and confd_dir fail the resource.")
 			break
+		}
+	}
+	for _, t := range r.Templates {
+		if t.confdDest != "" && !filepath.IsAbs(t.confdDest) {
+			// The directory convert-confd runs in is neither confd's nor the agent's: said, as
+			// convert-consul-template says it of a relative path.
+			at := t.File
+			if t.Line > 0 {
+				at = fmt.Sprintf("%s:%d", t.File, t.Line)
+			}
+			head = append(head, fmt.Sprintf("note: %s: dest %q is relative: converted to %s, from the directory convert-confd ran in;", at, t.confdDest, t.Destination),
+				"  confd took it from the one it ran in (/ as a service): check it, or write it absolute")
 		}
 	}
 	comments := make([][]string, len(r.Templates))

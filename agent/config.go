@@ -263,6 +263,9 @@ type Template struct {
 	Line int    `yaml:"-"`
 	// confdDir, for a resource of confd_dir, is that directory: a resource has no allow_file.
 	confdDir string
+	// confdDest, for a resource whose dest is relative (or not clean), is dest as written:
+	// Destination is it made absolute from the directory the agent runs in.
+	confdDest string
 	// denyFiles are the agent's token file and cache dir, and the config when it holds the
 	// token inline, which file and fileExists refuse (set by Validate).
 	denyFiles []string

@@ -370,3 +370,37 @@ func TestConvertConfd_ErrorsNameTheArgument(t *testing.T) {
 		}
 	}
 }
+
+// TestConvertConfd_RelativeDest: confd opens a relative dest ("tmp/app.conf", "./tmp/x.conf" in
+// its own tests) from the directory it runs in, / when it runs as a service. convert-confd made
+// it absolute from the directory the conversion ran in (an admin's home: /root/tmp/app.conf) and
+// said nothing, so that the entry wrote another file than confd did. Now the output says which
+// dest was relative, what it became and why to check it, as convert-consul-template says it;
+// an absolute dest, even unclean, gets no such note.
+func TestConvertConfd_RelativeDest(t *testing.T) {
+	dir := t.TempDir()
+	testbin.WriteFiles(t, dir, map[string]string{
+		"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"tmp/app.conf\"\nkeys = [\"/a\"]\n",
+		"conf.d/b.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"" + dir + "//b.conf\"\nkeys = [\"/a\"]\n",
+		"templates/a.tmpl": "{{ getv \"/a\" }}\n",
+	})
+	cwd := t.TempDir()
+	t.Chdir(cwd)
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"shoelace-agent", "convert-confd", dir}, &stdout, &stderr); err != nil {
+		t.Fatalf("convert-confd: %v\n%s", err, stderr.String())
+	}
+	out := stdout.String()
+	abs := filepath.Join(cwd, "tmp/app.conf")
+	want := "# note: " + filepath.Join(dir, "conf.d/a.toml") + `:1: dest "tmp/app.conf" is relative: converted to ` + abs + ", from the directory convert-confd ran in;\n" +
+		"#   confd took it from the one it ran in (/ as a service): check it, or write it absolute\n"
+	if !strings.Contains(out, want) || !strings.Contains(out, "destination: "+abs+"\n") {
+		t.Fatalf("convert-confd printed:\n%s\nwant the destination %s and the note\n%s", out, abs, want)
+	}
+	if strings.Count(out, "is relative") != 1 {
+		t.Fatalf("convert-confd printed a note for a dest that is absolute:\n%s", out)
+	}
+	if _, err := agent.ParseConfig("agent.yaml", stdout.Bytes()); err != nil {
+		t.Fatalf("the agent refuses the conversion: %v\n%s", err, out)
+	}
+}
