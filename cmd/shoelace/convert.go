@@ -596,6 +596,15 @@ func ctTemplate(name, dir, from string, o *ast.ObjectType) (t agent.Template, wa
 			errs = append(errs, fmt.Sprintf("%s: template: command_timeout: %v", ctAt(name, commandTimeout.Pos().Line), err))
 		case perr != nil || d < 0:
 			errs = append(errs, fmt.Sprintf("%s: template: command_timeout %q is not a duration such as \"30s\"", ctAt(name, commandTimeout.Pos().Line), s))
+		case d == 0 && command != nil:
+			// consul-template starts the command and goes on without waiting for it or reading
+			// its exit status; the agent has no such mode: it waits, within command_timeout.
+			field := "command_timeout"
+			if commandTimeout == execTimeout {
+				field = "exec timeout"
+			}
+			notes = append(notes, fmt.Sprintf("%s: template %s %q has no equivalent here: consul-template ran the command in the background, not waiting for it nor checking how it exited; the agent waits for it and fails the reload when it fails, within command_timeout (%s when not set): give the time it needs",
+				ctAt(name, commandTimeout.Pos().Line), field, s, agent.DefaultCommandTimeout))
 		default:
 			t.CommandTimeout = agent.Duration(d)
 		}

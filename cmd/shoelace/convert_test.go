@@ -611,3 +611,58 @@ template {
 		}
 	}
 }
+
+// TestConvertConsulTemplate_BackgroundCommand: consul-template's command_timeout (or exec's
+// timeout) of 0 runs the command in the background: it neither waits for it nor looks at how
+// it exited (its docs say so; consul-template -once returns before the command ends). The
+// conversion dropped the 0 without a word, and the agent then waited for the command for its
+// default 30 s and failed (and undid) a reload that ran longer or failed. Now stderr says so,
+// naming the line; a timeout of 0 without a command says nothing.
+func TestConvertConsulTemplate_BackgroundCommand(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "ct.hcl")
+	writeFile(t, conf, `template {
+  contents = "a"
+  destination = "/a"
+  command = "systemctl restart app"
+  command_timeout = "0s"
+}
+template {
+  contents = "b"
+  destination = "/b"
+  exec {
+    command = ["/usr/local/bin/reload", "b"]
+    timeout = "0"
+  }
+}
+template {
+  contents = "c"
+  destination = "/c"
+  command_timeout = "0s"
+}
+`)
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"shoelace", "convert-consul-template", conf}, strings.NewReader(""), &stdout, &stderr); err != nil {
+		t.Fatalf("convert-consul-template: %v\n%s", err, stderr.String())
+	}
+	for _, want := range []string{
+		conf + `:5: template command_timeout "0s" has no equivalent here: consul-template ran the command in the background`,
+		conf + `:12: template exec timeout "0" has no equivalent here: consul-template ran the command in the background`,
+	} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr does not say %q:\n%s", want, stderr.String())
+		}
+	}
+	if n := strings.Count(stderr.String(), "in the background"); n != 2 {
+		t.Errorf("%d notes of a command run in the background, want 2:\n%s", n, stderr.String())
+	}
+	cfg, err := agent.ParseConfig("agent.yaml", stdout.Bytes())
+	if err != nil {
+		t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
+	}
+	for _, tm := range cfg.Templates {
+		if tm.CommandTimeout != 0 {
+			t.Errorf("%s: command_timeout %s, want the agent's default", tm.Destination, time.Duration(tm.CommandTimeout))
+		}
+	}
+}
