@@ -35,12 +35,13 @@ wait and default_delimiters), and prints, on stdout, the agent.yaml
 wait: and templates: that do the same here, each template in functions: consul-template.
 On stderr it names, with its line, every stanza and field that has no equivalent here (consul,
 vault, nomad, exec, syslog, …). Relative source and destination paths are taken relative to
-the file's directory. Exit 1 when the file cannot be read or holds no template.
+the file's directory. Exit 1 when the file cannot be read, or holds no template and no
+--template is given.
 
 consul-template's command-line flags convert too, as consul-template reads them after its
 configuration: --config (-config) FILE|DIR, repeatable, is read as FILE|DIR is, each in the order
 given (after FILE), merged as consul-template merges its -config flags; each --template (or -template) "SOURCE:DESTINATION[:COMMAND]" is one more
-template (a Windows drive letter such as C: is part of its path; the command is what follows
+template (with the configuration's default_delimiters; a Windows drive letter such as C: is part of its path; the command is what follows
 the second colon, colons included), and --wait (-wait) "MIN[:MAX]" replaces the configuration's
 wait. Relative paths in flags are taken relative to the current directory: run the conversion
 where consul-template ran (its service's WorkingDirectory), or give absolute paths. FILE may
@@ -71,6 +72,11 @@ EXAMPLES:
 				if conv, err = convertConsulTemplatePath(paths...); err != nil {
 					return fmt.Errorf("convert-consul-template: %w", err)
 				}
+				if len(conv.tmpls) == 0 && len(flags) == 0 {
+					// With -template, the files may hold the rest alone (consul { … }), as
+					// consul-template takes them.
+					return fmt.Errorf("convert-consul-template: %s: no template stanza to convert", strings.Join(paths, ", "))
+				}
 				name = strings.Join(paths, ", ")
 				if len(flags) > 0 || c.IsSet("wait") {
 					name += " and command-line flags"
@@ -87,6 +93,7 @@ EXAMPLES:
 				}
 				conv.merge(fc)
 			}
+			conv.delimit()
 			if len(conv.tmpls) == 0 {
 				return fmt.Errorf("convert-consul-template: no template to convert: give a configuration with a template stanza, or --template")
 			}
@@ -213,8 +220,8 @@ type ctConversion struct {
 // convertConsulTemplatePath converts what consul-template -config PATH (given once for each
 // path, in order) reads: a file, or every file below a directory (in lexical order,
 // subdirectories included), merged as consul-template merges them: the templates of all, each
-// field of wait and default_delimiters from the last file that sets it, the latter applied to
-// the templates of every file.
+// field of wait and default_delimiters from the last file that sets it (delimit applies the
+// latter, once the -template flags are merged too). The files may hold no template.
 func convertConsulTemplatePath(paths ...string) (*ctConversion, error) {
 	var files []string
 	for _, path := range paths {
@@ -253,19 +260,22 @@ func convertConsulTemplatePath(paths ...string) (*ctConversion, error) {
 	if len(errs) > 0 {
 		return nil, errors.New(strings.Join(errs, "\n"))
 	}
-	if len(all.tmpls) == 0 {
-		return nil, fmt.Errorf("%s: no template stanza to convert", strings.Join(paths, ", "))
-	}
-	for i := range all.tmpls {
-		t := &all.tmpls[i]
-		if t.LeftDelimiter == "" && all.left != nil {
-			t.LeftDelimiter = *all.left
-		}
-		if t.RightDelimiter == "" && all.right != nil {
-			t.RightDelimiter = *all.right
-		}
-	}
 	return all, nil
+}
+
+// delimit gives the templates that set no delimiters those of default_delimiters, as
+// consul-template gives them to every template once its configuration is merged: those of
+// every file, and those of its -template flags.
+func (c *ctConversion) delimit() {
+	for i := range c.tmpls {
+		t := &c.tmpls[i]
+		if t.LeftDelimiter == "" && c.left != nil {
+			t.LeftDelimiter = *c.left
+		}
+		if t.RightDelimiter == "" && c.right != nil {
+			t.RightDelimiter = *c.right
+		}
+	}
 }
 
 // merge adds the conversion of a later file of a configuration directory to c.
@@ -312,8 +322,8 @@ var ctTemplateNoEquivalent = map[string]string{
 }
 
 // convertConsulTemplate converts a consul-template configuration file (HCL or JSON, as
-// consul-template reads it with hashicorp/hcl v1); its default_delimiters are left to
-// convertConsulTemplatePath to apply.
+// consul-template reads it with hashicorp/hcl v1); its default_delimiters are left to delimit
+// to apply.
 func convertConsulTemplate(name string, data []byte) (*ctConversion, error) {
 	return convertConsulTemplateIn(name, filepath.Dir(name), "the file's directory", data)
 }

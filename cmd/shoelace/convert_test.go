@@ -507,7 +507,9 @@ func TestConvertConsulTemplate_ConfigFlag(t *testing.T) {
 		for _, tm := range cfg.Templates {
 			got = append(got, tm.Destination+"|"+tm.LeftDelimiter+tm.RightDelimiter)
 		}
-		if want := []string{"/a|[[]]", "/b|[[]]", "/c|"}; !slices.Equal(got, want) {
+		// default_delimiters reach the -template flag's template too: consul-template's runner
+		// gives them to every template that sets none (TestConvertConsulTemplate_FlagsWithTemplatelessConfig).
+		if want := []string{"/a|[[]]", "/b|[[]]", "/c|[[]]"}; !slices.Equal(got, want) {
 			t.Errorf("%q: templates (destination|delimiters) %q, want %q\n%s", args, got, want, out)
 		}
 		if !strings.Contains(out, base+", "+confd+" and command-line flags") {
@@ -664,5 +666,42 @@ template {
 		if tm.CommandTimeout != 0 {
 			t.Errorf("%s: command_timeout %s, want the agent's default", tm.Destination, time.Duration(tm.CommandTimeout))
 		}
+	}
+}
+
+// TestConvertConsulTemplate_FlagsWithTemplatelessConfig: a service that runs
+// consul-template -config consul.hcl -template "in:out:cmd" keeps only its consul { } (and
+// default_delimiters) in the file, and consul-template takes it: the conversion refused it
+// ("no template stanza to convert"), though the README says to copy the unit's flags. And
+// consul-template gives default_delimiters to the -template flags' templates too, which the
+// conversion did not (their [[ ]] printed as text, their {{ }} read as actions). Now such a file
+// converts with the flags, and its delimiters reach their templates; a file without templates
+// and without flags is refused as before.
+func TestConvertConsulTemplate_FlagsWithTemplatelessConfig(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "consul.hcl")
+	writeFile(t, conf, "consul {\n  address = \"127.0.0.1:8500\"\n}\ndefault_delimiters {\n  left = \"[[\"\n  right = \"]]\"\n}\n")
+	for _, args := range [][]string{
+		{conf, "-template", "/etc/ct/in.tmpl:/etc/app.conf:systemctl reload app"},
+		{"-config", conf, "-template", "/etc/ct/in.tmpl:/etc/app.conf:systemctl reload app"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if err := run(context.Background(), append([]string{"shoelace", "convert-consul-template"}, args...), strings.NewReader(""), &stdout, &stderr); err != nil {
+			t.Fatalf("convert-consul-template %q: %v\n%s", args, err, stderr.String())
+		}
+		cfg, err := agent.ParseConfig("agent.yaml", stdout.Bytes())
+		if err != nil {
+			t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
+		}
+		if len(cfg.Templates) != 1 {
+			t.Fatalf("%d templates, want the flag's\n%s", len(cfg.Templates), stdout.String())
+		}
+		tm := cfg.Templates[0]
+		if tm.Destination != "/etc/app.conf" || tm.Command != "systemctl reload app" || tm.LeftDelimiter != "[[" || tm.RightDelimiter != "]]" {
+			t.Errorf("%q: template %+v, want /etc/app.conf reloaded by systemctl reload app, with the file's [[ ]]\n%s", args, tm, stdout.String())
+		}
+	}
+	if msg := convertFails(t, "consul {\n}\n"); !strings.Contains(msg, "c.hcl: no template stanza to convert") {
+		t.Errorf("a file without templates, without flags: %s", msg)
 	}
 }
