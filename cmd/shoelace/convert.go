@@ -41,9 +41,11 @@ the file's directory. Exit 1 when the file cannot be read, or holds no template 
 consul-template's command-line flags convert too, as consul-template reads them after its
 configuration: --config (-config) FILE|DIR, repeatable, is read as FILE|DIR is, each in the order
 given (after FILE), merged as consul-template merges its -config flags; each --template (or -template) "SOURCE:DESTINATION[:COMMAND]" is one more
-template (with the configuration's default_delimiters; a Windows drive letter such as C: is part of its path; the command is what follows
-the second colon, colons included), and --wait (-wait) "MIN[:MAX]" replaces the configuration's
-wait. Relative paths in flags are taken relative to the current directory: run the conversion
+template (with the configuration's default_delimiters; a Windows drive letter such as C: is
+part of its path; the command is what follows the second colon, colons included), --wait
+(-wait) "MIN[:MAX]" replaces the configuration's wait, and --default-left-delimiter and
+--default-right-delimiter its default_delimiters. Relative paths in flags are taken relative
+to the current directory: run the conversion
 where consul-template ran (its service's WorkingDirectory), or give absolute paths. FILE may
 then be left out.
 
@@ -55,6 +57,8 @@ EXAMPLES:
 			&cli.GenericFlag{Name: "config", Value: &repeatedFlag{}, Usage: "consul-template's -config `FILE|DIR` (repeatable, merged in order)"},
 			&cli.GenericFlag{Name: "template", Value: &repeatedFlag{}, Usage: "consul-template's -template `SRC:DEST[:COMMAND]` (repeatable)"},
 			&cli.StringFlag{Name: "wait", Usage: "consul-template's -wait `MIN[:MAX]`"},
+			&cli.StringFlag{Name: "default-left-delimiter", Usage: "consul-template's -default-left-delimiter `DELIM`"},
+			&cli.StringFlag{Name: "default-right-delimiter", Usage: "consul-template's -default-right-delimiter `DELIM`"},
 		},
 		Action: func(c *cli.Context) error {
 			flags := []string(*c.Generic("template").(*repeatedFlag))
@@ -92,6 +96,16 @@ EXAMPLES:
 					return fmt.Errorf("convert-consul-template: %w", err)
 				}
 				conv.merge(fc)
+			}
+			// Over the configuration's default_delimiters, as consul-template merges its flags.
+			for _, d := range []struct {
+				flag string
+				to   **string
+			}{{"default-left-delimiter", &conv.left}, {"default-right-delimiter", &conv.right}} {
+				if c.IsSet(d.flag) {
+					v := c.String(d.flag)
+					*d.to = &v
+				}
 			}
 			conv.delimit()
 			if len(conv.tmpls) == 0 {

@@ -705,3 +705,31 @@ func TestConvertConsulTemplate_FlagsWithTemplatelessConfig(t *testing.T) {
 		t.Errorf("a file without templates, without flags: %s", msg)
 	}
 }
+
+// TestConvertConsulTemplate_DelimiterFlags: consul-template's -default-left-delimiter and
+// -default-right-delimiter (a unit's flags, which the README says to copy) set the delimiters of
+// every template that sets none, over the configuration's default_delimiters. The conversion
+// did not know them ("flag provided but not defined"), and without them its templates read
+// {{ }}. Now they are read as consul-template reads them.
+func TestConvertConsulTemplate_DelimiterFlags(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "ct.hcl")
+	writeFile(t, conf, "default_delimiters {\n  left = \"[[\"\n  right = \"]]\"\n}\ntemplate {\n  contents = \"a\"\n  destination = \"/a\"\n}\n"+
+		"template {\n  contents = \"b\"\n  destination = \"/b\"\n  left_delimiter = \"((\"\n  right_delimiter = \"))\"\n}\n")
+	var stdout, stderr bytes.Buffer
+	args := []string{"shoelace", "convert-consul-template", conf, "-default-left-delimiter", "<<", "--default-right-delimiter", ">>", "-template", "/in:/c"}
+	if err := run(context.Background(), args, strings.NewReader(""), &stdout, &stderr); err != nil {
+		t.Fatalf("convert-consul-template: %v\n%s", err, stderr.String())
+	}
+	cfg, err := agent.ParseConfig("agent.yaml", stdout.Bytes())
+	if err != nil {
+		t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
+	}
+	var got []string
+	for _, tm := range cfg.Templates {
+		got = append(got, tm.Destination+"|"+tm.LeftDelimiter+tm.RightDelimiter)
+	}
+	if want := []string{"/a|<<>>", "/b|(())", "/c|<<>>"}; !slices.Equal(got, want) {
+		t.Errorf("templates (destination|delimiters) %q, want %q\n%s", got, want, stdout.String())
+	}
+}
