@@ -366,10 +366,12 @@ func parseConfdResource(name string, data []byte, dir string, global confdSettin
 		// field and leaves the file to its own user: so does the agent.
 		notes = append(notes, fmt.Sprintf("%s: owner %q ignored, as confd v0.16.0 ignores it (its docs show owner, it reads only uid): the file belongs to the agent's user, as it did to confd's; give uid = N to set its owner", where("owner"), rt.Owner))
 	}
-	if rt.UID != nil {
+	// -1 is confd's own "not set" (it starts uid and gid at -1 before decoding): the file gets
+	// confd's user and group, as one without uid or gid.
+	if rt.UID != nil && *rt.UID != -1 {
 		t.Owner = strconv.FormatInt(*rt.UID, 10)
 	}
-	if rt.GID != nil {
+	if rt.GID != nil && *rt.GID != -1 {
 		t.Group = strconv.FormatInt(*rt.GID, 10)
 	}
 	if !global.SyncOnly {

@@ -442,3 +442,39 @@ func TestLoadConfig_ConfdOwnerAsConfd(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadConfig_ConfdUnsetIDsAsConfd: confd starts a resource's uid and gid at -1 and takes -1
+// after decoding as "not set" (the file gets confd's own user and group), so uid = -1 and
+// gid = -1 written out render as if left out. The agent refused them ("id -1 is negative"), and
+// with them the whole confd_dir. Now -1 is not set, as in confd; another negative id is still
+// refused.
+func TestLoadConfig_ConfdUnsetIDsAsConfd(t *testing.T) {
+	confd := writeConfd(t, map[string]string{
+		"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"$DIR/a.conf\"\nuid = -1\ngid = -1\nkeys = [\"/a\"]\n",
+		"conf.d/b.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"$DIR/b.conf\"\nuid = -1\ngid = 8\nkeys = [\"/a\"]\n",
+		"templates/a.tmpl": "{{ getv \"/a\" }}\n",
+	})
+	_, path := writeConfig(t, "server: http://h:1\nappliance: a\ntoken: t\nconfd_dir: "+confd+"\n")
+	cfg, err := agent.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Templates) != 2 {
+		t.Fatalf("templates = %+v", cfg.Templates)
+	}
+	euid, egid := os.Geteuid(), os.Getegid()
+	for i, want := range [][2]int{{euid, egid}, {euid, 8}} {
+		tc := &cfg.Templates[i]
+		if tc.UID() != want[0] || tc.GID() != want[1] {
+			t.Errorf("%s: owner %d:%d, want %d:%d", tc.Destination, tc.UID(), tc.GID(), want[0], want[1])
+		}
+	}
+	bad := writeConfd(t, map[string]string{
+		"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"$DIR/a.conf\"\nuid = -2\nkeys = [\"/a\"]\n",
+		"templates/a.tmpl": "x\n",
+	})
+	_, path = writeConfig(t, "server: http://h:1\nappliance: a\ntoken: t\nconfd_dir: "+bad+"\n")
+	if _, err := agent.LoadConfig(path); err == nil || !strings.Contains(err.Error(), "-2 is negative") {
+		t.Fatalf("uid = -2: %v, want it refused", err)
+	}
+}
