@@ -651,6 +651,14 @@ func ctTemplate(name, dir, from string, o *ast.ObjectType) (t agent.Template, wa
 	}
 	t.Owner = owner("user", user, uid)
 	t.Group = owner("group", group, gid)
+	// -1 is consul-template's "leave it" (os.Chown's), as no user or group: the agent keeps an
+	// existing file's owner and group too.
+	if t.Owner == "-1" {
+		t.Owner = ""
+	}
+	if t.Group == "-1" {
+		t.Group = ""
+	}
 	errs = append(errs, ctTemplateIncomplete(ctAt(name, o.Pos().Line), t)...)
 	return t, wait, errs, notes
 }

@@ -733,3 +733,33 @@ func TestConvertConsulTemplate_DelimiterFlags(t *testing.T) {
 		t.Errorf("templates (destination|delimiters) %q, want %q\n%s", got, want, stdout.String())
 	}
 }
+
+// TestConvertConsulTemplate_UnsetOwner: consul-template hands uid = -1 (user = "-1") and
+// gid = -1 to os.Chown, which leaves the owner or group as it is: the same as none. The
+// conversion printed owner: "-1" and group: "-1", which the agent refuses ("id -1 is
+// negative"). Now they convert to no owner or group, which the agent keeps as they are too.
+func TestConvertConsulTemplate_UnsetOwner(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "ct.hcl")
+	writeFile(t, conf, "template {\n  contents = \"a\"\n  destination = \"/a\"\n  uid = -1\n  gid = -1\n}\n"+
+		"template {\n  contents = \"b\"\n  destination = \"/b\"\n  user = \"-1\"\n  group = \"0\"\n}\n")
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"shoelace", "convert-consul-template", conf}, strings.NewReader(""), &stdout, &stderr); err != nil {
+		t.Fatalf("convert-consul-template: %v\n%s", err, stderr.String())
+	}
+	head := "server: http://127.0.0.1:7400\nappliance: web\ntoken: t0ken\ncache_dir: " + filepath.Join(t.TempDir(), "cache") + "\n"
+	cfg, err := agent.ParseConfig("agent.yaml", []byte(head+stdout.String()))
+	if err != nil {
+		t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
+	}
+	var got []string
+	for _, tm := range cfg.Templates {
+		got = append(got, tm.Destination+"|"+tm.Owner+":"+tm.Group)
+	}
+	if want := []string{"/a|:", "/b|:0"}; !slices.Equal(got, want) {
+		t.Errorf("templates (destination|owner:group) %q, want %q\n%s", got, want, stdout.String())
+	}
+}
