@@ -90,6 +90,27 @@ func mapConfdKeys(kvs []store.ForeignKV, prefix, appliance string) (map[string]s
 			keys[full] = string(kv.Value)
 		}
 	}
+	// A rename that names a key the import takes, or another rename, would have the key renamed
+	// as told overwrite that one in etcd ("a b" and "a-b" both becoming a-b): it gets a suffix.
+	taken := make(map[string]bool, len(keys)+len(refused))
+	for k := range keys {
+		taken[k] = true
+	}
+	for i := range refused {
+		r := &refused[i]
+		if r.Rename == "" {
+			continue
+		}
+		if base := r.Rename; taken[base] {
+			r.Rename = ""
+			for n := 2; n <= 100 && r.Rename == ""; n++ {
+				if k := fmt.Sprintf("%s-%d", base, n); !taken[k] && api.ValidateKey(k) == nil {
+					r.Rename = k
+				}
+			}
+		}
+		taken[r.Rename] = true
+	}
 	return keys, refused
 }
 

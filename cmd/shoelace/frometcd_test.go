@@ -316,3 +316,25 @@ func TestE2E_ImportFromEtcd_URLWithPassword(t *testing.T) {
 		t.Fatalf("the refusal shows the password or no way on: %s", r)
 	}
 }
+
+// TestE2E_ImportFromEtcd_RenameNotTaken: a refused key's rename could name a key that the
+// import takes ("/p/a b" told to become appliances/web/a-b, which "/p/a-b" becomes), or the
+// rename of another refused key ("/p/a#b" told the same): renamed in etcd as told, it would
+// overwrite that key's value. Each rename now names a key no other has.
+func TestE2E_ImportFromEtcd_RenameNotTaken(t *testing.T) {
+	endpoint, _ := confdEtcd(t, map[string]string{"/p/a b": "1", "/p/a#b": "3", "/p/a-b": "2", "/p/a-b-2": "4", "/p/c d": "5"})
+	c := newCLI(t, freshServer(t))
+	r := c.run("import", "--from-etcd", endpoint, "--prefix", "/p", "--appliance", "web", "--dry-run")
+	if r.code != 1 {
+		t.Fatalf("import with refused keys: %s", r)
+	}
+	for _, want := range []string{
+		`refused "/p/a b": "appliances/web/a b": segment 3 "a b" has ' '; only letters, digits, '.', '_' and '-' are allowed; rename it so that it becomes appliances/web/a-b-3` + "\n",
+		`refused "/p/a#b": "appliances/web/a#b": segment 3 "a#b" has '#'; only letters, digits, '.', '_' and '-' are allowed; rename it so that it becomes appliances/web/a-b-4` + "\n",
+		`refused "/p/c d": "appliances/web/c d": segment 3 "c d" has ' '; only letters, digits, '.', '_' and '-' are allowed; rename it so that it becomes appliances/web/c-d` + "\n",
+	} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+		}
+	}
+}
