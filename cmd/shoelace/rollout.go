@@ -451,7 +451,9 @@ func (e *cliEnv) waitRollout(ctx context.Context, s *session, name string, rev i
 		}
 		if err == nil {
 			switch {
-			case st.State == api.RolloutRunning:
+			case st.State == api.RolloutRunning && (rev == 0 || seen):
+				// The one this wait follows: without --revision any running rollout, with
+				// one the rollout found at the first ask to have started at or after it.
 			case rev > 0 && e.startedBefore(ctx, s, name, st, rev):
 				return false, nil // an older rollout: not the one this wait is about
 			case rev == 0 && !seen && !e.lastChange(ctx, s, name, st):
