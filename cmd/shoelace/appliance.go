@@ -994,19 +994,17 @@ func (e *cliEnv) applianceWait(c *cli.Context) error {
 		}
 		if err != nil {
 			// A replica restarting, a 503 or 429, a request timing out: a rollout gate waits on.
-			if !time.Now().Add(every).Before(deadline) {
+			if !time.Now().Before(deadline) {
 				return fmt.Errorf("appliance wait %s: after %s the server still fails: %w", name, wait, err)
 			}
 			if !failing {
 				fmt.Fprintf(e.stderr, "appliance wait %s: %v; asking again until %s\n", name, err, deadline.Format(time.TimeOnly))
 				failing = true
 			}
-			select {
-			case <-time.After(every):
-				continue
-			case <-c.Context.Done():
-				return c.Context.Err()
+			if err := pauseUntil(c.Context, every, deadline); err != nil {
+				return err
 			}
+			continue
 		}
 		failing = false
 		alive, behind := rolloutState(l.Instances, rev, seen)
@@ -1025,7 +1023,7 @@ func (e *cliEnv) applianceWait(c *cli.Context) error {
 			fmt.Fprintf(e.stderr, "appliance wait %s: %s\n", name, waitProgress(alive, behind, rev, min))
 			said = now
 		}
-		if !time.Now().Add(every).Before(deadline) {
+		if !time.Now().Before(deadline) {
 			if len(behind) == 0 {
 				return fmt.Errorf("appliance wait %s: after %s, %s seen within %s of the newest report, want at least %d", name, wait, counted(len(alive), "agent"), seen, min)
 			}
@@ -1035,11 +1033,23 @@ func (e *cliEnv) applianceWait(c *cli.Context) error {
 			}
 			return fmt.Errorf("appliance wait %s: after %s, %d of %s have not applied revision %d: %s", name, wait, len(behind), counted(len(alive), "agent"), rev, strings.Join(lag, ", "))
 		}
-		select {
-		case <-time.After(every):
-		case <-c.Context.Done():
-			return c.Context.Err()
+		if err := pauseUntil(c.Context, every, deadline); err != nil {
+			return err
 		}
+	}
+}
+
+// pauseUntil waits every, or until deadline when that comes first, so that appliance wait
+// asks a last time when its --for ends (an --interval as long as --for included); the
+// error of ctx when it ends first.
+func pauseUntil(ctx context.Context, every time.Duration, deadline time.Time) error {
+	t := time.NewTimer(min(every, time.Until(deadline)))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

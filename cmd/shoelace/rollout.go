@@ -480,7 +480,7 @@ func (e *cliEnv) waitRollout(ctx context.Context, s *session, name string, rev i
 		} else if exitCode(err) != exitUnavailable {
 			return true, err
 		}
-		if !time.Now().Add(every).Before(deadline) {
+		if !time.Now().Before(deadline) {
 			if err != nil {
 				return true, fmt.Errorf("appliance wait %s: the server still fails: %w", name, err)
 			}
@@ -489,10 +489,8 @@ func (e *cliEnv) waitRollout(ctx context.Context, s *session, name string, rev i
 			}
 			return true, fmt.Errorf("appliance wait %s: the rollout has not ended after the time given with --for", name)
 		}
-		select {
-		case <-time.After(every):
-		case <-ctx.Done():
-			return true, ctx.Err()
+		if err := pauseUntil(ctx, every, deadline); err != nil {
+			return true, err
 		}
 	}
 }
