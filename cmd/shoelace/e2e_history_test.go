@@ -229,3 +229,45 @@ func TestE2E_RollbackOfUnknownName(t *testing.T) {
 	enrollOne(t, s, c, enrolled)
 	c.fails(exitError, "it has no release to undo", "appliance", "rollback", enrolled, "--to", "previous")
 }
+
+// kv history shows a staged rollout's start, which changes no live key, as "(staged)": not as
+// "(deleted)" when its candidate deletes the key (the key kept its value: kv get reads it), nor
+// as "?", a value that is not known.
+func TestE2E_KvHistoryOfARolloutStart(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	name := fmt.Sprintf("hist-staged-%d", time.Now().UnixNano())
+	key := "appliances/" + name + "/extra"
+	c.ok("kv", "put", "appliances/"+name+"/port", "80") // the appliance keeps a key without extra
+	put := revisionOf(t, c.ok("kv", "put", key, "1"))
+	enrollOne(t, s, c, name)
+	del := fmt.Sprintf(`{"ops":[{"op":"delete","key":%q}]}`, key)
+	r := c.runStdin([]byte(del), "txn", "-f", "-", "--canary", "100%", "--manual")
+	if r.code != 0 {
+		t.Fatalf("txn --canary deleting %s: %s", key, r)
+	}
+	staged := revisionOf(t, r.stdout)
+	c.ok("appliance", "rollout", "abort", name)
+	changed := revisionOf(t, c.ok("kv", "put", key, "2", "--canary", "100%", "--manual"))
+	c.ok("appliance", "rollout", "abort", name)
+
+	if got := c.ok("kv", "get", key); got != "1" {
+		t.Fatalf("kv get %s after the aborted rollouts = %q, want 1", key, got)
+	}
+	out := c.ok("kv", "history", key)
+	want := []string{
+		fmt.Sprintf("%d\trollout\t(staged)", changed),
+		fmt.Sprintf("%d\trollout\t(staged)", staged),
+		fmt.Sprintf("%d\tput\t1", put),
+	}
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != len(want)+1 {
+		t.Fatalf("kv history %s:\n%s\nwant a header and %d lines", key, out, len(want))
+	}
+	for i, l := range lines[1:] {
+		f := strings.Split(l, "\t") // REVISION TIME KIND TOKEN SOURCE VALUE MESSAGE
+		if got := strings.Join([]string{f[0], f[2], f[5]}, "\t"); got != want[i] {
+			t.Errorf("kv history line %d: %q, want revision, kind and value %q", i+1, l, want[i])
+		}
+	}
+}

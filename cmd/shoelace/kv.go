@@ -52,8 +52,10 @@ tab-separated: REVISION, TIME, KIND, TOKEN, SOURCE (of the release that wrote it
 MESSAGE. Values come from etcd's history while it has them (1 h on the embedded store), walked
 back from the key's current value to when it was last created; changes before that (an earlier
 life of a key deleted and written again, or a key deleted now) and older ones come from the
-release records, which keep no values: their VALUE is "?" ("(deleted)" for a delete). The value a
-deleted key held is in its appliance's past state: shoelace appliance diff NAME --from REV.
+release records, which keep no values: their VALUE is "?" ("(deleted)" for a delete). A staged
+rollout's start (KIND rollout) changes no live key: its VALUE is "(staged)", the key keeping its
+value until the rollout's promotion, a release of its own. The value a deleted key held is in
+its appliance's past state: shoelace appliance diff NAME --from REV.
 A secret key's values are printed as (secret) unless --show-secrets is given. With --output
 json, prints {"key","revision","versions":[…],"compacted","releases":[…]}. A key of which
 nothing is kept (never written, or older than etcd's history and the releases kept)
@@ -407,6 +409,11 @@ func (e *cliEnv) kvHistory(c *cli.Context) error {
 			values[r.Revision] = "?"
 			if _, _, d := r.Counts(); d > 0 {
 				values[r.Revision] = "(deleted)"
+			}
+			if r.Kind == api.KindRollout {
+				// A rollout's start names the keys its candidate changes, and changes no live
+				// key: the key kept its value (its promotion is a release of its own).
+				values[r.Revision] = "(staged)"
 			}
 		}
 	}
