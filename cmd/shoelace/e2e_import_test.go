@@ -612,3 +612,35 @@ func TestE2E_ImportOfAnApplianceExport(t *testing.T) {
 		t.Errorf("import of the store's export: %s", r)
 	}
 }
+
+// An import of an appliance's keys while a rollout of it runs is refused (exit 7), its message
+// saying that --force aborts the rollout and writes; import --force does, as DESIGN's "unless
+// sent with force (CLI --force)" says of imports too. Before, import had no --force: the
+// suggested command failed with a usage error (exit 2).
+func TestE2E_ImportForceAbortsTheRollout(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	name := fmt.Sprintf("import-force-%d", time.Now().UnixNano())
+	key := "appliances/" + name + "/port"
+	c.ok("kv", "put", key, "80")
+	enrollOne(t, s, c, name)
+	c.ok("kv", "put", key, "81", "--canary", "100%", "--manual")
+	file := filepath.Join(t.TempDir(), "import.json")
+	writeFile(t, file, fmt.Sprintf(`{"keys":{%q:"82"}}`, key))
+
+	c.fails(exitUnknown, "--force", "import", file)
+	if got := c.ok("kv", "get", key); got != "80" {
+		t.Fatalf("%s after the refused import = %q, want 80", key, got)
+	}
+	c.ok("import", file, "--force")
+	if got := c.ok("kv", "get", key); got != "82" {
+		t.Errorf("%s after import --force = %q, want 82", key, got)
+	}
+	var st api.RolloutStatus
+	if err := json.Unmarshal([]byte(c.ok("appliance", "rollout", "status", name, "-o", "json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.State != api.RolloutAborted {
+		t.Errorf("rollout after import --force: %s, want aborted", st.State)
+	}
+}

@@ -184,7 +184,7 @@ func importCommand(e *cliEnv) *cli.Command {
 		Name:      "import",
 		Usage:     "write an export into the store in one all-or-nothing transaction",
 		ArgsUsage: "FILE",
-		UsageText: "shoelace import FILE|- [--merge | --replace] [--dry-run]\n   shoelace import --from-etcd URL --prefix PREFIX --appliance NAME [--etcd-cacert FILE --etcd-cert FILE --etcd-key FILE] [--merge] [--skip-refused] [--dry-run]\n   shoelace import --from-consul-export FILE --prefix PREFIX --appliance NAME [--merge] [--skip-refused] [--dry-run]",
+		UsageText: "shoelace import FILE|- [--merge | --replace] [--dry-run] [--force]\n   shoelace import --from-etcd URL --prefix PREFIX --appliance NAME [--etcd-cacert FILE --etcd-cert FILE --etcd-key FILE] [--merge] [--skip-refused] [--dry-run] [--force]\n   shoelace import --from-consul-export FILE --prefix PREFIX --appliance NAME [--merge] [--skip-refused] [--dry-run] [--force]",
 		Description: `Writes the keys of FILE (as "shoelace export" prints it; "-" reads stdin) in ONE
 transaction: all of it or nothing. Every key and value is checked before anything is written.
    (default) merge: puts every key of the file and leaves the store's other keys alone (into
@@ -197,6 +197,8 @@ transaction: all of it or nothing. Every key and value is checked before anythin
    --merge     the default, said explicitly.
 The transaction is guarded: if another writer changes a key the import relies on after it
 read the store, the server answers 409, nothing is written, and the import can be run again.
+While a staged rollout of an appliance whose keys it writes runs, the import is refused (exit 7)
+unless --force, which aborts that rollout (or its shared rollout group) first.
 An import that needs more operations than the server takes in one transaction (10,000 by
 default) is refused: it is never split. A file with "omitted" keys is partial: stderr lists
 them, and the import is never reported as a whole copy.
@@ -225,6 +227,7 @@ EXAMPLES:
 			&cli.BoolFlag{Name: "merge", Usage: "put the file's keys, leave the store's others (the default)"},
 			&cli.BoolFlag{Name: "replace", Usage: "make the store's keys exactly the file's: delete the others (omitted secrets are kept)"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print what would be put, deleted and kept; write nothing"},
+			forceFlag(),
 		}, fromEtcdFlags()...),
 		Action: e.importKeys,
 	}
