@@ -309,15 +309,16 @@ func (s *Server) changed(ctx context.Context, p *principal, name string, index i
 }
 
 // baseSide is the tree of the view a delta's client has: the live view, or the candidate of
-// rollout id when that is appliance name's rollout and p's instance is in its cohort (running or
-// not: an aborted rollout's canaries come back from the candidate). ok false otherwise: answer
+// rollout id when that is appliance name's rollout and p's instance is in its cohort, p being
+// the token it was drawn with (running or not: an aborted rollout's canaries come back from the
+// candidate). ok false otherwise: answer
 // the full view. A client outside the cohort cannot have the candidate, and a delta from it
 // would name the candidate's keys (its unset) and which keys it changes.
 func (s *Server) baseSide(name string, p *principal, id string) (side, bool) {
 	if id == "" {
 		return side{}, true
 	}
-	if rec := s.rollouts.get(name); rec != nil && rec.ID == id && p.instance != "" && slices.Contains(rec.Cohort(), p.instance) {
+	if rec := s.rollouts.get(name); rec != nil && rec.ID == id && p.instance != "" && slices.Contains(rec.Cohort(), p.instance) && drawnHolder(rec, p) {
 		return sideOf(rec), true
 	}
 	return side{}, false

@@ -233,12 +233,20 @@ func (s *Server) rolloutChanged(name string, c store.SysChange, rev int64) {
 // candidateFor returns the running rollout whose cohort holds the instance whose instance token
 // p is, or nil. Only the instance itself gets the candidate: the fleet's appliance token (which
 // anyone on any VM may hold) naming a cohort's instance in X-Shoelace-Instance gets the live
-// view, and so does every other token.
+// view, and so does every other token, the token of a name enrolled again since the rollout
+// started (taken over once stale, or forgotten and enrolled again) too: the gates do not count
+// its reports (Record.Counts), so neither its failure nor its silence is the drawn instance's.
 func (s *Server) candidateFor(name string, p *principal) *rollout.Record {
-	if rec := s.rollouts.get(name); p.instance != "" && rec.InCohort(p.instance) {
+	if rec := s.rollouts.get(name); p.instance != "" && rec.InCohort(p.instance) && drawnHolder(rec, p) {
 		return rec
 	}
 	return nil
+}
+
+// drawnHolder reports whether p, an instance token of an instance of rec, is the token the
+// instance had when rec started: enrolled then, as Record.Counts asks of its reports.
+func drawnHolder(rec *rollout.Record, p *principal) bool {
+	return !p.enrolled.After(rec.Started)
 }
 
 // rolloutsKnown is an unavailable error while this replica's records of the store (tokens,

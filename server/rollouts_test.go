@@ -911,3 +911,41 @@ func TestRollout_ReportRacingTheEndCounts(t *testing.T) {
 		}
 	}
 }
+
+// A cohort's instance forgotten and enrolled again while the rollout runs holds a token the
+// rollout did not draw: the gates do not count its reports (TestRollout_TakenOverInstanceDoesNotCount),
+// so it gets the live view, as DESIGN says of "one made with another token", not the candidate
+// it could run uncounted (its failure halting nothing, its success passing no gate). Its long-
+// poll's delta is not made from the candidate either. The drawn token, until forgotten, had it.
+func TestRollout_InstanceEnrolledAgainGetsTheLiveView(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	agent := f.newToken(api.TokenRequest{Name: "web-fleet", Appliance: "web"})
+	drawn := f.enroll(agent, "web", "vm-0")
+	time.Sleep(10 * time.Millisecond) // enrolled before the rollout started, by the server's clock
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=100%25&manual", "8080"), http.StatusAccepted, &st)
+	var v api.View
+	f.must(f.doToken(drawn.Token, "GET", "/v1/appliances/web", ""), 200, &v)
+	if v.Keys["port"] != "8080" || v.Rollout != st.ID {
+		t.Fatalf("the drawn instance's view: %+v", v)
+	}
+
+	f.must(f.do("DELETE", "/v1/appliances/web/instances/vm-0", ""), 200, nil)
+	// Enrollment times are kept to the second: enroll again in a second after the start's.
+	time.Sleep(time.Until(st.Started.Truncate(time.Second).Add(time.Second)))
+	again := f.enroll(agent, "web", "vm-0")
+	for _, path := range []string{
+		"/v1/appliances/web",
+		fmt.Sprintf("/v1/appliances/web?index=%d&wait=5s&delta&base_rollout=%s", v.Revision-1, st.ID),
+	} {
+		var got api.View
+		f.must(f.doToken(again.Token, "GET", path, ""), 200, &got)
+		if got.Keys["port"] != "80" || got.Rollout != "" {
+			t.Fatalf("GET %s with vm-0's token enrolled during the rollout: %+v, want the live view", path, got)
+		}
+	}
+	if got := rolloutStatus(t, f); got.State != api.RolloutRunning {
+		t.Fatalf("rollout: %+v", got)
+	}
+}
