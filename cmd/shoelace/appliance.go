@@ -967,11 +967,14 @@ func (e *cliEnv) applianceWait(c *cli.Context) error {
 	}
 	deadline := time.Now().Add(wait)
 	// A write with --canary printed the revision of its rollout: follow the rollout to its end.
-	if followed, err := e.waitRollout(c.Context, s, name, rev, every, deadline); followed || err != nil {
+	ask := c.Duration(flagTimeout)
+	if followed, err := e.waitRollout(c.Context, s, name, rev, every, ask, deadline); followed || err != nil {
 		return err
 	}
 	if rev == 0 {
-		if _, _, err := s.client.Instances(s.ctx, name); errors.Is(err, api.ErrNotFound) {
+		actx, cancel := askCtx(c.Context, ask)
+		defer cancel()
+		if _, _, err := s.client.Instances(actx, name); errors.Is(err, api.ErrNotFound) {
 			return err // a mistyped name: no --revision would help
 		}
 		return usagef("%s--revision REV is required when no rollout of %s runs: the revision a write printed (revision 42)", errPrefix(c), name)
@@ -979,10 +982,7 @@ func (e *cliEnv) applianceWait(c *cli.Context) error {
 	failing := false
 	said := time.Now() // when the last progress line was printed: the first comes after waitProgressEvery
 	for {
-		ctx, cancel := c.Context, context.CancelFunc(func() {})
-		if d := c.Duration(flagTimeout); d > 0 {
-			ctx, cancel = context.WithTimeout(c.Context, d)
-		}
+		ctx, cancel := askCtx(c.Context, ask)
 		l, storeRev, err := s.client.Instances(ctx, name)
 		cancel()
 		if err == nil && storeRev > 0 && rev > storeRev {

@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,4 +63,47 @@ func TestE2E_WaitWaitsTheWholeFor(t *testing.T) {
 		}
 	}
 	c.ok("appliance", "rollout", "abort", name)
+}
+
+// appliance wait bounds each request by --timeout, as its help says, and gives up after --for:
+// a server (or a balancer in front of one) that takes the connection and never answers held
+// the wait for ever, --for and --timeout notwithstanding, where it holds kv get for --timeout.
+func TestE2E_WaitBoundsEachRequest(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		var held []net.Conn // taken, never answered
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	for _, args := range [][]string{{"--revision", "5"}, nil} {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		cmd := exec.CommandContext(ctx, binPath, append([]string{"appliance", "wait", "web", "--for", "2s", "--interval", "500ms"}, args...)...)
+		cmd.Env = append(cleanEnv(), "SHOELACE_ADDR=http://"+ln.Addr().String(), "SHOELACE_TOKEN=sl_frozen", "SHOELACE_TIMEOUT=1s")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		timedOut := ctx.Err() != nil
+		cancel()
+		var ee *exec.ExitError
+		switch {
+		case timedOut:
+			t.Fatalf("appliance wait %q against a server that never answers, --for 2s --timeout 1s: still waiting after a minute", args)
+		case !errors.As(err, &ee) || ee.ExitCode() != exitUnavailable:
+			t.Errorf("appliance wait %q against a server that never answers: %v, stderr %q; want exit %d", args, err, stderr.String(), exitUnavailable)
+		}
+	}
 }

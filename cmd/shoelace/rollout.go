@@ -392,9 +392,11 @@ func rolloutEnded(st api.RolloutStatus) error {
 // start (halted, aborted) or its promotion is the appliance's newest release. A pipeline that
 // writes with --canary and then runs appliance wait without --revision gets the end of its
 // rollout even when it came before the wait asked.
-func (e *cliEnv) lastChange(ctx context.Context, s *session, name string, st api.RolloutStatus) bool {
+func (e *cliEnv) lastChange(ctx context.Context, s *session, name string, st api.RolloutStatus, ask time.Duration) bool {
 	// A rollout of a shared rollout group started and ended with releases of shared/.
-	h, err := s.client.ApplianceReleases(ctx, name, 1, 0, st.Group != "")
+	actx, cancel := askCtx(ctx, ask)
+	h, err := s.client.ApplianceReleases(actx, name, 1, 0, st.Group != "")
+	cancel()
 	if err != nil || len(h.Releases) == 0 {
 		return false
 	}
@@ -409,14 +411,16 @@ func (e *cliEnv) lastChange(ctx context.Context, s *session, name string, st api
 // and a write made after the end may print that very revision (an apply that changed nothing
 // prints the view's last change, which the end is). When the releases do not tell (not kept,
 // not readable), the record's revision decides, as it did.
-func (e *cliEnv) startedBefore(ctx context.Context, s *session, name string, st api.RolloutStatus, rev int64) bool {
+func (e *cliEnv) startedBefore(ctx context.Context, s *session, name string, st api.RolloutStatus, rev int64, ask time.Duration) bool {
 	if st.Revision < rev {
 		return true
 	}
 	id := cmp.Or(st.Group, st.ID)
 	before := st.Revision + 1 // the start is at or before the record's last write
 	for range 10 {
-		h, err := s.client.ApplianceReleases(ctx, name, 100, before, st.Group != "")
+		actx, cancel := askCtx(ctx, ask)
+		h, err := s.client.ApplianceReleases(actx, name, 100, before, st.Group != "")
+		cancel()
 		if err != nil {
 			return false
 		}
@@ -436,13 +440,25 @@ func (e *cliEnv) startedBefore(ctx context.Context, s *session, name string, st 
 	return false
 }
 
+// askCtx bounds one request of appliance wait by --timeout (ask; 0: never), as its help says:
+// the wait as a whole has no deadline of the session's, and asks again until --for ends, so a
+// server that takes the connection and never answers must not hold it past them.
+func askCtx(parent context.Context, ask time.Duration) (context.Context, context.CancelFunc) {
+	if ask > 0 {
+		return context.WithTimeout(parent, ask)
+	}
+	return parent, func() {}
+}
+
 // waitRollout follows appliance name's rollout started at or after revision rev (when rev is 0,
 // the running one, or the ended one that is the appliance's last change) until it ends: nil when promoted, rolloutEnded when halted or aborted.
 // It reports false when there is no such rollout (the plain wait applies).
-func (e *cliEnv) waitRollout(ctx context.Context, s *session, name string, rev int64, every time.Duration, deadline time.Time) (bool, error) {
+func (e *cliEnv) waitRollout(ctx context.Context, s *session, name string, rev int64, every, ask time.Duration, deadline time.Time) (bool, error) {
 	said := time.Now()
 	for seen := false; ; seen = true {
-		st, _, err := s.client.Rollout(ctx, name)
+		actx, cancel := askCtx(ctx, ask)
+		st, _, err := s.client.Rollout(actx, name)
+		cancel()
 		if errors.Is(err, api.ErrNotFound) {
 			return false, nil
 		}
@@ -454,9 +470,9 @@ func (e *cliEnv) waitRollout(ctx context.Context, s *session, name string, rev i
 			case st.State == api.RolloutRunning && (rev == 0 || seen):
 				// The one this wait follows: without --revision any running rollout, with
 				// one the rollout found at the first ask to have started at or after it.
-			case rev > 0 && e.startedBefore(ctx, s, name, st, rev):
+			case rev > 0 && e.startedBefore(ctx, s, name, st, rev, ask):
 				return false, nil // an older rollout: not the one this wait is about
-			case rev == 0 && !seen && !e.lastChange(ctx, s, name, st):
+			case rev == 0 && !seen && !e.lastChange(ctx, s, name, st, ask):
 				return false, nil // the appliance was written since: not the one this wait is about
 			}
 			switch st.State {
