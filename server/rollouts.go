@@ -1167,6 +1167,12 @@ func (s *Server) rolloutWrite(ctx context.Context, w http.ResponseWriter, r *htt
 	if err != nil {
 		return err
 	}
+	// The candidate is the tree as the write would leave it: a write the store refuses (a key
+	// put twice, a put of a key the write deletes) is refused with canary too, not staged with
+	// an order of its ops the plain write never applies.
+	if err := store.CheckTxn(api.Txn{Ops: ops}); err != nil {
+		return err
+	}
 	kvs, read, err := s.st.ApplyBase(ctx, name, -1)
 	if err != nil {
 		return err

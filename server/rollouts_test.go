@@ -949,3 +949,24 @@ func TestRollout_InstanceEnrolledAgainGetsTheLiveView(t *testing.T) {
 		t.Fatalf("rollout: %+v", got)
 	}
 }
+
+// A txn sent with canary is refused as the same txn without it is, and starts no rollout: a
+// key put twice, or put and deleted (a recursive delete over it too), is no write the store
+// takes, and its candidate was staged with the puts applied last, which the plain write never does.
+func TestRollout_TxnRefusedAsThePlainTxn(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	f.put("appliances/web/app/a", "1")
+	enrollFleet(t, f, 1)
+	for _, ops := range []string{
+		`[{"op":"put","key":"appliances/web/port","value":"1"},{"op":"put","key":"appliances/web/port","value":"2"}]`,
+		`[{"op":"delete","key":"appliances/web/port"},{"op":"put","key":"appliances/web/port","value":"2"}]`,
+		`[{"op":"delete","key":"appliances/web/app","recurse":true},{"op":"put","key":"appliances/web/app/b","value":"2"}]`,
+	} {
+		body := `{"ops":` + ops + `}`
+		plain := f.do("POST", "/v1/txn", body, "Content-Type", "application/json")
+		f.mustErr(plain, http.StatusBadRequest, api.CodeInvalidRequest, "invalid transaction")
+		f.mustErr(f.do("POST", "/v1/txn?canary=100%25", body, "Content-Type", "application/json"), http.StatusBadRequest, api.CodeInvalidRequest, plain.errMessage())
+	}
+	f.mustErr(f.do("GET", "/v1/appliances/web/rollout", ""), http.StatusNotFound, api.CodeNotFound, "")
+}

@@ -352,7 +352,7 @@ func (s *Store) TxnResult(ctx context.Context, t api.Txn) (Applied, error) {
 	if len(t.Guards) > s.cfg.MaxTxnOps {
 		return Applied{}, api.Errorf(api.CodeTooLarge, "the transaction has %d guards, more than the limit of %d", len(t.Guards), s.cfg.MaxTxnOps)
 	}
-	if err := checkTxn(t); err != nil {
+	if err := CheckTxn(t); err != nil {
 		return Applied{}, err
 	}
 	var cmps []clientv3.Cmp
@@ -404,9 +404,10 @@ func (s *Store) TxnResult(ctx context.Context, t api.Txn) (Applied, error) {
 	return res, nil
 }
 
-// checkTxn re-checks what etcd would refuse with a vague message: unknown op kinds, bad keys,
-// a key put twice, or a put under a delete of the same transaction.
-func checkTxn(t api.Txn) error {
+// CheckTxn re-checks what etcd would refuse with a vague message: unknown op kinds, bad keys,
+// a key put twice, or a put under a delete of the same transaction. A transaction sent with
+// canary is checked with it too, so that its rollout stages only a write the store takes.
+func CheckTxn(t api.Txn) error {
 	puts := make(map[string]int, len(t.Ops))
 	for i, op := range t.Ops {
 		switch op.Op {
