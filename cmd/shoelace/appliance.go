@@ -192,8 +192,9 @@ etcd; an external cluster's --auto-compaction-retention), then from the copy of 
 that each apply and rollback keeps with its release (--release-retention, --release-max-age).
 A revision neither gives is refused, naming the oldest revision that can be restored; so is one
 whose copy left out secret values (a server without --secrets-key-file).
-The rollback is itself a release, of kind rollback, whose message names the revision restored
-(and, with --to previous, the release undone), followed by -m.
+The rollback is itself a release, of kind rollback, whose message names the revision restored,
+then -m, then (with --to previous) the release undone: "rollback of web-frontend to revision
+41: bad TLS settings (undo release 42 (apply))".
 
 EXAMPLES:
    shoelace appliance rollback web-frontend --to 42 -m "bad TLS settings"
