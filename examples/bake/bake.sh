@@ -15,8 +15,9 @@
 # Environment:
 #   SHOELACE_SERVER           required, e.g. https://shoelace.internal:7400
 #   APPLIANCE                 required, the appliance to bake, e.g. web-frontend
-#   SHOELACE_BAKE_TOKEN       the bake token (or SHOELACE_BAKE_TOKEN_FILE); a
-#                             token made with `shoelace token create --appliance`
+#   SHOELACE_BAKE_TOKEN       the bake token (or SHOELACE_BAKE_TOKEN_FILE, which
+#                             is not removed: the caller removes it); a token
+#                             made with `shoelace token create --appliance`
 #   SHOELACE_CA_FILE          optional CA file for the server's certificate;
 #                             copied into the image as $SHOELACE_CONFIG_DIR/ca.pem,
 #                             which the generated config names (an upload
@@ -65,6 +66,9 @@ fi
 token="${SHOELACE_BAKE_TOKEN:-}"
 if [[ -z $token && -n ${SHOELACE_BAKE_TOKEN_FILE:-} ]]; then
 	token="$(<"$SHOELACE_BAKE_TOKEN_FILE")" || die "SHOELACE_BAKE_TOKEN_FILE: cannot read it"
+	# The file is the caller's: an upload (Packer's file provisioner into /tmp) lands in the
+	# image unless it is removed, and the image must hold no token.
+	echo "bake: SHOELACE_BAKE_TOKEN_FILE=$SHOELACE_BAKE_TOKEN_FILE is left where it is: remove it before the image is captured (or pass SHOELACE_BAKE_TOKEN)" >&2
 fi
 token="${token//[[:space:]]/}"
 [[ -n $token ]] || die "SHOELACE_BAKE_TOKEN (or SHOELACE_BAKE_TOKEN_FILE) is required"

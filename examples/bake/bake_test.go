@@ -235,6 +235,27 @@ func TestBake(t *testing.T) {
 	srv.put(t, "/v1/kv/shared/system/dns", "text/plain", "10.0.0.53")
 	token := srv.agentToken(t, "bake-web", "web")
 
+	t.Run("a token file given is the caller's, and it is told to remove it", func(t *testing.T) {
+		root := newRoot(t)
+		upload := filepath.Join(t.TempDir(), "bake.token") // Packer's upload, outside the root
+		if err := os.WriteFile(upload, []byte(token+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		code, out := bake(t, append(rootEnv(root, agentBin), "SHOELACE_SERVER="+srv.addr, "SHOELACE_BAKE_TOKEN_FILE="+upload)...)
+		if code != 0 {
+			t.Fatalf("bake.sh exit %d:\n%s", code, out)
+		}
+		if !strings.Contains(out, "SHOELACE_BAKE_TOKEN_FILE="+upload+" is left where it is: remove it before the image is captured") {
+			t.Errorf("bake.sh did not say that the token file it was given stays:\n%s", out)
+		}
+		if strings.Contains(out, token) {
+			t.Errorf("bake.sh printed the token:\n%s", out)
+		}
+		if _, err := os.Stat(filepath.Join(root, "etc/shoelace/token")); !os.IsNotExist(err) {
+			t.Errorf("the token the script wrote is still there: %v", err)
+		}
+	})
+
 	t.Run("renders the system stage and leaves no token or cache", func(t *testing.T) {
 		root := newRoot(t)
 		code, out := bake(t, append(rootEnv(root, agentBin), "SHOELACE_SERVER="+srv.addr, "SHOELACE_BAKE_TOKEN="+token)...)
