@@ -925,7 +925,13 @@ func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data, re
 				if r.Secret {
 					out = "(hidden: the template reads secrets)"
 				}
-				return fmt.Errorf("%q %w: %s", t.cfg.Check, err, printable(redact(out, data.Keys, a.allSecret())))
+				out = redact(out, data.Keys, a.allSecret())
+				// The whole output (up to maxOutputBytes) goes to the log, its end to the error,
+				// as a command's: the error is what once prints last, and the status file and
+				// the report carry it.
+				a.log.Error("check failed", "template", t.name(), "check", t.cfg.Check, "error", err.Error(),
+					"exit_code", cr.ExitCode, "output", out, "duration_ms", cr.Duration.Milliseconds())
+				return fmt.Errorf("%q %w%s", t.cfg.Check, err, outputTail(out))
 			}
 			return nil
 		}

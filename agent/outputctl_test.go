@@ -45,3 +45,31 @@ func TestAgent_CommandOutputControlCharsEscapedInErrors(t *testing.T) {
 		t.Fatalf("the outputs are not in the errors, escaped: %q", all)
 	}
 }
+
+// A failed check's error carries the end of its output, as a failed command's does: once
+// printed 35 KB over 1,642 lines as its last message (and the status file and the report
+// carried them) for a check that printed that much. The whole output is in the log.
+func TestAgent_CheckOutputEndInTheError(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	a, dir, logs := testAgent(t, srv, header+`templates:
+  - contents: "a={{ key \"a\" }}"
+    destination: $DIR/x
+    check: 'echo first-$((40+2)); seq 1 2000; echo the reason it failed; exit 1'
+`)
+	err := a.Once(context.Background(), "", false)
+	if err == nil {
+		t.Fatal("once passed")
+	}
+	st, lerr := agent.LoadStatus(dir+"/cache", "web")
+	if lerr != nil {
+		t.Fatal(lerr)
+	}
+	for _, s := range []string{err.Error(), st.LastError} {
+		if !strings.Contains(s, "the reason it failed") || strings.Contains(s, "first-42") || len(s) > 1000 {
+			t.Errorf("error of %d bytes, want the end of the output only (under 1000 bytes): %.300q", len(s), s)
+		}
+	}
+	if l := logs.String(); !strings.Contains(l, `"msg":"check failed"`) || !strings.Contains(l, "first-42") {
+		t.Errorf("the check's whole output is not in the log:\n%.2000s", l)
+	}
+}
