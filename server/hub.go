@@ -1460,7 +1460,10 @@ func (h *hub) readCandidate(f *flight, key, app string, rec *rollout.Record) {
 	}
 	shared := make(map[string]string, len(kvs))
 	for _, kv := range kvs {
-		shared[strings.TrimPrefix(kv.Key, api.SharedPrefix+"/")] = kv.Value
+		// The listing holds the key "shared" itself too, which is in no view.
+		if rel, ok := strings.CutPrefix(kv.Key, api.SharedPrefix+"/"); ok {
+			shared[rel] = kv.Value
+		}
 	}
 	h.candidate(f, app, rec, shared, rev)
 }

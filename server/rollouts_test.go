@@ -970,3 +970,33 @@ func TestRollout_TxnRefusedAsThePlainTxn(t *testing.T) {
 	}
 	f.mustErr(f.do("GET", "/v1/appliances/web/rollout", ""), http.StatusNotFound, api.CodeNotFound, "")
 }
+
+// A cohort's view read from the store (the replica's copy of the view keys not loaded, or not yet
+// at the revision asked) holds shared/'s keys below it, as every view does: the key "shared"
+// itself is in none. Before, it came into the cohort's view as a key "shared", which the view
+// made from the replica's copy, and the live view, lack.
+func TestRollout_CandidateReadFromStoreLeavesKeySharedOut(t *testing.T) {
+	f := newFixture(t)
+	f.put("shared/ntp", "pool")
+	f.put("shared", "not in any view")
+	f.put("appliances/web/port", "80")
+	fleet := enrollFleet(t, f, 1)
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/appliances/web?canary=100%25&manual", `{"keys":{"port":"8080"}}`), http.StatusAccepted, &st)
+	want := map[string]string{"ntp": "pool", "port": "8080"}
+	waitFor(t, "the cohort's view", func() bool { return viewOf(t, f, fleet[0]).Rollout == st.ID })
+	if v := viewOf(t, f, fleet[0]); !maps.Equal(v.Keys, want) {
+		t.Fatalf("cohort's view from the replica's copy: %v, want %v", v.Keys, want)
+	}
+	// Without the copy the views are read from the store; a change makes a new one.
+	f.s.hub.mir.invalidate()
+	rev := f.put("shared/dns", "1.1.1.1")
+	want["dns"] = "1.1.1.1"
+	v := viewOf(t, f, fleet[0])
+	if v.Rollout != st.ID || v.Revision < rev || !maps.Equal(v.Keys, want) {
+		t.Fatalf("cohort's view read from the store: %+v, want %v at %d or later", v, want, rev)
+	}
+	if v := viewOf(t, f, ""); v.Keys["shared"] != "" || v.Keys["port"] != "80" {
+		t.Fatalf("live view read from the store: %+v", v)
+	}
+}
