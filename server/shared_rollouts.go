@@ -78,8 +78,12 @@ func (s *Server) sharedHolds(ctx context.Context, change *rollout.SharedChange) 
 	}
 	have := make(map[string]string, len(kvs))
 	for _, kv := range kvs {
-		have[strings.TrimPrefix(kv.Key, api.SharedPrefix+"/")] = kv.Value
-		rev = max(rev, kv.ModRevision)
+		// The listing holds the key "shared" itself too, which is in no view, and not
+		// shared/shared.
+		if rel, ok := strings.CutPrefix(kv.Key, api.SharedPrefix+"/"); ok {
+			have[rel] = kv.Value
+			rev = max(rev, kv.ModRevision)
+		}
 	}
 	for k, v := range change.Puts {
 		if old, ok := have[k]; !ok || old != v {

@@ -472,3 +472,18 @@ func TestSharedRollout_ReportRacingTheEndCounts(t *testing.T) {
 		}
 	}
 }
+
+// A canary of shared/ keys is judged against shared/'s keys below it: the key "shared" itself
+// (in no view) is not shared/shared. Before, a canary put of shared/shared with the value the
+// key "shared" held was answered 200 unchanged, and nothing was written.
+func TestSharedRollout_KeySharedItselfIsNotAKeyOfShared(t *testing.T) {
+	f := newFixture(t)
+	webAndAPI(t, f, 1, 1)
+	f.put("shared", "v")
+	var g api.SharedRolloutStatus
+	f.must(f.do("PUT", "/v1/kv/shared/shared?canary=50%25&manual", "v"), http.StatusAccepted, &g)
+	if g.State != api.RolloutRunning || !slices.Equal(g.Shared, []string{"shared"}) || g.Appliances != 2 {
+		t.Fatalf("started: %+v", g)
+	}
+	f.mustErr(f.do("GET", "/v1/kv/shared/shared", ""), http.StatusNotFound, api.CodeNotFound)
+}
