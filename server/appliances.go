@@ -523,8 +523,12 @@ func (s *Server) planApply(ctx context.Context, w http.ResponseWriter, name stri
 	}
 	have := make(map[string]string, len(cur))
 	for _, kv := range cur {
+		rel, ok := strings.CutPrefix(kv.Key, root+"/")
+		if !ok {
+			continue // the key named as the root itself: not the appliance's, nor the apply's
+		}
 		have[kv.Key] = kv.Value
-		if _, keep := keys[strings.TrimPrefix(kv.Key, root+"/")]; !keep {
+		if _, keep := keys[rel]; !keep {
 			plan.Deleted = append(plan.Deleted, kv.Key)
 			plan.Old[kv.Key] = shown(kv.Key, kv.Value)
 		}

@@ -336,6 +336,26 @@ func TestAppliances_InstanceReportsWithinAWindow(t *testing.T) {
 	}
 }
 
+// A dry run's plan is the apply's: the key named as the appliance's root itself
+// (appliances/web, in no view) is not the appliance's, and neither the apply nor its plan
+// deletes it. Before, the plan listed it as deleted, and the apply kept it.
+func TestAppliances_ApplyDryRunLeavesTheRootKeyOut(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	f.put("appliances/web", "the root")
+	var plan api.ApplyPlan
+	f.must(f.do("PUT", "/v1/appliances/web?dry_run", `{"keys":{"a":"1"}}`), 200, &plan)
+	if len(plan.Put)+len(plan.Changed)+len(plan.Deleted) != 0 || plan.Unchanged != 1 || len(plan.Old)+len(plan.New) != 0 {
+		t.Fatalf("plan = %+v, want 1 unchanged and nothing else", plan)
+	}
+	var w api.WriteResult
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, &w)
+	if !w.Unchanged {
+		t.Fatalf("the apply of the plan: %+v, want unchanged", w)
+	}
+	f.must(f.do("GET", "/v1/kv/appliances/web", ""), 200, nil)
+}
+
 // A dry run of an apply answers what it would put, change and delete, at the revision it read,
 // and writes nothing; it works in maintenance mode, and
 // only for a token that may write the appliance.
