@@ -114,6 +114,12 @@ func latestChanges(all []api.Release) map[string]int64 {
 	return out
 }
 
+// below is kvs, a listing of prefix, without the key named as prefix itself, which List gives with
+// the keys below it: the key "shared" and appliances/NAME are in no view.
+func below(kvs []api.KV, prefix string) []api.KV {
+	return slices.DeleteFunc(kvs, func(kv api.KV) bool { return kv.Key == prefix })
+}
+
 // maxMod is the highest mod revision among kvs.
 func maxMod(kvs []api.KV) int64 {
 	var m int64
@@ -169,6 +175,7 @@ func (s *Server) uiAppliances(w http.ResponseWriter, r *http.Request, c *uiCtx) 
 		if err != nil {
 			return err
 		}
+		own = below(own, api.ApplianceRoot(n))
 		row.Keys = len(own)
 		if c.p.mayRead(api.ApplianceRoot(n)) == nil {
 			row.Fleet = true
@@ -181,6 +188,7 @@ func (s *Server) uiAppliances(w http.ResponseWriter, r *http.Request, c *uiCtx) 
 				if sharedKVs, _, err = s.st.List(ctx, api.SharedPrefix, true); err != nil {
 					return err
 				}
+				sharedKVs = below(sharedKVs, api.SharedPrefix)
 			}
 			last := max(latest[n], latest[""], maxMod(own), maxMod(sharedKVs))
 			row.VMs, row.Current, row.Failing = fleet(instances[n], last)
@@ -454,6 +462,7 @@ func (s *Server) uiApplianceRead(r *http.Request, c *uiCtx, name string) (*uiApp
 	if err != nil {
 		return nil, err
 	}
+	own = below(own, api.ApplianceRoot(name))
 	if len(own) == 0 {
 		return nil, api.Errorf(api.CodeNotFound, "appliance %q has no keys (an appliance exists while it has at least one key of its own)", name)
 	}
@@ -463,6 +472,7 @@ func (s *Server) uiApplianceRead(r *http.Request, c *uiCtx, name string) (*uiApp
 		if shared, _, err = s.st.List(ctx, api.SharedPrefix, false); err != nil {
 			return nil, err
 		}
+		shared = below(shared, api.SharedPrefix)
 	} else {
 		d.SharedNote = "This token may not read shared/: the view below is the appliance's own keys only."
 	}
@@ -484,6 +494,7 @@ func (s *Server) uiApplianceRead(r *http.Request, c *uiCtx, name string) (*uiApp
 		if sharedKVs, _, err = s.st.List(ctx, api.SharedPrefix, true); err != nil {
 			return nil, err
 		}
+		sharedKVs = below(sharedKVs, api.SharedPrefix)
 	}
 	d.Latest = max(latest[name], maxMod(own), latest[""], maxMod(sharedKVs))
 	rec, err := s.uiCall(r, s.handleInstances, http.MethodGet, map[string]string{"name": name}, nil, nil, nil, "")

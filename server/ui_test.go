@@ -941,3 +941,33 @@ func TestUI_SessionOfTokenNotCachedYet(t *testing.T) {
 	f.must(f.do("DELETE", "/v1/tokens/new-ops", ""), 200, nil)
 	mustStatus(t, b.get("/ui/appliances/web-frontend"), http.StatusUnauthorized)
 }
+
+// The console shows an appliance's view as its agents get it: the key named as shared/'s root
+// ("shared") and the one named as the appliance's (appliances/web), which are in no view, are
+// neither in its tree nor counted among its keys, and an appliance with no other key has no page,
+// as it has no view. Before, the page showed "shared" as a shared key of the view (its value
+// too), and counted appliances/web among the appliance's own keys.
+func TestUI_KeysNamedAsARootAreInNoView(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	f.put("shared/dns", "10.0.0.53")
+	f.put("shared", "root-of-shared")
+	f.put("appliances/web", "root-of-web")
+	f.put("appliances/other", "root-of-other")
+	b := newUIBrowser(t, f.srv.URL, nil)
+	b.signIn(f.token)
+	for _, p := range []string{"/ui/", "/ui/appliances/web"} {
+		page := b.get(p)
+		mustStatus(t, page, 200)
+		body := string(page.body)
+		for _, s := range []string{"root-of-shared", "root-of-web", "root-of-other"} {
+			if strings.Contains(body, s) {
+				t.Errorf("%s shows the value of a key in no view, %q", p, s)
+			}
+		}
+		if p != "/ui/" && !strings.Contains(body, "(1 keys of its own") {
+			t.Errorf("%s does not count 1 key of its own:\n%s", p, body)
+		}
+	}
+	mustStatus(t, b.get("/ui/appliances/other"), 404)
+}
