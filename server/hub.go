@@ -568,14 +568,15 @@ func (h *hub) apply(ctx context.Context, ev store.Event) {
 		var apps []string
 		for _, k := range ev.Keys {
 			switch {
-			case api.HasPrefix(k, api.SharedPrefix):
+			case api.Under(k, api.SharedPrefix):
 				shared = true
 				if ev.Revision > h.shared {
 					h.shared = ev.Revision
 				}
 			default:
+				// The keys named as a root itself ("shared", appliances/NAME) are in no view.
 				name, ok := api.ApplianceOf(k)
-				if !ok {
+				if !ok || !api.Under(k, api.ApplianceRoot(name)) {
 					continue
 				}
 				if ev.Revision > h.apps[name] {

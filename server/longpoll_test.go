@@ -627,3 +627,28 @@ func testStoreWentBack(t *testing.T, holdWatch bool) {
 		return f.do("PUT", "/v1/kv/appliances/web/a", "x").errCode() == api.CodeMaintenance
 	})
 }
+
+// The keys named as a root itself ("shared", appliances/web) are in no view: a write of one
+// wakes no long-poll. Before, a write of the key "shared" answered every long-poll of every
+// appliance with its view as it was, at once, and every agent ran a pass for nothing.
+func TestLongPoll_KeysNamedAsARootWakeNobody(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	v := f.view("web")
+	p := f.startPoll(lp("web", v.Revision, "30s"))
+	f.waitOpen(1)
+	for _, k := range []string{"shared", "appliances/web"} {
+		rev := f.put(k, "x")
+		waitFor(t, "hub sees the write of "+k, func() bool { return f.s.hub.current() >= rev })
+		if n := f.s.hub.open(); n != 1 {
+			t.Fatalf("a write of %s woke the long-poll of web (%d open)", k, n)
+		}
+		p.pending(t)
+	}
+	rev := f.put("shared/dns", "9.9.9.9")
+	var got api.View
+	f.must(p.wait(t), 200, &got)
+	if got.Revision < rev || got.Keys["dns"] != "9.9.9.9" || len(got.Keys) != 2 {
+		t.Fatalf("woke with %+v, want dns and a at %d or later", got, rev)
+	}
+}
