@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -652,6 +653,34 @@ func TestAuth_EmptyTokenPrefixIsRefused(t *testing.T) {
 	// "/" is every key, given on purpose.
 	all := f.newToken(api.TokenRequest{Name: "all", Read: []string{"/"}})
 	f.must(f.doToken(all, "GET", "/v1/kv/appliances/db/secrets/pw", ""), 200, nil)
+}
+
+// A grant of every key is answered as it is given, "/", by the token's creation and the token
+// list, so that it can be sent back as it reads. Before, both answered "", the empty prefix that
+// a token request is refused for.
+func TestAuth_RootGrantIsListedAsSlash(t *testing.T) {
+	f := newFixture(t)
+	var c api.TokenCreated
+	f.must(f.do("POST", "/v1/tokens", `{"name":"all","read":["/"],"write":["shared","/"]}`), 201, &c)
+	want := api.TokenRequest{Name: "all", Read: []string{"/"}, Write: []string{"shared", "/"}}
+	if !reflect.DeepEqual(c.TokenRequest, want) {
+		t.Fatalf("created %+v, want %+v", c.TokenRequest, want)
+	}
+	var list api.TokenList
+	f.must(f.do("GET", "/v1/tokens", ""), 200, &list)
+	for _, ti := range list.Tokens {
+		if ti.Name == "all" {
+			if !reflect.DeepEqual(ti.TokenRequest, want) {
+				t.Fatalf("listed %+v, want %+v", ti.TokenRequest, want)
+			}
+			again := ti.TokenRequest
+			again.Name = "all-again"
+			body, _ := json.Marshal(again)
+			f.must(f.do("POST", "/v1/tokens", string(body)), 201, nil)
+			return
+		}
+	}
+	t.Fatalf("token all not listed: %+v", list.Tokens)
 }
 
 // TestAuth_SecretInAnErrorIsRedacted: a token's secret pasted where a name goes (DELETE

@@ -14,7 +14,24 @@ import (
 )
 
 func (t *tokenRecord) info() api.TokenInfo {
-	return api.TokenInfo{TokenRequest: api.TokenRequest{Name: t.Name, Appliance: t.Appliance, Read: t.Read, Write: t.Write, Admin: t.Admin}, Created: t.Created, Instance: t.Instance}
+	return api.TokenInfo{TokenRequest: api.TokenRequest{Name: t.Name, Appliance: t.Appliance, Read: grantsShown(t.Read), Write: grantsShown(t.Write), Admin: t.Admin},
+		Created: t.Created, Instance: t.Instance}
+}
+
+// grantsShown is a record's prefixes as a token request gives them: the root, kept as "", is
+// "/", since an empty prefix is refused, never taken for every key (a grant read from the list
+// and sent back, or checked for "/", must mean what it says).
+func grantsShown(prefixes []string) []string {
+	if !slices.Contains(prefixes, "") {
+		return prefixes
+	}
+	out := slices.Clone(prefixes)
+	for i, p := range out {
+		if p == "" {
+			out[i] = "/"
+		}
+	}
+	return out
 }
 
 // validateTokenName checks the name of a user's token: a segment, never an instance token's
