@@ -285,3 +285,26 @@ func TestHealth_DepsReportsNOSPACE(t *testing.T) {
 	}
 	f.put("shared/x", "2")
 }
+
+// An operator's token gets a probe of etcd of its own for each /health/deps (a read through the
+// leader), under the token's --rate-limit as its other requests are; without a token the
+// answer is a shared probe, held to no rate limit. Before, a reader's token made as many reads
+// of etcd as it sent requests, with no limit.
+func TestHealth_DepsWithATokenIsUnderItsRateLimit(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.RateLimit = 0.001 }) // a burst of 1, then one per 1000 s
+	reader := f.s.testToken(t, api.TokenRequest{Name: "reader", Read: []string{"shared/ntp"}})
+	var d DepsHealth
+	f.must(f.doToken(reader, "GET", "/health/deps", ""), 200, &d)
+	if len(d.Endpoints) == 0 {
+		t.Fatalf("/health/deps with a reader's token: %+v, want the endpoints", d)
+	}
+	r := f.doToken(reader, "GET", "/health/deps", "")
+	f.mustErr(r, 429, api.CodeRateLimited, "--rate-limit")
+	if r.Header.Get("Retry-After") == "" {
+		t.Fatal("429 without Retry-After")
+	}
+	f.mustErr(f.doToken(reader, "GET", "/v1/kv/shared/ntp", ""), 429, api.CodeRateLimited)
+	for range 3 {
+		f.must(f.doToken("", "GET", "/health/deps", ""), 200, nil)
+	}
+}

@@ -1048,15 +1048,17 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
 	})
 }
 
-// operatorToken reports whether r presents a valid read, write or admin token (as the token
-// cache knows it), on a route that needs none.
-func (s *Server) operatorToken(r *http.Request) bool {
+// operatorToken returns the valid read, write or admin token r presents (as the token cache
+// knows it), on a route that needs none; nil when it presents none.
+func (s *Server) operatorToken(r *http.Request) *tokenRecord {
 	secret, ok, err := bearer(r)
 	if err != nil || !ok {
-		return false
+		return nil
 	}
-	rec := s.auth.lookup(secret)
-	return rec != nil && (rec.Admin || len(rec.Read) > 0 || len(rec.Write) > 0)
+	if rec := s.auth.lookup(secret); rec != nil && (rec.Admin || len(rec.Read) > 0 || len(rec.Write) > 0) {
+		return rec
+	}
+	return nil
 }
 
 // DepsHealth is the body of GET /health/deps, and the etcd part of GET /v1/status. Endpoints and
@@ -1154,7 +1156,17 @@ func (s *Server) deps(ctx context.Context) (out DepsHealth, ok bool) {
 // (or asking /health/deps) at the rate limit made the balancer's own checks 429, so that it
 // took every replica out.
 func (s *Server) handleHealthDeps(w http.ResponseWriter, r *http.Request) error {
-	operator := s.operatorToken(r)
+	rec := s.operatorToken(r)
+	operator := rec != nil
+	if operator {
+		// Its own probe of etcd, a read through the leader, for each request: under the
+		// token's --rate-limit, as its other requests are (they were not, and one reader's
+		// token made as many reads of etcd as it sent requests).
+		info(r).token = rec.Name
+		if err := s.limitToken(rec, ""); err != nil {
+			return err
+		}
+	}
 	var out DepsHealth
 	var ok bool
 	if operator {
