@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"strings"
@@ -149,4 +150,51 @@ func TestAnswers_EnrolledInstancesShareOneBudget(t *testing.T) {
 	}
 	f.must(f.doToken(f.token, "GET", "/v1/kv/appliances/web?recurse", ""), 200, nil)
 	f.must(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, "vm-shared"), 200, nil)
+}
+
+// A listing also costs what the store was read for and the answer left out, the keys the
+// token's grants do not cover under the prefix asked, as if answered: a token that may read
+// one key, listing the appliance's whole tree (one page from etcd, or several), made the
+// replica read 800 KiB at each of its requests and paid for its one entry.
+func TestAnswers_ListingLeftOutCostsRequests(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.RateLimit = 10 })
+	var ahead atomic.Int64
+	start := time.Now()
+	f.s.auth.limits.mu.Lock()
+	f.s.auth.limits.clock = func() time.Time { return start.Add(time.Duration(ahead.Load())) }
+	f.s.auth.limits.mu.Unlock()
+	tree := func(n, size int, port string) string { // one apply: the admin's requests count too
+		keys := map[string]any{"port": port}
+		big := map[string]string{}
+		for i := range n {
+			big[fmt.Sprintf("%02d", i)] = strings.Repeat("v", size)
+		}
+		keys["big"] = big
+		b, _ := json.Marshal(map[string]any{"keys": keys})
+		return string(b)
+	}
+	f.must(f.do("PUT", "/v1/appliances/web", tree(4, 200<<10, "80")), 200, nil)
+	f.must(f.do("PUT", "/v1/appliances/db", tree(20, 40<<10, "5432")), 200, nil)
+	for _, app := range []string{"web", "db"} { // one page, and several
+		narrow := f.newToken(api.TokenRequest{Name: "narrow-" + app, Read: []string{"appliances/" + app + "/port"}})
+		var l struct {
+			Entries []api.KV `json:"entries"`
+		}
+		f.must(f.doToken(narrow, "GET", "/v1/kv/appliances/"+app+"?recurse", ""), 200, &l)
+		if len(l.Entries) != 1 || l.Entries[0].Key != "appliances/"+app+"/port" {
+			t.Fatalf("%s: listing %+v, want the port alone", app, l.Entries)
+		}
+		r := f.doToken(narrow, "GET", "/v1/kv/appliances/"+app+"/port", "")
+		f.mustErr(r, 429, api.CodeRateLimited)
+		if r.Header.Get("Retry-After") == "" {
+			t.Fatal("429 without Retry-After")
+		}
+	}
+	// A listing that leaves out little costs a request, as before.
+	small := f.newToken(api.TokenRequest{Name: "small", Read: []string{"appliances/web/port", "appliances/db/port"}})
+	for i := range 10 {
+		if r := f.doToken(small, "GET", "/v1/kv/appliances?recurse&keys", ""); r.StatusCode != 200 {
+			t.Fatalf("keys listing %d: %d %s", i+1, r.StatusCode, r.body)
+		}
+	}
 }

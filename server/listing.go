@@ -25,12 +25,14 @@ func (s *Server) writeListing(w http.ResponseWriter, r *http.Request, prefix str
 		started bool
 		total   int // entries written
 		written int // bytes
+		left    int // bytes read and left out (keys the token's grants do not cover)
 		buf     bytes.Buffer
 	)
 	err := s.st.ListPaged(r.Context(), prefix, keysOnly, func(kvs []api.KV, rev int64, more bool) error {
 		names, entries := []string{}, []api.KV{}
 		for _, e := range kvs {
 			if filter != nil && !filter(e.Key) {
+				left += len(e.Key) + len(e.Value)
 				continue
 			}
 			if keysOnly {
@@ -97,10 +99,15 @@ func (s *Server) writeListing(w http.ResponseWriter, r *http.Request, prefix str
 		_, err = w.Write(buf.Bytes())
 		return err
 	})
+	// The rate limit is charged for what the store was read for, the keys the answer left out
+	// as if answered: a token whose grants are narrower than the prefix (one key) listing a
+	// wide one (appliances) made the replica read all of it at its rate of requests, and paid
+	// for its few entries. A paged answer is charged whole, once, as an answer written whole
+	// (at most one burst), not for each page; one written whole (writeJSON) was charged.
 	if started {
-		// The rate limit is charged for the whole answer, once, as for an answer written
-		// whole (at most one burst), not for each page.
-		s.chargeAnswer(principalOf(r), written)
+		s.chargeAnswer(principalOf(r), written+left)
+	} else {
+		s.chargeAnswer(principalOf(r), left)
 	}
 	if err != nil && started {
 		// The answer's status is sent: cut it off, so that the client does not take what it
