@@ -656,7 +656,21 @@ func atMostOne(r *http.Request, headers ...string) error {
 // rule it breaks. Authentication checks it before an agent token's name takes a place, and a
 // report before it is recorded.
 func validInstanceHeader(h string) error {
-	return api.ValidateSegment("instance name ("+api.HeaderInstance+")", h)
+	return validInstanceName("instance name ("+api.HeaderInstance+")", h)
+}
+
+// validInstanceName checks an instance name (what says which): a segment, and never what may be
+// a token's secret pasted where the name goes. An enrolled instance's token is named after it
+// (instance:APPLIANCE:NAME), and the log writes token names in the lines of their requests, as
+// the instance lists and the console show the names: a user's token named so is refused too.
+func validInstanceName(what, name string) error {
+	if err := api.ValidateSegment(what, name); err != nil {
+		return err
+	}
+	if api.RedactSecrets(name) != name {
+		return api.Errorf(api.CodeInvalidName, "invalid %s %s: it holds what looks like a token's secret (sl_ and 43 base64url characters), which the log never writes; choose a name (the agent's instance, by default its hostname)", what, shorten(name))
+	}
+	return nil
 }
 
 // clientIP is the address a request came from (proxies' headers are not trusted).

@@ -496,6 +496,45 @@ func TestAuth_SecretPastedInAWriteIsNotLogged(t *testing.T) {
 	}
 }
 
+// Nor is a secret pasted where an instance name goes (the agent's instance:, the header, an
+// enrollment or a report): an enrolled instance's token is named after its instance, and the log
+// writes token names, so such a name is refused as a token's own name is. Before, the enrollment
+// made a token named instance:web:SECRET, whose every request wrote the secret whole into the
+// access log, and the instance lists and the console showed it.
+func TestAuth_SecretAsInstanceNameIsRefused(t *testing.T) {
+	var buf syncBuffer
+	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	f := newFixtureLog(t, testutil.Store(t), log)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
+	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
+	secret := f.token
+	f.mustErr(f.doToken(agent, "POST", "/v1/appliances/web/enroll", `{"instance":"`+secret+`"}`), 400, api.CodeInvalidName, "looks like a token's secret")
+	f.mustErr(f.doToken(agent, "GET", "/v1/appliances/web", "", api.HeaderInstance, secret, api.HeaderApplied, "1"), 400, api.CodeInvalidName, "looks like a token's secret")
+	f.mustErr(f.doToken(agent, "POST", "/v1/appliances/web/report", `{"instance":"`+secret+`","revision":1,"applied":1}`), 400, api.CodeInvalidName, "looks like a token's secret")
+	// A name that only starts so is a name.
+	f.enroll(agent, "web", "sl_vm-1")
+	var list api.Instances
+	f.must(f.do("GET", "/v1/appliances/web/instances", ""), 200, &list)
+	for _, in := range list.Instances {
+		if strings.Contains(in.Instance, secret[3:20]) {
+			t.Fatalf("instance %q recorded", in.Instance)
+		}
+	}
+	var toks api.TokenList
+	f.must(f.do("GET", "/v1/tokens?all", ""), 200, &toks)
+	for _, tok := range toks.Tokens {
+		if strings.Contains(tok.Name, secret[3:20]) {
+			t.Fatalf("token %q made", tok.Name)
+		}
+	}
+	logs := buf.String()
+	for _, part := range []string{secret, secret[:20], secret[len(secret)-20:]} {
+		if strings.Contains(logs, part) {
+			t.Fatalf("logs hold a token's secret (or part of it) %q:\n%s", part, logs)
+		}
+	}
+}
+
 // syncBuffer collects a child's (or a logger's) output while the test reads it.
 type syncBuffer = testbin.Buffer
 

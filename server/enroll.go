@@ -140,7 +140,7 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) error {
 	if err := strictJSON(data, &req); err != nil {
 		return err
 	}
-	if err := api.ValidateSegment("instance name", req.Instance); err != nil {
+	if err := validInstanceName("instance name", req.Instance); err != nil {
 		return err
 	}
 	key, err := enrollKey(r)

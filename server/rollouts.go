@@ -945,7 +945,7 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) error {
 	if err := strictJSON(data, &rep); err != nil {
 		return err
 	}
-	if err := api.ValidateSegment("instance name", rep.Instance); err != nil {
+	if err := validInstanceName("instance name", rep.Instance); err != nil {
 		return err
 	}
 	if h := r.Header.Get(api.HeaderInstance); h != "" && h != rep.Instance {
