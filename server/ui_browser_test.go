@@ -92,6 +92,14 @@ func newBrowserTab(t *testing.T) *browserTab {
 	if path == "" {
 		t.Skip("no Chromium found (chromium, chromium-browser, google-chrome or $SHOELACE_CHROMIUM): install Debian's chromium package (apt-get install chromium) to run the browser tests")
 	}
+	// Chromium makes its singleton socket's directory in TMPDIR and leaves it there
+	// (org.chromium.Chromium.*, one per browser, in /tmp at every run): it gets a TMPDIR of its
+	// own, removed once it is stopped (a short one: the socket's path must fit in 108 bytes).
+	tmp, err := os.MkdirTemp("", "chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tmp) })
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(path),
 		chromedp.Headless,
@@ -103,6 +111,7 @@ func newBrowserTab(t *testing.T) *browserTab {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Env("TMPDIR=" + tmp),
 		chromedp.WindowSize(1200, 900),
 	}
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
