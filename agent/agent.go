@@ -338,6 +338,12 @@ func (a *Agent) Once(ctx context.Context, stage string, noCommands bool) error {
 		a.putStatus(a.fetchFailedStatus(err))
 		return err
 	}
+	if st, err := LoadStatus(a.cfg.cacheDir(), a.cfg.Appliance); err == nil && st.Rollout != "" && v.Rollout == "" {
+		// once sends no instance token: it gets the live view, not the candidate that run
+		// installed, and puts the live view's files over the candidate's.
+		a.log.Warn("this instance runs the candidate of a rollout (shoelace-agent status): once installs the live view over its files; the rollout still counts this instance as running the candidate, and run installs the candidate again at its next view",
+			"rollout", st.Rollout, "revision", v.Revision)
+	}
 	start := time.Now()
 	// Said when it comes, since the reloads it lets finish may take their whole timeouts.
 	said := context.AfterFunc(ctx, func() {

@@ -72,3 +72,35 @@ func TestE2E_RenderDryOnACanarySaysItRunsTheCandidate(t *testing.T) {
 		return code == 0 && strings.Contains(out, "# appliance web") && !strings.Contains(out, "rollout")
 	})
 }
+
+// shoelace-agent once on a VM that runs a rollout's candidate says, in its log, that it puts
+// the live view's files over the candidate's, naming the rollout: once fetches the live view
+// (it sends no instance token), while the rollout's gates still count the VM as running the
+// candidate. Before, it installed the live view and reloaded without a word, and its status
+// write hid the rollout from status and render --dry until run's next pass.
+func TestE2E_OnceOnACanarySaysItInstallsTheLiveView(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/port", "80")
+	fleet := startFleet(t, srv, 1)
+	rendered(t, srv, fleet, "port=80\n")
+	if code, out, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "81", "--canary", "100%", "--manual"); code != 0 {
+		t.Fatalf("kv put --canary: exit %d\n%s\n%s", code, out, errOut)
+	}
+	st := srv.rollout(t)
+	vm := fleet[0]
+	waitFor(t, vm.name+" renders the candidate", fileIs(vm.conf(), "port=81\n"))
+	waitFor(t, vm.name+"'s status names the rollout", func() bool {
+		_, out, _ := vm.env.agentCmd("status")
+		return strings.Contains(out, "rollout "+st.ID)
+	})
+	code, _, errOut := vm.env.agentCmd("once")
+	if code != 0 {
+		t.Fatalf("once: exit %d\n%s", code, errOut)
+	}
+	if !strings.Contains(errOut, "runs the candidate of a rollout") || !strings.Contains(errOut, st.ID) {
+		t.Fatalf("once on a canary does not say that it installs the live view over the candidate of %s:\n%s", st.ID, errOut)
+	}
+	if got := readFile(t, vm.conf()); got != "port=80\n" {
+		t.Fatalf("once installed %q, want the live view's port=80", got)
+	}
+}
