@@ -791,3 +791,45 @@ func plantCandidateRecord(t *testing.T, dir, record string) {
 		t.Fatal(err)
 	}
 }
+
+// After a halt or abort, a live view whose reload fails on the file the candidate installed
+// (the live view failed there before the rollout too: the rollout was its fix) is rolled back
+// to what the candidate replaced, not to the candidate's content, which the install of the
+// live view replaced. Before, the rollback put the candidate's file back, and with the
+// candidate's undo ended by that install, the VM kept the candidate after the halt for good.
+func TestAgent_RunRollsALiveReloadAfterAHaltBackToBeforeTheCandidate(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"v": "one"})
+	a, dir, logs := testAgent(t, srv, header+`templates:
+  - contents: "v={{ key \"v\" }}\n"
+    destination: $DIR/app.conf
+    perms: "0640"
+    command: echo ran >> $DIR/ran; ! grep -q bad $DIR/app.conf
+`)
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "the live view rendered", fileIs(dir+"/app.conf", "v=one\n"))
+
+	// A live change whose reload fails: rolled back to v=one.
+	srv.setView("", map[string]string{"v": "bad"})
+	waitFor(t, "the failed live reload rolled back", func() bool {
+		return len(lines(t, dir+"/ran")) == 3 && fileIs(dir+"/app.conf", "v=one\n")()
+	})
+
+	// The rollout of the fix, on this canary.
+	srv.setView("ro-1", map[string]string{"v": "fixed"})
+	waitFor(t, "the candidate's file", fileIs(dir+"/app.conf", "v=fixed\n"))
+	waitFor(t, "the candidate's command", func() bool { return len(lines(t, dir+"/ran")) == 4 })
+
+	// Aborted: the live view again, whose reload fails again.
+	srv.setView("", map[string]string{"v": "bad"})
+	waitFor(t, "the live view's failed reload rolled back", func() bool { return len(lines(t, dir+"/ran")) == 6 })
+	if got, _ := os.ReadFile(dir + "/app.conf"); string(got) != "v=one\n" {
+		t.Fatalf("after the abort, the live view's failed reload left %q, want v=one (what the candidate replaced):\n%s", got, logs.String())
+	}
+	if fi, err := os.Stat(dir + "/app.conf"); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Fatalf("app.conf restored with %v (%v), want mode 0640", fi.Mode().Perm(), err)
+	}
+	if _, err := os.Lstat(agent.CandidatePath(dir+"/cache", "web")); !os.IsNotExist(err) {
+		t.Fatalf("candidate record left after the undo: %v", err)
+	}
+}

@@ -477,6 +477,12 @@ func (p *pass) install(g *group) {
 			return
 		}
 		m.prev = prev
+		if c := m.t.cand; c != nil && c.rollout != p.v.Rollout && candidateReplaced(c, prev) {
+			// The file held the candidate of a rollout that ended (this view is the live one:
+			// another rollout's took the undo over above): a failed reload goes back to what
+			// the candidate replaced, not to the candidate, whose undo this install ends.
+			m.prev = c.prev
+		}
 		if p.v.Rollout == "" {
 			p.a.setCandidate(m.t, nil)
 		}
