@@ -180,6 +180,11 @@ func (l *loop) step(ev event) {
 			l.changedSources[ev.file.Name] = true
 		case l.readDirs[filepath.Dir(ev.file.Name)] && l.a.isRead(ev.file.Name):
 			l.changedReads[ev.file.Name] = true
+		case l.readDirs[ev.file.Name] && ev.file.Has(fsnotify.Remove|fsnotify.Rename):
+			// The directory of files read was removed or moved, and its watch with it: watched
+			// again at the next pass (watchReads) once it is back, and the files read there,
+			// gone, rendered again now.
+			l.lostReadDir(ev.file.Name)
 		default:
 			return // another file in a watched directory, such as a rendered one
 		}
@@ -669,6 +674,25 @@ func (l *loop) watchReads() {
 				continue
 			}
 			l.readDirs[d] = true
+		}
+	}
+}
+
+// lostReadDir forgets the watch of dir, a directory of files read that was removed or moved,
+// and marks those files changed.
+func (l *loop) lostReadDir(dir string) {
+	delete(l.readDirs, dir)
+	if l.watcher != nil {
+		_ = l.watcher.Remove(dir) // gone with a removal; a moved one's may linger
+	}
+	for _, t := range l.a.tmpls {
+		if t.last == nil {
+			continue
+		}
+		for _, f := range t.last.Files {
+			if f = filepath.Clean(f); filepath.Dir(f) == dir && l.a.isRead(f) {
+				l.changedReads[f] = true
+			}
 		}
 	}
 }

@@ -47,3 +47,52 @@ func TestE2E_RunFileReadChanged(t *testing.T) {
 	srv.put("appliances/web/a", "2")
 	waitFor(t, "render of a change of the view", fileIs(e.path("a"), "v3 2"))
 }
+
+// The directory of a file read is removed and made again (rm -rf, then the file written anew):
+// its watch went with the directory, and the agent, holding it as watched, never watched it
+// again, so that no later change of the file rendered the template, whatever passes came. Now
+// the removal renders the templates again, and the next pass watches the directory again.
+func TestE2E_RunFileReadDirRemovedIsWatchedAgain(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/a", "1")
+	certDir := filepath.Join(t.TempDir(), "certs")
+	cert := filepath.Join(certDir, "cert.pem")
+	if err := os.Mkdir(certDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cert, []byte("v1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, srv, "", `  - contents: "{{ file \"`+cert+`\" }} {{ key \"a\" }}"
+    destination: $DIR/a
+    functions: consul-template
+    allow_file: true
+  - contents: "{{ if fileExists \"`+cert+`\" }}yes{{ else }}no{{ end }}"
+    destination: $DIR/exists
+    functions: confd
+    allow_file: true
+`)
+	e.startAgent()
+	waitFor(t, "first render", fileIs(e.path("a"), "v1 1"))
+	waitFor(t, "first render", fileIs(e.path("exists"), "yes"))
+	if err := os.RemoveAll(certDir); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "render of the removal", fileIs(e.path("exists"), "no"))
+	if err := os.Mkdir(certDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cert, []byte("v2"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A pass watches the directory again as it ends; the next pass's render says it ended.
+	srv.put("appliances/web/a", "2")
+	waitFor(t, "render of a change of the view", fileIs(e.path("a"), "v2 2"))
+	srv.put("appliances/web/a", "3")
+	waitFor(t, "render of the next change", fileIs(e.path("a"), "v2 3"))
+	if err := os.WriteFile(cert, []byte("v3"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "render of the file changed in the directory made again", fileIs(e.path("a"), "v3 3"))
+	waitFor(t, "render of the file made again", fileIs(e.path("exists"), "yes"))
+}
