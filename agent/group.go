@@ -899,6 +899,10 @@ func (a *Agent) stageOne(ctx context.Context, m *member, data templates.Data, re
 	res.executed++
 	res.render += t1.Sub(t0)
 	defer func() { res.write += time.Since(t1) }()
+	t.failedReads = nil
+	if fe := (*templates.FilesError)(nil); errors.As(err, &fe) {
+		t.failedReads = fe.Files
+	}
 	if err != nil {
 		// On one line, its control characters escaped: what it quotes may be a key's value (fail,
 		// required), which a log read as text or a terminal would take for lines and escapes.

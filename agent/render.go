@@ -34,6 +34,9 @@ type tmpl struct {
 	err      error             // the last failure, if any
 	revision int64             // revision the destination was last confirmed at
 	stage    string            // where err happened: api.StageRender, StageCheck, StageCommand, StageHealth
+	// failedReads are the local files that its last render read before it failed (a file not
+	// there yet): run watches them as it watches last's (readFiles).
+	failedReads []string
 	// retry says that err is the file system's refusal of a rendered file (a full disk): the
 	// loop tries the install again after a pause (loop.retryInstalls).
 	retry bool

@@ -402,10 +402,10 @@ func (l *loop) renderSources() {
 	// A local file that a template read changed: it is rendered again, as consul-template
 	// renders a template again when a file it reads with file changes.
 	for _, t := range a.tmpls {
-		if slices.Contains(sel, t) || t.last == nil {
+		if slices.Contains(sel, t) {
 			continue
 		}
-		for _, f := range t.last.Files {
+		for _, f := range t.readFiles() {
 			if l.changedReads[filepath.Clean(f)] {
 				a.log.Info("file read by the template changed", "template", t.name(), "file", f)
 				sel = append(sel, t)
@@ -661,10 +661,7 @@ func (l *loop) watchReads() {
 		l.readDirs = map[string]bool{}
 	}
 	for _, t := range l.a.tmpls {
-		if t.last == nil {
-			continue
-		}
-		for _, f := range t.last.Files {
+		for _, f := range t.readFiles() {
 			d := filepath.Dir(filepath.Clean(f))
 			if !filepath.IsAbs(f) || l.readDirs[d] || !l.a.isRead(filepath.Clean(f)) {
 				continue
@@ -686,10 +683,7 @@ func (l *loop) lostReadDir(dir string) {
 		_ = l.watcher.Remove(dir) // gone with a removal; a moved one's may linger
 	}
 	for _, t := range l.a.tmpls {
-		if t.last == nil {
-			continue
-		}
-		for _, f := range t.last.Files {
+		for _, f := range t.readFiles() {
 			if f = filepath.Clean(f); filepath.Dir(f) == dir && l.a.isRead(f) {
 				l.changedReads[f] = true
 			}
@@ -901,19 +895,32 @@ func (a *Agent) isConfigEvent(name string) bool {
 	return filepath.Dir(name) == filepath.Clean(a.cfg.TemplatesDir) && yamlName(name) && !hiddenFile(name)
 }
 
-// isRead reports whether name is a local file that a template's last render read, and no
-// template's destination.
+// isRead reports whether name is a local file that a template's last render read (or its last
+// failed one: readFiles), and no template's destination.
 func (a *Agent) isRead(name string) bool {
 	read := false
 	for _, t := range a.tmpls {
 		if filepath.Clean(t.cfg.Destination) == name {
 			return false
 		}
-		if t.last != nil && !read {
-			read = slices.ContainsFunc(t.last.Files, func(f string) bool { return filepath.Clean(f) == name })
+		if !read {
+			read = slices.ContainsFunc(t.readFiles(), func(f string) bool { return filepath.Clean(f) == name })
 		}
 	}
 	return read
+}
+
+// readFiles are the local files that t's last render read (file, fileExists), and those that its
+// last failed render read before it failed (a certificate not written yet): a change to one
+// renders t again.
+func (t *tmpl) readFiles() []string {
+	switch {
+	case t.last == nil:
+		return t.failedReads
+	case len(t.failedReads) == 0:
+		return t.last.Files
+	}
+	return append(slices.Clone(t.last.Files), t.failedReads...)
 }
 
 func (a *Agent) isSource(name string) bool {

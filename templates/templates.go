@@ -522,8 +522,11 @@ func (t *Template) Execute(d Data) (*Result, error) {
 	err := e.tmpl.Execute(w, nil)
 	close(st.done)
 	var res *Result
+	var files []string
 	if err == nil {
 		res = st.result(w.buf.Bytes())
+	} else if len(st.files) > 0 {
+		files = sortedSet(st.files)
 	}
 	*st = state{t: t} // let go of the view
 	if e.tmpl == t.tmpl {
@@ -532,6 +535,9 @@ func (t *Template) Execute(d Data) (*Result, error) {
 		t.execs.Put(e)
 	}
 	if err != nil {
+		if files != nil {
+			return nil, &FilesError{Err: fmt.Errorf("render %w", err), Files: files}
+		}
 		return nil, fmt.Errorf("render %w", err)
 	}
 	if err := t.noValue(d, res.Output); err != nil {
@@ -568,6 +574,17 @@ func (t *Template) maxOutput() int {
 	}
 	return t.opts.MaxOutputBytes
 }
+
+// FilesError is Execute's error for a render that failed after it read or tested local files
+// (file, fileExists; a file not there yet): Files are those, as Result.Files, so that a caller
+// that watches them renders again when one appears or changes.
+type FilesError struct {
+	Err   error
+	Files []string
+}
+
+func (e *FilesError) Error() string { return e.Err.Error() }
+func (e *FilesError) Unwrap() error { return e.Err }
 
 // ErrOutputTooLarge is returned when a render writes more than Options.MaxOutputBytes.
 var ErrOutputTooLarge = errors.New("output too large")

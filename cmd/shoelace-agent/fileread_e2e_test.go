@@ -96,3 +96,32 @@ func TestE2E_RunFileReadDirRemovedIsWatchedAgain(t *testing.T) {
 	waitFor(t, "render of the file changed in the directory made again", fileIs(e.path("a"), "v3 3"))
 	waitFor(t, "render of the file made again", fileIs(e.path("exists"), "yes"))
 }
+
+// A file that a template reads is not there when the agent starts (a certificate that another
+// service writes later): the render fails, and consul-template renders the template once the
+// file is written. The agent watched only the files of a render that succeeded, so the
+// template stayed failed until the view changed; it now watches the files a failed render read.
+func TestE2E_RunFileReadMissingAtFirstRender(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/a", "1")
+	cert := filepath.Join(t.TempDir(), "cert.pem")
+	e := newEnv(t, srv, "", `  - contents: "{{ file \"`+cert+`\" }} {{ key \"a\" }}"
+    destination: $DIR/a
+    functions: consul-template
+    allow_file: true
+  - contents: "{{ key \"a\" }}"
+    destination: $DIR/b
+`)
+	e.startAgent()
+	waitFor(t, "first render", fileIs(e.path("b"), "1"))
+	// A pass watches the files read as it ends; the next pass's render says it ended.
+	srv.put("appliances/web/a", "2")
+	waitFor(t, "render of a change of the view", fileIs(e.path("b"), "2"))
+	if _, err := os.Stat(e.path("a")); !os.IsNotExist(err) {
+		t.Fatalf("a rendered without the file it reads: %v", err)
+	}
+	if err := os.WriteFile(cert, []byte("v1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "render of the file written", fileIs(e.path("a"), "v1 2"))
+}
