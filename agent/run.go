@@ -62,7 +62,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		defer stopMetrics()
 	}
-	l := &loop{a: a, ctx: ctx, changedSources: map[string]bool{}, changedReads: map[string]bool{}}
+	l := &loop{a: a, ctx: ctx, changedSources: map[string]bool{}, changedReads: map[string]bool{}, recheckReads: map[string]bool{}}
 	l.start()
 	defer l.close()
 	for {
@@ -100,6 +100,9 @@ type loop struct {
 	// waiting for the burst to settle too; readDirs are their directories that watcher
 	// watches (watchReads).
 	changedReads map[string]bool
+	// recheckReads are files read before their directory was watched (watchReads), rendered
+	// again with the changed ones in case they changed in between.
+	recheckReads map[string]bool
 	readDirs     map[string]bool
 
 	// poller long-polls the server; its acks say what the agent applied.
@@ -199,6 +202,7 @@ func (l *loop) step(ev event) {
 			l.configChanged = false
 			clear(l.changedSources)
 			clear(l.changedReads)
+			clear(l.recheckReads)
 			l.a.log.Info("templates_dir changed: reloading config")
 			l.reload()
 			return
@@ -206,6 +210,7 @@ func (l *loop) step(ev event) {
 		l.renderSources()
 		clear(l.changedSources)
 		clear(l.changedReads)
+		clear(l.recheckReads)
 	case evReload:
 		l.a.log.Info("reloading config (SIGHUP)")
 		l.reload()
@@ -408,6 +413,11 @@ func (l *loop) renderSources() {
 		for _, f := range t.readFiles() {
 			if l.changedReads[filepath.Clean(f)] {
 				a.log.Info("file read by the template changed", "template", t.name(), "file", f)
+				sel = append(sel, t)
+				break
+			}
+			if l.recheckReads[filepath.Clean(f)] {
+				a.log.Debug("file read by the template, watched now: rendered again", "template", t.name(), "file", f)
 				sel = append(sel, t)
 				break
 			}
@@ -660,6 +670,7 @@ func (l *loop) watchReads() {
 	if l.readDirs == nil {
 		l.readDirs = map[string]bool{}
 	}
+	var added map[string]bool
 	for _, t := range l.a.tmpls {
 		for _, f := range t.readFiles() {
 			d := filepath.Dir(filepath.Clean(f))
@@ -671,8 +682,27 @@ func (l *loop) watchReads() {
 				continue
 			}
 			l.readDirs[d] = true
+			if added == nil {
+				added = map[string]bool{}
+			}
+			added[d] = true
 		}
 	}
+	if added == nil {
+		return
+	}
+	// A file read before its directory was watched may have changed in between (the render
+	// read it, then installed, then came here), unseen: the templates that read files there
+	// are rendered once more now that a change is seen (the same bytes write and run nothing).
+	for _, t := range l.a.tmpls {
+		for _, f := range t.readFiles() {
+			if f = filepath.Clean(f); added[filepath.Dir(f)] && l.a.isRead(f) {
+				l.recheckReads[f] = true
+			}
+		}
+	}
+	stopTimer(l.fsTimer)
+	l.fsTimer = time.NewTimer(fsDebounce)
 }
 
 // lostReadDir forgets the watch of dir, a directory of files read that was removed or moved,

@@ -125,3 +125,30 @@ func TestE2E_RunFileReadMissingAtFirstRender(t *testing.T) {
 	}
 	waitFor(t, "render of the file written", fileIs(e.path("a"), "v1 2"))
 }
+
+// A file read that changes after the render read it but before its directory is watched (here by
+// the reload command itself, which runs before the pass ends) was missed: no event came, and the
+// file kept the old bytes until the view changed. Now the templates that read files in a newly
+// watched directory are rendered once more.
+func TestE2E_RunFileReadChangedBeforeItsWatch(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/a", "1")
+	cert := filepath.Join(t.TempDir(), "cert.pem")
+	if err := os.WriteFile(cert, []byte("v1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, srv, "", `  - contents: "{{ file \"`+cert+`\" }} {{ key \"a\" }}"
+    destination: $DIR/a
+    functions: consul-template
+    allow_file: true
+    command: echo x >> $DIR/commands; printf v2 > `+cert+`
+`)
+	e.startAgent()
+	waitFor(t, "the render of the file its first command changed", fileIs(e.path("a"), "v2 1"))
+	waitFor(t, "its command again", func() bool { return len(commandLines(t, e.path("commands"))) == 2 })
+	// The command wrote v2 again, watched now: the same bytes render the same file, and no
+	// command runs.
+	srv.put("appliances/web/a", "2")
+	waitFor(t, "render of a change of the view", fileIs(e.path("a"), "v2 2"))
+	waitFor(t, "its command", func() bool { return len(commandLines(t, e.path("commands"))) == 3 })
+}
