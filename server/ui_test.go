@@ -971,3 +971,17 @@ func TestUI_KeysNamedAsARootAreInNoView(t *testing.T) {
 	}
 	mustStatus(t, b.get("/ui/appliances/other"), 404)
 }
+
+// The sign-in form's hint says where a server writes its first admin token (admin.token in its data
+// directory, or --admin-token-file), not only where make run keeps it: on a packaged server the hint
+// named run/admin.token, a file there is none of.
+func TestUI_SigninHintNamesTheAdminTokenFile(t *testing.T) {
+	f := newFixture(t)
+	r := newUIBrowser(t, f.srv.URL, nil).get("/ui/")
+	mustStatus(t, r, 200)
+	for _, want := range []string{"<code>admin.token</code> in its data directory", "<code>--admin-token-file</code>"} {
+		if !strings.Contains(string(r.body), want) {
+			t.Errorf("sign-in form lacks %q: %s", want, r.body)
+		}
+	}
+}
