@@ -170,6 +170,22 @@ type uiCtx struct {
 // uiHandler is a console page; its error is answered as an error page.
 type uiHandler func(w http.ResponseWriter, r *http.Request, c *uiCtx) error
 
+// uiInstanceState is an instance's state in a rollout as the CLI's rollout status prints it: once the
+// rollout halted or was aborted nothing waits for an instance any more, so pending is "not applied"
+// and waiting "not reached".
+func uiInstanceState(rollout, state string) string {
+	if rollout != api.RolloutHalted && rollout != api.RolloutAborted {
+		return state
+	}
+	switch state {
+	case "pending":
+		return "not applied"
+	case "waiting":
+		return "not reached"
+	}
+	return state
+}
+
 // uiTemplates are the console's pages, each parsed with the layout.
 var uiTemplates = func() map[string]*template.Template {
 	funcs := template.FuncMap{
@@ -177,7 +193,8 @@ var uiTemplates = func() map[string]*template.Template {
 		"when": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
 		"join": strings.Join,
 		// stepNo is a rollout's step as people count it, and as the CLI prints it: 1 for the first.
-		"stepNo": func(step int) int { return step + 1 },
+		"stepNo":        func(step int) int { return step + 1 },
+		"instanceState": uiInstanceState,
 		"pathEscape": func(s string) string {
 			return url.PathEscape(s)
 		},

@@ -985,3 +985,31 @@ func TestUI_SigninHintNamesTheAdminTokenFile(t *testing.T) {
 		}
 	}
 }
+
+// An aborted rollout's instances read as the CLI's rollout status prints them: nothing waits for
+// them any more, so the canary that had not applied the candidate is "not applied" and the others
+// "not reached"; the page showed "pending" and "waiting", as if the ended rollout still went on.
+func TestUI_RolloutEndedInstanceStates(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	enrollFleet(t, f, 4)
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/appliances/web?canary=25%25&bake=1h", `{"keys":{"port":"8080"}}`), http.StatusAccepted, &st)
+	b := newUIBrowser(t, f.srv.URL, nil)
+	c := b.signIn(f.token)
+	if page := b.get("/ui/appliances/web"); !strings.Contains(string(page.body), "<td>pending</td>") {
+		t.Fatalf("a running rollout's canary is not pending: %s", page.body)
+	}
+	mustStatus(t, b.post("/ui/appliances/web/rollout", url.Values{"csrf": {c}, "action": {"abort"}, "rollout": {st.ID}, "at": {"0"}, "step": {"apply"}}), http.StatusSeeOther)
+	page := b.get("/ui/appliances/web")
+	mustStatus(t, page, 200)
+	body := string(page.body)
+	for _, want := range []string{"<td>not applied</td>", "<td>not reached</td>"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the aborted rollout's page lacks %q: %s", want, body)
+		}
+	}
+	if strings.Contains(body, "<td>pending</td>") || strings.Contains(body, "<td>waiting</td>") {
+		t.Errorf("the aborted rollout's page says an instance is still waited for: %s", body)
+	}
+}
