@@ -186,6 +186,18 @@ func uiInstanceState(rollout, state string) string {
 	return state
 }
 
+// uiCohortName is the cohort of a rollout's instance as the CLI's rollout status prints it, with the
+// steps counted from 1 as the page's "step N of M" is: the canary, "step N", or "—" (in none yet).
+func uiCohortName(cohort int) string {
+	switch {
+	case cohort == 0:
+		return "canary"
+	case cohort > 0:
+		return fmt.Sprintf("step %d", cohort+1)
+	}
+	return "—"
+}
+
 // uiTemplates are the console's pages, each parsed with the layout.
 var uiTemplates = func() map[string]*template.Template {
 	funcs := template.FuncMap{
@@ -195,6 +207,7 @@ var uiTemplates = func() map[string]*template.Template {
 		// stepNo is a rollout's step as people count it, and as the CLI prints it: 1 for the first.
 		"stepNo":        func(step int) int { return step + 1 },
 		"instanceState": uiInstanceState,
+		"cohortName":    uiCohortName,
 		"pathEscape": func(s string) string {
 			return url.PathEscape(s)
 		},

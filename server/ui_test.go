@@ -1013,3 +1013,22 @@ func TestUI_RolloutEndedInstanceStates(t *testing.T) {
 		t.Errorf("the aborted rollout's page says an instance is still waited for: %s", body)
 	}
 }
+
+// A rollout's instances name their cohort as the CLI's rollout status does, counted as the page's
+// "step N of M" is: the canary, then "step 2"; the page listed cohort 0 and 1 under "step 1 of 2".
+func TestUI_RolloutCohortNames(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	enrollFleet(t, f, 4)
+	f.must(f.do("PUT", "/v1/appliances/web?canary=25%25&bake=1h", `{"keys":{"port":"8080"}}`), http.StatusAccepted, nil)
+	b := newUIBrowser(t, f.srv.URL, nil)
+	b.signIn(f.token)
+	page := b.get("/ui/appliances/web")
+	mustStatus(t, page, 200)
+	body := string(page.body)
+	for _, want := range []string{"step 1 of 2", "<td>canary</td>", "<td>step 2</td>"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the rollout's page lacks %q: %s", want, body)
+		}
+	}
+}
