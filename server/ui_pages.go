@@ -942,6 +942,10 @@ func (s *Server) uiEdit(w http.ResponseWriter, r *http.Request, c *uiCtx) error 
 		return s.uiOK(w, r, c.page("Confirm", "appliances", d))
 	}
 	rec, err := s.uiCall(r, s.handlePutKV, http.MethodPut, map[string]string{"key": key}, url.Values{"cas": {cas}}, []byte(value), nil, f.Get("message"))
+	if errors.Is(err, api.ErrConflict) {
+		// The store's words name a mod_revision and a cas; say what happened to the form.
+		return api.Errorf(api.CodeConflict, "key %q changed after its edit form was shown (at revision %s); nothing was written: edit it again from the appliance's page", key, cas)
+	}
 	if err != nil {
 		return err
 	}

@@ -1032,3 +1032,27 @@ func TestUI_RolloutCohortNames(t *testing.T) {
 		}
 	}
 }
+
+// A stale edit form (the key written by someone else since the form was shown) is refused, 409, with
+// words about the form: the page gave the store's "conflict on key K: expected mod_revision R, found
+// S", which names neither the form nor what to do.
+func TestUI_EditStaleFormSaysSo(t *testing.T) {
+	f := newFixture(t)
+	uiSeed(f)
+	b := newUIBrowser(t, f.srv.URL, nil)
+	b.signIn(f.token)
+	form := b.get("/ui/appliances/web-frontend/edit?key=appliances/web-frontend/port")
+	mustStatus(t, form, 200)
+	cas := regexp.MustCompile(`name="cas" value="(\d+)"`).FindSubmatch(form.body)[1]
+	f.put("appliances/web-frontend/port", "7070")
+	r := b.post("/ui/appliances/web-frontend/edit", url.Values{"csrf": {csrf(t, form.body)}, "key": {"appliances/web-frontend/port"},
+		"value": {"9090"}, "cas": {string(cas)}, "step": {"apply"}})
+	mustStatus(t, r, http.StatusConflict)
+	want := `key &#34;appliances/web-frontend/port&#34; changed after its edit form was shown (at revision ` + string(cas) + `); nothing was written: edit it again`
+	if !strings.Contains(string(r.body), want) || strings.Contains(string(r.body), "mod_revision") {
+		t.Fatalf("the stale form's answer lacks %q: %s", want, r.body)
+	}
+	if kv := f.do("GET", "/v1/kv/appliances/web-frontend/port", ""); !strings.Contains(string(kv.body), `"7070"`) {
+		t.Fatalf("the stale form wrote: %s", kv.body)
+	}
+}
