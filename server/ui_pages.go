@@ -939,6 +939,7 @@ func (s *Server) uiEdit(w http.ResponseWriter, r *http.Request, c *uiCtx) error 
 		} else {
 			d.Warning = strings.TrimSpace(d.Warning + " " + s.uiRolloutWarning(name))
 		}
+		d.Warning = strings.TrimSpace(d.Warning + " " + s.uiMaintenanceWarning())
 		return s.uiOK(w, r, c.page("Confirm", "appliances", d))
 	}
 	rec, err := s.uiCall(r, s.handlePutKV, http.MethodPut, map[string]string{"key": key}, url.Values{"cas": {cas}}, []byte(value), nil, f.Get("message"))
@@ -970,6 +971,14 @@ func uiWritten(w http.ResponseWriter, r *http.Request, back string, rec *uiRecor
 func (s *Server) uiRolloutWarning(name string) string {
 	if ro := s.rollouts.get(name); ro.Running() {
 		return fmt.Sprintf("Rollout %s of %s is running: writes to its keys are refused until it is promoted, halted or aborted (abort it on the appliance's page to write now).", ro.ID, name)
+	}
+	return ""
+}
+
+// uiMaintenanceWarning is what a write's confirmation says while maintenance is on, which refuses it.
+func (s *Server) uiMaintenanceWarning() string {
+	if s.maintenance.Load() {
+		return "Maintenance is on: the store is read-only and the write will be refused (503) until maintenance is turned off on the store's page."
 	}
 	return ""
 }
@@ -1018,7 +1027,7 @@ func (s *Server) uiRollback(w http.ResponseWriter, r *http.Request, c *uiCtx) er
 		if len(d.Diff) == 0 {
 			d.Warning = "The appliance's keys are already as they were then: the rollback changes nothing."
 		}
-		d.Warning = strings.TrimSpace(d.Warning + " " + s.uiRolloutWarning(name))
+		d.Warning = strings.TrimSpace(d.Warning + " " + s.uiRolloutWarning(name) + " " + s.uiMaintenanceWarning())
 		return s.uiOK(w, r, c.page("Confirm", "appliances", d))
 	}
 	cas := f.Get("cas")

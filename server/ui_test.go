@@ -1056,3 +1056,30 @@ func TestUI_EditStaleFormSaysSo(t *testing.T) {
 		t.Fatalf("the stale form wrote: %s", kv.body)
 	}
 }
+
+// While maintenance is on, a write's confirmation (an edit's, a rollback's) says the write will be
+// refused, as it says so of a running rollout: it offered the write without a word, and only the
+// confirmed POST answered 503.
+func TestUI_ConfirmWarnsOfMaintenance(t *testing.T) {
+	f := newFixture(t)
+	uiSeed(f)
+	rev := f.put("appliances/web-frontend/port", "7070")
+	b := newUIBrowser(t, f.srv.URL, nil)
+	c := b.signIn(f.token)
+	mustStatus(t, b.post("/ui/store/maintenance", url.Values{"csrf": {c}, "on": {"true"}, "step": {"apply"}}), http.StatusSeeOther)
+	const want = "Maintenance is on: the store is read-only and the write will be refused"
+	edit := b.post("/ui/appliances/web-frontend/edit", url.Values{"csrf": {c}, "key": {"appliances/web-frontend/port"}, "value": {"1"}, "cas": {jsonNum(rev)}})
+	mustStatus(t, edit, 200)
+	if !strings.Contains(string(edit.body), want) {
+		t.Errorf("the edit's confirmation lacks %q: %s", want, edit.body)
+	}
+	rb := b.post("/ui/appliances/web-frontend/rollback", url.Values{"csrf": {c}, "to": {jsonNum(rev - 1)}})
+	mustStatus(t, rb, 200)
+	if !strings.Contains(string(rb.body), want) {
+		t.Errorf("the rollback's confirmation lacks %q: %s", want, rb.body)
+	}
+	mustStatus(t, b.post("/ui/store/maintenance", url.Values{"csrf": {c}, "on": {"false"}, "step": {"apply"}}), http.StatusSeeOther)
+	if edit := b.post("/ui/appliances/web-frontend/edit", url.Values{"csrf": {c}, "key": {"appliances/web-frontend/port"}, "value": {"1"}, "cas": {jsonNum(rev)}}); strings.Contains(string(edit.body), want) {
+		t.Errorf("maintenance off, the edit's confirmation warns of it: %s", edit.body)
+	}
+}
