@@ -610,6 +610,8 @@ type uiHistoryData struct {
 	Releases []uiRelease
 	Next     int64
 	CanWrite bool
+	// Paged is a page of older releases (before=), which links back to the newest.
+	Paged bool
 }
 
 func (uiHistoryData) pageName() string { return "history" }
@@ -631,7 +633,7 @@ func (s *Server) uiHistory(w http.ResponseWriter, r *http.Request, c *uiCtx) err
 	if err != nil {
 		return err
 	}
-	d := uiHistoryData{Name: name, Next: rels.Next, CanWrite: c.p.mayWrite(api.ApplianceRoot(name)) == nil}
+	d := uiHistoryData{Name: name, Next: rels.Next, CanWrite: c.p.mayWrite(api.ApplianceRoot(name)) == nil, Paged: before > 0}
 	newest := true
 	for _, rel := range rels.Releases {
 		ur := toUIRelease(name, rel, uiReleaseNames)

@@ -1083,3 +1083,30 @@ func TestUI_ConfirmWarnsOfMaintenance(t *testing.T) {
 		t.Errorf("maintenance off, the edit's confirmation warns of it: %s", edit.body)
 	}
 }
+
+// A page of older releases links back to the newest ones: it linked only to still older
+// releases, and the way back to the top was the browser's back button, page by page.
+func TestUI_HistoryOlderPageLinksToNewest(t *testing.T) {
+	f := newFixture(t)
+	uiSeed(f)
+	for i := range 55 {
+		f.put("appliances/web-frontend/port", jsonNum(int64(9000+i)))
+	}
+	b := newUIBrowser(t, f.srv.URL, nil)
+	b.signIn(f.token)
+	first := b.get("/ui/appliances/web-frontend/history")
+	mustStatus(t, first, 200)
+	const newest = `<a href="/ui/appliances/web-frontend/history">Newest releases</a>`
+	if strings.Contains(string(first.body), newest) {
+		t.Errorf("the newest page links to itself: %s", first.body)
+	}
+	m := regexp.MustCompile(`history\?before=(\d+)`).FindSubmatch(first.body)
+	if m == nil {
+		t.Fatalf("no older releases link: %s", first.body)
+	}
+	older := b.get("/ui/appliances/web-frontend/history?before=" + string(m[1]))
+	mustStatus(t, older, 200)
+	if !strings.Contains(string(older.body), newest) {
+		t.Errorf("the page of older releases lacks %q: %s", newest, older.body)
+	}
+}
