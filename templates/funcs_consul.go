@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"reflect"
 	"regexp"
 	"slices"
@@ -157,15 +158,7 @@ func ctIn(l, v any) (bool, error) {
 	lv, vv := reflect.ValueOf(l), reflect.ValueOf(v)
 	switch lv.Kind() {
 	case reflect.Slice, reflect.Array:
-		var ifaces []any
-		if reflect.TypeOf(l).Elem().Kind() == reflect.Interface {
-			ifaces = l.([]any)
-		}
-		for i := 0; i < lv.Len(); i++ {
-			e := lv.Index(i)
-			if ifaces != nil {
-				e = reflect.ValueOf(ifaces[i])
-			}
+		for e := range ctItems(l, lv) {
 			switch {
 			case isIntKind(e.Kind()):
 				if isIntKind(vv.Kind()) && vv.Int() == e.Int() {
@@ -187,6 +180,27 @@ func ctIn(l, v any) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// ctItems yields the items of l, a slice or array (lv its value), as ctIn reads them: an item of
+// a list of interfaces as the value it holds. It panics on an array, or a slice of another type,
+// of interfaces, as ctIn always did.
+func ctItems(l any, lv reflect.Value) iter.Seq[reflect.Value] {
+	return func(yield func(reflect.Value) bool) {
+		var ifaces []any
+		if reflect.TypeOf(l).Elem().Kind() == reflect.Interface {
+			ifaces = l.([]any)
+		}
+		for i := 0; i < lv.Len(); i++ {
+			e := lv.Index(i)
+			if ifaces != nil {
+				e = reflect.ValueOf(ifaces[i])
+			}
+			if !yield(e) {
+				return
+			}
+		}
+	}
 }
 
 func isIntKind(k reflect.Kind) bool   { return k >= reflect.Int && k <= reflect.Int64 }
@@ -236,16 +250,8 @@ func ctIndexList(l any) (*ctListIndex, bool) {
 	if k := lv.Kind(); k != reflect.Slice && k != reflect.Array {
 		return nil, false
 	}
-	var ifaces []any
-	if reflect.TypeOf(l).Elem().Kind() == reflect.Interface {
-		ifaces = l.([]any)
-	}
 	x := &ctListIndex{l: l, ints: map[int64]bool{}, floats: map[float64]bool{}, strs: map[ctTypedString]bool{}}
-	for i := 0; i < lv.Len(); i++ {
-		e := lv.Index(i)
-		if ifaces != nil {
-			e = reflect.ValueOf(ifaces[i])
-		}
+	for e := range ctItems(l, lv) {
 		switch {
 		case isIntKind(e.Kind()):
 			x.ints[e.Int()] = true
