@@ -103,6 +103,9 @@ type loop struct {
 	// recheckReads are files read before their directory was watched (watchReads), rendered
 	// again with the changed ones in case they changed in between.
 	recheckReads map[string]bool
+	// goneReadDirs are directories of files read that were gone when watchReads would have
+	// watched them, their files rendered once more since (not again at each pass).
+	goneReadDirs map[string]bool
 	readDirs     map[string]bool
 
 	// poller long-polls the server; its acks say what the agent applied.
@@ -668,7 +671,7 @@ func (l *loop) watchReads() {
 		return
 	}
 	if l.readDirs == nil {
-		l.readDirs = map[string]bool{}
+		l.readDirs, l.goneReadDirs = map[string]bool{}, map[string]bool{}
 	}
 	var added map[string]bool
 	for _, t := range l.a.tmpls {
@@ -677,11 +680,19 @@ func (l *loop) watchReads() {
 			if !filepath.IsAbs(f) || l.readDirs[d] || !l.a.isRead(filepath.Clean(f)) {
 				continue
 			}
-			if err := l.watcher.Add(d); err != nil {
+			err := l.watcher.Add(d)
+			if err != nil {
 				l.a.log.Debug("directory of a file read not watched", "dir", d, "error", err.Error())
-				continue
+				// Gone since the render read it (removed before it could be watched): its
+				// files are rendered once more, as a removal seen is (lostReadDir), once.
+				if !errors.Is(err, fs.ErrNotExist) || l.goneReadDirs[d] {
+					continue
+				}
+				l.goneReadDirs[d] = true
+			} else {
+				l.readDirs[d] = true
+				delete(l.goneReadDirs, d)
 			}
-			l.readDirs[d] = true
 			if added == nil {
 				added = map[string]bool{}
 			}
@@ -692,8 +703,9 @@ func (l *loop) watchReads() {
 		return
 	}
 	// A file read before its directory was watched may have changed in between (the render
-	// read it, then installed, then came here), unseen: the templates that read files there
-	// are rendered once more now that a change is seen (the same bytes write and run nothing).
+	// read it, then installed, then came here), unseen, or its directory may be gone: the
+	// templates that read files there are rendered once more, now that a change is seen (the
+	// same bytes write and run nothing).
 	for _, t := range l.a.tmpls {
 		for _, f := range t.readFiles() {
 			if f = filepath.Clean(f); added[filepath.Dir(f)] && l.a.isRead(f) {

@@ -152,3 +152,29 @@ func TestE2E_RunFileReadChangedBeforeItsWatch(t *testing.T) {
 	waitFor(t, "render of a change of the view", fileIs(e.path("a"), "v2 2"))
 	waitFor(t, "its command", func() bool { return len(commandLines(t, e.path("commands"))) == 3 })
 }
+
+// The directory of a file read is removed after the render read it and before it could be
+// watched (here by the reload command, which runs before the pass ends): no watch could see the
+// removal, and the templates kept what the file held until the view changed. They are rendered
+// once more (once: not at each pass while it stays gone).
+func TestE2E_RunFileReadDirGoneBeforeItsWatch(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/a", "1")
+	certDir := filepath.Join(t.TempDir(), "certs")
+	cert := filepath.Join(certDir, "cert.pem")
+	if err := os.Mkdir(certDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cert, []byte("v1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, srv, "", `  - contents: "{{ if fileExists \"`+cert+`\" }}yes{{ else }}no{{ end }}"
+    destination: $DIR/exists
+    functions: confd
+    allow_file: true
+    command: echo x >> $DIR/commands; rm -rf `+certDir+`
+`)
+	e.startAgent()
+	waitFor(t, "the render of the removal its first command made", fileIs(e.path("exists"), "no"))
+	waitFor(t, "its command again", func() bool { return len(commandLines(t, e.path("commands"))) == 2 })
+}
