@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/hcl"
 	"github.com/hashicorp/hcl/hcl/ast"
+	"github.com/hashicorp/hcl/hcl/token"
 	"github.com/urfave/cli/v2"
 
 	"github.com/shoelace-dev/shoelace/agent"
@@ -526,9 +527,12 @@ func ctTemplate(name, dir, from string, o *ast.ObjectType) (t agent.Template, wa
 			}
 			t.FunctionDenylist = append(t.FunctionDenylist, l...)
 		case "perms":
-			p, err := ctPerms(item.Val)
+			p, note, err := ctPerms(item.Val)
 			if err != nil {
 				bad(err)
+			}
+			if note != "" {
+				notes = append(notes, fmt.Sprintf("%s: template %s", at, note))
 			}
 			t.Perms = p
 		case "user":
@@ -779,42 +783,54 @@ func ctScalar(n ast.Node) (string, error) {
 	return "", errors.New("want a name or a number")
 }
 
-// ctPerms reads perms as consul-template does: a string is octal ("0644"); a number is taken as
-// written by HCL (0644 in HCL is octal). 0 is consul-template's "not set" (the existing file's
-// mode, 0644 for a new one), which is the agent's default too: it converts to no perms ("").
-func ctPerms(n ast.Node) (string, error) {
+// ctPerms reads perms as consul-template does: a string is octal ("0644", at most "07777"); a
+// number is taken as written by HCL (0644 in HCL is octal). 0 is consul-template's "not set" (the
+// existing file's mode, 0644 for a new one), which is the agent's default too: it converts to no
+// perms (""). consul-template gives the file its os.FileMode with os.Chmod, which keeps only the
+// permission bits of such a number: setuid, setgid and sticky bits ("04755") are dropped, and so
+// they are here, with a note saying so.
+func ctPerms(n ast.Node) (perms, note string, err error) {
 	var v any
 	if err := hcl.DecodeObject(&v, n); err != nil {
-		return "", err
+		return "", "", err
 	}
 	var m uint64
-	number := false
+	decimal := false
 	switch v := v.(type) {
 	case string:
-		p, err := strconv.ParseUint(v, 8, 32)
+		p, err := strconv.ParseUint(v, 8, 12)
 		if err != nil {
-			return "", fmt.Errorf("%q is not an octal mode such as \"0644\"", v)
+			return "", "", fmt.Errorf("%q is not an octal mode such as \"0644\"", v)
 		}
 		m = p
 	case int:
-		m, number = uint64(v), true
+		m = uint64(v)
 	case int64:
-		m, number = uint64(v), true
+		m = uint64(v)
 	default:
-		return "", errors.New("want an octal mode such as \"0644\"")
+		return "", "", errors.New("want an octal mode such as \"0644\"")
+	}
+	if lit, ok := n.(*ast.LiteralType); ok && lit.Token.Type == token.NUMBER {
+		decimal = !strings.HasPrefix(lit.Token.Text, "0")
 	}
 	if m == 0 {
-		return "", nil
+		return "", "", nil
 	}
-	if m&^0o777 != 0 {
-		if d := strconv.FormatUint(m, 10); number && strings.Trim(d, "01234567") == "" {
-			// perms = 640: HCL reads a number without a leading 0 as decimal, and so does
-			// consul-template (mode 01200: the file installed 0200), which is rarely what was meant.
-			return "", fmt.Errorf("perms = %s is the decimal number %s, mode %#o (consul-template installs such a file with mode %#o): write perms = 0%s (HCL's octal) or \"0%s\"", d, d, m, m&0o777, d, d)
-		}
-		return "", fmt.Errorf("mode %#o: setuid, setgid and sticky bits are not supported here", m)
+	if m&^0o777 == 0 {
+		return fmt.Sprintf("%04o", m), "", nil
 	}
-	return fmt.Sprintf("%04o", m), nil
+	if d := strconv.FormatUint(m, 10); decimal && strings.Trim(d, "01234567") == "" {
+		// perms = 640: HCL reads a number without a leading 0 as decimal, and so does
+		// consul-template (mode 01200: the file installed 0200), which is rarely what was meant.
+		return "", "", fmt.Errorf("perms = %s is the decimal number %s, mode %#o (consul-template installs such a file with mode %#o): write perms = 0%s (HCL's octal) or \"0%s\"", d, d, m, m&0o777, d, d)
+	}
+	if m&^0o7777 != 0 {
+		return "", "", fmt.Errorf("mode %#o is not a file mode (at most 07777): write it as \"0644\"", m)
+	}
+	if m&0o777 == 0 {
+		return "", "", fmt.Errorf("mode %#o: consul-template drops its setuid, setgid and sticky bits and installs the file with mode 0000, unreadable even by its owner, which the agent refuses: give the permission bits (\"0644\")", m)
+	}
+	return fmt.Sprintf("%04o", m&0o777), fmt.Sprintf("perms %#o: setuid, setgid and sticky bits dropped, converted to %04o: consul-template drops them too (os.Chmod of its os.FileMode keeps only the permission bits) and installs the file with mode %04o", m, m&0o777, m&0o777), nil
 }
 
 // ctCommand reads a command as consul-template runs it: one string runs under sh -c; a list of

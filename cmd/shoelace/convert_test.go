@@ -136,7 +136,8 @@ func TestConvertConsulTemplate_Invalid(t *testing.T) {
 		{"unknown template field", "template {\n  destination = \"/a\"\n  destnation = \"/b\"\n}\n", `c.hcl:3: template: unknown field "destnation"`},
 		{"no template", "consul {\n}\n", "c.hcl: no template stanza to convert"},
 		{"bad perms", "template {\n  destination = \"/a\"\n  perms = \"rw\"\n}\n", `c.hcl:3: template: perms: "rw" is not an octal mode`},
-		{"setuid perms", "template {\n  destination = \"/a\"\n  perms = \"4755\"\n}\n", "c.hcl:3: template: perms: mode 04755: setuid, setgid and sticky bits are not supported"},
+		{"setuid perms with no permission bit", "template {\n  destination = \"/a\"\n  perms = \"04000\"\n}\n", "c.hcl:3: template: perms: mode 04000: consul-template drops its setuid, setgid and sticky bits and installs the file with mode 0000"},
+		{"perms over 07777", "template {\n  destination = \"/a\"\n  perms = \"010000\"\n}\n", `c.hcl:3: template: perms: "010000" is not an octal mode`},
 		{"decimal perms", "template {\n  destination = \"/a\"\n  perms = 640\n}\n", "c.hcl:3: template: perms: perms = 640 is the decimal number 640, mode 01200 (consul-template installs such a file with mode 0200): write perms = 0640 (HCL's octal) or \"0640\""},
 		{"bad wait", "wait = \"5s:1s\"\ntemplate {\n  destination = \"/a\"\n  contents = \"x\"\n}\n", "c.hcl:1: wait: min 5s and max 1s: want 0 ≤ min ≤ max"},
 		// The agent refuses a wait over 10m: the conversion printed one that validate then refused.
@@ -554,6 +555,43 @@ func TestConvertConsulTemplate_PermsZero(t *testing.T) {
 			}
 			if got := cfg.Templates[0].Perms; got != "" {
 				t.Errorf("perms %q, want none (consul-template's 0: the existing file's mode, or 0644)\n%s", got, stdout.String())
+			}
+		})
+	}
+}
+
+// TestConvertConsulTemplate_SetuidPermsDropped: consul-template v0.41.1 installs a file whose
+// perms holds setuid, setgid or sticky bits ("04755", 02750) with the permission bits alone (0755,
+// 0750): its os.FileMode goes to os.Chmod, which keeps only those. The conversion refused such a
+// configuration ("setuid, setgid and sticky bits are not supported"), so that it converted
+// nothing; now it converts the mode consul-template installs, with a note naming the line.
+func TestConvertConsulTemplate_SetuidPermsDropped(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ name, conf, want, note string }{
+		{"string.hcl", "template {\n  contents = \"x\"\n  destination = \"/a\"\n  perms = \"04755\"\n}\n", "0755", ":4: template perms 04755: setuid, setgid and sticky bits dropped, converted to 0755"},
+		{"octal.hcl", "template {\n  contents = \"x\"\n  destination = \"/a\"\n  perms = 02750\n}\n", "0750", ":4: template perms 02750: setuid, setgid and sticky bits dropped, converted to 0750"},
+		{"sticky.json", `{"template": [{"contents": "x", "destination": "/a", "perms": "1644"}]}`, "0644", ": template perms 01644: setuid, setgid and sticky bits dropped, converted to 0644"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(dir, tc.name)
+			writeFile(t, p, tc.conf)
+			var stdout, stderr bytes.Buffer
+			if err := run(context.Background(), []string{"shoelace", "convert-consul-template", p}, strings.NewReader(""), &stdout, &stderr); err != nil {
+				t.Fatalf("convert-consul-template: %v\n%s", err, stderr.String())
+			}
+			head := "server: http://127.0.0.1:7400\nappliance: web\ntoken: t0ken\ncache_dir: " + filepath.Join(t.TempDir(), "cache") + "\n"
+			cfg, err := agent.ParseConfig("agent.yaml", []byte(head+stdout.String()))
+			if err == nil {
+				err = cfg.Validate()
+			}
+			if err != nil {
+				t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
+			}
+			if got := cfg.Templates[0].Perms; got != tc.want {
+				t.Errorf("perms %q, want %q (the mode consul-template installs)\n%s", got, tc.want, stdout.String())
+			}
+			if !strings.Contains(stderr.String(), p+tc.note) {
+				t.Errorf("notes:\n%s\nwant one holding %q", stderr.String(), p+tc.note)
 			}
 		})
 	}
