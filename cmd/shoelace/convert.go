@@ -164,7 +164,9 @@ func convertConsulTemplateFlags(specs []string, wait string, waitSet bool, cwd s
 			fields = append(fields, "destination = "+q(parts[1]))
 		}
 		if len(parts) > 2 {
-			fields = append(fields, "command = "+q(strings.Join(parts[2:], ":")))
+			// A list: consul-template takes the flag's command whole (ParseTemplateConfig), where
+			// it splits a command string of a configuration at its commas.
+			fields = append(fields, "command = ["+q(strings.Join(parts[2:], ":"))+"]")
 		}
 		c, err := convertConsulTemplateIn(name, cwd, cwdNote, []byte("template { "+strings.Join(fields, ", ")+" }\n"))
 		if err != nil {
@@ -833,18 +835,29 @@ func ctPerms(n ast.Node) (perms, note string, err error) {
 	return fmt.Sprintf("%04o", m&0o777), fmt.Sprintf("perms %#o: setuid, setgid and sticky bits dropped, converted to %04o: consul-template drops them too (os.Chmod of its os.FileMode keeps only the permission bits) and installs the file with mode %04o", m, m&0o777, m&0o777), nil
 }
 
-// ctCommand reads a command as consul-template runs it: one string runs under sh -c; a list of
-// several words runs without a shell, so each is quoted for /bin/sh -c here.
+// ctCommand reads a command as consul-template v0.41.1 runs it. Its decoder turns a string into
+// a list by splitting it at each comma (mapstructure's StringToSliceHookFunc(",")), which a list
+// is not; a list whose first element is empty runs nothing; a list of one element of several
+// words runs under sh -c; any other list runs its first element as the program and the others
+// as its arguments, without a shell, so each is quoted for /bin/sh -c here. A string whose
+// commas split it into a program holding spaces ("sh -c 'echo a,b'", run as the program
+// "sh -c 'echo a") is an error: consul-template fails to run it after each render.
 func ctCommand(n ast.Node) (string, error) {
 	var v any
 	if err := hcl.DecodeObject(&v, n); err != nil {
 		return "", err
 	}
+	var words []string
 	switch v := v.(type) {
 	case string:
-		return v, nil
+		if v == "" {
+			return "", nil
+		}
+		words = strings.Split(v, ",")
+		if len(words) > 1 && len(strings.Fields(words[0])) > 1 {
+			return "", fmt.Errorf("%q: consul-template splits a command string at its commas and runs %q as a program, with the rest as its arguments, which fails: write the command as a list, [\"sh\", \"-c\", %q], which runs it whole", v, words[0], v)
+		}
 	case []any:
-		words := make([]string, 0, len(v))
 		for _, w := range v {
 			s, ok := w.(string)
 			if !ok {
@@ -852,15 +865,19 @@ func ctCommand(n ast.Node) (string, error) {
 			}
 			words = append(words, s)
 		}
-		if len(words) == 1 {
-			return words[0], nil
-		}
-		for i, w := range words {
-			words[i] = shellQuote(w)
-		}
-		return strings.Join(words, " "), nil
+	default:
+		return "", errors.New("want a string or a list of strings")
 	}
-	return "", errors.New("want a string or a list of strings")
+	if len(words) == 0 || words[0] == "" {
+		return "", nil // consul-template's empty command: none is run
+	}
+	if len(words) == 1 {
+		return words[0], nil
+	}
+	for i, w := range words {
+		words[i] = shellQuote(w)
+	}
+	return strings.Join(words, " "), nil
 }
 
 // shellQuote quotes s for /bin/sh when it holds anything but plain word characters.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -595,6 +596,87 @@ func TestConvertConsulTemplate_SetuidPermsDropped(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestConvertConsulTemplate_CommandCommas: consul-template v0.41.1 decodes a command string as a
+// list split at its commas (mapstructure's StringToSliceHookFunc(",")), then runs the first item
+// as the program and the others as its arguments, without a shell: command = "touch,A,B" touches
+// A and B. The conversion ran the whole string under sh -c ("touch,A,B": not found), and gave
+// "sh -c 'echo a,b'", which consul-template fails to run (the program "sh -c 'echo a"), as a
+// command that runs. Now the first converts to "touch A B" and the second is an error saying how
+// consul-template reads it; a list, and -template's command, which consul-template takes whole,
+// are as before.
+func TestConvertConsulTemplate_CommandCommas(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	convert := func(t *testing.T, name, conf string, args ...string) ([]agent.Template, error) {
+		t.Helper()
+		var argv []string
+		if conf != "" {
+			p := filepath.Join(dir, name)
+			writeFile(t, p, conf)
+			argv = append(argv, p)
+		}
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), append(append([]string{"shoelace", "convert-consul-template"}, argv...), args...), strings.NewReader(""), &stdout, &stderr)
+		if err != nil {
+			return nil, err
+		}
+		head := "server: http://127.0.0.1:7400\nappliance: web\ntoken: t0ken\ncache_dir: " + filepath.Join(t.TempDir(), "cache") + "\n"
+		cfg, err := agent.ParseConfig("agent.yaml", []byte(head+stdout.String()))
+		if err != nil {
+			t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
+		}
+		return cfg.Templates, nil
+	}
+	for _, tc := range []struct{ name, conf, want string }{
+		{"string.hcl", "template {\n  contents = \"x\"\n  destination = \"/a\"\n  command = \"touch," + a + "," + b + "\"\n}\n", "touch " + a + " " + b},
+		{"exec.hcl", "template {\n  contents = \"x\"\n  destination = \"/a\"\n  exec {\n    command = \"touch," + a + "," + b + "\"\n  }\n}\n", "touch " + a + " " + b},
+		{"string.json", `{"template": [{"contents": "x", "destination": "/a", "command": "touch,` + a + `,` + b + `"}]}`, "touch " + a + " " + b},
+		{"no comma.hcl", "template {\n  contents = \"x\"\n  destination = \"/a\"\n  command = \"touch " + a + " " + b + "\"\n}\n", "touch " + a + " " + b},
+		{"list.hcl", "template {\n  contents = \"x\"\n  destination = \"/a\"\n  command = [\"sh\", \"-c\", \"touch " + a + "," + b + "\"]\n}\n", "sh -c 'touch " + a + "," + b + "'"},
+		{"first empty.hcl", "template {\n  contents = \"x\"\n  destination = \"/a\"\n  command = \",touch\"\n}\n", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tmpls, err := convert(t, tc.name, tc.conf)
+			if err != nil {
+				t.Fatalf("convert-consul-template: %v", err)
+			}
+			if got := tmpls[0].Command; got != tc.want {
+				t.Fatalf("command %q, want %q", got, tc.want)
+			}
+			if tc.want == "" || !strings.HasPrefix(tc.want, "touch") || runtime.GOOS == "windows" {
+				return
+			}
+			// Run as the agent runs it: both files touched, as consul-template touches them.
+			_ = os.Remove(a)
+			_ = os.Remove(b)
+			if _, err := agent.RunCommand(context.Background(), tc.want, time.Minute, nil); err != nil {
+				t.Fatalf("the converted command: %v", err)
+			}
+			for _, f := range []string{a, b} {
+				if _, err := os.Stat(f); err != nil {
+					t.Errorf("the converted command did not touch %s: %v", f, err)
+				}
+			}
+		})
+	}
+	t.Run("program with spaces", func(t *testing.T) {
+		_, err := convert(t, "spaces.hcl", "template {\n  contents = \"x\"\n  destination = \"/a\"\n  command = \"sh -c 'echo a,b'\"\n}\n")
+		want := `spaces.hcl:4: template: command: "sh -c 'echo a,b'": consul-template splits a command string at its commas and runs "sh -c 'echo a" as a program`
+		if exitCode(err) != 1 || !strings.Contains(fmt.Sprint(err), want) {
+			t.Fatalf("convert-consul-template: %v (exit %d), want exit 1 and %q", err, exitCode(err), want)
+		}
+	})
+	t.Run("template flag", func(t *testing.T) {
+		tmpls, err := convert(t, "", "", "-template", "in.tmpl:"+filepath.Join(dir, "out")+":sh -c 'echo a,b'")
+		if err != nil {
+			t.Fatalf("convert-consul-template: %v", err)
+		}
+		if got, want := tmpls[0].Command, "sh -c 'echo a,b'"; got != want {
+			t.Errorf("command %q, want %q (consul-template takes -template's command whole)", got, want)
+		}
+	})
 }
 
 // TestConvertConsulTemplate_FileAllowed: consul-template's file reads a local file without being
