@@ -184,7 +184,7 @@ func importCommand(e *cliEnv) *cli.Command {
 		Name:      "import",
 		Usage:     "write an export into the store in one all-or-nothing transaction",
 		ArgsUsage: "FILE",
-		UsageText: "shoelace import FILE|- [--merge | --replace] [--dry-run] [--force]\n   shoelace import --from-etcd URL --prefix PREFIX --appliance NAME [--etcd-cacert FILE --etcd-cert FILE --etcd-key FILE] [--merge] [--skip-refused] [--dry-run] [--force]\n   shoelace import --from-consul-export FILE --prefix PREFIX --appliance NAME [--merge] [--skip-refused] [--dry-run] [--force]",
+		UsageText: "shoelace import FILE|- [--merge | --replace] [--dry-run] [--force]\n   shoelace import --from-etcd URL --prefix PREFIX --appliance NAME [--etcd-cacert FILE --etcd-cert FILE --etcd-key FILE] [--etcd-user USER[:PASSWORD] [--etcd-password PASSWORD]] [--merge] [--skip-refused] [--dry-run] [--force]\n   shoelace import --from-consul-export FILE --prefix PREFIX --appliance NAME [--merge] [--skip-refused] [--dry-run] [--force]",
 		Description: `Writes the keys of FILE (as "shoelace export" prints it; "-" reads stdin) in ONE
 transaction: all of it or nothing. Every key and value is checked before anything is written.
    (default) merge: puts every key of the file and leaves the store's other keys alone (into
@@ -528,6 +528,12 @@ func (e *cliEnv) importKeys(c *cli.Context) error {
 	for _, f := range []string{"prefix", "appliance", "etcd-cacert", "etcd-cert", "etcd-key", "skip-refused"} {
 		if c.IsSet(f) {
 			return usagef("import: --%s goes with --from-etcd or --from-consul-export", f)
+		}
+	}
+	for _, f := range []string{"etcd-user", "etcd-password"} {
+		// On the command line only: SHOELACE_ETCD_USER and SHOELACE_ETCD_PASSWORD may stay set.
+		if e.onCommandLine[f] {
+			return usagef("import: --%s goes with --from-etcd", f)
 		}
 	}
 	a, err := wantArgs(c, 1, 1, "FILE|-")

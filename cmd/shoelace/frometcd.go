@@ -32,6 +32,8 @@ func fromEtcdFlags() []cli.Flag {
 		&cli.StringFlag{Name: "etcd-cacert", Usage: "with --from-etcd: PEM `FILE` of the CA that signs etcd's certificate"},
 		&cli.StringFlag{Name: "etcd-cert", Usage: "with --from-etcd: client certificate PEM `FILE`"},
 		&cli.StringFlag{Name: "etcd-key", Usage: "with --from-etcd: client key PEM `FILE`"},
+		&cli.StringFlag{Name: "etcd-user", EnvVars: []string{"SHOELACE_ETCD_USER"}, Usage: "with --from-etcd: the etcd user to read as, `USER[:PASSWORD]` (as etcdctl's --user), for an etcd with authentication on"},
+		&cli.StringFlag{Name: "etcd-password", EnvVars: []string{"SHOELACE_ETCD_PASSWORD"}, Usage: "with --etcd-user: its `PASSWORD` (then --etcd-user is the name whole, as etcdctl's --password); the environment keeps it off the command line"},
 		&cli.BoolFlag{Name: "skip-refused", Usage: "with --from-etcd or --from-consul-export: import the other keys when some are refused (they are listed)"},
 		&cli.StringFlag{Name: "from-consul-export", Usage: "copy the keys of a `FILE` written by `consul kv export PREFIX` (- for stdin), as --from-etcd does; --prefix is the Consul prefix (web: web/a becomes appliances/NAME/a; /: every key keeps its path, appliances/NAME/web/a, which templates reading key \"web/a\" need)"},
 	}
@@ -242,6 +244,10 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 	if (c.String("etcd-cert") == "") != (c.String("etcd-key") == "") {
 		return usagef("import: --etcd-cert and --etcd-key must be given together: a client certificate that etcd trusts and its key")
 	}
+	etcdUser, etcdPassword, err := e.etcdCredentials(c, fromConsul != "")
+	if err != nil {
+		return err
+	}
 	if fromConsul != "" {
 		// Consul's keys have no leading '/': read them as a confd keyspace rooted at '/'.
 		prefix = "/" + strings.TrimPrefix(prefix, "/")
@@ -265,7 +271,7 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 		if ep = strings.TrimSpace(ep); ep != "" {
 			if u, err := url.Parse(ep); err == nil && u.User != nil {
 				// Not ep itself: the error is printed, and the password must not be.
-				return usagef("import: --from-etcd URL %q has a user or password, which the import does not send: an etcd with authentication on is read with a client certificate whose common name is an etcd user that may read the prefix (--etcd-cacert, --etcd-cert, --etcd-key); leave them out", u.Redacted())
+				return usagef("import: --from-etcd URL %q has a user or password, which the import does not send: give the user with --etcd-user USER (its password in SHOELACE_ETCD_PASSWORD, or --etcd-password), or read as the user a client certificate names (--etcd-cacert, --etcd-cert, --etcd-key); leave them out of the URL", u.Redacted())
 			}
 			endpoints = append(endpoints, ep)
 		}
@@ -315,7 +321,7 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 		}
 	} else {
 		kvs, etcdRev, err = store.ReadForeign(s.ctx, store.ForeignEtcd{Endpoints: endpoints, CACert: c.String("etcd-cacert"),
-			Cert: c.String("etcd-cert"), Key: c.String("etcd-key")}, prefix)
+			Cert: c.String("etcd-cert"), Key: c.String("etcd-key"), Username: etcdUser, Password: etcdPassword}, prefix)
 	}
 	if err != nil {
 		return fmt.Errorf("import: %w", err)
@@ -420,6 +426,40 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 		return err
 	}
 	return e.printImport(s.json, res)
+}
+
+// etcdCredentials reads --etcd-user USER[:PASSWORD] and --etcd-password as etcdctl reads its
+// --user and --password: with a password given apart, the user is the whole value, colons
+// included; else the password is what follows the first colon. A password without a user, or
+// a user without a password, is a usage error; so is either with --from-consul-export (given on
+// the command line: SHOELACE_ETCD_USER and SHOELACE_ETCD_PASSWORD may be set for other imports).
+// No error holds the password.
+func (e *cliEnv) etcdCredentials(c *cli.Context, fromConsul bool) (user, password string, err error) {
+	user, password = c.String("etcd-user"), c.String("etcd-password")
+	if fromConsul {
+		for _, f := range []string{"etcd-user", "etcd-password"} {
+			if e.onCommandLine[f] {
+				return "", "", usagef("import: --%s goes with --from-etcd: --from-consul-export reads a file", f)
+			}
+		}
+		return "", "", nil
+	}
+	if user == "" {
+		if e.onCommandLine["etcd-password"] {
+			return "", "", usagef("import: --etcd-password goes with --etcd-user USER: the etcd user whose password it is")
+		}
+		return "", "", nil // SHOELACE_ETCD_PASSWORD alone: no user to read as
+	}
+	if password == "" {
+		user, password, _ = strings.Cut(user, ":")
+	}
+	if user == "" {
+		return "", "", usagef("import: --etcd-user: the user's name is empty: give USER or USER:PASSWORD")
+	}
+	if password == "" {
+		return "", "", usagef("import: --etcd-user %q has no password: give USER:PASSWORD, --etcd-password, or SHOELACE_ETCD_PASSWORD (which keeps it off the command line)", user)
+	}
+	return user, password, nil
 }
 
 // planFromEtcd plans the transaction that writes keys into a store whose keys under the

@@ -338,3 +338,82 @@ func TestE2E_ImportFromEtcd_RenameNotTaken(t *testing.T) {
 		}
 	}
 }
+
+// TestE2E_ImportFromEtcd_UserPassword: an etcd with authentication on, whose users log in with
+// a password (as most confd setups give confd's -username and -password), could only be read
+// with a client certificate: the import had no user or password to give, and failed with
+// etcd's "user name is empty". --etcd-user USER[:PASSWORD] and --etcd-password (or
+// SHOELACE_ETCD_PASSWORD) read it as etcdctl's --user and --password do; a wrong password, or a
+// user who may not read the prefix, is an error naming the user and what to change, and the
+// password is never printed.
+func TestE2E_ImportFromEtcd_UserPassword(t *testing.T) {
+	const secret = "s3cr3t:pw"
+	endpoint, etcd := confdEtcd(t, map[string]string{"/p/db/host": "10.0.0.1", "/p/db/port": "5432", "/other/x": "y"})
+	ctx := context.Background()
+	for _, step := range []func() error{
+		func() error { _, err := etcd.UserAdd(ctx, "root", "rootpw"); return err },
+		func() error { _, err := etcd.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := etcd.RoleAdd(ctx, "confd-reader"); return err },
+		func() error {
+			_, err := etcd.RoleGrantPermission(ctx, "confd-reader", "/p", clientv3.GetPrefixRangeEnd("/p"), clientv3.PermissionType(clientv3.PermRead))
+			return err
+		},
+		func() error { _, err := etcd.UserAdd(ctx, "confd", secret); return err },
+		func() error { _, err := etcd.UserGrantRole(ctx, "confd", "confd-reader"); return err },
+		func() error { _, err := etcd.UserAdd(ctx, "nobody", "nobodypw"); return err },
+		func() error { _, err := etcd.AuthEnable(ctx); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := newCLI(t, freshServer(t))
+	args := []string{"import", "--from-etcd", endpoint, "--prefix", "/p", "--appliance", "web"}
+	noSecret := func(r result) {
+		t.Helper()
+		if strings.Contains(r.stdout+r.stderr, "s3cr3t") {
+			t.Errorf("the password is printed: %s", r)
+		}
+	}
+
+	// Without a user: etcd's refusal, with the flags that read it.
+	r := c.fails(1, "user name is empty", args...)
+	if !strings.Contains(r.stderr, "--etcd-user USER[:PASSWORD]") {
+		t.Errorf("the refusal does not name --etcd-user: %s", r)
+	}
+	// A wrong password, a user who may not read the prefix.
+	r = c.fails(1, `user "confd": etcdserver: authentication failed`, append(args, "--etcd-user", "confd:wrong")...)
+	noSecret(r)
+	// USER:PASSWORD with a password given apart too (SHOELACE_ETCD_PASSWORD left set) is a user
+	// named "confd:PASSWORD", as etcdctl reads it: the error does not print that name whole.
+	noSecret(c.with("SHOELACE_ETCD_PASSWORD=other").fails(1, `user "confd:…": etcdserver: authentication failed`, append(args, "--etcd-user", "confd:"+secret)...))
+	r = c.fails(1, `as user "nobody": etcdserver: permission denied`, append(args, "--etcd-user", "nobody:nobodypw")...)
+	if !strings.Contains(r.stderr, "etcdctl role grant-permission ROLE --prefix read /p") {
+		t.Errorf("the refusal does not say how to grant the read: %s", r)
+	}
+	// Usage errors.
+	noSecret(c.fails(2, `--etcd-user "confd" has no password`, append(args, "--etcd-user", "confd")...))
+	noSecret(c.fails(2, "--etcd-password goes with --etcd-user", append(args, "--etcd-password", secret)...))
+	noSecret(c.fails(2, "--etcd-user goes with --from-etcd", "import", "f.json", "--etcd-user", "confd:"+secret))
+	noSecret(c.fails(2, "--etcd-password goes with --from-etcd", "import", "--from-consul-export", "-", "--prefix", "/", "--appliance", "web", "--etcd-password", secret))
+
+	// USER:PASSWORD, the password split at its first colon as etcdctl splits it.
+	r = c.run(append(args, "--etcd-user", "confd:"+secret, "--dry-run")...)
+	noSecret(r)
+	if r.code != 0 || !strings.Contains(r.stdout, "+ appliances/web/db/host=10.0.0.1\n") {
+		t.Fatalf("import --etcd-user confd:PASSWORD --dry-run: %s", r)
+	}
+	// The password from the environment, off the command line; --etcd-user is then the name whole.
+	r = c.with("SHOELACE_ETCD_PASSWORD=" + secret).run(append(args, "--etcd-user", "confd")...)
+	noSecret(r)
+	if r.code != 0 || !strings.Contains(r.stderr, "imported 2 keys from /p into appliances/web") {
+		t.Fatalf("import --etcd-user confd with SHOELACE_ETCD_PASSWORD: %s", r)
+	}
+	if got := c.ok("kv", "get", "appliances/web/db/port"); got != "5432" {
+		t.Fatalf("port = %q after the import", got)
+	}
+	// SHOELACE_ETCD_PASSWORD left set does not stop an import of a file.
+	if r = c.with("SHOELACE_ETCD_PASSWORD="+secret, "SHOELACE_ETCD_USER=confd").run("import", "--dry-run", writeTemp(t, `{"keys":{}}`)); strings.Contains(r.stderr, "goes with") {
+		t.Fatalf("import FILE with SHOELACE_ETCD_USER and SHOELACE_ETCD_PASSWORD set: %s", r)
+	}
+}

@@ -29,6 +29,9 @@ type ForeignEtcd struct {
 	// CACert, Cert and Key are PEM files: the CA that signs its certificate, and a client
 	// certificate and key.
 	CACert, Cert, Key string
+	// Username and Password are an etcd user's, for an etcd with authentication on; both or
+	// neither. The password is never part of an error.
+	Username, Password string
 	// DialTimeout bounds the connection; 0 means 5s.
 	DialTimeout time.Duration
 	// MaxBytes bounds what one read may bring back (keys and values together, as etcd sends
@@ -69,19 +72,31 @@ func ReadForeign(ctx context.Context, f ForeignEtcd, prefix string) ([]ForeignKV
 	if why := misconfigured(f.Endpoints, tlsCfg, dial); why != "" {
 		return nil, 0, fmt.Errorf("etcd %s: %s", strings.Join(f.Endpoints, ","), why)
 	}
+	// With a user, clientv3.New authenticates at once: a wrong password, or an endpoint away,
+	// is its error, and is said as the read's would be.
 	cli, err := clientv3.New(clientv3.Config{Endpoints: f.Endpoints, DialTimeout: dial, TLS: tlsCfg, Logger: zap.NewNop(), Context: ctx,
-		MaxCallRecvMsgSize: maxBytes})
-	if err != nil {
+		MaxCallRecvMsgSize: maxBytes, Username: f.Username, Password: f.Password})
+	if err != nil && f.Username == "" {
 		return nil, 0, fmt.Errorf("etcd %s: %w", strings.Join(f.Endpoints, ","), err)
 	}
-	defer cli.Close()
-	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	var resp *clientv3.GetResponse
+	if err == nil {
+		defer cli.Close()
+		resp, err = cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	}
 	if status.Code(err) == codes.ResourceExhausted {
 		return nil, 0, fmt.Errorf("etcd %s: the keys that start with %q are over %d bytes, more than one import can hold: import a narrower prefix (one subtree at a time)",
 			strings.Join(f.Endpoints, ","), prefix, maxBytes)
 	}
+	if errors.Is(err, rpctypes.ErrAuthFailed) {
+		return nil, 0, fmt.Errorf("etcd %s: user %q: %w: check --etcd-user and its password", strings.Join(f.Endpoints, ","), shownUser(f.Username), err)
+	}
+	if f.Username != "" && errors.Is(err, rpctypes.ErrPermissionDenied) {
+		return nil, 0, fmt.Errorf("etcd %s: read %q as user %q: %w (give one of its roles read on the prefix: etcdctl role grant-permission ROLE --prefix read %s)",
+			strings.Join(f.Endpoints, ","), prefix, shownUser(f.Username), err, prefix)
+	}
 	if errors.Is(err, rpctypes.ErrUserEmpty) || errors.Is(err, rpctypes.ErrPermissionDenied) {
-		return nil, 0, fmt.Errorf("etcd %s: read %q: %w (etcd has authentication on: the import reads it with a client certificate whose common name is an etcd user that may read the prefix, given with --etcd-cacert, --etcd-cert and --etcd-key; etcd takes it when it runs with --client-cert-auth)",
+		return nil, 0, fmt.Errorf("etcd %s: read %q: %w (etcd has authentication on: the import reads it as an etcd user that may read the prefix, given with --etcd-user USER[:PASSWORD], or as the user a client certificate names, given with --etcd-cacert, --etcd-cert and --etcd-key, which etcd takes when it runs with --client-cert-auth)",
 			strings.Join(f.Endpoints, ","), prefix, err)
 	}
 	if err != nil {
@@ -100,6 +115,15 @@ func ReadForeign(ctx context.Context, f ForeignEtcd, prefix string) ([]ForeignKV
 		out = append(out, ForeignKV{Key: kv.Key, Value: kv.Value})
 	}
 	return out, resp.Header.Revision, nil
+}
+
+// shownUser is user as an error names it: up to its first ':', as USER:PASSWORD given whole
+// as the name (with the password given apart too, as etcdctl reads them) would show the password.
+func shownUser(user string) string {
+	if name, _, ok := strings.Cut(user, ":"); ok {
+		return name + ":…"
+	}
+	return user
 }
 
 // WithoutStoreKeys returns kvs without the keys of any Shoelace store among them, and the roots
