@@ -348,7 +348,11 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 	fmt.Fprintf(e.stderr, "%s: %s under %s, %d refused\n", source, counted(len(keys)+len(refused), "key"), prefix, len(refused))
 	if len(keys)+len(refused) == 0 {
 		// A mistyped prefix reads nothing: that is no import, whatever the appliance holds.
-		hint := "give the prefix as confd has it, such as /production/web (etcdctl get --prefix --keys-only PREFIX lists its keys)"
+		// confd's default backend (-backend etcd) keeps its keys in etcd's v2 keyspace, which
+		// etcd's v3 API, that the import reads, does not see: the prefix is then right.
+		hint := "give the prefix as confd has it, such as /production/web (etcdctl get --prefix --keys-only PREFIX lists its keys); " +
+			"if confd ran with -backend etcd, its default, its keys are in etcd's v2 keyspace, which the import reads through etcd's v3 API and does not see " +
+			"(ETCDCTL_API=2 etcdctl ls --recursive PREFIX lists them): write them into etcd's v3 keyspace first, as -backend etcdv3 reads them"
 		if fromConsul != "" {
 			hint = "give the prefix as consul kv export was given it, or / for every key of the file"
 			if tops := firstSegments(kvs, 5); len(tops) > 0 {

@@ -256,7 +256,10 @@ func TestE2E_ImportFromEtcd_LeavesOutTheStore(t *testing.T) {
 // TestE2E_ImportFromEtcd_NoKeyUnderPrefix: a prefix under which the source holds nothing (a
 // typo, /prod/web for /production/web) exits 3 naming it, for etcd and for a Consul export,
 // with or without --dry-run. It exited 0 saying the appliance "holds every key already",
-// which a pipeline took for a finished migration.
+// which a pipeline took for a finished migration. For etcd, it also says that confd's default
+// backend (-backend etcd) keeps its keys in etcd's v2 keyspace, which the import's v3 read does
+// not see: the hint only said to check the prefix, and etcdctl get --prefix, which it named,
+// lists nothing of v2 either, so that a right prefix looked wrong.
 func TestE2E_ImportFromEtcd_NoKeyUnderPrefix(t *testing.T) {
 	endpoint, _ := confdEtcd(t, map[string]string{"/production/web/db/host": "db1"})
 	consul := writeTemp(t, `[{"key":"web/db/host","flags":0,"value":"ZGIx"},{"key":"other","flags":0,"value":"eA=="}]`)
@@ -267,6 +270,7 @@ func TestE2E_ImportFromEtcd_NoKeyUnderPrefix(t *testing.T) {
 		want string
 	}{
 		{"etcd", []string{"--from-etcd", endpoint, "--prefix", "/prod/web"}, "shoelace: import: no key under /prod/web in the etcd " + endpoint},
+		{"etcd v2", []string{"--from-etcd", endpoint, "--prefix", "/prod/web"}, "if confd ran with -backend etcd, its default, its keys are in etcd's v2 keyspace"},
 		{"consul", []string{"--from-consul-export", consul, "--prefix", "wbe"}, "the file's keys start with other, web/"},
 	} {
 		for _, dry := range []bool{false, true} {
