@@ -565,14 +565,33 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 		Templates []yaml.Node `yaml:"templates"`
 	}
 	_ = yaml.Unmarshal(data, &lines)
+	at := entryLines(lines.Templates)
 	for i := range cfg.Templates {
 		cfg.Templates[i].File = name
-		if i < len(lines.Templates) {
-			cfg.Templates[i].Line = lines.Templates[i].Line
+		if i < len(at) {
+			cfg.Templates[i].Line = at[i]
 		}
 	}
 	cfg.Path = name
 	return cfg, nil
+}
+
+// entryLines are the lines of the template entries that yaml.v3 decodes from a list's nodes:
+// it drops a null entry (a "-" with nothing after it, "- ~"), so the n-th template decoded is
+// the n-th entry that is not null, and the lines of those after one are not its neighbour's.
+func entryLines(nodes []yaml.Node) []int {
+	lines := make([]int, 0, len(nodes))
+	for i := range nodes {
+		n := &nodes[i]
+		for n.Kind == yaml.AliasNode && n.Alias != nil {
+			n = n.Alias
+		}
+		if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+			continue
+		}
+		lines = append(lines, nodes[i].Line)
+	}
+	return lines
 }
 
 var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
@@ -787,10 +806,11 @@ func (c *Config) loadTemplatesDir() error {
 		}
 		var nodes []yaml.Node
 		_ = yaml.Unmarshal(data, &nodes)
+		at := entryLines(nodes)
 		for i := range list {
 			list[i].File = f
-			if i < len(nodes) {
-				list[i].Line = nodes[i].Line
+			if i < len(at) {
+				list[i].Line = at[i]
 			}
 		}
 		c.Templates = append(c.Templates, list...)

@@ -1012,3 +1012,26 @@ func TestLoadConfig_DestinationNameTooLongForItsTempFile(t *testing.T) {
 		}
 	}
 }
+
+// A null entry in a list of templates (a "-" with nothing after it, an entry commented out but
+// its dash) is dropped by the YAML decoder: the entries after it are named by their own lines,
+// not by the line of the entry before them, in the config and in a templates_dir file alike.
+func TestLoadConfig_NullEntryKeepsLines(t *testing.T) {
+	dir, path := writeConfig(t, "server: http://x:1\nappliance: web\ntoken: t\ntemplates_dir: $DIR/conf.d\ntemplates:\n"+
+		"  - # contents: old\n"+
+		"  - contents: a\n    destination: $DIR/a\n"+
+		"  - contents: b\n    destination: $DIR/b\n    perms: \"9\"\n")
+	_, err := agent.LoadConfig(path)
+	if want := path + ":9: template " + dir + "/b: perms"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want %q", err, want)
+	}
+
+	os.WriteFile(path, []byte(strings.ReplaceAll("server: http://x:1\nappliance: web\ntoken: t\ntemplates_dir: $DIR/conf.d\n", "$DIR", dir)), 0o644)
+	confd := filepath.Join(dir, "conf.d")
+	os.Mkdir(confd, 0o755)
+	os.WriteFile(filepath.Join(confd, "b.yaml"), []byte("- ~\n- contents: a\n  destination: "+dir+"/a\n-\n- contents: b\n  destination: "+dir+"/a\n"), 0o644)
+	_, err = agent.LoadConfig(path)
+	if want := filepath.Join(confd, "b.yaml") + ":5: template " + dir + "/a: destination is also rendered by " + filepath.Join(confd, "b.yaml") + ":2"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want %q", err, want)
+	}
+}
