@@ -871,6 +871,10 @@ func (c *Config) Validate() error {
 	if c.Instance != "" {
 		if err := api.ValidateSegment("instance name", c.Instance); err != nil {
 			add("%s: %v (it is sent as X-Shoelace-Instance)", name, err)
+		} else if r := api.RedactSecrets(c.Instance); r != c.Instance {
+			// The server refuses such a name in X-Shoelace-Instance (its token would be named
+			// after it, and the log writes token names): every request of run would fail.
+			add("%s: invalid instance name %q: it holds what looks like a token's secret (sl_ and 43 base64url characters), which the server refuses (it is sent as X-Shoelace-Instance); choose a name", name, r)
 		}
 	}
 	switch {

@@ -124,6 +124,9 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		{"no appliance", "server: http://x:1\n" + tmpl, []string{"appliance is required"}},
 		{"bad appliance", "server: http://x:1\nappliance: web/x\n" + tmpl, []string{`invalid appliance name "web/x"`}},
 		{"bad instance", base + "instance: vm 1\n" + tmpl, []string{`invalid instance name "vm 1"`, "X-Shoelace-Instance"}},
+		// The server refuses it in X-Shoelace-Instance: validate passed it, and every request of
+		// run failed. The error does not write it whole.
+		{"instance that looks like a token's secret", base + "instance: sl_" + strings.Repeat("A", 43) + "\n" + tmpl, []string{`invalid instance name "sl_…": it holds what looks like a token's secret`, "X-Shoelace-Instance"}},
 		{"both tokens", base + "token_file: $DIR/token\n" + tmpl, []string{"set token_file or token, not both"}},
 		{"missing token file", base + "token_file: $DIR/nope\ntemplates:\n  - contents: x\n    destination: $DIR/a\n", []string{"token_file", "no such file"}},
 		{"no token", base + "templates:\n  - contents: x\n    destination: $DIR/a\n", []string{"token_file is required (or an inline token:)", "shoelace token create --appliance web"}},
