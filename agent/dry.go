@@ -49,16 +49,27 @@ func (a *Agent) Render(ctx context.Context, w io.Writer, o DryOptions) error {
 		fmt.Fprintf(w, "# this instance runs the candidate of rollout %s (shoelace-agent status): this is the live view, which its files go back to if the rollout is halted or aborted\n", st.Rollout)
 	}
 	var failed []string
-	var cmds []string
-	seenCmd := map[string]bool{}
+	// Each template's section is printed once every template is rendered: a template whose
+	// group (its command) has another that fails is not installed, as once and run install a
+	// group whole or not at all, and its command does not run.
+	type section struct {
+		t       *tmpl
+		text    strings.Builder
+		failed  bool
+		changes bool
+	}
+	secs := make([]*section, 0, len(sel))
 	for _, t := range sel {
+		sec := &section{t: t}
+		secs = append(secs, sec)
+		w := &sec.text // within the loop, what is printed goes to the template's section
 		r, err := t.t.Execute(v.data(a))
 		if err != nil {
 			msg := err.Error()
 			if !o.ShowSecrets {
 				msg = redact(msg, v.Keys, a.allSecret())
 			}
-			failed = append(failed, msg)
+			failed, sec.failed = append(failed, msg), true
 			fmt.Fprintf(w, "\n!!! %s: %s\n", t.name(), msg)
 			continue
 		}
@@ -67,14 +78,14 @@ func (a *Agent) Render(ctx context.Context, w io.Writer, o DryOptions) error {
 			// planted to the agent's token, outside allowed_dirs, another user's directory
 			// where others may write): say so, and read nothing through the link.
 			msg := fmt.Sprintf("%s: %v: a file cannot be installed there", t.cfg.Destination, err)
-			failed = append(failed, msg)
+			failed, sec.failed = append(failed, msg), true
 			fmt.Fprintf(w, "\n!!! %s: %s\n", t.name(), msg)
 			continue
 		}
 		if t.cfg.confdDirMissing() {
 			// once and run fail this install (confd makes no directory): say so here too.
 			msg := fmt.Sprintf("%s: the directory of dest does not exist, and confd makes none: a file cannot be installed there", t.cfg.Destination)
-			failed = append(failed, msg)
+			failed, sec.failed = append(failed, msg), true
 			fmt.Fprintf(w, "\n!!! %s: %s\n", t.name(), msg)
 			continue
 		}
@@ -86,13 +97,13 @@ func (a *Agent) Render(ctx context.Context, w io.Writer, o DryOptions) error {
 		if nr := (*atomicfile.NotRegularError)(nil); errors.As(oldErr, &nr) {
 			// once and run refuse to install over it: say so here too, as a failure.
 			msg := fmt.Sprintf("%s is %s: a file cannot be installed there", t.cfg.Destination, atomicfile.TypeName(nr.Mode))
-			failed = append(failed, msg)
+			failed, sec.failed = append(failed, msg), true
 			fmt.Fprintf(w, "\n!!! %s: %s\n", t.name(), msg)
 			continue
 		}
 		if tl := (*atomicfile.PreviousTooLargeError)(nil); errors.As(oldErr, &tl) {
 			// once and run do not replace it either (see stageOne), and it is not diffed.
-			failed = append(failed, tl.Error())
+			failed, sec.failed = append(failed, tl.Error()), true
 			fmt.Fprintf(w, "\n!!! %s: %s\n", t.name(), tl.Error())
 			continue
 		}
@@ -121,6 +132,7 @@ func (a *Agent) Render(ctx context.Context, w io.Writer, o DryOptions) error {
 			fmt.Fprintf(w, "\n=== %s: unchanged\n", t.name())
 			continue
 		}
+		sec.changes = true
 		fmt.Fprintf(w, "\n=== %s: would change", t.name())
 		if len(notes) > 0 {
 			fmt.Fprintf(w, " (%s)", strings.Join(notes, ", "))
@@ -136,7 +148,31 @@ func (a *Agent) Render(ctx context.Context, w io.Writer, o DryOptions) error {
 		default:
 			fmt.Fprint(w, Diff(t.cfg.Destination, string(old), string(r.Output)))
 		}
-		if c := t.cfg.Command; c != "" && !seenCmd[c] {
+	}
+	blocked := map[string][]string{} // command -> the templates of its group that fail
+	for _, sec := range secs {
+		if c := sec.t.cfg.Command; c != "" && sec.failed {
+			blocked[c] = append(blocked[c], sec.t.name())
+		}
+	}
+	var cmds []string
+	seenCmd := map[string]bool{}
+	for _, sec := range secs {
+		text, c := sec.text.String(), sec.t.cfg.Command
+		if !sec.changes {
+			fmt.Fprint(w, text)
+			continue
+		}
+		if bad := blocked[c]; len(bad) > 0 {
+			// After the header line: the diff is what the template renders, but nothing of its
+			// group is installed.
+			head, rest, _ := strings.Cut(strings.TrimPrefix(text, "\n"), "\n")
+			fmt.Fprintf(w, "\n%s\n(not installed: %s of its group (command %q) fails, and a group is installed whole or not at all; its command does not run)\n%s",
+				head, strings.Join(bad, ", "), c, rest)
+			continue
+		}
+		fmt.Fprint(w, text)
+		if c != "" && !seenCmd[c] {
 			seenCmd[c] = true
 			cmds = append(cmds, c)
 		}

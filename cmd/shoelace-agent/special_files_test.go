@@ -104,6 +104,55 @@ func TestE2E_NamedPipesAreRefused(t *testing.T) {
 	}
 }
 
+// TestE2E_RenderGroupWithAFailureInstallsNone: templates that share a command are installed
+// whole or not at all, so when one of them cannot be rendered render --dry says that the others
+// are not installed and that the command does not run, as once then does (render listed the
+// others as changes and the command as one that would run, and once installed neither).
+func TestE2E_RenderGroupWithAFailureInstallsNone(t *testing.T) {
+	needBinaries(t)
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/port", "80")
+	e := newEnv(t, srv, "", `  - contents: "port {{ key \"port\" }}\n"
+    destination: $DIR/app.conf
+    command: touch $DIR/reloaded
+  - contents: "db {{ key \"db/host\" }}\n"
+    destination: $DIR/db.conf
+    command: touch $DIR/reloaded
+  - contents: "other {{ key \"port\" }}\n"
+    destination: $DIR/other.conf
+    command: touch $DIR/other-reloaded
+`)
+	code, stdout, stderr := e.agentCmd("render", "--dry")
+	for _, want := range []string{
+		e.path("app.conf") + ": would change (new file)\n(not installed: " + e.path("db.conf") + " of its group (command \"touch " + e.path("reloaded") + "\") fails",
+		"+port 80\n",
+		e.path("other.conf") + ": would change (new file)\n---",
+		"# commands that would run:\ntouch " + e.path("other-reloaded") + "\n",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("render --dry output lacks %q:\n%s", want, stdout)
+		}
+	}
+	if strings.Contains(stdout, "touch "+e.path("reloaded")+"\n") {
+		t.Errorf("render --dry lists the failed group's command as one that would run:\n%s", stdout)
+	}
+	if code != 1 || !strings.Contains(stderr, "1 of 3 templates cannot be rendered") {
+		t.Errorf("render --dry: exit %d, stderr %q; want exit 1, 1 of 3 failed", code, stderr)
+	}
+	// What once does: the group's other file is not installed and its command does not run.
+	if code, _, stderr := e.agentCmd("once"); code != 1 {
+		t.Errorf("once: exit %d, stderr %q", code, stderr)
+	}
+	for _, name := range []string{"app.conf", "reloaded"} {
+		if _, err := os.Stat(e.path(name)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("once made %s: %v", name, err)
+		}
+	}
+	if _, err := os.Stat(e.path("other-reloaded")); err != nil {
+		t.Errorf("once did not run the other group's command: %v", err)
+	}
+}
+
 // TestE2E_RenderRefusesWhatOnceCannotInstall: a destination that is a directory or a named pipe
 // is a failure of render --dry, as it is of once (render said "would change" and exited 0, and
 // read the pipe until a writer came).
