@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"strings"
 
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
@@ -89,6 +90,13 @@ func (a *Agent) Render(ctx context.Context, w io.Writer, o DryOptions) error {
 			fmt.Fprintf(w, "\n!!! %s: %s\n", t.name(), msg)
 			continue
 		}
+		if p, fi := notADirOnTheWay(t.cfg.Destination); fi != nil {
+			// once and run fail this install (no directory can be made there): say so here too.
+			msg := fmt.Sprintf("%s: %s is %s, not a directory: a file cannot be installed there", t.cfg.Destination, p, atomicfile.TypeName(fi.Mode()))
+			failed, sec.failed = append(failed, msg), true
+			fmt.Fprintf(w, "\n!!! %s: %s\n", t.name(), msg)
+			continue
+		}
 		dryChecked(t.cfg.Destination)
 		// Read as the install reaches the file, not by name: a link that another user planted
 		// since the check above (where the destination's link leads to no file yet, in /tmp) is
@@ -130,6 +138,13 @@ func (a *Agent) Render(ctx context.Context, w io.Writer, o DryOptions) error {
 		same := oldErr == nil && string(old) == string(r.Output)
 		if same && len(notes) == 0 {
 			fmt.Fprintf(w, "\n=== %s: unchanged\n", t.name())
+			continue
+		}
+		if bak, err := os.Lstat(t.cfg.Destination + ".bak"); t.cfg.Backup && fi != nil && err == nil && bak.IsDir() {
+			// The previous file is renamed to that name: once and run fail this install.
+			msg := fmt.Sprintf("backup keeps the previous content as %s.bak, which is a directory: a file cannot be installed there", t.cfg.Destination)
+			failed, sec.failed = append(failed, msg), true
+			fmt.Fprintf(w, "\n!!! %s: %s\n", t.name(), msg)
 			continue
 		}
 		sec.changes = true

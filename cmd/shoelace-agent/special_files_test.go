@@ -104,6 +104,48 @@ func TestE2E_NamedPipesAreRefused(t *testing.T) {
 	}
 }
 
+// TestE2E_RenderRefusesWhatOnceCannotInstallOnTheWay: a destination below a regular file
+// (/etc/app.conf/x) and a backup whose .bak name is a directory fail once at every pass, and
+// validate warns about both; render --dry said "would change" and exited 0 (the first with
+// "current file unreadable: … it changed while it was opened").
+func TestE2E_RenderRefusesWhatOnceCannotInstallOnTheWay(t *testing.T) {
+	needBinaries(t)
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/port", "80")
+	e := newEnv(t, srv, "", `  - contents: "a"
+    destination: $DIR/app.conf/x
+  - contents: "b"
+    destination: $DIR/b.conf
+    backup: true
+  - contents: "c"
+    destination: $DIR/ok.conf
+    backup: true
+`)
+	for _, f := range []string{"app.conf", "b.conf", "ok.conf"} {
+		if err := os.WriteFile(e.path(f), []byte("old\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Mkdir(e.path("b.conf.bak"), 0o755)
+	code, stdout, stderr := e.agentCmd("render", "--dry")
+	for _, want := range []string{
+		e.path("app.conf/x") + ": " + e.path("app.conf") + " is a regular file, not a directory: a file cannot be installed there",
+		"backup keeps the previous content as " + e.path("b.conf.bak") + ", which is a directory: a file cannot be installed there",
+		e.path("ok.conf") + ": would change",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("render --dry output lacks %q:\n%s", want, stdout)
+		}
+	}
+	if code != 1 || !strings.Contains(stderr, "2 of 3 templates cannot be rendered") {
+		t.Errorf("render --dry: exit %d, stderr %q; want exit 1, 2 of 3 failed", code, stderr)
+	}
+	code, _, stderr = e.agentCmd("once")
+	if code != 1 || !strings.Contains(stderr, "2 of 3 templates not in place") {
+		t.Errorf("once: exit %d, stderr %q; want exit 1, 2 of 3 not in place", code, stderr)
+	}
+}
+
 // TestE2E_RenderGroupWithAFailureInstallsNone: templates that share a command are installed
 // whole or not at all, so when one of them cannot be rendered render --dry says that the others
 // are not installed and that the command does not run, as once then does (render listed the
