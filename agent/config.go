@@ -1053,6 +1053,9 @@ func (c *Config) Validate() error {
 			seenReal[destKey(real, !unixModes)] = w
 			if why := c.ownFileProblem(t.Destination, real); why != "" {
 				add("%s: %s", w, why)
+			} else if t.Source != "" && isSource(t.Destination, real, t.Source) {
+				// Its first render replaced the template with its output, for good.
+				add("%s: destination is the template's own source %s: its first render would replace the template with what it renders; render another file", w, t.Source)
 			} else if t.Backup {
 				// The install would refuse the .bak at every pass: validate says so first.
 				bak := t.Destination + ".bak"
@@ -1442,6 +1445,18 @@ func (c *Config) allowedDirsReal() []string {
 		return resolveDirs(c.AllowedDirs)
 	}
 	return c.allowedReal
+}
+
+// isSource reports whether dest (real: with its symbolic links resolved) is the file src names:
+// by name, through links, or as another name of the same file (a hard link).
+func isSource(dest, real, src string) bool {
+	fold := !unixModes
+	if k := destKey(src, fold); k == destKey(dest, fold) || k == destKey(real, fold) || destKey(resolveLinks(src), fold) == destKey(real, fold) {
+		return true
+	}
+	a, aerr := os.Stat(dest)
+	b, berr := os.Stat(src)
+	return aerr == nil && berr == nil && os.SameFile(a, b)
 }
 
 // resolveLinks follows p while it is a symbolic link (dangling or not), then resolves the

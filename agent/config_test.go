@@ -1038,3 +1038,31 @@ func TestLoadConfig_NullEntryKeepsLines(t *testing.T) {
 		t.Fatalf("err = %v, want %q", err, want)
 	}
 }
+
+// A destination that is the template's own source (by name, through a symbolic link, or a hard
+// link of it) is a config error: validate passed it, and the first render replaced the
+// template with what it rendered, for good. Another template's source may be rendered (a
+// template that writes another's).
+func TestLoadConfig_DestinationIsItsOwnSource(t *testing.T) {
+	dir, _ := writeConfig(t, "")
+	src := filepath.Join(dir, "a.tmpl")
+	os.WriteFile(src, []byte("port={{ key \"port\" }}\n"), 0o644)
+	os.Symlink(dir, filepath.Join(dir, "link"))
+	os.Link(src, filepath.Join(dir, "hard.tmpl"))
+	base := "server: http://127.0.0.1:7400\nappliance: web\ntoken_file: $DIR/token\ncache_dir: $DIR/cache\ntemplates:\n"
+	for _, dest := range []string{"$DIR/a.tmpl", "$DIR/link/a.tmpl", "$DIR/hard.tmpl"} {
+		text := base + "  - source: $DIR/a.tmpl\n    destination: " + dest + "\n"
+		path := filepath.Join(dir, "agent.yaml")
+		os.WriteFile(path, []byte(strings.ReplaceAll(text, "$DIR", dir)), 0o644)
+		_, err := agent.LoadConfig(path)
+		if want := path + ":6: template " + strings.ReplaceAll(dest, "$DIR", dir) + ": destination is the template's own source " + src; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("destination %s: err = %v, want %q", dest, err, want)
+		}
+	}
+	text := base + "  - source: $DIR/a.tmpl\n    destination: $DIR/b.tmpl\n  - contents: \"x\"\n    destination: $DIR/a.tmpl\n"
+	path := filepath.Join(dir, "agent.yaml")
+	os.WriteFile(path, []byte(strings.ReplaceAll(text, "$DIR", dir)), 0o644)
+	if _, err := agent.LoadConfig(path); err != nil {
+		t.Errorf("a template rendering another's source: %v", err)
+	}
+}
