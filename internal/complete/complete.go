@@ -142,6 +142,23 @@ func Candidates(c *cli.Context, app *cli.App, words []string, dynamic Dynamic, v
 		for _, v := range values[pending.Names()[0]] {
 			add(v)
 		}
+	case strings.HasPrefix(cur, "-") && strings.Contains(cur, "="):
+		// A value written in the flag's word (--stage=s): the flag's values, in that form.
+		name, _, _ := strings.Cut(cur, "=")
+		f := findFlag(append(slices.Clone(flags), app.Flags...), name)
+		if f == nil && cmd == nil {
+			// A command's flag written before the command, as above.
+			for _, sc := range cmds {
+				if f = findFlag(sc.Flags, name); f != nil {
+					break
+				}
+			}
+		}
+		if f != nil && takesValue(f) {
+			for _, v := range values[f.Names()[0]] {
+				add(name + "=" + v)
+			}
+		}
 	case strings.HasPrefix(cur, "-"):
 		for _, f := range append(slices.Clone(flags), app.Flags...) {
 			if cmd != nil && f == cli.VersionFlag {
@@ -207,6 +224,12 @@ func Script(program, shell string) (string, error) {
 	read -ra words <<<"$line"
 	[[ -z $line || $line == *[[:blank:]] ]] && words+=("")
 	IFS=$'\n' COMPREPLY=($(%[1]s __complete "${words[@]:1:${#words[@]}-2}" -- "${words[-1]}" 2>/dev/null))
+	# What follows the word's last = is what bash replaces (COMP_WORDBREAKS has =): --stage=s
+	# completes to system, not --stage=system.
+	local cur=${words[-1]}
+	if [[ $cur == *=* && $COMP_WORDBREAKS == *=* ]]; then
+		COMPREPLY=("${COMPREPLY[@]#"${cur%%"${cur##*=}"}"}")
+	fi
 }
 complete -o default -F %[2]s %[1]s
 `, program, fn), nil
