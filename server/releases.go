@@ -321,8 +321,14 @@ func (s *Server) handleReleases(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	if prefix == "" && !p.admin {
-		return forbidden("token %s may list every release only with an admin token: name a prefix it may read (?prefix=appliances/web)", shorten(p.name))
+	// The root, ?prefix=/ (or %2F), is a prefix like any other: a token granted "/" reads every
+	// key, and so every release. Without a prefix only an admin lists them all.
+	if prefix == "" && !p.admin && (q.Get("prefix") == "" || p.mayRead("") != nil) {
+		hint := "appliances/NAME"
+		if g := grantsShown(append(slices.Clone(p.read), p.write...)); len(g) > 0 {
+			hint = g[0]
+		}
+		return forbidden("token %s may list every release only with an admin token: name a prefix it may read (?prefix=%s)", shorten(p.name), hint)
 	}
 	if err := p.mayRead(prefix); err != nil {
 		return err

@@ -381,6 +381,32 @@ func TestReleases_Access(t *testing.T) {
 	}
 }
 
+// The root is a prefix like any other: a token granted "/" (every key) that names it
+// (?prefix=/, ?prefix=%2F) lists every release, as it lists every key under /v1/kv/?recurse; it
+// was refused as if it had named no prefix, 403 with a hint to name appliances/web. A token
+// refused the whole list is pointed at a prefix it may read.
+func TestReleases_RootPrefix(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"80"}}`), 200, nil)
+	f.put("shared/dns", "10.0.0.1")
+	f.put("other/x", "1")
+	all := f.as(f.newToken(api.TokenRequest{Name: "auditor", Read: []string{"/"}}))
+	shared := f.as(f.newToken(api.TokenRequest{Name: "dns", Write: []string{"shared"}}))
+
+	for _, path := range []string{"/v1/releases?prefix=/", "/v1/releases?prefix=%2F"} {
+		if got := all.history(path).Releases; len(got) != 3 {
+			t.Errorf("%s for a token granted /: %d releases, want all 3: %+v", path, len(got), got)
+		}
+	}
+	// Without a prefix only an admin lists them all (the contract: another token names one).
+	all.mustErr(all.do("GET", "/v1/releases", ""), 403, api.CodeForbidden, "?prefix=/)")
+	shared.mustErr(shared.do("GET", "/v1/releases", ""), 403, api.CodeForbidden, "?prefix=shared)")
+	shared.mustErr(shared.do("GET", "/v1/releases?prefix=/", ""), 403, api.CodeForbidden, "?prefix=shared)")
+	if got := shared.history("/v1/releases?prefix=shared").Releases; len(got) != 1 {
+		t.Errorf("releases under shared: %+v", got)
+	}
+}
+
 // A key's history: its values while etcd has them, then the releases that touched it.
 func TestReleases_KeyHistory(t *testing.T) {
 	f := newFixture(t)
