@@ -17,6 +17,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/client"
 	"github.com/shoelace-dev/shoelace/server/store"
 )
 
@@ -150,8 +151,8 @@ func overTxnLimits(p importPlan, lim serverWriteLimits) error {
 	case lim.MaxTxnOps > 0 && len(p.Txn.Guards) > lim.MaxTxnOps:
 		msg = fmt.Sprintf("txn has %d guards, over the limit of %d", len(p.Txn.Guards), lim.MaxTxnOps)
 	case lim.MaxBodyBytes > 0:
-		// The body the import sends (the client's jsonBody).
-		if b, err := json.Marshal(p.Txn); err == nil && int64(len(b)) > lim.MaxBodyBytes {
+		// The body the import sends.
+		if b, err := client.JSONBody(p.Txn); err == nil && int64(len(b)) > lim.MaxBodyBytes {
 			msg = fmt.Sprintf("txn body is %d bytes, over the limit of %d bytes (--max-value-bytes plus 4 MiB)", len(b), lim.MaxBodyBytes)
 		}
 	}

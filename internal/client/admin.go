@@ -23,7 +23,7 @@ func (c *Client) Maintenance(ctx context.Context) (Maintenance, error) {
 
 // SetMaintenance turns maintenance (read-only) mode on or off (admin only).
 func (c *Client) SetMaintenance(ctx context.Context, on bool) (Maintenance, error) {
-	body, err := jsonBody(Maintenance{On: on})
+	body, err := JSONBody(Maintenance{On: on})
 	if err != nil {
 		return Maintenance{}, err
 	}

@@ -30,7 +30,7 @@ func (c *Client) Rollback(ctx context.Context, name string, rev int64, note stri
 	if err != nil {
 		return api.WriteResult{}, 0, err
 	}
-	body, err := jsonBody(api.Apply{Keys: keys})
+	body, err := JSONBody(api.Apply{Keys: keys})
 	if err != nil {
 		return api.WriteResult{}, 0, err
 	}

@@ -20,7 +20,7 @@ func (c *Client) Instances(ctx context.Context, name string) (api.Instances, int
 // enrollment key (api.HeaderEnrollKey): the same key may enroll again while the token was
 // never used, as when this answer is lost.
 func (c *Client) Enroll(ctx context.Context, name, instance, key string) (api.Enrolled, error) {
-	body, err := jsonBody(api.Enroll{Instance: instance})
+	body, err := JSONBody(api.Enroll{Instance: instance})
 	if err != nil {
 		return api.Enrolled{}, err
 	}

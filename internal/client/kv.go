@@ -119,7 +119,7 @@ func (c *Client) txn(ctx context.Context, t api.Txn, h http.Header) (int64, erro
 
 // txnInto posts t and decodes the answer into out.
 func (c *Client) txnInto(ctx context.Context, t api.Txn, h http.Header, out any) error {
-	body, err := jsonBody(t)
+	body, err := JSONBody(t)
 	if err != nil {
 		return err
 	}

@@ -9,7 +9,7 @@ import (
 
 // Report tells the server what the agent's last pass did (POST /v1/appliances/{name}/report).
 func (c *Client) Report(ctx context.Context, name string, r api.Report) error {
-	body, err := jsonBody(r)
+	body, err := JSONBody(r)
 	if err != nil {
 		return err
 	}
@@ -30,7 +30,7 @@ func (c *Client) Rollout(ctx context.Context, name string) (api.RolloutStatus, M
 
 // RolloutAction promotes ("promote") or aborts ("abort") the appliance's running rollout.
 func (c *Client) RolloutAction(ctx context.Context, name, action string) (api.RolloutStatus, error) {
-	body, err := jsonBody(api.RolloutAction{Action: action})
+	body, err := JSONBody(api.RolloutAction{Action: action})
 	if err != nil {
 		return api.RolloutStatus{}, err
 	}

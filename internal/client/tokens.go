@@ -13,7 +13,7 @@ import (
 
 // CreateToken creates a token (admin only) and returns it with its secret.
 func (c *Client) CreateToken(ctx context.Context, spec api.TokenRequest) (api.TokenCreated, error) {
-	body, err := jsonBody(spec)
+	body, err := JSONBody(spec)
 	if err != nil {
 		return api.TokenCreated{}, err
 	}
