@@ -470,6 +470,8 @@ func configHint(err error) string {
 		return "the server speaks HTTPS: write server: https://…"
 	case client.Redirected:
 		return "the server redirects to another address, which the agent does not follow (its token would go there): if the server moved, write its new address in server:"
+	case client.WriteRedirected:
+		return "the server redirects the agent's reports or enrollment, which a Shoelace server never does: write in server: the address that serves its API, not a proxy's that redirects"
 	}
 	return ""
 }

@@ -158,7 +158,7 @@ func errorLine(err error) string {
 			msg = "cannot reach the server: " + te.Err.Error()
 		}
 		if hint := misconfigured(te); hint != "" && !te.Sent {
-			if client.Misconfigured(te) == client.Redirected { // the server answered: with a redirect
+			if m := client.Misconfigured(te); m == client.Redirected || m == client.WriteRedirected { // the server answered: with a redirect
 				msg = strings.TrimPrefix(msg, "cannot reach the server: ")
 			}
 			msg += ": " + hint
@@ -191,6 +191,8 @@ func misconfigured(te *client.TransportError) string {
 		return "the server speaks plain HTTP: use http:// in --addr (SHOELACE_ADDR)"
 	case client.Redirected:
 		return "if the server moved, give its new address in --addr (SHOELACE_ADDR)"
+	case client.WriteRedirected:
+		return "a Shoelace server never redirects a write: give --addr (SHOELACE_ADDR) the address that serves its API, not a proxy's that redirects"
 	}
 	return ""
 }

@@ -360,6 +360,12 @@ func loadCA(path string) (*x509.CertPool, error) {
 // (another scheme, host or port), which the client does not follow.
 var ErrRedirected = errors.New("the server redirected to another address: not followed, so that the token goes to no one else")
 
+// ErrWriteRedirected says that the server answered a write with a redirect (301, 302 or 303)
+// that net/http follows as a GET, without the write's body: the write was not sent again, and
+// the answer to that GET, which would have passed for the write's (a put "applied" at revision
+// 0), is not asked for. A Shoelace server never redirects a write: a proxy in front of it does.
+var ErrWriteRedirected = errors.New("the server answered the write with a redirect, which would be followed as a read: not followed, and the write was not applied")
+
 // maxRedirects is how many redirects within the server's address one request follows
 // (net/http's own bound).
 const maxRedirects = 10
@@ -374,6 +380,13 @@ func sameOrigin(req *http.Request, via []*http.Request) error {
 	}
 	if from, to := origin(via[0].URL), origin(req.URL); from != to {
 		return fmt.Errorf("%w: from %s to %s", ErrRedirected, from, to) // the CLI and the agent say what to do
+	}
+	if isWrite(via[0].Method) && req.Method != via[0].Method {
+		status := 0
+		if req.Response != nil {
+			status = req.Response.StatusCode
+		}
+		return fmt.Errorf("%w: %s %s answered %d, to %s", ErrWriteRedirected, via[0].Method, via[0].URL.Path, status, req.URL.Path)
 	}
 	return nil
 }
@@ -566,7 +579,7 @@ func (c *Client) once(ctx context.Context, r Request) (Meta, []byte, error) {
 	resp, err := c.http.Do(req)
 	if err != nil {
 		// A write answered with a redirect that is not followed was answered: not applied.
-		return Meta{}, nil, &TransportError{Op: r.Method + " " + r.Path, Err: err, Sent: sent.Load() && !errors.Is(err, ErrRedirected),
+		return Meta{}, nil, &TransportError{Op: r.Method + " " + r.Path, Err: err, Sent: sent.Load() && !errors.Is(err, ErrRedirected) && !errors.Is(err, ErrWriteRedirected),
 			noConn: isWrite(r.Method) && !connected.Load()}
 	}
 	defer resp.Body.Close()

@@ -24,6 +24,9 @@ const (
 	HTTPSServer
 	// Redirected: the server redirects to another address (ErrRedirected).
 	Redirected
+	// WriteRedirected: the server redirects a write, which would be followed as a read
+	// (ErrWriteRedirected).
+	WriteRedirected
 )
 
 // httpsServerAnswer is the text of the 400 that Go's HTTPS server answers a plain request with.
@@ -50,6 +53,8 @@ func Misconfigured(err error) Misconfig {
 		return HTTPSServer
 	case errors.Is(err, ErrRedirected):
 		return Redirected
+	case errors.Is(err, ErrWriteRedirected):
+		return WriteRedirected
 	}
 	return NotMisconfigured
 }
