@@ -1,7 +1,6 @@
 package server
 
 import (
-	"encoding/json"
 	"maps"
 	"slices"
 	"strconv"
@@ -220,7 +219,7 @@ func (h *hub) delta(app string, base int64, from, to side, rev int64) *deltaFlig
 	if !ok {
 		return f
 	}
-	body, err := json.Marshal(d)
+	body, err := api.Marshal(d)
 	if err != nil || len(body) >= viewBytes {
 		return f
 	}
@@ -229,11 +228,11 @@ func (h *hub) delta(app string, base int64, from, to side, rev int64) *deltaFlig
 	return f
 }
 
-// viewJSONLen is the length of the JSON of api.View{app, rev, keys, rollout} as json.Marshal
+// viewJSONLen is the length of the JSON of api.View{app, rev, keys, rollout} as api.Marshal
 // writes it (without the answer's newline), counted without encoding it. The delta is
 // answered only when it is smaller than that: an estimate (the keys' and values' bytes plus a
 // constant) was tens of bytes over the view for small views, so that deltas larger than the
-// view were answered, and under it for values that JSON escapes (<, >, &, ", \, controls).
+// view were answered, and under it for values that JSON escapes (", \, controls).
 func viewJSONLen(app string, rev int64, rollout string, keys map[string]string) int {
 	n := len(`{"appliance":,"revision":,"keys":{}}`) + jsonStringLen(app) + len(strconv.FormatInt(rev, 10))
 	if rollout != "" {
@@ -248,9 +247,9 @@ func viewJSONLen(app string, rev int64, rollout string, keys map[string]string) 
 	return n
 }
 
-// jsonStringLen is the length of s as encoding/json writes it, quotes included: HTML
-// characters, U+2028, U+2029 and invalid bytes as \uXXXX, other controls as \n, \r, \t, \b,
-// \f or \u00XX.
+// jsonStringLen is the length of s as api.Marshal writes it, quotes included: U+2028, U+2029
+// and invalid bytes as \uXXXX, controls as \n, \r, \t, \b, \f or \u00XX; <, > and & as they
+// are.
 func jsonStringLen(s string) int {
 	n := 2
 	for i := 0; i < len(s); {
@@ -258,7 +257,7 @@ func jsonStringLen(s string) int {
 			switch {
 			case b == '"' || b == '\\' || b == '\n' || b == '\r' || b == '\t' || b == '\b' || b == '\f':
 				n += 2
-			case b < 0x20 || b == '<' || b == '>' || b == '&':
+			case b < 0x20:
 				n += 6
 			default:
 				n++

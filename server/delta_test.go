@@ -318,8 +318,8 @@ func TestDelta_OnlyWhenSmallerThanTheView(t *testing.T) {
 			now := f.view("web")
 			now.Revision = u.Revision
 			d := api.Diff(base, now)
-			db, _ := json.Marshal(d)
-			vb, _ := json.Marshal(now)
+			db, _ := api.Marshal(d)
+			vb, _ := api.Marshal(now)
 			body := strings.TrimSuffix(string(r.body), "\n")
 			if u.IsDelta() {
 				deltas++
@@ -342,7 +342,7 @@ func TestDelta_OnlyWhenSmallerThanTheView(t *testing.T) {
 	}
 }
 
-// viewJSONLen counts what json.Marshal writes, whatever the bytes.
+// viewJSONLen counts what api.Marshal writes, whatever the bytes.
 func TestViewJSONLen(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	alphabet := []string{"a", "<", ">", "&", "\"", "\\", "\n", "\r", "\t", "\b", "\f", "\x01", "\x1f", "\x7f", "é", "\u2028", "\u2029", "😀", "\xff", "/"}
@@ -361,9 +361,9 @@ func TestViewJSONLen(t *testing.T) {
 		for range rng.IntN(5) {
 			v.Keys[str()] = str()
 		}
-		b, _ := json.Marshal(v)
+		b, _ := api.Marshal(v)
 		if got := viewJSONLen(v.Appliance, v.Revision, v.Rollout, v.Keys); got != len(b) {
-			t.Fatalf("viewJSONLen %d, json.Marshal %d: %s", got, len(b), b)
+			t.Fatalf("viewJSONLen %d, api.Marshal %d: %s", got, len(b), b)
 		}
 	}
 }

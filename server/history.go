@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -73,7 +72,7 @@ func (s *Server) applianceAtBody(ctx context.Context, name string, rev int64) ([
 	if err != nil {
 		return nil, cur, err
 	}
-	body, err := json.Marshal(ApplianceAt{Appliance: name, Revision: rev, Keys: keys})
+	body, err := api.Marshal(ApplianceAt{Appliance: name, Revision: rev, Keys: keys})
 	return append(body, '\n'), cur, err
 }
 

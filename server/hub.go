@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"container/heap"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -1268,7 +1267,7 @@ func (h *hub) readDone(f *flight, app string) {
 func (f *flight) encode() {
 	if f.err == nil {
 		// 10,000 long-polls woken by one change share these bytes instead of encoding 10,000 copies.
-		if f.body, f.err = json.Marshal(f.view); f.err == nil {
+		if f.body, f.err = api.Marshal(f.view); f.err == nil {
 			f.body = append(f.body, '\n')
 		}
 	}
@@ -1480,7 +1479,7 @@ func (h *hub) candidate(f *flight, app string, rec *rollout.Record, shared map[s
 	maps.Copy(keys, shared)
 	maps.Copy(keys, rec.Candidate)
 	f.view = api.View{Appliance: app, Revision: max(rev, f.rev), Keys: keys, Rollout: rec.ID}
-	if f.body, f.err = json.Marshal(f.view); f.err == nil {
+	if f.body, f.err = api.Marshal(f.view); f.err == nil {
 		f.body = append(f.body, '\n')
 	}
 }

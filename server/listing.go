@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"encoding/json"
 	"net/http"
 	"strconv"
 
@@ -68,9 +67,9 @@ func (s *Server) writeListing(w http.ResponseWriter, r *http.Request, prefix str
 			var b []byte
 			var err error
 			if keysOnly {
-				b, err = json.Marshal(names[i])
+				b, err = api.Marshal(names[i])
 			} else {
-				b, err = json.Marshal(entries[i])
+				b, err = api.Marshal(entries[i])
 			}
 			if err != nil {
 				return err

@@ -27,7 +27,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
@@ -397,7 +396,16 @@ func (w *statusWriter) defaults() {
 	if _, ok := h[api.HeaderIndex]; !ok {
 		h.Set(api.HeaderIndex, strconv.FormatInt(w.s.hub.current(), 10))
 	}
+	if _, ok := h["X-Content-Type-Options"]; !ok {
+		h["X-Content-Type-Options"] = nosniff
+	}
 }
+
+// nosniff is the value of X-Content-Type-Options on every answer: a browser takes an answer for
+// what its Content-Type says, never for a page; values are JSON text with their < and > as they
+// are (api.Marshal), and a value of HTML is no page of this server's origin. One slice for all,
+// which net/http only reads.
+var nosniff = []string{"nosniff"}
 
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 {
@@ -698,7 +706,7 @@ func shorten(s string) string {
 // writeJSON answers v with status; rev > 0 sets X-Shoelace-Index. A large answer is charged to
 // its token's budget of answers not yet taken (holdAnswer) while it is written.
 func writeJSON(w http.ResponseWriter, status int, rev int64, v any) error {
-	body, err := json.Marshal(v)
+	body, err := api.Marshal(v)
 	if err != nil {
 		return err
 	}

@@ -1,9 +1,7 @@
 package client
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -14,17 +12,14 @@ import (
 )
 
 // JSONBody is v as the client sends it in a request's body: JSON that leaves <, > and & as
-// they are. json.Marshal writes each as \u003c, six bytes for one, so that a value of markup
-// (an XML or HTML config) grew a txn, rollback or import body up to six times over the
-// server's body limit (--max-value-bytes plus 4 MiB), which takes the same body sent as written.
+// they are (api.Marshal), which the server's body limit (--max-value-bytes plus 4 MiB) counts
+// as they were written.
 func JSONBody(v any) ([]byte, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
+	b, err := api.Marshal(v)
+	if err != nil {
 		return nil, fmt.Errorf("encode request: %w", err)
 	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+	return b, nil
 }
 
 // Appliances lists the appliances the token may read.
