@@ -107,6 +107,11 @@ type loop struct {
 	// watched them, their files rendered once more since (not again at each pass).
 	goneReadDirs map[string]bool
 	readDirs     map[string]bool
+	// readLinks are the symbolic links that the paths of the files read go through (a
+	// Kubernetes volume's cert.pem -> ..data/cert.pem and ..data -> ..2026_x), each with the
+	// files read through it: a link replaced in a watched directory changes what they read,
+	// though no event names them.
+	readLinks map[string][]string
 
 	// poller long-polls the server; its acks say what the agent applied.
 	poller *poller
@@ -186,6 +191,10 @@ func (l *loop) step(ev event) {
 			l.changedSources[ev.file.Name] = true
 		case l.readDirs[filepath.Dir(ev.file.Name)] && l.a.isRead(ev.file.Name):
 			l.changedReads[ev.file.Name] = true
+		case len(l.readLinks[ev.file.Name]) > 0:
+			for _, f := range l.readLinks[ev.file.Name] {
+				l.changedReads[f] = true
+			}
 		case l.readDirs[ev.file.Name] && ev.file.Has(fsnotify.Remove|fsnotify.Rename):
 			// The directory of files read was removed or moved, and its watch with it: watched
 			// again at the next pass (watchReads) once it is back, and the files read there,
@@ -673,9 +682,17 @@ func (l *loop) watchReads() {
 	if l.readDirs == nil {
 		l.readDirs, l.goneReadDirs = map[string]bool{}, map[string]bool{}
 	}
+	l.readLinks = map[string][]string{}
 	var added map[string]bool
 	for _, t := range l.a.tmpls {
 		for _, f := range t.readFiles() {
+			if filepath.IsAbs(f) && l.a.isRead(filepath.Clean(f)) {
+				for _, link := range linksOf(filepath.Clean(f)) {
+					if !slices.Contains(l.readLinks[link], filepath.Clean(f)) {
+						l.readLinks[link] = append(l.readLinks[link], filepath.Clean(f))
+					}
+				}
+			}
 			d := filepath.Dir(filepath.Clean(f))
 			if !filepath.IsAbs(f) || l.readDirs[d] || !l.a.isRead(filepath.Clean(f)) {
 				continue
@@ -715,6 +732,50 @@ func (l *loop) watchReads() {
 	}
 	stopTimer(l.fsTimer)
 	l.fsTimer = time.NewTimer(fsDebounce)
+}
+
+// maxLinkHops bounds the symbolic links that linksOf follows (a loop of links ends there).
+const maxLinkHops = 40
+
+// linksOf returns the symbolic links that resolving name, an absolute clean path, goes through,
+// in the order met (name itself first when it is one). It stops at a component it cannot read.
+func linksOf(name string) []string {
+	var links []string
+	path := name
+	for hop := 0; hop < maxLinkHops; hop++ {
+		vol := filepath.VolumeName(path)
+		parts := strings.Split(strings.TrimPrefix(path[len(vol):], string(filepath.Separator)), string(filepath.Separator))
+		cur := vol + string(filepath.Separator)
+		next := ""
+		for i, p := range parts {
+			if p == "" {
+				continue
+			}
+			cur = filepath.Join(cur, p)
+			fi, err := os.Lstat(cur)
+			if err != nil {
+				return links
+			}
+			if fi.Mode()&fs.ModeSymlink == 0 {
+				continue
+			}
+			target, err := os.Readlink(cur)
+			if err != nil {
+				return links
+			}
+			links = append(links, cur)
+			if !filepath.IsAbs(target) {
+				target = filepath.Join(filepath.Dir(cur), target)
+			}
+			next = filepath.Join(append([]string{target}, parts[i+1:]...)...)
+			break
+		}
+		if next == "" {
+			return links
+		}
+		path = next
+	}
+	return links
 }
 
 // lostReadDir forgets the watch of dir, a directory of files read that was removed or moved,

@@ -5,6 +5,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -177,4 +178,60 @@ func TestE2E_RunFileReadDirGoneBeforeItsWatch(t *testing.T) {
 	e.startAgent()
 	waitFor(t, "the render of the removal its first command made", fileIs(e.path("exists"), "no"))
 	waitFor(t, "its command again", func() bool { return len(commandLines(t, e.path("commands"))) == 2 })
+}
+
+// A Kubernetes secret or configmap volume: cert.pem is a symlink to ..data/cert.pem, and ..data
+// a symlink to a directory of the current version. An update writes a new version's directory,
+// renames a new ..data symlink over the old one and removes the old directory: no event names
+// cert.pem, and run, watching the directory for cert.pem only, kept the old certificate until
+// the view changed (consul-template, which polls with stat, renders it). An event on a symlink
+// that the path of a file read goes through renders the templates that read it again.
+func TestE2E_RunFileReadSymlinkSwap(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/a", "1")
+	vol := t.TempDir()
+	cert := filepath.Join(vol, "cert.pem")
+	version := func(name, content string) {
+		t.Helper()
+		if err := os.Mkdir(filepath.Join(vol, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(vol, name, "cert.pem"), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(name, filepath.Join(vol, "..data_tmp")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(vol, "..data_tmp"), filepath.Join(vol, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	version("..2026_x", "v1")
+	if err := os.Symlink("..data/cert.pem", cert); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, srv, "", `  - contents: "{{ file \"`+cert+`\" }} {{ key \"a\" }}"
+    destination: $DIR/a
+    functions: consul-template
+    allow_file: true
+`)
+	ag := e.startAgent()
+	waitFor(t, "first render", fileIs(e.path("a"), "v1 1"))
+	// The render once the directory is watched (watchReads) is done before the update.
+	waitFor(t, "the render once the file is watched", func() bool {
+		return strings.Contains(ag.logs.String(), "watched now: rendered again")
+	})
+	srv.put("appliances/web/a", "2")
+	waitFor(t, "render of a change of the view", fileIs(e.path("a"), "v1 2"))
+	version("..2026_y", "v2")
+	if err := os.RemoveAll(filepath.Join(vol, "..2026_x")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "render of the secret's update", fileIs(e.path("a"), "v2 2"))
+	// And again, from the links the render after the update went through.
+	version("..2026_z", "v3")
+	if err := os.RemoveAll(filepath.Join(vol, "..2026_y")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "render of the secret's next update", fileIs(e.path("a"), "v3 2"))
 }
