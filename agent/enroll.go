@@ -74,14 +74,18 @@ type enrollRun struct {
 	wg  sync.WaitGroup
 	// enrolled is called after each enrollment that succeeded (the reporter's resend).
 	enrolled func()
+	// tokenChanged is called after the token the requests carry changed (an enrollment, or an
+	// instance token refused and dropped): the view the server serves may differ with it (an
+	// instance forgotten and enrolled again is no longer of a running rollout's cohort).
+	tokenChanged func()
 }
 
 // startEnrollment makes the agent enroll (Run calls it once, before the first render): the
 // client is rebuilt to carry the instance token, read from cache_dir or obtained now. The
 // returned function ends the enrollments in flight; call it when Run returns.
-func (a *Agent) startEnrollment(ctx context.Context, enrolled func()) (stop func()) {
+func (a *Agent) startEnrollment(ctx context.Context, enrolled, tokenChanged func()) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
-	run := &enrollRun{ctx: ctx, enrolled: enrolled}
+	run := &enrollRun{ctx: ctx, enrolled: enrolled, tokenChanged: tokenChanged}
 	a.enrolling = run
 	stop = func() {
 		cancel()
@@ -226,6 +230,9 @@ func (e *enroller) try(ctx context.Context) {
 	if e.run.enrolled != nil {
 		e.run.enrolled()
 	}
+	if e.run.tokenChanged != nil {
+		e.run.tokenChanged()
+	}
 }
 
 // enrollKey is the agent's enrollment key, read from its file, or made and saved there before
@@ -308,6 +315,9 @@ func (e *enroller) refused(tok *string, why string) {
 		why = "forgotten, revoked or taken over"
 	}
 	e.log.Warn("instance token refused: back to the appliance token; enrolling again", "reason", why, "instance", e.want.Instance)
+	if e.run.tokenChanged != nil {
+		e.run.tokenChanged()
+	}
 	e.later(true)
 }
 

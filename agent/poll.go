@@ -24,6 +24,8 @@ var streamRetry = 10 * time.Minute
 type poller struct {
 	updates chan fetched
 	acks    chan ack
+	// refetch says the token changed: the view is asked whole again, the request waiting cut.
+	refetch chan struct{}
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 }
@@ -99,6 +101,15 @@ func (a *Agent) poll(ctx context.Context, p *poller, c *client.Client, appliance
 		case f.cur = <-p.acks:
 		default:
 		}
+		select {
+		case <-p.refetch:
+			// The server serves the view by the token (a rollout's cohort is drawn by instance
+			// token), and the one now carried may get another view at the same revision: a
+			// long-poll from the view held would wait for the next change.
+			f.a.log.Debug("the token changed: asking for the whole view again", "index", f.idx)
+			f.idx, f.base = 0, nil
+		default:
+		}
 		if !time.Now().Before(f.noStreamUntil) {
 			f.noDelta = false
 			f.stream(ctx)
@@ -121,6 +132,8 @@ func (f *follow) query() client.Poll {
 func (f *follow) stream(ctx context.Context) {
 	asked := time.Now()
 	views := 0
+	ctx, cancel := f.cutOnRefetch(ctx)
+	defer cancel()
 	meta, err := f.c.StreamView(ctx, f.appliance, f.query(), func(v *api.View, m client.Meta) error {
 		views++
 		f.reachable()
@@ -161,7 +174,9 @@ func (f *follow) stream(ctx context.Context) {
 // longPoll makes one plain long-poll.
 func (f *follow) longPoll(ctx context.Context) {
 	reported := f.a.reportsTaken.Load()
-	rctx, cancel := context.WithTimeout(ctx, DefaultPollWait+20*time.Second)
+	cctx, stopCut := f.cutOnRefetch(ctx)
+	defer stopCut()
+	rctx, cancel := context.WithTimeout(cctx, DefaultPollWait+20*time.Second)
 	defer cancel()
 	asked := time.Now()
 	answers := make(chan answer, 1)
@@ -192,7 +207,7 @@ waiting:
 		return
 	}
 	v, meta, err := ans.v, ans.meta, ans.err
-	if err != nil && reasked {
+	if err != nil && (reasked || cctx.Err() != nil) {
 		return
 	}
 	if err != nil {
@@ -229,6 +244,29 @@ waiting:
 	case f.cur = <-f.p.acks:
 	case <-t.C:
 	case <-ctx.Done():
+	}
+}
+
+// cutOnRefetch returns a context of ctx that ends when the token changes (p.refetch), leaving
+// the signal for poll, which then asks the whole view again.
+func (f *follow) cutOnRefetch(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-f.p.refetch:
+			askAgain(f.p.refetch)
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+// askAgain signals ch (a poller's refetch) unless a signal waits already.
+func askAgain(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
 	}
 }
 

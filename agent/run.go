@@ -62,7 +62,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		defer stopMetrics()
 	}
-	l := &loop{a: a, ctx: ctx, changedSources: map[string]bool{}, changedReads: map[string]bool{}, recheckReads: map[string]bool{}}
+	l := &loop{a: a, ctx: ctx, changedSources: map[string]bool{}, changedReads: map[string]bool{}, recheckReads: map[string]bool{},
+		refetch: make(chan struct{}, 1)}
 	l.start()
 	defer l.close()
 	for {
@@ -115,6 +116,9 @@ type loop struct {
 
 	// poller long-polls the server; its acks say what the agent applied.
 	poller *poller
+	// refetch asks the poller (this one and those after a reload) for the whole view again:
+	// the token the requests carry changed (enroll.go), and with it maybe the view served.
+	refetch chan struct{}
 	// reporter posts what each pass did to the server, in order.
 	reporter *reporter
 	// unsynced record the outcomes of the passes whose installs wait for the fsync of their
@@ -286,7 +290,11 @@ func (l *loop) start() {
 	l.reporter = startReporter(a.log, &a.reportsTaken)
 	// enroll.go: the instance token, from cache_dir or obtained now; once obtained, the last
 	// report goes again with it.
-	l.stopEnroll = a.startEnrollment(l.ctx, l.reporter.resend)
+	l.stopEnroll = a.startEnrollment(l.ctx, l.reporter.resend, func() { askAgain(l.refetch) })
+	select {
+	case <-l.refetch: // the enrollment before the first fetch: that fetch carries its token
+	default:
+	}
 	a.recordOwed = true
 	a.persist = startPersister(a.log)
 	a.dirSyncs, a.spares = &atomicfile.DirSyncs{}, true
@@ -806,7 +814,7 @@ func (l *loop) startPoller() {
 		base = &api.View{Appliance: a.cfg.Appliance, Revision: l.cur.Revision, Keys: l.cur.Keys, Rollout: l.cur.Rollout}
 	}
 	ctx, cancel := context.WithCancel(l.ctx)
-	p := &poller{updates: make(chan fetched, 1), acks: make(chan ack, 1), cancel: cancel}
+	p := &poller{updates: make(chan fetched, 1), acks: make(chan ack, 1), refetch: l.refetch, cancel: cancel}
 	from := ack{applied: a.applied.Load(), rollout: a.appliedRollout}
 	p.wg.Add(1)
 	go func(c *client.Client, appliance, instance string) {
