@@ -833,3 +833,43 @@ func TestAgent_RunRollsALiveReloadAfterAHaltBackToBeforeTheCandidate(t *testing.
 		t.Fatalf("candidate record left after the undo: %v", err)
 	}
 }
+
+// With backup, the .bak after a rollout's halt or abort holds what the candidate replaced, as
+// after a failed reload's rollback: the live view's install over the candidate's file does not
+// back the candidate up. Before, the .bak held the candidate's content, the one file the halt
+// meant to leave nothing of, and the file before it was gone.
+func TestAgent_RunBackupAfterAHaltHoldsWhatTheCandidateReplaced(t *testing.T) {
+	for _, live := range []string{"two", "four"} {
+		t.Run("live "+live, func(t *testing.T) {
+			srv := newViewServer(t, map[string]string{"v": "one"})
+			a, dir, _ := testAgent(t, srv, header+`templates:
+  - contents: "v={{ key \"v\" }}\n"
+    destination: $DIR/app.conf
+    backup: true
+`)
+			stop := runAgent(t, a)
+			defer stop()
+			waitFor(t, "the live view rendered", fileIs(dir+"/app.conf", "v=one\n"))
+			srv.setView("", map[string]string{"v": "two"})
+			waitFor(t, "the live change", fileIs(dir+"/app.conf", "v=two\n"))
+			if got, _ := os.ReadFile(dir + "/app.conf.bak"); string(got) != "v=one\n" {
+				t.Fatalf(".bak after the live change: %q", got)
+			}
+			srv.setView("ro-1", map[string]string{"v": "three"})
+			waitFor(t, "the candidate's file", fileIs(dir+"/app.conf", "v=three\n"))
+			if got, _ := os.ReadFile(dir + "/app.conf.bak"); string(got) != "v=two\n" {
+				t.Fatalf(".bak after the candidate: %q", got)
+			}
+			// Aborted: the live view again (changed meanwhile, or not).
+			srv.setView("", map[string]string{"v": live})
+			waitFor(t, "the live view after the abort", fileIs(dir+"/app.conf", "v="+live+"\n"))
+			waitFor(t, "the undo's record gone", func() bool {
+				_, err := os.Lstat(agent.CandidatePath(dir+"/cache", "web"))
+				return os.IsNotExist(err)
+			})
+			if got, _ := os.ReadFile(dir + "/app.conf.bak"); string(got) != "v=two\n" {
+				t.Fatalf(".bak after the abort holds %q, want v=two (what the candidate replaced)", got)
+			}
+		})
+	}
+}

@@ -434,6 +434,11 @@ func (p *pass) install(g *group) {
 			continue
 		}
 		prev := m.staged.Previous()
+		if c := m.t.cand; c != nil && c.rollout != p.v.Rollout && candidateReplaced(c, prev) {
+			// The file holds the candidate of a rollout that ended: the .bak keeps what the
+			// candidate replaced, as after an undo, not the candidate's content.
+			m.staged.SkipBackup()
+		}
 		err := installStaged(m.staged)
 		var se *atomicfile.SyncDirError
 		if errors.As(err, &se) {

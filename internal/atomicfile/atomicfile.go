@@ -527,6 +527,10 @@ func (s *Staged) Path() string { return s.path }
 // (nil without it).
 func (s *Staged) Previous() *Previous { return s.prev }
 
+// SkipBackup makes Install leave the .bak as it is (Options.Backup): what the destination holds
+// is not to be kept, such as content the caller put there for a while and takes back now.
+func (s *Staged) SkipBackup() { s.opts.Backup = false }
+
 // Install makes the .bak (with Options.Backup), runs Options.BeforeRename, renames the staged
 // file over the destination and fsyncs the directory (with Options.DirSyncs, leaves that to
 // DirSyncs.Sync). On any error but a *SyncDirError the destination is left as it was and the
