@@ -40,6 +40,9 @@ const (
 	DefaultHealthInterval = time.Second
 	// maxHealthRetries bounds health_retries: a reload must end.
 	maxHealthRetries = 100
+	// maxCommandWait bounds command_timeout, health_timeout and health_interval: a reload must
+	// end, and the loop waits for it (no view is rendered meanwhile).
+	maxCommandWait = 24 * time.Hour
 	// DefaultPollWait is how long one long-poll may be held by the server.
 	DefaultPollWait = 55 * time.Second
 	// MaxWait bounds wait.min and wait.max, and the max that defaults to 4 × min: a change
@@ -1126,6 +1129,14 @@ func (c *Config) Validate() error {
 		}
 		if t.CommandTimeout > 0 && time.Duration(t.CommandTimeout) < 10*time.Millisecond {
 			add("%s: command_timeout %s is too short (at least 10ms)", w, time.Duration(t.CommandTimeout))
+		}
+		for _, d := range []struct {
+			key string
+			d   Duration
+		}{{"command_timeout", t.CommandTimeout}, {"health_timeout", t.HealthTimeout}, {"health_interval", t.HealthInterval}} {
+			if time.Duration(d.d) > maxCommandWait {
+				add("%s: %s %s is too long (at most 24h: a reload must end, and no view is rendered while it runs)", w, d.key, time.Duration(d.d))
+			}
 		}
 		switch t.OnCommandFailure {
 		case "", OnFailureRollback, OnFailureKeep:
