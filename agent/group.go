@@ -695,14 +695,24 @@ func (p *pass) undo(ctx context.Context, g *group, f failure) {
 			}
 		}
 		p.a.metrics.rollbacks.Add(1)
-		what = "previous files restored"
-		if len(problems) > 0 {
+		switch {
+		case len(problems) == 0:
+			what = "previous files restored"
+		case len(problems) == len(installed):
+			what = "previous files not restored: " + strings.Join(problems, "; ")
+		default:
 			what = "previous files restored but for: " + strings.Join(problems, "; ")
 		}
 		p.a.log.Warn("reload failed: "+what, "templates", g.names(), "revision", p.v.Revision)
 		if g.command != "" {
-			if again := p.command(ctx, g.command, maxTimeout(g), g.names(), p.v.Revision); again != nil {
+			switch again := p.command(ctx, g.command, maxTimeout(g), g.names(), p.v.Revision); {
+			case again == nil:
+			case len(problems) == 0:
 				p.a.log.Error("command failed again on the restored files", "command", g.command, "templates", g.names())
+			default:
+				// Not on the previous files: a file not put back holds what failed the first time.
+				p.a.log.Error("command failed again after a rollback that could not restore every file", "command", g.command,
+					"templates", g.names(), "not_restored", strings.Join(problems, "; "))
 			}
 		}
 	} else {
