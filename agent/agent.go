@@ -211,6 +211,10 @@ func (a *Agent) Warnings() []string {
 			// directory on its way where others may write: the install refuses it at every pass.
 			w = append(w, fmt.Sprintf("%s: destination %s: %v: every render of it will fail until then",
 				t.cfg.where(), t.cfg.Destination, err))
+		} else if d := readOnlyWay(t.cfg.Destination); d != "" {
+			// Every install that changes the file fails there (one that writes nothing does not).
+			w = append(w, fmt.Sprintf("%s: destination %s: %s is on a read-only file system: every change of it will fail to install until it is writable",
+				t.cfg.where(), t.cfg.Destination, d))
 		}
 		if fi, err := os.Lstat(t.cfg.Destination + ".bak"); t.cfg.Backup && err == nil && fi.IsDir() {
 			// The backup is renamed to that name: over a directory, every install fails.

@@ -147,6 +147,13 @@ func (a *Agent) Render(ctx context.Context, w io.Writer, o DryOptions) error {
 			fmt.Fprintf(w, "\n!!! %s: %s\n", t.name(), msg)
 			continue
 		}
+		if d := readOnlyWay(t.cfg.Destination); d != "" {
+			// once and run fail this install (nothing unchanged is written: not above).
+			msg := fmt.Sprintf("%s: %s is on a read-only file system: the change cannot be installed there", t.cfg.Destination, d)
+			failed, sec.failed = append(failed, msg), true
+			fmt.Fprintf(w, "\n!!! %s: %s\n", t.name(), msg)
+			continue
+		}
 		sec.changes = true
 		fmt.Fprintf(w, "\n=== %s: would change", t.name())
 		if len(notes) > 0 {

@@ -1,0 +1,33 @@
+//go:build !windows
+
+package agent
+
+import (
+	"errors"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// readOnlyWay returns the directory where an install of dest would write (where dest's links
+// lead, or the nearest directory of that way that exists, in which the install makes the rest)
+// when it is on a read-only file system, else "". access(2) says so (EROFS) for a read-only
+// mount too, and for every user alike: a directory merely not writable by the user who asks
+// (an operator's render --dry of root's agent) is not reported.
+func readOnlyWay(dest string) string {
+	d := filepath.Dir(resolveLinks(dest))
+	for {
+		err := unix.Access(d, unix.W_OK)
+		switch {
+		case errors.Is(err, unix.EROFS):
+			return d
+		case !errors.Is(err, unix.ENOENT):
+			return ""
+		}
+		p := filepath.Dir(d)
+		if p == d {
+			return ""
+		}
+		d = p
+	}
+}
