@@ -156,6 +156,7 @@ func (s *viewServer) serve(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, `{"error":{"code":"invalid_body","message":"bad report"}}`, 400)
 			return
 		}
+		rep.AppliedRollout = r.Header.Get(api.HeaderRollout) // sent beside X-Shoelace-Applied, not in the body
 		s.reports = append(s.reports, rep)
 		s.reportTokens = append(s.reportTokens, tok)
 		w.WriteHeader(http.StatusNoContent)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/agent"
+	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
 )
 
@@ -871,5 +872,45 @@ func TestAgent_RunBackupAfterAHaltHoldsWhatTheCandidateReplaced(t *testing.T) {
 				t.Fatalf(".bak after the abort holds %q, want v=two (what the candidate replaced)", got)
 			}
 		})
+	}
+}
+
+// A report after a failed pass says which rollout the revision it applied last was of, apart
+// from the rollout of the view that failed: after a rollout's abort, a live view that cannot
+// render leaves the candidate's revision applied, and the report says it is the candidate's
+// (before, it said only the live view's rollout, none, and the server recorded a revision of
+// the live view the VM never applied). The server takes it from X-Shoelace-Rollout beside
+// X-Shoelace-Applied.
+func TestAgent_RunReportsTheRolloutOfWhatIsApplied(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"port": "80"})
+	a, dir, _ := testAgent(t, srv, header+`templates:
+  - contents: "feature={{ key \"feature\" }}\n"
+    destination: $DIR/feat.conf
+  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/port.conf
+`)
+	stop := runAgent(t, a)
+	defer stop()
+	last := func() api.Report {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		if len(srv.reports) == 0 {
+			return api.Report{}
+		}
+		return srv.reports[len(srv.reports)-1]
+	}
+	srv.setView("ro-1", map[string]string{"port": "80", "feature": "on"})
+	waitFor(t, "the candidate's files", fileIs(dir+"/feat.conf", "feature=on\n"))
+	waitFor(t, "the candidate reported applied", func() bool { r := last(); return r.Rollout == "ro-1" && r.Applied == 11 && r.Error == "" })
+	if r := last(); r.AppliedRollout != "ro-1" {
+		t.Fatalf("the candidate's report: applied %d of rollout %q, want of ro-1", r.Applied, r.AppliedRollout)
+	}
+
+	// Aborted: the live view again, which has no feature: its pass fails.
+	srv.setView("", map[string]string{"port": "80"})
+	waitFor(t, "the live view's failure reported", func() bool { r := last(); return r.Revision == 12 && r.Error != "" })
+	if r := last(); r.Rollout != "" || r.Applied != 11 || r.AppliedRollout != "ro-1" {
+		t.Fatalf("the failed pass's report: view rollout %q, applied %d of rollout %q; want the live view's failure, 11 of ro-1 applied",
+			r.Rollout, r.Applied, r.AppliedRollout)
 	}
 }

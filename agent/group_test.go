@@ -277,7 +277,7 @@ func TestAgent_RunReportsFailureAndRollout(t *testing.T) {
 	stop := runAgent(t, a)
 	defer stop()
 	waitFor(t, "the first report", func() bool { return len(reports()) == 1 })
-	if r := reports()[0]; r != (api.Report{Instance: "vm-1", Revision: 10, Applied: 10, Rollout: "ro-1", Version: "v-test"}) {
+	if r := reports()[0]; r != (api.Report{Instance: "vm-1", Revision: 10, Applied: 10, Rollout: "ro-1", AppliedRollout: "ro-1", Version: "v-test"}) {
 		t.Fatalf("first report = %+v", r)
 	}
 	srv.set(map[string]*string{"a": str("bad")})
@@ -292,7 +292,7 @@ func TestAgent_RunReportsFailureAndRollout(t *testing.T) {
 	syncLogged(t, logs, 12)
 	srv.set(map[string]*string{"a": str("fixed")})
 	waitFor(t, "the recovery report", func() bool { return len(reports()) >= 3 })
-	if got := reports(); len(got) != 3 || got[2] != (api.Report{Instance: "vm-1", Revision: 13, Applied: 13, Rollout: "ro-1", Version: "v-test"}) {
+	if got := reports(); len(got) != 3 || got[2] != (api.Report{Instance: "vm-1", Revision: 13, Applied: 13, Rollout: "ro-1", AppliedRollout: "ro-1", Version: "v-test"}) {
 		t.Fatalf("reports = %+v, want the recovery at 13 as the third", got)
 	}
 	waitFor(t, "a long-poll with the applied rollout", func() bool {

@@ -20,11 +20,13 @@ const (
 	reportEvery = 100 * time.Millisecond
 )
 
-// report is what the agent tells the server after a pass at v that leaves applied applied:
-// that revision and the pass's first failure (a template not in place, or whose reload failed):
-// a template left out because another of its group failed is not what the report names.
-func (a *Agent) report(v *view, applied int64) api.Report {
-	r := api.Report{Instance: a.instance, Revision: v.Revision, Applied: applied, Rollout: v.Rollout, Version: a.opts.Version}
+// report is what the agent tells the server after a pass at v that leaves k applied:
+// that revision, the rollout it was of (after a failed pass, not v's: the candidate of a
+// rollout halted since, or the live view before the candidate that failed), and the pass's
+// first failure (a template not in place, or whose reload failed): a template left out
+// because another of its group failed is not what the report names.
+func (a *Agent) report(v *view, k ack) api.Report {
+	r := api.Report{Instance: a.instance, Revision: v.Revision, Applied: k.applied, Rollout: v.Rollout, AppliedRollout: k.rollout, Version: a.opts.Version}
 	var first *tmpl
 	for _, t := range a.tmpls {
 		if t.err != nil && (first == nil || t.failedAt < first.failedAt) {
@@ -40,7 +42,7 @@ func (a *Agent) report(v *view, applied int64) api.Report {
 // reporter posts reports off the render path, one at a time and in order, at most one per
 // reportEvery: a report put while another is being sent, or within reportEvery of it, replaces
 // the one waiting, never the one in flight. A report whose
-// outcome (applied revision, rollout, error) equals the last one the server took is not sent.
+// outcome (applied revision and its rollout, rollout, error) equals the last one the server took is not sent.
 // A server without the report route (404) or that refuses it is logged at debug, once; one
 // that cannot be reached is tried again with backoff until a newer report replaces it.
 type reporter struct {
@@ -119,7 +121,7 @@ func (p *reporter) take() (*reportJob, bool) {
 
 // outcome is what decides whether a report is worth sending.
 func outcome(r api.Report) api.Report {
-	return api.Report{Applied: r.Applied, Rollout: r.Rollout, Error: r.Error, Stage: r.Stage, Template: r.Template}
+	return api.Report{Applied: r.Applied, Rollout: r.Rollout, AppliedRollout: r.AppliedRollout, Error: r.Error, Stage: r.Stage, Template: r.Template}
 }
 
 func (p *reporter) loop() {

@@ -465,7 +465,7 @@ func (l *loop) pass(v *view, sel []*tmpl, force bool) {
 	if a.failing() == 0 {
 		k = ack{applied: v.Revision, rollout: v.Rollout}
 	}
-	st, rep := a.status(v, res, k.applied), a.report(v, k.applied)
+	st, rep := a.status(v, res, k.applied), a.report(v, k)
 	l.unsynced = append(l.unsynced, func() {
 		a.applied.Store(k.applied)
 		a.appliedRollout = k.rollout

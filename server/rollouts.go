@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -974,10 +975,14 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) error {
 	if err := s.auth.replacedAnswer(p); err != nil {
 		return err
 	}
+	appliedRollout, err := reportAppliedRollout(r, rep)
+	if err != nil {
+		return err
+	}
 	in := api.Instance{Appliance: name, Instance: rep.Instance, Applied: rep.Applied, LastSeen: now, Remote: clientIP(r),
-		Rollout: rep.Rollout, Version: rep.Version}
+		Rollout: appliedRollout, Version: rep.Version}
 	p.reportAs(&in)
-	candidate := rep.Rollout // its candidate applied: the pass left no failure
+	candidate := appliedRollout // its candidate applied: the pass left no failure
 	if rep.Error != "" {
 		candidate = ""
 	}
@@ -988,6 +993,32 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, s.hub.current(), struct{}{})
+}
+
+// reportAppliedRollout is the rollout whose candidate a report's applied revision was of ("" for
+// the live view): the X-Shoelace-Rollout sent beside an X-Shoelace-Applied that says the body's
+// applied revision, as a long-poll carries them. An older agent sends neither, and its report's
+// rollout (the view's) is taken: after a failed pass, that is not always what it applied (the
+// candidate of a rollout halted since was recorded as a revision of the live view).
+func reportAppliedRollout(r *http.Request, rep api.Report) (string, error) {
+	if err := atMostOne(r, api.HeaderApplied, api.HeaderRollout); err != nil {
+		return "", err
+	}
+	h := r.Header.Get(api.HeaderApplied)
+	if h == "" {
+		if r.Header.Get(api.HeaderRollout) != "" {
+			return "", api.Errorf(api.CodeInvalidRequest, "header %s needs %s", api.HeaderRollout, api.HeaderApplied)
+		}
+		return rep.Rollout, nil
+	}
+	if h != strconv.FormatInt(rep.Applied, 10) {
+		return "", api.Errorf(api.CodeInvalidRequest, "header %s %s is not the report's applied revision %d", api.HeaderApplied, shorten(h), rep.Applied)
+	}
+	id := r.Header.Get(api.HeaderRollout)
+	if len(id) > 64 || !validRolloutID(id) {
+		return "", api.Errorf(api.CodeInvalidRequest, "header %s must be a rollout id as a view gives it (digits, a-f and -, at most 64 bytes), not %s", api.HeaderRollout, shorten(id))
+	}
+	return id, nil
 }
 
 // recordFailure keeps (or clears) the failure an enrolled instance reported with its instance

@@ -40,6 +40,11 @@ type Report struct {
 	Stage    string `json:"stage,omitempty"`
 	Template string `json:"template,omitempty"`
 	Version  string `json:"version,omitempty"` // the agent's version
+	// AppliedRollout names the rollout whose candidate Applied was of ("" for the live view):
+	// after a failed pass it is not Rollout, the rollout of the view that failed. It goes as
+	// X-Shoelace-Rollout beside X-Shoelace-Applied, as a long-poll's do, not in the body: an
+	// older server refuses a body with a field it does not know, and ignores the headers.
+	AppliedRollout string `json:"-"`
 }
 
 // Report stages.

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"net/http"
+	"strconv"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 )
@@ -16,6 +17,10 @@ func (c *Client) Report(ctx context.Context, name string, r api.Report) error {
 	h := http.Header{"Content-Type": {"application/json"}}
 	if r.Instance != "" {
 		h.Set(api.HeaderInstance, r.Instance)
+	}
+	h.Set(api.HeaderApplied, strconv.FormatInt(r.Applied, 10))
+	if r.AppliedRollout != "" {
+		h.Set(api.HeaderRollout, r.AppliedRollout)
 	}
 	_, err = c.Do(ctx, Request{Method: http.MethodPost, Path: "/v1/appliances/" + name + "/report", Body: body, Header: h}, nil)
 	return err
