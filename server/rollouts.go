@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -860,12 +861,21 @@ func (s *Server) handlePostRollout(w http.ResponseWriter, r *http.Request) error
 	if err := strictJSON(data, &act); err != nil {
 		return err
 	}
+	if act.Step != nil && (act.Action != "promote" || *act.Step < 0) {
+		return api.Errorf(api.CodeInvalidRequest, "a rollout action's step is a promote's, of the step it promotes (0 = the canary, as the rollout's status counts)")
+	}
+	if !validRolloutID(act.Rollout) {
+		return api.Errorf(api.CodeInvalidRequest, "a rollout action's rollout must be a rollout id as a status gives it (digits, a-f and -), not %s", shorten(act.Rollout))
+	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
 	switch act.Action {
 	case "abort":
-		st, err := s.endRollout(ctx, name, "", api.RolloutAborted, fmt.Sprintf("aborted by token %s", info(r).token), "")
+		st, err := s.endRollout(ctx, name, act.Rollout, api.RolloutAborted, fmt.Sprintf("aborted by token %s", info(r).token), "")
 		if errors.Is(err, errRolloutNotRunning) {
+			if act.Rollout != "" && st.State == api.RolloutRunning {
+				return staleRolloutAction(name, st.ID, st.Step, len(st.Steps), act) // another one runs
+			}
 			return s.noRollout(ctx, name, "abort")
 		}
 		if err != nil {
@@ -885,6 +895,9 @@ func (s *Server) handlePostRollout(w http.ResponseWriter, r *http.Request) error
 			if !rec.Running() {
 				return api.Errorf(api.CodeConflict, "the rollout %s of appliance %q is %s: nothing to promote", rec.ID, name, rec.State)
 			}
+			if act.Rollout != "" && act.Rollout != rec.ID || act.Step != nil && *act.Step != rec.Step {
+				return staleRolloutAction(name, rec.ID, rec.Step, len(rec.Steps), act)
+			}
 			rec.Promote = true
 			out, _ := json.Marshal(rec)
 			nrev, err := s.st.UpdateRollout(ctx, name, out, rev, true)
@@ -900,6 +913,18 @@ func (s *Server) handlePostRollout(w http.ResponseWriter, r *http.Request) error
 		}
 	}
 	return api.Errorf(api.CodeInvalidRequest, "rollout action must be \"promote\" or \"abort\", not %s", shorten(act.Action))
+}
+
+// staleRolloutAction refuses act, which names another rollout or step than rec, the running
+// rollout of appliance name: the rollout moved on since its sender saw it (a promote of a step
+// that has ended would skip the next one's bake).
+func staleRolloutAction(name, id string, step, steps int, act api.RolloutAction) error {
+	saw := "rollout " + cmp.Or(act.Rollout, id)
+	if act.Step != nil {
+		saw += fmt.Sprintf(" at step %d", *act.Step+1)
+	}
+	return api.Errorf(api.CodeConflict, "the rollout of appliance %q is now rollout %s at step %d of %d, not %s: nothing to %s; look at it again (rollout status)",
+		name, id, step+1, steps, saw, act.Action)
 }
 
 // noRollout is the answer to a promote or abort (action) of appliance name when no rollout of it

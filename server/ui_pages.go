@@ -1082,13 +1082,16 @@ func (s *Server) uiRolloutAction(w http.ResponseWriter, r *http.Request, c *uiCt
 	if cur == nil || cur.State != api.RolloutRunning {
 		return api.Errorf(api.CodeConflict, "appliance %q has no rollout running: nothing to %s", name, action)
 	}
-	if id != "" && cur.ID != id || action == "promote" && at != "" && at != strconv.Itoa(cur.Step) {
+	stale := func(cur *api.RolloutStatus) error {
 		shown := shorten(at)
 		if n, err := strconv.Atoi(at); err == nil {
 			shown = strconv.Itoa(n + 1) // as the page and the CLI count steps
 		}
 		return api.Errorf(api.CodeConflict, "the rollout of appliance %q changed since the page was shown (now rollout %s at step %d of %d; the page showed %s at step %s): nothing was done; review it on the appliance's page",
 			name, cur.ID, cur.Step+1, len(cur.Steps), shorten(id), shown)
+	}
+	if id != "" && cur.ID != id || action == "promote" && at != "" && at != strconv.Itoa(cur.Step) {
+		return stale(cur)
 	}
 	back := "/ui/appliances/" + url.PathEscape(name)
 	if !apply {
@@ -1101,8 +1104,24 @@ func (s *Server) uiRolloutAction(w http.ResponseWriter, r *http.Request, c *uiCt
 		}
 		return s.uiOK(w, r, c.page("Confirm", "appliances", d))
 	}
-	body, _ := json.Marshal(api.RolloutAction{Action: action})
+	// The rollout and step confirmed go with the request: the rollout may move on between the
+	// check above and the promote, which then applied to the next step and skipped its bake.
+	act := api.RolloutAction{Action: action, Rollout: id}
+	if action == "promote" {
+		step, err := strconv.Atoi(at)
+		if err != nil {
+			return api.Errorf(api.CodeInvalidRequest, "form field at must be a step, not %s", shorten(at))
+		}
+		act.Step = &step
+	}
+	body, _ := json.Marshal(act)
 	rec, err := s.uiCall(r, s.handlePostRollout, http.MethodPost, map[string]string{"name": name}, nil, body, http.Header{"Content-Type": {"application/json"}}, "")
+	if ae := (*api.Error)(nil); errors.As(err, &ae) && ae.Code == api.CodeConflict {
+		if now, rerr := s.uiRollout(r, name); rerr == nil && now != nil && now.State == api.RolloutRunning &&
+			(now.ID != id || action == "promote" && strconv.Itoa(now.Step) != at) {
+			return stale(now)
+		}
+	}
 	if err != nil {
 		return err
 	}

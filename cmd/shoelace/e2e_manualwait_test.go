@@ -62,6 +62,18 @@ func TestE2E_ManualRolloutSaysItWaitsForPromote(t *testing.T) {
 	if out := c.ok("kv", "get", "appliances/"+name+"/port"); out != "80" {
 		t.Fatalf("port after the promote to the second step: %q", out)
 	}
+	// The same promote, of the step it has left, sent again with --step: refused (exit 4), where
+	// it promoted the last step without its bake.
+	again := c.run("appliance", "rollout", "promote", name, "--step", "1")
+	if again.code != exitConflict || !strings.Contains(again.stderr, "at step 2 of 2, not rollout "+st.ID+" at step 1") {
+		t.Fatalf("rollout promote --step 1 of a rollout at step 2: %s; want exit 4 saying it moved on", again)
+	}
+	if bad := c.run("appliance", "rollout", "promote", name, "--step", "0"); bad.code != exitUsage {
+		t.Fatalf("rollout promote --step 0: %s; want exit 2 (steps count from 1)", bad)
+	}
+	if st := c.ok("appliance", "rollout", "status", name); !strings.Contains(st, "running, step 2 of 2") {
+		t.Fatalf("a refused promote moved the rollout:\n%s", st)
+	}
 }
 
 // applyCandidate reads appliance name's view as its instance's agent does (instance token tok),

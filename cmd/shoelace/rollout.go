@@ -159,10 +159,11 @@ func (e *cliEnv) printSharedRolloutStarted(s *session, g client.SharedCanaryResu
 }
 
 func rolloutCommand(e *cliEnv) *cli.Command {
-	sub := func(name, usage, description string, action cli.ActionFunc) *cli.Command {
-		return &cli.Command{Name: name, Usage: usage, ArgsUsage: "NAME", Action: action,
+	sub := func(name, usage, description string, action cli.ActionFunc, flags ...cli.Flag) *cli.Command {
+		return &cli.Command{Name: name, Usage: usage, ArgsUsage: "NAME", Action: action, Flags: flags,
 			Description: description + "\n\nEXAMPLES:\n   shoelace appliance rollout " + name + " web-frontend"}
 	}
+	stepFlag := &cli.IntFlag{Name: "step", Usage: "promote only if the rollout is still at step `N`, as rollout status prints it (1 = the canary); exit 4 when it has moved on"}
 	return &cli.Command{
 		Name:      "rollout",
 		Usage:     "follow, promote or abort an appliance's staged rollout",
@@ -199,7 +200,9 @@ Exit 3 when the appliance never had a rollout.`, e.rolloutStatus),
 bake (a --manual rollout waits for it at every step); after the last step the change is written
 to the live keys. Prints the rollout once it has taken the step (within a few seconds); when
 the cohort has not all applied the change yet, the step waits for it, and stderr says so.
-Exit 4 when no rollout of NAME runs.`, e.rolloutAction("promote")),
+With --step N, only if the rollout is still at step N (as rollout status prints it): a promote
+sent as a step ends would otherwise skip the next step's bake.
+Exit 4 when no rollout of NAME runs, or (--step) it is at another step.`, e.rolloutAction("promote"), stepFlag),
 			sub("abort", "end a running rollout: every instance goes back to the live keys",
 				`Ends the running rollout of NAME: nothing is written to the live keys, and every instance that
 had the change goes back to them (their agents restore the previous files). For a rollout of a
@@ -231,7 +234,16 @@ func (e *cliEnv) rolloutAction(action string) cli.ActionFunc {
 			return err
 		}
 		defer s.cancel()
-		st, err := s.client.RolloutAction(s.ctx, name, action)
+		act := api.RolloutAction{Action: action}
+		if c.IsSet("step") {
+			n := c.Int("step")
+			if n < 1 {
+				return usagef("%s--step %d: must be a step as rollout status prints it (1 = the canary)", errPrefix(c), n)
+			}
+			n-- // the API counts from 0 (the canary)
+			act.Step = &n
+		}
+		st, err := s.client.RolloutActionIf(s.ctx, name, act)
 		if err != nil {
 			return err
 		}

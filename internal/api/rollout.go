@@ -148,8 +148,14 @@ type RolloutStatus struct {
 
 // RolloutAction is the body of POST /v1/appliances/{name}/rollout: "promote" (the next step
 // now, without waiting for the bake) or "abort" (the canaries go back to the live view).
+// Rollout and Step, when set, are what the caller saw: the action is refused (409) when the
+// running rollout is another one, or, for a promote, at another step (0 = the canary, as
+// RolloutStatus.Step counts), so that a promote sent as a step ends does not skip the next
+// step's bake.
 type RolloutAction struct {
-	Action string `json:"action"`
+	Action  string `json:"action"`
+	Rollout string `json:"rollout,omitempty"`
+	Step    *int   `json:"step,omitempty"`
 }
 
 // MarshalJSON writes d as a Go duration string.

@@ -35,7 +35,12 @@ func (c *Client) Rollout(ctx context.Context, name string) (api.RolloutStatus, M
 
 // RolloutAction promotes ("promote") or aborts ("abort") the appliance's running rollout.
 func (c *Client) RolloutAction(ctx context.Context, name, action string) (api.RolloutStatus, error) {
-	body, err := JSONBody(api.RolloutAction{Action: action})
+	return c.RolloutActionIf(ctx, name, api.RolloutAction{Action: action})
+}
+
+// RolloutActionIf sends act, whose Rollout and Step (when set) the running rollout must match.
+func (c *Client) RolloutActionIf(ctx context.Context, name string, act api.RolloutAction) (api.RolloutStatus, error) {
+	body, err := JSONBody(act)
 	if err != nil {
 		return api.RolloutStatus{}, err
 	}
