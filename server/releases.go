@@ -343,6 +343,11 @@ func (s *Server) handleReleases(w http.ResponseWriter, r *http.Request) error {
 		if prefix == "" {
 			return true
 		}
+		if app := copyAppliance(rel); app == "" || !api.HasPrefix(api.ApplianceRoot(app), prefix) {
+			// The copy is of an appliance's whole tree: its name, its size and why none was
+			// kept (which says the tree's size) are shown only with a prefix that covers it.
+			rel.Copy, rel.CopyBytes, rel.CopySkipped = "", 0, ""
+		}
 		keep := []api.ReleaseChange{} // [] in JSON, never null
 		for _, c := range rel.Changes {
 			c.Created, c.Changed, c.Deleted = under(c.Created, prefix), under(c.Changed, prefix), under(c.Deleted, prefix)
@@ -353,12 +358,23 @@ func (s *Server) handleReleases(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 		rel.Changes = keep
-		if rel.Copy != "" && !api.HasPrefix(api.ApplianceRoot(rel.Copy), prefix) {
-			rel.Copy = ""
-		}
 		return len(keep) > 0
 	})
 	return writeJSON(w, http.StatusOK, rev, out)
+}
+
+// copyAppliance is the appliance whose tree release rel kept a copy of, or, for one that kept none
+// (CopySkipped), the appliance it applied: "" for a release with neither.
+func copyAppliance(rel *api.Release) string {
+	if rel.Copy != "" || rel.CopySkipped == "" {
+		return rel.Copy
+	}
+	for _, c := range rel.Changes {
+		if c.Scope == api.ScopeAppliance {
+			return c.Appliance
+		}
+	}
+	return ""
 }
 
 // under keeps the keys under prefix by whole segments, the key prefix names included, as listings
@@ -483,7 +499,7 @@ func (s *Server) handleKeyHistory(w http.ResponseWriter, r *http.Request) error 
 			continue
 		}
 		rel.Changes = keep
-		rel.Copy, rel.CopySkipped = "", ""
+		rel.Copy, rel.CopyBytes, rel.CopySkipped = "", 0, ""
 		out.Releases = append(out.Releases, rel)
 	}
 	return writeJSON(w, http.StatusOK, rev, out)

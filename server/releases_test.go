@@ -618,3 +618,31 @@ func TestReleases_MaxAgeDaysOverflowRefused(t *testing.T) {
 		t.Errorf("ParseAge(106751d) = %s, %v", got, err)
 	}
 }
+
+// A release's copy is of an appliance's whole tree: a token that reads only one key of it sees
+// neither the copy's appliance, nor its size (copy_bytes), nor why none was kept (which says the
+// tree's size), in the releases under its prefix or in the key's history. Before, copy_bytes
+// was left in both, and copy_skipped in the releases, after the copy's name was hidden.
+func TestReleases_CopyHiddenFromAOneKeyReader(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"80","tls":"on"}}`), 200, nil)
+	// A tree over the copy limit (a third of etcd's request size) is kept no copy.
+	big := strings.Repeat("x", 700<<10)
+	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"81","tls":"`+big+`"}}`), 200, nil)
+	whole := f.history("/v1/releases?prefix=appliances/web").Releases
+	if len(whole) != 2 || whole[0].CopySkipped == "" || whole[1].Copy != "web" || whole[1].CopyBytes == 0 {
+		t.Fatalf("releases under appliances/web for admin: %+v, want the copy skipped, then kept", whole)
+	}
+	port := f.as(f.newToken(api.TokenRequest{Name: "port-reader", Read: []string{"appliances/web/port"}}))
+	got := port.history("/v1/releases?prefix=appliances/web/port").Releases
+	var kh api.KeyHistory
+	port.must(port.do("GET", "/v1/kv/appliances/web/port?history", ""), 200, &kh)
+	if len(got) != 2 || len(kh.Releases) != 2 {
+		t.Fatalf("port-reader's releases: %+v; key history: %+v", got, kh.Releases)
+	}
+	for _, r := range append(got, kh.Releases...) {
+		if r.Copy != "" || r.CopyBytes != 0 || r.CopySkipped != "" {
+			t.Errorf("port-reader sees the copy of web's tree: copy %q, copy_bytes %d, copy_skipped %q", r.Copy, r.CopyBytes, r.CopySkipped)
+		}
+	}
+}
