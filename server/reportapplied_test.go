@@ -80,3 +80,20 @@ func TestReport_FailedPassRecordsTheRolloutOfWhatIsApplied(t *testing.T) {
 	f.mustErr(f.doToken(instanceToken(t, f, old), "POST", "/v1/appliances/web/report", string(b), "Content-Type", "application/json",
 		api.HeaderApplied, fmt.Sprint(cand.Revision), api.HeaderRollout, "X;y"), http.StatusBadRequest, api.CodeInvalidRequest, api.HeaderRollout)
 }
+
+// A report of another instance than the instance token's is refused naming the token's
+// instance as what it must be: the request may have sent no X-Shoelace-Instance (the server
+// takes the token's then), and the refusal said the request's header named it.
+func TestReport_OfAnotherInstanceNamesTheTokensInstance(t *testing.T) {
+	f := newFixture(t)
+	f.put("appliances/web/port", "80")
+	fleet := enrollFleet(t, f, 1)
+	body := `{"instance":"vm-9","revision":1,"applied":1}`
+	f.mustErr(f.doToken(instanceToken(t, f, fleet[0]), "POST", "/v1/appliances/web/report", body, "Content-Type", "application/json"),
+		http.StatusBadRequest, api.CodeInvalidRequest, `the report's instance "vm-9" is not "vm-0", the instance token "instance:web:vm-0" is bound to`)
+	// With the appliance's agent token, the header is the request's own.
+	var tok api.TokenCreated
+	f.must(f.do("POST", "/v1/tokens", `{"name":"web-agent-2","appliance":"web"}`, "Content-Type", "application/json"), 201, &tok)
+	f.mustErr(f.doToken(tok.Token, "POST", "/v1/appliances/web/report", body, "Content-Type", "application/json", api.HeaderInstance, "vm-8"),
+		http.StatusBadRequest, api.CodeInvalidRequest, `the report's instance "vm-9" is not the request's X-Shoelace-Instance "vm-8"`)
+}

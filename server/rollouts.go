@@ -975,6 +975,11 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if h := r.Header.Get(api.HeaderInstance); h != "" && h != rep.Instance {
+		if p.instance != "" {
+			// The header, if sent, said the token's instance (authentication checked it), else
+			// authentication set it so: the request may have named none.
+			return api.Errorf(api.CodeInvalidRequest, "the report's instance %s is not %s, the instance token %s is bound to", shorten(rep.Instance), shorten(p.instance), shorten(p.name))
+		}
 		return api.Errorf(api.CodeInvalidRequest, "the report's instance %s is not the request's %s %s", shorten(rep.Instance), api.HeaderInstance, shorten(h))
 	}
 	if rep.Applied < 0 || rep.Revision < 0 {
