@@ -426,11 +426,16 @@ func (s *Server) handlePutMaintenance(w http.ResponseWriter, r *http.Request) er
 	return writeJSON(w, http.StatusOK, rev, Maintenance{On: m.On})
 }
 
-// strictJSON decodes one JSON value into v, refusing unknown fields and trailing data.
+// strictJSON decodes one JSON object into v, refusing null, unknown fields and trailing data.
 func strictJSON(data []byte, v any) error {
 	data = api.WithoutBOM(data)
-	if strings.TrimSpace(string(data)) == "" {
+	switch strings.TrimSpace(string(data)) {
+	case "":
 		return bodyError("body is empty: send a JSON object")
+	case "null":
+		// Decoded into v, null leaves it as it is: each field missing, refused as a bad field
+		// (an enrollment's null was an empty instance name, invalid_name).
+		return bodyError("body is null: send a JSON object")
 	}
 	if err := checkJSONBody("body", data, v); err != nil {
 		return err
