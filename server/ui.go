@@ -311,8 +311,40 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 	back("/ui/appliances/{name}/rollout", appliance(""))
 	back("/ui/store/maintenance", func(*http.Request) string { return "/ui/store" })
 	mux.Handle("/ui/", s.uiWrap(func(w http.ResponseWriter, r *http.Request, c *uiCtx) error {
+		if to := uiCanonical(mux, r); to != "" {
+			http.Redirect(w, r, to, http.StatusMovedPermanently)
+			return nil
+		}
 		return api.Errorf(api.CodeNotFound, "no such page: %s %s", methodText(r.Method), shorten(r.URL.Path))
 	}, false))
+}
+
+// uiCanonical is where a GET of a console page's address with a slash too many (typed, or an
+// address cut back to its directory) goes, as net/http sends a directory's address without its
+// slash to it: /ui/appliances/ and /ui/appliances to the appliances page (/ui/), a page's
+// address followed by "/" to the page. "" for another address (404).
+func uiCanonical(mux *http.ServeMux, r *http.Request) string {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return ""
+	}
+	p := r.URL.EscapedPath()
+	to := strings.TrimRight(p, "/")
+	if to == "/ui/appliances" {
+		to = "/ui/"
+	} else if to == p || !strings.HasPrefix(to, "/ui/") {
+		return ""
+	} else {
+		u := *r.URL
+		u.Path, u.RawPath = strings.TrimRight(r.URL.Path, "/"), ""
+		if _, pattern := mux.Handler(&http.Request{Method: http.MethodGet, URL: &u, Host: r.Host}); !strings.HasPrefix(pattern, "GET /ui/") ||
+			strings.Contains(pattern, "/ui/static/") {
+			return ""
+		}
+	}
+	if r.URL.RawQuery != "" {
+		to += "?" + r.URL.RawQuery
+	}
+	return to
 }
 
 // uiPath says whether p is the console's: /ui or below /ui/.
