@@ -599,3 +599,30 @@ func TestUIBrowser_ValuesShowBidiControls(t *testing.T) {
 	}
 	b.noViolations()
 }
+
+// A value of several lines is shown with its line breaks (and its spaces), its later lines
+// under its first, on the appliance page and in a release's diff: before, the page ran them
+// together on one line ("line one line two"), and a value's own indentation was lost.
+func TestUIBrowser_MultiLineValueKeepsItsLines(t *testing.T) {
+	b := newBrowserTab(t)
+	f := newFixture(t)
+	f.put("appliances/web/motd", "first")
+	rev := f.put("appliances/web/motd", "line one\n  line two <b>x</b>")
+	b.signIn(f.srv.URL, f.token)
+	for _, c := range []struct{ path, sel, shot string }{
+		{"/ui/appliances/web", "#view code.val", "15-multiline-appliance"},
+		{fmt.Sprintf("/ui/appliances/web/releases/%d", rev), "table.diff tr td:last-child code.val", "16-multiline-release"},
+	} {
+		b.do("open "+c.path, chromedp.Navigate(f.srv.URL+c.path), chromedp.WaitVisible(chromedp.CSS(c.sel)))
+		b.shot(c.shot)
+		got := eval[string](b, fmt.Sprintf(`document.querySelector(%q).innerText`, c.sel))
+		if got != "line one\n  line two <b>x</b>" {
+			t.Errorf("%s shows the value as %q, want its two lines as they are", c.path, got)
+		}
+		// Its second line starts where its first does, right of the key.
+		if left := eval[bool](b, fmt.Sprintf(`(function(e){var r=e.getClientRects(); return r.length == 1 && e.getBoundingClientRect().left > e.parentElement.getBoundingClientRect().left})(document.querySelector(%q))`, c.sel)); !left && c.sel == "#view code.val" {
+			t.Errorf("%s: the value's lines are not in one box right of its key", c.path)
+		}
+	}
+	b.noViolations()
+}
