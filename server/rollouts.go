@@ -898,6 +898,12 @@ func (s *Server) handlePostRollout(w http.ResponseWriter, r *http.Request) error
 			if act.Rollout != "" && act.Rollout != rec.ID || act.Step != nil && *act.Step != rec.Step {
 				return staleRolloutAction(name, rec.ID, rec.Step, len(rec.Steps), act)
 			}
+			if act.Step != nil && rec.Promote {
+				// A second form of the same step (two tabs, a button pressed twice): the first
+				// was taken, and the step waits for its cohort.
+				return api.Errorf(api.CodeConflict, "the promote of rollout %s of appliance %q at step %d of %d was taken already: it moves on once every instance of its cohort has applied the candidate; nothing to do",
+					rec.ID, name, rec.Step+1, len(rec.Steps))
+			}
 			rec.Promote = true
 			out, _ := json.Marshal(rec)
 			nrev, err := s.st.UpdateRollout(ctx, name, out, rev, true)

@@ -200,9 +200,11 @@ Exit 3 when the appliance never had a rollout.`, e.rolloutStatus),
 bake (a --manual rollout waits for it at every step); after the last step the change is written
 to the live keys. Prints the rollout once it has taken the step (within a few seconds); when
 the cohort has not all applied the change yet, the step waits for it, and stderr says so.
-With --step N, only if the rollout is still at step N (as rollout status prints it): a promote
-sent as a step ends would otherwise skip the next step's bake.
-Exit 4 when no rollout of NAME runs, or (--step) it is at another step.`, e.rolloutAction("promote"), stepFlag),
+With --step N, only if the rollout is still at step N (as rollout status prints it) and no
+promote of that step was taken yet: a promote sent as a step ends would otherwise skip the next
+step's bake.
+Exit 4 when no rollout of NAME runs, or (--step) it is at another step or that step's promote was
+taken already.`, e.rolloutAction("promote"), stepFlag),
 			sub("abort", "end a running rollout: every instance goes back to the live keys",
 				`Ends the running rollout of NAME: nothing is written to the live keys, and every instance that
 had the change goes back to them (their agents restore the previous files). For a rollout of a
