@@ -914,3 +914,45 @@ func TestAgent_RunReportsTheRolloutOfWhatIsApplied(t *testing.T) {
 			r.Rollout, r.Applied, r.AppliedRollout)
 	}
 }
+
+// A canary whose candidate's reload fails, and whose rollback cannot put the file back (a
+// restore that fails once: a full disk), keeps the candidate's undo: the halt's live view that
+// cannot render the template undoes it then. Before, the failed rollback dropped the undo
+// record all the same, and the file kept the candidate's content after the halt for good.
+func TestAgent_RunKeepsTheCandidateUndoWhenItsRollbackFailed(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"port": "80"})
+	a, dir, logs := testAgent(t, srv, header+`templates:
+  - contents: "flag={{ key \"flag\" }}\n"
+    destination: $DIR/flag.conf
+    command: "! grep -q bad $DIR/flag.conf"
+  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/port.conf
+`)
+	writeFiles(t, dir, map[string]string{"flag.conf": "old\n"})
+	var mu sync.Mutex
+	failed := false
+	defer agent.SetRestoreFile(func(p *atomicfile.Previous, opts atomicfile.Options) (bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !failed {
+			failed = true
+			return false, errors.New("no space left on device")
+		}
+		return p.Restore(opts)
+	})()
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "the live view rendered", fileIs(dir+"/port.conf", "port=80\n"))
+	srv.setView("ro-1", map[string]string{"port": "80", "flag": "bad"})
+	waitFor(t, "the failed rollback", func() bool { return strings.Contains(logs.String(), "previous files not restored") })
+	if !fileIs(dir+"/flag.conf", "flag=bad\n")() {
+		t.Fatal("the rollback whose restore failed changed the file")
+	}
+	// Halted: the live view again, which has no flag.
+	srv.setView("", map[string]string{"port": "80"})
+	waitFor(t, "the candidate's file undone", fileIs(dir+"/flag.conf", "old\n"))
+	waitFor(t, "the undo record removed", func() bool {
+		_, err := os.Lstat(agent.CandidatePath(dir+"/cache", "web"))
+		return os.IsNotExist(err)
+	})
+}

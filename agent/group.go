@@ -687,11 +687,16 @@ func (p *pass) undo(ctx context.Context, g *group, f failure) {
 	if !rollback && g.policy() == OnFailureRollback {
 		what = "the new files are kept (a first install: no previous file to go back to)"
 	}
+	var notRestored map[*member]bool
 	if rollback {
 		var problems []string
 		for _, m := range slices.Backward(installed) {
 			if err := p.restore(m); err != nil {
 				problems = append(problems, err.Error())
+				if notRestored == nil {
+					notRestored = map[*member]bool{}
+				}
+				notRestored[m] = true
 			}
 		}
 		p.a.metrics.rollbacks.Add(1)
@@ -723,8 +728,10 @@ func (p *pass) undo(ctx context.Context, g *group, f failure) {
 		return boolRank(x.t.name() != f.template) - boolRank(y.t.name() != f.template)
 	})
 	for _, m := range installed {
-		if rollback && m.t.cand != nil && m.t.cand.prev == m.prev {
-			p.a.setCandidate(m.t, nil) // what the candidate replaced is back
+		if rollback && !notRestored[m] && m.t.cand != nil && m.t.cand.prev == m.prev {
+			// What the candidate replaced is back. Not put back, the file holds the candidate:
+			// its undo is kept, for the next pass that cannot install the group to try again.
+			p.a.setCandidate(m.t, nil)
 		}
 		mf := failure{template: m.t.name(), stage: f.stage, err: fmt.Errorf("reload of %s at revision %d failed, %s: %w", strings.Join(g.names(), ", "), p.v.Revision, what, f.err), inPlace: !rollback}
 		p.fail(m.t, mf)
