@@ -1232,6 +1232,13 @@ func (c *Config) validateFunctions(t *Template, add func(string, ...any)) {
 	if len(t.FunctionDenylist) > 0 && t.Functions != templates.ModeConsulTemplate {
 		add("%s: function_denylist is consul-template's option: it needs functions: %s", w, templates.ModeConsulTemplate)
 	}
+	for _, pat := range t.FunctionDenylist {
+		// Taken literally but for '*', an entry such as "[" or "sprig_[ab]*" (a shell's or
+		// path.Match's glob) denied nothing, silently.
+		if pat == "" || strings.IndexFunc(pat, func(r rune) bool { return r != '*' && r != '_' && !unicode.IsLetter(r) && !unicode.IsDigit(r) }) >= 0 {
+			add("%s: function_denylist entry %q can match no function: a function's name is letters, digits and _, and * (any run of them) is the only wildcard, not path.Match's ?, [...] or \\", w, pat)
+		}
+	}
 	// An empty list outside confd mode selects nothing to change, as function_denylist: [] and
 	// prefix: "" do (DESIGN.md's schema writes all three so); in confd mode it means no key.
 	if len(t.Keys) > 0 && t.Functions != templates.ModeConfd {

@@ -214,6 +214,10 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		{"prefix outside confd", base + tmpl + "    functions: consul-template\n    prefix: /production\n", []string{"agent.yaml:6: template $DIR/a: prefix is confd's option: it needs functions: confd"}},
 		{"keys outside confd", base + tmpl + "    keys: [/db]\n", []string{"agent.yaml:6: template $DIR/a: keys is confd's option: it needs functions: confd"}},
 		{"function_denylist outside consul-template", base + tmpl + "    function_denylist: [plugin]\n", []string{"agent.yaml:6: template $DIR/a: function_denylist is consul-template's option: it needs functions: consul-template"}},
+		// Taken literally but for '*', each denied nothing, silently.
+		{"function_denylist entry of path.Match's glob", base + tmpl + "    functions: consul-template\n    function_denylist: [plugin, \"[\", \"sprig_?ate\", \"\"]\n",
+			[]string{"3 problems", `agent.yaml:6: template $DIR/a: function_denylist entry "[" can match no function: a function's name is letters, digits and _, and * (any run of them) is the only wildcard, not path.Match's ?, [...] or \`,
+				`entry "sprig_?ate" can match no function`, `entry "" can match no function`}},
 		{"prefix with dotdot", base + tmpl + "    functions: confd\n    prefix: /a/../b\n", []string{`prefix: "/a/../b" must not have a ".." segment`}},
 		{"several problems", "appliance: web/x\n" + "templates:\n  - contents: x\n", []string{"4 problems", "server is required", "invalid appliance name", "destination is required"}},
 		{"missing source among other problems", base + tok + "templates:\n  - source: $DIR/nope.tmpl\n    destination: $DIR/a\n  - contents: x\n    destination: b.conf\n",
