@@ -181,6 +181,19 @@ func (a *Agent) Warnings() []string {
 	if tw := a.cfg.TokenWarning(); tw != "" {
 		w = append(w, tw)
 	}
+	if d, why := unwritableWay(a.cfg.cacheDir()); why != "" {
+		// run saves nothing there: "cache not saved" at every pass, no last-known-good view to
+		// render when the server is away, no undo of a rollout's candidate after a restart.
+		where, who, other := "is on a read-only file system", "the agent", ""
+		if why == "denied" {
+			uid := os.Geteuid()
+			where = fmt.Sprintf("is not writable by uid %d, who runs validate", uid)
+			who = fmt.Sprintf("an agent run as uid %d", uid)
+			other = " (if the agent runs as another user, run validate as that user)"
+		}
+		w = append(w, fmt.Sprintf("%s: cache_dir %s: %s %s: %s saves there neither its last-known-good view (it logs \"cache not saved\" at every pass, and has none to render when the server is away) nor its status and undo records%s",
+			a.cfg.Path, a.cfg.CacheDir, d, where, who, other))
+	}
 	if len(a.tmpls) == 0 {
 		w = append(w, fmt.Sprintf("%s: no templates configured (in templates:, in *.yaml files of templates_dir or in confd_dir's conf.d): once, run and render refuse to start", a.cfg.Path))
 	}

@@ -31,3 +31,21 @@ func readOnlyWay(dest string) string {
 		d = p
 	}
 }
+
+// unwritableWay returns the directory where the agent would write dir's files (dir, or the
+// nearest directory of its way that exists, in which it makes the rest) when the user who asks
+// cannot write there, with why: "read-only" (EROFS) or "denied" (EACCES, so for that user
+// only: validate's, normally the agent's own); "" when it can, or cannot tell.
+func unwritableWay(dir string) (string, string) {
+	for d := dir; ; d = filepath.Dir(d) {
+		err := unix.Access(d, unix.W_OK|unix.X_OK)
+		switch {
+		case errors.Is(err, unix.EROFS):
+			return d, "read-only"
+		case errors.Is(err, unix.EACCES):
+			return d, "denied"
+		case !errors.Is(err, unix.ENOENT) || filepath.Dir(d) == d:
+			return "", ""
+		}
+	}
+}
