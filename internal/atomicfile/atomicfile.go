@@ -448,9 +448,11 @@ func Stage(path string, data []byte, opts Options) (st *Staged, err error) {
 		if runtime.GOOS != "windows" && s.written != (fileStamp{}) {
 			// What is installed is what was rendered, given its mode and owner: a check that
 			// edited the staged file, changed its mode (setuid too) or put another file or a
-			// symbolic link at its name would have it installed instead.
+			// symbolic link at its name would have it installed instead. Told by its stat, times
+			// included: an ACL, an extended attribute or a file capability changes only its
+			// ctime, so a touch, or a chmod or chown to what it is, is refused too.
 			if now, serr := d.stampEntry(staged); serr != nil || now != s.written {
-				err = &CheckError{Path: path, Err: errors.New("the check changed the staged file (its content, mode, owner or type), which is not installed: a check must only read it")}
+				err = &CheckError{Path: path, Err: errors.New("the check changed the staged file (its content, mode, owner or type, or only its times or attributes: a touch, a chmod or chown even to what it is, an ACL or extended attribute), which is not installed: a check must only read it")}
 				return nil, err
 			}
 		}

@@ -729,6 +729,10 @@ func TestStage_CheckThatChangesTheStagedFileRefused(t *testing.T) {
 		"setuid":  func(staged string) error { return os.Chmod(staged, 0o4777) },
 		"symlink": func(staged string) error { os.Remove(staged); return os.Symlink(victim, staged) },
 		"read":    func(staged string) error { _, err := os.ReadFile(staged); return err },
+		// Refused too (told by the stat: an ACL or a file capability changes only the ctime),
+		// and the error says so: it said "its content, mode, owner or type", none of which changed.
+		"touch":     func(staged string) error { return os.Chtimes(staged, time.Unix(1, 0), time.Unix(1, 0)) },
+		"same mode": func(staged string) error { return os.Chmod(staged, 0o644) },
 	} {
 		if err := os.WriteFile(path, []byte("old\n"), 0o644); err != nil {
 			t.Fatal(err)
@@ -744,6 +748,9 @@ func TestStage_CheckThatChangesTheStagedFileRefused(t *testing.T) {
 		var ce *atomicfile.CheckError
 		if !errors.As(err, &ce) || !strings.Contains(err.Error(), "the check changed the staged file") || string(got) != "old\n" {
 			t.Fatalf("%s: %v, file %q; want the install refused and the old file", name, err, got)
+		}
+		if (name == "touch" || name == "same mode") && !strings.Contains(err.Error(), "or only its times or attributes: a touch, a chmod or chown even to what it is") {
+			t.Fatalf("%s: %v; want the error to say a change of its times alone is one", name, err)
 		}
 		if fi, err := os.Lstat(path); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o644 {
 			t.Fatalf("%s: destination %v, %v", name, fi.Mode(), err)
