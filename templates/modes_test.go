@@ -389,3 +389,34 @@ func TestConsulTemplate_FunctionDenylist(t *testing.T) {
 		}
 	}
 }
+
+// TestWarnings_RelativeFile: validate warns of a relative path given as it is to file or
+// fileExists (as an argument or piped), in every mode: it is read from the agent's working
+// directory, / under systemd, not from the template's. Before, it said nothing, and such a
+// template rendered from `cd /etc/app && shoelace-agent once` and failed under systemd.
+func TestWarnings_RelativeFile(t *testing.T) {
+	for _, c := range []struct {
+		mode, text string
+		want       []string
+	}{
+		{ModeNative, `{{file "certs/a.pem"}}{{"b.pem" | file}}{{if fileExists "./c"}}{{end}}{{file "certs/a.pem"}}{{file "/etc/x"}}{{file (printf "%s" "d")}}`,
+			[]string{`file "certs/a.pem": a relative path is read from the agent's working directory (/ under systemd)`, `file "b.pem": `, `fileExists "./c": `}},
+		{ModeConsulTemplate, `{{file "ca.pem"}}{{file "/etc/ca.pem"}}`, []string{`file "ca.pem": `}},
+		{ModeConfd, `{{if fileExists "flag"}}{{end}}`, []string{`fileExists "flag": `}},
+	} {
+		got := mustParse(t, c.text, Options{Functions: c.mode, AllowFile: true}).Warnings()
+		if len(got) != len(c.want) {
+			t.Errorf("%s: Warnings = %q, want %d", c.mode, got, len(c.want))
+			continue
+		}
+		for i, w := range c.want {
+			if !strings.HasPrefix(got[i], w) || !strings.HasSuffix(got[i], "give it absolute") {
+				t.Errorf("%s: warning %d = %q, want %q...", c.mode, i, got[i], w)
+			}
+		}
+	}
+	// A confd resource's template that could not be parsed has none (validate panicked).
+	if w := Unparsed(Options{Functions: ModeConfd}, errors.New("unreadable")).Warnings(); len(w) != 0 {
+		t.Errorf("an unparsed template's Warnings = %q", w)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"path"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"sort"
@@ -1014,12 +1015,13 @@ var confdMeanings = map[string]string{
 // Warnings lists, for a native-mode template, the functions it calls whose meaning differs
 // from confd's function of the same name, each naming both meanings: a template written for
 // confd renders other bytes with them unless it sets `functions: confd`. `validate` shows
-// them. Other modes have none: their functions are their peer's.
+// them. Other modes have none: their functions are their peer's. In every mode, it lists the
+// relative paths the template gives a function that reads a local file.
 func (t *Template) Warnings() []string {
+	out := t.relativeFiles()
 	if t.mode != ModeNative {
-		return nil
+		return out
 	}
-	var out []string
 	for _, fn := range sortedNames(t.used) {
 		if fn == "ls" && t.rangesReadingItems(fn) {
 			continue
@@ -1028,6 +1030,42 @@ func (t *Template) Warnings() []string {
 			out = append(out, fmt.Sprintf("%s: %s; or set functions: confd on this template", fn, m))
 		}
 	}
+	return out
+}
+
+// relativeFiles warns of each relative path that the template gives as it is (a string
+// literal, as an argument or piped) to a function of its mode that reads a local file: it is
+// read from the agent's working directory, which is / under systemd, not from the template's.
+func (t *Template) relativeFiles() []string {
+	if t.tmpl == nil {
+		return nil // unparsed (Unparsed)
+	}
+	fileFns := fileFuncsIn(t.mode)
+	var out []string
+	seen := map[string]bool{}
+	walkTrees(templateTrees(t.tmpl), func(_ *parse.Tree, n parse.Node) {
+		p, ok := n.(*parse.PipeNode)
+		if !ok {
+			return
+		}
+		for i, c := range p.Cmds {
+			id, ok := c.Args[0].(*parse.IdentifierNode)
+			if !ok || !fileFns[id.Ident] {
+				continue
+			}
+			var lit *parse.StringNode
+			if len(c.Args) > 1 {
+				lit, _ = c.Args[1].(*parse.StringNode)
+			} else if i > 0 && len(p.Cmds[i-1].Args) == 1 {
+				lit, _ = p.Cmds[i-1].Args[0].(*parse.StringNode)
+			}
+			if lit == nil || lit.Text == "" || filepath.IsAbs(lit.Text) || seen[id.Ident+" "+lit.Text] {
+				continue
+			}
+			seen[id.Ident+" "+lit.Text] = true
+			out = append(out, fmt.Sprintf("%s %q: a relative path is read from the agent's working directory (/ under systemd), not from the template's or the config's: give it absolute", id.Ident, lit.Text))
+		}
+	})
 	return out
 }
 
