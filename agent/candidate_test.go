@@ -876,13 +876,14 @@ func TestAgent_RunBackupAfterAHaltHoldsWhatTheCandidateReplaced(t *testing.T) {
 }
 
 // A report after a failed pass says which rollout the revision it applied last was of, apart
-// from the rollout of the view that failed: after a rollout's abort, a live view that cannot
-// render leaves the candidate's revision applied, and the report says it is the candidate's
-// (before, it said only the live view's rollout, none, and the server recorded a revision of
-// the live view the VM never applied). The server takes it from X-Shoelace-Rollout beside
-// X-Shoelace-Applied.
+// from the rollout of the view that failed (the server takes it from X-Shoelace-Rollout beside
+// X-Shoelace-Applied). After a rollout's abort, a live view that cannot render a template the
+// candidate changed undoes the candidate's file: the VM holds what it held before the
+// candidate, so the report and the long-polls say the revision applied before it, of the live
+// view. Before, they said the candidate's revision and rollout were applied, though no file held
+// the candidate any more (and before that, that the candidate's revision was of the live view).
 func TestAgent_RunReportsTheRolloutOfWhatIsApplied(t *testing.T) {
-	srv := newViewServer(t, map[string]string{"port": "80"})
+	srv := newViewServer(t, map[string]string{"port": "80", "feature": "off"})
 	a, dir, _ := testAgent(t, srv, header+`templates:
   - contents: "feature={{ key \"feature\" }}\n"
     destination: $DIR/feat.conf
@@ -899,6 +900,7 @@ func TestAgent_RunReportsTheRolloutOfWhatIsApplied(t *testing.T) {
 		}
 		return srv.reports[len(srv.reports)-1]
 	}
+	waitFor(t, "the live view reported applied", func() bool { r := last(); return r.Applied == 10 && r.Error == "" })
 	srv.setView("ro-1", map[string]string{"port": "80", "feature": "on"})
 	waitFor(t, "the candidate's files", fileIs(dir+"/feat.conf", "feature=on\n"))
 	waitFor(t, "the candidate reported applied", func() bool { r := last(); return r.Rollout == "ro-1" && r.Applied == 11 && r.Error == "" })
@@ -906,12 +908,24 @@ func TestAgent_RunReportsTheRolloutOfWhatIsApplied(t *testing.T) {
 		t.Fatalf("the candidate's report: applied %d of rollout %q, want of ro-1", r.Applied, r.AppliedRollout)
 	}
 
-	// Aborted: the live view again, which has no feature: its pass fails.
+	// Aborted: the live view again, which has no feature: its pass fails, and undoes the
+	// candidate's feat.conf.
 	srv.setView("", map[string]string{"port": "80"})
 	waitFor(t, "the live view's failure reported", func() bool { r := last(); return r.Revision == 12 && r.Error != "" })
-	if r := last(); r.Rollout != "" || r.Applied != 11 || r.AppliedRollout != "ro-1" {
-		t.Fatalf("the failed pass's report: view rollout %q, applied %d of rollout %q; want the live view's failure, 11 of ro-1 applied",
+	if !fileIs(dir+"/feat.conf", "feature=off\n")() {
+		t.Fatal("the candidate's feat.conf not undone")
+	}
+	if r := last(); r.Rollout != "" || r.Applied != 10 || r.AppliedRollout != "" {
+		t.Fatalf("the failed pass's report: view rollout %q, applied %d of rollout %q; want the live view's failure, 10 of the live view applied (what the files hold)",
 			r.Rollout, r.Applied, r.AppliedRollout)
+	}
+	waitFor(t, "a long-poll saying so", func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return len(srv.rollouts) > 0 && srv.rollouts[len(srv.rollouts)-1] == "10/"
+	})
+	if st, err := agent.LoadStatus(dir+"/cache", "web"); err != nil || st.Applied != 10 || st.Rollout != "" {
+		t.Fatalf("status after the undo: %+v, %v; want applied 10", st, err)
 	}
 }
 
@@ -955,4 +969,40 @@ func TestAgent_RunKeepsTheCandidateUndoWhenItsRollbackFailed(t *testing.T) {
 		_, err := os.Lstat(agent.CandidatePath(dir+"/cache", "web"))
 		return os.IsNotExist(err)
 	})
+}
+
+// So after an abort whose live view installs over the candidate's file (the candidate's
+// change is gone from it) and fails another template: the report says the revision applied
+// before the candidate, of the live view, not the candidate's. Before, it said the candidate's,
+// though no file held the candidate any more.
+func TestAgent_RunReportsTheRevisionBeforeTheCandidateOnceItsFilesAreReplaced(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"port": "80", "feature": "off"})
+	a, dir, _ := testAgent(t, srv, header+`templates:
+  - contents: "feature={{ key \"feature\" }}\n"
+    destination: $DIR/feat.conf
+  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/port.conf
+`)
+	stop := runAgent(t, a)
+	defer stop()
+	last := func() api.Report {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		if len(srv.reports) == 0 {
+			return api.Report{}
+		}
+		return srv.reports[len(srv.reports)-1]
+	}
+	waitFor(t, "the live view reported applied", func() bool { r := last(); return r.Applied == 10 && r.Error == "" })
+	srv.setView("ro-1", map[string]string{"port": "81", "feature": "off"})
+	waitFor(t, "the candidate reported applied", func() bool { r := last(); return r.Applied == 11 && r.AppliedRollout == "ro-1" })
+	// Aborted: the live view again, port 80 and no feature.
+	srv.setView("", map[string]string{"port": "80"})
+	waitFor(t, "the live view's failure reported", func() bool { r := last(); return r.Revision == 12 && r.Error != "" })
+	if !fileIs(dir+"/port.conf", "port=80\n")() || !fileIs(dir+"/feat.conf", "feature=off\n")() {
+		t.Fatal("the files after the abort are not the live view's")
+	}
+	if r := last(); r.Applied != 10 || r.AppliedRollout != "" {
+		t.Fatalf("the failed pass's report: applied %d of rollout %q; want 10 of the live view", r.Applied, r.AppliedRollout)
+	}
 }

@@ -61,6 +61,9 @@ type passResult struct {
 	// render and executing them, write the time spent staging and installing their files.
 	executed      int
 	render, write time.Duration
+	// leftCandidate: a file that held the candidate of another rollout than the view's holds
+	// it no more (undone, or the view's install over it): that candidate is not what is applied.
+	leftCandidate bool
 }
 
 func (p passResult) ok() bool { return len(p.failures) == 0 }
@@ -487,6 +490,7 @@ func (p *pass) install(g *group) {
 			// another rollout's took the undo over above): a failed reload goes back to what
 			// the candidate replaced, not to the candidate, whose undo this install ends.
 			m.prev = c.prev
+			p.res.leftCandidate = true
 		}
 		if p.v.Rollout == "" {
 			p.a.setCandidate(m.t, nil)
@@ -781,6 +785,7 @@ func (p *pass) undoCandidate(g *group) {
 			// A link put at the destination, or one there re-pointed, since the candidate's
 			// install: not the file recorded, whichever undo it would take (as at a start).
 			p.a.setCandidate(t, nil)
+			p.res.leftCandidate = true
 			t.last, t.inPlace = nil, false
 			p.a.log.Warn("undo of the rollout's candidate dropped: its destination leads to another file now", "template", t.name(), "rollout", c.rollout)
 			continue
@@ -795,6 +800,7 @@ func (p *pass) undoCandidate(g *group) {
 			// Its file holds what the undo puts back already (a halt cut short by a crash), or
 			// what the operator put there since the candidate installed it: kept as it is.
 			p.a.setCandidate(t, nil)
+			p.res.leftCandidate = true
 			t.last, t.inPlace = nil, false
 			if held == heldOther {
 				p.a.log.Warn("file of the rollout's candidate kept: changed since the candidate installed it", "template", t.name(),
@@ -813,6 +819,7 @@ func (p *pass) undoCandidate(g *group) {
 			continue
 		}
 		p.a.setCandidate(t, nil)
+		p.res.leftCandidate = true
 		t.last, t.inPlace = nil, false
 		if !changed {
 			continue // it holds what the candidate replaced already

@@ -127,7 +127,10 @@ type loop struct {
 	// so that a change arriving meanwhile is installed without waiting for that fsync.
 	unsynced []func()
 	next     *ack
-	dirTimer *time.Timer
+	// beforeCandidate is what was applied before the candidate of the rollout applied now (the
+	// first of several in a row): what the files hold again once that candidate is undone.
+	beforeCandidate ack
+	dirTimer        *time.Timer
 	// syncing is the batch whose directories are being fsynced (nil when none); synced gets it
 	// back once they are, and the loop then records its outcomes. syncDue: dirTimer fired while
 	// a batch was syncing, so the next one starts when it is done.
@@ -461,9 +464,18 @@ func (l *loop) pass(v *view, sel []*tmpl, force bool) {
 	res := a.renderPass(l.ctx, v, sel, force, false)
 	a.logPass(v, res, time.Since(start))
 	l.watchReads()
-	k := l.applied()
-	if a.failing() == 0 {
+	prev := l.applied()
+	k := prev
+	switch {
+	case a.failing() == 0:
 		k = ack{applied: v.Revision, rollout: v.Rollout}
+	case res.leftCandidate && k.rollout != "" && k.rollout != v.Rollout:
+		// After the rollout, a view that failed undid the candidate applied (or installed over
+		// it): the files hold what they held before it, not its revision.
+		k = l.beforeCandidate
+	}
+	if k.rollout != "" && prev.rollout == "" {
+		l.beforeCandidate = prev
 	}
 	st, rep := a.status(v, res, k.applied), a.report(v, k)
 	l.unsynced = append(l.unsynced, func() {
