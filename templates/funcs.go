@@ -135,7 +135,9 @@ func (t *Template) deny(m template.FuncMap) template.FuncMap {
 	}
 	for _, pat := range t.opts.FunctionDenylist {
 		for name := range m {
-			if globMatch(pat, name) {
+			// range and template are the keywords', not functions a template calls: "r*" or
+			// "*" made every range and {{template}} fail.
+			if name != rangedName && name != templateName && globMatch(pat, name) {
 				m[name] = ctDenied
 			}
 		}

@@ -420,3 +420,21 @@ func TestWarnings_RelativeFile(t *testing.T) {
 		t.Errorf("an unparsed template's Warnings = %q", w)
 	}
 }
+
+// TestConsulTemplate_FunctionDenylistKeepsTheKeywords: an entry that matches range or template
+// ("r*", "t*", "*", "range") denies the functions of those names, but not the keywords {{range}}
+// and {{template}}, which are no functions in consul-template: before, Shoelace's own functions
+// behind them were denied, and every range or {{template}} failed "function is disabled".
+func TestConsulTemplate_FunctionDenylistKeepsTheKeywords(t *testing.T) {
+	text := `{{define "a"}}A{{end}}{{ range $i, $k := ls "a" }}{{ $k.Key }}{{ end }}{{ template "a" }}`
+	for _, deny := range []string{"r*", "t*", "range", "template"} {
+		res, err := mustParse(t, text, Options{Functions: ModeConsulTemplate, FunctionDenylist: []string{deny}}).
+			Execute(Data{Keys: map[string]string{"a/b": "1"}})
+		if err != nil || string(res.Output) != "bA" {
+			t.Errorf("function_denylist [%q]: %v, %v; want bA", deny, res, err)
+		}
+	}
+	if _, err := mustParse(t, `{{ toLower "X" }}`, Options{Functions: ModeConsulTemplate, FunctionDenylist: []string{"*"}}).Execute(Data{}); err == nil || !strings.Contains(err.Error(), "function is disabled") {
+		t.Errorf("function_denylist [*]: %v, want toLower disabled", err)
+	}
+}
