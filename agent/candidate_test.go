@@ -1006,3 +1006,37 @@ func TestAgent_RunReportsTheRevisionBeforeTheCandidateOnceItsFilesAreReplaced(t 
 		t.Fatalf("the failed pass's report: applied %d of rollout %q; want 10 of the live view", r.Applied, r.AppliedRollout)
 	}
 }
+
+// An undo of a candidate's file that fails after the halt (the restore fails: a full disk) is
+// tried again on the retry timer, as a failed install is, not only when the view next changes.
+// Before, the candidate's content stayed in the file until the next change of the appliance,
+// however long that took.
+func TestAgent_RunTriesAFailedUndoOfTheCandidateAgain(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"port": "80"})
+	a, dir, logs := testAgent(t, srv, header+`templates:
+  - contents: "flag={{ key \"flag\" }}\n"
+    destination: $DIR/flag.conf
+  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/port.conf
+`)
+	writeFiles(t, dir, map[string]string{"flag.conf": "old\n"})
+	var mu sync.Mutex
+	calls := 0
+	defer agent.SetRestoreFile(func(p *atomicfile.Previous, opts atomicfile.Options) (bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if calls++; calls == 1 {
+			return false, errors.New("no space left on device")
+		}
+		return p.Restore(opts)
+	})()
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "the live view rendered", fileIs(dir+"/port.conf", "port=80\n"))
+	srv.setView("ro-1", map[string]string{"port": "80", "flag": "x"})
+	waitFor(t, "the candidate's file", fileIs(dir+"/flag.conf", "flag=x\n"))
+	// Halted: the live view again, which has no flag; the first undo fails.
+	srv.setView("", map[string]string{"port": "80"})
+	waitFor(t, "the failed undo", func() bool { return strings.Contains(logs.String(), "file of the rollout's candidate not undone") })
+	waitFor(t, "the candidate's file undone on the retry", fileIs(dir+"/flag.conf", "old\n"))
+}

@@ -792,7 +792,9 @@ func (p *pass) undoCandidate(g *group) {
 		}
 		held, err := candidateHeld(c)
 		if err != nil {
-			// Kept: the next pass that cannot install the group tries again.
+			// Kept: the next pass that cannot install the group tries again, the retry timer's
+			// too (a failed install's), not only the next change of the view.
+			t.retry = true
 			p.a.log.Error("file of the rollout's candidate not undone", "template", t.name(), "rollout", c.rollout, "error", err.Error())
 			continue
 		}
@@ -814,7 +816,9 @@ func (p *pass) undoCandidate(g *group) {
 			err = nil
 		}
 		if err != nil {
-			// Kept: the next pass that cannot install the group tries again.
+			// Kept: the next pass that cannot install the group tries again, the retry timer's
+			// too (a failed install's), not only the next change of the view.
+			t.retry = true
 			p.a.log.Error("file of the rollout's candidate not undone", "template", t.name(), "rollout", c.rollout, "error", err.Error())
 			continue
 		}
