@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"path"
 	"sort"
@@ -270,9 +269,9 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 	var endpoints []string
 	for _, ep := range strings.Split(c.String("from-etcd"), ",") {
 		if ep = strings.TrimSpace(ep); ep != "" {
-			if u, err := url.Parse(ep); err == nil && u.User != nil {
+			if shown, ok := endpointWithUser(ep); ok {
 				// Not ep itself: the error is printed, and the password must not be.
-				return usagef("import: --from-etcd URL %q has a user or password, which the import does not send: give the user with --etcd-user USER (its password in SHOELACE_ETCD_PASSWORD, or --etcd-password), or read as the user a client certificate names (--etcd-cacert, --etcd-cert, --etcd-key); leave them out of the URL", u.Redacted())
+				return usagef("import: --from-etcd URL %q has a user or password, which the import does not send: give the user with --etcd-user USER (its password in SHOELACE_ETCD_PASSWORD, or --etcd-password), or read as the user a client certificate names (--etcd-cacert, --etcd-cert, --etcd-key); leave them out of the URL", shown)
 			}
 			endpoints = append(endpoints, ep)
 		}
@@ -431,6 +430,22 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 		return err
 	}
 	return e.printImport(s.json, res)
+}
+
+// endpointWithUser reports whether endpoint ep names a user (and maybe a password) before its
+// host, and ep as an error may show it: its host, nothing before the last '@' (where a
+// password with a "://" or an unescaped '@' may have left a part of it).
+// url.Parse alone missed ep without a scheme ("root:s3cret@host:2379", which it reads as
+// scheme "root") and ep it cannot parse (a password with a '%' or '/' not escaped): those
+// passed, and the read's error printed them whole, password included. An etcd endpoint has no
+// '@' of its own.
+func endpointWithUser(ep string) (string, bool) {
+	at := strings.LastIndex(ep, "@")
+	if at < 0 {
+		return "", false
+	}
+	host, _, _ := strings.Cut(ep[at+1:], "/")
+	return "…@" + host, true
 }
 
 // etcdCredentials reads --etcd-user USER[:PASSWORD] and --etcd-password as etcdctl reads its

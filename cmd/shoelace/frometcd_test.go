@@ -321,6 +321,20 @@ func TestE2E_ImportFromEtcd_URLWithPassword(t *testing.T) {
 	}
 }
 
+// TestE2E_ImportFromEtcd_URLWithPasswordNotParsed: an endpoint with a user and password that
+// url.Parse does not read as a URL with a user (no scheme, as etcdctl's endpoints are often
+// written; a password with a '%' or a '/' not escaped) is refused as well, without the password.
+// Those passed the check, the read failed, and its error printed the endpoint whole.
+func TestE2E_ImportFromEtcd_URLWithPasswordNotParsed(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	for _, ep := range []string{"root:s3cret@127.0.0.1:1", "http://root:s3%cret@127.0.0.1:1", "http://root:s3/cret@127.0.0.1:1"} {
+		r := c.fails(exitUsage, "has a user or password", "import", "--from-etcd", ep, "--prefix", "/p", "--appliance", "url-password")
+		if strings.Contains(r.stderr, "cret") || !strings.Contains(r.stderr, "127.0.0.1:1") {
+			t.Errorf("--from-etcd %s: the refusal shows the password, or not the host: %s", ep, r)
+		}
+	}
+}
+
 // TestE2E_ImportFromEtcd_RenameNotTaken: a refused key's rename could name a key that the
 // import takes ("/p/a b" told to become appliances/web/a-b, which "/p/a-b" becomes), or the
 // rename of another refused key ("/p/a#b" told the same): renamed in etcd as told, it would
