@@ -441,3 +441,81 @@ func TestAgent_NegativeRevisionRefused(t *testing.T) {
 		t.Fatalf("cache = %+v, %v; want revision 10 kept", c, err)
 	}
 }
+
+// A server (or a man in the middle on plain http) that enrolls the agent and then refuses its
+// every request with the instance token (401), while a request with the appliance token waits as
+// a long-poll does, made the agent loop at network speed: each 401 dropped the token, enrolled
+// again at once, and the enrollment's new token cut the request waiting, so that the next
+// request, refused again, went without the backoff of a failure (hundreds of enrollments and
+// whole-view requests a second, for as long as it lasted; on a stream always, on plain
+// long-polls when the cut came before the refusal's answer was read). A refused token is a
+// failure: the requests after it back off.
+func TestAgent_RunInstanceTokenRefusedEveryTimeBacksOff(t *testing.T) {
+	for _, stream := range []bool{false, true} {
+		t.Run(map[bool]string{false: "long-poll", true: "stream"}[stream], func(t *testing.T) {
+			srv := newViewServer(t, map[string]string{"a": "1"})
+			a, dir, _ := testAgent(t, srv, header+enrollTemplate)
+			refusing := false // srv.mu
+			srv.mu.Lock()
+			srv.hostile = func(w http.ResponseWriter, r *http.Request) {
+				// srv.mu is held.
+				if r.Method != http.MethodGet {
+					w.WriteHeader(http.StatusNoContent)
+					return
+				}
+				if refusing && r.Header.Get("Authorization") != "Bearer "+srv.applianceToken() {
+					http.Error(w, `{"error":{"code":"unauthorized","message":"token revoked"}}`, http.StatusUnauthorized)
+					return
+				}
+				w.Header().Set(api.HeaderStore, "store-1")
+				w.Header().Set(api.HeaderIndex, "10")
+				q := r.URL.Query()
+				whole := q.Get("index") == "" || q.Get("index") == "0"
+				view := api.View{Appliance: "web", Revision: 10, Keys: map[string]string{"a": "1"}}
+				switch {
+				case stream && q.Has("stream"):
+					w.Header().Set("Content-Type", api.ContentTypeStream)
+					if whole {
+						json.NewEncoder(w).Encode(view)
+					} else {
+						json.NewEncoder(w).Encode(api.Update{Revision: 10, Heartbeat: true})
+					}
+					w.(http.Flusher).Flush()
+				case whole:
+					json.NewEncoder(w).Encode(view) // to a stream's request too: long-polls follow
+					return
+				}
+				srv.mu.Unlock()
+				select {
+				case <-r.Context().Done():
+				case <-time.After(2 * time.Second):
+				}
+				srv.mu.Lock()
+				if !stream {
+					w.WriteHeader(http.StatusNotModified)
+				}
+			}
+			srv.mu.Unlock()
+			stop := runAgent(t, a)
+			defer stop()
+			waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+			waitFor(t, "enrolled", func() bool { srv.mu.Lock(); defer srv.mu.Unlock(); return srv.enrolls == 1 })
+			srv.mu.Lock()
+			refusing = true
+			srv.mu.Unlock()
+			waitFor(t, "the token refused and enrolled again", func() bool { srv.mu.Lock(); defer srv.mu.Unlock(); return srv.enrolls > 1 })
+			srv.mu.Lock()
+			before := srv.enrolls
+			srv.mu.Unlock()
+			time.Sleep(3 * time.Second)
+			srv.mu.Lock()
+			n := srv.enrolls - before
+			srv.mu.Unlock()
+			// With backoff (at least 125ms, 250ms, 500ms, 1s after the refusals in a row), 5 at
+			// most, and one a report's refusal may add; a loop without it, hundreds.
+			if n > 6 {
+				t.Fatalf("%d enrollments in 3s of refusals, want the requests refused to back off", n)
+			}
+		})
+	}
+}

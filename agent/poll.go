@@ -132,16 +132,21 @@ func (f *follow) query() client.Poll {
 func (f *follow) stream(ctx context.Context) {
 	asked := time.Now()
 	views := 0
-	ctx, cancel := f.cutOnRefetch(ctx)
+	cctx, cancel := f.cutOnRefetch(ctx)
 	defer cancel()
-	meta, err := f.c.StreamView(ctx, f.appliance, f.query(), func(v *api.View, m client.Meta) error {
+	meta, err := f.c.StreamView(cctx, f.appliance, f.query(), func(v *api.View, m client.Meta) error {
 		views++
 		f.reachable()
-		return f.deliver(ctx, v, m, "stream")
+		return f.deliver(cctx, v, m, "stream")
 	})
 	if ctx.Err() != nil {
 		return
 	}
+	if tokenRefused(err) {
+		f.failed(ctx, err, meta) // not cctx: the refusal cut it
+		return
+	}
+	ctx = cctx
 	if errors.Is(err, client.ErrNoStream) {
 		var ae *api.Error
 		refused := errors.As(err, &ae) && ae.Status == http.StatusBadRequest
@@ -207,7 +212,7 @@ waiting:
 		return
 	}
 	v, meta, err := ans.v, ans.meta, ans.err
-	if err != nil && (reasked || cctx.Err() != nil) {
+	if err != nil && (reasked || cctx.Err() != nil) && !tokenRefused(err) {
 		return
 	}
 	if err != nil {
@@ -260,6 +265,16 @@ func (f *follow) cutOnRefetch(ctx context.Context) (context.Context, context.Can
 		}
 	}()
 	return ctx, cancel
+}
+
+// tokenRefused says whether err is the server's refusal of the token a request carried (401):
+// the refusal changes the token (the enroller drops it), which cuts the request (cutOnRefetch),
+// but it is a failure all the same, which the next request waits a backoff step after. Taken
+// for a cut, it was not: a server (or a man in the middle) that refuses every instance token it
+// enrolls had the agent enroll and ask again hundreds of times a second.
+func tokenRefused(err error) bool {
+	var ae *api.Error
+	return errors.As(err, &ae) && ae.HTTPStatus() == http.StatusUnauthorized
 }
 
 // askAgain signals ch (a poller's refetch) unless a signal waits already.
