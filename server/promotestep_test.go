@@ -29,6 +29,8 @@ func TestRollout_PromoteOfAStepRefusedOnceItMovedOn(t *testing.T) {
 	f.mustErr(act(`{"action":"promote","rollout":"X y"}`), http.StatusBadRequest, api.CodeInvalidRequest, "rollout")
 	f.mustErr(act(`{"action":"promote","step":1}`), http.StatusConflict, api.CodeConflict, "now rollout "+st.ID+" at step 1 of 4, not rollout "+st.ID+" at step 2")
 	f.mustErr(act(`{"action":"promote","rollout":"0123-ab"}`), http.StatusConflict, api.CodeConflict, "not rollout 0123-ab")
+	// The largest step is named as it was sent, plus one, not wrapped to a negative number.
+	f.mustErr(act(`{"action":"promote","step":9223372036854775807}`), http.StatusConflict, api.CodeConflict, "at step 9223372036854775808")
 	f.mustErr(act(`{"action":"abort","rollout":"0123-ab"}`), http.StatusConflict, api.CodeConflict, "not rollout 0123-ab")
 	if got := rolloutStatus(t, f); got.Step != 0 || got.State != api.RolloutRunning {
 		t.Fatalf("a refused action changed the rollout: step %d, %s", got.Step, got.State)

@@ -927,7 +927,7 @@ func (s *Server) handlePostRollout(w http.ResponseWriter, r *http.Request) error
 func staleRolloutAction(name, id string, step, steps int, act api.RolloutAction) error {
 	saw := "rollout " + cmp.Or(act.Rollout, id)
 	if act.Step != nil {
-		saw += fmt.Sprintf(" at step %d", *act.Step+1)
+		saw += fmt.Sprintf(" at step %d", uint64(*act.Step)+1) // not negative (refused); MaxInt does not wrap
 	}
 	return api.Errorf(api.CodeConflict, "the rollout of appliance %q is now rollout %s at step %d of %d, not %s: nothing to %s; look at it again (rollout status)",
 		name, id, step+1, steps, saw, act.Action)

@@ -1084,8 +1084,8 @@ func (s *Server) uiRolloutAction(w http.ResponseWriter, r *http.Request, c *uiCt
 	}
 	stale := func(cur *api.RolloutStatus) error {
 		shown := shorten(at)
-		if n, err := strconv.Atoi(at); err == nil {
-			shown = strconv.Itoa(n + 1) // as the page and the CLI count steps
+		if n, err := strconv.ParseUint(at, 10, 63); err == nil {
+			shown = strconv.FormatUint(n+1, 10) // as the page and the CLI count steps
 		}
 		return api.Errorf(api.CodeConflict, "the rollout of appliance %q changed since the page was shown (now rollout %s at step %d of %d; the page showed %s at step %s): nothing was done; review it on the appliance's page",
 			name, cur.ID, cur.Step+1, len(cur.Steps), shorten(id), shown)
