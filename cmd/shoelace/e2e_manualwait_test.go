@@ -55,7 +55,15 @@ func TestE2E_ManualRolloutSaysItWaitsForPromote(t *testing.T) {
 	}
 	// The promote prints the step it took: step 2 of 2, whose new instance has not applied the
 	// change yet (stderr says what the step waits for), not step 1 waiting for a promote.
-	p := c.run("appliance", "rollout", "promote", name)
+	// Pinned to another rollout (one that ended, say), the promote is refused: exit 4.
+	other := c.run("appliance", "rollout", "promote", name, "--rollout", "0123-ab")
+	if other.code != exitConflict || !strings.Contains(other.stderr, "not rollout 0123-ab") {
+		t.Fatalf("rollout promote --rollout of another rollout: %s; want exit 4 naming it", other)
+	}
+	if other := c.run("appliance", "rollout", "abort", name, "--rollout", "0123-ab"); other.code != exitConflict {
+		t.Fatalf("rollout abort --rollout of another rollout: %s; want exit 4", other)
+	}
+	p := c.run("appliance", "rollout", "promote", name, "--rollout", st.ID)
 	if p.code != 0 || strings.Contains(p.stdout+p.stderr, want) || !strings.Contains(p.stdout, "running, step 2 of 2") {
 		t.Fatalf("rollout promote: %s; want the rollout at step 2", p)
 	}

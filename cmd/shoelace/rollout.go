@@ -164,6 +164,9 @@ func rolloutCommand(e *cliEnv) *cli.Command {
 			Description: description + "\n\nEXAMPLES:\n   shoelace appliance rollout " + name + " web-frontend"}
 	}
 	stepFlag := &cli.IntFlag{Name: "step", Usage: "promote only if the rollout is still at step `N`, as rollout status prints it (1 = the canary); exit 4 when it has moved on"}
+	idFlag := func(action string) cli.Flag {
+		return &cli.StringFlag{Name: "rollout", Usage: action + " only if the running rollout is `ID`, as rollout status prints it; exit 4 when another runs"}
+	}
 	return &cli.Command{
 		Name:      "rollout",
 		Usage:     "follow, promote or abort an appliance's staged rollout",
@@ -202,13 +205,15 @@ to the live keys. Prints the rollout once it has taken the step (within a few se
 the cohort has not all applied the change yet, the step waits for it, and stderr says so.
 With --step N, only if the rollout is still at step N (as rollout status prints it) and no
 promote of that step was taken yet: a promote sent as a step ends would otherwise skip the next
-step's bake.
+step's bake. With --rollout ID, only if ID is the rollout running: after the rollout you looked
+at ended and another started, the other is not promoted (past its canary's bake) by mistake.
 Exit 4 when no rollout of NAME runs, or (--step) it is at another step or that step's promote was
-taken already.`, e.rolloutAction("promote"), stepFlag),
+taken already, or (--rollout) another rollout runs.`, e.rolloutAction("promote"), stepFlag, idFlag("promote")),
 			sub("abort", "end a running rollout: every instance goes back to the live keys",
 				`Ends the running rollout of NAME: nothing is written to the live keys, and every instance that
 had the change goes back to them (their agents restore the previous files). For a rollout of a
-shared rollout group, the whole group ends. Exit 4 when no rollout of NAME runs.`, e.rolloutAction("abort")),
+shared rollout group, the whole group ends. With --rollout ID, only if ID is the rollout
+running. Exit 4 when no rollout of NAME runs, or (--rollout) another one runs.`, e.rolloutAction("abort"), idFlag("abort")),
 		},
 	}
 }
@@ -236,7 +241,7 @@ func (e *cliEnv) rolloutAction(action string) cli.ActionFunc {
 			return err
 		}
 		defer s.cancel()
-		act := api.RolloutAction{Action: action}
+		act := api.RolloutAction{Action: action, Rollout: c.String("rollout")}
 		if c.IsSet("step") {
 			n := c.Int("step")
 			if n < 1 {
