@@ -254,7 +254,11 @@ func (s *Server) cloneConflict(appliance, instance string, old *tokenRecord, use
 func (s *Server) enroll(ctx context.Context, r *http.Request, appliance, instance, parent, key string) (api.Enrolled, int64, error) {
 	tokName := instanceTokenName(appliance, instance)
 	recKey, tokKey := instanceRecordKey(appliance, instance), tokenPrefix+tokName
-	now := time.Now().UTC().Truncate(time.Second)
+	// Not kept to the second, as other times of records are: the enrollment time tells an
+	// instance a rollout drew from one enrolled after its start (forgotten or taken over, and
+	// enrolled again), and a rollout's start is kept whole. Within the start's second, a time
+	// cut to it passed for one before the start, and the new holder was served the candidate.
+	now := time.Now().UTC()
 	var in api.Instance
 	// One read of both: an enrollment through another replica writes them together, and a
 	// record read before it beside a token read after it looked like a token already used.

@@ -922,7 +922,10 @@ func TestRollout_InstanceEnrolledAgainGetsTheLiveView(t *testing.T) {
 	f.put("appliances/web/port", "80")
 	agent := f.newToken(api.TokenRequest{Name: "web-fleet", Appliance: "web"})
 	drawn := f.enroll(agent, "web", "vm-0")
-	time.Sleep(10 * time.Millisecond) // enrolled before the rollout started, by the server's clock
+	// Start the rollout at the start of a second, so that it, the forget and the enrollment
+	// again fall within one second (they take milliseconds): enrollment times kept to the
+	// second told an instance enrolled then from one enrolled before the start.
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 10*time.Millisecond)))
 	var st api.RolloutStatus
 	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=100%25&manual", "8080"), http.StatusAccepted, &st)
 	var v api.View
@@ -932,8 +935,6 @@ func TestRollout_InstanceEnrolledAgainGetsTheLiveView(t *testing.T) {
 	}
 
 	f.must(f.do("DELETE", "/v1/appliances/web/instances/vm-0", ""), 200, nil)
-	// Enrollment times are kept to the second: enroll again in a second after the start's.
-	time.Sleep(time.Until(st.Started.Truncate(time.Second).Add(time.Second)))
 	again := f.enroll(agent, "web", "vm-0")
 	for _, path := range []string{
 		"/v1/appliances/web",
