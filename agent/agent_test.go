@@ -133,6 +133,9 @@ func (s *viewServer) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.requests++
+	// What every answer of a Shoelace server carries (the client refuses a 2xx without).
+	w.Header().Set(api.HeaderIndex, strconv.FormatInt(s.rev, 10))
+	w.Header().Set(api.HeaderStore, s.store)
 	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/report") {
 		if s.noReports {
 			http.Error(w, "404 page not found", http.StatusNotFound)

@@ -31,6 +31,8 @@ func TestReporterPacesABurst(t *testing.T) {
 		got = append(got, rep.Applied)
 		mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set(api.HeaderIndex, "10") // as every answer of a Shoelace server
+		w.Header().Set(api.HeaderStore, "store-1")
 		w.Write([]byte("{}"))
 	}))
 	defer srv.Close()

@@ -67,9 +67,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		if ct == "" {
 			ct = "no Content-Type"
 		}
+		why := fmt.Sprintf(", not Shoelace's JSON: %v", ans.Err)
+		if errors.Is(ans.Err, client.ErrForeignAnswer) {
+			why = strings.TrimPrefix(ans.Err.Error(), client.ErrForeignAnswer.Error()) // ": " and what it lacks
+		}
 		err = &exitCodeError{code: exitError, err: fmt.Errorf(
-			"%s is not answering as a Shoelace server (%s answered %d with %s, not Shoelace's JSON: %v): %s",
-			e.addr, ans.Op, ans.Status, ct, ans.Err, addrHint)}
+			"%s is not answering as a Shoelace server (%s answered %d with %s%s): %s",
+			e.addr, ans.Op, ans.Status, ct, why, addrHint)}
 	}
 	if ae, ok := foreignAnswer(err); ok {
 		// Not "not found" (exit 3) nor "forbidden": the address is wrong, not the key or token.

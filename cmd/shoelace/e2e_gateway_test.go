@@ -54,9 +54,45 @@ func TestE2E_AddrOfAnotherServiceThatAnswers200(t *testing.T) {
 	c := &runner{t: t, env: []string{"SHOELACE_ADDR=" + other.URL, "SHOELACE_TOKEN=x"}}
 	for _, args := range [][]string{{"kv", "get", "shared/a"}, {"kv", "put", "shared/a", "v"}, {"appliance", "ls"}} {
 		r := c.fails(exitError, other.URL+" is not answering as a Shoelace server (", args...)
-		if !strings.Contains(r.stderr, "answered 200 with text/html; charset=utf-8, not Shoelace's JSON") || !strings.Contains(r.stderr, "check --addr (SHOELACE_ADDR)") {
+		if !strings.Contains(r.stderr, "answered 200 with text/html; charset=utf-8: no X-Shoelace-Index and X-Shoelace-Store headers") || !strings.Contains(r.stderr, "check --addr (SHOELACE_ADDR)") {
 			t.Errorf("shoelace %q: stderr %q", args, r.stderr)
 		}
+	}
+}
+
+// Another service at --addr that answers every request 200 with JSON of no fields ({} or null,
+// a catch-all): kv put printed "revision 0" and exited 0, and kv get printed an empty value. A
+// Shoelace server sends X-Shoelace-Index and X-Shoelace-Store with every answer, and a write's
+// index is the revision it wrote at: an answer without them is refused, a write's saying that
+// it may not have been applied (exit 1).
+func TestE2E_AddrOfAnotherServiceThatAnswersEmptyJSON(t *testing.T) {
+	for _, body := range []string{"{}", "null"} {
+		other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, body)
+		}))
+		c := &runner{t: t, env: []string{"SHOELACE_ADDR=" + other.URL, "SHOELACE_TOKEN=x"}}
+		for _, args := range [][]string{{"kv", "put", "x/y", "1"}, {"kv", "rm", "x/y"}, {"kv", "get", "x/y"}, {"appliance", "get", "web"}} {
+			r := c.fails(exitError, other.URL+" is not answering as a Shoelace server (", args...)
+			write := args[1] != "get"
+			if r.stdout != "" || !strings.Contains(r.stderr, "answered 200 with application/json: no X-Shoelace-Index and X-Shoelace-Store headers") ||
+				strings.Contains(r.stderr, "may not have been applied") != write {
+				t.Errorf("%s: shoelace %q: stdout %q, stderr %q", body, args, r.stdout, r.stderr)
+			}
+		}
+		other.Close()
+	}
+	// With the headers, but a write's index 0: no revision a Shoelace server writes at.
+	zero := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Shoelace-Index", "0")
+		w.Header().Set("X-Shoelace-Store", "")
+		io.WriteString(w, `{"revision":0}`)
+	}))
+	defer zero.Close()
+	c := &runner{t: t, env: []string{"SHOELACE_ADDR=" + zero.URL, "SHOELACE_TOKEN=x"}}
+	if r := c.fails(exitError, "X-Shoelace-Index 0, where a Shoelace server answers a write with the revision it wrote at; the write may not have been applied", "kv", "put", "x/y", "1"); r.stdout != "" {
+		t.Errorf("kv put answered index 0: stdout %q", r.stdout)
 	}
 }
 

@@ -55,6 +55,8 @@ func TestE2E_WriteRedirectedAsReadNotFollowed(t *testing.T) {
 			w.Write([]byte(`{"key":"shared/a","value":"old","mod_revision":5,"create_revision":5,"version":1}`))
 		case r.URL.Query().Has("moved"):
 			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("X-Shoelace-Index", "9") // as every answer of a Shoelace server
+			w.Header().Set("X-Shoelace-Store", "store-1")
 			w.Write([]byte(`{"revision":9}`))
 		default:
 			code := map[string]int{"/v1/kv/shared/a": http.StatusFound, "/v1/kv/shared/b": http.StatusMovedPermanently,

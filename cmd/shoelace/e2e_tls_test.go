@@ -16,6 +16,8 @@ import (
 func TestE2E_TLSMisconfigurationIsNotUnavailable(t *testing.T) {
 	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Shoelace-Index", "1") // as every answer of a Shoelace server
+		w.Header().Set("X-Shoelace-Store", "store-1")
 		w.Write([]byte(`{"key":"shared/a","value":"v","mod_revision":1,"create_revision":1,"version":1}`))
 	}))
 	defer tlsSrv.Close()

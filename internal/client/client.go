@@ -270,6 +270,9 @@ type Meta struct {
 	// (Poll.Base): its keys are the base's and those the delta set, which api.ApplyDelta
 	// checked against the key rules.
 	Delta bool
+	// marked says that the answer carried both X-Shoelace-Index and X-Shoelace-Store, as every
+	// answer of a Shoelace server does (foreignAnswer).
+	marked bool
 }
 
 // New returns a client of the server at addr ("http://host:port" or "https://…"; a bare host:port means http).
@@ -470,6 +473,9 @@ func (c *Client) Do(ctx context.Context, r Request, out any) (Meta, error) {
 			return meta, err
 		}
 		if meta.Status >= 200 && meta.Status < 300 || meta.Status == http.StatusNotModified {
+			if err := foreignAnswer(r.Method, meta); err != nil {
+				return meta, &AnswerError{Op: r.Method + " " + r.Path, Status: meta.Status, ContentType: meta.ContentType, Err: err}
+			}
 			if out != nil && meta.Status != http.StatusNotModified {
 				if w, ok := out.(io.Writer); ok {
 					_, err := w.Write(body)
@@ -660,7 +666,39 @@ type AnswerError struct {
 	Err         error
 }
 
-func (e *AnswerError) Error() string { return fmt.Sprintf("%s: decode answer: %v", e.Op, e.Err) }
+func (e *AnswerError) Error() string {
+	if errors.Is(e.Err, ErrForeignAnswer) {
+		return fmt.Sprintf("%s: %v", e.Op, e.Err)
+	}
+	return fmt.Sprintf("%s: decode answer: %v", e.Op, e.Err)
+}
+
+// ErrForeignAnswer says that a 2xx answer lacks what every answer of a Shoelace server has: the
+// X-Shoelace-Index and X-Shoelace-Store headers, and for a write an index above 0 (the revision
+// it was written at). Another service at the address answered (a catch-all returning 200 {}),
+// which may not have passed the request on: a write may not have been applied. An AnswerError
+// carries it.
+var ErrForeignAnswer = errors.New("not a Shoelace server's answer")
+
+// foreignAnswer is the ErrForeignAnswer of a 2xx answer (meta) to a request of method, or nil.
+// Checked in Do for every route: without it, a write answered 200 {} by another service
+// passed for one applied at revision 0, and a read of a key for a key holding "".
+func foreignAnswer(method string, meta Meta) error {
+	switch {
+	case meta.Status == http.StatusNotModified:
+		return nil // a long-poll's 304: Poll reads its index itself
+	case !meta.marked && isWrite(method):
+		return fmt.Errorf("%w: no %s and %s headers, which a Shoelace server sends with every answer; the write may not have been applied",
+			ErrForeignAnswer, api.HeaderIndex, api.HeaderStore)
+	case !meta.marked:
+		return fmt.Errorf("%w: no %s and %s headers, which a Shoelace server sends with every answer",
+			ErrForeignAnswer, api.HeaderIndex, api.HeaderStore)
+	case meta.Index == 0 && isWrite(method):
+		return fmt.Errorf("%w: %s 0, where a Shoelace server answers a write with the revision it wrote at; the write may not have been applied",
+			ErrForeignAnswer, api.HeaderIndex)
+	}
+	return nil
+}
 
 // maxDecodeErrText bounds the text of a decoding error that an AnswerError keeps.
 const maxDecodeErrText = 512
@@ -758,6 +796,10 @@ func IsTransport(err error) bool {
 
 func metaOf(resp *http.Response) Meta {
 	m := Meta{Status: resp.StatusCode, Store: resp.Header.Get(api.HeaderStore), ContentType: resp.Header.Get("Content-Type")}
+	// The store's id may be empty (a replica that has not read it yet): present is enough.
+	_, hasIndex := resp.Header[api.HeaderIndex]
+	_, hasStore := resp.Header[api.HeaderStore]
+	m.marked = hasIndex && hasStore
 	if m.Index, _ = strconv.ParseInt(resp.Header.Get(api.HeaderIndex), 10, 64); m.Index < 0 {
 		m.Index = 0 // no server sends one: as if not sent
 	}

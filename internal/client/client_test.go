@@ -88,6 +88,7 @@ func TestDo_DecodesErrorsAndHeaders(t *testing.T) {
 func TestDo_RetriesTooManyRequestsAfterRetryAfter(t *testing.T) {
 	var calls atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		markAnswer(w)
 		if calls.Add(1) == 1 {
 			w.Header().Set("Retry-After", "0")
 			w.WriteHeader(429)
@@ -329,4 +330,11 @@ func TestDo_WriteNotRetriedWhenItsRetryCannotFinish(t *testing.T) {
 	if _, err := c.Put(ctx, "k", []byte("v"), NoCAS); !errors.As(err, &ae) || ae.Code != api.CodeUnavailable || calls.Load() != 3 {
 		t.Fatalf("Put = %v after %d calls; want the 503 after 3 tries", err, calls.Load())
 	}
+}
+
+// markAnswer sets the headers that every answer of a Shoelace server carries, which the
+// client refuses a 2xx answer without (ErrForeignAnswer): a handler may set its own after.
+func markAnswer(w http.ResponseWriter) {
+	w.Header().Set(api.HeaderIndex, "7")
+	w.Header().Set(api.HeaderStore, "test-store")
 }

@@ -79,6 +79,7 @@ func TestDo_RetriesReadAfterConnectionLost(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			var calls atomic.Int32
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				markAnswer(w)
 				if calls.Add(1) == 1 {
 					c.break_(t, w)
 					return
@@ -131,6 +132,7 @@ func TestDo_RefusedWriteIsRetried(t *testing.T) {
 	addr := closedAddr(t)
 	var puts atomic.Int32
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		markAnswer(w)
 		if b, _ := io.ReadAll(r.Body); r.Method != http.MethodPut || string(b) != "v" {
 			t.Errorf("%s with %q", r.Method, b)
 		}
@@ -169,6 +171,7 @@ func TestDo_RefusedWriteIsRetried(t *testing.T) {
 func TestDo_WriteResetInTLSHandshakeIsRetried(t *testing.T) {
 	var puts atomic.Int32
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		markAnswer(w)
 		fmt.Fprintf(w, `{"revision":%d}`, 6+puts.Add(1))
 	}))
 	ln := &resetFirst{Listener: srv.Listener}
@@ -365,6 +368,7 @@ func TestDo_FreshConnForWrites(t *testing.T) {
 	var mu sync.Mutex
 	var conns []string // the client's address of each request, in order
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		markAnswer(w)
 		mu.Lock()
 		conns = append(conns, r.Method+" "+r.RemoteAddr)
 		mu.Unlock()

@@ -48,6 +48,7 @@ func TestDo_HTTP2ResetWriteIsNotResent(t *testing.T) {
 func TestDo_WriteFollowsRedirect(t *testing.T) {
 	var paths []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		markAnswer(w)
 		b, _ := io.ReadAll(r.Body)
 		paths = append(paths, r.URL.Path+" "+string(b))
 		if r.URL.Path == "/v1/kv/a" {

@@ -65,6 +65,7 @@ func TestDo_AnswerBounded(t *testing.T) {
 	var calls atomic.Int32
 	sent := make(chan int64, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		markAnswer(w)
 		calls.Add(1)
 		w.Header().Set("Content-Type", "application/json")
 		switch r.URL.Path {
@@ -106,6 +107,7 @@ func TestDo_AnswerBounded(t *testing.T) {
 	// An answer at the bound is read.
 	lowerMaxAnswer(t, int64(len(`{"keys":{"a":"b"}}`)))
 	srv2 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		markAnswer(w)
 		io.WriteString(w, `{"keys":{"a":"b"}}`)
 	}))
 	defer srv2.Close()
@@ -426,6 +428,7 @@ func TestDo_AnswerUnboundedForTheCLI(t *testing.T) {
 	lowerMaxAnswer(t, 1<<10)
 	big := `{"keys":{"a":"` + strings.Repeat("v", 4<<10) + `"}}`
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		markAnswer(w)
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, big)
 	}))
@@ -536,6 +539,7 @@ func TestDo_AnswerEntriesBounded(t *testing.T) {
 	m.scan(atBound[:len(atBound)-1]) // the keys, and the view's own fields (all but its last '}')
 	lowerMaxEntries(t, m.n)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		markAnswer(w)
 		body := atBound
 		if r.URL.Path == "/v1/appliances/over" {
 			body = over
@@ -674,6 +678,7 @@ func TestUTF8Check_Splits(t *testing.T) {
 // of 250 MiB made each of the agent's log lines as long).
 func TestDo_AnswerNotUTF8OrUndecodable(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		markAnswer(w)
 		body := "{\"appliance\":\"web\",\"revision\":1,\"keys\":{\"a\":\"" + strings.Repeat("\xff", 1<<20) + "\"}}"
 		if r.URL.Path == "/v1/appliances/number" {
 			body = `{"appliance":"web","keys":{"a":"b"},"revision":` + strings.Repeat("1", 1<<20) + `}`
@@ -723,6 +728,7 @@ func TestDeltas_GrowthBounded(t *testing.T) {
 	}
 	base, atBound, changed, over := view(1, 8, ""), view(2, 10, ""), view(3, 10, "k0"), view(4, 10, "k10")
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		markAnswer(w)
 		if r.URL.Query().Has("stream") {
 			w.Header().Set("Content-Type", api.ContentTypeStream)
 			enc := json.NewEncoder(w)
@@ -752,5 +758,82 @@ func TestDeltas_GrowthBounded(t *testing.T) {
 	cli, _ := New(srv.URL, Options{MaxAnswerBytes: -1})
 	if v, _, err := cli.WatchView(context.Background(), "web", Poll{Index: 1, Delta: true, Base: &base}); err != nil || len(v.Keys) != 11 {
 		t.Fatalf("the CLI's client (no bound): %v, %v", v, err)
+	}
+}
+
+// Another service at the address answering 200 with JSON of no fields ({} or null, a
+// catch-all) passed for a Shoelace server: a put was "applied at revision 0", a key read held
+// "", a view had no keys. A Shoelace server sends X-Shoelace-Index and X-Shoelace-Store with
+// every answer, and answers a write with the revision it wrote at: a 2xx without them, or a
+// write's at index 0, is an AnswerError of ErrForeignAnswer, a write's saying it may not have
+// been applied.
+func TestDo_ForeignAnswerRefused(t *testing.T) {
+	ctx := context.Background()
+	var index, store atomic.Pointer[string]
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if p := index.Load(); p != nil {
+			w.Header().Set(api.HeaderIndex, *p)
+		}
+		if p := store.Load(); p != nil {
+			w.Header().Set(api.HeaderStore, *p)
+		}
+		if strings.Contains(r.URL.Path, "null") {
+			io.WriteString(w, "null")
+			return
+		}
+		io.WriteString(w, "{}")
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL, Options{Token: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := []struct {
+		name  string
+		write bool
+		call  func() error
+	}{
+		{"put", true, func() error { _, err := c.Put(ctx, "shared/a", []byte("v"), NoCAS); return err }},
+		{"put null", true, func() error { _, err := c.Put(ctx, "shared/null", []byte("v"), NoCAS); return err }},
+		{"delete", true, func() error { _, err := c.Delete(ctx, "shared/a", false); return err }},
+		{"txn", true, func() error {
+			_, err := c.Txn(ctx, api.Txn{Ops: []api.Op{{Op: "put", Key: "shared/a", Value: "v"}}})
+			return err
+		}},
+		{"report", true, func() error { return c.Report(ctx, "web", api.Report{Instance: "vm-1", Applied: 3}) }},
+		{"get", false, func() error { _, _, err := c.Get(ctx, "shared/a"); return err }},
+		{"view", false, func() error { _, _, err := c.View(ctx, "web"); return err }},
+	}
+	for _, tc := range calls {
+		err := tc.call()
+		var ae *AnswerError
+		if !errors.As(err, &ae) || !errors.Is(err, ErrForeignAnswer) || ae.Status != 200 ||
+			!strings.Contains(err.Error(), "no X-Shoelace-Index and X-Shoelace-Store headers") ||
+			strings.Contains(err.Error(), "may not have been applied") != tc.write {
+			t.Errorf("%s answered 200 without the headers: %v", tc.name, err)
+		}
+	}
+
+	// With the headers, the store id empty (a replica that has not read it yet): taken, but for
+	// a write answered at index 0, no revision a server writes at.
+	zero, empty := "0", ""
+	index.Store(&zero)
+	store.Store(&empty)
+	for _, tc := range calls {
+		err := tc.call()
+		if tc.write && (!errors.Is(err, ErrForeignAnswer) || !strings.Contains(err.Error(), "X-Shoelace-Index 0") || !strings.Contains(err.Error(), "may not have been applied")) {
+			t.Errorf("%s answered at index 0: %v", tc.name, err)
+		}
+		if !tc.write && err != nil {
+			t.Errorf("%s answered with the headers: %v", tc.name, err)
+		}
+	}
+	seven := "7"
+	index.Store(&seven)
+	for _, tc := range calls {
+		if err := tc.call(); err != nil {
+			t.Errorf("%s answered with the headers, index 7: %v", tc.name, err)
+		}
 	}
 }

@@ -71,6 +71,7 @@ func TestStreamView_Deltas(t *testing.T) {
 	bad.Sum = api.ViewSum(map[string]string{"wrong": ""})
 	full := api.View{Appliance: "web", Revision: 9, Keys: map[string]string{"c": "1"}}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		markAnswer(w)
 		if !r.URL.Query().Has("index") {
 			json.NewEncoder(w).Encode(full)
 			return

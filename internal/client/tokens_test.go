@@ -15,6 +15,7 @@ import (
 func TestTokens_AnOlderServerAnswersEveryTokenWithoutALimit(t *testing.T) {
 	var asked []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		markAnswer(w)
 		asked = append(asked, r.URL.RawQuery)
 		w.Header().Set("Content-Type", "application/json")
 		q := r.URL.Query()

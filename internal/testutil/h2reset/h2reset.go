@@ -24,6 +24,12 @@ import (
 	"golang.org/x/net/http2/hpack"
 )
 
+// answerIndex and answerStore are the X-Shoelace-Index and X-Shoelace-Store of every answer.
+const (
+	answerIndex = "7"
+	answerStore = "h2reset"
+)
+
 // Server is the test server; Answer gives each request's status and JSON body.
 type Server struct {
 	// URL is https://127.0.0.1:port.
@@ -65,6 +71,9 @@ func Start(tb testing.TB, answer func(method, path string) (status int, body str
 		s.count(r.Method, r.URL.Path)
 		status, body := answer(r.Method, r.URL.Path)
 		w.Header().Set("Content-Type", "application/json")
+		// What every answer of a Shoelace server carries (the client refuses one without).
+		w.Header().Set("X-Shoelace-Index", answerIndex)
+		w.Header().Set("X-Shoelace-Store", answerStore)
 		w.WriteHeader(status)
 		_, _ = io.WriteString(w, body)
 	})}
@@ -151,6 +160,8 @@ func (s *Server) serveH2(c net.Conn) {
 		enc := hpack.NewEncoder(&hb)
 		_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: fmt.Sprint(status)})
 		_ = enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/json"})
+		_ = enc.WriteField(hpack.HeaderField{Name: "x-shoelace-index", Value: answerIndex})
+		_ = enc.WriteField(hpack.HeaderField{Name: "x-shoelace-store", Value: answerStore})
 		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndHeaders: true}); err != nil {
 			return err
 		}
