@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -15,11 +16,32 @@ import (
 	"github.com/shoelace-dev/shoelace/server/store"
 )
 
+// serverEnv is the environment variable of server flag name: SHOELACE_<NAME>.
+func serverEnv(name string) string {
+	return "SHOELACE_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// flagEnvEmpty reports whether flag name's value came from its environment variable env set
+// but empty: not on the command line. urfave/cli takes such a variable for an empty string (and
+// for false), where it ignores an empty number or duration, and the CLI's own variables are
+// unset when empty; an EnvironmentFile line such as SHOELACE_ROOT= means "not set" too.
+func (e *cliEnv) flagEnvEmpty(name, env string) bool {
+	v, ok := os.LookupEnv(env)
+	return ok && v == "" && !e.onCommandLine[name]
+}
+
+// flagString is string flag name's value, or def (its default) when it came from its
+// environment variable env set but empty (flagEnvEmpty).
+func (e *cliEnv) flagString(c *cli.Context, name, env, def string) string {
+	if e.flagEnvEmpty(name, env) {
+		return def
+	}
+	return c.String(name)
+}
+
 func serverCommand(e *cliEnv) *cli.Command {
 	def := server.DefaultConfig()
-	env := func(flag string) []string {
-		return []string{"SHOELACE_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))}
-	}
+	env := func(flag string) []string { return []string{serverEnv(flag)} }
 	return &cli.Command{
 		Name:      "server",
 		Usage:     "run the HTTP API server (embedded etcd unless --etcd-endpoints)",
@@ -64,7 +86,7 @@ SERVICE (systemd, as root; the unit is the one the packages ship):
 			&cli.StringFlag{Name: "proxy-protocol-from", EnvVars: env("proxy-protocol-from"), Usage: "comma-separated `ADDRS` (addresses or CIDR prefixes) of TCP load balancers that open connections with a PROXY protocol header (HAProxy's send-proxy-v2 or send-proxy): the client it names is the address rate limits, --max-conns-per-addr and logs use; from those peers a header is taken but not required, from any other it is refused (default: none)"},
 			&cli.StringFlag{Name: "admin-token-file", EnvVars: env("admin-token-file"), Usage: "`FILE` that receives the first admin token (default: <data-dir>/admin.token)"},
 			&cli.IntFlag{Name: "release-retention", Value: def.ReleaseRetention, EnvVars: env("release-retention"), Usage: "release records kept per appliance (and for shared/), the newest; older ones are pruned in the background"},
-			&cli.StringFlag{Name: "release-max-age", Value: "90d", EnvVars: env("release-max-age"), Usage: "`AGE` after which a release record is pruned: days (90d) or a duration (720h); 0: no age limit"},
+			&cli.StringFlag{Name: "release-max-age", Value: defaultReleaseMaxAge, EnvVars: env("release-max-age"), Usage: "`AGE` after which a release record is pruned: days (90d) or a duration (720h); 0: no age limit"},
 			&cli.Int64Flag{Name: "min-free-disk", Value: def.MinFreeDisk, EnvVars: env("min-free-disk"), Usage: "free `BYTES` the embedded etcd's file system must keep: below it writes are refused (503, not applied) and reads go on, since etcd stops the server when a write of its data fails (0: no check; ignored with --etcd-endpoints)"},
 			&cli.Int64Flag{Name: "release-max-bytes", Value: def.ReleaseMaxBytes, EnvVars: env("release-max-bytes"), Usage: "bytes of release records and copies kept, newest first (0: no byte limit)"},
 			&cli.StringFlag{Name: "secrets-key-file", EnvVars: env("secrets-key-file"), Usage: "`FILE` (mode 0600) with a 32-byte key, 64 hex digits (openssl rand -hex 32), that seals secret values in release copies; the same on every replica. Further lines: older keys, which only open what they sealed (rotation). Without it, copies leave secret values out"},
@@ -75,10 +97,15 @@ SERVICE (systemd, as root; the unit is the one the packages ship):
 	}
 }
 
-// serverConfigFrom fills the server's configuration from the flags (and their environment variables).
-func serverConfigFrom(c *cli.Context) (server.Config, error) {
+// defaultReleaseMaxAge is --release-max-age's default.
+const defaultReleaseMaxAge = "90d"
+
+// serverConfigFrom fills the server's configuration from the flags (and their environment
+// variables; one set but empty is as if unset, see flagEnvEmpty).
+func (e *cliEnv) serverConfigFrom(c *cli.Context) (server.Config, error) {
 	cfg := server.DefaultConfig()
-	age, err := server.ParseAge(c.String("release-max-age"))
+	str := func(name, def string) string { return e.flagString(c, name, serverEnv(name), def) }
+	age, err := server.ParseAge(str("release-max-age", defaultReleaseMaxAge))
 	if err != nil {
 		return cfg, fmt.Errorf("--release-max-age: %w", err)
 	}
@@ -87,11 +114,11 @@ func serverConfigFrom(c *cli.Context) (server.Config, error) {
 	cfg.ReleaseMaxBytes = c.Int64("release-max-bytes")
 	cfg.MinFreeDisk = c.Int64("min-free-disk")
 	cfg.SecretsKeyFile = c.String("secrets-key-file")
-	cfg.Listen = c.String("listen")
+	cfg.Listen = str("listen", cfg.Listen)
 	cfg.EtcdEndpoints = splitList(c.String("etcd-endpoints"))
-	cfg.DataDir = c.String("data-dir")
+	cfg.DataDir = str("data-dir", cfg.DataDir)
 	cfg.EtcdListen = c.String("etcd-listen")
-	cfg.Root = c.String("root")
+	cfg.Root = str("root", cfg.Root)
 	cfg.TLSCert, cfg.TLSKey = c.String("tls-cert"), c.String("tls-key")
 	cfg.EtcdCACert, cfg.EtcdCert, cfg.EtcdKey = c.String("etcd-cacert"), c.String("etcd-cert"), c.String("etcd-key")
 	cfg.RateLimit = c.Float64("rate-limit")
@@ -112,8 +139,10 @@ func serverConfigFrom(c *cli.Context) (server.Config, error) {
 		return cfg, err
 	}
 	cfg.AdminTokenFile = c.String("admin-token-file")
-	cfg.LogLevel = c.String("log-level")
-	cfg.UI = c.Bool("ui")
+	cfg.LogLevel = str("log-level", cfg.LogLevel)
+	if !e.flagEnvEmpty("ui", serverEnv("ui")) {
+		cfg.UI = c.Bool("ui") // urfave/cli took SHOELACE_UI= for false
+	}
 	cfg.Version = version
 	return cfg, nil
 }
@@ -148,7 +177,7 @@ func (e *cliEnv) server(c *cli.Context) error {
 	if _, err := wantArgs(c, 0, 0, "[flags]"); err != nil {
 		return err
 	}
-	cfg, err := serverConfigFrom(c)
+	cfg, err := e.serverConfigFrom(c)
 	if err != nil {
 		return usagef("server: %s", err.Error())
 	}

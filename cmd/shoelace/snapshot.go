@@ -151,7 +151,7 @@ func (e *cliEnv) snapshotRestore(c *cli.Context) error {
 	if dataDir == "" {
 		return usagef("snapshot restore: missing --data-dir DIR (a new data dir for the restored store)")
 	}
-	level, err := server.ParseLogLevel(c.String("log-level"))
+	level, err := server.ParseLogLevel(e.flagString(c, "log-level", "SHOELACE_LOG_LEVEL", "warn"))
 	if err != nil {
 		return usagef("snapshot restore: %v", err)
 	}
@@ -161,7 +161,7 @@ func (e *cliEnv) snapshotRestore(c *cli.Context) error {
 		return fmt.Errorf("snapshot restore: %w", err)
 	}
 	logger := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level}))
-	id, err := store.Restore(c.Context, store.RestoreConfig{SnapshotPath: a[0], DataDir: dataDir, Root: c.String("root"), Logger: logger})
+	id, err := store.Restore(c.Context, store.RestoreConfig{SnapshotPath: a[0], DataDir: dataDir, Root: e.flagString(c, "root", "SHOELACE_ROOT", store.DefaultRoot), Logger: logger})
 	if err != nil {
 		return err
 	}
