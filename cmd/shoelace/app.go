@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/urfave/cli/v2"
 
@@ -281,7 +282,8 @@ func flagValueProblem(c *cli.Context, name, problem string) string {
 // and the value written against it (o, json); ok is false when arg is not one.
 func gluedValue(c *cli.Context, arg string) (short, value string, ok bool) {
 	name, _ := strings.CutPrefix(arg, "-")
-	if len(name) < 2 || strings.HasPrefix(name, "-") {
+	if len(name) < 2 || strings.HasPrefix(name, "-") || strings.ContainsFunc(name, unicode.IsSpace) {
+		// A word with a space in it was quoted whole ("-m x"): a value, not a flag glued to one.
 		return "", "", false
 	}
 	for _, f := range runningFlags(c) {

@@ -33,6 +33,10 @@ func TestE2E_KvPutDashValueSaysWhereItGoes(t *testing.T) {
 	const hint = `(a VALUE that starts with '-' goes after "--": shoelace kv put KEY -- VALUE)`
 	c.fails(2, "flag provided but not defined: -Xmx512m "+hint, "kv", "put", "appliances/web/jvm", "-Xmx512m")
 	c.fails(2, hint, "kv", "put", "appliances/web/args", "--verbose --port 80")
+	// A word quoted whole with a space in it is a value, not a short flag glued to its value:
+	// "-m x" was told to go as "-m  x".
+	c.fails(2, "flag provided but not defined: -m x "+hint, "kv", "put", "appliances/web/args", "-m x")
+	c.fails(2, "flag provided but not defined: -o\tjson "+hint, "kv", "put", "appliances/web/args", "-o\tjson")
 	c.fails(2, "flag provided but not defined: -Djava.awt.headless "+hint, "kv", "put", "appliances/web/jvm", "-Djava.awt.headless=true")
 	if r := c.run("kv", "put", "appliances/web/port", "1", "--cass", "0"); r.code != 2 || strings.Contains(r.stderr, "goes after") {
 		t.Errorf("kv put … --cass 0: %s; want exit 2 without the VALUE hint", r)
