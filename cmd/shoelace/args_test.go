@@ -146,6 +146,8 @@ func TestRun_UsageErrors(t *testing.T) {
 		{"shoelace kv get x --output yaml", exitUsage, `--output "yaml": must be text or json`},
 		{"shoelace kv get a//b", exitError, `invalid key "a//b": segment 2 is empty`},
 		{"shoelace kv get ../etc", exitError, `invalid key "../etc": segment 1 is ".."`},
+		{"shoelace kv ls //", exitError, `invalid prefix "//": segment 1 is empty`},
+		{"shoelace kv ls shared//", exitError, `invalid prefix "shared//": segment 2 is empty`},
 		{"shoelace appliance apply web", exitUsage, `appliance apply: missing -f FILE`},
 		{"shoelace appliance get we/b", exitError, `invalid appliance name "we/b"`},
 		{"shoelace appliance export web --format toml", exitUsage, `--format "toml": must be json or yaml`},

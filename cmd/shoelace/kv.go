@@ -265,6 +265,13 @@ func (e *cliEnv) kvList(c *cli.Context) error {
 		prefix = strings.TrimSuffix(a[0], "/")
 		if prefix != "" {
 			if err := checkPathKey(prefix); err != nil {
+				if !strings.HasPrefix(prefix, "/") || strings.Trim(prefix, "/") == "" {
+					// Named as given, a prefix: "//" said invalid key "/" (a confd-style
+					// path keeps checkPathKey's word on it).
+					if _, perr := api.ValidatePrefix(a[0]); perr != nil {
+						return perr
+					}
+				}
 				return err
 			}
 		}
