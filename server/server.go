@@ -547,7 +547,15 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request, start time.Time) 
 		r.URL.Path = "/"
 	}
 	p := r.URL.Path
-	return sw, r, p == cleanPath(p)
+	return sw, r, p == cleanPath(p) && !trailingSlash(p)
+}
+
+// trailingSlash reports whether p is an API path, not a KV one, that ends in '/': an empty last
+// segment, which no route has. ServeMux keeps it, so that /v1/appliances/ was an unknown
+// route (401 without a token, 404 with one) where /v1/appliances//x was 400 before any token
+// is read. A KV path's is a prefix's ("/v1/kv/shared/?recurse"), for its handler to judge.
+func trailingSlash(p string) bool {
+	return len(p) > 1 && p[len(p)-1] == '/' && strings.HasPrefix(p, "/v1/") && !strings.HasPrefix(p, "/v1/kv/")
 }
 
 // end finishes a request: the body not read, the metrics and the access log.
@@ -641,6 +649,9 @@ func uncleanPathError(p string, recurse bool) error {
 	if !strings.HasPrefix(p, "/") {
 		// "OPTIONS *", or an absolute form's path: no route of the API is asked so.
 		return api.Errorf(api.CodeInvalidRequest, "request path %s does not start with '/': the API's routes are paths such as /v1/kv/KEY", shorten(p))
+	}
+	if trailingSlash(p) && p == cleanPath(p) {
+		return api.Errorf(api.CodeInvalidRequest, "request path %s ends in '/' (an empty segment), as no route of the API does", shorten(p))
 	}
 	return api.Errorf(api.CodeInvalidRequest, "request path %s has an empty, '.' or '..' segment", shorten(p))
 }
