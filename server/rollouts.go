@@ -406,11 +406,17 @@ func (s *Server) enrolledInstances(ctx context.Context, name string) ([]string, 
 	now := time.Now()
 	var out []string
 	for n, in := range reports {
-		if in.Enrolled && in.EnrolledAt != nil && in.EnrolledAt.Before(now) && now.Sub(in.LastSeen) <= s.cfg.instanceStale() {
+		if s.drawable(in, now) {
 			out = append(out, n)
 		}
 	}
 	return out, rev, nil
+}
+
+// drawable reports whether instance in may join a rollout starting at now: enrolled, and seen
+// within --instance-stale.
+func (s *Server) drawable(in api.Instance, now time.Time) bool {
+	return in.Enrolled && in.EnrolledAt != nil && in.EnrolledAt.Before(now) && now.Sub(in.LastSeen) <= s.cfg.instanceStale()
 }
 
 // instanceReports reads appliance name's instance records with their last reported failure.

@@ -159,8 +159,7 @@ func (s *Server) startSharedRollout(ctx context.Context, w http.ResponseWriter, 
 		records[name], recs[name] = data, &rec
 	}
 	if len(records) == 0 {
-		return api.Errorf(api.CodeConflict, "no appliance has an enrolled instance seen in the last %s: a canary of shared/ needs at least one (agents enroll when `shoelace-agent run` starts); write without canary to change every instance at once",
-			s.cfg.instanceStale())
+		return s.noSharedCohort(ctx, r, names)
 	}
 	locked := lockedKeys(change)
 	p := principalOf(r)
@@ -571,4 +570,46 @@ func shownStatus(st api.RolloutStatus, cause string, p *principal) api.RolloutSt
 	// The shared/ keys of the change that p may read (a reader of the appliance alone reads none).
 	st.Shared = slices.DeleteFunc(st.Shared, func(k string) bool { return p.mayRead(api.SharedPrefix+"/"+k) != nil })
 	return st
+}
+
+// noSharedCohort is the refusal of a canary of shared/ that found no appliance to draw instances
+// from; names are the appliances with keys of their own. When instances that could be drawn are
+// enrolled under names without keys of their own (which have no view, and so take no part),
+// it says so, naming those the token may read: "no appliance has an enrolled instance" said
+// the opposite of what the instance list shows.
+func (s *Server) noSharedCohort(ctx context.Context, r *http.Request, names []string) error {
+	m, _, err := s.st.SysList(ctx, instancePrefix)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	var keyless, shown []string
+	p := principalOf(r)
+	for app, insts := range instancesOf(m) {
+		if slices.Contains(names, app) {
+			continue
+		}
+		for _, in := range insts {
+			if s.drawable(in, now) {
+				keyless = append(keyless, app)
+				if p.mayRead(api.ApplianceRoot(app)) == nil {
+					shown = append(shown, app)
+				}
+				break
+			}
+		}
+	}
+	if len(keyless) == 0 {
+		return api.Errorf(api.CodeConflict, "no appliance has an enrolled instance seen in the last %s: a canary of shared/ needs at least one (agents enroll when `shoelace-agent run` starts); write without canary to change every instance at once",
+			s.cfg.instanceStale())
+	}
+	which := fmt.Sprintf("%d appliance(s)", len(keyless))
+	if len(shown) == len(keyless) {
+		slices.Sort(shown)
+		which = strings.Join(shown, ", ")
+	}
+	return api.Errorf(api.CodeConflict, "no appliance with keys of its own has an enrolled instance seen in the last %s: a canary of shared/ is drawn from those only; "+
+		"the enrolled instances are of %s, without keys of their own, which have no view (an appliance exists while it has a key of its own) and take no part; "+
+		"give an appliance a key of its own, or write without canary to change every instance at once",
+		s.cfg.instanceStale(), which)
 }

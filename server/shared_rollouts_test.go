@@ -487,3 +487,28 @@ func TestSharedRollout_KeySharedItselfIsNotAKeyOfShared(t *testing.T) {
 	}
 	f.mustErr(f.do("GET", "/v1/kv/shared/shared", ""), http.StatusNotFound, api.CodeNotFound)
 }
+
+// A canary of shared/ when the only enrolled instances are of appliances without keys of their
+// own (which have no view, and take no part) says so, where it said "no appliance has an
+// enrolled instance", which the instance list belies. It names those appliances to a token that
+// may read them, and counts them for one that may not.
+func TestSharedRollout_EnrolledOnlyInAppliancesWithoutKeysSaysWhy(t *testing.T) {
+	f := newFixture(t)
+	f.put("shared/ntp", "pool")
+	f.put("appliances/web/port", "80") // keys, no instance
+	agent := f.newToken(api.TokenRequest{Name: "db-fleet", Appliance: "db"})
+	f.enroll(agent, "db", "db-1") // an instance, no keys
+	const why = "the enrolled instances are of %s, without keys of their own, which have no view"
+	f.mustErr(f.do("PUT", "/v1/kv/shared/ntp?canary=10%25", "1"), http.StatusConflict, api.CodeConflict,
+		"no appliance with keys of its own has an enrolled instance seen in the last 1h0m0s", fmt.Sprintf(why, "db"))
+	var tok api.TokenCreated
+	f.must(f.do("POST", "/v1/tokens", `{"name":"ci","write":["shared"]}`, "Content-Type", "application/json"), 201, &tok)
+	r := f.doToken(tok.Token, "PUT", "/v1/kv/shared/ntp?canary=10%25", "1")
+	f.mustErr(r, http.StatusConflict, api.CodeConflict, fmt.Sprintf(why, "1 appliance(s)"))
+	if strings.Contains(string(r.body), "db") {
+		t.Fatalf("answer to a shared/ writer that may not read db: %s", r.body)
+	}
+	if liveShared(t, f, "ntp") != "pool" {
+		t.Fatal("a refused canary wrote")
+	}
+}
