@@ -144,7 +144,7 @@ EXAMPLES:
 // and "..", which an HTTP stack would clean into another key. The server checks every other
 // rule and names it in its answer.
 func checkPathKey(key string) error {
-	if rest, ok := strings.CutPrefix(key, "/"); ok && rest != "" {
+	if rest, ok := strings.CutPrefix(key, "/"); ok && strings.TrimLeft(rest, "/") != "" {
 		return confdKeyError(key, strings.TrimLeft(rest, "/"))
 	}
 	for _, seg := range strings.Split(key, "/") {
@@ -155,6 +155,26 @@ func checkPathKey(key string) error {
 		}
 	}
 	return nil
+}
+
+// checkPathPrefix is checkPathKey for a prefix as given (arg; "shared/" as kv ls takes it): it
+// returns the prefix without its trailing '/', or an error that names arg as a prefix ("//" and
+// "shared//" were called the invalid keys "/" and "shared/"). A confd-style path keeps
+// checkPathKey's word on it.
+func checkPathPrefix(arg string) (string, error) {
+	prefix := strings.TrimSuffix(arg, "/")
+	if prefix == "" {
+		return "", nil
+	}
+	if err := checkPathKey(prefix); err != nil {
+		if !strings.HasPrefix(prefix, "/") || strings.Trim(prefix, "/") == "" {
+			if _, perr := api.ValidatePrefix(arg); perr != nil {
+				return "", perr
+			}
+		}
+		return "", err
+	}
+	return prefix, nil
 }
 
 // confdKeyError explains a key written the confd way, with a leading '/' (rest is the key
@@ -262,18 +282,8 @@ func (e *cliEnv) kvList(c *cli.Context) error {
 	}
 	prefix := ""
 	if len(a) == 1 {
-		prefix = strings.TrimSuffix(a[0], "/")
-		if prefix != "" {
-			if err := checkPathKey(prefix); err != nil {
-				if !strings.HasPrefix(prefix, "/") || strings.Trim(prefix, "/") == "" {
-					// Named as given, a prefix: "//" said invalid key "/" (a confd-style
-					// path keeps checkPathKey's word on it).
-					if _, perr := api.ValidatePrefix(a[0]); perr != nil {
-						return perr
-					}
-				}
-				return err
-			}
+		if prefix, err = checkPathPrefix(a[0]); err != nil {
+			return err
 		}
 	}
 	// A listing is as large as what is under the prefix: --timeout bounds each wait for it.
@@ -322,10 +332,12 @@ func (e *cliEnv) kvRemove(c *cli.Context) error {
 		// it. It was judged as a key first, and refused for an empty segment.
 		return api.Errorf(api.CodeInvalidKey, "refusing to delete the root recursively: name a prefix")
 	}
-	if recurse && strings.HasSuffix(a[0], "/") && len(a[0]) > 1 {
-		a[0] = a[0][:len(a[0])-1] // a prefix written as kv ls takes it (shared/x/)
-	}
-	if err := checkPathKey(a[0]); err != nil {
+	if recurse {
+		// A prefix, written as kv ls takes it (shared/x/).
+		if a[0], err = checkPathPrefix(a[0]); err != nil {
+			return err
+		}
+	} else if err := checkPathKey(a[0]); err != nil {
 		return err
 	}
 	s, err := e.connect(c)
