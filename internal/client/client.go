@@ -473,7 +473,7 @@ func (c *Client) Do(ctx context.Context, r Request, out any) (Meta, error) {
 			return meta, err
 		}
 		if meta.Status >= 200 && meta.Status < 300 || meta.Status == http.StatusNotModified {
-			if err := foreignAnswer(r.Method, meta); err != nil {
+			if err := foreignAnswer(r.Method, r.Path, meta); err != nil {
 				return meta, &AnswerError{Op: r.Method + " " + r.Path, Status: meta.Status, ContentType: meta.ContentType, Err: err}
 			}
 			if out != nil && meta.Status != http.StatusNotModified {
@@ -674,16 +674,16 @@ func (e *AnswerError) Error() string {
 }
 
 // ErrForeignAnswer says that a 2xx answer lacks what every answer of a Shoelace server has: the
-// X-Shoelace-Index and X-Shoelace-Store headers, and for a write an index above 0 (the revision
-// it was written at). Another service at the address answered (a catch-all returning 200 {}),
+// X-Shoelace-Index and X-Shoelace-Store headers, and for a write of keys an index above 0 (the
+// revision it was written at; see writesKeys). Another service at the address answered (a catch-all returning 200 {}),
 // which may not have passed the request on: a write may not have been applied. An AnswerError
 // carries it.
 var ErrForeignAnswer = errors.New("not a Shoelace server's answer")
 
-// foreignAnswer is the ErrForeignAnswer of a 2xx answer (meta) to a request of method, or nil.
-// Checked in Do for every route: without it, a write answered 200 {} by another service
+// foreignAnswer is the ErrForeignAnswer of a 2xx answer (meta) to a request of method and path,
+// or nil. Checked in Do for every route: without it, a write answered 200 {} by another service
 // passed for one applied at revision 0, and a read of a key for a key holding "".
-func foreignAnswer(method string, meta Meta) error {
+func foreignAnswer(method, path string, meta Meta) error {
 	switch {
 	case meta.Status == http.StatusNotModified:
 		return nil // a long-poll's 304: Poll reads its index itself
@@ -693,11 +693,19 @@ func foreignAnswer(method string, meta Meta) error {
 	case !meta.marked:
 		return fmt.Errorf("%w: no %s and %s headers, which a Shoelace server sends with every answer",
 			ErrForeignAnswer, api.HeaderIndex, api.HeaderStore)
-	case meta.Index == 0 && isWrite(method):
+	case meta.Index == 0 && writesKeys(method, path):
 		return fmt.Errorf("%w: %s 0, where a Shoelace server answers a write with the revision it wrote at; the write may not have been applied",
 			ErrForeignAnswer, api.HeaderIndex)
 	}
 	return nil
+}
+
+// writesKeys says whether a request of method and path is a write of keys (PUT or DELETE of
+// /v1/kv/…, POST /v1/txn), whose answer is the revision it wrote at, above 0. Not every write:
+// a replica starting, before it read the store, answers a report at the index it knows, 0.
+func writesKeys(method, path string) bool {
+	return (method == http.MethodPut || method == http.MethodDelete) && strings.HasPrefix(path, "/v1/kv/") ||
+		method == http.MethodPost && path == "/v1/txn"
 }
 
 // maxDecodeErrText bounds the text of a decoding error that an AnswerError keeps.

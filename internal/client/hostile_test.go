@@ -816,12 +816,19 @@ func TestDo_ForeignAnswerRefused(t *testing.T) {
 	}
 
 	// With the headers, the store id empty (a replica that has not read it yet): taken, but for
-	// a write answered at index 0, no revision a server writes at.
+	// a write of keys answered at index 0, no revision a server writes at. A report is taken:
+	// a replica starting, before it read the store, answers it at the index it knows, 0.
 	zero, empty := "0", ""
 	index.Store(&zero)
 	store.Store(&empty)
 	for _, tc := range calls {
 		err := tc.call()
+		if tc.name == "report" {
+			if err != nil {
+				t.Errorf("report answered with the headers, index 0: %v", err)
+			}
+			continue
+		}
 		if tc.write && (!errors.Is(err, ErrForeignAnswer) || !strings.Contains(err.Error(), "X-Shoelace-Index 0") || !strings.Contains(err.Error(), "may not have been applied")) {
 			t.Errorf("%s answered at index 0: %v", tc.name, err)
 		}
