@@ -170,34 +170,6 @@ type uiCtx struct {
 // uiHandler is a console page; its error is answered as an error page.
 type uiHandler func(w http.ResponseWriter, r *http.Request, c *uiCtx) error
 
-// uiInstanceState is an instance's state in a rollout as the CLI's rollout status prints it: once the
-// rollout halted or was aborted nothing waits for an instance any more, so pending is "not applied"
-// and waiting "not reached".
-func uiInstanceState(rollout, state string) string {
-	if rollout != api.RolloutHalted && rollout != api.RolloutAborted {
-		return state
-	}
-	switch state {
-	case "pending":
-		return "not applied"
-	case "waiting":
-		return "not reached"
-	}
-	return state
-}
-
-// uiCohortName is the cohort of a rollout's instance as the CLI's rollout status prints it, with the
-// steps counted from 1 as the page's "step N of M" is: the canary, "step N", or "—" (in none yet).
-func uiCohortName(cohort int) string {
-	switch {
-	case cohort == 0:
-		return "canary"
-	case cohort > 0:
-		return fmt.Sprintf("step %d", cohort+1)
-	}
-	return "—"
-}
-
 // uiTemplates are the console's pages, each parsed with the layout.
 var uiTemplates = func() map[string]*template.Template {
 	funcs := template.FuncMap{
@@ -206,8 +178,8 @@ var uiTemplates = func() map[string]*template.Template {
 		"join": strings.Join,
 		// stepNo is a rollout's step as people count it, and as the CLI prints it: 1 for the first.
 		"stepNo":        func(step int) int { return step + 1 },
-		"instanceState": uiInstanceState,
-		"cohortName":    uiCohortName,
+		"instanceState": api.ShownInstanceState,
+		"cohortName":    func(cohort int) string { return api.CohortName(cohort, "—") },
 		"pathEscape": func(s string) string {
 			return url.PathEscape(s)
 		},

@@ -368,20 +368,7 @@ func printRolloutAs(w io.Writer, st api.RolloutStatus, hint bool) error {
 	}
 	fmt.Fprintln(w)
 	for _, in := range st.Instances {
-		cohort := "-"
-		switch {
-		case in.Cohort == 0:
-			cohort = "canary"
-		case in.Cohort > 0:
-			cohort = fmt.Sprintf("step %d", in.Cohort+1)
-		}
-		state := in.State
-		switch {
-		case ended && state == "pending":
-			state = "not applied" // nothing waits for it any more
-		case ended && state == "waiting":
-			state = "not reached"
-		}
+		cohort, state := api.CohortName(in.Cohort, "-"), api.ShownInstanceState(st.State, in.State)
 		line := fmt.Sprintf("  %-24s %-8s %-11s applied %d", in.Instance, cohort, state, in.Applied)
 		switch {
 		case in.Error != "" && in.Error == st.Reason:

@@ -198,3 +198,31 @@ type SharedRolloutStatus struct {
 	Appliances int             `json:"appliances"`
 	Rollouts   []RolloutStatus `json:"rollouts"`
 }
+
+// ShownInstanceState is an instance's state in a rollout whose state is rollout, as rollout
+// status and the console show it: once the rollout halted or was aborted nothing waits for an
+// instance any more, so pending is "not applied" and waiting "not reached".
+func ShownInstanceState(rollout, state string) string {
+	if rollout != RolloutHalted && rollout != RolloutAborted {
+		return state
+	}
+	switch state {
+	case "pending":
+		return "not applied"
+	case "waiting":
+		return "not reached"
+	}
+	return state
+}
+
+// CohortName is the cohort of a rollout's instance as rollout status and the console show it,
+// the steps counted from 1 as "step N of M" is: the canary, "step N", or none (in no cohort yet).
+func CohortName(cohort int, none string) string {
+	switch {
+	case cohort == 0:
+		return "canary"
+	case cohort > 0:
+		return "step " + strconv.Itoa(cohort+1)
+	}
+	return none
+}
