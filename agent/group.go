@@ -437,9 +437,14 @@ func (p *pass) install(g *group) {
 			continue
 		}
 		prev := m.staged.Previous()
-		if c := m.t.cand; c != nil && c.rollout != p.v.Rollout && candidateReplaced(c, prev) {
-			// The file holds the candidate of a rollout that ended: the .bak keeps what the
-			// candidate replaced, as after an undo, not the candidate's content.
+		// The file holds the candidate of a rollout that ended (its content hashed once here).
+		ended := m.t.cand
+		if ended != nil && (ended.rollout == p.v.Rollout || !candidateReplaced(ended, prev)) {
+			ended = nil
+		}
+		if ended != nil {
+			// The .bak keeps what the candidate replaced, as after an undo, not the candidate's
+			// content.
 			m.staged.SkipBackup()
 		}
 		err := installStaged(m.staged)
@@ -485,11 +490,11 @@ func (p *pass) install(g *group) {
 			return
 		}
 		m.prev = prev
-		if c := m.t.cand; c != nil && c.rollout != p.v.Rollout && candidateReplaced(c, prev) {
-			// The file held the candidate of a rollout that ended (this view is the live one:
-			// another rollout's took the undo over above): a failed reload goes back to what
-			// the candidate replaced, not to the candidate, whose undo this install ends.
-			m.prev = c.prev
+		if ended != nil {
+			// This view is the live one (another rollout's took the undo over above): a failed
+			// reload goes back to what the candidate replaced, not to the candidate, whose undo
+			// this install ends.
+			m.prev = ended.prev
 			p.res.leftCandidate = true
 		}
 		if p.v.Rollout == "" {

@@ -15,21 +15,10 @@ import (
 // mount too, and for every user alike: a directory merely not writable by the user who asks
 // (an operator's render --dry of root's agent) is not reported.
 func readOnlyWay(dest string) string {
-	d := filepath.Dir(resolveLinks(dest))
-	for {
-		err := unix.Access(d, unix.W_OK)
-		switch {
-		case errors.Is(err, unix.EROFS):
-			return d
-		case !errors.Is(err, unix.ENOENT):
-			return ""
-		}
-		p := filepath.Dir(d)
-		if p == d {
-			return ""
-		}
-		d = p
+	if d, err := accessWay(filepath.Dir(resolveLinks(dest)), unix.W_OK); errors.Is(err, unix.EROFS) {
+		return d
 	}
+	return ""
 }
 
 // unwritableWay returns the directory where the agent would write dir's files (dir, or the
@@ -37,15 +26,22 @@ func readOnlyWay(dest string) string {
 // cannot write there, with why: "read-only" (EROFS) or "denied" (EACCES, so for that user
 // only: validate's, normally the agent's own); "" when it can, or cannot tell.
 func unwritableWay(dir string) (string, string) {
+	d, err := accessWay(dir, unix.W_OK|unix.X_OK)
+	switch {
+	case errors.Is(err, unix.EROFS):
+		return d, "read-only"
+	case errors.Is(err, unix.EACCES):
+		return d, "denied"
+	}
+	return "", ""
+}
+
+// accessWay is access(2) of dir with mode, or of the nearest directory above it that exists
+// (ENOENT going up to it): that directory and the answer.
+func accessWay(dir string, mode uint32) (string, error) {
 	for d := dir; ; d = filepath.Dir(d) {
-		err := unix.Access(d, unix.W_OK|unix.X_OK)
-		switch {
-		case errors.Is(err, unix.EROFS):
-			return d, "read-only"
-		case errors.Is(err, unix.EACCES):
-			return d, "denied"
-		case !errors.Is(err, unix.ENOENT) || filepath.Dir(d) == d:
-			return "", ""
+		if err := unix.Access(d, mode); !errors.Is(err, unix.ENOENT) || filepath.Dir(d) == d {
+			return d, err
 		}
 	}
 }

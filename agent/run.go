@@ -706,15 +706,17 @@ func (l *loop) watchReads() {
 	var added map[string]bool
 	for _, t := range l.a.tmpls {
 		for _, f := range t.readFiles() {
-			if filepath.IsAbs(f) && l.a.isRead(filepath.Clean(f)) {
-				for _, link := range linksOf(filepath.Clean(f)) {
-					if !slices.Contains(l.readLinks[link], filepath.Clean(f)) {
-						l.readLinks[link] = append(l.readLinks[link], filepath.Clean(f))
-					}
+			f = filepath.Clean(f)
+			if !filepath.IsAbs(f) || !l.a.isRead(f) {
+				continue
+			}
+			for _, link := range linksOf(f) {
+				if !slices.Contains(l.readLinks[link], f) {
+					l.readLinks[link] = append(l.readLinks[link], f)
 				}
 			}
-			d := filepath.Dir(filepath.Clean(f))
-			if !filepath.IsAbs(f) || l.readDirs[d] || !l.a.isRead(filepath.Clean(f)) {
+			d := filepath.Dir(f)
+			if l.readDirs[d] {
 				continue
 			}
 			err := l.watcher.Add(d)
