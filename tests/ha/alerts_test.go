@@ -2,6 +2,7 @@ package ha
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -119,4 +120,80 @@ func scrape(t *testing.T, url string) map[string]float64 {
 		}
 	}
 	return m
+}
+
+// The runbook's alert on a replica whose revision lags, against two real replicas of one etcd
+// cluster: it compares each replica with the highest revision of a minute before (here, of the
+// scrapes before the last writes). It compared the replicas' revisions at one instant (max - min
+// > 0), which two healthy replicas scraped at different moments fail whenever a write comes
+// between the scrapes — and a fleet's agents write their reports all the time — so it fired
+// without cause.
+func TestRunbook_ReplicaRevisionAlert(t *testing.T) {
+	skipShort(t)
+	const expr = "`shoelace_store_revision < on(job) group_left() max by (job) (shoelace_store_revision offset 1m)`"
+	md, err := os.ReadFile(filepath.Join(repoRoot, "docs", "RUNBOOK.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, line := range strings.Split(string(md), "\n") {
+		if strings.HasPrefix(line, "| a replica's revision stuck") {
+			found = strings.Contains(line, expr)
+			if !found {
+				t.Fatalf("docs/RUNBOOK.md's replica revision alert is not the one this test checks (%s):\n%s", expr, line)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("docs/RUNBOOK.md has no alert on a replica's revision stuck")
+	}
+
+	dir := t.TempDir()
+	c := startCluster(t, filepath.Join(dir, "etcd"))
+	tokenFiles := map[string]string{"a": filepath.Join(dir, "admin-a.token"), "b": filepath.Join(dir, "admin-b.token")}
+	reps := startReplicas(t, dir, c.endpoints(), tokenFiles)
+	ra, rb := reps["a"], reps["b"]
+	ca := newClient(ra.url(), waitAdminToken(t, tokenFiles))
+	waitTokenAccepted(t, ca)
+	revision := func(r *replica) float64 { return scrape(t, r.url()+"/metrics")["shoelace_store_revision"] }
+	put := func(i int) float64 {
+		status, rev, err := ca.put(context.Background(), fmt.Sprintf("appliances/web/k%d", i), "v")
+		if err != nil || status != http.StatusOK {
+			t.Fatalf("put: status %d, %v", status, err)
+		}
+		return float64(rev)
+	}
+	// seen waits until replica r's watch has delivered rev: a healthy replica.
+	seen := func(r *replica, rev float64) float64 {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if got := revision(r); got >= rev {
+				return got
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("replica %s never showed revision %v", r.name, rev)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	rev := put(0)
+	// The scrapes "a minute before": both replicas, at the revision of that moment.
+	before := max(seen(ra, rev), seen(rb, rev))
+	// Writes meanwhile, then the scrapes of now, at different moments with a write between them,
+	// as Prometheus scrapes its targets.
+	for i := 1; i <= 3; i++ {
+		rev = put(i)
+	}
+	a := seen(ra, rev)
+	b := seen(rb, put(4))
+	if a == b {
+		t.Fatalf("replicas scraped with a write between the scrapes show one revision (%v): the premise of this test does not hold", a)
+	}
+	t.Logf("healthy replicas scraped apart: revisions %v and %v (max - min > 0, the old alert, holds)", a, b)
+	for name, now := range map[string]float64{"a": a, "b": b} {
+		if now < before {
+			t.Errorf("the alert fires for healthy replica %s: revision %v < %v, the highest of the scrapes before", name, now, before)
+		}
+	}
 }
