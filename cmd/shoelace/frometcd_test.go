@@ -435,3 +435,51 @@ func TestE2E_ImportFromEtcd_UserPassword(t *testing.T) {
 		t.Fatalf("import FILE with SHOELACE_ETCD_USER and SHOELACE_ETCD_PASSWORD set: %s", r)
 	}
 }
+
+// TestE2E_ImportFromEtcd_RoleOnTheDirectory: a confd user whose role grants its prefix as a
+// directory (etcdctl role grant-permission ROLE --prefix read /p/, all that confd needs, as it
+// reads PREFIX/KEY ranges) was refused the import ("permission denied", told to grant the wider
+// --prefix read /p): the import read the prefix as a string, /p itself and siblings such as
+// /p-old/… included. It reads the keys below /p/ then, and /p's own value where the role allows.
+func TestE2E_ImportFromEtcd_RoleOnTheDirectory(t *testing.T) {
+	endpoint, etcd := confdEtcd(t, map[string]string{"/p": "own", "/p/db/host": "10.0.0.1", "/p/db/port": "5432", "/p-old/x": "y"})
+	ctx := context.Background()
+	read := clientv3.PermissionType(clientv3.PermRead)
+	for _, step := range []func() error{
+		func() error { _, err := etcd.UserAdd(ctx, "root", "rootpw"); return err },
+		func() error { _, err := etcd.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := etcd.RoleAdd(ctx, "confd-dir"); return err },
+		func() error {
+			_, err := etcd.RoleGrantPermission(ctx, "confd-dir", "/p/", clientv3.GetPrefixRangeEnd("/p/"), read)
+			return err
+		},
+		func() error { _, err := etcd.UserAdd(ctx, "confd", "confdpw"); return err },
+		func() error { _, err := etcd.UserGrantRole(ctx, "confd", "confd-dir"); return err },
+		// One that may read /p's own value too, but not its siblings.
+		func() error { _, err := etcd.RoleAdd(ctx, "confd-own"); return err },
+		func() error { _, err := etcd.RoleGrantPermission(ctx, "confd-own", "/p", "", read); return err },
+		func() error { _, err := etcd.UserAdd(ctx, "confd2", "confd2pw"); return err },
+		func() error { _, err := etcd.UserGrantRole(ctx, "confd2", "confd-dir"); return err },
+		func() error { _, err := etcd.UserGrantRole(ctx, "confd2", "confd-own"); return err },
+		func() error { _, err := etcd.AuthEnable(ctx); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := newCLI(t, freshServer(t))
+	args := []string{"import", "--from-etcd", endpoint, "--prefix", "/p", "--appliance", "web"}
+	r := c.run(append(args, "--etcd-user", "confd:confdpw")...)
+	if r.code != 0 || !strings.Contains(r.stderr, "imported 2 keys from /p into appliances/web") {
+		t.Fatalf("import as a user whose role grants /p/: %s", r)
+	}
+	if got := c.ok("kv", "get", "appliances/web/db/port"); got != "5432" {
+		t.Fatalf("port = %q after the import", got)
+	}
+	// /p's own value, which the role of confd2 lets it read, is refused as from a user who may
+	// read everything.
+	r = c.run(append(args, "--etcd-user", "confd2:confd2pw", "--dry-run")...)
+	if r.code != 1 || !strings.Contains(r.stderr, `refused "/p": the prefix itself holds a value`) {
+		t.Fatalf("import as a user who may read /p itself: %s", r)
+	}
+}

@@ -83,6 +83,9 @@ func ReadForeign(ctx context.Context, f ForeignEtcd, prefix string) ([]ForeignKV
 	if err == nil {
 		defer cli.Close()
 		resp, err = cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+		if errors.Is(err, rpctypes.ErrPermissionDenied) && !strings.HasSuffix(prefix, "/") {
+			resp, err = readBelow(ctx, cli, prefix)
+		}
 	}
 	if status.Code(err) == codes.ResourceExhausted {
 		return nil, 0, fmt.Errorf("etcd %s: the keys that start with %q are over %d bytes, more than one import can hold: import a narrower prefix (one subtree at a time)",
@@ -92,8 +95,8 @@ func ReadForeign(ctx context.Context, f ForeignEtcd, prefix string) ([]ForeignKV
 		return nil, 0, fmt.Errorf("etcd %s: user %q: %w: check --etcd-user and its password", strings.Join(f.Endpoints, ","), shownUser(f.Username), err)
 	}
 	if f.Username != "" && errors.Is(err, rpctypes.ErrPermissionDenied) {
-		return nil, 0, fmt.Errorf("etcd %s: read %q as user %q: %w (give one of its roles read on the prefix: etcdctl role grant-permission ROLE --prefix read %s)",
-			strings.Join(f.Endpoints, ","), prefix, shownUser(f.Username), err, prefix)
+		return nil, 0, fmt.Errorf("etcd %s: read %q as user %q: %w (give one of its roles read on the keys below the prefix: etcdctl role grant-permission ROLE --prefix read %s)",
+			strings.Join(f.Endpoints, ","), prefix, shownUser(f.Username), err, strings.TrimSuffix(prefix, "/")+"/")
 	}
 	if errors.Is(err, rpctypes.ErrUserEmpty) || errors.Is(err, rpctypes.ErrPermissionDenied) {
 		return nil, 0, fmt.Errorf("etcd %s: read %q: %w (etcd has authentication on: the import reads it as an etcd user that may read the prefix, given with --etcd-user USER[:PASSWORD], or as the user a client certificate names, given with --etcd-cacert, --etcd-cert and --etcd-key, which etcd takes when it runs with --client-cert-auth)",
@@ -115,6 +118,27 @@ func ReadForeign(ctx context.Context, f ForeignEtcd, prefix string) ([]ForeignKV
 		out = append(out, ForeignKV{Key: kv.Key, Value: kv.Value})
 	}
 	return out, resp.Header.Revision, nil
+}
+
+// readBelow reads what an import of prefix takes when the range of prefix as a string (the
+// prefix itself, and siblings that start alike: /production/web-old) is refused: the keys below
+// prefix+"/", which a role granted the prefix as a directory may read (etcdctl role
+// grant-permission ROLE --prefix read /production/web/, all that confd needs, as it reads
+// PREFIX/KEY ranges), and the prefix's own value at the same revision where the role allows it.
+func readBelow(ctx context.Context, cli *clientv3.Client, prefix string) (*clientv3.GetResponse, error) {
+	resp, err := cli.Get(ctx, prefix+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, err
+	}
+	own, err := cli.Get(ctx, prefix, clientv3.WithRev(resp.Header.Revision))
+	switch {
+	case errors.Is(err, rpctypes.ErrPermissionDenied):
+	case err != nil:
+		return nil, err
+	default:
+		resp.Kvs = append(own.Kvs, resp.Kvs...) // prefix sorts before prefix/…
+	}
+	return resp, nil
 }
 
 // shownUser is user as an error names it: up to its first ':', as USER:PASSWORD given whole
