@@ -53,7 +53,7 @@ done
 echo "version: $(shoelace-agent version)"
 echo "# edited" >> /etc/shoelace/agent.yaml
 case "$format" in
-deb) dpkg -i $new >/dev/null ;;
+deb) dpkg -i $new </dev/null >/upgrade.out 2>&1 || { echo "upgrade failed:"; cat /upgrade.out; exit 1; } ;;
 rpm) rpm -U --nodeps $new >/dev/null 2>&1 ;;
 esac
 calls upgrade
@@ -72,6 +72,8 @@ if [ "$format" = deb ]; then
 	dpkg -P shoelace-agent shoelace-server >/dev/null
 	calls purge
 	echo "after purge: $(ls -d /etc/shoelace /var/lib/shoelace 2>/dev/null | tr "\n" " ")"
+	dpkg -i $new </dev/null >/dev/null
+	cmp -s /etc/shoelace/agent.yaml /usr/share/shoelace-agent/agent.yaml && echo "fresh: $(stat -c "%A %U:%G" /etc/shoelace/agent.yaml) the packaged default"
 fi
 ' sh "$format" "$old" "$new"
 `
@@ -80,8 +82,11 @@ fi
 // (and rpm, when installed) in an overlay of this machine's root, so the
 // maintainer scripts run as they would on a VM: enable (never start) on
 // install, try-restart (restart only if running) on upgrade with the edited
-// config kept, stop and disable on removal. It needs root and mount
-// namespaces, and skips without them.
+// config kept, stop and disable on removal. The deb upgrades from an agent
+// package of the earlier layout, whose agent.yaml was a conffile with another
+// default, without a terminal: dpkg's conffile prompt failed that upgrade
+// ("end of file on stdin at conffile prompt") on every VM whose first boot
+// wrote agent.yaml. It needs root and mount namespaces, and skips without them.
 func TestPackages_InstallUpgradeRemove(t *testing.T) {
 	need(t, "unshare")
 	if os.Geteuid() != 0 {
@@ -129,6 +134,8 @@ func TestPackages_InstallUpgradeRemove(t *testing.T) {
 			"after remove": {"/etc/shoelace/agent.yaml /etc/shoelace/server.env"},
 			"calls purge":  {"agent=[] server=[] reloads=2"},
 			"after purge":  {""},
+			// Installed again after the purge: postinst's copy of the default.
+			"fresh": {"-rw-r----- root:root the packaged default"},
 		}},
 		{"rpm", "rpm", map[string][]string{
 			// New %post (2) restarts only if running; old %preun (1) does
@@ -150,10 +157,14 @@ func TestPackages_InstallUpgradeRemove(t *testing.T) {
 			name := func(dir, pkg, version string) string {
 				return filepath.Join(dir, pkg+"_"+version+"_"+runtime.GOARCH+"."+tt.format)
 			}
+			oldAgent := name(old, "shoelace-agent", "9.8.6")
+			if tt.format == "deb" {
+				oldAgent = earlierLayoutDeb(t, oldAgent)
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			out, err := exec.CommandContext(ctx, "unshare", "-m", "--fork", "sh", script, filepath.Join(work, "root"), tt.format,
-				name(old, "shoelace-agent", "9.8.6"), name(old, "shoelace-server", "9.8.6"),
+				oldAgent, name(old, "shoelace-server", "9.8.6"),
 				name(dist, "shoelace-agent", testPkgVersion), name(dist, "shoelace-server", testPkgVersion)).CombinedOutput()
 			if err != nil {
 				if strings.Contains(string(out), "mount:") {
@@ -210,6 +221,39 @@ func summarizeCalls(calls string) string {
 		}
 	}
 	return fmt.Sprintf("agent=[%s] server=[%s] reloads=%d", strings.Join(agent, " "), strings.Join(server, " "), reloads)
+}
+
+// earlierLayoutDeb repacks the agent's .deb with dpkg-deb as packages before had it:
+// /etc/shoelace/agent.yaml in the package, a conffile, and no copy in /usr/share. Its default
+// also differs from this package's, as a release that changes the default does.
+func earlierLayoutDeb(t *testing.T, deb string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "pkg")
+	run(t, "dpkg-deb", "-R", deb, dir)
+	def, err := os.ReadFile("agent.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "etc/shoelace/agent.yaml")
+	if err := os.WriteFile(conf, append(def, "# the earlier default\n"...), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(conf, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "usr/share/shoelace-agent")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "DEBIAN/conffiles"), []byte("/etc/shoelace/agent.yaml\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// It lists the file removed; dpkg -i does not need it.
+	if err := os.Remove(filepath.Join(dir, "DEBIAN/md5sums")); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), filepath.Base(deb))
+	run(t, "dpkg-deb", "--root-owner-group", "-b", dir, out)
+	return out
 }
 
 // extractBinaries unpacks the two binaries from the built .debs so that an

@@ -250,15 +250,18 @@ func TestDeb(t *testing.T) {
 			pkg: "shoelace-agent", binary: "shoelace-agent", unit: "shoelace-agent.service",
 			files: append(dirs("./etc/", "./etc/shoelace/", "./etc/shoelace/templates.d/", "./usr/", "./usr/bin/",
 				"./usr/lib/", "./usr/lib/systemd/", unitDir, "./var/", "./var/lib/", "./usr/share/", "./usr/share/bash-completion/",
-				"./usr/share/bash-completion/completions/", "./usr/share/zsh/", "./usr/share/zsh/vendor-completions/"),
+				"./usr/share/bash-completion/completions/", "./usr/share/zsh/", "./usr/share/zsh/vendor-completions/", "./usr/share/shoelace-agent/"),
 				debEntry{"-rw-r--r--", "root/root", "./usr/share/bash-completion/completions/shoelace-agent"},
 				debEntry{"-rw-r--r--", "root/root", "./usr/share/zsh/vendor-completions/_shoelace-agent"},
-				debEntry{"-rw-r-----", "root/root", "./etc/shoelace/agent.yaml"},
+				// The default, which postinst copies to /etc/shoelace/agent.yaml when missing.
+				debEntry{"-rw-r--r--", "root/root", "./usr/share/shoelace-agent/agent.yaml"},
 				debEntry{"-rwxr-xr-x", "root/root", "./usr/bin/shoelace-agent"},
 				debEntry{"-rw-r--r--", "root/root", unitDir + "shoelace-agent.service"},
 				debEntry{"drwx------", "root/root", "./var/lib/shoelace/"},
 			),
-			conffiles: "/etc/shoelace/agent.yaml\n",
+			// None: first-boot configuration rewrites agent.yaml on every VM, and a conffile so
+			// edited made dpkg stop each upgrade that changed the default at its prompt.
+			conffiles: "",
 			scripts:   map[string]string{"postinst": "agent/postinstall.sh", "prerm": "agent/preremove.sh", "postrm": "agent/postremove.sh"},
 		},
 		{
@@ -302,7 +305,7 @@ func TestDeb(t *testing.T) {
 
 			control := t.TempDir()
 			run(t, "dpkg-deb", "-e", deb, control)
-			if b, err := os.ReadFile(filepath.Join(control, "conffiles")); err != nil || string(b) != tt.conffiles {
+			if b, err := os.ReadFile(filepath.Join(control, "conffiles")); string(b) != tt.conffiles || (err != nil && (tt.conffiles != "" || !errors.Is(err, os.ErrNotExist))) {
 				t.Errorf("conffiles = %q (%v), want %q", b, err, tt.conffiles)
 			}
 			for _, name := range []string{"preinst", "postinst", "prerm", "postrm"} {
@@ -449,7 +452,7 @@ func TestMaintainerScripts_Agent(t *testing.T) {
 			}
 			cmd := exec.Command("sh", append([]string{filepath.Join("scripts", "agent", tt.script)}, tt.args...)...)
 			// DPKG_ROOT (set by dpkg --root): preremove's mark goes there, not into the host's /var/lib.
-			cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "DPKG_ROOT="+t.TempDir())
+			cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "DPKG_ROOT="+packageRoot(t))
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("%v\n%s", err, out)
 			}
@@ -470,7 +473,7 @@ func TestMaintainerScripts_ReinstallAfterRemove(t *testing.T) {
 	}
 	for _, pkg := range []string{"agent", "server"} {
 		t.Run(pkg, func(t *testing.T) {
-			bin, root := t.TempDir(), t.TempDir()
+			bin, root := t.TempDir(), packageRoot(t)
 			log := filepath.Join(bin, "calls.log")
 			fake := "#!/bin/sh\necho \"$*\" >> " + log + "\n"
 			if err := os.WriteFile(filepath.Join(bin, "systemctl"), []byte(fake), 0o755); err != nil {
@@ -521,7 +524,7 @@ func TestMaintainerScripts_OverrideOfAnInstall(t *testing.T) {
 			{"none", "", false},
 		} {
 			t.Run(pkg+" "+tt.name, func(t *testing.T) {
-				bin, root := t.TempDir(), t.TempDir()
+				bin, root := t.TempDir(), packageRoot(t)
 				if err := os.WriteFile(filepath.Join(bin, "systemctl"), []byte("#!/bin/sh\n"), 0o755); err != nil {
 					t.Fatal(err)
 				}
@@ -550,6 +553,88 @@ func TestMaintainerScripts_OverrideOfAnInstall(t *testing.T) {
 			})
 		}
 	}
+}
+
+// packageRoot returns a DPKG_ROOT that holds what the agent's .deb unpacks before its postinst
+// runs and that postinst reads: /etc/shoelace and the default config in /usr/share/shoelace-agent.
+func packageRoot(t *testing.T) string {
+	t.Helper()
+	root := t.TempDir()
+	def, err := os.ReadFile("agent.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{"etc/shoelace", "usr/share/shoelace-agent"} {
+		if err := os.MkdirAll(filepath.Join(root, dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(root, "usr/share/shoelace-agent/agent.yaml"), def, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// /etc/shoelace/agent.yaml is no conffile of the .deb (first-boot configuration rewrites it on
+// every VM, and dpkg stopped each upgrade that changed the default at its conffile prompt):
+// postinst creates it from the packaged default on an install when it is missing, never on an
+// upgrade, and a purge removes it.
+func TestMaintainerScripts_AgentConfig(t *testing.T) {
+	if _, err := os.Stat("/run/systemd/system"); err == nil {
+		t.Skip("systemd runs here: the scripts would act on the real service")
+	}
+	bin, root := t.TempDir(), packageRoot(t)
+	if err := os.WriteFile(filepath.Join(bin, "systemctl"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script := func(name string, args ...string) {
+		t.Helper()
+		cmd := exec.Command("sh", append([]string{filepath.Join("scripts", "agent", name)}, args...)...)
+		cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "DPKG_ROOT="+root)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+		}
+	}
+	conf := filepath.Join(root, "etc/shoelace/agent.yaml")
+	def, err := os.ReadFile("agent.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(when, want string) {
+		t.Helper()
+		got, err := os.ReadFile(conf)
+		switch {
+		case want == "" && !errors.Is(err, os.ErrNotExist):
+			t.Errorf("%s: agent.yaml %q (%v), want none", when, got, err)
+		case want != "" && string(got) != want:
+			t.Errorf("%s: agent.yaml %q (%v), want %q", when, got, err, want)
+		}
+	}
+
+	script("postinstall.sh", "configure", "")
+	check("installed", string(def))
+	if fi, err := os.Stat(conf); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("installed agent.yaml: %v, want mode 0640", err)
+	}
+	edited := "server: https://shoelace.internal:7400\nappliance: web\n"
+	if err := os.WriteFile(conf, []byte(edited), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	script("postinstall.sh", "configure", "0.1.0-1")
+	check("upgraded", edited)
+	script("postinstall.sh", "configure", "")
+	check("installed again", edited)
+	if err := os.Remove(conf); err != nil {
+		t.Fatal(err)
+	}
+	script("postinstall.sh", "configure", "0.1.0-1")
+	check("upgraded after the admin deleted it", "")
+
+	script("postinstall.sh", "configure", "")
+	script("postremove.sh", "remove")
+	check("removed", string(def))
+	script("postremove.sh", "purge")
+	check("purged", "")
 }
 
 func TestMaintainerScripts_Syntax(t *testing.T) {

@@ -25,6 +25,16 @@ if [ -d /var/lib/shoelace ]; then
 	chmod 0700 /var/lib/shoelace
 fi
 
+# deb: /etc/shoelace/agent.yaml is no conffile (first-boot configuration
+# rewrites it on every VM, and a changed default would stop each upgrade at
+# dpkg's conffile prompt): an install creates it from the packaged default
+# when it is missing, an upgrade never touches it (one deleted stays deleted,
+# as a conffile would). rpm ships it as %config(noreplace): it exists here.
+conf="${DPKG_ROOT:-}/etc/shoelace/agent.yaml"
+if [ "$upgrade" = false ] && [ ! -e "$conf" ] && [ ! -L "$conf" ]; then
+	install -m 0640 "${DPKG_ROOT:-}/usr/share/shoelace-agent/agent.yaml" "$conf"
+fi
+
 # A unit that `shoelace-agent install` wrote (without the package) overrides the package's,
 # and runs the binary it was installed from: this package's would never run.
 override="${DPKG_ROOT:-}/etc/systemd/system/$unit"
