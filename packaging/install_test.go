@@ -51,6 +51,8 @@ for f in /usr/bin/shoelace /usr/bin/shoelace-agent /etc/shoelace/agent.yaml /etc
 	echo "stat: $(stat -c "%A %U:%G %n" $f)"
 done
 echo "version: $(shoelace-agent version)"
+# First boot writes the token of the agent (examples/cloud-init).
+(umask 077; echo agent-token > /etc/shoelace/token)
 echo "# edited" >> /etc/shoelace/agent.yaml
 case "$format" in
 deb) dpkg -i $new </dev/null >/upgrade.out 2>&1 || { echo "upgrade failed:"; cat /upgrade.out; exit 1; } ;;
@@ -130,10 +132,11 @@ func TestPackages_InstallUpgradeRemove(t *testing.T) {
 			// old postrm (upgrade) and the new postinst reload.
 			"calls upgrade": {"agent=[try-restart] server=[try-restart] reloads=4"},
 			"calls remove":  {"agent=[stop disable] server=[stop disable] reloads=2"},
-			// dpkg keeps config files until purge.
-			"after remove": {"/etc/shoelace/agent.yaml /etc/shoelace/server.env"},
+			// dpkg keeps config files until purge, and the token.
+			"after remove": {"/etc/shoelace/agent.yaml /etc/shoelace/server.env /etc/shoelace/token"},
 			"calls purge":  {"agent=[] server=[] reloads=2"},
-			"after purge":  {""},
+			// Nothing left, the token included.
+			"after purge": {""},
 			// Installed again after the purge: postinst's copy of the default.
 			"fresh": {"-rw-r----- root:root the packaged default"},
 		}},
@@ -142,8 +145,8 @@ func TestPackages_InstallUpgradeRemove(t *testing.T) {
 			// nothing; new %post and old %postun reload.
 			"calls upgrade": {"agent=[try-restart] server=[try-restart] reloads=4"},
 			"calls remove":  {"agent=[stop disable] server=[stop disable] reloads=2"},
-			// rpm keeps an edited config file aside on erase.
-			"after remove": {"/etc/shoelace/agent.yaml.rpmsave"},
+			// rpm keeps an edited config file aside on erase (and has no purge).
+			"after remove": {"/etc/shoelace/agent.yaml.rpmsave /etc/shoelace/token"},
 		}},
 	}
 	for _, tt := range tests {

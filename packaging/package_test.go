@@ -578,7 +578,8 @@ func packageRoot(t *testing.T) string {
 // /etc/shoelace/agent.yaml is no conffile of the .deb (first-boot configuration rewrites it on
 // every VM, and dpkg stopped each upgrade that changed the default at its conffile prompt):
 // postinst creates it from the packaged default on an install when it is missing, never on an
-// upgrade, and a purge removes it.
+// upgrade, and a purge removes it. A purge also removes /etc/shoelace/token, the agent's
+// credential that first boot wrote: it was left behind, a secret on a VM without the agent.
 func TestMaintainerScripts_AgentConfig(t *testing.T) {
 	if _, err := os.Stat("/run/systemd/system"); err == nil {
 		t.Skip("systemd runs here: the scripts would act on the real service")
@@ -631,10 +632,20 @@ func TestMaintainerScripts_AgentConfig(t *testing.T) {
 	check("upgraded after the admin deleted it", "")
 
 	script("postinstall.sh", "configure", "")
+	token := filepath.Join(root, "etc/shoelace/token")
+	if err := os.WriteFile(token, []byte("agent-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	script("postremove.sh", "remove")
 	check("removed", string(def))
+	if _, err := os.Stat(token); err != nil {
+		t.Errorf("removed: the token: %v, want it kept until a purge", err)
+	}
 	script("postremove.sh", "purge")
 	check("purged", "")
+	if _, err := os.Stat(token); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("purged: the token: %v, want it gone", err)
+	}
 }
 
 func TestMaintainerScripts_Syntax(t *testing.T) {

@@ -4,10 +4,13 @@ set -e
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
 	systemctl daemon-reload || true
 fi
-# deb purge: the cache holds only a copy of what the server serves;
-# agent.yaml is postinstall's (not a conffile, which dpkg would remove).
+# deb purge: the cache holds only a copy of what the server serves (and the
+# instance token); agent.yaml is postinstall's (not a conffile, which dpkg
+# would remove); the token that first boot wrote for the unit's
+# ConditionPathExists is this agent's credential, of no use without it, and
+# one a server can issue again: no secret stays behind.
 if [ "$1" = purge ]; then
 	rm -rf "${DPKG_ROOT:-}/var/lib/shoelace"
-	rm -f "${DPKG_ROOT:-}/etc/shoelace/agent.yaml"
+	rm -f "${DPKG_ROOT:-}/etc/shoelace/agent.yaml" "${DPKG_ROOT:-}/etc/shoelace/token"
 fi
 exit 0
