@@ -32,7 +32,9 @@ shoelace-agent run --config /etc/shoelace/agent.yaml) and enables it: it starts 
 
 EXAMPLES:
    sudo shoelace-agent install && sudo shoelace-agent start`,
-	"uninstall": `Stops and disables the service and removes the unit that install wrote.
+	"uninstall": `Stops and disables the service and removes the unit that install wrote. When the
+package's unit lies beneath it (the package was installed after install), only the unit install
+wrote goes: the package's takes over, enabled and running as the service was.
 
 EXAMPLES:
    sudo shoelace-agent uninstall`,

@@ -206,7 +206,7 @@ var serviceNotes = map[string]string{
 	"install": `Writes shoelace-server.service, the systemd unit the packages ship (its settings in
 /etc/shoelace/server.env, its store in /var/lib/shoelace-server), and enables it; start it with
 shoelace server start. Needs root.`,
-	"uninstall": "Stops and disables the shoelace-server service and removes the unit that install wrote.",
+	"uninstall": "Stops and disables the shoelace-server service and removes the unit that install wrote. When the package's unit lies beneath it, only the unit install wrote goes: the package's takes over, enabled and running as the service was.",
 	"start":     "Starts the shoelace-server service (systemctl start shoelace-server).",
 	"stop":      "Stops the shoelace-server service: it drains its long-polls first.",
 	"restart":   "Restarts the shoelace-server service, which reads /etc/shoelace/server.env again.",

@@ -234,6 +234,9 @@ func (m *Manager) uninstall(ctx context.Context, u Unit, stdout io.Writer) error
 	if target, err := os.Readlink(path); err == nil && target == "/dev/null" {
 		return fmt.Errorf("%s is masked (%s → /dev/null), which uninstall leaves alone; run `systemctl unmask %s.service` first if you mean to remove it", u.Name, path, u.Name)
 	}
+	if pkg := m.packagedUnit(u); pkg != "" {
+		return m.uninstallOverPackage(ctx, u, path, pkg, stdout)
+	}
 	if _, err := m.systemctl(ctx, "disable", "--now", u.Name+".service"); err != nil {
 		return err
 	}
@@ -245,6 +248,57 @@ func (m *Manager) uninstall(ctx context.Context, u Unit, stdout io.Writer) error
 	}
 	fmt.Fprintf(stdout, "stopped, disabled and removed %s\n", path)
 	return nil
+}
+
+// uninstallOverPackage removes the unit install wrote at path, over the package's unit at pkg (a
+// package installed after install, whose postinst warned that this copy overrides its unit). The
+// service's enablement and its run are the package's too: disabling and stopping them, as for a
+// unit install alone wrote, left the package's service disabled and stopped, and the VM or server
+// without it from the next boot on. Only the copy goes: the package's unit takes over, enabled
+// again when the service was (its links named the copy) and restarted, now running the package's
+// binary, when it ran.
+func (m *Manager) uninstallOverPackage(ctx context.Context, u Unit, path, pkg string, stdout io.Writer) error {
+	name := u.Name + ".service"
+	enabled, err := m.systemctlState(ctx, "is-enabled", name)
+	if err != nil {
+		return err
+	}
+	active, err := m.systemctlState(ctx, "is-active", name)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("remove unit: %w", err)
+	}
+	if _, err := m.systemctl(ctx, "daemon-reload"); err != nil {
+		return err
+	}
+	if enabled == "enabled" {
+		if _, err := m.systemctl(ctx, "reenable", name); err != nil {
+			return err
+		}
+	}
+	ran := "not running"
+	if (State{Active: active}).Running() {
+		if _, err := m.systemctl(ctx, "try-restart", name); err != nil {
+			return fmt.Errorf("%w; see `journalctl -u %s`", err, u.Name)
+		}
+		ran = "restarted"
+	}
+	fmt.Fprintf(stdout, "removed %s; the package's unit %s is in effect (%s, %s)\n", path, pkg, enabled, ran)
+	return nil
+}
+
+// packagedUnit returns the package's unit file of u, under the one in UnitDir if any; empty when
+// no package installed one.
+func (m *Manager) packagedUnit(u Unit) string {
+	for _, dir := range m.packageDirs() {
+		p := filepath.Join(dir, u.Name+".service")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
 }
 
 // State is what status found.

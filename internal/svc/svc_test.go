@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -443,5 +444,93 @@ func TestControl_StartSkippedByACondition(t *testing.T) {
 	var out bytes.Buffer
 	if err := m.Control(ctx, u, "start", &out); err != nil || out.String() != "started shoelace-agent\n" {
 		t.Errorf("start: %v, printed %q", err, out.String())
+	}
+}
+
+// TestControl_UninstallOverAPackagedUnit: `shoelace-agent install` wrote its unit in
+// /etc/systemd/system, then the package came (its postinst warns that this copy overrides the
+// package's unit). uninstall ran `systemctl disable --now`, which stopped the service and
+// removed its enablement, both the package's too: the package's unit was left disabled and
+// stopped, and the VM without its agent from the next boot on. Only the copy goes now; the
+// package's unit is enabled again and restarted. The links are real: systemctl --root.
+func TestControl_UninstallOverAPackagedUnit(t *testing.T) {
+	real, err := exec.LookPath("systemctl")
+	if err != nil {
+		t.Skip("systemctl not installed")
+	}
+	root, state := t.TempDir(), t.TempDir()
+	unitDir, pkgDir := filepath.Join(root, "etc/systemd/system"), filepath.Join(root, "usr/lib/systemd/system")
+	for _, d := range []string{unitDir, pkgDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The unit files and their links are systemctl's own, offline in root; whether the service
+	// runs (no systemd here) is a file in state.
+	systemctl := filepath.Join(state, "systemctl")
+	script := `#!/bin/sh
+dir=` + state + `
+echo "$*" >> "$dir/calls.log"
+case "$1" in
+enable|reenable|is-enabled) exec ` + real + ` --root=` + root + ` "$@" ;;
+disable) if [ "$2" = --now ]; then rm -f "$dir/active"; set -- disable "$3"; fi; exec ` + real + ` --root=` + root + ` "$@" ;;
+is-active) if [ -f "$dir/active" ]; then echo active; else echo inactive; exit 3; fi ;;
+start|restart) touch "$dir/active" ;;
+try-restart) if [ -f "$dir/active" ]; then echo "$2" >> "$dir/restarted"; fi ;;
+stop) rm -f "$dir/active" ;;
+show) echo yes ;;
+daemon-reload) ;;
+*) echo "test systemctl: unknown command $1" >&2; exit 1 ;;
+esac
+`
+	if err := os.WriteFile(systemctl, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m := &Manager{Platform: PlatformSystemd, UnitDir: unitDir, PackageDirs: []string{pkgDir},
+		Systemctl: systemctl, EUID: intp(0), Self: "/usr/local/bin/shoelace-agent"}
+	u := AgentUnit()
+	ctx := context.Background()
+	var out bytes.Buffer
+	for _, action := range []string{"install", "start"} {
+		if err := m.Control(ctx, u, action, &out); err != nil {
+			t.Fatalf("%s: %v", action, err)
+		}
+	}
+	// The package: its unit, enabled by its postinst.
+	pkgUnit := filepath.Join(pkgDir, "shoelace-agent.service")
+	if err := os.WriteFile(pkgUnit, u.Content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(real, "--root="+root, "enable", "shoelace-agent.service").CombinedOutput(); err != nil {
+		t.Fatalf("systemctl enable: %v\n%s", err, out)
+	}
+
+	out.Reset()
+	if err := m.Control(ctx, u, "uninstall", &out); err != nil {
+		t.Fatalf("uninstall: %v", err)
+	}
+	copyPath := filepath.Join(unitDir, "shoelace-agent.service")
+	if got, want := strings.TrimSpace(out.String()), "removed "+copyPath+"; the package's unit "+pkgUnit+" is in effect (enabled, restarted)"; got != want {
+		t.Errorf("uninstall printed %q\nwant %q", got, want)
+	}
+	if _, err := os.Stat(copyPath); !os.IsNotExist(err) {
+		t.Errorf("the unit install wrote is still there: %v", err)
+	}
+	if _, err := os.Stat(pkgUnit); err != nil {
+		t.Errorf("the package's unit: %v", err)
+	}
+	enabled, _ := exec.Command(real, "--root="+root, "is-enabled", "shoelace-agent.service").Output()
+	if got := strings.TrimSpace(string(enabled)); got != "enabled" {
+		t.Errorf("the package's unit is %q after uninstall, want enabled", got)
+	}
+	link, err := os.Readlink(filepath.Join(unitDir, "multi-user.target.wants", "shoelace-agent.service"))
+	if err != nil || link != "/usr/lib/systemd/system/shoelace-agent.service" {
+		t.Errorf("multi-user.target.wants/shoelace-agent.service → %q (%v), want the package's unit", link, err)
+	}
+	if _, err := os.Stat(filepath.Join(state, "active")); err != nil {
+		t.Errorf("the service no longer runs after uninstall")
+	}
+	if b, _ := os.ReadFile(filepath.Join(state, "restarted")); strings.TrimSpace(string(b)) != "shoelace-agent.service" {
+		t.Errorf("the service was not restarted on the package's unit (restarts %q)", b)
 	}
 }
