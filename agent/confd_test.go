@@ -4,6 +4,7 @@ package agent_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/shoelace-dev/shoelace/agent"
 	"github.com/shoelace-dev/shoelace/internal/testbin"
+	"github.com/shoelace-dev/shoelace/templates"
 )
 
 // writeConfd writes files (path relative to a new confd dir -> content; "$DIR" is the dir) and
@@ -69,7 +71,7 @@ check_cmd = "sh -c 'test -s {{ .src }}' && grep -q x \"{{.src}}\""
 	}
 	n := r.Templates[0]
 	if n.Source != filepath.Join(dir, "templates/nginx.conf.tmpl") || n.Destination != dir+"/out/nginx.conf" || n.Functions != "confd" ||
-		n.Prefix != "/production/web" || n.Perms != "0640" || n.Owner != "0" || n.Group != "0" ||
+		n.Prefix != "/production/web/" || n.Perms != "0640" || n.Owner != "0" || n.Group != "0" ||
 		n.Check != `/usr/sbin/nginx -t -c "$SHOELACE_STAGED"` || n.Command != "/usr/sbin/service nginx reload" ||
 		n.File != filepath.Join(dir, "conf.d/nginx.toml") || n.Line != 2 {
 		t.Fatalf("nginx = %+v", n)
@@ -111,6 +113,62 @@ func TestReadConfdDir_GlobalPrefixAndSyncOnly(t *testing.T) {
 	}
 	if got := strings.Join(r.Notes, "\n"); !strings.Contains(got, "prefix /production applies to every resource") || !strings.Contains(got, "sync-only = true") {
 		t.Fatalf("notes = %q", r.Notes)
+	}
+}
+
+// TestReadConfdDir_PrefixAsConfdCutsIt: a resource's prefix reaches its template as confd cuts
+// it off the keys it loads, a string: with a trailing '/' ("app/") the prefix's own value stays
+// at its whole path ("/app"), and "//app" cuts nothing (whole paths, below /app). The agent
+// renders the bytes the real confd v0.16.0 rendered for the same etcd keys (imported with
+// --prefix /), stored with the templates' peer cases. Before, every prefix was cleaned
+// ("app/" and "//app" were "/app"): a template read the own value at "/" where confd has none,
+// and "//app"'s read the keys below the prefix at paths confd does not have.
+func TestReadConfdDir_PrefixAsConfdCutsIt(t *testing.T) {
+	view := templates.Data{Keys: map[string]string{"app": "own", "app/x": "ax", "app/d/y": "ady", "apple": "apple", "other": "o"}}
+	for name, res := range map[string]string{
+		"probe-prefix-own-value":               `prefix = "/app"`,
+		"probe-prefix-trailing-slash":          `prefix = "/app/"`,
+		"probe-prefix-trailing-slash-relative": "prefix = \"app/\"\nkeys = [\"/x\", \"/d\"]",
+		"probe-prefix-double-slash":            `prefix = "//"`,
+		"probe-prefix-empty-segment":           "prefix = \"//app\"\nkeys = [\"/d\", \"/x\"]",
+		"probe-prefix-empty-segment-trailing":  `prefix = "/app//"`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			var c struct{ Template string }
+			b, err := os.ReadFile(filepath.Join("..", "templates", "testdata", "peers", "cases", "confd", name+".json"))
+			if err == nil {
+				err = json.Unmarshal(b, &c)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := os.ReadFile(filepath.Join("..", "templates", "testdata", "peers", "cases", "confd", name+".out"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(res, "keys") {
+				res += "\nkeys = [\"/\"]"
+			}
+			dir := writeConfd(t, map[string]string{
+				"conf.d/r.toml":    "[template]\nsrc = \"r.tmpl\"\ndest = \"$DIR/out/r\"\n" + res + "\n",
+				"templates/r.tmpl": c.Template,
+			})
+			r, err := agent.ReadConfdDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tmpl, err := agent.ParseTemplate(&r.Templates[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := tmpl.Execute(view)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(out.Output) != string(want) {
+				t.Errorf("%s: rendered\n%s\nconfd rendered\n%s", res, out.Output, want)
+			}
+		})
 	}
 }
 

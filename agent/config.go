@@ -1258,8 +1258,10 @@ func (c *Config) validateFunctions(t *Template, add func(string, ...any)) {
 	}
 }
 
-// cleanConfdPrefix cleans a confd prefix as confd joins it to its keys (path.Join with a
-// leading '/'): "production/web/" is "/production/web". A ".." segment or a control
+// cleanConfdPrefix returns a confd prefix as confd uses it, with a leading '/' added
+// ("production/web/" is "/production/web/"), or "/" for one of slashes alone: confd cuts it
+// off each key it loads as a string, so that a trailing '/' or another empty segment changes
+// the paths its templates read (templates.Options.Prefix). A "." or ".." segment or a control
 // character is refused: no confd keyspace a migration imports has one.
 func cleanConfdPrefix(p string) (string, error) {
 	for _, seg := range strings.Split(p, "/") {
@@ -1272,7 +1274,13 @@ func cleanConfdPrefix(p string) (string, error) {
 			return "", fmt.Errorf("%q must not hold control characters", p)
 		}
 	}
-	return path.Clean("/" + p), nil
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
+	}
+	if path.Clean(p) == "/" {
+		return "/", nil
+	}
+	return p, nil
 }
 
 // ConfigError lists every problem Validate found.

@@ -308,7 +308,7 @@ templates:
 		t.Fatal(err)
 	}
 	got := cfg.Templates
-	if got[0].Functions != "" || got[1].Functions != "native" || got[2].Functions != "confd" || got[2].Prefix != "/production/web" ||
+	if got[0].Functions != "" || got[1].Functions != "native" || got[2].Functions != "confd" || got[2].Prefix != "/production/web/" ||
 		got[3].Functions != "consul-template" || !got[3].ErrorOnMissingKey {
 		t.Fatalf("templates = %+v", got)
 	}

@@ -138,3 +138,19 @@ func TestConfd_PrefixOwnValueAlone(t *testing.T) {
 		t.Errorf("read keys %v: a change of the prefix's value would not re-render", res.Keys)
 	}
 }
+
+// TestConfd_PrefixCutAsAString: a read that fails because confd cuts the prefix off its keys as
+// a string says so: with "/app/" the prefix's own value is "/app", not "/"; with "//app" paths
+// are whole. (The bytes of each prefix's render are the peer cases probe-prefix-*.)
+func TestConfd_PrefixCutAsAString(t *testing.T) {
+	view := Data{Keys: map[string]string{"app": "own", "app/x": "ax"}}
+	for _, c := range []struct{ prefix, text, want string }{
+		{"/app/", `{{getv "/"}}`, `confd's store holds that at "/app", not "/"`},
+		{"//app", `{{getv "/x"}}`, `paths are whole ("/app/…")`},
+	} {
+		_, err := mustParse(t, c.text, Options{Functions: ModeConfd, Prefix: c.prefix, ConfdKeys: []string{"/"}}).Execute(view)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("prefix %s, %s: %v; want it to say %s", c.prefix, c.text, err, c.want)
+		}
+	}
+}

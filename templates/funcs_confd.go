@@ -296,7 +296,7 @@ func (s *state) confdBelow(base, prefix string) []string {
 // confdPrefixView is where a view imported with --prefix / (whole etcd paths) holds the keys of
 // the template's confd prefix: "myapp/" for prefix /myapp, "" without a prefix.
 func (s *state) confdPrefixView() string {
-	p := strings.Trim(path.Clean("/"+s.t.opts.Prefix), "/")
+	p := s.t.confdPrefix
 	if p == "" || api.ValidateKey(p) != nil {
 		return ""
 	}
@@ -331,11 +331,12 @@ func confdKey(k string) (string, bool) {
 	return rest, true
 }
 
-// confdLookup is memkv's Get: an exact store key, read below confdBase. "/" is the prefix's
-// own value, which a view imported with --prefix / holds as the prefix's key: confd's store
-// holds it as "/" (PREFIX with the prefix cut off), for a resource whose keys load it ("/").
+// confdLookup is memkv's Get: an exact store key, read below confdBase. The prefix's own
+// value, which a view imported with --prefix / holds as the prefix's key, is at confdOwn:
+// confd's store holds it as "/" (PREFIX with the prefix cut off), or at its whole path when
+// the prefix ends in '/', for a resource whose keys load it ("/").
 func (s *state) confdLookup(arg string) (string, bool) {
-	if arg == "/" {
+	if arg == "/" && s.t.confdOwn == "/" {
 		if !s.confdVisible("") {
 			return "", false
 		}
@@ -351,7 +352,36 @@ func (s *state) confdLookup(arg string) (string, bool) {
 	if !ok || !s.confdVisible(k) {
 		return "", false
 	}
-	return s.readKey(s.confdBase() + k)
+	v, ok := s.readKey(s.confdBase() + k)
+	if !ok && arg == s.t.confdOwn {
+		_, v, ok = s.confdOwnEntry()
+	}
+	return v, ok
+}
+
+// confdOwnEntry returns the prefix's own value as confd's store holds it at its whole path,
+// for a prefix ending in '/' (confdOwn), when the view holds it where one imported with
+// --prefix / does: the store path and the value. A view read as relative holds
+// it at that very path. A key below the prefix at the same store path ("/app/app" for the
+// prefix "/app/") hides it: confd holds one of the two, either from one run to the next.
+func (s *state) confdOwnEntry() (sk, v string, ok bool) {
+	own := s.t.confdOwn
+	if own == "/" || own == "" || !s.confdVisible("") {
+		return "", "", false
+	}
+	base := s.confdBase()
+	if base == "" {
+		return "", "", false
+	}
+	if k := own[1:]; s.confdVisible(k) {
+		if _, dup := s.readKey(base + k); dup {
+			return "", "", false
+		}
+	}
+	if v, ok = s.readKey(strings.TrimSuffix(base, "/")); !ok {
+		return "", "", false
+	}
+	return own, v, true
 }
 
 func (s *state) confdExists(key string) bool {
@@ -385,6 +415,14 @@ func (s *state) confdGetv(key string, def ...string) (string, error) {
 // the view key and the functions of confd that make it optional.
 func (s *state) confdMissing(key string) error {
 	e := &MissingKeyError{Template: s.t.name, Key: key, Mode: s.t.mode, Path: key}
+	if c := path.Clean("/" + s.t.opts.Prefix); s.t.confdPrefix == "" && c != "/" {
+		e.Hint = fmt.Sprintf("the prefix %q has an empty segment, so that confd cuts nothing off the keys it loads: paths are whole (%q), as a view imported with --prefix / holds them", s.t.opts.Prefix, c+"/…")
+		return e
+	}
+	if key == "/" && s.t.confdOwn != "/" && s.t.confdOwn != "" {
+		e.Hint = fmt.Sprintf("the prefix %s ends in '/', which confd cuts off the keys below it but not off the prefix's own value: confd's store holds that at %q, not \"/\"", s.t.opts.Prefix, s.t.confdOwn)
+		return e
+	}
 	if key == "/" {
 		e.Hint = "it is the value at the prefix itself, which a view imported with --prefix PREFIX cannot hold: import with --prefix / to keep it (with keys = [\"/\"] to load it), or give a default (getv \"/\" \"DEFAULT\")"
 		return e
@@ -401,7 +439,7 @@ func (s *state) confdMissing(key string) error {
 	base := s.confdBase()
 	e.Key = base + k
 	_, inView := s.d.Keys[base+k]
-	switch p := strings.TrimPrefix(s.t.opts.Prefix, "/"); {
+	switch p := s.t.confdPrefix; {
 	case inView && !s.confdVisible(k):
 		e.Hint = fmt.Sprintf("the view holds it, but the resource's keys (%s) do not load it, and confd would not either: add %q (or a prefix of it) to keys",
 			strings.Join(s.t.confdKeys, ", "), "/"+k)
@@ -457,15 +495,20 @@ func (s *state) confdLs(fp string) []string {
 		set[path.Base(fp)] = true
 	}
 	prefix, base := terms(fp), s.confdBase()
-	for _, k := range s.confdCandidatesIn(base, path.Clean(fp)) {
-		sk := "/" + k
-		if sk == fp {
-			continue
-		}
-		if hasTerms(prefix, terms(path.Dir(sk))) {
-			s.seen(base + k)
+	add := func(sk string) bool {
+		if sk != fp && hasTerms(prefix, terms(path.Dir(sk))) {
 			set[strings.Split(strings.TrimPrefix(strings.TrimPrefix(sk, fp), "/"), "/")[0]] = true
+			return true
 		}
+		return false
+	}
+	for _, k := range s.confdCandidatesIn(base, path.Clean(fp)) {
+		if add("/" + k) {
+			s.seen(base + k)
+		}
+	}
+	if sk, _, ok := s.confdOwnEntry(); ok {
+		add(sk)
 	}
 	return sortedNamesOf(set)
 }
@@ -478,16 +521,24 @@ func (s *state) confdLsdir(fp string) []string {
 		return []string{}
 	}
 	prefix, base := terms(fp), s.confdBase()
-	for _, k := range s.confdCandidatesIn(base, path.Clean(fp)) {
-		sk := "/" + k
+	add := func(sk string) bool {
 		if !strings.HasPrefix(sk, fp) {
-			continue
+			return false
 		}
 		items := terms(path.Dir(sk))
 		if hasTerms(prefix, items) && len(items) > len(prefix) {
-			s.seen(base + k)
 			set[items[len(prefix)]] = true
+			return true
 		}
+		return false
+	}
+	for _, k := range s.confdCandidatesIn(base, path.Clean(fp)) {
+		if add("/" + k) {
+			s.seen(base + k)
+		}
+	}
+	if sk, _, ok := s.confdOwnEntry(); ok {
+		add(sk)
 	}
 	return sortedNamesOf(set)
 }
@@ -523,6 +574,11 @@ func (s *state) confdGets(pat string) (confdPairs, error) {
 	if ok, _ := path.Match(pat, "/"); ok {
 		if v, ok := s.confdLookup("/"); ok {
 			out = append(out, confdPair{Key: "/", Value: v})
+		}
+	}
+	if sk, v, ok := s.confdOwnEntry(); ok {
+		if ok, _ := path.Match(pat, sk); ok {
+			out = append(out, confdPair{Key: sk, Value: v})
 		}
 	}
 	sort.Sort(out)

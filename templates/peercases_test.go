@@ -54,6 +54,10 @@ type peerCase struct {
 	// loads only those at or below keys (nil: ["/"]).
 	ConfdPrefix string   `json:"confd_prefix,omitempty"`
 	ConfdKeys   []string `json:"confd_keys,omitempty"`
+	// WholeKeys (confd) says the keys are whole etcd paths, the prefix's own value among them:
+	// confd reads them alone in its etcd, with the prefix as written (a trailing '/', "//"),
+	// and the view holds them as import --from-etcd --prefix / does.
+	WholeKeys bool `json:"whole_keys,omitempty"`
 	// Other names inputs of the peer's test that are not keys (Consul catalog, Vault, Nomad):
 	// the case can only be refused here.
 	Other []string `json:"other_inputs,omitempty"`
@@ -272,13 +276,20 @@ func storeCaseResult(t *testing.T, tool, name string, out []byte, runErr error) 
 
 // runConfdCases renders each case with the real confd (etcd v3 backend) from a real etcd: the
 // case's keys live under /c/NNN, which the case's resource names as its prefix, so that confd
-// sees them at their own paths.
+// sees them at their own paths; those of a case with whole_keys are alone in etcd, as written.
 func runConfdCases(t *testing.T, dir string, cases []namedCase) {
 	ctl, client := startEtcd(t, dir)
 	for i, c := range cases {
 		prefix := fmt.Sprintf("/c/%03d", i) + strings.TrimSuffix(c.ConfdPrefix, "/")
+		at := func(k string) string { return prefix + "/" + strings.TrimPrefix(k, "/") }
+		if c.WholeKeys {
+			if err := ctl("del", "", "--from-key"); err != nil {
+				t.Fatal(err)
+			}
+			prefix, at = c.ConfdPrefix, func(k string) string { return k }
+		}
 		for k, v := range c.Keys {
-			if err := ctl("put", prefix+"/"+strings.TrimPrefix(k, "/"), "--", v); err != nil {
+			if err := ctl("put", at(k), "--", v); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -55,7 +55,11 @@ type Options struct {
 	// which the template reads as "/db/host"; "/production/web/db/host" reads the view's
 	// production/web/db/host, as confd would read "/production/web/production/web/db/host".
 	// A path the view lacks (a listing that finds nothing) is read below the prefix instead,
-	// where a view imported with --prefix / holds it. Leading and trailing '/' do not matter.
+	// where a view imported with --prefix / holds it. A leading '/' does not matter. As confd
+	// cuts the prefix off each key it loads as a string, a prefix ending in one '/'
+	// ("/production/web/") leaves the prefix's own value at its whole path
+	// ("/production/web", not "/"), and one with any other empty segment ("//app", "/app//")
+	// cuts nothing: the template reads whole paths ("/app/x"), of the keys below the prefix.
 	Prefix string
 	// ConfdKeys, in confd mode, are a confd resource's keys ("/db", "/upstream"): as confd loads
 	// only the keys at or below them, the template sees only those ("/db" sees db and db/…,
@@ -174,6 +178,12 @@ type Template struct {
 	tmpl      *template.Template
 	used      map[string][]parse.Node // function name -> the nodes that call it
 	nondet    []string
+
+	// confdPrefix is the view path of the prefix confd cuts off the keys it loads
+	// ("production/web"; "" for none), and confdOwn the store path at which confd's store then
+	// holds the prefix's own value: "/", or the prefix's whole path when it ends in '/'.
+	confdPrefix, confdOwn string
+
 	// own is tmpl itself as an execution, when none is using it: its view functions are bound
 	// to a state that each execution resets, so that executions one at a time never clone the
 	// template and its function maps. Concurrent ones take a clone from execs, or make one.
@@ -238,12 +248,31 @@ func Parse(text string, opts Options) (*Template, error) {
 		return nil, fmt.Errorf("parse %s: functions %q: want %s, %s or %s", name, opts.Functions, ModeNative, ModeConfd, ModeConsulTemplate)
 	}
 	t := &Template{name: name, opts: opts, mode: mode}
-	if opts.ConfdKeys != nil {
-		t.confdKeys = make([]string, 0, len(opts.ConfdKeys))
-		for _, k := range opts.ConfdKeys {
-			// confd joins each key to its prefix (path.Join) and stores what it loads at the
-			// path below the prefix, "/" + the rest.
-			t.confdKeys = append(t.confdKeys, path.Join("/", k))
+	// confd loads the keys below path.Join(PREFIX, key) for each of its keys and stores each
+	// at "/" + strings.TrimPrefix(etcdKey, PREFIX), PREFIX as written with a leading '/'.
+	raw := opts.Prefix
+	if !strings.HasPrefix(raw, "/") {
+		raw = "/" + raw
+	}
+	clean, under := path.Clean(raw), "/"
+	switch {
+	case clean == "/": // "", "/", "//": whole paths, every key
+	case raw == clean:
+		t.confdPrefix, t.confdOwn = clean[1:], "/"
+	case raw == clean+"/": // cuts "/production/web/": the prefix's own value keeps its path
+		t.confdPrefix, t.confdOwn = clean[1:], clean
+	default: // "//app", "/app//": cuts nothing from the keys it loads, all below the prefix
+		under = clean
+	}
+	if opts.ConfdKeys != nil || under != "/" {
+		keys := opts.ConfdKeys
+		if keys == nil {
+			keys = []string{"/"}
+		}
+		t.confdKeys = make([]string, 0, len(keys))
+		for _, k := range keys {
+			// As store paths: "/" + what confd loads for the key, the prefix cut off.
+			t.confdKeys = append(t.confdKeys, path.Join(under, k))
 		}
 	}
 	st := &state{t: t}
