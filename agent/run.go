@@ -704,16 +704,18 @@ func (l *loop) watchReads() {
 	}
 	l.readLinks = map[string][]string{}
 	var added map[string]bool
+	reads := l.a.reads()
+	seen := make(map[string]bool, len(reads))
+	links := linkCache{}
 	for _, t := range l.a.tmpls {
 		for _, f := range t.readFiles() {
 			f = filepath.Clean(f)
-			if !filepath.IsAbs(f) || !l.a.isRead(f) {
+			if seen[f] || !filepath.IsAbs(f) || !reads[f] {
 				continue
 			}
-			for _, link := range linksOf(f) {
-				if !slices.Contains(l.readLinks[link], f) {
-					l.readLinks[link] = append(l.readLinks[link], f)
-				}
+			seen[f] = true
+			for _, link := range links.of(f) {
+				l.readLinks[link] = append(l.readLinks[link], f)
 			}
 			d := filepath.Dir(f)
 			if l.readDirs[d] {
@@ -745,11 +747,9 @@ func (l *loop) watchReads() {
 	// read it, then installed, then came here), unseen, or its directory may be gone: the
 	// templates that read files there are rendered once more, now that a change is seen (the
 	// same bytes write and run nothing).
-	for _, t := range l.a.tmpls {
-		for _, f := range t.readFiles() {
-			if f = filepath.Clean(f); added[filepath.Dir(f)] && l.a.isRead(f) {
-				l.recheckReads[f] = true
-			}
+	for f := range seen {
+		if added[filepath.Dir(f)] {
+			l.recheckReads[f] = true
 		}
 	}
 	stopTimer(l.fsTimer)
@@ -759,9 +759,54 @@ func (l *loop) watchReads() {
 // maxLinkHops bounds the symbolic links that linksOf follows (a loop of links ends there).
 const maxLinkHops = 40
 
+// linkCache holds what linksOf learned of each path it lstat'ed in one watchReads: the files
+// read share their directories, which are looked at once, not once per file.
+type linkCache map[string]linkStep
+
+// linkStep is a path's link target ("" when it is not a link), or that it could not be read.
+type linkStep struct {
+	target string
+	err    bool
+}
+
+// of is linksOf, each path lstat'ed (and read, when a link) once for c's lifetime.
+func (c linkCache) of(name string) []string {
+	return linksThrough(name, func(p string) (string, bool) {
+		st, ok := c[p]
+		if !ok {
+			st.target, st.err = readLink(p)
+			c[p] = st
+		}
+		return st.target, !st.err
+	})
+}
+
+// readLink returns p's target when p is a symbolic link, "" when it is another file; failed
+// when p cannot be lstat'ed or its link read.
+func readLink(p string) (target string, failed bool) {
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return "", true
+	}
+	if fi.Mode()&fs.ModeSymlink == 0 {
+		return "", false
+	}
+	target, err = os.Readlink(p)
+	return target, err != nil
+}
+
 // linksOf returns the symbolic links that resolving name, an absolute clean path, goes through,
 // in the order met (name itself first when it is one). It stops at a component it cannot read.
 func linksOf(name string) []string {
+	return linksThrough(name, func(p string) (string, bool) {
+		target, failed := readLink(p)
+		return target, !failed
+	})
+}
+
+// linksThrough is linksOf, with link giving a path's target ("" for no link; false when it
+// cannot be read).
+func linksThrough(name string, link func(string) (string, bool)) []string {
 	var links []string
 	path := name
 	for hop := 0; hop < maxLinkHops; hop++ {
@@ -774,16 +819,12 @@ func linksOf(name string) []string {
 				continue
 			}
 			cur = filepath.Join(cur, p)
-			fi, err := os.Lstat(cur)
-			if err != nil {
+			target, ok := link(cur)
+			if !ok {
 				return links
 			}
-			if fi.Mode()&fs.ModeSymlink == 0 {
+			if target == "" {
 				continue
-			}
-			target, err := os.Readlink(cur)
-			if err != nil {
-				return links
 			}
 			links = append(links, cur)
 			if !filepath.IsAbs(target) {
@@ -807,11 +848,9 @@ func (l *loop) lostReadDir(dir string) {
 	if l.watcher != nil {
 		_ = l.watcher.Remove(dir) // gone with a removal; a moved one's may linger
 	}
-	for _, t := range l.a.tmpls {
-		for _, f := range t.readFiles() {
-			if f = filepath.Clean(f); filepath.Dir(f) == dir && l.a.isRead(f) {
-				l.changedReads[f] = true
-			}
+	for f := range l.a.reads() {
+		if filepath.Dir(f) == dir {
+			l.changedReads[f] = true
 		}
 	}
 }
@@ -1018,6 +1057,21 @@ func (a *Agent) isConfigEvent(name string) bool {
 	}
 	// A web.yml or WEB.YAML is not read, but a reload logs that it is not (TemplatesDirWarnings).
 	return filepath.Dir(name) == filepath.Clean(a.cfg.TemplatesDir) && yamlName(name) && !hiddenFile(name)
+}
+
+// reads are the files for which isRead holds, cleaned: each looked up in it, not in every
+// template's reads.
+func (a *Agent) reads() map[string]bool {
+	out := map[string]bool{}
+	for _, t := range a.tmpls {
+		for _, f := range t.readFiles() {
+			out[filepath.Clean(f)] = true
+		}
+	}
+	for _, t := range a.tmpls {
+		delete(out, filepath.Clean(t.cfg.Destination))
+	}
+	return out
 }
 
 // isRead reports whether name is a local file that a template's last render read (or its last
