@@ -98,8 +98,8 @@ type loop struct {
 	fsTimer        *time.Timer
 	watcher        *fsnotify.Watcher
 	// Local files that the templates' last renders read (file, fileExists), changed and
-	// waiting for the burst to settle too; readDirs are their directories that watcher
-	// watches (watchReads).
+	// waiting for the burst to settle too; readDirs are their directories, and those of the
+	// links their paths go through, that watcher watches (watchReads).
 	changedReads map[string]bool
 	// recheckReads are files read before their directory was watched (watchReads), rendered
 	// again with the changed ones in case they changed in between.
@@ -110,8 +110,8 @@ type loop struct {
 	readDirs     map[string]bool
 	// readLinks are the symbolic links that the paths of the files read go through (a
 	// Kubernetes volume's cert.pem -> ..data/cert.pem and ..data -> ..2026_x), each with the
-	// files read through it: a link replaced in a watched directory changes what they read,
-	// though no event names them.
+	// files read through it: a link replaced (its directory is watched) changes what they
+	// read, though no event names them.
 	readLinks map[string][]string
 
 	// poller long-polls the server; its acks say what the agent applied.
@@ -693,8 +693,9 @@ func (l *loop) rewatch() {
 }
 
 // watchReads watches the directories of the local files that the templates' last renders read
-// (file, fileExists): a change to one renders them again. A template's own destination, or
-// another's, is not watched: a template that reads it would render again at each install.
+// (file, fileExists), and those of the symbolic links their paths go through: a change to one
+// renders them again. A template's own destination, or another's, is not watched: a template
+// that reads it would render again at each install.
 func (l *loop) watchReads() {
 	if l.watcher == nil {
 		return
@@ -705,50 +706,57 @@ func (l *loop) watchReads() {
 	l.readLinks = map[string][]string{}
 	var added map[string]bool
 	reads := l.a.reads()
-	seen := make(map[string]bool, len(reads))
+	dirsOf := make(map[string][]string, len(reads))
 	links := linkCache{}
 	for _, t := range l.a.tmpls {
 		for _, f := range t.readFiles() {
 			f = filepath.Clean(f)
-			if seen[f] || !filepath.IsAbs(f) || !reads[f] {
+			if _, ok := dirsOf[f]; ok || !filepath.IsAbs(f) || !reads[f] {
 				continue
 			}
-			seen[f] = true
+			dirs := []string{filepath.Dir(f)}
 			for _, link := range links.of(f) {
 				l.readLinks[link] = append(l.readLinks[link], f)
+				// A link into another directory (a Kubernetes volume mounted elsewhere) is
+				// replaced there: that directory is watched too.
+				if d := filepath.Dir(link); !slices.Contains(dirs, d) {
+					dirs = append(dirs, d)
+				}
 			}
-			d := filepath.Dir(f)
-			if l.readDirs[d] {
-				continue
-			}
-			err := l.watcher.Add(d)
-			if err != nil {
-				l.a.log.Debug("directory of a file read not watched", "dir", d, "error", err.Error())
-				// Gone since the render read it (removed before it could be watched): its
-				// files are rendered once more, as a removal seen is (lostReadDir), once.
-				if !errors.Is(err, fs.ErrNotExist) || l.goneReadDirs[d] {
+			dirsOf[f] = dirs
+			for _, d := range dirs {
+				if l.readDirs[d] {
 					continue
 				}
-				l.goneReadDirs[d] = true
-			} else {
-				l.readDirs[d] = true
-				delete(l.goneReadDirs, d)
+				err := l.watcher.Add(d)
+				if err != nil {
+					l.a.log.Debug("directory of a file read not watched", "dir", d, "error", err.Error())
+					// Gone since the render read it (removed before it could be watched): its
+					// files are rendered once more, as a removal seen is (lostReadDir), once.
+					if !errors.Is(err, fs.ErrNotExist) || l.goneReadDirs[d] {
+						continue
+					}
+					l.goneReadDirs[d] = true
+				} else {
+					l.readDirs[d] = true
+					delete(l.goneReadDirs, d)
+				}
+				if added == nil {
+					added = map[string]bool{}
+				}
+				added[d] = true
 			}
-			if added == nil {
-				added = map[string]bool{}
-			}
-			added[d] = true
 		}
 	}
 	if added == nil {
 		return
 	}
-	// A file read before its directory was watched may have changed in between (the render
-	// read it, then installed, then came here), unseen, or its directory may be gone: the
-	// templates that read files there are rendered once more, now that a change is seen (the
-	// same bytes write and run nothing).
-	for f := range seen {
-		if added[filepath.Dir(f)] {
+	// A file read before its directory (or a link's on its path) was watched may have changed
+	// in between (the render read it, then installed, then came here), unseen, or the
+	// directory may be gone: the templates that read files there are rendered once more, now
+	// that a change is seen (the same bytes write and run nothing).
+	for f, dirs := range dirsOf {
+		if slices.ContainsFunc(dirs, func(d string) bool { return added[d] }) {
 			l.recheckReads[f] = true
 		}
 	}
@@ -841,8 +849,8 @@ func linksThrough(name string, link func(string) (string, bool)) []string {
 	return links
 }
 
-// lostReadDir forgets the watch of dir, a directory of files read that was removed or moved,
-// and marks those files changed.
+// lostReadDir forgets the watch of dir, a directory of files read (or of links their paths go
+// through) that was removed or moved, and marks those files changed.
 func (l *loop) lostReadDir(dir string) {
 	delete(l.readDirs, dir)
 	if l.watcher != nil {
@@ -851,6 +859,13 @@ func (l *loop) lostReadDir(dir string) {
 	for f := range l.a.reads() {
 		if filepath.Dir(f) == dir {
 			l.changedReads[f] = true
+		}
+	}
+	for link, files := range l.readLinks {
+		if filepath.Dir(link) == dir {
+			for _, f := range files {
+				l.changedReads[f] = true
+			}
 		}
 	}
 }

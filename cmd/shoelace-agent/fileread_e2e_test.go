@@ -235,3 +235,60 @@ func TestE2E_RunFileReadSymlinkSwap(t *testing.T) {
 	}
 	waitFor(t, "render of the secret's next update", fileIs(e.path("a"), "v3 2"))
 }
+
+// A file read through a link into a directory that holds no file read: /etc/app/ca.pem ->
+// VOLUME/ca.pem, a Kubernetes volume mounted elsewhere (VOLUME/ca.pem -> ..data/ca.pem, ..data
+// -> a version's directory). Its update replaces ..data in VOLUME, which run did not watch (it
+// watched the directories of the files read and the links replaced there): the rendered file
+// kept the old certificate until the view changed. The directory of every link on the path of
+// a file read is watched too.
+func TestE2E_RunFileReadThroughLinkIntoAnotherDir(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/a", "1")
+	vol, etc := t.TempDir(), t.TempDir()
+	version := func(name, content string) {
+		t.Helper()
+		if err := os.Mkdir(filepath.Join(vol, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(vol, name, "ca.pem"), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(name, filepath.Join(vol, "..data_tmp")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(vol, "..data_tmp"), filepath.Join(vol, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	version("..2026_x", "v1")
+	if err := os.Symlink("..data/ca.pem", filepath.Join(vol, "ca.pem")); err != nil {
+		t.Fatal(err)
+	}
+	ca := filepath.Join(etc, "ca.pem")
+	if err := os.Symlink(filepath.Join(vol, "ca.pem"), ca); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, srv, "", `  - contents: "{{ file \"`+ca+`\" }} {{ key \"a\" }}"
+    destination: $DIR/a
+    functions: consul-template
+    allow_file: true
+`)
+	ag := e.startAgent()
+	waitFor(t, "first render", fileIs(e.path("a"), "v1 1"))
+	waitFor(t, "the render once the file is watched", func() bool {
+		return strings.Contains(ag.logs.String(), "watched now: rendered again")
+	})
+	srv.put("appliances/web/a", "2")
+	waitFor(t, "render of a change of the view", fileIs(e.path("a"), "v1 2"))
+	version("..2026_y", "v2")
+	if err := os.RemoveAll(filepath.Join(vol, "..2026_x")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "render of the volume's update", fileIs(e.path("a"), "v2 2"))
+	version("..2026_z", "v3")
+	if err := os.RemoveAll(filepath.Join(vol, "..2026_y")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "render of the volume's next update", fileIs(e.path("a"), "v3 2"))
+}
