@@ -227,9 +227,6 @@ func (l *loop) step(ev event) {
 			return
 		}
 		l.renderSources()
-		clear(l.changedSources)
-		clear(l.changedReads)
-		clear(l.recheckReads)
 	case evReload:
 		l.a.log.Info("reloading config (SIGHUP)")
 		l.reload()
@@ -413,9 +410,14 @@ func (l *loop) render(v *view, full bool) {
 // renderSources re-parses the templates whose source changed and renders them.
 func (l *loop) renderSources() {
 	a := l.a
+	// What changed until now; what the pass finds (a directory its reads have it watch anew,
+	// watchReads) is for the next time the files settle. Cleared after the pass, a file to
+	// render again once watched was dropped unrendered.
+	changedSources, changedReads, recheckReads := l.changedSources, l.changedReads, l.recheckReads
+	l.changedSources, l.changedReads, l.recheckReads = map[string]bool{}, map[string]bool{}, map[string]bool{}
 	var sel []*tmpl
 	for _, t := range a.tmpls {
-		if t.cfg.Source == "" || !l.changedSources[t.cfg.Source] {
+		if t.cfg.Source == "" || !changedSources[t.cfg.Source] {
 			continue
 		}
 		nt, err := parseTemplate(t.cfg)
@@ -434,12 +436,12 @@ func (l *loop) renderSources() {
 			continue
 		}
 		for _, f := range t.readFiles() {
-			if l.changedReads[filepath.Clean(f)] {
+			if changedReads[filepath.Clean(f)] {
 				a.log.Info("file read by the template changed", "template", t.name(), "file", f)
 				sel = append(sel, t)
 				break
 			}
-			if l.recheckReads[filepath.Clean(f)] {
+			if recheckReads[filepath.Clean(f)] {
 				a.log.Debug("file read by the template, watched now: rendered again", "template", t.name(), "file", f)
 				sel = append(sel, t)
 				break

@@ -292,3 +292,36 @@ func TestE2E_RunFileReadThroughLinkIntoAnotherDir(t *testing.T) {
 	}
 	waitFor(t, "render of the volume's next update", fileIs(e.path("a"), "v3 2"))
 }
+
+// A render for a changed file that reads a file in a directory not watched yet (the first file
+// names the second: file (file "which")) watches that directory and has the template rendered
+// once more, in case the file changed between the read and the watch, as every pass does: that
+// render was dropped, the files changed being cleared after the pass that asked for it.
+func TestE2E_RunFileReadNewDirFromAFileEventIsRenderedOnceWatched(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/a", "1")
+	root := t.TempDir()
+	which := filepath.Join(root, "which")
+	for name, content := range map[string]string{"d2/x": "x1", "d3/y": "y1", "which": filepath.Join(root, "d2", "x")} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(root, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := newEnv(t, srv, "", `  - contents: "{{ file (file \"`+which+`\") }} {{ key \"a\" }}"
+    destination: $DIR/a
+    functions: consul-template
+    allow_file: true
+`)
+	ag := e.startAgent()
+	waitFor(t, "first render", fileIs(e.path("a"), "x1 1"))
+	rechecks := func() int { return strings.Count(ag.logs.String(), "watched now: rendered again") }
+	waitFor(t, "the render once the files are watched", func() bool { return rechecks() == 1 })
+	if err := os.WriteFile(which, []byte(filepath.Join(root, "d3", "y")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "render of the file named now", fileIs(e.path("a"), "y1 1"))
+	waitFor(t, "the render once its directory is watched", func() bool { return rechecks() == 2 })
+}
