@@ -202,6 +202,7 @@ func (l *loop) step(ev event) {
 			for _, f := range l.readLinks[ev.file.Name] {
 				l.changedReads[f] = true
 			}
+			l.rewatchThrough(ev.file.Name)
 		case l.readDirs[ev.file.Name] && ev.file.Has(fsnotify.Remove|fsnotify.Rename):
 			// The directory of files read was removed or moved, and its watch with it: watched
 			// again at the next pass (watchReads) once it is back, and the files read there,
@@ -849,6 +850,21 @@ func linksThrough(name string, link func(string) (string, bool)) []string {
 		path = next
 	}
 	return links
+}
+
+// rewatchThrough forgets the watches of the directories whose path goes through link, a link
+// just replaced: each watches the directory that link led to (a release kept beside the one
+// current leads to now), and the next pass (watchReads) watches it where the link leads now.
+func (l *loop) rewatchThrough(link string) {
+	links := linkCache{}
+	for d := range l.readDirs {
+		if slices.Contains(links.of(d), link) {
+			delete(l.readDirs, d)
+			if l.watcher != nil {
+				_ = l.watcher.Remove(d)
+			}
+		}
+	}
 }
 
 // lostReadDir forgets the watch of dir, a directory of files read (or of links their paths go

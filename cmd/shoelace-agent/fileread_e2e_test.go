@@ -325,3 +325,52 @@ func TestE2E_RunFileReadNewDirFromAFileEventIsRenderedOnceWatched(t *testing.T) 
 	waitFor(t, "render of the file named now", fileIs(e.path("a"), "y1 1"))
 	waitFor(t, "the render once its directory is watched", func() bool { return rechecks() == 2 })
 }
+
+// A file read in a directory reached through a link that a deploy replaces (current ->
+// releases/v1, then releases/v2, the old release kept): the replacement renders the file's new
+// content, and run went on watching the directory the link led to when it was first watched,
+// releases/v1: an edit of the file in releases/v2 was never seen. The directories whose path
+// goes through a link replaced are watched again where it leads now.
+func TestE2E_RunFileReadDirLinkReplaced(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/a", "1")
+	root := t.TempDir()
+	current := filepath.Join(root, "current")
+	release := func(name, content string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Join(root, "releases", name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, "releases", name, "app.conf"), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join("releases", name), current+".tmp"); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(current+".tmp", current); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release("v1", "v1")
+	conf := filepath.Join(current, "app.conf")
+	e := newEnv(t, srv, "", `  - contents: "{{ file \"`+conf+`\" }} {{ key \"a\" }}"
+    destination: $DIR/a
+    functions: consul-template
+    allow_file: true
+`)
+	ag := e.startAgent()
+	waitFor(t, "first render", fileIs(e.path("a"), "v1 1"))
+	waitFor(t, "the render once the file is watched", func() bool {
+		return strings.Contains(ag.logs.String(), "watched now: rendered again")
+	})
+	release("v2", "v2")
+	waitFor(t, "render of the new release", fileIs(e.path("a"), "v2 1"))
+	// Watched again where current leads now: an edit there is seen.
+	waitFor(t, "the render once the new release is watched", func() bool {
+		return strings.Count(ag.logs.String(), "watched now: rendered again") >= 2
+	})
+	if err := os.WriteFile(filepath.Join(root, "releases", "v2", "app.conf"), []byte("v3"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "render of the file edited in the new release", fileIs(e.path("a"), "v3 1"))
+}
