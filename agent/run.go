@@ -113,6 +113,10 @@ type loop struct {
 	// files read through it: a link replaced (its directory is watched) changes what they
 	// read, though no event names them.
 	readLinks map[string][]string
+	// sourceLinks are the symbolic links that the paths of the template sources go through (a
+	// Kubernetes configmap volume's), each with the sources read through it: an update
+	// replaces them, and no event names a source.
+	sourceLinks map[string][]string
 
 	// poller long-polls the server; its acks say what the agent applied.
 	poller *poller
@@ -196,6 +200,15 @@ func (l *loop) step(ev event) {
 			l.configChanged = true
 		case l.a.isSource(ev.file.Name):
 			l.changedSources[ev.file.Name] = true
+		case len(l.sourceLinks[ev.file.Name]) > 0:
+			for _, src := range l.sourceLinks[ev.file.Name] {
+				l.changedSources[src] = true
+			}
+			// The volume may hold files that templates read too.
+			for _, f := range l.readLinks[ev.file.Name] {
+				l.changedReads[f] = true
+			}
+			l.rewatchThrough(ev.file.Name)
 		case l.readDirs[filepath.Dir(ev.file.Name)] && l.a.isRead(ev.file.Name):
 			l.changedReads[ev.file.Name] = true
 		case len(l.readLinks[ev.file.Name]) > 0:
@@ -685,12 +698,12 @@ func (l *loop) rewatch() {
 		l.watcher.Close()
 		l.watcher = nil
 	}
-	w, err := l.a.watchFiles()
+	w, links, err := l.a.watchFiles()
 	if err != nil {
 		l.a.log.Warn("template files are not watched", "error", err.Error())
 		return
 	}
-	l.watcher = w
+	l.watcher, l.sourceLinks = w, links
 	l.readDirs = nil
 	l.watchReads()
 }
@@ -1022,16 +1035,29 @@ func timerC(t *time.Timer) <-chan time.Time {
 }
 
 // watchFiles watches the directories of the template sources, templates_dir, and conf.d of
-// confd_dir with the directories below it.
-func (a *Agent) watchFiles() (*fsnotify.Watcher, error) {
+// confd_dir with the directories below it, and those of the symbolic links that the paths of
+// the sources go through, which it returns, each with the sources read through it.
+func (a *Agent) watchFiles() (*fsnotify.Watcher, map[string][]string, error) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	dirs := map[string]bool{}
+	links, cache := map[string][]string{}, linkCache{}
 	for _, t := range a.tmpls {
-		if t.cfg.Source != "" {
-			dirs[filepath.Dir(t.cfg.Source)] = true
+		src := t.cfg.Source
+		if src == "" {
+			continue
+		}
+		dirs[filepath.Dir(src)] = true
+		if !filepath.IsAbs(src) {
+			continue
+		}
+		for _, l := range cache.of(filepath.Clean(src)) {
+			if !slices.Contains(links[l], src) {
+				links[l] = append(links[l], src)
+			}
+			dirs[filepath.Dir(l)] = true
 		}
 	}
 	if a.cfg.TemplatesDir != "" && a.opts.ConfigPath != "" {
@@ -1062,7 +1088,7 @@ func (a *Agent) watchFiles() (*fsnotify.Watcher, error) {
 			a.log.Warn("directory not watched", "dir", d, "error", err.Error())
 		}
 	}
-	return w, nil
+	return w, links, nil
 }
 
 func (a *Agent) isConfigEvent(name string) bool {

@@ -374,3 +374,41 @@ func TestE2E_RunFileReadDirLinkReplaced(t *testing.T) {
 	}
 	waitFor(t, "render of the file edited in the new release", fileIs(e.path("a"), "v3 1"))
 }
+
+// A template source in a Kubernetes configmap volume: a.tmpl -> ..data/a.tmpl, ..data -> a
+// version's directory. An update replaces ..data, and no event names a.tmpl: run kept
+// rendering the old source until a restart or SIGHUP. An event on a link that the source's
+// path goes through has it read again, as an edit of the source does.
+func TestE2E_RunTemplateSourceInAConfigMapVolume(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/a", "1")
+	vol := t.TempDir()
+	version := func(name, text string) {
+		t.Helper()
+		if err := os.Mkdir(filepath.Join(vol, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(vol, name, "a.tmpl"), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(name, filepath.Join(vol, "..data_tmp")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(vol, "..data_tmp"), filepath.Join(vol, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	version("..2026_x", `v1 {{ key "a" }}`)
+	src := filepath.Join(vol, "a.tmpl")
+	if err := os.Symlink("..data/a.tmpl", src); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, srv, "", "  - source: "+src+"\n    destination: $DIR/a\n")
+	e.startAgent()
+	waitFor(t, "first render", fileIs(e.path("a"), "v1 1"))
+	version("..2026_y", `v2 {{ key "a" }}`)
+	if err := os.RemoveAll(filepath.Join(vol, "..2026_x")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "render of the updated source", fileIs(e.path("a"), "v2 1"))
+}
