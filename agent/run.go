@@ -113,9 +113,10 @@ type loop struct {
 	// files read through it: a link replaced (its directory is watched) changes what they
 	// read, though no event names them.
 	readLinks map[string][]string
-	// sourceLinks are the symbolic links that the paths of the template sources go through (a
-	// Kubernetes configmap volume's), each with the sources read through it: an update
-	// replaces them, and no event names a source.
+	// sourceLinks are the symbolic links that the paths of the template sources and of the
+	// files of templates_dir go through (a Kubernetes configmap volume's), each with the
+	// sources read through it ("" for a file of templates_dir): an update replaces them, and
+	// no event names a source or a file of templates_dir.
 	sourceLinks map[string][]string
 
 	// poller long-polls the server; its acks say what the agent applied.
@@ -202,7 +203,11 @@ func (l *loop) step(ev event) {
 			l.changedSources[ev.file.Name] = true
 		case len(l.sourceLinks[ev.file.Name]) > 0:
 			for _, src := range l.sourceLinks[ev.file.Name] {
-				l.changedSources[src] = true
+				if src == "" {
+					l.configChanged = true // a file of templates_dir
+				} else {
+					l.changedSources[src] = true
+				}
 			}
 			// The volume may hold files that templates read too.
 			for _, f := range l.readLinks[ev.file.Name] {
@@ -1036,7 +1041,8 @@ func timerC(t *time.Timer) <-chan time.Time {
 
 // watchFiles watches the directories of the template sources, templates_dir, and conf.d of
 // confd_dir with the directories below it, and those of the symbolic links that the paths of
-// the sources go through, which it returns, each with the sources read through it.
+// the sources and of templates_dir's files go through, which it returns, each with the
+// sources read through it ("" for a file of templates_dir).
 func (a *Agent) watchFiles() (*fsnotify.Watcher, map[string][]string, error) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -1044,24 +1050,31 @@ func (a *Agent) watchFiles() (*fsnotify.Watcher, map[string][]string, error) {
 	}
 	dirs := map[string]bool{}
 	links, cache := map[string][]string{}, linkCache{}
-	for _, t := range a.tmpls {
-		src := t.cfg.Source
-		if src == "" {
-			continue
-		}
-		dirs[filepath.Dir(src)] = true
-		if !filepath.IsAbs(src) {
-			continue
-		}
-		for _, l := range cache.of(filepath.Clean(src)) {
+	through := func(name, src string) {
+		for _, l := range cache.of(filepath.Clean(name)) {
 			if !slices.Contains(links[l], src) {
 				links[l] = append(links[l], src)
 			}
 			dirs[filepath.Dir(l)] = true
 		}
 	}
+	for _, t := range a.tmpls {
+		if src := t.cfg.Source; src != "" {
+			dirs[filepath.Dir(src)] = true
+			if filepath.IsAbs(src) {
+				through(src, src)
+			}
+		}
+	}
 	if a.cfg.TemplatesDir != "" && a.opts.ConfigPath != "" {
 		dirs[a.cfg.TemplatesDir] = true
+		if es, err := os.ReadDir(a.cfg.TemplatesDir); err == nil && filepath.IsAbs(a.cfg.TemplatesDir) {
+			for _, e := range es {
+				if yamlName(e.Name()) && !hiddenFile(e.Name()) {
+					through(filepath.Join(a.cfg.TemplatesDir, e.Name()), "")
+				}
+			}
+		}
 		if _, err := os.Stat(a.cfg.TemplatesDir); errors.Is(err, fs.ErrNotExist) {
 			// Not made yet: its directory tells when it is (isConfigEvent), and the reload
 			// that follows watches it.

@@ -412,3 +412,44 @@ func TestE2E_RunTemplateSourceInAConfigMapVolume(t *testing.T) {
 	}
 	waitFor(t, "render of the updated source", fileIs(e.path("a"), "v2 1"))
 }
+
+// templates_dir is a Kubernetes configmap volume: web.yaml -> ..data/web.yaml. The configmap's
+// update replaces ..data, which is hidden and no *.yaml: run did not read the config again,
+// and rendered the old entries until a restart or SIGHUP. A link replaced on the path of a
+// file of templates_dir reloads the config, as an edit of the file does.
+func TestE2E_RunTemplatesDirInAConfigMapVolume(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/a", "1")
+	vol := t.TempDir()
+	if err := os.Chmod(vol, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, srv, "templates_dir: "+vol+"\n", "  - contents: x\n    destination: $DIR/x\n")
+	version := func(name, text string) {
+		t.Helper()
+		if err := os.Mkdir(filepath.Join(vol, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		entry := "- contents: \"" + text + " {{ key \\\"a\\\" }}\"\n  destination: " + e.path("a") + "\n"
+		if err := os.WriteFile(filepath.Join(vol, name, "web.yaml"), []byte(entry), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(name, filepath.Join(vol, "..data_tmp")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(vol, "..data_tmp"), filepath.Join(vol, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	version("..2026_x", "v1")
+	if err := os.Symlink("..data/web.yaml", filepath.Join(vol, "web.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	e.startAgent()
+	waitFor(t, "first render", fileIs(e.path("a"), "v1 1"))
+	version("..2026_y", "v2")
+	if err := os.RemoveAll(filepath.Join(vol, "..2026_x")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "render of the updated entry", fileIs(e.path("a"), "v2 1"))
+}
