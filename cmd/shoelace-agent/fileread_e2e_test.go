@@ -4,6 +4,7 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -452,4 +453,38 @@ func TestE2E_RunTemplatesDirInAConfigMapVolume(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "render of the updated entry", fileIs(e.path("a"), "v2 1"))
+}
+
+// A destination that is a mount point of its own (a file bind-mounted, as docker run -v
+// FILE:FILE mounts one): no file can be renamed over it. The install failed with rename's
+// "device or resource busy", which says neither why nor what to do; it says both. Run in a
+// mount namespace of its own (unshare), skipped where one cannot be made.
+func TestE2E_OnceDestinationIsAMountPoint(t *testing.T) {
+	probe := filepath.Join(t.TempDir(), "probe")
+	if err := os.WriteFile(probe, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("unshare", "--mount", "--propagation", "private", "mount", "--bind", probe, probe).CombinedOutput(); err != nil {
+		t.Skipf("no mount namespace to bind-mount a file in: %v: %s", err, out)
+	}
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/a", "1")
+	e := newEnv(t, srv, "", "  - contents: \"a={{ key \\\"a\\\" }}\"\n    destination: $DIR/dst\n")
+	for name, content := range map[string]string{"dst": "old", "src": "mounted"} {
+		if err := os.WriteFile(e.path(name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
+		`mount --bind "$1" "$2" && exec "$3" once --config "$4"`, "sh",
+		e.path("src"), e.path("dst"), filepath.Join(binDir, "shoelace-agent"), e.config).CombinedOutput()
+	if err == nil {
+		t.Fatalf("once installed over a mount point:\n%s", out)
+	}
+	if !strings.Contains(string(out), e.path("dst")+" is a mount point") || !strings.Contains(string(out), "mount its directory instead") {
+		t.Fatalf("once said:\n%s", out)
+	}
+	if got := readFile(t, e.path("src")); got != "mounted" {
+		t.Fatalf("the mounted file holds %q", got)
+	}
 }

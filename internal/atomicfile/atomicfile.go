@@ -566,6 +566,11 @@ func (s *Staged) Install() (err error) {
 		}
 	}
 	if err = s.d.rename(s.tmp, s.base); err != nil {
+		if errors.Is(err, syscall.EBUSY) {
+			// rename(2)'s answer for a file that is a mount point: said, since "device or
+			// resource busy" names neither the cause nor what to do.
+			return fmt.Errorf("rename %s: %w: %s is a mount point (a file mounted on its own, as docker run -v FILE:FILE and a Kubernetes subPath mount one), which no file can be renamed over, and a file is installed only so, whole: mount its directory instead", s.d.join(s.tmp), err, s.path)
+		}
 		return fmt.Errorf("rename %s: %w", s.d.join(s.tmp), err)
 	}
 	if s.opts.NoSync {
