@@ -40,7 +40,7 @@ func (s *Server) handleAppliances(w http.ResponseWriter, r *http.Request) error 
 	p := principalOf(r)
 	out := api.Appliances{Appliances: []string{}}
 	for _, n := range names {
-		if p.mayReadView(n) == nil {
+		if p.maySeeAppliance(n) {
 			out.Appliances = append(out.Appliances, n)
 		}
 	}

@@ -134,6 +134,15 @@ func (p *principal) mayReadView(name string) error {
 		strings.Join(lacks, "/ nor "), strings.Join(lacks, " "))
 }
 
+// maySeeAppliance reports whether p is shown appliance name among the appliances (GET
+// /v1/appliances, shoelace appliance ls, the console): when it may read the appliance's view, or
+// its own keys (a read or write grant on appliances/<name>), though not shared/. A pipeline token
+// made with --write appliances/web alone, which applies and reads web's keys, was not shown web by
+// the API, though the console showed it.
+func (p *principal) maySeeAppliance(name string) bool {
+	return p.mayReadView(name) == nil || p.mayRead(api.ApplianceRoot(name)) == nil
+}
+
 // listFilter says which keys under prefix p may see: nil when all of them; 403 when none can be.
 func (p *principal) listFilter(prefix string) (func(string) bool, error) {
 	if p.mayRead(prefix) == nil {

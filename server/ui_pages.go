@@ -69,11 +69,6 @@ func uiShown(v string) string {
 
 func uiBidi(c rune) bool { return unicode.Is(unicode.Bidi_Control, c) }
 
-// uiVisible says whether p may see appliance name in the console: its view, or its own keys.
-func uiVisible(p *principal, name string) bool {
-	return p.mayReadView(name) == nil || p.mayRead(api.ApplianceRoot(name)) == nil
-}
-
 // uiSummary is one row of the appliances page.
 type uiSummary struct {
 	Name    string
@@ -150,7 +145,7 @@ func (s *Server) uiAppliances(w http.ResponseWriter, r *http.Request, c *uiCtx) 
 	if err != nil {
 		return err
 	}
-	names = slices.DeleteFunc(names, func(n string) bool { return !uiVisible(c.p, n) })
+	names = slices.DeleteFunc(names, func(n string) bool { return !c.p.maySeeAppliance(n) })
 	more := 0
 	if len(names) > uiMaxAppliances {
 		more = len(names) - uiMaxAppliances
@@ -426,7 +421,7 @@ func uiName(r *http.Request, p *principal) (string, error) {
 	if err := api.ValidateSegment("appliance name", name); err != nil {
 		return "", err
 	}
-	if !uiVisible(p, name) {
+	if !p.maySeeAppliance(name) {
 		return "", forbidden("token %s may not read appliance %s", shorten(p.name), shorten(name))
 	}
 	return name, nil
@@ -1148,7 +1143,7 @@ func (s *Server) uiStore(w http.ResponseWriter, r *http.Request, c *uiCtx) error
 	}
 	// The running rollouts name appliances: only those the token may see.
 	for _, n := range d.Rollouts.Running {
-		if uiVisible(c.p, n) {
+		if c.p.maySeeAppliance(n) {
 			d.Running = append(d.Running, n)
 		}
 	}

@@ -41,8 +41,9 @@ EXAMPLES:
 				Name:      "ls",
 				Usage:     "list the appliances the token may read",
 				UsageText: "shoelace appliance ls [--output json]",
-				Description: `Prints one appliance name per line: those with at least one key of their own that the
-token may read. With --output json, prints {"appliances":[…]}.
+				Description: `Prints one appliance name per line: those whose view the token may read, or whose own
+keys (appliances/NAME/) it may read or write (a write grant reads too) without a grant on shared/, as
+the console lists them. With --output json, prints {"appliances":[…]}.
 
 EXAMPLES:
    shoelace appliance ls

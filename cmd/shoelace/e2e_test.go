@@ -942,6 +942,18 @@ func TestE2E_TokensAndMaintenance(t *testing.T) {
 		t.Errorf("deploy token reads shared/x = %q", got)
 	}
 	admin.fails(exitConflict, "exists already", "token", "create", "--name", "deploy", "--admin")
+	// appliance ls lists the appliances whose own keys a token may read or write, as the console
+	// does, without a grant on shared/ (which their view needs): a pipeline token made with
+	// --write appliances/web alone was listed none.
+	out = admin.ok("token", "create", "--name", "web-keys", "--write", "appliances/web", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &created); err != nil || created.Token == "" {
+		t.Fatalf("token create -o json = %q (%v)", out, err)
+	}
+	webKeys := anon.with("SHOELACE_TOKEN=" + created.Token)
+	if got := webKeys.ok("appliance", "ls"); got != "web\n" {
+		t.Errorf("appliance ls with a token that writes appliances/web alone = %q, want web", got)
+	}
+	webKeys.fails(exitAuth, "may not read shared/", "appliance", "get", "web")
 
 	ls := admin.ok("token", "ls")
 	for _, want := range []string{"deploy\tread=shared write=appliances/web", "web-agent\tappliance=web"} {
