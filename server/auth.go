@@ -39,6 +39,9 @@ type principal struct {
 	instance  string // an instance token: the one instance of appliance it acts for
 	parent    string // an instance token: the agent token that enrolled it ("" when an admin did)
 	enrolled  time.Time
+	// enrolledRev, for an instance token, is the revision its instance's enrollment was written
+	// at (tokenRecord.enrolledRevision); 0 when not known.
+	enrolledRev int64
 	// record, for an instance token, is its token record as read from the store: what guards the
 	// writes of its reports (see pendingReport).
 	record []byte
@@ -202,8 +205,13 @@ type tokenRecord struct {
 	// Created: the enrollment's holder asked again with its key (its answer lost) and got this
 	// token, which keeps the instance's enrollment time (see Server.enroll).
 	Enrolled time.Time `json:"enrolled,omitzero"`
+	// EnrolledRev is, beside Enrolled, the revision that enrollment was written at.
+	EnrolledRev int64 `json:"enrolled_revision,omitempty"`
 	// raw, for an instance token, is the record as stored (see principal.record).
 	raw []byte
+	// rev is the revision the record was written at (its mod_revision), as the watch event, the
+	// read or the write that brought it said; 0 when not known.
+	rev int64
 
 	// p is principal's answer, made once: every request of the token shares it (an open
 	// long-poll holds it), and nothing changes a principal. A changed record is a new record.
@@ -226,6 +234,7 @@ func (t *tokenRecord) principal() *principal {
 	p := &principal{name: t.Name, admin: t.Admin, appliance: t.Appliance, read: t.Read, write: t.Write}
 	if t.Instance != "" {
 		p.instance, p.parent, p.enrolled, p.record = t.Instance, t.Parent, t.enrolledAt(), t.raw
+		p.enrolledRev = t.enrolledRevision()
 	}
 	// One principal per record, even when two requests make it at once: current compares them.
 	if !t.p.CompareAndSwap(nil, p) {
@@ -240,6 +249,17 @@ func (t *tokenRecord) enrolledAt() time.Time {
 		return t.Enrolled
 	}
 	return t.Created
+}
+
+// enrolledRevision is the revision at which the instance of instance token t was enrolled: that
+// of t's own write, or, for a token its enrollment's holder got by asking again (Enrolled), the
+// first enrollment's, which t keeps; 0 when not known (a record of an older server that asked
+// again, or one read without its revision).
+func (t *tokenRecord) enrolledRevision() int64 {
+	if !t.Enrolled.IsZero() && t.Enrolled.Before(t.Created) {
+		return t.EnrolledRev
+	}
+	return t.rev
 }
 
 // sameGrant reports whether records a and b (of one name) grant the same: the same secret and
@@ -1031,19 +1051,21 @@ func (l *limiterSet) sweepLocked(now time.Time) {
 	l.swept = now
 }
 
-// loadTokens makes the token records among m (system keys and values, read at revision rev)
-// the tokens this replica knows, ending the long-polls of tokens that went or changed secret.
-func (s *Server) loadTokens(m map[string][]byte, rev int64) {
+// loadTokens makes the token records among m (system keys, their values and mod_revisions,
+// read at revision rev) the tokens this replica knows, ending the long-polls of tokens that went
+// or changed secret.
+func (s *Server) loadTokens(m map[string]store.SysValue, rev int64) {
 	recs := make([]*tokenRecord, 0, len(m))
 	for k, v := range m {
 		if !strings.HasPrefix(k, tokenPrefix) {
 			continue
 		}
-		rec, err := decodeToken(k, v)
+		rec, err := decodeToken(k, v.Data)
 		if err != nil {
 			s.log.Error("skipping a malformed token record", "key", k, "err", err)
 			continue
 		}
+		rec.rev = v.Rev
 		recs = append(recs, rec)
 	}
 	for _, name := range s.auth.replace(recs, rev) {
@@ -1076,6 +1098,8 @@ func (s *Server) tokenChanged(name string, c store.SysChange, rev int64) {
 		var err error
 		if rec, err = decodeToken(tokenPrefix+name, c.Value); err != nil {
 			s.log.Error("refusing a malformed token record", "token", name, "err", err)
+		} else {
+			rec.rev = rev
 		}
 	}
 	// An instance's token changed (enrolled, taken over, forgotten, expired), perhaps through

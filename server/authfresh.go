@@ -283,7 +283,7 @@ func (s *Server) readFreshLocked(ctx context.Context, arrived time.Time) error {
 		}
 		started := time.Now()
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		m, _, err := s.st.SysList(rctx, tokenPrefix)
+		m, _, err := s.st.SysListRevs(rctx, 0, []string{tokenPrefix})
 		cancel()
 		if err != nil {
 			if ctx.Err() == nil { // the store's failure, not this request's client gone
@@ -293,7 +293,8 @@ func (s *Server) readFreshLocked(ctx context.Context, arrived time.Time) error {
 		}
 		byHash := make(map[string]*tokenRecord, len(m))
 		for k, v := range m {
-			if rec, err := decodeToken(k, v); err == nil {
+			if rec, err := decodeToken(k, v.Data); err == nil {
+				rec.rev = v.Rev // its enrollment's revision, for an instance token's
 				byHash[rec.Hash] = rec
 			}
 		}

@@ -280,7 +280,8 @@ func (s *Server) enroll(ctx context.Context, r *http.Request, appliance, instanc
 	// The holder is fresh while seen, or enrolled, within InstanceStale.
 	var last time.Time
 	retried := false
-	enrolled := now // when the instance was enrolled: now, unless its holder asks again
+	enrolled := now       // when the instance was enrolled: now, unless its holder asks again
+	var enrolledRev int64 // and at which revision, when its holder asks again: 0 is this write's
 	if tokRev > 0 {
 		old, err := decodeToken(tokKey, tokData)
 		if err == nil {
@@ -301,7 +302,8 @@ func (s *Server) enroll(ctx context.Context, r *http.Request, appliance, instanc
 		if retried {
 			// The same holder, enrolled when its lost answer was made: a rollout that drew the
 			// instance since still counts it.
-			enrolled = old.enrolledAt()
+			old.rev = tokRev
+			enrolled, enrolledRev = old.enrolledAt(), old.enrolledRevision()
 		}
 		if free := last.Add(s.cfg.InstanceStale); now.Before(free) && !retried {
 			if err == nil && sameEnrollKey(old, key) {
@@ -318,7 +320,7 @@ func (s *Server) enroll(ctx context.Context, r *http.Request, appliance, instanc
 	}
 	tok := &tokenRecord{Name: tokName, Hash: hashSecret(secret), Appliance: appliance, Instance: instance, Parent: parent, Created: now}
 	if enrolled.Before(now) {
-		tok.Enrolled = enrolled
+		tok.Enrolled, tok.EnrolledRev = enrolled, enrolledRev
 	}
 	if key != "" {
 		tok.EnrollKey = hashSecret(key)
@@ -341,6 +343,7 @@ func (s *Server) enroll(ctx context.Context, r *http.Request, appliance, instanc
 	if err != nil {
 		return api.Enrolled{}, 0, err
 	}
+	tok.rev = rev
 	if s.auth.set(tok, rev) {
 		s.hub.revoke(tokName) // taken over: the old holder's long-polls end
 		if retried && restored {
@@ -431,7 +434,7 @@ func (p *principal) reportAs(in *api.Instance) {
 	in.Token = p.name
 	if p.instance != "" {
 		t := p.enrolled
-		in.Enrolled, in.EnrolledAt = true, &t
+		in.Enrolled, in.EnrolledAt, in.EnrolledRevision = true, &t, p.enrolledRev
 	}
 }
 

@@ -80,8 +80,9 @@ func gateReadEvery(n int) time.Duration {
 }
 
 // gateCost is what one read of a gate's n instance records counts for gateReadEvery: the
-// records, and a read of etcd (two: the rollout's record is read with them, see stepRollout).
-func gateCost(n int) int { return n + 50 }
+// records and their instance tokens' (read with them for the revisions of their enrollments),
+// and a read of etcd (two: the rollout's record is read with them, see stepRollout).
+func gateCost(n int) int { return 2*n + 50 }
 
 // readGateReports is instanceReports for the gate; tests replace it to watch the reads.
 var readGateReports = (*Server).instanceReports
@@ -246,9 +247,9 @@ func (s *Server) candidateFor(name string, p *principal) *rollout.Record {
 }
 
 // drawnHolder reports whether p, an instance token of an instance of rec, is the token the
-// instance had when rec started: enrolled then, as Record.Counts asks of its reports.
+// instance had when rec drew it: enrolled then, as Record.Counts asks of its reports.
 func drawnHolder(rec *rollout.Record, p *principal) bool {
-	return !p.enrolled.After(rec.Started)
+	return rec.Drawn(p.enrolledRev, p.enrolled)
 }
 
 // rolloutsKnown is an unavailable error while this replica's records of the store (tokens,
@@ -415,21 +416,62 @@ func (s *Server) enrolledInstances(ctx context.Context, name string) ([]string, 
 
 // drawable reports whether instance in may join a rollout starting at now: enrolled, and seen
 // within --instance-stale.
+// An instance whose enrollment's revision is known was enrolled before the read that found it;
+// only one without is judged by the time (which another replica's clock wrote).
 func (s *Server) drawable(in api.Instance, now time.Time) bool {
-	return in.Enrolled && in.EnrolledAt != nil && in.EnrolledAt.Before(now) && now.Sub(in.LastSeen) <= s.cfg.instanceStale()
+	return in.Enrolled && in.EnrolledAt != nil && (in.EnrolledRevision > 0 || in.EnrolledAt.Before(now)) && now.Sub(in.LastSeen) <= s.cfg.instanceStale()
 }
 
 // instanceReports reads appliance name's instance records with their last reported failure.
 func (s *Server) instanceReports(ctx context.Context, name string) (map[string]api.Instance, int64, error) {
-	m, rev, err := s.st.SysList(ctx, instancePrefix+name+"/", reportErrorPrefix+name+"/")
+	return s.instanceReportsAt(ctx, name, 0)
+}
+
+// instanceReportsAt is instanceReports at revision rev (0: now). With them it reads the records
+// of the appliance's instance tokens, and gives each enrolled instance the revision of its
+// enrollment (EnrolledRevision), which a rollout's cohort is judged by.
+func (s *Server) instanceReportsAt(ctx context.Context, name string, rev int64) (map[string]api.Instance, int64, error) {
+	tokens := tokenPrefix + instanceTokenName(name, "")
+	// An appliance name has no ':': the span holds the instance tokens of name alone.
+	span := store.SysSpan{From: tokens, To: tokens[:len(tokens)-1] + ";"}
+	m, read, err := s.st.SysListRevs(ctx, rev, []string{instancePrefix + name + "/", reportErrorPrefix + name + "/"}, span)
 	if err != nil {
 		return nil, 0, err
 	}
-	out := instancesOf(m)[name]
+	records := make(map[string][]byte, len(m))
+	for k, v := range m {
+		if !strings.HasPrefix(k, tokenPrefix) {
+			records[k] = v.Data
+		}
+	}
+	out := instancesOf(records)[name]
 	if out == nil {
 		out = map[string]api.Instance{}
 	}
-	return out, rev, nil
+	for n, in := range out {
+		if in.Enrolled && in.EnrolledAt != nil {
+			if tok, ok := m[tokenPrefix+in.Token]; ok && in.Token == instanceTokenName(name, n) {
+				in.EnrolledRevision = enrollmentRevision(tok, *in.EnrolledAt)
+				out[n] = in
+			}
+		}
+	}
+	return out, read, nil
+}
+
+// enrollmentRevision is the revision of the enrollment that instance token record tok (as read,
+// with its mod_revision) stands for, when that is the enrollment of time at (the instance
+// record's: both are written together); else 0.
+func enrollmentRevision(tok store.SysValue, at time.Time) int64 {
+	var rec tokenRecord
+	if json.Unmarshal(tok.Data, &rec) != nil {
+		return 0
+	}
+	rec.rev = tok.Rev
+	if !rec.enrolledAt().Equal(at) {
+		return 0
+	}
+	return rec.enrolledRevision()
 }
 
 // instancesOf sorts the instance records and failure reports of m (system keys under
@@ -572,14 +614,10 @@ func (s *Server) countLate(ctx context.Context, name, id string, reports map[str
 // the rollout running (the reporter did not count it), and the live view's no longer says the
 // candidate was applied. nil (countLate reads them as they are now) when rev cannot be read.
 func (s *Server) reportsAtEnd(ctx context.Context, name string, rev int64) map[string]api.Instance {
-	m, err := s.st.SysListAt(ctx, rev, instancePrefix+name+"/", reportErrorPrefix+name+"/")
+	out, _, err := s.instanceReportsAt(ctx, name, rev)
 	if err != nil {
 		s.log.Warn("rollout ended: the reports at its end cannot be read; the reports now are", "appliance", name, "revision", rev, "error", err.Error())
 		return nil
-	}
-	out := instancesOf(m)[name]
-	if out == nil {
-		out = map[string]api.Instance{}
 	}
 	return out
 }

@@ -54,9 +54,15 @@ func (s *Server) loadSysOnce(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for {
-		m, rev, err := s.st.SysList(ctx, tokenPrefix, maintenanceKey, rollout.Prefix, reportErrorPrefix)
+		// With each key's mod_revision: a token record's is when an instance was enrolled,
+		// which a rollout's cohort is judged by (see tokenRecord.enrolledRevision).
+		revs, rev, err := s.st.SysListRevs(ctx, 0, []string{tokenPrefix, maintenanceKey, rollout.Prefix, reportErrorPrefix})
 		if err != nil {
 			return fmt.Errorf("load tokens and settings: %w", err)
+		}
+		m := make(map[string][]byte, len(revs))
+		for k, v := range revs {
+			m[k] = v.Data
 		}
 		s.sys.mu.Lock()
 		if rev < s.sys.rev {
@@ -65,7 +71,7 @@ func (s *Server) loadSysOnce(ctx context.Context) error {
 			continue
 		}
 		s.sys.rev = rev
-		s.loadTokens(m, rev)
+		s.loadTokens(revs, rev)
 		s.fresh.reach.raise(rev)
 		s.setMaintenance(string(m[maintenanceKey]) == "on")
 		s.loadRollouts(m, rev)

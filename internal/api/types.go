@@ -181,6 +181,10 @@ type Instance struct {
 	// only enrolled instances are drawn into rollout cohorts and counted by their gates.
 	Enrolled   bool       `json:"enrolled,omitempty"`
 	EnrolledAt *time.Time `json:"enrolled_at,omitempty"`
+	// EnrolledRevision is the revision at which its instance token was written by the
+	// enrollment (the server's own: never stored in the record nor listed, which the token's
+	// record says); 0 when not known. A rollout's gates judge by it.
+	EnrolledRevision int64 `json:"-"`
 }
 
 // Instances answers GET /v1/appliances/{name}/instances.

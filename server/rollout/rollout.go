@@ -43,7 +43,7 @@ type Record struct {
 	State     string              `json:"state"`
 	Strategy  api.RolloutStrategy `json:"strategy"`
 	// Candidate is the appliance's own tree (relative to appliances/<name>/) that the rollout
-	// brings; Base the revision of the live tree it was made from.
+	// brings; Base the revision at which its instances were read to be drawn (see Drawn).
 	Candidate map[string]string `json:"candidate"`
 	Base      int64             `json:"base"`
 	// Instances are the instances drawn at the start, in rollout order; Steps the cumulative
@@ -271,11 +271,23 @@ const (
 )
 
 // Counts reports whether in is a report the gate may count: one of the enrolled instance,
-// enrolled when the rollout started. An instance enrolled since (its name taken over once
-// stale, or freed with forget and enrolled again) is not the instance that was drawn; nor is a
-// report made without an instance token.
+// enrolled when the rollout drew its instances. An instance enrolled since (its name taken over
+// once stale, or freed with forget and enrolled again) is not the instance that was drawn; nor
+// is a report made without an instance token.
 func (r *Record) Counts(in api.Instance) bool {
-	return in.Enrolled && in.EnrolledAt != nil && !in.EnrolledAt.After(r.Started)
+	return in.Enrolled && in.EnrolledAt != nil && r.Drawn(in.EnrolledRevision, *in.EnrolledAt)
+}
+
+// Drawn reports whether an instance enrolled at revision rev (0: not known), at time at, was
+// enrolled when r drew its instances, as they were at revision Base. Revisions decide: the
+// replicas' clocks may differ, and an instance enrolled again just after the start, through a
+// replica whose clock is behind, had a time before it. The time decides only for an enrollment
+// whose revision is not known (a record of an older server).
+func (r *Record) Drawn(rev int64, at time.Time) bool {
+	if rev > 0 && r.Base > 0 {
+		return rev <= r.Base
+	}
+	return !at.After(r.Started)
 }
 
 // applied reports whether in has reported the rollout's candidate as applied at or after the

@@ -91,6 +91,39 @@ func (s *Store) SysListAt(ctx context.Context, rev int64, prefixes ...string) (m
 
 // sysListAt reads the system keys under prefixes at rev (0: now), and the revision read at.
 func (s *Store) sysListAt(ctx context.Context, rev int64, prefixes []string) (map[string][]byte, int64, error) {
+	resp, err := s.sysRange(ctx, rev, prefixes, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := map[string][]byte{}
+	for _, r := range resp.Responses {
+		for _, kv := range r.GetResponseRange().Kvs {
+			out[strings.TrimPrefix(string(kv.Key), s.sysRoot)] = kv.Value
+		}
+	}
+	return out, resp.Header.Revision, nil
+}
+
+// SysListRevs is SysList at revision rev (0: now) that also answers each key's mod_revision:
+// the keys under prefixes (as SysList takes them) and those of spans (as SysPage takes them),
+// all at one revision.
+func (s *Store) SysListRevs(ctx context.Context, rev int64, prefixes []string, spans ...SysSpan) (map[string]SysValue, int64, error) {
+	resp, err := s.sysRange(ctx, rev, prefixes, spans)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := map[string]SysValue{}
+	for _, r := range resp.Responses {
+		for _, kv := range r.GetResponseRange().Kvs {
+			out[strings.TrimPrefix(string(kv.Key), s.sysRoot)] = SysValue{Data: kv.Value, Rev: kv.ModRevision}
+		}
+	}
+	return out, resp.Header.Revision, nil
+}
+
+// sysRange reads, in one transaction at rev (0: now), the system keys under prefixes (as
+// SysList takes them) and those of spans.
+func (s *Store) sysRange(ctx context.Context, rev int64, prefixes []string, spans []SysSpan) (*clientv3.TxnResponse, error) {
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	var opts []clientv3.OpOption
@@ -102,20 +135,19 @@ func (s *Store) sysListAt(ctx context.Context, rev int64, prefixes []string) (ma
 	for _, prefix := range prefixes {
 		ops = append(ops, s.sysGets(prefix, opts...)...)
 	}
-	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
-	if rev > 0 && errors.Is(err, rpctypes.ErrCompacted) {
-		return nil, 0, api.Errorf(api.CodeCompacted, "revision %d is compacted: the store keeps %s", rev, s.historyKept())
-	}
-	if err != nil {
-		return nil, 0, s.etcdErr(ctx, what, err)
-	}
-	out := map[string][]byte{}
-	for _, r := range resp.Responses {
-		for _, kv := range r.GetResponseRange().Kvs {
-			out[strings.TrimPrefix(string(kv.Key), s.sysRoot)] = kv.Value
+	for _, sp := range spans {
+		if sp.From < sp.To {
+			ops = append(ops, clientv3.OpGet(s.sysRoot+sp.From, append([]clientv3.OpOption{clientv3.WithRange(s.sysRoot + sp.To)}, opts...)...))
 		}
 	}
-	return out, resp.Header.Revision, nil
+	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if rev > 0 && errors.Is(err, rpctypes.ErrCompacted) {
+		return nil, api.Errorf(api.CodeCompacted, "revision %d is compacted: the store keeps %s", rev, s.historyKept())
+	}
+	if err != nil {
+		return nil, s.etcdErr(ctx, what, err)
+	}
+	return resp, nil
 }
 
 // sysGets are the reads of the system keys under prefix, as SysList takes it.
