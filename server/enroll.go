@@ -450,6 +450,8 @@ func (r *reporter) forget(appliance, instance string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.written, key)
+	delete(r.took, key)
+	delete(r.urgent, key)
 	if prev, ok := r.owner[key]; ok {
 		if r.held[prev]--; r.held[prev] <= 0 {
 			delete(r.held, prev)

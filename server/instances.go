@@ -51,6 +51,16 @@ type reporter struct {
 	order   []string
 	wake    chan struct{}
 
+	// every is the least time between two writes of one instance's record (reportEvery;
+	// tests change it), and took when the writer last took a report of each instance (by
+	// record key): a report that comes sooner waits in later, the latest of the instance
+	// taking its place, until its time is up. urgent is, by instance, the rollout whose
+	// candidate it reported applied first, which was queued without waiting.
+	every  time.Duration
+	took   map[string]time.Time
+	later  map[string]*pendingReport
+	urgent map[string]string
+
 	// max caps the records per token. owner (appliance/instance → token) and held (records
 	// per token) are what this replica knows of the records: read from the store by each
 	// sweep, and kept up to date by note in between (records another replica writes meanwhile
@@ -130,8 +140,18 @@ type pendingReport struct {
 
 func newReporter(max int, refresh time.Duration) *reporter {
 	return &reporter{written: map[string]reported{}, window: reportWindow, refresh: refresh, pending: map[string]*pendingReport{}, wake: make(chan struct{}, 1),
+		every: reportEvery, took: map[string]time.Time{}, later: map[string]*pendingReport{}, urgent: map[string]string{},
 		max: max, owner: map[string]string{}, held: map[string]int{}, failureBytes: newLimiterSet(failureBudget, failureBudgetBurst)}
 }
+
+// reportEvery is the least time between two writes of one instance's record by a replica: the
+// reports that come meanwhile are not written but the latest, once the time is up. Before, an
+// instance token that alternated its X-Shoelace-Applied between two revisions on requests made as
+// fast as its rate limit let it had its record written at every report window (ten a second),
+// each write a revision that etcd keeps until it compacts, and a holder of a fleet's agent token
+// could enroll --max-instances instances doing so. The first report of a running rollout's
+// candidate by an instance of its cohort does not wait: the rollout's gate waits for it.
+const reportEvery = time.Second
 
 // reportRefresh is how often an unchanged report is written again (its last_seen) when an
 // instance counts as part of the fleet while seen within stale (--instance-stale): a twelfth of
@@ -151,11 +171,13 @@ func reportRefresh(stale time.Duration) time.Duration {
 // It runs inside every long-poll that carries a report (as the agents' do), whose stack it
 // must not deepen: in is not copied, and its rare paths are not inlined.
 func (r *reporter) note(in *api.Instance, by *principal, candidate string) bool {
-	return r.noteAs(in, by, candidate, false)
+	return r.noteAs(in, by, candidate, false, "")
 }
 
-// noteAs is note of a report that is unjudged (see pendingReport) or not.
-func (r *reporter) noteAs(in *api.Instance, by *principal, candidate string, unjudged bool) bool {
+// noteAs is note of a report that is unjudged (see pendingReport) or not; urgent, when not "",
+// is the running rollout whose candidate the report says its instance, drawn into the cohort,
+// applied: the first such report of the instance is written without waiting for reportEvery.
+func (r *reporter) noteAs(in *api.Instance, by *principal, candidate string, unjudged bool, urgent string) bool {
 	key := in.Appliance + "/" + in.Instance
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -169,7 +191,7 @@ func (r *reporter) noteAs(in *api.Instance, by *principal, candidate string, unj
 		w.by == by && in.LastSeen.Sub(w.at) < r.refresh {
 		return true
 	}
-	r.queueLocked(key, in, by, candidate, unjudged)
+	r.queueLocked(key, in, by, candidate, unjudged, urgent)
 	return true
 }
 
@@ -187,30 +209,104 @@ const maxPendingReports = 1 << 17
 // one token's flood of reports could keep every other agent's out.
 //
 //go:noinline
-func (r *reporter) queueLocked(key string, in *api.Instance, by *principal, candidate string, unjudged bool) {
+func (r *reporter) queueLocked(key string, in *api.Instance, by *principal, candidate string, unjudged bool, urgent string) {
 	// Kept by pointer and filled in place: a long-poll that carries a report calls this before
 	// it waits, and a pendingReport on its stack (two, with the one it replaces) grew every
 	// waiting long-poll's stack (TestLongPoll_StackStaysSmall).
-	applied := in.Applied
+	if urgent != "" && r.urgent[key] == urgent {
+		urgent = "" // its first report of the candidate went without waiting
+	}
 	if old := r.pending[key]; old != nil {
-		if candidate == "" {
-			// the candidate was applied, whatever came next
-			candidate, applied = old.candidate, old.candidateApplied
+		old.replaceBy(in, by, candidate, unjudged)
+	} else if old := r.later[key]; old != nil {
+		old.replaceBy(in, by, candidate, unjudged)
+		if urgent == "" {
+			r.noteWrittenLocked(key, in, by)
+			return // written when its time is up
 		}
-		old.in, old.by, old.candidate, old.candidateApplied, old.unjudged = *in, by, candidate, applied, unjudged
+		delete(r.later, key) // its timer finds it gone
+		r.order = append(r.order, key)
+		r.pending[key] = old
 	} else {
-		if len(r.pending) >= maxPendingReports {
+		if len(r.pending)+len(r.later) >= maxPendingReports {
 			return // the next request reports again
 		}
+		p := &pendingReport{in: *in, by: by, candidate: candidate, candidateApplied: in.Applied, unjudged: unjudged}
+		if urgent == "" && r.deferLocked(key, p) {
+			r.noteWrittenLocked(key, in, by)
+			return
+		}
 		r.order = append(r.order, key)
-		r.pending[key] = &pendingReport{in: *in, by: by, candidate: candidate, candidateApplied: applied, unjudged: unjudged}
+		r.pending[key] = p
 	}
-	r.written[key] = reported{applied: in.Applied, rollout: in.Rollout, at: in.LastSeen, token: in.Token, by: by}
-	r.ownLocked(key, in.Token)
+	if urgent != "" {
+		r.urgent[key] = urgent
+	}
+	r.noteWrittenLocked(key, in, by)
 	select {
 	case r.wake <- struct{}{}:
 	default: // the writer was told already
 	}
+}
+
+// replaceBy makes p the report in, made by by, keeping the candidate p said was applied when in
+// says none.
+func (p *pendingReport) replaceBy(in *api.Instance, by *principal, candidate string, unjudged bool) {
+	applied := in.Applied
+	if candidate == "" {
+		// the candidate was applied, whatever came next
+		candidate, applied = p.candidate, p.candidateApplied
+	}
+	p.in, p.by, p.candidate, p.candidateApplied, p.unjudged = *in, by, candidate, applied, unjudged
+}
+
+// noteWrittenLocked records in as what is written (or queued to be) of key; r.mu is held.
+func (r *reporter) noteWrittenLocked(key string, in *api.Instance, by *principal) {
+	r.written[key] = reported{applied: in.Applied, rollout: in.Rollout, at: in.LastSeen, token: in.Token, by: by}
+	r.ownLocked(key, in.Token)
+}
+
+// deferLocked keeps p, a report of key, in later when the writer took one of key less than
+// r.every ago, and has it queued once the time is up (the latest of key by then: later reports
+// take its place); it reports whether it did. r.mu is held.
+//
+//go:noinline
+func (r *reporter) deferLocked(key string, p *pendingReport) bool {
+	at, ok := r.took[key]
+	if !ok {
+		return false
+	}
+	wait := r.every - time.Since(at)
+	if wait <= 0 {
+		return false
+	}
+	r.later[key] = p
+	time.AfterFunc(wait, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.later[key] != p {
+			return // queued already, or let go
+		}
+		delete(r.later, key)
+		r.order = append(r.order, key)
+		r.pending[key] = p
+		select {
+		case r.wake <- struct{}{}:
+		default:
+		}
+	})
+	return true
+}
+
+// release queues the reports waiting in later at once (the server stops: flushReports).
+func (r *reporter) release() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for key, p := range r.later {
+		r.order = append(r.order, key)
+		r.pending[key] = p
+	}
+	clear(r.later)
 }
 
 // take moves up to reportBatch queued reports, the oldest first, into b (reset first), and
@@ -220,9 +316,11 @@ func (r *reporter) take(b *reportBatcher) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := min(len(r.order), reportBatch)
+	now := time.Now()
 	for _, key := range r.order[:n] {
 		b.add(r.pending[key])
 		delete(r.pending, key)
+		r.took[key] = now
 	}
 	clear(r.order[:n])
 	r.order = r.order[n:]
@@ -243,13 +341,17 @@ func (r *reporter) requeue(reports []pendingReport) {
 	for i := range reports {
 		p := &reports[i]
 		key := p.in.Appliance + "/" + p.in.Instance
-		if later := r.pending[key]; later != nil {
+		later := r.pending[key]
+		if later == nil {
+			later = r.later[key] // written when its time is up
+		}
+		if later != nil {
 			if later.candidate == "" {
 				later.candidate, later.candidateApplied = p.candidate, p.candidateApplied
 			}
 			continue
 		}
-		if len(r.pending) >= maxPendingReports {
+		if len(r.pending)+len(r.later) >= maxPendingReports {
 			delete(r.written, key)
 			continue
 		}
@@ -279,6 +381,16 @@ func (r *reporter) sweepLocked(now time.Time) {
 	for k, c := range r.cleanAt {
 		if now.Sub(c.at) > time.Hour {
 			delete(r.cleanAt, k)
+		}
+	}
+	for k, at := range r.took {
+		if time.Since(at) > r.every {
+			delete(r.took, k)
+		}
+	}
+	for k := range r.urgent {
+		if _, ok := r.written[k]; !ok {
+			delete(r.urgent, k)
 		}
 	}
 	r.swept = now
@@ -505,6 +617,7 @@ const reportFlushWait = 2 * time.Second
 func (s *Server) flushReports(ctx context.Context, b *reportBatcher) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reportFlushWait)
 	defer cancel()
+	s.reports.release() // their time is not up: written now all the same
 	for s.reports.take(b) > 0 {
 		if s.writeReports(wctx, b) != nil {
 			return // logged; their agents report again to the replica they reach next
@@ -711,9 +824,24 @@ func (s *Server) takeReport(ctx context.Context, in *api.Instance, p *principal,
 		s.reportIgnored(in, "ignoring a report of an enrolled instance not made with its instance token")
 		return
 	}
-	if !s.reports.noteAs(in, p, candidate, unjudged) {
+	if !s.reports.noteAs(in, p, candidate, unjudged, s.awaitedCandidate(in, p, candidate)) {
 		s.reportIgnored(in, "not recording an instance over its token's cap")
 	}
+}
+
+// awaitedCandidate is candidate when in, a report made by p, says that its instance applied the
+// candidate of candidate, the appliance's running rollout, as drawn into its cohort (the gate
+// waits for it); else "".
+//
+//go:noinline
+func (s *Server) awaitedCandidate(in *api.Instance, p *principal, candidate string) string {
+	if candidate == "" || !in.Enrolled || p.instance != in.Instance {
+		return ""
+	}
+	if rec := s.rollouts.get(in.Appliance); rec.Running() && rec.ID == candidate && rec.InCohort(in.Instance) && drawnHolder(rec, p) {
+		return candidate
+	}
+	return ""
 }
 
 // What judgeReport says of a report applied above the replica's revision.

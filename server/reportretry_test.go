@@ -67,6 +67,7 @@ func TestReports_UnjudgedReportJudgedByTheWriter(t *testing.T) {
 // same instance, queued meanwhile, wins and keeps the candidate the earlier one applied.
 func TestReporter_RequeueKeepsLaterReports(t *testing.T) {
 	r := newReporter(100, time.Minute)
+	r.every = 0 // a's later report is queued at once (else it waits for its time, and wins then)
 	now := time.Now().UTC()
 	in := func(name string, applied int64) *api.Instance {
 		return &api.Instance{Appliance: "web", Instance: name, Applied: applied, LastSeen: now}
