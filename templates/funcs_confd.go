@@ -494,14 +494,21 @@ func (s *state) confdLs(fp string) []string {
 	if _, ok := s.confdLookup(fp); ok {
 		set[path.Base(fp)] = true
 	}
-	prefix, base := terms(fp), s.confdBase()
-	add := func(sk string) bool {
+	prefix := terms(fp)
+	s.confdListed(fp, func(sk string) bool {
 		if sk != fp && hasTerms(prefix, terms(path.Dir(sk))) {
 			set[strings.Split(strings.TrimPrefix(strings.TrimPrefix(sk, fp), "/"), "/")[0]] = true
 			return true
 		}
 		return false
-	}
+	})
+	return sortedNamesOf(set)
+}
+
+// confdListed calls add with the store key of each entry a listing of fp may hold (the view's
+// keys below it, and the prefix's own entry), and marks the view's keys that add takes as read.
+func (s *state) confdListed(fp string, add func(sk string) bool) {
+	base := s.confdBase()
 	for _, k := range s.confdCandidatesIn(base, path.Clean(fp)) {
 		if add("/" + k) {
 			s.seen(base + k)
@@ -510,7 +517,6 @@ func (s *state) confdLs(fp string) []string {
 	if sk, _, ok := s.confdOwnEntry(); ok {
 		add(sk)
 	}
-	return sortedNamesOf(set)
 }
 
 // confdLsdir is memkv's ListDir: the names of the "directories" below filePath, sorted. As in
@@ -520,8 +526,8 @@ func (s *state) confdLsdir(fp string) []string {
 	if !strings.HasPrefix(path.Clean(fp), "/") {
 		return []string{}
 	}
-	prefix, base := terms(fp), s.confdBase()
-	add := func(sk string) bool {
+	prefix := terms(fp)
+	s.confdListed(fp, func(sk string) bool {
 		if !strings.HasPrefix(sk, fp) {
 			return false
 		}
@@ -531,15 +537,7 @@ func (s *state) confdLsdir(fp string) []string {
 			return true
 		}
 		return false
-	}
-	for _, k := range s.confdCandidatesIn(base, path.Clean(fp)) {
-		if add("/" + k) {
-			s.seen(base + k)
-		}
-	}
-	if sk, _, ok := s.confdOwnEntry(); ok {
-		add(sk)
-	}
+	})
 	return sortedNamesOf(set)
 }
 

@@ -181,6 +181,24 @@ func TestE2E_RunFileReadDirGoneBeforeItsWatch(t *testing.T) {
 	waitFor(t, "its command again", func() bool { return len(commandLines(t, e.path("commands"))) == 2 })
 }
 
+// kubeVersion writes version name of a Kubernetes secret or configmap volume at vol, file holding
+// content, and points vol/..data at it as the kubelet does: a new link renamed over the old one.
+func kubeVersion(t *testing.T, vol, name, file, content string) {
+	t.Helper()
+	if err := os.Mkdir(filepath.Join(vol, name), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(vol, name, file), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(name, filepath.Join(vol, "..data_tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(vol, "..data_tmp"), filepath.Join(vol, "..data")); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A Kubernetes secret or configmap volume: cert.pem is a symlink to ..data/cert.pem, and ..data
 // a symlink to a directory of the current version. An update writes a new version's directory,
 // renames a new ..data symlink over the old one and removes the old directory: no event names
@@ -192,21 +210,7 @@ func TestE2E_RunFileReadSymlinkSwap(t *testing.T) {
 	srv.put("appliances/web/a", "1")
 	vol := t.TempDir()
 	cert := filepath.Join(vol, "cert.pem")
-	version := func(name, content string) {
-		t.Helper()
-		if err := os.Mkdir(filepath.Join(vol, name), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(vol, name, "cert.pem"), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(name, filepath.Join(vol, "..data_tmp")); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(filepath.Join(vol, "..data_tmp"), filepath.Join(vol, "..data")); err != nil {
-			t.Fatal(err)
-		}
-	}
+	version := func(name, content string) { kubeVersion(t, vol, name, "cert.pem", content) }
 	version("..2026_x", "v1")
 	if err := os.Symlink("..data/cert.pem", cert); err != nil {
 		t.Fatal(err)
@@ -247,21 +251,7 @@ func TestE2E_RunFileReadThroughLinkIntoAnotherDir(t *testing.T) {
 	srv := startServer(t, "", t.TempDir())
 	srv.put("appliances/web/a", "1")
 	vol, etc := t.TempDir(), t.TempDir()
-	version := func(name, content string) {
-		t.Helper()
-		if err := os.Mkdir(filepath.Join(vol, name), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(vol, name, "ca.pem"), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(name, filepath.Join(vol, "..data_tmp")); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(filepath.Join(vol, "..data_tmp"), filepath.Join(vol, "..data")); err != nil {
-			t.Fatal(err)
-		}
-	}
+	version := func(name, content string) { kubeVersion(t, vol, name, "ca.pem", content) }
 	version("..2026_x", "v1")
 	if err := os.Symlink("..data/ca.pem", filepath.Join(vol, "ca.pem")); err != nil {
 		t.Fatal(err)
@@ -384,21 +374,7 @@ func TestE2E_RunTemplateSourceInAConfigMapVolume(t *testing.T) {
 	srv := startServer(t, "", t.TempDir())
 	srv.put("appliances/web/a", "1")
 	vol := t.TempDir()
-	version := func(name, text string) {
-		t.Helper()
-		if err := os.Mkdir(filepath.Join(vol, name), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(vol, name, "a.tmpl"), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(name, filepath.Join(vol, "..data_tmp")); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(filepath.Join(vol, "..data_tmp"), filepath.Join(vol, "..data")); err != nil {
-			t.Fatal(err)
-		}
-	}
+	version := func(name, text string) { kubeVersion(t, vol, name, "a.tmpl", text) }
 	version("..2026_x", `v1 {{ key "a" }}`)
 	src := filepath.Join(vol, "a.tmpl")
 	if err := os.Symlink("..data/a.tmpl", src); err != nil {
@@ -427,20 +403,7 @@ func TestE2E_RunTemplatesDirInAConfigMapVolume(t *testing.T) {
 	}
 	e := newEnv(t, srv, "templates_dir: "+vol+"\n", "  - contents: x\n    destination: $DIR/x\n")
 	version := func(name, text string) {
-		t.Helper()
-		if err := os.Mkdir(filepath.Join(vol, name), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		entry := "- contents: \"" + text + " {{ key \\\"a\\\" }}\"\n  destination: " + e.path("a") + "\n"
-		if err := os.WriteFile(filepath.Join(vol, name, "web.yaml"), []byte(entry), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(name, filepath.Join(vol, "..data_tmp")); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(filepath.Join(vol, "..data_tmp"), filepath.Join(vol, "..data")); err != nil {
-			t.Fatal(err)
-		}
+		kubeVersion(t, vol, name, "web.yaml", "- contents: \""+text+" {{ key \\\"a\\\" }}\"\n  destination: "+e.path("a")+"\n")
 	}
 	version("..2026_x", "v1")
 	if err := os.Symlink("..data/web.yaml", filepath.Join(vol, "web.yaml")); err != nil {
