@@ -34,6 +34,7 @@ func stalledGet(t *testing.T, f *fixture, token, path string) net.Conn {
 // listing 300 times: 2 GiB in three seconds). Over a token's share its next large answer is
 // 429, over the replica's 503, both with Retry-After; once the clients go, answers flow again.
 func TestAnswers_UnreadAnswersBounded(t *testing.T) {
+	parallelShared(t)
 	f := newFixture(t)
 	for i := range 6 {
 		f.put(fmt.Sprintf("appliances/web/big/%d", i), strings.Repeat("v", 1000<<10))
@@ -128,6 +129,7 @@ func TestAnswers_LargeAnswersCostRequests(t *testing.T) {
 // admin's reads were 503. Their stalled answers are now 429 past one share, and the admin and
 // the shared agent token still read.
 func TestAnswers_EnrolledInstancesShareOneBudget(t *testing.T) {
+	parallelShared(t)
 	f := newFixture(t)
 	for i := range 6 {
 		f.put(fmt.Sprintf("appliances/web/big/%d", i), strings.Repeat("v", 1000<<10))

@@ -301,6 +301,7 @@ func TestAppliances_InstanceReportsInBatches(t *testing.T) {
 // the latest of an instance winning: a stream of changes moves an agent's applied revision with
 // each, and writing each report at once cost one etcd write per change.
 func TestAppliances_InstanceReportsWithinAWindow(t *testing.T) {
+	parallelShared(t)
 	f := newFixture(t)
 	f.s.reports.window = 2 * time.Second // far longer than the pause below, whatever the machine
 	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)

@@ -36,6 +36,7 @@ func auditLines(t *testing.T, logs *syncBuffer, offset int) ([]map[string]any, i
 }
 
 func TestAudit_OneLinePerWrite(t *testing.T) {
+	parallelShared(t)
 	var logs syncBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	f := newFixtureLog(t, testutil.Store(t), log)

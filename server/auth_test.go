@@ -225,6 +225,7 @@ func TestAuth_LastAdminTokenStays(t *testing.T) {
 }
 
 func TestAuth_RevokeEndsLongPollsOnEveryReplica(t *testing.T) {
+	parallelShared(t)
 	cfg := testutil.StoreConfig(t)
 	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
 	b := newFixtureOn(t, testutil.OpenStore(t, cfg))

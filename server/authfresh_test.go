@@ -42,6 +42,7 @@ func stallWatch(t *testing.T, f *fixture, name string) (stalled <-chan struct{},
 // watch is stuck before it (the store's records are read). The store's answer does not fill the
 // cache; a token revoked in the store meanwhile stays refused.
 func TestAuth_NewTokenWorksOnAnotherReplicaAtOnce(t *testing.T) {
+	parallelShared(t)
 	cfg := testutil.StoreConfig(t)
 	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
 	b := newFixtureOn(t, testutil.OpenStore(t, cfg))

@@ -304,6 +304,7 @@ func TestDelta_ManyWaitersOneDelta(t *testing.T) {
 // estimate of the view's size, tens of bytes over it, let deltas larger than the view
 // through), and for values that JSON escapes (the estimate was under the view then).
 func TestDelta_OnlyWhenSmallerThanTheView(t *testing.T) {
+	parallelShared(t)
 	f := newFixture(t)
 	deltas, fulls := 0, 0
 	for _, pad := range []string{"p", "<", "\n", "é"} {

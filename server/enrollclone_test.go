@@ -93,6 +93,7 @@ func TestEnroll_ClonesWithOneKeyOneWins(t *testing.T) {
 // report queued before is not written; and enrolling again it is refused as a clone while the
 // new token is young, not handed the name back and forth.
 func TestEnroll_CloneTakingAnUnusedTokenLeavesOneStanding(t *testing.T) {
+	parallelShared(t)
 	f := newFixture(t)
 	f.s.reports.window = 2 * time.Second
 	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)

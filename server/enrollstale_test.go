@@ -29,6 +29,7 @@ func (f *fixture) reportedAfter(token string, applied int64) {
 // record the report was made with, and the old token is told that its instance was enrolled
 // again.
 func TestEnroll_StaleTokenReportKeepsTheNewHoldersRecord(t *testing.T) {
+	parallelShared(t)
 	f := newFixture(t)
 	f.s.reports.window = 2 * time.Second // the old report is still queued when the new holder enrolls
 	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)

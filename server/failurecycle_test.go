@@ -61,6 +61,7 @@ func TestReports_FailureClearCyclesDoNotRunUpTheBudget(t *testing.T) {
 // before it, still waiting for the budget, was written when its time came, over it: the
 // instance listed an old failure in place of the one that halted the rollout.
 func TestReports_HaltingFailureIsNotOverwrittenByAnOlderOne(t *testing.T) {
+	parallelShared(t)
 	f := newFixture(t)
 	f.put("appliances/web/port", "80")
 	fleet := enrollFleet(t, f, 10)

@@ -83,6 +83,7 @@ func within(d time.Duration, cond func() bool) bool {
 // moment their watch events arrive: the events themselves carry what the replica needs, so it
 // reads nothing back (a failed re-read used to leave the token valid until a restart).
 func TestSys_EventsApplyWhileReadsFail(t *testing.T) {
+	parallelShared(t)
 	cfg := testutil.StoreConfig(t)
 	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
 	p := faultproxy.Start(t, cfg.Endpoints[0])
@@ -159,6 +160,7 @@ func TestSys_FailedReloadIsTriedAgain(t *testing.T) {
 // etcd answered) is answered as the success it was, with its revision, and audited; when etcd
 // stays away after the answer was lost, the answer is 503 outcome_unknown, never "not applied".
 func TestKV_WriteAnswerLost(t *testing.T) {
+	parallelShared(t)
 	var logs syncBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	cfg := testutil.StoreConfig(t)
@@ -416,6 +418,7 @@ func TestAuth_UnknownTokenWhileStoreAway(t *testing.T) {
 // A store failure answered to an agent token names neither etcd's endpoints nor its error (an
 // operator's token gets them, as on /health/deps), and says when to retry.
 func TestStoreFailure_AgentNotToldEtcdEndpoints(t *testing.T) {
+	parallelShared(t)
 	cfg := testutil.StoreConfig(t)
 	p := faultproxy.Start(t, cfg.Endpoints[0])
 	b := newFixtureOn(t, throughProxy(t, cfg, p))
@@ -619,6 +622,7 @@ func TestView_ReadOnceForClientsAskingTogether(t *testing.T) {
 // Views asked for together while etcd does not answer are all answered 503 when the read under
 // way fails: those that came after it started do not wait for a read of their own to fail too.
 func TestView_ReadFailureAnswersClientsAskingTogether(t *testing.T) {
+	parallelShared(t)
 	cfg := testutil.StoreConfig(t)
 	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
 	p := faultproxy.Start(t, cfg.Endpoints[0])
@@ -694,6 +698,7 @@ func TestMetrics_ClientGoneWhileStoreFrozen(t *testing.T) {
 // each long-poll asked in turn, 10 s each: five agents' long-polls with wait=2s were answered
 // after 12, 22, 32, 42 and 52 s.
 func TestReport_AboveReplicaWhileStoreFrozen(t *testing.T) {
+	parallelShared(t)
 	a, b, p := replicaBehindProxy(t)
 	a.put("appliances/web/x", "1")
 	agent := agentTokenKnownTo(t, a, b, "web")
@@ -893,6 +898,7 @@ func TestBootstrap_OldAdminTokenKeptOnce(t *testing.T) {
 // Retry-After, nothing written, as a write etcd did not answer is: it was 409 "conflict",
 // which a pipeline, and the CLI's exit 4, take for a failed --cas guard.
 func TestFault_SchemaLockWaitIs503(t *testing.T) {
+	parallelShared(t)
 	cfg := testutil.StoreConfig(t)
 	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
 	p := faultproxy.Start(t, cfg.Endpoints[0])

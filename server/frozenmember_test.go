@@ -15,6 +15,7 @@ import (
 // replica wake for each write while the member stays frozen. The three "members" are three
 // proxies to one etcd, so that only the proxy decides which one a stream goes through.
 func TestLongPoll_WatchMovesOffAFrozenMember(t *testing.T) {
+	parallelShared(t)
 	cfg := testutil.StoreConfig(t)
 	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
 	var ps []*faultproxy.Proxy

@@ -300,6 +300,7 @@ func readAnswer(t *testing.T, c net.Conn) (string, error) {
 }
 
 func TestServe_SlowAndHostileClients(t *testing.T) {
+	parallelShared(t)
 	e := serveExternal(t, func(c *Config) {
 		c.HeaderTimeout = time.Second
 		c.BodyTimeout = time.Second

@@ -118,6 +118,7 @@ func TestInstances_ExpireInTheBackground(t *testing.T) {
 // is not recorded, and the request is served. One above only this replica's revision (its
 // watch lags) is checked with the store and recorded.
 func TestInstances_ReportAboveTheStoreIgnored(t *testing.T) {
+	parallelShared(t)
 	f := newFixture(t)
 	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
 	rev := f.view("web").Revision

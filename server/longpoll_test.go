@@ -286,6 +286,7 @@ func TestLongPoll_BadParameters(t *testing.T) {
 }
 
 func TestLongPoll_DrainAnswers304(t *testing.T) {
+	parallelShared(t)
 	f := newFixture(t)
 	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
 	v := f.view("web")

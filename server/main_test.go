@@ -281,6 +281,18 @@ func longerOpTimeout(t *testing.T, d time.Duration) {
 // variable, hook, environment variable or fixed port). Such tests took over 2 minutes in a row.
 func parallelOwnEtcd(t *testing.T) { t.Parallel() }
 
+// parallelShared runs the test in parallel with the others that call it or parallelOwnEtcd,
+// after the package's other tests: each spends most of its time waiting (on a replica's retry or
+// watch, a proxy it froze, a rollout's ticks, a shutdown's grace) under a root of its own on
+// the shared etcd. Such a test must not set a package variable or hook, the environment or a
+// process-wide setting (umask, rlimits, signals, the GC), listen on a fixed port, compact or
+// alarm the shared etcd (other tests read its history), read its revision or counters (the
+// other tests move them), write or read tens of MiB through it (beside each other such tests
+// starved it), measure the process's heap, goroutines or open files, or assert that something
+// takes less than seconds: those stay serial. Run one after another, the package's tests took
+// over 10 minutes under -race.
+func parallelShared(t *testing.T) { t.Parallel() }
+
 // ownEtcdStore opens a store, with a 2 s request timeout, on an etcd of the test's own whose
 // data is in dir: stop stops it, and testutil.StartEtcd(t, dir) brings it back.
 func ownEtcdStore(t *testing.T, dir string) (st *store.Store, eps []string, stop func()) {

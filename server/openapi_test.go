@@ -522,6 +522,7 @@ func (v *validator) resolve(ref string) map[string]any {
 // Real answers of a server on etcd, for every route, fit the description's schemas: no field
 // the schema does not allow, no required field missing, and a status the operation lists.
 func TestOpenAPIAnswersFitSchemas(t *testing.T) {
+	parallelShared(t)
 	f := newOwnEtcdFixture(t)
 	v := newValidator(t, f)
 	ok := func(r resp, status int) resp {

@@ -17,6 +17,7 @@ import (
 // one token (100 instances, each reporting 50 times while the writer waits out its window) and
 // a fleet reporting together (a shared/ change) are all recorded, none dropped for want of room.
 func TestReports_FloodOfOneTokenCrowdsOutNone(t *testing.T) {
+	parallelShared(t)
 	f := newFixture(t)
 	f.s.reports.window = 2 * time.Second // every report below is queued before the first write
 	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
@@ -120,6 +121,7 @@ func TestReports_FailureFloodOfOneInstanceIsPaced(t *testing.T) {
 // etcd quota in 20 s (NOSPACE: every write of the store refused). Every instance's latest
 // failure is still recorded, later.
 func TestReports_FailuresOfOneTokenWithinABudget(t *testing.T) {
+	parallelShared(t)
 	f := newFixture(t)
 	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
 	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
@@ -158,6 +160,7 @@ func TestReports_FailuresOfOneTokenWithinABudget(t *testing.T) {
 // replica found no record to clear when it took the report, and the stale failure stayed in
 // the instance's record until its next failure or change (appliance instances listed it).
 func TestReports_FailureWrittenLateAfterACleanReportElsewhereIsCleared(t *testing.T) {
+	parallelShared(t)
 	cfg := testutil.StoreConfig(t)
 	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
 	b := newFixtureOn(t, testutil.OpenStore(t, cfg))

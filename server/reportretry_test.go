@@ -26,6 +26,7 @@ func replicaWithFreezableStore(t *testing.T) (a, b *fixture, p *faultproxy.Proxy
 // only when it applies a change, and its record stayed behind for good (a rollout waiting on
 // it halted at its deadline).
 func TestReports_FailedWriteIsTriedAgain(t *testing.T) {
+	parallelShared(t)
 	a, b, p := replicaWithFreezableStore(t)
 	rev := a.put("appliances/web/x", "1")
 	waitFor(t, "replica b to see the write", func() bool { return b.s.hub.current() >= rev })
@@ -44,6 +45,7 @@ func TestReports_FailedWriteIsTriedAgain(t *testing.T) {
 // frozen: the replica cannot ask whether the revision exists) is queued, and the writer asks:
 // a real one is written, a forged one left out. Both were ignored.
 func TestReports_UnjudgedReportJudgedByTheWriter(t *testing.T) {
+	parallelShared(t)
 	a, b, p := replicaWithFreezableStore(t)
 	rev := a.put("appliances/web/x", "1")
 	waitFor(t, "replica b to see the write", func() bool { return b.s.hub.current() >= rev })

@@ -14,6 +14,7 @@ import (
 // appliance's, or shared/ for a group), a release recorded, in a window the operator had
 // frozen. Once maintenance is off the rollouts go on.
 func TestRollout_MaintenanceHoldsStepsAndPromotions(t *testing.T) {
+	parallelShared(t)
 	f := newFixture(t)
 	f.put("appliances/web/port", "80")
 	f.put("shared/ntp", "pool")

@@ -79,6 +79,7 @@ func report(t *testing.T, f *fixture, instance string, v api.View, failure strin
 // A rollout brings the candidate to the canary first, then step by step to every instance as
 // each cohort reports it applied, and ends as a release of the live tree; plain writes wait.
 func TestRollout_StepsThenPromotes(t *testing.T) {
+	parallelShared(t)
 	f := newFixture(t)
 	f.put("shared/ntp", "pool")
 	f.put("appliances/web/port", "80")
@@ -205,6 +206,7 @@ func TestRollout_FailureHalts(t *testing.T) {
 // A canary that never reports halts the rollout at its deadline; manual rollouts wait for
 // promote at each step.
 func TestRollout_DeadlineAndManual(t *testing.T) {
+	parallelShared(t)
 	f := newFixture(t)
 	f.put("appliances/web/port", "80")
 	enrollFleet(t, f, 2)
@@ -248,6 +250,7 @@ func TestRollout_BadInput(t *testing.T) {
 
 // A rollout is moved by one replica at a time; when that one goes away, another carries on.
 func TestRollout_AnotherReplicaCarriesOn(t *testing.T) {
+	parallelShared(t)
 	a := newFixture(t)
 	b := newFixtureOn(t, a.st)
 	b.token = a.token
@@ -311,6 +314,7 @@ func TestRollout_Rollback(t *testing.T) {
 // the fleet's appliance token) is not the instance drawn: its new holder's reports neither
 // halt the rollout nor let it advance.
 func TestRollout_TakenOverInstanceDoesNotCount(t *testing.T) {
+	parallelShared(t)
 	f := newFixture(t, func(c *Config) { c.InstanceStale = 2 * time.Second })
 	f.put("appliances/web/port", "80")
 	agent := f.newToken(api.TokenRequest{Name: "web-fleet", Appliance: "web"})
@@ -542,6 +546,7 @@ func TestRollout_SchemaSetMeanwhileHalts(t *testing.T) {
 // failure or success naming another appliance's rollout, and a failure of an instance outside
 // the cohort, neither halt nor advance web's rollout.
 func TestRollout_ReportsOfAnotherRolloutDoNotGate(t *testing.T) {
+	parallelShared(t)
 	f := newFixture(t)
 	f.put("appliances/web/port", "80")
 	f.put("appliances/db/port", "5432")
@@ -787,6 +792,7 @@ func TestRollout_StatusIndexIsTheReadRevision(t *testing.T) {
 // they were listed pending, as if the ended rollout still waited for them); one that never
 // applied it stays pending, the one that halted it failed.
 func TestRollout_EndedShowsWhoAppliedTheCandidate(t *testing.T) {
+	parallelShared(t)
 	f := newFixture(t)
 	f.put("appliances/web/port", "80")
 	fleet := enrollFleet(t, f, 3)

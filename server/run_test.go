@@ -105,6 +105,7 @@ func (s *served) req(t *testing.T, token, method, path, body string) (*http.Resp
 }
 
 func TestServe_RestartKeepsDataAndDrains(t *testing.T) {
+	parallelShared(t)
 	dir := t.TempDir()
 	cfg := testConfig()
 	cfg.Listen = "127.0.0.1:0"

@@ -375,6 +375,7 @@ func FuzzSchema_Compile(f *testing.F) {
 // TestSchema_ConcurrentWritersAllLand: writes to one appliance with a schema are serialized by
 // its tree version; concurrent valid writers each get through, none with a spurious 409.
 func TestSchema_ConcurrentWritersAllLand(t *testing.T) {
+	parallelShared(t)
 	f := schemaFixture(t)
 	const writers, each = 32, 3
 	var wg sync.WaitGroup

@@ -131,6 +131,7 @@ func TestSharedRollout_PlainWriteRacingTheStartIsKeptForTheCohort(t *testing.T) 
 // A group whose start fits etcd's request size but whose promotion (the records again, and the
 // change) would not is 413 when it starts, not halted after every canary took it.
 func TestSharedRollout_PromotionOverTheRequestSizeIs413UpFront(t *testing.T) {
+	parallelShared(t)
 	cfg := testutil.StoreConfig(t)
 	cfg.Endpoints, cfg.DataDir = nil, t.TempDir() // embedded: its request size limit is known
 	f := newFixtureOn(t, testutil.OpenStore(t, cfg))

@@ -79,6 +79,7 @@ func liveShared(t *testing.T, f *fixture, key string) string {
 // instances, step by step per appliance; an appliance done waits for the others; then the
 // change is written to the live tree in one release and every rollout of the group ends.
 func TestSharedRollout_PromotesWhenEveryApplianceHas(t *testing.T) {
+	parallelShared(t)
 	f := newFixture(t)
 	f.put("shared/ntp", "pool")
 	f.put("shared/old", "gone-soon")
@@ -341,6 +342,7 @@ func TestSharedRollout_BadInput(t *testing.T) {
 // A shared rollout group survives the replica that moves it: web passes its last step under
 // one leader, which goes away; the other replica promotes the group once api has too.
 func TestSharedRollout_AnotherReplicaCarriesOn(t *testing.T) {
+	parallelShared(t)
 	a := newFixture(t)
 	b := newFixtureOn(t, a.st)
 	b.token = a.token
@@ -378,6 +380,7 @@ func TestSharedRollout_AnotherReplicaCarriesOn(t *testing.T) {
 // A deadline in one appliance halts the whole group; a manual group waits for a promote of
 // each appliance's steps, then goes live when the last is promoted.
 func TestSharedRollout_DeadlineAndManual(t *testing.T) {
+	parallelShared(t)
 	f := newFixture(t)
 	web, apis := webAndAPI(t, f, 1, 1)
 	f.must(f.do("PUT", "/v1/kv/shared/ntp?canary=100%25&deadline=500ms", "new"), http.StatusAccepted, nil)

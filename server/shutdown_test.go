@@ -22,6 +22,7 @@ import (
 // request and never confirmed it), not with their connections closed under them: one alone,
 // and several at once (which the store sends together, in one batch).
 func TestServe_WriteInFlightAtShutdownAnswered503(t *testing.T) {
+	parallelShared(t)
 	for _, n := range []int{1, 8} {
 		t.Run(fmt.Sprintf("%d writes", n), func(t *testing.T) { writesInFlightAtShutdown(t, n) })
 	}

@@ -76,6 +76,7 @@ func twoStores(t *testing.T) (cfg store.Config, epsA, epsB []string, p *faultpro
 // kept from the lost history, made the cache ignore the new record, and every request with it
 // had to ask the store (503 while etcd was away).
 func TestAuth_TokenCreatedAgainAfterStoreWentBack(t *testing.T) {
+	parallelShared(t)
 	dir := t.TempDir()
 	eps, stop := testutil.StartEtcd(t, dir)
 	p := faultproxy.Start(t, eps[0])

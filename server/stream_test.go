@@ -159,6 +159,7 @@ func TestStream_FirstLineIsTheChangedView(t *testing.T) {
 // A stream's wait bounds it; drain, revocation, a newer long-poll of the same agent and a
 // store change end it; and it counts against the caps as one long-poll.
 func TestStream_Ends(t *testing.T) {
+	parallelShared(t)
 	f := newFixture(t, func(c *Config) { c.MaxWaitersPerToken = 1 })
 	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
 	v := f.view("web")

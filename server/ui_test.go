@@ -248,6 +248,7 @@ func jsonNum(n int64) string { b, _ := json.Marshal(n); return string(b) }
 // token, or a read token for one appliance, never sees another appliance's name; no page shows
 // a secret value or a token.
 func TestUI_Scopes(t *testing.T) {
+	parallelShared(t)
 	f := newFixture(t)
 	uiSeed(f)
 	tokens := map[string]string{
@@ -615,6 +616,7 @@ func TestUI_SessionPerReplica(t *testing.T) {
 // Any token may sign in over and over: at the cap of sessions, its own oldest go, never the
 // sessions of a token that holds fewer (an agent token's holder cannot sign everyone out).
 func TestUI_SessionFloodKeepsOthers(t *testing.T) {
+	parallelShared(t)
 	f := newFixture(t)
 	uiSeed(f)
 	victim := newUIBrowser(t, f.srv.URL, nil)
