@@ -110,7 +110,8 @@ func (f *fixture) follow(ctx context.Context, t *testing.T, fl *follower, stream
 // shared/ and the appliance), compactions and store changes, an agent following with deltas,
 // by long-polls or by a stream, always holds the view a full read gives.
 func TestDelta_FollowersMatchFullViews(t *testing.T) {
-	f := newFixture(t)
+	parallelOwnEtcd(t)
+	f := newOwnEtcdFixture(t)
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))

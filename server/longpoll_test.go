@@ -382,7 +382,8 @@ func TestLongPoll_ThousandWaitersOneViewRead(t *testing.T) {
 }
 
 func TestHub_CompactionFallback(t *testing.T) {
-	f := newFixture(t)
+	parallelOwnEtcd(t)
+	f := newOwnEtcdFixture(t)
 	ctx := context.Background()
 	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"a":"1"}}`), 200, nil)
 	old := f.view("web").Revision

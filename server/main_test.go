@@ -59,15 +59,17 @@ func newFixture(t testing.TB, opts ...func(*Config)) *fixture {
 	return newFixtureOn(t, testutil.Store(t), opts...)
 }
 
-// newOwnEtcdFixture is newFixture on an etcd of the test's own, for tests that read a snapshot:
-// one holds the whole etcd, and the shared one holds the keys and history of every test before
-// (hundreds of MiB after the paged listings' tests), which took over 10 s to stream.
-func newOwnEtcdFixture(t *testing.T) *fixture {
+// newOwnEtcdFixture is newFixture on an etcd of the test's own, for tests that read a snapshot
+// or compact: one holds the whole etcd, and the shared one holds the keys and history of every
+// test before (hundreds of MiB after the paged listings' tests), which took over 10 s to stream
+// and seconds to compact; and a compaction of the shared etcd takes the history that the other
+// tests read (their releases), so only a serial test may compact it.
+func newOwnEtcdFixture(t *testing.T, opts ...func(*Config)) *fixture {
 	t.Helper()
 	eps, _ := testutil.StartEtcd(t, t.TempDir())
 	cfg := testutil.StoreConfig(t)
 	cfg.Endpoints = eps
-	return newFixtureOn(t, testutil.OpenStore(t, cfg))
+	return newFixtureOn(t, testutil.OpenStore(t, cfg), opts...)
 }
 
 func newFixtureOn(t testing.TB, st *store.Store, opts ...func(*Config)) *fixture {
@@ -277,8 +279,9 @@ func longerOpTimeout(t *testing.T, d time.Duration) {
 
 // parallelOwnEtcd runs the test in parallel with the others that call it, after the package's
 // other tests: each spends most of its time waiting out an etcd of its own that is away
-// (stopped, restarted, brought back from a copy), and shares nothing else (no package
-// variable, hook, environment variable or fixed port). Such tests took over 2 minutes in a row.
+// (stopped, restarted, brought back from a copy) or compacts one of its own (which the shared
+// etcd's tests must not see), and shares nothing else (no package variable, hook, environment
+// variable or fixed port). Such tests took over 2 minutes in a row.
 func parallelOwnEtcd(t *testing.T) { t.Parallel() }
 
 // parallelShared runs the test in parallel with the others that call it or parallelOwnEtcd,

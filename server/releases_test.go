@@ -112,11 +112,12 @@ func TestReleases_EveryWriteKind(t *testing.T) {
 // apply A, apply B, compact, rollback to A: the view is A again, from the release copy, and
 // the rollback is itself a release; secret values are sealed, never in clear in a record.
 func TestReleases_RollbackAfterCompaction(t *testing.T) {
+	parallelOwnEtcd(t)
 	keyFile := filepath.Join(t.TempDir(), "secrets.key")
 	if err := os.WriteFile(keyFile, []byte(hex.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f := newFixture(t, func(c *Config) { c.SecretsKeyFile = keyFile })
+	f := newOwnEtcdFixture(t, func(c *Config) { c.SecretsKeyFile = keyFile })
 	var a, b api.WriteResult
 	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"80","secrets":{"db":"hunter2"}}}`), 200, &a)
 	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"8080","debug":"on","secrets":{"db":"swordfish"}}}`), 200, &b)
@@ -169,7 +170,8 @@ func TestReleases_RollbackAfterCompaction(t *testing.T) {
 // Without a key, secret values are left out of copies, and a rollback that needs one says so;
 // a revision older than every copy is refused with the oldest that can be restored.
 func TestReleases_RollbackWithoutSecretsKey(t *testing.T) {
-	f := newFixture(t)
+	parallelOwnEtcd(t)
+	f := newOwnEtcdFixture(t)
 	var a, b, c, d api.WriteResult
 	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"80"}}`), 200, &a)
 	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"81","secrets":{"db":"hunter2"}}}`), 200, &b)
@@ -192,7 +194,8 @@ func TestReleases_RollbackWithoutSecretsKey(t *testing.T) {
 // out its secret values (or sealed them with a key this server lacks), and a refusal for such a
 // copy names it too, so that the revision it points to restores.
 func TestReleases_OldestRestorableSkipsCopiesWithoutSecrets(t *testing.T) {
-	f := newFixture(t)
+	parallelOwnEtcd(t)
+	f := newOwnEtcdFixture(t)
 	var a, b, c api.WriteResult
 	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"80","secrets":{"db":"hunter2"}}}`), 200, &a)
 	f.must(f.do("PUT", "/v1/appliances/web", `{"keys":{"port":"81"}}`), 200, &b)
@@ -215,7 +218,8 @@ func TestReleases_OldestRestorableSkipsCopiesWithoutSecrets(t *testing.T) {
 // etcd's own oldest revision, which still restores, not "restore a backup"; and an older copy
 // than that revision is still the one named.
 func TestReleases_OldestRestorableFromEtcdHistory(t *testing.T) {
-	f := newFixture(t)
+	parallelOwnEtcd(t)
+	f := newOwnEtcdFixture(t)
 	a := f.put("appliances/db/port", "1")
 	b := f.put("appliances/db/port", "2")
 	f.put("appliances/db/port", "3")
@@ -409,7 +413,8 @@ func TestReleases_RootPrefix(t *testing.T) {
 
 // A key's history: its values while etcd has them, then the releases that touched it.
 func TestReleases_KeyHistory(t *testing.T) {
-	f := newFixture(t)
+	parallelOwnEtcd(t)
+	f := newOwnEtcdFixture(t)
 	var revs []int64
 	for _, v := range []string{"v1", "v2", "v3"} {
 		revs = append(revs, f.put("shared/k", v))

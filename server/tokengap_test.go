@@ -18,9 +18,11 @@ import (
 // knows its cache misses changes, so it asks the store (503 while the token records cannot be
 // read), never answers 200 to the revoked token. Once the reload succeeds, the token is 401.
 func TestAuth_RevokedInCompactedGapWhileReloadFails(t *testing.T) {
+	parallelOwnEtcd(t)
 	var logs syncBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	cfg := testutil.StoreConfig(t)
+	cfg.Endpoints, _ = testutil.StartEtcd(t, t.TempDir()) // it compacts
 	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
 	p := faultproxy.Start(t, cfg.Endpoints[0])
 	b := newFixtureLog(t, throughProxy(t, cfg, p), log)
@@ -76,9 +78,11 @@ func TestAuth_RevokedInCompactedGapWhileReloadFails(t *testing.T) {
 // unavailable (not applied), never taken as if maintenance were off; once the reload succeeds,
 // they are refused for maintenance.
 func TestSys_WritesHeldWhileReloadAfterCompactionFails(t *testing.T) {
+	parallelOwnEtcd(t)
 	var logs syncBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	cfg := testutil.StoreConfig(t)
+	cfg.Endpoints, _ = testutil.StartEtcd(t, t.TempDir()) // it compacts
 	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
 	p := faultproxy.Start(t, cfg.Endpoints[0])
 	b := newFixtureLog(t, throughProxy(t, cfg, p), log)
