@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	goflag "flag"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,7 +23,20 @@ import (
 	"github.com/shoelace-dev/shoelace/server/store"
 )
 
-func TestMain(m *testing.M) { testutil.Main(m) }
+// testParallel is how many of the package's parallel tests run at once unless -parallel says:
+// they mostly wait (on etcds stopped and restarted, proxies frozen, replicas' retries and
+// rollouts' ticks), and two at a time (GOMAXPROCS on CI's two cores) left the cores half idle.
+const testParallel = 4
+
+func TestMain(m *testing.M) {
+	goflag.Parse()
+	given := false
+	goflag.Visit(func(f *goflag.Flag) { given = given || f.Name == "test.parallel" })
+	if !given {
+		_ = goflag.Set("test.parallel", strconv.Itoa(max(testParallel, runtime.GOMAXPROCS(0))))
+	}
+	testutil.Main(m)
+}
 
 // testClient is the tests' HTTP client: a long-poll that the server does not answer fails the
 // test after its timeout instead of hanging it (the longest wait a test expects is 60 s).
