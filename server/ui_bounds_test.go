@@ -201,6 +201,7 @@ func TestUI_ReleasePagesShareHistoryReads(t *testing.T) {
 		}
 	}
 	b := newUIBrowser(t, f.srv.URL, nil)
+	b.c.Timeout = 3 * time.Minute // the client waits longer than the server's operations may
 	b.signIn(f.token)
 	page := "/ui/appliances/big/releases/" + strconv.FormatInt(rev, 10)
 	mustStatus(t, b.get(page), 200)
@@ -213,6 +214,7 @@ func TestUI_ReleasePagesShareHistoryReads(t *testing.T) {
 			defer wg.Done()
 			res, err := b.c.Get(f.srv.URL + page)
 			if err != nil {
+				t.Errorf("GET %s: %v", page, err)
 				statuses <- 0
 				return
 			}
