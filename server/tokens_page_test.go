@@ -155,7 +155,6 @@ func TestTokens_ListPageErrors(t *testing.T) {
 // Tokens created and revoked between pages neither repeat nor hide the others: every token that
 // stood throughout is listed once, one created past the page listed, none listed twice.
 func TestTokens_ListPagesWhileTokensChange(t *testing.T) {
-	parallelShared(t)
 	f := newFixture(t)
 	f.put("appliances/web/a", "1")
 	agent := f.newToken(api.TokenRequest{Name: "agent-web", Appliance: "web"})
