@@ -790,3 +790,44 @@ func TestAgentYAML(t *testing.T) {
 		t.Errorf("packaged agent.yaml: %v", err)
 	}
 }
+
+// A purge removes /etc/shoelace/agent.yaml and token as files: a link by either name goes, not
+// what it leads to, and a directory by either name (no file of the package's) stays. rm -f
+// failed on such a directory, and with it the purge ("rm: cannot remove …: Is a directory"),
+// every apt-get purge after it too.
+func TestMaintainerScripts_PurgeRemovesFilesOnly(t *testing.T) {
+	if _, err := os.Stat("/run/systemd/system"); err == nil {
+		t.Skip("systemd runs here: the script would act on the real service")
+	}
+	root := t.TempDir()
+	etc := filepath.Join(root, "etc/shoelace")
+	victim := filepath.Join(root, "victim")
+	for _, d := range []string{filepath.Join(etc, "agent.yaml"), filepath.Join(root, "var/lib/shoelace")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(victim, []byte("another file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(etc, "token")); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", filepath.Join("scripts", "agent", "postremove.sh"), "purge")
+	cmd.Env = append(os.Environ(), "DPKG_ROOT="+root)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("postremove.sh purge: %v\n%s", err, out)
+	}
+	if fi, err := os.Stat(filepath.Join(etc, "agent.yaml")); err != nil || !fi.IsDir() {
+		t.Errorf("purged: the directory agent.yaml: %v, want it left", err)
+	}
+	if _, err := os.Lstat(filepath.Join(etc, "token")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("purged: the link token: %v, want it gone", err)
+	}
+	if _, err := os.Stat(victim); err != nil {
+		t.Errorf("purged: the file the link token led to: %v, want it kept", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "var/lib/shoelace")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("purged: /var/lib/shoelace: %v, want it gone", err)
+	}
+}

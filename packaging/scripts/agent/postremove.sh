@@ -11,6 +11,12 @@ fi
 # one a server can issue again: no secret stays behind.
 if [ "$1" = purge ]; then
 	rm -rf "${DPKG_ROOT:-}/var/lib/shoelace"
-	rm -f "${DPKG_ROOT:-}/etc/shoelace/agent.yaml" "${DPKG_ROOT:-}/etc/shoelace/token"
+	# Files (or links: removed, never what they lead to) only: a directory by one of
+	# these names is no file of ours, and rm -f failed on it, and with it the purge.
+	for f in "${DPKG_ROOT:-}/etc/shoelace/agent.yaml" "${DPKG_ROOT:-}/etc/shoelace/token"; do
+		if [ -L "$f" ] || [ ! -d "$f" ]; then
+			rm -f "$f"
+		fi
+	done
 fi
 exit 0
