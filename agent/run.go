@@ -118,6 +118,10 @@ type loop struct {
 	// sources read through it ("" for a file of templates_dir): an update replaces them, and
 	// no event names a source or a file of templates_dir.
 	sourceLinks map[string][]string
+	// sourceDirs are the directories that watchFiles watched (of the sources, templates_dir,
+	// conf.d), and those of their links: one whose path goes through a link replaced is
+	// watched again where the link leads now (rewatchThrough).
+	sourceDirs map[string]bool
 
 	// poller long-polls the server; its acks say what the agent applied.
 	poller *poller
@@ -703,12 +707,12 @@ func (l *loop) rewatch() {
 		l.watcher.Close()
 		l.watcher = nil
 	}
-	w, links, err := l.a.watchFiles()
+	w, links, dirs, err := l.a.watchFiles()
 	if err != nil {
 		l.a.log.Warn("template files are not watched", "error", err.Error())
 		return
 	}
-	l.watcher, l.sourceLinks = w, links
+	l.watcher, l.sourceLinks, l.sourceDirs = w, links, dirs
 	l.readDirs = nil
 	l.watchReads()
 }
@@ -873,6 +877,10 @@ func linksThrough(name string, link func(string) (string, bool)) []string {
 // rewatchThrough forgets the watches of the directories whose path goes through link, a link
 // just replaced: each watches the directory that link led to (a release kept beside the one
 // current leads to now), and the next pass (watchReads) watches it where the link leads now.
+//
+// A directory of the sources (a.tmpl in current/, current -> releases/v1) is watched again
+// at once, where it leads now: the sources read through link are read again once the files
+// settle, after that watch, and an edit of one in the new release is seen from then on.
 func (l *loop) rewatchThrough(link string) {
 	links := linkCache{}
 	for d := range l.readDirs {
@@ -882,6 +890,17 @@ func (l *loop) rewatchThrough(link string) {
 				_ = l.watcher.Remove(d)
 			}
 		}
+	}
+	for d := range l.sourceDirs {
+		if l.watcher == nil || !slices.Contains(links.of(d), link) {
+			continue
+		}
+		_ = l.watcher.Remove(d)
+		if err := l.watcher.Add(d); err != nil {
+			l.a.log.Warn("directory not watched", "dir", d, "error", err.Error())
+			continue
+		}
+		l.a.log.Debug("directory watched again where a link on its path leads now", "dir", d, "link", link)
 	}
 }
 
@@ -1043,10 +1062,10 @@ func timerC(t *time.Timer) <-chan time.Time {
 // confd_dir with the directories below it, and those of the symbolic links that the paths of
 // the sources and of templates_dir's files go through, which it returns, each with the
 // sources read through it ("" for a file of templates_dir).
-func (a *Agent) watchFiles() (*fsnotify.Watcher, map[string][]string, error) {
+func (a *Agent) watchFiles() (*fsnotify.Watcher, map[string][]string, map[string]bool, error) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	dirs := map[string]bool{}
 	links, cache := map[string][]string{}, linkCache{}
@@ -1101,7 +1120,7 @@ func (a *Agent) watchFiles() (*fsnotify.Watcher, map[string][]string, error) {
 			a.log.Warn("directory not watched", "dir", d, "error", err.Error())
 		}
 	}
-	return w, links, nil
+	return w, links, dirs, nil
 }
 
 func (a *Agent) isConfigEvent(name string) bool {

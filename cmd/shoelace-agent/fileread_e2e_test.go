@@ -451,3 +451,43 @@ func TestE2E_OnceDestinationIsAMountPoint(t *testing.T) {
 		t.Fatalf("the mounted file holds %q", got)
 	}
 }
+
+// A template source in a directory reached through a link that a deploy replaces (current ->
+// releases/v1, then releases/v2, the old release kept): the replacement has the source read
+// again, but run went on watching the directory the link led to when it was first watched,
+// releases/v1: an edit of the source in releases/v2 was never seen, until a restart or SIGHUP.
+func TestE2E_RunTemplateSourceDirLinkReplaced(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/a", "1")
+	root := t.TempDir()
+	current := filepath.Join(root, "current")
+	release := func(name, text string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Join(root, "releases", name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, "releases", name, "a.tmpl"), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join("releases", name), current+".tmp"); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(current+".tmp", current); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release("v1", `v1 {{ key "a" }}`)
+	e := newEnv(t, srv, "", "  - source: "+filepath.Join(current, "a.tmpl")+"\n    destination: $DIR/a\n")
+	ag := e.startAgent()
+	waitFor(t, "first render", fileIs(e.path("a"), "v1 1"))
+	release("v2", `v2 {{ key "a" }}`)
+	waitFor(t, "render of the new release", fileIs(e.path("a"), "v2 1"))
+	// The directory is watched again where current leads now: an edit there is seen.
+	waitFor(t, "the source's directory watched where current leads now", func() bool {
+		return strings.Contains(ag.logs.String(), "directory watched again where a link on its path leads now")
+	})
+	if err := os.WriteFile(filepath.Join(root, "releases", "v2", "a.tmpl"), []byte(`v3 {{ key "a" }}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "render of the source edited in the new release", fileIs(e.path("a"), "v3 1"))
+}
