@@ -113,6 +113,10 @@ type loop struct {
 	// files read through it: a link replaced (its directory is watched) changes what they
 	// read, though no event names them.
 	readLinks map[string][]string
+	// readEnds are the paths that the files read through links lead to (/srv/certs/ca.pem for
+	// /etc/app/ca.pem -> /srv/certs/ca.pem), each with the files read through it: a change
+	// there (its directory is watched) changes what they read, though no event names them.
+	readEnds map[string][]string
 	// sourceLinks are the symbolic links that the paths of the template sources and of the
 	// files of templates_dir go through (a Kubernetes configmap volume's), each with the
 	// sources read through it ("" for a file of templates_dir): an update replaces them, and
@@ -225,6 +229,10 @@ func (l *loop) step(ev event) {
 				l.changedReads[f] = true
 			}
 			l.rewatchThrough(ev.file.Name)
+		case len(l.readEnds[ev.file.Name]) > 0:
+			for _, f := range l.readEnds[ev.file.Name] {
+				l.changedReads[f] = true
+			}
 		case l.readDirs[ev.file.Name] && ev.file.Has(fsnotify.Remove|fsnotify.Rename):
 			// The directory of files read was removed or moved, and its watch with it: watched
 			// again at the next pass (watchReads) once it is back, and the files read there,
@@ -718,8 +726,8 @@ func (l *loop) rewatch() {
 }
 
 // watchReads watches the directories of the local files that the templates' last renders read
-// (file, fileExists), and those of the symbolic links their paths go through: a change to one
-// renders them again. A template's own destination, or another's, is not watched: a template
+// (file, fileExists), those of the symbolic links their paths go through, and those of the
+// files such links lead to: a change to one renders them again. A template's own destination, or another's, is not watched: a template
 // that reads it would render again at each install.
 func (l *loop) watchReads() {
 	if l.watcher == nil {
@@ -728,11 +736,19 @@ func (l *loop) watchReads() {
 	if l.readDirs == nil {
 		l.readDirs, l.goneReadDirs = map[string]bool{}, map[string]bool{}
 	}
-	l.readLinks = map[string][]string{}
+	l.readLinks, l.readEnds = map[string][]string{}, map[string][]string{}
 	var added map[string]bool
 	reads := l.a.reads()
 	dirsOf := make(map[string][]string, len(reads))
 	links := linkCache{}
+	// A destination, as written or where its links lead, is not watched as the end of a read's
+	// links: each install would render again (a template reading its own through a link).
+	dests := map[string]bool{}
+	for _, t := range l.a.tmpls {
+		d := filepath.Clean(t.cfg.Destination)
+		_, end := links.walk(d)
+		dests[d], dests[end] = true, true
+	}
 	for _, t := range l.a.tmpls {
 		for _, f := range t.readFiles() {
 			f = filepath.Clean(f)
@@ -740,11 +756,20 @@ func (l *loop) watchReads() {
 				continue
 			}
 			dirs := []string{filepath.Dir(f)}
-			for _, link := range links.of(f) {
+			through, end := links.walk(f)
+			for _, link := range through {
 				l.readLinks[link] = append(l.readLinks[link], f)
 				// A link into another directory (a Kubernetes volume mounted elsewhere) is
 				// replaced there: that directory is watched too.
 				if d := filepath.Dir(link); !slices.Contains(dirs, d) {
+					dirs = append(dirs, d)
+				}
+			}
+			// The file a link leads to is rewritten where it lies (/srv/certs/ca.pem for
+			// /etc/app/ca.pem): its directory is watched too.
+			if len(through) > 0 && end != f && !dests[end] {
+				l.readEnds[end] = append(l.readEnds[end], f)
+				if d := filepath.Dir(end); !slices.Contains(dirs, d) {
 					dirs = append(dirs, d)
 				}
 			}
@@ -804,7 +829,14 @@ type linkStep struct {
 
 // of is linksOf, each path lstat'ed (and read, when a link) once for c's lifetime.
 func (c linkCache) of(name string) []string {
-	return linksThrough(name, func(p string) (string, bool) {
+	links, _ := c.walk(name)
+	return links
+}
+
+// walk is of, and also returns the path that name leads to through them (name when it goes
+// through none): as far as it could be resolved, when a component cannot be read.
+func (c linkCache) walk(name string) ([]string, string) {
+	return walkLinks(name, func(p string) (string, bool) {
 		st, ok := c[p]
 		if !ok {
 			st.target, st.err = readLink(p)
@@ -840,7 +872,13 @@ func linksOf(name string) []string {
 // linksThrough is linksOf, with link giving a path's target ("" for no link; false when it
 // cannot be read).
 func linksThrough(name string, link func(string) (string, bool)) []string {
-	var links []string
+	links, _ := walkLinks(name, link)
+	return links
+}
+
+// walkLinks is linksThrough, and also returns the path that name leads to through the links,
+// as far as they were followed.
+func walkLinks(name string, link func(string) (string, bool)) (links []string, end string) {
 	path := name
 	for hop := 0; hop < maxLinkHops; hop++ {
 		vol := filepath.VolumeName(path)
@@ -854,7 +892,7 @@ func linksThrough(name string, link func(string) (string, bool)) []string {
 			cur = filepath.Join(cur, p)
 			target, ok := link(cur)
 			if !ok {
-				return links
+				return links, path
 			}
 			if target == "" {
 				continue
@@ -867,11 +905,11 @@ func linksThrough(name string, link func(string) (string, bool)) []string {
 			break
 		}
 		if next == "" {
-			return links
+			return links, path
 		}
 		path = next
 	}
-	return links
+	return links, path
 }
 
 // rewatchThrough forgets the watches of the directories whose path goes through link, a link
@@ -916,10 +954,12 @@ func (l *loop) lostReadDir(dir string) {
 			l.changedReads[f] = true
 		}
 	}
-	for link, files := range l.readLinks {
-		if filepath.Dir(link) == dir {
-			for _, f := range files {
-				l.changedReads[f] = true
+	for _, m := range []map[string][]string{l.readLinks, l.readEnds} {
+		for p, files := range m {
+			if filepath.Dir(p) == dir {
+				for _, f := range files {
+					l.changedReads[f] = true
+				}
 			}
 		}
 	}

@@ -491,3 +491,84 @@ func TestE2E_RunTemplateSourceDirLinkReplaced(t *testing.T) {
 	}
 	waitFor(t, "render of the source edited in the new release", fileIs(e.path("a"), "v3 1"))
 }
+
+// A file read through a link to a file in another directory (/etc/app/ca.pem ->
+// /srv/certs/ca.pem), which is then rewritten there (a renewal writes a new file and renames it
+// over the old): no event names the link, in the directory watched, and the directory the file
+// lies in was not watched: the old content stayed in the rendered file until the view changed.
+// The directory of the file a read path ends at is watched too.
+func TestE2E_RunFileReadThroughLinkEditedWhereItLeads(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/a", "1")
+	root := t.TempDir()
+	for _, d := range []string{"etc", "srv"} {
+		if err := os.Mkdir(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	target := filepath.Join(root, "srv", "ca.pem")
+	write := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(target+".tmp", []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(target+".tmp", target); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("v1")
+	read := filepath.Join(root, "etc", "ca.pem")
+	if err := os.Symlink(target, read); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, srv, "", `  - contents: "{{ file \"`+read+`\" }} {{ key \"a\" }}"
+    destination: $DIR/a
+    functions: consul-template
+    allow_file: true
+`)
+	ag := e.startAgent()
+	waitFor(t, "first render", fileIs(e.path("a"), "v1 1"))
+	waitFor(t, "the render once the file is watched", func() bool {
+		return strings.Contains(ag.logs.String(), "watched now: rendered again")
+	})
+	write("v2")
+	waitFor(t, "render of the file rewritten where the link leads", fileIs(e.path("a"), "v2 1"))
+}
+
+// A template that reads its own destination through a link (/etc/app/x -> the destination): a
+// destination is not watched as a file read, or each install would render again. The directory
+// of the file that a read's links lead to is watched (a certificate rewritten where it lies), but
+// not for a destination: each render, which appends to what it read, installed, and the install
+// rendered again, without end.
+func TestE2E_RunFileReadThroughLinkToADestinationIsNotWatched(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/a", "1")
+	srv.put("appliances/web/b", "1")
+	root := t.TempDir()
+	e := newEnv(t, srv, "", "")
+	if err := os.WriteFile(e.path("a"), []byte("seed"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	read := filepath.Join(root, "x")
+	if err := os.Symlink(e.path("a"), read); err != nil {
+		t.Fatal(err)
+	}
+	e.write(srv, "", `  - contents: "{{ file \"`+read+`\" }}+{{ key \"a\" }}"
+    destination: $DIR/a
+    functions: consul-template
+    allow_file: true
+  - contents: "{{ key \"b\" }}"
+    destination: $DIR/b
+`)
+	ag := e.startAgent()
+	waitFor(t, "first render", fileIs(e.path("b"), "1"))
+	waitFor(t, "the render once the file is watched", func() bool {
+		return strings.Contains(ag.logs.String(), "watched now: rendered again")
+	})
+	// A render after that one: an install of a's, seen, would have been taken first.
+	srv.put("appliances/web/b", "2")
+	waitFor(t, "render of b", fileIs(e.path("b"), "2"))
+	if logs := ag.logs.String(); strings.Contains(logs, `"msg":"file event","path":"`+e.path("a")+`"`) {
+		t.Fatalf("an install of a, read through %s, was taken as a change of a file read: %s now", read, readFile(t, e.path("a")))
+	}
+}
