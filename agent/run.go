@@ -118,9 +118,10 @@ type loop struct {
 	// there (its directory is watched) changes what they read, though no event names them.
 	readEnds map[string][]string
 	// sourceLinks are the symbolic links that the paths of the template sources and of the
-	// files of templates_dir go through (a Kubernetes configmap volume's), each with the
-	// sources read through it ("" for a file of templates_dir): an update replaces them, and
-	// no event names a source or a file of templates_dir.
+	// files of templates_dir go through (a Kubernetes configmap volume's), and the files they
+	// lead to, each with the sources read through it ("" for a file of templates_dir): an
+	// update replaces them, or edits the file where it lies, and no event names a source or a
+	// file of templates_dir.
 	sourceLinks map[string][]string
 	// sourceDirs are the directories that watchFiles watched (of the sources, templates_dir,
 	// conf.d), and those of their links: one whose path goes through a link replaced is
@@ -1110,7 +1111,13 @@ func (a *Agent) watchFiles() (*fsnotify.Watcher, map[string][]string, map[string
 	dirs := map[string]bool{}
 	links, cache := map[string][]string{}, linkCache{}
 	through := func(name, src string) {
-		for _, l := range cache.of(filepath.Clean(name)) {
+		name = filepath.Clean(name)
+		ls, end := cache.walk(name)
+		if len(ls) > 0 && end != name {
+			// The file the links lead to, edited where it lies (a.tmpl -> /srv/tmpl/a.tmpl).
+			ls = append(ls, end)
+		}
+		for _, l := range ls {
 			if !slices.Contains(links[l], src) {
 				links[l] = append(links[l], src)
 			}

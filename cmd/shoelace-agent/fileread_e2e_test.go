@@ -572,3 +572,38 @@ func TestE2E_RunFileReadThroughLinkToADestinationIsNotWatched(t *testing.T) {
 		t.Fatalf("an install of a, read through %s, was taken as a change of a file read: %s now", read, readFile(t, e.path("a")))
 	}
 }
+
+// A template source that is a link to a file in another directory (a.tmpl -> /srv/tmpl/a.tmpl),
+// which is then edited there: no event names the source, in the directory watched, and the
+// directory the file lies in was not watched: the old template rendered until a restart or
+// SIGHUP. The directory of the file a source's links lead to is watched too.
+func TestE2E_RunTemplateSourceLinkEditedWhereItLeads(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/a", "1")
+	root := t.TempDir()
+	for _, d := range []string{"etc", "srv"} {
+		if err := os.Mkdir(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	target := filepath.Join(root, "srv", "a.tmpl")
+	write := func(text string) {
+		t.Helper()
+		if err := os.WriteFile(target+".tmp", []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(target+".tmp", target); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`v1 {{ key "a" }}`)
+	src := filepath.Join(root, "etc", "a.tmpl")
+	if err := os.Symlink(target, src); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, srv, "", "  - source: "+src+"\n    destination: $DIR/a\n")
+	e.startAgent()
+	waitFor(t, "first render", fileIs(e.path("a"), "v1 1"))
+	write(`v2 {{ key "a" }}`)
+	waitFor(t, "render of the source edited where its link leads", fileIs(e.path("a"), "v2 1"))
+}
