@@ -171,7 +171,11 @@ func readConfdDir(dir string, judge bool) (*ConfdResources, error) {
 
 // confdResourceFiles lists the resource files of conf.d as confd finds them: a walk in lexical
 // order (subdirectories too) of the files whose name matches "*toml". A missing conf.d holds
-// none (confd warns and renders nothing).
+// none (confd warns and renders nothing). A directory whose name starts with ".." is not
+// walked: conf.d mounted from a Kubernetes configmap holds a.toml -> ..data/a.toml, ..data ->
+// ..2026_12_07_…, and the resources again in that directory. confd reads each twice and
+// renders it twice; the agent refused the pair ("destination is also rendered by") and did
+// not start.
 func confdResourceFiles(confDir string) ([]string, error) {
 	if _, err := os.Stat(confDir); errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -180,6 +184,9 @@ func confdResourceFiles(confDir string) ([]string, error) {
 	err := filepath.WalkDir(confDir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return fmt.Errorf("read %s: %w", p, err)
+		}
+		if d.IsDir() && kubeHidden(d.Name()) && p != confDir {
+			return fs.SkipDir
 		}
 		if ok, _ := filepath.Match("*toml", d.Name()); !ok {
 			return nil
@@ -202,6 +209,10 @@ func confdResourceFiles(confDir string) ([]string, error) {
 	sort.Strings(files) // WalkDir's order already; said for the reader
 	return files, nil
 }
+
+// kubeHidden reports whether name is one that the kubelet gives the directories of a configmap
+// or secret volume that only its links lead into (..data, ..2026_12_07_10_00_00.123456).
+func kubeHidden(name string) bool { return strings.HasPrefix(name, "..") }
 
 // maxConfdFileBytes bounds a conf.d resource or confd.toml: each holds a few settings, and a
 // stray large file whose name ends in "toml" must not take the VM's memory while it is read.

@@ -117,11 +117,11 @@ type loop struct {
 	// /etc/app/ca.pem -> /srv/certs/ca.pem), each with the files read through it: a change
 	// there (its directory is watched) changes what they read, though no event names them.
 	readEnds map[string][]string
-	// sourceLinks are the symbolic links that the paths of the template sources and of the
-	// files of templates_dir go through (a Kubernetes configmap volume's), and the files they
-	// lead to, each with the sources read through it ("" for a file of templates_dir): an
-	// update replaces them, or edits the file where it lies, and no event names a source or a
-	// file of templates_dir.
+	// sourceLinks are the symbolic links that the paths of the template sources, of the
+	// files of templates_dir and of the confd resources go through (a Kubernetes configmap
+	// volume's), and the files they lead to, each with the sources read through it ("" for a
+	// file of the config): an update replaces them, or edits the file where it lies, and no
+	// event names a source or a file of the config.
 	sourceLinks map[string][]string
 	// sourceDirs are the directories that watchFiles watched (of the sources, templates_dir,
 	// conf.d), and those of their links: one whose path goes through a link replaced is
@@ -213,7 +213,7 @@ func (l *loop) step(ev event) {
 		case len(l.sourceLinks[ev.file.Name]) > 0:
 			for _, src := range l.sourceLinks[ev.file.Name] {
 				if src == "" {
-					l.configChanged = true // a file of templates_dir
+					l.configChanged = true // a file of templates_dir, or a confd resource
 				} else {
 					l.changedSources[src] = true
 				}
@@ -254,7 +254,7 @@ func (l *loop) step(ev event) {
 			clear(l.changedSources)
 			clear(l.changedReads)
 			clear(l.recheckReads)
-			l.a.log.Info("templates_dir changed: reloading config")
+			l.a.log.Info("config files changed: reloading config")
 			l.reload()
 			return
 		}
@@ -1101,8 +1101,8 @@ func timerC(t *time.Timer) <-chan time.Time {
 
 // watchFiles watches the directories of the template sources, templates_dir, and conf.d of
 // confd_dir with the directories below it, and those of the symbolic links that the paths of
-// the sources and of templates_dir's files go through, which it returns, each with the
-// sources read through it ("" for a file of templates_dir).
+// the sources, of templates_dir's files and of the confd resources go through, which it
+// returns, each with the sources read through it ("" for a file of the config).
 func (a *Agent) watchFiles() (*fsnotify.Watcher, map[string][]string, map[string]bool, error) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -1153,14 +1153,24 @@ func (a *Agent) watchFiles() (*fsnotify.Watcher, map[string][]string, map[string
 		confD := filepath.Join(a.cfg.ConfdDir, "conf.d")
 		dirs[confD] = true
 		_ = filepath.WalkDir(confD, func(p string, d fs.DirEntry, err error) error {
-			if err != nil && p == confD {
+			switch {
+			case err != nil && p == confD:
 				delete(dirs, confD)
 				dirs[a.cfg.ConfdDir] = true
-			} else if err == nil && d.IsDir() {
+			case err == nil && d.IsDir() && kubeHidden(d.Name()) && p != confD:
+				return fs.SkipDir // read through links, watched as such below (confdResourceFiles)
+			case err == nil && d.IsDir():
 				dirs[p] = true
 			}
 			return nil
 		})
+		// A resource that is a link (a configmap's a.toml -> ..data/a.toml) changes when an
+		// update replaces ..data, and no event names it.
+		if files, err := confdResourceFiles(confD); err == nil && filepath.IsAbs(confD) {
+			for _, f := range files {
+				through(f, "")
+			}
+		}
 	}
 	for d := range dirs {
 		if err := w.Add(d); err != nil {
@@ -1182,7 +1192,7 @@ func (a *Agent) isConfigEvent(name string) bool {
 			if strings.HasSuffix(name, "toml") {
 				return true // a confd resource, as confd finds them (in conf.d and below)
 			}
-			if fi, err := os.Lstat(name); err == nil && fi.IsDir() {
+			if fi, err := os.Lstat(name); err == nil && fi.IsDir() && !kubeHidden(fi.Name()) {
 				return true // a directory made below conf.d: watched once the config is read again
 			}
 		}

@@ -253,10 +253,10 @@ type runningAgent struct {
 	logs *syncBuf
 }
 
-func (e *env) startAgent() *runningAgent {
+func (e *env) startAgent(args ...string) *runningAgent {
 	e.t.Helper()
 	a := &runningAgent{logs: &syncBuf{}}
-	a.cmd = exec.Command(filepath.Join(binDir, "shoelace-agent"), "run", "--config", e.config, "--log-level", "debug")
+	a.cmd = exec.Command(filepath.Join(binDir, "shoelace-agent"), append([]string{"run", "--config", e.config, "--log-level", "debug"}, args...)...)
 	a.cmd.Stdout, a.cmd.Stderr = a.logs, a.logs
 	a.cmd.Env = append(os.Environ(), e.agentEnv...)
 	if err := a.cmd.Start(); err != nil {

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/shoelace-dev/shoelace/internal/testbin"
 )
 
 // A local file that a template reads with file (a certificate that is rotated) changes under a
@@ -416,6 +418,46 @@ func TestE2E_RunTemplatesDirInAConfigMapVolume(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "render of the updated entry", fileIs(e.path("a"), "v2 1"))
+}
+
+// conf.d of confd_dir is a Kubernetes configmap volume (web.toml -> ..data/web.toml, ..data ->
+// a version's directory), as a confd user migrating to Kubernetes mounts it. The agent read the
+// resource twice, through the link and in the hidden directory, refused the pair
+// ("destination is also rendered by") and did not start; and an update, which replaces ..data,
+// named no *toml file and was not read. The hidden directories are not read (confd reads them
+// too, and renders each resource twice), and a link replaced on a resource's path reloads the
+// config.
+func TestE2E_RunConfdDirInAConfigMapVolume(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/a", "1")
+	e := newEnv(t, srv, "", "")
+	confd := e.path("confd")
+	testbin.WriteFiles(t, confd, map[string]string{
+		"templates/v1.tmpl": `v1 {{getv "/a"}}`,
+		"templates/v2.tmpl": `v2 {{getv "/a"}}`,
+	})
+	vol := filepath.Join(confd, "conf.d")
+	if err := os.Mkdir(vol, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	version := func(name, src string) {
+		kubeVersion(t, vol, name, "web.toml", "[template]\nsrc = \""+src+"\"\ndest = \""+e.path("a")+"\"\nkeys = [\"/a\"]\n")
+	}
+	version("..2026_x", "v1.tmpl")
+	if err := os.Symlink("..data/web.toml", filepath.Join(vol, "web.toml")); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(filepath.Join(binDir, "shoelace-agent"), "validate", "--config", e.config, "--confdir", confd).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "ok, 1 template") {
+		t.Fatalf("validate: %v\n%s", err, out)
+	}
+	e.startAgent("--confdir", confd)
+	waitFor(t, "first render", fileIs(e.path("a"), "v1 1"))
+	version("..2026_y", "v2.tmpl")
+	if err := os.RemoveAll(filepath.Join(vol, "..2026_x")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "render of the updated resource", fileIs(e.path("a"), "v2 1"))
 }
 
 // A destination that is a mount point of its own (a file bind-mounted, as docker run -v
