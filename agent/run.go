@@ -28,8 +28,11 @@ const (
 	ackWait = time.Second
 	// failureLogEvery is how often a failure that lasts is logged again at warn.
 	failureLogEvery = time.Minute
-	// fsDebounce coalesces the burst of events of one editor save.
-	fsDebounce = 100 * time.Millisecond
+	// fsDebounce coalesces the burst of events of one editor save; fsSettleMax bounds the wait
+	// after a burst's first event, so that a file changing without a pause (one rewritten every
+	// 50 ms) still has its templates rendered: each event restarted the wait, and none came.
+	fsDebounce  = 100 * time.Millisecond
+	fsSettleMax = time.Second
 	// dirSyncDelay bounds how long the fsync of the directories of installed files (and with
 	// it the record of what is applied) waits, so that a burst of changes pays one.
 	dirSyncDelay = 20 * time.Millisecond
@@ -96,6 +99,7 @@ type loop struct {
 	changedSources map[string]bool
 	configChanged  bool
 	fsTimer        *time.Timer
+	fsFirst        time.Time // the first event of the burst fsTimer waits out
 	watcher        *fsnotify.Watcher
 	// Local files that the templates' last renders read (file, fileExists), changed and
 	// waiting for the burst to settle too; readDirs are their directories, and those of the
@@ -243,8 +247,7 @@ func (l *loop) step(ev event) {
 			return // another file in a watched directory, such as a rendered one
 		}
 		l.a.log.Debug("file event", "path", ev.file.Name, "op", ev.file.Op.String())
-		stopTimer(l.fsTimer)
-		l.fsTimer = time.NewTimer(fsDebounce)
+		l.settleFiles()
 	case evWatchError:
 		l.a.log.Warn("file watch error", "error", ev.err.Error())
 	case evFilesSettled:
@@ -811,8 +814,18 @@ func (l *loop) watchReads() {
 			l.recheckReads[f] = true
 		}
 	}
+	l.settleFiles()
+}
+
+// settleFiles (re)starts the wait for a burst of file events to settle (evFilesSettled):
+// fsDebounce after the last event, at the latest fsSettleMax after the first.
+func (l *loop) settleFiles() {
+	now := time.Now()
+	if l.fsTimer == nil {
+		l.fsFirst = now
+	}
 	stopTimer(l.fsTimer)
-	l.fsTimer = time.NewTimer(fsDebounce)
+	l.fsTimer = time.NewTimer(max(0, min(fsDebounce, l.fsFirst.Add(fsSettleMax).Sub(now))))
 }
 
 // maxLinkHops bounds the symbolic links that linksOf follows (a loop of links ends there).

@@ -6,8 +6,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/testbin"
 )
@@ -50,6 +52,44 @@ func TestE2E_RunFileReadChanged(t *testing.T) {
 	// The view still renders it, with the file's latest bytes.
 	srv.put("appliances/web/a", "2")
 	waitFor(t, "render of a change of the view", fileIs(e.path("a"), "v3 2"))
+}
+
+// A file read that changes without a pause (rewritten every 5 ms, a status file another
+// program keeps writing): each event restarted the 100 ms wait for the burst to settle, and the
+// template was not rendered again until the writes stopped. The wait is at most a second after
+// the burst's first event: renders follow the writes while they go on.
+func TestE2E_RunFileReadChangingNonStop(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/a", "1")
+	f := filepath.Join(t.TempDir(), "status")
+	if err := os.WriteFile(f, []byte("0"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, srv, "", `  - contents: "{{ file \"`+f+`\" }}"
+    destination: $DIR/a
+    functions: consul-template
+    allow_file: true
+`)
+	e.startAgent()
+	waitFor(t, "first render", fileIs(e.path("a"), "0"))
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 1; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			os.WriteFile(f, []byte(strconv.Itoa(i)), 0o644)
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	waitFor(t, "a render while the file goes on changing", func() bool {
+		b, err := os.ReadFile(e.path("a"))
+		return err == nil && string(b) != "0"
+	})
 }
 
 // The directory of a file read is removed and made again (rm -rf, then the file written anew):
