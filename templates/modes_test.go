@@ -3,12 +3,14 @@ package templates
 import (
 	"errors"
 	"fmt"
-	"github.com/Masterminds/sprig/v3"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/Masterminds/sprig/v3"
 )
 
 func TestParse_UnknownFunctionsMode(t *testing.T) {
@@ -436,5 +438,26 @@ func TestConsulTemplate_FunctionDenylistKeepsTheKeywords(t *testing.T) {
 	}
 	if _, err := mustParse(t, `{{ toLower "X" }}`, Options{Functions: ModeConsulTemplate, FunctionDenylist: []string{"*"}}).Execute(Data{}); err == nil || !strings.Contains(err.Error(), "function is disabled") {
 		t.Errorf("function_denylist [*]: %v, want toLower disabled", err)
+	}
+}
+
+// TestWarnings_DenylistMatchingNothing: a function_denylist entry that matches no function of
+// consul-template mode (a typo, "fiel"; a built-in of Go's templates; the keyword range)
+// denies nothing: validate says so. One that matches a function, plugin among them (which
+// fails anyway), says nothing.
+func TestWarnings_DenylistMatchingNothing(t *testing.T) {
+	deny := []string{"fiel", "file", "sprig_*", "*Hex", "plugin", "printf", "range", "nosuch_*"}
+	got := mustParse(t, `{{ key "a" }}`, Options{Functions: ModeConsulTemplate, FunctionDenylist: deny}).Warnings()
+	var said []string
+	for _, w := range got {
+		pat, _, ok := strings.Cut(strings.TrimPrefix(w, "function_denylist entry "), " matches no function of consul-template mode, and denies nothing")
+		if !ok {
+			t.Errorf("warning %q", w)
+			continue
+		}
+		said = append(said, pat)
+	}
+	if want := []string{`"fiel"`, `"printf"`, `"range"`, `"nosuch_*"`}; !slices.Equal(said, want) {
+		t.Errorf("warned of %v, want %v", said, want)
 	}
 }

@@ -1047,7 +1047,7 @@ var confdMeanings = map[string]string{
 // them. Other modes have none: their functions are their peer's. In every mode, it lists the
 // relative paths the template gives a function that reads a local file.
 func (t *Template) Warnings() []string {
-	out := t.relativeFiles()
+	out := append(t.relativeFiles(), t.denyNothing()...)
 	if t.mode != ModeNative {
 		return out
 	}
@@ -1057,6 +1057,25 @@ func (t *Template) Warnings() []string {
 		}
 		if m, ok := confdMeanings[fn]; ok {
 			out = append(out, fmt.Sprintf("%s: %s; or set functions: confd on this template", fn, m))
+		}
+	}
+	return out
+}
+
+// denyNothing warns of each function_denylist entry that matches no function of consul-template
+// mode: a typo ("fiel") denied nothing, silently, as in consul-template. A built-in of Go's
+// templates (printf, len) is not one: consul-template cannot deny those either.
+func (t *Template) denyNothing() []string {
+	if t.mode != ModeConsulTemplate {
+		return nil
+	}
+	names := parseFuncMap(t, &state{t: t}, nil)
+	var out []string
+	for _, pat := range t.opts.FunctionDenylist {
+		if !slices.ContainsFunc(slices.Collect(maps.Keys(names)), func(name string) bool {
+			return name != rangedName && name != templateName && globMatch(pat, name)
+		}) {
+			out = append(out, fmt.Sprintf("function_denylist entry %q matches no function of consul-template mode, and denies nothing (a built-in of Go's templates, such as printf, cannot be denied)", pat))
 		}
 	}
 	return out
