@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -479,7 +480,7 @@ func (c *ctConversion) allowFile() {
 // which the agent has only for all its templates.
 func ctTemplate(name, dir, from string, o *ast.ObjectType) (t agent.Template, wait string, errs, notes []string) {
 	t.Functions = templates.ModeConsulTemplate
-	var execCmd, execTimeout *ast.ObjectItem
+	var execCmd, execTimeout, execEnv *ast.ObjectItem
 	var command, commandTimeout *ast.ObjectItem
 	var user, uid, group, gid *ast.ObjectItem
 	for _, item := range o.List.Items {
@@ -577,6 +578,8 @@ func ctTemplate(name, dir, from string, o *ast.ObjectType) (t agent.Template, wa
 					execCmd = ei
 				case "timeout":
 					execTimeout = ei
+				case "env":
+					execEnv = ei
 				default:
 					notes = append(notes, fmt.Sprintf("%s: template exec %s has no equivalent here: the template's command runs once per change, under /bin/sh -c, bounded by command_timeout", ctAt(name, ei.Pos().Line), k))
 				}
@@ -617,6 +620,16 @@ func ctTemplate(name, dir, from string, o *ast.ObjectType) (t agent.Template, wa
 			errs = append(errs, fmt.Sprintf("%s: template: command: %v", ctAt(name, command.Pos().Line), err))
 		}
 		t.Command = s
+	}
+	if execEnv != nil {
+		export, enotes, err := ctExecEnv(ctAt(name, execEnv.Pos().Line), execEnv.Val)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: template: exec env: %v", ctAt(name, execEnv.Pos().Line), err))
+		}
+		notes = append(notes, enotes...)
+		if t.Command != "" && export != "" {
+			t.Command = export + t.Command
+		}
 	}
 	if commandTimeout != nil {
 		s, err := ctString(commandTimeout.Val)
@@ -878,6 +891,80 @@ func ctCommand(n ast.Node) (string, error) {
 		words[i] = shellQuote(w)
 	}
 	return strings.Join(words, " "), nil
+}
+
+// shellName is a name /bin/sh can export.
+var shellName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// ctExecEnv reads a template's exec env { … } as consul-template v0.41.1 gives it to the
+// template's command (exec's or the older command's): custom's NAME=VALUE entries (a string is
+// split at its commas, as its decoder splits it) are set over the inherited environment, which
+// the agent's sh -c does with the export it returns, to be put before the command. pristine and
+// the allow and deny lists, which choose among the inherited variables, are notes: the agent
+// passes its commands a few variables and those command_env names.
+func ctExecEnv(at string, n ast.Node) (export string, notes []string, err error) {
+	var v any
+	if err := hcl.DecodeObject(&v, n); err != nil {
+		return "", nil, err
+	}
+	ms, ok := v.([]map[string]any)
+	if m, isMap := v.(map[string]any); isMap {
+		ms, ok = []map[string]any{m}, true
+	}
+	if !ok {
+		return "", nil, errors.New("want a block env { custom = [\"NAME=VALUE\", …] }")
+	}
+	var assigns []string
+	for _, m := range ms {
+		fields := slices.Sorted(maps.Keys(m))
+		for _, k := range fields {
+			val := m[k]
+			var list []string
+			switch val := val.(type) {
+			case string:
+				if val != "" {
+					list = strings.Split(val, ",")
+				}
+			case []any:
+				for _, e := range val {
+					s, ok := e.(string)
+					if !ok {
+						return "", nil, fmt.Errorf("%s: want a list of strings", k)
+					}
+					list = append(list, s)
+				}
+			case bool:
+			default:
+				return "", nil, fmt.Errorf("%s: want a list of strings", k)
+			}
+			switch k {
+			case "custom":
+				for _, e := range list {
+					name, value, ok := strings.Cut(e, "=")
+					if !ok || !shellName.MatchString(name) {
+						return "", nil, fmt.Errorf("custom %q: want NAME=VALUE, NAME a variable /bin/sh can export", e)
+					}
+					assigns = append(assigns, name+"="+shellQuote(value))
+				}
+			case "pristine":
+				if b, _ := val.(bool); b {
+					notes = append(notes, at+": template exec env pristine = true has no equivalent here: consul-template ran the command with the custom variables alone; the agent runs it with PATH, HOME, LANG, LC_ALL, TZ and its SHOELACE_ variables too, and the custom variables")
+				} else if _, isBool := val.(bool); !isBool {
+					return "", nil, errors.New("pristine: want true or false")
+				}
+			case "allowlist", "whitelist", "denylist", "blacklist":
+				if len(list) > 0 {
+					notes = append(notes, fmt.Sprintf("%s: template exec env %s has no equivalent here: the agent passes its commands PATH, HOME, LANG, LC_ALL, TZ, its SHOELACE_ variables and those command_env names, and the custom variables", at, k))
+				}
+			default:
+				return "", nil, fmt.Errorf("unknown field %q (custom, pristine, allowlist, denylist; consul-template v0.41.1 refuses it too)", k)
+			}
+		}
+	}
+	if len(assigns) == 0 {
+		return "", notes, nil
+	}
+	return "export " + strings.Join(assigns, " ") + "; ", notes, nil
 }
 
 // shellQuote quotes s for /bin/sh when it holds anything but plain word characters.

@@ -883,3 +883,84 @@ func TestConvertConsulTemplate_UnsetOwner(t *testing.T) {
 		t.Errorf("templates (destination|owner:group) %q, want %q\n%s", got, want, stdout.String())
 	}
 }
+
+// TestConvertConsulTemplate_ExecEnv: consul-template v0.41.1 runs a template's command (exec's,
+// or the older command) with exec's env { custom = ["NAME=VALUE", …] } set over its own
+// environment; the conversion dropped it with a note that named no reason ("the template's
+// command runs once per change, under /bin/sh -c"), and the converted command ran without the
+// variables (APP_ENV empty where consul-template gave it prod). The custom variables are
+// exported before the command now, and the command the agent runs writes what consul-template's
+// wrote (the bytes below, from consul-template v0.41.1 -once with this configuration); pristine
+// and the allow and deny lists, which the agent's small environment has no use for, are notes,
+// and an unknown field of env is an error, as consul-template refuses it.
+func TestConvertConsulTemplate_ExecEnv(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("consul-template's commands converted for /bin/sh")
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, "cmds")
+	conf := filepath.Join(dir, "ct.hcl")
+	writeFile(t, conf, `template {
+  contents = "x"
+  destination = "/etc/app/a.conf"
+  exec {
+    command = "echo \"a app=$APP_ENV b=$B\" >> `+out+`"
+    env {
+      custom = ["APP_ENV=prod it's", "B=2"]
+    }
+  }
+}
+template {
+  contents = "y"
+  destination = "/etc/app/b.conf"
+  command = "echo \"b app=$APP_ENV c=$C\" >> `+out+`"
+  exec {
+    env {
+      pristine = true
+      custom = "APP_ENV=x,C=3"
+      denylist = ["AWS_*"]
+    }
+  }
+}
+`)
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"shoelace", "convert-consul-template", conf}, strings.NewReader(""), &stdout, &stderr); err != nil {
+		t.Fatalf("convert-consul-template: %v\n%s", err, stderr.String())
+	}
+	head := "server: http://127.0.0.1:7400\nappliance: web\ntoken: t0ken\ncache_dir: " + filepath.Join(t.TempDir(), "cache") + "\n"
+	cfg, err := agent.ParseConfig("agent.yaml", []byte(head+stdout.String()))
+	if err != nil {
+		t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
+	}
+	for _, tm := range cfg.Templates {
+		if _, err := agent.RunCommand(context.Background(), tm.Command, time.Minute, nil); err != nil {
+			t.Fatalf("the converted command %q: %v", tm.Command, err)
+		}
+	}
+	got, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "a app=prod it's b=2\nb app=x c=3\n"; string(got) != want {
+		t.Errorf("the converted commands wrote %q, want %q, as consul-template's\n%s", got, want, stdout.String())
+	}
+	for _, want := range []string{
+		conf + ":16: template exec env pristine = true has no equivalent here",
+		conf + ":16: template exec env denylist has no equivalent here",
+	} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+		}
+	}
+	if strings.Contains(stderr.String(), ":6: template exec env") {
+		t.Errorf("stderr has a note on custom, which converts:\n%s", stderr.String())
+	}
+
+	bad := filepath.Join(dir, "bad.hcl")
+	writeFile(t, bad, "template {\n  contents = \"x\"\n  destination = \"/a\"\n  exec {\n    command = \"true\"\n    env {\n      extra = [\"A=1\"]\n    }\n  }\n}\n")
+	stdout.Reset()
+	err = run(context.Background(), []string{"shoelace", "convert-consul-template", bad}, strings.NewReader(""), &stdout, &stderr)
+	if want := bad + `:6: template: exec env: unknown field "extra"`; exitCode(err) != 1 || !strings.Contains(fmt.Sprint(err), want) || stdout.Len() > 0 {
+		t.Fatalf("convert-consul-template of an unknown env field: %v (exit %d), want exit 1 and %q, nothing printed", err, exitCode(err), want)
+	}
+}
