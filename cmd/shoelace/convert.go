@@ -523,8 +523,8 @@ func ctTemplate(name, dir, from string, o *ast.ObjectType) (t agent.Template, wa
 			}
 			t.ErrorOnMissingKey = b
 		case "function_denylist", "function_blacklist":
-			var l []string
-			if err := hcl.DecodeObject(&l, item.Val); err != nil {
+			l, err := ctStringList(item.Val)
+			if err != nil {
 				bad(errors.New("want a list of function names"))
 				continue
 			}
@@ -891,6 +891,33 @@ func ctCommand(n ast.Node) (string, error) {
 		words[i] = shellQuote(w)
 	}
 	return strings.Join(words, " "), nil
+}
+
+// ctStringList reads a list of strings as consul-template v0.41.1 decodes one: a string is split
+// at its commas (its decoder's StringToSliceHookFunc(",")), "" being none; a list is taken whole.
+func ctStringList(n ast.Node) ([]string, error) {
+	var v any
+	if err := hcl.DecodeObject(&v, n); err != nil {
+		return nil, err
+	}
+	switch v := v.(type) {
+	case string:
+		if v == "" {
+			return nil, nil
+		}
+		return strings.Split(v, ","), nil
+	case []any:
+		l := make([]string, 0, len(v))
+		for _, e := range v {
+			s, ok := e.(string)
+			if !ok {
+				return nil, errors.New("want a list of strings")
+			}
+			l = append(l, s)
+		}
+		return l, nil
+	}
+	return nil, errors.New("want a list of strings")
 }
 
 // shellName is a name /bin/sh can export.

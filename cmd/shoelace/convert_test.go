@@ -16,6 +16,7 @@ import (
 
 	"github.com/shoelace-dev/shoelace/agent"
 	"github.com/shoelace-dev/shoelace/internal/testbin"
+	"github.com/shoelace-dev/shoelace/templates"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files of testdata")
@@ -962,5 +963,50 @@ template {
 	err = run(context.Background(), []string{"shoelace", "convert-consul-template", bad}, strings.NewReader(""), &stdout, &stderr)
 	if want := bad + `:6: template: exec env: unknown field "extra"`; exitCode(err) != 1 || !strings.Contains(fmt.Sprint(err), want) || stdout.Len() > 0 {
 		t.Fatalf("convert-consul-template of an unknown env field: %v (exit %d), want exit 1 and %q, nothing printed", err, exitCode(err), want)
+	}
+}
+
+// TestConvertConsulTemplate_FunctionDenylistString: consul-template v0.41.1 takes
+// function_denylist = "env,file" (or function_blacklist) as the list [env, file], its decoder
+// splitting a string at its commas, and its template fails at env ("error calling env: function
+// is disabled"); the conversion refused the configuration ("want a list of function names").
+// It converts now, split as consul-template splits it, and the converted template fails at env
+// as consul-template's did; "" denies nothing.
+func TestConvertConsulTemplate_FunctionDenylistString(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, conf string
+		want       []string
+	}{
+		{"string.hcl", "template {\n  contents = \"{{ env \\\"HOME\\\" }}\"\n  destination = \"/a\"\n  function_denylist = \"env,file\"\n}\n", []string{"env", "file"}},
+		{"blacklist.json", `{"template": [{"contents": "{{ env \"HOME\" }}", "destination": "/a", "function_blacklist": "env"}]}`, []string{"env"}},
+		{"list.hcl", "template {\n  contents = \"{{ env \\\"HOME\\\" }}\"\n  destination = \"/a\"\n  function_denylist = [\"env\", \"file\"]\n}\n", []string{"env", "file"}},
+		{"empty.hcl", "template {\n  contents = \"{{ env \\\"HOME\\\" }}\"\n  destination = \"/a\"\n  function_denylist = \"\"\n}\n", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(dir, tc.name)
+			writeFile(t, p, tc.conf)
+			var stdout, stderr bytes.Buffer
+			if err := run(context.Background(), []string{"shoelace", "convert-consul-template", p}, strings.NewReader(""), &stdout, &stderr); err != nil {
+				t.Fatalf("convert-consul-template: %v\n%s", err, stderr.String())
+			}
+			head := "server: http://127.0.0.1:7400\nappliance: web\ntoken: t0ken\ncache_dir: " + filepath.Join(t.TempDir(), "cache") + "\n"
+			cfg, err := agent.ParseConfig("agent.yaml", []byte(head+stdout.String()))
+			if err != nil {
+				t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
+			}
+			tm := cfg.Templates[0]
+			if !slices.Equal(tm.FunctionDenylist, tc.want) {
+				t.Fatalf("function_denylist %q, want %q\n%s", tm.FunctionDenylist, tc.want, stdout.String())
+			}
+			parsed, err := templates.Parse(tm.Contents, templates.Options{Name: tm.Destination, Functions: tm.Functions, FunctionDenylist: tm.FunctionDenylist})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = parsed.Execute(templates.Data{})
+			if denied := err != nil && strings.Contains(err.Error(), "error calling env: function is disabled"); denied != (tc.want != nil) {
+				t.Errorf("render: %v; want env denied: %v, as consul-template", err, tc.want != nil)
+			}
+		})
 	}
 }
