@@ -639,7 +639,7 @@ func ctTemplate(name, dir, from string, o *ast.ObjectType) (t agent.Template, wa
 			errs = append(errs, fmt.Sprintf("%s: template: command_timeout: %v", ctAt(name, commandTimeout.Pos().Line), err))
 		case perr != nil || d < 0:
 			errs = append(errs, fmt.Sprintf("%s: template: command_timeout %q is not a duration such as \"30s\"", ctAt(name, commandTimeout.Pos().Line), s))
-		case d == 0 && command != nil:
+		case d == 0 && t.Command != "":
 			// consul-template starts the command and goes on without waiting for it or reading
 			// its exit status; the agent has no such mode: it waits, within command_timeout.
 			field := "command_timeout"

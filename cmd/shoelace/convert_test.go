@@ -740,7 +740,8 @@ template {
 // it exited (its docs say so; consul-template -once returns before the command ends). The
 // conversion dropped the 0 without a word, and the agent then waited for the command for its
 // default 30 s and failed (and undid) a reload that ran longer or failed. Now stderr says so,
-// naming the line; a timeout of 0 without a command says nothing.
+// naming the line; a timeout of 0 without a command says nothing, nor does one with an empty
+// command (command = "", exec { command = [] }), which consul-template does not run.
 func TestConvertConsulTemplate_BackgroundCommand(t *testing.T) {
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "ct.hcl")
@@ -762,6 +763,20 @@ template {
   contents = "c"
   destination = "/c"
   command_timeout = "0s"
+}
+template {
+  contents = "d"
+  destination = "/d"
+  command = ""
+  command_timeout = "0s"
+}
+template {
+  contents = "e"
+  destination = "/e"
+  exec {
+    command = []
+    timeout = "0s"
+  }
 }
 `)
 	var stdout, stderr bytes.Buffer
