@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -13,10 +14,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/hashicorp/hcl"
 	"github.com/hashicorp/hcl/hcl/ast"
+	hclparser "github.com/hashicorp/hcl/hcl/parser"
 	"github.com/hashicorp/hcl/hcl/token"
+	jsonparser "github.com/hashicorp/hcl/json/parser"
 	"github.com/urfave/cli/v2"
 
 	"github.com/shoelace-dev/shoelace/agent"
@@ -346,10 +350,20 @@ func convertConsulTemplate(name string, data []byte) (*ctConversion, error) {
 	return convertConsulTemplateIn(name, filepath.Dir(name), "the file's directory", data)
 }
 
+// ctParse parses a configuration as consul-template v0.41.1's hcl.Decode does: JSON when it
+// starts with '{', else HCL, where a field set twice (destination = "a", then destination = "b")
+// is no error: the last one counts, as in consul-template. hcl.ParseBytes refuses it.
+func ctParse(data []byte) (*ast.File, error) {
+	if t := bytes.TrimLeftFunc(data, unicode.IsSpace); len(t) > 0 && t[0] == '{' {
+		return jsonparser.Parse(data)
+	}
+	return hclparser.ParseDontErrorOnDuplicateKeys(data)
+}
+
 // convertConsulTemplateIn is convertConsulTemplate with relative paths taken from dir, which
 // the notes call from.
 func convertConsulTemplateIn(name, dir, from string, data []byte) (*ctConversion, error) {
-	f, err := hcl.ParseBytes(data)
+	f, err := ctParse(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}

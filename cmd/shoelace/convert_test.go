@@ -1025,3 +1025,56 @@ func TestConvertConsulTemplate_FunctionDenylistString(t *testing.T) {
 		})
 	}
 }
+
+// TestConvertConsulTemplate_FieldSetTwice: consul-template v0.41.1 reads its configuration with
+// hcl.Decode, which takes a field set twice in a stanza (destination = "a", then destination =
+// "b"; template = { … } twice): the last value counts, and a list set twice counts whole. The
+// conversion parsed it with hcl.ParseBytes, which refuses it ("The argument "destination" at
+// 4:3 was already set"), and converted nothing. It converts now as consul-template reads it:
+// consul-template -once with this configuration rendered y with mode 0640, ran "echo second",
+// kept no .bak, rendered both template = { } stanzas, and denied env and file.
+func TestConvertConsulTemplate_FieldSetTwice(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "ct.hcl")
+	writeFile(t, conf, `template {
+  contents = "{{ env \"HOME\" }}"
+  destination = "/etc/app/x"
+  destination = "/etc/app/y"
+  perms = "0600"
+  perms = "0640"
+  command = "echo first"
+  command = "echo second"
+  backup = true
+  backup = false
+  function_denylist = ["env"]
+  function_denylist = ["file"]
+}
+template = {
+  contents = "b"
+  destination = "/etc/app/b"
+}
+template = {
+  contents = "c"
+  destination = "/etc/app/c"
+}
+`)
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"shoelace", "convert-consul-template", conf}, strings.NewReader(""), &stdout, &stderr); err != nil {
+		t.Fatalf("convert-consul-template: %v\n%s", err, stderr.String())
+	}
+	head := "server: http://127.0.0.1:7400\nappliance: web\ntoken: t0ken\ncache_dir: " + filepath.Join(t.TempDir(), "cache") + "\n"
+	cfg, err := agent.ParseConfig("agent.yaml", []byte(head+stdout.String()))
+	if err != nil {
+		t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
+	}
+	if len(cfg.Templates) != 3 {
+		t.Fatalf("%d templates, want 3:\n%s", len(cfg.Templates), stdout.String())
+	}
+	a := cfg.Templates[0]
+	if a.Destination != "/etc/app/y" || a.Perms != "0640" || a.Command != "echo second" || a.Backup || !slices.Equal(a.FunctionDenylist, []string{"env", "file"}) {
+		t.Errorf("template %+v, want destination /etc/app/y, perms 0640, command echo second, no backup, function_denylist [env file]", a)
+	}
+	if b, c := cfg.Templates[1], cfg.Templates[2]; b.Destination != "/etc/app/b" || c.Destination != "/etc/app/c" {
+		t.Errorf("templates %s and %s, want /etc/app/b and /etc/app/c", b.Destination, c.Destination)
+	}
+}
