@@ -399,7 +399,7 @@ func convertConsulTemplateIn(name, dir, from string, data []byte) (*ctConversion
 			}
 			for k, v := range m {
 				s, _ := v.(string)
-				switch k {
+				switch strings.ToLower(k) {
 				case "left":
 					conv.left = &s
 				case "right":
@@ -744,14 +744,16 @@ func ctPath(dir, p string) string {
 	return filepath.Join(dir, p)
 }
 
+// itemKey is an item's key in lower case: consul-template's decoder (mapstructure) takes a field
+// written in any case (Destination, TEMPLATE) when no key matches its name exactly.
 func itemKey(item *ast.ObjectItem) string {
 	if len(item.Keys) == 0 {
 		return ""
 	}
 	if s, ok := item.Keys[0].Token.Value().(string); ok {
-		return s
+		return strings.ToLower(s)
 	}
-	return item.Keys[0].Token.Text
+	return strings.ToLower(item.Keys[0].Token.Text)
 }
 
 // ctObjects returns the blocks of a stanza: one (template { … }) or a JSON list of them.
@@ -958,8 +960,8 @@ func ctExecEnv(at string, n ast.Node) (export string, notes []string, err error)
 	var assigns []string
 	for _, m := range ms {
 		fields := slices.Sorted(maps.Keys(m))
-		for _, k := range fields {
-			val := m[k]
+		for _, field := range fields {
+			val, k := m[field], strings.ToLower(field)
 			var list []string
 			switch val := val.(type) {
 			case string:
@@ -1128,7 +1130,7 @@ func ctWait(n ast.Node) (w ctWaitConfig, err error) {
 		for _, m := range v {
 			for k, val := range m {
 				s, _ := val.(string)
-				switch k {
+				switch k = strings.ToLower(k); k {
 				case "min":
 					w.min, err = dur("min", s, "5s")
 				case "max":

@@ -1078,3 +1078,45 @@ template = {
 		t.Errorf("templates %s and %s, want /etc/app/b and /etc/app/c", b.Destination, c.Destination)
 	}
 }
+
+// TestConvertConsulTemplate_FieldsInAnyCase: consul-template v0.41.1's decoder (mapstructure)
+// takes a setting or a template's field in any case: consul-template -once with the
+// configurations below rendered /etc/app/o with mode 0600 (and ran its command), and
+// /etc/app/p with mode 0640. The conversion refused them, saying that consul-template refuses
+// them too ("unknown setting \"Template\" (consul-template v0.41.1 refuses it too)"). They
+// convert now as consul-template read them.
+func TestConvertConsulTemplate_FieldsInAnyCase(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, conf string
+		want       agent.Template
+		wait       agent.Wait
+	}{
+		{"upper.hcl", "Wait = \"2s\"\nTemplate {\n  Contents = \"x\"\n  Destination = \"/etc/app/o\"\n  PERMS = \"0600\"\n  Command = \"systemctl reload app\"\n  Backup = true\n}\n",
+			agent.Template{Contents: "x", Destination: "/etc/app/o", Perms: "0600", Command: "systemctl reload app", Backup: true},
+			agent.Wait{Min: agent.Duration(2 * time.Second), Max: agent.Duration(8 * time.Second)}},
+		{"upper.json", `{"TEMPLATE": [{"Contents": "y", "Destination": "/etc/app/p", "Perms": "0640"}]}`,
+			agent.Template{Contents: "y", Destination: "/etc/app/p", Perms: "0640"}, agent.Wait{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(dir, tc.name)
+			writeFile(t, p, tc.conf)
+			var stdout, stderr bytes.Buffer
+			if err := run(context.Background(), []string{"shoelace", "convert-consul-template", p}, strings.NewReader(""), &stdout, &stderr); err != nil {
+				t.Fatalf("convert-consul-template: %v\n%s", err, stderr.String())
+			}
+			head := "server: http://127.0.0.1:7400\nappliance: web\ntoken: t0ken\ncache_dir: " + filepath.Join(t.TempDir(), "cache") + "\n"
+			cfg, err := agent.ParseConfig("agent.yaml", []byte(head+stdout.String()))
+			if err != nil {
+				t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
+			}
+			got := cfg.Templates[0]
+			if got.Contents != tc.want.Contents || got.Destination != tc.want.Destination || got.Perms != tc.want.Perms || got.Command != tc.want.Command || got.Backup != tc.want.Backup {
+				t.Errorf("template %+v, want %+v\n%s", got, tc.want, stdout.String())
+			}
+			if cfg.Wait.Min != tc.wait.Min || cfg.Wait.Max != tc.wait.Max {
+				t.Errorf("wait %+v, want %+v", cfg.Wait, tc.wait)
+			}
+		})
+	}
+}
