@@ -668,7 +668,10 @@ func ctTemplate(name, dir, from string, o *ast.ObjectType) (t agent.Template, wa
 	}
 	owner := func(name1 string, byName, byID *ast.ObjectItem) string {
 		if byName != nil && byID != nil {
-			errs = append(errs, fmt.Sprintf("%s: template: set %s or %s, not both", ctAt(name, byID.Pos().Line), name1, itemKey(byID)))
+			// consul-template v0.41.1 takes uid (gid) only when user (group) is not set: it
+			// is the older name, kept for configurations of v0.28.0.
+			notes = append(notes, fmt.Sprintf("%s: template %s is ignored, as consul-template ignores it when %s is set: the file gets %s's", ctAt(name, byID.Pos().Line), itemKey(byID), name1, name1))
+			byID = nil
 		}
 		for _, it := range []*ast.ObjectItem{byName, byID} {
 			if it == nil {

@@ -146,7 +146,6 @@ func TestConvertConsulTemplate_Invalid(t *testing.T) {
 		{"wait over the agent's bound", "wait = \"1m:1h\"\ntemplate {\n  destination = \"/a\"\n  contents = \"x\"\n}\n", "c.hcl:1: wait: max 1h0m0s is over 10m0s, the longest the agent lets a change wait to be rendered"},
 		{"min over the agent's bound", "wait = \"15m\"\ntemplate {\n  destination = \"/a\"\n  contents = \"x\"\n}\n", "c.hcl:1: wait: min 15m0s is over 10m0s, the longest the agent lets a change wait to be rendered"},
 		{"bad timeout", "template {\n  destination = \"/a\"\n  command_timeout = \"soon\"\n}\n", `c.hcl:3: template: command_timeout "soon" is not a duration`},
-		{"user and uid", "template {\n  destination = \"/a\"\n  user = \"root\"\n  uid = 0\n}\n", "c.hcl:4: template: set user or uid, not both"},
 		{"command not strings", "template {\n  destination = \"/a\"\n  command = [1, 2]\n}\n", "c.hcl:3: template: command: want a string or a list of strings"},
 	}
 	for _, tc := range cases {
@@ -1118,5 +1117,35 @@ func TestConvertConsulTemplate_FieldsInAnyCase(t *testing.T) {
 				t.Errorf("wait %+v, want %+v", cfg.Wait, tc.wait)
 			}
 		})
+	}
+}
+
+// TestConvertConsulTemplate_UserAndUid: consul-template v0.41.1 takes a template's uid (gid) only
+// when its user (group) is not set, uid being user's older name: consul-template -once with
+// user = "nobody" and uid = 0 rendered a file owned by nobody. The conversion refused such a
+// template ("set user or uid, not both"), and nothing converted. It converts now as
+// consul-template ran it, user (group) given, with a note that uid (gid) is ignored.
+func TestConvertConsulTemplate_UserAndUid(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "ct.hcl")
+	writeFile(t, p, "template {\n  contents = \"x\"\n  destination = \"/etc/app/a\"\n  user = \"nobody\"\n  uid = 0\n  gid = 0\n  group = \"nogroup\"\n}\n")
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"shoelace", "convert-consul-template", p}, strings.NewReader(""), &stdout, &stderr); err != nil {
+		t.Fatalf("convert-consul-template: %v\n%s", err, stderr.String())
+	}
+	head := "server: http://127.0.0.1:7400\nappliance: web\ntoken: t0ken\ncache_dir: " + filepath.Join(t.TempDir(), "cache") + "\n"
+	cfg, err := agent.ParseConfig("agent.yaml", []byte(head+stdout.String()))
+	if err != nil {
+		t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
+	}
+	if tm := cfg.Templates[0]; tm.Owner != "nobody" || tm.Group != "nogroup" {
+		t.Errorf("owner %q, group %q; want nobody and nogroup, as consul-template gives them", tm.Owner, tm.Group)
+	}
+	for _, want := range []string{
+		p + ":5: template uid is ignored, as consul-template ignores it when user is set",
+		p + ":6: template gid is ignored, as consul-template ignores it when group is set",
+	} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+		}
 	}
 }
