@@ -919,6 +919,11 @@ func ctStringList(n ast.Node) ([]string, error) {
 	if err := hcl.DecodeObject(&v, n); err != nil {
 		return nil, err
 	}
+	return stringList(v)
+}
+
+// stringList is ctStringList of a decoded value.
+func stringList(v any) ([]string, error) {
 	switch v := v.(type) {
 	case string:
 		if v == "" {
@@ -955,52 +960,41 @@ func ctExecEnv(at string, n ast.Node) (export string, notes []string, err error)
 	}
 	ms, ok := v.([]map[string]any)
 	if m, isMap := v.(map[string]any); isMap {
-		ms, ok = []map[string]any{m}, true
+		ms, ok = []map[string]any{m}, true // one object, not a list of blocks
 	}
 	if !ok {
 		return "", nil, errors.New("want a block env { custom = [\"NAME=VALUE\", …] }")
 	}
 	var assigns []string
 	for _, m := range ms {
-		fields := slices.Sorted(maps.Keys(m))
-		for _, field := range fields {
+		for _, field := range slices.Sorted(maps.Keys(m)) {
 			val, k := m[field], strings.ToLower(field)
-			var list []string
-			switch val := val.(type) {
-			case string:
-				if val != "" {
-					list = strings.Split(val, ",")
-				}
-			case []any:
-				for _, e := range val {
-					s, ok := e.(string)
-					if !ok {
-						return "", nil, fmt.Errorf("%s: want a list of strings", k)
-					}
-					list = append(list, s)
-				}
-			case bool:
-			default:
-				return "", nil, fmt.Errorf("%s: want a list of strings", k)
-			}
 			switch k {
-			case "custom":
+			case "pristine":
+				b, ok := val.(bool)
+				if !ok {
+					return "", nil, errors.New("pristine: want true or false")
+				}
+				if b {
+					notes = append(notes, at+": template exec env pristine = true has no equivalent here: consul-template ran the command with the custom variables alone; the agent runs it with PATH, HOME, LANG, LC_ALL, TZ and its SHOELACE_ variables too, and the custom variables")
+				}
+			case "custom", "allowlist", "whitelist", "denylist", "blacklist":
+				list, err := stringList(val)
+				if err != nil {
+					return "", nil, fmt.Errorf("%s: %w", k, err)
+				}
+				if k != "custom" {
+					if len(list) > 0 {
+						notes = append(notes, fmt.Sprintf("%s: template exec env %s has no equivalent here: the agent passes its commands PATH, HOME, LANG, LC_ALL, TZ, its SHOELACE_ variables and those command_env names, and the custom variables", at, k))
+					}
+					continue
+				}
 				for _, e := range list {
 					name, value, ok := strings.Cut(e, "=")
 					if !ok || !shellName.MatchString(name) {
 						return "", nil, fmt.Errorf("custom %q: want NAME=VALUE, NAME a variable /bin/sh can export", e)
 					}
 					assigns = append(assigns, name+"="+shellQuote(value))
-				}
-			case "pristine":
-				if b, _ := val.(bool); b {
-					notes = append(notes, at+": template exec env pristine = true has no equivalent here: consul-template ran the command with the custom variables alone; the agent runs it with PATH, HOME, LANG, LC_ALL, TZ and its SHOELACE_ variables too, and the custom variables")
-				} else if _, isBool := val.(bool); !isBool {
-					return "", nil, errors.New("pristine: want true or false")
-				}
-			case "allowlist", "whitelist", "denylist", "blacklist":
-				if len(list) > 0 {
-					notes = append(notes, fmt.Sprintf("%s: template exec env %s has no equivalent here: the agent passes its commands PATH, HOME, LANG, LC_ALL, TZ, its SHOELACE_ variables and those command_env names, and the custom variables", at, k))
 				}
 			default:
 				return "", nil, fmt.Errorf("unknown field %q (custom, pristine, allowlist, denylist; consul-template v0.41.1 refuses it too)", k)
