@@ -50,7 +50,9 @@ given (after FILE), merged as consul-template merges its -config flags; each --t
 template (with the configuration's default_delimiters; a Windows drive letter such as C: is
 part of its path; the command is what follows the second colon, colons included), --wait
 (-wait) "MIN[:MAX]" replaces the configuration's wait, and --default-left-delimiter and
---default-right-delimiter its default_delimiters. Relative paths in flags are taken relative
+--default-right-delimiter its default_delimiters. consul-template's other flags (-consul-addr,
+-log-level, -once, …) are taken, each named on stderr with why it has no equivalent here.
+Relative paths in flags are taken relative
 to the current directory: run the conversion
 where consul-template ran (its service's WorkingDirectory), or give absolute paths. FILE may
 then be left out.
@@ -59,13 +61,13 @@ EXAMPLES:
    shoelace convert-consul-template /etc/consul-template/config.hcl >> /etc/shoelace/agent.yaml
    shoelace convert-consul-template /etc/consul-template.d > converted.yaml
    shoelace convert-consul-template -template "/etc/ct/nginx.ctmpl:/etc/nginx/nginx.conf:systemctl reload nginx" -wait 5s:10s`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.GenericFlag{Name: "config", Value: &repeatedFlag{}, Usage: "consul-template's -config `FILE|DIR` (repeatable, merged in order)"},
 			&cli.GenericFlag{Name: "template", Value: &repeatedFlag{}, Usage: "consul-template's -template `SRC:DEST[:COMMAND]` (repeatable)"},
 			&cli.StringFlag{Name: "wait", Usage: "consul-template's -wait `MIN[:MAX]`"},
 			&cli.StringFlag{Name: "default-left-delimiter", Usage: "consul-template's -default-left-delimiter `DELIM`"},
 			&cli.StringFlag{Name: "default-right-delimiter", Usage: "consul-template's -default-right-delimiter `DELIM`"},
-		},
+		}, ctOtherFlags()...),
 		Action: func(c *cli.Context) error {
 			flags := []string(*c.Generic("template").(*repeatedFlag))
 			configs := []string(*c.Generic("config").(*repeatedFlag))
@@ -121,6 +123,11 @@ EXAMPLES:
 			if err != nil {
 				return fmt.Errorf("convert-consul-template: %w", err)
 			}
+			for _, f := range ctFlagsWithoutEquivalent {
+				if c.IsSet(f.name) {
+					conv.notes = append(conv.notes, fmt.Sprintf("-%s has no equivalent here: %s", f.name, ctFlagWhy(f.name)))
+				}
+			}
 			for _, n := range append(conv.notes, waitNotes...) {
 				fmt.Fprintf(e.stderr, "shoelace: %s\n", n)
 			}
@@ -128,6 +135,75 @@ EXAMPLES:
 			return err
 		},
 	}
+}
+
+// ctFlagsWithoutEquivalent are consul-template v0.41.1's command-line flags other than those
+// that convert (-config, -template, -wait, the default delimiters): a service's unit gives them
+// beside those, and the conversion takes them, as consul-template does, with a note each, as
+// for the configuration's settings. bool says the flag takes no value (-once).
+var ctFlagsWithoutEquivalent = []struct {
+	name string
+	bool bool
+}{
+	{"consul-addr", false}, {"consul-auth", false}, {"consul-retry", true}, {"consul-retry-attempts", false},
+	{"consul-retry-backoff", false}, {"consul-retry-max-backoff", false}, {"consul-ssl", true},
+	{"consul-ssl-ca-cert", false}, {"consul-ssl-ca-path", false}, {"consul-ssl-cert", false},
+	{"consul-ssl-key", false}, {"consul-ssl-server-name", false}, {"consul-ssl-verify", true},
+	{"consul-token", false}, {"consul-token-file", false}, {"consul-transport-dial-keep-alive", false},
+	{"consul-transport-dial-timeout", false}, {"consul-transport-disable-keep-alives", true},
+	{"consul-transport-max-idle-conns-per-host", false}, {"consul-transport-tls-handshake-timeout", false},
+	{"dedup", true}, {"exec", false}, {"exec-kill-signal", false}, {"exec-kill-timeout", false},
+	{"exec-reload-signal", false}, {"exec-splay", false}, {"exec-env-pristine", true},
+	{"exec-env-custom", false}, {"exec-env-allowlist", false}, {"exec-env-denylist", false},
+	{"kill-signal", false}, {"log-level", false}, {"log-file", false}, {"log-rotate-bytes", false},
+	{"log-rotate-duration", false}, {"log-rotate-max-files", false}, {"max-stale", false},
+	{"once", true}, {"parse-only", true}, {"dry", true}, {"pid-file", false}, {"reload-signal", false},
+	{"retry", false}, {"syslog", true}, {"syslog-facility", false}, {"syslog-name", false},
+	{"template-error-fatal", true}, {"vault-addr", false}, {"vault-renew-token", true},
+	{"vault-retry", true}, {"vault-retry-attempts", false}, {"vault-retry-backoff", false},
+	{"vault-retry-max-backoff", false}, {"vault-client-user-agent", false}, {"vault-ssl", true},
+	{"vault-ssl-ca-cert", false}, {"vault-ssl-ca-path", false}, {"vault-ssl-cert", false},
+	{"vault-ssl-key", false}, {"vault-ssl-server-name", false}, {"vault-ssl-verify", true},
+	{"vault-transport-dial-keep-alive", false}, {"vault-transport-dial-timeout", false},
+	{"vault-transport-disable-keep-alives", true}, {"vault-transport-max-idle-conns-per-host", false},
+	{"vault-transport-max-conns-per-host", false}, {"vault-transport-tls-handshake-timeout", false},
+	{"vault-token", false}, {"vault-agent-token-file", false}, {"vault-unwrap-token", true},
+	{"vault-default-lease-duration", false},
+}
+
+// ctOtherFlags declares ctFlagsWithoutEquivalent, hidden from --help.
+func ctOtherFlags() []cli.Flag {
+	flags := make([]cli.Flag, 0, len(ctFlagsWithoutEquivalent))
+	for _, f := range ctFlagsWithoutEquivalent {
+		if f.bool {
+			flags = append(flags, &cli.BoolFlag{Name: f.name, Hidden: true})
+		} else {
+			flags = append(flags, &cli.StringFlag{Name: f.name, Hidden: true})
+		}
+	}
+	return flags
+}
+
+// ctFlagWhy says why a flag of ctFlagsWithoutEquivalent has no equivalent: as the setting of the
+// configuration it stands for.
+func ctFlagWhy(name string) string {
+	switch {
+	case name == "parse-only" || name == "dry":
+		return "check the converted config with shoelace-agent validate, and see what would change with shoelace-agent render --dry"
+	case name == "retry" || strings.HasPrefix(name, "consul-"):
+		return ctNoEquivalent["consul"]
+	case strings.HasPrefix(name, "vault-"):
+		return ctNoEquivalent["vault"]
+	case name == "exec" || strings.HasPrefix(name, "exec-"):
+		return ctNoEquivalent["exec"]
+	case name == "dedup":
+		return ctNoEquivalent["deduplicate"]
+	case strings.HasPrefix(name, "log-rotate-") || name == "log-file":
+		return ctNoEquivalent["log_file"]
+	case strings.HasPrefix(name, "syslog"):
+		return ctNoEquivalent["syslog"]
+	}
+	return ctNoEquivalent[strings.ReplaceAll(name, "-", "_")]
 }
 
 // repeatedFlag is a flag given any number of times, each value whole: urfave's string slices

@@ -1149,3 +1149,49 @@ func TestConvertConsulTemplate_UserAndUid(t *testing.T) {
 		}
 	}
 }
+
+// TestConvertConsulTemplate_OtherFlags: a consul-template service's unit gives -template and
+// -config beside flags that have no equivalent here (-consul-addr, -log-level, -once, …); the
+// README says to copy its flags, and the conversion stopped at the first of the others ("flag
+// provided but not defined: -consul-addr"), converting nothing. Each of consul-template
+// v0.41.1's flags is taken now, as consul-template takes it (a bool one alone), with a note that
+// says why it has no equivalent, as the configuration's settings get; a flag consul-template does
+// not have is still a usage error.
+func TestConvertConsulTemplate_OtherFlags(t *testing.T) {
+	for _, f := range ctFlagsWithoutEquivalent {
+		if ctFlagWhy(f.name) == "" {
+			t.Errorf("-%s: no reason given", f.name)
+		}
+	}
+	out := filepath.Join(t.TempDir(), "app.conf")
+	var stdout, stderr bytes.Buffer
+	args := []string{"shoelace", "convert-consul-template", "-consul-addr", "127.0.0.1:8500", "-once", "-log-level", "info",
+		"-template", "/etc/ct/app.ctmpl:" + out + ":systemctl reload app", "-vault-renew-token=false", "-exec-kill-timeout", "30s"}
+	if err := run(context.Background(), args, strings.NewReader(""), &stdout, &stderr); err != nil {
+		t.Fatalf("convert-consul-template: %v\n%s", err, stderr.String())
+	}
+	head := "server: http://127.0.0.1:7400\nappliance: web\ntoken: t0ken\ncache_dir: " + filepath.Join(t.TempDir(), "cache") + "\n"
+	cfg, err := agent.ParseConfig("agent.yaml", []byte(head+stdout.String()))
+	if err != nil {
+		t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
+	}
+	if tm := cfg.Templates[0]; tm.Destination != out || tm.Command != "systemctl reload app" {
+		t.Errorf("template %s, command %q; want %s, systemctl reload app", tm.Destination, tm.Command, out)
+	}
+	for _, want := range []string{
+		"shoelace: -consul-addr has no equivalent here: the agent reads its keys from the Shoelace server",
+		"shoelace: -once has no equivalent here: run shoelace-agent once instead",
+		"shoelace: -log-level has no equivalent here: give the agent --log-level",
+		"shoelace: -vault-renew-token has no equivalent here: there is no Vault source here",
+		"shoelace: -exec-kill-timeout has no equivalent here: the agent supervises no child process",
+	} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+		}
+	}
+	stdout.Reset()
+	err = run(context.Background(), []string{"shoelace", "convert-consul-template", "-consul-adr", "x", "-template", "a:b"}, strings.NewReader(""), &stdout, &stderr)
+	if exitCode(err) != 2 || !strings.Contains(fmt.Sprint(err), "flag provided but not defined: -consul-adr") {
+		t.Errorf("an unknown flag: %v (exit %d), want exit 2, flag provided but not defined", err, exitCode(err))
+	}
+}
