@@ -549,8 +549,9 @@ func (p *pass) reload(ctx context.Context, g *group) {
 		p.a.syncDirs() // the files are durable before a command sees them
 	}
 	var f *failure
+	rev := p.v.Revision
 	if g.command != "" {
-		dests, rev, timeout := g.names(), p.v.Revision, maxTimeout(g)
+		dests, timeout := g.names(), maxTimeout(g)
 		if len(installed) == 0 {
 			// Only what a killed run owed, at the revision it was owed for.
 			dests, rev = nil, owed.Revision
@@ -565,8 +566,10 @@ func (p *pass) reload(ctx context.Context, g *group) {
 		}
 		f = p.command(ctx, g.command, timeout, dests, rev)
 	}
-	if f == nil && len(installed) > 0 {
-		f = p.health(ctx, g)
+	if f == nil {
+		// An owed reload is the command and the health checks: a run killed while they ran
+		// (the command done) left the record, and its files are not known to be healthy.
+		f = p.health(ctx, g, rev)
 	}
 	switch {
 	case f == nil:
@@ -577,8 +580,8 @@ func (p *pass) reload(ctx context.Context, g *group) {
 	}
 }
 
-// owedFailed handles f, the failure of g's command owed by a killed run (no file of g changed
-// in this pass). Its files were installed by that run, and what they replaced was not kept
+// owedFailed handles f, the failure of g's reload (its command or a health check) owed by a
+// killed run (no file of g changed in this pass). Its files were installed by that run, and what they replaced was not kept
 // across the restart: they stay. The reload failed all the same: the templates it was owed for
 // fail the pass (their revision is not applied, the report names the failure) and, as after
 // any failed reload, their inputs are not tried again until they change.
@@ -596,7 +599,7 @@ func (p *pass) owedFailed(g *group, owed *owedCommand, f failure) {
 	}
 	for _, t := range named {
 		mf := failure{template: t.name(), stage: f.stage, inPlace: true, err: fmt.Errorf(
-			"reload of %s at revision %d, owed by the last run (stopped before its command ran), failed; the files stay (what they replaced was not kept across the restart): %w",
+			"reload of %s at revision %d, owed by the last run (stopped before its reload was done), failed; the files stay (what they replaced was not kept across the restart): %w",
 			strings.Join(owed.Destinations, ", "), owed.Revision, f.err)}
 		p.fail(t, mf)
 		if t.last != nil {
@@ -645,13 +648,13 @@ func (p *pass) withDestinations(env []string, what string, dests []string) []str
 }
 
 // health runs the distinct health commands of g's templates, each until it passes or its
-// retries are spent.
-func (p *pass) health(ctx context.Context, g *group) *failure {
+// retries are spent; rev is the revision they run for (SHOELACE_REVISION).
+func (p *pass) health(ctx context.Context, g *group, rev int64) *failure {
 	seen := map[string]bool{}
 	env := []string{
 		"SHOELACE_APPLIANCE=" + p.a.cfg.Appliance,
 		"SHOELACE_INSTANCE=" + p.a.instance,
-		"SHOELACE_REVISION=" + strconv.FormatInt(p.v.Revision, 10),
+		"SHOELACE_REVISION=" + strconv.FormatInt(rev, 10),
 	}
 	for _, t := range g.tmpls {
 		h := t.cfg.Health
