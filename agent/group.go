@@ -123,6 +123,21 @@ func (g *group) names() []string {
 	return out
 }
 
+// reloads says whether an install of g's files is followed by a reload: its command, or the
+// health checks of its templates.
+func (g *group) reloads() bool {
+	return g.command != "" || slices.ContainsFunc(g.tmpls, func(t *tmpl) bool { return t.cfg.Health != "" })
+}
+
+// dests are the destinations of g's templates, installed in this pass or not.
+func (g *group) dests() []string {
+	out := make([]string, len(g.tmpls))
+	for i, t := range g.tmpls {
+		out[i] = t.name()
+	}
+	return out
+}
+
 // policy is the group's on_command_failure (Validate made its templates agree).
 func (g *group) policy() string { return g.tmpls[0].cfg.OnFailure() }
 
@@ -158,8 +173,8 @@ type pass struct {
 	// file (a diff against the .bak), so the secrets it held are masked in its output too.
 	before     []map[string]string
 	beforeRevs map[int64]bool
-	// ranOwed are the owed commands that a group ran in this pass.
-	ranOwed map[string]bool
+	// ranOwed are the owed reloads (indexes in a.owed) that a group ran in this pass.
+	ranOwed map[int]bool
 	// diffs are the keys that changed since each earlier view a template was rendered from:
 	// most templates were rendered from the same one, and comparing two views costs their
 	// size, so each pair is compared once.
@@ -194,7 +209,7 @@ func (p *pass) changedSince(old templates.Data) []string {
 // its last render (or its last failed reload) is skipped. Commands run unless noCommands;
 // so do the commands a previous run owed.
 func (a *Agent) renderPass(ctx context.Context, v *view, sel []*tmpl, force, noCommands bool) passResult {
-	p := &pass{a: a, v: v, data: v.data(a), force: force, noCommands: noCommands, beforeRevs: map[int64]bool{}, ranOwed: map[string]bool{}}
+	p := &pass{a: a, v: v, data: v.data(a), force: force, noCommands: noCommands, beforeRevs: map[int64]bool{}, ranOwed: map[int]bool{}}
 	groups := groupsOf(sel)
 	for _, g := range groups {
 		if p.stage(ctx, g) {
@@ -395,7 +410,7 @@ func (p *pass) install(g *group) {
 			dests = append(dests, m.t.name())
 		}
 	}
-	if len(dests) > 0 && g.command != "" && p.a.recordOwed {
+	if len(dests) > 0 && g.reloads() && p.a.recordOwed {
 		p.a.owe(g.command, maxTimeout(g), dests, p.v.Revision)
 	}
 	// What a rollout's candidate replaces is recorded before any of its files is renamed into
@@ -535,7 +550,7 @@ func (p *pass) reload(ctx context.Context, g *group) {
 		p.command(ctx, g.command, maxTimeout(g), g.undone, p.v.Revision)
 	}
 	installed := g.installed()
-	owed := p.takeOwed(g.command)
+	owed := p.takeOwed(g)
 	if len(installed) == 0 && owed == nil {
 		return
 	}
@@ -545,31 +560,30 @@ func (p *pass) reload(ctx context.Context, g *group) {
 		}
 		return
 	}
-	if g.command != "" || slices.ContainsFunc(g.tmpls, func(t *tmpl) bool { return t.cfg.Health != "" }) {
+	if g.reloads() {
 		p.a.syncDirs() // the files are durable before a command sees them
 	}
 	var f *failure
-	rev := p.v.Revision
-	if g.command != "" {
-		dests, timeout := g.names(), maxTimeout(g)
-		if len(installed) == 0 {
-			// Only what a killed run owed, at the revision it was owed for.
-			dests, rev = nil, owed.Revision
-		}
-		if owed != nil {
-			for _, d := range owed.Destinations {
-				if !slices.Contains(dests, d) {
-					dests = append(dests, d)
-				}
+	dests, rev, timeout := g.names(), p.v.Revision, maxTimeout(g)
+	if len(installed) == 0 {
+		// Only what a killed run owed, at the revision it was owed for.
+		dests, rev = nil, owed.Revision
+	}
+	if owed != nil {
+		for _, d := range owed.Destinations {
+			if !slices.Contains(dests, d) {
+				dests = append(dests, d)
 			}
-			rev, timeout = max(rev, owed.Revision), max(timeout, owed.timeout())
 		}
+		rev, timeout = max(rev, owed.Revision), max(timeout, owed.timeout())
+	}
+	if g.command != "" {
 		f = p.command(ctx, g.command, timeout, dests, rev)
 	}
 	if f == nil {
 		// An owed reload is the command and the health checks: a run killed while they ran
 		// (the command done) left the record, and its files are not known to be healthy.
-		f = p.health(ctx, g, rev)
+		f = p.health(ctx, g, rev, dests)
 	}
 	switch {
 	case f == nil:
@@ -649,7 +663,7 @@ func (p *pass) withDestinations(env []string, what string, dests []string) []str
 
 // health runs the distinct health commands of g's templates, each until it passes or its
 // retries are spent; rev is the revision they run for (SHOELACE_REVISION).
-func (p *pass) health(ctx context.Context, g *group, rev int64) *failure {
+func (p *pass) health(ctx context.Context, g *group, rev int64, dests []string) *failure {
 	seen := map[string]bool{}
 	env := []string{
 		"SHOELACE_APPLIANCE=" + p.a.cfg.Appliance,
@@ -662,7 +676,7 @@ func (p *pass) health(ctx context.Context, g *group, rev int64) *failure {
 			continue
 		}
 		if len(seen) == 0 {
-			env = p.withDestinations(env, "health checks", g.names())
+			env = p.withDestinations(env, "health checks", dests)
 		}
 		seen[h] = true
 		for try := 0; ; try++ {
@@ -845,15 +859,16 @@ func (p *pass) undoCandidate(g *group) {
 // restoreFile is Previous.Restore; tests replace it to inject a fault.
 var restoreFile = (*atomicfile.Previous).Restore
 
-// takeOwed returns the command a killed run owed that equals command (nil when none), which
-// the caller runs.
-func (p *pass) takeOwed(command string) *owedCommand {
-	if command == "" || p.noCommands {
+// takeOwed returns the reload a killed run owed g (nil when none), which the caller runs: the
+// one of g's command, or, for a group without one (its health checks alone), the one owed for
+// its files.
+func (p *pass) takeOwed(g *group) *owedCommand {
+	if !g.reloads() || p.noCommands {
 		return nil
 	}
 	for i := range p.a.owed {
-		if o := &p.a.owed[i]; o.Command == command && !p.ranOwed[command] {
-			p.ranOwed[command] = true
+		if o := &p.a.owed[i]; !p.ranOwed[i] && o.owedBy(g.command, g.dests()) {
+			p.ranOwed[i] = true
 			return o
 		}
 	}
@@ -863,11 +878,12 @@ func (p *pass) takeOwed(command string) *owedCommand {
 // runOwed runs the owed commands that no group ran in this pass: their files were installed by
 // a killed run, so there is nothing to undo. A failure is reported, not retried.
 func (p *pass) runOwed(ctx context.Context) {
-	for _, o := range p.a.owed {
-		if p.ranOwed[o.Command] {
+	for i, o := range p.a.owed {
+		if p.ranOwed[i] || o.Command == "" {
+			// A group's health checks alone are run with the group (its templates' health).
 			continue
 		}
-		p.ranOwed[o.Command] = true
+		p.ranOwed[i] = true
 		if f := p.command(ctx, o.Command, o.timeout(), o.Destinations, o.Revision); f != nil {
 			f.inPlace = true
 			p.res.failures = append(p.res.failures, *f)

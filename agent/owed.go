@@ -14,7 +14,7 @@ import (
 )
 
 // A command is owed from the moment its file is about to be renamed into place until it has
-// run. `run` records what it owes in cache_dir (fsynced) right before the rename and clears
+// run, and its group's health checks with it (a group without a command owes them alone). `run` records what it owes in cache_dir (fsynced) right before the rename and clears
 // the record once the pass's commands ran, so that an agent killed in between runs them at
 // its next start: a command runs at least once for every change of its files.
 
@@ -104,6 +104,19 @@ func (a *Agent) loadOwedAtStart() {
 		return
 	}
 	for _, o := range owed {
+		if o.Command == "" {
+			// The health checks of a group without a command: a template of the files still has one.
+			if !slices.ContainsFunc(a.tmpls, func(t *tmpl) bool {
+				return t.cfg.Command == "" && t.cfg.Health != "" && slices.Contains(o.Destinations, t.name())
+			}) {
+				a.log.Warn("owed health checks dropped: no template of their files has one any more", "templates", o.Destinations)
+				continue
+			}
+			a.log.Warn("health checks owed by the last run: its files were installed but they did not pass", "templates", o.Destinations,
+				"revision", o.Revision)
+			a.owed = append(a.owed, o)
+			continue
+		}
 		if !slices.ContainsFunc(a.tmpls, func(t *tmpl) bool { return t.cfg.Command == o.Command }) {
 			a.log.Warn("owed command dropped: no template has it any more", "command", o.Command, "templates", o.Destinations)
 			continue
@@ -151,7 +164,7 @@ func (a *Agent) removeLeftovers(before time.Time) {
 // owed for them. A record that cannot be written is logged, not fatal: the install goes on.
 func (a *Agent) owe(command string, timeout time.Duration, dests []string, rev int64) {
 	ms := timeout.Milliseconds()
-	i := slices.IndexFunc(a.owed, func(o owedCommand) bool { return o.Command == command })
+	i := slices.IndexFunc(a.owed, func(o owedCommand) bool { return o.owedBy(command, dests) })
 	if i < 0 {
 		a.owed = append(a.owed, owedCommand{Command: command, TimeoutMS: ms, Destinations: slices.Clone(dests), Revision: rev})
 	} else {
@@ -180,6 +193,15 @@ func (a *Agent) paid() {
 	if err := saveOwed(a.cfg.cacheDir(), a.cfg.Appliance, nil); err != nil {
 		a.log.Warn("owed commands not cleared: they may run once more at the next start", "error", err.Error())
 	}
+}
+
+// owedBy says whether o is the reload owed for a group of command (of files dests): the one of
+// that command, or, without one (the group's health checks alone), the one owed for its files.
+func (o owedCommand) owedBy(command string, dests []string) bool {
+	if command != "" || o.Command != "" {
+		return o.Command == command
+	}
+	return slices.ContainsFunc(dests, func(d string) bool { return slices.Contains(o.Destinations, d) })
 }
 
 // timeout is the timeout the command was owed with.

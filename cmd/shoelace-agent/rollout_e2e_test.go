@@ -571,64 +571,87 @@ func TestE2E_RolloutCanaryKilledInItsReloadHalts(t *testing.T) {
 // owed reload at its next start with the health check, which fails: the rollout halts there and
 // the canary goes back to the live view. (Before, the restart ran the owed command alone, never
 // the health check, and reported the candidate applied: the rollout took its next step and the
-// candidate reached the other VM.)
+// candidate reached the other VM. A template with a health check and no command owed nothing:
+// the restart ran no health check either.)
 func TestE2E_RolloutCanaryKilledInItsHealthCheckHalts(t *testing.T) {
-	srv := startServer(t, "", t.TempDir())
-	srv.put("appliances/web/port", "80")
 	// The first health check of port=bad kills the agent (its parent) before it ends; every
 	// health check of port=bad fails.
-	fleet := startFleetWith(t, srv, 2, `  - contents: "port={{ key \"port\" }}\n"
-    destination: $DIR/out/app.conf
-    command: echo "$SHOELACE_REVISION" >> $DIR/commands
-    health: echo "$SHOELACE_REVISION" >> $DIR/health; if grep -q port=bad $DIR/out/app.conf && [ ! -e $DIR/killed ]; then touch $DIR/killed; kill -9 $PPID; sleep 1; fi; ! grep -q port=bad $DIR/out/app.conf
+	const health = `    health: echo "$SHOELACE_REVISION:$SHOELACE_DESTINATIONS" >> $DIR/health; if grep -q port=bad $DIR/out/app.conf && [ ! -e $DIR/killed ]; then touch $DIR/killed; kill -9 $PPID; sleep 1; fi; ! grep -q port=bad $DIR/out/app.conf
     health_retries: 0
-`)
-	rendered(t, srv, fleet, "port=80\n")
+`
+	for _, tc := range []struct {
+		name    string
+		command string
+		// healths is how many health checks the canary ran by the end: the first render's, the
+		// candidate's, the owed reload's, and (with a command, run again on the restored file)
+		// the live view's after the halt.
+		healths int
+	}{
+		{"with a command", `    command: echo "$SHOELACE_REVISION" >> $DIR/commands
+`, 4},
+		{"without a command", "", 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startServer(t, "", t.TempDir())
+			srv.put("appliances/web/port", "80")
+			fleet := startFleetWith(t, srv, 2, `  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/out/app.conf
+`+tc.command+health)
+			rendered(t, srv, fleet, "port=80\n")
 
-	if code, out, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "bad", "--canary", "50%", "--bake", "1s"); code != 0 {
-		t.Fatalf("kv put --canary: exit %d\n%s\n%s", code, out, errOut)
-	}
-	st := srv.rollout(t)
-	if len(st.Cohort) != 1 {
-		t.Fatalf("cohort: %v", st.Cohort)
-	}
-	canary, other := canaryOfTwo(fleet, st)
-	done := make(chan error, 1)
-	go func() { done <- canary.run.cmd.Wait() }()
-	select {
-	case err := <-done:
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ProcessState.String() != "signal: killed" {
-			t.Fatalf("canary agent ended with %v, want killed by its health check", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the canary's agent was not killed by its health check")
-	}
-	if got := readFile(t, canary.conf()); got != "port=bad\n" {
-		t.Fatalf("canary file after the kill = %q, want the candidate installed", got)
-	}
+			if code, out, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "bad", "--canary", "50%", "--bake", "1s"); code != 0 {
+				t.Fatalf("kv put --canary: exit %d\n%s\n%s", code, out, errOut)
+			}
+			st := srv.rollout(t)
+			if len(st.Cohort) != 1 {
+				t.Fatalf("cohort: %v", st.Cohort)
+			}
+			canary, other := canaryOfTwo(fleet, st)
+			done := make(chan error, 1)
+			go func() { done <- canary.run.cmd.Wait() }()
+			select {
+			case err := <-done:
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) || ee.ProcessState.String() != "signal: killed" {
+					t.Fatalf("canary agent ended with %v, want killed by its health check", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("the canary's agent was not killed by its health check")
+			}
+			if got := readFile(t, canary.conf()); got != "port=bad\n" {
+				t.Fatalf("canary file after the kill = %q, want the candidate installed", got)
+			}
 
-	// The restarted agent owes the reload: the command, then the health check, which fails.
-	canary.run = canary.env.startAgent()
-	waitFor(t, "the rollout to end", func() bool {
-		if b, _ := os.ReadFile(other.conf()); string(b) == "port=bad\n" {
-			t.Fatalf("%s, outside the canary, got the candidate: the rollout moved on (%+v)", other.name, srv.rollout(t))
-		}
-		return srv.rollout(t).State != api.RolloutRunning
-	})
-	st = srv.rollout(t)
-	if st.State != api.RolloutHalted || st.Instance != canary.name || !strings.Contains(st.Reason, "(health)") || !strings.Contains(st.Reason, "owed by the last run") {
-		t.Fatalf("rollout after the canary's owed reload failed: %s (%s): %s, want halted by %s's health check", st.State, st.Instance, st.Reason, canary.name)
-	}
-	if got := readFile(t, other.conf()); got != "port=80\n" {
-		t.Fatalf("%s, outside the canary, has %q", other.name, got)
-	}
-	// Halted: the canary is back on the live keys, reloaded.
-	waitFor(t, "the canary back on the live keys", fileIs(canary.conf(), "port=80\n"))
-	waitFor(t, "the canary's reload of the live keys", func() bool { return len(commandLines(t, canary.env.path("commands"))) >= 4 })
-	// The candidate's health check ran twice: before the kill, and after the owed command.
-	if n := len(commandLines(t, canary.env.path("health"))); n < 3 {
-		t.Fatalf("canary's health checks: %v, want the first render's, the candidate's and the owed reload's", commandLines(t, canary.env.path("health")))
+			// The restarted agent owes the reload: the command, then the health check, which fails.
+			canary.run = canary.env.startAgent()
+			waitFor(t, "the rollout to end", func() bool {
+				if b, _ := os.ReadFile(other.conf()); string(b) == "port=bad\n" {
+					t.Fatalf("%s, outside the canary, got the candidate: the rollout moved on (%+v)", other.name, srv.rollout(t))
+				}
+				return srv.rollout(t).State != api.RolloutRunning
+			})
+			st = srv.rollout(t)
+			if st.State != api.RolloutHalted || st.Instance != canary.name || !strings.Contains(st.Reason, "(health)") || !strings.Contains(st.Reason, "owed by the last run") {
+				t.Fatalf("rollout after the canary's owed reload failed: %s (%s): %s, want halted by %s's health check", st.State, st.Instance, st.Reason, canary.name)
+			}
+			if got := readFile(t, other.conf()); got != "port=80\n" {
+				t.Fatalf("%s, outside the canary, has %q", other.name, got)
+			}
+			// Halted: the canary is back on the live keys.
+			waitFor(t, "the canary back on the live keys", fileIs(canary.conf(), "port=80\n"))
+			if tc.command != "" {
+				waitFor(t, "the canary's reload of the live keys", func() bool { return len(commandLines(t, canary.env.path("commands"))) >= 4 })
+			}
+			waitFor(t, "the canary's health checks", func() bool { return len(commandLines(t, canary.env.path("health"))) >= tc.healths })
+			if got := commandLines(t, canary.env.path("health")); len(got) != tc.healths {
+				t.Fatalf("canary's health checks at revisions %v, want %d", got, tc.healths)
+			}
+			for _, l := range commandLines(t, canary.env.path("health")) {
+				if !strings.HasSuffix(l, ":"+canary.conf()) {
+					t.Fatalf("canary's health checks ran with REVISION:DESTINATIONS %v, want its file named in each", commandLines(t, canary.env.path("health")))
+				}
+			}
+		})
 	}
 }
 
