@@ -410,7 +410,9 @@ func (p *pass) install(g *group) {
 			dests = append(dests, m.t.name())
 		}
 	}
+	var owedBefore []owedCommand
 	if len(dests) > 0 && g.reloads() && p.a.recordOwed {
+		owedBefore = p.a.owedCopy()
 		p.a.owe(g.command, maxTimeout(g), dests, p.v.Revision)
 	}
 	// What a rollout's candidate replaces is recorded before any of its files is renamed into
@@ -490,17 +492,23 @@ func (p *pass) install(g *group) {
 						err: fmt.Errorf("%s not installed: the install of %s of its group failed", o.t.name(), m.t.name())})
 				}
 			}
+			putBack := true
 			for _, o := range slices.Backward(g.members[:i]) {
 				if o.prev != nil {
 					rerr := p.restore(o)
 					msg := fmt.Sprintf("%s put back: the install of %s of its group failed", o.t.name(), m.t.name())
 					if rerr != nil {
 						msg += "; " + rerr.Error()
+						putBack = false
 					}
 					o.t.last = nil
 					p.fail(o.t, failure{template: o.t.name(), stage: api.StageRender, err: errors.New(msg), retry: true})
 				}
 				o.prev = nil
+			}
+			if owedBefore != nil && putBack {
+				// No file of the group changed: nothing is owed for this install.
+				p.a.unowe(owedBefore)
 			}
 			return
 		}

@@ -184,6 +184,32 @@ func (a *Agent) owe(command string, timeout time.Duration, dests []string, rev i
 	}
 }
 
+// owedCopy is a copy of what is owed, for unowe.
+func (a *Agent) owedCopy() []owedCommand {
+	out := make([]owedCommand, len(a.owed))
+	for i, o := range a.owed {
+		o.Destinations = slices.Clone(o.Destinations)
+		out[i] = o
+	}
+	return out
+}
+
+// unowe goes back to before, what was owed (owedCopy) before an install that then changed no
+// file (it failed, and what it had renamed was put back): its command is not owed, and a
+// reload of files that did not change would reload the service for nothing (at each try again
+// of the install).
+func (a *Agent) unowe(before []owedCommand) {
+	if slices.EqualFunc(before, a.owed, func(x, y owedCommand) bool {
+		return x.Command == y.Command && x.TimeoutMS == y.TimeoutMS && x.Revision == y.Revision && slices.Equal(x.Destinations, y.Destinations)
+	}) {
+		return
+	}
+	a.owed = before
+	if err := saveOwed(a.cfg.cacheDir(), a.cfg.Appliance, a.owed); err != nil {
+		a.log.Warn("owed command not cleared: it may run at the next start for files that did not change", "error", err.Error())
+	}
+}
+
 // paid clears the record once every owed command ran.
 func (a *Agent) paid() {
 	if len(a.owed) == 0 {

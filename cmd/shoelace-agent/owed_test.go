@@ -77,3 +77,48 @@ func TestE2E_RunKilledBetweenInstallAndCommand(t *testing.T) {
 		t.Fatalf("commands after a third start = %v, want the owed reload once", got)
 	}
 }
+
+// An install that the file system refuses (here its .bak's name is a directory that is not
+// empty, which no rename replaces) changes no file: its command and health check do not run,
+// neither then nor at each try again of the install, and they run once the install succeeds.
+// (Before, the command owed for the install ran all the same in the same pass, as if a killed
+// run had owed it, at every try: the service was reloaded every second, then every minute, for
+// a file that had not changed.)
+func TestE2E_RunFailedInstallRunsNoCommand(t *testing.T) {
+	needBinaries(t)
+	srv := startServer(t, "", t.TempDir())
+	e := newEnv(t, srv, "", `  - contents: "v={{ key \"v\" }}\n"
+    destination: $DIR/a.conf
+    backup: true
+    command: echo "reload $SHOELACE_REVISION" >> $DIR/commands
+    health: echo "health $SHOELACE_REVISION" >> $DIR/health
+`)
+	srv.put("appliances/web/v", "1")
+	a := e.startAgent()
+	waitFor(t, "a.conf", fileIs(e.path("a.conf"), "v=1\n"))
+	waitFor(t, "the first reload", func() bool { return len(commandLines(t, e.path("health"))) == 2 })
+	if err := os.MkdirAll(e.path("a.conf.bak/x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	srv.put("appliances/web/v", "2")
+	waitFor(t, "the install tried again", func() bool { return strings.Count(a.logs.String(), `"msg":"template not installed"`) >= 3 })
+	if got := readFile(t, e.path("a.conf")); got != "v=1\n" {
+		t.Fatalf("a.conf = %q, want it as it was (the install failed)", got)
+	}
+	if got := commandLines(t, e.path("commands")); len(got) != 2 {
+		t.Fatalf("commands = %v, want the first render's only: no file changed since", got)
+	}
+	if got := commandLines(t, e.path("health")); len(got) != 2 {
+		t.Fatalf("health checks = %v, want the first render's only: no file changed since", got)
+	}
+
+	if err := os.RemoveAll(e.path("a.conf.bak")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a.conf installed once the way is clear", fileIs(e.path("a.conf"), "v=2\n"))
+	waitFor(t, "its reload", func() bool { return len(commandLines(t, e.path("health"))) == 4 })
+	if got := commandLines(t, e.path("commands")); len(got) != 4 {
+		t.Fatalf("commands = %v, want the first render's and the install's", got)
+	}
+}
