@@ -554,8 +554,18 @@ func (p *pass) inPlace(m *member) {
 // health commands, when the pass replaced a file of g; a failure undoes g.
 func (p *pass) reload(ctx context.Context, g *group) {
 	if len(g.undone) > 0 && g.command != "" && !p.noCommands {
+		// The command owed for the undone files (and what a killed run owed it) runs now.
+		dests, rev, timeout := g.undone, p.v.Revision, maxTimeout(g)
+		if owed := p.takeOwed(g); owed != nil {
+			for _, d := range owed.Destinations {
+				if !slices.Contains(dests, d) {
+					dests = append(dests, d)
+				}
+			}
+			rev, timeout = max(rev, owed.Revision), max(timeout, owed.timeout())
+		}
 		p.a.syncDirs()
-		p.command(ctx, g.command, maxTimeout(g), g.undone, p.v.Revision)
+		p.command(ctx, g.command, timeout, dests, rev)
 	}
 	installed := g.installed()
 	owed := p.takeOwed(g)
@@ -840,10 +850,20 @@ func (p *pass) undoCandidate(g *group) {
 			}
 			continue
 		}
+		var owedBefore []owedCommand
+		if g.command != "" && p.a.recordOwed && !p.noCommands {
+			// The undo's reload is owed as an install's is: an agent killed between the
+			// restore and the command runs it at its next start, when nothing is left to undo.
+			owedBefore = p.a.owedCopy()
+			p.a.owe(g.command, maxTimeout(g), []string{t.name()}, p.v.Revision)
+		}
 		changed, err := restoreFile(c.prev, atomicfile.Options{Allowed: t.allowed})
 		if se := (*atomicfile.SyncDirError)(nil); errors.As(err, &se) {
 			p.a.log.Warn("restored, but its directory was not fsynced", "template", t.name(), "error", err.Error())
 			err = nil
+		}
+		if owedBefore != nil && (err != nil || !changed) {
+			p.a.unowe(owedBefore) // the file did not change: no reload is owed for it
 		}
 		if err != nil {
 			// Kept: the next pass that cannot install the group tries again, the retry timer's

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
 )
 
 // An agent that runs as another user than root cannot give back root's ownership of a file it
@@ -101,5 +103,62 @@ templates:
 	}
 	if last := lastLine(logs); !strings.Contains(last, "previous files not restored: restore "+conf+": ") {
 		t.Errorf("once's error: %s", last)
+	}
+}
+
+// A canary whose undo of a rollout's file after an abort fails (its directory is immutable:
+// the file the candidate created cannot be removed) changed no file: the group's command, owed
+// for the undo, is not owed any more and does not run, neither then nor at each try again of
+// the undo (as if a killed run had owed it: the service reloaded every second, then less often,
+// for a file that had not changed); it runs once the undo succeeds.
+func TestE2E_RolloutUndoThatFailsRunsNoCommand(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, to make a directory immutable")
+	}
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/port", "80")
+	fleet := startFleetWith(t, srv, 2, `  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/out/app.conf
+  - contents: "feature={{ key \"feature\" }}\n"
+    destination: $DIR/feat/feature.conf
+    command: echo "$SHOELACE_REVISION" >> $DIR/commands
+`)
+	waitAll(t, fleet, "renders", "port=80\n")
+	waitInstances(t, srv, fleet, "every agent enrolled", func(in api.Instance) bool { return in.Enrolled && in.Error != "" })
+
+	if code, out, errOut := srv.shoelace(t, "kv", "put", "appliances/web/feature", "on", "--canary", "50%", "--manual"); code != 0 {
+		t.Fatalf("kv put --canary: exit %d\n%s\n%s", code, out, errOut)
+	}
+	canary, _ := canaryOfTwo(fleet, srv.rollout(t))
+	feature := canary.env.path("feat/feature.conf")
+	waitFor(t, "the canary's candidate", fileIs(feature, "feature=on\n"))
+	waitFor(t, "the canary's reload of the candidate", func() bool { return len(commandLines(t, canary.env.path("commands"))) == 1 })
+	dir := filepath.Dir(feature)
+	if out, err := exec.Command("chattr", "+i", dir).CombinedOutput(); err != nil {
+		t.Skipf("chattr +i: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("chattr", "-i", dir).Run() })
+
+	if code, out, errOut := srv.shoelace(t, "appliance", "rollout", "abort", "web"); code != 0 {
+		t.Fatalf("rollout abort: exit %d\n%s\n%s", code, out, errOut)
+	}
+	waitFor(t, "the undo tried again", func() bool {
+		return strings.Count(canary.run.logs.String(), `"msg":"file of the rollout's candidate not undone"`) >= 3
+	})
+	if got := readFile(t, feature); got != "feature=on\n" {
+		t.Fatalf("feature.conf = %q, want it as it was (its undo failed)", got)
+	}
+	if got := commandLines(t, canary.env.path("commands")); len(got) != 1 {
+		t.Fatalf("commands at revisions %v, want the candidate's only: no file changed since", got)
+	}
+
+	if out, err := exec.Command("chattr", "-i", dir).CombinedOutput(); err != nil {
+		t.Fatalf("chattr -i: %v: %s", err, out)
+	}
+	waitFor(t, "feature.conf removed once the way is clear", func() bool { _, err := os.Stat(feature); return os.IsNotExist(err) })
+	waitFor(t, "the reload of the undo", func() bool { return len(commandLines(t, canary.env.path("commands"))) == 2 })
+	time.Sleep(500 * time.Millisecond)
+	if got := commandLines(t, canary.env.path("commands")); len(got) != 2 {
+		t.Fatalf("commands at revisions %v, want the candidate's and the undo's", got)
 	}
 }

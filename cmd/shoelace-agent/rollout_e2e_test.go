@@ -691,6 +691,60 @@ func TestE2E_RolloutCanaryFirstInstallUndone(t *testing.T) {
 	}
 }
 
+// A canary killed in the reload that follows the undo of a rollout's file after an abort (the
+// live view cannot render the file the candidate created: it is removed) runs that reload again
+// at its next start. (Before, nothing was owed for an undo: the restart found the file gone,
+// ran no command, and the service kept the candidate's configuration until the next change.)
+func TestE2E_RolloutCanaryKilledInTheReloadOfItsUndo(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/port", "80")
+	// The reload after feature.conf went away kills the agent (its parent) before it ends.
+	fleet := startFleetWith(t, srv, 2, `  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/out/app.conf
+  - contents: "feature={{ key \"feature\" }}\n"
+    destination: $DIR/out/feature.conf
+    command: echo "$SHOELACE_REVISION" >> $DIR/commands; if [ -e $DIR/out/feature.conf ]; then touch $DIR/had; elif [ -e $DIR/had ] && [ ! -e $DIR/killed ]; then touch $DIR/killed; kill -9 $PPID; sleep 1; fi
+`)
+	waitAll(t, fleet, "renders", "port=80\n")
+	waitInstances(t, srv, fleet, "every agent enrolled", func(in api.Instance) bool { return in.Enrolled && in.Error != "" })
+
+	if code, out, errOut := srv.shoelace(t, "kv", "put", "appliances/web/feature", "on", "--canary", "50%", "--manual"); code != 0 {
+		t.Fatalf("kv put --canary: exit %d\n%s\n%s", code, out, errOut)
+	}
+	canary, _ := canaryOfTwo(fleet, srv.rollout(t))
+	feature := canary.env.path("out/feature.conf")
+	waitFor(t, "the canary's candidate", fileIs(feature, "feature=on\n"))
+	waitFor(t, "the canary's reload of the candidate", func() bool { return len(commandLines(t, canary.env.path("commands"))) == 1 })
+	done := make(chan error, 1)
+	go func() { done <- canary.run.cmd.Wait() }()
+	if code, out, errOut := srv.shoelace(t, "appliance", "rollout", "abort", "web"); code != 0 {
+		t.Fatalf("rollout abort: exit %d\n%s\n%s", code, out, errOut)
+	}
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ProcessState.String() != "signal: killed" {
+			t.Fatalf("canary agent ended with %v, want killed by the reload of its undo", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the canary's agent was not killed by the reload of its undo")
+	}
+	if _, err := os.Stat(feature); !os.IsNotExist(err) {
+		t.Fatalf("feature.conf after the undo: %v, want it removed", err)
+	}
+
+	// The restarted agent owes the reload of the undone file and runs it.
+	canary.run = canary.env.startAgent()
+	waitFor(t, "the reload of the undo again", func() bool { return len(commandLines(t, canary.env.path("commands"))) >= 3 })
+	time.Sleep(time.Second)
+	if got := commandLines(t, canary.env.path("commands")); len(got) != 3 {
+		t.Fatalf("canary's commands at revisions %v, want the candidate's, the killed undo's and its owed one", got)
+	}
+	if _, err := os.Stat(feature); !os.IsNotExist(err) {
+		t.Fatalf("feature.conf after the restart: %v, want it removed", err)
+	}
+}
+
 // A rollout halted by its deadline (one VM of the cohort is down) lists the VMs that had
 // applied the candidate, and are back on the live view, as applied, in the CLI's text and
 // JSON: before, they were listed pending, as if the halted rollout still waited for them.
