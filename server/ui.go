@@ -231,8 +231,10 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 	if !s.cfg.UI {
 		return
 	}
-	get := func(pattern string, h uiHandler) { mux.Handle("GET "+pattern, s.uiWrap(h, false)) }
-	post := func(pattern string, h uiHandler) { mux.Handle("POST "+pattern, s.uiWrap(h, true)) }
+	get := func(pattern string, h uiHandler) { mux.Handle("GET "+pattern, s.uiWrap(h, nil)) }
+	post := func(pattern string, form uiForm, h uiHandler) { mux.Handle("POST "+pattern, s.uiWrap(h, &form)) }
+	// Only the edit form carries a value; the others, a message at most.
+	writes, small := uiForm{limit: uiSmallFormLimit, writes: true}, uiForm{limit: uiSmallFormLimit}
 	mux.HandleFunc("GET /ui/static/{file}", s.uiStatic)
 	mux.HandleFunc("POST /ui/signin", s.uiSignin)
 	// The address bar shows /ui/signin after a refused sign-in: reloaded or bookmarked, it is
@@ -257,17 +259,17 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 		http.Redirect(w, r, "/ui/", code)
 	})
 	get("/ui/{$}", s.uiAppliances)
-	post("/ui/signout", s.uiSignout)
+	post("/ui/signout", small, s.uiSignout)
 	get("/ui/appliances/{name}", s.uiAppliance)
 	get("/ui/appliances/{name}/live", s.uiLive)
 	get("/ui/appliances/{name}/history", s.uiHistory)
 	get("/ui/appliances/{name}/releases/{revision}", s.uiRelease)
 	get("/ui/appliances/{name}/edit", s.uiEditForm)
-	post("/ui/appliances/{name}/edit", s.uiEdit)
-	post("/ui/appliances/{name}/rollback", s.uiRollback)
-	post("/ui/appliances/{name}/rollout", s.uiRolloutAction)
+	post("/ui/appliances/{name}/edit", uiForm{limit: s.uiFormLimit(), writes: true}, s.uiEdit)
+	post("/ui/appliances/{name}/rollback", writes, s.uiRollback)
+	post("/ui/appliances/{name}/rollout", writes, s.uiRolloutAction)
 	get("/ui/store", s.uiStore)
-	post("/ui/store/maintenance", s.uiMaintenance)
+	post("/ui/store/maintenance", writes, s.uiMaintenance)
 	// A confirmation page is shown at its form's address: opened again from the address bar
 	// (GET), each goes back to the page the form was on, not to a 404.
 	back := func(pattern string, to func(r *http.Request) string) {
@@ -288,7 +290,7 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 			return nil
 		}
 		return api.Errorf(api.CodeNotFound, "no such page: %s %s", methodText(r.Method), shorten(r.URL.Path))
-	}, false))
+	}, nil))
 }
 
 // uiCanonical is where a GET of a console page's address with a slash too many (typed, or an
@@ -387,13 +389,28 @@ func sameOrigin(r *http.Request) error {
 	return nil
 }
 
-// uiFormLimit bounds a console form: a key's value, URL-encoded, and the rest.
+// uiFormLimit bounds the edit form: a key's value, URL-encoded, and the rest.
 func (s *Server) uiFormLimit() int64 { return 3*int64(s.cfg.MaxValueBytes) + 64<<10 }
 
-// parseForm reads a POST's form (its body only, not the query) within limit.
+// uiSmallFormLimit bounds the console's other forms: a release message (4096 bytes,
+// URL-encoded) and a few fields.
+const uiSmallFormLimit = 64 << 10
+
+// uiForm is what a console POST route reads: its form's limit, and whether it writes (a
+// session whose token may write nothing is refused it before its body is read).
+type uiForm struct {
+	limit  int64
+	writes bool
+}
+
+// parseForm reads a POST's form (its body only, not the query) within limit; one that says it
+// is over the limit is refused before it is read.
 func parseForm(w http.ResponseWriter, r *http.Request, limit int64) error {
 	if err := checkBodyEncoding(r, "the form"); err != nil {
 		return err
+	}
+	if r.ContentLength > limit {
+		return api.Errorf(api.CodeBodyTooLarge, "the form is over the limit of %d bytes", limit)
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	if err := r.ParseForm(); err != nil {
@@ -436,7 +453,8 @@ func (s *Server) uiSessionOf(r *http.Request) (*uiSession, *tokenRecord) {
 
 // uiWrap authenticates a console request by its session (or answers the sign-in form), applies
 // the rate limits, and for a POST checks its origin and CSRF token.
-func (s *Server) uiWrap(h uiHandler, post bool) http.Handler {
+func (s *Server) uiWrap(h uiHandler, form *uiForm) http.Handler {
+	post := form != nil
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		uiHeaders(w)
 		sess, rec := s.uiSessionOf(r)
@@ -478,7 +496,24 @@ func (s *Server) uiWrap(h uiHandler, post bool) http.Handler {
 				s.uiError(w, r, c, err)
 				return
 			}
-			if err := parseForm(w, r, s.uiFormLimit()); err != nil {
+			if form.writes {
+				if err := c.p.mayWriteAny(); err != nil {
+					// Before the body is read, as for a txn: any valid token's session could
+					// have the replica read and parse forms of three times --max-value-bytes.
+					s.uiError(w, r, c, err)
+					return
+				}
+			}
+			// A large form is read within the replica's budget of large bodies, as the API's
+			// are, and its share covers the write it makes (see bodyBudget.take).
+			release, err := s.bodyBudget.take(r, form.limit)
+			if err != nil {
+				s.uiError(w, r, c, err)
+				return
+			}
+			defer release()
+			r = r.WithContext(context.WithValue(r.Context(), bodyShareKey{}, true))
+			if err := parseForm(w, r, form.limit); err != nil {
 				s.uiError(w, r, c, err)
 				return
 			}

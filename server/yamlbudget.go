@@ -75,11 +75,18 @@ func newBodyBudget(max int64) *bodyBudget {
 	return &bodyBudget{sem: semaphore.NewWeighted(bodiesAtOnce * max), max: max, wait: yamlParseWait}
 }
 
+// bodyShareKey marks the context of a request whose share of the bodyBudget is taken: the
+// console's form, whose handler writes its value through the API's (which must not wait for a
+// second share, in vain when the forms on their way hold the whole budget).
+type bodyShareKey struct{}
+
 // take waits for r's body's share of the budget when it is large, and returns what gives it
 // back (a no-op for a small body); limit is the route's bound on the body.
 func (b *bodyBudget) take(r *http.Request, limit int64) (release func(), err error) {
 	n := r.ContentLength
 	switch {
+	case r.Context().Value(bodyShareKey{}) != nil:
+		return func() {}, nil
 	case n < 0:
 		n = limit // not known until read: at most the limit
 	case n < largeBody:
