@@ -643,9 +643,33 @@ func (s *Server) uiRender(w http.ResponseWriter, r *http.Request, status int, pa
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
+	// A page counts against its token's share of the answers their clients have not taken, as
+	// the API's answers do: an edit page carries its value escaped, up to five times its bytes.
+	// (An error page, a few KiB, is not: it answers this one's refusal.)
+	release := func() {}
+	if page != "error" {
+		var err error
+		if release, err = holdAnswer(w, buf.Len()); err != nil {
+			s.uiRefusePage(w, r, data, err)
+			return
+		}
+	}
+	defer release()
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
+}
+
+// uiRefusePage answers the error page of err, which refused the page data was for.
+func (s *Server) uiRefusePage(w http.ResponseWriter, r *http.Request, data *uiPage, err error) {
+	e := apiError(err)
+	code := e.HTTPStatus()
+	msg, retry := publicError(r, e, code)
+	if retry > 0 {
+		w.Header().Set("Retry-After", fmt.Sprint(retry))
+	}
+	s.uiRender(w, r, code, "error", &uiPage{Title: "Error", Token: data.Token, CSRF: data.CSRF, Admin: data.Admin,
+		Data: uiErrorData{Status: code, Code: e.Code, Message: msg}})
 }
 
 // page fills a uiPage for the signed-in request.
