@@ -191,6 +191,7 @@ type deltaFlight struct {
 	at      int64  // the delta's revision
 	body    []byte // the delta as JSON; nil: answer the full view instead
 	gz      gzipped
+	kept    int // the bytes counted in hub.deltaBytes (under hub.fmu)
 }
 
 // delta returns the delta of app's view from base (tree from) to now (tree to) at rev or
@@ -211,10 +212,19 @@ func (h *hub) delta(app string, base int64, from, to side, rev int64) *deltaFlig
 		<-f.done
 		return f
 	}
+	if old := h.deltas[k]; old != nil {
+		h.dropDeltaLocked(k, old)
+	}
 	f = &deltaFlight{rev: rev, started: time.Now(), done: make(chan struct{})}
-	h.deltas[k] = f
+	full := h.deltaBytes >= h.deltaKeep
+	if !full {
+		h.deltas[k] = f
+	}
 	h.fmu.Unlock()
 	defer close(f.done)
+	if full {
+		return f // the full view, which its flight shares
+	}
 	d, viewBytes, ok := h.mir.diff(app, base, from, to, rev)
 	if !ok {
 		return f
@@ -223,9 +233,36 @@ func (h *hub) delta(app string, base int64, from, to side, rev int64) *deltaFlig
 	if err != nil || len(body) >= viewBytes {
 		return f
 	}
+	// Kept within deltaKeep: else the full view is answered, as when the delta is not smaller.
+	h.fmu.Lock()
+	keep := h.deltas[k] == f && h.deltaBytes+len(body)+1 <= h.deltaKeep
+	if keep {
+		h.deltaBytes += len(body) + 1
+		f.kept = len(body) + 1
+	}
+	h.fmu.Unlock()
+	if !keep {
+		return f
+	}
 	h.deltaAnswers.Add(1)
 	f.at, f.body = d.Revision, append(body, '\n')
 	return f
+}
+
+// deltaKeepBytes bounds the bytes of the deltas a replica keeps for the long-polls that share
+// them: one is kept for a minute (flightIdle) per appliance and index asked, and a client
+// asking with each index of a history of writes of an appliance's keys (an agent token's, 2,000
+// puts of 500 bytes) had the replica keep a delta of each, 1.2 GB. (A delta's gzip, made when a
+// client asks for it, is smaller than the delta and not counted.)
+const deltaKeepBytes = 64 << 20
+
+// dropDeltaLocked forgets d, the delta flight of k, and the bytes it kept; h.fmu must be held.
+func (h *hub) dropDeltaLocked(k deltaKey, d *deltaFlight) {
+	if h.deltas[k] == d {
+		delete(h.deltas, k)
+	}
+	h.deltaBytes -= d.kept
+	d.kept = 0
 }
 
 // viewJSONLen is the length of the JSON of api.View{app, rev, keys, rollout} as api.Marshal

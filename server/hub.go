@@ -259,8 +259,11 @@ type hub struct {
 	flights map[string]*flight // latest view read per appliance
 	fresh   map[string]*freshReads
 	deltas  map[deltaKey]*deltaFlight
-	swept   time.Time
-	ctx     context.Context // bounds view reads, which outlive the request that started them
+	// deltaBytes is the bytes of the deltas kept in deltas, at most deltaKeep (see delta).
+	deltaBytes int
+	deltaKeep  int
+	swept      time.Time
+	ctx        context.Context // bounds view reads, which outlive the request that started them
 
 	// mir is a copy of the view keys kept by the watch; woken long-polls read their view from
 	// it. reload asks loadMirror to load it (again).
@@ -299,6 +302,7 @@ func newHub(ctx context.Context, st *store.Store, log *slog.Logger, m *metrics, 
 		flights:    make(map[string]*flight),
 		fresh:      make(map[string]*freshReads),
 		deltas:     make(map[deltaKey]*deltaFlight),
+		deltaKeep:  deltaKeepBytes,
 		ctx:        ctx,
 		reload:     make(chan struct{}, 1),
 	}
@@ -325,6 +329,7 @@ func (h *hub) reset(rev int64) {
 	h.fmu.Lock()
 	clear(h.flights)
 	clear(h.deltas)
+	h.deltaBytes = 0
 	h.fmu.Unlock()
 }
 
@@ -1343,7 +1348,7 @@ func (h *hub) sweepFlightsLocked(now time.Time) {
 	}
 	for k, d := range h.deltas {
 		if now.Sub(d.started) > flightIdle {
-			delete(h.deltas, k)
+			h.dropDeltaLocked(k, d)
 		}
 	}
 	h.swept = now
