@@ -441,6 +441,12 @@ func (s *Server) pruneReleases(ctx context.Context) {
 // maxKeyVersions bounds the versions GET /v1/kv/{key}?history reads back from etcd.
 const maxKeyVersions = 100
 
+// maxKeyHistoryBytes bounds the bytes of values of the versions GET /v1/kv/{key}?history reads
+// back (the newest is always read): the answer is built whole, up to six times the values' bytes
+// in JSON (control characters), before the bound on answers (holdAnswer) looks at it, and 100
+// versions of 1 MB made answers of 600 MB.
+const maxKeyHistoryBytes = 4 << 20
+
 // handleKeyHistory answers GET /v1/kv/{key}?history (a read grant on the key): its values while
 // etcd has them, and the releases that touched it, newest first.
 func (s *Server) handleKeyHistory(w http.ResponseWriter, r *http.Request) error {
@@ -464,7 +470,7 @@ func (s *Server) handleKeyHistory(w http.ResponseWriter, r *http.Request) error 
 	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
-	versions, rev, compacted, err := s.st.KeyVersions(ctx, key, min(limit, maxKeyVersions))
+	versions, rev, compacted, cut, err := s.st.KeyVersions(ctx, key, min(limit, maxKeyVersions), maxKeyHistoryBytes)
 	if err != nil {
 		return err
 	}
@@ -472,7 +478,7 @@ func (s *Server) handleKeyHistory(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	out := api.KeyHistory{Key: key, Revision: rev, Versions: versions, Compacted: compacted, Releases: []api.Release{}}
+	out := api.KeyHistory{Key: key, Revision: rev, Versions: versions, Compacted: compacted, Cut: cut, Releases: []api.Release{}}
 	if out.Versions == nil {
 		out.Versions = []api.KV{}
 	}

@@ -271,3 +271,32 @@ func TestE2E_KvHistoryOfARolloutStart(t *testing.T) {
 		}
 	}
 }
+
+// kv history of a key whose versions hold more than the server reads back (4 MiB of values)
+// lists those it read and says on stderr from which revision on the older values are left out;
+// the releases still name every change.
+func TestE2E_KvHistoryCut(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	key := fmt.Sprintf("appliances/hist-cut-%d/big", time.Now().UnixNano())
+	var revs []int64
+	for i := range 6 {
+		r := c.runStdin([]byte(strings.Repeat("v", 1000<<10)+fmt.Sprint(i)), "kv", "put", key, "-")
+		if r.code != 0 {
+			t.Fatalf("kv put %s: %s", key, r)
+		}
+		revs = append(revs, revisionOf(t, r.stdout))
+	}
+	r := c.run("kv", "history", key)
+	if r.code != 0 {
+		t.Fatalf("kv history %s: %s", key, r)
+	}
+	// The five newest versions hold 5 MB: the walk stops there.
+	want := fmt.Sprintf("values older than revision %d are left out", revs[1])
+	if !strings.Contains(r.stderr, want) {
+		t.Fatalf("kv history %s: stderr %q, want %q", key, r.stderr, want)
+	}
+	if lines := strings.Count(r.stdout, "\n"); lines != 1+len(revs) {
+		t.Fatalf("kv history %s: %d lines, want a header and %d releases:\n%s", key, lines, len(revs), r.stdout)
+	}
+}

@@ -451,6 +451,9 @@ func (e *cliEnv) kvHistory(c *cli.Context) error {
 	if _, err := io.WriteString(e.stdout, b.String()); err != nil {
 		return err
 	}
+	if h.Cut && len(h.Versions) > 0 {
+		fmt.Fprintf(e.stderr, "values older than revision %d are left out: the versions shown hold the server's bound of 4 MiB of values; the releases show who changed the key\n", h.Versions[len(h.Versions)-1].ModRevision)
+	}
 	if h.Compacted && len(h.Versions) > 0 {
 		fmt.Fprintf(e.stderr, "values older than revision %d are compacted from etcd's history; the releases show who changed the key\n", h.Versions[len(h.Versions)-1].ModRevision)
 	}

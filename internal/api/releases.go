@@ -119,6 +119,9 @@ type KeyHistory struct {
 	Revision int64  `json:"revision"`
 	Versions []KV   `json:"versions"`
 	// Compacted says etcd's history ends before the oldest version shown.
-	Compacted bool      `json:"compacted"`
-	Releases  []Release `json:"releases"`
+	Compacted bool `json:"compacted"`
+	// Cut says older versions were left out: those shown hold the server's bound of values
+	// (4 MiB; the newest version is always shown).
+	Cut      bool      `json:"cut,omitempty"`
+	Releases []Release `json:"releases"`
 }

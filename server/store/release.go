@@ -1200,10 +1200,11 @@ func (c *releaseMetaCache) forget(keys []string) {
 // KeyVersions reads key's values back from its current one, newest first, while etcd's history
 // has them: at most max, and only since the key was last created (an earlier life of a deleted
 // key is not reachable by walking back). compacted says the walk met etcd's compaction.
-func (s *Store) KeyVersions(ctx context.Context, key string, max int) (versions []api.KV, rev int64, compacted bool, err error) {
+func (s *Store) KeyVersions(ctx context.Context, key string, max, maxBytes int) (versions []api.KV, rev int64, compacted, cut bool, err error) {
 	if err := api.ValidateKey(key); err != nil {
-		return nil, 0, false, err
+		return nil, 0, false, false, err
 	}
+	held := 0
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	k := s.kvRoot + key
@@ -1215,10 +1216,10 @@ func (s *Store) KeyVersions(ctx context.Context, key string, max int) (versions 
 		}
 		resp, err := s.cli.Get(ctx, k, opts...)
 		if errors.Is(err, rpctypes.ErrCompacted) {
-			return versions, rev, true, nil
+			return versions, rev, true, false, nil
 		}
 		if err != nil {
-			return nil, 0, false, s.etcdErr(ctx, "read the history of "+key, err)
+			return nil, 0, false, false, s.etcdErr(ctx, "read the history of "+key, err)
 		}
 		if rev == 0 {
 			rev = resp.Header.Revision
@@ -1231,7 +1232,10 @@ func (s *Store) KeyVersions(ctx context.Context, key string, max int) (versions 
 		if kv.Version == 1 {
 			break
 		}
+		if held += len(kv.Value); held >= maxBytes && len(versions) < max {
+			return versions, rev, false, true, nil
+		}
 		at = kv.ModRevision - 1
 	}
-	return versions, rev, false, nil
+	return versions, rev, false, false, nil
 }
