@@ -229,6 +229,12 @@ func (a *Agent) Warnings() []string {
 			w = append(w, fmt.Sprintf("%s: destination %s: %s is on a read-only file system: every change of it will fail to install until it is writable",
 				t.cfg.where(), t.cfg.Destination, d))
 		}
+		if fi, err := os.Stat(t.cfg.Destination); err == nil && fi.Mode().IsRegular() && fi.Mode()&specialBits != 0 {
+			// An install gives the permission bits alone (perms, or the file's own): the next one
+			// drops these, silently; consul-template kept them.
+			w = append(w, fmt.Sprintf("%s: destination %s has mode %s: an install never gives setuid, setgid or sticky bits, and the next one leaves it %04o",
+				t.cfg.where(), t.cfg.Destination, unixMode(fi.Mode()), cmp.Or(t.cfg.Mode().Perm(), fi.Mode().Perm())))
+		}
 		if fi, err := os.Lstat(t.cfg.Destination + ".bak"); t.cfg.Backup && err == nil && fi.IsDir() {
 			// The backup is renamed to that name: over a directory, every install fails.
 			w = append(w, fmt.Sprintf("%s: backup keeps the previous content as %s.bak, which is a directory: every install of it will fail until it is moved away",
@@ -508,4 +514,21 @@ func (a *Agent) noTemplates() error {
 		}
 	}
 	return fmt.Errorf("%s: no templates configured: %s", a.cfg.Path, strings.Join(where, ", "))
+}
+
+// specialBits are the mode bits that an install never gives.
+const specialBits = os.ModeSetuid | os.ModeSetgid | os.ModeSticky
+
+// unixMode is m's permission and special bits in octal, as chmod takes them (2755).
+func unixMode(m os.FileMode) string {
+	u := uint32(m.Perm())
+	for _, b := range []struct {
+		mode os.FileMode
+		bit  uint32
+	}{{os.ModeSetuid, 0o4000}, {os.ModeSetgid, 0o2000}, {os.ModeSticky, 0o1000}} {
+		if m&b.mode != 0 {
+			u |= b.bit
+		}
+	}
+	return fmt.Sprintf("%04o", u)
 }

@@ -1340,3 +1340,42 @@ func TestAgent_OnceConfdDestDirNotMade(t *testing.T) {
 		}
 	}
 }
+
+// A destination with setgid (or setuid, sticky) set by hand, 2755: an install gives the
+// permission bits alone, so the next one left it 0755 without a word (consul-template kept
+// them). validate warns, naming the mode it has and the one it will have; a plain file, and
+// one whose perms are set, say what they will be.
+func TestValidate_DestinationWithSpecialBits(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/token", []byte("secret-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, mode := range map[string]os.FileMode{"sgid": 0o755 | os.ModeSetgid, "suid": 0o750 | os.ModeSetuid, "plain": 0o755} {
+		if err := os.WriteFile(dir+"/"+name, []byte("old"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir+"/"+name, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fi, err := os.Stat(dir + "/sgid"); err != nil || fi.Mode()&os.ModeSetgid == 0 {
+		t.Skipf("no setgid bit here: %v", err)
+	}
+	a, _, _ := testAgentIn(t, srv, dir, header+"templates:\n"+
+		"  - contents: x\n    destination: $DIR/sgid\n"+
+		"  - contents: x\n    destination: $DIR/suid\n    perms: \"0700\"\n"+
+		"  - contents: x\n    destination: $DIR/plain\n")
+	w := strings.Join(a.Warnings(), "\n")
+	for _, want := range []string{
+		dir + "/sgid has mode 2755: an install never gives setuid, setgid or sticky bits, and the next one leaves it 0755",
+		dir + "/suid has mode 4750: an install never gives setuid, setgid or sticky bits, and the next one leaves it 0700",
+	} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings do not say %q:\n%s", want, w)
+		}
+	}
+	if strings.Contains(w, dir+"/plain has mode") {
+		t.Errorf("a plain file warned of:\n%s", w)
+	}
+}
