@@ -546,7 +546,9 @@ func (c *ctConversion) yaml(name string) (out []byte, notes []string, err error)
 // allowFile sets allow_file on the templates that call file: consul-template's file reads local
 // files without being asked to, and the agent's only with allow_file: true (as convert-confd
 // sets it for confd's fileExists). A template whose source cannot be read or that does not
-// parse is left as it is, for the agent's validate to name what is wrong.
+// parse is left as it is, for the agent's validate to name what is wrong. What validate would
+// warn of a template (a relative path given to file, read from consul-template's working
+// directory and from / by the agent; a function_denylist entry that denies nothing) is a note.
 func (c *ctConversion) allowFile() {
 	for i := range c.tmpls {
 		t := &c.tmpls[i]
@@ -560,8 +562,14 @@ func (c *ctConversion) allowFile() {
 		}
 		p, err := templates.Parse(text, templates.Options{Name: t.Destination, LeftDelim: t.LeftDelimiter, RightDelim: t.RightDelimiter,
 			Functions: t.Functions, AllowFile: true, FunctionDenylist: t.FunctionDenylist})
-		if err == nil && slices.Contains(p.Functions(), "file") {
+		if err != nil {
+			continue
+		}
+		if slices.Contains(p.Functions(), "file") {
 			t.AllowFile = true
+		}
+		for _, w := range p.Warnings() {
+			c.notes = append(c.notes, fmt.Sprintf("%s: %s", strings.TrimPrefix(c.comments[i][0], "from "), w))
 		}
 	}
 }

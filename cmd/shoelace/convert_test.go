@@ -1195,3 +1195,27 @@ func TestConvertConsulTemplate_OtherFlags(t *testing.T) {
 		t.Errorf("an unknown flag: %v (exit %d), want exit 2, flag provided but not defined", err, exitCode(err))
 	}
 }
+
+// TestConvertConsulTemplate_TemplateWarnings: a template that gives file a relative path
+// (consul-template read it from its working directory, the agent reads it from /) or whose
+// function_denylist names no function converted without a word: only the agent's validate
+// said so, later. The conversion notes both, naming the stanza.
+func TestConvertConsulTemplate_TemplateWarnings(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "ct.hcl")
+	writeFile(t, p, "template {\n  contents = \"{{ file \\\"certs/ca.pem\\\" }}\"\n  destination = \"/etc/app/a\"\n  function_denylist = [\"fiel\"]\n}\n")
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"shoelace", "convert-consul-template", p}, strings.NewReader(""), &stdout, &stderr); err != nil {
+		t.Fatalf("convert-consul-template: %v\n%s", err, stderr.String())
+	}
+	for _, want := range []string{
+		"shoelace: " + p + `:1: file "certs/ca.pem": a relative path is read from the agent's working directory`,
+		"shoelace: " + p + `:1: function_denylist entry "fiel" matches no function of consul-template mode`,
+	} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+		}
+	}
+	if !strings.Contains(stdout.String(), "allow_file: true") {
+		t.Errorf("allow_file not set:\n%s", stdout.String())
+	}
+}
