@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/testutil"
 )
@@ -338,5 +340,83 @@ func TestUI_EditConfirmationRefusesValueOverTheLimit(t *testing.T) {
 	f.must(f.do("GET", "/v1/kv/appliances/huge/big", ""), 200, &kv)
 	if kv.Value != value {
 		t.Errorf("written: %d bytes, want %d", len(kv.Value), len(value))
+	}
+}
+
+// The console's rollback of an appliance to a past revision is refused as soon as its apply
+// body passes the limit of an apply body (--max-value-bytes plus 4 MiB), as the API refuses the
+// CLI's: the console encoded the whole tree first, six times its values for control characters
+// (a tree of 9.5 MB made of single puts, which no apply body carries, was 57 MB of JSON), then
+// handed it to the API's handler, which refused it at its limit. Eight such rollbacks at once
+// took the heap up by 337–506 MiB (39 MiB now). The refusal is the API's, 413, nothing written.
+func TestUI_RollbackBodyBoundedBeforeItIsBuilt(t *testing.T) {
+	longerOpTimeout(t, 2*time.Minute)
+	cfg := testutil.StoreConfig(t)
+	cfg.RequestTimeout = opTimeout
+	f := newFixtureOn(t, testutil.OpenStore(t, cfg))
+	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: 5 * time.Second, MaxCallSendMsgSize: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	var to int64
+	for i := range 10 {
+		res, err := cli.Put(t.Context(), fmt.Sprintf("%skv/appliances/big/part%d", cfg.Root, i), strings.Repeat("\x01", 950_000))
+		if err != nil {
+			t.Fatal(err)
+		}
+		to = res.Header.Revision
+	}
+	cur := f.put("appliances/big/part0", "changed since")
+	const posts = 8
+	browsers := make([]*uiBrowser, posts)
+	csrfs := make([]string, posts)
+	for i := range browsers {
+		browsers[i] = newUIBrowser(t, f.srv.URL, nil)
+		browsers[i].c.Timeout = 3 * time.Minute
+		csrfs[i] = browsers[i].signIn(f.newToken(api.TokenRequest{Name: fmt.Sprintf("rollback-%d", i), Write: []string{"appliances/big"}}))
+	}
+	stop := peakHeap()
+	var wg sync.WaitGroup
+	statuses := make(chan string, posts)
+	for i, b := range browsers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			form := url.Values{"csrf": {csrfs[i]}, "to": {strconv.FormatInt(to, 10)}, "cas": {strconv.FormatInt(cur, 10)}, "step": {"apply"}}
+			req, _ := http.NewRequest(http.MethodPost, b.base+"/ui/appliances/big/rollback", strings.NewReader(form.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("Origin", "null")
+			req.Header.Set("Sec-Fetch-Site", "same-origin")
+			res, err := b.c.Do(req)
+			if err != nil {
+				statuses <- err.Error()
+				return
+			}
+			body, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+			res.Body.Close()
+			if res.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), "over the limit") {
+				statuses <- fmt.Sprintf("%d %.300s", res.StatusCode, body)
+				return
+			}
+			statuses <- ""
+		}()
+	}
+	wg.Wait()
+	peak, base := stop()
+	close(statuses)
+	for st := range statuses {
+		if st != "" {
+			t.Errorf("rollback: %s, want 413 over the limit", st)
+		}
+	}
+	t.Logf("%d console rollbacks of a 9.5 MB tree: heap up by %d MiB at most (from %d MiB)", posts, peak>>20, base>>20)
+	if peak > 150<<20 {
+		t.Errorf("%d console rollbacks took the heap up by %d MiB, want at most 150 MiB", posts, peak>>20)
+	}
+	var v api.View
+	f.must(f.do("GET", "/v1/appliances/big", ""), 200, &v)
+	if v.Keys["part0"] != "changed since" {
+		t.Errorf("a refused rollback wrote the tree")
 	}
 }

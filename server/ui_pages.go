@@ -1,10 +1,12 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -1031,9 +1033,9 @@ func (s *Server) uiRollback(w http.ResponseWriter, r *http.Request, c *uiCtx) er
 	if _, err := strconv.ParseInt(cas, 10, 64); err != nil {
 		return api.Errorf(api.CodeInvalidRequest, "form field cas must be a revision, not %s", shorten(cas))
 	}
-	body, err := json.Marshal(api.Apply{Keys: keys})
+	body, err := s.uiApplyBody(keys)
 	if err != nil {
-		return fmt.Errorf("rollback body: %w", err)
+		return err
 	}
 	hdr := http.Header{"Content-Type": {"application/json"}, api.HeaderRollback: {strconv.FormatInt(to, 10)}}
 	rec, err := s.uiCall(r, s.handlePutAppliance, http.MethodPut, map[string]string{"name": name}, url.Values{"cas": {cas}}, body, hdr, f.Get("message"))
@@ -1045,6 +1047,51 @@ func (s *Server) uiRollback(w http.ResponseWriter, r *http.Request, c *uiCtx) er
 	}
 	uiWritten(w, r, back, rec)
 	return nil
+}
+
+// uiApplyBody is the apply body of keys, as json.Marshal(api.Apply{Keys: keys}) makes it, and
+// refused as the API refuses an apply body over its limit as soon as it passes it: a tree made
+// of single puts may be far larger than an apply carries, and encoded whole first it was held
+// as up to six times its values of JSON (control characters) before the API's handler refused
+// it at its limit (eight rollbacks at once of a 9.5 MB tree: 337–506 MiB of heap).
+func (s *Server) uiApplyBody(keys map[string]string) ([]byte, error) {
+	limit := s.cfg.maxBodyBytes()
+	tooLarge := func() error {
+		return api.Errorf(api.CodeBodyTooLarge, "apply body is over the limit of %s", s.cfg.bodyLimit())
+	}
+	raw := int64(0)
+	for k, v := range keys {
+		raw += int64(len(k) + len(v)) // a string's JSON is never shorter than the string
+	}
+	if raw > limit {
+		return nil, tooLarge()
+	}
+	var buf bytes.Buffer
+	buf.WriteString(`{"keys":{`)
+	for i, k := range slices.Sorted(maps.Keys(keys)) {
+		kb, err := json.Marshal(k)
+		if err != nil {
+			return nil, fmt.Errorf("rollback body: %w", err)
+		}
+		vb, err := json.Marshal(keys[k])
+		if err != nil {
+			return nil, fmt.Errorf("rollback body: %w", err)
+		}
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		buf.Write(kb)
+		buf.WriteByte(':')
+		buf.Write(vb)
+		if int64(buf.Len()) > limit {
+			return nil, tooLarge()
+		}
+	}
+	buf.WriteString("}}")
+	if int64(buf.Len()) > limit {
+		return nil, tooLarge()
+	}
+	return buf.Bytes(), nil
 }
 
 // uiRolloutAction confirms, then asks, a rollout's promotion or abort (POST .../rollout). The
