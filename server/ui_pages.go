@@ -354,9 +354,11 @@ type uiApplianceData struct {
 	Current     int
 	Failing     int
 	Rollout     *api.RolloutStatus
-	Releases    []uiRelease
-	CanWrite    bool
-	Done        string
+	// Group says, for a rollout of a shared rollout group, what the group is and does.
+	Group    string
+	Releases []uiRelease
+	CanWrite bool
+	Done     string
 }
 
 func (uiApplianceData) pageName() string { return "appliance" }
@@ -511,6 +513,7 @@ func (s *Server) uiApplianceRead(r *http.Request, c *uiCtx, name string) (*uiApp
 		return nil, err
 	}
 	if ro := d.Rollout; ro != nil {
+		d.Group = s.uiGroupNote(c.p, ro)
 		ro.Instances, d.MoreRollout = uiFirstInstances(ro.Instances, func(in api.RolloutInstance) bool { return in.State == "failed" || in.Error != "" })
 	}
 	rels, err := s.uiReleases(r, name, 5, 0)
@@ -556,6 +559,64 @@ func (s *Server) uiRollout(r *http.Request, name string) (*api.RolloutStatus, er
 		return nil, fmt.Errorf("rollout of %s: %w", name, err)
 	}
 	return &st, nil
+}
+
+// uiGroupOthers names the appliances other than ro's whose running rollouts are of ro's shared
+// rollout group, as this replica knows them: those p may see, and how many others.
+func (s *Server) uiGroupOthers(p *principal, ro *api.RolloutStatus) string {
+	var names []string
+	hidden := 0
+	s.rollouts.mu.RLock()
+	for name, rec := range s.rollouts.m {
+		if rec.Group != ro.Group || !rec.Running() || name == ro.Appliance {
+			continue
+		}
+		if p.maySeeAppliance(name) {
+			names = append(names, name)
+		} else {
+			hidden++
+		}
+	}
+	s.rollouts.mu.RUnlock()
+	slices.Sort(names)
+	switch {
+	case len(names) == 0 && hidden == 0:
+		return ""
+	case hidden == 0:
+		return strings.Join(names, ", ")
+	case len(names) == 0:
+		return appliancesText(hidden)
+	}
+	return fmt.Sprintf("%s and %s more", strings.Join(names, ", "), appliancesText(hidden))
+}
+
+// uiGroupKeys names the shared/ keys of ro's group, as rollout status prints them.
+func uiGroupKeys(ro *api.RolloutStatus) string {
+	if len(ro.Shared) == 0 {
+		return "that this token may not read"
+	}
+	return strings.Join(ro.Shared, ", ")
+}
+
+// uiGroupNote is what the appliance page says of ro when it is a rollout of a shared rollout
+// group ("" otherwise), as rollout status says it: its promotion does not write the live keys by
+// itself, and its abort (or halt) ends the rollouts of the other appliances of the group too.
+func (s *Server) uiGroupNote(p *principal, ro *api.RolloutStatus) string {
+	if ro.Group == "" {
+		return ""
+	}
+	note := fmt.Sprintf("Part of shared rollout group %s, of shared/ keys %s", ro.Group, uiGroupKeys(ro))
+	if ro.State != api.RolloutRunning {
+		return note + "."
+	}
+	if others := s.uiGroupOthers(p, ro); others != "" {
+		note += fmt.Sprintf(", with the rollouts of %s", others)
+	}
+	note += ": shared/ changes once every rollout of the group has passed its last step, and an abort or a halt of any of them ends them all."
+	if ro.GroupReady {
+		note += " Every step passed: it waits for the other appliances of the group."
+	}
+	return note
 }
 
 // uiLiveAnswer is the live script's long-poll answer.
@@ -1135,13 +1196,30 @@ func (s *Server) uiRolloutAction(w http.ResponseWriter, r *http.Request, c *uiCt
 	if id != "" && cur.ID != id || action == "promote" && at != "" && at != strconv.Itoa(cur.Step) {
 		return stale(cur)
 	}
+	if action == "promote" && cur.GroupReady {
+		return api.Errorf(api.CodeConflict, "rollout %s of appliance %q has passed its last step and waits for the other appliances of shared rollout group %s: nothing to promote", cur.ID, name, cur.Group)
+	}
 	back := "/ui/appliances/" + url.PathEscape(name)
 	if !apply {
 		d := uiConfirmData{Name: name, Action: back + "/rollout", Heading: fmt.Sprintf("%s the rollout of %s?", strings.ToUpper(action[:1])+action[1:], name),
 			Fields: [][2]string{{"action", action}, {"rollout", cur.ID}, {"at", strconv.Itoa(cur.Step)}}, Back: back}
-		if action == "promote" {
+		others := ""
+		if cur.Group != "" {
+			if others = s.uiGroupOthers(c.p, cur); others != "" {
+				others = " (" + others + ")"
+			}
+		}
+		switch {
+		case action == "promote" && cur.Group != "":
+			d.What, d.Button = fmt.Sprintf("Rollout %s is at step %d of %d. It moves to its next step as soon as every instance of the current cohort has applied the candidate (the appliance's page shows which have), without waiting for the bake; after its last step it waits for the other appliances of shared rollout group %s%s: the change to shared/ keys %s goes live once every one of them has passed its last step.", cur.ID, cur.Step+1, len(cur.Steps), cur.Group, others, uiGroupKeys(cur)), "Promote"
+		case action == "promote":
 			d.What, d.Button = fmt.Sprintf("Rollout %s is at step %d of %d. It moves to its next step as soon as every instance of the current cohort has applied the candidate (the appliance's page shows which have), without waiting for the bake; after the last step the candidate becomes the live keys.", cur.ID, cur.Step+1, len(cur.Steps)), "Promote"
-		} else {
+		case cur.Group != "":
+			d.What, d.Button = fmt.Sprintf("Rollout %s ends, and with it every rollout of its shared rollout group %s%s: the instances of all their cohorts go back to the live keys, and shared/ keys %s are not changed.", cur.ID, cur.Group, others, uiGroupKeys(cur)), "Abort the rollout"
+			if others != "" {
+				d.Button = "Abort the rollouts of the group"
+			}
+		default:
 			d.What, d.Button = fmt.Sprintf("Rollout %s ends; the instances of its cohorts go back to the live keys.", cur.ID), "Abort the rollout"
 		}
 		return s.uiOK(w, r, c.page("Confirm", "appliances", d))
