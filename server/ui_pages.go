@@ -995,7 +995,7 @@ func (s *Server) uiEdit(w http.ResponseWriter, r *http.Request, c *uiCtx) error 
 			d.Warning = fmt.Sprintf("The key changed since the form was shown (revision %d, the form had %s): writing will be refused; go back and edit again.", kv.ModRevision, cas)
 		}
 		if api.Under(key, api.SharedPrefix) {
-			d.Warning = strings.TrimSpace(d.Warning + " This is a shared key: it changes the view of every appliance.")
+			d.Warning = strings.TrimSpace(d.Warning + " This is a shared key: it changes the view of every appliance. " + s.uiSharedWarning(key))
 		} else {
 			d.Warning = strings.TrimSpace(d.Warning + " " + s.uiRolloutWarning(name))
 		}
@@ -1030,7 +1030,25 @@ func uiWritten(w http.ResponseWriter, r *http.Request, back string, rec *uiRecor
 // rollout_in_progress), whose message names the CLI's ways around it, not the console's.
 func (s *Server) uiRolloutWarning(name string) string {
 	if ro := s.rollouts.get(name); ro.Running() {
+		if ro.Group != "" {
+			return fmt.Sprintf("Rollout %s of %s, of shared rollout group %s, is running: writes to its keys are refused until the group is promoted, halted or aborted (aborting it on the appliance's page ends every rollout of the group).", ro.ID, name, ro.Group)
+		}
 		return fmt.Sprintf("Rollout %s of %s is running: writes to its keys are refused until it is promoted, halted or aborted (abort it on the appliance's page to write now).", ro.ID, name)
+	}
+	return ""
+}
+
+// uiSharedWarning is what the confirmation of a write to shared/ key says while a shared rollout
+// group that changes it runs ("" when none does, as this replica knows): the API refuses the
+// write (409 rollout_in_progress) unless it aborts the group.
+func (s *Server) uiSharedWarning(key string) string {
+	rel := strings.TrimPrefix(key, api.SharedPrefix+"/")
+	s.rollouts.mu.RLock()
+	defer s.rollouts.mu.RUnlock()
+	for _, ro := range s.rollouts.m {
+		if ro.Running() && ro.Group != "" && slices.Contains(ro.Shared.Keys(), rel) {
+			return fmt.Sprintf("Shared rollout group %s changes this key: the write will be refused until the group is promoted, halted or aborted (aborting the rollout of any appliance of the group, on its page, ends the group).", ro.Group)
+		}
 	}
 	return ""
 }

@@ -3,6 +3,8 @@ package server
 import (
 	"net/http"
 	"net/url"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -74,4 +76,47 @@ func TestUI_SharedRolloutGroupSaysSo(t *testing.T) {
 	if st := appRollout(t, f, "api"); st.State != api.RolloutAborted {
 		t.Fatalf("api's rollout after the abort of web's: %+v", st)
 	}
+}
+
+// While a shared rollout group runs, the API refuses writes to the shared/ keys it changes and to
+// the own keys of its appliances (409 rollout_in_progress): the confirmation of an edit says so,
+// and that aborting the appliance's rollout there ends the whole group.
+func TestUI_EditConfirmationWarnsOfSharedRolloutGroup(t *testing.T) {
+	parallelShared(t)
+	f := newFixture(t)
+	webAndAPI(t, f, 2, 1)
+	f.put("shared/dns", "1.1.1.1")
+	var g api.SharedRolloutStatus
+	f.must(f.do("PUT", "/v1/kv/shared/ntp?canary=50%25&bake=1h", "new"), http.StatusAccepted, &g)
+	b := newUIBrowser(t, f.srv.URL, nil)
+	tok := b.signIn(f.token)
+	warning := regexp.MustCompile(`(?s)<p class="warning" role="alert">(.*?)</p>`)
+	confirm := func(key, value string) (resp, string) {
+		t.Helper()
+		var kv api.KV
+		f.must(f.do("GET", "/v1/kv/"+key, ""), 200, &kv)
+		r := b.post("/ui/appliances/web/edit", url.Values{"csrf": {tok}, "key": {key}, "value": {value}, "cas": {strconv.FormatInt(kv.ModRevision, 10)}})
+		mustStatus(t, r, 200)
+		m := warning.FindSubmatch(r.body)
+		if m == nil {
+			return r, ""
+		}
+		return r, string(m[1])
+	}
+	if _, w := confirm("shared/ntp", "newer"); !strings.Contains(w, "Shared rollout group "+g.Group+" changes this key: the write will be refused") {
+		t.Fatalf("the edit of a shared key the group changes is not warned of: %q", w)
+	}
+	if _, w := confirm("appliances/web/port", "81"); !strings.Contains(w, "of shared rollout group "+g.Group+", is running") ||
+		!strings.Contains(w, "ends every rollout of the group") {
+		t.Fatalf("the edit of an own key of an appliance of the group: %q", w)
+	}
+	// Another shared key is written: no warning of the group.
+	r, w := confirm("shared/dns", "9.9.9.9")
+	if strings.Contains(w, "rollout") {
+		t.Fatalf("a shared key the group does not change is warned of: %q", w)
+	}
+	mustStatus(t, b.post("/ui/appliances/web/edit", hiddenFields(r.body)), http.StatusSeeOther)
+	// What the warning says happens: the write is refused.
+	r, _ = confirm("shared/ntp", "newer")
+	mustStatus(t, b.post("/ui/appliances/web/edit", hiddenFields(r.body)), http.StatusConflict)
 }
