@@ -110,6 +110,15 @@ func (p *principal) mayWriteAny() error {
 	return forbidden("token %s may not write", shorten(p.name))
 }
 
+// mayReadStatus reports whether p may read the server's status (GET /v1/status, the console's
+// store page): a read, write or admin token, not an agent's.
+func (p *principal) mayReadStatus() error {
+	if !p.admin && len(p.read) == 0 && len(p.write) == 0 {
+		return forbidden("token %s may not read the server's status: it needs a read, write or admin token", shorten(p.name))
+	}
+	return nil
+}
+
 // mayReadView reports whether p may read appliance name's view: shared/ and appliances/<name>/.
 func (p *principal) mayReadView(name string) error {
 	if p.admin || p.appliance == name {

@@ -1033,8 +1033,8 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	p := principalOf(r)
-	if !p.admin && len(p.read) == 0 && len(p.write) == 0 {
-		return forbidden("token %s may not read the server's status: it needs a read, write or admin token", shorten(p.name))
+	if err := p.mayReadStatus(); err != nil {
+		return err
 	}
 	// The appliances with a rollout running, as far as the token may read them: a token
 	// scoped to one appliance learns no other's name here, as nowhere else.

@@ -221,6 +221,7 @@ type uiPage struct {
 	Token  string // the signed-in token's name; "" on the sign-in page
 	CSRF   string
 	Admin  bool
+	Store  bool   // the token may read the store's page (an agent's may not)
 	Nav    string // appliances, store
 	Notice string
 	Data   any
@@ -668,7 +669,7 @@ func (s *Server) uiRefusePage(w http.ResponseWriter, r *http.Request, data *uiPa
 	if retry > 0 {
 		w.Header().Set("Retry-After", fmt.Sprint(retry))
 	}
-	s.uiRender(w, r, code, "error", &uiPage{Title: "Error", Token: data.Token, CSRF: data.CSRF, Admin: data.Admin,
+	s.uiRender(w, r, code, "error", &uiPage{Title: "Error", Token: data.Token, CSRF: data.CSRF, Admin: data.Admin, Store: data.Store,
 		Data: uiErrorData{Status: code, Code: e.Code, Message: msg}})
 }
 
@@ -676,7 +677,7 @@ func (s *Server) uiRefusePage(w http.ResponseWriter, r *http.Request, data *uiPa
 func (c *uiCtx) page(title, nav string, data any) *uiPage {
 	pg := &uiPage{Title: title, Nav: nav, Data: data}
 	if c != nil {
-		pg.Token, pg.CSRF, pg.Admin = c.p.name, c.sess.csrf, c.p.admin
+		pg.Token, pg.CSRF, pg.Admin, pg.Store = c.p.name, c.sess.csrf, c.p.admin, c.p.mayReadStatus() == nil
 	}
 	return pg
 }
