@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -355,13 +356,45 @@ type uiApplianceData struct {
 	Failing     int
 	Rollout     *api.RolloutStatus
 	// Group says, for a rollout of a shared rollout group, what the group is and does.
-	Group    string
-	Releases []uiRelease
-	CanWrite bool
-	Done     string
+	Group string
+	// RolloutFacts is what the page says of the rollout besides its state, as rollout status
+	// prints it.
+	RolloutFacts uiRolloutFacts
+	Releases     []uiRelease
+	CanWrite     bool
+	Done         string
 }
 
 func (uiApplianceData) pageName() string { return "appliance" }
+
+// uiRolloutFacts is what the appliance page says of a rollout besides its state and step.
+type uiRolloutFacts struct {
+	Progress string // running: how many instances get the change, and how many of those applied it
+	Baking   string // running: since when its cohort bakes, "" when it does not
+	Waits    bool   // a manual rollout whose cohort applied the change waits for a promote
+	Strategy string // its shares, bake and deadline, and whether it is manual
+	Started  string // by which token, with which write, and the write's message
+}
+
+// uiFacts is what the appliance page says of rollout ro besides its state and step.
+func uiFacts(ro *api.RolloutStatus) uiRolloutFacts {
+	f := uiRolloutFacts{Waits: ro.WaitsForPromote(),
+		Strategy: ro.Strategy.Shares() + fmt.Sprintf(", bake %s, deadline %s", time.Duration(ro.Strategy.Bake), time.Duration(ro.Strategy.Deadline))}
+	if ro.Strategy.Manual {
+		f.Strategy += ", manual (each step waits for a promote)"
+	}
+	if ro.State == api.RolloutRunning {
+		f.Progress = ro.Progress()
+		if ro.BakedSince != nil {
+			f.Baking = ro.BakedSince.UTC().Format("2006-01-02 15:04:05Z")
+		}
+	}
+	f.Started = "by " + cmp.Or(ro.Token, "—") + " (" + cmp.Or(ro.Kind, "—") + ")"
+	if ro.Message != "" {
+		f.Started += ": " + ro.Message
+	}
+	return f
+}
 
 // uiInstance is one row of an appliance's instances.
 type uiInstance struct {
@@ -513,7 +546,7 @@ func (s *Server) uiApplianceRead(r *http.Request, c *uiCtx, name string) (*uiApp
 		return nil, err
 	}
 	if ro := d.Rollout; ro != nil {
-		d.Group = s.uiGroupNote(c.p, ro)
+		d.Group, d.RolloutFacts = s.uiGroupNote(c.p, ro), uiFacts(ro)
 		ro.Instances, d.MoreRollout = uiFirstInstances(ro.Instances, func(in api.RolloutInstance) bool { return in.State == "failed" || in.Error != "" })
 	}
 	rels, err := s.uiReleases(r, name, 5, 0)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"slices"
 	"strings"
 	"time"
 
@@ -294,33 +293,6 @@ func (e *cliEnv) afterPromote(s *session, name string, st api.RolloutStatus) (ap
 	return st, true
 }
 
-// waitsForPromote says whether rollout st, a --manual one, waits for a promote by hand: it
-// runs and every instance of its cohort has applied the change.
-func waitsForPromote(st api.RolloutStatus) bool {
-	if st.State != api.RolloutRunning || !st.Strategy.Manual || st.GroupReady || len(st.Cohort) == 0 {
-		return false
-	}
-	applied := 0
-	for _, in := range st.Instances {
-		if slices.Contains(st.Cohort, in.Instance) && in.State == "applied" {
-			applied++
-		}
-	}
-	return applied == len(st.Cohort)
-}
-
-// cohortProgress says how many of a running rollout's instances get the candidate (its cohort)
-// and how many of those applied it.
-func cohortProgress(st api.RolloutStatus) string {
-	applied := 0
-	for _, in := range st.Instances {
-		if in.Cohort >= 0 && in.State == "applied" {
-			applied++
-		}
-	}
-	return fmt.Sprintf("%d of %d instances get the change, %d of them applied it", len(st.Cohort), len(st.Instances), applied)
-}
-
 // printRollout prints a rollout's status for people.
 func printRollout(w io.Writer, st api.RolloutStatus) error {
 	return printRolloutAs(w, st, true)
@@ -335,11 +307,11 @@ func printRolloutAs(w io.Writer, st api.RolloutStatus, hint bool) error {
 		fmt.Fprint(w, ", its cohort is back on the live view")
 	}
 	if st.State == api.RolloutRunning {
-		fmt.Fprintf(w, ", step %d of %d (%s)", st.Step+1, len(st.Steps), cohortProgress(st))
+		fmt.Fprintf(w, ", step %d of %d (%s)", st.Step+1, len(st.Steps), st.Progress())
 		if st.BakedSince != nil {
 			fmt.Fprintf(w, ", baking since %s", st.BakedSince.Local().Format(time.TimeOnly))
 		}
-		if hint && waitsForPromote(st) {
+		if hint && st.WaitsForPromote() {
 			fmt.Fprintf(w, ", waiting for shoelace appliance rollout promote %s", st.Appliance)
 		}
 	}
@@ -383,7 +355,7 @@ func printRolloutAs(w io.Writer, st api.RolloutStatus, hint bool) error {
 
 // waitingFor says what appliance wait waits for while rollout st runs.
 func waitingFor(st api.RolloutStatus) string {
-	if waitsForPromote(st) {
+	if st.WaitsForPromote() {
 		return "waiting for shoelace appliance rollout promote " + st.Appliance
 	}
 	return "waiting"
@@ -496,7 +468,7 @@ func (e *cliEnv) waitRollout(ctx context.Context, s *session, name string, rev i
 			}
 			if now := time.Now(); now.Sub(said) >= waitProgressEvery {
 				fmt.Fprintf(e.stderr, "appliance wait %s: rollout %s step %d of %d, %s; %s\n",
-					name, st.ID, st.Step+1, len(st.Steps), cohortProgress(st), waitingFor(st))
+					name, st.ID, st.Step+1, len(st.Steps), st.Progress(), waitingFor(st))
 				said = now
 			}
 		} else if exitCode(err) != exitUnavailable {
@@ -506,7 +478,7 @@ func (e *cliEnv) waitRollout(ctx context.Context, s *session, name string, rev i
 			if err != nil {
 				return true, fmt.Errorf("appliance wait %s: the server still fails: %w", name, err)
 			}
-			if waitsForPromote(st) {
+			if st.WaitsForPromote() {
 				return true, fmt.Errorf("appliance wait %s: the rollout has not ended after the time given with --for: it is --manual, %s", name, waitingFor(st))
 			}
 			return true, fmt.Errorf("appliance wait %s: the rollout has not ended after the time given with --for", name)

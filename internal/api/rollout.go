@@ -1,7 +1,9 @@
 package api
 
 import (
+	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -144,6 +146,33 @@ type RolloutStatus struct {
 	Group      string   `json:"group,omitempty"`
 	Shared     []string `json:"shared,omitempty"`
 	GroupReady bool     `json:"group_ready,omitempty"`
+}
+
+// WaitsForPromote says whether rollout st, a manual one, waits for a promote by hand: it runs
+// and every instance of its cohort has applied the change (rollout status and the console say so).
+func (st RolloutStatus) WaitsForPromote() bool {
+	if st.State != RolloutRunning || !st.Strategy.Manual || st.GroupReady || len(st.Cohort) == 0 {
+		return false
+	}
+	applied := 0
+	for _, in := range st.Instances {
+		if slices.Contains(st.Cohort, in.Instance) && in.State == "applied" {
+			applied++
+		}
+	}
+	return applied == len(st.Cohort)
+}
+
+// Progress says how many of a running rollout's instances get the candidate (its cohort) and
+// how many of those applied it.
+func (st RolloutStatus) Progress() string {
+	applied := 0
+	for _, in := range st.Instances {
+		if in.Cohort >= 0 && in.State == "applied" {
+			applied++
+		}
+	}
+	return fmt.Sprintf("%d of %d instances get the change, %d of them applied it", len(st.Cohort), len(st.Instances), applied)
 }
 
 // RolloutAction is the body of POST /v1/appliances/{name}/rollout: "promote" (the next step
