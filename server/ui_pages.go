@@ -1273,6 +1273,7 @@ func (s *Server) uiRolloutAction(w http.ResponseWriter, r *http.Request, c *uiCt
 		default:
 			d.What, d.Button = fmt.Sprintf("Rollout %s ends; the instances of its cohorts go back to the live keys.", cur.ID), "Abort the rollout"
 		}
+		d.Warning = s.uiMaintenanceWarning()
 		return s.uiOK(w, r, c.page("Confirm", "appliances", d))
 	}
 	// The rollout and step confirmed go with the request: the rollout may move on between the
