@@ -595,7 +595,9 @@ func (s *Server) uiRollout(r *http.Request, name string) (*api.RolloutStatus, er
 }
 
 // uiGroupOthers names the appliances other than ro's whose running rollouts are of ro's shared
-// rollout group, as this replica knows them: those p may see, and how many others.
+// rollout group, as this replica knows them: those p may see, and "other appliances" for the
+// rest (neither their names nor their number: a token scoped to one appliance learns nothing of
+// the others but that they are).
 func (s *Server) uiGroupOthers(p *principal, ro *api.RolloutStatus) string {
 	var names []string
 	hidden := 0
@@ -618,9 +620,9 @@ func (s *Server) uiGroupOthers(p *principal, ro *api.RolloutStatus) string {
 	case hidden == 0:
 		return strings.Join(names, ", ")
 	case len(names) == 0:
-		return appliancesText(hidden)
+		return "other appliances"
 	}
-	return fmt.Sprintf("%s and %s more", strings.Join(names, ", "), appliancesText(hidden))
+	return strings.Join(names, ", ") + " and other appliances"
 }
 
 // uiGroupKeys names the shared/ keys of ro's group, as rollout status prints them.

@@ -31,6 +31,14 @@ func TestUI_SharedRolloutGroupSaysSo(t *testing.T) {
 		!strings.Contains(page, "an abort or a halt of any of them ends them all") {
 		t.Fatalf("the appliance page does not say its rollout is of a group: %s", page)
 	}
+	// A token that may read web alone is told that other appliances are in the group: neither
+	// their names nor how many.
+	reader := newUIBrowser(t, f.srv.URL, nil)
+	reader.signIn(f.newToken(api.TokenRequest{Name: "web-reader", Read: []string{"appliances/web", "shared"}}))
+	if p := string(reader.get("/ui/appliances/web").body); !strings.Contains(p, "of shared/ keys ntp, with the rollouts of other appliances:") ||
+		strings.Contains(p, "api") || strings.Contains(p, "1 appliance") {
+		t.Fatalf("the page of a token that may read web alone: %s", p)
+	}
 	form := func(action string) url.Values {
 		return url.Values{"csrf": {tok}, "action": {action}, "rollout": {web.ID}, "at": {"0"}}
 	}
