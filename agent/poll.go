@@ -74,6 +74,9 @@ type follow struct {
 	noDelta       bool
 
 	failures, quick int
+	// refused says the last failure was the server's refusal of the token (401): the refusals
+	// in a row count for the backoff, not the failures of a server away before them.
+	refused bool
 	// storeChanges counts the answers in a row that only said the store changed (newStore),
 	// last logged at warn at storeWarned.
 	storeChanges int
@@ -443,14 +446,25 @@ func (f *follow) paceQuick(ctx context.Context) {
 
 // reachable notes that the server answered.
 func (f *follow) reachable() {
+	f.refused = false
 	if f.failures > 0 {
 		f.a.log.Info("server reachable again", "after_failures", f.failures)
 		f.failures, f.lastMsg = 0, ""
 	}
 }
 
-// failed logs a failed request and waits before the next one.
+// failed logs a failed request and waits before the next one. A refusal of the token is an
+// answer: the failures before it (the server away, as while a store is restored) end there,
+// and the refusals in a row count. An agent whose instance token a restored store does not
+// know, refused as it came back, waited the backoff of the outage (up to 15 s) before it asked
+// for its view with the token of its new enrollment, keeping files of the lost history.
 func (f *follow) failed(ctx context.Context, err error, meta client.Meta) {
+	if refused := tokenRefused(err); refused != f.refused {
+		if refused {
+			f.reachable()
+		}
+		f.refused = refused
+	}
 	f.failures++
 	f.a.metrics.pollErrors.Add(1)
 	msg, ra := describeFetchError(err)

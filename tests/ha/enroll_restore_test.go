@@ -137,3 +137,81 @@ func TestRestore_AgentEnrolledSinceSnapshotEnrollsAgain(t *testing.T) {
 		t.Errorf("vm-2 enrolled %d times, want 1: its token was in the snapshot", n)
 	}
 }
+
+// An agent that enrolled after the snapshot holds an instance token the restored store does not
+// know. While the server is down for the restore its requests fail and its backoff grows; the
+// first answer of the restored server refuses its token, it enrolls again at once, and asks for
+// its view with the new token a backoff step of refusals later, not one of the outage: it waited
+// 7.5 to 15 s, keeping the files of the lost history, after the other agents had the restored
+// view.
+func TestRestore_RefusedAfterTheOutageAsksAtOnce(t *testing.T) {
+	skipShort(t)
+	dir := t.TempDir()
+	addr, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := filepath.Join(dir, "admin.token")
+	logPath := filepath.Join(dir, "server.log")
+	srv := startServerAt(t, addr, filepath.Join(dir, "data"), logPath, "--admin-token-file", admin)
+	cli := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(shoelaceBin, append(args, "--addr", srv.url(), "--token-file", admin)...)
+		cmd.Env = cleanEnv()
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("shoelace %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	cli("kv", "put", "appliances/web/x", "before-snapshot")
+	agentToken := filepath.Join(dir, "agent.token")
+	createAgentTokenFor(t, srv.url(), admin, "web", agentToken)
+	snap := filepath.Join(dir, "snap.db")
+	cli("snapshot", "save", snap)
+
+	// vm-1 starts after the snapshot: its instance token is of the history the restore loses.
+	out := filepath.Join(dir, "vm-1", "out", "x.conf")
+	cfg := fmt.Sprintf("server: %s\ntoken_file: %s\nappliance: web\ninstance: vm-1\ncache_dir: %s\ntemplates:\n  - contents: \"x={{ key \\\"x\\\" }}\\n\"\n    destination: %s\n",
+		srv.url(), agentToken, filepath.Join(dir, "vm-1", "cache"), out)
+	path := filepath.Join(dir, "vm-1.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := startAgent(t, path)
+	cli("kv", "put", "appliances/web/x", "lost-by-restore")
+	a.waitRendered(t, out, "x=lost-by-restore\n", 30*time.Second)
+	if !strings.Contains(a.stderr.String(), `"msg":"enrolled"`) {
+		t.Fatalf("vm-1 did not enroll:\n%s", tail(a.stderr.String(), 3000))
+	}
+
+	// The restore as the runbook makes it: the server down for a while (here 10 s: the agent's
+	// backoff reaches 4 to 8 s, and 7.5 to 15 s at its next failure).
+	srv.terminate()
+	restore := exec.Command(shoelaceBin, "snapshot", "restore", snap, "--data-dir", filepath.Join(dir, "data2"))
+	restore.Env = cleanEnv()
+	if b, err := restore.CombinedOutput(); err != nil {
+		t.Fatalf("snapshot restore: %v: %s", err, b)
+	}
+	time.Sleep(10 * time.Second)
+	srv = startServerAt(t, addr, filepath.Join(dir, "data2"), logPath, "--admin-token-file", admin)
+
+	// The refusal comes when the agent's backoff ends; from then on it is one quick step.
+	const refused = "instance token refused: back to the appliance token"
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(a.stderr.String(), refused) {
+		if time.Now().After(deadline) {
+			t.Fatalf("vm-1's instance token was not refused by the restored store:\n%s", tail(a.stderr.String(), 3000))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	seen := time.Now()
+	a.waitRendered(t, out, "x=before-snapshot\n", 30*time.Second)
+	if took := time.Since(seen); took > 3*time.Second {
+		t.Errorf("vm-1 rendered the restored view %s after its instance token was refused, want within 3s (its next request waited the outage's backoff):\n%s",
+			took.Round(100*time.Millisecond), tail(a.stderr.String(), 2500))
+	}
+	if n := strings.Count(a.stderr.String(), `"msg":"enrolled"`); n != 2 {
+		t.Errorf("vm-1 enrolled %d times, want 2 (at its start, after the restore)", n)
+	}
+}
