@@ -886,6 +886,52 @@ func casAhead(name string, cas, read int64) error {
 	return api.Errorf(api.CodeInvalidRequest, "cas revision %d of appliance %q is ahead of the store (at revision %d): give a revision the store has had, such as the one a read or dry run answered", cas, name, read)
 }
 
+// noneDeletedInReleases is noneDeletedSince once etcd compacted revision cas: a release after
+// cas (every write through the API makes one, kept as --release-retention says) that deleted a
+// key of the appliance refuses the apply (409). A key deleted and created again since has a
+// mod_revision after cas, which the guard before refused; a rollout's start deletes nothing
+// live. Without it, an apply reviewed with a dry run, then given its revision as cas more than
+// the history etcd keeps later (an hour for the embedded store), went through though a key
+// had been deleted meanwhile, and put it back.
+func (s *Store) noneDeletedInReleases(ctx context.Context, name string, cas int64) error {
+	all, _, err := s.Releases(ctx)
+	if err != nil {
+		return err
+	}
+	var first *api.Release
+	var deleted api.ReleaseChange
+	for i := range all { // newest first: the last one found is the first deletion after cas
+		r := &all[i]
+		if r.Revision <= cas {
+			break
+		}
+		if r.Kind == api.KindRollout {
+			continue
+		}
+		for _, c := range r.Changes {
+			if c.Scope == api.ScopeAppliance && c.Appliance == name && c.DeletedCount > 0 {
+				first, deleted = r, c
+			}
+		}
+	}
+	if first == nil {
+		return nil
+	}
+	what := "a key was"
+	switch {
+	case len(deleted.Deleted) > 0:
+		what = "key " + api.KeyText(deleted.Deleted[0])
+		if deleted.DeletedCount > 1 {
+			what += fmt.Sprintf(" (and %d more)", deleted.DeletedCount-1)
+		}
+		what += " was"
+	case deleted.DeletedCount > 1:
+		what = fmt.Sprintf("%d keys were", deleted.DeletedCount)
+	}
+	return api.Errorf(api.CodeConflict, "conflict on appliance %q: %s deleted after the expected revision %d (at revision %d, as its release says: etcd's history of revision %d is compacted)",
+		name, what, cas, first.Revision, cas)
+}
+
 // ApplyConflict is the refusal of an apply guarded by cas when key (relative to the appliance)
 // changed at revision got, after cas.
 func ApplyConflict(name string, cas int64, key string, got int64) error {
@@ -934,7 +980,7 @@ func (s *Store) casHolds(ctx context.Context, name, abs string, cas, read int64,
 
 // noneDeletedSince refuses (409) an apply guarded by cas when a key that the appliance had at
 // revision cas is not among now (its keys at the read, at revision read). When etcd no longer
-// keeps revision cas (compacted), only the mod_revision guard holds.
+// keeps revision cas (compacted), the releases after it say so (noneDeletedInReleases).
 func (s *Store) noneDeletedSince(ctx context.Context, name, abs string, cas, read int64, now []*mvccpb.KeyValue) error {
 	if cas == 0 {
 		return nil // the appliance must not exist: the mod_revision guard says it all
@@ -945,7 +991,7 @@ func (s *Store) noneDeletedSince(ctx context.Context, name, abs string, cas, rea
 	then, err := s.cli.Get(ctx, abs, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithRev(cas))
 	switch {
 	case errors.Is(err, rpctypes.ErrCompacted):
-		return nil
+		return s.noneDeletedInReleases(ctx, name, cas)
 	case errors.Is(err, rpctypes.ErrFutureRev):
 		return casAhead(name, cas, read)
 	case err != nil:
