@@ -520,45 +520,8 @@ func TestE2E_RolloutCanaryKilledInItsReloadHalts(t *testing.T) {
     command: echo "$SHOELACE_REVISION" >> $DIR/commands; if grep -q port=bad $DIR/out/app.conf && [ ! -e $DIR/killed ]; then touch $DIR/killed; kill -9 $PPID; sleep 1; fi; ! grep -q port=bad $DIR/out/app.conf
 `)
 	rendered(t, srv, fleet, "port=80\n")
-
-	if code, out, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "bad", "--canary", "50%", "--bake", "1s"); code != 0 {
-		t.Fatalf("kv put --canary: exit %d\n%s\n%s", code, out, errOut)
-	}
-	st := srv.rollout(t)
-	if len(st.Cohort) != 1 {
-		t.Fatalf("cohort: %v", st.Cohort)
-	}
-	canary, other := canaryOfTwo(fleet, st)
-	done := make(chan error, 1)
-	go func() { done <- canary.run.cmd.Wait() }()
-	select {
-	case err := <-done:
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ProcessState.String() != "signal: killed" {
-			t.Fatalf("canary agent ended with %v, want killed by its reload", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the canary's agent was not killed by its reload")
-	}
-	if got := readFile(t, canary.conf()); got != "port=bad\n" {
-		t.Fatalf("canary file after the kill = %q, want the candidate installed", got)
-	}
-
 	// The restarted agent owes the reload, runs it, and it fails.
-	canary.run = canary.env.startAgent()
-	waitFor(t, "the rollout to end", func() bool {
-		if b, _ := os.ReadFile(other.conf()); string(b) == "port=bad\n" {
-			t.Fatalf("%s, outside the canary, got the candidate: the rollout moved on (%+v)", other.name, srv.rollout(t))
-		}
-		return srv.rollout(t).State != api.RolloutRunning
-	})
-	st = srv.rollout(t)
-	if st.State != api.RolloutHalted || st.Instance != canary.name || !strings.Contains(st.Reason, "(command)") || !strings.Contains(st.Reason, "owed by the last run") {
-		t.Fatalf("rollout after the canary's owed reload failed: %s (%s): %s, want halted by %s", st.State, st.Instance, st.Reason, canary.name)
-	}
-	if got := readFile(t, other.conf()); got != "port=80\n" {
-		t.Fatalf("%s, outside the canary, has %q", other.name, got)
-	}
+	canary, other := killedCanaryHalts(t, srv, fleet, "command")
 	if n := len(commandLines(t, other.env.path("commands"))); n != 1 {
 		t.Fatalf("%s ran its command %d times, want once (the first render)", other.name, n)
 	}
@@ -598,45 +561,8 @@ func TestE2E_RolloutCanaryKilledInItsHealthCheckHalts(t *testing.T) {
     destination: $DIR/out/app.conf
 `+tc.command+health)
 			rendered(t, srv, fleet, "port=80\n")
-
-			if code, out, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "bad", "--canary", "50%", "--bake", "1s"); code != 0 {
-				t.Fatalf("kv put --canary: exit %d\n%s\n%s", code, out, errOut)
-			}
-			st := srv.rollout(t)
-			if len(st.Cohort) != 1 {
-				t.Fatalf("cohort: %v", st.Cohort)
-			}
-			canary, other := canaryOfTwo(fleet, st)
-			done := make(chan error, 1)
-			go func() { done <- canary.run.cmd.Wait() }()
-			select {
-			case err := <-done:
-				var ee *exec.ExitError
-				if !errors.As(err, &ee) || ee.ProcessState.String() != "signal: killed" {
-					t.Fatalf("canary agent ended with %v, want killed by its health check", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Fatal("the canary's agent was not killed by its health check")
-			}
-			if got := readFile(t, canary.conf()); got != "port=bad\n" {
-				t.Fatalf("canary file after the kill = %q, want the candidate installed", got)
-			}
-
 			// The restarted agent owes the reload: the command, then the health check, which fails.
-			canary.run = canary.env.startAgent()
-			waitFor(t, "the rollout to end", func() bool {
-				if b, _ := os.ReadFile(other.conf()); string(b) == "port=bad\n" {
-					t.Fatalf("%s, outside the canary, got the candidate: the rollout moved on (%+v)", other.name, srv.rollout(t))
-				}
-				return srv.rollout(t).State != api.RolloutRunning
-			})
-			st = srv.rollout(t)
-			if st.State != api.RolloutHalted || st.Instance != canary.name || !strings.Contains(st.Reason, "(health)") || !strings.Contains(st.Reason, "owed by the last run") {
-				t.Fatalf("rollout after the canary's owed reload failed: %s (%s): %s, want halted by %s's health check", st.State, st.Instance, st.Reason, canary.name)
-			}
-			if got := readFile(t, other.conf()); got != "port=80\n" {
-				t.Fatalf("%s, outside the canary, has %q", other.name, got)
-			}
+			canary, _ := killedCanaryHalts(t, srv, fleet, "health")
 			// Halted: the canary is back on the live keys.
 			waitFor(t, "the canary back on the live keys", fileIs(canary.conf(), "port=80\n"))
 			if tc.command != "" {
@@ -800,6 +726,52 @@ func TestE2E_RolloutHaltedStatusShowsWhoApplied(t *testing.T) {
 }
 
 // canaryOfTwo is, of a fleet of two whose rollout st drew one, the agent drawn and the other.
+// killedCanaryHalts writes port=bad as a rollout to one of the two agents of fleet, whose
+// reload's stage (command, health) kills its agent at the first try and fails at every one:
+// it waits for the canary's agent to be killed with the candidate installed, starts it again,
+// and checks that the rollout halts on the canary's owed reload failing at stage, the other
+// agent never given the candidate.
+func killedCanaryHalts(t *testing.T, srv *server, fleet []*fleetAgent, stage string) (canary, other *fleetAgent) {
+	t.Helper()
+	if code, out, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "bad", "--canary", "50%", "--bake", "1s"); code != 0 {
+		t.Fatalf("kv put --canary: exit %d\n%s\n%s", code, out, errOut)
+	}
+	st := srv.rollout(t)
+	if len(st.Cohort) != 1 {
+		t.Fatalf("cohort: %v", st.Cohort)
+	}
+	canary, other = canaryOfTwo(fleet, st)
+	done := make(chan error, 1)
+	go func() { done <- canary.run.cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ProcessState.String() != "signal: killed" {
+			t.Fatalf("canary agent ended with %v, want killed by its %s", err, stage)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the canary's agent was not killed by its %s", stage)
+	}
+	if got := readFile(t, canary.conf()); got != "port=bad\n" {
+		t.Fatalf("canary file after the kill = %q, want the candidate installed", got)
+	}
+	canary.run = canary.env.startAgent()
+	waitFor(t, "the rollout to end", func() bool {
+		if b, _ := os.ReadFile(other.conf()); string(b) == "port=bad\n" {
+			t.Fatalf("%s, outside the canary, got the candidate: the rollout moved on (%+v)", other.name, srv.rollout(t))
+		}
+		return srv.rollout(t).State != api.RolloutRunning
+	})
+	st = srv.rollout(t)
+	if st.State != api.RolloutHalted || st.Instance != canary.name || !strings.Contains(st.Reason, "("+stage+")") || !strings.Contains(st.Reason, "owed by the last run") {
+		t.Fatalf("rollout after the canary's owed reload failed: %s (%s): %s, want halted by %s's %s", st.State, st.Instance, st.Reason, canary.name, stage)
+	}
+	if got := readFile(t, other.conf()); got != "port=80\n" {
+		t.Fatalf("%s, outside the canary, has %q", other.name, got)
+	}
+	return canary, other
+}
+
 func canaryOfTwo(fleet []*fleetAgent, st api.RolloutStatus) (canary, other *fleetAgent) {
 	for _, a := range fleet {
 		if a.name == st.Cohort[0] {
