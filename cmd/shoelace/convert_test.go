@@ -711,15 +711,7 @@ template {
   destination = "/etc/app/plain.conf"
 }
 `)
-	var stdout, stderr bytes.Buffer
-	if err := run(context.Background(), []string{"shoelace", "convert-consul-template", conf}, strings.NewReader(""), &stdout, &stderr); err != nil {
-		t.Fatalf("convert-consul-template: %v\n%s", err, stderr.String())
-	}
-	head := "server: http://127.0.0.1:7400\nappliance: web\ntoken: t0ken\ncache_dir: " + filepath.Join(t.TempDir(), "cache") + "\n"
-	cfg, err := agent.ParseConfig("agent.yaml", []byte(head+stdout.String()))
-	if err != nil {
-		t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
-	}
+	cfg, stdout, _ := convertCT(t, conf)
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
 	}
@@ -878,15 +870,7 @@ func TestConvertConsulTemplate_UnsetOwner(t *testing.T) {
 	conf := filepath.Join(dir, "ct.hcl")
 	writeFile(t, conf, "template {\n  contents = \"a\"\n  destination = \"/a\"\n  uid = -1\n  gid = -1\n}\n"+
 		"template {\n  contents = \"b\"\n  destination = \"/b\"\n  user = \"-1\"\n  group = \"0\"\n}\n")
-	var stdout, stderr bytes.Buffer
-	if err := run(context.Background(), []string{"shoelace", "convert-consul-template", conf}, strings.NewReader(""), &stdout, &stderr); err != nil {
-		t.Fatalf("convert-consul-template: %v\n%s", err, stderr.String())
-	}
-	head := "server: http://127.0.0.1:7400\nappliance: web\ntoken: t0ken\ncache_dir: " + filepath.Join(t.TempDir(), "cache") + "\n"
-	cfg, err := agent.ParseConfig("agent.yaml", []byte(head+stdout.String()))
-	if err != nil {
-		t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
-	}
+	cfg, stdout, _ := convertCT(t, conf)
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
 	}
@@ -938,15 +922,7 @@ template {
   }
 }
 `)
-	var stdout, stderr bytes.Buffer
-	if err := run(context.Background(), []string{"shoelace", "convert-consul-template", conf}, strings.NewReader(""), &stdout, &stderr); err != nil {
-		t.Fatalf("convert-consul-template: %v\n%s", err, stderr.String())
-	}
-	head := "server: http://127.0.0.1:7400\nappliance: web\ntoken: t0ken\ncache_dir: " + filepath.Join(t.TempDir(), "cache") + "\n"
-	cfg, err := agent.ParseConfig("agent.yaml", []byte(head+stdout.String()))
-	if err != nil {
-		t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
-	}
+	cfg, stdout, stderr := convertCT(t, conf)
 	for _, tm := range cfg.Templates {
 		if _, err := agent.RunCommand(context.Background(), tm.Command, time.Minute, nil); err != nil {
 			t.Fatalf("the converted command %q: %v", tm.Command, err)
@@ -974,7 +950,7 @@ template {
 	bad := filepath.Join(dir, "bad.hcl")
 	writeFile(t, bad, "template {\n  contents = \"x\"\n  destination = \"/a\"\n  exec {\n    command = \"true\"\n    env {\n      extra = [\"A=1\"]\n    }\n  }\n}\n")
 	stdout.Reset()
-	err = run(context.Background(), []string{"shoelace", "convert-consul-template", bad}, strings.NewReader(""), &stdout, &stderr)
+	err = run(context.Background(), []string{"shoelace", "convert-consul-template", bad}, strings.NewReader(""), stdout, stderr)
 	if want := bad + `:6: template: exec env: unknown field "extra"`; exitCode(err) != 1 || !strings.Contains(fmt.Sprint(err), want) || stdout.Len() > 0 {
 		t.Fatalf("convert-consul-template of an unknown env field: %v (exit %d), want exit 1 and %q, nothing printed", err, exitCode(err), want)
 	}
@@ -1057,15 +1033,7 @@ template = {
   destination = "/etc/app/c"
 }
 `)
-	var stdout, stderr bytes.Buffer
-	if err := run(context.Background(), []string{"shoelace", "convert-consul-template", conf}, strings.NewReader(""), &stdout, &stderr); err != nil {
-		t.Fatalf("convert-consul-template: %v\n%s", err, stderr.String())
-	}
-	head := "server: http://127.0.0.1:7400\nappliance: web\ntoken: t0ken\ncache_dir: " + filepath.Join(t.TempDir(), "cache") + "\n"
-	cfg, err := agent.ParseConfig("agent.yaml", []byte(head+stdout.String()))
-	if err != nil {
-		t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
-	}
+	cfg, stdout, _ := convertCT(t, conf)
 	if len(cfg.Templates) != 3 {
 		t.Fatalf("%d templates, want 3:\n%s", len(cfg.Templates), stdout.String())
 	}
@@ -1128,15 +1096,7 @@ func TestConvertConsulTemplate_FieldsInAnyCase(t *testing.T) {
 func TestConvertConsulTemplate_UserAndUid(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "ct.hcl")
 	writeFile(t, p, "template {\n  contents = \"x\"\n  destination = \"/etc/app/a\"\n  user = \"nobody\"\n  uid = 0\n  gid = 0\n  group = \"nogroup\"\n}\n")
-	var stdout, stderr bytes.Buffer
-	if err := run(context.Background(), []string{"shoelace", "convert-consul-template", p}, strings.NewReader(""), &stdout, &stderr); err != nil {
-		t.Fatalf("convert-consul-template: %v\n%s", err, stderr.String())
-	}
-	head := "server: http://127.0.0.1:7400\nappliance: web\ntoken: t0ken\ncache_dir: " + filepath.Join(t.TempDir(), "cache") + "\n"
-	cfg, err := agent.ParseConfig("agent.yaml", []byte(head+stdout.String()))
-	if err != nil {
-		t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
-	}
+	cfg, _, stderr := convertCT(t, p)
 	if tm := cfg.Templates[0]; tm.Owner != "nobody" || tm.Group != "nogroup" {
 		t.Errorf("owner %q, group %q; want nobody and nogroup, as consul-template gives them", tm.Owner, tm.Group)
 	}
@@ -1218,4 +1178,20 @@ func TestConvertConsulTemplate_TemplateWarnings(t *testing.T) {
 	if !strings.Contains(stdout.String(), "allow_file: true") {
 		t.Errorf("allow_file not set:\n%s", stdout.String())
 	}
+}
+
+// convertCT runs convert-consul-template with args, and returns the agent config that its
+// output makes (after the settings a packaged agent.yaml holds), its output and its notes.
+func convertCT(t *testing.T, args ...string) (cfg *agent.Config, stdout, stderr *bytes.Buffer) {
+	t.Helper()
+	stdout, stderr = &bytes.Buffer{}, &bytes.Buffer{}
+	if err := run(context.Background(), append([]string{"shoelace", "convert-consul-template"}, args...), strings.NewReader(""), stdout, stderr); err != nil {
+		t.Fatalf("convert-consul-template: %v\n%s", err, stderr.String())
+	}
+	head := "server: http://127.0.0.1:7400\nappliance: web\ntoken: t0ken\ncache_dir: " + filepath.Join(t.TempDir(), "cache") + "\n"
+	cfg, err := agent.ParseConfig("agent.yaml", []byte(head+stdout.String()))
+	if err != nil {
+		t.Fatalf("the agent refuses the conversion: %v\n%s", err, stdout.String())
+	}
+	return cfg, stdout, stderr
 }
