@@ -182,17 +182,20 @@ func LoadCache(cacheDir, appliance string) (*Cached, error) {
 
 // Status is what `run` last did, as `status` shows it.
 type Status struct {
-	Appliance string           `json:"appliance"`
-	Instance  string           `json:"instance"`
-	Updated   time.Time        `json:"updated"`
-	Store     string           `json:"store"`
-	Revision  int64            `json:"revision"`
-	Applied   int64            `json:"applied"`
-	Rollout   string           `json:"rollout,omitempty"` // the rollout of the view at Revision
-	FromCache bool             `json:"from_cache,omitempty"`
-	LastSync  time.Time        `json:"last_sync,omitzero"`
-	LastError string           `json:"last_error,omitempty"`
-	Templates []TemplateStatus `json:"templates"`
+	Appliance string    `json:"appliance"`
+	Instance  string    `json:"instance"`
+	Updated   time.Time `json:"updated"`
+	Store     string    `json:"store"`
+	Revision  int64     `json:"revision"`
+	Applied   int64     `json:"applied"`
+	Rollout   string    `json:"rollout,omitempty"` // the rollout of the view at Revision
+	FromCache bool      `json:"from_cache,omitempty"`
+	LastSync  time.Time `json:"last_sync,omitzero"`
+	LastError string    `json:"last_error,omitempty"`
+	// CacheError is why run could not save the view in cache_dir (its last-known-good view is
+	// older, or there is none); "" once it saved one.
+	CacheError string           `json:"cache_error,omitempty"`
+	Templates  []TemplateStatus `json:"templates"`
 }
 
 // TemplateStatus is one template's state.

@@ -40,6 +40,11 @@ type persister struct {
 	// says that close has begun, after which nothing wakes the writer.
 	retry  time.Duration
 	closed bool
+	// cacheErr is why the last write of the cache failed ("" once one succeeded), which every
+	// status written carries; lastStatus is the last status written, written again when
+	// cacheErr changes and no newer one waits. Both are the writer's alone.
+	cacheErr   string
+	lastStatus *statusJob
 	// flushes counts the flushes that wrote something (for tests).
 	flushes int
 }
@@ -116,17 +121,30 @@ func (p *persister) flush() {
 	p.mu.Unlock()
 	failed := false
 	if c != nil {
+		cacheErr := ""
 		if err := SaveCache(c.dir, c.c); err != nil {
 			p.log.Error("cache not saved", "error", err.Error())
 			failed = true
 			p.keep(c, nil)
+			cacheErr = err.Error()
+		}
+		if cacheErr != p.cacheErr {
+			// status says so (or no longer), though no pass changed the status.
+			p.cacheErr = cacheErr
+			if s == nil {
+				s = p.lastStatus
+			}
 		}
 	}
 	if s != nil {
-		if err := saveStatus(s.dir, s.s); err != nil {
+		st := *s.s
+		st.CacheError = p.cacheErr
+		if err := saveStatus(s.dir, &st); err != nil {
 			p.log.Warn("status not saved", "error", err.Error())
 			failed = true
 			p.keep(nil, s)
+		} else {
+			p.lastStatus = s
 		}
 	}
 	p.mu.Lock()

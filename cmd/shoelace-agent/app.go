@@ -564,6 +564,9 @@ func printAgentStatus(w io.Writer, s *agent.Status, loadErr string) {
 	if s.LastError != "" {
 		fmt.Fprintf(w, "  last error: %s\n", s.LastError)
 	}
+	if s.CacheError != "" {
+		fmt.Fprintf(w, "  last-known-good view NOT saved (a start while the server is away has an older one, or none): %s\n", s.CacheError)
+	}
 	for _, t := range s.Templates {
 		var state string
 		switch {
