@@ -584,8 +584,12 @@ func (p *pass) reload(ctx context.Context, g *group) {
 	var f *failure
 	dests, rev, timeout := g.names(), p.v.Revision, maxTimeout(g)
 	if len(installed) == 0 {
-		// Only what a killed run owed, at the revision it was owed for.
-		dests, rev = nil, owed.Revision
+		// Only what a killed run owed, at the revision it was owed for (this pass's when that
+		// is not known: its record was unreadable).
+		dests = nil
+		if owed.Revision != 0 {
+			rev = owed.Revision
+		}
 	}
 	if owed != nil {
 		for _, d := range owed.Destinations {
@@ -912,7 +916,11 @@ func (p *pass) runOwed(ctx context.Context) {
 			continue
 		}
 		p.ranOwed[i] = true
-		if f := p.command(ctx, o.Command, o.timeout(), o.Destinations, o.Revision); f != nil {
+		rev := o.Revision
+		if rev == 0 {
+			rev = p.v.Revision // not known (its record was unreadable)
+		}
+		if f := p.command(ctx, o.Command, o.timeout(), o.Destinations, rev); f != nil {
 			f.inPlace = true
 			p.res.failures = append(p.res.failures, *f)
 		}

@@ -100,7 +100,12 @@ func loadRecord(path string, limit int64, what, appliance string, rec interface{
 func (a *Agent) loadOwedAtStart() {
 	owed, err := loadOwed(a.cfg.cacheDir(), a.cfg.Appliance)
 	if err != nil {
-		a.log.Error("owed commands unreadable; not run", "error", err.Error())
+		// What the last run owed is not known (a record truncated, filled with garbage, or not
+		// the agent's): every reload is owed, so that none is lost, as a record removed and
+		// not fsynced may run one once more. The record is cleared once they ran.
+		a.owed = a.everyReload()
+		a.log.Error("owed commands unreadable: every template's command and health checks are owed instead, and run once now",
+			"error", err.Error(), "commands", len(a.owed))
 		return
 	}
 	for _, o := range owed {
@@ -125,6 +130,18 @@ func (a *Agent) loadOwedAtStart() {
 			"templates", o.Destinations, "revision", o.Revision)
 		a.owed = append(a.owed, o)
 	}
+}
+
+// everyReload is a reload owed for each group of the configured templates that has one (its
+// command, or its health checks alone), at no known revision (0: the pass's that runs it).
+func (a *Agent) everyReload() []owedCommand {
+	var out []owedCommand
+	for _, g := range groupsOf(a.tmpls) {
+		if g.reloads() {
+			out = append(out, owedCommand{Command: g.command, TimeoutMS: maxTimeout(g).Milliseconds(), Destinations: g.dests()})
+		}
+	}
+	return out
 }
 
 // removeLeftovers removes the temp files that a killed run left next to the destinations (a

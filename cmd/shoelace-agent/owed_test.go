@@ -122,3 +122,86 @@ func TestE2E_RunFailedInstallRunsNoCommand(t *testing.T) {
 		t.Fatalf("commands = %v, want the first render's and the install's", got)
 	}
 }
+
+// An agent killed between a file's rename and its command whose record of the owed command is
+// then unreadable (here cut in half; a record filled with garbage, or not the agent's, alike)
+// runs every template's reload once at its next start: which one was owed is not known, and
+// none may be lost. Before, the restart logged the record unreadable and ran nothing: the
+// service kept its old configuration under the new file until the next change, and the record
+// stayed, logged again at every start.
+func TestE2E_RunOwedRecordUnreadableOwesEveryReload(t *testing.T) {
+	needBinaries(t)
+	srv := startServer(t, "", t.TempDir())
+	e := newEnv(t, srv, "", `  - contents: "v={{ key \"v\" }}\n"
+    destination: $DIR/a.conf
+    command: echo "reload $SHOELACE_REVISION" >> $DIR/commands
+  - contents: "w={{ key \"v\" }}\n"
+    destination: $DIR/b.conf
+    check: 'if [ ! -e $DIR/killed ]; then touch $DIR/killed; kill -9 $PPID; sleep 5; fi'
+    health: echo "health $SHOELACE_DESTINATIONS" >> $DIR/health
+`)
+	srv.put("appliances/web/v", "1")
+	a := e.startAgent()
+	done := make(chan error, 1)
+	go func() { done <- a.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the agent was not killed by its check")
+	}
+	if got := readFile(t, e.path("a.conf")); got != "v=1\n" {
+		t.Fatalf("a.conf = %q, want it installed before the kill", got)
+	}
+	owed := e.path("cache/web.owed.json")
+	rec, err := os.ReadFile(owed)
+	if err != nil || !strings.Contains(string(rec), "reload") {
+		t.Fatalf("owed record = %q (%v), want the reload of a.conf", rec, err)
+	}
+	if err := os.WriteFile(owed, rec[:len(rec)/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	a2 := e.startAgent()
+	waitFor(t, "b.conf", fileIs(e.path("b.conf"), "w=1\n"))
+	waitFor(t, "the first pass of the restarted agent", func() bool { return strings.Contains(a2.logs.String(), `"msg":"sync"`) })
+	if !strings.Contains(a2.logs.String(), "owed commands unreadable") {
+		t.Fatalf("the restarted agent did not say the record is unreadable:\n%s", a2.logs.String())
+	}
+	m := regexp.MustCompile(`"msg":"rendered","template":"[^"]*/a\.conf","revision":(\d+)`).FindStringSubmatch(a.logs.String())
+	if m == nil {
+		t.Fatalf("the first agent did not log rendering a.conf:\n%s", a.logs.String())
+	}
+	// Owed at no known revision: it runs with that of the view of the restart's pass, whose
+	// a.conf is the one installed (the enrollments wrote to the store since, nothing else).
+	got := linesOf(e.path("commands"))
+	if len(got) != 1 || !strings.HasPrefix(got[0], "reload ") {
+		t.Fatalf("commands after the restart = %q, want a.conf's reload once", got)
+	}
+	installedAt, _ := strconv.ParseInt(m[1], 10, 64)
+	if n, err := strconv.ParseInt(strings.TrimPrefix(got[0], "reload "), 10, 64); err != nil || n < installedAt {
+		t.Fatalf("the reload ran at revision %q, want the restart's view's, at or after a.conf's %d", got[0], installedAt)
+	}
+	if got := linesOf(e.path("health")); len(got) != 1 {
+		t.Fatalf("health checks after the restart = %v, want b.conf's once (its install's)", got)
+	}
+	waitFor(t, "the unreadable record cleared", func() bool { _, err := os.Lstat(owed); return os.IsNotExist(err) })
+	a2.stop(t)
+
+	a3 := e.startAgent()
+	waitFor(t, "the first pass of the third agent", func() bool { return strings.Contains(a3.logs.String(), `"msg":"nothing changed"`) })
+	a3.stop(t)
+	if got := linesOf(e.path("commands")); len(got) != 1 {
+		t.Fatalf("commands after a third start = %v, want none more", got)
+	}
+	if strings.Contains(a3.logs.String(), "owed commands unreadable") {
+		t.Fatalf("the third start found the record unreadable still:\n%s", a3.logs.String())
+	}
+}
+
+// linesOf is the lines of the file at path, none when it cannot be read.
+func linesOf(path string) []string {
+	if s := strings.TrimSpace(readFileOr(path)); s != "" {
+		return strings.Split(s, "\n")
+	}
+	return nil
+}
