@@ -173,8 +173,8 @@ func (a *Agent) loadCandidatesAtStart() {
 			dropped = true
 			continue
 		}
-		t.cand = &candidateFile{rollout: f.Rollout, prev: atomicfile.NewPrevious(f.Path, f.Existed, f.Data, os.FileMode(f.Mode), f.UID, f.GID),
-			sums: f.Installed}
+		t.cand = f.undo()
+		t.cand.rollout = f.Rollout
 		a.log.Info("undo of the rollout's candidate kept from the last run", "template", t.name(), "rollout", f.Rollout, "existed", f.Existed)
 	}
 }

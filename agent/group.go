@@ -413,7 +413,7 @@ func (p *pass) install(g *group) {
 	var owedBefore []owedCommand
 	if len(dests) > 0 && g.reloads() && p.a.recordOwed {
 		owedBefore = p.a.owedCopy()
-		p.a.owe(g.command, maxTimeout(g), dests, p.v.Revision)
+		p.a.owe(g.command, maxTimeout(g), dests, p.v.Revision, p.previousOf(g))
 	}
 	// What a rollout's candidate replaces is recorded before any of its files is renamed into
 	// place: an agent killed right after the rename still undoes it.
@@ -541,6 +541,31 @@ func (p *pass) install(g *group) {
 	}
 }
 
+// previousOf is what the install of g's staged files replaces, for the owed record: the
+// rollback of a failed reload owed across a restart (on_command_failure rollback, outside a
+// rollout: a rollout's candidate has its own record). Files over maxCandidateBytes in all are
+// left out: their rollback lasts only while this run does.
+func (p *pass) previousOf(g *group) []candidateEntry {
+	if g.policy() != OnFailureRollback || p.v.Rollout != "" {
+		return nil
+	}
+	var out []candidateEntry
+	total := 0
+	for _, m := range g.members {
+		if m.staged == nil || m.t.cand != nil || m.staged.Previous() == nil {
+			continue
+		}
+		prev := m.staged.Previous()
+		data, perm, uid, gid := prev.Kept()
+		if total += len(data); total > maxCandidateBytes {
+			continue // rolled back only while this run lasts
+		}
+		out = append(out, candidateEntry{Destination: m.t.cfg.Destination, Path: prev.Path(), Existed: prev.Existed(), Data: data,
+			Mode: uint32(perm), UID: uid, GID: gid, Installed: []string{candidateSum(m.r.Output)}})
+	}
+	return out
+}
+
 // inPlace records that m's file holds its output.
 func (p *pass) inPlace(m *member) {
 	t := m.t
@@ -610,18 +635,24 @@ func (p *pass) reload(ctx context.Context, g *group) {
 	switch {
 	case f == nil:
 	case len(installed) == 0:
-		p.owedFailed(g, owed, *f)
+		p.owedFailed(ctx, g, owed, *f)
 	default:
 		p.undo(ctx, g, *f)
 	}
 }
 
 // owedFailed handles f, the failure of g's reload (its command or a health check) owed by a
-// killed run (no file of g changed in this pass). Its files were installed by that run, and what they replaced was not kept
-// across the restart: they stay. The reload failed all the same: the templates it was owed for
-// fail the pass (their revision is not applied, the report names the failure) and, as after
-// any failed reload, their inputs are not tried again until they change.
-func (p *pass) owedFailed(g *group, owed *owedCommand, f failure) {
+// killed run (no file of g changed in this pass). Its files were installed by that run: those
+// whose previous content the record kept are rolled back as in the run that installed them
+// (undo), while they hold what it installed. The others stay. The reload failed all the same:
+// the templates it was owed for fail the pass (their revision is not applied, the report names
+// the failure) and, as after any failed reload, their inputs are not tried again until they
+// change.
+func (p *pass) owedFailed(ctx context.Context, g *group, owed *owedCommand, f failure) {
+	if p.owedPrevious(g, owed) {
+		p.undo(ctx, g, f)
+		return
+	}
 	f.inPlace = true
 	var named []*tmpl
 	for _, t := range g.tmpls {
@@ -642,6 +673,37 @@ func (p *pass) owedFailed(g *group, owed *owedCommand, f failure) {
 			t.failed = &reloadFailure{result: t.last, data: t.lastData, failure: mf}
 		}
 	}
+}
+
+// owedPrevious gives the members of g whose file the owed reload's record kept the previous
+// content of, and that hold what the killed run installed (not after a kill before the rename,
+// nor an operator's edit since), what they replaced (member.prev), as if this pass had
+// installed them; it reports whether there is one.
+func (p *pass) owedPrevious(g *group, owed *owedCommand) bool {
+	found := false
+	for _, t := range g.tmpls {
+		e := owed.previous(t.cfg.Destination)
+		if e == nil || g.policy() != OnFailureRollback || !t.inPlace || t.err != nil || t.last == nil ||
+			!slices.Contains(owed.Destinations, t.name()) || !sameFile(e.Path, t.cfg.Destination) {
+			continue
+		}
+		c := e.undo()
+		if held, err := candidateHeld(c); err != nil || held != heldCandidate {
+			continue
+		}
+		var m *member
+		for _, o := range g.members {
+			if o.t == t {
+				m = o
+			}
+		}
+		if m == nil {
+			m = &member{t: t, r: t.last}
+			g.members = append(g.members, m)
+		}
+		m.prev, found = c.prev, true
+	}
+	return found
 }
 
 // command runs command for dests at revision rev and logs what it did.
@@ -859,7 +921,7 @@ func (p *pass) undoCandidate(g *group) {
 			// The undo's reload is owed as an install's is: an agent killed between the
 			// restore and the command runs it at its next start, when nothing is left to undo.
 			owedBefore = p.a.owedCopy()
-			p.a.owe(g.command, maxTimeout(g), []string{t.name()}, p.v.Revision)
+			p.a.owe(g.command, maxTimeout(g), []string{t.name()}, p.v.Revision, nil)
 		}
 		changed, err := restoreFile(c.prev, atomicfile.Options{Allowed: t.allowed})
 		if se := (*atomicfile.SyncDirError)(nil); errors.As(err, &se) {

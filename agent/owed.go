@@ -17,6 +17,14 @@ import (
 // run, and its group's health checks with it (a group without a command owes them alone). `run` records what it owes in cache_dir (fsynced) right before the rename and clears
 // the record once the pass's commands ran, so that an agent killed in between runs them at
 // its next start: a command runs at least once for every change of its files.
+//
+// With the reload goes what the install replaced (Previous, a group whose on_command_failure
+// is rollback, outside a rollout, whose candidate record keeps its own): written and fsynced
+// with the record before the rename, and gone with it once the reload ran, so that an owed
+// reload that fails at the next start puts the previous files back and runs the command
+// again, as a failed reload does in the run that installed them. As the candidate's record,
+// it keeps the SHA-256s of what was installed: the restore puts a file back only while it
+// holds one of them (not when the kill came before the rename, nor over an operator's edit).
 
 // owedCommand is one command owed for installed files.
 type owedCommand struct {
@@ -24,6 +32,9 @@ type owedCommand struct {
 	TimeoutMS    int64    `json:"timeout_ms"`
 	Destinations []string `json:"destinations"`
 	Revision     int64    `json:"revision"`
+	// Previous is what the install replaced at each destination, for the rollback of a failed
+	// owed reload (Rollout unused); none with on_command_failure keep.
+	Previous []candidateEntry `json:"previous,omitempty"`
 }
 
 type owedRecord struct {
@@ -178,12 +189,15 @@ func (a *Agent) removeLeftovers(before time.Time) {
 }
 
 // owe records, before the files dests are renamed into place at revision rev, that command is
-// owed for them. A record that cannot be written is logged, not fatal: the install goes on.
-func (a *Agent) owe(command string, timeout time.Duration, dests []string, rev int64) {
+// owed for them, and what they replace (prev; a reload owed already keeps what it has: what
+// its files held before the first install it is owed for, restored only while they hold what
+// that install installed). A record that cannot be written is logged, not fatal: the install
+// goes on.
+func (a *Agent) owe(command string, timeout time.Duration, dests []string, rev int64, prev []candidateEntry) {
 	ms := timeout.Milliseconds()
 	i := slices.IndexFunc(a.owed, func(o owedCommand) bool { return o.owedBy(command, dests) })
 	if i < 0 {
-		a.owed = append(a.owed, owedCommand{Command: command, TimeoutMS: ms, Destinations: slices.Clone(dests), Revision: rev})
+		a.owed = append(a.owed, owedCommand{Command: command, TimeoutMS: ms, Destinations: slices.Clone(dests), Revision: rev, Previous: prev})
 	} else {
 		o := &a.owed[i]
 		if o.Revision == rev && o.TimeoutMS >= ms && !slices.ContainsFunc(dests, func(d string) bool { return !slices.Contains(o.Destinations, d) }) {
@@ -245,6 +259,21 @@ func (o owedCommand) owedBy(command string, dests []string) bool {
 		return o.Command == command
 	}
 	return slices.ContainsFunc(dests, func(d string) bool { return slices.Contains(o.Destinations, d) })
+}
+
+// previous is the entry of o.Previous for destination dest; nil when there is none.
+func (o *owedCommand) previous(dest string) *candidateEntry {
+	for i := range o.Previous {
+		if o.Previous[i].Destination == dest {
+			return &o.Previous[i]
+		}
+	}
+	return nil
+}
+
+// undo is e as the undo of a candidate's file: what the file held, and what was installed.
+func (e *candidateEntry) undo() *candidateFile {
+	return &candidateFile{prev: atomicfile.NewPrevious(e.Path, e.Existed, e.Data, os.FileMode(e.Mode), e.UID, e.GID), sums: e.Installed}
 }
 
 // timeout is the timeout the command was owed with.

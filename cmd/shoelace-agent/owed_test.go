@@ -205,3 +205,91 @@ func linesOf(path string) []string {
 	}
 	return nil
 }
+
+// An agent killed (SIGKILL) while the command of a plain write runs, a command that fails on
+// the new file, puts the previous file back at its next start when the reload it owed fails
+// there (the view unchanged: the file holds it already, nothing is installed), and runs the
+// command again with it, as a failed reload does without a restart. (Before, the file kept
+// the content that failed: what the install replaced was not kept across the restart.)
+func TestE2E_RunKilledInAFailingReloadRestoresAtRestart(t *testing.T) {
+	_, e := killedInFailingReload(t)
+	a2 := e.startAgent()
+	waitFor(t, "the previous file back", fileIs(e.path("app.conf"), "v=good\n"))
+	waitFor(t, "the command run again", func() bool { return len(commandLines(t, e.path("commands"))) == 4 })
+	if got, want := strings.Join(commandLines(t, e.path("commands")), " "), "v=good v=bad v=bad v=good"; got != want {
+		t.Fatalf("commands saw %q, want %q: the owed reload fails, the command runs again on the previous file", got, want)
+	}
+	if fi, err := os.Stat(e.path("app.conf")); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Fatalf("app.conf after the restore: %v, %v; want mode 0640", fi, err)
+	}
+	a2.stop(t)
+	if _, err := os.Stat(e.path("cache/web.owed.json")); !os.IsNotExist(err) {
+		t.Fatalf("owed record left after the reload was done: %v", err)
+	}
+}
+
+// An agent killed after the record of what an install replaces was written but before the
+// rename (here: the file put back by hand to what it held, the view back to it) restores
+// nothing when the reload it owed fails at its next start: the file holds no content that
+// the record says was installed. It is left as it is (the same file), and the command is not
+// run again.
+func TestE2E_RunKilledBeforeTheRenameRestoresNothing(t *testing.T) {
+	srv, e := killedInFailingReload(t)
+	if err := os.WriteFile(e.path("app.conf"), []byte("v=good\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.Stat(e.path("app.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.put("appliances/web/v", "good")
+	if err := os.WriteFile(e.path("fail"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a2 := e.startAgent()
+	waitFor(t, "the owed reload", func() bool { return strings.Contains(a2.logs.String(), `"msg":"sync"`) })
+	a2.stop(t)
+	if got, want := strings.Join(commandLines(t, e.path("commands")), " "), "v=good v=bad v=good"; got != want {
+		t.Fatalf("commands saw %q, want %q: the owed reload once, no rollback", got, want)
+	}
+	after, err := os.Stat(e.path("app.conf"))
+	if err != nil || !os.SameFile(before, after) || readFile(t, e.path("app.conf")) != "v=good\n" {
+		t.Fatalf("app.conf replaced (%v): nothing of the record was installed there", err)
+	}
+	if strings.Contains(a2.logs.String(), "previous file restored") {
+		t.Fatalf("a file restored:\n%s", a2.logs.String())
+	}
+}
+
+// killedInFailingReload starts an agent whose template's command fails on "bad" (and while
+// $DIR/fail exists), renders "good", puts "bad" and waits for the command to kill the agent
+// (SIGKILL) while it runs for the new file.
+func killedInFailingReload(t *testing.T) (*server, *env) {
+	t.Helper()
+	needBinaries(t)
+	srv := startServer(t, "", t.TempDir())
+	e := newEnv(t, srv, "", `  - contents: "v={{ key \"v\" }}\n"
+    destination: $DIR/app.conf
+    perms: "0640"
+    command: 'cat $DIR/app.conf >> $DIR/commands; if grep -q bad $DIR/app.conf && [ ! -e $DIR/killed ]; then touch $DIR/killed; kill -9 $PPID; sleep 3; fi; [ ! -e $DIR/fail ] && ! grep -q bad $DIR/app.conf'
+`)
+	srv.put("appliances/web/v", "good")
+	a := e.startAgent()
+	waitFor(t, "the first reload", func() bool { return len(commandLines(t, e.path("commands"))) == 1 })
+	done := make(chan error, 1)
+	go func() { done <- a.cmd.Wait() }()
+	srv.put("appliances/web/v", "bad")
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ProcessState.String() != "signal: killed" {
+			t.Fatalf("agent ended with %v, want killed in its command", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the agent was not killed in its command")
+	}
+	if got := readFile(t, e.path("app.conf")); got != "v=bad\n" {
+		t.Fatalf("app.conf = %q before the restart, want the install that the command killed", got)
+	}
+	return srv, e
+}
