@@ -61,11 +61,19 @@ func TestDelta_KeptDeltasBounded(t *testing.T) {
 	if deltas == 0 || fulls == 0 {
 		t.Fatalf("%d deltas and %d full views: the bound was not reached", deltas, fulls)
 	}
-	// A delta kept is still shared: asked again, it is answered, not made again.
-	made := f.s.hub.deltaAnswers.Load()
-	var u api.Update
-	f.must(f.doToken(agent, "GET", lp("web", revs[0], "0s")+"&delta", ""), 200, &u)
-	if !u.IsDelta() || f.s.hub.deltaAnswers.Load() != made {
-		t.Fatalf("a kept delta asked again: delta %v, %d made", u.IsDelta(), f.s.hub.deltaAnswers.Load()-made)
+	// A delta kept is still shared: asked again, it is answered, not made again. Asked up to
+	// three times: a write anywhere in the package's shared etcd moves the revision a delta is
+	// made at, and the ask after it makes it anew (it failed so once in CI, under -race); the
+	// next one shares it.
+	for try := 1; ; try++ {
+		made := f.s.hub.deltaAnswers.Load()
+		var u api.Update
+		f.must(f.doToken(agent, "GET", lp("web", revs[0], "0s")+"&delta", ""), 200, &u)
+		if u.IsDelta() && f.s.hub.deltaAnswers.Load() == made {
+			break
+		}
+		if try == 3 {
+			t.Fatalf("a kept delta asked again: delta %v, %d made", u.IsDelta(), f.s.hub.deltaAnswers.Load()-made)
+		}
 	}
 }
