@@ -257,7 +257,16 @@ func TestE2E_RunFileReadSymlinkSwap(t *testing.T) {
 	if err := os.Symlink("..data/cert.pem", cert); err != nil {
 		t.Fatal(err)
 	}
-	e := newEnv(t, srv, "", `  - contents: "{{ file \"`+cert+`\" }} {{ key \"a\" }}"
+	volumeUpdatesRender(t, srv, vol, "cert.pem", cert)
+}
+
+// volumeUpdatesRender runs an agent whose template reads path, a file whose links lead to name
+// in vol, a Kubernetes volume whose ..2026_x holds v1: a change of the view renders it, and so
+// do two updates of the volume (..2026_y, then ..2026_z, the one before removed each time),
+// the second from the links the render after the first went through.
+func volumeUpdatesRender(t *testing.T, srv *server, vol, name, path string) {
+	t.Helper()
+	e := newEnv(t, srv, "", `  - contents: "{{ file \"`+path+`\" }} {{ key \"a\" }}"
     destination: $DIR/a
     functions: consul-template
     allow_file: true
@@ -270,17 +279,13 @@ func TestE2E_RunFileReadSymlinkSwap(t *testing.T) {
 	})
 	srv.put("appliances/web/a", "2")
 	waitFor(t, "render of a change of the view", fileIs(e.path("a"), "v1 2"))
-	version("..2026_y", "v2")
-	if err := os.RemoveAll(filepath.Join(vol, "..2026_x")); err != nil {
-		t.Fatal(err)
+	for _, u := range []struct{ version, old, content string }{{"..2026_y", "..2026_x", "v2"}, {"..2026_z", "..2026_y", "v3"}} {
+		kubeVersion(t, vol, u.version, name, u.content)
+		if err := os.RemoveAll(filepath.Join(vol, u.old)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "render of the volume's update to "+u.version, fileIs(e.path("a"), u.content+" 2"))
 	}
-	waitFor(t, "render of the secret's update", fileIs(e.path("a"), "v2 2"))
-	// And again, from the links the render after the update went through.
-	version("..2026_z", "v3")
-	if err := os.RemoveAll(filepath.Join(vol, "..2026_y")); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "render of the secret's next update", fileIs(e.path("a"), "v3 2"))
 }
 
 // A file read through a link into a directory that holds no file read: /etc/app/ca.pem ->
@@ -302,28 +307,7 @@ func TestE2E_RunFileReadThroughLinkIntoAnotherDir(t *testing.T) {
 	if err := os.Symlink(filepath.Join(vol, "ca.pem"), ca); err != nil {
 		t.Fatal(err)
 	}
-	e := newEnv(t, srv, "", `  - contents: "{{ file \"`+ca+`\" }} {{ key \"a\" }}"
-    destination: $DIR/a
-    functions: consul-template
-    allow_file: true
-`)
-	ag := e.startAgent()
-	waitFor(t, "first render", fileIs(e.path("a"), "v1 1"))
-	waitFor(t, "the render once the file is watched", func() bool {
-		return strings.Contains(ag.logs.String(), "watched now: rendered again")
-	})
-	srv.put("appliances/web/a", "2")
-	waitFor(t, "render of a change of the view", fileIs(e.path("a"), "v1 2"))
-	version("..2026_y", "v2")
-	if err := os.RemoveAll(filepath.Join(vol, "..2026_x")); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "render of the volume's update", fileIs(e.path("a"), "v2 2"))
-	version("..2026_z", "v3")
-	if err := os.RemoveAll(filepath.Join(vol, "..2026_y")); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "render of the volume's next update", fileIs(e.path("a"), "v3 2"))
+	volumeUpdatesRender(t, srv, vol, "ca.pem", ca)
 }
 
 // A render for a changed file that reads a file in a directory not watched yet (the first file
