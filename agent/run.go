@@ -828,11 +828,11 @@ func (l *loop) settleFiles() {
 	l.fsTimer = time.NewTimer(max(0, min(fsDebounce, l.fsFirst.Add(fsSettleMax).Sub(now))))
 }
 
-// maxLinkHops bounds the symbolic links that linksOf follows (a loop of links ends there).
+// maxLinkHops bounds the symbolic links that a walk follows (a loop of links ends there).
 const maxLinkHops = 40
 
-// linkCache holds what linksOf learned of each path it lstat'ed in one watchReads: the files
-// read share their directories, which are looked at once, not once per file.
+// linkCache holds what one watchReads (or watchFiles) learned of each path it lstat'ed: the
+// files read share their directories, which are looked at once, not once per file.
 type linkCache map[string]linkStep
 
 // linkStep is a path's link target ("" when it is not a link), or that it could not be read.
@@ -841,23 +841,53 @@ type linkStep struct {
 	err    bool
 }
 
-// of is linksOf, each path lstat'ed (and read, when a link) once for c's lifetime.
+// of returns the symbolic links that resolving name, an absolute clean path, goes through, in
+// the order met (name itself first when it is one), each path lstat'ed (and read, when a link)
+// once for c's lifetime. It stops at a component it cannot read.
 func (c linkCache) of(name string) []string {
 	links, _ := c.walk(name)
 	return links
 }
 
-// walk is of, and also returns the path that name leads to through them (name when it goes
-// through none): as far as it could be resolved, when a component cannot be read.
-func (c linkCache) walk(name string) ([]string, string) {
-	return walkLinks(name, func(p string) (string, bool) {
-		st, ok := c[p]
-		if !ok {
-			st.target, st.err = readLink(p)
-			c[p] = st
+// walk is of, and also returns the path that name leads to through the links (name when it
+// goes through none): as far as they were followed, when a component cannot be read.
+func (c linkCache) walk(name string) (links []string, end string) {
+	path := name
+	for hop := 0; hop < maxLinkHops; hop++ {
+		vol := filepath.VolumeName(path)
+		parts := strings.Split(strings.TrimPrefix(path[len(vol):], string(filepath.Separator)), string(filepath.Separator))
+		cur := vol + string(filepath.Separator)
+		next := ""
+		for i, p := range parts {
+			if p == "" {
+				continue
+			}
+			cur = filepath.Join(cur, p)
+			st, ok := c[cur]
+			if !ok {
+				st.target, st.err = readLink(cur)
+				c[cur] = st
+			}
+			if st.err {
+				return links, path
+			}
+			if st.target == "" {
+				continue
+			}
+			links = append(links, cur)
+			target := st.target
+			if !filepath.IsAbs(target) {
+				target = filepath.Join(filepath.Dir(cur), target)
+			}
+			next = filepath.Join(append([]string{target}, parts[i+1:]...)...)
+			break
 		}
-		return st.target, !st.err
-	})
+		if next == "" {
+			return links, path
+		}
+		path = next
+	}
+	return links, path
 }
 
 // readLink returns p's target when p is a symbolic link, "" when it is another file; failed
@@ -872,58 +902,6 @@ func readLink(p string) (target string, failed bool) {
 	}
 	target, err = os.Readlink(p)
 	return target, err != nil
-}
-
-// linksOf returns the symbolic links that resolving name, an absolute clean path, goes through,
-// in the order met (name itself first when it is one). It stops at a component it cannot read.
-func linksOf(name string) []string {
-	return linksThrough(name, func(p string) (string, bool) {
-		target, failed := readLink(p)
-		return target, !failed
-	})
-}
-
-// linksThrough is linksOf, with link giving a path's target ("" for no link; false when it
-// cannot be read).
-func linksThrough(name string, link func(string) (string, bool)) []string {
-	links, _ := walkLinks(name, link)
-	return links
-}
-
-// walkLinks is linksThrough, and also returns the path that name leads to through the links,
-// as far as they were followed.
-func walkLinks(name string, link func(string) (string, bool)) (links []string, end string) {
-	path := name
-	for hop := 0; hop < maxLinkHops; hop++ {
-		vol := filepath.VolumeName(path)
-		parts := strings.Split(strings.TrimPrefix(path[len(vol):], string(filepath.Separator)), string(filepath.Separator))
-		cur := vol + string(filepath.Separator)
-		next := ""
-		for i, p := range parts {
-			if p == "" {
-				continue
-			}
-			cur = filepath.Join(cur, p)
-			target, ok := link(cur)
-			if !ok {
-				return links, path
-			}
-			if target == "" {
-				continue
-			}
-			links = append(links, cur)
-			if !filepath.IsAbs(target) {
-				target = filepath.Join(filepath.Dir(cur), target)
-			}
-			next = filepath.Join(append([]string{target}, parts[i+1:]...)...)
-			break
-		}
-		if next == "" {
-			return links, path
-		}
-		path = next
-	}
-	return links, path
 }
 
 // rewatchThrough forgets the watches of the directories whose path goes through link, a link

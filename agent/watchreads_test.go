@@ -53,8 +53,9 @@ func BenchmarkWatchReads(b *testing.B) {
 }
 
 // TestLinkCache_AsLinksOf: the links watchReads finds through its cache, which lstats each
-// path once, are linksOf's: a Kubernetes volume's (cert.pem -> ..data/cert.pem, ..data ->
-// ..2026_x), a link to a link in another directory, a loop, and a file with none.
+// path once, are those a walk with nothing cached finds: a Kubernetes volume's (cert.pem ->
+// ..data/cert.pem, ..data -> ..2026_x), a link to a link in another directory, a loop, and a
+// file with none.
 func TestLinkCache_AsLinksOf(t *testing.T) {
 	root := t.TempDir()
 	vol, other := filepath.Join(root, "vol"), filepath.Join(root, "other")
@@ -83,12 +84,12 @@ func TestLinkCache_AsLinksOf(t *testing.T) {
 	c := linkCache{}
 	for _, f := range []string{"vol/cert.pem", "vol/ca.pem", "vol/loop", "vol-alias/cert.pem", "vol/..2026_x/cert.pem", "vol/missing", "vol/cert.pem"} {
 		f = filepath.Join(root, f)
-		want, got := linksOf(f), c.of(f)
+		want, got := linkCache{}.of(f), c.of(f)
 		if !slices.Equal(got, want) {
-			t.Errorf("%s: cached %v, linksOf %v", f, got, want)
+			t.Errorf("%s: cached %v, uncached %v", f, got, want)
 		}
 	}
-	if got := linksOf(filepath.Join(root, "vol-alias/cert.pem")); len(got) != 3 {
+	if got := (linkCache{}).of(filepath.Join(root, "vol-alias/cert.pem")); len(got) != 3 {
 		t.Errorf("vol-alias/cert.pem goes through %v, want vol-alias, cert.pem and ..data", got)
 	}
 }
