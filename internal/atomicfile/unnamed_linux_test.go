@@ -88,6 +88,32 @@ func TestUnnamedSpare_NextInstallFillsIt(t *testing.T) {
 	}
 }
 
+// The spare is made with its first block: one byte, which the install that takes it writes
+// over (an unnamed spare is taken only for a content of a byte or more). A one-byte content
+// is that byte alone, and an empty one comes from a temp file, whole.
+func TestUnnamedSpare_PrefilledByteIsWrittenOver(t *testing.T) {
+	dir := unnamedDir(t)
+	path := filepath.Join(dir, "app.conf")
+	opts := firstInstall(t, path)
+	for _, content := range []string{"x", "", "two\n", "y"} {
+		held := openfiles.UnnamedStats(t, dir)
+		if content != "" {
+			if len(held) != 1 || held[0].Size() != 1 {
+				t.Fatalf("before %q: unnamed spares held %v, want one of one byte", content, held)
+			}
+		}
+		if _, err := atomicfile.Write(path, []byte(content), opts); err != nil {
+			t.Fatal(err)
+		}
+		wantContent(t, path, content, 0o644)
+		if content != "" {
+			if got, want := inode(t, path), held[0].Sys().(*syscall.Stat_t).Ino; got != want {
+				t.Fatalf("%q installed in inode %d, want the spare's %d", content, got, want)
+			}
+		}
+	}
+}
+
 // The check runs on the spare once named, in the destination's directory; a failed check
 // leaves the destination as it was and nothing in the directory, and the spare is spent.
 func TestUnnamedSpare_CheckRunsTheNamedFile(t *testing.T) {

@@ -17,19 +17,29 @@ import (
 // "dir/#inode (deleted)". dir must be free of symbolic links.
 func Unnamed(t testing.TB, dir string) []uint64 {
 	t.Helper()
+	var inodes []uint64
+	for _, fi := range UnnamedStats(t, dir) {
+		inodes = append(inodes, fi.Sys().(*syscall.Stat_t).Ino)
+	}
+	return inodes
+}
+
+// UnnamedStats is Unnamed with each file's stat, taken through its descriptor.
+func UnnamedStats(t testing.TB, dir string) []os.FileInfo {
+	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var inodes []uint64
+	var stats []os.FileInfo
 	for _, e := range ents {
 		to, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
 		if err != nil || !strings.HasPrefix(to, dir+"/#") || !strings.HasSuffix(to, " (deleted)") {
 			continue
 		}
 		if fi, err := os.Stat(filepath.Join("/proc/self/fd", e.Name())); err == nil {
-			inodes = append(inodes, fi.Sys().(*syscall.Stat_t).Ino)
+			stats = append(stats, fi)
 		}
 	}
-	return inodes
+	return stats
 }
