@@ -930,10 +930,19 @@ func (d *dir) reopen(f *os.File, name string) (*os.File, error) {
 }
 
 // syncLinked fsyncs the files named in the directory that need it before the directory's
-// fsync (d.linked), and lets them go.
+// fsync (d.linked), and lets them go. A file with no name left (a later install of its
+// destination renamed over it before this sync) is let go unsynced: no entry the directory's
+// fsync makes durable names it. Changes a few ms apart make most of a batch's files such, and
+// each fsync is a flush of the disk's cache, on which the next install's fsync would wait.
 func (d *dir) syncLinked() error {
 	var err error
 	for _, l := range d.linked {
+		if fi, e := l.f.Stat(); e == nil {
+			if n, ok := linksOf(fi); ok && n == 0 {
+				l.f.Close()
+				continue
+			}
+		}
 		if e := fsync(l.f); e != nil && err == nil {
 			if pe := (*fs.PathError)(nil); errors.As(e, &pe) {
 				e = pe.Err // of the temp name, which is gone

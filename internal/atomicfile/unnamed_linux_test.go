@@ -245,6 +245,47 @@ func TestUnnamedSpare_LinkDurableBeforeTheDirectory(t *testing.T) {
 	}
 }
 
+// Installs whose directory fsyncs wait in one batch: the directory's sync fsyncs again, for
+// its name, only the file still named; one that a later install renamed over has no entry to
+// make durable, and each fsync is a flush of the disk's cache. With a backup, the file
+// replaced keeps a name (the .bak) and is fsynced too.
+func TestUnnamedSpare_BatchFsyncsOnlyTheFilesStillNamed(t *testing.T) {
+	for _, backup := range []bool{false, true} {
+		dir := unnamedDir(t)
+		path := filepath.Join(dir, "app.conf")
+		firstInstall(t, path)
+		ds := &atomicfile.DirSyncs{}
+		opts := atomicfile.Options{UID: atomicfile.Keep, GID: atomicfile.Keep, Spare: true, DirSyncs: ds, Backup: backup}
+		var named []uint64
+		for _, content := range []string{"two\n", "three\n", "four\n"} {
+			if _, err := atomicfile.Write(path, []byte(content), opts); err != nil {
+				t.Fatal(err)
+			}
+			named = append(named, inode(t, path))
+		}
+		var synced []uint64
+		restore := atomicfile.SetFsync(func(f *os.File) error {
+			if fi, err := f.Stat(); err == nil && !fi.IsDir() {
+				synced = append(synced, fi.Sys().(*syscall.Stat_t).Ino)
+			}
+			return f.Sync()
+		})
+		err := ds.Sync()
+		restore()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := named[2:] // the file in place
+		if backup {
+			want = named[1:] // and the .bak, the one it replaced
+		}
+		if !slices.Equal(synced, want) {
+			t.Fatalf("backup %v: files fsynced by the directory's sync %v, want %v (installed: %v)", backup, synced, want, named)
+		}
+		wantContent(t, path, "four\n", 0o644)
+	}
+}
+
 // No unnamed spare is kept in a directory that others than its owner may write (a group's, or
 // /tmp), as no spare file is: a file takes its directory's group and default ACL when it is
 // made, and those may change before it is used.
