@@ -258,7 +258,7 @@ func pollParams(q pollQuery, index int64) (pollOpts, error) {
 		return o, api.Errorf(api.CodeInvalidRequest, "query parameters stream and delta need index (the revision of the view the client has)")
 	case q[pollBaseRollout].set && !o.delta:
 		return o, api.Errorf(api.CodeInvalidRequest, "query parameter base_rollout needs delta")
-	case len(o.baseRollout) > 64 || !validRolloutID(o.baseRollout):
+	case len(o.baseRollout) > 64 || !rollout.ValidID(o.baseRollout):
 		return o, api.Errorf(api.CodeInvalidRequest, "query parameter base_rollout must be a rollout id as a view gives it (digits, a-f and -, at most 64 bytes), not %s", shorten(o.baseRollout))
 	}
 	return o, nil

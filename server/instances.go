@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/rollout"
 	"github.com/shoelace-dev/shoelace/server/store"
 )
 
@@ -787,7 +788,7 @@ func agentReport(r *http.Request, name string) (*api.Instance, error) {
 	}
 	in := &api.Instance{Appliance: name, Instance: inst, LastSeen: time.Now().UTC().Truncate(time.Second), Remote: clientIP(r),
 		Rollout: r.Header.Get(api.HeaderRollout), Version: agentVersion(r)}
-	if len(in.Rollout) > 64 || !validRolloutID(in.Rollout) {
+	if len(in.Rollout) > 64 || !rollout.ValidID(in.Rollout) {
 		return nil, api.Errorf(api.CodeInvalidRequest, "header %s must be a rollout id as a view gives it (digits, a-f and -, at most 64 bytes), not %s", api.HeaderRollout, shorten(in.Rollout))
 	}
 	principalOf(r).reportAs(in)

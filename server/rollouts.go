@@ -908,7 +908,7 @@ func (s *Server) handlePostRollout(w http.ResponseWriter, r *http.Request) error
 	if act.Step != nil && (act.Action != "promote" || *act.Step < 0) {
 		return api.Errorf(api.CodeInvalidRequest, "a rollout action's step is a promote's, of the step it promotes (0 = the canary, as the rollout's status counts)")
 	}
-	if !validRolloutID(act.Rollout) {
+	if !rollout.ValidID(act.Rollout) {
 		return api.Errorf(api.CodeInvalidRequest, "a rollout action's rollout must be a rollout id as a status gives it (digits, a-f and -), not %s", shorten(act.Rollout))
 	}
 	ctx, cancel := s.opCtx(r)
@@ -1043,7 +1043,7 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) error {
 	if len(rep.Rollout) > 64 || len(rep.Version) > 128 || len(rep.Template) > maxReportTemplate {
 		return api.Errorf(api.CodeInvalidRequest, "a report's rollout, version or template is too long")
 	}
-	if !validRolloutID(rep.Rollout) {
+	if !rollout.ValidID(rep.Rollout) {
 		return api.Errorf(api.CodeInvalidRequest, "a report's rollout must be a rollout id as a view gives it (digits, a-f and -), not %s", shorten(rep.Rollout))
 	}
 	// The agent's words end up in rollout status and appliance wait, read in terminals: a
@@ -1095,7 +1095,7 @@ func reportAppliedRollout(r *http.Request, rep api.Report) (string, error) {
 		return "", api.Errorf(api.CodeInvalidRequest, "header %s %s is not the report's applied revision %d", api.HeaderApplied, shorten(h), rep.Applied)
 	}
 	id := r.Header.Get(api.HeaderRollout)
-	if len(id) > 64 || !validRolloutID(id) {
+	if len(id) > 64 || !rollout.ValidID(id) {
 		return "", api.Errorf(api.CodeInvalidRequest, "header %s must be a rollout id as a view gives it (digits, a-f and -, at most 64 bytes), not %s", api.HeaderRollout, shorten(id))
 	}
 	return id, nil
@@ -1176,17 +1176,6 @@ func (s *Server) recordFailure(ctx context.Context, name string, rep api.Report,
 		return err
 	}
 	return nil
-}
-
-// validRolloutID reports whether id ("" for none) is made like the ids rollouts get (see
-// releaseIDFor): digits, lowercase hex and '-'.
-func validRolloutID(id string) bool {
-	for _, c := range []byte(id) {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // showable replaces in s what a terminal would act on rather than show: control characters

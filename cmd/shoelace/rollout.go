@@ -241,6 +241,11 @@ func (e *cliEnv) rolloutAction(action string) cli.ActionFunc {
 		}
 		defer s.cancel()
 		act := api.RolloutAction{Action: action, Rollout: c.String("rollout")}
+		// The server checks it too; a mistyped or unset ID is a usage error here (exit 2), and
+		// an empty one would drop the guard it was given for.
+		if c.IsSet("rollout") && (act.Rollout == "" || !rollout.ValidID(act.Rollout)) {
+			return usagef("%s--rollout %q: must be a rollout id as rollout status prints it (digits, a-f and -)", errPrefix(c), act.Rollout)
+		}
 		if c.IsSet("step") {
 			n := c.Int("step")
 			if n < 1 {

@@ -232,6 +232,17 @@ func Steps(n int, canary, step float64) []int {
 	return out
 }
 
+// ValidID reports whether id ("" for none) is made like the ids rollouts get (the server's
+// releaseIDFor): digits, lowercase hex and '-'.
+func ValidID(id string) bool {
+	for _, c := range []byte(id) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
 // ParseShare reads a share of the fleet: "10%", "0.1" or "1" (all); it must be in (0, 100%].
 func ParseShare(what, s string) (float64, error) {
 	t := strings.TrimSpace(s)
