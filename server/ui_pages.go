@@ -81,6 +81,7 @@ type uiSummary struct {
 	Current int
 	Failing int
 	Rollout string
+	Waits   bool // a manual rollout whose cohort applied the change waits for a promote
 }
 
 // latestChanges returns, per appliance, the revision of the last release that changed its view
@@ -192,6 +193,14 @@ func (s *Server) uiAppliances(w http.ResponseWriter, r *http.Request, c *uiCtx) 
 			row.VMs, row.Current, row.Failing = fleet(instances[n], last)
 			if ro := s.rollouts.get(n); ro != nil {
 				row.Rollout = ro.State
+				if ro.Running() && ro.Strategy.Manual {
+					// As rollout status says it: only the reports say whether its cohort applied.
+					st, _, err := s.rolloutStatus(ctx, n, c.p)
+					if err != nil {
+						return err
+					}
+					row.Waits = st.ID == ro.ID && st.WaitsForPromote()
+				}
 			}
 		}
 		rows = append(rows, row)
@@ -473,16 +482,61 @@ func (s *Server) uiAppliance(w http.ResponseWriter, r *http.Request, c *uiCtx) e
 	if err != nil {
 		return err
 	}
-	// After a write (see uiWritten): at which revision, or that nothing was written.
-	for _, q := range [...]struct{ param, text string }{
+	// After a write (see uiWritten): at which revision, or that nothing was written; after a
+	// rollout's promote or abort (see uiRolloutAction), what it did.
+	q := r.URL.Query()
+	for _, n := range [...]struct{ param, text string }{
 		{"done", "Written at revision %d."},
 		{"unchanged", "Nothing written: the store held this already (since revision %d)."},
+		{"promoted", "Written at revision %d."},
+		{"aborted", "Written at revision %d."},
 	} {
-		if n, err := strconv.ParseInt(r.URL.Query().Get(q.param), 10, 64); err == nil && n > 0 {
-			d.Done = fmt.Sprintf(q.text, n)
+		if rev, err := strconv.ParseInt(q.Get(n.param), 10, 64); err == nil && rev > 0 {
+			d.Done = fmt.Sprintf(n.text, rev)
+			if n.param == "promoted" || n.param == "aborted" {
+				d.Done = cmp.Or(uiRolloutDone(n.param, rev, q, d.Rollout), d.Done)
+			}
 		}
 	}
 	return s.uiOK(w, r, c.page(name, "appliances", d))
+}
+
+// uiRolloutDone says what the promote or abort (done: promoted or aborted) written at revision
+// rev did to the rollout that q names (rollout: its id; at: the step a promote was of), as ro,
+// the appliance's rollout now, shows it (the page reads itself again as the rollout moves on);
+// "" when ro is not that rollout.
+func uiRolloutDone(done string, rev int64, q url.Values, ro *api.RolloutStatus) string {
+	if ro == nil || ro.ID != q.Get("rollout") {
+		return ""
+	}
+	if done == "aborted" {
+		if ro.State != api.RolloutAborted {
+			return ""
+		}
+		if ro.Group != "" {
+			return fmt.Sprintf("Aborted rollout %s at revision %d, and with it every rollout of shared rollout group %s: the instances of their cohorts go back to the live keys.", ro.ID, rev, ro.Group)
+		}
+		return fmt.Sprintf("Aborted rollout %s at revision %d: the instances of its cohorts go back to the live keys.", ro.ID, rev)
+	}
+	at, err := strconv.Atoi(q.Get("at"))
+	if err != nil || at < 0 || at >= len(ro.Steps) {
+		return ""
+	}
+	switch {
+	case ro.State == api.RolloutPromoted:
+		return fmt.Sprintf("Promoted rollout %s: it passed its last step, and its change is the live keys since revision %d.", ro.ID, ro.Release)
+	case ro.State != api.RolloutRunning:
+		return fmt.Sprintf("Promote of rollout %s written at revision %d; the rollout has %s since.", ro.ID, rev, ro.State)
+	case ro.Step > at:
+		return fmt.Sprintf("Promoted rollout %s to step %d of %d (promote written at revision %d).", ro.ID, at+2, len(ro.Steps), rev)
+	case ro.GroupReady:
+		return fmt.Sprintf("Promote of rollout %s written at revision %d: it passed its last step and waits for the other appliances of shared rollout group %s.", ro.ID, rev, ro.Group)
+	case at+1 < len(ro.Steps):
+		return fmt.Sprintf("Promote of rollout %s written at revision %d: it moves to step %d of %d once every instance of its cohort has applied the candidate.", ro.ID, rev, at+2, len(ro.Steps))
+	case ro.Group != "":
+		return fmt.Sprintf("Promote of rollout %s written at revision %d: it passes its last step once every instance of its cohort has applied the candidate, then waits for the other appliances of shared rollout group %s.", ro.ID, rev, ro.Group)
+	}
+	return fmt.Sprintf("Promote of rollout %s written at revision %d: once every instance of its cohort has applied the candidate, it passes its last step and its change becomes the live keys.", ro.ID, rev)
 }
 
 // uiApplianceRead reads what the appliance page shows.
@@ -1299,7 +1353,11 @@ func (s *Server) uiRolloutAction(w http.ResponseWriter, r *http.Request, c *uiCt
 	if err != nil {
 		return err
 	}
-	http.Redirect(w, r, back+"?done="+rec.h.Get(api.HeaderIndex), http.StatusSeeOther)
+	done := url.Values{"aborted": {rec.h.Get(api.HeaderIndex)}, "rollout": {id}}
+	if action == "promote" {
+		done = url.Values{"promoted": done["aborted"], "rollout": {id}, "at": {at}}
+	}
+	http.Redirect(w, r, back+"?"+done.Encode(), http.StatusSeeOther)
 	return nil
 }
 
