@@ -716,6 +716,14 @@ func (r *ConfdResources) YAML() ([]byte, error) {
 		}
 	}
 	for _, t := range r.Templates {
+		if t.Command != "" {
+			head = append(head, "note: when reload_cmd fails, confd keeps the new file; the agent puts the previous one back (on_command_failure:",
+				"  rollback, the default) and runs the command again: add on_command_failure: keep to the entries (all that share",
+				"  a command) to keep the new file as confd did.")
+			break
+		}
+	}
+	for _, t := range r.Templates {
 		if t.Owner == "" || t.Group == "" {
 			head = append(head, "note: confd gave a file without uid or gid to its own user or group, and confd_dir does so with the",
 				"  agent's; these entries keep an existing file's owner and group instead: add owner: and group: (the",

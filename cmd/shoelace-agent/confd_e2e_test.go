@@ -404,3 +404,54 @@ func TestConvertConfd_RelativeDest(t *testing.T) {
 		t.Fatalf("the agent refuses the conversion: %v\n%s", err, out)
 	}
 }
+
+// TestConvertConfd_SaysAFailedReloadIsUndone: confd keeps a new file whose reload_cmd failed, the
+// agent by default puts the previous one back; convert-confd's notes said nothing of it. They
+// say so once, for resources with a reload_cmd, and name on_command_failure: keep, which the
+// agent takes on the converted entries.
+func TestConvertConfd_SaysAFailedReloadIsUndone(t *testing.T) {
+	dir := t.TempDir()
+	testbin.WriteFiles(t, dir, map[string]string{
+		"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"" + dir + "/a.conf\"\nkeys = [\"/a\"]\nreload_cmd = \"false\"\n",
+		"conf.d/b.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"" + dir + "/b.conf\"\nkeys = [\"/a\"]\nreload_cmd = \"false\"\n",
+		"templates/a.tmpl": "{{ getv \"/a\" }}\n",
+	})
+	convert := func(dir string) string {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		if err := run(context.Background(), []string{"shoelace-agent", "convert-confd", dir}, &stdout, &stderr); err != nil {
+			t.Fatalf("convert-confd: %v\n%s", err, stderr.String())
+		}
+		return stdout.String()
+	}
+	out := convert(dir)
+	const want = "# note: when reload_cmd fails, confd keeps the new file; the agent puts the previous one back (on_command_failure:\n" +
+		"#   rollback, the default) and runs the command again: add on_command_failure: keep to the entries (all that share\n" +
+		"#   a command) to keep the new file as confd did.\n"
+	if strings.Count(out, want) != 1 {
+		t.Fatalf("convert-confd printed:\n%s\nwant once the note\n%s", out, want)
+	}
+	kept := strings.ReplaceAll(out, "    command: \"false\"\n", "    command: \"false\"\n    on_command_failure: keep\n")
+	if strings.Count(kept, "    on_command_failure: keep\n") != 2 {
+		t.Fatalf("no command to add on_command_failure to:\n%s", out)
+	}
+	cfg, err := agent.ParseConfig("agent.yaml", []byte(kept))
+	if err != nil {
+		t.Fatalf("the agent refuses the conversion with on_command_failure: keep: %v\n%s", err, kept)
+	}
+	for _, tm := range cfg.Templates {
+		if tm.OnFailure() != agent.OnFailureKeep {
+			t.Fatalf("template %s: on_command_failure %q", tm.Destination, tm.OnFailure())
+		}
+	}
+
+	// Without a reload_cmd there is nothing to undo, and no note.
+	plain := t.TempDir()
+	testbin.WriteFiles(t, plain, map[string]string{
+		"conf.d/a.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"" + plain + "/a.conf\"\nkeys = [\"/a\"]\n",
+		"templates/a.tmpl": "{{ getv \"/a\" }}\n",
+	})
+	if out := convert(plain); strings.Contains(out, "on_command_failure") {
+		t.Fatalf("convert-confd of a resource without reload_cmd:\n%s", out)
+	}
+}
