@@ -190,8 +190,10 @@ type Status struct {
 	Applied   int64     `json:"applied"`
 	Rollout   string    `json:"rollout,omitempty"` // the rollout of the view at Revision
 	FromCache bool      `json:"from_cache,omitempty"`
-	LastSync  time.Time `json:"last_sync,omitzero"`
-	LastError string    `json:"last_error,omitempty"`
+	// NotEnrolled is why run's last enrollment failed (its requests carry the appliance token).
+	NotEnrolled string    `json:"not_enrolled,omitempty"`
+	LastSync    time.Time `json:"last_sync,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
 	// CacheError is why run could not save the view in cache_dir (its last-known-good view is
 	// older, or there is none); "" once it saved one.
 	CacheError string           `json:"cache_error,omitempty"`

@@ -117,6 +117,7 @@ type enroller struct {
 	busy    bool
 	lastTry time.Time
 	lastWhy string // the failure last logged at warn
+	why     string // the last enrollment's failure, "" once enrolled (status says it)
 }
 
 // newEnroller returns the enroller of cfg, holding the instance token of prev (the enroller
@@ -224,7 +225,7 @@ func (e *enroller) try(ctx context.Context) {
 	}
 	e.tok.Store(&it.Token)
 	e.mu.Lock()
-	e.lastWhy = ""
+	e.lastWhy, e.why = "", ""
 	e.mu.Unlock()
 	e.log.Info("enrolled", "appliance", it.Appliance, "instance", it.Instance, "file", e.path)
 	if e.run.enrolled != nil {
@@ -274,10 +275,11 @@ func (e *enroller) failed(err error) {
 		case http.StatusNotFound:
 			why = "the server does not enroll instances (an older version)"
 		case http.StatusConflict:
-			why = "the instance name is held: " + ae.Message
+			why = "the server refused to enroll: " + ae.Message
 		}
 	}
 	e.mu.Lock()
+	e.why = why
 	level := slog.LevelDebug
 	if kind := reasonKind(why); kind != e.lastWhy {
 		level, e.lastWhy = slog.LevelWarn, kind
@@ -285,6 +287,16 @@ func (e *enroller) failed(err error) {
 	e.mu.Unlock()
 	e.log.Log(context.Background(), level, "not enrolled: rendering with the appliance token; will try again", "reason", why,
 		"instance", e.want.Instance, "retry_every", enrollEvery.String())
+}
+
+// notEnrolled is why the last enrollment failed; "" when enrolled or never tried (e nil).
+func (e *enroller) notEnrolled() string {
+	if e == nil {
+		return ""
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.why
 }
 
 // reasonKind is why without its digits: a reason that differs only in its times or counts

@@ -141,7 +141,7 @@ func TestAgent_RunEnrollRefusedStillRenders(t *testing.T) {
 		t.Fatalf("requests carry %q, want the appliance token", auth)
 	}
 	waitFor(t, "the reason logged", func() bool {
-		return strings.Contains(logs.String(), `"level":"WARN","msg":"not enrolled: rendering with the appliance token; will try again","reason":"the instance name is held: instance \"vm-1\" of appliance \"web\" is enrolled already"`)
+		return strings.Contains(logs.String(), `"level":"WARN","msg":"not enrolled: rendering with the appliance token; will try again","reason":"the server refused to enroll: instance \"vm-1\" of appliance \"web\" is enrolled already"`)
 	})
 	if _, err := os.Stat(agent.InstanceTokenPath(dir+"/cache", "web")); !os.IsNotExist(err) {
 		t.Fatalf("an instance token file without enrollment: %v", err)

@@ -1040,7 +1040,7 @@ var syncDirectories = (*atomicfile.DirSyncs).Sync
 // status is the status after a pass at v that leaves applied applied.
 func (a *Agent) status(v *view, res passResult, applied int64) *Status {
 	s := &Status{Appliance: a.cfg.Appliance, Instance: a.instance, Updated: time.Now().UTC(), Store: v.Store,
-		Revision: v.Revision, Applied: applied, Rollout: v.Rollout, FromCache: v.FromCache}
+		Revision: v.Revision, Applied: applied, Rollout: v.Rollout, FromCache: v.FromCache, NotEnrolled: a.enroller.notEnrolled()}
 	if !v.FromCache {
 		s.LastSync = s.Updated
 	}

@@ -242,10 +242,14 @@ func (s *Server) cloneConflict(appliance, instance string, old *tokenRecord, use
 				"(a clone of the VM, or of an image made after the agent's first start), %s",
 			shorten(instance), shorten(appliance), now.Sub(old.Created).Round(time.Second), old.Created.Add(s.enrollRetryAge).Format(time.RFC3339), fix)}
 	}
+	// An agent whose instance token file was deleted or damaged asks with its key as a clone
+	// does: its own enrollment holds the name, which the message says first.
 	return enrolledConflict{api.Errorf(api.CodeConflict,
-		"instance %s of appliance %s is enrolled already, by another machine with this same enrollment key (at %s): one of the two is a clone of the other "+
-			"(a copy of the VM, or of an image made after the agent's first start); %s; if the other machine is gone, free the name with shoelace appliance forget %s %s",
-		shorten(instance), shorten(appliance), old.Created.Format(time.RFC3339), fix, appliance, instance)}
+		"instance %s of appliance %s is enrolled already (at %s) with this same enrollment key: its name is held by another enrollment. "+
+			"If this machine's agent lost its instance token file (deleted or damaged), that enrollment is its own: free the name with shoelace appliance forget %s %s. "+
+			"Else it is another machine with this same enrollment key, one of the two a clone of the other "+
+			"(a copy of the VM, or of an image made after the agent's first start): %s; if the other machine is gone, free the name with shoelace appliance forget %[4]s %[5]s",
+		shorten(instance), shorten(appliance), old.Created.Format(time.RFC3339), appliance, instance, fix)}
 }
 
 // enroll reads the instance's record and token, and writes a new token and the record in one
@@ -310,7 +314,7 @@ func (s *Server) enroll(ctx context.Context, r *http.Request, appliance, instanc
 				return api.Enrolled{}, 0, s.cloneConflict(appliance, instance, old, recRev != tokRev, now)
 			}
 			return api.Enrolled{}, 0, enrolledConflict{api.Errorf(api.CodeConflict,
-				"instance %s of appliance %s is enrolled already (last seen %s); it may be taken over from %s (--instance-stale %s), or freed now with shoelace appliance forget %s %s",
+				"instance %s of appliance %s is enrolled already (last seen %s): its name is held by another enrollment (this machine's own, if its agent lost its instance token file); it may be taken over from %s (--instance-stale %s), or freed now with shoelace appliance forget %s %s",
 				shorten(instance), shorten(appliance), last.Format(time.RFC3339), free.Format(time.RFC3339), s.cfg.InstanceStale, appliance, instance)}
 		}
 	}

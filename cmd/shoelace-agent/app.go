@@ -555,6 +555,9 @@ func printAgentStatus(w io.Writer, s *agent.Status, loadErr string) {
 		fmt.Fprintf(w, "appliance %s, instance %s: revision %d from the %s, applied %d, updated %s\n",
 			s.Appliance, s.Instance, s.Revision, src, s.Applied, s.Updated.Format(stamp))
 	}
+	if s.NotEnrolled != "" {
+		fmt.Fprintf(w, "  NOT enrolled: %s\n", s.NotEnrolled)
+	}
 	if s.Rollout != "" {
 		fmt.Fprintf(w, "  rollout %s: this instance runs its candidate (a canary of a staged rollout)\n", s.Rollout)
 	}
