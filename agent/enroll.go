@@ -59,7 +59,7 @@ func EnrollKeyPath(cacheDir, appliance string) string {
 }
 
 // instanceToken is the content of the instance token file: the token, and what it is bound
-// to, so that a changed server or instance name is not sent a token it does not know.
+// to, so that a changed appliance or instance name is not sent a token it does not know.
 type instanceToken struct {
 	Server    string    `json:"server"`
 	Appliance string    `json:"appliance"`
@@ -121,7 +121,7 @@ type enroller struct {
 }
 
 // newEnroller returns the enroller of cfg, holding the instance token of prev (the enroller
-// of the config before a reload) or of the file when bound to the same server and instance.
+// of the config before a reload) or of the file when bound to the same appliance and instance.
 func (a *Agent) newEnroller(cfg *Config, opts client.Options, prev *enroller) *enroller {
 	e := &enroller{log: a.log, run: a.enrolling, path: InstanceTokenPath(cfg.cacheDir(), cfg.Appliance),
 		want: instanceToken{Server: sameServer(cfg.Server), Appliance: cfg.Appliance, Instance: cfg.InstanceName()}}
@@ -139,16 +139,30 @@ func (a *Agent) newEnroller(cfg *Config, opts client.Options, prev *enroller) *e
 	return e
 }
 
-// load takes the instance token from the file when it is bound to the same server, appliance
-// and instance.
+// load takes the instance token from the file when it is bound to the same appliance and
+// instance, and binds it to the config's server when it names another address.
 func (e *enroller) load() {
 	it, err := loadInstanceToken(e.path)
 	switch {
-	case err == nil && sameServer(it.Server) == e.want.Server && it.Appliance == e.want.Appliance && it.Instance == e.want.Instance:
+	case err == nil && it.Appliance == e.want.Appliance && it.Instance == e.want.Instance:
 		e.tok.Store(&it.Token)
+		if sameServer(it.Server) != e.want.Server {
+			// Another address of the same store (its load balancer for a replica's own, https://
+			// once TLS is on) knows the token, and enrolling again there is refused until
+			// --instance-stale (the name is held, by this very enrollment key, as a clone's
+			// would be). A server of another store refuses the token (401): refused drops it
+			// and the agent enrolls.
+			e.log.Info("the instance token file names another server address: using the token there", "file", e.path,
+				"server", it.Server, "instance", it.Instance)
+			it.Server = e.want.Server
+			if err := saveInstanceToken(e.path, *it); err != nil {
+				e.log.Warn("instance token file not rewritten", "error", err.Error())
+			}
+			return
+		}
 		e.log.Info("using the instance token", "file", e.path, "instance", it.Instance, "enrolled", it.Enrolled)
 	case err == nil:
-		e.log.Info("the instance token file is for another server or instance: enrolling again", "file", e.path,
+		e.log.Info("the instance token file is for another instance: enrolling again", "file", e.path,
 			"server", it.Server, "instance", it.Instance)
 	case !errors.Is(err, os.ErrNotExist):
 		e.log.Warn("instance token file not used", "error", err.Error())

@@ -4,6 +4,8 @@ package main
 
 import (
 	"context"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -47,4 +49,65 @@ func TestE2E_RolloutCanaryForgottenEnrollsBackToLive(t *testing.T) {
 			t.Fatalf("%s has %q", a.name, got)
 		}
 	}
+}
+
+// An agent whose server: names another address of the same store (here localhost for
+// 127.0.0.1; a load balancer for a replica's own address, https:// once TLS is on) keeps its
+// instance token there. It took the token for another server's and enrolled again: the store
+// refused it (409, its name held by this same enrollment key, as a clone's), and until
+// --instance-stale (1 h) its reports were not taken, so appliance wait and rollouts saw it
+// behind. Pointed at another store, which refuses the token, it drops it and enrolls there.
+func TestE2E_RunKeepsItsInstanceTokenAtAnotherAddressOfTheStore(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/port", "80")
+	vm := startFleet(t, srv, 1)[0]
+	waitEnrolled(t, srv, []*fleetAgent{vm})
+	vm.run.stop(t)
+
+	setServer := func(addr string) {
+		b, err := os.ReadFile(vm.env.config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = regexp.MustCompile(`(?m)^server: .*$`).ReplaceAll(b, []byte("server: "+addr))
+		if err := os.WriteFile(vm.env.config, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	applied := func(s *server, rev int64) func() bool {
+		return func() bool {
+			l, _, err := s.client.Instances(context.Background(), "web")
+			if err != nil {
+				return false
+			}
+			for _, in := range l.Instances {
+				if in.Instance == vm.name {
+					return in.Enrolled && in.Applied >= rev
+				}
+			}
+			return false
+		}
+	}
+
+	_, port, _ := strings.Cut(srv.addr, ":")
+	setServer("http://localhost:" + port)
+	vm.run = vm.env.startAgent()
+	rev := srv.put("appliances/web/port", "81")
+	waitFor(t, "the agent renders through the other address", fileIs(vm.conf(), "port=81\n"))
+	waitFor(t, "its report of the change taken (its instance token kept)", applied(srv, rev))
+	if l := vm.run.logs.String(); strings.Contains(l, "not enrolled") || strings.Contains(l, `"msg":"enrolled"`) {
+		t.Fatalf("the agent enrolled again:\n%s", l)
+	}
+	vm.run.stop(t)
+
+	// Another store: the saved token is refused there, and the agent enrolls.
+	other := startServer(t, "", t.TempDir())
+	rev = other.put("appliances/web/port", "82")
+	if err := os.WriteFile(vm.env.path("token"), []byte(other.agentTokenFor(t, "web")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	setServer("http://" + other.addr)
+	vm.run = vm.env.startAgent()
+	waitFor(t, "the agent renders from the other store", fileIs(vm.conf(), "port=82\n"))
+	waitFor(t, "it enrolled there", applied(other, rev))
 }
