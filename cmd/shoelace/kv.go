@@ -63,7 +63,7 @@ exits 3, as kv get of a missing key does.
 
 EXAMPLES:
    shoelace kv history appliances/web/app/port
-   shoelace kv history shared/system/ntp -o json | jq -r '.releases[] | "\(.revision) \(.token) \(.message)"'`,
+   shoelace kv history shared/system/ntp -o json | jq -r '.releases[] | "\(.revision) \(.token) \(.message // "")"'`,
 				Flags: []cli.Flag{
 					&cli.IntFlag{Name: "limit", Value: 50, Usage: "versions and releases at most (1 to 1000)"},
 					&cli.BoolFlag{Name: "show-secrets", Usage: "print the values of a secret key instead of (secret)"},
