@@ -72,6 +72,37 @@ func TestMissingKeyError_ByMode(t *testing.T) {
 	}
 }
 
+// TestMissingKeyError_ConfdAdviceFollowed: the getv a confd template is told to write makes the
+// key optional and still reads it where it is. In a view imported with --prefix / (confd's
+// quick-start: resources with the prefixes /myapp and /yourapp, one template), the advice named
+// the view's key, getv "/yourapp/subdomain" "DEFAULT": written in the shared template, both
+// resources then rendered DEFAULT, myapp's subdomain never read, as that path is read below the
+// prefix (yourapp/yourapp/subdomain). It names the template's own path, getv "/subdomain".
+func TestMissingKeyError_ConfdAdviceFollowed(t *testing.T) {
+	view := Data{Keys: map[string]string{"myapp/subdomain": "my", "myapp/db": "a", "yourapp/db": "b"}}
+	opts := func(prefix string) Options {
+		return Options{Name: "t.tmpl", Functions: ModeConfd, Prefix: prefix, ConfdKeys: []string{"/db", "/subdomain"}}
+	}
+	_, err := mustParse(t, `{{getv "/subdomain"}}`, opts("/yourapp")).Execute(view)
+	var mk *MissingKeyError
+	if !errors.As(err, &mk) {
+		t.Fatalf("error %v, want a *MissingKeyError", err)
+	}
+	advised := regexp.MustCompile(`\(getv "[^"]*" "DEFAULT"\)`).FindString(mk.Error())
+	if advised == "" {
+		t.Fatalf("message %q advises no getv with a default", mk.Error())
+	}
+	text := "{{" + strings.Trim(advised, "()") + "}}"
+	for prefix, want := range map[string]string{"/myapp": "my", "/yourapp": "DEFAULT"} {
+		res, err := mustParse(t, text, opts(prefix)).Execute(view)
+		if err != nil {
+			t.Errorf("the advice %s with prefix %s: %v", advised, prefix, err)
+		} else if got := string(res.Output); got != want {
+			t.Errorf("the advice %s with prefix %s renders %q, want %q", advised, prefix, got, want)
+		}
+	}
+}
+
 // TestMissingKeyError_ConfdWords: in confd mode a render that reads a missing key fails with
 // confd's own words, so that what watched confd's logs still finds them: for every confd case
 // that confd v0.16.0 failed with "key does not exist", Shoelace's error holds confd's message

@@ -667,7 +667,13 @@ func (e *MissingKeyError) Error() string {
 	advice := "use keyOr, getv with a default or exists"
 	switch e.Mode {
 	case ModeConfd:
-		advice = fmt.Sprintf("use getv with a default (getv %q \"DEFAULT\") or exists", "/"+e.Key)
+		// The template's path, which a view imported with --prefix / reads below the
+		// resource's prefix: the view's key would be read below it again.
+		p := e.Path
+		if p == "" {
+			p = "/" + e.Key
+		}
+		advice = fmt.Sprintf("use getv with a default (getv %q \"DEFAULT\") or exists", p)
 	case ModeConsulTemplate:
 		advice = "use keyOrDefault or keyExists"
 	}
