@@ -703,6 +703,7 @@ func (r *ConfdResources) YAML() ([]byte, error) {
 		"Add these entries to agent.yaml (or set confd_dir: " + r.Dir + " to read the resources as they are).",
 		"Each template reads the appliance's view, as confd reads its keys below its prefix: import them with",
 		"  shoelace import --from-etcd URL --prefix PREFIX --appliance NAME",
+		"PREFIX being their prefix; / when they have none, or different ones (/myapp, /yourapp): it keeps whole paths.",
 	}
 	for _, n := range r.Notes {
 		head = append(head, "note: "+n)
