@@ -124,11 +124,13 @@ func TestAgentNoInline_ColdPackagesOnly(t *testing.T) {
 // coldOwn are the packages of this module that the agent runs only when a person asks, or once
 // at start: install, uninstall and the service's setup (internal/svc), shell completion
 // (internal/complete), and the command line itself (this package: its commands call the agent
-// package, where every pass runs). noinline.txt may name them.
+// package, where every pass runs); and the template functions (templates), which a render calls
+// through text/template's reflection, as it calls sprig's. noinline.txt may name them.
 var coldOwn = map[string]bool{
 	"github.com/shoelace-dev/shoelace/internal/svc":       true,
 	"github.com/shoelace-dev/shoelace/internal/complete":  true,
 	"github.com/shoelace-dev/shoelace/cmd/shoelace-agent": true,
+	"github.com/shoelace-dev/shoelace/templates":          true,
 }
 
 // matchPattern is go's rule for an import path pattern (go help packages): "..." matches any
