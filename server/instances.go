@@ -897,13 +897,32 @@ func (s *Server) reportIgnored(in *api.Instance, why string) {
 	s.log.Debug(why, "appliance", in.Appliance, "instance", shorten(in.Instance), "token", in.Token, "max_instances", s.cfg.MaxInstances)
 }
 
+// lostRevision is a 410 compacted error when a restore lost rev (see store.LostRange): the
+// state there was never in this store, and the releases and agents' reports past it are of
+// the history after the restore, not of a write at rev.
+func (s *Server) lostRevision(ctx context.Context, rev int64) error {
+	l, lost, err := s.st.Lost(ctx, rev)
+	if err != nil || !lost {
+		return err
+	}
+	return api.Errorf(api.CodeCompacted, "revision %d was lost by a restore: the store was restored on %s from a snapshot at revision %d, and revisions %d to %d (the writes after the snapshot, made before the restore) are not in it; write it again",
+		rev, l.Time.Format(time.RFC3339), l.Snapshot, l.Snapshot+1, l.Restored)
+}
+
 func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) error {
-	if _, err := query(r); err != nil {
+	q, err := query(r, "revision")
+	if err != nil {
 		return err
 	}
 	name := r.PathValue("name")
 	if err := api.ValidateSegment("appliance name", name); err != nil {
 		return err
+	}
+	var want int64 // the revision appliance wait asks about: one a restore lost is 410
+	if q.Has("revision") {
+		if want, err = strconv.ParseInt(q.Get("revision"), 10, 64); err != nil || want <= 0 {
+			return api.Errorf(api.CodeInvalidRequest, "revision %s: a revision is a positive number", shorten(q.Get("revision")))
+		}
 	}
 	// Every agent's address and token name: for operators (a read grant on the appliance),
 	// not for the agents, whose token reads the view only.
@@ -913,6 +932,11 @@ func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
+	if want > 0 {
+		if err := s.lostRevision(ctx, want); err != nil {
+			return err
+		}
+	}
 	m, rev, err := s.instanceReports(ctx, name)
 	if err != nil {
 		return err

@@ -127,7 +127,8 @@ When the appliance's rollout started at or after REV (a write with --canary prin
 revision), or runs and --revision is left out, it waits for the rollout to end instead: exit 0
 when it was promoted to every instance, exit 7 when it halted or was aborted, naming the
 instance and its error. Exit 3 when the server holds nothing of NAME (no key, release,
-instance, schema or rollout: a mistyped name).
+instance, schema or rollout: a mistyped name). A REV that a snapshot restore lost (a write
+after the snapshot, before the restore) exits 1 at once saying so: write it again.
 
 EXAMPLES:
    rev=$(shoelace appliance apply web -f web.yaml | cut -d' ' -f2)
@@ -968,8 +969,23 @@ func (e *cliEnv) applianceWait(c *cli.Context) error {
 		return err
 	}
 	deadline := time.Now().Add(wait)
-	// A write with --canary printed the revision of its rollout: follow the rollout to its end.
 	ask := c.Duration(flagTimeout)
+	asked := rev // the revision the list of instances is asked for (0 of a server that takes none)
+	if rev > 0 {
+		// A revision a restore lost: the rollouts and reports after the restore are past it,
+		// and none of them is its write.
+		actx, cancel := askCtx(c.Context, ask)
+		_, _, err := s.client.InstancesFor(actx, name, rev)
+		cancel()
+		ae := (*api.Error)(nil)
+		switch {
+		case errors.As(err, &ae) && ae.Code == api.CodeCompacted:
+			return fmt.Errorf("appliance wait %s: %w", name, err)
+		case ae != nil && ae.Code == api.CodeInvalidRequest && strings.HasPrefix(ae.Message, "unknown query parameter") && strings.Contains(ae.Message, "revision"):
+			asked = 0 // a server of an older version, which records no restore
+		}
+	}
+	// A write with --canary printed the revision of its rollout: follow the rollout to its end.
 	if followed, err := e.waitRollout(c.Context, s, name, rev, every, ask, deadline); followed || err != nil {
 		return err
 	}
@@ -985,7 +1001,7 @@ func (e *cliEnv) applianceWait(c *cli.Context) error {
 	said := time.Now() // when the last progress line was printed: the first comes after waitProgressEvery
 	for {
 		ctx, cancel := askCtx(c.Context, ask)
-		l, storeRev, err := s.client.Instances(ctx, name)
+		l, storeRev, err := s.client.InstancesFor(ctx, name, asked)
 		cancel()
 		if err == nil && storeRev > 0 && rev > storeRev {
 			// No agent can ever report it: waiting would only run out the clock.

@@ -3,6 +3,8 @@ package client
 import (
 	"context"
 	"net/http"
+	"net/url"
+	"strconv"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 )
@@ -10,8 +12,18 @@ import (
 // Instances lists the agents of appliance name that reported recently, and the store's revision
 // when the list was read.
 func (c *Client) Instances(ctx context.Context, name string) (api.Instances, int64, error) {
+	return c.InstancesFor(ctx, name, 0)
+}
+
+// InstancesFor is Instances asked for revision rev (0: none), the one appliance wait waits
+// for: the server answers a revision that a restore lost with an api.CodeCompacted error.
+func (c *Client) InstancesFor(ctx context.Context, name string, rev int64) (api.Instances, int64, error) {
 	var l api.Instances
-	meta, err := c.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/appliances/" + name + "/instances"}, &l)
+	var q url.Values
+	if rev > 0 {
+		q = url.Values{"revision": {strconv.FormatInt(rev, 10)}}
+	}
+	meta, err := c.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/appliances/" + name + "/instances", Query: q}, &l)
 	return l, meta.Index, err
 }
 

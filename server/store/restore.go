@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/etcdutl/v3/snapshot"
@@ -109,6 +111,13 @@ func Restore(ctx context.Context, cfg RestoreConfig) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("restore: %w", err)
 	}
+	// The writes after the snapshot are not in the restored store, whose revisions go on past
+	// theirs: recorded, so that a revision of theirs is said to be lost, never found applied.
+	lost := LostRange{Snapshot: st.Revision, Restored: st.Revision + RestoreRevisionBump, Time: time.Now().UTC().Truncate(time.Second)}
+	data, _ := json.Marshal(lost)
+	if _, err := s.SysPut(ctx, fmt.Sprintf("%s%020d", RestorePrefix, lost.Restored), data, -1); err != nil {
+		return "", fmt.Errorf("restore: record the revisions it lost: %w", err)
+	}
 	// The replicas that shared the store when the snapshot was taken are not this deployment's:
 	// /v1/status would list them until their records aged out. The restored store's servers
 	// announce themselves when they start.
@@ -153,6 +162,34 @@ func (s *Store) checkRestoredRoot(ctx context.Context, snapRev int64) error {
 		return fmt.Errorf("the snapshot holds no Shoelace store under the root %s but one under %s: give --root %s", s.root, roots[0], roots[0])
 	}
 	return fmt.Errorf("the snapshot holds no Shoelace store under the root %s but some under %s: give --root with one of them", s.root, strings.Join(roots, ", "))
+}
+
+// RestorePrefix is where, under the system root, each restore records the revisions it lost
+// (a LostRange, as JSON). A snapshot of a restored store holds the records of its restores.
+const RestorePrefix = "restores/"
+
+// LostRange is what a restore lost: the revisions after Snapshot, the revision of the snapshot
+// it restored, up to Restored, where the restored store's revisions went on. A write after the
+// snapshot and before the restore had one of them; the restored store has none of them.
+type LostRange struct {
+	Snapshot int64     `json:"snapshot_revision"`
+	Restored int64     `json:"restored_revision"`
+	Time     time.Time `json:"time"`
+}
+
+// Lost returns the range of a restore that lost revision rev, if one did (see LostRange).
+func (s *Store) Lost(ctx context.Context, rev int64) (LostRange, bool, error) {
+	recs, _, err := s.SysList(ctx, RestorePrefix)
+	if err != nil {
+		return LostRange{}, false, err
+	}
+	for _, data := range recs {
+		var l LostRange
+		if json.Unmarshal(data, &l) == nil && l.Snapshot < rev && rev <= l.Restored {
+			return l, true, nil
+		}
+	}
+	return LostRange{}, false, nil
 }
 
 // ReplicaPrefix is where, under the system root, each replica announces itself.

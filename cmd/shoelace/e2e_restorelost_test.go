@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"go.etcd.io/etcd/etcdutl/v3/snapshot"
+	"go.uber.org/zap"
+)
+
+// restoredWithLoss is a store restored from a snapshot after a write of appliance web (lost,
+// at revision lost) that followed it, served by s2, whose instance vm-1 reports the restored
+// store's revision as applied; c2 is the CLI of s2 with the admin token.
+type restoredWithLoss struct {
+	s2            *testServer
+	c2            *runner
+	snapRev, lost int64
+}
+
+func restoreWithLoss(t *testing.T) restoredWithLoss {
+	t.Helper()
+	s, err := startServer(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.stop()
+	c := newCLI(t, s)
+	c.ok("kv", "put", "appliances/web/a", "1")
+	en, err := adminClient(t, s).Enroll(context.Background(), "web", "vm-1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := filepath.Join(t.TempDir(), "backup.db")
+	c.ok("snapshot", "save", snap)
+	st, err := snapshot.NewV3(zap.NewNop()).Status(snap) // what restore reads it at
+	if err != nil {
+		t.Fatal(err)
+	}
+	snapRev := st.Revision
+	lost := revisionOf(t, c.ok("kv", "put", "appliances/web/a", "2"))
+	adminToken := s.adminTokenFile()
+	tok, err := os.ReadFile(adminToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+	newDir := filepath.Join(t.TempDir(), "restored")
+	if r := (&runner{t: t}).run("snapshot", "restore", snap, "--data-dir", newDir); r.code != 0 {
+		t.Fatalf("snapshot restore: %s", r)
+	}
+	if err := os.WriteFile(filepath.Join(newDir, "admin.token"), tok, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := startServer(newDir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s2.stop() })
+	c2 := &runner{t: t, env: []string{"SHOELACE_ADDR=" + s2.url(), "SHOELACE_TOKEN_FILE=" + adminToken}}
+	_, rev := healthOf(t, c2)
+	if rev <= lost {
+		t.Fatalf("restored store at revision %d, not past the lost write's %d", rev, lost)
+	}
+	// vm-1 (enrolled before the snapshot) reads its view of the restored store and applies it.
+	req, err := http.NewRequest(http.MethodGet, s2.url()+"/v1/appliances/web", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+en.Token)
+	req.Header.Set(api.HeaderInstance, "vm-1")
+	req.Header.Set(api.HeaderApplied, fmt.Sprint(rev))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("vm-1's view of the restored store: %s", resp.Status)
+	}
+	return restoredWithLoss{s2: s2, c2: c2, snapRev: snapRev, lost: lost}
+}
+
+// appliance wait --revision R of a write that a restore lost (after the snapshot, before the
+// restore) printed "1 agent applied revision R": the restored store's revisions, moved past R,
+// made every agent's report count as applied, though no agent ever saw the write. It says the
+// restore lost it.
+func TestE2E_WaitForARevisionTheRestoreLost(t *testing.T) {
+	x := restoreWithLoss(t)
+	r := x.c2.fails(exitError, fmt.Sprintf("revision %d was lost by a restore", x.lost), "appliance", "wait", "web", "--revision", fmt.Sprint(x.lost), "--for", "3s")
+	for _, w := range []string{fmt.Sprintf("snapshot at revision %d", x.snapRev), "write it again"} {
+		if !strings.Contains(r.stderr, w) {
+			t.Errorf("appliance wait of a lost revision: stderr %q, want it to say %q", r.stderr, w)
+		}
+	}
+	// A revision the snapshot holds is applied as before.
+	x.c2.ok("appliance", "wait", "web", "--revision", fmt.Sprint(x.snapRev), "--for", "3s")
+}
