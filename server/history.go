@@ -39,6 +39,10 @@ func (s *Server) handleApplianceAt(w http.ResponseWriter, r *http.Request) error
 	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
+	// The release copy before a revision a restore lost holds the snapshot's tree, not R's.
+	if err := s.lostRevision(ctx, rev, "its keys then cannot be read (a rollback to the snapshot's revision restores what the store holds of that time)"); err != nil {
+		return err
+	}
 	// A replica reads and encodes historyReadsAtOnce such trees at a time (each is read for
 	// its request alone: a past revision has no flight to share): twenty requests at once for
 	// an appliance of 8 MiB held twenty copies of its tree, decoded and encoded, before the

@@ -897,16 +897,16 @@ func (s *Server) reportIgnored(in *api.Instance, why string) {
 	s.log.Debug(why, "appliance", in.Appliance, "instance", shorten(in.Instance), "token", in.Token, "max_instances", s.cfg.MaxInstances)
 }
 
-// lostRevision is a 410 compacted error when a restore lost rev (see store.LostRange): the
-// state there was never in this store, and the releases and agents' reports past it are of
-// the history after the restore, not of a write at rev.
-func (s *Server) lostRevision(ctx context.Context, rev int64) error {
+// lostRevision is a 410 compacted error when a restore lost rev (see store.LostRange), ending
+// with then (what to do): the state there was never in this store, and the releases and
+// agents' reports past it are of the history after the restore, not of a write at rev.
+func (s *Server) lostRevision(ctx context.Context, rev int64, then string) error {
 	l, lost, err := s.st.Lost(ctx, rev)
 	if err != nil || !lost {
 		return err
 	}
-	return api.Errorf(api.CodeCompacted, "revision %d was lost by a restore: the store was restored on %s from a snapshot at revision %d, and revisions %d to %d (the writes after the snapshot, made before the restore) are not in it; write it again",
-		rev, l.Time.Format(time.RFC3339), l.Snapshot, l.Snapshot+1, l.Restored)
+	return api.Errorf(api.CodeCompacted, "revision %d was lost by a restore: the store was restored on %s from a snapshot at revision %d, and revisions %d to %d (the writes after the snapshot, made before the restore) are not in it; %s",
+		rev, l.Time.Format(time.RFC3339), l.Snapshot, l.Snapshot+1, l.Restored, then)
 }
 
 func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) error {
@@ -933,7 +933,7 @@ func (s *Server) handleInstances(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
 	if want > 0 {
-		if err := s.lostRevision(ctx, want); err != nil {
+		if err := s.lostRevision(ctx, want, "write it again"); err != nil {
 			return err
 		}
 	}

@@ -193,7 +193,8 @@ The keys at REVISION come from the store's history while it has them (1 h for th
 etcd; an external cluster's --auto-compaction-retention), then from the copy of the appliance
 that each apply and rollback keeps with its release (--release-retention, --release-max-age).
 A revision neither gives is refused, naming the oldest revision that can be restored; so is one
-whose copy left out secret values (a server without --secrets-key-file).
+whose copy left out secret values (a server without --secrets-key-file), and one that a
+snapshot restore lost (after the snapshot, before the restore), naming the revisions it lost.
 The rollback is itself a release, of kind rollback, whose message names the revision restored,
 then -m, then (with --to previous) the release undone: "rollback of web-frontend to revision
 41: bad TLS settings (undo release 42 (apply))".
@@ -745,6 +746,10 @@ func (e *cliEnv) applianceRollback(c *cli.Context) error {
 	res, n, err := s.client.Rollback(s.ctx, name, to, note)
 	if errors.Is(err, api.ErrConflict) {
 		return fmt.Errorf("rollback %s: the appliance changed while rolling back; nothing was written (run it again): %w", name, err)
+	}
+	if ae := (*api.Error)(nil); errors.As(err, &ae) && ae.Code == api.CodeCompacted {
+		// A revision compacted with no copy kept, or lost by a restore.
+		return fmt.Errorf("rollback %s: %w; nothing was written", name, err)
 	}
 	if ae := (*api.Error)(nil); errors.As(err, &ae) && ae.Code == api.CodeInvalidRequest {
 		// A --to ahead of the store, as a rule: say which command and where to find revisions.

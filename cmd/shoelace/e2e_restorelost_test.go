@@ -31,7 +31,13 @@ func restoreWithLoss(t *testing.T) restoredWithLoss {
 	}
 	defer s.stop()
 	c := newCLI(t, s)
-	c.ok("kv", "put", "appliances/web/a", "1")
+	// Applies: each keeps a copy of the tree, which a rollback restores once etcd compacted it.
+	apply := func(v string) int64 {
+		file := filepath.Join(t.TempDir(), "web.yaml")
+		writeFile(t, file, "keys:\n  a: \""+v+"\"\n")
+		return revisionOf(t, c.ok("appliance", "apply", "web", "-f", file))
+	}
+	apply("1")
 	en, err := adminClient(t, s).Enroll(context.Background(), "web", "vm-1", "")
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +49,7 @@ func restoreWithLoss(t *testing.T) restoredWithLoss {
 		t.Fatal(err)
 	}
 	snapRev := st.Revision
-	lost := revisionOf(t, c.ok("kv", "put", "appliances/web/a", "2"))
+	lost := apply("2")
 	adminToken := s.adminTokenFile()
 	tok, err := os.ReadFile(adminToken)
 	if err != nil {
@@ -102,4 +108,27 @@ func TestE2E_WaitForARevisionTheRestoreLost(t *testing.T) {
 	}
 	// A revision the snapshot holds is applied as before.
 	x.c2.ok("appliance", "wait", "web", "--revision", fmt.Sprint(x.snapRev), "--for", "3s")
+}
+
+// appliance rollback --to R of a revision a restore lost set the appliance's keys back to the
+// snapshot's (the release copy before R) and recorded that as "rollback of web to revision R",
+// a state R never had. It is refused, naming the restore's gap, and nothing is written.
+func TestE2E_RollbackToARevisionTheRestoreLost(t *testing.T) {
+	x := restoreWithLoss(t)
+	x.c2.ok("kv", "put", "appliances/web/a", "3")
+	r := x.c2.fails(exitError, fmt.Sprintf("revision %d was lost by a restore", x.lost), "appliance", "rollback", "web", "--to", fmt.Sprint(x.lost))
+	for _, w := range []string{fmt.Sprintf("revisions %d to ", x.snapRev+1), "nothing was written"} {
+		if !strings.Contains(r.stderr, w) {
+			t.Errorf("rollback to a lost revision: stderr %q, want it to say %q", r.stderr, w)
+		}
+	}
+	if got := x.c2.ok("kv", "get", "appliances/web/a"); got != "3" {
+		t.Errorf("after a refused rollback appliances/web/a = %q, want 3", got)
+	}
+	x.c2.fails(exitError, fmt.Sprintf("revision %d was lost by a restore", x.lost), "appliance", "diff", "web", "--from", fmt.Sprint(x.lost))
+	// The snapshot's revision is the restored store's, and can be rolled back to.
+	x.c2.ok("appliance", "rollback", "web", "--to", fmt.Sprint(x.snapRev))
+	if got := x.c2.ok("kv", "get", "appliances/web/a"); got != "1" {
+		t.Errorf("after a rollback to the snapshot's revision appliances/web/a = %q, want 1", got)
+	}
 }
