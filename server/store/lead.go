@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -79,4 +81,28 @@ func (s *Store) leadOnce(ctx context.Context, role, id string, fn func(ctx conte
 	fn(lctx)
 	revoke() // hand over at once rather than at the lease's expiry
 	return true, nil
+}
+
+// freeLeaders revokes the leases of the leaders' keys that an embedded store holds as it
+// starts, which deletes the keys: an embedded store is one replica's alone (it never sits
+// behind several), so such a lease is of no live replica — of this one's previous life, killed
+// before it could hand over, or of the snapshot the store was restored from — and etcd keeps it
+// for its whole TTL after it starts, during which no replica could lead (rollouts stood still
+// for about 12 s). A store that cannot do it now lets the leases expire, as before.
+func (s *Store) freeLeaders(ctx context.Context) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.sysRoot+"leaders/", clientv3.WithPrefix()) // keys only would leave the lease out
+	if err != nil {
+		s.log.Warn("read the leaders' keys of the store's previous run; they hold until their lease expires", "err", err)
+		return
+	}
+	for _, kv := range resp.Kvs {
+		if kv.Lease == 0 {
+			continue
+		}
+		if _, err := s.cli.Revoke(ctx, clientv3.LeaseID(kv.Lease)); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			s.log.Warn("revoke the lease of a leader of the store's previous run; it holds until it expires", "key", string(kv.Key), "err", err)
+		}
+	}
 }

@@ -393,6 +393,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.wg.Add(1)
 		go s.loadIDLoop()
 	}
+	if s.embed != nil {
+		s.freeLeaders(ctx)
+	}
 	return s, nil
 }
 
