@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -66,6 +67,19 @@ type instanceToken struct {
 	Instance  string    `json:"instance"`
 	Token     string    `json:"token"`
 	Enrolled  time.Time `json:"enrolled"`
+	// Others are the tokens of the other instance names the agent enrolled under, the last
+	// used first: an instance: changed back finds its token, where enrolling again is refused
+	// (the name is held, by this same enrollment key) until --instance-stale.
+	Others []instanceToken `json:"others,omitempty"`
+}
+
+// tokens is every token of the file, it first, none with Others.
+func (it instanceToken) tokens() []instanceToken {
+	all := append([]instanceToken{it}, it.Others...)
+	for i := range all {
+		all[i].Others = nil
+	}
+	return all
 }
 
 // enrollRun is what enrollments of one Run share: they end with it.
@@ -129,7 +143,7 @@ func (a *Agent) newEnroller(cfg *Config, opts client.Options, prev *enroller) *e
 	if err == nil {
 		e.enroll = c
 	}
-	if prev != nil && prev.want == e.want {
+	if prev != nil && prev.want.Server == e.want.Server && prev.want.Appliance == e.want.Appliance && prev.want.Instance == e.want.Instance {
 		if tok := prev.tok.Load(); tok != nil {
 			e.tok.Store(tok)
 			return e
@@ -143,6 +157,17 @@ func (a *Agent) newEnroller(cfg *Config, opts client.Options, prev *enroller) *e
 // instance, and binds it to the config's server when it names another address.
 func (e *enroller) load() {
 	it, err := loadInstanceToken(e.path)
+	if err == nil {
+		// The token of the instance name, if the agent enrolled under it, goes first.
+		all := it.tokens()
+		for i, t := range all {
+			if t.Appliance == e.want.Appliance && t.Instance == e.want.Instance && sendableToken(t.Token) == nil {
+				*it = t
+				it.Others = append(all[:i:i], all[i+1:]...)
+				break
+			}
+		}
+	}
 	switch {
 	case err == nil && it.Appliance == e.want.Appliance && it.Instance == e.want.Instance:
 		e.tok.Store(&it.Token)
@@ -233,6 +258,9 @@ func (e *enroller) try(ctx context.Context) {
 	}
 	it := e.want
 	it.Token, it.Enrolled = got.Token, got.Enrolled
+	if old, err := loadInstanceToken(e.path); err == nil {
+		it.Others = old.tokens()
+	}
 	if err := saveInstanceToken(e.path, it); err != nil {
 		// Used all the same; after a restart the name stays held until --instance-stale.
 		e.log.Error("instance token not saved: a restart will not find it", "error", err.Error())
@@ -332,9 +360,18 @@ func (e *enroller) refused(tok *string, why string) {
 	if !e.tok.CompareAndSwap(tok, nil) {
 		return
 	}
-	if it, err := loadInstanceToken(e.path); err == nil && it.Token == *tok {
-		if err := os.Remove(e.path); err != nil {
-			e.log.Warn("instance token file not removed", "error", err.Error())
+	if it, err := loadInstanceToken(e.path); err == nil {
+		all := it.tokens()
+		rest := slices.DeleteFunc(slices.Clone(all), func(t instanceToken) bool { return t.Token == *tok })
+		switch {
+		case len(rest) == 0:
+			err = os.Remove(e.path)
+		case len(rest) < len(all):
+			rest[0].Others = rest[1:]
+			err = saveInstanceToken(e.path, rest[0])
+		}
+		if err != nil {
+			e.log.Warn("instance token file not rewritten", "error", err.Error())
 		}
 	}
 	if why == "" {
@@ -493,8 +530,13 @@ func removeSpecialFile(path string) {
 	}
 }
 
-// saveInstanceToken writes the instance token file atomically, mode 0600.
+// saveInstanceToken writes the instance token file atomically, mode 0600, with the tokens of
+// it.Others of its appliance's other instance names, less the oldest of them while the file
+// would pass maxInstanceTokenBytes.
 func saveInstanceToken(path string, it instanceToken) error {
+	it.Others = slices.DeleteFunc(it.Others, func(o instanceToken) bool {
+		return o.Appliance != it.Appliance || o.Instance == it.Instance || o.Token == ""
+	})
 	// A restart would not find the token otherwise, and the name stays held until
 	// --instance-stale.
 	removeSpecialFile(path)
@@ -502,6 +544,10 @@ func saveInstanceToken(path string, it instanceToken) error {
 		return fmt.Errorf("cache dir: %w", err)
 	}
 	data, err := json.Marshal(it)
+	for err == nil && len(data) > maxInstanceTokenBytes && len(it.Others) > 0 {
+		it.Others = it.Others[:len(it.Others)-1]
+		data, err = json.Marshal(it)
+	}
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"regexp"
 	"strings"
@@ -110,4 +111,87 @@ func TestE2E_RunKeepsItsInstanceTokenAtAnotherAddressOfTheStore(t *testing.T) {
 	vm.run = vm.env.startAgent()
 	waitFor(t, "the agent renders from the other store", fileIs(vm.conf(), "port=82\n"))
 	waitFor(t, "it enrolled there", applied(other, rev))
+}
+
+// An agent whose instance: was changed (vm-e2e to vm-2) and then changed back enrolled under
+// each name, but kept only the last one's token: back under vm-e2e, it asked to enroll it
+// again, and the store refused it as a clone ("enrolled already, by another machine with this
+// same enrollment key") until --instance-stale (1 h), its reports not taken meanwhile. It keeps
+// the token of each name it enrolled under, and back under one it uses its token again; a
+// token refused (its name forgotten) is dropped alone.
+func TestE2E_RunBackToAnEarlierInstanceNameKeepsItsToken(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/port", "80")
+	vm := startFleet(t, srv, 1)[0]
+	waitEnrolled(t, srv, []*fleetAgent{vm})
+	vm.run.stop(t)
+	first := vm.name
+
+	setInstance := func(name string) {
+		b, err := os.ReadFile(vm.env.config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = regexp.MustCompile(`(?m)^instance: .*$`).ReplaceAll(b, []byte("instance: "+name))
+		if err := os.WriteFile(vm.env.config, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		vm.name = name
+	}
+	applied := func(rev int64) func() bool {
+		return func() bool {
+			l, _, err := srv.client.Instances(context.Background(), "web")
+			if err != nil {
+				return false
+			}
+			for _, in := range l.Instances {
+				if in.Instance == vm.name {
+					return in.Enrolled && in.Applied >= rev && in.Token == "instance:web:"+vm.name
+				}
+			}
+			return false
+		}
+	}
+
+	setInstance("vm-2")
+	vm.run = vm.env.startAgent()
+	rev := srv.put("appliances/web/port", "81")
+	waitFor(t, "the agent renders as vm-2", fileIs(vm.conf(), "port=81\n"))
+	waitFor(t, "vm-2 enrolled and its report taken", applied(rev))
+	vm.run.stop(t)
+
+	for i, name := range []string{first, "vm-2"} {
+		setInstance(name)
+		vm.run = vm.env.startAgent()
+		rev = srv.put("appliances/web/port", fmt.Sprint(82+i))
+		waitFor(t, "the agent renders as "+name, fileIs(vm.conf(), fmt.Sprintf("port=%d\n", 82+i)))
+		waitFor(t, "the report of "+name+" taken, with its instance token", applied(rev))
+		if l := vm.run.logs.String(); strings.Contains(l, "not enrolled") || strings.Contains(l, `"msg":"enrolled"`) {
+			t.Fatalf("back under %s, the agent enrolled again:\n%s", name, l)
+		}
+		vm.run.stop(t)
+	}
+	// vm-2 forgotten: its token refused, the agent drops it alone and enrolls vm-2 again;
+	// vm-e2e's token is still there for it.
+	if code, _, errOut := srv.shoelace(t, "appliance", "forget", "web", "vm-2"); code != 0 {
+		t.Fatalf("forget: exit %d: %s", code, errOut)
+	}
+	vm.run = vm.env.startAgent()
+	waitFor(t, "vm-2 enrolled again", func() bool { return strings.Contains(vm.run.logs.String(), `"msg":"enrolled"`) })
+	waitFor(t, "vm-2's report taken", applied(srv.put("appliances/web/port", "84")))
+	vm.run.stop(t)
+	setInstance(first)
+	vm.run = vm.env.startAgent()
+	waitFor(t, "the report of "+first+" taken, with its instance token", applied(srv.put("appliances/web/port", "85")))
+	if l := vm.run.logs.String(); strings.Contains(l, "not enrolled") || strings.Contains(l, `"msg":"enrolled"`) {
+		t.Fatalf("back under %s after vm-2 was forgotten, the agent enrolled again:\n%s", first, l)
+	}
+	vm.run.stop(t)
+	fi, err := os.Stat(vm.env.path("cache/web.instance-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("instance token file mode %04o, want 0600", fi.Mode().Perm())
+	}
 }
