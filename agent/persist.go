@@ -45,6 +45,10 @@ type persister struct {
 	// cacheErr changes and no newer one waits. Both are the writer's alone.
 	cacheErr   string
 	lastStatus *statusJob
+	// enrolled is when the agent last enrolled (enrolledNow): a status made before it says
+	// why it was not enrolled no more; rewrite has the writer write the last status again.
+	enrolled time.Time
+	rewrite  bool
 	// flushes counts the flushes that wrote something (for tests).
 	flushes int
 }
@@ -115,6 +119,11 @@ func (p *persister) flush() {
 	p.mu.Lock()
 	c, s := p.cache, p.status
 	p.cache, p.status = nil, nil
+	enrolled := p.enrolled
+	if p.rewrite && s == nil {
+		s = p.lastStatus
+	}
+	p.rewrite = false
 	if c != nil || s != nil {
 		p.flushes++
 	}
@@ -139,6 +148,9 @@ func (p *persister) flush() {
 	if s != nil {
 		st := *s.s
 		st.CacheError = p.cacheErr
+		if st.Updated.Before(enrolled) {
+			st.NotEnrolled = ""
+		}
 		if err := saveStatus(s.dir, &st); err != nil {
 			p.log.Warn("status not saved", "error", err.Error())
 			failed = true
@@ -159,6 +171,15 @@ func (p *persister) flush() {
 	if !p.closed {
 		time.AfterFunc(p.retry, p.poke)
 	}
+}
+
+// enrolledNow says that the agent enrolled (in the background, between passes): status says
+// so at once, not at the next pass.
+func (p *persister) enrolledNow() {
+	p.mu.Lock()
+	p.enrolled, p.rewrite = time.Now(), true
+	p.mu.Unlock()
+	p.poke()
 }
 
 // keep puts back a snapshot that was not written, unless a newer one is pending.

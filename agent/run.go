@@ -324,14 +324,15 @@ func (l *loop) start() {
 	// The cache and status files are written off the render path, and so are reports.
 	l.reporter = startReporter(a.log, &a.reportsTaken)
 	// enroll.go: the instance token, from cache_dir or obtained now; once obtained, the last
-	// report goes again with it.
-	l.stopEnroll = a.startEnrollment(l.ctx, l.reporter.resend, func() { askAgain(l.refetch) })
+	// report goes again with it, and the status file no longer says why it was not.
+	a.persist = startPersister(a.log)
+	p := a.persist
+	l.stopEnroll = a.startEnrollment(l.ctx, func() { l.reporter.resend(); p.enrolledNow() }, func() { askAgain(l.refetch) })
 	select {
 	case <-l.refetch: // the enrollment before the first fetch: that fetch carries its token
 	default:
 	}
 	a.recordOwed = true
-	a.persist = startPersister(a.log)
 	a.dirSyncs, a.spares = &atomicfile.DirSyncs{}, true
 	l.synced = make(chan *dirBatch, 1)
 	// Watch before the first render, so that an edit right after it is not missed.

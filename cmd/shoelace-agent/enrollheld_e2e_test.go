@@ -70,3 +70,51 @@ func TestE2E_EnrollRefusedAsHeldSaysHowToFreeIt(t *testing.T) {
 		return strings.Contains(out, "instance vm-e2e: revision") && !strings.Contains(out, "NOT enrolled")
 	})
 }
+
+// An agent refused enrollment (its name held) whose name an operator then freed (appliance
+// forget) enrolls at a later try, in the background, without a restart. Its status kept saying
+// "NOT enrolled: …" until a pass wrote the status again (here the pass of the view asked again
+// with the new token, which waits wait.min); it says it is enrolled as soon as it is.
+func TestE2E_EnrolledInTheBackgroundStatusSaysSoAtOnce(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/port", "80")
+	e := newEnv(t, srv, "wait: {min: 50s, max: 60s}\n", "  - contents: \"port={{ key \\\"port\\\" }}\\n\"\n    destination: $DIR/out/app.conf\n")
+	ag := e.startAgent()
+	waitFor(t, "the agent enrolled and reported", func() bool {
+		l, _, err := srv.client.Instances(context.Background(), "web")
+		return err == nil && len(l.Instances) == 1 && l.Instances[0].Enrolled && l.Instances[0].Applied > 0
+	})
+	ag.stop(t)
+	if err := os.Remove(e.path("cache/web.instance-token")); err != nil {
+		t.Fatal(err)
+	}
+	ag = e.startAgent()
+	var out string
+	waitFor(t, "status to say it is not enrolled", func() bool {
+		_, out, _ = e.agentCmd("status")
+		return strings.Contains(out, "NOT enrolled")
+	})
+	if code, _, errOut := srv.shoelace(t, "appliance", "forget", "web", "vm-e2e"); code != 0 {
+		t.Fatalf("forget: exit %d: %s", code, errOut)
+	}
+	// The agent tries again at a view answer a minute or more after its last try: the start of
+	// its second stream (each asks wait=55s).
+	deadline := time.Now().Add(150 * time.Second)
+	for !strings.Contains(ag.logs.String(), `"msg":"enrolled"`) {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent did not enroll again")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	enrolled := time.Now()
+	for {
+		_, out, _ = e.agentCmd("status")
+		if strings.Contains(out, "instance vm-e2e: revision") && !strings.Contains(out, "NOT enrolled") {
+			break
+		}
+		if time.Since(enrolled) > 10*time.Second {
+			t.Fatalf("status 10 s after the enrollment:\n%s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
