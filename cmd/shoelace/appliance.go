@@ -1054,7 +1054,11 @@ func (e *cliEnv) applianceWait(c *cli.Context) error {
 			for _, in := range behind {
 				lag = append(lag, fmt.Sprintf("%s (applied %d)", in.Instance, in.Applied))
 			}
-			return fmt.Errorf("appliance wait %s: after %s, %d of %s have not applied revision %d: %s", name, wait, len(behind), counted(len(alive), "agent"), rev, strings.Join(lag, ", "))
+			have := "have"
+			if len(behind) == 1 {
+				have = "has"
+			}
+			return fmt.Errorf("appliance wait %s: after %s, %d of %s %s not applied revision %d: %s", name, wait, len(behind), counted(len(alive), "agent"), have, rev, strings.Join(lag, ", "))
 		}
 		if err := pauseUntil(c.Context, every, deadline); err != nil {
 			return err

@@ -1419,7 +1419,7 @@ func TestE2E_ApplianceWait(t *testing.T) {
 	}
 	// vm-2 is behind: the wait gives up and names it.
 	res = c.run("appliance", "wait", "e2e-wait", "--revision", r, "--for", "8s", "--interval", "100ms")
-	if res.code != exitError || !strings.Contains(res.stderr, "1 of 2 agents have not applied revision "+r+": vm-2 (applied "+strconv.FormatInt(rev-1, 10)+")") {
+	if res.code != exitError || !strings.Contains(res.stderr, "1 of 2 agents has not applied revision "+r+": vm-2 (applied "+strconv.FormatInt(rev-1, 10)+")") {
 		t.Fatalf("wait with an agent behind: %s", res)
 	}
 	// While it waits it says how far it is, once 5 s have passed, and not again within 5 s.

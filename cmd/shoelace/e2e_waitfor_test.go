@@ -50,7 +50,7 @@ func TestE2E_WaitWaitsTheWholeFor(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"a plain wait", []string{"--revision", fmt.Sprint(rev)}, fmt.Sprintf("after 2s, 1 of 1 agent have not applied revision %d", rev)},
+		{"a plain wait", []string{"--revision", fmt.Sprint(rev)}, fmt.Sprintf("after 2s, 1 of 1 agent has not applied revision %d", rev)},
 		{"a rollout's wait", nil, "the rollout has not ended after the time given with --for"},
 	} {
 		if tc.args == nil {
