@@ -139,7 +139,7 @@ func TestE2E_ImportFromConsulExportAllRefused(t *testing.T) {
 	c := newCLI(t, sharedServer(t))
 	file := writeTemp(t, `[{"key":"web/bad key","flags":0,"value":"eA=="}]`)
 	r := c.run("import", "--from-consul-export", file, "--prefix", "web", "--appliance", "consul-all-refused", "--skip-refused")
-	if r.code != 0 || !strings.Contains(r.stderr, "nothing to import: every key under /web was refused (listed above) and --skip-refused left it out") ||
+	if r.code != 0 || !strings.Contains(r.stderr, "nothing to import: every key under web was refused (listed above) and --skip-refused left it out") ||
 		strings.Contains(r.stderr, "holds every key already") {
 		t.Fatalf("import: %s", r)
 	}
@@ -245,5 +245,29 @@ func TestE2E_ImportFromConsulExportFlags(t *testing.T) {
 	r = c.run("import", "--from-consul-export", file, "--prefix", "web", "--appliance", "consul-flags-dry", "--dry-run")
 	if r.code != 0 || !strings.Contains(r.stderr, "2 keys have Consul flags") {
 		t.Fatalf("import --dry-run: %s", r)
+	}
+}
+
+// TestE2E_ImportFromConsulExportSaysThePrefixAsGiven: the import of --prefix web said it read
+// the keys "under /web" and imported them "from /web", a prefix Consul has no key under (its
+// keys have no leading '/'); it names the prefix as Consul does, as it was given. --prefix /
+// (every key) stays /.
+func TestE2E_ImportFromConsulExportSaysThePrefixAsGiven(t *testing.T) {
+	name := fmt.Sprintf("consul-shown-%d", time.Now().UnixNano()) // each run its own: go test -count runs it again on the same server
+	c := newCLI(t, sharedServer(t))
+	file := writeTemp(t, `[{"key":"web/a","flags":0,"value":"YQ=="},{"key":"web/b","flags":0,"value":"Yg=="}]`)
+	for _, tc := range []struct{ prefix, appliance, read, imported string }{
+		{"web", name, ": 2 keys under web, 0 refused\n", "imported 2 keys from web into appliances/" + name + " "},
+		{"web/", name + "-slash", ": 2 keys under web, 0 refused\n", "imported 2 keys from web into appliances/" + name + "-slash "},
+		{"/", name + "-all", ": 2 keys under /, 0 refused\n", "imported 2 keys from / into appliances/" + name + "-all "},
+	} {
+		r := c.run("import", "--from-consul-export", file, "--prefix", tc.prefix, "--appliance", tc.appliance)
+		if r.code != 0 || !strings.Contains(r.stderr, "consul export "+file+tc.read) || !strings.Contains(r.stderr, tc.imported) || strings.Contains(r.stderr, "/web") {
+			t.Errorf("import --prefix %s: %s", tc.prefix, r)
+		}
+	}
+	if r := c.run("import", "--from-consul-export", file, "--prefix", "api", "--appliance", name+"-none"); r.code != exitNotFound ||
+		!strings.Contains(r.stderr, "import: no key under api in the consul export "+file) {
+		t.Errorf("import --prefix api: %s", r)
 	}
 }

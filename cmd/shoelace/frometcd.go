@@ -263,6 +263,12 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 		}
 	}
 	prefix = path.Clean(prefix)
+	// The prefix as messages name it: a Consul prefix as Consul names its keys (web, not the
+	// /web it is read as).
+	shown := prefix
+	if fromConsul != "" && prefix != "/" {
+		shown = prefix[1:]
+	}
 	if _, err := jsonOutput(c); err != nil {
 		return err
 	}
@@ -345,7 +351,7 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 	if fromConsul != "" {
 		source = "consul export " + fromConsul
 	}
-	fmt.Fprintf(e.stderr, "%s: %s under %s, %d refused\n", source, counted(len(keys)+len(refused), "key"), prefix, len(refused))
+	fmt.Fprintf(e.stderr, "%s: %s under %s, %d refused\n", source, counted(len(keys)+len(refused), "key"), shown, len(refused))
 	if len(keys)+len(refused) == 0 {
 		// A mistyped prefix reads nothing: that is no import, whatever the appliance holds.
 		// confd's default backend (-backend etcd) keeps its keys in etcd's v2 keyspace, which
@@ -359,7 +365,7 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 				hint += "; the file's keys start with " + strings.Join(tops, ", ")
 			}
 		}
-		return &exitCodeError{code: exitNotFound, err: fmt.Errorf("import: no key under %s in the %s, nothing written: %s", prefix, source, hint)}
+		return &exitCodeError{code: exitNotFound, err: fmt.Errorf("import: no key under %s in the %s, nothing written: %s", shown, source, hint)}
 	}
 	// A dry run shows the plan of the keys it could write even when the import would be
 	// refused (keys refused, keys holding other values), then fails as the import would.
@@ -411,7 +417,7 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 		}
 	}
 	res := importResult{Mode: p.Mode, Put: len(p.Put), Omitted: []string{}, Unchanged: p.Unchanged, Refused: refused}
-	summary := fmt.Sprintf("%s from %s into %s (%d already there)", counted(len(p.Put), "key"), prefix, root, p.Unchanged)
+	summary := fmt.Sprintf("%s from %s into %s (%d already there)", counted(len(p.Put), "key"), shown, root, p.Unchanged)
 	if dry {
 		after := ""
 		if refusal != nil {
@@ -424,7 +430,7 @@ func (e *cliEnv) importFromEtcd(c *cli.Context) error {
 	}
 	nothing := root + " holds every key already"
 	if len(keys) == 0 {
-		nothing = fmt.Sprintf("every key under %s was refused (listed above) and --skip-refused left it out", prefix)
+		nothing = fmt.Sprintf("every key under %s was refused (listed above) and --skip-refused left it out", shown)
 	}
 	if _, err := e.commitImport(s, p, &res, l.Revision, summary, nothing); err != nil {
 		return err
