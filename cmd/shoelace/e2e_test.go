@@ -1339,6 +1339,41 @@ func TestE2E_ApplianceForget(t *testing.T) {
 	c.fails(exitNotFound, "not found", "appliance", "forget", "e2e-forget", "vm-1")
 }
 
+// TestE2E_TokenLsAllTimesToTheSecond: token ls --all showed an instance token's creation time
+// with nanoseconds (2026-12-07T18:20:01.123456789Z), the others' to the second; every line
+// shows it to the second, in the same format.
+func TestE2E_TokenLsAllTimesToTheSecond(t *testing.T) {
+	s := sharedServer(t)
+	c := newCLI(t, s)
+	out := c.ok("token", "create", "--name", "e2e-ls-times-agent", "--appliance", "e2e-ls-times")
+	t.Cleanup(func() { c.run("token", "revoke", "e2e-ls-times-agent") })
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	agent, err := client.New(s.url(), client.Options{Token: lines[len(lines)-1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agent.Enroll(context.Background(), "e2e-ls-times", "vm-1", ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.run("appliance", "forget", "e2e-ls-times", "vm-1") })
+	ls := c.ok("token", "ls", "--all")
+	second := regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$`)
+	seen := 0
+	for _, l := range strings.Split(strings.TrimSpace(ls), "\n") {
+		f := strings.Split(l, "\t")
+		if f[0] != "instance:e2e-ls-times:vm-1" && f[0] != "e2e-ls-times-agent" {
+			continue
+		}
+		seen++
+		if len(f) != 3 || !second.MatchString(f[2]) {
+			t.Errorf("token ls --all line %q: want its creation time to the second (2006-01-02T15:04:05Z)", l)
+		}
+	}
+	if seen != 2 {
+		t.Errorf("token ls --all lists %d of the two tokens:\n%s", seen, ls)
+	}
+}
+
 // apply --dry-run prints what the apply would do and writes nothing; its revision, given as
 // --cas, applies exactly the reviewed change.
 func TestE2E_ApplyDryRun(t *testing.T) {

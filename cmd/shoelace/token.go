@@ -241,7 +241,9 @@ func (e *cliEnv) tokenList(c *cli.Context) error {
 		}
 		line := t.Name + "\t" + g
 		if !t.Created.IsZero() {
-			line += "\t" + t.Created.Format(time.RFC3339Nano) // as the server sends it
+			// To the second, as the server keeps the others: an instance token's is its
+			// enrollment's time, with nanoseconds.
+			line += "\t" + t.Created.UTC().Format(time.RFC3339)
 		}
 		if _, err := fmt.Fprintln(e.stdout, line); err != nil {
 			return err
