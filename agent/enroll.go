@@ -130,6 +130,7 @@ type enroller struct {
 	mu      sync.Mutex
 	busy    bool
 	lastTry time.Time
+	due     bool   // a try is armed for when enrollEvery has passed since lastTry
 	lastWhy string // the failure last logged at warn
 	why     string // the last enrollment's failure, "" once enrolled (status says it)
 }
@@ -208,13 +209,24 @@ func (e *enroller) start() {
 }
 
 // later enrolls in the background unless enrolled, enrolling, or tried within enrollEvery (now
-// skips that wait).
+// skips that wait). A view answered within enrollEvery of the last try arms one for when it
+// has passed: a stream, or a long-poll that waits, answers once for a minute or more, and the
+// next answer would come later than enrollEvery says.
 func (e *enroller) later(now bool) {
 	if e.tok.Load() != nil || e.enroll == nil || e.run.ctx.Err() != nil {
 		return
 	}
 	e.mu.Lock()
 	if e.busy || (!now && time.Since(e.lastTry) < enrollEvery) {
+		if !e.busy && !e.due {
+			e.due = true
+			time.AfterFunc(enrollEvery-time.Since(e.lastTry), func() {
+				e.mu.Lock()
+				e.due = false
+				e.mu.Unlock()
+				e.later(false)
+			})
+		}
 		e.mu.Unlock()
 		return
 	}

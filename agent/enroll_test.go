@@ -415,3 +415,31 @@ func TestAgent_RunKeepsItsTokenForTheSameServerWrittenAnotherWay(t *testing.T) {
 		}
 	}
 }
+
+// An agent refused enrollment whose view request then waits (a stream, or a long-poll with
+// nothing to answer, for a minute or more) tries again once enrollEvery has passed, not at the
+// next answer: DESIGN.md says at most once a minute, and before, the first try after a refusal
+// at start came with the second stream, about 110 s later.
+func TestAgent_RunEnrollTriedAgainDuringALongWait(t *testing.T) {
+	defer agent.SetEnrollEvery(300 * time.Millisecond)()
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	srv.enrollFail = http.StatusConflict
+	srv.maxWait = time.Minute
+	a, dir, _ := testAgent(t, srv, header+enrollTemplate)
+	stop := runAgent(t, a)
+	defer stop()
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	srv.mu.Lock()
+	srv.enrollFail = 0
+	srv.mu.Unlock()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, n := srv.lastAuth(); n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("not enrolled again 15 s after the refusal, its long-poll still waiting")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
