@@ -420,7 +420,8 @@ func (a *Agent) fetchFailedStatus(err error) *Status {
 			s.Templates = append(s.Templates, TemplateStatus{Destination: t.name(), Error: "no view to render it from yet"})
 		}
 	}
-	s.Instance, s.Updated, s.LastError = a.instance, time.Now().UTC(), err.Error()
+	// Not the last run's refusal of enrollment: this run's, if any.
+	s.Instance, s.Updated, s.LastError, s.NotEnrolled = a.instance, time.Now().UTC(), err.Error(), a.enroller.notEnrolled()
 	return s
 }
 

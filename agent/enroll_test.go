@@ -443,3 +443,37 @@ func TestAgent_RunEnrollTriedAgainDuringALongWait(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A run whose first fetch fails (the server away) and that has no cached view writes a status
+// from the last one's: it keeps
+// its templates, but not the last run's refusal of enrollment, which is not this run's (it
+// has not been refused; status said NOT enrolled with the other run's words).
+func TestAgent_RunFetchFailedStatusKeepsNoOldRefusal(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"a": "1"})
+	srv.enrollFail = http.StatusConflict
+	a, dir, _ := testAgent(t, srv, header+enrollTemplate)
+	stop := runAgent(t, a)
+	waitFor(t, "first render", fileIs(dir+"/a", "a=1"))
+	waitFor(t, "the refusal in the status", func() bool {
+		st, err := agent.LoadStatus(dir+"/cache", "web")
+		return err == nil && strings.Contains(st.NotEnrolled, "is enrolled already")
+	})
+	stop()
+	srv.CloseClientConnections()
+	srv.Close()
+	if err := os.Remove(agent.CachePath(dir+"/cache", "web")); err != nil { // no view to render from
+		t.Fatal(err)
+	}
+	b, _, _ := testAgentIn(t, srv, dir, header+enrollTemplate)
+	stop = runAgent(t, b)
+	defer stop()
+	var st *agent.Status
+	waitFor(t, "the failed fetch in the status", func() bool {
+		var err error
+		st, err = agent.LoadStatus(dir+"/cache", "web")
+		return err == nil && st.LastError != ""
+	})
+	if strings.Contains(st.NotEnrolled, "is enrolled already") {
+		t.Fatalf("status of a run that was never refused says %q", st.NotEnrolled)
+	}
+}
