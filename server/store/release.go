@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -1232,10 +1233,44 @@ func (s *Store) KeyVersions(ctx context.Context, key string, max, maxBytes int) 
 		if kv.Version == 1 {
 			break
 		}
-		if held += len(kv.Value); held >= maxBytes && len(versions) < max {
+		if held += jsonLen(kv.Value); held >= maxBytes && len(versions) < max {
 			return versions, rev, false, true, nil
 		}
 		at = kv.ModRevision - 1
 	}
 	return versions, rev, false, false, nil
+}
+
+// jsonLen is how many bytes b takes as a JSON string's content, as encoding/json writes it: a
+// control character (but \n, \r, \t, \b, \f: two), <, >, &, U+2028, U+2029 and each byte of invalid UTF-8 six (\u003c,
+// \ufffd), a quote or backslash two, the rest their own. The bound on a key's history counts
+// these: 4 MiB of control characters are 24 MiB in the answer.
+func jsonLen(b []byte) int {
+	n := 0
+	for i := 0; i < len(b); {
+		c := b[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '\n' || c == '\r' || c == '\t' || c == '\b' || c == '\f':
+				n += 2
+			case c < 0x20 || c == '<' || c == '>' || c == '&':
+				n += 6
+			case c == '"' || c == '\\':
+				n += 2
+			default:
+				n++
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(b[i:])
+		switch {
+		case r == utf8.RuneError && size == 1, r == '\u2028', r == '\u2029':
+			n += 6
+		default:
+			n += size
+		}
+		i += size
+	}
+	return n
 }
