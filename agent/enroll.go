@@ -67,6 +67,9 @@ type instanceToken struct {
 	Instance  string    `json:"instance"`
 	Token     string    `json:"token"`
 	Enrolled  time.Time `json:"enrolled"`
+	// Store is the store id of the server that enrolled it (its X-Shoelace-Store): another
+	// address is sent the token only once its answer names this store.
+	Store string `json:"store,omitempty"`
 	// Others are the tokens of the other instance names the agent enrolled under, the last
 	// used first: an instance: changed back finds its token, where enrolling again is refused
 	// (the name is held, by this same enrollment key) until --instance-stale.
@@ -126,8 +129,12 @@ type enroller struct {
 	enroll *client.Client // with the appliance token, outside wrap
 
 	tok atomic.Pointer[string] // the instance token; nil: the appliance token is sent
+	// unbound is set while the token sent has no store id in the file yet (a file of an earlier
+	// version): the first answer to it gives it.
+	unbound atomic.Bool
 
 	mu      sync.Mutex
+	held    []instanceToken // tokens of another address, sent once an answer names their store
 	busy    bool
 	lastTry time.Time
 	due     bool   // a try is armed for when enrollEvery has passed since lastTry
@@ -154,53 +161,98 @@ func (a *Agent) newEnroller(cfg *Config, opts client.Options, prev *enroller) *e
 	return e
 }
 
-// load takes the instance token from the file when it is bound to the same appliance and
-// instance, and binds it to the config's server when it names another address.
+// load takes the instance token from the file when it is bound to the same server, appliance
+// and instance. The token of the appliance and instance at another address is held until the
+// first answer there (to the appliance token) names the store it was enrolled in (see adopt): a
+// server of another store is never sent it.
 func (e *enroller) load() {
 	it, err := loadInstanceToken(e.path)
-	if err == nil {
-		// The token of the instance name, if the agent enrolled under it, goes first.
-		all := it.tokens()
-		for i, t := range all {
-			if t.Appliance == e.want.Appliance && t.Instance == e.want.Instance && sendableToken(t.Token) == nil {
-				*it = t
-				it.Others = append(all[:i:i], all[i+1:]...)
-				break
-			}
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			e.log.Warn("instance token file not used", "error", err.Error())
+		}
+		return
+	}
+	for _, t := range it.tokens() {
+		switch {
+		case t.Appliance != e.want.Appliance || t.Instance != e.want.Instance || sendableToken(t.Token) != nil:
+		case sameServer(t.Server) == e.want.Server:
+			e.tok.Store(&t.Token)
+			e.unbound.Store(t.Store == "")
+			e.log.Info("using the instance token", "file", e.path, "instance", t.Instance, "enrolled", t.Enrolled)
+			return
+		case t.Store != "":
+			e.held = append(e.held, t)
 		}
 	}
-	switch {
-	case err == nil && it.Appliance == e.want.Appliance && it.Instance == e.want.Instance:
-		e.tok.Store(&it.Token)
-		if sameServer(it.Server) != e.want.Server {
-			// Another address of the same store (its load balancer for a replica's own, https://
-			// once TLS is on) knows the token, and enrolling again there is refused until
-			// --instance-stale (the name is held, by this very enrollment key, as a clone's
-			// would be). A server of another store refuses the token (401): refused drops it
-			// and the agent enrolls.
-			e.log.Info("the instance token file names another server address: using the token there", "file", e.path,
-				"server", it.Server, "instance", it.Instance)
-			it.Server = e.want.Server
-			if err := saveInstanceToken(e.path, *it); err != nil {
+	if len(e.held) > 0 {
+		e.log.Info("the instance token file names another server address: the token goes there once its answer names the token's store",
+			"file", e.path, "server", e.held[0].Server, "store", e.held[0].Store, "instance", e.want.Instance)
+		return
+	}
+	e.log.Info("the instance token file is for another server or instance: enrolling again", "file", e.path,
+		"server", it.Server, "instance", it.Instance)
+}
+
+// adopt takes, after the first answer to the appliance token at this address, the held token
+// whose store the answer names (store: its X-Shoelace-Store), and binds the file to this
+// address. False when none is of that store: the agent enrolls here.
+func (e *enroller) adopt(store string) bool {
+	e.mu.Lock()
+	held := e.held
+	e.held = nil
+	e.mu.Unlock()
+	for _, t := range held {
+		if store == "" || t.Store != store {
+			continue
+		}
+		e.log.Info("the server's answer names the store of the instance token: using the token at this address",
+			"file", e.path, "server", e.want.Server, "was", t.Server, "store", store, "instance", t.Instance)
+		t.Server = e.want.Server
+		if old, err := loadInstanceToken(e.path); err == nil {
+			t.Others = old.tokens()
+		}
+		if err := saveInstanceToken(e.path, t); err != nil {
+			e.log.Warn("instance token file not rewritten", "error", err.Error())
+		}
+		e.tok.Store(&t.Token)
+		if e.run.enrolled != nil {
+			e.run.enrolled()
+		}
+		if e.run.tokenChanged != nil {
+			e.run.tokenChanged()
+		}
+		return true
+	}
+	return false
+}
+
+// bind writes store, the store id of the first answer to tok, into the file's entry of tok.
+func (e *enroller) bind(tok, store string) {
+	it, err := loadInstanceToken(e.path)
+	if err != nil || store == "" {
+		return
+	}
+	all := it.tokens()
+	for i := range all {
+		if all[i].Token == tok && all[i].Store == "" {
+			all[i].Store = store
+			all[0].Others = all[1:]
+			if err := saveInstanceToken(e.path, all[0]); err != nil {
 				e.log.Warn("instance token file not rewritten", "error", err.Error())
 			}
 			return
 		}
-		e.log.Info("using the instance token", "file", e.path, "instance", it.Instance, "enrolled", it.Enrolled)
-	case err == nil:
-		e.log.Info("the instance token file is for another instance: enrolling again", "file", e.path,
-			"server", it.Server, "instance", it.Instance)
-	case !errors.Is(err, os.ErrNotExist):
-		e.log.Warn("instance token file not used", "error", err.Error())
 	}
 }
 
 // start enrolls now, unless the token is known already (bounded by enrollStartTimeout).
 func (e *enroller) start() {
-	if e.tok.Load() != nil {
+	e.mu.Lock()
+	if e.tok.Load() != nil || len(e.held) > 0 {
+		e.mu.Unlock()
 		return
 	}
-	e.mu.Lock()
 	e.busy, e.lastTry = true, time.Now()
 	e.mu.Unlock()
 	ctx, cancel := context.WithTimeout(e.run.ctx, enrollStartTimeout)
@@ -269,7 +321,7 @@ func (e *enroller) try(ctx context.Context) {
 		return
 	}
 	it := e.want
-	it.Token, it.Enrolled = got.Token, got.Enrolled
+	it.Token, it.Enrolled, it.Store = got.Token, got.Enrolled, got.Store
 	if old, err := loadInstanceToken(e.path); err == nil {
 		it.Others = old.tokens()
 	}
@@ -412,9 +464,13 @@ func (e *enroller) wrap(base http.RoundTripper) http.RoundTripper {
 		switch {
 		case tok != nil && res.StatusCode == http.StatusUnauthorized:
 			e.refused(tok, refusal(res))
+		case tok != nil && res.StatusCode == http.StatusOK && e.unbound.CompareAndSwap(true, false):
+			e.bind(*tok, res.Header.Get(api.HeaderStore))
 		case tok == nil && req.Method == http.MethodGet && strings.HasPrefix(req.URL.Path, "/v1/appliances/") &&
 			(res.StatusCode == http.StatusOK || res.StatusCode == http.StatusNotModified):
-			e.later(false)
+			if !e.adopt(res.Header.Get(api.HeaderStore)) {
+				e.later(false)
+			}
 		}
 		return res, nil
 	})
@@ -547,7 +603,10 @@ func removeSpecialFile(path string) {
 // would pass maxInstanceTokenBytes.
 func saveInstanceToken(path string, it instanceToken) error {
 	it.Others = slices.DeleteFunc(it.Others, func(o instanceToken) bool {
-		return o.Appliance != it.Appliance || o.Instance == it.Instance || o.Token == ""
+		// A name's token of another store (its server elsewhere too) is kept: back there, it is
+		// sent again.
+		return o.Appliance != it.Appliance || o.Token == "" || o.Token == it.Token ||
+			o.Instance == it.Instance && (o.Store == it.Store || sameServer(o.Server) == sameServer(it.Server))
 	})
 	// A restart would not find the token otherwise, and the name stays held until
 	// --instance-stale.

@@ -69,6 +69,8 @@ type Enrolled struct {
 	Instance  string    `json:"instance"`
 	Token     string    `json:"token"`
 	Enrolled  time.Time `json:"enrolled"`
+	// Store is the store id of the server that answered (its X-Shoelace-Store), not in the body.
+	Store string `json:"-"`
 }
 
 // RolloutStrategy is how a rollout proceeds. Canary and Step are shares of the instances in

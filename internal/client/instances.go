@@ -41,7 +41,8 @@ func (c *Client) Enroll(ctx context.Context, name, instance, key string) (api.En
 		h.Set(api.HeaderEnrollKey, key)
 	}
 	var e api.Enrolled
-	_, err = c.Do(ctx, Request{Method: http.MethodPost, Path: "/v1/appliances/" + name + "/enroll", Body: body, Header: h}, &e)
+	m, err := c.Do(ctx, Request{Method: http.MethodPost, Path: "/v1/appliances/" + name + "/enroll", Body: body, Header: h}, &e)
+	e.Store = m.Store
 	return e, err
 }
 
