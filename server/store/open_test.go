@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/testutil"
 	"github.com/shoelace-dev/shoelace/server/store"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -423,5 +424,31 @@ func TestStore_ClientSocketBesideTheDataLeftByAKilledServer(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s is still there after Close", own)
 		}
+	}
+}
+
+// A store whose root lies under another store's kv/ (a second server given --root
+// /shoelace/kv/y/ on the first one's etcd) is refused: the first store's key writers would write
+// its tokens and records (sys/), forging a restore record or a token. A root beside the other's
+// keys, or beside the other store, opens.
+func TestOpen_RefusesARootInsideAnotherStoresKeys(t *testing.T) {
+	cfg := testutil.StoreConfig(t)
+	testutil.OpenStore(t, cfg)
+	inner := cfg
+	inner.Root = cfg.Root + "kv/y/"
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := store.Open(ctx, inner)
+	if err == nil {
+		s.Close()
+		t.Fatalf("a store at %s opened inside the store at %s", inner.Root, cfg.Root)
+	}
+	if !strings.Contains(err.Error(), "lies inside the keys of the Shoelace store at root "+cfg.Root) {
+		t.Fatalf("error %q does not name the store around it", err)
+	}
+	for _, root := range []string{cfg.Root + "other/", strings.TrimSuffix(cfg.Root, "/") + "-kv/y/"} {
+		ok := cfg
+		ok.Root = root
+		testutil.OpenStore(t, ok)
 	}
 }

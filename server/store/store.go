@@ -372,7 +372,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		wait = min(wait, startWait)
 	}
 	idCtx, cancel := context.WithTimeout(ctx, wait)
-	_, err = s.EnsureID(idCtx)
+	if outer, nerr := s.storeAbove(idCtx); outer != "" {
+		cancel()
+		s.Close()
+		return nil, fmt.Errorf("open store: --root %s lies inside the keys of the Shoelace store at root %s (under its kv/): that store's writers could write this one's tokens and records; choose a root outside it", cfg.Root, outer)
+	} else if nerr == nil {
+		_, err = s.EnsureID(idCtx)
+	} else {
+		err = nerr
+	}
 	cancel()
 	if err != nil {
 		if s.embed != nil || ctx.Err() != nil {
@@ -616,6 +624,27 @@ func (s *Store) RenewID(ctx context.Context, old string) (id string, renewed boo
 	}
 	s.SawID(fresh)
 	return fresh, true, nil
+}
+
+// storeAbove returns the root of a Shoelace store whose keys hold this store's root (the root
+// is <that root>kv/…), "" when there is none: that store's key writers would write this one's
+// system keys (tokens, releases, restore records). A store is known by its id key.
+func (s *Store) storeAbove(ctx context.Context) (string, error) {
+	root := s.cfg.Root
+	for i := 1; i < len(root); i++ {
+		if root[i-1] != '/' || !strings.HasPrefix(root[i:], "kv/") {
+			continue
+		}
+		outer := root[:i]
+		resp, err := s.cli.Get(ctx, outer+"sys/"+storeIDKey, clientv3.WithCountOnly())
+		if err != nil {
+			return "", s.etcdErr(ctx, "look for a store around the root", err)
+		}
+		if resp.Count > 0 {
+			return outer, nil
+		}
+	}
+	return "", nil
 }
 
 func (s *Store) loadID(ctx context.Context) (string, error) {
