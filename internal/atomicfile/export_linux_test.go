@@ -1,5 +1,7 @@
 package atomicfile
 
+import "time"
+
 // SetLinkUnnamed replaces the link that names an unnamed spare, for a test; the returned func
 // restores it, and unnamed spares with it.
 func SetLinkUnnamed(f func(fd, dirfd int, name string) error) (restore func()) {
@@ -26,4 +28,12 @@ func SetOpenUnnamed(f func(dirfd int) (int, error)) (restore func()) {
 		unnamed.without = nil
 		unnamed.Unlock()
 	}
+}
+
+// SetBurstGap sets how soon after its making a spare taken makes the next one of its file go
+// without its first block, for a test; the returned func restores it.
+func SetBurstGap(d time.Duration) (restore func()) {
+	old := burstGap
+	burstGap = d
+	return func() { burstGap = old }
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -55,12 +56,21 @@ var unnamed struct {
 	// without are the devices whose file system makes no file without a name (NFS, some FUSE
 	// file systems): no spare is tried there again, which cost each install a failed open.
 	without map[uint64]bool
+	// burst are the keys whose spare was taken within burstGap of its making: the next is not
+	// prefilled (see prefill). An entry goes when the next spare of its key is made.
+	burst map[unnamedKey]bool
 }
+
+// burstGap is how soon after its making a spare taken says that its file changes in a burst:
+// changes back to back, about a millisecond apart, where a prefill's write would still be on its
+// way to the disk when the next change's fsync waits for it.
+var burstGap = 3 * time.Millisecond
 
 // unnamedSpare is a spare held, and when it was made (the number of spares made before it).
 type unnamedSpare struct {
-	f    *os.File
-	made uint64
+	f      *os.File
+	made   uint64
+	madeAt time.Time
 }
 
 // unnamedKeyOf is the key of base's spare in d.
@@ -83,6 +93,12 @@ func (d *dir) takeUnnamed(base string) *os.File {
 	defer unnamed.Unlock()
 	sp := unnamed.spares[k]
 	delete(unnamed.spares, k)
+	if sp.f != nil && time.Since(sp.madeAt) < burstGap {
+		if unnamed.burst == nil {
+			unnamed.burst = map[unnamedKey]bool{}
+		}
+		unnamed.burst[k] = true
+	}
 	return sp.f
 }
 
@@ -120,7 +136,10 @@ func (d *dir) makeUnnamed(base string) bool {
 		}
 		return false
 	}
-	prefill(fd)
+	if !unnamed.burst[k] {
+		prefill(fd)
+	}
+	delete(unnamed.burst, k)
 	if len(unnamed.spares) >= maxUnnamed {
 		// The one made longest ago goes, once this one is made (a failed make evicts none): of
 		// a template taken out of the config, a directory removed or replaced, or a file that
@@ -139,7 +158,7 @@ func (d *dir) makeUnnamed(base string) bool {
 		unnamed.spares = map[unnamedKey]unnamedSpare{}
 	}
 	unnamed.made++
-	unnamed.spares[k] = unnamedSpare{os.NewFile(uintptr(fd), d.join(base)+" (its unnamed spare)"), unnamed.made}
+	unnamed.spares[k] = unnamedSpare{os.NewFile(uintptr(fd), d.join(base)+" (its unnamed spare)"), unnamed.made, time.Now()}
 	return true
 }
 
@@ -149,7 +168,9 @@ func (d *dir) makeUnnamed(base string) bool {
 // that the file system finds the block now, off the path from a write to the file. The fsync
 // of the install that takes the spare then writes the data and the inode, not the block's
 // allocation too (ext4: 0.30 against 0.42 ms at the median on this project's test host). A
-// failure leaves the spare empty, as it was made.
+// failure leaves the spare empty, as it was made. Not for a file that changes in a burst (its
+// last spare taken within burstGap of its making): the next change would come while the
+// prefill's write is on its way, and its fsync would wait for that write first.
 func prefill(fd int) {
 	if n, err := unix.Pwrite(fd, []byte{0}, 0); err == nil && n == 1 {
 		unix.SyncFileRange(fd, 0, 1, unix.SYNC_FILE_RANGE_WRITE)

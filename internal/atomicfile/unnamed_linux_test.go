@@ -92,6 +92,7 @@ func TestUnnamedSpare_NextInstallFillsIt(t *testing.T) {
 // over (an unnamed spare is taken only for a content of a byte or more). A one-byte content
 // is that byte alone, and an empty one comes from a temp file, whole.
 func TestUnnamedSpare_PrefilledByteIsWrittenOver(t *testing.T) {
+	defer atomicfile.SetBurstGap(0)() // no change is in a burst: each spare has its block
 	dir := unnamedDir(t)
 	path := filepath.Join(dir, "app.conf")
 	opts := firstInstall(t, path)
@@ -111,6 +112,39 @@ func TestUnnamedSpare_PrefilledByteIsWrittenOver(t *testing.T) {
 				t.Fatalf("%q installed in inode %d, want the spare's %d", content, got, want)
 			}
 		}
+	}
+}
+
+// A file that changes in a burst (its spare taken within BurstGap of its making) gets its next
+// spare without the first block: that block's write would still be on its way to the disk when
+// the next change's fsync waits for it. After a pause, the spare has its block again. The
+// burst's gap is a second here, so that two installs in a row are one on a slow machine too.
+func TestUnnamedSpare_NoBlockAheadInABurst(t *testing.T) {
+	defer atomicfile.SetBurstGap(time.Second)() // a slow machine's back to back is a burst still
+	dir := unnamedDir(t)
+	path := filepath.Join(dir, "app.conf")
+	opts := firstInstall(t, path)
+	size := func() int64 {
+		t.Helper()
+		held := openfiles.UnnamedStats(t, dir)
+		if len(held) != 1 {
+			t.Fatalf("%d unnamed spares held, want one", len(held))
+		}
+		return held[0].Size()
+	}
+	if _, err := atomicfile.Write(path, []byte("two\n"), opts); err != nil { // at once: a burst
+		t.Fatal(err)
+	}
+	if got := size(); got != 0 {
+		t.Fatalf("the spare made after a change in a burst holds %d bytes, want none", got)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if _, err := atomicfile.Write(path, []byte("three\n"), opts); err != nil {
+		t.Fatal(err)
+	}
+	wantContent(t, path, "three\n", 0o644)
+	if got := size(); got != 1 {
+		t.Fatalf("the spare made after a change a pause after the last holds %d bytes, want its one", got)
 	}
 }
 
