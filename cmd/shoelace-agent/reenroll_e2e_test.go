@@ -65,37 +65,12 @@ func TestE2E_RunKeepsItsInstanceTokenAtAnotherAddressOfTheStore(t *testing.T) {
 	waitEnrolled(t, srv, []*fleetAgent{vm})
 	vm.run.stop(t)
 
-	setServer := func(addr string) {
-		b, err := os.ReadFile(vm.env.config)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b = regexp.MustCompile(`(?m)^server: .*$`).ReplaceAll(b, []byte("server: "+addr))
-		if err := os.WriteFile(vm.env.config, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	applied := func(s *server, rev int64) func() bool {
-		return func() bool {
-			l, _, err := s.client.Instances(context.Background(), "web")
-			if err != nil {
-				return false
-			}
-			for _, in := range l.Instances {
-				if in.Instance == vm.name {
-					return in.Enrolled && in.Applied >= rev
-				}
-			}
-			return false
-		}
-	}
-
 	_, port, _ := strings.Cut(srv.addr, ":")
-	setServer("http://localhost:" + port)
+	vm.setServer(t, "http://localhost:"+port)
 	vm.run = vm.env.startAgent()
 	rev := srv.put("appliances/web/port", "81")
 	waitFor(t, "the agent renders through the other address", fileIs(vm.conf(), "port=81\n"))
-	waitFor(t, "its report of the change taken (its instance token kept)", applied(srv, rev))
+	waitFor(t, "its report of the change taken (its instance token kept)", vm.appliedAt(srv, rev))
 	if l := vm.run.logs.String(); strings.Contains(l, "not enrolled") || strings.Contains(l, `"msg":"enrolled"`) {
 		t.Fatalf("the agent enrolled again:\n%s", l)
 	}
@@ -107,10 +82,10 @@ func TestE2E_RunKeepsItsInstanceTokenAtAnotherAddressOfTheStore(t *testing.T) {
 	if err := os.WriteFile(vm.env.path("token"), []byte(other.agentTokenFor(t, "web")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	setServer("http://" + other.addr)
+	vm.setServer(t, "http://"+other.addr)
 	vm.run = vm.env.startAgent()
 	waitFor(t, "the agent renders from the other store", fileIs(vm.conf(), "port=82\n"))
-	waitFor(t, "it enrolled there", applied(other, rev))
+	waitFor(t, "it enrolled there", vm.appliedAt(other, rev))
 }
 
 // An agent whose instance: was changed (vm-e2e to vm-2) and then changed back enrolled under

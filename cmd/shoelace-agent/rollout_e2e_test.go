@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -30,6 +31,35 @@ type fleetAgent struct {
 }
 
 func (a *fleetAgent) conf() string { return a.env.path("out/app.conf") }
+
+// setServer points a's config at addr (its server: line), for its next start.
+func (a *fleetAgent) setServer(t *testing.T, addr string) {
+	t.Helper()
+	b, err := os.ReadFile(a.env.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = regexp.MustCompile(`(?m)^server: .*$`).ReplaceAll(b, []byte("server: "+addr))
+	if err := os.WriteFile(a.env.config, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// appliedAt reports whether s records a enrolled, its report of rev or later taken.
+func (a *fleetAgent) appliedAt(s *server, rev int64) func() bool {
+	return func() bool {
+		l, _, err := s.client.Instances(context.Background(), "web")
+		if err != nil {
+			return false
+		}
+		for _, in := range l.Instances {
+			if in.Instance == a.name {
+				return in.Enrolled && in.Applied >= rev
+			}
+		}
+		return false
+	}
+}
 
 // startFleet starts n agents of appliance web (instances vm-1…vm-n). Each renders
 // out/app.conf from the key port; its reload command records the revision and fails while

@@ -3,14 +3,12 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -60,30 +58,6 @@ func TestE2E_RunSendsItsInstanceTokenOnlyToItsStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	setServer := func(addr string) {
-		b, err := os.ReadFile(vm.env.config)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b = regexp.MustCompile(`(?m)^server: .*$`).ReplaceAll(b, []byte("server: "+addr))
-		if err := os.WriteFile(vm.env.config, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	applied := func(s *server, rev int64) func() bool {
-		return func() bool {
-			l, _, err := s.client.Instances(context.Background(), "web")
-			if err != nil {
-				return false
-			}
-			for _, in := range l.Instances {
-				if in.Instance == vm.name {
-					return in.Enrolled && in.Applied >= rev
-				}
-			}
-			return false
-		}
-	}
 
 	// The other store, behind a proxy that keeps every Authorization it is sent.
 	other := startServer(t, "", t.TempDir())
@@ -102,10 +76,10 @@ func TestE2E_RunSendsItsInstanceTokenOnlyToItsStore(t *testing.T) {
 	if err := os.WriteFile(vm.env.path("token"), []byte(other.agentTokenFor(t, "web")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	setServer(proxy.URL)
+	vm.setServer(t, proxy.URL)
 	vm.run = vm.env.startAgent()
 	waitFor(t, "the agent renders from the other store", fileIs(vm.conf(), "port=82\n"))
-	waitFor(t, "it enrolled there", applied(other, rev))
+	waitFor(t, "it enrolled there", vm.appliedAt(other, rev))
 	vm.run.stop(t)
 	mu.Lock()
 	for _, a := range seen {
@@ -120,11 +94,11 @@ func TestE2E_RunSendsItsInstanceTokenOnlyToItsStore(t *testing.T) {
 	if err := os.WriteFile(vm.env.path("token"), applianceToken, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	setServer("http://" + srv.addr)
+	vm.setServer(t, "http://"+srv.addr)
 	vm.run = vm.env.startAgent()
 	rev = srv.put("appliances/web/port", "83")
 	waitFor(t, "the agent renders from its store again", fileIs(vm.conf(), "port=83\n"))
-	waitFor(t, "its report of the change taken (its instance token kept)", applied(srv, rev))
+	waitFor(t, "its report of the change taken (its instance token kept)", vm.appliedAt(srv, rev))
 	if l := vm.run.logs.String(); strings.Contains(l, "not enrolled") || strings.Contains(l, `"msg":"enrolled"`) {
 		t.Fatalf("the agent enrolled again:\n%s", l)
 	}
