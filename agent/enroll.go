@@ -209,10 +209,7 @@ func (e *enroller) adopt(store string) bool {
 		e.log.Info("the server's answer names the store of the instance token: using the token at this address",
 			"file", e.path, "server", e.want.Server, "was", t.Server, "store", store, "instance", t.Instance)
 		t.Server = e.want.Server
-		if old, err := loadInstanceToken(e.path); err == nil {
-			t.Others = old.tokens()
-		}
-		if err := saveInstanceToken(e.path, t); err != nil {
+		if err := e.saveFirst(t); err != nil {
 			e.log.Warn("instance token file not rewritten", "error", err.Error())
 		}
 		e.tok.Store(&t.Token)
@@ -237,8 +234,7 @@ func (e *enroller) bind(tok, store string) {
 	for i := range all {
 		if all[i].Token == tok && all[i].Store == "" {
 			all[i].Store = store
-			all[0].Others = all[1:]
-			if err := saveInstanceToken(e.path, all[0]); err != nil {
+			if err := saveInstanceTokens(e.path, all); err != nil {
 				e.log.Warn("instance token file not rewritten", "error", err.Error())
 			}
 			return
@@ -322,10 +318,7 @@ func (e *enroller) try(ctx context.Context) {
 	}
 	it := e.want
 	it.Token, it.Enrolled, it.Store = got.Token, got.Enrolled, got.Store
-	if old, err := loadInstanceToken(e.path); err == nil {
-		it.Others = old.tokens()
-	}
-	if err := saveInstanceToken(e.path, it); err != nil {
+	if err := e.saveFirst(it); err != nil {
 		// Used all the same; after a restart the name stays held until --instance-stale.
 		e.log.Error("instance token not saved: a restart will not find it", "error", err.Error())
 	}
@@ -427,12 +420,8 @@ func (e *enroller) refused(tok *string, why string) {
 	if it, err := loadInstanceToken(e.path); err == nil {
 		all := it.tokens()
 		rest := slices.DeleteFunc(slices.Clone(all), func(t instanceToken) bool { return t.Token == *tok })
-		switch {
-		case len(rest) == 0:
-			err = os.Remove(e.path)
-		case len(rest) < len(all):
-			rest[0].Others = rest[1:]
-			err = saveInstanceToken(e.path, rest[0])
+		if len(rest) < len(all) {
+			err = saveInstanceTokens(e.path, rest)
 		}
 		if err != nil {
 			e.log.Warn("instance token file not rewritten", "error", err.Error())
@@ -596,6 +585,25 @@ func removeSpecialFile(path string) {
 	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type()&(fs.ModeNamedPipe|fs.ModeSocket|fs.ModeDevice) != 0 {
 		_ = os.Remove(path)
 	}
+}
+
+// saveFirst writes it as the instance token file's token, the tokens the file holds kept after
+// it (saveInstanceToken drops those it replaces).
+func (e *enroller) saveFirst(it instanceToken) error {
+	if old, err := loadInstanceToken(e.path); err == nil {
+		it.Others = old.tokens()
+	}
+	return saveInstanceToken(e.path, it)
+}
+
+// saveInstanceTokens writes all as the instance token file, the first its token and the rest
+// its Others; none removes the file.
+func saveInstanceTokens(path string, all []instanceToken) error {
+	if len(all) == 0 {
+		return os.Remove(path)
+	}
+	all[0].Others = all[1:]
+	return saveInstanceToken(path, all[0])
 }
 
 // saveInstanceToken writes the instance token file atomically, mode 0600, with the tokens of
