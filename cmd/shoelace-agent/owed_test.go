@@ -30,15 +30,7 @@ func TestE2E_RunKilledBetweenInstallAndCommand(t *testing.T) {
 	a := e.startAgent()
 	done := make(chan error, 1)
 	go func() { done <- a.cmd.Wait() }()
-	select {
-	case err := <-done:
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ProcessState.String() != "signal: killed" {
-			t.Fatalf("agent ended with %v, want killed by its check", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the agent was not killed by its check")
-	}
+	waitKilled(t, done, "the agent", "by its check")
 	if got := readFile(t, e.path("a.conf")); got != "v=1\n" {
 		t.Fatalf("a.conf = %q, want it installed before the kill", got)
 	}
@@ -279,17 +271,25 @@ func killedInFailingReload(t *testing.T) (*server, *env) {
 	done := make(chan error, 1)
 	go func() { done <- a.cmd.Wait() }()
 	srv.put("appliances/web/v", "bad")
-	select {
-	case err := <-done:
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ProcessState.String() != "signal: killed" {
-			t.Fatalf("agent ended with %v, want killed in its command", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the agent was not killed in its command")
-	}
+	waitKilled(t, done, "the agent", "in its command")
 	if got := readFile(t, e.path("app.conf")); got != "v=bad\n" {
 		t.Fatalf("app.conf = %q before the restart, want the install that the command killed", got)
 	}
 	return srv, e
+}
+
+// waitKilled waits for done, the Wait of an agent's process, to say that it was killed
+// (SIGKILL, by a test's command or check), at most 30 s; who and how name it and by what in
+// the failure ("the agent", "by its check").
+func waitKilled(t *testing.T, done <-chan error, who, how string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ProcessState.String() != "signal: killed" {
+			t.Fatalf("%s ended with %v, want it killed %s", who, err, how)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s was not killed %s", who, how)
+	}
 }

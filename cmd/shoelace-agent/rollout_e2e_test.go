@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -676,15 +675,7 @@ func TestE2E_RolloutCanaryKilledInTheReloadOfItsUndo(t *testing.T) {
 	if code, out, errOut := srv.shoelace(t, "appliance", "rollout", "abort", "web"); code != 0 {
 		t.Fatalf("rollout abort: exit %d\n%s\n%s", code, out, errOut)
 	}
-	select {
-	case err := <-done:
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ProcessState.String() != "signal: killed" {
-			t.Fatalf("canary agent ended with %v, want killed by the reload of its undo", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the canary's agent was not killed by the reload of its undo")
-	}
+	waitKilled(t, done, "the canary's agent", "by the reload of its undo")
 	if _, err := os.Stat(feature); !os.IsNotExist(err) {
 		t.Fatalf("feature.conf after the undo: %v, want it removed", err)
 	}
@@ -773,15 +764,7 @@ func killedCanaryHalts(t *testing.T, srv *server, fleet []*fleetAgent, stage str
 	canary, other = canaryOfTwo(fleet, st)
 	done := make(chan error, 1)
 	go func() { done <- canary.run.cmd.Wait() }()
-	select {
-	case err := <-done:
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ProcessState.String() != "signal: killed" {
-			t.Fatalf("canary agent ended with %v, want killed by its %s", err, stage)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("the canary's agent was not killed by its %s", stage)
-	}
+	waitKilled(t, done, "the canary's agent", fmt.Sprintf("by its %s", stage))
 	if got := readFile(t, canary.conf()); got != "port=bad\n" {
 		t.Fatalf("canary file after the kill = %q, want the candidate installed", got)
 	}
