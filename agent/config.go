@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
-	"os/user"
 	"path"
 	"path/filepath"
 	"reflect"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/atomicfile"
+	"github.com/shoelace-dev/shoelace/internal/nss"
 	"github.com/shoelace-dev/shoelace/templates"
 )
 
@@ -1565,18 +1565,14 @@ func lookupID(s string, group bool) (int, error) {
 		}
 		return n, nil
 	}
-	if group {
-		g, err := user.LookupGroup(s)
-		if err != nil {
-			return -1, fmt.Errorf("no group named %q on this host", s)
-		}
-		return strconv.Atoi(g.Gid)
-	}
-	u, err := user.Lookup(s)
-	if err != nil {
+	id, err := nss.Lookup(s, group)
+	switch {
+	case errors.Is(err, nss.ErrNotFound) && group:
+		return -1, fmt.Errorf("no group named %q on this host", s)
+	case errors.Is(err, nss.ErrNotFound):
 		return -1, fmt.Errorf("no user named %q on this host", s)
 	}
-	return strconv.Atoi(u.Uid)
+	return id, err
 }
 
 // readTokenFile reads a token file, refusing one that group or others may read, or that

@@ -18,13 +18,13 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/kardianos/service"
 
+	"github.com/shoelace-dev/shoelace/internal/nss"
 	"github.com/shoelace-dev/shoelace/systemd"
 )
 
@@ -144,7 +144,7 @@ func (m *Manager) install(ctx context.Context, u Unit, stdout io.Writer) error {
 		return fmt.Errorf("already installed by a package (%s); use `%s start`", path, u.Command)
 	}
 	if u.User != "" {
-		if _, err := user.Lookup(u.User); err != nil {
+		if _, err := nss.Lookup(u.User, false); err != nil {
 			return fmt.Errorf("the unit runs as user %q, which does not exist here; create it with `useradd --system --user-group --home-dir %s --no-create-home --shell /usr/sbin/nologin %s` (the packages do this)", u.User, u.Home, u.User)
 		}
 	}
