@@ -513,6 +513,11 @@ func (p *pass) install(g *group) {
 			return
 		}
 		m.prev = prev
+		if e := p.owedGood(g, m); e != nil {
+			// It replaced a file whose reload a killed run never completed: a failed reload goes
+			// back to the last file known good, what that run's install replaced.
+			m.prev = e.undo().prev
+		}
 		if ended != nil {
 			// This view is the live one (another rollout's took the undo over above): a failed
 			// reload goes back to what the candidate replaced, not to the candidate, whose undo
@@ -544,7 +549,10 @@ func (p *pass) install(g *group) {
 // previousOf is what the install of g's staged files replaces, for the owed record: the
 // rollback of a failed reload owed across a restart (on_command_failure rollback, outside a
 // rollout: a rollout's candidate has its own record). Files over maxCandidateBytes in all are
-// left out: their rollback lasts only while this run does.
+// left out: their rollback lasts only while this run does. A file whose reload is owed already
+// and that holds what the install owed for installed (owedGood) is not what the rollback puts
+// back: the entry of that install is kept, what it replaced, with the fingerprint of what this
+// install installs added to those of what it installed.
 func (p *pass) previousOf(g *group) []candidateEntry {
 	if g.policy() != OnFailureRollback || p.v.Rollout != "" {
 		return nil
@@ -555,15 +563,57 @@ func (p *pass) previousOf(g *group) []candidateEntry {
 		if m.staged == nil || m.t.cand != nil || m.staged.Previous() == nil {
 			continue
 		}
+		sum := candidateSum(m.r.Output)
+		if e := p.owedGood(g, m); e != nil {
+			if total += len(e.Data); total > maxCandidateBytes {
+				continue
+			}
+			kept := *e
+			kept.Installed = slices.DeleteFunc(slices.Clone(e.Installed), func(s string) bool { return s == sum })
+			if kept.Installed = append(kept.Installed, sum); len(kept.Installed) > maxCandidateSums {
+				kept.Installed = kept.Installed[len(kept.Installed)-maxCandidateSums:]
+			}
+			out = append(out, kept)
+			continue
+		}
 		prev := m.staged.Previous()
 		data, perm, uid, gid := prev.Kept()
 		if total += len(data); total > maxCandidateBytes {
 			continue // rolled back only while this run lasts
 		}
 		out = append(out, candidateEntry{Destination: m.t.cfg.Destination, Path: prev.Path(), Existed: prev.Existed(), Data: data,
-			Mode: uint32(perm), UID: uid, GID: gid, Installed: []string{candidateSum(m.r.Output)}})
+			Mode: uint32(perm), UID: uid, GID: gid, Installed: []string{sum}})
 	}
 	return out
+}
+
+// owedGood is the entry of the reload owed for g that kept what m's destination held before
+// the install it is owed for, when m's install replaces what that install (or a later one
+// owed with it) installed: a file whose reload never completed, as a killed run left it. The
+// rollback of a failed reload then goes to the entry's, the last file known good (the one
+// whose reload succeeded, or the file before the agent first wrote it), never to a file
+// whose reload never completed, however many runs were killed in their reload. Nil when
+// there is none: m's install replaces a file whose reload is not owed, one that an owed
+// install never renamed into place (a kill before the rename), or an operator's.
+func (p *pass) owedGood(g *group, m *member) *candidateEntry {
+	prev := m.staged.Previous()
+	if prev == nil || !prev.Existed() || g.policy() != OnFailureRollback || p.v.Rollout != "" {
+		return nil
+	}
+	i := slices.IndexFunc(p.a.owed, func(o owedCommand) bool { return o.owedBy(g.command, g.dests()) })
+	if i < 0 || !slices.Contains(p.a.owed[i].Destinations, m.t.name()) {
+		return nil
+	}
+	e := p.a.owed[i].previous(m.t.cfg.Destination)
+	if e == nil || e.Path != prev.Path() {
+		return nil
+	}
+	// A record without fingerprints (of an agent before them) is taken to be what it installed,
+	// as the restore at a start takes it.
+	if data, _, _, _ := prev.Kept(); len(e.Installed) > 0 && !slices.Contains(e.Installed, candidateSum(data)) {
+		return nil
+	}
+	return e
 }
 
 // inPlace records that m's file holds its output.

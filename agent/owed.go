@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +26,15 @@ import (
 // again, as a failed reload does in the run that installed them. As the candidate's record,
 // it keeps the SHA-256s of what was installed: the restore puts a file back only while it
 // holds one of them (not when the kill came before the rename, nor over an operator's edit).
+//
+// What a rollback puts back is the last file known good: the one whose reload succeeded, or
+// the file before the agent first wrote it, never one whose reload never completed, however
+// many runs were killed in their reload. An install over a file that holds what an owed
+// reload's install put there (a restarted run's, the view changed while the agent was down)
+// keeps that install's previous file in the record, adding the fingerprint of what it installs
+// (pass.previousOf, owedGood), and a failed reload of it in this run goes back to that file
+// too; an install over anything else records what it replaces. The record is still written
+// once, fsynced, before the rename.
 
 // owedCommand is one command owed for installed files.
 type owedCommand struct {
@@ -189,10 +199,12 @@ func (a *Agent) removeLeftovers(before time.Time) {
 }
 
 // owe records, before the files dests are renamed into place at revision rev, that command is
-// owed for them, and what they replace (prev; a reload owed already keeps what it has: what
-// its files held before the first install it is owed for, restored only while they hold what
-// that install installed). A record that cannot be written is logged, not fatal: the install
-// goes on.
+// owed for them, and what they replace (prev, by destination). On a reload owed already, an
+// entry of prev replaces the one of its destination: the caller (pass.previousOf) gives the
+// one the record keeps, with the new fingerprint, when the file replaced holds what an install
+// owed for installed (its reload never completed), and what the file holds otherwise. The
+// record is written once (fsynced), before the rename. A record that cannot be written is
+// logged, not fatal: the install goes on.
 func (a *Agent) owe(command string, timeout time.Duration, dests []string, rev int64, prev []candidateEntry) {
 	ms := timeout.Milliseconds()
 	i := slices.IndexFunc(a.owed, func(o owedCommand) bool { return o.owedBy(command, dests) })
@@ -200,10 +212,12 @@ func (a *Agent) owe(command string, timeout time.Duration, dests []string, rev i
 		a.owed = append(a.owed, owedCommand{Command: command, TimeoutMS: ms, Destinations: slices.Clone(dests), Revision: rev, Previous: prev})
 	} else {
 		o := &a.owed[i]
-		if o.Revision == rev && o.TimeoutMS >= ms && !slices.ContainsFunc(dests, func(d string) bool { return !slices.Contains(o.Destinations, d) }) {
+		merged := mergePrevious(o.Previous, prev)
+		if o.Revision == rev && o.TimeoutMS >= ms && !slices.ContainsFunc(dests, func(d string) bool { return !slices.Contains(o.Destinations, d) }) &&
+			samePrevious(o.Previous, merged) {
 			return
 		}
-		o.Revision, o.TimeoutMS = max(o.Revision, rev), max(o.TimeoutMS, ms)
+		o.Revision, o.TimeoutMS, o.Previous = max(o.Revision, rev), max(o.TimeoutMS, ms), merged
 		for _, d := range dests {
 			if !slices.Contains(o.Destinations, d) {
 				o.Destinations = append(o.Destinations, d)
@@ -213,6 +227,36 @@ func (a *Agent) owe(command string, timeout time.Duration, dests []string, rev i
 	if err := saveOwed(a.cfg.cacheDir(), a.cfg.Appliance, a.owed); err != nil {
 		a.log.Warn("owed command not recorded: if the agent stops before it runs, it will not run", "command", command, "error", err.Error())
 	}
+}
+
+// mergePrevious is old with each entry of prev in place of the one of its destination (a new
+// slice: old, which owedCopy may share, is left as it is).
+func mergePrevious(old, prev []candidateEntry) []candidateEntry {
+	if len(prev) == 0 {
+		return old
+	}
+	out := make([]candidateEntry, 0, len(old)+len(prev))
+	for _, o := range old {
+		if !slices.ContainsFunc(prev, func(e candidateEntry) bool { return e.Destination == o.Destination }) {
+			out = append(out, o)
+		}
+	}
+	return append(out, prev...)
+}
+
+// samePrevious says whether x and y keep the same files with the same fingerprints.
+func samePrevious(x, y []candidateEntry) bool {
+	if len(x) != len(y) {
+		return false
+	}
+	for i := range x {
+		a, b := &x[i], &y[i]
+		if a.Destination != b.Destination || a.Path != b.Path || a.Existed != b.Existed || a.Mode != b.Mode || a.UID != b.UID ||
+			a.GID != b.GID || !bytes.Equal(a.Data, b.Data) || !slices.Equal(a.Installed, b.Installed) {
+			return false
+		}
+	}
+	return true
 }
 
 // owedCopy is a copy of what is owed, for unowe.
@@ -231,7 +275,8 @@ func (a *Agent) owedCopy() []owedCommand {
 // of the install).
 func (a *Agent) unowe(before []owedCommand) {
 	if slices.EqualFunc(before, a.owed, func(x, y owedCommand) bool {
-		return x.Command == y.Command && x.TimeoutMS == y.TimeoutMS && x.Revision == y.Revision && slices.Equal(x.Destinations, y.Destinations)
+		return x.Command == y.Command && x.TimeoutMS == y.TimeoutMS && x.Revision == y.Revision && slices.Equal(x.Destinations, y.Destinations) &&
+			samePrevious(x.Previous, y.Previous)
 	}) {
 		return
 	}

@@ -3,10 +3,13 @@
 package agent_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -163,5 +166,82 @@ func TestAgent_RunRunsOwedCommandsOnce(t *testing.T) {
 	waitFor(t, "the first pass of the second start", func() bool { return strings.Contains(logs2.String(), `"msg":"nothing changed"`) })
 	if got := lines(t, dir+"/commands"); len(got) != 1 {
 		t.Fatalf("commands = %v after a second start, want the owed one once", got)
+	}
+}
+
+// An install over a file whose reload a killed run owed records, in the one write of the record
+// before its rename, what the killed run's install replaced (the last file known good), with
+// the fingerprints of both installs, when the file holds what the killed run installed; and a
+// failed reload of it goes back to that file, not to the killed run's. Over anything else (an
+// operator's file) it records what it replaces, and goes back to it. (Before, the record kept
+// the killed run's entry with its fingerprint alone, and the rollback put the killed run's file
+// back.)
+func TestAgent_OwedInstallAgainKeepsTheLastGoodFile(t *testing.T) {
+	sum := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
+	for _, tc := range []struct {
+		name, held, wantPrev, wantBack string
+		wantSums                       []string
+	}{
+		{"killed run's file", "v=bad1", "v=good", "v=good", []string{sum("v=bad1"), sum("v=bad2")}},
+		{"operator's file", "v=mine", "v=mine", "v=mine", []string{sum("v=bad2")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newViewServer(t, map[string]string{"v": "bad2"})
+			a, dir, logs := testAgent(t, srv, header+`templates:
+  - contents: "v={{ key \"v\" }}"
+    destination: $DIR/a
+    command: cat $DIR/a >> $DIR/commands; echo >> $DIR/commands; ! grep -q bad $DIR/a
+`)
+			if err := os.WriteFile(dir+"/a", []byte(tc.held), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			os.MkdirAll(dir+"/cache", 0o700)
+			rec, _ := json.Marshal(map[string]any{"appliance": "web", "commands": []any{map[string]any{
+				"command":    "cat " + dir + "/a >> " + dir + "/commands; echo >> " + dir + "/commands; ! grep -q bad " + dir + "/a",
+				"timeout_ms": 5000, "destinations": []string{dir + "/a"}, "revision": 9,
+				"previous": []any{map[string]any{"destination": dir + "/a", "path": dir + "/a", "existed": true, "data": []byte("v=good"),
+					"mode": 0o644, "uid": os.Getuid(), "gid": os.Getgid(), "installed": []string{sum("v=bad1")}}},
+			}}})
+			if err := os.WriteFile(agent.OwedPath(dir+"/cache", "web"), rec, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var (
+				mu           sync.Mutex // the hook runs in the agent's goroutine
+				owedAtRename []byte
+			)
+			defer agent.SetInstallStaged(func(s *atomicfile.Staged) error {
+				b, _ := os.ReadFile(agent.OwedPath(dir+"/cache", "web"))
+				mu.Lock()
+				owedAtRename = b
+				mu.Unlock()
+				return s.Install()
+			})()
+			stop := runAgent(t, a)
+			syncLogged(t, logs, 10)
+			stop()
+			var got struct {
+				Commands []struct {
+					Previous []struct {
+						Data      []byte
+						Installed []string
+					}
+				}
+			}
+			mu.Lock()
+			b := owedAtRename
+			mu.Unlock()
+			if err := json.Unmarshal(b, &got); err != nil || len(got.Commands) != 1 || len(got.Commands[0].Previous) != 1 {
+				t.Fatalf("owed record at the rename = %s (%v), want one reload with one previous file", b, err)
+			}
+			if p := got.Commands[0].Previous[0]; string(p.Data) != tc.wantPrev || !slices.Equal(p.Installed, tc.wantSums) {
+				t.Fatalf("previous file recorded = %q, installed %v; want %q, %v", p.Data, p.Installed, tc.wantPrev, tc.wantSums)
+			}
+			if got := read(t, dir+"/a"); got != tc.wantBack {
+				t.Fatalf("a = %q after the failed reload, want %q", got, tc.wantBack)
+			}
+			if got, want := strings.Join(lines(t, dir+"/commands"), ","), "v=bad2,"+tc.wantBack; got != want {
+				t.Fatalf("commands saw %q, want %q", got, want)
+			}
+		})
 	}
 }

@@ -293,3 +293,84 @@ func waitKilled(t *testing.T, done <-chan error, who, how string) {
 		t.Fatalf("%s was not killed %s", who, how)
 	}
 }
+
+// An agent killed in the reload of bad1, restarted on bad2 and killed again in its reload
+// (the first's still owed), puts back at its third start, when the reload it owed fails, the
+// last file whose reload succeeded, good: neither bad1 nor bad2 was ever reloaded. (Before, the
+// record kept only the first install's previous file and the fingerprint of bad1: bad2 stayed.)
+func TestE2E_RunKilledTwiceRestoresTheLastGoodFile(t *testing.T) {
+	srv, e := killedOnceOwingReload(t)
+	srv.put("appliances/web/v", "bad2")
+	if err := os.WriteFile(e.path("kill-bad2"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a2 := e.startAgent()
+	done := make(chan error, 1)
+	go func() { done <- a2.cmd.Wait() }()
+	waitKilled(t, done, "the restarted agent", "in its command")
+	if got := readFile(t, e.path("app.conf")); got != "v=bad2\n" {
+		t.Fatalf("app.conf = %q before the third start, want the install that the command killed", got)
+	}
+	a3 := e.startAgent()
+	waitFor(t, "the owed reload", func() bool { return strings.Contains(a3.logs.String(), `"msg":"sync"`) })
+	a3.stop(t)
+	if got := readFile(t, e.path("app.conf")); got != "v=good\n" {
+		t.Fatalf("app.conf = %q after the owed reload failed, want the last file whose reload succeeded", got)
+	}
+	if got, want := strings.Join(commandLines(t, e.path("commands")), " "), "v=good v=bad1 v=bad2 v=bad2 v=good"; got != want {
+		t.Fatalf("commands saw %q, want %q: the owed reload fails, the command runs again on the last good file", got, want)
+	}
+	if _, err := os.Stat(e.path("cache/web.owed.json")); !os.IsNotExist(err) {
+		t.Fatalf("owed record left after the reload was done: %v", err)
+	}
+}
+
+// An agent killed in the reload of bad1 and restarted on bad2, whose reload fails (the agent
+// not killed), rolls back to good, the last file whose reload succeeded, not to bad1, whose
+// reload never completed. (Before, the rollback put bad1 back, what the restarted run's
+// install replaced, and the command failed again on it.)
+func TestE2E_RunRollbackAfterAKillSkipsTheKilledInstall(t *testing.T) {
+	srv, e := killedOnceOwingReload(t)
+	srv.put("appliances/web/v", "bad2")
+	a2 := e.startAgent()
+	waitFor(t, "the rollback", func() bool { return len(commandLines(t, e.path("commands"))) == 4 })
+	waitFor(t, "the pass done", func() bool { return strings.Contains(a2.logs.String(), `"msg":"sync"`) })
+	a2.stop(t)
+	if got := readFile(t, e.path("app.conf")); got != "v=good\n" {
+		t.Fatalf("app.conf = %q after the reload failed, want the last file whose reload succeeded", got)
+	}
+	if got, want := strings.Join(commandLines(t, e.path("commands")), " "), "v=good v=bad1 v=bad2 v=good"; got != want {
+		t.Fatalf("commands saw %q, want %q: the rollback puts the last good file back", got, want)
+	}
+	if _, err := os.Stat(e.path("cache/web.owed.json")); !os.IsNotExist(err) {
+		t.Fatalf("owed record left after the reload was done: %v", err)
+	}
+}
+
+// killedOnceOwingReload starts an agent whose template's command fails on "bad" and kills the
+// agent (SIGKILL) on the value v once $DIR/kill-v exists; it renders "good", puts "bad1" and
+// waits for the command to kill the agent in the reload of bad1.
+func killedOnceOwingReload(t *testing.T) (*server, *env) {
+	t.Helper()
+	needBinaries(t)
+	srv := startServer(t, "", t.TempDir())
+	e := newEnv(t, srv, "", `  - contents: "v={{ key \"v\" }}\n"
+    destination: $DIR/app.conf
+    perms: "0640"
+    command: 'cat $DIR/app.conf >> $DIR/commands; v=$(cut -d= -f2 $DIR/app.conf); if [ -e $DIR/kill-$v ]; then rm $DIR/kill-$v; kill -9 $PPID; sleep 3; fi; ! grep -q bad $DIR/app.conf'
+`)
+	srv.put("appliances/web/v", "good")
+	a := e.startAgent()
+	waitFor(t, "the first reload", func() bool { return len(commandLines(t, e.path("commands"))) == 1 })
+	if err := os.WriteFile(e.path("kill-bad1"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.cmd.Wait() }()
+	srv.put("appliances/web/v", "bad1")
+	waitKilled(t, done, "the agent", "in its command")
+	if got := readFile(t, e.path("app.conf")); got != "v=bad1\n" {
+		t.Fatalf("app.conf = %q before the restart, want the install that the command killed", got)
+	}
+	return srv, e
+}
