@@ -199,7 +199,19 @@ func (a *Agent) Warnings() []string {
 	}
 	w = append(w, a.cfg.TemplatesDirWarnings()...)
 	w = append(w, a.cfg.Notes...)
+	// A confd resource that finds no key in the last view the agent cached renders from nothing,
+	// as confd does with nothing under its prefix: a prefix not imported yet, or mistyped.
+	cached, _ := LoadCache(a.cfg.cacheDir(), a.cfg.Appliance)
 	for _, t := range a.tmpls {
+		if cached != nil && t.cfg.Prefix != "" {
+			if empty, relative := t.t.ConfdEmpty(templates.Data{Keys: cached.Keys}); empty && relative {
+				w = append(w, fmt.Sprintf("%s: prefix %s: the resource finds none of its keys in the view cached at revision %d, read as one imported with --prefix %s (paths relative to it): it renders from nothing, as confd does with nothing under its prefix",
+					t.cfg.where(), t.cfg.Prefix, cached.Revision, t.cfg.Prefix))
+			} else if empty {
+				w = append(w, fmt.Sprintf("%s: prefix %s holds none of the resource's keys in the view cached at revision %d, imported with --prefix / (other prefixes hold keys there): it renders from nothing, as confd does with nothing under its prefix",
+					t.cfg.where(), t.cfg.Prefix, cached.Revision))
+			}
+		}
 		if fns := t.t.Nondeterministic(); len(fns) > 0 {
 			w = append(w, fmt.Sprintf("%s: uses %s, whose output changes on every render: the file is rewritten and its command runs on every change of the view",
 				t.cfg.where(), strings.Join(fns, ", ")))

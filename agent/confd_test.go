@@ -536,3 +536,39 @@ func TestLoadConfig_ConfdUnsetIDsAsConfd(t *testing.T) {
 		t.Fatalf("uid = -2: %v, want it refused", err)
 	}
 }
+
+// TestAgent_ConfdEmptyPrefixBesideOthers: one appliance's view imported with --prefix / (whole
+// paths) for a confd directory whose resources have different prefixes, one of which holds no
+// key yet (/theirapp). confd renders it from nothing under its prefix: getv's default, an empty
+// ls. The agent read the view as one imported with --prefix /theirapp and rendered the view's
+// root (subdomain, myapp) into it. It renders from nothing now, and validate says so, from the
+// view the agent cached.
+func TestAgent_ConfdEmptyPrefixBesideOthers(t *testing.T) {
+	srv := newViewServer(t, map[string]string{"myapp/subdomain": "myapp", "subdomain": "root"})
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/token", []byte("secret-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	testbin.WriteFiles(t, dir, map[string]string{
+		"confd/templates/a.tmpl":  `{{getv "/subdomain" "none"}} {{ls "/"}}`,
+		"confd/conf.d/my.toml":    "[template]\nsrc = \"a.tmpl\"\ndest = \"" + dir + "/my.conf\"\nprefix = \"/myapp\"\nkeys = [\"/\"]\n",
+		"confd/conf.d/their.toml": "[template]\nsrc = \"a.tmpl\"\ndest = \"" + dir + "/their.conf\"\nprefix = \"/theirapp\"\nkeys = [\"/\"]\n",
+	})
+	a, _, _ := testAgentIn(t, srv, dir, header+"confd_dir: $DIR/confd\n")
+	if err := a.Once(context.Background(), "", false); err != nil {
+		t.Fatal(err)
+	}
+	for file, want := range map[string]string{"my.conf": "myapp [subdomain]", "their.conf": "none []"} {
+		if got := read(t, dir+"/"+file); got != want {
+			t.Errorf("%s = %q, want confd's %q", file, got, want)
+		}
+	}
+	// validate reads the view that run last cached.
+	if err := agent.SaveCache(dir+"/cache", agent.Cached{Appliance: "web", Store: "store-1", Revision: 10, Keys: srv.keys}); err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(a.Warnings(), "\n")
+	if !strings.Contains(w, "their.toml") || !strings.Contains(w, "prefix /theirapp holds none of the resource's keys in the view cached at revision 10") || strings.Contains(w, "prefix /myapp") {
+		t.Errorf("warnings %q do not name /theirapp alone", w)
+	}
+}

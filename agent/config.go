@@ -272,6 +272,10 @@ type Template struct {
 	// denyFiles are the agent's token file and cache dir, and the config when it holds the
 	// token inline, which file and fileExists refuse (set by Validate).
 	denyFiles []string
+	// confdPrefixes are the prefixes of the agent's confd-mode templates, which tell a view
+	// imported with --prefix / from one imported with --prefix PREFIX (templates.Options,
+	// set by Validate).
+	confdPrefixes []string
 	// judge says that the source is judged by judgeCommandFile when it is read: set for the
 	// templates of a config the agent loads, not for those convert-confd only prints.
 	judge bool
@@ -1003,6 +1007,12 @@ func (c *Config) Validate() error {
 		add("%s: templates_dir %s must be an absolute path", name, qp(c.TemplatesDir))
 	}
 
+	var confdPrefixes []string
+	for _, t := range c.Templates {
+		if t.Functions == templates.ModeConfd && t.Prefix != "" && !slices.Contains(confdPrefixes, t.Prefix) {
+			confdPrefixes = append(confdPrefixes, t.Prefix)
+		}
+	}
 	seen, seenReal := map[string]string{}, map[string]string{}
 	for i := range c.Templates {
 		t := &c.Templates[i]
@@ -1154,6 +1164,9 @@ func (c *Config) Validate() error {
 		}
 		c.validateFunctions(t, add)
 		t.denyFiles = []string{c.TokenFile, c.CacheDir}
+		if len(confdPrefixes) > 1 && t.Functions == templates.ModeConfd {
+			t.confdPrefixes = confdPrefixes
+		}
 		if c.Token != "" && c.Path != "" {
 			t.denyFiles = append(t.denyFiles, c.Path) // the token is in it
 		}

@@ -104,7 +104,7 @@ func parseTemplate(tc *Template) (*templates.Template, error) {
 		}
 	}
 	t, err := templates.Parse(text, templates.Options{Name: name, LeftDelim: tc.LeftDelimiter, RightDelim: tc.RightDelimiter, AllowFile: tc.AllowFile, DenyFiles: tc.denyFiles,
-		Functions: tc.Functions, ErrorOnMissingKey: tc.ErrorOnMissingKey, Prefix: tc.Prefix, ConfdKeys: tc.Keys, FunctionDenylist: tc.FunctionDenylist})
+		Functions: tc.Functions, ErrorOnMissingKey: tc.ErrorOnMissingKey, Prefix: tc.Prefix, ConfdKeys: tc.Keys, ConfdPrefixes: tc.confdPrefixes, FunctionDenylist: tc.FunctionDenylist})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", tc.where(), err)
 	}

@@ -154,3 +154,67 @@ func TestConfd_PrefixCutAsAString(t *testing.T) {
 		}
 	}
 }
+
+// TestConfd_EmptyPrefixBesideOthers: a view imported with --prefix / (whole paths, confd's
+// quick-start /myapp and /yourapp, shared by appliances through shared/) and a resource whose
+// prefix holds none of its keys (/theirapp, not imported yet or deleted). confd with nothing
+// under /theirapp renders from nothing: ls "/" is empty, getv "/subdomain" falls to its
+// default. The view was read as one imported with --prefix /theirapp, whose paths are
+// relative: the resource saw the whole view, myapp/ and yourapp/ at its root. When another
+// confd prefix rendered from the view (Options.ConfdPrefixes) holds keys, the view is one of
+// whole paths, and the empty prefix reads nothing; a change below it re-renders it.
+func TestConfd_EmptyPrefixBesideOthers(t *testing.T) {
+	view := Data{Keys: map[string]string{
+		"myapp/subdomain": "myapp", "myapp/upstream/app1": "10.0.1.101:80",
+		"yourapp/subdomain": "yourapp", "subdomain": "root",
+	}}
+	const text = `{{ls "/"}} {{lsdir "/"}} {{getvs "/*"}} {{exists "/subdomain"}} {{getv "/subdomain" "none"}}`
+	prefixes := []string{"/myapp", "/yourapp", "/theirapp"}
+	res, err := mustParse(t, text, Options{Functions: ModeConfd, Prefix: "/theirapp", ConfdKeys: []string{"/"}, ConfdPrefixes: prefixes}).Execute(view)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(res.Output), "[] [] [] false none"; got != want {
+		t.Errorf("empty prefix beside others: %q, want confd's %q", got, want)
+	}
+	if !slices.Contains(res.Prefixes, "theirapp") {
+		t.Errorf("listed prefixes %v: a key put below theirapp/ would not re-render", res.Prefixes)
+	}
+	// A key below it is read as confd reads it.
+	view.Keys["theirapp/subdomain"] = "theirapp"
+	res, err = mustParse(t, text, Options{Functions: ModeConfd, Prefix: "/theirapp", ConfdKeys: []string{"/"}, ConfdPrefixes: prefixes}).Execute(view)
+	if err != nil || string(res.Output) != "[subdomain] [] [theirapp] true theirapp" {
+		t.Errorf("prefix with a key: %q, %v", res.Output, err)
+	}
+	// Without another prefix holding keys, the view is one imported with --prefix /theirapp.
+	rel := Data{Keys: map[string]string{"subdomain": "rel"}}
+	res, err = mustParse(t, text, Options{Functions: ModeConfd, Prefix: "/theirapp", ConfdKeys: []string{"/"}, ConfdPrefixes: prefixes}).Execute(rel)
+	if err != nil || string(res.Output) != "[subdomain] [] [rel] true rel" {
+		t.Errorf("relative view: %q, %v", res.Output, err)
+	}
+}
+
+// TestConfd_Empty: validate's check of a resource that finds none of its keys, as the render
+// reads the view.
+func TestConfd_Empty(t *testing.T) {
+	whole := Data{Keys: map[string]string{"myapp/subdomain": "m", "subdomain": "root"}}
+	rel := Data{Keys: map[string]string{"subdomain": "s"}}
+	for _, c := range []struct {
+		prefix          string
+		keys            []string
+		d               Data
+		empty, relative bool
+	}{
+		{"/theirapp", []string{"/"}, whole, true, false},
+		{"/myapp", []string{"/"}, whole, false, false},
+		{"/myapp", []string{"/upstream"}, whole, true, false},
+		{"/myapp", []string{"/subdomain"}, rel, false, true},
+		{"/myapp", []string{"/upstream"}, rel, true, true},
+		{"", []string{"/upstream"}, rel, false, false}, // no prefix: whole paths, nothing to tell
+	} {
+		tm := mustParse(t, `x`, Options{Functions: ModeConfd, Prefix: c.prefix, ConfdKeys: c.keys, ConfdPrefixes: []string{"/myapp", "/theirapp"}})
+		if empty, relative := tm.ConfdEmpty(c.d); empty != c.empty || relative != c.relative {
+			t.Errorf("prefix %q keys %v view %v: empty %v relative %v, want %v %v", c.prefix, c.keys, c.d.Keys, empty, relative, c.empty, c.relative)
+		}
+	}
+}

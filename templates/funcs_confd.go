@@ -314,12 +314,61 @@ func (s *state) confdPrefixView() string {
 func (s *state) confdBase() string {
 	if s.confdBaseOf == nil {
 		base := ""
-		if pv := s.confdPrefixView(); pv != "" && len(s.below(strings.TrimSuffix(pv, "/"))) > 0 {
+		if pv := s.confdPrefixView(); pv != "" && (len(s.below(strings.TrimSuffix(pv, "/"))) > 0 || s.confdWholePaths()) {
 			base = pv
 		}
 		s.confdBaseOf = &base
 	}
 	return *s.confdBaseOf
+}
+
+// confdWholePaths reports whether the view holds a key below another confd prefix rendered
+// from it (Options.ConfdPrefixes): then it is one imported with --prefix /, and a prefix that
+// holds none is read there, empty, as confd renders from nothing under its prefix. Before, the
+// view was read as relative (imported with --prefix PREFIX): a resource whose keys were not
+// imported yet, or deleted, saw every other prefix's keys at its root (ls "/" listed myapp and
+// yourapp). The listings are recorded: a change there re-renders the template.
+func (s *state) confdWholePaths() bool {
+	for _, p := range s.t.confdOthers {
+		if len(s.below(p)) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// ConfdEmpty reports, for a confd-mode template with a prefix, whether it finds no key of d's
+// view as it reads it: below its prefix when the view is one imported with --prefix / (its
+// prefix, or another of Options.ConfdPrefixes, holds a key), else at the view's root, read as
+// one imported with --prefix PREFIX (relative says which). confd renders such a resource from
+// nothing: validate points it out.
+func (t *Template) ConfdEmpty(d Data) (empty, relative bool) {
+	if t.mode != ModeConfd || t.confdPrefix == "" {
+		return false, false
+	}
+	s := &state{t: t}
+	pv := t.confdPrefix + "/"
+	_, own := d.Keys[t.confdPrefix]
+	whole, below, root := false, 0, 0
+	for k := range d.Keys {
+		if rest, ok := strings.CutPrefix(k, pv); ok {
+			whole = true
+			if s.confdVisible(rest) {
+				below++
+			}
+			continue
+		}
+		for _, o := range t.confdOthers {
+			whole = whole || strings.HasPrefix(k, o+"/")
+		}
+		if s.confdVisible(k) {
+			root++
+		}
+	}
+	if whole {
+		return below == 0 && !own, false
+	}
+	return root == 0 && !own, true
 }
 
 // confdKey returns the view key of a store key ("/db/host" → "db/host"), if it can be one.

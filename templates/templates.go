@@ -65,6 +65,12 @@ type Options struct {
 	// only the keys at or below them, the template sees only those ("/db" sees db and db/…,
 	// "/" everything). Nil sees the whole view; empty (a resource without keys) sees nothing.
 	ConfdKeys []string
+	// ConfdPrefixes, in confd mode, are the prefixes of the confd templates rendered from the
+	// same view (this one's may be among them). When the view holds a key below any of them, it
+	// is one imported with --prefix / (whole paths), and a Prefix below which it holds none
+	// reads nothing there, as confd renders from nothing under its prefix; else such a view is
+	// read as one imported with --prefix PREFIX, whose paths are relative.
+	ConfdPrefixes []string
 	// FunctionDenylist, in consul-template mode, is its function_denylist: each function whose
 	// name one of these globs matches ('*' for any run of characters, "sprig_*") fails with
 	// "function is disabled" when called, as in consul-template.
@@ -183,6 +189,8 @@ type Template struct {
 	// ("production/web"; "" for none), and confdOwn the store path at which confd's store then
 	// holds the prefix's own value: "/", or the prefix's whole path when it ends in '/'.
 	confdPrefix, confdOwn string
+	// confdOthers are the view paths of Options.ConfdPrefixes ("myapp"), those that are keys.
+	confdOthers []string
 
 	// own is tmpl itself as an execution, when none is using it: its view functions are bound
 	// to a state that each execution resets, so that executions one at a time never clone the
@@ -263,6 +271,11 @@ func Parse(text string, opts Options) (*Template, error) {
 		t.confdPrefix, t.confdOwn = clean[1:], clean
 	default: // "//app", "/app//": cuts nothing from the keys it loads, all below the prefix
 		under = clean
+	}
+	for _, p := range opts.ConfdPrefixes {
+		if v := strings.Trim(path.Clean("/"+p), "/"); v != "" && api.ValidateKey(v) == nil {
+			t.confdOthers = append(t.confdOthers, v)
+		}
 	}
 	if opts.ConfdKeys != nil || under != "/" {
 		keys := opts.ConfdKeys
