@@ -218,3 +218,49 @@ func TestConfd_Empty(t *testing.T) {
 		}
 	}
 }
+
+// TestConfd_PrefixOwnValueReadOnce: a view that holds a prefix's own value and nothing below it
+// (etcd's /app beside other apps' keys, imported with --prefix /) is one of whole paths, as
+// getv "/" already read it: confd's store holds that value once, at "/" (at "/app/x" for the
+// prefix "/app/x/", which confd does not cut off its own value), and nothing else. The view was
+// read as relative besides: the same key was also "/app" (getv "/app", ls "/" listing "/" and
+// "app", as two keys of confd's store), a root key outside the prefix was read as the prefix's
+// ("/x"), and a sibling of the prefix ("/app/y" beside "/app/x/") was listed and read.
+func TestConfd_PrefixOwnValueReadOnce(t *testing.T) {
+	const text = `root={{getv "/" "M"}} app={{getv "/app" "M"}} x={{getv "/x" "M"}} appx={{getv "/app/x" "M"}} appy={{getv "/app/y" "M"}} ls={{ls "/"}} lsapp={{ls "/app"}} gets={{range gets "/*"}}{{.Key}}={{.Value}} {{end}}`
+	for _, c := range []struct {
+		prefix string
+		view   map[string]string
+		want   string
+	}{
+		// confd with prefix /app loads /app (as "/") and nothing else.
+		{"/app", map[string]string{"app": "own", "x": "rx", "other/y": "o"},
+			"root=own app=M x=M appx=M appy=M ls=[/] lsapp=[] gets=/=own "},
+		// confd with prefix /app/x loads /app/x (as "/"), not its sibling /app/y.
+		{"/app/x", map[string]string{"app/x": "own", "app/y": "ay", "other": "o"},
+			"root=own app=M x=M appx=M appy=M ls=[/] lsapp=[] gets=/=own "},
+		// confd with prefix /app/x/ loads /app/x, at its whole path (memkv's ls "/" lists no
+		// key two levels down).
+		{"/app/x/", map[string]string{"app/x": "own", "app/y": "ay", "other": "o"},
+			"root=M app=M x=M appx=own appy=M ls=[] lsapp=[x] gets="},
+	} {
+		res, err := mustParse(t, text, Options{Functions: ModeConfd, Prefix: c.prefix, ConfdKeys: []string{"/"}}).Execute(Data{Keys: c.view})
+		if err != nil || string(res.Output) != c.want {
+			t.Errorf("prefix %s, view %v: %q, %v; want confd's %q", c.prefix, c.view, res.Output, err, c.want)
+		}
+	}
+	// A key below the prefix named as it ("/app/app" for /app) is "/app" in confd's store, the
+	// prefix's own value "/": each is read once, where confd holds it. With the prefix "/app/",
+	// confd holds both at "/app", one or the other from one run to the next; the agent reads
+	// the key below, always.
+	view := Data{Keys: map[string]string{"app": "own", "app/app": "inner", "app/x": "ax", "other": "o"}}
+	for prefix, want := range map[string]string{
+		"/app":  "root=own app=inner x=ax appx=M appy=M ls=[/ app x] lsapp=[app] gets=/=own /app=inner /x=ax ",
+		"/app/": "root=M app=inner x=ax appx=M appy=M ls=[app x] lsapp=[app] gets=/app=inner /x=ax ",
+	} {
+		res, err := mustParse(t, text, Options{Functions: ModeConfd, Prefix: prefix, ConfdKeys: []string{"/"}}).Execute(view)
+		if err != nil || string(res.Output) != want {
+			t.Errorf("prefix %s beside /app/app: %q, %v; want %q", prefix, res.Output, err, want)
+		}
+	}
+}

@@ -1,7 +1,6 @@
 package templates
 
 import (
-	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -304,8 +303,10 @@ func (s *state) confdPrefixView() string {
 }
 
 // confdBase is the view path that confd's store of the template's resource is read below: its
-// prefix's (confdPrefixView) when the view holds any key there, as one imported with --prefix /
-// does, so that one appliance holds the keys of resources with different prefixes as one etcd
+// prefix's (confdPrefixView) when the view holds any key there or the prefix's own value, as one
+// imported with --prefix / does (the own value read as the prefix's alone: before, the view was
+// read as relative besides, the one key was also "/app", and the view's root read as the
+// prefix's), so that one appliance holds the keys of resources with different prefixes as one etcd
 // did for confd; else the view itself, imported with --prefix PREFIX (paths relative to it).
 // Every read of an execution is of the one store, as confd reads PREFIX + path: before, each
 // path the view lacked was read below the prefix, and a key at the root of a view imported
@@ -314,8 +315,11 @@ func (s *state) confdPrefixView() string {
 func (s *state) confdBase() string {
 	if s.confdBaseOf == nil {
 		base := ""
-		if pv := s.confdPrefixView(); pv != "" && (len(s.below(strings.TrimSuffix(pv, "/"))) > 0 || s.confdWholePaths()) {
-			base = pv
+		if pv := s.confdPrefixView(); pv != "" {
+			p := strings.TrimSuffix(pv, "/")
+			if _, own := s.readKey(p); own || len(s.below(p)) > 0 || s.confdWholePaths() {
+				base = pv
+			}
 		}
 		s.confdBaseOf = &base
 	}
@@ -349,7 +353,7 @@ func (t *Template) ConfdEmpty(d Data) (empty, relative bool) {
 	s := &state{t: t}
 	pv := t.confdPrefix + "/"
 	_, own := d.Keys[t.confdPrefix]
-	whole, below, root := false, 0, 0
+	whole, below, root := own, 0, 0
 	for k := range d.Keys {
 		if rest, ok := strings.CutPrefix(k, pv); ok {
 			whole = true
@@ -390,9 +394,9 @@ func (s *state) confdLookup(arg string) (string, bool) {
 			return "", false
 		}
 		// Read where a view imported with --prefix / holds it, also when nothing is below
-		// the prefix (confdBase then reads the view as relative): the real confd v0.16.0
+		// the prefix (confdBase reads that view below the prefix too): the real confd v0.16.0
 		// renders a prefix that holds its own value alone.
-		if base := cmp.Or(s.confdBase(), s.confdPrefixView()); base != "" {
+		if base := s.confdBase(); base != "" {
 			return s.readKey(strings.TrimSuffix(base, "/"))
 		}
 		return "", false
