@@ -483,22 +483,42 @@ func (s *Server) uiAppliance(w http.ResponseWriter, r *http.Request, c *uiCtx) e
 		return err
 	}
 	// After a write (see uiWritten): at which revision, or that nothing was written; after a
-	// rollout's promote or abort (see uiRolloutAction), what it did.
+	// rollout's promote or abort (see uiRolloutAction), what it did. The revision comes from the
+	// query, which anyone can write in a link: a notice is shown only for what the store holds
+	// (it said "Written at revision 999." for any number, of a promote of no rollout too).
 	q := r.URL.Query()
-	for _, n := range [...]struct{ param, text string }{
-		{"done", "Written at revision %d."},
-		{"unchanged", "Nothing written: the store held this already (since revision %d)."},
-		{"promoted", "Written at revision %d."},
-		{"aborted", "Written at revision %d."},
-	} {
-		if rev, err := strconv.ParseInt(q.Get(n.param), 10, 64); err == nil && rev > 0 {
-			d.Done = fmt.Sprintf(n.text, rev)
-			if n.param == "promoted" || n.param == "aborted" {
-				d.Done = cmp.Or(uiRolloutDone(n.param, rev, q, d.Rollout), d.Done)
+	for _, param := range [...]string{"done", "unchanged", "promoted", "aborted"} {
+		rev, err := strconv.ParseInt(q.Get(param), 10, 64)
+		if err != nil || rev <= 0 || rev > d.Revision {
+			continue
+		}
+		switch param {
+		case "done":
+			if s.uiReleaseAt(r, c.p, name, rev) {
+				d.Done = fmt.Sprintf("Written at revision %d.", rev)
 			}
+		case "unchanged":
+			d.Done = fmt.Sprintf("Nothing written: the store held this already (since revision %d).", rev)
+		default:
+			d.Done = uiRolloutDone(param, rev, q, d.Rollout)
 		}
 	}
 	return s.uiOK(w, r, c.page(name, "appliances", d))
+}
+
+// uiReleaseAt reports whether a release of appliance name's view (its own keys, or shared/'s
+// when p may read them) was written at revision rev: the write that ?done= names.
+func (s *Server) uiReleaseAt(r *http.Request, p *principal, name string, rev int64) bool {
+	q := url.Values{"limit": {"1"}, "before": {strconv.FormatInt(rev+1, 10)}}
+	if p.mayRead(api.SharedPrefix) == nil {
+		q.Set("include_shared", "true")
+	}
+	rec, err := s.uiCall(r, s.handleApplianceReleases, http.MethodGet, map[string]string{"name": name}, q, nil, nil, "")
+	if err != nil {
+		return false
+	}
+	var rels api.Releases
+	return json.Unmarshal(rec.body.Bytes(), &rels) == nil && len(rels.Releases) == 1 && rels.Releases[0].Revision == rev
 }
 
 // uiRolloutDone says what the promote or abort (done: promoted or aborted) written at revision

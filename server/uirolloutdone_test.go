@@ -128,3 +128,40 @@ func TestUIBrowser_PromoteNoticeFollowsTheRollout(t *testing.T) {
 	b.shot("21-promoted")
 	b.noViolations()
 }
+
+// The appliance page's notice after a write, a promote or an abort takes its revision from the
+// query, which anyone can write in a link: /ui/appliances/x?promoted=999 (or aborted=, done=)
+// said "Written at revision 999." for a revision the store never reached, a promote of no
+// rollout, a write that did not touch the appliance. A notice is shown only for what the store
+// holds: done=R for a release of the appliance's view at R, unchanged=R up to the store's
+// revision, promoted= and aborted= for the rollout they name, after its start.
+func TestUI_NoticeOfARevisionTheStoreDoesNotHave(t *testing.T) {
+	f := newFixture(t)
+	uiSeed(f)
+	wrote := f.put("appliances/web-frontend/port", "9090")
+	other := f.put("appliances/billing-db/port", "5433")
+	b := newUIBrowser(t, f.srv.URL, nil)
+	b.signIn(f.token)
+	page := func(q string) string {
+		t.Helper()
+		r := b.get("/ui/appliances/web-frontend?" + q)
+		mustStatus(t, r, http.StatusOK)
+		return string(r.body)
+	}
+	for _, q := range []string{"done=999", "promoted=999", "aborted=999", "unchanged=999",
+		"promoted=999&rollout=r-none&at=0", "aborted=" + jsonNum(wrote), "promoted=" + jsonNum(wrote),
+		"done=" + jsonNum(other)} {
+		if body := page(q); strings.Contains(body, `class="notice" role="status"`) {
+			t.Errorf("?%s: the page shows a notice: %s", q, body[strings.Index(body, `class="notice"`):][:120])
+		}
+	}
+	if body := page("done=" + jsonNum(wrote)); !strings.Contains(body, "Written at revision "+jsonNum(wrote)+".") {
+		t.Errorf("?done= of the appliance's write: no notice")
+	}
+	if sh := f.put("shared/dns", "10.0.0.54"); !strings.Contains(page("done="+jsonNum(sh)), "Written at revision "+jsonNum(sh)+".") {
+		t.Errorf("?done= of a shared/ key's write: no notice")
+	}
+	if body := page("unchanged=" + jsonNum(wrote)); !strings.Contains(body, "Nothing written: the store held this already (since revision "+jsonNum(wrote)+").") {
+		t.Errorf("?unchanged= of the appliance's key: no notice")
+	}
+}
