@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -310,7 +311,10 @@ type ctConversion struct {
 	wait     ctWaitConfig
 	tmpls    []agent.Template
 	comments [][]string
-	notes    []string
+	// exports are, by template, the export of its exec env's custom variables that its
+	// command starts with ("" for none; missing for the templates of -template flags).
+	exports []string
+	notes   []string
 	// left and right are default_delimiters' fields, where the configuration sets them.
 	left, right *string
 }
@@ -378,8 +382,10 @@ func (c *ctConversion) delimit() {
 
 // merge adds the conversion of a later file of a configuration directory to c.
 func (c *ctConversion) merge(o *ctConversion) {
+	c.exports = append(c.exports, make([]string, len(c.tmpls)-len(c.exports))...)
 	c.tmpls = append(c.tmpls, o.tmpls...)
 	c.comments = append(c.comments, o.comments...)
+	c.exports = append(c.exports, o.exports...)
 	c.notes = append(c.notes, o.notes...)
 	c.wait.merge(o.wait)
 	if o.left != nil {
@@ -498,13 +504,14 @@ func convertConsulTemplateIn(name, dir, from string, data []byte) (*ctConversion
 			continue
 		}
 		for _, o := range objs {
-			t, w, terrs, notes := ctTemplate(name, dir, from, o)
+			t, export, w, terrs, notes := ctTemplate(name, dir, from, o)
 			errs = append(errs, terrs...)
 			conv.notes = append(conv.notes, notes...)
 			if w != "" {
 				waits = append(waits, w)
 			}
 			conv.tmpls = append(conv.tmpls, t)
+			conv.exports = append(conv.exports, export)
 			conv.comments = append(conv.comments, []string{"from " + ctAt(name, o.Pos().Line)})
 		}
 	}
@@ -539,8 +546,55 @@ func (c *ctConversion) yaml(name string) (out []byte, notes []string, err error)
 		return nil, nil, err
 	}
 	c.allowFile()
+	c.shareCommands()
 	out, err = agent.TemplatesYAML(head, w, c.tmpls, c.comments)
 	return out, notes, err
+}
+
+// shareCommands gives the templates that share a command, each with its exec env, one command:
+// consul-template v0.41.1 runs a command once per pass however many of its templates changed,
+// telling commands apart by exec's command alone (its runner's findCommand), with the env of the
+// first of them, in the configuration's order, that changed. Each template's command with its
+// own export made as many commands as envs, and the agent, which runs each distinct command
+// once, ran it once per env. The one command exports the env of the first template whose
+// destination is in $SHOELACE_DESTINATIONS (the changed files the agent runs it for).
+func (c *ctConversion) shareCommands() {
+	var order []string
+	byCommand := map[string][]int{}
+	for i, t := range c.tmpls {
+		if t.Command == "" {
+			continue
+		}
+		export := ""
+		if i < len(c.exports) {
+			export = c.exports[i]
+		}
+		cmd := strings.TrimPrefix(t.Command, export)
+		if byCommand[cmd] == nil {
+			order = append(order, cmd)
+		}
+		byCommand[cmd] = append(byCommand[cmd], i)
+	}
+	for _, cmd := range order {
+		ids := byCommand[cmd]
+		if !slices.ContainsFunc(ids, func(i int) bool { return c.tmpls[i].Command != c.tmpls[ids[0]].Command }) {
+			continue // one template, or one env for all: already one command
+		}
+		var b strings.Builder
+		b.WriteString(`case " $SHOELACE_DESTINATIONS " in`)
+		var dests []string
+		for _, i := range ids {
+			set := strings.TrimSuffix(c.tmpls[i].Command[:len(c.tmpls[i].Command)-len(cmd)], "; ")
+			fmt.Fprintf(&b, " *%s*) %s;;", shellQuote(" "+c.tmpls[i].Destination+" "), cmp.Or(set, ":"))
+			dests = append(dests, c.tmpls[i].Destination)
+		}
+		b.WriteString(" esac; " + cmd)
+		for _, i := range ids {
+			c.tmpls[i].Command = b.String()
+		}
+		c.notes = append(c.notes, fmt.Sprintf("the templates of %s share the command %q with different exec env: consul-template runs it once when several of them change, with the env of the first of them (in its configuration's order) that changed; the converted command is one, run once, and exports that env as $SHOELACE_DESTINATIONS names the files it runs for",
+			strings.Join(dests, ", "), cmd))
+	}
 }
 
 // allowFile sets allow_file on the templates that call file: consul-template's file reads local
@@ -576,7 +630,7 @@ func (c *ctConversion) allowFile() {
 
 // ctTemplate converts one template stanza. wait is a note when the stanza has its own wait,
 // which the agent has only for all its templates.
-func ctTemplate(name, dir, from string, o *ast.ObjectType) (t agent.Template, wait string, errs, notes []string) {
+func ctTemplate(name, dir, from string, o *ast.ObjectType) (t agent.Template, export, wait string, errs, notes []string) {
 	t.Functions = templates.ModeConsulTemplate
 	var execCmd, execTimeout, execEnv *ast.ObjectItem
 	var command, commandTimeout *ast.ObjectItem
@@ -720,13 +774,17 @@ func ctTemplate(name, dir, from string, o *ast.ObjectType) (t agent.Template, wa
 		t.Command = s
 	}
 	if execEnv != nil {
-		export, enotes, err := ctExecEnv(ctAt(name, execEnv.Pos().Line), execEnv.Val)
+		var enotes []string
+		var err error
+		export, enotes, err = ctExecEnv(ctAt(name, execEnv.Pos().Line), execEnv.Val)
 		if err != nil {
 			errs = append(errs, fmt.Sprintf("%s: template: exec env: %v", ctAt(name, execEnv.Pos().Line), err))
 		}
 		notes = append(notes, enotes...)
 		if t.Command != "" && export != "" {
 			t.Command = export + t.Command
+		} else {
+			export = ""
 		}
 	}
 	if commandTimeout != nil {
@@ -780,7 +838,7 @@ func ctTemplate(name, dir, from string, o *ast.ObjectType) (t agent.Template, wa
 		t.Group = ""
 	}
 	errs = append(errs, ctTemplateIncomplete(ctAt(name, o.Pos().Line), t)...)
-	return t, wait, errs, notes
+	return t, export, wait, errs, notes
 }
 
 // ctTemplateIncomplete names what a template stanza lacks that consul-template v0.41.1 fails on

@@ -1195,3 +1195,74 @@ func convertCT(t *testing.T, args ...string) (cfg *agent.Config, stdout, stderr 
 	}
 	return cfg, stdout, stderr
 }
+
+// TestConvertConsulTemplate_SharedCommandWithDifferentEnv: consul-template v0.41.1 runs a command
+// that several templates share once per pass, however their exec env differ (its runner's
+// findCommand compares exec's command alone), with the env of the first of them, in the
+// configuration's order, that changed. The conversion exported each template's variables before
+// its command, which made two commands of one: when both files changed, the agent ran the
+// command twice, once with each env. The templates that share a command get one command now,
+// which the agent runs once, choosing the env of the first changed file in $SHOELACE_DESTINATIONS.
+func TestConvertConsulTemplate_SharedCommandWithDifferentEnv(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("consul-template's commands converted for /bin/sh")
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, "cmds")
+	conf := filepath.Join(dir, "ct.hcl")
+	cmd := `echo \"app=$APP_ENV\" >> ` + out
+	writeFile(t, conf, `template {
+  contents = "x"
+  destination = "/etc/app/a.conf"
+  exec {
+    command = "`+cmd+`"
+    env { custom = ["APP_ENV=a it's"] }
+  }
+}
+template {
+  contents = "y"
+  destination = "/etc/app/b c.conf"
+  command = "`+cmd+`"
+  exec {
+    env { custom = ["APP_ENV=b"] }
+  }
+}
+template {
+  contents = "z"
+  destination = "/etc/app/c.conf"
+  command = "`+cmd+`"
+}
+template {
+  contents = "w"
+  destination = "/etc/app/d.conf"
+  exec {
+    command = "echo other"
+    env { custom = ["APP_ENV=d"] }
+  }
+}
+`)
+	cfg, stdout, stderr := convertCT(t, conf)
+	ts := cfg.Templates
+	if len(ts) != 4 || ts[0].Command != ts[1].Command || ts[1].Command != ts[2].Command {
+		t.Fatalf("the templates sharing a command got different ones, which the agent runs once each:\n%s", stdout.String())
+	}
+	if ts[3].Command != "export APP_ENV=d; echo other" {
+		t.Errorf("a command of its own: %q", ts[3].Command)
+	}
+	for _, c := range []struct{ changed, want string }{
+		{"/etc/app/a.conf /etc/app/b c.conf /etc/app/c.conf", "app=a it's"},
+		{"/etc/app/b c.conf /etc/app/c.conf", "app=b"},
+		{"/etc/app/c.conf", "app="},
+	} {
+		os.Remove(out)
+		if _, err := agent.RunCommand(context.Background(), ts[0].Command, time.Minute, []string{"SHOELACE_DESTINATIONS=" + c.changed}); err != nil {
+			t.Fatalf("the converted command %q: %v", ts[0].Command, err)
+		}
+		if got, _ := os.ReadFile(out); string(got) != c.want+"\n" {
+			t.Errorf("changed %s: the command wrote %q, want consul-template's %q", c.changed, got, c.want+"\n")
+		}
+	}
+	if !strings.Contains(stderr.String(), "share the command") {
+		t.Errorf("no note on the shared command:\n%s", stderr.String())
+	}
+}
