@@ -21,6 +21,8 @@ type restoredWithLoss struct {
 	s2            *testServer
 	c2            *runner
 	snapRev, lost int64
+	// snap is the snapshot's file, and adminToken the file of an admin token it holds.
+	snap, adminToken string
 }
 
 func restoreWithLoss(t *testing.T) restoredWithLoss {
@@ -58,19 +60,7 @@ func restoreWithLoss(t *testing.T) restoredWithLoss {
 	if err := s.stop(); err != nil {
 		t.Fatal(err)
 	}
-	newDir := filepath.Join(t.TempDir(), "restored")
-	if r := (&runner{t: t}).run("snapshot", "restore", snap, "--data-dir", newDir); r.code != 0 {
-		t.Fatalf("snapshot restore: %s", r)
-	}
-	if err := os.WriteFile(filepath.Join(newDir, "admin.token"), tok, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s2, err := startServer(newDir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s2.stop() })
-	c2 := &runner{t: t, env: []string{"SHOELACE_ADDR=" + s2.url(), "SHOELACE_TOKEN_FILE=" + adminToken}}
+	s2, c2 := serveRestored(t, snap, adminToken, tok)
 	_, rev := healthOf(t, c2)
 	if rev <= lost {
 		t.Fatalf("restored store at revision %d, not past the lost write's %d", rev, lost)
@@ -91,7 +81,26 @@ func restoreWithLoss(t *testing.T) restoredWithLoss {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("vm-1's view of the restored store: %s", resp.Status)
 	}
-	return restoredWithLoss{s2: s2, c2: c2, snapRev: snapRev, lost: lost}
+	return restoredWithLoss{s2: s2, c2: c2, snapRev: snapRev, lost: lost, snap: snap, adminToken: adminToken}
+}
+
+// serveRestored restores snap into a new data dir, gives it the admin token tok (of the file
+// adminToken) and starts a server on it, stopped at the test's end; c is its CLI with that token.
+func serveRestored(t *testing.T, snap, adminToken string, tok []byte) (s *testServer, c *runner) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "restored")
+	if r := (&runner{t: t}).run("snapshot", "restore", snap, "--data-dir", dir); r.code != 0 {
+		t.Fatalf("snapshot restore: %s", r)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "admin.token"), tok, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := startServer(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.stop() })
+	return s, &runner{t: t, env: []string{"SHOELACE_ADDR=" + s.url(), "SHOELACE_TOKEN_FILE=" + adminToken}}
 }
 
 // appliance wait --revision R of a write that a restore lost (after the snapshot, before the
@@ -130,5 +139,42 @@ func TestE2E_RollbackToARevisionTheRestoreLost(t *testing.T) {
 	x.c2.ok("appliance", "rollback", "web", "--to", fmt.Sprint(x.snapRev))
 	if got := x.c2.ok("kv", "get", "appliances/web/a"); got != "1" {
 		t.Errorf("after a rollback to the snapshot's revision appliances/web/a = %q, want 1", got)
+	}
+}
+
+// The same snapshot restored a second time, after writes to the first restore's store, moved
+// revisions as far as the first restore had: the second store's revisions were those of the
+// first's writes again, and no record of the second restore named them, so appliance wait
+// --revision R of a write to the first store counted the agents' reports of the second, and
+// rollback --to R restored a state R never had. R is lost as the first restore's writes are.
+func TestE2E_WaitAndRollbackToARevisionOfAnEarlierRestore(t *testing.T) {
+	x := restoreWithLoss(t)
+	mine := revisionOf(t, x.c2.ok("kv", "put", "appliances/web/a", "written to the first restore"))
+	if err := x.s2.stop(); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := os.ReadFile(x.adminToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, c3 := serveRestored(t, x.snap, x.adminToken, tok)
+	for range 3 {
+		c3.ok("kv", "put", "appliances/web/a", "written to the second restore")
+	}
+	if _, rev := healthOf(t, c3); rev <= mine {
+		t.Fatalf("the second restore's store at revision %d, not past the first's write at %d", rev, mine)
+	}
+	lost := fmt.Sprintf("revision %d was lost by a restore", mine)
+	r := c3.fails(exitError, lost, "appliance", "wait", "web", "--revision", fmt.Sprint(mine), "--for", "3s")
+	if w := fmt.Sprintf("snapshot at revision %d", x.snapRev); !strings.Contains(r.stderr, w) {
+		t.Errorf("appliance wait of a revision of the first restore: stderr %q, want it to say %q", r.stderr, w)
+	}
+	r = c3.fails(exitError, lost, "appliance", "rollback", "web", "--to", fmt.Sprint(mine))
+	if !strings.Contains(r.stderr, "nothing was written") {
+		t.Errorf("rollback to a revision of the first restore: stderr %q, want it to say nothing was written", r.stderr)
+	}
+	c3.fails(exitError, lost, "appliance", "diff", "web", "--from", fmt.Sprint(mine))
+	if got := c3.ok("kv", "get", "appliances/web/a"); got != "written to the second restore" {
+		t.Errorf("after a refused rollback appliances/web/a = %q", got)
 	}
 }

@@ -53,9 +53,12 @@ EXAMPLES:
 				ArgsUsage: "FILE",
 				UsageText: "shoelace snapshot restore FILE --data-dir DIR [--root PREFIX]",
 				Description: `Creates the embedded etcd of a new data dir from FILE, offline (no server runs on DIR).
-Revisions are moved forward by 1,000,000,000 and marked compacted, and the store gets a new id,
-so every agent re-reads everything; the records of the replicas that shared the snapshot's store
-are dropped (status lists the restored store's own). Then start "shoelace server --data-dir DIR".
+Revisions are moved forward, to this machine's clock in microseconds since 1970 plus
+1,000,000,000 (past every revision that the snapshot's store, or an earlier restore of the same
+snapshot, can have reached; 1,000,000,000 past the snapshot's if the clock is behind it), and
+marked compacted, and the store gets a new id, so every agent re-reads everything; the records
+of the replicas that shared the snapshot's store are dropped (status lists the restored store's
+own). Then start "shoelace server --data-dir DIR".
 Prints the new store id.
 
 EXAMPLES:

@@ -18,9 +18,29 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// RestoreRevisionBump is how far Restore moves revisions forward: beyond any index an agent
-// can have seen, so every agent re-reads its view (etcd's own advice for restores).
+// RestoreRevisionBump is how far past the clock's microseconds Restore moves revisions forward
+// (see restoredRevision), and how far past the snapshot's when the clock is behind it: beyond
+// any index an agent can have seen, so every agent re-reads its view (etcd's own advice for
+// restores).
 const RestoreRevisionBump = 1_000_000_000
+
+// restoredRevision is the revision where a restore made at now of a snapshot at revision
+// snapRev moves the store's revisions: the Unix time of now in microseconds, plus
+// RestoreRevisionBump. A fixed bump past the snapshot's revision moved a second restore of the
+// same snapshot to where the first one had, and the second store's writes had the revisions of
+// the first's again, which no record of the second restore said it lost. etcd makes far fewer
+// than a million revisions a second (each is a raft entry applied and written to its
+// database), so a store never passes the clock's microseconds plus the bump: a new store starts
+// at 1, a restored one there, and both go on slower than the clock. A restore there is past
+// every revision that the snapshot's store, or an earlier restore of the same snapshot, can
+// have reached, and its record covers them all. A clock behind the snapshot's revision cannot
+// say that: the bump is then counted from the snapshot's, as it always was.
+func restoredRevision(snapRev int64, now time.Time) int64 {
+	if rev := now.UnixMicro() + RestoreRevisionBump; rev > snapRev {
+		return rev
+	}
+	return snapRev + RestoreRevisionBump
+}
 
 // RestoreConfig configures Restore.
 type RestoreConfig struct {
@@ -34,8 +54,8 @@ type RestoreConfig struct {
 	Logger *slog.Logger
 }
 
-// Restore creates an embedded store in cfg.DataDir from a snapshot. Revisions are bumped by
-// RestoreRevisionBump and marked compacted, and the store gets a new id, so that agents and
+// Restore creates an embedded store in cfg.DataDir from a snapshot. Revisions are moved
+// forward (see restoredRevision) and marked compacted, and the store gets a new id, so that agents and
 // long-polls notice the store was replaced and re-read everything. It returns the new id.
 func Restore(ctx context.Context, cfg RestoreConfig) (string, error) {
 	if cfg.SnapshotPath == "" || cfg.DataDir == "" {
@@ -78,6 +98,7 @@ func Restore(ctx context.Context, cfg RestoreConfig) (string, error) {
 		os.RemoveAll(dir)
 		os.Remove(dir + ".lock")
 	}
+	restored := restoredRevision(st.Revision, time.Now())
 	// Name and peer URL as StartEmbedded gives them, so the restored member starts as one.
 	peer := "http://127.0.0.1:0"
 	err = snapshot.NewV3(zl).Restore(snapshot.RestoreConfig{
@@ -87,7 +108,7 @@ func Restore(ctx context.Context, cfg RestoreConfig) (string, error) {
 		PeerURLs:            []string{peer},
 		InitialCluster:      embeddedName + "=" + peer,
 		InitialClusterToken: "etcd-cluster",
-		RevisionBump:        RestoreRevisionBump,
+		RevisionBump:        uint64(restored - st.Revision),
 		MarkCompacted:       true,
 	})
 	if err != nil {
@@ -112,8 +133,8 @@ func Restore(ctx context.Context, cfg RestoreConfig) (string, error) {
 		return "", fmt.Errorf("restore: %w", err)
 	}
 	// The writes after the snapshot are not in the restored store, whose revisions go on past
-	// theirs: recorded, so that a revision of theirs is said to be lost, never found applied.
-	lost := LostRange{Snapshot: st.Revision, Restored: st.Revision + RestoreRevisionBump, Time: time.Now().UTC().Truncate(time.Second)}
+	// theirs (those of an earlier restore of the snapshot included): recorded, so that a revision of theirs is said to be lost, never found applied.
+	lost := LostRange{Snapshot: st.Revision, Restored: restored, Time: time.Now().UTC().Truncate(time.Second)}
 	data, _ := json.Marshal(lost)
 	if _, err := s.SysPut(ctx, fmt.Sprintf("%s%020d", RestorePrefix, lost.Restored), data, -1); err != nil {
 		return "", fmt.Errorf("restore: record the revisions it lost: %w", err)
