@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -450,5 +451,77 @@ func TestOpen_RefusesARootInsideAnotherStoresKeys(t *testing.T) {
 		ok := cfg
 		ok.Root = root
 		testutil.OpenStore(t, ok)
+	}
+}
+
+// A store made around an existing one (a server given --root /shoelace/ on an etcd where a
+// store at /shoelace/kv/y/ was already) started: its key writers could then write the inner
+// store's tokens and records, as when the inner one is made second (which its own start
+// refuses). Either order is refused, naming both roots; so is a store made around it by a
+// server of an earlier version (its id written after the inner store's). A key of the outer
+// store's writers named like a store's id does not stop the outer one's start: it was written
+// after the outer store was made, not before.
+func TestOpen_RefusesARootAroundAnotherStore(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	refused := func(cfg store.Config, outer, inner string) {
+		t.Helper()
+		s, err := store.Open(ctx, cfg)
+		if err == nil {
+			s.Close()
+			t.Fatalf("a store at %s opened with a store at %s inside its keys", outer, inner)
+		}
+		for _, root := range []string{outer, inner} {
+			if !strings.Contains(err.Error(), root) {
+				t.Errorf("error %q does not name %s", err, root)
+			}
+		}
+	}
+
+	// The inner store first, then the outer one, and the inner one again.
+	cfg := testutil.StoreConfig(t)
+	inner := cfg
+	inner.Root = cfg.Root + "kv/shared/y/"
+	testutil.OpenStore(t, inner).Close()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	// Keys before the inner store's, more than one page of the look below.
+	for i := 0; i < 10_200; i += 100 {
+		var ops []clientv3.Op
+		for j := i; j < i+100; j++ {
+			ops = append(ops, clientv3.OpPut(fmt.Sprintf("%skv/a/%04d", cfg.Root, j), "x"))
+		}
+		if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refused(cfg, cfg.Root, inner.Root)
+	if resp, err := cli.Get(ctx, cfg.Root+"sys/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || resp.Count != 0 {
+		t.Errorf("the refused store wrote %v records of its own (%v)", resp.Count, err)
+	}
+	testutil.OpenStore(t, inner).Close()
+
+	// The outer store made by a server that did not look (its id written after the inner's).
+	if _, err := cli.Put(ctx, cfg.Root+"sys/store-id", "made-by-an-earlier-version"); err != nil {
+		t.Fatal(err)
+	}
+	refused(cfg, cfg.Root, inner.Root)
+
+	// The outer store first: the inner one is refused (storeAbove), the outer opens again, and
+	// a key of its writers named like a store's id under its keys leaves it opening.
+	cfg = testutil.StoreConfig(t)
+	inner = cfg
+	inner.Root = cfg.Root + "kv/shared/y/"
+	outer := testutil.OpenStore(t, cfg)
+	refused(inner, cfg.Root, inner.Root)
+	if _, err := outer.Put(ctx, "shared/z/sys/store-id", "planted", -1); err != nil {
+		t.Fatal(err)
+	}
+	outer.Close()
+	for range 2 { // the second start reads what the first recorded of its look
+		testutil.OpenStore(t, cfg).Close()
 	}
 }

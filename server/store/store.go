@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -372,16 +373,33 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		wait = min(wait, startWait)
 	}
 	idCtx, cancel := context.WithTimeout(ctx, wait)
-	if outer, nerr := s.storeAbove(idCtx); outer != "" {
-		cancel()
-		s.Close()
-		return nil, fmt.Errorf("open store: --root %s lies inside the keys of the Shoelace store at root %s (under its kv/): that store's writers could write this one's tokens and records; choose a root outside it", cfg.Root, outer)
-	} else if nerr == nil {
-		_, err = s.EnsureID(idCtx)
-	} else {
-		err = nerr
+	outer, err := s.storeAbove(idCtx)
+	var made int64
+	looked := false
+	if err == nil && outer == "" {
+		made, looked, err = s.lookedBelow(idCtx)
 	}
 	cancel()
+	inner := ""
+	if err == nil && outer == "" && !looked {
+		// etcd answered: the look below, which may read the name of every key under kv/ (once
+		// in the store's life), has a request's time rather than startWait's.
+		bctx, cancel := s.opCtx(ctx)
+		inner, err = s.storeBelow(bctx, made)
+		cancel()
+	}
+	switch {
+	case outer != "":
+		s.Close()
+		return nil, fmt.Errorf("open store: --root %s lies inside the keys of the Shoelace store at root %s (under its kv/): that store's writers could write this one's tokens and records; choose a root outside it", cfg.Root, outer)
+	case inner != "":
+		s.Close()
+		return nil, fmt.Errorf("open store: --root %s holds in its keys (under its kv/) the Shoelace store at root %s, made before it: this store's writers could write that one's tokens and records; choose a root outside it", cfg.Root, inner)
+	case err == nil:
+		idCtx, cancel = context.WithTimeout(ctx, wait)
+		_, err = s.EnsureID(idCtx)
+		cancel()
+	}
 	if err != nil {
 		if s.embed != nil || ctx.Err() != nil {
 			s.Close()
@@ -642,6 +660,74 @@ func (s *Store) storeAbove(ctx context.Context) (string, error) {
 		}
 		if resp.Count > 0 {
 			return outer, nil
+		}
+	}
+	return "", nil
+}
+
+// belowCheckedKey, under the system root, says that storeBelow found no store made before this
+// one under its keys: keys created before the store's id are never created again, so a later
+// start need not read them.
+const belowCheckedKey = "below-checked"
+
+// belowPage is how many key names storeBelow reads at a time: keys-only reads are answered from
+// etcd's index in memory, and each counts the keys after its page there too, so that fewer,
+// larger pages cost less than many small ones (a page is at most about 5 MiB of names).
+const belowPage = 10_000
+
+// lookedBelow returns the creation revision of this store's id (0 while it has none), and
+// whether storeBelow found no store under its keys at an earlier start (see belowCheckedKey).
+func (s *Store) lookedBelow(ctx context.Context) (made int64, looked bool, err error) {
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(s.sysRoot+storeIDKey, clientv3.WithKeysOnly()),
+		clientv3.OpGet(s.sysRoot+belowCheckedKey, clientv3.WithCountOnly())).Commit()
+	if err != nil {
+		return 0, false, s.etcdErr(ctx, "look for a store inside the root's keys", err)
+	}
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		made = kvs[0].CreateRevision
+	}
+	return made, made > 0 && resp.Responses[1].GetResponseRange().Count > 0, nil
+}
+
+// storeBelow returns the root of a Shoelace store under this store's keys (its root is
+// <this root>kv/…) made before this one, whose id was created at revision made (0 while it
+// has none), "" when there is none: this store's key writers would write that one's system
+// keys, as storeAbove says for the other order. A store is known by its id key; one whose id
+// was created after this store's is not counted, for this store's writers can put a key of
+// that name (and that store's own start refuses it, with storeAbove). It reads the names of
+// the keys under kv/ created before this store's id, a page at a time, at the store's first
+// starts only: once it has found none after this store's id was made, it records so
+// (belowCheckedKey), and later starts read that record alone (lookedBelow).
+func (s *Store) storeBelow(ctx context.Context, made int64) (string, error) {
+	// Each page at the revision of its read: the keys created before this store's id are not
+	// made again, and a read at an older revision could find it compacted.
+	from, end := s.kvRoot, clientv3.GetPrefixRangeEnd(s.kvRoot)
+	for {
+		page, err := s.cli.Get(ctx, from, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(belowPage))
+		if err != nil {
+			return "", s.etcdErr(ctx, "look for a store inside the root's keys", err)
+		}
+		for _, kv := range page.Kvs {
+			if made > 0 && kv.CreateRevision >= made {
+				continue
+			}
+			if root, ok := strings.CutSuffix(string(kv.Key), "sys/"+storeIDKey); ok && strings.HasSuffix(root, "/") {
+				return root, nil
+			}
+		}
+		if !page.More || len(page.Kvs) == 0 {
+			break
+		}
+		from = string(page.Kvs[len(page.Kvs)-1].Key) + "\x00"
+	}
+	if made > 0 {
+		// While this store has no id, a store could still be made under its keys before it
+		// gets one: the look is recorded at a start that finds the id made. A record not
+		// written (etcd out of space refuses writes, not reads) only has the next start look
+		// again.
+		if _, err := s.cli.Put(ctx, s.sysRoot+belowCheckedKey, strconv.FormatInt(made, 10)); err != nil {
+			s.log.Debug("record the look for a store inside the root's keys", "error", err)
 		}
 	}
 	return "", nil
