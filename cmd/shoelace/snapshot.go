@@ -55,7 +55,8 @@ EXAMPLES:
 				Description: `Creates the embedded etcd of a new data dir from FILE, offline (no server runs on DIR).
 Revisions are moved forward, to this machine's clock in microseconds since 1970 plus
 1,000,000,000 (past every revision that the snapshot's store, or an earlier restore of the same
-snapshot, can have reached; 1,000,000,000 past the snapshot's if the clock is behind it), and
+snapshot, can have reached; 1,000,000,000 past the snapshot's if the clock is behind it, or
+ahead of it by less than that), and
 marked compacted, and the store gets a new id, so every agent re-reads everything; the records
 of the replicas that shared the snapshot's store are dropped (status lists the restored store's
 own). Then start "shoelace server --data-dir DIR".

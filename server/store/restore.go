@@ -33,13 +33,12 @@ const RestoreRevisionBump = 1_000_000_000
 // database), so a store never passes the clock's microseconds plus the bump: a new store starts
 // at 1, a restored one there, and both go on slower than the clock. A restore there is past
 // every revision that the snapshot's store, or an earlier restore of the same snapshot, can
-// have reached, and its record covers them all. A clock behind the snapshot's revision cannot
-// say that: the bump is then counted from the snapshot's, as it always was.
+// have reached, and its record covers them all. The move is never less than
+// RestoreRevisionBump past the snapshot's revision: a clock behind the snapshot's revision (or
+// within RestoreRevisionBump of it: a snapshot of a store restored minutes before) cannot say
+// the above, and the release pruner knows a restore by a jump of half that (freshMod).
 func restoredRevision(snapRev int64, now time.Time) int64 {
-	if rev := now.UnixMicro() + RestoreRevisionBump; rev > snapRev {
-		return rev
-	}
-	return snapRev + RestoreRevisionBump
+	return max(now.UnixMicro(), snapRev) + RestoreRevisionBump
 }
 
 // RestoreConfig configures Restore.
