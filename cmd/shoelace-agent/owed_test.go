@@ -257,22 +257,32 @@ func TestE2E_RunKilledBeforeTheRenameRestoresNothing(t *testing.T) {
 // $DIR/fail exists), renders "good", puts "bad" and waits for the command to kill the agent
 // (SIGKILL) while it runs for the new file.
 func killedInFailingReload(t *testing.T) (*server, *env) {
+	return killedInReload(t, `cat $DIR/app.conf >> $DIR/commands; if grep -q bad $DIR/app.conf && [ ! -e $DIR/killed ]; then touch $DIR/killed; kill -9 $PPID; sleep 3; fi; [ ! -e $DIR/fail ] && ! grep -q bad $DIR/app.conf`, "bad", nil)
+}
+
+// killedInReload starts an agent whose template (v={{ key "v" }} in $DIR/app.conf) has command
+// (which appends what it reloads to $DIR/commands), renders "good", calls arm, puts bad and
+// waits for the command to kill the agent (SIGKILL) while it runs for the new file.
+func killedInReload(t *testing.T, command, bad string, arm func(e *env)) (*server, *env) {
 	t.Helper()
 	needBinaries(t)
 	srv := startServer(t, "", t.TempDir())
 	e := newEnv(t, srv, "", `  - contents: "v={{ key \"v\" }}\n"
     destination: $DIR/app.conf
     perms: "0640"
-    command: 'cat $DIR/app.conf >> $DIR/commands; if grep -q bad $DIR/app.conf && [ ! -e $DIR/killed ]; then touch $DIR/killed; kill -9 $PPID; sleep 3; fi; [ ! -e $DIR/fail ] && ! grep -q bad $DIR/app.conf'
+    command: '`+command+`'
 `)
 	srv.put("appliances/web/v", "good")
 	a := e.startAgent()
 	waitFor(t, "the first reload", func() bool { return len(commandLines(t, e.path("commands"))) == 1 })
+	if arm != nil {
+		arm(e)
+	}
 	done := make(chan error, 1)
 	go func() { done <- a.cmd.Wait() }()
-	srv.put("appliances/web/v", "bad")
+	srv.put("appliances/web/v", bad)
 	waitKilled(t, done, "the agent", "in its command")
-	if got := readFile(t, e.path("app.conf")); got != "v=bad\n" {
+	if got := readFile(t, e.path("app.conf")); got != "v="+bad+"\n" {
 		t.Fatalf("app.conf = %q before the restart, want the install that the command killed", got)
 	}
 	return srv, e
@@ -351,26 +361,9 @@ func TestE2E_RunRollbackAfterAKillSkipsTheKilledInstall(t *testing.T) {
 // agent (SIGKILL) on the value v once $DIR/kill-v exists; it renders "good", puts "bad1" and
 // waits for the command to kill the agent in the reload of bad1.
 func killedOnceOwingReload(t *testing.T) (*server, *env) {
-	t.Helper()
-	needBinaries(t)
-	srv := startServer(t, "", t.TempDir())
-	e := newEnv(t, srv, "", `  - contents: "v={{ key \"v\" }}\n"
-    destination: $DIR/app.conf
-    perms: "0640"
-    command: 'cat $DIR/app.conf >> $DIR/commands; v=$(cut -d= -f2 $DIR/app.conf); if [ -e $DIR/kill-$v ]; then rm $DIR/kill-$v; kill -9 $PPID; sleep 3; fi; ! grep -q bad $DIR/app.conf'
-`)
-	srv.put("appliances/web/v", "good")
-	a := e.startAgent()
-	waitFor(t, "the first reload", func() bool { return len(commandLines(t, e.path("commands"))) == 1 })
-	if err := os.WriteFile(e.path("kill-bad1"), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.cmd.Wait() }()
-	srv.put("appliances/web/v", "bad1")
-	waitKilled(t, done, "the agent", "in its command")
-	if got := readFile(t, e.path("app.conf")); got != "v=bad1\n" {
-		t.Fatalf("app.conf = %q before the restart, want the install that the command killed", got)
-	}
-	return srv, e
+	return killedInReload(t, `cat $DIR/app.conf >> $DIR/commands; v=$(cut -d= -f2 $DIR/app.conf); if [ -e $DIR/kill-$v ]; then rm $DIR/kill-$v; kill -9 $PPID; sleep 3; fi; ! grep -q bad $DIR/app.conf`, "bad1", func(e *env) {
+		if err := os.WriteFile(e.path("kill-bad1"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
