@@ -120,7 +120,9 @@ type reported struct {
 }
 
 // pendingReport is a report queued for writing, made by by; candidate is the rollout whose
-// candidate it says was applied ("" for none), kept with the revision it said was applied
+// candidate it says was applied, as drawn into its cohort, while the rollout ran as the replica
+// knew it when it took the report ("" for none, and for a rollout that had ended: see
+// takeReport), kept with the revision it said was applied
 // (candidateApplied) when a later report replaces it in a batch (see reportBatcher.add and
 // lateApplied). A report made with an instance
 // token is written only while the store still holds exactly the token record by was read from
@@ -627,8 +629,9 @@ func (s *Server) flushReports(ctx context.Context, b *reportBatcher) {
 }
 
 // lateApplied gives the rollouts whose candidate reports (just written) say was applied the
-// instances that their end, if they ended meanwhile, did not count (see countLate). It reads
-// the store only for a batch with such reports: those of a rollout's cohort.
+// instances that their end, if they ended meanwhile, did not count (see countLate). Only
+// reports taken while the rollout ran have a candidate (see takeReport). It reads the store
+// only for a batch with such reports: those of a rollout's cohort.
 func (s *Server) lateApplied(ctx context.Context, reports []pendingReport) {
 	var late map[[2]string]map[string]api.Instance // appliance, rollout → reports by instance
 	for i := range reports {
@@ -825,7 +828,12 @@ func (s *Server) takeReport(ctx context.Context, in *api.Instance, p *principal,
 		s.reportIgnored(in, "ignoring a report of an enrolled instance not made with its instance token")
 		return
 	}
-	if !s.reports.noteAs(in, p, candidate, unjudged, s.awaitedCandidate(in, p, candidate)) {
+	// Only a report of a candidate that this replica still gave the instance counts for its
+	// rollout, once written (see lateApplied): one taken after the rollout ended (an agent
+	// whose reload of the candidate was still running at an abort) did not apply it for the
+	// rollout, which had sent its cohort back to the live view by then.
+	awaited := s.awaitedCandidate(in, p, candidate)
+	if !s.reports.noteAs(in, p, awaited, unjudged, awaited) {
 		s.reportIgnored(in, "not recording an instance over its token's cap")
 	}
 }

@@ -85,18 +85,19 @@ func TestRollout_ReportWrittenWhileTheEndIsWrittenCounts(t *testing.T) {
 }
 
 // An instance whose report of the candidate and a later report of it that says less (a view
-// read with X-Shoelace-Instance alone says it applied revision 0) reach the reporter before it
-// writes either, after the rollout was aborted, is shown applied by the aborted rollout: the
-// batch keeps the revision the candidate's report said it applied (before, it kept the
-// candidate with the later report's revision, 0, and the instance stayed pending). A loaded
-// machine made this batch now and then in TestRollout_ReportRacingTheEndCounts.
+// read with X-Shoelace-Instance alone says it applied revision 0) were taken while the
+// rollout ran, and written together after it was aborted, is shown applied by the aborted
+// rollout: the batch keeps the revision the candidate's report said it applied (before, it
+// kept the candidate with the later report's revision, 0, and the instance stayed pending).
+// A loaded machine made this batch now and then in TestRollout_ReportRacingTheEndCounts.
 func TestRollout_LaterReportInTheBatchKeepsTheCandidateApplied(t *testing.T) {
 	f := newFixture(t)
 	n, st, candidate := candidateOnOneVM(t, f)
 	f.must(f.do("POST", "/v1/appliances/web/rollout", `{"action":"abort"}`, "Content-Type", "application/json"), 200, nil)
 
-	// The reports as takeReport queues them (a reporter of the test's own: the server's writes
-	// its batches when it will), then written and counted as the server's reporter does.
+	// The reports as takeReport queued them while the rollout ran (a reporter of the test's
+	// own: the server's writes its batches when it will), then written and counted as the
+	// server's reporter does.
 	enrolled := st.Started.Add(-time.Second)
 	in := func(applied int64, rollout string) *api.Instance {
 		return &api.Instance{Appliance: "web", Instance: n, Applied: applied, Rollout: rollout, LastSeen: time.Now().UTC(),

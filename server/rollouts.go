@@ -568,12 +568,16 @@ func (s *Server) endRollout(ctx context.Context, name, id, state, reason, instan
 }
 
 // countLate adds to the AppliedBy of appliance name's rollout id, once it has ended, the
-// instances that reports (by instance; nil: those in the store now) say applied its candidate
-// and that its end did not count: their reports reached the store after the end read them.
+// instances that reports (by instance) say applied its candidate and that its end did not
+// count: their reports, taken before the end, reached the store after the end read them.
 // An end calls it with the reports as they were at its write (reportsAtEnd), and the reporter
-// after writing reports of a candidate applied; between them, no report is missed.
+// after writing reports of a candidate applied, taken while the rollout ran (see takeReport);
+// between them, no report is missed, and none taken after the end is counted.
 // Errors are logged: the end stands, and its status shows such an instance pending.
 func (s *Server) countLate(ctx context.Context, name, id string, reports map[string]api.Instance) {
+	if reports == nil {
+		return
+	}
 	for try := 0; try < 5; try++ {
 		rec, rev, err := s.readRollout(ctx, name)
 		if errors.Is(err, api.ErrNotFound) {
@@ -581,9 +585,6 @@ func (s *Server) countLate(ctx context.Context, name, id string, reports map[str
 		}
 		if err == nil && (rec.ID != id || rec.Running()) {
 			return
-		}
-		if err == nil && reports == nil {
-			reports, _, err = s.instanceReports(ctx, name)
 		}
 		if err != nil {
 			s.log.Warn("rollout ended: instances that applied it meanwhile not counted", "appliance", name, "rollout", id, "error", err.Error())
@@ -612,11 +613,13 @@ func (s *Server) countLate(ctx context.Context, name, id string, reports map[str
 // after endReports read them too. The reports as they are by then would miss an instance that
 // went back to the live view meanwhile and reported it: its report of the candidate had found
 // the rollout running (the reporter did not count it), and the live view's no longer says the
-// candidate was applied. nil (countLate reads them as they are now) when rev cannot be read.
+// candidate was applied; and the reports as they are by then may hold one taken after the
+// end, which does not count. nil (countLate counts none) when rev cannot be read: the reports
+// written between endReports and the end are then not counted, and show pending.
 func (s *Server) reportsAtEnd(ctx context.Context, name string, rev int64) map[string]api.Instance {
 	out, _, err := s.instanceReportsAt(ctx, name, rev)
 	if err != nil {
-		s.log.Warn("rollout ended: the reports at its end cannot be read; the reports now are", "appliance", name, "revision", rev, "error", err.Error())
+		s.log.Warn("rollout ended: the reports at its end cannot be read; the instances that applied it meanwhile are not counted", "appliance", name, "revision", rev, "error", err.Error())
 		return nil
 	}
 	return out

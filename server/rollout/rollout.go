@@ -92,8 +92,8 @@ func (r *Record) End(state, reason, instance string, now time.Time, reports map[
 
 // AddApplied adds to AppliedBy the instances of r's cohort that reports say applied the
 // candidate and that it does not hold yet, and reports whether it added any. A report may
-// reach the store after the reports were read for End (taken by a replica meanwhile, or
-// written after the end by an agent that had applied the candidate before it learnt of it).
+// reach the store after the reports were read for End (taken by a replica before the end,
+// and written after it): the caller gives only such reports, never one taken after the end.
 // Only a rollout that halted or was aborted keeps AppliedBy.
 func (r *Record) AddApplied(reports map[string]api.Instance) bool {
 	if r.State != api.RolloutHalted && r.State != api.RolloutAborted {
@@ -387,14 +387,17 @@ func (r *Record) Status(reports map[string]api.Instance, rev int64, bakedSince t
 		case !slices.Contains(cohort, name) && r.State != api.RolloutPromoted:
 			// Not drawn (yet): it stays waiting. Once promoted, the candidate is the live tree,
 			// which every instance gets: applied or pending as below.
-		case seen && r.State != api.RolloutPromoted && r.applied(in, 1):
+		case seen && r.Running() && r.applied(in, 1):
 			// As the gates judge it (Evaluate): rev is the record's revision, which a
 			// promote or a step rewrites without changing what the instance applied.
 			ri.State = "applied"
 		case slices.Contains(r.AppliedBy, name):
 			// Halted or aborted: it had applied the candidate, and is back on the live view.
+			// Only AppliedBy says so: a report of the candidate taken after the end (its reload
+			// was still running) did not apply it for the rollout, though the instance's
+			// record says what it applied until it reports the live view.
 			ri.State = "applied"
-		case seen && r.applied(in, rev):
+		case seen && r.State == api.RolloutPromoted && r.applied(in, rev):
 			ri.State = "applied"
 		case seen && r.State == api.RolloutPromoted && in.Applied >= rev:
 			// Promoted (rev is the promotion's revision): the candidate is the live tree now,

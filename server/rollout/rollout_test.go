@@ -181,6 +181,24 @@ func TestStatus(t *testing.T) {
 	}
 }
 
+// Once aborted (or halted), an instance of the cohort is applied only when the end (or a
+// report taken before it, counted since) put it in AppliedBy: its record saying the candidate,
+// from a report taken after the end (its reload was still running), does not make it applied.
+func TestStatus_AbortedCountsOnlyAppliedBy(t *testing.T) {
+	r := rec(5)
+	r.Steps = []int{2, 5}
+	c := r.Cohort()
+	r.State = api.RolloutAborted
+	r.AppliedBy = []string{c[0]}
+	st := r.Status(map[string]api.Instance{
+		c[0]: enrolled(r, api.Instance{Instance: c[0], Applied: 12}),
+		c[1]: enrolled(r, api.Instance{Instance: c[1], Applied: 11, Rollout: "r1"}),
+	}, 13, time.Time{})
+	if st.Instances[0].State != "applied" || st.Instances[1].State != "pending" {
+		t.Fatalf("aborted status: %+v, want %s applied and %s pending", st.Instances, c[0], c[1])
+	}
+}
+
 // Once promoted (rev is the promotion's revision), the candidate is the live tree, which agents
 // report without the rollout's id: an instance of the cohort that reported the live tree at
 // or after the promotion shows applied, one that has not yet pending.
