@@ -795,3 +795,62 @@ func canaryOfTwo(fleet []*fleetAgent, st api.RolloutStatus) (canary, other *flee
 	}
 	return canary, other
 }
+
+// A canary whose reload of the candidate is still running when the rollout is aborted reports
+// the candidate applied once the reload ends, after the abort: it is sent back to the live
+// view, which it renders and reloads, and the aborted rollout lists it not applied, its record
+// the live view. (Before, the server counted that late report as one the abort had missed:
+// `rollout status` listed the canary applied, as if it had run the candidate for the rollout.)
+func TestE2E_RolloutAbortedDuringTheCanarysReloadDoesNotCountIt(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/port", "80")
+	// The reload of port=81 waits until the test lets it end.
+	fleet := startFleetWith(t, srv, 2, `  - contents: "port={{ key \"port\" }}\n"
+    destination: $DIR/out/app.conf
+    command: echo "$SHOELACE_REVISION" >> $DIR/commands; if grep -q port=81 $DIR/out/app.conf; then touch $DIR/reloading; while [ ! -e $DIR/go ]; do sleep 0.05; done; fi
+`)
+	rendered(t, srv, fleet, "port=80\n")
+	if code, out, errOut := srv.shoelace(t, "kv", "put", "appliances/web/port", "81", "--canary", "50%", "--manual"); code != 0 {
+		t.Fatalf("kv put --canary: exit %d\n%s\n%s", code, out, errOut)
+	}
+	st := srv.rollout(t)
+	canary, other := canaryOfTwo(fleet, st)
+	waitFor(t, "the canary's reload of the candidate", func() bool {
+		_, err := os.Stat(canary.env.path("reloading"))
+		return err == nil
+	})
+	if code, out, errOut := srv.shoelace(t, "appliance", "rollout", "abort", "web"); code != 0 {
+		t.Fatalf("rollout abort: exit %d\n%s\n%s", code, out, errOut)
+	}
+	// The reload ends after the abort: the agent reports the candidate, then goes back.
+	if err := os.WriteFile(canary.env.path("go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the canary back on the live keys", fileIs(canary.conf(), "port=80\n"))
+	waitFor(t, "the canary's report of the live view", func() bool {
+		l, _, err := srv.client.Instances(context.Background(), "web")
+		if err != nil {
+			return false
+		}
+		for _, in := range l.Instances {
+			if in.Instance == canary.name {
+				return in.Rollout == "" && in.Applied > st.Revision
+			}
+		}
+		return false
+	})
+	time.Sleep(time.Second) // a late count would have been written by now
+	got := srv.rollout(t)
+	for _, in := range got.Instances {
+		if in.Instance == canary.name && in.State != "pending" {
+			t.Fatalf("aborted rollout: %s is %s, want pending (its reload ended after the abort): %+v", canary.name, in.State, got.Instances)
+		}
+	}
+	code, out, errOut := srv.shoelace(t, "appliance", "rollout", "status", "web")
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("  %-24s %-8s %-11s", canary.name, "canary", "not applied")) {
+		t.Fatalf("rollout status does not list %s not applied: exit %d\n%s\n%s", canary.name, code, out, errOut)
+	}
+	if got := readFile(t, other.conf()); got != "port=80\n" {
+		t.Fatalf("%s, outside the canary, has %q", other.name, got)
+	}
+}
