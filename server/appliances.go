@@ -223,6 +223,11 @@ func (s *Server) answerView(w http.ResponseWriter, r *http.Request, name string)
 		if err != nil {
 			return err
 		}
+		if still, err := s.candidateStill(ctx, name, principalOf(r), rec, cv.Revision); err != nil {
+			return err
+		} else if !still {
+			return s.answerView(w, r, name) // the rollout ended at or before cv.Revision
+		}
 		setIndex(w, cv.Revision)
 		return writeBody(w, r, body, &cf.gz)
 	}
@@ -288,6 +293,13 @@ func (s *Server) changed(ctx context.Context, p *principal, name string, index i
 	if o.delta && wk.known {
 		if from, ok := s.baseSide(name, p, o.baseRollout); ok {
 			if f := s.hub.delta(name, index, from, sideOf(rec), wk.rev); f.body != nil {
+				if rec != nil {
+					if still, err := s.candidateStill(ctx, name, p, rec, f.at); err != nil {
+						return answer{}, err
+					} else if !still {
+						return s.changed(ctx, p, name, index, o, wk)
+					}
+				}
 				return answer{rev: f.at, rollout: sideOf(rec).id, body: f.body, gz: &f.gz}, nil
 			}
 		}
@@ -303,6 +315,11 @@ func (s *Server) changed(ctx context.Context, p *principal, name string, index i
 		f = s.hub.candidateFlight(name, rec, v.Revision)
 		if v, body, err = f.wait(ctx); err != nil {
 			return answer{}, err
+		}
+		if still, err := s.candidateStill(ctx, name, p, rec, v.Revision); err != nil {
+			return answer{}, err
+		} else if !still {
+			return s.changed(ctx, p, name, index, o, wk)
 		}
 	}
 	return answer{rev: v.Revision, rollout: v.Rollout, body: body, gz: &f.gz}, nil

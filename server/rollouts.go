@@ -246,6 +246,33 @@ func (s *Server) candidateFor(name string, p *principal) *rollout.Record {
 	return nil
 }
 
+// candidateCheckWait bounds how long candidateStill waits for this replica to handle the
+// system keys up to a candidate view's revision: the hub handles them as it applies the watch
+// event, within milliseconds of the mirror or a fresh read seeing the revision.
+const candidateCheckWait = 2 * time.Second
+
+// candidateStill reports whether rec is still the rollout whose candidate p's instance gets
+// once this replica has handled the system keys up to rev, the revision of the candidate view
+// about to be answered. A view read at a revision past them (a fresh read of the store, or the
+// mirror ahead of the hub by one event) may be of a store where the rollout has ended (an abort
+// through another replica): the candidate answered so, at the end's revision, stayed the
+// agent's, as its next long-poll, from that revision, was not woken by the end. It is an
+// unavailable error (retry) when the replica does not reach rev in time.
+//
+//go:noinline
+func (s *Server) candidateStill(ctx context.Context, name string, p *principal, rec *rollout.Record, rev int64) (bool, error) {
+	if s.hub.current() < rev && !s.hub.reaches(ctx, rev, candidateCheckWait) {
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		e := api.Errorf(api.CodeUnavailable, "this replica has not yet handled revision %d of the store, whose view of appliance %s it read; retry", rev, name)
+		e.RetryAfter = 1
+		return false, e
+	}
+	now := s.candidateFor(name, p)
+	return now != nil && now.ID == rec.ID, nil
+}
+
 // drawnHolder reports whether p, an instance token of an instance of rec, is the token the
 // instance had when rec drew it: enrolled then, as Record.Counts asks of its reports.
 func drawnHolder(rec *rollout.Record, p *principal) bool {
