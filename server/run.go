@@ -147,6 +147,9 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger) e
 	select {
 	case serveErr = <-errc:
 	case <-ctx.Done():
+	case <-st.Refused():
+		// The background start (etcd away at Open) found the root refused, as Open would have:
+		// the server stops with Open's error, as a start that found it so.
 	}
 	rcancel()
 	notify(log, sdnotify.Stopping)
@@ -162,6 +165,9 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config, log *slog.Logger) e
 	}
 	if err := s.Close(sctx); err != nil {
 		log.Warn("stop store watch", "err", err)
+	}
+	if err := st.Refusal(); err != nil {
+		return err
 	}
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return fmt.Errorf("serve %s: %w", ln.Addr(), serveErr)

@@ -14,7 +14,8 @@
 //     is returned wrapped as is. unavailable from a write means it was not applied;
 //     outcome_unknown that etcd may have applied it and the store could not learn whether.
 //   - Against an external cluster Open succeeds while the cluster is down, and the store id is
-//     loaded in the background (ID is "" until then).
+//     loaded in the background (ID is "" until then), after the root checks Open makes: until
+//     they pass, the store's calls are refused (unavailable), and a refusal closes Refused.
 //   - Prefixes are whole segments everywhere ("a/b" covers "a/b" and "a/b/...", never "a/b-c").
 package store
 
@@ -221,6 +222,12 @@ type Store struct {
 	progress connEnds                 // closed by RequestProgress (a signal like connEnds)
 	reached  atomic.Int64             // the highest revision an answer of etcd carried (see Reached)
 
+	// rootChecked says that checkRoot found the root allowed; until it is, only its own calls
+	// reach etcd (see gateUnary). refused closes when it found it refused, after rootRefusal is set.
+	rootChecked atomic.Bool
+	refused     chan struct{}
+	rootRefusal error
+
 	ctx       context.Context // ends on Close; bounds background work
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -290,6 +297,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		kvRoot:  cfg.Root + "kv/",
 		sysRoot: cfg.Root + "sys/",
 		reqRoot: cfg.Root + "req/",
+		refused: make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
@@ -348,7 +356,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 			MinConnectTimeout: cfg.DialTimeout,
 		}),
-			grpc.WithChainUnaryInterceptor(s.retryReads, s.observeUnary),
+			grpc.WithChainUnaryInterceptor(s.gateUnary, s.retryReads, s.observeUnary),
+			grpc.WithChainStreamInterceptor(s.gateStream),
 			grpc.WithStatsHandler(sentTracker{connEnds: &s.connEnds})},
 	})
 	if err != nil {
@@ -372,31 +381,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if s.embed == nil {
 		wait = min(wait, startWait)
 	}
-	idCtx, cancel := context.WithTimeout(ctx, wait)
-	outer, err := s.storeAbove(idCtx)
-	var made int64
-	looked := false
-	if err == nil && outer == "" {
-		made, looked, err = s.lookedBelow(idCtx)
-	}
-	cancel()
-	inner := ""
-	if err == nil && outer == "" && !looked {
-		// etcd answered: the look below, which may read the name of every key under kv/ (once
-		// in the store's life), has a request's time rather than startWait's.
-		bctx, cancel := s.opCtx(ctx)
-		inner, err = s.storeBelow(bctx, made)
-		cancel()
-	}
-	switch {
-	case outer != "":
+	cctx := context.WithValue(ctx, rootCheckKey{}, true)
+	refusal, err := s.checkRoot(cctx, wait)
+	if refusal != nil {
 		s.Close()
-		return nil, fmt.Errorf("open store: --root %s lies inside the keys of the Shoelace store at root %s (under its kv/): that store's writers could write this one's tokens and records; choose a root outside it", cfg.Root, outer)
-	case inner != "":
-		s.Close()
-		return nil, fmt.Errorf("open store: --root %s holds in its keys (under its kv/) the Shoelace store at root %s, made before it: this store's writers could write that one's tokens and records; choose a root outside it", cfg.Root, inner)
-	case err == nil:
-		idCtx, cancel = context.WithTimeout(ctx, wait)
+		return nil, refusal
+	}
+	if err == nil {
+		s.rootChecked.Store(true)
+		idCtx, cancel := context.WithTimeout(ctx, wait)
 		_, err = s.EnsureID(idCtx)
 		cancel()
 	}
@@ -423,6 +416,89 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.freeLeaders(ctx)
 	}
 	return s, nil
+}
+
+// checkRoot returns the error that refuses this store's root (another store's keys hold it, or
+// its keys hold another store made before it: see storeAbove and storeBelow), nil when neither,
+// and err when etcd could not say. ctx must carry rootCheckKey (see gateUnary); wait bounds
+// the reads of the store's id and of the record of an earlier look below.
+func (s *Store) checkRoot(ctx context.Context, wait time.Duration) (refusal, err error) {
+	idCtx, cancel := context.WithTimeout(ctx, wait)
+	outer, err := s.storeAbove(idCtx)
+	var made int64
+	looked := false
+	if err == nil && outer == "" {
+		made, looked, err = s.lookedBelow(idCtx)
+	}
+	cancel()
+	inner := ""
+	if err == nil && outer == "" && !looked {
+		// etcd answered: the look below, which may read the name of every key under kv/ (once
+		// in the store's life), has a request's time rather than startWait's.
+		bctx, cancel := s.opCtx(ctx)
+		inner, err = s.storeBelow(bctx, made)
+		cancel()
+	}
+	switch {
+	case outer != "":
+		return fmt.Errorf("open store: --root %s lies inside the keys of the Shoelace store at root %s (under its kv/): that store's writers could write this one's tokens and records; choose a root outside it", s.cfg.Root, outer), nil
+	case inner != "":
+		return fmt.Errorf("open store: --root %s holds in its keys (under its kv/) the Shoelace store at root %s, made before it: this store's writers could write that one's tokens and records; choose a root outside it", s.cfg.Root, inner), nil
+	}
+	return nil, err
+}
+
+// rootCheckKey marks the context of checkRoot's reads and of the id's first load, which go to
+// etcd before the root is found allowed (see gateUnary).
+type rootCheckKey struct{}
+
+// rootUnchecked is what the store's calls to etcd get while its root is not checked yet: an
+// external etcd that was away at Open answered, and checkRoot has not said yet.
+const rootUnchecked = "etcd answers, but the store's --root is not checked yet (whether it lies inside another Shoelace store's keys, or holds one); retry"
+
+// gated reports whether method reads or writes the store's keys (KV, Watch, Lease): Maintenance
+// and Cluster calls (health checks) go on while the root is unchecked or refused.
+func gated(method string) bool {
+	return strings.HasPrefix(method, "/etcdserverpb.KV/") || strings.HasPrefix(method, "/etcdserverpb.Watch/") ||
+		strings.HasPrefix(method, "/etcdserverpb.Lease/")
+}
+
+// gateUnary refuses the store's calls to etcd until its root is checked (rootChecked), other
+// than checkRoot's own: when an external etcd was away at Open, the checks run once it answers
+// (loadIDLoop), and meanwhile a read or a write (the admin token's, a request's) would be of a
+// store nested in another one. After a refusal the gate stays closed.
+func (s *Store) gateUnary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	if !s.rootChecked.Load() && gated(method) && ctx.Value(rootCheckKey{}) == nil {
+		if err := s.Refusal(); err != nil {
+			return api.Errorf(api.CodeUnavailable, "the store is refused: %s", err.Error())
+		}
+		return api.Errorf(api.CodeUnavailable, rootUnchecked)
+	}
+	return invoker(ctx, method, req, reply, cc, opts...)
+}
+
+// gateStream is gateUnary for watches (and lease keep-alives): Unavailable, which etcd's
+// client retries with backoff, so that a watch opened meanwhile starts once the root is checked.
+func (s *Store) gateStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	if !s.rootChecked.Load() && gated(method) && ctx.Value(rootCheckKey{}) == nil {
+		return nil, status.Error(codes.Unavailable, rootUnchecked)
+	}
+	return streamer(ctx, desc, cc, method, opts...)
+}
+
+// Refused is closed when the background start (an external etcd away at Open) found the store's
+// root refused, as Open would have (see Refusal): the store serves nothing, and the server
+// stops with Refusal's error.
+func (s *Store) Refused() <-chan struct{} { return s.refused }
+
+// Refusal is the error that refused the store's root in the background start, nil while none did.
+func (s *Store) Refusal() error {
+	select {
+	case <-s.refused:
+		return s.rootRefusal
+	default:
+		return nil
+	}
 }
 
 // startWait bounds how long Open waits for an external etcd to answer before it reads the
@@ -522,8 +598,28 @@ func (s *Store) loadIDLoop() {
 			return
 		case <-time.After(wait):
 		}
-		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.RequestTimeout)
-		id, err := s.EnsureID(ctx)
+		// The root checks that Open could not make run first: until they pass, nothing else
+		// reaches the store (see gateUnary), and a refusal ends the store as it would have
+		// ended Open.
+		ctx, cancel := context.WithTimeout(context.WithValue(s.ctx, rootCheckKey{}, true), s.cfg.RequestTimeout)
+		var id string
+		var err error
+		if !s.rootChecked.Load() {
+			var refusal error
+			if refusal, err = s.checkRoot(ctx, s.cfg.RequestTimeout); refusal != nil {
+				cancel()
+				s.rootRefusal = refusal
+				close(s.refused)
+				s.log.Error("the store's root is refused now that etcd answers; the server exits", "error", refusal.Error())
+				return
+			}
+			if err == nil {
+				s.rootChecked.Store(true)
+			}
+		}
+		if err == nil {
+			id, err = s.EnsureID(ctx)
+		}
 		cancel()
 		if err == nil {
 			s.log.Info("etcd reachable", "store", id)
