@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"maps"
@@ -423,34 +424,6 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 			return err
 		}
 	}
-	media := mediaType(r)
-	limit := s.cfg.maxBodyBytes()
-	release, err := s.bodyBudget.take(r, limit)
-	if err != nil {
-		return err
-	}
-	defer release()
-	var watch func(io.Reader) error
-	if isJSONMedia(media) {
-		watch = countJSONKeys(s.cfg.MaxTxnOps) // refused as soon as its keys pass the limit
-	}
-	data, err := readBodyWatched(w, r, limit, func() error {
-		return api.Errorf(api.CodeBodyTooLarge, "apply body is over the limit of %s", s.cfg.bodyLimit())
-	}, watch)
-	if err != nil {
-		return err
-	}
-	if isYAMLMedia(media) {
-		release, err := s.yamlBudget.take(r, len(data))
-		if err != nil {
-			return err
-		}
-		defer release()
-	}
-	keys, err := applyBody(data, media, name, s.cfg.MaxValueBytes, s.cfg.MaxTxnOps)
-	if err != nil {
-		return err
-	}
 	kind, rollbackTo := api.KindApply, int64(0)
 	if v := r.Header.Get(api.HeaderRollback); v != "" {
 		if rollbackTo, err = strconv.ParseInt(v, 10, 64); err != nil || rollbackTo <= 0 {
@@ -458,18 +431,53 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		}
 		kind = api.KindRollback
 	}
-	ctx, cancel := s.opCtx(r)
-	defer cancel()
-	if kind == api.KindRollback {
-		// A release naming a revision the store never had would say it restored a state that
-		// never was (the cas of an apply ahead of the store is refused alike).
-		cur, err := s.st.Revision(ctx)
+	var keys map[string]string
+	read := kind == api.KindRollback && r.ContentLength == 0
+	if read {
+		// A rollback without a body restores the tree at rollbackTo as the server reads it
+		// (see rollbackTree): a tree made of single puts may be larger than an apply body may
+		// be, and sent as one it was refused (413) though its write, which puts only the keys
+		// that differ, fits etcd's limits.
+		rctx, rcancel := s.opCtx(r)
+		defer rcancel()
+		if keys, err = s.rollbackTree(rctx, r, name, rollbackTo); err != nil {
+			return err
+		}
+	} else {
+		media := mediaType(r)
+		limit := s.cfg.maxBodyBytes()
+		release, err := s.bodyBudget.take(r, limit)
 		if err != nil {
 			return err
 		}
-		if rollbackTo > cur {
-			return api.Errorf(api.CodeInvalidRequest, "header %s: revision %d is ahead of the store (at revision %d): a rollback restores a revision the store has had",
-				api.HeaderRollback, rollbackTo, cur)
+		defer release()
+		var watch func(io.Reader) error
+		if isJSONMedia(media) {
+			watch = countJSONKeys(s.cfg.MaxTxnOps) // refused as soon as its keys pass the limit
+		}
+		data, err := readBodyWatched(w, r, limit, func() error {
+			return api.Errorf(api.CodeBodyTooLarge, "apply body is over the limit of %s", s.cfg.bodyLimit())
+		}, watch)
+		if err != nil {
+			return err
+		}
+		if isYAMLMedia(media) {
+			release, err := s.yamlBudget.take(r, len(data))
+			if err != nil {
+				return err
+			}
+			defer release()
+		}
+		keys, err = applyBody(data, media, name, s.cfg.MaxValueBytes, s.cfg.MaxTxnOps)
+		if err != nil {
+			return err
+		}
+	}
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	if kind == api.KindRollback && !read { // rollbackTree checked it
+		if err := s.rollbackNotAhead(ctx, rollbackTo); err != nil {
+			return err
 		}
 	}
 	if dry {
@@ -501,6 +509,11 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		}
 	}
 	res, rev, err := s.applyTree(ctx, w, r, kind, name, rollbackTo, keys, cas)
+	if e := (*api.Error)(nil); kind == api.KindRollback && errors.As(err, &e) && e.Code == api.CodeTooLarge {
+		// etcd refused the transaction whole: say why a rollback cannot go in parts.
+		return api.Errorf(api.CodeTooLarge, "rollback of appliance %q to revision %d: its changes (the keys that differ from the live tree) are more than one etcd transaction may carry, and a rollback is one transaction, so that agents never see half of it; nothing was written. Raise the etcd limit it met (its --max-request-bytes or --max-txn-ops; the embedded etcd's grow with --max-value-bytes), or restore the keys in steps of your own, not atomic (appliance diff, kv put): %s",
+			name, rollbackTo, e.Message)
+	}
 	if err != nil {
 		return err
 	}
@@ -615,6 +628,58 @@ func treeOf(name string, kvs []api.KV) map[string]string {
 // release of kind, and sets the answer's index: the write's revision, or for a tree that was
 // already in place the revision its agents report once they have the view (a deletion in it
 // after its keys' newest mod_revision is known to the hub only).
+// rollbackNotAhead refuses a rollback to a revision ahead of the store: a release naming a
+// revision the store never had would say it restored a state that never was (the cas of an
+// apply ahead of the store is refused alike).
+func (s *Server) rollbackNotAhead(ctx context.Context, rollbackTo int64) error {
+	cur, err := s.st.Revision(ctx)
+	if err != nil {
+		return err
+	}
+	if rollbackTo > cur {
+		return api.Errorf(api.CodeInvalidRequest, "header %s: revision %d is ahead of the store (at revision %d): a rollback restores a revision the store has had",
+			api.HeaderRollback, rollbackTo, cur)
+	}
+	return nil
+}
+
+// rollbackTree is the appliance's own tree at rollbackTo, for a rollback sent without a body:
+// read as GET …/at/R reads it (from etcd's history, or once compacted from the release copies;
+// a revision a restore lost is 410), by a caller who may read it, in one of the replica's
+// slots of reads of a past revision. The apply of it puts only the keys that differ from the
+// live tree, in one transaction: its size is that of the change, not of the tree, and a change
+// over etcd's limits is refused whole (413, nothing written).
+func (s *Server) rollbackTree(ctx context.Context, r *http.Request, name string, rollbackTo int64) (map[string]string, error) {
+	if err := principalOf(r).mayRead(api.ApplianceRoot(name)); err != nil {
+		return nil, err
+	}
+	if err := s.rollbackNotAhead(ctx, rollbackTo); err != nil {
+		return nil, err
+	}
+	if err := s.lostRevision(ctx, rollbackTo, "its keys then cannot be restored (a rollback to the snapshot's revision restores what the store holds of that time)"); err != nil {
+		return nil, err
+	}
+	done, err := s.historySlot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	keys, _, err := s.applianceAtKeys(ctx, name, rollbackTo)
+	if err != nil {
+		if code := api.AsError(err).Code; code == api.CodeNotFound || code == api.CodeCompacted {
+			if uerr := s.applianceUnknown(ctx, name, nil); uerr != nil {
+				return nil, uerr
+			}
+		}
+		return nil, err
+	}
+	if len(keys) > s.cfg.MaxTxnOps {
+		return nil, api.Errorf(api.CodeTooLarge, "rollback of appliance %q: its tree at revision %d has %d keys, more than the %d an apply may have: it cannot be restored in one transaction, and a rollback is one; nothing was written",
+			name, rollbackTo, len(keys), s.cfg.MaxTxnOps)
+	}
+	return keys, nil
+}
+
 func (s *Server) applyTree(ctx context.Context, w http.ResponseWriter, r *http.Request, kind, name string, rollbackTo int64, keys map[string]string, cas int64) (store.Applied, int64, error) {
 	res, err := s.st.ApplyTree(s.releaseCtx(ctx, r, kind, name, rollbackTo), name, keys, cas)
 	rev := res.Revision

@@ -1,0 +1,92 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"strings"
+	"testing"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/internal/client"
+)
+
+// An appliance's tree made of single puts may be larger than one apply body (--max-value-bytes
+// plus 4 MiB): nine values of 950 KB are 8.5 MB. A rollback sent the tree at R as an apply body,
+// and the server refused it (413 body_too_large, "apply body is over the limit of 5242880
+// bytes"), though its transaction, which puts only the keys that differ, fits etcd's limits.
+// Now a rollback sent without a body has the server read the tree at R itself (as GET …/at/R
+// does) and apply it in one transaction, guarded by cas as before: the tree is restored whole,
+// recorded as a rollback to R.
+func TestRollback_TreeLargerThanAnApplyBody(t *testing.T) {
+	f := newFixture(t)
+	tree := map[string]string{}
+	for i := range 9 {
+		k, v := fmt.Sprintf("conf/part%d", i), strings.Repeat(fmt.Sprint(i), 950_000)
+		f.put("appliances/big/"+k, v)
+		tree[k] = v
+	}
+	rev := f.put("appliances/big/small", "1")
+	tree["small"] = "1"
+	f.put("appliances/big/conf/part3", "changed")
+	f.put("appliances/big/small", "2")
+	f.put("appliances/big/new", "x")
+
+	c, err := client.New(f.srv.URL, client.Options{Token: f.token, MaxAnswerBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, n, err := c.Rollback(context.Background(), "big", rev, "")
+	if err != nil {
+		t.Fatalf("rollback of a tree of 8.5 MB: %v", err)
+	}
+	if n != len(tree) || res.Unchanged || res.Revision <= rev {
+		t.Fatalf("rollback: %+v, %d keys", res, n)
+	}
+	var v api.View
+	f.must(f.do("GET", "/v1/appliances/big", ""), 200, &v)
+	if !maps.Equal(v.Keys, tree) {
+		t.Fatalf("after the rollback the appliance has %d keys, not the %d of revision %d", len(v.Keys), len(tree), rev)
+	}
+	h := f.history("/v1/appliances/big/releases")
+	if r := h.Releases[0]; r.Revision != res.Revision || r.Kind != api.KindRollback || r.RollbackTo != rev {
+		t.Fatalf("the rollback's release: %+v", r)
+	}
+}
+
+// A rollback whose changes are more than one etcd transaction may carry (here twelve values of
+// 950 KB that all differ, over the etcd's 10 MiB) cannot be atomic: it is refused whole (413
+// too_large), saying why and what to do, and nothing is written.
+func TestRollback_ChangesOverEtcdsLimitRefusedWhole(t *testing.T) {
+	f := newFixture(t)
+	c, err := client.New(f.srv.URL, client.Options{Token: f.token, MaxAnswerBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const parts = 12
+	for i := range parts {
+		f.put(fmt.Sprintf("appliances/huge/conf/part%d", i), strings.Repeat("a", 950_000))
+	}
+	rev := f.put("appliances/huge/small", "1")
+	for i := range parts {
+		f.put(fmt.Sprintf("appliances/huge/conf/part%d", i), strings.Repeat("b", 950_000))
+	}
+	var before api.View
+	f.must(f.do("GET", "/v1/appliances/huge", ""), 200, &before)
+	n := len(f.history("/v1/appliances/huge/releases").Releases)
+
+	_, _, err = c.Rollback(context.Background(), "huge", rev, "")
+	if e := api.AsError(err); err == nil || e.Code != api.CodeTooLarge || !strings.Contains(e.Message, "a rollback is one transaction") ||
+		!strings.Contains(e.Message, "nothing was written") || !strings.Contains(e.Message, "--max-request-bytes") {
+		t.Fatalf("rollback of changes over etcd's limit: %v", err)
+	}
+	t.Logf("refused: %v", err)
+	var after api.View
+	f.must(f.do("GET", "/v1/appliances/huge", ""), 200, &after)
+	if !maps.Equal(after.Keys, before.Keys) {
+		t.Fatalf("the refused rollback changed the appliance")
+	}
+	if m := len(f.history("/v1/appliances/huge/releases").Releases); m != n {
+		t.Fatalf("%d releases after the refused rollback, %d before", m, n)
+	}
+}
