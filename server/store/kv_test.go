@@ -293,7 +293,7 @@ func TestStore_Sys(t *testing.T) {
 		t.Errorf("sys list tokens: got %q", m)
 	}
 	m, _, _ = s.SysList(ctx, "")
-	if len(m) != 5 { // store-id too
+	if len(m) != 6 { // store-id and below-checked too
 		t.Errorf("sys list everything: got %q", m)
 	}
 	if _, err := s.SysDelete(ctx, "tokens/a"); err != nil {

@@ -525,3 +525,34 @@ func TestOpen_RefusesARootAroundAnotherStore(t *testing.T) {
 		testutil.OpenStore(t, cfg).Close()
 	}
 }
+
+// A new store's first start looked below its root (kv/ empty, or holding keys of no store) but
+// recorded nothing, for it had no id yet: its second start read the name of every key under
+// kv/ again, those its writers had put since included, which a key writer could make as many
+// and as large as the store holds (each page read them whole from etcd's database, within
+// one request's time for them all). The look is recorded at the start that makes the id.
+func TestOpen_NewStoreRecordsItsLookBelow(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := testutil.StoreConfig(t)
+	testutil.OpenStore(t, cfg).Close()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	resp, err := cli.Get(ctx, cfg.Root+"sys/below-checked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) == 0 {
+		t.Fatal("the first start of a new store did not record its look below: its next start reads every key its writers put")
+	}
+	id, err := cli.Get(ctx, cfg.Root+"sys/store-id")
+	if err != nil || len(id.Kvs) == 0 {
+		t.Fatalf("store id: %v", err)
+	}
+	if got, want := string(resp.Kvs[0].Value), fmt.Sprint(id.Kvs[0].CreateRevision); got != want {
+		t.Errorf("below-checked = %s, want the id's creation revision %s", got, want)
+	}
+}

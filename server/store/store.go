@@ -392,6 +392,17 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		idCtx, cancel := context.WithTimeout(ctx, wait)
 		_, err = s.EnsureID(idCtx)
 		cancel()
+		if err == nil && !looked && made == 0 {
+			// The id made now, the look is recorded at this start: a later one would read
+			// again every key the store's writers put under kv/ meanwhile, as many and as large
+			// as the store holds. The keys created before the id are those just looked at (kv/
+			// of a new root is empty but for what another program put there).
+			inner, err = s.lookBelowAgain(ctx)
+			if inner != "" {
+				s.Close()
+				return nil, fmt.Errorf("open store: --root %s holds in its keys (under its kv/) the Shoelace store at root %s, made before it: this store's writers could write that one's tokens and records; choose a root outside it", cfg.Root, inner)
+			}
+		}
 	}
 	if err != nil {
 		if s.embed != nil || ctx.Err() != nil {
@@ -827,6 +838,17 @@ func (s *Store) storeBelow(ctx context.Context, made int64) (string, error) {
 		}
 	}
 	return "", nil
+}
+
+// lookBelowAgain is storeBelow at the start that made the store's id, which records it.
+func (s *Store) lookBelowAgain(ctx context.Context) (string, error) {
+	rctx, cancel := s.opCtx(ctx)
+	made, _, err := s.lookedBelow(rctx)
+	cancel()
+	if err != nil || made == 0 {
+		return "", err
+	}
+	return s.storeBelow(ctx, made)
 }
 
 func (s *Store) loadID(ctx context.Context) (string, error) {
