@@ -109,3 +109,11 @@ func PriorKnown(s *Store, key string) bool {
 	_, ok := s.priors.m[key]
 	return ok
 }
+
+// SetBelowPage sets how many key names the look for a store below the root reads at a time,
+// until the test ends.
+func SetBelowPage(tb interface{ Cleanup(func()) }, n int64) {
+	old := belowPage
+	belowPage = n
+	tb.Cleanup(func() { belowPage = old })
+}

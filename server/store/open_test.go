@@ -556,3 +556,47 @@ func TestOpen_NewStoreRecordsItsLookBelow(t *testing.T) {
 		t.Errorf("below-checked = %s, want the id's creation revision %s", got, want)
 	}
 }
+
+// The look for a store below the root read every key under kv/ within one request's time: a
+// store of an earlier version with more keys than that time reads (its first start after the
+// upgrade looks) was either not started (embedded etcd) or, on an external etcd, started as if
+// etcd were away, the look skipped: a store inside its keys went unseen, at every start. Each
+// page now has a request's time.
+func TestOpen_LookBelowALargeStore(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	store.SetBelowPage(t, 5)
+	cfg := testutil.StoreConfig(t)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	for i := 0; i < 20_000; i += 100 {
+		var ops []clientv3.Op
+		for j := i; j < i+100; j++ {
+			ops = append(ops, clientv3.OpPut(fmt.Sprintf("%skv/a/%05d", cfg.Root, j), "x"))
+		}
+		if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A store inside its keys, then the outer one's id, as a server of an earlier version made it.
+	inner := cfg.Root + "kv/shared/y/"
+	if _, err := cli.Put(ctx, inner+"sys/store-id", "inner"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, cfg.Root+"sys/store-id", "made-by-an-earlier-version"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	cfg.RequestTimeout = 300 * time.Millisecond
+	s, err := store.Open(ctx, cfg)
+	if err == nil {
+		s.Close()
+		t.Fatalf("a store with a store at %s inside its keys opened (the look took %s of a request's %s)", inner, time.Since(start), cfg.RequestTimeout)
+	}
+	if !strings.Contains(err.Error(), inner) {
+		t.Errorf("error %q does not name %s", err, inner)
+	}
+}

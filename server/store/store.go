@@ -445,10 +445,8 @@ func (s *Store) checkRoot(ctx context.Context, wait time.Duration) (refusal, err
 	inner := ""
 	if err == nil && outer == "" && !looked {
 		// etcd answered: the look below, which may read the name of every key under kv/ (once
-		// in the store's life), has a request's time rather than startWait's.
-		bctx, cancel := s.opCtx(ctx)
-		inner, err = s.storeBelow(bctx, made)
-		cancel()
+		// in the store's life), has a request's time for each page rather than startWait's.
+		inner, err = s.storeBelow(ctx, made)
 	}
 	switch {
 	case outer != "":
@@ -778,9 +776,10 @@ func (s *Store) storeAbove(ctx context.Context) (string, error) {
 const belowCheckedKey = "below-checked"
 
 // belowPage is how many key names storeBelow reads at a time: keys-only reads are answered from
-// etcd's index in memory, and each counts the keys after its page there too, so that fewer,
-// larger pages cost less than many small ones (a page is at most about 5 MiB of names).
-const belowPage = 10_000
+// etcd's index in memory (etcd 3.7; an earlier one reads each key's record from its database),
+// and each counts the keys after its page there too, so that fewer, larger pages cost less than
+// many small ones (a page is at most about 5 MiB of names). A variable for tests.
+var belowPage int64 = 10_000
 
 // lookedBelow returns the creation revision of this store's id (0 while it has none), and
 // whether storeBelow found no store under its keys at an earlier start (see belowCheckedKey).
@@ -810,11 +809,18 @@ func (s *Store) storeBelow(ctx context.Context, made int64) (string, error) {
 	// Each page at the revision of its read: the keys created before this store's id are not
 	// made again, and a read at an older revision could find it compacted.
 	from, end := s.kvRoot, clientv3.GetPrefixRangeEnd(s.kvRoot)
+	// Each page has a request's time: all of them in one, a store of more keys than that time
+	// reads (an earlier version's, at its first start after the upgrade) never started on an
+	// embedded etcd, and on an external one started as if etcd were away, without the look.
 	for {
-		page, err := s.cli.Get(ctx, from, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(belowPage))
+		pctx, cancel := s.opCtx(ctx)
+		page, err := s.cli.Get(pctx, from, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(belowPage))
 		if err != nil {
-			return "", s.etcdErr(ctx, "look for a store inside the root's keys", err)
+			err = s.etcdErr(pctx, "look for a store inside the root's keys", err)
+			cancel()
+			return "", err
 		}
+		cancel()
 		for _, kv := range page.Kvs {
 			if made > 0 && kv.CreateRevision >= made {
 				continue
@@ -833,7 +839,10 @@ func (s *Store) storeBelow(ctx context.Context, made int64) (string, error) {
 		// gets one: the look is recorded at a start that finds the id made. A record not
 		// written (etcd out of space refuses writes, not reads) only has the next start look
 		// again.
-		if _, err := s.cli.Put(ctx, s.sysRoot+belowCheckedKey, strconv.FormatInt(made, 10)); err != nil {
+		pctx, cancel := s.opCtx(ctx)
+		_, err := s.cli.Put(pctx, s.sysRoot+belowCheckedKey, strconv.FormatInt(made, 10))
+		cancel()
+		if err != nil {
 			s.log.Debug("record the look for a store inside the root's keys", "error", err)
 		}
 	}
