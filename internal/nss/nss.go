@@ -15,6 +15,7 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -34,6 +35,12 @@ func findGetent() string {
 
 // getentTimeout bounds how long a name service (an unreachable LDAP server) may take to answer.
 var getentTimeout = 10 * time.Second
+
+// silent is when (Unix nanoseconds) getent last gave no answer within getentTimeout: the
+// lookups within getentTimeout after it fail at once. Asked again, a name service that does
+// not answer (LDAP away) held an agent's start 10 s a name, those of 30 templates ten minutes,
+// before it refused the config it would refuse anyway.
+var silent atomic.Int64
 
 // ErrNotFound says that neither os/user nor getent knows the name.
 var ErrNotFound = errors.New("not found")
@@ -78,6 +85,9 @@ func getent(name string, group bool) (int, error) {
 	if group {
 		db = "group"
 	}
+	if since := time.Since(time.Unix(0, silent.Load())); since >= 0 && since < getentTimeout { // (a clock set back is not a pause)
+		return -1, fmt.Errorf("getent %s %s: not asked: the name service gave no answer within %s %s ago", db, name, getentTimeout, since.Round(time.Second))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), getentTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, Getent, db, name)
@@ -86,6 +96,7 @@ func getent(name string, group bool) (int, error) {
 	cmd.WaitDelay = time.Second
 	out, err := cmd.Output()
 	if ctx.Err() != nil {
+		silent.Store(time.Now().UnixNano())
 		return -1, fmt.Errorf("getent %s %s: no answer within %s", db, name, getentTimeout)
 	}
 	var exit *exec.ExitError

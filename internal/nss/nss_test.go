@@ -23,7 +23,8 @@ func fakeGetent(t *testing.T, body string) string {
 	}
 	old := Getent
 	Getent = script
-	t.Cleanup(func() { Getent = old })
+	silent.Store(0) // an earlier test's silent name service is not this one's
+	t.Cleanup(func() { Getent = old; silent.Store(0) })
 	return log
 }
 
@@ -113,5 +114,40 @@ func TestLookup_NoGetent(t *testing.T) {
 	t.Cleanup(func() { Getent = old })
 	if _, err := Lookup("ldap-alice-xyz", false); !errors.Is(err, ErrNotFound) {
 		t.Errorf("got %v; want ErrNotFound", err)
+	}
+}
+
+// A name service that did not answer was asked again for every name of a config: an agent's
+// templates each with an owner and a group only LDAP knows, while LDAP was away, held its
+// start (or a reload, or validate) 10 s a name, 30 templates ten minutes, before it refused
+// the config it would refuse anyway. After a lookup that got no answer, the next ones within
+// getentTimeout fail at once, saying so.
+func TestLookup_NameServiceThatDoesNotAnswerIsNotAskedAgainAtOnce(t *testing.T) {
+	log := fakeGetent(t, "sleep 30")
+	old := getentTimeout
+	getentTimeout = 500 * time.Millisecond
+	t.Cleanup(func() { getentTimeout = old })
+	if _, err := Lookup("slow-ldap-a-xyz", false); err == nil || !strings.Contains(err.Error(), "no answer within") {
+		t.Fatalf("got %v; want a timeout", err)
+	}
+	start := time.Now()
+	for _, name := range []string{"slow-ldap-b-xyz", "slow-ldap-c-xyz"} {
+		if _, err := Lookup(name, true); err == nil || errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "no answer") {
+			t.Errorf("%s: %v; want the name service's silence", name, err)
+		}
+	}
+	if d := time.Since(start); d > getentTimeout/2 {
+		t.Errorf("the names after a lookup that got no answer took %s", d)
+	}
+	if c := calls(t, log); c != "passwd slow-ldap-a-xyz\n" {
+		t.Errorf("getent calls: %q; want the first name's alone", c)
+	}
+	// Once that time has passed, it is asked again.
+	time.Sleep(getentTimeout)
+	if err := os.WriteFile(Getent, []byte("#!/bin/sh\necho 'back-xyz:*:4242:4242::/:/bin/sh'\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if id, err := Lookup("back-xyz", false); err != nil || id != 4242 {
+		t.Errorf("after the pause: %d, %v; want 4242", id, err)
 	}
 }
