@@ -580,13 +580,33 @@ func (c *ctConversion) shareCommands() {
 		if !slices.ContainsFunc(ids, func(i int) bool { return c.tmpls[i].Command != c.tmpls[ids[0]].Command }) {
 			continue // one template, or one env for all: already one command
 		}
-		var b strings.Builder
-		b.WriteString(`case " $SHOELACE_DESTINATIONS " in`)
 		var dests []string
 		for _, i := range ids {
-			set := strings.TrimSuffix(c.tmpls[i].Command[:len(c.tmpls[i].Command)-len(cmd)], "; ")
-			fmt.Fprintf(&b, " *%s*) %s;;", shellQuote(" "+c.tmpls[i].Destination+" "), cmp.Or(set, ":"))
 			dests = append(dests, c.tmpls[i].Destination)
+		}
+		var b strings.Builder
+		holders := destinationHolders(dests)
+		if len(holders) == 0 {
+			b.WriteString(`case " $SHOELACE_DESTINATIONS " in`)
+		} else {
+			// $SHOELACE_DESTINATIONS joins them with spaces: " /a " is in " /a b " too. Each
+			// destination that holds another so is taken out, longest first, and a flag (y or
+			// n, one a holder, in the order taken) put before what is left says whether it was
+			// there.
+			b.WriteString(`_shoelace_d=" $SHOELACE_DESTINATIONS " _shoelace_f=;`)
+			for _, h := range holders {
+				q := shellQuote(" " + h + " ")
+				fmt.Fprintf(&b, " case $_shoelace_d in *%s*) _shoelace_f=${_shoelace_f}y _shoelace_d=${_shoelace_d%%%%%s*}' '${_shoelace_d#*%s};; *) _shoelace_f=${_shoelace_f}n;; esac;", q, q, q)
+			}
+			b.WriteString(` case $_shoelace_f$_shoelace_d in`)
+		}
+		for _, i := range ids {
+			set := strings.TrimSuffix(c.tmpls[i].Command[:len(c.tmpls[i].Command)-len(cmd)], "; ")
+			pattern := "*" + shellQuote(" "+c.tmpls[i].Destination+" ") + "*"
+			if k := slices.Index(holders, c.tmpls[i].Destination); k >= 0 {
+				pattern = strings.Repeat("?", k) + "y*"
+			}
+			fmt.Fprintf(&b, " %s) %s;;", pattern, cmp.Or(set, ":"))
 		}
 		b.WriteString(" esac; " + cmd)
 		for _, i := range ids {
@@ -595,6 +615,20 @@ func (c *ctConversion) shareCommands() {
 		c.notes = append(c.notes, fmt.Sprintf("the templates of %s share the command %q with different exec env: consul-template runs it once when several of them change, with the env of the first of them (in its configuration's order) that changed; the converted command is one, run once, and exports that env as $SHOELACE_DESTINATIONS names the files it runs for",
 			strings.Join(dests, ", "), cmd))
 	}
+}
+
+// destinationHolders are the destinations of dests that hold another of them with spaces
+// around it ("/a b" holds "/a"), longest first: in $SHOELACE_DESTINATIONS, which joins them with
+// spaces, the other is found where the holder alone is.
+func destinationHolders(dests []string) []string {
+	var out []string
+	for _, h := range dests {
+		if slices.ContainsFunc(dests, func(d string) bool { return d != h && strings.Contains(" "+h+" ", " "+d+" ") }) && !slices.Contains(out, h) {
+			out = append(out, h)
+		}
+	}
+	slices.SortStableFunc(out, func(x, y string) int { return len(y) - len(x) })
+	return out
 }
 
 // allowFile sets allow_file on the templates that call file: consul-template's file reads local

@@ -1266,3 +1266,48 @@ template {
 		t.Errorf("no note on the shared command:\n%s", stderr.String())
 	}
 }
+
+// The shared command chose a template's env when " DEST " was in " $SHOELACE_DESTINATIONS ",
+// which the destinations join with spaces: /etc/app/b was found in "/etc/app/b c.conf" too, and
+// when only that file changed, the command ran with /etc/app/b's env, where consul-template
+// uses the env of the one that changed. A destination that holds another, spaces around it,
+// is taken out of the list before the other is looked for.
+func TestConvertConsulTemplate_SharedCommandDestinationsWithSpaces(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("consul-template's commands converted for /bin/sh")
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, "cmds")
+	conf := filepath.Join(dir, "ct.hcl")
+	cmd := `echo \"app=$APP_ENV\" >> ` + out
+	var b strings.Builder
+	for _, d := range []struct{ dest, env string }{
+		{"/etc/app/b", "b"}, {"/etc/app/b c.conf", "bc"}, {"/etc/app/b c.conf d", "bcd"}, {"/etc/app/x", "x"},
+	} {
+		fmt.Fprintf(&b, "template {\n  contents = \"x\"\n  destination = %q\n  exec {\n    command = %q\n    env { custom = [\"APP_ENV=%s\"] }\n  }\n}\n", d.dest, strings.ReplaceAll(cmd, `\"`, `"`), d.env)
+	}
+	writeFile(t, conf, b.String())
+	cfg, stdout, _ := convertCT(t, conf)
+	ts := cfg.Templates
+	if len(ts) != 4 || ts[0].Command != ts[3].Command {
+		t.Fatalf("the templates sharing a command got different ones:\n%s", stdout.String())
+	}
+	for _, c := range []struct{ changed, want string }{
+		{"/etc/app/b c.conf", "app=bc"},
+		{"/etc/app/b c.conf d", "app=bcd"},
+		{"/etc/app/b c.conf /etc/app/x", "app=bc"},
+		{"/etc/app/x /etc/app/b c.conf d", "app=bcd"},
+		{"/etc/app/b /etc/app/b c.conf", "app=b"},
+		{"/etc/app/b c.conf /etc/app/b c.conf d", "app=bc"},
+		{"/etc/app/x", "app=x"},
+		{"/etc/app/b", "app=b"},
+	} {
+		os.Remove(out)
+		if _, err := agent.RunCommand(context.Background(), ts[0].Command, time.Minute, []string{"SHOELACE_DESTINATIONS=" + c.changed}); err != nil {
+			t.Fatalf("the converted command %q: %v", ts[0].Command, err)
+		}
+		if got, _ := os.ReadFile(out); string(got) != c.want+"\n" {
+			t.Errorf("changed %s: the command wrote %q, want consul-template's %q", c.changed, got, c.want+"\n")
+		}
+	}
+}
