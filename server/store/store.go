@@ -382,27 +382,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		wait = min(wait, startWait)
 	}
 	cctx := context.WithValue(ctx, rootCheckKey{}, true)
-	refusal, err := s.checkRoot(cctx, wait)
+	refusal, lookAgain, err := s.checkRoot(cctx, wait)
+	if err == nil && refusal == nil {
+		s.rootChecked.Store(true)
+		refusal, err = s.ensureIDChecked(ctx, wait, lookAgain)
+	}
 	if refusal != nil {
 		s.Close()
 		return nil, refusal
-	}
-	if err == nil {
-		s.rootChecked.Store(true)
-		idCtx, cancel := context.WithTimeout(ctx, wait)
-		_, err = s.EnsureID(idCtx)
-		cancel()
-		if err == nil && !looked && made == 0 {
-			// The id made now, the look is recorded at this start: a later one would read
-			// again every key the store's writers put under kv/ meanwhile, as many and as large
-			// as the store holds. The keys created before the id are those just looked at (kv/
-			// of a new root is empty but for what another program put there).
-			inner, err = s.lookBelowAgain(ctx)
-			if inner != "" {
-				s.Close()
-				return nil, fmt.Errorf("open store: --root %s holds in its keys (under its kv/) the Shoelace store at root %s, made before it: this store's writers could write that one's tokens and records; choose a root outside it", cfg.Root, inner)
-			}
-		}
 	}
 	if err != nil {
 		if s.embed != nil || ctx.Err() != nil {
@@ -433,7 +420,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 // its keys hold another store made before it: see storeAbove and storeBelow), nil when neither,
 // and err when etcd could not say. ctx must carry rootCheckKey (see gateUnary); wait bounds
 // the reads of the store's id and of the record of an earlier look below.
-func (s *Store) checkRoot(ctx context.Context, wait time.Duration) (refusal, err error) {
+func (s *Store) checkRoot(ctx context.Context, wait time.Duration) (refusal error, lookAgain bool, err error) {
 	idCtx, cancel := context.WithTimeout(ctx, wait)
 	outer, err := s.storeAbove(idCtx)
 	var made int64
@@ -450,9 +437,34 @@ func (s *Store) checkRoot(ctx context.Context, wait time.Duration) (refusal, err
 	}
 	switch {
 	case outer != "":
-		return fmt.Errorf("open store: --root %s lies inside the keys of the Shoelace store at root %s (under its kv/): that store's writers could write this one's tokens and records; choose a root outside it", s.cfg.Root, outer), nil
+		return fmt.Errorf("open store: --root %s lies inside the keys of the Shoelace store at root %s (under its kv/): that store's writers could write this one's tokens and records; choose a root outside it", s.cfg.Root, outer), false, nil
 	case inner != "":
-		return fmt.Errorf("open store: --root %s holds in its keys (under its kv/) the Shoelace store at root %s, made before it: this store's writers could write that one's tokens and records; choose a root outside it", s.cfg.Root, inner), nil
+		return s.holdsInner(inner), false, nil
+	}
+	// Without an id yet (made 0), the look is recorded once the id is made (lookAgain).
+	return nil, err == nil && !looked && made == 0, err
+}
+
+// holdsInner is the refusal of a root that holds the store at root inner in its keys.
+func (s *Store) holdsInner(inner string) error {
+	return fmt.Errorf("open store: --root %s holds in its keys (under its kv/) the Shoelace store at root %s, made before it: this store's writers could write that one's tokens and records; choose a root outside it", s.cfg.Root, inner)
+}
+
+// ensureIDChecked is EnsureID after checkRoot, which recorded no look below the root when the
+// store had no id yet (lookAgain): the id made now, the look is recorded at this start, or a
+// later one would read again every key the store's writers put under kv/ meanwhile, as many
+// and as large as the store holds. The keys created before the id are those checkRoot just
+// looked at (kv/ of a new root is empty but for what another program put there).
+func (s *Store) ensureIDChecked(ctx context.Context, wait time.Duration, lookAgain bool) (refusal error, err error) {
+	idCtx, cancel := context.WithTimeout(ctx, wait)
+	_, err = s.EnsureID(idCtx)
+	cancel()
+	if err != nil || !lookAgain {
+		return nil, err
+	}
+	inner, err := s.lookBelowAgain(ctx)
+	if inner != "" {
+		return s.holdsInner(inner), nil
 	}
 	return nil, err
 }
@@ -611,27 +623,27 @@ func (s *Store) loadIDLoop() {
 		// reaches the store (see gateUnary), and a refusal ends the store as it would have
 		// ended Open.
 		ctx, cancel := context.WithTimeout(context.WithValue(s.ctx, rootCheckKey{}, true), s.cfg.RequestTimeout)
-		var id string
 		var err error
+		var refusal error
+		lookAgain := false
 		if !s.rootChecked.Load() {
-			var refusal error
-			if refusal, err = s.checkRoot(ctx, s.cfg.RequestTimeout); refusal != nil {
-				cancel()
-				s.rootRefusal = refusal
-				close(s.refused)
-				s.log.Error("the store's root is refused now that etcd answers; the server exits", "error", refusal.Error())
-				return
-			}
-			if err == nil {
+			if refusal, lookAgain, err = s.checkRoot(ctx, s.cfg.RequestTimeout); err == nil && refusal == nil {
 				s.rootChecked.Store(true)
 			}
 		}
-		if err == nil {
-			id, err = s.EnsureID(ctx)
+		if err == nil && refusal == nil {
+			refusal, err = s.ensureIDChecked(ctx, s.cfg.RequestTimeout, lookAgain)
 		}
 		cancel()
+		if refusal != nil {
+			s.rootChecked.Store(false)
+			s.rootRefusal = refusal
+			close(s.refused)
+			s.log.Error("the store's root is refused now that etcd answers; the server exits", "error", refusal.Error())
+			return
+		}
 		if err == nil {
-			s.log.Info("etcd reachable", "store", id)
+			s.log.Info("etcd reachable", "store", s.ID())
 			return
 		}
 		wait = min(2*wait, time.Second)
