@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -88,5 +91,59 @@ func TestRollback_ChangesOverEtcdsLimitRefusedWhole(t *testing.T) {
 	}
 	if m := len(f.history("/v1/appliances/huge/releases").Releases); m != n {
 		t.Fatalf("%d releases after the refused rollback, %d before", m, n)
+	}
+}
+
+// The console's rollback of a tree larger than one apply body (nine values of 950 KB, 8.5 MB)
+// was refused, 413 body_too_large, where the CLI's restores it: the console sent the tree as an
+// apply body. It now sends a tree over 1 MiB as the CLI does, without a body, the server reading
+// the tree at R itself: the tree is restored whole, as a release of kind rollback with source
+// console, guarded by the cas of its confirmation. On a replica with a single slot of reads of
+// a past revision, too: the console gives its slot back before the apply takes one.
+func TestUI_RollbackOfATreeLargerThanAnApplyBody(t *testing.T) {
+	f := newFixture(t)
+	f.s.historyReads = make(chan struct{}, 1) // before any request: none has taken a slot
+	tree := map[string]string{}
+	for i := range 9 {
+		k, v := fmt.Sprintf("conf/part%d", i), strings.Repeat(fmt.Sprint(i), 950_000)
+		f.put("appliances/big/"+k, v)
+		tree[k] = v
+	}
+	rev := f.put("appliances/big/small", "1")
+	tree["small"] = "1"
+	f.put("appliances/big/conf/part3", "changed")
+	f.put("appliances/big/small", "2")
+	f.put("appliances/big/new", "x")
+
+	b := newUIBrowser(t, f.srv.URL, nil)
+	tok := b.signIn(f.token)
+	confirm := b.post("/ui/appliances/big/rollback", url.Values{"csrf": {tok}, "to": {strconv.FormatInt(rev, 10)}})
+	mustStatus(t, confirm, http.StatusOK)
+	for _, want := range []string{"conf/part3", "changed", "new", "Roll back"} {
+		if !strings.Contains(string(confirm.body), want) {
+			t.Fatalf("the confirmation does not show %q: %.2000s", want, confirm.body)
+		}
+	}
+	form := hiddenFields(confirm.body)
+	form.Set("message", "back to the big tree")
+	mustStatus(t, b.post("/ui/appliances/big/rollback", form), http.StatusSeeOther)
+	var v api.View
+	f.must(f.do("GET", "/v1/appliances/big", ""), 200, &v)
+	if !maps.Equal(v.Keys, tree) {
+		t.Fatalf("after the rollback the appliance has %d keys, not the %d of revision %d", len(v.Keys), len(tree), rev)
+	}
+	rels := f.history("/v1/appliances/big/releases")
+	if r := rels.Releases[0]; r.Kind != api.KindRollback || r.Source != "console" || r.RollbackTo != rev || !strings.Contains(r.Message, "back to the big tree") {
+		t.Fatalf("the rollback's release: %+v", r)
+	}
+	// The same confirmation again: the appliance changed since (the rollback), so its cas is
+	// refused and nothing is written.
+	r := b.post("/ui/appliances/big/rollback", form)
+	mustStatus(t, r, http.StatusConflict)
+	if n := len(f.history("/v1/appliances/big/releases").Releases); n != len(rels.Releases) {
+		t.Fatalf("%d releases after the refused rollback, %d before", n, len(rels.Releases))
+	}
+	if len(f.s.historyReads) != 0 {
+		t.Fatalf("%d slots of reads of a past revision still held", len(f.s.historyReads))
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -1172,7 +1173,10 @@ func (s *Server) uiMaintenanceWarning() string {
 
 // uiRollback confirms, then writes, the rollback of an appliance to the state of a revision, as
 // `shoelace appliance rollback --to` does: its own keys as they were at that revision, applied
-// with the rollback header and cas at the revision the confirmation read.
+// with the rollback header and cas at the revision the confirmation read. A tree whose apply
+// body would be over uiRollbackBodyBytes is applied as the CLI applies it, without a body: the
+// API's handler reads the tree at the revision itself (a tree made of single puts may be larger
+// than an apply body may be, and sent as one it was refused, 413, where the CLI restored it).
 func (s *Server) uiRollback(w http.ResponseWriter, r *http.Request, c *uiCtx) error {
 	name, err := uiName(r, c.p)
 	if err != nil {
@@ -1193,6 +1197,9 @@ func (s *Server) uiRollback(w http.ResponseWriter, r *http.Request, c *uiCtx) er
 	if err != nil {
 		return err
 	}
+	// Given back before the apply, which reads a tree without a body in a slot of its own: two
+	// held at once by each of as many rollbacks as there are slots would wait for each other.
+	done = sync.OnceFunc(done)
 	defer done()
 	keys, cur, err := s.uiAt(ctx, c.p, name, to)
 	if err != nil {
@@ -1221,10 +1228,12 @@ func (s *Server) uiRollback(w http.ResponseWriter, r *http.Request, c *uiCtx) er
 	if _, err := strconv.ParseInt(cas, 10, 64); err != nil {
 		return api.Errorf(api.CodeInvalidRequest, "form field cas must be a revision, not %s", shorten(cas))
 	}
-	body, err := s.uiApplyBody(keys)
+	body, err := uiRollbackBody(keys)
 	if err != nil {
 		return err
 	}
+	keys = nil // not held while the apply reads the tree again (body nil) or decodes the body
+	done()
 	hdr := http.Header{"Content-Type": {"application/json"}, api.HeaderRollback: {strconv.FormatInt(to, 10)}}
 	rec, err := s.uiCall(r, s.handlePutAppliance, http.MethodPut, map[string]string{"name": name}, url.Values{"cas": {cas}}, body, hdr, f.Get("message"))
 	if errors.Is(err, api.ErrConflict) {
@@ -1237,22 +1246,22 @@ func (s *Server) uiRollback(w http.ResponseWriter, r *http.Request, c *uiCtx) er
 	return nil
 }
 
-// uiApplyBody is the apply body of keys, as json.Marshal(api.Apply{Keys: keys}) makes it, and
-// refused as the API refuses an apply body over its limit as soon as it passes it: a tree made
-// of single puts may be far larger than an apply carries, and encoded whole first it was held
-// as up to six times its values of JSON (control characters) before the API's handler refused
-// it at its limit (eight rollbacks at once of a 9.5 MB tree: 337–506 MiB of heap).
-func (s *Server) uiApplyBody(keys map[string]string) ([]byte, error) {
-	limit := s.cfg.maxBodyBytes()
-	tooLarge := func() error {
-		return api.Errorf(api.CodeBodyTooLarge, "apply body is over the limit of %s", s.cfg.bodyLimit())
-	}
-	raw := int64(0)
+// uiRollbackBodyBytes is the largest apply body a console rollback sends, as the CLI's (its
+// rollbackBodyBytes): the tree of one whose body would be larger is read by the API's handler.
+const uiRollbackBodyBytes = 1 << 20
+
+// uiRollbackBody is the apply body of keys, as json.Marshal(api.Apply{Keys: keys}) makes it, or
+// nil when it would be over uiRollbackBodyBytes, as soon as it passes it: a tree made of single
+// puts may be far larger than an apply carries, and encoded whole first it was held as up to six
+// times its values of JSON (control characters) before the API's handler refused it at its limit
+// (eight rollbacks at once of a 9.5 MB tree: 337–506 MiB of heap).
+func uiRollbackBody(keys map[string]string) ([]byte, error) {
+	raw := 0
 	for k, v := range keys {
-		raw += int64(len(k) + len(v)) // a string's JSON is never shorter than the string
+		raw += len(k) + len(v) // a string's JSON is never shorter than the string
 	}
-	if raw > limit {
-		return nil, tooLarge()
+	if raw > uiRollbackBodyBytes {
+		return nil, nil
 	}
 	var buf bytes.Buffer
 	buf.WriteString(`{"keys":{`)
@@ -1271,13 +1280,13 @@ func (s *Server) uiApplyBody(keys map[string]string) ([]byte, error) {
 		buf.Write(kb)
 		buf.WriteByte(':')
 		buf.Write(vb)
-		if int64(buf.Len()) > limit {
-			return nil, tooLarge()
+		if buf.Len() > uiRollbackBodyBytes {
+			return nil, nil
 		}
 	}
 	buf.WriteString("}}")
-	if int64(buf.Len()) > limit {
-		return nil, tooLarge()
+	if buf.Len() > uiRollbackBodyBytes {
+		return nil, nil
 	}
 	return buf.Bytes(), nil
 }
