@@ -624,10 +624,6 @@ func treeOf(name string, kvs []api.KV) map[string]string {
 	return tree
 }
 
-// applyTree makes appliance name's own keys keys (guarded on cas, as Store.ApplyTree) as a
-// release of kind, and sets the answer's index: the write's revision, or for a tree that was
-// already in place the revision its agents report once they have the view (a deletion in it
-// after its keys' newest mod_revision is known to the hub only).
 // rollbackNotAhead refuses a rollback to a revision ahead of the store: a release naming a
 // revision the store never had would say it restored a state that never was (the cas of an
 // apply ahead of the store is refused alike).
@@ -680,6 +676,10 @@ func (s *Server) rollbackTree(ctx context.Context, r *http.Request, name string,
 	return keys, nil
 }
 
+// applyTree makes appliance name's own keys keys (guarded on cas, as Store.ApplyTree) as a
+// release of kind, and sets the answer's index: the write's revision, or for a tree that was
+// already in place the revision its agents report once they have the view (a deletion in it
+// after its keys' newest mod_revision is known to the hub only).
 func (s *Server) applyTree(ctx context.Context, w http.ResponseWriter, r *http.Request, kind, name string, rollbackTo int64, keys map[string]string, cas int64) (store.Applied, int64, error) {
 	res, err := s.st.ApplyTree(s.releaseCtx(ctx, r, kind, name, rollbackTo), name, keys, cas)
 	rev := res.Revision
