@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"maps"
@@ -440,9 +441,11 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		// that differ, fits etcd's limits.
 		rctx, rcancel := s.opCtx(r)
 		defer rcancel()
-		if keys, err = s.rollbackTree(rctx, r, name, rollbackTo); err != nil {
+		var release func()
+		if keys, release, err = s.rollbackTree(rctx, r, name, rollbackTo); err != nil {
 			return err
 		}
+		defer release()
 	} else {
 		media := mediaType(r)
 		limit := s.cfg.maxBodyBytes()
@@ -645,35 +648,75 @@ func (s *Server) rollbackNotAhead(ctx context.Context, rollbackTo int64) error {
 // slots of reads of a past revision. The apply of it puts only the keys that differ from the
 // live tree, in one transaction: its size is that of the change, not of the tree, and a change
 // over etcd's limits is refused whole (413, nothing written).
-func (s *Server) rollbackTree(ctx context.Context, r *http.Request, name string, rollbackTo int64) (map[string]string, error) {
+//
+// The tree is held until the apply is done, and its bytes count against the replica's
+// bodyBudget, as an apply body's do: read whole, a tree of ten thousand values of a MiB (or
+// several rollbacks of large trees at once) took the replica's memory, where GET …/at/R reads
+// it a page at a time. release gives its share back; a tree larger than the whole budget
+// cannot be rolled back in one transaction here (413, nothing written).
+func (s *Server) rollbackTree(ctx context.Context, r *http.Request, name string, rollbackTo int64) (keys map[string]string, release func(), err error) {
 	if err := principalOf(r).mayRead(api.ApplianceRoot(name)); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := s.rollbackNotAhead(ctx, rollbackTo); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := s.lostRevision(ctx, rollbackTo, "its keys then cannot be restored (a rollback to the snapshot's revision restores what the store holds of that time)"); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	done, err := s.historySlot(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer done()
-	keys, _, err := s.applianceAtKeys(ctx, name, rollbackTo)
+	var held int64
+	release = func() {
+		if held > 0 {
+			s.bodyBudget.sem.Release(held)
+			held = 0
+		}
+	}
+	keys = map[string]string{}
+	add := func(kvs []api.KV) error {
+		if len(keys)+len(kvs) > s.cfg.MaxTxnOps {
+			return api.Errorf(api.CodeTooLarge, "rollback of appliance %q: its tree at revision %d has more than the %d keys an apply may have: it cannot be restored in one transaction, and a rollback is one; nothing was written",
+				name, rollbackTo, s.cfg.MaxTxnOps)
+		}
+		var n int64
+		for _, kv := range kvs {
+			n += int64(len(kv.Key) + len(kv.Value))
+		}
+		if err := s.bodyBudget.hold(ctx, &held, n, func() string {
+			return fmt.Sprintf("rollback of appliance %q: its tree at revision %d is larger than the %d bytes a replica holds of apply bodies at once: it cannot be restored in one transaction here, and a rollback is one; nothing was written", name, rollbackTo, s.bodyBudget.size())
+		}); err != nil {
+			return err
+		}
+		for _, kv := range kvs {
+			keys[kv.Key] = kv.Value
+		}
+		return nil
+	}
+	_, err = s.st.ApplianceAtPaged(ctx, name, rollbackTo, func(kvs []api.KV, _ int64, _ bool) error { return add(kvs) })
+	if err != nil && api.AsError(err).Code == api.CodeCompacted {
+		var old map[string]string
+		if old, _, err = s.applianceFromReleases(ctx, name, rollbackTo); err == nil {
+			kvs := make([]api.KV, 0, len(old))
+			for k, v := range old {
+				kvs = append(kvs, api.KV{Key: k, Value: v})
+			}
+			err = add(kvs)
+		}
+	}
 	if err != nil {
+		release()
 		if code := api.AsError(err).Code; code == api.CodeNotFound || code == api.CodeCompacted {
 			if uerr := s.applianceUnknown(ctx, name, nil); uerr != nil {
-				return nil, uerr
+				return nil, nil, uerr
 			}
 		}
-		return nil, err
+		return nil, nil, err
 	}
-	if len(keys) > s.cfg.MaxTxnOps {
-		return nil, api.Errorf(api.CodeTooLarge, "rollback of appliance %q: its tree at revision %d has %d keys, more than the %d an apply may have: it cannot be restored in one transaction, and a rollback is one; nothing was written",
-			name, rollbackTo, len(keys), s.cfg.MaxTxnOps)
-	}
-	return keys, nil
+	return keys, release, nil
 }
 
 // applyTree makes appliance name's own keys keys (guarded on cas, as Store.ApplyTree) as a

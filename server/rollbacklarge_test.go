@@ -147,3 +147,62 @@ func TestUI_RollbackOfATreeLargerThanAnApplyBody(t *testing.T) {
 		t.Fatalf("%d slots of reads of a past revision still held", len(f.s.historyReads))
 	}
 }
+
+// A rollback without a body holds the tree at R until its apply is done: read whole (up to ten
+// thousand values of a MiB), a tree, or several at once, took the replica's memory, where
+// GET …/at/R reads it a page at a time. Its bytes now count against the replica's budget of
+// large bodies, as an apply body's do, and are given back after the apply; a tree over the
+// whole budget is refused whole (413 too_large), nothing written.
+func TestRollback_TreeHeldWithinTheBodyBudget(t *testing.T) {
+	f := newFixture(t)
+	f.s.bodyBudget = newBodyBudget(2 << 20) // before any request: a budget of 8 × 2 MiB
+	for i := range 3 {
+		f.put(fmt.Sprintf("appliances/held/part%d", i), strings.Repeat("a", 900_000))
+	}
+	small := f.put("appliances/held/small", "1")
+	for i := range 17 {
+		f.put(fmt.Sprintf("appliances/held/more%d", i), strings.Repeat("b", 900_000))
+	}
+	large := f.put("appliances/held/small", "2")
+	f.put("appliances/held/small", "3")
+	before := len(f.history("/v1/appliances/held/releases").Releases)
+
+	rollback := func(to int64) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest("PUT", f.srv.URL+"/v1/appliances/held", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+f.token)
+		req.Header.Set(api.HeaderRollback, strconv.FormatInt(to, 10))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	// 20 values of 900 KB (18 MB) are over the budget's 16 MiB: refused, nothing written.
+	if resp := rollback(large); resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("rollback of an 18 MB tree within a 16 MiB budget: %s, want 413", resp.Status)
+	}
+	var v api.View
+	f.must(f.do("GET", "/v1/appliances/held", ""), 200, &v)
+	if v.Keys["small"] != "3" || len(f.history("/v1/appliances/held/releases").Releases) != before {
+		t.Fatalf("the refused rollback wrote: small=%q", v.Keys["small"])
+	}
+	// 3 values (2.7 MB) fit: restored (read by key: the view follows a write of 15 MB of
+	// deletes a moment later), and its share given back.
+	if resp := rollback(small); resp.StatusCode != http.StatusOK {
+		t.Fatalf("rollback of a 2.7 MB tree: %s", resp.Status)
+	}
+	var kv api.KV
+	f.must(f.do("GET", "/v1/kv/appliances/held/small", ""), 200, &kv)
+	if kv.Value != "1" || f.do("GET", "/v1/kv/appliances/held/more0", "").StatusCode != http.StatusNotFound {
+		t.Fatalf("after the rollback: small=%q, more0 still there or not 404", kv.Value)
+	}
+	if !f.s.bodyBudget.sem.TryAcquire(f.s.bodyBudget.size()) {
+		t.Fatal("the rollbacks' shares of the body budget were not given back")
+	}
+	f.s.bodyBudget.sem.Release(f.s.bodyBudget.size())
+}

@@ -75,6 +75,30 @@ func newBodyBudget(max int64) *bodyBudget {
 	return &bodyBudget{sem: semaphore.NewWeighted(bodiesAtOnce * max), max: max, wait: yamlParseWait}
 }
 
+// size is the budget's whole: the most bytes of bodies (and of rollbacks' trees) held at once.
+func (b *bodyBudget) size() int64 { return bodiesAtOnce * b.max }
+
+// hold adds n bytes to *held, a share of the budget that its caller gives back (sem.Release)
+// once done, waiting at most the budget's wait for them: a share over the whole budget is
+// refused (413, tooLarge's message), one the budget cannot give in time is 503 to retry.
+func (b *bodyBudget) hold(ctx context.Context, held *int64, n int64, tooLarge func() string) error {
+	if *held+n > b.size() {
+		return api.Errorf(api.CodeTooLarge, "%s", tooLarge())
+	}
+	if n <= 0 {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, b.wait)
+	defer cancel()
+	if err := b.sem.Acquire(wctx, n); err != nil {
+		e := api.Errorf(api.CodeUnavailable, "this replica is reading other large bodies or trees (up to %d bytes at once); nothing was written: retry", b.size())
+		e.RetryAfter = 1
+		return e
+	}
+	*held += n
+	return nil
+}
+
 // bodyShareKey marks the context of a request whose share of the bodyBudget is taken: the
 // console's form, whose handler writes its value through the API's (which must not wait for a
 // second share, in vain when the forms on their way hold the whole budget).
