@@ -22,14 +22,17 @@ func snapshotCommand(e *cliEnv) *cli.Command {
 	return &cli.Command{
 		Name:      "snapshot",
 		Usage:     "save an etcd snapshot of the store, or restore one into a new data dir",
-		UsageText: "shoelace snapshot save FILE | shoelace snapshot restore FILE --data-dir DIR",
+		UsageText: "shoelace snapshot save FILE | shoelace snapshot restore FILE --data-dir DIR | shoelace snapshot restored FILE --etcd-endpoints URLS",
 		Description: `"snapshot save" asks the server for an etcd snapshot of the whole store (an admin token);
-"snapshot restore" makes a new embedded store from one, for a server started on its data dir.
+"snapshot restore" makes a new embedded store from one, for a server started on its data dir;
+"snapshot restored" records, on an external etcd cluster that etcdutl restored from one, what
+"snapshot restore" records on the store it makes.
 Run "shoelace snapshot COMMAND --help" for each command's flags.
 
 EXAMPLES:
    shoelace snapshot save /var/backups/shoelace.db
-   shoelace snapshot restore /var/backups/shoelace.db --data-dir /var/lib/shoelace-restored`,
+   shoelace snapshot restore /var/backups/shoelace.db --data-dir /var/lib/shoelace-restored
+   shoelace snapshot restored /var/backups/shoelace.db --etcd-endpoints https://etcd1:2379 --etcd-cacert ca.pem`,
 		Subcommands: []*cli.Command{
 			{
 				Name:      "save",
@@ -70,6 +73,37 @@ EXAMPLES:
 					&cli.StringFlag{Name: "log-level", Value: "warn", EnvVars: []string{"SHOELACE_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 				},
 				Action: e.snapshotRestore,
+			},
+			{
+				Name:      "restored",
+				Usage:     "record, on an external etcd cluster restored by etcdutl from FILE, what the restore lost",
+				ArgsUsage: "FILE",
+				UsageText: "shoelace snapshot restored FILE --etcd-endpoints URLS [--etcd-cacert FILE --etcd-cert FILE --etcd-key FILE] [--root PREFIX] [--bump N]",
+				Description: `For an external etcd cluster restored from the snapshot FILE by "etcdutl snapshot restore
+FILE ... --bump-revision N --mark-compacted" (the runbook's procedure), run once the cluster is
+up again and before any Shoelace server is started on it: every server must be stopped.
+etcdutl knows nothing of Shoelace; this does what "shoelace snapshot restore" does for an
+embedded store. It records that the revisions after FILE's, up to FILE's plus N, were lost
+(appliance wait --revision, rollback --to, diff --from and GET .../at/R of one of them then say
+so, rather than count the restored store's agents or restore a state it never had), gives the
+store a new id, so every agent re-reads everything, and drops the records of the replicas that
+shared the snapshot's store. It refuses a cluster whose revision is not past FILE's plus N (not
+restored from FILE with that bump) and one that a Shoelace server serves since the restore (a
+leader's key or a fresh replica record). Run twice, it records once. Prints the store id.
+
+EXAMPLES:
+   shoelace snapshot restored /var/backups/shoelace.db \
+       --etcd-endpoints https://etcd1:2379,https://etcd2:2379 --etcd-cacert ca.pem --etcd-cert client.pem --etcd-key client-key.pem`,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "etcd-endpoints", EnvVars: []string{"SHOELACE_ETCD_ENDPOINTS"}, Usage: "comma-separated `URLS` of the restored etcd cluster"},
+					&cli.StringFlag{Name: "etcd-cacert", EnvVars: []string{"SHOELACE_ETCD_CACERT"}, Usage: "CA `FILE` that verifies the etcd cluster"},
+					&cli.StringFlag{Name: "etcd-cert", EnvVars: []string{"SHOELACE_ETCD_CERT"}, Usage: "client certificate `FILE` for etcd"},
+					&cli.StringFlag{Name: "etcd-key", EnvVars: []string{"SHOELACE_ETCD_KEY"}, Usage: "client key `FILE` for etcd"},
+					&cli.StringFlag{Name: "root", Value: def.Root, EnvVars: []string{"SHOELACE_ROOT"}, Usage: "etcd key `PREFIX` of Shoelace's keys"},
+					&cli.Int64Flag{Name: "bump", Value: store.RestoreRevisionBump, Usage: "etcdutl's --bump-revision `N`"},
+					&cli.StringFlag{Name: "log-level", Value: "warn", EnvVars: []string{"SHOELACE_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
+				},
+				Action: e.snapshotRestored,
 			},
 		},
 	}
@@ -173,6 +207,48 @@ func (e *cliEnv) snapshotRestore(c *cli.Context) error {
 		return printJSON(e.stdout, map[string]string{"store_id": id, "data_dir": dataDir})
 	}
 	_, err = fmt.Fprintf(e.stdout, "restored %s into %s: store id %s\n", a[0], dataDir, id)
+	return err
+}
+
+func (e *cliEnv) snapshotRestored(c *cli.Context) error {
+	a, err := wantArgs(c, 1, 1, "FILE --etcd-endpoints URLS")
+	if err != nil {
+		return err
+	}
+	asJSON, err := jsonOutput(c)
+	if err != nil {
+		return err
+	}
+	endpoints := splitList(e.flagString(c, "etcd-endpoints", "SHOELACE_ETCD_ENDPOINTS", ""))
+	if len(endpoints) == 0 {
+		return usagef("snapshot restored: missing --etcd-endpoints URLS (the restored etcd cluster; for an embedded store, \"shoelace snapshot restore\" records the restore itself)")
+	}
+	if c.Int64("bump") <= 0 {
+		return usagef("snapshot restored: --bump must be etcdutl's --bump-revision, above 0")
+	}
+	level, err := server.ParseLogLevel(e.flagString(c, "log-level", "SHOELACE_LOG_LEVEL", "warn"))
+	if err != nil {
+		return usagef("snapshot restored: %v", err)
+	}
+	if err := checkSnapshotFile(a[0]); err != nil {
+		return fmt.Errorf("snapshot restored: %w", err)
+	}
+	logger := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+	res, err := store.Restored(c.Context, store.RestoredConfig{
+		SnapshotPath: a[0], Endpoints: endpoints, Root: e.flagString(c, "root", "SHOELACE_ROOT", store.DefaultRoot), Bump: c.Int64("bump"), Logger: logger,
+		CACert: e.flagString(c, "etcd-cacert", "SHOELACE_ETCD_CACERT", ""), Cert: e.flagString(c, "etcd-cert", "SHOELACE_ETCD_CERT", ""), Key: e.flagString(c, "etcd-key", "SHOELACE_ETCD_KEY", ""),
+	})
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return printJSON(e.stdout, map[string]any{"store_id": res.ID, "snapshot_revision": res.Lost.Snapshot, "restored_revision": res.Lost.Restored, "already_recorded": res.Already})
+	}
+	if res.Already {
+		_, err = fmt.Fprintf(e.stdout, "the restore of %s was recorded already (revisions %d to %d lost): store id %s\n", a[0], res.Lost.Snapshot+1, res.Lost.Restored, res.ID)
+		return err
+	}
+	_, err = fmt.Fprintf(e.stdout, "recorded the restore of %s (revisions %d to %d lost): store id %s\n", a[0], res.Lost.Snapshot+1, res.Lost.Restored, res.ID)
 	return err
 }
 

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoelace-dev/shoelace/internal/api"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.uber.org/zap/zapcore"
@@ -127,30 +128,197 @@ func Restore(ctx context.Context, cfg RestoreConfig) (string, error) {
 		undo()
 		return "", fmt.Errorf("restore %s: %w; nothing was restored", cfg.SnapshotPath, err)
 	}
-	id, err := s.ResetID(ctx)
+	id, _, err := s.recordRestore(ctx, LostRange{Snapshot: st.Revision, Restored: restored, Time: time.Now().UTC().Truncate(time.Second)})
 	if err != nil {
 		return "", fmt.Errorf("restore: %w", err)
 	}
-	// The writes after the snapshot are not in the restored store, whose revisions go on past
-	// theirs (those of an earlier restore of the snapshot included): recorded, so that a revision of theirs is said to be lost, never found applied.
-	lost := LostRange{Snapshot: st.Revision, Restored: restored, Time: time.Now().UTC().Truncate(time.Second)}
+	return id, nil
+}
+
+// recordRestore records what a restore lost, in a store just restored from a snapshot, as
+// Restore does for an embedded store and Restored for an external cluster that etcdutl
+// restored: the restore's LostRange under RestorePrefix and a new store id, in one transaction,
+// so that a revision of a write after the snapshot is said to be lost rather than found applied,
+// and agents and long-polls re-read everything. The record's key is its Restored revision: a
+// restore already recorded (Restored run twice) writes nothing and returns the store's id, with
+// already true. The records of the replicas that shared the store when the snapshot was taken
+// are dropped: they are not this deployment's, and /v1/status would list them until their
+// records aged out. The restored store's servers announce themselves when they start.
+func (s *Store) recordRestore(ctx context.Context, lost LostRange) (id string, already bool, err error) {
+	key := fmt.Sprintf("%s%020d", RestorePrefix, lost.Restored)
 	data, _ := json.Marshal(lost)
-	if _, err := s.SysPut(ctx, fmt.Sprintf("%s%020d", RestorePrefix, lost.Restored), data, -1); err != nil {
-		return "", fmt.Errorf("restore: record the revisions it lost: %w", err)
+	id = newID()
+	// A mod revision of 0 is a key that does not exist: the record and the id are written
+	// together, or neither when an earlier run wrote the record.
+	_, err = s.SysApply(ctx, []SysGuard{{Key: key, Rev: 0}}, map[string][]byte{storeIDKey: []byte(id), key: data}, nil)
+	switch {
+	case errors.Is(err, api.ErrConflict):
+		already = true
+		recs, _, err := s.SysList(ctx, storeIDKey)
+		if err != nil {
+			return "", false, err
+		}
+		id = string(recs[storeIDKey])
+	case err != nil:
+		return "", false, fmt.Errorf("record the revisions it lost and a new store id: %w", err)
+	default:
+		s.setID(id)
 	}
-	// The replicas that shared the store when the snapshot was taken are not this deployment's:
-	// /v1/status would list them until their records aged out. The restored store's servers
-	// announce themselves when they start.
 	recs, _, err := s.SysList(ctx, ReplicaPrefix)
 	if err != nil {
-		return "", fmt.Errorf("restore: %w", err)
+		return "", false, err
 	}
 	if len(recs) > 0 {
 		if _, err := s.SysApply(ctx, nil, nil, slices.Collect(maps.Keys(recs))); err != nil {
-			return "", fmt.Errorf("restore: forget the snapshot's replica records: %w", err)
+			return "", false, fmt.Errorf("forget the snapshot's replica records: %w", err)
 		}
 	}
-	return id, nil
+	return id, already, nil
+}
+
+// RestoredConfig configures Restored.
+type RestoredConfig struct {
+	// SnapshotPath is the snapshot file that etcdutl restored the cluster from.
+	SnapshotPath string
+	// Endpoints, CACert, Cert and Key reach the restored cluster, as Config's.
+	Endpoints         []string
+	CACert, Cert, Key string
+	// Root is the store's root prefix (default "/shoelace/").
+	Root string
+	// Bump is etcdutl's --bump-revision (default RestoreRevisionBump, the runbook's).
+	Bump int64
+	// Logger receives the store's warnings (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// RestoredResult is what Restored recorded.
+type RestoredResult struct {
+	// ID is the store's new id (its id, when the restore was recorded already).
+	ID string
+	// Lost is the restore's record.
+	Lost LostRange
+	// Already says that an earlier run recorded the restore, and nothing was written.
+	Already bool
+}
+
+// Restored records, on an external cluster that etcdutl restored from cfg.SnapshotPath with
+// --bump-revision cfg.Bump, what Restore records on the embedded store it creates (see
+// recordRestore): etcdutl knows nothing of Shoelace, and without the record a revision of a
+// write after the snapshot was counted as applied by the agents of the restored store, and a
+// rollback to it restored a state it never had. It refuses a cluster whose revision is not past
+// the snapshot's plus the bump (not restored from that snapshot with that bump, which the
+// record would misstate), and one that a Shoelace server serves (a leader or a replica record
+// written since the restore): the server would keep the old id, and rollouts it leads would
+// go on over the restore.
+func Restored(ctx context.Context, cfg RestoredConfig) (RestoredResult, error) {
+	if cfg.SnapshotPath == "" || len(cfg.Endpoints) == 0 {
+		return RestoredResult{}, errors.New("snapshot restored: a snapshot file and the cluster's endpoints are required")
+	}
+	if cfg.Bump <= 0 {
+		cfg.Bump = RestoreRevisionBump
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	zl, _ := newZapLogger(cfg.Logger, zapcore.WarnLevel, "etcd")
+	st, err := snapshot.NewV3(zl).Status(cfg.SnapshotPath)
+	if err != nil {
+		return RestoredResult{}, fmt.Errorf("snapshot restored %s: %w", cfg.SnapshotPath, err)
+	}
+	lost := LostRange{Snapshot: st.Revision, Restored: st.Revision + cfg.Bump}
+	s, err := Open(ctx, Config{Endpoints: cfg.Endpoints, CACert: cfg.CACert, Cert: cfg.Cert, Key: cfg.Key, Root: cfg.Root, Logger: cfg.Logger})
+	if err != nil {
+		return RestoredResult{}, fmt.Errorf("snapshot restored: %w", err)
+	}
+	defer s.Close()
+	rev, err := s.Revision(ctx)
+	if err != nil {
+		return RestoredResult{}, fmt.Errorf("snapshot restored: %w", err)
+	}
+	if rev < lost.Restored {
+		return RestoredResult{}, fmt.Errorf("snapshot restored: the cluster is at revision %d, not past the snapshot's %d plus the bump %d (%d): it was not restored from %s with etcdutl snapshot restore --bump-revision %d --mark-compacted (give --bump as etcdutl's --bump-revision); nothing was written",
+			rev, lost.Snapshot, cfg.Bump, lost.Restored, cfg.SnapshotPath, cfg.Bump)
+	}
+	if err := s.checkNotServed(ctx, lost.Restored); err != nil {
+		return RestoredResult{}, fmt.Errorf("snapshot restored: %w; nothing was written", err)
+	}
+	if err := s.checkRestoredRoot(ctx, st.Revision); err != nil {
+		// Open gave the root an id: no server serves the root (checked above), so the id is
+		// Open's own, which is taken back, as Restore removes what it made.
+		if err := s.dropOpenedSince(ctx, lost.Restored); err != nil {
+			s.log.Warn("remove the keys that opening the cluster under the root made", "root", s.root, "err", err)
+		}
+		return RestoredResult{}, fmt.Errorf("snapshot restored %s: %w; nothing was written", cfg.SnapshotPath, err)
+	}
+	lost.Time = time.Now().UTC().Truncate(time.Second)
+	id, already, err := s.recordRestore(ctx, lost)
+	if err != nil {
+		return RestoredResult{}, fmt.Errorf("snapshot restored: %w", err)
+	}
+	if already {
+		recs, _, err := s.SysList(ctx, fmt.Sprintf("%s%020d", RestorePrefix, lost.Restored))
+		if err != nil {
+			return RestoredResult{}, fmt.Errorf("snapshot restored: %w", err)
+		}
+		for _, data := range recs {
+			_ = json.Unmarshal(data, &lost)
+		}
+	}
+	return RestoredResult{ID: id, Lost: lost, Already: already}, nil
+}
+
+// dropOpenedSince deletes the system keys that Open writes in a root without a store (the
+// store id and the record of its look below the root) if they were created after revision
+// rev, each while it is as read.
+func (s *Store) dropOpenedSince(ctx context.Context, rev int64) error {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	for _, k := range []string{s.sysRoot + storeIDKey, s.sysRoot + belowCheckedKey} {
+		resp, err := s.cli.Get(ctx, k)
+		if err != nil {
+			return s.etcdErr(ctx, "read "+k, err)
+		}
+		if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision <= rev {
+			continue
+		}
+		_, err = s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(k), "=", resp.Kvs[0].ModRevision)).Then(clientv3.OpDelete(k)).Commit()
+		if err != nil {
+			return s.etcdErr(ctx, "remove "+k, err)
+		}
+	}
+	return nil
+}
+
+// restoredServeWindow is how recently a replica record written since a restore must have been
+// refreshed for checkNotServed to take it as a live server's: replicas refresh theirs every
+// 15 s, and one killed leaves its record behind.
+const restoredServeWindow = 2 * time.Minute
+
+// checkNotServed fails when a Shoelace server serves the store since its restore at revision
+// restored: a leader's key (held by a lease its replica keeps alive) or a recent replica
+// record written after it. Those of the snapshot are older than the restore.
+func (s *Store) checkNotServed(ctx context.Context, restored int64) error {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	for _, prefix := range []string{"leaders/", ReplicaPrefix} {
+		resp, err := s.cli.Get(ctx, s.sysRoot+prefix, clientv3.WithPrefix())
+		if err != nil {
+			return s.etcdErr(ctx, "read the replicas' records", err)
+		}
+		for _, kv := range resp.Kvs {
+			if kv.ModRevision <= restored {
+				continue
+			}
+			var rec struct {
+				LastSeen time.Time `json:"last_seen"`
+			}
+			if prefix == ReplicaPrefix && (json.Unmarshal(kv.Value, &rec) != nil || time.Since(rec.LastSeen) > restoredServeWindow) {
+				continue
+			}
+			return fmt.Errorf("a Shoelace server serves the restored store (%s, written at revision %d, after the restore): stop every server on the cluster first (systemctl stop shoelace-server), then run this again", strings.TrimPrefix(string(kv.Key), s.sysRoot), kv.ModRevision)
+		}
+	}
+	return nil
 }
 
 // checkRestoredRoot fails when the store id under the store's root was created after the
