@@ -175,10 +175,10 @@ func TestRunbook_EtcdProcedures(t *testing.T) {
 	if err := c.startAll(embed.ClusterStateFlagNew); err != nil {
 		t.Fatalf("start the restored cluster: %v", err)
 	}
-	// etcdutl keeps the snapshot's store id: the runbook gives the restored store a new one, as
+	// etcdutl keeps the snapshot's store id and records no loss: the runbook records the restore, as
 	// shoelace snapshot restore does, so that X-Shoelace-Store changes and an agent that enrolled
 	// again after the snapshot is not refused as a clone of itself.
-	run(t, "etcd-restore-id", nil)
+	run(t, "etcd-restore-id", map[string]string{"SNAPSHOT": snap})
 	rb := startReplicasTLS(t, dir, c.endpoints(), map[string]string{"b": filepath.Join(dir, "admin-b.token")}, p)["b"]
 	after := newClient(rb.url(), admin)
 	after.hc = p.httpClient(30 * time.Second)
