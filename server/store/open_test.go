@@ -563,9 +563,9 @@ func TestOpen_NewStoreRecordsItsLookBelow(t *testing.T) {
 // etcd were away, the look skipped: a store inside its keys went unseen, at every start. Each
 // page now has a request's time.
 func TestOpen_LookBelowALargeStore(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	store.SetBelowPage(t, 5)
+	store.SetBelowPage(t, 3)
 	cfg := testutil.StoreConfig(t)
 	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: 5 * time.Second})
 	if err != nil {
@@ -589,8 +589,10 @@ func TestOpen_LookBelowALargeStore(t *testing.T) {
 	if _, err := cli.Put(ctx, cfg.Root+"sys/store-id", "made-by-an-earlier-version"); err != nil {
 		t.Fatal(err)
 	}
+	// 6,667 pages take well over a second on any machine; each alone, well under one, even
+	// under -race on a busy CI host (at 300 ms a page, one read there did not answer in time).
 	start := time.Now()
-	cfg.RequestTimeout = 300 * time.Millisecond
+	cfg.RequestTimeout = time.Second
 	s, err := store.Open(ctx, cfg)
 	if err == nil {
 		s.Close()
