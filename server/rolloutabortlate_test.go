@@ -63,20 +63,8 @@ func stateOf(st api.RolloutStatus, instance string) string {
 // instance applied from its record alone, and the record kept the aborted candidate's id until
 // the instance reported the live view.
 func TestRollout_ReportAfterTheAbortDoesNotCount(t *testing.T) {
-	f := newFixture(t)
-	f.put("appliances/web/port", "80")
-	fleet := enrollFleet(t, f, 2)
-	live := viewOf(t, f, fleet[0])
-	for _, n := range fleet {
-		report(t, f, n, live, "")
-	}
-	var st api.RolloutStatus
-	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=50%25&manual", "81"), http.StatusAccepted, &st)
-	if len(st.Cohort) != 1 {
-		t.Fatalf("cohort: %v", st.Cohort)
-	}
+	f, st := canaryOfTwo(t)
 	canary := st.Cohort[0]
-	waitFor(t, "the candidate", func() bool { return viewOf(t, f, canary).Rollout == st.ID })
 	candidate := viewOf(t, f, canary)
 
 	// The canary has the candidate and runs its reload: the abort comes meanwhile.
@@ -116,17 +104,9 @@ func TestRollout_ReportAfterTheAbortDoesNotCount(t *testing.T) {
 // for neither: the new rollout waits for its own candidate, which the late report's long-poll
 // gives the canary at once, and the record of the new rollout's end keeps nothing of the old.
 func TestRollout_ReportAfterTheAbortCountsForNoLaterRollout(t *testing.T) {
-	f := newFixture(t)
-	f.put("appliances/web/port", "80")
-	fleet := enrollFleet(t, f, 2)
-	live := viewOf(t, f, fleet[0])
-	for _, n := range fleet {
-		report(t, f, n, live, "")
-	}
-	var first, second api.RolloutStatus
-	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=50%25&manual", "81"), http.StatusAccepted, &first)
+	f, first := canaryOfTwo(t)
+	var second api.RolloutStatus
 	canary := first.Cohort[0]
-	waitFor(t, "the first candidate", func() bool { return viewOf(t, f, canary).Rollout == first.ID })
 	candidate := viewOf(t, f, canary)
 	f.must(f.do("POST", "/v1/appliances/web/rollout", `{"action":"abort"}`, "Content-Type", "application/json"), 200, nil)
 	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=50%25&manual", "82"), http.StatusAccepted, &second)
@@ -151,4 +131,24 @@ func TestRollout_ReportAfterTheAbortCountsForNoLaterRollout(t *testing.T) {
 	if got := rolloutStatus(t, f); got.ID != second.ID || stateOf(got, canary) != "pending" {
 		t.Fatalf("second rollout aborted: %+v, want %s pending", got, canary)
 	}
+}
+
+// canaryOfTwo starts a fleet of two instances of appliance web, both reporting its live view
+// (port 80), and a manual rollout of port 81 to half of it; it returns once the canary has the
+// candidate.
+func canaryOfTwo(t *testing.T) (f *fixture, st api.RolloutStatus) {
+	t.Helper()
+	f = newFixture(t)
+	f.put("appliances/web/port", "80")
+	fleet := enrollFleet(t, f, 2)
+	live := viewOf(t, f, fleet[0])
+	for _, n := range fleet {
+		report(t, f, n, live, "")
+	}
+	f.must(f.do("PUT", "/v1/kv/appliances/web/port?canary=50%25&manual", "81"), http.StatusAccepted, &st)
+	if len(st.Cohort) != 1 {
+		t.Fatalf("cohort: %v", st.Cohort)
+	}
+	waitFor(t, "the candidate", func() bool { return viewOf(t, f, st.Cohort[0]).Rollout == st.ID })
+	return f, st
 }
