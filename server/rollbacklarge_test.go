@@ -23,17 +23,7 @@ import (
 // recorded as a rollback to R.
 func TestRollback_TreeLargerThanAnApplyBody(t *testing.T) {
 	f := newFixture(t)
-	tree := map[string]string{}
-	for i := range 9 {
-		k, v := fmt.Sprintf("conf/part%d", i), strings.Repeat(fmt.Sprint(i), 950_000)
-		f.put("appliances/big/"+k, v)
-		tree[k] = v
-	}
-	rev := f.put("appliances/big/small", "1")
-	tree["small"] = "1"
-	f.put("appliances/big/conf/part3", "changed")
-	f.put("appliances/big/small", "2")
-	f.put("appliances/big/new", "x")
+	tree, rev := bigTreeChanged(f)
 
 	c, err := client.New(f.srv.URL, client.Options{Token: f.token, MaxAnswerBytes: -1})
 	if err != nil {
@@ -103,17 +93,7 @@ func TestRollback_ChangesOverEtcdsLimitRefusedWhole(t *testing.T) {
 func TestUI_RollbackOfATreeLargerThanAnApplyBody(t *testing.T) {
 	f := newFixture(t)
 	f.s.historyReads = make(chan struct{}, 1) // before any request: none has taken a slot
-	tree := map[string]string{}
-	for i := range 9 {
-		k, v := fmt.Sprintf("conf/part%d", i), strings.Repeat(fmt.Sprint(i), 950_000)
-		f.put("appliances/big/"+k, v)
-		tree[k] = v
-	}
-	rev := f.put("appliances/big/small", "1")
-	tree["small"] = "1"
-	f.put("appliances/big/conf/part3", "changed")
-	f.put("appliances/big/small", "2")
-	f.put("appliances/big/new", "x")
+	tree, rev := bigTreeChanged(f)
 
 	b := newUIBrowser(t, f.srv.URL, nil)
 	tok := b.signIn(f.token)
@@ -205,4 +185,22 @@ func TestRollback_TreeHeldWithinTheBodyBudget(t *testing.T) {
 		t.Fatal("the rollbacks' shares of the body budget were not given back")
 	}
 	f.s.bodyBudget.sem.Release(f.s.bodyBudget.size())
+}
+
+// bigTreeChanged makes appliance big a tree of nine values of 950 KB and a small key (8.5 MB,
+// over an apply body's limit), then changes it (a value, the small key, a new key); it returns
+// the tree and the revision it had.
+func bigTreeChanged(f *fixture) (map[string]string, int64) {
+	tree := map[string]string{}
+	for i := range 9 {
+		k, v := fmt.Sprintf("conf/part%d", i), strings.Repeat(fmt.Sprint(i), 950_000)
+		f.put("appliances/big/"+k, v)
+		tree[k] = v
+	}
+	rev := f.put("appliances/big/small", "1")
+	tree["small"] = "1"
+	f.put("appliances/big/conf/part3", "changed")
+	f.put("appliances/big/small", "2")
+	f.put("appliances/big/new", "x")
+	return tree, rev
 }
