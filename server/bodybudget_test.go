@@ -61,3 +61,41 @@ func TestTxn_LargeBodiesWithinTheBudget(t *testing.T) {
 	f.must(f.do("PUT", "/v1/kv/shared/small", "1"), 200, nil)
 	f.must(f.do("POST", "/v1/txn", `{"ops":[{"op":"put","key":"shared/y","value":"1"}]}`, "Content-Type", "application/json"), 200, nil)
 }
+
+// Two rollbacks without a body take the budget a page of their trees at a time: each held what
+// it had read while it waited for its next page's share, and two trees that fit the budget one
+// after the other but not together waited for each other until both were refused (503) though
+// neither wrote. A share that must wait is now waited for whole, the part held given back
+// meanwhile: one of them is served, and the other after it.
+func TestBodyBudget_RollbacksThatWaitHoldNothingMeanwhile(t *testing.T) {
+	b := newBodyBudget(2) // a budget of 16 bytes
+	b.wait = 2 * time.Second
+	tooLarge := func() string { return "too large" }
+	var a, c int64
+	if err := b.hold(t.Context(), &a, 10, tooLarge); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.hold(t.Context(), &c, 6, tooLarge); err != nil {
+		t.Fatal(err)
+	}
+	// Each needs 4 more: 14 and 10 fit the budget in turn, not together.
+	errs := make(chan error, 2)
+	for _, held := range []*int64{&a, &c} {
+		go func() {
+			err := b.hold(t.Context(), held, 4, tooLarge)
+			if err == nil {
+				b.sem.Release(*held) // its apply done
+				*held = 0
+			}
+			errs <- err
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatalf("a rollback whose tree fits the budget once the other's is done: %v", err)
+		}
+	}
+	if !b.sem.TryAcquire(b.size()) {
+		t.Fatal("shares still held")
+	}
+}

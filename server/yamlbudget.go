@@ -81,12 +81,23 @@ func (b *bodyBudget) size() int64 { return bodiesAtOnce * b.max }
 // hold adds n bytes to *held, a share of the budget that its caller gives back (sem.Release)
 // once done, waiting at most the budget's wait for them: a share over the whole budget is
 // refused (413, tooLarge's message), one the budget cannot give in time is 503 to retry.
+//
+// A share that cannot be had at once is waited for whole, *held given back meanwhile: two
+// rollbacks that each held part of their trees while they waited for the rest waited for each
+// other until both were refused, and what they held kept kv and txn bodies waiting too. The
+// part already read stays in memory while it waits, uncounted: as many as historyReadsAtOnce
+// rollbacks read a tree at once (each in its slot), so that is at most that many budgets.
 func (b *bodyBudget) hold(ctx context.Context, held *int64, n int64, tooLarge func() string) error {
 	if *held+n > b.size() {
 		return api.Errorf(api.CodeTooLarge, "%s", tooLarge())
 	}
-	if n <= 0 {
+	if n <= 0 || b.sem.TryAcquire(n) {
+		*held += max(n, 0)
 		return nil
+	}
+	if *held > 0 {
+		b.sem.Release(*held)
+		n, *held = *held+n, 0
 	}
 	wctx, cancel := context.WithTimeout(ctx, b.wait)
 	defer cancel()
