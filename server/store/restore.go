@@ -235,19 +235,27 @@ func Restored(ctx context.Context, cfg RestoredConfig) (RestoredResult, error) {
 	if err != nil {
 		return RestoredResult{}, fmt.Errorf("snapshot restored: %w", err)
 	}
+	// A root without a store was given one by Open (its id, the record of its look below):
+	// taken back on every refusal, which says that nothing was written, as Restore removes what
+	// it made. Only what this Open made, never an id some server made after the snapshot.
+	undo := func() {
+		if made := s.idMade.Load(); made > 0 {
+			if err := s.dropOpenedSince(ctx, made-1); err != nil {
+				s.log.Warn("remove the keys that opening the cluster under the root made", "root", s.root, "err", err)
+			}
+		}
+	}
 	if rev < lost.Restored {
+		undo()
 		return RestoredResult{}, fmt.Errorf("snapshot restored: the cluster is at revision %d, not past the snapshot's %d plus the bump %d (%d): it was not restored from %s with etcdutl snapshot restore --bump-revision %d --mark-compacted (give --bump as etcdutl's --bump-revision); nothing was written",
 			rev, lost.Snapshot, cfg.Bump, lost.Restored, cfg.SnapshotPath, cfg.Bump)
 	}
 	if err := s.checkNotServed(ctx, lost.Restored); err != nil {
+		undo()
 		return RestoredResult{}, fmt.Errorf("snapshot restored: %w; nothing was written", err)
 	}
 	if err := s.checkRestoredRoot(ctx, st.Revision); err != nil {
-		// Open gave the root an id: no server serves the root (checked above), so the id is
-		// Open's own, which is taken back, as Restore removes what it made.
-		if err := s.dropOpenedSince(ctx, lost.Restored); err != nil {
-			s.log.Warn("remove the keys that opening the cluster under the root made", "root", s.root, "err", err)
-		}
+		undo()
 		return RestoredResult{}, fmt.Errorf("snapshot restored %s: %w; nothing was written", cfg.SnapshotPath, err)
 	}
 	lost.Time = time.Now().UTC().Truncate(time.Second)

@@ -221,6 +221,7 @@ type Store struct {
 	connEnds connEnds                 // connections to etcd that end (see ErrReconnected)
 	progress connEnds                 // closed by RequestProgress (a signal like connEnds)
 	reached  atomic.Int64             // the highest revision an answer of etcd carried (see Reached)
+	idMade   atomic.Int64             // the revision at which this Store made the root's id, 0 if it found one
 
 	// rootChecked says that checkRoot found the root allowed; until it is, only its own calls
 	// reach etcd (see gateUnary). refused closes when it found it refused, after rootRefusal is set.
@@ -894,7 +895,9 @@ func (s *Store) loadID(ctx context.Context) (string, error) {
 		return "", s.etcdErr(ctx, "store id", err)
 	}
 	id := fresh
-	if !resp.Succeeded {
+	if resp.Succeeded {
+		s.idMade.Store(resp.Header.Revision)
+	} else {
 		kvs := resp.Responses[0].GetResponseRange().Kvs
 		if len(kvs) == 0 || len(kvs[0].Value) == 0 {
 			return "", fmt.Errorf("store id: %s is empty", k)
