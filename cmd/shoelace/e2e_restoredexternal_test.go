@@ -155,3 +155,35 @@ func TestE2E_SnapshotRestoredRefusedForItsRevisionLeavesNoKeys(t *testing.T) {
 		t.Errorf("after snapshot restored refused for the cluster's revision under another root: %d keys under it, want 0", n)
 	}
 }
+
+// A run given another snapshot than the one etcdutl restored the cluster from (an earlier
+// backup of the same store) recorded that one's revisions as lost: the cluster's revision was
+// checked to be past the file's plus the bump, and a cluster restored from a later snapshot is.
+// etcdutl's --mark-compacted compacts the cluster at exactly the snapshot's revision plus the
+// bump: another file is refused, nothing written.
+func TestE2E_SnapshotRestoredOfAnotherSnapshotRefused(t *testing.T) {
+	ep, stopEtcd := testutil.StartEtcd(t, filepath.Join(t.TempDir(), "etcd"))
+	s, err := startServer(t.TempDir(), nil, "--etcd-endpoints", ep[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.stop()
+	c := newCLI(t, s)
+	older := filepath.Join(t.TempDir(), "older.db")
+	c.ok("snapshot", "save", older)
+	file := filepath.Join(t.TempDir(), "web.yaml")
+	writeFile(t, file, "keys:\n  a: \"1\"\n")
+	c.ok("appliance", "apply", "web", "-f", file)
+	newer := filepath.Join(t.TempDir(), "newer.db")
+	c.ok("snapshot", "save", newer)
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+	stopEtcd()
+	ep2 := etcdutlRestore(t, newer, store.RestoreRevisionBump)
+	(&runner{t: t}).fails(exitError, "not restored from", "snapshot", "restored", older, "--etcd-endpoints", ep2[0])
+	if n := restoreRecords(t, ep2); n != 0 {
+		t.Errorf("after snapshot restored of another snapshot: %d restore records, want 0", n)
+	}
+	(&runner{t: t}).ok("snapshot", "restored", newer, "--etcd-endpoints", ep2[0])
+}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.uber.org/zap/zapcore"
@@ -250,6 +251,10 @@ func Restored(ctx context.Context, cfg RestoredConfig) (RestoredResult, error) {
 		return RestoredResult{}, fmt.Errorf("snapshot restored: the cluster is at revision %d, not past the snapshot's %d plus the bump %d (%d): it was not restored from %s with etcdutl snapshot restore --bump-revision %d --mark-compacted (give --bump as etcdutl's --bump-revision); nothing was written",
 			rev, lost.Snapshot, cfg.Bump, lost.Restored, cfg.SnapshotPath, cfg.Bump)
 	}
+	if err := s.checkRestoredFrom(ctx, lost); err != nil {
+		undo()
+		return RestoredResult{}, fmt.Errorf("snapshot restored %s: %w; nothing was written", cfg.SnapshotPath, err)
+	}
 	if err := s.checkNotServed(ctx, lost.Restored); err != nil {
 		undo()
 		return RestoredResult{}, fmt.Errorf("snapshot restored: %w; nothing was written", err)
@@ -273,6 +278,34 @@ func Restored(ctx context.Context, cfg RestoredConfig) (RestoredResult, error) {
 		}
 	}
 	return RestoredResult{ID: id, Lost: lost, Already: already}, nil
+}
+
+// checkRestoredFrom refuses a cluster that etcdutl did not restore from the snapshot of lost
+// with the bump of lost: etcdutl's --mark-compacted compacts the cluster at exactly the
+// snapshot's revision plus the bump, and its history goes on from there. The check of the
+// cluster's revision alone let another file through (an earlier backup of the same store, the
+// cluster restored from a later one), and the record then said the wrong revisions were lost.
+func (s *Store) checkRestoredFrom(ctx context.Context, lost LostRange) error {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	k := s.sysRoot + storeIDKey
+	_, err := s.cli.Get(ctx, k, clientv3.WithRev(lost.Restored-1), clientv3.WithCountOnly())
+	switch {
+	case err == nil:
+		return fmt.Errorf("the cluster keeps its history before revision %d (the snapshot's %d plus the bump %d): it was not restored from this snapshot with etcdutl snapshot restore --bump-revision %d --mark-compacted (but from an earlier snapshot, or not by etcdutl)",
+			lost.Restored, lost.Snapshot, lost.Restored-lost.Snapshot, lost.Restored-lost.Snapshot)
+	case !errors.Is(err, rpctypes.ErrCompacted):
+		return s.etcdErr(ctx, "read the cluster's history", err)
+	}
+	_, err = s.cli.Get(ctx, k, clientv3.WithRev(lost.Restored), clientv3.WithCountOnly())
+	switch {
+	case errors.Is(err, rpctypes.ErrCompacted):
+		return fmt.Errorf("the cluster is compacted past revision %d (the snapshot's %d plus the bump %d): it was not restored from this snapshot but from a later one, or it was compacted since (etcd's --auto-compaction-retention); give the snapshot it was restored from",
+			lost.Restored, lost.Snapshot, lost.Restored-lost.Snapshot)
+	case err != nil:
+		return s.etcdErr(ctx, "read the cluster's history", err)
+	}
+	return nil
 }
 
 // dropOpenedSince deletes the system keys that Open writes in a root without a store (the
