@@ -120,3 +120,40 @@ func TestServe_RootChecksRunWhenExternalEtcdComesAfterStart(t *testing.T) {
 		})
 	}
 }
+
+// A new store whose root checks passed but whose id could not be made yet (etcd out of space:
+// reads answered, writes refused) went on in the background start, which made the id later but
+// forgot that the look below the root was still to be recorded (lookAgain): the record was never
+// written, and the next start read again every key the store's writers had put under kv/.
+func TestOpen_LookBelowRecordedWhenTheIDIsMadeInTheBackground(t *testing.T) {
+	eps, _ := testutil.StartEtcd(t, t.TempDir())
+	disarm := raiseNOSPACE(t, eps)
+	cfg := testutil.StoreConfig(t)
+	cfg.Endpoints = eps
+	cfg.RequestTimeout = 2 * time.Second
+	st, err := store.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if st.ID() != "" {
+		t.Fatal("the store made its id while etcd refused writes")
+	}
+	disarm()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := cli.Get(context.Background(), cfg.Root+"sys/below-checked")
+		if err == nil && len(resp.Kvs) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the id made in the background (%q), the look below was not recorded", st.ID())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

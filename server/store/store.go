@@ -409,7 +409,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			}
 		}()
 		s.wg.Add(1)
-		go s.loadIDLoop()
+		go s.loadIDLoop(lookAgain)
 	}
 	if s.embed != nil {
 		s.freeLeaders(ctx)
@@ -611,7 +611,10 @@ func (p *clientPair) get(*tls.CertificateRequestInfo) (*tls.Certificate, error) 
 }
 
 // loadIDLoop retries EnsureID with capped backoff until it succeeds or the store closes.
-func (s *Store) loadIDLoop() {
+// lookAgain is checkRoot's, when Open's checks passed but the id could not be made: the look
+// below the root is recorded once it is, as at a start that makes it (a flag reset at each try
+// was lost when the checks passed and the id came at a later try).
+func (s *Store) loadIDLoop(lookAgain bool) {
 	defer s.wg.Done()
 	wait := 200 * time.Millisecond
 	for {
@@ -626,7 +629,6 @@ func (s *Store) loadIDLoop() {
 		ctx, cancel := context.WithTimeout(context.WithValue(s.ctx, rootCheckKey{}, true), s.cfg.RequestTimeout)
 		var err error
 		var refusal error
-		lookAgain := false
 		if !s.rootChecked.Load() {
 			if refusal, lookAgain, err = s.checkRoot(ctx, s.cfg.RequestTimeout); err == nil && refusal == nil {
 				s.rootChecked.Store(true)
