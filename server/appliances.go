@@ -698,6 +698,10 @@ func (s *Server) rollbackTree(ctx context.Context, r *http.Request, name string,
 	}
 	_, err = s.st.ApplianceAtPaged(ctx, name, rollbackTo, func(kvs []api.KV, _ int64, _ bool) error { return add(kvs) })
 	if err != nil && api.AsError(err).Code == api.CodeCompacted {
+		// Compacted from the first page, or meanwhile: the pages read so far go, with their
+		// share, and the release copies give the tree.
+		release()
+		keys = map[string]string{}
 		var old map[string]string
 		if old, _, err = s.applianceFromReleases(ctx, name, rollbackTo); err == nil {
 			kvs := make([]api.KV, 0, len(old))

@@ -617,6 +617,7 @@ func (p *clientPair) get(*tls.CertificateRequestInfo) (*tls.Certificate, error) 
 func (s *Store) loadIDLoop(lookAgain bool) {
 	defer s.wg.Done()
 	wait := 200 * time.Millisecond
+	checked := s.rootChecked.Load() // Open's checks passed, its id not made
 	for {
 		select {
 		case <-s.ctx.Done():
@@ -629,13 +630,18 @@ func (s *Store) loadIDLoop(lookAgain bool) {
 		ctx, cancel := context.WithTimeout(context.WithValue(s.ctx, rootCheckKey{}, true), s.cfg.RequestTimeout)
 		var err error
 		var refusal error
-		if !s.rootChecked.Load() {
+		if !checked {
 			if refusal, lookAgain, err = s.checkRoot(ctx, s.cfg.RequestTimeout); err == nil && refusal == nil {
-				s.rootChecked.Store(true)
+				checked = true
 			}
 		}
 		if err == nil && refusal == nil {
-			refusal, err = s.ensureIDChecked(ctx, s.cfg.RequestTimeout, lookAgain)
+			// The gate opens once the id is made and its look below recorded (its calls carry
+			// rootCheckKey): a second look that finds a store made meanwhile refuses the root
+			// before anything else reached it.
+			if refusal, err = s.ensureIDChecked(ctx, s.cfg.RequestTimeout, lookAgain); err == nil && refusal == nil {
+				s.rootChecked.Store(true)
+			}
 		}
 		cancel()
 		if refusal != nil {
