@@ -403,6 +403,10 @@ func TestUI_RollbacksOfATreeOverTheBodyLimitAtOnce(t *testing.T) {
 				statuses <- "written"
 			case res.StatusCode == http.StatusConflict && strings.Contains(string(body), "changed after the rollback was confirmed"):
 				statuses <- "conflict"
+			case res.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(body), "reading other large bodies or trees"):
+				// Its tree's share of the replica's body budget not given within the wait (on a
+				// loaded host, under -race): refused to retry, nothing written.
+				statuses <- "busy"
 			default:
 				statuses <- fmt.Sprintf("%d %.300s", res.StatusCode, body)
 			}
@@ -416,9 +420,9 @@ func TestUI_RollbacksOfATreeOverTheBodyLimitAtOnce(t *testing.T) {
 		switch st {
 		case "written":
 			written++
-		case "conflict":
+		case "conflict", "busy":
 		default:
-			t.Errorf("rollback: %s, want 303 (written) or 409 (the cas)", st)
+			t.Errorf("rollback: %s, want 303 (written), 409 (the cas) or 503 (the body budget)", st)
 		}
 	}
 	if written != 1 {
