@@ -1174,7 +1174,7 @@ func (s *Server) uiMaintenanceWarning() string {
 // uiRollback confirms, then writes, the rollback of an appliance to the state of a revision, as
 // `shoelace appliance rollback --to` does: its own keys as they were at that revision, applied
 // with the rollback header and cas at the revision the confirmation read. A tree whose apply
-// body would be over uiRollbackBodyBytes is applied as the CLI applies it, without a body: the
+// body would be over api.RollbackBodyBytes is applied as the CLI applies it, without a body: the
 // API's handler reads the tree at the revision itself (a tree made of single puts may be larger
 // than an apply body may be, and sent as one it was refused, 413, where the CLI restored it).
 func (s *Server) uiRollback(w http.ResponseWriter, r *http.Request, c *uiCtx) error {
@@ -1246,12 +1246,8 @@ func (s *Server) uiRollback(w http.ResponseWriter, r *http.Request, c *uiCtx) er
 	return nil
 }
 
-// uiRollbackBodyBytes is the largest apply body a console rollback sends, as the CLI's (its
-// rollbackBodyBytes): the tree of one whose body would be larger is read by the API's handler.
-const uiRollbackBodyBytes = 1 << 20
-
 // uiRollbackBody is the apply body of keys, as json.Marshal(api.Apply{Keys: keys}) makes it, or
-// nil when it would be over uiRollbackBodyBytes, as soon as it passes it: a tree made of single
+// nil when it would be over api.RollbackBodyBytes, as soon as it passes it: a tree made of single
 // puts may be far larger than an apply carries, and encoded whole first it was held as up to six
 // times its values of JSON (control characters) before the API's handler refused it at its limit
 // (eight rollbacks at once of a 9.5 MB tree: 337–506 MiB of heap).
@@ -1260,7 +1256,7 @@ func uiRollbackBody(keys map[string]string) ([]byte, error) {
 	for k, v := range keys {
 		raw += len(k) + len(v) // a string's JSON is never shorter than the string
 	}
-	if raw > uiRollbackBodyBytes {
+	if raw > api.RollbackBodyBytes {
 		return nil, nil
 	}
 	var buf bytes.Buffer
@@ -1280,12 +1276,12 @@ func uiRollbackBody(keys map[string]string) ([]byte, error) {
 		buf.Write(kb)
 		buf.WriteByte(':')
 		buf.Write(vb)
-		if buf.Len() > uiRollbackBodyBytes {
+		if buf.Len() > api.RollbackBodyBytes {
 			return nil, nil
 		}
 	}
 	buf.WriteString("}}")
-	if buf.Len() > uiRollbackBodyBytes {
+	if buf.Len() > api.RollbackBodyBytes {
 		return nil, nil
 	}
 	return buf.Bytes(), nil

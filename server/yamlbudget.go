@@ -72,7 +72,9 @@ type bodyBudget struct {
 }
 
 func newBodyBudget(max int64) *bodyBudget {
-	return &bodyBudget{sem: semaphore.NewWeighted(bodiesAtOnce * max), max: max, wait: yamlParseWait}
+	b := &bodyBudget{max: max, wait: yamlParseWait}
+	b.sem = semaphore.NewWeighted(b.size())
+	return b
 }
 
 // size is the budget's whole: the most bytes of bodies (and of rollbacks' trees) held at once.
@@ -127,8 +129,8 @@ func (b *bodyBudget) take(r *http.Request, limit int64) (release func(), err err
 	case n < largeBody:
 		return func() {}, nil
 	}
-	return takeBudget(r, b.sem, bodiesAtOnce*b.max, min(n, limit, b.max), b.wait, func() string {
-		return fmt.Sprintf("this replica is reading other large bodies (up to %d bytes at once); nothing was written: retry", bodiesAtOnce*b.max)
+	return takeBudget(r, b.sem, b.size(), min(n, limit, b.max), b.wait, func() string {
+		return fmt.Sprintf("this replica is reading other large bodies (up to %d bytes at once); nothing was written: retry", b.size())
 	})
 }
 

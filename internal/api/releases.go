@@ -19,6 +19,12 @@ const (
 // CLI's `appliance rollback` sets it): its release has kind rollback and says what it undid.
 const HeaderRollback = "X-Shoelace-Rollback"
 
+// RollbackBodyBytes is the largest apply body a rollback sends, the CLI's and the console's:
+// the tree of one whose body would be larger goes without a body, and the server restores the
+// tree at the revision as it reads it (servers before that refuse such a rollback, 400, nothing
+// written). Below it, a rollback is the same apply for servers of every version.
+const RollbackBodyBytes = 1 << 20
+
 // HeaderImport marks a txn as an import (`shoelace import` sets it): its release has kind import.
 const HeaderImport = "X-Shoelace-Import"
 

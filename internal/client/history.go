@@ -34,7 +34,7 @@ func (c *Client) Rollback(ctx context.Context, name string, rev int64, note stri
 	if err != nil {
 		return api.WriteResult{}, 0, err
 	}
-	if len(body) > rollbackBodyBytes {
+	if len(body) > api.RollbackBodyBytes {
 		// The server reads the tree at rev itself: a tree made of single puts may be larger than
 		// an apply body may be (413), though the write, of the keys that differ, fits etcd.
 		body = nil
@@ -51,12 +51,6 @@ func (c *Client) Rollback(ctx context.Context, name string, rev int64, note stri
 	_, err = c.Do(ctx, Request{Method: http.MethodPut, Path: "/v1/appliances/" + name, Query: casQuery(m.Index), Body: body, Header: h}, &w)
 	return w, len(keys), err
 }
-
-// rollbackBodyBytes is the largest tree Rollback sends as its apply body: one larger is sent
-// without a body, and the server restores the tree at the revision as it reads it (servers
-// before that refuse such a rollback, 400, nothing written). Below it, a rollback is the same
-// apply for servers of every version.
-const rollbackBodyBytes = 1 << 20
 
 // ApplianceReleases reads a page of the releases that changed an appliance, newest first:
 // limit of them (0: the server's default) before revision before (0: from the newest).
