@@ -166,6 +166,10 @@ type Config struct {
 	// Reload, when not nil, makes Serve read the TLS certificate and key again each time it
 	// receives (a pair that fails to load keeps the old one). Run wires SIGHUP to it when nil.
 	Reload <-chan struct{}
+
+	// beatEvery is the time between replica beats (0 = replicaBeat). Tests whose faults must
+	// meet only the requests they make keep the beat out of their window with a long one.
+	beatEvery time.Duration
 }
 
 // DefaultConfig returns the configuration of a server started without flags.

@@ -87,7 +87,9 @@ func TestSys_EventsApplyWhileReadsFail(t *testing.T) {
 	cfg := testutil.StoreConfig(t)
 	a := newFixtureOn(t, testutil.OpenStore(t, cfg))
 	p := faultproxy.Start(t, cfg.Endpoints[0])
-	b := newFixtureOn(t, throughProxy(t, cfg, p))
+	// b beats once at its start and not again within the test: a beat (every 15 s by default)
+	// landing between the fault's arming and the events took the cut, which broke b's watch.
+	b := newFixtureOn(t, throughProxy(t, cfg, p), func(c *Config) { c.beatEvery = time.Hour })
 	b.token = a.token
 	agent := a.newToken(api.TokenRequest{Name: "agent", Read: []string{"shared"}})
 	waitFor(t, "replica b knows the token", func() bool { return b.s.auth.lookup(agent) != nil })

@@ -55,7 +55,11 @@ func newReplica(cfg Config) Replica {
 
 // runReplicaBeat announces this replica until ctx ends, then withdraws the record.
 func (s *Server) runReplicaBeat(ctx context.Context) {
-	t := time.NewTicker(replicaBeat)
+	every := s.cfg.beatEvery
+	if every <= 0 {
+		every = replicaBeat
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		s.replicaBeat(ctx)
