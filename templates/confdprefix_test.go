@@ -195,10 +195,12 @@ func TestConfd_EmptyPrefixBesideOthers(t *testing.T) {
 }
 
 // TestConfd_Empty: validate's check of a resource that finds none of its keys, as the render
-// reads the view.
+// reads the view: ConfdEmpty says empty where ls "/" lists nothing, and relative where the
+// render reads the view's root (getv "/subdomain" reads the root key "subdomain").
 func TestConfd_Empty(t *testing.T) {
 	whole := Data{Keys: map[string]string{"myapp/subdomain": "m", "subdomain": "root"}}
 	rel := Data{Keys: map[string]string{"subdomain": "s"}}
+	ownAlone := Data{Keys: map[string]string{"theirapp": "own", "subdomain": "root"}}
 	for _, c := range []struct {
 		prefix          string
 		keys            []string
@@ -211,10 +213,42 @@ func TestConfd_Empty(t *testing.T) {
 		{"/myapp", []string{"/subdomain"}, rel, false, true},
 		{"/myapp", []string{"/upstream"}, rel, true, true},
 		{"", []string{"/upstream"}, rel, false, false}, // no prefix: whole paths, nothing to tell
+		// The prefix's own value alone: a view of whole paths, read below the prefix.
+		{"/theirapp", []string{"/"}, ownAlone, false, false},
+		{"/theirapp/", []string{"/"}, ownAlone, false, false},
+		// A prefix no view key can be below (a space is no key's): the render reads the view's
+		// root, as one imported with --prefix PREFIX, even beside another prefix's keys.
+		{"/their app", []string{"/"}, whole, false, true},
+		{"/their app", []string{"/upstream"}, whole, true, true},
 	} {
-		tm := mustParse(t, `x`, Options{Functions: ModeConfd, Prefix: c.prefix, ConfdKeys: c.keys, ConfdPrefixes: []string{"/myapp", "/theirapp"}})
+		opts := Options{Functions: ModeConfd, Prefix: c.prefix, ConfdKeys: c.keys, ConfdPrefixes: []string{"/myapp", "/theirapp"}}
+		tm := mustParse(t, `x`, opts)
 		if empty, relative := tm.ConfdEmpty(c.d); empty != c.empty || relative != c.relative {
 			t.Errorf("prefix %q keys %v view %v: empty %v relative %v, want %v %v", c.prefix, c.keys, c.d.Keys, empty, relative, c.empty, c.relative)
+		}
+		if c.prefix == "" {
+			continue
+		}
+		// Where the render reads the view does not hang on the resource's keys: it is read
+		// with keys = ["/"], which loads the root's subdomain when the view is read as relative.
+		ls := mustParse(t, `{{ls "/"}}`, opts)
+		opts.ConfdKeys = []string{"/"}
+		sub := mustParse(t, `{{getv "/subdomain" "none"}}`, opts)
+		for _, r := range []struct {
+			tm   *Template
+			want bool
+			got  func(out string) bool
+		}{
+			{ls, c.empty, func(out string) bool { return out == "[]" }},
+			{sub, c.relative, func(out string) bool { return out == c.d.Keys["subdomain"] }},
+		} {
+			res, err := r.tm.Execute(c.d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.got(string(res.Output)) != r.want {
+				t.Errorf("prefix %q keys %v view %v: the render reads %q, where ConfdEmpty wants empty %v relative %v", c.prefix, c.keys, c.d.Keys, res.Output, c.empty, c.relative)
+			}
 		}
 	}
 }

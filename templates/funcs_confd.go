@@ -345,34 +345,20 @@ func (s *state) confdWholePaths() bool {
 // view as it reads it: below its prefix when the view is one imported with --prefix / (its
 // prefix, or another of Options.ConfdPrefixes, holds a key), else at the view's root, read as
 // one imported with --prefix PREFIX (relative says which). confd renders such a resource from
-// nothing: validate points it out.
+// nothing: validate points it out. Which of the two it is, confdBase decides, as for a render:
+// validate cannot tell of a view otherwise than the render reads it.
 func (t *Template) ConfdEmpty(d Data) (empty, relative bool) {
 	if t.mode != ModeConfd || t.confdPrefix == "" {
 		return false, false
 	}
-	s := &state{t: t}
-	pv := t.confdPrefix + "/"
-	_, own := d.Keys[t.confdPrefix]
-	whole, below, root := own, 0, 0
-	for k := range d.Keys {
-		if rest, ok := strings.CutPrefix(k, pv); ok {
-			whole = true
-			if s.confdVisible(rest) {
-				below++
-			}
-			continue
-		}
-		for _, o := range t.confdOthers {
-			whole = whole || strings.HasPrefix(k, o+"/")
-		}
-		if s.confdVisible(k) {
-			root++
-		}
+	s := newState(t, d)
+	base := s.confdBase()
+	found := len(s.confdBelow(base, "")) > 0
+	if base == "" {
+		return !found, true
 	}
-	if whole {
-		return below == 0 && !own, false
-	}
-	return root == 0 && !own, true
+	_, own := d.Keys[strings.TrimSuffix(base, "/")]
+	return !found && !own, false
 }
 
 // confdKey returns the view key of a store key ("/db/host" → "db/host"), if it can be one.
