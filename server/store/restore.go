@@ -211,7 +211,7 @@ type RestoredResult struct {
 // record would misstate), and one that a Shoelace server serves (a leader or a replica record
 // written since the restore): the server would keep the old id, and rollouts it leads would
 // go on over the restore.
-func Restored(ctx context.Context, cfg RestoredConfig) (RestoredResult, error) {
+func Restored(ctx context.Context, cfg RestoredConfig) (_ RestoredResult, err error) {
 	if cfg.SnapshotPath == "" || len(cfg.Endpoints) == 0 {
 		return RestoredResult{}, errors.New("snapshot restored: a snapshot file and the cluster's endpoints are required")
 	}
@@ -238,31 +238,30 @@ func Restored(ctx context.Context, cfg RestoredConfig) (RestoredResult, error) {
 	}
 	// A root without a store was given one by Open (its id, the record of its look below):
 	// taken back on every refusal, which says that nothing was written, as Restore removes what
-	// it made. Only what this Open made, never an id some server made after the snapshot.
-	undo := func() {
-		if made := s.idMade.Load(); made > 0 {
+	// it made. Only what this Open made, never an id some server made after the snapshot, nor
+	// once the refusals are passed: the record's write gives the root its new id.
+	refusing := true
+	defer func() {
+		if made := s.idMade.Load(); err != nil && refusing && made > 0 {
 			if err := s.dropOpenedSince(ctx, made-1); err != nil {
 				s.log.Warn("remove the keys that opening the cluster under the root made", "root", s.root, "err", err)
 			}
 		}
-	}
+	}()
 	if rev < lost.Restored {
-		undo()
 		return RestoredResult{}, fmt.Errorf("snapshot restored: the cluster is at revision %d, not past the snapshot's %d plus the bump %d (%d): it was not restored from %s with etcdutl snapshot restore --bump-revision %d --mark-compacted (give --bump as etcdutl's --bump-revision); nothing was written",
 			rev, lost.Snapshot, cfg.Bump, lost.Restored, cfg.SnapshotPath, cfg.Bump)
 	}
 	if err := s.checkRestoredFrom(ctx, lost); err != nil {
-		undo()
 		return RestoredResult{}, fmt.Errorf("snapshot restored %s: %w; nothing was written", cfg.SnapshotPath, err)
 	}
 	if err := s.checkNotServed(ctx, lost.Restored); err != nil {
-		undo()
 		return RestoredResult{}, fmt.Errorf("snapshot restored: %w; nothing was written", err)
 	}
 	if err := s.checkRestoredRoot(ctx, st.Revision); err != nil {
-		undo()
 		return RestoredResult{}, fmt.Errorf("snapshot restored %s: %w; nothing was written", cfg.SnapshotPath, err)
 	}
+	refusing = false
 	lost.Time = time.Now().UTC().Truncate(time.Second)
 	id, already, err := s.recordRestore(ctx, lost)
 	if err != nil {
