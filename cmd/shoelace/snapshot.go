@@ -189,16 +189,10 @@ func (e *cliEnv) snapshotRestore(c *cli.Context) error {
 	if dataDir == "" {
 		return usagef("snapshot restore: missing --data-dir DIR (a new data dir for the restored store)")
 	}
-	level, err := server.ParseLogLevel(e.flagString(c, "log-level", "SHOELACE_LOG_LEVEL", "warn"))
+	logger, err := e.restoreLogger(c, "snapshot restore", a[0])
 	if err != nil {
-		return usagef("snapshot restore: %v", err)
+		return err
 	}
-	// The check save made, before anything is created: etcd's own words for a file cut short,
-	// damaged or not a snapshot at all name a flag of etcdutl's, a seek, or two byte arrays.
-	if err := checkSnapshotFile(a[0]); err != nil {
-		return fmt.Errorf("snapshot restore: %w", err)
-	}
-	logger := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 	id, err := store.Restore(c.Context, store.RestoreConfig{SnapshotPath: a[0], DataDir: dataDir, Root: e.flagString(c, "root", "SHOELACE_ROOT", store.DefaultRoot), Logger: logger})
 	if err != nil {
 		return err
@@ -226,14 +220,10 @@ func (e *cliEnv) snapshotRestored(c *cli.Context) error {
 	if c.Int64("bump") <= 0 {
 		return usagef("snapshot restored: --bump must be etcdutl's --bump-revision, above 0")
 	}
-	level, err := server.ParseLogLevel(e.flagString(c, "log-level", "SHOELACE_LOG_LEVEL", "warn"))
+	logger, err := e.restoreLogger(c, "snapshot restored", a[0])
 	if err != nil {
-		return usagef("snapshot restored: %v", err)
+		return err
 	}
-	if err := checkSnapshotFile(a[0]); err != nil {
-		return fmt.Errorf("snapshot restored: %w", err)
-	}
-	logger := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 	res, err := store.Restored(c.Context, store.RestoredConfig{
 		SnapshotPath: a[0], Endpoints: endpoints, Root: e.flagString(c, "root", "SHOELACE_ROOT", store.DefaultRoot), Bump: c.Int64("bump"), Logger: logger,
 		CACert: e.flagString(c, "etcd-cacert", "SHOELACE_ETCD_CACERT", ""), Cert: e.flagString(c, "etcd-cert", "SHOELACE_ETCD_CERT", ""), Key: e.flagString(c, "etcd-key", "SHOELACE_ETCD_KEY", ""),
@@ -250,6 +240,22 @@ func (e *cliEnv) snapshotRestored(c *cli.Context) error {
 	}
 	_, err = fmt.Fprintf(e.stdout, "recorded the restore of %s (revisions %d to %d lost): store id %s\n", a[0], res.Lost.Snapshot+1, res.Lost.Restored, res.ID)
 	return err
+}
+
+// restoreLogger checks the snapshot file at path that cmd (snapshot restore or restored) is to
+// restore, and returns the logger of the store it opens: JSON on stderr, at --log-level
+// (SHOELACE_LOG_LEVEL, default warn). The check is the one save made, before anything is
+// created: etcd's own words for a file cut short, damaged or not a snapshot at all name a flag
+// of etcdutl's, a seek, or two byte arrays.
+func (e *cliEnv) restoreLogger(c *cli.Context, cmd, path string) (*slog.Logger, error) {
+	level, err := server.ParseLogLevel(e.flagString(c, "log-level", "SHOELACE_LOG_LEVEL", "warn"))
+	if err != nil {
+		return nil, usagef("%s: %v", cmd, err)
+	}
+	if err := checkSnapshotFile(path); err != nil {
+		return nil, fmt.Errorf("%s: %w", cmd, err)
+	}
+	return slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level})), nil
 }
 
 // checkSnapshotFile runs verifySnapshot on the file at path, before a restore.
