@@ -14,25 +14,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// etcdutlRestore restores snap into a new etcd dir as the runbook's "etcdutl snapshot restore
-// --bump-revision bump --mark-compacted" does (no bump when bump is 0), and starts an etcd on it.
-func etcdutlRestore(t *testing.T, snap string, bump uint64) []string {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "etcd")
-	peer := "http://127.0.0.1:0"
-	// The name and peer URL the test etcd starts its member with.
-	err := snapshot.NewV3(zap.NewNop()).Restore(snapshot.RestoreConfig{
-		SnapshotPath: snap, Name: "shoelace", OutputDataDir: dir, PeerURLs: []string{peer},
-		InitialCluster: "shoelace=" + peer, InitialClusterToken: "etcd-cluster",
-		RevisionBump: bump, MarkCompacted: bump > 0,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ep, _ := testutil.StartEtcd(t, dir)
-	return ep
-}
-
 // An external etcd cluster restored by etcdutl (the runbook's procedure) kept no record of the
 // revisions it lost, and the store's old id: appliance wait --revision R of a write after the
 // snapshot counted the restored store's agents as having applied it. snapshot restored records
@@ -68,7 +49,7 @@ func TestE2E_SnapshotRestoredOfAnExternalCluster(t *testing.T) {
 	stopEtcd()
 
 	// Restored without the bump: refused, nothing written.
-	plain := etcdutlRestore(t, snap, 0)
+	plain := testutil.RestoredEtcd(t, snap, 0)
 	r := (&runner{t: t}).fails(exitError, "not past the snapshot's", "snapshot", "restored", snap, "--etcd-endpoints", plain[0])
 	if !strings.Contains(r.stderr, "nothing was written") {
 		t.Errorf("snapshot restored of a cluster without the bump: stderr %q, want it to say nothing was written", r.stderr)
@@ -77,7 +58,7 @@ func TestE2E_SnapshotRestoredOfAnExternalCluster(t *testing.T) {
 		t.Errorf("after a refused snapshot restored: %d restore records, want 0", n)
 	}
 
-	ep2 := etcdutlRestore(t, snap, store.RestoreRevisionBump)
+	ep2 := testutil.RestoredEtcd(t, snap, store.RestoreRevisionBump)
 	// Another root than the snapshot's store: refused, and the cluster keeps no key under it.
 	(&runner{t: t}).fails(exitError, "give --root "+store.DefaultRoot, "snapshot", "restored", snap, "--etcd-endpoints", ep2[0], "--root", "/other/")
 	if n := keysUnder(t, ep2, "/other/"); n != 0 {
@@ -149,7 +130,7 @@ func TestE2E_SnapshotRestoredRefusedForItsRevisionLeavesNoKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopEtcd()
-	plain := etcdutlRestore(t, snap, 0)
+	plain := testutil.RestoredEtcd(t, snap, 0)
 	(&runner{t: t}).fails(exitError, "not past the snapshot's", "snapshot", "restored", snap, "--etcd-endpoints", plain[0], "--root", "/other/")
 	if n := keysUnder(t, plain, "/other/"); n != 0 {
 		t.Errorf("after snapshot restored refused for the cluster's revision under another root: %d keys under it, want 0", n)
@@ -180,7 +161,7 @@ func TestE2E_SnapshotRestoredOfAnotherSnapshotRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopEtcd()
-	ep2 := etcdutlRestore(t, newer, store.RestoreRevisionBump)
+	ep2 := testutil.RestoredEtcd(t, newer, store.RestoreRevisionBump)
 	(&runner{t: t}).fails(exitError, "not restored from", "snapshot", "restored", older, "--etcd-endpoints", ep2[0])
 	if n := restoreRecords(t, ep2); n != 0 {
 		t.Errorf("after snapshot restored of another snapshot: %d restore records, want 0", n)

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/shoelace-dev/shoelace/server/store"
+	"go.etcd.io/etcd/etcdutl/v3/snapshot"
+	"go.uber.org/zap"
 )
 
 var (
@@ -189,4 +191,24 @@ func StartEtcd(tb testing.TB, dir string) (endpoints []string, stop func()) {
 	stop = func() { once.Do(func() { e.Close() }) }
 	tb.Cleanup(stop)
 	return endpoints, stop
+}
+
+// RestoredEtcd restores the snapshot file snap into a new etcd data dir as the runbook's
+// "etcdutl snapshot restore --bump-revision bump --mark-compacted" does (neither when bump is
+// 0), starts an etcd on it (StartEtcd) and returns its client endpoints.
+func RestoredEtcd(tb testing.TB, snap string, bump uint64) []string {
+	tb.Helper()
+	dir := filepath.Join(tb.TempDir(), "etcd")
+	// The name and peer URL StartEtcd starts its member with.
+	peer := "http://127.0.0.1:0"
+	err := snapshot.NewV3(zap.NewNop()).Restore(snapshot.RestoreConfig{
+		SnapshotPath: snap, Name: "shoelace", OutputDataDir: dir, PeerURLs: []string{peer},
+		InitialCluster: "shoelace=" + peer, InitialClusterToken: "etcd-cluster",
+		RevisionBump: bump, MarkCompacted: bump > 0,
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ep, _ := StartEtcd(tb, dir)
+	return ep
 }

@@ -10,8 +10,6 @@ import (
 	"github.com/shoelace-dev/shoelace/internal/testutil"
 	"github.com/shoelace-dev/shoelace/server/store"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/etcdutl/v3/snapshot"
-	"go.uber.org/zap"
 )
 
 // TestStore_RestoredRefusalsLeaveNoKeys: each of Restored's four refusals of a cluster says
@@ -43,28 +41,17 @@ func TestStore_RestoredRefusalsLeaveNoKeys(t *testing.T) {
 	newer := save("newer.db")
 	s.Close()
 
-	// restore restores snap as the runbook's etcdutl snapshot restore --bump-revision bump
-	// --mark-compacted does (neither when bump is 0) and starts an etcd on it.
-	restore := func(snap string, bump uint64) *clientv3.Client {
+	// client reaches the etcd restored from snap as the runbook's etcdutl restores it.
+	client := func(snap string, bump uint64) *clientv3.Client {
 		t.Helper()
-		dir, peer := filepath.Join(t.TempDir(), "etcd"), "http://127.0.0.1:0"
-		err := snapshot.NewV3(zap.NewNop()).Restore(snapshot.RestoreConfig{
-			SnapshotPath: snap, Name: "shoelace", OutputDataDir: dir, PeerURLs: []string{peer},
-			InitialCluster: "shoelace=" + peer, InitialClusterToken: "etcd-cluster",
-			RevisionBump: bump, MarkCompacted: bump > 0,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ep, _ := testutil.StartEtcd(t, dir)
-		cli, err := clientv3.New(clientv3.Config{Endpoints: ep})
+		cli, err := clientv3.New(clientv3.Config{Endpoints: testutil.RestoredEtcd(t, snap, bump)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cli.Close() })
 		return cli
 	}
-	plain, bumped := restore(newer, 0), restore(newer, store.RestoreRevisionBump)
+	plain, bumped := client(newer, 0), client(newer, store.RestoreRevisionBump)
 	// A server's leader record under the other root, written after the restore.
 	if _, err := bumped.Put(ctx, "/served/sys/leaders/x", "{}"); err != nil {
 		t.Fatal(err)
