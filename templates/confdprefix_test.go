@@ -216,6 +216,8 @@ func TestConfd_Empty(t *testing.T) {
 		// The prefix's own value alone: a view of whole paths, read below the prefix.
 		{"/theirapp", []string{"/"}, ownAlone, false, false},
 		{"/theirapp/", []string{"/"}, ownAlone, false, false},
+		// ... which a resource whose keys leave out "/" does not read: it finds nothing.
+		{"/theirapp", []string{"/db"}, ownAlone, true, false},
 		// A prefix no view key can be below (a space is no key's): the render reads the view's
 		// root, as one imported with --prefix PREFIX, even beside another prefix's keys.
 		{"/their app", []string{"/"}, whole, false, true},

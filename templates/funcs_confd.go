@@ -357,8 +357,9 @@ func (t *Template) ConfdEmpty(d Data) (empty, relative bool) {
 	if base == "" {
 		return !found, true
 	}
+	// The prefix's own value is read at "/", by a resource whose keys take in "/".
 	_, own := d.Keys[strings.TrimSuffix(base, "/")]
-	return !found && !own, false
+	return !found && !(own && s.confdVisible("")), false
 }
 
 // confdKey returns the view key of a store key ("/db/host" → "db/host"), if it can be one.
