@@ -498,7 +498,14 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 			return err
 		}
 		if live := treeOf(name, kvs); !maps.Equal(live, keys) {
-			return s.startRollout(ctx, w, r, name, live, keys, strat, kind, rollbackTo, nil)
+			err := s.startRollout(ctx, w, r, name, live, keys, strat, kind, rollbackTo, nil)
+			if e := (*api.Error)(nil); kind == api.KindRollback && errors.As(err, &e) && e.Code == api.CodeTooLarge {
+				// The rollout's record holds the whole tree, not the change a live rollback
+				// writes: say why it cannot start, as the live rollback's refusal does.
+				return api.Errorf(api.CodeTooLarge, "rollback of appliance %q to revision %d with canary: the rollout's record holds the whole tree it restores (%d keys, its candidate), which is more than one etcd transaction may carry, and a rollout starts in one transaction; nothing was written. Roll back without canary (its transaction carries only the keys that differ from the live tree), or raise the etcd limit it met (its --max-request-bytes or --max-txn-ops; the embedded etcd's grow with --max-value-bytes): %s",
+					name, rollbackTo, len(keys), e.Message)
+			}
+			return err
 		}
 		// An apply that changes nothing writes nothing, with canary too: no rollout of the
 		// live tree (whose cohort would re-render for nothing and whose other writes would wait

@@ -204,3 +204,37 @@ func bigTreeChanged(f *fixture) (map[string]string, int64) {
 	f.put("appliances/big/new", "x")
 	return tree, rev
 }
+
+// A rollback with canary starts a rollout, whose record holds the whole candidate tree in one
+// value of one transaction, where the live rollback writes only the keys that differ: a tree
+// over etcd's request limit (twelve values of 950 KB, 11.4 MB, over the 10 MiB), of which one
+// small key differs, was refused with etcd's generic 413 ("start the rollout of web: the request
+// is larger than …"), which said neither what rule it broke nor that nothing was written. It is
+// refused as the live rollback's changes over the limit are: why, what to do, nothing written
+// (no rollout, no release, the live tree as it was).
+func TestRollback_CanaryOfATreeOverEtcdsLimitRefusedWhole(t *testing.T) {
+	f := newFixture(t)
+	for i := range 12 {
+		f.put(fmt.Sprintf("appliances/web/conf/part%d", i), strings.Repeat("a", 950_000))
+	}
+	rev := f.put("appliances/web/small", "1")
+	f.put("appliances/web/small", "2")
+	enrollFleet(t, f, 1)
+	var before api.View
+	f.must(f.do("GET", "/v1/appliances/web", ""), 200, &before)
+	n := len(f.history("/v1/appliances/web/releases").Releases)
+
+	r := f.do("PUT", "/v1/appliances/web?canary=100%25", "", api.HeaderRollback, fmt.Sprint(rev))
+	f.mustErr(r, http.StatusRequestEntityTooLarge, api.CodeTooLarge, fmt.Sprintf("rollback of appliance \"web\" to revision %d", rev),
+		"canary", "one transaction", "nothing was written", "without canary")
+	t.Logf("refused: %s", r.errMessage())
+	var after api.View
+	f.must(f.do("GET", "/v1/appliances/web", ""), 200, &after)
+	if !maps.Equal(after.Keys, before.Keys) {
+		t.Fatal("the refused rollback changed the appliance")
+	}
+	if m := len(f.history("/v1/appliances/web/releases").Releases); m != n {
+		t.Fatalf("%d releases after the refused rollback, %d before", m, n)
+	}
+	f.mustErr(f.do("GET", "/v1/appliances/web/rollout", ""), http.StatusNotFound, api.CodeNotFound)
+}
