@@ -433,6 +433,16 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		kind = api.KindRollback
 	}
 	var keys map[string]string
+	// The request's shares of the replica's budgets of bodies (the tree a rollback read, an
+	// apply's body and its YAML parse), given back once the write is done (see applyTree).
+	var shares []func()
+	free := func() {
+		for _, release := range shares {
+			release()
+		}
+		shares = nil
+	}
+	defer free()
 	read := kind == api.KindRollback && r.ContentLength == 0
 	if read {
 		// A rollback without a body restores the tree at rollbackTo as the server reads it
@@ -445,7 +455,7 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		if keys, release, err = s.rollbackTree(rctx, r, name, rollbackTo); err != nil {
 			return err
 		}
-		defer release()
+		shares = append(shares, release)
 	} else {
 		media := mediaType(r)
 		limit := s.cfg.maxBodyBytes()
@@ -453,7 +463,7 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		if err != nil {
 			return err
 		}
-		defer release()
+		shares = append(shares, release)
 		var watch func(io.Reader) error
 		if isJSONMedia(media) {
 			watch = countJSONKeys(s.cfg.MaxTxnOps) // refused as soon as its keys pass the limit
@@ -469,7 +479,7 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 			if err != nil {
 				return err
 			}
-			defer release()
+			shares = append(shares, release)
 		}
 		keys, err = applyBody(data, media, name, s.cfg.MaxValueBytes, s.cfg.MaxTxnOps)
 		if err != nil {
@@ -518,7 +528,13 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 			return err
 		}
 	}
-	res, rev, err := s.applyTree(ctx, w, r, kind, name, rollbackTo, keys, cas)
+	list := make([]string, 0, len(keys))
+	root := api.ApplianceRoot(name) + "/"
+	for k := range keys {
+		list = append(list, root+k)
+	}
+	slices.Sort(list)
+	res, rev, err := s.applyTree(ctx, w, r, kind, name, rollbackTo, keys, cas, free)
 	if e := (*api.Error)(nil); kind == api.KindRollback && errors.As(err, &e) && e.Code == api.CodeTooLarge {
 		// etcd refused the transaction whole: say why a rollback cannot go in parts.
 		return api.Errorf(api.CodeTooLarge, "rollback of appliance %q to revision %d: its changes (the keys that differ from the live tree) are more than one etcd transaction may carry, and a rollback is one transaction, so that agents never see half of it; nothing was written. Raise the etcd limit it met (its --max-request-bytes or --max-txn-ops; the embedded etcd's grow with --max-value-bytes), or restore the keys in steps of your own, not atomic (appliance diff, kv put): %s",
@@ -527,12 +543,6 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
-	list := make([]string, 0, len(keys))
-	root := api.ApplianceRoot(name) + "/"
-	for k := range keys {
-		list = append(list, root+k)
-	}
-	slices.Sort(list)
 	switch {
 	case res.Unchanged:
 		s.audit(r, kind, list, rev, slog.Bool("unchanged", true))
@@ -734,8 +744,16 @@ func (s *Server) rollbackTree(ctx context.Context, r *http.Request, name string,
 // release of kind, and sets the answer's index: the write's revision, or for a tree that was
 // already in place the revision its agents report once they have the view (a deletion in it
 // after its keys' newest mod_revision is known to the hub only).
-func (s *Server) applyTree(ctx context.Context, w http.ResponseWriter, r *http.Request, kind, name string, rollbackTo int64, keys map[string]string, cas int64) (store.Applied, int64, error) {
+//
+// written, when not nil, is called once the write (or the check that finds nothing to write)
+// is done, before the wait for the hub: it gives back the request's shares of the body budget,
+// which rollbacks and applies that need it waited for (or were refused 503) meanwhile, for up to
+// viewChangedWait. keys is not read after it.
+func (s *Server) applyTree(ctx context.Context, w http.ResponseWriter, r *http.Request, kind, name string, rollbackTo int64, keys map[string]string, cas int64, written func()) (store.Applied, int64, error) {
 	res, err := s.st.ApplyTree(s.releaseCtx(ctx, r, kind, name, rollbackTo), name, keys, cas)
+	if written != nil {
+		written()
+	}
 	rev := res.Revision
 	if res.Unchanged {
 		rev = max(rev, s.hub.viewChanged(ctx, name, res.Checked, viewChangedWait))

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
 	"github.com/shoelace-dev/shoelace/internal/client"
@@ -237,4 +238,69 @@ func TestRollback_CanaryOfATreeOverEtcdsLimitRefusedWhole(t *testing.T) {
 		t.Fatalf("%d releases after the refused rollback, %d before", m, n)
 	}
 	f.mustErr(f.do("GET", "/v1/appliances/web/rollout", ""), http.StatusNotFound, api.CodeNotFound)
+}
+
+// A rollback without a body that changes nothing waits up to viewChangedWait for the hub to see
+// the revision it was checked at (its answer's revision). It held its tree's share of the body
+// budget through that wait: for up to 2 s, rollbacks and applies that needed the budget waited
+// for it, or were refused 503. The share is now given back once the write (here the check that
+// nothing changes) is done. The hub is kept from seeing the revision (its watch stalled before a
+// token's creation), so the first rollback waits the whole 2 s; the replica's only slot of reads
+// of a past revision tells when it has read its tree and holds its share.
+func TestRollback_UnchangedGivesTheBudgetBackBeforeItWaits(t *testing.T) {
+	f := newFixture(t)
+	f.s.bodyBudget = newBodyBudget(64 << 10) // before any request: a budget of 8 × 64 KiB
+	f.s.bodyBudget.wait = 10 * time.Second
+	f.s.historyReads = make(chan struct{}, 1)
+	b := f.s.bodyBudget
+	rev := f.put("appliances/held/conf", strings.Repeat("a", 480_000)) // one page: one share
+	stalled, unstall := stallWatch(t, f, "stall")
+	f.must(f.do("POST", "/v1/tokens", `{"name":"stall","read":["shared"]}`, "Content-Type", "application/json"), 201, nil)
+	select {
+	case <-stalled:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the token's creation never reached the watch")
+	}
+
+	// The whole budget held here: the rollback reads its tree in the slot, then waits for its
+	// share, which it gets once the budget is given back.
+	if !b.sem.TryAcquire(b.size()) {
+		t.Fatal("the budget is not free")
+	}
+	answer := make(chan resp, 1)
+	start := time.Now()
+	go func() {
+		answer <- f.do("PUT", "/v1/appliances/held", "", api.HeaderRollback, strconv.FormatInt(rev, 10))
+	}()
+	waitFor(t, "the rollback's read of its tree", func() bool { return len(f.s.historyReads) == 1 })
+	b.sem.Release(b.size())
+	f.s.historyReads <- struct{}{} // once the rollback gave its slot back: its tree read, its share held
+	<-f.s.historyReads
+
+	ctx, cancel := context.WithTimeout(t.Context(), viewChangedWait/2)
+	defer cancel()
+	if err := b.sem.Acquire(ctx, b.size()); err != nil {
+		t.Fatalf("the unchanged rollback's share of the body budget was not given back within %s of its write: held through its wait for the hub", viewChangedWait/2)
+	}
+	b.sem.Release(b.size())
+	// An apply that needs the budget (64 KiB, over what the tree's 480 KB leave) is served
+	// while the rollback waits.
+	big := `{"keys":{"a":"` + strings.Repeat("b", 300_000) + `"}}`
+	sent := time.Now()
+	f.must(f.do("PUT", "/v1/appliances/other", big, "Content-Type", "application/json"), 200, nil)
+	if d := time.Since(sent); d > viewChangedWait/2 {
+		t.Fatalf("an apply that needs the budget took %s while an unchanged rollback waited", d)
+	}
+	select {
+	case r := <-answer:
+		t.Fatalf("the rollback answered (%s) before its wait for the hub was up: the test saw nothing of it", r.Status)
+	default:
+	}
+	unstall()
+	var w api.WriteResult
+	f.must(<-answer, 200, &w)
+	if !w.Unchanged {
+		t.Fatalf("the rollback to the live tree: %+v, want unchanged", w)
+	}
+	t.Logf("the rollback answered after %s", time.Since(start))
 }

@@ -1328,7 +1328,7 @@ func (s *Server) rolloutWrite(ctx context.Context, w http.ResponseWriter, r *htt
 	// A write that changes nothing starts no rollout, as an apply with canary starts none: it
 	// is answered as an unchanged apply of the live tree, guarded on the read (a change since
 	// is 409, never a write of these keys without a rollout).
-	res, rev, err := s.applyTree(ctx, w, r, kind, name, 0, live, read)
+	res, rev, err := s.applyTree(ctx, w, r, kind, name, 0, live, read, nil)
 	if err != nil {
 		return err
 	}
