@@ -1193,6 +1193,16 @@ func (s *Server) uiRollback(w http.ResponseWriter, r *http.Request, c *uiCtx) er
 	back := "/ui/appliances/" + url.PathEscape(name)
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
+	// A revision a restore lost is refused as GET …/at/R refuses it, the confirmation too: the
+	// tree read for it is the snapshot's (the release copy before it), and a tree sent as a body
+	// (one within api.RollbackBodyBytes) is not looked at again, so its apply recorded a rollback
+	// to a state the revision never had.
+	if err := c.p.mayRead(api.ApplianceRoot(name)); err != nil {
+		return err
+	}
+	if err := s.lostRevision(ctx, to, "its keys then cannot be restored (a rollback to the snapshot's revision restores what the store holds of that time)"); err != nil {
+		return err
+	}
 	done, err := s.historySlot(ctx)
 	if err != nil {
 		return err
