@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -93,9 +94,13 @@ type member struct {
 	r      *templates.Result
 	staged *atomicfile.Staged   // nil: the file holds r already
 	prev   *atomicfile.Previous // what the install replaced, once installed
-	err    error
-	stage  string
-	retry  bool // err is the install's, not the render's or the check's
+	// good, set before the install, is what a failed reload puts back instead of what the
+	// install replaces: the last file known good, when that is a file whose reload a killed run
+	// never completed (owedGood).
+	good  *atomicfile.Previous
+	err   error
+	stage string
+	retry bool // err is the install's, not the render's or the check's
 	// stamp is the destination holding r: stamped before Stage found it so, or right after
 	// the install (tmpl.disk). Zero: not known.
 	stamp atomicfile.Stamp
@@ -421,8 +426,21 @@ func (p *pass) install(g *group) {
 	// puts the previous bytes back over an operator's edit since.
 	var was map[*tmpl]*candidateFile
 	for _, m := range g.members {
+		if m.staged == nil {
+			continue
+		}
+		if e := p.owedGood(g, m); e != nil && (e.Existed || p.v.Rollout == "") {
+			// It replaces a file whose reload a killed run never completed: a failed reload goes
+			// back to the last file known good, what that run's install replaced, and so does the
+			// undo of a rollout's candidate. When that run's install created the file (none was
+			// known good), a live view's failed reload keeps the new file, as a first install's
+			// does, and a candidate's undo puts back the killed run's: the live view's file, which
+			// the undo's command then reloads, where a removal would last only until the next live
+			// view renders it again.
+			m.good = e.undo().prev
+		}
 		c := m.t.cand
-		if m.staged == nil || p.v.Rollout == "" {
+		if p.v.Rollout == "" {
 			continue
 		}
 		var n *candidateFile
@@ -433,7 +451,7 @@ func (p *pass) install(g *group) {
 			data, _, _, _ := m.staged.Previous().Kept()
 			n = withSum(withSum(c, p.v.Rollout, nil, candidateSum(data)), p.v.Rollout, nil, sum)
 		case c == nil || c.rollout != p.v.Rollout:
-			n = withSum(nil, p.v.Rollout, m.staged.Previous(), sum)
+			n = withSum(nil, p.v.Rollout, cmp.Or(m.good, m.staged.Previous()), sum)
 		case len(c.sums) > 0 && !slices.Contains(c.sums, sum):
 			n = withSum(c, p.v.Rollout, nil, sum)
 		default:
@@ -512,12 +530,7 @@ func (p *pass) install(g *group) {
 			}
 			return
 		}
-		m.prev = prev
-		if e := p.owedGood(g, m); e != nil {
-			// It replaced a file whose reload a killed run never completed: a failed reload goes
-			// back to the last file known good, what that run's install replaced.
-			m.prev = e.undo().prev
-		}
+		m.prev = cmp.Or(m.good, prev)
 		if ended != nil {
 			// This view is the live one (another rollout's took the undo over above): a failed
 			// reload goes back to what the candidate replaced, not to the candidate, whose undo
@@ -597,7 +610,7 @@ func (p *pass) previousOf(g *group) []candidateEntry {
 // install never renamed into place (a kill before the rename), or an operator's.
 func (p *pass) owedGood(g *group, m *member) *candidateEntry {
 	prev := m.staged.Previous()
-	if prev == nil || !prev.Existed() || g.policy() != OnFailureRollback || p.v.Rollout != "" {
+	if prev == nil || !prev.Existed() || g.policy() != OnFailureRollback {
 		return nil
 	}
 	i := slices.IndexFunc(p.a.owed, func(o owedCommand) bool { return o.owedBy(g.command, g.dests()) })

@@ -34,7 +34,9 @@ import (
 // keeps that install's previous file in the record, adding the fingerprint of what it installs
 // (pass.previousOf, owedGood), and a failed reload of it in this run goes back to that file
 // too; an install over anything else records what it replaces. The record is still written
-// once, fsynced, before the rename.
+// once, fsynced, before the rename. A rollout's candidate installed over such a file has that
+// file in its own record, the candidate's undo (a failed reload of it, the halt), and goes back
+// to it as well; when the killed run's install created the file, to the killed run's file.
 
 // owedCommand is one command owed for installed files.
 type owedCommand struct {

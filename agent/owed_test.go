@@ -245,3 +245,97 @@ func TestAgent_OwedInstallAgainKeepsTheLastGoodFile(t *testing.T) {
 		})
 	}
 }
+
+// A rollout's candidate installed over a file whose reload a killed run owed (the run was killed
+// in the reload of what it installed there) is undone, when its reload fails, to the last file
+// known good: what the killed run's install replaced, which the owed record kept, not the killed
+// run's file, whose reload never completed. The candidate's undo record, written before the
+// rename, names that file too, so that the halt of the rollout (after a restart as well) puts
+// it back. When the killed run's install created the file (no file was known good before it),
+// the undo keeps the killed run's file, as the rollback of a first install keeps the new file:
+// it is what the live view renders, and the reload run after the undo completes the one the
+// killed run owed. Over anything else (an operator's file) the undo puts back what the
+// candidate replaced. (Before, the candidate's undo put the killed run's file back in every
+// case.)
+func TestAgent_CandidateOverAnOwedInstallUndoesToTheLastGoodFile(t *testing.T) {
+	sum := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
+	for _, tc := range []struct {
+		name, held  string
+		goodExisted bool
+		wantBack    string
+	}{
+		{"killed run's file", "v=bad1", true, "v=good"},
+		{"killed run's first file", "v=bad1", false, "v=bad1"},
+		{"operator's file", "v=mine", true, "v=mine"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newViewServer(t, map[string]string{"v": "bad2"})
+			srv.rollout = "ro-1"
+			const command = "cat $DIR/a >> $DIR/commands; echo >> $DIR/commands; ! grep -q bad $DIR/a"
+			a, dir, logs := testAgent(t, srv, header+`templates:
+  - contents: "v={{ key \"v\" }}"
+    destination: $DIR/a
+    command: `+command+`
+`)
+			if err := os.WriteFile(dir+"/a", []byte(tc.held), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			os.MkdirAll(dir+"/cache", 0o700)
+			good := map[string]any{"destination": dir + "/a", "path": dir + "/a", "existed": tc.goodExisted,
+				"uid": os.Getuid(), "gid": os.Getgid(), "installed": []string{sum("v=bad1")}}
+			if tc.goodExisted {
+				good["data"], good["mode"] = []byte("v=good"), 0o644
+			}
+			rec, _ := json.Marshal(map[string]any{"appliance": "web", "commands": []any{map[string]any{
+				"command": strings.ReplaceAll(command, "$DIR", dir), "timeout_ms": 5000, "destinations": []string{dir + "/a"},
+				"revision": 9, "previous": []any{good},
+			}}})
+			if err := os.WriteFile(agent.OwedPath(dir+"/cache", "web"), rec, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var (
+				mu                sync.Mutex // the hook runs in the agent's goroutine
+				candidateAtRename []byte
+			)
+			defer agent.SetInstallStaged(func(s *atomicfile.Staged) error {
+				b, _ := os.ReadFile(agent.CandidatePath(dir+"/cache", "web"))
+				mu.Lock()
+				candidateAtRename = b
+				mu.Unlock()
+				return s.Install()
+			})()
+			stop := runAgent(t, a)
+			syncLogged(t, logs, 10)
+			stop()
+			var got struct {
+				Files []struct {
+					Rollout string
+					Existed bool
+					Data    []byte
+				}
+			}
+			mu.Lock()
+			b := candidateAtRename
+			mu.Unlock()
+			if err := json.Unmarshal(b, &got); err != nil || len(got.Files) != 1 {
+				t.Fatalf("candidate record at the rename = %s (%v), want one file", b, err)
+			}
+			if f := got.Files[0]; f.Rollout != "ro-1" || !f.Existed || string(f.Data) != tc.wantBack {
+				t.Fatalf("candidate's undo recorded = %+v (data %q), want rollout ro-1 and %q", f, f.Data, tc.wantBack)
+			}
+			if got := read(t, dir+"/a"); got != tc.wantBack {
+				t.Fatalf("a = %q after the candidate's failed reload, want %q", got, tc.wantBack)
+			}
+			if got, want := strings.Join(lines(t, dir+"/commands"), ","), "v=bad2,"+tc.wantBack; got != want {
+				t.Fatalf("commands saw %q, want %q", got, want)
+			}
+			// What the candidate replaced is back: nothing is left to undo, nothing is owed.
+			for _, p := range []string{agent.CandidatePath(dir+"/cache", "web"), agent.OwedPath(dir+"/cache", "web")} {
+				if _, err := os.Stat(p); !os.IsNotExist(err) {
+					b, _ := os.ReadFile(p)
+					t.Fatalf("%s left after the undo: %v %s", p, err, b)
+				}
+			}
+		})
+	}
+}
