@@ -168,3 +168,28 @@ func TestE2E_SnapshotRestoredOfAnotherSnapshotRefused(t *testing.T) {
 	}
 	(&runner{t: t}).ok("snapshot", "restored", newer, "--etcd-endpoints", ep2[0])
 }
+
+// snapshot restored of a cluster that does not answer (etcd not started again yet, a wrong
+// port) logged "etcd not reachable yet; retrying in the background", a server's start, and then
+// said "etcd answers, but the store's --root is not checked yet": the run opened the cluster as
+// a server does, which serves while etcd is away and checks the root once it answers. The run
+// says that etcd did not answer and why (here the connection refused), as unavailable (exit 6),
+// nothing written.
+func TestE2E_SnapshotRestoredOfAClusterThatDoesNotAnswer(t *testing.T) {
+	c := newCLI(t, sharedServer(t))
+	snap := filepath.Join(t.TempDir(), "backup.db")
+	c.ok("snapshot", "save", snap)
+	dead, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := (&runner{t: t}).fails(exitUnavailable, "connection refused", "snapshot", "restored", snap, "--etcd-endpoints", "http://"+dead)
+	for _, bad := range []string{"etcd answers", "retrying in the background"} {
+		if strings.Contains(r.stderr, bad) {
+			t.Errorf("snapshot restored of an etcd that does not answer: stderr %q, want nothing of %q", r.stderr, bad)
+		}
+	}
+	if !strings.Contains(r.stderr, "nothing was written") {
+		t.Errorf("snapshot restored of an etcd that does not answer: stderr %q, want it to say nothing was written", r.stderr)
+	}
+}

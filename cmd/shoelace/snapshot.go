@@ -87,9 +87,12 @@ embedded store. It records that the revisions after FILE's, up to FILE's plus N,
 (appliance wait --revision, rollback --to, diff --from and GET .../at/R of one of them then say
 so, rather than count the restored store's agents or restore a state it never had), gives the
 store a new id, so every agent re-reads everything, and drops the records of the replicas that
-shared the snapshot's store. It refuses a cluster whose revision is not past FILE's plus N (not
-restored from FILE with that bump) and one that a Shoelace server serves since the restore (a
-leader's key or a fresh replica record). Run twice, it records once. Prints the store id.
+shared the snapshot's store. It refuses (exit 1, nothing written) a cluster whose revision is not
+past FILE's plus N (not restored from FILE with that bump), one whose history does not begin at
+FILE's plus N (restored from another snapshot than FILE, or compacted since) and one that a
+Shoelace server serves since the restore (a leader's key or a fresh replica record); a cluster
+that does not answer within 5 s is exit 6, saying why. Run twice, it records once. Prints the
+store id.
 
 EXAMPLES:
    shoelace snapshot restored /var/backups/shoelace.db \

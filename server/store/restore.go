@@ -227,9 +227,9 @@ func Restored(ctx context.Context, cfg RestoredConfig) (_ RestoredResult, err er
 		return RestoredResult{}, fmt.Errorf("snapshot restored %s: %w", cfg.SnapshotPath, err)
 	}
 	lost := LostRange{Snapshot: st.Revision, Restored: st.Revision + cfg.Bump}
-	s, err := Open(ctx, Config{Endpoints: cfg.Endpoints, CACert: cfg.CACert, Cert: cfg.Cert, Key: cfg.Key, Root: cfg.Root, Logger: cfg.Logger})
+	s, err := Open(ctx, Config{Endpoints: cfg.Endpoints, CACert: cfg.CACert, Cert: cfg.Cert, Key: cfg.Key, Root: cfg.Root, Logger: cfg.Logger, Once: true})
 	if err != nil {
-		return RestoredResult{}, fmt.Errorf("snapshot restored: %w", err)
+		return RestoredResult{}, fmt.Errorf("snapshot restored: %w; nothing was written", err)
 	}
 	defer s.Close()
 	rev, err := s.Revision(ctx)

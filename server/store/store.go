@@ -97,6 +97,10 @@ type Config struct {
 	MaxTxnOps int
 	// DialTimeout bounds connecting to an external cluster.
 	DialTimeout time.Duration
+	// Once is a command's store, opened for one run (snapshot restored): an external cluster
+	// that does not answer within DialTimeout fails Open, saying why, where a server's store
+	// serves meanwhile and checks its root in the background once etcd answers.
+	Once bool
 	// Logger receives the store's and the embedded etcd's logs (as JSON).
 	Logger *slog.Logger
 
@@ -379,7 +383,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	// with Retry-After for what needs the store) while etcd is away, so that waiting here for
 	// the dial's whole timeout only kept /health down (the server started after 20 s).
 	wait := cfg.DialTimeout
-	if s.embed == nil {
+	if s.embed == nil && !cfg.Once {
 		wait = min(wait, startWait)
 	}
 	cctx := context.WithValue(ctx, rootCheckKey{}, true)
@@ -393,8 +397,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, refusal
 	}
 	if err != nil {
-		if s.embed != nil || ctx.Err() != nil {
+		if s.embed != nil || ctx.Err() != nil || cfg.Once {
 			s.Close()
+			// "did not answer in time" is all the client says, also of a port where nothing
+			// listens or of a TLS handshake etcd refuses: a probe names the cause.
+			if s.embed == nil && ctx.Err() == nil {
+				if why, _ := probeEndpoints(endpoints, tlsCfg, min(cfg.DialTimeout, 2*time.Second)); why != "" {
+					err = fmt.Errorf("%w: %s", err, why)
+				}
+			}
 			return nil, fmt.Errorf("open store: %w", err)
 		}
 		s.log.Warn("etcd not reachable yet; retrying in the background",
