@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/shoelace-dev/shoelace/internal/api"
+	"github.com/shoelace-dev/shoelace/server/store"
 )
 
 // ApplianceAt answers GET /v1/appliances/{name}/at/{revision}: the appliance's own keys as they
@@ -258,8 +259,24 @@ func (s *Server) applianceFromReleases(ctx context.Context, name string, rev int
 	if err != nil {
 		return nil, 0, err
 	}
+	restores, err := s.st.Restores(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, l := range restores {
+		if l.Snapshot < compacted && compacted <= l.Restored {
+			// A restore compacted etcd where it moved revisions, a revision it records as lost:
+			// the snapshot's own is read there (atRestore).
+			compacted = l.Snapshot
+		}
+	}
 	if compacted > rev && (oldest == 0 || compacted < oldest) {
 		oldest = compacted
+	}
+	if found == nil || found.Copy != name {
+		if keys, cur, ok, err := s.atRestore(ctx, name, rev, all, found, restores); ok || err != nil {
+			return keys, cur, err
+		}
 	}
 	restorable := "no retained release can restore it: restore an older state from a backup"
 	if oldest != 0 {
@@ -308,6 +325,43 @@ func (s *Server) applianceFromReleases(ctx context.Context, name string, rev int
 		return nil, cur, api.Errorf(api.CodeNotFound, "appliance %q had no keys at revision %d", name, rev)
 	}
 	return keys, cur, nil
+}
+
+// atRestore answers the appliance's own keys at rev, which etcd compacted and no release copy
+// gives, from the revision where a restore of a snapshot taken at rev or after it moved
+// revisions (LostRange.Restored): a restore keeps the snapshot's keys there and compacts etcd at
+// it, so the snapshot's revision, and rev when no release changed the appliance after rev up to
+// the snapshot's, read there what they held. all are the retained releases, newest first, and
+// found the last of them at or before rev that changed the appliance: retention keeps the
+// newest releases of each appliance, so that with found none after it is left out. ok is false
+// when no restore gives rev, or etcd compacted that revision too.
+func (s *Server) atRestore(ctx context.Context, name string, rev int64, all []api.Release, found *api.Release, restores []store.LostRange) (keys map[string]string, cur int64, ok bool, err error) {
+	for _, l := range restores {
+		if rev > l.Snapshot || rev < l.Snapshot && found == nil {
+			continue
+		}
+		changed := false
+		for i := range all {
+			r := &all[i]
+			if r.Revision > rev && r.Revision <= l.Snapshot && r.Touches(name, false) && r.Kind != api.KindRollout {
+				changed = true
+				break
+			}
+		}
+		if changed {
+			continue
+		}
+		keys, cur, err := s.st.ApplianceAt(ctx, name, l.Restored)
+		switch {
+		case err == nil && len(keys) == 0:
+			return nil, cur, true, api.Errorf(api.CodeNotFound, "appliance %q had no keys at revision %d", name, rev)
+		case err == nil:
+			return keys, cur, true, nil
+		case api.AsError(err).Code != api.CodeCompacted:
+			return nil, 0, false, err
+		}
+	}
+	return nil, 0, false, nil
 }
 
 // oldestRestorable is the revision of the oldest of copies (the appliance's releases that kept

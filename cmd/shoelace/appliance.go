@@ -191,8 +191,10 @@ of the last change of the appliance's view, and stderr says so.
 restores the state just before it.
 The keys at REVISION come from the store's history while it has them (1 h for the embedded
 etcd; an external cluster's --auto-compaction-retention), then from the copy of the appliance
-that each apply and rollback keeps with its release (--release-retention, --release-max-age).
-A revision neither gives is refused, naming the oldest revision that can be restored; so is one
+that each apply and rollback keeps with its release (--release-retention, --release-max-age);
+after a snapshot restore, the snapshot's revision also from the restored store's first revision
+while etcd keeps it, which holds the snapshot's keys (an appliance written with kv put has no copy).
+A revision none of them gives is refused, naming the oldest revision that can be restored; so is one
 whose copy left out secret values (a server without --secrets-key-file), and one that a
 snapshot restore lost (after the snapshot, before the restore), naming the revisions it lost.
 The rollback is itself a release, of kind rollback, whose message names the revision restored,

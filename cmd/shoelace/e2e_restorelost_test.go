@@ -178,3 +178,55 @@ func TestE2E_WaitAndRollbackToARevisionOfAnEarlierRestore(t *testing.T) {
 		t.Errorf("after a refused rollback appliances/web/a = %q", got)
 	}
 }
+
+// After a restore, the refusal of a lost revision said that "a rollback to the snapshot's
+// revision restores what the store holds of that time", but an appliance written with kv put
+// (no release copy of its tree) could not be rolled back to it: 410, "kept no copy of its tree:
+// the oldest revision that can be restored is R2", R2 being where the restore moved revisions,
+// itself refused as lost. The restored store holds the snapshot's keys at R2 (etcd's restore
+// compacts there): a revision up to the snapshot's, after the appliance's last change before
+// it, is read there; the oldest revision named is one that can be restored.
+func TestE2E_RollbackToTheSnapshotsRevisionWithoutACopy(t *testing.T) {
+	s, err := startServer(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.stop()
+	c := newCLI(t, s)
+	c.ok("kv", "put", "appliances/web/a", "1")
+	unchanged := revisionOf(t, c.ok("kv", "put", "appliances/other/x", "1"))
+	snap := filepath.Join(t.TempDir(), "backup.db")
+	c.ok("snapshot", "save", snap)
+	st, err := snapshot.NewV3(zap.NewNop()).Status(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ok("kv", "put", "appliances/web/a", "lost")
+	adminToken := s.adminTokenFile()
+	tok, err := os.ReadFile(adminToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+	_, c2 := serveRestored(t, snap, adminToken, tok)
+	c2.ok("kv", "put", "appliances/web/a", "2")
+	c2.ok("kv", "put", "appliances/web/b", "2")
+	if got := c2.ok("appliance", "diff", "web", "--from", fmt.Sprint(st.Revision)); !strings.Contains(got, "~ a=2 (was 1)") || !strings.Contains(got, "+ b=2") {
+		t.Errorf("appliance diff web --from the snapshot's revision = %q, want a changed from 1 and b added", got)
+	}
+	// A revision before the snapshot's, after the appliance's last change, is the same tree.
+	c2.ok("appliance", "diff", "web", "--from", fmt.Sprint(unchanged))
+	c2.ok("appliance", "rollback", "web", "--to", fmt.Sprint(st.Revision))
+	if got := c2.ok("kv", "get", "appliances/web/a"); got != "1" {
+		t.Errorf("after a rollback to the snapshot's revision appliances/web/a = %q, want 1", got)
+	}
+	c2.fails(exitNotFound, "not found", "kv", "get", "appliances/web/b")
+	// Before the appliance's last change before the snapshot nothing gives its tree: the
+	// oldest revision named can be restored.
+	r := c2.fails(exitError, "the oldest revision that can be restored is ", "appliance", "diff", "web", "--from", "1")
+	_, oldest, _ := strings.Cut(r.stderr, "the oldest revision that can be restored is ")
+	oldest = strings.TrimRight(oldest, "\n")
+	c2.ok("appliance", "diff", "web", "--from", oldest)
+}

@@ -407,17 +407,32 @@ type LostRange struct {
 
 // Lost returns the range of a restore that lost revision rev, if one did (see LostRange).
 func (s *Store) Lost(ctx context.Context, rev int64) (LostRange, bool, error) {
-	recs, _, err := s.SysList(ctx, RestorePrefix)
+	restores, err := s.Restores(ctx)
 	if err != nil {
 		return LostRange{}, false, err
 	}
-	for _, data := range recs {
-		var l LostRange
-		if json.Unmarshal(data, &l) == nil && l.Snapshot < rev && rev <= l.Restored {
+	for _, l := range restores {
+		if l.Snapshot < rev && rev <= l.Restored {
 			return l, true, nil
 		}
 	}
 	return LostRange{}, false, nil
+}
+
+// Restores returns the records of the restores the store went through (see LostRange).
+func (s *Store) Restores(ctx context.Context) ([]LostRange, error) {
+	recs, _, err := s.SysList(ctx, RestorePrefix)
+	if err != nil {
+		return nil, err
+	}
+	var out []LostRange
+	for _, data := range recs {
+		var l LostRange
+		if json.Unmarshal(data, &l) == nil {
+			out = append(out, l)
+		}
+	}
+	return out, nil
 }
 
 // ReplicaPrefix is where, under the system root, each replica announces itself.
