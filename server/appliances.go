@@ -433,16 +433,6 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		kind = api.KindRollback
 	}
 	var keys map[string]string
-	// The request's shares of the replica's budgets of bodies (the tree a rollback read, an
-	// apply's body and its YAML parse), given back once the write is done (see applyTree).
-	var shares []func()
-	free := func() {
-		for _, release := range shares {
-			release()
-		}
-		shares = nil
-	}
-	defer free()
 	read := kind == api.KindRollback && r.ContentLength == 0
 	if read {
 		// A rollback without a body restores the tree at rollbackTo as the server reads it
@@ -455,7 +445,7 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		if keys, release, err = s.rollbackTree(rctx, r, name, rollbackTo); err != nil {
 			return err
 		}
-		shares = append(shares, release)
+		defer release()
 	} else {
 		media := mediaType(r)
 		limit := s.cfg.maxBodyBytes()
@@ -463,7 +453,7 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		if err != nil {
 			return err
 		}
-		shares = append(shares, release)
+		defer release()
 		var watch func(io.Reader) error
 		if isJSONMedia(media) {
 			watch = countJSONKeys(s.cfg.MaxTxnOps) // refused as soon as its keys pass the limit
@@ -479,7 +469,7 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 			if err != nil {
 				return err
 			}
-			shares = append(shares, release)
+			defer release()
 		}
 		keys, err = applyBody(data, media, name, s.cfg.MaxValueBytes, s.cfg.MaxTxnOps)
 		if err != nil {
@@ -528,13 +518,7 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 			return err
 		}
 	}
-	list := make([]string, 0, len(keys))
-	root := api.ApplianceRoot(name) + "/"
-	for k := range keys {
-		list = append(list, root+k)
-	}
-	slices.Sort(list)
-	res, rev, err := s.applyTree(ctx, w, r, kind, name, rollbackTo, keys, cas, free)
+	res, err := s.applyTree(ctx, w, r, kind, name, rollbackTo, keys, cas)
 	if e := (*api.Error)(nil); kind == api.KindRollback && errors.As(err, &e) && e.Code == api.CodeTooLarge {
 		// etcd refused the transaction whole: say why a rollback cannot go in parts.
 		return api.Errorf(api.CodeTooLarge, "rollback of appliance %q to revision %d: its changes (the keys that differ from the live tree) are more than one etcd transaction may carry, and a rollback is one transaction, so that agents never see half of it; nothing was written. Raise the etcd limit it met (its --max-request-bytes or --max-txn-ops; the embedded etcd's grow with --max-value-bytes), or restore the keys in steps of your own, not atomic (appliance diff, kv put): %s",
@@ -543,16 +527,22 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
-	switch {
-	case res.Unchanged:
-		s.audit(r, kind, list, rev, slog.Bool("unchanged", true))
-	case len(res.Deleted) > 0:
-		// The keys of the appliance the apply left out are gone: the trail names them too.
-		s.audit(r, kind, list, rev, slog.Any("deleted", redactKeys(res.Deleted)))
-	default:
-		s.audit(r, kind, list, rev)
+	if res.Unchanged {
+		return s.unchanged(name, res, kind, slices.Collect(maps.Keys(keys)), api.ApplianceRoot(name)+"/")
 	}
-	return writeJSON(w, http.StatusOK, rev, api.WriteResult{Revision: rev, Unchanged: res.Unchanged})
+	list := make([]string, 0, len(keys))
+	root := api.ApplianceRoot(name) + "/"
+	for k := range keys {
+		list = append(list, root+k)
+	}
+	slices.Sort(list)
+	if len(res.Deleted) > 0 {
+		// The keys of the appliance the apply left out are gone: the trail names them too.
+		s.audit(r, kind, list, res.Revision, slog.Any("deleted", redactKeys(res.Deleted)))
+	} else {
+		s.audit(r, kind, list, res.Revision)
+	}
+	return writeJSON(w, http.StatusOK, res.Revision, api.WriteResult{Revision: res.Revision})
 }
 
 // planApply answers an apply's dry run: what applying keys to appliance name would put, change
@@ -741,23 +731,55 @@ func (s *Server) rollbackTree(ctx context.Context, r *http.Request, name string,
 }
 
 // applyTree makes appliance name's own keys keys (guarded on cas, as Store.ApplyTree) as a
-// release of kind, and sets the answer's index: the write's revision, or for a tree that was
-// already in place the revision its agents report once they have the view (a deletion in it
-// after its keys' newest mod_revision is known to the hub only).
-//
-// written, when not nil, is called once the write (or the check that finds nothing to write)
-// is done, before the wait for the hub: it gives back the request's shares of the body budget,
-// which rollbacks and applies that need it waited for (or were refused 503) meanwhile, for up to
-// viewChangedWait. keys is not read after it.
-func (s *Server) applyTree(ctx context.Context, w http.ResponseWriter, r *http.Request, kind, name string, rollbackTo int64, keys map[string]string, cas int64, written func()) (store.Applied, int64, error) {
+// release of kind, and sets the answer's index to the write's revision. A tree that was already
+// in place is answered by its handler's unchanged, once the handler has returned.
+func (s *Server) applyTree(ctx context.Context, w http.ResponseWriter, r *http.Request, kind, name string, rollbackTo int64, keys map[string]string, cas int64) (store.Applied, error) {
 	res, err := s.st.ApplyTree(s.releaseCtx(ctx, r, kind, name, rollbackTo), name, keys, cas)
-	if written != nil {
-		written()
+	if !res.Unchanged {
+		setIndex(w, res.Revision)
 	}
-	rev := res.Revision
-	if res.Unchanged {
-		rev = max(rev, s.hub.viewChanged(ctx, name, res.Checked, viewChangedWait))
+	return res, err
+}
+
+// unchangedLater is the answer of a write that changed nothing, returned by its handler rather
+// than written from it (see answerUnchanged): its index is the revision its agents report once
+// they have the view, for which it waits up to viewChangedWait for the hub (a deletion after
+// the newest mod_revision of the keys it checked is known to the hub only). Waited for in the
+// handler, the wait held the request's shares of the body budget and its body (the values it
+// carried): for up to 2 s each, rollbacks and writes that needed the budget waited for it, or
+// were refused 503. Returned, the handler's deferred releases give the shares back and nothing
+// holds its values; what it keeps are the names of the keys, for its audit line.
+type unchangedLater struct {
+	app     string // the appliance whose view's change it waits for ("" for shared/)
+	checked int64  // the revision the write was checked at, which the hub must see
+	rev     int64  // the answer's revision at least
+	op      string
+	keys    []string // the audit line's keys, each after root; sorted when root is not ""
+	root    string
+}
+
+func (*unchangedLater) Error() string { return "answer not written" }
+
+// unchanged is the answer of appliance name's write of kind that res found in place already,
+// for the keys its audit line names (each after root).
+func (s *Server) unchanged(name string, res store.Applied, op string, keys []string, root string) *unchangedLater {
+	return &unchangedLater{app: name, checked: res.Checked, rev: res.Revision, op: op, keys: keys, root: root}
+}
+
+// answerUnchanged writes u, the answer of r's write that changed nothing, once the hub has seen
+// the revision it was checked at or viewChangedWait has passed, and its audit line.
+func (s *Server) answerUnchanged(w http.ResponseWriter, r *http.Request, u *unchangedLater) error {
+	ctx, cancel := s.opCtx(r)
+	defer cancel()
+	rev := max(u.rev, s.hub.viewChanged(ctx, u.app, u.checked, viewChangedWait))
+	keys := u.keys
+	if u.root != "" {
+		for i, k := range keys {
+			keys[i] = u.root + k
+		}
+		slices.Sort(keys)
 	}
 	setIndex(w, rev)
-	return res, rev, err
+	s.audit(r, u.op, keys, rev, slog.Bool("unchanged", true))
+	return writeJSON(w, http.StatusOK, rev, api.WriteResult{Revision: rev, Unchanged: true})
 }

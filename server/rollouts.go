@@ -1328,7 +1328,7 @@ func (s *Server) rolloutWrite(ctx context.Context, w http.ResponseWriter, r *htt
 	// A write that changes nothing starts no rollout, as an apply with canary starts none: it
 	// is answered as an unchanged apply of the live tree, guarded on the read (a change since
 	// is 409, never a write of these keys without a rollout).
-	res, rev, err := s.applyTree(ctx, w, r, kind, name, 0, live, read, nil)
+	res, err := s.applyTree(ctx, w, r, kind, name, 0, live, read)
 	if err != nil {
 		return err
 	}
@@ -1336,8 +1336,13 @@ func (s *Server) rolloutWrite(ctx context.Context, w http.ResponseWriter, r *htt
 	for _, op := range ops {
 		keys = append(keys, op.Key)
 	}
-	s.audit(r, kind, keys, rev, slog.Bool("unchanged", res.Unchanged))
-	return writeJSON(w, http.StatusOK, rev, api.WriteResult{Revision: rev, Unchanged: res.Unchanged})
+	if res.Unchanged {
+		// Answered once the handler has returned: its body's share of the budget given back and
+		// its values no longer held through the wait for the hub (see unchangedLater).
+		return s.unchanged(name, res, kind, keys, "")
+	}
+	s.audit(r, kind, keys, res.Revision)
+	return writeJSON(w, http.StatusOK, res.Revision, api.WriteResult{Revision: res.Revision})
 }
 
 // rolloutRelease is the release record of rec's start: kind rollout, its message saying so, and

@@ -233,7 +233,7 @@ func (s *Server) Close(ctx context.Context) error {
 }
 
 // handlerFunc is an API handler; its error is answered by writeError, except an
-// *answerLater, which is written as the answer.
+// *answerLater, which is written as the answer, and an *unchangedLater, answered then.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 // answerLater is the answer of a woken long-poll, returned by its handler rather than written
@@ -326,6 +326,9 @@ func (a *apiHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if l, ok := err.(*answerLater); ok {
 		setIndex(w, l.rev)
 		err = writeBody(w, r, l.body, l.gz)
+	}
+	if u, ok := err.(*unchangedLater); ok {
+		err = a.s.answerUnchanged(w, r, u)
 	}
 	if err != nil {
 		a.s.writeError(w, r, err)

@@ -67,14 +67,14 @@ func sharedChangeOf(ops []api.Op) (c *rollout.SharedChange, ok bool, err error) 
 	return c, true, nil
 }
 
-// sharedHolds reports whether shared/, read at one revision, holds change already: every key
-// it puts holds that value, every key it deletes is absent. rev is then the revision of
-// shared/'s last change (the newest mod_revision under it, or a deletion the hub saw since),
-// which every appliance's agents report, or pass, once they have their view.
-func (s *Server) sharedHolds(ctx context.Context, change *rollout.SharedChange) (rev int64, held bool, err error) {
+// sharedHolds reports whether shared/, read at revision read, holds change already: every key
+// it puts holds that value, every key it deletes is absent. rev is then the newest mod_revision
+// under it; shared/'s last change is the later of it and a deletion the hub saw by read (see
+// startSharedRollout), which every appliance's agents report, or pass, once they have their view.
+func (s *Server) sharedHolds(ctx context.Context, change *rollout.SharedChange) (rev, read int64, held bool, err error) {
 	kvs, read, err := s.st.List(ctx, api.SharedPrefix, false)
 	if err != nil {
-		return 0, false, err
+		return 0, 0, false, err
 	}
 	have := make(map[string]string, len(kvs))
 	for _, kv := range kvs {
@@ -87,15 +87,15 @@ func (s *Server) sharedHolds(ctx context.Context, change *rollout.SharedChange) 
 	}
 	for k, v := range change.Puts {
 		if old, ok := have[k]; !ok || old != v {
-			return 0, false, nil
+			return 0, 0, false, nil
 		}
 	}
 	for _, k := range change.Deletes {
 		if _, ok := have[k]; ok {
-			return 0, false, nil
+			return 0, 0, false, nil
 		}
 	}
-	return max(rev, s.hub.viewChanged(ctx, "", read, viewChangedWait), 1), true, nil
+	return max(rev, 1), read, true, nil
 }
 
 // groupRunning is the refusal of a canary of shared/ while a shared rollout group runs (one at
@@ -112,17 +112,16 @@ func (s *Server) groupRunning() error {
 // startSharedRollout starts the shared rollout group of change, for the write of kind that r
 // makes with strategy strat.
 func (s *Server) startSharedRollout(ctx context.Context, w http.ResponseWriter, r *http.Request, change *rollout.SharedChange, strat *api.RolloutStrategy, kind string) error {
-	if rev, held, err := s.sharedHolds(ctx, change); err != nil {
+	if rev, read, held, err := s.sharedHolds(ctx, change); err != nil {
 		return err
 	} else if held {
 		// A change that shared/ holds already starts no group and writes nothing, as an apply
 		// that changes nothing: refused only as another canary of shared/ is, while a group runs.
+		// Answered once the handler has returned, as the apply is (see unchangedLater).
 		if err := s.groupRunning(); err != nil {
 			return err
 		}
-		setIndex(w, rev)
-		s.audit(r, kind, lockedKeys(change), rev, slog.Bool("unchanged", true))
-		return writeJSON(w, http.StatusOK, rev, api.WriteResult{Revision: rev, Unchanged: true})
+		return &unchangedLater{app: "", checked: read, rev: rev, op: kind, keys: lockedKeys(change)}
 	}
 	names, _, err := s.st.Appliances(ctx)
 	if err != nil {

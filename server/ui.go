@@ -773,7 +773,11 @@ func (s *Server) uiCall(r *http.Request, h handlerFunc, method string, pathValue
 		}
 	}
 	rec := &uiRecorder{h: http.Header{}}
-	if err := h(rec, ir); err != nil {
+	err = h(rec, ir)
+	if u, ok := err.(*unchangedLater); ok {
+		err = s.answerUnchanged(rec, ir, u)
+	}
+	if err != nil {
 		return rec, err
 	}
 	return rec, nil
