@@ -775,6 +775,7 @@ func (s *Server) uiCall(r *http.Request, h handlerFunc, method string, pathValue
 	rec := &uiRecorder{h: http.Header{}}
 	err = h(rec, ir)
 	if u, ok := err.(*unchangedLater); ok {
+		ir.Body, ir.GetBody = http.NoBody, nil // the body is not held through the wait
 		err = s.answerUnchanged(rec, ir, u)
 	}
 	if err != nil {
