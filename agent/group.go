@@ -565,7 +565,9 @@ func (p *pass) install(g *group) {
 // left out: their rollback lasts only while this run does. A file whose reload is owed already
 // and that holds what the install owed for installed (owedGood) is not what the rollback puts
 // back: the entry of that install is kept, what it replaced, with the fingerprint of what this
-// install installs added to those of what it installed.
+// install installs added to those of what it installed. Nor is a file that holds a halted or
+// aborted rollout's candidate: what the candidate replaced is, as for a failed reload in this
+// run (install's ended), since the candidate's record is cleared before the reload.
 func (p *pass) previousOf(g *group) []candidateEntry {
 	if g.policy() != OnFailureRollback || p.v.Rollout != "" {
 		return nil
@@ -573,11 +575,14 @@ func (p *pass) previousOf(g *group) []candidateEntry {
 	var out []candidateEntry
 	total := 0
 	for _, m := range g.members {
-		if m.staged == nil || m.t.cand != nil || m.staged.Previous() == nil {
+		if m.staged == nil || m.staged.Previous() == nil {
 			continue
 		}
 		sum := candidateSum(m.r.Output)
-		if e := p.owedGood(g, m); e != nil {
+		prev := m.staged.Previous()
+		if c := m.t.cand; c != nil && candidateReplaced(c, prev) {
+			prev = c.prev
+		} else if e := p.owedGood(g, m); e != nil {
 			if total += len(e.Data); total > maxCandidateBytes {
 				continue
 			}
@@ -589,7 +594,6 @@ func (p *pass) previousOf(g *group) []candidateEntry {
 			out = append(out, kept)
 			continue
 		}
-		prev := m.staged.Previous()
 		data, perm, uid, gid := prev.Kept()
 		if total += len(data); total > maxCandidateBytes {
 			continue // rolled back only while this run lasts

@@ -339,3 +339,91 @@ func TestAgent_CandidateOverAnOwedInstallUndoesToTheLastGoodFile(t *testing.T) {
 		})
 	}
 }
+
+// The install of the live view over a rollout's candidate after a halt or abort records, in
+// the owed record before its rename, what the candidate replaced (the file the failed reload
+// of this install goes back to), with the fingerprint of what it installs: an agent killed in
+// that reload puts it back at its next start when the reload it owed fails there. So it does
+// when the candidate was installed over a file whose reload a killed run owed: the last file
+// known good, which the candidate's record kept. (Before, the owed record kept nothing for a
+// file that held a candidate, and the candidate's record was cleared before the reload: after
+// the kill, the live view's file stayed, and the file before the candidate was lost.)
+func TestAgent_OwedLiveInstallOverAHaltedCandidateKeepsWhatItReplaced(t *testing.T) {
+	sum := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
+	for _, tc := range []struct {
+		name string
+		// owed: the candidate is installed over a file a killed run owed the reload of.
+		owed     bool
+		wantPrev string
+	}{
+		{"candidate over the live file", false, "v=one"},
+		{"candidate over a killed run's file", true, "v=good"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const command = "cat $DIR/a >> $DIR/commands; echo >> $DIR/commands"
+			srv := newViewServer(t, map[string]string{"v": "one"})
+			a, dir, logs := testAgent(t, srv, header+`templates:
+  - contents: "v={{ key \"v\" }}"
+    destination: $DIR/a
+    command: `+command+`
+`)
+			if tc.owed {
+				// The killed run installed v=one over v=good and was killed in its reload.
+				if err := os.WriteFile(dir+"/a", []byte("v=one"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				os.MkdirAll(dir+"/cache", 0o700)
+				rec, _ := json.Marshal(map[string]any{"appliance": "web", "commands": []any{map[string]any{
+					"command": strings.ReplaceAll(command, "$DIR", dir), "timeout_ms": 5000, "destinations": []string{dir + "/a"},
+					"revision": 9, "previous": []any{map[string]any{"destination": dir + "/a", "path": dir + "/a", "existed": true,
+						"data": []byte("v=good"), "mode": 0o644, "uid": os.Getuid(), "gid": os.Getgid(), "installed": []string{sum("v=one")}}},
+				}}})
+				if err := os.WriteFile(agent.OwedPath(dir+"/cache", "web"), rec, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				srv.setView("ro-1", map[string]string{"v": "fixed"})
+			}
+			var (
+				mu           sync.Mutex // the hook runs in the agent's goroutine
+				owedAtRename [][]byte
+			)
+			defer agent.SetInstallStaged(func(s *atomicfile.Staged) error {
+				b, _ := os.ReadFile(agent.OwedPath(dir+"/cache", "web"))
+				mu.Lock()
+				owedAtRename = append(owedAtRename, b)
+				mu.Unlock()
+				return s.Install()
+			})()
+			stop := sync.OnceFunc(runAgent(t, a))
+			defer stop()
+			if !tc.owed {
+				waitFor(t, "the live view", fileIs(dir+"/a", "v=one"))
+				srv.setView("ro-1", map[string]string{"v": "fixed"})
+			}
+			waitFor(t, "the candidate", fileIs(dir+"/a", "v=fixed"))
+			waitFor(t, "the candidate's reload", func() bool { return slices.Contains(lines(t, dir+"/commands"), "v=fixed") })
+			// Aborted: the live view, changed meanwhile.
+			srv.setView("", map[string]string{"v": "two"})
+			waitFor(t, "the live view after the abort", fileIs(dir+"/a", "v=two"))
+			waitFor(t, "its reload", func() bool { return slices.Contains(lines(t, dir+"/commands"), "v=two") })
+			stop()
+			mu.Lock()
+			b := owedAtRename[len(owedAtRename)-1]
+			mu.Unlock()
+			var got struct {
+				Commands []struct {
+					Previous []struct {
+						Data      []byte
+						Installed []string
+					}
+				}
+			}
+			if err := json.Unmarshal(b, &got); err != nil || len(got.Commands) != 1 || len(got.Commands[0].Previous) != 1 {
+				t.Fatalf("owed record at the rename of the live view = %s (%v), want one reload with one previous file\n%s", b, err, logs.String())
+			}
+			if p := got.Commands[0].Previous[0]; string(p.Data) != tc.wantPrev || !slices.Equal(p.Installed, []string{sum("v=two")}) {
+				t.Fatalf("previous file recorded = %q, installed %v; want %q, [sum of v=two]", p.Data, p.Installed, tc.wantPrev)
+			}
+		})
+	}
+}

@@ -854,3 +854,53 @@ func TestE2E_RolloutAbortedDuringTheCanarysReloadDoesNotCountIt(t *testing.T) {
 		t.Fatalf("%s, outside the canary, has %q", other.name, got)
 	}
 }
+
+// A canary killed (SIGKILL) in the reload of the live view that an abort installed over the
+// candidate's file, a reload that fails (the live view failed before the rollout too: the
+// rollout was its fix), puts back at its next start, when the reload it owed fails there,
+// what the candidate replaced, and runs the command again on it, as the same failure without
+// the kill does. (Before, the owed record kept nothing for a file that held a candidate, and
+// the candidate's record was cleared before the reload: the live view's failing file stayed,
+// and the file before the candidate was lost.)
+func TestE2E_RolloutAbortedCanaryKilledInTheLiveReloadRestoresAtRestart(t *testing.T) {
+	srv := startServer(t, "", t.TempDir())
+	srv.put("appliances/web/v", "one")
+	// Every reload of v=bad fails; the first once $DIR/kill-bad exists kills the agent (its
+	// parent) before it ends.
+	fleet := startFleetWith(t, srv, 2, `  - contents: "v={{ key \"v\" }}\n"
+    destination: $DIR/out/app.conf
+    command: 'cat $DIR/out/app.conf >> $DIR/commands; if grep -q bad $DIR/out/app.conf && [ -e $DIR/kill-bad ]; then rm $DIR/kill-bad; kill -9 $PPID; sleep 3; fi; ! grep -q bad $DIR/out/app.conf'
+`)
+	waitAll(t, fleet, "renders", "v=one\n")
+	// A live change whose reload fails: rolled back to v=one, the command run again.
+	srv.put("appliances/web/v", "bad")
+	for _, a := range fleet {
+		waitFor(t, a.name+"'s rollback", func() bool { return len(commandLines(t, a.env.path("commands"))) == 3 })
+	}
+	// Its fix, on a canary.
+	if code, out, errOut := srv.shoelace(t, "kv", "put", "appliances/web/v", "fixed", "--canary", "50%", "--manual"); code != 0 {
+		t.Fatalf("kv put --canary: exit %d\n%s\n%s", code, out, errOut)
+	}
+	canary, _ := canaryOfTwo(fleet, srv.rollout(t))
+	waitFor(t, "the canary's candidate", fileIs(canary.conf(), "v=fixed\n"))
+	waitFor(t, "the canary's reload of the candidate", func() bool { return len(commandLines(t, canary.env.path("commands"))) == 4 })
+	if err := os.WriteFile(canary.env.path("kill-bad"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- canary.run.cmd.Wait() }()
+	if code, out, errOut := srv.shoelace(t, "appliance", "rollout", "abort", "web"); code != 0 {
+		t.Fatalf("rollout abort: exit %d\n%s\n%s", code, out, errOut)
+	}
+	waitKilled(t, done, "the canary's agent", "by the reload of the live view")
+	if got := readFile(t, canary.conf()); got != "v=bad\n" {
+		t.Fatalf("app.conf = %q before the restart, want the live view that the command killed", got)
+	}
+
+	canary.run = canary.env.startAgent()
+	waitFor(t, "the file before the candidate back", fileIs(canary.conf(), "v=one\n"))
+	waitFor(t, "the command run again", func() bool { return len(commandLines(t, canary.env.path("commands"))) == 7 })
+	if got, want := strings.Join(commandLines(t, canary.env.path("commands")), " "), "v=one v=bad v=one v=fixed v=bad v=bad v=one"; got != want {
+		t.Fatalf("canary's commands saw %q, want %q: the owed reload fails, the command runs again on what the candidate replaced", got, want)
+	}
+}
