@@ -704,6 +704,12 @@ func (p *pass) reload(ctx context.Context, g *group) {
 	case len(installed) == 0:
 		p.owedFailed(ctx, g, owed, *f)
 	default:
+		if owed != nil {
+			// The files of the killed run that this pass did not replace failed with them: they go
+			// back to the last file known good too, as without an install in the pass, not left
+			// beside the files put back with content whose reload never completed.
+			p.owedPrevious(g, owed)
+		}
 		p.undo(ctx, g, *f)
 	}
 }
@@ -745,24 +751,24 @@ func (p *pass) owedFailed(ctx context.Context, g *group, owed *owedCommand, f fa
 // owedPrevious gives the members of g whose file the owed reload's record kept the previous
 // content of, and that hold what the killed run installed (not after a kill before the rename,
 // nor an operator's edit since), what they replaced (member.prev), as if this pass had
-// installed them; it reports whether there is one.
+// installed them; it reports whether there is one. A member this pass installed keeps its own.
 func (p *pass) owedPrevious(g *group, owed *owedCommand) bool {
 	found := false
 	for _, t := range g.tmpls {
+		var m *member
+		for _, o := range g.members {
+			if o.t == t {
+				m = o
+			}
+		}
 		e := owed.previous(t.cfg.Destination)
-		if e == nil || g.policy() != OnFailureRollback || !t.inPlace || t.err != nil || t.last == nil ||
+		if e == nil || m != nil && m.prev != nil || g.policy() != OnFailureRollback || !t.inPlace || t.err != nil || t.last == nil ||
 			!slices.Contains(owed.Destinations, t.name()) || !sameFile(e.Path, t.cfg.Destination) {
 			continue
 		}
 		c := e.undo()
 		if held, err := candidateHeld(c); err != nil || held != heldCandidate {
 			continue
-		}
-		var m *member
-		for _, o := range g.members {
-			if o.t == t {
-				m = o
-			}
 		}
 		if m == nil {
 			m = &member{t: t, r: t.last}

@@ -427,3 +427,56 @@ func TestAgent_OwedLiveInstallOverAHaltedCandidateKeepsWhatItReplaced(t *testing
 		})
 	}
 }
+
+// A failed reload of a group that runs a reload a killed run owed (its files installed, the
+// run killed in their reload) puts back the last file known good of each file of that run the
+// pass did not replace, as the same failure without an install in the pass does (owedFailed),
+// not only of the files the pass installed: otherwise a file whose reload never completed
+// stays beside files put back (a mix that was never reloaded together), and the command runs
+// again on it. So it does for a rollout's candidate changing one file of the group. (Before,
+// the rollback restored the installed file alone: b kept the killed run's "b=bad1".)
+func TestAgent_OwedReloadFailedWithAnInstallRestoresTheOtherOwedFiles(t *testing.T) {
+	sum := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
+	for _, rollout := range []string{"", "ro-1"} {
+		t.Run("rollout "+rollout, func(t *testing.T) {
+			srv := newViewServer(t, map[string]string{"a": "bad2", "b": "bad1"})
+			srv.rollout = rollout
+			const command = "cat $DIR/a $DIR/b | paste -sd, - >> $DIR/commands; ! grep -q bad $DIR/a $DIR/b"
+			a, dir, logs := testAgent(t, srv, header+`templates:
+  - contents: "a={{ key \"a\" }}\n"
+    destination: $DIR/a
+    command: `+command+`
+  - contents: "b={{ key \"b\" }}\n"
+    destination: $DIR/b
+    command: `+command+`
+`)
+			var prev []any
+			for _, f := range []string{"a", "b"} {
+				if err := os.WriteFile(dir+"/"+f, []byte(f+"=bad1\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				prev = append(prev, map[string]any{"destination": dir + "/" + f, "path": dir + "/" + f, "existed": true,
+					"data": []byte(f + "=good\n"), "mode": 0o644, "uid": os.Getuid(), "gid": os.Getgid(), "installed": []string{sum(f + "=bad1\n")}})
+			}
+			os.MkdirAll(dir+"/cache", 0o700)
+			rec, _ := json.Marshal(map[string]any{"appliance": "web", "commands": []any{map[string]any{
+				"command": strings.ReplaceAll(command, "$DIR", dir), "timeout_ms": 5000, "destinations": []string{dir + "/a", dir + "/b"},
+				"revision": 9, "previous": prev,
+			}}})
+			if err := os.WriteFile(agent.OwedPath(dir+"/cache", "web"), rec, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			stop := runAgent(t, a)
+			syncLogged(t, logs, 10)
+			stop()
+			for _, f := range []string{"a", "b"} {
+				if got := read(t, dir+"/"+f); got != f+"=good\n" {
+					t.Errorf("%s = %q after the failed reload, want %q (the last file known good)", f, got, f+"=good\n")
+				}
+			}
+			if got, want := strings.Join(lines(t, dir+"/commands"), " "), "a=bad2,b=bad1 a=good,b=good"; got != want {
+				t.Fatalf("commands saw %q, want %q", got, want)
+			}
+		})
+	}
+}
