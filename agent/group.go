@@ -513,6 +513,11 @@ func (p *pass) install(g *group) {
 			putBack := true
 			for _, o := range slices.Backward(g.members[:i]) {
 				if o.prev != nil {
+					if o.good != nil && o.prev == o.good {
+						// What the install replaced goes back, the file of a killed run whose reload
+						// is still owed, not the last file known good: no reload of it failed.
+						o.prev = o.staged.Previous()
+					}
 					rerr := p.restore(o)
 					msg := fmt.Sprintf("%s put back: the install of %s of its group failed", o.t.name(), m.t.name())
 					if rerr != nil {

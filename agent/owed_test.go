@@ -480,3 +480,73 @@ func TestAgent_OwedReloadFailedWithAnInstallRestoresTheOtherOwedFiles(t *testing
 		})
 	}
 }
+
+// An install that fails in a group (here b's, its .bak's name a directory that is not empty)
+// puts back what it replaced in each file renamed before it: over a file whose reload a killed
+// run owed, that file, not the last file known good that a failed reload of the install would
+// go back to. Nothing of the group changed, so the reload the killed run owed runs on its own
+// files, and goes back to the last good file only if it fails. (Before, the put back wrote the
+// last good file over the killed run's, or removed it when that run had created it, though no
+// reload of it had failed: a live view and a rollout's candidate alike.)
+func TestAgent_OwedInstallThatFailsPutsBackTheKilledRunsFile(t *testing.T) {
+	sum := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
+	for _, tc := range []struct {
+		name, rollout string
+		goodExisted   bool
+	}{
+		{"live view", "", true},
+		{"live view, the killed run's first file", "", false},
+		{"rollout's candidate", "ro-1", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newViewServer(t, map[string]string{"a": "bad2", "b": "new"})
+			srv.rollout = tc.rollout
+			const command = "cat $DIR/a $DIR/b | paste -sd, - >> $DIR/commands; ! grep -q bad2 $DIR/a $DIR/b"
+			a, dir, logs := testAgent(t, srv, header+`templates:
+  - contents: "a={{ key \"a\" }}\n"
+    destination: $DIR/a
+    command: `+command+`
+  - contents: "b={{ key \"b\" }}\n"
+    destination: $DIR/b
+    backup: true
+    command: `+command+`
+`)
+			for f, data := range map[string]string{"a": "a=bad1\n", "b": "b=old\n"} {
+				if err := os.WriteFile(dir+"/"+f, []byte(data), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.MkdirAll(dir+"/b.bak/x", 0o755); err != nil {
+				t.Fatal(err)
+			}
+			good := map[string]any{"destination": dir + "/a", "path": dir + "/a", "existed": tc.goodExisted,
+				"uid": os.Getuid(), "gid": os.Getgid(), "installed": []string{sum("a=bad1\n")}}
+			if tc.goodExisted {
+				good["data"], good["mode"] = []byte("a=good\n"), 0o644
+			}
+			os.MkdirAll(dir+"/cache", 0o700)
+			rec, _ := json.Marshal(map[string]any{"appliance": "web", "commands": []any{map[string]any{
+				"command": strings.ReplaceAll(command, "$DIR", dir), "timeout_ms": 5000, "destinations": []string{dir + "/a"},
+				"revision": 9, "previous": []any{good},
+			}}})
+			if err := os.WriteFile(agent.OwedPath(dir+"/cache", "web"), rec, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			stop := runAgent(t, a)
+			syncLogged(t, logs, 10)
+			stop()
+			if got := readFileOr(dir + "/a"); got != "a=bad1\n" {
+				t.Errorf("a = %q after the failed install, want %q (what the install replaced)", got, "a=bad1\n")
+			}
+			if got, want := strings.Join(lines(t, dir+"/commands"), " "), "a=bad1,b=old"; got != want {
+				t.Fatalf("commands saw %q, want the owed reload once on %q", got, want)
+			}
+		})
+	}
+}
+
+// readFileOr is the content of the file at path, "" when it cannot be read.
+func readFileOr(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}
