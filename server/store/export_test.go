@@ -66,6 +66,10 @@ func EtcdLogger(e *EmbeddedEtcd) *zap.Logger { return e.e.Server.Logger() }
 // SetApplyHook sets the func that s's applies call at their stages (see Store.applyHook).
 func SetApplyHook(s *Store, f func(stage string)) { s.applyHook = f }
 
+// SetLiveReadHook sets the func that s's applies call with the bytes of each answer of their
+// reads of the live tree (see Store.liveReadHook).
+func SetLiveReadHook(s *Store, f func(bytes int)) { s.liveReadHook = f }
+
 // SetIdleHook sets the func that s's silent watches call right before they read the store's
 // revision (see Store.idleHook).
 func SetIdleHook(s *Store, f func()) { s.idleHook = f }

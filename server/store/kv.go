@@ -648,24 +648,30 @@ func (s *Store) ApplyTree(ctx context.Context, name string, keys map[string]stri
 
 // applyOnce makes one attempt of Apply; done is false when a concurrent write got in between.
 func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]string, cas int64) (res Applied, done bool, err error) {
-	wctx := ctx // the write is bounded by commit
+	wctx := ctx // the write is bounded by commit, each page of the read by its own call
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	abs := s.kvRoot + api.ApplianceRoot(name) + "/"
-	cur, err := s.cli.Get(ctx, abs, clientv3.WithPrefix())
-	if err != nil {
+	live, read, err := s.readLive(wctx, name, abs, keys, cas)
+	switch {
+	case errors.Is(err, rpctypes.ErrCompacted):
+		return Applied{}, false, nil // compacted while it was read: read again, at a newer revision
+	case err != nil && api.AsError(err).Code == api.CodeConflict:
+		return Applied{Revision: read}, true, err
+	case err != nil:
 		return Applied{}, false, s.etcdErr(ctx, "apply "+name, err)
 	}
-	read := cur.Header.Revision
-	if err := s.casHolds(ctx, name, abs, cas, read, cur.Kvs); err != nil {
-		return Applied{Revision: read}, true, err
+	if cas >= 0 {
+		if err := s.noneDeletedSince(ctx, name, abs, cas, read, live); err != nil {
+			return Applied{Revision: read}, true, err
+		}
 	}
 	e := edits{applyName: name, apply: keys}
-	if holdsExactly(cur.Kvs, abs, keys) {
+	if holdsExactly(live, keys) {
 		if s.applyHook != nil {
 			s.applyHook("read")
 		}
-		at, checked, kept, changed, err := s.keep(wctx, e, abs, read, cur.Kvs)
+		at, checked, kept, changed, err := s.keep(wctx, e, abs, read, live)
 		if err != nil || kept {
 			return Applied{Revision: at, Unchanged: kept, Checked: checked}, true, err
 		}
@@ -688,30 +694,28 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 		key  string
 		keep bool
 	}
-	all := make([]entry, 0, len(cur.Kvs)+len(keys))
+	all := make([]entry, 0, len(live)+len(keys))
 	for k := range keys {
 		all = append(all, entry{abs + k, true})
 	}
-	for _, kv := range cur.Kvs {
-		if _, keep := keys[strings.TrimPrefix(string(kv.Key), abs)]; !keep {
-			all = append(all, entry{string(kv.Key), false})
+	for _, kv := range live {
+		if _, keep := keys[strings.TrimPrefix(kv.key, abs)]; !keep {
+			all = append(all, entry{kv.key, false})
 		}
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].key < all[j].key })
 	// A key that holds its value already is not put again, when others change: a new version of
 	// every key for one changed grew etcd's history by the whole appliance, and gave each key's
 	// history a version that no release names. Those keys are guarded instead (below).
-	had := make(map[string]*mvccpb.KeyValue, len(cur.Kvs))
-	for _, kv := range cur.Kvs {
-		had[string(kv.Key)] = kv
+	had := make(map[string]*liveKey, len(live))
+	for i := range live {
+		had[live[i].key] = &live[i]
 	}
 	var ops, sameOps []clientv3.Op
-	var same []*mvccpb.KeyValue
 	for i := 0; i < len(all); i++ {
 		if all[i].keep {
 			v := keys[strings.TrimPrefix(all[i].key, abs)]
-			if kv := had[all[i].key]; kv != nil && string(kv.Value) == v {
-				same = append(same, kv)
+			if kv := had[all[i].key]; kv != nil && kv.same {
 				sameOps = append(sameOps, clientv3.OpPut(all[i].key, v))
 				continue
 			}
@@ -729,6 +733,7 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 		}
 		i = j
 	}
+	same := len(sameOps)
 	if len(ops) == 0 {
 		// Nothing changes: keep found a guard of the write's failing (a rollout, a schema), or
 		// this apply promotes a rollout. The write puts every key, and applies or refuses as a
@@ -751,19 +756,19 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 		// Guarded: nothing changed after cas either.
 		cmps = append(cmps, compare(clientv3.ModRevision(abs), "<", cas+1).WithPrefix())
 	}
-	for _, kv := range cur.Kvs {
-		cmps = append(cmps, compare(clientv3.CreateRevision(string(kv.Key)), "=", kv.CreateRevision))
+	for _, kv := range live {
+		cmps = append(cmps, compare(clientv3.CreateRevision(kv.key), "=", kv.create))
 	}
 	// The release names, and the prior cache keeps, the keys put: not those left as they are.
-	eff := &effect{puts: make([]keyValue, 0, len(keys)-len(same)), tree: keys}
+	eff := &effect{puts: make([]keyValue, 0, len(keys)-same), tree: keys}
 	for _, op := range ops {
 		if op.IsPut() {
 			eff.puts = append(eff.puts, keyValue{string(op.KeyBytes()), string(op.ValueBytes())})
 		}
 	}
-	for _, kv := range cur.Kvs {
-		if _, keep := keys[strings.TrimPrefix(string(kv.Key), abs)]; !keep {
-			eff.dels = append(eff.dels, string(kv.Key))
+	for _, kv := range live {
+		if _, keep := keys[strings.TrimPrefix(kv.key, abs)]; !keep {
+			eff.dels = append(eff.dels, kv.key)
 		}
 	}
 	w, err := s.commitChecked(wctx, "apply "+name, e, eff, plainTxn(cmps, ops, nil))
@@ -778,15 +783,138 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 	return res, w.succeeded, nil
 }
 
-// holdsExactly reports whether kvs, the keys under abs, are keys (relative to abs) with their
-// values, no more and no fewer.
-func holdsExactly(kvs []*mvccpb.KeyValue, abs string, keys map[string]string) bool {
-	if len(kvs) != len(keys) || len(kvs) == 0 {
+// liveKey is what an apply keeps of a key of the appliance's live tree: its name and revisions
+// for the transaction's guards and the audit's list of keys deleted, and whether it holds the
+// value the apply gives it. Not the value: an apply held the whole tree it read, in no budget,
+// so that many small applies at once to an appliance of large values held it as many times.
+type liveKey struct {
+	key         string // absolute
+	mod, create int64
+	same        bool // the apply gives the key the value it holds
+}
+
+// readLive reads the keys under abs (appliance name's root, with its '/') for an apply of keys
+// guarded by cas (-1: none): their names and revisions in one read (a key changed after cas
+// ends it with the apply's conflict, 409, at once), then, at that read's revision (read), the
+// values of the keys that the apply names, to compare with its own, in pages of about
+// livePageBytes of the apply's values: the values of keys it deletes are never read, and
+// those it names are held a page at a time, where the apply held its whole tree read at once.
+// A page's revision compacted meanwhile is an error wrapping rpctypes.ErrCompacted (the apply
+// reads again); etcd's other errors come back as they are.
+//
+// A page is sized by the apply's values, which are the live ones in an apply that changes
+// little: one that gives many keys values far smaller than they hold reads, in a page, as
+// many of theirs as livePageBytes of its own make.
+func (s *Store) readLive(ctx context.Context, name, abs string, keys map[string]string, cas int64) (live []liveKey, read int64, err error) {
+	cctx, cancel := s.opCtx(ctx)
+	resp, err := s.cli.Get(cctx, abs, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	cancel()
+	if err != nil {
+		return nil, 0, err
+	}
+	read = resp.Header.Revision
+	if s.liveReadHook != nil {
+		n := 0
+		for _, kv := range resp.Kvs {
+			n += len(kv.Key)
+		}
+		s.liveReadHook(n)
+	}
+	live = make([]liveKey, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		k := string(kv.Key)
+		if cas >= 0 && kv.ModRevision > cas {
+			return nil, read, ApplyConflict(name, cas, strings.TrimPrefix(k, abs), kv.ModRevision)
+		}
+		live = append(live, liveKey{key: k, mod: kv.ModRevision, create: kv.CreateRevision})
+	}
+	resp = nil
+	// A page is a transaction of ranges, each a run of keys that the apply names with no other
+	// key between (live is sorted): [first, last+"\x00") holds exactly them at read.
+	type run struct{ first, end int } // live[first:end]
+	var (
+		ops   []clientv3.Op
+		runs  []run
+		bytes int
+	)
+	flush := func() error {
+		if len(ops) == 0 {
+			return nil
+		}
+		cctx, cancel := s.opCtx(ctx)
+		defer cancel()
+		resp, err := s.cli.Txn(cctx).Then(ops...).Commit()
+		if err != nil {
+			return err
+		}
+		got := 0
+		for i, r := range resp.Responses {
+			at := runs[i].first
+			for _, kv := range r.GetResponseRange().Kvs {
+				got += len(kv.Key) + len(kv.Value)
+				for at < runs[i].end && live[at].key != string(kv.Key) {
+					at++
+				}
+				if at < runs[i].end {
+					live[at].same = keys[strings.TrimPrefix(live[at].key, abs)] == string(kv.Value)
+				}
+			}
+		}
+		if s.liveReadHook != nil {
+			s.liveReadHook(got)
+		}
+		ops, runs, bytes = ops[:0], runs[:0], 0
+		return nil
+	}
+	size := func(i int) (int, bool) {
+		v, ok := keys[strings.TrimPrefix(live[i].key, abs)]
+		return len(live[i].key) + len(v), ok
+	}
+	for i := 0; i < len(live); {
+		n, named := size(i)
+		if !named {
+			i++
+			continue
+		}
+		if len(ops) > 0 && (bytes+n > livePageBytes || len(ops) == livePageRanges) {
+			if err := flush(); err != nil {
+				return nil, read, err
+			}
+		}
+		j := i + 1
+		for ; j < len(live); j++ {
+			m, named := size(j)
+			if !named || bytes+n+m > livePageBytes {
+				break
+			}
+			n += m
+		}
+		ops = append(ops, clientv3.OpGet(live[i].key, clientv3.WithRange(live[j-1].key+"\x00"), clientv3.WithRev(read)))
+		runs = append(runs, run{i, j})
+		bytes += n
+		i = j
+	}
+	if err := flush(); err != nil {
+		return nil, read, err
+	}
+	return live, read, nil
+}
+
+// Pages of readLive: about livePageBytes of the apply's own keys and values, in at most
+// livePageRanges ranges (an external etcd takes 128 ops in a transaction by default).
+const (
+	livePageBytes  = listPageBytes
+	livePageRanges = 64
+)
+
+// holdsExactly reports whether live, the keys of an appliance, are keys with their values, no
+// more and no fewer.
+func holdsExactly(live []liveKey, keys map[string]string) bool {
+	if len(live) != len(keys) || len(live) == 0 {
 		return false
 	}
-	for _, kv := range kvs {
-		v, ok := keys[strings.TrimPrefix(string(kv.Key), abs)]
-		if !ok || v != string(kv.Value) {
+	for _, kv := range live {
+		if !kv.same {
 			return false
 		}
 	}
@@ -806,7 +934,7 @@ func holdsExactly(kvs []*mvccpb.KeyValue, abs string, keys map[string]string) bo
 // store's revision would do for none of them: agents report the revision of their view's last
 // change, and reports, tokens and other appliances' writes move the store's on. checked is
 // the store's revision when kept was found.
-func (s *Store) keep(ctx context.Context, e edits, abs string, read int64, kvs []*mvccpb.KeyValue) (at, checked int64, kept, changed bool, err error) {
+func (s *Store) keep(ctx context.Context, e edits, abs string, read int64, kvs []liveKey) (at, checked int64, kept, changed bool, err error) {
 	rg := s.rolloutGuard(ctx, e)
 	if len(rg.ops) > 0 {
 		return 0, 0, false, false, nil // a promotion: it writes its rollout's end
@@ -840,7 +968,7 @@ func (s *Store) keep(ctx context.Context, e edits, abs string, read int64, kvs [
 				return 0, 0, false, true, nil // a key went since the read
 			}
 			for _, kv := range kvs {
-				at = max(at, kv.ModRevision)
+				at = max(at, kv.mod)
 			}
 			for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
 				at = max(at, kv.ModRevision)
@@ -954,7 +1082,11 @@ func (s *Store) ApplyBase(ctx context.Context, name string, cas int64) ([]api.KV
 		return nil, 0, s.etcdErr(ctx, "read appliance "+name, err)
 	}
 	read := cur.Header.Revision
-	if err := s.casHolds(ctx, name, abs, cas, read, cur.Kvs); err != nil {
+	now := make([]liveKey, 0, len(cur.Kvs))
+	for _, kv := range cur.Kvs {
+		now = append(now, liveKey{key: string(kv.Key), mod: kv.ModRevision, create: kv.CreateRevision})
+	}
+	if err := s.casHolds(ctx, name, abs, cas, read, now); err != nil {
 		return nil, read, err
 	}
 	out := make([]api.KV, 0, len(cur.Kvs))
@@ -966,13 +1098,13 @@ func (s *Store) ApplyBase(ctx context.Context, name string, cas int64) ([]api.KV
 
 // casHolds refuses an apply guarded by cas (-1: none) of appliance name, whose keys under abs
 // were now at revision read: 409 when one changed after cas, or one it had at cas is gone.
-func (s *Store) casHolds(ctx context.Context, name, abs string, cas, read int64, now []*mvccpb.KeyValue) error {
+func (s *Store) casHolds(ctx context.Context, name, abs string, cas, read int64, now []liveKey) error {
 	if cas < 0 {
 		return nil
 	}
 	for _, kv := range now {
-		if kv.ModRevision > cas {
-			return ApplyConflict(name, cas, strings.TrimPrefix(string(kv.Key), abs), kv.ModRevision)
+		if kv.mod > cas {
+			return ApplyConflict(name, cas, strings.TrimPrefix(kv.key, abs), kv.mod)
 		}
 	}
 	return s.noneDeletedSince(ctx, name, abs, cas, read, now)
@@ -981,7 +1113,7 @@ func (s *Store) casHolds(ctx context.Context, name, abs string, cas, read int64,
 // noneDeletedSince refuses (409) an apply guarded by cas when a key that the appliance had at
 // revision cas is not among now (its keys at the read, at revision read). When etcd no longer
 // keeps revision cas (compacted), the releases after it say so (noneDeletedInReleases).
-func (s *Store) noneDeletedSince(ctx context.Context, name, abs string, cas, read int64, now []*mvccpb.KeyValue) error {
+func (s *Store) noneDeletedSince(ctx context.Context, name, abs string, cas, read int64, now []liveKey) error {
 	if cas == 0 {
 		return nil // the appliance must not exist: the mod_revision guard says it all
 	}
@@ -999,7 +1131,7 @@ func (s *Store) noneDeletedSince(ctx context.Context, name, abs string, cas, rea
 	}
 	have := make(map[string]bool, len(now))
 	for _, kv := range now {
-		have[string(kv.Key)] = true
+		have[kv.key] = true
 	}
 	var gone []string
 	for _, kv := range then.Kvs {

@@ -174,6 +174,9 @@ type Store struct {
 	// applyHook, when set (by tests only), is called by an apply that found the appliance as
 	// it asks: "read" after the read, "checked" once keep found it not so any more.
 	applyHook func(stage string)
+	// liveReadHook, when set (by tests only), is called by an apply with the bytes of keys and
+	// values of each answer of etcd's that its read of the appliance's live tree holds.
+	liveReadHook func(bytes int)
 	// idleHook, when set (by tests only), is called by a silent watch's look at the store
 	// right before it reads the store's revision (see idle).
 	idleHook func()
