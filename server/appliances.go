@@ -493,10 +493,11 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		// The rollout starts only from the state the caller read (a rollback reads it): its
 		// cas is refused as the apply's would be (a key changed or deleted since, 409; a
 		// revision ahead of the store, 400).
-		kvs, read, err := s.st.ApplyBase(ctx, name, cas)
+		kvs, read, release, err := s.applyBase(ctx, name, cas)
 		if err != nil {
 			return err
 		}
+		defer release()
 		if live := treeOf(name, kvs); !maps.Equal(live, keys) {
 			err := s.startRollout(ctx, w, r, name, live, keys, strat, kind, rollbackTo, nil)
 			if e := (*api.Error)(nil); kind == api.KindRollback && errors.As(err, &e) && e.Code == api.CodeTooLarge {
@@ -728,6 +729,38 @@ func (s *Server) rollbackTree(ctx context.Context, r *http.Request, name string,
 		return nil, nil, err
 	}
 	return keys, release, nil
+}
+
+// applyBase is Store.ApplyBase for a write with canary, whose rollout starts from the live tree
+// read whole (its record holds it): a tree of largeBody and more is held within the replica's
+// bodyBudget as it is read, as a rollback's tree at its revision is (read in no budget, canary
+// writes at once to an appliance of large values held its tree each). release gives the share
+// back once the rollout started, or was refused; a tree larger than the whole budget is 413,
+// as a rollout's record holding it would be.
+func (s *Server) applyBase(ctx context.Context, name string, cas int64) (kvs []api.KV, read int64, release func(), err error) {
+	var seen, held int64
+	release = func() {
+		if held > 0 {
+			s.bodyBudget.sem.Release(held)
+			held = 0
+		}
+	}
+	kvs, read, err = s.st.ApplyBase(ctx, name, cas, func(page []api.KV) error {
+		for _, kv := range page {
+			seen += int64(len(kv.Key) + len(kv.Value))
+		}
+		if seen < largeBody {
+			return nil
+		}
+		return s.bodyBudget.hold(ctx, &held, seen-held, func() string {
+			return fmt.Sprintf("write with canary to appliance %q: its live tree is larger than the %d bytes a replica holds of apply bodies and trees at once, and a rollout's record holds it whole; nothing was written", name, s.bodyBudget.size())
+		})
+	})
+	if err != nil {
+		release()
+		return nil, read, nil, err
+	}
+	return kvs, read, release, nil
 }
 
 // applyTree makes appliance name's own keys keys (guarded on cas, as Store.ApplyTree) as a

@@ -7,6 +7,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
 )
 
 // Small applies at once to an appliance of large values (nine of 950 KB, 8.5 MB), from a
@@ -59,4 +62,42 @@ func TestApply_SmallAppliesToALargeTreeAtOnce(t *testing.T) {
 	if peak > 96<<20 {
 		t.Errorf("%d small applies to a tree of 8.5 MB took the heap up by %d MiB, want at most 96 MiB", applies, peak>>20)
 	}
+}
+
+// A write with canary starts its rollout from the appliance's live tree, read whole (the
+// rollout's record holds it): that read was counted in no budget, so that canary writes at
+// once to an appliance of large values held its tree each. A live tree of largeBody and more
+// is now read within the replica's body budget, as a rollback's tree at its revision is: with
+// the budget taken, such a write waits, then is refused 503 to retry, nothing written; a small
+// tree passes, and the share is given back once the rollout started.
+func TestApply_CanaryReadsALargeLiveTreeWithinTheBodyBudget(t *testing.T) {
+	f := newFixture(t)
+	f.s.bodyBudget.wait = 200 * time.Millisecond
+	f.put("appliances/web/port", "80")
+	f.put("appliances/web/blob", strings.Repeat("b", largeBody))
+	enrollFleet(t, f, 1)
+	full := func() {
+		t.Helper()
+		if !f.s.bodyBudget.sem.TryAcquire(f.s.bodyBudget.size()) {
+			t.Fatal("the body budget is not whole: a request kept its share")
+		}
+	}
+	full()
+	f.mustErr(f.do("PUT", "/v1/appliances/web?canary=100%25", `{"keys":{"port":"81"}}`, "Content-Type", "application/json"),
+		http.StatusServiceUnavailable, api.CodeUnavailable, "large bodies or trees")
+	f.mustErr(f.do("POST", "/v1/txn?canary=100%25", `{"ops":[{"op":"put","key":"appliances/web/port","value":"82"}]}`, "Content-Type", "application/json"),
+		http.StatusServiceUnavailable, api.CodeUnavailable, "large bodies or trees")
+	f.mustErr(f.do("GET", "/v1/appliances/web/rollout", ""), http.StatusNotFound, api.CodeNotFound)
+	f.s.bodyBudget.sem.Release(f.s.bodyBudget.size())
+
+	f.must(f.do("DELETE", "/v1/kv/appliances/web/blob", ""), http.StatusOK, nil)
+	full()
+	var st api.RolloutStatus
+	f.must(f.do("PUT", "/v1/appliances/web?canary=100%25", `{"keys":{"port":"81"}}`, "Content-Type", "application/json"), http.StatusAccepted, &st)
+	if st.State != api.RolloutRunning {
+		t.Errorf("the rollout of a small tree with the budget taken: %+v, want running", st)
+	}
+	f.s.bodyBudget.sem.Release(f.s.bodyBudget.size())
+	full()
+	f.s.bodyBudget.sem.Release(f.s.bodyBudget.size())
 }

@@ -1303,10 +1303,11 @@ func (s *Server) rolloutWrite(ctx context.Context, w http.ResponseWriter, r *htt
 	if err := store.CheckTxn(api.Txn{Ops: ops}); err != nil {
 		return err
 	}
-	kvs, read, err := s.st.ApplyBase(ctx, name, -1)
+	kvs, read, release, err := s.applyBase(ctx, name, -1)
 	if err != nil {
 		return err
 	}
+	defer release()
 	live := treeOf(name, kvs)
 	puts := map[string]string{}
 	var dels []api.Op

@@ -800,7 +800,8 @@ type liveKey struct {
 // livePageBytes of the apply's values: the values of keys it deletes are never read, and
 // those it names are held a page at a time, where the apply held its whole tree read at once.
 // A page's revision compacted meanwhile is an error wrapping rpctypes.ErrCompacted (the apply
-// reads again); etcd's other errors come back as they are.
+// reads again); etcd's other errors come back as they are. With keys nil, it reads the names
+// only.
 //
 // A page is sized by the apply's values, which are the live ones in an apply that changes
 // little: one that gives many keys values far smaller than they hold reads, in a page, as
@@ -1070,44 +1071,69 @@ func ApplyConflict(name string, cas int64, key string, got int64) error {
 // and the revision read; with the refusals of that apply: 409 when a key changed after cas or one
 // it had at cas is gone, 400 when cas is ahead of the store. A write with canary starts its
 // rollout from it, so that its cas holds as the apply's would.
-func (s *Store) ApplyBase(ctx context.Context, name string, cas int64) ([]api.KV, int64, error) {
+//
+// The names come first, cas checked on them; then the values, a page at a time at the revision
+// read: page (when not nil) is given each page before the next is read, and its error ends the
+// read, so that a caller holds the tree within a budget as it comes (read whole at once, it was
+// counted in none). A page's revision compacted meanwhile is 503 to retry.
+func (s *Store) ApplyBase(ctx context.Context, name string, cas int64, page func(kvs []api.KV) error) ([]api.KV, int64, error) {
 	if err := api.ValidateSegment("appliance name", name); err != nil {
 		return nil, 0, err
 	}
-	ctx, cancel := s.opCtx(ctx)
-	defer cancel()
 	abs := s.kvRoot + api.ApplianceRoot(name) + "/"
-	cur, err := s.cli.Get(ctx, abs, clientv3.WithPrefix())
+	names, read, err := s.readLive(ctx, name, abs, nil, cas)
 	if err != nil {
-		return nil, 0, s.etcdErr(ctx, "read appliance "+name, err)
+		if api.AsError(err).Code == api.CodeConflict {
+			return nil, read, err
+		}
+		return nil, read, s.etcdErr(ctx, "read appliance "+name, err)
 	}
-	read := cur.Header.Revision
-	now := make([]liveKey, 0, len(cur.Kvs))
-	for _, kv := range cur.Kvs {
-		now = append(now, liveKey{key: string(kv.Key), mod: kv.ModRevision, create: kv.CreateRevision})
-	}
-	if err := s.casHolds(ctx, name, abs, cas, read, now); err != nil {
-		return nil, read, err
-	}
-	out := make([]api.KV, 0, len(cur.Kvs))
-	for _, kv := range cur.Kvs {
-		out = append(out, s.toKV(kv, false))
-	}
-	return out, read, nil
-}
-
-// casHolds refuses an apply guarded by cas (-1: none) of appliance name, whose keys under abs
-// were now at revision read: 409 when one changed after cas, or one it had at cas is gone.
-func (s *Store) casHolds(ctx context.Context, name, abs string, cas, read int64, now []liveKey) error {
-	if cas < 0 {
-		return nil
-	}
-	for _, kv := range now {
-		if kv.mod > cas {
-			return ApplyConflict(name, cas, strings.TrimPrefix(kv.key, abs), kv.mod)
+	if cas >= 0 {
+		cctx, cancel := s.opCtx(ctx)
+		err := s.noneDeletedSince(cctx, name, abs, cas, read, names)
+		cancel()
+		if err != nil {
+			return nil, read, err
 		}
 	}
-	return s.noneDeletedSince(ctx, name, abs, cas, read, now)
+	out := make([]api.KV, 0, len(names))
+	from, end := abs, clientv3.GetPrefixRangeEnd(abs)
+	// The first page is one key: a tree's first keys may be as large as a value may be.
+	for limit := int64(1); len(names) > 0; {
+		cctx, cancel := s.opCtx(ctx)
+		resp, err := s.cli.Get(cctx, from, clientv3.WithRange(end), clientv3.WithLimit(limit), clientv3.WithRev(read))
+		cancel()
+		switch {
+		case errors.Is(err, rpctypes.ErrCompacted):
+			e := api.Errorf(api.CodeUnavailable, "read appliance %q: etcd compacted revision %d while it was read; nothing was written: retry", name, read)
+			e.RetryAfter = 1
+			return nil, read, e
+		case err != nil:
+			return nil, read, s.etcdErr(ctx, "read appliance "+name, err)
+		}
+		kvs := make([]api.KV, 0, len(resp.Kvs))
+		bytes := 0
+		for _, kv := range resp.Kvs {
+			kvs = append(kvs, s.toKV(kv, false))
+			bytes += len(kv.Key) + len(kv.Value)
+		}
+		more := resp.More && len(resp.Kvs) > 0
+		if more {
+			from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+			limit = min(listPageMax, max(1, limit*listPageBytes/int64(max(bytes, 1))))
+		}
+		resp = nil // etcd's answer is copied: let it go before the page's work
+		if page != nil {
+			if err := page(kvs); err != nil {
+				return nil, read, err
+			}
+		}
+		out = append(out, kvs...)
+		if !more {
+			break
+		}
+	}
+	return out, read, nil
 }
 
 // noneDeletedSince refuses (409) an apply guarded by cas when a key that the appliance had at
