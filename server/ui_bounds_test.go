@@ -431,7 +431,9 @@ func TestUI_RollbacksOfATreeOverTheBodyLimitAtOnce(t *testing.T) {
 	t.Logf("%d console rollbacks of a 9.5 MB tree: heap up by %d MiB at most (from %d MiB)", posts, peak>>20, base>>20)
 	// 323–420 MiB: what the API's own rollbacks without a body take (eight of them sent to
 	// PUT /v1/appliances/big at once, 350 MiB: each holds the tree read at R, then the live tree
-	// the apply reads, in this process's etcd too), the console adding no copy of its own. Its
+	// the apply reads, in this process's etcd too), the console adding no copy of its own; since
+	// an apply reads the live tree's names first (its cas checked on them, so that the seven
+	// refused read no value) and the values of its keys a page at a time, 256–349 MiB. Its
 	// apply body of the whole tree added 337–506 MiB on top. On the CI host, under -race and
 	// after the package's other tests (a heap of 170 MiB before), 504 MiB: the bound is 768,
 	// which eight whole trees held twice over each (the tree at R and the live tree, as before
