@@ -433,6 +433,7 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		kind = api.KindRollback
 	}
 	var keys map[string]string
+	var sh *share // the request's share of the bodyBudget: its body's, or its trees'
 	read := kind == api.KindRollback && r.ContentLength == 0
 	if read {
 		// A rollback without a body restores the tree at rollbackTo as the server reads it
@@ -441,19 +442,18 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		// that differ, fits etcd's limits.
 		rctx, rcancel := s.opCtx(r)
 		defer rcancel()
-		var release func()
-		if keys, release, err = s.rollbackTree(rctx, r, name, rollbackTo); err != nil {
+		sh = s.bodyBudget.shareOf(r)
+		defer sh.release()
+		if keys, err = s.rollbackTree(rctx, r, name, rollbackTo, sh); err != nil {
 			return err
 		}
-		defer release()
 	} else {
 		media := mediaType(r)
 		limit := s.cfg.maxBodyBytes()
-		release, err := s.bodyBudget.take(r, limit)
-		if err != nil {
+		if sh, err = s.bodyBudget.take(r, limit); err != nil {
 			return err
 		}
-		defer release()
+		defer sh.release()
 		var watch func(io.Reader) error
 		if isJSONMedia(media) {
 			watch = countJSONKeys(s.cfg.MaxTxnOps) // refused as soon as its keys pass the limit
@@ -493,11 +493,10 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		// The rollout starts only from the state the caller read (a rollback reads it): its
 		// cas is refused as the apply's would be (a key changed or deleted since, 409; a
 		// revision ahead of the store, 400).
-		kvs, read, release, err := s.applyBase(ctx, name, cas)
+		kvs, read, err := s.applyBase(ctx, name, cas, sh)
 		if err != nil {
 			return err
 		}
-		defer release()
 		if live := treeOf(name, kvs); !maps.Equal(live, keys) {
 			err := s.startRollout(ctx, w, r, name, live, keys, strat, kind, rollbackTo, nil)
 			if e := (*api.Error)(nil); kind == api.KindRollback && errors.As(err, &e) && e.Code == api.CodeTooLarge {
@@ -660,30 +659,25 @@ func (s *Server) rollbackNotAhead(ctx context.Context, rollbackTo int64) error {
 // The tree is held until the apply is done, and its bytes count against the replica's
 // bodyBudget, as an apply body's do: read whole, a tree of ten thousand values of a MiB (or
 // several rollbacks of large trees at once) took the replica's memory, where GET …/at/R reads
-// it a page at a time. release gives its share back; a tree larger than the whole budget
-// cannot be rolled back in one transaction here (413, nothing written).
-func (s *Server) rollbackTree(ctx context.Context, r *http.Request, name string, rollbackTo int64) (keys map[string]string, release func(), err error) {
+// it a page at a time. Its share joins the request's, sh, which its handler gives back; a tree
+// larger than the whole budget cannot be rolled back in one transaction here (413, nothing
+// written).
+func (s *Server) rollbackTree(ctx context.Context, r *http.Request, name string, rollbackTo int64, sh *share) (keys map[string]string, err error) {
 	if err := principalOf(r).mayRead(api.ApplianceRoot(name)); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if err := s.rollbackNotAhead(ctx, rollbackTo); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if err := s.lostRevision(ctx, rollbackTo, "its keys then cannot be restored (a rollback to the snapshot's revision restores what the store holds of that time)"); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	done, err := s.historySlot(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	defer done()
-	var held int64
-	release = func() {
-		if held > 0 {
-			s.bodyBudget.sem.Release(held)
-			held = 0
-		}
-	}
+	var counted int64 // the tree's part of sh
 	keys = map[string]string{}
 	add := func(kvs []api.KV) error {
 		if len(keys)+len(kvs) > s.cfg.MaxTxnOps {
@@ -694,11 +688,12 @@ func (s *Server) rollbackTree(ctx context.Context, r *http.Request, name string,
 		for _, kv := range kvs {
 			n += int64(len(kv.Key) + len(kv.Value))
 		}
-		if err := s.bodyBudget.hold(ctx, &held, n, func() string {
+		if err := s.bodyBudget.hold(ctx, &sh.held, n, func() string {
 			return fmt.Sprintf("rollback of appliance %q: its tree at revision %d is larger than the %d bytes a replica holds of apply bodies at once: it cannot be restored in one transaction here, and a rollback is one; nothing was written", name, rollbackTo, s.bodyBudget.size())
 		}); err != nil {
 			return err
 		}
+		counted += n
 		for _, kv := range kvs {
 			keys[kv.Key] = kv.Value
 		}
@@ -708,7 +703,8 @@ func (s *Server) rollbackTree(ctx context.Context, r *http.Request, name string,
 	if err != nil && api.AsError(err).Code == api.CodeCompacted {
 		// Compacted from the first page, or meanwhile: the pages read so far go, with their
 		// share, and the release copies give the tree.
-		release()
+		sh.give(counted)
+		counted = 0
 		keys = map[string]string{}
 		var old map[string]string
 		if old, _, err = s.applianceFromReleases(ctx, name, rollbackTo); err == nil {
@@ -720,31 +716,26 @@ func (s *Server) rollbackTree(ctx context.Context, r *http.Request, name string,
 		}
 	}
 	if err != nil {
-		release()
+		sh.give(counted)
 		if code := api.AsError(err).Code; code == api.CodeNotFound || code == api.CodeCompacted {
 			if uerr := s.applianceUnknown(ctx, name, nil); uerr != nil {
-				return nil, nil, uerr
+				return nil, uerr
 			}
 		}
-		return nil, nil, err
+		return nil, err
 	}
-	return keys, release, nil
+	return keys, nil
 }
 
 // applyBase is Store.ApplyBase for a write with canary, whose rollout starts from the live tree
 // read whole (its record holds it): a tree of largeBody and more is held within the replica's
 // bodyBudget as it is read, as a rollback's tree at its revision is (read in no budget, canary
-// writes at once to an appliance of large values held its tree each). release gives the share
-// back once the rollout started, or was refused; a tree larger than the whole budget is 413,
-// as a rollout's record holding it would be.
-func (s *Server) applyBase(ctx context.Context, name string, cas int64) (kvs []api.KV, read int64, release func(), err error) {
-	var seen, held int64
-	release = func() {
-		if held > 0 {
-			s.bodyBudget.sem.Release(held)
-			held = 0
-		}
-	}
+// writes at once to an appliance of large values held its tree each). Its share joins the
+// request's, sh, which the handler gives back once the rollout started, or was refused; a tree
+// larger than the whole budget (with the body's share) is 413, as a rollout's record holding
+// it would be.
+func (s *Server) applyBase(ctx context.Context, name string, cas int64, sh *share) (kvs []api.KV, read int64, err error) {
+	var seen, counted int64
 	kvs, read, err = s.st.ApplyBase(ctx, name, cas, func(page []api.KV) error {
 		for _, kv := range page {
 			seen += int64(len(kv.Key) + len(kv.Value))
@@ -752,15 +743,16 @@ func (s *Server) applyBase(ctx context.Context, name string, cas int64) (kvs []a
 		if seen < largeBody {
 			return nil
 		}
-		return s.bodyBudget.hold(ctx, &held, seen-held, func() string {
+		n := seen - counted
+		counted = seen
+		return s.bodyBudget.hold(ctx, &sh.held, n, func() string {
 			return fmt.Sprintf("write with canary to appliance %q: its live tree is larger than the %d bytes a replica holds of apply bodies and trees at once, and a rollout's record holds it whole; nothing was written", name, s.bodyBudget.size())
 		})
 	})
 	if err != nil {
-		release()
-		return nil, read, nil, err
+		return nil, read, err
 	}
-	return kvs, read, release, nil
+	return kvs, read, nil
 }
 
 // applyTree makes appliance name's own keys keys (guarded on cas, as Store.ApplyTree) as a

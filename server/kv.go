@@ -277,11 +277,11 @@ func (s *Server) handlePutKV(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	max := s.cfg.MaxValueBytes
-	release, err := s.bodyBudget.take(r, int64(max))
+	sh, err := s.bodyBudget.take(r, int64(max))
 	if err != nil {
 		return err
 	}
-	defer release()
+	defer sh.release()
 	value, err := readBody(w, r, int64(max), func() error {
 		return api.Errorf(api.CodeValueTooLarge, "value of %s is over the limit of %d bytes (--max-value-bytes)", shorten(key), max)
 	})
@@ -294,7 +294,7 @@ func (s *Server) handlePutKV(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
 	v := string(value)
-	if err := s.rolloutWrite(ctx, w, r, strat, force, []api.Op{{Op: api.OpPut, Key: key, Value: v}}, api.KindPut); err != errPlainWrite {
+	if err := s.rolloutWrite(ctx, w, r, strat, force, []api.Op{{Op: api.OpPut, Key: key, Value: v}}, api.KindPut, sh); err != errPlainWrite {
 		return err
 	}
 	res, err := s.st.PutResult(s.releaseCtx(ctx, r, api.KindPut, "", 0), key, v, cas)
@@ -348,7 +348,7 @@ func (s *Server) handleDeleteKV(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
-	if err := s.rolloutWrite(ctx, w, r, nil, force, []api.Op{{Op: api.OpDelete, Key: key, Recurse: recurse}}, api.KindDelete); err != errPlainWrite {
+	if err := s.rolloutWrite(ctx, w, r, nil, force, []api.Op{{Op: api.OpDelete, Key: key, Recurse: recurse}}, api.KindDelete, nil); err != errPlainWrite {
 		return err
 	}
 	rev, n, err := s.st.Delete(s.releaseCtx(ctx, r, api.KindDelete, "", 0), key, recurse)
@@ -383,11 +383,11 @@ func (s *Server) handleTxn(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	max := s.cfg.maxBodyBytes()
-	release, err := s.bodyBudget.take(r, max)
+	sh, err := s.bodyBudget.take(r, max)
 	if err != nil {
 		return err
 	}
-	defer release()
+	defer sh.release()
 	data, err := readBody(w, r, max, func() error {
 		return api.Errorf(api.CodeBodyTooLarge, "txn body is over the limit of %s", s.cfg.bodyLimit())
 	})
@@ -422,7 +422,7 @@ func (s *Server) handleTxn(w http.ResponseWriter, r *http.Request) error {
 	if strat != nil && len(t.Guards) > 0 {
 		return api.Errorf(api.CodeInvalidRequest, "guards and canary do not go together: a rollout writes the live tree only when it is promoted")
 	}
-	if err := s.rolloutWrite(ctx, w, r, strat, force, t.Ops, kind); err != errPlainWrite {
+	if err := s.rolloutWrite(ctx, w, r, strat, force, t.Ops, kind, sh); err != errPlainWrite {
 		return err
 	}
 	res, err := s.st.TxnResult(s.releaseCtx(ctx, r, kind, "", 0), t)

@@ -1264,8 +1264,9 @@ var errPlainWrite = errors.New("plain write")
 
 // rolloutWrite starts a rollout for a kv write or txn of ops sent with canary (strat), or,
 // sent with force, aborts the rollouts of the appliances ops touch; errPlainWrite when the
-// handler's own write follows.
-func (s *Server) rolloutWrite(ctx context.Context, w http.ResponseWriter, r *http.Request, strat *api.RolloutStrategy, force bool, ops []api.Op, kind string) error {
+// handler's own write follows. sh is the request's share of the bodyBudget (nil: none), which
+// the live tree read for a rollout joins.
+func (s *Server) rolloutWrite(ctx context.Context, w http.ResponseWriter, r *http.Request, strat *api.RolloutStrategy, force bool, ops []api.Op, kind string, sh *share) error {
 	if force {
 		var names []string
 		for _, op := range ops {
@@ -1303,11 +1304,14 @@ func (s *Server) rolloutWrite(ctx context.Context, w http.ResponseWriter, r *htt
 	if err := store.CheckTxn(api.Txn{Ops: ops}); err != nil {
 		return err
 	}
-	kvs, read, release, err := s.applyBase(ctx, name, -1)
+	if sh == nil {
+		sh = &share{b: s.bodyBudget}
+		defer sh.release()
+	}
+	kvs, read, err := s.applyBase(ctx, name, -1, sh)
 	if err != nil {
 		return err
 	}
-	defer release()
 	live := treeOf(name, kvs)
 	puts := map[string]string{}
 	var dels []api.Op

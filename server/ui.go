@@ -507,13 +507,13 @@ func (s *Server) uiWrap(h uiHandler, form *uiForm) http.Handler {
 			}
 			// A large form is read within the replica's budget of large bodies, as the API's
 			// are, and its share covers the write it makes (see bodyBudget.take).
-			release, err := s.bodyBudget.take(r, form.limit)
+			sh, err := s.bodyBudget.take(r, form.limit)
 			if err != nil {
 				s.uiError(w, r, c, err)
 				return
 			}
-			defer release()
-			r = r.WithContext(context.WithValue(r.Context(), bodyShareKey{}, true))
+			defer sh.release()
+			r = r.WithContext(context.WithValue(r.Context(), bodyShareKey{}, sh))
 			if err := parseForm(w, r, form.limit); err != nil {
 				s.uiError(w, r, c, err)
 				return

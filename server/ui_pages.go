@@ -1244,30 +1244,24 @@ func (s *Server) uiRollback(w http.ResponseWriter, r *http.Request, c *uiCtx) er
 	}
 	keys = nil // not held while the apply reads the tree again (body nil) or decodes the body
 	done()
-	apply := s.handlePutAppliance
 	if len(body) >= largeBody {
 		// The API's handler reads the body within the form's share of the body budget
 		// (bodyShareKey), which the small rollback form does not have: the body (up to
 		// api.RollbackBodyBytes) and its parse went uncounted, for any number of rollbacks
-		// at once. It takes its share here, as the same body sent to the API does, once the
-		// slot is given back (a tree without a body holds its share in a slot of its own),
-		// and gives it back when the handler returns, before the wait of a rollback that
-		// changes nothing (see unchangedLater).
-		release, err := takeBudget(r, s.bodyBudget.sem, s.bodyBudget.size(), int64(len(body)), s.bodyBudget.wait, func() string {
-			return fmt.Sprintf("this replica is reading other large bodies (up to %d bytes at once); nothing was written: retry", s.bodyBudget.size())
-		})
-		if err != nil {
+		// at once. Its share joins the form's here, as the same body sent to the API takes
+		// one, once the slot is given back (a tree without a body holds its share in a slot
+		// of its own); the API's handler gives the form's share back when it returns, before
+		// the wait of a rollback that changes nothing (see unchangedLater).
+		sh := s.bodyBudget.shareOf(r)
+		defer sh.release()
+		if err := s.bodyBudget.hold(ctx, &sh.held, int64(len(body)), func() string {
+			return fmt.Sprintf("rollback of appliance %q: its tree at revision %d is larger than the %d bytes a replica holds of apply bodies at once; nothing was written", name, to, s.bodyBudget.size())
+		}); err != nil {
 			return err
-		}
-		release = sync.OnceFunc(release)
-		defer release()
-		apply = func(w http.ResponseWriter, r *http.Request) error {
-			defer release()
-			return s.handlePutAppliance(w, r)
 		}
 	}
 	hdr := http.Header{"Content-Type": {"application/json"}, api.HeaderRollback: {strconv.FormatInt(to, 10)}}
-	rec, err := s.uiCall(r, apply, http.MethodPut, map[string]string{"name": name}, url.Values{"cas": {cas}}, body, hdr, f.Get("message"))
+	rec, err := s.uiCall(r, s.handlePutAppliance, http.MethodPut, map[string]string{"name": name}, url.Values{"cas": {cas}}, body, hdr, f.Get("message"))
 	if errors.Is(err, api.ErrConflict) {
 		return api.Errorf(api.CodeConflict, "appliance %q changed after the rollback was confirmed; nothing was written: review it again from the history", name)
 	}

@@ -42,15 +42,24 @@ func (b *yamlBudget) take(r *http.Request, n int) (release func(), err error) {
 // takeBudget waits for n units of sem (of size, n at least 1 and at most size) until r's client
 // goes away or wait passes, and returns what gives them back; else 503, with why's text.
 func takeBudget(r *http.Request, sem *semaphore.Weighted, size, n int64, wait time.Duration, why func() string) (release func(), err error) {
+	w, err := acquireBudget(r, sem, size, n, wait, why)
+	if err != nil {
+		return nil, err
+	}
+	return func() { sem.Release(w) }, nil
+}
+
+// acquireBudget is takeBudget, returning the units it took (0 with its error).
+func acquireBudget(r *http.Request, sem *semaphore.Weighted, size, n int64, wait time.Duration, why func() string) (int64, error) {
 	w := min(max(n, 1), size)
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
 	if err := sem.Acquire(ctx, w); err != nil {
 		e := api.Errorf(api.CodeUnavailable, "%s", why())
 		e.RetryAfter = 1
-		return nil, e
+		return 0, e
 	}
-	return func() { sem.Release(w) }, nil
+	return w, nil
 }
 
 // largeBody is the size from which a kv, txn or apply body is read within the replica's
@@ -112,26 +121,62 @@ func (b *bodyBudget) hold(ctx context.Context, held *int64, n int64, tooLarge fu
 	return nil
 }
 
-// bodyShareKey marks the context of a request whose share of the bodyBudget is taken: the
-// console's form, whose handler writes its value through the API's (which must not wait for a
-// second share, in vain when the forms on their way hold the whole budget).
+// bodyShareKey marks the context of a request whose share of the bodyBudget is taken, with
+// that share (a *share): the console's form, whose handler writes its value through the API's
+// (which must not wait for a second share, in vain when the forms on their way hold the whole
+// budget).
 type bodyShareKey struct{}
 
-// take waits for r's body's share of the budget when it is large, and returns what gives it
-// back (a no-op for a small body); limit is the route's bound on the body.
-func (b *bodyBudget) take(r *http.Request, limit int64) (release func(), err error) {
+// share is what one request holds of the bodyBudget: its body's share, and the trees it reads
+// within the budget added to it (a rollback's tree at its revision, a canary write's live tree).
+// One count, so that a wait for more gives all of it back meanwhile (see hold): a write with
+// canary that held its body's share while it waited for its live tree's waited, in the
+// budget's queue, behind a larger share that could not be had while it held its own.
+type share struct {
+	b    *bodyBudget
+	held int64
+}
+
+// release gives the whole share back; it may be called again.
+func (sh *share) release() { sh.give(sh.held) }
+
+// give gives n of the share back (what it holds, at most): the part of a tree let go.
+func (sh *share) give(n int64) {
+	if n = min(n, sh.held); n > 0 {
+		sh.b.sem.Release(n)
+		sh.held -= n
+	}
+}
+
+// take waits for r's body's share of the budget when it is large, and returns the request's
+// share, whose release gives it back (none for a small body); limit is the route's bound on
+// the body. A request of the console's form has its share already: that one is returned.
+func (b *bodyBudget) take(r *http.Request, limit int64) (*share, error) {
+	if sh, ok := r.Context().Value(bodyShareKey{}).(*share); ok {
+		return sh, nil
+	}
+	sh := &share{b: b}
 	n := r.ContentLength
 	switch {
-	case r.Context().Value(bodyShareKey{}) != nil:
-		return func() {}, nil
 	case n < 0:
 		n = limit // not known until read: at most the limit
 	case n < largeBody:
-		return func() {}, nil
+		return sh, nil
 	}
-	return takeBudget(r, b.sem, b.size(), min(n, limit, b.max), b.wait, func() string {
+	w, err := acquireBudget(r, b.sem, b.size(), min(n, limit, b.max), b.wait, func() string {
 		return fmt.Sprintf("this replica is reading other large bodies (up to %d bytes at once); nothing was written: retry", b.size())
 	})
+	sh.held = w
+	return sh, err
+}
+
+// shareOf is r's share of the bodyBudget when its console form took one (see bodyShareKey),
+// else a new one of nothing.
+func (b *bodyBudget) shareOf(r *http.Request) *share {
+	if sh, ok := r.Context().Value(bodyShareKey{}).(*share); ok {
+		return sh
+	}
+	return &share{b: b}
 }
 
 // yamlMedia are the media types a YAML body may be sent with.
