@@ -3,9 +3,13 @@
 package agent_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -1039,4 +1043,62 @@ func TestAgent_RunTriesAFailedUndoOfTheCandidateAgain(t *testing.T) {
 	srv.setView("", map[string]string{"port": "80"})
 	waitFor(t, "the failed undo", func() bool { return strings.Contains(logs.String(), "file of the rollout's candidate not undone") })
 	waitFor(t, "the candidate's file undone on the retry", fileIs(dir+"/flag.conf", "old\n"))
+}
+
+// A rollout's candidate whose group install fails (here b's, its .bak's name a directory that
+// is not empty) after a file of the group was renamed puts that file back, and its undo entry
+// back to what it was before the install: a holds the rollout's first candidate again, whose
+// entry names it alone, not the second candidate that the failed install took back. (Before,
+// the entry of a file put back kept what the failed install recorded: the fingerprint of
+// content no longer there, or, over a file that had none, an undo of a candidate that was
+// never installed.)
+func TestAgent_RunCandidateInstallThatFailsKeepsTheUndoItHad(t *testing.T) {
+	sum := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
+	srv := newViewServer(t, map[string]string{"a": "one", "b": "one"})
+	a, dir, logs := testAgent(t, srv, header+`templates:
+  - contents: "a={{ key \"a\" }}\n"
+    destination: $DIR/a
+    command: cat $DIR/a $DIR/b | paste -sd, - >> $DIR/commands
+  - contents: "b={{ key \"b\" }}\n"
+    destination: $DIR/b
+    backup: true
+    command: cat $DIR/a $DIR/b | paste -sd, - >> $DIR/commands
+`)
+	stop := sync.OnceFunc(runAgent(t, a))
+	defer stop()
+	waitFor(t, "the live view", func() bool { return fileIs(dir+"/a", "a=one\n")() && fileIs(dir+"/b", "b=one\n")() })
+	srv.setView("ro-1", map[string]string{"a": "c1", "b": "c1"})
+	waitFor(t, "the first candidate", func() bool { return fileIs(dir+"/a", "a=c1\n")() && fileIs(dir+"/b", "b=c1\n")() })
+	if err := os.Remove(dir + "/b.bak"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir+"/b.bak/x", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	srv.setView("ro-1", map[string]string{"a": "c2", "b": "c2"})
+	syncLogged(t, logs, 12)
+	if !strings.Contains(logs.String(), `"msg":"previous file restored","template":"`+dir+`/a"`) {
+		t.Fatalf("a not put back after the failed install of b:\n%s", logs.String())
+	}
+	stop()
+	if !fileIs(dir+"/a", "a=c1\n")() || !fileIs(dir+"/b", "b=c1\n")() {
+		t.Fatalf("a = %q, b = %q after the failed install, want the first candidate", readFileOr(dir+"/a"), readFileOr(dir+"/b"))
+	}
+	b, err := os.ReadFile(agent.CandidatePath(dir+"/cache", "web"))
+	var rec struct {
+		Files []struct {
+			Destination string
+			Data        []byte
+			Installed   []string
+		}
+	}
+	if err != nil || json.Unmarshal(b, &rec) != nil || len(rec.Files) != 2 {
+		t.Fatalf("candidate record = %s (%v), want an entry of a and b", b, err)
+	}
+	for _, f := range rec.Files {
+		name := filepath.Base(f.Destination)
+		if want := []string{sum(name + "=c1\n")}; string(f.Data) != name+"=one\n" || !slices.Equal(f.Installed, want) {
+			t.Errorf("%s's undo = %q, installed %v; want %q, the first candidate's fingerprint alone", name, f.Data, f.Installed, name+"=one\n")
+		}
+	}
 }

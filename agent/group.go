@@ -510,7 +510,7 @@ func (p *pass) install(g *group) {
 						err: fmt.Errorf("%s not installed: the install of %s of its group failed", o.t.name(), m.t.name())})
 				}
 			}
-			putBack := true
+			putBack, undone := true, false
 			for _, o := range slices.Backward(g.members[:i]) {
 				if o.prev != nil {
 					if o.good != nil && o.prev == o.good {
@@ -523,11 +523,20 @@ func (p *pass) install(g *group) {
 					if rerr != nil {
 						msg += "; " + rerr.Error()
 						putBack = false
+					} else if c, ok := was[o.t]; ok {
+						// It holds what it held before the install, and so its undo goes back to what
+						// it was then (none, or the entry of what it holds), not an undo of a
+						// candidate no longer there. Not put back, it holds the candidate: the new
+						// entry stays, the one that undoes it.
+						o.t.cand, undone = c, true
 					}
 					o.t.last = nil
 					p.fail(o.t, failure{template: o.t.name(), stage: api.StageRender, err: errors.New(msg), retry: true})
 				}
 				o.prev = nil
+			}
+			if undone {
+				p.a.recordCandidates()
 			}
 			if owedBefore != nil && putBack {
 				// No file of the group changed: nothing is owed for this install.

@@ -487,7 +487,9 @@ func TestAgent_OwedReloadFailedWithAnInstallRestoresTheOtherOwedFiles(t *testing
 // go back to. Nothing of the group changed, so the reload the killed run owed runs on its own
 // files, and goes back to the last good file only if it fails. (Before, the put back wrote the
 // last good file over the killed run's, or removed it when that run had created it, though no
-// reload of it had failed: a live view and a rollout's candidate alike.)
+// reload of it had failed: a live view and a rollout's candidate alike.) The candidate's undo
+// entry of a file put back goes with the install: what it was before, none here. (Before, a
+// kept the entry the failed install wrote, naming the last good file as what it replaced.)
 func TestAgent_OwedInstallThatFailsPutsBackTheKilledRunsFile(t *testing.T) {
 	sum := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
 	for _, tc := range []struct {
@@ -540,6 +542,11 @@ func TestAgent_OwedInstallThatFailsPutsBackTheKilledRunsFile(t *testing.T) {
 			}
 			if got, want := strings.Join(lines(t, dir+"/commands"), " "), "a=bad1,b=old"; got != want {
 				t.Fatalf("commands saw %q, want the owed reload once on %q", got, want)
+			}
+			// a holds what it held before the candidate, which had no undo before: none is left
+			// (a halt would otherwise take the killed run's file for an operator's edit).
+			if b, err := os.ReadFile(agent.CandidatePath(dir+"/cache", "web")); !os.IsNotExist(err) {
+				t.Errorf("candidate record after the failed install: %s (%v), want none", b, err)
 			}
 		})
 	}
