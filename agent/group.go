@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -992,12 +993,18 @@ func (p *pass) undoCandidate(g *group) {
 			continue
 		}
 		if held != heldCandidate {
-			// Its file holds what the undo puts back already (a halt cut short by a crash), or
-			// what the operator put there since the candidate installed it: kept as it is.
+			// Its file holds what the undo puts back already (a halt cut short by a crash), what
+			// the candidate was to replace (its run killed before the rename), or what the
+			// operator put there since the candidate installed it: kept as it is.
 			p.a.setCandidate(t, nil)
 			p.res.leftCandidate = true
 			t.last, t.inPlace = nil, false
-			if held == heldOther {
+			switch {
+			case held != heldOther:
+			case p.neverInstalled(t, c):
+				p.a.log.Info("undo of the rollout's candidate dropped: the candidate was never installed (its run stopped before the rename)",
+					"template", t.name(), "rollout", c.rollout, "revision", p.v.Revision)
+			default:
 				p.a.log.Warn("file of the rollout's candidate kept: changed since the candidate installed it", "template", t.name(),
 					"rollout", c.rollout, "revision", p.v.Revision)
 			}
@@ -1035,6 +1042,26 @@ func (p *pass) undoCandidate(g *group) {
 		p.a.log.Warn("file of the rollout's candidate undone: the view after the rollout does not render it", "template", t.name(),
 			"rollout", c.rollout, "existed", c.prev.Existed(), "revision", p.v.Revision)
 	}
+}
+
+// neverInstalled says whether t's file holds what c's candidate was to replace, where c's undo
+// is not that file: the candidate's install over a file whose reload a killed run owed keeps
+// the owed record's last file known good as its undo (owedGood), and a run killed before the
+// candidate's rename leaves the killed run's file, which the owed record fingerprints. Nothing
+// of the candidate is there to undo: the undo is dropped as after a halt done, and the reload
+// still owed for that file runs, as it would without the candidate.
+func (p *pass) neverInstalled(t *tmpl, c *candidateFile) bool {
+	for i := range p.a.owed {
+		e := p.a.owed[i].previous(t.cfg.Destination)
+		if e == nil || len(e.Installed) == 0 || !e.Existed || e.Path != c.prev.Path() {
+			continue
+		}
+		// The undo the owed record gave the candidate, and the file the killed run installed.
+		data, _, _, _ := c.prev.Kept()
+		held, err := candidateHeld(e.undo())
+		return c.prev.Existed() && bytes.Equal(data, e.Data) && err == nil && held == heldCandidate
+	}
+	return false
 }
 
 // restoreFile is Previous.Restore; tests replace it to inject a fault.

@@ -36,7 +36,10 @@ import (
 // too; an install over anything else records what it replaces. The record is still written
 // once, fsynced, before the rename. A rollout's candidate installed over such a file has that
 // file in its own record, the candidate's undo (a failed reload of it, the halt), and goes back
-// to it as well; when the killed run's install created the file, to the killed run's file.
+// to it as well; when the killed run's install created the file, to the killed run's file. A run
+// killed before the candidate's rename leaves the killed run's file: the halt finds there what
+// the candidate was to replace (pass.neverInstalled), not an edit, and leaves it to the reload
+// still owed.
 
 // owedCommand is one command owed for installed files.
 type owedCommand struct {

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -549,6 +550,104 @@ func TestAgent_OwedInstallThatFailsPutsBackTheKilledRunsFile(t *testing.T) {
 				t.Errorf("candidate record after the failed install: %s (%v), want none", b, err)
 			}
 		})
+	}
+}
+
+// An agent killed in the reload of a live view's install (its reload owed, the owed record
+// keeping the last file known good), restarted on a rollout's view and killed again right
+// before the candidate's rename (its undo record written, naming that last good file as what
+// the candidate replaced) left the killed run's file in place: the candidate was never
+// installed. When the halt's live view then cannot render the file, the halt finds there what
+// the candidate was to replace, the killed run's file, and says so: nothing of the candidate
+// to undo, the undo dropped, and the file left to the reload the killed run owed, which runs
+// once on it, as without the candidate. (Before, it logged that the file had "changed since
+// the candidate installed it", an operator's edit, of a file the candidate never replaced.)
+//
+// The kill before the rename is the install's hook at the rename: it keeps the records as they
+// are then and fails the install instead, and they are put back on disk after the run, with
+// no command run since, as a kill there leaves them.
+func TestAgent_HaltOfACandidateKilledBeforeItsRenameSaysItWasNeverInstalled(t *testing.T) {
+	sum := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
+	srv := newViewServer(t, map[string]string{"v": "fixed"})
+	srv.rollout = "ro-1"
+	const command = "cat $DIR/a >> $DIR/commands; echo >> $DIR/commands"
+	const config = header + `templates:
+  - contents: "v={{ key \"v\" }}"
+    destination: $DIR/a
+    command: ` + command + `
+`
+	a, dir, logs := testAgent(t, srv, config)
+	// The first run installed v=bad1 over v=good and was killed in its reload.
+	if err := os.WriteFile(dir+"/a", []byte("v=bad1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(dir+"/cache", 0o700)
+	rec, _ := json.Marshal(map[string]any{"appliance": "web", "commands": []any{map[string]any{
+		"command": strings.ReplaceAll(command, "$DIR", dir), "timeout_ms": 5000, "destinations": []string{dir + "/a"},
+		"revision": 9, "previous": []any{map[string]any{"destination": dir + "/a", "path": dir + "/a", "existed": true,
+			"data": []byte("v=good"), "mode": 0o644, "uid": os.Getuid(), "gid": os.Getgid(), "installed": []string{sum("v=bad1")}}},
+	}}})
+	candidatePath, owedPath := agent.CandidatePath(dir+"/cache", "web"), agent.OwedPath(dir+"/cache", "web")
+	if err := os.WriteFile(owedPath, rec, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu                  sync.Mutex // the hook runs in the agent's goroutine
+		candidateAt, owedAt []byte
+	)
+	restoreHook := agent.SetInstallStaged(func(s *atomicfile.Staged) error {
+		c, _ := os.ReadFile(candidatePath)
+		o, _ := os.ReadFile(owedPath)
+		mu.Lock()
+		candidateAt, owedAt = c, o
+		mu.Unlock()
+		return errors.New("killed before the rename")
+	})
+	stop := runAgent(t, a)
+	syncLogged(t, logs, 10)
+	stop()
+	restoreHook()
+	mu.Lock()
+	c, o := candidateAt, owedAt
+	mu.Unlock()
+	var got struct{ Files []struct{ Data []byte } }
+	if err := json.Unmarshal(c, &got); err != nil || len(got.Files) != 1 || string(got.Files[0].Data) != "v=good" {
+		t.Fatalf("candidate record at the rename = %s (%v), want the undo of a to v=good", c, err)
+	}
+	if err := os.WriteFile(candidatePath, c, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(owedPath, o, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(dir + "/commands")
+	if got := read(t, dir+"/a"); got != "v=bad1" {
+		t.Fatalf("a = %q after the run killed before the candidate's rename, want the killed run's v=bad1", got)
+	}
+
+	// Halted: the live view, which has no v.
+	srv.setView("", map[string]string{"w": "x"})
+	a2, _, logs2 := testAgentIn(t, srv, dir, config)
+	stop2 := runAgent(t, a2)
+	syncLogged(t, logs2, 11)
+	stop2()
+	if got := read(t, dir+"/a"); got != "v=bad1" {
+		t.Errorf("a = %q after the halt, want the killed run's v=bad1 left to its owed reload", got)
+	}
+	l := logs2.String()
+	if want := `"msg":"undo of the rollout's candidate dropped: the candidate was never installed (its run stopped before the rename)","template":"` + dir + `/a"`; !strings.Contains(l, want) {
+		t.Errorf("no log of the candidate never installed (%s)", want)
+	}
+	if strings.Contains(l, "changed since the candidate installed it") {
+		t.Errorf("the killed run's file taken for an edit since the candidate installed it")
+	}
+	if got := strings.Join(lines(t, dir+"/commands"), ","); got != "v=bad1" {
+		t.Errorf("commands saw %q, want the owed reload once on v=bad1", got)
+	}
+	for _, p := range []string{candidatePath, owedPath} {
+		if b, err := os.ReadFile(p); !os.IsNotExist(err) {
+			t.Errorf("%s left after the halt: %s (%v)", p, b, err)
+		}
 	}
 }
 
