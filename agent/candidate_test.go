@@ -1102,3 +1102,92 @@ func TestAgent_RunCandidateInstallThatFailsKeepsTheUndoItHad(t *testing.T) {
 		}
 	}
 }
+
+// The live view after a halt whose group install fails (b's, its .bak's name a directory that
+// is not empty) after a, which held the halted rollout's candidate, was renamed over puts a
+// back as it was just before the install: the candidate's file, which the service still runs
+// (its command ran on it and none ran since), not what the candidate replaced, and the
+// candidate's undo with it, and the report says the candidate's revision applied. (Before, a
+// got what the candidate replaced, its undo was gone and the report said revision 10: the file
+// said a=one while the service ran a=c1, and no command ran for it.) Once b can be installed,
+// the next start installs the live view over the candidate and reloads it.
+func TestAgent_LiveInstallThatFailsOverACandidatePutsBackTheCandidate(t *testing.T) {
+	sum := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
+	srv := newViewServer(t, map[string]string{"a": "one", "b": "one"})
+	const config = header + `templates:
+  - contents: "a={{ key \"a\" }}\n"
+    destination: $DIR/a
+    command: cat $DIR/a $DIR/b | paste -sd, - >> $DIR/commands
+  - contents: "b={{ key \"b\" }}\n"
+    destination: $DIR/b
+    backup: true
+    command: cat $DIR/a $DIR/b | paste -sd, - >> $DIR/commands
+`
+	a, dir, logs := testAgent(t, srv, config)
+	stop := sync.OnceFunc(runAgent(t, a))
+	defer stop()
+	waitFor(t, "the live view", func() bool { return fileIs(dir+"/a", "a=one\n")() && fileIs(dir+"/b", "b=one\n")() })
+	srv.setView("ro-1", map[string]string{"a": "c1", "b": "one"})
+	waitFor(t, "the candidate's reload", func() bool { return slices.Contains(lines(t, dir+"/commands"), "a=c1,b=one") })
+	if err := os.RemoveAll(dir + "/b.bak"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir+"/b.bak/x", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Halted: the live view, changed since.
+	srv.setView("", map[string]string{"a": "two", "b": "two"})
+	syncLogged(t, logs, 12)
+	last := func() api.Report {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		if len(srv.reports) == 0 {
+			return api.Report{}
+		}
+		return srv.reports[len(srv.reports)-1]
+	}
+	waitFor(t, "the live view's failure reported", func() bool { r := last(); return r.Revision == 12 && r.Error != "" })
+	stop()
+	if !strings.Contains(logs.String(), `"msg":"previous file restored","template":"`+dir+`/a"`) {
+		t.Fatalf("a not put back after the failed install of b:\n%s", logs.String())
+	}
+	if r := last(); r.Applied != 11 || r.AppliedRollout != "ro-1" {
+		t.Errorf("the failed pass's report: applied %d of rollout %q; want 11 of ro-1 (what the files hold)", r.Applied, r.AppliedRollout)
+	}
+	if got, got2 := readFileOr(dir+"/a"), readFileOr(dir+"/b"); got != "a=c1\n" || got2 != "b=one\n" {
+		t.Errorf("a = %q, b = %q after the failed install, want the candidate's a=c1 and b=one (what the install replaced)", got, got2)
+	}
+	if got, want := strings.Join(lines(t, dir+"/commands"), " "), "a=one,b=one a=c1,b=one"; got != want {
+		t.Errorf("commands saw %q, want %q (none for the failed install)", got, want)
+	}
+	b, err := os.ReadFile(agent.CandidatePath(dir+"/cache", "web"))
+	var rec struct {
+		Files []struct {
+			Destination string
+			Data        []byte
+			Installed   []string
+		}
+	}
+	if err != nil || json.Unmarshal(b, &rec) != nil || len(rec.Files) != 1 || rec.Files[0].Destination != dir+"/a" ||
+		string(rec.Files[0].Data) != "a=one\n" || !slices.Equal(rec.Files[0].Installed, []string{sum("a=c1\n")}) {
+		t.Fatalf("candidate record = %s (%v), want the candidate's undo of a to a=one", b, err)
+	}
+
+	// b can be installed again: the next start installs the live view and reloads it.
+	if err := os.RemoveAll(dir + "/b.bak"); err != nil {
+		t.Fatal(err)
+	}
+	a2, _, logs2 := testAgentIn(t, srv, dir, config)
+	stop2 := runAgent(t, a2)
+	syncLogged(t, logs2, 12)
+	stop2()
+	if got, got2 := readFileOr(dir+"/a"), readFileOr(dir+"/b"); got != "a=two\n" || got2 != "b=two\n" {
+		t.Errorf("a = %q, b = %q, want the live view", got, got2)
+	}
+	if got, want := strings.Join(lines(t, dir+"/commands"), " "), "a=one,b=one a=c1,b=one a=two,b=two"; got != want {
+		t.Errorf("commands saw %q, want %q", got, want)
+	}
+	if b, err := os.ReadFile(agent.CandidatePath(dir+"/cache", "web")); !os.IsNotExist(err) {
+		t.Errorf("candidate record after the live view's install: %s (%v), want none", b, err)
+	}
+}

@@ -467,6 +467,9 @@ func (p *pass) install(g *group) {
 	if was != nil {
 		p.a.recordCandidates()
 	}
+	// left: a file that held a halted or aborted rollout's candidate holds this view's now (the
+	// pass's leftCandidate), once the whole group is installed: a put back gives the candidate back.
+	left := false
 	for i, m := range g.members {
 		if m.staged == nil {
 			p.inPlace(m)
@@ -496,12 +499,13 @@ func (p *pass) install(g *group) {
 			p.a.log.Error("template not installed", "template", m.t.name(), "revision", p.v.Revision, "error", err.Error())
 			p.a.metrics.renderFailures.Add(1)
 			p.fail(m.t, failure{template: m.t.name(), stage: api.StageRender, err: err, retry: true})
+			kept := false
 			for _, o := range g.members[i:] {
 				if c, ok := was[o.t]; ok {
-					o.t.cand = c // not replaced
+					o.t.cand, kept = c, true // not replaced
 				}
 			}
-			if was != nil {
+			if kept {
 				p.a.recordCandidates()
 			}
 			for _, o := range g.members[i+1:] {
@@ -514,16 +518,19 @@ func (p *pass) install(g *group) {
 			putBack, undone := true, false
 			for _, o := range slices.Backward(g.members[:i]) {
 				if o.prev != nil {
-					if o.good != nil && o.prev == o.good {
-						// What the install replaced goes back, the file of a killed run whose reload
-						// is still owed, not the last file known good: no reload of it failed.
-						o.prev = o.staged.Previous()
-					}
+					// What the install replaced goes back, not what a failed reload would put back:
+					// the file of a killed run whose reload is still owed, not the last file known
+					// good (no reload of it failed); a halted rollout's candidate, which the service
+					// runs, not what the candidate replaced (its undo comes back with it).
+					o.prev = o.staged.Previous()
 					rerr := p.restore(o)
 					msg := fmt.Sprintf("%s put back: the install of %s of its group failed", o.t.name(), m.t.name())
 					if rerr != nil {
 						msg += "; " + rerr.Error()
 						putBack = false
+						if _, ok := was[o.t]; ok && p.v.Rollout == "" {
+							p.res.leftCandidate = true // it holds this view's file, not the candidate
+						}
 					} else if c, ok := was[o.t]; ok {
 						// It holds what it held before the install, and so its undo goes back to what
 						// it was then (none, or the entry of what it holds), not an undo of a
@@ -551,9 +558,16 @@ func (p *pass) install(g *group) {
 			// reload goes back to what the candidate replaced, not to the candidate, whose undo
 			// this install ends.
 			m.prev = ended.prev
-			p.res.leftCandidate = true
+			left = true
 		}
 		if p.v.Rollout == "" {
+			if c := m.t.cand; c != nil {
+				// Given back if a later file of the group fails and this one is put back.
+				if was == nil {
+					was = map[*tmpl]*candidateFile{}
+				}
+				was[m.t] = c
+			}
 			p.a.setCandidate(m.t, nil)
 		}
 		// The file just installed, unless it changed since the rename (then not known).
@@ -571,6 +585,9 @@ func (p *pass) install(g *group) {
 			p.a.log.Warn("file put back", "template", m.t.name(), "why", "changed on disk since the agent installed it", "change", m.drift,
 				"revision", p.v.Revision)
 		}
+	}
+	if left {
+		p.res.leftCandidate = true
 	}
 }
 
