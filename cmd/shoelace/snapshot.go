@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -91,8 +92,11 @@ shared the snapshot's store. It refuses (exit 1, nothing written) a cluster whos
 past FILE's plus N (not restored from FILE with that bump), one whose history does not begin at
 FILE's plus N (restored from another snapshot than FILE, or compacted since) and one that a
 Shoelace server serves since the restore (a leader's key or a fresh replica record); a cluster
-that does not answer within 5 s is exit 6, saying why. Run twice, it records once. Prints the
-store id.
+that does not answer within 5 s is exit 6, saying why. Run again on a cluster whose restore
+from FILE is recorded (by an earlier run, or by "snapshot restore" of an embedded store), with
+the servers started again and the cluster compacted since too, it writes nothing and says the
+restore is recorded already, naming the record (snapshot revision, restored-at revision and
+time; exit 0). Prints the store id.
 
 EXAMPLES:
    shoelace snapshot restored /var/backups/shoelace.db \
@@ -235,10 +239,13 @@ func (e *cliEnv) snapshotRestored(c *cli.Context) error {
 		return err
 	}
 	if asJSON {
-		return printJSON(e.stdout, map[string]any{"store_id": res.ID, "snapshot_revision": res.Lost.Snapshot, "restored_revision": res.Lost.Restored, "already_recorded": res.Already})
+		return printJSON(e.stdout, map[string]any{"store_id": res.ID, "snapshot_revision": res.Lost.Snapshot, "restored_revision": res.Lost.Restored, "time": res.Lost.Time, "already_recorded": res.Already})
 	}
 	if res.Already {
-		_, err = fmt.Fprintf(e.stdout, "the restore of %s was recorded already (revisions %d to %d lost): store id %s\n", a[0], res.Lost.Snapshot+1, res.Lost.Restored, res.ID)
+		// The record found, not the one this run would have written: after "snapshot
+		// restore" its revisions are the clock's, not FILE's plus --bump.
+		_, err = fmt.Fprintf(e.stdout, "the restore of %s is recorded already: snapshot revision %d, restored at revision %d on %s (revisions %d to %d lost); nothing was written: store id %s\n",
+			a[0], res.Lost.Snapshot, res.Lost.Restored, res.Lost.Time.UTC().Format(time.RFC3339), res.Lost.Snapshot+1, res.Lost.Restored, res.ID)
 		return err
 	}
 	_, err = fmt.Fprintf(e.stdout, "recorded the restore of %s (revisions %d to %d lost): store id %s\n", a[0], res.Lost.Snapshot+1, res.Lost.Restored, res.ID)

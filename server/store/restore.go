@@ -141,10 +141,10 @@ func Restore(ctx context.Context, cfg RestoreConfig) (string, error) {
 // restored: the restore's LostRange under RestorePrefix and a new store id, in one transaction,
 // so that a revision of a write after the snapshot is said to be lost rather than found applied,
 // and agents and long-polls re-read everything. The record's key is its Restored revision: a
-// restore already recorded (Restored run twice) writes nothing and returns the store's id, with
-// already true. The records of the replicas that shared the store when the snapshot was taken
-// are dropped: they are not this deployment's, and /v1/status would list them until their
-// records aged out. The restored store's servers announce themselves when they start.
+// restore already recorded (Restored run twice at once) writes nothing and returns the store's
+// id, with already true. The records of the replicas that shared the store when the snapshot
+// was taken are dropped: they are not this deployment's, and /v1/status would list them until
+// their records aged out. The restored store's servers announce themselves when they start.
 func (s *Store) recordRestore(ctx context.Context, lost LostRange) (id string, already bool, err error) {
 	key := fmt.Sprintf("%s%020d", RestorePrefix, lost.Restored)
 	data, _ := json.Marshal(lost)
@@ -154,12 +154,13 @@ func (s *Store) recordRestore(ctx context.Context, lost LostRange) (id string, a
 	_, err = s.SysApply(ctx, []SysGuard{{Key: key, Rev: 0}}, map[string][]byte{storeIDKey: []byte(id), key: data}, nil)
 	switch {
 	case errors.Is(err, api.ErrConflict):
-		already = true
+		// Another run recorded it (and dropped the replica records, which servers started
+		// since may have written again): this one writes nothing.
 		recs, _, err := s.SysList(ctx, storeIDKey)
 		if err != nil {
 			return "", false, err
 		}
-		id = string(recs[storeIDKey])
+		return string(recs[storeIDKey]), true, nil
 	case err != nil:
 		return "", false, fmt.Errorf("record the revisions it lost and a new store id: %w", err)
 	default:
@@ -210,7 +211,8 @@ type RestoredResult struct {
 // the snapshot's plus the bump (not restored from that snapshot with that bump, which the
 // record would misstate), and one that a Shoelace server serves (a leader or a replica record
 // written since the restore): the server would keep the old id, and rollouts it leads would
-// go on over the restore.
+// go on over the restore. A cluster whose restore from the snapshot is recorded already (see
+// recordedRestore) is none of those: it writes nothing and returns the record, Already true.
 func Restored(ctx context.Context, cfg RestoredConfig) (_ RestoredResult, err error) {
 	if cfg.SnapshotPath == "" || len(cfg.Endpoints) == 0 {
 		return RestoredResult{}, errors.New("snapshot restored: a snapshot file and the cluster's endpoints are required")
@@ -248,6 +250,11 @@ func Restored(ctx context.Context, cfg RestoredConfig) (_ RestoredResult, err er
 			}
 		}
 	}()
+	if rec, id, ok, err := s.recordedRestore(ctx, lost.Snapshot, cfg.Bump); err != nil {
+		return RestoredResult{}, fmt.Errorf("snapshot restored: %w", err)
+	} else if ok {
+		return RestoredResult{ID: id, Lost: rec, Already: true}, nil
+	}
 	if rev < lost.Restored {
 		return RestoredResult{}, fmt.Errorf("snapshot restored: the cluster is at revision %d, not past the snapshot's %d plus the bump %d (%d): it was not restored from %s with etcdutl snapshot restore --bump-revision %d --mark-compacted (give --bump as etcdutl's --bump-revision); nothing was written",
 			rev, lost.Snapshot, cfg.Bump, lost.Restored, cfg.SnapshotPath, cfg.Bump)
@@ -277,6 +284,35 @@ func Restored(ctx context.Context, cfg RestoredConfig) (_ RestoredResult, err er
 		}
 	}
 	return RestoredResult{ID: id, Lost: lost, Already: already}, nil
+}
+
+// recordedRestore returns the record of the store's newest restore, and the store's id, when
+// that restore was of the snapshot at revision snapRev and the cluster was not restored again
+// since: a run of Restored after the one that recorded it, or after "snapshot restore", which
+// records its own restore (at the clock's revision, not the snapshot's plus bump). The history
+// checks refused such a run once the cluster had been compacted past the restore's revision
+// (etcd's auto-compaction, with the servers started again), and always after "snapshot
+// restore", as a cluster restored from another snapshot. One restored since by etcdutl from a
+// later snapshot holds the record too, but its revision jumped by a bump past the record's: a
+// jump of half of bump is taken as one (as the release pruner takes half of
+// RestoreRevisionBump), and the run goes on to the checks, which refuse it.
+func (s *Store) recordedRestore(ctx context.Context, snapRev, bump int64) (LostRange, string, bool, error) {
+	recs, rev, err := s.SysListRevs(ctx, 0, []string{RestorePrefix, storeIDKey})
+	if err != nil {
+		return LostRange{}, "", false, err
+	}
+	var newest LostRange
+	var mod int64
+	for k, v := range recs {
+		var l LostRange
+		if strings.HasPrefix(k, RestorePrefix) && json.Unmarshal(v.Data, &l) == nil && l.Restored > newest.Restored {
+			newest, mod = l, v.Rev
+		}
+	}
+	if newest.Restored == 0 || newest.Snapshot != snapRev || rev-mod >= max(bump/2, 1) {
+		return LostRange{}, "", false, nil
+	}
+	return newest, string(recs[storeIDKey].Data), true, nil
 }
 
 // checkRestoredFrom refuses a cluster that etcdutl did not restore from the snapshot of lost
