@@ -130,3 +130,27 @@ func TestPrintRollout_Ended(t *testing.T) {
 		t.Errorf("an ended rollout's status says something is still waited for:\n%s", out)
 	}
 }
+
+// A promoted rollout's status lists applied the instances that applied the candidate (before
+// the promotion or the live tree since), and says of one that reported neither that it gets
+// the change with the live view: the rollout does not wait for it.
+func TestPrintRollout_Promoted(t *testing.T) {
+	st := api.RolloutStatus{Appliance: "web", ID: "r1", State: api.RolloutPromoted, Step: 1, Steps: []int{1, 2},
+		Cohort: []string{"vm-1", "vm-2"},
+		Instances: []api.RolloutInstance{
+			{Instance: "vm-1", Cohort: 0, State: "applied", Applied: 57},
+			{Instance: "vm-2", Cohort: 1, State: "pending", Applied: 50},
+		}}
+	var b strings.Builder
+	if err := printRollout(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"rollout r1 of web: promoted\n",
+		"  vm-1                     canary   applied     applied 57\n",
+		"  vm-2                     step 2   pending     applied 50  (gets the change with the live view; not reported yet)\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+}

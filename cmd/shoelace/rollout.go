@@ -352,6 +352,10 @@ func printRolloutAs(w io.Writer, st api.RolloutStatus, hint bool) error {
 			line += "  (the reason above)"
 		case in.Error != "":
 			line += "  error: " + oneLine(in.Error)
+		case st.State == api.RolloutPromoted && in.State == "pending":
+			// Nothing holds it back, as nothing waits for it: the promotion made the change
+			// the live tree, and its agent has not reported applying it yet.
+			line += "  (gets the change with the live view; not reported yet)"
 		}
 		fmt.Fprintln(w, line)
 	}

@@ -397,13 +397,21 @@ func (r *Record) Status(reports map[string]api.Instance, rev int64, bakedSince t
 			// was still running) did not apply it for the rollout, though the instance's
 			// record says what it applied until it reports the live view.
 			ri.State = "applied"
-		case seen && r.State == api.RolloutPromoted && r.applied(in, rev):
+		case seen && r.State == api.RolloutPromoted && r.applied(in, 1):
+			// Promoted: it applied the candidate, which the promotion made the live tree (the
+			// gates took no step without it). Its report is of the candidate until its agent's
+			// next pass, at a revision before the promotion's (rev): counted from rev, as
+			// before, every instance of a rollout promoted by hand showed pending, and one
+			// whose agent stopped since stayed so.
 			ri.State = "applied"
 		case seen && r.State == api.RolloutPromoted && in.Applied >= rev:
 			// Promoted (rev is the promotion's revision): the candidate is the live tree now,
 			// which the instance reports applied without the rollout's id: it stays applied.
 			ri.State = "applied"
 		default:
+			// Running: of the cohort, it has not applied the candidate yet. Promoted: it
+			// reported neither the candidate nor the live tree since the promotion, which
+			// brings it the promoted tree with its live view.
 			ri.State = "pending"
 		}
 		if !slices.Contains(cohort, name) && ri.State == "waiting" {

@@ -201,17 +201,27 @@ func TestStatus_AbortedCountsOnlyAppliedBy(t *testing.T) {
 
 // Once promoted (rev is the promotion's revision), the candidate is the live tree, which agents
 // report without the rollout's id: an instance of the cohort that reported the live tree at
-// or after the promotion shows applied, one that has not yet pending.
+// or after the promotion shows applied, and so does one whose report is still of the
+// candidate, applied before the promotion (it showed pending); one that reported neither
+// (nothing, or the live tree before the promotion) pending: its live view brings it the
+// promoted tree.
 func TestStatus_Promoted(t *testing.T) {
 	r := rec(5)
 	r.State, r.Step = api.RolloutPromoted, len(r.Steps)-1
 	c := r.Cohort()
+	if len(c) < 4 {
+		t.Fatalf("cohort %v, want 4 or more", c)
+	}
 	st := r.Status(map[string]api.Instance{
 		c[0]: enrolled(r, api.Instance{Instance: c[0], Applied: 20}),
 		c[1]: enrolled(r, api.Instance{Instance: c[1], Applied: 19, Rollout: "r1"}),
+		c[3]: enrolled(r, api.Instance{Instance: c[3], Applied: 15}),
 	}, 20, time.Time{})
-	if len(c) < 2 || st.Instances[0].State != "applied" || st.Instances[1].State != "pending" {
-		t.Fatalf("promoted status: cohort %v, %+v", c, st.Instances)
+	want := map[string]string{c[0]: "applied", c[1]: "applied", c[2]: "pending", c[3]: "pending"}
+	for _, ri := range st.Instances {
+		if w, ok := want[ri.Instance]; ok && ri.State != w {
+			t.Errorf("promoted rollout: %s is %q, want %q", ri.Instance, ri.State, w)
+		}
 	}
 }
 
