@@ -76,17 +76,12 @@ func (s *Store) ApplianceAtPaged(ctx context.Context, name string, rev int64, pa
 			}
 		}
 		out := make([]api.KV, 0, len(resp.Kvs))
-		bytes := 0
 		for _, kv := range resp.Kvs {
 			out = append(out, api.KV{Key: strings.TrimPrefix(string(kv.Key), root), Value: string(kv.Value),
 				ModRevision: kv.ModRevision, CreateRevision: kv.CreateRevision, Version: kv.Version})
-			bytes += len(kv.Key) + len(kv.Value)
 		}
-		more := resp.More && len(resp.Kvs) > 0
-		if more {
-			from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
-			limit = min(listPageMax, max(1, limit*listPageBytes/int64(max(bytes, 1))))
-		}
+		var more bool
+		from, limit, more = nextPage(resp.Kvs, from, limit, resp.More)
 		resp = nil // etcd's answer is copied: let it go before the page's work
 		if err := page(out, cur, more); err != nil {
 			return cur, err

@@ -110,6 +110,22 @@ const (
 	listPageBytes = 1 << 20
 )
 
+// nextPage is where the page after kvs, read from key from asking for limit keys, starts, and
+// how many keys to ask for then: as many as listPageBytes holds at kvs' bytes per key, at most
+// listPageMax. more is etcd's answer's; there is a next page when it says so of a page with a
+// key read.
+func nextPage(kvs []*mvccpb.KeyValue, from string, limit int64, more bool) (string, int64, bool) {
+	if !more || len(kvs) == 0 {
+		return from, limit, false
+	}
+	bytes := 0
+	for _, kv := range kvs {
+		bytes += len(kv.Key) + len(kv.Value)
+	}
+	// The next page starts just after the last key read.
+	return string(kvs[len(kvs)-1].Key) + "\x00", min(listPageMax, max(1, limit*listPageBytes/int64(max(bytes, 1)))), true
+}
+
 // ListPaged reads what List reads, in key order, a page at a time, every page at the
 // revision of the first: page gets each page with that revision and whether more follow, and
 // may end the read with an error, which ListPaged returns. A later page fails (an error
@@ -167,17 +183,10 @@ func (s *Store) ListPaged(ctx context.Context, prefix string, keysOnly bool, pag
 			kvs, more = resp.Kvs, resp.More
 		}
 		out := make([]api.KV, 0, len(kvs))
-		bytes := 0
 		for _, kv := range kvs {
 			out = append(out, s.toKV(kv, keysOnly))
-			bytes += len(kv.Key) + len(kv.Value)
 		}
-		if more && len(kvs) > 0 {
-			// The next page starts just after the last key read.
-			from = string(kvs[len(kvs)-1].Key) + "\x00"
-			limit = min(listPageMax, max(1, limit*listPageBytes/int64(max(bytes, 1))))
-		}
-		more = more && len(kvs) > 0
+		from, limit, more = nextPage(kvs, from, limit, more)
 		if err := page(out, rev, more); err != nil {
 			return err
 		}
@@ -1112,16 +1121,11 @@ func (s *Store) ApplyBase(ctx context.Context, name string, cas int64, page func
 			return nil, read, s.etcdErr(ctx, "read appliance "+name, err)
 		}
 		kvs := make([]api.KV, 0, len(resp.Kvs))
-		bytes := 0
 		for _, kv := range resp.Kvs {
 			kvs = append(kvs, s.toKV(kv, false))
-			bytes += len(kv.Key) + len(kv.Value)
 		}
-		more := resp.More && len(resp.Kvs) > 0
-		if more {
-			from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
-			limit = min(listPageMax, max(1, limit*listPageBytes/int64(max(bytes, 1))))
-		}
+		var more bool
+		from, limit, more = nextPage(resp.Kvs, from, limit, resp.More)
 		resp = nil // etcd's answer is copied: let it go before the page's work
 		if page != nil {
 			if err := page(kvs); err != nil {
