@@ -487,13 +487,13 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		if err := s.checkSchema(ctx, name, keys); err != nil {
 			return err
 		}
-		return s.planApply(ctx, w, name, keys)
+		return s.planApply(ctx, w, name, keys, sh)
 	}
 	if strat != nil {
 		// The rollout starts only from the state the caller read (a rollback reads it): its
 		// cas is refused as the apply's would be (a key changed or deleted since, 409; a
 		// revision ahead of the store, 400).
-		kvs, read, err := s.applyBase(ctx, name, cas, sh)
+		kvs, read, err := s.applyBase(ctx, name, cas, sh, "write with canary", "a rollout's record holds it whole")
 		if err != nil {
 			return err
 		}
@@ -546,10 +546,13 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 }
 
 // planApply answers an apply's dry run: what applying keys to appliance name would put, change
-// and delete in the store as it is now. Nothing is written and nothing is audited.
-func (s *Server) planApply(ctx context.Context, w http.ResponseWriter, name string, keys map[string]string) error {
+// and delete in the store as it is now. Nothing is written and nothing is audited. The live
+// tree is read within the request's share of the bodyBudget, sh, as a write with canary reads
+// it: read whole in no budget, small dry runs at once to an appliance of large values, which
+// write nothing and may be sent again at will, held the tree each.
+func (s *Server) planApply(ctx context.Context, w http.ResponseWriter, name string, keys map[string]string, sh *share) error {
 	root := api.ApplianceRoot(name)
-	cur, rev, err := s.st.List(ctx, root, false)
+	cur, rev, err := s.applyBase(ctx, name, -1, sh, "dry run of an apply", "a dry run compares it whole")
 	if err != nil {
 		return err
 	}
@@ -728,13 +731,13 @@ func (s *Server) rollbackTree(ctx context.Context, r *http.Request, name string,
 }
 
 // applyBase is Store.ApplyBase for a write with canary, whose rollout starts from the live tree
-// read whole (its record holds it): a tree of largeBody and more is held within the replica's
-// bodyBudget as it is read, as a rollback's tree at its revision is (read in no budget, canary
-// writes at once to an appliance of large values held its tree each). Its share joins the
-// request's, sh, which the handler gives back once the rollout started, or was refused; a tree
-// larger than the whole budget (with the body's share) is 413, as a rollout's record holding
-// it would be.
-func (s *Server) applyBase(ctx context.Context, name string, cas int64, sh *share) (kvs []api.KV, read int64, err error) {
+// read whole (its record holds it), and for an apply's dry run, which compares it whole: a tree
+// of largeBody and more is held within the replica's bodyBudget as it is read, as a rollback's
+// tree at its revision is (read in no budget, canary writes or dry runs at once to an appliance
+// of large values held its tree each). Its share joins the request's, sh, which the handler
+// gives back once it is done; a tree larger than the whole budget (with the body's share) is
+// 413, its message naming the request (what) and why it needs the tree whole.
+func (s *Server) applyBase(ctx context.Context, name string, cas int64, sh *share, what, why string) (kvs []api.KV, read int64, err error) {
 	var seen, counted int64
 	kvs, read, err = s.st.ApplyBase(ctx, name, cas, func(page []api.KV) error {
 		for _, kv := range page {
@@ -746,7 +749,7 @@ func (s *Server) applyBase(ctx context.Context, name string, cas int64, sh *shar
 		n := seen - counted
 		counted = seen
 		return s.bodyBudget.hold(ctx, &sh.held, n, func() string {
-			return fmt.Sprintf("write with canary to appliance %q: its live tree is larger than the %d bytes a replica holds of apply bodies and trees at once, and a rollout's record holds it whole; nothing was written", name, s.bodyBudget.size())
+			return fmt.Sprintf("%s to appliance %q: its live tree is larger than the %d bytes a replica holds of apply bodies and trees at once, and %s; nothing was written", what, name, s.bodyBudget.size(), why)
 		})
 	})
 	if err != nil {

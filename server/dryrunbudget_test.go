@@ -1,0 +1,53 @@
+package server
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoelace-dev/shoelace/internal/api"
+)
+
+// An apply's dry run compares its body with the appliance's live tree, which it read whole in
+// no budget: a writer's small dry runs at once to an appliance of large values, which write
+// nothing and may be sent again at will, held the tree each. A live tree of largeBody and
+// more is read within the replica's body budget, as a write with canary reads it: with the
+// budget taken, the dry run waits, then is refused 503 to retry; a small tree passes, and the
+// share is given back once the plan is answered.
+func TestApply_DryRunReadsALargeLiveTreeWithinTheBodyBudget(t *testing.T) {
+	f := newFixture(t)
+	f.s.bodyBudget.wait = 200 * time.Millisecond
+	f.put("appliances/web/port", "80")
+	f.put("appliances/web/blob", strings.Repeat("b", largeBody))
+	full := func() {
+		t.Helper()
+		if !f.s.bodyBudget.sem.TryAcquire(f.s.bodyBudget.size()) {
+			t.Fatal("the body budget is not whole: a request kept its share")
+		}
+	}
+	full()
+	f.mustErr(f.do("PUT", "/v1/appliances/web?dry_run=true", `{"keys":{"port":"81"}}`, "Content-Type", "application/json"),
+		http.StatusServiceUnavailable, api.CodeUnavailable, "large bodies or trees")
+	f.s.bodyBudget.sem.Release(f.s.bodyBudget.size())
+
+	var plan api.ApplyPlan
+	f.must(f.do("PUT", "/v1/appliances/web?dry_run=true", `{"keys":{"port":"81","new":"x"}}`, "Content-Type", "application/json"), http.StatusOK, &plan)
+	if strings.Join(plan.Changed, ",") != "appliances/web/port" || strings.Join(plan.Put, ",") != "appliances/web/new" ||
+		strings.Join(plan.Deleted, ",") != "appliances/web/blob" || plan.Old["appliances/web/blob"] != strings.Repeat("b", largeBody) {
+		t.Errorf("the dry run of a large tree: put %v changed %v deleted %v, want new, port, blob (its old value shown)", plan.Put, plan.Changed, plan.Deleted)
+	}
+	full()
+	f.s.bodyBudget.sem.Release(f.s.bodyBudget.size())
+
+	f.must(f.do("DELETE", "/v1/kv/appliances/web/blob", ""), http.StatusOK, nil)
+	full()
+	plan = api.ApplyPlan{}
+	f.must(f.do("PUT", "/v1/appliances/web?dry_run=true", `{"keys":{"port":"80"}}`, "Content-Type", "application/json"), http.StatusOK, &plan)
+	if plan.Unchanged != 1 || len(plan.Changed)+len(plan.Put)+len(plan.Deleted) != 0 {
+		t.Errorf("the dry run of a small tree with the budget taken: %+v, want one key unchanged", plan)
+	}
+	f.s.bodyBudget.sem.Release(f.s.bodyBudget.size())
+	full()
+	f.s.bodyBudget.sem.Release(f.s.bodyBudget.size())
+}
