@@ -663,8 +663,6 @@ func (s *Store) applyOnce(ctx context.Context, name string, keys map[string]stri
 	abs := s.kvRoot + api.ApplianceRoot(name) + "/"
 	live, read, err := s.readLive(wctx, name, abs, keys, cas)
 	switch {
-	case errors.Is(err, rpctypes.ErrCompacted):
-		return Applied{}, false, nil // compacted while it was read: read again, at a newer revision
 	case err != nil && api.AsError(err).Code == api.CodeConflict:
 		return Applied{Revision: read}, true, err
 	case err != nil:
@@ -804,17 +802,15 @@ type liveKey struct {
 
 // readLive reads the keys under abs (appliance name's root, with its '/') for an apply of keys
 // guarded by cas (-1: none): their names and revisions in one read (a key changed after cas
-// ends it with the apply's conflict, 409, at once), then, at that read's revision (read), the
-// values of the keys that the apply names, to compare with its own, in pages of about
-// livePageBytes of the apply's values: the values of keys it deletes are never read, and
-// those it names are held a page at a time, where the apply held its whole tree read at once.
-// A page's revision compacted meanwhile is an error wrapping rpctypes.ErrCompacted (the apply
-// reads again); etcd's other errors come back as they are. With keys nil, it reads the names
-// only.
-//
-// A page is sized by the apply's values, which are the live ones in an apply that changes
-// little: one that gives many keys values far smaller than they hold reads, in a page, as
-// many of theirs as livePageBytes of its own make.
+// ends it with the apply's conflict, 409, at once), then asks etcd, for each key that the apply
+// names, whether it still holds the apply's value at the mod_revision read (liveKey.same), in
+// pages of about livePageBytes of the apply's keys and values: no live value is read. The
+// apply read the values of the keys it names, in pages sized by its own values, so that one
+// giving many keys values far smaller than they hold (empty ones) read them all in one answer
+// (an appliance's nine values of 950 KB, 8.5 MB, for an apply of a few hundred bytes), and as
+// many times as such applies were sent; it held its whole tree before that. A key changed
+// since the read is not the same, and the apply's write, guarded on the read, reads again.
+// etcd's errors come back as they are. With keys nil, it reads the names only.
 func (s *Store) readLive(ctx context.Context, name, abs string, keys map[string]string, cas int64) (live []liveKey, read int64, err error) {
 	cctx, cancel := s.opCtx(ctx)
 	resp, err := s.cli.Get(cctx, abs, clientv3.WithPrefix(), clientv3.WithKeysOnly())
@@ -839,12 +835,11 @@ func (s *Store) readLive(ctx context.Context, name, abs string, keys map[string]
 		live = append(live, liveKey{key: k, mod: kv.ModRevision, create: kv.CreateRevision})
 	}
 	resp = nil
-	// A page is a transaction of ranges, each a run of keys that the apply names with no other
-	// key between (live is sorted): [first, last+"\x00") holds exactly them at read.
-	type run struct{ first, end int } // live[first:end]
+	// A page is a read-only transaction of one nested transaction per key, whose compares say
+	// whether the key holds the apply's value at the revision read: its answer is a flag each.
 	var (
 		ops   []clientv3.Op
-		runs  []run
+		at    []int // live[at[i]] is ops[i]'s key
 		bytes int
 	)
 	flush := func() error {
@@ -857,52 +852,32 @@ func (s *Store) readLive(ctx context.Context, name, abs string, keys map[string]
 		if err != nil {
 			return err
 		}
-		got := 0
 		for i, r := range resp.Responses {
-			at := runs[i].first
-			for _, kv := range r.GetResponseRange().Kvs {
-				got += len(kv.Key) + len(kv.Value)
-				for at < runs[i].end && live[at].key != string(kv.Key) {
-					at++
-				}
-				if at < runs[i].end {
-					live[at].same = keys[strings.TrimPrefix(live[at].key, abs)] == string(kv.Value)
-				}
-			}
+			live[at[i]].same = r.GetResponseTxn().GetSucceeded()
 		}
 		if s.liveReadHook != nil {
-			s.liveReadHook(got)
+			s.liveReadHook(0) // flags only: no key, no value
 		}
-		ops, runs, bytes = ops[:0], runs[:0], 0
+		ops, at, bytes = ops[:0], at[:0], 0
 		return nil
 	}
-	size := func(i int) (int, bool) {
-		v, ok := keys[strings.TrimPrefix(live[i].key, abs)]
-		return len(live[i].key) + len(v), ok
-	}
-	for i := 0; i < len(live); {
-		n, named := size(i)
+	for i := range live {
+		v, named := keys[strings.TrimPrefix(live[i].key, abs)]
 		if !named {
-			i++
 			continue
 		}
+		n := 2*len(live[i].key) + len(v) // the key is in both compares
 		if len(ops) > 0 && (bytes+n > livePageBytes || len(ops) == livePageRanges) {
 			if err := flush(); err != nil {
 				return nil, read, err
 			}
 		}
-		j := i + 1
-		for ; j < len(live); j++ {
-			m, named := size(j)
-			if !named || bytes+n+m > livePageBytes {
-				break
-			}
-			n += m
-		}
-		ops = append(ops, clientv3.OpGet(live[i].key, clientv3.WithRange(live[j-1].key+"\x00"), clientv3.WithRev(read)))
-		runs = append(runs, run{i, j})
+		ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{
+			compare(clientv3.ModRevision(live[i].key), "=", live[i].mod),
+			compare(clientv3.Value(live[i].key), "=", v),
+		}, nil, nil))
+		at = append(at, i)
 		bytes += n
-		i = j
 	}
 	if err := flush(); err != nil {
 		return nil, read, err
@@ -911,7 +886,8 @@ func (s *Store) readLive(ctx context.Context, name, abs string, keys map[string]
 }
 
 // Pages of readLive: about livePageBytes of the apply's own keys and values, in at most
-// livePageRanges ranges (an external etcd takes 128 ops in a transaction by default).
+// livePageRanges nested transactions (an external etcd takes 128 ops in a transaction by
+// default).
 const (
 	livePageBytes  = listPageBytes
 	livePageRanges = 64
