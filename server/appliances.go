@@ -493,7 +493,7 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		// The rollout starts only from the state the caller read (a rollback reads it): its
 		// cas is refused as the apply's would be (a key changed or deleted since, 409; a
 		// revision ahead of the store, 400).
-		kvs, read, err := s.applyBase(ctx, name, cas, sh, "write with canary", "a rollout's record holds it whole")
+		kvs, read, err := s.applyBase(ctx, name, cas, sh, "write with canary to appliance "+strconv.Quote(name), "a rollout's record holds it whole")
 		if err != nil {
 			return err
 		}
@@ -552,7 +552,7 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 // write nothing and may be sent again at will, held the tree each.
 func (s *Server) planApply(ctx context.Context, w http.ResponseWriter, name string, keys map[string]string, sh *share) error {
 	root := api.ApplianceRoot(name)
-	cur, rev, err := s.applyBase(ctx, name, -1, sh, "dry run of an apply", "a dry run compares it whole")
+	cur, rev, err := s.applyBase(ctx, name, -1, sh, "dry run of an apply to appliance "+strconv.Quote(name), "a dry run compares it whole")
 	if err != nil {
 		return err
 	}
@@ -736,7 +736,8 @@ func (s *Server) rollbackTree(ctx context.Context, r *http.Request, name string,
 // tree at its revision is (read in no budget, canary writes or dry runs at once to an appliance
 // of large values held its tree each). Its share joins the request's, sh, which the handler
 // gives back once it is done; a tree larger than the whole budget (with the body's share) is
-// 413, its message naming the request (what) and why it needs the tree whole.
+// 413, its message naming the request (what, with the appliance) and why it needs the tree
+// whole.
 func (s *Server) applyBase(ctx context.Context, name string, cas int64, sh *share, what, why string) (kvs []api.KV, read int64, err error) {
 	var seen, counted int64
 	kvs, read, err = s.st.ApplyBase(ctx, name, cas, func(page []api.KV) error {
@@ -749,7 +750,7 @@ func (s *Server) applyBase(ctx context.Context, name string, cas int64, sh *shar
 		n := seen - counted
 		counted = seen
 		return s.bodyBudget.hold(ctx, &sh.held, n, func() string {
-			return fmt.Sprintf("%s to appliance %q: its live tree is larger than the %d bytes a replica holds of apply bodies and trees at once, and %s; nothing was written", what, name, s.bodyBudget.size(), why)
+			return fmt.Sprintf("%s: its live tree is larger than the %d bytes a replica holds of apply bodies and trees at once, and %s; nothing was written", what, s.bodyBudget.size(), why)
 		})
 	})
 	if err != nil {

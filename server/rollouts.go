@@ -1308,7 +1308,7 @@ func (s *Server) rolloutWrite(ctx context.Context, w http.ResponseWriter, r *htt
 		sh = &share{b: s.bodyBudget}
 		defer sh.release()
 	}
-	kvs, read, err := s.applyBase(ctx, name, -1, sh, "write with canary", "a rollout's record holds it whole")
+	kvs, read, err := s.applyBase(ctx, name, -1, sh, "write with canary to appliance "+strconv.Quote(name), "a rollout's record holds it whole")
 	if err != nil {
 		return err
 	}

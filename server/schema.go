@@ -447,12 +447,24 @@ func (s *Server) handlePutSchema(w http.ResponseWriter, r *http.Request) error {
 }
 
 // currentViolation says how appliance name's keys as they are break sch; "" when they do not,
-// when it has none, or when they cannot be read (the schema is set either way).
+// when it has none, or when they cannot be read (the schema is set either way). The tree is
+// read within the replica's bodyBudget when it is of largeBody and more, as a dry run's is:
+// read whole in no budget, schema puts at once to an appliance of large values held its tree
+// each. When the budget does not give its share, the warning says the keys were not checked.
 func (s *Server) currentViolation(ctx context.Context, name string, sch *jsonschema.Schema, data []byte) string {
-	tree, err := s.ownTree(ctx, name)
-	if err != nil {
+	sh := &share{b: s.bodyBudget}
+	defer sh.release()
+	kvs, _, err := s.applyBase(ctx, name, -1, sh, "the check of a schema against appliance "+strconv.Quote(name)+"'s keys", "the check reads it whole")
+	switch {
+	case err == nil:
+	case api.AsError(err).Code == api.CodeUnavailable:
+		return "the keys it has now were not checked against it (this replica is reading other large bodies or trees), so its next write is the first checked"
+	case api.AsError(err).Code == api.CodeTooLarge:
+		return "the keys it has now were not checked against it (they are more than this replica reads at once), so its next write is the first checked"
+	default:
 		return ""
 	}
+	tree := treeOf(name, kvs)
 	if len(tree) == 0 {
 		return ""
 	}
