@@ -803,13 +803,13 @@ type liveKey struct {
 // readLive reads the keys under abs (appliance name's root, with its '/') for an apply of keys
 // guarded by cas (-1: none): their names and revisions in one read (a key changed after cas
 // ends it with the apply's conflict, 409, at once), then asks etcd, for each key that the apply
-// names, whether it still holds the apply's value at the mod_revision read (liveKey.same), in
-// pages of about livePageBytes of the apply's keys and values: no live value is read. The
-// apply read the values of the keys it names, in pages sized by its own values, so that one
+// names, whether it holds the apply's value (liveKey.same), in pages of about livePageBytes of
+// the apply's keys and values: no live value is read. The apply read the values of the keys it
+// names, in pages sized by its own values, so that one
 // giving many keys values far smaller than they hold (empty ones) read them all in one answer
 // (an appliance's nine values of 950 KB, 8.5 MB, for an apply of a few hundred bytes), and as
 // many times as such applies were sent; it held its whole tree before that. A key changed
-// since the read is not the same, and the apply's write, guarded on the read, reads again.
+// since the read may be told either way: the apply's write, guarded on the read, reads again.
 // etcd's errors come back as they are. With keys nil, it reads the names only.
 func (s *Store) readLive(ctx context.Context, name, abs string, keys map[string]string, cas int64) (live []liveKey, read int64, err error) {
 	cctx, cancel := s.opCtx(ctx)
@@ -835,30 +835,57 @@ func (s *Store) readLive(ctx context.Context, name, abs string, keys map[string]
 		live = append(live, liveKey{key: k, mod: kv.ModRevision, create: kv.CreateRevision})
 	}
 	resp = nil
-	// A page is a read-only transaction of one nested transaction per key, whose compares say
-	// whether the key holds the apply's value at the revision read: its answer is a flag each.
+	// A page is a read-only transaction of groups (nested transactions without compares, which
+	// run their ops), each of one nested transaction per key, whose compare says whether the key
+	// holds the apply's value: its answer is a flag per key. A key changed since the read may be
+	// told either way: the apply's write, and keep's look, are guarded on nothing under abs put
+	// since read, and read again when it was (a compare of each key's mod_revision as well read
+	// each key twice in etcd, for nothing). Groups make a
+	// page of many keys one call within etcd's limit of ops per transaction, which a nested
+	// transaction takes its ops from: one transaction per key, 64 a page, made an unchanged apply
+	// of 10,000 keys 157 calls.
+	fan := livePageFan
+	if s.etcdMaxTxnOps > 0 {
+		fan = max(fan, (s.etcdMaxTxnOps-1)/2)
+	}
 	var (
-		ops   []clientv3.Op
-		at    []int // live[at[i]] is ops[i]'s key
+		at    []int // the live keys of the page, in order
 		bytes int
 	)
 	flush := func() error {
-		if len(ops) == 0 {
+		if len(at) == 0 {
 			return nil
+		}
+		var groups []clientv3.Op
+		for g := 0; g < len(at); g += fan {
+			var ops []clientv3.Op
+			for _, i := range at[g:min(g+fan, len(at))] {
+				ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{
+					compare(clientv3.Value(live[i].key), "=", keys[strings.TrimPrefix(live[i].key, abs)]),
+				}, nil, nil))
+			}
+			groups = append(groups, clientv3.OpTxn(nil, ops, nil))
 		}
 		cctx, cancel := s.opCtx(ctx)
 		defer cancel()
-		resp, err := s.cli.Txn(cctx).Then(ops...).Commit()
+		resp, err := s.cli.Txn(cctx).Then(groups...).Commit()
 		if err != nil {
 			return err
 		}
-		for i, r := range resp.Responses {
-			live[at[i]].same = r.GetResponseTxn().GetSucceeded()
+		k := 0
+		for _, g := range resp.Responses {
+			for _, r := range g.GetResponseTxn().GetResponses() {
+				live[at[k]].same = r.GetResponseTxn().GetSucceeded()
+				k++
+			}
+		}
+		if k != len(at) {
+			return fmt.Errorf("compare the apply's values: %d answers for %d keys", k, len(at))
 		}
 		if s.liveReadHook != nil {
 			s.liveReadHook(0) // flags only: no key, no value
 		}
-		ops, at, bytes = ops[:0], at[:0], 0
+		at, bytes = at[:0], 0
 		return nil
 	}
 	for i := range live {
@@ -866,16 +893,12 @@ func (s *Store) readLive(ctx context.Context, name, abs string, keys map[string]
 		if !named {
 			continue
 		}
-		n := 2*len(live[i].key) + len(v) // the key is in both compares
-		if len(ops) > 0 && (bytes+n > livePageBytes || len(ops) == livePageRanges) {
+		n := len(live[i].key) + len(v) + 16 // the compare's key and value, with its framing
+		if len(at) > 0 && (bytes+n > livePageBytes || len(at) == fan*fan) {
 			if err := flush(); err != nil {
 				return nil, read, err
 			}
 		}
-		ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{
-			compare(clientv3.ModRevision(live[i].key), "=", live[i].mod),
-			compare(clientv3.Value(live[i].key), "=", v),
-		}, nil, nil))
 		at = append(at, i)
 		bytes += n
 	}
@@ -885,12 +908,13 @@ func (s *Store) readLive(ctx context.Context, name, abs string, keys map[string]
 	return live, read, nil
 }
 
-// Pages of readLive: about livePageBytes of the apply's own keys and values, in at most
-// livePageRanges nested transactions (an external etcd takes 128 ops in a transaction by
-// default).
+// Pages of readLive: about livePageBytes of the apply's own keys and values, in groups of at
+// most livePageFan keys and as many groups (each level of nested transactions takes its ops
+// from etcd's limit per transaction: 32 + 32 + 1 compare of an external etcd's 128 by
+// default; the embedded etcd's limit makes larger groups).
 const (
-	livePageBytes  = listPageBytes
-	livePageRanges = 64
+	livePageBytes = listPageBytes
+	livePageFan   = 32
 )
 
 // holdsExactly reports whether live, the keys of an appliance, are keys with their values, no
