@@ -458,7 +458,8 @@ func (s *Server) currentViolation(ctx context.Context, name string, sch *jsonsch
 	switch {
 	case err == nil:
 	case api.AsError(err).Code == api.CodeUnavailable:
-		return "the keys it has now were not checked against it (this replica is reading other large bodies or trees), so its next write is the first checked"
+		// The budget's share not given in time, or the tree compacted while it was read.
+		return "the keys it has now were not checked against it (they could not be read now: this replica is reading other large bodies or trees, or etcd compacted them meanwhile), so its next write is the first checked"
 	case api.AsError(err).Code == api.CodeTooLarge:
 		return "the keys it has now were not checked against it (they are more than this replica reads at once), so its next write is the first checked"
 	default:
