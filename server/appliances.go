@@ -464,14 +464,18 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 		if err != nil {
 			return err
 		}
+		release := func() {}
 		if isYAMLMedia(media) {
-			release, err := s.yamlBudget.take(r, len(data))
-			if err != nil {
+			// Given back once the body is parsed, which is what it bounds: held until the
+			// handler returned, it was held through the wait for the live tree's share of the
+			// body budget (a dry run, a write with canary), while a large YAML apply that held
+			// its body's share waited for it.
+			if release, err = s.yamlBudget.take(r, len(data)); err != nil {
 				return err
 			}
-			defer release()
 		}
 		keys, err = applyBody(data, media, name, s.cfg.MaxValueBytes, s.cfg.MaxTxnOps)
+		release()
 		if err != nil {
 			return err
 		}
