@@ -596,6 +596,11 @@ func (s *Server) planApply(ctx context.Context, w http.ResponseWriter, name stri
 	slices.Sort(plan.Put)
 	slices.Sort(plan.Changed)
 	slices.Sort(plan.Deleted)
+	// The answer shows the old values: as large as the tree. Written within the share, it
+	// held it as long as a client took to read it (no write timeout bounds that), so that
+	// dry runs whose answers were not read held the budget for good. The budget of answers
+	// counts the answer; the share goes back before it is written.
+	sh.release()
 	return writeJSON(w, http.StatusOK, rev, plan)
 }
 

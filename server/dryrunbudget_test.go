@@ -1,6 +1,9 @@
 package server
 
 import (
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -51,4 +54,35 @@ func TestApply_DryRunReadsALargeLiveTreeWithinTheBodyBudget(t *testing.T) {
 	f.s.bodyBudget.sem.Release(f.s.bodyBudget.size())
 	full()
 	f.s.bodyBudget.sem.Release(f.s.bodyBudget.size())
+}
+
+// A dry run's answer shows the old values of the keys it changes or deletes: as large as the
+// live tree. Its share of the body budget, the tree's, was held while that answer was written,
+// so that a client that does not read it (the server has no write timeout) kept the share as
+// long as it kept the connection: two such dry runs of a tree of half the budget each held
+// the whole budget, and every large kv, txn and apply body waited, then was 503. The share
+// is given back before the answer is written, which the budget of answers bounds.
+func TestApply_DryRunGivesItsShareBackBeforeItsAnswer(t *testing.T) {
+	f := newFixture(t)
+	b := f.s.bodyBudget
+	tree := int(min(b.size()/2, 24<<20)) // more than the socket buffers hold, not read
+	for i := 0; i*1_000_000 < tree; i++ {
+		f.put(fmt.Sprintf("appliances/web/part%02d", i), strings.Repeat("v", 1_000_000))
+	}
+	conn, err := net.Dial("tcp", f.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	body := `{"keys":{"port":"1"}}`
+	fmt.Fprintf(conn, "PUT /v1/appliances/web?dry_run=true HTTP/1.1\r\nHost: shoelace\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", f.token, len(body), body)
+	// The answer is on its way (its first bytes read), the rest not read: the budget is whole
+	// all the same.
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	first := make([]byte, 12)
+	if _, err := io.ReadFull(conn, first); err != nil || string(first) != "HTTP/1.1 200" {
+		t.Fatalf("the dry run's answer begins %q (%v)", first, err)
+	}
+	time.Sleep(100 * time.Millisecond) // the buffers fill
+	budgetWhole(t, f, "a dry run whose answer is not read")
 }
