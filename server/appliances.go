@@ -747,26 +747,62 @@ func (s *Server) rollbackTree(ctx context.Context, r *http.Request, name string,
 // gives back once it is done; a tree larger than the whole budget (with the body's share) is
 // 413, its message naming the request (what, with the appliance) and why it needs the tree
 // whole.
+//
+// A share the budget cannot give at once is not waited for with the pages read so far: they
+// are let go, the share (what they took, at least) is waited for as hold waits, holding
+// nothing of the tree, and the tree is read again within it. Waited for with its pages held,
+// as many requests as were sent at once held a page or more each, uncounted (a rollback's
+// tree waits so in one of historyReadsAtOnce slots; these have none). One wait in all: a share
+// still short after it (the tree grew) is 503 as a wait that ran out.
 func (s *Server) applyBase(ctx context.Context, name string, cas int64, sh *share, what, why string) (kvs []api.KV, read int64, err error) {
-	var seen, counted int64
-	kvs, read, err = s.st.ApplyBase(ctx, name, cas, func(page []api.KV) error {
-		for _, kv := range page {
-			seen += int64(len(kv.Key) + len(kv.Value))
-		}
-		if seen < largeBody {
+	tooLarge := func() string {
+		return fmt.Sprintf("%s: its live tree is larger than the %d bytes a replica holds of apply bodies and trees at once, and %s; nothing was written", what, s.bodyBudget.size(), why)
+	}
+	var tree int64 // the tree's part of sh
+	for waited := false; ; waited = true {
+		var seen int64
+		short := false
+		kvs, read, err = s.st.ApplyBase(ctx, name, cas, func(page []api.KV) error {
+			for _, kv := range page {
+				seen += int64(len(kv.Key) + len(kv.Value))
+			}
+			if seen < largeBody || seen <= tree {
+				return nil
+			}
+			if sh.held+seen-tree > s.bodyBudget.size() {
+				return api.Errorf(api.CodeTooLarge, "%s", tooLarge())
+			}
+			if !s.bodyBudget.sem.TryAcquire(seen - tree) {
+				short = true
+				return errShortShare
+			}
+			sh.held += seen - tree
+			tree = seen
 			return nil
-		}
-		n := seen - counted
-		counted = seen
-		return s.bodyBudget.hold(ctx, &sh.held, n, func() string {
-			return fmt.Sprintf("%s: its live tree is larger than the %d bytes a replica holds of apply bodies and trees at once, and %s; nothing was written", what, s.bodyBudget.size(), why)
 		})
-	})
+		if !short {
+			break
+		}
+		kvs = nil
+		if waited {
+			e := api.Errorf(api.CodeUnavailable, "this replica is reading other large bodies or trees (up to %d bytes at once); nothing was written: retry", s.bodyBudget.size())
+			e.RetryAfter = 1
+			return nil, read, e
+		}
+		before := sh.held
+		if err := s.bodyBudget.hold(ctx, &sh.held, seen-tree, tooLarge); err != nil {
+			return nil, read, err
+		}
+		tree += sh.held - before
+	}
 	if err != nil {
 		return nil, read, err
 	}
 	return kvs, read, nil
 }
+
+// errShortShare ends applyBase's read of a tree whose share the budget cannot give at once.
+var errShortShare = errors.New("the body budget's share is short")
 
 // applyTree makes appliance name's own keys keys (guarded on cas, as Store.ApplyTree) as a
 // release of kind, and sets the answer's index to the write's revision. A tree that was already
