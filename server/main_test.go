@@ -116,6 +116,13 @@ func newFixtureLog(t testing.TB, st *store.Store, log *slog.Logger, opts ...func
 	})
 	f := &fixture{t: t, st: st, s: s, srv: srv}
 	f.token = f.adminToken()
+	if st.Answered() {
+		// New loads tokens and settings within 5 s, and tries again in the background when it
+		// could not: on a host loaded enough to take longer, a test's first request was 503
+		// "tokens are not loaded yet". Given their time here; a store away from the start
+		// (a test of that) is not waited for.
+		within(30*time.Second, s.auth.loaded.Load)
+	}
 	return f
 }
 
