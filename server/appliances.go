@@ -482,8 +482,13 @@ func (s *Server) handlePutAppliance(w http.ResponseWriter, r *http.Request) erro
 	}
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
-	if kind == api.KindRollback && !read { // rollbackTree checked it
+	if kind == api.KindRollback && !read { // rollbackTree checked them
 		if err := s.rollbackNotAhead(ctx, rollbackTo); err != nil {
+			return err
+		}
+		// A revision a restore lost is no state of the store's history either: its keys, read
+		// before the restore, are an apply, not a rollback to it.
+		if err := s.lostRevision(ctx, rollbackTo, "a rollback names a revision of the store's history; nothing was written: apply the keys without "+api.HeaderRollback+", or roll back to a revision the store has"); err != nil {
 			return err
 		}
 	}
