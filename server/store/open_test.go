@@ -152,8 +152,17 @@ func TestStore_ExternalDownThenBack(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if _, err := s.Put(ctx, "shared/x", "back", -1); err != nil {
-		t.Fatalf("put after etcd came back: %v", err)
+	// The id is made a moment before the root checks' gate opens (see loadIDLoop): a put in
+	// between is 503 "not checked yet; retry", as a client is told.
+	for {
+		_, err := s.Put(ctx, "shared/x", "back", -1)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) || !strings.Contains(err.Error(), "not checked yet") {
+			t.Fatalf("put after etcd came back: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	if v, _, err := s.SysGet(ctx, "store-id"); err != nil || string(v) != s.ID() {
 		t.Errorf("stored id %q (%v), ID() %q", v, err, s.ID())
